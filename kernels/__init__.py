@@ -1,0 +1,1 @@
+"""CUDA C sources of minilora (installed as ``minilora._kernels``); see README.md here."""

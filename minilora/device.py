@@ -1,0 +1,113 @@
+"""Devices: where a tensor's numbers live and which code computes on them.
+
+Three devices, one interface:
+
+* ``cpu``  -- NumPy arrays, NumPy math. Always enabled.
+* ``emu``  -- NumPy arrays too, but every op that has a hand-written CUDA kernel (the fused LoRA
+  forward/backward, the fused AdamW) runs that ``.cu`` source in the project's CPU emulator, so the
+  CUDA code is exercised on machines without a GPU. Enabled when a C++ compiler is found.
+* ``cuda`` -- CuPy arrays on an NVIDIA GPU; kernels go through ``cupy.RawModule``. Enabled only when
+  CuPy imports *and* a GPU answers.
+
+A device that cannot run says so through ``enabled()`` and ``why_disabled``; nothing fails at import.
+"""
+import os
+import shutil
+
+import numpy as np
+
+__all__ = ["Device", "device", "default_device", "xp_of", "all_devices"]
+
+
+class Device:
+    """One place to compute. ``xp`` is the array module (numpy or cupy)."""
+
+    def __init__(self, name, uses_kernels):
+        self.name = name
+        self.uses_kernels = uses_kernels  # True: ops with a .cu kernel launch it
+        self._checked = False
+        self._why = None
+        self._xp = None
+
+    # Probing is lazy: importing minilora must never import CuPy or touch a GPU.
+    def _probe(self):
+        if self._checked:
+            return
+        self._checked = True
+        if self.name == "cuda":
+            try:
+                import cupy
+                count = cupy.cuda.runtime.getDeviceCount()
+            except Exception as exc:  # ImportError, or CUDA driver errors
+                self._why = f"CuPy is not usable here ({type(exc).__name__}: {exc})"
+                return
+            if count == 0:
+                self._why = "CuPy imports but no GPU answers (getDeviceCount() == 0)"
+                return
+            self._xp = cupy
+        else:
+            if self.name == "emu" and shutil.which(os.environ.get("CXX", "g++")) is None:
+                self._why = "the CUDA emulator needs a C++ compiler (g++) on PATH"
+                return
+            self._xp = np
+
+    def enabled(self):
+        self._probe()
+        return self._why is None
+
+    @property
+    def why_disabled(self):
+        self._probe()
+        return self._why
+
+    @property
+    def xp(self):
+        if not self.enabled():
+            raise RuntimeError(f"device '{self.name}' is not enabled: {self._why}")
+        return self._xp
+
+    def __repr__(self):
+        return f"device('{self.name}')"
+
+    def __str__(self):
+        return self.name
+
+    def __reduce__(self):  # pickling/copying gives back the same singleton
+        return (device, (self.name,))
+
+
+_DEVICES = {name: Device(name, uses_kernels=(name != "cpu")) for name in ("cpu", "emu", "cuda")}
+
+
+def all_devices():
+    """The three devices, enabled or not (tests parametrise over these)."""
+    return list(_DEVICES.values())
+
+
+def device(name=None):
+    """``device('cpu' | 'emu' | 'cuda')``; ``None`` gives the default (``MINILORA_DEVICE``, else cpu).
+
+    Asking for a device that cannot run raises an error that says why."""
+    if isinstance(name, Device):
+        return name
+    if name is None:
+        name = os.environ.get("MINILORA_DEVICE", "cpu")
+    name = str(name).split(":")[0]  # accept 'cuda:0' as PyTorch users write it
+    if name not in _DEVICES:
+        raise ValueError(f"unknown device '{name}': choose one of {sorted(_DEVICES)}")
+    dev = _DEVICES[name]
+    if not dev.enabled():
+        raise RuntimeError(f"device '{name}' is not enabled: {dev.why_disabled}")
+    return dev
+
+
+def default_device():
+    return device(None)
+
+
+def xp_of(array):
+    """The array module that owns ``array``: numpy for NumPy arrays, else cupy."""
+    if isinstance(array, np.ndarray) or np.isscalar(array):
+        return np
+    import cupy
+    return cupy

@@ -1,0 +1,128 @@
+"""The basic layers: Linear, Embedding, RMSNorm, LayerNorm, Dropout, Identity.
+
+Each holds its Parameters and calls one op from ``minilora.ops`` in ``forward``.
+"""
+import math
+
+import numpy as np
+
+from .. import ops
+from . import init
+from .module import Module, Parameter
+
+__all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity", "GELU", "SiLU",
+           "ReLU"]
+
+
+def _empty(shape, dtype, device):
+    return Parameter(np.zeros(shape, dtype=dtype or "float32"), device=device)
+
+
+class Linear(Module):
+    """``y = x W^T + b`` with ``weight`` of shape ``[out_features, in_features]`` (PyTorch layout).
+
+    Init as PyTorch: W ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform with a=sqrt(5)), same for b.
+    """
+
+    def __init__(self, in_features, out_features, bias=True, dtype=None, device=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = _empty((out_features, in_features), dtype, device)
+        self.bias = _empty((out_features,), dtype, device) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x):
+        return ops.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Embedding(Module):
+    """A lookup table ``weight[ids]`` of shape ``[num_embeddings, embedding_dim]``, init N(0, 1)."""
+
+    def __init__(self, num_embeddings, embedding_dim, dtype=None, device=None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.weight = _empty((num_embeddings, embedding_dim), dtype, device)
+        init.normal_(self.weight)
+
+    def forward(self, ids):
+        return ops.embedding(ids, self.weight)
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}"
+
+
+class RMSNorm(Module):
+    """``x / rms(x) * weight`` (Llama's norm; weight starts at ones)."""
+
+    def __init__(self, hidden_size, eps=1e-6, dtype=None, device=None):
+        super().__init__()
+        self.eps = eps
+        self.weight = Parameter(np.ones(hidden_size, dtype=dtype or "float32"), device=device)
+
+    def forward(self, x):
+        return ops.rms_norm(x, self.weight, self.eps)
+
+    def extra_repr(self):
+        return f"({self.weight.shape[0]},), eps={self.eps}"
+
+
+class LayerNorm(Module):
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, dtype=None,
+                 device=None):
+        super().__init__()
+        self.eps = eps
+        dtype = dtype or "float32"
+        self.weight = Parameter(np.ones(normalized_shape, dtype=dtype), device=device) \
+            if elementwise_affine else None
+        self.bias = Parameter(np.zeros(normalized_shape, dtype=dtype), device=device) \
+            if elementwise_affine and bias else None
+
+    def forward(self, x):
+        return ops.layer_norm(x, self.weight, self.bias, self.eps)
+
+
+class Dropout(Module):
+    def __init__(self, p=0.5):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x):
+        return ops.dropout(x, self.p, training=self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class Identity(Module):
+    def forward(self, x):
+        return x
+
+
+class GELU(Module):
+    def __init__(self, approximate="none"):
+        super().__init__()
+        self.approximate = approximate
+
+    def forward(self, x):
+        return ops.gelu(x, self.approximate)
+
+
+class SiLU(Module):
+    def forward(self, x):
+        return ops.silu(x)
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return ops.relu(x)

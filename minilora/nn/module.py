@@ -1,0 +1,349 @@
+"""``Module`` and ``Parameter``: how layers own their weights, PyTorch-style.
+
+Assigning a ``Parameter`` or a ``Module`` to an attribute registers it; the dotted names that
+``named_parameters()`` yields (``model.layers.0.self_attn.q_proj.weight``) are the checkpoint keys,
+so they match Hugging Face's exactly when the attribute names do.
+"""
+from collections import OrderedDict
+
+import numpy as np
+
+from ..device import device as _get_device
+from ..tensor import Tensor, _to_dtype, no_grad
+
+__all__ = ["Parameter", "Module", "ModuleList", "ModuleDict", "StateDictError"]
+
+
+class Parameter(Tensor):
+    """A Tensor that a Module owns and an optimizer updates (``requires_grad=True`` by default)."""
+
+    __slots__ = ()
+
+    def __init__(self, data, requires_grad=True, device=None, dtype=None):
+        if isinstance(data, Tensor):
+            device = data.device if device is None else device
+        super().__init__(data, dtype=dtype, device=device, requires_grad=requires_grad)
+
+    def __repr__(self):
+        return "Parameter containing:\n" + super().__repr__()
+
+
+class StateDictError(RuntimeError):
+    """``load_state_dict`` found missing keys, unexpected keys or shape mismatches."""
+
+    def __init__(self, missing=(), unexpected=(), mismatched=()):
+        self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
+        parts = []
+        if self.missing:
+            parts.append(f"missing keys ({len(self.missing)}): {_show(self.missing)}")
+        if self.unexpected:
+            parts.append(f"unexpected keys ({len(self.unexpected)}): {_show(self.unexpected)}")
+        if self.mismatched:
+            shown = [f"{k}: checkpoint {a} vs model {b}" for k, a, b in self.mismatched]
+            parts.append(f"shape mismatches ({len(shown)}): {_show(shown)}")
+        super().__init__("error loading state_dict: " + "; ".join(parts))
+
+
+def _show(items, limit=8):
+    text = ", ".join(str(i) for i in items[:limit])
+    return text + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+class Module:
+    """Base class of every layer. Subclasses set attributes in ``__init__`` and define ``forward``."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_non_persistent", set())
+        object.__setattr__(self, "training", True)
+
+    # --- registration ---------------------------------------------------------------------------
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() "
+                                 f"before assigning '{name}'")
+        for table in (self._parameters, self._modules, self._buffers):
+            table.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        else:
+            object.__setattr__(self, name, value)
+            return
+        self.__dict__.pop(name, None)
+
+    def __getattr__(self, name):  # only called when normal lookup fails
+        for table in ("_parameters", "_modules", "_buffers"):
+            entries = self.__dict__.get(table)
+            if entries is not None and name in entries:
+                return entries[name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def __delattr__(self, name):
+        for table in (self._parameters, self._modules, self._buffers):
+            if name in table:
+                del table[name]
+                return
+        object.__delattr__(self, name)
+
+    def register_buffer(self, name, tensor, persistent=True):
+        """A tensor that belongs to the module but is not trained (e.g. RoPE tables)."""
+        self._buffers[name] = tensor
+        if not persistent:
+            self._non_persistent.add(name)
+
+    def register_parameter(self, name, param):
+        if param is None:
+            self._parameters.pop(name, None)
+            object.__setattr__(self, name, None)
+        else:
+            setattr(self, name, param)
+
+    def add_module(self, name, module):
+        setattr(self, name, module)
+
+    # --- traversal ------------------------------------------------------------------------------
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for name, child in self._modules.items():
+            if child is not None:
+                yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        return (m for _, m in self.named_modules())
+
+    def named_children(self):
+        return ((n, m) for n, m in self._modules.items() if m is not None)
+
+    def children(self):
+        return (m for _, m in self.named_children())
+
+    def named_parameters(self, prefix="", recurse=True):
+        """``(dotted_name, Parameter)`` pairs; a parameter shared by two modules comes once."""
+        seen = set()
+        modules = self.named_modules(prefix) if recurse else [(prefix, self)]
+        for mod_prefix, module in modules:
+            for name, p in module._parameters.items():
+                if p is None or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                yield (f"{mod_prefix}.{name}" if mod_prefix else name), p
+
+    def parameters(self, recurse=True):
+        return (p for _, p in self.named_parameters(recurse=recurse))
+
+    def named_buffers(self, prefix=""):
+        for mod_prefix, module in self.named_modules(prefix):
+            for name, buf in module._buffers.items():
+                yield (f"{mod_prefix}.{name}" if mod_prefix else name), buf
+
+    def get_submodule(self, target):
+        module = self
+        for part in target.split(".") if target else []:
+            if part not in module._modules:
+                raise AttributeError(f"{type(module).__name__} has no submodule '{part}' "
+                                     f"(looking for '{target}')")
+            module = module._modules[part]
+        return module
+
+    def apply(self, fn):
+        for module in self.modules():
+            fn(module)
+        return self
+
+    # --- modes and movement ---------------------------------------------------------------------
+    def train(self, mode=True):
+        for module in self.modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def requires_grad_(self, requires_grad=True):
+        for p in self.parameters():
+            p.requires_grad = requires_grad
+        return self
+
+    def zero_grad(self, set_to_none=True):
+        for p in self.parameters():
+            if set_to_none or p.grad is None:
+                p.grad = None
+            else:
+                p.grad = p.grad * 0
+
+    def to(self, device=None, dtype=None):
+        """Move/cast every parameter and buffer in place (the Parameter objects stay the same,
+        so an optimizer built before ``.to`` still holds them)."""
+        dev = _get_device(device) if device is not None else None
+        dtype = _to_dtype(dtype)
+        for module in self.modules():
+            for p in module._parameters.values():
+                if p is not None:
+                    _move_in_place(p, dev, dtype)
+            for buf in module._buffers.values():
+                if buf is not None:
+                    _move_in_place(buf, dev, dtype if buf.dtype.kind == "f" else None)
+        return self
+
+    def float(self):
+        return self.to(dtype="float32")
+
+    def double(self):
+        return self.to(dtype="float64")
+
+    # --- state dict -----------------------------------------------------------------------------
+    def state_dict(self):
+        """Name -> Tensor for every parameter and persistent buffer (shared ones under each name)."""
+        out = OrderedDict()
+        for mod_prefix, module in self.named_modules():
+            for name, p in module._parameters.items():
+                if p is not None:
+                    out[f"{mod_prefix}.{name}" if mod_prefix else name] = p
+            for name, buf in module._buffers.items():
+                if buf is not None and name not in module._non_persistent:
+                    out[f"{mod_prefix}.{name}" if mod_prefix else name] = buf
+        return out
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy values in. ``strict``: every key must match; the error lists what did not.
+
+        Returns ``(missing_keys, unexpected_keys)`` like PyTorch. Nothing is changed if it raises.
+        """
+        own = self.state_dict()
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        mismatched = []
+        for key, target in own.items():
+            if key in state_dict:
+                shape = tuple(np.shape(_array(state_dict[key])))
+                if shape != target.shape:
+                    mismatched.append((key, shape, target.shape))
+        if mismatched or (strict and (missing or unexpected)):
+            raise StateDictError(missing if strict else (), unexpected if strict else (), mismatched)
+        with no_grad():
+            for key, target in own.items():
+                if key in state_dict:
+                    target.data[...] = target.device.xp.asarray(_array(state_dict[key]),
+                                                                dtype=target.dtype)
+        return missing, unexpected
+
+    # --- calling --------------------------------------------------------------------------------
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must define forward()")  # abstract
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for name, child in self.named_children():
+            child_text = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {child_text}")
+        return lines[0] + ")" if len(lines) == 1 else "\n".join(lines) + "\n)"
+
+
+def _array(value):
+    if isinstance(value, Tensor):
+        return value.numpy()
+    if hasattr(value, "detach"):  # a torch tensor
+        return value.detach().cpu().numpy()
+    return value
+
+
+def _convert(array, dev, dtype):
+    if dtype is not None and array.dtype != dtype:
+        array = array.astype(dtype)
+    if dev is not None:
+        if dev.xp is np:
+            array = array if isinstance(array, np.ndarray) else array.get()
+        else:
+            array = dev.xp.asarray(array)
+    return array
+
+
+def _move_in_place(t, dev, dtype):
+    """Change a tensor's device/dtype keeping the object (optimizers and modules hold it)."""
+    dev = dev if dev is not t.device else None
+    t.data = _convert(t.data, dev, dtype)
+    if t.grad is not None:
+        t.grad = _convert(t.grad, dev, dtype)
+    if dev is not None:
+        t._device = dev
+
+
+class ModuleList(Module):
+    """A list of modules registered as ``0``, ``1``, ... (``model.layers.3.mlp``)."""
+
+    def __init__(self, modules=()):
+        super().__init__()
+        for module in modules:
+            self.append(module)
+
+    def append(self, module):
+        self._modules[str(len(self._modules))] = module
+        return self
+
+    def extend(self, modules):
+        for m in modules:
+            self.append(m)
+        return self
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return ModuleList(list(self._modules.values())[index])
+        n = len(self._modules)
+        if not -n <= index < n:
+            raise IndexError(f"ModuleList index {index} out of range for {n} modules")
+        return self._modules[str(index % n)]
+
+    def __setitem__(self, index, module):
+        self._modules[str(index % len(self._modules))] = module
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+
+class ModuleDict(Module):
+    """A dict of modules registered under their keys."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        for key, module in (modules or {}).items():
+            self[key] = module
+
+    def __getitem__(self, key):
+        return self._modules[key]
+
+    def __setitem__(self, key, module):
+        setattr(self, key, module)
+
+    def __delitem__(self, key):
+        del self._modules[key]
+
+    def __contains__(self, key):
+        return key in self._modules
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def keys(self):
+        return self._modules.keys()
+
+    def values(self):
+        return self._modules.values()
+
+    def items(self):
+        return self._modules.items()

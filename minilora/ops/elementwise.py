@@ -1,0 +1,410 @@
+"""Elementwise ops: arithmetic with NumPy broadcasting, and the pointwise functions of deep learning.
+
+Broadcasting rule for backward: an input that was broadcast up to the output's shape receives the
+output gradient summed back down over the broadcast axes (``unbroadcast``).
+"""
+import math
+
+import numpy as np
+
+from ..device import xp_of
+from ..tensor import Function
+
+__all__ = ["add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
+           "sigmoid", "relu", "gelu", "silu", "where", "masked_fill", "clone", "astype",
+           "to_device", "unbroadcast", "erf"]
+
+
+def unbroadcast(grad, shape):
+    """Sum ``grad`` over the axes along which an input of ``shape`` was broadcast."""
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    axes = tuple(range(extra)) + tuple(i + extra for i, n in enumerate(shape)
+                                       if n == 1 and grad.shape[i + extra] != 1)
+    out = grad.sum(axis=axes, keepdims=True) if axes else grad
+    return out.reshape(shape)
+
+
+def _shape(x):
+    return getattr(x, "shape", ())
+
+
+def _broadcast_error(name, a, b):
+    return ValueError(f"{name}: shapes {_shape(a)} and {_shape(b)} cannot be broadcast together")
+
+
+# ---- arithmetic ----------------------------------------------------------------------------------
+class Add(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = (_shape(a), _shape(b))
+        try:
+            return a + b
+        except ValueError:
+            raise _broadcast_error("add", a, b) from None
+
+    @staticmethod
+    def backward(ctx, g):
+        na, nb = ctx.needs_input_grad
+        return (unbroadcast(g, ctx.shapes[0]) if na else None,
+                unbroadcast(g, ctx.shapes[1]) if nb else None)
+
+    @staticmethod
+    def flops(ctx, arrays, out):
+        return out.size
+
+
+class Sub(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = (_shape(a), _shape(b))
+        try:
+            return a - b
+        except ValueError:
+            raise _broadcast_error("sub", a, b) from None
+
+    @staticmethod
+    def backward(ctx, g):
+        na, nb = ctx.needs_input_grad
+        return (unbroadcast(g, ctx.shapes[0]) if na else None,
+                unbroadcast(-g, ctx.shapes[1]) if nb else None)
+
+    flops = Add.flops
+
+
+class Mul(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.a, ctx.b = a, b
+        try:
+            return a * b
+        except ValueError:
+            raise _broadcast_error("mul", a, b) from None
+
+    @staticmethod
+    def backward(ctx, g):
+        na, nb = ctx.needs_input_grad
+        a, b = ctx.a, ctx.b
+        return (unbroadcast(g * b, a.shape) if na else None,
+                unbroadcast(g * a, b.shape) if nb else None)
+
+    flops = Add.flops
+
+
+class Div(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.a, ctx.b = a, b
+        try:
+            return a / b
+        except ValueError:
+            raise _broadcast_error("div", a, b) from None
+
+    @staticmethod
+    def backward(ctx, g):
+        na, nb = ctx.needs_input_grad
+        a, b = ctx.a, ctx.b
+        return (unbroadcast(g / b, a.shape) if na else None,
+                unbroadcast(-g * a / (b * b), b.shape) if nb else None)
+
+    flops = Add.flops
+
+
+class Neg(Function):
+    @staticmethod
+    def forward(ctx, a):
+        return -a
+
+    @staticmethod
+    def backward(ctx, g):
+        return -g
+
+
+class Pow(Function):
+    """``a ** b`` where either side may be a tensor (or a Python number)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        out = a ** b
+        ctx.a, ctx.b, ctx.out = a, b, out
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        na, nb = ctx.needs_input_grad
+        a, b, out = ctx.a, ctx.b, ctx.out
+        ga = gb = None
+        if na:
+            ga = unbroadcast(g * b * a ** (b - 1), _shape(a))
+        if nb:
+            xp = xp_of(out)
+            gb = unbroadcast(g * out * xp.log(a), _shape(b))
+        return ga, gb
+
+
+# ---- pointwise functions -------------------------------------------------------------------------
+class Exp(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.out = xp_of(a).exp(a)
+        return ctx.out
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * ctx.out
+
+
+class Log(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.a = a
+        return xp_of(a).log(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g / ctx.a
+
+
+class Sqrt(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.out = xp_of(a).sqrt(a)
+        return ctx.out
+
+    @staticmethod
+    def backward(ctx, g):
+        return g / (2 * ctx.out)
+
+
+class Rsqrt(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.out = 1 / xp_of(a).sqrt(a)
+        return ctx.out
+
+    @staticmethod
+    def backward(ctx, g):  # d/da a^(-1/2) = -1/2 a^(-3/2)
+        out = ctx.out
+        return -0.5 * g * out * out * out
+
+
+class Abs(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.a = a
+        return abs(a)
+
+    @staticmethod
+    def backward(ctx, g):  # sign(0) = 0, as PyTorch
+        return g * xp_of(g).sign(ctx.a)
+
+
+class Tanh(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.out = xp_of(a).tanh(a)
+        return ctx.out
+
+    @staticmethod
+    def backward(ctx, g):
+        out = ctx.out
+        return g * (1 - out * out)
+
+
+def _sigmoid(xp, a):
+    # 0.5 * (1 + tanh(a/2)) equals 1 / (1 + e^-a) but never overflows for large |a|.
+    return 0.5 * (1 + xp.tanh(0.5 * a))
+
+
+class Sigmoid(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.out = _sigmoid(xp_of(a), a)
+        return ctx.out
+
+    @staticmethod
+    def backward(ctx, g):
+        out = ctx.out
+        return g * out * (1 - out)
+
+
+class Relu(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.mask = a > 0
+        return a * ctx.mask
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * ctx.mask
+
+
+class Silu(Function):
+    """SiLU (swish), Llama's MLP activation: ``x * sigmoid(x)``."""
+
+    @staticmethod
+    def forward(ctx, a):
+        s = _sigmoid(xp_of(a), a)
+        ctx.a, ctx.s = a, s
+        return a * s
+
+    @staticmethod
+    def backward(ctx, g):
+        a, s = ctx.a, ctx.s
+        return g * s * (1 + a * (1 - s))
+
+
+# Abramowitz & Stegun 7.1.26: |error| < 1.5e-7, i.e. float32 precision, at a few array passes.
+_AS_P = 0.3275911
+_AS_A = (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)
+
+
+def erf(x):
+    """The error function on arrays with NumPy alone (float64: exact via math.erf; else A&S)."""
+    xp = xp_of(x)
+    if xp is not np:
+        from cupyx.scipy.special import erf as cupy_erf
+        return cupy_erf(x)
+    if x.dtype == np.float64:  # exactness matters more than speed here: grad checks, interop tests
+        return np.frompyfunc(math.erf, 1, 1)(x).astype(np.float64)
+    ax = np.abs(x)
+    t = 1 / (1 + _AS_P * ax)
+    poly = _AS_A[0]
+    for coef in _AS_A[1:]:
+        poly = poly * t + coef
+    y = 1 - poly * t * np.exp(-ax * ax)
+    return np.copysign(y, x).astype(x.dtype, copy=False)
+
+
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
+
+
+class Gelu(Function):
+    """GELU, ``x * Phi(x)``; ``approximate='tanh'`` uses the tanh form (as PyTorch's option)."""
+
+    @staticmethod
+    def forward(ctx, a, approximate="none"):
+        xp = xp_of(a)
+        ctx.a, ctx.approximate = a, approximate
+        if approximate == "tanh":
+            ctx.t = xp.tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a * a * a))
+            return 0.5 * a * (1 + ctx.t)
+        if approximate != "none":
+            raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+        ctx.cdf = 0.5 * (1 + erf(a * (1 / math.sqrt(2))))
+        return a * ctx.cdf
+
+    @staticmethod
+    def backward(ctx, g):
+        a = ctx.a
+        if ctx.approximate == "tanh":
+            t = ctx.t
+            inner_grad = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * a * a)
+            return g * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * inner_grad)
+        pdf = _INV_SQRT_2PI * xp_of(a).exp(-0.5 * a * a)
+        return g * (ctx.cdf + a * pdf)
+
+
+# ---- selection -----------------------------------------------------------------------------------
+class Where(Function):
+    """``where(cond, a, b)``: ``a`` where cond is true, else ``b``; cond carries no gradient."""
+
+    @staticmethod
+    def forward(ctx, cond, a, b):
+        ctx.cond, ctx.shapes = cond, (_shape(a), _shape(b))
+        return xp_of(cond).where(cond, a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        _, na, nb = ctx.needs_input_grad
+        zero = g.dtype.type(0)
+        return (None,
+                unbroadcast(xp_of(g).where(ctx.cond, g, zero), ctx.shapes[0]) if na else None,
+                unbroadcast(xp_of(g).where(ctx.cond, zero, g), ctx.shapes[1]) if nb else None)
+
+
+class Clone(Function):
+    @staticmethod
+    def forward(ctx, a):
+        return a.copy()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+class AsType(Function):
+    @staticmethod
+    def forward(ctx, a, dtype):
+        ctx.dtype = a.dtype
+        return a.astype(dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.astype(ctx.dtype)
+
+
+class ToDevice(Function):
+    """Move between devices; the gradient moves back."""
+
+    @staticmethod
+    def forward(ctx, a, device):
+        ctx.source = ctx.device
+        ctx.device = device
+        return _move(a, device)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _move(g, ctx.source)
+
+
+def _move(array, device):
+    xp = device.xp
+    if xp is np:
+        return array.copy() if isinstance(array, np.ndarray) else array.get()
+    return xp.asarray(array)
+
+
+# ---- wrappers ------------------------------------------------------------------------------------
+def add(a, b): return Add.apply(a, b)
+def sub(a, b): return Sub.apply(a, b)
+def mul(a, b): return Mul.apply(a, b)
+def div(a, b): return Div.apply(a, b)
+def neg(a): return Neg.apply(a)
+def pow(a, b): return Pow.apply(a, b)  # noqa: A001  (mirrors torch.pow)
+def exp(a): return Exp.apply(a)
+def log(a): return Log.apply(a)
+def sqrt(a): return Sqrt.apply(a)
+def rsqrt(a): return Rsqrt.apply(a)
+def abs(a): return Abs.apply(a)  # noqa: A001
+def tanh(a): return Tanh.apply(a)
+def sigmoid(a): return Sigmoid.apply(a)
+def relu(a): return Relu.apply(a)
+def silu(a): return Silu.apply(a)
+def gelu(a, approximate="none"): return Gelu.apply(a, approximate=approximate)
+def clone(a): return Clone.apply(a)
+def astype(a, dtype): return AsType.apply(a, dtype=np.dtype(dtype))
+
+
+def where(cond, a, b):
+    return Where.apply(_raw(cond), a, b)
+
+
+def masked_fill(a, mask, value):
+    """``a`` with ``value`` wherever ``mask`` is true (mask broadcasts to ``a``)."""
+    return Where.apply(_raw(mask), a.dtype.type(value), a)
+
+
+def to_device(a, device):
+    ctx_device = a.device
+    if device is ctx_device:
+        return a
+    out = ToDevice.apply(a, device=device)
+    out._device = device
+    return out
+
+
+def _raw(x):
+    return x.data if hasattr(x, "data") and hasattr(x, "requires_grad") else x

@@ -1,0 +1,184 @@
+"""Shape ops: they move numbers around without changing them, so backward moves the gradient back."""
+import numpy as np
+
+from ..device import xp_of
+from ..tensor import Function, Tensor
+
+__all__ = ["reshape", "transpose", "permute", "getitem", "cat", "stack", "split", "chunk",
+           "expand", "squeeze", "unsqueeze", "flatten"]
+
+
+class Reshape(Function):
+    @staticmethod
+    def forward(ctx, a, shape):
+        ctx.shape = a.shape
+        try:
+            return a.reshape(shape)
+        except ValueError:
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {a.shape} "
+                             f"({a.size} elements) into {tuple(shape)}") from None
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.reshape(ctx.shape)
+
+
+class Permute(Function):
+    @staticmethod
+    def forward(ctx, a, axes):
+        if sorted(ax % a.ndim for ax in axes) != list(range(a.ndim)):
+            raise ValueError(f"permute: {tuple(axes)} is not a permutation of the "
+                             f"{a.ndim} axes of a tensor of shape {a.shape}")
+        ctx.axes = axes
+        return a.transpose(axes)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.transpose(np.argsort(ctx.axes))
+
+
+class GetItem(Function):
+    """Basic slicing and integer-array indexing; repeated indices add up their gradients."""
+
+    @staticmethod
+    def forward(ctx, a, index):
+        ctx.shape, ctx.dtype, ctx.index = a.shape, a.dtype, index
+        return a[index]
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = xp_of(g)
+        out = xp.zeros(ctx.shape, dtype=g.dtype)
+        if _has_array(ctx.index):
+            xp.add.at(out, ctx.index, g)  # handles repeated indices
+        else:
+            out[ctx.index] = g
+        return out
+
+
+def _has_array(index):
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(hasattr(p, "shape") or isinstance(p, list) for p in parts)
+
+
+class Cat(Function):
+    @staticmethod
+    def forward(ctx, *arrays, axis=0):
+        ctx.axis = axis
+        ctx.sizes = [a.shape[axis] for a in arrays]
+        try:
+            return xp_of(arrays[0]).concatenate(arrays, axis=axis)
+        except ValueError:
+            shapes = ", ".join(str(a.shape) for a in arrays)
+            raise ValueError(f"cat: shapes {shapes} must match except along axis {axis}") from None
+
+    @staticmethod
+    def backward(ctx, g):
+        bounds = np.cumsum(ctx.sizes)[:-1]
+        return tuple(xp_of(g).split(g, bounds, axis=ctx.axis))
+
+
+class Expand(Function):
+    @staticmethod
+    def forward(ctx, a, shape):
+        shape = tuple(n if n != -1 else a.shape[i - (len(shape) - a.ndim)]
+                      for i, n in enumerate(shape))
+        ctx.shape = a.shape
+        try:
+            return xp_of(a).broadcast_to(a, shape)
+        except ValueError:
+            raise ValueError(f"expand: cannot expand shape {a.shape} to {shape}") from None
+
+    @staticmethod
+    def backward(ctx, g):
+        from .elementwise import unbroadcast
+        return unbroadcast(g, ctx.shape)
+
+
+def _shape_arg(shape):
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+
+
+def reshape(a, *shape):
+    return Reshape.apply(a, shape=_shape_arg(shape))
+
+
+def flatten(a, start_dim=0, end_dim=-1):
+    shape = a.shape
+    end = end_dim % len(shape) if shape else 0
+    return reshape(a, shape[:start_dim] + (-1,) + shape[end + 1:])
+
+
+def permute(a, *axes):
+    return Permute.apply(a, axes=_shape_arg(axes))
+
+
+def transpose(a, dim0=-2, dim1=-1):
+    axes = list(range(a.ndim))
+    axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+    return Permute.apply(a, axes=tuple(axes))
+
+
+def getitem(a, index):
+    return GetItem.apply(a, index=_raw_index(index))
+
+
+def _raw_index(index):
+    """Tensors inside an index become their arrays (indices never carry gradients)."""
+    if isinstance(index, tuple):
+        return tuple(_raw_index(i) for i in index)
+    if isinstance(index, Tensor):
+        return index.data
+    return index
+
+
+def cat(tensors, axis=0, dim=None):
+    return Cat.apply(*tensors, axis=dim if dim is not None else axis)
+
+
+def stack(tensors, axis=0, dim=None):
+    axis = dim if dim is not None else axis
+    return cat([unsqueeze(t, axis) for t in tensors], axis=axis)
+
+
+def split(a, split_size_or_sections, axis=0, dim=None):
+    """Pieces along ``axis`` (each a slice with its own small backward, so the engine stays simple)."""
+    axis = dim if dim is not None else axis
+    n = a.shape[axis]
+    if isinstance(split_size_or_sections, int):
+        sizes = [min(split_size_or_sections, n - s) for s in range(0, n, split_size_or_sections)]
+    else:
+        sizes = list(split_size_or_sections)
+        if sum(sizes) != n:
+            raise ValueError(f"split: sizes {sizes} add up to {sum(sizes)}, not to the "
+                             f"{n} elements along axis {axis}")
+    pieces, start = [], 0
+    prefix = (slice(None),) * (axis % a.ndim)
+    for size in sizes:
+        pieces.append(getitem(a, prefix + (slice(start, start + size),)))
+        start += size
+    return pieces
+
+
+def chunk(a, chunks, axis=0, dim=None):
+    axis = dim if dim is not None else axis
+    size = -(-a.shape[axis] // chunks)
+    return split(a, size, axis=axis)
+
+
+def expand(a, *shape):
+    return Expand.apply(a, shape=_shape_arg(shape))
+
+
+def unsqueeze(a, axis):
+    axis = axis % (a.ndim + 1)
+    return reshape(a, a.shape[:axis] + (1,) + a.shape[axis:])
+
+
+def squeeze(a, axis=None):
+    if axis is None:
+        return reshape(a, tuple(n for n in a.shape if n != 1))
+    axis = axis % a.ndim
+    if a.shape[axis] != 1:
+        return a
+    return reshape(a, a.shape[:axis] + a.shape[axis + 1:])

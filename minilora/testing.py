@@ -1,0 +1,87 @@
+"""Checking gradients: analytic backward vs central differences, in float64.
+
+``grad_check(fn, *inputs)`` perturbs every element of every input that requires grad by ``+-eps``,
+measures ``(f(x+eps) - f(x-eps)) / 2eps`` of a random projection of the output, and compares it
+with what ``backward()`` produced. On failure the message names the function, the input, the worst
+element, and both values -- so a learner knows where to look.
+"""
+import numpy as np
+
+from .tensor import Tensor, no_grad
+
+__all__ = ["grad_check", "GradCheckError", "assert_close"]
+
+
+class GradCheckError(AssertionError):
+    pass
+
+
+def _name(fn):
+    return getattr(fn, "__qualname__", getattr(fn, "__name__", repr(fn)))
+
+
+def grad_check(fn, *inputs, eps=1e-6, atol=1e-7, rtol=1e-5, seed=0):
+    """Raise ``GradCheckError`` unless backward matches central differences for every input.
+
+    ``fn`` maps the inputs (Tensors; float64 ones with ``requires_grad=True`` are checked) to a
+    Tensor. Returns the largest absolute error seen.
+    """
+    checked = [(i, t) for i, t in enumerate(inputs) if isinstance(t, Tensor) and t.requires_grad]
+    for i, t in checked:
+        if t.dtype != np.float64:
+            raise TypeError(f"grad_check needs float64 inputs (input {i} is {t.dtype}): "
+                            "float32 differences are too coarse to check a gradient")
+        t.grad = None
+    out = fn(*inputs)
+    # A random projection turns any output shape into a scalar that depends on every element.
+    weights = np.random.default_rng(seed).standard_normal(out.shape)
+    out.backward(out.device.xp.asarray(weights))
+
+    def projected(*args):
+        with no_grad():
+            return float((fn(*args).numpy() * weights).sum())
+
+    worst = 0.0
+    for i, t in checked:
+        analytic = t.numpy() if t.grad is None else _host(t.grad)
+        if t.grad is None:
+            analytic = np.zeros(t.shape)
+        numeric = np.zeros(t.shape)
+        flat = t.data.reshape(-1)  # a view: perturbing it perturbs the input
+        for j in range(flat.size):
+            original = flat[j].item()
+            flat[j] = original + eps
+            plus = projected(*inputs)
+            flat[j] = original - eps
+            minus = projected(*inputs)
+            flat[j] = original
+            numeric.reshape(-1)[j] = (plus - minus) / (2 * eps)
+        err = np.abs(analytic - numeric)
+        bad = err > atol + rtol * np.abs(numeric)
+        if bad.any():
+            k = np.unravel_index(np.argmax(err - rtol * np.abs(numeric)), t.shape)
+            raise GradCheckError(
+                f"grad_check({_name(fn)}): input {i} (shape {t.shape}) has a wrong gradient at "
+                f"index {tuple(int(x) for x in k)}: backward gave {analytic[k]:.10g}, central "
+                f"differences give {numeric[k]:.10g} (|diff| {err[k]:.3g}; {int(bad.sum())} of "
+                f"{bad.size} elements off)")
+        worst = max(worst, float(err.max(initial=0.0)))
+    return worst
+
+
+def _host(array):
+    return array if isinstance(array, np.ndarray) else array.get()
+
+
+def assert_close(actual, expected, rtol=1e-6, atol=1e-6, name="value"):
+    """llm.c-style validator: ``|a - e| <= atol + rtol*|e|`` everywhere, first mismatches shown."""
+    a = actual.numpy() if isinstance(actual, Tensor) else _host(np.asarray(actual))
+    e = expected.numpy() if isinstance(expected, Tensor) else _host(np.asarray(expected))
+    if a.shape != e.shape:
+        raise AssertionError(f"{name}: shape {a.shape} != expected {e.shape}")
+    bad = ~(np.abs(a.astype(np.float64) - e) <= atol + rtol * np.abs(e.astype(np.float64)))
+    if bad.any():
+        idx = np.argwhere(bad)[:5]
+        shown = "; ".join(f"{tuple(int(x) for x in i)}: {a[tuple(i)]!r} vs {e[tuple(i)]!r}" for i in idx)
+        raise AssertionError(f"{name}: {int(bad.sum())} of {a.size} elements differ beyond "
+                             f"atol={atol}, rtol={rtol}. First: {shown}")

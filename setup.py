@@ -1,0 +1,31 @@
+"""minilora: LoRA from the autograd engine down to the CUDA kernels.
+
+The CUDA sources in the top-level ``kernels/`` folder are installed inside the package as
+``minilora/_kernels`` (a wheel) and read from ``kernels/`` directly in a checkout or editable install.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="minilora",
+    version="0.1.0",
+    description="LoRA from the autograd engine down to the CUDA kernels: a teaching framework",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["minilora", "minilora.*"]) + ["minilora._kernels"],
+    package_dir={"minilora._kernels": "kernels"},
+    package_data={
+        "minilora._kernels": ["*.cu", "*.cuh", "*.md", "emu/*"],
+        "minilora": ["assets/*", "assets/*/*"],
+    },
+    include_package_data=False,
+    install_requires=["numpy"],
+    extras_require={
+        "cuda": ["cupy-cuda12x"],
+        "test": ["pytest", "hypothesis"],
+        "interop": ["torch==2.13.0", "transformers", "peft", "safetensors"],
+        "tools": ["tokenizers", "safetensors", "tqdm", "matplotlib"],
+        "notebooks": ["nbclient", "nbformat", "ipykernel", "matplotlib"],
+    },
+    entry_points={"console_scripts": ["minilora=minilora.cli:main"]},
+)
