@@ -22,8 +22,8 @@ setup(
     install_requires=["numpy"],
     extras_require={
         "cuda": ["cupy-cuda12x"],
-        "test": ["pytest", "hypothesis"],
-        "interop": ["torch==2.13.0", "transformers", "peft", "safetensors"],
+        "test": ["pytest", "hypothesis", "nbclient", "nbformat", "ipykernel", "matplotlib", "tqdm"],
+        "interop": ["torch==2.13.0", "transformers", "peft", "safetensors", "tokenizers"],
         "tools": ["tokenizers", "safetensors", "tqdm", "matplotlib"],
         "notebooks": ["nbclient", "nbformat", "ipykernel", "matplotlib"],
     },

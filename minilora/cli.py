@@ -1,0 +1,48 @@
+"""The ``minilora`` command. Each subcommand lives in the module that does the work.
+
+A module named here provides ``add_cli_arguments(parser)`` and ``cli_main(args) -> int``; this file
+only routes, so ``minilora --help`` stays fast (no module is imported until its command runs).
+"""
+import argparse
+import importlib
+import sys
+
+# name -> (module, one line for `minilora --help`)
+COMMANDS = {
+    "demo": ("minilora.demo", "LoRA fine-tune the shipped base model end to end, offline (the main job)"),
+    "train": ("minilora.train", "train a model (full fine-tuning or LoRA) on a built-in task"),
+    "generate": ("minilora.generate", "continue a prompt with a model (greedy or sampled)"),
+    "info": ("minilora.memory", "summarise a model: layers, parameter counts, bytes"),
+    "memory": ("minilora.memory", "full fine-tuning vs LoRA memory for a model size, without allocating"),
+    "experiment": ("minilora.demo", "reproduce the LoRA paper's claims at small scale (e.g. `ranks`)"),
+    "exercises": ("minilora.exercises", "build or check the student copy of the exercises"),
+}
+
+
+def build_parser(command=None):
+    parser = argparse.ArgumentParser(
+        prog="minilora",
+        description="minilora: LoRA from the autograd engine down to the CUDA kernels. "
+                    "Start with `minilora demo`.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:  # only the chosen command's module is imported
+            getattr(importlib.import_module(module_name), "add_cli_arguments")(p, name)
+    return parser
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    module = importlib.import_module(COMMANDS[args.command][0])
+    return int(module.cli_main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
