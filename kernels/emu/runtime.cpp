@@ -1,0 +1,739 @@
+// runtime.cpp -- the scheduler behind minilora's CUDA emulator.
+//
+// How a launch runs (read this first):
+//
+//   * Blocks run one after another, in an order chosen by the caller (forward, reverse, random):
+//     CUDA promises nothing about block order, so a correct kernel must not care.
+//   * Inside a block every CUDA thread is a *fiber*: a function call with its own small stack that
+//     can be paused and resumed.  A scheduler loop resumes each runnable fiber in turn; a fiber runs
+//     until it reaches a barrier (__syncthreads, a warp collective) or returns from the kernel, and
+//     then switches back to the scheduler.  Switching is a hand-written x86-64 routine that saves
+//     six registers and the stack pointer (ucontext elsewhere), so a switch costs nanoseconds.
+//   * __syncthreads() is a real barrier: when no fiber can run any more, the scheduler checks that
+//     every thread of the block waits at the *same* __syncthreads() and none has exited, then
+//     releases them all.  Anything else is reported as a BarrierError with the source lines.
+//   * A warp is 32 consecutive linear thread ids.  A warp collective (__shfl_*_sync, __ballot_sync,
+//     __syncwarp) parks each lane until every lane named in the mask has arrived; the last one to
+//     arrive computes every lane's result and wakes the others.
+//   * __shared__ memory is allocated per block (one heap block per declaration, exact size) and
+//     filled with 0xFF bytes (NaN as float) so a read before any write shows up in the result.  A
+//     few canary bytes after each allocation catch writes past the end even without ASan.
+//
+// Errors never abort the process: they are recorded as a code plus message and the launch returns.
+//
+// Built twice by emulator.py: plainly (linked into a shared library loaded with ctypes) and with
+// -DEMU_RUNNER under AddressSanitizer (linked into a small executable run as a child process).
+#include "cuda_emu.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdarg>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define EMU_ASAN 1
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+#if !defined(__x86_64__) || defined(EMU_FORCE_UCONTEXT)
+#define EMU_UCONTEXT 1
+#include <ucontext.h>
+#endif
+
+#define EMU_EXPORT extern "C" __attribute__((visibility("default")))
+
+// The built-in variables the header's threadIdx/blockIdx/... macros read.
+uint3 __emu_thread_idx;
+uint3 __emu_block_idx;
+dim3 __emu_block_dim;
+dim3 __emu_grid_dim;
+
+// Defined in the wrapper that emulator.py generates for each source file.
+extern "C" const __emu::KernelInfo* emu_kernel_table(int* count);
+
+namespace {
+using namespace __emu;
+
+enum ErrorCode { E_OK = 0, E_BARRIER = 1, E_FAULT = 2, E_INTERNAL = 3 };
+enum State { RUNNABLE, AT_BARRIER, AT_WARP, EXITED };
+enum Order { ORDER_FORWARD = 0, ORDER_REVERSE = 1, ORDER_RANDOM = 2 };
+
+#ifdef EMU_ASAN
+constexpr size_t kStackSize = 256 * 1024;  // ASan's redzones make frames bigger
+#else
+constexpr size_t kStackSize = 64 * 1024;
+#endif
+constexpr size_t kGuard = 4096;                // an inaccessible page below each stack
+constexpr size_t kCanary = 64;                 // bytes checked after each shared allocation
+constexpr unsigned char kCanaryByte = 0xA5;
+constexpr size_t kMaxStaticShared = 48 * 1024;     // CUDA's limit for static __shared__
+constexpr size_t kMaxShared = 227 * 1024;          // sm_90's limit per block, static + dynamic
+
+struct Fiber {
+    void* sp = nullptr;  // saved stack pointer while switched out (x86-64 path)
+#ifdef EMU_UCONTEXT
+    ucontext_t uc;
+#endif
+    uint3 idx{0, 0, 0};
+    int linear = 0;
+    int state = RUNNABLE;
+    // Where the fiber waits (for error messages).
+    const char* file = nullptr;
+    int line = 0;
+    // Barrier predicate (__syncthreads_count and friends).
+    int pred = 0;
+    // Warp collective in progress: what this lane deposited and what it gets back.
+    int wop = 0, warg = 0, wwidth = 32;
+    unsigned wmask = 0;
+    unsigned long long wval = 0, wresult = 0;
+    char* stack = nullptr;
+#ifdef EMU_ASAN
+    void* fake_stack = nullptr;
+#endif
+};
+
+// ---- global launch state (one launch at a time; emulator.py holds a lock) ----------------------
+struct Launch {
+    const KernelInfo* kernel = nullptr;
+    void** args = nullptr;
+    dim3 grid, block;
+    size_t dyn_shared = 0;
+    int thread_order = ORDER_FORWARD;
+    uint64_t rng = 1;
+    int nthreads = 0;
+    std::vector<Fiber> fibers;
+    std::vector<int> order;       // the order the scheduler resumes fibers in
+    int bar_result = 0;           // value returned by __syncthreads_count/and/or
+    int error = E_OK;
+    std::string message;
+    // Shared memory of the current block.
+    char* dyn = nullptr;
+    std::vector<char*> slot_ptr;  // per declaration; nullptr until first touched in this block
+    size_t static_bytes = 0;
+};
+Launch g;
+Fiber* g_cur = nullptr;
+void* g_sched_sp = nullptr;
+#ifdef EMU_UCONTEXT
+ucontext_t g_sched_uc;
+#endif
+#ifdef EMU_ASAN
+const void* g_main_stack_bottom = nullptr;
+size_t g_main_stack_size = 0;
+void* g_sched_fake_stack = nullptr;
+#endif
+
+struct SlotInfo { size_t size, align; std::string name; const char* file; int line; };
+std::vector<SlotInfo> g_slots;  // every __shared__ declaration seen so far in this module
+std::string g_output;           // device printf output of the current launch
+char* g_stack_pool = nullptr;   // mmap'd stacks, one per thread slot, reused across blocks
+size_t g_stack_pool_count = 0;
+long long g_clock = 0;
+
+std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
+std::string fmt(const char* f, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, f);
+    vsnprintf(buf, sizeof buf, f, ap);
+    va_end(ap);
+    return buf;
+}
+std::string where(const char* file, int line) {
+    const char* base = file ? strrchr(file, '/') : nullptr;
+    return fmt("%s:%d", base ? base + 1 : (file ? file : "?"), line);
+}
+std::string tid_str(const Fiber& f) { return fmt("thread (%u,%u,%u)", f.idx.x, f.idx.y, f.idx.z); }
+std::string block_str() {
+    return fmt("block (%u,%u,%u) of kernel '%s'", __emu_block_idx.x, __emu_block_idx.y,
+               __emu_block_idx.z, g.kernel->name);
+}
+void set_error(int code, const std::string& msg) {
+    if (g.error == E_OK) { g.error = code; g.message = msg; }
+}
+
+// ---- context switching ---------------------------------------------------------------------------
+#ifndef EMU_UCONTEXT
+// void emu_switch(void** save_sp, void* next_sp): push the callee-saved registers, store the stack
+// pointer, load the other fiber's stack pointer, pop its registers and return into it.
+extern "C" void emu_switch(void** save_sp, void* next_sp);
+asm(R"(
+    .text
+    .p2align 4
+    .type emu_switch, @function
+emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size emu_switch, .-emu_switch
+)");
+#endif
+
+void fiber_main();
+
+// Scheduler -> fiber.
+inline void resume(Fiber* f) {
+    g_cur = f;
+    __emu_thread_idx = f->idx;
+#ifdef EMU_ASAN
+    __sanitizer_start_switch_fiber(&g_sched_fake_stack, f->stack, kStackSize);
+#endif
+#ifdef EMU_UCONTEXT
+    swapcontext(&g_sched_uc, &f->uc);
+#else
+    emu_switch(&g_sched_sp, f->sp);
+#endif
+#ifdef EMU_ASAN
+    __sanitizer_finish_switch_fiber(g_sched_fake_stack, nullptr, nullptr);
+#endif
+}
+
+// Fiber -> scheduler.  Returns when the scheduler resumes this fiber again.
+inline void yield_to_scheduler() {
+    Fiber* f = g_cur;
+#ifdef EMU_ASAN
+    __sanitizer_start_switch_fiber(f->state == EXITED ? nullptr : &f->fake_stack, g_main_stack_bottom,
+                                   g_main_stack_size);
+#endif
+#ifdef EMU_UCONTEXT
+    swapcontext(&f->uc, &g_sched_uc);
+#else
+    emu_switch(&f->sp, g_sched_sp);
+#endif
+#ifdef EMU_ASAN
+    __sanitizer_finish_switch_fiber(f->fake_stack, &g_main_stack_bottom, &g_main_stack_size);
+#endif
+}
+
+// A fiber's whole life: run the kernel once, then report that this thread has exited.
+void fiber_main() {
+#ifdef EMU_ASAN
+    __sanitizer_finish_switch_fiber(nullptr, &g_main_stack_bottom, &g_main_stack_size);
+#endif
+    g.kernel->trampoline(g.args);
+    g_cur->state = EXITED;
+    yield_to_scheduler();
+    __builtin_unreachable();  // an exited fiber is never resumed
+}
+
+// Errors found inside a fiber (bad shuffle mask, assert, ...): record and never come back.
+[[noreturn]] void fail_in_fiber(int code, const std::string& msg) {
+    set_error(code, msg);
+    g_cur->state = EXITED;
+    yield_to_scheduler();
+    __builtin_unreachable();
+}
+
+bool ensure_stacks(size_t n) {
+    if (n <= g_stack_pool_count) return true;
+    if (g_stack_pool) munmap(g_stack_pool, g_stack_pool_count * (kStackSize + kGuard));
+    g_stack_pool_count = 0;
+    size_t bytes = n * (kStackSize + kGuard);
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) { g_stack_pool = nullptr; return false; }
+    g_stack_pool = static_cast<char*>(p);
+    for (size_t i = 0; i < n; ++i)  // guard page at the low end: a stack overflow faults at once
+        mprotect(g_stack_pool + i * (kStackSize + kGuard), kGuard, PROT_NONE);
+    g_stack_pool_count = n;
+    return true;
+}
+
+void init_fiber(Fiber& f, int i) {
+    f.stack = g_stack_pool + i * (kStackSize + kGuard) + kGuard;
+#ifdef EMU_ASAN
+    // Frames of earlier fibers on this stack never returned; forget their redzones.
+    ASAN_UNPOISON_MEMORY_REGION(f.stack, kStackSize);
+    f.fake_stack = nullptr;
+#endif
+#ifdef EMU_UCONTEXT
+    getcontext(&f.uc);
+    f.uc.uc_stack.ss_sp = f.stack;
+    f.uc.uc_stack.ss_size = kStackSize;
+    f.uc.uc_link = nullptr;
+    makecontext(&f.uc, fiber_main, 0);
+#else
+    // Build the frame emu_switch expects to pop: six zeroed registers, then the "return address"
+    // fiber_main, then a fake return address for fiber_main itself (keeps the ABI's alignment).
+    // Stagger the tops by a cache line per fiber: stacks exactly 68 KiB apart would all map their
+    // hot top bytes to the same L1 cache set and evict each other on every switch.
+    uintptr_t top = reinterpret_cast<uintptr_t>(f.stack + kStackSize - 64 * (i % 64)) & ~uintptr_t(15);
+    void** sp = reinterpret_cast<void**>(top);
+    *--sp = nullptr;                                 // fiber_main's return address (never used)
+    *--sp = reinterpret_cast<void*>(&fiber_main);    // where emu_switch's `ret` goes
+    for (int r = 0; r < 6; ++r) *--sp = nullptr;     // rbp rbx r12 r13 r14 r15
+    f.sp = sp;
+#endif
+}
+
+// ---- ordering ------------------------------------------------------------------------------------
+uint64_t next_random() {  // xorshift64*: small, seedable, good enough for shuffling
+    g.rng ^= g.rng >> 12;
+    g.rng ^= g.rng << 25;
+    g.rng ^= g.rng >> 27;
+    return g.rng * 2685821657736338717ull;
+}
+void make_order(std::vector<int>& v, size_t n, int order) {
+    v.resize(n);
+    for (size_t i = 0; i < n; ++i) v[i] = order == ORDER_REVERSE ? int(n - 1 - i) : int(i);
+    if (order == ORDER_RANDOM)
+        for (size_t i = n; i > 1; --i) std::swap(v[i - 1], v[next_random() % i]);
+}
+
+// ---- barriers ------------------------------------------------------------------------------------
+// Called by the scheduler when no fiber can run.  Either releases a complete __syncthreads(),
+// or explains why the block is stuck.  Returns false when the block cannot continue.
+bool release_barrier_or_explain() {
+    int waiting = 0, exited = 0, at_warp = 0;
+    const Fiber* first_wait = nullptr;
+    const Fiber* first_exit = nullptr;
+    for (const Fiber& f : g.fibers) {
+        if (f.state == AT_BARRIER) { ++waiting; if (!first_wait) first_wait = &f; }
+        else if (f.state == EXITED) { ++exited; if (!first_exit) first_exit = &f; }
+        else if (f.state == AT_WARP) ++at_warp;
+    }
+    if (at_warp == 0 && waiting > 0 && exited == 0) {
+        // Everyone is at a barrier: the same one?
+        bool same = true;
+        for (const Fiber& f : g.fibers)
+            if (f.line != first_wait->line || (f.file != first_wait->file && strcmp(f.file, first_wait->file) != 0)) {
+                same = false;
+                break;
+            }
+        if (same) {
+            int count = 0;
+            for (const Fiber& f : g.fibers) count += f.pred;
+            g.bar_result = count;
+            for (Fiber& f : g.fibers) f.state = RUNNABLE;
+            if (g.thread_order == ORDER_RANDOM) make_order(g.order, g.fibers.size(), ORDER_RANDOM);
+            return true;
+        }
+        // Divergent barrier: list each __syncthreads() site with how many threads wait there.
+        std::vector<std::pair<const Fiber*, int>> sites;
+        for (const Fiber& f : g.fibers) {
+            bool found = false;
+            for (auto& s : sites)
+                if (s.first->line == f.line && strcmp(s.first->file, f.file) == 0) { ++s.second; found = true; break; }
+            if (!found) sites.push_back({&f, 1});
+        }
+        std::string msg = "divergent __syncthreads() in " + block_str() + ": threads wait at different barriers:";
+        for (size_t i = 0; i < sites.size(); ++i)
+            msg += fmt("%s %d threads (e.g. %s) at %s", i ? "," : "", sites[i].second,
+                       tid_str(*sites[i].first).c_str(), where(sites[i].first->file, sites[i].first->line).c_str());
+        msg += ". Every thread of a block must reach the same __syncthreads(); move it out of the "
+               "condition.";
+        set_error(E_BARRIER, msg);
+        return false;
+    }
+    if (at_warp == 0 && waiting > 0) {
+        set_error(E_BARRIER,
+                  fmt("%d threads (e.g. %s) of %s wait at __syncthreads() at %s, but %d threads (e.g. %s) "
+                      "have already exited the kernel without reaching it. A `return` or a condition "
+                      "around a barrier skips it for some threads; let every thread reach every "
+                      "__syncthreads() and guard only the memory accesses.",
+                      waiting, tid_str(*first_wait).c_str(), block_str().c_str(),
+                      where(first_wait->file, first_wait->line).c_str(), exited,
+                      tid_str(*first_exit).c_str()));
+        return false;
+    }
+    // Some lanes wait in a warp collective that can never complete: say which lanes are missing.
+    for (const Fiber& f : g.fibers) {
+        if (f.state != AT_WARP) continue;
+        const int base = f.linear & ~31;
+        std::string missing, prev_why;
+        int run_start = -1;
+        for (int l = 0; l <= 32; ++l) {  // group consecutive lanes that are missing for the same reason
+            std::string why;
+            const int t = base + l;
+            if (l < 32 && (f.wmask >> l & 1u) && t < g.nthreads && g.fibers[t].state != AT_WARP) {
+                const Fiber& o = g.fibers[t];
+                why = o.state == EXITED ? "have exited" : "wait at __syncthreads() at " + where(o.file, o.line);
+            }
+            if (why != prev_why) {
+                if (!prev_why.empty())
+                    missing += (run_start == l - 1 ? fmt(" lane %d ", run_start) : fmt(" lanes %d-%d ", run_start, l - 1)) +
+                               prev_why + ";";
+                run_start = l;
+                prev_why = why;
+            }
+        }
+        if (!missing.empty()) missing.pop_back();
+        set_error(E_BARRIER,
+                  fmt("warp collective at %s in %s (%s, warp %d, mask 0x%08x) can never complete:%s. "
+                      "Every lane named in the mask must call the same warp function.",
+                      where(f.file, f.line).c_str(), block_str().c_str(), tid_str(f).c_str(), f.linear / 32,
+                      f.wmask, missing.c_str()));
+        return false;
+    }
+    set_error(E_INTERNAL, "emulator deadlock with no waiting thread (bug in the emulator)");
+    return false;
+}
+
+// Run one block to completion.  Returns false on error.
+bool run_block() {
+    for (;;) {
+        bool ran = false;
+        for (int i : g.order) {
+            Fiber* f = &g.fibers[i];
+            if (f->state != RUNNABLE) continue;
+            resume(f);
+            ran = true;
+            if (g.error) return false;
+        }
+        if (ran) continue;
+        bool all_exited = true;
+        for (const Fiber& f : g.fibers) all_exited = all_exited && f.state == EXITED;
+        if (all_exited) return true;
+        if (!release_barrier_or_explain()) return false;
+    }
+}
+
+// ---- shared memory -------------------------------------------------------------------------------
+char* alloc_shared(size_t size, size_t align) {
+    if (align < 16) align = 16;
+#ifdef EMU_ASAN
+    const size_t extra = 0;  // exact size: ASan itself reports the first byte past the end
+#else
+    const size_t extra = kCanary;
+#endif
+    void* p = nullptr;
+    if (posix_memalign(&p, align, size + extra ? size + extra : 1) != 0) return nullptr;
+    char* c = static_cast<char*>(p);
+    memset(c, 0xFF, size);  // poison: NaN for floats, -1 for ints
+    memset(c + size, kCanaryByte, extra);
+    return c;
+}
+bool canary_intact(const char* p, size_t size) {
+#ifdef EMU_ASAN
+    (void)p; (void)size;
+    return true;
+#else
+    for (size_t i = 0; i < kCanary; ++i)
+        if ((unsigned char)p[size + i] != kCanaryByte) return false;
+    return true;
+#endif
+}
+
+// Frees the block's shared memory; reports a write past the end of any of it.
+void end_block_shared() {
+    for (size_t s = 0; s < g.slot_ptr.size(); ++s) {
+        if (!g.slot_ptr[s]) continue;
+        if (!canary_intact(g.slot_ptr[s], g_slots[s].size))
+            set_error(E_FAULT, fmt("out-of-bounds write past the end of __shared__ '%s' (%zu bytes, declared at %s) in %s",
+                                   g_slots[s].name.c_str(), g_slots[s].size,
+                                   where(g_slots[s].file, g_slots[s].line).c_str(), block_str().c_str()));
+        free(g.slot_ptr[s]);
+        g.slot_ptr[s] = nullptr;
+    }
+    if (g.dyn) {
+        if (!canary_intact(g.dyn, g.dyn_shared))
+            set_error(E_FAULT, fmt("out-of-bounds write past the end of extern __shared__ memory (shared_mem=%zu "
+                                   "bytes at launch) in %s",
+                                   g.dyn_shared, block_str().c_str()));
+        free(g.dyn);
+        g.dyn = nullptr;
+    }
+    g.static_bytes = 0;
+}
+
+int run_launch() {
+    g.nthreads = int(g.block.x * g.block.y * g.block.z);
+    if (!ensure_stacks(g.nthreads)) {
+        set_error(E_INTERNAL, "could not allocate fiber stacks");
+        return g.error;
+    }
+    __emu_block_dim = g.block;
+    __emu_grid_dim = g.grid;
+    const size_t nblocks = size_t(g.grid.x) * g.grid.y * g.grid.z;
+    std::vector<size_t> block_order;
+    {
+        std::vector<int> tmp;
+        make_order(tmp, nblocks, g.thread_order);
+        block_order.assign(tmp.begin(), tmp.end());
+    }
+    g.fibers.assign(g.nthreads, Fiber());
+    for (size_t b : block_order) {
+        __emu_block_idx = uint3{unsigned(b % g.grid.x), unsigned(b / g.grid.x % g.grid.y),
+                                unsigned(b / (size_t(g.grid.x) * g.grid.y))};
+        g.dyn = alloc_shared(g.dyn_shared, 128);
+        for (int i = 0; i < g.nthreads; ++i) {
+            Fiber& f = g.fibers[i];
+            f.linear = i;
+            f.idx = uint3{unsigned(i % g.block.x), unsigned(i / g.block.x % g.block.y),
+                          unsigned(i / (g.block.x * g.block.y))};
+            f.state = RUNNABLE;
+            f.line = 0;
+            f.file = "";
+            f.pred = 0;
+            init_fiber(f, i);
+        }
+        make_order(g.order, g.nthreads, g.thread_order);
+        const bool ok = run_block();
+        end_block_shared();
+        if (!ok || g.error) break;
+    }
+    return g.error;
+}
+}  // namespace
+
+// ---- the API the header's macros call --------------------------------------------------------------
+namespace __emu {
+int syncthreads(int kind, int pred, const char* file, int line) {
+    Fiber* f = g_cur;
+    f->state = AT_BARRIER;
+    f->file = file;
+    f->line = line;
+    f->pred = pred;
+    yield_to_scheduler();
+    // Released: every thread passed the same barrier, g.bar_result counts the true predicates.
+    f->pred = 0;
+    switch (kind) {
+        case BAR_COUNT: return g.bar_result;
+        case BAR_AND: return g.bar_result == g.nthreads;
+        case BAR_OR: return g.bar_result > 0;
+        default: return 0;
+    }
+}
+
+// Computes lane `l`'s result once every lane in the mask has deposited its value.
+static unsigned long long warp_result(const Fiber* lanes, int nlanes, int l) {
+    const Fiber& me = lanes[l];
+    const unsigned mask = me.wmask;
+    const int width = me.wwidth, seg = l & ~(width - 1);
+    int src = l;
+    switch (me.wop) {
+        case W_SHFL_IDX: src = seg + (me.warg & (width - 1)); break;
+        case W_SHFL_UP: src = l - me.warg; if (src < seg) src = l; break;
+        case W_SHFL_DOWN: src = l + me.warg; if (src >= seg + width) src = l; break;
+        case W_SHFL_XOR: src = l ^ me.warg; if (src >= seg + width) src = l; break;
+        case W_BALLOT: case W_ANY: case W_ALL: {
+            unsigned ballot = 0;
+            for (int k = 0; k < nlanes; ++k)
+                if ((mask >> k & 1u) && lanes[k].wval) ballot |= 1u << k;
+            const unsigned members = mask & (nlanes == 32 ? 0xffffffffu : ((1u << nlanes) - 1u));
+            if (me.wop == W_BALLOT) return ballot;
+            if (me.wop == W_ANY) return ballot != 0;
+            return ballot == members;
+        }
+        default: return 0;  // __syncwarp
+    }
+    // Reading a lane outside the mask (or past the block's end) is undefined in CUDA: keep own value.
+    if (src < 0 || src >= nlanes || !(mask >> src & 1u)) src = l;
+    return lanes[src].wval;
+}
+
+unsigned long long warp_op(int op, const char* file, int line, unsigned mask, unsigned long long value,
+                           int arg, int width) {
+    Fiber* f = g_cur;
+    const int base = f->linear & ~31, lane = f->linear & 31;
+    const int nlanes = g.nthreads - base < 32 ? g.nthreads - base : 32;
+    // Lanes past the end of the block do not exist; a full mask in a partial warp names only the real ones.
+    const unsigned exists = nlanes == 32 ? 0xffffffffu : ((1u << nlanes) - 1u);
+    mask &= exists;
+    if (!(mask >> lane & 1u))
+        fail_in_fiber(E_BARRIER, fmt("warp collective at %s: %s (lane %d) calls it with mask 0x%08x that does not "
+                                     "include its own lane", where(file, line).c_str(), tid_str(*f).c_str(), lane, mask));
+    if (width < 1 || width > 32 || (width & (width - 1)))
+        fail_in_fiber(E_FAULT, fmt("warp shuffle at %s: width %d is not a power of two in 1..32",
+                                   where(file, line).c_str(), width));
+    f->state = AT_WARP;
+    f->file = file;
+    f->line = line;
+    f->wop = op;
+    f->wmask = mask;
+    f->wval = value;
+    f->warg = arg;
+    f->wwidth = width;
+    Fiber* lanes = &g.fibers[base];
+    for (int l = 0; l < nlanes; ++l)
+        if ((mask >> l & 1u) && lanes[l].state != AT_WARP) {
+            yield_to_scheduler();  // not everyone is here yet; the last lane to arrive wakes us
+            return f->wresult;
+        }
+    // This lane is the last to arrive: check that all agree on what they are doing, then finish.
+    for (int l = 0; l < nlanes; ++l) {
+        if (!(mask >> l & 1u)) continue;
+        if (lanes[l].wmask != mask || lanes[l].wop != op)
+            fail_in_fiber(E_BARRIER, fmt("warp %d of %s: lanes meet in different warp collectives (%s with mask 0x%08x "
+                                         "vs %s with mask 0x%08x)", f->linear / 32, block_str().c_str(),
+                                         where(file, line).c_str(), mask, where(lanes[l].file, lanes[l].line).c_str(),
+                                         lanes[l].wmask));
+    }
+    for (int l = 0; l < nlanes; ++l)
+        if (mask >> l & 1u) lanes[l].wresult = warp_result(lanes, nlanes, l);
+    for (int l = 0; l < nlanes; ++l)
+        if (mask >> l & 1u) lanes[l].state = RUNNABLE;
+    f->state = RUNNABLE;
+    return f->wresult;
+}
+
+unsigned activemask() {
+    const int base = g_cur->linear & ~31;
+    unsigned m = 0;
+    for (int l = 0; l < 32 && base + l < g.nthreads; ++l)
+        if (g.fibers[base + l].state != EXITED) m |= 1u << l;
+    return m;
+}
+
+void* shared_get(int* slot, size_t size, size_t align, const char* name, const char* file, int line) {
+    if (*slot < 0) {  // first use of this declaration in this module: give it a slot
+        g_slots.push_back(SlotInfo{size, align, name, file, line});
+        *slot = int(g_slots.size() - 1);
+    }
+    if (g.slot_ptr.size() <= size_t(*slot)) g.slot_ptr.resize(*slot + 1, nullptr);
+    char*& p = g.slot_ptr[*slot];
+    if (!p) {  // first thread of this block to reach the declaration allocates the block's copy
+        g.static_bytes += size;
+        if (g.static_bytes > kMaxStaticShared)
+            fail_in_fiber(E_FAULT, fmt("static __shared__ memory of %s exceeds CUDA's 48 KiB limit (%zu bytes, "
+                                       "at '%s' declared at %s); use extern __shared__ and shared_mem=",
+                                       block_str().c_str(), g.static_bytes, name, where(file, line).c_str()));
+        if (g.static_bytes + g.dyn_shared > kMaxShared)
+            fail_in_fiber(E_FAULT, fmt("shared memory of %s exceeds 227 KiB (%zu static + %zu dynamic bytes)",
+                                       block_str().c_str(), g.static_bytes, g.dyn_shared));
+        p = alloc_shared(size, align);
+    }
+    return p;
+}
+
+void* dynamic_shared() { return g.dyn; }
+
+void assert_fail(const char* expr, const char* file, int line) {
+    fail_in_fiber(E_FAULT, fmt("device-side assertion `%s` failed at %s in %s, %s", expr, where(file, line).c_str(),
+                               block_str().c_str(), tid_str(*g_cur).c_str()));
+}
+
+int device_printf(const char* f, ...) {
+    char buf[4096];
+    va_list ap;
+    va_start(ap, f);
+    int n = vsnprintf(buf, sizeof buf, f, ap);
+    va_end(ap);
+    if (g_output.size() < (16u << 20)) g_output += buf;  // CUDA's printf buffer is finite too
+    return n;
+}
+
+long long clock_ticks() { return ++g_clock; }
+}  // namespace __emu
+
+// ---- the C API emulator.py calls -------------------------------------------------------------------
+// cfg: grid.x, grid.y, grid.z, block.x, block.y, block.z, shared_mem, thread/block order, seed.
+EMU_EXPORT int emu_launch(int kernel_index, void** args, const uint64_t* cfg, char* err, size_t errlen) {
+    int count = 0;
+    const KernelInfo* table = emu_kernel_table(&count);
+    g.error = E_OK;
+    g.message.clear();
+    g_output.clear();
+    if (kernel_index < 0 || kernel_index >= count) {
+        snprintf(err, errlen, "no kernel with index %d", kernel_index);
+        return E_INTERNAL;
+    }
+    g.kernel = &table[kernel_index];
+    g.args = args;
+    g.grid = dim3(unsigned(cfg[0]), unsigned(cfg[1]), unsigned(cfg[2]));
+    g.block = dim3(unsigned(cfg[3]), unsigned(cfg[4]), unsigned(cfg[5]));
+    g.dyn_shared = size_t(cfg[6]);
+    g.thread_order = int(cfg[7]);
+    g.rng = cfg[8] * 0x9E3779B97F4A7C15ull + 0x2545F4914F6CDD1Dull;
+    if (g.rng == 0) g.rng = 1;
+    const int rc = run_launch();
+    if (err && errlen) snprintf(err, errlen, "%s", g.message.c_str());
+    return rc;
+}
+
+EMU_EXPORT size_t emu_output_size() { return g_output.size(); }
+EMU_EXPORT void emu_output_take(char* buf, size_t n) {
+    memcpy(buf, g_output.data(), n < g_output.size() ? n : g_output.size());
+    g_output.clear();
+}
+
+// One line per kernel: "name code,size,elem_code,elem_size,elem_const ..." (read by emulator.py).
+EMU_EXPORT size_t emu_describe(char* buf, size_t n) {
+    std::string s;
+    int count = 0;
+    const KernelInfo* table = emu_kernel_table(&count);
+    for (int k = 0; k < count; ++k) {
+        s += table[k].name;
+        for (const ParamType* p = table[k].params; p->code != T_END; ++p)
+            s += fmt(" %d,%d,%d,%d,%d", p->code, p->size, p->elem_code, p->elem_size, p->elem_const);
+        s += "\n";
+    }
+    if (buf) snprintf(buf, n, "%s", s.c_str());
+    return s.size() + 1;
+}
+
+#ifdef EMU_RUNNER
+// ---- the sanitizer runner: `runner --describe` or `runner IN OUT` -----------------------------------
+// IN holds the launch (see _write_launch_file in emulator.py): every buffer argument is copied into its
+// own malloc of exactly its size, so AddressSanitizer reports the first byte read or written outside it.
+static bool read_all(FILE* f, void* p, size_t n) { return n == 0 || fread(p, 1, n, f) == n; }
+
+int main(int argc, char** argv) {
+    if (argc == 2 && strcmp(argv[1], "--describe") == 0) {
+        std::vector<char> buf(emu_describe(nullptr, 0));
+        emu_describe(buf.data(), buf.size());
+        fputs(buf.data(), stdout);
+        return 0;
+    }
+    if (argc != 3) { fprintf(stderr, "usage: %s IN OUT | --describe\n", argv[0]); return 64; }
+    FILE* in = fopen(argv[1], "rb");
+    if (!in) { perror(argv[1]); return 65; }
+    uint64_t head[11];  // magic, kernel index, 9 config words
+    if (!read_all(in, head, sizeof head) || head[0] != 0x31554D45u) { fprintf(stderr, "bad launch file\n"); return 65; }
+    uint64_t nargs;
+    read_all(in, &nargs, 8);
+    std::vector<void*> values(nargs), argv_ptrs(nargs);
+    std::vector<uint64_t> kinds(nargs), sizes(nargs);
+    std::vector<unsigned char> scalars(nargs * 16);
+    for (uint64_t i = 0; i < nargs; ++i) {
+        read_all(in, &kinds[i], 8);
+        read_all(in, &sizes[i], 8);
+        if (kinds[i] == 1) {  // buffer: its own exact-size allocation
+            values[i] = malloc(sizes[i] ? sizes[i] : 1);
+            if (!read_all(in, values[i], sizes[i])) return 65;
+            argv_ptrs[i] = &values[i];
+        } else if (kinds[i] == 2) {  // the same array as argument sizes[i]: share its buffer
+            if (sizes[i] >= i || kinds[sizes[i]] != 1) return 65;
+            values[i] = values[sizes[i]];
+            argv_ptrs[i] = &values[i];
+        } else {  // scalar: up to 16 bytes, stored in place
+            if (sizes[i] > 16 || !read_all(in, &scalars[i * 16], sizes[i])) return 65;
+            argv_ptrs[i] = &scalars[i * 16];
+        }
+    }
+    fclose(in);
+    // Tell the parent where each buffer lives, so a sanitizer report can be mapped to an argument.
+    for (uint64_t i = 0; i < nargs; ++i)
+        if (kinds[i] == 1) fprintf(stderr, "EMU_ARG %llu %p %llu\n", (unsigned long long)i, values[i], (unsigned long long)sizes[i]);
+    char err[8192] = "";
+    const int rc = emu_launch(int(head[1]), argv_ptrs.data(), head + 2, err, sizeof err);
+    std::vector<char> out(emu_output_size() + 1);
+    emu_output_take(out.data(), out.size());
+    fwrite(out.data(), 1, out.size() - 1, stdout);
+    fflush(stdout);
+    if (rc != 0) {
+        fprintf(stderr, "EMU_ERROR %d\n%s\n", rc, err);
+        return 70 + rc;
+    }
+    FILE* o = fopen(argv[2], "wb");
+    if (!o) { perror(argv[2]); return 66; }
+    for (uint64_t i = 0; i < nargs; ++i)
+        if (kinds[i] == 1) fwrite(values[i], 1, sizes[i], o);
+    fclose(o);
+    return 0;
+}
+#endif

@@ -1,0 +1,866 @@
+"""Run CUDA C kernels on the CPU: a small CUDA emulator that mirrors ``cupy.RawKernel``.
+
+The same ``kernels/*.cu`` source that CuPy compiles for a GPU runs here on any machine with g++::
+
+    import numpy as np
+    from minilora.emulator import RawKernel
+
+    add = RawKernel(r'''
+    extern "C" __global__ void vadd(const float* a, const float* b, float* c, int n) {
+        int i = blockIdx.x * blockDim.x + threadIdx.x;
+        if (i < n) c[i] = a[i] + b[i];
+    }''', "vadd")
+    a, b = np.random.rand(1000).astype(np.float32), np.random.rand(1000).astype(np.float32)
+    c = np.empty_like(a)
+    add((4,), (256,), (a, b, c, np.int32(1000)))      # grid, block, args -- as in CuPy
+
+How it works (details in kernels/README.md):
+
+1. The source is rewritten a little (each ``__shared__`` declaration becomes a per-block allocation),
+   wrapped with one launcher per ``__global__`` function, and compiled by g++ together with the shim
+   header ``kernels/emu/cuda_emu.h`` and the runtime ``kernels/emu/runtime.cpp`` into a shared library.
+   The library is cached by content hash, so each source compiles once per machine.
+2. A launch runs the blocks one after another; inside a block every CUDA thread is a fiber, and
+   ``__syncthreads()`` / warp shuffles are real barriers between the fibers.
+3. Bugs become Python exceptions: ``BarrierError`` (divergent barriers), ``RaceError`` (results that
+   depend on the thread schedule, with ``check_races=True``), ``KernelFault`` (out-of-bounds accesses,
+   with ``sanitize=True`` under AddressSanitizer in a child process; assertions), ``TypeError`` and
+   ``ValueError`` for wrong arguments or launch shapes.  Nothing segfaults the Python process for
+   these, except unchecked out-of-bounds global accesses in the fast (non-sanitized) mode.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import numbers
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "RawKernel", "RawModule", "EmulatorError", "CompileError", "BarrierError", "RaceError",
+    "KernelFault", "KERNELS_DIR", "EMU_DIR", "cache_dir", "is_available",
+]
+
+
+def _find_kernels_dir() -> Path:
+    """The ``kernels/`` folder: next to the package in a checkout, inside it in a wheel."""
+    here = Path(__file__).resolve().parent
+    # checkout / editable install, then the wheel layouts (setup.py maps kernels/ to minilora/_kernels)
+    for candidate in (here.parent / "kernels", here / "kernels", here / "_kernels"):
+        if (candidate / "emu" / "cuda_emu.h").is_file():
+            return candidate
+    return here.parent / "kernels"
+
+
+KERNELS_DIR = _find_kernels_dir()
+EMU_DIR = KERNELS_DIR / "emu"
+_HEADER = EMU_DIR / "cuda_emu.h"
+_RUNTIME = EMU_DIR / "runtime.cpp"
+_INCLUDE = EMU_DIR / "include"  # stand-ins for <cuda_runtime.h>, <cuda_fp16.h>, ...
+_CXX = os.environ.get("CXX", "g++")
+_VERSION = "1"  # bump to invalidate every cached build
+
+
+class EmulatorError(RuntimeError):
+    """Base class of the emulator's errors."""
+
+
+class CompileError(EmulatorError):
+    """g++ rejected the kernel source (the message holds the compiler output)."""
+
+
+class BarrierError(EmulatorError):
+    """Threads of a block (or lanes of a warp) cannot all meet at the same barrier."""
+
+
+class RaceError(EmulatorError):
+    """The kernel's result depends on the order in which threads or blocks run."""
+
+
+class KernelFault(EmulatorError):
+    """The kernel accessed memory out of bounds, failed an assert, or crashed."""
+
+
+_ERRORS = {1: BarrierError, 2: KernelFault, 3: EmulatorError}
+
+
+def is_available() -> bool:
+    """True when a C++ compiler is on PATH (the emulator's only requirement besides NumPy)."""
+    return shutil.which(_CXX) is not None and _HEADER.is_file()
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels live: $MINILORA_CACHE_DIR, else $XDG_CACHE_HOME/minilora/emu, else ~/.cache."""
+    if os.environ.get("MINILORA_CACHE_DIR"):
+        return Path(os.environ["MINILORA_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "minilora" / "emu"
+
+
+# ------------------------------------------------------------------------------------------------
+# Source rewriting: find the kernels and turn __shared__ declarations into per-block storage.
+# ------------------------------------------------------------------------------------------------
+_COMMENT_OR_STRING = re.compile(r"""//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'""", re.S)
+_IDENT = re.compile(r"[A-Za-z_]\w*")
+_ATTRS = re.compile(r"__align__\s*\([^()]*\)|alignas\s*\([^()]*\)|__attribute__\s*\(\(.*?\)\)", re.S)
+_NOT_A_NAME = {"int", "float", "double", "char", "short", "long", "unsigned", "signed", "bool", "void",
+               "const", "volatile", "__restrict__", "size_t", "half", "__half", "__nv_bfloat16"}
+
+
+def _mask(src: str) -> str:
+    """Blank out comments and string contents (same length, newlines kept) so regexes see only code."""
+    def blank(m):
+        s = m.group(0)
+        keep = s[0] if s[0] in "\"'" else ""
+        inner = re.sub(r"[^\n]", " ", s[len(keep): len(s) - len(keep)])
+        return keep + inner + keep
+    return _COMMENT_OR_STRING.sub(blank, src)
+
+
+def _close_paren(text: str, i: int) -> int:
+    """Index of the bracket closing the one at text[i]."""
+    pairs = {"(": ")", "[": "]", "{": "}", "<": ">"}
+    opener, closer, depth = text[i], pairs[text[i]], 0
+    for j in range(i, len(text)):
+        if text[j] == opener:
+            depth += 1
+        elif text[j] == closer:
+            depth -= 1
+            if depth == 0:
+                return j
+    raise CompileError(f"unbalanced '{opener}' at offset {i}")
+
+
+def _split_top(text: str, sep: str = ",") -> list[str]:
+    """Split at `sep` outside (), [], {} and <>."""
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        if ch in "([{<":
+            depth += 1
+        elif ch in ")]}>":
+            depth -= 1
+        if ch == sep and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return parts
+
+
+def _line_of(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
+
+
+def _param_name(param: str, i: int) -> str:
+    p = re.sub(r"=.*", "", param, flags=re.S)
+    p = re.sub(r"\[[^\]]*\]\s*$", "", p.strip()).strip()
+    idents = _IDENT.findall(p)
+    if len(idents) >= 2 and not p.endswith(("*", "&")) and idents[-1] not in _NOT_A_NAME:
+        return idents[-1]
+    return f"arg{i}"
+
+
+def _find_kernels(masked: str) -> dict[str, list[str]]:
+    """Names and parameter names of the non-template __global__ functions, in source order."""
+    kernels: dict[str, list[str]] = {}
+    for m in re.finditer(r"\b__global__\b", masked):
+        line_start = masked.rfind("\n", 0, m.start()) + 1
+        if masked[line_start:m.start()].lstrip().startswith("#"):
+            continue  # inside a macro definition
+        prev = max(masked.rfind(c, 0, m.start()) for c in ";{}")
+        if re.search(r"\btemplate\b", masked[prev + 1:m.start()]):
+            continue  # a template kernel has no single address; CuPy needs name_expressions for it
+        j = m.end()
+        while True:
+            mm = re.compile(r"([A-Za-z_]\w*)\s*\(").search(masked, j)
+            if mm is None:
+                break
+            if mm.group(1) in ("__launch_bounds__", "__attribute__", "alignas", "__align__"):
+                j = _close_paren(masked, mm.end() - 1) + 1
+                continue
+            name, open_ = mm.group(1), mm.end() - 1
+            params = masked[open_ + 1:_close_paren(masked, open_)].strip()
+            names = [] if params in ("", "void") else [_param_name(p, i) for i, p in enumerate(_split_top(params))]
+            if name not in kernels or all(n.startswith("arg") for n in kernels[name]):
+                kernels[name] = names
+            break
+    return kernels
+
+
+@dataclass
+class _Rewritten:
+    text: str            # the source with __shared__ declarations replaced (same line numbers)
+    prelude: str         # #defines for file-scope __shared__ variables
+    kernels: dict        # kernel name -> parameter names
+
+
+def _rewrite_shared(src: str) -> _Rewritten:
+    """Replace every __shared__ declaration by per-block storage provided by the runtime.
+
+    ``__shared__ float tile[16][16];`` inside a function becomes
+    ``auto& tile = __emu_shared_var<float [16][16], ID>("tile", __FILE__, __LINE__);``: a reference
+    to this block's copy.  ``extern __shared__ float s[];`` becomes a pointer to the block's dynamic
+    shared memory.  At file scope the same expressions are bound with #define instead.  Each
+    replacement keeps the declaration's line count, so compiler messages and sanitizer reports
+    point at the user's lines.
+    """
+    masked = _mask(src)
+    out, prelude, last, ident = [], [], 0, 0
+    for m in re.finditer(r"\b__shared__\b", masked):
+        start = m.start()
+        while True:  # qualifiers written before __shared__ belong to the declaration
+            mm = re.search(r"(?:\b(?:static|volatile|extern|const)\b|__align__\s*\([^()]*\)|alignas\s*\([^()]*\))\s*$",
+                           masked[max(0, start - 200):start])
+            if not mm or mm.end() == mm.start():
+                break
+            start = max(0, start - 200) + mm.start()
+        line_start = masked.rfind("\n", 0, start) + 1
+        if masked[line_start:start].lstrip().startswith("#"):
+            continue  # a macro that merely mentions __shared__ (e.g. #define SMEM __shared__)
+        end = masked.find(";", m.end())
+        line = _line_of(src, start)
+        if end < 0 or "{" in masked[m.end():end] or "}" in masked[m.end():end]:
+            raise CompileError(f"line {line}: cannot parse this __shared__ declaration")
+        quals = _ATTRS.sub(" ", masked[start:m.start()])
+        body = _ATTRS.sub(" ", masked[m.end():end]).strip()
+        cv = " ".join(q for q in ("volatile", "const") if re.search(rf"\b{q}\b", quals))
+        is_extern = re.search(r"\bextern\b", quals) is not None
+        file_scope = masked.count("{", 0, start) - masked.count("}", 0, start) <= 0
+        decls = _split_top(body)
+        first = re.fullmatch(r"(.*?)\b([A-Za-z_]\w*)\s*((?:\[[^\]]*\]\s*)*)", decls[0].strip(), re.S)
+        if not first or not first.group(1).strip():
+            raise CompileError(f"line {line}: cannot parse the __shared__ declaration '{body}'")
+        base = (cv + " " + first.group(1)).strip()
+        base_no_ptr = base.rstrip("*& \t")
+        items = [(base, first.group(2), first.group(3).strip())]
+        for d in decls[1:]:
+            dm = re.fullmatch(r"\s*([*\s]*)([A-Za-z_]\w*)\s*((?:\[[^\]]*\]\s*)*)", d)
+            if not dm:
+                raise CompileError(f"line {line}: cannot parse the __shared__ declarator '{d.strip()}'")
+            items.append((base_no_ptr + dm.group(1).replace(" ", ""), dm.group(2), dm.group(3).strip()))
+        stmts = []
+        for typ, name, dims in items:
+            if is_extern:
+                if dims.replace(" ", "") != "[]":
+                    raise CompileError(f"line {line}: extern __shared__ '{name}' must be declared as {name}[]")
+                expr = f"(({typ}*)__emu_dynamic_shared())"
+                decl = f"{typ}* const {name} = {expr};"
+            else:
+                expr = f'(__emu_shared_var<{typ} {dims}, {ident}>("{name}", __FILE__, __LINE__))'
+                decl = f"auto& {name} = {expr};"
+                ident += 1
+            if file_scope:
+                prelude.append(f"#define {name} {expr}")
+            else:
+                stmts.append(decl)
+        original = src[start:end + 1]
+        newlines = original.count("\n")
+        tail = (" \\\n" if "\\\n" in original else "\n") * newlines
+        out.append(src[last:start])
+        out.append(" ".join(stmts) + tail)
+        last = end + 1
+    out.append(src[last:])
+    return _Rewritten("".join(out), "\n".join(prelude), _find_kernels(masked))
+
+
+# ------------------------------------------------------------------------------------------------
+# Building: g++ into a content-addressed cache, written atomically (temp file + rename).
+# ------------------------------------------------------------------------------------------------
+_COMMON_FLAGS = ["-std=c++17", "-fPIC", "-fno-strict-aliasing", "-fvisibility=hidden",
+                 "-Wno-unknown-pragmas", "-Wno-attributes"]
+_VARIANT_FLAGS = {
+    # CUDA kernels often pun types (float4 loads from a float*), hence -fno-strict-aliasing.
+    "fast": ["-O2"],
+    "ucontext": ["-O2", "-DEMU_FORCE_UCONTEXT"],  # the portable fiber switch, for non-x86-64 hosts
+    "asan": ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,bounds",
+             "-fno-sanitize-recover=all"],
+}
+_IGNORED_OPTIONS = ("--use_fast_math", "-use_fast_math", "-lineinfo", "--generate-line-info", "-G",
+                    "--device-debug", "-restrict", "--restrict", "-dopt", "-dlto", "-rdc", "--relocatable")
+_IGNORED_PREFIXES = ("-arch", "--gpu-architecture", "-code", "--gpu-code", "-maxrregcount", "--maxrregcount",
+                     "-ftz", "--ftz", "-prec-div", "--prec-div", "-prec-sqrt", "--prec-sqrt", "-fmad", "--fmad",
+                     "-Xptxas", "--ptxas-options", "-default-device", "--default-device", "-rdc=",
+                     "--relocatable-device-code")
+_BUILD_LOCK = threading.Lock()
+_LAUNCH_LOCK = threading.Lock()  # the runtime keeps one launch's state in globals
+_compiler_id_cache: list[str] = []
+
+
+def _translate_options(options) -> list[str]:
+    """Map CuPy/NVRTC options onto g++: -D/-U/-I/-std pass through, GPU-only ones are ignored."""
+    if isinstance(options, str):
+        options = (options,)
+    out, it = [], iter(options)
+    for opt in it:
+        if not isinstance(opt, str):
+            raise TypeError(f"options must be strings, got {opt!r}")
+        if opt in ("-D", "-U", "-I"):
+            out += [opt, next(it, "")]
+        elif opt.startswith(("-D", "-U", "-I")):
+            out.append(opt)
+        elif opt.startswith(("-std=", "--std=")):
+            std = opt.split("=", 1)[1]
+            out.append("-std=" + (std if std in ("c++17", "c++20", "gnu++17", "gnu++20") else "c++17"))
+        elif opt in _IGNORED_OPTIONS or opt.startswith(_IGNORED_PREFIXES):
+            continue
+        else:
+            raise ValueError(f"unsupported compile option {opt!r} (the emulator understands -D, -U, -I, -std= "
+                             "and ignores GPU-only options such as -arch and --use_fast_math)")
+    return out
+
+
+def _compiler_id() -> str:
+    if not _compiler_id_cache:
+        try:
+            res = subprocess.run([_CXX, "--version"], capture_output=True, text=True, check=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            raise CompileError(f"the CUDA emulator needs a C++ compiler ({_CXX}): {e}") from None
+        _compiler_id_cache.append(res.stdout.splitlines()[0] if res.stdout else _CXX)
+    return _compiler_id_cache[0]
+
+
+def _digest(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p if isinstance(p, bytes) else str(p).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:24]
+
+
+def _write_atomic(path: Path, data: str) -> None:
+    if path.is_file() and path.read_text() == data:
+        return
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _run_compiler(cmd: list[str], output: Path, what: str) -> None:
+    """Run g++ writing to a temporary name, then rename: concurrent builds never see half a file."""
+    tmp = output.with_name(f"{output.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    res = subprocess.run(cmd + ["-o", str(tmp)], capture_output=True, text=True)
+    if res.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise CompileError(f"compiling {what} failed:\n{res.stderr.strip()}")
+    os.replace(tmp, output)
+
+
+def _runtime_object(variant: str) -> Path:
+    header, runtime = _HEADER.read_bytes(), _RUNTIME.read_bytes()
+    flags = _COMMON_FLAGS + _VARIANT_FLAGS[variant] + (["-DEMU_RUNNER"] if variant == "asan" else [])
+    key = _digest(_VERSION, header, runtime, _compiler_id(), *flags)
+    obj = cache_dir() / f"runtime-{variant}-{key}.o"
+    if not obj.is_file():
+        obj.parent.mkdir(parents=True, exist_ok=True)
+        _run_compiler([_CXX, *flags, "-I", str(EMU_DIR), "-c", str(_RUNTIME)], obj, "the emulator runtime")
+    return obj
+
+
+def _included_files(code: str, flags: list[str]) -> list[bytes]:
+    """Contents of the files reached through `#include "..."` (recursively), for the cache key:
+    editing a shared header must rebuild every kernel that includes it."""
+    dirs = [Path(flags[i + 1]) for i, f in enumerate(flags[:-1]) if f == "-I"]
+    dirs += [Path(f[2:]) for f in flags if f.startswith("-I") and len(f) > 2]
+    seen, out, todo = set(), [], [code]
+    while todo:
+        for inc in re.findall(r'^\s*#\s*include\s*"([^"]+)"', todo.pop(), re.M):
+            for d in dirs:
+                path = (d / inc).resolve()
+                if path.is_file():
+                    if path not in seen:
+                        seen.add(path)
+                        data = path.read_text(errors="replace")
+                        out.append(f"{path}\n{data}".encode())
+                        todo.append(data)
+                    break
+    return sorted(out)
+
+
+def _wrapper_source(source_path: Path, rewritten: _Rewritten) -> str:
+    lines = ["// Generated by minilora.emulator: the kernel source plus one launcher per __global__.",
+             rewritten.prelude,
+             f'#include "{source_path}"']
+    entries = [f'    {{"{k}", &__emu::trampoline<&{k}>, __emu::params_of(&{k})}},' for k in rewritten.kernels]
+    if entries:
+        lines += ["static const __emu::KernelInfo __emu_kernel_list[] = {", *entries, "};"]
+    table = "__emu_kernel_list" if entries else "nullptr"
+    lines.append('extern "C" __attribute__((visibility("default"))) const __emu::KernelInfo* '
+                 f"emu_kernel_table(int* n) {{ *n = {len(entries)}; return {table}; }}")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class _Param:
+    name: str
+    code: int
+    size: int
+    elem_code: int
+    elem_size: int
+    elem_const: int  # 1 for `const T*`: the kernel promises not to write through it
+
+    @property
+    def is_pointer(self) -> bool:
+        return self.code == _T_PTR
+
+
+class _Module:
+    """One compiled source: a ctypes library (fast mode) or a sanitizer runner executable."""
+
+    def __init__(self, code: str, options, sanitize: bool, filename: str | None, variant: str | None = None):
+        rewritten = _rewrite_shared(code)
+        if filename and os.path.isabs(filename):  # errors and reports then name the user's own file
+            rewritten.text = f'#line 1 "{filename}"\n' + rewritten.text
+        if not rewritten.kernels:
+            raise CompileError("no __global__ function found in the source")
+        self.variant = variant or ("asan" if sanitize else "fast")
+        self.sanitize = self.variant == "asan"
+        flags = _translate_options(options)
+        if filename:  # `#include "common.cuh"` next to the .cu file must keep working from the cache
+            flags += ["-I", str(Path(filename).parent)]
+        runtime = _runtime_object(self.variant)
+        name = Path(filename).name if filename else next(iter(rewritten.kernels)) + ".cu"
+        key = _digest(_VERSION, runtime.name, rewritten.text, rewritten.prelude, name, *flags,
+                      *_VARIANT_FLAGS[self.variant], *_included_files(code, flags))
+        folder = cache_dir() / key
+        folder.mkdir(parents=True, exist_ok=True)
+        self.source_path = folder / name
+        product = folder / ("runner" if self.sanitize else "module.so")
+        if not product.is_file():
+            _write_atomic(self.source_path, rewritten.text)
+            wrapper = folder / "wrapper.cpp"
+            _write_atomic(wrapper, _wrapper_source(self.source_path, rewritten))
+            cmd = [_CXX, *_COMMON_FLAGS, *_VARIANT_FLAGS[self.variant], "-include", str(_HEADER),
+                   "-I", str(_INCLUDE), *flags, str(wrapper), str(runtime)]
+            if not self.sanitize:
+                cmd.insert(1, "-shared")
+            _run_compiler(cmd, product, f"'{name}' for the CUDA emulator")
+        self.product = product
+        if self.sanitize:
+            res = subprocess.run([str(product), "--describe"], capture_output=True, text=True,
+                                 env=_sanitizer_env())
+            if res.returncode != 0:
+                raise EmulatorError(f"sanitizer runner failed to start:\n{res.stderr}")
+            description = res.stdout
+            self.lib = None
+        else:
+            self.lib = ctypes.CDLL(str(product))
+            self.lib.emu_launch.restype = ctypes.c_int
+            self.lib.emu_launch.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                                            ctypes.c_char_p, ctypes.c_size_t]
+            self.lib.emu_output_size.restype = ctypes.c_size_t
+            self.lib.emu_output_take.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+            self.lib.emu_describe.restype = ctypes.c_size_t
+            self.lib.emu_describe.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+            n = self.lib.emu_describe(None, 0)
+            buf = ctypes.create_string_buffer(n)
+            self.lib.emu_describe(buf, n)
+            description = buf.value.decode()
+        self.kernels: dict[str, tuple[int, list[_Param]]] = {}
+        for index, line in enumerate(description.splitlines()):
+            kname, *fields = line.split()
+            names = rewritten.kernels.get(kname, [])
+            if len(names) != len(fields):  # e.g. parameters made by a macro: fall back to positions
+                names = [f"arg{i}" for i in range(len(fields))]
+            params = [_Param(n, *map(int, f.split(","))) for n, f in zip(names, fields)]
+            self.kernels[kname] = (index, params)
+
+
+_MODULES: dict[tuple, _Module] = {}
+
+
+def _get_module(code: str, options, sanitize: bool, filename: str | None, variant: str | None = None) -> _Module:
+    options = (options,) if isinstance(options, str) else tuple(options)
+    search = list(options) + (["-I", str(Path(filename).parent)] if filename else [])
+    key = (code, options, sanitize, filename, variant, str(cache_dir()), *_included_files(code, search))
+    with _BUILD_LOCK:
+        if key not in _MODULES:
+            _MODULES[key] = _Module(code, options, sanitize, filename, variant)
+        return _MODULES[key]
+
+
+# ------------------------------------------------------------------------------------------------
+# Arguments: checked against the compiled signature, packed CUDA-style as void** args.
+# ------------------------------------------------------------------------------------------------
+(_T_END, _T_OTHER, _T_VOID, _T_BOOL, _T_I8, _T_U8, _T_I16, _T_U16, _T_I32, _T_U32, _T_I64, _T_U64,
+ _T_F32, _T_F64, _T_F16, _T_BF16, _T_PTR) = range(17)
+_CODE_DTYPE = {_T_BOOL: np.bool_, _T_I8: np.int8, _T_U8: np.uint8, _T_I16: np.int16, _T_U16: np.uint16,
+               _T_I32: np.int32, _T_U32: np.uint32, _T_I64: np.int64, _T_U64: np.uint64,
+               _T_F32: np.float32, _T_F64: np.float64, _T_F16: np.float16}
+_CODE_CTYPE = {_T_OTHER: "struct", _T_VOID: "void", _T_BOOL: "bool", _T_I8: "signed char", _T_U8: "unsigned char",
+               _T_I16: "short", _T_U16: "unsigned short", _T_I32: "int", _T_U32: "unsigned int",
+               _T_I64: "long long", _T_U64: "unsigned long long", _T_F32: "float", _T_F64: "double",
+               _T_F16: "__half", _T_BF16: "__nv_bfloat16"}
+
+
+def _ctype(p: _Param) -> str:
+    if p.is_pointer:
+        return ("const " if p.elem_const else "") + _CODE_CTYPE.get(p.elem_code, "?") + "*"
+    return _CODE_CTYPE.get(p.code, "?")
+
+
+def _dtype_ok_for_pointer(p: _Param, dtype: np.dtype) -> bool:
+    if p.elem_code in (_T_VOID, _T_OTHER) or p.elem_size == 1:
+        return True  # void*, char*, struct*: raw memory, any dtype
+    if p.elem_code == _T_BF16:
+        return dtype.itemsize == 2 and (dtype.name == "bfloat16" or dtype in (np.uint16, np.int16))
+    return dtype == np.dtype(_CODE_DTYPE[p.elem_code])
+
+
+def _bf16_bits(value: float) -> np.uint16:
+    """float -> bfloat16 bits, round to nearest even (the same rule as the device code)."""
+    bits = np.array(value, np.float32).view(np.uint32)
+    if np.isnan(np.float32(value)):
+        return np.uint16(0x7FFF)
+    return np.uint16((int(bits) + 0x7FFF + ((int(bits) >> 16) & 1)) >> 16 & 0xFFFF)
+
+
+def _scalar_bytes(kernel: str, i: int, p: _Param, value) -> bytes:
+    where = f"argument {i} ('{p.name}') of kernel '{kernel}'"
+    if isinstance(value, np.ndarray):
+        raise TypeError(f"{where} is a {_ctype(p)} scalar but got an array; pass e.g. np.int32(n)")
+    if p.code == _T_OTHER:
+        if isinstance(value, (bytes, np.void)) and len(bytes(value)) == p.size:
+            return bytes(value)
+        raise TypeError(f"{where} is a {p.size}-byte struct; pass its bytes (bytes or np.void)")
+    if p.code == _T_BF16:
+        if isinstance(value, np.generic) and value.dtype.name == "bfloat16":
+            return value.tobytes()
+        if isinstance(value, (float, int)) and not isinstance(value, bool):
+            return _bf16_bits(float(value)).tobytes()
+        raise TypeError(f"{where} is __nv_bfloat16; pass a Python float")
+    dtype = np.dtype(_CODE_DTYPE[p.code])
+    if isinstance(value, np.generic):
+        if value.dtype != dtype:
+            raise TypeError(f"{where} is {_ctype(p)} (np.{dtype.name}) but got np.{value.dtype.name}: the kernel "
+                            f"would read its bytes as the wrong type; pass np.{dtype.name}(...)")
+        return value.tobytes()
+    if isinstance(value, bool) or (isinstance(value, numbers.Integral) and dtype.kind in "iub"):
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            if not info.min <= int(value) <= info.max:
+                raise OverflowError(f"{where}: {value} does not fit in {_ctype(p)}")
+        return np.array(value, dtype).tobytes()
+    if isinstance(value, numbers.Real) and dtype.kind == "f":
+        return np.array(value, dtype).tobytes()
+    raise TypeError(f"{where} is {_ctype(p)} but got {type(value).__name__} {value!r}")
+
+
+def _dim3(value, what: str) -> tuple[int, int, int]:
+    if isinstance(value, numbers.Integral):
+        value = (value,)
+    if not isinstance(value, (tuple, list)) or not 1 <= len(value) <= 3 or \
+            not all(isinstance(v, numbers.Integral) for v in value):
+        raise TypeError(f"{what} must be an int or a tuple of 1 to 3 ints, got {value!r}")
+    dims = tuple(int(v) for v in value) + (1,) * (3 - len(value))
+    if min(dims) < 1:
+        raise ValueError(f"{what} dimensions must be >= 1, got {value!r}")
+    return dims
+
+
+@dataclass
+class _Packed:
+    argv: np.ndarray            # void* per argument, pointing into `slots` (what CUDA calls void** args)
+    slots: np.ndarray           # 16 bytes per argument: a device pointer or a scalar value
+    arrays: list                # (argument index, ndarray) for every pointer argument
+    scalars: list               # (argument index, bytes) for every scalar argument
+
+
+# Schedules tried by check_races: (name, order code for threads and blocks, seed).
+_SCHEDULES = [("forward", 0, 0), ("reverse", 1, 0), ("random(seed=1)", 2, 1), ("random(seed=2)", 2, 2)]
+
+
+class RawKernel:
+    """A CUDA kernel compiled for the CPU emulator; the API mirrors ``cupy.RawKernel``.
+
+    ``kernel(grid, block, args, shared_mem=0)`` launches it: ``grid`` and ``block`` are ints or tuples
+    of up to 3 ints, ``args`` a tuple of C-contiguous NumPy arrays (device pointers) and NumPy or Python
+    scalars checked against the kernel's parameter types.  Arrays are read and written in place.
+
+    ``sanitize=True`` builds with AddressSanitizer and bounds checks and runs each launch in a child
+    process: an out-of-bounds access raises ``KernelFault`` with the report, and Python survives.
+    """
+
+    def __init__(self, code: str, name: str, options=(), sanitize: bool = False, *, filename: str | None = None,
+                 _module: _Module | None = None, _variant: str | None = None):
+        self.code, self.name, self.options, self.sanitize = code, name, options, sanitize
+        self._filename, self._variant = filename, _variant
+        self._mod = _module
+        if _module is not None:
+            self._bind()
+
+    def _bind(self) -> None:
+        if self.name not in self._mod.kernels:
+            raise AttributeError(f"no __global__ function '{self.name}' in the source "
+                                 f"(found: {', '.join(self._mod.kernels) or 'none'})")
+        self._index, self.params = self._mod.kernels[self.name]
+
+    def compile(self) -> "RawKernel":
+        """Build (or fetch from the cache) now rather than at the first launch."""
+        if self._mod is None:
+            self._mod = _get_module(self.code, self.options, self.sanitize, self._filename, self._variant)
+            self._bind()
+        return self
+
+    @property
+    def source_path(self) -> Path:
+        """The (rewritten) source file that was compiled; sanitizer reports name it."""
+        return self.compile()._mod.source_path
+
+    # -- launching ---------------------------------------------------------------------------------
+    def __call__(self, grid, block, args, shared_mem: int = 0, *, check_races: bool = False):
+        self.compile()
+        cfg = self._config(grid, block, shared_mem)
+        packed = self._pack(args)
+        if check_races:
+            return self._launch_checked(cfg, packed)
+        self._launch(cfg, packed, 0, 0, echo=True)
+
+    def _config(self, grid, block, shared_mem) -> np.ndarray:
+        g, b = _dim3(grid, "grid"), _dim3(block, "block")
+        if b[0] * b[1] * b[2] > 1024 or b[0] > 1024 or b[1] > 1024 or b[2] > 64:
+            raise ValueError(f"block {b} of kernel '{self.name}' is too large: CUDA allows at most 1024 threads "
+                             "per block (x, y <= 1024, z <= 64)")
+        if g[0] > 2**31 - 1 or g[1] > 65535 or g[2] > 65535:
+            raise ValueError(f"grid {g} of kernel '{self.name}' exceeds CUDA's limits")
+        if not isinstance(shared_mem, numbers.Integral) or not 0 <= shared_mem <= 227 * 1024:
+            raise ValueError(f"shared_mem must be an int in 0..{227 * 1024} bytes, got {shared_mem!r}")
+        return np.array([*g, *b, int(shared_mem), 0, 0], dtype=np.uint64)
+
+    def _pack(self, args) -> _Packed:
+        if not isinstance(args, (tuple, list)):
+            raise TypeError(f"args of kernel '{self.name}' must be a tuple, got {type(args).__name__}")
+        if len(args) != len(self.params):
+            sig = ", ".join(f"{_ctype(p)} {p.name}" for p in self.params)
+            raise TypeError(f"kernel '{self.name}' takes {len(self.params)} arguments ({sig}), got {len(args)}")
+        slots = np.zeros((max(len(args), 1), 2), dtype=np.uint64)
+        arrays, scalars = [], []
+        for i, (p, a) in enumerate(zip(self.params, args)):
+            where = f"argument {i} ('{p.name}') of kernel '{self.name}'"
+            if p.is_pointer:
+                if not isinstance(a, np.ndarray):
+                    raise TypeError(f"{where} is a pointer ({_ctype(p)}): pass a NumPy array, got {type(a).__name__}")
+                if not a.flags.c_contiguous:
+                    raise ValueError(f"{where} is not C-contiguous, but a kernel sees only a flat pointer; "
+                                     "pass np.ascontiguousarray(x)")
+                if not _dtype_ok_for_pointer(p, a.dtype):
+                    raise TypeError(f"{where} is {_ctype(p)} but the array has dtype {a.dtype}")
+                if not a.flags.writeable and not p.elem_const:
+                    raise ValueError(f"{where} is a read-only array but the kernel's {_ctype(p)} may write "
+                                     "through it; declare the parameter const or pass a writeable copy")
+                slots[i, 0] = a.ctypes.data
+                arrays.append((i, a))
+            else:
+                raw = _scalar_bytes(self.name, i, p, a)
+                slots[i].view(np.uint8)[:len(raw)] = np.frombuffer(raw, np.uint8)
+                scalars.append((i, raw))
+        argv = (slots.ctypes.data + 16 * np.arange(len(args), dtype=np.uint64)).astype(np.uint64)
+        return _Packed(argv, slots, arrays, scalars)
+
+    def _launch(self, cfg: np.ndarray, packed: _Packed, order: int, seed: int, echo: bool) -> None:
+        cfg = cfg.copy()
+        cfg[7], cfg[8] = order, seed
+        if self._mod.sanitize:
+            out = _launch_in_child(self, cfg, packed)
+        else:
+            err = ctypes.create_string_buffer(8192)
+            with _LAUNCH_LOCK:
+                rc = self._mod.lib.emu_launch(self._index, packed.argv.ctypes.data, cfg.ctypes.data, err, len(err))
+                n = self._mod.lib.emu_output_size()
+                buf = ctypes.create_string_buffer(n + 1)
+                self._mod.lib.emu_output_take(buf, n)
+                out = buf.raw[:n].decode(errors="replace")
+            if rc:
+                if echo and out:
+                    sys.stdout.write(out)
+                raise _ERRORS.get(rc, EmulatorError)(err.value.decode(errors="replace"))
+        if echo and out:
+            sys.stdout.write(out)
+
+    def _launch_checked(self, cfg: np.ndarray, packed: _Packed) -> None:
+        """Run under several thread/block schedules from the same inputs; all must agree bit for bit."""
+        originals = [a.copy() for _, a in packed.arrays]
+        results = []
+        for k, (label, order, seed) in enumerate(_SCHEDULES):
+            for (_, a), o in zip(packed.arrays, originals):
+                np.copyto(a, o)
+            self._launch(cfg, packed, order, seed, echo=(k == 0))
+            results.append([a.copy() for _, a in packed.arrays])
+        for k in range(1, len(_SCHEDULES)):
+            for (i, _), first, other in zip(packed.arrays, results[0], results[k]):
+                diff = _differing(first, other)
+                if diff is None:
+                    continue
+                count, index = diff
+                for (_, a), r in zip(packed.arrays, results[0]):
+                    np.copyto(a, r)
+                raise RaceError(
+                    f"kernel '{self.name}' gives different results under different thread schedules: argument {i} "
+                    f"('{self.params[i].name}') differs between the {_SCHEDULES[0][0]} and {_SCHEDULES[k][0]} "
+                    f"orders in {count} of {first.size} elements, first at index {index}: "
+                    f"{first[index].item()!r} vs {other[index].item()!r}. Some thread reads memory that another thread "
+                    "writes without a __syncthreads() in between (or the result depends on block order).")
+
+
+def _differing(a: np.ndarray, b: np.ndarray):
+    """(count, first index) of the elements whose bytes differ, or None.  NaN payloads count as equal bits."""
+    if a.dtype.itemsize in (1, 2, 4, 8) and a.ndim:
+        ua = a.view(f"u{a.dtype.itemsize}")
+        ub = b.view(f"u{a.dtype.itemsize}")
+        bad = ua != ub
+    else:
+        bad = np.frombuffer(a.tobytes(), np.uint8) != np.frombuffer(b.tobytes(), np.uint8)
+        if not bad.any():
+            return None
+        return int(bad.sum()), tuple(np.unravel_index(int(np.argmax(bad)) // max(a.dtype.itemsize, 1), a.shape))
+    if not bad.any():
+        return None
+    return int(bad.sum()), tuple(int(x) for x in np.unravel_index(int(np.argmax(bad)), a.shape))
+
+
+# ------------------------------------------------------------------------------------------------
+# Sanitized launches run in a child process, so a crash is an exception rather than a dead Python.
+# ------------------------------------------------------------------------------------------------
+def _sanitizer_env() -> dict:
+    env = dict(os.environ)
+    env["ASAN_OPTIONS"] = ("detect_leaks=0:halt_on_error=1:abort_on_error=0:exitcode=86:"
+                           "detect_stack_use_after_return=0:symbolize=1:print_summary=1:color=never")
+    env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1:exitcode=87:color=never"
+    return env
+
+
+def _launch_in_child(kernel: RawKernel, cfg: np.ndarray, packed: _Packed) -> str:
+    header = np.array([0x31554D45, kernel._index, *cfg], dtype=np.uint64)
+    args = dict(packed.arrays)
+    scalars = dict(packed.scalars)
+    with tempfile.TemporaryDirectory(prefix="minilora-emu-") as tmp:
+        launch, result = os.path.join(tmp, "launch.bin"), os.path.join(tmp, "result.bin")
+        with open(launch, "wb") as f:
+            f.write(header.tobytes())
+            f.write(np.uint64(len(kernel.params)).tobytes())
+            first_of = {}  # (address, nbytes) -> first argument with that buffer
+            for i in range(len(kernel.params)):
+                if i in args:
+                    data = args[i].reshape(-1).view(np.uint8)
+                    key = (data.ctypes.data, data.size)
+                    if key in first_of:  # the same array twice: one buffer in the child too
+                        f.write(np.array([2, first_of[key]], np.uint64).tobytes())
+                        continue
+                    first_of[key] = i
+                    f.write(np.array([1, data.size], np.uint64).tobytes())
+                    f.write(data.tobytes())
+                else:
+                    f.write(np.array([0, len(scalars[i])], np.uint64).tobytes())
+                    f.write(scalars[i])
+        try:
+            res = subprocess.run([str(kernel._mod.product), launch, result], capture_output=True,
+                                 env=_sanitizer_env(), timeout=600)
+        except subprocess.TimeoutExpired:
+            raise KernelFault(f"kernel '{kernel.name}' did not finish within 600 s under the sanitizer") from None
+        out = res.stdout.decode(errors="replace")
+        err = res.stderr.decode(errors="replace")
+        regions = {int(m.group(2), 16): int(m.group(1)) for m in re.finditer(r"^EMU_ARG (\d+) (0x[0-9a-f]+) \d+$", err, re.M)}
+        err = re.sub(r"^EMU_ARG .*\n", "", err, flags=re.M)
+        if res.returncode in (71, 72, 73):
+            message = err.split("\n", 1)[1].strip() if err.startswith("EMU_ERROR") else err
+            raise _ERRORS[res.returncode - 70](message)
+        if res.returncode != 0:
+            sys.stdout.write(out)
+            raise KernelFault(f"kernel '{kernel.name}': {_fault_headline(err)}{_fault_target(kernel, err, regions)} "
+                              f"(found by the sanitizer, exit code {res.returncode}); report:\n{_trim_report(err)}")
+        with open(result, "rb") as f:
+            for i, a in packed.arrays:
+                if first_of[(a.ctypes.data, a.nbytes)] == i:
+                    flat = a.reshape(-1).view(np.uint8)
+                    flat[:] = np.frombuffer(f.read(flat.size), np.uint8)
+    return out
+
+
+def _trim_report(report: str, limit: int = 6000) -> str:
+    """The sanitizer's report without the shadow-memory dump and the emulator's own stack frames."""
+    keep = []
+    for ln in report.splitlines():
+        if not ln.strip() or ln.startswith(("Shadow", "  Addressable", "  Partially", "  Heap", "  Freed",
+                                             "  Stack", "  Global", "  Poisoned", "  Container", "  Array",
+                                             "  Intra", "  ASan", "  Left", "  Right")):
+            continue
+        if re.match(r"^(=>)?\s*0x[0-9a-f]+:", ln):
+            continue
+        if re.match(r"^\s*#\d+ ", ln) and (str(EMU_DIR) in ln or "__emu::" in ln):
+            continue
+        keep.append(ln)
+    text = "\n".join(keep)
+    return text if len(text) <= limit else text[:limit] + "\n..."
+
+
+def _fault_target(kernel: RawKernel, report: str, regions: dict) -> str:
+    """Which memory the bad access was next to: a kernel argument or the block's shared memory."""
+    m = re.search(r"(\d+) bytes to the (left|right) of (\d+)-byte region \[(0x[0-9a-f]+),", report)
+    if not m:
+        return ""
+    n = int(m.group(1))
+    if m.group(2) == "left":
+        side = f"{n} bytes before the start"
+    else:
+        side = "just past the end" if n == 0 else f"{n} bytes past the end"
+    index = regions.get(int(m.group(4), 16))
+    if index is not None:
+        p = kernel.params[index]
+        return f", {side} of argument {index} ('{p.name}', {m.group(3)} bytes)"
+    if "alloc_shared" in report:
+        return f", {side} of this block's shared memory ({m.group(3)} bytes)"
+    return ""
+
+
+def _fault_headline(report: str) -> str:
+    """One line saying what went wrong where, e.g. 'heap-buffer-overflow at buggy.cu:64'."""
+    m = re.search(r"SUMMARY: AddressSanitizer: (\S+) (\S+?:\d+)", report)
+    if m:
+        access = re.search(r"^(READ|WRITE) of size (\d+)", report, re.M)
+        what = f" ({access.group(1).lower()} of {access.group(2)} bytes)" if access else ""
+        return f"{m.group(1)}{what} at {os.path.basename(m.group(2))}"
+    m = re.search(r"^(\S+?:\d+):\d+: runtime error: (.*)$", report, re.M)
+    if m:
+        return f"{m.group(2)} at {os.path.basename(m.group(1))}"
+    return "crash"
+
+
+class RawModule:
+    """A CUDA source with several kernels, as ``cupy.RawModule``: ``RawModule(code=src).get_function(name)``.
+
+    ``path=`` reads the source from a .cu file (its name then appears in errors and sanitizer reports).
+    """
+
+    def __init__(self, code: str | None = None, *, path: str | os.PathLike | None = None, options=(),
+                 sanitize: bool = False, backend: str | None = None, name_expressions=None):
+        if (code is None) == (path is None):
+            raise TypeError("give exactly one of code= or path=")
+        if name_expressions:
+            raise NotImplementedError("template kernels (name_expressions) are not supported by the emulator")
+        self.filename = str(Path(path).resolve()) if path is not None else None
+        self.code = Path(path).read_text() if path is not None else code
+        self.options, self.sanitize = options, sanitize
+        self._mod: _Module | None = None
+
+    def compile(self) -> "RawModule":
+        if self._mod is None:
+            self._mod = _get_module(self.code, self.options, self.sanitize, self.filename)
+        return self
+
+    @property
+    def kernel_names(self) -> list[str]:
+        return list(self.compile()._mod.kernels)
+
+    def get_function(self, name: str) -> RawKernel:
+        self.compile()
+        return RawKernel(self.code, name, self.options, self.sanitize, filename=self.filename, _module=self._mod)
