@@ -54,8 +54,8 @@ __all__ = [
 def _find_kernels_dir() -> Path:
     """The ``kernels/`` folder: next to the package in a checkout, inside it in a wheel."""
     here = Path(__file__).resolve().parent
-    # checkout / editable install, then the wheel layouts (setup.py maps kernels/ to minilora/_kernels)
-    for candidate in (here.parent / "kernels", here / "kernels", here / "_kernels"):
+    # A wheel first (setup.py maps kernels/ to minilora/_kernels), then a checkout / editable install.
+    for candidate in (here / "_kernels", here.parent / "kernels"):
         if (candidate / "emu" / "cuda_emu.h").is_file():
             return candidate
     return here.parent / "kernels"

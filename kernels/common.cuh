@@ -1,0 +1,184 @@
+// common.cuh -- the pieces every LoRA kernel shares.
+//
+//   * lora_keep():        the LoRA dropout mask, regenerated from (seed, element index) by a hash,
+//                         bit for bit the same as minilora.ops.lora.lora_dropout_mask in NumPy;
+//   * Operand:            a read-only view of a row-major matrix as a GEMM operand;
+//   * load_tile():        copy one BK x BD tile of an operand into shared memory (zero outside the
+//                         matrix, float4 loads when the memory allows them, dropout applied on the way);
+//   * accumulate_tile():  the tiled GEMM main loop for one output tile, with register blocking
+//                         (each thread owns TM x TN outputs).  Version v2 of every LoRA kernel is this
+//                         loop with TM = TN = 1 and scalar loads; v3 is the same loop with 8 x 8
+//                         register blocks and float4 loads.
+//
+// Index conventions.  A GEMM computes C[d1, d2] = sum_k op1(d1, k) * op2(d2, k).  An Operand maps
+// (d, k) -- d an output index, k the reduction index -- onto its storage:
+//     KCONTIG = true :  element (d, k) is p[d * ld + k]   (k runs along a row: X, W0 in the forward)
+//     KCONTIG = false:  element (d, k) is p[k * ld + d]   (d runs along a row: W0 in dX = dY W0)
+// Shared-memory tiles are always stored k-major, S[k][d], so the inner loop of accumulate_tile reads
+// TM consecutive floats of one row for the A side and TN for the B side.
+//
+// Only float32; offsets are 64-bit so matrices may exceed 2^31 elements.
+#pragma once
+
+namespace minilora {
+
+constexpr int SMEM_PAD = 4;  // extra floats per shared-memory row: fewer bank conflicts, rows stay 16-byte aligned
+
+// ---- LoRA dropout ------------------------------------------------------------------------------
+// keep(seed, i) for the flat index i = m*K + k of X [M, K]; all arithmetic is uint32 and wraps.
+// threshold = uint32(min(p * 2^32, 2^32 - 1)); threshold 0 keeps every element (p = 0).
+__device__ __forceinline__ bool lora_keep(unsigned seed, unsigned long long index, unsigned threshold) {
+    unsigned h = ((unsigned)index * 0x9E3779B1u) ^ seed;
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16;
+    return h >= threshold;
+}
+
+// ---- operands ------------------------------------------------------------------------------------
+struct Operand {
+    const float* p;      // row-major storage
+    int ld;              // elements per stored row
+    int d_size;          // extent of the output index d (valid d: 0 <= d < d_size)
+    float scale;         // every kept element is multiplied by this (1, s, or 1/(1-p) under dropout)
+    unsigned seed;       // dropout on the flat storage offset: keep iff lora_keep(seed, offset, threshold)
+    unsigned threshold;  // 0: no dropout
+};
+
+__device__ __forceinline__ Operand make_operand(const float* p, int ld, int d_size, float scale = 1.0f,
+                                                unsigned seed = 0u, unsigned threshold = 0u) {
+    Operand op;
+    op.p = p;
+    op.ld = ld;
+    op.d_size = d_size;
+    op.scale = scale;
+    op.seed = seed;
+    op.threshold = threshold;
+    return op;
+}
+
+// The value a GEMM sees for the stored element at `offset`: dropout mask, then scale.
+__device__ __forceinline__ float operand_value(const Operand& op, float v, unsigned long long offset) {
+    if (op.threshold != 0u && !lora_keep(op.seed, offset, op.threshold)) return 0.0f;
+    return v * op.scale;
+}
+
+// ---- tile loader ---------------------------------------------------------------------------------
+// S[kk][dd] = op(d0 + dd, k0 + kk) for kk < BK, dd < BD; zero where d >= d_size or k >= k_end.
+// All `nthreads` threads of the block cooperate; consecutive threads read consecutive addresses of
+// the contiguous storage direction, so global loads coalesce.  With VEC, each thread moves 4 floats
+// with one 16-byte load wherever the 4 are in bounds and 16-byte aligned (ld % 4 == 0 and an aligned
+// base pointer; tile origins are multiples of 4), else it falls back to 4 guarded scalar loads --
+// which is how ragged edges and odd leading dimensions stay correct.
+template <int BK, int BD, int SW, bool KCONTIG, bool VEC>
+__device__ __forceinline__ void load_tile(float (*S)[SW], const Operand& op, int d0, int k0, int k_end,
+                                          int tid, int nthreads) {
+    constexpr int RUN = VEC ? 4 : 1;               // floats per load
+    constexpr int CONTIG = KCONTIG ? BK : BD;      // tile extent along the contiguous storage direction
+    static_assert(CONTIG % RUN == 0, "vector loads need the contiguous tile side to be a multiple of 4");
+    constexpr int SLOTS = BK * BD / RUN;
+    const bool aligned = VEC && (op.ld % 4 == 0) && ((reinterpret_cast<unsigned long long>(op.p) & 15ull) == 0);
+    for (int e = tid; e < SLOTS; e += nthreads) {
+        const int c = (e % (CONTIG / RUN)) * RUN;  // position along the contiguous direction
+        const int o = e / (CONTIG / RUN);          // position along the other direction
+        const int dd = KCONTIG ? o : c, kk = KCONTIG ? c : o;
+        const int d = d0 + dd, k = k0 + kk;
+        const unsigned long long off = KCONTIG ? (unsigned long long)d * op.ld + k
+                                               : (unsigned long long)k * op.ld + d;
+        float v[4];  // RUN of them are used
+        const bool full = KCONTIG ? (d < op.d_size && k + RUN <= k_end) : (k < k_end && d + RUN <= op.d_size);
+        if (VEC && full && aligned) {
+            const float4 q = *reinterpret_cast<const float4*>(op.p + off);
+            v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
+        } else {
+#pragma unroll
+            for (int q = 0; q < RUN; ++q) {
+                const bool in = KCONTIG ? (d < op.d_size && k + q < k_end) : (k < k_end && d + q < op.d_size);
+                v[q] = in ? op.p[off + q] : 0.0f;
+            }
+        }
+#pragma unroll
+        for (int q = 0; q < RUN; ++q) {
+            const bool in = KCONTIG ? (d < op.d_size && k + q < k_end) : (k < k_end && d + q < op.d_size);
+            const float x = in ? operand_value(op, v[q], off + q) : 0.0f;
+            if (KCONTIG) S[kk + q][dd] = x;
+            else S[kk][dd + q] = x;
+        }
+    }
+}
+
+// ---- register blocking ---------------------------------------------------------------------------
+// acc[i][j] += a[i] * b[j]: TM + TN values loaded, TM * TN multiply-adds -- the reason for register tiles.
+template <int TM, int TN>
+__device__ __forceinline__ void outer_product_add(float (&acc)[TM][TN], const float (&a)[TM], const float (&b)[TN]) {
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+}
+
+// acc += (rows row0.. of As)^T-slice times (columns col0.. of Bs), over the BK k-rows of two k-major tiles:
+// acc[i][j] += sum_kk As[kk][row0 + i] * Bs[kk][col0 + j].
+template <int BK, int TM, int TN, int SWA, int SWB>
+__device__ __forceinline__ void multiply_tiles(float (&acc)[TM][TN], const float (*As)[SWA], const float (*Bs)[SWB],
+                                               int row0, int col0) {
+#pragma unroll
+    for (int kk = 0; kk < BK; ++kk) {
+        float af[TM], bf[TN];
+#pragma unroll
+        for (int i = 0; i < TM; ++i) af[i] = As[kk][row0 + i];
+#pragma unroll
+        for (int j = 0; j < TN; ++j) bf[j] = Bs[kk][col0 + j];
+        outer_product_add(acc, af, bf);
+    }
+}
+
+// ---- the tiled GEMM main loop ------------------------------------------------------------------
+// acc[i][j] += sum_{k_begin <= k < k_end} a(m0 + ty*TM + i, k) * b(n0 + tx*TN + j, k)
+// for one BM x BN output tile, walking k in steps of BK: load both tiles into shared memory, wait,
+// multiply out of shared memory into registers, wait (so nobody overwrites a tile still being read).
+// The block has (BM/TM) * (BN/TN) threads; thread tid = ty * (BN/TN) + tx.
+template <int BM, int BN, int BK, int TM, int TN, bool A_KCONTIG, bool B_KCONTIG, bool VEC>
+__device__ __forceinline__ void accumulate_tile(float (&acc)[TM][TN], float (*As)[BM + SMEM_PAD],
+                                                float (*Bs)[BN + SMEM_PAD], const Operand& a, const Operand& b,
+                                                int m0, int n0, int k_begin, int k_end) {
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    const int tid = threadIdx.x;
+    const int ty = tid / (BN / TN), tx = tid % (BN / TN);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
+        load_tile<BK, BM, BM + SMEM_PAD, A_KCONTIG, VEC>(As, a, m0, k0, k_end, tid, THREADS);
+        load_tile<BK, BN, BN + SMEM_PAD, B_KCONTIG, VEC>(Bs, b, n0, k0, k_end, tid, THREADS);
+        __syncthreads();
+        multiply_tiles<BK>(acc, As, Bs, ty * TM, tx * TN);
+        __syncthreads();
+    }
+}
+
+template <int TM, int TN>
+__device__ __forceinline__ void zero(float (&acc)[TM][TN]) {
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+}
+
+// C[m, n] = acc (+ bias[n]) for this thread's TM x TN outputs of the tile at (m0, n0); ldc = row length.
+template <int BN, int TM, int TN>
+__device__ __forceinline__ void store_tile(const float (&acc)[TM][TN], float* C, int ldc, int M, int N, int m0,
+                                           int n0, const float* bias) {
+    const int ty = threadIdx.x / (BN / TN), tx = threadIdx.x % (BN / TN);
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int m = m0 + ty * TM + i;
+        if (m >= M) continue;
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int n = n0 + tx * TN + j;
+            if (n < N) C[(unsigned long long)m * ldc + n] = acc[i][j] + (bias ? bias[n] : 0.0f);
+        }
+    }
+}
+
+}  // namespace minilora

@@ -1,0 +1,436 @@
+"""The Python side of minilora's CUDA kernels: find the ``.cu`` sources, compile, check, launch.
+
+The kernels themselves are CUDA C in the top-level ``kernels/`` folder (``lora_forward.cu``,
+``lora_backward.cu``, ``adamw.cu``; each opens with its math and versions). This module runs them on
+
+* ``cuda`` -- CuPy arrays, compiled by NVRTC through ``cupy.RawModule``;
+* ``emu``  -- NumPy arrays, compiled by g++ through ``minilora.emulator.RawModule`` and run on the
+  CPU, one fiber per CUDA thread. Same source, same launch configuration, same results.
+
+Every function checks shapes, dtypes (float32) and contiguity before it launches anything and names
+the argument that is wrong: a kernel sees only a raw pointer and would silently read garbage.
+
+Public functions (the contract with ``minilora.ops.lora`` and ``minilora.optim``)::
+
+    Y, U = lora_forward(X, W0, A, B, scale, bias=None, dropout_p=0.0, seed=0, device=...)
+    dX, dA, dB = lora_backward(dY, X, W0, A, B, U, scale, dropout_p=0.0, seed=0, device=...)
+    adamw_step(params, grads, exp_avgs, exp_avg_sqs, lr=..., beta1=..., beta2=..., eps=...,
+               weight_decay=..., step=..., device=...)
+
+``version="v1" | "v2" | "v3"`` runs one numbered version of the LoRA kernels (the tests run all of
+them); by default ``pick_version`` chooses by shape. ``checking(...)`` turns on the debugging aids
+the tests use: NaN-poisoned outputs and, on ``emu``, the race check and the sanitizer.
+"""
+import contextlib
+import functools
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .device import Device, device as _device
+
+__all__ = ["lora_forward", "lora_backward", "adamw_step", "pick_version", "supports", "checking",
+           "kernel_dir", "source", "VERSIONS", "KERNEL_FILES"]
+
+VERSIONS = ("v1", "v2", "v3")
+KERNEL_FILES = ("lora_forward.cu", "lora_backward.cu", "adamw.cu")
+
+# Tile shapes of the v2/v3 kernels: (rows of the output tile, columns, k-step). They must match the
+# template arguments in the .cu files; a mismatch leaves output elements unwritten, which the tests'
+# NaN poisoning catches.
+_TILES = {
+    "v2": {"fwd_u": (16, 16), "fwd_y": (16, 16), "dy": (16, 16), "dx": (16, 16), "da": (16, 16, 16)},
+    "v3": {"fwd_u": (64, 32), "fwd_y": (128, 128), "dy": (64, 64), "dx": (128, 128), "da": (32, 64, 16)},
+}
+_THREADS = 256
+_V1_BLOCK = (16, 16)
+_ADAMW_CHUNK = 4096  # ADAMW_CHUNK in adamw.cu
+_TARGET_BLOCKS = 264  # about two waves of blocks on a 132-SM H100/H200: sizes dA's split over M
+
+
+# ------------------------------------------------------------------------------------------------
+# Finding and compiling the sources
+# ------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def kernel_dir():
+    """The folder holding the .cu files (found once, by the emulator module: one place for the rule)."""
+    from .emulator import KERNELS_DIR
+    if not (KERNELS_DIR / "lora_forward.cu").is_file():
+        raise FileNotFoundError(f"cannot find the CUDA sources (lora_forward.cu) in {KERNELS_DIR}; "
+                                "is minilora installed with its package data?")
+    return KERNELS_DIR
+
+
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
+
+
+def source(filename):
+    """The text of ``kernels/<filename>`` with its local ``#include "..."`` files pasted in.
+
+    Pasting (with ``#line`` markers, so errors still name the right file and line) makes the source
+    self-contained: NVRTC needs no include path, and the emulator's cache key -- a hash of the text --
+    changes whenever a header does.
+    """
+    folder = kernel_dir()
+    path = folder / filename
+    out = [f'#line 1 "{path}"']
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        match = _INCLUDE.match(line)
+        if match and (folder / match.group(1)).is_file():
+            header = folder / match.group(1)
+            out += [f'#line 1 "{header}"', header.read_text(), f'#line {lineno + 1} "{path}"']
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+_MODULES = {}  # (device, file, sanitize) -> (modification times of the sources, compiled module)
+
+
+def _module(dev, filename, sanitize=False):
+    """The compiled module, rebuilt when a source changed (a learner editing a .cu in a notebook)."""
+    folder = kernel_dir()
+    stamp = tuple((folder / name).stat().st_mtime_ns for name in (filename, "common.cuh")
+                  if (folder / name).is_file())
+    key = (dev.name, filename, sanitize)
+    if key not in _MODULES or _MODULES[key][0] != stamp:
+        code = source(filename)
+        if dev.name == "cuda":
+            import cupy
+            module = cupy.RawModule(code=code)
+        else:
+            from . import emulator
+            module = emulator.RawModule(code=code, sanitize=sanitize)
+        _MODULES[key] = (stamp, module)
+    return _MODULES[key][1]
+
+
+# ------------------------------------------------------------------------------------------------
+# Debugging aids for tests: poisoned outputs, race check, sanitizer
+# ------------------------------------------------------------------------------------------------
+class _Checks:
+    poison = False
+    check_races = False
+    sanitize = False
+
+
+@contextlib.contextmanager
+def checking(poison=True, check_races=False, sanitize=False):
+    """Within this block, every output and scratch array starts as NaN (``poison``: an element a
+    kernel forgets to write shows up), and on ``emu`` each launch runs under several thread orders
+    (``check_races``) and/or AddressSanitizer in a child process (``sanitize``)."""
+    saved = (_Checks.poison, _Checks.check_races, _Checks.sanitize)
+    _Checks.poison, _Checks.check_races, _Checks.sanitize = poison, check_races, sanitize
+    try:
+        yield
+    finally:
+        _Checks.poison, _Checks.check_races, _Checks.sanitize = saved
+
+
+def _empty(xp, shape):
+    if _Checks.poison:
+        return xp.full(shape, np.nan, dtype=np.float32)
+    return xp.empty(shape, dtype=np.float32)
+
+
+def _launch(dev, filename, name, grid, block, args):
+    grid, block = tuple(grid), (block,) if isinstance(block, int) else tuple(block)  # CuPy wants tuples
+    if dev.name == "emu":
+        kernel = _module(dev, filename, _Checks.sanitize).get_function(name)
+        kernel(grid, block, args, check_races=_Checks.check_races)
+    else:
+        _module(dev, filename).get_function(name)(grid, block, args)
+
+
+# ------------------------------------------------------------------------------------------------
+# Argument checks
+# ------------------------------------------------------------------------------------------------
+def supports(dtype):
+    """Whether the kernels handle arrays of ``dtype`` (float32 only; other dtypes use the NumPy path)."""
+    return np.dtype(dtype) == np.float32
+
+
+def _resolve_device(fn, device, first):
+    if device is None:
+        device = "emu" if isinstance(first, np.ndarray) else "cuda"
+    dev = device if isinstance(device, Device) else _device(device)
+    if not dev.uses_kernels:
+        raise ValueError(f"{fn}: device '{dev.name}' does not run kernels; use 'emu' or 'cuda' "
+                         "(on 'cpu' the ops compute with NumPy)")
+    return dev
+
+
+def _check(fn, dev, name, a, shape):
+    """Raise unless ``a`` is a C-contiguous float32 array of ``shape`` living on ``dev``."""
+    xp = dev.xp
+    if not isinstance(a, xp.ndarray):
+        raise TypeError(f"{fn}: {name} must be a {xp.__name__} array for device '{dev.name}', "
+                        f"got {type(a).__module__}.{type(a).__name__}")
+    if a.dtype != np.float32:
+        raise TypeError(f"{fn}: {name} must be float32 (the kernels are float32 only), got {a.dtype}")
+    if tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{fn}: {name} must have shape {tuple(shape)}, got {tuple(a.shape)}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{fn}: {name} must be C-contiguous (a kernel sees only a flat pointer); "
+                         f"pass {xp.__name__}.ascontiguousarray({name})")
+
+
+def _check_matrix(fn, dev, name, a):
+    if getattr(a, "ndim", None) != 2:
+        raise ValueError(f"{fn}: {name} must be a 2-D array, got shape {getattr(a, 'shape', None)}")
+    _check(fn, dev, name, a, a.shape)
+    if max(a.shape) >= 2**31:
+        raise ValueError(f"{fn}: {name} has a dimension >= 2^31 ({a.shape}); the kernels index with int32")
+    return a.shape
+
+
+def _lora_shapes(fn, dev, X, W0, A, B):
+    M, K = _check_matrix(fn, dev, "X", X)
+    N = _check_matrix(fn, dev, "W0", W0)[0]
+    r = _check_matrix(fn, dev, "A", A)[0]
+    _check(fn, dev, "W0", W0, (N, K))
+    _check(fn, dev, "A", A, (r, K))
+    _check(fn, dev, "B", B, (N, r))
+    if r == 0:
+        raise ValueError(f"{fn}: the LoRA rank r (rows of A) must be at least 1")
+    return M, N, K, r
+
+
+def _dropout_args(fn, dropout_p, seed):
+    """(seed32, threshold, 1/(1-p)) as the kernels take them; threshold 0 means no dropout."""
+    p = float(dropout_p)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"{fn}: dropout_p must be in [0, 1), got {dropout_p}")
+    threshold = min(int(p * 2.0**32), 2**32 - 1)  # as lora_dropout_mask computes it
+    return np.uint32(int(seed) & 0xFFFFFFFF), np.uint32(threshold), np.float32(1.0 / (1.0 - p))
+
+
+def _version(fn, version, M, N):
+    if version is None:
+        return pick_version(M, N)
+    if version not in VERSIONS:
+        raise ValueError(f"{fn}: version must be one of {VERSIONS} or None, got {version!r}")
+    return version
+
+
+def pick_version(M, N):
+    """The production choice: v3's 128 x 128 tiles once they fill a GPU, else v2's 16 x 16 tiles.
+
+    With fewer than ~32 big tiles most of a GPU's 100+ multiprocessors would sit idle; small
+    problems (a few tokens, a narrow layer) go faster with many small blocks."""
+    big_tiles = math.ceil(M / 128) * math.ceil(N / 128)
+    return "v3" if big_tiles >= 32 else "v2"
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+# ------------------------------------------------------------------------------------------------
+# LoRA forward
+# ------------------------------------------------------------------------------------------------
+def lora_forward(X, W0, A, B, scale, bias=None, dropout_p=0.0, seed=0, device=None, version=None):
+    """``Y = X W0^T + bias + scale * dropout(X) A^T B^T`` and ``U = dropout(X) A^T`` (kept for backward).
+
+    X [M, K], W0 [N, K], A [r, K], B [N, r], bias [N] or None; all float32, C-contiguous, on
+    ``device`` ('emu' with NumPy arrays, 'cuda' with CuPy arrays). Returns ``(Y [M, N], U [M, r])``.
+    """
+    fn = "lora_forward"
+    dev = _resolve_device(fn, device, X)
+    M, N, K, r = _lora_shapes(fn, dev, X, W0, A, B)
+    if bias is not None:
+        _check(fn, dev, "bias", bias, (N,))
+    seed32, threshold, keep_scale = _dropout_args(fn, dropout_p, seed)
+    v = _version(fn, version, M, N)
+    xp = dev.xp
+    Y, U = _empty(xp, (M, N)), _empty(xp, (M, r))
+    if M == 0 or N == 0:
+        U[...] = 0
+        return Y, U
+    i32, f32 = np.int32, np.float32
+    bias_arg = Y if bias is None else bias  # never read when has_bias == 0
+    u_args = (X, A, U, i32(M), i32(K), i32(r), seed32, threshold, keep_scale)
+    y_args = (X, W0, U, B, bias_arg, i32(bias is not None), Y, i32(M), i32(N), i32(K), i32(r), f32(scale))
+    if v == "v1":
+        _launch(dev, "lora_forward.cu", "lora_fwd_u_v1", (_cdiv(r, 16), _cdiv(M, 16)), _V1_BLOCK, u_args)
+        _launch(dev, "lora_forward.cu", "lora_fwd_y_v1", (_cdiv(N, 16), _cdiv(M, 16)), _V1_BLOCK, y_args)
+    else:
+        (ubm, ubn), (ybm, ybn) = _TILES[v]["fwd_u"], _TILES[v]["fwd_y"]
+        _launch(dev, "lora_forward.cu", f"lora_fwd_u_{v}", (_cdiv(r, ubn), _cdiv(M, ubm)), _THREADS, u_args)
+        _launch(dev, "lora_forward.cu", f"lora_fwd_y_{v}", (_cdiv(N, ybn), _cdiv(M, ybm)), _THREADS, y_args)
+    return Y, U
+
+
+# ------------------------------------------------------------------------------------------------
+# LoRA backward
+# ------------------------------------------------------------------------------------------------
+def lora_backward(dY, X, W0, A, B, U, scale, dropout_p=0.0, seed=0, need_dx=True, need_dA=True,
+                  need_dB=True, device=None, version=None, split_m=None):
+    """Gradients of ``lora_forward`` for X, A and B (never for the frozen W0).
+
+    dY [M, N] is the gradient of Y; X, W0, A, B, U as in (and from) the forward, with the same
+    ``scale``, ``dropout_p`` and ``seed`` (the dropout mask is regenerated, not stored). Returns
+    ``(dX [M, K], dA [r, K], dB [N, r])`` with None for each gradient not asked for.
+
+    ``split_m``: how many row slices dA's split-M reduction uses (default: enough blocks to fill a
+    GPU); results are bit-identical from run to run for any fixed choice.
+    """
+    fn = "lora_backward"
+    dev = _resolve_device(fn, device, dY)
+    M, N, K, r = _lora_shapes(fn, dev, X, W0, A, B)
+    _check(fn, dev, "dY", dY, (M, N))
+    _check(fn, dev, "U", U, (M, r))
+    seed32, threshold, keep_scale = _dropout_args(fn, dropout_p, seed)
+    v = _version(fn, version, M, K)
+    xp = dev.xp
+    dX = _empty(xp, (M, K)) if need_dx else None
+    dA = _empty(xp, (r, K)) if need_dA else None
+    dB = _empty(xp, (N, r)) if need_dB else None
+    if M == 0 or N == 0 or K == 0:  # nothing to sum over: the gradients are zero (or empty)
+        for g in (dX, dA, dB):
+            if g is not None:
+                g[...] = 0
+        return dX, dA, dB
+    i32, f32 = np.int32, np.float32
+    s = f32(scale)
+    mask = (seed32, threshold, keep_scale)
+
+    def launch(name, grid, block, args):
+        _launch(dev, "lora_backward.cu", name, grid, block, args)
+
+    V = _empty(xp, (M, r)) if (need_dx or need_dA or (need_dB and v != "v1")) else None
+
+    if v == "v1":
+        if V is not None:
+            launch("lora_bwd_v_v1", (_cdiv(r, 16), _cdiv(M, 16)), _V1_BLOCK, (dY, B, V, i32(M), i32(N), i32(r), s))
+        if need_dB:
+            launch("lora_bwd_db_v1", (_cdiv(r, 16), _cdiv(N, 16)), _V1_BLOCK, (dY, U, dB, i32(M), i32(N), i32(r), s))
+        if need_dx:
+            launch("lora_bwd_dx_v1", (_cdiv(K, 16), _cdiv(M, 16)), _V1_BLOCK,
+                   (dY, W0, V, A, dX, i32(M), i32(N), i32(K), i32(r), *mask))
+        if need_dA:
+            launch("lora_bwd_da_v1", (_cdiv(K, 16), _cdiv(r, 16)), _V1_BLOCK,
+                   (V, X, dA, i32(M), i32(K), i32(r), *mask))
+        return dX, dA, dB
+
+    tiles = _TILES[v]
+    # 1. One pass over dY: V, and dB's per-row-block partial sums (2. reduced right after).
+    dy_bm, dy_rc = tiles["dy"]
+    row_blocks = _cdiv(M, dy_bm)
+    partial_B = V  # a placeholder pointer when dB is not wanted (write_db = 0)
+    if need_dB:
+        partial_B = dB if row_blocks == 1 else _empty(xp, (row_blocks, N, r))
+    launch(f"lora_bwd_dy_{v}", (_cdiv(r, dy_rc), row_blocks), _THREADS,
+           (dY, B, U, V, partial_B, i32(need_dB), i32(M), i32(N), i32(r), s))
+    if need_dB and row_blocks > 1:
+        _reduce(launch, partial_B, dB, row_blocks, N * r)
+    # 3. dX = dY W0 + mask * (V A)
+    if need_dx:
+        bm, bn = tiles["dx"]
+        launch(f"lora_bwd_dx_{v}", (_cdiv(K, bn), _cdiv(M, bm)), _THREADS,
+               (dY, W0, V, A, dX, i32(M), i32(N), i32(K), i32(r), *mask))
+    # 4. dA = V^T dropout(X), split over M (5. reduced after).
+    if need_dA:
+        bm, bn, bk = tiles["da"]
+        tiles_per_split = _cdiv(r, bm) * _cdiv(K, bn)
+        splits = split_m if split_m is not None else max(1, min(_TARGET_BLOCKS // tiles_per_split, _cdiv(M, 256)))
+        if not isinstance(splits, (int, np.integer)) or splits < 1:
+            raise ValueError(f"{fn}: split_m must be a positive int, got {split_m!r}")
+        rows = _cdiv(_cdiv(M, int(splits)), bk) * bk  # rows per split: a multiple of the k-step
+        splits = _cdiv(M, rows)
+        partial_A = dA if splits == 1 else _empty(xp, (splits, r, K))
+        launch(f"lora_bwd_da_{v}", (_cdiv(K, bn), _cdiv(r, bm), splits), _THREADS,
+               (V, X, partial_A, i32(M), i32(K), i32(r), i32(rows), *mask))
+        if splits > 1:
+            _reduce(launch, partial_A, dA, splits, r * K)
+    return dX, dA, dB
+
+
+def _reduce(launch, partials, out, slices, size):
+    """The second pass of a split reduction: ``out = partials.sum(axis=0)``, in a fixed order."""
+    launch("lora_reduce_partials", (_cdiv(size, _THREADS),), _THREADS,
+           (partials, out, np.int32(slices), np.int64(size)))
+
+
+# ------------------------------------------------------------------------------------------------
+# AdamW
+# ------------------------------------------------------------------------------------------------
+def adamw_step(params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, eps, weight_decay, step,
+               device=None):
+    """One ``torch.optim.AdamW`` step for every tensor, in place, in ONE kernel launch.
+
+    ``params``, ``grads``, ``exp_avgs``, ``exp_avg_sqs``: equally long sequences of float32
+    C-contiguous arrays, matching shapes tensor by tensor. The hyperparameters are numbers, or
+    sequences with one value per tensor (parameter groups with different ``lr``; parameters at
+    different ``step`` counts). ``step`` counts from 1.
+    """
+    fn = "adamw_step"
+    lists = {"params": list(params), "grads": list(grads), "exp_avgs": list(exp_avgs),
+             "exp_avg_sqs": list(exp_avg_sqs)}
+    T = len(lists["params"])
+    for name, items in lists.items():
+        if len(items) != T:
+            raise ValueError(f"{fn}: {name} has {len(items)} arrays but params has {T}")
+    if T == 0:
+        return
+    dev = _resolve_device(fn, device, lists["params"][0])
+    for t, p in enumerate(lists["params"]):
+        for name, items in lists.items():
+            _check(fn, dev, f"{name}[{t}]", items[t], p.shape)
+    hyper = _adamw_hyper(fn, T, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, step=step)
+    sizes = [int(p.size) for p in lists["params"]]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    chunks = np.array([(t, c) for t, n in enumerate(sizes) for c in range(_cdiv(n, _ADAMW_CHUNK))],
+                      dtype=np.int32).reshape(-1, 2)
+    if len(chunks) == 0:
+        return
+    xp = dev.xp
+    p, g, m, v = (lists[k] for k in ("params", "grads", "exp_avgs", "exp_avg_sqs"))
+    # The emulator's race check and sanitizer see only memory passed as kernel arguments (the sanitizer
+    # even runs the launch in another process), so there the tensors travel in four flat buffers.
+    flat = dev.name == "emu" and (_Checks.check_races or _Checks.sanitize)
+    if flat:
+        buffers = [np.concatenate([a.reshape(-1) for a in arrays]) for arrays in (p, g, m, v)]
+        addresses = np.zeros(1, dtype=np.uint64)
+    else:
+        buffers = [p[0], g[0], m[0], v[0]]  # unused placeholders (use_addresses = 1)
+        addresses = np.array([_address(a) for arrays in (p, g, m, v) for a in arrays], dtype=np.uint64)
+    args = (xp.asarray(addresses), *buffers, xp.asarray(offsets), xp.asarray(chunks.reshape(-1)),
+            xp.asarray(hyper), np.int32(T), np.int32(not flat))
+    _launch(dev, "adamw.cu", "adamw_multi_tensor", (len(chunks),), _THREADS, args)
+    if flat:  # copy the updated values back into the caller's arrays
+        for arrays, buffer in ((p, buffers[0]), (m, buffers[2]), (v, buffers[3])):
+            for t, a in enumerate(arrays):
+                a.reshape(-1)[...] = buffer[offsets[t]:offsets[t + 1]]
+
+
+def _address(a):
+    """Device address of an array's first element (CuPy: ``data.ptr``; NumPy: ``ctypes.data``)."""
+    return a.ctypes.data if isinstance(a, np.ndarray) else a.data.ptr
+
+
+def _adamw_hyper(fn, T, *, lr, beta1, beta2, eps, weight_decay, step):
+    """The [T, 8] float32 table adamw.cu reads (struct AdamWHyper), computed in float64."""
+    def per_tensor(name, value):
+        values = np.broadcast_to(np.asarray(value, dtype=np.float64), (T,)) if np.ndim(value) == 0 \
+            else np.asarray(value, dtype=np.float64)
+        if values.shape != (T,):
+            raise ValueError(f"{fn}: {name} must be a number or one value per tensor ({T}), got {len(values)}")
+        return values
+    lr, beta1, beta2 = per_tensor("lr", lr), per_tensor("beta1", beta1), per_tensor("beta2", beta2)
+    eps, wd, step = per_tensor("eps", eps), per_tensor("weight_decay", weight_decay), per_tensor("step", step)
+    if (step < 1).any():
+        raise ValueError(f"{fn}: step counts from 1 (the first update), got {step.min():g}")
+    if ((beta1 < 0) | (beta1 >= 1) | (beta2 < 0) | (beta2 >= 1)).any():
+        raise ValueError(f"{fn}: betas must be in [0, 1)")
+    table = np.zeros((T, 8), dtype=np.float64)
+    table[:, 0] = 1.0 - lr * wd
+    table[:, 1] = 1.0 - beta1
+    table[:, 2] = beta2
+    table[:, 3] = 1.0 - beta2
+    table[:, 4] = lr / (1.0 - beta1 ** step)
+    table[:, 5] = np.sqrt(1.0 - beta2 ** step)
+    table[:, 6] = eps
+    return table.astype(np.float32)

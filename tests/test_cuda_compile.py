@@ -1,0 +1,68 @@
+"""Every kernels/*.cu compiles with the real CUDA compiler for sm_80 (A100) and sm_90 (H100/H200), and
+the kernels the production path launches (v2, v3, the reduction, AdamW) spill no registers.
+
+No GPU needed: ``nvcc -cubin --resource-usage`` runs ptxas and prints, per kernel, its registers and
+"N bytes spill stores, N bytes spill loads". Skipped where nvcc is not installed.
+"""
+import os
+import re
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from minilora import kernels
+
+pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
+
+ARCHS = ("sm_80", "sm_90")
+SOURCES = sorted(p.name for p in kernels.kernel_dir().glob("*.cu"))
+_PROPERTIES = re.compile(r"Function properties for (\w+)\s*\n\s*(\d+) bytes stack frame, (\d+) bytes spill stores, "
+                         r"(\d+) bytes spill loads")
+
+
+def exported_kernels(name):
+    """The extern "C" __global__ function names of a source file."""
+    text = (kernels.kernel_dir() / name).read_text()
+    return re.findall(r'extern "C" __global__ void(?: __launch_bounds__\([^)]*\))?\s+(\w+)\s*\(', text)
+
+
+def is_production(kernel):
+    return not kernel.endswith("_v1")  # v1 is the naive teaching version, never picked by pick_version
+
+
+@pytest.fixture(scope="module")
+def ptxas(tmp_path_factory):
+    """{(file, arch): CompletedProcess} -- all compiles at once, in parallel (nvcc is slow)."""
+    out = tmp_path_factory.mktemp("cubin")
+    folder = kernels.kernel_dir()
+
+    def compile_one(job):
+        name, arch = job
+        cmd = ["nvcc", "-cubin", f"-arch={arch}", "--resource-usage", "-I", str(folder), str(folder / name),
+               "-o", str(out / f"{name}.{arch}.cubin")]
+        return subprocess.run(cmd, capture_output=True, text=True)
+
+    jobs = [(name, arch) for name in SOURCES for arch in ARCHS]
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        return dict(zip(jobs, pool.map(compile_one, jobs)))
+
+
+def test_every_kernel_file_is_checked():
+    assert {"lora_forward.cu", "lora_backward.cu", "adamw.cu"} <= set(SOURCES)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("name", SOURCES)
+def test_compiles_without_register_spills(ptxas, name, arch):
+    res = ptxas[(name, arch)]
+    assert res.returncode == 0, f"nvcc rejected {name} for {arch}:\n{res.stderr}"
+    report = res.stdout + res.stderr
+    spills = {k: (int(st), int(ld)) for k, _, st, ld in _PROPERTIES.findall(report)}
+    expected = exported_kernels(name)
+    assert expected and set(expected) <= set(spills), \
+        f"{name} ({arch}): ptxas reported {sorted(spills)}, expected every exported kernel {expected}"
+    spilling = {k: v for k, v in spills.items() if is_production(k) and v != (0, 0)}
+    assert not spilling, (f"{name} ({arch}): production kernels spill registers (stores, loads bytes): "
+                          f"{spilling}\n{report}")
