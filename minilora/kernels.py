@@ -25,7 +25,6 @@ import contextlib
 import functools
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 
