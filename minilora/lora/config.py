@@ -1,0 +1,253 @@
+"""``LoraConfig`` and ``VeraConfig``: what to adapt and how, with PEFT's field names and file format.
+
+A config is checked when it is built (a wrong rank or dropout fails here, not deep inside training),
+and ``to_dict()`` gives exactly the keys PEFT writes to ``adapter_config.json``, so adapters move
+between minilora and PEFT. Fields PEFT has but minilora does not implement (PiSSA inits, Megatron,
+QALoRA, ...) are written with PEFT's defaults; ``from_dict`` refuses a file that sets one of them,
+rather than silently computing something else.
+"""
+import json
+import math
+import numbers
+import os
+import warnings
+from dataclasses import dataclass, field, fields
+
+__all__ = ["LoraConfig", "VeraConfig", "config_from_dict", "TASK_TYPES", "CONFIG_NAME"]
+
+CONFIG_NAME = "adapter_config.json"
+TASK_TYPES = ("SEQ_CLS", "SEQ_2_SEQ_LM", "CAUSAL_LM", "TOKEN_CLS", "QUESTION_ANS", "FEATURE_EXTRACTION")
+_BIAS_MODES = {"LORA": ("none", "all", "lora_only"), "VERA": ("none", "all", "vera_only")}
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_names(name, value):
+    """``None``, one regex string, or a list of module names (kept as a sorted list, like PEFT's set)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple, set, frozenset)) and all(isinstance(v, str) for v in value):
+        return sorted(set(value))
+    raise TypeError(f"{name} must be None, a regex string or a list of module names, got {value!r}")
+
+
+@dataclass
+class _AdapterConfig:
+    """Fields every PEFT adapter config has; subclasses add their method's own."""
+
+    r: int = 8
+    target_modules: object = None
+    bias: str = "none"
+    modules_to_save: list = None
+    layers_to_transform: object = None
+    layers_pattern: object = None
+    task_type: str = None
+    inference_mode: bool = False
+    base_model_name_or_path: str = None
+    revision: str = None
+    peft_version: str = None
+    auto_mapping: dict = None
+
+    peft_type = None  # "LORA" / "VERA" (a class constant, written to the file)
+    _peft_only = {}  # PEFT fields minilora does not implement -> the only value it accepts
+
+    def __post_init__(self):
+        if isinstance(self.r, bool) or not isinstance(self.r, numbers.Integral) or self.r <= 0:
+            raise ValueError(f"r (the rank of the update) must be a positive integer, got {self.r!r}")
+        self.r = int(self.r)
+        self.target_modules = _check_names("target_modules", self.target_modules)
+        if self.bias not in _BIAS_MODES[self.peft_type]:
+            raise ValueError(f"bias must be one of {_BIAS_MODES[self.peft_type]}, got {self.bias!r}")
+        if self.modules_to_save is not None:
+            if isinstance(self.modules_to_save, str) or not all(isinstance(m, str) for m in self.modules_to_save):
+                raise TypeError(f"modules_to_save must be a list of module names, got {self.modules_to_save!r}")
+            self.modules_to_save = list(self.modules_to_save)
+        self._check_layers()
+        if self.task_type is not None and self.task_type not in TASK_TYPES:
+            raise ValueError(f"task_type must be None or one of {TASK_TYPES}, got {self.task_type!r}")
+        if not isinstance(self.inference_mode, bool):
+            raise TypeError(f"inference_mode must be True or False, got {self.inference_mode!r}")
+        if self.peft_version is None:
+            from .. import __version__
+            self.peft_version = f"minilora-{__version__}"
+
+    def _check_layers(self):
+        layers = self.layers_to_transform
+        if layers is not None:
+            items = [layers] if isinstance(layers, numbers.Integral) else layers
+            if isinstance(layers, bool) or not isinstance(items, (list, tuple)) or not all(
+                    isinstance(i, numbers.Integral) and not isinstance(i, bool) and i >= 0 for i in items):
+                raise ValueError(f"layers_to_transform must be a layer index or a list of indices >= 0, "
+                                 f"got {layers!r}")
+            self.layers_to_transform = int(layers) if isinstance(layers, numbers.Integral) else list(items)
+            if isinstance(self.target_modules, str):
+                raise ValueError("layers_to_transform cannot be used when target_modules is a regex string "
+                                 "(put the layer numbers into the regex instead)")
+        if self.layers_pattern is not None:
+            if layers is None:
+                raise ValueError("layers_pattern needs layers_to_transform (which layers of that pattern)")
+            if isinstance(self.target_modules, str):
+                raise ValueError("layers_pattern cannot be used when target_modules is a regex string")
+
+    # --- PEFT's file format --------------------------------------------------------------------
+    def to_dict(self):
+        """The dict PEFT writes to ``adapter_config.json`` (same keys, PEFT's defaults where unused)."""
+        out = {"peft_type": self.peft_type}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = dict(value) if isinstance(value, dict) else \
+                list(value) if isinstance(value, (list, tuple)) else value
+        for key, default in self._peft_only.items():
+            out[key] = json.loads(json.dumps(default))  # a fresh copy of {} / None / False
+        return out
+
+    @classmethod
+    def from_dict(cls, data):
+        """Build from an ``adapter_config.json`` dict (written by PEFT or minilora)."""
+        data = dict(data)
+        peft_type = data.pop("peft_type", cls.peft_type)
+        if peft_type != cls.peft_type:
+            raise ValueError(f"{cls.__name__}.from_dict: this adapter is of type {peft_type!r}, "
+                             f"not {cls.peft_type!r}")
+        own = {f.name for f in fields(cls)}
+        for key, default in cls._peft_only.items():
+            value = data.pop(key, default)
+            if value != default and not (default == {} and value is None):
+                raise NotImplementedError(
+                    f"this adapter sets {key}={value!r}; minilora implements {cls.peft_type} without "
+                    f"{key!r} (only PEFT's default {default!r} is supported)")
+        unknown = sorted(k for k in data if k not in own)
+        if unknown:
+            warnings.warn(f"{cls.__name__}.from_dict: ignoring keys minilora does not know: {unknown} "
+                          "(probably written by a newer PEFT)")
+        return cls(**{k: v for k, v in data.items() if k in own})
+
+    @classmethod
+    def from_pretrained(cls, directory):
+        """Read ``directory/adapter_config.json``."""
+        return cls.from_dict(_read_json(directory))
+
+    def to_json_string(self):
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _read_json(directory):
+    path = os.path.join(directory, CONFIG_NAME)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no {CONFIG_NAME} in {directory!r}: not an adapter directory")
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+
+
+@dataclass
+class LoraConfig(_AdapterConfig):
+    """LoRA: ``h = W0 x + (lora_alpha / r) * B A x`` on every module that ``target_modules`` selects.
+
+    * ``target_modules``: a list of names (a module matches if its full name equals one or ends with
+      ``"." + name``), a regex string (``re.fullmatch`` on the full name), or ``"all-linear"``
+      (every Linear except the output head). ``None`` picks the model type's default (Llama: q, v).
+    * ``init_lora_weights``: ``True`` (A kaiming-uniform as ``nn.Linear``, B = 0, so training starts
+      exactly at the base model), ``"gaussian"`` (A ~ N(0, (1/r)^2), B = 0), ``False`` (A and B both
+      random: the adapter changes the output from the start; for tests).
+    * ``use_rslora``: scale ``lora_alpha / sqrt(r)`` instead of ``lora_alpha / r`` (rank-stabilised).
+    * ``use_dora``: weight-decomposed LoRA, a trainable magnitude per output row.
+    * ``rank_pattern`` / ``alpha_pattern``: per-module overrides, keys matched like target names.
+    """
+
+    lora_alpha: float = 8
+    lora_dropout: float = 0.0
+    exclude_modules: object = None
+    use_rslora: bool = False
+    use_dora: bool = False
+    init_lora_weights: object = True
+    rank_pattern: dict = field(default_factory=dict)
+    alpha_pattern: dict = field(default_factory=dict)
+
+    peft_type = "LORA"
+    _peft_only = {
+        "fan_in_fan_out": False, "megatron_config": None, "megatron_core": "megatron.core",
+        "trainable_token_indices": None, "loftq_config": {}, "eva_config": None, "corda_config": None,
+        "lora_ga_config": None, "velora_config": None, "alora_invocation_tokens": None,
+        "use_qalora": False, "qalora_group_size": 16, "monteclora_config": None,
+        "layer_replication": None, "lora_bias": False, "target_parameters": None, "use_bdlora": None,
+        "arrow_config": None, "kasa_config": None, "ensure_weight_tying": False,
+    }
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not _is_number(self.lora_alpha) or not math.isfinite(self.lora_alpha):
+            raise ValueError(f"lora_alpha must be a finite number, got {self.lora_alpha!r}")
+        if not _is_number(self.lora_dropout) or not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be a probability in [0, 1), got {self.lora_dropout!r}")
+        self.exclude_modules = _check_names("exclude_modules", self.exclude_modules)
+        for name in ("use_rslora", "use_dora"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if not (self.init_lora_weights is True or self.init_lora_weights is False
+                or self.init_lora_weights == "gaussian"):
+            raise ValueError(f"init_lora_weights must be True, False or 'gaussian', got "
+                             f"{self.init_lora_weights!r} (PEFT's data-driven inits such as 'pissa', "
+                             "'olora', 'loftq' or 'eva' are not implemented in minilora)")
+        for key, r in self.rank_pattern.items():
+            if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r <= 0:
+                raise ValueError(f"rank_pattern[{key!r}] must be a positive integer, got {r!r}")
+        for key, alpha in self.alpha_pattern.items():
+            if not _is_number(alpha):
+                raise ValueError(f"alpha_pattern[{key!r}] must be a number, got {alpha!r}")
+
+    def scaling(self, r, alpha):
+        """The factor in front of ``B A``: ``alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA."""
+        # EXERCISE 4.1: the factor s in h = W0 x + s B A x: lora_alpha over r, or over sqrt(r) with use_rslora
+        # BEGIN SOLUTION
+        return alpha / math.sqrt(r) if self.use_rslora else alpha / r
+        # END SOLUTION
+
+
+@dataclass
+class VeraConfig(_AdapterConfig):
+    """VeRA: ``h = W0 x + lambda_b * (B (lambda_d * (A x)))`` with A and B random, frozen and SHARED by
+    every adapted layer (only the vectors ``lambda_b`` [out] and ``lambda_d`` [r] are trained).
+
+    ``projection_prng_key`` seeds A and B; ``save_projection`` writes them into the adapter file
+    (PEFT's default). minilora draws them with NumPy, so a file without them can only be rebuilt
+    by the library that wrote it.
+    """
+
+    r: int = 256
+    projection_prng_key: int = 0
+    save_projection: bool = True
+    vera_dropout: float = 0.0
+    d_initial: float = 0.1
+    init_weights: bool = True
+
+    peft_type = "VERA"
+    _peft_only = {"fan_in_fan_out": False}
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not _is_number(self.vera_dropout) or not 0 <= self.vera_dropout < 1:
+            raise ValueError(f"vera_dropout must be a probability in [0, 1), got {self.vera_dropout!r}")
+        if not _is_number(self.d_initial):
+            raise ValueError(f"d_initial must be a number, got {self.d_initial!r}")
+        if isinstance(self.projection_prng_key, bool) or not isinstance(self.projection_prng_key, numbers.Integral):
+            raise TypeError(f"projection_prng_key must be an integer, got {self.projection_prng_key!r}")
+        for name in ("save_projection", "init_weights"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+
+PEFT_TYPE_TO_CONFIG = {"LORA": LoraConfig, "VERA": VeraConfig}
+
+
+def config_from_dict(data):
+    """The right config class for ``data["peft_type"]``."""
+    peft_type = data.get("peft_type")
+    if peft_type not in PEFT_TYPE_TO_CONFIG:
+        raise NotImplementedError(f"adapter type {peft_type!r} is not supported by minilora "
+                                  f"(supported: {sorted(PEFT_TYPE_TO_CONFIG)})")
+    return PEFT_TYPE_TO_CONFIG[peft_type].from_dict(data)

@@ -1,0 +1,492 @@
+"""LoRA, DoRA and VeRA layers: a frozen ``base_layer`` plus small trainable pieces per adapter name.
+
+The LoRA forward is ``Linear.forward`` -> ``ops.lora_linear`` (one fused op: ``W0 x + s B A x``).
+The merge math is ``Linear.merge_math``. Everything else here is bookkeeping that PEFT users know:
+adapters live in dicts keyed by name (``lora_A["default"]``), so parameter names come out as
+``q_proj.lora_A.default.weight`` and ``q_proj.base_layer.weight``, exactly as in PEFT.
+"""
+import copy
+
+import numpy as np
+
+from .. import ops
+from ..device import xp_of
+from ..nn import Dropout, Identity, Module, ModuleDict, Parameter
+from ..nn import Linear as _NNLinear
+from ..nn import init
+from ..random import generator
+from ..tensor import Tensor
+
+__all__ = ["BaseTunerLayer", "Linear", "LoraLayer", "DoraMagnitude", "VeraLinear", "VeraLayer",
+           "ModulesToSaveWrapper", "ParameterDict", "BufferDict", "BASE_ADAPTER"]
+
+BASE_ADAPTER = "__base__"  # in ``adapter_names=[...]``: this sample uses no adapter
+
+
+class ParameterDict(Module):
+    """Parameters registered under their keys (``vera_lambda_b.default``), like ``nn.ParameterDict``."""
+
+    _table = "_parameters"
+
+    def _entries(self):
+        return self.__dict__[self._table]
+
+    def __getitem__(self, key):
+        return self._entries()[key]
+
+    def __setitem__(self, key, tensor):
+        self._entries()[key] = tensor
+
+    def __delitem__(self, key):
+        del self._entries()[key]
+
+    def __contains__(self, key):
+        return key in self._entries()
+
+    def __len__(self):
+        return len(self._entries())
+
+    def __iter__(self):
+        return iter(self._entries())
+
+    def keys(self):
+        return self._entries().keys()
+
+    def values(self):
+        return self._entries().values()
+
+
+class BufferDict(ParameterDict):
+    """Frozen tensors registered under their keys (VeRA's shared ``vera_A`` / ``vera_B``)."""
+
+    _table = "_buffers"
+
+
+def _row_norm(W):
+    """``||W[i, :]||`` for every output row i (PEFT's ``torch.linalg.norm(W, dim=1)``)."""
+    return xp_of(W).sqrt((W * W).sum(axis=1))
+
+
+# ==================================================================================================
+# What every adapter layer shares: which adapters exist, which are active, merged, disabled
+# ==================================================================================================
+class BaseTunerLayer(Module):
+    """A wrapped ``Linear``: ``base_layer`` (frozen) plus per-adapter pieces named in ``adapter_layer_names``."""
+
+    adapter_layer_names = ()  # the dicts holding trainable per-adapter weights
+
+    def __init__(self, base_layer):
+        super().__init__()
+        if not isinstance(base_layer, _NNLinear):
+            raise TypeError(f"adapters wrap minilora.nn.Linear layers, got {type(base_layer).__name__}")
+        self.base_layer = base_layer
+        self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
+        self.active_adapters = []
+        self.merged_adapters = []
+        self.disable_adapters = False
+        self.batch_adapter_names = None  # set by PeftModel.forward(adapter_names=[...])
+
+    @property
+    def weight(self):
+        """The base weight W0 (as ``lora.Linear.weight`` in PEFT)."""
+        return self.base_layer.weight
+
+    @property
+    def merged(self):
+        return bool(self.merged_adapters)
+
+    @property
+    def active_adapter(self):
+        return self.active_adapters[0] if len(self.active_adapters) == 1 else list(self.active_adapters)
+
+    def adapter_names(self):
+        return list(getattr(self, self.adapter_layer_names[0]).keys())
+
+    def set_adapter(self, adapter_names, inference_mode=False):
+        """Activate these adapters; their weights train (unless ``inference_mode``), all others freeze."""
+        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        for layer_name in self.adapter_layer_names:
+            holder = getattr(self, layer_name)
+            for key in holder.keys():
+                trainable = key in names and not inference_mode
+                item = holder[key]
+                if isinstance(item, Module):
+                    item.requires_grad_(trainable)
+                else:
+                    item.requires_grad = trainable
+        self.active_adapters = names
+
+    def enable_adapters(self, enabled):
+        self.disable_adapters = not enabled
+
+    def delete_adapter(self, adapter_name):
+        for layer_name in self.adapter_layer_names + getattr(self, "other_param_names", ()):
+            holder = getattr(self, layer_name)
+            if adapter_name in holder:
+                del holder[adapter_name]
+        if adapter_name in self.active_adapters:
+            self.active_adapters = [a for a in self.active_adapters if a != adapter_name]
+
+    def _dropout_p(self, dropout_dict, adapter_name):
+        module = dropout_dict[adapter_name]
+        return module.p if self.training and isinstance(module, Dropout) else 0.0
+
+    # --- merging: W0 <- W0 + delta, done in place on the base weight -------------------------------
+    def merge(self, safe_merge=False, adapter_names=None):
+        """Fold the adapters (default: the active ones) into ``base_layer.weight``.
+
+        ``safe_merge``: compute the merged weight on a copy first and refuse it if it holds NaN/inf.
+        """
+        names = self.active_adapters if adapter_names is None else list(adapter_names)
+        for name in names:
+            if name in self.merged_adapters or name not in self.adapter_names():
+                continue
+            W = self.base_layer.weight
+            new = self.merge_math(name, W.data.copy() if safe_merge else W.data)
+            if safe_merge and not bool(xp_of(new).isfinite(new).all()):
+                raise ValueError(f"NaNs or infs detected in the merged weights: the adapter {name!r} "
+                                 "seems to be broken; the base weight was left unchanged")
+            W.data[...] = new
+            self.merged_adapters.append(name)
+
+    def unmerge(self):
+        """Take every merged adapter back out of the base weight (last merged first)."""
+        while self.merged_adapters:
+            name = self.merged_adapters.pop()
+            W = self.base_layer.weight
+            W.data[...] = self.merge_math(name, W.data, unmerge=True)
+
+    def merge_math(self, adapter_name, W, unmerge=False):
+        raise NotImplementedError(f"{type(self).__name__} must define merge_math")  # abstract
+
+
+# ==================================================================================================
+# LoRA (and DoRA)
+# ==================================================================================================
+class DoraMagnitude(Module):
+    """DoRA's trainable magnitude: one number per output row (PEFT's ``lora_magnitude_vector.<name>.weight``)."""
+
+    def __init__(self, row_norms):
+        super().__init__()
+        self.weight = Parameter(row_norms)
+
+
+class Linear(BaseTunerLayer):
+    """LoRA around a frozen Linear: ``h = W0 x + b + (alpha/r) * B A dropout(x)``.
+
+    ``lora_A[name]`` is a Linear ``in -> r`` (weight ``[r, in]``), ``lora_B[name]`` a Linear
+    ``r -> out`` (weight ``[out, r]``). With DoRA, ``lora_magnitude_vector[name].weight`` ``[out]``.
+    """
+
+    adapter_layer_names = ("lora_A", "lora_B", "lora_magnitude_vector")
+    other_param_names = ("lora_dropout",)
+
+    def __init__(self, base_layer, adapter_name, config, r, lora_alpha):
+        super().__init__(base_layer)
+        self.r, self.lora_alpha, self.scaling = {}, {}, {}
+        self.lora_dropout = ModuleDict()  # Dropout modules hold p; the fused op applies the mask
+        self.lora_A = ModuleDict()
+        self.lora_B = ModuleDict()
+        self.lora_magnitude_vector = ModuleDict()
+        self._dora_merge_norms = {}  # row norms used when merging a DoRA adapter, needed to unmerge
+        self.update_layer(adapter_name, config, r, lora_alpha)
+
+    def update_layer(self, adapter_name, config, r, lora_alpha):
+        """Create adapter ``adapter_name`` (PEFT's ``update_layer``); it starts inactive and frozen."""
+        W0 = self.base_layer.weight
+        self.r[adapter_name], self.lora_alpha[adapter_name] = r, lora_alpha
+        self.scaling[adapter_name] = config.scaling(r, lora_alpha)
+        self.lora_dropout[adapter_name] = Dropout(config.lora_dropout) if config.lora_dropout > 0 else Identity()
+        # nn.Linear initialises its weight kaiming-uniform(a=sqrt(5)): PEFT's init for A (and for B
+        # when init_lora_weights=False, so that the adapter changes the output from the start).
+        self.lora_A[adapter_name] = _NNLinear(self.in_features, r, bias=False, dtype=W0.dtype, device=W0.device)
+        self.lora_B[adapter_name] = _NNLinear(r, self.out_features, bias=False, dtype=W0.dtype, device=W0.device)
+        if config.init_lora_weights == "gaussian":
+            init.normal_(self.lora_A[adapter_name].weight, std=1.0 / r)
+        # EXERCISE 4.4: unless init_lora_weights is False, start lora_B at zero: a new adapter leaves the model unchanged
+        # BEGIN SOLUTION
+        if config.init_lora_weights is not False:
+            init.zeros_(self.lora_B[adapter_name].weight)  # B = 0: the model starts exactly at the base
+        # END SOLUTION
+        if config.use_dora:
+            norms = _row_norm(W0.data + self.scaling[adapter_name] * self._BA(adapter_name))
+            self.lora_magnitude_vector[adapter_name] = DoraMagnitude(Tensor(norms, device=W0.device))
+        self.set_adapter(self.active_adapters)
+
+    def _BA(self, adapter_name):
+        """``B @ A`` as a plain array [out, in]: only for merging and DoRA's norm, never in the LoRA forward."""
+        return self.lora_B[adapter_name].weight.data @ self.lora_A[adapter_name].weight.data
+
+    # --- forward -------------------------------------------------------------------------------
+    def forward(self, x, adapter_names=None):
+        """``h = W0 x + b + s * B (A dropout(x))`` for each active adapter (DoRA: rescaled per row)."""
+        adapter_names = adapter_names if adapter_names is not None else self.batch_adapter_names
+        if adapter_names is not None:
+            return self._mixed_batch_forward(x, adapter_names)
+        if self.disable_adapters and self.merged:
+            self.unmerge()
+        active = [a for a in self.active_adapters if a in self.lora_A]
+        if self.disable_adapters or self.merged or not active:
+            return self.base_layer(x)
+        result = None
+        for name in active:
+            if name in self.lora_magnitude_vector:
+                result = self._dora_forward(x, name, result)
+            elif result is None:  # the usual case: base GEMM and LoRA branch in ONE fused op
+                result = ops.lora_linear(x, self.base_layer.weight, self.lora_A[name].weight,
+                                         self.lora_B[name].weight, self.scaling[name],
+                                         bias=self.base_layer.bias,
+                                         dropout_p=self._dropout_p(self.lora_dropout, name))
+            else:  # a second active adapter adds its own branch
+                xd = ops.dropout(x, self._dropout_p(self.lora_dropout, name))
+                result = result + self.lora_B[name](self.lora_A[name](xd)) * self.scaling[name]
+        return result
+
+    def _dora_forward(self, x, name, result):
+        """DoRA: ``h = m / ||W0 + s B A||_row * (W0 x + s B A x) + b``.
+
+        The row norm is computed without gradient (a constant in backward, DoRA paper section 4.3,
+        as PEFT): gradients reach the magnitude ``m`` and, through the direction, A and B.
+        """
+        W0, bias = self.base_layer.weight, self.base_layer.bias
+        A, B, s = self.lora_A[name].weight, self.lora_B[name].weight, self.scaling[name]
+        norm = _row_norm(W0.data + s * self._BA(name))  # plain arrays: outside the graph
+        mag_scale = self.lora_magnitude_vector[name].weight / norm  # [out], differentiable in m
+        p = self._dropout_p(self.lora_dropout, name)
+        if result is None and p == 0:
+            h = mag_scale * ops.lora_linear(x, W0, A, B, s)
+            return h + bias if bias is not None else h
+        # With dropout (PEFT's formula): h = result + (m/n - 1) W0 x' + (m/n) s B A x', x' = dropout(x)
+        base = result if result is not None else self.base_layer(x)
+        xd = ops.dropout(x, p)
+        return base + mag_scale * ops.lora_linear(xd, W0, A, B, s) - ops.linear(xd, W0)
+
+    def _mixed_batch_forward(self, x, adapter_names):
+        """Per-sample adapters (BGMV, the idea behind Punica and S-LoRA): sample b uses ``adapter_names[b]``.
+
+        All adapters' A and B are stacked (padded to the largest rank; row 0 all zeros for
+        ``"__base__"``), one (A, B) pair is gathered per sample, and ONE batched matmul computes
+        every sample's LoRA branch at once -- no Python loop over the batch.
+        """
+        self._check_mixed_batch(x, adapter_names)
+        names = sorted({n for n in adapter_names if n in self.lora_A})  # adapters present in this layer
+        result = self.base_layer(x)
+        if not names:
+            return result
+        slot = {name: i + 1 for i, name in enumerate(names)}
+        W0 = self.base_layer.weight
+        index = W0.device.xp.asarray([slot.get(n, 0) for n in adapter_names])  # 0: "__base__" or absent
+        r_max = max(self.r[n] for n in names)
+
+        def zeros(*shape):
+            return Tensor._make(W0.device.xp.zeros(shape, dtype=W0.dtype), W0.device, False, None)
+
+        def pad(t, axis):  # zero rank-columns/rows up to r_max: they add nothing to B A
+            missing = r_max - t.shape[axis]
+            if not missing:
+                return t
+            shape = list(t.shape)
+            shape[axis] = missing
+            return ops.cat([t, zeros(*shape)], axis=axis)
+
+        A_stack = ops.stack([zeros(r_max, self.in_features)]
+                            + [pad(self.lora_A[n].weight, 0) for n in names])            # [n+1, r, in]
+        B_stack = ops.stack([zeros(self.out_features, r_max)]
+                            + [pad(self.lora_B[n].weight * self.scaling[n], 1) for n in names])  # [n+1, out, r]
+        A_g, B_g = A_stack[index], B_stack[index]  # gather: one pair per sample
+        x3 = x.reshape(x.shape[0], -1, x.shape[-1])  # [batch, tokens, in]
+        delta = ops.matmul(ops.matmul(x3, A_g.transpose(1, 2)), B_g.transpose(1, 2))  # [batch, tokens, out]
+        return result + delta.reshape(result.shape)
+
+    def _check_mixed_batch(self, x, adapter_names):
+        if len(adapter_names) != x.shape[0]:
+            raise ValueError(f"adapter_names has {len(adapter_names)} entries but the batch has "
+                             f"{x.shape[0]} samples: give one adapter name (or '{BASE_ADAPTER}') per sample")
+        if self.merged:
+            raise ValueError("cannot use adapter_names while adapters are merged: call unmerge_adapter() first")
+        for name in set(adapter_names):
+            if name in self.lora_magnitude_vector:
+                raise ValueError(f"adapter_names cannot include DoRA adapters ({name!r}), as in PEFT")
+
+    # --- merging -------------------------------------------------------------------------------
+    def get_delta_weight(self, adapter_name):
+        """``s * B @ A`` [out, in]: the full-size update that merging adds to W0."""
+        # EXERCISE 7.1: the full-size update s * B @ A, [out, in], that merging adds to W0
+        # BEGIN SOLUTION
+        return self.scaling[adapter_name] * self._BA(adapter_name)
+        # END SOLUTION
+
+    def merge_math(self, adapter_name, W, unmerge=False):
+        """The merge math, both ways, on a plain array ``W`` (the current base weight).
+
+        LoRA: ``W0 + s B A`` (unmerge: minus). DoRA: ``m / ||W0 + s B A||_row * (W + s B A)``, where
+        ``W0`` is the weight without any merged adapter (what the forward uses); unmerging divides by
+        the same factor and subtracts, so it keeps the norm it merged with.
+        """
+        delta = self.get_delta_weight(adapter_name)
+        # EXERCISE 7.2: plain LoRA: add delta to W to merge, take it back out to unmerge (DoRA follows)
+        # BEGIN SOLUTION
+        if adapter_name not in self.lora_magnitude_vector:
+            return W - delta if unmerge else W + delta
+        # END SOLUTION
+        if not unmerge:
+            self._dora_merge_norms[adapter_name] = _row_norm(self._unmerged_weight() + delta)
+        norm = self._dora_merge_norms[adapter_name]
+        factor = (self.lora_magnitude_vector[adapter_name].weight.data / norm)[:, None]
+        return W / factor - delta if unmerge else factor * (W + delta)
+
+    def _unmerged_weight(self):
+        """W0 without the adapters merged so far (undone on a copy, last merged first)."""
+        W = self.base_layer.weight.data.copy()
+        for name in reversed(self.merged_adapters):
+            W = self.merge_math(name, W, unmerge=True)
+        return W
+
+    def delete_adapter(self, adapter_name):
+        super().delete_adapter(adapter_name)
+        for table in (self.r, self.lora_alpha, self.scaling):
+            table.pop(adapter_name, None)
+
+
+LoraLayer = Linear  # PEFT's name for the LoRA layer base class (``isinstance(m, LoraLayer)``)
+
+
+# ==================================================================================================
+# VeRA
+# ==================================================================================================
+class VeraLinear(BaseTunerLayer):
+    """VeRA around a frozen Linear: ``h = W0 x + b + lambda_b * (B (lambda_d * (A dropout(x))))``.
+
+    ``vera_A`` ``[r, max_in]`` and ``vera_B`` ``[max_out, r]`` are random, frozen and shared by every
+    adapted layer (each layer uses the top-left block it needs); only ``vera_lambda_d`` ``[r]`` and
+    ``vera_lambda_b`` ``[out]`` are trained -- r + out numbers per layer.
+    """
+
+    adapter_layer_names = ("vera_lambda_b", "vera_lambda_d")
+    other_param_names = ("vera_dropout",)
+
+    def __init__(self, base_layer, adapter_name, config, vera_A, vera_B):
+        super().__init__(base_layer)
+        self.r = {}
+        self.vera_dropout = ModuleDict()
+        self.vera_lambda_b = ParameterDict()
+        self.vera_lambda_d = ParameterDict()
+        self.vera_A, self.vera_B = vera_A, vera_B  # the model's shared BufferDicts
+        self.update_layer(adapter_name, config)
+
+    def update_layer(self, adapter_name, config):
+        A, B = self.vera_A[adapter_name], self.vera_B[adapter_name]
+        if A.shape[0] < config.r or A.shape[1] < self.in_features or B.shape[0] < self.out_features:
+            raise ValueError(f"shared vera_A {A.shape} / vera_B {B.shape} are too small for a layer "
+                             f"{self.in_features} -> {self.out_features} at r={config.r}")
+        W0 = self.base_layer.weight
+        self.r[adapter_name] = config.r
+        self.vera_dropout[adapter_name] = Dropout(config.vera_dropout) if config.vera_dropout > 0 else Identity()
+        lambda_b = np.ones(self.out_features)
+        lambda_d = generator().standard_normal(config.r)
+        if config.init_weights:  # PEFT: lambda_b = 0 (start at the base model), lambda_d = d_initial
+            lambda_b[:], lambda_d[:] = 0.0, config.d_initial
+        self.vera_lambda_b[adapter_name] = Parameter(lambda_b, dtype=W0.dtype, device=W0.device)
+        self.vera_lambda_d[adapter_name] = Parameter(lambda_d, dtype=W0.dtype, device=W0.device)
+        self.set_adapter(self.active_adapters)
+
+    def _projections(self, adapter_name):
+        """The blocks of the shared A [r, in] and B [out, r] this layer uses (constants)."""
+        A = self.vera_A[adapter_name].data[:, :self.in_features]
+        B = self.vera_B[adapter_name].data[:self.out_features, :]
+        dev = self.base_layer.weight.device
+        return Tensor._make(A, dev, False, None), Tensor._make(B, dev, False, None)
+
+    def forward(self, x, adapter_names=None):
+        if adapter_names is not None or self.batch_adapter_names is not None:
+            raise ValueError("per-sample adapter_names are not supported for VeRA adapters (nor in PEFT)")
+        if self.disable_adapters and self.merged:
+            self.unmerge()
+        result = self.base_layer(x)
+        if self.disable_adapters or self.merged:
+            return result
+        for name in self.active_adapters:
+            if name not in self.vera_lambda_d:
+                continue
+            A, B = self._projections(name)
+            xd = ops.dropout(x, self._dropout_p(self.vera_dropout, name))
+            result = result + self.vera_lambda_b[name] * ops.linear(self.vera_lambda_d[name] * ops.linear(xd, A), B)
+        return result
+
+    def get_delta_weight(self, adapter_name):
+        """``diag(lambda_b) B diag(lambda_d) A`` [out, in]."""
+        # EXERCISE 8.1: VeRA's update diag(lambda_b) B diag(lambda_d) A, without building the diagonal matrices
+        # BEGIN SOLUTION
+        A, B = (t.data for t in self._projections(adapter_name))
+        lambda_b = self.vera_lambda_b[adapter_name].data[:, None]
+        lambda_d = self.vera_lambda_d[adapter_name].data[:, None]
+        return (lambda_b * B) @ (lambda_d * A)
+        # END SOLUTION
+
+    def merge_math(self, adapter_name, W, unmerge=False):
+        delta = self.get_delta_weight(adapter_name)
+        return W - delta if unmerge else W + delta
+
+    def delete_adapter(self, adapter_name):
+        super().delete_adapter(adapter_name)
+        self.r.pop(adapter_name, None)
+
+
+VeraLayer = VeraLinear
+
+
+# ==================================================================================================
+# modules_to_save: a full trainable copy of a module (e.g. a classification head) per adapter
+# ==================================================================================================
+class ModulesToSaveWrapper(Module):
+    """Keeps ``original_module`` frozen and trains a copy per adapter in ``modules_to_save[name]``."""
+
+    def __init__(self, module, adapter_name):
+        super().__init__()
+        self.original_module = module
+        self.modules_to_save = ModuleDict()
+        self.active_adapters = []
+        self.disable_adapters = False
+        self.batch_adapter_names = None
+        self.update(adapter_name)
+
+    def update(self, adapter_name):
+        if adapter_name not in self.modules_to_save:
+            self.modules_to_save[adapter_name] = copy.deepcopy(self.original_module)
+        self.original_module.requires_grad_(False)
+
+    @property
+    def active_adapter(self):
+        return self.active_adapters[0] if self.active_adapters else None
+
+    def adapter_names(self):
+        return list(self.modules_to_save.keys())
+
+    def set_adapter(self, adapter_names, inference_mode=False):
+        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        names = [n for n in names if n in self.modules_to_save]
+        for key, module in self.modules_to_save.items():
+            module.requires_grad_(key in names and not inference_mode)
+        self.active_adapters = names
+
+    def enable_adapters(self, enabled):
+        self.disable_adapters = not enabled
+
+    def delete_adapter(self, adapter_name):
+        if adapter_name in self.modules_to_save:
+            del self.modules_to_save[adapter_name]
+        self.active_adapters = [a for a in self.active_adapters if a != adapter_name]
+
+    def forward(self, x, *args, **kwargs):
+        names = self.batch_adapter_names
+        if self.disable_adapters or (names is None and not self.active_adapters):
+            return self.original_module(x, *args, **kwargs)
+        if names is None:
+            return self.modules_to_save[self.active_adapters[0]](x, *args, **kwargs)
+        # per-sample adapters: each copy runs on the batch, its rows are kept where it is chosen
+        out = self.original_module(x, *args, **kwargs)
+        for name in sorted(set(names) & set(self.modules_to_save.keys())):
+            rows = np.array([n == name for n in names]).reshape((-1,) + (1,) * (out.ndim - 1))
+            out = ops.where(out.device.xp.asarray(rows), self.modules_to_save[name](x, *args, **kwargs), out)
+        return out
+

@@ -1,0 +1,532 @@
+"""``get_peft_model``, ``PeftModel`` and the tuners (``LoraModel``, ``VeraModel``): PEFT's API.
+
+The wrapping is PEFT's, so names are PEFT's::
+
+    PeftModel
+    └── base_model: LoraModel            (finds the target Linears and swaps in LoRA layers)
+        └── model: LlamaForCausalLM      (the original model, changed in place)
+            └── model.layers.0.self_attn.q_proj: lora.Linear
+                ├── base_layer: Linear   (frozen W0)
+                ├── lora_A.default: Linear in -> r
+                └── lora_B.default: Linear r -> out
+
+hence ``base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight``.
+"""
+import contextlib
+import copy
+import re
+
+import numpy as np
+
+from ..nn import Linear as _NNLinear
+from ..nn import Module
+from ..tensor import Tensor
+from . import save as _io
+from .config import config_from_dict
+from .layers import BASE_ADAPTER, BaseTunerLayer, BufferDict, Linear, ModulesToSaveWrapper, VeraLinear
+
+__all__ = ["get_peft_model", "PeftModel", "LoraModel", "VeraModel", "target_module_matches"]
+
+# What PEFT adapts when target_modules is None (its TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
+DEFAULT_TARGET_MODULES = {"llama": ["q_proj", "v_proj"]}
+
+
+# ==================================================================================================
+# Which modules does a config target? (PEFT's check_target_module_exists, rule for rule)
+# ==================================================================================================
+def _matches_list_or_regex(patterns, key):
+    """A regex string must match the whole name; a list entry must equal it or be its last part(s)."""
+    if isinstance(patterns, str):
+        return re.fullmatch(patterns, key) is not None
+    return key in patterns or any(key.endswith("." + name) for name in patterns)
+
+
+def _layer_index(key, layers_pattern):
+    """The first layer number in ``key`` (``model.layers.3.mlp.up_proj`` -> 3), PEFT's regexes."""
+    if not layers_pattern:
+        match = re.match(r".*?\.[^.]*\.(?P<idx>\d+)\.", key)
+    else:
+        patterns = [layers_pattern] if isinstance(layers_pattern, str) else layers_pattern
+        match = None
+        for pattern in patterns:
+            match = re.match(rf"(?:^|.*?\.){pattern}\.(?P<idx>\d+)\.", key)
+            if match:
+                break
+    return int(match["idx"]) if match else None
+
+
+def target_module_matches(config, key):
+    """Does the module named ``key`` get an adapter under ``config``?"""
+    if getattr(config, "exclude_modules", None) and _matches_list_or_regex(config.exclude_modules, key):
+        return False
+    if config.modules_to_save and any(re.match(rf"(^|.*\.){m}($|\..*)", key) for m in config.modules_to_save):
+        return False  # a module that is trained in full never also gets an adapter
+    if not _matches_list_or_regex(config.target_modules, key):
+        return False
+    if isinstance(config.target_modules, str) or config.layers_to_transform is None:
+        return True
+    index = _layer_index(key, config.layers_pattern)
+    layers = config.layers_to_transform
+    return index is not None and (index == layers if isinstance(layers, int) else index in layers)
+
+
+def _pattern_value(patterns, key, default):
+    """``rank_pattern`` / ``alpha_pattern`` lookup: the first key that matches the end of the name."""
+    for pattern, value in patterns.items():
+        if re.match(rf"(.*\.)?({pattern})$", key):
+            return value
+    return default
+
+
+# ==================================================================================================
+# The tuner: injects adapter layers into the model and manages them
+# ==================================================================================================
+class _Wrapper(Module):
+    """Attributes a wrapper does not have come from the module it wraps (as PEFT's wrappers do)."""
+
+    wrapped = None  # the attribute holding the wrapped module
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == self.wrapped or name.startswith("__"):
+                raise
+            return getattr(getattr(self, self.wrapped), name)
+
+
+class LoraModel(_Wrapper):
+    """Holds the original ``model`` and the adapter configs; swaps target Linears for LoRA layers."""
+
+    prefix = "lora_"  # parameters whose names contain this are adapter weights
+    layer_cls = Linear
+    wrapped = "model"
+
+    def __init__(self, model, config, adapter_name="default"):
+        super().__init__()
+        self.model = model
+        self.peft_config = {}
+        self.active_adapter = adapter_name
+        self.inject_adapter(adapter_name, config)
+        self.set_adapter(adapter_name)
+
+    @property
+    def active_adapters(self):
+        return [self.active_adapter] if self.active_adapter is not None else []
+
+    # --- injection -----------------------------------------------------------------------------
+    def inject_adapter(self, adapter_name, config):
+        """Wrap every matching Linear (or add ``adapter_name`` to an already wrapped one)."""
+        if adapter_name in self.peft_config:
+            raise ValueError(f"an adapter named {adapter_name!r} already exists; pick another name "
+                             "or delete_adapter() it first")
+        if adapter_name == BASE_ADAPTER:
+            raise ValueError(f"{BASE_ADAPTER!r} is reserved: it means 'no adapter' in adapter_names")
+        config = self._resolve_targets(copy.deepcopy(config))
+        self._before_injection(adapter_name, config)
+        matched = []
+        for key, module in self._candidate_modules():
+            if not target_module_matches(config, key):
+                continue
+            if isinstance(module, self.layer_cls):
+                self._update_layer(module, adapter_name, config, key)
+            elif isinstance(module, _NNLinear):
+                self._replace(key, self._create_layer(module, adapter_name, config, key))
+            else:
+                raise TypeError(f"target module {key!r} is a {type(module).__name__}; minilora adapts only "
+                                "Linear layers (choose target_modules that name Linear layers)")
+            matched.append(key)
+        if not matched:
+            raise ValueError(self._no_match_message(config))
+        self.peft_config[adapter_name] = config
+        self._add_modules_to_save(adapter_name, config)
+        self._freeze_all_but_adapters(config)
+
+    def _candidate_modules(self):
+        """(name, module) of the model, skipping what lives inside adapter layers (lora_A, copies...)."""
+        inside = []
+        for key, module in list(self.model.named_modules()):
+            if not key or any(key.startswith(prefix) for prefix in inside):
+                continue
+            if isinstance(module, (BaseTunerLayer, ModulesToSaveWrapper)):
+                inside.append(key + ".")
+            yield key, module
+
+    def _resolve_targets(self, config):
+        """``None`` -> the model type's default; ``"all-linear"`` -> every Linear but the output head."""
+        targets = config.target_modules
+        if targets is None:
+            model_type = _model_type(self.model)
+            if model_type not in DEFAULT_TARGET_MODULES:
+                raise ValueError(f"target_modules is None and minilora knows no default for model type "
+                                 f"{model_type!r}: pass target_modules=[...] (e.g. ['q_proj', 'v_proj'])")
+            config.target_modules = list(DEFAULT_TARGET_MODULES[model_type])
+        elif isinstance(targets, str) and targets.lower() == "all-linear":
+            head = _output_head(self.model)
+            config.target_modules = sorted(
+                key for key, module in self._candidate_modules()
+                if isinstance(module, (_NNLinear, self.layer_cls)) and module is not head)
+        return config
+
+    def _no_match_message(self, config):
+        names = [key for key, _ in self._candidate_modules()]
+        short = sorted({key.rsplit(".", 1)[-1] for key in names if not key.rsplit(".", 1)[-1].isdigit()})
+        filters = config.layers_to_transform is not None or getattr(config, "exclude_modules", None)
+        return (f"target_modules={config.target_modules!r} matched no module of {type(self.model).__name__}"
+                f"{' (after layers_to_transform / exclude_modules)' if filters else ''}. "
+                f"Module names in this model: {', '.join(short)} "
+                f"(full names look like {names[len(names) // 2]!r})")
+
+    def _replace(self, key, new_module):
+        parent_name, _, child = key.rpartition(".")
+        setattr(self.model.get_submodule(parent_name), child, new_module)
+
+    def _before_injection(self, adapter_name, config):
+        if self.peft_config:
+            existing = next(iter(self.peft_config.values()))
+            if existing.peft_type != config.peft_type:
+                raise ValueError(f"cannot add a {config.peft_type} adapter to a model with "
+                                 f"{existing.peft_type} adapters (one method per model, as in PEFT)")
+
+    def _rank_and_alpha(self, config, key):
+        return (_pattern_value(config.rank_pattern, key, config.r),
+                _pattern_value(config.alpha_pattern, key, config.lora_alpha))
+
+    def _create_layer(self, target, adapter_name, config, key):
+        return Linear(target, adapter_name, config, *self._rank_and_alpha(config, key))
+
+    def _update_layer(self, layer, adapter_name, config, key):
+        layer.update_layer(adapter_name, config, *self._rank_and_alpha(config, key))
+
+    def _add_modules_to_save(self, adapter_name, config):
+        for name in config.modules_to_save or ():
+            found = False
+            for key, module in self._candidate_modules():
+                if not key.endswith(name):
+                    continue
+                found = True
+                if isinstance(module, ModulesToSaveWrapper):
+                    module.update(adapter_name)
+                else:
+                    self._replace(key, ModulesToSaveWrapper(module, adapter_name))
+            if not found:
+                raise ValueError(f"modules_to_save entry {name!r} matches no module of the model")
+
+    def _freeze_all_but_adapters(self, config):
+        """Only adapter weights train; then the ``bias`` mode may unfreeze biases (PEFT's rules)."""
+        for name, p in self.model.named_parameters():
+            if self.prefix not in name:
+                p.requires_grad = False
+        if config.inference_mode:
+            return
+        if config.bias == "all":
+            for name, p in self.model.named_parameters():
+                if name.endswith("bias"):
+                    p.requires_grad = True
+        elif config.bias.endswith("_only"):  # "lora_only" / "vera_only": biases of adapted layers
+            for module in self.tuner_layers():
+                if module.base_layer.bias is not None:
+                    module.base_layer.bias.requires_grad = True
+
+    # --- the adapter layers --------------------------------------------------------------------
+    def tuner_layers(self):
+        return [m for m in self.model.modules() if isinstance(m, BaseTunerLayer)]
+
+    def _adapter_modules(self):
+        return [m for m in self.model.modules() if isinstance(m, (BaseTunerLayer, ModulesToSaveWrapper))]
+
+    def set_adapter(self, adapter_name):
+        """Make ``adapter_name`` the active adapter (it trains unless loaded for inference)."""
+        if adapter_name not in self.peft_config:
+            raise ValueError(f"no adapter named {adapter_name!r}; adapters: {sorted(self.peft_config)}")
+        inference_mode = self.peft_config[adapter_name].inference_mode
+        for module in self._adapter_modules():
+            if isinstance(module, BaseTunerLayer) and module.merged:
+                module.unmerge()  # a merged weight holds the old adapter: take it out first
+            module.set_adapter(adapter_name, inference_mode=inference_mode)
+        self.active_adapter = adapter_name
+
+    def delete_adapter(self, adapter_name):
+        if adapter_name not in self.peft_config:
+            raise ValueError(f"no adapter named {adapter_name!r}; adapters: {sorted(self.peft_config)}")
+        del self.peft_config[adapter_name]
+        for module in self._adapter_modules():
+            module.delete_adapter(adapter_name)
+        if self.active_adapter == adapter_name:
+            remaining = sorted(self.peft_config)
+            self.active_adapter = None
+            if remaining:
+                self.set_adapter(remaining[0])
+
+    def enable_adapter_layers(self):
+        for module in self._adapter_modules():
+            module.enable_adapters(True)
+
+    def disable_adapter_layers(self):
+        for module in self._adapter_modules():
+            module.enable_adapters(False)
+
+    # --- merging -------------------------------------------------------------------------------
+    def merge_adapter(self, adapter_names=None, safe_merge=False):
+        """Fold the adapters into the base weights (faster inference; ``unmerge_adapter`` undoes it).
+
+        ``safe_merge``: every layer's merged weight is checked for NaN/inf *before* any is changed.
+        """
+        if safe_merge:
+            self._check_merge_is_finite(adapter_names)
+        for layer in self.tuner_layers():
+            layer.merge(adapter_names=adapter_names)
+
+    def _check_merge_is_finite(self, adapter_names):
+        for layer in self.tuner_layers():
+            for name in (adapter_names or layer.active_adapters):
+                if name in layer.adapter_names() and name not in layer.merged_adapters:
+                    new = layer.merge_math(name, layer.base_layer.weight.data.copy())
+                    if not bool(np.isfinite(_host(new)).all()):
+                        raise ValueError(f"NaNs or infs detected when merging adapter {name!r} into "
+                                         f"{_module_name(self.model, layer)}: the adapter seems to be "
+                                         "broken; no weight was changed")
+
+    def unmerge_adapter(self):
+        for layer in self.tuner_layers():
+            layer.unmerge()
+
+    def merge_and_unload(self, progressbar=False, safe_merge=False, adapter_names=None):
+        """Merge, then replace every adapter layer by its plain Linear: returns the original model class.
+
+        (``progressbar`` is accepted for PEFT compatibility; merging a small model is instant.)
+        """
+        if safe_merge:
+            self._check_merge_is_finite(adapter_names)
+        return self._unload(merge=True, adapter_names=adapter_names)
+
+    def unload(self):
+        """Remove the adapters without merging: returns the original model with its original weights."""
+        return self._unload(merge=False)
+
+    def _unload(self, merge, adapter_names=None):
+        for key, module in list(self._candidate_modules()):
+            if isinstance(module, BaseTunerLayer):
+                if merge:
+                    module.merge(adapter_names=adapter_names)
+                else:
+                    module.unmerge()
+                self._replace(key, module.base_layer)
+            elif isinstance(module, ModulesToSaveWrapper):
+                keep = module.modules_to_save[module.active_adapter] if module.active_adapter and merge \
+                    else module.original_module
+                self._replace(key, keep)
+        return self.model
+
+    # --- per-sample adapters ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _enable_peft_forward_hooks(self, adapter_names):
+        """During one forward, tell every adapter layer which adapter each sample uses."""
+        if adapter_names is None:
+            yield
+            return
+        if self.training:
+            raise ValueError("adapter_names (one adapter per sample) is for inference: call model.eval() "
+                             "first (PEFT refuses it in training mode too)")
+        unknown = sorted(set(adapter_names) - set(self.peft_config) - {BASE_ADAPTER})
+        if unknown:
+            raise ValueError(f"adapter_names has unknown adapter(s) {unknown}; adapters: "
+                             f"{sorted(self.peft_config)} (or {BASE_ADAPTER!r} for the base model)")
+        modules = self._adapter_modules()
+        for module in modules:
+            module.batch_adapter_names = list(adapter_names)
+        try:
+            yield
+        finally:
+            for module in modules:
+                module.batch_adapter_names = None
+
+
+class VeraModel(LoraModel):
+    """VeRA: one pair of frozen random matrices (``vera_A``, ``vera_B``) shared by every adapted layer."""
+
+    prefix = "vera_lambda_"
+    layer_cls = VeraLinear
+
+    def _before_injection(self, adapter_name, config):
+        super()._before_injection(adapter_name, config)
+        for other in self.peft_config.values():
+            if other.projection_prng_key != config.projection_prng_key:
+                raise ValueError("all VeRA adapters of a model must share projection_prng_key "
+                                 f"(got {config.projection_prng_key}, existing {other.projection_prng_key})")
+        shapes = [m.weight.shape for key, m in self._candidate_modules()
+                  if isinstance(m, (_NNLinear, VeraLinear)) and target_module_matches(config, key)]
+        if not shapes:
+            raise ValueError(self._no_match_message(config))
+        out_max, in_max = max(s[0] for s in shapes), max(s[1] for s in shapes)
+        if "vera_A" not in self._modules:
+            self.vera_A, self.vera_B = BufferDict(), BufferDict()
+        # Kaiming-uniform with gain sqrt(2), as PEFT: U(-b, b), b = sqrt(6 / fan_in). Seeded by the key,
+        # so the same config always gives the same projections (drawn by NumPy, not torch).
+        rng = np.random.default_rng(config.projection_prng_key)
+        dtype, device = _model_dtype_device(self.model)
+        for table, shape in ((self.vera_A, (config.r, in_max)), (self.vera_B, (out_max, config.r))):
+            bound = np.sqrt(6.0 / shape[1])
+            table[adapter_name] = Tensor(rng.uniform(-bound, bound, shape), dtype=dtype, device=device)
+
+    def _create_layer(self, target, adapter_name, config, key):
+        return VeraLinear(target, adapter_name, config, self.vera_A, self.vera_B)
+
+    def _update_layer(self, layer, adapter_name, config, key):
+        layer.update_layer(adapter_name, config)
+
+    def delete_adapter(self, adapter_name):
+        super().delete_adapter(adapter_name)
+        for table in (self.vera_A, self.vera_B):
+            if adapter_name in table:
+                del table[adapter_name]
+
+
+PEFT_TYPE_TO_TUNER = {"LORA": LoraModel, "VERA": VeraModel}
+
+
+def _model_type(model):
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type is None and hasattr(config, "to_dict"):
+        model_type = config.to_dict().get("model_type")
+    return model_type or type(model).__name__.lower().replace("forcausallm", "")
+
+
+def _output_head(model):
+    """The module that maps hidden states to the vocabulary (never adapted by ``"all-linear"``)."""
+    if hasattr(model, "get_output_embeddings"):
+        return model.get_output_embeddings()
+    return model._modules.get("lm_head")
+
+
+def _model_dtype_device(model):
+    p = next(model.parameters())
+    return p.dtype, p.device
+
+
+def _module_name(model, target):
+    return next((name for name, m in model.named_modules() if m is target), type(target).__name__)
+
+
+def _host(array):
+    return array if isinstance(array, np.ndarray) else array.get()
+
+
+# ==================================================================================================
+# PeftModel: what get_peft_model returns
+# ==================================================================================================
+class PeftModel(_Wrapper):
+    """A model with adapters. Calls go to the wrapped model; adapter methods are PEFT's."""
+
+    wrapped = "base_model"
+
+    def __init__(self, model, peft_config, adapter_name="default"):
+        super().__init__()
+        if peft_config.peft_type not in PEFT_TYPE_TO_TUNER:
+            raise NotImplementedError(f"adapter type {peft_config.peft_type!r} is not supported")
+        self.base_model = PEFT_TYPE_TO_TUNER[peft_config.peft_type](model, peft_config, adapter_name)
+
+    # --- what is there -------------------------------------------------------------------------
+    @property
+    def peft_config(self):
+        return self.base_model.peft_config
+
+    @property
+    def active_adapter(self):
+        return self.base_model.active_adapter
+
+    @property
+    def active_adapters(self):
+        return self.base_model.active_adapters
+
+    @property
+    def active_peft_config(self):
+        return self.peft_config[self.active_adapter]
+
+    def get_base_model(self):
+        """The original model (with adapter layers inside it until ``merge_and_unload``/``unload``)."""
+        return self.base_model.model
+
+    def get_nb_trainable_parameters(self):
+        """``(trainable, all)`` parameter counts; a parameter shared by two modules counts once."""
+        trainable = total = 0
+        for _, p in self.named_parameters():
+            total += p.numel()
+            if p.requires_grad:
+                trainable += p.numel()
+        return trainable, total
+
+    def print_trainable_parameters(self):
+        trainable, total = self.get_nb_trainable_parameters()
+        print(f"trainable params: {trainable:,d} || all params: {total:,d} || "
+              f"trainable%: {100 * trainable / total:.4f}")
+
+    # --- running -------------------------------------------------------------------------------
+    def forward(self, *args, adapter_names=None, **kwargs):
+        """The wrapped model's forward. ``adapter_names=[...]``: one adapter (or "__base__") per sample."""
+        with self.base_model._enable_peft_forward_hooks(adapter_names):
+            return self.get_base_model()(*args, **kwargs)
+
+    def generate(self, *args, adapter_names=None, **kwargs):
+        with self.base_model._enable_peft_forward_hooks(adapter_names):
+            return self.get_base_model().generate(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def disable_adapter(self):
+        """``with model.disable_adapter():`` runs the plain base model (a merged one is unmerged)."""
+        self.base_model.disable_adapter_layers()
+        try:
+            yield
+        finally:
+            self.base_model.enable_adapter_layers()
+
+    # --- several adapters ----------------------------------------------------------------------
+    def add_adapter(self, adapter_name, peft_config):
+        """Add another adapter (inactive and frozen until ``set_adapter``)."""
+        self.base_model.inject_adapter(adapter_name, peft_config)
+        self.base_model.set_adapter(self.active_adapter if self.active_adapter is not None else adapter_name)
+
+    def set_adapter(self, adapter_name):
+        self.base_model.set_adapter(adapter_name)
+
+    def delete_adapter(self, adapter_name):
+        self.base_model.delete_adapter(adapter_name)
+
+    # --- files ---------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory, selected_adapters=None, overwrite=False):
+        """Write each adapter as PEFT does: ``adapter_config.json`` + ``adapter_model.safetensors``
+        (adapter "default" in ``save_directory``, others in ``save_directory/<name>``).
+
+        Refuses to replace a *different* adapter already saved there (other config, tensor names
+        or shapes) unless ``overwrite=True``; re-saving the same adapter (new weights) is fine.
+        """
+        _io.save_adapters(self, save_directory, selected_adapters=selected_adapters, overwrite=overwrite)
+
+    @classmethod
+    def from_pretrained(cls, model, model_id, adapter_name="default", is_trainable=False, config=None):
+        """Wrap ``model`` with the adapter saved in directory ``model_id`` (by minilora or PEFT)."""
+        config = config if config is not None else config_from_dict(_io.read_adapter_config(model_id))
+        config = copy.deepcopy(config)
+        config.inference_mode = not is_trainable
+        peft_model = cls(model, config, adapter_name)
+        _io.load_adapter_weights(peft_model, model_id, adapter_name)
+        if not is_trainable:
+            peft_model.eval()
+        return peft_model
+
+    def load_adapter(self, model_id, adapter_name, is_trainable=False):
+        """Load another saved adapter under ``adapter_name`` (not activated: use ``set_adapter``)."""
+        config = config_from_dict(_io.read_adapter_config(model_id))
+        config.inference_mode = not is_trainable
+        self.add_adapter(adapter_name, config)
+        try:
+            _io.load_adapter_weights(self, model_id, adapter_name)
+        except Exception:
+            self.delete_adapter(adapter_name)  # leave the model as it was
+            raise
+
+
+def get_peft_model(model, peft_config, adapter_name="default"):
+    """Wrap ``model`` with a new adapter: matched Linears get LoRA (or VeRA) layers, the rest freezes."""
+    return PeftModel(model, peft_config, adapter_name)

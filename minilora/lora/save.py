@@ -1,0 +1,169 @@
+"""Adapter files, byte-compatible with PEFT: ``adapter_config.json`` + ``adapter_model.safetensors``.
+
+The file holds only the adapter, with the adapter name taken out of every key (it is chosen again
+when loading)::
+
+    model:  base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight
+    file:   base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight
+
+DoRA's magnitude is stored as ``...q_proj.lora_magnitude_vector`` (no ``.weight``), VeRA's shared
+projections as ``base_model.vera_A`` / ``base_model.vera_B``, a ``modules_to_save`` copy under the
+module's own name (``base_model.model.lm_head.weight``) -- all as PEFT writes them.
+
+Both files are written atomically (``minilora.checkpoint.atomic_write``).
+"""
+import os
+
+import numpy as np
+
+from ..checkpoint import load_file, load_json, read_header, save_file, save_json
+from .config import CONFIG_NAME
+from .layers import BaseTunerLayer, ModulesToSaveWrapper
+
+__all__ = ["WEIGHTS_NAME", "get_peft_model_state_dict", "set_peft_model_state_dict", "save_adapters",
+           "read_adapter_config", "load_adapter_weights", "AdapterMismatchError"]
+
+WEIGHTS_NAME = "adapter_model.safetensors"
+# Config keys that may differ between two saves of the *same* adapter.
+_VOLATILE_KEYS = {"peft_version", "inference_mode", "auto_mapping", "revision"}
+
+
+class AdapterMismatchError(ValueError):
+    """An adapter file does not fit the model (another base model, other target modules or ranks)."""
+
+
+def _adapter_tensors(peft_model, adapter_name):
+    """``{file key: Tensor}`` of one adapter: the single traversal that saving and loading share."""
+    config = peft_model.peft_config[adapter_name]
+    out = {}
+    for path, module in peft_model.named_modules():
+        if isinstance(module, BaseTunerLayer):
+            for table_name in module.adapter_layer_names:
+                table = getattr(module, table_name)
+                if adapter_name not in table:
+                    continue
+                item = table[adapter_name]
+                if table_name == "lora_magnitude_vector":
+                    out[f"{path}.lora_magnitude_vector"] = item.weight  # PEFT drops ".weight" here
+                elif hasattr(item, "named_parameters"):  # lora_A.default (a Linear) -> lora_A.weight
+                    out.update({f"{path}.{table_name}.{n}": p for n, p in item.named_parameters()})
+                else:  # vera_lambda_b.default (a Parameter) -> vera_lambda_b
+                    out[f"{path}.{table_name}"] = item
+            if config.bias.endswith("_only") and module.base_layer.bias is not None:
+                out[f"{path}.base_layer.bias"] = module.base_layer.bias
+        elif isinstance(module, ModulesToSaveWrapper) and adapter_name in module.modules_to_save:
+            copy = module.modules_to_save[adapter_name]
+            out.update({f"{path}.{k}": t for k, t in copy.state_dict().items()})
+    if config.bias == "all":
+        out.update({k: t for k, t in peft_model.state_dict().items()
+                    if k.endswith(".bias") and ".modules_to_save." not in k})
+    if config.peft_type == "VERA" and config.save_projection:
+        for name in ("vera_A", "vera_B"):
+            out[f"base_model.{name}"] = getattr(peft_model.base_model, name)[adapter_name]
+    return out
+
+
+def get_peft_model_state_dict(peft_model, adapter_name="default"):
+    """``{file key: numpy array}``: what ``save_pretrained`` writes for this adapter."""
+    return {k: t.numpy() for k, t in _adapter_tensors(peft_model, adapter_name).items()}
+
+
+def set_peft_model_state_dict(peft_model, state, adapter_name="default", source="adapter file"):
+    """Copy ``{file key: array}`` into the adapter. The first mismatch is named in the error."""
+    targets = _adapter_tensors(peft_model, adapter_name)
+    unexpected = [k for k in state if k not in targets]
+    if unexpected:
+        raise AdapterMismatchError(
+            f"{source} has weights for {unexpected[0]!r} ({len(unexpected)} such keys), which this "
+            "model does not have: was the adapter trained on another base model or other target modules?")
+    missing = [k for k in targets if k not in state]
+    if missing:
+        raise AdapterMismatchError(f"{source} has no tensor {missing[0]!r} ({len(missing)} missing), "
+                                   "which this model's adapter needs")
+    for key, target in targets.items():
+        shape = tuple(np.shape(state[key]))
+        if shape != target.shape:
+            raise AdapterMismatchError(f"{source}: {key!r} has shape {shape} but the model expects "
+                                       f"{target.shape}: the adapter was made for another base model "
+                                       "(or another rank)")
+    for key, target in targets.items():
+        target.data[...] = target.device.xp.asarray(state[key], dtype=target.dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# Directories
+# --------------------------------------------------------------------------------------------------
+def _adapter_dir(save_directory, adapter_name):
+    """PEFT's layout: "default" in the directory itself, any other adapter in a subdirectory."""
+    return save_directory if adapter_name == "default" else os.path.join(save_directory, adapter_name)
+
+
+def save_adapters(peft_model, save_directory, selected_adapters=None, overwrite=False):
+    if os.path.isfile(save_directory):
+        raise ValueError(f"save_pretrained needs a directory, but {save_directory!r} is a file")
+    names = list(peft_model.peft_config) if selected_adapters is None else list(selected_adapters)
+    unknown = [n for n in names if n not in peft_model.peft_config]
+    if unknown:
+        raise ValueError(f"cannot save unknown adapter(s) {unknown}; adapters: {sorted(peft_model.peft_config)}")
+    for name in names:
+        directory = _adapter_dir(save_directory, name)
+        tensors = get_peft_model_state_dict(peft_model, name)
+        config = peft_model.peft_config[name].to_dict()
+        config["inference_mode"] = True  # as PEFT: a saved adapter loads for inference by default
+        if config["base_model_name_or_path"] is None:
+            config["base_model_name_or_path"] = _name_or_path(peft_model.get_base_model())
+        if not overwrite:
+            _refuse_other_adapter(directory, config, tensors)
+        save_file(tensors, os.path.join(directory, WEIGHTS_NAME), metadata={"format": "pt"})
+        save_json(config, os.path.join(directory, CONFIG_NAME))
+
+
+def _name_or_path(model):
+    return getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
+
+
+def _refuse_other_adapter(directory, config, tensors):
+    """Raise if ``directory`` already holds an adapter with another config or other tensors."""
+    config_path = os.path.join(directory, CONFIG_NAME)
+    weights_path = os.path.join(directory, WEIGHTS_NAME)
+    if not os.path.isfile(config_path):
+        return
+    old = load_json(config_path)
+    diff = sorted(k for k in set(old) | set(config) if k not in _VOLATILE_KEYS
+                  and _normalised(old.get(k)) != _normalised(config.get(k)))
+    reason = f"config differs in {diff}" if diff else None
+    if reason is None and os.path.isfile(weights_path):
+        header, _ = read_header(weights_path)
+        old_shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+        new_shapes = {k: tuple(np.shape(t)) for k, t in tensors.items()}
+        if old_shapes != new_shapes:
+            reason = "its tensor names or shapes differ"
+    if reason:
+        raise FileExistsError(f"{directory} already holds a different adapter ({reason}); pass "
+                              "overwrite=True to replace it, or choose another directory")
+
+
+def _normalised(value):
+    return sorted(value) if isinstance(value, list) and all(isinstance(v, str) for v in value) else value
+
+
+def read_adapter_config(directory):
+    path = os.path.join(os.fspath(directory), CONFIG_NAME)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no {CONFIG_NAME} in {directory!r}: not an adapter directory "
+                                "(adapters other than 'default' are saved in a subdirectory named after them)")
+    return load_json(path)
+
+
+def load_adapter_weights(peft_model, directory, adapter_name):
+    path = os.path.join(os.fspath(directory), WEIGHTS_NAME)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no {WEIGHTS_NAME} in {directory!r} (minilora reads safetensors adapters only)")
+    config = peft_model.peft_config[adapter_name]
+    if config.peft_type == "VERA" and not config.save_projection and \
+            not str(config.peft_version).startswith("minilora"):
+        raise NotImplementedError(
+            f"{directory}: this VeRA adapter was saved without vera_A/vera_B (save_projection=False); "
+            "PEFT rebuilds them with torch's random generator, which minilora does not reproduce. "
+            "Save it with save_projection=True.")
+    set_peft_model_state_dict(peft_model, load_file(path), adapter_name, source=path)

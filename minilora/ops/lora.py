@@ -1,0 +1,175 @@
+"""The LoRA op: ``h = W0 x + bias + scale * B (A dropout(x))`` as ONE differentiable node.
+
+This is where the whole project meets: the LoRA layers call it, the CUDA kernels implement it.
+
+Shapes (PyTorch layout, weights are ``[out, in]``)::
+
+    x  [..., K]  flattened to X [M, K]        A  [r, K]   lora_A.weight
+    W0 [N, K]    frozen base weight           B  [N, r]   lora_B.weight
+
+Forward keeps the rank-r intermediate small and never builds the N x K matrix ``B A``::
+
+    U = dropout(X) A^T                 [M, r]
+    Y = X W0^T + bias + scale * U B^T  [M, N]
+
+Backward (chain rule through the two small GEMMs; the frozen ``W0`` gets NO gradient GEMM)::
+
+    V  = scale * dY B                  [M, r]   gradient reaching U
+    dB = scale * dY^T U                [N, r]
+    dA = V^T dropout(X)                [r, K]
+    dX = dY W0 + dropout'(V A)         [M, K]   dropout's backward touches the LoRA branch only
+    dbias = sum over rows of dY
+
+Dropout uses a counter-based hash of (seed, element index) instead of a stored mask: the mask is
+regenerated in backward (no M x K mask kept in memory) and the CUDA kernels compute the very same
+bits, so ``cpu``, ``emu`` and ``cuda`` agree exactly (see ``lora_dropout_mask``).
+"""
+import numpy as np
+
+from ..device import xp_of
+from ..random import fresh_seed
+from ..tensor import Function
+
+__all__ = ["lora_linear", "lora_dropout_mask", "LoraLinear"]
+
+
+def lora_dropout_mask(seed, M, K, p, xp=np):
+    """Boolean keep-mask ``[M, K]`` for element ``i = m*K + k``: a murmur3-style hash of ``(i, seed)``.
+
+    ``keep = hash(i) >= p * 2^32``, so each element survives with probability ``1 - p``. All
+    arithmetic is uint32 and wraps mod 2^32, exactly as the CUDA kernel computes it.
+    """
+    threshold = xp.uint32(min(int(p * 2.0**32), 2**32 - 1))
+    h = xp.arange(M * K, dtype=xp.uint64).astype(xp.uint32)  # index mod 2^32
+    h *= xp.uint32(0x9E3779B1)
+    h ^= xp.uint32(int(seed) & 0xFFFFFFFF)
+    h ^= h >> xp.uint32(16)
+    h *= xp.uint32(0x85EBCA6B)
+    h ^= h >> xp.uint32(13)
+    h *= xp.uint32(0xC2B2AE35)
+    h ^= h >> xp.uint32(16)
+    return (h >= threshold).reshape(M, K)
+
+
+def _dropped(X, p, seed):
+    """``dropout(X)``: kept elements scaled by ``1/(1-p)`` (inverted dropout); ``X`` itself if p == 0."""
+    if p == 0:
+        return X
+    keep = lora_dropout_mask(seed, X.shape[0], X.shape[1], p, xp_of(X))
+    return X * keep * X.dtype.type(1.0 / (1.0 - p))
+
+
+def _kernels_for(device, dtype):
+    """The kernels module on devices that launch kernels (emu, cuda) for the dtypes it handles (float32)."""
+    if device is None or not device.uses_kernels:
+        return None
+    from .. import kernels
+    return kernels if kernels.supports(dtype) else None
+
+
+def _check_shapes(x, W0, A, B, bias):
+    K = x.shape[-1]
+    r = A.shape[0]
+    if W0.ndim != 2 or W0.shape[1] != K:
+        raise ValueError(f"lora_linear: x has {K} features (shape {x.shape}) but W0 has shape "
+                         f"{W0.shape}; W0 must be [out, in] = [N, {K}]")
+    if A.ndim != 2 or A.shape[1] != K:
+        raise ValueError(f"lora_linear: A (lora_A.weight) has shape {A.shape}, expected [r, {K}]")
+    if B.ndim != 2 or B.shape != (W0.shape[0], r):
+        raise ValueError(f"lora_linear: B (lora_B.weight) has shape {B.shape}, expected "
+                         f"[N, r] = [{W0.shape[0]}, {r}] (N from W0 {W0.shape}, r from A {A.shape})")
+    if bias is not None and bias.shape != (W0.shape[0],):
+        raise ValueError(f"lora_linear: bias has shape {bias.shape}, expected [{W0.shape[0]}]")
+    dtypes = {a.dtype for a in (x, W0, A, B) + ((bias,) if bias is not None else ())}
+    if len(dtypes) > 1:
+        raise TypeError(f"lora_linear: x, W0, A, B (and bias) must share one dtype, got "
+                        f"x {x.dtype}, W0 {W0.dtype}, A {A.dtype}, B {B.dtype}"
+                        + (f", bias {bias.dtype}" if bias is not None else ""))
+
+
+class LoraLinear(Function):
+    """One node for base GEMM + LoRA branch. Inputs: ``x, W0, A, B, bias``; options: scale, dropout."""
+
+    @staticmethod
+    def forward(ctx, x, W0, A, B, bias=None, scale=1.0, dropout_p=0.0, seed=0):
+        _check_shapes(x, W0, A, B, bias)
+        X = x.reshape(-1, x.shape[-1])
+        s = X.dtype.type(scale)
+        kernels = _kernels_for(ctx.device, X.dtype)
+        if kernels is not None:  # a kernel sees flat pointers: hand it C-contiguous arrays
+            X, W0, A, B = (xp_of(X).ascontiguousarray(a) for a in (X, W0, A, B))
+            Y, U = kernels.lora_forward(X, W0, A, B, scale, bias=bias, dropout_p=dropout_p,
+                                        seed=seed, device=ctx.device)
+        else:
+            # EXERCISE 4.2: U = dropout(X) A^T and Y = X W0^T + s U B^T (+ bias) with NumPy, never forming B A
+            # BEGIN SOLUTION
+            U = _dropped(X, dropout_p, seed) @ A.T  # [M, r]: the only thing LoRA adds to memory
+            Y = X @ W0.T
+            Y += s * (U @ B.T)
+            if bias is not None:
+                Y += bias
+            # END SOLUTION
+        ctx.X, ctx.U, ctx.W0, ctx.A, ctx.B = X, U, W0, A, B
+        ctx.scale, ctx.p, ctx.seed, ctx.x_shape = scale, dropout_p, seed, x.shape
+        return Y.reshape(x.shape[:-1] + (W0.shape[0],))
+
+    @staticmethod
+    def backward(ctx, g):
+        nx, nw, na, nb, nbias = ctx.needs_input_grad
+        X, U, W0, A, B, p = ctx.X, ctx.U, ctx.W0, ctx.A, ctx.B, ctx.p
+        dY = g.reshape(-1, g.shape[-1])
+        kernels = _kernels_for(ctx.device, dY.dtype)
+        if kernels is not None:
+            dX, dA, dB = kernels.lora_backward(xp_of(dY).ascontiguousarray(dY), X, W0, A, B, U, ctx.scale, dropout_p=p,
+                                               seed=ctx.seed, need_dx=nx, need_dA=na,
+                                               need_dB=nb, device=ctx.device)
+        else:
+            # EXERCISE 4.3: dX, dA, dB (None where not needed) through the rank-r V = s dY B; dropout masks the LoRA branch
+            # BEGIN SOLUTION
+            s = dY.dtype.type(ctx.scale)
+            dX = dA = dB = None
+            V = s * (dY @ B) if (nx or na) else None  # [M, r]
+            if nb:
+                dB = s * (dY.T @ U)
+            if na:
+                dA = V.T @ _dropped(X, p, ctx.seed)
+            if nx:
+                dX = dY @ W0 + _dropped(V @ A, p, ctx.seed)  # same mask: dropout is linear
+            # END SOLUTION
+        dW0 = dY.T @ X if nw else None  # only when the caller made W0 trainable (full fine-tuning)
+        dbias = dY.sum(axis=0) if nbias else None
+        if dX is not None:
+            dX = dX.reshape(ctx.x_shape)
+        return dX, dW0, dA, dB, dbias
+
+    @staticmethod
+    def flops(ctx, arrays, out):
+        M, K = ctx.X.shape
+        N, r = ctx.B.shape
+        return 2 * M * K * N + 2 * M * K * r + 2 * M * r * N
+
+    @staticmethod
+    def backward_flops(ctx):
+        """The GEMMs backward actually runs: note that no ``dW0`` term appears for a frozen W0."""
+        nx, nw, na, nb, _ = ctx.needs_input_grad
+        M, K = ctx.X.shape
+        N, r = ctx.B.shape
+        flops = 2 * M * N * r if (nx or na) else 0  # V
+        flops += 2 * M * N * r if nb else 0  # dB
+        flops += 2 * M * r * K if na else 0  # dA
+        flops += (2 * M * N * K + 2 * M * r * K) if nx else 0  # dX = dY W0 + V A
+        flops += 2 * M * N * K if nw else 0  # dW0, full fine-tuning only
+        return flops
+
+
+def lora_linear(x, W0, A, B, scale, bias=None, dropout_p=0.0, seed=None):
+    """``x W0^T + bias + scale * dropout(x) A^T B^T`` with gradients for x, A, B (and W0 only if trainable).
+
+    ``seed`` fixes the dropout mask (default: drawn from ``minilora.manual_seed``'s generator).
+    """
+    if not 0 <= dropout_p < 1:
+        raise ValueError(f"lora_linear: dropout_p must be in [0, 1), got {dropout_p}")
+    if dropout_p > 0 and seed is None:
+        seed = fresh_seed()
+    return LoraLinear.apply(x, W0, A, B, bias, scale=float(scale), dropout_p=float(dropout_p),
+                            seed=0 if seed is None else int(seed))
