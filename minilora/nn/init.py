@@ -1,4 +1,11 @@
-"""Weight initialisers, in place, with PyTorch's formulas and minilora's seeded generator."""
+"""Weight initialisers, in place, with PyTorch's formulas and minilora's seeded generator.
+
+Why the scale matters: a layer's output variance is ``fan_in * Var(w) * Var(x)``, so ``Var(w)``
+of about ``1/fan_in`` keeps activations from growing or vanishing layer after layer (``gain``
+corrects for what the nonlinearity does to the variance). ``Linear`` uses
+``kaiming_uniform_(w, a=sqrt(5))``, i.e. ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``; LoRA initialises
+``A`` the same way and ``B`` with zeros, so an adapter starts as an exact no-op.
+"""
 import math
 
 import numpy as np
@@ -6,11 +13,13 @@ import numpy as np
 from ..random import generator
 from ..tensor import no_grad
 
-__all__ = ["calculate_gain", "uniform_", "normal_", "zeros_", "ones_", "constant_",
-           "kaiming_uniform_", "xavier_uniform_", "fan_in_and_fan_out"]
+__all__ = ["calculate_gain", "uniform_", "normal_", "trunc_normal_", "zeros_", "ones_", "constant_",
+           "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "xavier_normal_",
+           "fan_in_and_fan_out"]
 
 
 def fan_in_and_fan_out(tensor):
+    """``(fan_in, fan_out)`` of a weight ``[out, in, *kernel]`` (PyTorch's convention)."""
     if tensor.ndim < 2:
         raise ValueError(f"fan in/out needs at least 2 dimensions, got shape {tensor.shape}")
     receptive = int(np.prod(tensor.shape[2:])) if tensor.ndim > 2 else 1
@@ -18,7 +27,8 @@ def fan_in_and_fan_out(tensor):
 
 
 def calculate_gain(nonlinearity, param=None):
-    if nonlinearity in ("linear", "sigmoid", "conv1d", "conv2d"):
+    """How much a nonlinearity shrinks the standard deviation, undone by the init (PyTorch's table)."""
+    if nonlinearity in ("linear", "identity", "sigmoid", "conv1d", "conv2d", "conv3d"):
         return 1.0
     if nonlinearity == "tanh":
         return 5.0 / 3
@@ -27,6 +37,8 @@ def calculate_gain(nonlinearity, param=None):
     if nonlinearity == "leaky_relu":
         slope = 0.01 if param is None else param
         return math.sqrt(2.0 / (1 + slope ** 2))
+    if nonlinearity == "selu":
+        return 3.0 / 4
     raise ValueError(f"unsupported nonlinearity {nonlinearity!r}")
 
 
@@ -36,12 +48,34 @@ def _fill(tensor, values):
     return tensor
 
 
+def _fan(tensor, mode):
+    if mode not in ("fan_in", "fan_out"):
+        raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
+    fan_in, fan_out = fan_in_and_fan_out(tensor)
+    fan = fan_in if mode == "fan_in" else fan_out
+    if fan == 0:
+        raise ValueError(f"cannot initialise a tensor with a zero {mode} (shape {tensor.shape})")
+    return fan
+
+
 def uniform_(tensor, a=0.0, b=1.0):
     return _fill(tensor, generator().uniform(a, b, tensor.shape))
 
 
 def normal_(tensor, mean=0.0, std=1.0):
     return _fill(tensor, generator().normal(mean, std, tensor.shape))
+
+
+def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
+    """N(mean, std) restricted to ``[a, b]`` (absolute bounds, as in PyTorch): redraw what falls outside."""
+    if not a < b:
+        raise ValueError(f"trunc_normal_ needs a < b, got a={a}, b={b}")
+    values = generator().normal(mean, std, tensor.shape)
+    outside = (values < a) | (values > b)
+    while outside.any():
+        values[outside] = generator().normal(mean, std, int(outside.sum()))
+        outside = (values < a) | (values > b)
+    return _fill(tensor, values)
 
 
 def constant_(tensor, value):
@@ -58,13 +92,23 @@ def ones_(tensor):
 
 def kaiming_uniform_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu"):
     """PyTorch's ``kaiming_uniform_``: U(-bound, bound), bound = gain * sqrt(3 / fan)."""
-    fan_in, fan_out = fan_in_and_fan_out(tensor)
-    fan = fan_in if mode == "fan_in" else fan_out
-    bound = calculate_gain(nonlinearity, a) * math.sqrt(3.0 / fan)
+    bound = calculate_gain(nonlinearity, a) * math.sqrt(3.0 / _fan(tensor, mode))
     return uniform_(tensor, -bound, bound)
+
+
+def kaiming_normal_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu"):
+    """PyTorch's ``kaiming_normal_``: N(0, std), std = gain / sqrt(fan)."""
+    return normal_(tensor, 0.0, calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode)))
 
 
 def xavier_uniform_(tensor, gain=1.0):
+    """U(-bound, bound), bound = gain * sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio)."""
     fan_in, fan_out = fan_in_and_fan_out(tensor)
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return uniform_(tensor, -bound, bound)
+
+
+def xavier_normal_(tensor, gain=1.0):
+    """N(0, std), std = gain * sqrt(2 / (fan_in + fan_out))."""
+    fan_in, fan_out = fan_in_and_fan_out(tensor)
+    return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))

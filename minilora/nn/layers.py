@@ -18,6 +18,22 @@ def _empty(shape, dtype, device):
     return Parameter(np.zeros(shape, dtype=dtype or "float32"), device=device)
 
 
+def _features(normalized_shape, layer):
+    """The normalized size: an int, or a 1-tuple as PyTorch accepts (norms here use the last axis)."""
+    if isinstance(normalized_shape, (int, np.integer)):
+        normalized_shape = (int(normalized_shape),)
+    shape = tuple(normalized_shape)
+    if len(shape) != 1:
+        raise ValueError(f"{layer} normalizes over the last dimension only; got normalized_shape "
+                         f"{normalized_shape!r}")
+    return shape[0]
+
+
+def _check_last_dim(layer, x, size):
+    if x.shape[-1:] != (size,):
+        raise ValueError(f"{layer} expects inputs whose last dimension is {size}, got shape {x.shape}")
+
+
 class Linear(Module):
     """``y = x W^T + b`` with ``weight`` of shape ``[out_features, in_features]`` (PyTorch layout).
 
@@ -41,7 +57,8 @@ class Linear(Module):
         return ops.linear(x, self.weight, self.bias)
 
     def extra_repr(self):
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
 
 
 class Embedding(Module):
@@ -61,14 +78,16 @@ class Embedding(Module):
 
 
 class RMSNorm(Module):
-    """``x / rms(x) * weight`` (Llama's norm; weight starts at ones)."""
+    """``x / sqrt(mean(x^2) + eps) * weight`` over the last axis (Llama's norm; weight starts at ones)."""
 
     def __init__(self, hidden_size, eps=1e-6, dtype=None, device=None):
         super().__init__()
         self.eps = eps
-        self.weight = Parameter(np.ones(hidden_size, dtype=dtype or "float32"), device=device)
+        size = _features(hidden_size, "RMSNorm")
+        self.weight = Parameter(np.ones(size, dtype=dtype or "float32"), device=device)
 
     def forward(self, x):
+        _check_last_dim("RMSNorm", x, self.weight.shape[0])
         return ops.rms_norm(x, self.weight, self.eps)
 
     def extra_repr(self):
@@ -76,18 +95,29 @@ class RMSNorm(Module):
 
 
 class LayerNorm(Module):
+    """``(x - mean) / sqrt(var + eps) * weight + bias`` over the last axis (biased variance).
+
+    ``weight`` starts at ones and ``bias`` at zeros; ``elementwise_affine=False`` has neither,
+    ``bias=False`` only a weight (as ``torch.nn.LayerNorm``).
+    """
+
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, dtype=None,
                  device=None):
         super().__init__()
         self.eps = eps
+        self.normalized_shape = (_features(normalized_shape, "LayerNorm"),)
         dtype = dtype or "float32"
-        self.weight = Parameter(np.ones(normalized_shape, dtype=dtype), device=device) \
+        self.weight = Parameter(np.ones(self.normalized_shape, dtype=dtype), device=device) \
             if elementwise_affine else None
-        self.bias = Parameter(np.zeros(normalized_shape, dtype=dtype), device=device) \
+        self.bias = Parameter(np.zeros(self.normalized_shape, dtype=dtype), device=device) \
             if elementwise_affine and bias else None
 
     def forward(self, x):
+        _check_last_dim("LayerNorm", x, self.normalized_shape[0])
         return ops.layer_norm(x, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.weight is not None}"
 
 
 class Dropout(Module):
@@ -112,10 +142,15 @@ class Identity(Module):
 class GELU(Module):
     def __init__(self, approximate="none"):
         super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU approximate must be 'none' or 'tanh', got {approximate!r}")
         self.approximate = approximate
 
     def forward(self, x):
         return ops.gelu(x, self.approximate)
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
 
 
 class SiLU(Module):

@@ -5,13 +5,15 @@ Assigning a ``Parameter`` or a ``Module`` to an attribute registers it; the dott
 so they match Hugging Face's exactly when the attribute names do.
 """
 from collections import OrderedDict
+from typing import NamedTuple
 
 import numpy as np
 
+from ..device import Device
 from ..device import device as _get_device
 from ..tensor import Tensor, _to_dtype, no_grad
 
-__all__ = ["Parameter", "Module", "ModuleList", "ModuleDict", "StateDictError"]
+__all__ = ["Parameter", "Module", "ModuleList", "ModuleDict", "StateDictError", "IncompatibleKeys"]
 
 
 class Parameter(Tensor):
@@ -29,9 +31,12 @@ class Parameter(Tensor):
 
 
 class StateDictError(RuntimeError):
-    """``load_state_dict`` found missing keys, unexpected keys or shape mismatches."""
+    """``load_state_dict`` found missing keys, unexpected keys or shape mismatches.
 
-    def __init__(self, missing=(), unexpected=(), mismatched=()):
+    ``missing``, ``unexpected``: key lists; ``mismatched``: ``(key, checkpoint shape, model shape)``.
+    """
+
+    def __init__(self, missing=(), unexpected=(), mismatched=(), module=None):
         self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
         parts = []
         if self.missing:
@@ -41,7 +46,15 @@ class StateDictError(RuntimeError):
         if self.mismatched:
             shown = [f"{k}: checkpoint {a} vs model {b}" for k, a, b in self.mismatched]
             parts.append(f"shape mismatches ({len(shown)}): {_show(shown)}")
-        super().__init__("error loading state_dict: " + "; ".join(parts))
+        where = f" for {module}" if module else ""
+        super().__init__(f"error loading state_dict{where}: " + "; ".join(parts))
+
+
+class IncompatibleKeys(NamedTuple):
+    """What ``load_state_dict`` returns: keys the model has and the dict lacks, and the reverse."""
+
+    missing_keys: list
+    unexpected_keys: list
 
 
 def _show(items, limit=8):
@@ -64,15 +77,31 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() "
                                  f"before assigning '{name}'")
-        for table in (self._parameters, self._modules, self._buffers):
-            table.pop(name, None)
         if isinstance(value, Parameter):
+            self._forget(name, keep=self._parameters)  # re-assigning keeps the place in the order
             self._parameters[name] = value
         elif isinstance(value, Module):
+            self._forget(name, keep=self._modules)
             self._modules[name] = value
+        elif name in self._buffers and (value is None or isinstance(value, Tensor)):
+            self._buffers[name] = value  # a new value for a registered buffer
         else:
+            # A plain Tensor or a number where a Parameter or Module sat is almost always a bug
+            # (the weight would silently vanish from parameters() and state_dict()).
+            for table, kind in ((self._parameters, "parameter"), (self._modules, "child module")):
+                if name in table and value is not None:
+                    expected = "nn.Parameter" if kind == "parameter" else "nn.Module"
+                    raise TypeError(f"cannot assign a {type(value).__name__} as {kind} '{name}' "
+                                    f"of {type(self).__name__} ({expected} or None expected)")
+            self._forget(name)
             object.__setattr__(self, name, value)
-            return
+
+    def _forget(self, name, keep=None):
+        """Drop ``name`` from the tables (but ``keep``) and the plain attributes: it is being re-set."""
+        for table in (self._parameters, self._modules, self._buffers):
+            if table is not keep:
+                table.pop(name, None)
+        self._non_persistent.discard(name)
         self.__dict__.pop(name, None)
 
     def __getattr__(self, name):  # only called when normal lookup fails
@@ -86,11 +115,18 @@ class Module:
         for table in (self._parameters, self._modules, self._buffers):
             if name in table:
                 del table[name]
+                self._non_persistent.discard(name)
                 return
         object.__delattr__(self, name)
 
     def register_buffer(self, name, tensor, persistent=True):
-        """A tensor that belongs to the module but is not trained (e.g. RoPE tables)."""
+        """A tensor that belongs to the module but is not trained (e.g. RoPE tables). It moves
+        with ``to()``; ``persistent=False`` keeps it out of ``state_dict()``."""
+        if tensor is not None and not isinstance(tensor, Tensor):
+            raise TypeError(f"buffer '{name}' must be a Tensor or None, got {type(tensor).__name__}")
+        if "." in name or not name:
+            raise KeyError(f"buffer name must be non-empty and contain no '.', got {name!r}")
+        self._forget(name)
         self._buffers[name] = tensor
         if not persistent:
             self._non_persistent.add(name)
@@ -106,11 +142,16 @@ class Module:
         setattr(self, name, module)
 
     # --- traversal ------------------------------------------------------------------------------
-    def named_modules(self, prefix=""):
+    def named_modules(self, prefix="", memo=None):
+        """``(dotted_name, module)`` for this module and every descendant, each module once."""
+        memo = set() if memo is None else memo
+        if id(self) in memo:
+            return
+        memo.add(id(self))
         yield prefix, self
         for name, child in self._modules.items():
             if child is not None:
-                yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+                yield from child.named_modules(f"{prefix}.{name}" if prefix else name, memo)
 
     def modules(self):
         return (m for _, m in self.named_modules())
@@ -138,7 +179,11 @@ class Module:
     def named_buffers(self, prefix=""):
         for mod_prefix, module in self.named_modules(prefix):
             for name, buf in module._buffers.items():
-                yield (f"{mod_prefix}.{name}" if mod_prefix else name), buf
+                if buf is not None:
+                    yield (f"{mod_prefix}.{name}" if mod_prefix else name), buf
+
+    def buffers(self):
+        return (b for _, b in self.named_buffers())
 
     def get_submodule(self, target):
         module = self
@@ -150,12 +195,16 @@ class Module:
         return module
 
     def apply(self, fn):
-        for module in self.modules():
-            fn(module)
+        """``fn(module)`` for every descendant, children before parents (as PyTorch)."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
         return self
 
     # --- modes and movement ---------------------------------------------------------------------
     def train(self, mode=True):
+        if not isinstance(mode, bool):
+            raise ValueError(f"train(mode) expects a bool, got {mode!r}")
         for module in self.modules():
             object.__setattr__(module, "training", mode)
         return self
@@ -177,9 +226,14 @@ class Module:
 
     def to(self, device=None, dtype=None):
         """Move/cast every parameter and buffer in place (the Parameter objects stay the same,
-        so an optimizer built before ``.to`` still holds them)."""
+        so an optimizer built before ``.to`` still holds them). Only floating-point tensors are
+        cast. ``model.to("float64")`` works too, as ``model.to(torch.float64)`` does."""
+        if dtype is None and device is not None and _is_dtype(device):
+            device, dtype = None, device
         dev = _get_device(device) if device is not None else None
         dtype = _to_dtype(dtype)
+        if dtype is not None and dtype.kind != "f":
+            raise TypeError(f"Module.to() only casts to floating-point dtypes, got {dtype}")
         for module in self.modules():
             for p in module._parameters.values():
                 if p is not None:
@@ -195,41 +249,53 @@ class Module:
     def double(self):
         return self.to(dtype="float64")
 
+    def half(self):
+        return self.to(dtype="float16")
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self):
+        return self.to("cuda")
+
     # --- state dict -----------------------------------------------------------------------------
-    def state_dict(self):
-        """Name -> Tensor for every parameter and persistent buffer (shared ones under each name)."""
+    def state_dict(self, keep_vars=False):
+        """Name -> Tensor for every parameter and persistent buffer (shared ones under each name).
+
+        The tensors share memory with the model (``.detach()``ed unless ``keep_vars``), as in
+        PyTorch: copy them if the model will keep training and you need a snapshot.
+        """
         out = OrderedDict()
         for mod_prefix, module in self.named_modules():
-            for name, p in module._parameters.items():
-                if p is not None:
-                    out[f"{mod_prefix}.{name}" if mod_prefix else name] = p
-            for name, buf in module._buffers.items():
-                if buf is not None and name not in module._non_persistent:
-                    out[f"{mod_prefix}.{name}" if mod_prefix else name] = buf
+            entries = list(module._parameters.items()) + [
+                (n, b) for n, b in module._buffers.items() if n not in module._non_persistent]
+            for name, t in entries:
+                if t is not None:
+                    out[f"{mod_prefix}.{name}" if mod_prefix else name] = t if keep_vars else t.detach()
         return out
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy values in. ``strict``: every key must match; the error lists what did not.
+        """Copy values in (minilora or torch tensors, NumPy arrays), cast to each target's dtype.
 
-        Returns ``(missing_keys, unexpected_keys)`` like PyTorch. Nothing is changed if it raises.
+        ``strict``: the keys must match exactly. Shapes must always match. On failure the error
+        (``StateDictError``) lists every missing key, unexpected key and shape mismatch, and the
+        model is left unchanged. Returns ``IncompatibleKeys(missing_keys, unexpected_keys)``.
         """
-        own = self.state_dict()
+        own = self.state_dict(keep_vars=True)
+        given = {key: _array(state_dict[key]) for key in own if key in state_dict}
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
-        mismatched = []
-        for key, target in own.items():
-            if key in state_dict:
-                shape = tuple(np.shape(_array(state_dict[key])))
-                if shape != target.shape:
-                    mismatched.append((key, shape, target.shape))
+        mismatched = [(k, tuple(np.shape(a)), own[k].shape) for k, a in given.items()
+                      if tuple(np.shape(a)) != own[k].shape]
         if mismatched or (strict and (missing or unexpected)):
-            raise StateDictError(missing if strict else (), unexpected if strict else (), mismatched)
+            raise StateDictError(missing if strict else (), unexpected if strict else (), mismatched,
+                                 module=type(self).__name__)
+        # Convert everything first, then write: a value that fails to convert changes nothing.
+        values = {k: own[k].device.xp.asarray(a, dtype=own[k].dtype) for k, a in given.items()}
         with no_grad():
-            for key, target in own.items():
-                if key in state_dict:
-                    target.data[...] = target.device.xp.asarray(_array(state_dict[key]),
-                                                                dtype=target.dtype)
-        return missing, unexpected
+            for key, value in values.items():
+                own[key].data[...] = value
+        return IncompatibleKeys(missing, unexpected)
 
     # --- calling --------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
@@ -249,11 +315,23 @@ class Module:
         return lines[0] + ")" if len(lines) == 1 else "\n".join(lines) + "\n)"
 
 
+def _is_dtype(value):
+    """Is ``value`` a dtype (``"float64"``, ``np.float32``) rather than a device name?"""
+    if isinstance(value, Device):
+        return False
+    try:
+        _to_dtype(value)
+    except TypeError:
+        return False
+    return True
+
+
 def _array(value):
     if isinstance(value, Tensor):
         return value.numpy()
-    if hasattr(value, "detach"):  # a torch tensor
-        return value.detach().cpu().numpy()
+    if hasattr(value, "detach"):  # a torch tensor (NumPy has no bfloat16: widen it first)
+        value = value.detach().cpu()
+        return (value.float() if str(value.dtype) == "torch.bfloat16" else value).numpy()
     return value
 
 
@@ -278,16 +356,21 @@ def _move_in_place(t, dev, dtype):
         t._device = dev
 
 
+def _check_module(value, where):
+    if not isinstance(value, Module):
+        raise TypeError(f"{where}: expected an nn.Module, got {type(value).__name__}")
+    return value
+
+
 class ModuleList(Module):
     """A list of modules registered as ``0``, ``1``, ... (``model.layers.3.mlp``)."""
 
     def __init__(self, modules=()):
         super().__init__()
-        for module in modules:
-            self.append(module)
+        self.extend(modules)
 
     def append(self, module):
-        self._modules[str(len(self._modules))] = module
+        self._modules[str(len(self._modules))] = _check_module(module, "ModuleList.append")
         return self
 
     def extend(self, modules):
@@ -295,16 +378,19 @@ class ModuleList(Module):
             self.append(m)
         return self
 
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return ModuleList(list(self._modules.values())[index])
+    def _index(self, index):
         n = len(self._modules)
         if not -n <= index < n:
             raise IndexError(f"ModuleList index {index} out of range for {n} modules")
-        return self._modules[str(index % n)]
+        return str(index % n)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return ModuleList(list(self._modules.values())[index])
+        return self._modules[self._index(index)]
 
     def __setitem__(self, index, module):
-        self._modules[str(index % len(self._modules))] = module
+        self._modules[self._index(index)] = _check_module(module, "ModuleList[...] =")
 
     def __len__(self):
         return len(self._modules)
@@ -314,18 +400,21 @@ class ModuleList(Module):
 
 
 class ModuleDict(Module):
-    """A dict of modules registered under their keys."""
+    """A dict of modules registered under their keys (``lora_A.default``)."""
 
     def __init__(self, modules=None):
         super().__init__()
-        for key, module in (modules or {}).items():
-            self[key] = module
+        self.update(modules or {})
 
     def __getitem__(self, key):
+        if key not in self._modules:
+            raise KeyError(f"ModuleDict has no key {key!r} (keys: {list(self._modules)})")
         return self._modules[key]
 
     def __setitem__(self, key, module):
-        setattr(self, key, module)
+        if not isinstance(key, str) or "." in key or not key:
+            raise KeyError(f"ModuleDict keys must be non-empty strings without '.', got {key!r}")
+        self._modules[key] = _check_module(module, f"ModuleDict[{key!r}] =")
 
     def __delitem__(self, key):
         del self._modules[key]
@@ -347,3 +436,12 @@ class ModuleDict(Module):
 
     def items(self):
         return self._modules.items()
+
+    def update(self, modules):
+        for key, module in dict(modules).items():
+            self[key] = module
+
+    def pop(self, key):
+        module = self[key]
+        del self[key]
+        return module

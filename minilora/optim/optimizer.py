@@ -1,0 +1,220 @@
+"""``Optimizer``: what every optimizer shares -- parameter groups, per-parameter state, checkpoints.
+
+As in PyTorch, an optimizer holds ``param_groups`` (a list of dicts: ``{"params": [...], "lr": ...,
+...}``), so different parameters can use different hyperparameters::
+
+    AdamW([{"params": model.lora_parameters(), "lr": 1e-3},
+           {"params": model.head.parameters(), "lr": 1e-4, "weight_decay": 0.0}], lr=5e-4)
+
+and ``state``, a dict from each parameter to its own arrays (Adam's moments, SGD's momentum buffer).
+State is created lazily on the first step a parameter has a gradient, so a frozen parameter
+(``requires_grad=False``) never costs a byte of optimizer memory -- which is why LoRA training needs
+so little of it (``state_bytes()``).
+
+Updates change ``p.data`` in place with the arrays' own methods, so they work on NumPy and CuPy arrays
+alike and the Parameter objects a Module holds stay the ones being trained. Gradients are only read,
+never changed in place: the autograd engine may hand the same gradient array to two parameters.
+"""
+import numpy as np
+
+from ..tensor import Tensor, enable_grad
+
+__all__ = ["Optimizer"]
+
+
+class Optimizer:
+    """Base class. Subclasses pass their ``defaults``, check a group in ``_check_group`` and
+    define ``step()``."""
+
+    def __init__(self, params, defaults):
+        self.defaults = dict(defaults)
+        self.state = {}  # Parameter -> dict of its state (arrays and the step count)
+        self.param_groups = []
+        for group in _as_groups(params):
+            self.add_param_group(group)
+
+    # --- parameter groups -----------------------------------------------------------------------
+    def add_param_group(self, param_group):
+        """Add a group (``{"params": [...], <hyperparameter>: value, ...}``); missing
+        hyperparameters come from ``defaults``."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"a parameter group must be a dict, got {type(param_group).__name__}")
+        group = dict(param_group)
+        if "params" not in group:
+            raise ValueError("a parameter group needs a 'params' entry")
+        index = len(self.param_groups)
+        group["params"] = _check_params(group["params"], index)
+        for key, default in self.defaults.items():
+            group.setdefault(key, default)
+        self._check_group(group, index)
+        taken = {id(p) for g in self.param_groups for p in g["params"]}
+        if any(id(p) in taken for p in group["params"]):
+            raise ValueError(f"parameter group {index} contains parameters that are already in "
+                             f"another group; each parameter may appear in only one group")
+        self.param_groups.append(group)
+
+    def _check_group(self, group, index):
+        """Raise ``ValueError`` on a bad hyperparameter (each optimizer checks its own)."""
+        _check_range(group, index, "lr", low=0.0)
+
+    # --- gradients and steps --------------------------------------------------------------------
+    def zero_grad(self, set_to_none=True):
+        """Forget the gradients before the next backward (``set_to_none=False``: zero them)."""
+        for p in self._all_params():
+            if set_to_none or p.grad is None:
+                p.grad = None
+            else:  # a fresh array, not an in-place fill: the old one may be shared (see top)
+                p.grad = p.device.xp.zeros_like(p.grad)
+
+    def step(self, closure=None):
+        raise NotImplementedError(f"{type(self).__name__} must define step()")  # abstract
+
+    def _evaluate(self, closure):
+        """``step(closure)`` re-computes the loss first, as in PyTorch."""
+        if closure is None:
+            return None
+        with enable_grad():
+            return closure()
+
+    def _params_to_update(self, group):
+        """The group's parameters that get an update now: trainable and with a gradient."""
+        params = [p for p in group["params"] if p.requires_grad and p.grad is not None]
+        for p in params:
+            if p.grad.shape != p.shape:  # only possible when .grad was set by hand
+                raise ValueError(f"a parameter of shape {p.shape} has a gradient of shape "
+                                 f"{p.grad.shape}")
+        return params
+
+    def _all_params(self):
+        return [p for group in self.param_groups for p in group["params"]]
+
+    # --- memory and checkpoints -----------------------------------------------------------------
+    def state_bytes(self):
+        """Bytes held in optimizer state arrays (Adam: two per trained parameter)."""
+        return sum(int(v.nbytes) for st in self.state.values() for v in st.values()
+                   if hasattr(v, "nbytes"))
+
+    def state_dict(self):
+        """A snapshot: ``{"state": {index: {...}}, "param_groups": [{..., "params": [indices]}]}``.
+
+        Parameters are numbered in group order, as in PyTorch, so the snapshot can be loaded into
+        an optimizer built the same way over another model instance. Arrays are NumPy copies,
+        ready for ``pickle``/``numpy.savez``.
+        """
+        index = {id(p): i for i, p in enumerate(self._all_params())}
+        groups, start = [], 0
+        for group in self.param_groups:
+            saved = {k: v for k, v in group.items() if k != "params"}
+            saved["params"] = list(range(start, start + len(group["params"])))
+            start += len(group["params"])
+            groups.append(saved)
+        state = {index[id(p)]: {k: _host_copy(v) for k, v in st.items()}
+                 for p, st in self.state.items()}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        """Restore a ``state_dict()`` snapshot: hyperparameters and state (onto each parameter's
+        device and dtype). Checks everything before changing anything."""
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"loaded state dict has {len(groups)} parameter groups, but the "
+                             f"optimizer has {len(self.param_groups)}")
+        params = self._all_params()
+        for i, (saved, own) in enumerate(zip(groups, self.param_groups)):
+            if len(saved["params"]) != len(own["params"]):
+                raise ValueError(f"parameter group {i}: loaded state dict has "
+                                 f"{len(saved['params'])} parameters, the optimizer has "
+                                 f"{len(own['params'])}")
+        new_state = {}
+        for key, st in state_dict["state"].items():
+            i = int(key)
+            if not 0 <= i < len(params):
+                raise ValueError(f"loaded state refers to parameter {i}, but the optimizer has "
+                                 f"{len(params)} parameters")
+            new_state[params[i]] = {name: _restore(value, params[i], i, name)
+                                    for name, value in st.items()}
+        for saved, own in zip(groups, self.param_groups):
+            own.update({k: v for k, v in saved.items() if k != "params"})
+        self.state = new_state
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines += [f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params"]
+        return "\n".join(lines + [")"])
+
+
+# --- helpers ----------------------------------------------------------------------------------
+def _as_groups(params):
+    """Turn what the user passed into a list of group dicts, with PyTorch's errors."""
+    if isinstance(params, Tensor):
+        raise TypeError("params must be an iterable of Tensors or dicts, but got a single "
+                        "Tensor; wrap it in a list")
+    if hasattr(params, "named_parameters"):
+        raise TypeError("params must be an iterable of Tensors or dicts, but got a Module; "
+                        "pass model.parameters()")
+    _check_ordered(params)
+    params = list(params)
+    if not params:
+        raise ValueError("optimizer got an empty parameter list")
+    if all(isinstance(p, dict) for p in params):
+        return params
+    if any(isinstance(p, dict) for p in params):
+        raise TypeError("params mixes parameter-group dicts and Tensors; use one or the other")
+    return [{"params": params}]
+
+
+def _check_params(params, group_index):
+    if isinstance(params, Tensor):
+        params = [params]
+    _check_ordered(params)
+    params = list(params)
+    for j, p in enumerate(params):
+        where = f"parameter {j} of group {group_index}"
+        if not isinstance(p, Tensor):
+            raise TypeError(f"optimizer can only optimize Tensors (nn.Parameter), but {where} is "
+                            f"a {type(p).__module__}.{type(p).__name__}")
+        if not p.is_leaf:
+            raise ValueError(f"can't optimize a non-leaf Tensor ({where} was computed by "
+                             f"{p.grad_fn.fn.__name__}); optimize the tensor it came from")
+        if p.dtype.kind != "f":
+            raise TypeError(f"optimizer can only optimize floating-point tensors, but {where} "
+                            f"is {p.dtype}")
+    if len({id(p) for p in params}) != len(params):
+        raise ValueError(f"parameter group {group_index} contains the same parameter twice")
+    return params
+
+
+def _check_ordered(params):
+    if isinstance(params, (set, frozenset)):
+        raise TypeError("parameters must be given in an ordered collection (a list), not a set: "
+                        "their order numbers them in state_dict()")
+
+
+def _check_range(group, index, name, low=None, high=None, high_open=False):
+    """``low <= group[name]`` and ``group[name] <= high`` (``< high`` if ``high_open``)."""
+    value = group[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a number, got {value!r} (parameter group {index})")
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if (low is not None and value < low) or too_high or value != value:  # value != value: NaN
+        bound = f"[{low}, {high}{')' if high_open else ']'}" if high is not None else f">= {low}"
+        raise ValueError(f"invalid {name}: {value} (must be {bound}; parameter group {index})")
+    group[name] = float(value)  # Python floats keep float32 updates in float32 (NumPy 2 rules)
+
+
+def _host_copy(value):
+    if hasattr(value, "nbytes"):
+        return value.copy() if isinstance(value, np.ndarray) else value.get()
+    return value
+
+
+def _restore(value, param, index, name):
+    if not hasattr(value, "shape"):  # step counts and other numbers
+        return value
+    if tuple(value.shape) != param.shape:
+        raise ValueError(f"loaded state '{name}' of parameter {index} has shape "
+                         f"{tuple(value.shape)}, but the parameter has shape {param.shape}")
+    dtype = param.dtype if value.dtype.kind == "f" else value.dtype
+    return param.device.xp.array(value, dtype=dtype)  # a copy: the snapshot stays untouched

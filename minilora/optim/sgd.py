@@ -1,0 +1,52 @@
+"""Stochastic gradient descent with momentum, dampening, Nesterov and weight decay (torch semantics).
+
+Per step, with ``d = grad + weight_decay * p``:
+
+* no momentum:  ``p -= lr * d``
+* momentum:     ``buf = d`` on the first step, then ``buf = momentum * buf + (1 - dampening) * d``;
+  the step uses ``buf``, or ``d + momentum * buf`` with ``nesterov=True`` (a look-ahead).
+
+Only ``momentum != 0`` creates state: one ``momentum_buffer`` per trained parameter.
+"""
+from .optimizer import Optimizer, _check_range
+
+__all__ = ["SGD"]
+
+
+class SGD(Optimizer):
+    """``SGD(params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False)``."""
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                 nesterov=False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov))
+
+    def _check_group(self, group, index):
+        super()._check_group(group, index)
+        _check_range(group, index, "momentum", low=0.0)
+        _check_range(group, index, "dampening", low=0.0)
+        _check_range(group, index, "weight_decay", low=0.0)
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError(f"Nesterov momentum requires a momentum > 0 and zero dampening "
+                             f"(parameter group {index})")
+
+    def step(self, closure=None):
+        """Update every trainable parameter that has a gradient; returns ``closure()``'s loss."""
+        loss = self._evaluate(closure)
+        for group in self.param_groups:
+            lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
+            for p in self._params_to_update(group):
+                d = p.grad
+                if wd:
+                    d = d + wd * p.data  # a new array: p.grad itself is never changed
+                if momentum:
+                    state = self.state.setdefault(p, {})
+                    buf = state.get("momentum_buffer")
+                    if buf is None:
+                        buf = state["momentum_buffer"] = d.copy()
+                    else:
+                        buf *= momentum
+                        buf += (1 - group["dampening"]) * d
+                    d = d + momentum * buf if group["nesterov"] else buf
+                p.data -= lr * d
+        return loss
