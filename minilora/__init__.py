@@ -44,3 +44,15 @@ def from_numpy(array, device=None):
 from .ops import (abs, add, argmax, cat, clone, div, exp, log, log_softmax, logsumexp, matmul,  # noqa: E402,F401
                   max, mean, mul, neg, pow, relu, reshape, rsqrt, sigmoid, softmax, split, sqrt,
                   stack, sub, sum, tanh, transpose, var, where)
+
+# Sub-packages load on first use (``ml.nn``, ``ml.optim``, ``ml.lora`` ...), as ``torch.nn`` users
+# expect, without making ``import minilora`` pay for all of them.
+_SUBMODULES = {"nn", "optim", "lora", "models", "memory", "data", "train", "generate", "tokenizer",
+               "emulator", "kernels", "checkpoint", "testing", "exercises"}
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'minilora' has no attribute '{name}'")

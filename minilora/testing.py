@@ -57,7 +57,7 @@ def grad_check(fn, *inputs, eps=1e-6, atol=1e-7, rtol=1e-5, seed=0):
             flat[j] = original
             numeric.reshape(-1)[j] = (plus - minus) / (2 * eps)
         err = np.abs(analytic - numeric)
-        bad = err > atol + rtol * np.abs(numeric)
+        bad = ~(err <= atol + rtol * np.abs(numeric))  # written so that NaN counts as bad
         if bad.any():
             k = np.unravel_index(np.argmax(err - rtol * np.abs(numeric)), t.shape)
             raise GradCheckError(

@@ -1,5 +1,6 @@
 """Shared fixtures: every device-aware test runs on cpu, emu and cuda (skipped when not enabled)."""
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -21,10 +22,23 @@ def _device_params():
 DEVICES = _device_params()
 
 
+def pytest_configure(config):
+    """Register one marker per exercise region in the source (``ex1_1``: ``pytest -m ex1_1``)."""
+    from minilora.exercises import marker_lines
+    for line in marker_lines():
+        config.addinivalue_line("markers", line)
+
+
 @pytest.fixture(params=DEVICES)
 def device(request):
     """The name of an enabled device: 'cpu', 'emu' or 'cuda'."""
     return request.param
+
+
+@pytest.fixture(params=[p for p in DEVICES if p.id != "cpu"])
+def kernel_device(request):
+    """A device that runs the CUDA kernels: ``emu`` or ``cuda`` (skipped when not enabled)."""
+    return ml.device(request.param)
 
 
 @pytest.fixture
@@ -35,3 +49,12 @@ def rng():
 @pytest.fixture(autouse=True)
 def _seed():
     ml.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _torch_one_thread():
+    """Reference checks run PyTorch on tiny tensors, where its thread pool costs more than it saves
+    (10x slower on a busy 2-core machine). Speed is measured in benchmarks/, not in tests."""
+    torch = sys.modules.get("torch")  # only once some test has imported it
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)

@@ -34,13 +34,16 @@ class MatMul(Function):
         # A 1-D operand is a matrix with a size-1 axis that matmul drops; put it back for backward.
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
+        if b.ndim == 1:  # this order also turns the 0-d gradient of vector @ vector into [1, 1]
+            g = g[..., None]
         if a.ndim == 1:
             g = g[..., None, :]
-        if b.ndim == 1:
-            g = g[..., None]
         na, nb = ctx.needs_input_grad
+        # EXERCISE 1.4: gradients of a2 @ b2 for a and b (broadcast batch axes summed back), None if not needed
+        # BEGIN SOLUTION
         ga = unbroadcast(g @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape) if na else None
         gb = unbroadcast(a2.swapaxes(-1, -2) @ g, b2.shape).reshape(b.shape) if nb else None
+        # END SOLUTION
         return ga, gb
 
     @staticmethod
@@ -73,9 +76,12 @@ class Linear(Function):
     def backward(ctx, g):
         nx, nw, nb = ctx.needs_input_grad
         g2 = g.reshape(-1, g.shape[-1])
+        # EXERCISE 1.5: gradients of x W^T + b from g2 [rows, out]; no weight GEMM for a frozen weight (not nw)
+        # BEGIN SOLUTION
         gx = (g2 @ ctx.w).reshape(ctx.x_shape) if nx else None
         gw = g2.T @ ctx.x2 if nw else None  # skipped for a frozen weight
         gb = g2.sum(axis=0) if nb else None
+        # END SOLUTION
         return gx, gw, gb
 
     @staticmethod

@@ -1,0 +1,117 @@
+"""Exercises 5.2 (05_cuda_kernels) and 6.x (06_finetune): the AdamW update -- in NumPy and as a CUDA
+kernel -- gradient clipping and the cosine schedule.
+
+Run one exercise:  python -m pytest -m ex6_1 tests
+"""
+import math
+
+import numpy as np
+import pytest
+
+from minilora import kernels
+from minilora.nn import Parameter
+from minilora.optim import SGD, Adam, AdamW, clip_grad_norm_, get_cosine_schedule_with_warmup
+from minilora.testing import assert_close
+
+HYPER = dict(lr=0.01, betas=(0.8, 0.95), eps=1e-3, weight_decay=0.1)  # eps large: eps in or out of the root shows
+
+
+def _adamw_reference(p, grads, lr, betas, eps, weight_decay, l2=0.0):
+    """The AdamW paper's update, written the textbook way in float64, one step per gradient."""
+    beta1, beta2 = betas
+    p, m, v = p.astype(np.float64), np.zeros(p.shape), np.zeros(p.shape)
+    for t, g in enumerate(grads, start=1):
+        g = g + l2 * p
+        p = p * (1 - lr * weight_decay)
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        p = p - lr * (m / (1 - beta1 ** t)) / (np.sqrt(v / (1 - beta2 ** t)) + eps)
+    return p
+
+
+def _run(optimizer_class, p0, grads, **hyper):
+    p = Parameter(p0.copy())
+    opt = optimizer_class([p], **hyper)
+    for g in grads:
+        p.grad = g.copy()
+        opt.step()
+    return p
+
+
+# ---- 6.1 the AdamW update in NumPy --------------------------------------------------------------------
+@pytest.mark.ex6_1
+def test_adamw_update_matches_the_reference(rng):
+    p0, grads = rng.standard_normal((3, 5)), [rng.standard_normal((3, 5)) for _ in range(3)]
+    p = _run(AdamW, p0, grads, **HYPER)
+    assert_close(p, _adamw_reference(p0, grads, **HYPER), rtol=1e-12, atol=1e-12, name="AdamW parameter")
+
+
+@pytest.mark.ex6_1
+def test_adam_l2_weight_decay_is_not_decoupled(rng):
+    p0, grads = rng.standard_normal(7), [rng.standard_normal(7) for _ in range(2)]
+    p = _run(Adam, p0, grads, **HYPER)
+    expected = _adamw_reference(p0, grads, **dict(HYPER, weight_decay=0.0), l2=HYPER["weight_decay"])
+    assert_close(p, expected, rtol=1e-12, atol=1e-12, name="Adam parameter")
+
+
+# ---- 5.2 the AdamW kernel -------------------------------------------------------------------------------
+@pytest.mark.ex5_2
+def test_adamw_kernel_matches_the_reference(rng, kernel_device):
+    xp = kernel_device.xp
+    shapes = [(5, 3), (4099,)]  # ragged; the second spans two 4096-element chunks
+    p0 = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(2)]
+    params = [xp.array(p) for p in p0]  # copies: the kernel updates in place
+    m, v = [xp.zeros(s, np.float32) for s in shapes], [xp.zeros(s, np.float32) for s in shapes]
+    beta1, beta2 = HYPER["betas"]
+    for step, g in enumerate(grads, start=1):
+        kernels.adamw_step(params, [xp.asarray(a) for a in g], m, v, lr=HYPER["lr"], beta1=beta1, beta2=beta2,
+                           eps=HYPER["eps"], weight_decay=HYPER["weight_decay"], step=step,
+                           device=kernel_device)
+    for t in range(len(shapes)):
+        expected = _adamw_reference(p0[t], [g[t].astype(np.float64) for g in grads], **HYPER)
+        got = params[t] if isinstance(params[t], np.ndarray) else params[t].get()
+        assert_close(got, expected, rtol=1e-5, atol=1e-6, name=f"params[{t}]")
+
+
+# ---- 6.2 clipping ---------------------------------------------------------------------------------------
+@pytest.mark.ex6_2
+def test_clip_grad_norm_scales_to_max_norm(rng):
+    a, b = Parameter(np.zeros(3)), Parameter(np.zeros((2, 2)))
+    a.grad, b.grad = np.array([3.0, 0.0, 0.0]), np.array([[0.0, 4.0], [0.0, 0.0]])  # total norm 5
+    total = clip_grad_norm_([a, b], max_norm=1.0)
+    assert float(total.numpy()) == pytest.approx(5.0)
+    assert_close(a.grad, [0.6, 0.0, 0.0], rtol=1e-5, atol=0, name="a.grad")
+    assert_close(b.grad, [[0.0, 0.8], [0.0, 0.0]], rtol=1e-5, atol=0, name="b.grad")
+
+
+@pytest.mark.ex6_2
+def test_clip_grad_norm_leaves_small_and_shared_gradients_right():
+    a = Parameter(np.zeros(2))
+    a.grad = np.array([0.3, 0.4])
+    clip_grad_norm_([a], max_norm=1.0)
+    assert_close(a.grad, [0.3, 0.4], rtol=1e-5, atol=0, name="a gradient under max_norm")
+    shared = np.array([3.0, 4.0])
+    p, q = Parameter(np.zeros(2)), Parameter(np.zeros(2))
+    p.grad = q.grad = shared  # one array, two parameters: scaled once per parameter, not twice
+    clip_grad_norm_([p, q], max_norm=1.0)
+    expected = shared / math.sqrt(50)
+    assert_close(p.grad, expected, rtol=1e-5, atol=0, name="p.grad")
+    assert_close(q.grad, expected, rtol=1e-5, atol=0, name="q.grad")
+
+
+# ---- 6.3 the cosine schedule -------------------------------------------------------------------------------
+@pytest.mark.ex6_3
+@pytest.mark.parametrize("num_cycles, expected", [
+    (0.5, {0: 0.0, 5: 0.5, 10: 1.0, 60: 0.5, 110: 0.0}),
+    (1.0, {10: 1.0, 35: 0.5, 60: 0.0, 85: 0.5})])
+def test_cosine_schedule_with_warmup(num_cycles, expected):
+    opt = SGD([Parameter(np.zeros(1))], lr=2.0)
+    schedule = get_cosine_schedule_with_warmup(opt, num_warmup_steps=10, num_training_steps=110,
+                                               num_cycles=num_cycles)
+    lrs = {}
+    for step in range(111):
+        lrs[step] = schedule.get_last_lr()[0]
+        schedule.step()
+    for step, factor in expected.items():
+        assert lrs[step] == pytest.approx(2.0 * factor, abs=1e-12), f"step {step}"
