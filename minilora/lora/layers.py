@@ -203,7 +203,7 @@ class Linear(BaseTunerLayer):
         self.lora_B[adapter_name] = _NNLinear(r, self.out_features, bias=False, dtype=W0.dtype, device=W0.device)
         if config.init_lora_weights == "gaussian":
             init.normal_(self.lora_A[adapter_name].weight, std=1.0 / r)
-        # EXERCISE 4.4: unless init_lora_weights is False, start lora_B at zero: a new adapter leaves the model unchanged
+        # EXERCISE 4.4: unless init_lora_weights is False, zero lora_B: a new adapter leaves the model unchanged
         # BEGIN SOLUTION
         if config.init_lora_weights is not False:
             init.zeros_(self.lora_B[adapter_name].weight)  # B = 0: the model starts exactly at the base

@@ -124,7 +124,7 @@ class LoraLinear(Function):
                                                seed=ctx.seed, need_dx=nx, need_dA=na,
                                                need_dB=nb, device=ctx.device)
         else:
-            # EXERCISE 4.3: dX, dA, dB (None where not needed) through the rank-r V = s dY B; dropout masks the LoRA branch
+            # EXERCISE 4.3: dX, dA, dB (None if not needed) via the rank-r V = s dY B; dropout masks only the LoRA part
             # BEGIN SOLUTION
             s = dY.dtype.type(ctx.scale)
             dX = dA = dB = None
