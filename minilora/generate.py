@@ -1,0 +1,136 @@
+"""Text generation: the model predicts one token, we append it, and ask again.
+
+    out = generate(model, [[1, 72, 105]], max_new_tokens=20)                    # greedy
+    out = generate(model, ids, do_sample=True, temperature=0.8, top_k=50, top_p=0.9, seed=0)
+
+Each step turns the logits of the last position into the next token:
+
+* greedy (``do_sample=False``): the most likely token;
+* sampling: divide the logits by ``temperature`` (< 1 sharper, > 1 flatter), keep the ``top_k``
+  most likely tokens, keep the smallest set whose probabilities add up to ``top_p`` (nucleus
+  sampling), and draw from what is left -- in that order, as transformers does.
+
+With the KV cache (``use_cache=True``) the prompt is run once and every later step feeds only the one
+new token; the keys and values of earlier positions come from the cache. Without it the whole
+sequence is recomputed each step. Both give the same tokens; the cache makes a step O(T) not O(T^2).
+
+A row that produced ``eos_token_id`` is finished: it gets ``pad_token_id`` from then on, and
+generation stops when every row is finished (or after ``max_new_tokens``).
+"""
+import numpy as np
+
+from . import random as _random
+from .tensor import Tensor, no_grad
+
+__all__ = ["generate", "sample_next_token", "top_k_filter", "top_p_filter"]
+
+
+def top_k_filter(logits, k):
+    """Set every logit below the ``k``-th largest of its row to -inf (ties at the k-th are kept)."""
+    if k is None or k >= logits.shape[-1]:
+        return logits
+    if k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {k}")
+    kth = np.partition(logits, -k, axis=-1)[..., -k:].min(axis=-1, keepdims=True)
+    return np.where(logits < kth, -np.inf, logits)
+
+
+def top_p_filter(logits, p):
+    """Keep, per row, the most likely tokens until their probabilities reach ``p``; -inf the rest.
+
+    A token is kept if the probability of all tokens more likely than it is still below ``p``, so the
+    most likely token is always kept.
+    """
+    if p is None or p >= 1.0:
+        return logits
+    if not 0.0 < p:
+        raise ValueError(f"top_p must be in (0, 1], got {p}")
+    order = np.argsort(-logits, axis=-1, kind="stable")
+    sorted_logits = np.take_along_axis(logits, order, axis=-1)
+    probs = _softmax(sorted_logits)
+    before = np.cumsum(probs, axis=-1) - probs  # probability of the strictly more likely tokens
+    remove_sorted = before >= p
+    remove = np.empty_like(remove_sorted)
+    np.put_along_axis(remove, order, remove_sorted, axis=-1)
+    return np.where(remove, -np.inf, logits)
+
+
+def _softmax(logits):
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def sample_next_token(logits, do_sample=False, temperature=1.0, top_k=None, top_p=None, rng=None):
+    """Next token ids [B] from the last position's logits [B, vocab] (a float64 NumPy array)."""
+    if not do_sample:
+        return logits.argmax(axis=-1)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0 when sampling, got {temperature} "
+                         "(use do_sample=False for greedy decoding)")
+    logits = top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
+    cdf = np.cumsum(_softmax(logits), axis=-1)
+    rng = rng if rng is not None else _random.generator()
+    u = rng.random((logits.shape[0], 1)) * cdf[:, -1:]  # inverse-CDF sampling, one draw per row
+    return np.minimum((cdf < u).sum(axis=-1), logits.shape[-1] - 1)
+
+
+def generate(model, input_ids, max_new_tokens=20, do_sample=False, temperature=1.0, top_k=None,
+             top_p=None, eos_token_id=None, pad_token_id=None, seed=None, attention_mask=None,
+             use_cache=True):
+    """Prompt ids followed by up to ``max_new_tokens`` generated ids (an int64 Tensor).
+
+    ``input_ids``: one sequence ``[ids]``-style 1-D, or a batch [B, T] (pad batches on the *left*
+    and pass ``attention_mask``). ``eos_token_id`` (an id or a list; default the model config's,
+    ``[]`` never stops) ends a row. ``seed`` makes sampling reproducible (default: the generator
+    of ``minilora.manual_seed``).
+    """
+    ids = np.asarray(input_ids.numpy() if isinstance(input_ids, Tensor) else input_ids, dtype=np.int64)
+    single = ids.ndim == 1
+    ids = ids[None, :] if single else ids
+    if ids.ndim != 2 or ids.shape[1] == 0:
+        raise ValueError(f"input_ids must be a non-empty sequence or a [batch, seq_len] batch, got "
+                         f"shape {ids.shape}")
+    config = getattr(model, "config", None)
+    eos = _id_set(eos_token_id if eos_token_id is not None else getattr(config, "eos_token_id", None))
+    if pad_token_id is None:
+        pad_token_id = getattr(config, "pad_token_id", None)
+    if pad_token_id is None:
+        pad_token_id = min(eos) if eos else 0
+    mask = np.ones_like(ids) if attention_mask is None else \
+        np.asarray(attention_mask.numpy() if isinstance(attention_mask, Tensor) else attention_mask,
+                   dtype=np.int64).reshape(ids.shape)
+    rng = np.random.default_rng(seed) if seed is not None else None
+
+    finished = np.zeros(ids.shape[0], dtype=bool)
+    cache = None
+    with no_grad():
+        for _ in range(max_new_tokens):
+            # Positions count only real tokens, so a left-padded row starts at position 0.
+            positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+            if cache is None:  # first step, or no cache: run the whole sequence
+                out = model(ids, attention_mask=_mask_arg(mask), position_ids=positions,
+                            use_cache=use_cache)
+            else:  # later steps with a cache: only the newest token
+                out = model(ids[:, -1:], attention_mask=_mask_arg(mask), position_ids=positions[:, -1:],
+                            past_key_values=cache, use_cache=True)
+            cache = out.past_key_values if use_cache else None
+            last = out.logits[:, -1, :].numpy().astype(np.float64)
+            token = sample_next_token(last, do_sample, temperature, top_k, top_p, rng)
+            token = np.where(finished, pad_token_id, token)
+            ids = np.concatenate([ids, token[:, None]], axis=1)
+            mask = np.concatenate([mask, np.ones_like(token)[:, None]], axis=1)
+            finished |= np.isin(token, list(eos))
+            if finished.all():
+                break
+    return Tensor(ids[0] if single else ids)
+
+
+def _id_set(ids):
+    if ids is None:
+        return set()
+    return {int(i) for i in ids} if isinstance(ids, (list, tuple, set)) else {int(ids)}
+
+
+def _mask_arg(mask):
+    """The attention mask to pass on: ``None`` when nothing is padded (cheaper)."""
+    return None if mask.all() else mask

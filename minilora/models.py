@@ -1,0 +1,23 @@
+"""``minilora.models``: the Llama model and the small pretrained base that ships with minilora.
+
+    from minilora.models import load_base
+    model = load_base()                      # a tiny Llama trained by `python -m minilora.pretrain`
+    out = model(ids, labels=ids)             # out.loss, out.logits
+
+The architecture itself is in ``minilora/nn/llama.py``.
+"""
+import os
+
+from .nn.llama import CausalLMOutput, KVCache, LlamaConfig, LlamaForCausalLM
+
+__all__ = ["LlamaConfig", "LlamaForCausalLM", "KVCache", "CausalLMOutput", "load_base", "BASE_DIR"]
+
+BASE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "base")
+
+
+def load_base(dtype="float32", device=None):
+    """The pretrained base model shipped in ``minilora/assets/base`` (config.json + model.safetensors)."""
+    if not os.path.isfile(os.path.join(BASE_DIR, "config.json")):
+        raise FileNotFoundError(f"the pretrained base model is missing: {BASE_DIR} has no config.json. "
+                                "Create it with `python -m minilora.pretrain` (or reinstall minilora).")
+    return LlamaForCausalLM.from_pretrained(BASE_DIR, dtype=dtype, device=device)

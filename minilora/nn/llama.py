@@ -1,0 +1,418 @@
+"""A Llama-architecture causal language model, with Hugging Face's names all the way down.
+
+Read top to bottom: the config, the rotary position tables, attention, the MLP, one decoder layer,
+the stack of layers (``LlamaModel``), and the language-model head (``LlamaForCausalLM``).
+
+Every module and parameter has the name transformers gives it, so the dotted parameter names are the
+checkpoint keys (``model.layers.0.self_attn.q_proj.weight``) and LoRA's ``target_modules``
+(``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``, ``gate_proj``, ``up_proj``, ``down_proj``) point at
+plain ``nn.Linear`` layers that LoRA can wrap::
+
+    x ─ embed_tokens ─┬─ input_layernorm ─ self_attn (q/k/v_proj, RoPE, attention, o_proj) ─(+)─┐
+                      └──────────────────────── residual ───────────────────────────────────────┘
+                      ┌─ post_attention_layernorm ─ mlp: down_proj(silu(gate_proj) * up_proj) ─(+)─┐
+                      └──────────────────────── residual ───────────────────────────────────────────┘
+                      ... num_hidden_layers times ... ─ norm ─ lm_head ─ logits
+
+Checkpoints are safetensors (``minilora/checkpoint.py``); generation lives in ``minilora/generate.py``.
+"""
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import ops
+from ..checkpoint import SAFE_WEIGHTS_NAME, load_checkpoint, load_json, save_file, save_json
+from ..tensor import Tensor, _to_dtype
+from . import init
+from .layers import Embedding, Linear, RMSNorm
+from .module import Module, ModuleList, StateDictError
+
+__all__ = ["LlamaConfig", "KVCache", "CausalLMOutput", "LlamaRotaryEmbedding", "LlamaAttention",
+           "LlamaMLP", "LlamaDecoderLayer", "LlamaModel", "LlamaForCausalLM", "causal_lm_loss"]
+
+
+# ==================================================================================================
+# Config
+# ==================================================================================================
+@dataclass
+class LlamaConfig:
+    """The shape of a Llama model, with transformers' field names and defaults.
+
+    ``num_key_value_heads < num_attention_heads`` is grouped-query attention (GQA): several query
+    heads share one key/value head. ``head_dim`` defaults to ``hidden_size // num_attention_heads``.
+    The defaults are transformers' -- Llama-7B's shape (28 GB in float32) -- so a config.json that
+    leaves a field out means the same thing here as there; give the sizes you want explicitly.
+    """
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int = None
+    head_dim: int = None
+    max_position_embeddings: int = 2048
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    hidden_act: str = "silu"
+    initializer_range: float = 0.02
+    bos_token_id: int = 1
+    eos_token_id: int = 2  # may also be a list of ids (Llama 3 has two end tokens)
+    pad_token_id: int = None
+    extra: dict = field(default_factory=dict, repr=False)  # other config.json keys, kept for saving
+
+    def __post_init__(self):
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if self.head_dim is None:
+            if self.hidden_size % self.num_attention_heads:
+                raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
+                                 f"num_attention_heads {self.num_attention_heads}")
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"num_attention_heads {self.num_attention_heads} is not a multiple of "
+                             f"num_key_value_heads {self.num_key_value_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
+        if self.hidden_act != "silu":
+            raise ValueError(f"Llama uses hidden_act='silu', got {self.hidden_act!r}")
+
+    _DERIVED = ("architectures", "model_type", "rope_parameters", "rope_scaling", "dtype",
+                "torch_dtype", "transformers_version")
+
+    @classmethod
+    def from_dict(cls, d):
+        """From a config.json dict, old style (``rope_theta``) or new (``rope_parameters``)."""
+        d = dict(d)
+        model_type = d.get("model_type", "llama")
+        if model_type != "llama":
+            raise ValueError(f"config has model_type {model_type!r}; minilora implements 'llama'")
+        rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type != "default":
+            raise NotImplementedError(f"rope_type {rope_type!r} is not supported (only 'default' RoPE)")
+        if "rope_theta" in rope:
+            d["rope_theta"] = rope["rope_theta"]
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        extra = {k: v for k, v in d.items() if k not in names and k not in cls._DERIVED}
+        return cls(**{k: v for k, v in d.items() if k in names}, extra=extra)
+
+    def to_dict(self):
+        """The config.json dict. ``rope_theta`` is written both ways so transformers 4.x and 5.x read it."""
+        d = dataclasses.asdict(self)
+        d.update(d.pop("extra"))
+        d["architectures"] = ["LlamaForCausalLM"]
+        d["model_type"] = "llama"
+        d["rope_parameters"] = {"rope_type": "default", "rope_theta": self.rope_theta}
+        return d
+
+    @classmethod
+    def from_pretrained(cls, path):
+        """Read ``config.json`` from a folder (or the file itself)."""
+        path = os.fspath(path)
+        file = os.path.join(path, "config.json") if os.path.isdir(path) else path
+        if not os.path.isfile(file):
+            raise FileNotFoundError(f"no config.json at {path}")
+        return cls.from_dict(load_json(file))
+
+    def save_pretrained(self, directory, dtype=None):
+        d = self.to_dict()
+        if dtype is not None:
+            d["dtype"] = str(np.dtype(dtype))
+        save_json(d, os.path.join(directory, "config.json"))
+
+
+# ==================================================================================================
+# Rotary position embedding (RoPE) tables
+# ==================================================================================================
+class LlamaRotaryEmbedding(Module):
+    """cos/sin tables that rotate each (i, i + d/2) pair of q and k by ``position * theta^(-2i/d)``.
+
+    Computed in float64 (they are tiny: positions x head_dim) once per forward, shared by all layers,
+    then cast to the model's dtype. The rotation itself is ``ops.rotary_embedding``.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        dim = config.head_dim
+        self.inv_freq = 1.0 / (config.rope_theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+
+    def forward(self, position_ids, dtype, xp=np):
+        """``position_ids`` [B, T] (NumPy ints) -> cos, sin of shape [B, 1, T, head_dim]."""
+        freqs = position_ids[..., None].astype(np.float64) * self.inv_freq  # [B, T, d/2]
+        angles = np.concatenate((freqs, freqs), axis=-1)[:, None]           # [B, 1, T, d]
+        return xp.asarray(np.cos(angles), dtype=dtype), xp.asarray(np.sin(angles), dtype=dtype)
+
+
+# ==================================================================================================
+# KV cache
+# ==================================================================================================
+class KVCache:
+    """Keys and values of every layer from earlier steps, so each generated token costs one position.
+
+    ``update`` appends the new positions (``cat`` along the sequence axis) and returns the whole
+    history: key/value tensors of shape [B, num_key_value_heads, past + T, head_dim].
+    """
+
+    def __init__(self):
+        self.keys, self.values = [], []
+
+    def get_seq_length(self):
+        return self.keys[0].shape[2] if self.keys else 0
+
+    def update(self, layer_idx, k, v):
+        if layer_idx == len(self.keys):  # first call for this layer
+            self.keys.append(k)
+            self.values.append(v)
+        else:
+            self.keys[layer_idx] = ops.cat([self.keys[layer_idx], k], axis=2)
+            self.values[layer_idx] = ops.cat([self.values[layer_idx], v], axis=2)
+        return self.keys[layer_idx], self.values[layer_idx]
+
+    def __len__(self):
+        return len(self.keys)
+
+
+# ==================================================================================================
+# Attention, MLP, decoder layer
+# ==================================================================================================
+class LlamaAttention(Module):
+    """Multi-head attention with rotary positions and grouped-query heads.
+
+    ``q_proj`` makes ``num_attention_heads`` query heads; ``k_proj``/``v_proj`` make only
+    ``num_key_value_heads``; ``ops.scaled_dot_product_attention`` lets each group of query heads
+    share one key/value head without copying it.
+    """
+
+    def __init__(self, config, layer_idx, dtype=None, device=None):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.head_dim = config.head_dim
+        heads, kv_heads, hidden = config.num_attention_heads, config.num_key_value_heads, config.hidden_size
+        bias = config.attention_bias
+        self.q_proj = Linear(hidden, heads * self.head_dim, bias=bias, dtype=dtype, device=device)
+        self.k_proj = Linear(hidden, kv_heads * self.head_dim, bias=bias, dtype=dtype, device=device)
+        self.v_proj = Linear(hidden, kv_heads * self.head_dim, bias=bias, dtype=dtype, device=device)
+        self.o_proj = Linear(heads * self.head_dim, hidden, bias=bias, dtype=dtype, device=device)
+
+    def forward(self, x, cos, sin, mask=None, cache=None):
+        b, t, _ = x.shape
+        # [B, T, heads * D] -> [B, heads, T, D]: one row of D numbers per head and position.
+        q = self.q_proj(x).reshape(b, t, -1, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).reshape(b, t, -1, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).reshape(b, t, -1, self.head_dim).transpose(1, 2)
+        q = ops.rotary_embedding(q, cos, sin)
+        k = ops.rotary_embedding(k, cos, sin)
+        if cache is not None:  # attend to the cached positions too
+            k, v = cache.update(self.layer_idx, k, v)
+        out = ops.scaled_dot_product_attention(q, k, v, mask=mask, causal=True)
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+
+
+class LlamaMLP(Module):
+    """SwiGLU feed-forward: ``down_proj(silu(gate_proj(x)) * up_proj(x))``."""
+
+    def __init__(self, config, dtype=None, device=None):
+        super().__init__()
+        hidden, inner, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
+        self.gate_proj = Linear(hidden, inner, bias=bias, dtype=dtype, device=device)
+        self.up_proj = Linear(hidden, inner, bias=bias, dtype=dtype, device=device)
+        self.down_proj = Linear(inner, hidden, bias=bias, dtype=dtype, device=device)
+
+    def forward(self, x):
+        # EXERCISE 2.6: the SwiGLU feed-forward of the class docstring, from gate_proj, up_proj and down_proj
+        # BEGIN SOLUTION
+        return self.down_proj(ops.silu(self.gate_proj(x)) * self.up_proj(x))
+        # END SOLUTION
+
+
+class LlamaDecoderLayer(Module):
+    """Pre-norm residual block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
+
+    def __init__(self, config, layer_idx, dtype=None, device=None):
+        super().__init__()
+        self.self_attn = LlamaAttention(config, layer_idx, dtype=dtype, device=device)
+        self.mlp = LlamaMLP(config, dtype=dtype, device=device)
+        eps = config.rms_norm_eps
+        self.input_layernorm = RMSNorm(config.hidden_size, eps=eps, dtype=dtype, device=device)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=eps, dtype=dtype, device=device)
+
+    def forward(self, x, cos, sin, mask=None, cache=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+# ==================================================================================================
+# The transformer stack
+# ==================================================================================================
+class LlamaModel(Module):
+    """Token embeddings, ``num_hidden_layers`` decoder layers, a final RMSNorm."""
+
+    def __init__(self, config, dtype=None, device=None):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, dtype=dtype, device=device)
+        self.layers = ModuleList(LlamaDecoderLayer(config, i, dtype=dtype, device=device)
+                                 for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps, dtype=dtype, device=device)
+        self.rotary_emb = LlamaRotaryEmbedding(config)
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None,
+                use_cache=False):
+        """Hidden states [B, T, hidden_size] and the cache (``None`` unless one is in use)."""
+        weight = self.embed_tokens.weight
+        xp, dtype = weight.device.xp, weight.dtype
+        ids = _as_ids(input_ids, "input_ids")
+        cache = past_key_values if past_key_values is not None else KVCache() if use_cache else None
+        past = cache.get_seq_length() if cache is not None else 0
+        if position_ids is None:  # positions continue after the cached ones
+            position_ids = np.arange(past, past + ids.shape[1])[None, :]
+        cos, sin = self.rotary_emb(_as_ids(position_ids, "position_ids"), dtype, xp)
+        mask = _additive_mask(attention_mask, ids.shape, past, dtype, xp)
+        x = self.embed_tokens(xp.asarray(ids))
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask, cache)
+        return self.norm(x), cache
+
+
+def _as_ids(ids, name):
+    """Token ids (or a 0/1 mask) as a 2-D NumPy int64 array, from a list, array or Tensor."""
+    if isinstance(ids, Tensor):
+        ids = ids.numpy()
+    ids = ids.get() if hasattr(ids, "__cuda_array_interface__") else np.asarray(ids)
+    if ids.ndim != 2 or (ids.size and ids.dtype.kind not in "iub"):
+        raise ValueError(f"{name} must be integers of shape [batch, seq_len], got shape {ids.shape} "
+                         f"and dtype {ids.dtype} (wrap one sequence as [ids])")
+    return ids.astype(np.int64, copy=False)
+
+
+def _additive_mask(attention_mask, shape, past, dtype, xp):
+    """``attention_mask`` [B, past + T] of 1 (attend) / 0 (padding) -> [B, 1, 1, past + T] to add to
+    the attention scores: 0 where allowed, the dtype's most negative number where not.
+
+    The most negative *finite* number, not -inf, as transformers: a row whose keys are all padding
+    then gets a uniform softmax instead of 0/0 = NaN. ``None`` (no padding) costs nothing.
+    """
+    if attention_mask is None:
+        return None
+    mask = _as_ids(attention_mask, "attention_mask")
+    if mask.shape != (shape[0], past + shape[1]):
+        raise ValueError(f"attention_mask has shape {mask.shape}, expected [batch, past + seq_len] = "
+                         f"{(shape[0], past + shape[1])}")
+    if mask.all():
+        return None
+    additive = np.where(mask == 0, np.finfo(dtype).min, 0.0).astype(dtype)
+    return xp.asarray(additive[:, None, None, :])
+
+
+# ==================================================================================================
+# The causal language model
+# ==================================================================================================
+@dataclass
+class CausalLMOutput:
+    """What ``LlamaForCausalLM.__call__`` returns (transformers' ``CausalLMOutputWithPast``)."""
+    loss: Tensor = None
+    logits: Tensor = None
+    past_key_values: KVCache = None
+
+
+def causal_lm_loss(logits, labels, ignore_index=-100, reduction="mean"):
+    """Next-token cross-entropy: position t predicts ``labels[t + 1]``; ``-100`` labels are skipped.
+
+    As transformers: labels are shifted left and padded with ``ignore_index`` (so the logits need no
+    slicing copy). Computed in the logits' dtype.
+    """
+    labels = _as_ids(labels, "labels")
+    if labels.shape != logits.shape[:2]:
+        raise ValueError(f"labels have shape {labels.shape}, logits {logits.shape}: expected labels "
+                         "[batch, seq_len] matching the input_ids")
+    shifted = np.full_like(labels, ignore_index)
+    shifted[:, :-1] = labels[:, 1:]
+    targets = logits.device.xp.asarray(shifted.reshape(-1))
+    return ops.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets,
+                             ignore_index=ignore_index, reduction=reduction)
+
+
+class LlamaForCausalLM(Module):
+    """``LlamaModel`` plus ``lm_head``, a Linear from hidden states to vocabulary logits.
+
+    With ``tie_word_embeddings`` the head *is* the embedding matrix (one Parameter under two names).
+    """
+
+    def __init__(self, config, dtype=None, device=None):
+        super().__init__()
+        self.config = config
+        self.model = LlamaModel(config, dtype=dtype, device=device)
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False, dtype=dtype, device=device)
+        self._init_weights()
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def _init_weights(self):
+        """transformers' init: N(0, initializer_range) for every matrix, zero biases, unit norms."""
+        std = self.config.initializer_range
+        for module in self.modules():
+            if isinstance(module, (Linear, Embedding)):
+                init.normal_(module.weight, 0.0, std)
+            if isinstance(module, Linear) and module.bias is not None:
+                init.zeros_(module.bias)
+
+    @property
+    def dtype(self):
+        return self.model.embed_tokens.weight.dtype
+
+    @property
+    def device(self):
+        return self.model.embed_tokens.weight.device
+
+    def forward(self, input_ids, labels=None, attention_mask=None, past_key_values=None,
+                use_cache=False, position_ids=None):
+        hidden, cache = self.model(input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                   past_key_values=past_key_values, use_cache=use_cache)
+        logits = self.lm_head(hidden)
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        return CausalLMOutput(loss=loss, logits=logits, past_key_values=cache)
+
+    def generate(self, input_ids, max_new_tokens=20, **kwargs):
+        """Continue ``input_ids``; see ``minilora.generate.generate`` for the options."""
+        from ..generate import generate  # the tools layer sits above nn: import it only when used
+        return generate(self, input_ids, max_new_tokens=max_new_tokens, **kwargs)
+
+    def num_parameters(self, only_trainable=False):
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not only_trainable)
+
+    # --- checkpoints ------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path, dtype="float32", device=None):
+        """Load a Hugging Face-format folder: config.json + model.safetensors (or its shards).
+
+        Weights are cast to ``dtype`` (bfloat16 checkpoints arrive as float32 first). A checkpoint
+        that does not fit the config raises ``StateDictError`` listing missing keys, unexpected keys
+        and shape mismatches.
+        """
+        config = LlamaConfig.from_pretrained(path)
+        state = load_checkpoint(path)
+        if config.tie_word_embeddings and "model.embed_tokens.weight" in state:
+            # transformers leaves the tied head out of the file (and ignores it when present)
+            state["lm_head.weight"] = state["model.embed_tokens.weight"]
+        model = cls(config, dtype=_to_dtype(dtype))
+        try:
+            model.load_state_dict(state)  # strict: lists missing, unexpected and mis-shaped keys
+        except StateDictError as exc:
+            exc.args = (f"{os.fspath(path)}: {exc.args[0]}",)
+            raise
+        return model.to(device=device) if device is not None else model
+
+    def save_pretrained(self, directory):
+        """Write config.json and model.safetensors (atomically), readable by transformers."""
+        os.makedirs(directory, exist_ok=True)
+        state = dict(self.state_dict())
+        if self.config.tie_word_embeddings:
+            state.pop("lm_head.weight")
+        self.config.save_pretrained(directory, dtype=self.dtype)
+        save_file(state, os.path.join(directory, SAFE_WEIGHTS_NAME))
+

@@ -1,0 +1,128 @@
+"""Generation: greedy and sampled decoding, determinism, the KV cache, EOS, batches with padding."""
+import numpy as np
+import pytest
+
+import minilora as ml
+from minilora.generate import generate, sample_next_token, top_k_filter, top_p_filter
+from minilora.models import LlamaConfig, LlamaForCausalLM
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A float64 model with weights large enough to give peaked, varied predictions."""
+    ml.manual_seed(0)
+    config = LlamaConfig(vocab_size=23, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, eos_token_id=None)
+    model = LlamaForCausalLM(config, dtype="float64")
+    rng = np.random.default_rng(0)
+    with ml.no_grad():
+        for name, p in model.named_parameters():
+            if not name.endswith("norm.weight"):
+                p.copy_(rng.standard_normal(p.shape) * 0.5)
+    return model
+
+
+PROMPT = [[3, 7, 1, 12]]
+
+
+def greedy_by_hand(model, ids, steps):
+    """The definition of greedy decoding: full forward, argmax of the last position, append."""
+    ids = list(ids)
+    for _ in range(steps):
+        ids.append(int(model([ids]).logits.numpy()[0, -1].argmax()))
+    return ids
+
+
+def test_greedy_is_argmax_of_the_full_forward(model):
+    out = generate(model, PROMPT, max_new_tokens=8, use_cache=True)
+    assert out.shape == (1, 12) and out.dtype == np.int64
+    assert out.tolist()[0] == greedy_by_hand(model, PROMPT[0], 8)
+    assert len(set(out.tolist()[0][4:])) > 1  # not a degenerate constant sequence
+
+
+@pytest.mark.parametrize("options", [dict(), dict(do_sample=True, seed=3),
+                                     dict(do_sample=True, seed=4, temperature=0.7, top_k=5, top_p=0.8)])
+def test_cached_and_uncached_decoding_give_identical_tokens(model, options):
+    cached = generate(model, PROMPT, max_new_tokens=12, use_cache=True, **options)
+    uncached = generate(model, PROMPT, max_new_tokens=12, use_cache=False, **options)
+    assert cached.tolist() == uncached.tolist()
+
+
+def test_seeded_sampling_is_reproducible(model):
+    first = generate(model, PROMPT, max_new_tokens=20, do_sample=True, seed=7).tolist()
+    assert generate(model, PROMPT, max_new_tokens=20, do_sample=True, seed=7).tolist() == first
+    assert generate(model, PROMPT, max_new_tokens=20, do_sample=True, seed=8).tolist() != first
+    ml.manual_seed(5)  # without a seed: the global generator, as torch.manual_seed
+    a = generate(model, PROMPT, max_new_tokens=20, do_sample=True).tolist()
+    ml.manual_seed(5)
+    assert generate(model, PROMPT, max_new_tokens=20, do_sample=True).tolist() == a
+
+
+def test_top_k_1_and_tiny_top_p_are_greedy(model):
+    greedy = generate(model, PROMPT, max_new_tokens=8).tolist()
+    assert generate(model, PROMPT, max_new_tokens=8, do_sample=True, top_k=1, seed=0).tolist() == greedy
+    assert generate(model, PROMPT, max_new_tokens=8, do_sample=True, top_p=1e-9, seed=0).tolist() == greedy
+
+
+def test_stops_at_eos_and_pads_finished_rows(model):
+    greedy = greedy_by_hand(model, PROMPT[0], 6)
+    eos = greedy[6]  # the third generated token
+    out = generate(model, PROMPT, max_new_tokens=6, eos_token_id=eos).tolist()[0]
+    assert out == greedy[:greedy.index(eos, 4) + 1]
+    # In a batch, the row that finished gets pad tokens while the other goes on.
+    other = [5, 5, 9, 2]
+    batch = generate(model, [PROMPT[0], other], max_new_tokens=6, eos_token_id=eos, pad_token_id=0)
+    rows = batch.tolist()
+    stop = greedy.index(eos, 4) + 1
+    assert rows[0][:stop] == greedy[:stop] and set(rows[0][stop:]) <= {0}
+    assert rows[1] == greedy_by_hand(model, other, 6)[:len(rows[1])]
+
+
+def test_left_padded_batch_matches_each_prompt_alone(model):
+    prompts = [[3, 7, 1, 12], [9, 4]]
+    ids = np.array([prompts[0], [0, 0] + prompts[1]])
+    mask = np.array([[1, 1, 1, 1], [0, 0, 1, 1]])
+    out = generate(model, ids, attention_mask=mask, max_new_tokens=6).tolist()
+    for row, prompt in zip(out, prompts):
+        alone = generate(model, [prompt], max_new_tokens=6).tolist()[0]
+        assert row[-6:] == alone[-6:]
+
+
+def test_model_generate_and_one_dimensional_prompts(model):
+    out = model.generate(PROMPT[0], max_new_tokens=3)
+    assert out.shape == (7,) and out.tolist() == greedy_by_hand(model, PROMPT[0], 3)
+
+
+# --------------------------------------------------------------------------------------------------
+# The sampling pieces on their own
+# --------------------------------------------------------------------------------------------------
+def test_top_k_filter_keeps_the_k_largest():
+    logits = np.array([[1.0, 5.0, 3.0, 4.0]])
+    assert np.isneginf(top_k_filter(logits, 2)).tolist() == [[True, False, True, False]]
+    assert top_k_filter(logits, 10) is logits
+    with pytest.raises(ValueError, match="top_k"):
+        top_k_filter(logits, 0)
+
+
+def test_top_p_filter_keeps_the_smallest_set_reaching_p():
+    probs = np.array([[0.5, 0.3, 0.15, 0.05]])
+    logits = np.log(probs)
+    kept = lambda p: (~np.isneginf(top_p_filter(logits, p))).tolist()[0]  # noqa: E731
+    assert kept(0.5) == [True, False, False, False]
+    assert kept(0.6) == [True, True, False, False]
+    assert kept(0.9) == [True, True, True, False]
+    assert kept(1.0) == [True, True, True, True]
+
+
+def test_sampling_follows_the_filtered_distribution():
+    probs = np.array([0.4, 0.3, 0.2, 0.1])
+    logits = np.tile(np.log(probs), (20000, 1))
+    rng = np.random.default_rng(0)
+    draws = sample_next_token(logits, do_sample=True, top_k=3, rng=rng)
+    freq = np.bincount(draws, minlength=4) / len(draws)
+    np.testing.assert_allclose(freq, [4 / 9, 3 / 9, 2 / 9, 0], atol=0.015)
+    hot = sample_next_token(logits, do_sample=True, temperature=0.5, rng=rng)
+    sharpened = probs ** 2 / (probs ** 2).sum()
+    np.testing.assert_allclose(np.bincount(hot, minlength=4) / len(hot), sharpened, atol=0.015)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        sample_next_token(logits, do_sample=True, temperature=0.0)
