@@ -1,0 +1,265 @@
+# %% [markdown]
+# # 2. The transformer LoRA adapts
+#
+# LoRA does not change *what* a transformer computes, only which numbers in it get trained. To know
+# where the adapters go -- `q_proj`, `v_proj`, `gate_proj`, ... -- we need the model itself. minilora
+# implements the Llama architecture with Hugging Face's module names, so a checkpoint saved by
+# `transformers` loads here unchanged, and an adapter trained here names the same layers PEFT does.
+#
+# This notebook builds the pieces one at a time and checks each against a few lines of NumPy:
+# attention (with the causal mask and grouped-query heads), RMSNorm, rotary position embeddings,
+# one decoder layer, and finally the pretrained base model that ships with minilora.
+#
+# **Read beside it:** `minilora/ops/nn.py` (attention, RMSNorm, RoPE, cross-entropy, each with its
+# backward), `minilora/nn/llama.py` (the model, top to bottom), `minilora/nn/layers.py`,
+# `minilora/checkpoint.py` (safetensors). **Exercises 2.1-2.6.**
+
+# %%
+import os
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+import minilora as ml
+from minilora import ops
+from minilora.models import LlamaConfig, LlamaForCausalLM, load_base
+from minilora.nn.llama import LlamaDecoderLayer, LlamaRotaryEmbedding
+from minilora.testing import grad_check
+
+ml.manual_seed(0)
+rng = np.random.default_rng(0)
+np.set_printoptions(precision=4, suppress=True)
+
+# %% [markdown]
+# ## Attention
+#
+# Each position asks a question (its *query* `q`), every position offers a *key* `k` and a *value*
+# `v`. The answer for position `i` is an average of the values, weighted by how well `q_i` matches
+# each key: `softmax(q k^T / sqrt(d))` row by row, then times `v`. In a language model position `i`
+# may only look at positions `j <= i` (it must not read the token it is trying to predict), so the
+# scores above the diagonal are set to `-inf` before the softmax: the *causal mask*.
+#
+# Shapes are `[batch, heads, positions, head_dim]`. Below: the same computation in five lines of NumPy,
+# compared with `ops.scaled_dot_product_attention`.
+
+# %%
+B, H, T, D = 1, 2, 6, 8
+q, k, v = (ml.tensor(rng.standard_normal((B, H, T, D)), dtype="float64") for _ in range(3))
+
+def attention_numpy(q, k, v):
+    scores = q @ k.swapaxes(-1, -2) / np.sqrt(q.shape[-1])
+    scores = np.where(np.tril(np.ones((T, T), dtype=bool)), scores, -np.inf)   # causal mask
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    return probs @ v, probs
+
+ours = ops.scaled_dot_product_attention(q, k, v, causal=True)
+reference, probs = attention_numpy(q.numpy(), k.numpy(), v.numpy())
+print("max |minilora - numpy| =", np.abs(ours.numpy() - reference).max())
+
+fig, axes = plt.subplots(1, 2, figsize=(7, 3))
+for h, ax in enumerate(axes):
+    ax.imshow(probs[0, h], cmap="Blues", vmin=0, vmax=1)
+    ax.set(title=f"head {h}: attention weights", xlabel="key position j", ylabel="query position i")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Each row sums to one, and everything above the diagonal is exactly zero: position 0 can only attend
+# to itself.
+#
+# **Grouped-query attention (GQA).** Large Llamas keep fewer key/value heads than query heads: in
+# Llama-2-70B, 64 query heads share 8 key/value heads, which shrinks the KV cache eightfold. minilora's
+# attention takes `k` and `v` with fewer heads and lets each group of query heads read its shared head
+# without copying it. The result must equal the naive version, which repeats each KV head for its group:
+
+# %%
+q4 = ml.tensor(rng.standard_normal((1, 4, T, D)), dtype="float64")
+k2, v2 = (ml.tensor(rng.standard_normal((1, 2, T, D)), dtype="float64") for _ in range(2))
+gqa = ops.scaled_dot_product_attention(q4, k2, v2)
+repeated, _ = attention_numpy(q4.numpy(), np.repeat(k2.numpy(), 2, axis=1), np.repeat(v2.numpy(), 2, axis=1))
+print("GQA == repeated heads:", np.allclose(gqa.numpy(), repeated))
+
+# %% [markdown]
+# Its backward (exercise 2.4) is checked like every op: against central differences, in float64.
+
+# %%
+qs, ks, vs = (ml.tensor(rng.standard_normal((1, 4 if i == 0 else 2, 3, 4)), dtype="float64", requires_grad=True)
+              for i in range(3))
+print(f"attention backward, worst error: {grad_check(ops.scaled_dot_product_attention, qs, ks, vs):.1e}")
+
+# %% [markdown]
+# ## RMSNorm
+#
+# Llama normalises the hidden vector before each attention and each MLP block. RMSNorm divides by the
+# root mean square of the vector (no mean subtracted, unlike LayerNorm) and multiplies by a learned
+# gain per feature: `y = w * x / sqrt(mean(x^2) + eps)`. Two consequences are worth seeing: every
+# row of the output has RMS 1 (before the gain), and scaling the input by a positive number changes
+# almost nothing (only through the tiny `eps`) -- which keeps the residual stream's growing magnitude
+# out of each block's input.
+
+# %%
+x = ml.tensor(rng.standard_normal((3, 16)) * [[0.1], [1.0], [30.0]], dtype="float64")
+y = ops.rms_norm(x)
+print("RMS of the input rows: ", np.sqrt((x.numpy() ** 2).mean(-1)))
+print("RMS of the output rows:", np.sqrt((y.numpy() ** 2).mean(-1)))
+print(f"max |rms_norm(5 x) - rms_norm(x)| = {np.abs(ops.rms_norm(x * 5.0).numpy() - y.numpy()).max():.1e}")
+
+xg = ml.tensor(rng.standard_normal((2, 5)), dtype="float64", requires_grad=True)
+wg = ml.tensor(rng.standard_normal(5), dtype="float64", requires_grad=True)
+print(f"rms_norm backward (x and w), worst error: {grad_check(ops.rms_norm, xg, wg):.1e}")
+
+# %% [markdown]
+# ## Rotary position embeddings (RoPE)
+#
+# Attention by itself is blind to order: shuffle the keys and values together and the output does not
+# change. Llama injects positions by *rotating* `q` and `k`: the features are paired up, and the pair
+# `i` of a vector at position `m` is turned by the angle `m * theta_i`, with frequencies
+# `theta_i = 10000^(-2i/d)` from fast to very slow. Rotations preserve dot products except for the
+# angle between them, so the score of a query at position `m` against a key at position `n` depends
+# only on the *offset* `m - n`. The plot below computes the full score matrix for one fixed pair of
+# vectors placed at every position: it is constant along every diagonal.
+
+# %%
+config = LlamaConfig(hidden_size=64, num_attention_heads=1, num_hidden_layers=1, intermediate_size=128, vocab_size=16)
+rope = LlamaRotaryEmbedding(config)
+positions = np.arange(48)[None, :]
+cos, sin = rope(positions, np.float64)                         # [1, 1, 48, 64]
+qv, kv = rng.standard_normal(64), rng.standard_normal(64)
+q_rot = ops.rotary_embedding(ml.tensor(np.tile(qv, (1, 1, 48, 1))), cos, sin).numpy()[0, 0]
+k_rot = ops.rotary_embedding(ml.tensor(np.tile(kv, (1, 1, 48, 1))), cos, sin).numpy()[0, 0]
+scores = q_rot @ k_rot.T                                       # scores[m, n]
+
+offsets = [np.diagonal(scores, -d) for d in range(0, 40, 8)]
+print("spread along each diagonal (max - min):", [f"{np.ptp(o):.1e}" for o in offsets])
+fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+axes[0].imshow(scores, cmap="RdBu")
+axes[0].set(title="q at m, k at n: score", xlabel="key position n", ylabel="query position m")
+axes[1].plot(np.arange(48), scores[47, ::-1])
+axes[1].set(title="score against offset m - n", xlabel="offset", ylabel="q . k after rotation")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# minilora follows the Hugging Face convention (`rotate_half`: the first half of the features is
+# paired with the second half) rather than interleaved pairs. Both are valid RoPE, but a checkpoint
+# only works with the convention it was trained with -- one of the details that make "loads HF
+# checkpoints unchanged" a claim worth testing (`tests/test_llama.py` compares logits with
+# `transformers`).
+#
+# ## One decoder layer
+#
+# A Llama layer is two residual blocks, each behind its own RMSNorm:
+#
+# ```
+# x = x + o_proj(attention(rope(q_proj(n)), rope(k_proj(n)), v_proj(n)))     n = input_layernorm(x)
+# x = x + down_proj(silu(gate_proj(m)) * up_proj(m))                         m = post_attention_layernorm(x)
+# ```
+#
+# Those seven `*_proj` layers are plain `Linear` layers -- exactly the modules LoRA's `target_modules`
+# names. Let us build one layer at a small size and look at its parameters.
+
+# %%
+small = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=88, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2)
+layer = LlamaDecoderLayer(small, layer_idx=0)
+for name, p in layer.named_parameters():
+    print(f"{name:<32} {str(tuple(p.shape)):<10} {p.numel():>6,d}")
+
+# %% [markdown]
+# With `num_key_value_heads=2` of 4 heads, `k_proj` and `v_proj` are half the size of `q_proj`.
+#
+# **Causality, end to end.** In a causal model, the output at position `i` depends on tokens `0..i`
+# only. Change the token at position 5 and outputs 0-4 must not move, while 5 and later do.
+
+# %%
+model = LlamaForCausalLM(small)
+ids = rng.integers(0, 64, size=(1, 10))
+changed = ids.copy()
+changed[0, 5] = (ids[0, 5] + 1) % 64
+with ml.no_grad():
+    a, b = model(ids).logits.numpy(), model(changed).logits.numpy()
+print("max change of the logits at each position:", np.abs(a - b).max(-1).round(4))
+
+# %% [markdown]
+# ## The pretrained base model
+#
+# minilora ships a small Llama pretrained from scratch on a generated corpus about an invented world
+# (countries, capitals, people and their jobs; see `minilora/data.py` and
+# `minilora/assets/base/README.md`). It is tiny -- four layers, hidden size 128 -- but it is a real
+# pretrained language model, which is what fine-tuning needs: knowledge to keep, and a new task to learn.
+# `load_base()` reads its `config.json` and `model.safetensors`.
+
+# %%
+from minilora.memory import summarize_parameters
+from minilora.tokenizer import ByteTokenizer
+
+base = load_base()
+tok = ByteTokenizer()
+print(base.config)
+print()
+print(summarize_parameters([(n, p.shape) for n, p in base.named_parameters()], bytes_per_value=4))
+
+# %% [markdown]
+# The vocabulary is bytes (259 tokens: 256 byte values plus three special tokens), so the embedding is
+# small and the attention and MLP matrices hold almost all the parameters -- the same balance as in a
+# 7B model, whose 32,000-token embedding and output head together are under 4% of its weights. The output head is tied to the
+# embedding (`tie_word_embeddings=True`): one matrix used twice, counted once.
+#
+# What does it know? Let it complete a sentence in the corpus's style, and look at its next-token
+# probabilities.
+
+# %%
+from minilora.data import make_world
+
+world = make_world()                       # the invented world the corpus describes
+country = world.countries[0]
+prompt = f"The capital of {country} is"
+print("the corpus says:", world.capitals[country])
+out = base.generate([tok.encode(prompt)], max_new_tokens=20)
+print(repr(tok.decode(out.numpy()[0])))
+
+with ml.no_grad():
+    logits = base([tok.encode(prompt)]).logits.numpy()[0, -1]
+p = np.exp(logits - logits.max())
+p /= p.sum()
+top = np.argsort(p)[::-1][:8]
+plt.figure(figsize=(6, 2.6))
+plt.bar([repr(tok.decode([int(i)])) for i in top], p[top])
+plt.title(f"next-token probabilities after {prompt!r}")
+plt.ylabel("probability")
+plt.show()
+
+# %% [markdown]
+# ## Saving and loading a checkpoint
+#
+# A checkpoint is a folder with `config.json` and `model.safetensors`: a JSON header naming every
+# tensor (`model.layers.0.self_attn.q_proj.weight`, ...) followed by the raw bytes. Those are the
+# names and the format `transformers` uses, so `LlamaForCausalLM.from_pretrained` in either library
+# reads the other's folders. A round trip must give back the same numbers, bit for bit:
+
+# %%
+base.save_pretrained("saved-base")
+for name in sorted(os.listdir("saved-base")):
+    print(f"{name:<20} {os.path.getsize(os.path.join('saved-base', name)):>10,d} bytes")
+reloaded = LlamaForCausalLM.from_pretrained("saved-base")
+with ml.no_grad():
+    same = np.array_equal(base(ids).logits.numpy(), reloaded(ids).logits.numpy())
+print("identical logits after save + load:", same)
+
+from minilora.checkpoint import read_header
+header, data_start = read_header("saved-base/model.safetensors")
+print(f"JSON header: {data_start:,d} bytes, then the tensors. Its first entries:")
+for name in [n for n in header if n != "__metadata__"][:3]:
+    print(f"  {name:<40} {header[name]}")
+
+# %% [markdown]
+# ## Summary
+#
+# * Attention is `softmax(q k^T / sqrt(d) + causal mask) v`; GQA shares key/value heads between
+#   groups of query heads.
+# * RMSNorm rescales each hidden vector to RMS 1 and then applies a learned gain.
+# * RoPE rotates `q` and `k` by position, so attention scores depend on relative position.
+# * A Llama layer is attention and a SwiGLU MLP, each in a pre-norm residual block; its seven
+#   projections are the `Linear` layers LoRA will wrap (notebook 4).
+# * Checkpoints are Hugging Face folders; the shipped base model knows the facts of its invented world.

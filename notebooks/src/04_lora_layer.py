@@ -1,0 +1,266 @@
+# %% [markdown]
+# # 4. The LoRA layer
+#
+# Notebook 3 showed that the memory of fine-tuning lives in the gradients and optimizer state of the
+# trained weights. LoRA's answer: do not train `W0` at all. Keep it frozen and learn the *change*
+# `delta W` instead, restricted to a product of two thin matrices:
+#
+# ```
+# h = W0 x + s * B A x          A: r x in,  B: out x r,  s = lora_alpha / r
+# ```
+#
+# This notebook takes that formula apart: how the layer computes it without ever building `B A`, why
+# `B` starts at zero, what the rank `r` can and cannot learn, what the scale `s` does (and why rsLoRA
+# changes it), and how many parameters it all costs.
+#
+# **Read beside it:** `minilora/lora/layers.py` (`Linear`: the adapter dicts, `update_layer`,
+# `forward`), `minilora/lora/config.py` (`LoraConfig`, `scaling`), `minilora/ops/lora.py` (the fused
+# op and its backward), `minilora/lora/model.py` (`get_peft_model`). **Exercises 4.1-4.4.**
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+
+import minilora as ml
+from minilora import nn, ops
+from minilora.lora import Linear as LoraLinear
+from minilora.lora import LoraConfig, get_peft_model
+from minilora.optim import AdamW
+from minilora.testing import grad_check
+
+ml.manual_seed(0)
+rng = np.random.default_rng(0)
+np.set_printoptions(precision=4, suppress=True)
+
+# %% [markdown]
+# ## The layer
+#
+# `lora.Linear` wraps an existing `nn.Linear` (kept as `base_layer`) and adds, per adapter name, an
+# `A` and a `B` -- each itself a bias-free `Linear`, `in -> r` and `r -> out`. Names and shapes are
+# PEFT's, so `lora_A.default.weight` here is `lora_A.default.weight` there.
+#
+# Built by hand like this, the layer is inert until its adapter is activated, and nothing freezes `W0`:
+# those are the two things `get_peft_model` does for a whole model (below). We do them explicitly.
+
+# %%
+base = nn.Linear(64, 48, bias=False)
+config = LoraConfig(r=4, lora_alpha=8)
+layer = LoraLinear(base, "default", config, r=4, lora_alpha=8)
+layer.set_adapter("default")           # make "default" the active adapter (it becomes trainable)
+base.weight.requires_grad = False      # freeze W0
+
+for name, p in layer.named_parameters():
+    print(f"{name:<24} {str(tuple(p.shape)):<10} trainable={p.requires_grad}")
+print("scale s = lora_alpha / r =", layer.scaling["default"])
+
+# %% [markdown]
+# ## The forward pass never builds `B A`
+#
+# `B A` is an `out x in` matrix -- as large as `W0`. Building it would cost `out x in x r` multiply-adds
+# and a full-size temporary for every forward. Instead the layer computes `U = x A^T` first (`r`
+# numbers per token), then `h = x W0^T + s U B^T`. The extra work per token is `r (in + out)`
+# multiply-adds next to the `in x out` of the base product: about `2r / d` more for a square `d x d` layer.
+# All of it runs as ONE differentiable op, `ops.lora_linear`, whose forward and backward are the
+# CUDA kernels of notebook 5 on a GPU.
+#
+# To see the LoRA branch at work, give `B` random values first (at initialisation it is zero; next section).
+
+# %%
+with ml.no_grad():
+    layer.lora_B["default"].weight.copy_(rng.standard_normal((48, 4)) * 0.1)
+x = ml.randn(5, 64)
+W0, A, B = base.weight.numpy(), layer.lora_A["default"].weight.numpy(), layer.lora_B["default"].weight.numpy()
+s = layer.scaling["default"]
+
+h = layer(x).numpy()
+print("matches x W0^T + s (x A^T) B^T:", np.allclose(h, x.numpy() @ W0.T + s * (x.numpy() @ A.T) @ B.T, atol=1e-5))
+print("matches x (W0 + s B A)^T:     ", np.allclose(h, x.numpy() @ (W0 + s * B @ A).T, atol=1e-5))
+d = 4096
+print(f"extra multiply-adds per token for a {d}x{d} layer at r=8: {8 * 2 * d:,d} vs {d * d:,d} (+{2 * 8 / d:.2%})")
+
+# %% [markdown]
+# Its backward (exercise 4.3) follows the same split and never computes a gradient for `W0`:
+# `V = s dY B` (rank `r`), then `dB = s dY^T U`, `dA = V^T x`, `dx = dY W0 + V A`. The gradient check
+# covers `x`, `A` and `B` together, with `W0` frozen:
+
+# %%
+x64 = ml.randn(3, 6, dtype="float64", requires_grad=True)
+W064 = ml.randn(5, 6, dtype="float64")                         # frozen: no gradient asked for
+A64 = ml.randn(2, 6, dtype="float64", requires_grad=True)
+B64 = ml.randn(5, 2, dtype="float64", requires_grad=True)
+def lora_op(x, A, B):
+    return ops.lora_linear(x, W064, A, B, scale=2.0)
+print(f"lora_linear backward, worst error: {grad_check(lora_op, x64, A64, B64):.1e}")
+
+# %% [markdown]
+# ## `B = 0`: training starts exactly at the base model
+#
+# A fresh adapter has `A` random (Kaiming-uniform, like any `Linear`) and `B` all zeros, so `B A = 0`
+# and the wrapped model computes *exactly* what the base model computes -- not approximately, bit for bit.
+# Fine-tuning starts from the pretrained function, not from a perturbed one (exercise 4.4).
+#
+# Why not both zero? Then `dA = V^T x` with `V = s dY B = 0`, and `dB = s dY^T (x A^T) = 0`: no
+# gradient at all, forever. With `A` random and `B = 0`, the first step has `dB != 0` but `dA = 0`
+# exactly; from the second step on both move.
+
+# %%
+fresh = LoraLinear(nn.Linear(64, 48, bias=False), "default", LoraConfig(r=4, lora_alpha=8), r=4, lora_alpha=8)
+fresh.set_adapter("default")
+fresh.base_layer.weight.requires_grad = False
+x = ml.randn(5, 64)
+print("output == base output, bit for bit:", np.array_equal(fresh(x).numpy(), fresh.base_layer(x).numpy()))
+fresh(x).sum().backward()
+print("|dA| =", np.abs(fresh.lora_A["default"].weight.grad).max(), "  |dB| =",
+      round(float(np.abs(fresh.lora_B["default"].weight.grad).max()), 3))
+
+# %% [markdown]
+# ## What rank `r` can learn
+#
+# `B A` has rank at most `r`. If the change a task needs has a larger rank, the adapter learns its best
+# rank-`r` approximation, and the Eckart-Young theorem says exactly how good that is: the part of the
+# change's squared norm ("energy") outside its `r` largest singular values is what remains.
+#
+# A toy makes it concrete. A frozen random `W0` (64 x 64), and a target layer `W0 + delta` with a
+# known `delta`; the adapter sees inputs `x` and targets `(W0 + delta) x` and minimises the squared
+# error. The loss is normalised so that it starts at 1 and, once training converges, equals the
+# energy left out -- the dashed lines, computed from the SVD of `delta` alone.
+
+# %%
+d_in = d_out = 64
+X = rng.standard_normal((256, d_in)).astype(np.float32)
+
+def make_delta(rank):
+    """A random change of the given rank with ||delta||_F^2 = d_out (so the first loss is about 1)."""
+    delta = rng.standard_normal((d_out, rank)) @ rng.standard_normal((rank, d_in))
+    return delta / np.linalg.norm(delta) * np.sqrt(d_out)
+
+def fit(delta, r, lora_alpha, use_rslora=False, steps=250, lr=1e-2):
+    """Train a fresh adapter of rank r to turn W0 into W0 + delta; return the loss per step."""
+    ml.manual_seed(0)
+    layer = LoraLinear(nn.Linear(d_in, d_out, bias=False), "default",
+                       LoraConfig(r=r, lora_alpha=lora_alpha, use_rslora=use_rslora), r, lora_alpha)
+    layer.set_adapter("default")
+    layer.base_layer.weight.requires_grad = False
+    target = ml.tensor(X @ (layer.base_layer.weight.numpy() + delta).T)
+    optimizer = AdamW([p for p in layer.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    losses = []
+    for _ in range(steps):
+        loss = ((layer(ml.tensor(X)) - target) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+def energy_left(delta, r):
+    S = np.linalg.svd(delta, compute_uv=False)
+    return (S[r:] ** 2).sum() / (S ** 2).sum()
+
+delta4 = make_delta(4)
+fig, ax = plt.subplots(figsize=(6.5, 3.6))
+for r, color in zip((1, 2, 4, 8), ("C0", "C1", "C2", "C3")):
+    ax.semilogy(fit(delta4, r, lora_alpha=2 * r), color=color, label=f"r = {r}")
+    if energy_left(delta4, r) > 1e-6:
+        ax.axhline(energy_left(delta4, r), color=color, ls="--", lw=1)
+ax.set(xlabel="step", ylabel="loss (1 = nothing learned)", title="learning a rank-4 change", ylim=(1e-9, 2))
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# Ranks 1 and 2 stop exactly at the energy their missing directions hold; rank 4 and more learn the
+# change completely. This is the whole bet of LoRA: the change fine-tuning needs is close to low-rank,
+# so a small `r` captures most of it. Notebook 8 measures the ranks a real adapter actually uses.
+#
+# ## The scale: `lora_alpha / r`, and rsLoRA
+#
+# The branch is multiplied by `s`. With Adam, every trained number moves by about the learning rate per
+# step whatever its gradient's size, so `s` acts like a learning-rate multiplier for the adapter.
+# PEFT's default `s = lora_alpha / r` was chosen so that, at a fixed `lora_alpha`, changing `r` would
+# not require retuning the learning rate. rsLoRA (Kalajdzievski, 2023) shows this over-corrects: the
+# update `B A x` sums `r` terms, which grows like `sqrt(r)`, not `r`, so at large ranks `alpha / r`
+# shrinks the update too much and high ranks learn slowly. It uses `s = lora_alpha / sqrt(r)`
+# (`LoraConfig(use_rslora=True)`, exercise 4.1).
+
+# %%
+print(f"{'r':>4}{'alpha / r':>12}{'alpha / sqrt(r)':>18}   (lora_alpha = 16)")
+for r in (4, 16, 64, 256):
+    print(f"{r:>4}{LoraConfig(r=r, lora_alpha=16).scaling(r, 16):>12.3f}"
+          f"{LoraConfig(r=r, lora_alpha=16, use_rslora=True).scaling(r, 16):>18.3f}")
+
+# %% [markdown]
+# Now a change that needs many directions (a full-rank `delta`), the same `lora_alpha = 16` and learning
+# rate for every run, and three ranks, with each scaling rule:
+
+# %%
+delta_full = make_delta(64)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+for ax, rs in zip(axes, (False, True)):
+    for r, color in zip((4, 16, 64), ("C0", "C1", "C2")):
+        ax.semilogy(fit(delta_full, r, 16, use_rslora=rs, steps=200, lr=2e-3), color=color, label=f"r = {r}")
+        if energy_left(delta_full, r) > 1e-6:
+            ax.axhline(energy_left(delta_full, r), color=color, ls="--", lw=1)
+    ax.set(title="rsLoRA: alpha / sqrt(r)" if rs else "LoRA: alpha / r", xlabel="step")
+    ax.legend()
+axes[0].set_ylabel("loss")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Ranks 4 and 16 stop at the energy they cannot represent (dashed), whatever the scale. Rank 64 can
+# represent everything, and here the rule matters. With `alpha / r` (left) its scale is 16 times
+# smaller than rank 4's, so it starts slowly: in its first steps it is no faster than rank 16. With
+# `alpha / sqrt(r)` (right) it learns fastest from the first step and ends far lower. (The lesson's advice -- keep
+# `lora_alpha = r` or `2r` and tune only the learning rate -- is the `alpha / r` rule's consequence:
+# `s` is then the constant 1 or 2 at every rank.)
+#
+# ## Rank against parameters, on a real model
+#
+# `get_peft_model` does for a whole model what we did by hand above: it finds every `Linear` whose
+# name matches `target_modules`, wraps it, activates the adapter and freezes everything else. On the
+# shipped base model, LoRA's parameter count is linear in `r` and in the number of targeted matrices:
+
+# %%
+from minilora.models import load_base
+
+model = get_peft_model(load_base(), LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+model.print_trainable_parameters()
+print([n for n, p in model.named_parameters() if p.requires_grad][:2])
+layer0 = model.base_model.model.model.layers[0].self_attn.q_proj
+print(f"{type(layer0).__module__}.{type(layer0).__name__} around "
+      f"{type(layer0.base_layer).__module__}.{type(layer0.base_layer).__name__} {tuple(layer0.base_layer.weight.shape)}")
+
+# %% [markdown]
+# The names carry PEFT's prefixes (`base_model.model.` in front of the original name, `.default` for
+# the adapter), so an adapter file written from this model loads into PEFT (notebook 7).
+
+# %%
+ranks = [1, 2, 4, 8, 16, 32, 64]
+choices = {"q, v": ["q_proj", "v_proj"], "q, k, v, o": ["q_proj", "k_proj", "v_proj", "o_proj"],
+           "all-linear": "all-linear"}
+total = sum(p.numel() for p in load_base().parameters())
+fig, ax = plt.subplots(figsize=(6.5, 3.6))
+for label, targets in choices.items():
+    counts = [get_peft_model(load_base(), LoraConfig(r=r, target_modules=targets)).get_nb_trainable_parameters()[0]
+              for r in ranks]
+    ax.plot(ranks, counts, "o-", label=label)
+ax.axhline(total, color="grey", ls="--", label="the whole base model")
+ax.set(xscale="log", yscale="log", xlabel="rank r", ylabel="trainable parameters",
+       title=f"LoRA on the base model ({total:,d} parameters)")
+ax.set_xticks(ranks, [str(r) for r in ranks])
+ax.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# The base model is only 128 wide, so `2r / d` is large: at r = 64 the LoRA pair of a 128 x 128
+# matrix is exactly as big as the matrix, and "all-linear" trains three quarters as many numbers as the
+# whole model has. At Llama-2-7B's width of 4096 the same r = 64 adds 3% per matrix. LoRA's economy is
+# a property of *wide* layers.
+#
+# ## Summary
+#
+# * `h = W0 x + s B (A x)`: one fused op, rank-`r` intermediate, no `B A`, no `dW0`.
+# * `B = 0` at the start: the model begins exactly at the base; the first step moves only `B`.
+# * A rank-`r` adapter learns the best rank-`r` part of the needed change; what it cannot learn is the
+#   energy outside the top `r` singular values.
+# * `s = lora_alpha / r` makes large ranks learn slowly; rsLoRA's `lora_alpha / sqrt(r)` does not.
+# * Parameters grow as `r x (in + out)` per adapted matrix.

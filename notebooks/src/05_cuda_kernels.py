@@ -1,0 +1,269 @@
+# %% [markdown]
+# # 5. CUDA kernels, run on your CPU
+#
+# On a GPU, LoRA's layer is not a few NumPy calls but a handful of CUDA kernels. minilora writes them
+# by hand -- `kernels/lora_forward.cu`, `kernels/lora_backward.cu`, `kernels/adamw.cu` -- and runs the
+# **same source** in two places: on an NVIDIA GPU through CuPy (`device="cuda"`), and on any machine
+# with g++ through minilora's own CUDA emulator (`device="emu"`), where every CUDA thread is a fiber
+# on the CPU, `__syncthreads()` is a real barrier, and shared memory is per block.
+#
+# The emulator is slow and says nothing about GPU speed. What it gives a learner is the ability to
+# *run* and *break* a kernel: read the fused LoRA forward, check it against NumPy, and then watch the
+# emulator catch the two classic CUDA bugs -- a race on shared memory and an out-of-bounds write --
+# with an error that names the line.
+#
+# **Read beside it:** `kernels/lora_forward.cu` and `kernels/common.cuh` (the fused forward),
+# `kernels/lora_backward.cu`, `kernels/README.md` (the versions, the numbers, how the emulator works),
+# `minilora/kernels.py` (argument checks and launches), `minilora/emulator.py`. **Exercises 5.1, 5.2.**
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+import minilora as ml
+from minilora import kernels, ops
+from minilora.emulator import BarrierError, KernelFault, RaceError, RawKernel
+
+print("emu device enabled:", ml.device("emu").enabled())
+rng = np.random.default_rng(0)
+
+# %% [markdown]
+# ## Reading the fused forward
+#
+# Every kernel file opens with the math it computes, the shapes, and its numbered versions. The LoRA
+# forward is two launches: a thin one for `U = X A^T` (rank `r`, computed once), and one GEMM for
+# `Y = X W0^T + s U B^T + bias` whose rank-`r` term is added to the same accumulators after the main
+# loop -- so `B A` is never formed and `X` is read once.
+
+# %%
+source = (kernels.kernel_dir() / "lora_forward.cu").read_text()
+print("\n".join(source.splitlines()[:24]))
+
+# %% [markdown]
+# Version 1 is the one to read first (and exercise 5.1): one thread per output element.
+
+# %%
+start = source.index('extern "C" __global__ void __launch_bounds__(256)\nlora_fwd_y_v1')
+print(source[start:source.index("// END SOLUTION", start) + len("// END SOLUTION")] + "\n}")
+
+# %% [markdown]
+# Its first two lines are how every CUDA thread finds its work: the launch is a grid of blocks, each
+# a 16 x 16 square of threads, and `(blockIdx, threadIdx)` name one output element `(m, n)`. Threads
+# that land outside the matrix (the grid is rounded up to whole blocks) must do nothing: that is the
+# `if (m >= M || n >= N) return;` guard. A small kernel of our own makes the mapping visible: each
+# thread writes the number of its block into the element it owns.
+
+# %%
+who = RawKernel(r'''
+extern "C" __global__ void which_block(int* owner, int M, int N) {
+    const int n = blockIdx.x * blockDim.x + threadIdx.x;
+    const int m = blockIdx.y * blockDim.y + threadIdx.y;
+    if (m >= M || n >= N) return;                          // the guard: no thread outside the matrix
+    owner[m * N + n] = blockIdx.y * gridDim.x + blockIdx.x;
+}''', "which_block")
+M, N = 37, 45
+owner = np.full((M, N), -1, dtype=np.int32)
+grid = ((N + 15) // 16, (M + 15) // 16)
+who(grid, (16, 16), (owner, np.int32(M), np.int32(N)))
+print(f"grid {grid} of 16x16 blocks = {grid[0] * grid[1] * 256} threads for {M * N} outputs")
+plt.figure(figsize=(5, 4))
+plt.imshow(owner, cmap="tab20")
+plt.title(f"which block computes Y[m, n]  ({M} x {N}, one colour per block)")
+plt.xlabel("n")
+plt.ylabel("m")
+plt.show()
+
+# %% [markdown]
+# ## Running the real kernels on the emulator
+#
+# `kernels.lora_forward` and `kernels.lora_backward` check every argument (shape, dtype float32,
+# contiguity) and launch the kernels of one version: v1 (naive), v2 (16 x 16 tiles through shared
+# memory), v3 (128 x 128 tiles, 8 x 8 outputs per thread in registers, float4 loads). All three must
+# agree with a float64 NumPy reference -- here on ragged shapes that are not multiples of any tile.
+
+# %%
+M, N, K, r, s = 37, 45, 53, 4, 2.0
+X = rng.standard_normal((M, K)).astype(np.float32)
+W0 = rng.standard_normal((N, K)).astype(np.float32)
+A = rng.standard_normal((r, K)).astype(np.float32)
+B = rng.standard_normal((N, r)).astype(np.float32)
+dY = rng.standard_normal((M, N)).astype(np.float32)
+X64, W64, A64, B64, dY64 = (a.astype(np.float64) for a in (X, W0, A, B, dY))
+
+reference = {"Y": X64 @ W64.T + s * (X64 @ A64.T) @ B64.T,
+             "dX": dY64 @ W64 + s * (dY64 @ B64) @ A64,
+             "dA": s * (dY64 @ B64).T @ X64,
+             "dB": s * dY64.T @ (X64 @ A64.T)}
+
+def rel_err(a, b):
+    return np.abs(a - b).max() / np.abs(b).max()
+
+for version in kernels.VERSIONS:
+    Y, U = kernels.lora_forward(X, W0, A, B, s, device="emu", version=version)
+    dX, dA, dB = kernels.lora_backward(dY, X, W0, A, B, U, s, device="emu", version=version)
+    errors = ", ".join(f"{k} {rel_err(v, reference[k]):.1e}" for k, v in zip(("Y", "dX", "dA", "dB"), (Y, dX, dA, dB)))
+    print(f"{version}: relative errors {errors}")
+
+# %% [markdown]
+# Relative errors around 1e-7 are float32 rounding: the kernels are right. (`tests/test_kernels.py`
+# goes further: every version, with and without bias and dropout, outputs poisoned with NaN before
+# the launch so that an element no thread wrote shows up, under the race check and the sanitizer.)
+#
+# The backward returns `dX`, `dA` and `dB` -- and no `dW0`. It is not skipped at run time: there is
+# no kernel for it at all, because the LoRA op never needs it.
+#
+# ## The same kernels behind autograd
+#
+# On the `emu` device, `ops.lora_linear` -- the op every LoRA layer calls -- runs these kernels for its
+# forward and backward. Same numbers as the NumPy path on `cpu`, gradients included:
+
+# %%
+results = {}
+for dev in ("cpu", "emu"):
+    x = ml.tensor(X, device=dev, requires_grad=True)
+    a = ml.tensor(A, device=dev, requires_grad=True)
+    b = ml.tensor(B, device=dev, requires_grad=True)
+    out = ops.lora_linear(x, ml.tensor(W0, device=dev), a, b, s)
+    out.backward(dY)
+    results[dev] = (out.numpy(), x.grad, a.grad, b.grad)
+for name, c, e in zip(("Y", "dX", "dA", "dB"), results["cpu"], results["emu"]):
+    print(f"{name}: max |emu - cpu| / max |cpu| = {rel_err(e, c):.1e}")
+
+# %% [markdown]
+# ## Catching a race
+#
+# A tiled matrix product loads a tile of each operand into shared memory, waits for the whole block
+# (`__syncthreads()`), multiplies, and -- before loading the *next* tile into the same shared arrays --
+# waits again. Forget that second barrier and a fast thread overwrites the tile while slower threads
+# of its block are still reading it. On a GPU the result then depends on timing: often wrong, sometimes
+# right, differently on every run.
+#
+# Below, the kernel with the bug. The emulator runs a thread until it reaches a barrier, so the wrong
+# order happens every time and the result is wrong. But wrong how? `check_races=True` runs the launch
+# four times with threads and blocks in different orders and compares: if the output depends on the
+# order, it is a race, and the error names the argument that differs.
+
+# %%
+TILED = r'''
+#define TILE 16
+extern "C" __global__ void matmul_tiled(const float* A, const float* B, float* C, int M, int N, int K) {
+    __shared__ float As[TILE][TILE];
+    __shared__ float Bs[TILE][TILE];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int row = blockIdx.y * TILE + ty, col = blockIdx.x * TILE + tx;
+    float acc = 0.0f;
+    for (int t = 0; t < K; t += TILE) {
+        As[ty][tx] = (row < M && t + tx < K) ? A[row * K + t + tx] : 0.0f;
+        Bs[ty][tx] = (t + ty < K && col < N) ? B[(t + ty) * N + col] : 0.0f;
+        __syncthreads();                                   // the tile is loaded
+        for (int k = 0; k < TILE; ++k) acc += As[ty][k] * Bs[k][tx];
+        SECOND_BARRIER
+    }
+    if (row < M && col < N) C[row * N + col] = acc;
+}'''
+buggy = RawKernel(TILED.replace("SECOND_BARRIER", "// (missing: everyone is done with this tile)"), "matmul_tiled")
+fixed = RawKernel(TILED.replace("SECOND_BARRIER", "__syncthreads();                   // everyone is done with this tile"), "matmul_tiled")
+
+a = rng.standard_normal((40, 40)).astype(np.float32)
+b = rng.standard_normal((40, 40)).astype(np.float32)
+args = lambda c: (a, b, c, np.int32(40), np.int32(40), np.int32(40))  # noqa: E731
+c = np.zeros((40, 40), np.float32)
+buggy((3, 3), (16, 16), args(c))
+print(f"buggy kernel: max error against a @ b = {np.abs(c - a @ b).max():.2f}")
+try:
+    buggy((3, 3), (16, 16), args(c), check_races=True)
+except RaceError as err:
+    print("RaceError:", err)
+
+# %% [markdown]
+# The message says it all: the output depends on the schedule, and "reads memory that another thread
+# writes without a `__syncthreads()` in between" points at the missing barrier. With it restored, all
+# four orders agree, and the answer is right:
+
+# %%
+c = np.zeros((40, 40), np.float32)
+fixed((3, 3), (16, 16), args(c), check_races=True)
+print(f"fixed kernel: max error against a @ b = {np.abs(c - a @ b).max():.1e}, same result in every order")
+
+# %% [markdown]
+# A barrier in the wrong place is caught too, without any option: here only the threads that take the
+# `if` reach the `__syncthreads()`, and on a GPU the block would hang or misbehave. The emulator
+# sees every thread of the block and reports where each one is:
+
+# %%
+divergent = RawKernel(r'''
+extern "C" __global__ void halve_first(float* x) {
+    if (threadIdx.x < 16) {
+        x[threadIdx.x] *= 0.5f;
+        __syncthreads();                  // BUG: threads 16..31 never get here
+    }
+}''', "halve_first")
+try:
+    divergent(1, 32, (np.ones(32, np.float32),))
+except BarrierError as err:
+    print("BarrierError:", err)
+
+# %% [markdown]
+# ## Catching an out-of-bounds write
+#
+# minilora's dropout never stores a mask: each kernel recomputes "keep element `i`?" from a hash of
+# `(seed, i)` (`lora_keep` in `common.cuh`). Suppose we *did* want the mask as an array, one thread per
+# element, with a guard written `i <= n` instead of `i < n`. The thread with `i == n` writes one float
+# past the end of the array. On a GPU that silently corrupts whatever lives next to it, if it does not
+# crash; in the emulator's fast mode it corrupts the Python process's memory. So we run it only with
+# `sanitize=True`: a build with AddressSanitizer, run in a child process, which reports the first
+# stray byte with the file, the line and the argument's name. (It includes the real `common.cuh`,
+# through the same `-I` option NVRTC takes.)
+
+# %%
+MASK = r'''
+#include "common.cuh"
+extern "C" __global__ void dropout_mask(float* mask, unsigned seed, unsigned threshold, float keep_scale, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i GUARD n) mask[i] = minilora::lora_keep(seed, i, threshold) ? keep_scale : 0.0f;
+}'''
+include = ("-I" + str(kernels.kernel_dir()),)
+p, seed, n = 0.25, 7, 1000
+threshold = np.uint32(int(p * 2**32))
+launch_args = lambda mask: (mask, np.uint32(seed), threshold, np.float32(1 / (1 - p)), np.int32(n))  # noqa: E731
+
+start = time.perf_counter()
+oob = RawKernel(MASK.replace("GUARD", "<="), "dropout_mask", options=include, sanitize=True)
+try:
+    oob((n + 255) // 256, 256, launch_args(np.zeros(n, np.float32)))
+except KernelFault as err:
+    print("KernelFault:", str(err).split("; report:")[0])
+print(f"(sanitized build and run: {time.perf_counter() - start:.1f} s)")
+
+# %% [markdown]
+# Fixed, the kernel runs clean under the sanitizer, and its mask is bit for bit the one the NumPy path
+# uses (`ops.lora_dropout_mask`): the CPU, the emulator and a GPU drop exactly the same elements.
+
+# %%
+good = RawKernel(MASK.replace("GUARD", "<"), "dropout_mask", options=include, sanitize=True)
+mask = np.zeros(n, np.float32)
+good((n + 255) // 256, 256, launch_args(mask))
+numpy_keep = ops.lora_dropout_mask(seed, 1, n, p)[0]
+print("same mask as ops.lora_dropout_mask:", np.array_equal(mask > 0, numpy_keep),
+      f"| kept {(mask > 0).mean():.1%} (expected {1 - p:.0%})")
+
+# %% [markdown]
+# ## What the emulator cannot tell you
+#
+# It runs threads one at a time and switches only at barriers, so it cannot show memory-ordering bugs
+# that need true parallelism (a missing `atomicAdd` looks fine), and its timings say nothing about a GPU:
+# coalescing, bank conflicts and occupancy do not exist on a CPU. `kernels/README.md` lists the limits
+# and gives the roofline numbers for the LoRA kernels on an H200. Its job is correctness: the same
+# `.cu` file is what CuPy compiles for the GPU.
+#
+# ## Summary
+#
+# * The fused forward computes `U = X A^T` once, then one GEMM with `s U B^T` added in its epilogue; the
+#   backward computes `dX`, `dA`, `dB` and has no `dW0` kernel at all.
+# * Each thread finds its output from `blockIdx` and `threadIdx`; a guard keeps the rounded-up grid
+#   inside the matrix.
+# * `check_races=True` runs a launch in several thread orders and reports results that depend on the
+#   order (a missing `__syncthreads()`); divergent barriers are reported on every launch.
+# * `sanitize=True` catches out-of-bounds reads and writes, naming the line and the argument.

@@ -1,0 +1,253 @@
+# %% [markdown]
+# # 7. Merging, adapter files, and serving many adapters
+#
+# A trained adapter is two small matrices per layer. What can we do with them after training?
+#
+# * **Merge** them into the base weights, `W = W0 + s B A`: the model becomes a plain model again,
+#   with no extra work per token -- and check that nothing changed.
+# * **Save** them alone: a file a fraction of the model's size, in PEFT's format.
+# * **Keep several** next to one base model and switch between them -- or, in a server, give every
+#   request in a batch its own adapter.
+#
+# **Read beside it:** `minilora/lora/layers.py` (`get_delta_weight`, `merge_math`,
+# `_mixed_batch_forward`), `minilora/lora/model.py` (`merge_adapter`, `merge_and_unload`,
+# `add_adapter`, `set_adapter`, `disable_adapter`, `adapter_names=`), `minilora/lora/save.py` (the files).
+# **Exercises 7.1, 7.2.**
+
+# %%
+import json
+import os
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+import minilora as ml
+from minilora import data, memory
+from minilora.lora import LoraConfig, PeftModel, get_peft_model
+from minilora.models import BASE_DIR, load_base
+from minilora.tokenizer import ByteTokenizer
+from minilora.train import train
+
+ml.manual_seed(0)
+tok = ByteTokenizer()
+# the built-in downstream task that is not `qa` (see minilora/data.py), for a second adapter
+SECOND_TASK = next(name for name, task in data.TASKS.items() if task.downstream and name != "qa")
+
+
+def finetune(task, steps=40):
+    """A quick LoRA adapter (r=8 on every linear layer) for one of the built-in tasks."""
+    model = get_peft_model(load_base(), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
+    loader = data.task_loader(tok, data.get_task(task), "train", batch_size=16, seed=0)
+    train(model, loader, steps=steps, lr=3e-3, warmup_steps=4, progress=False)
+    return model.eval()
+
+
+def logits(model, ids):
+    with ml.no_grad():
+        return model(ids).logits.numpy()
+
+
+model = finetune("qa")
+prompts = [ex.prompt for ex in data.get_task("qa").eval[:4]]
+batch = tok(prompts)["input_ids"]      # equal lengths here: no padding needed
+print(batch.shape)
+
+# %% [markdown]
+# ## Merging: `W0 + s B A`, once
+#
+# With the adapter separate, every LoRA layer computes `x W0^T + s (x A^T) B^T`: a little more work per
+# token, and a few more kernel launches. Merging adds the update to the weight once (exercise 7.1 builds
+# `s B A`, exercise 7.2 adds it), after which the layer is an ordinary matrix product. The outputs must
+# not change beyond float32 rounding:
+
+# %%
+unmerged = logits(model, batch)
+model.merge_adapter()
+merged = logits(model, batch)
+print(f"max |merged - unmerged| logits: {np.abs(merged - unmerged).max():.2e}  (values up to {np.abs(unmerged).max():.0f})")
+model.unmerge_adapter()
+print(f"after unmerge: {np.abs(logits(model, batch) - unmerged).max():.2e}")
+
+# %% [markdown]
+# Unmerging subtracts the same `s B A` again. It gives back `W0` up to rounding (not bit for bit:
+# `(W0 + D) - D` is not always exactly `W0` in floating point), which is why PEFT and minilora keep
+# track of what is merged rather than recomputing it.
+#
+# The update that merging adds is a full `out x in` matrix, but of rank at most 8:
+
+# %%
+q_proj = model.base_model.model.model.layers[0].self_attn.q_proj
+delta = q_proj.get_delta_weight("default")
+print("delta W:", delta.shape, "rank", np.linalg.matrix_rank(delta),
+      f"| ||delta W|| / ||W0|| = {np.linalg.norm(delta) / np.linalg.norm(q_proj.base_layer.weight.numpy()):.3f}")
+
+# %% [markdown]
+# ## Adapter files
+#
+# `save_pretrained` writes PEFT's two files: `adapter_config.json` (the `LoraConfig`, with PEFT's keys)
+# and `adapter_model.safetensors` (only the adapter's tensors). A key in the file is the parameter's
+# name with the adapter name taken out (`...q_proj.lora_A.weight`, not `...lora_A.default.weight`): the
+# name is chosen again when the file is loaded.
+
+# %%
+model.save_pretrained("qa-adapter")
+for name in sorted(os.listdir("qa-adapter")):
+    print(f"{name:<28} {os.path.getsize(os.path.join('qa-adapter', name)):>9,d} bytes")
+base_file = os.path.join(BASE_DIR, "model.safetensors")
+print(f"{'the base model':<28} {os.path.getsize(base_file):>9,d} bytes")
+
+with open("qa-adapter/adapter_config.json") as f:
+    config = json.load(f)
+print({k: config[k] for k in ("peft_type", "r", "lora_alpha", "lora_dropout", "inference_mode")})
+print(f"target_modules: {len(config['target_modules'])} modules, e.g. {config['target_modules'][:2]}")
+
+from minilora.checkpoint import read_header
+header, _ = read_header("qa-adapter/adapter_model.safetensors")
+print(f"{len(header) - 1} tensors, e.g.", [k for k in header if k != "__metadata__"][:2])
+
+# %% [markdown]
+# Loading is the reverse: a fresh base model, wrapped by `PeftModel.from_pretrained`. The result
+# computes the same logits as the model that was saved. (Because the files and names are PEFT's, the
+# same folder loads into `peft.PeftModel.from_pretrained` on top of the `transformers` model;
+# `tests/test_lora_interop.py` checks that both directions give the same numbers.)
+
+# %%
+reloaded = PeftModel.from_pretrained(load_base(), "qa-adapter")
+print(f"max |reloaded - saved| logits: {np.abs(logits(reloaded, batch) - unmerged).max():.1e}")
+
+# %% [markdown]
+# ## Merge and unload
+#
+# `merge_and_unload()` merges and then replaces every LoRA layer by its plain `Linear`: what comes back
+# is the original `LlamaForCausalLM` class, with the base model's parameter count, which can be saved
+# and served with no LoRA code at all. Here on a second copy, loaded from the adapter file:
+
+# %%
+plain = PeftModel.from_pretrained(load_base(), "qa-adapter").merge_and_unload()
+print(type(plain).__name__, f"{sum(p.numel() for p in plain.parameters()):,d} parameters",
+      "| LoRA modules left:", sum("lora" in n for n, _ in plain.named_parameters()))
+print(f"max |merged model - adapter model| logits: {np.abs(logits(plain, batch) - unmerged).max():.2e}")
+
+def forward_seconds(m, repeats=20):
+    logits(m, batch)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        logits(m, batch)
+    return (time.perf_counter() - start) / repeats
+
+print(f"forward of 4 prompts: with adapter {forward_seconds(model) * 1e3:.1f} ms, merged {forward_seconds(plain) * 1e3:.1f} ms")
+
+# %% [markdown]
+# On this small model the separate adapter costs a noticeable share of the forward pass, because every
+# op has a fixed overhead and LoRA adds ops. On a 4096-wide layer at r = 8 the extra arithmetic is 0.4%
+# (notebook 4), and the fused kernel (notebook 5) hides most of the rest.
+
+# %% [markdown]
+# ## Several adapters on one base model
+#
+# Train a second adapter for another task, save it, and load it *next to* the first one: one copy of
+# the base weights, two small adapters, and `set_adapter` switches which one the layers use.
+
+# %%
+finetune(SECOND_TASK).save_pretrained(f"{SECOND_TASK}-adapter")
+server = PeftModel.from_pretrained(load_base(), "qa-adapter", adapter_name="qa")
+server.load_adapter(f"{SECOND_TASK}-adapter", adapter_name=SECOND_TASK)
+print(f"second task {SECOND_TASK!r}: {data.get_task(SECOND_TASK).description}")
+print("adapters:", sorted(server.peft_config), "| active:", server.active_adapter)
+
+qa_prompt = data.get_task("qa").eval[0].prompt
+second_prompt = data.get_task(SECOND_TASK).eval[0].prompt
+
+def complete(model, prompt, n=14, **kwargs):
+    ids = tok.encode(prompt)
+    return tok.decode(model.generate([ids], max_new_tokens=n, **kwargs).numpy()[0][len(ids):])
+
+for adapter in ("qa", SECOND_TASK):
+    server.set_adapter(adapter)
+    print(f"adapter {adapter!r:<8} {qa_prompt!r} -> {complete(server, qa_prompt)!r}")
+    print(f"{'':<17}{second_prompt!r} -> {complete(server, second_prompt)!r}")
+with server.disable_adapter():
+    print(f"no adapter       {qa_prompt!r} -> {complete(server, qa_prompt)!r}")
+
+# %% [markdown]
+# Each adapter turns the same base model into a different one, and disabling both gives the base
+# model's own continuation. (The second adapter had only 40 steps: it has picked up the *form* of its
+# task's answers, a short list of words, more than the operation itself. Notebook 6 shows what longer
+# training does.)
+#
+# The memory argument of serving: one base model plus N adapters instead of N fine-tuned models. The
+# lesson's numbers (14 GB base, 50 MB per adapter, 10 adapters: 140 GB vs 14.5 GB, 9.7x) are right as
+# arithmetic; here are exact adapter sizes for Llama-2-7B in 16-bit weights, from `memory.estimate`:
+
+# %%
+targets = {"q, v r=8": (["q_proj", "v_proj"], 8),
+           "q, k, v, o r=16": (["q_proj", "k_proj", "v_proj", "o_proj"], 16),
+           "all seven r=16": ("all-linear", 16)}
+base_7b = memory.estimate("llama-2-7b", dtype="bfloat16")
+print(f"Llama-2-7B in bfloat16: {memory.format_bytes(base_7b.weight_bytes)}")
+n_tasks = np.arange(1, 101)
+fig, ax = plt.subplots(figsize=(6.5, 3.6))
+ax.plot(n_tasks, n_tasks * base_7b.weight_bytes / 1e9, "k--", label="one fine-tuned model per task")
+for label, (modules, r) in targets.items():
+    adapter_bytes = memory.estimate("llama-2-7b", LoraConfig(r=r, target_modules=modules)).trainable_params * 2
+    print(f"{label:<16} adapter {memory.format_bytes(adapter_bytes):>9}; 10 adapters on one base: "
+          f"{memory.format_bytes(base_7b.weight_bytes + 10 * adapter_bytes):>8} vs 10 models "
+          f"{memory.format_bytes(10 * base_7b.weight_bytes)}")
+    ax.plot(n_tasks, (base_7b.weight_bytes + n_tasks * adapter_bytes) / 1e9, label=f"one base + adapters ({label})")
+ax.set(xscale="log", yscale="log", xlabel="number of tasks served", ylabel="weights in memory (GB)",
+       title="Llama-2-7B (bfloat16): serving many fine-tunes")
+ax.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# ## A different adapter for every request in a batch
+#
+# `set_adapter` switches the whole model. A server with many users wants more: one batch, and each row
+# of it with its own adapter (or none). `model(ids, adapter_names=[...])` does this, as in PEFT: every
+# LoRA layer runs the base product once for the whole batch, gathers one `(A, B)` pair per row from a
+# stack of all adapters, and adds every row's LoRA term with one batched matrix product (the idea of
+# Punica and S-LoRA's BGMV kernel). The name `"__base__"` means "no adapter".
+#
+# The check that matters: each row must get exactly what a model with only that adapter active computes.
+
+# %%
+prompts = [qa_prompt, second_prompt, qa_prompt, second_prompt]
+names = ["qa", SECOND_TASK, "__base__", "qa"]
+enc = tok(prompts, padding_side="left")
+with ml.no_grad():
+    mixed = server(enc["input_ids"], attention_mask=enc["attention_mask"], adapter_names=names).logits.numpy()
+
+worst = 0.0
+for row, name in enumerate(names):
+    ids, mask = enc["input_ids"][row:row + 1], enc["attention_mask"][row:row + 1]
+    if name == "__base__":
+        with server.disable_adapter(), ml.no_grad():
+            alone = server(ids, attention_mask=mask).logits.numpy()
+    else:
+        server.set_adapter(name)
+        with ml.no_grad():
+            alone = server(ids, attention_mask=mask).logits.numpy()
+    keep = mask[0] == 1  # padded positions are not compared
+    worst = max(worst, float(np.abs(mixed[row, keep] - alone[0, keep]).max()))
+print(f"per-row adapters vs one adapter at a time: max difference {worst:.1e}")
+
+# %% [markdown]
+# And generation, one batch, four different "models":
+
+# %%
+out = server.generate(enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=14,
+                      adapter_names=names).numpy()
+width = enc["input_ids"].shape[1]
+for name, prompt, row in zip(names, prompts, out):
+    print(f"{name:<9} {prompt!r:<46} -> {tok.decode(row[width:])!r}")
+
+# %% [markdown]
+# ## Summary
+#
+# * Merging adds `s B A` to `W0` once; outputs agree to float32 rounding, and `merge_and_unload()` returns
+#   the plain model class.
+# * An adapter file holds only `A` and `B` (PEFT's names and format), a small fraction of the model.
+# * One base model can hold many adapters; `set_adapter` switches, `disable_adapter()` gives the base.
+# * `adapter_names=[...]` gives every row of a batch its own adapter, with results identical to running
+#   each adapter alone.

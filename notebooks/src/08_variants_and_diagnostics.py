@@ -1,0 +1,299 @@
+# %% [markdown]
+# # 8. Variants and diagnostics
+#
+# Two questions close the series.
+#
+# **Can the adapter be cheaper or better?** Two well-known variants, both in PEFT and in minilora:
+# DoRA splits each weight row into a length and a direction and trains the length separately; VeRA
+# shares one pair of *random, frozen* matrices across all layers and trains only two small vectors per
+# layer.
+#
+# **What did the adapter learn, and did training go well?** The singular values of a learned update
+# `s B A` say how many directions it really uses -- computed without ever building `B A`. Cutting the
+# adapter down to the directions that hold most of that energy, and measuring the task again, says how
+# much rank the task needed. And a loss history plus the adapter's weights tell a lot about a run
+# that went wrong.
+#
+# **Read beside it:** `minilora/lora/layers.py` (`Linear._dora_forward`, `merge_math`, `VeraLinear`),
+# `minilora/lora/config.py` (`VeraConfig`), `minilora/lora/diagnostics.py` (spectra, truncation,
+# ablation, diagnosis). **Exercises 8.1-8.3.**
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+
+import minilora as ml
+from minilora import data, memory
+from minilora.lora import LoraConfig, VeraConfig, get_peft_model
+from minilora.lora import diagnostics as diag
+from minilora.models import load_base
+from minilora.tokenizer import ByteTokenizer
+from minilora.train import train
+
+ml.manual_seed(0)
+tok = ByteTokenizer()
+qa = data.get_task("qa")
+train_loader = data.task_loader(tok, qa, "train", batch_size=16, seed=0)
+eval_loader = data.task_loader(tok, qa, "eval", batch_size=24, shuffle=False)
+STEPS = 30  # short runs keep this notebook quick; notebook 6 trains longer
+
+
+def finetune(config, lr, steps=STEPS):
+    model = get_peft_model(load_base(), config)
+    run = train(model, train_loader, eval_loader, steps=steps, lr=lr, warmup_steps=3, eval_every=10,
+                progress=False)
+    return model, run
+
+# %% [markdown]
+# ## DoRA: magnitude and direction
+#
+# Write each output row `i` of a weight as a length times a unit vector: `W[i] = m_i * V[i] / ||V[i]||`.
+# DoRA (Liu et al., 2024) keeps the direction `V = W0 + s B A` low-rank-adapted, as in LoRA, and adds
+# a trainable magnitude `m` (one number per row, initialised to the row norms of `W0`):
+#
+# ```
+# W' = m * (W0 + s B A) / ||W0 + s B A||_row
+# ```
+#
+# At initialisation `B = 0`, so `W' = m * W0 / ||W0|| = W0`: like LoRA, DoRA starts exactly at the
+# base. In backward, the row norm is treated as a constant (the paper's section 4.3, and PEFT's code):
+# gradients reach `m` directly and `A`, `B` through the direction, without differentiating the norm.
+#
+# **The lesson's DoRA sketch is not DoRA.** It normalises `W0 / ||W0||` first and then adds the
+# update, so the result is not a unit direction; it adds a *detached* update, so `A` and `B` receive no
+# gradient at all and only `m` trains; and the update it adds is an activation `x A^T B^T` (shape
+# batch x out) where a weight (out x in) belongs. The direction to normalise is `W0 + s B A`, and what
+# is detached is only its norm.
+#
+# Checked on one adapted layer after a few training steps: its merged weight equals the formula above,
+# and all three of `m`, `A`, `B` get gradients.
+
+# %%
+dora, dora_run = finetune(LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", use_dora=True), lr=3e-3)
+layer = dora.base_model.model.model.layers[1].self_attn.v_proj
+W0 = layer.base_layer.weight.numpy().astype(np.float64)
+A, B = (layer.lora_A["default"].weight.numpy(), layer.lora_B["default"].weight.numpy())
+m, s = layer.lora_magnitude_vector["default"].weight.numpy(), layer.scaling["default"]
+V = W0 + s * B @ A
+expected = m[:, None] * V / np.linalg.norm(V, axis=1, keepdims=True)
+layer.merge()
+print(f"merged DoRA weight vs m * V / ||V||: max difference {np.abs(layer.base_layer.weight.numpy() - expected).max():.1e}")
+layer.unmerge()
+
+x = ml.randn(2, 5, 128)
+layer(x).sum().backward()
+for name, p in (("m", layer.lora_magnitude_vector["default"].weight), ("A", layer.lora_A["default"].weight),
+                ("B", layer.lora_B["default"].weight)):
+    print(f"|grad {name}| = {np.abs(p.grad).max():.3g}")
+dora.zero_grad()
+
+# %% [markdown]
+# ## VeRA: random frozen matrices, trained scales
+#
+# VeRA (Kopiczko et al., 2024) goes further: one pair of random matrices `A` (`r x in`) and `B`
+# (`out x r`) is drawn once, frozen, and *shared by every adapted layer*; each layer trains only two
+# vectors that scale it, `lambda_d` (length `r`) and `lambda_b` (length `out`):
+#
+# ```
+# delta W = diag(lambda_b) B diag(lambda_d) A          (exercise 8.1)
+# ```
+#
+# `lambda_b` starts at zero, so VeRA too starts at the base. Its rank can be large (here 64), since the
+# matrices cost nothing to train.
+
+# %%
+vera, vera_run = finetune(VeraConfig(r=64, target_modules="all-linear"), lr=3e-2)
+lora, lora_run = finetune(LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"), lr=3e-3)
+for name, model in (("LoRA r=16", lora), ("DoRA r=16", dora), ("VeRA r=64", vera)):
+    print(f"{name:<10}", end=" ")
+    model.print_trainable_parameters()
+
+# %% [markdown]
+# At Llama-2-7B's size, with exact counts from `memory.estimate` (the lesson's "0.01% for VeRA vs
+# 0.1-0.5% for LoRA" is the right order of magnitude):
+
+# %%
+for label, config in (("LoRA q,v r=8", LoraConfig(r=8, target_modules=["q_proj", "v_proj"])),
+                      ("DoRA q,v r=8", LoraConfig(r=8, target_modules=["q_proj", "v_proj"], use_dora=True)),
+                      ("LoRA all-linear r=16", LoraConfig(r=16, target_modules="all-linear")),
+                      ("VeRA q,v r=256", VeraConfig(r=256, target_modules=["q_proj", "v_proj"])),
+                      ("VeRA all-linear r=256", VeraConfig(r=256, target_modules="all-linear"))):
+    print(f"{label:<22} {memory.estimate('llama-2-7b', config).peft_line()}")
+
+# %% [markdown]
+# The three on the same task, the same steps and the same schedule (VeRA with a 10x larger learning
+# rate, as its authors recommend: its scales start small):
+
+# %%
+fig, ax = plt.subplots(figsize=(6.5, 3.6))
+for name, run, color in (("LoRA r=16", lora_run, "C0"), ("DoRA r=16", dora_run, "C1"), ("VeRA r=64", vera_run, "C2")):
+    ax.semilogy(range(1, STEPS + 1), run.losses, color=color, lw=1, alpha=0.6)
+    ax.semilogy(*zip(*[(e["step"], e["eval_loss"]) for e in run.evals]), "o-", color=color, label=f"{name} (eval)")
+ax.set(xlabel="step", ylabel="loss (lines: train)", title="qa: three adapters")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# DoRA follows LoRA closely here -- its benefit, where there is one, is a few points of accuracy on
+# harder tasks, not speed. VeRA, with a few thousand trained numbers, learns the task much more slowly:
+# the price of fixing the directions at random.
+#
+# ## What the adapter learned: singular values of `s B A`
+#
+# Each LoRA layer's update has rank at most `r` = 16. How many of those directions does it use? The
+# singular values answer, and `diagnostics.delta_svd` computes them without building the `out x in`
+# matrix: with QR factorisations `B = Qb Rb` and `A^T = Qa Ra`, `s B A = Qb (s Rb Ra^T) Qa^T`, so the
+# singular values are those of the `r x r` core (exercise 8.2). Two summaries per layer: the *entropy
+# effective rank* `exp(-sum p_i log p_i)` with `p_i = S_i / sum S` (exercise 8.3), and the number of
+# directions holding 90% of the squared norm ("energy").
+
+# %%
+spectra = diag.adapter_spectrum(lora, energy=0.9)
+print(diag.spectrum_table(spectra[:7]))
+print(f"\nall {len(spectra)} layers: mean effective rank {np.mean([sp.effective_rank for sp in spectra]):.1f}, "
+      f"mean 90%-energy rank {np.mean([sp.energy_rank for sp in spectra]):.1f} (of r = 16)")
+
+# %% [markdown]
+# Is the update low-rank only because LoRA forced it to be? Compare with **full fine-tuning**: train
+# every weight for the same steps and take the SVD of what changed, `W_after - W_before`, in the same
+# layers. And, for scale, a random matrix of the same size -- which is what the lesson's "rank ablation
+# study" uses as its stand-in for a fine-tuning update: `torch.randn(4096, 4096) * 0.01`. A random
+# Gaussian matrix is the *opposite* of low-rank -- its energy is spread over all directions -- so that
+# experiment cannot show what it sets out to show.
+
+# %%
+full = load_base()
+before = {n: p.numpy().copy() for n, p in full.named_parameters()}
+train(full, train_loader, steps=20, lr=1e-3, warmup_steps=3, progress=False)
+
+def energy_curve(S):
+    return np.cumsum(S ** 2) / np.sum(S ** 2)
+
+fig, ax = plt.subplots(figsize=(6.5, 3.8))
+print("directions holding 90% of the update's energy:")
+for i, name in enumerate(("model.layers.1.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight")):
+    S = np.linalg.svd(full.state_dict()[name].numpy() - before[name], compute_uv=False)
+    ax.plot(np.arange(1, len(S) + 1), energy_curve(S), color=f"C{i}",
+            label=f"full fine-tuning: {name.split('.')[-2]} (eff. rank {diag.effective_rank(S):.0f})")
+    lora_S = next(sp for sp in spectra if sp.name == name.removesuffix(".weight")).singular_values
+    ax.plot(np.arange(1, len(lora_S) + 1), energy_curve(lora_S), "--", color=f"C{i}",
+            label=f"LoRA r=16: {name.split('.')[-2]} (eff. rank {diag.effective_rank(lora_S):.0f})")
+    print(f"  {name.split('.')[-2]:<10} full fine-tuning {diag.energy_rank(S):>3} of {len(S)},"
+          f" LoRA {diag.energy_rank(lora_S):>2} of 16")
+S_random = np.linalg.svd(np.random.default_rng(42).standard_normal((128, 128)) * 0.01, compute_uv=False)
+print(f"  a random 128 x 128 matrix: {diag.energy_rank(S_random)} of 128")
+ax.plot(np.arange(1, 129), energy_curve(S_random), "k:", label="random 128 x 128 matrix")
+ax.axhline(0.9, color="grey", lw=0.8)
+ax.set(xscale="log", xlabel="number of directions k", ylabel="share of ||delta W||^2 in the top k",
+       title="how many directions the update uses")
+ax.legend(fontsize=7)
+plt.show()
+
+# %% [markdown]
+# The full fine-tuning update, free to use all 128 directions, concentrates its energy: its top
+# direction alone holds about a quarter of it, and a small fraction of the directions hold 90%, where
+# the random matrix needs most of them. It is not as low-rank as the LoRA update (which was limited to
+# 16 directions and uses fewer), but it is far from random: the structure LoRA is built on (Hu et al.
+# measured the same on GPT-3). The lesson's random-matrix simulation, at a size we can afford here, gives:
+
+# %%
+S = np.linalg.svd(np.random.default_rng(42).standard_normal((1024, 1024)) * 0.01, compute_uv=False)
+curve = energy_curve(S)
+print("a random 1024 x 1024 matrix (the lesson uses 4096; the picture is the same):")
+for r in (1, 8, 64, 128):
+    print(f"  top {r:>3} directions hold {curve[r - 1]:.1%} of the energy")
+
+# %% [markdown]
+# ## Rank ablation by SVD energy
+#
+# If a layer's update keeps 90% of its energy in 5 directions, do we need the other 11? Replace each
+# update by its best rank-`k` approximation -- `k` chosen per layer as the number of directions holding a
+# given share of the energy -- and measure the task again. `diagnostics.rank_ablation` does that for a
+# list of energy levels (or of fixed ranks) and restores the adapter afterwards; `truncate_adapter`
+# does it for good. Rank 0 -- no adapter at all -- is the baseline.
+
+# %%
+def accuracy(model):
+    return data.evaluate(model, tok, qa, n=40).accuracy
+
+rows = diag.rank_ablation(lora, accuracy, ranks=(0,)) + \
+    diag.rank_ablation(lora, accuracy, energies=(0.3, 0.5, 0.8, 0.9, 1.0))
+labels = ["rank 0"] + [f"{r['level']:.0%} energy" for r in rows[1:]]
+print(f"{'kept':>12}{'mean rank':>11}{'LoRA params':>13}{'qa accuracy':>13}")
+for label, row in zip(labels, rows):
+    print(f"{label:>12}{row['mean_rank']:>11.1f}{row['lora_params']:>13,d}{row['metric']:>13.0%}")
+
+fig, ax = plt.subplots(figsize=(7, 3.2))
+ax.bar([f"{label}\n(rank {r['mean_rank']:.1f})" for label, r in zip(labels, rows)], [r["metric"] for r in rows])
+ax.set(ylabel="qa accuracy (40 questions)", title="truncating the trained r=16 adapter", ylim=(0, 1.05))
+ax.tick_params(axis="x", labelsize=8)
+plt.show()
+
+# %% [markdown]
+# Almost all of the accuracy survives with a handful of directions per layer -- here even the single
+# strongest direction of each update does most of the job. This task, a new answer format over known
+# facts, needs far fewer than 16. It is a cheap experiment to run after any fine-tune, and a good guide
+# to choosing `r` for the next one. (With 40 questions, differences of a few points are noise.)
+#
+# ## Diagnosing a training run
+#
+# `diagnostics.diagnose_lora_training(model, train_losses, eval_losses)` is the lesson's
+# `diagnose_lora_training`, working: the lesson's version uses `np` without importing it, reads
+# `module.lora_A.weight` where `lora_A` is a dict of layers (one per adapter), and flags "spikes" with a
+# mean + 3 std rule over the whole run, which a normal falling curve can trip. minilora's checks each
+# state their thresholds (see the docstring of `diagnose_training`). A healthy run says so:
+
+# %%
+evals = [(e["step"], e["eval_loss"]) for e in lora_run.evals]
+for finding in diag.diagnose_lora_training(lora, lora_run.losses, evals):
+    print(finding)
+
+# %% [markdown]
+# Now runs that went wrong. First a real classic: the adapter never changed, because the optimizer
+# was given the wrong parameters (or a learning rate of 0, or the adapter was loaded for inference).
+# Its `B` matrices are still exactly zero, which is impossible after any real update:
+
+# %%
+untrained = get_peft_model(load_base(), LoraConfig(r=16, target_modules="all-linear"))
+for finding in diag.diagnose_adapter(untrained):
+    print(finding)
+
+# %% [markdown]
+# Then four loss histories drawn by hand, one per check (a real run that fails in each of these ways
+# takes longer than this notebook should):
+
+# %%
+steps = np.arange(1, 61)
+curves = {
+    "not decreasing": 3.1 + 0.05 * np.sin(steps / 3),
+    "spikes": 2.0 * np.exp(-steps / 15) + 0.3 + np.where(steps % 13 == 0, 1.5, 0.0),
+    "overfitting": 2.0 * np.exp(-steps / 10) + 0.05,
+    "non-finite": np.where(steps < 40, 2.0 * np.exp(-steps / 15) + 0.3, np.nan),
+}
+eval_curves = {"overfitting": [(s, 0.6 + 0.01 * (s - 30) ** 2 / 30) for s in range(10, 61, 10)]}
+for name, losses in curves.items():
+    print(f"\n{name}:")
+    for finding in diag.diagnose_training(losses, eval_curves.get(name)):
+        print(" ", finding)
+
+fig, axes = plt.subplots(1, 4, figsize=(12, 2.6))
+for ax, (name, losses) in zip(axes, curves.items()):
+    ax.plot(steps, losses, label="train")
+    if name in eval_curves:
+        ax.plot(*zip(*eval_curves[name]), "o-", label="eval")
+        ax.legend(fontsize=8)
+    ax.set(title=name, xlabel="step")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Summary
+#
+# * DoRA: `W' = m (W0 + s B A) / ||W0 + s B A||_row`, norm constant in backward; the lesson's sketch
+#   normalises the wrong thing and stops the gradient of `A` and `B`.
+# * VeRA trains two vectors per layer around shared random frozen matrices: a few thousand numbers here,
+#   0.004-0.02% of Llama-2-7B, and slower learning.
+# * The singular values of `s B A` come from an `r x r` core; learned updates concentrate their energy in
+#   a few directions -- and so do full fine-tuning updates, unlike the random matrix of the lesson.
+# * Truncating by energy and re-measuring shows how much rank a task needs.
+# * `diagnose_lora_training` turns loss histories and adapter weights into findings with suggestions.
