@@ -1,0 +1,520 @@
+"""Built-in data, generated from a seed: an invented world, a base corpus about it, and tasks.
+
+Nothing is downloaded. One seed fixes the *world* (who lives where, which country has which capital);
+the base model is pretrained on English text about that world (``corpus_documents``: facts in several
+phrasings, short stories, lists, small sums), so it *knows* the facts. The downstream tasks then ask
+for something the base model has never seen:
+
+* ``qa``   -- the same facts in a new format: ``"Q: Where does Ada Morn live?\\nA:"`` -> ``" Mert"``.
+  Fine-tuning uses two thirds of the world's people and evaluation the other third, so
+  the eval answers were never shown during fine-tuning: they must come from the knowledge the base model
+  got in pretraining. This is the classic reason to fine-tune: teach a format, keep the knowledge.
+* ``reverse`` -- a new operation: ``"Reverse: cup kite bread\\n"`` -> ``"bread kite cup"``. The corpus
+  teaches copying (every list in it is said twice, in the same order) but never reversing. Train and
+  eval phrases are disjoint.
+* ``facts`` -- the *base* task, in the corpus's own format: ``"The capital of Lorvia is"`` ->
+  ``" Mert"`` (the output is cut at the full stop, so it scores what the model knows, not whether it
+  still ends sentences the corpus way). Measured before and after fine-tuning, it shows forgetting of
+  knowledge; the held-out corpus loss (``corpus_loss``) shows forgetting of the corpus's language.
+
+Every task is scored by exact match of greedy generations (``evaluate``). The rest of the file turns
+text into ``[B, T]`` arrays for training: ``encode_example`` (labels ``-100`` on the prompt, so the loss
+is on the answer only), ``pack`` (a long token stream cut into blocks, for pretraining) and
+``DataLoader`` (seeded shuffling in which batch ``i`` is a pure function of ``(seed, i)``, which is what
+makes a resumed run see exactly the batches the uninterrupted run would have seen).
+"""
+import dataclasses
+
+import numpy as np
+
+from .tensor import no_grad
+
+__all__ = ["World", "make_world", "corpus_documents", "corpus_text", "Example", "Task", "TASKS",
+           "get_task", "encode_prompt", "encode_example", "encode_document", "pack", "pad_batch", "DataLoader",
+           "task_loader", "corpus_loader", "evaluate", "predict", "mean_loss", "corpus_loss", "IGNORE_INDEX"]
+
+IGNORE_INDEX = -100  # label value the loss skips (PyTorch's and transformers' convention)
+WORLD_SEED = 1234  # the world the shipped base model was pretrained on
+
+# ----------------------------------------------------------------------------------------------
+# The world
+# ----------------------------------------------------------------------------------------------
+_ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr",
+           "kl", "st", "tr", "sh", "th"]
+_VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "ou"]
+_CODAS = ["", "", "n", "r", "l", "s", "th", "m", "rk", "nd"]
+JOBS = ["baker", "farmer", "teacher", "doctor", "painter", "sailor", "miner", "weaver", "potter",
+        "singer", "smith", "hunter"]
+COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "white", "black", "pink", "grey"]
+THINGS = ["apple", "hat", "boat", "book", "bird", "cup", "lamp", "coat", "stone", "kite", "drum",
+          "horse", "river", "tree", "door", "bell", "fish", "goat", "pear", "bread", "ring", "shoe",
+          "candle", "basket", "rope", "spoon", "chair", "flag", "key", "mirror"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Person:
+    name: str
+    town: str
+    job: str
+    colour: str
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+    """Countries with capitals and people with a home town, a job and a favourite colour.
+
+    ``qa_split[name]`` says whether a person's questions are for fine-tuning ("train") or
+    evaluation ("eval") in the ``qa`` task."""
+    capitals: dict  # country -> capital town
+    people: tuple   # Person, ...
+    qa_split: dict  # person's name -> "train" | "eval"
+
+    @property
+    def countries(self):
+        return list(self.capitals)
+
+    def country_of(self, town):
+        return next(c for c, t in self.capitals.items() if t == town)
+
+    def residents(self, town):
+        return [p for p in self.people if p.town == town]
+
+
+def _pick(rng, seq):
+    return seq[int(rng.integers(len(seq)))]
+
+
+def _word(rng, syllables):
+    parts = [_pick(rng, _ONSETS) + _pick(rng, _VOWELS) for _ in range(syllables)]
+    return ("".join(parts) + _pick(rng, _CODAS)).capitalize()
+
+
+def _unique_words(rng, count, syllables, taken):
+    out = []
+    while len(out) < count:
+        w = _word(rng, syllables)
+        if w not in taken and 3 <= len(w) <= 9:
+            taken.add(w)
+            out.append(w)
+    return out
+
+
+def make_world(seed=WORLD_SEED, n_countries=20, n_people=60):
+    """The invented world for ``seed``: names from syllables, facts drawn at random."""
+    rng = np.random.default_rng(seed)
+    taken = set()
+    countries = [w + _pick(rng, ["ia", "land", "ora", "ovia"]) for w in
+                 _unique_words(rng, n_countries, 1, taken)]
+    towns = _unique_words(rng, n_countries, 1, taken)
+    firsts = _unique_words(rng, n_people, 1, taken)
+    lasts = _unique_words(rng, n_people, 1, taken)
+    people = tuple(Person(f"{f} {l}", _pick(rng, towns), _pick(rng, JOBS), _pick(rng, COLOURS))
+                   for f, l in zip(firsts, lasts))
+    order = rng.permutation(len(people))  # a third of the people are kept for evaluation
+    split = {people[i].name: ("eval" if k % 3 == 0 else "train") for k, i in enumerate(order)}
+    return World(dict(zip(countries, towns)), people, split)
+
+
+# ----------------------------------------------------------------------------------------------
+# The base corpus: facts stated in several phrasings, short stories, and arithmetic
+# ----------------------------------------------------------------------------------------------
+# Several phrasings of every fact: a model that saw each fact one way only can repeat the sentence
+# but not *use* the fact in a new format (Allen-Zhu & Li, "Physics of Language Models 3.1").
+FACT_TEMPLATES = {
+    "capital": ["The capital of {country} is {town}.", "{town} is the capital of {country}.",
+                "{country} has its capital at {town}.", "In {country}, the capital city is {town}."],
+    "town": ["{name} lives in {town}.", "{name} has a house in {town}.",
+             "The home of {name} is in {town}.", "{name} is from the town of {town}."],
+    "job": ["{name} works as a {job}.", "{name} is a {job}.", "By trade, {name} is a {job}.",
+            "The job of {name} is {job}."],
+    "colour": ["The favourite colour of {name} is {colour}.", "{name} likes {colour} best.",
+               "{name} loves the colour {colour}.", "Of all colours, {name} likes {colour} most."],
+}
+
+
+def _fact(rng, kind, **slots):
+    return _pick(rng, FACT_TEMPLATES[kind]).format(**slots)
+
+
+def _person_facts(rng, p):
+    return [_fact(rng, "town", name=p.name, town=p.town), _fact(rng, "job", name=p.name, job=p.job),
+            _fact(rng, "colour", name=p.name, colour=p.colour)]
+
+
+def _bio(rng, world):
+    p = _pick(rng, world.people)
+    facts = _person_facts(rng, p)
+    rng.shuffle(facts)
+    return " ".join(facts)
+
+
+def _country_doc(rng, world):
+    country = _pick(rng, world.countries)
+    town = world.capitals[country]
+    text = _fact(rng, "capital", country=country, town=town)
+    residents = world.residents(town)
+    if residents:
+        p = _pick(rng, residents)
+        text += f" Many people live in {town}. One of them is {p.name}. " + \
+                _fact(rng, "town", name=p.name, town=town)
+    return text
+
+
+def _story(rng, world):
+    i, j = rng.choice(len(world.people), size=2, replace=False)
+    a, b = world.people[i], world.people[j]
+    thing = _pick(rng, THINGS)
+    x, y = int(rng.integers(2, 10)), int(rng.integers(1, 10))
+    lines = [f"One day, {a.name} left {a.town} to visit {b.name} in {b.town}.",
+             _fact(rng, "job", name=a.name, job=a.job), _fact(rng, "job", name=b.name, job=b.job),
+             f"{b.name} gave {a.name} a {a.colour} {thing}, because {a.colour} is the favourite "
+             f"colour of {a.name}.",
+             f"{a.name} had {x} apples and got {y} more, so {a.name} had {x + y} apples.",
+             f"Then {a.name} went home to {a.town}."]
+    return " ".join(lines)
+
+
+def _phrase(rng, k):
+    """``k`` distinct things. (Not colours or jobs: those words answer questions about people, and
+    seeing them in random lists would blur what the model knows about who likes or does what.)"""
+    return [THINGS[int(i)] for i in rng.choice(len(THINGS), size=k, replace=False)]
+
+
+def _list_doc(rng, world):
+    """A list said twice. Predicting the second copy is only possible by looking back at the first:
+    this is what teaches the model to copy from its context (an "induction head")."""
+    p = _pick(rng, world.people)
+    items = ", ".join(_phrase(rng, int(rng.integers(2, 6))))
+    return f"{p.name} wrote a list: {items}. Then {p.name} read the list out loud: {items}."
+
+
+def _arithmetic(rng, world):
+    lines = []
+    for _ in range(int(rng.integers(3, 7))):
+        a, b = int(rng.integers(0, 10)), int(rng.integers(0, 10))
+        if rng.random() < 0.5:
+            lines.append(f"{a} + {b} = {a + b}.")
+        else:
+            a, b = max(a, b), min(a, b)
+            lines.append(f"{a} - {b} = {a - b}.")
+    return " ".join(lines)
+
+
+_DOC_KINDS = [(_bio, 0.35), (_country_doc, 0.15), (_story, 0.25), (_list_doc, 0.15), (_arithmetic, 0.1)]
+
+
+def corpus_documents(n, seed=0, world=None):
+    """``n`` base-corpus documents (strings). Different ``seed`` -> different documents about the
+    same ``world`` (default: ``make_world()``), which is how held-out text is made."""
+    world = world or make_world()
+    rng = np.random.default_rng([seed, 7])  # a stream separate from the world's
+    kinds, weights = zip(*_DOC_KINDS)
+    picks = rng.choice(len(kinds), size=n, p=np.array(weights) / sum(weights))
+    return [kinds[k](rng, world) for k in picks]
+
+
+def corpus_text(n, seed=0, world=None):
+    return "\n".join(corpus_documents(n, seed, world))
+
+
+# ----------------------------------------------------------------------------------------------
+# Tasks: (prompt, answer) pairs with disjoint train/eval splits
+# ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Example:
+    prompt: str
+    answer: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A task: train/eval examples, how to stop generating, and a one-line description.
+
+    ``stop``: the output is cut before this string (and always at EOS). ``downstream`` tasks are the
+    fine-tuning targets; the others measure what the base model knows (forgetting)."""
+    name: str
+    description: str
+    train: tuple
+    eval: tuple
+    stop: str = None
+    max_new_tokens: int = 16
+    downstream: bool = True
+
+
+QA_TEMPLATES = {
+    "town": "Q: Where does {name} live?\nA:",
+    "job": "Q: What is the job of {name}?\nA:",
+    "colour": "Q: What is the favourite colour of {name}?\nA:",
+}
+
+
+def _qa_examples(world):
+    """Three questions about each person. (Capitals are left out: with 20 countries, the dozen a
+    fine-tune would see are too few to learn the mapping from, and eval on them is noise.)"""
+    out = {"train": [], "eval": []}
+    for p in world.people:
+        for kind, value in (("town", p.town), ("job", p.job), ("colour", p.colour)):
+            out[world.qa_split[p.name]].append(Example(QA_TEMPLATES[kind].format(name=p.name),
+                                                       " " + value))
+    return tuple(out["train"]), tuple(out["eval"])
+
+
+def _reverse_examples(seed, n_train=600, n_eval=100):
+    """Two or three words from the corpus vocabulary, to be said in reverse order. The base model
+    can copy a list (the corpus says lists twice) but has never reversed one. Eval phrases never
+    occur in train."""
+    rng = np.random.default_rng([seed, 11])
+    phrases = set()
+    while len(phrases) < n_train + n_eval:
+        phrases.add(" ".join(_phrase(rng, int(rng.integers(2, 4)))))
+    phrases = sorted(phrases)
+    rng.shuffle(phrases)
+    make = lambda ps: tuple(Example(f"Reverse: {p}\n", " ".join(p.split()[::-1])) for p in ps)  # noqa: E731
+    return make(phrases[:n_train]), make(phrases[n_train:])
+
+
+def _facts_examples(world):
+    """The base task: the canonical first phrasing of every fact, as a sentence completion (the
+    answer is cut at the full stop, see ``Task.stop``)."""
+    ex = [Example(f"The capital of {c} is", f" {t}") for c, t in world.capitals.items()]
+    for p in world.people:
+        ex += [Example(f"{p.name} lives in", f" {p.town}"), Example(f"{p.name} works as a", f" {p.job}"),
+               Example(f"The favourite colour of {p.name} is", f" {p.colour}")]
+    return (), tuple(ex)
+
+
+def _build_tasks(seed=WORLD_SEED):
+    world = make_world(seed)
+    qa_train, qa_eval = _qa_examples(world)
+    reverse_train, reverse_eval = _reverse_examples(seed)
+    _, facts_eval = _facts_examples(world)
+    return {
+        "qa": Task("qa", "answer questions about the world's people in a new Q/A format "
+                   "(eval asks about people never seen in fine-tuning)",
+                   qa_train, qa_eval, max_new_tokens=12),
+        "reverse": Task("reverse", "a new operation: say a list of words in reverse order",
+                        reverse_train, reverse_eval, max_new_tokens=24),
+        "facts": Task("facts", "base task: complete a fact sentence in the corpus's own format",
+                      (), facts_eval, stop=".", max_new_tokens=12, downstream=False),
+    }
+
+
+TASKS = _build_tasks()
+
+
+def get_task(name):
+    """``get_task("qa")``; an unknown name raises an error listing the tasks that exist."""
+    if isinstance(name, Task):
+        return name
+    if name not in TASKS:
+        raise KeyError(f"unknown task {name!r}: choose one of {sorted(TASKS)}")
+    return TASKS[name]
+
+
+# ----------------------------------------------------------------------------------------------
+# Text -> token arrays
+# ----------------------------------------------------------------------------------------------
+def _bos(tokenizer):
+    return [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+
+
+def encode_prompt(tokenizer, text):
+    """``[bos] text`` -- how every prompt and document starts."""
+    return _bos(tokenizer) + tokenizer.encode(text, add_special_tokens=False)
+
+
+def encode_example(tokenizer, example):
+    """``[bos] prompt answer [eos]`` with labels ``-100`` on ``[bos] prompt``: the loss (and so the
+    gradient) comes from the answer and the EOS only -- the model learns to answer and to stop."""
+    prompt = encode_prompt(tokenizer, example.prompt)
+    answer = tokenizer.encode(example.answer, add_special_tokens=False) + [tokenizer.eos_token_id]
+    return prompt + answer, [IGNORE_INDEX] * len(prompt) + answer
+
+
+def encode_document(tokenizer, text):
+    return encode_prompt(tokenizer, text) + [tokenizer.eos_token_id]
+
+
+def pack(token_ids, block_size):
+    """Cut one long token stream into ``[N, block_size]`` rows (the tail that does not fill a row
+    is dropped). Pretraining packs documents back to back: no padding is wasted."""
+    ids = np.asarray(token_ids, dtype=np.int64)
+    n = len(ids) // block_size
+    if n == 0:
+        raise ValueError(f"pack: {len(ids)} tokens do not fill one block of {block_size}")
+    return ids[:n * block_size].reshape(n, block_size)
+
+
+def pad_batch(sequences, pad_id, labels=None):
+    """Right-pad variable-length sequences into ``input_ids [B, T]`` and ``labels [B, T]``.
+
+    Padding goes on the right, after every real token, so causal attention never lets a real token
+    see a pad, and the pads' labels are ``-100``. ``labels=None`` means "predict every real token"."""
+    if not sequences:
+        raise ValueError("pad_batch: no sequences")
+    width = max(len(s) for s in sequences)
+    ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
+    out_labels = np.full((len(sequences), width), IGNORE_INDEX, dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        ids[row, :len(seq)] = seq
+        out_labels[row, :len(seq)] = seq if labels is None else labels[row]
+    return ids, out_labels
+
+
+class DataLoader:
+    """Seeded batches over a list of ``(ids, labels)`` pairs (or an ``[N, T]`` array of packed rows).
+
+    Epoch ``e`` visits the items in the order ``permutation(seed, e)``; batch ``i`` holds stream
+    positions ``[i*batch_size, (i+1)*batch_size)``. So ``loader.batch(i)`` needs no hidden state: a
+    run resumed at step ``s`` asks for batch ``s`` and gets the very batch it would have had.
+    """
+
+    def __init__(self, items, batch_size, seed=0, pad_id=0, shuffle=True):
+        if len(items) == 0:
+            raise ValueError("DataLoader: no items")
+        if batch_size < 1:
+            raise ValueError(f"DataLoader: batch_size must be >= 1, got {batch_size}")
+        self.items, self.batch_size, self.seed = items, int(batch_size), int(seed)
+        self.pad_id, self.shuffle = pad_id, shuffle
+        self._order = (None, None)  # (epoch, permutation) cache
+
+    def __len__(self):
+        """Batches per epoch (rounded up)."""
+        return -(-len(self.items) // self.batch_size)
+
+    def _index(self, position):
+        epoch, offset = divmod(position, len(self.items))
+        if not self.shuffle:
+            return offset
+        if self._order[0] != epoch:
+            self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.items)))
+        return int(self._order[1][offset])
+
+    def batch(self, index):
+        """``(input_ids, labels)``, both int64 ``[B, T]`` arrays (batches wrap across epochs)."""
+        start = index * self.batch_size
+        return self._collate([self.items[self._index(p)] for p in range(start, start + self.batch_size)])
+
+    def _collate(self, picked):
+        if isinstance(self.items, np.ndarray):  # packed rows: every token is a target
+            rows = np.stack(picked)
+            return rows, rows.copy()
+        return pad_batch([ids for ids, _ in picked], self.pad_id, [lab for _, lab in picked])
+
+    def __iter__(self):
+        """One epoch in order ``permutation(seed, 0)``, each item once (the last batch may be short)."""
+        n = len(self.items)
+        for start in range(0, n, self.batch_size):
+            yield self._collate([self.items[self._index(p)] for p in range(start, min(n, start + self.batch_size))])
+
+
+def task_loader(tokenizer, task, split="train", batch_size=16, seed=0, shuffle=True):
+    """A ``DataLoader`` over a task's encoded examples."""
+    examples = getattr(get_task(task), split)
+    if not examples:
+        raise ValueError(f"task {get_task(task).name!r} has no {split!r} examples")
+    return DataLoader([encode_example(tokenizer, ex) for ex in examples], batch_size, seed,
+                      tokenizer.pad_token_id, shuffle)
+
+
+def corpus_loader(tokenizer, n_documents, block_size=128, batch_size=16, seed=0, world=None):
+    """Packed base-corpus blocks for pretraining (documents from ``seed``)."""
+    stream = []
+    for doc in corpus_documents(n_documents, seed, world):
+        stream += encode_document(tokenizer, doc)
+    return DataLoader(pack(stream, block_size), batch_size, seed, tokenizer.pad_token_id)
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------
+def _cut(text, stop):
+    """``text`` up to (not including) the first ``stop``."""
+    return text.split(stop, 1)[0] if stop else text
+
+
+def predict(model, tokenizer, prompts, max_new_tokens=16, stop=None):
+    """Greedy continuations of ``prompts`` (strings), cut at EOS and before ``stop``.
+
+    Prompts of equal length are decoded together as one batch: with no padding there is nothing to
+    mask, and a batch of 40 costs about as much as one prompt. A ``stop`` that is one token also
+    ends generation early (it is passed to ``generate`` as a second end-of-sequence id)."""
+    encoded = [encode_prompt(tokenizer, p) for p in prompts]
+    end_ids = [tokenizer.eos_token_id]
+    stop_ids = tokenizer.encode(stop, add_special_tokens=False) if stop else []
+    if len(stop_ids) == 1:
+        end_ids += stop_ids
+    by_length = {}
+    for i, ids in enumerate(encoded):
+        by_length.setdefault(len(ids), []).append(i)
+    outputs = [None] * len(prompts)
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        with no_grad():
+            for length, rows in by_length.items():
+                ids = np.array([encoded[i] for i in rows], dtype=np.int64)
+                out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
+                                     eos_token_id=end_ids)
+                out = np.asarray(out.numpy() if hasattr(out, "numpy") else out)
+                for row, i in enumerate(rows):
+                    new = [int(t) for t in out[row, length:]]
+                    if tokenizer.eos_token_id in new:
+                        new = new[:new.index(tokenizer.eos_token_id)]
+                    outputs[i] = _cut(tokenizer.decode(new), stop)
+    finally:
+        model.train(was_training)
+    return outputs
+
+
+@dataclasses.dataclass
+class EvalResult:
+    """Exact-match accuracy of greedy generations, with the first few (prompt, target, output)."""
+    task: str
+    accuracy: float
+    correct: int
+    total: int
+    samples: list
+
+    def __float__(self):
+        return self.accuracy
+
+    def __str__(self):
+        return f"{self.task}: {self.correct}/{self.total} = {100 * self.accuracy:.1f}% exact match"
+
+
+def evaluate(model, tokenizer, task, n=None, split="eval", samples=5):
+    """Exact-match accuracy of ``model`` on the first ``n`` examples (all if ``None``) of a split.
+
+    An output counts as correct when it equals the answer after stripping surrounding whitespace."""
+    task = get_task(task)
+    examples = list(getattr(task, split))[:n]
+    if not examples:
+        raise ValueError(f"task {task.name!r} has no {split!r} examples")
+    outputs = predict(model, tokenizer, [ex.prompt for ex in examples], task.max_new_tokens, task.stop)
+    hits = [out.strip() == ex.answer.strip() for out, ex in zip(outputs, examples)]
+    shown = [(ex.prompt, ex.answer, out) for ex, out in zip(examples[:samples], outputs)]
+    return EvalResult(task.name, sum(hits) / len(hits), sum(hits), len(hits), shown)
+
+
+def mean_loss(model, loader):
+    """Mean next-token loss over one pass of ``loader``, weighted by the number of target tokens
+    of each batch, with the model in eval mode and no graph built."""
+    was_training = getattr(model, "training", False)
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        with no_grad():
+            for input_ids, labels in loader:
+                n = int((labels[:, 1:] != IGNORE_INDEX).sum())
+                total += model(input_ids, labels=labels).loss.item() * n
+                count += n
+    finally:
+        model.train(was_training)
+    return total / max(count, 1)
+
+
+def corpus_loss(model, tokenizer, n_documents=200, block_size=128, batch_size=16, seed=10_000):
+    """Mean next-token loss on held-out base-corpus text (documents from a seed the pretraining did
+    not use). Its rise after fine-tuning measures forgetting; ``exp(loss)`` is the perplexity."""
+    return mean_loss(model, corpus_loader(tokenizer, n_documents, block_size, batch_size, seed))

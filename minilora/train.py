@@ -1,0 +1,534 @@
+"""The training loop, and the ``minilora train`` command.
+
+``train(model, train_data, ...)`` works for full fine-tuning and for LoRA alike: it trains exactly the
+parameters with ``requires_grad=True`` (after ``get_peft_model`` those are the LoRA matrices only).
+One optimizer step is:
+
+    for each of grad_accum micro-batches:  loss = model(ids, labels=labels).loss / grad_accum
+                                           loss.backward()          # gradients add up in p.grad
+    clip_grad_norm_(params, clip_norm)     # one global norm over all trainable parameters
+    optimizer.step(); scheduler.step()     # AdamW, linear warmup then cosine decay
+    optimizer.zero_grad()
+
+Around it: a progress bar, a metrics log (``metrics.jsonl``), a loss-curve PNG, periodic evaluation,
+and checkpoints. A checkpoint holds everything that decides the rest of the run -- the trainable
+weights, the optimizer's moments, the scheduler, the random generator and the step -- so a run resumed
+from step 3 produces the same losses, bit for bit, as a run that never stopped (batches are a pure
+function of ``(seed, step)``, see ``minilora.data.DataLoader``). Checkpoints are written to a temporary
+file and renamed over the old one, so a crash mid-write never destroys the previous checkpoint, and a
+NaN/inf loss stops the run *before* anything is saved, so the last checkpoint on disk is a good one.
+"""
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import random as ml_random
+from .checkpoint import atomic_write
+from .data import IGNORE_INDEX, DataLoader, mean_loss
+from .tensor import Tensor, no_grad
+
+__all__ = ["train", "TrainResult", "NonFiniteLossError", "save_training_state", "load_training_state",
+           "CHECKPOINT_NAME", "add_cli_arguments", "cli_main"]
+
+CHECKPOINT_NAME = "checkpoint.npz"
+METRICS_NAME = "metrics.jsonl"
+PLOT_NAME = "loss.png"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss (or the gradient norm) became NaN or infinite; training stopped.
+
+    ``step`` is the step that failed; ``checkpoint`` the last good checkpoint (``None`` if none was
+    saved yet); ``result`` the ``TrainResult`` up to the failure."""
+
+    def __init__(self, message, step, checkpoint, result):
+        super().__init__(message)
+        self.step, self.checkpoint, self.result = step, checkpoint, result
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a run did: per-step ``losses``, ``lrs`` and ``grad_norms`` (from step 1, resumed runs
+    included), the ``evals`` records, timings and the output folder."""
+    losses: list
+    lrs: list
+    grad_norms: list
+    evals: list
+    step: int             # the last step done
+    steps_run: int        # steps this call ran (fewer than ``step`` after a resume)
+    seconds: float        # wall time of this call
+    train_seconds: float  # of which spent in training steps (no evaluation, no checkpoint writes)
+    out_dir: str = None
+
+    @property
+    def final_loss(self):
+        return self.losses[-1] if self.losses else float("nan")
+
+    @property
+    def seconds_per_step(self):
+        return self.train_seconds / max(1, self.steps_run)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints: nested state dicts -> one .npz of arrays plus one JSON string (no pickle)
+# ----------------------------------------------------------------------------------------------
+def _to_numpy(value):
+    if isinstance(value, Tensor):
+        return value.numpy()
+    if hasattr(value, "get") and type(value).__module__.startswith("cupy"):
+        return value.get()
+    return value
+
+
+def _flatten(value, prefix, arrays):
+    """Replace every array inside nested dicts/lists by ``{"__array__": key}`` and collect it."""
+    value = _to_numpy(value)
+    if isinstance(value, np.ndarray):
+        arrays[prefix] = value
+        return {"__array__": prefix}
+    if isinstance(value, dict):
+        return {"__dict__": [[_flatten(k, f"{prefix}/k{i}", arrays), _flatten(v, f"{prefix}/{i}", arrays)]
+                             for i, (k, v) in enumerate(value.items())]}
+    if isinstance(value, (list, tuple)):
+        out = [_flatten(v, f"{prefix}/{i}", arrays) for i, v in enumerate(value)]
+        return {"__tuple__": out} if isinstance(value, tuple) else out
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"checkpoint: cannot store a value of type {type(value).__name__} at '{prefix}'")
+
+
+def _unflatten(value, arrays):
+    if isinstance(value, list):
+        return [_unflatten(v, arrays) for v in value]
+    if isinstance(value, dict):
+        if "__array__" in value:
+            return arrays[value["__array__"]]
+        if "__tuple__" in value:
+            return tuple(_unflatten(v, arrays) for v in value["__tuple__"])
+        return {_unflatten(k, arrays): _unflatten(v, arrays) for k, v in value["__dict__"]}
+    return value
+
+
+def save_training_state(path, state):
+    """Write a nested dict of arrays and plain values to ``path`` (an ``.npz``), atomically."""
+    arrays = {}
+    meta = _flatten(state, "s", arrays)
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with atomic_write(path) as f:  # temp file + os.replace: a crash never leaves half a file
+        np.savez(f, **arrays)
+
+
+def load_training_state(path):
+    """Read what ``save_training_state`` wrote. A truncated or corrupted file raises a clear error."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        meta = json.loads(arrays.pop("__meta__").tobytes().decode())
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # zipfile.BadZipFile, KeyError, ValueError, json errors...
+        raise ValueError(f"checkpoint {path!r} is truncated or corrupted "
+                         f"({type(exc).__name__}: {exc})") from exc
+    return _unflatten(meta, arrays)
+
+
+def _trainable(model):
+    return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+
+
+def _training_state(step, named_params, optimizer, scheduler, losses):
+    return {"step": step,
+            "model": {name: p for name, p in named_params},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": ml_random.generator().bit_generator.state,
+            "losses": list(losses)}
+
+
+def _restore(state, named_params, optimizer, scheduler):
+    """Load a checkpoint's state into the model, optimizer, scheduler and random generator."""
+    saved, own = state["model"], dict(named_params)
+    missing = [k for k in own if k not in saved]
+    unexpected = [k for k in saved if k not in own]
+    if missing or unexpected:
+        raise ValueError(f"checkpoint does not match the model's trainable parameters: missing "
+                         f"{missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected "
+                         f"{unexpected[:5]}{'...' if len(unexpected) > 5 else ''} (was it saved "
+                         f"from the same model with the same LoRA/full-fine-tuning setup?)")
+    with no_grad():
+        for name, p in own.items():
+            if saved[name].shape != p.shape:
+                raise ValueError(f"checkpoint: {name} has shape {saved[name].shape}, "
+                                 f"model has {p.shape}")
+            p.data[...] = p.device.xp.asarray(saved[name], dtype=p.dtype)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    ml_random.generator().bit_generator.state = state["rng"]
+    return int(state["step"]), [float(x) for x in state["losses"]]
+
+
+# ----------------------------------------------------------------------------------------------
+# Logging: metrics.jsonl, the loss plot, the progress bar
+# ----------------------------------------------------------------------------------------------
+class _MetricsLog:
+    """Append-only JSON lines; on resume, records after the resumed step are dropped (they belong
+    to the part of the old run that is about to be redone)."""
+
+    def __init__(self, out_dir, resume_step):
+        self.path = os.path.join(out_dir, METRICS_NAME) if out_dir else None
+        self.records = []
+        if self.path and os.path.exists(self.path):
+            if resume_step is not None:
+                with open(self.path) as f:
+                    self.records = [r for r in map(json.loads, filter(str.strip, f))
+                                    if r.get("step", 0) <= resume_step]
+            with atomic_write(self.path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in self.records)
+
+    def write(self, record):
+        self.records.append(record)
+        if self.path:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def plot_losses(path, losses, evals, title="training loss"):
+    """A loss-curve PNG (train loss per step, eval loss as dots). Needs matplotlib; returns whether
+    a plot was written."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")  # no display needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(range(1, len(losses) + 1), losses, lw=1, label="train loss")
+    points = [(e["step"], e["eval_loss"]) for e in evals if "eval_loss" in e]
+    if points:
+        ax.plot(*zip(*points), "o-", label="eval loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+    return True
+
+
+class _Progress:
+    """tqdm when it is installed (and wanted), else a plain line every ``log_every`` steps."""
+
+    def __init__(self, total, initial, enabled, log_every):
+        self.bar, self.enabled, self.log_every = None, enabled, log_every
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+                self.bar = tqdm(total=total, initial=initial, desc="train", unit="step",
+                                dynamic_ncols=True)
+            except ImportError:
+                pass
+        self.total = total
+
+    def update(self, step, loss, lr):
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+        elif self.enabled and (step % self.log_every == 0 or step == self.total):
+            print(f"step {step}/{self.total}  loss {loss:.4f}  lr {lr:.2e}", flush=True)
+
+    def write(self, text):
+        if self.bar is not None:
+            self.bar.write(text)
+        elif self.enabled:
+            print(text, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------
+def _as_loader(data, batch_size, seed, shuffle=True):
+    if isinstance(data, DataLoader) or data is None:
+        return data
+    return DataLoader(data, batch_size, seed, shuffle=shuffle)
+
+
+def _param_groups(named_params, weight_decay):
+    """Weight decay on matrices only; norms' scales and biases are not decayed (as GPT-2, Llama and
+    the Hugging Face Trainer do): pulling a norm scale towards 0 only hurts."""
+    decay = [p for _, p in named_params if p.ndim >= 2]
+    no_decay = [p for _, p in named_params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def _evaluate(model, step, eval_loader, eval_fn):
+    """The eval record of one step: the eval loss and whatever ``eval_fn(model)`` returns."""
+    record = {"kind": "eval", "step": step}
+    if eval_loader is not None:
+        record["eval_loss"] = mean_loss(model, eval_loader)
+    if eval_fn is not None:
+        record.update(eval_fn(model))
+    return record
+
+
+def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, weight_decay=0.0,
+          warmup_steps=0, grad_accum=1, clip_norm=1.0, betas=(0.9, 0.999), eval_every=0,
+          eval_fn=None, save_every=0, out_dir=None, seed=0, resume=False, log_every=10,
+          progress=True, plot=True):
+    """Train ``model``'s trainable parameters for ``steps`` optimizer steps; return a ``TrainResult``.
+
+    ``model(input_ids, labels=labels)`` is called with int64 NumPy arrays ``[B, T]`` (minilora's
+    models move them to their device) and must return an object with a scalar ``.loss``.
+
+    ``train_data`` / ``eval_data``: a ``minilora.data.DataLoader``, or a list of ``(ids, labels)``
+    pairs / an ``[N, T]`` array, batched here with ``batch_size`` and ``seed``. Each step uses
+    ``grad_accum`` micro-batches (effective batch ``batch_size * grad_accum``).
+    ``eval_every``: every that many steps (and at the end) log the eval loss and ``eval_fn(model)``,
+    a dict of extra metrics (e.g. exact-match accuracy). ``out_dir``: where ``metrics.jsonl``,
+    ``loss.png`` and ``checkpoint.npz`` (every ``save_every`` steps and at the end) go.
+    ``resume=True`` continues from ``out_dir/checkpoint.npz`` (``resume=PATH`` from that file).
+    Raises ``NonFiniteLossError`` if the loss or gradient norm becomes NaN/inf.
+    """
+    from .optim import AdamW, clip_grad_norm_, get_cosine_schedule_with_warmup
+
+    if steps < 1 or grad_accum < 1:
+        raise ValueError(f"steps and grad_accum must be >= 1, got steps={steps}, grad_accum={grad_accum}")
+    named = _trainable(model)
+    if not named:
+        raise ValueError("train: the model has no parameter with requires_grad=True -- nothing to train")
+    params = [p for _, p in named]
+    loader = _as_loader(train_data, batch_size, seed)
+    eval_loader = _as_loader(eval_data, batch_size, seed, shuffle=False)
+    optimizer = AdamW(_param_groups(named, weight_decay), lr=lr, betas=betas, weight_decay=weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup_steps, steps)
+    ckpt_path = os.path.join(out_dir, CHECKPOINT_NAME) if out_dir else None
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+
+    ml_random.manual_seed(seed)  # dropout masks: same seed, same run
+    start, losses = 0, []
+    if resume:
+        path = resume if isinstance(resume, (str, os.PathLike)) else ckpt_path
+        if path is None or not os.path.exists(path):
+            raise FileNotFoundError(f"resume: no checkpoint at {path!r} (train with out_dir= and "
+                                    f"save_every= first)")
+        start, losses = _restore(load_training_state(path), named, optimizer, scheduler)
+        if start >= steps:
+            raise ValueError(f"resume: the checkpoint is already at step {start} >= steps={steps}")
+    log = _MetricsLog(out_dir, start if resume else None)
+    evals = [r for r in log.records if r.get("kind") == "eval"]
+    lrs = [r["lr"] for r in log.records if r.get("kind") == "train"][:start]
+    grad_norms = [r["grad_norm"] for r in log.records if r.get("kind") == "train"][:start]
+    last_good = ckpt_path if resume else None
+    bar = _Progress(steps, start, progress, log_every)
+    model.train()
+    t0 = time.perf_counter()
+    train_seconds = 0.0
+
+    def result(step):
+        return TrainResult(losses, lrs, grad_norms, evals, step, step - start,
+                           time.perf_counter() - t0, train_seconds, out_dir)
+
+    def stop_non_finite(step, what, value):
+        bar.close()
+        where = (f"the last good checkpoint is {last_good}" if last_good
+                 else "no checkpoint had been saved yet")
+        raise NonFiniteLossError(f"training stopped at step {step}: {what} is {value}. Nothing was "
+                                 f"saved for this step; {where}. Try a lower learning rate, a "
+                                 f"smaller clip_norm, or float64.", step, last_good, result(step - 1))
+
+    try:
+        for step in range(start + 1, steps + 1):
+            t_step = time.perf_counter()
+            loss_sum, tokens = 0.0, 0
+            for micro in range(grad_accum):
+                input_ids, labels = loader.batch((step - 1) * grad_accum + micro)
+                loss = model(input_ids, labels=labels).loss
+                value = loss.item()
+                if not math.isfinite(value):
+                    stop_non_finite(step, "the loss", value)
+                (loss / grad_accum).backward()
+                loss_sum += value
+                tokens += int((labels[:, 1:] != IGNORE_INDEX).sum())
+            grad_norm = float(clip_grad_norm_(params, clip_norm if clip_norm else float("inf")))
+            if not math.isfinite(grad_norm):
+                stop_non_finite(step, "the gradient norm", grad_norm)
+            step_lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            train_seconds += time.perf_counter() - t_step
+
+            losses.append(loss_sum / grad_accum)
+            lrs.append(step_lr)
+            grad_norms.append(grad_norm)
+            log.write({"kind": "train", "step": step, "loss": losses[-1], "lr": step_lr,
+                       "grad_norm": grad_norm, "tokens": tokens,
+                       "time": round(time.perf_counter() - t0, 3)})
+            bar.update(step, losses[-1], step_lr)
+
+            if ((eval_every and step % eval_every == 0) or step == steps) and \
+                    (eval_loader is not None or eval_fn is not None):
+                evals.append(_evaluate(model, step, eval_loader, eval_fn))
+                log.write(evals[-1])
+                bar.write("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                    for k, v in evals[-1].items() if k != "kind"))
+            if ckpt_path and ((save_every and step % save_every == 0) or step == steps):
+                save_training_state(ckpt_path, _training_state(step, named, optimizer, scheduler, losses))
+                last_good = ckpt_path
+        return result(steps)
+    finally:
+        bar.close()
+        if out_dir and plot and losses:
+            plot_losses(os.path.join(out_dir, PLOT_NAME), losses, evals)
+
+
+# ----------------------------------------------------------------------------------------------
+# `minilora train`
+# ----------------------------------------------------------------------------------------------
+# Learning rates that work on the shipped base (LoRA's update starts at zero and needs a larger lr).
+DEFAULT_LR = {"lora": 2e-3, "full": 5e-4}
+
+_EPILOG = """examples:
+  minilora train                                # LoRA (r=8, all linear layers) on the `qa` task
+  minilora train --task reverse --r 4           # the new-operation task, smaller rank
+  minilora train --method full --out runs/full  # full fine-tuning, for comparison
+  minilora train --out runs/qa --resume         # continue an interrupted run from its checkpoint
+
+tasks (all built in, see minilora/data.py):
+  qa      answer questions about the base model's invented world in a new Q/A format
+          ("Q: Where does Dan Vend live?\\nA:" -> " Stun"); evaluation asks about people never
+          seen in fine-tuning, so the answers must come from pretraining
+  reverse a new operation: say a list of words backwards ("Reverse: cup kite bread" ->
+          "bread kite cup"); the base model can copy lists but has never reversed one
+  corpus  keep pretraining on the base corpus (loss only)
+
+The run folder gets metrics.jsonl, loss.png, checkpoint.npz (for --resume) and the result:
+adapter/ (PEFT format: adapter_config.json + adapter_model.safetensors) or model/ (full model)."""
+
+
+def add_cli_arguments(parser, name="train"):
+    """The options of ``minilora train``."""
+    import argparse
+    parser.description = ("Fine-tune a model on a built-in task, with LoRA (the default: only small "
+                          "low-rank matrices are trained) or full fine-tuning (every weight is trained), "
+                          "and report exact-match accuracy before and after.")
+    parser.epilog = _EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    what = parser.add_argument_group("what to train")
+    what.add_argument("--task", default="qa", choices=["qa", "reverse", "corpus"],
+                      help="the built-in task (default: qa; see below)")
+    what.add_argument("--method", default="lora", choices=["lora", "full"],
+                      help="lora: freeze the model, train adapters (default); full: train every weight")
+    what.add_argument("--model", default=None, metavar="DIR",
+                      help="a Hugging Face-format Llama folder (config.json + model.safetensors); "
+                           "default: the base model shipped with minilora")
+    lora = parser.add_argument_group("LoRA (with --method lora)")
+    lora.add_argument("--r", type=int, default=8, help="rank of the update B A (default: 8)")
+    lora.add_argument("--lora-alpha", type=float, default=None,
+                      help="scale alpha; the update is multiplied by alpha/r (default: 2*r)")
+    lora.add_argument("--lora-dropout", type=float, default=0.0, help="dropout on the LoRA input (default: 0)")
+    lora.add_argument("--target-modules", default="all-linear",
+                      help="comma-separated layer names (e.g. q_proj,v_proj) or all-linear (default)")
+    opt = parser.add_argument_group("optimization")
+    opt.add_argument("--steps", type=int, default=300, help="optimizer steps (default: 300)")
+    opt.add_argument("--lr", type=float, default=None,
+                     help=f"peak learning rate (default: {DEFAULT_LR['lora']} for LoRA, "
+                          f"{DEFAULT_LR['full']} for full fine-tuning)")
+    opt.add_argument("--batch-size", type=int, default=16, help="sequences per micro-batch (default: 16)")
+    opt.add_argument("--grad-accum", type=int, default=1,
+                     help="micro-batches per step: effective batch = batch-size x grad-accum (default: 1)")
+    opt.add_argument("--warmup-steps", type=int, default=20,
+                     help="linear warmup before the cosine decay (default: 20)")
+    opt.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)")
+    opt.add_argument("--clip-norm", type=float, default=1.0, help="gradient-norm clipping (default: 1)")
+    opt.add_argument("--seed", type=int, default=0, help="seeds data order, LoRA init, dropout (default: 0)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", default=None, metavar="DIR",
+                     help="run folder (default: runs/<task>-<method>)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from DIR/checkpoint.npz (same options as the interrupted run)")
+    run.add_argument("--eval-every", type=int, default=100,
+                     help="evaluate every N steps (and at the end; default: 100)")
+    run.add_argument("--eval-n", type=int, default=None,
+                     help="evaluate on the first N eval examples (default: all)")
+    run.add_argument("--device", default=None, help="cpu, emu or cuda (default: cpu)")
+    run.add_argument("--no-progress", action="store_true", help="print lines instead of a progress bar")
+
+
+def _load_model(args):
+    from .models import LlamaForCausalLM, load_base
+    if args.model is None:
+        return load_base(device=args.device)
+    return LlamaForCausalLM.from_pretrained(args.model, device=args.device)
+
+
+def cli_main(args):
+    from . import data
+    from .tokenizer import ByteTokenizer
+
+    method, task_name = args.method, args.task
+    out = args.out or os.path.join("runs", f"{task_name}-{method}")
+    if args.resume and not os.path.isfile(os.path.join(out, CHECKPOINT_NAME)):
+        print(f"minilora train: --resume, but there is no checkpoint at "
+              f"{os.path.join(out, CHECKPOINT_NAME)}", file=sys.stderr)
+        return 1
+    tokenizer = ByteTokenizer()
+    ml_random.manual_seed(args.seed)  # the LoRA init draws from it
+    model = _load_model(args)
+    if method == "lora":
+        from .lora import LoraConfig, get_peft_model
+        targets = args.target_modules if args.target_modules == "all-linear" else \
+            [t.strip() for t in args.target_modules.split(",") if t.strip()]
+        config = LoraConfig(r=args.r, lora_alpha=args.lora_alpha or 2 * args.r,
+                            lora_dropout=args.lora_dropout, target_modules=targets, task_type="CAUSAL_LM")
+        model = get_peft_model(model, config)
+        model.print_trainable_parameters()
+
+    if task_name == "corpus":
+        train_data = data.corpus_loader(tokenizer, 2000, 128, args.batch_size, args.seed + 1)
+        eval_data = data.corpus_loader(tokenizer, 100, 128, args.batch_size, seed=10_000)
+        eval_fn = None
+    else:
+        train_data = data.task_loader(tokenizer, task_name, "train", args.batch_size, args.seed)
+        eval_data = None
+
+        def eval_fn(m):
+            return {"accuracy": data.evaluate(m, tokenizer, task_name, args.eval_n).accuracy}
+        print(f"before: {data.evaluate(model, tokenizer, task_name, args.eval_n)}")
+
+    try:
+        result = train(model, train_data, eval_data, steps=args.steps,
+                       lr=args.lr or DEFAULT_LR[method], weight_decay=args.weight_decay,
+                       warmup_steps=args.warmup_steps, grad_accum=args.grad_accum,
+                       clip_norm=args.clip_norm, eval_every=args.eval_every, eval_fn=eval_fn,
+                       save_every=args.eval_every, out_dir=out, seed=args.seed, resume=args.resume,
+                       progress=not args.no_progress)
+    except (NonFiniteLossError, FileNotFoundError, ValueError) as exc:
+        print(f"minilora train: {exc}", file=sys.stderr)
+        return 1
+    print(f"trained {result.steps_run} steps in {result.train_seconds:.1f} s "
+          f"({1000 * result.seconds_per_step:.0f} ms/step), final loss {result.final_loss:.4f}")
+    if task_name != "corpus":
+        print(f"after:  {data.evaluate(model, tokenizer, task_name, args.eval_n)}")
+    print(f"base task (forgetting check): {data.evaluate(model, tokenizer, 'facts', args.eval_n)}")
+    saved = os.path.join(out, "adapter" if method == "lora" else "model")
+    if method == "lora":
+        model.save_pretrained(saved, overwrite=True)
+    else:
+        model.save_pretrained(saved)
+    print(f"saved {saved}; metrics in {os.path.join(out, METRICS_NAME)}")
+    return 0
