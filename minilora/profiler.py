@@ -53,6 +53,8 @@ class Profile:
         """A text table of every (op, direction), largest ``sort_by`` first."""
         keys = {"seconds": lambda kv: kv[1].seconds, "calls": lambda kv: kv[1].calls,
                 "flops": lambda kv: kv[1].flops}
+        if sort_by not in keys:
+            raise ValueError(f"sort_by must be one of {sorted(keys)}, got {sort_by!r}")
         items = sorted(self.rows.items(), key=keys[sort_by], reverse=True)[:limit]
         lines = [f"{'op':<22}{'direction':<10}{'calls':>8}{'time ms':>11}{'GFLOP':>10}{'GFLOP/s':>10}"]
         for (op, direction), r in items:

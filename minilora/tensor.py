@@ -10,9 +10,11 @@ that needs gradients, the ``Context`` of that op (``_ctx``). A Context remembers
 
 Ops themselves live in ``minilora/ops``: each is a ``Function`` subclass with
 ``forward(ctx, *arrays)`` and ``backward(ctx, grad)``. ``Function.apply`` is the one door every op
-goes through: it unwraps tensors, checks devices, builds a Context only if a gradient is needed, and
-wraps the result.
+goes through: it unwraps tensors, checks devices, runs forward, records the node in the graph only if
+an input needs a gradient, and wraps the result.
 """
+import itertools
+import operator
 import time
 
 import numpy as np
@@ -53,7 +55,7 @@ class set_grad_enabled:
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with self.__class__(self.mode):
+            with set_grad_enabled(self.mode):  # a fresh one per call: safe when nested
                 return fn(*args, **kwargs)
         return wrapper
 
@@ -74,23 +76,33 @@ class enable_grad(set_grad_enabled):
 # Function and Context: one node of the graph
 # ----------------------------------------------------------------------------------------------
 class Context:
-    """What an op keeps between forward and backward. Ops set any attribute they need."""
+    """What an op keeps between forward and backward. Ops set any attribute they need.
+
+    The engine's own fields are slots; whatever an op saves (``ctx.a = a``) lands in the instance
+    ``__dict__``, so ``free()`` can drop all of it with one ``clear()``.
+    """
+
+    __slots__ = ("fn", "device", "needs_input_grad", "inputs", "seq", "freed", "__dict__")
 
     def __init__(self, fn, device, needs_input_grad):
         self.fn = fn
         self.device = device
         self.needs_input_grad = needs_input_grad  # tuple of bools, one per positional input
-        self.inputs = ()  # the input Tensors (set only when a gradient is needed)
-        self.freed = False
+        self.inputs = ()  # the input Tensors (set only when the node is recorded in the graph)
+        self.seq = 0  # creation number of a recorded node: the backward engine's ordering
+        self.freed = False  # True once backward has used the node and dropped what it saved
 
     def save_for_backward(self, *arrays):
         self.saved = arrays
 
     def free(self):
         """Drop everything saved: the graph has been used once (see ``retain_graph``)."""
-        keep = {"fn": self.fn, "device": self.device, "needs_input_grad": self.needs_input_grad}
         self.__dict__.clear()
-        self.__dict__.update(keep, inputs=(), freed=True)
+        self.inputs = ()
+        self.freed = True
+
+
+_sequence = itertools.count(1)  # numbers recorded nodes in creation order
 
 
 class Function:
@@ -119,21 +131,23 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **options):
+        """Run ``forward`` on the raw arrays; record a graph node only if an input needs a gradient.
+
+        This runs once per op call, so it is kept lean: one pass over the inputs, no graph work
+        at all when nothing requires grad (inference, optimizer updates, ``no_grad()``).
+        """
+        grad_on = _grad_enabled
         dev = None
-        arrays = []
-        needs = []
-        any_needs = False
+        arrays, needs = [], []
         for x in inputs:
             if isinstance(x, Tensor):
                 if dev is None:
                     dev = x._device
                 elif x._device is not dev:
                     raise RuntimeError(f"{cls.__name__}: expected all tensors on the same device, "
-                                       f"got {dev.name} and {x._device.name}")
+                                       f"got {dev.name} and {x._device.name}; move one with .to()")
                 arrays.append(x.data)
-                need = x.requires_grad and _grad_enabled
-                needs.append(need)
-                any_needs = any_needs or need
+                needs.append(grad_on and x.requires_grad)
             else:  # Python/NumPy scalars and None pass straight through
                 arrays.append(x)
                 needs.append(False)
@@ -147,8 +161,9 @@ class Function:
                                    cls.flops(ctx, arrays, out))
         if isinstance(out, np.generic):  # NumPy turns 0-d results into scalars; keep arrays
             out = np.asarray(out)
-        if any_needs:
+        if True in needs:
             ctx.inputs = inputs
+            ctx.seq = next(_sequence)
             return Tensor._make(out, dev, True, ctx)
         return Tensor._make(out, dev, False, None)
 
@@ -357,21 +372,9 @@ class Tensor:
             gradient = gradient.astype(self.dtype, copy=False)
         _run_backward(self, gradient, retain_graph)
 
-    # --- operators (the ops themselves are in minilora/ops) ------------------------------------
-    def __add__(self, other): return _ops.add(self, other)
-    def __radd__(self, other): return _ops.add(self, other)
-    def __sub__(self, other): return _ops.sub(self, other)
-    def __rsub__(self, other): return _ops.sub(other, self)
-    def __mul__(self, other): return _ops.mul(self, other)
-    def __rmul__(self, other): return _ops.mul(self, other)
-    def __truediv__(self, other): return _ops.div(self, other)
-    def __rtruediv__(self, other): return _ops.div(other, self)
-    def __neg__(self): return _ops.neg(self)
-    def __pow__(self, other): return _ops.pow(self, other)
-    def __rpow__(self, other): return _ops.pow(other, self)
-    def __matmul__(self, other): return _ops.matmul(self, other)
-    def __rmatmul__(self, other): return _ops.matmul(other, self)
-    def __getitem__(self, index): return _ops.getitem(self, index)
+    # --- operators --------------------------------------------------------------------------------
+    # +, -, *, /, **, @, unary -, indexing and methods such as x.sum() are the op wrappers themselves,
+    # attached to Tensor at the end of minilora/ops/__init__.py (next to the ops they call).
 
     # Comparisons give boolean tensors outside the graph (no gradient through a comparison).
     def _compare(self, other, op):
@@ -412,32 +415,33 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
 # The backward engine
 # ----------------------------------------------------------------------------------------------
 def _topological_order(root):
-    """Tensors with a Context, each after every tensor computed from it (root first)."""
-    order, visited = [], set()
-    stack = [(root, False)]
+    """Every tensor ``root`` was computed from that has a Context, each before its inputs.
+
+    An op always runs after the ops that made its inputs, so sorting the nodes by creation number
+    (``ctx.seq``), latest first, is a topological order (PyTorch's engine uses the same idea).
+    """
+    found = {id(root): root}
+    stack = [root]
     while stack:
-        t, children_done = stack.pop()
-        if children_done:
-            order.append(t)
-            continue
-        if id(t) in visited:
-            continue
-        visited.add(id(t))
-        stack.append((t, True))
-        for x in t._ctx.inputs:
-            if isinstance(x, Tensor) and x._ctx is not None and id(x) not in visited:
-                stack.append((x, False))
-    order.reverse()
-    return order
+        for x in stack.pop()._ctx.inputs:
+            if isinstance(x, Tensor) and x._ctx is not None and id(x) not in found:
+                found[id(x)] = x
+                stack.append(x)
+    return sorted(found.values(), key=_creation_number, reverse=True)
+
+
+_creation_number = operator.attrgetter("_ctx.seq")
 
 
 def _accumulate(grads, t, g):
     """Add ``g`` into the gradient of ``t``: its ``.grad`` for a leaf, the pending dict otherwise."""
+    if not g.shape and isinstance(g, np.generic):  # NumPy turns 0-d results into scalars
+        g = np.asarray(g)
     if g.shape != t.data.shape:
         raise RuntimeError(f"internal error: gradient of shape {g.shape} for a tensor of shape "
                            f"{t.data.shape} (produced by {t._ctx.fn.__name__ if t._ctx else 'a leaf'})")
-    if g.dtype != t.data.dtype:  # after dtype promotion, give each input a gradient of its own dtype
-        g = g.astype(t.data.dtype)
+    if g.dtype is not t.data.dtype and g.dtype != t.data.dtype:  # (`is`: the cheap common case)
+        g = g.astype(t.data.dtype)  # after dtype promotion, each input gets a gradient of its dtype
     if t._ctx is None:
         t.grad = g if t.grad is None else t.grad + g
     else:
@@ -449,11 +453,11 @@ def _run_backward(root, gradient, retain_graph):
     if root._ctx is None:  # backward on a leaf: its gradient is the seed itself
         root.grad = gradient if root.grad is None else root.grad + gradient
         return
-    grads = {id(root): gradient}
+    grads = {id(root): gradient}  # id(tensor) -> gradient summed so far, until it is used
     prof = profiler.active
     for t in _topological_order(root):
         g = grads.pop(id(t), None)
-        if g is None:
+        if g is None:  # no path from root carried a gradient here
             continue
         if t._retain:
             t.grad = g if t.grad is None else t.grad + g
@@ -478,4 +482,4 @@ def _run_backward(root, gradient, retain_graph):
             ctx.free()
 
 
-from . import ops as _ops  # noqa: E402  (the operators above call into ops, which import Tensor)
+from . import ops as _ops  # noqa: E402,F401  (importing ops attaches the operators to Tensor)

@@ -17,14 +17,18 @@ class GradCheckError(AssertionError):
 
 
 def _name(fn):
+    owner = getattr(fn, "__self__", None)  # `Exp.apply` is named after its op, `Exp`
+    if isinstance(owner, type):
+        return owner.__name__
     return getattr(fn, "__qualname__", getattr(fn, "__name__", repr(fn)))
 
 
-def grad_check(fn, *inputs, eps=1e-6, atol=1e-7, rtol=1e-5, seed=0):
+def grad_check(fn, *inputs, eps=1e-6, atol=1e-7, rtol=1e-5, seed=0, name=None):
     """Raise ``GradCheckError`` unless backward matches central differences for every input.
 
     ``fn`` maps the inputs (Tensors; float64 ones with ``requires_grad=True`` are checked) to a
-    Tensor. Returns the largest absolute error seen.
+    Tensor. ``name`` is what the failure message calls ``fn`` (default: its own name). Returns the
+    largest absolute error seen.
     """
     checked = [(i, t) for i, t in enumerate(inputs) if isinstance(t, Tensor) and t.requires_grad]
     for i, t in checked:
@@ -61,7 +65,7 @@ def grad_check(fn, *inputs, eps=1e-6, atol=1e-7, rtol=1e-5, seed=0):
         if bad.any():
             k = np.unravel_index(np.argmax(err - rtol * np.abs(numeric)), t.shape)
             raise GradCheckError(
-                f"grad_check({_name(fn)}): input {i} (shape {t.shape}) has a wrong gradient at "
+                f"grad_check({name or _name(fn)}): input {i} (shape {t.shape}) has a wrong gradient at "
                 f"index {tuple(int(x) for x in k)}: backward gave {analytic[k]:.10g}, central "
                 f"differences give {numeric[k]:.10g} (|diff| {err[k]:.3g}; {int(bad.sum())} of "
                 f"{bad.size} elements off)")

@@ -69,7 +69,9 @@ class Linear(Function):
         out = x2 @ w.T
         if b is not None:
             out += b
-        ctx.x2, ctx.w, ctx.x_shape = x2, w, x.shape
+        # The input is kept only for the weight gradient: a frozen weight does not hold it alive.
+        ctx.x2 = x2 if ctx.needs_input_grad[1] else None
+        ctx.w, ctx.x_shape, ctx.rows = w, x.shape, x2.shape[0]
         return out.reshape(x.shape[:-1] + (w.shape[0],))
 
     @staticmethod
@@ -91,7 +93,7 @@ class Linear(Function):
     @staticmethod
     def backward_flops(ctx):
         nx, nw, _ = ctx.needs_input_grad
-        return 2 * ctx.x2.shape[0] * ctx.w.size * (int(nx) + int(nw))
+        return 2 * ctx.rows * ctx.w.size * (int(nx) + int(nw))
 
 
 def matmul(a, b):

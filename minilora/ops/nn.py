@@ -72,6 +72,8 @@ class CrossEntropy(Function):
 
     @staticmethod
     def backward(ctx, g):
+        # EXERCISE 2.5: the logits' gradient from ctx.probs: 0 for ignored targets; 'mean' divides by ctx.divisor
+        # BEGIN SOLUTION
         xp = xp_of(g)
         grad = ctx.probs.copy()
         rows = xp.arange(grad.shape[0])
@@ -81,6 +83,7 @@ class CrossEntropy(Function):
         else:
             scale = (g / ctx.divisor) * ctx.valid[:, None]
         return grad * scale.astype(grad.dtype, copy=False), None
+        # END SOLUTION
 
 
 class Dropout(Function):
@@ -108,14 +111,19 @@ class RMSNorm(Function):
 
     @staticmethod
     def forward(ctx, x, weight, eps=1e-6):
+        # EXERCISE 2.1: y = weight * x / rms(x), last axis, eps inside the root; save ctx.normed, ctx.r, ctx.weight
+        # BEGIN SOLUTION
         xp = xp_of(x)
         r = 1 / xp.sqrt((x * x).mean(axis=-1, keepdims=True) + x.dtype.type(eps))
         normed = x * r
         ctx.normed, ctx.r, ctx.weight = normed, r, weight
         return normed * weight if weight is not None else normed
+        # END SOLUTION
 
     @staticmethod
     def backward(ctx, g):
+        # EXERCISE 2.2: return gx and gweight (None without a weight or when it is frozen) from ctx.normed, ctx.r
+        # BEGIN SOLUTION
         normed, r, w = ctx.normed, ctx.r, ctx.weight
         gw = g * w if w is not None else g
         gx = r * (gw - normed * (gw * normed).mean(axis=-1, keepdims=True))
@@ -123,32 +131,67 @@ class RMSNorm(Function):
         if w is not None and ctx.needs_input_grad[1]:
             gweight = (g * normed).reshape(-1, w.shape[-1]).sum(axis=0)
         return gx, gweight
+        # END SOLUTION
 
 
 class LayerNorm(Function):
-    """``y = w * (x - mean) / sqrt(var + eps) + b`` over the last axis (biased variance)."""
+    """``y = w * (x - mean) / sqrt(var + eps) + b`` over the last axis (biased variance).
+
+    With ``n`` the normalised input, ``r = 1/sqrt(var + eps)`` and ``gw = g * w``:
+    ``dx = r * (gw - mean(gw) - n * mean(gw * n))``, ``dw = sum over rows of g * n``, ``db = sum of g``.
+    Work is on [rows, width] views; the means over a row are BLAS matrix-vector products.
+    """
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps=1e-5):
         xp = xp_of(x)
-        centered = x - x.mean(axis=-1, keepdims=True)
-        r = 1 / xp.sqrt((centered * centered).mean(axis=-1, keepdims=True) + x.dtype.type(eps))
-        normed = centered * r
+        x2 = _rows(x)
+        normed = x2 - _row_mean(x2)[:, None]
+        r = 1 / xp.sqrt(_row_mean(normed, normed) + eps)  # Python eps: stays float32 (NEP 50)
+        normed *= r[:, None]
         ctx.normed, ctx.r, ctx.weight = normed, r, weight
-        out = normed * weight if weight is not None else normed
-        return out + bias if bias is not None else out
+        out = normed * weight if weight is not None else normed.copy()
+        if bias is not None:
+            out += bias
+        return out.reshape(x.shape)
 
     @staticmethod
     def backward(ctx, g):
         normed, r, w = ctx.normed, ctx.r, ctx.weight
-        _, nw, nb = ctx.needs_input_grad
-        gw = g * w if w is not None else g
-        gx = r * (gw - gw.mean(axis=-1, keepdims=True)
-                  - normed * (gw * normed).mean(axis=-1, keepdims=True))
-        width = g.shape[-1]
-        gweight = (g * normed).reshape(-1, width).sum(axis=0) if nw else None
-        gbias = g.reshape(-1, width).sum(axis=0) if nb else None
+        nx, nw, nb = ctx.needs_input_grad
+        g2 = _rows(g)
+        gx = None
+        if nx:
+            gw = g2 * w if w is not None else g2
+            gx = gw - _row_mean(gw)[:, None]
+            gx -= normed * _row_mean(gw, normed)[:, None]
+            gx *= r[:, None]
+            gx = gx.reshape(g.shape)
+        gweight = _column_sum(g2, normed) if nw else None
+        gbias = _column_sum(g2) if nb else None
         return gx, gweight, gbias
+
+
+def _rows(a):
+    """``a`` as a 2-D [rows, last axis] array (a view when ``a`` is contiguous)."""
+    return a.reshape(-1, a.shape[-1])
+
+
+def _row_mean(a, b=None):
+    """Mean over each row of a 2-D array (of ``a * b`` when ``b`` is given), without temporaries:
+    a BLAS matrix-vector product with a vector of ``1/width``, or one ``einsum``."""
+    xp = xp_of(a)
+    if b is None:
+        return a @ xp.full(a.shape[1], 1 / a.shape[1], dtype=a.dtype)
+    return xp.einsum("ij,ij->i", a, b) * (1 / a.shape[1])
+
+
+def _column_sum(a, b=None):
+    """Sum over the rows of a 2-D array (of ``a * b`` when ``b`` is given), without temporaries."""
+    xp = xp_of(a)
+    if b is None:
+        return xp.ones(a.shape[0], dtype=a.dtype) @ a
+    return xp.einsum("ij,ij->j", a, b)
 
 
 def rotate_half(x):
@@ -158,8 +201,11 @@ def rotate_half(x):
 
 
 def _rotate_half_transposed(g):
+    # EXERCISE 2.3: rotate_half is a linear map R; return R^T g (what backward needs to rotate gradients back)
+    # BEGIN SOLUTION
     half = g.shape[-1] // 2
     return xp_of(g).concatenate((g[..., half:], -g[..., :half]), axis=-1)
+    # END SOLUTION
 
 
 class Rotary(Function):
@@ -216,6 +262,8 @@ class Attention(Function):
         q, k, v, probs, scale = ctx.q, ctx.k, ctx.v, ctx.probs, ctx.scale
         b, hq, tq, d = q.shape
         hkv, tk = k.shape[1], k.shape[2]
+        # EXERCISE 2.4: dq, dk, dv from the saved probs; query heads sharing a KV head sit side by side (one GEMM each)
+        # BEGIN SOLUTION
         p = probs.reshape(b, hkv, -1, tk)
         g = g.reshape(b, hkv, -1, d)
         dv = p.swapaxes(-1, -2) @ g
@@ -224,6 +272,7 @@ class Attention(Function):
         ds *= scale
         dq = (ds @ k).reshape(q.shape)
         dk = ds.swapaxes(-1, -2) @ q.reshape(b, hkv, -1, d)
+        # END SOLUTION
         return dq, dk, dv, None
 
     @staticmethod

@@ -3,6 +3,8 @@
 Backward of a reduction broadcasts the gradient back over the reduced axes; ``_expand_reduced``
 re-inserts those axes (size 1) so NumPy broadcasting does the rest.
 """
+import builtins  # this module's `sum` and `max` are ops; the builtins are reached through here
+
 from ..device import xp_of
 from ..tensor import Function
 
@@ -15,9 +17,9 @@ def _axes(axis, ndim):
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     for ax in axes:
-        if not -ndim <= ax < max(ndim, 1):
+        if not -ndim <= ax < builtins.max(ndim, 1):
             raise IndexError(f"axis {ax} is out of range for a tensor with {ndim} dimensions")
-    return tuple(sorted(ax % max(ndim, 1) for ax in axes))
+    return tuple(sorted(ax % builtins.max(ndim, 1) for ax in axes))
 
 
 def _expand_reduced(g, axes, keepdims):
@@ -82,7 +84,7 @@ class Var(Function):
         count = 1
         for ax in ctx.axes:
             count *= a.shape[ax]
-        ctx.denom = max(count - correction, 0)
+        ctx.denom = builtins.max(count - correction, 0)
         ctx.centered = a - a.mean(axis=ctx.axes, keepdims=True)
         return (ctx.centered ** 2).sum(axis=ctx.axes, keepdims=keepdims) / ctx.denom
 
@@ -103,8 +105,11 @@ class Softmax(Function):
 
     @staticmethod
     def backward(ctx, g):  # J^T g = p * (g - <g, p>)
+        # EXERCISE 1.6: the gradient of softmax along ctx.axis for the output gradient g (ctx.out: the output)
+        # BEGIN SOLUTION
         p = ctx.out
         return p * (g - (g * p).sum(axis=ctx.axis, keepdims=True))
+        # END SOLUTION
 
 
 class LogSoftmax(Function):
@@ -118,7 +123,10 @@ class LogSoftmax(Function):
 
     @staticmethod
     def backward(ctx, g):  # g - softmax * sum(g)
+        # EXERCISE 1.7: the gradient of log_softmax along ctx.axis for g (ctx.out: the output)
+        # BEGIN SOLUTION
         return g - xp_of(g).exp(ctx.out) * g.sum(axis=ctx.axis, keepdims=True)
+        # END SOLUTION
 
 
 class LogSumExp(Function):
