@@ -30,8 +30,9 @@ import numpy as np
 from .tensor import no_grad
 
 __all__ = ["World", "make_world", "corpus_documents", "corpus_text", "Example", "Task", "TASKS",
-           "get_task", "encode_prompt", "encode_example", "encode_document", "pack", "pad_batch", "DataLoader",
-           "task_loader", "corpus_loader", "evaluate", "predict", "mean_loss", "corpus_loss", "IGNORE_INDEX"]
+           "get_task", "encode_prompt", "encode_example", "encode_document", "pack", "pad_batch",
+           "DataLoader", "task_loader", "corpus_loader", "evaluate", "EvalResult", "predict",
+           "mean_loss", "corpus_loss", "IGNORE_INDEX"]
 
 IGNORE_INDEX = -100  # label value the loss skips (PyTorch's and transformers' convention)
 WORLD_SEED = 1234  # the world the shipped base model was pretrained on
@@ -73,9 +74,6 @@ class World:
     def countries(self):
         return list(self.capitals)
 
-    def country_of(self, town):
-        return next(c for c, t in self.capitals.items() if t == town)
-
     def residents(self, town):
         return [p for p in self.people if p.town == town]
 
@@ -116,7 +114,7 @@ def make_world(seed=WORLD_SEED, n_countries=20, n_people=60):
 
 
 # ----------------------------------------------------------------------------------------------
-# The base corpus: facts stated in several phrasings, short stories, and arithmetic
+# The base corpus: facts stated in several phrasings, short stories, lists said twice, small sums
 # ----------------------------------------------------------------------------------------------
 # Several phrasings of every fact: a model that saw each fact one way only can repeat the sentence
 # but not *use* the fact in a new format (Allen-Zhu & Li, "Physics of Language Models 3.1").
@@ -387,13 +385,15 @@ class DataLoader:
         if not self.shuffle:
             return offset
         if self._order[0] != epoch:
-            self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.items)))
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.items))
+            self._order = (epoch, order)
         return int(self._order[1][offset])
 
     def batch(self, index):
         """``(input_ids, labels)``, both int64 ``[B, T]`` arrays (batches wrap across epochs)."""
         start = index * self.batch_size
-        return self._collate([self.items[self._index(p)] for p in range(start, start + self.batch_size)])
+        return self._collate([self.items[self._index(p)]
+                              for p in range(start, start + self.batch_size)])
 
     def _collate(self, picked):
         if isinstance(self.items, np.ndarray):  # packed rows: every token is a target
@@ -405,7 +405,8 @@ class DataLoader:
         """One epoch in order ``permutation(seed, 0)``, each item once (the last batch may be short)."""
         n = len(self.items)
         for start in range(0, n, self.batch_size):
-            yield self._collate([self.items[self._index(p)] for p in range(start, min(n, start + self.batch_size))])
+            stop = min(n, start + self.batch_size)
+            yield self._collate([self.items[self._index(p)] for p in range(start, stop)])
 
 
 def task_loader(tokenizer, task, split="train", batch_size=16, seed=0, shuffle=True):

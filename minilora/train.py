@@ -447,7 +447,8 @@ def add_cli_arguments(parser, name="train"):
     lora.add_argument("--r", type=int, default=8, help="rank of the update B A (default: 8)")
     lora.add_argument("--lora-alpha", type=float, default=None,
                       help="scale alpha; the update is multiplied by alpha/r (default: 2*r)")
-    lora.add_argument("--lora-dropout", type=float, default=0.0, help="dropout on the LoRA input (default: 0)")
+    lora.add_argument("--lora-dropout", type=float, default=0.0,
+                      help="dropout on the LoRA input (default: 0)")
     lora.add_argument("--target-modules", default="all-linear",
                       help="comma-separated layer names (e.g. q_proj,v_proj) or all-linear (default)")
     opt = parser.add_argument_group("optimization")
@@ -463,7 +464,8 @@ def add_cli_arguments(parser, name="train"):
                      help="linear warmup before the cosine decay (default: 20)")
     opt.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)")
     opt.add_argument("--clip-norm", type=float, default=1.0, help="gradient-norm clipping (default: 1)")
-    opt.add_argument("--seed", type=int, default=0, help="seeds data order, LoRA init, dropout (default: 0)")
+    opt.add_argument("--seed", type=int, default=0,
+                     help="seeds data order, LoRA init, dropout (default: 0)")
     run = parser.add_argument_group("run")
     run.add_argument("--out", default=None, metavar="DIR",
                      help="run folder (default: runs/<task>-<method>)")
