@@ -134,3 +134,47 @@ def _id_set(ids):
 def _mask_arg(mask):
     """The attention mask to pass on: ``None`` when nothing is padded (cheaper)."""
     return None if mask.all() else mask
+
+
+# ----------------------------------------------------------------------------------------------
+# `minilora generate`
+# ----------------------------------------------------------------------------------------------
+def add_cli_arguments(parser, name):
+    parser.description = ("Continue a prompt with a model: the base model shipped with minilora, a "
+                          "Hugging Face-format Llama folder, and optionally a LoRA adapter on top "
+                          "(e.g. the one `minilora demo` or `minilora train` saved).")
+    parser.add_argument("prompt", help='the text to continue, e.g. "Q: Where does Dan Vend live?\\nA:"')
+    parser.add_argument("--model", default=None, metavar="DIR",
+                        help="a Llama folder (config.json + model.safetensors); default: the shipped base")
+    parser.add_argument("--adapter", default=None, metavar="DIR",
+                        help="a LoRA adapter folder (adapter_config.json + adapter_model.safetensors)")
+    parser.add_argument("--tokenizer", default=None, metavar="FILE",
+                        help="a Hugging Face tokenizer.json; default: minilora's byte-level tokenizer")
+    parser.add_argument("--max-new-tokens", type=int, default=40, help="how many tokens at most (default 40)")
+    parser.add_argument("--sample", action="store_true",
+                        help="sample instead of always taking the most likely token (greedy)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="with --sample: < 1 sharper, > 1 flatter")
+    parser.add_argument("--top-k", type=int, default=None, help="with --sample: keep the k most likely tokens")
+    parser.add_argument("--top-p", type=float, default=None,
+                        help="with --sample: keep the smallest set of tokens whose probability adds up to p")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for --sample (default 0)")
+    parser.add_argument("--device", default=None, help="cpu, emu or cuda (default: $MINILORA_DEVICE or cpu)")
+
+
+def cli_main(args):
+    from . import models, tokenizer as tokenizers
+
+    model = (models.load_base(device=args.device) if args.model is None
+             else models.LlamaForCausalLM.from_pretrained(args.model, device=args.device))
+    if args.adapter is not None:
+        from .lora import PeftModel
+        model = PeftModel.from_pretrained(model, args.adapter)
+    model.eval()
+    tok = tokenizers.ByteTokenizer() if args.tokenizer is None else tokenizers.from_file(args.tokenizer)
+    prompt = args.prompt.replace("\\n", "\n")  # let a typed "\n" mean a newline, as in the examples
+    ids = tok.encode(prompt)
+    out = generate(model, ids, max_new_tokens=args.max_new_tokens, do_sample=args.sample,
+                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                   eos_token_id=tok.eos_token_id)
+    print(prompt + tok.decode(out.numpy()[len(ids):].tolist()))
+    return 0

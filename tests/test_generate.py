@@ -1,4 +1,6 @@
 """Generation: greedy and sampled decoding, determinism, the KV cache, EOS, batches with padding."""
+import os
+
 import numpy as np
 import pytest
 
@@ -126,3 +128,23 @@ def test_sampling_follows_the_filtered_distribution():
     np.testing.assert_allclose(np.bincount(hot, minlength=4) / len(hot), sharpened, atol=0.015)
     with pytest.raises(ValueError, match="temperature must be > 0"):
         sample_next_token(logits, do_sample=True, temperature=0.0)
+
+
+def test_generate_command_continues_a_prompt_greedily(capsys):
+    from minilora.cli import main
+    from minilora.models import BASE_DIR
+    if not os.path.isfile(os.path.join(BASE_DIR, "config.json")):
+        pytest.skip("the shipped base model is missing")
+    assert main(["generate", "Alice is", "--max-new-tokens", "5"]) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("Alice is") and len(first.strip()) > len("Alice is")
+    main(["generate", "Alice is", "--max-new-tokens", "5"])
+    assert capsys.readouterr().out == first  # greedy decoding is deterministic
+
+
+def test_generate_command_help_explains_itself(capsys):
+    from minilora.cli import main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--help"])
+    assert exit_info.value.code == 0
+    assert "--adapter" in capsys.readouterr().out
