@@ -189,25 +189,42 @@ def _load_from_header(path, header, data_start):
 
 
 def save_file(tensors, path, metadata=None):
-    """Write ``{name: array}`` to ``path`` atomically, with ``{"format": "pt"}`` metadata by default
-    (transformers refuses safetensors files without it)."""
-    try:
-        from safetensors.numpy import save as _st_save
-    except ImportError:
-        raise ImportError("writing safetensors files needs the safetensors package: "
-                          "pip install safetensors") from None
-    arrays = {name: np.ascontiguousarray(_host(t)) for name, t in tensors.items()}
+    """Write ``{name: array}`` to ``path`` as safetensors, atomically, with NumPy alone.
+
+    The format is small enough to write by hand: an 8-byte little-endian header length, a JSON
+    header ``{name: {"dtype", "shape", "data_offsets"}, "__metadata__": {...}}`` (padded with spaces
+    to a multiple of 8 bytes), then every tensor's little-endian bytes back to back. Metadata
+    defaults to ``{"format": "pt"}`` (transformers refuses safetensors files without it).
+    """
+    names = {np.dtype(dt): name for name, dt in _DTYPES.items()}
     meta = {"format": "pt"} if metadata is None else {str(k): str(v) for k, v in metadata.items()}
-    blob = _st_save(arrays, metadata=meta)
+    arrays = {name: np.asarray(_host(t), order="C") for name, t in tensors.items()}
+    header, chunks, offset = {"__metadata__": meta}, [], 0
+    # The order of safetensors' own writer (widest dtype first, then by name): identical bytes.
+    for name in sorted(arrays, key=lambda n: (-arrays[n].dtype.itemsize, n)):
+        array = arrays[name]
+        if array.dtype not in names:
+            raise TypeError(f"save_file: tensor '{name}' has dtype {array.dtype}, which safetensors "
+                            f"cannot store (supported: {', '.join(sorted(map(str, names)))})")
+        data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": names[array.dtype], "shape": list(array.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # keep the tensor data 8-byte aligned
     with atomic_write(path) as f:
-        f.write(blob)
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for data in chunks:
+            f.write(data)
 
 
 def _host(t):
     """A NumPy array from a minilora Tensor, a CuPy array or a NumPy array."""
     if hasattr(t, "numpy") and not isinstance(t, np.ndarray):
         return t.numpy()
-    return t if isinstance(t, np.ndarray) else t.get()
+    return t if isinstance(t, (np.ndarray, np.generic)) else t.get()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -125,3 +125,19 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
     with atomic_write(path) as f:
         f.write(b"new")
     assert path.read_bytes() == b"new"
+
+
+def test_save_file_needs_only_numpy_and_matches_the_safetensors_writer_byte_for_byte(tmp_path):
+    st = pytest.importorskip("safetensors.numpy")
+    rng = np.random.default_rng(0)
+    tensors = {"w": rng.standard_normal((3, 4)).astype(np.float32), "ids": np.arange(5),
+               "half": np.ones((2, 2), np.float16), "scalar": np.array(3.0),
+               "strided": rng.standard_normal((4, 3)).T}
+    path = tmp_path / "x.safetensors"
+    checkpoint.save_file(tensors, path)
+    contiguous = {k: np.ascontiguousarray(v) if v.ndim else v for k, v in tensors.items()}
+    assert path.read_bytes() == st.save(contiguous, metadata={"format": "pt"})
+    back = st.load_file(str(path))
+    for name, array in tensors.items():
+        assert back[name].dtype == array.dtype and back[name].shape == array.shape
+        np.testing.assert_array_equal(back[name], array)
