@@ -243,3 +243,12 @@ def test_recommend_refuses_unknown_inputs():
     with pytest.raises(ValueError, match="needs model"):
         diag.recommend_lora_config("style", 100, memory_budget_gb=8)
     assert math.isfinite(diag.recommend_lora_config("math", 5_000).learning_rate)
+
+
+def test_noise_of_a_loss_near_zero_is_not_a_spike():
+    # a healthy fine-tuning run: from 3.0 down to ~0.03, then batch noise of +-0.1 in absolute terms
+    rng = np.random.default_rng(1)
+    losses = list(np.linspace(3.0, 0.05, 40)) + list(0.03 + 0.1 * rng.random(40))
+    assert "spikes" not in kinds(diag.diagnose_training(losses))
+    losses[60] = 2.0  # a real jump still counts
+    assert 61 in {x.kind: x for x in diag.diagnose_training(losses)}["spikes"].steps

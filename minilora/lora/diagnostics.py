@@ -273,14 +273,17 @@ def _finite_prefix(losses):
     return (losses, None) if not len(bad) else (losses[:bad[0]], int(bad[0]))
 
 
-def _spikes(losses, ratio, window):
+def _spikes(losses, ratio, window, floor):
     """Steps whose loss exceeds ``(1 + ratio)`` times the median of the ``window`` losses before it
-    (at least 3 of them). A median of the recent past follows the downward trend, so a falling
-    curve is not mistaken for spikes (a mean + 3 std rule over the whole run would be)."""
+    (at least 3 of them) AND exceeds it by ``floor`` times the first loss. A median of the recent
+    past follows the downward trend, so a falling curve is not mistaken for spikes (a mean + 3 std
+    rule over the whole run would be); the absolute floor keeps batch-to-batch noise of a loss that
+    is already near zero (0.02 -> 0.18) from counting as a spike."""
     out = []
+    min_jump = floor * abs(losses[0])
     for i in range(3, len(losses)):
         ref = np.median(losses[max(0, i - window):i])
-        if losses[i] > ref * (1 + ratio) and losses[i] - ref > 1e-12:
+        if losses[i] > ref * (1 + ratio) and losses[i] - ref > max(min_jump, 1e-12):
             out.append(i + 1)
     return out
 
@@ -317,7 +320,7 @@ def _overfitting(losses, eval_points, tolerance, window):
 
 
 def diagnose_training(train_losses, eval_losses=None, *, min_points=8, min_improvement=0.05,
-                      spike_ratio=0.5, spike_window=10, overfit_tolerance=0.03):
+                      spike_ratio=0.5, spike_window=10, spike_floor=0.1, overfit_tolerance=0.03):
     """Findings about a run from its loss history; never empty (a healthy run says so).
 
     ``train_losses``: one loss per step. ``eval_losses``: losses at evaluation points, either plain
@@ -328,7 +331,8 @@ def diagnose_training(train_losses, eval_losses=None, *, min_points=8, min_impro
     * ``not_decreasing`` (warning): the mean of the last quarter is not at least ``min_improvement``
       (5%) below the mean of the first quarter.
     * ``spikes`` (warning if 3 or more, else info): a loss more than ``spike_ratio`` (50%) above the
-      median of the ``spike_window`` (10) losses before it.
+      median of the ``spike_window`` (10) losses before it, and by at least ``spike_floor`` (10%)
+      of the first loss.
     * ``overfitting`` (warning): the last eval loss is more than ``overfit_tolerance`` (3%) above the
       best one while the train loss fell meanwhile (``diverging`` if the train loss did not fall).
     * ``healthy`` (info): none of the above.
@@ -352,7 +356,7 @@ def diagnose_training(train_losses, eval_losses=None, *, min_points=8, min_impro
         findings.append(Finding("not_decreasing", "warning", f"the train loss {how}: {early:.4f} (mean of the "
                                 f"first quarter) -> {late:.4f} (last quarter), less than {min_improvement:.0%} "
                                 "lower", SUGGESTIONS["not_decreasing"]))
-    spikes = _spikes(losses, spike_ratio, spike_window)
+    spikes = _spikes(losses, spike_ratio, spike_window, spike_floor)
     if spikes:
         shown = ", ".join(map(str, spikes[:8])) + (" ..." if len(spikes) > 8 else "")
         findings.append(Finding("spikes", "warning" if len(spikes) >= 3 else "info",
