@@ -464,3 +464,15 @@ def test_works_on_a_plain_module_tree():
     assert isinstance(model.base_model.model.encoder, LoraLinear)
     with pytest.raises(ValueError, match="no default for model type"):
         get_peft_model(Toy(), LoraConfig())
+
+
+def test_a_hand_built_lora_layer_uses_its_adapter_at_once_as_peft_does():
+    layer = LoraLinear(nn.Linear(6, 5), "default", LoraConfig(r=2, lora_alpha=2, init_lora_weights=False),
+                       r=2, lora_alpha=2)
+    assert layer.active_adapters == ["default"]
+    assert layer.lora_A["default"].weight.requires_grad and layer.lora_B["default"].weight.requires_grad
+    x = ml.randn(3, 6)
+    assert not np.allclose(layer(x).numpy(), layer.base_layer(x).numpy())  # B != 0: the adapter acts
+    # a second adapter added to the layer starts inactive and frozen, as in PEFT
+    layer.update_layer("other", LoraConfig(r=2, lora_alpha=2), 2, 2)
+    assert layer.active_adapters == ["default"] and not layer.lora_A["other"].weight.requires_grad

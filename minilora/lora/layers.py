@@ -189,10 +189,12 @@ class Linear(BaseTunerLayer):
         self.lora_B = ModuleDict()
         self.lora_magnitude_vector = ModuleDict()
         self._dora_merge_norms = {}  # row norms used when merging a DoRA adapter, needed to unmerge
+        self.active_adapters = [adapter_name]  # a new layer uses its adapter at once, as PEFT's does
         self.update_layer(adapter_name, config, r, lora_alpha)
 
     def update_layer(self, adapter_name, config, r, lora_alpha):
-        """Create adapter ``adapter_name`` (PEFT's ``update_layer``); it starts inactive and frozen."""
+        """Create adapter ``adapter_name`` (PEFT's ``update_layer``); the active adapters stay as they
+        were, so an adapter added to an existing layer starts inactive and frozen."""
         W0 = self.base_layer.weight
         self.r[adapter_name], self.lora_alpha[adapter_name] = r, lora_alpha
         self.scaling[adapter_name] = config.scaling(r, lora_alpha)
@@ -372,6 +374,7 @@ class VeraLinear(BaseTunerLayer):
         self.vera_lambda_b = ParameterDict()
         self.vera_lambda_d = ParameterDict()
         self.vera_A, self.vera_B = vera_A, vera_B  # the model's shared BufferDicts
+        self.active_adapters = [adapter_name]  # a new layer uses its adapter at once, as PEFT's does
         self.update_layer(adapter_name, config)
 
     def update_layer(self, adapter_name, config):

@@ -39,14 +39,13 @@ np.set_printoptions(precision=4, suppress=True)
 # `A` and a `B` -- each itself a bias-free `Linear`, `in -> r` and `r -> out`. Names and shapes are
 # PEFT's, so `lora_A.default.weight` here is `lora_A.default.weight` there.
 #
-# Built by hand like this, the layer is inert until its adapter is activated, and nothing freezes `W0`:
-# those are the two things `get_peft_model` does for a whole model (below). We do them explicitly.
+# Built by hand like this (as with PEFT's `lora.Linear`), the new adapter is active and trainable at once,
+# but nothing freezes `W0`: that is what `get_peft_model` does for a whole model (below). We do it here.
 
 # %%
 base = nn.Linear(64, 48, bias=False)
 config = LoraConfig(r=4, lora_alpha=8)
-layer = LoraLinear(base, "default", config, r=4, lora_alpha=8)
-layer.set_adapter("default")           # make "default" the active adapter (it becomes trainable)
+layer = LoraLinear(base, "default", config, r=4, lora_alpha=8)   # "default" is active and trainable
 base.weight.requires_grad = False      # freeze W0
 
 for name, p in layer.named_parameters():
@@ -105,7 +104,6 @@ print(f"lora_linear backward, worst error: {grad_check(lora_op, x64, A64, B64):.
 
 # %%
 fresh = LoraLinear(nn.Linear(64, 48, bias=False), "default", LoraConfig(r=4, lora_alpha=8), r=4, lora_alpha=8)
-fresh.set_adapter("default")
 fresh.base_layer.weight.requires_grad = False
 x = ml.randn(5, 64)
 print("output == base output, bit for bit:", np.array_equal(fresh(x).numpy(), fresh.base_layer(x).numpy()))
@@ -139,7 +137,6 @@ def fit(delta, r, lora_alpha, use_rslora=False, steps=250, lr=1e-2):
     ml.manual_seed(0)
     layer = LoraLinear(nn.Linear(d_in, d_out, bias=False), "default",
                        LoraConfig(r=r, lora_alpha=lora_alpha, use_rslora=use_rslora), r, lora_alpha)
-    layer.set_adapter("default")
     layer.base_layer.weight.requires_grad = False
     target = ml.tensor(X @ (layer.base_layer.weight.numpy() + delta).T)
     optimizer = AdamW([p for p in layer.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
