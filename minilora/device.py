@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-__all__ = ["Device", "device", "default_device", "xp_of", "all_devices"]
+__all__ = ["Device", "device", "default_device", "xp_of", "all_devices", "cache_slices", "CHUNK"]
 
 
 def _keep_freed_memory():
@@ -137,3 +137,20 @@ def xp_of(array):
         return np
     import cupy
     return cupy
+
+
+# Multi-pass NumPy math (GELU's ~20 passes, AdamW's dozen ufuncs) runs over slices of CHUNK elements,
+# so each slice and its temporaries stay in the L2 cache between passes instead of streaming through
+# memory: 5 float32 slices are 640 KiB.
+CHUNK = 32768
+
+
+def cache_slices(*arrays):
+    """Matching flat slices of same-size arrays (``None`` stays ``None``), CHUNK elements at a time
+    on the CPU; the whole arrays at once on a GPU. Slices of contiguous arrays are views, so writing
+    into them writes the arrays."""
+    flat = [a if a is None else a.reshape(-1) for a in arrays]
+    size = flat[0].size
+    step = CHUNK if xp_of(flat[0]) is np else max(size, 1)
+    for start in range(0, size, step):
+        yield [a if a is None else a[start:start + step] for a in flat]

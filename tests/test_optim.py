@@ -8,7 +8,7 @@ import pytest
 import minilora as ml
 import minilora.nn as nn
 import minilora.optim as optim
-from minilora.optim.adam import CHUNK
+from minilora.device import CHUNK
 from minilora.testing import assert_close
 
 

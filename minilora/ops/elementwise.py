@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ..device import xp_of
+from ..device import cache_slices, xp_of
 from ..tensor import Function
 
 __all__ = ["add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
@@ -271,21 +271,6 @@ _AS_P = 0.3275911
 _AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)  # a1 ... a5
 _AS_NEG_HALF = tuple(-0.5 * a for a in _AS_A)  # the same, times -1/2: Horner yields -erfc/2 directly
 
-# Multi-pass float32 math (the ~20 NumPy passes of GELU) runs over slices of CHUNK elements, so the
-# slice and its temporaries stay in the L2 cache between passes instead of streaming through memory.
-CHUNK = 32768
-
-
-def _chunks(*arrays):
-    """Matching flat slices of same-shape arrays (``None`` stays ``None``), CHUNK elements at a
-    time on the CPU; the whole arrays at once on a GPU. Outputs must be fresh contiguous arrays."""
-    flat = [a if a is None else a.reshape(-1) for a in arrays]
-    size = flat[0].size
-    step = CHUNK if xp_of(flat[0]) is np else max(size, 1)
-    for start in range(0, size, step):
-        yield [a if a is None else a[start:start + step] for a in flat]
-
-
 def _half_erf_of_abs(x, scale=1.0):
     """``(erf(|scale*x|) / 2, exp(-(scale*x)^2))`` by A&S 7.1.26, for a float32/float16 NumPy array.
 
@@ -357,7 +342,7 @@ class Gelu(Function):
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
         out = xp.empty(a.shape, a.dtype)
         ctx.deriv = xp.empty(a.shape, a.dtype) if ctx.needs_input_grad[0] else None
-        for x, y, deriv in _chunks(a, out, ctx.deriv):
+        for x, y, deriv in cache_slices(a, out, ctx.deriv):
             cdf, pdf = _normal_cdf_pdf(x)
             xp.multiply(x, cdf, out=y)
             if deriv is not None:  # d/dx (x Phi(x)) = Phi(x) + x phi(x)

@@ -13,19 +13,17 @@ The two differ only in weight decay:
   step, the same shrink for every weight. It is the optimizer LLM fine-tuning uses.
 
 Speed: the update is a dozen NumPy ufuncs, all in place. On the CPU they run over slices of
-``CHUNK`` elements, so the slice of p, g, m, v and the scratch array stay in cache between ufuncs
+``CHUNK`` elements (``minilora.device.cache_slices``), so the slice of p, g, m, v and the scratch array stay in cache between ufuncs
 instead of streaming the full arrays through memory a dozen times.
 """
 import math
 
 import numpy as np
 
-from ..device import xp_of
+from ..device import CHUNK, cache_slices, xp_of
 from .optimizer import Optimizer, _check_range
 
 __all__ = ["Adam", "AdamW", "adamw_update"]
-
-CHUNK = 32768  # elements per slice on the CPU: 5 float32 slices = 640 KiB, about an L2 cache
 
 
 def adamw_update(param, grad, exp_avg, exp_avg_sq, scratch, *, step, lr, beta1, beta2, eps,
@@ -149,14 +147,11 @@ class Adam(Optimizer):
         if xp is not np or not all(a.flags.c_contiguous for a in (param, exp_avg, exp_avg_sq)):
             yield param, grad, exp_avg, exp_avg_sq, xp.empty(p.shape, dtype=p.dtype)
             return
-        param, grad, exp_avg, exp_avg_sq = (a.reshape(-1) for a in (param, grad, exp_avg, exp_avg_sq))
         scratch = self._scratch.get(p.dtype)
         if scratch is None:
             scratch = self._scratch[p.dtype] = np.empty(CHUNK, dtype=p.dtype)
-        for start in range(0, param.size, CHUNK):
-            stop = min(start + CHUNK, param.size)
-            yield (param[start:stop], grad[start:stop], exp_avg[start:stop],
-                   exp_avg_sq[start:stop], scratch[:stop - start])
+        for param, grad, exp_avg, exp_avg_sq in cache_slices(param, grad, exp_avg, exp_avg_sq):
+            yield param, grad, exp_avg, exp_avg_sq, scratch[:param.size]
 
 
 class AdamW(Adam):
