@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import minilora as ml
-from minilora import ops
+from minilora import ops, parallel
 from minilora.tensor import Function
 from minilora.testing import GradCheckError, assert_close, grad_check
 
@@ -97,11 +97,11 @@ def fixed(*shapes, values=normal):
     return lambda rng: tuple(values(rng, s) for s in shapes)
 
 
-def attention_inputs(b, hq, hkv, tq, tk, d, mask=False):
-    """q [b, hq, tq, d], k and v [b, hkv, tk, d], and optionally an additive mask [1, 1, tq, tk]."""
+def attention_inputs(b, hq, hkv, tq, tk, d, mask=False, mask_batch=1):
+    """q [b, hq, tq, d], k and v [b, hkv, tk, d], and optionally an additive mask [mask_batch, 1, tq, tk]."""
     def inputs(rng):
         q, k, v = (normal(rng, shape) for shape in [(b, hq, tq, d), (b, hkv, tk, d), (b, hkv, tk, d)])
-        return (q, k, v, Const(normal(rng, (1, 1, tq, tk)))) if mask else (q, k, v)
+        return (q, k, v, Const(normal(rng, (mask_batch, 1, tq, tk)))) if mask else (q, k, v)
     return inputs
 
 
@@ -135,6 +135,9 @@ def scaled_pieces(cat, pieces, dim):
 
 ANGLES = np.arange(5)[:, None] * np.array([1.0, 0.3, 1.0, 0.3])  # [T=5, D=4], HF's duplicated halves
 ROPE_COS, ROPE_SIN = np.cos(ANGLES), np.sin(ANGLES)
+# Per-sample positions (left padding shifts them): cos/sin of shape [B=3, 1, T=5, D=4].
+ANGLES_3 = (np.arange(5) + np.array([0, 2, 1])[:, None])[:, None, :, None] * np.array([1.0, 0.3, 1.0, 0.3])
+ROPE_COS_3, ROPE_SIN_3 = np.cos(ANGLES_3), np.sin(ANGLES_3)
 CE_TARGETS = np.array([3, -100, 0, 6, 2, -100])  # two ignored rows (ignore_index=-100)
 IDS = np.array([[1, 4, 1], [0, 4, 4]])  # repeated ids: their gradients must add up
 COND = np.array([[1, 0, 1, 1], [0, 0, 1, 0], [1, 1, 0, 1]], dtype=bool)
@@ -165,6 +168,7 @@ CASES = [
     Case("gelu/tanh", lambda a: ops.gelu(a, approximate="tanh"),
          lambda a: TF.gelu(a, approximate="tanh"), one()),
     Case("silu", ops.silu, TF.silu, one()),
+    Case("swiglu", ops.swiglu, lambda g, u: TF.silu(g) * u, fixed((3, 2, 5), (3, 2, 5))),
     # reductions
     Case("sum/all", ops.sum, T.sum, one()),
     Case("sum/axes(0,2)+keepdims", lambda a: ops.sum(a, axis=(0, 2), keepdims=True),
@@ -247,6 +251,9 @@ CASES = [
     Case("rotary_embedding",
          lambda x: ops.rotary_embedding(x, ROPE_COS.astype(x.dtype), ROPE_SIN.astype(x.dtype)),
          lambda x: torch_rotary(x, T.tensor(ROPE_COS), T.tensor(ROPE_SIN)), fixed((1, 2, 5, 4))),
+    Case("rotary_embedding/per-sample-positions",
+         lambda x: ops.rotary_embedding(x, ROPE_COS_3.astype(x.dtype), ROPE_SIN_3.astype(x.dtype)),
+         lambda x: torch_rotary(x, T.tensor(ROPE_COS_3), T.tensor(ROPE_SIN_3)), fixed((3, 2, 5, 4))),
     Case("attention/causal", ops.scaled_dot_product_attention, torch_attention,
          attention_inputs(b=1, hq=2, hkv=2, tq=3, tk=3, d=4)),
     Case("attention/GQA", ops.scaled_dot_product_attention, torch_attention,
@@ -255,6 +262,8 @@ CASES = [
          attention_inputs(b=1, hq=2, hkv=1, tq=2, tk=5, d=3)),
     Case("attention/additive-mask", ops.scaled_dot_product_attention, torch_attention,
          attention_inputs(b=1, hq=2, hkv=1, tq=3, tk=4, d=2, mask=True)),
+    Case("attention/per-sample-mask,GQA", ops.scaled_dot_product_attention, torch_attention,
+         attention_inputs(b=3, hq=4, hkv=2, tq=3, tk=4, d=2, mask=True, mask_batch=3)),
     Case("attention/mask,not-causal",
          lambda q, k, v, m: ops.scaled_dot_product_attention(q, k, v, m, causal=False),
          lambda q, k, v, m: torch_attention(q, k, v, m, causal=False),
@@ -288,6 +297,24 @@ def case_rng(case, seed):
 def test_grad_check(case, seed, device):
     """Backward of every op matches central differences, on random shapes and values."""
     args = [as_minilora(a, device) for a in case.inputs(case_rng(case, seed))]
+    grad_check(case.ours, *args, name=case.name)
+
+
+@pytest.fixture
+def split_into_blocks(monkeypatch):
+    """Every op that runs on blocks of rows in parallel (``minilora.parallel``) splits even tiny
+    arrays, into 3 uneven blocks: a wrong block boundary shows up as a wrong value or gradient."""
+    monkeypatch.setattr(parallel, "MIN_ITEMS", 1)
+    threads = parallel.num_threads()
+    parallel.set_num_threads(3)
+    yield
+    parallel.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_grad_check_split_across_threads(case, split_into_blocks):
+    """The same checks with the work of each op split across threads."""
+    args = [as_minilora(a) for a in case.inputs(case_rng(case, 0))]
     grad_check(case.ours, *args, name=case.name)
 
 
@@ -468,7 +495,7 @@ def test_getitem_matches_numpy_and_scatters_back(data, shape):
 def test_every_listed_op_has_a_case():
     """The issue's op list, each covered by at least one row of the table."""
     wanted = ["add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
-              "sigmoid", "relu", "gelu/erf", "gelu/tanh", "silu", "sum", "mean", "max", "var", "softmax",
+              "sigmoid", "relu", "gelu/erf", "gelu/tanh", "silu", "swiglu", "sum", "mean", "max", "var", "softmax",
               "log_softmax", "logsumexp", "matmul", "linear", "reshape", "transpose", "permute", "getitem",
               "cat", "stack", "split", "expand", "where", "masked_fill", "embedding", "cross_entropy",
               "dropout", "rms_norm", "layer_norm", "rotary_embedding", "attention"]

@@ -11,7 +11,7 @@ from .elementwise import (abs, add, astype, clone, div, erf, exp, gelu, log, mas
 from .matmul import linear, matmul
 from .lora import lora_dropout_mask, lora_linear
 from .nn import (cross_entropy, dropout, embedding, layer_norm, rms_norm, rotary_embedding,
-                 rotate_half, scaled_dot_product_attention)
+                 rotate_half, scaled_dot_product_attention, swiglu)
 from .reduce import log_softmax, logsumexp, max, mean, softmax, sum, var
 from .shape import (cat, chunk, expand, flatten, getitem, permute, reshape, split, squeeze, stack,
                     transpose, unsqueeze)

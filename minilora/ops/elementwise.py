@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from .. import parallel
 from ..device import cache_slices, xp_of
 from ..tensor import Function
 
@@ -250,18 +251,42 @@ class Relu(Function):
 
 
 class Silu(Function):
-    """SiLU (swish), Llama's MLP activation: ``x * sigmoid(x)``."""
+    """SiLU (swish), Llama's MLP activation: ``x * sigmoid(x)``; flat blocks run in parallel."""
 
     @staticmethod
     def forward(ctx, a):
-        s = _sigmoid(xp_of(a), a)
+        xp = xp_of(a)
+        out, s = xp.empty_like(a), xp.empty_like(a)
+        parallel.rows(_silu_block, a.reshape(-1), s.reshape(-1), out.reshape(-1), work_per_row=1)
         ctx.a, ctx.s = a, s
-        return a * s
+        return out
 
     @staticmethod
     def backward(ctx, g):
-        a, s = ctx.a, ctx.s
-        return g * s * (1 + a * (1 - s))
+        gx = xp_of(g).empty_like(g)
+        parallel.rows(_silu_backward_block, g.reshape(-1), ctx.a.reshape(-1), ctx.s.reshape(-1),
+                      gx.reshape(-1), work_per_row=1)
+        return gx
+
+
+def _silu_block(a, s, out):
+    """``s = sigmoid(a)``, ``out = a * s``, in place, in as few passes over memory as possible."""
+    xp = xp_of(a)
+    xp.multiply(a, 0.5, out=s)
+    xp.tanh(s, out=s)
+    s *= 0.5
+    s += 0.5  # sigmoid(a) = (1 + tanh(a/2)) / 2, which never overflows
+    xp.multiply(a, s, out=out)
+
+
+def _silu_backward_block(g, a, s, gx):
+    """``gx = g * s * (1 + a * (1 - s))``, the derivative of ``a * sigmoid(a)``, in place."""
+    xp = xp_of(g)
+    xp.subtract(1, s, out=gx)
+    gx *= a
+    gx += 1
+    gx *= s
+    gx *= g
 
 
 # ---- GELU and the normal distribution ------------------------------------------------------------

@@ -7,12 +7,14 @@ import math
 
 import numpy as np
 
+from .. import parallel
 from ..device import xp_of
 from ..random import fresh_seed
 from ..tensor import Function, Tensor
+from .elementwise import _silu_backward_block, _silu_block
 
 __all__ = ["embedding", "cross_entropy", "dropout", "rms_norm", "layer_norm", "rotary_embedding",
-           "rotate_half", "scaled_dot_product_attention"]
+           "rotate_half", "scaled_dot_product_attention", "swiglu"]
 
 
 class Embedding(Function):
@@ -102,36 +104,99 @@ class Dropout(Function):
         return g * ctx.mask
 
 
+class SwiGLU(Function):
+    """``silu(gate) * up``, Llama's gated MLP activation, as one node (Silu then Mul would be two,
+    and would keep one more [rows, intermediate] array alive until backward).
+
+    With ``s = sigmoid(gate)``: ``d up = g * gate * s`` and ``d gate = g * up * s * (1 + gate * (1 - s))``.
+    """
+
+    @staticmethod
+    def forward(ctx, gate, up):
+        if gate.shape != up.shape:
+            raise ValueError(f"swiglu: gate {gate.shape} and up {up.shape} must have the same shape")
+        xp = xp_of(gate)
+        s, out = xp.empty_like(gate), xp.empty_like(gate)
+        parallel.rows(_swiglu_block, gate.reshape(-1), up.reshape(-1), s.reshape(-1),
+                      out.reshape(-1), work_per_row=1)
+        ctx.gate, ctx.up, ctx.s = gate, up, s
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = xp_of(g)
+        dgate, dup = xp.empty_like(g), xp.empty_like(g) if ctx.needs_input_grad[1] else None
+        parallel.rows(_swiglu_backward_block, g.reshape(-1), ctx.gate.reshape(-1),
+                      ctx.up.reshape(-1), ctx.s.reshape(-1), dgate.reshape(-1),
+                      None if dup is None else dup.reshape(-1), work_per_row=1)
+        return dgate, dup
+
+
+def _swiglu_block(gate, up, s, out):
+    _silu_block(gate, s, out)  # s = sigmoid(gate), out = silu(gate)
+    out *= up
+
+
+def _swiglu_backward_block(g, gate, up, s, dgate, dup):
+    if dup is not None:
+        xp_of(g).multiply(gate, s, out=dup)
+        dup *= g
+    _silu_backward_block(g, gate, s, dgate)  # g * silu'(gate)
+    dgate *= up
+
+
 class RMSNorm(Function):
     """``y = w * x / rms(x)`` with ``rms(x) = sqrt(mean(x^2) + eps)`` over the last axis.
 
     With ``r = 1/rms``: ``dx = r * (gw - x * r^2 * mean(gw * x))`` where ``gw = g * w``;
-    ``dw = sum over rows of g * x * r``.
+    ``dw = sum over rows of g * x * r``. Rows are independent: blocks of them run in parallel.
     """
 
     @staticmethod
     def forward(ctx, x, weight, eps=1e-6):
-        # EXERCISE 2.1: y = weight * x / rms(x), last axis, eps inside the root; save ctx.normed, ctx.r, ctx.weight
-        # BEGIN SOLUTION
         xp = xp_of(x)
-        r = 1 / xp.sqrt((x * x).mean(axis=-1, keepdims=True) + x.dtype.type(eps))
-        normed = x * r
+        x2 = _rows(x)
+        normed, r, out = xp.empty_like(x2), xp.empty((len(x2), 1), x.dtype), xp.empty_like(x2)
+        parallel.rows(lambda *blocks: _rms_norm_rows(*blocks, weight, x.dtype.type(eps)),
+                      x2, normed, r, out)
         ctx.normed, ctx.r, ctx.weight = normed, r, weight
-        return normed * weight if weight is not None else normed
-        # END SOLUTION
+        return out.reshape(x.shape)
 
     @staticmethod
     def backward(ctx, g):
-        # EXERCISE 2.2: return gx and gweight (None without a weight or when it is frozen) from ctx.normed, ctx.r
-        # BEGIN SOLUTION
         normed, r, w = ctx.normed, ctx.r, ctx.weight
-        gw = g * w if w is not None else g
-        gx = r * (gw - normed * (gw * normed).mean(axis=-1, keepdims=True))
+        g2 = _rows(g)
+        gx = xp_of(g).empty_like(g2)
+        parallel.rows(lambda *blocks: _rms_norm_backward_rows(*blocks, w), g2, normed, r, gx)
         gweight = None
         if w is not None and ctx.needs_input_grad[1]:
-            gweight = (g * normed).reshape(-1, w.shape[-1]).sum(axis=0)
-        return gx, gweight
-        # END SOLUTION
+            gweight = _column_sum(g2, normed)
+        return gx.reshape(g.shape), gweight
+
+
+def _rms_norm_rows(x, normed, r, out, weight, eps):
+    """RMSNorm of a block of rows ``x`` [rows, d]: fills ``r`` (1/rms, [rows, 1]), ``normed``, ``out``."""
+    xp = xp_of(x)
+    # EXERCISE 2.1: fill r = 1/sqrt(mean(x^2) + eps) per row, normed = x * r and out = normed * weight (or normed)
+    # BEGIN SOLUTION
+    r[:, 0] = 1 / xp.sqrt(_row_mean(x, x) + eps)
+    xp.multiply(x, r, out=normed)
+    if weight is None:
+        out[...] = normed
+    else:
+        xp.multiply(normed, weight, out=out)
+    # END SOLUTION
+
+
+def _rms_norm_backward_rows(g, normed, r, gx, weight):
+    """``gx`` for a block of rows, from the saved ``normed`` and ``r``."""
+    # EXERCISE 2.2: fill gx = r * (gw - normed * mean(gw * normed)) per row, with gw = g * weight (or g)
+    # BEGIN SOLUTION
+    gw = g * weight if weight is not None else g
+    xp_of(g).multiply(normed, -_row_mean(gw, normed)[:, None], out=gx)
+    gx += gw
+    gx *= r
+    # END SOLUTION
 
 
 class LayerNorm(Function):
@@ -209,16 +274,30 @@ def _rotate_half_transposed(g):
 
 
 class Rotary(Function):
-    """RoPE: ``x * cos + rotate_half(x) * sin``; a rotation, so backward rotates back."""
+    """RoPE: ``x * cos + rotate_half(x) * sin``; a rotation, so backward rotates back.
+    Blocks of the batch run in parallel."""
 
     @staticmethod
     def forward(ctx, x, cos, sin):
-        ctx.cos, ctx.sin = cos, sin
-        return x * cos + rotate_half(x) * sin
+        xp = xp_of(x)
+        ctx.cos, ctx.sin = xp.broadcast_to(cos, x.shape), xp.broadcast_to(sin, x.shape)
+        out = xp.empty(x.shape, x.dtype)
+        parallel.rows(_rotate_rows, x, ctx.cos, ctx.sin, out)
+        return out
 
     @staticmethod
     def backward(ctx, g):
-        return g * ctx.cos + _rotate_half_transposed(g * ctx.sin), None, None
+        gx = xp_of(g).empty(g.shape, g.dtype)
+        parallel.rows(_rotate_back_rows, g, ctx.cos, ctx.sin, gx)
+        return gx, None, None
+
+
+def _rotate_rows(x, cos, sin, out):
+    xp_of(x).add(x * cos, rotate_half(x) * sin, out=out)
+
+
+def _rotate_back_rows(g, cos, sin, gx):
+    xp_of(g).add(g * cos, _rotate_half_transposed(g * sin), out=gx)
 
 
 class Attention(Function):
@@ -231,6 +310,9 @@ class Attention(Function):
     Forward: S = q k^T * scale + mask, P = softmax(S), O = P v.
     Backward: dv = P^T dO, dP = dO v^T, dS = P * (dP - rowsum(dP * P)), dq = dS k * scale,
     dk = dS^T q * scale. Heads sharing one KV head add their dk, dv.
+
+    Each batch element is independent, so both directions run on blocks of the batch in parallel
+    (``minilora.parallel``), each block writing its slice of preallocated outputs.
     """
 
     @staticmethod
@@ -241,38 +323,28 @@ class Attention(Function):
         if k.shape != v.shape or k.shape[0] != b or k.shape[3] != d or hq % hkv:
             raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape} are not "
                              "[B, Hq, Tq, D], [B, Hkv, Tk, D] with Hq a multiple of Hkv")
-        group = hq // hkv
         scale = q.dtype.type(1 / math.sqrt(d) if scale is None else scale)
-        qg = q.reshape(b, hkv, group * tq, d)  # queries of one KV head side by side: one GEMM
-        scores = (qg @ k.swapaxes(-1, -2)).reshape(b, hq, tq, tk) * scale
+        bias = None  # what is added to the scores: -inf above the causal diagonal, plus the mask
         if causal:
             allowed = np.arange(tk)[None, :] <= (tk - tq + np.arange(tq))[:, None]
-            scores = xp.where(xp.asarray(allowed), scores, q.dtype.type(-np.inf))
+            bias = xp.asarray(np.where(allowed, 0, -np.inf).astype(q.dtype))
         if mask is not None:
-            scores = scores + mask
-        scores -= scores.max(axis=-1, keepdims=True)
-        probs = xp.exp(scores, out=scores)
-        probs /= probs.sum(axis=-1, keepdims=True)
-        out = (probs.reshape(b, hkv, group * tq, tk) @ v).reshape(b, hq, tq, d)
+            bias = mask if bias is None else bias + mask
+        if bias is not None:  # a view with the batch axis, so that it splits like q
+            bias = xp.broadcast_to(bias, (b, hq, tq, tk))
+        out, probs = xp.empty(q.shape, q.dtype), xp.empty((b, hq, tq, tk), q.dtype)
+        parallel.rows(lambda *blocks: _attention_forward(*blocks, scale=scale), q, k, v, bias,
+                      out, probs, work_per_row=hq * tq * tk * d)
         ctx.q, ctx.k, ctx.v, ctx.probs, ctx.scale = q, k, v, probs, scale
         return out
 
     @staticmethod
     def backward(ctx, g):
-        q, k, v, probs, scale = ctx.q, ctx.k, ctx.v, ctx.probs, ctx.scale
-        b, hq, tq, d = q.shape
-        hkv, tk = k.shape[1], k.shape[2]
-        # EXERCISE 2.4: dq, dk, dv from the saved probs; query heads sharing a KV head sit side by side (one GEMM each)
-        # BEGIN SOLUTION
-        p = probs.reshape(b, hkv, -1, tk)
-        g = g.reshape(b, hkv, -1, d)
-        dv = p.swapaxes(-1, -2) @ g
-        dp = g @ v.swapaxes(-1, -2)
-        ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
-        ds *= scale
-        dq = (ds @ k).reshape(q.shape)
-        dk = ds.swapaxes(-1, -2) @ q.reshape(b, hkv, -1, d)
-        # END SOLUTION
+        q, k, v, probs = ctx.q, ctx.k, ctx.v, ctx.probs
+        xp = xp_of(q)
+        dq, dk, dv = xp.empty(q.shape, q.dtype), xp.empty(k.shape, k.dtype), xp.empty(v.shape, v.dtype)
+        parallel.rows(lambda *blocks: _attention_backward(*blocks, scale=ctx.scale), g, q, k, v,
+                      probs, dq, dk, dv, work_per_row=2 * q[0].size * k.shape[2])
         return dq, dk, dv, None
 
     @staticmethod
@@ -284,6 +356,44 @@ class Attention(Function):
     def backward_flops(ctx):
         q, k = ctx.q, ctx.k
         return 8 * q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] * q.shape[3]
+
+
+def _by_kv_head(a, hkv):
+    """[B, Hq, T, X] -> [B, Hkv, group*T, X]: the query heads sharing a KV head side by side, so
+    that each KV head takes part in ONE matrix product per batch element."""
+    return a.reshape(a.shape[0], hkv, -1, a.shape[-1])
+
+
+def _attention_forward(q, k, v, bias, out, probs, scale):
+    """Softmax attention of a block of the batch; writes ``out`` and ``probs`` (both [B, Hq, Tq, .])."""
+    xp = xp_of(q)
+    hkv = k.shape[1]
+    scores = probs  # computed in place: scores -> exp -> probabilities
+    xp.matmul(_by_kv_head(q, hkv), k.swapaxes(-1, -2), out=_by_kv_head(scores, hkv))
+    scores *= scale
+    if bias is not None:
+        scores += bias
+    scores -= scores.max(axis=-1, keepdims=True)  # softmax without overflow
+    xp.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    xp.matmul(_by_kv_head(probs, hkv), v, out=_by_kv_head(out, hkv))
+
+
+def _attention_backward(g, q, k, v, probs, dq, dk, dv, scale):
+    """Gradients of a block of the batch, written into the blocks ``dq``, ``dk``, ``dv``."""
+    xp = xp_of(q)
+    hkv = k.shape[1]
+    # EXERCISE 2.4: dq, dk, dv from the saved probs (query heads sharing a KV head sit side by side)
+    # BEGIN SOLUTION
+    p, g = _by_kv_head(probs, hkv), _by_kv_head(g, hkv)
+    xp.matmul(p.swapaxes(-1, -2), g, out=dv)
+    ds = g @ v.swapaxes(-1, -2)  # dP, turned into dS in place
+    ds -= (ds * p).sum(axis=-1, keepdims=True)
+    ds *= p
+    ds *= scale
+    xp.matmul(ds, k, out=_by_kv_head(dq, hkv))
+    xp.matmul(ds.swapaxes(-1, -2), _by_kv_head(q, hkv), out=dk)
+    # END SOLUTION
 
 
 # ---- wrappers ------------------------------------------------------------------------------------
@@ -308,6 +418,11 @@ def dropout(a, p=0.5, training=True, seed=None):
     if not training or p == 0:
         return a
     return Dropout.apply(a, p=p, seed=fresh_seed() if seed is None else seed)
+
+
+def swiglu(gate, up):
+    """``silu(gate) * up`` in one op (the activation of Llama's MLP)."""
+    return SwiGLU.apply(gate, up)
 
 
 def rms_norm(x, weight=None, eps=1e-6):

@@ -13,13 +13,15 @@ The two differ only in weight decay:
   step, the same shrink for every weight. It is the optimizer LLM fine-tuning uses.
 
 Speed: the update is a dozen NumPy ufuncs, all in place. On the CPU they run over slices of
-``CHUNK`` elements (``minilora.device.cache_slices``), so the slice of p, g, m, v and the scratch array stay in cache between ufuncs
-instead of streaming the full arrays through memory a dozen times.
+``CHUNK`` elements (``minilora.device.cache_slices``), so the slice of p, g, m, v and the scratch
+array stay in cache between ufuncs instead of streaming the full arrays through memory a dozen
+times; and the slices of all parameters are shared out among the threads (``minilora.parallel``).
 """
 import math
 
 import numpy as np
 
+from .. import parallel
 from ..device import CHUNK, cache_slices, xp_of
 from .optimizer import Optimizer, _check_range
 
@@ -72,7 +74,6 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
-        self._scratch = {}  # dtype -> a CHUNK-element work array (not state: nothing to save)
 
     def _check_group(self, group, index):
         super()._check_group(group, index)
@@ -103,8 +104,9 @@ class Adam(Optimizer):
                 todo.append((p, state, group))
         if todo and todo[0][0].device.uses_kernels and self._fused_step(todo):
             return loss  # one launch of kernels/adamw.cu updated every parameter
-        for p, state, group in todo:
-            self._update_arrays(p, state, group)
+        # Cut every parameter into cache-sized pieces and share the pieces out among the threads.
+        pieces = [(arrays, state, group) for p, state, group in todo for arrays in self._pieces(p, state)]
+        parallel.rows(self._update_pieces, pieces, work_per_row=CHUNK)
         return loss
 
     def _fused_step(self, todo):
@@ -125,33 +127,29 @@ class Adam(Optimizer):
                            step=[st["step"] for _, st, _ in todo], device=todo[0][0].device)
         return True
 
-    def _update_arrays(self, p, state, group):
-        """The NumPy/CuPy update of one parameter (any device)."""
-        beta1, beta2 = group["betas"]
-        wd = group["weight_decay"]
-        for param, grad, exp_avg, exp_avg_sq, scratch in self._slices(p, state):
+    def _update_pieces(self, pieces):
+        """The NumPy/CuPy update of ``(param, grad, exp_avg, exp_avg_sq)`` pieces (any device)."""
+        for (param, grad, exp_avg, exp_avg_sq), state, group in pieces:
+            beta1, beta2 = group["betas"]
+            wd = group["weight_decay"]
             if wd and not self.decoupled_weight_decay:
                 grad = grad + wd * param  # Adam's L2 penalty: a new array, p.grad stays as it is
-            adamw_update(param, grad, exp_avg, exp_avg_sq, scratch, step=state["step"],
-                         lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
-                         weight_decay=wd if self.decoupled_weight_decay else 0.0)
+            adamw_update(param, grad, exp_avg, exp_avg_sq, xp_of(param).empty_like(param),
+                         step=state["step"], lr=group["lr"], beta1=beta1, beta2=beta2,
+                         eps=group["eps"], weight_decay=wd if self.decoupled_weight_decay else 0.0)
 
-    def _slices(self, p, state):
-        """Matching ``(param, grad, exp_avg, exp_avg_sq, scratch)`` pieces to update in turn.
+    @staticmethod
+    def _pieces(p, state):
+        """Matching ``(param, grad, exp_avg, exp_avg_sq)`` pieces of one parameter, to update in turn.
 
         On the CPU, with contiguous arrays: flat CHUNK-element views (cache-sized; writing into a
         view writes the parameter). Otherwise (CuPy, or a strided parameter): the whole arrays.
         """
-        param, grad, exp_avg, exp_avg_sq = p.data, p.grad, state["exp_avg"], state["exp_avg_sq"]
-        xp = xp_of(param)
-        if xp is not np or not all(a.flags.c_contiguous for a in (param, exp_avg, exp_avg_sq)):
-            yield param, grad, exp_avg, exp_avg_sq, xp.empty(p.shape, dtype=p.dtype)
-            return
-        scratch = self._scratch.get(p.dtype)
-        if scratch is None:
-            scratch = self._scratch[p.dtype] = np.empty(CHUNK, dtype=p.dtype)
-        for param, grad, exp_avg, exp_avg_sq in cache_slices(param, grad, exp_avg, exp_avg_sq):
-            yield param, grad, exp_avg, exp_avg_sq, scratch[:param.size]
+        arrays = (p.data, p.grad, state["exp_avg"], state["exp_avg_sq"])
+        written = (p.data, state["exp_avg"], state["exp_avg_sq"])  # flat views must be views
+        if xp_of(p.data) is not np or not all(a.flags.c_contiguous for a in written):
+            return [arrays]
+        return list(cache_slices(*arrays))
 
 
 class AdamW(Adam):
