@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["rows", "num_threads", "set_num_threads", "MIN_ITEMS"]
+__all__ = ["rows", "matmul", "num_threads", "set_num_threads", "MIN_ITEMS"]
 
 MIN_ITEMS = 16384  # elements (or multiply-adds) per thread below which splitting costs more than it saves
 
@@ -78,6 +78,26 @@ def rows(fn, *arrays, work_per_row=None):
     finally:
         for future in futures:
             future.result()  # re-raises a worker's exception here
+
+
+def matmul(a, b):
+    """``a @ b`` with NumPy's semantics, its work split across threads where it can be:
+    ``[..., M, K] @ [K, N]`` by blocks of rows, a stack of products by blocks of the stack."""
+    if not isinstance(a, np.ndarray) or a.ndim < 2 or b.ndim < 2:
+        return a @ b  # GPU arrays, and products with a vector
+    dtype = np.result_type(a, b)
+    if b.ndim == 2:  # every row of a gives one row of the result, independently
+        a2 = a.reshape(-1, a.shape[-1])
+        out = np.empty((len(a2), b.shape[1]), dtype)
+        rows(lambda a_rows, out_rows: np.matmul(a_rows, b, out=out_rows), a2, out,
+             work_per_row=b.size)
+        return out.reshape(a.shape[:-1] + b.shape[1:])
+    if a.shape[:-2] == b.shape[:-2]:  # a stack of independent products
+        out = np.empty(a.shape[:-1] + b.shape[-1:], dtype)
+        rows(lambda a_part, b_part, out_part: np.matmul(a_part, b_part, out=out_part), a, b, out,
+             work_per_row=a[0].size * b.shape[-1])
+        return out
+    return a @ b
 
 
 def _single_threaded_blas():

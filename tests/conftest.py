@@ -42,6 +42,18 @@ def kernel_device(request):
 
 
 @pytest.fixture
+def split_into_blocks(monkeypatch):
+    """Every op that runs on blocks of rows in parallel (``minilora.parallel``) splits even tiny
+    arrays, into 3 uneven blocks: a wrong block boundary shows up as a wrong value or gradient."""
+    from minilora import parallel
+    monkeypatch.setattr(parallel, "MIN_ITEMS", 1)
+    threads = parallel.num_threads()
+    parallel.set_num_threads(3)
+    yield
+    parallel.set_num_threads(threads)
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(1234)
 

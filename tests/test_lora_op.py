@@ -50,10 +50,14 @@ def test_forward_and_backward_match_reference(device, p):
     assert W0.grad is None  # frozen: no gradient at all
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["serial", "split-across-threads"])
 @pytest.mark.parametrize("p", [0.0, 0.3])
-def test_grad_check_float64(p):
-    """Central differences agree with backward for x, A, B and bias (dropout mask fixed by the seed)."""
-    x, W0, A, B, b = make_inputs("cpu", dtype="float64", seed=1)
+def test_grad_check_float64(p, split, request):
+    """Central differences agree with backward for x, A, B and bias (dropout mask fixed by the seed),
+    also with the op's products split into blocks of rows across threads."""
+    if split:
+        request.getfixturevalue("split_into_blocks")
+    x, W0, A, B, b = make_inputs("cpu", dtype="float64", seed=1, W0_trainable=split)
     grad_check(lambda x, W0, A, B, b: ops.lora_linear(x, W0, A, B, 1.3, bias=b, dropout_p=p, seed=7),
                x, W0, A, B, b)
 

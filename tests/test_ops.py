@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import minilora as ml
-from minilora import ops, parallel
+from minilora import ops
 from minilora.tensor import Function
 from minilora.testing import GradCheckError, assert_close, grad_check
 
@@ -298,17 +298,6 @@ def test_grad_check(case, seed, device):
     """Backward of every op matches central differences, on random shapes and values."""
     args = [as_minilora(a, device) for a in case.inputs(case_rng(case, seed))]
     grad_check(case.ours, *args, name=case.name)
-
-
-@pytest.fixture
-def split_into_blocks(monkeypatch):
-    """Every op that runs on blocks of rows in parallel (``minilora.parallel``) splits even tiny
-    arrays, into 3 uneven blocks: a wrong block boundary shows up as a wrong value or gradient."""
-    monkeypatch.setattr(parallel, "MIN_ITEMS", 1)
-    threads = parallel.num_threads()
-    parallel.set_num_threads(3)
-    yield
-    parallel.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)

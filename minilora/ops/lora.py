@@ -26,6 +26,7 @@ bits, so ``cpu``, ``emu`` and ``cuda`` agree exactly (see ``lora_dropout_mask``)
 """
 import numpy as np
 
+from .. import parallel
 from ..device import xp_of
 from ..random import fresh_seed
 from ..tensor import Function
@@ -51,12 +52,26 @@ def lora_dropout_mask(seed, M, K, p, xp=np):
     return (h >= threshold).reshape(M, K)
 
 
-def _dropped(X, p, seed):
-    """``dropout(X)``: kept elements scaled by ``1/(1-p)`` (inverted dropout); ``X`` itself if p == 0."""
+def _dropout_multipliers(X, p, seed):
+    """What dropout multiplies ``X`` by: ``[M, K]`` of 0 and ``1/(1-p)`` (inverted dropout), or
+    ``None`` when ``p == 0`` (no dropout, nothing to multiply)."""
     if p == 0:
-        return X
+        return None
     keep = lora_dropout_mask(seed, X.shape[0], X.shape[1], p, xp_of(X))
-    return X * keep * X.dtype.type(1.0 / (1.0 - p))
+    return keep * X.dtype.type(1.0 / (1.0 - p))
+
+
+def _lora_forward_rows(X, keep, U, Y, W0, A, B, bias, s):
+    """The LoRA forward of a block of rows of X: fills ``U`` [rows, r] and ``Y`` [rows, N]."""
+    xp = xp_of(X)
+    # EXERCISE 4.2: U = dropout(X) A^T and Y = X W0^T + s U B^T (+ bias), never forming B A
+    # BEGIN SOLUTION
+    U[...] = (X if keep is None else X * keep) @ A.T  # the only thing LoRA adds to memory
+    xp.matmul(X, W0.T, out=Y)
+    Y += U @ (s * B.T)
+    if bias is not None:
+        Y += bias
+    # END SOLUTION
 
 
 def _kernels_for(device, dtype):
@@ -100,15 +115,12 @@ class LoraLinear(Function):
             X, W0, A, B = (xp_of(X).ascontiguousarray(a) for a in (X, W0, A, B))
             Y, U = kernels.lora_forward(X, W0, A, B, scale, bias=bias, dropout_p=dropout_p,
                                         seed=seed, device=ctx.device)
-        else:
-            # EXERCISE 4.2: U = dropout(X) A^T and Y = X W0^T + s U B^T (+ bias) with NumPy, never forming B A
-            # BEGIN SOLUTION
-            U = _dropped(X, dropout_p, seed) @ A.T  # [M, r]: the only thing LoRA adds to memory
-            Y = X @ W0.T
-            Y += s * (U @ B.T)
-            if bias is not None:
-                Y += bias
-            # END SOLUTION
+        else:  # NumPy: blocks of rows of X in parallel, each a complete small LoRA forward
+            keep = _dropout_multipliers(X, dropout_p, seed)
+            Y = xp_of(X).empty((X.shape[0], W0.shape[0]), X.dtype)
+            U = xp_of(X).empty((X.shape[0], A.shape[0]), X.dtype)
+            parallel.rows(lambda *blocks: _lora_forward_rows(*blocks, W0, A, B, bias, s),
+                          X, keep, U, Y, work_per_row=W0.size)
         ctx.X, ctx.U, ctx.W0, ctx.A, ctx.B = X, U, W0, A, B
         ctx.scale, ctx.p, ctx.seed, ctx.x_shape = scale, dropout_p, seed, x.shape
         return Y.reshape(x.shape[:-1] + (W0.shape[0],))
@@ -124,19 +136,29 @@ class LoraLinear(Function):
                                                seed=ctx.seed, need_dx=nx, need_dA=na,
                                                need_dB=nb, device=ctx.device)
         else:
+            xp = xp_of(dY)
             # EXERCISE 4.3: dX, dA, dB (None if not needed) via the rank-r V = s dY B; dropout masks only the LoRA part
             # BEGIN SOLUTION
             s = dY.dtype.type(ctx.scale)
-            dX = dA = dB = None
-            V = s * (dY @ B) if (nx or na) else None  # [M, r]
-            if nb:
-                dB = s * (dY.T @ U)
-            if na:
-                dA = V.T @ _dropped(X, p, ctx.seed)
-            if nx:
-                dX = dY @ W0 + _dropped(V @ A, p, ctx.seed)  # same mask: dropout is linear
+            keep = _dropout_multipliers(X, p, ctx.seed)  # the forward's mask, regenerated
+
+            def backward_rows(dY, keep, V, dX):  # one block of rows: all rows are independent
+                xp.multiply(dY @ B, s, out=V)  # [rows, r]: the gradient reaching U
+                if dX is not None:  # dY W0 + dropout'(V A): the same mask, since dropout is linear
+                    xp.matmul(dY, W0, out=dX)
+                    VA = V @ A
+                    if keep is not None:
+                        VA *= keep
+                    dX += VA
+
+            V = xp.empty((X.shape[0], A.shape[0]), X.dtype)
+            dX = xp.empty(X.shape, X.dtype) if nx else None
+            parallel.rows(backward_rows, dY, keep, V, dX, work_per_row=W0.size if nx else B.size)
+            # dA and dB sum over all rows: products whose own rows are split across the threads
+            dA = parallel.matmul(V.T, X if keep is None else X * keep) if na else None
+            dB = s * parallel.matmul(dY.T, U) if nb else None
             # END SOLUTION
-        dW0 = dY.T @ X if nw else None  # only when the caller made W0 trainable (full fine-tuning)
+        dW0 = parallel.matmul(dY.T, X) if nw else None  # only when the caller made W0 trainable (full fine-tuning)
         dbias = dY.sum(axis=0) if nbias else None
         if dX is not None:
             dX = dX.reshape(ctx.x_shape)

@@ -5,7 +5,6 @@ skips the weight-gradient GEMM when ``W`` is frozen (``ctx.needs_input_grad``) -
 is built on: a frozen ``W0`` costs a forward GEMM and the ``dX`` GEMM, never a ``dW0`` GEMM.
 """
 from .. import parallel
-from ..device import xp_of
 from ..tensor import Function
 from .elementwise import unbroadcast
 
@@ -28,7 +27,7 @@ class MatMul(Function):
             raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match: "
                              f"{a.shape[-1]} != {b.shape[-2 if b.ndim > 1 else 0]}")
         ctx.a, ctx.b = a, b
-        return a @ b
+        return parallel.matmul(a, b)
 
     @staticmethod
     def backward(ctx, g):
@@ -43,8 +42,8 @@ class MatMul(Function):
         na, nb = ctx.needs_input_grad
         # EXERCISE 1.4: gradients of a2 @ b2 for a and b (broadcast batch axes summed back), None if not needed
         # BEGIN SOLUTION
-        ga = unbroadcast(g @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape) if na else None
-        gb = unbroadcast(a2.swapaxes(-1, -2) @ g, b2.shape).reshape(b.shape) if nb else None
+        ga = unbroadcast(parallel.matmul(g, b2.swapaxes(-1, -2)), a2.shape).reshape(a.shape) if na else None
+        gb = unbroadcast(parallel.matmul(a2.swapaxes(-1, -2), g), b2.shape).reshape(b.shape) if nb else None
         # END SOLUTION
         return ga, gb
 
@@ -68,7 +67,7 @@ class Linear(Function):
             raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but "
                              f"the weight expects {w.shape[1]} (weight shape {w.shape}, [out, in])")
         x2 = x.reshape(-1, x.shape[-1])
-        out = _gemm_rows(x2, w.T)
+        out = parallel.matmul(x2, w.T)
         if b is not None:
             out += b
         # The input is kept only for the weight gradient: a frozen weight does not hold it alive.
@@ -82,8 +81,8 @@ class Linear(Function):
         g2 = g.reshape(-1, g.shape[-1])
         # EXERCISE 1.5: gradients of x W^T + b from g2 [rows, out]; no weight GEMM for a frozen weight (not nw)
         # BEGIN SOLUTION
-        gx = _gemm_rows(g2, ctx.w).reshape(ctx.x_shape) if nx else None
-        gw = _gemm_rows(g2.T, ctx.x2) if nw else None  # skipped for a frozen weight
+        gx = parallel.matmul(g2, ctx.w).reshape(ctx.x_shape) if nx else None
+        gw = parallel.matmul(g2.T, ctx.x2) if nw else None  # skipped for a frozen weight
         gb = g2.sum(axis=0) if nb else None
         # END SOLUTION
         return gx, gw, gb
@@ -96,15 +95,6 @@ class Linear(Function):
     def backward_flops(ctx):
         nx, nw, _ = ctx.needs_input_grad
         return 2 * ctx.rows * ctx.w.size * (int(nx) + int(nw))
-
-
-def _gemm_rows(a, b):
-    """``a @ b`` for 2-D arrays, its rows computed in parallel (see ``minilora.parallel``)."""
-    xp = xp_of(a)
-    out = xp.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
-    parallel.rows(lambda a_rows, out_rows: xp.matmul(a_rows, b, out=out_rows), a, out,
-                  work_per_row=b.size)
-    return out
 
 
 def matmul(a, b):

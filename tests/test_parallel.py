@@ -1,0 +1,104 @@
+"""``minilora.parallel``: blocks of rows on a thread pool. The ops built on it are checked in
+test_ops.py / test_lora_op.py (``split_into_blocks``); here the helper itself, and a whole Llama
+training step that must not depend on how many threads ran it."""
+import numpy as np
+import pytest
+
+import minilora as ml
+from minilora import parallel
+
+
+def test_rows_covers_every_row_once_in_uneven_blocks(split_into_blocks):
+    seen = np.zeros(10, dtype=int)
+    sizes = []
+
+    def visit(block, ids):
+        seen[ids] += 1
+        sizes.append(len(block))
+    parallel.rows(visit, np.zeros((10, 4)), np.arange(10))
+    assert seen.tolist() == [1] * 10
+    assert sorted(sizes) == [3, 3, 4]  # three threads, 10 rows
+
+
+def test_rows_passes_none_through_and_splits_lists(split_into_blocks):
+    got = []
+    parallel.rows(lambda items, nothing: got.append((list(items), nothing)), list("abcdef"), None,
+                  work_per_row=1)
+    assert sorted(got) == [(["a", "b"], None), (["c", "d"], None), (["e", "f"], None)]
+
+
+def test_small_work_runs_inline_in_one_call():
+    calls = []
+    parallel.rows(lambda a: calls.append(a.shape), np.zeros((4, 3)))
+    assert calls == [(4, 3)]  # 12 elements: far below MIN_ITEMS
+
+
+def test_a_worker_exception_reaches_the_caller(split_into_blocks):
+    def fail_on_last_block(block):
+        if block[-1] == 9:
+            raise ValueError("block with the last row")
+    with pytest.raises(ValueError, match="last row"):
+        parallel.rows(fail_on_last_block, np.arange(10))
+
+
+def test_matmul_matches_numpy_for_every_shape_it_splits(split_into_blocks, rng):
+    for a_shape, b_shape in [((7, 5), (5, 3)), ((2, 3, 5), (5, 4)), ((3, 4, 5), (3, 5, 2)),
+                             ((4, 5), (5,)), ((2, 1, 4, 5), (3, 5, 2))]:
+        a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
+        np.testing.assert_allclose(parallel.matmul(a, b), a @ b, rtol=1e-13, atol=1e-13)
+    # a transposed (strided) left operand, as the weight-gradient GEMM passes it: dY.T @ X
+    dy, x = rng.standard_normal((9, 4)), rng.standard_normal((9, 6))
+    np.testing.assert_allclose(parallel.matmul(dy.T, x), dy.T @ x, rtol=1e-13, atol=1e-13)
+
+
+def test_adamw_pieces_split_across_threads_update_like_one_thread(split_into_blocks, rng):
+    """A parameter of several cache-sized pieces, shared out among three threads."""
+    from minilora.device import CHUNK
+    from minilora.optim import AdamW
+    start, grads = rng.standard_normal(3 * CHUNK + 5), [rng.standard_normal(3 * CHUNK + 5) for _ in range(3)]
+    results = []
+    for threads in (1, 3):
+        parallel.set_num_threads(threads)
+        p = ml.tensor(start.copy(), requires_grad=True)
+        opt = AdamW([p], lr=0.1, weight_decay=0.1)
+        for g in grads:
+            p.grad = g.copy()
+            opt.step()
+        results.append(p.numpy())
+    np.testing.assert_array_equal(results[1], results[0])
+
+
+def test_set_num_threads_refuses_zero():
+    with pytest.raises(ValueError, match="at least 1 thread"):
+        parallel.set_num_threads(0)
+
+
+def _llama_step(threads):
+    """Loss, every gradient and the weights after one AdamW step, computed with ``threads`` threads."""
+    from minilora.models import LlamaConfig, LlamaForCausalLM
+    from minilora.optim import AdamW
+    parallel.set_num_threads(threads)
+    ml.manual_seed(0)
+    config = LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
+    model = LlamaForCausalLM(config, dtype="float64")
+    ids = np.random.default_rng(0).integers(0, 40, size=(5, 7))
+    loss = model(ids, labels=ids).loss
+    loss.backward()
+    grads = {name: p.grad.copy() for name, p in model.named_parameters()}
+    AdamW(model.parameters(), lr=1e-2).step()
+    return loss.item(), grads, {name: p.numpy().copy() for name, p in model.named_parameters()}
+
+
+def test_a_llama_step_does_not_depend_on_the_thread_count(monkeypatch):
+    monkeypatch.setattr(parallel, "MIN_ITEMS", 1)  # split everything, even this tiny model
+    threads = parallel.num_threads()
+    try:
+        loss1, grads1, weights1 = _llama_step(1)
+        loss3, grads3, weights3 = _llama_step(3)
+    finally:
+        parallel.set_num_threads(threads)
+    assert loss3 == pytest.approx(loss1, rel=1e-13)
+    for name in grads1:
+        np.testing.assert_allclose(grads3[name], grads1[name], rtol=1e-11, atol=1e-14, err_msg=name)
+        np.testing.assert_allclose(weights3[name], weights1[name], rtol=1e-12, atol=1e-14, err_msg=name)
