@@ -15,15 +15,18 @@ Why not let the BLAS library thread its matrix products, as PyTorch's does? Open
 threads keep spinning on their cores for ~0.1 s after each product, waiting for the next one: a
 transformer step alternates products with elementwise ops every millisecond, so those workers
 would compete with the threads running the elementwise work. Instead minilora runs BLAS single-
-threaded and splits the products itself (``set_num_threads`` does both): one thread pool for
-everything, and idle threads sleep.
+threaded and splits the products itself (``set_num_threads`` does both): one set of helper
+threads for everything, and idle helpers sleep. (Measured on a Llama training step, 2 cores: 13-15%
+faster than OpenBLAS's own threading with the same ops.)
 
-Work smaller than ``MIN_ITEMS`` elements per thread runs inline: waking a thread costs tens of
-microseconds. GPU arrays (CuPy) are never split: the GPU is already parallel.
+Work smaller than ``MIN_ITEMS`` elements per thread runs inline: waking a thread costs ~10-20
+microseconds. GPU arrays (CuPy) are never split: the GPU is already parallel. A block never splits
+again (helpers run their block whole), and while one thread is splitting work, another thread's
+ops run unsplit.
 """
 import ctypes
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
 
 import numpy as np
 
@@ -31,8 +34,44 @@ __all__ = ["rows", "matmul", "num_threads", "set_num_threads", "MIN_ITEMS"]
 
 MIN_ITEMS = 16384  # elements (or multiply-adds) per thread below which splitting costs more than it saves
 
-_threads = 1
-_pool = None
+
+class _Helper:
+    """A thread that runs one block at a time. Two locks pass the turn back and forth (cheaper
+    than a queue: an op waits for its blocks hundreds of times per training step)."""
+
+    def __init__(self):
+        self.job = self.error = None
+        self.start, self.done = threading.Lock(), threading.Lock()
+        self.start.acquire()
+        self.done.acquire()
+        threading.Thread(target=self._loop, daemon=True, name="minilora-helper").start()
+
+    def _loop(self):
+        _local.helper = True
+        while True:
+            self.start.acquire()  # sleeps until run() hands over a job
+            fn, block = self.job
+            try:
+                fn(*block)
+            except BaseException as exc:  # handed to the caller in wait()
+                self.error = exc
+            self.done.release()
+
+    def run(self, fn, block):
+        self.job = (fn, block)
+        self.start.release()
+
+    def wait(self):
+        self.done.acquire()
+        error, self.error, self.job = self.error, None, None
+        if error is not None:
+            raise error
+
+
+_local = threading.local()  # .helper is True in helper threads: they never split work again
+_region = threading.Lock()  # one split region at a time; a second caller runs its work inline
+_helpers = []  # created on demand and never stopped (asleep when idle)
+_threads = 1  # the calling thread plus _threads - 1 helpers
 
 
 def num_threads():
@@ -42,14 +81,14 @@ def num_threads():
 
 def set_num_threads(n):
     """Use ``n`` threads for CPU ops (as ``torch.set_num_threads``); BLAS itself runs single-threaded."""
-    global _threads, _pool
     n = int(n)
     if n < 1:
         raise ValueError(f"set_num_threads: need at least 1 thread, got {n}")
-    if _pool is not None:
-        _pool.shutdown(wait=True)
-    _threads = n
-    _pool = ThreadPoolExecutor(n - 1, thread_name_prefix="minilora") if n > 1 else None
+    global _threads
+    with _region:
+        while len(_helpers) < n - 1:
+            _helpers.append(_Helper())
+        _threads = n
     _single_threaded_blas()
 
 
@@ -66,18 +105,29 @@ def rows(fn, *arrays, work_per_row=None):
         work_per_row = arrays[0][0].size if n else 0
     parts = min(_threads, n, max(1, (n * work_per_row) // MIN_ITEMS))
     on_cpu = all(a is None or isinstance(a, (np.ndarray, list)) for a in arrays)
-    if parts <= 1 or not on_cpu:
+    if parts <= 1 or not on_cpu or getattr(_local, "helper", False) or not _region.acquire(False):
         fn(*arrays)
         return
-    bounds = [n * i // parts for i in range(parts + 1)]
-    blocks = [[None if a is None else a[start:stop] for a in arrays]
-              for start, stop in zip(bounds, bounds[1:])]
-    futures = [_pool.submit(fn, *block) for block in blocks[1:]]
     try:
-        fn(*blocks[0])  # the calling thread does the first block itself
+        bounds = [n * i // parts for i in range(parts + 1)]
+        blocks = [[None if a is None else a[start:stop] for a in arrays]
+                  for start, stop in zip(bounds, bounds[1:])]
+        helpers = _helpers[:parts - 1]
+        for helper, block in zip(helpers, blocks[1:]):
+            helper.run(fn, block)
+        try:
+            fn(*blocks[0])  # the calling thread does the first block itself
+        finally:
+            errors = []
+            for helper in helpers:  # wait for every block, even after an error
+                try:
+                    helper.wait()
+                except BaseException as exc:
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
     finally:
-        for future in futures:
-            future.result()  # re-raises a worker's exception here
+        _region.release()
 
 
 def matmul(a, b):

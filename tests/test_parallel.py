@@ -102,3 +102,25 @@ def test_a_llama_step_does_not_depend_on_the_thread_count(monkeypatch):
     for name in grads1:
         np.testing.assert_allclose(grads3[name], grads1[name], rtol=1e-11, atol=1e-14, err_msg=name)
         np.testing.assert_allclose(weights3[name], weights1[name], rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+def test_a_block_that_splits_again_runs_whole_instead_of_deadlocking(split_into_blocks):
+    inner_calls = []
+
+    def outer(block):
+        parallel.rows(lambda b: inner_calls.append(len(b)), np.zeros(len(block) * 4), work_per_row=1)
+    parallel.rows(outer, np.zeros(9))
+    # the calling thread's block may split (3 inner calls); each helper's block runs whole (1 each)
+    assert len(inner_calls) in (3 + 1 + 1, 1 + 1 + 1)
+    assert sum(inner_calls) == 36
+
+
+def test_changing_the_thread_count_reuses_the_helpers():
+    threads = parallel.num_threads()
+    try:
+        for n in (3, 1, 3, 2, 3):
+            parallel.set_num_threads(n)
+            assert parallel.num_threads() == n
+        assert len(parallel._helpers) == 2
+    finally:
+        parallel.set_num_threads(threads)

@@ -33,8 +33,18 @@ class Embedding(Function):
     @staticmethod
     def backward(ctx, g):
         xp = xp_of(g)
+        ids, g2 = ctx.ids.reshape(-1), g.reshape(-1, ctx.weight_shape[1])
         grad = xp.zeros(ctx.weight_shape, dtype=g.dtype)
-        xp.add.at(grad, ctx.ids.reshape(-1), g.reshape(-1, ctx.weight_shape[1]))
+        if xp is not np:
+            xp.add.at(grad, ids, g2)
+            return None, grad
+        # np.add.at(grad, ids, g2) says it plainly but goes row by row; instead sort the rows by id
+        # so that equal ids sit together, and sum each run of equal ids in one reduceat.
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[order]
+        run_starts = np.flatnonzero(np.concatenate(([True], sorted_ids[1:] != sorted_ids[:-1])))
+        if len(ids):
+            grad[sorted_ids[run_starts]] = np.add.reduceat(g2[order], run_starts, axis=0)
         return None, grad
 
 
@@ -293,7 +303,12 @@ class Rotary(Function):
 
 
 def _rotate_rows(x, cos, sin, out):
-    xp_of(x).add(x * cos, rotate_half(x) * sin, out=out)
+    """``out = x * cos + rotate_half(x) * sin`` without building ``rotate_half(x)``:
+    its halves are ``-x2`` and ``x1``, so each half of ``out`` gets one product added."""
+    half = x.shape[-1] // 2
+    xp_of(x).multiply(x, cos, out=out)
+    out[..., :half] -= x[..., half:] * sin[..., :half]
+    out[..., half:] += x[..., :half] * sin[..., half:]
 
 
 def _rotate_back_rows(g, cos, sin, gx):
