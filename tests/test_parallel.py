@@ -116,11 +116,11 @@ def test_a_block_that_splits_again_runs_whole_instead_of_deadlocking(split_into_
 
 
 def test_changing_the_thread_count_reuses_the_helpers():
-    threads = parallel.num_threads()
+    threads, helpers = parallel.num_threads(), len(parallel._helpers)
     try:
         for n in (3, 1, 3, 2, 3):
             parallel.set_num_threads(n)
             assert parallel.num_threads() == n
-        assert len(parallel._helpers) == 2
+        assert len(parallel._helpers) == max(helpers, 2)
     finally:
         parallel.set_num_threads(threads)
