@@ -30,7 +30,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["rows", "matmul", "num_threads", "set_num_threads", "MIN_ITEMS"]
+__all__ = ["rows", "matmul", "add", "multiply", "num_threads", "set_num_threads", "MIN_ITEMS"]
 
 MIN_ITEMS = 16384  # elements (or multiply-adds) per thread below which splitting costs more than it saves
 
@@ -148,6 +148,31 @@ def matmul(a, b):
              work_per_row=a[0].size * b.shape[-1])
         return out
     return a @ b
+
+
+def _elementwise(ufunc, a, b):
+    """``ufunc(a, b)`` on flat blocks in parallel, for two large C-contiguous NumPy arrays of one
+    shape; ``None`` for anything else (small, broadcasting, strided or GPU arrays: the caller
+    computes those whole). The cheap checks come first: the autograd engine calls this per gradient."""
+    if (type(a) is not np.ndarray or a.size < 2 * MIN_ITEMS or type(b) is not np.ndarray
+            or a.shape != b.shape or not (a.flags.c_contiguous and b.flags.c_contiguous)):
+        return None
+    out = np.empty(a.shape, np.result_type(a, b))
+    rows(lambda x, y, o: ufunc(x, y, out=o), a.reshape(-1), b.reshape(-1), out.reshape(-1),
+         work_per_row=1)
+    return out
+
+
+def add(a, b):
+    """``a + b``, split across threads when both are large arrays of the same shape."""
+    out = _elementwise(np.add, a, b)
+    return a + b if out is None else out
+
+
+def multiply(a, b):
+    """``a * b``, split across threads when both are large arrays of the same shape."""
+    out = _elementwise(np.multiply, a, b)
+    return a * b if out is None else out
 
 
 def _single_threaded_blas():

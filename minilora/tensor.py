@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from . import profiler
+from . import parallel, profiler
 from .device import Device, device as _get_device
 
 __all__ = ["Tensor", "Function", "Context", "tensor", "no_grad", "enable_grad", "set_grad_enabled",
@@ -444,9 +444,9 @@ def _accumulate(grads, t, g):
         g = g.astype(t.data.dtype)  # after dtype promotion, each input gets a gradient of its dtype
     if t._ctx is None:
         t.grad = g if t.grad is None else t.grad + g
-    else:
+    else:  # e.g. the residual stream of a transformer: large, so the sum is split across threads
         prev = grads.get(id(t))
-        grads[id(t)] = g if prev is None else prev + g
+        grads[id(t)] = g if prev is None else parallel.add(prev, g)
 
 
 def _run_backward(root, gradient, retain_graph):

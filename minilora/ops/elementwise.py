@@ -367,12 +367,8 @@ class Gelu(Function):
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
         out = xp.empty(a.shape, a.dtype)
         ctx.deriv = xp.empty(a.shape, a.dtype) if ctx.needs_input_grad[0] else None
-        for x, y, deriv in cache_slices(a, out, ctx.deriv):
-            cdf, pdf = _normal_cdf_pdf(x)
-            xp.multiply(x, cdf, out=y)
-            if deriv is not None:  # d/dx (x Phi(x)) = Phi(x) + x phi(x)
-                xp.multiply(x, pdf, out=deriv)
-                deriv += cdf
+        parallel.rows(_gelu_block, a.reshape(-1), out.reshape(-1),
+                      None if ctx.deriv is None else ctx.deriv.reshape(-1), work_per_row=1)
         return out
 
     @staticmethod
@@ -381,7 +377,17 @@ class Gelu(Function):
             a, t = ctx.a, ctx.t
             inner_grad = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * a * a)
             return g * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * inner_grad)
-        return g * ctx.deriv
+        return parallel.multiply(g, ctx.deriv)
+
+
+def _gelu_block(a, out, deriv):
+    """Exact GELU of a flat block, cache-sized slice by slice (~20 passes, each in cache)."""
+    for x, y, d in cache_slices(a, out, deriv):
+        cdf, pdf = _normal_cdf_pdf(x)
+        xp_of(x).multiply(x, cdf, out=y)
+        if d is not None:  # d/dx (x Phi(x)) = Phi(x) + x phi(x)
+            xp_of(x).multiply(x, pdf, out=d)
+            d += cdf
 
 
 # ---- selection -----------------------------------------------------------------------------------

@@ -214,20 +214,17 @@ class LayerNorm(Function):
 
     With ``n`` the normalised input, ``r = 1/sqrt(var + eps)`` and ``gw = g * w``:
     ``dx = r * (gw - mean(gw) - n * mean(gw * n))``, ``dw = sum over rows of g * n``, ``db = sum of g``.
-    Work is on [rows, width] views; the means over a row are BLAS matrix-vector products.
+    Work is on [rows, width] views, blocks of rows in parallel; the means over a row are BLAS
+    matrix-vector products or one ``einsum``.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps=1e-5):
         xp = xp_of(x)
         x2 = _rows(x)
-        normed = x2 - _row_mean(x2)[:, None]
-        r = 1 / xp.sqrt(_row_mean(normed, normed) + eps)  # Python eps: stays float32 (NEP 50)
-        normed *= r[:, None]
+        normed, r, out = xp.empty_like(x2), xp.empty(len(x2), x.dtype), xp.empty_like(x2)
+        parallel.rows(lambda *blocks: _layer_norm_rows(*blocks, weight, bias, eps), x2, normed, r, out)
         ctx.normed, ctx.r, ctx.weight = normed, r, weight
-        out = normed * weight if weight is not None else normed.copy()
-        if bias is not None:
-            out += bias
         return out.reshape(x.shape)
 
     @staticmethod
@@ -237,14 +234,32 @@ class LayerNorm(Function):
         g2 = _rows(g)
         gx = None
         if nx:
-            gw = g2 * w if w is not None else g2
-            gx = gw - _row_mean(gw)[:, None]
-            gx -= normed * _row_mean(gw, normed)[:, None]
-            gx *= r[:, None]
+            gx = xp_of(g).empty_like(g2)
+            parallel.rows(lambda *blocks: _layer_norm_backward_rows(*blocks, w), g2, normed, r, gx)
             gx = gx.reshape(g.shape)
         gweight = _column_sum(g2, normed) if nw else None
         gbias = _column_sum(g2) if nb else None
         return gx, gweight, gbias
+
+
+def _layer_norm_rows(x, normed, r, out, weight, bias, eps):
+    xp = xp_of(x)
+    xp.subtract(x, _row_mean(x)[:, None], out=normed)
+    r[:] = 1 / xp.sqrt(_row_mean(normed, normed) + eps)  # Python eps: stays float32 (NEP 50)
+    normed *= r[:, None]
+    if weight is not None:
+        xp.multiply(normed, weight, out=out)
+    else:
+        out[...] = normed
+    if bias is not None:
+        out += bias
+
+
+def _layer_norm_backward_rows(g, normed, r, gx, weight):
+    gw = g * weight if weight is not None else g
+    xp_of(g).subtract(gw, _row_mean(gw)[:, None], out=gx)
+    gx -= normed * _row_mean(gw, normed)[:, None]
+    gx *= r[:, None]
 
 
 def _rows(a):
