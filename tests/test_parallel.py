@@ -124,3 +124,13 @@ def test_changing_the_thread_count_reuses_the_helpers():
         assert len(parallel._helpers) == max(helpers, 2)
     finally:
         parallel.set_num_threads(threads)
+
+
+def test_matmuls_computes_independent_products_side_by_side(split_into_blocks, rng):
+    a, b = rng.standard_normal((7, 5)), rng.standard_normal((5, 3))
+    c, d = rng.standard_normal((4, 7)), rng.standard_normal((7, 6))
+    ab, none, cd = parallel.matmuls((a, b), None, (c, d))
+    assert none is None
+    np.testing.assert_allclose(ab, a @ b, rtol=1e-13)
+    np.testing.assert_allclose(cd, c @ d, rtol=1e-13)
+    assert parallel.matmuls(None, None) == [None, None]

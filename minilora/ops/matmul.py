@@ -81,8 +81,9 @@ class Linear(Function):
         g2 = g.reshape(-1, g.shape[-1])
         # EXERCISE 1.5: gradients of x W^T + b from g2 [rows, out]; no weight GEMM for a frozen weight (not nw)
         # BEGIN SOLUTION
-        gx = parallel.matmul(g2, ctx.w).reshape(ctx.x_shape) if nx else None
-        gw = parallel.matmul(g2.T, ctx.x2) if nw else None  # skipped for a frozen weight
+        # dX = dY W and dW = dY^T X, side by side (one per thread); dW skipped for a frozen weight
+        gx, gw = parallel.matmuls((g2, ctx.w) if nx else None, (g2.T, ctx.x2) if nw else None)
+        gx = gx.reshape(ctx.x_shape) if nx else None
         gb = g2.sum(axis=0) if nb else None
         # END SOLUTION
         return gx, gw, gb
