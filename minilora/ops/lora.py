@@ -154,9 +154,9 @@ class LoraLinear(Function):
             V = xp.empty((X.shape[0], A.shape[0]), X.dtype)
             dX = xp.empty(X.shape, X.dtype) if nx else None
             parallel.rows(backward_rows, dY, keep, V, dX, work_per_row=W0.size if nx else B.size)
-            # dA and dB sum over all rows: products whose own rows are split across the threads
-            dA = parallel.matmul(V.T, X if keep is None else X * keep) if na else None
-            dB = s * parallel.matmul(dY.T, U) if nb else None
+            # dA = V^T dropout(X) and dB = s dY^T U sum over all rows: two products side by side
+            dA, dB = parallel.matmuls((V.T, X if keep is None else X * keep) if na else None,
+                                      (dY.T, s * U) if nb else None)
             # END SOLUTION
         dW0 = parallel.matmul(dY.T, X) if nw else None  # only when the caller made W0 trainable (full fine-tuning)
         dbias = dY.sum(axis=0) if nbias else None
