@@ -44,7 +44,7 @@ class Add(Function):
     def forward(ctx, a, b):
         ctx.shapes = (getattr(a, "shape", ()), getattr(b, "shape", ()))  # a scalar: ()
         try:
-            return a + b
+            return parallel.add(a, b)  # a + b; large arrays of one shape split across threads
         except ValueError:
             raise _broadcast_error("add", a, b) from None
 

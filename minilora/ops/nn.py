@@ -69,12 +69,8 @@ class CrossEntropy(Function):
         if safe_targets.size and (safe_targets.min() < 0 or safe_targets.max() >= logits.shape[1]):
             raise IndexError(f"cross_entropy: targets must lie in [0, {logits.shape[1]}) or equal "
                              f"ignore_index={ignore_index}")
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        probs = xp.exp(shifted)
-        sum_exp = probs.sum(axis=1, keepdims=True)
-        probs /= sum_exp
-        rows = xp.arange(logits.shape[0])
-        losses = (xp.log(sum_exp[:, 0]) - shifted[rows, safe_targets]) * valid
+        probs, losses = xp.empty_like(logits), xp.empty(logits.shape[0], logits.dtype)
+        parallel.rows(_cross_entropy_rows, logits, safe_targets, valid, probs, losses)
         ctx.probs, ctx.targets, ctx.valid, ctx.reduction = probs, safe_targets, valid, reduction
         if reduction == "none":
             return losses
@@ -86,15 +82,20 @@ class CrossEntropy(Function):
     def backward(ctx, g):
         # EXERCISE 2.5: the logits' gradient from ctx.probs: 0 for ignored targets; 'mean' divides by ctx.divisor
         # BEGIN SOLUTION
-        xp = xp_of(g)
-        grad = ctx.probs.copy()
-        rows = xp.arange(grad.shape[0])
-        grad[rows, ctx.targets] -= 1
         if ctx.reduction == "none":
             scale = (g * ctx.valid)[:, None]
         else:
             scale = (g / ctx.divisor) * ctx.valid[:, None]
-        return grad * scale.astype(grad.dtype, copy=False), None
+        scale = scale.astype(ctx.probs.dtype, copy=False)
+
+        def rows(probs, targets, scale, grad):  # one block of rows (rows are independent)
+            grad[...] = probs
+            grad[xp_of(grad).arange(len(grad)), targets] -= 1  # p - onehot(target)
+            grad *= scale
+
+        grad = xp_of(g).empty_like(ctx.probs)
+        parallel.rows(rows, ctx.probs, ctx.targets, scale, grad)
+        return grad, None
         # END SOLUTION
 
 
@@ -153,6 +154,18 @@ def _swiglu_backward_block(g, gate, up, s, dgate, dup):
         dup *= g
     _silu_backward_block(g, gate, s, dgate)  # g * silu'(gate)
     dgate *= up
+
+
+def _cross_entropy_rows(logits, targets, valid, probs, losses):
+    """Softmax probabilities and losses of a block of rows (a numerically stable log-softmax)."""
+    xp = xp_of(logits)
+    shifted = probs  # computed in place: shifted logits -> exp -> probabilities
+    xp.subtract(logits, logits.max(axis=1, keepdims=True), out=shifted)
+    target_logit = shifted[xp.arange(len(shifted)), targets]
+    xp.exp(shifted, out=probs)
+    sum_exp = probs.sum(axis=1, keepdims=True)
+    probs /= sum_exp
+    losses[:] = (xp.log(sum_exp[:, 0]) - target_logit) * valid
 
 
 class RMSNorm(Function):
