@@ -412,8 +412,8 @@ def _attention_forward(q, k, v, bias, out, probs, scale):
     xp = xp_of(q)
     hkv = k.shape[1]
     scores = probs  # computed in place: scores -> exp -> probabilities
-    xp.matmul(_by_kv_head(q, hkv), k.swapaxes(-1, -2), out=_by_kv_head(scores, hkv))
-    scores *= scale
+    # (q * scale) k^T: scaling q is half the work of scaling the [Tq, Tk] scores
+    xp.matmul(_by_kv_head(q * scale, hkv), k.swapaxes(-1, -2), out=_by_kv_head(scores, hkv))
     if bias is not None:
         scores += bias
     scores -= scores.max(axis=-1, keepdims=True)  # softmax without overflow
