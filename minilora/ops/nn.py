@@ -319,13 +319,13 @@ class Rotary(Function):
     def forward(ctx, x, cos, sin):
         xp = xp_of(x)
         ctx.cos, ctx.sin = xp.broadcast_to(cos, x.shape), xp.broadcast_to(sin, x.shape)
-        out = xp.empty(x.shape, x.dtype)
+        out = xp.empty_like(x)  # in x's memory order (see Attention): no copy when it is transposed back
         parallel.rows(_rotate_rows, x, ctx.cos, ctx.sin, out)
         return out
 
     @staticmethod
     def backward(ctx, g):
-        gx = xp_of(g).empty(g.shape, g.dtype)
+        gx = xp_of(g).empty_like(g)
         parallel.rows(_rotate_back_rows, g, ctx.cos, ctx.sin, gx)
         return gx, None, None
 
@@ -375,7 +375,7 @@ class Attention(Function):
             bias = mask if bias is None else bias + mask
         if bias is not None:  # a view with the batch axis, so that it splits like q
             bias = xp.broadcast_to(bias, (b, hq, tq, tk))
-        out, probs = xp.empty(q.shape, q.dtype), xp.empty((b, hq, tq, tk), q.dtype)
+        out, probs = _like(q, hq == hkv), xp.empty((b, hq, tq, tk), q.dtype)
         parallel.rows(lambda *blocks: _attention_forward(*blocks, scale=scale), q, k, v, bias,
                       out, probs, work_per_row=hq * tq * tk * d)
         ctx.q, ctx.k, ctx.v, ctx.probs, ctx.scale = q, k, v, probs, scale
@@ -385,7 +385,7 @@ class Attention(Function):
     def backward(ctx, g):
         q, k, v, probs = ctx.q, ctx.k, ctx.v, ctx.probs
         xp = xp_of(q)
-        dq, dk, dv = xp.empty(q.shape, q.dtype), xp.empty(k.shape, k.dtype), xp.empty(v.shape, v.dtype)
+        dq, dk, dv = _like(q, q.shape[1] == k.shape[1]), xp.empty_like(k), xp.empty_like(v)
         parallel.rows(lambda *blocks: _attention_backward(*blocks, scale=ctx.scale), g, q, k, v,
                       probs, dq, dk, dv, work_per_row=2 * q[0].size * k.shape[2])
         return dq, dk, dv, None
@@ -399,6 +399,15 @@ class Attention(Function):
     def backward_flops(ctx):
         q, k = ctx.q, ctx.k
         return 8 * q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] * q.shape[3]
+
+
+def _like(a, keep_layout):
+    """An empty array shaped as ``a``. With ``keep_layout``, in ``a``'s memory order: a Llama layer
+    hands attention ``[B, T, H, D]`` arrays viewed as ``[B, H, T, D]``; outputs (and gradients)
+    laid out the same way turn back into ``[B, T, H*D]`` without a copy. Without it (grouped-query
+    heads), C order, so that ``_by_kv_head`` of it is a view that ``matmul(out=...)`` can fill."""
+    xp = xp_of(a)
+    return xp.empty_like(a) if keep_layout else xp.empty(a.shape, a.dtype)
 
 
 def _by_kv_head(a, hkv):
