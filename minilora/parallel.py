@@ -92,31 +92,42 @@ def set_num_threads(n):
     _single_threaded_blas()
 
 
-def rows(fn, *arrays, work_per_row=None):
+def rows(fn, *arrays, work_per_row=None, blocks_per_thread=4):
     """Call ``fn(*blocks)`` on matching blocks of rows (first axis) of ``arrays``, in parallel.
 
     All arrays need the same first dimension; ``None`` passes through as ``None``, and a Python
     list is split like an array (into sub-lists). ``work_per_row`` (default: the elements of one
     row of the first array) decides whether the work is big enough to be worth splitting. ``fn``'s
     return values are dropped: it writes its results into output arrays passed as blocks.
+
+    The work is cut into up to ``blocks_per_thread`` blocks per thread, and each thread takes the
+    next block as soon as it is free: on a shared machine one core is often slowed down for a
+    while, and then the other one does more of the blocks instead of waiting for it. (Matrix
+    products pass 1: smaller products run less efficiently than that costs.)
     """
     n = len(arrays[0])
     if work_per_row is None:
         work_per_row = arrays[0][0].size if n else 0
-    parts = min(_threads, n, max(1, (n * work_per_row) // MIN_ITEMS))
+    pieces = max(1, (n * work_per_row) // MIN_ITEMS)  # how many blocks the work is worth
+    parts = min(_threads, n, pieces)  # threads to use
     on_cpu = all(a is None or isinstance(a, (np.ndarray, list)) for a in arrays)
     if parts <= 1 or not on_cpu or getattr(_local, "helper", False) or not _region.acquire(False):
         fn(*arrays)
         return
     try:
-        bounds = [n * i // parts for i in range(parts + 1)]
-        blocks = [[None if a is None else a[start:stop] for a in arrays]
-                  for start, stop in zip(bounds, bounds[1:])]
+        count = max(parts, min(n, pieces, parts * blocks_per_thread))
+        bounds = [n * i // count for i in range(count + 1)]
+        blocks = iter([[None if a is None else a[start:stop] for a in arrays]
+                       for start, stop in zip(bounds, bounds[1:])])
+
+        def take_blocks():  # next() on a list iterator is atomic: each block is taken once
+            for block in blocks:
+                fn(*block)
         helpers = _helpers[:parts - 1]
-        for helper, block in zip(helpers, blocks[1:]):
-            helper.run(fn, block)
+        for helper in helpers:
+            helper.run(take_blocks, ())
         try:
-            fn(*blocks[0])  # the calling thread does the first block itself
+            take_blocks()  # the calling thread works too
         finally:
             errors = []
             for helper in helpers:  # wait for every block, even after an error
@@ -140,12 +151,12 @@ def matmul(a, b):
         a2 = a.reshape(-1, a.shape[-1])
         out = np.empty((len(a2), b.shape[1]), dtype)
         rows(lambda a_rows, out_rows: np.matmul(a_rows, b, out=out_rows), a2, out,
-             work_per_row=b.size)
+             work_per_row=b.size, blocks_per_thread=1)
         return out.reshape(a.shape[:-1] + b.shape[1:])
     if a.shape[:-2] == b.shape[:-2]:  # a stack of independent products
         out = np.empty(a.shape[:-1] + b.shape[-1:], dtype)
         rows(lambda a_part, b_part, out_part: np.matmul(a_part, b_part, out=out_part), a, b, out,
-             work_per_row=a[0].size * b.shape[-1])
+             work_per_row=a[0].size * b.shape[-1], blocks_per_thread=1)
         return out
     return a @ b
 
@@ -172,7 +183,7 @@ def matmuls(*pairs):
         if jobs:
             work = sum(a.shape[0] * a.shape[1] * b.shape[1] for a, b in todo) // len(jobs)
             rows(lambda some: [np.matmul(a, b, out=out) for a, b, out in some], jobs,
-                 work_per_row=work)
+                 work_per_row=work, blocks_per_thread=1)
         results = iter(outs)
     return [None if pair is None else next(results) for pair in pairs]
 

@@ -1,6 +1,8 @@
 """``minilora.parallel``: blocks of rows on a thread pool. The ops built on it are checked in
 test_ops.py / test_lora_op.py (``split_into_blocks``); here the helper itself, and a whole Llama
 training step that must not depend on how many threads ran it."""
+import time
+
 import numpy as np
 import pytest
 
@@ -8,22 +10,36 @@ import minilora as ml
 from minilora import parallel
 
 
-def test_rows_covers_every_row_once_in_uneven_blocks(split_into_blocks):
+@pytest.mark.parametrize("blocks_per_thread, sizes", [(1, [3, 3, 4]), (4, [1] * 10)])
+def test_rows_covers_every_row_once_in_uneven_blocks(split_into_blocks, blocks_per_thread, sizes):
     seen = np.zeros(10, dtype=int)
-    sizes = []
+    got = []
 
     def visit(block, ids):
         seen[ids] += 1
-        sizes.append(len(block))
-    parallel.rows(visit, np.zeros((10, 4)), np.arange(10))
+        got.append(len(block))
+    parallel.rows(visit, np.zeros((10, 4)), np.arange(10), blocks_per_thread=blocks_per_thread)
     assert seen.tolist() == [1] * 10
-    assert sorted(sizes) == [3, 3, 4]  # three threads, 10 rows
+    assert sorted(got) == sizes  # three threads; 10 rows in 3 blocks, or 12 wanted but 10 rows
+
+
+def test_a_slow_thread_leaves_its_blocks_to_the_others(split_into_blocks):
+    import threading
+    by_thread = {}
+
+    def work(block):
+        me = threading.current_thread()
+        by_thread[me] = by_thread.get(me, 0) + len(block)
+        time.sleep(0.05 if me is threading.main_thread() else 0.005)  # the caller is slowed down
+    parallel.rows(work, np.arange(12), work_per_row=1)
+    assert sum(by_thread.values()) == 12
+    assert by_thread[threading.main_thread()] < 4  # a fixed split would give it 12 / 3 = 4
 
 
 def test_rows_passes_none_through_and_splits_lists(split_into_blocks):
     got = []
     parallel.rows(lambda items, nothing: got.append((list(items), nothing)), list("abcdef"), None,
-                  work_per_row=1)
+                  work_per_row=1, blocks_per_thread=1)
     assert sorted(got) == [(["a", "b"], None), (["c", "d"], None), (["e", "f"], None)]
 
 
@@ -109,7 +125,7 @@ def test_a_block_that_splits_again_runs_whole_instead_of_deadlocking(split_into_
 
     def outer(block):
         parallel.rows(lambda b: inner_calls.append(len(b)), np.zeros(len(block) * 4), work_per_row=1)
-    parallel.rows(outer, np.zeros(9))
+    parallel.rows(outer, np.zeros(9), blocks_per_thread=1)
     # the calling thread's block may split (3 inner calls); each helper's block runs whole (1 each)
     assert len(inner_calls) in (3 + 1 + 1, 1 + 1 + 1)
     assert sum(inner_calls) == 36

@@ -120,7 +120,7 @@ class LoraLinear(Function):
             Y = xp_of(X).empty((X.shape[0], W0.shape[0]), X.dtype)
             U = xp_of(X).empty((X.shape[0], A.shape[0]), X.dtype)
             parallel.rows(lambda *blocks: _lora_forward_rows(*blocks, W0, A, B, bias, s),
-                          X, keep, U, Y, work_per_row=W0.size)
+                          X, keep, U, Y, work_per_row=W0.size, blocks_per_thread=1)
         ctx.X, ctx.U, ctx.W0, ctx.A, ctx.B = X, U, W0, A, B
         ctx.scale, ctx.p, ctx.seed, ctx.x_shape = scale, dropout_p, seed, x.shape
         return Y.reshape(x.shape[:-1] + (W0.shape[0],))
@@ -153,7 +153,8 @@ class LoraLinear(Function):
 
             V = xp.empty((X.shape[0], A.shape[0]), X.dtype)
             dX = xp.empty(X.shape, X.dtype) if nx else None
-            parallel.rows(backward_rows, dY, keep, V, dX, work_per_row=W0.size if nx else B.size)
+            parallel.rows(backward_rows, dY, keep, V, dX, work_per_row=W0.size if nx else B.size,
+                          blocks_per_thread=1)
             # dA = V^T dropout(X) and dB = s dY^T U sum over all rows: two products side by side
             dA, dB = parallel.matmuls((V.T, X if keep is None else X * keep) if na else None,
                                       (dY.T, s * U) if nb else None)
