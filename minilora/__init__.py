@@ -10,6 +10,7 @@ import numpy as _np
 from . import ops
 from . import random as _random
 from .device import Device, all_devices, device
+from .parallel import num_threads, set_num_threads
 from .profiler import profile
 from .random import manual_seed
 from .tensor import (Tensor, enable_grad, is_grad_enabled, no_grad, set_grad_enabled, tensor)

@@ -239,4 +239,23 @@ def _openblas_libraries():
     return libraries
 
 
-set_num_threads(os.environ.get("MINILORA_NUM_THREADS", min(os.cpu_count() or 1, 8)))
+def _after_fork_in_child():
+    """A forked child has only the thread that forked: start over with fresh helpers (a helper
+    that no longer exists would never finish its block) and a free region lock."""
+    global _region
+    _region = threading.Lock()
+    _helpers.clear()
+    set_num_threads(_threads)
+
+
+def _default_threads():
+    try:
+        cores = len(os.sched_getaffinity(0))  # the cores this process may run on (Linux)
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return min(cores, 8)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+set_num_threads(os.environ.get("MINILORA_NUM_THREADS", _default_threads()))

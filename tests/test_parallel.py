@@ -150,3 +150,29 @@ def test_matmuls_computes_independent_products_side_by_side(split_into_blocks, r
     np.testing.assert_allclose(ab, a @ b, rtol=1e-13)
     np.testing.assert_allclose(cd, c @ d, rtol=1e-13)
     assert parallel.matmuls(None, None) == [None, None]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
+def test_a_forked_child_still_splits_work_without_hanging(split_into_blocks):
+    import os
+    pid = os.fork()
+    if pid == 0:  # the child: its helpers were not copied; it must make new ones
+        try:
+            out = parallel.matmul(np.ones((30, 4)), np.ones((4, 2)))
+            os._exit(0 if out.sum() == 240 and parallel.num_threads() == 3 else 1)
+        except BaseException:
+            os._exit(2)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    pytest.fail("the forked child hung in parallel.matmul")
+
+
+def test_set_num_threads_is_a_top_level_name_as_in_torch():
+    assert ml.set_num_threads is parallel.set_num_threads
+    assert ml.num_threads() == parallel.num_threads()
