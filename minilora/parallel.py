@@ -25,12 +25,14 @@ again (helpers run their block whole), and while one thread is splitting work, a
 ops run unsplit.
 """
 import ctypes
+import functools
+import operator
 import os
 import threading
 
 import numpy as np
 
-__all__ = ["rows", "matmul", "matmuls", "add", "multiply", "num_threads", "set_num_threads", "MIN_ITEMS"]
+__all__ = ["rows", "sum_over_rows", "matmul", "matmuls", "add", "multiply", "num_threads", "set_num_threads", "MIN_ITEMS"]
 
 MIN_ITEMS = 16384  # elements (or multiply-adds) per thread below which splitting costs more than it saves
 
@@ -139,6 +141,26 @@ def rows(fn, *arrays, work_per_row=None, blocks_per_thread=4):
             raise errors[0]
     finally:
         _region.release()
+
+
+def sum_over_rows(fn, *arrays, **options):
+    """``rows()`` for work that also sums over the rows, such as a weight's gradient.
+
+    ``fn(*blocks)`` returns a tuple of partial results for its block (arrays, or ``None``); this
+    returns the tuple of their sums over all blocks. The partial results are added in the order of
+    their blocks' rows, so every run adds the same numbers in the same order (threads finish in any
+    order). Each block computes its part while its rows are still in the cache.
+    """
+    if len(arrays[0]) == 0:
+        return fn(*arrays)
+    partial = {}
+
+    def run(first_row, *blocks):
+        partial[int(first_row[0])] = fn(*blocks)
+    rows(run, np.arange(len(arrays[0])), *arrays, **options)
+    in_order = [partial[row] for row in sorted(partial)]
+    return tuple(None if parts[0] is None else functools.reduce(operator.add, parts)
+                 for parts in zip(*in_order))
 
 
 def matmul(a, b):

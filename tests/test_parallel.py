@@ -176,3 +176,21 @@ def test_a_forked_child_still_splits_work_without_hanging(split_into_blocks):
 def test_set_num_threads_is_a_top_level_name_as_in_torch():
     assert ml.set_num_threads is parallel.set_num_threads
     assert ml.num_threads() == parallel.num_threads()
+
+
+def test_sum_over_rows_adds_the_blocks_partial_results_in_row_order(split_into_blocks, rng):
+    x, y = rng.standard_normal((10, 3)), rng.standard_normal((10, 4))
+    out = np.empty(10)
+
+    def block(x, y, out):
+        out[:] = x.sum(axis=1)
+        return x.T @ y, None, len(x)
+    xty, nothing, count = parallel.sum_over_rows(block, x, y, out)
+    np.testing.assert_allclose(xty, x.T @ y, rtol=1e-13)
+    assert nothing is None and count == 10
+    np.testing.assert_allclose(out, x.sum(axis=1))
+    # the same blocks added in the same order: bit for bit the same, run after run
+    again = [parallel.sum_over_rows(block, x, y, out)[0] for _ in range(5)]
+    assert all(np.array_equal(a, xty) for a in again)
+    empty, _, zero = parallel.sum_over_rows(block, x[:0], y[:0], out[:0])
+    assert empty.shape == (3, 4) and zero == 0

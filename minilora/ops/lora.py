@@ -142,7 +142,7 @@ class LoraLinear(Function):
             s = dY.dtype.type(ctx.scale)
             keep = _dropout_multipliers(X, p, ctx.seed)  # the forward's mask, regenerated
 
-            def backward_rows(dY, keep, V, dX):  # one block of rows: all rows are independent
+            def backward_rows(dY, X, U, keep, V, dX):  # one block of rows
                 xp.multiply(dY @ B, s, out=V)  # [rows, r]: the gradient reaching U
                 if dX is not None:  # dY W0 + dropout'(V A): the same mask, since dropout is linear
                     xp.matmul(dY, W0, out=dX)
@@ -150,14 +150,14 @@ class LoraLinear(Function):
                     if keep is not None:
                         VA *= keep
                     dX += VA
+                # this block's terms of the sums over rows dA = V^T dropout(X) and dB = s dY^T U
+                return (V.T @ (X if keep is None else X * keep) if na else None,
+                        s * (dY.T @ U) if nb else None)
 
             V = xp.empty((X.shape[0], A.shape[0]), X.dtype)
             dX = xp.empty(X.shape, X.dtype) if nx else None
-            parallel.rows(backward_rows, dY, keep, V, dX, work_per_row=W0.size if nx else B.size,
-                          blocks_per_thread=1)
-            # dA = V^T dropout(X) and dB = s dY^T U sum over all rows: two products side by side
-            dA, dB = parallel.matmuls((V.T, X if keep is None else X * keep) if na else None,
-                                      (dY.T, s * U) if nb else None)
+            dA, dB = parallel.sum_over_rows(backward_rows, dY, X, U, keep, V, dX, blocks_per_thread=1,
+                                            work_per_row=W0.size if nx else B.size)
             # END SOLUTION
         dW0 = parallel.matmul(dY.T, X) if nw else None  # only when the caller made W0 trainable (full fine-tuning)
         dbias = dY.sum(axis=0) if nbias else None

@@ -190,10 +190,12 @@ class RMSNorm(Function):
         normed, r, w = ctx.normed, ctx.r, ctx.weight
         g2 = _rows(g)
         gx = xp_of(g).empty_like(g2)
-        parallel.rows(lambda *blocks: _rms_norm_backward_rows(*blocks, w), g2, normed, r, gx)
-        gweight = None
-        if w is not None and ctx.needs_input_grad[1]:
-            gweight = _column_sum(g2, normed)
+        need_gweight = w is not None and ctx.needs_input_grad[1]
+
+        def rows(g, normed, r, gx):  # gx of a block, and its part of gweight = sum over rows of g * normed
+            _rms_norm_backward_rows(g, normed, r, gx, w)
+            return (_column_sum(g, normed) if need_gweight else None),
+        gweight, = parallel.sum_over_rows(rows, g2, normed, r, gx)
         return gx.reshape(g.shape), gweight
 
 

@@ -1,0 +1,88 @@
+"""Benchmark: the matrix products of a Llama training step, NumPy's BLAS (as minilora runs it) vs torch's.
+
+Most of a training step on the CPU is matrix products (GEMMs). This times the products of one step of
+the benchmarks/train_step.py model (d=256, intermediate 688, vocab 512, 1024 rows), each as forward
+``X W^T``, ``dX = dY W`` and ``dW = dY^T X``, over 16 different operand sets in turn so that they come
+from memory as in a real step, not from a warm cache:
+
+* ``minilora``: ``minilora.parallel.matmul`` -- NumPy's BLAS (OpenBLAS in NumPy's wheels) on blocks of
+  rows, one per thread, the way minilora's ops run them;
+* ``torch``: ``torch.matmul`` with the same thread count (MKL in torch's x86 wheels).
+
+Both are timed in one process, interleaved, after a pause that lets the other's threads go idle.
+``ratio`` = minilora / torch: above 1.0, NumPy's BLAS is the slower. With ``--threads 1`` it compares
+the two BLAS libraries' single-thread kernels alone.
+
+    python benchmarks/gemm.py              # 2 threads
+    python benchmarks/gemm.py --threads 1
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+ARGS = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+ARGS.add_argument("--threads", type=int, default=2)
+ARGS.add_argument("--repeats", type=int, default=15)
+ARGS = ARGS.parse_args()
+os.environ["MINILORA_NUM_THREADS"] = str(ARGS.threads)
+
+import numpy as np  # noqa: E402
+
+from minilora import parallel  # noqa: E402
+
+ROWS = 1024
+SHAPES = [(256, 256)] * 4 + [(256, 688)] * 2 + [(688, 256), (256, 512)]  # (in, out): q,k,v,o; gate,up; down; head
+
+
+def operands(rng):
+    """Two copies of each layer's (x, W, dY): 16 sets, cycled so each comes from memory."""
+    sets = []
+    for fan_in, fan_out in SHAPES * 2:
+        x = rng.standard_normal((ROWS, fan_in), dtype=np.float32)
+        w = rng.standard_normal((fan_out, fan_in), dtype=np.float32)
+        dy = rng.standard_normal((ROWS, fan_out), dtype=np.float32)
+        sets.append((x, w, dy))
+    return sets
+
+
+def minilora_step(sets):
+    for x, w, dy in sets:
+        parallel.matmul(x, w.T)
+        parallel.matmuls((dy, w), (dy.T, x))  # backward: dX and dW side by side, as Linear does
+
+
+def torch_step(sets):
+    for x, w, dy in sets:
+        x @ w.T
+        dy @ w
+        dy.T @ x
+
+
+def main():
+    import torch
+    torch.set_num_threads(ARGS.threads)
+    sets = operands(np.random.default_rng(0))
+    torch_sets = [tuple(torch.from_numpy(a) for a in s) for s in sets]
+    flops = sum(6 * x.shape[0] * x.shape[1] * w.shape[0] for x, w, _ in sets)
+    runs = {"minilora": (minilora_step, sets), "torch": (torch_step, torch_sets)}
+    times = {name: [] for name in runs}
+    for i in range(ARGS.repeats + 2):
+        for name in (list(runs) if i % 2 else list(runs)[::-1]):
+            step, data = runs[name]
+            time.sleep(0.2)  # let the other library's idle threads stop spinning
+            start = time.perf_counter()
+            step(data)
+            if i >= 2:
+                times[name].append(time.perf_counter() - start)
+    for name, ts in times.items():
+        print(f"{name:<9} {statistics.median(ts) * 1e3:7.1f} ms   {flops / statistics.median(ts) / 1e9:6.1f} GFLOP/s")
+    ratios = [m / t for m, t in zip(times["minilora"], times["torch"])]
+    print(f"{ARGS.threads} thread(s), {len(sets)} layers x 3 products, float32: "
+          f"median ratio minilora / torch {statistics.median(ratios):.3f} "
+          f"(per-pair {', '.join(f'{r:.2f}' for r in ratios)})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
