@@ -19,7 +19,7 @@ threaded and splits the products itself (``set_num_threads`` does both): one set
 threads for everything, and idle helpers sleep. (Measured on a Llama training step, 2 cores: 13-15%
 faster than OpenBLAS's own threading with the same ops.)
 
-Work smaller than ``MIN_ITEMS`` elements per thread runs inline: waking a thread costs ~10-20
+Work smaller than ``MIN_ITEMS`` elements per thread runs inline: waking a thread costs ~20-40
 microseconds. GPU arrays (CuPy) are never split: the GPU is already parallel. A block never splits
 again (helpers run their block whole), and while one thread is splitting work, another thread's
 ops run unsplit.
@@ -32,9 +32,16 @@ import threading
 
 import numpy as np
 
-__all__ = ["rows", "sum_over_rows", "matmul", "matmuls", "add", "multiply", "num_threads", "set_num_threads", "MIN_ITEMS"]
+__all__ = ["rows", "sum_over_rows", "matmul", "matmuls", "add", "multiply", "num_threads",
+           "set_num_threads", "MIN_ITEMS", "MACS_PER_ITEM"]
 
-MIN_ITEMS = 16384  # elements (or multiply-adds) per thread below which splitting costs more than it saves
+# Handing a block to a helper costs ~20-40 us (waking a thread); below MIN_ITEMS elements per thread
+# of elementwise work (one pass over 64K floats takes about that long) the work runs inline.
+MIN_ITEMS = 65536
+# A multiply-add inside BLAS costs about 1/32 of an element's pass through a NumPy ufunc: products
+# count their work as multiply-adds / MACS_PER_ITEM (so a 1-row product, decoding one token, is
+# never split: its threads would each read the whole weight matrix).
+MACS_PER_ITEM = 32
 
 
 class _Helper:
@@ -163,6 +170,11 @@ def sum_over_rows(fn, *arrays, **options):
                  for parts in zip(*in_order))
 
 
+def _items(macs):
+    """A product's multiply-adds in elementwise work items (at least 1)."""
+    return max(1, macs // MACS_PER_ITEM)
+
+
 def matmul(a, b):
     """``a @ b`` with NumPy's semantics, its work split across threads where it can be:
     ``[..., M, K] @ [K, N]`` by blocks of rows, a stack of products by blocks of the stack."""
@@ -173,12 +185,12 @@ def matmul(a, b):
         a2 = a.reshape(-1, a.shape[-1])
         out = np.empty((len(a2), b.shape[1]), dtype)
         rows(lambda a_rows, out_rows: np.matmul(a_rows, b, out=out_rows), a2, out,
-             work_per_row=b.size, blocks_per_thread=1)
+             work_per_row=_items(b.size), blocks_per_thread=1)
         return out.reshape(a.shape[:-1] + b.shape[1:])
     if a.shape[:-2] == b.shape[:-2]:  # a stack of independent products
         out = np.empty(a.shape[:-1] + b.shape[-1:], dtype)
         rows(lambda a_part, b_part, out_part: np.matmul(a_part, b_part, out=out_part), a, b, out,
-             work_per_row=a[0].size * b.shape[-1], blocks_per_thread=1)
+             work_per_row=_items(a[0].size * b.shape[-1]), blocks_per_thread=1)
         return out
     return a @ b
 
@@ -203,7 +215,7 @@ def matmuls(*pairs):
             bounds = [len(a) * i // blocks_each for i in range(blocks_each + 1)]
             jobs += [(a[start:stop], b, out[start:stop]) for start, stop in zip(bounds, bounds[1:])]
         if jobs:
-            work = sum(a.shape[0] * a.shape[1] * b.shape[1] for a, b in todo) // len(jobs)
+            work = _items(sum(a.shape[0] * a.shape[1] * b.shape[1] for a, b in todo) // len(jobs))
             rows(lambda some: [np.matmul(a, b, out=out) for a, b, out in some], jobs,
                  work_per_row=work, blocks_per_thread=1)
         results = iter(outs)

@@ -379,7 +379,7 @@ class Attention(Function):
             bias = xp.broadcast_to(bias, (b, hq, tq, tk))
         out, probs = _like(q, hq == hkv), xp.empty((b, hq, tq, tk), q.dtype)
         parallel.rows(lambda *blocks: _attention_forward(*blocks, scale=scale), q, k, v, bias,
-                      out, probs, work_per_row=hq * tq * tk * d)
+                      out, probs, work_per_row=8 * hq * tq * tk)  # ~8 passes over the scores
         ctx.q, ctx.k, ctx.v, ctx.probs, ctx.scale = q, k, v, probs, scale
         return out
 
@@ -389,7 +389,7 @@ class Attention(Function):
         xp = xp_of(q)
         dq, dk, dv = _like(q, q.shape[1] == k.shape[1]), xp.empty_like(k), xp.empty_like(v)
         parallel.rows(lambda *blocks: _attention_backward(*blocks, scale=ctx.scale), g, q, k, v,
-                      probs, dq, dk, dv, work_per_row=2 * q[0].size * k.shape[2])
+                      probs, dq, dk, dv, work_per_row=8 * probs[0].size)
         return dq, dk, dv, None
 
     @staticmethod
