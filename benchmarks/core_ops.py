@@ -16,8 +16,8 @@ How it is fair:
 * Each framework runs in its own process, as a user would run it. (In one process, Python's
   garbage collector would walk the ~150,000 objects that importing torch leaves behind every time
   minilora's graph -- Python objects, unlike torch's C++ graph -- triggers a full collection.)
-* Same thread count: ``OPENBLAS_NUM_THREADS`` (set before NumPy loads) and
-  ``torch.set_num_threads``.
+* Same thread count: ``MINILORA_NUM_THREADS`` (minilora's threads; its BLAS runs single-threaded
+  inside them, see minilora/parallel.py) and ``torch.set_num_threads``.
 * Interleaved: minilora, torch, minilora, torch, ... one timed run at a time while the other process
   waits, so noise from other work on the machine hits both alike; a short pause before each run lets
   the waiting process's thread pools (OpenBLAS, OpenMP) go idle instead of spinning on the cores the
@@ -31,7 +31,7 @@ import statistics
 import time
 
 THREADS = int(os.environ.get("MINILORA_BENCH_THREADS", "2"))
-os.environ.setdefault("OPENBLAS_NUM_THREADS", str(THREADS))  # before any process loads NumPy
+os.environ["MINILORA_NUM_THREADS"] = str(THREADS)  # read when minilora is imported
 
 N_OPS, OVERHEAD_SIZE = 10_000, 16
 D, HIDDEN, ROWS, BLOCKS = 256, 1024, 1024, 4
@@ -218,9 +218,8 @@ def main(argv=None):
     parser.add_argument("--only", choices=["overhead", "mlp"], help="run one benchmark")
     parser.add_argument("--repeats", type=int, default=15, help="timed runs of each (median taken)")
     args = parser.parse_args(argv)
-    print(f"threads: {THREADS} (OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}, "
-          f"torch.set_num_threads({THREADS})); float32; OPENBLAS_CORETYPE="
-          f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
+    print(f"threads: {THREADS} (MINILORA_NUM_THREADS={THREADS}, torch.set_num_threads({THREADS})); "
+          f"float32")
     for bench in ("overhead", "mlp"):
         if args.only in (None, bench):
             compare(bench, args.repeats)

@@ -37,9 +37,8 @@ def parse_args():
 
 
 ARGS = parse_args()
-# BLAS reads its thread count when NumPy is imported: set it first, to match torch.set_num_threads.
-for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[var] = str(ARGS.threads)
+# minilora reads its thread count when imported (minilora/parallel.py), to match torch.set_num_threads.
+os.environ["MINILORA_NUM_THREADS"] = str(ARGS.threads)
 
 import statistics  # noqa: E402
 import time  # noqa: E402
