@@ -164,6 +164,7 @@ def sum_over_rows(fn, *arrays, **options):
 
     def run(first_row, *blocks):
         partial[int(first_row[0])] = fn(*blocks)
+    options.setdefault("work_per_row", arrays[0][0].size)  # of the first array, not of the row numbers
     rows(run, np.arange(len(arrays[0])), *arrays, **options)
     in_order = [partial[row] for row in sorted(partial)]
     return tuple(None if parts[0] is None else functools.reduce(operator.add, parts)

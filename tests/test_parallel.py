@@ -194,3 +194,16 @@ def test_sum_over_rows_adds_the_blocks_partial_results_in_row_order(split_into_b
     assert all(np.array_equal(a, xty) for a in again)
     empty, _, zero = parallel.sum_over_rows(block, x[:0], y[:0], out[:0])
     assert empty.shape == (3, 4) and zero == 0
+
+
+def test_sum_over_rows_splits_by_the_work_of_its_first_array(monkeypatch):
+    """Wide rows are split even though the row numbers it adds in front are one element each."""
+    monkeypatch.setattr(parallel, "MIN_ITEMS", 1000)
+    threads = parallel.num_threads()
+    parallel.set_num_threads(2)
+    try:
+        blocks = []
+        parallel.sum_over_rows(lambda a: (blocks.append(len(a)) or a.sum(axis=0),), np.ones((20, 500)))
+        assert len(blocks) > 1
+    finally:
+        parallel.set_num_threads(threads)

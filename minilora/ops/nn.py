@@ -190,12 +190,10 @@ class RMSNorm(Function):
         normed, r, w = ctx.normed, ctx.r, ctx.weight
         g2 = _rows(g)
         gx = xp_of(g).empty_like(g2)
-        need_gweight = w is not None and ctx.needs_input_grad[1]
-
-        def rows(g, normed, r, gx):  # gx of a block, and its part of gweight = sum over rows of g * normed
-            _rms_norm_backward_rows(g, normed, r, gx, w)
-            return (_column_sum(g, normed) if need_gweight else None),
-        gweight, = parallel.sum_over_rows(rows, g2, normed, r, gx)
+        parallel.rows(lambda *blocks: _rms_norm_backward_rows(*blocks, w), g2, normed, r, gx)
+        gweight = None
+        if w is not None and ctx.needs_input_grad[1]:
+            gweight = _column_sum(g2, normed)
         return gx.reshape(g.shape), gweight
 
 
@@ -247,14 +245,14 @@ class LayerNorm(Function):
         normed, r, w = ctx.normed, ctx.r, ctx.weight
         nx, nw, nb = ctx.needs_input_grad
         g2 = _rows(g)
-        gx = xp_of(g).empty_like(g2) if nx else None
-
-        def rows(g, normed, r, gx):  # gx of a block, and its parts of the sums over rows dw, db
-            if gx is not None:
-                _layer_norm_backward_rows(g, normed, r, gx, w)
-            return (_column_sum(g, normed) if nw else None), (_column_sum(g) if nb else None)
-        gweight, gbias = parallel.sum_over_rows(rows, g2, normed, r, gx)
-        return (gx.reshape(g.shape) if nx else None), gweight, gbias
+        gx = None
+        if nx:
+            gx = xp_of(g).empty_like(g2)
+            parallel.rows(lambda *blocks: _layer_norm_backward_rows(*blocks, w), g2, normed, r, gx)
+            gx = gx.reshape(g.shape)
+        gweight = _column_sum(g2, normed) if nw else None
+        gbias = _column_sum(g2) if nb else None
+        return gx, gweight, gbias
 
 
 def _layer_norm_rows(x, normed, r, out, weight, bias, eps):
