@@ -331,16 +331,13 @@ class Rotary(Function):
 
 
 def _rotate_rows(x, cos, sin, out):
-    """``out = x * cos + rotate_half(x) * sin`` without building ``rotate_half(x)``:
-    its halves are ``-x2`` and ``x1``, so each half of ``out`` gets one product added."""
-    half = x.shape[-1] // 2
     xp_of(x).multiply(x, cos, out=out)
-    out[..., :half] -= x[..., half:] * sin[..., :half]
-    out[..., half:] += x[..., :half] * sin[..., half:]
+    out += rotate_half(x) * sin
 
 
 def _rotate_back_rows(g, cos, sin, gx):
-    xp_of(g).add(g * cos, _rotate_half_transposed(g * sin), out=gx)
+    xp_of(g).multiply(g, cos, out=gx)
+    gx += _rotate_half_transposed(g * sin)
 
 
 class Attention(Function):
