@@ -1,4 +1,4 @@
-"""Using every CPU core from NumPy: the big ops split their arrays into row blocks, one per thread.
+"""Using every CPU core from NumPy: the big ops cut their arrays into blocks of rows for the threads.
 
 NumPy runs each ufunc, reduction and matrix product on one core, but it releases Python's GIL
 while it computes. So two Python threads that work on the two halves of an array really do run at
@@ -33,7 +33,7 @@ import threading
 import numpy as np
 
 __all__ = ["rows", "sum_over_rows", "matmul", "matmuls", "add", "multiply", "num_threads",
-           "set_num_threads", "MIN_ITEMS", "MACS_PER_ITEM"]
+           "set_num_threads", "product_work", "MIN_ITEMS", "MACS_PER_ITEM"]
 
 # Handing a block to a helper costs ~20-40 us (waking a thread); below MIN_ITEMS elements per thread
 # of elementwise work (one pass over 64K floats takes about that long) the work runs inline.
@@ -171,7 +171,7 @@ def sum_over_rows(fn, *arrays, **options):
                  for parts in zip(*in_order))
 
 
-def _items(macs):
+def product_work(macs):
     """A product's multiply-adds in elementwise work items (at least 1)."""
     return max(1, macs // MACS_PER_ITEM)
 
@@ -186,12 +186,12 @@ def matmul(a, b):
         a2 = a.reshape(-1, a.shape[-1])
         out = np.empty((len(a2), b.shape[1]), dtype)
         rows(lambda a_rows, out_rows: np.matmul(a_rows, b, out=out_rows), a2, out,
-             work_per_row=_items(b.size), blocks_per_thread=1)
+             work_per_row=product_work(b.size), blocks_per_thread=1)
         return out.reshape(a.shape[:-1] + b.shape[1:])
     if a.shape[:-2] == b.shape[:-2]:  # a stack of independent products
         out = np.empty(a.shape[:-1] + b.shape[-1:], dtype)
         rows(lambda a_part, b_part, out_part: np.matmul(a_part, b_part, out=out_part), a, b, out,
-             work_per_row=_items(a[0].size * b.shape[-1]), blocks_per_thread=1)
+             work_per_row=product_work(a[0].size * b.shape[-1]), blocks_per_thread=1)
         return out
     return a @ b
 
@@ -216,7 +216,7 @@ def matmuls(*pairs):
             bounds = [len(a) * i // blocks_each for i in range(blocks_each + 1)]
             jobs += [(a[start:stop], b, out[start:stop]) for start, stop in zip(bounds, bounds[1:])]
         if jobs:
-            work = _items(sum(a.shape[0] * a.shape[1] * b.shape[1] for a, b in todo) // len(jobs))
+            work = product_work(sum(a.shape[0] * a.shape[1] * b.shape[1] for a, b in todo) // len(jobs))
             rows(lambda some: [np.matmul(a, b, out=out) for a, b, out in some], jobs,
                  work_per_row=work, blocks_per_thread=1)
         results = iter(outs)
@@ -283,9 +283,15 @@ def _after_fork_in_child():
     set_num_threads(_threads)
 
 
-def _default_threads():
+def _initial_threads():
+    """``MINILORA_NUM_THREADS`` if set, else the cores this process may run on, at most 8."""
+    value = os.environ.get("MINILORA_NUM_THREADS")
+    if value is not None:
+        if not value.strip().isdigit() or int(value) < 1:
+            raise ValueError(f"MINILORA_NUM_THREADS must be a whole number >= 1, got {value!r}")
+        return int(value)
     try:
-        cores = len(os.sched_getaffinity(0))  # the cores this process may run on (Linux)
+        cores = len(os.sched_getaffinity(0))  # Linux: the cores this process is allowed to use
     except AttributeError:
         cores = os.cpu_count() or 1
     return min(cores, 8)
@@ -293,4 +299,4 @@ def _default_threads():
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-set_num_threads(os.environ.get("MINILORA_NUM_THREADS", _default_threads()))
+set_num_threads(_initial_threads())

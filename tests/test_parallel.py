@@ -207,3 +207,17 @@ def test_sum_over_rows_splits_by_the_work_of_its_first_array(monkeypatch):
         assert len(blocks) > 1
     finally:
         parallel.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_a_bad_thread_count_in_the_environment_is_named(value):
+    import os
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-c", "import minilora"], capture_output=True, text=True,
+                            env={**os.environ, "MINILORA_NUM_THREADS": value})
+    assert result.returncode != 0
+    assert "MINILORA_NUM_THREADS must be a whole number >= 1" in result.stderr
+    good = subprocess.run([sys.executable, "-c", "import minilora; print(minilora.num_threads())"],
+                          capture_output=True, text=True, env={**os.environ, "MINILORA_NUM_THREADS": "3"})
+    assert good.stdout.strip() == "3"

@@ -120,7 +120,7 @@ class LoraLinear(Function):
             Y = xp_of(X).empty((X.shape[0], W0.shape[0]), X.dtype)
             U = xp_of(X).empty((X.shape[0], A.shape[0]), X.dtype)
             parallel.rows(lambda *blocks: _lora_forward_rows(*blocks, W0, A, B, bias, s),
-                          X, keep, U, Y, work_per_row=parallel._items(W0.size),
+                          X, keep, U, Y, work_per_row=parallel.product_work(W0.size),
                           blocks_per_thread=1)
         ctx.X, ctx.U, ctx.W0, ctx.A, ctx.B = X, U, W0, A, B
         ctx.scale, ctx.p, ctx.seed, ctx.x_shape = scale, dropout_p, seed, x.shape
@@ -158,7 +158,7 @@ class LoraLinear(Function):
             V = xp.empty((X.shape[0], A.shape[0]), X.dtype)
             dX = xp.empty(X.shape, X.dtype) if nx else None
             dA, dB = parallel.sum_over_rows(backward_rows, dY, X, U, keep, V, dX, blocks_per_thread=1,
-                                            work_per_row=parallel._items(W0.size if nx else B.size))
+                                            work_per_row=parallel.product_work(W0.size if nx else B.size))
             # END SOLUTION
         dW0 = parallel.matmul(dY.T, X) if nw else None  # only when the caller made W0 trainable (full fine-tuning)
         dbias = dY.sum(axis=0) if nbias else None
