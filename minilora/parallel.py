@@ -117,7 +117,10 @@ def rows(fn, *arrays, work_per_row=None, blocks_per_thread=4):
     n = len(arrays[0])
     if work_per_row is None:
         work_per_row = arrays[0][0].size if n else 0
-    pieces = max(1, (n * work_per_row) // MIN_ITEMS)  # how many blocks the work is worth
+    pieces = (n * work_per_row) // MIN_ITEMS  # how many blocks the work is worth
+    if pieces < 2 or _threads == 1:  # the common small case first: decoding runs it per op
+        fn(*arrays)
+        return
     parts = min(_threads, n, pieces)  # threads to use
     on_cpu = all(a is None or isinstance(a, (np.ndarray, list)) for a in arrays)
     if parts <= 1 or not on_cpu or getattr(_local, "helper", False) or not _region.acquire(False):
@@ -179,8 +182,9 @@ def product_work(macs):
 def matmul(a, b):
     """``a @ b`` with NumPy's semantics, its work split across threads where it can be:
     ``[..., M, K] @ [K, N]`` by blocks of rows, a stack of products by blocks of the stack."""
-    if not isinstance(a, np.ndarray) or a.ndim < 2 or b.ndim < 2:
-        return a @ b  # GPU arrays, and products with a vector
+    if (not isinstance(a, np.ndarray) or a.ndim < 2 or b.ndim < 2
+            or (a.size // a.shape[-1]) * product_work(b.shape[-2] * b.shape[-1]) < 2 * MIN_ITEMS):
+        return a @ b  # GPU arrays, products with a vector, and products too small to split
     dtype = np.result_type(a, b)
     if b.ndim == 2:  # every row of a gives one row of the result, independently
         a2 = a.reshape(-1, a.shape[-1])
@@ -206,7 +210,8 @@ def matmuls(*pairs):
     ``dW = dY^T X``; measured 5% faster on a Llama training step than splitting each in turn.)
     """
     todo = [pair for pair in pairs if pair is not None]
-    if not all(isinstance(a, np.ndarray) for pair in todo for a in pair):
+    small = product_work(sum(a.shape[0] * a.shape[1] * b.shape[1] for a, b in todo)) < 2 * MIN_ITEMS
+    if small or not all(isinstance(a, np.ndarray) for pair in todo for a in pair):
         results = iter([a @ b for a, b in todo])
     else:
         outs = [np.empty((a.shape[0], b.shape[1]), np.result_type(a, b)) for a, b in todo]
