@@ -318,7 +318,7 @@ class Rotary(Function):
     @staticmethod
     def forward(ctx, x, cos, sin):
         xp = xp_of(x)
-        ctx.cos, ctx.sin = xp.broadcast_to(cos, x.shape), xp.broadcast_to(sin, x.shape)
+        ctx.cos, ctx.sin = _with_batch_axis(cos, x.shape), _with_batch_axis(sin, x.shape)
         out = xp.empty_like(x)  # in x's memory order (see Attention): no copy when it is transposed back
         parallel.rows(_rotate_rows, x, ctx.cos, ctx.sin, out)
         return out
@@ -328,6 +328,15 @@ class Rotary(Function):
         gx = xp_of(g).empty_like(g)
         parallel.rows(_rotate_back_rows, g, ctx.cos, ctx.sin, gx)
         return gx, None, None
+
+
+def _with_batch_axis(a, shape):
+    """``a`` (broadcastable to ``shape``) with ``shape``'s leading batch axis, so that
+    ``parallel.rows`` splits it along with the batch; a view. Already there: ``a`` itself (cheap:
+    decoding calls this for every token)."""
+    if a.ndim == len(shape) and a.shape[0] == shape[0]:
+        return a
+    return xp_of(a).broadcast_to(a, shape)
 
 
 def _rotate_rows(x, cos, sin, out):
@@ -370,8 +379,8 @@ class Attention(Function):
             bias = xp.asarray(np.where(allowed, 0, -np.inf).astype(q.dtype))
         if mask is not None:
             bias = mask if bias is None else bias + mask
-        if bias is not None:  # a view with the batch axis, so that it splits like q
-            bias = xp.broadcast_to(bias, (b, hq, tq, tk))
+        if bias is not None:  # with the batch axis, so that it splits like q
+            bias = _with_batch_axis(bias, (b, hq, tq, tk))
         out, probs = _like(q, hq == hkv), xp.empty((b, hq, tq, tk), q.dtype)
         parallel.rows(lambda *blocks: _attention_forward(*blocks, scale=scale), q, k, v, bias,
                       out, probs, work_per_row=8 * hq * tq * tk)  # ~8 passes over the scores
