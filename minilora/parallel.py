@@ -182,8 +182,8 @@ def product_work(macs):
 def matmul(a, b):
     """``a @ b`` with NumPy's semantics, its work split across threads where it can be:
     ``[..., M, K] @ [K, N]`` by blocks of rows, a stack of products by blocks of the stack."""
-    if (not isinstance(a, np.ndarray) or a.ndim < 2 or b.ndim < 2
-            or (a.size // a.shape[-1]) * product_work(b.shape[-2] * b.shape[-1]) < 2 * MIN_ITEMS):
+    if (type(a) is not np.ndarray or a.ndim < 2 or b.ndim < 2
+            or a.size * b.shape[-1] < 2 * MIN_ITEMS * MACS_PER_ITEM):  # multiply-adds: rows * K * N
         return a @ b  # GPU arrays, products with a vector, and products too small to split
     dtype = np.result_type(a, b)
     if b.ndim == 2:  # every row of a gives one row of the result, independently
