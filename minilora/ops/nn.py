@@ -286,6 +286,8 @@ def _row_mean(a, b=None):
     xp = xp_of(a)
     if b is None:
         return a @ xp.full(a.shape[1], 1 / a.shape[1], dtype=a.dtype)
+    if a.size < parallel.MIN_ITEMS:  # a few rows (decoding): einsum's set-up costs more than the temporary
+        return (a * b).sum(axis=1) * (1 / a.shape[1])
     return xp.einsum("ij,ij->i", a, b) * (1 / a.shape[1])
 
 
