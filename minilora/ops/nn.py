@@ -360,7 +360,8 @@ class Attention(Function):
 
     Forward: S = q k^T * scale + mask, P = softmax(S), O = P v.
     Backward: dv = P^T dO, dP = dO v^T, dS = P * (dP - rowsum(dP * P)), dq = dS k * scale,
-    dk = dS^T q * scale. Heads sharing one KV head add their dk, dv.
+    dk = dS^T q * scale. Heads sharing one KV head add their dk, dv. And rowsum(dP * P) equals
+    rowsum(dO * O) (FlashAttention's trick): a sum over D numbers per query instead of over Tk.
 
     Each batch element is independent, so both directions run on blocks of the batch in parallel
     (``minilora.parallel``), each block writing its slice of preallocated outputs.
@@ -386,7 +387,7 @@ class Attention(Function):
         out, probs = _like(q, hq == hkv), xp.empty((b, hq, tq, tk), q.dtype)
         parallel.rows(lambda *blocks: _attention_forward(*blocks, scale=scale), q, k, v, bias,
                       out, probs, work_per_row=8 * hq * tq * tk)  # ~8 passes over the scores
-        ctx.q, ctx.k, ctx.v, ctx.probs, ctx.scale = q, k, v, probs, scale
+        ctx.q, ctx.k, ctx.v, ctx.probs, ctx.out, ctx.scale = q, k, v, probs, out, scale
         return out
 
     @staticmethod
@@ -395,7 +396,7 @@ class Attention(Function):
         xp = xp_of(q)
         dq, dk, dv = _like(q, q.shape[1] == k.shape[1]), xp.empty_like(k), xp.empty_like(v)
         parallel.rows(lambda *blocks: _attention_backward(*blocks, scale=ctx.scale), g, q, k, v,
-                      probs, dq, dk, dv, work_per_row=8 * probs[0].size)
+                      probs, ctx.out, dq, dk, dv, work_per_row=8 * probs[0].size)
         return dq, dk, dv, None
 
     @staticmethod
@@ -439,16 +440,16 @@ def _attention_forward(q, k, v, bias, out, probs, scale):
     xp.matmul(_by_kv_head(probs, hkv), v, out=_by_kv_head(out, hkv))
 
 
-def _attention_backward(g, q, k, v, probs, dq, dk, dv, scale):
+def _attention_backward(g, q, k, v, probs, out, dq, dk, dv, scale):
     """Gradients of a block of the batch, written into the blocks ``dq``, ``dk``, ``dv``."""
     xp = xp_of(q)
     hkv = k.shape[1]
-    # EXERCISE 2.4: dq, dk, dv from the saved probs (query heads sharing a KV head sit side by side)
+    # EXERCISE 2.4: dq, dk, dv from the saved probs and output (query heads sharing a KV head sit side by side)
     # BEGIN SOLUTION
     p, g = _by_kv_head(probs, hkv), _by_kv_head(g, hkv)
     xp.matmul(p.swapaxes(-1, -2), g, out=dv)
     ds = g @ v.swapaxes(-1, -2)  # dP, turned into dS in place
-    ds -= (ds * p).sum(axis=-1, keepdims=True)
+    ds -= (g * _by_kv_head(out, hkv)).sum(axis=-1, keepdims=True)  # rowsum(dP * P) = rowsum(dO * O)
     ds *= p
     ds *= scale
     xp.matmul(ds, k, out=_by_kv_head(dq, hkv))
