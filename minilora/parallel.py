@@ -16,8 +16,8 @@ threads keep spinning on their cores for ~0.1 s after each product, waiting for 
 transformer step alternates products with elementwise ops every millisecond, so those workers
 would compete with the threads running the elementwise work. Instead minilora runs BLAS single-
 threaded and splits the products itself (``set_num_threads`` does both): one set of helper
-threads for everything, and idle helpers sleep. (Measured on a Llama training step, 2 cores: 13-15%
-faster than OpenBLAS's own threading with the same ops.)
+threads for everything, and idle helpers sleep. (A Llama training step on 2 cores: 13-18% faster
+than with OpenBLAS's own threading for the products; ``python benchmarks/blas_threads.py``.)
 
 Work smaller than ``MIN_ITEMS`` elements per thread runs inline: waking a thread costs ~20-40
 microseconds. GPU arrays (CuPy) are never split: the GPU is already parallel. A block never splits

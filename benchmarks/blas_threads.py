@@ -1,0 +1,80 @@
+"""Benchmark: minilora's own split of the matrix products vs letting OpenBLAS thread them.
+
+minilora runs BLAS single-threaded and splits each product into blocks of rows on its own helper
+threads (minilora/parallel.py). The alternative is to hand the whole product to OpenBLAS with 2
+threads. This times one full fine-tuning step of the benchmarks/train_step.py model both ways, in
+ONE process, switching the way before each timed step (so the machine's noise hits both alike):
+
+* ``split``: as minilora runs (``parallel.matmul``, BLAS at 1 thread);
+* ``openblas``: ``parallel.matmul`` / ``parallel.matmuls`` replaced by plain ``a @ b`` products
+  with OpenBLAS at 2 threads.
+
+Every other op is the same in both. ``ratio`` = split / openblas: below 1.0, minilora's way is faster.
+The difference is OpenBLAS's idle workers, which spin for ~0.1 s after each product and take the
+cores from the threads running the elementwise ops between products.
+
+    python benchmarks/blas_threads.py
+"""
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import minilora as ml
+from minilora import parallel
+from minilora.models import LlamaConfig, LlamaForCausalLM
+from minilora.optim import AdamW
+
+
+def blas_thread_setter():
+    for lib in parallel._openblas_libraries():
+        for name in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
+                     "scipy_openblas_set_num_threads", "openblas_set_num_threads"):
+            if hasattr(lib, name):
+                return getattr(lib, name)
+    raise SystemExit("no OpenBLAS found in this process: nothing to compare")
+
+
+def main(repeats=12):
+    set_blas_threads = blas_thread_setter()
+    split = (parallel.matmul, parallel.matmuls, 1)
+    whole = (lambda a, b: a @ b,
+             lambda *pairs: [None if pair is None else pair[0] @ pair[1] for pair in pairs], 2)
+    ways = {"split": split, "openblas": whole}
+    config = LlamaConfig(vocab_size=512, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                         num_attention_heads=4, max_position_embeddings=2048)
+    ml.manual_seed(0)
+    model = LlamaForCausalLM(config, dtype="float32")
+    opt = AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    ids = np.random.default_rng(0).integers(0, 512, size=(8, 128))
+
+    def step():
+        model(ids, labels=ids).loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    for _ in range(2):
+        step()
+    times = {name: [] for name in ways}
+    try:
+        for i in range(repeats):
+            for name in (list(ways) if i % 2 else list(ways)[::-1]):
+                parallel.matmul, parallel.matmuls, blas_threads = ways[name]
+                set_blas_threads(blas_threads)
+                step()  # one untimed step in this way, so the threads settle
+                start = time.perf_counter()
+                step()
+                times[name].append(time.perf_counter() - start)
+    finally:
+        parallel.matmul, parallel.matmuls, _ = split
+        set_blas_threads(1)
+    for name, ts in times.items():
+        print(f"{name:<9} step: median {statistics.median(ts) * 1e3:7.1f} ms")
+    ratios = [s / o for s, o in zip(times["split"], times["openblas"])]
+    print(f"median ratio split / openblas: {statistics.median(ratios):.3f} "
+          f"(per-pair {', '.join(f'{r:.2f}' for r in ratios)})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
