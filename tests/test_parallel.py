@@ -221,3 +221,19 @@ def test_a_bad_thread_count_in_the_environment_is_named(value):
     good = subprocess.run([sys.executable, "-c", "import minilora; print(minilora.num_threads())"],
                           capture_output=True, text=True, env={**os.environ, "MINILORA_NUM_THREADS": "3"})
     assert good.stdout.strip() == "3"
+
+
+def test_add_and_multiply_split_large_arrays_and_fall_back_for_the_rest(split_into_blocks, rng):
+    a, b = rng.standard_normal((6, 5)), rng.standard_normal((6, 5))
+    for ours, numpys in ((parallel.add, np.add), (parallel.multiply, np.multiply)):
+        np.testing.assert_array_equal(ours(a, b), numpys(a, b))  # split: same shape, contiguous
+        np.testing.assert_array_equal(ours(a, b[0]), numpys(a, b[0]))  # broadcasting: whole
+        np.testing.assert_array_equal(ours(a.T, b.T), numpys(a.T, b.T))  # strided: whole
+        assert ours(2.0, 3.0) == numpys(2.0, 3.0)  # Python scalars too
+    with pytest.raises(ValueError):  # shapes that do not broadcast keep NumPy's error
+        parallel.add(a, b[:, :2])
+
+
+def test_product_work_counts_multiply_adds_in_elementwise_items():
+    assert parallel.product_work(parallel.MACS_PER_ITEM * 10) == 10
+    assert parallel.product_work(1) == 1  # never 0: tiny products still count as work
