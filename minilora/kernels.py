@@ -379,14 +379,17 @@ def adamw_step(params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, eps, w
         for name, items in lists.items():
             _check(fn, dev, f"{name}[{t}]", items[t], p.shape)
     hyper = _adamw_hyper(fn, T, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, step=step)
-    sizes = [int(p.size) for p in lists["params"]]
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    chunks = np.array([(t, c) for t, n in enumerate(sizes) for c in range(_cdiv(n, _ADAMW_CHUNK))],
-                      dtype=np.int32).reshape(-1, 2)
-    if len(chunks) == 0:
-        return
-    xp = dev.xp
+    blocks, args, copy_back = _adamw_arguments(dev, lists, hyper)
+    if blocks:
+        _launch(dev, "adamw.cu", "adamw_multi_tensor", (blocks,), _THREADS, args)
+        copy_back()
+
+
+def _adamw_arguments(dev, lists, hyper):
+    """``(blocks, kernel arguments, copy_back)`` for one launch of adamw_multi_tensor (header of adamw.cu)."""
     p, g, m, v = (lists[k] for k in ("params", "grads", "exp_avgs", "exp_avg_sqs"))
+    layout = _adamw_layout(dev, tuple(a.size for a in p))
+    xp = dev.xp
     # The emulator's race check and sanitizer see only memory passed as kernel arguments (the sanitizer
     # even runs the launch in another process), so there the tensors travel in four flat buffers.
     flat = dev.name == "emu" and (_Checks.check_races or _Checks.sanitize)
@@ -396,18 +399,43 @@ def adamw_step(params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, eps, w
     else:
         buffers = [p[0], g[0], m[0], v[0]]  # unused placeholders (use_addresses = 1)
         addresses = np.array([_address(a) for arrays in (p, g, m, v) for a in arrays], dtype=np.uint64)
-    args = (xp.asarray(addresses), *buffers, xp.asarray(offsets), xp.asarray(chunks.reshape(-1)),
-            xp.asarray(hyper), np.int32(T), np.int32(not flat))
-    _launch(dev, "adamw.cu", "adamw_multi_tensor", (len(chunks),), _THREADS, args)
-    if flat:  # copy the updated values back into the caller's arrays
-        for arrays, buffer in ((p, buffers[0]), (m, buffers[2]), (v, buffers[3])):
-            for t, a in enumerate(arrays):
-                a.reshape(-1)[...] = buffer[offsets[t]:offsets[t + 1]]
+    args = (xp.asarray(addresses), *buffers, layout.offsets, layout.chunks, xp.asarray(hyper),
+            np.int32(len(p)), np.int32(not flat))
+
+    def copy_back():  # flat buffers only: the updated values go back into the caller's arrays
+        if flat:
+            bounds = layout.host_offsets
+            for arrays, buffer in ((p, buffers[0]), (m, buffers[2]), (v, buffers[3])):
+                for t, a in enumerate(arrays):
+                    a.reshape(-1)[...] = buffer[bounds[t]:bounds[t + 1]]
+    return layout.blocks, args, copy_back
+
+
+class _AdamWLayout:
+    """Which block updates which chunk of which tensor, for tensors of the given sizes: built once
+    per set of sizes and kept on the device (an optimizer passes the same shapes every step)."""
+
+    def __init__(self, dev, sizes):
+        sizes = np.array(sizes, dtype=np.int64)
+        self.host_offsets = np.concatenate([[0], np.cumsum(sizes)])
+        # Array operations, not a Python loop: a 100M-parameter model has ~25,000 chunks.
+        counts = -(-sizes // _ADAMW_CHUNK)
+        first_block = np.cumsum(counts) - counts
+        tensor_of_block = np.repeat(np.arange(len(sizes)), counts)
+        chunk_of_block = np.arange(counts.sum()) - np.repeat(first_block, counts)
+        self.blocks = int(counts.sum())
+        chunks = np.stack([tensor_of_block, chunk_of_block], axis=1).astype(np.int32)
+        self.offsets, self.chunks = dev.xp.asarray(self.host_offsets), dev.xp.asarray(chunks.reshape(-1))
+
+
+@functools.lru_cache(maxsize=8)
+def _adamw_layout(dev, sizes):
+    return _AdamWLayout(dev, sizes)
 
 
 def _address(a):
     """Device address of an array's first element (CuPy: ``data.ptr``; NumPy: ``ctypes.data``)."""
-    return a.ctypes.data if isinstance(a, np.ndarray) else a.data.ptr
+    return a.__array_interface__["data"][0] if isinstance(a, np.ndarray) else a.data.ptr
 
 
 def _adamw_hyper(fn, T, *, lr, beta1, beta2, eps, weight_decay, step):

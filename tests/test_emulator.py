@@ -500,6 +500,15 @@ def test_bad_launch_shapes_raise(vadd, grid, block, shared, error, pattern):
         vadd(grid, block, (_vec(), _vec(), _vec(), np.int32(8)), shared_mem=shared)
 
 
+def test_runtime_includes_system_headers_before_the_cuda_keywords():
+    """cuda_emu.h makes CUDA keywords such as __noinline__ macros; newer glibc/libstdc++ headers write
+    __attribute__((__noinline__)), which the macro breaks (seen with the GPU machine's g++). So the
+    runtime includes every system header before cuda_emu.h."""
+    text = (emu.EMU_DIR / "runtime.cpp").read_text()
+    after_header = text[text.index('#include "cuda_emu.h"'):]
+    assert re.findall(r"^\s*#\s*include\s*<", after_header, flags=re.M) == []
+
+
 def test_unknown_kernel_and_compile_errors():
     with pytest.raises(AttributeError, match="no __global__ function 'nope'.*vector_add"):
         module("vector_add.cu").get_function("nope")

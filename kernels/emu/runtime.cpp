@@ -23,8 +23,9 @@
 //
 // Built twice by emulator.py: plainly (linked into a shared library loaded with ctypes) and with
 // -DEMU_RUNNER under AddressSanitizer (linked into a small executable run as a child process).
-#include "cuda_emu.h"
-
+// The system headers come first: cuda_emu.h defines CUDA keywords such as __noinline__ as macros,
+// and newer glibc/libstdc++ headers spell their own attributes __attribute__((__noinline__)), which
+// the macro would break ("'noinline' was not declared in this scope", seen with the GPU machine's g++).
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -42,6 +43,8 @@
 #define EMU_UCONTEXT 1
 #include <ucontext.h>
 #endif
+
+#include "cuda_emu.h"
 
 #define EMU_EXPORT extern "C" __attribute__((visibility("default")))
 

@@ -495,9 +495,13 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5):
 
 
 def rotary_embedding(x, cos, sin):
-    """Apply rotary position embedding; ``cos``/``sin`` are arrays or tensors broadcastable to x."""
-    cos = cos.data if isinstance(cos, Tensor) else cos
-    sin = sin.data if isinstance(sin, Tensor) else sin
+    """Apply rotary position embedding; ``cos``/``sin`` are arrays or tensors broadcastable to x.
+
+    The tables are constants, so NumPy tables given with a GPU ``x`` are copied to the GPU (CuPy
+    refuses to mix the two in one ufunc)."""
+    xp = xp_of(x.data)
+    cos = xp.asarray(cos.data if isinstance(cos, Tensor) else cos)
+    sin = xp.asarray(sin.data if isinstance(sin, Tensor) else sin)
     return Rotary.apply(x, cos, sin)
 
 
