@@ -9,7 +9,7 @@ LoRA, float32, M = 8192 tokens, K = N = 4096 features, r in {8, 16, 64}:
 * ``base GEMM``      cuBLAS ``X W0^T`` alone (through CuPy) -- the floor: LoRA can only add to it;
 * ``unfused``        the path PEFT takes: three GEMMs and an add, ``X W0^T + s (X A^T) B^T``
                      (backward: the six GEMMs autograd runs, no ``dW0``);
-* ``fused v2/v3``    ``minilora.kernels.lora_forward`` / ``lora_backward`` at a fixed version, and
+* ``fused v2..v4``   ``minilora.kernels.lora_forward`` / ``lora_backward`` at a fixed version, and
   ``fused auto``     at the version ``pick_version`` chooses;
 * ``torch+PEFT``     ``peft.get_peft_model`` around a ``torch.nn.Linear`` on the GPU, if importable.
 
@@ -128,7 +128,7 @@ def lora_cases(cupy, r, backward):
         return run
 
     cases = {"base GEMM (cuBLAS)": base, "unfused (PEFT's 3 GEMMs + add)": unfused,
-             "fused v2": fused("v2"), "fused v3": fused("v3"),
+             **{f"fused {v}": fused(v) for v in kernels.VERSIONS if v != "v1"},  # v1 takes seconds here
              f"fused auto ({kernels.pick_version(M, N)})": fused(None)}
     # Check before timing: the fused result agrees with cuBLAS.
     Y, U = kernels.lora_forward(X, W0, A, B, s, device="cuda")

@@ -67,27 +67,51 @@ __device__ __forceinline__ float operand_value(const Operand& op, float v, unsig
 
 // ---- tile loader ---------------------------------------------------------------------------------
 // S[kk][dd] = op(d0 + dd, k0 + kk) for kk < BK, dd < BD; zero where d >= d_size or k >= k_end.
-// All `nthreads` threads of the block cooperate; consecutive threads read consecutive addresses of
+// All THREADS threads of the block cooperate; consecutive threads read consecutive addresses of
 // the contiguous storage direction, so global loads coalesce.  With VEC, each thread moves 4 floats
 // with one 16-byte load wherever the 4 are in bounds and 16-byte aligned (ld % 4 == 0 and an aligned
 // base pointer; tile origins are multiples of 4), else it falls back to 4 guarded scalar loads --
 // which is how ragged edges and odd leading dimensions stay correct.
-template <int BK, int BD, int SW, bool KCONTIG, bool VEC>
-__device__ __forceinline__ void load_tile(float (*S)[SW], const Operand& op, int d0, int k0, int k_end,
-                                          int tid, int nthreads) {
-    constexpr int RUN = VEC ? 4 : 1;               // floats per load
-    constexpr int CONTIG = KCONTIG ? BK : BD;      // tile extent along the contiguous storage direction
+//
+// The load comes in two halves: fetch_tile reads this thread's share of the tile from global memory
+// into registers (TileRegs), stash_tile writes those registers into shared memory.  load_tile does
+// both at once; the pipelined main loop (v4) fetches the NEXT tile before multiplying the current one,
+// so the slow global reads are in flight while the arithmetic runs.
+template <int BK, int BD, bool VEC, int THREADS>
+struct TileRegs {
+    static constexpr int RUN = VEC ? 4 : 1;                              // floats per load
+    static constexpr int SLOTS = BK * BD / RUN;                          // loads per tile
+    static constexpr int PER_THREAD = (SLOTS + THREADS - 1) / THREADS;   // loads per thread
+    float v[PER_THREAD][4];                                              // RUN of each 4 are used
+};
+
+// Where slot e of a tile sits: (dd, kk) of its first float.
+template <int BK, int BD, bool KCONTIG, int RUN>
+__device__ __forceinline__ void slot_position(int e, int& dd, int& kk) {
+    constexpr int CONTIG = KCONTIG ? BK : BD;  // tile extent along the contiguous storage direction
     static_assert(CONTIG % RUN == 0, "vector loads need the contiguous tile side to be a multiple of 4");
-    constexpr int SLOTS = BK * BD / RUN;
+    const int c = (e % (CONTIG / RUN)) * RUN;  // position along the contiguous direction
+    const int o = e / (CONTIG / RUN);          // position along the other direction
+    dd = KCONTIG ? o : c;
+    kk = KCONTIG ? c : o;
+}
+
+template <int BK, int BD, bool KCONTIG, bool VEC, int THREADS>
+__device__ __forceinline__ void fetch_tile(TileRegs<BK, BD, VEC, THREADS>& regs, const Operand& op, int d0, int k0,
+                                           int k_end, int tid) {
+    using Regs = TileRegs<BK, BD, VEC, THREADS>;
+    constexpr int RUN = Regs::RUN;
     const bool aligned = VEC && (op.ld % 4 == 0) && ((reinterpret_cast<unsigned long long>(op.p) & 15ull) == 0);
-    for (int e = tid; e < SLOTS; e += nthreads) {
-        const int c = (e % (CONTIG / RUN)) * RUN;  // position along the contiguous direction
-        const int o = e / (CONTIG / RUN);          // position along the other direction
-        const int dd = KCONTIG ? o : c, kk = KCONTIG ? c : o;
+#pragma unroll
+    for (int s = 0; s < Regs::PER_THREAD; ++s) {
+        const int e = tid + s * THREADS;
+        if (Regs::SLOTS % THREADS != 0 && e >= Regs::SLOTS) break;
+        int dd, kk;
+        slot_position<BK, BD, KCONTIG, RUN>(e, dd, kk);
         const int d = d0 + dd, k = k0 + kk;
         const unsigned long long off = KCONTIG ? (unsigned long long)d * op.ld + k
                                                : (unsigned long long)k * op.ld + d;
-        float v[4];  // RUN of them are used
+        float* v = regs.v[s];
         const bool full = KCONTIG ? (d < op.d_size && k + RUN <= k_end) : (k < k_end && d + RUN <= op.d_size);
         if (VEC && full && aligned) {
             const float4 q = *reinterpret_cast<const float4*>(op.p + off);
@@ -102,11 +126,33 @@ __device__ __forceinline__ void load_tile(float (*S)[SW], const Operand& op, int
 #pragma unroll
         for (int q = 0; q < RUN; ++q) {
             const bool in = KCONTIG ? (d < op.d_size && k + q < k_end) : (k < k_end && d + q < op.d_size);
-            const float x = in ? operand_value(op, v[q], off + q) : 0.0f;
-            if (KCONTIG) S[kk + q][dd] = x;
-            else S[kk][dd + q] = x;
+            v[q] = in ? operand_value(op, v[q], off + q) : 0.0f;
         }
     }
+}
+
+template <int BK, int BD, int SW, bool KCONTIG, bool VEC, int THREADS>
+__device__ __forceinline__ void stash_tile(float (*S)[SW], const TileRegs<BK, BD, VEC, THREADS>& regs, int tid) {
+    using Regs = TileRegs<BK, BD, VEC, THREADS>;
+#pragma unroll
+    for (int s = 0; s < Regs::PER_THREAD; ++s) {
+        const int e = tid + s * THREADS;
+        if (Regs::SLOTS % THREADS != 0 && e >= Regs::SLOTS) break;
+        int dd, kk;
+        slot_position<BK, BD, KCONTIG, Regs::RUN>(e, dd, kk);
+#pragma unroll
+        for (int q = 0; q < Regs::RUN; ++q) {
+            if (KCONTIG) S[kk + q][dd] = regs.v[s][q];
+            else S[kk][dd + q] = regs.v[s][q];
+        }
+    }
+}
+
+template <int BK, int BD, int SW, bool KCONTIG, bool VEC, int THREADS>
+__device__ __forceinline__ void load_tile(float (*S)[SW], const Operand& op, int d0, int k0, int k_end, int tid) {
+    TileRegs<BK, BD, VEC, THREADS> regs;
+    fetch_tile<BK, BD, KCONTIG, VEC, THREADS>(regs, op, d0, k0, k_end, tid);
+    stash_tile<BK, BD, SW, KCONTIG, VEC, THREADS>(S, regs, tid);
 }
 
 // ---- register blocking ---------------------------------------------------------------------------
@@ -137,22 +183,56 @@ __device__ __forceinline__ void multiply_tiles(float (&acc)[TM][TN], const float
 
 // ---- the tiled GEMM main loop ------------------------------------------------------------------
 // acc[i][j] += sum_{k_begin <= k < k_end} a(m0 + ty*TM + i, k) * b(n0 + tx*TN + j, k)
-// for one BM x BN output tile, walking k in steps of BK: load both tiles into shared memory, wait,
-// multiply out of shared memory into registers, wait (so nobody overwrites a tile still being read).
-// The block has (BM/TM) * (BN/TN) threads; thread tid = ty * (BN/TN) + tx.
-template <int BM, int BN, int BK, int TM, int TN, bool A_KCONTIG, bool B_KCONTIG, bool VEC>
-__device__ __forceinline__ void accumulate_tile(float (&acc)[TM][TN], float (*As)[BM + SMEM_PAD],
-                                                float (*Bs)[BN + SMEM_PAD], const Operand& a, const Operand& b,
+// for one BM x BN output tile, walking k in steps of BK.  The block has (BM/TM) * (BN/TN) threads;
+// thread tid = ty * (BN/TN) + tx.  As and Bs hold STAGES shared-memory buffers per operand:
+//
+// STAGES = 1 (v2, v3): load both tiles into shared memory, wait, multiply out of shared memory into
+//     registers, wait again (so nobody overwrites a tile still being read).  While the tiles load,
+//     the multiply units idle; while the block multiplies, memory idles.
+// STAGES = 2 (v4, software pipelining): the tile for step k+1 is fetched into registers BEFORE the
+//     block multiplies step k's tile, and written to the other buffer after.  The global reads are in
+//     flight during the arithmetic, and one __syncthreads per step suffices: step k reads buffer b and
+//     writes buffer b^1, which nobody reads until after that step's barrier.
+template <int BM, int BN, int BK, int TM, int TN, bool A_KCONTIG, bool B_KCONTIG, bool VEC, int STAGES>
+__device__ __forceinline__ void accumulate_tile(float (&acc)[TM][TN], float (*As)[BK][BM + SMEM_PAD],
+                                                float (*Bs)[BK][BN + SMEM_PAD], const Operand& a, const Operand& b,
                                                 int m0, int n0, int k_begin, int k_end) {
+    static_assert(STAGES == 1 || STAGES == 2, "one buffer, or two for the pipelined loop");
     constexpr int THREADS = (BM / TM) * (BN / TN);
     const int tid = threadIdx.x;
     const int ty = tid / (BN / TN), tx = tid % (BN / TN);
+    if (STAGES == 1) {
+        for (int k0 = k_begin; k0 < k_end; k0 += BK) {
+            load_tile<BK, BM, BM + SMEM_PAD, A_KCONTIG, VEC, THREADS>(As[0], a, m0, k0, k_end, tid);
+            load_tile<BK, BN, BN + SMEM_PAD, B_KCONTIG, VEC, THREADS>(Bs[0], b, n0, k0, k_end, tid);
+            __syncthreads();
+            multiply_tiles<BK>(acc, As[0], Bs[0], ty * TM, tx * TN);
+            __syncthreads();
+        }
+        return;
+    }
+    if (k_begin >= k_end) return;  // the same for the whole block: nobody waits at a barrier alone
+    TileRegs<BK, BM, VEC, THREADS> next_a;
+    TileRegs<BK, BN, VEC, THREADS> next_b;
+    fetch_tile<BK, BM, A_KCONTIG, VEC, THREADS>(next_a, a, m0, k_begin, k_end, tid);
+    fetch_tile<BK, BN, B_KCONTIG, VEC, THREADS>(next_b, b, n0, k_begin, k_end, tid);
+    stash_tile<BK, BM, BM + SMEM_PAD, A_KCONTIG, VEC, THREADS>(As[0], next_a, tid);
+    stash_tile<BK, BN, BN + SMEM_PAD, B_KCONTIG, VEC, THREADS>(Bs[0], next_b, tid);
+    __syncthreads();
+    int buf = 0;
     for (int k0 = k_begin; k0 < k_end; k0 += BK) {
-        load_tile<BK, BM, BM + SMEM_PAD, A_KCONTIG, VEC>(As, a, m0, k0, k_end, tid, THREADS);
-        load_tile<BK, BN, BN + SMEM_PAD, B_KCONTIG, VEC>(Bs, b, n0, k0, k_end, tid, THREADS);
+        const bool more = k0 + BK < k_end;
+        if (more) {  // issue the next tile's global reads; they complete while we multiply
+            fetch_tile<BK, BM, A_KCONTIG, VEC, THREADS>(next_a, a, m0, k0 + BK, k_end, tid);
+            fetch_tile<BK, BN, B_KCONTIG, VEC, THREADS>(next_b, b, n0, k0 + BK, k_end, tid);
+        }
+        multiply_tiles<BK>(acc, As[buf], Bs[buf], ty * TM, tx * TN);
+        if (more) {
+            stash_tile<BK, BM, BM + SMEM_PAD, A_KCONTIG, VEC, THREADS>(As[buf ^ 1], next_a, tid);
+            stash_tile<BK, BN, BN + SMEM_PAD, B_KCONTIG, VEC, THREADS>(Bs[buf ^ 1], next_b, tid);
+        }
         __syncthreads();
-        multiply_tiles<BK>(acc, As, Bs, ty * TM, tx * TN);
-        __syncthreads();
+        buf ^= 1;
     }
 }
 
