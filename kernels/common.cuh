@@ -165,26 +165,73 @@ __device__ __forceinline__ void outer_product_add(float (&acc)[TM][TN], const fl
         for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
 }
 
-// acc += (rows row0.. of As)^T-slice times (columns col0.. of Bs), over the BK k-rows of two k-major tiles:
-// acc[i][j] += sum_kk As[kk][row0 + i] * Bs[kk][col0 + j].
-template <int BK, int TM, int TN, int SWA, int SWB>
-__device__ __forceinline__ void multiply_tiles(float (&acc)[TM][TN], const float (*As)[SWA], const float (*Bs)[SWB],
-                                               int row0, int col0) {
+// ---- which outputs a thread owns -----------------------------------------------------------------
+// Thread tid owns TM x TN outputs of the BM x BN block tile: rows row(0..TM-1), columns col(0..TN-1),
+// in groups of 4 consecutive rows (columns) placed ROW_GAP (COL_GAP) apart.
+//   plain (v2-v4): the threads form a (BM/TM) x (BN/TN) grid; each owns one solid TM x TN block.
+//   warp-tiled (v5, 128 x 128 tiles, 8 x 8 per thread): warp w owns a 32 x 64 region; its 32 lanes form a
+//       4 x 8 grid and each lane owns four 4 x 4 blocks, 16 rows and 32 columns apart.
+// Why it matters: every k-step, each thread reads its TM values of the A tile and TN of the B tile from
+// shared memory.  In the plain layout a warp is 2 x 16 threads, so it reads 16 different float4 of B
+// spread over 512 bytes, 2 threads per bank group: 4 transactions per load.  Warp-tiled, a warp reads 4
+// float4 of A (64 bytes) and 8 of B (128 bytes): one transaction each.  Shared-memory bandwidth, not
+// arithmetic, is what limits a register-blocked fp32 GEMM.
+template <int BM_, int BN_, int TM_, int TN_, bool WARP_TILED>
+struct ThreadTile {
+    static constexpr int BM = BM_, BN = BN_, TM = TM_, TN = TN_;
+    static constexpr int THREADS = (BM / TM) * (BN / TN);
+    static constexpr int ROW_GAP = WARP_TILED ? 16 : 4, COL_GAP = WARP_TILED ? 32 : 4;
+    static_assert(!WARP_TILED || (TM == 8 && TN == 8 && BM % 32 == 0 && BN % 64 == 0),
+                  "the warp-tiled layout is for 8 x 8 outputs per thread");
+    int row0, col0;  // the first row and column this thread owns
+
+    __device__ __forceinline__ explicit ThreadTile(int tid) {
+        if (WARP_TILED) {
+            constexpr int WARPS_ACROSS = WARP_TILED ? BN / 64 : 1;  // warp tiles side by side
+            const int warp = tid / 32, lane = tid % 32;
+            row0 = (warp / WARPS_ACROSS) * 32 + (lane / 8) * 4;
+            col0 = (warp % WARPS_ACROSS) * 64 + (lane % 8) * 4;
+        } else {
+            row0 = (tid / (BN / TN)) * TM;
+            col0 = (tid % (BN / TN)) * TN;
+        }
+    }
+    __device__ __forceinline__ int row(int i) const { return row0 + (i / 4) * ROW_GAP + i % 4; }
+    __device__ __forceinline__ int col(int j) const { return col0 + (j / 4) * COL_GAP + j % 4; }
+};
+
+// f[i] = row[first + (i / 4) * GAP + i % 4]: one 16-byte shared-memory load per group of 4.
+template <int N, int GAP>
+__device__ __forceinline__ void read_fragment(float (&f)[N], const float* row, int first) {
+    if (N % 4 == 0) {
+#pragma unroll
+        for (int g = 0; g < N / 4; ++g) {
+            const float4 q = *reinterpret_cast<const float4*>(row + first + g * GAP);
+            f[4 * g] = q.x; f[4 * g + 1] = q.y; f[4 * g + 2] = q.z; f[4 * g + 3] = q.w;
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < N; ++i) f[i] = row[first + (i / 4) * GAP + i % 4];
+    }
+}
+
+// acc[i][j] += sum_kk As[kk][tile.row(i)] * Bs[kk][tile.col(j)], over the BK k-rows of two k-major tiles.
+template <int BK, class Tile, int SWA, int SWB>
+__device__ __forceinline__ void multiply_tiles(float (&acc)[Tile::TM][Tile::TN], const float (*As)[SWA],
+                                               const float (*Bs)[SWB], const Tile& tile) {
 #pragma unroll
     for (int kk = 0; kk < BK; ++kk) {
-        float af[TM], bf[TN];
-#pragma unroll
-        for (int i = 0; i < TM; ++i) af[i] = As[kk][row0 + i];
-#pragma unroll
-        for (int j = 0; j < TN; ++j) bf[j] = Bs[kk][col0 + j];
+        float af[Tile::TM], bf[Tile::TN];
+        read_fragment<Tile::TM, Tile::ROW_GAP>(af, As[kk], tile.row0);
+        read_fragment<Tile::TN, Tile::COL_GAP>(bf, Bs[kk], tile.col0);
         outer_product_add(acc, af, bf);
     }
 }
 
 // ---- the tiled GEMM main loop ------------------------------------------------------------------
-// acc[i][j] += sum_{k_begin <= k < k_end} a(m0 + ty*TM + i, k) * b(n0 + tx*TN + j, k)
-// for one BM x BN output tile, walking k in steps of BK.  The block has (BM/TM) * (BN/TN) threads;
-// thread tid = ty * (BN/TN) + tx.  As and Bs hold STAGES shared-memory buffers per operand:
+// acc[i][j] += sum_{k_begin <= k < k_end} a(m0 + tile.row(i), k) * b(n0 + tile.col(j), k)
+// for one BM x BN output tile (Tile = ThreadTile<BM, BN, TM, TN, ...>, its Tile::THREADS threads),
+// walking k in steps of BK.  As and Bs hold STAGES shared-memory buffers per operand:
 //
 // STAGES = 1 (v2, v3): load both tiles into shared memory, wait, multiply out of shared memory into
 //     registers, wait again (so nobody overwrites a tile still being read).  While the tiles load,
@@ -193,20 +240,20 @@ __device__ __forceinline__ void multiply_tiles(float (&acc)[TM][TN], const float
 //     block multiplies step k's tile, and written to the other buffer after.  The global reads are in
 //     flight during the arithmetic, and one __syncthreads per step suffices: step k reads buffer b and
 //     writes buffer b^1, which nobody reads until after that step's barrier.
-template <int BM, int BN, int BK, int TM, int TN, bool A_KCONTIG, bool B_KCONTIG, bool VEC, int STAGES>
-__device__ __forceinline__ void accumulate_tile(float (&acc)[TM][TN], float (*As)[BK][BM + SMEM_PAD],
-                                                float (*Bs)[BK][BN + SMEM_PAD], const Operand& a, const Operand& b,
-                                                int m0, int n0, int k_begin, int k_end) {
+template <class Tile, int BK, bool A_KCONTIG, bool B_KCONTIG, bool VEC, int STAGES>
+__device__ __forceinline__ void accumulate_tile(float (&acc)[Tile::TM][Tile::TN], float (*As)[BK][Tile::BM + SMEM_PAD],
+                                                float (*Bs)[BK][Tile::BN + SMEM_PAD], const Operand& a,
+                                                const Operand& b, int m0, int n0, int k_begin, int k_end) {
     static_assert(STAGES == 1 || STAGES == 2, "one buffer, or two for the pipelined loop");
-    constexpr int THREADS = (BM / TM) * (BN / TN);
+    constexpr int BM = Tile::BM, BN = Tile::BN, THREADS = Tile::THREADS;
     const int tid = threadIdx.x;
-    const int ty = tid / (BN / TN), tx = tid % (BN / TN);
+    const Tile tile(tid);
     if (STAGES == 1) {
         for (int k0 = k_begin; k0 < k_end; k0 += BK) {
             load_tile<BK, BM, BM + SMEM_PAD, A_KCONTIG, VEC, THREADS>(As[0], a, m0, k0, k_end, tid);
             load_tile<BK, BN, BN + SMEM_PAD, B_KCONTIG, VEC, THREADS>(Bs[0], b, n0, k0, k_end, tid);
             __syncthreads();
-            multiply_tiles<BK>(acc, As[0], Bs[0], ty * TM, tx * TN);
+            multiply_tiles<BK>(acc, As[0], Bs[0], tile);
             __syncthreads();
         }
         return;
@@ -226,7 +273,7 @@ __device__ __forceinline__ void accumulate_tile(float (&acc)[TM][TN], float (*As
             fetch_tile<BK, BM, A_KCONTIG, VEC, THREADS>(next_a, a, m0, k0 + BK, k_end, tid);
             fetch_tile<BK, BN, B_KCONTIG, VEC, THREADS>(next_b, b, n0, k0 + BK, k_end, tid);
         }
-        multiply_tiles<BK>(acc, As[buf], Bs[buf], ty * TM, tx * TN);
+        multiply_tiles<BK>(acc, As[buf], Bs[buf], tile);
         if (more) {
             stash_tile<BK, BM, BM + SMEM_PAD, A_KCONTIG, VEC, THREADS>(As[buf ^ 1], next_a, tid);
             stash_tile<BK, BN, BN + SMEM_PAD, B_KCONTIG, VEC, THREADS>(Bs[buf ^ 1], next_b, tid);
@@ -245,17 +292,17 @@ __device__ __forceinline__ void zero(float (&acc)[TM][TN]) {
 }
 
 // C[m, n] = acc (+ bias[n]) for this thread's TM x TN outputs of the tile at (m0, n0); ldc = row length.
-template <int BN, int TM, int TN>
-__device__ __forceinline__ void store_tile(const float (&acc)[TM][TN], float* C, int ldc, int M, int N, int m0,
-                                           int n0, const float* bias) {
-    const int ty = threadIdx.x / (BN / TN), tx = threadIdx.x % (BN / TN);
+template <class Tile>
+__device__ __forceinline__ void store_tile(const float (&acc)[Tile::TM][Tile::TN], float* C, int ldc, int M, int N,
+                                           int m0, int n0, const float* bias) {
+    const Tile tile(threadIdx.x);
 #pragma unroll
-    for (int i = 0; i < TM; ++i) {
-        const int m = m0 + ty * TM + i;
+    for (int i = 0; i < Tile::TM; ++i) {
+        const int m = m0 + tile.row(i);
         if (m >= M) continue;
 #pragma unroll
-        for (int j = 0; j < TN; ++j) {
-            const int n = n0 + tx * TN + j;
+        for (int j = 0; j < Tile::TN; ++j) {
+            const int n = n0 + tile.col(j);
             if (n < N) C[(unsigned long long)m * ldc + n] = acc[i][j] + (bias ? bias[n] : 0.0f);
         }
     }

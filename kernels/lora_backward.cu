@@ -130,7 +130,7 @@ __device__ __forceinline__ void lora_bwd_dy_tiled(const float* dY, const float* 
         load_tile<BN, RC, RC + SMEM_PAD, false, VEC, THREADS>(Bs, b, j0, n0, N, tid);
         __syncthreads();
         // V[m, j] += sum over this tile's n of dY[m, n] B[n, j]
-        multiply_tiles<BN>(v, Ds, Bs, ty * TM, tx * TN);
+        multiply_tiles<BN>(v, Ds, Bs, ThreadTile<BM, RC, TM, TN, false>(tid));
         // dB[n, j] partial = sum over this block's m of dY[m, n] U[m, j], for the tile's rows n
         if (write_db) {
             float db[TB][TN];
@@ -170,37 +170,39 @@ __device__ __forceinline__ void lora_bwd_dy_tiled(const float* dY, const float* 
 // dX = dY W0 + mask * (V A).  The rank-r term goes first: that way the dropout mask multiplies a
 // finished LoRA sum held in the very accumulators the main loop then adds dY W0 to -- no second set
 // of TM x TN registers, and the hash runs once per output element.
-template <int BM, int BN, int BK, int TM, int TN, bool VEC, int STAGES>
+template <int BM, int BN, int BK, int TM, int TN, bool VEC, int STAGES, bool WARP_TILED>
 __device__ __forceinline__ void lora_bwd_dx_tiled(const float* dY, const float* W0, const float* V, const float* A,
                                                   float* dX, int M, int N, int K, int r, unsigned seed,
                                                   unsigned threshold, float keep_scale) {
     __shared__ __align__(16) float As[STAGES][BK][BM + SMEM_PAD];
     __shared__ __align__(16) float Bs[STAGES][BK][BN + SMEM_PAD];
     const int m0 = blockIdx.y * BM, k0 = blockIdx.x * BN;
+    using Tile = ThreadTile<BM, BN, TM, TN, WARP_TILED>;
     float acc[TM][TN];
     zero(acc);
     // 1. V A: V [M, r] is (d = m, k = j) k-contiguous; A [r, K] is (d = k, k = j) d-contiguous.
-    accumulate_tile<BM, BN, BK, TM, TN, true, false, VEC, STAGES>(acc, As, Bs, make_operand(V, r, M),
-                                                          make_operand(A, K, K), m0, k0, 0, r);
+    //    Only r / BK k-steps: too few to pipeline, and the plain loop needs fewer registers.
+    accumulate_tile<Tile, BK, true, false, VEC, 1>(acc, As, Bs, make_operand(V, r, M), make_operand(A, K, K),
+                                                   m0, k0, 0, r);
     // 2. dropout's backward: the same mask as the forward, scaled by 1/(1-p).
     if (threshold != 0u) {
-        const int ty = threadIdx.x / (BN / TN), tx = threadIdx.x % (BN / TN);
+        const Tile tile(threadIdx.x);
 #pragma unroll
         for (int i = 0; i < TM; ++i)
 #pragma unroll
             for (int j = 0; j < TN; ++j) {
-                const unsigned long long idx = (unsigned long long)(m0 + ty * TM + i) * K + (k0 + tx * TN + j);
+                const unsigned long long idx = (unsigned long long)(m0 + tile.row(i)) * K + (k0 + tile.col(j));
                 acc[i][j] *= lora_keep(seed, idx, threshold) ? keep_scale : 0.0f;
             }
     }
     // 3. Main loop: + dY W0.  dY [M, N] is (d = m, k = n) k-contiguous; W0 [N, K] is (d = k, k = n).
-    accumulate_tile<BM, BN, BK, TM, TN, true, false, VEC, STAGES>(acc, As, Bs, make_operand(dY, N, M),
+    accumulate_tile<Tile, BK, true, false, VEC, STAGES>(acc, As, Bs, make_operand(dY, N, M),
                                                           make_operand(W0, K, K), m0, k0, 0, N);
-    store_tile<BN, TM, TN>(acc, dX, K, M, K, m0, k0, nullptr);
+    store_tile<Tile>(acc, dX, K, M, K, m0, k0, nullptr);
 }
 
 // dA's partial sum over the rows of split z: P_A[z] = V[rows]^T dropout(X)[rows], rows = [z*R, z*R + R).
-template <int BM, int BN, int BK, int TM, int TN, bool VEC, int STAGES>
+template <int BM, int BN, int BK, int TM, int TN, bool VEC, int STAGES, bool WARP_TILED>
 __device__ __forceinline__ void lora_bwd_da_tiled(const float* V, const float* X, float* dA_out, int M, int K, int r,
                                                   int rows_per_split, unsigned seed, unsigned threshold,
                                                   float keep_scale) {
@@ -208,13 +210,14 @@ __device__ __forceinline__ void lora_bwd_da_tiled(const float* V, const float* X
     __shared__ __align__(16) float Bs[STAGES][BK][BN + SMEM_PAD];
     const int j0 = blockIdx.y * BM, k0 = blockIdx.x * BN, z = blockIdx.z;
     const int m_begin = z * rows_per_split, m_end = min(M, m_begin + rows_per_split);
+    using Tile = ThreadTile<BM, BN, TM, TN, WARP_TILED>;
     float acc[TM][TN];
     zero(acc);
     // V [M, r] is (d = j, k = m) and X [M, K] is (d = k, k = m): both d-contiguous.  Dropout on X's loads.
-    accumulate_tile<BM, BN, BK, TM, TN, false, false, VEC, STAGES>(acc, As, Bs, make_operand(V, r, r),
+    accumulate_tile<Tile, BK, false, false, VEC, STAGES>(acc, As, Bs, make_operand(V, r, r),
                                                            make_operand(X, K, K, keep_scale, seed, threshold),
                                                            j0, k0, m_begin, m_end);
-    store_tile<BN, TM, TN>(acc, dA_out + (unsigned long long)z * r * K, K, r, K, j0, k0, nullptr);
+    store_tile<Tile>(acc, dA_out + (unsigned long long)z * r * K, K, r, K, j0, k0, nullptr);
 }
 
 // ---- the exported kernels ------------------------------------------------------------------------
@@ -228,12 +231,12 @@ extern "C" __global__ void __launch_bounds__(256, 2)
 lora_bwd_dx_v2(const float* __restrict__ dY, const float* __restrict__ W0, const float* __restrict__ V,
                const float* __restrict__ A, float* __restrict__ dX, int M, int N, int K, int r, unsigned seed,
                unsigned threshold, float keep_scale) {
-    lora_bwd_dx_tiled<16, 16, 16, 1, 1, false, 1>(dY, W0, V, A, dX, M, N, K, r, seed, threshold, keep_scale);
+    lora_bwd_dx_tiled<16, 16, 16, 1, 1, false, 1, false>(dY, W0, V, A, dX, M, N, K, r, seed, threshold, keep_scale);
 }
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_bwd_da_v2(const float* __restrict__ V, const float* __restrict__ X, float* __restrict__ dA_out, int M, int K,
                int r, int rows_per_split, unsigned seed, unsigned threshold, float keep_scale) {
-    lora_bwd_da_tiled<16, 16, 16, 1, 1, false, 1>(V, X, dA_out, M, K, r, rows_per_split, seed, threshold, keep_scale);
+    lora_bwd_da_tiled<16, 16, 16, 1, 1, false, 1, false>(V, X, dA_out, M, K, r, rows_per_split, seed, threshold, keep_scale);
 }
 
 // v3: register blocks and float4 loads.
@@ -246,12 +249,12 @@ extern "C" __global__ void __launch_bounds__(256, 2)
 lora_bwd_dx_v3(const float* __restrict__ dY, const float* __restrict__ W0, const float* __restrict__ V,
                const float* __restrict__ A, float* __restrict__ dX, int M, int N, int K, int r, unsigned seed,
                unsigned threshold, float keep_scale) {
-    lora_bwd_dx_tiled<128, 128, 8, 8, 8, true, 1>(dY, W0, V, A, dX, M, N, K, r, seed, threshold, keep_scale);
+    lora_bwd_dx_tiled<128, 128, 8, 8, 8, true, 1, false>(dY, W0, V, A, dX, M, N, K, r, seed, threshold, keep_scale);
 }
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_bwd_da_v3(const float* __restrict__ V, const float* __restrict__ X, float* __restrict__ dA_out, int M, int K,
                int r, int rows_per_split, unsigned seed, unsigned threshold, float keep_scale) {
-    lora_bwd_da_tiled<32, 64, 16, 2, 4, true, 1>(V, X, dA_out, M, K, r, rows_per_split, seed, threshold, keep_scale);
+    lora_bwd_da_tiled<32, 64, 16, 2, 4, true, 1, false>(V, X, dA_out, M, K, r, rows_per_split, seed, threshold, keep_scale);
 }
 
 // v4: v3's tiles with the pipelined main loop (two shared-memory buffers, next tile fetched during
@@ -265,10 +268,31 @@ extern "C" __global__ void __launch_bounds__(256, 2)
 lora_bwd_dx_v4(const float* __restrict__ dY, const float* __restrict__ W0, const float* __restrict__ V,
                const float* __restrict__ A, float* __restrict__ dX, int M, int N, int K, int r, unsigned seed,
                unsigned threshold, float keep_scale) {
-    lora_bwd_dx_tiled<128, 128, 8, 8, 8, true, 2>(dY, W0, V, A, dX, M, N, K, r, seed, threshold, keep_scale);
+    lora_bwd_dx_tiled<128, 128, 8, 8, 8, true, 2, false>(dY, W0, V, A, dX, M, N, K, r, seed, threshold, keep_scale);
 }
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_bwd_da_v4(const float* __restrict__ V, const float* __restrict__ X, float* __restrict__ dA_out, int M, int K,
                int r, int rows_per_split, unsigned seed, unsigned threshold, float keep_scale) {
-    lora_bwd_da_tiled<32, 64, 16, 2, 4, true, 2>(V, X, dA_out, M, K, r, rows_per_split, seed, threshold, keep_scale);
+    lora_bwd_da_tiled<32, 64, 16, 2, 4, true, 2, false>(V, X, dA_out, M, K, r, rows_per_split, seed, threshold, keep_scale);
+}
+
+// v5: v4 with the warp-tiled thread layout for the big 128 x 128 GEMM (common.cuh, ThreadTile): each
+// warp's shared-memory reads hit one transaction per float4 instead of four.  dY's and dA's kernels
+// (8 x 8 is not their thread block) stay as in v4.
+extern "C" __global__ void __launch_bounds__(256, 2)
+lora_bwd_dy_v5(const float* __restrict__ dY, const float* __restrict__ B, const float* __restrict__ U,
+               float* __restrict__ V, float* __restrict__ dB_out, int write_db, int M, int N, int r, float s) {
+    lora_bwd_dy_tiled<64, 32, 64, 4, 4, true>(dY, B, U, V, dB_out, write_db, M, N, r, s);
+}
+extern "C" __global__ void __launch_bounds__(256, 2)
+lora_bwd_dx_v5(const float* __restrict__ dY, const float* __restrict__ W0, const float* __restrict__ V,
+               const float* __restrict__ A, float* __restrict__ dX, int M, int N, int K, int r, unsigned seed,
+               unsigned threshold, float keep_scale) {
+    lora_bwd_dx_tiled<128, 128, 8, 8, 8, true, 2, true>(dY, W0, V, A, dX, M, N, K, r, seed, threshold, keep_scale);
+}
+extern "C" __global__ void __launch_bounds__(256, 2)
+lora_bwd_da_v5(const float* __restrict__ V, const float* __restrict__ X, float* __restrict__ dA_out, int M, int K,
+               int r, int rows_per_split, unsigned seed, unsigned threshold, float keep_scale) {
+    lora_bwd_da_tiled<32, 64, 16, 2, 4, true, 2, false>(V, X, dA_out, M, K, r, rows_per_split, seed, threshold,
+                                                        keep_scale);
 }

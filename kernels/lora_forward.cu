@@ -75,36 +75,39 @@ lora_fwd_y_v1(const float* __restrict__ X, const float* __restrict__ W0, const f
 // =================================================================================================
 // v2 and v3: tiled.  One template per kernel; the versions differ only in tile shape and load width.
 // =================================================================================================
-template <int BM, int BN, int BK, int TM, int TN, bool VEC, int STAGES>
+template <int BM, int BN, int BK, int TM, int TN, bool VEC, int STAGES, bool WARP_TILED>
 __device__ __forceinline__ void lora_fwd_u_tiled(const float* X, const float* A, float* U, int M, int K, int r,
                                                  unsigned seed, unsigned threshold, float keep_scale) {
     __shared__ __align__(16) float As[STAGES][BK][BM + SMEM_PAD];
     __shared__ __align__(16) float Bs[STAGES][BK][BN + SMEM_PAD];
     const int m0 = blockIdx.y * BM, j0 = blockIdx.x * BN;
+    using Tile = ThreadTile<BM, BN, TM, TN, WARP_TILED>;
     float acc[TM][TN];
     zero(acc);
     const Operand x = make_operand(X, K, M, keep_scale, seed, threshold);  // dropout(X), applied while loading
     const Operand a = make_operand(A, K, r);
-    accumulate_tile<BM, BN, BK, TM, TN, true, true, VEC, STAGES>(acc, As, Bs, x, a, m0, j0, 0, K);
-    store_tile<BN, TM, TN>(acc, U, r, M, r, m0, j0, nullptr);
+    accumulate_tile<Tile, BK, true, true, VEC, STAGES>(acc, As, Bs, x, a, m0, j0, 0, K);
+    store_tile<Tile>(acc, U, r, M, r, m0, j0, nullptr);
 }
 
-template <int BM, int BN, int BK, int TM, int TN, bool VEC, int STAGES>
+template <int BM, int BN, int BK, int TM, int TN, bool VEC, int STAGES, bool WARP_TILED>
 __device__ __forceinline__ void lora_fwd_y_tiled(const float* X, const float* W0, const float* U, const float* B,
                                                  const float* bias, int has_bias, float* Y, int M, int N, int K,
                                                  int r, float s) {
     __shared__ __align__(16) float As[STAGES][BK][BM + SMEM_PAD];
     __shared__ __align__(16) float Bs[STAGES][BK][BN + SMEM_PAD];
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    using Tile = ThreadTile<BM, BN, TM, TN, WARP_TILED>;
     float acc[TM][TN];
     zero(acc);
     // Main loop: the base GEMM X W0^T (both operands k-contiguous: X [M, K], W0 [N, K]).
-    accumulate_tile<BM, BN, BK, TM, TN, true, true, VEC, STAGES>(acc, As, Bs, make_operand(X, K, M),
+    accumulate_tile<Tile, BK, true, true, VEC, STAGES>(acc, As, Bs, make_operand(X, K, M),
                                                          make_operand(W0, K, N), m0, n0, 0, K);
-    // Epilogue: + s U B^T into the same registers -- r more steps of the k-loop (s folded into U's loads).
-    accumulate_tile<BM, BN, BK, TM, TN, true, true, VEC, STAGES>(acc, As, Bs, make_operand(U, r, M, s),
-                                                         make_operand(B, r, N), m0, n0, 0, r);
-    store_tile<BN, TM, TN>(acc, Y, N, M, N, m0, n0, has_bias ? bias : nullptr);
+    // Epilogue: + s U B^T into the same registers -- r more steps of the k-loop (s folded into U's loads;
+    // too few steps to be worth pipelining).
+    accumulate_tile<Tile, BK, true, true, VEC, 1>(acc, As, Bs, make_operand(U, r, M, s), make_operand(B, r, N),
+                                                  m0, n0, 0, r);
+    store_tile<Tile>(acc, Y, N, M, N, m0, n0, has_bias ? bias : nullptr);
 }
 
 // The exported kernels (extern "C", as cupy.RawModule expects) just pick a tile shape.
@@ -112,26 +115,26 @@ __device__ __forceinline__ void lora_fwd_y_tiled(const float* X, const float* W0
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_fwd_u_v2(const float* __restrict__ X, const float* __restrict__ A, float* __restrict__ U, int M, int K, int r,
               unsigned seed, unsigned threshold, float keep_scale) {
-    lora_fwd_u_tiled<16, 16, 16, 1, 1, false, 1>(X, A, U, M, K, r, seed, threshold, keep_scale);
+    lora_fwd_u_tiled<16, 16, 16, 1, 1, false, 1, false>(X, A, U, M, K, r, seed, threshold, keep_scale);
 }
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_fwd_y_v2(const float* __restrict__ X, const float* __restrict__ W0, const float* __restrict__ U,
               const float* __restrict__ B, const float* __restrict__ bias, int has_bias, float* __restrict__ Y,
               int M, int N, int K, int r, float s) {
-    lora_fwd_y_tiled<16, 16, 16, 1, 1, false, 1>(X, W0, U, B, bias, has_bias, Y, M, N, K, r, s);
+    lora_fwd_y_tiled<16, 16, 16, 1, 1, false, 1, false>(X, W0, U, B, bias, has_bias, Y, M, N, K, r, s);
 }
 
 // v3: register blocks and float4 loads.
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_fwd_u_v3(const float* __restrict__ X, const float* __restrict__ A, float* __restrict__ U, int M, int K, int r,
               unsigned seed, unsigned threshold, float keep_scale) {
-    lora_fwd_u_tiled<64, 32, 16, 4, 2, true, 1>(X, A, U, M, K, r, seed, threshold, keep_scale);
+    lora_fwd_u_tiled<64, 32, 16, 4, 2, true, 1, false>(X, A, U, M, K, r, seed, threshold, keep_scale);
 }
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_fwd_y_v3(const float* __restrict__ X, const float* __restrict__ W0, const float* __restrict__ U,
               const float* __restrict__ B, const float* __restrict__ bias, int has_bias, float* __restrict__ Y,
               int M, int N, int K, int r, float s) {
-    lora_fwd_y_tiled<128, 128, 8, 8, 8, true, 1>(X, W0, U, B, bias, has_bias, Y, M, N, K, r, s);
+    lora_fwd_y_tiled<128, 128, 8, 8, 8, true, 1, false>(X, W0, U, B, bias, has_bias, Y, M, N, K, r, s);
 }
 
 // v4: v3's tiles with the pipelined main loop: two shared-memory buffers, the next tile's global
@@ -139,11 +142,25 @@ lora_fwd_y_v3(const float* __restrict__ X, const float* __restrict__ W0, const f
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_fwd_u_v4(const float* __restrict__ X, const float* __restrict__ A, float* __restrict__ U, int M, int K, int r,
               unsigned seed, unsigned threshold, float keep_scale) {
-    lora_fwd_u_tiled<64, 32, 16, 4, 2, true, 2>(X, A, U, M, K, r, seed, threshold, keep_scale);
+    lora_fwd_u_tiled<64, 32, 16, 4, 2, true, 2, false>(X, A, U, M, K, r, seed, threshold, keep_scale);
 }
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_fwd_y_v4(const float* __restrict__ X, const float* __restrict__ W0, const float* __restrict__ U,
               const float* __restrict__ B, const float* __restrict__ bias, int has_bias, float* __restrict__ Y,
               int M, int N, int K, int r, float s) {
-    lora_fwd_y_tiled<128, 128, 8, 8, 8, true, 2>(X, W0, U, B, bias, has_bias, Y, M, N, K, r, s);
+    lora_fwd_y_tiled<128, 128, 8, 8, 8, true, 2, false>(X, W0, U, B, bias, has_bias, Y, M, N, K, r, s);
+}
+
+// v5: v4 with the warp-tiled thread layout for the 128 x 128 GEMM (common.cuh, ThreadTile): each
+// warp's shared-memory reads hit one transaction per float4 instead of four.
+extern "C" __global__ void __launch_bounds__(256, 2)
+lora_fwd_u_v5(const float* __restrict__ X, const float* __restrict__ A, float* __restrict__ U, int M, int K, int r,
+              unsigned seed, unsigned threshold, float keep_scale) {
+    lora_fwd_u_tiled<64, 32, 16, 4, 2, true, 2, false>(X, A, U, M, K, r, seed, threshold, keep_scale);
+}
+extern "C" __global__ void __launch_bounds__(256, 2)
+lora_fwd_y_v5(const float* __restrict__ X, const float* __restrict__ W0, const float* __restrict__ U,
+              const float* __restrict__ B, const float* __restrict__ bias, int has_bias, float* __restrict__ Y,
+              int M, int N, int K, int r, float s) {
+    lora_fwd_y_tiled<128, 128, 8, 8, 8, true, 2, true>(X, W0, U, B, bias, has_bias, Y, M, N, K, r, s);
 }

@@ -33,7 +33,7 @@ from .device import Device, device as _device
 __all__ = ["lora_forward", "lora_backward", "adamw_step", "pick_version", "supports", "checking",
            "kernel_dir", "source", "VERSIONS", "KERNEL_FILES"]
 
-VERSIONS = ("v1", "v2", "v3", "v4")
+VERSIONS = ("v1", "v2", "v3", "v4", "v5")
 KERNEL_FILES = ("lora_forward.cu", "lora_backward.cu", "adamw.cu")
 
 # Tile shapes of the v2/v3 kernels: (rows of the output tile, columns, k-step). They must match the
@@ -43,7 +43,7 @@ _TILES = {
     "v2": {"fwd_u": (16, 16), "fwd_y": (16, 16), "dy": (16, 16), "dx": (16, 16), "da": (16, 16, 16)},
     "v3": {"fwd_u": (64, 32), "fwd_y": (128, 128), "dy": (64, 64), "dx": (128, 128), "da": (32, 64, 16)},
 }
-_TILES["v4"] = _TILES["v3"]  # v4 is v3's tiles with a pipelined main loop
+_TILES["v4"] = _TILES["v5"] = _TILES["v3"]  # v4, v5: v3's tiles, a pipelined loop, then warp tiles
 _THREADS = 256
 _V1_BLOCK = (16, 16)
 _ADAMW_CHUNK = 4096  # ADAMW_CHUNK in adamw.cu
