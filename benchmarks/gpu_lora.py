@@ -241,7 +241,7 @@ def main(argv=None):
     sections = [f"# GPU benchmark results\n\n{gpu}, CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}, "
                 f"CuPy {cupy.__version__}, Python {platform.python_version()}, "
                 f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.\n"
-                f"Command: `python benchmarks/gpu_lora.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
+                f"Command: `python benchmarks/gpu_lora.py{' --quick' if args.quick else ''}`; "
                 f"median of {repeats} runs after {args.warmup} warm-up runs, CUDA events. "
                 f"Peaks assumed: {args.peak_tflops} TFLOP/s fp32, {args.peak_gbs:.0f} GB/s."]
     if args.tests:

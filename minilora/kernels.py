@@ -17,7 +17,7 @@ Public functions (the contract with ``minilora.ops.lora`` and ``minilora.optim``
     adamw_step(params, grads, exp_avgs, exp_avg_sqs, lr=..., beta1=..., beta2=..., eps=...,
                weight_decay=..., step=..., device=...)
 
-``version="v1" | "v2" | "v3"`` runs one numbered version of the LoRA kernels (the tests run all of
+``version="v1" | ... | "v5"`` runs one numbered version of the LoRA kernels (the tests run all of
 them); by default ``pick_version`` chooses by shape. ``checking(...)`` turns on the debugging aids
 the tests use: NaN-poisoned outputs and, on ``emu``, the race check and the sanitizer.
 """
@@ -36,7 +36,7 @@ __all__ = ["lora_forward", "lora_backward", "adamw_step", "pick_version", "suppo
 VERSIONS = ("v1", "v2", "v3", "v4", "v5")
 KERNEL_FILES = ("lora_forward.cu", "lora_backward.cu", "adamw.cu")
 
-# Tile shapes of the v2/v3 kernels: (rows of the output tile, columns, k-step). They must match the
+# Tile shapes of the v2-v5 kernels: (rows of the output tile, columns, k-step). They must match the
 # template arguments in the .cu files; a mismatch leaves output elements unwritten, which the tests'
 # NaN poisoning catches.
 _TILES = {
@@ -216,12 +216,14 @@ def _version(fn, version, M, N):
 
 
 def pick_version(M, N):
-    """The production choice: v3's 128 x 128 tiles once they fill a GPU, else v2's 16 x 16 tiles.
+    """The production choice: v5's 128 x 128 tiles once they fill a GPU, else v2's 16 x 16 tiles.
 
-    With fewer than ~32 big tiles most of a GPU's 100+ multiprocessors would sit idle; small
-    problems (a few tokens, a narrow layer) go faster with many small blocks."""
+    v5 is the fastest measured on an H200 (benchmarks/RESULTS.md: 1.39-1.46x cuBLAS's base GEMM on
+    the forward, against v3's 1.6-1.7x). With fewer than ~32 big tiles most of a GPU's 100+
+    multiprocessors would sit idle; small problems (a few tokens, a narrow layer) go faster with
+    many small blocks."""
     big_tiles = math.ceil(M / 128) * math.ceil(N / 128)
-    return "v3" if big_tiles >= 32 else "v2"
+    return "v5" if big_tiles >= 32 else "v2"
 
 
 def _cdiv(a, b):

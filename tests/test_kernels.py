@@ -315,9 +315,9 @@ def test_sources_are_found_self_contained_and_marked():
 
 
 def test_pick_version_by_shape():
-    assert kernels.pick_version(8192, 4096) == "v3"
+    assert kernels.pick_version(8192, 4096) == "v5"
     assert kernels.pick_version(32, 64) == "v2"
-    assert kernels.pick_version(1024, 512) == "v3"  # 8 x 4 = 32 tiles of 128 x 128
+    assert kernels.pick_version(1024, 512) == "v5"  # 8 x 4 = 32 tiles of 128 x 128
 
 
 def test_empty_batch():
