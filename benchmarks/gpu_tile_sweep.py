@@ -15,24 +15,29 @@ import sys
 
 import numpy as np
 
-# (name, BM, BN, BK, STAGES, WARP_TILED, min blocks per SM).  8 x 8 outputs per thread throughout.
+# (name, BM, BN, BK, TM, TN, STAGES, WARP_TILED, min blocks per SM); threads = BM BN / (TM TN).
 VARIANTS = [
-    ("v3: plain layout, 1 stage, BK 8", 128, 128, 8, 1, False, 2),
-    ("v4: plain layout, 2 stages, BK 8", 128, 128, 8, 2, False, 2),
-    ("warp tiles, 1 stage, BK 8", 128, 128, 8, 1, True, 2),
-    ("v5: warp tiles, 2 stages, BK 8", 128, 128, 8, 2, True, 2),
-    ("warp tiles, 2 stages, BK 16", 128, 128, 16, 2, True, 2),
-    ("warp tiles, 2 stages, BK 8, 1 block/SM", 128, 128, 8, 2, True, 1),
-    ("warp tiles, 2 stages, BK 16, 1 block/SM", 128, 128, 16, 2, True, 1),
-    ("warp tiles 128x256, 2 stages, BK 8 (512 threads)", 128, 256, 8, 2, True, 1),
-    ("warp tiles 256x128, 2 stages, BK 8 (512 threads)", 256, 128, 8, 2, True, 1),
+    ("v3: plain layout, 1 stage, BK 8", 128, 128, 8, 8, 8, 1, False, 2),
+    ("v4: plain layout, 2 stages, BK 8", 128, 128, 8, 8, 8, 2, False, 2),
+    ("warp tiles, 1 stage, BK 8", 128, 128, 8, 8, 8, 1, True, 2),
+    ("v5: warp tiles, 2 stages, BK 8", 128, 128, 8, 8, 8, 2, True, 2),
+    ("warp tiles, 2 stages, BK 16", 128, 128, 16, 8, 8, 2, True, 2),
+    ("warp tiles, 2 stages, BK 8, 1 block/SM", 128, 128, 8, 8, 8, 2, True, 1),
+    ("warp tiles 128x256, 2 stages, BK 8 (512 threads)", 128, 256, 8, 8, 8, 2, True, 1),
+    ("warp tiles, 16 x 8 per thread, 256x128, 2 stages, BK 8", 256, 128, 8, 16, 8, 2, True, 1),
+    ("warp tiles, 8 x 16 per thread, 128x256, 2 stages, BK 8", 128, 256, 8, 8, 16, 2, True, 1),
+    ("warp tiles, 8 x 16 per thread, 128x256, 1 stage, BK 8", 128, 256, 8, 8, 16, 1, True, 1),
+    ("warp tiles, 16 x 8 per thread, 256x128, 2 stages, BK 4", 256, 128, 4, 16, 8, 2, True, 1),
 ]
 
 
-def variant_source(index, bm, bn, bk, stages, warp_tiled, min_blocks):
-    threads = bm * bn // 64
-    args = f"{bm}, {bn}, {bk}, 8, 8, true, {stages}, {'true' if warp_tiled else 'false'}"
-    return (f'extern "C" __global__ void __launch_bounds__({threads}, {min_blocks})\n'
+def threads_of(bm, bn, tm, tn):
+    return bm * bn // (tm * tn)
+
+
+def variant_source(index, bm, bn, bk, tm, tn, stages, warp_tiled, min_blocks):
+    args = f"{bm}, {bn}, {bk}, {tm}, {tn}, true, {stages}, {'true' if warp_tiled else 'false'}"
+    return (f'extern "C" __global__ void __launch_bounds__({threads_of(bm, bn, tm, tn)}, {min_blocks})\n'
             f"sweep_{index}(const float* __restrict__ X, const float* __restrict__ W0, const float* __restrict__ U,\n"
             f"        const float* __restrict__ B, const float* __restrict__ bias, int has_bias, float* __restrict__ Y,\n"
             f"        int M, int N, int K, int r, float s) {{\n"
@@ -67,8 +72,8 @@ def main(argv=None):
     Y = xp.empty((M, N), dtype=np.float32)
     i32 = np.int32
 
-    def run(index, bm, bn):
-        module.get_function(f"sweep_{index}")(((N + bn - 1) // bn, (M + bm - 1) // bm), (bm * bn // 64,),
+    def run(index, bm, bn, tm, tn):
+        module.get_function(f"sweep_{index}")(((N + bn - 1) // bn, (M + bm - 1) // bm), (threads_of(bm, bn, tm, tn),),
                                              (X, W0, U, B, Y, i32(0), Y, i32(M), i32(N), i32(K), i32(r),
                                               np.float32(s)))
 
@@ -90,11 +95,11 @@ def main(argv=None):
     flops = 2 * M * N * K + 2 * M * N * r
     print(f"lora_fwd_y variants, M={M} N={N} K={K} r={r}, float32; baseline cuBLAS X W0^T: {base:.3f} ms\n")
     print("| variant | ms | TFLOP/s | vs cuBLAS base GEMM | max rel. error |\n|---|---|---|---|---|")
-    for i, (name, bm, bn, *_rest) in enumerate(VARIANTS):
+    for i, (name, bm, bn, _bk, tm, tn, *_rest) in enumerate(VARIANTS):
         Y[...] = np.nan
-        run(i, bm, bn)
+        run(i, bm, bn, tm, tn)
         error = float(abs(Y - want).max() / abs(want).max())
-        ms = median_ms(lambda: run(i, bm, bn))
+        ms = median_ms(lambda: run(i, bm, bn, tm, tn))
         print(f"| {name} | {ms:.3f} | {flops / ms / 1e9:.1f} | {ms / base:.2f}x | {error:.1e} |", flush=True)
         if not error < 1e-4:
             sys.exit(f"{name}: wrong result (max relative error {error})")

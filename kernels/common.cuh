@@ -169,8 +169,9 @@ __device__ __forceinline__ void outer_product_add(float (&acc)[TM][TN], const fl
 // Thread tid owns TM x TN outputs of the BM x BN block tile: rows row(0..TM-1), columns col(0..TN-1),
 // in groups of 4 consecutive rows (columns) placed ROW_GAP (COL_GAP) apart.
 //   plain (v2-v4): the threads form a (BM/TM) x (BN/TN) grid; each owns one solid TM x TN block.
-//   warp-tiled (v5, 128 x 128 tiles, 8 x 8 per thread): warp w owns a 32 x 64 region; its 32 lanes form a
-//       4 x 8 grid and each lane owns four 4 x 4 blocks, 16 rows and 32 columns apart.
+//   warp-tiled (v5): the 32 lanes of a warp form a 4 x 8 grid; each lane owns (TM/4) x (TN/4) blocks of
+//       4 x 4, placed 16 rows and 32 columns apart, so a warp covers (4 TM) x (8 TN) outputs (32 x 64
+//       for 8 x 8 per thread) and the warps tile the block.
 // Why it matters: every k-step, each thread reads its TM values of the A tile and TN of the B tile from
 // shared memory.  In the plain layout a warp is 2 x 16 threads, so it reads 16 different float4 of B
 // spread over 512 bytes, 2 threads per bank group: 4 transactions per load.  Warp-tiled, a warp reads 4
@@ -181,16 +182,17 @@ struct ThreadTile {
     static constexpr int BM = BM_, BN = BN_, TM = TM_, TN = TN_;
     static constexpr int THREADS = (BM / TM) * (BN / TN);
     static constexpr int ROW_GAP = WARP_TILED ? 16 : 4, COL_GAP = WARP_TILED ? 32 : 4;
-    static_assert(!WARP_TILED || (TM == 8 && TN == 8 && BM % 32 == 0 && BN % 64 == 0),
-                  "the warp-tiled layout is for 8 x 8 outputs per thread");
+    static constexpr int WARP_ROWS = 4 * TM, WARP_COLS = 8 * TN;  // the outputs of one warp (warp-tiled)
+    static_assert(!WARP_TILED || (TM % 4 == 0 && TN % 4 == 0 && BM % WARP_ROWS == 0 && BN % WARP_COLS == 0),
+                  "warp tiles need TM, TN multiples of 4 and a block tile made of whole warp tiles");
     int row0, col0;  // the first row and column this thread owns
 
     __device__ __forceinline__ explicit ThreadTile(int tid) {
         if (WARP_TILED) {
-            constexpr int WARPS_ACROSS = WARP_TILED ? BN / 64 : 1;  // warp tiles side by side
+            constexpr int WARPS_ACROSS = WARP_TILED ? BN / WARP_COLS : 1;  // warp tiles side by side
             const int warp = tid / 32, lane = tid % 32;
-            row0 = (warp / WARPS_ACROSS) * 32 + (lane / 8) * 4;
-            col0 = (warp % WARPS_ACROSS) * 64 + (lane % 8) * 4;
+            row0 = (warp / WARPS_ACROSS) * WARP_ROWS + (lane / 8) * 4;
+            col0 = (warp % WARPS_ACROSS) * WARP_COLS + (lane % 8) * 4;
         } else {
             row0 = (tid / (BN / TN)) * TM;
             col0 = (tid % (BN / TN)) * TN;
