@@ -22,18 +22,15 @@ import time
 import numpy as np
 
 import minilora as ml
-from minilora import parallel
+from minilora import blas, parallel
 from minilora.models import LlamaConfig, LlamaForCausalLM
 from minilora.optim import AdamW
 
 
 def blas_thread_setter():
-    for lib in parallel._openblas_libraries():
-        for name in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
-                     "scipy_openblas_set_num_threads", "openblas_set_num_threads"):
-            if hasattr(lib, name):
-                return getattr(lib, name)
-    raise SystemExit("no OpenBLAS found in this process: nothing to compare")
+    if not blas.set_num_threads(1):
+        raise SystemExit("no OpenBLAS found in this process: nothing to compare")
+    return blas.set_num_threads
 
 
 def main(repeats=12):

@@ -24,13 +24,14 @@ microseconds. GPU arrays (CuPy) are never split: the GPU is already parallel. A 
 again (helpers run their block whole), and while one thread is splitting work, another thread's
 ops run unsplit.
 """
-import ctypes
 import functools
 import operator
 import os
 import threading
 
 import numpy as np
+
+from . import blas
 
 __all__ = ["rows", "sum_over_rows", "matmul", "matmuls", "add", "multiply", "num_threads",
            "set_num_threads", "product_work", "MIN_ITEMS", "MACS_PER_ITEM"]
@@ -98,7 +99,7 @@ def set_num_threads(n):
         while len(_helpers) < n - 1:
             _helpers.append(_Helper())
         _threads = n
-    _single_threaded_blas()
+    blas.set_num_threads(1)
 
 
 def rows(fn, *arrays, work_per_row=None, blocks_per_thread=4):
@@ -251,32 +252,6 @@ def multiply(a, b):
     """``a * b``, split across threads when both are large arrays of the same shape."""
     out = _elementwise(np.multiply, a, b)
     return a * b if out is None else out
-
-
-def _single_threaded_blas():
-    """Tell OpenBLAS (NumPy's BLAS on Linux and Windows) to use one thread; others are left alone."""
-    for lib in _openblas_libraries():
-        for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                     "openblas_set_num_threads64_", "openblas_set_num_threads"):
-            setter = getattr(lib, name, None)
-            if setter is not None:
-                setter(1)
-                break
-
-
-def _openblas_libraries():
-    try:
-        with open("/proc/self/maps") as maps:  # Linux: the shared libraries this process loaded
-            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
-    except OSError:
-        return []
-    libraries = []
-    for path in sorted(paths):
-        try:
-            libraries.append(ctypes.CDLL(path))
-        except OSError:
-            pass
-    return libraries
 
 
 def _after_fork_in_child():

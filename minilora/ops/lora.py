@@ -26,7 +26,7 @@ bits, so ``cpu``, ``emu`` and ``cuda`` agree exactly (see ``lora_dropout_mask``)
 """
 import numpy as np
 
-from .. import parallel
+from .. import blas, parallel
 from ..device import xp_of
 from ..random import fresh_seed
 from ..tensor import Function
@@ -66,9 +66,9 @@ def _lora_forward_rows(X, keep, U, Y, W0, A, B, bias, s):
     xp = xp_of(X)
     # EXERCISE 4.2: U = dropout(X) A^T and Y = X W0^T + s U B^T (+ bias), never forming B A
     # BEGIN SOLUTION
-    U[...] = (X if keep is None else X * keep) @ A.T  # the only thing LoRA adds to memory
+    blas.gemm(X if keep is None else X * keep, A.T, out=U)  # the only thing LoRA adds to memory
     xp.matmul(X, W0.T, out=Y)
-    Y += U @ (s * B.T)
+    blas.gemm(U, B.T, out=Y, alpha=s, beta=1.0)  # Y += s U B^T straight into Y: no [rows, N] temporary
     if bias is not None:
         Y += bias
     # END SOLUTION
@@ -144,13 +144,13 @@ class LoraLinear(Function):
             keep = _dropout_multipliers(X, p, ctx.seed)  # the forward's mask, regenerated
 
             def backward_rows(dY, X, U, keep, V, dX):  # one block of rows
-                xp.multiply(dY @ B, s, out=V)  # [rows, r]: the gradient reaching U
+                blas.gemm(dY, B, out=V, alpha=s)  # [rows, r]: the gradient reaching U
                 if dX is not None:  # dY W0 + dropout'(V A): the same mask, since dropout is linear
                     xp.matmul(dY, W0, out=dX)
-                    VA = V @ A
-                    if keep is not None:
-                        VA *= keep
-                    dX += VA
+                    if keep is None:
+                        blas.gemm(V, A, out=dX, beta=1.0)  # dX += V A, no [rows, K] temporary
+                    else:
+                        dX += (V @ A) * keep
                 # this block's terms of the sums over rows dA = V^T dropout(X) and dB = s dY^T U
                 return (V.T @ (X if keep is None else X * keep) if na else None,
                         s * (dY.T @ U) if nb else None)
