@@ -17,6 +17,9 @@ CONFIGS = {
     "tied_mqa": dict(num_key_value_heads=1, tie_word_embeddings=True),
     "bias_headdim": dict(num_key_value_heads=2, attention_bias=True, mlp_bias=True, head_dim=6,
                          rope_theta=500.0, rms_norm_eps=1e-5),
+    # transformers builds embed_tokens with padding_idx=pad_token_id: that row gets no lookup gradient
+    "padding": dict(pad_token_id=3),
+    "tied_padding": dict(tie_word_embeddings=True, pad_token_id=0),
 }
 
 
@@ -44,8 +47,13 @@ def relative_error(a, b):
 def batch(config, b=2, t=7, seed=1):
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, config.vocab_size, size=(b, t))
+    if config.pad_token_id is not None:
+        ids[0, 3] = config.pad_token_id  # a pad token that later positions attend to
+        ids[1, -2:] = config.pad_token_id  # right padding
     labels = ids.copy()
     labels[0, :2] = -100  # ignored targets, as for a prompt
+    if config.pad_token_id is not None:
+        labels[1, -2:] = -100
     return ids, labels
 
 

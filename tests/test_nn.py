@@ -56,6 +56,23 @@ def test_embedding_matches_torch():
     _compare_with_torch(layer, twin, ids)
 
 
+@pytest.mark.parametrize("padding_idx", [3, -1])
+def test_embedding_padding_idx_matches_torch(padding_idx):
+    """torch.nn.Embedding(padding_idx=...): the row starts at zero and padding positions give it no gradient."""
+    torch = pytest.importorskip("torch")
+    layer = nn.Embedding(7, 4, padding_idx=padding_idx, dtype="float64")
+    assert layer.padding_idx == padding_idx % 7 and not layer.weight.numpy()[padding_idx].any()
+    assert f"padding_idx={padding_idx % 7}" in repr(layer)
+    twin = _torch_copy(layer, torch.nn.Embedding(7, 4, padding_idx=padding_idx, dtype=torch.float64))
+    with ml.no_grad():
+        layer.weight.numpy()[padding_idx] = 1.5  # a trained-looking pad row: still no gradient
+    with torch.no_grad():
+        twin.weight[padding_idx] = 1.5
+    _compare_with_torch(layer, twin, np.array([[0, 3, 3, 6], [6, 1, 3, 0]]))
+    with pytest.raises(ValueError, match=r"padding_idx must lie in \[-7, 7\), got 7"):
+        nn.Embedding(7, 4, padding_idx=7)
+
+
 def test_rmsnorm_matches_torch(rng):
     torch = pytest.importorskip("torch")
     layer = nn.RMSNorm(6, eps=1e-6, dtype="float64")
@@ -85,8 +102,16 @@ def test_dropout_train_and_eval():
     np.testing.assert_allclose(y[kept], 1 / 0.75, rtol=1e-6)  # inverted dropout keeps the mean
     layer.eval()
     assert layer(x) is x
-    with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\), got 1.5"):
+    with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\], got 1.5"):
         nn.Dropout(1.5)
+
+
+def test_dropout_of_one_drops_everything():
+    """p = 1 is allowed, as in PyTorch: zeros out, zero gradient (not NaN from 0 * 1/(1-p))."""
+    x = ml.tensor(np.ones((3, 4)), requires_grad=True)
+    y = nn.Dropout(1.0)(x)
+    y.sum().backward()
+    assert not y.numpy().any() and not x.grad.any() and np.isfinite(x.grad).all()
 
 
 def test_activation_modules(rng):

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from .. import ops
+from ..ops.nn import _row_index
 from . import init
 from .module import Module, Parameter
 
@@ -62,19 +63,26 @@ class Linear(Module):
 
 
 class Embedding(Module):
-    """A lookup table ``weight[ids]`` of shape ``[num_embeddings, embedding_dim]``, init N(0, 1)."""
+    """A lookup table ``weight[ids]`` of shape ``[num_embeddings, embedding_dim]``, init N(0, 1).
 
-    def __init__(self, num_embeddings, embedding_dim, dtype=None, device=None):
+    ``padding_idx`` as in ``torch.nn.Embedding``: that row starts at zero and gets no gradient
+    (Hugging Face's Llama passes ``config.pad_token_id`` here)."""
+
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype=None, device=None):
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.padding_idx = _row_index("Embedding", padding_idx, num_embeddings)
         self.weight = _empty((num_embeddings, embedding_dim), dtype, device)
         init.normal_(self.weight)
+        if padding_idx is not None:
+            self.weight.data[padding_idx] = 0
 
     def forward(self, ids):
-        return ops.embedding(ids, self.weight)
+        return ops.embedding(ids, self.weight, padding_idx=self.padding_idx)
 
     def extra_repr(self):
-        return f"{self.num_embeddings}, {self.embedding_dim}"
+        pad = f", padding_idx={self.padding_idx}" if self.padding_idx is not None else ""
+        return f"{self.num_embeddings}, {self.embedding_dim}{pad}"
 
 
 class RMSNorm(Module):
@@ -123,8 +131,8 @@ class LayerNorm(Module):
 class Dropout(Module):
     def __init__(self, p=0.5):
         super().__init__()
-        if not 0 <= p < 1:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        if not 0 <= p <= 1:
+            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
         self.p = p
 
     def forward(self, x):

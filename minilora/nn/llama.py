@@ -257,7 +257,8 @@ class LlamaModel(Module):
     def __init__(self, config, dtype=None, device=None):
         super().__init__()
         self.config = config
-        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, dtype=dtype, device=device)
+        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id,
+                                      dtype=dtype, device=device)
         self.layers = ModuleList(LlamaDecoderLayer(config, i, dtype=dtype, device=device)
                                  for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps, dtype=dtype, device=device)

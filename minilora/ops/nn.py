@@ -18,16 +18,19 @@ __all__ = ["embedding", "cross_entropy", "dropout", "rms_norm", "layer_norm", "r
 
 
 class Embedding(Function):
-    """``weight[ids]``; backward scatter-adds each row's gradient into the rows it came from."""
+    """``weight[ids]``; backward scatter-adds each row's gradient into the rows it came from.
+
+    ``padding_idx`` (as in ``torch.nn.functional.embedding``): that row gets no gradient, so padding
+    tokens never move it."""
 
     @staticmethod
-    def forward(ctx, ids, weight):
+    def forward(ctx, ids, weight, padding_idx=None):
         if ids.dtype.kind not in "iu":
             raise TypeError(f"embedding: ids must be integers, got {ids.dtype}")
         if ids.size and (ids.min() < 0 or ids.max() >= weight.shape[0]):
             raise IndexError(f"embedding: ids must lie in [0, {weight.shape[0]}), got values from "
                              f"{int(ids.min())} to {int(ids.max())}")
-        ctx.ids, ctx.weight_shape = ids, weight.shape
+        ctx.ids, ctx.weight_shape, ctx.padding_idx = ids, weight.shape, padding_idx
         return weight[ids]
 
     @staticmethod
@@ -35,6 +38,9 @@ class Embedding(Function):
         xp = xp_of(g)
         ids, g2 = ctx.ids.reshape(-1), g.reshape(-1, ctx.weight_shape[1])
         grad = xp.zeros(ctx.weight_shape, dtype=g.dtype)
+        if ctx.padding_idx is not None:  # padding positions contribute nothing
+            keep = ids != ctx.padding_idx
+            ids, g2 = ids[keep], g2[keep]
         if xp is not np:
             xp.add.at(grad, ids, g2)
             return None, grad
@@ -106,7 +112,7 @@ class Dropout(Function):
     def forward(ctx, a, p, seed):
         xp = xp_of(a)
         keep = np.random.default_rng(seed).random(a.shape) >= p
-        scale = a.dtype.type(1.0 / (1.0 - p))
+        scale = a.dtype.type(1.0 / (1.0 - p) if p < 1 else 0.0)  # p = 1 drops everything, as in PyTorch
         ctx.mask = xp.asarray(keep) * scale
         return a * ctx.mask
 
@@ -458,9 +464,19 @@ def _attention_backward(g, q, k, v, probs, out, dq, dk, dv, scale):
 
 
 # ---- wrappers ------------------------------------------------------------------------------------
-def embedding(ids, weight):
+def embedding(ids, weight, padding_idx=None):
+    """``weight[ids]``, PyTorch's ``F.embedding``: row ``padding_idx`` (if given) gets no gradient."""
     ids = ids.data if isinstance(ids, Tensor) else np.asarray(ids) if isinstance(ids, list) else ids
-    return Embedding.apply(ids, weight)
+    return Embedding.apply(ids, weight, padding_idx=_row_index("embedding", padding_idx, weight.shape[0]))
+
+
+def _row_index(fn, index, rows):
+    """``index`` as a row number in [0, rows) (negative counts from the end, as in PyTorch), or None."""
+    if index is None:
+        return None
+    if not -rows <= int(index) < rows:
+        raise ValueError(f"{fn}: padding_idx must lie in [-{rows}, {rows}), got {index}")
+    return int(index) % rows
 
 
 def cross_entropy(logits, targets, ignore_index=-100, reduction="mean"):
@@ -474,8 +490,8 @@ def cross_entropy(logits, targets, ignore_index=-100, reduction="mean"):
 
 def dropout(a, p=0.5, training=True, seed=None):
     """Inverted dropout; ``seed`` fixes the mask (default: drawn from ``minilora.manual_seed``)."""
-    if not 0 <= p < 1:
-        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
     if not training or p == 0:
         return a
     return Dropout.apply(a, p=p, seed=fresh_seed() if seed is None else seed)
