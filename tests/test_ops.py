@@ -491,3 +491,13 @@ def test_every_listed_op_has_a_case():
     names = {c.name for c in CASES}
     missing = [w for w in wanted if not any(n == w or n.startswith(w + "/") for n in names)]
     assert not missing, f"ops without a test case: {missing}"
+
+
+def test_attention_refuses_a_mask_that_wants_a_gradient(rng):
+    """The mask gets no gradient; one that requires grad would silently never train: refused."""
+    q, k, v = (ml.tensor(rng.standard_normal((1, 2, 3, 4)), requires_grad=True) for _ in range(3))
+    mask = ml.tensor(np.zeros((1, 1, 3, 3)), requires_grad=True)
+    with pytest.raises(ValueError, match="mask requires grad.*mask.detach"):
+        ops.scaled_dot_product_attention(q, k, v, mask)
+    out = ops.scaled_dot_product_attention(q, k, v, mask.detach())  # a constant mask is fine
+    assert out.shape == (1, 2, 3, 4)

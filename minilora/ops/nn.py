@@ -522,5 +522,11 @@ def rotary_embedding(x, cos, sin):
 
 
 def scaled_dot_product_attention(q, k, v, mask=None, causal=True, scale=None):
-    mask = mask.data if isinstance(mask, Tensor) else mask
+    """Causal attention (``Attention``); ``mask`` is added to the scores. The mask is a constant: it
+    gets no gradient, so a mask that requires one is refused rather than silently left without."""
+    if isinstance(mask, Tensor):
+        if mask.requires_grad:
+            raise ValueError("scaled_dot_product_attention: the mask requires grad, but minilora computes "
+                             "no gradient for it (a learned bias would never train); pass mask.detach()")
+        mask = mask.data
     return Attention.apply(q, k, v, mask, causal=causal, scale=scale)
