@@ -20,6 +20,12 @@ CONFIGS = {
     # transformers builds embed_tokens with padding_idx=pad_token_id: that row gets no lookup gradient
     "padding": dict(pad_token_id=3),
     "tied_padding": dict(tie_word_embeddings=True, pad_token_id=0),
+    # scaled RoPE (head_dim 8, theta 100: wavelengths 6, 20, 63, 199 positions, so with an original
+    # context of 32 the llama3 rule keeps one frequency, blends one and divides two)
+    "rope_linear": dict(num_attention_heads=2, rope_theta=100.0, rope_scaling={"rope_type": "linear", "factor": 2.0}),
+    "rope_llama3": dict(num_attention_heads=2, rope_theta=100.0, rope_scaling={
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 32}),
 }
 
 
@@ -77,12 +83,14 @@ def hf(monkeypatch):
         return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
 
     def rope(self, x, position_ids):
-        dim = 2 * self.inv_freq.shape[0]
-        theta = self.config.rope_parameters["rope_theta"]
-        inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+        init = (self.compute_default_rope_parameters if self.rope_type == "default"
+                else llama.ROPE_INIT_FUNCTIONS[self.rope_type])
+        with pytest.MonkeyPatch.context() as float64:  # transformers' own (scaled) inv_freq, in float64
+            float64.setattr(torch, "float", torch.float64)
+            inv_freq, attention_scaling = init(self.config)
         freqs = position_ids[..., None].to(torch.float64) * inv_freq
         angles = torch.cat((freqs, freqs), dim=-1)
-        return angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        return ((angles.cos() * attention_scaling).to(x.dtype), (angles.sin() * attention_scaling).to(x.dtype))
 
     def eager_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
         key = llama.repeat_kv(key, module.num_key_value_groups)
@@ -147,7 +155,7 @@ def test_transformers_checkpoint_loads_into_minilora(hf, tmp_path, name):
         assert relative_error(p.grad, ref_params[pname].grad.numpy()) < 1e-9, pname
 
 
-@pytest.mark.parametrize("name", ["gqa", "tied_mqa", "bias_headdim"])
+@pytest.mark.parametrize("name", ["gqa", "tied_mqa", "bias_headdim", "padding", "rope_llama3"])
 def test_minilora_checkpoint_loads_into_transformers(hf, tmp_path, name):
     import torch
     config = tiny_config(**CONFIGS[name])
@@ -298,9 +306,36 @@ def test_config_reads_both_rope_styles_and_round_trips():
     assert d["architectures"] == ["LlamaForCausalLM"] and d["model_type"] == "llama"
 
 
+def test_llama31_config_reads_writes_and_matches_transformers_frequencies():
+    """Llama 3.1's config.json (old-style rope_scaling) round-trips, and the scaled frequencies are
+    transformers' (which computes them in float32)."""
+    import math
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    from minilora.nn.llama import rope_inverse_frequencies
+    llama31 = {"hidden_size": 64, "num_attention_heads": 2, "rope_theta": 500000.0, "rope_scaling": {
+        "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192, "rope_type": "llama3"}}
+    config = LlamaConfig.from_dict(llama31)
+    assert LlamaConfig.from_dict(config.to_dict()) == config
+    ours = rope_inverse_frequencies(config)
+    theirs, _ = ROPE_INIT_FUNCTIONS["llama3"](transformers.LlamaConfig.from_dict(config.to_dict()))
+    assert relative_error(ours, theirs.numpy()) < 1e-6
+    plain = 1.0 / 500000.0 ** (np.arange(0, 32, 2) / 32)
+    assert ours[0] == plain[0] and ours[-1] == plain[-1] / 8  # fast kept, slow divided by factor
+    assert LlamaConfig.from_dict({**llama31, "rope_scaling": {"type": "linear", "factor": 2.0}}).rope_scaling \
+        == {"rope_type": "linear", "factor": 2.0}
+    assert math.isclose(rope_inverse_frequencies(LlamaConfig.from_dict(
+        {**llama31, "rope_scaling": {"type": "linear", "factor": 2.0}}))[1], plain[1] / 2)
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"model_type": "mistral"}, "model_type"),
-    ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 1.0}}, "rope_type"),
+    ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1.0, "factor": 4.0}}, "rope_type 'yarn' is not supported"),
+    ({"rope_scaling": {"type": "dynamic", "factor": 2.0}}, "rope_type 'dynamic' is not supported"),
+    ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 1.0, "factor": 8.0}},
+     "needs low_freq_factor, high_freq_factor, original_max_position_embeddings"),
     ({"num_key_value_heads": 3}, "multiple of num_key_value_heads"),
     ({"hidden_size": 15}, "not a multiple of num_attention_heads"),
 ])

@@ -17,6 +17,7 @@ plain ``nn.Linear`` layers that LoRA can wrap::
 Checkpoints are safetensors (``minilora/checkpoint.py``); generation lives in ``minilora/generate.py``.
 """
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -29,7 +30,8 @@ from . import init
 from .layers import Embedding, Linear, RMSNorm
 from .module import Module, ModuleList, StateDictError
 
-__all__ = ["LlamaConfig", "KVCache", "CausalLMOutput", "LlamaRotaryEmbedding", "LlamaAttention",
+__all__ = ["LlamaConfig", "KVCache", "CausalLMOutput", "LlamaRotaryEmbedding", "rope_inverse_frequencies",
+           "LlamaAttention",
            "LlamaMLP", "LlamaDecoderLayer", "LlamaModel", "LlamaForCausalLM", "causal_lm_loss"]
 
 
@@ -55,6 +57,9 @@ class LlamaConfig:
     max_position_embeddings: int = 2048
     rms_norm_eps: float = 1e-6
     rope_theta: float = 10000.0
+    # RoPE scaling for long contexts, as in config.json's ``rope_scaling``: None (plain RoPE), or
+    # {"rope_type": "linear", "factor": f} or Llama 3.1's {"rope_type": "llama3", "factor", ...}.
+    rope_scaling: dict = None
     tie_word_embeddings: bool = False
     attention_bias: bool = False
     mlp_bias: bool = False
@@ -80,9 +85,10 @@ class LlamaConfig:
             raise ValueError(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
         if self.hidden_act != "silu":
             raise ValueError(f"Llama uses hidden_act='silu', got {self.hidden_act!r}")
+        self.rope_scaling = _checked_rope_scaling(self.rope_scaling)
 
-    _DERIVED = ("architectures", "model_type", "rope_parameters", "rope_scaling", "dtype",
-                "torch_dtype", "transformers_version")
+    _DERIVED = ("architectures", "model_type", "rope_parameters", "dtype", "torch_dtype",
+                "transformers_version")
 
     @classmethod
     def from_dict(cls, d):
@@ -92,11 +98,11 @@ class LlamaConfig:
         if model_type != "llama":
             raise ValueError(f"config has model_type {model_type!r}; minilora implements 'llama'")
         rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
-        rope_type = rope.get("rope_type", rope.get("type", "default"))
-        if rope_type != "default":
-            raise NotImplementedError(f"rope_type {rope_type!r} is not supported (only 'default' RoPE)")
         if "rope_theta" in rope:
             d["rope_theta"] = rope["rope_theta"]
+        scaling = {k: v for k, v in rope.items() if k not in ("rope_theta", "type")}
+        scaling["rope_type"] = rope.get("rope_type", rope.get("type", "default"))  # "type": old configs
+        d["rope_scaling"] = None if scaling["rope_type"] == "default" else scaling
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         extra = {k: v for k, v in d.items() if k not in names and k not in cls._DERIVED}
         return cls(**{k: v for k, v in d.items() if k in names}, extra=extra)
@@ -107,7 +113,10 @@ class LlamaConfig:
         d.update(d.pop("extra"))
         d["architectures"] = ["LlamaForCausalLM"]
         d["model_type"] = "llama"
-        d["rope_parameters"] = {"rope_type": "default", "rope_theta": self.rope_theta}
+        scaling = d.pop("rope_scaling") or {"rope_type": "default"}
+        d["rope_parameters"] = {**scaling, "rope_theta": self.rope_theta}  # transformers 5
+        if scaling["rope_type"] != "default":
+            d["rope_scaling"] = scaling  # transformers 4 (rope_theta at the top level)
         return d
 
     @classmethod
@@ -126,11 +135,62 @@ class LlamaConfig:
         save_json(d, os.path.join(directory, "config.json"))
 
 
+_ROPE_SCALING_KEYS = {"linear": ("factor",),
+                      "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
+
+
+def _checked_rope_scaling(scaling):
+    """``rope_scaling`` if minilora computes it (transformers' 'linear' and 'llama3'), else a clear error."""
+    if not scaling:
+        return None
+    kind = scaling.get("rope_type", scaling.get("type", "default"))  # "type": older config.json files
+    scaling = {**{k: v for k, v in scaling.items() if k != "type"}, "rope_type": kind}
+    if kind == "default":
+        return None
+    if kind not in _ROPE_SCALING_KEYS:
+        raise NotImplementedError(f"rope_type {kind!r} is not supported; minilora implements 'default', "
+                                  f"{', '.join(repr(k) for k in _ROPE_SCALING_KEYS)}")
+    missing = [k for k in _ROPE_SCALING_KEYS[kind] if k not in scaling]
+    if missing:
+        raise ValueError(f"rope_scaling of type {kind!r} needs {', '.join(missing)}; got {scaling}")
+    if scaling.get("partial_rotary_factor", 1.0) != 1.0:
+        raise NotImplementedError("partial_rotary_factor != 1 is not supported (Llama rotates whole heads)")
+    if kind == "llama3" and not scaling["high_freq_factor"] > scaling["low_freq_factor"]:
+        raise ValueError(f"rope_scaling: high_freq_factor must exceed low_freq_factor, got {scaling}")
+    return scaling
+
+
 # ==================================================================================================
 # Rotary position embedding (RoPE) tables
 # ==================================================================================================
+def rope_inverse_frequencies(config):
+    """The rotation speed of each pair of head features: ``theta^(-2i/d)`` for i < d/2, then scaled
+    as the checkpoint says (transformers' rope_type), in float64.
+
+    'linear' divides every frequency by ``factor``: positions count ``factor`` times slower, so a
+    model trained on n positions reads n * factor. 'llama3' (Llama 3.1) divides only the slow
+    frequencies (wavelengths above ``original_max_position_embeddings / low_freq_factor``), keeps the
+    fast ones (below ``... / high_freq_factor``), and blends smoothly in between.
+    """
+    dim = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+    scaling = config.rope_scaling or {"rope_type": "default"}
+    if scaling["rope_type"] == "linear":
+        return inv_freq / scaling["factor"]
+    if scaling["rope_type"] == "llama3":
+        factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+        context = scaling["original_max_position_embeddings"]
+        wavelength = 2 * math.pi / inv_freq
+        smooth = (context / wavelength - low) / (high - low)  # 0 at the slow end of the blend, 1 at the fast
+        blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+        slow, fast = wavelength > context / low, wavelength < context / high
+        return np.where(slow, inv_freq / factor, np.where(fast, inv_freq, blended))
+    return inv_freq
+
+
 class LlamaRotaryEmbedding(Module):
-    """cos/sin tables that rotate each (i, i + d/2) pair of q and k by ``position * theta^(-2i/d)``.
+    """cos/sin tables that rotate each (i, i + d/2) pair of q and k by ``position * inv_freq[i]``
+    (``rope_inverse_frequencies``: ``theta^(-2i/d)``, scaled as the config says).
 
     Computed in float64 (they are tiny: positions x head_dim) once per forward, shared by all layers,
     then cast to the model's dtype. The rotation itself is ``ops.rotary_embedding``.
@@ -138,8 +198,7 @@ class LlamaRotaryEmbedding(Module):
 
     def __init__(self, config):
         super().__init__()
-        dim = config.head_dim
-        self.inv_freq = 1.0 / (config.rope_theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+        self.inv_freq = rope_inverse_frequencies(config)
 
     def forward(self, position_ids, dtype, xp=np):
         """``position_ids`` [B, T] (NumPy ints) -> cos, sin of shape [B, 1, T, head_dim]."""
