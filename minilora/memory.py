@@ -205,9 +205,15 @@ def _resolve_targets(config, modules, model_type):
 
 
 def _adapter_params(module, config, adapter):
-    """The adapter's own parameters for one adapted Linear (PEFT names, relative to the module)."""
+    """The adapter's own parameters for one adapted Linear or Embedding (PEFT names, relative to the module)."""
     from .lora.model import _pattern_value
     d_out, d_in = module.shape
+    if module.kind == "embedding":
+        if config.peft_type == "VERA" or config.use_dora:
+            raise NotImplementedError(f"{module.name}: an Embedding takes plain LoRA only (no VeRA, no DoRA)")
+        r = _pattern_value(config.rank_pattern, module.name, config.r)
+        rows, dim = d_out, d_in  # an embedding table is [num_embeddings, dim]
+        return [(f"lora_embedding_A.{adapter}", (r, rows)), (f"lora_embedding_B.{adapter}", (dim, r))]
     if config.peft_type == "VERA":  # A and B are shared frozen buffers: only two vectors train
         return [(f"vera_lambda_b.{adapter}", (d_out,)), (f"vera_lambda_d.{adapter}", (config.r,))]
     r = _pattern_value(config.rank_pattern, module.name, config.r)
@@ -237,7 +243,7 @@ def peft_layout(model_config, peft_config, adapter_name="default"):
         if any(m.name.endswith(name) for name in to_save):  # a frozen original plus a trained copy
             out += [ParamSpec(f"{prefix}.original_module.{p}", s, False) for p, s in m.params]
             out += [ParamSpec(f"{prefix}.modules_to_save.{adapter_name}.{p}", s, train) for p, s in m.params]
-        elif m.kind == "linear" and target_module_matches(config, m.name):
+        elif m.kind in ("linear", "embedding") and target_module_matches(config, m.name):
             adapted += 1
             bias_trains = train and config.bias in ("all", "lora_only", "vera_only")
             out += [ParamSpec(f"{prefix}.base_layer.{p}", s, p == "bias" and bias_trains) for p, s in m.params]

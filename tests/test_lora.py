@@ -237,6 +237,57 @@ def test_vera_formula_shared_projections_and_lambda_gradients():
     assert np.array_equal(same.base_model.vera_A["default"].numpy(), model.base_model.vera_A["default"].numpy())
 
 
+def test_embedding_lora_formula_init_padding_and_gradients():
+    """PEFT's lora.Embedding: h = W0[x] + s A^T[x] B^T; A starts at zero (the model starts at the base),
+    B ~ N(0, 1); the base table's padding_idx row gets no gradient through A either."""
+    base_logits = logits(tiny_llama(pad_token_id=5), ids())
+    model = get_peft_model(tiny_llama(pad_token_id=5), LoraConfig(r=3, lora_alpha=6, target_modules=["embed_tokens"]))
+    layer = model.get_base_model().model.embed_tokens
+    assert type(layer).__name__ == "Embedding" and layer.base_layer.padding_idx == 5
+    A, B = layer.lora_embedding_A["default"], layer.lora_embedding_B["default"]
+    assert A.shape == (3, 64) and B.shape == (16, 3) and not A.numpy().any() and B.numpy().std() > 0.5
+    assert_close(logits(model, ids()), base_logits, rtol=0, atol=0, name="A = 0 starts at the base")
+    with ml.no_grad():
+        A.copy_(np.random.default_rng(1).standard_normal(A.shape))
+    tokens = np.array([[5, 3, 5, 9]])
+    want = layer.base_layer.weight.numpy()[tokens] + 2.0 * A.numpy().T[tokens] @ B.numpy().T
+    assert_close(layer(tokens), want, rtol=1e-12, atol=1e-12, name="embedding LoRA output")
+    grad_check(lambda A, B: layer(np.array([[3, 9, 3]])), A, B)  # (the pad column's gradient is 0 by design)
+    layer(tokens).sum().backward()
+    assert not A.grad[:, 5].any() and A.grad[:, 3].any()  # the pad token's column never trains
+
+
+def test_embedding_lora_refusals_and_files_without_the_base_table(tmp_path):
+    with pytest.raises(NotImplementedError, match="use_dora is not supported for Embedding"):
+        get_peft_model(tiny_llama(), LoraConfig(target_modules=["embed_tokens"], use_dora=True))
+    with pytest.raises(TypeError, match="VeRA adapts only Linear"):
+        get_peft_model(tiny_llama(), VeraConfig(r=2, target_modules=["embed_tokens", "q_proj"]))
+    with pytest.raises(TypeError, match="LoRA adapts Linear and Embedding"):
+        get_peft_model(tiny_llama(), LoraConfig(target_modules=["input_layernorm"]))
+    model = lora(tiny_llama(), target_modules=["embed_tokens", "q_proj"])
+    model.save_pretrained(tmp_path / "with", save_embedding_layers="auto")
+    model.save_pretrained(tmp_path / "without", save_embedding_layers=False)
+    from minilora.checkpoint import load_file
+    table = "base_model.model.model.embed_tokens.base_layer.weight"
+    assert table in load_file(tmp_path / "with" / "adapter_model.safetensors")
+    assert table not in load_file(tmp_path / "without" / "adapter_model.safetensors")
+    for folder in ("with", "without"):  # PEFT's files come both ways: the table is optional on load
+        again = PeftModel.from_pretrained(tiny_llama(), tmp_path / folder)
+        assert_close(logits(again, ids()), logits(model, ids()), rtol=1e-12, atol=1e-12, name=folder)
+
+
+def test_embedding_merge_unmerge_round_trip():
+    model = lora(tiny_llama(), target_modules=["embed_tokens", "v_proj"])
+    table = model.get_base_model().model.embed_tokens.base_layer.weight
+    W0, unmerged = table.numpy().copy(), logits(model, ids())
+    model.merge_adapter()
+    assert_close(logits(model, ids()), unmerged, rtol=1e-11, atol=1e-11, name="merged logits")
+    model.unmerge_adapter()
+    assert_close(table, W0, rtol=1e-13, atol=1e-14, name="table after unmerge")
+    with model.disable_adapter():
+        assert_close(logits(model, ids()), logits(tiny_llama(), ids()), rtol=1e-12, atol=1e-12, name="disabled")
+
+
 # ==================================================================================================
 # Merging
 # ==================================================================================================

@@ -32,6 +32,7 @@ VARIANTS = {
     "dora": dict(target_modules=["q_proj", "v_proj", "down_proj"], use_dora=True),
     "all_linear_patterns": dict(target_modules="all-linear", rank_pattern={"up_proj": 2},
                                 alpha_pattern={"o_proj": 3}, modules_to_save=["lm_head"]),
+    "embedding": dict(target_modules=["embed_tokens", "q_proj"], rank_pattern={"embed_tokens": 3}),
 }
 IDS = np.random.default_rng(0).integers(0, CONFIG.vocab_size, (2, 6))
 LABELS = np.where(np.arange(6) < 2, -100, IDS)  # the prompt part is ignored, as in fine-tuning
@@ -85,7 +86,7 @@ def test_same_logits_loss_and_gradients_as_peft(hf, variant, capsys):
     assert line_ours == line_theirs
 
 
-@pytest.mark.parametrize("variant", ["dora", "all_linear_patterns"])
+@pytest.mark.parametrize("variant", ["dora", "all_linear_patterns", "embedding"])
 def test_adapter_written_by_peft_loads_into_minilora(hf, tmp_path, variant):
     theirs, _ = adapter_pair(hf, **VARIANTS[variant])
     theirs.save_pretrained(tmp_path / "peft")
@@ -102,7 +103,7 @@ def test_adapter_written_by_peft_loads_into_minilora(hf, tmp_path, variant):
     assert config_b == config_a
 
 
-@pytest.mark.parametrize("variant", ["lora", "dora"])
+@pytest.mark.parametrize("variant", ["lora", "dora", "embedding"])
 def test_adapter_written_by_minilora_loads_into_peft(hf, tmp_path, variant):
     _, model = base_pair(hf)
     ours = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, **VARIANTS[variant]),
@@ -115,7 +116,7 @@ def test_adapter_written_by_minilora_loads_into_peft(hf, tmp_path, variant):
     assert set(written) <= set(peft.LoraConfig().to_dict())  # only keys PEFT knows
 
 
-@pytest.mark.parametrize("variant", ["lora", "dora", "all_linear_patterns"])
+@pytest.mark.parametrize("variant", ["lora", "dora", "all_linear_patterns", "embedding"])
 def test_merged_weights_equal_peft(hf, variant):
     theirs, ours = adapter_pair(hf, **VARIANTS[variant])
     merged_theirs = theirs.merge_and_unload().state_dict()
@@ -126,8 +127,8 @@ def test_merged_weights_equal_peft(hf, variant):
 
 
 def test_per_sample_adapters_match_peft(hf):
-    theirs, ours = adapter_pair(hf, target_modules=["q_proj", "v_proj"])
-    second = dict(r=2, lora_alpha=6, target_modules=["v_proj", "up_proj"], init_lora_weights=False)
+    theirs, ours = adapter_pair(hf, target_modules=["q_proj", "v_proj", "embed_tokens"])
+    second = dict(r=2, lora_alpha=6, target_modules=["v_proj", "up_proj", "embed_tokens"], init_lora_weights=False)
     theirs.add_adapter("other", peft.LoraConfig(**second))
     ours.add_adapter("other", LoraConfig(**second))
     ours.load_state_dict(theirs.state_dict())

@@ -108,6 +108,7 @@ def test_layout_is_the_real_models_named_parameters(overrides):
     (dict(target_modules=["q_proj"], bias="lora_only"), dict(attention_bias=True)),
     (dict(target_modules=["q_proj", "v_proj"], modules_to_save=["lm_head"]), {}),
     (dict(target_modules=["q_proj"], inference_mode=True), {}),
+    (dict(target_modules=["embed_tokens", "q_proj"], rank_pattern={"embed_tokens": 2}), {}),
 ])
 def test_peft_layout_is_get_peft_models_parameters(kwargs, overrides):
     """Names, shapes and trainability: the estimate is the wrapped model, parameter for parameter."""

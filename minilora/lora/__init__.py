@@ -7,17 +7,17 @@
     ...train...
     model.save_pretrained("my-adapter")          # adapter_config.json + adapter_model.safetensors
 
-Where things are: ``config.py`` (the configs), ``layers.py`` (the LoRA/DoRA/VeRA layers: the forward
-and the merge math), ``model.py`` (injection, several adapters, merging), ``save.py`` (adapter files).
+Where things are: ``config.py`` (the configs), ``layers.py`` (the LoRA/DoRA/VeRA layers -- LoRA on
+Linear and on Embedding layers: the forward and the merge math), ``model.py`` (injection, several adapters, merging), ``save.py`` (adapter files).
 The op every LoRA forward runs is ``minilora.ops.lora_linear``.
 """
 from .config import LoraConfig, VeraConfig, config_from_dict
-from .layers import BASE_ADAPTER, DoraMagnitude, Linear, LoraLayer, ModulesToSaveWrapper, VeraLinear
+from .layers import BASE_ADAPTER, DoraMagnitude, Embedding, Linear, LoraLayer, ModulesToSaveWrapper, VeraLinear
 from .model import LoraModel, PeftModel, VeraModel, get_peft_model, target_module_matches
 from .save import (AdapterMismatchError, get_peft_model_state_dict, set_peft_model_state_dict)
 
 __all__ = ["LoraConfig", "VeraConfig", "config_from_dict", "get_peft_model", "PeftModel", "LoraModel",
-           "VeraModel", "Linear", "LoraLayer", "VeraLinear", "DoraMagnitude", "ModulesToSaveWrapper",
+           "VeraModel", "Linear", "Embedding", "LoraLayer", "VeraLinear", "DoraMagnitude", "ModulesToSaveWrapper",
            "BASE_ADAPTER", "target_module_matches", "get_peft_model_state_dict",
            "set_peft_model_state_dict", "AdapterMismatchError"]
 from . import diagnostics  # noqa: E402  spectra, training diagnosis, recommend_lora_config (minilora.lora.diagnostics)

@@ -1,7 +1,8 @@
 """LoRA, DoRA and VeRA layers: a frozen ``base_layer`` plus small trainable pieces per adapter name.
 
 The LoRA forward is ``Linear.forward`` -> ``ops.lora_linear`` (one fused op: ``W0 x + s B A x``).
-The merge math is ``Linear.merge_math``. Everything else here is bookkeeping that PEFT users know:
+The merge math is ``Linear.merge_math``. ``Embedding`` is PEFT's LoRA on an embedding table (a
+lookup of r numbers per token, then B). Everything else here is bookkeeping that PEFT users know:
 adapters live in dicts keyed by name (``lora_A["default"]``), so parameter names come out as
 ``q_proj.lora_A.default.weight`` and ``q_proj.base_layer.weight``, exactly as in PEFT.
 """
@@ -12,12 +13,13 @@ import numpy as np
 from .. import ops
 from ..device import xp_of
 from ..nn import Dropout, Identity, Module, ModuleDict, Parameter
+from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
 from ..nn import init
 from ..random import generator
 from ..tensor import Tensor
 
-__all__ = ["BaseTunerLayer", "Linear", "LoraLayer", "DoraMagnitude", "VeraLinear", "VeraLayer",
+__all__ = ["BaseTunerLayer", "Linear", "Embedding", "LoraLayer", "DoraMagnitude", "VeraLinear", "VeraLayer",
            "ModulesToSaveWrapper", "ParameterDict", "BufferDict", "BASE_ADAPTER"]
 
 BASE_ADAPTER = "__base__"  # in ``adapter_names=[...]``: this sample uses no adapter
@@ -67,20 +69,42 @@ def _row_norm(W):
     return xp_of(W).sqrt((W * W).sum(axis=1))
 
 
+def _constant_zeros(like, *shape):
+    """A zero Tensor with ``like``'s device and dtype that takes no gradient."""
+    return Tensor._make(like.device.xp.zeros(shape, dtype=like.dtype), like.device, False, None)
+
+
+def _pad_rank(t, r_max, axis):
+    """``t`` with zero ranks appended along ``axis`` up to ``r_max``: they add nothing to B A (per-sample
+    adapters of different ranks are stacked into one array)."""
+    missing = r_max - t.shape[axis]
+    if not missing:
+        return t
+    shape = list(t.shape)
+    shape[axis] = missing
+    return ops.cat([t, _constant_zeros(t, *shape)], axis=axis)
+
+
 # ==================================================================================================
 # What every adapter layer shares: which adapters exist, which are active, merged, disabled
 # ==================================================================================================
 class BaseTunerLayer(Module):
-    """A wrapped ``Linear``: ``base_layer`` (frozen) plus per-adapter pieces named in ``adapter_layer_names``."""
+    """A wrapped ``Linear`` (or ``Embedding``): ``base_layer`` (frozen) plus per-adapter pieces named in
+    ``adapter_layer_names``."""
 
     adapter_layer_names = ()  # the dicts holding trainable per-adapter weights
+    base_types = (_NNLinear,)  # what this kind of layer can wrap
 
     def __init__(self, base_layer):
         super().__init__()
-        if not isinstance(base_layer, _NNLinear):
-            raise TypeError(f"adapters wrap minilora.nn.Linear layers, got {type(base_layer).__name__}")
+        if not isinstance(base_layer, self.base_types):
+            raise TypeError(f"{type(self).__name__} wraps minilora.nn."
+                            f"{' or '.join(t.__name__ for t in self.base_types)} layers, got {type(base_layer).__name__}")
         self.base_layer = base_layer
-        self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
+        if isinstance(base_layer, _NNEmbedding):  # PEFT's convention: token ids in, features out
+            self.in_features, self.out_features = base_layer.num_embeddings, base_layer.embedding_dim
+        else:
+            self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
         self.active_adapters = []
         self.merged_adapters = []
         self.disable_adapters = False
@@ -126,6 +150,33 @@ class BaseTunerLayer(Module):
                 del holder[adapter_name]
         if adapter_name in self.active_adapters:
             self.active_adapters = [a for a in self.active_adapters if a != adapter_name]
+
+    # --- forward: the base layer's output plus every active adapter's ---------------------------
+    def forward(self, x, adapter_names=None):
+        """``adapter_forward(x)``; with ``adapter_names``, one adapter per sample. Disabled adapters
+        add nothing (merged ones are taken back out first), merged ones are already in the weight."""
+        adapter_names = adapter_names if adapter_names is not None else self.batch_adapter_names
+        if adapter_names is not None:
+            return self._mixed_batch_forward(x, adapter_names)
+        if self.disable_adapters and self.merged:
+            self.unmerge()
+        if self.disable_adapters or self.merged:
+            return self.base_layer(x)
+        return self.adapter_forward(x)
+
+    def adapter_forward(self, x):
+        raise NotImplementedError(f"{type(self).__name__} must define adapter_forward")  # abstract
+
+    def _mixed_batch_forward(self, x, adapter_names):
+        raise ValueError(f"per-sample adapter_names are not supported for {type(self).__name__} adapters")
+
+    def _check_mixed_batch(self, x, adapter_names):
+        """``adapter_names`` (per-sample adapters) must name one adapter per sample, unmerged."""
+        if len(adapter_names) != x.shape[0]:
+            raise ValueError(f"adapter_names has {len(adapter_names)} entries but the batch has "
+                             f"{x.shape[0]} samples: give one adapter name (or '{BASE_ADAPTER}') per sample")
+        if self.merged:
+            raise ValueError("cannot use adapter_names while adapters are merged: call unmerge_adapter() first")
 
     def _dropout_p(self, dropout_dict, adapter_name):
         module = dropout_dict[adapter_name]
@@ -220,15 +271,10 @@ class Linear(BaseTunerLayer):
         return self.lora_B[adapter_name].weight.data @ self.lora_A[adapter_name].weight.data
 
     # --- forward -------------------------------------------------------------------------------
-    def forward(self, x, adapter_names=None):
+    def adapter_forward(self, x):
         """``h = W0 x + b + s * B (A dropout(x))`` for each active adapter (DoRA: rescaled per row)."""
-        adapter_names = adapter_names if adapter_names is not None else self.batch_adapter_names
-        if adapter_names is not None:
-            return self._mixed_batch_forward(x, adapter_names)
-        if self.disable_adapters and self.merged:
-            self.unmerge()
         active = [a for a in self.active_adapters if a in self.lora_A]
-        if self.disable_adapters or self.merged or not active:
+        if not active:
             return self.base_layer(x)
         result = None
         for name in active:
@@ -279,33 +325,18 @@ class Linear(BaseTunerLayer):
         W0 = self.base_layer.weight
         index = W0.device.xp.asarray([slot.get(n, 0) for n in adapter_names])  # 0: "__base__" or absent
         r_max = max(self.r[n] for n in names)
-
-        def zeros(*shape):
-            return Tensor._make(W0.device.xp.zeros(shape, dtype=W0.dtype), W0.device, False, None)
-
-        def pad(t, axis):  # zero rank-columns/rows up to r_max: they add nothing to B A
-            missing = r_max - t.shape[axis]
-            if not missing:
-                return t
-            shape = list(t.shape)
-            shape[axis] = missing
-            return ops.cat([t, zeros(*shape)], axis=axis)
-
-        A_stack = ops.stack([zeros(r_max, self.in_features)]
-                            + [pad(self.lora_A[n].weight, 0) for n in names])            # [n+1, r, in]
-        B_stack = ops.stack([zeros(self.out_features, r_max)]
-                            + [pad(self.lora_B[n].weight * self.scaling[n], 1) for n in names])  # [n+1, out, r]
+        A_stack = ops.stack([_constant_zeros(W0, r_max, self.in_features)]
+                            + [_pad_rank(self.lora_A[n].weight, r_max, 0) for n in names])  # [n+1, r, in]
+        B_stack = ops.stack([_constant_zeros(W0, self.out_features, r_max)]
+                            + [_pad_rank(self.lora_B[n].weight * self.scaling[n], r_max, 1)
+                               for n in names])                                             # [n+1, out, r]
         A_g, B_g = A_stack[index], B_stack[index]  # gather: one pair per sample
         x3 = x.reshape(x.shape[0], -1, x.shape[-1])  # [batch, tokens, in]
         delta = ops.matmul(ops.matmul(x3, A_g.transpose(1, 2)), B_g.transpose(1, 2))  # [batch, tokens, out]
         return result + delta.reshape(result.shape)
 
     def _check_mixed_batch(self, x, adapter_names):
-        if len(adapter_names) != x.shape[0]:
-            raise ValueError(f"adapter_names has {len(adapter_names)} entries but the batch has "
-                             f"{x.shape[0]} samples: give one adapter name (or '{BASE_ADAPTER}') per sample")
-        if self.merged:
-            raise ValueError("cannot use adapter_names while adapters are merged: call unmerge_adapter() first")
+        super()._check_mixed_batch(x, adapter_names)
         for name in set(adapter_names):
             if name in self.lora_magnitude_vector:
                 raise ValueError(f"adapter_names cannot include DoRA adapters ({name!r}), as in PEFT")
@@ -343,6 +374,93 @@ class Linear(BaseTunerLayer):
         for name in reversed(self.merged_adapters):
             W = self.merge_math(name, W, unmerge=True)
         return W
+
+    def delete_adapter(self, adapter_name):
+        super().delete_adapter(adapter_name)
+        for table in (self.r, self.lora_alpha, self.scaling):
+            table.pop(adapter_name, None)
+
+
+class Embedding(BaseTunerLayer):
+    """LoRA around a frozen Embedding (PEFT's ``lora.Embedding``): ``h = W0[x] + s * A^T[x] B^T``.
+
+    ``lora_embedding_A[name]`` ``[r, num_embeddings]`` and ``lora_embedding_B[name]`` ``[dim, r]`` are
+    plain Parameters (file names ``...embed_tokens.lora_embedding_A``). The lookup ``A^T[x]`` picks r
+    numbers per token, so the rank-r update ``s (B A)^T`` of the table is never built. PEFT starts A at
+    zero and B normal (the reverse of Linear: the model still starts exactly at the base). No dropout:
+    PEFT's embedding LoRA has none. The base layer's ``padding_idx`` applies to the A lookup too.
+    """
+
+    adapter_layer_names = ("lora_embedding_A", "lora_embedding_B")
+    other_param_names = ()
+    base_types = (_NNEmbedding,)
+
+    def __init__(self, base_layer, adapter_name, config, r, lora_alpha):
+        super().__init__(base_layer)
+        if config.use_dora:
+            raise NotImplementedError(f"use_dora is not supported for Embedding layers in minilora "
+                                      f"(target {type(base_layer).__name__}); target Linear layers for DoRA")
+        self.r, self.lora_alpha, self.scaling = {}, {}, {}
+        self.lora_embedding_A = ParameterDict()
+        self.lora_embedding_B = ParameterDict()
+        self.active_adapters = [adapter_name]  # a new layer uses its adapter at once, as PEFT's does
+        self.update_layer(adapter_name, config, r, lora_alpha)
+
+    def update_layer(self, adapter_name, config, r, lora_alpha):
+        W0 = self.base_layer.weight
+        self.r[adapter_name], self.lora_alpha[adapter_name] = r, lora_alpha
+        self.scaling[adapter_name] = config.scaling(r, lora_alpha)
+        rng = generator()
+        A = rng.standard_normal((r, self.in_features))  # init_lora_weights=False keeps these (PEFT: randn)
+        B = rng.standard_normal((self.out_features, r))
+        if config.init_lora_weights is not False:
+            A[...] = 0.0  # A = 0: the model starts exactly at the base; B stays N(0, 1)
+        self.lora_embedding_A[adapter_name] = Parameter(A, dtype=W0.dtype, device=W0.device)
+        self.lora_embedding_B[adapter_name] = Parameter(B, dtype=W0.dtype, device=W0.device)
+        self.set_adapter(self.active_adapters)
+
+    def adapter_forward(self, ids):
+        result = self.base_layer(ids)
+        for name in self.active_adapters:
+            if name in self.lora_embedding_A:
+                result = result + self._lookup(ids, self.lora_embedding_A[name].T) @ \
+                    self.lora_embedding_B[name].T * self.scaling[name]
+        return result
+
+    def _lookup(self, ids, table):
+        return ops.embedding(ids, table, padding_idx=self.base_layer.padding_idx)
+
+    def _mixed_batch_forward(self, ids, adapter_names):
+        """Per-sample adapters: every sample's rank-r rows gathered from a stack of all adapters'
+        tables in one lookup, then one batched matmul (as ``Linear._mixed_batch_forward``)."""
+        self._check_mixed_batch(ids, adapter_names)
+        result = self.base_layer(ids)
+        names = sorted({n for n in adapter_names if n in self.lora_embedding_A})
+        if not names:
+            return result
+        W0 = self.base_layer.weight
+        xp = W0.device.xp
+        slot = xp.asarray([{n: i + 1 for i, n in enumerate(names)}.get(n, 0) for n in adapter_names])
+        r_max = max(self.r[n] for n in names)
+        A_stack = ops.stack([_constant_zeros(W0, self.in_features, r_max)]
+                            + [_pad_rank(self.lora_embedding_A[n].T, r_max, 1) for n in names])  # [n+1, V, r]
+        B_stack = ops.stack([_constant_zeros(W0, r_max, self.out_features)]
+                            + [_pad_rank(self.lora_embedding_B[n].T * self.scaling[n], r_max, 0)
+                               for n in names])                                                  # [n+1, r, dim]
+        ids_array = xp.asarray(ids.data if isinstance(ids, Tensor) else ids)
+        after_A = A_stack[slot.reshape(-1, *([1] * (ids_array.ndim - 1))), ids_array]  # [batch, ..., r]
+        B_g = B_stack[slot]                                                             # [batch, r, dim]
+        flat = after_A.reshape(ids_array.shape[0], -1, r_max)
+        return result + ops.matmul(flat, B_g).reshape(result.shape)
+
+    def get_delta_weight(self, adapter_name):
+        """``s (B A)^T`` [num_embeddings, dim]: the update merging adds to the table."""
+        A, B = self.lora_embedding_A[adapter_name].data, self.lora_embedding_B[adapter_name].data
+        return self.scaling[adapter_name] * (B @ A).T
+
+    def merge_math(self, adapter_name, W, unmerge=False):
+        delta = self.get_delta_weight(adapter_name)
+        return W - delta if unmerge else W + delta
 
     def delete_adapter(self, adapter_name):
         super().delete_adapter(adapter_name)
@@ -400,14 +518,11 @@ class VeraLinear(BaseTunerLayer):
         dev = self.base_layer.weight.device
         return Tensor._make(A, dev, False, None), Tensor._make(B, dev, False, None)
 
-    def forward(self, x, adapter_names=None):
-        if adapter_names is not None or self.batch_adapter_names is not None:
-            raise ValueError("per-sample adapter_names are not supported for VeRA adapters (nor in PEFT)")
-        if self.disable_adapters and self.merged:
-            self.unmerge()
+    def _mixed_batch_forward(self, x, adapter_names):
+        raise ValueError("per-sample adapter_names are not supported for VeRA adapters (nor in PEFT)")
+
+    def adapter_forward(self, x):
         result = self.base_layer(x)
-        if self.disable_adapters or self.merged:
-            return result
         for name in self.active_adapters:
             if name not in self.vera_lambda_d:
                 continue

@@ -18,12 +18,13 @@ import re
 
 import numpy as np
 
+from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
 from ..nn import Module
 from ..tensor import Tensor
 from . import save as _io
 from .config import config_from_dict
-from .layers import BASE_ADAPTER, BaseTunerLayer, BufferDict, Linear, ModulesToSaveWrapper, VeraLinear
+from .layers import BASE_ADAPTER, BaseTunerLayer, BufferDict, Embedding, Linear, ModulesToSaveWrapper, VeraLinear
 
 __all__ = ["get_peft_model", "PeftModel", "LoraModel", "VeraModel", "target_module_matches"]
 
@@ -128,13 +129,10 @@ class LoraModel(_Wrapper):
         for key, module in self._candidate_modules():
             if not target_module_matches(config, key):
                 continue
-            if isinstance(module, self.layer_cls):
+            if isinstance(module, BaseTunerLayer):
                 self._update_layer(module, adapter_name, config, key)
-            elif isinstance(module, _NNLinear):
-                self._replace(key, self._create_layer(module, adapter_name, config, key))
             else:
-                raise TypeError(f"target module {key!r} is a {type(module).__name__}; minilora adapts only "
-                                "Linear layers (choose target_modules that name Linear layers)")
+                self._replace(key, self._create_layer(module, adapter_name, config, key))
             matched.append(key)
         if not matched:
             raise ValueError(self._no_match_message(config))
@@ -193,7 +191,13 @@ class LoraModel(_Wrapper):
                 _pattern_value(config.alpha_pattern, key, config.lora_alpha))
 
     def _create_layer(self, target, adapter_name, config, key):
-        return Linear(target, adapter_name, config, *self._rank_and_alpha(config, key))
+        """The LoRA layer for ``target``: ``lora.Linear`` or ``lora.Embedding``, as PEFT."""
+        kinds = {_NNLinear: Linear, _NNEmbedding: Embedding}
+        layer = kinds.get(type(target))
+        if layer is None:
+            raise TypeError(f"target module {key!r} is a {type(target).__name__}; LoRA adapts Linear and "
+                            "Embedding layers (choose target_modules that name those)")
+        return layer(target, adapter_name, config, *self._rank_and_alpha(config, key))
 
     def _update_layer(self, layer, adapter_name, config, key):
         layer.update_layer(adapter_name, config, *self._rank_and_alpha(config, key))
@@ -370,6 +374,9 @@ class VeraModel(LoraModel):
             table[adapter_name] = Tensor(rng.uniform(-bound, bound, shape), dtype=dtype, device=device)
 
     def _create_layer(self, target, adapter_name, config, key):
+        if type(target) is not _NNLinear:
+            raise TypeError(f"target module {key!r} is a {type(target).__name__}; VeRA adapts only Linear "
+                            "layers (choose target_modules that name Linear layers)")
         return VeraLinear(target, adapter_name, config, self.vera_A, self.vera_B)
 
     def _update_layer(self, layer, adapter_name, config, key):
@@ -494,14 +501,17 @@ class PeftModel(_Wrapper):
         self.base_model.delete_adapter(adapter_name)
 
     # --- files ---------------------------------------------------------------------------------
-    def save_pretrained(self, save_directory, selected_adapters=None, overwrite=False):
+    def save_pretrained(self, save_directory, selected_adapters=None, overwrite=False, save_embedding_layers="auto"):
         """Write each adapter as PEFT does: ``adapter_config.json`` + ``adapter_model.safetensors``
         (adapter "default" in ``save_directory``, others in ``save_directory/<name>``).
 
         Refuses to replace a *different* adapter already saved there (other config, tensor names
         or shapes) unless ``overwrite=True``; re-saving the same adapter (new weights) is fine.
+        ``save_embedding_layers`` as in PEFT: with "auto", an adapter that targets an embedding layer
+        also stores that layer's base table; False leaves it out.
         """
-        _io.save_adapters(self, save_directory, selected_adapters=selected_adapters, overwrite=overwrite)
+        _io.save_adapters(self, save_directory, selected_adapters=selected_adapters, overwrite=overwrite,
+                          save_embedding_layers=save_embedding_layers)
 
     @classmethod
     def from_pretrained(cls, model, model_id, adapter_name="default", is_trainable=False, config=None):

@@ -19,6 +19,7 @@ import numpy as np
 from ..checkpoint import load_file, load_json, read_header, save_file, save_json
 from .config import CONFIG_NAME
 from .layers import BaseTunerLayer, ModulesToSaveWrapper
+from .layers import Embedding as LoraEmbedding
 
 __all__ = ["WEIGHTS_NAME", "get_peft_model_state_dict", "set_peft_model_state_dict", "save_adapters",
            "read_adapter_config", "load_adapter_weights", "AdapterMismatchError"]
@@ -32,7 +33,23 @@ class AdapterMismatchError(ValueError):
     """An adapter file does not fit the model (another base model, other target modules or ranks)."""
 
 
-def _adapter_tensors(peft_model, adapter_name):
+def _embedding_base_weights(peft_model, adapter_name):
+    """``{file key: Tensor}`` of the base tables of the embedding layers this adapter targets.
+
+    PEFT saves them beside the adapter when an embedding is a target (``save_embedding_layers="auto"``:
+    the vocabulary may have been resized for new tokens) and loads them back if the file has them."""
+    return {f"{path}.base_layer.weight": module.base_layer.weight for path, module in peft_model.named_modules()
+            if isinstance(module, LoraEmbedding) and adapter_name in module.lora_embedding_A}
+
+
+def _adapter_entries(peft_model, adapter_name):
+    """``{file key: (Tensor, required)}``: the adapter's tensors, plus the optional embedding tables."""
+    out = {k: (t, False) for k, t in _embedding_base_weights(peft_model, adapter_name).items()}
+    out.update({k: (t, True) for k, t in _adapter_weights(peft_model, adapter_name).items()})
+    return out
+
+
+def _adapter_weights(peft_model, adapter_name):
     """``{file key: Tensor}`` of one adapter: the single traversal that saving and loading share."""
     config = peft_model.peft_config[adapter_name]
     out = {}
@@ -63,23 +80,30 @@ def _adapter_tensors(peft_model, adapter_name):
     return out
 
 
-def get_peft_model_state_dict(peft_model, adapter_name="default"):
-    """``{file key: numpy array}``: what ``save_pretrained`` writes for this adapter."""
-    return {k: t.numpy() for k, t in _adapter_tensors(peft_model, adapter_name).items()}
+def get_peft_model_state_dict(peft_model, adapter_name="default", save_embedding_layers="auto"):
+    """``{file key: numpy array}``: what ``save_pretrained`` writes for this adapter.
+
+    ``save_embedding_layers`` as in PEFT: "auto" (or True) adds the base tables of targeted embedding
+    layers (``...embed_tokens.base_layer.weight``), False leaves them out."""
+    tensors = _adapter_weights(peft_model, adapter_name)
+    if save_embedding_layers:  # "auto" or True: here the same, as minilora never resizes a vocabulary
+        tensors.update(_embedding_base_weights(peft_model, adapter_name))
+    return {k: t.numpy() for k, t in tensors.items()}
 
 
 def set_peft_model_state_dict(peft_model, state, adapter_name="default", source="adapter file"):
     """Copy ``{file key: array}`` into the adapter. The first mismatch is named in the error."""
-    targets = _adapter_tensors(peft_model, adapter_name)
-    unexpected = [k for k in state if k not in targets]
+    entries = _adapter_entries(peft_model, adapter_name)
+    unexpected = [k for k in state if k not in entries]
     if unexpected:
         raise AdapterMismatchError(
             f"{source} has weights for {unexpected[0]!r} ({len(unexpected)} such keys), which this "
             "model does not have: was the adapter trained on another base model or other target modules?")
-    missing = [k for k in targets if k not in state]
+    missing = [k for k, (_, required) in entries.items() if required and k not in state]
     if missing:
         raise AdapterMismatchError(f"{source} has no tensor {missing[0]!r} ({len(missing)} missing), "
                                    "which this model's adapter needs")
+    targets = {k: t for k, (t, _) in entries.items() if k in state}
     for key, target in targets.items():
         shape = tuple(np.shape(state[key]))
         if shape != target.shape:
@@ -98,7 +122,7 @@ def _adapter_dir(save_directory, adapter_name):
     return save_directory if adapter_name == "default" else os.path.join(save_directory, adapter_name)
 
 
-def save_adapters(peft_model, save_directory, selected_adapters=None, overwrite=False):
+def save_adapters(peft_model, save_directory, selected_adapters=None, overwrite=False, save_embedding_layers="auto"):
     if os.path.isfile(save_directory):
         raise ValueError(f"save_pretrained needs a directory, but {save_directory!r} is a file")
     names = list(peft_model.peft_config) if selected_adapters is None else list(selected_adapters)
@@ -107,7 +131,7 @@ def save_adapters(peft_model, save_directory, selected_adapters=None, overwrite=
         raise ValueError(f"cannot save unknown adapter(s) {unknown}; adapters: {sorted(peft_model.peft_config)}")
     for name in names:
         directory = _adapter_dir(save_directory, name)
-        tensors = get_peft_model_state_dict(peft_model, name)
+        tensors = get_peft_model_state_dict(peft_model, name, save_embedding_layers)
         config = peft_model.peft_config[name].to_dict()
         config["inference_mode"] = True  # as PEFT: a saved adapter loads for inference by default
         if config["base_model_name_or_path"] is None:
