@@ -12,7 +12,7 @@ from . import random as _random
 from .device import Device, all_devices, device
 from .parallel import num_threads, set_num_threads
 from .profiler import profile
-from .random import manual_seed
+from .random import get_rng_state, manual_seed, set_rng_state
 from .tensor import (Tensor, enable_grad, is_grad_enabled, no_grad, set_grad_enabled, tensor)
 
 __version__ = "0.1.0"

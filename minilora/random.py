@@ -22,3 +22,14 @@ def generator():
 def fresh_seed():
     """A 63-bit seed drawn from the global generator (for ops that take an explicit seed)."""
     return int(_generator.integers(0, 2**63 - 1))
+
+
+def get_rng_state():
+    """The global generator's state (``torch.get_rng_state``): hand it to ``set_rng_state`` to
+    replay the same draws (gradient checkpointing replays a layer's dropout masks this way)."""
+    return _generator.bit_generator.state
+
+
+def set_rng_state(state):
+    """Restore a state from ``get_rng_state``."""
+    _generator.bit_generator.state = state

@@ -69,6 +69,18 @@ def test_train_lora_then_resume(tiny_model_dir, tmp_path, capsys):
     assert "trained 1 steps" in text
 
 
+def test_train_with_gradient_checkpointing_follows_the_same_losses(tiny_model_dir, tmp_path, capsys):
+    losses = []
+    for flags in ([], ["--gradient-checkpointing"]):
+        out = str(tmp_path / ("ckpt" if flags else "plain"))
+        code, text = run_cli(["train", "--task", "qa", "--r", "2", "--lora-dropout", "0.1", "--model",
+                              tiny_model_dir, "--out", out, "--steps", "2", *flags, *FAST], capsys)
+        assert code == 0, text
+        losses.append([json.loads(line)["loss"] for line in open(os.path.join(out, "metrics.jsonl"))
+                       if "loss" in json.loads(line)])
+    assert losses[0] and losses[0] == losses[1]
+
+
 def test_resume_without_checkpoint_fails_clearly(tiny_model_dir, tmp_path, capsys):
     code, text = run_cli(["train", "--model", tiny_model_dir, "--out", str(tmp_path / "none"),
                           "--resume", "--steps", "2", *FAST], capsys)

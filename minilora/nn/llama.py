@@ -27,6 +27,7 @@ from .. import ops
 from ..checkpoint import SAFE_WEIGHTS_NAME, load_checkpoint, load_json, save_file, save_json
 from ..tensor import Tensor, _to_dtype
 from . import init
+from .checkpointing import checkpoint
 from .layers import Embedding, Linear, RMSNorm
 from .module import Module, ModuleList, StateDictError
 
@@ -322,6 +323,7 @@ class LlamaModel(Module):
                                  for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps, dtype=dtype, device=device)
         self.rotary_emb = LlamaRotaryEmbedding(config)
+        self.gradient_checkpointing = False  # LlamaForCausalLM.gradient_checkpointing_enable()
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None,
                 use_cache=False):
@@ -336,8 +338,9 @@ class LlamaModel(Module):
         cos, sin = self.rotary_emb(_as_ids(position_ids, "position_ids"), dtype, xp)
         mask = _additive_mask(attention_mask, ids.shape, past, dtype, xp)
         x = self.embed_tokens(xp.asarray(ids))
+        recompute = self.gradient_checkpointing and self.training and cache is None
         for layer in self.layers:
-            x = layer(x, cos, sin, mask, cache)
+            x = checkpoint(layer, x, cos, sin, mask, None) if recompute else layer(x, cos, sin, mask, cache)
         return self.norm(x), cache
 
 
@@ -446,6 +449,20 @@ class LlamaForCausalLM(Module):
 
     def num_parameters(self, only_trainable=False):
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not only_trainable)
+
+    # --- gradient checkpointing (transformers' names) ---------------------------------------------
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
+        """While training, keep only each decoder layer's input and recompute its activations in
+        backward (``minilora.nn.checkpoint``): less memory, one more forward per step. Decoding with
+        a KV cache is never recomputed, so generation needs no ``use_cache=False``."""
+        self.model.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self):
+        self.model.gradient_checkpointing = False
+
+    @property
+    def is_gradient_checkpointing(self):
+        return self.model.gradient_checkpointing
 
     # --- checkpoints ------------------------------------------------------------------------------
     @classmethod
