@@ -10,10 +10,11 @@ so each idea's effect is read off one table measured in one run (named baseline:
 Each variant's output is checked against cuBLAS (CuPy) or NumPy first.
 """
 import argparse
-import statistics
 import sys
 
 import numpy as np
+
+from gpu_lora import time_ms  # the same timing as the main GPU benchmark
 
 # (name, BM, BN, BK, TM, TN, STAGES, WARP_TILED, min blocks per SM); threads = BM BN / (TM TN).
 VARIANTS = [
@@ -77,19 +78,8 @@ def main(argv=None):
                                              (X, W0, U, B, Y, i32(0), Y, i32(M), i32(N), i32(K), i32(r),
                                               np.float32(s)))
 
-    def median_ms(fn):
-        if args.device != "cuda":
-            return float("nan")
-        for _ in range(3):
-            fn()
-        start, stop, times = xp.cuda.Event(), xp.cuda.Event(), []
-        for _ in range(repeats):
-            start.record()
-            fn()
-            stop.record()
-            stop.synchronize()
-            times.append(xp.cuda.get_elapsed_time(start, stop))
-        return statistics.median(times)
+    def median_ms(fn):  # CUDA events, as gpu_lora.py times everything
+        return time_ms(xp, fn, 3, repeats) if args.device == "cuda" else float("nan")
 
     base = median_ms(lambda: X @ W0.T)
     flops = 2 * M * N * K + 2 * M * N * r

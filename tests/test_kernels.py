@@ -397,3 +397,14 @@ def test_gpu_benchmark_parses_and_explains_a_missing_gpu():
         res = subprocess.run([sys.executable, str(bench / "gpu_lora.py"), "--quick"], capture_output=True,
                              text=True, timeout=120)
         assert res.returncode != 0 and "needs CuPy and an NVIDIA GPU" in res.stderr, res.stderr
+
+
+def test_gpu_tile_sweep_variants_are_correct_on_the_emulator():
+    """benchmarks/gpu_tile_sweep.py's GEMM variants (tile shapes, stages, warp tiles) on a ragged
+    shape, each checked against NumPy: the sweep stays runnable for the next GPU session."""
+    bench = Path(__file__).resolve().parent.parent / "benchmarks"
+    res = subprocess.run([sys.executable, str(bench / "gpu_tile_sweep.py"), "--device", "emu"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = [line for line in res.stdout.splitlines() if line.startswith("| ") and "variant" not in line]
+    assert len(rows) >= 9 and all("e-0" in row.split("|")[-2] for row in rows), res.stdout
