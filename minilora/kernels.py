@@ -218,7 +218,7 @@ def _version(fn, version, M, N):
 def pick_version(M, N):
     """The production choice: v5's 128 x 128 tiles once they fill a GPU, else v2's 16 x 16 tiles.
 
-    v5 is the fastest measured on an H200 (benchmarks/RESULTS.md: 1.39-1.46x cuBLAS's base GEMM on
+    v5 is the fastest measured on an H200 (benchmarks/RESULTS.md: 1.4-1.5x cuBLAS's base GEMM on
     the forward, against v3's 1.6-1.7x). With fewer than ~32 big tiles most of a GPU's 100+
     multiprocessors would sit idle; small problems (a few tokens, a narrow layer) go faster with
     many small blocks."""
