@@ -4,7 +4,8 @@ What it shows, in order (everything is computed, nothing is canned):
 
 1. the base model and a downstream task it cannot do yet (exact-match accuracy before);
 2. ``get_peft_model`` and PEFT's trainable-parameter line;
-3. the memory of one training step, measured, full fine-tuning next to LoRA;
+3. the memory of one training step, measured, full fine-tuning next to LoRA (and LoRA with gradient
+   checkpointing);
 4. the LoRA fine-tune itself (``minilora.train.train``, with a progress bar);
 5. accuracy after, and the base task (``facts``) with the adapter on, disabled and merged -- the base
    model is untouched, so "disabled" gives back exactly the old score;
@@ -151,6 +152,9 @@ def run_demo(task=DEMO_DEFAULTS["task"], steps=DEMO_DEFAULTS["steps"], rank=DEMO
     full_model = _load(base, device)
     full = memory.report(full_model, AdamW(full_model.parameters()), batch)
     lora = memory.report(peft, AdamW(_trainable(peft)), batch)
+    peft.gradient_checkpointing_enable()  # the same step, each layer's activations recomputed in backward
+    checkpointed = memory.report(peft, AdamW(_trainable(peft)), batch)
+    peft.gradient_checkpointing_disable()
     del full_model
     _say(memory.comparison_table({"full fine-tuning": full, f"LoRA r={rank}": lora}))
     _say(f"\nLoRA trains {full.trainable_params / lora.trainable_params:.0f}x fewer numbers, so gradients and "
@@ -159,7 +163,16 @@ def run_demo(task=DEMO_DEFAULTS["task"], steps=DEMO_DEFAULTS["steps"], rank=DEMO
         _say(f"Here the activations ({memory.format_bytes(lora.activation_bytes)} for {batch[0].size:,} tokens) "
              f"outweigh the weights ({memory.format_bytes(lora.frozen_weight_bytes)}): the model is tiny. For "
              "Llama-2-7B the weights are 27 GB and LoRA's saving is about 4x: `minilora memory`.")
+    peaks = (lora.activations.peak_bytes, checkpointed.activations.peak_bytes)
+    peak_text = (f", peak of the step {memory.format_bytes(peaks[0])} -> {memory.format_bytes(peaks[1])}"
+                 if None not in peaks else "")  # (measured on NumPy arrays only)
+    _say(f"Gradient checkpointing keeps only each layer's input and recomputes the rest in backward, one "
+         f"layer at a time: kept for backward {memory.format_bytes(lora.activation_bytes)} -> "
+         f"{memory.format_bytes(checkpointed.activation_bytes)}{peak_text}, for one more forward per layer "
+         "(model.gradient_checkpointing_enable(), or `minilora train --gradient-checkpointing`).")
     summary["memory"] = {"full_fine_tuning": full.total_bytes, "lora": lora.total_bytes,
+                         "lora_activations": lora.activation_bytes,
+                         "lora_checkpointed_activations": checkpointed.activation_bytes,
                          "full_optimizer_state": full.optimizer_state_bytes,
                          "lora_optimizer_state": lora.optimizer_state_bytes}
 

@@ -53,6 +53,7 @@ def test_demo_smoke_run(tmp_path, base, capsys):
     assert summary["reload_max_abs_diff"] == 0.0
     assert summary["adapter_bytes"] < summary["full_checkpoint_bytes"]
     assert summary["memory"]["lora_optimizer_state"] < summary["memory"]["full_optimizer_state"]
+    assert summary["memory"]["lora_checkpointed_activations"] < summary["memory"]["lora_activations"] / 3
     assert len([line for line in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in line]) == 3
     pytest.importorskip("matplotlib")
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
