@@ -527,3 +527,18 @@ def test_a_hand_built_lora_layer_uses_its_adapter_at_once_as_peft_does():
     # a second adapter added to the layer starts inactive and frozen, as in PEFT
     layer.update_layer("other", LoraConfig(r=2, lora_alpha=2), 2, 2)
     assert layer.active_adapters == ["default"] and not layer.lora_A["other"].weight.requires_grad
+
+
+def test_loraplus_groups_and_learning_rates():
+    from minilora.lora import create_loraplus_optimizer
+    from minilora.optim import AdamW
+    model = get_peft_model(tiny_llama(attention_bias=True), LoraConfig(r=2, target_modules=["q_proj"],
+                                                                          bias="lora_only", use_dora=True))
+    opt = create_loraplus_optimizer(model, AdamW, lr=1e-3, loraplus_lr_ratio=8, betas=(0.8, 0.9))
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = [{names[id(p)].split(".")[-3] for p in g["params"]} for g in opt.param_groups]
+    assert [g["lr"] for g in opt.param_groups] == [1e-3, 1e-6, 8e-3, 8e-3]
+    assert opt.param_groups[0]["betas"] == (0.8, 0.9)  # other options reach the optimizer
+    assert groups[:3] == [{"lora_A"}, set(), {"lora_B", "lora_magnitude_vector"}]  # B and DoRA's 1-D magnitudes
+    assert {names[id(p)].rsplit(".", 2)[-2] for p in opt.param_groups[3]["params"]} == {"base_layer"}  # biases
+    assert len(opt.param_groups[3]["params"]) == 2 and opt.param_groups[3]["weight_decay"] == 0.0

@@ -166,3 +166,26 @@ def test_vera_matches_peft_and_files_go_both_ways(hf, tmp_path):
     reference, _ = base_pair(hf)
     loaded = peft.PeftModel.from_pretrained(reference, tmp_path / "ours")
     assert_close(peft_logits(loaded), our_logits(mine), rtol=1e-12, atol=1e-12)
+
+
+def test_loraplus_groups_equal_peft(hf):
+    """create_loraplus_optimizer: the same four groups (by parameter name), learning rates and decay."""
+    from peft.optimizers import create_loraplus_optimizer as peft_loraplus
+
+    from minilora.lora import create_loraplus_optimizer
+    from minilora.optim import AdamW
+    options = dict(target_modules=["q_proj", "v_proj", "embed_tokens"], use_dora=False, bias="lora_only",
+                   modules_to_save=["model.norm"])
+    theirs, ours = adapter_pair(hf, **options)
+    kwargs = dict(lr=1e-3, loraplus_lr_ratio=16, loraplus_weight_decay=0.1, loraplus_lr_embedding=1e-5)
+    t_opt = peft_loraplus(theirs, torch.optim.AdamW, **kwargs)
+    o_opt = create_loraplus_optimizer(ours, AdamW, **kwargs)
+    t_names = {id(p): n for n, p in theirs.named_parameters()}
+    o_names = {id(p): n for n, p in ours.named_parameters()}
+    assert len(t_opt.param_groups) == len(o_opt.param_groups) == 4
+    for t_group, o_group in zip(t_opt.param_groups, o_opt.param_groups):
+        assert sorted(o_names[id(p)] for p in o_group["params"]) == sorted(t_names[id(p)] for p in t_group["params"])
+        assert (o_group["lr"], o_group["weight_decay"]) == (t_group["lr"], t_group["weight_decay"])
+    assert o_opt.param_groups[1]["params"] and o_opt.param_groups[2]["params"]  # embedding LoRA; B and norm
+    with pytest.raises(ValueError, match="loraplus_lr_ratio must be positive"):
+        create_loraplus_optimizer(ours, AdamW, lr=1e-3, loraplus_lr_ratio=0)

@@ -13,11 +13,12 @@ The op every LoRA forward runs is ``minilora.ops.lora_linear``.
 """
 from .config import LoraConfig, VeraConfig, config_from_dict
 from .layers import BASE_ADAPTER, DoraMagnitude, Embedding, Linear, LoraLayer, ModulesToSaveWrapper, VeraLinear
+from .loraplus import create_loraplus_optimizer
 from .model import LoraModel, PeftModel, VeraModel, get_peft_model, target_module_matches
 from .save import (AdapterMismatchError, get_peft_model_state_dict, set_peft_model_state_dict)
 
 __all__ = ["LoraConfig", "VeraConfig", "config_from_dict", "get_peft_model", "PeftModel", "LoraModel",
            "VeraModel", "Linear", "Embedding", "LoraLayer", "VeraLinear", "DoraMagnitude", "ModulesToSaveWrapper",
            "BASE_ADAPTER", "target_module_matches", "get_peft_model_state_dict",
-           "set_peft_model_state_dict", "AdapterMismatchError"]
+           "set_peft_model_state_dict", "AdapterMismatchError", "create_loraplus_optimizer"]
 from . import diagnostics  # noqa: E402  spectra, training diagnosis, recommend_lora_config (minilora.lora.diagnostics)

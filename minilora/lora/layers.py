@@ -116,6 +116,11 @@ class BaseTunerLayer(Module):
         return self.base_layer.weight
 
     @property
+    def base_bias(self):
+        """The base layer's bias, or None (also for an Embedding, which has none)."""
+        return getattr(self.base_layer, "bias", None)
+
+    @property
     def merged(self):
         return bool(self.merged_adapters)
 

@@ -229,8 +229,8 @@ class LoraModel(_Wrapper):
                     p.requires_grad = True
         elif config.bias.endswith("_only"):  # "lora_only" / "vera_only": biases of adapted layers
             for module in self.tuner_layers():
-                if module.base_layer.bias is not None:
-                    module.base_layer.bias.requires_grad = True
+                if module.base_bias is not None:
+                    module.base_bias.requires_grad = True
 
     # --- the adapter layers --------------------------------------------------------------------
     def tuner_layers(self):

@@ -66,8 +66,8 @@ def _adapter_weights(peft_model, adapter_name):
                     out.update({f"{path}.{table_name}.{n}": p for n, p in item.named_parameters()})
                 else:  # vera_lambda_b.default (a Parameter) -> vera_lambda_b
                     out[f"{path}.{table_name}"] = item
-            if config.bias.endswith("_only") and module.base_layer.bias is not None:
-                out[f"{path}.base_layer.bias"] = module.base_layer.bias
+            if config.bias.endswith("_only") and module.base_bias is not None:
+                out[f"{path}.base_layer.bias"] = module.base_bias
         elif isinstance(module, ModulesToSaveWrapper) and adapter_name in module.modules_to_save:
             copy = module.modules_to_save[adapter_name]
             out.update({f"{path}.{k}": t for k, t in copy.state_dict().items()})
