@@ -148,11 +148,15 @@ class BaseTunerLayer(Module):
     def enable_adapters(self, enabled):
         self.disable_adapters = not enabled
 
+    per_adapter_settings = ("r", "lora_alpha", "scaling")  # plain dicts keyed by adapter name
+
     def delete_adapter(self, adapter_name):
         for layer_name in self.adapter_layer_names + getattr(self, "other_param_names", ()):
             holder = getattr(self, layer_name)
             if adapter_name in holder:
                 del holder[adapter_name]
+        for name in self.per_adapter_settings:
+            getattr(self, name, {}).pop(adapter_name, None)
         if adapter_name in self.active_adapters:
             self.active_adapters = [a for a in self.active_adapters if a != adapter_name]
 
@@ -380,12 +384,6 @@ class Linear(BaseTunerLayer):
             W = self.merge_math(name, W, unmerge=True)
         return W
 
-    def delete_adapter(self, adapter_name):
-        super().delete_adapter(adapter_name)
-        for table in (self.r, self.lora_alpha, self.scaling):
-            table.pop(adapter_name, None)
-
-
 class Embedding(BaseTunerLayer):
     """LoRA around a frozen Embedding (PEFT's ``lora.Embedding``): ``h = W0[x] + s * A^T[x] B^T``.
 
@@ -427,13 +425,10 @@ class Embedding(BaseTunerLayer):
     def adapter_forward(self, ids):
         result = self.base_layer(ids)
         for name in self.active_adapters:
-            if name in self.lora_embedding_A:
-                result = result + self._lookup(ids, self.lora_embedding_A[name].T) @ \
-                    self.lora_embedding_B[name].T * self.scaling[name]
+            if name in self.lora_embedding_A:  # A^T[x]: r numbers per token, pad rows as in the base
+                after_A = ops.embedding(ids, self.lora_embedding_A[name].T, padding_idx=self.base_layer.padding_idx)
+                result = result + after_A @ self.lora_embedding_B[name].T * self.scaling[name]
         return result
-
-    def _lookup(self, ids, table):
-        return ops.embedding(ids, table, padding_idx=self.base_layer.padding_idx)
 
     def _mixed_batch_forward(self, ids, adapter_names):
         """Per-sample adapters: every sample's rank-r rows gathered from a stack of all adapters'
@@ -466,11 +461,6 @@ class Embedding(BaseTunerLayer):
     def merge_math(self, adapter_name, W, unmerge=False):
         delta = self.get_delta_weight(adapter_name)
         return W - delta if unmerge else W + delta
-
-    def delete_adapter(self, adapter_name):
-        super().delete_adapter(adapter_name)
-        for table in (self.r, self.lora_alpha, self.scaling):
-            table.pop(adapter_name, None)
 
 
 LoraLayer = Linear  # PEFT's name for the LoRA layer base class (``isinstance(m, LoraLayer)``)
@@ -549,11 +539,6 @@ class VeraLinear(BaseTunerLayer):
     def merge_math(self, adapter_name, W, unmerge=False):
         delta = self.get_delta_weight(adapter_name)
         return W - delta if unmerge else W + delta
-
-    def delete_adapter(self, adapter_name):
-        super().delete_adapter(adapter_name)
-        self.r.pop(adapter_name, None)
-
 
 VeraLayer = VeraLinear
 
