@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 
 if ! python -c "import cupy, sys; sys.exit(cupy.cuda.runtime.getDeviceCount() == 0)" 2>/dev/null; then
     echo "gpu_check.sh: needs CuPy and an NVIDIA GPU (python -c 'import cupy' fails or sees no device)." >&2
-    echo "Nothing was run; on a GPU machine: pip install -e '.[cuda,test]' first." >&2
+    echo "Nothing was run; on a GPU machine: pip install -e '.[cuda,test]' first, or, where CuPy is already" >&2
+    echo "installed in another environment, put that environment's bin/ first on PATH and PYTHONPATH=\$PWD." >&2
     exit 2
 fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
