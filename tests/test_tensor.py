@@ -286,3 +286,14 @@ def test_mlp_softmax_cross_entropy_matches_torch(rng):
     assert_close(loss, tloss.detach().numpy(), rtol=1e-12, name="loss")
     for name, ours, theirs in [("x", x, tx), ("w1", w1, tw1), ("b1", b1, tb1), ("w2", w2, tw2)]:
         assert_close(ours.grad, theirs.grad.numpy(), rtol=1e-10, atol=1e-12, name=f"{name}.grad")
+
+
+def test_rng_state_round_trip_replays_the_same_draws():
+    """ml.get_rng_state / set_rng_state (torch.get_rng_state): gradient checkpointing replays dropout with it."""
+    ml.manual_seed(11)
+    state = ml.get_rng_state()
+    first = ml.randn(4, dtype="float64").numpy()
+    ml.set_rng_state(state)
+    again = ml.randn(4, dtype="float64").numpy()
+    np.testing.assert_array_equal(again, first)
+    assert not np.array_equal(ml.randn(4, dtype="float64").numpy(), first)  # the state moved on

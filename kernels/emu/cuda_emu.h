@@ -44,6 +44,10 @@
 #define __constant__
 #define __managed__
 #define __forceinline__ inline __attribute__((always_inline))
+// __noinline__ as a macro clashes with newer glibc/libstdc++ headers, which spell their own attribute
+// __attribute__((__noinline__)): a standard header included AFTER this file fails to compile with a
+// recent g++ (13+). runtime.cpp therefore includes its system headers first; the kernels here include
+// no standard header. (nvcc avoids this by handling __noinline__ in its front end, which g++ cannot.)
 #define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
