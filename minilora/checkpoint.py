@@ -15,19 +15,28 @@ read what NumPy has no dtype for: bfloat16 tensors (most released Llama weights)
 Large checkpoints come in shards: ``model.safetensors.index.json`` maps each tensor name to the shard
 file holding it. ``load_checkpoint(directory)`` reads either layout.
 
-Every write is atomic (``atomic_write``): the bytes go to a temporary file in the same folder, which
-then replaces the target in one ``os.replace``. A crash mid-save leaves the previous file untouched.
+Every write is atomic. One file (``atomic_write``): the bytes go to a temporary file in the same
+folder, which then replaces the target in one ``os.replace``. A folder of files that belong together
+(``atomic_folder``: a model's config.json + weights, an adapter's two files) is written into a
+temporary sibling folder that is then swapped in as one unit, so a crash or a full disk mid-save leaves
+the old model or the new one, never the new config beside the old weights. Leftovers of a killed save
+are removed by the next save into the same place (``remove_leftovers``).
 """
 import contextlib
+import ctypes
+import fnmatch
 import json
 import os
+import shutil
 import struct
+import sys
 import tempfile
 
 import numpy as np
 
-__all__ = ["CheckpointError", "atomic_write", "save_json", "load_json", "read_header", "save_file",
-           "load_file", "load_checkpoint", "SAFE_WEIGHTS_NAME", "SAFE_WEIGHTS_INDEX_NAME"]
+__all__ = ["CheckpointError", "atomic_write", "atomic_folder", "remove_leftovers", "save_json", "load_json",
+           "read_header", "save_file", "load_file", "load_checkpoint", "read_checkpoint_shapes",
+           "checkpoint_files", "SAFE_WEIGHTS_NAME", "SAFE_WEIGHTS_INDEX_NAME"]
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
@@ -66,7 +75,8 @@ def atomic_write(path, mode="wb"):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    remove_leftovers(path)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
@@ -74,10 +84,167 @@ def atomic_write(path, mode="wb"):
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
+        _fsync_dir(folder)  # the rename itself reaches the disk
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+# Temporary names carry the writer's process id (".model.minilora-1234-x8a2.tmp"), so a later save can
+# tell the leftovers of a killed process (remove them) from the work of a live one (leave it alone).
+_TEMP_MARK = ".minilora-"
+
+
+def _temp_prefix(path):
+    return f".{os.path.basename(os.path.abspath(path))}{_TEMP_MARK}{os.getpid()}-"
+
+
+def _pid_alive(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_leftovers(path):
+    """Delete the temporary files/folders that a killed save of ``path`` left beside it.
+
+    Also finishes a folder swap that was cut between its two renames (only on filesystems without an
+    atomic exchange): if ``path`` is missing but its previous version was set aside, it comes back."""
+    path = os.path.abspath(os.fspath(path))
+    parent, name = os.path.split(path)
+    if not os.path.isdir(parent):
+        return
+    prefix = f".{name}{_TEMP_MARK}"
+    for entry in sorted(os.listdir(parent)):
+        if not entry.startswith(prefix) or not entry.endswith((".tmp", ".old")):
+            continue
+        pid = entry[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and _pid_alive(int(pid)):
+            continue  # a save in progress in another process (or in this one)
+        leftover = os.path.join(parent, entry)
+        if entry.endswith(".old") and not os.path.exists(path):
+            os.rename(leftover, path)  # the old version, set aside by a swap that never finished
+        elif os.path.isdir(leftover) and not os.path.islink(leftover):
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(leftover)
+
+
+def _fsync_dir(folder):
+    """Make a folder's entries (new names, renames) durable, where the OS allows it."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_folder(directory, replaces=()):
+    """``with atomic_folder(d) as tmp: <write files into tmp>`` -- ``d`` then holds them, as one unit.
+
+    The files go to a temporary sibling folder; when the block finishes, files of the old ``d`` that
+    the new save did not write are hard-linked in (a tokenizer.json, another adapter's subfolder),
+    except those matching a glob in ``replaces`` (the old version's own files, e.g. its weight
+    shards), everything is fsynced, and the two folders are swapped. A reader sees the old folder or
+    the new one, never a mix; on an error (a full disk, a kill) the old folder is untouched and the
+    temporary one is removed (now, or by the next save if the process was killed).
+    """
+    directory = os.path.abspath(os.fspath(directory))
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise NotADirectoryError(f"cannot save into {directory}: it is a file, not a folder")
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, exist_ok=True)
+    remove_leftovers(directory)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=_temp_prefix(directory), suffix=".tmp")
+    try:
+        yield tmp
+        if os.path.isdir(directory):
+            _link_missing(directory, tmp, replaces)
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders; give the usual permissions
+        _fsync_tree(tmp)
+        _swap_in(tmp, directory)
+    finally:
+        if os.path.isdir(tmp):  # the new files after an error, or the old folder after the swap
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _link_missing(old, new, replaces=()):
+    """Hard-link (or copy) into ``new`` every entry of ``old`` that ``new`` lacks, folders recursively.
+    The old folder itself is not changed, so it stays whole until the swap."""
+    for entry in os.listdir(old):
+        if any(fnmatch.fnmatch(entry, pattern) for pattern in replaces):
+            continue
+        source, target = os.path.join(old, entry), os.path.join(new, entry)
+        if os.path.isdir(source) and not os.path.islink(source):
+            if not os.path.exists(target):
+                os.mkdir(target)
+            if os.path.isdir(target):
+                _link_missing(source, target)
+        elif not os.path.lexists(target):
+            try:
+                os.link(source, target, follow_symlinks=False)
+            except OSError:  # a filesystem without hard links
+                shutil.copy2(source, target, follow_symlinks=False)
+
+
+def _fsync_tree(folder):
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        _fsync_dir(root)
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(a, b):
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False if unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a C library older than glibc 2.28
+        return False
+    at_fdcwd = -100
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    errno = ctypes.get_errno()
+    if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: this filesystem cannot exchange
+        return False
+    raise OSError(errno, os.strerror(errno), a)
+
+
+def _swap_in(tmp, directory):
+    """Put folder ``tmp`` at ``directory``; afterwards ``tmp`` holds the old folder (if there was one)."""
+    cwd = os.getcwd() if os.path.isdir(directory) else None
+    if not os.path.exists(directory):
+        os.rename(tmp, directory)
+    elif not _exchange(tmp, directory):
+        # Two renames: a kill between them leaves no ``directory`` but the ".old" beside it, which
+        # next save into this folder (``remove_leftovers``) puts back.
+        old = tmp[:-len(".tmp")] + ".old"
+        os.rename(directory, old)
+        os.rename(tmp, directory)
+        os.rename(old, tmp)
+    _fsync_dir(os.path.dirname(directory))
+    if cwd == directory:  # we replaced the working directory: follow it to the new folder
+        os.chdir(directory)
 
 
 def save_json(obj, path):
@@ -126,28 +293,57 @@ def read_header(path):
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupted safetensors header (not a JSON object)")
     data_start, data_len = 8 + header_len, size - 8 - header_len
-    for name, info in header.items():
-        if name != "__metadata__":
-            _check_entry(path, name, info, data_len)
+    spans = sorted((_check_entry(path, name, info, data_len), name)
+                   for name, info in header.items() if name != "__metadata__")
+    _check_spans(path, spans, data_len)
     return header, data_start
 
 
 def _check_entry(path, name, info, data_len):
+    """Check one tensor's header entry (for every dtype, BF16 included); return its byte span."""
     try:
         dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
     except (KeyError, TypeError, ValueError):
         raise CheckpointError(f"{path}: corrupted safetensors header (bad entry for '{name}': "
                               f"{info!r})") from None
-    if dtype not in _ITEMSIZE:
+    if not isinstance(dtype, str) or dtype not in _ITEMSIZE:
         raise CheckpointError(f"{path}: tensor '{name}' has dtype {dtype}, which minilora cannot "
                               f"read (supported: {', '.join(sorted(_ITEMSIZE))})")
+    if not isinstance(shape, list) or not all(_is_count(n) for n in shape):
+        raise CheckpointError(f"{path}: corrupted header: tensor '{name}' has shape {shape!r} "
+                              "(expected a list of non-negative integers)")
+    if not (_is_count(begin) and _is_count(end)):
+        raise CheckpointError(f"{path}: corrupted header: tensor '{name}' has data_offsets "
+                              f"{info['data_offsets']!r} (expected two non-negative integers)")
     if end > data_len:
         raise CheckpointError(f"{path}: truncated file: tensor '{name}' needs data bytes up to "
                               f"{end} but only {data_len} are present")
-    expected = int(np.prod(shape, dtype=np.int64)) * _ITEMSIZE[dtype]
-    if not 0 <= begin <= end or end - begin != expected:
+    expected = 1  # Python integers: a shape whose product overflows 64 bits cannot wrap around
+    for n in shape:
+        expected *= n
+    expected *= _ITEMSIZE[dtype]
+    if begin > end or end - begin != expected:
         raise CheckpointError(f"{path}: corrupted header: tensor '{name}' ({dtype}, shape {shape}) "
                               f"should span {expected} bytes, its offsets [{begin}, {end}) do not")
+    return begin, end
+
+
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_spans(path, spans, data_len):
+    """The tensors' byte ranges must tile the data section exactly, as the safetensors library
+    requires: no overlap (two tensors sharing bytes), no gap, nothing after the last one."""
+    position = 0
+    for (begin, end), name in spans:
+        if begin != position:
+            kind = "overlaps the previous tensor" if begin < position else f"leaves a gap at byte {position}"
+            raise CheckpointError(f"{path}: corrupted header: tensor '{name}' at [{begin}, {end}) {kind}")
+        position = end
+    if position != data_len:
+        raise CheckpointError(f"{path}: corrupted file: the tensors end at data byte {position} but the "
+                              f"file has {data_len} data bytes")
 
 
 def load_file(path):
@@ -233,26 +429,64 @@ def _host(t):
 def load_checkpoint(directory):
     """All tensors of a Hugging Face-style folder: ``model.safetensors``, or the shards listed in
     ``model.safetensors.index.json``."""
-    directory = os.fspath(directory)
-    single = os.path.join(directory, SAFE_WEIGHTS_NAME)
-    index = os.path.join(directory, SAFE_WEIGHTS_INDEX_NAME)
-    if os.path.isfile(single):
-        return load_file(single)
-    if os.path.isfile(index):
-        weight_map = load_json(index).get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise CheckpointError(f"{index}: has no 'weight_map' object")
-        tensors = {}
-        for shard in sorted(set(weight_map.values())):
-            shard_path = os.path.join(directory, shard)
-            if not os.path.isfile(shard_path):
-                raise CheckpointError(f"{index} lists shard '{shard}', but {shard_path} does not exist")
-            tensors.update(load_file(shard_path))
+    tensors = {}
+    for path in checkpoint_files(directory):
+        tensors.update(load_file(path))
+    weight_map, index = _weight_map(directory)
+    if weight_map is not None:
         missing = sorted(set(weight_map) - set(tensors))
         if missing:
             raise CheckpointError(f"{index}: {len(missing)} tensors listed in the index are in no "
                                   f"shard: {', '.join(missing[:8])}")
-        return tensors
+    return tensors
+
+
+def read_checkpoint_shapes(directory):
+    """``{name: shape}`` of every tensor in a checkpoint folder, from the file headers alone: a
+    loader can compare them with the model it is about to build before reading (or allocating) any
+    weights."""
+    shapes = {}
+    for path in checkpoint_files(directory):
+        header, _ = read_header(path)
+        shapes.update({name: tuple(info["shape"]) for name, info in header.items() if name != "__metadata__"})
+    return shapes
+
+
+def _weight_map(directory):
+    """The index's ``weight_map`` and the index path, or ``(None, None)`` for a single-file folder."""
+    directory = os.fspath(directory)
+    index = os.path.join(directory, SAFE_WEIGHTS_INDEX_NAME)
+    if os.path.isfile(os.path.join(directory, SAFE_WEIGHTS_NAME)) or not os.path.isfile(index):
+        return None, None
+    content = load_json(index)
+    weight_map = content.get("weight_map") if isinstance(content, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f"{index}: has no 'weight_map' object of tensor name -> shard file")
+    return weight_map, index
+
+
+def checkpoint_files(directory):
+    """The safetensors files of a checkpoint folder: ``model.safetensors`` or the index's shards.
+
+    A shard must lie inside the folder: an index naming ``../other/x.safetensors`` or an absolute
+    path is refused (loading a folder must never read files elsewhere)."""
+    directory = os.fspath(directory)
+    single = os.path.join(directory, SAFE_WEIGHTS_NAME)
+    if os.path.isfile(single):
+        return [single]
+    weight_map, index = _weight_map(directory)
+    if weight_map is not None:
+        paths = []
+        for shard in sorted(set(weight_map.values())):
+            parts = shard.replace("\\", "/").split("/")
+            if os.path.isabs(shard) or ".." in parts or not shard.strip():
+                raise CheckpointError(f"{index} names shard {shard!r}, which is outside the model "
+                                      "folder; shards must be files inside it")
+            shard_path = os.path.join(directory, shard)
+            if not os.path.isfile(shard_path):
+                raise CheckpointError(f"{index} lists shard '{shard}', but {shard_path} does not exist")
+            paths.append(shard_path)
+        return paths
     found = sorted(os.listdir(directory)) if os.path.isdir(directory) else None
     if found is None:
         raise FileNotFoundError(f"checkpoint folder not found: {directory}")
