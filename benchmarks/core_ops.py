@@ -60,6 +60,7 @@ def chain_step(x, w):
 
 def overhead_minilora():
     import minilora as ml
+    ml.parallel.keep_freed_memory()  # as `minilora train` does (minilora/parallel.py)
     return chain_step(*(ml.tensor(a, requires_grad=True) for a in overhead_inputs()))
 
 
@@ -143,6 +144,7 @@ def mlp_minilora():
     import minilora as ml
     from minilora import nn, ops
     from minilora.optim import AdamW
+    ml.parallel.keep_freed_memory()  # as `minilora train` does (minilora/parallel.py)
     model = build_mlp(nn, ops.gelu)
     model.load_state_dict(mlp_weights())
     opt = AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)

@@ -46,6 +46,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 import minilora as ml  # noqa: E402
+ml.parallel.keep_freed_memory()  # as `minilora train` does: malloc keeps freed pages (minilora/parallel.py)
 from minilora.models import LlamaConfig, LlamaForCausalLM  # noqa: E402
 from minilora.optim import AdamW  # noqa: E402
 

@@ -12,15 +12,15 @@ The BLAS here is the OpenBLAS that NumPy's wheels ship (Linux, Windows), found i
 loaded libraries and called through ctypes; ctypes releases the GIL, so ``minilora.parallel``'s
 threads run their products side by side. Where it is missing (macOS's Accelerate, CuPy arrays,
 integer or mixed dtypes, strided views) ``gemm`` computes the same thing with NumPy/CuPy operators.
-``set_num_threads(n)`` is the other direct call: minilora runs BLAS on one thread
-(``minilora.parallel`` says why).
+``get_num_threads()`` / ``set_num_threads(n)`` are the other direct calls: minilora runs BLAS on one
+thread while it computes, and puts the caller's count back afterwards (``minilora.parallel`` says why).
 """
 import ctypes
 import functools
 
 import numpy as np
 
-__all__ = ["gemm", "has_direct_gemm", "set_num_threads"]
+__all__ = ["gemm", "has_direct_gemm", "get_num_threads", "set_num_threads"]
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
@@ -41,15 +41,32 @@ def _openblas_libraries():
     return libraries
 
 
+def _openblas_function(verb):
+    """OpenBLAS's ``openblas_<verb>_num_threads`` under whichever name this build exports, or None."""
+    for lib in _openblas_libraries():
+        for name in (f"scipy_openblas_{verb}_num_threads64_", f"scipy_openblas_{verb}_num_threads",
+                     f"openblas_{verb}_num_threads64_", f"openblas_{verb}_num_threads"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn.restype = ctypes.c_int if verb == "get" else None
+                return fn
+    return None
+
+
 @functools.lru_cache(maxsize=None)
 def _thread_setter():
-    for lib in _openblas_libraries():
-        for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                     "openblas_set_num_threads64_", "openblas_set_num_threads"):
-            setter = getattr(lib, name, None)
-            if setter is not None:
-                return setter
-    return None
+    return _openblas_function("set")
+
+
+@functools.lru_cache(maxsize=None)
+def _thread_getter():
+    return _openblas_function("get")
+
+
+def get_num_threads():
+    """OpenBLAS's own thread count (NumPy's BLAS on Linux and Windows), or None where there is none."""
+    getter = _thread_getter()
+    return None if getter is None else int(getter())
 
 
 def set_num_threads(n):

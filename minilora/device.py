@@ -11,38 +11,12 @@ Three devices, one interface:
 
 A device that cannot run says so through ``enabled()`` and ``why_disabled``; nothing fails at import.
 """
-import ctypes
 import os
 import shutil
-import sys
 
 import numpy as np
 
 __all__ = ["Device", "device", "default_device", "xp_of", "all_devices", "cache_slices", "CHUNK"]
-
-
-def _keep_freed_memory():
-    """Let glibc's malloc reuse freed memory instead of handing it back to the kernel.
-
-    Every op allocates NumPy arrays of megabytes and frees them moments later. By default glibc
-    returns such blocks to the kernel (munmap, or trimming the top of the heap), so the next
-    allocation touches fresh pages: one page fault per 4 KiB. In a training step of the small Llama
-    of ``benchmarks/train_step.py`` that was ~18,000 page faults, 10-20% of the step's CPU time.
-    Higher mmap and trim thresholds keep those pages in the process for the next op (the reason
-    PyTorch users preload jemalloc or tcmalloc). Linux/glibc only; ``MINILORA_MALLOC_DEFAULTS=1``
-    leaves malloc alone.
-    """
-    if not sys.platform.startswith("linux") or os.environ.get("MINILORA_MALLOC_DEFAULTS"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD: blocks up to 32 MiB come from the heap
-        libc.mallopt(-1, 2**30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap for reuse
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt): keep its defaults
-        pass
-
-
-_keep_freed_memory()
 
 
 class Device:

@@ -15,18 +15,27 @@ Why not let the BLAS library thread its matrix products, as PyTorch's does? Open
 threads keep spinning on their cores for ~0.1 s after each product, waiting for the next one: a
 transformer step alternates products with elementwise ops every millisecond, so those workers
 would compete with the threads running the elementwise work. Instead minilora runs BLAS single-
-threaded and splits the products itself (``set_num_threads`` does both): one set of helper
-threads for everything, and idle helpers sleep. (A Llama training step on 2 cores: 13-18% faster
-than with OpenBLAS's own threading for the products; ``python benchmarks/blas_threads.py``.)
+threaded and splits the products itself: one set of helper threads for everything, and idle
+helpers sleep. (A Llama training step on 2 cores: 13-18% faster than with OpenBLAS's own
+threading for the products; ``python benchmarks/blas_threads.py``.)
+
+Nothing of this touches the process at ``import minilora``. BLAS runs on one thread only *while
+minilora computes* -- ``with computing():`` around a module's forward, a backward pass and every
+split region -- and gets back the caller's thread count afterwards, so a learner's own
+``np.linalg.svd`` in the same notebook keeps all its threads. The helper threads start the first
+time work is split. Raising glibc's malloc thresholds (``keep_freed_memory``) is an explicit opt-in.
 
 Work smaller than ``MIN_ITEMS`` elements per thread runs inline: waking a thread costs ~20-40
 microseconds. GPU arrays (CuPy) are never split: the GPU is already parallel. A block never splits
 again (helpers run their block whole), and while one thread is splitting work, another thread's
 ops run unsplit.
 """
+import contextlib
+import ctypes
 import functools
 import operator
 import os
+import sys
 import threading
 
 import numpy as np
@@ -34,7 +43,8 @@ import numpy as np
 from . import blas
 
 __all__ = ["rows", "sum_over_rows", "matmul", "matmuls", "add", "multiply", "num_threads",
-           "set_num_threads", "product_work", "MIN_ITEMS", "MACS_PER_ITEM"]
+           "set_num_threads", "computing", "keep_freed_memory", "product_work", "MIN_ITEMS",
+           "MACS_PER_ITEM"]
 
 # Handing a block to a helper costs ~20-40 us (waking a thread); below MIN_ITEMS elements per thread
 # of elementwise work (one pass over 64K floats takes about that long) the work runs inline.
@@ -84,22 +94,93 @@ _helpers = []  # created on demand and never stopped (asleep when idle)
 _threads = 1  # the calling thread plus _threads - 1 helpers
 
 
+# ------------------------------------------------------------------------------------------------
+# While minilora computes: BLAS on one thread, the caller's setting restored afterwards
+# ------------------------------------------------------------------------------------------------
+_scope_lock = threading.Lock()
+_scope_depth = 0  # computing() scopes open in this process (nested, or in several threads)
+_saved_blas_threads = None  # the caller's OpenBLAS thread count, put back when the last scope ends
+
+
+def _enter():
+    global _scope_depth, _saved_blas_threads
+    with _scope_lock:
+        if _scope_depth == 0:
+            before = blas.get_num_threads()
+            if before is not None and before != 1:
+                blas.set_num_threads(1)
+                _saved_blas_threads = before
+        _scope_depth += 1
+
+
+def _leave():
+    global _scope_depth, _saved_blas_threads
+    with _scope_lock:
+        _scope_depth -= 1
+        if _scope_depth == 0 and _saved_blas_threads is not None:
+            blas.set_num_threads(_saved_blas_threads)
+            _saved_blas_threads = None
+
+
+@contextlib.contextmanager
+def computing():
+    """Within this block NumPy's OpenBLAS runs on one thread (minilora's helper threads split the
+    work instead); the thread count it had before comes back when the outermost block ends.
+
+    Costs two calls into OpenBLAS per outermost block (~0.5 us); nested blocks only count.
+    """
+    _enter()
+    try:
+        yield
+    finally:
+        _leave()
+
+
+def keep_freed_memory():
+    """Opt in: let glibc's malloc keep freed memory for reuse instead of handing it back to the OS.
+
+    Every op allocates NumPy arrays of megabytes and frees them moments later. By default glibc
+    returns such blocks to the kernel (munmap, or trimming the top of the heap), so the next
+    allocation touches fresh pages: one page fault per 4 KiB. In a training step of the small Llama
+    of ``benchmarks/train_step.py`` that was ~18,000 page faults, 10-20% of the step's CPU time.
+    Higher mmap and trim thresholds keep those pages in the process for the next op (the reason
+    PyTorch users preload jemalloc or tcmalloc). This changes the whole process and cannot be
+    undone (glibc has no way to read the old settings back), so minilora never does it by itself:
+    ``minilora train`` and the benchmarks call it; a script of yours may too. Linux/glibc only;
+    returns whether the settings were applied.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD: blocks up to 32 MiB come from the heap
+        ok &= libc.mallopt(-1, 2**30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap for reuse
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt): keep its defaults
+        return False
+    return bool(ok)
+
+
 def num_threads():
     """How many threads the CPU ops use (``MINILORA_NUM_THREADS``, default: all cores, at most 8)."""
     return _threads
 
 
 def set_num_threads(n):
-    """Use ``n`` threads for CPU ops (as ``torch.set_num_threads``); BLAS itself runs single-threaded."""
+    """Use ``n`` threads for CPU ops (as ``torch.set_num_threads``); inside them BLAS runs on one
+    thread while minilora computes (``computing``)."""
     n = int(n)
     if n < 1:
         raise ValueError(f"set_num_threads: need at least 1 thread, got {n}")
     global _threads
     with _region:
-        while len(_helpers) < n - 1:
-            _helpers.append(_Helper())
+        _start_helpers(n - 1)
         _threads = n
-    blas.set_num_threads(1)
+
+
+def _start_helpers(count):
+    """Make sure ``count`` helper threads exist (they are started on first use, never at import)."""
+    while len(_helpers) < count:
+        _helpers.append(_Helper())
 
 
 def rows(fn, *arrays, work_per_row=None, blocks_per_thread=4):
@@ -127,7 +208,9 @@ def rows(fn, *arrays, work_per_row=None, blocks_per_thread=4):
     if parts <= 1 or not on_cpu or getattr(_local, "helper", False) or not _region.acquire(False):
         fn(*arrays)
         return
+    _enter()  # BLAS on one thread while the blocks run side by side
     try:
+        _start_helpers(parts - 1)
         count = max(parts, min(n, pieces, parts * blocks_per_thread))
         bounds = [n * i // count for i in range(count + 1)]
         blocks = iter([[None if a is None else a[start:stop] for a in arrays]
@@ -151,6 +234,7 @@ def rows(fn, *arrays, work_per_row=None, blocks_per_thread=4):
         if errors:
             raise errors[0]
     finally:
+        _leave()
         _region.release()
 
 
@@ -257,10 +341,10 @@ def multiply(a, b):
 def _after_fork_in_child():
     """A forked child has only the thread that forked: start over with fresh helpers (a helper
     that no longer exists would never finish its block) and a free region lock."""
-    global _region
+    global _region, _scope_lock
     _region = threading.Lock()
-    _helpers.clear()
-    set_num_threads(_threads)
+    _scope_lock = threading.Lock()
+    _helpers.clear()  # new ones start when the child first splits work
 
 
 def _initial_threads():
@@ -279,4 +363,4 @@ def _initial_threads():
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-set_num_threads(_initial_threads())
+_threads = _initial_threads()  # just a number: no thread starts and nothing else changes at import

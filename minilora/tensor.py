@@ -370,7 +370,8 @@ class Tensor:
                 raise RuntimeError(f"backward(): gradient has shape {gradient.shape} but the "
                                    f"tensor has shape {self.shape}")
             gradient = gradient.astype(self.dtype, copy=False)
-        _run_backward(self, gradient, retain_graph)
+        with parallel.computing():  # BLAS on one thread while minilora computes (minilora/parallel.py)
+            _run_backward(self, gradient, retain_graph)
 
     # --- operators --------------------------------------------------------------------------------
     # +, -, *, /, **, @, unary -, indexing and methods such as x.sum() are the op wrappers themselves,

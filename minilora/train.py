@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from . import parallel
 from . import random as ml_random
 from .checkpoint import atomic_write
 from .data import IGNORE_INDEX, DataLoader, mean_loss
@@ -502,6 +503,7 @@ def cli_main(args):
               f"{os.path.join(out, CHECKPOINT_NAME)}", file=sys.stderr)
         return 1
     tokenizer = ByteTokenizer()
+    parallel.keep_freed_memory()  # the command owns its process: malloc may keep freed pages (10-20% faster)
     ml_random.manual_seed(args.seed)  # the LoRA init draws from it
     model = _load_model(args)
     if args.gradient_checkpointing:

@@ -237,3 +237,101 @@ def test_add_and_multiply_split_large_arrays_and_fall_back_for_the_rest(split_in
 def test_product_work_counts_multiply_adds_in_elementwise_items():
     assert parallel.product_work(parallel.MACS_PER_ITEM * 10) == 10
     assert parallel.product_work(1) == 1  # never 0: tiny products still count as work
+
+
+# ---- import minilora changes nothing in the process -----------------------------------------------
+_IMPORT_PROBE = r"""
+import ctypes, json, sys, threading
+import numpy as np  # NumPy (and its OpenBLAS) first: only what minilora itself does is measured
+
+def openblas(verb):
+    with open("/proc/self/maps") as maps:
+        paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower()})
+    for path in paths:
+        lib = ctypes.CDLL(path)
+        for name in ("scipy_openblas_%s_num_threads64_", "openblas_%s_num_threads64_", "openblas_%s_num_threads"):
+            fn = getattr(lib, name % verb, None)
+            if fn is not None:
+                return fn
+    return None
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+                 "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.mallinfo2.restype = MallInfo2
+
+probes = iter(range(4, 32, 4))
+
+def big_blocks_are_mmapped():
+    # glibc hands a block of several MiB out by mmap unless the mmap threshold was raised (mallopt).
+    # Freeing one raises glibc's own (dynamic) threshold to its size: each probe takes a bigger one.
+    before = libc.mallinfo2().hblks
+    p = libc.malloc(next(probes) * 2**20)
+    mapped = libc.mallinfo2().hblks > before
+    libc.free(p)
+    return mapped
+
+def os_threads():
+    with open("/proc/self/status") as status:
+        return int(next(line.split()[1] for line in status if line.startswith("Threads:")))
+
+get, set_ = openblas("get"), openblas("set")
+set_(2)  # what a learner's process might have: BLAS on 2 threads
+state = lambda: {"blas": get(), "mmap": big_blocks_are_mmapped(), "threads": os_threads(),
+                 "py_threads": threading.active_count()}
+out = {"before": state()}
+import minilora as ml
+out["after_import"] = state()
+if "--work" in sys.argv:  # minilora computes (its helpers start, BLAS is limited) and then gives back
+    ml.set_num_threads(2)
+    from minilora.models import LlamaConfig, LlamaForCausalLM
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=16)
+    model = LlamaForCausalLM(config)
+    seen = []
+    forward = model.forward
+    model.forward = lambda *a, **k: (seen.append(get()), forward(*a, **k))[1]
+    ids = np.zeros((2, 8), dtype=np.int64)
+    model(ids, labels=ids).loss.backward()
+    out["blas_during_forward"] = seen[0]
+    out["after_work"] = state()
+if "--opt-in" in sys.argv:
+    ml.parallel.keep_freed_memory()
+    out["after_opt_in"] = state()
+print(json.dumps(out))
+"""
+
+
+def _probe_import(*flags):
+    import json
+    import subprocess
+    import sys
+    from minilora import blas
+    if not blas._openblas_libraries() or not sys.platform.startswith("linux"):
+        pytest.skip("needs Linux with NumPy's OpenBLAS")
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", _IMPORT_PROBE, *flags], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_import_minilora_leaves_blas_threads_malloc_and_threads_as_they_were():
+    """A learner's own NumPy in the same process keeps its BLAS threads; no mallopt, no helper threads."""
+    out = _probe_import()
+    assert out["before"]["blas"] == 2 and out["before"]["mmap"] is True  # the probe sees the defaults
+    assert out["after_import"] == out["before"]
+
+
+def test_minilora_limits_blas_only_while_it_computes_and_malloc_only_on_request():
+    out = _probe_import("--work", "--opt-in")
+    assert out["blas_during_forward"] == 1  # minilora's threads split the work; BLAS runs on one
+    assert out["after_work"]["blas"] == 2  # ... and the caller's setting is back afterwards
+    assert out["after_work"]["mmap"] is True
+    assert out["after_work"]["py_threads"] == out["before"]["py_threads"] + 1  # the helper, started on use
+    assert out["after_opt_in"]["mmap"] is False  # the probe can tell: keep_freed_memory() did change malloc

@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import parallel
 from ..device import Device
 from ..device import device as _get_device
 from ..tensor import Tensor, _to_dtype, no_grad
@@ -299,7 +300,8 @@ class Module:
 
     # --- calling --------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        with parallel.computing():  # BLAS on one thread while minilora computes (minilora/parallel.py)
+            return self.forward(*args, **kwargs)
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must define forward()")  # abstract
