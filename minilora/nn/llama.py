@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import ops
-from ..checkpoint import SAFE_WEIGHTS_NAME, load_checkpoint, load_json, save_file, save_json
+from ..checkpoint import (SAFE_WEIGHTS_NAME, atomic_folder, load_checkpoint, load_json,
+                          read_checkpoint_shapes, save_file, save_json)
 from ..tensor import Tensor, _to_dtype
 from . import init
 from .checkpointing import checkpoint
@@ -33,7 +34,7 @@ from .module import Module, ModuleList, StateDictError
 
 __all__ = ["LlamaConfig", "KVCache", "CausalLMOutput", "LlamaRotaryEmbedding", "rope_inverse_frequencies",
            "LlamaAttention",
-           "LlamaMLP", "LlamaDecoderLayer", "LlamaModel", "LlamaForCausalLM", "causal_lm_loss"]
+           "LlamaMLP", "LlamaDecoderLayer", "LlamaModel", "LlamaForCausalLM", "causal_lm_loss", "parameter_shapes"]
 
 
 # ==================================================================================================
@@ -72,6 +73,7 @@ class LlamaConfig:
     extra: dict = field(default_factory=dict, repr=False)  # other config.json keys, kept for saving
 
     def __post_init__(self):
+        _check_field_types(self)
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
         if self.head_dim is None:
@@ -94,6 +96,9 @@ class LlamaConfig:
     @classmethod
     def from_dict(cls, d):
         """From a config.json dict, old style (``rope_theta``) or new (``rope_parameters``)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a Llama config must be a JSON object of field: value, got a "
+                             f"{type(d).__name__}")
         d = dict(d)
         model_type = d.get("model_type", "llama")
         if model_type != "llama":
@@ -134,6 +139,61 @@ class LlamaConfig:
         if dtype is not None:
             d["dtype"] = str(np.dtype(dtype))
         save_json(d, os.path.join(directory, "config.json"))
+
+
+# What each config field may hold. JSON has no int/float distinction a user would notice, so a whole
+# number is a fine float; but a float (4096.0) for a size, a string ("false", "4096") or a bool for a
+# number is refused -- reading "false" as true, or 64.5 as 64, would build another model silently.
+_INT_FIELDS = {"vocab_size": 1, "hidden_size": 1, "intermediate_size": 1, "num_hidden_layers": 0,
+               "num_attention_heads": 1, "num_key_value_heads": 1, "head_dim": 2,
+               "max_position_embeddings": 1}  # field -> smallest allowed value
+_OPTIONAL_INT_FIELDS = ("num_key_value_heads", "head_dim")  # None: derived from the others
+_FLOAT_FIELDS = {"rms_norm_eps": "> 0", "rope_theta": "> 0", "initializer_range": ">= 0"}
+_BOOL_FIELDS = ("tie_word_embeddings", "attention_bias", "mlp_bias")
+_TOKEN_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id")
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _field_error(name, value, allowed):
+    return ValueError(f"config field {name!r} is {value!r} ({type(value).__name__}); it must be {allowed}")
+
+
+def _check_field_types(config):
+    """Refuse every field value that transformers' strict config would refuse or that we would misread."""
+    for name, smallest in _INT_FIELDS.items():
+        value = getattr(config, name)
+        if value is None and name in _OPTIONAL_INT_FIELDS:
+            continue
+        if not _is_int(value) or value < smallest:
+            raise _field_error(name, value, f"an integer >= {smallest}" +
+                               (" (or null)" if name in _OPTIONAL_INT_FIELDS else ""))
+        setattr(config, name, int(value))
+    for name, rule in _FLOAT_FIELDS.items():
+        value = getattr(config, name)
+        ok = isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_)) \
+            and math.isfinite(value) and (value > 0 if rule == "> 0" else value >= 0)
+        if not ok:
+            raise _field_error(name, value, f"a finite number {rule}")
+        setattr(config, name, float(value))
+    for name in _BOOL_FIELDS:
+        value = getattr(config, name)
+        if not isinstance(value, (bool, np.bool_)):
+            raise _field_error(name, value, "true or false (a JSON boolean, not a string or number)")
+    for name in _TOKEN_FIELDS:
+        value = getattr(config, name)
+        ids = value if name == "eos_token_id" and isinstance(value, list) else [value]
+        if value is not None and not all(_is_int(i) for i in ids):
+            raise _field_error(name, value, "a token id (an integer) or null" +
+                               (", or a list of token ids" if name == "eos_token_id" else ""))
+    if not isinstance(config.hidden_act, str):
+        raise _field_error("hidden_act", config.hidden_act, "the string 'silu'")
+    if config.rope_scaling is not None and not isinstance(config.rope_scaling, dict):
+        raise _field_error("rope_scaling", config.rope_scaling, "an object or null")
+    if not isinstance(config.extra, dict):
+        raise _field_error("extra", config.extra, "a dict")
 
 
 _ROPE_SCALING_KEYS = {"linear": ("factor",),
@@ -474,6 +534,7 @@ class LlamaForCausalLM(Module):
         and shape mismatches.
         """
         config = LlamaConfig.from_pretrained(path)
+        _check_checkpoint_fits(path, config)  # from the file headers, before allocating anything
         state = load_checkpoint(path)
         if config.tie_word_embeddings and "model.embed_tokens.weight" in state:
             # transformers leaves the tied head out of the file (and ignores it when present)
@@ -487,11 +548,64 @@ class LlamaForCausalLM(Module):
         return model.to(device=device) if device is not None else model
 
     def save_pretrained(self, directory):
-        """Write config.json and model.safetensors (atomically), readable by transformers."""
-        os.makedirs(directory, exist_ok=True)
+        """Write config.json and model.safetensors, readable by transformers.
+
+        The folder is replaced as one unit (``atomic_folder``): a crash or a full disk mid-save
+        leaves the previous model whole, never the new config beside the old weights. Other files
+        in the folder (a tokenizer, a README) are kept; old weight files are not."""
         state = dict(self.state_dict())
         if self.config.tie_word_embeddings:
             state.pop("lm_head.weight")
-        self.config.save_pretrained(directory, dtype=self.dtype)
-        save_file(state, os.path.join(directory, SAFE_WEIGHTS_NAME))
+        with atomic_folder(directory, replaces=_MODEL_FILES) as tmp:
+            self.config.save_pretrained(tmp, dtype=self.dtype)
+            save_file(state, os.path.join(tmp, SAFE_WEIGHTS_NAME))
+
+
+# The files a model save replaces: an older save's weights may be sharded, and its shards must not
+# survive beside the new model.safetensors.
+_MODEL_FILES = ("config.json", "model*.safetensors", "model.safetensors.index.json")
+
+
+def parameter_shapes(config):
+    """``{name: shape}`` of ``LlamaForCausalLM(config).state_dict()``, from the config alone (nothing
+    is allocated), so a loader can check a checkpoint's header against it first."""
+    hidden, inner, head_dim = config.hidden_size, config.intermediate_size, config.head_dim
+    q_out, kv_out = config.num_attention_heads * head_dim, config.num_key_value_heads * head_dim
+    shapes = {"model.embed_tokens.weight": (config.vocab_size, hidden)}
+    for i in range(config.num_hidden_layers):
+        layer = f"model.layers.{i}."
+        linears = {"self_attn.q_proj": (q_out, hidden, config.attention_bias),
+                   "self_attn.k_proj": (kv_out, hidden, config.attention_bias),
+                   "self_attn.v_proj": (kv_out, hidden, config.attention_bias),
+                   "self_attn.o_proj": (hidden, q_out, config.attention_bias),
+                   "mlp.gate_proj": (inner, hidden, config.mlp_bias),
+                   "mlp.up_proj": (inner, hidden, config.mlp_bias),
+                   "mlp.down_proj": (hidden, inner, config.mlp_bias)}
+        for name, (out_features, in_features, bias) in linears.items():
+            shapes[f"{layer}{name}.weight"] = (out_features, in_features)
+            if bias:
+                shapes[f"{layer}{name}.bias"] = (out_features,)
+        shapes[f"{layer}input_layernorm.weight"] = (hidden,)
+        shapes[f"{layer}post_attention_layernorm.weight"] = (hidden,)
+    shapes["model.norm.weight"] = (hidden,)
+    shapes["lm_head.weight"] = (config.vocab_size, hidden)
+    return shapes
+
+
+def _check_checkpoint_fits(path, config):
+    """Compare the checkpoint's tensor names and shapes (read from the file headers only) with the
+    model ``config`` describes, so a mismatch -- ``{}`` as config.json means Llama-7B -- is refused
+    before gigabytes of weights are allocated. Raises ``StateDictError`` like ``load_state_dict``."""
+    found = read_checkpoint_shapes(path)
+    expected = parameter_shapes(config)
+    if config.tie_word_embeddings and "model.embed_tokens.weight" in found:
+        found.setdefault("lm_head.weight", found["model.embed_tokens.weight"])  # transformers leaves it out
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    mismatched = [(k, found[k], expected[k]) for k in expected if k in found and found[k] != expected[k]]
+    if missing or unexpected or mismatched:
+        error = StateDictError(missing, unexpected, mismatched)
+        error.args = (f"{os.fspath(path)}: {error.args[0]} (compared from the file headers with its "
+                      "config.json, before loading any weights)",)
+        raise error
 
