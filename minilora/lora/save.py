@@ -10,13 +10,13 @@ DoRA's magnitude is stored as ``...q_proj.lora_magnitude_vector`` (no ``.weight`
 projections as ``base_model.vera_A`` / ``base_model.vera_B``, a ``modules_to_save`` copy under the
 module's own name (``base_model.model.lm_head.weight``) -- all as PEFT writes them.
 
-Both files are written atomically (``minilora.checkpoint.atomic_write``).
+The save folder is replaced as one unit (``minilora.checkpoint.atomic_folder``).
 """
 import os
 
 import numpy as np
 
-from ..checkpoint import load_file, load_json, read_header, save_file, save_json
+from ..checkpoint import atomic_folder, load_file, load_json, read_header, save_file, save_json
 from .config import CONFIG_NAME
 from .layers import BaseTunerLayer, ModulesToSaveWrapper
 from .layers import Embedding as LoraEmbedding
@@ -129,17 +129,23 @@ def save_adapters(peft_model, save_directory, selected_adapters=None, overwrite=
     unknown = [n for n in names if n not in peft_model.peft_config]
     if unknown:
         raise ValueError(f"cannot save unknown adapter(s) {unknown}; adapters: {sorted(peft_model.peft_config)}")
+    files = {}  # adapter name -> (tensors, config): everything checked before anything is written
     for name in names:
-        directory = _adapter_dir(save_directory, name)
         tensors = get_peft_model_state_dict(peft_model, name, save_embedding_layers)
         config = peft_model.peft_config[name].to_dict()
         config["inference_mode"] = True  # as PEFT: a saved adapter loads for inference by default
         if config["base_model_name_or_path"] is None:
             config["base_model_name_or_path"] = _name_or_path(peft_model.get_base_model())
         if not overwrite:
-            _refuse_other_adapter(directory, config, tensors)
-        save_file(tensors, os.path.join(directory, WEIGHTS_NAME), metadata={"format": "pt"})
-        save_json(config, os.path.join(directory, CONFIG_NAME))
+            _refuse_other_adapter(_adapter_dir(save_directory, name), config, tensors)
+        files[name] = tensors, config
+    # One unit: a full disk or a kill mid-save leaves the old adapter folder whole, never the new
+    # config beside the old weights. Files the save does not write (other adapters) are kept.
+    with atomic_folder(save_directory) as tmp:
+        for name, (tensors, config) in files.items():
+            directory = _adapter_dir(tmp, name)
+            save_file(tensors, os.path.join(directory, WEIGHTS_NAME), metadata={"format": "pt"})
+            save_json(config, os.path.join(directory, CONFIG_NAME))
 
 
 def _name_or_path(model):
@@ -176,7 +182,11 @@ def read_adapter_config(directory):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no {CONFIG_NAME} in {directory!r}: not an adapter directory "
                                 "(adapters other than 'default' are saved in a subdirectory named after them)")
-    return load_json(path)
+    config = load_json(path)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: an adapter config must be a JSON object of field: value, got a "
+                         f"{type(config).__name__}")
+    return config
 
 
 def load_adapter_weights(peft_model, directory, adapter_name):
