@@ -5,6 +5,7 @@ only routes, so ``minilora --help`` stays fast (no module is imported until its 
 """
 import argparse
 import importlib
+import math
 import sys
 
 # name -> (module, one line for `minilora --help`)
@@ -17,6 +18,40 @@ COMMANDS = {
     "experiment": ("minilora.demo", "reproduce the LoRA paper's claims at small scale (e.g. `ranks`)"),
     "exercises": ("minilora.exercises", "build or check the student copy of the exercises"),
 }
+
+
+# --------------------------------------------------------------------------------------------------
+# Argument types for the commands' options: argparse reports a bad value with the option's name
+# ("argument --steps: must be an integer >= 1, got '0'") instead of failing later, or running on it.
+# --------------------------------------------------------------------------------------------------
+def _number(text, kind, test, allowed):
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or not test(value):
+        raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
+    return value
+
+
+def positive_int(text):
+    return _number(text, int, lambda v: v >= 1, "an integer >= 1")
+
+
+def non_negative_int(text):
+    return _number(text, int, lambda v: v >= 0, "an integer >= 0")
+
+
+def positive_float(text):
+    return _number(text, float, lambda v: v > 0, "a number > 0")
+
+
+def non_negative_float(text):
+    return _number(text, float, lambda v: v >= 0, "a number >= 0")
+
+
+def dropout_probability(text):
+    return _number(text, float, lambda v: 0 <= v < 1, "a probability in [0, 1)")
 
 
 def build_parser(command=None):

@@ -15,8 +15,14 @@ and checkpoints. A checkpoint holds everything that decides the rest of the run 
 weights, the optimizer's moments, the scheduler, the random generator and the step -- so a run resumed
 from step 3 produces the same losses, bit for bit, as a run that never stopped (batches are a pure
 function of ``(seed, step)``, see ``minilora.data.DataLoader``). Checkpoints are written to a temporary
-file and renamed over the old one, so a crash mid-write never destroys the previous checkpoint, and a
-NaN/inf loss stops the run *before* anything is saved, so the last checkpoint on disk is a good one.
+file and renamed over the old one, so a crash mid-write never destroys the previous checkpoint.
+
+A run that goes wrong stops with ``TrainingDivergedError`` naming the step, *before* that step is
+saved: a NaN/inf loss or gradient norm (``NonFiniteLossError``), weights or optimizer moments that
+became NaN/inf, a loss that blows up far above where the run started, or a gradient that is exactly
+zero while the loss is not (the model saturated: nothing can learn any more -- what a learning rate of
+1e6 does). A checkpoint is only written after its weights were checked finite, so "the last good
+checkpoint" the error names is one to resume from (with a lower ``lr`` or ``clip_norm``).
 """
 import dataclasses
 import json
@@ -24,32 +30,44 @@ import math
 import os
 import sys
 import time
+from numbers import Integral
 
 import numpy as np
 
 from . import parallel
 from . import random as ml_random
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, remove_leftovers
 from .data import IGNORE_INDEX, DataLoader, mean_loss
 from .tensor import Tensor, no_grad
 
-__all__ = ["train", "TrainResult", "NonFiniteLossError", "save_training_state", "load_training_state",
-           "CHECKPOINT_NAME", "add_cli_arguments", "cli_main"]
+__all__ = ["train", "TrainResult", "TrainingDivergedError", "NonFiniteLossError", "save_training_state",
+           "load_training_state", "CHECKPOINT_NAME", "add_cli_arguments", "cli_main"]
 
 CHECKPOINT_NAME = "checkpoint.npz"
 METRICS_NAME = "metrics.jsonl"
 PLOT_NAME = "loss.png"
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The loss (or the gradient norm) became NaN or infinite; training stopped.
+class TrainingDivergedError(FloatingPointError):
+    """Training went wrong and stopped before saving the step that did (see the module docstring).
 
     ``step`` is the step that failed; ``checkpoint`` the last good checkpoint (``None`` if none was
-    saved yet); ``result`` the ``TrainResult`` up to the failure."""
+    saved yet) and ``checkpoint_step`` its step; ``result`` the ``TrainResult`` up to the failure."""
 
-    def __init__(self, message, step, checkpoint, result):
+    def __init__(self, message, step, checkpoint, result, checkpoint_step=None):
         super().__init__(message)
         self.step, self.checkpoint, self.result = step, checkpoint, result
+        self.checkpoint_step = checkpoint_step
+
+
+class NonFiniteLossError(TrainingDivergedError):
+    """The loss, the gradient norm or the updated weights became NaN or infinite."""
+
+
+# A loss this far above the run's first loss means divergence: more than double it, and at least 5
+# nats (the target tokens became e^5 = 150 times less likely). A healthy run, even a noisy one
+# whose first loss is tiny, never climbs that far; an exploding one passes it within a step or two.
+BLOW_UP_FACTOR, BLOW_UP_NATS = 2.0, 5.0
 
 
 @dataclasses.dataclass
@@ -115,6 +133,13 @@ def _unflatten(value, arrays):
             return tuple(_unflatten(v, arrays) for v in value["__tuple__"])
         return {_unflatten(k, arrays): _unflatten(v, arrays) for k, v in value["__dict__"]}
     return value
+
+
+def _non_finite_arrays(state):
+    """Names of the float arrays in a training state that hold a NaN or an infinity."""
+    arrays = {}
+    _flatten(state, "s", arrays)
+    return [name for name, a in arrays.items() if a.dtype.kind in "fc" and not np.isfinite(a).all()]
 
 
 def save_training_state(path, state):
@@ -187,11 +212,30 @@ class _MetricsLog:
         self.records = []
         if self.path and os.path.exists(self.path):
             if resume_step is not None:
-                with open(self.path) as f:
-                    self.records = [r for r in map(json.loads, filter(str.strip, f))
-                                    if r.get("step", 0) <= resume_step]
+                self.records = [r for r in self._read() if r.get("step", 0) <= resume_step]
             with atomic_write(self.path, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in self.records)
+
+    def _read(self):
+        """The records of an earlier run. A line cut short (a kill or a full disk mid-write) is
+        dropped with a message: the steps it described are redone anyway."""
+        records, dropped = [], []
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    record = None
+                if isinstance(record, dict):
+                    records.append(record)
+                else:
+                    dropped.append(number)
+        if dropped:
+            print(f"resume: {self.path}: dropped {len(dropped)} half-written or unreadable line(s) "
+                  f"(line {', '.join(map(str, dropped))})", file=sys.stderr, flush=True)
+        return records
 
     def write(self, record):
         self.records.append(record)
@@ -300,8 +344,10 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
     ``eval_every``: every that many steps (and at the end) log the eval loss and ``eval_fn(model)``,
     a dict of extra metrics (e.g. exact-match accuracy). ``out_dir``: where ``metrics.jsonl``,
     ``loss.png`` and ``checkpoint.npz`` (every ``save_every`` steps and at the end) go.
-    ``resume=True`` continues from ``out_dir/checkpoint.npz`` (``resume=PATH`` from that file).
-    Raises ``NonFiniteLossError`` if the loss or gradient norm becomes NaN/inf.
+    ``resume=True`` continues from ``out_dir/checkpoint.npz`` (``resume=PATH`` from that file); a
+    checkpoint already at ``steps`` restores the model and returns (``steps_run == 0``), so the caller
+    can write what an interrupted run did not. A different ``lr`` on resume replaces the old one.
+    Raises ``TrainingDivergedError`` (``NonFiniteLossError`` for NaN/inf) when the run goes wrong.
     """
     from .optim import AdamW, clip_grad_norm_, get_cosine_schedule_with_warmup
 
@@ -321,19 +367,22 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
 
     ml_random.manual_seed(seed)  # dropout masks: same seed, same run
     start, losses = 0, []
+    if ckpt_path:
+        remove_leftovers(ckpt_path)  # a checkpoint write that a kill cut short
     if resume:
         path = resume if isinstance(resume, (str, os.PathLike)) else ckpt_path
         if path is None or not os.path.exists(path):
             raise FileNotFoundError(f"resume: no checkpoint at {path!r} (train with out_dir= and "
                                     f"save_every= first)")
         start, losses = _restore(load_training_state(path), named, optimizer, scheduler)
-        if start >= steps:
-            raise ValueError(f"resume: the checkpoint is already at step {start} >= steps={steps}")
+        if start > steps:
+            raise ValueError(f"resume: the checkpoint is already at step {start} > steps={steps}")
+        _use_new_learning_rate(scheduler, lr, start)
     log = _MetricsLog(out_dir, start if resume else None)
     evals = [r for r in log.records if r.get("kind") == "eval"]
     lrs = [r["lr"] for r in log.records if r.get("kind") == "train"][:start]
     grad_norms = [r["grad_norm"] for r in log.records if r.get("kind") == "train"][:start]
-    last_good = ckpt_path if resume else None
+    last_good = (ckpt_path, start) if resume else (None, None)
     bar = _Progress(steps, start, progress, log_every)
     model.train()
     t0 = time.perf_counter()
@@ -343,13 +392,14 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
         return TrainResult(losses, lrs, grad_norms, evals, step, step - start,
                            time.perf_counter() - t0, train_seconds, out_dir)
 
-    def stop_non_finite(step, what, value):
+    def stop(step, what, error=NonFiniteLossError):
         bar.close()
-        where = (f"the last good checkpoint is {last_good}" if last_good
-                 else "no checkpoint had been saved yet")
-        raise NonFiniteLossError(f"training stopped at step {step}: {what} is {value}. Nothing was "
-                                 f"saved for this step; {where}. Try a lower learning rate, a "
-                                 f"smaller clip_norm, or float64.", step, last_good, result(step - 1))
+        path, good_step = last_good
+        where = (f"the last good checkpoint is {path} (step {good_step}); resume from it with a "
+                 f"lower learning rate or clip_norm" if path else "no checkpoint had been saved yet")
+        raise error(f"training stopped at step {step}: {what}. Nothing was saved for this step; "
+                    f"{where}. Try a lower learning rate, a smaller clip_norm, or float64.",
+                    step, path, result(step - 1), good_step)
 
     try:
         for step in range(start + 1, steps + 1):
@@ -360,13 +410,18 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
                 loss = model(input_ids, labels=labels).loss
                 value = loss.item()
                 if not math.isfinite(value):
-                    stop_non_finite(step, "the loss", value)
+                    stop(step, f"the loss is {value}")
                 (loss / grad_accum).backward()
                 loss_sum += value
                 tokens += int((labels[:, 1:] != IGNORE_INDEX).sum())
+            _check_divergence(step, loss_sum / grad_accum, losses, stop)
             grad_norm = float(clip_grad_norm_(params, clip_norm if clip_norm else float("inf")))
             if not math.isfinite(grad_norm):
-                stop_non_finite(step, "the gradient norm", grad_norm)
+                stop(step, f"the gradient norm is {grad_norm}")
+            if grad_norm == 0.0 and loss_sum > 0:
+                stop(step, f"the gradient norm is exactly 0 while the loss is {loss_sum / grad_accum:.4f}: "
+                     "the model saturated and no parameter can learn any more (the run diverged)",
+                     TrainingDivergedError)
             step_lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
@@ -388,13 +443,45 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
                 bar.write("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                     for k, v in evals[-1].items() if k != "kind"))
             if ckpt_path and ((save_every and step % save_every == 0) or step == steps):
-                save_training_state(ckpt_path, _training_state(step, named, optimizer, scheduler, losses))
-                last_good = ckpt_path
+                state = _training_state(step, named, optimizer, scheduler, losses)
+                bad = _non_finite_arrays(state)
+                if bad:  # never let a broken state become "the last good checkpoint"
+                    stop(step, f"after the update, {len(bad)} weight/optimizer arrays hold NaN or inf "
+                         f"(first: {bad[0]})")
+                save_training_state(ckpt_path, state)
+                last_good = (ckpt_path, step)
         return result(steps)
     finally:
         bar.close()
         if out_dir and plot and losses:
             plot_losses(os.path.join(out_dir, PLOT_NAME), losses, evals)
+
+
+def _check_divergence(step, loss, losses, stop):
+    """Stop when the loss blew up: above ``BLOW_UP_FACTOR`` times the run's first loss and at least
+    ``BLOW_UP_NATS`` above it."""
+    if not losses:
+        return
+    first = losses[0]
+    if loss > max(BLOW_UP_FACTOR * first, first + BLOW_UP_NATS):
+        stop(step, f"the loss {loss:.4g} blew up (the run started at {first:.4g}): the run diverged",
+             TrainingDivergedError)
+
+
+def _use_new_learning_rate(scheduler, lr, step):
+    """On resume, the ``lr`` asked for now replaces the checkpoint's peak learning rate (to continue
+    a diverging run more gently); the schedule's shape and position are kept."""
+    if all(base == lr for base in scheduler.base_lrs):
+        return
+    old = scheduler.base_lrs[0]
+    scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
+    for group in scheduler.optimizer.param_groups:
+        group["initial_lr"] = lr
+    for group, value in zip(scheduler.optimizer.param_groups, scheduler.get_lr()):
+        group["lr"] = value
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+    print(f"resume: peak learning rate {old:g} -> {lr:g} from step {step + 1} on", file=sys.stderr,
+          flush=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -431,6 +518,9 @@ adapter/ (PEFT format: adapter_config.json + adapter_model.safetensors) or model
 def add_cli_arguments(parser, name="train"):
     """The options of ``minilora train``."""
     import argparse
+
+    from .cli import (dropout_probability, non_negative_float, non_negative_int, positive_float,
+                      positive_int)
     parser.description = ("Fine-tune a model on a built-in task, with LoRA (the default: only small "
                           "low-rank matrices are trained) or full fine-tuning (every weight is trained), "
                           "and report exact-match accuracy before and after.")
@@ -445,39 +535,43 @@ def add_cli_arguments(parser, name="train"):
                       help="a Hugging Face-format Llama folder (config.json + model.safetensors); "
                            "default: the base model shipped with minilora")
     lora = parser.add_argument_group("LoRA (with --method lora)")
-    lora.add_argument("--r", type=int, default=8, help="rank of the update B A (default: 8)")
-    lora.add_argument("--lora-alpha", type=float, default=None,
+    lora.add_argument("--r", type=positive_int, default=8, help="rank of the update B A (default: 8)")
+    lora.add_argument("--lora-alpha", type=positive_float, default=None,
                       help="scale alpha; the update is multiplied by alpha/r (default: 2*r)")
-    lora.add_argument("--lora-dropout", type=float, default=0.0,
+    lora.add_argument("--lora-dropout", type=dropout_probability, default=0.0,
                       help="dropout on the LoRA input (default: 0)")
     lora.add_argument("--target-modules", default="all-linear",
                       help="comma-separated layer names (e.g. q_proj,v_proj) or all-linear (default)")
     opt = parser.add_argument_group("optimization")
-    opt.add_argument("--steps", type=int, default=None,
+    opt.add_argument("--steps", type=positive_int, default=None,
                      help="optimizer steps (default: 300 for qa, 600 for reverse)")
-    opt.add_argument("--lr", type=float, default=None,
+    opt.add_argument("--lr", type=positive_float, default=None,
                      help="peak learning rate (default: qa 2e-3 with LoRA, 5e-4 full; "
                           "reverse 5e-3 with LoRA, 1e-3 full)")
-    opt.add_argument("--batch-size", type=int, default=16, help="sequences per micro-batch (default: 16)")
-    opt.add_argument("--grad-accum", type=int, default=1,
+    opt.add_argument("--batch-size", type=positive_int, default=16, help="sequences per micro-batch (default: 16)")
+    opt.add_argument("--grad-accum", type=positive_int, default=1,
                      help="micro-batches per step: effective batch = batch-size x grad-accum (default: 1)")
-    opt.add_argument("--warmup-steps", type=int, default=20,
+    opt.add_argument("--warmup-steps", type=non_negative_int, default=20,
                      help="linear warmup before the cosine decay (default: 20)")
-    opt.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)")
-    opt.add_argument("--clip-norm", type=float, default=1.0, help="gradient-norm clipping (default: 1)")
+    opt.add_argument("--weight-decay", type=non_negative_float, default=0.0, help="AdamW weight decay (default: 0)")
+    opt.add_argument("--clip-norm", type=non_negative_float, default=1.0,
+                     help="gradient-norm clipping (default: 1; 0: no clipping)")
     opt.add_argument("--gradient-checkpointing", action="store_true",
                      help="recompute each layer's activations in backward instead of keeping them: "
                           "much less memory, about a third more compute per step")
-    opt.add_argument("--seed", type=int, default=0,
+    opt.add_argument("--seed", type=non_negative_int, default=0,
                      help="seeds data order, LoRA init, dropout (default: 0)")
     run = parser.add_argument_group("run")
     run.add_argument("--out", default=None, metavar="DIR",
                      help="run folder (default: runs/<task>-<method>)")
     run.add_argument("--resume", action="store_true",
-                     help="continue from DIR/checkpoint.npz (same options as the interrupted run)")
-    run.add_argument("--eval-every", type=int, default=100,
-                     help="evaluate every N steps (and at the end; default: 100)")
-    run.add_argument("--eval-n", type=int, default=None,
+                     help="continue from DIR/checkpoint.npz (same options as the interrupted run; a "
+                          "different --lr or --clip-norm applies from there on). A run killed after "
+                          "its last step gets its adapter/model written")
+    run.add_argument("--eval-every", type=non_negative_int, default=100,
+                     help="evaluate and checkpoint every N steps (and at the end; 0: only at the end; "
+                          "default: 100)")
+    run.add_argument("--eval-n", type=positive_int, default=None,
                      help="evaluate on the first N eval examples (default: all)")
     run.add_argument("--device", default=None, help="cpu, emu or cuda (default: cpu)")
     run.add_argument("--no-progress", action="store_true", help="print lines instead of a progress bar")
@@ -495,8 +589,9 @@ def cli_main(args):
     from .tokenizer import ByteTokenizer
 
     method, task_name = args.method, args.task
-    steps = args.steps or RECOMMENDED[task_name, method]["steps"]
-    lr = args.lr or RECOMMENDED[task_name, method]["lr"]
+    recommended = RECOMMENDED[task_name, method]
+    steps = args.steps if args.steps is not None else recommended["steps"]
+    lr = args.lr if args.lr is not None else recommended["lr"]
     out = args.out or os.path.join("runs", f"{task_name}-{method}")
     if args.resume and not os.path.isfile(os.path.join(out, CHECKPOINT_NAME)):
         print(f"minilora train: --resume, but there is no checkpoint at "
@@ -512,7 +607,12 @@ def cli_main(args):
         from .lora import LoraConfig, get_peft_model
         targets = args.target_modules if args.target_modules == "all-linear" else \
             [t.strip() for t in args.target_modules.split(",") if t.strip()]
-        config = LoraConfig(r=args.r, lora_alpha=args.lora_alpha or 2 * args.r,
+        if not targets:
+            print(f"minilora train: --target-modules {args.target_modules!r} names no module "
+                  "(give e.g. q_proj,v_proj or all-linear)", file=sys.stderr)
+            return 2
+        alpha = args.lora_alpha if args.lora_alpha is not None else 2 * args.r
+        config = LoraConfig(r=args.r, lora_alpha=alpha,
                             lora_dropout=args.lora_dropout, target_modules=targets, task_type="CAUSAL_LM")
         model = get_peft_model(model, config)
         model.print_trainable_parameters()
@@ -535,9 +635,18 @@ def cli_main(args):
                        clip_norm=args.clip_norm, eval_every=args.eval_every, eval_fn=eval_fn,
                        save_every=args.eval_every, out_dir=out, seed=args.seed, resume=args.resume,
                        progress=not args.no_progress)
-    except (NonFiniteLossError, FileNotFoundError, ValueError) as exc:
+    except TrainingDivergedError as exc:
+        print(f"minilora train: {exc}", file=sys.stderr)
+        if exc.checkpoint:
+            print(f"to continue from step {exc.checkpoint_step} with a 10x lower learning rate, run the "
+                  f"same command with --resume --lr {lr / 10:g}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError) as exc:
         print(f"minilora train: {exc}", file=sys.stderr)
         return 1
+    if result.steps_run == 0:
+        print(f"resume: the checkpoint already holds all {steps} steps; writing what the interrupted "
+              "run did not")
     print(f"trained {result.steps_run} steps in {result.train_seconds:.1f} s "
           f"({1000 * result.seconds_per_step:.0f} ms/step), final loss {result.final_loss:.4f}")
     if task_name != "corpus":
