@@ -104,6 +104,9 @@ class LlamaConfig:
         if model_type != "llama":
             raise ValueError(f"config has model_type {model_type!r}; minilora implements 'llama'")
         rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
+        if not isinstance(rope, dict):
+            raise _field_error("rope_parameters" if d.get("rope_parameters") else "rope_scaling", rope,
+                               "an object or null")
         if "rope_theta" in rope:
             d["rope_theta"] = rope["rope_theta"]
         scaling = {k: v for k, v in rope.items() if k not in ("rope_theta", "type")}
@@ -391,6 +394,9 @@ class LlamaModel(Module):
         weight = self.embed_tokens.weight
         xp, dtype = weight.device.xp, weight.dtype
         ids = _as_ids(input_ids, "input_ids")
+        if 0 in ids.shape:
+            raise ValueError(f"input_ids has shape {ids.shape}: an empty batch or a zero-length sequence "
+                             "has nothing to compute (give at least one token per row)")
         cache = past_key_values if past_key_values is not None else KVCache() if use_cache else None
         past = cache.get_seq_length() if cache is not None else 0
         if position_ids is None:  # positions continue after the cached ones
