@@ -17,6 +17,8 @@ sequence is recomputed each step. Both give the same tokens; the cache makes a s
 A row that produced ``eos_token_id`` is finished: it gets ``pad_token_id`` from then on, and
 generation stops when every row is finished (or after ``max_new_tokens``).
 """
+import argparse
+
 import numpy as np
 
 from . import random as _random
@@ -27,10 +29,12 @@ __all__ = ["generate", "sample_next_token", "top_k_filter", "top_p_filter"]
 
 def top_k_filter(logits, k):
     """Set every logit below the ``k``-th largest of its row to -inf (ties at the k-th are kept)."""
-    if k is None or k >= logits.shape[-1]:
+    if k is None:
         return logits
-    if k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {k}")
+    if not isinstance(k, (int, np.integer)) or isinstance(k, (bool, np.bool_)) or k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {k!r}")
+    if k >= logits.shape[-1]:
+        return logits
     kth = np.partition(logits, -k, axis=-1)[..., -k:].min(axis=-1, keepdims=True)
     return np.where(logits < kth, -np.inf, logits)
 
@@ -41,10 +45,12 @@ def top_p_filter(logits, p):
     A token is kept if the probability of all tokens more likely than it is still below ``p``, so the
     most likely token is always kept.
     """
-    if p is None or p >= 1.0:
+    if p is None:
         return logits
-    if not 0.0 < p:
-        raise ValueError(f"top_p must be in (0, 1], got {p}")
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.number)) or not 0.0 < p <= 1.0:
+        raise ValueError(f"top_p must be a number in (0, 1], got {p!r}")
+    if p == 1.0:
+        return logits
     order = np.argsort(-logits, axis=-1, kind="stable")
     sorted_logits = np.take_along_axis(logits, order, axis=-1)
     probs = _softmax(sorted_logits)
@@ -84,21 +90,24 @@ def generate(model, input_ids, max_new_tokens=20, do_sample=False, temperature=1
     ``[]`` never stops) ends a row. ``seed`` makes sampling reproducible (default: the generator
     of ``minilora.manual_seed``).
     """
-    ids = np.asarray(input_ids.numpy() if isinstance(input_ids, Tensor) else input_ids, dtype=np.int64)
+    _check_count("max_new_tokens", max_new_tokens)
+    ids = _as_int_array(input_ids, "input_ids")
     single = ids.ndim == 1
     ids = ids[None, :] if single else ids
-    if ids.ndim != 2 or ids.shape[1] == 0:
-        raise ValueError(f"input_ids must be a non-empty sequence or a [batch, seq_len] batch, got "
-                         f"shape {ids.shape}")
+    if ids.ndim != 2 or 0 in ids.shape:
+        raise ValueError(f"input_ids must be a non-empty sequence or a [batch, seq_len] batch with "
+                         f"batch >= 1 and seq_len >= 1, got shape {ids.shape}")
     config = getattr(model, "config", None)
     eos = _id_set(eos_token_id if eos_token_id is not None else getattr(config, "eos_token_id", None))
     if pad_token_id is None:
         pad_token_id = getattr(config, "pad_token_id", None)
     if pad_token_id is None:
         pad_token_id = min(eos) if eos else 0
-    mask = np.ones_like(ids) if attention_mask is None else \
-        np.asarray(attention_mask.numpy() if isinstance(attention_mask, Tensor) else attention_mask,
-                   dtype=np.int64).reshape(ids.shape)
+    mask = np.ones_like(ids) if attention_mask is None else _as_int_array(attention_mask, "attention_mask")
+    if mask.shape != ids.shape and not (single and mask.shape == ids.shape[1:]):
+        raise ValueError(f"attention_mask has shape {mask.shape} but input_ids has shape "
+                         f"{ids.shape[1:] if single else ids.shape}: they must match")
+    mask = mask.reshape(ids.shape)
     rng = np.random.default_rng(seed) if seed is not None else None
 
     finished = np.zeros(ids.shape[0], dtype=bool)
@@ -125,6 +134,20 @@ def generate(model, input_ids, max_new_tokens=20, do_sample=False, temperature=1
     return Tensor(ids[0] if single else ids)
 
 
+def _check_count(name, value):
+    """A count argument must be a whole number >= 0: 2.5 tokens, True or "3" are refused, not rounded."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+
+
+def _as_int_array(values, name):
+    """Token ids or a 0/1 mask as an int64 array; floats like 2.5 are refused, not truncated."""
+    array = np.asarray(values.numpy() if isinstance(values, Tensor) else values)
+    if array.size and array.dtype.kind not in "iub":
+        raise ValueError(f"{name} must hold integers, got dtype {array.dtype}")
+    return array.astype(np.int64)
+
+
 def _id_set(ids):
     if ids is None:
         return set()
@@ -140,6 +163,13 @@ def _mask_arg(mask):
 # `minilora generate`
 # ----------------------------------------------------------------------------------------------
 def add_cli_arguments(parser, name):
+    from .cli import non_negative_int, positive_float, positive_int
+
+    def top_p_value(text):
+        value = positive_float(text)
+        if value > 1:
+            raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text!r}")
+        return value
     parser.description = ("Continue a prompt with a model: the base model shipped with minilora, a "
                           "Hugging Face-format Llama folder, and optionally a LoRA adapter on top "
                           "(e.g. the one `minilora demo` or `minilora train` saved).")
@@ -150,14 +180,15 @@ def add_cli_arguments(parser, name):
                         help="a LoRA adapter folder (adapter_config.json + adapter_model.safetensors)")
     parser.add_argument("--tokenizer", default=None, metavar="FILE",
                         help="a Hugging Face tokenizer.json; default: minilora's byte-level tokenizer")
-    parser.add_argument("--max-new-tokens", type=int, default=40, help="how many tokens at most (default 40)")
+    parser.add_argument("--max-new-tokens", type=non_negative_int, default=40,
+                        help="how many tokens at most (default 40)")
     parser.add_argument("--sample", action="store_true",
                         help="sample instead of always taking the most likely token (greedy)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="with --sample: < 1 sharper, > 1 flatter")
-    parser.add_argument("--top-k", type=int, default=None, help="with --sample: keep the k most likely tokens")
-    parser.add_argument("--top-p", type=float, default=None,
+    parser.add_argument("--temperature", type=positive_float, default=1.0, help="with --sample: < 1 sharper, > 1 flatter")
+    parser.add_argument("--top-k", type=positive_int, default=None, help="with --sample: keep the k most likely tokens")
+    parser.add_argument("--top-p", type=top_p_value, default=None,
                         help="with --sample: keep the smallest set of tokens whose probability adds up to p")
-    parser.add_argument("--seed", type=int, default=0, help="random seed for --sample (default 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed for --sample (default 0)")
     parser.add_argument("--device", default=None, help="cpu, emu or cuda (default: $MINILORA_DEVICE or cpu)")
 
 
