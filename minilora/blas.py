@@ -20,7 +20,7 @@ import functools
 
 import numpy as np
 
-__all__ = ["gemm", "has_direct_gemm", "get_num_threads", "set_num_threads"]
+__all__ = ["gemm", "addmm_", "has_direct_gemm", "get_num_threads", "set_num_threads"]
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
@@ -136,6 +136,13 @@ def gemm(a, b, out, alpha=1.0, beta=0.0):
     fn(_ROW_MAJOR, trans_a, trans_b, M, N, K, alpha, a.ctypes.data, lda, b.ctypes.data, ldb, beta,
        out.ctypes.data, N)
     return out
+
+
+def addmm_(out, a, b, *, beta=1.0, alpha=1.0):
+    """PyTorch's ``out.addmm_(a, b, beta=beta, alpha=alpha)`` on arrays: ``out = beta * out + alpha * (a @ b)``,
+    in place and, where BLAS is at hand, without a temporary for the product. This is the name the
+    teaching code uses (``addmm_(Y, U, B.T, alpha=s)`` reads ``Y += s U B^T``); ``gemm`` is the call."""
+    return gemm(a, b, out, alpha=alpha, beta=beta)
 
 
 def _direct_gemm_applies(a, b, out):

@@ -28,9 +28,10 @@ import re
 
 import numpy as np
 
-from .device import Device, device as _device
+from .device import Device, xp_of
+from .device import device as _device
 
-__all__ = ["lora_forward", "lora_backward", "adamw_step", "pick_version", "supports", "checking",
+__all__ = ["lora_forward", "lora_backward", "adamw_step", "pick_version", "supports", "contiguous", "checking",
            "kernel_dir", "source", "VERSIONS", "KERNEL_FILES"]
 
 VERSIONS = ("v1", "v2", "v3", "v4", "v5")
@@ -147,9 +148,16 @@ def _launch(dev, filename, name, grid, block, args):
 # ------------------------------------------------------------------------------------------------
 # Argument checks
 # ------------------------------------------------------------------------------------------------
-def supports(dtype):
-    """Whether the kernels handle arrays of ``dtype`` (float32 only; other dtypes use the NumPy path)."""
-    return np.dtype(dtype) == np.float32
+def supports(*dtypes):
+    """Whether the kernels handle arrays of these dtypes (float32 only; for anything else
+    ``Function.apply`` runs the op's NumPy math instead)."""
+    return all(np.dtype(dtype) == np.float32 for dtype in dtypes)
+
+
+def contiguous(*arrays):
+    """The arrays as C-contiguous arrays (copies only where needed): a kernel sees a flat pointer,
+    so an op hands its views (``W.T``, slices) through this before launching."""
+    return tuple(a if a.flags.c_contiguous else xp_of(a).ascontiguousarray(a) for a in arrays)
 
 
 def _resolve_device(fn, device, first):

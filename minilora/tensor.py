@@ -111,7 +111,14 @@ class Function:
     ``forward(ctx, *arrays, **options) -> array`` and ``backward(ctx, grad) -> grad or tuple``
     with one entry per positional input (``None`` where no gradient is needed). Optional
     ``flops(ctx, arrays, out)`` / ``backward_flops(ctx)`` feed the profiler.
+
+    An op with hand-written CUDA kernels also writes ``kernel_forward`` / ``kernel_backward`` (same
+    signatures). ``apply`` runs them instead of ``forward`` / ``backward`` on a device that launches
+    kernels (``emu``, ``cuda``) when ``minilora.kernels`` takes the inputs' dtype, so ``forward`` and
+    ``backward`` stay the NumPy math (``minilora.ops.lora`` is the example).
     """
+
+    kernel_forward = kernel_backward = None
 
     @staticmethod
     def forward(ctx, *arrays, **options):
@@ -151,12 +158,15 @@ class Function:
             else:  # Python/NumPy scalars and None pass straight through
                 arrays.append(x)
                 needs.append(False)
-        ctx = Context(cls, dev, tuple(needs))
+        fn = cls
+        if cls.kernel_forward is not None and dev is not None and dev.uses_kernels:
+            fn = _on_kernels(cls, arrays)
+        ctx = Context(fn, dev, tuple(needs))
         if profiler.active is None:
-            out = cls.forward(ctx, *arrays, **options)
+            out = fn.forward(ctx, *arrays, **options)
         else:
             start = time.perf_counter()
-            out = cls.forward(ctx, *arrays, **options)
+            out = fn.forward(ctx, *arrays, **options)
             profiler.active.record(cls.__name__, "forward", time.perf_counter() - start,
                                    cls.flops(ctx, arrays, out))
         if isinstance(out, np.generic):  # NumPy turns 0-d results into scalars; keep arrays
@@ -166,6 +176,24 @@ class Function:
             ctx.seq = next(_sequence)
             return Tensor._make(out, dev, True, ctx)
         return Tensor._make(out, dev, False, None)
+
+
+def _on_kernels(cls, arrays):
+    """``cls`` with its kernel_forward / kernel_backward as forward / backward when minilora.kernels
+    takes these arrays' dtype, else ``cls`` itself (its NumPy math runs on the device's arrays).
+
+    The kernel variant is a subclass made once per op, of the same name: the backward engine calls
+    ``ctx.fn.backward`` and the profiler reads ``ctx.fn.__name__``, whichever path ran."""
+    from . import kernels
+    if not kernels.supports(*(a.dtype for a in arrays if hasattr(a, "dtype"))):
+        return cls
+    variant = cls.__dict__.get("_kernel_variant")
+    if variant is None:
+        variant = type(cls.__name__, (cls,), {"forward": staticmethod(cls.kernel_forward),
+                                              "backward": staticmethod(cls.kernel_backward),
+                                              "__qualname__": cls.__qualname__, "__module__": cls.__module__})
+        cls._kernel_variant = variant
+    return variant
 
 
 # ----------------------------------------------------------------------------------------------

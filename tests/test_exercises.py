@@ -69,6 +69,16 @@ def test_exercises_md_lists_every_exercise():
         assert e.marker in text and e.path in text, f"EXERCISES.md: exercise {e.number} needs {e.marker}, {e.path}"
 
 
+def test_solution_regions_hold_math_only():
+    """What a learner writes is the math: the thread splitting (minilora.parallel) and direct BLAS calls
+    (minilora.blas) sit outside the regions, in the op that calls the region's function."""
+    for e in EXERCISES:
+        lines = (ROOT / e.path).read_text(encoding="utf-8").splitlines()[e.begin + 1:e.end]
+        for offset, line in enumerate(lines, start=e.begin + 2):
+            assert not re.search(r"\b(parallel|blas)\.", line), \
+                f"exercise {e.number} ({e.path}:{offset}) calls speed machinery inside its region: {line.strip()}"
+
+
 # ---- the marker format --------------------------------------------------------------------------------
 GOOD = """\
 def f(x):

@@ -82,6 +82,19 @@ def test_linear_backward_frozen_weight(rng):
     assert w.grad is None
 
 
+@pytest.mark.ex1_5
+def test_linear_backward_rows_alone_is_the_whole_backward(rng):
+    """The region's function on whole arrays, no threads: gx filled, (gw, gb) returned."""
+    from minilora.ops.matmul import _linear_backward_rows
+    g, x, w = rng.standard_normal((6, 3)), rng.standard_normal((6, 4)), rng.standard_normal((3, 4))
+    gx = np.full((6, 4), np.nan)
+    gw, gb = _linear_backward_rows(g, x, gx, w, True, True)
+    assert_close(gx, g @ w, rtol=1e-13, atol=1e-13, name="gx")
+    assert_close(gw, g.T @ x, rtol=1e-13, atol=1e-13, name="gw")
+    assert_close(gb, g.sum(axis=0), rtol=1e-13, atol=1e-13, name="gb")
+    assert _linear_backward_rows(g, None, None, w, False, False) == (None, None)
+
+
 @pytest.mark.ex1_6
 @pytest.mark.parametrize("axis", [-1, 0])
 def test_softmax_backward(rng, axis):

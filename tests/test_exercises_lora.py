@@ -89,6 +89,35 @@ def test_lora_linear_backward_only_adapter(rng):
     grad_check(lambda A, B: ops.lora_linear(x, W0, A, B, 0.5), A, B)
 
 
+@pytest.mark.ex4_2
+def test_lora_forward_rows_alone_is_the_whole_forward(rng):
+    """The region's function on whole arrays, no threads: what a learner can run by hand."""
+    from minilora.ops.lora import _lora_forward_rows
+    X, W0, A, B, bias = (rng.standard_normal(s) for s in ((6, 5), (4, 5), (2, 5), (4, 2), (4,)))
+    keep = ops.lora_dropout_mask(3, 6, 5, 0.5) * 2.0
+    U, Y = np.full((6, 2), np.nan), np.full((6, 4), np.nan)
+    _lora_forward_rows(X, keep, U, Y, W0, A, B, bias, 0.5)
+    assert_close(U, (X * keep) @ A.T, rtol=1e-13, atol=1e-13, name="U")
+    assert_close(Y, X @ W0.T + 0.5 * U @ B.T + bias, rtol=1e-13, atol=1e-13, name="Y")
+
+
+@pytest.mark.ex4_3
+@pytest.mark.parametrize("p", [0.0, 0.5])
+def test_lora_backward_rows_alone_is_the_whole_backward(rng, p):
+    from minilora.ops.lora import _lora_backward_rows
+    dY, X, W0, A, B = (rng.standard_normal(s) for s in ((6, 4), (6, 5), (4, 5), (2, 5), (4, 2)))
+    keep = ops.lora_dropout_mask(3, 6, 5, p) / (1 - p) if p else None
+    Xd = X if keep is None else X * keep
+    U = Xd @ A.T
+    V, dX = np.full((6, 2), np.nan), np.full((6, 5), np.nan)
+    dA, dB = _lora_backward_rows(dY, X, U, keep, V, dX, W0, A, B, 0.5, True, True)
+    assert_close(V, 0.5 * dY @ B, rtol=1e-13, atol=1e-13, name="V")
+    assert_close(dX, dY @ W0 + (V @ A) * (1 if keep is None else keep), rtol=1e-13, atol=1e-13, name="dX")
+    assert_close(dA, V.T @ Xd, rtol=1e-13, atol=1e-13, name="dA")
+    assert_close(dB, 0.5 * dY.T @ U, rtol=1e-13, atol=1e-13, name="dB")
+    assert _lora_backward_rows(dY, X, U, keep, V, None, W0, A, B, 0.5, False, False) == (None, None)
+
+
 # ---- 4.4 B = 0 at the start --------------------------------------------------------------------------
 @pytest.mark.ex4_4
 @pytest.mark.parametrize("init", [True, "gaussian"])

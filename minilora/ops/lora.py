@@ -26,7 +26,8 @@ bits, so ``cpu``, ``emu`` and ``cuda`` agree exactly (see ``lora_dropout_mask``)
 """
 import numpy as np
 
-from .. import blas, parallel
+from .. import kernels, parallel
+from ..blas import addmm_
 from ..device import xp_of
 from ..random import fresh_seed
 from ..tensor import Function
@@ -62,24 +63,45 @@ def _dropout_multipliers(X, p, seed):
 
 
 def _lora_forward_rows(X, keep, U, Y, W0, A, B, bias, s):
-    """The LoRA forward of a block of rows of X: fills ``U`` [rows, r] and ``Y`` [rows, N]."""
+    """The LoRA forward of rows of X: fills ``U`` [rows, r] and ``Y`` [rows, N].
+
+    Called on the whole arrays it is the whole forward; ``LoraLinear.forward`` calls it on blocks of
+    rows side by side (``minilora.parallel``), each block writing its own rows of ``U`` and ``Y``.
+    ``keep`` is dropout's ``[rows, K]`` multiplier, or None for no dropout.
+    """
     xp = xp_of(X)
     # EXERCISE 4.2: U = dropout(X) A^T and Y = X W0^T + s U B^T (+ bias), never forming B A
     # BEGIN SOLUTION
-    blas.gemm(X if keep is None else X * keep, A.T, out=U)  # the only thing LoRA adds to memory
+    xp.matmul(X if keep is None else X * keep, A.T, out=U)  # the only thing LoRA adds to memory
     xp.matmul(X, W0.T, out=Y)
-    blas.gemm(U, B.T, out=Y, alpha=s, beta=1.0)  # Y += s U B^T straight into Y: no [rows, N] temporary
+    addmm_(Y, U, B.T, alpha=s)  # Y += s U B^T in place: no [rows, N] temporary
     if bias is not None:
         Y += bias
     # END SOLUTION
 
 
-def _kernels_for(device, dtype):
-    """The kernels module on devices that launch kernels (emu, cuda) for the dtypes it handles (float32)."""
-    if device is None or not device.uses_kernels:
-        return None
-    from .. import kernels
-    return kernels if kernels.supports(dtype) else None
+def _lora_backward_rows(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB):
+    """The LoRA backward of rows: fills ``V`` = s dY B and ``dX`` (None: not wanted) for these rows, and
+    returns these rows' terms ``(dA, dB)`` of the sums over rows (None where not wanted).
+
+    Called on the whole arrays it is the whole backward; ``LoraLinear.backward`` calls it on blocks
+    of rows side by side and adds the blocks' terms up (``minilora.parallel.sum_over_rows``).
+    """
+    xp = xp_of(dY)
+    # EXERCISE 4.3: dX, dA, dB (None if not needed) via the rank-r V = s dY B; dropout masks only the LoRA part
+    # BEGIN SOLUTION
+    xp.matmul(dY, B, out=V)  # [rows, r]: the gradient reaching U
+    V *= s
+    if dX is not None:  # dY W0 + dropout'(V A): the same mask, since dropout is linear
+        xp.matmul(dY, W0, out=dX)
+        if keep is None:
+            addmm_(dX, V, A)  # dX += V A in place
+        else:
+            dX += (V @ A) * keep
+    dA = V.T @ (X if keep is None else X * keep) if need_dA else None  # dA = V^T dropout(X)
+    dB = s * (dY.T @ U) if need_dB else None  # dB = s dY^T U
+    return dA, dB
+    # END SOLUTION
 
 
 def _check_shapes(x, W0, A, B, bias):
@@ -102,68 +124,73 @@ def _check_shapes(x, W0, A, B, bias):
                         + (f", bias {bias.dtype}" if bias is not None else ""))
 
 
+def _save(ctx, x, X, U, W0, A, B, scale, dropout_p, seed):
+    ctx.X, ctx.U, ctx.W0, ctx.A, ctx.B = X, U, W0, A, B
+    ctx.scale, ctx.p, ctx.seed, ctx.x_shape = scale, dropout_p, seed, x.shape
+
+
+def _base_grads(ctx, dY, dX):
+    """What both backward paths share: dW0 (full fine-tuning only), dbias, and dX back in x's shape."""
+    _, nw, _, _, nbias = ctx.needs_input_grad
+    dW0 = parallel.matmul(dY.T, ctx.X) if nw else None  # only when the caller made W0 trainable
+    dbias = dY.sum(axis=0) if nbias else None
+    return (None if dX is None else dX.reshape(ctx.x_shape)), dW0, dbias
+
+
 class LoraLinear(Function):
-    """One node for base GEMM + LoRA branch. Inputs: ``x, W0, A, B, bias``; options: scale, dropout."""
+    """One node for base GEMM + LoRA branch. Inputs: ``x, W0, A, B, bias``; options: scale, dropout.
+
+    ``forward`` / ``backward`` are the NumPy math. On a device that launches kernels (``emu``,
+    ``cuda``) and for float32, ``Function.apply`` runs ``kernel_forward`` / ``kernel_backward``
+    instead: the same op through the fused CUDA kernels (kernels/lora_forward.cu, lora_backward.cu).
+    """
 
     @staticmethod
     def forward(ctx, x, W0, A, B, bias=None, scale=1.0, dropout_p=0.0, seed=0):
         _check_shapes(x, W0, A, B, bias)
+        xp = xp_of(x)
         X = x.reshape(-1, x.shape[-1])
+        keep = _dropout_multipliers(X, dropout_p, seed)
+        Y = xp.empty((X.shape[0], W0.shape[0]), X.dtype)
+        U = xp.empty((X.shape[0], A.shape[0]), X.dtype)
         s = X.dtype.type(scale)
-        kernels = _kernels_for(ctx.device, X.dtype)
-        if kernels is not None:  # a kernel sees flat pointers: hand it C-contiguous arrays
-            X, W0, A, B = (xp_of(X).ascontiguousarray(a) for a in (X, W0, A, B))
-            Y, U = kernels.lora_forward(X, W0, A, B, scale, bias=bias, dropout_p=dropout_p,
-                                        seed=seed, device=ctx.device)
-        else:  # NumPy: blocks of rows of X in parallel, each a complete small LoRA forward
-            keep = _dropout_multipliers(X, dropout_p, seed)
-            Y = xp_of(X).empty((X.shape[0], W0.shape[0]), X.dtype)
-            U = xp_of(X).empty((X.shape[0], A.shape[0]), X.dtype)
-            parallel.rows(lambda *blocks: _lora_forward_rows(*blocks, W0, A, B, bias, s),
-                          X, keep, U, Y, work_per_row=parallel.product_work(W0.size),
-                          blocks_per_thread=1)
-        ctx.X, ctx.U, ctx.W0, ctx.A, ctx.B = X, U, W0, A, B
-        ctx.scale, ctx.p, ctx.seed, ctx.x_shape = scale, dropout_p, seed, x.shape
+        parallel.rows(lambda *rows: _lora_forward_rows(*rows, W0, A, B, bias, s), X, keep, U, Y,
+                      work_per_row=parallel.product_work(W0.size), blocks_per_thread=1)
+        _save(ctx, x, X, U, W0, A, B, scale, dropout_p, seed)
         return Y.reshape(x.shape[:-1] + (W0.shape[0],))
 
     @staticmethod
     def backward(ctx, g):
-        nx, nw, na, nb, nbias = ctx.needs_input_grad
-        X, U, W0, A, B, p = ctx.X, ctx.U, ctx.W0, ctx.A, ctx.B, ctx.p
+        nx, _, na, nb, _ = ctx.needs_input_grad
+        X, U, W0, A, B = ctx.X, ctx.U, ctx.W0, ctx.A, ctx.B
+        xp = xp_of(g)
         dY = g.reshape(-1, g.shape[-1])
-        kernels = _kernels_for(ctx.device, dY.dtype)
-        if kernels is not None:
-            dX, dA, dB = kernels.lora_backward(xp_of(dY).ascontiguousarray(dY), X, W0, A, B, U, ctx.scale, dropout_p=p,
-                                               seed=ctx.seed, need_dx=nx, need_dA=na,
-                                               need_dB=nb, device=ctx.device)
-        else:
-            xp = xp_of(dY)
-            # EXERCISE 4.3: dX, dA, dB (None if not needed) via the rank-r V = s dY B; dropout masks only the LoRA part
-            # BEGIN SOLUTION
-            s = dY.dtype.type(ctx.scale)
-            keep = _dropout_multipliers(X, p, ctx.seed)  # the forward's mask, regenerated
+        keep = _dropout_multipliers(X, ctx.p, ctx.seed)  # the forward's mask, regenerated
+        V = xp.empty((X.shape[0], A.shape[0]), X.dtype)
+        dX = xp.empty(X.shape, X.dtype) if nx else None
+        s = dY.dtype.type(ctx.scale)
+        dA, dB = parallel.sum_over_rows(lambda *rows: _lora_backward_rows(*rows, W0, A, B, s, na, nb),
+                                        dY, X, U, keep, V, dX, blocks_per_thread=1,
+                                        work_per_row=parallel.product_work(W0.size if nx else B.size))
+        dX, dW0, dbias = _base_grads(ctx, dY, dX)
+        return dX, dW0, dA, dB, dbias
 
-            def backward_rows(dY, X, U, keep, V, dX):  # one block of rows
-                blas.gemm(dY, B, out=V, alpha=s)  # [rows, r]: the gradient reaching U
-                if dX is not None:  # dY W0 + dropout'(V A): the same mask, since dropout is linear
-                    xp.matmul(dY, W0, out=dX)
-                    if keep is None:
-                        blas.gemm(V, A, out=dX, beta=1.0)  # dX += V A, no [rows, K] temporary
-                    else:
-                        dX += (V @ A) * keep
-                # this block's terms of the sums over rows dA = V^T dropout(X) and dB = s dY^T U
-                return (V.T @ (X if keep is None else X * keep) if na else None,
-                        s * (dY.T @ U) if nb else None)
+    @staticmethod
+    def kernel_forward(ctx, x, W0, A, B, bias=None, scale=1.0, dropout_p=0.0, seed=0):
+        _check_shapes(x, W0, A, B, bias)
+        X, W0, A, B = kernels.contiguous(x.reshape(-1, x.shape[-1]), W0, A, B)
+        Y, U = kernels.lora_forward(X, W0, A, B, scale, bias=bias, dropout_p=dropout_p, seed=seed,
+                                    device=ctx.device)
+        _save(ctx, x, X, U, W0, A, B, scale, dropout_p, seed)
+        return Y.reshape(x.shape[:-1] + (W0.shape[0],))
 
-            V = xp.empty((X.shape[0], A.shape[0]), X.dtype)
-            dX = xp.empty(X.shape, X.dtype) if nx else None
-            dA, dB = parallel.sum_over_rows(backward_rows, dY, X, U, keep, V, dX, blocks_per_thread=1,
-                                            work_per_row=parallel.product_work(W0.size if nx else B.size))
-            # END SOLUTION
-        dW0 = parallel.matmul(dY.T, X) if nw else None  # only when the caller made W0 trainable (full fine-tuning)
-        dbias = dY.sum(axis=0) if nbias else None
-        if dX is not None:
-            dX = dX.reshape(ctx.x_shape)
+    @staticmethod
+    def kernel_backward(ctx, g):
+        nx, _, na, nb, _ = ctx.needs_input_grad
+        (dY,) = kernels.contiguous(g.reshape(-1, g.shape[-1]))
+        dX, dA, dB = kernels.lora_backward(dY, ctx.X, ctx.W0, ctx.A, ctx.B, ctx.U, ctx.scale, dropout_p=ctx.p,
+                                           seed=ctx.seed, need_dx=nx, need_dA=na, need_dB=nb, device=ctx.device)
+        dX, dW0, dbias = _base_grads(ctx, dY, dX)
         return dX, dW0, dA, dB, dbias
 
     @staticmethod

@@ -4,7 +4,10 @@
 skips the weight-gradient GEMM when ``W`` is frozen (``ctx.needs_input_grad``) -- the saving LoRA
 is built on: a frozen ``W0`` costs a forward GEMM and the ``dX`` GEMM, never a ``dW0`` GEMM.
 """
+import numpy as np
+
 from .. import parallel
+from ..device import xp_of
 from ..tensor import Function
 from .elementwise import unbroadcast
 
@@ -14,6 +17,36 @@ __all__ = ["matmul", "linear"]
 def _check_dtypes(name, a, b):
     if a.dtype != b.dtype:
         raise TypeError(f"{name}: both operands must have the same dtype, got {a.dtype} and {b.dtype}")
+
+
+def _matmul_grads(g, a, b, need_a, need_b, matmul=np.matmul):
+    """Gradients of ``a @ b`` (``a`` [..., M, K], ``b`` [..., K, N], batch axes broadcasting) for the
+    output gradient ``g`` [..., M, N]: ``(ga, gb)`` in the shapes of ``a`` and ``b``, None where not needed.
+
+    ``matmul`` computes the products: NumPy's by default; ``MatMul.backward`` passes
+    ``minilora.parallel.matmul``, the same product with its rows split across threads."""
+    # EXERCISE 1.4: gradients of a @ b for a and b (broadcast batch axes summed back), None if not needed
+    # BEGIN SOLUTION
+    ga = unbroadcast(matmul(g, b.swapaxes(-1, -2)), a.shape) if need_a else None
+    gb = unbroadcast(matmul(a.swapaxes(-1, -2), g), b.shape) if need_b else None
+    # END SOLUTION
+    return ga, gb
+
+
+def _linear_backward_rows(g, x, gx, w, need_w, need_b):
+    """The gradients of ``x W^T + b`` for rows of ``g`` [rows, out]: fills ``gx`` [rows, in] (None: not
+    needed) and returns these rows' terms ``(gw, gb)`` of the sums over rows (None where not needed).
+
+    Called on the whole arrays it is the whole backward; ``Linear.backward`` calls it on blocks of
+    rows side by side and adds the blocks' terms up (``minilora.parallel.sum_over_rows``)."""
+    # EXERCISE 1.5: gradients of x W^T + b from g [rows, out]; no weight GEMM for a frozen weight (not need_w)
+    # BEGIN SOLUTION
+    if gx is not None:
+        xp_of(g).matmul(g, w, out=gx)  # dX = dY W
+    gw = g.T @ x if need_w else None  # dW = dY^T X: skipped for a frozen weight
+    gb = g.sum(axis=0) if need_b else None
+    # END SOLUTION
+    return gw, gb
 
 
 class MatMul(Function):
@@ -40,12 +73,8 @@ class MatMul(Function):
         if a.ndim == 1:
             g = g[..., None, :]
         na, nb = ctx.needs_input_grad
-        # EXERCISE 1.4: gradients of a2 @ b2 for a and b (broadcast batch axes summed back), None if not needed
-        # BEGIN SOLUTION
-        ga = unbroadcast(parallel.matmul(g, b2.swapaxes(-1, -2)), a2.shape).reshape(a.shape) if na else None
-        gb = unbroadcast(parallel.matmul(a2.swapaxes(-1, -2), g), b2.shape).reshape(b.shape) if nb else None
-        # END SOLUTION
-        return ga, gb
+        ga, gb = _matmul_grads(g, a2, b2, na, nb, matmul=parallel.matmul)  # each product split over threads
+        return (None if ga is None else ga.reshape(a.shape)), (None if gb is None else gb.reshape(b.shape))
 
     @staticmethod
     def flops(ctx, arrays, out):
@@ -79,14 +108,11 @@ class Linear(Function):
     def backward(ctx, g):
         nx, nw, nb = ctx.needs_input_grad
         g2 = g.reshape(-1, g.shape[-1])
-        # EXERCISE 1.5: gradients of x W^T + b from g2 [rows, out]; no weight GEMM for a frozen weight (not nw)
-        # BEGIN SOLUTION
-        # dX = dY W and dW = dY^T X, side by side (one per thread); dW skipped for a frozen weight
-        gx, gw = parallel.matmuls((g2, ctx.w) if nx else None, (g2.T, ctx.x2) if nw else None)
-        gx = gx.reshape(ctx.x_shape) if nx else None
-        gb = g2.sum(axis=0) if nb else None
-        # END SOLUTION
-        return gx, gw, gb
+        gx = xp_of(g2).empty((g2.shape[0], ctx.w.shape[1]), g2.dtype) if nx else None
+        # blocks of rows side by side: each fills its rows of gx and returns its terms of gw and gb
+        gw, gb = parallel.sum_over_rows(lambda *rows: _linear_backward_rows(*rows, ctx.w, nw, nb), g2, ctx.x2, gx,
+                                        blocks_per_thread=1, work_per_row=parallel.product_work(ctx.w.size * (nx + nw)))
+        return (None if gx is None else gx.reshape(ctx.x_shape)), gw, gb
 
     @staticmethod
     def flops(ctx, arrays, out):
