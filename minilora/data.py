@@ -488,6 +488,8 @@ def evaluate(model, tokenizer, task, n=None, split="eval", samples=5):
     """Exact-match accuracy of ``model`` on the first ``n`` examples (all if ``None``) of a split.
 
     An output counts as correct when it equals the answer after stripping surrounding whitespace."""
+    if n is not None and (not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1):
+        raise ValueError(f"evaluate: n must be None (all examples) or an integer >= 1, got {n!r}")
     task = get_task(task)
     examples = list(getattr(task, split))[:n]
     if not examples:

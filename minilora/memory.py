@@ -27,6 +27,7 @@ import copy
 import dataclasses
 import math
 import re
+import sys
 import time
 import tracemalloc
 
@@ -671,7 +672,31 @@ def _describe(config):
 # ==================================================================================================
 # The commands: `minilora memory` and `minilora info`
 # ==================================================================================================
+def _matrix_shape(text):
+    """``--matrix OUTxIN``: two positive whole numbers, e.g. 4096x4096."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"must be OUTxIN with two positive integers (e.g. 4096x4096), "
+                                         f"got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def _dtype_argument(text):
+    try:
+        return _dtype_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _preset_argument(text):
+    if text != "base" and text not in PRESETS:
+        raise argparse.ArgumentTypeError(f"unknown preset {text!r}: choose one of {', '.join(PRESETS)} "
+                                         "or base")
+    return text
+
+
 def add_cli_arguments(parser, command_name):
+    from .cli import positive_int
     parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the examples' line breaks
     if command_name == "memory":
         parser.description = (
@@ -682,18 +707,19 @@ def add_cli_arguments(parser, command_name):
         parser.epilog = ("examples:  minilora memory --preset llama-2-7b --r 16 --target all-linear\n"
                          "           minilora memory --preset gpt-3-175b --r 8 --target q_proj,v_proj\n"
                          "           minilora memory --matrix 4096x4096 --r 8")
-        parser.add_argument("--preset", default="llama-2-7b",
+        parser.add_argument("--preset", default="llama-2-7b", type=_preset_argument,
                             help=f"model size: {', '.join(PRESETS)} or base (default: llama-2-7b)")
         parser.add_argument("--model", help="a model folder with config.json instead of a preset")
-        parser.add_argument("--r", type=int, default=8, help="LoRA rank (default: 8)")
+        parser.add_argument("--r", type=positive_int, default=8, help="LoRA rank (default: 8)")
         parser.add_argument("--target", default="q_proj,v_proj",
                             help="modules that get LoRA: comma-separated names or all-linear "
                                  "(default: q_proj,v_proj, the LoRA paper's choice)")
         parser.add_argument("--dora", action="store_true", help="DoRA: add a magnitude vector per adapted layer")
-        parser.add_argument("--dtype", default="float32", help=f"one of {', '.join(DTYPE_BYTES)} (default: float32)")
+        parser.add_argument("--dtype", default="float32", type=_dtype_argument,
+                            help=f"one of {', '.join(DTYPE_BYTES)} (default: float32)")
         parser.add_argument("--optimizer", default="adamw", choices=sorted(OPTIMIZER_SLOTS),
                             help="adamw/adam keep 2 numbers per trained parameter, sgd-momentum 1, sgd 0")
-        parser.add_argument("--matrix", metavar="OUTxIN",
+        parser.add_argument("--matrix", metavar="OUTxIN", type=_matrix_shape,
                             help="also show the count for one matrix of this shape, e.g. 4096x4096")
     else:
         parser.description = ("Summarise a model: its shape, its parameters grouped by role (all layers'\n"
@@ -701,8 +727,10 @@ def add_cli_arguments(parser, command_name):
         parser.add_argument("--model", default="base",
                             help="a model folder (config.json + model.safetensors) or 'base', the model "
                                  "shipped with minilora (default)")
-        parser.add_argument("--preset", help=f"summarise a preset instead, without loading: {', '.join(PRESETS)}")
-        parser.add_argument("--dtype", default="float32", help="dtype used for bytes (default: float32)")
+        parser.add_argument("--preset", type=_preset_argument,
+                            help=f"summarise a preset instead, without loading: {', '.join(PRESETS)}")
+        parser.add_argument("--dtype", default="float32", type=_dtype_argument,
+                            help="dtype used for bytes (default: float32)")
 
 
 def _target_list(text):
@@ -711,7 +739,15 @@ def _target_list(text):
 
 def _cli_memory(args):
     from .lora import LoraConfig
-    config = get_preset(args.preset) if not args.model else _config_from_path(args.model)
+    if not _target_list(args.target):
+        print(f"minilora memory: --target {args.target!r} names no module (e.g. q_proj,v_proj or all-linear)",
+              file=sys.stderr)
+        return 2
+    try:
+        config = get_preset(args.preset) if not args.model else _config_from_path(args.model)
+    except (OSError, ValueError) as exc:  # a missing folder, a bad config.json: say which and why
+        print(f"minilora memory: {exc}", file=sys.stderr)
+        return 2
     name = args.model or (PRESETS[args.preset][0] if args.preset in PRESETS else args.preset)
     start = time.perf_counter()
     lora_config = LoraConfig(r=args.r, lora_alpha=2 * args.r, target_modules=_target_list(args.target),
@@ -736,7 +772,7 @@ def _cli_memory(args):
               f"{per_rank / 1e6:.1f}M, r=4: {4 * per_rank / 1e6:.1f}M, r=8: {8 * per_rank / 1e6:.1f}M.\n"
               "(The lesson says 4.7M at r=4 and 'about 526M' at r=8; 4.7M is r=1, and r=8 is 37.7M.)")
     if args.matrix:
-        out_f, in_f = (int(x) for x in args.matrix.lower().split("x"))
+        out_f, in_f = args.matrix
         f, lo, times = matrix_lora_params(out_f, in_f, args.r)
         print(f"\none {out_f}x{in_f} matrix: {f:,d} parameters; LoRA r={args.r}: A {args.r}x{in_f} + "
               f"B {out_f}x{args.r} = {lo:,d} ({times:.0f}x fewer)")
@@ -759,8 +795,9 @@ def _cli_info(args):
         path = BASE_DIR if args.model == "base" else args.model
         try:
             model = load_base() if args.model == "base" else LlamaForCausalLM.from_pretrained(path)
-        except FileNotFoundError as exc:
-            print(f"error: {exc} (give a folder with config.json and model.safetensors, or 'base')")
+        except (OSError, ValueError, RuntimeError) as exc:  # missing, bad config.json, weights that do not fit
+            print(f"error: {exc} (give a folder with config.json and model.safetensors, or 'base')",
+                  file=sys.stderr)
             return 2
         config = model.config
         shapes = [(n, p.shape) for n, p in model.named_parameters()]
