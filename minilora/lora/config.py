@@ -10,6 +10,7 @@ import json
 import math
 import numbers
 import os
+import re
 import warnings
 from dataclasses import dataclass, field, fields
 
@@ -26,7 +27,14 @@ def _is_number(value):
 
 def _check_names(name, value):
     """``None``, one regex string, or a list of module names (kept as a sorted list, like PEFT's set)."""
-    if value is None or isinstance(value, str):
+    if value is None:
+        return value
+    if isinstance(value, str):
+        try:
+            re.compile(value)
+        except re.error as exc:  # e.g. an unbalanced parenthesis: say which field, not just "missing )"
+            raise ValueError(f"{name}={value!r} is not a valid regular expression ({exc}); give a regex "
+                             "matched against the full module name, or a list of module names") from None
         return value
     if isinstance(value, (list, tuple, set, frozenset)) and all(isinstance(v, str) for v in value):
         return sorted(set(value))
