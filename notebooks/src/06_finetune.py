@@ -21,7 +21,11 @@
 # **Read beside it:** `minilora/train.py` (the loop: micro-batches, clipping, AdamW, schedule,
 # checkpoints), `minilora/data.py` (the world, the tasks, `encode_example`, `evaluate`),
 # `minilora/optim/adam.py`, `minilora/optim/lr_scheduler.py`, `minilora/optim/clip_grad.py`.
-# **Exercises 6.1-6.3** (the AdamW update, gradient clipping, the cosine schedule).
+# **Exercises 6.1-6.3** (the AdamW update, gradient clipping, the cosine schedule): the training cells
+# below need all three.
+#
+# The centrepiece is **forgetting**: what fine-tuning does to what the model knew, how it depends on
+# the number of steps, the learning rate and the rank, and one fix that works.
 
 # %%
 import matplotlib.pyplot as plt
@@ -38,6 +42,7 @@ ml.manual_seed(0)
 tok = ByteTokenizer()
 qa, facts = data.get_task("qa"), data.get_task("facts")
 STEPS, BATCH = 60, 16
+CORPUS_DOCS = 30      # held-out corpus documents for the forgetting measure (50 for the before/after table)
 
 # %% [markdown]
 # ## The data
@@ -62,6 +67,11 @@ print("label:", " ".join(f"{'-100' if l == -100 else repr(tok.decode([l], skip_s
 #
 # It knows the facts -- in the corpus's own phrasing (`facts`: "The capital of X is" -> " Y."). Asked in
 # the Q/A format, it does not answer; it continues the text as corpus prose.
+#
+# Two measures of what the model knew will be watched from here on: `facts` accuracy (60 fact
+# sentences, exact match) and the **corpus loss**, the next-token loss on held-out text of the
+# pretraining corpus. The first asks "does it still know the facts?", the second "is it still the
+# same language model?". They need not agree.
 
 # %%
 base = load_base()
@@ -78,10 +88,20 @@ for prompt, target, output in before["qa"].samples[:3]:
 # LoRA on every linear layer of the transformer (`"all-linear"`: the attention and MLP projections,
 # never the output head), rank 8, `lora_alpha = 16` (scale 2). `minilora.train.train` runs AdamW over
 # the parameters that require gradients -- after `get_peft_model`, only the adapters -- with gradient
-# clipping, a warmup and a cosine decay of the learning rate, and evaluates the loss on held-out
-# examples as it goes.
+# clipping, a warmup and a cosine decay of the learning rate, and evaluates as it goes: the loss on
+# held-out questions, and (through `eval_fn`) both forgetting measures every 15 steps.
+#
+# The learning rate, 3e-3, is about ten times what LoRA guides recommend for 7B models (1e-4..5e-4).
+# That is this model's size, not a mistake: a 128-wide model with 4 layers has small, well-conditioned
+# matrices and tolerates (and needs) larger steps; the right rate shrinks as models grow. Notebook 8
+# shows what too large a rate does.
 
 # %%
+def forgetting(model):
+    """Both forgetting measures, for train()'s eval_fn."""
+    return {"corpus_loss": data.corpus_loss(model, tok, n_documents=CORPUS_DOCS),
+            "facts": data.evaluate(model, tok, facts, n=60).accuracy}
+
 lora_model = get_peft_model(load_base(), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
                                                     task_type="CAUSAL_LM"))
 lora_model.print_trainable_parameters()
@@ -89,7 +109,7 @@ lora_model.print_trainable_parameters()
 train_loader = data.task_loader(tok, qa, "train", batch_size=BATCH, seed=0)
 eval_loader = data.task_loader(tok, qa, "eval", batch_size=BATCH, shuffle=False)
 lora_run = train(lora_model, train_loader, eval_loader, steps=STEPS, lr=3e-3, warmup_steps=6,
-                 weight_decay=0.0, eval_every=10, progress=False)
+                 weight_decay=0.0, eval_every=15, eval_fn=forgetting, progress=False)
 print(f"final train loss {lora_run.final_loss:.4f} after {STEPS} steps, "
       f"{lora_run.seconds_per_step:.2f} s per step")
 
@@ -99,8 +119,8 @@ print(f"final train loss {lora_run.final_loss:.4f} after {STEPS} steps, "
 # rises linearly for the warmup steps and then follows half a cosine down to zero (exercise 6.3).
 
 # %%
-def eval_points(run):
-    return [(e["step"], e["eval_loss"]) for e in run.evals if "eval_loss" in e]
+def eval_points(run, key="eval_loss"):
+    return [(e["step"], e[key]) for e in run.evals if key in e]
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
 axes[0].semilogy(range(1, STEPS + 1), lora_run.losses, label="train loss")
@@ -116,7 +136,15 @@ plt.show()
 # ## After: the task, and what the model knew
 #
 # Exact match of greedy generations on the evaluation questions, the base task `facts`, and the loss on
-# held-out corpus text. A rise of the last two after fine-tuning is *forgetting*.
+# held-out corpus text. A rise of the last one, or a drop of `facts`, after fine-tuning is *forgetting*.
+#
+# **Predict first.** The lesson this project follows says that with LoRA "catastrophic forgetting
+# [is] essentially impossible", because the pretrained knowledge is in `W0`, which never changes. Do
+# you expect the corpus loss to stay at the base model's value? Write your guess (a number; the base
+# model's value is printed above) and run the next cell.
+
+# %%
+predicted_corpus_loss = None   # your guess for the corpus loss after LoRA fine-tuning, e.g. 0.25
 
 # %%
 def scores(model):
@@ -127,10 +155,18 @@ after_lora = scores(lora_model)
 print(after_lora["qa"])
 for prompt, target, output in after_lora["qa"].samples[:4]:
     print(f"  {prompt!r} -> {output!r}   (expected {target!r})")
+print(f"\ncorpus loss: base {before['corpus loss']:.3f} -> after LoRA {after_lora['corpus loss']:.3f} "
+      f"({after_lora['corpus loss'] / before['corpus loss']:.1f}x)")
+print(f"facts accuracy: base {before['facts'].accuracy:.0%} -> after LoRA {after_lora['facts'].accuracy:.0%}")
+if predicted_corpus_loss is not None:
+    print(f"you predicted {predicted_corpus_loss:.3f}")
 
 # %% [markdown]
-# Because `W0` was never touched, the base model is still inside: with the adapter disabled, the
-# scores are exactly the ones from before.
+# **The lesson's claim is wrong.** `W0` is indeed unchanged -- but the model is not `W0`, it is
+# `W0 + s B A`, and that model is what answers. Its loss on the text it was pretrained on has gone up
+# several times over after 60 steps on 120 questions: as a language model of its corpus it has
+# forgotten a good part of what it knew. What LoRA guarantees is narrower and still valuable: the
+# *old model is recoverable*. With the adapter disabled, the scores are exactly the ones from before:
 
 # %%
 with lora_model.disable_adapter():
@@ -147,7 +183,7 @@ print("adapter disabled == base model:",
 # %%
 full_model = load_base()
 full_run = train(full_model, train_loader, eval_loader, steps=STEPS, lr=1e-3, warmup_steps=6,
-                 weight_decay=0.0, eval_every=10, progress=False)
+                 weight_decay=0.0, eval_every=15, eval_fn=forgetting, progress=False)
 after_full = scores(full_model)
 
 fig, ax = plt.subplots(figsize=(6.5, 3.5))
@@ -174,21 +210,106 @@ print(f"{'':<34}" + "".join(f"{name:>14}" for name in results))
 for label, cell in rows.items():
     print(f"{label:<34}" + "".join(f"{cell(m, sc):>14}" for m, sc in results.values()))
 
+def less(lora_value, full_value, higher_is_worse):
+    if lora_value == full_value:
+        return "the same as"
+    return "less than" if (lora_value < full_value) == higher_is_worse else "more than"
+
+print(f"\nby facts accuracy, LoRA forgot {less(after_lora['facts'].accuracy, after_full['facts'].accuracy, False)} "
+      f"full fine-tuning; by corpus loss, LoRA forgot "
+      f"{less(after_lora['corpus loss'], after_full['corpus loss'], True)} full fine-tuning")
+
 # %% [markdown]
 # How to read this table:
 #
-# * **Trainable state.** LoRA trains a tenth of the numbers here, and at 7B scale a few thousandth
+# * **Trainable state.** LoRA trains a tenth of the numbers here, and at 7B scale a few thousandths
 #   (notebook 3). Gradients and the two AdamW moments exist only for those.
 # * **The task.** Both learn the format. The evaluation questions are about entities never seen in
 #   fine-tuning, so this measures whether the new format reaches the old knowledge -- a rank-8 change
-#   of the weights is enough for that. In the loss curves above, full fine-tuning drives the *training*
-#   loss lower, but its evaluation loss stops higher: with every weight free, it can fit the training
-#   questions more specifically than a low-rank update can.
-# * **Forgetting.** Both change what the model does on its old distribution: the corpus loss rises and
-#   the `facts` score drops for both. A low-rank update is not automatically a gentle one (Biderman et
-#   al., 2024, "LoRA Learns Less and Forgets Less", find that it usually forgets somewhat less, as the
-#   `facts` score does here). What LoRA does guarantee is that the base weights are untouched:
-#   disabling the adapter gives the base model back exactly.
+#   of the weights is enough for that.
+# * **Forgetting.** Both change what the model does on its old distribution, and the two measures
+#   need not rank them the same way (the last line above says how they rank them in this run). A
+#   low-rank update is not automatically a gentle one. Biderman et al. (2024, "LoRA Learns Less and
+#   Forgets Less") find that LoRA usually forgets less than full fine-tuning *at comparable target
+#   performance* -- but here the two runs use different learning rates, and the next section shows
+#   that the learning rate decides forgetting more than the method does.
+#
+# ## Forgetting, step by step
+#
+# Both runs evaluated the two forgetting measures every 15 steps. When does the damage happen?
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+for run, label, color in ((lora_run, "LoRA r=8, lr 3e-3", "C0"), (full_run, "full, lr 1e-3", "C1")):
+    steps_, corpus_ = zip(*([(0, before["corpus loss"])] + eval_points(run, "corpus_loss")))
+    axes[0].plot(steps_, corpus_, "o-", color=color, label=label)
+    steps_, facts_ = zip(*([(0, before["facts"].accuracy)] + eval_points(run, "facts")))
+    axes[1].plot(steps_, facts_, "o-", color=color, label=label)
+    print(f"{label:<18} corpus loss by step: " + ", ".join(f"{s}: {c:.3f}" for s, c in zip(steps_, corpus_)))
+axes[0].set(xlabel="step", ylabel="corpus loss (held out)", title="forgetting: the language model")
+axes[1].set(xlabel="step", ylabel="facts accuracy", title="forgetting: the facts", ylim=(0, 1.05))
+axes[0].legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Most of the damage is done early, during the steps with the largest learning rate, while the task
+# loss is still falling fast; later steps add little.
+#
+# ## What controls forgetting: learning rate, rank, and one fix
+#
+# Short LoRA runs on the same task, each changing one thing from the run above (r = 8, `lora_alpha = 2r`,
+# lr 3e-3). The last one is a fix: **mix base-corpus text into the fine-tuning data** (a quarter of
+# the examples are 48-token blocks of corpus documents -- not the held-out ones the corpus loss uses),
+# so that every step also pays for drifting away from the old distribution. This is the "replay" idea
+# used against forgetting since long before LoRA.
+#
+# **Predict first.** Rank the five runs by corpus loss after training. Which knob matters most?
+
+# %%
+predicted_ranking = None   # e.g. ["lr 1e-3", "r=2", "mix 25% corpus", "r=32", "lr 1e-2"], least forgetting first
+
+# %%
+qa_items = [data.encode_example(tok, ex) for ex in qa.train]
+corpus_rows = data.pack(sum((data.encode_document(tok, doc) for doc in data.corpus_documents(100, 0)), []), 48)
+mixed_items = qa_items + [(list(row), list(row)) for row in corpus_rows[:len(qa_items) // 3]]
+
+def short_run(r=8, lr=3e-3, items=qa_items):
+    ml.manual_seed(0)
+    model = get_peft_model(load_base(), LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear"))
+    train(model, data.DataLoader(items, BATCH, 0, tok.pad_token_id), steps=STEPS, lr=lr, warmup_steps=6,
+          progress=False, plot=False)
+    return {"qa": data.evaluate(model, tok, qa, n=60).accuracy, **forgetting(model)}
+
+last = {k: lora_run.evals[-1][k] for k in ("corpus_loss", "facts")}
+sweep = {"r=8, lr 3e-3 (above)": {"qa": after_lora["qa"].accuracy, **last},
+         "lr 1e-3": short_run(lr=1e-3), "lr 1e-2": short_run(lr=1e-2),
+         "r=2": short_run(r=2), "r=32": short_run(r=32),
+         "mix 25% corpus": short_run(items=mixed_items)}
+base_corpus = data.corpus_loss(base, tok, n_documents=CORPUS_DOCS)
+print(f"{'run':<22}{'qa accuracy':>12}{'facts':>8}{'corpus loss':>13}   (base: corpus loss {base_corpus:.3f})")
+for name, row in sweep.items():
+    print(f"{name:<22}{row['qa']:>12.0%}{row['facts']:>8.0%}{row['corpus_loss']:>13.3f}")
+ranking = sorted((k for k in sweep if k != "r=8, lr 3e-3 (above)"), key=lambda k: sweep[k]["corpus_loss"])
+print("\nleast forgetting first:", ranking)
+if predicted_ranking is not None:
+    print("you predicted:          ", predicted_ranking)
+
+fig, ax = plt.subplots(figsize=(7, 3.2))
+ax.bar(list(sweep), [row["corpus_loss"] for row in sweep.values()], color="C3")
+ax.axhline(base_corpus, color="k", ls="--", lw=1, label="base model")
+ax.set(ylabel="corpus loss after 60 steps", title="forgetting, by what was changed")
+ax.tick_params(axis="x", labelsize=8, rotation=15)
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# Read the table for the trade: a run forgets less when it moves the weights less (a lower learning
+# rate, a smaller rank at the same scale) or when it is asked to keep the old distribution (replay).
+# Here the gentle settings cost at most a few points of `qa` accuracy -- 60 steps at 3e-3 were simply
+# more than `qa` needed -- while too large a rate (1e-2) costs both the task and the old knowledge.
+# Mixing in corpus text brings the corpus loss almost back to the base model's and keeps the facts;
+# its price is a quarter of every batch spent on old text.
 #
 # With one small model, one seed and 60 steps these are anecdotes, not a benchmark: rerun with other
 # seeds and step counts to see the spread. `minilora experiment ranks` repeats the fine-tune for several
@@ -199,4 +320,22 @@ for label, cell in rows.items():
 # * Labels are `-100` on the prompt: the model is trained to produce the answer and stop.
 # * `get_peft_model` + `train` fine-tunes only the adapters: AdamW, clipping, warmup and cosine decay.
 # * The adapter learns a new format that generalises to entities it never saw in fine-tuning.
-# * Disabling the adapter gives back the base model exactly; full fine-tuning has no such switch.
+# * LoRA forgets: the corpus loss rises several-fold. Disabling the adapter gives back the base model
+#   exactly; the *adapted* model has no such protection.
+# * Forgetting grows with the learning rate and the rank and happens mostly early; replaying base data
+#   is a fix that costs no task accuracy here.
+#
+# ## Questions and small tasks
+#
+# 1. Run `short_run` with `STEPS = 20`. Is `qa` already learned? How much of the forgetting is gone?
+# 2. Why can mixing in corpus text lower the corpus loss *below* what LoRA reached without it, even
+#    though the adapter has the same number of parameters? What does it change in the gradient?
+# 3. Full fine-tuning at lr 3e-3 (LoRA's rate): predict its corpus loss, then measure it.
+#
+# ## What's next
+#
+# * Notebook 7 serves several adapters on one base model; notebook 8 diagnoses runs that go wrong.
+# * Larger models: QLoRA (Dettmers et al., 2023) fine-tunes a 4-bit base (notebook 3 sizes it);
+#   Hugging Face `trl`'s `SFTTrainer` wraps this whole loop, with the same `LoraConfig`.
+# * Multi-GPU training: minilora's `DistributedDataParallel` (`minilora/nn/parallel.py`); at scale,
+#   FSDP or DeepSpeed ZeRO shard the frozen weights too.

@@ -12,12 +12,14 @@
 # **Read beside it:** `minilora/lora/layers.py` (`get_delta_weight`, `merge_math`,
 # `_mixed_batch_forward`), `minilora/lora/model.py` (`merge_adapter`, `merge_and_unload`,
 # `add_adapter`, `set_adapter`, `disable_adapter`, `adapter_names=`), `minilora/lora/save.py` (the files).
-# **Exercises 7.1, 7.2.**
+# **Exercises 7.1, 7.2** (`get_delta_weight`, `merge`): every merge below needs them.
 
 # %%
 import json
 import os
+import shutil
 import time
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -31,8 +33,16 @@ from minilora.train import train
 
 ml.manual_seed(0)
 tok = ByteTokenizer()
-# the built-in downstream task that is not `qa` (see minilora/data.py), for a second adapter
-SECOND_TASK = next(name for name, task in data.TASKS.items() if task.downstream and name != "qa")
+SECOND_TASK = "reverse"     # "Reverse: cup kite bread" -> "bread kite cup", a new operation
+
+
+def find_asset(name):
+    """A file shipped under notebooks/assets/: next to this notebook, or in the repository of the
+    installed minilora (the notebook may run in a scratch folder)."""
+    for root in (Path.cwd(), Path.cwd() / "notebooks", Path(ml.__file__).resolve().parents[1] / "notebooks"):
+        if (root / "assets" / name).exists():
+            return root / "assets" / name
+    raise FileNotFoundError(f"notebooks/assets/{name} not found: run this notebook from the repository")
 
 
 def finetune(task, steps=40):
@@ -58,14 +68,22 @@ print(batch.shape)
 #
 # With the adapter separate, every LoRA layer computes `x W0^T + s (x A^T) B^T`: a little more work per
 # token, and a few more kernel launches. Merging adds the update to the weight once (exercise 7.1 builds
-# `s B A`, exercise 7.2 adds it), after which the layer is an ordinary matrix product. The outputs must
-# not change beyond float32 rounding:
+# `s B A`, exercise 7.2 adds it), after which the layer is an ordinary matrix product.
+#
+# **Predict first.** Mathematically `x (W0 + s B A)^T = x W0^T + s (x A^T) B^T`. In float32, how large
+# will the largest difference between the two models' logits be: exactly 0, about 1e-6, or about 1e-2?
+
+# %%
+prediction = None   # "0", "1e-6" or "1e-2"
 
 # %%
 unmerged = logits(model, batch)
 model.merge_adapter()
 merged = logits(model, batch)
-print(f"max |merged - unmerged| logits: {np.abs(merged - unmerged).max():.2e}  (values up to {np.abs(unmerged).max():.0f})")
+difference = np.abs(merged - unmerged).max()
+print(f"max |merged - unmerged| logits: {difference:.2e}  (values up to {np.abs(unmerged).max():.0f})")
+closest = min(("0", 0.0), ("1e-6", 1e-6), ("1e-2", 1e-2), key=lambda o: abs(np.log10(o[1] + 1e-12) - np.log10(difference + 1e-12)))[0]
+print(f"closest option: {closest}" + (f"; you predicted {prediction}" if prediction is not None else ""))
 model.unmerge_adapter()
 print(f"after unmerge: {np.abs(logits(model, batch) - unmerged).max():.2e}")
 
@@ -146,11 +164,36 @@ print(f"forward of 4 prompts: with adapter {forward_seconds(model) * 1e3:.1f} ms
 # %% [markdown]
 # ## Several adapters on one base model
 #
-# Train a second adapter for another task, save it, and load it *next to* the first one: one copy of
-# the base weights, two small adapters, and `set_adapter` switches which one the layers use.
+# A second adapter, for a task of a different kind: `reverse` asks the model to say a list of words
+# backwards. `qa` taught a new *format* for knowledge the model had; `reverse` is a new *operation*,
+# and it takes far longer to learn: after 40 steps an adapter only says some list of words, it needs
+# about 600 steps to reverse most lists. That is longer than all the rest of this notebook, so the
+# adapter was trained once by `notebooks/assets/train_reverse_adapter.py` (the same
+# `get_peft_model` + `train` as here: r = 8, all-linear, lr 3e-3, 600 steps) and ships with the
+# notebooks -- 320 kB, the point of adapter files. Its training log records its accuracy; we load it
+# and check that claim ourselves before using it.
 
 # %%
-finetune(SECOND_TASK).save_pretrained(f"{SECOND_TASK}-adapter")
+reverse_dir = find_asset("reverse-adapter")
+shutil.copytree(reverse_dir, f"{SECOND_TASK}-adapter", dirs_exist_ok=True)
+log = json.loads((reverse_dir / "train_log.json").read_text())
+print(f"trained with: {log['command']}  ({log['steps']} steps, lr {log['lr']}, {log['seconds']:.0f} s)")
+print("eval accuracy while training, by step:", log["eval_accuracy_by_step"])
+
+reverse_model = PeftModel.from_pretrained(load_base(), f"{SECOND_TASK}-adapter")
+measured = data.evaluate(reverse_model, tok, SECOND_TASK, n=log["eval_examples"])
+print(f"\nrecorded accuracy {log['eval_accuracy_final']:.0%}; measured now on the same "
+      f"{log['eval_examples']} unseen lists: {measured.accuracy:.0%}")
+assert abs(measured.accuracy - log["eval_accuracy_final"]) <= 0.02, "the shipped adapter does not match its log"
+print(f"base model alone: {data.evaluate(load_base(), tok, SECOND_TASK, n=20).accuracy:.0%} of 20")
+for prompt, target, output in measured.samples[:3]:
+    print(f"  {prompt!r} -> {output!r}   (expected {target!r})")
+
+# %% [markdown]
+# Now both adapters *next to* each other on one base model: one copy of the base weights, two small
+# adapters, and `set_adapter` switches which one the layers use.
+
+# %%
 server = PeftModel.from_pretrained(load_base(), "qa-adapter", adapter_name="qa")
 server.load_adapter(f"{SECOND_TASK}-adapter", adapter_name=SECOND_TASK)
 print(f"second task {SECOND_TASK!r}: {data.get_task(SECOND_TASK).description}")
@@ -159,7 +202,7 @@ print("adapters:", sorted(server.peft_config), "| active:", server.active_adapte
 qa_prompt = data.get_task("qa").eval[0].prompt
 second_prompt = data.get_task(SECOND_TASK).eval[0].prompt
 
-def complete(model, prompt, n=14, **kwargs):
+def complete(model, prompt, n=20, **kwargs):
     ids = tok.encode(prompt)
     return tok.decode(model.generate([ids], max_new_tokens=n, **kwargs).numpy()[0][len(ids):])
 
@@ -171,10 +214,8 @@ with server.disable_adapter():
     print(f"no adapter       {qa_prompt!r} -> {complete(server, qa_prompt)!r}")
 
 # %% [markdown]
-# Each adapter turns the same base model into a different one, and disabling both gives the base
-# model's own continuation. (The second adapter had only 40 steps: it has picked up the *form* of its
-# task's answers, a short list of words, more than the operation itself. Notebook 6 shows what longer
-# training does.)
+# Each adapter turns the same base model into a different specialist -- and each is useless at the
+# other's task -- while disabling both gives the base model's own continuation.
 #
 # The memory argument of serving: one base model plus N adapters instead of N fine-tuned models. The
 # lesson's numbers (14 GB base, 50 MB per adapter, 10 adapters: 140 GB vs 14.5 GB, 9.7x) are right as
@@ -204,10 +245,18 @@ plt.show()
 # ## A different adapter for every request in a batch
 #
 # `set_adapter` switches the whole model. A server with many users wants more: one batch, and each row
-# of it with its own adapter (or none). `model(ids, adapter_names=[...])` does this, as in PEFT: every
-# LoRA layer runs the base product once for the whole batch, gathers one `(A, B)` pair per row from a
-# stack of all adapters, and adds every row's LoRA term with one batched matrix product (the idea of
-# Punica and S-LoRA's BGMV kernel). The name `"__base__"` means "no adapter".
+# of it with its own adapter (or none). `model(ids, adapter_names=[...])` is PEFT's API for this (the
+# name `"__base__"` means "no adapter"), but not PEFT's computation:
+#
+# * PEFT's mixed-batch forward loops over the adapters present, selects each adapter's rows of the
+#   batch, and runs that adapter's LoRA branch on its slice -- one small product per adapter.
+# * minilora runs the base product once for the whole batch, gathers one `(A, B)` pair per row from a
+#   stack of all adapters (padded to the largest rank, a zero pair for `"__base__"`), and adds every
+#   row's LoRA term with one batched matrix product, with no loop over adapters. That is the idea of
+#   **BGMV** (batched gather matrix-vector), one of the two kernels of **Punica** (Chen et al., 2023),
+#   whose other kernel, **SGMV**, handles rows grouped into segments that share an adapter (prefill).
+#   **S-LoRA** (Sheng et al., 2023) serves thousands of adapters with a unified paging of adapter
+#   weights and KV cache, and its own kernels for adapters of different ranks, **MBGMV/MBGMM**.
 #
 # The check that matters: each row must get exactly what a model with only that adapter active computes.
 
@@ -236,7 +285,7 @@ print(f"per-row adapters vs one adapter at a time: max difference {worst:.1e}")
 # And generation, one batch, four different "models":
 
 # %%
-out = server.generate(enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=14,
+out = server.generate(enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=20,
                       adapter_names=names).numpy()
 width = enc["input_ids"].shape[1]
 for name, prompt, row in zip(names, prompts, out):
@@ -251,3 +300,20 @@ for name, prompt, row in zip(names, prompts, out):
 # * One base model can hold many adapters; `set_adapter` switches, `disable_adapter()` gives the base.
 # * `adapter_names=[...]` gives every row of a batch its own adapter, with results identical to running
 #   each adapter alone.
+#
+# ## Questions and small tasks
+#
+# 1. Merge the `qa` adapter, then call `set_adapter("reverse")` on a model that holds both. What must
+#    happen to the merged weight first? Try it and read what minilora does.
+# 2. The `reverse` adapter reaches its accuracy around step 400 and then plateaus. Look at the lists
+#    it gets wrong (`measured.samples`, or `data.evaluate(..., samples=100)`): is there a pattern?
+# 3. Per-row adapters pad every adapter to the largest rank. Estimate the wasted work when one
+#    adapter has r = 64 and a hundred others r = 8. How does S-LoRA avoid it?
+#
+# ## What's next
+#
+# * Notebook 8: DoRA and VeRA, what a trained adapter's singular values say, and diagnosing bad runs.
+# * Serving at scale: vLLM's multi-LoRA support (`enable_lora=True`, Punica-style kernels) and S-LoRA
+#   batch thousands of adapters over one base model; minilora's own serving material (a scheduler
+#   over batched decoding with per-row adapters, `minilora/serve/`) is being written.
+# * Merging several adapters into one model (task arithmetic, TIES) is PEFT's `add_weighted_adapter`.
