@@ -22,21 +22,21 @@ def test_rms_norm_forward(rng, with_weight):
     x = rng.standard_normal((2, 3, 8))
     w = rng.standard_normal(8) if with_weight else None
     eps = 1e-3  # large enough that forgetting it (or putting it outside the root) shows
-    out = ops.rms_norm(ml.tensor(x), None if w is None else ml.tensor(w), eps=eps)
+    out = ops.rms_norm(ml.tensor(x), (8,), None if w is None else ml.tensor(w), eps=eps)
     expected = x / np.sqrt((x ** 2).mean(axis=-1, keepdims=True) + eps) * (1.0 if w is None else w)
     assert_close(out, expected, rtol=1e-12, atol=1e-12, name="rms_norm")
 
 
 @pytest.mark.ex2_2
 def test_rms_norm_backward(rng):
-    grad_check(lambda x, w: ops.rms_norm(x, w, eps=1e-3), _t(rng, 2, 3, 6), _t(rng, 6))
+    grad_check(lambda x, w: ops.rms_norm(x, (6,), w, eps=1e-3), _t(rng, 2, 3, 6), _t(rng, 6))
 
 
 @pytest.mark.ex2_2
 def test_rms_norm_backward_without_or_frozen_weight(rng):
-    grad_check(lambda x: ops.rms_norm(x, eps=1e-3), _t(rng, 3, 5))
+    grad_check(lambda x: ops.rms_norm(x, (5,), eps=1e-3), _t(rng, 3, 5))
     w = _t(rng, 5, requires_grad=False)
-    grad_check(lambda x, w: ops.rms_norm(x, w, eps=1e-3), _t(rng, 3, 5), w)
+    grad_check(lambda x, w: ops.rms_norm(x, (5,), w, eps=1e-3), _t(rng, 3, 5), w)
     assert w.grad is None
 
 
@@ -64,7 +64,8 @@ def test_rotary_embedding_backward(rng):
                          ids=["mha", "gqa", "gqa-kv-cache"])
 def test_attention_backward(rng, hq, hkv, tq, tk):
     q, k, v = _t(rng, 1, hq, tq, 2), _t(rng, 1, hkv, tk, 2), _t(rng, 1, hkv, tk, 2)
-    grad_check(ops.scaled_dot_product_attention, q, k, v)
+    causal = np.arange(tk)[None, :] <= (tk - tq + np.arange(tq))[:, None]  # a KV cache's alignment
+    grad_check(lambda q, k, v: ops.scaled_dot_product_attention(q, k, v, causal, enable_gqa=True), q, k, v)
 
 
 @pytest.mark.ex2_4
@@ -72,7 +73,8 @@ def test_attention_backward_with_mask_and_scale(rng):
     q, k, v = _t(rng, 2, 2, 3, 2), _t(rng, 2, 1, 3, 2), _t(rng, 2, 1, 3, 2)
     mask = np.zeros((2, 1, 1, 3))
     mask[1, ..., 1] = -np.inf  # the second sample cannot see key 1 (every query still sees key 0)
-    grad_check(lambda q, k, v: ops.scaled_dot_product_attention(q, k, v, mask=mask, scale=0.7), q, k, v)
+    mask = mask + np.where(np.tri(3, dtype=bool), 0, -np.inf)  # and causal
+    grad_check(lambda q, k, v: ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.7), q, k, v)
 
 
 # ---- 2.5 cross-entropy ------------------------------------------------------------------------------

@@ -192,7 +192,7 @@ def test_ops_never_mutate_their_inputs_or_the_seed_gradient(rng):
     a0, b0 = a.numpy().copy(), b.numpy().copy()
     seed = rng.standard_normal((3,))
     seed0 = seed.copy()
-    out = ops.layer_norm(ops.gelu(a * b + 1), b, b).softmax(-1) @ b
+    out = ops.layer_norm(ops.gelu(a * b + 1), (4,), b, b).softmax(-1) @ b
     out.backward(seed)
     np.testing.assert_array_equal(a.numpy(), a0)
     np.testing.assert_array_equal(b.numpy(), b0)

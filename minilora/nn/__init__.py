@@ -1,9 +1,12 @@
 """Layers and the Module system (``minilora.nn``), mirroring ``torch.nn``."""
-from . import functional, init
+from . import functional, init, utils
 from .checkpointing import checkpoint
-from .layers import GELU, Dropout, Embedding, Identity, LayerNorm, Linear, ReLU, RMSNorm, SiLU
-from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, StateDictError
+from .layers import (GELU, CrossEntropyLoss, Dropout, Embedding, Identity, L1Loss, LayerNorm, Linear,
+                     MSELoss, NLLLoss, ReLU, RMSNorm, Sigmoid, SiLU, Tanh)
+from .module import (IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, RemovableHandle,
+                     Sequential, StateDictError)
 
-__all__ = ["Module", "Parameter", "ModuleList", "ModuleDict", "StateDictError", "IncompatibleKeys",
-           "Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity", "GELU", "SiLU", "ReLU",
-           "functional", "init", "checkpoint"]
+__all__ = ["Module", "Parameter", "ModuleList", "ModuleDict", "Sequential", "StateDictError",
+           "IncompatibleKeys", "RemovableHandle", "Linear", "Embedding", "RMSNorm", "LayerNorm",
+           "Dropout", "Identity", "GELU", "SiLU", "ReLU", "Tanh", "Sigmoid", "CrossEntropyLoss",
+           "NLLLoss", "MSELoss", "L1Loss", "functional", "init", "utils", "checkpoint"]

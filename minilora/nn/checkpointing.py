@@ -16,6 +16,8 @@ and restored around the second. The layer's trainable parameters are inputs of t
 so a segment whose input needs no gradient (embeddings frozen under LoRA) still trains its adapters:
 no ``enable_input_require_grads()`` is needed, unlike PyTorch's reentrant checkpoint.
 """
+from functools import partial
+
 from ..random import get_rng_state, set_rng_state
 from ..tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad
 from .module import Module
@@ -23,14 +25,27 @@ from .module import Module
 __all__ = ["checkpoint"]
 
 
-def checkpoint(fn, *args):
-    """``fn(*args)`` -- a Tensor -- with its activations recomputed in backward instead of stored.
+def checkpoint(function, *args, use_reentrant=None, context_fn=None, determinism_check="default",
+               debug=False, early_stop=True, **kwargs):
+    """``function(*args, **kwargs)`` -- a Tensor -- with its activations recomputed in backward
+    instead of stored (``torch.utils.checkpoint.checkpoint``).
 
-    ``fn`` is a Module (its trainable parameters get their gradients) or a function of its tensor
-    arguments only. Arguments that are not Tensors (arrays, None, numbers) are passed as they are.
+    ``function`` is a Module (its trainable parameters get their gradients) or a function of its
+    tensor arguments only. Arguments that are not Tensors (arrays, None, numbers) are passed as they
+    are. This is torch's non-reentrant checkpoint: ``use_reentrant=False`` (or None) is accepted;
+    ``use_reentrant=True`` raises, since the reentrant variant's behaviour (no gradient for the
+    parameters when no input requires one) is not reproduced. ``context_fn``, ``determinism_check``,
+    ``debug`` and ``early_stop`` only accept their defaults.
     """
+    if use_reentrant:
+        raise NotImplementedError("checkpoint: use_reentrant=True is not supported by minilora; its "
+                                  "checkpoint is torch's non-reentrant one: pass use_reentrant=False")
+    if context_fn is not None or determinism_check != "default" or debug or not early_stop:
+        raise NotImplementedError("checkpoint: context_fn, determinism_check, debug and early_stop "
+                                  "only take their defaults in minilora")
+    fn = partial(function, **kwargs) if kwargs else function
     inputs = list({id(a): a for a in args if isinstance(a, Tensor)}.values())  # each tensor once
-    params = [p for p in fn.parameters() if p.requires_grad] if isinstance(fn, Module) else []
+    params = [p for p in function.parameters() if p.requires_grad] if isinstance(function, Module) else []
     if not is_grad_enabled() or not any(t.requires_grad for t in inputs + params):
         return fn(*args)  # nothing to differentiate: nothing to save either
     return _Recompute.apply(*inputs, *params, fn=fn, args=args, n_inputs=len(inputs), rng_state=get_rng_state())

@@ -1,4 +1,71 @@
-"""``minilora.nn.functional`` -- the stateless ops under PyTorch's ``F.`` names."""
-from ..ops import (cross_entropy, dropout, embedding, gelu, layer_norm, linear, log_softmax, relu,  # noqa: F401
-                   rms_norm, rotary_embedding, scaled_dot_product_attention, sigmoid, silu, softmax,
-                   swiglu, tanh)
+"""``minilora.nn.functional`` -- the stateless ops under PyTorch's ``F.`` names and signatures.
+
+Every function here takes the arguments ``torch.nn.functional``'s namesake takes, in the same order
+and with the same defaults (``tests/test_torch_conformance_nn.py`` compares the signatures). An
+option minilora does not implement (``inplace=True``, ``max_norm=``) raises rather than being ignored.
+"""
+import warnings
+
+from .. import ops
+from ..ops.nn import (_refuse, cross_entropy, dropout, embedding, l1_loss, layer_norm,  # noqa: F401
+                      mse_loss, nll_loss, one_hot, pad, rms_norm, rotary_embedding,
+                      scaled_dot_product_attention, swiglu)
+from ..tensor import _to_dtype
+
+__all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_attention", "dropout",
+           "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "pad", "one_hot", "relu", "gelu", "silu",
+           "sigmoid", "tanh", "softmax", "log_softmax", "rotary_embedding", "swiglu"]
+
+
+def linear(input, weight, bias=None):
+    """``input @ weight.T + bias`` with ``weight`` [out_features, in_features] (PyTorch layout)."""
+    return ops.linear(input, weight, bias)
+
+
+def relu(input, inplace=False):
+    _refuse("relu", inplace=(inplace, False))
+    return ops.relu(input)
+
+
+def silu(input, inplace=False):
+    _refuse("silu", inplace=(inplace, False))
+    return ops.silu(input)
+
+
+def gelu(input, approximate="none"):
+    """Exact GELU ``x * Phi(x)`` or, with ``approximate='tanh'``, the tanh approximation."""
+    if approximate not in ("none", "tanh"):
+        raise RuntimeError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return ops.gelu(input, approximate)
+
+
+def sigmoid(input):
+    return ops.sigmoid(input)
+
+
+def tanh(input):
+    return ops.tanh(input)
+
+
+def _softmax_dim(fn, ndim, dim):
+    """PyTorch's rule when ``dim`` is not given (deprecated, with a warning): 0 for 0-, 1- and 3-D
+    inputs, else 1."""
+    if dim is not None:
+        return dim
+    warnings.warn(f"Implicit dimension choice for {fn} has been deprecated. Change the call to "
+                  "include dim=X as an argument.", UserWarning, stacklevel=3)
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+def softmax(input, dim=None, _stacklevel=3, dtype=None):
+    """Softmax along ``dim`` (cast to ``dtype`` first, if given)."""
+    if dtype is not None:
+        input = ops.astype(input, _to_dtype(dtype))
+    return ops.softmax(input, _softmax_dim("softmax", input.ndim, dim))
+
+
+def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
+    """Log-softmax along ``dim`` (cast to ``dtype`` first, if given)."""
+    if dtype is not None:
+        input = ops.astype(input, _to_dtype(dtype))
+    return ops.log_softmax(input, _softmax_dim("log_softmax", input.ndim, dim))

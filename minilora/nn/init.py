@@ -58,28 +58,39 @@ def _fan(tensor, mode):
     return fan
 
 
-def uniform_(tensor, a=0.0, b=1.0):
-    return _fill(tensor, generator().uniform(a, b, tensor.shape))
+def _rng(gen):
+    """The generator to draw from: ``generator=`` (a ``numpy.random.Generator``) or the global one."""
+    if gen is None:
+        return generator()
+    if not isinstance(gen, np.random.Generator):
+        raise TypeError(f"generator must be a numpy.random.Generator (minilora draws with NumPy), "
+                        f"got {type(gen).__module__}.{type(gen).__name__}")
+    return gen
 
 
-def normal_(tensor, mean=0.0, std=1.0):
-    return _fill(tensor, generator().normal(mean, std, tensor.shape))
+def uniform_(tensor, a=0.0, b=1.0, generator=None):
+    return _fill(tensor, _rng(generator).uniform(a, b, tensor.shape))
 
 
-def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
+def normal_(tensor, mean=0.0, std=1.0, generator=None):
+    return _fill(tensor, _rng(generator).normal(mean, std, tensor.shape))
+
+
+def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
     """N(mean, std) restricted to ``[a, b]`` (absolute bounds, as in PyTorch): redraw what falls outside."""
     if not a < b:
         raise ValueError(f"trunc_normal_ needs a < b, got a={a}, b={b}")
-    values = generator().normal(mean, std, tensor.shape)
+    rng = _rng(generator)
+    values = rng.normal(mean, std, tensor.shape)
     outside = (values < a) | (values > b)
     while outside.any():
-        values[outside] = generator().normal(mean, std, int(outside.sum()))
+        values[outside] = rng.normal(mean, std, int(outside.sum()))
         outside = (values < a) | (values > b)
     return _fill(tensor, values)
 
 
-def constant_(tensor, value):
-    return _fill(tensor, np.full(tensor.shape, value))
+def constant_(tensor, val):
+    return _fill(tensor, np.full(tensor.shape, val))
 
 
 def zeros_(tensor):
@@ -90,25 +101,25 @@ def ones_(tensor):
     return constant_(tensor, 1.0)
 
 
-def kaiming_uniform_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu"):
+def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
     """PyTorch's ``kaiming_uniform_``: U(-bound, bound), bound = gain * sqrt(3 / fan)."""
     bound = calculate_gain(nonlinearity, a) * math.sqrt(3.0 / _fan(tensor, mode))
-    return uniform_(tensor, -bound, bound)
+    return uniform_(tensor, -bound, bound, generator)
 
 
-def kaiming_normal_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu"):
+def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
     """PyTorch's ``kaiming_normal_``: N(0, std), std = gain / sqrt(fan)."""
-    return normal_(tensor, 0.0, calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode)))
+    return normal_(tensor, 0.0, calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode)), generator)
 
 
-def xavier_uniform_(tensor, gain=1.0):
+def xavier_uniform_(tensor, gain=1.0, generator=None):
     """U(-bound, bound), bound = gain * sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio)."""
     fan_in, fan_out = fan_in_and_fan_out(tensor)
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
-    return uniform_(tensor, -bound, bound)
+    return uniform_(tensor, -bound, bound, generator)
 
 
-def xavier_normal_(tensor, gain=1.0):
+def xavier_normal_(tensor, gain=1.0, generator=None):
     """N(0, std), std = gain * sqrt(2 / (fan_in + fan_out))."""
     fan_in, fan_out = fan_in_and_fan_out(tensor)
-    return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
+    return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), generator)

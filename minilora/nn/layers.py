@@ -1,38 +1,32 @@
-"""The basic layers: Linear, Embedding, RMSNorm, LayerNorm, Dropout, Identity.
+"""The basic layers: Linear, Embedding, RMSNorm, LayerNorm, Dropout, activations, losses.
 
-Each holds its Parameters and calls one op from ``minilora.ops`` in ``forward``.
+Each holds its Parameters and calls one op from ``minilora.ops`` in ``forward``. Constructors take
+``torch.nn``'s arguments in torch's order (``Linear(in, out, bias, device, dtype)``); an option
+minilora does not implement (``inplace=True``, ``max_norm=``) raises instead of being ignored.
 """
 import math
 
 import numpy as np
 
 from .. import ops
-from ..ops.nn import _row_index
+from ..ops.nn import _refuse, _row_index, legacy_reduction
+from . import functional as F
 from . import init
 from .module import Module, Parameter
 
 __all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity", "GELU", "SiLU",
-           "ReLU"]
+           "ReLU", "Tanh", "Sigmoid", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss"]
 
 
 def _empty(shape, dtype, device):
     return Parameter(np.zeros(shape, dtype=dtype or "float32"), device=device)
 
 
-def _features(normalized_shape, layer):
-    """The normalized size: an int, or a 1-tuple as PyTorch accepts (norms here use the last axis)."""
+def _normalized_shape(normalized_shape):
+    """An int or a sequence of ints (the trailing dimensions normalized) as a tuple, as PyTorch."""
     if isinstance(normalized_shape, (int, np.integer)):
-        normalized_shape = (int(normalized_shape),)
-    shape = tuple(normalized_shape)
-    if len(shape) != 1:
-        raise ValueError(f"{layer} normalizes over the last dimension only; got normalized_shape "
-                         f"{normalized_shape!r}")
-    return shape[0]
-
-
-def _check_last_dim(layer, x, size):
-    if x.shape[-1:] != (size,):
-        raise ValueError(f"{layer} expects inputs whose last dimension is {size}, got shape {x.shape}")
+        return (int(normalized_shape),)
+    return tuple(int(n) for n in normalized_shape)
 
 
 class Linear(Module):
@@ -41,7 +35,7 @@ class Linear(Module):
     Init as PyTorch: W ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform with a=sqrt(5)), same for b.
     """
 
-    def __init__(self, in_features, out_features, bias=True, dtype=None, device=None):
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.weight = _empty((out_features, in_features), dtype, device)
@@ -68,17 +62,39 @@ class Embedding(Module):
     ``padding_idx`` as in ``torch.nn.Embedding``: that row starts at zero and gets no gradient
     (Hugging Face's Llama passes ``config.pad_token_id`` here)."""
 
-    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype=None, device=None):
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, max_norm=None, norm_type=2.0,
+                 scale_grad_by_freq=False, sparse=False, _weight=None, _freeze=False, device=None,
+                 dtype=None):
         super().__init__()
+        _refuse("Embedding", max_norm=(max_norm, None), scale_grad_by_freq=(scale_grad_by_freq, False),
+                sparse=(sparse, False))
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.padding_idx = _row_index("Embedding", padding_idx, num_embeddings)
+        if _weight is not None:  # from_pretrained: the given table, as it is (shared, not copied)
+            if tuple(_weight.shape) != (num_embeddings, embedding_dim):
+                raise ValueError(f"Embedding: _weight has shape {tuple(_weight.shape)}, expected "
+                                 f"{(num_embeddings, embedding_dim)}")
+            self.weight = Parameter(_weight, requires_grad=not _freeze, device=device, dtype=dtype)
+            return
         self.weight = _empty((num_embeddings, embedding_dim), dtype, device)
         init.normal_(self.weight)
         if padding_idx is not None:
             self.weight.data[padding_idx] = 0
 
-    def forward(self, ids):
-        return ops.embedding(ids, self.weight, padding_idx=self.padding_idx)
+    @classmethod
+    def from_pretrained(cls, embeddings, freeze=True, padding_idx=None, max_norm=None, norm_type=2.0,
+                        scale_grad_by_freq=False, sparse=False):
+        """An Embedding over the 2-D table ``embeddings`` (frozen unless ``freeze=False``), as torch:
+        the table is used as it is, the ``padding_idx`` row is not zeroed."""
+        if len(embeddings.shape) != 2:
+            raise ValueError(f"Embeddings parameter is expected to be 2-dimensional, got shape "
+                             f"{tuple(embeddings.shape)}")
+        rows, cols = embeddings.shape
+        return cls(rows, cols, padding_idx=padding_idx, max_norm=max_norm, norm_type=norm_type,
+                   scale_grad_by_freq=scale_grad_by_freq, sparse=sparse, _weight=embeddings, _freeze=freeze)
+
+    def forward(self, input):
+        return ops.embedding(input, self.weight, padding_idx=self.padding_idx)
 
     def extra_repr(self):
         pad = f", padding_idx={self.padding_idx}" if self.padding_idx is not None else ""
@@ -86,34 +102,37 @@ class Embedding(Module):
 
 
 class RMSNorm(Module):
-    """``x / sqrt(mean(x^2) + eps) * weight`` over the last axis (Llama's norm; weight starts at ones)."""
+    """``x / sqrt(mean(x^2) + eps) * weight`` over the trailing ``normalized_shape`` dimensions
+    (Llama's norm; weight starts at ones). ``eps=None``: the dtype's machine epsilon, as torch."""
 
-    def __init__(self, hidden_size, eps=1e-6, dtype=None, device=None):
+    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None, dtype=None):
         super().__init__()
-        self.eps = eps
-        size = _features(hidden_size, "RMSNorm")
-        self.weight = Parameter(np.ones(size, dtype=dtype or "float32"), device=device)
+        self.normalized_shape, self.eps = _normalized_shape(normalized_shape), eps
+        self.elementwise_affine = elementwise_affine
+        self.weight = Parameter(np.ones(self.normalized_shape, dtype=dtype or "float32"), device=device) \
+            if elementwise_affine else None
 
     def forward(self, x):
-        _check_last_dim("RMSNorm", x, self.weight.shape[0])
-        return ops.rms_norm(x, self.weight, self.eps)
+        return ops.rms_norm(x, self.normalized_shape, self.weight, self.eps)
 
     def extra_repr(self):
-        return f"({self.weight.shape[0]},), eps={self.eps}"
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
 
 
 class LayerNorm(Module):
-    """``(x - mean) / sqrt(var + eps) * weight + bias`` over the last axis (biased variance).
+    """``(x - mean) / sqrt(var + eps) * weight + bias`` over the trailing ``normalized_shape``
+    dimensions (biased variance).
 
     ``weight`` starts at ones and ``bias`` at zeros; ``elementwise_affine=False`` has neither,
     ``bias=False`` only a weight (as ``torch.nn.LayerNorm``).
     """
 
-    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, dtype=None,
-                 device=None):
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None,
+                 dtype=None):
         super().__init__()
         self.eps = eps
-        self.normalized_shape = (_features(normalized_shape, "LayerNorm"),)
+        self.normalized_shape = _normalized_shape(normalized_shape)
+        self.elementwise_affine = elementwise_affine
         dtype = dtype or "float32"
         self.weight = Parameter(np.ones(self.normalized_shape, dtype=dtype), device=device) \
             if elementwise_affine else None
@@ -121,30 +140,35 @@ class LayerNorm(Module):
             if elementwise_affine and bias else None
 
     def forward(self, x):
-        _check_last_dim("LayerNorm", x, self.normalized_shape[0])
-        return ops.layer_norm(x, self.weight, self.bias, self.eps)
+        return ops.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
-        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.weight is not None}"
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
 
 
 class Dropout(Module):
-    def __init__(self, p=0.5):
+    def __init__(self, p=0.5, inplace=False):
         super().__init__()
         if not 0 <= p <= 1:
             raise ValueError(f"dropout probability must be in [0, 1], got {p}")
-        self.p = p
+        _refuse("Dropout", inplace=(inplace, False))
+        self.p, self.inplace = p, inplace
 
-    def forward(self, x):
-        return ops.dropout(x, self.p, training=self.training)
+    def forward(self, input):
+        return ops.dropout(input, self.p, training=self.training)
 
     def extra_repr(self):
-        return f"p={self.p}"
+        return f"p={self.p}, inplace={self.inplace}"
 
 
 class Identity(Module):
-    def forward(self, x):
-        return x
+    """Returns its input; takes (and ignores) any arguments, as ``torch.nn.Identity``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, input):
+        return input
 
 
 class GELU(Module):
@@ -154,18 +178,86 @@ class GELU(Module):
             raise ValueError(f"GELU approximate must be 'none' or 'tanh', got {approximate!r}")
         self.approximate = approximate
 
-    def forward(self, x):
-        return ops.gelu(x, self.approximate)
+    def forward(self, input):
+        return F.gelu(input, self.approximate)
 
     def extra_repr(self):
         return f"approximate={self.approximate!r}"
 
 
-class SiLU(Module):
-    def forward(self, x):
-        return ops.silu(x)
+class _Activation(Module):
+    """An activation module with torch's ``inplace`` argument (only ``False`` is implemented)."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        _refuse(type(self).__name__, inplace=(inplace, False))
+        self.inplace = inplace
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
 
 
-class ReLU(Module):
-    def forward(self, x):
-        return ops.relu(x)
+class SiLU(_Activation):
+    def forward(self, input):
+        return ops.silu(input)
+
+
+class ReLU(_Activation):
+    def forward(self, input):
+        return ops.relu(input)
+
+
+class Tanh(Module):
+    def forward(self, input):
+        return ops.tanh(input)
+
+
+class Sigmoid(Module):
+    def forward(self, input):
+        return ops.sigmoid(input)
+
+
+# ---- losses (``torch.nn``'s loss modules: the functional loss with the options stored) ------------
+class _Loss(Module):
+    def __init__(self, size_average=None, reduce=None, reduction="mean"):
+        super().__init__()
+        self.reduction = legacy_reduction(size_average, reduce, reduction)
+
+
+class _WeightedLoss(_Loss):
+    """A loss with a per-class ``weight``: a buffer (in ``state_dict``, moved by ``to()``), as torch."""
+
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+        self.register_buffer("weight", weight)
+
+
+class CrossEntropyLoss(_WeightedLoss):
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
+                 label_smoothing=0.0):
+        super().__init__(weight, size_average, reduce, reduction)
+        self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
+
+    def forward(self, input, target):
+        return F.cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index,
+                               reduction=self.reduction, label_smoothing=self.label_smoothing)
+
+
+class NLLLoss(_WeightedLoss):
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
+        super().__init__(weight, size_average, reduce, reduction)
+        self.ignore_index = ignore_index
+
+    def forward(self, input, target):
+        return F.nll_loss(input, target, weight=self.weight, ignore_index=self.ignore_index,
+                          reduction=self.reduction)
+
+
+class MSELoss(_Loss):
+    def forward(self, input, target):
+        return F.mse_loss(input, target, reduction=self.reduction)
+
+
+class L1Loss(_Loss):
+    def forward(self, input, target):
+        return F.l1_loss(input, target, reduction=self.reduction)

@@ -332,7 +332,14 @@ class LlamaAttention(Module):
         k = ops.rotary_embedding(k, cos, sin)
         if cache is not None:  # attend to the cached positions too
             k, v = cache.update(self.layer_idx, k, v)
-        out = ops.scaled_dot_product_attention(q, k, v, mask=mask, causal=True)
+        # Causal: query i (at position Tk - Tq + i) sees keys up to its own position. ``mask`` from
+        # the model already holds that (with padding); without one, Tq == Tk is torch's is_causal,
+        # one new token sees every key, and a chunk after a cache needs the bottom-right bias.
+        tq, tk = q.shape[2], k.shape[2]
+        if mask is None and 1 < tq < tk:
+            mask = causal_bias(tq, tk, q.dtype, q.device.xp)
+        out = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and tq == tk,
+                                               enable_gqa=True)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -402,7 +409,7 @@ class LlamaModel(Module):
         if position_ids is None:  # positions continue after the cached ones
             position_ids = np.arange(past, past + ids.shape[1])[None, :]
         cos, sin = self.rotary_emb(_as_ids(position_ids, "position_ids"), dtype, xp)
-        mask = _additive_mask(attention_mask, ids.shape, past, dtype, xp)
+        mask = _attention_bias(attention_mask, ids.shape, past, dtype, xp)
         x = self.embed_tokens(xp.asarray(ids))
         recompute = self.gradient_checkpointing and self.training and cache is None
         for layer in self.layers:
@@ -419,6 +426,23 @@ def _as_ids(ids, name):
         raise ValueError(f"{name} must be integers of shape [batch, seq_len], got shape {ids.shape} "
                          f"and dtype {ids.dtype} (wrap one sequence as [ids])")
     return ids.astype(np.int64, copy=False)
+
+
+def causal_bias(tq, tk, dtype, xp):
+    """[Tq, Tk] to add to attention scores when the Tq queries are the LAST Tq of Tk positions (a KV
+    cache before them): query i sees keys ``j <= Tk - Tq + i`` (0), not the later ones (-inf). This
+    is the bottom-right alignment; torch's ``is_causal`` is top-left (the same when Tq == Tk)."""
+    allowed = np.arange(tk)[None, :] <= (tk - tq + np.arange(tq))[:, None]
+    return xp.asarray(np.where(allowed, 0, -np.inf).astype(dtype))
+
+
+def _attention_bias(attention_mask, shape, past, dtype, xp):
+    """Padding and causality as one bias to add to the scores, [B, 1, T, past + T], built once per
+    forward for all layers; ``None`` when nothing is padded (the layers then use ``is_causal``)."""
+    padding = _additive_mask(attention_mask, shape, past, dtype, xp)
+    if padding is None or shape[1] == 1:  # one query per row: every key is in its past
+        return padding
+    return padding + causal_bias(shape[1], past + shape[1], dtype, xp)
 
 
 def _additive_mask(attention_mask, shape, past, dtype, xp):
@@ -551,6 +575,7 @@ class LlamaForCausalLM(Module):
         except StateDictError as exc:
             exc.args = (f"{os.fspath(path)}: {exc.args[0]}",)
             raise
+        model.name_or_path = os.fspath(path)  # as transformers: an adapter records it as its base model
         return model.to(device=device) if device is not None else model
 
     def save_pretrained(self, directory):

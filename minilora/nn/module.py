@@ -14,7 +14,8 @@ from ..device import Device
 from ..device import device as _get_device
 from ..tensor import Tensor, _to_dtype, no_grad
 
-__all__ = ["Parameter", "Module", "ModuleList", "ModuleDict", "StateDictError", "IncompatibleKeys"]
+__all__ = ["Parameter", "Module", "ModuleList", "ModuleDict", "Sequential", "StateDictError",
+           "IncompatibleKeys", "RemovableHandle"]
 
 
 class Parameter(Tensor):
@@ -63,8 +64,32 @@ def _show(items, limit=8):
     return text + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
 
 
+class RemovableHandle:
+    """What ``register_forward_hook`` returns: ``handle.remove()`` takes the hook out again (also as
+    ``with module.register_forward_hook(fn):``), as ``torch.utils.hooks.RemovableHandle``."""
+
+    _ids = iter(range(1, 1 << 62))
+
+    def __init__(self, hooks):
+        self.hooks_dict_ref, self.id = hooks, next(RemovableHandle._ids)
+
+    def remove(self):
+        self.hooks_dict_ref.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
 class Module:
     """Base class of every layer. Subclasses set attributes in ``__init__`` and define ``forward``."""
+
+    # No hooks until one is registered (then the instance gets its own dicts): calling a module
+    # costs one truth test per kind of hook.
+    _forward_pre_hooks = {}
+    _forward_hooks = {}
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -300,8 +325,57 @@ class Module:
 
     # --- calling --------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
+        if self._forward_pre_hooks or self._forward_hooks:
+            return self._call_with_hooks(args, kwargs)
         with parallel.computing():  # BLAS on one thread while minilora computes (minilora/parallel.py)
             return self.forward(*args, **kwargs)
+
+    def _call_with_hooks(self, args, kwargs):
+        """``forward`` between the hooks, with torch's rules: a pre-hook that returns something
+        replaces the positional inputs (a non-tuple becomes a 1-tuple); a forward hook that returns
+        something replaces the output."""
+        for hook, with_kwargs in list(self._forward_pre_hooks.values()):
+            if with_kwargs:
+                result = hook(self, args, kwargs)
+                if result is not None:
+                    if not (isinstance(result, tuple) and len(result) == 2):
+                        raise RuntimeError("forward pre-hook with with_kwargs=True must return None or "
+                                           f"a tuple of (new_args, new_kwargs), got {result!r}")
+                    args, kwargs = result
+            else:
+                result = hook(self, args)
+                if result is not None:
+                    args = result if isinstance(result, tuple) else (result,)
+        with parallel.computing():
+            output = self.forward(*args, **kwargs)
+        for hook, with_kwargs in list(self._forward_hooks.values()):
+            result = hook(self, args, kwargs, output) if with_kwargs else hook(self, args, output)
+            if result is not None:
+                output = result
+        return output
+
+    def register_forward_pre_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """``hook(module, args)`` runs before ``forward`` (``with_kwargs``: ``hook(module, args,
+        kwargs)``); returns a handle whose ``remove()`` unregisters it."""
+        return self._add_hook("_forward_pre_hooks", hook, prepend, with_kwargs)
+
+    def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False, always_call=False):
+        """``hook(module, args, output)`` runs after ``forward`` (``with_kwargs``: ``hook(module,
+        args, kwargs, output)``); returns a handle whose ``remove()`` unregisters it."""
+        if always_call:
+            raise NotImplementedError("register_forward_hook: always_call=True (run the hook when "
+                                      "forward raises) is not supported by minilora")
+        return self._add_hook("_forward_hooks", hook, prepend, with_kwargs)
+
+    def _add_hook(self, kind, hook, prepend, with_kwargs):
+        if kind not in self.__dict__:  # this module's first hook of this kind
+            object.__setattr__(self, kind, OrderedDict())
+        hooks = self.__dict__[kind]
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = (hook, with_kwargs)
+        if prepend:
+            hooks.move_to_end(handle.id, last=False)
+        return handle
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must define forward()")  # abstract
@@ -367,9 +441,9 @@ def _check_module(value, where):
 class ModuleList(Module):
     """A list of modules registered as ``0``, ``1``, ... (``model.layers.3.mlp``)."""
 
-    def __init__(self, modules=()):
+    def __init__(self, modules=None):
         super().__init__()
-        self.extend(modules)
+        self.extend(modules or ())
 
     def append(self, module):
         self._modules[str(len(self._modules))] = _check_module(module, "ModuleList.append")
@@ -447,3 +521,56 @@ class ModuleDict(Module):
         module = self[key]
         del self[key]
         return module
+
+
+class Sequential(Module):
+    """Modules called one after another: ``Sequential(a, b, c)(x) == c(b(a(x)))``.
+
+    Registered as ``0``, ``1``, ... or, from one ``OrderedDict``, under its keys (as torch).
+    Indexing gives a module (a slice: a new Sequential of the same modules).
+    """
+
+    def __init__(self, *args):
+        super().__init__()
+        if len(args) == 1 and isinstance(args[0], OrderedDict):
+            for key, module in args[0].items():
+                self.add_module(key, _check_module(module, f"Sequential[{key!r}]"))
+        else:
+            for i, module in enumerate(args):
+                self.add_module(str(i), _check_module(module, f"Sequential argument {i}"))
+
+    def _key(self, index):
+        n = len(self._modules)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} is out of range for a Sequential of {n} modules")
+        return list(self._modules)[index % n]
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Sequential(OrderedDict(list(self._modules.items())[index]))
+        return self._modules[self._key(index)]
+
+    def __setitem__(self, index, module):
+        self._modules[self._key(index)] = _check_module(module, "Sequential[...] =")
+
+    def __delitem__(self, index):
+        keys = list(self._modules)[index] if isinstance(index, slice) else [self._key(index)]
+        for key in keys:
+            del self._modules[key]
+        # renumber, as torch does, so that indices and names stay 0, 1, ...
+        object.__setattr__(self, "_modules", OrderedDict((str(i), m) for i, m in enumerate(self._modules.values())))
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module):
+        self.add_module(str(len(self._modules)), _check_module(module, "Sequential.append"))
+        return self
+
+    def forward(self, input):
+        for module in self._modules.values():
+            input = module(input)
+        return input

@@ -13,8 +13,8 @@ from ..random import fresh_seed
 from ..tensor import Function, Tensor
 from .elementwise import _silu_backward_block, _silu_block
 
-__all__ = ["embedding", "cross_entropy", "dropout", "rms_norm", "layer_norm", "rotary_embedding",
-           "rotate_half", "scaled_dot_product_attention", "swiglu"]
+__all__ = ["embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "pad", "one_hot", "dropout", "rms_norm",
+           "layer_norm", "rotary_embedding", "rotate_half", "scaled_dot_product_attention", "swiglu"]
 
 
 class Embedding(Function):
@@ -55,33 +55,31 @@ class Embedding(Function):
 
 
 class CrossEntropy(Function):
-    """Mean of ``-log softmax(logits)[target]`` over targets != ``ignore_index``.
+    """``-log softmax(logits)[target]`` of each row of logits [N, C], reduced as PyTorch does.
 
-    Fused: forward keeps only the softmax probabilities; backward is ``(p - onehot) / n_valid``.
+    ``ctx.valid`` holds each row's weight: 1 (or the target class's ``weight``), 0 for targets equal
+    to ``ignore_index``. Fused: forward keeps only the softmax probabilities; backward is
+    ``(p - onehot) * valid / divisor`` with divisor the sum of the weights for 'mean'.
     """
 
     @staticmethod
-    def forward(ctx, logits, targets, ignore_index=-100, reduction="mean"):
+    def forward(ctx, logits, targets, weight=None, ignore_index=-100, reduction="mean"):
         xp = xp_of(logits)
-        if logits.ndim != 2 or targets.shape != logits.shape[:1]:
-            raise ValueError(f"cross_entropy: expected logits [N, C] and targets [N], got "
-                             f"{logits.shape} and {targets.shape}")
-        if targets.dtype.kind not in "iu":
-            raise TypeError(f"cross_entropy: targets must be class indices (integers), got {targets.dtype}")
-        if reduction not in ("mean", "sum", "none"):
-            raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
         valid = targets != ignore_index
         safe_targets = xp.where(valid, targets, 0)
         if safe_targets.size and (safe_targets.min() < 0 or safe_targets.max() >= logits.shape[1]):
             raise IndexError(f"cross_entropy: targets must lie in [0, {logits.shape[1]}) or equal "
                              f"ignore_index={ignore_index}")
+        if weight is not None:  # each row counts with its class's weight (0 when ignored)
+            valid = xp.where(valid, weight[safe_targets], 0).astype(logits.dtype, copy=False)
         probs, losses = xp.empty_like(logits), xp.empty(logits.shape[0], logits.dtype)
         parallel.rows(_cross_entropy_rows, logits, safe_targets, valid, probs, losses)
         ctx.probs, ctx.targets, ctx.valid, ctx.reduction = probs, safe_targets, valid, reduction
         if reduction == "none":
             return losses
-        # PyTorch divides by the number of non-ignored targets (0/0 = nan when all are ignored).
-        ctx.divisor = int(valid.sum()) if reduction == "mean" else 1
+        # PyTorch's 'mean' divides by the number of non-ignored targets, or with a weight by the
+        # sum of their weights (0/0 = nan when all are ignored).
+        ctx.divisor = valid.sum().item() if reduction == "mean" else 1
         return losses.sum() / logits.dtype.type(ctx.divisor)
 
     @staticmethod
@@ -175,16 +173,18 @@ def _cross_entropy_rows(logits, targets, valid, probs, losses):
 
 
 class RMSNorm(Function):
-    """``y = w * x / rms(x)`` with ``rms(x) = sqrt(mean(x^2) + eps)`` over the last axis.
+    """``y = w * x / rms(x)`` with ``rms(x) = sqrt(mean(x^2) + eps)`` over the trailing ``width``
+    elements of each row (``normalized_shape`` flattened; ``weight`` too).
 
     With ``r = 1/rms``: ``dx = r * (gw - x * r^2 * mean(gw * x))`` where ``gw = g * w``;
     ``dw = sum over rows of g * x * r``. Rows are independent: blocks of them run in parallel.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, eps=1e-6):
+    def forward(ctx, x, weight, *, eps, width):
         xp = xp_of(x)
-        x2 = _rows(x)
+        ctx.weight_shape = None if weight is None else weight.shape  # normalized_shape
+        x2, weight = _rows(x, width), _flat(weight)
         normed, r, out = xp.empty_like(x2), xp.empty((len(x2), 1), x.dtype), xp.empty_like(x2)
         parallel.rows(lambda *blocks: _rms_norm_rows(*blocks, weight, x.dtype.type(eps)),
                       x2, normed, r, out)
@@ -194,12 +194,12 @@ class RMSNorm(Function):
     @staticmethod
     def backward(ctx, g):
         normed, r, w = ctx.normed, ctx.r, ctx.weight
-        g2 = _rows(g)
+        g2 = _rows(g, normed.shape[1])
         gx = xp_of(g).empty_like(g2)
         parallel.rows(lambda *blocks: _rms_norm_backward_rows(*blocks, w), g2, normed, r, gx)
         gweight = None
         if w is not None and ctx.needs_input_grad[1]:
-            gweight = _column_sum(g2, normed)
+            gweight = _column_sum(g2, normed).reshape(ctx.weight_shape)
         return gx.reshape(g.shape), gweight
 
 
@@ -229,7 +229,8 @@ def _rms_norm_backward_rows(g, normed, r, gx, weight):
 
 
 class LayerNorm(Function):
-    """``y = w * (x - mean) / sqrt(var + eps) + b`` over the last axis (biased variance).
+    """``y = w * (x - mean) / sqrt(var + eps) + b`` over the trailing ``width`` elements of each row
+    (``normalized_shape`` flattened; ``weight`` and ``bias`` too), with the biased variance.
 
     With ``n`` the normalised input, ``r = 1/sqrt(var + eps)`` and ``gw = g * w``:
     ``dx = r * (gw - mean(gw) - n * mean(gw * n))``, ``dw = sum over rows of g * n``, ``db = sum of g``.
@@ -238,9 +239,10 @@ class LayerNorm(Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps=1e-5):
+    def forward(ctx, x, weight, bias, *, eps, width):
         xp = xp_of(x)
-        x2 = _rows(x)
+        ctx.weight_shape = (weight if weight is not None else bias if bias is not None else x).shape
+        x2, weight, bias = _rows(x, width), _flat(weight), _flat(bias)
         normed, r, out = xp.empty_like(x2), xp.empty(len(x2), x.dtype), xp.empty_like(x2)
         parallel.rows(lambda *blocks: _layer_norm_rows(*blocks, weight, bias, eps), x2, normed, r, out)
         ctx.normed, ctx.r, ctx.weight = normed, r, weight
@@ -250,14 +252,14 @@ class LayerNorm(Function):
     def backward(ctx, g):
         normed, r, w = ctx.normed, ctx.r, ctx.weight
         nx, nw, nb = ctx.needs_input_grad
-        g2 = _rows(g)
+        g2 = _rows(g, normed.shape[1])
         gx = None
         if nx:
             gx = xp_of(g).empty_like(g2)
             parallel.rows(lambda *blocks: _layer_norm_backward_rows(*blocks, w), g2, normed, r, gx)
             gx = gx.reshape(g.shape)
-        gweight = _column_sum(g2, normed) if nw else None
-        gbias = _column_sum(g2) if nb else None
+        gweight = _column_sum(g2, normed).reshape(ctx.weight_shape) if nw else None
+        gbias = _column_sum(g2).reshape(ctx.weight_shape) if nb else None
         return gx, gweight, gbias
 
 
@@ -281,9 +283,14 @@ def _layer_norm_backward_rows(g, normed, r, gx, weight):
     gx *= r[:, None]
 
 
-def _rows(a):
-    """``a`` as a 2-D [rows, last axis] array (a view when ``a`` is contiguous)."""
-    return a.reshape(-1, a.shape[-1])
+def _rows(a, width):
+    """``a`` as a 2-D [rows, width] array (a view when ``a`` is contiguous)."""
+    return a.reshape(-1, width)
+
+
+def _flat(a):
+    """A weight or bias of ``normalized_shape`` as one row of ``width`` numbers (or None)."""
+    return None if a is None else a.reshape(-1)
 
 
 def _row_mean(a, b=None):
@@ -358,13 +365,14 @@ def _rotate_back_rows(g, cos, sin, gx):
 
 
 class Attention(Function):
-    """Causal scaled-dot-product attention with grouped-query heads.
+    """Scaled-dot-product attention with grouped-query heads.
 
-    q: [B, Hq, Tq, D], k and v: [B, Hkv, Tk, D] with Hq a multiple of Hkv (GQA). Query i sits at
-    position ``Tk - Tq + i`` (so a KV cache works) and sees keys ``j <= Tk - Tq + i``.
-    ``mask`` (optional) is added to the scores, broadcastable to [B, Hq, Tq, Tk].
+    q: [B, Hq, Tq, D], k: [B, Hkv, Tk, D], v: [B, Hkv, Tk, Dv] with Hq a multiple of Hkv (GQA).
+    ``bias`` (optional, an array) is added to the scores, broadcastable to [B, Hq, Tq, Tk]: the
+    wrapper turns causal masks and boolean masks into it (-inf where a key takes no part). A query
+    row whose every key is masked out gets zeros (as PyTorch), not 0/0 = NaN.
 
-    Forward: S = q k^T * scale + mask, P = softmax(S), O = P v.
+    Forward: S = q k^T * scale + bias, P = softmax(S), O = P v.
     Backward: dv = P^T dO, dP = dO v^T, dS = P * (dP - rowsum(dP * P)), dq = dS k * scale,
     dk = dS^T q * scale. Heads sharing one KV head add their dk, dv. And rowsum(dP * P) equals
     rowsum(dO * O) (FlashAttention's trick): a sum over D numbers per query instead of over Tk.
@@ -374,23 +382,18 @@ class Attention(Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, mask=None, causal=True, scale=None):
+    def forward(ctx, q, k, v, bias=None, scale=None):
         xp = xp_of(q)
         b, hq, tq, d = q.shape
         hkv, tk = k.shape[1], k.shape[2]
-        if k.shape != v.shape or k.shape[0] != b or k.shape[3] != d or hq % hkv:
-            raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape} are not "
-                             "[B, Hq, Tq, D], [B, Hkv, Tk, D] with Hq a multiple of Hkv")
+        if k.shape[:3] != v.shape[:3] or k.shape[0] != b or k.shape[3] != d or hq % hkv:
+            raise RuntimeError(f"attention: q {q.shape}, k {k.shape}, v {v.shape} are not "
+                               "[B, Hq, Tq, D], [B, Hkv, Tk, D], [B, Hkv, Tk, Dv] with Hq a multiple of Hkv")
         scale = q.dtype.type(1 / math.sqrt(d) if scale is None else scale)
-        bias = None  # what is added to the scores: -inf above the causal diagonal, plus the mask
-        if causal:
-            allowed = np.arange(tk)[None, :] <= (tk - tq + np.arange(tq))[:, None]
-            bias = xp.asarray(np.where(allowed, 0, -np.inf).astype(q.dtype))
-        if mask is not None:
-            bias = mask if bias is None else bias + mask
         if bias is not None:  # with the batch axis, so that it splits like q
             bias = _with_batch_axis(bias, (b, hq, tq, tk))
-        out, probs = _like(q, hq == hkv), xp.empty((b, hq, tq, tk), q.dtype)
+        out = _like(q, hq == hkv) if v.shape[3] == d else xp.empty((b, hq, tq, v.shape[3]), q.dtype)
+        probs = xp.empty((b, hq, tq, tk), q.dtype)
         parallel.rows(lambda *blocks: _attention_forward(*blocks, scale=scale), q, k, v, bias,
                       out, probs, work_per_row=8 * hq * tq * tk)  # ~8 passes over the scores
         ctx.q, ctx.k, ctx.v, ctx.probs, ctx.out, ctx.scale = q, k, v, probs, out, scale
@@ -438,11 +441,17 @@ def _attention_forward(q, k, v, bias, out, probs, scale):
     scores = probs  # computed in place: scores -> exp -> probabilities
     # (q * scale) k^T: scaling q is half the work of scaling the [Tq, Tk] scores
     xp.matmul(_by_kv_head(q * scale, hkv), k.swapaxes(-1, -2), out=_by_kv_head(scores, hkv))
+    peak = None
     if bias is not None:
         scores += bias
-    scores -= scores.max(axis=-1, keepdims=True)  # softmax without overflow
+        peak = scores.max(axis=-1, keepdims=True)
+        peak[peak == -np.inf] = 0  # a row with no key left: exp(-inf) = 0 everywhere, not NaN
+    scores -= scores.max(axis=-1, keepdims=True) if peak is None else peak  # softmax without overflow
     xp.exp(scores, out=scores)
-    scores /= scores.sum(axis=-1, keepdims=True)
+    total = scores.sum(axis=-1, keepdims=True)
+    if bias is not None:
+        total[total == 0] = 1  # that row's probabilities stay 0: its output and gradients are 0
+    scores /= total
     xp.matmul(_by_kv_head(probs, hkv), v, out=_by_kv_head(out, hkv))
 
 
@@ -463,11 +472,28 @@ def _attention_backward(g, q, k, v, probs, out, dq, dk, dv, scale):
     # END SOLUTION
 
 
-# ---- wrappers ------------------------------------------------------------------------------------
-def embedding(ids, weight, padding_idx=None):
-    """``weight[ids]``, PyTorch's ``F.embedding``: row ``padding_idx`` (if given) gets no gradient."""
-    ids = ids.data if isinstance(ids, Tensor) else np.asarray(ids) if isinstance(ids, list) else ids
+# ---- wrappers: PyTorch's signatures (torch.nn.functional) -------------------------------------
+def _array(x):
+    """The raw array behind a Tensor (constants such as ids, targets and masks), else ``x``."""
+    return x.data if isinstance(x, Tensor) else x
+
+
+def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
+              sparse=False):
+    """``weight[input]``, PyTorch's ``F.embedding``: row ``padding_idx`` (if given) gets no gradient."""
+    _refuse("embedding", max_norm=(max_norm, None), scale_grad_by_freq=(scale_grad_by_freq, False),
+            sparse=(sparse, False))
+    ids = _array(input)
+    ids = np.asarray(ids) if isinstance(ids, (list, tuple, int)) else ids
     return Embedding.apply(ids, weight, padding_idx=_row_index("embedding", padding_idx, weight.shape[0]))
+
+
+def _refuse(fn, **options):
+    """Raise a clear error for a PyTorch option minilora does not implement, given ``(value, default)``."""
+    for name, (value, default) in options.items():
+        if value != default:
+            raise NotImplementedError(f"{fn}: {name}={value!r} is not supported by minilora "
+                                      f"(only the default {default!r})")
 
 
 def _row_index(fn, index, rows):
@@ -479,22 +505,205 @@ def _row_index(fn, index, rows):
     return int(index) % rows
 
 
-def cross_entropy(logits, targets, ignore_index=-100, reduction="mean"):
-    """PyTorch's ``F.cross_entropy`` for class-index targets; logits [N, C] (or [..., C])."""
-    targets = targets.data if isinstance(targets, Tensor) else targets
-    if logits.ndim != 2:  # flatten [B, T, C] / [B, T] as users of language models expect
-        logits = logits.reshape(-1, logits.shape[-1])
-        targets = targets.reshape(-1)
-    return CrossEntropy.apply(logits, targets, ignore_index=ignore_index, reduction=reduction)
+def legacy_reduction(size_average, reduce, reduction):
+    """PyTorch's deprecated ``size_average``/``reduce`` pair, turned into ``reduction`` as torch does."""
+    if size_average is None and reduce is None:
+        return reduction
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    return ("mean" if size_average else "sum") if reduce else "none"
 
 
-def dropout(a, p=0.5, training=True, seed=None):
-    """Inverted dropout; ``seed`` fixes the mask (default: drawn from ``minilora.manual_seed``)."""
+def _check_reduction(fn, reduction):
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{fn}: {reduction!r} is not a valid value for reduction "
+                         "(choose 'mean', 'sum' or 'none')")
+
+
+def _classes_last(input, fn):
+    """``input`` [N, C, d1, ...] (classes on axis 1, as PyTorch) or [C] as rows of logits [rows, C]."""
+    if input.ndim == 0:
+        raise ValueError(f"{fn}: input must have at least one dimension (the classes), got a scalar")
+    if input.ndim == 1:
+        return input.reshape(1, -1)
+    if input.ndim == 2:
+        return input
+    # [N, C, d1, ..., dk] -> [N, d1, ..., dk, C] -> [N * d1 * ... * dk, C] (one copy)
+    return input.permute(0, *range(2, input.ndim), 1).reshape(-1, input.shape[1])
+
+
+def _class_targets(fn, input, targets):
+    """Check class-index ``targets`` against ``input`` as PyTorch does; return them as one flat row."""
+    xp = xp_of(input.data)
+    targets = xp.asarray(targets)
+    if targets.dtype.kind not in "iu":
+        raise RuntimeError(f"{fn}: expected class indices (an integer target) or class probabilities "
+                           f"(a float target shaped as the input {input.shape}), got {targets.dtype} "
+                           f"of shape {targets.shape}")
+    expected = () if input.ndim == 1 else (input.shape[0],) + input.shape[2:]
+    if input.ndim >= 2 and (targets.ndim == 0 or targets.shape[0] != input.shape[0]):
+        raise ValueError(f"{fn}: expected input batch_size ({input.shape[0]}) to match target "
+                         f"batch_size ({targets.shape[0] if targets.ndim else 'a scalar'})")
+    if targets.shape != expected:
+        hint = ""
+        if input.ndim == 3 and targets.shape == input.shape[:2]:
+            hint = (" (PyTorch reads [B, T, C] logits as classes on axis 1: pass "
+                    "logits.reshape(-1, C) and targets.reshape(-1), as transformers does)")
+        raise RuntimeError(f"{fn}: input {input.shape} has its classes on axis 1, so the target must "
+                           f"have shape {expected}, got {targets.shape}{hint}")
+    return targets.reshape(-1)
+
+
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                  reduction="mean", label_smoothing=0.0):
+    """PyTorch's ``F.cross_entropy``: logits ``input`` [N, C], [N, C, d1, ...] or [C]; ``target``
+    class indices ([N], [N, d1, ...], []) or class probabilities (a float tensor shaped as input).
+
+    ``weight`` [C] rescales each class; 'mean' then divides by the summed weights of the counted
+    targets. ``label_smoothing`` mixes the target with the uniform distribution, as torch. Model
+    code with [B, T, C] logits flattens them to [B*T, C] first (PyTorch would read T as classes).
+    """
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    _check_reduction("cross_entropy", reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise RuntimeError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
+    logits = _classes_last(input, "cross_entropy")
+    weight = _class_weight("cross_entropy", weight, logits)
+    probabilities = isinstance(target, Tensor) and target.dtype.kind == "f" or \
+        getattr(target, "dtype", np.dtype("int64")).kind == "f"
+    if probabilities:
+        loss = _soft_cross_entropy(input, logits, target, weight, reduction, label_smoothing)
+    else:
+        targets = _class_targets("cross_entropy", input, _array(target))
+        # The fused node: PyTorch's loss for class indices, label smoothing added below.
+        loss = CrossEntropy.apply(logits, targets, weight=weight, ignore_index=ignore_index,
+                                  reduction=reduction)
+        if label_smoothing:
+            loss = (1 - label_smoothing) * loss + (label_smoothing / logits.shape[1]) * \
+                _smoothing_term(logits, targets, weight, ignore_index, reduction)
+    if reduction == "none":
+        return loss.reshape(() if input.ndim == 1 else (input.shape[0],) + input.shape[2:])
+    return loss
+
+
+def _class_weight(fn, weight, logits):
+    weight = _array(weight)
+    if weight is not None and tuple(weight.shape) != (logits.shape[1],):
+        raise RuntimeError(f"{fn}: weight must hold one number per class ({logits.shape[1]}), "
+                           f"got shape {tuple(weight.shape)}")
+    return None if weight is None else xp_of(logits.data).asarray(weight, dtype=logits.dtype)
+
+
+def _smoothing_term(logits, targets, weight, ignore_index, reduction):
+    """``-sum_c w_c log p_c`` per counted row (PyTorch's smoothing loss), reduced as the main loss."""
+    xp = xp_of(logits.data)
+    logp = logits.log_softmax(-1)
+    per_class = logp if weight is None else logp * Tensor._make(weight, logits.device, False, None)
+    valid = targets != ignore_index
+    rows = -per_class.sum(-1) * Tensor._make(valid.astype(logits.dtype), logits.device, False, None)
+    if reduction == "none":
+        return rows
+    if reduction == "sum":
+        return rows.sum()
+    counted = valid.sum() if weight is None else weight[xp.where(valid, targets, 0)][valid].sum()
+    return rows.sum() / logits.dtype.type(counted.item())
+
+
+def _soft_cross_entropy(input, logits, target, weight, reduction, label_smoothing):
+    """Cross-entropy against class probabilities: ``-sum_c w_c t_c log p_c`` per row. Built from
+    differentiable ops, so a target that requires grad gets its gradient, as in torch."""
+    if tuple(target.shape) != tuple(input.shape):
+        raise RuntimeError(f"cross_entropy: class-probability targets must have the input's shape "
+                           f"{input.shape}, got {tuple(target.shape)}")
+    if not isinstance(target, Tensor):
+        target = Tensor._make(xp_of(logits.data).asarray(target, dtype=logits.dtype), logits.device, False, None)
+    target = _classes_last(target, "cross_entropy")
+    n_classes = logits.shape[1]
+    if label_smoothing:
+        target = target * (1 - label_smoothing) + label_smoothing / n_classes
+    if weight is not None:
+        target = target * Tensor._make(weight, logits.device, False, None)
+    rows = -(logits.log_softmax(-1) * target).sum(-1)
+    if reduction == "none":
+        return rows
+    # 'mean' divides by the number of rows (samples), with or without a weight, as PyTorch.
+    return rows.sum() if reduction == "sum" else rows.sum() / logits.dtype.type(rows.shape[0])
+
+
+class NllLoss(Function):
+    """``-input[i, target_i] * w_i`` per row of log-probabilities [N, C] (``F.nll_loss``); the
+    gradient goes to that one entry per row."""
+
+    @staticmethod
+    def forward(ctx, logp, targets, weight=None, ignore_index=-100, reduction="mean"):
+        xp = xp_of(logp)
+        valid = targets != ignore_index
+        safe = xp.where(valid, targets, 0)
+        if safe.size and (safe.min() < 0 or safe.max() >= logp.shape[1]):
+            raise IndexError(f"nll_loss: targets must lie in [0, {logp.shape[1]}) or equal "
+                             f"ignore_index={ignore_index}")
+        row_weight = xp.where(valid, 1 if weight is None else weight[safe], 0).astype(logp.dtype)
+        losses = -logp[xp.arange(len(logp)), safe] * row_weight
+        ctx.shape, ctx.safe, ctx.row_weight, ctx.reduction = logp.shape, safe, row_weight, reduction
+        if reduction == "none":
+            return losses
+        ctx.divisor = row_weight.sum().item() if reduction == "mean" else 1
+        return losses.sum() / logp.dtype.type(ctx.divisor)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = xp_of(g)
+        scale = g * ctx.row_weight if ctx.reduction == "none" else (g / ctx.divisor) * ctx.row_weight
+        grad = xp.zeros(ctx.shape, dtype=ctx.row_weight.dtype)
+        grad[xp.arange(ctx.shape[0]), ctx.safe] = -scale
+        return grad
+
+
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+             reduction="mean"):
+    """PyTorch's ``F.nll_loss``: ``input`` holds log-probabilities ([N, C], [N, C, d1, ...] or [C])."""
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    _check_reduction("nll_loss", reduction)
+    logp = _classes_last(input, "nll_loss")
+    targets = _class_targets("nll_loss", input, _array(target))
+    loss = NllLoss.apply(logp, targets, weight=_class_weight("nll_loss", weight, logp),
+                         ignore_index=ignore_index, reduction=reduction)
+    if reduction == "none":
+        return loss.reshape(() if input.ndim == 1 else (input.shape[0],) + input.shape[2:])
+    return loss
+
+
+def _pointwise_loss(fn, per_element, input, target, reduction, weight):
+    _check_reduction(fn, reduction)
+    loss = per_element(input - target)
+    if weight is not None:
+        loss = loss * weight
+    if reduction == "none":
+        return loss
+    return loss.sum() if reduction == "sum" else loss.mean()
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """PyTorch's ``F.mse_loss``: ``(input - target)^2`` (times ``weight``), reduced."""
+    return _pointwise_loss("mse_loss", lambda d: d * d, input, target,
+                           legacy_reduction(size_average, reduce, reduction), weight)
+
+
+def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """PyTorch's ``F.l1_loss``: ``|input - target|`` (times ``weight``), reduced."""
+    return _pointwise_loss("l1_loss", lambda d: d.abs(), input, target,
+                           legacy_reduction(size_average, reduce, reduction), weight)
+
+
+def dropout(input, p=0.5, training=True, inplace=False, *, seed=None):
+    """Inverted dropout (PyTorch's ``F.dropout``); ``seed`` fixes the mask (default: drawn from
+    ``minilora.manual_seed``)."""
     if not 0 <= p <= 1:
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    _refuse("dropout", inplace=(inplace, False))
     if not training or p == 0:
-        return a
-    return Dropout.apply(a, p=p, seed=fresh_seed() if seed is None else seed)
+        return input
+    return Dropout.apply(input, p=p, seed=fresh_seed() if seed is None else seed)
 
 
 def swiglu(gate, up):
@@ -502,12 +711,38 @@ def swiglu(gate, up):
     return SwiGLU.apply(gate, up)
 
 
-def rms_norm(x, weight=None, eps=1e-6):
-    return RMSNorm.apply(x, weight, eps=eps)
+def _normalized_width(fn, input, normalized_shape, **params):
+    """The number of trailing elements that ``normalized_shape`` covers, checked as PyTorch does."""
+    if isinstance(normalized_shape, Tensor) or hasattr(normalized_shape, "dtype") and \
+            getattr(normalized_shape, "ndim", 0) > 0:
+        raise TypeError(f"{fn}: normalized_shape must be an int or a sequence of ints, got an array; "
+                        f"PyTorch's order is {fn}(input, normalized_shape, weight, ...)")
+    shape = (int(normalized_shape),) if isinstance(normalized_shape, (int, np.integer)) else \
+        tuple(int(n) for n in normalized_shape)
+    if not shape:
+        raise RuntimeError(f"{fn}: expected normalized_shape to be at least 1-dimensional")
+    if tuple(input.shape[-len(shape):]) != shape or input.ndim < len(shape):
+        raise RuntimeError(f"{fn}: given normalized_shape={list(shape)}, expected input with shape "
+                           f"[*, {', '.join(map(str, shape))}], but got input of size {list(input.shape)}")
+    for name, param in params.items():
+        if param is not None and tuple(param.shape) != shape:
+            raise RuntimeError(f"{fn}: expected {name} to be of same shape as normalized_shape "
+                               f"{list(shape)}, but got {name} of shape {list(param.shape)}")
+    return math.prod(shape)
 
 
-def layer_norm(x, weight=None, bias=None, eps=1e-5):
-    return LayerNorm.apply(x, weight, bias, eps=eps)
+def rms_norm(input, normalized_shape, weight=None, eps=None):
+    """PyTorch's ``F.rms_norm``: ``x / sqrt(mean(x^2) + eps) * weight`` over the trailing
+    ``normalized_shape`` dimensions. ``eps=None`` is the dtype's machine epsilon, as torch."""
+    width = _normalized_width("rms_norm", input, normalized_shape, weight=weight)
+    eps = float(np.finfo(input.dtype).eps) if eps is None else eps
+    return RMSNorm.apply(input, weight, eps=eps, width=width)
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """PyTorch's ``F.layer_norm`` over the trailing ``normalized_shape`` dimensions."""
+    width = _normalized_width("layer_norm", input, normalized_shape, weight=weight, bias=bias)
+    return LayerNorm.apply(input, weight, bias, eps=eps, width=width)
 
 
 def rotary_embedding(x, cos, sin):
@@ -516,17 +751,180 @@ def rotary_embedding(x, cos, sin):
     The tables are constants, so NumPy tables given with a GPU ``x`` are copied to the GPU (CuPy
     refuses to mix the two in one ufunc)."""
     xp = xp_of(x.data)
-    cos = xp.asarray(cos.data if isinstance(cos, Tensor) else cos)
-    sin = xp.asarray(sin.data if isinstance(sin, Tensor) else sin)
-    return Rotary.apply(x, cos, sin)
+    return Rotary.apply(x, xp.asarray(_array(cos)), xp.asarray(_array(sin)))
 
 
-def scaled_dot_product_attention(q, k, v, mask=None, causal=True, scale=None):
-    """Causal attention (``Attention``); ``mask`` is added to the scores. The mask is a constant: it
-    gets no gradient, so a mask that requires one is refused rather than silently left without."""
-    if isinstance(mask, Tensor):
-        if mask.requires_grad:
-            raise ValueError("scaled_dot_product_attention: the mask requires grad, but minilora computes "
-                             "no gradient for it (a learned bias would never train); pass mask.detach()")
-        mask = mask.data
-    return Attention.apply(q, k, v, mask, causal=causal, scale=scale)
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
+                                 scale=None, enable_gqa=False):
+    """PyTorch's ``F.scaled_dot_product_attention``: ``softmax(q k^T * scale + mask) v``.
+
+    Inputs ``[..., L, E]``, ``[..., S, E]``, ``[..., S, Ev]`` (4-D ``[B, H, L, E]`` is the fast
+    path). ``attn_mask``: boolean (True = the key takes part) or float (added to the scores),
+    broadcastable to ``[..., L, S]``. ``is_causal``: query i sees keys ``j <= i`` (aligned top-left,
+    as torch; not together with ``attn_mask``, as torch). A KV cache needs the bottom-right
+    alignment: pass it as ``attn_mask`` (the Llama model does). ``enable_gqa``: key/value heads
+    shared by groups of query heads. ``dropout_p`` drops attention weights (always: the caller
+    passes 0 in eval mode, as with torch).
+    """
+    if query.ndim < 2 or key.ndim != query.ndim or value.ndim != query.ndim:
+        raise RuntimeError(f"scaled_dot_product_attention: query, key and value must have the same "
+                           f"number (>= 2) of dimensions, got {query.shape}, {key.shape}, {value.shape}")
+    if not 0.0 <= dropout_p <= 1.0:
+        raise ValueError(f"scaled_dot_product_attention: dropout_p must be in [0, 1], got {dropout_p}")
+    if is_causal and attn_mask is not None:  # torch's documented rule (and its error)
+        raise RuntimeError("scaled_dot_product_attention: explicit attn_mask should not be set when "
+                           "is_causal=True; put the causal part into the mask")
+    tq, tk = query.shape[-2], key.shape[-2]
+    hq, hkv = (query.shape[-3], key.shape[-3]) if query.ndim >= 3 else (1, 1)
+    if hq != hkv and not (enable_gqa and hq % hkv == 0) and hkv != 1:
+        raise RuntimeError(f"scaled_dot_product_attention: query has {hq} heads and key/value {hkv} "
+                           f"(dimension -3); grouped-query attention needs enable_gqa=True and a "
+                           f"multiple of the key/value heads")
+    if query.shape[:-3] != key.shape[:-3] or key.shape[:-1] != value.shape[:-1]:
+        raise RuntimeError(f"scaled_dot_product_attention: batch dimensions of query {query.shape}, "
+                           f"key {key.shape} and value {value.shape} must agree")
+    bias = _attention_bias(attn_mask, query, tq, tk, is_causal)
+    # 3-D inputs: [B, 1, T, E] (each batch element its own block of work), unless dimension 0
+    # differs between query and key: then it holds heads (GQA or broadcasting), as torch reads it.
+    heads_first = query.ndim == 3 and hq != hkv
+    q, k, v = (_as_4d(t, heads_first) for t in (query, key, value))
+    bias = _mask_as_4d(bias, query, heads_first)
+    if dropout_p > 0:
+        out = _attention_with_dropout(q, k, v, bias, scale, dropout_p)
+    else:
+        out = Attention.apply(q, k, v, bias, scale=scale)
+    return out if query.ndim == 4 else out.reshape(*query.shape[:-1], value.shape[-1])
+
+
+def _attention_bias(attn_mask, query, tq, tk, is_causal):
+    """What is added to the scores (an array, or None): 0 where a key takes part, -inf where not."""
+    xp, dtype = xp_of(query.data), query.dtype
+    if is_causal:  # top-left: query i sees keys 0..i
+        allowed = np.arange(tk)[None, :] <= np.arange(tq)[:, None]
+        return xp.asarray(np.where(allowed, 0, -np.inf).astype(dtype))
+    if attn_mask is None:
+        return None
+    if isinstance(attn_mask, Tensor) and attn_mask.requires_grad:
+        raise ValueError("scaled_dot_product_attention: the mask requires grad, but minilora computes "
+                         "no gradient for it (a learned bias would never train); pass mask.detach()")
+    mask = xp.asarray(_array(attn_mask))
+    if mask.dtype == np.bool_:
+        mask = xp.where(mask, dtype.type(0), dtype.type(-np.inf))
+    elif mask.dtype.kind == "f":
+        mask = mask.astype(dtype, copy=False)
+    else:
+        raise RuntimeError(f"scaled_dot_product_attention: expected attn_mask dtype to be bool or float, "
+                           f"got {mask.dtype}")
+    return mask
+
+
+def _as_4d(t, heads_first=False):
+    """``t`` [..., T, E] as [B, H, T, E]: 4-D as it is, 3-D as [B, 1, T, E] (``heads_first``:
+    [1, H, T, E]), 2-D as [1, 1, T, E], more dimensions with the leading ones flattened into B."""
+    if t.ndim == 4:
+        return t
+    if t.ndim == 2 or (t.ndim == 3 and heads_first):
+        return t.reshape(1, *t.shape) if t.ndim == 3 else t.reshape(1, 1, *t.shape)
+    if t.ndim == 3:
+        return t.reshape(t.shape[0], 1, *t.shape[1:])
+    return t.reshape(-1, *t.shape[-3:])
+
+
+def _mask_as_4d(bias, query, heads_first):
+    """The bias, broadcastable to [B, H, L, S] as ``_as_4d`` lays out the query."""
+    if bias is None or query.ndim == 4:
+        return bias
+    full = xp_of(bias).broadcast_to(bias, query.shape[:-1] + bias.shape[-1:])
+    if query.ndim == 2 or (query.ndim == 3 and heads_first):
+        return full.reshape(1, *full.shape) if query.ndim == 3 else full.reshape(1, 1, *full.shape)
+    if query.ndim == 3:
+        return full.reshape(full.shape[0], 1, *full.shape[1:])
+    return full.reshape(-1, *full.shape[-3:])
+
+
+def _attention_with_dropout(q, k, v, bias, scale, dropout_p):
+    """Attention whose weights go through dropout, from differentiable ops (the fused node has no
+    dropout): ``dropout(softmax(q k^T * scale + bias)) v``."""
+    b, hq, tq, d = q.shape
+    hkv, tk = k.shape[1], k.shape[2]
+    scale = 1 / math.sqrt(d) if scale is None else scale
+    # query heads sharing a KV head side by side: one product per KV head (no copy of k or v)
+    scores = (q.reshape(b, hkv, -1, d) @ k.transpose(-1, -2)).reshape(b, hq, tq, tk) * scale
+    keep_rows = None
+    if bias is not None:
+        xp = xp_of(bias)
+        empty = (bias == -np.inf).all(axis=-1, keepdims=True)  # rows with no key left give zeros
+        if empty.any():
+            bias = xp.where(empty, q.dtype.type(0), bias)
+            keep_rows = Tensor._make((~empty).astype(q.dtype), q.device, False, None)
+        scores = scores + Tensor._make(bias, q.device, False, None)
+    probs = scores.softmax(-1)
+    if keep_rows is not None:
+        probs = probs * keep_rows
+    probs = dropout(probs, dropout_p)
+    out = probs.reshape(b, hkv, -1, tk) @ v
+    return out.reshape(b, hq, tq, v.shape[-1])
+
+
+class Pad(Function):
+    """Constant padding (negative amounts crop), as ``F.pad(mode='constant')``; backward crops the
+    gradient back to the input's region."""
+
+    @staticmethod
+    def forward(ctx, a, widths, value):
+        xp = xp_of(a)
+        shape = tuple(n + before + after for n, (before, after) in zip(a.shape, widths))
+        if any(n < 0 for n in shape):
+            raise RuntimeError(f"pad: the padded shape {shape} of input {a.shape} has a negative size")
+        out = xp.full(shape, value, dtype=a.dtype)
+        ctx.src, ctx.dst = _pad_regions(a.shape, widths)
+        out[ctx.dst] = a[ctx.src]
+        ctx.shape = a.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        grad = xp_of(g).zeros(ctx.shape, dtype=g.dtype)
+        grad[ctx.src] = g[ctx.dst]
+        return grad
+
+
+def _pad_regions(shape, widths):
+    """The slices of the input that survive and where they land in the output."""
+    src, dst = [], []
+    for n, (before, after) in zip(shape, widths):
+        start, stop = max(-before, 0), n - max(-after, 0)
+        src.append(slice(start, max(stop, start)))
+        dst.append(slice(max(before, 0), max(before, 0) + max(stop - start, 0)))
+    return tuple(src), tuple(dst)
+
+
+def pad(input, pad, mode="constant", value=None):
+    """PyTorch's ``F.pad``: ``pad`` lists (before, after) amounts from the LAST dimension backwards,
+    ``(left, right, top, bottom, ...)``. Only ``mode='constant'`` is implemented."""
+    if mode != "constant":
+        raise NotImplementedError(f"pad: mode={mode!r} is not supported by minilora (only 'constant')")
+    pad = tuple(int(p) for p in pad)
+    if len(pad) % 2 or len(pad) // 2 > input.ndim:
+        raise ValueError(f"pad: padding length must be even and at most twice the number of dimensions "
+                         f"({input.ndim}), got {len(pad)}")
+    widths = [(0, 0)] * input.ndim
+    for i in range(len(pad) // 2):  # pairs from the last dimension backwards
+        widths[input.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    return Pad.apply(input, widths=tuple(widths), value=0 if value is None else value)
+
+
+def one_hot(tensor, num_classes=-1):
+    """PyTorch's ``F.one_hot``: int64 ``[*, num_classes]`` with a 1 at each index (no gradient)."""
+    ids = _array(tensor)
+    xp = xp_of(ids)
+    if getattr(ids, "dtype", None) is None or ids.dtype.kind not in "iu":
+        raise RuntimeError("one_hot is only applicable to index tensor (an integer tensor)")
+    if ids.size and ids.min() < 0:
+        raise RuntimeError("one_hot: class values must be non-negative")
+    if num_classes == -1:
+        num_classes = int(ids.max()) + 1 if ids.size else 0
+    if ids.size and ids.max() >= num_classes:
+        raise RuntimeError(f"one_hot: class values must be smaller than num_classes ({num_classes})")
+    out = (ids[..., None] == xp.arange(num_classes)).astype(np.int64)
+    return Tensor._make(out, tensor.device, False, None) if isinstance(tensor, Tensor) else Tensor(out)

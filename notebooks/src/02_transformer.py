@@ -53,7 +53,7 @@ def attention_numpy(q, k, v):
     probs /= probs.sum(-1, keepdims=True)
     return probs @ v, probs
 
-ours = ops.scaled_dot_product_attention(q, k, v, causal=True)
+ours = ops.scaled_dot_product_attention(q, k, v, is_causal=True)   # torch's F.scaled_dot_product_attention
 reference, probs = attention_numpy(q.numpy(), k.numpy(), v.numpy())
 print("max |minilora - numpy| =", np.abs(ours.numpy() - reference).max())
 
@@ -76,7 +76,7 @@ plt.show()
 # %%
 q4 = ml.tensor(rng.standard_normal((1, 4, T, D)), dtype="float64")
 k2, v2 = (ml.tensor(rng.standard_normal((1, 2, T, D)), dtype="float64") for _ in range(2))
-gqa = ops.scaled_dot_product_attention(q4, k2, v2)
+gqa = ops.scaled_dot_product_attention(q4, k2, v2, is_causal=True, enable_gqa=True)
 repeated, _ = attention_numpy(q4.numpy(), np.repeat(k2.numpy(), 2, axis=1), np.repeat(v2.numpy(), 2, axis=1))
 print("GQA == repeated heads:", np.allclose(gqa.numpy(), repeated))
 
@@ -86,7 +86,8 @@ print("GQA == repeated heads:", np.allclose(gqa.numpy(), repeated))
 # %%
 qs, ks, vs = (ml.tensor(rng.standard_normal((1, 4 if i == 0 else 2, 3, 4)), dtype="float64", requires_grad=True)
               for i in range(3))
-print(f"attention backward, worst error: {grad_check(ops.scaled_dot_product_attention, qs, ks, vs):.1e}")
+causal_gqa = lambda q, k, v: ops.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+print(f"attention backward, worst error: {grad_check(causal_gqa, qs, ks, vs):.1e}")
 
 # %% [markdown]
 # ## RMSNorm
@@ -100,14 +101,14 @@ print(f"attention backward, worst error: {grad_check(ops.scaled_dot_product_atte
 
 # %%
 x = ml.tensor(rng.standard_normal((3, 16)) * [[0.1], [1.0], [30.0]], dtype="float64")
-y = ops.rms_norm(x)
+y = ops.rms_norm(x, (16,), eps=1e-6)   # torch's F.rms_norm(input, normalized_shape, weight, eps)
 print("RMS of the input rows: ", np.sqrt((x.numpy() ** 2).mean(-1)))
 print("RMS of the output rows:", np.sqrt((y.numpy() ** 2).mean(-1)))
-print(f"max |rms_norm(5 x) - rms_norm(x)| = {np.abs(ops.rms_norm(x * 5.0).numpy() - y.numpy()).max():.1e}")
+print(f"max |rms_norm(5 x) - rms_norm(x)| = {np.abs(ops.rms_norm(x * 5.0, (16,), eps=1e-6).numpy() - y.numpy()).max():.1e}")
 
 xg = ml.tensor(rng.standard_normal((2, 5)), dtype="float64", requires_grad=True)
 wg = ml.tensor(rng.standard_normal(5), dtype="float64", requires_grad=True)
-print(f"rms_norm backward (x and w), worst error: {grad_check(ops.rms_norm, xg, wg):.1e}")
+print(f"rms_norm backward (x and w), worst error: {grad_check(lambda x, w: ops.rms_norm(x, (5,), w), xg, wg):.1e}")
 
 # %% [markdown]
 # ## Rotary position embeddings (RoPE)
