@@ -74,12 +74,20 @@ print(f"175e9 parameters = {175e9 / n:,.0f} matrices of 4096 x 4096")
 # `memory.estimate` takes a model config (or a preset name) and an optional `LoraConfig`, lists
 # every parameter the model would have, applies LoRA's `target_modules` rule to the names, and adds up
 # counts and bytes. The GPT-3 preset follows the GPT-3 paper (96 layers, width 12,288).
+#
+# **Predict first.** Full fine-tuning of GPT-3 (175B parameters) in float32 with AdamW: how many
+# 80 GB GPUs does the training state alone fill (no activations)?
+
+# %%
+prediction = None   # a number of 80 GB GPUs
 
 # %%
 gpt3_full = memory.estimate("gpt-3-175b")
 print(f"GPT-3: {gpt3_full.total_params:,d} parameters")
 print(f"full fine-tuning, float32 + AdamW: {format_bytes(gpt3_full.total_bytes)} "
       f"= {gpt3_full.total_bytes / (80 * GB):.0f} A100s of 80 GB, for the weights and optimizer alone")
+if prediction is not None:
+    print(f"you predicted {prediction}")
 
 # %% [markdown]
 # The LoRA paper adapted GPT-3's query and value projections, `W_q` and `W_v`, in all 96 layers. Each
@@ -171,6 +179,42 @@ plt.show()
 # %% [markdown]
 # The lesson's "approximately 3-4x" saving for a typical model is right: 3.9x for Llama-2-7B. The
 # remaining 27 GB are the frozen weights.
+#
+# ## The frozen weights' dtype: sizing a GPU
+#
+# Nothing forces the frozen `W0` to be float32: it is only read. Stored in bfloat16 it takes 2 bytes a
+# number; **QLoRA** (Dettmers et al., 2023) stores it in 4 bits, as "NormalFloat4" (NF4): 16 levels
+# placed at the quantiles of a normal distribution, one scale (absmax) per block of 64 weights, and
+# those scales themselves quantised to 8 bits ("double quantisation", about 0.127 bits a weight instead
+# of 0.5). Only the linear layers are quantised; embeddings, norms and the LoRA matrices stay in 16 or
+# 32 bits. In the forward and backward each 4-bit block is expanded to bfloat16 just before its
+# matrix product. The adapter (`A`, `B`), its gradients and Adam's moments are counted as before.
+
+# %%
+preset7b = memory.get_preset("llama-2-7b")
+layout = memory.parameter_layout(preset7b)
+linear = sum(int(np.prod(p.shape)) for p in layout if p.name.endswith("_proj.weight"))
+other = sum(int(np.prod(p.shape)) for p in layout) - linear
+nf4_bits = 4 + 8 / 64 + 32 / (64 * 256)            # the 4-bit code, 8-bit block scales, fp32 scales of scales
+adapter = llama_lora.trainable_params
+training_state = adapter * (4 + 4 + 8)              # fp32 adapter weights, gradients, Adam m and v
+frozen = {"float32": 4 * (linear + other), "bfloat16": 2 * (linear + other),
+          "NF4 (QLoRA)": linear * nf4_bits / 8 + 2 * other}
+print(f"Llama-2-7B: {linear:,d} numbers in linear layers, {other:,d} elsewhere; NF4 costs {nf4_bits:.3f} bits a weight")
+print(f"{'frozen W0 in':<14}{'W0':>10}{'+ LoRA r=16 state':>19}{'total':>10}   fits (before activations)")
+for name, b in frozen.items():
+    total = b + training_state
+    fits = ", ".join(f"{gb} GB" for gb in (16, 24, 48, 80) if total < gb * GB) or "none of 16-80 GB"
+    print(f"{name:<14}{format_bytes(b):>10}{format_bytes(training_state):>19}{format_bytes(total):>10}   {fits}")
+
+# %% [markdown]
+# The 4-bit base is what lets a 7B model -- and, in the QLoRA paper, a 65B model on one 48 GB GPU --
+# be fine-tuned on a single card. The costs: the base the adapter trains against is a *rounded* copy
+# of the real model (QLoRA's experiments found 4-bit NF4 with LoRA on every linear layer matched
+# 16-bit LoRA on their benchmarks, but it is an approximation, and merging the adapter into the
+# unquantised weights gives a model the adapter was never trained with); every matrix product first
+# expands its weights, so a step is slower; and activations, which do not shrink at all, are now the
+# larger part of the bill.
 #
 # ## Measured: a real training step on the base model
 #
@@ -274,8 +318,42 @@ for label, model in (("LoRA", lora_model), ("LoRA + checkpointing", ckpt_model))
 # %% [markdown]
 # What is left after the forward is the layers' inputs and the output head's work; the peak is now
 # one layer's activations plus those: about 10x less kept, about 3x lower peak. The price is one more
-# forward per layer: a third more arithmetic, and here roughly half again the time per step (small
-# ops pay Python's overhead twice). With long sequences this, not LoRA, is what makes training fit.
+# forward per layer in backward. How much arithmetic is that?
+#
+# **Predict first.** For full fine-tuning, backward costs about twice the forward (one product for
+# `dX`, one for `dW`), so recomputing the forward adds about a third to a step. LoRA's frozen `W0` skips
+# the `dW` product. Is checkpointing then *cheaper* for LoRA, the same, or a *bigger* share?
+
+# %%
+prediction = None   # "cheaper", "same" or "bigger"
+
+# %%
+def step_flops(model):
+    """FLOPs of one forward + backward on the batch, by direction (recomputed forwards count as forward)."""
+    with ml.profile() as prof:
+        model(batch[0], labels=batch[1]).loss.backward()
+    model.zero_grad()
+    return prof.flops(direction="forward"), prof.flops(direction="backward")
+
+full_ckpt = load_base()
+full_ckpt.gradient_checkpointing_enable()
+flops = {"full": step_flops(full_model), "full + checkpointing": step_flops(full_ckpt),
+         "LoRA": step_flops(lora_model), "LoRA + checkpointing": step_flops(ckpt_model)}
+print(f"{'':<22}{'forward GFLOP':>14}{'backward GFLOP':>16}{'backward/forward':>18}{'extra':>8}")
+for name, (fwd, bwd) in flops.items():
+    plain = flops[name.split(" +")[0]]
+    extra = (fwd + bwd) / sum(plain) - 1
+    print(f"{name:<22}{fwd / 1e9:>14.2f}{bwd / 1e9:>16.2f}{bwd / fwd:>18.2f}{extra:>8.0%}")
+if prediction is not None:
+    print(f"you predicted: {prediction}")
+
+# %% [markdown]
+# For full fine-tuning backward is about twice the forward, so one recomputed forward adds about a
+# third. For LoRA the backward is about *one* forward (`dX` only, plus the small rank-r products), so
+# the same recomputation adds nearly half: the cheaper the backward, the larger the share of the
+# recompute. (The profiler counts only what ops report; the output head and loss are not recomputed.)
+# The time per step above grows by more than that on this small model, where every op's fixed Python
+# cost is paid twice too. With long sequences checkpointing, not LoRA, is what makes training fit.
 #
 # ## Summary
 #
@@ -286,5 +364,25 @@ for label, model in (("LoRA", lora_model), ("LoRA + checkpointing", ckpt_model))
 #   (not 526M, and 0.02%, not 0.3%). Full fine-tuning needs 2.8 TB, i.e. 16 GB per billion parameters.
 # * Llama-2-7B: q, v at r = 8 trains 4,194,304; q, k, v, o at r = 16, 16,777,216; all seven at r = 16,
 #   39,976,960 parameters -- PEFT's own numbers.
+# * A frozen `W0` can be stored in bfloat16 or, as in QLoRA, in 4-bit NF4 (about 0.52 bytes a weight):
+#   Llama-2-7B's base goes from 27 GB to under 4 GB.
 # * Activations are a separate budget that LoRA does not reduce; gradient checkpointing does, by
-#   recomputing each layer's activations in backward.
+#   recomputing each layer's activations in backward -- a larger share of the arithmetic for LoRA,
+#   whose backward is already cheap.
+#
+# ## Questions and small tasks
+#
+# 1. With `memory.estimate`, find the largest Llama-2 preset whose LoRA r = 16 training state plus an
+#    NF4 base fits in 24 GB. What is left for activations?
+# 2. `memory.measure_activations` for batch sizes 1..8 at 128 tokens grew linearly. Predict the
+#    activations of 8 sequences of 512 tokens, then measure (attention's scores grow with the square).
+# 3. Why does checkpointing save nothing if you checkpoint *every op* instead of every layer?
+#
+# ## What's next
+#
+# * Notebook 4 opens the LoRA layer itself.
+# * Beyond one GPU: FSDP and DeepSpeed ZeRO shard weights, gradients and optimizer state across GPUs
+#   (ZeRO-3 also the frozen weights); minilora's `DistributedDataParallel` replicates the model and
+#   all-reduces only the adapters' gradients.
+# * bitsandbytes implements NF4 and paged optimizers; PEFT's `prepare_model_for_kbit_training` sets up
+#   QLoRA.

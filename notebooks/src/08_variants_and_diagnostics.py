@@ -16,7 +16,7 @@
 #
 # **Read beside it:** `minilora/lora/layers.py` (`Linear._dora_forward`, `merge_math`, `VeraLinear`),
 # `minilora/lora/config.py` (`VeraConfig`), `minilora/lora/diagnostics.py` (spectra, truncation,
-# ablation, diagnosis). **Exercises 8.1-8.3.**
+# ablation, diagnosis). **Exercises 8.1-8.3**: the VeRA cells need 8.1, the spectra 8.2 and 8.3.
 
 # %%
 import matplotlib.pyplot as plt
@@ -160,6 +160,12 @@ print(f"\nall {len(spectra)} layers: mean effective rank {np.mean([sp.effective_
 # study" uses as its stand-in for a fine-tuning update: `torch.randn(4096, 4096) * 0.01`. A random
 # Gaussian matrix is the *opposite* of low-rank -- its energy is spread over all directions -- so that
 # experiment cannot show what it sets out to show.
+#
+# **Predict first.** Full fine-tuning may use all 128 directions of a 128 x 128 matrix. How many will
+# hold 90% of its update's energy: about 5, about 30, or about 100?
+
+# %%
+prediction = None   # your guess for q_proj, a number of directions out of 128
 
 # %%
 full = load_base()
@@ -180,6 +186,8 @@ for i, name in enumerate(("model.layers.1.self_attn.q_proj.weight", "model.layer
             label=f"LoRA r=16: {name.split('.')[-2]} (eff. rank {diag.effective_rank(lora_S):.0f})")
     print(f"  {name.split('.')[-2]:<10} full fine-tuning {diag.energy_rank(S):>3} of {len(S)},"
           f" LoRA {diag.energy_rank(lora_S):>2} of 16")
+    if i == 0 and prediction is not None:
+        print(f"  (you predicted {prediction} for q_proj)")
 S_random = np.linalg.svd(np.random.default_rng(42).standard_normal((128, 128)) * 0.01, compute_uv=False)
 print(f"  a random 128 x 128 matrix: {diag.energy_rank(S_random)} of 128")
 ax.plot(np.arange(1, 129), energy_curve(S_random), "k:", label="random 128 x 128 matrix")
@@ -193,8 +201,22 @@ plt.show()
 # The full fine-tuning update, free to use all 128 directions, concentrates its energy: its top
 # direction alone holds about a quarter of it, and a small fraction of the directions hold 90%, where
 # the random matrix needs most of them. It is not as low-rank as the LoRA update (which was limited to
-# 16 directions and uses fewer), but it is far from random: the structure LoRA is built on (Hu et al.
-# measured the same on GPT-3). The lesson's random-matrix simulation, at a size we can afford here, gives:
+# 16 directions and uses fewer), but it is far from random: the structure LoRA is built on.
+#
+# **What the papers showed, and what they did not.** The LoRA paper (Hu et al., 2021, section 7) never
+# takes the SVD of a full fine-tuning update. It studies LoRA's own updates on GPT-3: the top
+# directions learned at r = 8 and r = 64 (and with two seeds) overlap strongly while the rest look like
+# noise, and `delta W` amplifies directions of `W` that `W` itself does not emphasise. The idea that
+# fine-tuning has a low *intrinsic* dimension comes from earlier work that measured something else:
+# Li et al. (2018, "Measuring the Intrinsic Dimension of Objective Landscapes") train networks inside
+# a random low-dimensional subspace of their parameters and find how small the subspace can be while
+# still reaching 90% of full performance; Aghajanyan et al. (2020, "Intrinsic Dimensionality Explains
+# the Effectiveness of Language Model Fine-Tuning") do the same for fine-tuning pretrained language
+# models and find that a few hundred to a few thousand parameters suffice (e.g. about 200 for RoBERTa
+# on MRPC), falling as pre-training improves. The experiment above -- the spectrum of a real full
+# fine-tuning update -- is ours, on one small model and 20 steps.
+#
+# The lesson's random-matrix simulation, at a size we can afford here, gives:
 
 # %%
 S = np.linalg.svd(np.random.default_rng(42).standard_normal((1024, 1024)) * 0.01, compute_uv=False)
@@ -241,7 +263,13 @@ plt.show()
 # `diagnose_lora_training`, working: the lesson's version uses `np` without importing it, reads
 # `module.lora_A.weight` where `lora_A` is a dict of layers (one per adapter), and flags "spikes" with a
 # mean + 3 std rule over the whole run, which a normal falling curve can trip. minilora's checks each
-# state their thresholds (see the docstring of `diagnose_training`). A healthy run says so:
+# state their thresholds (see the docstring of `diagnose_training`). A healthy run says so.
+#
+# Its "not decreasing" advice quotes the usual LoRA learning rates, 1e-4..5e-4, while every notebook
+# here trains at 3e-3. Both are right for their models: those rates are for 7B-scale models, whose
+# wide layers sum many more terms per output, so each step moves the outputs more; this 128-wide
+# model needs larger steps (notebook 6 compares 1e-3, 3e-3 and 1e-2 on it). A rate is tuned per model,
+# never copied.
 
 # %%
 evals = [(e["step"], e["eval_loss"]) for e in lora_run.evals]
@@ -259,34 +287,63 @@ for finding in diag.diagnose_adapter(untrained):
     print(finding)
 
 # %% [markdown]
-# Then four loss histories drawn by hand, one per check (a real run that fails in each of these ways
-# takes longer than this notebook should):
+# Then runs that really fail. A training step here costs well under a second, so each of these is
+# run live: 30 steps of the same LoRA fine-tune, broken in one way each.
+#
+# * **lr 0.3** -- a hundred times the working rate;
+# * **all labels -100** -- a data bug: every position masked, nothing to learn;
+# * **lr 0** -- the optimizer runs and changes nothing.
+#
+# **Predict first.** For each, what will the loss curve look like, and which check should fire?
 
 # %%
-steps = np.arange(1, 61)
-curves = {
-    "not decreasing": 3.1 + 0.05 * np.sin(steps / 3),
-    "spikes": 2.0 * np.exp(-steps / 15) + 0.3 + np.where(steps % 13 == 0, 1.5, 0.0),
-    "overfitting": 2.0 * np.exp(-steps / 10) + 0.05,
-    "non-finite": np.where(steps < 40, 2.0 * np.exp(-steps / 15) + 0.3, np.nan),
-}
-eval_curves = {"overfitting": [(s, 0.6 + 0.01 * (s - 30) ** 2 / 30) for s in range(10, 61, 10)]}
-for name, losses in curves.items():
-    print(f"\n{name}:")
-    for finding in diag.diagnose_training(losses, eval_curves.get(name)):
-        print(" ", finding)
+def broken_run(lr=3e-3, loader=train_loader):
+    """30 steps of LoRA r=16 on qa; returns (model, losses, error or None)."""
+    ml.manual_seed(0)
+    model = get_peft_model(load_base(), LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"))
+    try:
+        run = train(model, loader, steps=STEPS, lr=lr, warmup_steps=3, progress=False, plot=False)
+        return model, run.losses, None
+    except FloatingPointError as err:        # train() stops on a NaN/inf loss, before saving anything
+        return model, err.result.losses, err
 
-fig, axes = plt.subplots(1, 4, figsize=(12, 2.6))
-for ax, (name, losses) in zip(axes, curves.items()):
-    ax.plot(steps, losses, label="train")
-    if name in eval_curves:
-        ax.plot(*zip(*eval_curves[name]), "o-", label="eval")
-        ax.legend(fontsize=8)
-    ax.set(title=name, xlabel="step")
-plt.tight_layout()
+masked_items = [(ids, [-100] * len(labels)) for ids, labels in
+                (data.encode_example(tok, ex) for ex in qa.train)]
+masked_loader = data.DataLoader(masked_items, 16, 0, tok.pad_token_id)
+failures = {"lr 0.3": broken_run(lr=0.3), "all labels -100": broken_run(loader=masked_loader),
+            "lr 0": broken_run(lr=0.0)}
+for name, (model, losses, error) in failures.items():
+    shown = f"first {losses[0]:.2f}, highest {max(losses):.2f}, last {losses[-1]:.2f}" if losses else "none"
+    print(f"\n== {name}: losses {shown}")
+    if error is not None:
+        print(f"   train() raised {type(error).__name__}: {str(error).split('. ')[0]}")
+        print(f"   target tokens in the first batch: {int((masked_loader.batch(0)[1] != -100).sum())}")
+        continue
+    for finding in diag.diagnose_lora_training(model, losses):
+        print("  ", finding)
+
+fig, ax = plt.subplots(figsize=(6.5, 3.4))
+ax.semilogy(range(1, STEPS + 1), lora_run.losses, "k", label="healthy (lr 3e-3)")
+for name, (_, losses, error) in failures.items():
+    if losses:
+        ax.semilogy(range(1, len(losses) + 1), losses, label=name)
+ax.set(xlabel="step", ylabel="train loss", title="three broken runs and a healthy one")
+ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
+# What each one teaches:
+#
+# * **lr 0.3**: the loss more than doubles within a few steps, then comes back down -- gradient
+#   clipping (`clip_norm=1.0`) and warmup keep it from reaching NaN -- but it ends about where it
+#   started, while the healthy run falls by two orders of magnitude. The spike check fires. Read the
+#   "no problem found" line, if it appears, with care: it compares the first quarter of the run (which
+#   the spikes inflated) with the last. A diagnosis is a summary; look at the curve too.
+# * **all labels -100**: the loss is `0 / 0` -- no target token in the batch -- so it is NaN at the
+#   very first step and `train` stops with an error that says so. Counting target tokens finds the bug.
+# * **lr 0**: the loss wanders around its first value and every `B` is still exactly zero; both the
+#   loss check and the adapter check fire, and the adapter check names the cause.
+#
 # ## Summary
 #
 # * DoRA: `W' = m (W0 + s B A) / ||W0 + s B A||_row`, norm constant in backward; the lesson's sketch
@@ -295,5 +352,26 @@ plt.show()
 #   0.004-0.02% of Llama-2-7B, and slower learning.
 # * The singular values of `s B A` come from an `r x r` core; learned updates concentrate their energy in
 #   a few directions -- and so do full fine-tuning updates, unlike the random matrix of the lesson.
+#   The low-intrinsic-dimension idea is Li et al. (2018) and Aghajanyan et al. (2020); the LoRA paper
+#   compared LoRA's own subspaces.
 # * Truncating by energy and re-measuring shows how much rank a task needs.
-# * `diagnose_lora_training` turns loss histories and adapter weights into findings with suggestions.
+# * `diagnose_lora_training` turns loss histories and adapter weights into findings with suggestions;
+#   real failures (a huge learning rate, masked labels, lr 0) each leave a recognisable trace.
+#
+# ## Questions and small tasks
+#
+# 1. Rerun the lr 0.3 failure with `clip_norm=None` passed to `train`. What changes, and why does
+#    clipping not make a bad learning rate good?
+# 2. Mask all labels but one per example (keep the end-of-sequence token). Does the run learn anything
+#    useful? What does `qa` accuracy say?
+# 3. Truncate the r = 16 adapter to the 90%-energy rank with `diagnostics.truncate_adapter`, then train
+#    a fresh adapter at that rank from scratch. Which is better, and why might they differ?
+#
+# ## What's next
+#
+# * AdaLoRA (Zhang et al., 2023) allocates rank per layer during training from an SVD-like
+#   parametrisation -- the automated version of the ablation above; PEFT implements it.
+# * LoRA+ (`minilora.lora.create_loraplus_optimizer`, as PEFT's) gives `B` a larger learning rate than
+#   `A`; QLoRA trains against a 4-bit base (notebook 3 sizes it).
+# * Back to notebook 1 with new eyes: every number in these eight notebooks came from ~500 lines of
+#   autograd and a handful of ops.
