@@ -1,0 +1,560 @@
+"""Faults, kills and bad files: nothing lost, nothing silent (issue 14).
+
+A save killed half-way (a full disk, SIGKILL) leaves the old files or the new ones, never a mix; a
+killed `minilora train` resumes to the same adapter, bit for bit; a run that goes wrong stops and says
+at which step; a bad config, header, index or argument gets an error naming it. The CUDA emulator's
+faults are tested in ``test_faults_emulator.py``.
+"""
+import json
+import os
+import random
+import signal
+import struct
+import subprocess
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import minilora as ml
+from minilora.checkpoint import CheckpointError, load_checkpoint, read_header, save_file
+from minilora.cli import main as cli
+from minilora.data import DataLoader
+from minilora.models import LlamaConfig, LlamaForCausalLM
+from minilora.tokenizer import ByteTokenizer
+from minilora.train import (NonFiniteLossError, TrainingDivergedError, load_training_state,
+                            save_training_state, train)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals and rlimits")
+
+
+def tiny_config(hidden=16, vocab=16, **kw):
+    return LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=1,
+                       num_attention_heads=2, max_position_embeddings=32, bos_token_id=0, eos_token_id=1,
+                       pad_token_id=2, **kw)
+
+
+def tiny_model(seed=0, hidden=16):
+    ml.manual_seed(seed)
+    return LlamaForCausalLM(tiny_config(hidden))
+
+
+def rows(n=32, length=12):
+    return np.array([[(i + j) % 13 + 3 for j in range(length)] for i in range(n)], dtype=np.int64)
+
+
+def same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(np.array_equal(sa[k].numpy(), sb[k].numpy()) for k in sa)
+
+
+def run_python(code, timeout=60):
+    return subprocess.run([sys.executable, "-c", code], env=ENV, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def leftovers(folder):
+    return [e for e in os.listdir(folder) if ".minilora-" in e]
+
+
+# ==================================================================================================
+# Saves that fail half-way: the old model or the new one, never a mix
+# ==================================================================================================
+# The child builds the new model, then lowers its file-size limit so the weights cannot be written
+# (SIGXFSZ ignored: the write fails with EFBIG, as on a full disk) and saves over the old folder.
+WRITE_LIMIT_CHILD = """
+import errno, resource, signal, sys
+sys.path.insert(0, {root!r})
+import numpy as np, minilora as ml
+from minilora.models import LlamaConfig, LlamaForCausalLM
+ml.manual_seed(1)
+cfg = LlamaConfig(vocab_size=16, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                  num_attention_heads=2, max_position_embeddings=32, bos_token_id=0, eos_token_id=1, pad_token_id=2)
+model = LlamaForCausalLM(cfg)
+{prepare}
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # config.json fits, the weights do not
+try:
+    {save}
+except OSError as exc:
+    sys.exit(0 if exc.errno == errno.EFBIG else 3)
+sys.exit(4)  # the save should not have succeeded
+"""
+
+
+def test_model_save_that_hits_the_write_limit_leaves_the_old_model(tmp_path):
+    folder = str(tmp_path / "model")
+    old = tiny_model(0)
+    old.save_pretrained(folder)
+    with open(os.path.join(folder, "tokenizer.json"), "w") as f:
+        f.write("{}")  # a file the save does not write: kept
+    child = run_python(WRITE_LIMIT_CHILD.format(root=ROOT, prepare="", save=f"model.save_pretrained({folder!r})"))
+    assert child.returncode == 0, child.stderr
+    back = LlamaForCausalLM.from_pretrained(folder)  # the old config with the old weights
+    assert back.config.hidden_size == 16 and same_weights(back, old)
+    assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert leftovers(tmp_path) == []  # the failed save removed its temporary folder
+
+
+def test_adapter_save_that_hits_the_write_limit_leaves_the_old_adapter(tmp_path):
+    from minilora.lora import LoraConfig, PeftModel, get_peft_model
+    folder = str(tmp_path / "adapter")
+    ml.manual_seed(0)
+    old = get_peft_model(tiny_model(0, hidden=64), LoraConfig(r=2, target_modules=["q_proj"]))
+    old.save_pretrained(folder)
+    prepare = ("from minilora.lora import LoraConfig, get_peft_model\n"
+               "model = get_peft_model(model, LoraConfig(r=64, target_modules=['q_proj', 'v_proj']))")
+    child = run_python(WRITE_LIMIT_CHILD.format(root=ROOT, prepare=prepare,
+                                                save=f"model.save_pretrained({folder!r}, overwrite=True)"))
+    assert child.returncode == 0, child.stderr
+    back = PeftModel.from_pretrained(tiny_model(0, hidden=64), folder)
+    assert back.peft_config["default"].r == 2
+    assert same_weights(back, old)
+    assert leftovers(tmp_path) == []
+
+
+def test_checkpoint_that_hits_the_write_limit_leaves_the_old_checkpoint(tmp_path):
+    path = str(tmp_path / "checkpoint.npz")
+    save_training_state(path, {"step": 1, "w": np.arange(8.0)})
+    save = f"save_training_state({path!r}, {{'step': 2, 'w': np.zeros(100_000)}})"
+    child = run_python(WRITE_LIMIT_CHILD.format(root=ROOT, prepare="from minilora.train import save_training_state",
+                                                save=save))
+    assert child.returncode == 0, child.stderr
+    state = load_training_state(path)
+    assert state["step"] == 1 and np.array_equal(state["w"], np.arange(8.0))
+    assert os.listdir(tmp_path) == ["checkpoint.npz"]
+
+
+KILL_CHILD = """
+import sys
+sys.path.insert(0, {root!r})
+import minilora as ml
+from minilora.models import LlamaConfig, LlamaForCausalLM
+def make(seed, hidden):
+    ml.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=hidden, intermediate_size=2 * hidden,
+        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=32, bos_token_id=0,
+        eos_token_id=1, pad_token_id=2))
+models = [make(0, 16), make(1, 32)]
+print("saving", flush=True)
+i = 0
+while True:
+    models[i % 2].save_pretrained({folder!r})
+    i += 1
+"""
+
+
+def test_sigkill_during_saves_leaves_one_whole_model(tmp_path):
+    """Two different models saved in turn into one folder, killed at random moments: the folder
+    always loads as one of them, and the next save clears what the killed one left."""
+    folder = str(tmp_path / "model")
+    expected = {16: tiny_model(0, 16), 32: tiny_model(1, 32)}
+    rng = random.Random(14)
+    for _ in range(4):
+        child = subprocess.Popen([sys.executable, "-c", KILL_CHILD.format(root=ROOT, folder=folder)], env=ENV,
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "saving"
+        time.sleep(rng.uniform(0.02, 0.3))
+        child.kill()
+        child.wait()
+        child.stdout.close()
+        back = LlamaForCausalLM.from_pretrained(folder)
+        assert same_weights(back, expected[back.config.hidden_size])
+    expected[16].save_pretrained(folder)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_save_keeps_other_files_and_drops_old_shards(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    save_file({"model.embed_tokens.weight": np.zeros((2, 2), np.float32)}, str(folder / "model-00001-of-00002.safetensors"))
+    (folder / "model.safetensors.index.json").write_text("{}")
+    (folder / "README.md").write_text("notes")
+    tiny_model().save_pretrained(str(folder))
+    assert sorted(os.listdir(folder)) == ["README.md", "config.json", "model.safetensors"]
+
+
+# ==================================================================================================
+# `minilora train`: killed and resumed, it ends where an uninterrupted run ends
+# ==================================================================================================
+@pytest.fixture(scope="module")
+def byte_model_dir(tmp_path_factory):
+    tok = ByteTokenizer()
+    ml.manual_seed(0)
+    config = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=128, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    path = str(tmp_path_factory.mktemp("byte_model"))
+    LlamaForCausalLM(config).save_pretrained(path)
+    return path
+
+
+def train_argv(model_dir, out, *extra):
+    return ["train", "--model", model_dir, "--out", out, "--steps", "8", "--eval-every", "1", "--eval-n", "1",
+            "--batch-size", "4", "--warmup-steps", "0", "--r", "2", "--lora-dropout", "0.1", "--no-progress",
+            *extra]
+
+
+def train_losses(out):
+    records = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    return [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]
+
+
+def adapter_bytes(out):
+    return {name: open(os.path.join(out, "adapter", name), "rb").read()
+            for name in ("adapter_model.safetensors", "adapter_config.json")}
+
+
+def metrics_lines(out):
+    try:
+        with open(os.path.join(out, "metrics.jsonl"), "rb") as f:
+            return f.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def kill_train_run(argv, rng, after_lines=None, after_seconds=None):
+    """Start ``minilora ARGV`` and SIGKILL it a random moment after it logged ``after_lines`` metrics
+    lines (mid-training), or ``after_seconds`` after its start (the final evaluation and save)."""
+    child = subprocess.Popen([sys.executable, "-m", "minilora", *argv], env=ENV, cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    start, out = time.perf_counter(), argv[argv.index("--out") + 1]
+    while child.poll() is None and time.perf_counter() - start < 60:
+        if after_lines is not None and metrics_lines(out) >= after_lines:
+            time.sleep(rng.uniform(0, 0.005))
+            break
+        if after_seconds is not None and time.perf_counter() - start >= after_seconds:
+            break
+        time.sleep(0.0005)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+
+
+def test_train_killed_at_random_points_resumes_to_the_same_adapter(byte_model_dir, tmp_path):
+    reference = str(tmp_path / "reference")
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "minilora", *train_argv(byte_model_dir, reference)], env=ENV,
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    duration = time.perf_counter() - start
+    assert done.returncode == 0, done.stderr
+    rng = random.Random(0)
+    # 8 steps and 8 evaluations log 16 lines: kill mid-training three times, and once late
+    kills = [dict(after_lines=rng.randint(1, 15)) for _ in range(3)] + [dict(after_seconds=0.97 * duration)]
+    for attempt, when in enumerate(kills):
+        out = str(tmp_path / f"killed{attempt}")
+        kill_train_run(train_argv(byte_model_dir, out), rng, **when)
+        for _ in range(2):  # resume (or start over if it died before the first checkpoint)
+            resume = ["--resume"] if os.path.isfile(os.path.join(out, "checkpoint.npz")) else []
+            again = subprocess.run([sys.executable, "-m", "minilora", *train_argv(byte_model_dir, out, *resume)],
+                                   env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=120)
+            if again.returncode == 0:
+                break
+        assert again.returncode == 0, again.stderr
+        assert adapter_bytes(out) == adapter_bytes(reference), when
+        assert train_losses(out) == train_losses(reference), when
+        assert leftovers(out) == [] and leftovers(os.path.dirname(out)) == []
+
+
+def run_cli(argv, capsys):
+    try:
+        code = cli(argv)
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_resume_after_the_last_checkpoint_writes_the_adapter(byte_model_dir, tmp_path, capsys):
+    """Killed after the final checkpoint but before adapter/ was written: --resume finishes the job."""
+    out = str(tmp_path / "run")
+    code, text = run_cli(train_argv(byte_model_dir, out, "--lora-dropout", "0"), capsys)
+    assert code == 0, text
+    whole = adapter_bytes(out)
+    for name in os.listdir(os.path.join(out, "adapter")):
+        os.remove(os.path.join(out, "adapter", name))
+    os.rmdir(os.path.join(out, "adapter"))
+    code, text = run_cli(train_argv(byte_model_dir, out, "--lora-dropout", "0", "--resume"), capsys)
+    assert code == 0, text
+    assert "already holds all 8 steps" in text
+    assert adapter_bytes(out) == whole
+
+
+# ==================================================================================================
+# Runs that go wrong: NaN weights, divergence without NaN, half-written metrics
+# ==================================================================================================
+KW = dict(batch_size=8, warmup_steps=0, progress=False)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_checkpoint_with_infinite_weights_is_never_kept(tmp_path):
+    out = str(tmp_path)
+    train(tiny_model(), rows(), steps=3, lr=1e-2, save_every=1, out_dir=out, **KW)
+    # A learning rate past float32's range: the loss and gradient of step 4 are finite, the weights
+    # that step 4 makes are not. The checkpoint of step 3 must stay the last one.
+    with pytest.raises(NonFiniteLossError, match=r"step 4: after the update.*NaN or inf.*\(step 3\)") as info:
+        train(tiny_model(), rows(), steps=6, lr=1e39, save_every=1, out_dir=out, resume=True, **KW)
+    assert info.value.checkpoint_step == 3
+    state = load_training_state(info.value.checkpoint)
+    assert state["step"] == 3 and all(np.isfinite(w).all() for w in state["model"].values())
+    # ... and resuming with a sane learning rate goes on from there
+    result = train(tiny_model(), rows(), steps=6, lr=1e-3, save_every=1, out_dir=out, resume=True, **KW)
+    assert result.steps_run == 3 and np.isfinite(result.losses).all()
+    assert result.lrs[3] == pytest.approx(1e-3 * 0.5 * (1 + np.cos(np.pi * 3 / 6)))  # the new peak, same schedule
+
+
+def test_a_new_learning_rate_on_resume_is_used_and_said(tmp_path, capsys):
+    train(tiny_model(), rows(), steps=2, lr=1e-2, save_every=1, out_dir=str(tmp_path), **KW)
+    result = train(tiny_model(), rows(), steps=4, lr=1e-3, out_dir=str(tmp_path), resume=True, **KW)
+    assert "peak learning rate 0.01 -> 0.001 from step 3" in capsys.readouterr().err
+    assert result.lrs[2] == pytest.approx(1e-3 * 0.5 * (1 + np.cos(np.pi * 2 / 4)))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("lr, words", [(1e6, "the gradient norm is exactly 0 while the loss is 2.77"),
+                                       (1e2, "the loss .* blew up")])
+def test_divergence_without_nan_is_reported_with_its_step(lr, words):
+    with pytest.raises(TrainingDivergedError, match=rf"stopped at step \d+: {words}") as info:
+        train(tiny_model(), rows(), steps=12, lr=lr, **KW)
+    assert f"step {info.value.step}:" in str(info.value) and 1 < info.value.step <= 4
+    assert not isinstance(info.value, NonFiniteLossError)  # finite all along: diverged, not NaN
+    assert len(info.value.result.losses) == info.value.step - 1
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_healthy_runs_never_trip_the_divergence_rule(lora):
+    model = tiny_model()
+    if lora:
+        from minilora.lora import LoraConfig, get_peft_model
+        model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules="all-linear"))
+    result = train(model, rows(), steps=40, lr=1e-2, **KW)
+    # and a second, already low-loss phase with small noisy batches (batch 1) does not trip either
+    more = train(model, DataLoader(rows(), 1, seed=3), steps=20, lr=1e-3, batch_size=1, progress=False)
+    assert result.final_loss < result.losses[0] and more.steps_run == 20
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_cli_exits_non_zero_on_divergence(byte_model_dir, tmp_path, capsys):
+    code, text = run_cli(train_argv(byte_model_dir, str(tmp_path / "run"), "--method", "full", "--lr", "1e6"),
+                         capsys)
+    assert code == 1
+    assert "diverged" in text and "stopped at step" in text
+    assert not os.path.exists(tmp_path / "run" / "model")
+
+
+def test_half_written_metrics_line_is_dropped_on_resume(tmp_path, capsys):
+    out = str(tmp_path)
+    train(tiny_model(), rows(), steps=4, lr=1e-2, save_every=2, out_dir=out, **KW)
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "train", "step": 5, "lo')  # a kill mid-write
+    train(tiny_model(), rows(), steps=6, lr=1e-2, save_every=2, out_dir=out, resume=True, **KW)
+    assert "dropped 1 half-written" in capsys.readouterr().err
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+# ==================================================================================================
+# Bad config.json values: refused by field name, never misread
+# ==================================================================================================
+def config_json():
+    """A config.json dict in the old style (rope_theta at the top, head_dim derived)."""
+    d = tiny_config().to_dict()
+    del d["rope_parameters"], d["head_dim"]
+    return d
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("tie_word_embeddings", "false", "true or false"),
+    ("attention_bias", 1, "true or false"),
+    ("hidden_size", "64", "an integer >= 1"),
+    ("hidden_size", 64.0, "an integer >= 1"),
+    ("hidden_size", 0, "an integer >= 1"),
+    ("vocab_size", -5, "an integer >= 1"),
+    ("num_hidden_layers", True, "an integer >= 0"),
+    ("intermediate_size", None, "an integer >= 1"),
+    ("rms_norm_eps", "1e-6", "a finite number > 0"),
+    ("rms_norm_eps", 0, "a finite number > 0"),
+    ("rope_theta", float("nan"), "a finite number > 0"),
+    ("eos_token_id", "2", "a token id"),
+    ("eos_token_id", [1, "2"], "a list of token ids"),
+    ("pad_token_id", 1.5, "a token id"),
+    ("rope_scaling", [2.0], "an object or null"),
+])
+def test_config_field_of_the_wrong_type_or_range_is_named(field, value, words):
+    d = {**config_json(), field: value}
+    with pytest.raises(ValueError, match=rf"'{field}' is .*{words}"):
+        LlamaConfig.from_dict(d)
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"hidden_size": 30, "num_attention_heads": 4}, "hidden_size 30 is not a multiple of num_attention_heads 4"),
+    ({"num_attention_heads": 4, "num_key_value_heads": 3}, "num_attention_heads 4 is not a multiple of "
+                                                            "num_key_value_heads 3"),
+])
+def test_head_counts_must_divide(changes, words):
+    with pytest.raises(ValueError, match=words):
+        LlamaConfig.from_dict({**config_json(), **changes})
+
+
+def test_config_json_that_is_a_list_is_refused(tmp_path):
+    tiny_model().save_pretrained(str(tmp_path))
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="must be a JSON object.*list"):
+        LlamaForCausalLM.from_pretrained(str(tmp_path))
+
+
+def test_checkpoint_that_does_not_fit_is_refused_from_the_header_alone(tmp_path):
+    """``{}`` as config.json means Llama-7B (27 GB): refused before a byte of it is allocated."""
+    tiny_model().save_pretrained(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    tracemalloc.start()
+    try:
+        with pytest.raises(RuntimeError, match=r"shape mismatches.*model\.embed_tokens\.weight: checkpoint "
+                                               r"\(16, 16\) vs model \(32000, 4096\).*file headers"):
+            LlamaForCausalLM.from_pretrained(str(tmp_path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20, peak
+
+
+# ==================================================================================================
+# safetensors files and sharded indexes
+# ==================================================================================================
+def write_raw(path, header, data):
+    text = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + data)
+
+
+@pytest.mark.parametrize("dtype, itemsize", [("F32", 4), ("F16", 2), ("BF16", 2), ("I64", 8), ("U8", 1)])
+@pytest.mark.parametrize("case", ["overlap", "gap", "size", "reversed", "overflow", "negative", "trailing"])
+def test_corrupted_header_is_refused_for_every_dtype(tmp_path, dtype, itemsize, case):
+    n = 4 * itemsize
+    a = {"dtype": dtype, "shape": [4], "data_offsets": [0, n]}
+    b = {"dtype": dtype, "shape": [4], "data_offsets": [n, 2 * n]}
+    data = bytes(2 * n)
+    if case == "overlap":
+        b["data_offsets"] = [n // 2, n // 2 + n]
+    elif case == "gap":
+        b["data_offsets"] = [n + itemsize, 2 * n + itemsize]
+        data = bytes(2 * n + itemsize)
+    elif case == "size":
+        b["shape"] = [3]
+    elif case == "reversed":
+        b["data_offsets"] = [2 * n, n]
+    elif case == "overflow":  # 2^64 * 2^0... elements: a 64-bit product would wrap around to a small number
+        b["shape"] = [2**32, 2**32]
+    elif case == "negative":
+        b["shape"] = [-4]
+    elif case == "trailing":
+        data = bytes(2 * n + 8)
+    path = str(tmp_path / "x.safetensors")
+    write_raw(path, {"a": a, "b": b}, data)
+    with pytest.raises(CheckpointError, match="x.safetensors: (corrupted|truncated)"):
+        read_header(path)
+
+
+def test_a_valid_file_of_every_dtype_still_reads(tmp_path):
+    arrays = {"f": np.arange(6, dtype=np.float32).reshape(2, 3), "h": np.ones(3, np.float16),
+              "i": np.arange(5, dtype=np.int64), "e": np.zeros((0, 4), np.float32)}
+    path = str(tmp_path / "ok.safetensors")
+    save_file(arrays, path)
+    header, _ = read_header(path)
+    assert {k for k in header if k != "__metadata__"} == set(arrays)
+    bf16 = tmp_path / "bf16.safetensors"
+    write_raw(str(bf16), {"w": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}},
+              np.array([0x3F80, 0x4000], dtype="<u2").tobytes())
+    from minilora.checkpoint import load_file
+    np.testing.assert_array_equal(load_file(str(bf16))["w"], [1.0, 2.0])
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/etc/passwd", "sub/../../outside.safetensors"])
+def test_sharded_index_naming_a_file_outside_the_folder_is_refused(tmp_path, shard):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    save_file({"w": np.zeros(2, np.float32)}, str(tmp_path / "outside.safetensors"))
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": shard}}))
+    with pytest.raises(CheckpointError, match="outside the model folder"):
+        load_checkpoint(str(folder))
+
+
+def test_sharded_index_inside_the_folder_loads(tmp_path):
+    save_file({"a": np.ones(2, np.float32)}, str(tmp_path / "model-00001-of-00002.safetensors"))
+    save_file({"b": np.zeros(3, np.float32)}, str(tmp_path / "model-00002-of-00002.safetensors"))
+    index = {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert sorted(load_checkpoint(str(tmp_path))) == ["a", "b"]
+
+
+# ==================================================================================================
+# Errors that name the problem
+# ==================================================================================================
+@pytest.mark.parametrize("ids", [np.zeros((0, 4), np.int64), np.zeros((2, 0), np.int64)], ids=["no-rows", "no-tokens"])
+def test_empty_batches_into_the_model_and_generate_are_named(ids):
+    model = tiny_model()
+    with pytest.raises(ValueError, match="empty batch or a zero-length sequence"):
+        model(ids)
+    with pytest.raises(ValueError, match="batch >= 1 and seq_len >= 1"):
+        model.generate(ids, max_new_tokens=2)
+
+
+@pytest.mark.parametrize("value", [2.5, True, -1, "3"])
+def test_max_new_tokens_must_be_a_whole_number(value):
+    with pytest.raises(ValueError, match=r"max_new_tokens must be an integer >= 0"):
+        tiny_model().generate([[3, 4, 5]], max_new_tokens=value)
+
+
+def test_attention_mask_of_another_shape_is_refused():
+    ids = np.array([[3, 4, 5], [6, 7, 8]])
+    with pytest.raises(ValueError, match=r"attention_mask has shape \(3, 2\) but input_ids has shape \(2, 3\)"):
+        tiny_model().generate(ids, attention_mask=np.ones((3, 2), np.int64), max_new_tokens=1)
+    with pytest.raises(ValueError, match="attention_mask has shape"):
+        tiny_model()(ids, attention_mask=np.ones((2, 4), np.int64))
+
+
+def test_unbalanced_target_modules_regex_is_named():
+    from minilora.lora import LoraConfig
+    with pytest.raises(ValueError, match=r"target_modules='\(q_proj\|v_proj' is not a valid regular expression"):
+        LoraConfig(target_modules="(q_proj|v_proj")
+
+
+def test_adapter_config_that_is_a_list_is_refused(tmp_path):
+    from minilora.lora import PeftModel
+    (tmp_path / "adapter_config.json").write_text("[]")
+    with pytest.raises(ValueError, match="adapter_config.json: an adapter config must be a JSON object"):
+        PeftModel.from_pretrained(tiny_model(), str(tmp_path))
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["memory", "--matrix", "4096x"], "argument --matrix: must be OUTxIN"),
+    (["memory", "--matrix", "0x8"], "argument --matrix: must be OUTxIN"),
+    (["memory", "--r", "0"], "argument --r: must be an integer >= 1"),
+    (["memory", "--dtype", "float7"], "argument --dtype: unknown dtype 'float7'"),
+    (["memory", "--preset", "llama-9"], "argument --preset: unknown preset 'llama-9'"),
+    (["info", "--preset", "llama-9"], "argument --preset: unknown preset 'llama-9'"),
+    (["train", "--eval-n", "0"], "argument --eval-n: must be an integer >= 1, got '0'"),
+    (["train", "--steps", "0"], "argument --steps: must be an integer >= 1"),
+    (["train", "--steps", "2.5"], "argument --steps: must be an integer >= 1"),
+    (["train", "--lr=-1e-3"], "argument --lr: must be a number > 0"),
+    (["train", "--lr", "nan"], "argument --lr: must be a number > 0"),
+    (["train", "--lora-dropout", "1.5"], "argument --lora-dropout: must be a probability in"),
+    (["train", "--batch-size", "0"], "argument --batch-size: must be an integer >= 1"),
+    (["train", "--clip-norm", "-1"], "argument --clip-norm: must be a number >= 0"),
+    (["train", "--warmup-steps", "-1"], "argument --warmup-steps: must be an integer >= 0"),
+    (["generate", "hi", "--max-new-tokens", "2.5"], "argument --max-new-tokens: must be an integer >= 0"),
+    (["generate", "hi", "--top-p", "1.5"], "argument --top-p: must be in"),
+    (["generate", "hi", "--temperature", "0"], "argument --temperature: must be a number > 0"),
+])
+def test_bad_command_line_values_are_named(argv, words, capsys):
+    code, text = run_cli(argv, capsys)
+    assert code == 2 and words in text, text
+
+
+def test_bad_model_folder_for_memory_is_one_line(tmp_path, capsys):
+    (tmp_path / "config.json").write_text('{"hidden_size": "big"}')
+    code, text = run_cli(["memory", "--model", str(tmp_path)], capsys)
+    assert code == 2 and "'hidden_size' is 'big'" in text and "Traceback" not in text
