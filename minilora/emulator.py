@@ -24,9 +24,12 @@ How it works (details in kernels/README.md):
    ``__syncthreads()`` / warp shuffles are real barriers between the fibers.
 3. Bugs become Python exceptions: ``BarrierError`` (divergent barriers), ``RaceError`` (results that
    depend on the thread schedule, with ``check_races=True``), ``KernelFault`` (out-of-bounds accesses,
-   with ``sanitize=True`` under AddressSanitizer in a child process; assertions), ``TypeError`` and
-   ``ValueError`` for wrong arguments or launch shapes.  Nothing segfaults the Python process for
-   these, except unchecked out-of-bounds global accesses in the fast (non-sanitized) mode.
+   with ``sanitize=True`` under AddressSanitizer in a child process; assertions; crashes -- a null or
+   wild pointer, an integer division by zero, a stack overflow, ``__trap()``, ``exit()`` -- named with
+   the thread, block and source line; a launch past its ``timeout=``), ``KeyboardInterrupt`` (Ctrl-C
+   during a launch), ``TypeError`` and ``ValueError`` for wrong arguments or launch shapes.  The
+   process keeps running.  What the fast mode cannot see: an out-of-bounds access that lands in other
+   valid memory (use ``sanitize=True``).
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ import numbers
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -67,7 +71,7 @@ _HEADER = EMU_DIR / "cuda_emu.h"
 _RUNTIME = EMU_DIR / "runtime.cpp"
 _INCLUDE = EMU_DIR / "include"  # stand-ins for <cuda_runtime.h>, <cuda_fp16.h>, ...
 _CXX = os.environ.get("CXX", "g++")
-_VERSION = "1"  # bump to invalidate every cached build
+_VERSION = "2"  # bump to invalidate every cached build
 
 
 class EmulatorError(RuntimeError):
@@ -87,10 +91,15 @@ class RaceError(EmulatorError):
 
 
 class KernelFault(EmulatorError):
-    """The kernel accessed memory out of bounds, failed an assert, or crashed."""
+    """The kernel accessed memory out of bounds, failed an assert, crashed (a bad pointer, an integer
+    division by zero, a stack overflow, exit() or abort(): the message names the signal, the thread,
+    the block and the source line), or ran past its ``timeout=``."""
 
 
-_ERRORS = {1: BarrierError, 2: KernelFault, 3: EmulatorError}
+# Error codes of runtime.cpp's emu_launch (4, Ctrl-C, becomes KeyboardInterrupt in _launch).
+_ERRORS = {1: BarrierError, 2: KernelFault, 3: EmulatorError, 5: KernelFault}
+_E_FAULT, _E_INTERRUPTED = 2, 4
+_LOCATION_MARK = "\x01LOC\x01"  # runtime.cpp's kLocationMark: where a crash message takes its source line
 
 
 def is_available() -> bool:
@@ -278,10 +287,14 @@ def _rewrite_shared(src: str) -> _Rewritten:
 # ------------------------------------------------------------------------------------------------
 _COMMON_FLAGS = ["-std=c++17", "-fPIC", "-fno-strict-aliasing", "-fvisibility=hidden",
                  "-Wno-unknown-pragmas", "-Wno-attributes"]
+# -g1 (line tables only): a crash's faulting instruction maps back to a source line through addr2line.
+# -fstack-clash-protection: a big local array touches its stack pages in order, so it hits the guard
+# page below the fiber's stack (a KernelFault) rather than jumping over it into another thread's stack.
 _VARIANT_FLAGS = {
     # CUDA kernels often pun types (float4 loads from a float*), hence -fno-strict-aliasing.
-    "fast": ["-O2"],
-    "ucontext": ["-O2", "-DEMU_FORCE_UCONTEXT"],  # the portable fiber switch, for non-x86-64 hosts
+    "fast": ["-O2", "-g1", "-fstack-clash-protection"],
+    # the portable fiber switch, for non-x86-64 hosts
+    "ucontext": ["-O2", "-g1", "-fstack-clash-protection", "-DEMU_FORCE_UCONTEXT"],
     "asan": ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,bounds",
              "-fno-sanitize-recover=all"],
 }
@@ -291,6 +304,10 @@ _IGNORED_PREFIXES = ("-arch", "--gpu-architecture", "-code", "--gpu-code", "-max
                      "-ftz", "--ftz", "-prec-div", "--prec-div", "-prec-sqrt", "--prec-sqrt", "-fmad", "--fmad",
                      "-Xptxas", "--ptxas-options", "-default-device", "--default-device", "-rdc=",
                      "--relocatable-device-code")
+# exit() and abort() in device code end the launch, not Python (see runtime.cpp).
+_LINK_FLAGS = ["-Wl,--wrap=exit", "-Wl,--wrap=_exit", "-Wl,--wrap=_Exit", "-Wl,--wrap=quick_exit",
+               "-Wl,--wrap=abort"]
+_BASE_STACK = 64 * 1024  # per thread, on top of the kernel's own frames (printf, libm, ...)
 _BUILD_LOCK = threading.Lock()
 _LAUNCH_LOCK = threading.Lock()  # the runtime keeps one launch's state in globals
 _compiler_id_cache: list[str] = []
@@ -346,14 +363,31 @@ def _write_atomic(path: Path, data: str) -> None:
     os.replace(tmp, path)
 
 
-def _run_compiler(cmd: list[str], output: Path, what: str) -> None:
-    """Run g++ writing to a temporary name, then rename: concurrent builds never see half a file."""
+def _run_compiler(cmd: list[str], output: Path, what: str, before_rename=None) -> None:
+    """Run g++ writing to a temporary name, then rename: concurrent builds never see half a file.
+    ``before_rename(tmp)`` runs first (e.g. to read the -fstack-usage reports written beside it)."""
     tmp = output.with_name(f"{output.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     res = subprocess.run(cmd + ["-o", str(tmp)], capture_output=True, text=True)
     if res.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise CompileError(f"compiling {what} failed:\n{res.stderr.strip()}")
+    if before_rename is not None:
+        before_rename(tmp)
     os.replace(tmp, output)
+
+
+def _stack_usage(tmp: Path) -> int:
+    """Bytes of stack the kernel file's functions can need together, from g++'s -fstack-usage reports
+    (removed after reading).  Their sum bounds every call chain without recursion, so it is a safe
+    size for a fiber's stack; a frame marked 'dynamic' (alloca, variable-length arrays) adds 64 KiB."""
+    total = 0
+    for report in tmp.parent.glob(tmp.name + "-*.su"):
+        for line in report.read_text(errors="replace").splitlines():
+            fields = line.rsplit("\t", 2)
+            if len(fields) == 3 and fields[1].isdigit():
+                total += int(fields[1]) + (64 * 1024 if "dynamic" in fields[2] else 0)
+        report.unlink(missing_ok=True)
+    return total
 
 
 def _runtime_object(variant: str) -> Path:
@@ -435,37 +469,21 @@ class _Module:
         folder = cache_dir() / key
         folder.mkdir(parents=True, exist_ok=True)
         self.source_path = folder / name
-        product = folder / ("runner" if self.sanitize else "module.so")
-        if not product.is_file():
-            _write_atomic(self.source_path, rewritten.text)
-            wrapper = folder / "wrapper.cpp"
-            _write_atomic(wrapper, _wrapper_source(self.source_path, rewritten))
-            cmd = [_CXX, *_COMMON_FLAGS, *_VARIANT_FLAGS[self.variant], "-include", str(_HEADER),
-                   "-I", str(_INCLUDE), *flags, str(wrapper), str(runtime)]
-            if not self.sanitize:
-                cmd.insert(1, "-shared")
-            _run_compiler(cmd, product, f"'{name}' for the CUDA emulator")
-        self.product = product
-        if self.sanitize:
-            res = subprocess.run([str(product), "--describe"], capture_output=True, text=True,
-                                 env=_sanitizer_env())
-            if res.returncode != 0:
-                raise EmulatorError(f"sanitizer runner failed to start:\n{res.stderr}")
-            description = res.stdout
-            self.lib = None
-        else:
-            self.lib = ctypes.CDLL(str(product))
-            self.lib.emu_launch.restype = ctypes.c_int
-            self.lib.emu_launch.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
-                                            ctypes.c_char_p, ctypes.c_size_t]
-            self.lib.emu_output_size.restype = ctypes.c_size_t
-            self.lib.emu_output_take.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-            self.lib.emu_describe.restype = ctypes.c_size_t
-            self.lib.emu_describe.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-            n = self.lib.emu_describe(None, 0)
-            buf = ctypes.create_string_buffer(n)
-            self.lib.emu_describe(buf, n)
-            description = buf.value.decode()
+        self.product = folder / ("runner" if self.sanitize else "module.so")
+        self._stack_file = folder / "stack_usage"  # written before the product, so it exists with it
+        if not self.product.is_file():
+            self._build(rewritten, name, flags, runtime)
+        try:
+            description = self._load()
+        except _CorruptCache:
+            # A truncated or damaged file in the cache (a full disk, a killed copy): build it again.
+            self.product.unlink(missing_ok=True)
+            self._build(rewritten, name, flags, runtime)
+            try:
+                description = self._load()
+            except _CorruptCache as e:
+                raise EmulatorError(f"the compiled kernel {self.product} cannot be loaded even after a rebuild "
+                                    f"({e}); delete the folder {folder} and try again") from None
         self.kernels: dict[str, tuple[int, list[_Param]]] = {}
         for index, line in enumerate(description.splitlines()):
             kname, *fields = line.split()
@@ -474,6 +492,79 @@ class _Module:
                 names = [f"arg{i}" for i in range(len(fields))]
             params = [_Param(n, *map(int, f.split(","))) for n, f in zip(names, fields)]
             self.kernels[kname] = (index, params)
+
+
+    def _build(self, rewritten: _Rewritten, name: str, flags: list[str], runtime: Path) -> None:
+        _write_atomic(self.source_path, rewritten.text)
+        wrapper = self.product.parent / "wrapper.cpp"
+        _write_atomic(wrapper, _wrapper_source(self.source_path, rewritten))
+
+        def record_stack_usage(tmp: Path) -> None:
+            _write_atomic(self._stack_file, str(_stack_usage(tmp)))
+
+        for attempt in range(2):
+            cmd = [_CXX, *_COMMON_FLAGS, *_VARIANT_FLAGS[self.variant], "-fstack-usage", "-include", str(_HEADER),
+                   "-I", str(_INCLUDE), *flags, str(wrapper), str(runtime), *_LINK_FLAGS]
+            if not self.sanitize:
+                cmd.insert(1, "-shared")
+            try:
+                return _run_compiler(cmd, self.product, f"'{name}' for the CUDA emulator", record_stack_usage)
+            except CompileError as e:
+                if attempt or str(runtime) not in str(e):
+                    raise
+                runtime.unlink(missing_ok=True)  # the linker names a damaged cached runtime: rebuild it
+                runtime = _runtime_object(self.variant)
+
+    def _load(self) -> str:
+        """Open the compiled product; returns its kernel table (one line per kernel)."""
+        try:
+            self.stack_usage = int(self._stack_file.read_text())
+        except (OSError, ValueError):
+            raise _CorruptCache(f"{self._stack_file} is missing or unreadable") from None
+        if self.sanitize:
+            try:
+                res = subprocess.run([str(self.product), "--describe"], capture_output=True, text=True,
+                                     env=_sanitizer_env())
+            except OSError as e:  # e.g. "Exec format error" for a truncated file
+                raise _CorruptCache(str(e)) from None
+            if res.returncode != 0:
+                raise _CorruptCache(f"the sanitizer runner failed to start:\n{res.stderr}")
+            self.lib = None
+            return res.stdout
+        try:
+            self.lib = ctypes.CDLL(str(self.product))
+        except OSError as e:  # "file too short", "invalid ELF header", ...
+            raise _CorruptCache(str(e)) from None
+        self.lib.emu_launch.restype = ctypes.c_int
+        self.lib.emu_launch.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                                        ctypes.c_char_p, ctypes.c_size_t]
+        self.lib.emu_output_size.restype = ctypes.c_size_t
+        self.lib.emu_output_take.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+        self.lib.emu_describe.restype = ctypes.c_size_t
+        self.lib.emu_describe.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+        self.lib.emu_fault_location.restype = ctypes.c_uint64
+        self.lib.emu_fault_location.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+        n = self.lib.emu_describe(None, 0)
+        buf = ctypes.create_string_buffer(n)
+        self.lib.emu_describe(buf, n)
+        return buf.value.decode()
+
+    def source_line(self, offset: int) -> str | None:
+        """'file.cu:12' for an instruction offset inside the compiled library (addr2line on its -g1
+        line table), innermost inlined call first; None when unknown."""
+        tool = shutil.which("addr2line")
+        if tool is None or not offset:
+            return None
+        res = subprocess.run([tool, "-e", str(self.product), "-i", hex(offset)], capture_output=True, text=True)
+        first = res.stdout.splitlines()[0] if res.returncode == 0 and res.stdout.strip() else "??:0"
+        path, _, line = first.split(" ")[0].rpartition(":")
+        if path in ("", "??") or not line.isdigit() or line == "0":
+            return None
+        return f"{os.path.basename(path)}:{line}"
+
+
+class _CorruptCache(Exception):
+    """A compiled file in the cache cannot be loaded."""
 
 
 _MODULES: dict[tuple, _Module] = {}
@@ -618,15 +709,21 @@ class RawKernel:
         return self.compile()._mod.source_path
 
     # -- launching ---------------------------------------------------------------------------------
-    def __call__(self, grid, block, args, shared_mem: int = 0, *, check_races: bool = False):
+    def __call__(self, grid, block, args, shared_mem: int = 0, *, check_races: bool = False,
+                 stack_size: int | None = None, timeout: float | None = None):
+        """Launch.  ``stack_size``: bytes of stack per CUDA thread (default: what the compiler reports
+        the kernel file's functions need, plus 64 KiB); a thread that needs more stops the launch with a
+        KernelFault.  ``timeout``: seconds after which a launch that has not finished raises KernelFault
+        (default none; with ``sanitize=True`` the default is 600 s).  Ctrl-C stops a running launch
+        with KeyboardInterrupt."""
         self.compile()
-        cfg = self._config(grid, block, shared_mem)
+        cfg = self._config(grid, block, shared_mem, stack_size, timeout)
         packed = self._pack(args)
         if check_races:
             return self._launch_checked(cfg, packed)
         self._launch(cfg, packed, 0, 0, echo=True)
 
-    def _config(self, grid, block, shared_mem) -> np.ndarray:
+    def _config(self, grid, block, shared_mem, stack_size=None, timeout=None) -> np.ndarray:
         g, b = _dim3(grid, "grid"), _dim3(block, "block")
         if b[0] * b[1] * b[2] > 1024 or b[0] > 1024 or b[1] > 1024 or b[2] > 64:
             raise ValueError(f"block {b} of kernel '{self.name}' is too large: CUDA allows at most 1024 threads "
@@ -635,7 +732,16 @@ class RawKernel:
             raise ValueError(f"grid {g} of kernel '{self.name}' exceeds CUDA's limits")
         if not isinstance(shared_mem, numbers.Integral) or not 0 <= shared_mem <= 227 * 1024:
             raise ValueError(f"shared_mem must be an int in 0..{227 * 1024} bytes, got {shared_mem!r}")
-        return np.array([*g, *b, int(shared_mem), 0, 0], dtype=np.uint64)
+        if stack_size is None:
+            stack_size = _BASE_STACK + self._mod.stack_usage
+        elif isinstance(stack_size, bool) or not isinstance(stack_size, numbers.Integral) or \
+                not 16 * 1024 <= stack_size <= 1 << 30:
+            raise ValueError(f"stack_size must be an int number of bytes in 16 KiB..1 GiB, got {stack_size!r}")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, numbers.Real)
+                                    or not 0 < timeout < 1e7):
+            raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+        timeout_us = 0 if timeout is None else max(1, round(timeout * 1e6))
+        return np.array([*g, *b, int(shared_mem), 0, 0, int(stack_size), timeout_us, 0], dtype=np.uint64)
 
     def _pack(self, args) -> _Packed:
         if not isinstance(args, (tuple, list)):
@@ -670,22 +776,39 @@ class RawKernel:
     def _launch(self, cfg: np.ndarray, packed: _Packed, order: int, seed: int, echo: bool) -> None:
         cfg = cfg.copy()
         cfg[7], cfg[8] = order, seed
+        cfg[11] = 1 if _ctrl_c_raises_keyboard_interrupt() else 0
         if self._mod.sanitize:
             out = _launch_in_child(self, cfg, packed)
         else:
             err = ctypes.create_string_buffer(8192)
+            where = ctypes.create_string_buffer(512)
             with _LAUNCH_LOCK:
                 rc = self._mod.lib.emu_launch(self._index, packed.argv.ctypes.data, cfg.ctypes.data, err, len(err))
                 n = self._mod.lib.emu_output_size()
                 buf = ctypes.create_string_buffer(n + 1)
                 self._mod.lib.emu_output_take(buf, n)
                 out = buf.raw[:n].decode(errors="replace")
+                offset = self._mod.lib.emu_fault_location(where, len(where)) if rc == _E_FAULT else 0
             if rc:
                 if echo and out:
                     sys.stdout.write(out)
-                raise _ERRORS.get(rc, EmulatorError)(err.value.decode(errors="replace"))
+                message = err.value.decode(errors="replace")
+                if rc == _E_INTERRUPTED:
+                    raise KeyboardInterrupt(f"kernel '{self.name}' {message}")
+                if rc == _E_FAULT and _LOCATION_MARK in message:
+                    message = message.replace(_LOCATION_MARK, self._fault_location(offset, where.value.decode()))
+                raise _ERRORS.get(rc, EmulatorError)(message)
         if echo and out:
             sys.stdout.write(out)
+
+    def _fault_location(self, offset: int, elsewhere: str) -> str:
+        """' at file.cu:LINE' for a crash or an exit() call, from the faulting instruction's offset."""
+        line = self._mod.source_line(offset)
+        if line:
+            return f" at {line}"
+        if elsewhere:
+            return f" inside {elsewhere} (the kernel's line that called it is unknown)"
+        return " (source line unknown)"
 
     def _launch_checked(self, cfg: np.ndarray, packed: _Packed) -> None:
         """Run under several thread/block schedules from the same inputs; all must agree bit for bit."""
@@ -712,6 +835,14 @@ class RawKernel:
                     "writes without a __syncthreads() in between (or the result depends on block order).")
 
 
+def _ctrl_c_raises_keyboard_interrupt() -> bool:
+    """Whether Ctrl-C should stop a launch: when this is Python's main thread and SIGINT has Python's
+    default handler (a spinning kernel would never let that handler run).  A program that installed
+    its own SIGINT handler keeps it; the launch is then not interrupted."""
+    return (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+
+
 def _differing(a: np.ndarray, b: np.ndarray):
     """(count, first index) of the elements whose bytes differ, or None.  NaN payloads count as equal bits."""
     if a.dtype.itemsize in (1, 2, 4, 8) and a.ndim:
@@ -731,6 +862,9 @@ def _differing(a: np.ndarray, b: np.ndarray):
 # ------------------------------------------------------------------------------------------------
 # Sanitized launches run in a child process, so a crash is an exception rather than a dead Python.
 # ------------------------------------------------------------------------------------------------
+_SANITIZER_TIMEOUT = 600.0  # seconds, when the launch gives no timeout=
+
+
 def _sanitizer_env() -> dict:
     env = dict(os.environ)
     env["ASAN_OPTIONS"] = ("detect_leaks=0:halt_on_error=1:abort_on_error=0:exitcode=86:"
@@ -741,6 +875,7 @@ def _sanitizer_env() -> dict:
 
 def _launch_in_child(kernel: RawKernel, cfg: np.ndarray, packed: _Packed) -> str:
     header = np.array([0x31554D45, kernel._index, *cfg], dtype=np.uint64)
+    limit = int(cfg[10]) / 1e6 if cfg[10] else _SANITIZER_TIMEOUT  # the launch's timeout=, in microseconds
     args = dict(packed.arrays)
     scalars = dict(packed.scalars)
     with tempfile.TemporaryDirectory(prefix="minilora-emu-") as tmp:
@@ -764,9 +899,10 @@ def _launch_in_child(kernel: RawKernel, cfg: np.ndarray, packed: _Packed) -> str
                     f.write(scalars[i])
         try:
             res = subprocess.run([str(kernel._mod.product), launch, result], capture_output=True,
-                                 env=_sanitizer_env(), timeout=600)
+                                 env=_sanitizer_env(), timeout=limit)
         except subprocess.TimeoutExpired:
-            raise KernelFault(f"kernel '{kernel.name}' did not finish within 600 s under the sanitizer") from None
+            raise KernelFault(f"kernel '{kernel.name}' did not finish within timeout={limit:g} s under the "
+                              "sanitizer") from None
         out = res.stdout.decode(errors="replace")
         err = res.stderr.decode(errors="replace")
         regions = {int(m.group(2), 16): int(m.group(1)) for m in re.finditer(r"^EMU_ARG (\d+) (0x[0-9a-f]+) \d+$", err, re.M)}

@@ -159,6 +159,10 @@ struct SyncwarpAt {
 inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __nanosleep(unsigned) {}
+// __trap() ends the launch with a KernelFault naming the line (on a GPU: an unspecified launch failure).
+namespace __emu { [[noreturn]] void trap(const char* file, int line); }
+#define __trap() (__emu::trap(__FILE__, __LINE__))
+#define __brkpt() (__emu::trap(__FILE__, __LINE__))
 inline long long clock64() { return __emu::clock_ticks(); }
 
 // Device printf: collected by the runtime and printed by Python after the launch, like CUDA does

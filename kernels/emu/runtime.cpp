@@ -26,9 +26,17 @@
 // The system headers come first: cuda_emu.h defines CUDA keywords such as __noinline__ as macros,
 // and newer glibc/libstdc++ headers spell their own attributes __attribute__((__noinline__)), which
 // the macro would break ("'noinline' was not declared in this scope", seen with the GPU machine's g++).
+#include <dlfcn.h>
+#include <link.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <ucontext.h>
 #include <unistd.h>
 
+#include <csetjmp>
 #include <cstdarg>
 #include <cstdlib>
 #include <string>
@@ -41,7 +49,6 @@
 #endif
 #if !defined(__x86_64__) || defined(EMU_FORCE_UCONTEXT)
 #define EMU_UCONTEXT 1
-#include <ucontext.h>
 #endif
 
 #include "cuda_emu.h"
@@ -60,16 +67,25 @@ extern "C" const __emu::KernelInfo* emu_kernel_table(int* count);
 namespace {
 using namespace __emu;
 
-enum ErrorCode { E_OK = 0, E_BARRIER = 1, E_FAULT = 2, E_INTERNAL = 3 };
+// E_INTERRUPTED and E_TIMEOUT: the launch was stopped by Ctrl-C / its timeout= (see "Escapes" below).
+// emulator.py replaces this mark in a crash message by " at file.cu:LINE" (found with addr2line).
+#define kLocationMark "\x01LOC\x01"
+enum ErrorCode { E_OK = 0, E_BARRIER = 1, E_FAULT = 2, E_INTERNAL = 3, E_INTERRUPTED = 4, E_TIMEOUT = 5 };
 enum State { RUNNABLE, AT_BARRIER, AT_WARP, EXITED };
 enum Order { ORDER_FORWARD = 0, ORDER_REVERSE = 1, ORDER_RANDOM = 2 };
 
+// Each fiber's stack is the size the launch asks for (emulator.py sizes it from the compiler's
+// -fstack-usage report, or the user's stack_size=); below each one lies an inaccessible guard
+// region, so an overflow faults at once (and becomes a KernelFault) instead of silently writing
+// into the neighbouring thread's stack.  The kernels are built with -fstack-clash-protection, which
+// touches every page of a big frame in order, so even a 1 MiB local array cannot jump the guard.
 #ifdef EMU_ASAN
-constexpr size_t kStackSize = 256 * 1024;  // ASan's redzones make frames bigger
+constexpr size_t kMinStack = 256 * 1024;  // ASan's redzones make frames bigger
 #else
-constexpr size_t kStackSize = 64 * 1024;
+constexpr size_t kMinStack = 16 * 1024;
 #endif
-constexpr size_t kGuard = 4096;                // an inaccessible page below each stack
+constexpr size_t kGuard = 64 * 1024;
+size_t g_stack_size = 64 * 1024;           // of the current launch (a multiple of the page size)
 constexpr size_t kCanary = 64;                 // bytes checked after each shared allocation
 constexpr unsigned char kCanaryByte = 0xA5;
 constexpr size_t kMaxStaticShared = 48 * 1024;     // CUDA's limit for static __shared__
@@ -93,6 +109,8 @@ struct Fiber {
     unsigned wmask = 0;
     unsigned long long wval = 0, wresult = 0;
     char* stack = nullptr;
+    // Set while this fiber is inside the runtime (which may allocate): no asynchronous jump then.
+    volatile sig_atomic_t in_runtime = 0;
 #ifdef EMU_ASAN
     void* fake_stack = nullptr;
 #endif
@@ -158,6 +176,216 @@ void set_error(int code, const std::string& msg) {
     if (g.error == E_OK) { g.error = code; g.message = msg; }
 }
 
+// ---- Escapes: crashes, Ctrl-C and timeouts become errors, not a dead Python -----------------------
+//
+// A kernel is arbitrary C++ running inside the Python process: a null-pointer write, an integer
+// division by zero, a stack overflow or abort() would kill the interpreter (and a learner's notebook
+// with it), and an endless loop could not even be interrupted.  Why signals + siglongjmp rather than
+// a child process per launch: a child costs a fork and a copy of every argument each time (the
+// sanitizer pays that; the fast path must stay fast), and a fault here is always ours to handle --
+// it happens on a fiber whose whole launch is abandoned anyway, so nothing of it needs to survive.
+// For the duration of a launch only (the previous handlers, Python's faulthandler included, and the
+// thread's previous alternate stack are restored afterwards):
+//   * SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT and SIGTRAP on the launching thread run on_fault() on
+//     an alternate signal stack (the fiber's own stack may be what overflowed).  It notes the signal,
+//     the address, the faulting instruction and the CUDA thread -- plain stores, since a signal
+//     handler must not allocate -- and siglongjmps back into run_launch(), which frees the block's
+//     shared memory and returns E_FAULT.  The next launch builds fresh fibers.
+//   * SIGINT (only when Python asks: Python's own handler merely sets a flag, which a spinning kernel
+//     never lets it read) and a POSIX timer's signal for timeout= run on_async().  Jumping out is
+//     safe only while a fiber executes the kernel's own code: inside malloc or the runtime's string
+//     work a jump would leave a lock held or a container half-updated.  Anywhere else the request
+//     stays pending: the scheduler checks it after every fiber switch, and a 10 ms retry timer
+//     re-delivers it to a fiber that spins inside libm.
+// Signals that arrive on another thread go to whatever handler was there before (a Ctrl-C that the
+// kernel picked another thread for is forwarded to the launching thread).
+volatile sig_atomic_t g_in_fiber = 0;  // a fiber, not the scheduler, is running (both builds)
+
+#ifndef EMU_ASAN
+constexpr int kFaultSignals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP};
+constexpr int kNumFaultSignals = sizeof kFaultSignals / sizeof kFaultSignals[0];
+constexpr double kRetrySeconds = 0.01;
+
+struct Escape {
+    sigjmp_buf jump;
+    volatile sig_atomic_t armed = 0;    // a launch is running and `jump` is valid
+    volatile sig_atomic_t pending = 0;  // E_INTERRUPTED or E_TIMEOUT, waiting for a safe moment
+    pid_t tid = 0;                      // the launching OS thread
+    int timer_signal = 0;
+    timer_t timer{};
+    bool has_timer = false, catch_sigint = false;
+    double timeout_s = 0;
+    struct sigaction saved_fault[kNumFaultSignals], saved_int, saved_timer;
+    sigset_t saved_mask;
+    stack_t saved_altstack;
+    // What the handler saw.
+    int reason = 0, sig = 0, si_code = 0;
+    uintptr_t addr = 0;
+    bool fiber = false;
+    uint3 thread{0, 0, 0};
+};
+Escape g_esc;
+uintptr_t g_text_lo = 0, g_text_hi = 0;  // this library's machine code
+alignas(64) char g_altstack[64 * 1024];
+#endif
+uintptr_t g_fault_pc = 0;  // the faulting instruction (or the call of exit/abort), for the source line
+
+#ifndef EMU_ASAN
+pid_t current_tid() { return pid_t(syscall(SYS_gettid)); }
+
+uintptr_t pc_of(void* context) {
+    const ucontext_t* uc = static_cast<const ucontext_t*>(context);
+#if defined(__x86_64__)
+    return uintptr_t(uc->uc_mcontext.gregs[REG_RIP]);
+#elif defined(__aarch64__)
+    return uintptr_t(uc->uc_mcontext.pc);
+#else
+    (void)uc;
+    return 0;
+#endif
+}
+
+// Hands a signal that is not ours to the handler that was installed before the launch.
+void chain(int sig, siginfo_t* si, void* context, const struct sigaction& old) {
+    if (old.sa_flags & SA_SIGINFO) {
+        if (old.sa_sigaction) old.sa_sigaction(sig, si, context);
+    } else if (old.sa_handler == SIG_DFL) {
+        sigaction(sig, &old, nullptr);  // a synchronous fault re-executes and now gets the default
+        if (sig == SIGINT) raise(sig);
+    } else if (old.sa_handler != SIG_IGN) {
+        old.sa_handler(sig);
+    }
+}
+
+[[noreturn]] void escape(int reason) {
+    g_esc.reason = reason;
+    g_esc.fiber = g_in_fiber && g_cur;
+    if (g_esc.fiber) g_esc.thread = g_cur->idx;
+    g_esc.armed = 0;
+    siglongjmp(g_esc.jump, 1);
+}
+
+void on_fault(int sig, siginfo_t* si, void* context) {
+    int k = 0;
+    while (kFaultSignals[k] != sig) ++k;
+    if (!g_esc.armed || current_tid() != g_esc.tid) return chain(sig, si, context, g_esc.saved_fault[k]);
+    g_esc.sig = sig;
+    g_esc.si_code = si->si_code;
+    g_esc.addr = uintptr_t(si->si_addr);
+    g_fault_pc = pc_of(context);
+    escape(E_FAULT);
+}
+
+void arm_timer(double seconds) {
+    itimerspec when{};
+    when.it_value.tv_sec = time_t(seconds);
+    when.it_value.tv_nsec = long((seconds - double(time_t(seconds))) * 1e9);
+    if (when.it_value.tv_sec == 0 && when.it_value.tv_nsec == 0) when.it_value.tv_nsec = 1;
+    timer_settime(g_esc.timer, 0, &when, nullptr);
+}
+
+void on_async(int sig, siginfo_t* si, void* context) {
+    const bool from_timer = sig == g_esc.timer_signal;
+    if (!g_esc.armed) {
+        if (!from_timer) chain(sig, si, context, g_esc.saved_int);
+        return;
+    }
+    if (current_tid() != g_esc.tid) {  // Ctrl-C landed on another thread: the launching one must stop
+        syscall(SYS_tgkill, getpid(), g_esc.tid, sig);
+        return;
+    }
+    if (!g_esc.pending) g_esc.pending = from_timer ? E_TIMEOUT : E_INTERRUPTED;  // else a retry
+    const uintptr_t pc = pc_of(context);
+    if (g_in_fiber && g_cur && !g_cur->in_runtime && pc >= g_text_lo && pc < g_text_hi) {
+        g_fault_pc = pc;
+        escape(g_esc.pending);
+    }
+    if (g_esc.has_timer) arm_timer(kRetrySeconds);
+}
+
+int find_text(dl_phdr_info* info, size_t, void* probe) {
+    for (int i = 0; i < info->dlpi_phnum; ++i) {
+        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+        if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
+        const uintptr_t lo = info->dlpi_addr + ph.p_vaddr, hi = lo + ph.p_memsz;
+        if (uintptr_t(probe) >= lo && uintptr_t(probe) < hi) {
+            g_text_lo = lo;
+            g_text_hi = hi;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void install_escapes(double timeout_s, bool catch_sigint) {
+    if (!g_text_hi) dl_iterate_phdr(find_text, reinterpret_cast<void*>(&pc_of));
+    g_esc.tid = current_tid();
+    g_esc.pending = 0;
+    g_esc.timeout_s = timeout_s;
+    g_esc.catch_sigint = catch_sigint;
+    stack_t alt{};
+    alt.ss_sp = g_altstack;
+    alt.ss_size = sizeof g_altstack;
+    sigaltstack(&alt, &g_esc.saved_altstack);
+    struct sigaction sa {};
+    sigemptyset(&sa.sa_mask);
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    for (int k = 0; k < kNumFaultSignals; ++k) sigaction(kFaultSignals[k], &sa, &g_esc.saved_fault[k]);
+    g_esc.has_timer = timeout_s > 0 || catch_sigint;
+    if (!g_esc.has_timer) return;
+    g_esc.timer_signal = SIGRTMIN + 4;
+    sa.sa_sigaction = on_async;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+    sigaddset(&sa.sa_mask, SIGINT);  // one asynchronous request at a time
+    sigaddset(&sa.sa_mask, g_esc.timer_signal);
+    sigaction(g_esc.timer_signal, &sa, &g_esc.saved_timer);
+    if (catch_sigint) sigaction(SIGINT, &sa, &g_esc.saved_int);
+    sigevent ev{};
+    ev.sigev_notify = SIGEV_THREAD_ID;
+    ev.sigev_signo = g_esc.timer_signal;
+#ifndef sigev_notify_thread_id
+#define sigev_notify_thread_id _sigev_un._tid
+#endif
+    ev.sigev_notify_thread_id = g_esc.tid;
+    if (timer_create(CLOCK_MONOTONIC, &ev, &g_esc.timer) != 0) {
+        g_esc.has_timer = false;
+    } else if (timeout_s > 0) {
+        arm_timer(timeout_s);
+    }
+    sigset_t unblock;
+    sigemptyset(&unblock);
+    sigaddset(&unblock, g_esc.timer_signal);
+    if (catch_sigint) sigaddset(&unblock, SIGINT);
+    pthread_sigmask(SIG_UNBLOCK, &unblock, &g_esc.saved_mask);
+}
+
+void remove_escapes() {
+    g_esc.armed = 0;
+    if (g_esc.timer_signal) {
+        if (g_esc.has_timer) timer_delete(g_esc.timer);
+        pthread_sigmask(SIG_SETMASK, &g_esc.saved_mask, nullptr);
+        if (g_esc.catch_sigint) sigaction(SIGINT, &g_esc.saved_int, nullptr);
+        // A timer signal already queued must not meet the default action (which ends the process).
+        if (!(g_esc.saved_timer.sa_flags & SA_SIGINFO) && g_esc.saved_timer.sa_handler == SIG_DFL)
+            g_esc.saved_timer.sa_handler = SIG_IGN;
+        sigaction(g_esc.timer_signal, &g_esc.saved_timer, nullptr);
+        g_esc.timer_signal = 0;
+    }
+    g_esc.has_timer = false;
+    for (int k = 0; k < kNumFaultSignals; ++k) sigaction(kFaultSignals[k], &g_esc.saved_fault[k], nullptr);
+    sigaltstack(&g_esc.saved_altstack, nullptr);
+}
+#endif  // !EMU_ASAN
+
+// Marks a stretch of runtime code that an asynchronous jump must not cut short (see above).
+struct RuntimeSection {
+    Fiber* f;
+    sig_atomic_t was;
+    RuntimeSection() : f(g_cur), was(g_cur ? g_cur->in_runtime : 0) { if (f) f->in_runtime = 1; }
+    ~RuntimeSection() { if (f) f->in_runtime = was; }
+};
+
 // ---- context switching ---------------------------------------------------------------------------
 #ifndef EMU_UCONTEXT
 // void emu_switch(void** save_sp, void* next_sp): push the callee-saved registers, store the stack
@@ -194,13 +422,15 @@ inline void resume(Fiber* f) {
     g_cur = f;
     __emu_thread_idx = f->idx;
 #ifdef EMU_ASAN
-    __sanitizer_start_switch_fiber(&g_sched_fake_stack, f->stack, kStackSize);
+    __sanitizer_start_switch_fiber(&g_sched_fake_stack, f->stack, g_stack_size);
 #endif
+    g_in_fiber = 1;
 #ifdef EMU_UCONTEXT
     swapcontext(&g_sched_uc, &f->uc);
 #else
     emu_switch(&g_sched_sp, f->sp);
 #endif
+    g_in_fiber = 0;
 #ifdef EMU_ASAN
     __sanitizer_finish_switch_fiber(g_sched_fake_stack, nullptr, nullptr);
 #endif
@@ -242,31 +472,35 @@ void fiber_main() {
     __builtin_unreachable();
 }
 
+size_t g_stack_pool_stride = 0;  // stack size + guard of the pool as allocated
+
 bool ensure_stacks(size_t n) {
-    if (n <= g_stack_pool_count) return true;
-    if (g_stack_pool) munmap(g_stack_pool, g_stack_pool_count * (kStackSize + kGuard));
+    const size_t stride = g_stack_size + kGuard;
+    if (n <= g_stack_pool_count && stride == g_stack_pool_stride) return true;
+    if (g_stack_pool) munmap(g_stack_pool, g_stack_pool_count * g_stack_pool_stride);
     g_stack_pool_count = 0;
-    size_t bytes = n * (kStackSize + kGuard);
+    g_stack_pool_stride = stride;
+    size_t bytes = n * stride;
     void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) { g_stack_pool = nullptr; return false; }
     g_stack_pool = static_cast<char*>(p);
     for (size_t i = 0; i < n; ++i)  // guard page at the low end: a stack overflow faults at once
-        mprotect(g_stack_pool + i * (kStackSize + kGuard), kGuard, PROT_NONE);
+        mprotect(g_stack_pool + i * stride, kGuard, PROT_NONE);
     g_stack_pool_count = n;
     return true;
 }
 
 void init_fiber(Fiber& f, int i) {
-    f.stack = g_stack_pool + i * (kStackSize + kGuard) + kGuard;
+    f.stack = g_stack_pool + i * g_stack_pool_stride + kGuard;
 #ifdef EMU_ASAN
     // Frames of earlier fibers on this stack never returned; forget their redzones.
-    ASAN_UNPOISON_MEMORY_REGION(f.stack, kStackSize);
+    ASAN_UNPOISON_MEMORY_REGION(f.stack, g_stack_size);
     f.fake_stack = nullptr;
 #endif
 #ifdef EMU_UCONTEXT
     getcontext(&f.uc);
     f.uc.uc_stack.ss_sp = f.stack;
-    f.uc.uc_stack.ss_size = kStackSize;
+    f.uc.uc_stack.ss_size = g_stack_size;
     f.uc.uc_link = nullptr;
     makecontext(&f.uc, fiber_main, 0);
 #else
@@ -274,7 +508,7 @@ void init_fiber(Fiber& f, int i) {
     // fiber_main, then a fake return address for fiber_main itself (keeps the ABI's alignment).
     // Stagger the tops by a cache line per fiber: stacks exactly 68 KiB apart would all map their
     // hot top bytes to the same L1 cache set and evict each other on every switch.
-    uintptr_t top = reinterpret_cast<uintptr_t>(f.stack + kStackSize - 64 * (i % 64)) & ~uintptr_t(15);
+    uintptr_t top = reinterpret_cast<uintptr_t>(f.stack + g_stack_size - 64 * (i % 64)) & ~uintptr_t(15);
     void** sp = reinterpret_cast<void**>(top);
     *--sp = nullptr;                                 // fiber_main's return address (never used)
     *--sp = reinterpret_cast<void*>(&fiber_main);    // where emu_switch's `ret` goes
@@ -386,6 +620,52 @@ bool release_barrier_or_explain() {
     return false;
 }
 
+#ifndef EMU_ASAN
+// The message for a launch stopped by Ctrl-C or its timeout.
+std::string describe_stop(int reason, bool in_thread, uint3 t) {
+    const std::string who = in_thread ? fmt("thread (%u,%u,%u) of ", t.x, t.y, t.z) + block_str() : block_str();
+    if (reason == E_INTERRUPTED) return "interrupted (Ctrl-C) while running " + who;
+    return fmt("kernel '%s' did not finish within timeout=%g s; stopped in %s. An endless loop? (A loop that "
+               "waits for another thread's write never ends here: threads run one at a time until a "
+               "barrier.)", g.kernel->name, g_esc.timeout_s, who.c_str());
+}
+
+bool in_stack_guard(uintptr_t addr) {
+    const uintptr_t pool = reinterpret_cast<uintptr_t>(g_stack_pool);
+    if (!pool || addr < pool || addr >= pool + g_stack_pool_count * g_stack_pool_stride) return false;
+    return (addr - pool) % g_stack_pool_stride < kGuard;
+}
+
+// The message for a crash caught by on_fault(); emulator.py puts the source line at kLocationMark.
+std::string describe_fault() {
+    std::string what;
+    const int sig = g_esc.sig, code = g_esc.si_code;
+    const uintptr_t addr = g_esc.addr;
+    if ((sig == SIGSEGV || sig == SIGBUS) && in_stack_guard(addr)) {
+        what = fmt("stack overflow: the thread needs more than its %zu-byte stack (large local arrays or deep "
+                   "recursion); launch with a larger stack_size= (bytes per thread)", g_stack_size);
+    } else if (sig == SIGSEGV || sig == SIGBUS) {
+        what = fmt("%s: invalid memory access at address 0x%lx%s", sig == SIGSEGV ? "SIGSEGV" : "SIGBUS",
+                   (unsigned long)addr, addr < 4096 ? " (a null pointer)" : " (a wild or freed pointer)");
+    } else if (sig == SIGFPE) {
+        what = code == FPE_INTDIV   ? "SIGFPE: integer division by zero"
+               : code == FPE_INTOVF ? "SIGFPE: integer overflow (INT_MIN / -1)"
+                                    : "SIGFPE: arithmetic exception";
+    } else if (sig == SIGILL) {
+        what = "SIGILL: illegal instruction (a trap the compiler put where the code has undefined "
+               "behaviour, e.g. a division by a constant zero)";
+    } else if (sig == SIGABRT) {
+        what = "SIGABRT: the process was asked to abort (e.g. std::terminate)";
+    } else {
+        what = fmt("signal %d", sig);
+    }
+    const std::string who = g_esc.fiber ? fmt("thread (%u,%u,%u) of ", g_esc.thread.x, g_esc.thread.y,
+                                              g_esc.thread.z) + block_str()
+                                        : "the emulator's scheduler, running " + block_str() + ",";
+    return who + " crashed" kLocationMark ": " + what;
+}
+#endif
+
 // Run one block to completion.  Returns false on error.
 bool run_block() {
     for (;;) {
@@ -396,6 +676,12 @@ bool run_block() {
             resume(f);
             ran = true;
             if (g.error) return false;
+#ifndef EMU_ASAN
+            if (g_esc.pending) {  // Ctrl-C or the timeout came while the runtime was busy: stop here
+                set_error(g_esc.pending, describe_stop(g_esc.pending, true, f->idx));
+                return false;
+            }
+#endif
         }
         if (ran) continue;
         bool all_exited = true;
@@ -469,6 +755,16 @@ int run_launch() {
         block_order.assign(tmp.begin(), tmp.end());
     }
     g.fibers.assign(g.nthreads, Fiber());
+#ifndef EMU_ASAN
+    if (sigsetjmp(g_esc.jump, 1)) {  // a crash, Ctrl-C or the timeout jumped out of the kernel
+        g_in_fiber = 0;
+        const int reason = g_esc.reason;
+        set_error(reason, reason == E_FAULT ? describe_fault() : describe_stop(reason, g_esc.fiber, g_esc.thread));
+        end_block_shared();
+        return g.error;
+    }
+    g_esc.armed = 1;
+#endif
     for (size_t b : block_order) {
         __emu_block_idx = uint3{unsigned(b % g.grid.x), unsigned(b / g.grid.x % g.grid.y),
                                 unsigned(b / (size_t(g.grid.x) * g.grid.y))};
@@ -482,6 +778,7 @@ int run_launch() {
             f.line = 0;
             f.file = "";
             f.pred = 0;
+            f.in_runtime = 0;
             init_fiber(f, i);
         }
         make_order(g.order, g.nthreads, g.thread_order);
@@ -489,6 +786,9 @@ int run_launch() {
         end_block_shared();
         if (!ok || g.error) break;
     }
+#ifndef EMU_ASAN
+    g_esc.armed = 0;
+#endif
     return g.error;
 }
 }  // namespace
@@ -496,6 +796,7 @@ int run_launch() {
 // ---- the API the header's macros call --------------------------------------------------------------
 namespace __emu {
 int syncthreads(int kind, int pred, const char* file, int line) {
+    RuntimeSection busy;
     Fiber* f = g_cur;
     f->state = AT_BARRIER;
     f->file = file;
@@ -541,6 +842,7 @@ static unsigned long long warp_result(const Fiber* lanes, int nlanes, int l) {
 
 unsigned long long warp_op(int op, const char* file, int line, unsigned mask, unsigned long long value,
                            int arg, int width) {
+    RuntimeSection busy;
     Fiber* f = g_cur;
     const int base = f->linear & ~31, lane = f->linear & 31;
     const int nlanes = g.nthreads - base < 32 ? g.nthreads - base : 32;
@@ -593,6 +895,7 @@ unsigned activemask() {
 }
 
 void* shared_get(int* slot, size_t size, size_t align, const char* name, const char* file, int line) {
+    RuntimeSection busy;
     if (*slot < 0) {  // first use of this declaration in this module: give it a slot
         g_slots.push_back(SlotInfo{size, align, name, file, line});
         *slot = int(g_slots.size() - 1);
@@ -615,12 +918,20 @@ void* shared_get(int* slot, size_t size, size_t align, const char* name, const c
 
 void* dynamic_shared() { return g.dyn; }
 
+void trap(const char* file, int line) {
+    RuntimeSection busy;
+    fail_in_fiber(E_FAULT, fmt("__trap() at %s in %s, %s", where(file, line).c_str(), block_str().c_str(),
+                               tid_str(*g_cur).c_str()));
+}
+
 void assert_fail(const char* expr, const char* file, int line) {
+    RuntimeSection busy;
     fail_in_fiber(E_FAULT, fmt("device-side assertion `%s` failed at %s in %s, %s", expr, where(file, line).c_str(),
                                block_str().c_str(), tid_str(*g_cur).c_str()));
 }
 
 int device_printf(const char* f, ...) {
+    RuntimeSection busy;
     char buf[4096];
     va_list ap;
     va_start(ap, f);
@@ -633,8 +944,44 @@ int device_printf(const char* f, ...) {
 long long clock_ticks() { return ++g_clock; }
 }  // namespace __emu
 
+// ---- exit() and abort() in device code ------------------------------------------------------------
+// The kernel is linked with -Wl,--wrap=exit (and _exit, _Exit, quick_exit, abort), so its calls land
+// here: inside a launch they end the launch with a KernelFault that names the call's source line (from
+// the return address) instead of ending Python.  Outside a launch they do what they always do.
+namespace {
+[[noreturn]] void refuse_exit(const char* call, uintptr_t return_address) {
+    RuntimeSection busy;
+    g_fault_pc = return_address - 1;  // inside the call instruction: addr2line names its line
+    fail_in_fiber(E_FAULT, fmt("%s of %s called %s" kLocationMark ": device code cannot end the program (CUDA has "
+                               "no exit(); return from the kernel, or use assert() to report a broken invariant)",
+                               tid_str(*g_cur).c_str(), block_str().c_str(), call));
+}
+}  // namespace
+extern "C" {
+[[noreturn]] void __real_exit(int);
+[[noreturn]] void __real__exit(int);
+[[noreturn]] void __real__Exit(int);
+[[noreturn]] void __real_quick_exit(int);
+[[noreturn]] void __real_abort();
+#define EMU_WRAP_EXIT(NAME, CALL)                                                                        \
+    [[noreturn]] void __wrap_##NAME(int status) {                                                       \
+        if (g_in_fiber) refuse_exit(fmt(CALL "(%d)", status).c_str(), uintptr_t(__builtin_return_address(0))); \
+        __real_##NAME(status);                                                                           \
+    }
+EMU_WRAP_EXIT(exit, "exit")
+EMU_WRAP_EXIT(_exit, "_exit")
+EMU_WRAP_EXIT(_Exit, "_Exit")
+EMU_WRAP_EXIT(quick_exit, "quick_exit")
+#undef EMU_WRAP_EXIT
+[[noreturn]] void __wrap_abort() {
+    if (g_in_fiber) refuse_exit("abort()", uintptr_t(__builtin_return_address(0)));
+    __real_abort();
+}
+}
+
 // ---- the C API emulator.py calls -------------------------------------------------------------------
-// cfg: grid.x, grid.y, grid.z, block.x, block.y, block.z, shared_mem, thread/block order, seed.
+// cfg: grid.x, grid.y, grid.z, block.x, block.y, block.z, shared_mem, thread/block order, seed,
+// stack bytes per thread, timeout in microseconds (0: none), flags (bit 0: Ctrl-C stops the launch).
 EMU_EXPORT int emu_launch(int kernel_index, void** args, const uint64_t* cfg, char* err, size_t errlen) {
     int count = 0;
     const KernelInfo* table = emu_kernel_table(&count);
@@ -653,9 +1000,34 @@ EMU_EXPORT int emu_launch(int kernel_index, void** args, const uint64_t* cfg, ch
     g.thread_order = int(cfg[7]);
     g.rng = cfg[8] * 0x9E3779B97F4A7C15ull + 0x2545F4914F6CDD1Dull;
     if (g.rng == 0) g.rng = 1;
+    const size_t page = size_t(sysconf(_SC_PAGESIZE));
+    g_stack_size = (size_t(cfg[9]) < kMinStack ? kMinStack : size_t(cfg[9]) + page - 1) / page * page;
+    g_fault_pc = 0;
+#ifndef EMU_ASAN
+    install_escapes(double(cfg[10]) * 1e-6, (cfg[11] & 1) != 0);
+#endif
     const int rc = run_launch();
+#ifndef EMU_ASAN
+    remove_escapes();
+#endif
     if (err && errlen) snprintf(err, errlen, "%s", g.message.c_str());
     return rc;
+}
+
+// Where the last launch crashed, for the source line: the offset of the faulting instruction inside
+// this library (what addr2line takes), or 0 when it was elsewhere -- then `where` names that place.
+EMU_EXPORT uint64_t emu_fault_location(char* where_buf, size_t n) {
+    if (n) where_buf[0] = 0;
+    Dl_info self{}, at{};
+    if (!g_fault_pc || !dladdr(reinterpret_cast<void*>(&emu_fault_location), &self)) return 0;
+    if (dladdr(reinterpret_cast<void*>(g_fault_pc), &at) && at.dli_fbase == self.dli_fbase)
+        return g_fault_pc - uintptr_t(self.dli_fbase);
+    if (at.dli_fname && n) {
+        const char* base = strrchr(at.dli_fname, '/');
+        snprintf(where_buf, n, "%s%s%s%s", base ? base + 1 : at.dli_fname, at.dli_sname ? " (" : "",
+                 at.dli_sname ? at.dli_sname : "", at.dli_sname ? ")" : "");
+    }
+    return 0;
 }
 
 EMU_EXPORT size_t emu_output_size() { return g_output.size(); }
@@ -695,7 +1067,10 @@ int main(int argc, char** argv) {
     if (argc != 3) { fprintf(stderr, "usage: %s IN OUT | --describe\n", argv[0]); return 64; }
     FILE* in = fopen(argv[1], "rb");
     if (!in) { perror(argv[1]); return 65; }
-    uint64_t head[11];  // magic, kernel index, 9 config words
+    // A sanitizer child must not outlive the Python that waits for it (e.g. a killed notebook).
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() == 1) return 69;  // the parent died before prctl took effect
+    uint64_t head[14];  // magic, kernel index, 12 config words
     if (!read_all(in, head, sizeof head) || head[0] != 0x31554D45u) { fprintf(stderr, "bad launch file\n"); return 65; }
     uint64_t nargs;
     read_all(in, &nargs, 8);
