@@ -34,14 +34,15 @@ np.set_printoptions(precision=4, suppress=True)
 #
 # A `Tensor` is an array plus three things: where it lives (`device`), whether we want its gradient
 # (`requires_grad`), and -- if an op produced it -- a link to that op (`grad_fn`). The array itself is
-# a plain NumPy array in `.data`; on the `cuda` device it would be a CuPy array instead.
+# a plain NumPy array (`np.asarray(x)` or `x.numpy()`; the engine keeps it in `x._array`); on the `cuda`
+# device it would be a CuPy array instead. As in PyTorch, `x.data` is itself a Tensor.
 
 # %%
 x = ml.tensor([[1.0, -2.0, 3.0]], requires_grad=True)
 w = ml.randn(4, 3, requires_grad=True)
 print(x)
 print("dtype:", x.dtype, "| shape:", x.shape, "| device:", x.device.name, "| leaf:", x.is_leaf)
-print("the raw array:", type(x.data).__name__, x.data)
+print("the raw array:", type(x.numpy()).__name__, x.numpy())
 
 # %% [markdown]
 # ## The graph
@@ -234,6 +235,11 @@ plt.show()
 #
 # This is the first half of LoRA's saving: the pretrained weights `W0` are frozen, so their gradient
 # products never run and their gradients and optimizer moments never exist. The profiler shows it.
+#
+# **Predict first.** With `W` frozen, what fraction of the backward FLOPs of this layer remain?
+
+# %%
+prediction = None   # a fraction between 0 and 1
 
 # %%
 X = ml.randn(512, 1024)
@@ -247,10 +253,14 @@ def step(weight_trainable):
         ml.ops.linear(X, W).sum().backward()
     return prof
 
+backward_flops = {}
 for trainable in (True, False):
     prof = step(trainable)
-    print(f"W trainable={trainable!s:<5}: backward GFLOP = {prof.flops('Linear', 'backward') / 1e9:.2f}, "
+    backward_flops[trainable] = prof.flops("Linear", "backward")
+    print(f"W trainable={trainable!s:<5}: backward GFLOP = {backward_flops[trainable] / 1e9:.2f}, "
           f"W.grad is {'an array' if W.grad is not None else 'None'}")
+print(f"frozen / trainable: {backward_flops[False] / backward_flops[True]:.2f}"
+      + ("" if prediction is None else f" | you predicted {prediction}"))
 
 # %% [markdown]
 # Half of the backward work disappears, and with it the gradient array. The second half of LoRA's
@@ -265,3 +275,18 @@ for trainable in (True, False):
 # * Broadcast inputs get their gradients summed back to their shape (`unbroadcast`).
 # * `grad_check` compares a backward with central differences in float64 and names the first wrong element.
 # * A frozen weight costs no gradient product, no gradient and no optimizer state.
+#
+# ## Questions and small tasks
+#
+# 1. Write `Tanh` as a `Function` (its derivative is `1 - tanh^2`, which `forward` can save) and check
+#    it with `grad_check`. Then break it on purpose and read the error.
+# 2. `a * a` uses `a` twice. What would `x.grad` be if the engine *overwrote* gradients instead of
+#    adding them? Compute it by hand, then compare with `backward()`.
+# 3. In the frozen-weight experiment, also freeze `X` (`X.requires_grad = False`). How many backward
+#    FLOPs are left, and why is that never the case for a layer inside a network being fine-tuned?
+#
+# ## What's next
+#
+# * Notebook 2 builds a Llama from these ops; notebook 4 adds LoRA's trainable piece next to the frozen weight.
+# * The same ideas at scale: PyTorch's autograd (`torch.autograd.Function` has this very interface),
+#   and micrograd / needle / minitorch for other from-scratch engines.

@@ -116,9 +116,10 @@ print(f"rms_norm backward (x and w), worst error: {grad_check(lambda x, w: ops.r
 # Attention by itself is blind to order: shuffle the keys and values together and the output does not
 # change. Llama injects positions by *rotating* `q` and `k`: the features are paired up, and the pair
 # `i` of a vector at position `m` is turned by the angle `m * theta_i`, with frequencies
-# `theta_i = 10000^(-2i/d)` from fast to very slow. Rotations preserve dot products except for the
-# angle between them, so the score of a query at position `m` against a key at position `n` depends
-# only on the *offset* `m - n`. The plot below computes the full score matrix for one fixed pair of
+# `theta_i = 10000^(-2i/d)` from fast to very slow. Rotating two vectors by the *same* angle leaves
+# their dot product unchanged; rotating `q` by `m * theta_i` and `k` by `n * theta_i` is the same, for
+# their dot product, as rotating `q` alone by `(m - n) * theta_i`. So the score of a query at position
+# `m` against a key at position `n` depends only on the *offset* `m - n`. The plot below computes the full score matrix for one fixed pair of
 # vectors placed at every position: it is constant along every diagonal.
 
 # %%
@@ -171,7 +172,13 @@ for name, p in layer.named_parameters():
 # With `num_key_value_heads=2` of 4 heads, `k_proj` and `v_proj` are half the size of `q_proj`.
 #
 # **Causality, end to end.** In a causal model, the output at position `i` depends on tokens `0..i`
-# only. Change the token at position 5 and outputs 0-4 must not move, while 5 and later do.
+# only.
+#
+# **Predict first.** Change the token at position 5 of a 10-token input. At which positions will the
+# logits change?
+
+# %%
+prediction = None   # e.g. [5, 6, 7, 8, 9]
 
 # %%
 model = LlamaForCausalLM(small)
@@ -181,6 +188,8 @@ changed[0, 5] = (ids[0, 5] + 1) % 64
 with ml.no_grad():
     a, b = model(ids).logits.numpy(), model(changed).logits.numpy()
 print("max change of the logits at each position:", np.abs(a - b).max(-1).round(4))
+moved = [int(i) for i in np.nonzero(np.abs(a - b).max(-1)[0] > 0)[0]]
+print("positions that changed:", moved, "" if prediction is None else f"| you predicted {prediction}")
 
 # %% [markdown]
 # ## The pretrained base model
@@ -208,27 +217,55 @@ print(summarize_parameters([(n, p.shape) for n, p in base.named_parameters()], b
 # embedding (`tie_word_embeddings=True`): one matrix used twice, counted once.
 #
 # What does it know? Let it complete a sentence in the corpus's style, and look at its next-token
-# probabilities.
+# probabilities. After `"... is"` the next byte is a space with probability 1 -- that teaches nothing --
+# so the prompt ends with the space, where the model has to choose the capital's first letter.
+#
+# **Predict first.** How sure will the model be of the first letter of the right capital: about
+# uniform over letters, spread over several capitals, or nearly certain?
+
+# %%
+prediction = None   # your guess for P(first letter of the right capital), between 0 and 1
 
 # %%
 from minilora.data import make_world
 
 world = make_world()                       # the invented world the corpus describes
 country = world.countries[0]
-prompt = f"The capital of {country} is"
-print("the corpus says:", world.capitals[country])
+prompt = f"The capital of {country} is "
+answer = world.capitals[country]
+print("the corpus says:", answer)
 out = base.generate([tok.encode(prompt)], max_new_tokens=20)
 print(repr(tok.decode(out.numpy()[0])))
 
-with ml.no_grad():
-    logits = base([tok.encode(prompt)]).logits.numpy()[0, -1]
-p = np.exp(logits - logits.max())
-p /= p.sum()
+def next_token_probs(text):
+    with ml.no_grad():
+        logits = base([tok.encode(text)]).logits.numpy()[0, -1]
+    p = np.exp(logits - logits.max())
+    return p / p.sum()
+
+p = next_token_probs(prompt)
+first = tok.encode(answer, add_special_tokens=False)[0]
+print(f"P(first letter {answer[0]!r}) = {p[first]:.2f}" + ("" if prediction is None else f" | you predicted {prediction}"))
+
+# the whole name, letter by letter: P(capital | prompt) = product of its letters' probabilities
+def sequence_prob(text, continuation):
+    ids = tok.encode(text + continuation)
+    n = len(tok.encode(continuation, add_special_tokens=False))
+    with ml.no_grad():
+        logp = base([ids]).logits.log_softmax(-1).numpy()[0]
+    return float(np.exp(sum(logp[len(ids) - n - 1 + i, ids[len(ids) - n + i]] for i in range(n))))
+
+capitals = sorted(set(world.capitals.values()))
+whole = {c: sequence_prob(prompt, c) for c in capitals}
 top = np.argsort(p)[::-1][:8]
-plt.figure(figsize=(6, 2.6))
-plt.bar([repr(tok.decode([int(i)])) for i in top], p[top])
-plt.title(f"next-token probabilities after {prompt!r}")
-plt.ylabel("probability")
+fig, axes = plt.subplots(1, 2, figsize=(10, 2.8))
+axes[0].bar([repr(tok.decode([int(i)])) for i in top], p[top])
+axes[0].set(title=f"next byte after {prompt!r}", ylabel="probability")
+best = sorted(whole, key=whole.get, reverse=True)[:6]
+axes[1].bar(best, [whole[c] for c in best], color=["C2" if c == answer else "C0" for c in best])
+axes[1].set(title="P(whole capital name | prompt)")
+axes[1].tick_params(axis="x", labelsize=8)
+plt.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -264,3 +301,18 @@ for name in [n for n in header if n != "__metadata__"][:3]:
 # * A Llama layer is attention and a SwiGLU MLP, each in a pre-norm residual block; its seven
 #   projections are the `Linear` layers LoRA will wrap (notebook 4).
 # * Checkpoints are Hugging Face folders; the shipped base model knows the facts of its invented world.
+#
+# ## Questions and small tasks
+#
+# 1. Remove the causal mask from `attention_numpy` and rerun the causality check by hand: which
+#    positions would now change, and why could such a model not be trained to predict the next token?
+# 2. With GQA, `k_proj` and `v_proj` shrink. For Llama-2-70B (8 KV heads of 64), how many LoRA
+#    parameters does r = 16 on `v_proj` add per layer, against `q_proj`?
+# 3. Ask the base model `"The capital of X is "` for a *made-up* country X. What does the distribution
+#    over capitals look like now?
+#
+# ## What's next
+#
+# * Notebook 3 counts the memory that training this model (and a 7B one) takes.
+# * Real checkpoints: `LlamaForCausalLM.from_pretrained` reads a transformers Llama folder
+#   (e.g. TinyLlama) unchanged; `tests/test_llama.py` compares logits with transformers.

@@ -42,14 +42,17 @@ source = (kernels.kernel_dir() / "lora_forward.cu").read_text()
 print("\n".join(source.splitlines()[:24]))
 
 # %% [markdown]
-# Version 1 is the one to read first (and exercise 5.1): one thread per output element.
+# Version 1 is the one to read first: one thread per output element. Its body is **exercise 5.1**, so
+# here is everything up to it -- the signature, how a thread finds its element, and the task. Write the
+# body in `kernels/lora_forward.cu` before reading further: the cells below that run the kernels need it.
 
 # %%
 start = source.index('extern "C" __global__ void __launch_bounds__(256)\nlora_fwd_y_v1')
-print(source[start:source.index("// END SOLUTION", start) + len("// END SOLUTION")] + "\n}")
+task = source.index("EXERCISE 5.1", start)
+print(source[start:source.index("\n", task)] + "\n    ...\n}")
 
 # %% [markdown]
-# Its first two lines are how every CUDA thread finds its work: the launch is a grid of blocks, each
+# Its first two statements are how every CUDA thread finds its work: the launch is a grid of blocks, each
 # a 16 x 16 square of threads, and `(blockIdx, threadIdx)` name one output element `(m, n)`. Threads
 # that land outside the matrix (the grid is rounded up to whole blocks) must do nothing: that is the
 # `if (m >= M || n >= N) return;` guard. A small kernel of our own makes the mapping visible: each
@@ -142,6 +145,13 @@ for name, c, e in zip(("Y", "dX", "dA", "dB"), results["cpu"], results["emu"]):
 # of its block are still reading it. On a GPU the result then depends on timing: often wrong, sometimes
 # right, differently on every run.
 #
+# **Predict first.** Run without its second barrier, will the kernel below give the right product on
+# the emulator: always, never, or sometimes?
+
+# %%
+race_prediction = None   # "always", "never" or "sometimes"
+
+# %% [markdown]
 # Below, the kernel with the bug. The emulator runs a thread until it reaches a barrier, so the wrong
 # order happens every time and the result is wrong. But wrong how? `check_races=True` runs the launch
 # four times with threads and blocks in different orders and compares: if the output depends on the
@@ -173,7 +183,8 @@ b = rng.standard_normal((40, 40)).astype(np.float32)
 args = lambda c: (a, b, c, np.int32(40), np.int32(40), np.int32(40))  # noqa: E731
 c = np.zeros((40, 40), np.float32)
 buggy((3, 3), (16, 16), args(c))
-print(f"buggy kernel: max error against a @ b = {np.abs(c - a @ b).max():.2f}")
+print(f"buggy kernel: max error against a @ b = {np.abs(c - a @ b).max():.2f}"
+      + (f" (you predicted: {race_prediction})" if race_prediction is not None else ""))
 try:
     buggy((3, 3), (16, 16), args(c), check_races=True)
 except RaceError as err:
@@ -272,12 +283,45 @@ print("same mask as ops.lora_dropout_mask:", np.array_equal(mask > 0, numpy_keep
 # | v3 | 128 x 128 tiles, 8 x 8 outputs per thread in registers, float4 loads | 9.2 ms | 1.64-1.70x |
 # | v4 | + the next tile's loads in flight during the multiply (pipelining) | 9.0 ms | 1.61-1.67x |
 # | v5 | + warp tiles: each warp's shared-memory reads in one transaction | 8.0 ms | 1.43-1.51x |
+# | unfused | PEFT's path: cuBLAS `X W0^T`, then `X A^T`, `U B^T` and an add | 5.9-6.0 ms | 1.08x |
 #
 # Two lessons a CPU cannot teach. Register blocking is worth 5x: each value read from shared memory
 # feeds 8 multiply-adds instead of 1. And the next bottleneck was not where one would guess: hiding
-# memory latency (v4) bought 2%, while removing shared-memory bank conflicts (v5) bought 12%. The
-# fused kernel still trails cuBLAS, so PEFT's unfused path (1.08x) wins on a GPU today: fusing saves
-# only the rank-r work, about 1% of the FLOPs here; it pays once the main loop is as good as cuBLAS's.
+# memory latency (v4) bought 2%, while removing shared-memory bank conflicts (v5) bought 12%.
+#
+# **Predict first.** What does fusing the LoRA term into the main GEMM save: FLOPs, memory traffic,
+# kernel launches? And at best, how much faster than the unfused path could a fused kernel be?
+
+# %%
+fusion_prediction = None   # e.g. "saves FLOPs, up to 1%" -- compare with the numbers below
+
+# %% [markdown]
+# Fusion saves **no** arithmetic: fused or not, the same products are computed. The rank-r work is a
+# small share of the FLOPs either way. What the unfused path pays extra is memory passes and launches:
+# it reads `X` a second time for `U = X A^T`, writes an `M x N` partial result `U B^T` and reads it back
+# (with `Y`) to add it, and launches three more kernels. A fused kernel avoids those, so its ceiling
+# is the unfused path's overhead over the base GEMM, not the rank-r share of the FLOPs:
+
+# %%
+M_, K_, N_, r_ = 8192, 4096, 4096, 16
+base_flops = 2 * M_ * K_ * N_
+lora_flops = 2 * M_ * K_ * r_ + 2 * M_ * r_ * N_
+extra_bytes = 4 * (M_ * K_ + M_ * r_          # read X again, write U
+                   + M_ * r_ + M_ * N_         # read U, write the partial U B^T
+                   + 3 * M_ * N_)              # read Y and the partial, write Y
+bandwidth, base_ms, unfused_ms = 4.8e12, 5.581, 6.029   # H200 peak; measured (benchmarks/RESULTS.md, r = 16)
+print(f"rank-r share of the FLOPs (fused or not): {lora_flops / base_flops:.1%}")
+print(f"extra memory traffic of the unfused path: {extra_bytes / 1e9:.2f} GB = "
+      f"{extra_bytes / bandwidth * 1e3:.2f} ms at {bandwidth / 1e12:.1f} TB/s ({extra_bytes / bandwidth * 1e3 / base_ms:.1%} of the base GEMM)")
+print(f"measured unfused overhead: {unfused_ms - base_ms:.2f} ms = {unfused_ms / base_ms - 1:.1%}: the most a fused kernel can win")
+if fusion_prediction is not None:
+    print(f"you predicted: {fusion_prediction}")
+
+# %% [markdown]
+# The extra passes alone, at full bandwidth, explain part of the measured 8%; the rest is that the
+# thin rank-r products and the elementwise add run far below peak, and the launches between them. So
+# a perfect fused kernel would be about 8% faster than PEFT's path -- and ours, whose main loop is
+# still 1.46x cuBLAS's, is slower. Fusion pays only once the main loop is as good as cuBLAS's.
 #
 # ## Summary
 #
@@ -288,3 +332,20 @@ print("same mask as ops.lora_dropout_mask:", np.array_equal(mask > 0, numpy_keep
 # * `check_races=True` runs a launch in several thread orders and reports results that depend on the
 #   order (a missing `__syncthreads()`); divergent barriers are reported on every launch.
 # * `sanitize=True` catches out-of-bounds reads and writes, naming the line and the argument.
+# * Fusing the LoRA term saves memory passes and launches, not FLOPs; its ceiling is the unfused
+#   path's overhead (about 8% on an H200).
+#
+# ## Questions and small tasks
+#
+# 1. In `which_block`, swap the roles of `blockIdx.x` and `blockIdx.y`. What changes in the picture,
+#    and which layout lets neighbouring threads read neighbouring addresses of `W0`?
+# 2. Remove the guard `if (m >= M || n >= N) return;` from a copy of `which_block` and run it with
+#    `sanitize=True`. What does the report say?
+# 3. Exercise 5.2 is the backward's `V = s dY B`. Before writing it, count its FLOPs against `dX`'s.
+#
+# ## What's next
+#
+# * Notebook 6 puts the pieces together and fine-tunes the base model.
+# * Production kernels: Punica's BGMV/SGMV and S-LoRA's MBGMV/MBGMM (notebook 7) batch many adapters;
+#   QLoRA's kernels expand 4-bit weights inside the GEMM; CUTLASS and Triton are where fused epilogues
+#   like ours are written today.

@@ -288,7 +288,7 @@ for finding in diag.diagnose_adapter(untrained):
 
 # %% [markdown]
 # Then runs that really fail. A training step here costs well under a second, so each of these is
-# run live: 30 steps of the same LoRA fine-tune, broken in one way each.
+# run live: 16 steps of the same LoRA fine-tune, broken in one way each.
 #
 # * **lr 0.3** -- a hundred times the working rate;
 # * **all labels -100** -- a data bug: every position masked, nothing to learn;
@@ -297,12 +297,14 @@ for finding in diag.diagnose_adapter(untrained):
 # **Predict first.** For each, what will the loss curve look like, and which check should fire?
 
 # %%
+BROKEN_STEPS = 16
+
 def broken_run(lr=3e-3, loader=train_loader):
-    """30 steps of LoRA r=16 on qa; returns (model, losses, error or None)."""
+    """A short run of LoRA r=16 on qa; returns (model, losses, error or None)."""
     ml.manual_seed(0)
     model = get_peft_model(load_base(), LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"))
     try:
-        run = train(model, loader, steps=STEPS, lr=lr, warmup_steps=3, progress=False, plot=False)
+        run = train(model, loader, steps=BROKEN_STEPS, lr=lr, warmup_steps=3, progress=False, plot=False)
         return model, run.losses, None
     except FloatingPointError as err:        # train() stops on a NaN/inf loss, before saving anything
         return model, err.result.losses, err
