@@ -10,9 +10,12 @@ import os
 
 from .nn.llama import CausalLMOutput, KVCache, LlamaConfig, LlamaForCausalLM
 
-__all__ = ["LlamaConfig", "LlamaForCausalLM", "KVCache", "CausalLMOutput", "load_base", "BASE_DIR"]
+__all__ = ["LlamaConfig", "LlamaForCausalLM", "KVCache", "CausalLMOutput", "load_base", "BASE_DIR", "BASE_NAME"]
 
 BASE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "base")
+# The shipped base's stable name, the same on every machine: adapters trained on it record it as
+# base_model_name_or_path, and AutoPeftModelForCausalLM.from_pretrained(adapter_dir) finds it by it.
+BASE_NAME = "minilora/base"
 
 
 def load_base(dtype="float32", device=None):
@@ -20,4 +23,6 @@ def load_base(dtype="float32", device=None):
     if not os.path.isfile(os.path.join(BASE_DIR, "config.json")):
         raise FileNotFoundError(f"the pretrained base model is missing: {BASE_DIR} has no config.json. "
                                 "Create it with `python -m minilora.pretrain` (or reinstall minilora).")
-    return LlamaForCausalLM.from_pretrained(BASE_DIR, dtype=dtype, device=device)
+    model = LlamaForCausalLM.from_pretrained(BASE_DIR, dtype=dtype, device=device)
+    model.name_or_path = BASE_NAME
+    return model

@@ -432,7 +432,7 @@ def safetensors():
 def test_save_and_load_round_trip(tmp_path, safetensors):
     model = two_adapters()
     model.save_pretrained(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == ["a", "b"]  # non-default adapters go to subdirectories
+    assert sorted(os.listdir(tmp_path)) == ["README.md", "a", "b"]  # other adapters go to subdirectories; a model card
     assert sorted(os.listdir(tmp_path / "a")) == ["adapter_config.json", "adapter_model.safetensors"]
     from minilora.checkpoint import load_file
     keys = set(load_file(tmp_path / "a" / "adapter_model.safetensors"))

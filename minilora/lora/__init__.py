@@ -2,7 +2,7 @@
 
     from minilora.lora import LoraConfig, get_peft_model
     config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
-    model = get_peft_model(model, config)
+    model = get_peft_model(model, config)        # a PeftModelForCausalLM when task_type="CAUSAL_LM"
     model.print_trainable_parameters()
     ...train...
     model.save_pretrained("my-adapter")          # adapter_config.json + adapter_model.safetensors
@@ -11,13 +11,15 @@ Where things are: ``config.py`` (the configs), ``layers.py`` (the LoRA/DoRA/VeRA
 Linear and on Embedding layers: the forward and the merge math), ``model.py`` (injection, several adapters, merging), ``save.py`` (adapter files).
 The op every LoRA forward runs is ``minilora.ops.lora_linear``.
 """
-from .config import LoraConfig, VeraConfig, config_from_dict
+from .config import LoraConfig, PeftType, TaskType, VeraConfig, config_from_dict
 from .layers import BASE_ADAPTER, DoraMagnitude, Embedding, Linear, LoraLayer, ModulesToSaveWrapper, VeraLinear
 from .loraplus import create_loraplus_optimizer
-from .model import LoraModel, PeftModel, VeraModel, get_peft_model, target_module_matches
+from .model import (AutoPeftModelForCausalLM, LoraModel, PeftModel, PeftModelForCausalLM,
+                    VeraModel, get_peft_model, target_module_matches)
 from .save import (AdapterMismatchError, get_peft_model_state_dict, set_peft_model_state_dict)
 
-__all__ = ["LoraConfig", "VeraConfig", "config_from_dict", "get_peft_model", "PeftModel", "LoraModel",
+__all__ = ["LoraConfig", "VeraConfig", "TaskType", "PeftType", "config_from_dict", "get_peft_model", "PeftModel",
+           "PeftModelForCausalLM", "AutoPeftModelForCausalLM", "LoraModel",
            "VeraModel", "Linear", "Embedding", "LoraLayer", "VeraLinear", "DoraMagnitude", "ModulesToSaveWrapper",
            "BASE_ADAPTER", "target_module_matches", "get_peft_model_state_dict",
            "set_peft_model_state_dict", "AdapterMismatchError", "create_loraplus_optimizer"]

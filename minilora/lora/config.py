@@ -2,10 +2,12 @@
 
 A config is checked when it is built (a wrong rank or dropout fails here, not deep inside training),
 and ``to_dict()`` gives exactly the keys PEFT writes to ``adapter_config.json``, so adapters move
-between minilora and PEFT. Fields PEFT has but minilora does not implement (PiSSA inits, Megatron,
-QALoRA, ...) are written with PEFT's defaults; ``from_dict`` refuses a file that sets one of them,
+between minilora and PEFT. The fields are PEFT 0.21's, in PEFT's order. Fields PEFT has but minilora
+does not implement (Megatron, QALoRA, layer replication, ...) are accepted at PEFT's default value and
+written with it; any other value is refused by name, by the constructor and ``from_dict`` alike,
 rather than silently computing something else.
 """
+import enum
 import json
 import math
 import numbers
@@ -14,10 +16,30 @@ import re
 import warnings
 from dataclasses import dataclass, field, fields
 
-__all__ = ["LoraConfig", "VeraConfig", "config_from_dict", "TASK_TYPES", "CONFIG_NAME"]
+__all__ = ["LoraConfig", "VeraConfig", "config_from_dict", "TaskType", "PeftType", "TASK_TYPES", "CONFIG_NAME"]
 
 CONFIG_NAME = "adapter_config.json"
-TASK_TYPES = ("SEQ_CLS", "SEQ_2_SEQ_LM", "CAUSAL_LM", "TOKEN_CLS", "QUESTION_ANS", "FEATURE_EXTRACTION")
+
+
+class TaskType(str, enum.Enum):
+    """PEFT's task types. A ``str`` enum, so ``TaskType.CAUSAL_LM == "CAUSAL_LM"`` and either may be passed."""
+
+    SEQ_CLS = "SEQ_CLS"
+    SEQ_2_SEQ_LM = "SEQ_2_SEQ_LM"
+    CAUSAL_LM = "CAUSAL_LM"
+    TOKEN_CLS = "TOKEN_CLS"
+    QUESTION_ANS = "QUESTION_ANS"
+    FEATURE_EXTRACTION = "FEATURE_EXTRACTION"
+
+
+class PeftType(str, enum.Enum):
+    """The adapter methods minilora implements (PEFT has many more)."""
+
+    LORA = "LORA"
+    VERA = "VERA"
+
+
+TASK_TYPES = tuple(t.value for t in TaskType)
 _BIAS_MODES = {"LORA": ("none", "all", "lora_only"), "VERA": ("none", "all", "vera_only")}
 
 
@@ -43,43 +65,59 @@ def _check_names(name, value):
 
 @dataclass
 class _AdapterConfig:
-    """Fields every PEFT adapter config has; subclasses add their method's own."""
+    """PEFT's ``PeftConfig`` fields, which every adapter config has; subclasses add their method's own.
 
-    r: int = 8
-    target_modules: object = None
-    bias: str = "none"
-    modules_to_save: list = None
-    layers_to_transform: object = None
-    layers_pattern: object = None
+    Every subclass defines ``r``, ``target_modules``, ``bias``, ``modules_to_save``,
+    ``layers_to_transform`` and ``layers_pattern`` (in its own PEFT order), checked here.
+    """
+
     task_type: str = None
-    inference_mode: bool = False
+    peft_type: str = None
+    auto_mapping: dict = None
+    peft_version: str = None
     base_model_name_or_path: str = None
     revision: str = None
-    peft_version: str = None
-    auto_mapping: dict = None
+    inference_mode: bool = False
 
-    peft_type = None  # "LORA" / "VERA" (a class constant, written to the file)
-    _peft_only = {}  # PEFT fields minilora does not implement -> the only value it accepts
+    PEFT_TYPE = None  # "LORA" / "VERA": what ``peft_type`` always is for the class
+    _unimplemented = {}  # PEFT fields minilora does not implement -> the only value it accepts
+    _not_saved = ()  # fields PEFT leaves out of adapter_config.json
 
     def __post_init__(self):
+        if self.peft_type is not None and self.peft_type != self.PEFT_TYPE:
+            raise ValueError(f"{type(self).__name__}: this adapter is of type {self.peft_type!r}, "
+                             f"not {self.PEFT_TYPE!r}")
+        self.peft_type = self.PEFT_TYPE
+        self._refuse_unimplemented()
         if isinstance(self.r, bool) or not isinstance(self.r, numbers.Integral) or self.r <= 0:
             raise ValueError(f"r (the rank of the update) must be a positive integer, got {self.r!r}")
         self.r = int(self.r)
         self.target_modules = _check_names("target_modules", self.target_modules)
-        if self.bias not in _BIAS_MODES[self.peft_type]:
-            raise ValueError(f"bias must be one of {_BIAS_MODES[self.peft_type]}, got {self.bias!r}")
+        if self.bias not in _BIAS_MODES[self.PEFT_TYPE]:
+            raise ValueError(f"bias must be one of {_BIAS_MODES[self.PEFT_TYPE]}, got {self.bias!r}")
         if self.modules_to_save is not None:
             if isinstance(self.modules_to_save, str) or not all(isinstance(m, str) for m in self.modules_to_save):
                 raise TypeError(f"modules_to_save must be a list of module names, got {self.modules_to_save!r}")
             self.modules_to_save = list(self.modules_to_save)
         self._check_layers()
-        if self.task_type is not None and self.task_type not in TASK_TYPES:
-            raise ValueError(f"task_type must be None or one of {TASK_TYPES}, got {self.task_type!r}")
+        if self.task_type is not None:
+            if self.task_type not in TASK_TYPES:
+                raise ValueError(f"task_type must be None or one of {TASK_TYPES}, got {self.task_type!r}")
+            self.task_type = TaskType(self.task_type).value  # a plain string, as it is written to the file
         if not isinstance(self.inference_mode, bool):
             raise TypeError(f"inference_mode must be True or False, got {self.inference_mode!r}")
         if self.peft_version is None:
             from .. import __version__
             self.peft_version = f"minilora-{__version__}"
+
+    def _refuse_unimplemented(self):
+        """A PEFT field minilora does not implement may only hold PEFT's default (an empty dict may be None)."""
+        for name, default in self._unimplemented.items():
+            value = getattr(self, name)
+            if value != default and not (default == {} and value is None):
+                raise NotImplementedError(
+                    f"{type(self).__name__}({name}={value!r}): minilora implements {self.PEFT_TYPE} without "
+                    f"{name!r}; only PEFT's default {name}={default!r} is accepted")
 
     def _check_layers(self):
         layers = self.layers_to_transform
@@ -102,30 +140,24 @@ class _AdapterConfig:
     # --- PEFT's file format --------------------------------------------------------------------
     def to_dict(self):
         """The dict PEFT writes to ``adapter_config.json`` (same keys, PEFT's defaults where unused)."""
-        out = {"peft_type": self.peft_type}
+        out = {}
         for f in fields(self):
+            if f.name in self._not_saved:
+                continue
             value = getattr(self, f.name)
             out[f.name] = dict(value) if isinstance(value, dict) else \
                 list(value) if isinstance(value, (list, tuple)) else value
-        for key, default in self._peft_only.items():
-            out[key] = json.loads(json.dumps(default))  # a fresh copy of {} / None / False
         return out
 
     @classmethod
     def from_dict(cls, data):
-        """Build from an ``adapter_config.json`` dict (written by PEFT or minilora)."""
-        data = dict(data)
-        peft_type = data.pop("peft_type", cls.peft_type)
-        if peft_type != cls.peft_type:
-            raise ValueError(f"{cls.__name__}.from_dict: this adapter is of type {peft_type!r}, "
-                             f"not {cls.peft_type!r}")
+        """Build from an ``adapter_config.json`` dict (written by PEFT or minilora).
+
+        The same checks as the constructor; keys this version does not know are ignored with a warning."""
+        if data.get("peft_type", cls.PEFT_TYPE) != cls.PEFT_TYPE:  # before any warning about its keys
+            raise ValueError(f"{cls.__name__}.from_dict: this adapter is of type {data['peft_type']!r}, "
+                             f"not {cls.PEFT_TYPE!r}")
         own = {f.name for f in fields(cls)}
-        for key, default in cls._peft_only.items():
-            value = data.pop(key, default)
-            if value != default and not (default == {} and value is None):
-                raise NotImplementedError(
-                    f"this adapter sets {key}={value!r}; minilora implements {cls.peft_type} without "
-                    f"{key!r} (only PEFT's default {default!r} is supported)")
         unknown = sorted(k for k in data if k not in own)
         if unknown:
             warnings.warn(f"{cls.__name__}.from_dict: ignoring keys minilora does not know: {unknown} "
@@ -165,19 +197,49 @@ class LoraConfig(_AdapterConfig):
     * ``use_rslora``: scale ``lora_alpha / sqrt(r)`` instead of ``lora_alpha / r`` (rank-stabilised).
     * ``use_dora``: weight-decomposed LoRA, a trainable magnitude per output row.
     * ``rank_pattern`` / ``alpha_pattern``: per-module overrides, keys matched like target names.
+
+    The other fields are PEFT's, accepted at their default value only (see ``_unimplemented``).
+    Pass fields by keyword, as PEFT's documentation does (PEFT's first positional field is ``task_type``).
     """
 
+    r: int = 8
+    target_modules: object = None
+    exclude_modules: object = None
     lora_alpha: float = 8
     lora_dropout: float = 0.0
-    exclude_modules: object = None
+    fan_in_fan_out: bool = False
+    bias: str = "none"
     use_rslora: bool = False
-    use_dora: bool = False
+    modules_to_save: list = None
     init_lora_weights: object = True
+    layers_to_transform: object = None
+    layers_pattern: object = None
     rank_pattern: dict = field(default_factory=dict)
     alpha_pattern: dict = field(default_factory=dict)
+    megatron_config: dict = None
+    megatron_core: str = "megatron.core"
+    trainable_token_indices: object = None
+    loftq_config: dict = field(default_factory=dict)
+    eva_config: object = None
+    corda_config: object = None
+    lora_ga_config: object = None
+    use_dora: bool = False
+    velora_config: object = None
+    alora_invocation_tokens: list = None
+    use_qalora: bool = False
+    qalora_group_size: int = 16
+    monteclora_config: object = None
+    layer_replication: list = None
+    runtime_config: object = None
+    lora_bias: bool = False
+    target_parameters: list = None
+    use_bdlora: object = None
+    arrow_config: object = None
+    kasa_config: object = None
+    ensure_weight_tying: bool = False
 
-    peft_type = "LORA"
-    _peft_only = {
+    PEFT_TYPE = "LORA"
+    _unimplemented = {
         "fan_in_fan_out": False, "megatron_config": None, "megatron_core": "megatron.core",
         "trainable_token_indices": None, "loftq_config": {}, "eva_config": None, "corda_config": None,
         "lora_ga_config": None, "velora_config": None, "alora_invocation_tokens": None,
@@ -185,9 +247,13 @@ class LoraConfig(_AdapterConfig):
         "layer_replication": None, "lora_bias": False, "target_parameters": None, "use_bdlora": None,
         "arrow_config": None, "kasa_config": None, "ensure_weight_tying": False,
     }
+    _not_saved = ("runtime_config",)  # PEFT's LoraConfig.to_dict drops it too
 
     def __post_init__(self):
         super().__post_init__()
+        if getattr(self.runtime_config, "ephemeral_gpu_offload", None) or \
+                (isinstance(self.runtime_config, dict) and self.runtime_config.get("ephemeral_gpu_offload")):
+            raise NotImplementedError("runtime_config.ephemeral_gpu_offload=True is not implemented in minilora")
         if not _is_number(self.lora_alpha) or not math.isfinite(self.lora_alpha):
             raise ValueError(f"lora_alpha must be a finite number, got {self.lora_alpha!r}")
         if not _is_number(self.lora_dropout) or not 0 <= self.lora_dropout < 1:
@@ -207,6 +273,8 @@ class LoraConfig(_AdapterConfig):
         for key, alpha in self.alpha_pattern.items():
             if not _is_number(alpha):
                 raise ValueError(f"alpha_pattern[{key!r}] must be a number, got {alpha!r}")
+        if self.loftq_config is None:
+            self.loftq_config = {}
 
     def scaling(self, r, alpha):
         """The factor in front of ``B A``: ``alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA."""
@@ -227,14 +295,20 @@ class VeraConfig(_AdapterConfig):
     """
 
     r: int = 256
+    target_modules: object = None
     projection_prng_key: int = 0
     save_projection: bool = True
     vera_dropout: float = 0.0
     d_initial: float = 0.1
+    fan_in_fan_out: bool = False
+    bias: str = "none"
+    modules_to_save: list = None
     init_weights: bool = True
+    layers_to_transform: object = None
+    layers_pattern: object = None
 
-    peft_type = "VERA"
-    _peft_only = {"fan_in_fan_out": False}
+    PEFT_TYPE = "VERA"
+    _unimplemented = {"fan_in_fan_out": False}
 
     def __post_init__(self):
         super().__post_init__()

@@ -14,7 +14,10 @@ hence ``base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight``
 """
 import contextlib
 import copy
+import os
 import re
+import warnings
+import weakref
 
 import numpy as np
 
@@ -23,10 +26,11 @@ from ..nn import Linear as _NNLinear
 from ..nn import Module
 from ..tensor import Tensor
 from . import save as _io
-from .config import config_from_dict
+from .config import TaskType, config_from_dict
 from .layers import BASE_ADAPTER, BaseTunerLayer, BufferDict, Embedding, Linear, ModulesToSaveWrapper, VeraLinear
 
-__all__ = ["get_peft_model", "PeftModel", "LoraModel", "VeraModel", "target_module_matches"]
+__all__ = ["get_peft_model", "PeftModel", "PeftModelForCausalLM", "AutoPeftModelForCausalLM", "LoraModel",
+           "VeraModel", "target_module_matches"]
 
 # What PEFT adapts when target_modules is None (its TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
 DEFAULT_TARGET_MODULES = {"llama": ["q_proj", "v_proj"]}
@@ -105,6 +109,9 @@ class LoraModel(_Wrapper):
 
     def __init__(self, model, config, adapter_name="default"):
         super().__init__()
+        if any(isinstance(module, BaseTunerLayer) for module in model.modules()):  # PEFT's warning
+            warnings.warn("You are trying to modify a model with PEFT for a second time. If you want to reload "
+                          "the model with a different config, make sure to call `.unload()` before.")
         self.model = model
         self.peft_config = {}
         self.active_adapter = adapter_name
@@ -123,6 +130,8 @@ class LoraModel(_Wrapper):
                              "or delete_adapter() it first")
         if adapter_name == BASE_ADAPTER:
             raise ValueError(f"{BASE_ADAPTER!r} is reserved: it means 'no adapter' in adapter_names")
+        _check_adapter_name(adapter_name)
+        self._refuse_foreign_adapter(adapter_name)
         config = self._resolve_targets(copy.deepcopy(config))
         self._before_injection(adapter_name, config)
         matched = []
@@ -139,6 +148,16 @@ class LoraModel(_Wrapper):
         self.peft_config[adapter_name] = config
         self._add_modules_to_save(adapter_name, config)
         self._freeze_all_but_adapters(config)
+
+    def _refuse_foreign_adapter(self, adapter_name):
+        """Never overwrite an adapter that another ``PeftModel`` on the same base model put there."""
+        for module in self.model.modules():
+            if isinstance(module, (BaseTunerLayer, ModulesToSaveWrapper)) and adapter_name in module.adapter_names():
+                raise ValueError(
+                    f"this model already has an adapter named {adapter_name!r} (from an earlier get_peft_model "
+                    "or PeftModel.from_pretrained on the same base model); adding another under that name would "
+                    "replace its weights in both models. Pass another adapter_name, use the first model's "
+                    "load_adapter/add_adapter, or start from a freshly loaded base model.")
 
     def _candidate_modules(self):
         """(name, module) of the model, skipping what lives inside adapter layers (lora_A, copies...)."""
@@ -249,10 +268,27 @@ class LoraModel(_Wrapper):
                 module.unmerge()  # a merged weight holds the old adapter: take it out first
             module.set_adapter(adapter_name, inference_mode=inference_mode)
         self.active_adapter = adapter_name
+        self._claim_layers()
+
+    # Two PeftModels may wrap the same base object (PEFT allows it, with a warning): they share the
+    # adapter layers, which hold one active adapter at a time. The base model remembers which wrapper
+    # last chose the active adapter; any other wrapper chooses its own again before it runs or merges.
+    def _claim_layers(self):
+        self.model.__dict__["_peft_layers_owner"] = weakref.ref(self)
+
+    def _own_layers(self):
+        owner = self.model.__dict__.get("_peft_layers_owner")
+        if self.active_adapter is not None and (owner is None or owner() is not self):
+            self.set_adapter(self.active_adapter)
 
     def delete_adapter(self, adapter_name):
         if adapter_name not in self.peft_config:
             raise ValueError(f"no adapter named {adapter_name!r}; adapters: {sorted(self.peft_config)}")
+        # its delta would stay baked into the base weights with nothing left to unmerge it (PEFT's check)
+        merged = {name for layer in self.tuner_layers() for name in layer.merged_adapters}
+        if adapter_name in merged:
+            raise ValueError(f"Cannot delete adapter(s) {[adapter_name]} while they are merged. "
+                             "Please unmerge them first.")
         del self.peft_config[adapter_name]
         for module in self._adapter_modules():
             module.delete_adapter(adapter_name)
@@ -276,6 +312,7 @@ class LoraModel(_Wrapper):
 
         ``safe_merge``: every layer's merged weight is checked for NaN/inf *before* any is changed.
         """
+        self._own_layers()
         if safe_merge:
             self._check_merge_is_finite(adapter_names)
         for layer in self.tuner_layers():
@@ -300,6 +337,7 @@ class LoraModel(_Wrapper):
 
         (``progressbar`` is accepted for PEFT compatibility; merging a small model is instant.)
         """
+        self._own_layers()
         if safe_merge:
             self._check_merge_is_finite(adapter_names)
         return self._unload(merge=True, adapter_names=adapter_names)
@@ -326,6 +364,7 @@ class LoraModel(_Wrapper):
     @contextlib.contextmanager
     def _enable_peft_forward_hooks(self, adapter_names):
         """During one forward, tell every adapter layer which adapter each sample uses."""
+        self._own_layers()
         if adapter_names is None:
             yield
             return
@@ -420,6 +459,24 @@ def _host(array):
     return array if isinstance(array, np.ndarray) else array.get()
 
 
+def _check_adapter_name(adapter_name):
+    """An adapter name becomes a key in every parameter name and, when saved, a folder name: it may not
+    be a path (``save_pretrained`` writes adapter ``name`` to ``save_directory/name``) nor hold a dot."""
+    if not isinstance(adapter_name, str) or not adapter_name:
+        raise TypeError(f"an adapter name must be a non-empty string, got {adapter_name!r}")
+    if os.path.isabs(adapter_name) or adapter_name in (".", "..") or any(c in adapter_name for c in "/\\.") \
+            or (os.altsep and os.altsep in adapter_name):
+        raise ValueError(f"invalid adapter name {adapter_name!r}: it may not be a path nor contain '/', '\\' "
+                         "or '.' (save_pretrained writes each adapter to a folder named after it)")
+
+
+def _refuse(name, value, default, what):
+    """A PEFT argument minilora does not implement: accepted at its default, refused by name otherwise."""
+    if value != default:
+        raise NotImplementedError(f"{what}({name}={value!r}) is not implemented in minilora "
+                                  f"(only {name}={default!r})")
+
+
 # ==================================================================================================
 # PeftModel: what get_peft_model returns
 # ==================================================================================================
@@ -501,32 +558,67 @@ class PeftModel(_Wrapper):
         self.base_model.delete_adapter(adapter_name)
 
     # --- files ---------------------------------------------------------------------------------
-    def save_pretrained(self, save_directory, selected_adapters=None, overwrite=False, save_embedding_layers="auto"):
+    def save_pretrained(self, save_directory, safe_serialization=True, selected_adapters=None,
+                        save_embedding_layers="auto", is_main_process=True,
+                        path_initial_model_for_weight_conversion=None, *, overwrite=False, **kwargs):
         """Write each adapter as PEFT does: ``adapter_config.json`` + ``adapter_model.safetensors``
-        (adapter "default" in ``save_directory``, others in ``save_directory/<name>``).
+        (adapter "default" in ``save_directory``, others in ``save_directory/<name>``), and a short model
+        card ``README.md`` (kept if one is there already). PEFT's signature and order.
 
-        Refuses to replace a *different* adapter already saved there (other config, tensor names
-        or shapes) unless ``overwrite=True``; re-saving the same adapter (new weights) is fine.
-        ``save_embedding_layers`` as in PEFT: with "auto", an adapter that targets an embedding layer
-        also stores that layer's base table; False leaves it out.
+        * ``safe_serialization``: minilora writes safetensors only (False is refused).
+        * ``save_embedding_layers`` as in PEFT: with "auto", an adapter that targets an embedding layer
+          also stores that layer's base table; False leaves it out.
+        * ``is_main_process=False`` writes nothing (one process of a distributed run saves).
+        * ``overwrite`` (minilora's own): a *different* adapter already saved there (other config,
+          tensor names or shapes) is refused unless True; re-saving the same adapter is fine.
         """
+        if not safe_serialization:
+            raise NotImplementedError("save_pretrained(safe_serialization=False): minilora writes safetensors "
+                                      "only (PEFT's default, safe_serialization=True)")
+        _refuse("path_initial_model_for_weight_conversion", path_initial_model_for_weight_conversion, None,
+                "save_pretrained")
+        if kwargs:
+            raise NotImplementedError(f"save_pretrained: minilora does not implement PEFT's {sorted(kwargs)}")
+        if isinstance(selected_adapters, str):
+            raise TypeError(f"selected_adapters must be a list of adapter names, got {selected_adapters!r} "
+                            "(PEFT's second positional argument is safe_serialization)")
+        if not is_main_process:
+            return
         _io.save_adapters(self, save_directory, selected_adapters=selected_adapters, overwrite=overwrite,
                           save_embedding_layers=save_embedding_layers)
+        _io.write_model_card(save_directory, self._card_base_model(), self.active_peft_config.peft_type,
+                             isinstance(self, PeftModelForCausalLM))
+
+    def _card_base_model(self):
+        config = self.peft_config.get(self.active_adapter)
+        return (config.base_model_name_or_path if config is not None else None) or \
+            _io._name_or_path(self.get_base_model())
 
     @classmethod
-    def from_pretrained(cls, model, model_id, adapter_name="default", is_trainable=False, config=None):
-        """Wrap ``model`` with the adapter saved in directory ``model_id`` (by minilora or PEFT)."""
+    def from_pretrained(cls, model, model_id, adapter_name="default", is_trainable=False, config=None,
+                        autocast_adapter_dtype=True, ephemeral_gpu_offload=False, low_cpu_mem_usage=False,
+                        key_mapping=None):
+        """Wrap ``model`` with the adapter saved in directory ``model_id`` (by minilora or PEFT).
+
+        As PEFT: ``PeftModel.from_pretrained`` returns the class of the adapter's ``task_type``
+        (``PeftModelForCausalLM`` for "CAUSAL_LM"); loaded for inference unless ``is_trainable``."""
+        _refuse_load_options(ephemeral_gpu_offload, low_cpu_mem_usage, key_mapping, "PeftModel.from_pretrained")
         config = config if config is not None else config_from_dict(_io.read_adapter_config(model_id))
         config = copy.deepcopy(config)
         config.inference_mode = not is_trainable
-        peft_model = cls(model, config, adapter_name)
+        model_cls = _class_for_task(config.task_type) if cls is PeftModel else cls
+        peft_model = model_cls(model, config, adapter_name)
         _io.load_adapter_weights(peft_model, model_id, adapter_name)
         if not is_trainable:
             peft_model.eval()
         return peft_model
 
-    def load_adapter(self, model_id, adapter_name, is_trainable=False):
+    def load_adapter(self, model_id, adapter_name, is_trainable=False, torch_device=None,
+                     autocast_adapter_dtype=True, ephemeral_gpu_offload=False, low_cpu_mem_usage=False,
+                     key_mapping=None):
         """Load another saved adapter under ``adapter_name`` (not activated: use ``set_adapter``)."""
+        _refuse("torch_device", torch_device, None, "load_adapter")
+        _refuse_load_options(ephemeral_gpu_offload, low_cpu_mem_usage, key_mapping, "load_adapter")
         config = config_from_dict(_io.read_adapter_config(model_id))
         config.inference_mode = not is_trainable
         self.add_adapter(adapter_name, config)
@@ -537,6 +629,78 @@ class PeftModel(_Wrapper):
             raise
 
 
-def get_peft_model(model, peft_config, adapter_name="default"):
-    """Wrap ``model`` with a new adapter: matched Linears get LoRA (or VeRA) layers, the rest freezes."""
-    return PeftModel(model, peft_config, adapter_name)
+class PeftModelForCausalLM(PeftModel):
+    """What ``get_peft_model`` returns for ``task_type="CAUSAL_LM"`` (PEFT's class of that name).
+
+    Same behaviour as ``PeftModel`` here: minilora's models are all causal language models."""
+
+
+def _class_for_task(task_type):
+    """PEFT's MODEL_TYPE_TO_PEFT_MODEL_MAPPING, for the task types minilora has models for."""
+    if task_type is None:
+        return PeftModel
+    if task_type in (TaskType.CAUSAL_LM, TaskType.FEATURE_EXTRACTION):
+        return PeftModelForCausalLM if task_type == TaskType.CAUSAL_LM else PeftModel
+    raise NotImplementedError(f"task_type={task_type!r} is not implemented in minilora (it has causal language "
+                              "models only): use task_type='CAUSAL_LM' or None")
+
+
+def _refuse_load_options(ephemeral_gpu_offload, low_cpu_mem_usage, key_mapping, what):
+    _refuse("ephemeral_gpu_offload", ephemeral_gpu_offload, False, what)
+    _refuse("low_cpu_mem_usage", low_cpu_mem_usage, False, what)
+    _refuse("key_mapping", key_mapping, None, what)
+
+
+def _load_base_model(name_or_path, **kwargs):
+    """The base model an adapter names: minilora's shipped base, or a local Hugging Face-format folder."""
+    from ..models import BASE_NAME, LlamaForCausalLM, load_base  # the model zoo, only when a base is loaded
+    if name_or_path == BASE_NAME:
+        return load_base(**kwargs)
+    if name_or_path and os.path.isdir(name_or_path):
+        return LlamaForCausalLM.from_pretrained(name_or_path, **kwargs)
+    raise FileNotFoundError(
+        f"the adapter's base_model_name_or_path is {name_or_path!r}, which is neither minilora's shipped base "
+        f"({BASE_NAME!r}) nor a local folder; minilora does not download from the Hugging Face Hub. "
+        "Load the base yourself (LlamaForCausalLM.from_pretrained(folder)), then "
+        "PeftModel.from_pretrained(model, adapter_dir).")
+
+
+class AutoPeftModelForCausalLM:
+    """``AutoPeftModelForCausalLM.from_pretrained(adapter_dir)``: loads the base model the adapter
+    names (its ``base_model_name_or_path``), then the adapter on top -- one call, as in PEFT."""
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("use AutoPeftModelForCausalLM.from_pretrained(adapter_dir) (as in PEFT)")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, adapter_name="default", is_trainable=False,
+                        config=None, revision=None, import_allowlist=None, **kwargs):
+        """``kwargs`` go to the base model's ``from_pretrained`` (e.g. ``dtype``, ``device``).
+
+        (``import_allowlist`` is accepted for PEFT's signature: minilora never imports a module that
+        an adapter file names, so there is nothing to allow.)"""
+        _refuse("revision", revision, None, "AutoPeftModelForCausalLM.from_pretrained")
+        peft_config = config if config is not None else \
+            config_from_dict(_io.read_adapter_config(pretrained_model_name_or_path))
+        if peft_config.task_type not in (None, TaskType.CAUSAL_LM):
+            raise ValueError(f"this adapter's task_type is {peft_config.task_type!r}, not 'CAUSAL_LM': "
+                             "AutoPeftModelForCausalLM loads causal language-model adapters")
+        base = _load_base_model(peft_config.base_model_name_or_path, **kwargs)
+        return PeftModelForCausalLM.from_pretrained(base, pretrained_model_name_or_path, adapter_name=adapter_name,
+                                                    is_trainable=is_trainable, config=peft_config)
+
+
+def get_peft_model(model, peft_config, adapter_name="default", mixed=False, autocast_adapter_dtype=True,
+                   revision=None, low_cpu_mem_usage=False):
+    """Wrap ``model`` with a new adapter: matched Linears get LoRA (or VeRA) layers, the rest freezes.
+
+    PEFT's signature. The class returned follows ``peft_config.task_type`` (``PeftModelForCausalLM``
+    for "CAUSAL_LM", ``PeftModel`` for None). A model that already has adapter layers gets PEFT's
+    warning, and an adapter name it already has is refused (its weights would be replaced)."""
+    _refuse("mixed", mixed, False, "get_peft_model")
+    _refuse("low_cpu_mem_usage", low_cpu_mem_usage, False, "get_peft_model")
+    model_cls = _class_for_task(peft_config.task_type)
+    if revision is not None:
+        peft_config = copy.deepcopy(peft_config)
+        peft_config.revision = revision
+    return model_cls(model, peft_config, adapter_name)

@@ -16,13 +16,13 @@ import os
 
 import numpy as np
 
-from ..checkpoint import atomic_folder, load_file, load_json, read_header, save_file, save_json
+from ..checkpoint import atomic_folder, atomic_write, load_file, load_json, read_header, save_file, save_json
 from .config import CONFIG_NAME
 from .layers import BaseTunerLayer, ModulesToSaveWrapper
 from .layers import Embedding as LoraEmbedding
 
 __all__ = ["WEIGHTS_NAME", "get_peft_model_state_dict", "set_peft_model_state_dict", "save_adapters",
-           "read_adapter_config", "load_adapter_weights", "AdapterMismatchError"]
+           "read_adapter_config", "load_adapter_weights", "AdapterMismatchError", "write_model_card"]
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 # Config keys that may differ between two saves of the *same* adapter.
@@ -119,7 +119,13 @@ def set_peft_model_state_dict(peft_model, state, adapter_name="default", source=
 # --------------------------------------------------------------------------------------------------
 def _adapter_dir(save_directory, adapter_name):
     """PEFT's layout: "default" in the directory itself, any other adapter in a subdirectory."""
-    return save_directory if adapter_name == "default" else os.path.join(save_directory, adapter_name)
+    if adapter_name == "default":
+        return save_directory
+    directory = os.path.join(save_directory, adapter_name)
+    # adapter names are checked when an adapter is added; this keeps any write inside save_directory
+    if os.path.dirname(os.path.abspath(directory)) != os.path.abspath(save_directory):
+        raise ValueError(f"adapter name {adapter_name!r} would be saved outside {save_directory!r}")
+    return directory
 
 
 def save_adapters(peft_model, save_directory, selected_adapters=None, overwrite=False, save_embedding_layers="auto"):
@@ -201,3 +207,22 @@ def load_adapter_weights(peft_model, directory, adapter_name):
             "PEFT rebuilds them with torch's random generator, which minilora does not reproduce. "
             "Save it with save_projection=True.")
     set_peft_model_state_dict(peft_model, load_file(path), adapter_name, source=path)
+
+
+def write_model_card(save_directory, base_model, peft_type, causal_lm):
+    """A short ``README.md`` model card, as PEFT writes beside an adapter (metadata the Hub reads, and
+    how to load it). A card already in the folder is the user's: it is left as it is."""
+    path = os.path.join(save_directory, "README.md")
+    if os.path.exists(path):
+        return
+    from .. import __version__
+    meta = ([f"base_model: {base_model}"] if base_model else []) + ["library_name: peft"] + \
+        (["pipeline_tag: text-generation"] if causal_lm else []) + ["tags:", f"- {peft_type.lower()}", "- minilora"]
+    base = f"`{base_model}`" if base_model else "its base model"
+    text = "\n".join(["---", *meta, "---", "", "# Adapter", "",
+                      f"A {peft_type} adapter for {base}, saved by minilora {__version__} in PEFT's format.", "",
+                      "```python", "from minilora.lora import AutoPeftModelForCausalLM  # or: from peft import ...",
+                      'model = AutoPeftModelForCausalLM.from_pretrained("path/to/this/folder")', "```", "",
+                      "### Framework versions", "", f"- minilora {__version__}", ""])
+    with atomic_write(path, "w") as f:
+        f.write(text)

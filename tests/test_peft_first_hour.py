@@ -1,0 +1,257 @@
+"""A PEFT user's first hour with minilora: LoraConfig's fields, TaskType and the model classes,
+save_pretrained's keywords and model card, AutoPeftModelForCausalLM, and the rough edges around
+several adapters and several wrappers (delete a merged adapter, wrap a model twice, odd adapter names).
+
+Calls are written the way PEFT users write them (positional and keyword). The comparisons with PEFT
+itself skip when peft is not installed; everything else runs without it."""
+import dataclasses
+import inspect
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+import minilora as ml
+from minilora.lora import (AutoPeftModelForCausalLM, LoraConfig, PeftModel, PeftModelForCausalLM, TaskType,
+                           VeraConfig, get_peft_model)
+from minilora.models import BASE_NAME, LlamaConfig, LlamaForCausalLM, load_base
+
+TINY = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+IDS = np.random.default_rng(0).integers(0, TINY["vocab_size"], (2, 5))
+
+
+def tiny_llama(seed=0):
+    ml.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(**TINY), dtype="float64")
+
+
+def config(**kw):
+    return LoraConfig(**{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"],
+                         "init_lora_weights": False, **kw})
+
+
+def logits(model):
+    with ml.no_grad():
+        return model(IDS).logits.numpy()
+
+
+def saved_adapter(tmp_path, name, seed):
+    """A folder holding a random LoRA adapter for ``tiny_llama()``, and that adapter's logits."""
+    base = tiny_llama()
+    ml.manual_seed(seed)  # the adapter's random init
+    model = get_peft_model(base, config())
+    model.save_pretrained(str(tmp_path / name))
+    return str(tmp_path / name), logits(model)
+
+
+def peft_or_skip():
+    return pytest.importorskip("peft")
+
+
+# ==================================================================================================
+# LoraConfig: every PEFT field, PEFT's order; the unimplemented ones at their default only
+# ==================================================================================================
+def test_lora_config_has_peft_fields_in_peft_order():
+    peft = peft_or_skip()
+    for ours, theirs in ((LoraConfig, peft.LoraConfig), (VeraConfig, peft.VeraConfig)):
+        assert [f.name for f in dataclasses.fields(ours)] == [f.name for f in dataclasses.fields(theirs)]
+    # every field passed by keyword at PEFT's own default value is accepted
+    defaults = {f.name: getattr(peft.LoraConfig(), f.name) for f in dataclasses.fields(peft.LoraConfig)
+                if f.name not in ("peft_type", "runtime_config", "peft_version")}
+    cfg = LoraConfig(**{k: (sorted(v) if isinstance(v, set) else v) for k, v in defaults.items()})
+    assert set(cfg.to_dict()) == set(peft.LoraConfig().to_dict())  # the keys PEFT writes, no more
+    assert cfg.to_dict()["peft_type"] == "LORA"
+
+
+UNIMPLEMENTED = [("fan_in_fan_out", True), ("layer_replication", [[0, 2]]), ("trainable_token_indices", [3]),
+                 ("megatron_config", {"tp": 2}), ("use_qalora", True), ("lora_bias", True),
+                 ("target_parameters", ["mlp.experts.w"]), ("ensure_weight_tying", True),
+                 ("alora_invocation_tokens", [1, 2]), ("loftq_config", {"loftq_bits": 4})]
+
+
+@pytest.mark.parametrize("field,value", UNIMPLEMENTED)
+def test_unimplemented_field_refused_by_name_in_constructor_and_from_dict(field, value):
+    with pytest.raises(NotImplementedError, match=field):
+        LoraConfig(**{field: value})
+    with pytest.raises(NotImplementedError, match=field):
+        LoraConfig.from_dict({**LoraConfig().to_dict(), field: value})
+
+
+def test_from_dict_and_constructor_agree():
+    cfg = LoraConfig(r=16, lora_alpha=32, target_modules=["v_proj", "q_proj"], task_type=TaskType.CAUSAL_LM)
+    assert LoraConfig.from_dict(json.loads(cfg.to_json_string())) == cfg
+    with pytest.raises(ValueError, match="of type 'VERA'"):
+        LoraConfig(peft_type="VERA")
+
+
+def test_task_type_is_a_str_enum_as_in_peft():
+    assert TaskType.CAUSAL_LM == "CAUSAL_LM" and isinstance(TaskType.CAUSAL_LM, str)
+    cfg = LoraConfig(task_type=TaskType.CAUSAL_LM)
+    assert cfg.task_type == "CAUSAL_LM" and json.loads(cfg.to_json_string())["task_type"] == "CAUSAL_LM"
+    peft = pytest.importorskip("peft")
+    assert [t.value for t in TaskType] == [t.value for t in peft.TaskType]
+    assert LoraConfig(task_type=peft.TaskType.CAUSAL_LM).task_type == "CAUSAL_LM"
+
+
+# ==================================================================================================
+# The classes get_peft_model / PeftModel.from_pretrained return; AutoPeftModelForCausalLM
+# ==================================================================================================
+def test_task_type_picks_the_model_class_as_peft():
+    assert type(get_peft_model(tiny_llama(), config(task_type="CAUSAL_LM"))) is PeftModelForCausalLM
+    assert type(get_peft_model(tiny_llama(), config())) is PeftModel
+    with pytest.raises(NotImplementedError, match="SEQ_CLS"):
+        get_peft_model(tiny_llama(), config(task_type="SEQ_CLS"))
+
+
+def test_peft_model_from_pretrained_returns_the_task_class(tmp_path):
+    model = get_peft_model(tiny_llama(), config(task_type="CAUSAL_LM"))
+    model.save_pretrained(str(tmp_path))
+    loaded = PeftModel.from_pretrained(tiny_llama(), str(tmp_path))
+    assert type(loaded) is PeftModelForCausalLM and not loaded.training
+    np.testing.assert_array_equal(logits(loaded), logits(model))
+
+
+def test_auto_peft_model_loads_the_shipped_base_by_its_stable_name(tmp_path):
+    model = get_peft_model(load_base(), LoraConfig(r=2, task_type="CAUSAL_LM", init_lora_weights=False))
+    model.save_pretrained(str(tmp_path))
+    written = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert written["base_model_name_or_path"] == BASE_NAME
+    loaded = AutoPeftModelForCausalLM.from_pretrained(str(tmp_path))
+    assert type(loaded) is PeftModelForCausalLM
+    np.testing.assert_array_equal(logits(loaded), logits(model))
+
+
+def test_auto_peft_model_loads_a_base_folder_and_refuses_a_hub_name(tmp_path):
+    tiny_llama().save_pretrained(str(tmp_path / "base"))
+    model = get_peft_model(LlamaForCausalLM.from_pretrained(str(tmp_path / "base"), dtype="float64"), config())
+    model.save_pretrained(str(tmp_path / "adapter"))
+    loaded = AutoPeftModelForCausalLM.from_pretrained(str(tmp_path / "adapter"), dtype="float64")
+    np.testing.assert_array_equal(logits(loaded), logits(model))
+    path = tmp_path / "adapter" / "adapter_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "base_model_name_or_path": "meta-llama/x"}))
+    with pytest.raises(FileNotFoundError, match="does not download"):
+        AutoPeftModelForCausalLM.from_pretrained(str(tmp_path / "adapter"))
+
+
+# ==================================================================================================
+# save_pretrained: PEFT's keywords and positions, a model card
+# ==================================================================================================
+def test_save_pretrained_takes_peft_positional_arguments(tmp_path):
+    model = get_peft_model(tiny_llama(), config())
+    model.add_adapter("other", config())
+    model.save_pretrained(str(tmp_path / "a"), True)  # PEFT's second argument: safe_serialization
+    assert sorted(os.listdir(tmp_path / "a")) == ["README.md", "adapter_config.json", "adapter_model.safetensors",
+                                                 "other"]
+    model.save_pretrained(str(tmp_path / "b"), True, ["other"])  # then selected_adapters
+    assert sorted(os.listdir(tmp_path / "b")) == ["README.md", "other"]
+    with pytest.raises(NotImplementedError, match="safe_serialization"):
+        model.save_pretrained(str(tmp_path / "c"), False)
+    with pytest.raises(TypeError, match="selected_adapters"):
+        model.save_pretrained(str(tmp_path / "c"), selected_adapters="other")
+    model.save_pretrained(str(tmp_path / "d"), is_main_process=False)  # another process saves
+    assert not (tmp_path / "d").exists()
+
+
+def test_model_card_as_peft_writes_it_and_a_users_card_is_kept(tmp_path):
+    model = get_peft_model(load_base(), LoraConfig(r=2, task_type="CAUSAL_LM"))
+    model.save_pretrained(str(tmp_path))
+    card = (tmp_path / "README.md").read_text()
+    assert card.startswith("---\n") and f"base_model: {BASE_NAME}\n" in card and "library_name: peft\n" in card
+    assert "pipeline_tag: text-generation" in card and "- lora" in card
+    (tmp_path / "README.md").write_text("my own card\n")
+    model.save_pretrained(str(tmp_path))
+    assert (tmp_path / "README.md").read_text() == "my own card\n"
+
+
+def test_signatures_follow_peft():
+    """PEFT's parameters, in PEFT's order (minilora may add keyword-only ones after them)."""
+    peft = peft_or_skip()
+
+    def names(fn):
+        return [p.name for p in inspect.signature(fn).parameters.values()
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.POSITIONAL_ONLY)]
+    pairs = [(PeftModel.save_pretrained, peft.PeftModel.save_pretrained),
+             (PeftModel.from_pretrained, peft.PeftModel.from_pretrained),
+             (PeftModel.load_adapter, peft.PeftModel.load_adapter),
+             (PeftModel.delete_adapter, peft.PeftModel.delete_adapter),
+             (get_peft_model, peft.get_peft_model),
+             (AutoPeftModelForCausalLM.from_pretrained, peft.AutoPeftModelForCausalLM.from_pretrained)]
+    for ours, theirs in pairs:
+        assert names(ours) == names(theirs), ours.__qualname__
+
+
+def test_adapter_saved_by_minilora_loads_in_peft_with_positional_calls(tmp_path):
+    peft = peft_or_skip()
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    base = tiny_llama()
+    base.save_pretrained(str(tmp_path / "base"))
+    model = get_peft_model(LlamaForCausalLM.from_pretrained(str(tmp_path / "base"), dtype="float64"),
+                           config(task_type=TaskType.CAUSAL_LM))
+    model.save_pretrained(str(tmp_path / "adapter"), True)
+    theirs = peft.AutoPeftModelForCausalLM.from_pretrained(str(tmp_path / "adapter"), torch_dtype=torch.float64)
+    assert type(theirs).__name__ == type(model).__name__ == "PeftModelForCausalLM"
+    assert isinstance(theirs.get_base_model(), transformers.LlamaForCausalLM)
+    with torch.no_grad():
+        expected = theirs(torch.as_tensor(IDS)).logits.numpy()
+    # (stock transformers keeps RMSNorm and softmax in float32, hence the tolerance)
+    np.testing.assert_allclose(logits(model), expected, rtol=1e-5, atol=1e-6)
+
+
+# ==================================================================================================
+# Several adapters, several wrappers
+# ==================================================================================================
+def test_delete_of_a_merged_adapter_is_refused_with_peft_message():
+    base = logits(tiny_llama())
+    model = get_peft_model(tiny_llama(), config())
+    model.merge_adapter()
+    with pytest.raises(ValueError, match=r"Cannot delete adapter\(s\) \['default'\] while they are merged"):
+        model.delete_adapter("default")
+    model.unmerge_adapter()
+    model.delete_adapter("default")
+    np.testing.assert_allclose(logits(model), base, rtol=1e-12, atol=1e-12)
+
+
+def test_get_peft_model_twice_warns_as_peft_and_never_replaces_an_adapter():
+    base = tiny_llama()
+    first = get_peft_model(base, config())
+    before = logits(first)
+    with pytest.warns(UserWarning, match="modify a model with PEFT for a second time"):
+        with pytest.raises(ValueError, match="already has an adapter named 'default'"):
+            get_peft_model(base, config())
+    np.testing.assert_array_equal(logits(first), before)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        get_peft_model(tiny_llama(), config())  # a fresh model: no warning
+
+
+def test_from_pretrained_twice_on_one_base_keeps_each_model_on_its_adapter(tmp_path):
+    dir_a, logits_a = saved_adapter(tmp_path, "a", seed=1)
+    dir_b, logits_b = saved_adapter(tmp_path, "b", seed=2)
+    assert not np.allclose(logits_a, logits_b)
+    base = tiny_llama()
+    model_a = PeftModel.from_pretrained(base, dir_a)
+    with pytest.raises(ValueError, match="already has an adapter named 'default'"):
+        PeftModel.from_pretrained(base, dir_b)  # same name: would overwrite model_a's weights
+    np.testing.assert_array_equal(logits(model_a), logits_a)
+    with pytest.warns(UserWarning):
+        model_b = PeftModel.from_pretrained(base, dir_b, "b")
+    np.testing.assert_array_equal(logits(model_b), logits_b)
+    np.testing.assert_array_equal(logits(model_a), logits_a)  # not the second adapter
+    np.testing.assert_array_equal(logits(model_b), logits_b)
+    merged = model_a.merge_and_unload()  # merges ITS adapter, even though model_b ran last
+    np.testing.assert_allclose(logits(merged), logits_a, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["../escape", "/tmp/escape", "a/b", "a\\b", "a.b", "..", ""])
+def test_adapter_names_that_are_paths_are_refused(tmp_path, name):
+    model = get_peft_model(tiny_llama(), config())
+    with pytest.raises((ValueError, TypeError), match="adapter name"):
+        model.add_adapter(name, config())
+    with pytest.raises((ValueError, TypeError), match="adapter name"):
+        get_peft_model(tiny_llama(), config(), adapter_name=name)
+    model.save_pretrained(str(tmp_path / "out"))
+    assert sorted(os.listdir(tmp_path)) == ["out"]
