@@ -401,7 +401,17 @@ def _conclusions(rows):
 # ==================================================================================================
 # The commands
 # ==================================================================================================
+def _rank_list(text):
+    """``--ranks 1,2,4``: comma-separated ranks, each an integer >= 1."""
+    from .cli import positive_int
+    ranks = [positive_int(r.strip()) for r in text.split(",") if r.strip()]
+    if not ranks:
+        raise argparse.ArgumentTypeError(f"must be comma-separated ranks such as 1,2,4, got {text!r}")
+    return ",".join(map(str, ranks))
+
+
 def add_cli_arguments(parser, command_name):
+    from .cli import non_negative_int, positive_float, positive_int
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     if command_name == "experiment":
         parser.description = (
@@ -409,10 +419,10 @@ def add_cli_arguments(parser, command_name):
             "base model with LoRA at r = 1, 2, 4, 8, 16 and with full fine-tuning, and tabulates accuracy,\n"
             "trainable parameters, optimizer memory, step time and forgetting (ranks.md/json/png).")
         parser.add_argument("experiment", choices=["ranks"], help="which experiment (ranks)")
-        parser.add_argument("--ranks", default=",".join(map(str, EXPERIMENT_RANKS)),
+        parser.add_argument("--ranks", default=",".join(map(str, EXPERIMENT_RANKS)), type=_rank_list,
                             help="comma-separated LoRA ranks (default: 1,2,4,8,16)")
         parser.add_argument("--no-full", action="store_true", help="skip the full fine-tuning run")
-        parser.add_argument("--full-lr", type=float, default=FULL_FT_LR,
+        parser.add_argument("--full-lr", type=positive_float, default=FULL_FT_LR,
                             help=f"learning rate of full fine-tuning (default: {FULL_FT_LR:g})")
         default_out = "minilora-experiment"
     else:
@@ -422,26 +432,26 @@ def add_cli_arguments(parser, command_name):
             "the measured memory of full fine-tuning vs LoRA, the base task with the adapter disabled and\n"
             "merged, saves the adapter in PEFT's format and a loss curve, and prints generations.")
         parser.epilog = "example:  minilora demo --rank 4 --steps 200 --out my-demo"
-        parser.add_argument("--rank", type=int, default=DEMO_DEFAULTS["rank"], help="LoRA rank r (default: 8)")
+        parser.add_argument("--rank", type=positive_int, default=DEMO_DEFAULTS["rank"], help="LoRA rank r (default: 8)")
         default_out = "minilora-demo"
     from .data import TASKS
     tasks = "; ".join(f"{name}: {t.description}" for name, t in TASKS.items() if t.downstream)
     parser.add_argument("--task", default=DEMO_DEFAULTS["task"],
                         help=f"the downstream task to fine-tune on -- {tasks} (default: {DEMO_DEFAULTS['task']})")
-    parser.add_argument("--steps", type=int, default=DEMO_DEFAULTS["steps"],
+    parser.add_argument("--steps", type=positive_int, default=DEMO_DEFAULTS["steps"],
                         help=f"optimizer steps (default: {DEMO_DEFAULTS['steps']})")
-    parser.add_argument("--lr", type=float, default=DEMO_DEFAULTS["lr"],
+    parser.add_argument("--lr", type=positive_float, default=DEMO_DEFAULTS["lr"],
                         help=f"LoRA learning rate (default: {DEMO_DEFAULTS['lr']:g})")
-    parser.add_argument("--batch-size", type=int, default=DEMO_DEFAULTS["batch_size"],
+    parser.add_argument("--batch-size", type=positive_int, default=DEMO_DEFAULTS["batch_size"],
                         help=f"examples per step (default: {DEMO_DEFAULTS['batch_size']})")
-    parser.add_argument("--eval-n", type=int, default=DEMO_DEFAULTS["eval_n"],
+    parser.add_argument("--eval-n", type=positive_int, default=DEMO_DEFAULTS["eval_n"],
                         help=f"examples scored per evaluation (default: {DEMO_DEFAULTS['eval_n']})")
     parser.add_argument("--out", default=default_out, help=f"output folder (default: ./{default_out})")
     parser.add_argument("--device", default="cpu", choices=["cpu", "emu", "cuda"],
                         help="cpu (NumPy), emu (the CUDA kernels in the CPU emulator: slow) or cuda (default: cpu)")
     parser.add_argument("--base", default=None,
                         help="a base model folder instead of the shipped one (e.g. from python -m minilora.pretrain)")
-    parser.add_argument("--seed", type=int, default=DEMO_DEFAULTS["seed"], help="random seed (default: 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=DEMO_DEFAULTS["seed"], help="random seed (default: 0)")
     parser.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
 
 

@@ -117,17 +117,18 @@ All numbers: `pretrain.json`.
 
 
 def main(argv=None):
+    from .cli import non_negative_int, positive_float, positive_int
     p = argparse.ArgumentParser(prog="python -m minilora.pretrain", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--steps", type=int, default=PRETRAIN_DEFAULTS["steps"], help="optimizer steps")
+    p.add_argument("--steps", type=positive_int, default=PRETRAIN_DEFAULTS["steps"], help="optimizer steps")
     p.add_argument("--out", default=BASE_DIR, help="where to write the model")
     p.add_argument("--run-dir", default="minilora-pretrain-run",
                    help="checkpoints, metrics.jsonl and loss.png of the run")
-    p.add_argument("--seed", type=int, default=PRETRAIN_DEFAULTS["seed"])
-    p.add_argument("--batch-size", type=int, default=PRETRAIN_DEFAULTS["batch_size"])
-    p.add_argument("--block-size", type=int, default=PRETRAIN_DEFAULTS["block_size"],
+    p.add_argument("--seed", type=non_negative_int, default=PRETRAIN_DEFAULTS["seed"])
+    p.add_argument("--batch-size", type=positive_int, default=PRETRAIN_DEFAULTS["batch_size"])
+    p.add_argument("--block-size", type=positive_int, default=PRETRAIN_DEFAULTS["block_size"],
                    help="tokens per training sequence")
-    p.add_argument("--lr", type=float, default=PRETRAIN_DEFAULTS["lr"], help="peak learning rate")
+    p.add_argument("--lr", type=positive_float, default=PRETRAIN_DEFAULTS["lr"], help="peak learning rate")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     p.add_argument("--no-progress", action="store_true", help="plain log lines instead of a bar")
     args = p.parse_args(argv)
