@@ -165,8 +165,13 @@ def _declared_special_tokens(config_path):
     """``{"bos": "<s>", ...}`` from a tokenizer_config.json (values may be strings or dicts)."""
     if not os.path.isfile(config_path):
         return {}
-    with open(config_path, encoding="utf-8") as f:
-        config = json.load(f)
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{config_path}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path}: a tokenizer config must be a JSON object, got a {type(config).__name__}")
     out = {}
     for kind in ("bos", "eos", "pad"):
         token = config.get(f"{kind}_token")

@@ -548,6 +548,8 @@ def test_adapter_config_that_is_a_list_is_refused(tmp_path):
     (["generate", "hi", "--max-new-tokens", "2.5"], "argument --max-new-tokens: must be an integer >= 0"),
     (["generate", "hi", "--top-p", "1.5"], "argument --top-p: must be in"),
     (["generate", "hi", "--temperature", "0"], "argument --temperature: must be a number > 0"),
+    (["demo", "--eval-n", "0"], "argument --eval-n: must be an integer >= 1"),
+    (["experiment", "ranks", "--ranks", "1,x"], "argument --ranks: must be an integer >= 1, got 'x'"),
 ])
 def test_bad_command_line_values_are_named(argv, words, capsys):
     code, text = run_cli(argv, capsys)
@@ -558,3 +560,15 @@ def test_bad_model_folder_for_memory_is_one_line(tmp_path, capsys):
     (tmp_path / "config.json").write_text('{"hidden_size": "big"}')
     code, text = run_cli(["memory", "--model", str(tmp_path)], capsys)
     assert code == 2 and "'hidden_size' is 'big'" in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize("text, words", [("[]", "must be a JSON object, got a list"), ("{", "not valid JSON")])
+def test_bad_tokenizer_config_is_named(tmp_path, text, words):
+    pytest.importorskip("tokenizers")
+    from tokenizers import Tokenizer, models
+
+    from minilora import tokenizer as tokenizers
+    Tokenizer(models.WordLevel({"<s>": 0, "</s>": 1, "a": 2}, unk_token="</s>")).save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(text)
+    with pytest.raises(ValueError, match=f"tokenizer_config.json: .*{words}"):
+        tokenizers.from_file(str(tmp_path / "tokenizer.json"))
