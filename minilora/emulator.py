@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import numbers
 import os
 import re
@@ -455,15 +456,13 @@ class _Module:
         rewritten = _rewrite_shared(code)
         if filename and os.path.isabs(filename):  # errors and reports then name the user's own file
             rewritten.text = f'#line 1 "{filename}"\n' + rewritten.text
-        if not rewritten.kernels:
-            raise CompileError("no __global__ function found in the source")
         self.variant = variant or ("asan" if sanitize else "fast")
         self.sanitize = self.variant == "asan"
         flags = _translate_options(options)
         if filename:  # `#include "common.cuh"` next to the .cu file must keep working from the cache
             flags += ["-I", str(Path(filename).parent)]
         runtime = _runtime_object(self.variant)
-        name = Path(filename).name if filename else next(iter(rewritten.kernels)) + ".cu"
+        name = Path(filename).name if filename else next(iter(rewritten.kernels), "kernels") + ".cu"
         key = _digest(_VERSION, runtime.name, rewritten.text, rewritten.prelude, name, *flags,
                       *_VARIANT_FLAGS[self.variant], *_included_files(code, flags))
         folder = cache_dir() / key
@@ -471,6 +470,7 @@ class _Module:
         self.source_path = folder / name
         self.product = folder / ("runner" if self.sanitize else "module.so")
         self._stack_file = folder / "stack_usage"  # written before the product, so it exists with it
+        self._kernels_file = folder / "kernels.json"  # likewise
         if not self.product.is_file():
             self._build(rewritten, name, flags, runtime)
         try:
@@ -487,7 +487,7 @@ class _Module:
         self.kernels: dict[str, tuple[int, list[_Param]]] = {}
         for index, line in enumerate(description.splitlines()):
             kname, *fields = line.split()
-            names = rewritten.kernels.get(kname, [])
+            names = self.kernel_params.get(kname, [])
             if len(names) != len(fields):  # e.g. parameters made by a macro: fall back to positions
                 names = [f"arg{i}" for i in range(len(fields))]
             params = [_Param(n, *map(int, f.split(","))) for n, f in zip(names, fields)]
@@ -496,6 +496,10 @@ class _Module:
 
     def _build(self, rewritten: _Rewritten, name: str, flags: list[str], runtime: Path) -> None:
         _write_atomic(self.source_path, rewritten.text)
+        rewritten.kernels = self._discover_kernels(flags)
+        if not rewritten.kernels:
+            raise CompileError("no __global__ function found in the source")
+        _write_atomic(self._kernels_file, json.dumps(rewritten.kernels))
         wrapper = self.product.parent / "wrapper.cpp"
         _write_atomic(wrapper, _wrapper_source(self.source_path, rewritten))
 
@@ -515,12 +519,23 @@ class _Module:
                 runtime.unlink(missing_ok=True)  # the linker names a damaged cached runtime: rebuild it
                 runtime = _runtime_object(self.variant)
 
+    def _discover_kernels(self, flags: list[str]) -> dict[str, list[str]]:
+        """The kernels as the compiler sees them: the source preprocessed with __global__ kept, so kernels
+        that a macro or an included header defines are found too (a regex on the file alone misses them)."""
+        cmd = [_CXX, "-E", "-std=c++17", "-D__EMU_FIND_KERNELS", "-include", str(_HEADER), "-I", str(_INCLUDE),
+               *flags, "-x", "c++", str(self.source_path)]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise CompileError(f"preprocessing '{self.source_path.name}' failed:\n{res.stderr.strip()}")
+        return _find_kernels(_mask(res.stdout))
+
     def _load(self) -> str:
         """Open the compiled product; returns its kernel table (one line per kernel)."""
         try:
             self.stack_usage = int(self._stack_file.read_text())
+            self.kernel_params = json.loads(self._kernels_file.read_text())
         except (OSError, ValueError):
-            raise _CorruptCache(f"{self._stack_file} is missing or unreadable") from None
+            raise _CorruptCache(f"{self._stack_file} or {self._kernels_file} is missing or unreadable") from None
         if self.sanitize:
             try:
                 res = subprocess.run([str(self.product), "--describe"], capture_output=True, text=True,

@@ -38,7 +38,9 @@
 // ---------------------------------------------------------------------------------------------
 // Keywords.  A CUDA thread is a plain C++ call of the kernel function on the CPU.
 // ---------------------------------------------------------------------------------------------
+#ifndef __EMU_FIND_KERNELS  // emulator.py preprocesses a source once with __global__ kept, to find its kernels
 #define __global__
+#endif
 #define __device__
 #define __host__
 #define __constant__
