@@ -217,6 +217,10 @@ def _checked_rope_scaling(scaling):
     missing = [k for k in _ROPE_SCALING_KEYS[kind] if k not in scaling]
     if missing:
         raise ValueError(f"rope_scaling of type {kind!r} needs {', '.join(missing)}; got {scaling}")
+    for key in _ROPE_SCALING_KEYS[kind]:  # numbers, not "2.0" (which would fail deep in the RoPE tables)
+        value = scaling[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise _field_error(f"rope_scaling.{key}", value, "a finite number > 0")
     if scaling.get("partial_rotary_factor", 1.0) != 1.0:
         raise NotImplementedError("partial_rotary_factor != 1 is not supported (Llama rotates whole heads)")
     if kind == "llama3" and not scaling["high_freq_factor"] > scaling["low_freq_factor"]:
