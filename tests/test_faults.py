@@ -342,6 +342,7 @@ def test_cli_exits_non_zero_on_divergence(byte_model_dir, tmp_path, capsys):
                          capsys)
     assert code == 1
     assert "diverged" in text and "stopped at step" in text
+    assert "(step 1)" in text and "run the same command with --resume --lr 100000" in text  # the way on
     assert not os.path.exists(tmp_path / "run" / "model")
 
 
@@ -382,10 +383,11 @@ def config_json():
     ("eos_token_id", [1, "2"], "a list of token ids"),
     ("pad_token_id", 1.5, "a token id"),
     ("rope_scaling", [2.0], "an object or null"),
+    ("rope_scaling", {"rope_type": "linear", "factor": "2"}, "a finite number > 0"),
 ])
 def test_config_field_of_the_wrong_type_or_range_is_named(field, value, words):
     d = {**config_json(), field: value}
-    with pytest.raises(ValueError, match=rf"'{field}' is .*{words}"):
+    with pytest.raises(ValueError, match=rf"'{field}(\.factor)?' is .*{words}"):
         LlamaConfig.from_dict(d)
 
 
