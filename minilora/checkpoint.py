@@ -160,6 +160,8 @@ def atomic_folder(directory, replaces=()):
     temporary one is removed (now, or by the next save if the process was killed).
     """
     directory = os.path.abspath(os.fspath(directory))
+    if os.path.islink(directory):  # save into the folder the link points to; the link stays
+        directory = os.path.realpath(directory)
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise NotADirectoryError(f"cannot save into {directory}: it is a file, not a folder")
     parent = os.path.dirname(directory)

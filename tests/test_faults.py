@@ -171,11 +171,22 @@ def test_sigkill_during_saves_leaves_one_whole_model(tmp_path):
 def test_a_save_keeps_other_files_and_drops_old_shards(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()
-    save_file({"model.embed_tokens.weight": np.zeros((2, 2), np.float32)}, str(folder / "model-00001-of-00002.safetensors"))
+    shard = str(folder / "model-00001-of-00002.safetensors")
+    save_file({"model.embed_tokens.weight": np.zeros((2, 2), np.float32)}, shard)
     (folder / "model.safetensors.index.json").write_text("{}")
     (folder / "README.md").write_text("notes")
     tiny_model().save_pretrained(str(folder))
     assert sorted(os.listdir(folder)) == ["README.md", "config.json", "model.safetensors"]
+
+
+def test_a_save_through_a_symlink_writes_into_its_target(tmp_path):
+    (tmp_path / "run5").mkdir()
+    os.symlink(tmp_path / "run5", tmp_path / "latest")
+    tiny_model().save_pretrained(str(tmp_path / "latest"))
+    assert os.path.islink(tmp_path / "latest") and (tmp_path / "run5" / "model.safetensors").is_file()
+    tiny_model(1).save_pretrained(str(tmp_path / "latest"))
+    assert same_weights(LlamaForCausalLM.from_pretrained(str(tmp_path / "latest")), tiny_model(1))
+    assert sorted(os.listdir(tmp_path)) == ["latest", "run5"]
 
 
 # ==================================================================================================
