@@ -168,6 +168,39 @@ def test_sigkill_during_saves_leaves_one_whole_model(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+SWAP_CUT_CHILD = """
+import os, sys
+sys.path.insert(0, {root!r})
+import minilora as ml
+from minilora import checkpoint
+from minilora.models import LlamaConfig, LlamaForCausalLM
+ml.manual_seed(1)
+model = LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+    num_attention_heads=2, max_position_embeddings=32, bos_token_id=0, eos_token_id=1, pad_token_id=2))
+checkpoint._exchange = lambda a, b: False       # a filesystem without renameat2(RENAME_EXCHANGE)
+real_rename, calls = os.rename, []
+def rename(a, b):
+    calls.append(a)
+    if len(calls) == 2:                          # the old folder is set aside, the new one not yet in
+        os._exit(9)                              # killed between the two renames
+    real_rename(a, b)
+os.rename = rename
+model.save_pretrained({folder!r})
+"""
+
+
+def test_swap_cut_between_two_renames_is_undone_by_the_next_save(tmp_path):
+    folder = str(tmp_path / "model")
+    old = tiny_model(0)
+    old.save_pretrained(folder)
+    child = run_python(SWAP_CUT_CHILD.format(root=ROOT, folder=folder))
+    assert child.returncode == 9, child.stderr
+    assert not os.path.exists(folder) and [e for e in leftovers(tmp_path) if e.endswith(".old")]
+    from minilora.checkpoint import remove_leftovers
+    remove_leftovers(folder)  # what the next save into this folder does first
+    assert same_weights(LlamaForCausalLM.from_pretrained(folder), old) and leftovers(tmp_path) == []
+
+
 def test_a_save_keeps_other_files_and_drops_old_shards(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()
