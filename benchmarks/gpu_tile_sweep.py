@@ -3,9 +3,10 @@
     python benchmarks/gpu_tile_sweep.py                 # on a GPU (CuPy): M = 8192, K = N = 4096, r = 16
     python benchmarks/gpu_tile_sweep.py --device emu    # on the CPU emulator, a small shape: checks only
 
-Every variant is the same template from ``kernels/lora_forward.cu`` (``lora_fwd_y_tiled``) with other
-arguments -- tile shape, k-step BK, pipelining (STAGES), warp-tiled thread layout, blocks per SM in
-``__launch_bounds__`` -- compiled here as an extra ``extern "C"`` kernel. v3, v4 and v5 are among them,
+Every variant is the same template from ``kernels/lora_forward.cu`` (``lora_fwd_y_tiled``) with another
+configuration struct (as in ``kernels/lora_tiles.cuh``: tile shape, k-step BK, pipelining (STAGES),
+warp-tiled thread layout) and blocks per SM in ``__launch_bounds__``, compiled here as an extra
+``extern "C"`` kernel. v3, v4 and v5 are among them,
 so each idea's effect is read off one table measured in one run (named baseline: cuBLAS's ``X W0^T``).
 Each variant's output is checked against cuBLAS (CuPy) or NumPy first.
 """
@@ -37,12 +38,16 @@ def threads_of(bm, bn, tm, tn):
 
 
 def variant_source(index, bm, bn, bk, tm, tn, stages, warp_tiled, min_blocks):
-    args = f"{bm}, {bn}, {bk}, {tm}, {tn}, true, {stages}, {'true' if warp_tiled else 'false'}"
-    return (f'extern "C" __global__ void __launch_bounds__({threads_of(bm, bn, tm, tn)}, {min_blocks})\n'
+    """One variant: a configuration struct (the form of kernels/lora_tiles.cuh) and a kernel using it."""
+    flag = "true" if warp_tiled else "false"
+    return (f"struct sweep_config_{index} {{\n"
+            f"    static constexpr int BM = {bm}, BN = {bn}, BK = {bk}, TM = {tm}, TN = {tn}, STAGES = {stages};\n"
+            f"    static constexpr bool VEC = true, WARP_TILED = {flag};\n}};\n"
+            f'extern "C" __global__ void __launch_bounds__({threads_of(bm, bn, tm, tn)}, {min_blocks})\n'
             f"sweep_{index}(const float* __restrict__ X, const float* __restrict__ W0, const float* __restrict__ U,\n"
             f"        const float* __restrict__ B, const float* __restrict__ bias, int has_bias, float* __restrict__ Y,\n"
             f"        int M, int N, int K, int r, float s) {{\n"
-            f"    lora_fwd_y_tiled<{args}>(X, W0, U, B, bias, has_bias, Y, M, N, K, r, s);\n}}\n")
+            f"    lora_fwd_y_tiled<sweep_config_{index}>(X, W0, U, B, bias, has_bias, Y, M, N, K, r, s);\n}}\n")
 
 
 def main(argv=None):

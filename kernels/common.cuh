@@ -6,9 +6,10 @@
 //   * load_tile():        copy one BK x BD tile of an operand into shared memory (zero outside the
 //                         matrix, float4 loads when the memory allows them, dropout applied on the way);
 //   * accumulate_tile():  the tiled GEMM main loop for one output tile, with register blocking
-//                         (each thread owns TM x TN outputs).  Version v2 of every LoRA kernel is this
-//                         loop with TM = TN = 1 and scalar loads; v3 is the same loop with 8 x 8
-//                         register blocks and float4 loads.
+//                         (each thread owns TM x TN outputs).  It is v2's loop (written out plainly in
+//                         lora_forward.cu and lora_backward.cu: one output per thread, scalar loads)
+//                         grown up: v3 runs it with 8 x 8 register blocks and float4 loads, v4 pipelined,
+//                         v5 with warp tiles.  Each kernel's configuration is a struct in lora_tiles.cuh.
 //
 // Index conventions.  A GEMM computes C[d1, d2] = sum_k op1(d1, k) * op2(d2, k).  An Operand maps
 // (d, k) -- d an output index, k the reduction index -- onto its storage:
@@ -168,7 +169,7 @@ __device__ __forceinline__ void outer_product_add(float (&acc)[TM][TN], const fl
 // ---- which outputs a thread owns -----------------------------------------------------------------
 // Thread tid owns TM x TN outputs of the BM x BN block tile: rows row(0..TM-1), columns col(0..TN-1),
 // in groups of 4 consecutive rows (columns) placed ROW_GAP (COL_GAP) apart.
-//   plain (v2-v4): the threads form a (BM/TM) x (BN/TN) grid; each owns one solid TM x TN block.
+//   plain (v3, v4): the threads form a (BM/TM) x (BN/TN) grid; each owns one solid TM x TN block.
 //   warp-tiled (v5): the 32 lanes of a warp form a 4 x 8 grid; each lane owns (TM/4) x (TN/4) blocks of
 //       4 x 4, placed 16 rows and 32 columns apart, so a warp covers (4 TM) x (8 TN) outputs (32 x 64
 //       for 8 x 8 per thread) and the warps tile the block.
@@ -235,7 +236,7 @@ __device__ __forceinline__ void multiply_tiles(float (&acc)[Tile::TM][Tile::TN],
 // for one BM x BN output tile (Tile = ThreadTile<BM, BN, TM, TN, ...>, its Tile::THREADS threads),
 // walking k in steps of BK.  As and Bs hold STAGES shared-memory buffers per operand:
 //
-// STAGES = 1 (v2, v3): load both tiles into shared memory, wait, multiply out of shared memory into
+// STAGES = 1 (v3; v2's loop): load both tiles into shared memory, wait, multiply out of shared memory into
 //     registers, wait again (so nobody overwrites a tile still being read).  While the tiles load,
 //     the multiply units idle; while the block multiplies, memory idles.
 // STAGES = 2 (v4, software pipelining): the tile for step k+1 is fetched into registers BEFORE the

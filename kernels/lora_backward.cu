@@ -10,7 +10,7 @@
 // FLOPs: 2MNK (dX base) + 2MKr (V A) + 2MNr (V) + 2MNr (dB) + 2MKr (dA); no 2MNK for dW0 -- the saving
 // LoRA is built on.  Bytes (fp32): 4(MN + NK + 2MK) plus rank-r arrays and the partial sums below.
 //
-// Launches (v2 and v3; v1 computes the same outputs naively, one kernel per output):
+// Launches (v2 on; v1 computes the same outputs naively, one kernel per output):
 //     1. lora_bwd_dy:   ONE pass over dY produces V and dB.  A block owns BM rows of dY and walks all of
 //                       N in BN-wide tiles: each tile adds into V's registers (dY B) and yields dB's rows
 //                       n0..n0+BN summed over the block's BM rows (dY^T U).  Those per-block partial sums
@@ -23,19 +23,26 @@
 // Deterministic: every output element is written by one thread and every sum runs in a fixed order --
 // no float atomics anywhere -- so two runs give identical bits.
 //
-// Versions:
+// Versions (tile sizes in lora_tiles.cuh, which minilora.kernels reads for its grids):
 //     v1  naive, one thread per output element: lora_bwd_v_v1, lora_bwd_db_v1 (a full dot product over
 //         M, so no partials), lora_bwd_dx_v1, lora_bwd_da_v1.  block (16, 16), grid over the output.
-//     v2  shared-memory tiled, one output per thread: lora_bwd_dy_v2 (BM = BN = r-chunk = 16),
-//         lora_bwd_dx_v2 (16 x 16 tiles), lora_bwd_da_v2 (16 x 16 tiles).  block 256.
+//     v2  shared-memory tiled, one output per thread, 16 x 16 tiles: lora_bwd_dy_v2, lora_bwd_dx_v2,
+//         lora_bwd_da_v2.  block 256.
+//     v1 and v2 are written out in full below, as plain CUDA.  From v3 on every version is ONE template
+//     per kernel over common.cuh's GEMM machinery, configured by a struct in lora_tiles.cuh:
 //     v3  register-blocked, float4 loads: lora_bwd_dy_v3 (BM 64, BN 32, r-chunk 64, 4 x 4 per thread),
 //         lora_bwd_dx_v3 (128 x 128 tiles, BK 8, 8 x 8 per thread), lora_bwd_da_v3 (32 (r) x 64 (K)
 //         tiles, BK 16 rows of M, 2 x 4 per thread).  block 256.
+//     v4  the pipelined main loop for dX and dA (common.cuh, accumulate_tile); dY's pass has no k-loop
+//         of its own to pipeline, so v4 launches lora_bwd_dy_v3 (an alias in lora_tiles.cuh).
+//     v5  the warp-tiled thread layout for dX's 128 x 128 GEMM (common.cuh, ThreadTile); dY and dA
+//         (no 8 x 8 thread block) launch their v3 and v4 kernels.
 //     grids: dy (ceil(r/RC), ceil(M/BM)); dx (ceil(K/BN), ceil(M/BM)); da (ceil(K/BN), ceil(r/BM), S);
 //     lora_reduce_partials: block 256, grid ceil(E/256) for E output elements.
 //
 // Run by hand:  dX, dA, dB = minilora.kernels.lora_backward(dY, X, W0, A, B, U, s, device="emu", version="v3")
 #include "common.cuh"
+#include "lora_tiles.cuh"
 
 using namespace minilora;
 
@@ -103,17 +110,115 @@ lora_reduce_partials(const float* __restrict__ P, float* __restrict__ out, int S
 }
 
 // =================================================================================================
-// v2 and v3: tiled templates; the exported kernels at the bottom pick the tile shapes.
+// v2: shared-memory tiled, one output per thread (16 x 16 tiles, block 256: thread (ty, tx))
+// =================================================================================================
+
+// V = s dY B and dB's partial sums, reading dY once.  Block (x, y) owns rows [m0, m0 + 16) of dY and
+// LoRA ranks [j0, j0 + 16).  It walks N in 16-wide tiles; per tile, thread (ty, tx) adds to
+// V[m0 + ty, j0 + tx] and computes dB[n0 + ty, j0 + tx] summed over the block's 16 rows.
+extern "C" __global__ void __launch_bounds__(256, 2)
+lora_bwd_dy_v2(const float* __restrict__ dY, const float* __restrict__ B, const float* __restrict__ U,
+               float* __restrict__ V, float* __restrict__ dB_out, int write_db, int M, int N, int r, float s) {
+    constexpr int T = V2_TILE;
+    __shared__ float Ds[T][T + 1];  // Ds[n][m] = dY[m0 + m, n0 + n]
+    __shared__ float Bs[T][T + 1];  // Bs[n][j] = B[n0 + n, j0 + j]
+    __shared__ float Us[T][T + 1];  // Us[m][j] = U[m0 + m, j0 + j], loaded once
+    const int ty = threadIdx.x / T, tx = threadIdx.x % T;
+    const int m0 = blockIdx.y * T, j0 = blockIdx.x * T;
+    Us[ty][tx] = (m0 + ty < M && j0 + tx < r) ? U[(unsigned long long)(m0 + ty) * r + j0 + tx] : 0.0f;
+    float v = 0.0f;
+    for (int n0 = 0; n0 < N; n0 += T) {
+        Ds[tx][ty] = (m0 + ty < M && n0 + tx < N) ? dY[(unsigned long long)(m0 + ty) * N + n0 + tx] : 0.0f;
+        Bs[ty][tx] = (n0 + ty < N && j0 + tx < r) ? B[(unsigned long long)(n0 + ty) * r + j0 + tx] : 0.0f;
+        __syncthreads();
+        for (int nn = 0; nn < T; ++nn) v = fmaf(Ds[nn][ty], Bs[nn][tx], v);  // V[m, j] += dY[m, n] B[n, j]
+        if (write_db) {  // dB[n, j] partial = sum over this block's rows m of dY[m, n] U[m, j]
+            float db = 0.0f;
+            for (int mm = 0; mm < T; ++mm) db = fmaf(Ds[ty][mm], Us[mm][tx], db);
+            const int n = n0 + ty, j = j0 + tx;
+            if (n < N && j < r) dB_out[((unsigned long long)blockIdx.y * N + n) * r + j] = s * db;
+        }
+        __syncthreads();
+    }
+    const int m = m0 + ty, j = j0 + tx;
+    if (m < M && j < r) V[(unsigned long long)m * r + j] = s * v;
+}
+
+// dX = dY W0 + mask * (V A) for the 16 x 16 tile at (m0, k0): the rank-r term first, so the dropout
+// mask multiplies a finished LoRA sum; then the main loop over N adds dY W0 to the same accumulator.
+extern "C" __global__ void __launch_bounds__(256, 2)
+lora_bwd_dx_v2(const float* __restrict__ dY, const float* __restrict__ W0, const float* __restrict__ V,
+               const float* __restrict__ A, float* __restrict__ dX, int M, int N, int K, int r, unsigned seed,
+               unsigned threshold, float keep_scale) {
+    constexpr int T = V2_TILE;
+    __shared__ float Ls[T][T + 1];  // left tile:  V[m0 + m, j0 + j], then dY[m0 + m, n0 + n]
+    __shared__ float Rs[T][T + 1];  // right tile: A[j0 + j, k0 + k], then W0[n0 + n, k0 + k]
+    const int ty = threadIdx.x / T, tx = threadIdx.x % T;
+    const int m0 = blockIdx.y * T, k0 = blockIdx.x * T;
+    float acc = 0.0f;
+    for (int j0 = 0; j0 < r; j0 += T) {  // 1. (V A)[m, k]
+        Ls[ty][tx] = (m0 + ty < M && j0 + tx < r) ? V[(unsigned long long)(m0 + ty) * r + j0 + tx] : 0.0f;
+        Rs[ty][tx] = (j0 + ty < r && k0 + tx < K) ? A[(unsigned long long)(j0 + ty) * K + k0 + tx] : 0.0f;
+        __syncthreads();
+        for (int jj = 0; jj < T; ++jj) acc = fmaf(Ls[ty][jj], Rs[jj][tx], acc);
+        __syncthreads();
+    }
+    if (threshold != 0u) {  // 2. dropout's backward: the forward's mask, scaled by 1/(1-p)
+        const unsigned long long i = (unsigned long long)(m0 + ty) * K + (k0 + tx);
+        acc *= lora_keep(seed, i, threshold) ? keep_scale : 0.0f;
+    }
+    for (int n0 = 0; n0 < N; n0 += T) {  // 3. + (dY W0)[m, k]
+        Ls[ty][tx] = (m0 + ty < M && n0 + tx < N) ? dY[(unsigned long long)(m0 + ty) * N + n0 + tx] : 0.0f;
+        Rs[ty][tx] = (n0 + ty < N && k0 + tx < K) ? W0[(unsigned long long)(n0 + ty) * K + k0 + tx] : 0.0f;
+        __syncthreads();
+        for (int nn = 0; nn < T; ++nn) acc = fmaf(Ls[ty][nn], Rs[nn][tx], acc);
+        __syncthreads();
+    }
+    const int m = m0 + ty, k = k0 + tx;
+    if (m < M && k < K) dX[(unsigned long long)m * K + k] = acc;
+}
+
+// dA's partial sum over the rows of split z: P_A[z] = V[rows]^T dropout(X)[rows], rows = [z R, z R + R).
+// Thread (ty, tx) owns dA[j0 + ty, k0 + tx].
+extern "C" __global__ void __launch_bounds__(256, 2)
+lora_bwd_da_v2(const float* __restrict__ V, const float* __restrict__ X, float* __restrict__ dA_out, int M, int K,
+               int r, int rows_per_split, unsigned seed, unsigned threshold, float keep_scale) {
+    constexpr int T = V2_TILE;
+    __shared__ float Vs[T][T + 1];  // Vs[m][j] = V[mb + m, j0 + j]
+    __shared__ float Xs[T][T + 1];  // Xs[m][k] = dropout(X)[mb + m, k0 + k]
+    const int ty = threadIdx.x / T, tx = threadIdx.x % T;
+    const int j0 = blockIdx.y * T, k0 = blockIdx.x * T, z = blockIdx.z;
+    const int m_begin = z * rows_per_split, m_end = min(M, m_begin + rows_per_split);
+    float acc = 0.0f;
+    for (int mb = m_begin; mb < m_end; mb += T) {
+        const int m = mb + ty;
+        const unsigned long long i = (unsigned long long)m * K + k0 + tx;
+        const bool kept = threshold == 0u || lora_keep(seed, i, threshold);
+        Vs[ty][tx] = (m < m_end && j0 + tx < r) ? V[(unsigned long long)m * r + j0 + tx] : 0.0f;
+        Xs[ty][tx] = (m < m_end && k0 + tx < K && kept) ? X[i] * keep_scale : 0.0f;
+        __syncthreads();
+        for (int mm = 0; mm < T; ++mm) acc = fmaf(Vs[mm][ty], Xs[mm][tx], acc);
+        __syncthreads();
+    }
+    const int j = j0 + ty, k = k0 + tx;
+    if (j < r && k < K) dA_out[(unsigned long long)z * r * K + (unsigned long long)j * K + k] = acc;
+}
+
+// =================================================================================================
+// v3, v4, v5: one template per kernel over common.cuh's tiled GEMM; Cfg (lora_tiles.cuh) says how.
 // =================================================================================================
 
 // V = s dY B and dB's partial sums, reading dY once.  Block (x, y) owns rows [y*BM, y*BM + BM) of dY
 // and LoRA ranks [x*RC, x*RC + RC).  Thread (ty, tx) owns a TM x TN block of V and, for every n-tile,
 // a TB x TN block of that tile's dB rows.
-template <int BM, int BN, int RC, int TM, int TN, bool VEC>
+template <class Cfg>
 __device__ __forceinline__ void lora_bwd_dy_tiled(const float* dY, const float* B, const float* U, float* V,
                                                   float* dB_out, int write_db, int M, int N, int r, float s) {
+    constexpr int BM = Cfg::BM, BN = Cfg::BN, RC = Cfg::RC, TM = Cfg::TM, TN = Cfg::TN;
+    constexpr bool VEC = Cfg::VEC;
     constexpr int TX = RC / TN, TY = BM / TM, THREADS = TX * TY, TB = BN / TY;
     static_assert(BN % TY == 0, "each thread row must own a whole number of dB rows per n-tile");
+    static_assert(THREADS == minilora::THREADS, "the launch gives every tiled kernel THREADS threads");
     __shared__ __align__(16) float Ds[BN][BM + SMEM_PAD];  // Ds[n][m] = dY[m0 + m, n0 + n]
     __shared__ __align__(16) float Bs[BN][RC + SMEM_PAD];  // Bs[n][j] = B[n0 + n, j0 + j]
     __shared__ __align__(16) float Us[BM][RC + SMEM_PAD];  // Us[m][j] = U[m0 + m, j0 + j], loaded once
@@ -170,10 +275,12 @@ __device__ __forceinline__ void lora_bwd_dy_tiled(const float* dY, const float* 
 // dX = dY W0 + mask * (V A).  The rank-r term goes first: that way the dropout mask multiplies a
 // finished LoRA sum held in the very accumulators the main loop then adds dY W0 to -- no second set
 // of TM x TN registers, and the hash runs once per output element.
-template <int BM, int BN, int BK, int TM, int TN, bool VEC, int STAGES, bool WARP_TILED>
+template <class Cfg>
 __device__ __forceinline__ void lora_bwd_dx_tiled(const float* dY, const float* W0, const float* V, const float* A,
                                                   float* dX, int M, int N, int K, int r, unsigned seed,
                                                   unsigned threshold, float keep_scale) {
+    constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, TM = Cfg::TM, TN = Cfg::TN, STAGES = Cfg::STAGES;
+    constexpr bool VEC = Cfg::VEC, WARP_TILED = Cfg::WARP_TILED;
     __shared__ __align__(16) float As[STAGES][BK][BM + SMEM_PAD];
     __shared__ __align__(16) float Bs[STAGES][BK][BN + SMEM_PAD];
     const int m0 = blockIdx.y * BM, k0 = blockIdx.x * BN;
@@ -202,10 +309,12 @@ __device__ __forceinline__ void lora_bwd_dx_tiled(const float* dY, const float* 
 }
 
 // dA's partial sum over the rows of split z: P_A[z] = V[rows]^T dropout(X)[rows], rows = [z*R, z*R + R).
-template <int BM, int BN, int BK, int TM, int TN, bool VEC, int STAGES, bool WARP_TILED>
+template <class Cfg>
 __device__ __forceinline__ void lora_bwd_da_tiled(const float* V, const float* X, float* dA_out, int M, int K, int r,
                                                   int rows_per_split, unsigned seed, unsigned threshold,
                                                   float keep_scale) {
+    constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, TM = Cfg::TM, TN = Cfg::TN, STAGES = Cfg::STAGES;
+    constexpr bool VEC = Cfg::VEC, WARP_TILED = Cfg::WARP_TILED;
     __shared__ __align__(16) float As[STAGES][BK][BM + SMEM_PAD];
     __shared__ __align__(16) float Bs[STAGES][BK][BN + SMEM_PAD];
     const int j0 = blockIdx.y * BM, k0 = blockIdx.x * BN, z = blockIdx.z;
@@ -220,79 +329,40 @@ __device__ __forceinline__ void lora_bwd_da_tiled(const float* V, const float* X
     store_tile<Tile>(acc, dA_out + (unsigned long long)z * r * K, K, r, K, j0, k0, nullptr);
 }
 
-// ---- the exported kernels ------------------------------------------------------------------------
-// v2: 16 x 16 tiles, one output per thread, scalar loads.
-extern "C" __global__ void __launch_bounds__(256, 2)
-lora_bwd_dy_v2(const float* __restrict__ dY, const float* __restrict__ B, const float* __restrict__ U,
-               float* __restrict__ V, float* __restrict__ dB_out, int write_db, int M, int N, int r, float s) {
-    lora_bwd_dy_tiled<16, 16, 16, 1, 1, false>(dY, B, U, V, dB_out, write_db, M, N, r, s);
-}
-extern "C" __global__ void __launch_bounds__(256, 2)
-lora_bwd_dx_v2(const float* __restrict__ dY, const float* __restrict__ W0, const float* __restrict__ V,
-               const float* __restrict__ A, float* __restrict__ dX, int M, int N, int K, int r, unsigned seed,
-               unsigned threshold, float keep_scale) {
-    lora_bwd_dx_tiled<16, 16, 16, 1, 1, false, 1, false>(dY, W0, V, A, dX, M, N, K, r, seed, threshold, keep_scale);
-}
-extern "C" __global__ void __launch_bounds__(256, 2)
-lora_bwd_da_v2(const float* __restrict__ V, const float* __restrict__ X, float* __restrict__ dA_out, int M, int K,
-               int r, int rows_per_split, unsigned seed, unsigned threshold, float keep_scale) {
-    lora_bwd_da_tiled<16, 16, 16, 1, 1, false, 1, false>(V, X, dA_out, M, K, r, rows_per_split, seed, threshold, keep_scale);
-}
-
-// v3: register blocks and float4 loads.
+// ---- the exported kernels: each picks its configuration (lora_tiles.cuh) --------------------------
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_bwd_dy_v3(const float* __restrict__ dY, const float* __restrict__ B, const float* __restrict__ U,
                float* __restrict__ V, float* __restrict__ dB_out, int write_db, int M, int N, int r, float s) {
-    lora_bwd_dy_tiled<64, 32, 64, 4, 4, true>(dY, B, U, V, dB_out, write_db, M, N, r, s);
+    lora_bwd_dy_tiled<config::lora_bwd_dy_v3>(dY, B, U, V, dB_out, write_db, M, N, r, s);
 }
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_bwd_dx_v3(const float* __restrict__ dY, const float* __restrict__ W0, const float* __restrict__ V,
                const float* __restrict__ A, float* __restrict__ dX, int M, int N, int K, int r, unsigned seed,
                unsigned threshold, float keep_scale) {
-    lora_bwd_dx_tiled<128, 128, 8, 8, 8, true, 1, false>(dY, W0, V, A, dX, M, N, K, r, seed, threshold, keep_scale);
+    lora_bwd_dx_tiled<config::lora_bwd_dx_v3>(dY, W0, V, A, dX, M, N, K, r, seed, threshold, keep_scale);
 }
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_bwd_da_v3(const float* __restrict__ V, const float* __restrict__ X, float* __restrict__ dA_out, int M, int K,
                int r, int rows_per_split, unsigned seed, unsigned threshold, float keep_scale) {
-    lora_bwd_da_tiled<32, 64, 16, 2, 4, true, 1, false>(V, X, dA_out, M, K, r, rows_per_split, seed, threshold, keep_scale);
+    lora_bwd_da_tiled<config::lora_bwd_da_v3>(V, X, dA_out, M, K, r, rows_per_split, seed, threshold, keep_scale);
 }
 
-// v4: v3's tiles with the pipelined main loop (two shared-memory buffers, next tile fetched during
-// the multiply; common.cuh, accumulate_tile).  dY's pass has no k-loop of its own to pipeline: v3's.
-extern "C" __global__ void __launch_bounds__(256, 2)
-lora_bwd_dy_v4(const float* __restrict__ dY, const float* __restrict__ B, const float* __restrict__ U,
-               float* __restrict__ V, float* __restrict__ dB_out, int write_db, int M, int N, int r, float s) {
-    lora_bwd_dy_tiled<64, 32, 64, 4, 4, true>(dY, B, U, V, dB_out, write_db, M, N, r, s);
-}
+// (lora_bwd_dy_v4 and _v5 are lora_bwd_dy_v3; lora_bwd_da_v5 is lora_bwd_da_v4: see lora_tiles.cuh.)
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_bwd_dx_v4(const float* __restrict__ dY, const float* __restrict__ W0, const float* __restrict__ V,
                const float* __restrict__ A, float* __restrict__ dX, int M, int N, int K, int r, unsigned seed,
                unsigned threshold, float keep_scale) {
-    lora_bwd_dx_tiled<128, 128, 8, 8, 8, true, 2, false>(dY, W0, V, A, dX, M, N, K, r, seed, threshold, keep_scale);
+    lora_bwd_dx_tiled<config::lora_bwd_dx_v4>(dY, W0, V, A, dX, M, N, K, r, seed, threshold, keep_scale);
 }
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_bwd_da_v4(const float* __restrict__ V, const float* __restrict__ X, float* __restrict__ dA_out, int M, int K,
                int r, int rows_per_split, unsigned seed, unsigned threshold, float keep_scale) {
-    lora_bwd_da_tiled<32, 64, 16, 2, 4, true, 2, false>(V, X, dA_out, M, K, r, rows_per_split, seed, threshold, keep_scale);
+    lora_bwd_da_tiled<config::lora_bwd_da_v4>(V, X, dA_out, M, K, r, rows_per_split, seed, threshold, keep_scale);
 }
 
-// v5: v4 with the warp-tiled thread layout for the big 128 x 128 GEMM (common.cuh, ThreadTile): each
-// warp's shared-memory reads hit one transaction per float4 instead of four.  dY's and dA's kernels
-// (8 x 8 is not their thread block) stay as in v4.
-extern "C" __global__ void __launch_bounds__(256, 2)
-lora_bwd_dy_v5(const float* __restrict__ dY, const float* __restrict__ B, const float* __restrict__ U,
-               float* __restrict__ V, float* __restrict__ dB_out, int write_db, int M, int N, int r, float s) {
-    lora_bwd_dy_tiled<64, 32, 64, 4, 4, true>(dY, B, U, V, dB_out, write_db, M, N, r, s);
-}
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_bwd_dx_v5(const float* __restrict__ dY, const float* __restrict__ W0, const float* __restrict__ V,
                const float* __restrict__ A, float* __restrict__ dX, int M, int N, int K, int r, unsigned seed,
                unsigned threshold, float keep_scale) {
-    lora_bwd_dx_tiled<128, 128, 8, 8, 8, true, 2, true>(dY, W0, V, A, dX, M, N, K, r, seed, threshold, keep_scale);
-}
-extern "C" __global__ void __launch_bounds__(256, 2)
-lora_bwd_da_v5(const float* __restrict__ V, const float* __restrict__ X, float* __restrict__ dA_out, int M, int K,
-               int r, int rows_per_split, unsigned seed, unsigned threshold, float keep_scale) {
-    lora_bwd_da_tiled<32, 64, 16, 2, 4, true, 2, false>(V, X, dA_out, M, K, r, rows_per_split, seed, threshold,
-                                                        keep_scale);
+    lora_bwd_dx_tiled<config::lora_bwd_dx_v5>(dY, W0, V, A, dX, M, N, K, r, seed, threshold, keep_scale);
 }

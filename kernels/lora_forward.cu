@@ -20,21 +20,29 @@
 // (common.cuh); kept elements are scaled by 1/(1-p).  Only the LoRA branch sees dropout, as in PEFT.
 // The mask is a hash, never stored: backward regenerates it.
 //
-// Versions (every kernel exists in each; minilora.kernels picks one by shape, tests run all):
+// Versions (minilora.kernels picks one by shape; the tests run all).  Tile sizes live in lora_tiles.cuh,
+// which minilora.kernels reads for its grids.  (cols = r for lora_fwd_u and N for lora_fwd_y.)
 //     v1  naive: one thread per output element, a plain dot product from global memory.
 //         block (16, 16); grid (ceil(cols / 16), ceil(M / 16)).
-//     v2  shared-memory tiled: 16 x 16 output tile per block, BK = 16, one output per thread.
+//     v2  shared-memory tiled: 16 x 16 output tile per block, k-step 16, one output per thread; each
+//         element of X and W0 is read from global memory once per tile instead of once per output.
 //         block 256; grid (ceil(cols / 16), ceil(M / 16)).
+//     v1 and v2 are written out in full below, as plain CUDA.  From v3 on every version is ONE template
+//     per kernel over common.cuh's GEMM machinery, configured by a struct in lora_tiles.cuh:
 //     v3  register-blocked 2D tiling with float4 loads: lora_fwd_y uses 128 x 128 tiles, BK = 8,
 //         8 x 8 outputs per thread; lora_fwd_u uses 64 x 32 tiles, BK = 16, 4 x 2 per thread
 //         (r is small).  block 256; grid (ceil(cols / BN), ceil(M / BM)).  Ragged edges and
 //         unaligned rows fall back to guarded scalar loads (common.cuh, load_tile).
-// (cols = r for lora_fwd_u and N for lora_fwd_y.)
+//     v4  v3 with the pipelined main loop: two shared-memory buffers, the next tile's global reads in
+//         flight while the block multiplies the current one (common.cuh, accumulate_tile).
+//     v5  v4 with the warp-tiled thread layout for the 128 x 128 GEMM (common.cuh, ThreadTile).
+//         lora_fwd_u has no v5 of its own: v4's kernel is launched (an alias in lora_tiles.cuh).
 //
 // Run one by hand on the CPU (the emulator) or a GPU (CuPy) through minilora.kernels:
 //     from minilora import kernels
 //     Y, U = kernels.lora_forward(X, W0, A, B, scale, device="emu", version="v2")
 #include "common.cuh"
+#include "lora_tiles.cuh"
 
 using namespace minilora;
 
@@ -73,94 +81,134 @@ lora_fwd_y_v1(const float* __restrict__ X, const float* __restrict__ W0, const f
 }
 
 // =================================================================================================
-// v2 and v3: tiled.  One template per kernel; the versions differ only in tile shape and load width.
+// v2: shared-memory tiled, one output per thread
 // =================================================================================================
-template <int BM, int BN, int BK, int TM, int TN, bool VEC, int STAGES, bool WARP_TILED>
-__device__ __forceinline__ void lora_fwd_u_tiled(const float* X, const float* A, float* U, int M, int K, int r,
-                                                 unsigned seed, unsigned threshold, float keep_scale) {
-    __shared__ __align__(16) float As[STAGES][BK][BM + SMEM_PAD];
-    __shared__ __align__(16) float Bs[STAGES][BK][BN + SMEM_PAD];
-    const int m0 = blockIdx.y * BM, j0 = blockIdx.x * BN;
-    using Tile = ThreadTile<BM, BN, TM, TN, WARP_TILED>;
-    float acc[TM][TN];
-    zero(acc);
-    const Operand x = make_operand(X, K, M, keep_scale, seed, threshold);  // dropout(X), applied while loading
-    const Operand a = make_operand(A, K, r);
-    accumulate_tile<Tile, BK, true, true, VEC, STAGES>(acc, As, Bs, x, a, m0, j0, 0, K);
-    store_tile<Tile>(acc, U, r, M, r, m0, j0, nullptr);
-}
-
-template <int BM, int BN, int BK, int TM, int TN, bool VEC, int STAGES, bool WARP_TILED>
-__device__ __forceinline__ void lora_fwd_y_tiled(const float* X, const float* W0, const float* U, const float* B,
-                                                 const float* bias, int has_bias, float* Y, int M, int N, int K,
-                                                 int r, float s) {
-    __shared__ __align__(16) float As[STAGES][BK][BM + SMEM_PAD];
-    __shared__ __align__(16) float Bs[STAGES][BK][BN + SMEM_PAD];
-    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-    using Tile = ThreadTile<BM, BN, TM, TN, WARP_TILED>;
-    float acc[TM][TN];
-    zero(acc);
-    // Main loop: the base GEMM X W0^T (both operands k-contiguous: X [M, K], W0 [N, K]).
-    accumulate_tile<Tile, BK, true, true, VEC, STAGES>(acc, As, Bs, make_operand(X, K, M),
-                                                         make_operand(W0, K, N), m0, n0, 0, K);
-    // Epilogue: + s U B^T into the same registers -- r more steps of the k-loop (s folded into U's loads;
-    // too few steps to be worth pipelining).
-    accumulate_tile<Tile, BK, true, true, VEC, 1>(acc, As, Bs, make_operand(U, r, M, s), make_operand(B, r, N),
-                                                  m0, n0, 0, r);
-    store_tile<Tile>(acc, Y, N, M, N, m0, n0, has_bias ? bias : nullptr);
-}
-
-// The exported kernels (extern "C", as cupy.RawModule expects) just pick a tile shape.
-// v2: 16 x 16 tiles, one output per thread, scalar loads.
+// The block computes a 16 x 16 tile of the output; thread (ty, tx) owns element (m0 + ty, col0 + tx).
+// Each step of the k-loop, every thread copies ONE element of each operand's 16 x 16 tile into shared
+// memory, the block waits, and each thread then takes 16 multiply-adds out of shared memory.
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_fwd_u_v2(const float* __restrict__ X, const float* __restrict__ A, float* __restrict__ U, int M, int K, int r,
               unsigned seed, unsigned threshold, float keep_scale) {
-    lora_fwd_u_tiled<16, 16, 16, 1, 1, false, 1, false>(X, A, U, M, K, r, seed, threshold, keep_scale);
+    constexpr int T = V2_TILE;
+    __shared__ float Xs[T][T + 1];  // Xs[m][k] = dropout(X)[m0 + m, k0 + k]   (+1: no bank conflicts)
+    __shared__ float As[T][T + 1];  // As[j][k] = A[j0 + j, k0 + k]
+    const int ty = threadIdx.x / T, tx = threadIdx.x % T;
+    const int m0 = blockIdx.y * T, j0 = blockIdx.x * T;
+    float acc = 0.0f;
+    for (int k0 = 0; k0 < K; k0 += T) {
+        const int k = k0 + tx;  // the column this thread loads; zero outside the matrices
+        const unsigned long long i = (unsigned long long)(m0 + ty) * K + k;
+        const bool kept = threshold == 0u || lora_keep(seed, i, threshold);
+        Xs[ty][tx] = (m0 + ty < M && k < K && kept) ? X[i] * keep_scale : 0.0f;
+        As[ty][tx] = (j0 + ty < r && k < K) ? A[(unsigned long long)(j0 + ty) * K + k] : 0.0f;
+        __syncthreads();
+        for (int kk = 0; kk < T; ++kk) acc = fmaf(Xs[ty][kk], As[tx][kk], acc);
+        __syncthreads();  // nobody overwrites a tile another thread is still reading
+    }
+    const int m = m0 + ty, j = j0 + tx;
+    if (m < M && j < r) U[(unsigned long long)m * r + j] = acc;
 }
+
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_fwd_y_v2(const float* __restrict__ X, const float* __restrict__ W0, const float* __restrict__ U,
               const float* __restrict__ B, const float* __restrict__ bias, int has_bias, float* __restrict__ Y,
               int M, int N, int K, int r, float s) {
-    lora_fwd_y_tiled<16, 16, 16, 1, 1, false, 1, false>(X, W0, U, B, bias, has_bias, Y, M, N, K, r, s);
+    constexpr int T = V2_TILE;
+    __shared__ float Ls[T][T + 1];  // left operand tile:  X[m0 + m, k0 + k], then s U[m0 + m, j0 + j]
+    __shared__ float Rs[T][T + 1];  // right operand tile: W0[n0 + n, k0 + k], then B[n0 + n, j0 + j]
+    const int ty = threadIdx.x / T, tx = threadIdx.x % T;
+    const int m0 = blockIdx.y * T, n0 = blockIdx.x * T;
+    float acc = 0.0f;
+    // The base GEMM: acc = (X W0^T)[m, n].
+    for (int k0 = 0; k0 < K; k0 += T) {
+        const int k = k0 + tx;
+        Ls[ty][tx] = (m0 + ty < M && k < K) ? X[(unsigned long long)(m0 + ty) * K + k] : 0.0f;
+        Rs[ty][tx] = (n0 + ty < N && k < K) ? W0[(unsigned long long)(n0 + ty) * K + k] : 0.0f;
+        __syncthreads();
+        for (int kk = 0; kk < T; ++kk) acc = fmaf(Ls[ty][kk], Rs[tx][kk], acc);
+        __syncthreads();
+    }
+    // The LoRA term into the same accumulator: + s (U B^T)[m, n], a k-loop of length r (s folded into U).
+    for (int j0 = 0; j0 < r; j0 += T) {
+        const int j = j0 + tx;
+        Ls[ty][tx] = (m0 + ty < M && j < r) ? U[(unsigned long long)(m0 + ty) * r + j] * s : 0.0f;
+        Rs[ty][tx] = (n0 + ty < N && j < r) ? B[(unsigned long long)(n0 + ty) * r + j] : 0.0f;
+        __syncthreads();
+        for (int jj = 0; jj < T; ++jj) acc = fmaf(Ls[ty][jj], Rs[tx][jj], acc);
+        __syncthreads();
+    }
+    const int m = m0 + ty, n = n0 + tx;
+    if (m < M && n < N) Y[(unsigned long long)m * N + n] = acc + (has_bias ? bias[n] : 0.0f);
 }
 
-// v3: register blocks and float4 loads.
+// =================================================================================================
+// v3, v4, v5: one template per kernel over common.cuh's tiled GEMM; Cfg (lora_tiles.cuh) says how.
+// =================================================================================================
+template <class Cfg>
+__device__ __forceinline__ void lora_fwd_u_tiled(const float* X, const float* A, float* U, int M, int K, int r,
+                                                 unsigned seed, unsigned threshold, float keep_scale) {
+    __shared__ __align__(16) float As[Cfg::STAGES][Cfg::BK][Cfg::BM + SMEM_PAD];
+    __shared__ __align__(16) float Bs[Cfg::STAGES][Cfg::BK][Cfg::BN + SMEM_PAD];
+    const int m0 = blockIdx.y * Cfg::BM, j0 = blockIdx.x * Cfg::BN;
+    using Tile = ThreadTile<Cfg::BM, Cfg::BN, Cfg::TM, Cfg::TN, Cfg::WARP_TILED>;
+    static_assert(Tile::THREADS == THREADS, "the launch gives every tiled kernel THREADS threads");
+    float acc[Cfg::TM][Cfg::TN];
+    zero(acc);
+    const Operand x = make_operand(X, K, M, keep_scale, seed, threshold);  // dropout(X), applied while loading
+    const Operand a = make_operand(A, K, r);
+    accumulate_tile<Tile, Cfg::BK, true, true, Cfg::VEC, Cfg::STAGES>(acc, As, Bs, x, a, m0, j0, 0, K);
+    store_tile<Tile>(acc, U, r, M, r, m0, j0, nullptr);
+}
+
+template <class Cfg>
+__device__ __forceinline__ void lora_fwd_y_tiled(const float* X, const float* W0, const float* U, const float* B,
+                                                 const float* bias, int has_bias, float* Y, int M, int N, int K,
+                                                 int r, float s) {
+    __shared__ __align__(16) float As[Cfg::STAGES][Cfg::BK][Cfg::BM + SMEM_PAD];
+    __shared__ __align__(16) float Bs[Cfg::STAGES][Cfg::BK][Cfg::BN + SMEM_PAD];
+    const int m0 = blockIdx.y * Cfg::BM, n0 = blockIdx.x * Cfg::BN;
+    using Tile = ThreadTile<Cfg::BM, Cfg::BN, Cfg::TM, Cfg::TN, Cfg::WARP_TILED>;
+    float acc[Cfg::TM][Cfg::TN];
+    zero(acc);
+    // Main loop: the base GEMM X W0^T (both operands k-contiguous: X [M, K], W0 [N, K]).
+    accumulate_tile<Tile, Cfg::BK, true, true, Cfg::VEC, Cfg::STAGES>(acc, As, Bs, make_operand(X, K, M),
+                                                                       make_operand(W0, K, N), m0, n0, 0, K);
+    // Epilogue: + s U B^T into the same registers -- r more steps of the k-loop (s folded into U's loads;
+    // too few steps to be worth pipelining).
+    accumulate_tile<Tile, Cfg::BK, true, true, Cfg::VEC, 1>(acc, As, Bs, make_operand(U, r, M, s),
+                                                            make_operand(B, r, N), m0, n0, 0, r);
+    store_tile<Tile>(acc, Y, N, M, N, m0, n0, has_bias ? bias : nullptr);
+}
+
+// The exported kernels (extern "C", as cupy.RawModule expects) each pick their configuration.
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_fwd_u_v3(const float* __restrict__ X, const float* __restrict__ A, float* __restrict__ U, int M, int K, int r,
               unsigned seed, unsigned threshold, float keep_scale) {
-    lora_fwd_u_tiled<64, 32, 16, 4, 2, true, 1, false>(X, A, U, M, K, r, seed, threshold, keep_scale);
+    lora_fwd_u_tiled<config::lora_fwd_u_v3>(X, A, U, M, K, r, seed, threshold, keep_scale);
 }
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_fwd_y_v3(const float* __restrict__ X, const float* __restrict__ W0, const float* __restrict__ U,
               const float* __restrict__ B, const float* __restrict__ bias, int has_bias, float* __restrict__ Y,
               int M, int N, int K, int r, float s) {
-    lora_fwd_y_tiled<128, 128, 8, 8, 8, true, 1, false>(X, W0, U, B, bias, has_bias, Y, M, N, K, r, s);
+    lora_fwd_y_tiled<config::lora_fwd_y_v3>(X, W0, U, B, bias, has_bias, Y, M, N, K, r, s);
 }
 
-// v4: v3's tiles with the pipelined main loop: two shared-memory buffers, the next tile's global
-// reads in flight while the block multiplies the current one (common.cuh, accumulate_tile).
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_fwd_u_v4(const float* __restrict__ X, const float* __restrict__ A, float* __restrict__ U, int M, int K, int r,
               unsigned seed, unsigned threshold, float keep_scale) {
-    lora_fwd_u_tiled<64, 32, 16, 4, 2, true, 2, false>(X, A, U, M, K, r, seed, threshold, keep_scale);
+    lora_fwd_u_tiled<config::lora_fwd_u_v4>(X, A, U, M, K, r, seed, threshold, keep_scale);
 }
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_fwd_y_v4(const float* __restrict__ X, const float* __restrict__ W0, const float* __restrict__ U,
               const float* __restrict__ B, const float* __restrict__ bias, int has_bias, float* __restrict__ Y,
               int M, int N, int K, int r, float s) {
-    lora_fwd_y_tiled<128, 128, 8, 8, 8, true, 2, false>(X, W0, U, B, bias, has_bias, Y, M, N, K, r, s);
+    lora_fwd_y_tiled<config::lora_fwd_y_v4>(X, W0, U, B, bias, has_bias, Y, M, N, K, r, s);
 }
 
-// v5: v4 with the warp-tiled thread layout for the 128 x 128 GEMM (common.cuh, ThreadTile): each
-// warp's shared-memory reads hit one transaction per float4 instead of four.
-extern "C" __global__ void __launch_bounds__(256, 2)
-lora_fwd_u_v5(const float* __restrict__ X, const float* __restrict__ A, float* __restrict__ U, int M, int K, int r,
-              unsigned seed, unsigned threshold, float keep_scale) {
-    lora_fwd_u_tiled<64, 32, 16, 4, 2, true, 2, false>(X, A, U, M, K, r, seed, threshold, keep_scale);
-}
+// (lora_fwd_u_v5 is lora_fwd_u_v4: see lora_tiles.cuh.)
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_fwd_y_v5(const float* __restrict__ X, const float* __restrict__ W0, const float* __restrict__ U,
               const float* __restrict__ B, const float* __restrict__ bias, int has_bias, float* __restrict__ Y,
               int M, int N, int K, int r, float s) {
-    lora_fwd_y_tiled<128, 128, 8, 8, 8, true, 2, true>(X, W0, U, B, bias, has_bias, Y, M, N, K, r, s);
+    lora_fwd_y_tiled<config::lora_fwd_y_v5>(X, W0, U, B, bias, has_bias, Y, M, N, K, r, s);
 }

@@ -31,23 +31,13 @@ import numpy as np
 from .device import Device, xp_of
 from .device import device as _device
 
-__all__ = ["lora_forward", "lora_backward", "adamw_step", "pick_version", "supports", "contiguous", "checking",
+__all__ = ["lora_forward", "lora_backward", "adamw_step", "pick_version", "supports", "contiguous", "tiles", "checking",
            "kernel_dir", "source", "VERSIONS", "KERNEL_FILES"]
 
 VERSIONS = ("v1", "v2", "v3", "v4", "v5")
 KERNEL_FILES = ("lora_forward.cu", "lora_backward.cu", "adamw.cu")
-
-# Tile shapes of the v2-v5 kernels: (rows of the output tile, columns, k-step). They must match the
-# template arguments in the .cu files; a mismatch leaves output elements unwritten, which the tests'
-# NaN poisoning catches.
-_TILES = {
-    "v2": {"fwd_u": (16, 16), "fwd_y": (16, 16), "dy": (16, 16), "dx": (16, 16), "da": (16, 16, 16)},
-    "v3": {"fwd_u": (64, 32), "fwd_y": (128, 128), "dy": (64, 64), "dx": (128, 128), "da": (32, 64, 16)},
-}
-_TILES["v4"] = _TILES["v5"] = _TILES["v3"]  # v4, v5: v3's tiles, a pipelined loop, then warp tiles
-_THREADS = 256
-_V1_BLOCK = (16, 16)
-_ADAMW_CHUNK = 4096  # ADAMW_CHUNK in adamw.cu
+# Tile shapes and block sizes are not written here: tiles() reads them from kernels/lora_tiles.cuh
+# (and adamw.cu's #defines), so a kernel and its launch configuration cannot disagree.
 _TARGET_BLOCKS = 264  # about two waves of blocks on a 132-SM H100/H200: sizes dA's split over M
 
 
@@ -93,7 +83,7 @@ _MODULES = {}  # (device, file, sanitize) -> (modification times of the sources,
 def _module(dev, filename, sanitize=False):
     """The compiled module, rebuilt when a source changed (a learner editing a .cu in a notebook)."""
     folder = kernel_dir()
-    stamp = tuple((folder / name).stat().st_mtime_ns for name in (filename, "common.cuh")
+    stamp = tuple((folder / name).stat().st_mtime_ns for name in (filename, "common.cuh", "lora_tiles.cuh")
                   if (folder / name).is_file())
     key = (dev.name, filename, sanitize)
     if key not in _MODULES or _MODULES[key][0] != stamp:
@@ -106,6 +96,72 @@ def _module(dev, filename, sanitize=False):
             module = emulator.RawModule(code=code, sanitize=sanitize)
         _MODULES[key] = (stamp, module)
     return _MODULES[key][1]
+
+
+# ------------------------------------------------------------------------------------------------
+# Tile shapes: read from kernels/lora_tiles.cuh, the one place they are written
+# ------------------------------------------------------------------------------------------------
+_CONSTANT = re.compile(r"^\s*constexpr\s+int\s+(\w+)\s*=\s*(\d+)\s*;", re.M)
+_DEFINE = re.compile(r"^\s*#\s*define\s+(\w+)\s+(\d+)\b", re.M)
+_STRUCT = re.compile(r"\bstruct\s+(\w+)\s*(?::\s*(\w+)\s*)?\{(.*?)\};", re.S)
+_FIELDS = re.compile(r"static\s+constexpr\s+(?:int|bool)\s+([^;]*);")
+_ALIAS = re.compile(r"\busing\s+(\w+)\s*=\s*(?:\w+::)*(\w+)\s*;")
+
+
+class _Tiles:
+    """What lora_tiles.cuh says: its int constants, and per kernel configuration (``lora_fwd_y_v5``)
+    its fields (``BM``, ``BN``, ...) with what it inherits, and which configurations are aliases."""
+
+    def __init__(self, text):
+        text = re.sub(r"//[^\n]*", "", text)  # comments may mention any of the forms
+        self.constants = {name: int(value) for name, value in _CONSTANT.findall(text)}
+        self.aliases = dict(_ALIAS.findall(text))
+        own = {}
+        for name, base, body in _STRUCT.findall(text):
+            fields = {}
+            for declaration in _FIELDS.findall(body):
+                for item in declaration.split(","):
+                    field, value = (part.strip() for part in item.split("="))
+                    fields[field] = {"true": True, "false": False}.get(value, None)
+                    if fields[field] is None:
+                        fields[field] = int(value)
+            own[name] = (base or None, fields)
+        self.configs = {name: self._resolve(own, name) for name in own}
+
+    @staticmethod
+    def _resolve(own, name):
+        base, fields = own[name]
+        return {**(_Tiles._resolve(own, base) if base else {}), **fields}
+
+    def kernel(self, name):
+        """The kernel that runs for configuration ``name``: itself, or what it is an alias of."""
+        while name in self.aliases:
+            name = self.aliases[name]
+        return name
+
+    def shape(self, kernel, version):
+        """(kernel name to launch, its tile fields) of ``kernel`` (e.g. ``"lora_fwd_y"``) in ``version``."""
+        if version == "v2":
+            t = self.constants["V2_TILE"]
+            return f"{kernel}_v2", {"BM": t, "BN": t, "BK": t, "RC": t}
+        name = self.kernel(f"{kernel}_{version}")
+        return name, self.configs[name]
+
+
+@functools.lru_cache(maxsize=4)
+def _tiles_of(stamp):
+    return _Tiles((kernel_dir() / "lora_tiles.cuh").read_text())
+
+
+def tiles():
+    """The tile shapes in kernels/lora_tiles.cuh (read again when the file changes)."""
+    return _tiles_of((kernel_dir() / "lora_tiles.cuh").stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=None)
+def _adamw_define(name):
+    """A ``#define`` of adamw.cu: ADAMW_THREADS (threads per block), ADAMW_CHUNK (elements per block)."""
+    return int(dict(_DEFINE.findall((kernel_dir() / "adamw.cu").read_text()))[name])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -264,12 +320,15 @@ def lora_forward(X, W0, A, B, scale, bias=None, dropout_p=0.0, seed=0, device=No
     u_args = (X, A, U, i32(M), i32(K), i32(r), seed32, threshold, keep_scale)
     y_args = (X, W0, U, B, bias_arg, i32(bias is not None), Y, i32(M), i32(N), i32(K), i32(r), f32(scale))
     if v == "v1":
-        _launch(dev, "lora_forward.cu", "lora_fwd_u_v1", (_cdiv(r, 16), _cdiv(M, 16)), _V1_BLOCK, u_args)
-        _launch(dev, "lora_forward.cu", "lora_fwd_y_v1", (_cdiv(N, 16), _cdiv(M, 16)), _V1_BLOCK, y_args)
+        b = tiles().constants["V1_BLOCK"]
+        _launch(dev, "lora_forward.cu", "lora_fwd_u_v1", (_cdiv(r, b), _cdiv(M, b)), (b, b), u_args)
+        _launch(dev, "lora_forward.cu", "lora_fwd_y_v1", (_cdiv(N, b), _cdiv(M, b)), (b, b), y_args)
     else:
-        (ubm, ubn), (ybm, ybn) = _TILES[v]["fwd_u"], _TILES[v]["fwd_y"]
-        _launch(dev, "lora_forward.cu", f"lora_fwd_u_{v}", (_cdiv(r, ubn), _cdiv(M, ubm)), _THREADS, u_args)
-        _launch(dev, "lora_forward.cu", f"lora_fwd_y_{v}", (_cdiv(N, ybn), _cdiv(M, ybm)), _THREADS, y_args)
+        threads = tiles().constants["THREADS"]
+        u_kernel, u = tiles().shape("lora_fwd_u", v)
+        y_kernel, y = tiles().shape("lora_fwd_y", v)
+        _launch(dev, "lora_forward.cu", u_kernel, (_cdiv(r, u["BN"]), _cdiv(M, u["BM"])), threads, u_args)
+        _launch(dev, "lora_forward.cu", y_kernel, (_cdiv(N, y["BN"]), _cdiv(M, y["BM"])), threads, y_args)
     return Y, U
 
 
@@ -313,37 +372,39 @@ def lora_backward(dY, X, W0, A, B, U, scale, dropout_p=0.0, seed=0, need_dx=True
     V = _empty(xp, (M, r)) if (need_dx or need_dA or (need_dB and v != "v1")) else None
 
     if v == "v1":
+        b = tiles().constants["V1_BLOCK"]
         if V is not None:
-            launch("lora_bwd_v_v1", (_cdiv(r, 16), _cdiv(M, 16)), _V1_BLOCK, (dY, B, V, i32(M), i32(N), i32(r), s))
+            launch("lora_bwd_v_v1", (_cdiv(r, b), _cdiv(M, b)), (b, b), (dY, B, V, i32(M), i32(N), i32(r), s))
         if need_dB:
-            launch("lora_bwd_db_v1", (_cdiv(r, 16), _cdiv(N, 16)), _V1_BLOCK, (dY, U, dB, i32(M), i32(N), i32(r), s))
+            launch("lora_bwd_db_v1", (_cdiv(r, b), _cdiv(N, b)), (b, b), (dY, U, dB, i32(M), i32(N), i32(r), s))
         if need_dx:
-            launch("lora_bwd_dx_v1", (_cdiv(K, 16), _cdiv(M, 16)), _V1_BLOCK,
+            launch("lora_bwd_dx_v1", (_cdiv(K, b), _cdiv(M, b)), (b, b),
                    (dY, W0, V, A, dX, i32(M), i32(N), i32(K), i32(r), *mask))
         if need_dA:
-            launch("lora_bwd_da_v1", (_cdiv(K, 16), _cdiv(r, 16)), _V1_BLOCK,
+            launch("lora_bwd_da_v1", (_cdiv(K, b), _cdiv(r, b)), (b, b),
                    (V, X, dA, i32(M), i32(K), i32(r), *mask))
         return dX, dA, dB
 
-    tiles = _TILES[v]
+    threads = tiles().constants["THREADS"]
     # 1. One pass over dY: V, and dB's per-row-block partial sums (2. reduced right after).
-    dy_bm, dy_rc = tiles["dy"]
-    row_blocks = _cdiv(M, dy_bm)
+    dy_kernel, dy = tiles().shape("lora_bwd_dy", v)
+    row_blocks = _cdiv(M, dy["BM"])
     partial_B = V  # a placeholder pointer when dB is not wanted (write_db = 0)
     if need_dB:
         partial_B = dB if row_blocks == 1 else _empty(xp, (row_blocks, N, r))
-    launch(f"lora_bwd_dy_{v}", (_cdiv(r, dy_rc), row_blocks), _THREADS,
+    launch(dy_kernel, (_cdiv(r, dy["RC"]), row_blocks), threads,
            (dY, B, U, V, partial_B, i32(need_dB), i32(M), i32(N), i32(r), s))
     if need_dB and row_blocks > 1:
         _reduce(launch, partial_B, dB, row_blocks, N * r)
     # 3. dX = dY W0 + mask * (V A)
     if need_dx:
-        bm, bn = tiles["dx"]
-        launch(f"lora_bwd_dx_{v}", (_cdiv(K, bn), _cdiv(M, bm)), _THREADS,
+        dx_kernel, dx = tiles().shape("lora_bwd_dx", v)
+        launch(dx_kernel, (_cdiv(K, dx["BN"]), _cdiv(M, dx["BM"])), threads,
                (dY, W0, V, A, dX, i32(M), i32(N), i32(K), i32(r), *mask))
     # 4. dA = V^T dropout(X), split over M (5. reduced after).
     if need_dA:
-        bm, bn, bk = tiles["da"]
+        da_kernel, da = tiles().shape("lora_bwd_da", v)
+        bm, bn, bk = da["BM"], da["BN"], da["BK"]
         tiles_per_split = _cdiv(r, bm) * _cdiv(K, bn)
         splits = split_m if split_m is not None else max(1, min(_TARGET_BLOCKS // tiles_per_split, _cdiv(M, 256)))
         if not isinstance(splits, (int, np.integer)) or splits < 1:
@@ -351,7 +412,7 @@ def lora_backward(dY, X, W0, A, B, U, scale, dropout_p=0.0, seed=0, need_dx=True
         rows = _cdiv(_cdiv(M, int(splits)), bk) * bk  # rows per split: a multiple of the k-step
         splits = _cdiv(M, rows)
         partial_A = dA if splits == 1 else _empty(xp, (splits, r, K))
-        launch(f"lora_bwd_da_{v}", (_cdiv(K, bn), _cdiv(r, bm), splits), _THREADS,
+        launch(da_kernel, (_cdiv(K, bn), _cdiv(r, bm), splits), threads,
                (V, X, partial_A, i32(M), i32(K), i32(r), i32(rows), *mask))
         if splits > 1:
             _reduce(launch, partial_A, dA, splits, r * K)
@@ -360,7 +421,8 @@ def lora_backward(dY, X, W0, A, B, U, scale, dropout_p=0.0, seed=0, need_dx=True
 
 def _reduce(launch, partials, out, slices, size):
     """The second pass of a split reduction: ``out = partials.sum(axis=0)``, in a fixed order."""
-    launch("lora_reduce_partials", (_cdiv(size, _THREADS),), _THREADS,
+    threads = tiles().constants["THREADS"]
+    launch("lora_reduce_partials", (_cdiv(size, threads),), threads,
            (partials, out, np.int32(slices), np.int64(size)))
 
 
@@ -392,7 +454,7 @@ def adamw_step(params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, eps, w
     hyper = _adamw_hyper(fn, T, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, step=step)
     blocks, args, copy_back = _adamw_arguments(dev, lists, hyper)
     if blocks:
-        _launch(dev, "adamw.cu", "adamw_multi_tensor", (blocks,), _THREADS, args)
+        _launch(dev, "adamw.cu", "adamw_multi_tensor", (blocks,), _adamw_define("ADAMW_THREADS"), args)
         copy_back()
 
 
@@ -430,7 +492,7 @@ class _AdamWLayout:
         sizes = np.array(sizes, dtype=np.int64)
         self.host_offsets = np.concatenate([[0], np.cumsum(sizes)])
         # Array operations, not a Python loop: a 100M-parameter model has ~25,000 chunks.
-        counts = -(-sizes // _ADAMW_CHUNK)
+        counts = -(-sizes // _adamw_define("ADAMW_CHUNK"))
         first_block = np.cumsum(counts) - counts
         tensor_of_block = np.repeat(np.arange(len(sizes)), counts)
         chunk_of_block = np.arange(counts.sum()) - np.repeat(first_block, counts)

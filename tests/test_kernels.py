@@ -262,7 +262,7 @@ def test_adamw_optimizer_on_emu_matches_cpu(monkeypatch):
         opt = optim.AdamW([{"params": ps[:2]}, {"params": ps[2:], "lr": 0.1, "weight_decay": 0.0}], lr=1e-2)
         for step_grads in grads:
             for p, g in zip(ps, step_grads):
-                p.grad = g.astype(np.float32)
+                p.grad = ml.tensor(g.astype(np.float32), device=dev)
             opt.step()
         result[dev] = [p.numpy().copy() for p in ps]
     assert launches == ["adamw_multi_tensor"] * 3
@@ -408,3 +408,26 @@ def test_gpu_tile_sweep_variants_are_correct_on_the_emulator():
     assert res.returncode == 0, res.stdout + res.stderr
     rows = [line for line in res.stdout.splitlines() if line.startswith("| ") and "variant" not in line]
     assert len(rows) >= 9 and all("e-0" in row.split("|")[-2] for row in rows), res.stdout
+
+
+def test_tile_shapes_come_from_one_header_and_aliases_launch_the_earlier_kernel():
+    """kernels/lora_tiles.cuh is the one place the tiles are written: kernels.py reads its launch grids from
+    it, every (kernel, version) resolves to a kernel the sources export, and an alias exports none."""
+    import re
+    folder = kernels.kernel_dir()
+    exported = set()
+    for name in ("lora_forward.cu", "lora_backward.cu"):
+        exported |= set(re.findall(r'extern "C" __global__ void(?: __launch_bounds__\([^)]*\))?\s+(\w+)\s*\(',
+                                   (folder / name).read_text()))
+    t = kernels.tiles()
+    assert t.constants == {"THREADS": 256, "V1_BLOCK": 16, "V2_TILE": 16}
+    for kernel in ("lora_fwd_u", "lora_fwd_y", "lora_bwd_dy", "lora_bwd_dx", "lora_bwd_da"):
+        for version in ("v2", "v3", "v4", "v5"):
+            launched, shape = t.shape(kernel, version)
+            assert launched in exported, f"{kernel} {version}: {launched} is not in the sources"
+            assert shape["BM"] > 0 and shape["BN"] > 0
+    assert t.shape("lora_fwd_y", "v5") == ("lora_fwd_y_v5", {**t.configs["lora_fwd_y_v3"], "STAGES": 2,
+                                                             "WARP_TILED": True})  # v5 = v4 + warp tiles
+    assert t.shape("lora_bwd_dy", "v5")[0] == "lora_bwd_dy_v3" and "lora_bwd_dy_v5" not in exported
+    assert set(t.aliases) == {"lora_fwd_u_v5", "lora_bwd_dy_v4", "lora_bwd_dy_v5", "lora_bwd_da_v5"}
+    assert not set(t.aliases) & exported

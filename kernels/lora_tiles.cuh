@@ -1,0 +1,75 @@
+// lora_tiles.cuh -- the tile shapes of the LoRA kernels, written down once.
+//
+// The kernels (lora_forward.cu, lora_backward.cu) take their shapes from here, and so does the
+// Python that launches them: minilora/kernels.py reads this file to size its grids (grid = output
+// size / tile size, rounded up).  Change a number here and both sides follow; they cannot disagree.
+//
+// v1 and v2 are plain CUDA with one constant each.  From v3 on, a kernel is one template of
+// common.cuh's GEMM machinery, configured by a struct named after the kernel it configures:
+//
+//     BM x BN   the block's output tile              BK      the k-step: rows of each shared-memory tile
+//     TM x TN   outputs per thread (register block)  VEC     float4 loads wherever they are aligned
+//     STAGES    shared-memory buffers per operand: 1, or 2 for the pipelined main loop
+//     WARP_TILED  the warp-tiled thread layout (common.cuh, ThreadTile)
+//
+// A later version derives from the one before and names only what it changes.  A version that
+// changes nothing for a kernel is an alias (`using`): no second copy of that kernel is compiled, and
+// minilora/kernels.py launches the earlier version's kernel for it.
+//
+// minilora/kernels.py reads three forms (keep to them): `constexpr int NAME = value;`,
+// `struct NAME [: BASE] { static constexpr int|bool FIELD = value, ...; ... };` and `using NAME = OTHER;`.
+#pragma once
+
+namespace minilora {
+
+constexpr int THREADS = 256;  // threads per block of every tiled kernel (and of lora_reduce_partials)
+constexpr int V1_BLOCK = 16;  // v1: blocks of 16 x 16 threads, one thread per output element
+constexpr int V2_TILE = 16;   // v2: 16 x 16 output tiles, k-step 16, one output per thread (256 threads)
+
+namespace config {
+
+// ---- forward ------------------------------------------------------------------------------------
+// U = dropout(X) A^T: r is small, so a narrow 64 x 32 tile and 4 x 2 outputs per thread.
+struct lora_fwd_u_v3 {
+    static constexpr int BM = 64, BN = 32, BK = 16, TM = 4, TN = 2, STAGES = 1;
+    static constexpr bool VEC = true, WARP_TILED = false;
+};
+struct lora_fwd_u_v4 : lora_fwd_u_v3 { static constexpr int STAGES = 2; };
+using lora_fwd_u_v5 = lora_fwd_u_v4;  // warp tiles need 8 x 8 outputs per thread: U stays as in v4
+
+// Y = X W0^T + s U B^T + bias: the big GEMM, 128 x 128 tiles, 8 x 8 outputs per thread.
+struct lora_fwd_y_v3 {
+    static constexpr int BM = 128, BN = 128, BK = 8, TM = 8, TN = 8, STAGES = 1;
+    static constexpr bool VEC = true, WARP_TILED = false;
+};
+struct lora_fwd_y_v4 : lora_fwd_y_v3 { static constexpr int STAGES = 2; };
+struct lora_fwd_y_v5 : lora_fwd_y_v4 { static constexpr bool WARP_TILED = true; };
+
+// ---- backward -----------------------------------------------------------------------------------
+// V = s dY B and dB's partial sums in one pass over dY: BM rows of dY per block, BN-wide tiles of N,
+// RC LoRA ranks per block, TM x TN of V per thread.
+struct lora_bwd_dy_v3 {
+    static constexpr int BM = 64, BN = 32, RC = 64, TM = 4, TN = 4;
+    static constexpr bool VEC = true;
+};
+using lora_bwd_dy_v4 = lora_bwd_dy_v3;  // no k-loop of its own to pipeline
+using lora_bwd_dy_v5 = lora_bwd_dy_v3;
+
+// dX = dY W0 + mask * (V A): the forward's big GEMM shape.
+struct lora_bwd_dx_v3 {
+    static constexpr int BM = 128, BN = 128, BK = 8, TM = 8, TN = 8, STAGES = 1;
+    static constexpr bool VEC = true, WARP_TILED = false;
+};
+struct lora_bwd_dx_v4 : lora_bwd_dx_v3 { static constexpr int STAGES = 2; };
+struct lora_bwd_dx_v5 : lora_bwd_dx_v4 { static constexpr bool WARP_TILED = true; };
+
+// dA = V^T dropout(X), split over M: 32 (ranks) x 64 (columns of K) tiles, k-step 16 rows of M.
+struct lora_bwd_da_v3 {
+    static constexpr int BM = 32, BN = 64, BK = 16, TM = 2, TN = 4, STAGES = 1;
+    static constexpr bool VEC = true, WARP_TILED = false;
+};
+struct lora_bwd_da_v4 : lora_bwd_da_v3 { static constexpr int STAGES = 2; };
+using lora_bwd_da_v5 = lora_bwd_da_v4;  // 2 x 4 per thread is no warp tile: dA stays as in v4
+
+}  // namespace config
+}  // namespace minilora
