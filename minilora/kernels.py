@@ -17,8 +17,13 @@ Public functions (the contract with ``minilora.ops.lora`` and ``minilora.optim``
     adamw_step(params, grads, exp_avgs, exp_avg_sqs, lr=..., beta1=..., beta2=..., eps=...,
                weight_decay=..., step=..., device=...)
 
+An op never calls these from its NumPy math: ``LoraLinear`` declares ``kernel_forward`` /
+``kernel_backward``, and ``Function.apply`` runs those on ``emu``/``cuda`` when ``supports`` takes the
+dtypes; they hand their arrays through ``contiguous`` first.
+
 ``version="v1" | ... | "v5"`` runs one numbered version of the LoRA kernels (the tests run all of
-them); by default ``pick_version`` chooses by shape. ``checking(...)`` turns on the debugging aids
+them); by default ``pick_version`` chooses by shape. Tile shapes come from ``kernels/lora_tiles.cuh``
+(``tiles()``), the same file the kernels include. ``checking(...)`` turns on the debugging aids
 the tests use: NaN-poisoned outputs and, on ``emu``, the race check and the sanitizer.
 """
 import contextlib
