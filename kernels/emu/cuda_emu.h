@@ -108,7 +108,8 @@ static constexpr int warpSize = 32;
 // ---------------------------------------------------------------------------------------------
 namespace __emu {
 enum BarrierKind { BAR_PLAIN = 0, BAR_COUNT = 1, BAR_AND = 2, BAR_OR = 3 };
-enum WarpOp { W_SYNC = 0, W_SHFL_IDX, W_SHFL_UP, W_SHFL_DOWN, W_SHFL_XOR, W_BALLOT, W_ANY, W_ALL };
+// W_COALESCE: cooperative_groups::coalesced_threads(), the lanes of a warp that reach the same call together.
+enum WarpOp { W_SYNC = 0, W_SHFL_IDX, W_SHFL_UP, W_SHFL_DOWN, W_SHFL_XOR, W_BALLOT, W_ANY, W_ALL, W_COALESCE };
 
 int syncthreads(int kind, int pred, const char* file, int line);
 unsigned long long warp_op(int op, const char* file, int line, unsigned mask, unsigned long long value,

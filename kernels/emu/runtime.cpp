@@ -534,7 +534,10 @@ void make_order(std::vector<int>& v, size_t n, int order) {
 // ---- barriers ------------------------------------------------------------------------------------
 // Called by the scheduler when no fiber can run.  Either releases a complete __syncthreads(),
 // or explains why the block is stuck.  Returns false when the block cannot continue.
+bool release_coalesced_groups();
+
 bool release_barrier_or_explain() {
+    if (release_coalesced_groups()) return true;
     int waiting = 0, exited = 0, at_warp = 0;
     const Fiber* first_wait = nullptr;
     const Fiber* first_exit = nullptr;
@@ -665,6 +668,30 @@ std::string describe_fault() {
     return who + " crashed" kLocationMark ": " + what;
 }
 #endif
+
+// coalesced_threads(): a lane waits there until no lane of its block can run on; then the lanes of
+// its warp waiting at the same call form the group (the others have exited or wait elsewhere, as
+// lanes of another branch do on a GPU).  Each gets the group's lane mask.
+bool release_coalesced_groups() {
+    bool released = false;
+    for (Fiber& f : g.fibers) {
+        if (f.state != AT_WARP || f.wop != W_COALESCE) continue;
+        const int base = f.linear & ~31;
+        unsigned mask = 0;
+        for (int l = 0; l < 32 && base + l < g.nthreads; ++l) {
+            const Fiber& o = g.fibers[base + l];
+            if (o.state == AT_WARP && o.wop == W_COALESCE && o.line == f.line && strcmp(o.file, f.file) == 0)
+                mask |= 1u << l;
+        }
+        for (int l = 0; l < 32; ++l)
+            if (mask >> l & 1u) {
+                g.fibers[base + l].wresult = mask;
+                g.fibers[base + l].state = RUNNABLE;
+            }
+        released = true;
+    }
+    return released;
+}
 
 // Run one block to completion.  Returns false on error.
 bool run_block() {
@@ -863,6 +890,10 @@ unsigned long long warp_op(int op, const char* file, int line, unsigned mask, un
     f->wval = value;
     f->warg = arg;
     f->wwidth = width;
+    if (op == W_COALESCE) {  // the scheduler forms the group once nothing else can run
+        yield_to_scheduler();
+        return f->wresult;
+    }
     Fiber* lanes = &g.fibers[base];
     for (int l = 0; l < nlanes; ++l)
         if ((mask >> l & 1u) && lanes[l].state != AT_WARP) {

@@ -1,0 +1,171 @@
+// Stand-in for CUDA's <cooperative_groups.h> under minilora's CPU emulator.
+//
+// The groups are thin views over what the emulator already models for real: a thread_block's
+// sync() is __syncthreads(), a tile of N <= 32 threads is a slice of a warp whose collectives are
+// the __*_sync functions with the tile's lane mask and width N.  Every sync and collective records
+// the *caller's* file and line (GCC's __builtin_FILE/__builtin_LINE as default arguments), so a
+// divergent block.sync() is reported at the user's line, not at this header's.
+//
+// Modelled: this_thread_block() (sync, thread_rank, size/num_threads, group_index, thread_index,
+// group_dim/dim_threads), tiled_partition(block, N) (runtime size: sync, thread_rank, size,
+// meta_group_rank/size) and tiled_partition<N>(block) (also shfl, shfl_up/down/xor, any, all, ballot,
+// match-free), coalesced_threads() (the lanes of the warp that call it at the same line before any
+// lane of the warp can run on: the others have exited or wait elsewhere -- CUDA's converged lanes),
+// this_grid() (ranks and sizes; grid.sync() raises: the emulator does
+// not run cooperative launches yet), and cg::reduce in <cooperative_groups/reduce.h>.
+#pragma once
+#include "../cuda_emu.h"
+
+namespace cooperative_groups {
+namespace __detail {
+inline unsigned block_threads() { return blockDim.x * blockDim.y * blockDim.z; }
+inline unsigned block_rank() { return (threadIdx.z * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x; }
+inline unsigned lane() { return block_rank() & 31u; }
+// The lanes of the warp that belong to this thread's tile of `n` threads (n a power of two <= 32).
+inline unsigned tile_mask(unsigned n) {
+    const unsigned bits = n >= 32 ? 0xffffffffu : ((1u << n) - 1u);
+    return n >= 32 ? bits : bits << (lane() / n * n);
+}
+inline void check_tile_size(unsigned n) {
+    if (n == 0 || n > 32 || (n & (n - 1)))
+        __emu::assert_fail("tiled_partition: the tile size must be a power of two in 1..32 (larger tiles are "
+                           "not modelled)", __builtin_FILE(), __builtin_LINE());
+}
+}  // namespace __detail
+
+class thread_block {
+public:
+    void sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        __emu::syncthreads(__emu::BAR_PLAIN, 0, file, line);
+    }
+    unsigned long long thread_rank() const { return __detail::block_rank(); }
+    unsigned long long size() const { return __detail::block_threads(); }
+    unsigned long long num_threads() const { return __detail::block_threads(); }
+    dim3 group_index() const { return dim3(blockIdx.x, blockIdx.y, blockIdx.z); }
+    dim3 thread_index() const { return dim3(threadIdx.x, threadIdx.y, threadIdx.z); }
+    dim3 group_dim() const { return dim3(blockDim.x, blockDim.y, blockDim.z); }
+    dim3 dim_threads() const { return group_dim(); }
+};
+inline thread_block this_thread_block() { return thread_block(); }
+
+// A tile whose size is known only at run time (what tiled_partition(block, n) returns in CUDA).
+class thread_group {
+public:
+    explicit thread_group(unsigned n) : n_(n) { __detail::check_tile_size(n); }
+    void sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        __emu::warp_op(__emu::W_SYNC, file, line, __detail::tile_mask(n_), 0, 0, 32);
+    }
+    unsigned long long thread_rank() const { return __detail::block_rank() % n_; }
+    unsigned long long size() const { return n_; }
+    unsigned long long num_threads() const { return n_; }
+    unsigned long long meta_group_rank() const { return __detail::block_rank() / n_; }
+    unsigned long long meta_group_size() const { return (__detail::block_threads() + n_ - 1) / n_; }
+
+protected:
+    unsigned n_;
+};
+inline thread_group tiled_partition(const thread_block&, unsigned n) { return thread_group(n); }
+inline thread_group tiled_partition(const thread_group& parent, unsigned n) {
+    if (n > parent.size()) __emu::assert_fail("tiled_partition: a tile larger than its parent", __FILE__, __LINE__);
+    return thread_group(n);
+}
+
+// A tile of N threads known at compile time: the warp collectives work on it.
+template <unsigned N>
+class thread_block_tile : public thread_group {
+    static_assert(N >= 1 && N <= 32 && (N & (N - 1)) == 0,
+                  "thread_block_tile<N>: N must be a power of two in 1..32 under the emulator");
+
+public:
+    thread_block_tile() : thread_group(N) {}
+    static constexpr unsigned long long num_threads() { return N; }
+    static constexpr unsigned long long size() { return N; }
+    template <class T>
+    T shfl(T v, int src, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        return __emu::shfl(__emu::W_SHFL_IDX, file, line, __detail::tile_mask(N), v, src, N);
+    }
+    template <class T>
+    T shfl_down(T v, unsigned delta, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        return __emu::shfl(__emu::W_SHFL_DOWN, file, line, __detail::tile_mask(N), v, int(delta), N);
+    }
+    template <class T>
+    T shfl_up(T v, unsigned delta, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        return __emu::shfl(__emu::W_SHFL_UP, file, line, __detail::tile_mask(N), v, int(delta), N);
+    }
+    template <class T>
+    T shfl_xor(T v, unsigned mask, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        return __emu::shfl(__emu::W_SHFL_XOR, file, line, __detail::tile_mask(N), v, int(mask), N);
+    }
+    int any(int p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        return int(__emu::warp_op(__emu::W_ANY, file, line, __detail::tile_mask(N), p ? 1 : 0, 0, 32));
+    }
+    int all(int p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        return int(__emu::warp_op(__emu::W_ALL, file, line, __detail::tile_mask(N), p ? 1 : 0, 0, 32));
+    }
+    // The tile's ballot: bit k is the predicate of the tile's thread of rank k.
+    unsigned ballot(int p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        const unsigned m = __detail::tile_mask(N);
+        const unsigned b = unsigned(__emu::warp_op(__emu::W_BALLOT, file, line, m, p ? 1 : 0, 0, 32));
+        return (b & m) >> (__detail::lane() / N * N % 32);
+    }
+};
+template <unsigned N, class Parent>
+thread_block_tile<N> tiled_partition(const Parent&) { return thread_block_tile<N>(); }
+
+// The lanes of a warp that reached coalesced_threads() together (see the note at the top).
+class coalesced_group {
+public:
+    explicit coalesced_group(unsigned mask) : mask_(mask) {}
+    unsigned long long size() const { return __builtin_popcount(mask_); }
+    unsigned long long num_threads() const { return size(); }
+    unsigned long long thread_rank() const { return __builtin_popcount(mask_ & ((1u << __detail::lane()) - 1u)); }
+    void sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        __emu::warp_op(__emu::W_SYNC, file, line, mask_, 0, 0, 32);
+    }
+    // shfl by the group's rank: the rank-th lane present in the mask.
+    template <class T>
+    T shfl(T v, unsigned rank, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        unsigned m = mask_;
+        for (unsigned k = 0; k < rank % size(); ++k) m &= m - 1;
+        return __emu::shfl(__emu::W_SHFL_IDX, file, line, mask_, v, __builtin_ctz(m), 32);
+    }
+    unsigned ballot(int p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        return unsigned(__emu::warp_op(__emu::W_BALLOT, file, line, mask_, p ? 1 : 0, 0, 32));
+    }
+    int any(int p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        return int(__emu::warp_op(__emu::W_ANY, file, line, mask_, p ? 1 : 0, 0, 32));
+    }
+    int all(int p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        return int(__emu::warp_op(__emu::W_ALL, file, line, mask_, p ? 1 : 0, 0, 32));
+    }
+
+private:
+    unsigned mask_;
+};
+inline coalesced_group coalesced_threads(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    return coalesced_group(unsigned(__emu::warp_op(__emu::W_COALESCE, file, line, 0xffffffffu, 0, 0, 32)));
+}
+
+// The whole grid: ranks and sizes.  grid.sync() needs every block resident at once (a cooperative
+// launch); the emulator runs blocks one after another, so it refuses rather than deadlock or lie.
+class grid_group {
+public:
+    unsigned long long thread_rank() const {
+        const unsigned long long b = (blockIdx.z * 1ull * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+        return b * __detail::block_threads() + __detail::block_rank();
+    }
+    unsigned long long size() const {
+        return 1ull * gridDim.x * gridDim.y * gridDim.z * __detail::block_threads();
+    }
+    unsigned long long num_threads() const { return size(); }
+    bool is_valid() const { return true; }
+    void sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        __emu::assert_fail("grid.sync() (a cooperative launch) is not supported by the CPU emulator yet: "
+                           "split the kernel into two launches", file, line);
+    }
+};
+inline grid_group this_grid() { return grid_group(); }
+
+template <class Group>
+inline void sync(const Group& g, const char* file = __builtin_FILE(), int line = __builtin_LINE()) { g.sync(file, line); }
+}  // namespace cooperative_groups
