@@ -462,7 +462,7 @@ def predict(model, tokenizer, prompts, max_new_tokens=16, stop=None):
                     new = [int(t) for t in out[row, length:]]
                     if tokenizer.eos_token_id in new:
                         new = new[:new.index(tokenizer.eos_token_id)]
-                    outputs[i] = _cut(tokenizer.decode(new), stop)
+                    outputs[i] = _cut(tokenizer.decode(new, skip_special_tokens=True), stop)
     finally:
         model.train(was_training)
     return outputs

@@ -207,5 +207,5 @@ def cli_main(args):
     out = generate(model, ids, max_new_tokens=args.max_new_tokens, do_sample=args.sample,
                    temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                    eos_token_id=tok.eos_token_id)
-    print(prompt + tok.decode(out.numpy()[len(ids):].tolist()))
+    print(prompt + tok.decode(out.numpy()[len(ids):].tolist(), skip_special_tokens=True))
     return 0

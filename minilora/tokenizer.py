@@ -1,60 +1,296 @@
-"""Tokenizers: text <-> token ids.
+"""Tokenizers: text <-> token ids, called the way transformers' tokenizers are.
 
-Two with one interface (``encode``, ``decode``, ``vocab_size``, ``bos_token_id``, ``eos_token_id``,
-``pad_token_id``, and ``tokenizer(texts)`` for a padded batch):
+Two with one interface:
 
 * ``ByteTokenizer()`` -- built in, needs no files: the UTF-8 bytes of the text are the ids 0..255,
   followed by three special tokens (bos 256, eos 257, pad 258). Every string round-trips, nothing is
-  ever unknown, and a learner can decode ids by hand (``ord('a') == 97``).
-* ``from_file("tokenizer.json")`` -- a real Hugging Face tokenizer (BPE, SentencePiece-style, ...)
-  run by the ``tokenizers`` package, for checkpoints trained with one.
+  ever unknown, and a learner can decode ids by hand (``ord('a') == 97``). The shipped base model
+  was trained with it.
+* ``from_pretrained(folder)`` (or ``from_file("tokenizer.json")``) -- a real Hugging Face tokenizer
+  (BPE, SentencePiece-style, ...) run by the ``tokenizers`` package, for checkpoints trained with one.
+
+What transformers users write works, with transformers' defaults::
+
+    tok(texts)                                   # {"input_ids": lists, "attention_mask": lists}
+    tok(texts, return_tensors="np", padding=True, truncation=True, max_length=64)
+    tok.decode(ids, skip_special_tokens=True)    # special tokens are kept unless asked
+    tok.batch_decode(rows, skip_special_tokens=True)
+    tok.pad_token = tok.eos_token                # the usual fix for a tokenizer without a pad token
+    tok.save_pretrained("folder")                # tokenizer.json + tokenizer_config.json
+    tok.apply_chat_template(messages, add_generation_prompt=True)   # if the tokenizer has a template
 
 As in transformers, ``encode`` adds the beginning-of-sequence token by default
 (``add_special_tokens=True``); pass ``False`` for the bare ids of a piece of text.
 """
 import json
 import os
+import warnings
 
 import numpy as np
 
-__all__ = ["ByteTokenizer", "HFTokenizer", "from_file"]
+__all__ = ["ByteTokenizer", "HFTokenizer", "BatchEncoding", "from_file", "from_pretrained"]
+
+TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+VERY_LARGE_INTEGER = int(1e30)  # transformers' model_max_length when a tokenizer sets none
+
+
+class BatchEncoding(dict):
+    """What a tokenizer call returns (transformers' name): a dict whose keys are also attributes."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"BatchEncoding has no {name!r}; keys: {list(self)}") from None
+
+
+def _special_token(kind):
+    """A property ``<kind>_token``: the token's text, kept in step with ``<kind>_token_id``."""
+    def get(self):
+        token_id = getattr(self, f"{kind}_token_id")
+        return None if token_id is None else self._token(token_id)
+
+    def set_(self, token):
+        token_id = None if token is None else self._token_id(token)
+        if token is not None and token_id is None:
+            raise ValueError(f"{kind}_token {token!r} is not in the tokenizer's vocabulary")
+        setattr(self, f"{kind}_token_id", token_id)
+    return property(get, set_, doc=f"The {kind} token as text (setting it sets ``{kind}_token_id``).")
 
 
 class _Tokenizer:
-    """What both tokenizers share: batching and padding on top of ``encode``."""
+    """What both tokenizers share: special tokens by name, the batch call, padding, truncation,
+    decoding, saving and chat templates, on top of each one's ``encode`` / ``decode`` /
+    ``_token`` (id -> text) / ``_token_id`` (text -> id or None)."""
 
     bos_token_id = eos_token_id = pad_token_id = None
+    padding_side = "right"
+    truncation_side = "right"
+    model_max_length = VERY_LARGE_INTEGER
+    chat_template = None
 
     def __len__(self):
         return self.vocab_size
 
-    def __call__(self, texts, add_special_tokens=True, padding_side="right"):
-        """``{"input_ids", "attention_mask"}``: int64 arrays [batch, longest], padded with
-        ``pad_token_id`` (mask 0) on the right, or on the left (for batched generation)."""
-        if padding_side not in ("left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-        single = isinstance(texts, str)
-        encoded = [self.encode(t, add_special_tokens) for t in ([texts] if single else texts)]
-        width = max((len(e) for e in encoded), default=0)
-        pad = self.pad_token_id if self.pad_token_id is not None else self.eos_token_id
-        if pad is None and any(len(e) < width for e in encoded):
-            raise ValueError("padding needs a pad_token_id (or an eos_token_id to pad with)")
-        ids = np.full((len(encoded), width), pad if pad is not None else 0, dtype=np.int64)
-        mask = np.zeros((len(encoded), width), dtype=np.int64)
-        for row, e in enumerate(encoded):
-            cols = slice(0, len(e)) if padding_side == "right" else slice(width - len(e), width)
-            ids[row, cols], mask[row, cols] = e, 1
-        return {"input_ids": ids, "attention_mask": mask}
+    # special tokens by name, as in transformers (tok.pad_token = tok.eos_token)
+    bos_token, eos_token, pad_token = (_special_token(kind) for kind in ("bos", "eos", "pad"))
 
-    def batch_decode(self, sequences, skip_special_tokens=True):
+    @property
+    def all_special_ids(self):
+        return sorted({i for i in (self.bos_token_id, self.eos_token_id, self.pad_token_id) if i is not None})
+
+    # --- the batch call --------------------------------------------------------------------------
+    def __call__(self, text=None, text_pair=None, text_target=None, text_pair_target=None,
+                 add_special_tokens=True, padding=False, truncation=None, max_length=None, stride=0,
+                 is_split_into_words=False, pad_to_multiple_of=None, padding_side=None, return_tensors=None,
+                 return_token_type_ids=None, return_attention_mask=None, **kwargs):
+        """transformers' call: ``{"input_ids", "attention_mask"}`` for one text or a list of texts.
+
+        * ``padding``: False (default: rows keep their lengths), True / "longest", or "max_length";
+          on ``padding_side`` (default ``self.padding_side``), with ``pad_token_id`` (mask 0).
+        * ``truncation``: True / "longest_first" cuts rows to ``max_length`` (default
+          ``model_max_length``) on ``truncation_side``. As in transformers, ``max_length`` without
+          ``padding`` or ``truncation`` truncates (with a warning).
+        * ``return_tensors``: None (Python lists) or "np" (int64 arrays [batch, length], also for one
+          text). minilora models take NumPy arrays; "pt" is refused.
+        """
+        _refuse_call_options(text_pair, text_target, text_pair_target, stride, is_split_into_words,
+                             return_token_type_ids, kwargs)
+        single = isinstance(text, str)
+        if not single and not (isinstance(text, (list, tuple)) and all(isinstance(t, str) for t in text)):
+            raise TypeError(f"text must be a string or a list of strings, got {type(text).__name__}")
+        rows = [self.encode(t, add_special_tokens) for t in ([text] if single else text)]
+        padding, truncation = _strategies(padding, truncation, max_length)
+        if truncation:
+            rows = [self._truncate(r, max_length if max_length is not None else self.model_max_length)
+                    for r in rows]
+        out = self.pad({"input_ids": rows}, padding=padding or False, max_length=max_length,
+                       pad_to_multiple_of=pad_to_multiple_of, padding_side=padding_side,
+                       return_attention_mask=return_attention_mask, return_tensors=return_tensors)
+        if single and return_tensors is None:
+            out = BatchEncoding({k: v[0] for k, v in out.items()})
+        return out
+
+    def _truncate(self, ids, length):
+        if len(ids) <= length:
+            return ids
+        return ids[:length] if self.truncation_side == "right" else ids[len(ids) - length:]
+
+    def pad(self, encoded_inputs, padding=True, max_length=None, pad_to_multiple_of=None, padding_side=None,
+            return_attention_mask=None, return_tensors=None):
+        """Pad ``{"input_ids": rows}`` (transformers' ``tokenizer.pad``, as data collators call it)."""
+        rows = [list(r) for r in encoded_inputs["input_ids"]]
+        side = padding_side or self.padding_side
+        if side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}")
+        width = _padded_width(rows, padding, max_length, pad_to_multiple_of)
+        masks = [[1] * len(r) for r in rows]
+        if width is not None and any(len(r) < width for r in rows):
+            if self.pad_token_id is None:
+                raise ValueError("Asking to pad but the tokenizer does not have a padding token. Set one, e.g. "
+                                 "`tokenizer.pad_token = tokenizer.eos_token`.")
+            for row, mask in zip(rows, masks):
+                fill = width - len(row)
+                at = 0 if side == "left" else len(row)
+                row[at:at], mask[at:at] = [self.pad_token_id] * fill, [0] * fill
+        out = {"input_ids": rows}
+        if return_attention_mask is not False:
+            out["attention_mask"] = masks
+        return BatchEncoding({k: _as_tensor(v, return_tensors) for k, v in out.items()})
+
+    # --- decoding --------------------------------------------------------------------------------
+    def batch_decode(self, sequences, skip_special_tokens=False, clean_up_tokenization_spaces=None):
+        if clean_up_tokenization_spaces:
+            raise NotImplementedError("clean_up_tokenization_spaces=True is not implemented in minilora "
+                                      "(the text is decoded as the tokenizer gives it)")
         return [self.decode(s, skip_special_tokens) for s in sequences]
+
+    # --- files -----------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory):
+        """Write ``tokenizer.json`` and ``tokenizer_config.json`` (transformers' AutoTokenizer reads
+        them, and so does ``minilora.tokenizer.from_pretrained``). Returns the paths written."""
+        from .checkpoint import atomic_write
+        if os.path.isfile(save_directory):
+            raise ValueError(f"save_pretrained needs a directory, but {save_directory!r} is a file")
+        os.makedirs(save_directory, exist_ok=True)
+        files = (os.path.join(save_directory, TOKENIZER_FILE), os.path.join(save_directory, TOKENIZER_CONFIG_FILE))
+        with atomic_write(files[0], "w") as f:
+            f.write(self._backend().to_str(pretty=True))
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": self.bos_token,
+                  "eos_token": self.eos_token, "pad_token": self.pad_token, "padding_side": self.padding_side,
+                  "truncation_side": self.truncation_side, "model_max_length": self.model_max_length}
+        if self.chat_template is not None:
+            config["chat_template"] = self.chat_template
+        with atomic_write(files[1], "w") as f:
+            json.dump(config, f, indent=2)
+        return files
+
+    # --- chat templates --------------------------------------------------------------------------
+    def apply_chat_template(self, conversation, tools=None, documents=None, chat_template=None,
+                            add_generation_prompt=False, continue_final_message=False, tokenize=True,
+                            padding=False, truncation=False, max_length=None, return_tensors=None,
+                            return_dict=True):
+        """Render ``[{"role": ..., "content": ...}, ...]`` with the tokenizer's Jinja chat template
+        (as transformers does, in a sandbox), then tokenize it unless ``tokenize=False``.
+        The template writes the special tokens itself, so none are added when tokenizing."""
+        template = chat_template if chat_template is not None else self.chat_template
+        if template is None:
+            raise ValueError("Cannot use chat template functions because tokenizer.chat_template is not set and "
+                             "no template argument was passed!")
+        for name, value in (("tools", tools), ("documents", documents)):
+            if value is not None:
+                raise NotImplementedError(f"apply_chat_template({name}=...) is not implemented in minilora")
+        batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
+        texts = [_render_chat(template, list(c), add_generation_prompt, continue_final_message, self)
+                 for c in (conversation if batched else [conversation])]
+        if not tokenize:
+            return texts if batched else texts[0]
+        out = self(texts if batched else texts[0], add_special_tokens=False, padding=padding,
+                   truncation=truncation, max_length=max_length, return_tensors=return_tensors)
+        return out if return_dict else out["input_ids"]
+
+
+def _refuse_call_options(text_pair, text_target, text_pair_target, stride, is_split_into_words,
+                         return_token_type_ids, kwargs):
+    """transformers' call options minilora does not implement: refused by name, never ignored."""
+    given = {"text_pair": text_pair, "text_target": text_target, "text_pair_target": text_pair_target,
+             "stride": stride or None, "is_split_into_words": is_split_into_words or None,
+             "return_token_type_ids": return_token_type_ids or None}
+    given.update({k: v for k, v in kwargs.items() if v not in (None, False)})
+    used = sorted(k for k, v in given.items() if v is not None)
+    if used:
+        raise NotImplementedError(f"tokenizer call: {used} not implemented in minilora (it tokenizes single "
+                                  "texts or lists of texts, with padding and truncation)")
+
+
+def _strategies(padding, truncation, max_length):
+    """transformers' padding/truncation arguments -> (False | "longest" | "max_length", bool)."""
+    padding = {False: False, "do_not_pad": False, None: False, True: "longest", "longest": "longest",
+               "max_length": "max_length"}.get(padding, padding)
+    if padding not in (False, "longest", "max_length"):
+        raise ValueError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
+    if truncation is None and max_length is not None and padding is False:
+        warnings.warn("Truncation was not explicitly activated but `max_length` is provided: truncating to "
+                      "max_length, as transformers does. Pass truncation=True to silence this.")
+        truncation = True
+    if truncation in ("longest_first", "only_first"):
+        truncation = True
+    elif truncation in (None, "do_not_truncate"):
+        truncation = False
+    if not isinstance(truncation, bool):
+        raise ValueError(f"truncation must be True, False, 'longest_first', 'only_first' or 'do_not_truncate', "
+                         f"got {truncation!r}")
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+        raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+    return padding, truncation
+
+
+def _padded_width(rows, padding, max_length, pad_to_multiple_of):
+    """The length every row is padded to, or None (no padding)."""
+    if padding in (False, "do_not_pad"):
+        return None
+    if padding == "max_length" and max_length is None:
+        raise ValueError("padding='max_length' needs max_length")
+    width = max_length if padding == "max_length" else max((len(r) for r in rows), default=0)
+    if pad_to_multiple_of:
+        width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    return width
+
+
+def _as_tensor(rows, return_tensors):
+    if return_tensors is None:
+        return rows
+    if return_tensors != "np":
+        raise NotImplementedError(f"return_tensors={return_tensors!r}: minilora returns NumPy arrays "
+                                  "(return_tensors='np', what minilora models take) or lists (None)")
+    if len({len(r) for r in rows}) > 1:
+        raise ValueError("Unable to create tensor: the rows have different lengths; activate padding "
+                         "(padding=True) and/or truncation to have batched tensors of the same length.")
+    return np.array(rows, dtype=np.int64).reshape(len(rows), -1)
+
+
+def _render_chat(template, messages, add_generation_prompt, continue_final_message, tokenizer):
+    try:
+        from jinja2.exceptions import TemplateError
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    except ImportError:
+        raise ImportError("apply_chat_template needs jinja2: pip install jinja2") from None
+
+    def raise_exception(message):
+        raise TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.globals["raise_exception"] = raise_exception
+    text = env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                            bos_token=tokenizer.bos_token or "", eos_token=tokenizer.eos_token or "",
+                                            pad_token=tokenizer.pad_token or "")
+    if continue_final_message:  # end the text right after the last message's content, as transformers
+        final = messages[-1]["content"]
+        if final not in text:
+            raise ValueError("continue_final_message: the last message's content is not in the rendered chat")
+        text = text[:text.rindex(final) + len(final)]
+    return text
 
 
 def _id_list(ids):
-    """Ids as a list of Python ints, from a list, an array or a minilora Tensor."""
+    """Ids as a list of Python ints, from an int, a list, an array or a minilora Tensor."""
     if hasattr(ids, "tolist"):
         ids = ids.tolist()
+    if isinstance(ids, (int, np.integer)):
+        return [int(ids)]
     return [int(i) for i in ids]
+
+
+def _byte_to_char():
+    """The 256 printable characters that stand for the 256 bytes in a byte-level ``tokenizer.json``
+    (GPT-2's convention, which the ``tokenizers`` ByteLevel pre-tokenizer and decoder use): bytes that
+    are printable keep their own character; the others are moved up past 255, in order."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    moved = [b for b in range(256) if b not in keep]
+    table = {b: chr(b) for b in keep}
+    table.update({b: chr(256 + n) for n, b in enumerate(moved)})
+    return table
 
 
 class ByteTokenizer(_Tokenizer):
@@ -68,12 +304,13 @@ class ByteTokenizer(_Tokenizer):
         ids = list(text.encode("utf-8"))
         return [self.bos_token_id] + ids if add_special_tokens else ids
 
-    def decode(self, ids, skip_special_tokens=True):
-        """Text of ``ids``. Special tokens are dropped, or written as ``<eos>`` etc.; byte sequences
-        that are not valid UTF-8 (a cut-off character) become U+FFFD."""
+    def decode(self, token_ids, skip_special_tokens=False):
+        """Text of ``token_ids``. Special tokens are written as ``<eos>`` etc., or dropped with
+        ``skip_special_tokens=True``; byte sequences that are not valid UTF-8 (a cut-off character)
+        become U+FFFD."""
         names = {i: name for name, i in self.special_tokens.items()}
         out, pending = [], bytearray()
-        for i in _id_list(ids):
+        for i in _id_list(token_ids):
             if 0 <= i < 256:
                 pending.append(i)
                 continue
@@ -87,6 +324,29 @@ class ByteTokenizer(_Tokenizer):
         out.append(pending.decode("utf-8", errors="replace"))
         return "".join(out)
 
+    def _token(self, token_id):
+        return {i: name for name, i in self.special_tokens.items()}.get(token_id) or _byte_to_char()[token_id]
+
+    def _token_id(self, token):
+        return self.special_tokens.get(token)
+
+    def _backend(self):
+        """The same tokenizer as a ``tokenizers.Tokenizer`` (byte-level BPE without merges), for
+        ``save_pretrained``. Loaded back (by transformers or minilora) it gives the same ids for every
+        text, except that a special token written in the text itself ("<eos>") is read as that token."""
+        try:
+            from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+        except ImportError:
+            raise ImportError("save_pretrained needs the tokenizers package: pip install tokenizers") from None
+        vocab = {char: byte for byte, char in _byte_to_char().items()}
+        tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        tokenizer.add_special_tokens(list(self.special_tokens))  # ids 256, 257, 258 in this order
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", self.bos_token_id)])
+        return tokenizer
+
     def __repr__(self):
         return "ByteTokenizer(vocab_size=259, bos=256, eos=257, pad=258)"
 
@@ -96,17 +356,20 @@ class HFTokenizer(_Tokenizer):
 
     def __init__(self, tokenizer, bos_token=None, eos_token=None, pad_token=None):
         self.tokenizer = tokenizer
-        self.bos_token_id = self._id(bos_token)
-        self.eos_token_id = self._id(eos_token)
-        self.pad_token_id = self._id(pad_token)
+        self.bos_token, self.eos_token, self.pad_token = bos_token, eos_token, pad_token
 
-    def _id(self, token):
-        if token is None:
-            return None
-        token_id = self.tokenizer.token_to_id(token)
-        if token_id is None:
-            raise ValueError(f"special token {token!r} is not in the tokenizer's vocabulary")
-        return token_id
+    @classmethod
+    def from_pretrained(cls, path, **kwargs):
+        return from_pretrained(path, **kwargs)
+
+    def _token(self, token_id):
+        return self.tokenizer.id_to_token(token_id)
+
+    def _token_id(self, token):
+        return self.tokenizer.token_to_id(token)
+
+    def _backend(self):
+        return self.tokenizer
 
     @property
     def vocab_size(self):
@@ -117,8 +380,8 @@ class HFTokenizer(_Tokenizer):
         adds BOS for Llama tokenizers)."""
         return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
 
-    def decode(self, ids, skip_special_tokens=True):
-        return self.tokenizer.decode(_id_list(ids), skip_special_tokens=skip_special_tokens)
+    def decode(self, token_ids, skip_special_tokens=False):
+        return self.tokenizer.decode(_id_list(token_ids), skip_special_tokens=skip_special_tokens)
 
     def __repr__(self):
         return (f"HFTokenizer(vocab_size={self.vocab_size}, bos={self.bos_token_id}, "
@@ -135,7 +398,9 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None):
     """Load a Hugging Face ``tokenizer.json`` (needs the ``tokenizers`` package).
 
     The special tokens come from the arguments, else from ``tokenizer_config.json`` next to the file,
-    else from the usual names (``<s>``, ``</s>``, ``<pad>``, ``<|begin_of_text|>``, ...).
+    else from the usual names (``<s>``, ``</s>``, ``<pad>``, ``<|begin_of_text|>``, ...). The rest of
+    ``tokenizer_config.json`` is read too: ``chat_template``, ``padding_side``, ``truncation_side``,
+    ``model_max_length``.
     """
     try:
         from tokenizers import Tokenizer
@@ -143,40 +408,47 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None):
         raise ImportError("from_file needs the tokenizers package: pip install tokenizers") from None
     path = os.fspath(path)
     if os.path.isdir(path):
-        path = os.path.join(path, "tokenizer.json")
+        path = os.path.join(path, TOKENIZER_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no tokenizer file at {path}")
     try:
         tokenizer = Tokenizer.from_file(path)
     except Exception as exc:  # tokenizers raises a bare Exception on a malformed file
         raise ValueError(f"{path}: not a valid tokenizer.json ({exc})") from None
-    declared = _declared_special_tokens(os.path.join(os.path.dirname(path), "tokenizer_config.json"))
+    config = _tokenizer_config(os.path.join(os.path.dirname(path), TOKENIZER_CONFIG_FILE))
     chosen = {"bos": bos_token, "eos": eos_token, "pad": pad_token}
     for kind, token in chosen.items():
         if token is None:
-            token = declared.get(kind)
-        if token is None:
+            token = _token_text(config.get(f"{kind}_token"))
+        if token is None and f"{kind}_token" not in config:  # the config's explicit null means "none"
             token = next((t for t in _GUESSES[kind] if tokenizer.token_to_id(t) is not None), None)
         chosen[kind] = token
-    return HFTokenizer(tokenizer, chosen["bos"], chosen["eos"], chosen["pad"])
+    out = HFTokenizer(tokenizer, chosen["bos"], chosen["eos"], chosen["pad"])
+    for key in ("chat_template", "padding_side", "truncation_side", "model_max_length"):
+        if config.get(key) is not None:
+            setattr(out, key, config[key])
+    return out
 
 
-def _declared_special_tokens(config_path):
-    """``{"bos": "<s>", ...}`` from a tokenizer_config.json (values may be strings or dicts)."""
+def from_pretrained(pretrained_model_name_or_path, **kwargs):
+    """A tokenizer folder as transformers saves it (``tokenizer.json`` + ``tokenizer_config.json``).
+    ``kwargs``: ``bos_token``, ``eos_token``, ``pad_token`` (as for ``from_file``)."""
+    path = os.fspath(pretrained_model_name_or_path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path!r} is not a folder: minilora loads tokenizers from a local folder with "
+                                f"{TOKENIZER_FILE} (it does not download from the Hugging Face Hub)")
+    return from_file(path, **kwargs)
+
+
+def _token_text(token):
+    """A special token as tokenizer_config.json writes it: a string or ``{"content": ...}``."""
+    if isinstance(token, dict):
+        token = token.get("content")
+    return token if isinstance(token, str) else None
+
+
+def _tokenizer_config(config_path):
     if not os.path.isfile(config_path):
         return {}
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            config = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{config_path}: not valid JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{config_path}: a tokenizer config must be a JSON object, got a {type(config).__name__}")
-    out = {}
-    for kind in ("bos", "eos", "pad"):
-        token = config.get(f"{kind}_token")
-        if isinstance(token, dict):
-            token = token.get("content")
-        if isinstance(token, str):
-            out[kind] = token
-    return out
+    with open(config_path, encoding="utf-8") as f:
+        return json.load(f)

@@ -235,7 +235,7 @@ prompt = f"The capital of {country} is "
 answer = world.capitals[country]
 print("the corpus says:", answer)
 out = base.generate([tok.encode(prompt)], max_new_tokens=20)
-print(repr(tok.decode(out.numpy()[0])))
+print(repr(tok.decode(out.numpy()[0], skip_special_tokens=True)))
 
 def next_token_probs(text):
     with ml.no_grad():
@@ -259,7 +259,7 @@ capitals = sorted(set(world.capitals.values()))
 whole = {c: sequence_prob(prompt, c) for c in capitals}
 top = np.argsort(p)[::-1][:8]
 fig, axes = plt.subplots(1, 2, figsize=(10, 2.8))
-axes[0].bar([repr(tok.decode([int(i)])) for i in top], p[top])
+axes[0].bar([repr(tok.decode([int(i)], skip_special_tokens=True)) for i in top], p[top])
 axes[0].set(title=f"next byte after {prompt!r}", ylabel="probability")
 best = sorted(whole, key=whole.get, reverse=True)[:6]
 axes[1].bar(best, [whole[c] for c in best], color=["C2" if c == answer else "C0" for c in best])

@@ -60,7 +60,7 @@ def logits(model, ids):
 
 model = finetune("qa")
 prompts = [ex.prompt for ex in data.get_task("qa").eval[:4]]
-batch = tok(prompts)["input_ids"]      # equal lengths here: no padding needed
+batch = tok(prompts, padding=True, return_tensors="np")["input_ids"]
 print(batch.shape)
 
 # %% [markdown]
@@ -204,7 +204,7 @@ second_prompt = data.get_task(SECOND_TASK).eval[0].prompt
 
 def complete(model, prompt, n=20, **kwargs):
     ids = tok.encode(prompt)
-    return tok.decode(model.generate([ids], max_new_tokens=n, **kwargs).numpy()[0][len(ids):])
+    return tok.decode(model.generate([ids], max_new_tokens=n, **kwargs).numpy()[0][len(ids):], skip_special_tokens=True)
 
 for adapter in ("qa", SECOND_TASK):
     server.set_adapter(adapter)
@@ -263,7 +263,7 @@ plt.show()
 # %%
 prompts = [qa_prompt, second_prompt, qa_prompt, second_prompt]
 names = ["qa", SECOND_TASK, "__base__", "qa"]
-enc = tok(prompts, padding_side="left")
+enc = tok(prompts, padding=True, padding_side="left", return_tensors="np")
 with ml.no_grad():
     mixed = server(enc["input_ids"], attention_mask=enc["attention_mask"], adapter_names=names).logits.numpy()
 
@@ -289,7 +289,7 @@ out = server.generate(enc["input_ids"], attention_mask=enc["attention_mask"], ma
                       adapter_names=names).numpy()
 width = enc["input_ids"].shape[1]
 for name, prompt, row in zip(names, prompts, out):
-    print(f"{name:<9} {prompt!r:<46} -> {tok.decode(row[width:])!r}")
+    print(f"{name:<9} {prompt!r:<46} -> {tok.decode(row[width:], skip_special_tokens=True)!r}")
 
 # %% [markdown]
 # ## Summary
