@@ -362,7 +362,8 @@ def run_rank_experiment(task=DEMO_DEFAULTS["task"], steps=DEMO_DEFAULTS["steps"]
              f"{r['ms_per_step']:.0f} ms/step ({time.perf_counter() - start:.0f} s)")
     os.makedirs(out, exist_ok=True)
     table = _markdown(rows, task, steps, facts_before)
-    with open(os.path.join(out, "ranks.md"), "w", encoding="utf-8") as f:
+    from .checkpoint import atomic_write
+    with atomic_write(os.path.join(out, "ranks.md"), "w") as f:
         f.write(f"# LoRA rank experiment on {task!r}\n\n{table}")
     _write_json({"task": task, "steps": steps, "lr": lr, "full_lr": full_lr, "task_before": task_before,
                  "facts_before": facts_before, "rows": rows}, os.path.join(out, "ranks.json"))
