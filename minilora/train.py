@@ -30,7 +30,6 @@ import math
 import os
 import sys
 import time
-from numbers import Integral
 
 import numpy as np
 
