@@ -5,14 +5,22 @@
     (x * x).sum().backward()
     x.grad  # [[2., 4.]]
 """
+import builtins as _builtins
+import math as _math
+
 import numpy as _np
 
-from . import ops
+from . import dtypes, ops
 from . import random as _random
 from .device import Device, all_devices, device
 from .parallel import num_threads, set_num_threads
 from .profiler import profile
 from .random import get_rng_state, manual_seed, set_rng_state
+from .dtypes import to_dtype as _to_dtype
+# dtypes by torch's names (they shadow the builtins bool/float/int inside this module only, as in torch)
+from .dtypes import (bfloat16, bool, double, float, float16, float32, float64, get_default_dtype,  # noqa: E402,F401,A004
+                     half, int, int8, int16, int32, int64, long, promote_types, result_type,
+                     set_default_dtype, short, uint8)
 from .tensor import (Tensor, enable_grad, is_grad_enabled, no_grad, set_grad_enabled, tensor)
 
 __version__ = "0.1.0"
@@ -23,7 +31,8 @@ def _factory(fill):
     def make(*shape, dtype="float32", device=None, requires_grad=False):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
-        return Tensor(fill(shape, dtype), device=device, requires_grad=requires_grad)
+        dtype = _to_dtype(dtype)
+        return Tensor(fill(shape, dtype), dtype=dtype, device=device, requires_grad=requires_grad)
     return make
 
 
@@ -33,12 +42,31 @@ randn = _factory(lambda shape, dtype: _random.generator().standard_normal(shape)
 rand = _factory(lambda shape, dtype: _random.generator().random(shape).astype(dtype))
 
 
-def arange(*args, dtype="int64", device=None):
-    return Tensor(_np.arange(*args, dtype=dtype), device=device)
+def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=False):
+    """``arange(5)`` is int64 and ``arange(0, 1, 0.25)`` float32: as torch, the dtype is the default
+    float dtype when any bound or the step is a float, else int64. Values are ``start + i * step``,
+    computed in float64 and then cast (torch's CPU arithmetic), with ``ceil((end - start) / step)`` of
+    them."""
+    if end is None:
+        start, end = 0, start
+    bounds = [b.item() if isinstance(b, Tensor) else b for b in (start, end, step)]
+    if dtype is None:
+        floating = _builtins.any(isinstance(b, _builtins.float) for b in bounds)
+        dtype = dtypes.get_default_dtype() if floating else dtypes.int64
+    dtype = _to_dtype(dtype)
+    start, end, step = bounds
+    if step == 0:
+        raise RuntimeError("step must be nonzero")
+    count = _builtins.max(0, _math.ceil((end - start) / step))  # (max is ml.max here)
+    if dtype.kind in "iu" and _builtins.all(isinstance(b, _builtins.int) for b in bounds):
+        values = _np.arange(start, end, step, dtype=dtype)  # exact integers
+    else:
+        values = (start + _np.arange(count, dtype=_np.float64) * step).astype(dtype)
+    return Tensor(values, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
 def from_numpy(array, device=None):
-    return Tensor(array, device=device)
+    return Tensor(array, dtype=array.dtype, device=device)
 
 
 # The op wrappers at top level too, as torch.exp / torch.cat users expect.

@@ -131,7 +131,7 @@ def generate(model, input_ids, max_new_tokens=20, do_sample=False, temperature=1
             finished |= np.isin(token, list(eos))
             if finished.all():
                 break
-    return Tensor(ids[0] if single else ids)
+    return Tensor(ids[0] if single else ids, dtype=np.int64)
 
 
 def _check_count(name, value):

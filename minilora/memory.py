@@ -449,7 +449,7 @@ def _graph_memory(loss, exclude):
     counted, by_op = set(exclude), {}
     for ctx in sorted(nodes, key=lambda c: c.seq):  # creation order: an op owns what it first holds
         held = [v for k, v in vars(ctx).items() if k not in _CONTEXT_BOOKKEEPING]
-        held += [x.data for x in ctx.inputs if isinstance(x, Tensor)]
+        held += [x._array for x in ctx.inputs if isinstance(x, Tensor)]
         for array in _arrays_in(held):
             root = _root(array)
             if id(root) not in counted:
@@ -482,13 +482,13 @@ def measure_activations(model, batch, trace_peak=True):
 
     The step leaves no trace: gradients that existed before are put back, new ones are dropped.
     """
-    from .tensor import Tensor
+    from .tensor import Tensor, tensor
     params = list(model.parameters())
     old_grads = [p.grad for p in params]
     for p in params:
         p.grad = None
-    ids, labels = (x if isinstance(x, Tensor) else Tensor(np.asarray(x)) for x in _split_batch(batch))
-    on_numpy = isinstance(params[0].data, np.ndarray) if params else True
+    ids, labels = (x if isinstance(x, Tensor) else tensor(np.asarray(x)) for x in _split_batch(batch))
+    on_numpy = isinstance(params[0]._array, np.ndarray) if params else True
     tracing = trace_peak and on_numpy
     started_here = tracing and not tracemalloc.is_tracing()
     try:
@@ -498,7 +498,7 @@ def measure_activations(model, batch, trace_peak=True):
             tracemalloc.reset_peak()
             base = tracemalloc.get_traced_memory()[0]
         loss = model(ids, labels=labels).loss
-        graph, by_op, nodes = _graph_memory(loss, {id(_root(p.data)) for p in params})
+        graph, by_op, nodes = _graph_memory(loss, {id(_root(p._array)) for p in params})
         loss.backward()
         peak = tracemalloc.get_traced_memory()[1] - base if tracing else None
         grads = sum(int(p.grad.nbytes) for p in params if p.grad is not None)
@@ -573,9 +573,9 @@ def report(model, optimizer=None, batch=None):
       lazily) what the first step will allocate, flagged ``optimizer_state_measured=False``.
     """
     params = list({id(p): p for p in model.parameters()}.values())
-    frozen = sum(int(p.data.nbytes) for p in params if not p.requires_grad)
+    frozen = sum(int(p._array.nbytes) for p in params if not p.requires_grad)
     trainable = [p for p in params if p.requires_grad]
-    trainable_bytes = sum(int(p.data.nbytes) for p in trainable)
+    trainable_bytes = sum(int(p._array.nbytes) for p in trainable)
     stats = measure_activations(model, batch) if batch is not None else None
     if stats is not None:
         grads = stats.gradient_bytes
@@ -588,7 +588,7 @@ def report(model, optimizer=None, batch=None):
         if not optimizer.state:
             measured = False
             in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
-            state = _optimizer_slots(optimizer) * sum(int(p.data.nbytes) for p in trainable
+            state = _optimizer_slots(optimizer) * sum(int(p._array.nbytes) for p in trainable
                                                       if id(p) in in_optimizer)
     return MemoryReport(sum(p.numel() for p in params), sum(p.numel() for p in trainable), frozen,
                         trainable_bytes, grads, state, measured, stats)

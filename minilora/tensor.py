@@ -1,29 +1,48 @@
 """Tensor and reverse-mode autograd -- the whole engine in one file.
 
-A ``Tensor`` wraps an array (``data``), where it lives (``device``) and, when it was computed by an op
-that needs gradients, the ``Context`` of that op (``_ctx``). A Context remembers which op ran
-(``fn``), its input tensors, what forward saved for backward, and which inputs need a gradient.
+A ``Tensor`` wraps a raw NumPy (or CuPy) array, where it lives (``device``) and, when it was computed
+by an op that needs gradients, the ``Context`` of that op (``_ctx``). A Context remembers which op
+ran (``fn``), its input tensors and their nodes, what forward saved for backward, and which inputs
+need a gradient.
 
-``loss.backward()`` walks the graph of Contexts in reverse topological order, calls each op's
-``backward(ctx, grad)`` on raw arrays, and adds the returned gradients into the inputs. Leaf tensors
-(created by the user, ``requires_grad=True``) accumulate them in ``.grad``.
+**The raw array is ``t._array``.** Ops, optimizers and kernels read and write this slot directly: it
+is the engine's own handle on the numbers, so the hot paths pay for no wrapper. Users see what torch
+shows them: ``t.data`` is a *Tensor* -- detached, sharing ``_array`` with ``t`` (writing into it changes
+``t``, outside autograd) -- and ``t.grad`` is a Tensor or ``None``. ``t.numpy()`` and ``np.asarray(t)``
+give the array itself.
+
+``loss.backward()`` walks the graph of Contexts in reverse creation order, calls each op's
+``backward(ctx, grad)`` on raw arrays, and adds the returned gradients into the inputs' nodes. Leaf
+tensors (created by the user, ``requires_grad=True``) accumulate them in ``.grad``.
+
+Views and in-place ops follow torch. An op whose result is a view of an input's array (reshape,
+basic indexing, transpose, expand, ``detach``) gives a tensor that shares that input's storage and
+its **version counter** (``_version``, one list ``[n]`` shared by a tensor and its views). Every
+in-place op (``x += 1``, ``x.mul_(2)``, ``x[0] = 1``, ...) bumps it. When an op records itself for
+backward it notes the version of each input (and of its output) whose storage it saved; if that
+storage was modified in place before backward, backward raises torch's error instead of computing
+with the changed numbers. An in-place op on a non-leaf tensor inside the graph is differentiable: the
+tensor's node becomes the in-place op's node (torch's "rebase"), and ops recorded earlier keep
+pointing at the node they saw (``ctx.parents``), so the graph is not rewritten under them.
 
 Ops themselves live in ``minilora/ops``: each is a ``Function`` subclass with
 ``forward(ctx, *arrays)`` and ``backward(ctx, grad)``. ``Function.apply`` is the one door every op
 goes through: it unwraps tensors, checks devices, runs forward, records the node in the graph only if
 an input needs a gradient, and wraps the result.
 """
+import functools
 import itertools
 import operator
 import time
 
 import numpy as np
 
-from . import parallel, profiler
+from . import dtypes, parallel, profiler
 from .device import Device, device as _get_device
+from .dtypes import to_dtype as _to_dtype  # noqa: F401  (nn imports it from here)
 
 __all__ = ["Tensor", "Function", "Context", "tensor", "no_grad", "enable_grad", "set_grad_enabled",
-           "is_grad_enabled"]
+           "is_grad_enabled", "inference_mode", "is_inference_mode_enabled"]
 
 # ----------------------------------------------------------------------------------------------
 # Grad mode
@@ -51,25 +70,84 @@ class set_grad_enabled:
         return False
 
     def __call__(self, fn):
-        import functools
+        mode = self.mode
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with set_grad_enabled(self.mode):  # a fresh one per call: safe when nested
+            with set_grad_enabled(mode):  # a fresh one per call: safe when nested or recursive
                 return fn(*args, **kwargs)
         return wrapper
 
 
-class no_grad(set_grad_enabled):
+class _GradModeDecorator(set_grad_enabled):
+    """``no_grad`` and friends work as ``with no_grad():``, ``@no_grad()`` and bare ``@no_grad``,
+    as in torch: called with a function instead of no argument, the class decorates it."""
+
+    def __new__(cls, fn=None):
+        self = super().__new__(cls)
+        if fn is None:
+            return self
+        if not callable(fn):
+            raise TypeError(f"{cls.__name__}() takes no arguments (got {fn!r})")
+        self.__init__()
+        return self(fn)
+
+
+class no_grad(_GradModeDecorator):
     """``with no_grad():`` -- ops record no graph (inference, optimizer updates)."""
 
-    def __init__(self):
+    def __init__(self, fn=None):
         super().__init__(False)
 
 
-class enable_grad(set_grad_enabled):
-    def __init__(self):
+class enable_grad(_GradModeDecorator):
+    def __init__(self, fn=None):
         super().__init__(True)
+
+
+_inference_mode = False
+
+
+def is_inference_mode_enabled():
+    return _inference_mode
+
+
+class inference_mode(set_grad_enabled):
+    """``with inference_mode():`` as torch: no graph (minilora has no separate inference tensors, so
+    it is ``no_grad`` plus the flag). ``inference_mode(False)`` leaves grad mode as it is."""
+
+    def __new__(cls, mode=True):
+        self = super().__new__(cls)
+        if callable(mode):  # bare @inference_mode
+            self.__init__()
+            return self(mode)
+        return self
+
+    def __init__(self, mode=True):
+        self.inference = bool(mode)
+        super().__init__(not self.inference and _grad_enabled)
+
+    def __enter__(self):
+        global _inference_mode
+        self.prev_inference, _inference_mode = _inference_mode, self.inference
+        if self.inference:
+            super().__enter__()
+
+    def __exit__(self, *exc):
+        global _inference_mode
+        if self.inference:
+            super().__exit__(*exc)
+        _inference_mode = self.prev_inference
+        return False
+
+    def __call__(self, fn):
+        inference = self.inference
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with inference_mode(inference):
+                return fn(*args, **kwargs)
+        return wrapper
 
 
 # ----------------------------------------------------------------------------------------------
@@ -82,15 +160,19 @@ class Context:
     ``__dict__``, so ``free()`` can drop all of it with one ``clear()``.
     """
 
-    __slots__ = ("fn", "device", "needs_input_grad", "inputs", "seq", "freed", "__dict__")
+    __slots__ = ("fn", "device", "needs_input_grad", "inputs", "parents", "seq", "freed",
+                 "saved_versions", "retained", "__dict__")
 
     def __init__(self, fn, device, needs_input_grad):
         self.fn = fn
         self.device = device
         self.needs_input_grad = needs_input_grad  # tuple of bools, one per positional input
         self.inputs = ()  # the input Tensors (set only when the node is recorded in the graph)
+        self.parents = ()  # each input's node when this op ran (None: a leaf or not a tensor)
         self.seq = 0  # creation number of a recorded node: the backward engine's ordering
         self.freed = False  # True once backward has used the node and dropped what it saved
+        self.saved_versions = ()  # (counter, version, description) of each saved tensor's storage
+        self.retained = None  # weak reference to the output, when it called retain_grad()
 
     def save_for_backward(self, *arrays):
         self.saved = arrays
@@ -98,7 +180,7 @@ class Context:
     def free(self):
         """Drop everything saved: the graph has been used once (see ``retain_graph``)."""
         self.__dict__.clear()
-        self.inputs = ()
+        self.inputs = self.parents = ()
         self.freed = True
 
 
@@ -153,7 +235,7 @@ class Function:
                 elif x._device is not dev:
                     raise RuntimeError(f"{cls.__name__}: expected all tensors on the same device, "
                                        f"got {dev.name} and {x._device.name}; move one with .to()")
-                arrays.append(x.data)
+                arrays.append(x._array)
                 needs.append(grad_on and x.requires_grad)
             else:  # Python/NumPy scalars and None pass straight through
                 arrays.append(x)
@@ -171,11 +253,18 @@ class Function:
                                    cls.flops(ctx, arrays, out))
         if isinstance(out, np.generic):  # NumPy turns 0-d results into scalars; keep arrays
             out = np.asarray(out)
-        if True in needs:
+        if True in needs and out.dtype.kind == "f":  # integer/bool results never carry a gradient (torch)
             ctx.inputs = inputs
+            ctx.parents = tuple(x._ctx if isinstance(x, Tensor) else None for x in inputs)
             ctx.seq = next(_sequence)
-            return Tensor._make(out, dev, True, ctx)
-        return Tensor._make(out, dev, False, None)
+            result = Tensor._make(out, dev, True, ctx)
+            _share_storage(result, inputs)
+            if ctx.__dict__:
+                ctx.saved_versions = _saved_versions(ctx, inputs, result)
+            return result
+        result = Tensor._make(out, dev, False, None)
+        _share_storage(result, inputs)
+        return result
 
 
 def _on_kernels(cls, arrays):
@@ -196,72 +285,166 @@ def _on_kernels(cls, arrays):
     return variant
 
 
+def _storage(array):
+    """The array that owns ``array``'s memory (NumPy and CuPy point a view's ``base`` at it)."""
+    base = getattr(array, "base", None)
+    return array if base is None else base
+
+
+def _share_storage(result, inputs):
+    """If an op returned (a view of) an input's array, the result is a view of that input: it shares
+    the input's version counter, and remembers its base, as torch's views do."""
+    storage = _storage(result._array)
+    for x in inputs:
+        if isinstance(x, Tensor) and _storage(x._array) is storage:
+            result._version = x._version
+            result._base = x if x._base is None else x._base
+            return
+
+
+def _saved_arrays(values):
+    for v in values:
+        if hasattr(v, "base") and hasattr(v, "shape"):
+            yield v
+        elif isinstance(v, (tuple, list)):
+            yield from (a for a in v if hasattr(a, "base") and hasattr(a, "shape"))
+
+
+def _saved_versions(ctx, inputs, result):
+    """The versions of the inputs (and output) whose storage this op saved for backward."""
+    saved = {id(_storage(a)) for a in _saved_arrays(ctx.__dict__.values())}
+    if not saved:
+        return ()
+    found = []
+    for i, x in enumerate((*inputs, result)):
+        if isinstance(x, Tensor) and id(_storage(x._array)) in saved:
+            role = "output 0" if x is result else f"input {i}"
+            found.append((x._version, x._version[0], f"[{x.dtype} {list(x.shape)}], {role}"))
+    return tuple(found)
+
+
+def _check_versions(ctx):
+    for counter, version, what in ctx.saved_versions:
+        if counter[0] != version:
+            raise RuntimeError(
+                f"one of the variables needed for gradient computation has been modified by an "
+                f"inplace operation: {what} of {ctx.fn.__name__}, is at version {counter[0]}; "
+                f"expected version {version} instead. Hint: clone() the tensor before changing it "
+                f"in place, or change a copy.")
+
+
 # ----------------------------------------------------------------------------------------------
 # Tensor
 # ----------------------------------------------------------------------------------------------
-_DEFAULT_FLOAT = np.float32
-
-
-def _to_dtype(dtype):
-    if dtype is None:
-        return None
-    if isinstance(dtype, str):
-        dtype = {"bf16": "float32", "half": "float16", "float": "float32",
-                 "double": "float64"}.get(dtype, dtype)
-    return np.dtype(dtype)
+def _host(array):
+    return array if isinstance(array, np.ndarray) else array.get()
 
 
 class Tensor:
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_device", "_retain", "__weakref__")
+    __slots__ = ("_array", "_grad", "requires_grad", "_ctx", "_device", "_version", "_base",
+                 "__weakref__")
+    # NumPy defers to Tensor's reflected operators, so ``array + tensor`` is a Tensor, as with torch.
+    __array_priority__ = 1000
 
-    def __init__(self, data, dtype=None, device=None, requires_grad=False):
+    def __init__(self, *data, dtype=None, device=None, requires_grad=False):
+        """torch's legacy constructor: ``Tensor([1, 2])`` is float32 (the default dtype) -- unlike
+        ``tensor([1, 2])``, which infers int64; ``Tensor(2, 3)`` is a 2x3 tensor (of zeros here;
+        torch leaves it uninitialised); ``Tensor(t)`` shares ``t``'s storage. ``dtype=`` (which torch's
+        constructor lacks) keeps the data's own type when given."""
         dev = _get_device(device)
-        if isinstance(data, Tensor):
-            data = data.data
         dtype = _to_dtype(dtype)
-        if dtype is None and not hasattr(data, "dtype"):
-            # Python numbers and lists: floats become float32 (PyTorch's default), ints int64.
-            data = np.asarray(data)
-            if data.dtype.kind == "f":
-                data = data.astype(_DEFAULT_FLOAT)
+        source = None
+        if len(data) == 1 and not isinstance(data[0], (int, np.integer)):
+            data = data[0]
+            if isinstance(data, Tensor):
+                source, data = data, data._array
+            elif isinstance(data, (float, complex, bool)):
+                raise TypeError(f"Tensor(): data must be a sequence (got {type(data).__name__}); "
+                                f"use minilora.tensor({data!r}) for a 0-d tensor")
+            elif dtype is None:
+                dtype = dtypes.get_default_dtype()
+        else:  # Tensor(2, 3): sizes
+            data = np.zeros(data, dtype=dtype or dtypes.get_default_dtype())
         array = dev.xp.asarray(data, dtype=dtype)
-        if requires_grad and array.dtype.kind != "f":
-            raise TypeError(f"only floating-point tensors can require gradients, got {array.dtype}")
-        self.data = array
-        self.grad = None
+        if requires_grad and array.dtype.kind not in "fc":
+            raise RuntimeError(f"only Tensors of floating point dtype can require gradients, "
+                               f"got {array.dtype}")
+        shares = source is not None and array is source._array
+        self._array = array
+        self._grad = None
         self.requires_grad = bool(requires_grad)
         self._ctx = None
         self._device = dev
-        self._retain = False
+        self._version = source._version if shares else [0]
+        self._base = (source if source._base is None else source._base) if shares else None
 
     @classmethod
-    def _make(cls, data, dev, requires_grad, ctx):
+    def _make(cls, array, dev, requires_grad, ctx):
         """Fast constructor used by ops: no conversion, no checks."""
         t = object.__new__(Tensor)
-        t.data = data
-        t.grad = None
+        t._array = array
+        t._grad = None
         t.requires_grad = requires_grad
         t._ctx = ctx
         t._device = dev
-        t._retain = False
+        t._version = [0]
+        t._base = None
         return t
 
     # --- what it is ---------------------------------------------------------------------------
     @property
+    def data(self):
+        """A detached Tensor sharing this tensor's storage, as torch's ``.data``: writing into it
+        changes this tensor, invisibly to autograd (no version bump: torch's own escape hatch)."""
+        return Tensor._make(self._array, self._device, False, None)
+
+    @data.setter
+    def data(self, value):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"data must be a Tensor, got {type(value).__name__}")
+        self._array = value._array
+        self._device = value._device
+
+    @property
+    def grad(self):
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"assigned grad expected to be a Tensor or None but got grad of "
+                                f"type {type(value).__name__}")
+            if value.dtype != self.dtype:
+                raise TypeError(f"assigned grad has data of a different type ({value.dtype} for a "
+                                f"{self.dtype} tensor)")
+            if value.shape != self.shape:
+                raise RuntimeError(f"assigned grad has data of a different size ({tuple(value.shape)}"
+                                   f" for a tensor of shape {tuple(self.shape)})")
+            if value._device is not self._device:
+                raise RuntimeError(f"assigned grad has data located on a different device "
+                                   f"({value._device.name}, tensor on {self._device.name})")
+        self._grad = value
+
+    @property
     def shape(self):
-        return self.data.shape
+        return self._array.shape
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self._array.dtype
 
     @property
     def device(self):
         return self._device
 
     @property
+    def is_cuda(self):
+        return self._device.type == "cuda"
+
+    @property
     def ndim(self):
-        return self.data.ndim
+        return self._array.ndim
 
     @property
     def is_leaf(self):
@@ -271,17 +454,43 @@ class Tensor:
     def grad_fn(self):
         return self._ctx
 
+    @property
+    def _version_number(self):
+        """How many in-place changes this tensor's storage has seen (torch's ``_version``)."""
+        return self._version[0]
+
+    @property
+    def nbytes(self):
+        return int(self._array.nbytes)
+
+    @property
+    def itemsize(self):
+        return self._array.itemsize
+
+    def element_size(self):
+        return self._array.itemsize
+
+    def is_floating_point(self):
+        return self._array.dtype.kind == "f"
+
     def size(self, dim=None):
-        return self.data.shape if dim is None else self.data.shape[dim]
+        return self._array.shape if dim is None else self._array.shape[dim]
 
     def numel(self):
-        return int(self.data.size)
+        return int(self._array.size)
 
     def dim(self):
-        return self.data.ndim
+        return self._array.ndim
 
     def __len__(self):
-        return len(self.data)
+        if self._array.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return len(self._array)
+
+    def __iter__(self):
+        if self._array.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(len(self._array)))
 
     def __repr__(self):
         extra = f", device='{self._device.name}'" if self._device.name != "cpu" else ""
@@ -291,21 +500,38 @@ class Tensor:
 
     # --- leaving the graph / the device ------------------------------------------------------
     def numpy(self):
-        """The values as a NumPy array (copied from the GPU on ``cuda``)."""
-        data = self.data
-        return data if isinstance(data, np.ndarray) else data.get()
+        """The values as a NumPy array (copied from the GPU on ``cuda``). Unlike torch, allowed on a
+        tensor that requires grad (what you get is the array, detached by nature)."""
+        return _host(self._array)
+
+    def __array__(self, dtype=None, copy=None):
+        """``np.asarray(t)``: the array itself on the CPU, as with torch's CPU tensors."""
+        if not isinstance(self._array, np.ndarray):
+            raise TypeError(f"can't convert {self._device.name} device type tensor to numpy. "
+                            f"Use Tensor.cpu() to copy the tensor to host memory first.")
+        array = self._array if dtype is None else self._array.astype(dtype, copy=False)
+        return array.copy() if copy else array
 
     def item(self):
-        if self.data.size != 1:
-            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
-        return self.data.reshape(()).item()
+        if self._array.size != 1:
+            raise RuntimeError(f"a Tensor with {self._array.size} elements cannot be converted to "
+                               f"Scalar: item() needs one element, got shape {tuple(self.shape)}")
+        return self._array.reshape(()).item()
 
     def tolist(self):
         return self.numpy().tolist()
 
     def detach(self):
-        """Same data, no graph, no gradient."""
-        return Tensor._make(self.data, self._device, False, None)
+        """Same storage (and version counter, as torch), no graph, no gradient."""
+        t = Tensor._make(self._array, self._device, False, None)
+        t._version, t._base = self._version, self if self._base is None else self._base
+        return t
+
+    def detach_(self):
+        if self._base is not None and self._base.requires_grad and _grad_enabled:
+            raise RuntimeError("detach_() on a view is not allowed; use detach() instead")
+        self._ctx, self.requires_grad = None, False
+        return self
 
     def clone(self):
         from . import ops
@@ -314,92 +540,264 @@ class Tensor:
     def contiguous(self):
         return self
 
+    def is_contiguous(self):
+        return bool(self._array.flags.c_contiguous)
+
     def requires_grad_(self, requires_grad=True):
-        if requires_grad and self.dtype.kind != "f":
-            raise TypeError(f"only floating-point tensors can require gradients, got {self.dtype}")
+        if requires_grad and self.dtype.kind not in "fc":
+            raise RuntimeError(f"only Tensors of floating point dtype can require gradients, "
+                               f"got {self.dtype}")
         if not requires_grad and self._ctx is not None:
-            raise RuntimeError("requires_grad_(False) on a non-leaf tensor: use .detach() instead")
+            raise RuntimeError("you can only change requires_grad flags of leaf variables. If you "
+                               "want to use a computed variable in a subgraph that doesn't require "
+                               "differentiation use var_no_grad = var.detach().")
         self.requires_grad = bool(requires_grad)
         return self
 
     def retain_grad(self):
         """Keep ``.grad`` on this non-leaf tensor after backward (for inspection)."""
-        self._retain = True
+        if self._ctx is not None:
+            import weakref
+            self._ctx.retained = weakref.ref(self)
+        elif not self.requires_grad:
+            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
 
-    def to(self, device=None, dtype=None):
-        """A copy on another device and/or dtype (``self`` if nothing changes), differentiable."""
+    @property
+    def retains_grad(self):
+        return self._ctx is not None and self._ctx.retained is not None and self._ctx.retained() is self
+
+    def to(self, *args, **kwargs):
+        """``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(other)`` (its device and dtype),
+        with keywords ``device=``, ``dtype=``, ``copy=``, as torch. A copy when something changes (or
+        ``copy=True``), else ``self``; differentiable."""
         from . import ops
+        device, dtype, copy = _parse_to(args, kwargs)
         out = self
-        if dtype is not None and _to_dtype(dtype) != self.dtype:
-            out = ops.astype(out, _to_dtype(dtype))
-        if device is not None and _get_device(device) is not self._device:
-            out = ops.to_device(out, _get_device(device))
+        if dtype is not None and dtype != self.dtype:
+            out = ops.astype(out, dtype)
+        if device is not None and device is not self._device:
+            out = ops.to_device(out, device)
+        if copy and out is self:
+            out = ops.clone(self)
         return out
 
     def float(self):
-        return self.to(dtype=np.float32)
+        return self.to(dtypes.float32)
 
     def double(self):
-        return self.to(dtype=np.float64)
+        return self.to(dtypes.float64)
 
     def half(self):
-        return self.to(dtype=np.float16)
+        return self.to(dtypes.float16)
+
+    def long(self):
+        return self.to(dtypes.int64)
+
+    def int(self):
+        return self.to(dtypes.int32)
+
+    def bool(self):
+        return self.to(dtypes.bool)
+
+    def bfloat16(self):
+        raise dtypes.bfloat16.error()
 
     def cpu(self):
         return self.to("cpu")
 
-    def cuda(self):
-        return self.to("cuda")
+    def cuda(self, device=None):
+        return self.to("cuda" if device is None else device)
 
-    # --- in-place updates (outside autograd: optimizers, initialisers) -----------------------
-    def _check_inplace(self):
-        if _grad_enabled and self.requires_grad and self._ctx is None:
-            raise RuntimeError("a leaf tensor that requires grad is being changed in place; "
-                               "wrap the update in `with minilora.no_grad():`")
+    def type_as(self, other):
+        return self.to(other.dtype)
 
-    def copy_(self, other):
-        self._check_inplace()
-        src = other.data if isinstance(other, Tensor) else other
-        src = self._device.xp.asarray(src)
-        if src.shape != self.shape and np.broadcast_shapes(src.shape, self.shape) != self.shape:
-            raise ValueError(f"copy_: source shape {src.shape} does not fit destination {self.shape}")
-        self.data[...] = src
-        return self
+    # --- in-place ops (torch's rules: see _write_inplace) -------------------------------------
+    def copy_(self, src, non_blocking=False):
+        if not isinstance(src, Tensor):
+            src = Tensor._make(self._device.xp.asarray(src), self._device, False, None)
+        elif src._device is not self._device:
+            src = src.to(self._device)
+        return self._inplace(_copy_from, src, cast=True)
 
     def zero_(self):
-        self._check_inplace()
-        self.data[...] = 0
-        return self
+        return self._fill_inplace(0)
 
     def fill_(self, value):
+        if isinstance(value, Tensor):
+            if value.ndim != 0:
+                raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor "
+                                   f"with {value.ndim} dimensions.")
+            if value.requires_grad and _grad_enabled:
+                return self._inplace(_copy_from, value, cast=True)
+            value = value.item()
+        return self._fill_inplace(value)
+
+    def _fill_inplace(self, value):
+        if _grad_enabled and self.requires_grad:  # a non-leaf in the graph: its gradient stops here
+            return self._inplace(_replace_values, Tensor._make(
+                self._device.xp.asarray(value, dtype=self.dtype), self._device, False, None))
         self._check_inplace()
-        self.data[...] = value
+        self._array[...] = value
+        self._version[0] += 1
         return self
 
+    def add_(self, other, *, alpha=1):
+        from . import ops
+        return self._inplace(ops.add, other, alpha=alpha)
+
+    def sub_(self, other, *, alpha=1):
+        from . import ops
+        return self._inplace(ops.sub, other, alpha=alpha)
+
+    def mul_(self, other):
+        from . import ops
+        return self._inplace(ops.mul, other)
+
+    def div_(self, other, *, rounding_mode=None):
+        from . import ops
+        return self._inplace(ops.div, other, rounding_mode=rounding_mode)
+
+    def pow_(self, exponent):
+        from . import ops
+        return self._inplace(ops.pow, exponent)
+
+    def neg_(self):
+        from . import ops
+        return self._inplace(ops.neg)
+
+    def masked_fill_(self, mask, value):
+        from . import ops
+        return self._inplace(ops.masked_fill, mask, value)
+
+    def clamp_(self, min=None, max=None):
+        from . import ops
+        return self._inplace(ops.clamp, min, max)
+
+    clip_ = clamp_
+
+    def normal_(self, mean=0.0, std=1.0, *, generator=None):
+        from .random import generator as _global
+        rng = generator if generator is not None else _global()
+        values = rng.normal(mean, std, self.shape)
+        return self._fill_inplace_array(values)
+
+    def uniform_(self, a=0.0, b=1.0, *, generator=None):
+        from .random import generator as _global
+        rng = generator if generator is not None else _global()
+        return self._fill_inplace_array(rng.uniform(a, b, self.shape))
+
+    def _fill_inplace_array(self, values):
+        """Random fills: new values from nowhere, so no gradient flows through them."""
+        if self.dtype.kind != "f":
+            raise RuntimeError(f"random fill expects a floating point tensor, got {self.dtype}")
+        return self._fill_inplace(values)
+
+    def __setitem__(self, index, value):
+        from . import ops
+        self._inplace(ops.index_put, index, value)
+
+    def __iadd__(self, other): return self.add_(other)
+    def __isub__(self, other): return self.sub_(other)
+    def __imul__(self, other): return self.mul_(other)
+    def __itruediv__(self, other): return self.div_(other)
+    def __ipow__(self, other): return self.pow_(other)
+
+    def _check_inplace(self):
+        """torch's rule: a leaf that requires grad may change in place only under ``no_grad()``."""
+        if not _grad_enabled:
+            return
+        if self.requires_grad and self._ctx is None:
+            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place "
+                               "operation.")
+        base = self._base
+        if base is not None and base.requires_grad and base._ctx is None:
+            raise RuntimeError("a view of a leaf Variable that requires grad is being used in an "
+                               "in-place operation.")
+
+    def _inplace(self, op, *args, cast=False, **kwargs):
+        """Run ``op(self, *args)`` and write the result into ``self``'s storage.
+
+        Outside the graph this is just a write. Inside it (``self`` or an argument requires grad),
+        ``self`` takes over the new node; the op saw a *copy* of the old values (as torch's in-place
+        formulas see ``original_self``), so writing the result cannot corrupt what it saved.
+        """
+        self._check_inplace()
+        graph = _grad_enabled and (self.requires_grad or any(
+            isinstance(a, Tensor) and a.requires_grad for a in args))
+        if not graph:
+            with no_grad():
+                result = op(self, *args, **kwargs)
+            self._write(result._array, cast)
+            return self
+        if self._base is not None:
+            raise NotImplementedError(
+                "minilora cannot differentiate an in-place change of a view (torch rewrites the base's "
+                "graph, CopySlices); change the base tensor, or build the result out of place")
+        before = Tensor._make(self._array.copy(), self._device, self.requires_grad, self._ctx)
+        result = op(before, *args, **kwargs)
+        if cast and result.dtype != self.dtype:
+            from . import ops
+            result = ops.astype(result, self.dtype)
+        self._write(result._array, cast)
+        self._ctx, self.requires_grad = result._ctx, result.requires_grad
+        if self._ctx is not None:  # the new node's output is this tensor's storage (same counter)
+            self._ctx.saved_versions = tuple(
+                (self._version, self._version[0], what) if counter is result._version else
+                (counter, version, what) for counter, version, what in self._ctx.saved_versions)
+        return self
+
+    def _write(self, values, cast):
+        """Store ``values`` into this tensor's storage; torch's shape and dtype rules for in-place."""
+        if not cast and values.dtype != self.dtype and not np.can_cast(values.dtype, self.dtype,
+                                                                       "same_kind"):
+            raise RuntimeError(f"result type {values.dtype} can't be cast to the desired output "
+                               f"type {self.dtype}")
+        if values.shape != self.shape:
+            if np.broadcast_shapes(values.shape, self.shape) != self.shape:
+                raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the "
+                                   f"broadcast shape {list(np.broadcast_shapes(values.shape, self.shape))}")
+        if values is self._array:
+            return
+        try:
+            self._array[...] = values
+        except ValueError as exc:
+            if "read-only" not in str(exc):
+                raise
+            raise RuntimeError("unsupported operation: more than one element of the written-to "
+                               "tensor refers to a single memory location (an expand()ed tensor); "
+                               "clone() it before writing") from None
+        self._version[0] += 1
+
     # --- autograd ------------------------------------------------------------------------------
-    def backward(self, gradient=None, retain_graph=False):
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
         """Accumulate d(self)/d(leaf) into every leaf's ``.grad``.
 
         A scalar needs no ``gradient``; any other tensor needs one of its own shape (the vector in
         the vector-Jacobian product). The graph is freed afterwards unless ``retain_graph=True``.
         """
+        if create_graph:
+            raise NotImplementedError("backward(create_graph=True) is not supported: minilora's "
+                                      "backward runs on raw arrays and records no graph of its own")
+        if inputs is not None:
+            raise NotImplementedError("backward(inputs=...) is not supported; gradients go to every "
+                                      "leaf that requires grad")
         if not self.requires_grad:
-            raise RuntimeError("backward() on a tensor that does not require grad "
-                               "(no input of the computation had requires_grad=True)")
+            raise RuntimeError("element 0 of tensors does not require grad and does not have a "
+                               "grad_fn")
         xp = self._device.xp
         if gradient is None:
-            if self.data.size != 1:
-                raise RuntimeError(f"backward() without a gradient needs a scalar output, but this "
-                                   f"tensor has shape {self.shape}; pass gradient= of that shape")
-            gradient = xp.ones_like(self.data)
+            if self._array.size != 1:
+                raise RuntimeError(f"grad can be implicitly created only for scalar outputs (this "
+                                   f"tensor has shape {tuple(self.shape)}); pass gradient=")
+            gradient = xp.ones_like(self._array)
         else:
-            gradient = gradient.data if isinstance(gradient, Tensor) else xp.asarray(gradient)
+            gradient = gradient._array if isinstance(gradient, Tensor) else xp.asarray(gradient)
             if gradient.shape != self.shape:
-                raise RuntimeError(f"backward(): gradient has shape {gradient.shape} but the "
-                                   f"tensor has shape {self.shape}")
+                raise RuntimeError(f"backward(): mismatch in shape: gradient has shape "
+                                   f"{tuple(gradient.shape)} but the tensor has shape {tuple(self.shape)}")
             gradient = gradient.astype(self.dtype, copy=False)
         with parallel.computing():  # BLAS on one thread while minilora computes (minilora/parallel.py)
-            _run_backward(self, gradient, retain_graph)
+            _run_backward(self, gradient, bool(retain_graph))
 
     # --- operators --------------------------------------------------------------------------------
     # +, -, *, /, **, @, unary -, indexing and methods such as x.sum() are the op wrappers themselves,
@@ -407,8 +805,8 @@ class Tensor:
 
     # Comparisons give boolean tensors outside the graph (no gradient through a comparison).
     def _compare(self, other, op):
-        other = other.data if isinstance(other, Tensor) else other
-        return Tensor._make(op(self.data, other), self._device, False, None)
+        other = other._array if isinstance(other, Tensor) else other
+        return Tensor._make(op(self._array, other), self._device, False, None)
 
     def __lt__(self, other): return self._compare(other, np.less)
     def __le__(self, other): return self._compare(other, np.less_equal)
@@ -419,9 +817,9 @@ class Tensor:
     __hash__ = object.__hash__
 
     def __bool__(self):
-        if self.data.size != 1:
-            raise RuntimeError(f"the truth value of a tensor with shape {self.shape} is ambiguous")
-        return bool(self.data)
+        if self._array.size != 1:
+            raise RuntimeError(f"Boolean value of Tensor with more than one value is ambiguous")
+        return bool(self._array)
 
     def __float__(self):
         return float(self.item())
@@ -430,71 +828,155 @@ class Tensor:
         return int(self.item())
 
     def __index__(self):
-        if self.dtype.kind not in "iu":
-            raise TypeError(f"only integer tensors can be used as an index, got {self.dtype}")
+        if self.dtype.kind not in "iub":
+            raise TypeError(f"only integer tensors of a single element can be converted to an index")
         return int(self.item())
 
 
+def _copy_from(dest, src):
+    """``dest.copy_(src)`` as an op: the result is ``src`` broadcast to ``dest``'s shape (and dtype);
+    the gradient goes to ``src`` only (``dest``'s old values are gone)."""
+    from . import ops
+    out = ops.expand(src, *dest.shape) if src.shape != dest.shape else src
+    out = ops.astype(out, dest.dtype) if out.dtype != dest.dtype else out
+    return out if out is not src else ops.clone(src)
+
+
+def _replace_values(dest, values):
+    """``dest.fill_(v)`` inside the graph: the node stays, the gradient to the old values is zero."""
+    from . import ops
+    everywhere = dest._device.xp.ones((), dtype=bool)
+    return ops.where(Tensor._make(everywhere, dest._device, False, None), values, dest)
+
+
+def _parse_to(args, kwargs):
+    """torch's ``Tensor.to`` overloads -> ``(device, dtype, copy)``."""
+    device = kwargs.pop("device", None)
+    dtype = kwargs.pop("dtype", None)
+    copy = kwargs.pop("copy", False)
+    kwargs.pop("non_blocking", None)
+    if kwargs:
+        raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
+    for arg in args:
+        if isinstance(arg, Tensor):
+            device, dtype = arg._device, arg.dtype
+        elif isinstance(arg, bool):  # to(dtype, non_blocking, copy): the bools come last
+            continue
+        elif _looks_like_dtype(arg):
+            dtype = arg
+        else:
+            device = arg
+    dtype = _to_dtype(dtype)
+    return (None if device is None else _get_device(device)), dtype, copy
+
+
+def _looks_like_dtype(arg):
+    """Tell ``to('cuda')`` from ``to('float32')``: strings name a device only if they start with one."""
+    if isinstance(arg, str):
+        return arg.split(":")[0] not in ("cpu", "cuda", "emu")
+    return not (isinstance(arg, Device) or type(arg).__name__ == "device")
+
+
 def tensor(data, dtype=None, device=None, requires_grad=False):
-    """``minilora.tensor([[1., 2.]], dtype='float64', device='cpu', requires_grad=True)``."""
-    return Tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
+    """``minilora.tensor([[1., 2.]], dtype=minilora.float64, device='cpu', requires_grad=True)``.
+
+    As torch.tensor: always a copy; the dtype is inferred from the data -- Python floats give the
+    default dtype (float32), ints int64, bools bool; a NumPy array or Tensor keeps its dtype."""
+    dev = _get_device(device)
+    dtype = _to_dtype(dtype)
+    if isinstance(data, Tensor):
+        data = data._array
+    if dtype is None and not hasattr(data, "dtype"):
+        data = np.asarray(data)
+        if data.dtype.kind == "f":
+            data = data.astype(dtypes.get_default_dtype())
+        elif data.dtype.kind == "c":
+            data = data.astype(np.complex64)
+    if dev.xp is np and not isinstance(data, np.ndarray) and hasattr(data, "get"):
+        data = data.get()  # a CuPy array, to the CPU
+    array = dev.xp.array(data, dtype=dtype, copy=True)
+    if requires_grad and array.dtype.kind not in "fc":
+        raise RuntimeError(f"only Tensors of floating point dtype can require gradients, got {array.dtype}")
+    return Tensor._make(array, dev, bool(requires_grad), None)
 
 
 # ----------------------------------------------------------------------------------------------
 # The backward engine
 # ----------------------------------------------------------------------------------------------
 def _topological_order(root):
-    """Every tensor ``root`` was computed from that has a Context, each before its inputs.
+    """Every node ``root`` (a Context) was computed from, each before the nodes of its inputs.
 
     An op always runs after the ops that made its inputs, so sorting the nodes by creation number
     (``ctx.seq``), latest first, is a topological order (PyTorch's engine uses the same idea).
+    The walk follows ``ctx.parents``, the nodes the inputs had when the op ran: an in-place op later
+    gives a tensor a new node, but what was computed before still depends on the old one.
     """
     found = {id(root): root}
     stack = [root]
     while stack:
-        for x in stack.pop()._ctx.inputs:
-            if isinstance(x, Tensor) and x._ctx is not None and id(x) not in found:
-                found[id(x)] = x
-                stack.append(x)
+        for parent in stack.pop().parents:
+            if parent is not None and id(parent) not in found:
+                found[id(parent)] = parent
+                stack.append(parent)
     return sorted(found.values(), key=_creation_number, reverse=True)
 
 
-_creation_number = operator.attrgetter("_ctx.seq")
+_creation_number = operator.attrgetter("seq")
 
 
-def _accumulate(grads, t, g):
-    """Add ``g`` into the gradient of ``t``: its ``.grad`` for a leaf, the pending dict otherwise."""
+def _fit(g, t):
+    """The gradient ``g`` for tensor ``t``: an array of ``t``'s shape and dtype."""
     if not g.shape and isinstance(g, np.generic):  # NumPy turns 0-d results into scalars
         g = np.asarray(g)
-    if g.shape != t.data.shape:
+    if g.shape != t._array.shape:
         raise RuntimeError(f"internal error: gradient of shape {g.shape} for a tensor of shape "
-                           f"{t.data.shape} (produced by {t._ctx.fn.__name__ if t._ctx else 'a leaf'})")
-    if g.dtype is not t.data.dtype and g.dtype != t.data.dtype:  # (`is`: the cheap common case)
-        g = g.astype(t.data.dtype)  # after dtype promotion, each input gets a gradient of its dtype
-    if t._ctx is None:
-        t.grad = g if t.grad is None else t.grad + g
-    else:  # e.g. the residual stream of a transformer: large, so the sum is split across threads
-        prev = grads.get(id(t))
-        grads[id(t)] = g if prev is None else parallel.add(prev, g)
+                           f"{t._array.shape} (produced by {t._ctx.fn.__name__ if t._ctx else 'a leaf'})")
+    if g.dtype is not t._array.dtype and g.dtype != t._array.dtype:  # (`is`: the cheap common case)
+        g = g.astype(t._array.dtype)  # after dtype promotion, each input gets a gradient of its dtype
+    return g
+
+
+def _store_grad(t, g, handed_out):
+    """Add ``g`` into ``t.grad`` (a leaf, or a non-leaf that called retain_grad()).
+
+    The first gradient becomes ``t.grad`` without a copy when the array is the op's own (a fresh
+    array no other tensor holds); a view, or an array already handed to another tensor, is copied,
+    so that ``p.grad.zero_()`` or ``p.grad.mul_(c)`` never writes into another tensor's gradient.
+    Later gradients are added in place, as torch does.
+    """
+    if t._grad is None:
+        if getattr(g, "base", None) is not None or id(g) in handed_out:
+            g = g.copy()
+        handed_out.add(id(g))
+        t._grad = Tensor._make(g, t._device, False, None)
+        return
+    grad = t._grad
+    if grad._array.dtype == g.dtype and getattr(grad._array.flags, "writeable", True):
+        grad._array += g
+    else:
+        grad._array = grad._array + g
+    grad._version[0] += 1
 
 
 def _run_backward(root, gradient, retain_graph):
+    handed_out = {id(gradient)}  # arrays a .grad holds (the seed is the caller's)
     if root._ctx is None:  # backward on a leaf: its gradient is the seed itself
-        root.grad = gradient if root.grad is None else root.grad + gradient
+        _store_grad(root, gradient, handed_out)
         return
-    grads = {id(root): gradient}  # id(tensor) -> gradient summed so far, until it is used
+    grads = {id(root._ctx): gradient}  # id(node) -> gradient summed so far, until it is used
     prof = profiler.active
-    for t in _topological_order(root):
-        g = grads.pop(id(t), None)
+    for ctx in _topological_order(root._ctx):
+        g = grads.pop(id(ctx), None)
         if g is None:  # no path from root carried a gradient here
             continue
-        if t._retain:
-            t.grad = g if t.grad is None else t.grad + g
-        ctx = t._ctx
         if ctx.freed:
-            raise RuntimeError(f"trying to backward through the graph a second time (through "
+            raise RuntimeError(f"Trying to backward through the graph a second time (through "
                                f"{ctx.fn.__name__}); the saved arrays were freed after the first "
                                f"backward. Call backward(retain_graph=True) the first time.")
+        if ctx.saved_versions:
+            _check_versions(ctx)
+        if ctx.retained is not None and ctx.retained() is not None:
+            _store_grad(ctx.retained(), g, handed_out)
         if prof is None:
             in_grads = ctx.fn.backward(ctx, g)
         else:
@@ -504,9 +986,14 @@ def _run_backward(root, gradient, retain_graph):
                         ctx.fn.backward_flops(ctx))
         if type(in_grads) is not tuple:
             in_grads = (in_grads,)
-        for x, need, ig in zip(ctx.inputs, ctx.needs_input_grad, in_grads):
+        for x, parent, need, ig in zip(ctx.inputs, ctx.parents, ctx.needs_input_grad, in_grads):
             if need and ig is not None:
-                _accumulate(grads, x, ig)
+                ig = _fit(ig, x)
+                if parent is None:
+                    _store_grad(x, ig, handed_out)
+                else:  # e.g. the residual stream of a transformer: large, so the sum is split across threads
+                    prev = grads.get(id(parent))
+                    grads[id(parent)] = ig if prev is None else parallel.add(prev, ig)
         if not retain_graph:
             ctx.free()
 

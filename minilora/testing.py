@@ -47,11 +47,11 @@ def grad_check(fn, *inputs, eps=1e-6, atol=1e-7, rtol=1e-5, seed=0, name=None):
 
     worst = 0.0
     for i, t in checked:
-        analytic = t.numpy() if t.grad is None else _host(t.grad)
+        analytic = t.numpy() if t.grad is None else _host(t.grad._array)
         if t.grad is None:
             analytic = np.zeros(t.shape)
         numeric = np.zeros(t.shape)
-        flat = t.data.reshape(-1)  # a view: perturbing it perturbs the input
+        flat = t._array.reshape(-1)  # a view: perturbing it perturbs the input
         for j in range(flat.size):
             original = flat[j].item()
             flat[j] = original + eps

@@ -192,7 +192,7 @@ def _restore(state, named_params, optimizer, scheduler):
             if saved[name].shape != p.shape:
                 raise ValueError(f"checkpoint: {name} has shape {saved[name].shape}, "
                                  f"model has {p.shape}")
-            p.data[...] = p.device.xp.asarray(saved[name], dtype=p.dtype)
+            p._array[...] = p.device.xp.asarray(saved[name], dtype=p.dtype)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     ml_random.generator().bit_generator.state = state["rng"]

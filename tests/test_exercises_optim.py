@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from minilora import kernels
+from minilora import float64, tensor
 from minilora.nn import Parameter
 from minilora.optim import SGD, Adam, AdamW, clip_grad_norm_, get_cosine_schedule_with_warmup
 from minilora.testing import assert_close
@@ -33,7 +34,7 @@ def _run(optimizer_class, p0, grads, **hyper):
     p = Parameter(p0.copy())
     opt = optimizer_class([p], **hyper)
     for g in grads:
-        p.grad = g.copy()
+        p.grad = tensor(g)
         opt.step()
     return p
 
@@ -78,7 +79,7 @@ def test_adamw_kernel_matches_the_reference(rng, kernel_device):
 @pytest.mark.ex6_2
 def test_clip_grad_norm_scales_to_max_norm(rng):
     a, b = Parameter(np.zeros(3)), Parameter(np.zeros((2, 2)))
-    a.grad, b.grad = np.array([3.0, 0.0, 0.0]), np.array([[0.0, 4.0], [0.0, 0.0]])  # total norm 5
+    a.grad, b.grad = tensor([3.0, 0.0, 0.0], dtype=float64), tensor([[0.0, 4.0], [0.0, 0.0]], dtype=float64)  # total norm 5
     total = clip_grad_norm_([a, b], max_norm=1.0)
     assert float(total.numpy()) == pytest.approx(5.0)
     assert_close(a.grad, [0.6, 0.0, 0.0], rtol=1e-5, atol=0, name="a.grad")
@@ -88,14 +89,14 @@ def test_clip_grad_norm_scales_to_max_norm(rng):
 @pytest.mark.ex6_2
 def test_clip_grad_norm_leaves_small_and_shared_gradients_right():
     a = Parameter(np.zeros(2))
-    a.grad = np.array([0.3, 0.4])
+    a.grad = tensor([0.3, 0.4], dtype=float64)
     clip_grad_norm_([a], max_norm=1.0)
     assert_close(a.grad, [0.3, 0.4], rtol=1e-5, atol=0, name="a gradient under max_norm")
-    shared = np.array([3.0, 4.0])
+    shared = tensor([3.0, 4.0], dtype=float64)
     p, q = Parameter(np.zeros(2)), Parameter(np.zeros(2))
     p.grad = q.grad = shared  # one array, two parameters: scaled once per parameter, not twice
     clip_grad_norm_([p, q], max_norm=1.0)
-    expected = shared / math.sqrt(50)
+    expected = shared.numpy() / math.sqrt(50)
     assert_close(p.grad, expected, rtol=1e-5, atol=0, name="p.grad")
     assert_close(q.grad, expected, rtol=1e-5, atol=0, name="q.grad")
 

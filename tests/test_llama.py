@@ -252,10 +252,10 @@ def test_loss_gradients_match_central_differences():
     ids, labels = batch(config, t=5)
     model(ids, labels=labels).loss.backward()
     weight = model.model.layers[0].self_attn.k_proj.weight
-    analytic = weight.grad.copy()
+    analytic = weight.grad.numpy().copy()
     eps = 1e-6
     for index in [(0, 0), (3, 5), (1, 7)]:
-        original = weight.data[index]
+        original = weight.data[index].item()
         weight.data[index] = original + eps
         plus = model(ids, labels=labels).loss.item()
         weight.data[index] = original - eps

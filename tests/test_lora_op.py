@@ -45,7 +45,7 @@ def test_forward_and_backward_match_reference(device, p):
     Y, grads = reference(x, W0, A, B, b, 0.75, p, 11, dY)
     assert_close(out, Y, rtol=1e-5, atol=1e-5, name="Y")
     for name, t in (("x", x), ("A", A), ("B", B), ("bias", b)):
-        assert_close(t.grad.get() if device == "cuda" else t.grad, grads[name].reshape(t.shape),
+        assert_close(t.grad._array.get() if device == "cuda" else t.grad, grads[name].reshape(t.shape),
                      rtol=1e-5, atol=1e-5, name=f"d{name}")
     assert W0.grad is None  # frozen: no gradient at all
 

@@ -172,8 +172,8 @@ def test_report_is_consistent_with_parameters_and_optimizer_state():
     model, opt = _tiny_lora()
     params = list(model.parameters())
     rep = memory.report(model, opt, _batch())
-    assert rep.frozen_weight_bytes == sum(p.data.nbytes for p in params if not p.requires_grad)
-    assert rep.trainable_weight_bytes == sum(p.data.nbytes for p in params if p.requires_grad)
+    assert rep.frozen_weight_bytes == sum(p.nbytes for p in params if not p.requires_grad)
+    assert rep.trainable_weight_bytes == sum(p.nbytes for p in params if p.requires_grad)
     assert rep.gradient_bytes == rep.trainable_weight_bytes  # measured: no gradient for a frozen W0
     assert not rep.optimizer_state_measured and rep.optimizer_state_bytes == 2 * rep.trainable_weight_bytes
     assert all(p.grad is None for p in params)  # the measuring step left nothing behind

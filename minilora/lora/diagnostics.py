@@ -202,7 +202,7 @@ def truncate_adapter(model, energy=None, rank=None, adapter_name=None):
         new_B[:, :k] = U[:, :k] * root
         new_A[:k] = np.sign(s) * root[:, None] * Vh[:k]
         for param, value in ((A, new_A), (B, new_B)):
-            param.data[...] = param.device.xp.asarray(value, dtype=param.dtype)
+            param._array[...] = param.device.xp.asarray(value, dtype=param.dtype)
         kept[name if len(layer.adapter_names()) == 1 else f"{name}[{adapter}]"] = k
     if not kept:
         raise ValueError("truncate_adapter: the model has no LoRA layers to truncate")
@@ -217,8 +217,8 @@ def rank_ablation(model, evaluate_fn, energies=(0.5, 0.8, 0.9, 0.99, 1.0), ranks
     "metric"}``: how much of the adapter a task actually needs.
     """
     layers = list(_lora_layers(model, adapter_name))
-    saved = [(layer.lora_A[a].weight, layer.lora_A[a].weight.data.copy(),
-              layer.lora_B[a].weight, layer.lora_B[a].weight.data.copy()) for _, layer, a in layers]
+    saved = [(layer.lora_A[a].weight, layer.lora_A[a].weight._array.copy(),
+              layer.lora_B[a].weight, layer.lora_B[a].weight._array.copy()) for _, layer, a in layers]
     rows = []
     try:
         for level in (ranks if ranks is not None else energies):
@@ -229,10 +229,10 @@ def rank_ablation(model, evaluate_fn, energies=(0.5, 0.8, 0.9, 0.99, 1.0), ranks
             rows.append({"level": level, "mean_rank": float(np.mean(list(kept.values()))),
                          "lora_params": int(params), "metric": float(evaluate_fn(model))})
             for A, a0, B, b0 in saved:
-                A.data[...], B.data[...] = a0, b0
+                A._array[...], B._array[...] = a0, b0
     finally:
         for A, a0, B, b0 in saved:
-            A.data[...], B.data[...] = a0, b0
+            A._array[...], B._array[...] = a0, b0
     return rows
 
 

@@ -202,11 +202,11 @@ class BaseTunerLayer(Module):
             if name in self.merged_adapters or name not in self.adapter_names():
                 continue
             W = self.base_layer.weight
-            new = self.merge_math(name, W.data.copy() if safe_merge else W.data)
+            new = self.merge_math(name, W._array.copy() if safe_merge else W._array)
             if safe_merge and not bool(xp_of(new).isfinite(new).all()):
                 raise ValueError(f"NaNs or infs detected in the merged weights: the adapter {name!r} "
                                  "seems to be broken; the base weight was left unchanged")
-            W.data[...] = new
+            W._array[...] = new
             self.merged_adapters.append(name)
 
     def unmerge(self):
@@ -214,7 +214,7 @@ class BaseTunerLayer(Module):
         while self.merged_adapters:
             name = self.merged_adapters.pop()
             W = self.base_layer.weight
-            W.data[...] = self.merge_math(name, W.data, unmerge=True)
+            W._array[...] = self.merge_math(name, W._array, unmerge=True)
 
     def merge_math(self, adapter_name, W, unmerge=False):
         raise NotImplementedError(f"{type(self).__name__} must define merge_math")  # abstract
@@ -271,13 +271,13 @@ class Linear(BaseTunerLayer):
             init.zeros_(self.lora_B[adapter_name].weight)  # B = 0: the model starts exactly at the base
         # END SOLUTION
         if config.use_dora:
-            norms = _row_norm(W0.data + self.scaling[adapter_name] * self._BA(adapter_name))
-            self.lora_magnitude_vector[adapter_name] = DoraMagnitude(Tensor(norms, device=W0.device))
+            norms = _row_norm(W0._array + self.scaling[adapter_name] * self._BA(adapter_name))
+            self.lora_magnitude_vector[adapter_name] = DoraMagnitude(Tensor(norms, dtype=norms.dtype, device=W0.device))
         self.set_adapter(self.active_adapters)
 
     def _BA(self, adapter_name):
         """``B @ A`` as a plain array [out, in]: only for merging and DoRA's norm, never in the LoRA forward."""
-        return self.lora_B[adapter_name].weight.data @ self.lora_A[adapter_name].weight.data
+        return self.lora_B[adapter_name].weight._array @ self.lora_A[adapter_name].weight._array
 
     # --- forward -------------------------------------------------------------------------------
     def adapter_forward(self, x):
@@ -307,7 +307,7 @@ class Linear(BaseTunerLayer):
         """
         W0, bias = self.base_layer.weight, self.base_layer.bias
         A, B, s = self.lora_A[name].weight, self.lora_B[name].weight, self.scaling[name]
-        norm = _row_norm(W0.data + s * self._BA(name))  # plain arrays: outside the graph
+        norm = _row_norm(W0._array + s * self._BA(name))  # plain arrays: outside the graph
         mag_scale = self.lora_magnitude_vector[name].weight / norm  # [out], differentiable in m
         p = self._dropout_p(self.lora_dropout, name)
         if result is None and p == 0:
@@ -374,12 +374,12 @@ class Linear(BaseTunerLayer):
         if not unmerge:
             self._dora_merge_norms[adapter_name] = _row_norm(self._unmerged_weight() + delta)
         norm = self._dora_merge_norms[adapter_name]
-        factor = (self.lora_magnitude_vector[adapter_name].weight.data / norm)[:, None]
+        factor = (self.lora_magnitude_vector[adapter_name].weight._array / norm)[:, None]
         return W / factor - delta if unmerge else factor * (W + delta)
 
     def _unmerged_weight(self):
         """W0 without the adapters merged so far (undone on a copy, last merged first)."""
-        W = self.base_layer.weight.data.copy()
+        W = self.base_layer.weight._array.copy()
         for name in reversed(self.merged_adapters):
             W = self.merge_math(name, W, unmerge=True)
         return W
@@ -447,7 +447,7 @@ class Embedding(BaseTunerLayer):
         B_stack = ops.stack([_constant_zeros(W0, r_max, self.out_features)]
                             + [_pad_rank(self.lora_embedding_B[n].T * self.scaling[n], r_max, 0)
                                for n in names])                                                  # [n+1, r, dim]
-        ids_array = xp.asarray(ids.data if isinstance(ids, Tensor) else ids)
+        ids_array = xp.asarray(ids._array if isinstance(ids, Tensor) else ids)
         after_A = A_stack[slot.reshape(-1, *([1] * (ids_array.ndim - 1))), ids_array]  # [batch, ..., r]
         B_g = B_stack[slot]                                                             # [batch, r, dim]
         flat = after_A.reshape(ids_array.shape[0], -1, r_max)
@@ -455,7 +455,7 @@ class Embedding(BaseTunerLayer):
 
     def get_delta_weight(self, adapter_name):
         """``s (B A)^T`` [num_embeddings, dim]: the update merging adds to the table."""
-        A, B = self.lora_embedding_A[adapter_name].data, self.lora_embedding_B[adapter_name].data
+        A, B = self.lora_embedding_A[adapter_name]._array, self.lora_embedding_B[adapter_name]._array
         return self.scaling[adapter_name] * (B @ A).T
 
     def merge_math(self, adapter_name, W, unmerge=False):
@@ -508,8 +508,8 @@ class VeraLinear(BaseTunerLayer):
 
     def _projections(self, adapter_name):
         """The blocks of the shared A [r, in] and B [out, r] this layer uses (constants)."""
-        A = self.vera_A[adapter_name].data[:, :self.in_features]
-        B = self.vera_B[adapter_name].data[:self.out_features, :]
+        A = self.vera_A[adapter_name]._array[:, :self.in_features]
+        B = self.vera_B[adapter_name]._array[:self.out_features, :]
         dev = self.base_layer.weight.device
         return Tensor._make(A, dev, False, None), Tensor._make(B, dev, False, None)
 
@@ -530,9 +530,9 @@ class VeraLinear(BaseTunerLayer):
         """``diag(lambda_b) B diag(lambda_d) A`` [out, in]."""
         # EXERCISE 8.1: VeRA's update diag(lambda_b) B diag(lambda_d) A, without building the diagonal matrices
         # BEGIN SOLUTION
-        A, B = (t.data for t in self._projections(adapter_name))
-        lambda_b = self.vera_lambda_b[adapter_name].data[:, None]
-        lambda_d = self.vera_lambda_d[adapter_name].data[:, None]
+        A, B = (t._array for t in self._projections(adapter_name))
+        lambda_b = self.vera_lambda_b[adapter_name]._array[:, None]
+        lambda_d = self.vera_lambda_d[adapter_name]._array[:, None]
         return (lambda_b * B) @ (lambda_d * A)
         # END SOLUTION
 

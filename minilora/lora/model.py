@@ -322,7 +322,7 @@ class LoraModel(_Wrapper):
         for layer in self.tuner_layers():
             for name in (adapter_names or layer.active_adapters):
                 if name in layer.adapter_names() and name not in layer.merged_adapters:
-                    new = layer.merge_math(name, layer.base_layer.weight.data.copy())
+                    new = layer.merge_math(name, layer.base_layer.weight._array.copy())
                     if not bool(np.isfinite(_host(new)).all()):
                         raise ValueError(f"NaNs or infs detected when merging adapter {name!r} into "
                                          f"{_module_name(self.model, layer)}: the adapter seems to be "

@@ -111,7 +111,7 @@ def set_peft_model_state_dict(peft_model, state, adapter_name="default", source=
                                        f"{target.shape}: the adapter was made for another base model "
                                        "(or another rank)")
     for key, target in targets.items():
-        target.data[...] = target.device.xp.asarray(state[key], dtype=target.dtype)
+        target._array[...] = target.device.xp.asarray(state[key], dtype=target.dtype)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ class _Recompute(Function):
         if not isinstance(out, Tensor):
             raise TypeError(f"checkpoint: {fn!r} must return one Tensor, got {type(out).__name__}")
         ctx.segment, ctx.args, ctx.n_inputs, ctx.rng_state = fn, args, n_inputs, rng_state
-        return out.data
+        return out._array
 
     @staticmethod
     def backward(ctx, grad):
@@ -69,7 +69,7 @@ class _Recompute(Function):
         needs = ctx.needs_input_grad
         # The inputs again, as leaves of a new graph; the parameters' gradients so far set aside, so
         # that what the second backward leaves in .grad is this segment's share alone.
-        leaves = {id(t): Tensor._make(t.data, t._device, needs[i], None) for i, t in enumerate(tensors)}
+        leaves = {id(t): Tensor._make(t._array, t._device, needs[i], None) for i, t in enumerate(tensors)}
         earlier = [p.grad for p in params]
         for p in params:
             p.grad = None
@@ -80,6 +80,7 @@ class _Recompute(Function):
                 out = ctx.segment(*[leaves.get(id(a), a) if isinstance(a, Tensor) else a for a in ctx.args])
             out.backward(grad)
             grads = [leaves[id(t)].grad for t in tensors] + [p.grad for p in params]
+            grads = [None if g is None else g._array for g in grads]
         finally:
             set_rng_state(now)
             for p, g in zip(params, earlier):

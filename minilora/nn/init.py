@@ -44,7 +44,7 @@ def calculate_gain(nonlinearity, param=None):
 
 def _fill(tensor, values):
     with no_grad():
-        tensor.data[...] = tensor.device.xp.asarray(values, dtype=tensor.dtype)
+        tensor._array[...] = tensor.device.xp.asarray(values, dtype=tensor.dtype)
     return tensor
 
 

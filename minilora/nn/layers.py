@@ -79,7 +79,7 @@ class Embedding(Module):
         self.weight = _empty((num_embeddings, embedding_dim), dtype, device)
         init.normal_(self.weight)
         if padding_idx is not None:
-            self.weight.data[padding_idx] = 0
+            self.weight._array[padding_idx] = 0
 
     @classmethod
     def from_pretrained(cls, embeddings, freeze=True, padding_idx=None, max_norm=None, norm_type=2.0,

@@ -26,6 +26,8 @@ class Parameter(Tensor):
     def __init__(self, data, requires_grad=True, device=None, dtype=None):
         if isinstance(data, Tensor):
             device = data.device if device is None else device
+        elif dtype is None and hasattr(data, "dtype"):
+            dtype = data.dtype  # an array keeps its dtype (Tensor(array) alone would make it float32)
         super().__init__(data, dtype=dtype, device=device, requires_grad=requires_grad)
 
     def __repr__(self):
@@ -248,7 +250,7 @@ class Module:
             if set_to_none or p.grad is None:
                 p.grad = None
             else:
-                p.grad = p.grad * 0
+                p.grad = Tensor._make(p.grad._array * 0, p.device, False, None)
 
     def to(self, device=None, dtype=None):
         """Move/cast every parameter and buffer in place (the Parameter objects stay the same,
@@ -320,7 +322,7 @@ class Module:
         values = {k: own[k].device.xp.asarray(a, dtype=own[k].dtype) for k, a in given.items()}
         with no_grad():
             for key, value in values.items():
-                own[key].data[...] = value
+                own[key]._array[...] = value
         return IncompatibleKeys(missing, unexpected)
 
     # --- calling --------------------------------------------------------------------------------
@@ -425,9 +427,11 @@ def _convert(array, dev, dtype):
 def _move_in_place(t, dev, dtype):
     """Change a tensor's device/dtype keeping the object (optimizers and modules hold it)."""
     dev = dev if dev is not t.device else None
-    t.data = _convert(t.data, dev, dtype)
+    t._array = _convert(t._array, dev, dtype)
     if t.grad is not None:
-        t.grad = _convert(t.grad, dev, dtype)
+        t.grad._array = _convert(t.grad._array, dev, dtype)
+        if dev is not None:
+            t.grad._device = dev
     if dev is not None:
         t._device = dev
 

@@ -13,8 +13,8 @@ from .lora import lora_dropout_mask, lora_linear
 from .nn import (cross_entropy, dropout, embedding, layer_norm, rms_norm, rotary_embedding,
                  rotate_half, scaled_dot_product_attention, swiglu)
 from .reduce import log_softmax, logsumexp, max, mean, softmax, sum, var
-from .shape import (cat, chunk, expand, flatten, getitem, permute, reshape, split, squeeze, stack,
-                    transpose, unsqueeze)
+from .shape import (cat, chunk, expand, flatten, getitem, index_put, permute, reshape, split,
+                    squeeze, stack, transpose, unsqueeze)
 
 
 def _reflected(op):
@@ -51,7 +51,7 @@ Tensor.T = property(_T)
 def argmax(a, axis=None, dim=None, keepdims=False):
     """Indices of the maxima (an integer tensor outside the graph)."""
     axis = dim if dim is not None else axis
-    return Tensor._make(a.data.argmax(axis=axis, keepdims=keepdims), a.device, False, None)
+    return Tensor._make(a._array.argmax(axis=axis, keepdims=keepdims), a.device, False, None)
 
 
 Tensor.argmax = argmax

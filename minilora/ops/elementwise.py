@@ -451,8 +451,20 @@ def _move(array, device):
 
 
 # ---- wrappers ------------------------------------------------------------------------------------
-def add(a, b): return Add.apply(a, b)
-def sub(a, b): return Sub.apply(a, b)
+def add(input, other, *, alpha=1):
+    """``input + alpha * other``, as torch.add."""
+    return Add.apply(input, other if alpha == 1 else _scaled(other, alpha))
+
+
+def sub(input, other, *, alpha=1):
+    """``input - alpha * other``, as torch.sub."""
+    return Sub.apply(input, other if alpha == 1 else _scaled(other, alpha))
+
+
+def _scaled(x, alpha):
+    return Mul.apply(x, alpha) if hasattr(x, "_array") else x * alpha
+
+
 def mul(a, b): return Mul.apply(a, b)
 def div(a, b): return Div.apply(a, b)
 def neg(a): return Neg.apply(a)
@@ -490,4 +502,4 @@ def to_device(a, device):
 
 
 def _raw(x):
-    return x.data if hasattr(x, "data") and hasattr(x, "requires_grad") else x
+    return x._array if hasattr(x, "_array") else x

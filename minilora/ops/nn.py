@@ -475,7 +475,7 @@ def _attention_backward(g, q, k, v, probs, out, dq, dk, dv, scale):
 # ---- wrappers: PyTorch's signatures (torch.nn.functional) -------------------------------------
 def _array(x):
     """The raw array behind a Tensor (constants such as ids, targets and masks), else ``x``."""
-    return x.data if isinstance(x, Tensor) else x
+    return x._array if isinstance(x, Tensor) else x
 
 
 def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
@@ -534,7 +534,7 @@ def _classes_last(input, fn):
 
 def _class_targets(fn, input, targets):
     """Check class-index ``targets`` against ``input`` as PyTorch does; return them as one flat row."""
-    xp = xp_of(input.data)
+    xp = xp_of(input._array)
     targets = xp.asarray(targets)
     if targets.dtype.kind not in "iu":
         raise RuntimeError(f"{fn}: expected class indices (an integer target) or class probabilities "
@@ -591,12 +591,12 @@ def _class_weight(fn, weight, logits):
     if weight is not None and tuple(weight.shape) != (logits.shape[1],):
         raise RuntimeError(f"{fn}: weight must hold one number per class ({logits.shape[1]}), "
                            f"got shape {tuple(weight.shape)}")
-    return None if weight is None else xp_of(logits.data).asarray(weight, dtype=logits.dtype)
+    return None if weight is None else xp_of(logits._array).asarray(weight, dtype=logits.dtype)
 
 
 def _smoothing_term(logits, targets, weight, ignore_index, reduction):
     """``-sum_c w_c log p_c`` per counted row (PyTorch's smoothing loss), reduced as the main loss."""
-    xp = xp_of(logits.data)
+    xp = xp_of(logits._array)
     logp = logits.log_softmax(-1)
     per_class = logp if weight is None else logp * Tensor._make(weight, logits.device, False, None)
     valid = targets != ignore_index
@@ -616,7 +616,7 @@ def _soft_cross_entropy(input, logits, target, weight, reduction, label_smoothin
         raise RuntimeError(f"cross_entropy: class-probability targets must have the input's shape "
                            f"{input.shape}, got {tuple(target.shape)}")
     if not isinstance(target, Tensor):
-        target = Tensor._make(xp_of(logits.data).asarray(target, dtype=logits.dtype), logits.device, False, None)
+        target = Tensor._make(xp_of(logits._array).asarray(target, dtype=logits.dtype), logits.device, False, None)
     target = _classes_last(target, "cross_entropy")
     n_classes = logits.shape[1]
     if label_smoothing:
@@ -750,7 +750,7 @@ def rotary_embedding(x, cos, sin):
 
     The tables are constants, so NumPy tables given with a GPU ``x`` are copied to the GPU (CuPy
     refuses to mix the two in one ufunc)."""
-    xp = xp_of(x.data)
+    xp = xp_of(x._array)
     return Rotary.apply(x, xp.asarray(_array(cos)), xp.asarray(_array(sin)))
 
 
@@ -798,7 +798,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 
 def _attention_bias(attn_mask, query, tq, tk, is_causal):
     """What is added to the scores (an array, or None): 0 where a key takes part, -inf where not."""
-    xp, dtype = xp_of(query.data), query.dtype
+    xp, dtype = xp_of(query._array), query.dtype
     if is_causal:  # top-left: query i sees keys 0..i
         allowed = np.arange(tk)[None, :] <= np.arange(tq)[:, None]
         return xp.asarray(np.where(allowed, 0, -np.inf).astype(dtype))

@@ -4,7 +4,7 @@ import numpy as np
 from ..device import xp_of
 from ..tensor import Function, Tensor
 
-__all__ = ["reshape", "transpose", "permute", "getitem", "cat", "stack", "split", "chunk",
+__all__ = ["reshape", "transpose", "permute", "getitem", "index_put", "cat", "stack", "split", "chunk",
            "expand", "squeeze", "unsqueeze", "flatten"]
 
 
@@ -54,6 +54,37 @@ class GetItem(Function):
         else:
             out[ctx.index] = g
         return out
+
+
+class IndexPut(Function):
+    """torch's ``index_put``, what ``a[index] = values`` runs: a copy of ``a`` with ``values`` written
+    (or, ``accumulate=True``, added) at ``index``. The gradient reaches ``values`` from the written
+    positions (summed over its broadcast) and ``a`` everywhere else -- an overwritten element's old
+    value no longer matters, so its gradient is zero."""
+
+    @staticmethod
+    def forward(ctx, a, values, index, accumulate):
+        ctx.index, ctx.accumulate, ctx.values_shape = index, accumulate, getattr(values, "shape", ())
+        out = a.copy()
+        if accumulate:
+            xp_of(a).add.at(out, index, values)
+        else:
+            out[index] = values
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        from .elementwise import unbroadcast
+        needs_a, needs_values = ctx.needs_input_grad
+        grad_a = grad_values = None
+        if needs_a:
+            grad_a = g
+            if not ctx.accumulate:
+                grad_a = g.copy()
+                grad_a[ctx.index] = 0
+        if needs_values:
+            grad_values = unbroadcast(g[ctx.index], ctx.values_shape)
+        return grad_a, grad_values
 
 
 def _has_array(index):
@@ -123,12 +154,18 @@ def getitem(a, index):
     return GetItem.apply(a, index=_raw_index(index))
 
 
+def index_put(input, indices, values, accumulate=False):
+    """``torch.index_put``: ``input`` with ``values`` put (or added) at ``indices``, out of place;
+    ``x[idx] = v`` is its in-place form (``Tensor.__setitem__``)."""
+    return IndexPut.apply(input, values, index=_raw_index(indices), accumulate=bool(accumulate))
+
+
 def _raw_index(index):
     """Tensors inside an index become their arrays (indices never carry gradients)."""
     if isinstance(index, tuple):
         return tuple(_raw_index(i) for i in index)
     if isinstance(index, Tensor):
-        return index.data
+        return index._array
     return index
 
 

@@ -115,11 +115,11 @@ class Adam(Optimizer):
         Returns False where the kernel does not apply -- not float32, a strided parameter, or Adam's
         L2 weight decay -- and the array code runs instead."""
         from .. import kernels
-        params = [p.data for p, _, _ in todo]
+        params = [p._array for p, _, _ in todo]
         if not all(kernels.supports(a.dtype) and a.flags.c_contiguous for a in params) or any(
                 g["weight_decay"] and not self.decoupled_weight_decay for _, _, g in todo):
             return False
-        kernels.adamw_step(params, [p.device.xp.ascontiguousarray(p.grad) for p, _, _ in todo],
+        kernels.adamw_step(params, [p.device.xp.ascontiguousarray(p.grad._array) for p, _, _ in todo],
                            [st["exp_avg"] for _, st, _ in todo], [st["exp_avg_sq"] for _, st, _ in todo],
                            lr=[g["lr"] for _, _, g in todo], beta1=[g["betas"][0] for _, _, g in todo],
                            beta2=[g["betas"][1] for _, _, g in todo], eps=[g["eps"] for _, _, g in todo],
@@ -145,9 +145,9 @@ class Adam(Optimizer):
         On the CPU, with contiguous arrays: flat CHUNK-element views (cache-sized; writing into a
         view writes the parameter). Otherwise (CuPy, or a strided parameter): the whole arrays.
         """
-        arrays = (p.data, p.grad, state["exp_avg"], state["exp_avg_sq"])
-        written = (p.data, state["exp_avg"], state["exp_avg_sq"])  # flat views must be views
-        if xp_of(p.data) is not np or not all(a.flags.c_contiguous for a in written):
+        arrays = (p._array, p.grad._array, state["exp_avg"], state["exp_avg_sq"])
+        written = (p._array, state["exp_avg"], state["exp_avg_sq"])  # flat views must be views
+        if xp_of(p._array) is not np or not all(a.flags.c_contiguous for a in written):
             return [arrays]
         return list(cache_slices(*arrays))
 

@@ -6,7 +6,7 @@ the norm of the per-parameter norms). Clipping multiplies every gradient by
 """
 import math
 
-from ..tensor import Tensor
+from ..tensor import Tensor, tensor
 
 __all__ = ["clip_grad_norm_"]
 
@@ -37,9 +37,9 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if not norm_type > 0:
         raise ValueError(f"clip_grad_norm_: norm_type must be > 0 (or inf), got {norm_type}")
     if not params:
-        return Tensor(0.0)
+        return tensor(0.0)
     xp = params[0].device.xp
-    total = _norm(xp.stack([_norm(p.grad, norm_type) for p in params]), norm_type)
+    total = _norm(xp.stack([_norm(p.grad._array, norm_type) for p in params]), norm_type)
     if error_if_nonfinite and not math.isfinite(float(total)):
         raise RuntimeError(f"the total norm of order {norm_type} of the gradients is non-finite "
                            f"({float(total)}), so it cannot be clipped; set "
@@ -49,6 +49,6 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     coef = min(float(max_norm) / (float(total) + 1e-6), 1.0)  # NaN stays NaN, as in torch
     for p in params:
         # A new array rather than `*=`: two parameters may share one gradient array.
-        p.grad = p.grad * coef
+        p.grad = Tensor._make(p.grad._array * coef, p.device, False, None)
     # END SOLUTION
     return Tensor._make(xp.asarray(total), params[0].device, False, None)

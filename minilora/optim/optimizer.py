@@ -11,7 +11,7 @@ State is created lazily on the first step a parameter has a gradient, so a froze
 (``requires_grad=False``) never costs a byte of optimizer memory -- which is why LoRA training needs
 so little of it (``state_bytes()``).
 
-Updates change ``p.data`` in place with the arrays' own methods, so they work on NumPy and CuPy arrays
+Updates change ``p._array`` (the raw array) in place with the arrays' own methods, so they work on NumPy and CuPy arrays
 alike and the Parameter objects a Module holds stay the ones being trained. Gradients are only read,
 never changed in place: the autograd engine may hand the same gradient array to two parameters.
 """
@@ -64,7 +64,7 @@ class Optimizer:
             if set_to_none or p.grad is None:
                 p.grad = None
             else:  # a fresh array, not an in-place fill: the old one may be shared (see top)
-                p.grad = p.device.xp.zeros_like(p.grad)
+                p.grad = Tensor._make(p.device.xp.zeros_like(p.grad._array), p.device, False, None)
 
     def step(self, closure=None):
         raise NotImplementedError(f"{type(self).__name__} must define step()")  # abstract

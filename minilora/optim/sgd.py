@@ -36,9 +36,9 @@ class SGD(Optimizer):
         for group in self.param_groups:
             lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
             for p in self._params_to_update(group):
-                d = p.grad
+                d = p.grad._array
                 if wd:
-                    d = d + wd * p.data  # a new array: p.grad itself is never changed
+                    d = d + wd * p._array  # a new array: p.grad itself is never changed
                 if momentum:
                     state = self.state.setdefault(p, {})
                     buf = state.get("momentum_buffer")
@@ -48,5 +48,5 @@ class SGD(Optimizer):
                         buf *= momentum
                         buf += (1 - group["dampening"]) * d
                     d = d + momentum * buf if group["nesterov"] else buf
-                p.data -= lr * d
+                p._array -= lr * d
         return loss

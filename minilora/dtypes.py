@@ -1,0 +1,151 @@
+"""dtypes as PyTorch names them, and PyTorch's type promotion.
+
+``minilora.float32``, ``minilora.long``, ``minilora.bool`` ... *are* NumPy dtype objects
+(``minilora.float32 is numpy.dtype('float32')``). That costs nothing anywhere: NumPy and CuPy take
+them as they are, ``x.dtype == minilora.float32`` and ``x.dtype == 'float32'`` both hold, and a
+tensor's ``.dtype`` needs no conversion. What NumPy cannot hold (bfloat16) is a placeholder that
+raises a clear error when used, instead of silently computing in another dtype.
+
+``result_type(*operands)`` follows torch's promotion rules, which differ from NumPy's:
+
+* categories rank bool < integer < floating; the result takes the highest category present;
+* a *dimensioned* tensor (ndim >= 1) decides the dtype within its category; a 0-d tensor only when no
+  dimensioned tensor has that category; a Python number only when no tensor has it;
+* a Python float then gives the default dtype (float32), a Python int int64.
+
+So ``float32 tensor * 2.5`` stays float32, ``float32 tensor + float64 0-d tensor`` is float32 (NumPy
+says float64), ``int64 tensor * float32 tensor`` is float32 (NumPy: float64), ``int tensor * 0.5``
+is float32 (NumPy: float64). Torch's rules surprise people too; we follow them, not a third rule.
+"""
+import builtins
+
+import numpy as np
+
+__all__ = ["float16", "float32", "float64", "bfloat16", "half", "float", "double", "int8", "uint8",
+           "int16", "int32", "int64", "int", "long", "short", "bool", "get_default_dtype",
+           "set_default_dtype", "result_type", "promote_types", "to_dtype", "is_floating_point"]
+
+float16 = half = np.dtype("float16")
+float32 = float = np.dtype("float32")  # noqa: A001  (torch.float)
+float64 = double = np.dtype("float64")
+int8, uint8, int16 = np.dtype("int8"), np.dtype("uint8"), np.dtype("int16")
+short = int16
+int32 = int = np.dtype("int32")  # noqa: A001  (torch.int is int32)
+int64 = long = np.dtype("int64")
+bool = np.dtype("bool")  # noqa: A001  (torch.bool)
+
+
+class UnsupportedDType:
+    """A dtype torch has and NumPy cannot hold: naming it is fine, computing with it is an error."""
+
+    def __init__(self, name, advice):
+        self.name, self.advice = name, advice
+
+    def __repr__(self):
+        return f"minilora.{self.name}"
+
+    def error(self):
+        return TypeError(f"{self.name} is not supported: NumPy has no {self.name} type, so minilora "
+                         f"cannot compute in it. {self.advice}")
+
+
+bfloat16 = UnsupportedDType("bfloat16", "Use minilora.float32 (bfloat16 checkpoints are widened to "
+                                        "float32 when loaded) or minilora.float16.")
+
+_default_float = float32
+
+
+def get_default_dtype():
+    return _default_float
+
+
+def set_default_dtype(dtype):
+    """As ``torch.set_default_dtype``: the dtype of Python floats and of float factories."""
+    global _default_float
+    dtype = to_dtype(dtype)
+    if dtype.kind != "f":
+        raise TypeError(f"only floating-point types are supported as the default type, got {dtype}")
+    _default_float = dtype
+
+
+_NAMES = {"bf16": "bfloat16", "half": "float16", "float": "float32", "double": "float64",
+          "long": "int64", "int": "int32", "short": "int16"}
+
+
+def to_dtype(dtype):
+    """A NumPy dtype from anything that names one: ``minilora.float32``, ``np.float32``, ``'float32'``,
+    ``'torch.float32'``, ``torch.float32`` itself. ``None`` stays ``None``; bfloat16 raises."""
+    if dtype is None or isinstance(dtype, np.dtype):
+        return dtype
+    if isinstance(dtype, UnsupportedDType):
+        raise dtype.error()
+    if dtype is builtins.float:  # torch.tensor(..., dtype=float) means float64, as NumPy's
+        return float64
+    if not isinstance(dtype, str) and type(dtype).__module__ == "torch":  # torch.float32
+        dtype = str(dtype)
+    if isinstance(dtype, str):
+        name = dtype.removeprefix("torch.")
+        name = _NAMES.get(name, name)
+        if name == "bfloat16":
+            raise bfloat16.error()
+        dtype = name
+    return np.dtype(dtype)
+
+
+def is_floating_point(dtype):
+    return to_dtype(dtype).kind == "f"
+
+
+# ---- promotion -------------------------------------------------------------------------------------
+def _category(dtype):
+    return {"b": 0, "i": 1, "u": 1, "f": 2, "c": 3}[dtype.kind]
+
+
+def promote_types(a, b):
+    """torch.promote_types: within a category the wider type; across categories the higher one as it
+    is (``int64`` with ``float16`` is float16 -- NumPy would say float64)."""
+    a, b = to_dtype(a), to_dtype(b)
+    ca, cb = _category(a), _category(b)
+    if ca != cb:
+        return a if ca > cb else b
+    return np.promote_types(a, b)
+
+
+def _scalar_dtype(value):
+    """The dtype torch gives a Python number taking part in an op (a "wrapped number")."""
+    if isinstance(value, builtins.bool) or isinstance(value, np.bool_):
+        return bool
+    if isinstance(value, (builtins.int, np.integer)):
+        return int64
+    if isinstance(value, (builtins.float, np.floating)):
+        return _default_float
+    if isinstance(value, complex):
+        return np.dtype("complex64")
+    raise TypeError(f"expected a tensor or a number, got {type(value).__name__}")
+
+
+def _combine(higher, lower):
+    """torch's combine_categories: the higher-priority group wins unless the lower one is of a higher
+    category; then the lower one's type (promoted with the higher one if that was only bool)."""
+    if higher is None:
+        return lower
+    if lower is None:
+        return higher
+    if _category(higher) >= _category(lower):
+        return promote_types(higher, lower) if higher == bool else higher
+    return promote_types(higher, lower)
+
+
+def result_type(*operands):
+    """The dtype torch gives the result of an op on ``operands`` (tensors, arrays and numbers)."""
+    dimensioned = zero_dim = wrapped = None
+    for x in operands:
+        dtype = getattr(x, "dtype", None)
+        if dtype is None or isinstance(x, np.generic):  # Python numbers (and NumPy scalars)
+            t = _scalar_dtype(x)
+            wrapped = t if wrapped is None else promote_types(wrapped, t)
+        elif x.ndim == 0:
+            zero_dim = dtype if zero_dim is None else promote_types(zero_dim, dtype)
+        else:
+            dimensioned = dtype if dimensioned is None else promote_types(dimensioned, dtype)
+    return _combine(dimensioned, _combine(zero_dim, wrapped))
