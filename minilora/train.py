@@ -596,6 +596,12 @@ def cli_main(args):
         print(f"minilora train: --resume, but there is no checkpoint at "
               f"{os.path.join(out, CHECKPOINT_NAME)}", file=sys.stderr)
         return 1
+    if args.resume and args.lr is None:  # no --lr: the interrupted run's own, not the recommended one
+        try:
+            lr = float(load_training_state(os.path.join(out, CHECKPOINT_NAME))["scheduler"]["base_lrs"][0])
+        except (ValueError, KeyError, IndexError) as exc:
+            print(f"minilora train: {exc}", file=sys.stderr)
+            return 1
     tokenizer = ByteTokenizer()
     parallel.keep_freed_memory()  # the command owns its process: malloc may keep freed pages (10-20% faster)
     ml_random.manual_seed(args.seed)  # the LoRA init draws from it
