@@ -350,6 +350,19 @@ def test_checkpoint_with_infinite_weights_is_never_kept(tmp_path):
     assert result.lrs[3] == pytest.approx(1e-3 * 0.5 * (1 + np.cos(np.pi * 3 / 6)))  # the new peak, same schedule
 
 
+def test_cli_resume_keeps_the_runs_learning_rate_unless_given(byte_model_dir, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    argv = train_argv(byte_model_dir, out, "--lr", "3e-3")
+    argv[argv.index("--steps") + 1] = "2"
+    assert run_cli(argv, capsys)[0] == 0
+    argv[argv.index("--steps") + 1] = "4"
+    code, text = run_cli([a for a in argv if a not in ("--lr", "3e-3")] + ["--resume"], capsys)
+    assert code == 0 and "peak learning rate" not in text  # not silently the recommended 2e-3
+    code, text = run_cli(argv[:argv.index("--lr")] + argv[argv.index("--lr") + 2:] + ["--resume", "--lr", "1e-3"],
+                         capsys)
+    assert code == 0 and "peak learning rate 0.003 -> 0.001" in text
+
+
 def test_a_new_learning_rate_on_resume_is_used_and_said(tmp_path, capsys):
     train(tiny_model(), rows(), steps=2, lr=1e-2, save_every=1, out_dir=str(tmp_path), **KW)
     result = train(tiny_model(), rows(), steps=4, lr=1e-3, out_dir=str(tmp_path), resume=True, **KW)
