@@ -237,12 +237,20 @@ def _rewrite_shared(src: str) -> _Rewritten:
         line_start = masked.rfind("\n", 0, start) + 1
         if masked[line_start:start].lstrip().startswith("#"):
             continue  # a macro that merely mentions __shared__ (e.g. #define SMEM __shared__)
+        # The type may come first too: `extern float __shared__ s[];` is as valid as `extern __shared__ float s[];`.
+        type_first = ""
+        if masked[line_start:start].strip() and not masked[line_start:start].rstrip().endswith((";", "{", "}", ")", ":")):
+            words = re.fullmatch(r"(\s*)((?:(?:static|volatile|extern|const)\s+)*)([A-Za-z_][\w:<>, ]*?[\w>])\s*",
+                                 masked[line_start:start])
+            if words:
+                type_first = words.group(3)
+                start = line_start + len(words.group(1))
         end = masked.find(";", m.end())
         line = _line_of(src, start)
         if end < 0 or "{" in masked[m.end():end] or "}" in masked[m.end():end]:
             raise CompileError(f"line {line}: cannot parse this __shared__ declaration")
         quals = _ATTRS.sub(" ", masked[start:m.start()])
-        body = _ATTRS.sub(" ", masked[m.end():end]).strip()
+        body = (type_first + " " + _ATTRS.sub(" ", masked[m.end():end])).strip()
         cv = " ".join(q for q in ("volatile", "const") if re.search(rf"\b{q}\b", quals))
         is_extern = re.search(r"\bextern\b", quals) is not None
         file_scope = masked.count("{", 0, start) - masked.count("}", 0, start) <= 0
@@ -314,14 +322,29 @@ _LAUNCH_LOCK = threading.Lock()  # the runtime keeps one launch's state in globa
 _compiler_id_cache: list[str] = []
 
 
+_DEFAULT_ARCH = 90  # sm_90 (Hopper): the newest architecture the project targets
+
+
 def _translate_options(options) -> list[str]:
-    """Map CuPy/NVRTC options onto g++: -D/-U/-I/-std pass through, GPU-only ones are ignored."""
+    """Map CuPy/NVRTC options onto g++: -D/-U/-I/-std pass through, GPU-only ones are ignored, and
+    __CUDA_ARCH__ is defined as nvcc defines it in device code (from -arch=sm_XY, default sm_90)."""
     if isinstance(options, str):
         options = (options,)
-    out, it = [], iter(options)
+    arch, out, it = _DEFAULT_ARCH, [], iter(options)
     for opt in it:
         if not isinstance(opt, str):
             raise TypeError(f"options must be strings, got {opt!r}")
+        m = re.fullmatch(r"(?:-arch|--gpu-architecture)[= ]?(?:sm|compute)_(\d+)a?", opt)
+        if m:
+            arch = int(m.group(1))
+            continue
+        if opt in ("-arch", "--gpu-architecture"):
+            value = next(it, "")
+            m = re.fullmatch(r"(?:sm|compute)_(\d+)a?", value)
+            if not m:
+                raise ValueError(f"unsupported architecture {value!r} (expected e.g. sm_80)")
+            arch = int(m.group(1))
+            continue
         if opt in ("-D", "-U", "-I"):
             out += [opt, next(it, "")]
         elif opt.startswith(("-D", "-U", "-I")):
@@ -334,7 +357,7 @@ def _translate_options(options) -> list[str]:
         else:
             raise ValueError(f"unsupported compile option {opt!r} (the emulator understands -D, -U, -I, -std= "
                              "and ignores GPU-only options such as -arch and --use_fast_math)")
-    return out
+    return [f"-D__CUDA_ARCH__={arch * 10}"] + out
 
 
 def _compiler_id() -> str:
@@ -768,7 +791,9 @@ class RawKernel:
         arrays, scalars = [], []
         for i, (p, a) in enumerate(zip(self.params, args)):
             where = f"argument {i} ('{p.name}') of kernel '{self.name}'"
-            if p.is_pointer:
+            if p.is_pointer and a is None:  # a null pointer, as CuPy passes None
+                slots[i, 0] = 0
+            elif p.is_pointer:
                 if not isinstance(a, np.ndarray):
                     raise TypeError(f"{where} is a pointer ({_ctype(p)}): pass a NumPy array, got {type(a).__name__}")
                 if not a.flags.c_contiguous:

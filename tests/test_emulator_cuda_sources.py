@@ -101,3 +101,28 @@ def test_portability_sources_compile_with_nvcc(source, tmp_path):
     res = subprocess.run(["nvcc", "-cubin", "-arch=sm_90", str(PDIR / source), "-o", str(tmp_path / "k.cubin")],
                          capture_output=True, text=True)
     assert res.returncode == 0, f"nvcc rejected {source}:\n{res.stderr}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Small habits: qualifier after the type, __CUDA_ARCH__, None as a null pointer
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_extern_shared_with_qualifier_after_type_and_none_as_null_pointer(with_bias):
+    n = 50
+    x = rng.standard_normal(n).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32) if with_bias else None
+    y = np.full(n, np.nan, np.float32)
+    fn("small_features.cu", "reverse_add")(1, 64, (x, bias, y, np.int32(n)), shared_mem=64 * 4)
+    np.testing.assert_array_equal(y, x[::-1] + (bias if with_bias else 0))
+
+
+def test_none_is_refused_for_a_scalar_parameter():
+    with pytest.raises(TypeError, match="argument 3 .'n'. of kernel 'reverse_add' is int"):
+        fn("small_features.cu", "reverse_add")(1, 1, (np.zeros(1, np.float32), None, np.zeros(1, np.float32), None))
+
+
+@pytest.mark.parametrize("options, arch", [((), 900), (("-arch=sm_80",), 800), (("--gpu-architecture", "compute_75"), 750)])
+def test_cuda_arch_is_defined_and_selectable(options, arch):
+    out = np.zeros(1, np.int32)
+    RawModule(path=PDIR / "small_features.cu", options=options).get_function("cuda_arch")(1, 1, (out,))
+    assert out[0] == arch
