@@ -15,6 +15,11 @@
 # **Read beside it:** `minilora/tensor.py` (the engine), `minilora/ops/elementwise.py`,
 # `minilora/ops/matmul.py`, `minilora/ops/reduce.py` (one class per op), `minilora/testing.py`
 # (`grad_check`). **Exercises 1.1-1.7** (`notebooks/EXERCISES.md`) are the backward passes you meet here.
+#
+# **In a student copy** (`minilora exercises build DIR`, solutions replaced by stubs) this notebook runs
+# until the first cell that calls an exercise not yet solved -- this chapter's or an earlier one's --
+# and stops there with `NotImplementedError: Exercise N.M: <what to do>`. Solve it, check it with
+# `minilora exercises check --only N.M`, restart the kernel and run again.
 
 # %%
 import time

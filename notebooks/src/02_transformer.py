@@ -13,6 +13,11 @@
 # **Read beside it:** `minilora/ops/nn.py` (attention, RMSNorm, RoPE, cross-entropy, each with its
 # backward), `minilora/nn/llama.py` (the model, top to bottom), `minilora/nn/layers.py`,
 # `minilora/checkpoint.py` (safetensors). **Exercises 2.1-2.6.**
+#
+# **In a student copy** (`minilora exercises build DIR`, solutions replaced by stubs) this notebook runs
+# until the first cell that calls an exercise not yet solved -- this chapter's or an earlier one's --
+# and stops there with `NotImplementedError: Exercise N.M: <what to do>`. Solve it, check it with
+# `minilora exercises check --only N.M`, restart the kernel and run again.
 
 # %%
 import os

@@ -12,6 +12,11 @@
 #
 # **Read beside it:** `minilora/memory.py` (`estimate`, `report`, `measure_activations`), and the
 # command-line view `minilora memory --help`. **Exercise 3.1** (`matrix_lora_params`).
+#
+# **In a student copy** (`minilora exercises build DIR`, solutions replaced by stubs) this notebook runs
+# until the first cell that calls an exercise not yet solved -- this chapter's or an earlier one's --
+# and stops there with `NotImplementedError: Exercise N.M: <what to do>`. Solve it, check it with
+# `minilora exercises check --only N.M`, restart the kernel and run again.
 
 # %%
 import matplotlib.pyplot as plt

@@ -17,6 +17,11 @@
 # `forward`), `minilora/lora/config.py` (`LoraConfig`, `scaling`), `minilora/ops/lora.py` (the fused
 # op and its backward), `minilora/lora/model.py` (`get_peft_model`). **Exercises 4.1-4.4**: the layer
 # cells need 4.2 (forward) and 4.3 (backward), the `B = 0` cell 4.4, the rsLoRA cells 4.1.
+#
+# **In a student copy** (`minilora exercises build DIR`, solutions replaced by stubs) this notebook runs
+# until the first cell that calls an exercise not yet solved -- this chapter's or an earlier one's --
+# and stops there with `NotImplementedError: Exercise N.M: <what to do>`. Solve it, check it with
+# `minilora exercises check --only N.M`, restart the kernel and run again.
 
 # %%
 import matplotlib.pyplot as plt
@@ -318,6 +323,70 @@ plt.show()
 # whole model has. At Llama-2-7B's width of 4096 the same r = 64 adds 3% per matrix. LoRA's economy is
 # a property of *wide* layers.
 #
+# ## Which matrices, at an equal budget
+#
+# Parameters are one thing; what do they buy? The LoRA paper (Table 5) fixed a budget of trainable
+# parameters on GPT-3 and compared spending it on one attention matrix at a high rank or on several at
+# a low rank; adapting `W_q` and `W_v` together (or all four at r = 2) beat any single matrix at r = 8.
+# The same question on the base model: `q, v` against all seven linear layers, with the rank of each
+# chosen so that both train (almost) the same number of parameters, 30 steps on the `qa` task of
+# notebook 6.
+#
+# **Predict first.** Fewer matrices at a higher rank, or all of them at a low rank: which learns
+# `qa` better at the same budget?
+
+# %%
+from minilora import data
+from minilora.tokenizer import ByteTokenizer
+from minilora.train import train
+
+tok = ByteTokenizer()
+per_rank = {label: get_peft_model(load_base(), LoraConfig(r=1, target_modules=t)).get_nb_trainable_parameters()[0]
+            for label, t in (("q, v", ["q_proj", "v_proj"]), ("all-linear", "all-linear"))}
+r_all = 5
+r_qv = round(r_all * per_rank["all-linear"] / per_rank["q, v"])
+qa_train = data.task_loader(tok, "qa", "train", batch_size=16, seed=0)
+qa_eval = data.task_loader(tok, "qa", "eval", batch_size=16, shuffle=False)
+budget = {}
+for label, targets, r in (("q, v", ["q_proj", "v_proj"], r_qv), ("all-linear", "all-linear", r_all)):
+    ml.manual_seed(0)
+    peft = get_peft_model(load_base(), LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets))
+    run = train(peft, qa_train, qa_eval, steps=30, lr=3e-3, warmup_steps=6, eval_every=30, progress=False, plot=False)
+    budget[label] = (r, peft.get_nb_trainable_parameters()[0], run.evals[-1]["eval_loss"],
+                     data.evaluate(peft, tok, "qa", n=60).accuracy)
+print(f"{'targets':<12}{'r':>4}{'trainable':>11}{'eval loss':>11}{'qa accuracy':>13}")
+for label, (r, n, loss, acc) in budget.items():
+    print(f"{label:<12}{r:>4}{n:>11,d}{loss:>11.3f}{acc:>13.0%}")
+
+# %% [markdown]
+# At the same budget, spreading the rank over every linear layer reaches a lower evaluation loss
+# here, in line with the paper's finding that adapting more matrix types beats a higher rank on
+# fewer. On 60 questions the accuracies are close; and the answer is not universal -- try the
+# `reverse` task of notebook 7, a new operation rather than a new format, with more steps.
+#
+# ## LoRA on embeddings
+#
+# `target_modules` may also name an `Embedding` (here `embed_tokens`). PEFT's `lora.Embedding` adds
+# `lora_embedding_A` (`r x vocab`) and `lora_embedding_B` (`dim x r`): the update is a low-rank change
+# of the lookup table, `delta E = s (B A)^T`, and one token's row of it is `s B A[:, token]`. Here the
+# *A* starts at zero instead of `B` (PEFT's choice for embeddings), so the model again starts exactly
+# at the base:
+
+# %%
+emb = get_peft_model(load_base(), LoraConfig(r=4, lora_alpha=8, target_modules=["embed_tokens"]))
+for name, p in emb.named_parameters():
+    if p.requires_grad:
+        print(f"{name:<60} {tuple(p.shape)}")
+ids = tok(["The capital of"])["input_ids"]
+with ml.no_grad():
+    same = np.array_equal(emb(ids).logits.numpy(), load_base()(ids).logits.numpy())
+print("starts exactly at the base model:", same)
+
+# %% [markdown]
+# With a byte vocabulary this table is tiny; in a 7B model with 32,000 tokens an embedding adapter is
+# how one teaches new tokens' meaning without training the full table (PEFT can also save the whole
+# table, `save_embedding_layers`, when new tokens were added).
+#
 # ## Summary
 #
 # * `h = W0 x + s B (A x)`: one fused op, rank-`r` intermediate, no `B A`, no `dW0`.
@@ -326,3 +395,19 @@ plt.show()
 #   energy outside the top `r` singular values.
 # * `s = lora_alpha / r` makes large ranks learn slowly; rsLoRA's `lora_alpha / sqrt(r)` does not.
 # * Parameters grow as `r x (in + out)` per adapted matrix.
+# * At an equal budget, spreading rank over more matrices learned `qa` better than a higher rank on
+#   `q, v` (the LoRA paper's Table 5 found the same on GPT-3).
+#
+# ## Questions and small tasks
+#
+# 1. In the rank-4 experiment, train rank 8 with a learning rate that decays to zero (as `train` does)
+#    instead of a constant one. What happens to the floor and to the twelve small singular values?
+# 2. `B = 0` and `A` random is one way to start at the base. Would `A = 0` and `B` random also work?
+#    Which gradient is zero at the first step then? (PEFT uses it for embeddings.)
+# 3. Repeat the equal-budget comparison with `q, k, v, o` at a middle rank. Where does it land?
+#
+# ## What's next
+#
+# * Notebook 5 runs this layer's fused forward and backward as CUDA kernels, on the CPU.
+# * In PEFT: `peft.LoraConfig` takes the same arguments (`r`, `lora_alpha`, `target_modules`,
+#   `use_rslora`, `init_lora_weights`); PiSSA and OLoRA initialise `A`, `B` from `W0`'s SVD instead.

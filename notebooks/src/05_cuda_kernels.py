@@ -15,6 +15,11 @@
 # **Read beside it:** `kernels/lora_forward.cu` and `kernels/common.cuh` (the fused forward),
 # `kernels/lora_backward.cu`, `kernels/README.md` (the versions, the numbers, how the emulator works),
 # `minilora/kernels.py` (argument checks and launches), `minilora/emulator.py`. **Exercises 5.1, 5.2.**
+#
+# **In a student copy** (`minilora exercises build DIR`, solutions replaced by stubs) this notebook runs
+# until the first cell that calls an exercise not yet solved -- this chapter's or an earlier one's --
+# and stops there with `NotImplementedError: Exercise N.M: <what to do>`. Solve it, check it with
+# `minilora exercises check --only N.M`, restart the kernel and run again.
 
 # %%
 import time

@@ -13,6 +13,11 @@
 # `_mixed_batch_forward`), `minilora/lora/model.py` (`merge_adapter`, `merge_and_unload`,
 # `add_adapter`, `set_adapter`, `disable_adapter`, `adapter_names=`), `minilora/lora/save.py` (the files).
 # **Exercises 7.1, 7.2** (`get_delta_weight`, `merge`): every merge below needs them.
+#
+# **In a student copy** (`minilora exercises build DIR`, solutions replaced by stubs) this notebook runs
+# until the first cell that calls an exercise not yet solved -- this chapter's or an earlier one's --
+# and stops there with `NotImplementedError: Exercise N.M: <what to do>`. Solve it, check it with
+# `minilora exercises check --only N.M`, restart the kernel and run again.
 
 # %%
 import json
