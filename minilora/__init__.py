@@ -11,7 +11,6 @@ import math as _math
 import numpy as _np
 
 from . import dtypes, ops
-from . import random as _random
 from .device import Device, all_devices, device
 from .parallel import num_threads, set_num_threads
 from .profiler import profile
@@ -24,22 +23,6 @@ from .dtypes import (bfloat16, bool, double, float, float16, float32, float64, g
 from .tensor import (Tensor, enable_grad, is_grad_enabled, no_grad, set_grad_enabled, tensor)
 
 __version__ = "0.1.0"
-
-
-def _factory(fill):
-    """``zeros(2, 3)`` / ``zeros((2, 3))`` style constructors, as in PyTorch."""
-    def make(*shape, dtype="float32", device=None, requires_grad=False):
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        dtype = _to_dtype(dtype)
-        return Tensor(fill(shape, dtype), dtype=dtype, device=device, requires_grad=requires_grad)
-    return make
-
-
-zeros = _factory(lambda shape, dtype: _np.zeros(shape, dtype=dtype))
-ones = _factory(lambda shape, dtype: _np.ones(shape, dtype=dtype))
-randn = _factory(lambda shape, dtype: _random.generator().standard_normal(shape).astype(dtype))
-rand = _factory(lambda shape, dtype: _random.generator().random(shape).astype(dtype))
 
 
 def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=False):
@@ -73,6 +56,13 @@ def from_numpy(array, device=None):
 from .ops import (abs, add, argmax, cat, clone, div, exp, log, log_softmax, logsumexp, matmul,  # noqa: E402,F401
                   max, mean, mul, neg, pow, relu, reshape, rsqrt, sigmoid, softmax, split, sqrt,
                   stack, sub, sum, tanh, transpose, var, where)
+from .ops import (all, amax, amin, any, argmin, argsort, clamp, clip, cos, cumsum, flatten,  # noqa: E402,F401
+                  gather, isfinite, isinf, isnan, maximum, minimum, min, norm, prod, sign, sin, sort,
+                  squeeze, std, topk, tril, triu, unsqueeze)
+from .factories import (empty, empty_like, eye, full, full_like, is_tensor, linspace,  # noqa: E402,F401
+                        numel, ones, ones_like, rand, rand_like, randint, randn, randn_like, zeros,
+                        zeros_like)
+from .serialization import load, save  # noqa: E402,F401
 
 # Sub-packages load on first use (``ml.nn``, ``ml.optim``, ``ml.lora`` ...), as ``torch.nn`` users
 # expect, without making ``import minilora`` pay for all of them.

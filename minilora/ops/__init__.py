@@ -12,7 +12,11 @@ from .matmul import linear, matmul
 from .lora import lora_dropout_mask, lora_linear
 from .nn import (cross_entropy, dropout, embedding, layer_norm, rms_norm, rotary_embedding,
                  rotate_half, scaled_dot_product_attention, swiglu)
-from .reduce import log_softmax, logsumexp, max, mean, softmax, sum, var
+from .elementwise import (clamp, clip, cos, isfinite, isinf, isnan, maximum, minimum, sign,
+                          sin)
+from .index import argsort, cumsum, gather, repeat, sort, topk, tril, triu
+from .reduce import (all, amax, amin, any, argmax, argmin, log_softmax, logsumexp, max, mean, min,
+                     norm, prod, softmax, std, sum, var)
 from .shape import (cat, chunk, expand, flatten, getitem, index_put, permute, reshape, split,
                     squeeze, stack, transpose, unsqueeze)
 
@@ -33,7 +37,7 @@ _METHODS = {
     "sigmoid": sigmoid, "relu": relu, "sum": sum, "mean": mean, "max": max, "var": var,
     "softmax": softmax, "log_softmax": log_softmax, "logsumexp": logsumexp, "matmul": matmul,
     "reshape": reshape, "view": reshape, "permute": permute, "transpose": transpose,
-    "expand": expand, "split": split, "chunk": chunk, "squeeze": squeeze, "unsqueeze": unsqueeze,
+    "expand": expand, "chunk": chunk, "squeeze": squeeze, "unsqueeze": unsqueeze,
     "flatten": flatten, "masked_fill": masked_fill, "pow": pow,
 }
 for _name, _fn in _METHODS.items():
@@ -48,10 +52,75 @@ def _T(self):
 Tensor.T = property(_T)
 
 
-def argmax(a, axis=None, dim=None, keepdims=False):
-    """Indices of the maxima (an integer tensor outside the graph)."""
-    axis = dim if dim is not None else axis
-    return Tensor._make(a._array.argmax(axis=axis, keepdims=keepdims), a.device, False, None)
+# ---- methods with torch's signatures that are not plain op calls ---------------------------------
+def _sizes(size):
+    """``new_zeros(2, 3)`` and ``new_zeros((2, 3))`` both mean shape (2, 3), as in torch."""
+    return tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list)) else tuple(size)
 
 
-Tensor.argmax = argmax
+def _new(fill):
+    """``x.new_zeros(size)``-style methods: the dtype and device of ``self`` unless given."""
+    def method(self, *size, dtype=None, device=None, requires_grad=False):
+        dtype = self.dtype if dtype is None else dtype
+        device = self.device if device is None else device
+        array = fill(_sizes(size), self.device.xp, dtype)
+        return Tensor(array, dtype=dtype, device=device, requires_grad=requires_grad)
+    return method
+
+
+def new_full(self, size, fill_value, *, dtype=None, device=None, requires_grad=False):
+    dtype = self.dtype if dtype is None else dtype
+    return Tensor(self.device.xp.full(_sizes((size,)), fill_value), dtype=dtype,
+                  device=self.device if device is None else device, requires_grad=requires_grad)
+
+
+def new_tensor(self, data, *, dtype=None, device=None, requires_grad=False):
+    """A new tensor holding ``data`` (copied, no graph), of ``self``'s dtype and device unless given."""
+    if isinstance(data, Tensor):
+        data = data.detach().numpy().copy()
+    return Tensor(data, dtype=self.dtype if dtype is None else dtype,
+                  device=self.device if device is None else device, requires_grad=requires_grad)
+
+
+def _where_method(self, condition, y):
+    """``x.where(condition, y)`` is ``where(condition, x, y)`` (torch's order)."""
+    return where(condition, self, y)
+
+
+def _mT(self):
+    """The last two dimensions swapped (``x.mT``), for a batch of matrices."""
+    if self.ndim < 2:
+        raise RuntimeError(f"tensor.mT is only supported on matrices or batches of matrices. Got "
+                           f"{self.ndim}-D tensor.")
+    return transpose(self, -2, -1)
+
+
+def _split_method(self, split_size, dim=0):
+    """``x.split(2)``/``x.split([1, 3], dim=1)``: torch names this method's argument ``split_size``."""
+    return split(self, split_size, dim)
+
+
+def _abs_(self):
+    return self._inplace(abs)
+
+
+_MORE_METHODS = {
+    "min": min, "amax": amax, "amin": amin, "argmax": argmax, "argmin": argmin, "std": std,
+    "norm": norm, "prod": prod, "all": all, "any": any, "clamp": clamp, "clip": clip,
+    "maximum": maximum, "minimum": minimum, "sin": sin, "cos": cos, "sign": sign,
+    "isnan": isnan, "isinf": isinf, "isfinite": isfinite, "gather": gather, "sort": sort,
+    "argsort": argsort, "topk": topk, "cumsum": cumsum, "repeat": repeat, "abs_": _abs_,
+    "tril": tril, "triu": triu, "split": _split_method,
+    "new_zeros": _new(lambda shape, xp, dtype: xp.zeros(shape)),
+    "new_ones": _new(lambda shape, xp, dtype: xp.ones(shape)),
+    "new_empty": _new(lambda shape, xp, dtype: xp.zeros(shape)),  # zeroed: no stale memory shown
+    "new_full": new_full, "new_tensor": new_tensor, "where": _where_method,
+    "expand_as": lambda self, other: expand(self, other.shape),
+    "view_as": lambda self, other: reshape(self, other.shape),
+    "reshape_as": lambda self, other: reshape(self, other.shape),
+    "eq": Tensor.__eq__, "ne": Tensor.__ne__, "lt": Tensor.__lt__, "gt": Tensor.__gt__,
+    "le": Tensor.__le__, "ge": Tensor.__ge__,
+}
+for _name, _fn in _MORE_METHODS.items():
+    setattr(Tensor, _name, _fn)
+Tensor.mT = property(_mT)

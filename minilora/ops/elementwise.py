@@ -483,8 +483,9 @@ def clone(a): return Clone.apply(a)
 def astype(a, dtype): return AsType.apply(a, dtype=np.dtype(dtype))
 
 
-def where(cond, a, b):
-    return Where.apply(_raw(cond), a, b)
+def where(condition, input, other):
+    """``torch.where``: ``input`` where ``condition`` holds, else ``other`` (tensors or numbers)."""
+    return Where.apply(_raw(condition), input, other)
 
 
 def masked_fill(a, mask, value):
@@ -503,3 +504,129 @@ def to_device(a, device):
 
 def _raw(x):
     return x._array if hasattr(x, "_array") else x
+
+
+# ---- more pointwise math (sin/cos, maximum/minimum, clamp, isnan ...): torch's names and gradients --
+class Sin(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.a = a
+        return xp_of(a).sin(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * xp_of(g).cos(ctx.a)
+
+
+class Cos(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.a = a
+        return xp_of(a).cos(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return -g * xp_of(g).sin(ctx.a)
+
+
+class Maximum(Function):
+    """Elementwise max (``smallest=True``: min). Where the two are equal each gets half the
+    gradient, as in torch (the max is not differentiable there; half/half is its convention)."""
+
+    @staticmethod
+    def forward(ctx, a, b, smallest=False):
+        xp = xp_of(a if hasattr(a, "shape") else b)
+        ctx.shapes = (_shape(a), _shape(b))
+        ctx.a_wins = a < b if smallest else a > b
+        ctx.tie = a == b
+        return (xp.minimum if smallest else xp.maximum)(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        na, nb = ctx.needs_input_grad
+        xp = xp_of(g)
+        share_a = xp.where(ctx.tie, 0.5, ctx.a_wins.astype(g.dtype)).astype(g.dtype, copy=False)
+        return (unbroadcast(g * share_a, ctx.shapes[0]) if na else None,
+                unbroadcast(g * (1 - share_a), ctx.shapes[1]) if nb else None)
+
+
+def maximum(input, other):
+    """``torch.maximum``: the larger of two tensors, elementwise (ties split the gradient)."""
+    return Maximum.apply(input, other, smallest=False)
+
+
+def minimum(input, other):
+    return Maximum.apply(input, other, smallest=True)
+
+
+class Clamp(Function):
+    """``min(max(a, low), high)``; ``low``/``high`` are numbers, arrays or None.
+
+    Gradient as torch's: to ``a`` where ``low <= a <= high`` (the bounds count as inside), to
+    ``low`` where ``a < low``, to ``high`` where ``a > high``."""
+
+    @staticmethod
+    def forward(ctx, a, low, high):
+        xp = xp_of(a)
+        ctx.shapes = (a.shape, _shape(low), _shape(high))
+        ctx.above_low = True if low is None else a >= low
+        ctx.below_high = True if high is None else a <= high
+        out = a
+        if low is not None:
+            out = xp.maximum(out, low)
+        if high is not None:
+            out = xp.minimum(out, high)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, (na, nl, nh) = xp_of(g), ctx.needs_input_grad
+        zero = g.dtype.type(0)
+        inside = xp.logical_and(ctx.above_low, ctx.below_high)
+        return (xp.where(inside, g, zero) if na else None,
+                unbroadcast(xp.where(ctx.above_low, zero, g), ctx.shapes[1]) if nl else None,
+                unbroadcast(xp.where(ctx.below_high, zero, g), ctx.shapes[2]) if nh else None)
+
+
+def clamp(input, min=None, max=None):  # noqa: A002  (torch's argument names)
+    """``torch.clamp``: every element into ``[min, max]`` (numbers or tensors; either may be None)."""
+    if min is None and max is None:
+        raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
+    return Clamp.apply(input, min, max)
+
+
+clip = clamp  # torch.clip is an alias of clamp
+
+
+class Sign(Function):
+    @staticmethod
+    def forward(ctx, a):
+        return xp_of(a).sign(a)
+
+    @staticmethod
+    def backward(ctx, g):  # piecewise constant: zero gradient, as torch
+        return g * 0
+
+
+def sin(input): return Sin.apply(input)
+def cos(input): return Cos.apply(input)
+def sign(input): return Sign.apply(input)
+
+
+class _Test(Function):
+    """An elementwise test (isnan, isinf, isfinite): a bool result, never a gradient."""
+
+    @staticmethod
+    def forward(ctx, a, test):
+        return getattr(xp_of(a), test)(a)
+
+
+def _elementwise_test(input, test):
+    from ..tensor import no_grad
+    with no_grad():
+        return _Test.apply(input, test=test)
+
+
+def isnan(input): return _elementwise_test(input, "isnan")
+def isinf(input): return _elementwise_test(input, "isinf")
+def isfinite(input): return _elementwise_test(input, "isfinite")

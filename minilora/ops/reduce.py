@@ -1,25 +1,65 @@
-"""Reductions over axes: sum, mean, max, var, and the softmax family.
+"""Reductions over dimensions: sum, mean, prod, max/min, var/std, norm, all/any, and the softmax family.
+
+Every reduction takes PyTorch's arguments in PyTorch's order -- ``x.sum(dim, keepdim)``,
+``x.var(dim, unbiased, keepdim)``, ``x.norm(p, dim, keepdim)`` -- with ``dim`` an int, a tuple of
+ints, or None (all dimensions). Like torch, NumPy's spellings ``axis=`` and ``keepdims=`` are
+accepted as aliases.
 
 Backward of a reduction broadcasts the gradient back over the reduced axes; ``_expand_reduced``
 re-inserts those axes (size 1) so NumPy broadcasting does the rest.
+
+Two kinds of max, as in torch:
+
+* ``x.max()`` over everything (and ``x.amax(dim)``) shares the gradient equally between tied maxima;
+* ``x.max(dim)`` returns ``(values, indices)`` and the gradient goes only to the returned index
+  (the first maximum), because the values are *gathered* at those indices (``ops/index.py``).
 """
-import builtins  # this module's `sum` and `max` are ops; the builtins are reached through here
+import builtins  # this module's `sum`, `max`, `min`, `all`, `any` are ops; the builtins live here
+import functools
+import math
 
 from ..device import xp_of
-from ..tensor import Function
+from ..tensor import Function, Tensor, no_grad
+from .index import gather, return_type
 
-__all__ = ["sum", "mean", "max", "var", "softmax", "log_softmax", "logsumexp"]
+__all__ = ["sum", "mean", "prod", "max", "min", "amax", "amin", "argmax", "argmin", "var", "std",
+           "norm", "all", "any", "softmax", "log_softmax", "logsumexp"]
+
+
+def _numpy_aliases(fn):
+    """Accept NumPy's ``axis=`` / ``keepdims=`` for torch's ``dim=`` / ``keepdim=``, as torch does.
+
+    ``functools.wraps`` keeps ``fn``'s own signature visible to ``inspect.signature``."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        for alias, name in (("axis", "dim"), ("keepdims", "keepdim")):
+            if alias in kwargs:
+                if name in kwargs:
+                    raise TypeError(f"{fn.__name__}() got both '{name}' and its alias '{alias}'")
+                kwargs[name] = kwargs.pop(alias)
+        return fn(*args, **kwargs)
+    return wrapper
 
 
 def _axes(axis, ndim):
-    """Normalise ``axis`` (None, int or tuple, negatives allowed) to a sorted tuple."""
-    if axis is None:
+    """Normalise ``axis`` (None, int or tuple, negatives allowed; ``()`` means all, as in torch) to a
+    sorted tuple. A 0-d tensor accepts dims 0 and -1, as in torch."""
+    if axis is None or (isinstance(axis, (tuple, list)) and len(axis) == 0):
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    rank = builtins.max(ndim, 1)
     for ax in axes:
-        if not -ndim <= ax < builtins.max(ndim, 1):
-            raise IndexError(f"axis {ax} is out of range for a tensor with {ndim} dimensions")
-    return tuple(sorted(ax % builtins.max(ndim, 1) for ax in axes))
+        if isinstance(ax, bool) or not isinstance(ax, int):
+            raise TypeError(f"dim must be an int or a tuple of ints, got {axis!r}")
+        if not -rank <= ax < rank:
+            raise IndexError(f"Dimension out of range (expected to be in range of [{-rank}, "
+                             f"{rank - 1}], but got {ax})")
+    if ndim == 0:
+        return ()
+    normalised = tuple(sorted(ax % rank for ax in axes))
+    if len(set(normalised)) != len(normalised):
+        raise RuntimeError(f"dim {ax} appears multiple times in the list of dims {axis!r}")
+    return normalised
 
 
 def _expand_reduced(g, axes, keepdims):
@@ -29,6 +69,10 @@ def _expand_reduced(g, axes, keepdims):
     for ax in axes:
         g = xp_of(g).expand_dims(g, ax)
     return g
+
+
+def _count(shape, axes):
+    return math.prod(shape[ax] for ax in axes)
 
 
 class Sum(Function):
@@ -47,9 +91,7 @@ class Mean(Function):
     @staticmethod
     def forward(ctx, a, axis=None, keepdims=False):
         ctx.axes, ctx.keepdims, ctx.shape = _axes(axis, a.ndim), keepdims, a.shape
-        ctx.count = 1
-        for ax in ctx.axes:
-            ctx.count *= a.shape[ax] if a.ndim else 1
+        ctx.count = _count(a.shape, ctx.axes)
         return a.mean(axis=ctx.axes, keepdims=keepdims)
 
     @staticmethod
@@ -58,15 +100,41 @@ class Mean(Function):
         return xp_of(g).broadcast_to(g, ctx.shape).astype(g.dtype, copy=False)
 
 
-class Max(Function):
-    """Max over axes. Ties share the gradient equally (like ``torch.amax``)."""
+class Prod(Function):
+    """Product along one axis. The gradient of each element is the product of all the *others*,
+    computed as (product of those before it) * (product of those after it): correct with zeros,
+    where dividing the total by the element would give 0/0."""
 
     @staticmethod
-    def forward(ctx, a, axis=None, keepdims=False):
+    def forward(ctx, a, axis, keepdims=False):
+        ctx.a, ctx.axis, ctx.keepdims = a, axis, keepdims
+        return a.prod(axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, a, axis = xp_of(g), ctx.a, ctx.axis
+        ones = xp.ones_like(a.take([0], axis=axis))
+        before = xp.cumprod(xp.concatenate([ones, a.take(range(a.shape[axis] - 1), axis=axis)], axis), axis)
+        flipped = xp.flip(a, axis=axis)
+        after = xp.flip(xp.cumprod(xp.concatenate(
+            [ones, flipped.take(range(a.shape[axis] - 1), axis=axis)], axis), axis), axis=axis)
+        return _expand_reduced(g, (axis,), ctx.keepdims) * before * after
+
+
+class AMax(Function):
+    """Max over axes. Ties share the gradient equally (``torch.amax``, and ``torch.max`` without a
+    dim). ``smallest=True`` is the min."""
+
+    @staticmethod
+    def forward(ctx, a, axis=None, keepdims=False, smallest=False):
         ctx.axes, ctx.keepdims = _axes(axis, a.ndim), keepdims
-        out = a.max(axis=ctx.axes, keepdims=True)
+        if a.size == 0:
+            raise RuntimeError(f"{'min' if smallest else 'max'}(): Expected reduction dim to be "
+                               f"specified for input.numel() == 0")
+        out = (a.min if smallest else a.max)(axis=ctx.axes, keepdims=True)
         ctx.is_max = a == out
-        return out if keepdims else out.squeeze(axis=ctx.axes)
+        return out if keepdims else out.reshape([n for i, n in enumerate(a.shape)
+                                                 if i not in ctx.axes])
 
     @staticmethod
     def backward(ctx, g):
@@ -75,23 +143,72 @@ class Max(Function):
         return ctx.is_max * (g / ties)
 
 
+class ArgMax(Function):
+    """Index of the first maximum (``smallest=True``: minimum) along one axis, or of the flattened
+    tensor when ``axis`` is None. An index has no gradient: always run under ``no_grad``."""
+
+    @staticmethod
+    def forward(ctx, a, axis=None, keepdims=False, smallest=False):
+        if a.size == 0:
+            raise IndexError(f"{'argmin' if smallest else 'argmax'}(): Expected reduction dim to "
+                             f"be specified for input.numel() == 0.")
+        pick = a.argmin if smallest else a.argmax
+        if axis is None:
+            flat = pick()
+            return xp_of(a).asarray(flat).reshape((1,) * a.ndim if keepdims else ())
+        return pick(axis=axis, keepdims=keepdims)
+
+
 class Var(Function):
     """Variance with Bessel's ``correction`` (PyTorch's default 1: the unbiased estimate)."""
 
     @staticmethod
     def forward(ctx, a, axis=None, keepdims=False, correction=1):
         ctx.axes, ctx.keepdims = _axes(axis, a.ndim), keepdims
-        count = 1
-        for ax in ctx.axes:
-            count *= a.shape[ax]
-        ctx.denom = builtins.max(count - correction, 0)
+        ctx.denom = builtins.max(_count(a.shape, ctx.axes) - correction, 0)
         ctx.centered = a - a.mean(axis=ctx.axes, keepdims=True)
-        return (ctx.centered ** 2).sum(axis=ctx.axes, keepdims=keepdims) / ctx.denom
+        with xp_of(a).errstate(divide="ignore", invalid="ignore"):  # one sample: NaN, as torch
+            return (ctx.centered ** 2).sum(axis=ctx.axes, keepdims=keepdims) / ctx.denom
 
     @staticmethod
     def backward(ctx, g):
         g = _expand_reduced(g, ctx.axes, ctx.keepdims)
-        return g * ctx.centered * (2.0 / ctx.denom)
+        with xp_of(g).errstate(divide="ignore", invalid="ignore"):
+            return g * ctx.centered * (2.0 / ctx.denom if ctx.denom else float("nan"))
+
+
+class PNorm(Function):
+    """``(sum |a|^p)^(1/p)`` over axes for a finite ``p`` other than 0 and 1.
+
+    d/da = sign(a) |a|^(p-1) / norm^(p-1); where the norm is 0 the gradient is 0 (torch's choice of
+    subgradient, where the formula would give 0/0)."""
+
+    @staticmethod
+    def forward(ctx, a, p, axis=None, keepdims=False):
+        xp = xp_of(a)
+        ctx.a, ctx.p = a, p
+        ctx.axes, ctx.keepdims = _axes(axis, a.ndim), keepdims
+        out = (xp.abs(a) ** p).sum(axis=ctx.axes, keepdims=True) ** (1.0 / p)
+        ctx.out = out
+        return out if keepdims else out.reshape([n for i, n in enumerate(a.shape)
+                                                 if i not in ctx.axes])
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, a, p = xp_of(g), ctx.a, ctx.p
+        g = _expand_reduced(g, ctx.axes, ctx.keepdims)
+        safe = xp.where(ctx.out == 0, 1, ctx.out)
+        scale = xp.where(ctx.out == 0, 0, g / safe ** (p - 1))
+        return xp.sign(a) * xp.abs(a) ** (p - 1) * scale
+
+
+class Logical(Function):
+    """``all`` / ``any``: a bool result, no gradient (run under ``no_grad``)."""
+
+    @staticmethod
+    def forward(ctx, a, kind, axis=None, keepdims=False):
+        axes = _axes(axis, a.ndim)
+        return (a.all if kind == "all" else a.any)(axis=axes, keepdims=keepdims)
 
 
 class Softmax(Function):
@@ -145,32 +262,217 @@ class LogSumExp(Function):
         return g * xp_of(g).exp(ctx.a - ctx.lse)
 
 
-def sum(a, axis=None, keepdims=False, dim=None):  # noqa: A001  (mirrors torch.sum)
-    return Sum.apply(a, axis=dim if dim is not None else axis, keepdims=keepdims)
+# ---- wrappers: torch's signatures ----------------------------------------------------------------
+def _cast(input, dtype):
+    """``dtype=``: convert before reducing, as torch does (so the sum itself runs in that dtype)."""
+    return input if dtype is None else input.to(dtype=dtype)
 
 
-def mean(a, axis=None, keepdims=False, dim=None):
-    return Mean.apply(a, axis=dim if dim is not None else axis, keepdims=keepdims)
+def _no_grad_apply(op, *args, **options):
+    with no_grad():  # an index or a bool never carries a gradient
+        return op.apply(*args, **options)
 
 
-def max(a, axis=None, keepdims=False, dim=None):  # noqa: A001
-    return Max.apply(a, axis=dim if dim is not None else axis, keepdims=keepdims)
+def _squeeze_axes(t, axes):
+    return t.reshape(tuple(n for i, n in enumerate(t.shape) if i not in axes))
 
 
-def var(a, axis=None, keepdims=False, correction=1, dim=None, unbiased=None):
-    if unbiased is not None:
-        correction = int(unbiased)
-    return Var.apply(a, axis=dim if dim is not None else axis, keepdims=keepdims,
-                     correction=correction)
+@_numpy_aliases
+def sum(input, dim=None, keepdim=False, dtype=None):  # noqa: A001  (torch.sum)
+    """Sum over ``dim`` (int, tuple, or None for all). Integer and bool tensors sum as int64 (torch)."""
+    input = _cast(input, dtype)
+    if dtype is None and input.dtype.kind in "biu":
+        input = input.to(dtype="int64")
+    return Sum.apply(input, axis=dim, keepdims=keepdim)
 
 
-def softmax(a, axis=-1, dim=None):
-    return Softmax.apply(a, axis=dim if dim is not None else axis)
+@_numpy_aliases
+def mean(input, dim=None, keepdim=False, *, dtype=None):
+    input = _cast(input, dtype)
+    if input.dtype.kind != "f":
+        raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either a "
+                           f"floating point or complex dtype. Got: {input.dtype}")
+    return Mean.apply(input, axis=dim, keepdims=keepdim)
 
 
-def log_softmax(a, axis=-1, dim=None):
-    return LogSoftmax.apply(a, axis=dim if dim is not None else axis)
+@_numpy_aliases
+def prod(input, dim=None, keepdim=False, dtype=None):
+    """Product of all elements, or along one ``dim`` (an int, as in torch)."""
+    input = _cast(input, dtype)
+    if dtype is None and input.dtype.kind in "biu":
+        input = input.to(dtype="int64")
+    if dim is None:
+        return Prod.apply(input.reshape(-1), axis=0).reshape(())
+    if isinstance(dim, (tuple, list)):
+        raise TypeError("prod(): dim must be a single int (torch.prod reduces one dimension)")
+    axis = _axes(dim, input.ndim)
+    if not axis:  # a 0-d tensor: its product is itself
+        return input.clone()
+    return Prod.apply(input, axis=axis[0], keepdims=keepdim)
 
 
-def logsumexp(a, axis=-1, keepdims=False, dim=None):
-    return LogSumExp.apply(a, axis=dim if dim is not None else axis, keepdims=keepdims)
+def _extreme(name, input, dim, keepdim, smallest):
+    """``max``/``min`` with torch's three forms: everything, ``(values, indices)`` along a dim, or
+    elementwise against another tensor."""
+    if isinstance(dim, Tensor):  # x.max(other): the elementwise maximum
+        from .elementwise import maximum, minimum
+        return (minimum if smallest else maximum)(input, dim)
+    if dim is None:
+        if keepdim:
+            raise TypeError(f"{name}(): keepdim=True needs a dim (torch has no {name}(keepdim=True))")
+        return AMax.apply(input, axis=None, keepdims=False, smallest=smallest)
+    if isinstance(dim, (tuple, list)):
+        raise TypeError(f"{name}(): dim must be an int; for several dims use amax/amin "
+                        f"(which return values only)")
+    axes = _axes(dim, input.ndim)
+    if input.ndim == 0:
+        return return_type(name)(input.clone(), _no_grad_apply(
+            ArgMax, input.reshape(1), axis=0, smallest=smallest).reshape(()))
+    indices = _no_grad_apply(ArgMax, input, axis=axes[0], keepdims=True, smallest=smallest)
+    values = gather(input, axes[0], indices)
+    if not keepdim:
+        values, indices = _squeeze_axes(values, axes), _squeeze_axes(indices, axes)
+    return return_type(name)(values, indices)
+
+
+@_numpy_aliases
+def max(input, dim=None, keepdim=False):  # noqa: A001  (torch.max)
+    """``x.max()``: the largest element (ties share the gradient, as torch); ``x.max(dim)``:
+    ``(values, indices)`` with the gradient at the returned index; ``x.max(other)``: ``maximum``."""
+    return _extreme("max", input, dim, keepdim, smallest=False)
+
+
+@_numpy_aliases
+def min(input, dim=None, keepdim=False):  # noqa: A001  (torch.min)
+    """As ``max``, for the smallest."""
+    return _extreme("min", input, dim, keepdim, smallest=True)
+
+
+@_numpy_aliases
+def amax(input, dim=(), keepdim=False):
+    """Max over ``dim`` (int or tuple; ``()`` all), values only; ties share the gradient equally."""
+    return AMax.apply(input, axis=dim, keepdims=keepdim, smallest=False)
+
+
+@_numpy_aliases
+def amin(input, dim=(), keepdim=False):
+    return AMax.apply(input, axis=dim, keepdims=keepdim, smallest=True)
+
+
+def _arg_extreme(input, dim, keepdim, smallest):
+    if dim is None:
+        return _no_grad_apply(ArgMax, input, axis=None, keepdims=keepdim, smallest=smallest)
+    if isinstance(dim, (tuple, list)):
+        raise TypeError("argmax()/argmin(): dim must be an int")
+    axes = _axes(dim, input.ndim)
+    if input.ndim == 0:
+        return _no_grad_apply(ArgMax, input, axis=None, smallest=smallest)
+    return _no_grad_apply(ArgMax, input, axis=axes[0], keepdims=keepdim, smallest=smallest)
+
+
+@_numpy_aliases
+def argmax(input, dim=None, keepdim=False):
+    """Index (int64) of the first maximum, in the flattened tensor when ``dim`` is None."""
+    return _arg_extreme(input, dim, keepdim, smallest=False)
+
+
+@_numpy_aliases
+def argmin(input, dim=None, keepdim=False):
+    return _arg_extreme(input, dim, keepdim, smallest=True)
+
+
+def _correction(fn, dim, unbiased, correction):
+    """torch's overloads: ``var(unbiased)``, ``var(dim, unbiased, keepdim)``, ``var(dim, *, correction)``.
+
+    A bool in the first place is ``unbiased`` (``x.var(False)``), never a dim."""
+    if isinstance(dim, bool):
+        if unbiased is not None:
+            raise TypeError(f"{fn}(): unbiased given twice")
+        dim, unbiased = None, dim
+    if unbiased is not None and correction is not None:
+        raise TypeError(f"{fn}(): give either unbiased or correction, not both (as torch)")
+    if correction is None:
+        correction = 1 if unbiased is None else int(bool(unbiased))
+    return dim, correction
+
+
+@_numpy_aliases
+def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """Variance over ``dim``; ``unbiased=False`` or ``correction=0`` divides by N instead of N - 1."""
+    dim, correction = _correction("var", dim, unbiased, correction)
+    return Var.apply(input, axis=dim, keepdims=keepdim, correction=correction)
+
+
+@_numpy_aliases
+def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """Standard deviation: the square root of ``var`` with the same arguments."""
+    from .elementwise import sqrt
+    return sqrt(var(input, dim, unbiased, keepdim, correction=correction))
+
+
+@_numpy_aliases
+def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
+    """``torch.norm`` / ``Tensor.norm``: the vector p-norm over ``dim`` (all elements when None).
+
+    ``p`` is a number (2, 1, 3.5 ...), ``float('inf')`` / ``-inf`` (largest / smallest magnitude, ties
+    share the gradient as in torch), 0 (the count of non-zeros), or ``'fro'`` (the 2-norm over at
+    most two dims)."""
+    from .elementwise import abs as abs_
+    input = _cast(input, dtype)
+    if input.dtype.kind != "f":
+        raise RuntimeError(f"norm(): input dtype should be floating point, but got {input.dtype}")
+    if isinstance(p, str):
+        if p != "fro":
+            raise NotImplementedError(f"norm(p={p!r}): only vector norms and 'fro' are implemented "
+                                      f"(the nuclear norm needs an SVD minilora does not have)")
+        if isinstance(dim, (tuple, list)) and len(dim) > 2:
+            raise RuntimeError(f"norm(): 'fro' norm takes at most 2 dims, got {tuple(dim)}")
+        p = 2
+    if p == math.inf or p == -math.inf:
+        return AMax.apply(abs_(input), axis=dim, keepdims=keepdim, smallest=p < 0)
+    if p == 0:  # the count of non-zeros; |sign(x)| keeps it in the graph with a zero gradient (torch)
+        from .elementwise import sign
+        return sum(abs_(sign(input)), dim, keepdim)
+    if p == 1:
+        return sum(abs_(input), dim, keepdim)
+    return PNorm.apply(input, p=float(p), axis=dim, keepdims=keepdim)
+
+
+def _logical(kind, input, dim, keepdim):
+    return _no_grad_apply(Logical, input, kind=kind, axis=dim, keepdims=keepdim)
+
+
+@_numpy_aliases
+def all(input, dim=None, keepdim=False):  # noqa: A001  (torch.all)
+    """True where every element (along ``dim``) is non-zero; a bool tensor."""
+    return _logical("all", input, dim, keepdim)
+
+
+@_numpy_aliases
+def any(input, dim=None, keepdim=False):  # noqa: A001  (torch.any)
+    return _logical("any", input, dim, keepdim)
+
+
+def _one_dim(fn, dim):
+    if dim is None or isinstance(dim, (tuple, list)):
+        raise TypeError(f"{fn}() missing 1 required positional argument: 'dim' (an int)")
+    return dim
+
+
+@_numpy_aliases
+def softmax(input, dim, dtype=None):
+    """Softmax along ``dim`` (required, as ``Tensor.softmax``)."""
+    return Softmax.apply(_cast(input, dtype), axis=_axes(_one_dim("softmax", dim), input.ndim)[0]
+                         if input.ndim else None)
+
+
+@_numpy_aliases
+def log_softmax(input, dim, dtype=None):
+    return LogSoftmax.apply(_cast(input, dtype), axis=_axes(_one_dim("log_softmax", dim),
+                                                            input.ndim)[0] if input.ndim else None)
+
+
+@_numpy_aliases
+def logsumexp(input, dim, keepdim=False):
+    """``log(sum(exp(x)))`` over ``dim`` (required, as in torch), computed without overflow."""
+    return LogSumExp.apply(input, axis=dim, keepdims=keepdim)

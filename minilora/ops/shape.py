@@ -134,10 +134,24 @@ def reshape(a, *shape):
     return Reshape.apply(a, shape=_shape_arg(shape))
 
 
-def flatten(a, start_dim=0, end_dim=-1):
-    shape = a.shape
-    end = end_dim % len(shape) if shape else 0
-    return reshape(a, shape[:start_dim] + (-1,) + shape[end + 1:])
+def flatten(input, start_dim=0, end_dim=-1):
+    """Dimensions ``start_dim`` to ``end_dim`` (inclusive, negatives allowed) merged into one."""
+    if input.ndim == 0:  # torch: a 0-d tensor flattens to one element
+        return reshape(input, (1,))
+    start, end = _dims((start_dim, end_dim), input.ndim)
+    if start > end:
+        raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
+    return reshape(input, input.shape[:start] + (-1,) + input.shape[end + 1:])
+
+
+def _dims(dims, ndim):
+    """Each of ``dims`` as a non-negative int, or torch's IndexError (0-d tensors take 0 and -1)."""
+    rank = max(ndim, 1)
+    for d in dims:
+        if not -rank <= d < rank:
+            raise IndexError(f"Dimension out of range (expected to be in range of [{-rank}, "
+                             f"{rank - 1}], but got {d})")
+    return tuple(d % rank for d in dims)
 
 
 def permute(a, *axes):
@@ -178,23 +192,25 @@ def stack(tensors, axis=0, dim=None):
     return cat([unsqueeze(t, axis) for t in tensors], axis=axis)
 
 
-def split(a, split_size_or_sections, axis=0, dim=None):
-    """Pieces along ``axis`` (each a slice with its own small backward, so the engine stays simple)."""
-    axis = dim if dim is not None else axis
+def split(a, split_size_or_sections, dim=0, *, axis=None):
+    """A tuple of pieces along ``dim`` of ``split_size_or_sections`` elements each (an int: the last
+    may be smaller) or of the listed sizes. Each is a slice with its own small backward."""
+    axis = dim if axis is None else axis  # (NumPy's name, accepted as torch does)
+    (axis,) = _dims((axis,), a.ndim)
     n = a.shape[axis]
     if isinstance(split_size_or_sections, int):
         sizes = [min(split_size_or_sections, n - s) for s in range(0, n, split_size_or_sections)]
     else:
         sizes = list(split_size_or_sections)
         if sum(sizes) != n:
-            raise ValueError(f"split: sizes {sizes} add up to {sum(sizes)}, not to the "
-                             f"{n} elements along axis {axis}")
+            raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {n} (input "
+                               f"tensor's size at dimension {axis}), but got split_sizes={sizes}")
     pieces, start = [], 0
     prefix = (slice(None),) * (axis % a.ndim)
     for size in sizes:
         pieces.append(getitem(a, prefix + (slice(start, start + size),)))
         start += size
-    return pieces
+    return tuple(pieces)
 
 
 def chunk(a, chunks, axis=0, dim=None):
@@ -207,15 +223,17 @@ def expand(a, *shape):
     return Expand.apply(a, shape=_shape_arg(shape))
 
 
-def unsqueeze(a, axis):
-    axis = axis % (a.ndim + 1)
-    return reshape(a, a.shape[:axis] + (1,) + a.shape[axis:])
+def unsqueeze(input, dim):
+    """A size-1 dimension inserted at ``dim`` (``-1``: after the last)."""
+    (dim,) = _dims((dim,), input.ndim + 1)
+    return reshape(input, input.shape[:dim] + (1,) + input.shape[dim:])
 
 
-def squeeze(a, axis=None):
-    if axis is None:
-        return reshape(a, tuple(n for n in a.shape if n != 1))
-    axis = axis % a.ndim
-    if a.shape[axis] != 1:
-        return a
-    return reshape(a, a.shape[:axis] + a.shape[axis + 1:])
+def squeeze(input, dim=None):
+    """Size-1 dimensions removed: all of them, or those of ``dim`` (an int or a tuple) that have size
+    1 (others are kept, as in torch)."""
+    if dim is None:
+        return reshape(input, tuple(n for n in input.shape if n != 1))
+    dims = _dims(tuple(dim) if isinstance(dim, (tuple, list)) else (dim,), input.ndim)
+    drop = {d for d in dims if input.ndim and input.shape[d] == 1}
+    return reshape(input, tuple(n for i, n in enumerate(input.shape) if i not in drop))

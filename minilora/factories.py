@@ -1,0 +1,193 @@
+"""Tensor factories with torch's signatures: ``zeros``, ``full``, ``eye``, ``rand``, ``linspace``, ...
+
+Shapes come as varargs or one tuple (``zeros(2, 3)`` == ``zeros((2, 3))``); ``dtype=``, ``device=``
+and ``requires_grad=`` are keyword-only, as in torch. Without ``dtype`` a float factory makes the
+default float dtype (``minilora.get_default_dtype()``, float32), ``full`` infers it from the fill value
+(bool -> bool, int -> int64, float -> default float) and ``randint`` makes int64, as torch does.
+The ``*_like`` versions take the dtype and device of ``input`` unless told otherwise.
+
+Every value is made on the host with NumPy (random draws from minilora's one seeded generator,
+``minilora.manual_seed``) and then moved to the device.
+"""
+import math
+
+import numpy as np
+
+from . import dtypes
+from . import random as _random
+from .tensor import Tensor
+
+__all__ = ["zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like",
+           "eye", "rand", "randn", "rand_like", "randn_like", "randint", "linspace", "is_tensor",
+           "numel"]
+
+
+def _size(size, fn):
+    """``(2, 3)`` from ``f(2, 3)``, ``f((2, 3))`` or ``f([2, 3])``; torch's error for anything else."""
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = tuple(size[0])
+    for n in size:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) and not (
+                isinstance(n, Tensor) and n.ndim == 0 and n.dtype.kind in "iu"):
+            raise TypeError(f"{fn}(): size must be a tuple of ints, but got {type(n).__name__} "
+                            f"({n!r})")
+        if int(n) < 0:
+            raise RuntimeError(f"{fn}(): Trying to create tensor with negative dimension {int(n)}: "
+                               f"{list(map(int, size))}")
+    return tuple(int(n) for n in size)
+
+
+def _float_dtype(dtype):
+    return dtypes.get_default_dtype() if dtype is None else dtypes.to_dtype(dtype)
+
+
+def _make(array, dtype, device, requires_grad):
+    return Tensor(array, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+# ---- filled with one value -----------------------------------------------------------------------
+def zeros(*size, dtype=None, device=None, requires_grad=False):
+    dtype = _float_dtype(dtype)
+    return _make(np.zeros(_size(size, "zeros"), dtype), dtype, device, requires_grad)
+
+
+def ones(*size, dtype=None, device=None, requires_grad=False):
+    dtype = _float_dtype(dtype)
+    return _make(np.ones(_size(size, "ones"), dtype), dtype, device, requires_grad)
+
+
+def empty(*size, dtype=None, device=None, requires_grad=False):
+    """As ``torch.empty``, but zero-filled: a teaching framework shows no stale memory."""
+    dtype = _float_dtype(dtype)
+    return _make(np.zeros(_size(size, "empty"), dtype), dtype, device, requires_grad)
+
+
+def _fill_dtype(fill_value):
+    """torch's rule for ``full`` without a dtype: bool, int64, or the default float."""
+    if isinstance(fill_value, Tensor):
+        fill_value = fill_value.item()
+    if isinstance(fill_value, (bool, np.bool_)):
+        return dtypes.bool
+    if isinstance(fill_value, (int, np.integer)):
+        return dtypes.int64
+    if isinstance(fill_value, complex):
+        raise TypeError("full(): minilora has no complex dtypes")
+    return dtypes.get_default_dtype()
+
+
+def full(size, fill_value, *, dtype=None, device=None, requires_grad=False):
+    """A tensor of ``size`` filled with ``fill_value`` (dtype from the value unless given, as torch)."""
+    dtype = _fill_dtype(fill_value) if dtype is None else dtypes.to_dtype(dtype)
+    if isinstance(fill_value, Tensor):
+        fill_value = fill_value.item()
+    size = _size(size if isinstance(size, (tuple, list)) else (size,), "full")
+    return _make(np.full(size, fill_value, dtype), dtype, device, requires_grad)
+
+
+def _like(input, dtype, device):
+    return (input.dtype if dtype is None else dtypes.to_dtype(dtype),
+            input.device if device is None else device)
+
+
+def zeros_like(input, *, dtype=None, device=None, requires_grad=False):
+    dtype, device = _like(input, dtype, device)
+    return _make(np.zeros(input.shape, dtype), dtype, device, requires_grad)
+
+
+def ones_like(input, *, dtype=None, device=None, requires_grad=False):
+    dtype, device = _like(input, dtype, device)
+    return _make(np.ones(input.shape, dtype), dtype, device, requires_grad)
+
+
+def empty_like(input, *, dtype=None, device=None, requires_grad=False):
+    """Zero-filled, like ``empty``."""
+    return zeros_like(input, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False):
+    dtype, device = _like(input, dtype, device)
+    return _make(np.full(input.shape, fill_value, dtype), dtype, device, requires_grad)
+
+
+def eye(n, m=None, *, dtype=None, device=None, requires_grad=False):
+    """The ``n x m`` identity (``m`` defaults to ``n``)."""
+    dtype = _float_dtype(dtype)
+    return _make(np.eye(n, n if m is None else m, dtype=dtype), dtype, device, requires_grad)
+
+
+# ---- random ------------------------------------------------------------------------------------
+def _rng(generator):
+    """A NumPy Generator: the one passed, or minilora's global one (``manual_seed``)."""
+    return _random.generator() if generator is None else generator
+
+
+def _random_float(draw, dtype, fn):
+    dtype = _float_dtype(dtype)
+    if dtype.kind != "f":
+        raise RuntimeError(f"{fn}(): expected a floating point dtype, got {dtype}")
+    return draw().astype(dtype), dtype
+
+
+def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
+    """Uniform on [0, 1)."""
+    shape = _size(size, "rand")
+    array, dtype = _random_float(lambda: _rng(generator).random(shape), dtype, "rand")
+    return _make(array, dtype, device, requires_grad)
+
+
+def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):
+    """Standard normal."""
+    shape = _size(size, "randn")
+    array, dtype = _random_float(lambda: _rng(generator).standard_normal(shape), dtype, "randn")
+    return _make(array, dtype, device, requires_grad)
+
+
+def rand_like(input, *, dtype=None, device=None, requires_grad=False):
+    dtype, device = _like(input, dtype, device)
+    return rand(input.shape, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def randn_like(input, *, dtype=None, device=None, requires_grad=False):
+    dtype, device = _like(input, dtype, device)
+    return randn(input.shape, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def randint(low, high=None, size=None, *, generator=None, dtype=None, device=None,
+            requires_grad=False):
+    """``randint(high, size)`` or ``randint(low, high, size)``: integers in ``[low, high)``, int64.
+
+    (torch writes ``randint(low=0, high, size)``: a two-argument call means ``high, size``.)"""
+    if size is None:  # randint(high, size)
+        if high is None:
+            raise TypeError("randint() missing the size: call randint(high, size) or "
+                            "randint(low, high, size)")
+        low, high, size = 0, low, high
+    elif high is None:  # randint(high, size=...)
+        low, high = 0, low
+    if high <= low:
+        raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= "
+                           f"to={high}")
+    dtype = dtypes.int64 if dtype is None else dtypes.to_dtype(dtype)
+    values = _rng(generator).integers(low, high, _size((size,), "randint"))
+    return _make(values.astype(dtype), dtype, device, requires_grad)
+
+
+def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False):
+    """``steps`` evenly spaced values from ``start`` to ``end`` inclusive (computed in float64, then
+    cast to ``dtype``)."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise RuntimeError(f"linspace(): number of steps must be non-negative, got {steps!r}")
+    dtype = _float_dtype(dtype)
+    values = np.linspace(float(start), float(end), int(steps))
+    if dtype.kind in "iu":  # torch computes integer linspaces in float and truncates
+        values = np.trunc(values)
+    return _make(values.astype(dtype), dtype, device, requires_grad)
+
+
+# ---- about tensors -----------------------------------------------------------------------------
+def is_tensor(obj):
+    return isinstance(obj, Tensor)
+
+
+def numel(input):
+    return math.prod(input.shape)

@@ -1,0 +1,83 @@
+"""``minilora.save`` / ``minilora.load``: a dict of tensors to and from a safetensors file.
+
+``torch.save`` pickles any Python object, and ``torch.load`` unpickles -- which can run arbitrary
+code hidden in the file. minilora never does that: ``save`` writes only a ``{name: tensor}`` dict, in
+the safetensors format (a JSON header and the raw bytes, see ``minilora/checkpoint.py``), and ``load``
+reads only that format. Everything a state dict holds survives the trip: names, shapes, dtypes,
+values, and -- in the file's metadata -- which tensors required grad and on which device they were.
+"""
+import json
+import os
+
+from .tensor import Tensor
+
+__all__ = ["save", "load"]
+
+_META_KEY = "minilora"  # metadata entry: {name: [device, requires_grad]} for tensors not plain cpu
+
+
+def _check_state(obj):
+    if not isinstance(obj, dict):
+        raise TypeError(f"minilora.save stores a dict of tensors (as safetensors, never pickle); "
+                        f"got a {type(obj).__name__}. Wrap it: minilora.save({{'name': tensor}}, f)")
+    for name, value in obj.items():
+        if not isinstance(name, str):
+            raise TypeError(f"minilora.save: every key must be a str (a tensor name), got "
+                            f"{name!r} ({type(name).__name__})")
+        if not isinstance(value, Tensor):
+            raise TypeError(f"minilora.save: the value of {name!r} is a {type(value).__name__}, not a "
+                            f"Tensor; safetensors files hold tensors only (minilora never pickles)")
+
+
+def _path(f, fn):
+    if isinstance(f, (str, os.PathLike)):
+        return os.fspath(f)
+    raise TypeError(f"minilora.{fn} takes a file path (str or os.PathLike), got "
+                    f"{type(f).__name__}")
+
+
+def save(obj, f):
+    """Write ``obj``, a ``{name: Tensor}`` dict (a ``state_dict()``), to the path ``f`` as safetensors."""
+    _check_state(obj)
+    from . import checkpoint  # (imported on use: `import minilora` stays light)
+    path = _path(f, "save")
+    extra = {name: [t.device.name, bool(t.requires_grad)] for name, t in obj.items()
+             if t.device.name != "cpu" or t.requires_grad}
+    metadata = {"format": "pt"}
+    if extra:
+        metadata[_META_KEY] = json.dumps(extra)
+    checkpoint.save_file({name: t.detach().numpy() for name, t in obj.items()}, path,
+                         metadata=metadata)
+
+
+def _refuse_pickle(path):
+    from . import checkpoint
+    with open(path, "rb") as file:
+        magic = file.read(4)
+    if magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80":
+        kind = "a zip of pickles" if magic.startswith(b"PK") else "a pickle"
+        raise checkpoint.CheckpointError(
+            f"{path} looks like a torch.save file ({kind}). minilora.load reads only safetensors "
+            f"files and never unpickles: unpickling can run any code the file contains. Convert it "
+            f"where torch is installed: safetensors.torch.save_file(torch.load(path), "
+            f"'weights.safetensors')")
+
+
+def load(f, map_location=None):
+    """``{name: Tensor}`` from a safetensors file, as ``save`` wrote it (or any safetensors file).
+
+    ``map_location`` (a device or its name) puts every tensor there; by default each goes back to the
+    device it was saved from (cpu for files written by others)."""
+    from . import checkpoint
+    path = _path(f, "load")
+    _refuse_pickle(path)
+    header, _ = checkpoint.read_header(path)
+    extra = json.loads(header.get("__metadata__", {}).get(_META_KEY, "{}"))
+    out = {}
+    for name, array in checkpoint.load_file(path).items():
+        device, requires_grad = extra.get(name, ["cpu", False])
+        if map_location is not None:
+            device = map_location
+        out[name] = Tensor(array.copy(), dtype=array.dtype, device=device,
+                           requires_grad=requires_grad)
+    return out
