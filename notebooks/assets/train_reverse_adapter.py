@@ -2,10 +2,11 @@
 
 `reverse` ("Reverse: cup kite bread" -> "bread kite cup") is a new operation for the base model, not a
 new format for old knowledge, and it needs far more steps than `qa`: after 40 steps the adapter only
-says a list of words, after about 600 it reverses most lists. That takes longer than the rest of
-notebook 7 together (the log records the seconds), so the adapter is trained here once and shipped, small, under
-``notebooks/assets/reverse-adapter/``; notebook 7 loads it, re-evaluates it, and checks that the
-numbers recorded below in ``train_log.json`` are reproduced by the shipped weights.
+says a list of words; it takes hundreds of steps to reverse most unseen lists (``train_log.json``
+records the accuracy every 100 steps). That is longer than the rest of notebook 7 together, so the
+adapter is trained here once and shipped, small, under ``notebooks/assets/reverse-adapter/``;
+notebook 7 loads it, re-evaluates it, and checks that the accuracy recorded in ``train_log.json`` is
+what the shipped weights give.
 
     python notebooks/assets/train_reverse_adapter.py             # under a minute on 2 cores
 

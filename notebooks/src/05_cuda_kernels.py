@@ -346,7 +346,8 @@ if fusion_prediction is not None:
 #    and which layout lets neighbouring threads read neighbouring addresses of `W0`?
 # 2. Remove the guard `if (m >= M || n >= N) return;` from a copy of `which_block` and run it with
 #    `sanitize=True`. What does the report say?
-# 3. Exercise 5.2 is the backward's `V = s dY B`. Before writing it, count its FLOPs against `dX`'s.
+# 3. The backward's first step is `V = s dY B` (rank r). Count its FLOPs against those of `dX = dY W0`:
+#    why does the backward kernel compute `V` and `dB` in one read of `dY`?
 #
 # ## What's next
 #

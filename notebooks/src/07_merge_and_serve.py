@@ -171,11 +171,11 @@ print(f"forward of 4 prompts: with adapter {forward_seconds(model) * 1e3:.1f} ms
 #
 # A second adapter, for a task of a different kind: `reverse` asks the model to say a list of words
 # backwards. `qa` taught a new *format* for knowledge the model had; `reverse` is a new *operation*,
-# and it takes far longer to learn: after 40 steps an adapter only says some list of words, it needs
-# about 600 steps to reverse most lists. That is longer than all the rest of this notebook, so the
-# adapter was trained once by `notebooks/assets/train_reverse_adapter.py` (the same
-# `get_peft_model` + `train` as here: r = 8, all-linear, lr 3e-3, 600 steps) and ships with the
-# notebooks -- 320 kB, the point of adapter files. Its training log records its accuracy; we load it
+# and it takes far longer to learn: the 40 steps that teach `qa` give an adapter that says *some* list
+# of words; reversing most unseen lists takes hundreds of steps (the log below has the accuracy every
+# 100 steps). That is longer than all the rest of this notebook, so the adapter was trained once by
+# `notebooks/assets/train_reverse_adapter.py` (the same `get_peft_model` + `train` as here: r = 8,
+# all-linear, lr 3e-3, 600 steps) and ships with the notebooks -- 320 kB, the point of adapter files. Its training log records its accuracy; we load it
 # and check that claim ourselves before using it.
 
 # %%
