@@ -5,9 +5,11 @@ threads (minilora/parallel.py). The alternative is to hand the whole product to 
 threads. This times one full fine-tuning step of the benchmarks/train_step.py model both ways, in
 ONE process, switching the way before each timed step (so the machine's noise hits both alike):
 
-* ``split``: as minilora runs (``parallel.matmul``, BLAS at 1 thread);
-* ``openblas``: ``parallel.matmul`` / ``parallel.matmuls`` replaced by plain ``a @ b`` products
-  with OpenBLAS at 2 threads.
+* ``split``: as minilora runs (products cut into blocks of rows, BLAS at 1 thread while minilora
+  computes: ``parallel.computing``);
+* ``openblas``: no product is split (``parallel.matmul`` / ``matmuls`` are plain ``a @ b``, and
+  ``parallel.product_work`` counts a product as too small to split, which keeps the Linear and LoRA
+  row-block functions whole) and OpenBLAS keeps its 2 threads (``parallel.computing`` is a no-op).
 
 Every other op is the same in both. ``ratio`` = split / openblas: below 1.0, minilora's way is faster.
 The difference is OpenBLAS's idle workers, which spin for ~0.1 s after each product and take the
@@ -15,6 +17,7 @@ cores from the threads running the elementwise ops between products.
 
     python benchmarks/blas_threads.py
 """
+import contextlib
 import statistics
 import sys
 import time
@@ -35,9 +38,10 @@ def blas_thread_setter():
 
 def main(repeats=12):
     set_blas_threads = blas_thread_setter()
-    split = (parallel.matmul, parallel.matmuls, 1)
+    split = (parallel.matmul, parallel.matmuls, parallel.product_work, parallel.computing, 1)
     whole = (lambda a, b: a @ b,
-             lambda *pairs: [None if pair is None else pair[0] @ pair[1] for pair in pairs], 2)
+             lambda *pairs: [None if pair is None else pair[0] @ pair[1] for pair in pairs],
+             lambda macs: 1, contextlib.nullcontext, 2)
     ways = {"split": split, "openblas": whole}
     config = LlamaConfig(vocab_size=512, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
                          num_attention_heads=4, max_position_embeddings=2048)
@@ -57,14 +61,14 @@ def main(repeats=12):
     try:
         for i in range(repeats):
             for name in (list(ways) if i % 2 else list(ways)[::-1]):
-                parallel.matmul, parallel.matmuls, blas_threads = ways[name]
+                parallel.matmul, parallel.matmuls, parallel.product_work, parallel.computing, blas_threads = ways[name]
                 set_blas_threads(blas_threads)
                 step()  # one untimed step in this way, so the threads settle
                 start = time.perf_counter()
                 step()
                 times[name].append(time.perf_counter() - start)
     finally:
-        parallel.matmul, parallel.matmuls, _ = split
+        parallel.matmul, parallel.matmuls, parallel.product_work, parallel.computing, _ = split
         set_blas_threads(1)
     for name, ts in times.items():
         print(f"{name:<9} step: median {statistics.median(ts) * 1e3:7.1f} ms")
