@@ -32,7 +32,7 @@ def silu(input, inplace=False):
     return ops.silu(input)
 
 
-def gelu(input, approximate="none"):
+def gelu(input, *, approximate="none"):
     """Exact GELU ``x * Phi(x)`` or, with ``approximate='tanh'``, the tanh approximation."""
     if approximate not in ("none", "tanh"):
         raise RuntimeError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")

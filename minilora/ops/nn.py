@@ -80,27 +80,32 @@ class CrossEntropy(Function):
         # PyTorch's 'mean' divides by the number of non-ignored targets, or with a weight by the
         # sum of their weights (0/0 = nan when all are ignored).
         ctx.divisor = valid.sum().item() if reduction == "mean" else 1
-        return losses.sum() / logits.dtype.type(ctx.divisor)
+        with np.errstate(invalid="ignore"):  # every target ignored: 0/0 = nan, silently, as torch
+            return losses.sum() / logits.dtype.type(ctx.divisor)
 
     @staticmethod
     def backward(ctx, g):
-        # EXERCISE 2.5: the logits' gradient from ctx.probs: 0 for ignored targets; 'mean' divides by ctx.divisor
-        # BEGIN SOLUTION
-        if ctx.reduction == "none":
-            scale = (g * ctx.valid)[:, None]
-        else:
-            scale = (g / ctx.divisor) * ctx.valid[:, None]
-        scale = scale.astype(ctx.probs.dtype, copy=False)
-
-        def rows(probs, targets, scale, grad):  # one block of rows (rows are independent)
-            grad[...] = probs
-            grad[xp_of(grad).arange(len(grad)), targets] -= 1  # p - onehot(target)
-            grad *= scale
-
-        grad = xp_of(g).empty_like(ctx.probs)
-        parallel.rows(rows, ctx.probs, ctx.targets, scale, grad)
+        xp = xp_of(g)
+        # one incoming gradient per row: g itself for 'none', the scalar's value repeated otherwise
+        g_rows = g if ctx.reduction == "none" else xp.broadcast_to(g, ctx.valid.shape)
+        divisor = ctx.divisor if ctx.reduction == "mean" else 1
+        grad = xp.empty_like(ctx.probs)
+        parallel.rows(lambda *blocks: _cross_entropy_backward_rows(*blocks, divisor=divisor),
+                      ctx.probs, ctx.targets, ctx.valid, g_rows, grad)
         return grad, None
-        # END SOLUTION
+
+
+def _cross_entropy_backward_rows(probs, targets, valid, g, grad, divisor):
+    """The logits' gradient for a block of rows: ``(probs - onehot(targets)) * g * valid / divisor``.
+
+    ``valid`` is each row's weight (0 for an ignored target), ``g`` the incoming gradient of each
+    row's loss, ``divisor`` what 'mean' divided by (1 otherwise)."""
+    # EXERCISE 2.5: fill grad: 0 for ignored targets (valid = 0), each row times g * valid / divisor
+    # BEGIN SOLUTION
+    grad[...] = probs
+    grad[xp_of(grad).arange(len(grad)), targets] -= 1  # p - onehot(target)
+    grad *= ((g / divisor) * valid).astype(grad.dtype, copy=False)[:, None]
+    # END SOLUTION
 
 
 class Dropout(Function):
@@ -676,11 +681,16 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
 def _pointwise_loss(fn, per_element, input, target, reduction, weight):
     _check_reduction(fn, reduction)
     loss = per_element(input - target)
-    if weight is not None:
-        loss = loss * weight
+    if weight is None:
+        return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.mean()
+    if tuple(weight.shape) != tuple(input.shape):
+        raise ValueError(f"{fn}: weights and input must have the same size, got {tuple(weight.shape)} "
+                         f"and {tuple(input.shape)}")
+    loss = loss * weight
     if reduction == "none":
         return loss
-    return loss.sum() if reduction == "sum" else loss.mean()
+    # 'mean' with a weight is the weighted mean sum(w * loss) / sum(w), as torch
+    return loss.sum() if reduction == "sum" else loss.sum() / weight.sum()
 
 
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):

@@ -1,14 +1,15 @@
 """Optimizers (``minilora.optim``), mirroring ``torch.optim``: SGD, Adam, AdamW, learning-rate
-schedules (with the ``transformers`` schedule names) and gradient clipping."""
+schedules (torch's schedulers in ``optim.lr_scheduler`` and the ``transformers`` schedule names)
+and gradient clipping."""
 from . import lr_scheduler
 from .adam import Adam, AdamW
-from .clip_grad import clip_grad_norm_
+from .clip_grad import clip_grad_norm_, clip_grad_value_
 from .lr_scheduler import (LambdaLR, get_constant_schedule, get_constant_schedule_with_warmup,
                            get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup,
                            get_scheduler)
 from .optimizer import Optimizer
 from .sgd import SGD
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_", "lr_scheduler", "LambdaLR",
-           "get_constant_schedule", "get_constant_schedule_with_warmup",
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_", "clip_grad_value_", "lr_scheduler",
+           "LambdaLR", "get_constant_schedule", "get_constant_schedule_with_warmup",
            "get_linear_schedule_with_warmup", "get_cosine_schedule_with_warmup", "get_scheduler"]

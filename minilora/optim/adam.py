@@ -67,16 +67,30 @@ def adamw_update(param, grad, exp_avg, exp_avg_sq, scratch, *, step, lr, beta1, 
 
 
 class Adam(Optimizer):
-    """``Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)``, as in PyTorch
-    (``weight_decay`` is an L2 penalty added to the gradient)."""
+    """``Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
+    foreach=None, maximize=False, capturable=False, differentiable=False, fused=None,
+    decoupled_weight_decay=False)``, as in PyTorch: ``weight_decay`` is an L2 penalty added to the
+    gradient, or AdamW's decoupled decay with ``decoupled_weight_decay=True``; ``maximize`` climbs.
 
-    decoupled_weight_decay = False
+    ``foreach``, ``fused`` and ``capturable`` choose among torch's implementations of the same
+    update; minilora accepts them and runs its own (fused kernel on ``cuda``/``emu``). ``amsgrad``
+    and ``differentiable`` are not implemented: ``True`` raises.
+    """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
+                 foreach=None, maximize=False, capturable=False, differentiable=False, fused=None,
+                 decoupled_weight_decay=False):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                                      maximize=maximize, foreach=foreach, capturable=capturable,
+                                      differentiable=differentiable, fused=fused,
+                                      decoupled_weight_decay=decoupled_weight_decay))
 
     def _check_group(self, group, index):
         super()._check_group(group, index)
+        for name in ("amsgrad", "differentiable"):
+            if group.get(name):
+                raise NotImplementedError(f"{type(self).__name__}: {name}=True is not implemented in "
+                                          f"minilora (parameter group {index})")
         _check_range(group, index, "eps", low=0.0)
         _check_range(group, index, "weight_decay", low=0.0)
         betas = group["betas"]
@@ -94,12 +108,11 @@ class Adam(Optimizer):
         todo = []  # (parameter, its state, its group) for every parameter updated now
         for group in self.param_groups:
             for p in self._params_to_update(group):
-                state = self.state.get(p)
-                if state is None:  # first step: moments start at zero
+                state = self.state[p]
+                if not state:  # first step: moments start at zero
                     xp = p.device.xp
-                    state = self.state[p] = {"step": 0,
-                                             "exp_avg": xp.zeros(p.shape, dtype=p.dtype),
-                                             "exp_avg_sq": xp.zeros(p.shape, dtype=p.dtype)}
+                    state.update(step=0, exp_avg=xp.zeros(p.shape, dtype=p.dtype),
+                                 exp_avg_sq=xp.zeros(p.shape, dtype=p.dtype))
                 state["step"] += 1
                 todo.append((p, state, group))
         if todo and todo[0][0].device.uses_kernels and self._fused_step(todo):
@@ -112,12 +125,12 @@ class Adam(Optimizer):
     def _fused_step(self, todo):
         """Update all parameters in ONE launch of the fused AdamW kernel (devices with kernels).
 
-        Returns False where the kernel does not apply -- not float32, a strided parameter, or Adam's
-        L2 weight decay -- and the array code runs instead."""
+        Returns False where the kernel does not apply -- not float32, a strided parameter, Adam's
+        L2 weight decay or ``maximize`` -- and the array code runs instead."""
         from .. import kernels
         params = [p._array for p, _, _ in todo]
         if not all(kernels.supports(a.dtype) and a.flags.c_contiguous for a in params) or any(
-                g["weight_decay"] and not self.decoupled_weight_decay for _, _, g in todo):
+                (g["weight_decay"] and not g["decoupled_weight_decay"]) or g["maximize"] for _, _, g in todo):
             return False
         kernels.adamw_step(params, [p.device.xp.ascontiguousarray(p.grad._array) for p, _, _ in todo],
                            [st["exp_avg"] for _, st, _ in todo], [st["exp_avg_sq"] for _, st, _ in todo],
@@ -131,12 +144,14 @@ class Adam(Optimizer):
         """The NumPy/CuPy update of ``(param, grad, exp_avg, exp_avg_sq)`` pieces (any device)."""
         for (param, grad, exp_avg, exp_avg_sq), state, group in pieces:
             beta1, beta2 = group["betas"]
-            wd = group["weight_decay"]
-            if wd and not self.decoupled_weight_decay:
+            wd, decoupled = group["weight_decay"], group["decoupled_weight_decay"]
+            if group["maximize"]:
+                grad = -grad  # climb: a new array, p.grad stays as it is
+            if wd and not decoupled:
                 grad = grad + wd * param  # Adam's L2 penalty: a new array, p.grad stays as it is
             adamw_update(param, grad, exp_avg, exp_avg_sq, xp_of(param).empty_like(param),
                          step=state["step"], lr=group["lr"], beta1=beta1, beta2=beta2,
-                         eps=group["eps"], weight_decay=wd if self.decoupled_weight_decay else 0.0)
+                         eps=group["eps"], weight_decay=wd if decoupled else 0.0)
 
     @staticmethod
     def _pieces(p, state):
@@ -153,10 +168,12 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """``AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)``, as in PyTorch:
-    decoupled weight decay ``p -= lr * wd * p`` before the Adam step."""
+    """``AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, amsgrad=False, *,
+    maximize=False, ...)``, as in PyTorch: decoupled weight decay ``p -= lr * wd * p`` before the
+    Adam step (``Adam(..., decoupled_weight_decay=True)``)."""
 
-    decoupled_weight_decay = True
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
+                 maximize=False, foreach=None, capturable=False, differentiable=False, fused=None):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                         foreach=foreach, maximize=maximize, capturable=capturable,
+                         differentiable=differentiable, fused=fused, decoupled_weight_decay=True)

@@ -8,7 +8,7 @@ import math
 
 from ..tensor import Tensor, tensor
 
-__all__ = ["clip_grad_norm_"]
+__all__ = ["clip_grad_norm_", "clip_grad_value_"]
 
 
 def _norm(array, norm_type):
@@ -25,10 +25,12 @@ def _norm(array, norm_type):
     return (abs(flat) ** norm_type).sum() ** (1.0 / norm_type)
 
 
-def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
+def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
     """Scale the gradients of ``parameters`` (a Tensor or an iterable of them) so their total
     ``norm_type``-norm is at most ``max_norm``. Returns the total norm *before* clipping, as a
-    0-d Tensor (``.item()`` for a float), like ``torch.nn.utils.clip_grad_norm_``.
+    0-d Tensor (``.item()`` for a float), like ``torch.nn.utils.clip_grad_norm_`` (also reachable
+    as ``minilora.nn.utils.clip_grad_norm_``). ``foreach`` is accepted and changes nothing: it
+    picks one of torch's implementations, and minilora has one.
     """
     if isinstance(parameters, Tensor):
         parameters = [parameters]
@@ -52,3 +54,14 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         p.grad = Tensor._make(p.grad._array * coef, p.device, False, None)
     # END SOLUTION
     return Tensor._make(xp.asarray(total), params[0].device, False, None)
+
+
+def clip_grad_value_(parameters, clip_value, foreach=None):
+    """Clamp every gradient element of ``parameters`` into ``[-clip_value, clip_value]``, as
+    ``torch.nn.utils.clip_grad_value_`` (returns None). New arrays: gradients may be shared."""
+    if isinstance(parameters, Tensor):
+        parameters = [parameters]
+    clip_value = float(clip_value)
+    for p in parameters:
+        if p.grad is not None:
+            p.grad = Tensor._make(p.grad._array.clip(-clip_value, clip_value), p.device, False, None)

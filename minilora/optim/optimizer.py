@@ -15,6 +15,8 @@ Updates change ``p._array`` (the raw array) in place with the arrays' own method
 alike and the Parameter objects a Module holds stay the ones being trained. Gradients are only read,
 never changed in place: the autograd engine may hand the same gradient array to two parameters.
 """
+from collections import defaultdict
+
 import numpy as np
 
 from ..tensor import Tensor, enable_grad
@@ -28,7 +30,9 @@ class Optimizer:
 
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
-        self.state = {}  # Parameter -> dict of its state (arrays and the step count)
+        # Parameter -> dict of its state (arrays and the step count), a defaultdict as in torch:
+        # ``optimizer.state[p]`` of a parameter not yet stepped is an empty dict.
+        self.state = defaultdict(dict)
         self.param_groups = []
         for group in _as_groups(params):
             self.add_param_group(group)
@@ -97,9 +101,10 @@ class Optimizer:
     def state_dict(self):
         """A snapshot: ``{"state": {index: {...}}, "param_groups": [{..., "params": [indices]}]}``.
 
-        Parameters are numbered in group order, as in PyTorch, so the snapshot can be loaded into
-        an optimizer built the same way over another model instance. Arrays are NumPy copies,
-        ready for ``pickle``/``numpy.savez``.
+        PyTorch's layout: parameters numbered in group order (so the snapshot loads into an
+        optimizer built the same way over another model instance), the same state names, and
+        ``step`` as a 0-d float32 array as torch saves it. Arrays are NumPy copies, ready for
+        ``pickle``/``numpy.savez``.
         """
         index = {id(p): i for i, p in enumerate(self._all_params())}
         groups, start = [], 0
@@ -108,13 +113,18 @@ class Optimizer:
             saved["params"] = list(range(start, start + len(group["params"])))
             start += len(group["params"])
             groups.append(saved)
-        state = {index[id(p)]: {k: _host_copy(v) for k, v in st.items()}
-                 for p, st in self.state.items()}
+        state = {index[id(p)]: {k: np.array(v, dtype=np.float32) if k == "step" else _host_copy(v)
+                                for k, v in st.items()}
+                 for p, st in self.state.items() if id(p) in index}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
         """Restore a ``state_dict()`` snapshot: hyperparameters and state (onto each parameter's
-        device and dtype). Checks everything before changing anything."""
+        device and dtype). Checks everything before changing anything.
+
+        Also takes torch's own ``optimizer.state_dict()`` (tensors, or the same converted to NumPy
+        arrays): ``step`` may be a 0-d tensor/array, and torch's extra group entries (``foreach``,
+        ``fused``, ...) are kept; one minilora cannot honour (``amsgrad=True``) raises."""
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
             raise ValueError(f"loaded state dict has {len(groups)} parameter groups, but the "
@@ -125,7 +135,7 @@ class Optimizer:
                 raise ValueError(f"parameter group {i}: loaded state dict has "
                                  f"{len(saved['params'])} parameters, the optimizer has "
                                  f"{len(own['params'])}")
-        new_state = {}
+        new_state = defaultdict(dict)
         for key, st in state_dict["state"].items():
             i = int(key)
             if not 0 <= i < len(params):
@@ -133,8 +143,12 @@ class Optimizer:
                                  f"{len(params)} parameters")
             new_state[params[i]] = {name: _restore(value, params[i], i, name)
                                     for name, value in st.items()}
-        for saved, own in zip(groups, self.param_groups):
-            own.update({k: v for k, v in saved.items() if k != "params"})
+        merged = [dict(own, **{k: v for k, v in saved.items() if k != "params"})
+                  for saved, own in zip(groups, self.param_groups)]
+        for i, group in enumerate(merged):
+            self._check_group(group, i)
+        for group, own in zip(merged, self.param_groups):
+            own.update(group)
         self.state = new_state
 
     def __repr__(self):
@@ -211,7 +225,12 @@ def _host_copy(value):
 
 
 def _restore(value, param, index, name):
-    if not hasattr(value, "shape"):  # step counts and other numbers
+    if hasattr(value, "detach"):  # a torch tensor (torch's own state_dict)
+        value = value.detach().cpu()
+        value = (value.float() if str(value.dtype) == "torch.bfloat16" else value).numpy()
+    if name == "step":  # torch saves a 0-d float tensor; minilora counts with an int
+        return int(float(value))
+    if not hasattr(value, "shape"):  # other numbers (and None: torch's empty momentum buffer)
         return value
     if tuple(value.shape) != param.shape:
         raise ValueError(f"loaded state '{name}' of parameter {index} has shape "

@@ -14,15 +14,22 @@ __all__ = ["SGD"]
 
 
 class SGD(Optimizer):
-    """``SGD(params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False)``."""
+    """``SGD(params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
+    maximize=False, foreach=None, differentiable=False, fused=None)``, as in PyTorch.
+    ``foreach``/``fused`` pick among torch's implementations (accepted, one update here);
+    ``differentiable=True`` is not implemented and raises."""
 
-    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False):
+    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
+                 maximize=False, foreach=None, differentiable=False, fused=None):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov))
+                                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+                                      foreach=foreach, differentiable=differentiable, fused=fused))
 
     def _check_group(self, group, index):
         super()._check_group(group, index)
+        if group.get("differentiable"):
+            raise NotImplementedError(f"SGD: differentiable=True is not implemented in minilora "
+                                      f"(parameter group {index})")
         _check_range(group, index, "momentum", low=0.0)
         _check_range(group, index, "dampening", low=0.0)
         _check_range(group, index, "weight_decay", low=0.0)
@@ -36,11 +43,11 @@ class SGD(Optimizer):
         for group in self.param_groups:
             lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
             for p in self._params_to_update(group):
-                d = p.grad._array
+                d = -p.grad._array if group["maximize"] else p.grad._array  # negated: a new array
                 if wd:
                     d = d + wd * p._array  # a new array: p.grad itself is never changed
                 if momentum:
-                    state = self.state.setdefault(p, {})
+                    state = self.state[p]
                     buf = state.get("momentum_buffer")
                     if buf is None:
                         buf = state["momentum_buffer"] = d.copy()
