@@ -450,5 +450,11 @@ def _token_text(token):
 def _tokenizer_config(config_path):
     if not os.path.isfile(config_path):
         return {}
-    with open(config_path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{config_path}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path}: a tokenizer config must be a JSON object, got a {type(config).__name__}")
+    return config
