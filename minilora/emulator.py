@@ -180,15 +180,16 @@ def _param_name(param: str, i: int) -> str:
     return f"arg{i}"
 
 
-def _find_kernels(masked: str) -> dict[str, list[str]]:
-    """Names and parameter names of the non-template __global__ functions, in source order."""
+def _find_kernels(masked: str, templates: bool = False) -> dict[str, list[str]]:
+    """Names and parameter names of the non-template __global__ functions (or, with templates=True, of
+    the template ones, which are launched through RawModule's name_expressions), in source order."""
     kernels: dict[str, list[str]] = {}
     for m in re.finditer(r"\b__global__\b", masked):
         line_start = masked.rfind("\n", 0, m.start()) + 1
         if masked[line_start:m.start()].lstrip().startswith("#"):
             continue  # inside a macro definition
         prev = max(masked.rfind(c, 0, m.start()) for c in ";{}")
-        if re.search(r"\btemplate\b", masked[prev + 1:m.start()]):
+        if (re.search(r"\btemplate\b", masked[prev + 1:m.start()]) is not None) != templates:
             continue  # a template kernel has no single address; CuPy needs name_expressions for it
         j = m.end()
         while True:
@@ -475,7 +476,9 @@ class _Param:
 class _Module:
     """One compiled source: a ctypes library (fast mode) or a sanitizer runner executable."""
 
-    def __init__(self, code: str, options, sanitize: bool, filename: str | None, variant: str | None = None):
+    def __init__(self, code: str, options, sanitize: bool, filename: str | None, variant: str | None = None,
+                 name_expressions: tuple = ()):
+        self.name_expressions = name_expressions
         rewritten = _rewrite_shared(code)
         if filename and os.path.isabs(filename):  # errors and reports then name the user's own file
             rewritten.text = f'#line 1 "{filename}"\n' + rewritten.text
@@ -486,7 +489,7 @@ class _Module:
             flags += ["-I", str(Path(filename).parent)]
         runtime = _runtime_object(self.variant)
         name = Path(filename).name if filename else next(iter(rewritten.kernels), "kernels") + ".cu"
-        key = _digest(_VERSION, runtime.name, rewritten.text, rewritten.prelude, name, *flags,
+        key = _digest(_VERSION, runtime.name, rewritten.text, rewritten.prelude, name, *flags, *name_expressions,
                       *_VARIANT_FLAGS[self.variant], *_included_files(code, flags))
         folder = cache_dir() / key
         folder.mkdir(parents=True, exist_ok=True)
@@ -509,17 +512,29 @@ class _Module:
                                     f"({e}); delete the folder {folder} and try again") from None
         self.kernels: dict[str, tuple[int, list[_Param]]] = {}
         for index, line in enumerate(description.splitlines()):
-            kname, *fields = line.split()
+            kname, _, rest = line.partition("\t")  # a name expression such as "k<float, 128>" has spaces
+            fields = rest.split()
             names = self.kernel_params.get(kname, [])
             if len(names) != len(fields):  # e.g. parameters made by a macro: fall back to positions
                 names = [f"arg{i}" for i in range(len(fields))]
             params = [_Param(n, *map(int, f.split(","))) for n, f in zip(names, fields)]
             self.kernels[kname] = (index, params)
+        self._by_spelling = {_spelling(k): k for k in self.kernels}
+
+    def find(self, name: str) -> str | None:
+        """The kernel called `name`; a name expression matches however it is spaced ("k<float,128>")."""
+        return self._by_spelling.get(_spelling(name))
 
 
     def _build(self, rewritten: _Rewritten, name: str, flags: list[str], runtime: Path) -> None:
         _write_atomic(self.source_path, rewritten.text)
-        rewritten.kernels = self._discover_kernels(flags)
+        rewritten.kernels, templates = self._discover_kernels(flags)
+        for expression in self.name_expressions:  # "k<float, 128>": an instance of the template k
+            base = re.sub(r"\s+", "", expression.split("<", 1)[0]).split("::")[-1]
+            if base not in templates and base not in rewritten.kernels:
+                raise CompileError(f"name expression {expression!r}: no template __global__ function '{base}' in the "
+                                   f"source (found: {', '.join(templates) or 'none'})")
+            rewritten.kernels[expression] = templates.get(base, rewritten.kernels.get(base))
         if not rewritten.kernels:
             raise CompileError("no __global__ function found in the source")
         _write_atomic(self._kernels_file, json.dumps(rewritten.kernels))
@@ -542,7 +557,7 @@ class _Module:
                 runtime.unlink(missing_ok=True)  # the linker names a damaged cached runtime: rebuild it
                 runtime = _runtime_object(self.variant)
 
-    def _discover_kernels(self, flags: list[str]) -> dict[str, list[str]]:
+    def _discover_kernels(self, flags: list[str]) -> tuple[dict, dict]:
         """The kernels as the compiler sees them: the source preprocessed with __global__ kept, so kernels
         that a macro or an included header defines are found too (a regex on the file alone misses them)."""
         cmd = [_CXX, "-E", "-std=c++17", "-D__EMU_FIND_KERNELS", "-include", str(_HEADER), "-I", str(_INCLUDE),
@@ -550,7 +565,8 @@ class _Module:
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise CompileError(f"preprocessing '{self.source_path.name}' failed:\n{res.stderr.strip()}")
-        return _find_kernels(_mask(res.stdout))
+        masked = _mask(res.stdout)
+        return _find_kernels(masked), _find_kernels(masked, templates=True)
 
     def _load(self) -> str:
         """Open the compiled product; returns its kernel table (one line per kernel)."""
@@ -608,13 +624,19 @@ class _CorruptCache(Exception):
 _MODULES: dict[tuple, _Module] = {}
 
 
-def _get_module(code: str, options, sanitize: bool, filename: str | None, variant: str | None = None) -> _Module:
+def _spelling(name: str) -> str:
+    return re.sub(r"\s+", "", name)
+
+
+def _get_module(code: str, options, sanitize: bool, filename: str | None, variant: str | None = None,
+                name_expressions: tuple = ()) -> _Module:
     options = (options,) if isinstance(options, str) else tuple(options)
     search = list(options) + (["-I", str(Path(filename).parent)] if filename else [])
-    key = (code, options, sanitize, filename, variant, str(cache_dir()), *_included_files(code, search))
+    key = (code, options, sanitize, filename, variant, name_expressions, str(cache_dir()),
+           *_included_files(code, search))
     with _BUILD_LOCK:
         if key not in _MODULES:
-            _MODULES[key] = _Module(code, options, sanitize, filename, variant)
+            _MODULES[key] = _Module(code, options, sanitize, filename, variant, name_expressions)
         return _MODULES[key]
 
 
@@ -729,10 +751,14 @@ class RawKernel:
             self._bind()
 
     def _bind(self) -> None:
-        if self.name not in self._mod.kernels:
+        found = self._mod.find(self.name)
+        if found is None:
+            hint = " (a template kernel is launched through RawModule(..., name_expressions=[...]))" \
+                if "<" in self.name else ""
             raise AttributeError(f"no __global__ function '{self.name}' in the source "
-                                 f"(found: {', '.join(self._mod.kernels) or 'none'})")
-        self._index, self.params = self._mod.kernels[self.name]
+                                 f"(found: {', '.join(self._mod.kernels) or 'none'}){hint}")
+        self.name = found  # as spelled in name_expressions, like every message of the runtime
+        self._index, self.params = self._mod.kernels[found]
 
     def compile(self) -> "RawKernel":
         """Build (or fetch from the cache) now rather than at the first launch."""
@@ -1015,14 +1041,17 @@ class RawModule:
     """A CUDA source with several kernels, as ``cupy.RawModule``: ``RawModule(code=src).get_function(name)``.
 
     ``path=`` reads the source from a .cu file (its name then appears in errors and sanitizer reports).
+    ``name_expressions=["k<float, 128>", ...]`` instantiates template kernels, as in CuPy; each is then
+    found by ``get_function("k<float, 128>")``.
     """
 
     def __init__(self, code: str | None = None, *, path: str | os.PathLike | None = None, options=(),
                  sanitize: bool = False, backend: str | None = None, name_expressions=None):
         if (code is None) == (path is None):
             raise TypeError("give exactly one of code= or path=")
-        if name_expressions:
-            raise NotImplementedError("template kernels (name_expressions) are not supported by the emulator")
+        if isinstance(name_expressions, str) or not all(isinstance(e, str) for e in name_expressions or ()):
+            raise TypeError(f"name_expressions must be a sequence of strings, got {name_expressions!r}")
+        self.name_expressions = tuple(name_expressions or ())
         self.filename = str(Path(path).resolve()) if path is not None else None
         self.code = Path(path).read_text() if path is not None else code
         self.options, self.sanitize = options, sanitize
@@ -1030,7 +1059,8 @@ class RawModule:
 
     def compile(self) -> "RawModule":
         if self._mod is None:
-            self._mod = _get_module(self.code, self.options, self.sanitize, self.filename)
+            self._mod = _get_module(self.code, self.options, self.sanitize, self.filename,
+                                    name_expressions=self.name_expressions)
         return self
 
     @property

@@ -126,3 +126,40 @@ def test_cuda_arch_is_defined_and_selectable(options, arch):
     out = np.zeros(1, np.int32)
     RawModule(path=PDIR / "small_features.cu", options=options).get_function("cuda_arch")(1, 1, (out,))
     assert out[0] == arch
+
+
+# ------------------------------------------------------------------------------------------------
+# Template kernels the CuPy way: name_expressions
+# ------------------------------------------------------------------------------------------------
+SGEMM_F32, SGEMM_F64 = "sgemm<float, 64, 64, 8, 4, 4>", "sgemm<double, 32, 32, 4, 2, 2>"
+
+
+@lru_cache(maxsize=None)
+def sgemm_module() -> RawModule:
+    return RawModule(code=(PDIR / "sgemm_template.cu").read_text(), name_expressions=[SGEMM_F32, SGEMM_F64])
+
+
+@pytest.mark.parametrize("expression, dtype, tile, threads", [(SGEMM_F32, np.float32, 64, 256),
+                                                              (SGEMM_F64, np.float64, 32, 256)])
+@pytest.mark.parametrize("M, N, K", [(1, 1, 1), (70, 45, 33), (128, 64, 17)])
+def test_template_sgemm_through_name_expressions(expression, dtype, tile, threads, M, N, K):
+    A, B = rng.standard_normal((M, K)).astype(dtype), rng.standard_normal((K, N)).astype(dtype)
+    C = rng.standard_normal((M, N)).astype(dtype)
+    want = 1.5 * (A.astype(np.float64) @ B) - 0.5 * C
+    sgemm = sgemm_module().get_function(expression)
+    sgemm((-(-N // tile), -(-M // tile)), threads, (np.int32(M), np.int32(N), np.int32(K), dtype(1.5), A, B,
+                                                   dtype(-0.5), C))
+    np.testing.assert_allclose(C, want, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-4)
+
+
+def test_name_expression_lookup_ignores_spacing_and_checks_argument_types():
+    mod = sgemm_module()
+    k = mod.get_function("sgemm<float,64,64,8,4,4>")
+    assert k.params[3].name == "alpha" and [p.name for p in k.params][-1] == "C"
+    with pytest.raises(TypeError, match="argument 4 .'A'. of kernel 'sgemm<float, 64, 64, 8, 4, 4>' is const float"):
+        k(1, 256, (np.int32(1), np.int32(1), np.int32(1), np.float32(1), np.zeros(1, np.float64),
+                   np.zeros(1, np.float32), np.float32(0), np.zeros(1, np.float32)))
+    with pytest.raises(AttributeError, match="name_expressions"):
+        mod.get_function("sgemm<float, 32, 32, 8, 4, 4>")
+    with pytest.raises(emu.CompileError, match="no template __global__ function 'gemm'"):
+        RawModule(code=(PDIR / "sgemm_template.cu").read_text(), name_expressions=["gemm<float>"]).compile()
