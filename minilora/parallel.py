@@ -30,7 +30,6 @@ microseconds. GPU arrays (CuPy) are never split: the GPU is already parallel. A 
 again (helpers run their block whole), and while one thread is splitting work, another thread's
 ops run unsplit.
 """
-import contextlib
 import ctypes
 import functools
 import operator
@@ -98,42 +97,55 @@ _threads = 1  # the calling thread plus _threads - 1 helpers
 # While minilora computes: BLAS on one thread, the caller's setting restored afterwards
 # ------------------------------------------------------------------------------------------------
 _scope_lock = threading.Lock()
-_scope_depth = 0  # computing() scopes open in this process (nested, or in several threads)
+_scope_threads = 0  # threads inside a computing() scope right now
 _saved_blas_threads = None  # the caller's OpenBLAS thread count, put back when the last scope ends
 
 
 def _enter():
-    global _scope_depth, _saved_blas_threads
-    with _scope_lock:
-        if _scope_depth == 0:
+    depth = getattr(_local, "depth", 0)  # this thread's nesting: module calls nest deeply, cheaply
+    _local.depth = depth + 1
+    if depth:
+        return
+    global _scope_threads, _saved_blas_threads
+    with _scope_lock:  # the first thread in sets BLAS to one thread; the last one out restores it
+        if _scope_threads == 0:
             before = blas.get_num_threads()
             if before is not None and before != 1:
                 blas.set_num_threads(1)
                 _saved_blas_threads = before
-        _scope_depth += 1
+        _scope_threads += 1
 
 
 def _leave():
-    global _scope_depth, _saved_blas_threads
+    _local.depth -= 1
+    if _local.depth:
+        return
+    global _scope_threads, _saved_blas_threads
     with _scope_lock:
-        _scope_depth -= 1
-        if _scope_depth == 0 and _saved_blas_threads is not None:
+        _scope_threads -= 1
+        if _scope_threads == 0 and _saved_blas_threads is not None:
             blas.set_num_threads(_saved_blas_threads)
             _saved_blas_threads = None
 
 
-@contextlib.contextmanager
-def computing():
-    """Within this block NumPy's OpenBLAS runs on one thread (minilora's helper threads split the
-    work instead); the thread count it had before comes back when the outermost block ends.
+class computing:
+    """``with computing():`` -- within this block NumPy's OpenBLAS runs on one thread (minilora's
+    helper threads split the work instead); the thread count it had before comes back when the
+    outermost block ends.
 
-    Costs two calls into OpenBLAS per outermost block (~0.5 us); nested blocks only count.
+    Costs two calls into OpenBLAS per outermost block (~0.5 us); nested blocks only count. A plain
+    class rather than a generator: every module call opens one.
     """
-    _enter()
-    try:
-        yield
-    finally:
+
+    __slots__ = ()
+
+    def __enter__(self):
+        _enter()
+        return self
+
+    def __exit__(self, *exc_info):
         _leave()
+        return False
 
 
 def keep_freed_memory():
@@ -343,9 +355,10 @@ def multiply(a, b):
 def _after_fork_in_child():
     """A forked child has only the thread that forked: start over with fresh helpers (a helper
     that no longer exists would never finish its block) and a free region lock."""
-    global _region, _scope_lock
+    global _region, _scope_lock, _scope_threads
     _region = threading.Lock()
     _scope_lock = threading.Lock()
+    _scope_threads = 1 if getattr(_local, "depth", 0) else 0  # only the forking thread came along
     _helpers.clear()  # new ones start when the child first splits work
 
 
