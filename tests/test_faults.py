@@ -582,10 +582,14 @@ def test_unbalanced_target_modules_regex_is_named():
 
 
 def test_adapter_config_that_is_a_list_is_refused(tmp_path):
-    from minilora.lora import PeftModel
+    from minilora.lora import LoraConfig, PeftModel, config_from_dict
     (tmp_path / "adapter_config.json").write_text("[]")
     with pytest.raises(ValueError, match="adapter_config.json: an adapter config must be a JSON object"):
         PeftModel.from_pretrained(tiny_model(), str(tmp_path))
+    with pytest.raises(ValueError, match="LoraConfig.from_dict: an adapter config must be a JSON object"):
+        LoraConfig.from_pretrained(str(tmp_path))
+    with pytest.raises(ValueError, match="config_from_dict: an adapter config must be a JSON object, got a list"):
+        config_from_dict([])
 
 
 @pytest.mark.parametrize("argv, words", [

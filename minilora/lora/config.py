@@ -154,6 +154,7 @@ class _AdapterConfig:
         """Build from an ``adapter_config.json`` dict (written by PEFT or minilora).
 
         The same checks as the constructor; keys this version does not know are ignored with a warning."""
+        _require_object(data, f"{cls.__name__}.from_dict")
         if data.get("peft_type", cls.PEFT_TYPE) != cls.PEFT_TYPE:  # before any warning about its keys
             raise ValueError(f"{cls.__name__}.from_dict: this adapter is of type {data['peft_type']!r}, "
                              f"not {cls.PEFT_TYPE!r}")
@@ -171,6 +172,13 @@ class _AdapterConfig:
 
     def to_json_string(self):
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _require_object(data, where):
+    """An adapter config is a JSON object; a list (or anything else) is named, not an AttributeError."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: an adapter config must be a JSON object of field: value, got a "
+                         f"{type(data).__name__}")
 
 
 def _read_json(directory):
@@ -328,6 +336,7 @@ PEFT_TYPE_TO_CONFIG = {"LORA": LoraConfig, "VERA": VeraConfig}
 
 def config_from_dict(data):
     """The right config class for ``data["peft_type"]``."""
+    _require_object(data, "config_from_dict")
     peft_type = data.get("peft_type")
     if peft_type not in PEFT_TYPE_TO_CONFIG:
         raise NotImplementedError(f"adapter type {peft_type!r} is not supported by minilora "
