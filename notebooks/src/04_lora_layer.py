@@ -405,6 +405,9 @@ print("starts exactly at the base model:", same)
 # 2. `B = 0` and `A` random is one way to start at the base. Would `A = 0` and `B` random also work?
 #    Which gradient is zero at the first step then? (PEFT uses it for embeddings.)
 # 3. Repeat the equal-budget comparison with `q, k, v, o` at a middle rank. Where does it land?
+# 4. **Capstone (exercises 4.5, 4.6):** write `ScratchLoraLinear` in `minilora/lora/scratch.py`, a LoRA
+#    layer in about 20 lines with plain tensor operations, and check it against the library's layer
+#    with `python -m pytest -m "ex4_5 or ex4_6" tests`.
 #
 # ## What's next
 #

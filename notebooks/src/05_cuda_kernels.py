@@ -137,7 +137,7 @@ for dev in ("cpu", "emu"):
     b = ml.tensor(B, device=dev, requires_grad=True)
     out = ops.lora_linear(x, ml.tensor(W0, device=dev), a, b, s)
     out.backward(dY)
-    results[dev] = (out.numpy(), x.grad, a.grad, b.grad)
+    results[dev] = (out.numpy(), np.asarray(x.grad), np.asarray(a.grad), np.asarray(b.grad))
 for name, c, e in zip(("Y", "dX", "dA", "dB"), results["cpu"], results["emu"]):
     print(f"{name}: max |emu - cpu| / max |cpu| = {rel_err(e, c):.1e}")
 
