@@ -15,8 +15,9 @@
 #
 # **Read beside it:** `minilora/lora/layers.py` (`Linear`: the adapter dicts, `update_layer`,
 # `forward`), `minilora/lora/config.py` (`LoraConfig`, `scaling`), `minilora/ops/lora.py` (the fused
-# op and its backward), `minilora/lora/model.py` (`get_peft_model`). **Exercises 4.1-4.4**: the layer
-# cells need 4.2 (forward) and 4.3 (backward), the `B = 0` cell 4.4, the rsLoRA cells 4.1.
+# op and its backward), `minilora/lora/model.py` (`get_peft_model`). **Exercises 4.1-4.6**: the layer
+# cells need 4.2 (forward) and 4.3 (backward), the `B = 0` cell 4.4, the rsLoRA cells 4.1; 4.5-4.6 are
+# the capstone (end of the notebook).
 #
 # **In a student copy** (`minilora exercises build DIR`, solutions replaced by stubs) this notebook runs
 # until the first cell that calls an exercise not yet solved -- this chapter's or an earlier one's --
