@@ -5,6 +5,9 @@
 * every notebook runs again from scratch with nbclient (kernel ``python3``), in a temporary working
   folder so that what it writes (adapter folders, checkpoints) never lands in the repository; any
   error fails, and a notebook gets 120 seconds in all (``notebooks/build_notebooks.py``'s ``TIMEOUT``).
+* the student copy (``minilora exercises build``) shows no line of any solution in its notebooks --
+  cells or committed outputs -- and, run there, notebook 1 stops at its first stub with the
+  exercise's own message.
 
 The run tests need nbclient and ipykernel (the ``test`` extras) and are skipped without them.
 """
