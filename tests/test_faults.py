@@ -588,7 +588,7 @@ def test_adapter_config_that_is_a_list_is_refused(tmp_path):
         PeftModel.from_pretrained(tiny_model(), str(tmp_path))
     with pytest.raises(ValueError, match="LoraConfig.from_dict: an adapter config must be a JSON object"):
         LoraConfig.from_pretrained(str(tmp_path))
-    with pytest.raises(ValueError, match="config_from_dict: an adapter config must be a JSON object, got a list"):
+    with pytest.raises(ValueError, match="config_from_dict: an adapter config must be a JSON object of field: value, got a list"):
         config_from_dict([])
 
 
