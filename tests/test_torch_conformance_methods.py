@@ -81,7 +81,7 @@ def _projection_loss(lib, outputs):
         if not getattr(o, "requires_grad", False):
             continue
         w = np.random.default_rng(k).standard_normal(tuple(o.shape))
-        term = (o * (torch.tensor(w) if lib is torch else ml.tensor(w))).sum()
+        term = (o * (torch.tensor(w) if lib is torch else ml.tensor(w, device=o.device))).sum()
         loss = term if loss is None else loss + term
     return loss
 
@@ -232,6 +232,11 @@ CASES = [
     ("where scalar", lambda m, x: m.where(x > 0, x, 0.0), [M]),
     ("x.where(cond, y)", lambda m, x, y: x.where(x > 0, y), [M, Y]),
     ("x.where(cond, 0.)", lambda m, x: x.where(x < 0, 0.0), [M]),
+    ("where(cond)", lambda m, x: m.where(x > 0.5), [M]),
+    ("where(cond) 0-d", lambda m, x: m.where(x[0, 0] * 0 + 1), [M]),
+    ("nonzero", lambda m, x: (x > 0).nonzero(), [M]),
+    ("lib.nonzero(as_tuple)", lambda m, x: m.nonzero(x, as_tuple=True), [ZEROS]),
+    ("nonzero 0-d", lambda m, x: m.nonzero(x[0, 0]), [M]),
     ("masked_fill_ non-leaf", lambda m, x: (x * 1).masked_fill_(x > 0, 0.5), [M]),
     # ---- indexing ops
     ("gather(1, idx)", lambda m, x, i: x.gather(1, i), [M, IDX]),
@@ -299,7 +304,8 @@ GRAD_FREE = {"sum(bool)", "max(1)[1]", "min(dim=1).indices", "sign", "sum(int di
              "all(dim=0, keepdim) float", "lib.any(x)", "isnan", "isinf", "isfinite", "long",
              "int", "bool", "eq/ne/lt/gt/le/ge", "cumsum int", "argsort(1)", "new_zeros(2, 3)",
              "new_zeros((2,))", "new_ones(3, dtype=int64)", "new_full((2,), 7)",
-             "new_tensor([1, 2])", "new_empty(2).shape", "type_as", "half", "float", "norm(0)"}
+             "new_tensor([1, 2])", "new_empty(2).shape", "where(cond)", "where(cond) 0-d", "nonzero",
+             "lib.nonzero(as_tuple)", "nonzero 0-d", "type_as", "half", "float", "norm(0)"}
 
 
 @pytest.mark.parametrize("name,snippet,inputs", CASES, ids=[c[0] for c in CASES])
@@ -481,28 +487,35 @@ TORCH_SIGNATURES = {
     "new_empty": "new_empty(*size, *, dtype=None, device=None, requires_grad=False)",
     "type_as": None,  # owned by tensor.py ('other' there; torch says 'tensor'): checked elsewhere
 }
+FUNCTION_SIGNATURES = {
+    "var": "var(input, dim=None, unbiased=True, keepdim=False, *, correction=None)",
+    "std": "std(input, dim=None, unbiased=True, keepdim=False, *, correction=None)",
+}
 METHODS = ["sum", "mean", "prod", "max", "min", "amax", "amin", "argmax", "argmin", "var", "std",
            "logsumexp", "norm", "all", "any", "softmax", "log_softmax", "clamp", "clip", "maximum",
            "minimum", "sin", "cos", "sign", "isnan", "isinf", "isfinite", "gather", "topk", "sort",
            "argsort", "cumsum", "repeat", "new_zeros", "new_ones", "new_full", "new_tensor",
            "new_empty", "where", "split", "squeeze", "unsqueeze", "flatten", "expand_as", "view_as",
-           "reshape_as", "eq", "ne", "lt", "gt", "le", "ge", "tril", "triu", "abs_"]
+           "reshape_as", "nonzero", "eq", "ne", "lt", "gt", "le", "ge", "tril", "triu", "abs_"]
 FUNCTIONS = ["zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like",
              "eye", "rand", "randn", "rand_like", "randn_like", "randint", "linspace", "tril", "triu",
              "numel", "save", "load", "gather", "topk", "sort", "cumsum", "clamp", "where", "amax",
-             "argmax", "logsumexp", "prod"]
+             "argmax", "logsumexp", "prod", "cat", "stack", "chunk", "split", "nonzero", "max",
+             "var", "std", "norm", "squeeze", "flatten"]
+# NumPy's names, which torch accepts as aliases (x.sum(axis=0, keepdims=True)) without documenting them.
+NUMPY_ALIASES = {"axis", "keepdims"}
 # Parameters torch has and minilora deliberately does not (no out=, layouts, memory formats, pickle).
 NOT_SUPPORTED = {"out", "layout", "pin_memory", "memory_format", "pickle_module", "pickle_protocol",
-                 "_use_new_zipfile_serialization", "weights_only", "mmap", "pickle_load_args"}
+                 "_use_new_zipfile_serialization", "_disable_byteorder_record", "weights_only", "mmap", "pickle_load_args"}
 
 
 def _parse(line):
     """``[(name, kind)]`` from ``name(a, b=1, *, c=None) -> ...``; kind is 'pos', 'var' or 'kw'."""
-    match = re.match(r"\s*\w+\((.*?)\)( ->|$)", line)
+    match = re.match(r"\s*\w+\((.*?)\)\s*(->.*)?:?$", line)
     if match is None:
         return None
     params, keyword_only = [], False
-    for part in re.split(r",\s*(?![^\[(]*[\])])", match.group(1)):
+    for part in _top_level_split(match.group(1)):
         part = part.strip().replace("\\*", "*")
         if not part:
             continue
@@ -520,6 +533,19 @@ def _parse(line):
     return params
 
 
+def _top_level_split(text):
+    """``text`` split at the commas outside brackets (``dim: Optional[Union[int, List[int]]]``)."""
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        depth += ch in "([" and 1 or ch in ")]" and -1 or 0
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    return parts + [current]
+
+
 def _doc_params(fn):
     doc = (getattr(fn, "__doc__", None) or "").strip().splitlines()
     return _parse(doc[0]) if doc else None
@@ -529,8 +555,11 @@ def _torch_params(owner, name, is_method):
     """torch's parameters of ``owner.name`` (positions and kinds), and the set of every parameter
     name torch documents for that name, method and function together (``Tensor.sort``'s docstring
     omits ``stable``, ``torch.sort``'s has it)."""
-    if is_method and name in TORCH_SIGNATURES:
-        params = _parse(TORCH_SIGNATURES[name])
+    table = TORCH_SIGNATURES if is_method else FUNCTION_SIGNATURES
+    if name in table:
+        params = _parse(table[name])
+    elif _python_params(getattr(owner, name), is_method) is not None:
+        params = _python_params(getattr(owner, name), is_method)
     else:
         params = _doc_params(getattr(owner, name))
     names = set()
@@ -539,6 +568,14 @@ def _torch_params(owner, name, is_method):
     if params is not None:
         names |= {n for n, _ in params}
     return params, names
+
+
+def _python_params(fn, is_method):
+    """The signature of one of torch's Python-level functions (``torch.split``, ``Tensor.norm``)."""
+    try:
+        return _ours(fn, is_method)
+    except (TypeError, ValueError):  # a C function: no signature object
+        return None
 
 
 def _ours(fn, is_method):
@@ -559,7 +596,7 @@ def _compare(ours, theirs, what, names=None):
         assert i < len(ours) and ours[i][0] == name and ours[i][1] in ("pos", "var"), \
             f"{what}: torch's positional parameter {i} is {name!r}; minilora has {ours}"
         assert (kind == "var") == (ours[i][1] == "var"), f"{what}: *{name} vs {ours[i]}"
-    extra = [n for n, _ in ours if n not in names]
+    extra = [n for n, _ in ours if n not in names and n not in NUMPY_ALIASES]
     assert not extra, f"{what}: parameters {extra} are not torch's ({sorted(names)})"
 
 
@@ -585,3 +622,31 @@ def test_signature_parser_reads_torch_docstrings():
         ("size", "var"), ("out", "kw"), ("dtype", "kw")]
     with pytest.raises(AssertionError):
         _compare([("keepdim", "pos"), ("dim", "pos")], _parse("max(dim=None, keepdim=False)"), "x")
+
+
+# ---- every device gives cpu's answer ---------------------------------------------------------------
+def _on(device, inputs):
+    return [ml.tensor(a, dtype=a.dtype, device=device, requires_grad=a.dtype.kind == "f")
+            if isinstance(a, np.ndarray) else a for a in inputs]
+
+
+@pytest.mark.parametrize("name,snippet,inputs", CASES, ids=[c[0] for c in CASES])
+def test_same_on_every_device(name, snippet, inputs, device):
+    """The ops run on the device's arrays (NumPy on emu, CuPy on cuda): same values and gradients."""
+    results = []
+    for dev in ("cpu", device):
+        tensors = _on(dev, inputs)
+        outputs = _flatten(snippet(ml, *tensors))
+        loss = _projection_loss(ml, outputs)
+        if loss is not None:
+            loss.backward()
+        results.append(([_numpy(o.cpu() if isinstance(o, ml.Tensor) else o) for _, o in outputs],
+                        [None if t.grad is None else _numpy(t.grad.cpu())
+                         for t in tensors if isinstance(t, ml.Tensor)]))
+    (cpu_out, cpu_grads), (dev_out, dev_grads) = results
+    for a, b in zip(cpu_out, dev_out):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12, equal_nan=True)
+    for a, b in zip(cpu_grads, dev_grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)

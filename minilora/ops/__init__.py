@@ -5,16 +5,16 @@ operators (``a @ b`` calls ``matmul(a, b)``) and, where PyTorch has them, its me
 both are attached to ``Tensor`` below, so an operator costs no extra call on the way to its op.
 """
 from ..tensor import Tensor
-from .elementwise import (abs, add, astype, clone, div, erf, exp, gelu, log, masked_fill, mul, neg,
-                          pow, relu, rsqrt, sigmoid, silu, sqrt, sub, tanh, to_device, unbroadcast,
-                          where)
+from .elementwise import (abs, add, astype, clone, div, erf, exp, floor_divide, gelu, log,
+                          masked_fill, mul, neg, pow, relu, rsqrt, sigmoid, silu, sqrt, sub, tanh,
+                          to_device, unbroadcast, where)
 from .matmul import linear, matmul
 from .lora import lora_dropout_mask, lora_linear
 from .nn import (cross_entropy, dropout, embedding, layer_norm, rms_norm, rotary_embedding,
                  rotate_half, scaled_dot_product_attention, swiglu)
 from .elementwise import (clamp, clip, cos, isfinite, isinf, isnan, maximum, minimum, sign,
                           sin)
-from .index import argsort, cumsum, gather, repeat, sort, topk, tril, triu
+from .index import argsort, cumsum, gather, nonzero, repeat, sort, topk, tril, triu
 from .reduce import (all, amax, amin, any, argmax, argmin, log_softmax, logsumexp, max, mean, min,
                      norm, prod, softmax, std, sum, var)
 from .shape import (cat, chunk, expand, flatten, getitem, index_put, permute, reshape, split,
@@ -39,6 +39,9 @@ _METHODS = {
     "reshape": reshape, "view": reshape, "permute": permute, "transpose": transpose,
     "expand": expand, "chunk": chunk, "squeeze": squeeze, "unsqueeze": unsqueeze,
     "flatten": flatten, "masked_fill": masked_fill, "pow": pow,
+    "add": add, "sub": sub, "subtract": sub, "mul": mul, "multiply": mul, "div": div,
+    "divide": div, "true_divide": div, "neg": neg, "negative": neg, "__floordiv__": floor_divide,
+    "__rfloordiv__": _reflected(floor_divide), "floor_divide": floor_divide,
 }
 for _name, _fn in _METHODS.items():
     setattr(Tensor, _name, _fn)
@@ -110,7 +113,7 @@ _MORE_METHODS = {
     "maximum": maximum, "minimum": minimum, "sin": sin, "cos": cos, "sign": sign,
     "isnan": isnan, "isinf": isinf, "isfinite": isfinite, "gather": gather, "sort": sort,
     "argsort": argsort, "topk": topk, "cumsum": cumsum, "repeat": repeat, "abs_": _abs_,
-    "tril": tril, "triu": triu, "split": _split_method,
+    "tril": tril, "triu": triu, "split": _split_method, "nonzero": nonzero,
     "new_zeros": _new(lambda shape, xp, dtype: xp.zeros(shape)),
     "new_ones": _new(lambda shape, xp, dtype: xp.ones(shape)),
     "new_empty": _new(lambda shape, xp, dtype: xp.zeros(shape)),  # zeroed: no stale memory shown

@@ -9,9 +9,10 @@ import numpy as np
 
 from .. import parallel
 from ..device import cache_slices, xp_of
+from ..dtypes import get_default_dtype, result_type, to_dtype
 from ..tensor import Function
 
-__all__ = ["add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
+__all__ = ["add", "sub", "mul", "div", "floor_divide", "neg", "pow", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
            "sigmoid", "relu", "gelu", "silu", "where", "masked_fill", "clone", "astype",
            "to_device", "unbroadcast", "erf"]
 
@@ -80,7 +81,10 @@ class Sub(Function):
 class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.a, ctx.b = a, b
+        # Keep only what backward reads, as torch does: b for a's gradient, a for b's. An operand
+        # nobody saved may then change in place before backward (see tensor.py, version counters).
+        na, nb = ctx.needs_input_grad
+        ctx.a, ctx.b, ctx.shapes = a if nb else None, b if na else None, (_shape(a), _shape(b))
         try:
             return a * b
         except ValueError:
@@ -92,8 +96,9 @@ class Mul(Function):
         # EXERCISE 1.2: gradients of a * b for a and b (None where not needed), unbroadcast to their shapes
         # BEGIN SOLUTION
         a, b = ctx.a, ctx.b
-        return (unbroadcast(g * b, a.shape) if na else None,
-                unbroadcast(g * a, b.shape) if nb else None)
+        a_shape, b_shape = ctx.shapes
+        return (unbroadcast(g * b, a_shape) if na else None,
+                unbroadcast(g * a, b_shape) if nb else None)
         # END SOLUTION
 
     flops = Add.flops
@@ -102,7 +107,8 @@ class Mul(Function):
 class Div(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.a, ctx.b = a, b
+        na, nb = ctx.needs_input_grad  # keep only what backward reads (a only for b's gradient)
+        ctx.a, ctx.b, ctx.shapes = a if nb else None, b, (_shape(a), _shape(b))
         try:
             return a / b
         except ValueError:
@@ -114,8 +120,9 @@ class Div(Function):
         # EXERCISE 1.3: gradients of a / b for a and b (None where not needed), unbroadcast to their shapes
         # BEGIN SOLUTION
         a, b = ctx.a, ctx.b
-        return (unbroadcast(g / b, a.shape) if na else None,
-                unbroadcast(-g * a / (b * b), b.shape) if nb else None)
+        a_shape, b_shape = ctx.shapes
+        return (unbroadcast(g / b, a_shape) if na else None,
+                unbroadcast(-g * a / (b * b), b_shape) if nb else None)
         # END SOLUTION
 
     flops = Add.flops
@@ -137,7 +144,8 @@ class Pow(Function):
     @staticmethod
     def forward(ctx, a, b):
         out = a ** b
-        ctx.a, ctx.b, ctx.out = a, b, out
+        ctx.a, ctx.b = a, b
+        ctx.out = out if ctx.needs_input_grad[1] else None  # only the exponent's gradient reads it
         return out
 
     @staticmethod
@@ -452,12 +460,14 @@ def _move(array, device):
 
 # ---- wrappers ------------------------------------------------------------------------------------
 def add(input, other, *, alpha=1):
-    """``input + alpha * other``, as torch.add."""
+    """``input + alpha * other``, as torch.add (dtypes promoted as torch does: see dtypes.py)."""
+    input, other = _promoted(input, other)
     return Add.apply(input, other if alpha == 1 else _scaled(other, alpha))
 
 
 def sub(input, other, *, alpha=1):
     """``input - alpha * other``, as torch.sub."""
+    input, other = _promoted(input, other)
     return Sub.apply(input, other if alpha == 1 else _scaled(other, alpha))
 
 
@@ -465,26 +475,106 @@ def _scaled(x, alpha):
     return Mul.apply(x, alpha) if hasattr(x, "_array") else x * alpha
 
 
-def mul(a, b): return Mul.apply(a, b)
-def div(a, b): return Div.apply(a, b)
-def neg(a): return Neg.apply(a)
-def pow(a, b): return Pow.apply(a, b)  # noqa: A001  (mirrors torch.pow)
-def exp(a): return Exp.apply(a)
-def log(a): return Log.apply(a)
-def sqrt(a): return Sqrt.apply(a)
-def rsqrt(a): return Rsqrt.apply(a)
-def abs(a): return Abs.apply(a)  # noqa: A001
-def tanh(a): return Tanh.apply(a)
-def sigmoid(a): return Sigmoid.apply(a)
-def relu(a): return Relu.apply(a)
-def silu(a): return Silu.apply(a)
-def gelu(a, approximate="none"): return Gelu.apply(a, approximate=approximate)
-def clone(a): return Clone.apply(a)
-def astype(a, dtype): return AsType.apply(a, dtype=np.dtype(dtype))
+def mul(input, other):
+    return Mul.apply(*_promoted(input, other))
 
 
-def where(condition, input, other):
-    """``torch.where``: ``input`` where ``condition`` holds, else ``other`` (tensors or numbers)."""
+def div(input, other, *, rounding_mode=None):
+    """``input / other``: true division -- integers give the default float dtype, as torch -- or,
+    with ``rounding_mode='trunc'`` / ``'floor'``, rounded (integers stay integers; the gradient of
+    a rounded quotient is zero, as in torch)."""
+    if rounding_mode is None:
+        return Div.apply(*_promoted(input, other, true_divide=True))
+    if rounding_mode not in ("trunc", "floor"):
+        raise ValueError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but "
+                         f"found '{rounding_mode}'")
+    return RoundedDiv.apply(*_promoted(input, other), mode=rounding_mode)
+
+
+def floor_divide(input, other):
+    return div(input, other, rounding_mode="floor")
+
+
+def pow(input, exponent):  # noqa: A001  (mirrors torch.pow)
+    return Pow.apply(*_promoted(input, exponent))
+
+
+def neg(input): return Neg.apply(input)
+def exp(input): return Exp.apply(input)
+def log(input): return Log.apply(input)
+def sqrt(input): return Sqrt.apply(input)
+def rsqrt(input): return Rsqrt.apply(input)
+def abs(input): return Abs.apply(input)  # noqa: A001
+def tanh(input): return Tanh.apply(input)
+def sigmoid(input): return Sigmoid.apply(input)
+def relu(input): return Relu.apply(input)
+def silu(input): return Silu.apply(input)
+def gelu(input, approximate="none"): return Gelu.apply(input, approximate=approximate)
+def clone(input): return Clone.apply(input)
+def astype(input, dtype): return AsType.apply(input, dtype=to_dtype(dtype))
+
+
+def _promoted(a, b, true_divide=False):
+    """``a`` and ``b`` cast to torch's result dtype (tensors through ``astype``, so gradients flow
+    back in each input's own dtype). The common cases -- two tensors of one dtype, a float tensor
+    and a Python number -- cost a couple of checks and no cast: NumPy computes them in that dtype."""
+    a_array, b_array = getattr(a, "_array", a), getattr(b, "_array", b)
+    a_dtype, b_dtype = getattr(a_array, "dtype", None), getattr(b_array, "dtype", None)
+    if a_dtype is not None and b_dtype is not None:
+        if a_dtype == b_dtype and (not true_divide or a_dtype.kind == "f"):
+            return a, b
+    elif type(b) in (float, int) and a_dtype is not None and a_dtype.kind == "f":
+        return a, b
+    elif type(a) in (float, int) and b_dtype is not None and b_dtype.kind == "f":
+        return a, b
+    dtype = result_type(a_array, b_array)
+    if true_divide and dtype.kind in "biu":
+        dtype = get_default_dtype()  # int / int is a float in torch, of the default dtype
+    return _cast(a, a_array, dtype), _cast(b, b_array, dtype)
+
+
+def _cast(x, array, dtype):
+    if isinstance(x, np.generic):  # a NumPy scalar takes part as the Python number it holds
+        return x.item()
+    if not hasattr(array, "dtype") or array.dtype == dtype:  # Python numbers: NumPy casts them
+        return x
+    if hasattr(x, "_array"):
+        return astype(x, dtype)
+    return array.astype(dtype)
+
+
+class RoundedDiv(Function):
+    """``div(a, b, rounding_mode='trunc' | 'floor')``; the quotient is piecewise constant, so its
+    gradient is zero (torch's choice)."""
+
+    @staticmethod
+    def forward(ctx, a, b, mode):
+        ctx.shapes = (_shape(a), _shape(b))
+        xp = xp_of(a) if hasattr(a, "shape") else xp_of(b)
+        if xp.result_type(a, b).kind in "iu":
+            quotient = xp.floor_divide(a, b)
+            if mode == "trunc":  # floor and trunc differ where the signs differ and it is not exact
+                quotient = quotient + ((quotient < 0) & (quotient * b != a))
+            return quotient
+        quotient = xp.true_divide(a, b)
+        return xp.trunc(quotient) if mode == "trunc" else xp.floor(quotient)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = xp_of(g)
+        na, nb = ctx.needs_input_grad
+        return (xp.zeros(ctx.shapes[0], g.dtype) if na else None,
+                xp.zeros(ctx.shapes[1], g.dtype) if nb else None)
+
+
+def where(condition, input=None, other=None):
+    """``torch.where``: ``input`` where ``condition`` holds, else ``other`` (tensors or numbers).
+    ``where(condition)`` alone is ``nonzero(condition, as_tuple=True)``, as in torch."""
+    if input is None and other is None:
+        from .index import nonzero
+        return nonzero(condition, as_tuple=True)
+    if input is None or other is None:
+        raise TypeError("where() takes a condition alone, or a condition, input and other")
     return Where.apply(_raw(condition), input, other)
 
 

@@ -15,7 +15,8 @@ import numpy as np
 from ..device import xp_of
 from ..tensor import Function, Tensor, no_grad
 
-__all__ = ["gather", "sort", "argsort", "topk", "cumsum", "repeat", "tril", "triu", "return_type"]
+__all__ = ["gather", "sort", "argsort", "topk", "cumsum", "repeat", "tril", "triu", "nonzero",
+           "return_type"]
 
 _RETURN_TYPES = {}
 
@@ -147,6 +148,27 @@ def topk(input, k, dim=-1, largest=True, sorted=True):  # noqa: A002  (torch's n
         return return_type("topk")(input.clone(), order)
     indices = order[(slice(None),) * dim_ + (slice(0, k),)]
     return return_type("topk")(gather(input, dim_, indices), indices)
+
+
+# ---- nonzero -------------------------------------------------------------------------------------
+class NonZero(Function):
+    """The int64 coordinates of the non-zero elements, one row each (``[n, ndim]``); no gradient."""
+
+    @staticmethod
+    def forward(ctx, a):
+        xp = xp_of(a)
+        return xp.stack(xp.nonzero(a), axis=-1).reshape(-1, a.ndim).astype(np.int64)
+
+
+def nonzero(input, *, as_tuple=False):
+    """``torch.nonzero``: ``[n, ndim]`` coordinates; ``as_tuple=True``: one index tensor per dim."""
+    if input.ndim == 0:  # torch: ``[n, 0]`` coordinates, or as a tuple one index along one dim
+        coords = _no_grad_apply(NonZero, input.reshape(1))
+        return (coords[:, 0],) if as_tuple else coords[:, :0]
+    coords = _no_grad_apply(NonZero, input)
+    if not as_tuple:
+        return coords
+    return tuple(coords[:, d] for d in range(input.ndim))
 
 
 # ---- cumsum --------------------------------------------------------------------------------------

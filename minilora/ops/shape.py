@@ -183,21 +183,23 @@ def _raw_index(index):
     return index
 
 
-def cat(tensors, axis=0, dim=None):
-    return Cat.apply(*tensors, axis=dim if dim is not None else axis)
+def cat(tensors, dim=0, *, axis=None):
+    """``torch.cat``: the tensors joined along ``dim`` (``axis=``: NumPy's name, as torch accepts)."""
+    return Cat.apply(*tensors, axis=dim if axis is None else axis)
 
 
-def stack(tensors, axis=0, dim=None):
-    axis = dim if dim is not None else axis
-    return cat([unsqueeze(t, axis) for t in tensors], axis=axis)
+def stack(tensors, dim=0, *, axis=None):
+    """``torch.stack``: the tensors joined along a new dimension ``dim``."""
+    dim = dim if axis is None else axis
+    return cat([unsqueeze(t, dim) for t in tensors], dim)
 
 
-def split(a, split_size_or_sections, dim=0, *, axis=None):
+def split(tensor, split_size_or_sections, dim=0, *, axis=None):
     """A tuple of pieces along ``dim`` of ``split_size_or_sections`` elements each (an int: the last
     may be smaller) or of the listed sizes. Each is a slice with its own small backward."""
     axis = dim if axis is None else axis  # (NumPy's name, accepted as torch does)
-    (axis,) = _dims((axis,), a.ndim)
-    n = a.shape[axis]
+    (axis,) = _dims((axis,), tensor.ndim)
+    n = tensor.shape[axis]
     if isinstance(split_size_or_sections, int):
         sizes = [min(split_size_or_sections, n - s) for s in range(0, n, split_size_or_sections)]
     else:
@@ -206,17 +208,18 @@ def split(a, split_size_or_sections, dim=0, *, axis=None):
             raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {n} (input "
                                f"tensor's size at dimension {axis}), but got split_sizes={sizes}")
     pieces, start = [], 0
-    prefix = (slice(None),) * (axis % a.ndim)
+    prefix = (slice(None),) * (axis % tensor.ndim)
     for size in sizes:
-        pieces.append(getitem(a, prefix + (slice(start, start + size),)))
+        pieces.append(getitem(tensor, prefix + (slice(start, start + size),)))
         start += size
     return tuple(pieces)
 
 
-def chunk(a, chunks, axis=0, dim=None):
-    axis = dim if dim is not None else axis
-    size = -(-a.shape[axis] // chunks)
-    return split(a, size, axis=axis)
+def chunk(input, chunks, dim=0, *, axis=None):
+    """``torch.chunk``: ``chunks`` pieces of ``ceil(n / chunks)`` along ``dim`` (the last smaller)."""
+    dim = dim if axis is None else axis
+    size = -(-input.shape[dim] // chunks)
+    return split(input, size, dim)
 
 
 def expand(a, *shape):
