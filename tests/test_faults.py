@@ -153,6 +153,7 @@ def test_sigkill_during_saves_leaves_one_whole_model(tmp_path):
     always loads as one of them, and the next save clears what the killed one left."""
     folder = str(tmp_path / "model")
     expected = {16: tiny_model(0, 16), 32: tiny_model(1, 32)}
+    expected[16].save_pretrained(folder)  # there is always an old model (a kill before the first save)
     rng = random.Random(14)
     for _ in range(4):
         child = subprocess.Popen([sys.executable, "-c", KILL_CHILD.format(root=ROOT, folder=folder)], env=ENV,
