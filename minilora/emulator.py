@@ -426,11 +426,58 @@ def _runtime_object(variant: str) -> Path:
     return obj
 
 
+def _include_dirs(flags: list[str]) -> list[Path]:
+    dirs = [Path(flags[i + 1]) for i, f in enumerate(flags[:-1]) if f == "-I"]
+    return dirs + [Path(f[2:]) for f in flags if f.startswith("-I") and len(f) > 2]
+
+
+_LOCAL_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"[^\n]*$', re.M)
+_PRAGMA_ONCE = re.compile(r"^[ \t]*#[ \t]*pragma[ \t]+once\b[^\n]*$", re.M)
+
+
+def _expand_local_includes(code: str, shown_name: str, here: Path | None, dirs: list[Path]) -> str:
+    """Paste the project's own headers (`#include "x.cuh"` that resolves to a file) into the source,
+    with #line markers, so that __shared__ declared in a header is rewritten like the top file's and
+    errors and crash reports still name the header's file and line.  System headers (<...>) and names
+    that resolve nowhere are left to the compiler.  `#pragma once` headers are pasted once."""
+    once: set[Path] = set()
+
+    def resolve(name: str, folder: Path | None) -> Path | None:
+        for d in ([folder] if folder else []) + dirs:
+            candidate = (d / name).resolve()
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def expand(text: str, folder: Path | None, shown: str, depth: int) -> str:
+        if depth > 64:
+            raise CompileError(f"#include nesting deeper than 64 levels in {shown} (a header that includes itself "
+                               "without an include guard?)")
+        masked, out, last = _mask(text), [], 0
+        for m in _LOCAL_INCLUDE.finditer(masked):
+            quoted = re.search(r'"([^"\n]+)"', text[m.start():m.end()])
+            path = resolve(quoted.group(1), folder) if quoted else None
+            if path is None:
+                continue
+            out.append(text[last:m.start()])
+            if path not in once:
+                data = path.read_text(errors="replace")
+                if _PRAGMA_ONCE.search(_mask(data)):
+                    once.add(path)
+                    data = _PRAGMA_ONCE.sub("", data)
+                out.append(f'#line 1 "{path}"\n' + expand(data, path.parent, str(path), depth + 1) + "\n")
+            out.append(f'#line {text.count(chr(10), 0, m.start()) + 2} "{shown}"')
+            last = m.end()
+        out.append(text[last:])
+        return "".join(out)
+
+    return expand(code, here, shown_name, 0)
+
+
 def _included_files(code: str, flags: list[str]) -> list[bytes]:
     """Contents of the files reached through `#include "..."` (recursively), for the cache key:
     editing a shared header must rebuild every kernel that includes it."""
-    dirs = [Path(flags[i + 1]) for i, f in enumerate(flags[:-1]) if f == "-I"]
-    dirs += [Path(f[2:]) for f in flags if f.startswith("-I") and len(f) > 2]
+    dirs = _include_dirs(flags)
     seen, out, todo = set(), [], [code]
     while todo:
         for inc in re.findall(r'^\s*#\s*include\s*"([^"]+)"', todo.pop(), re.M):
@@ -479,16 +526,18 @@ class _Module:
     def __init__(self, code: str, options, sanitize: bool, filename: str | None, variant: str | None = None,
                  name_expressions: tuple = ()):
         self.name_expressions = name_expressions
-        rewritten = _rewrite_shared(code)
-        if filename and os.path.isabs(filename):  # errors and reports then name the user's own file
-            rewritten.text = f'#line 1 "{filename}"\n' + rewritten.text
         self.variant = variant or ("asan" if sanitize else "fast")
         self.sanitize = self.variant == "asan"
         flags = _translate_options(options)
         if filename:  # `#include "common.cuh"` next to the .cu file must keep working from the cache
             flags += ["-I", str(Path(filename).parent)]
+        name = Path(filename).name if filename else next(iter(_find_kernels(_mask(code))), "kernels") + ".cu"
+        shown = filename if filename and os.path.isabs(filename) else name
+        rewritten = _rewrite_shared(_expand_local_includes(code, shown, Path(filename).parent if filename else None,
+                                                           _include_dirs(flags)))
+        if filename and os.path.isabs(filename):  # errors and reports then name the user's own file
+            rewritten.text = f'#line 1 "{filename}"\n' + rewritten.text
         runtime = _runtime_object(self.variant)
-        name = Path(filename).name if filename else next(iter(rewritten.kernels), "kernels") + ".cu"
         key = _digest(_VERSION, runtime.name, rewritten.text, rewritten.prelude, name, *flags, *name_expressions,
                       *_VARIANT_FLAGS[self.variant], *_included_files(code, flags))
         folder = cache_dir() / key

@@ -163,3 +163,32 @@ def test_name_expression_lookup_ignores_spacing_and_checks_argument_types():
         mod.get_function("sgemm<float, 32, 32, 8, 4, 4>")
     with pytest.raises(emu.CompileError, match="no template __global__ function 'gemm'"):
         RawModule(code=(PDIR / "sgemm_template.cu").read_text(), name_expressions=["gemm<float>"]).compile()
+
+
+# ------------------------------------------------------------------------------------------------
+# __shared__ declared in an included header
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("rows, cols, block", [(3, 1000, 256), (5, 33, 64)])
+def test_shared_memory_declared_in_a_header(rows, cols, block):
+    x = rng.standard_normal((rows, cols)).astype(np.float32)
+    sums = np.full(rows, np.nan, np.float32)
+    fn("header_shared.cu", "row_sums")(rows, block, (x, sums, np.int32(cols)))
+    np.testing.assert_allclose(sums, x.astype(np.float64).sum(1), rtol=1e-5, atol=1e-5)
+    y = np.full_like(x, np.nan)
+    fn("header_shared.cu", "center_rows")(rows, block, (x, y, np.int32(cols)))
+    np.testing.assert_allclose(y, x - x.mean(1, keepdims=True), rtol=1e-5, atol=1e-5)
+
+
+def test_errors_in_a_header_name_the_header_line():
+    header = (PDIR / "block_reduce.cuh").read_text().splitlines()
+    line = next(i for i, ln in enumerate(header) if "LINE: header barrier" in ln) + 1
+    with pytest.raises(emu.BarrierError, match=rf"block_reduce\.cuh:{line}"):
+        fn("header_shared.cu", "divergent_in_header")(1, 64, (np.zeros(64, np.int32),))
+
+
+def test_header_shared_works_from_code_with_an_include_path():
+    code = (PDIR / "header_shared.cu").read_text()
+    x = np.ones((2, 64), np.float32)
+    sums = np.zeros(2, np.float32)
+    RawModule(code=code, options=("-I", str(PDIR))).get_function("row_sums")(2, 64, (x, sums, np.int32(64)))
+    np.testing.assert_array_equal(sums, 64)
