@@ -239,7 +239,7 @@ def _swap_in(tmp, directory):
         os.rename(tmp, directory)
     elif not _exchange(tmp, directory):
         # Two renames: a kill between them leaves no ``directory`` but the ".old" beside it, which
-        # next save into this folder (``remove_leftovers``) puts back.
+        # the next save into this folder (``remove_leftovers``) puts back.
         old = tmp[:-len(".tmp")] + ".old"
         os.rename(directory, old)
         os.rename(tmp, directory)
