@@ -133,8 +133,7 @@ class AMax(Function):
                                f"specified for input.numel() == 0")
         out = (a.min if smallest else a.max)(axis=ctx.axes, keepdims=True)
         ctx.is_max = a == out
-        return out if keepdims else out.reshape([n for i, n in enumerate(a.shape)
-                                                 if i not in ctx.axes])
+        return out if keepdims else out.squeeze(axis=ctx.axes)
 
     @staticmethod
     def backward(ctx, g):
@@ -190,8 +189,7 @@ class PNorm(Function):
         ctx.axes, ctx.keepdims = _axes(axis, a.ndim), keepdims
         out = (xp.abs(a) ** p).sum(axis=ctx.axes, keepdims=True) ** (1.0 / p)
         ctx.out = out
-        return out if keepdims else out.reshape([n for i, n in enumerate(a.shape)
-                                                 if i not in ctx.axes])
+        return out if keepdims else out.squeeze(axis=ctx.axes)
 
     @staticmethod
     def backward(ctx, g):
@@ -453,23 +451,25 @@ def any(input, dim=None, keepdim=False):  # noqa: A001  (torch.any)
     return _logical("any", input, dim, keepdim)
 
 
-def _one_dim(fn, dim):
+def _one_axis(fn, dim, ndim):
+    """``dim`` checked as one int in range (the common case costs one comparison)."""
+    if type(dim) is int and -ndim <= dim < ndim:
+        return dim
     if dim is None or isinstance(dim, (tuple, list)):
         raise TypeError(f"{fn}() missing 1 required positional argument: 'dim' (an int)")
-    return dim
+    axes = _axes(dim, ndim)  # raises torch's IndexError when out of range
+    return axes[0] if axes else None  # (a 0-d tensor: over its one element)
 
 
 @_numpy_aliases
 def softmax(input, dim, dtype=None):
     """Softmax along ``dim`` (required, as ``Tensor.softmax``)."""
-    return Softmax.apply(_cast(input, dtype), axis=_axes(_one_dim("softmax", dim), input.ndim)[0]
-                         if input.ndim else None)
+    return Softmax.apply(_cast(input, dtype), axis=_one_axis("softmax", dim, input.ndim))
 
 
 @_numpy_aliases
 def log_softmax(input, dim, dtype=None):
-    return LogSoftmax.apply(_cast(input, dtype), axis=_axes(_one_dim("log_softmax", dim),
-                                                            input.ndim)[0] if input.ndim else None)
+    return LogSoftmax.apply(_cast(input, dtype), axis=_one_axis("log_softmax", dim, input.ndim))
 
 
 @_numpy_aliases
