@@ -112,8 +112,25 @@ def test_every_public_functional_is_checked():
     assert public <= set(F.__all__), f"public but not in __all__ (so not signature-checked): {public - set(F.__all__)}"
 
 
-MODULES = ["Linear", "Embedding", "LayerNorm", "RMSNorm", "Dropout", "GELU", "SiLU", "ReLU", "CrossEntropyLoss",
-           "NLLLoss", "MSELoss", "L1Loss", "Sequential", "ModuleList", "ModuleDict"]
+def _torch_counterparts(ours, theirs, names):
+    """The classes of ``names`` that torch has too and whose constructor spells out its arguments
+    (not ``*args, **kwargs``)."""
+    found = []
+    for name in names:
+        cls, twin = getattr(ours, name), getattr(theirs, name, None)
+        if isinstance(cls, type) and isinstance(twin, type):
+            kinds = {p.kind for p in _params(twin.__init__)}
+            if kinds != {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD}:
+                found.append(name)
+    return found
+
+
+MODULES = _torch_counterparts(nn, tnn, nn.__all__)
+
+
+def test_the_module_list_is_complete():
+    assert {"Linear", "Embedding", "LayerNorm", "RMSNorm", "Dropout", "GELU", "SiLU", "ReLU", "CrossEntropyLoss",
+            "NLLLoss", "MSELoss", "L1Loss", "Sequential", "ModuleList", "ModuleDict"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -144,8 +161,7 @@ def test_optimizer_signatures_match_torch(name):
     _assert_same_signature(_params(optim.Optimizer.zero_grad), _params(torch.optim.Optimizer.zero_grad), "zero_grad")
 
 
-@pytest.mark.parametrize("name", ["StepLR", "MultiStepLR", "ConstantLR", "LinearLR", "ExponentialLR",
-                                  "CosineAnnealingLR", "OneCycleLR", "SequentialLR", "LambdaLR"])
+@pytest.mark.parametrize("name", _torch_counterparts(L, TL, L.__all__))
 def test_scheduler_signatures_match_torch(name):
     _assert_same_signature(_params(getattr(L, name).__init__), _params(getattr(TL, name).__init__), name)
 
@@ -717,3 +733,19 @@ def test_scheduler_errors_as_torch(rng):
             tsched.step()
         same_error(sched.step, tsched.step)
     assert math.isclose(sched.get_last_lr()[0], tsched.get_last_lr()[0])
+
+
+# ---- the new ops against central differences (float64) -------------------------------------------
+def test_new_ops_pass_grad_check(rng):
+    def t(*shape):
+        return ml.tensor(rng.standard_normal(shape), requires_grad=True)
+    grad_check(lambda x: F.pad(x, (1, -1, 2, 0), value=0.5), t(2, 3, 4))
+    targets, weight = ml.tensor(np.array([2, 0, -100, 1])), ml.tensor(np.array([0.3, 1.0, 2.0]))
+    grad_check(lambda x: F.nll_loss(x, targets, weight), t(4, 3))
+    grad_check(lambda x: F.cross_entropy(x, targets, weight, label_smoothing=0.2), t(4, 3))
+    grad_check(lambda x: F.cross_entropy(x, ml.tensor(np.array([[1, 0], [2, 2]])), reduction="none"), t(2, 3, 2))
+    grad_check(lambda x, p: F.cross_entropy(x, p, label_smoothing=0.1), t(3, 4), t(3, 4))
+    grad_check(lambda x, w: F.layer_norm(x, (2, 3), w), t(4, 2, 3), t(2, 3))
+    grad_check(lambda x, w: F.rms_norm(x, (2, 3), w, 1e-3), t(4, 2, 3), t(2, 3))
+    mask = ml.tensor(np.array([[True, False, True], [False, False, False]]))
+    grad_check(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, mask), t(2, 2, 4), t(2, 3, 4), t(2, 3, 5))
