@@ -2,6 +2,11 @@
 
 A module named here provides ``add_cli_arguments(parser)`` and ``cli_main(args) -> int``; this file
 only routes, so ``minilora --help`` stays fast (no module is imported until its command runs).
+
+A user's mistake prints one line, ``minilora <command>: error: ...``, and exits with status 2, as
+argparse does: a bad option value is caught by the argument types below, a mistake found later (a
+folder that is not a model) by raising ``UsageError`` in ``cli_main``. Anything else is a bug and
+keeps its traceback.
 """
 import argparse
 import importlib
@@ -54,6 +59,21 @@ def dropout_probability(text):
     return _number(text, float, lambda v: 0 <= v < 1, "a probability in [0, 1)")
 
 
+def device_name(text):
+    """``--device``: cpu, emu or cuda, and enabled on this machine (a missing GPU is named here)."""
+    from .device import all_devices
+    devices = {d.name: d for d in all_devices()}
+    if text not in devices:
+        raise argparse.ArgumentTypeError(f"must be one of {sorted(devices)}, got {text!r}")
+    if not devices[text].enabled():
+        raise argparse.ArgumentTypeError(f"device {text!r} is not available here: {devices[text].why_disabled}")
+    return text
+
+
+class UsageError(Exception):
+    """A user's mistake found while a command runs: ``minilora <command>: error: <message>``, exit 2."""
+
+
 def build_parser(command=None):
     parser = argparse.ArgumentParser(
         prog="minilora",
@@ -76,7 +96,11 @@ def main(argv=None):
         parser.print_help()
         return 0
     module = importlib.import_module(COMMANDS[args.command][0])
-    return int(module.cli_main(args) or 0)
+    try:
+        return int(module.cli_main(args) or 0)
+    except UsageError as exc:
+        print(f"minilora {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

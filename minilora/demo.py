@@ -103,7 +103,8 @@ def _score_row(label, task_result, facts_result, corpus):
 # ==================================================================================================
 def run_demo(task=DEMO_DEFAULTS["task"], steps=DEMO_DEFAULTS["steps"], rank=DEMO_DEFAULTS["rank"],
              out="minilora-demo", device="cpu", lr=DEMO_DEFAULTS["lr"], batch_size=DEMO_DEFAULTS["batch_size"],
-             eval_n=DEMO_DEFAULTS["eval_n"], seed=DEMO_DEFAULTS["seed"], base=None, progress=True):
+             eval_n=DEMO_DEFAULTS["eval_n"], seed=DEMO_DEFAULTS["seed"], base=None, progress=True,
+             lora_alpha=None):
     """Run the demo (printing as it goes) and return its numbers; everything lands in ``out``:
     ``adapter/`` (PEFT format), ``loss.png``, ``metrics.jsonl``, ``checkpoint.npz`` (to resume) and
     ``summary.json``."""
@@ -139,8 +140,9 @@ def run_demo(task=DEMO_DEFAULTS["task"], steps=DEMO_DEFAULTS["steps"], rank=DEMO
     _say(f"base task:          {facts_before}  (what pretraining taught it)")
     _say(f"held-out corpus loss: {corpus_before:.3f}")
 
-    _section(2, f"get_peft_model: LoRA r={rank}, lora_alpha={2 * rank}, on every Linear but the output head")
-    peft = _lora(model, rank)
+    lora_alpha = 2 * rank if lora_alpha is None else lora_alpha
+    _section(2, f"get_peft_model: LoRA r={rank}, lora_alpha={lora_alpha:g}, on every Linear but the output head")
+    peft = _lora(model, rank, lora_alpha)
     peft.print_trainable_parameters()
     trainable, total = peft.get_nb_trainable_parameters()
     summary.update(trainable_params=trainable, all_params=total)
@@ -432,8 +434,11 @@ def add_cli_arguments(parser, command_name):
             "in a few minutes on a laptop CPU. Shows accuracy before/after, PEFT's trainable-parameter line,\n"
             "the measured memory of full fine-tuning vs LoRA, the base task with the adapter disabled and\n"
             "merged, saves the adapter in PEFT's format and a loss curve, and prints generations.")
-        parser.epilog = "example:  minilora demo --rank 4 --steps 200 --out my-demo"
-        parser.add_argument("--rank", type=positive_int, default=DEMO_DEFAULTS["rank"], help="LoRA rank r (default: 8)")
+        parser.epilog = "example:  minilora demo --r 4 --steps 200 --out my-demo"
+        parser.add_argument("--r", "--rank", dest="rank", type=positive_int, default=DEMO_DEFAULTS["rank"],
+                            help="LoRA rank r, PEFT's name (--rank is the same; default: 8)")
+        parser.add_argument("--lora-alpha", type=positive_float, default=None,
+                            help="LoRA's alpha: the update is scaled by lora_alpha / r (default: 2 r)")
         default_out = "minilora-demo"
     from .data import TASKS
     tasks = "; ".join(f"{name}: {t.description}" for name, t in TASKS.items() if t.downstream)
@@ -457,10 +462,10 @@ def add_cli_arguments(parser, command_name):
 
 
 def cli_main(args):
+    from .cli import UsageError
     from .data import TASKS
     if args.task not in TASKS or not TASKS[args.task].downstream:
-        _say(f"error: unknown task {args.task!r}; choose one of {[n for n, t in TASKS.items() if t.downstream]}")
-        return 2
+        raise UsageError(f"unknown task {args.task!r}; choose one of {[n for n, t in TASKS.items() if t.downstream]}")
     try:
         if args.command == "experiment":
             ranks = [int(r) for r in args.ranks.split(",") if r.strip()]
@@ -468,8 +473,7 @@ def cli_main(args):
                                 args.full_lr, args.batch_size, args.eval_n, args.seed, args.base)
         else:
             run_demo(args.task, args.steps, args.rank, args.out, args.device, args.lr, args.batch_size,
-                     args.eval_n, args.seed, args.base, progress=not args.no_progress)
+                     args.eval_n, args.seed, args.base, progress=not args.no_progress, lora_alpha=args.lora_alpha)
     except (FileNotFoundError, _DeviceUnavailable) as exc:  # a missing base model, a device that cannot run
-        _say(f"error: {exc}")
-        return 2
+        raise UsageError(str(exc)) from None
     return 0

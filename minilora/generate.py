@@ -163,7 +163,7 @@ def _mask_arg(mask):
 # `minilora generate`
 # ----------------------------------------------------------------------------------------------
 def add_cli_arguments(parser, name):
-    from .cli import non_negative_int, positive_float, positive_int
+    from .cli import device_name, non_negative_int, positive_float, positive_int
 
     def top_p_value(text):
         value = positive_float(text)
@@ -189,19 +189,24 @@ def add_cli_arguments(parser, name):
     parser.add_argument("--top-p", type=top_p_value, default=None,
                         help="with --sample: keep the smallest set of tokens whose probability adds up to p")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed for --sample (default 0)")
-    parser.add_argument("--device", default=None, help="cpu, emu or cuda (default: $MINILORA_DEVICE or cpu)")
+    parser.add_argument("--device", type=device_name, default=None,
+                        help="cpu, emu or cuda (default: $MINILORA_DEVICE or cpu)")
 
 
 def cli_main(args):
     from . import models, tokenizer as tokenizers
+    from .cli import UsageError
 
-    model = (models.load_base(device=args.device) if args.model is None
-             else models.LlamaForCausalLM.from_pretrained(args.model, device=args.device))
-    if args.adapter is not None:
-        from .lora import PeftModel
-        model = PeftModel.from_pretrained(model, args.adapter)
+    try:  # the folders and files named on the command line: a missing or broken one is the user's to fix
+        model = (models.load_base(device=args.device) if args.model is None
+                 else models.LlamaForCausalLM.from_pretrained(args.model, device=args.device))
+        if args.adapter is not None:
+            from .lora import PeftModel
+            model = PeftModel.from_pretrained(model, args.adapter)
+        tok = tokenizers.ByteTokenizer() if args.tokenizer is None else tokenizers.from_file(args.tokenizer)
+    except (OSError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
     model.eval()
-    tok = tokenizers.ByteTokenizer() if args.tokenizer is None else tokenizers.from_file(args.tokenizer)
     prompt = args.prompt.replace("\\n", "\n")  # let a typed "\n" mean a newline, as in the examples
     ids = tok.encode(prompt)
     out = generate(model, ids, max_new_tokens=args.max_new_tokens, do_sample=args.sample,

@@ -796,9 +796,8 @@ def _cli_info(args):
         try:
             model = load_base() if args.model == "base" else LlamaForCausalLM.from_pretrained(path)
         except (OSError, ValueError, RuntimeError) as exc:  # missing, bad config.json, weights that do not fit
-            print(f"error: {exc} (give a folder with config.json and model.safetensors, or 'base')",
-                  file=sys.stderr)
-            return 2
+            from .cli import UsageError
+            raise UsageError(f"{exc} (give a folder with config.json and model.safetensors, or 'base')") from None
         config = model.config
         shapes = [(n, p.shape) for n, p in model.named_parameters()]
         bytes_per = model.dtype.itemsize if args.dtype == "float32" else bytes_per

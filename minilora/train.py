@@ -518,7 +518,7 @@ def add_cli_arguments(parser, name="train"):
     """The options of ``minilora train``."""
     import argparse
 
-    from .cli import (dropout_probability, non_negative_float, non_negative_int, positive_float,
+    from .cli import (device_name, dropout_probability, non_negative_float, non_negative_int, positive_float,
                       positive_int)
     parser.description = ("Fine-tune a model on a built-in task, with LoRA (the default: only small "
                           "low-rank matrices are trained) or full fine-tuning (every weight is trained), "
@@ -534,7 +534,8 @@ def add_cli_arguments(parser, name="train"):
                       help="a Hugging Face-format Llama folder (config.json + model.safetensors); "
                            "default: the base model shipped with minilora")
     lora = parser.add_argument_group("LoRA (with --method lora)")
-    lora.add_argument("--r", type=positive_int, default=8, help="rank of the update B A (default: 8)")
+    lora.add_argument("--r", "--rank", dest="r", type=positive_int, default=8,
+                      help="rank of the update B A, PEFT's name (--rank is the same; default: 8)")
     lora.add_argument("--lora-alpha", type=positive_float, default=None,
                       help="scale alpha; the update is multiplied by alpha/r (default: 2*r)")
     lora.add_argument("--lora-dropout", type=dropout_probability, default=0.0,
@@ -572,7 +573,7 @@ def add_cli_arguments(parser, name="train"):
                           "default: 100)")
     run.add_argument("--eval-n", type=positive_int, default=None,
                      help="evaluate on the first N eval examples (default: all)")
-    run.add_argument("--device", default=None, help="cpu, emu or cuda (default: cpu)")
+    run.add_argument("--device", type=device_name, default=None, help="cpu, emu or cuda (default: cpu)")
     run.add_argument("--no-progress", action="store_true", help="print lines instead of a progress bar")
 
 

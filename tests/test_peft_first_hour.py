@@ -255,3 +255,36 @@ def test_adapter_names_that_are_paths_are_refused(tmp_path, name):
         get_peft_model(tiny_llama(), config(), adapter_name=name)
     model.save_pretrained(str(tmp_path / "out"))
     assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+# ==================================================================================================
+# The minilora command: a user's mistake is one line and exit status 2, never a traceback
+# ==================================================================================================
+MISTAKES = [(["train", "--device", "tpu"], "train", "--device"),
+            (["generate", "--model", "/no/such/folder", "hi"], "generate", "/no/such/folder"),
+            (["generate", "--adapter", "/no/such/adapter", "hi"], "generate", "adapter_config.json"),
+            (["info", "--model", "/no/such/folder"], "info", "/no/such/folder"),
+            (["demo", "--task", "no-such-task"], "demo", "no-such-task"),
+            (["demo", "--r", "0"], "demo", "--r"),
+            (["train", "--r", "0"], "train", "--r")]
+
+
+@pytest.mark.parametrize("argv,command,named", MISTAKES, ids=[" ".join(m[0]) for m in MISTAKES])
+def test_cli_mistake_is_one_line_and_status_2(argv, command, named, tmp_path):
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-m", "minilora", *argv], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"minilora {command}: error: ") and named in last, last
+
+
+def test_cli_uses_peft_option_names_with_rank_as_alias():
+    from minilora.cli import build_parser
+    for command in ("demo", "train"):
+        parser = build_parser(command)
+        for flag in ("--r", "--rank"):
+            args = parser.parse_args([command, flag, "4", "--lora-alpha", "3"])
+            assert (getattr(args, "rank", None) or getattr(args, "r", None)) == 4 and args.lora_alpha == 3
