@@ -350,8 +350,8 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
     """
     from .optim import AdamW, clip_grad_norm_, get_cosine_schedule_with_warmup
 
-    if steps < 1 or grad_accum < 1:
-        raise ValueError(f"steps and grad_accum must be >= 1, got steps={steps}, grad_accum={grad_accum}")
+    _check_counts(steps=(steps, 1), grad_accum=(grad_accum, 1), batch_size=(batch_size, 1),
+                  eval_every=(eval_every or 0, 0), save_every=(save_every or 0, 0))
     named = _trainable(model)
     if not named:
         raise ValueError("train: the model has no parameter with requires_grad=True -- nothing to train")
@@ -454,6 +454,14 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
         bar.close()
         if out_dir and plot and losses:
             plot_losses(os.path.join(out_dir, PLOT_NAME), losses, evals)
+
+
+def _check_counts(**counts):
+    """Each ``name=(value, smallest)`` must be a whole number >= smallest: 2.5 steps is refused, not
+    rounded (or a TypeError deep in the loop)."""
+    for name, (value, smallest) in counts.items():
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < smallest:
+            raise ValueError(f"train: {name} must be an integer >= {smallest}, got {value!r}")
 
 
 def _check_divergence(step, loss, losses, stop):
