@@ -370,8 +370,8 @@ class DataLoader:
     def __init__(self, items, batch_size, seed=0, pad_id=0, shuffle=True):
         if len(items) == 0:
             raise ValueError("DataLoader: no items")
-        if batch_size < 1:
-            raise ValueError(f"DataLoader: batch_size must be >= 1, got {batch_size}")
+        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"DataLoader: batch_size must be an integer >= 1, got {batch_size!r}")
         self.items, self.batch_size, self.seed = items, int(batch_size), int(seed)
         self.pad_id, self.shuffle = pad_id, shuffle
         self._order = (None, None)  # (epoch, permutation) cache

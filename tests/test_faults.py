@@ -562,6 +562,14 @@ def test_empty_batches_into_the_model_and_generate_are_named(ids):
         model.generate(ids, max_new_tokens=2)
 
 
+@pytest.mark.parametrize("name, value", [("steps", 2.5), ("steps", 0), ("grad_accum", 1.5), ("batch_size", 2.5),
+                                         ("save_every", -1), ("eval_every", 0.5)])
+def test_train_counts_must_be_whole_numbers(name, value):
+    kw = {**KW, "steps": 2, name: value}
+    with pytest.raises(ValueError, match=rf"{name} must be an integer >= [01], got {value!r}"):
+        train(tiny_model(), rows(), lr=1e-2, **kw)
+
+
 @pytest.mark.parametrize("value", [2.5, True, -1, "3"])
 def test_max_new_tokens_must_be_a_whole_number(value):
     with pytest.raises(ValueError, match=r"max_new_tokens must be an integer >= 0"):
