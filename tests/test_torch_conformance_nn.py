@@ -749,3 +749,20 @@ def test_new_ops_pass_grad_check(rng):
     grad_check(lambda x, w: F.rms_norm(x, (2, 3), w, 1e-3), t(4, 2, 3), t(2, 3))
     mask = ml.tensor(np.array([[True, False, True], [False, False, False]]))
     grad_check(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, mask), t(2, 2, 4), t(2, 3, 4), t(2, 3, 5))
+
+
+def test_container_editing_as_torch():
+    for lib in (nn, tnn):
+        seq = lib.Sequential(lib.ReLU(), lib.Tanh())
+        seq.insert(1, lib.Sigmoid())
+        seq.extend([lib.Identity()])
+        popped = seq.pop(0)
+        lst = lib.ModuleList([lib.ReLU(), lib.Tanh(), lib.Sigmoid()])
+        lst.insert(0, lib.Identity())
+        del lst[1]
+        last = lst.pop(-1)
+        names = ([type(m).__name__ for m in seq], list(dict(seq.named_children())), type(popped).__name__,
+                 [type(m).__name__ for m in lst], list(dict(lst.named_children())), type(last).__name__)
+        if lib is nn:
+            ours = names
+    assert ours == names

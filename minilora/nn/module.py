@@ -442,6 +442,11 @@ def _check_module(value, where):
     return value
 
 
+def _renumber(container, modules):
+    """Register ``modules`` under 0, 1, ... (a ModuleList or a Sequential after an insert or delete)."""
+    object.__setattr__(container, "_modules", OrderedDict((str(i), m) for i, m in enumerate(modules)))
+
+
 class ModuleList(Module):
     """A list of modules registered as ``0``, ``1``, ... (``model.layers.3.mlp``)."""
 
@@ -471,6 +476,22 @@ class ModuleList(Module):
 
     def __setitem__(self, index, module):
         self._modules[self._index(index)] = _check_module(module, "ModuleList[...] =")
+
+    def __delitem__(self, index):
+        modules = list(self._modules.values())
+        del modules[index if isinstance(index, slice) else int(self._index(index))]
+        _renumber(self, modules)
+
+    def insert(self, index, module):
+        """Insert ``module`` before ``index`` (names stay 0, 1, ..., as torch)."""
+        modules = list(self._modules.values())
+        modules.insert(index, _check_module(module, "ModuleList.insert"))
+        _renumber(self, modules)
+
+    def pop(self, index=-1):
+        module = self[index]
+        del self[index]
+        return module
 
     def __len__(self):
         return len(self._modules)
@@ -561,8 +582,7 @@ class Sequential(Module):
         keys = list(self._modules)[index] if isinstance(index, slice) else [self._key(index)]
         for key in keys:
             del self._modules[key]
-        # renumber, as torch does, so that indices and names stay 0, 1, ...
-        object.__setattr__(self, "_modules", OrderedDict((str(i), m) for i, m in enumerate(self._modules.values())))
+        _renumber(self, list(self._modules.values()))  # as torch: indices and names stay 0, 1, ...
 
     def __len__(self):
         return len(self._modules)
@@ -573,6 +593,22 @@ class Sequential(Module):
     def append(self, module):
         self.add_module(str(len(self._modules)), _check_module(module, "Sequential.append"))
         return self
+
+    def extend(self, modules):
+        for module in modules:
+            self.append(module)
+        return self
+
+    def insert(self, index, module):
+        modules = list(self._modules.values())
+        modules.insert(index, _check_module(module, "Sequential.insert"))
+        _renumber(self, modules)
+        return self
+
+    def pop(self, index):
+        module = self[index]
+        del self[index]
+        return module
 
     def forward(self, input):
         for module in self._modules.values():
