@@ -294,6 +294,10 @@ def read_header(path):
         raise CheckpointError(f"{path}: corrupted safetensors header ({exc})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupted safetensors header (not a JSON object)")
+    metadata = header.get("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{path}: corrupted safetensors header (__metadata__ must map names to "
+                              f"strings, got {metadata!r})")
     data_start, data_len = 8 + header_len, size - 8 - header_len
     spans = sorted((_check_entry(path, name, info, data_len), name)
                    for name, info in header.items() if name != "__metadata__")

@@ -518,6 +518,15 @@ def test_corrupted_header_is_refused_for_every_dtype(tmp_path, dtype, itemsize, 
         read_header(path)
 
 
+@pytest.mark.parametrize("metadata", [["pt"], {"format": 1}])
+def test_metadata_that_is_not_strings_is_refused(tmp_path, metadata):
+    path = str(tmp_path / "m.safetensors")
+    write_raw(path, {"__metadata__": metadata, "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}},
+              bytes(4))
+    with pytest.raises(CheckpointError, match="__metadata__ must map names to strings"):
+        read_header(path)
+
+
 def test_a_valid_file_of_every_dtype_still_reads(tmp_path):
     arrays = {"f": np.arange(6, dtype=np.float32).reshape(2, 3), "h": np.ones(3, np.float16),
               "i": np.arange(5, dtype=np.int64), "e": np.zeros((0, 4), np.float32)}
