@@ -135,6 +135,8 @@ CASES = [
     ("lib.sum(x, 1)", lambda m, x: m.sum(x, 1), [X]),
     ("sum(bool)", lambda m, x: (x > 0).sum(), [X]),
     ("sum(int dim)", lambda m, x: (x > 0).sum(0), [X]),
+    ("sum(dtype=float64) of bool", lambda m, x: (x > 0).sum(dtype=m.float64), [X]),
+    ("mean(dtype=float64) of float32", lambda m, x: x.float().mean(1, dtype=m.float64), [X]),
     ("mean()", lambda m, x: x.mean(), [X]),
     ("mean((0,1))", lambda m, x: x.mean((0, 1)), [X]),
     ("mean(dim=-1,keepdim)", lambda m, x: x.mean(dim=-1, keepdim=True), [X]),
@@ -240,6 +242,7 @@ CASES = [
     ("masked_fill_ non-leaf", lambda m, x: (x * 1).masked_fill_(x > 0, 0.5), [M]),
     # ---- indexing ops
     ("gather(1, idx)", lambda m, x, i: x.gather(1, i), [M, IDX]),
+    ("gather int32 index", lambda m, x, i: x.gather(1, i.int()), [M, IDX]),
     ("lib.gather(x, 0, idx)", lambda m, x, i: m.gather(x, 0, i), [M, np.array([[0, 2], [2, 2]])]),
     ("gather(dim=-1, index=)", lambda m, x, i: x.gather(dim=-1, index=i), [M, IDX]),
     ("topk(2)", lambda m, x: x.topk(2), [M]),
@@ -299,7 +302,7 @@ CASES = [
 
 # torch leaves the order of tied elements in topk unspecified: compare values, not where gradients go.
 TORCH_GRAD_UNSPECIFIED = {"topk(3) ties values"}
-GRAD_FREE = {"sum(bool)", "max(1)[1]", "min(dim=1).indices", "sign", "sum(int dim)", "argmax()", "argmax(1)", "argmax(dim=0,keepdim)",
+GRAD_FREE = {"sum(bool)", "sum(dtype=float64) of bool", "mean(dtype=float64) of float32", "max(1)[1]", "min(dim=1).indices", "sign", "sum(int dim)", "argmax()", "argmax(1)", "argmax(dim=0,keepdim)",
              "argmax(keepdim)", "argmin(1)", "argmin()", "all()", "any(1)",
              "all(dim=0, keepdim) float", "lib.any(x)", "isnan", "isinf", "isfinite", "long",
              "int", "bool", "eq/ne/lt/gt/le/ge", "cumsum int", "argsort(1)", "new_zeros(2, 3)",
@@ -360,6 +363,13 @@ ERROR_CASES = [
     ("tril of a vector", lambda m, x: m.tril(x[0]), [M]),
     ("mT of a vector", lambda m, x: x[0].mT, [M]),
     ("randint high <= low", lambda m, x: m.randint(5, 5, (2,)), [M]),
+    ("abs_ on a leaf that requires grad", lambda m, x: x.abs_(), [M]),
+    ("gather int16 index", lambda m, x, i: x.gather(1, i.to(m.int16)), [M, IDX]),
+    ("sum(0, False, dtype) positional", lambda m, x: x.sum(0, False, m.float32), [M]),
+    ("cumsum(0, dtype) positional", lambda m, x: x.cumsum(0, m.float32), [M]),
+    ("max(dim=tuple)", lambda m, x: x.max(dim=(0, 1)), [M]),
+    ("full with a bad size", lambda m, x: m.full(2.5, 1.0), [M]),
+    ("zeros with a negative size", lambda m, x: m.zeros(2, -1), [M]),
 ]
 
 
@@ -462,6 +472,14 @@ def test_save_refuses_what_safetensors_cannot_hold(tmp_path, obj, message):
     assert not (tmp_path / "x.safetensors").exists()
 
 
+def test_save_and_load_take_paths_and_name_anything_else(tmp_path):
+    import io
+    with pytest.raises(TypeError, match="file path.*BytesIO"):
+        ml.save({"a": ml.zeros(1)}, io.BytesIO())
+    with pytest.raises(TypeError, match="file path.*BytesIO"):
+        ml.load(io.BytesIO(b""))
+
+
 def test_load_refuses_pickles_and_says_why(tmp_path):
     torch.save({"a": torch.zeros(2)}, tmp_path / "model.pt")
     with pytest.raises(ValueError, match="torch.save.*never unpickles"):
@@ -485,6 +503,11 @@ TORCH_SIGNATURES = {
     "new_zeros": "new_zeros(*size, *, dtype=None, device=None, requires_grad=False)",
     "new_ones": "new_ones(*size, *, dtype=None, device=None, requires_grad=False)",
     "new_empty": "new_empty(*size, *, dtype=None, device=None, requires_grad=False)",
+    # The docstrings show dtype positional, but torch 2.13 takes it by keyword only (x.sum(0, False,
+    # torch.float32) is a TypeError); we follow what torch does:
+    "sum": "sum(dim=None, keepdim=False, *, dtype=None)",
+    "prod": "prod(dim=None, keepdim=False, *, dtype=None)",
+    "cumsum": "cumsum(dim, *, dtype=None)",
     "type_as": None,  # owned by tensor.py ('other' there; torch says 'tensor'): checked elsewhere
 }
 FUNCTION_SIGNATURES = {

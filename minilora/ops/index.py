@@ -73,8 +73,8 @@ class Gather(Function):
 
 
 def _check_index(input, dim, index, fn):
-    if index.dtype != np.int64:
-        raise RuntimeError(f"{fn}(): Expected dtype int64 for index, got {index.dtype}")
+    if index.dtype not in (np.int32, np.int64):
+        raise RuntimeError(f"{fn}(): Expected dtype int32/int64 for index, got {index.dtype}")
     if index.ndim != max(input.ndim, 1) and not (index.ndim <= 1 and input.ndim <= 1):
         raise RuntimeError(f"{fn}(): Index tensor must have the same number of dimensions as "
                            f"input tensor ({index.ndim} vs {input.ndim})")
@@ -93,8 +93,8 @@ def _check_index(input, dim, index, fn):
 
 
 def gather(input, dim, index, *, sparse_grad=False):
-    """``torch.gather``: along ``dim``, take ``input``'s elements at ``index`` (an int64 tensor of the
-    same number of dimensions, no larger than ``input`` away from ``dim``)."""
+    """``torch.gather``: along ``dim``, take ``input``'s elements at ``index`` (an int64 or int32
+    tensor of the same number of dimensions, no larger than ``input`` away from ``dim``)."""
     if sparse_grad:
         raise NotImplementedError("gather(sparse_grad=True): minilora has no sparse tensors")
     dim = _dim(dim, input.ndim, "gather")
@@ -184,7 +184,7 @@ class CumSum(Function):
         return xp.flip(xp.cumsum(xp.flip(g, axis=ctx.axis), axis=ctx.axis), axis=ctx.axis)
 
 
-def cumsum(input, dim, dtype=None):
+def cumsum(input, dim, *, dtype=None):
     """``torch.cumsum``: running sums along ``dim``. Integer and bool inputs sum as int64 (torch)."""
     if dtype is not None:
         input = input.to(dtype=dtype)

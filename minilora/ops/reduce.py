@@ -276,7 +276,7 @@ def _squeeze_axes(t, axes):
 
 
 @_numpy_aliases
-def sum(input, dim=None, keepdim=False, dtype=None):  # noqa: A001  (torch.sum)
+def sum(input, dim=None, keepdim=False, *, dtype=None):  # noqa: A001  (torch.sum)
     """Sum over ``dim`` (int, tuple, or None for all). Integer and bool tensors sum as int64 (torch)."""
     input = _cast(input, dtype)
     if dtype is None and input.dtype.kind in "biu":
@@ -294,7 +294,7 @@ def mean(input, dim=None, keepdim=False, *, dtype=None):
 
 
 @_numpy_aliases
-def prod(input, dim=None, keepdim=False, dtype=None):
+def prod(input, dim=None, keepdim=False, *, dtype=None):
     """Product of all elements, or along one ``dim`` (an int, as in torch)."""
     input = _cast(input, dtype)
     if dtype is None and input.dtype.kind in "biu":
