@@ -261,6 +261,10 @@ def test_sdpa_grouped_query_heads_need_enable_gqa(rng):
                lambda: TF.scaled_dot_product_attention(*(torch.tensor(a) for a in (q, k, v))))
     q1, k1, v1 = qkv(rng, hq=3, hkv=1)  # one key/value head broadcasts, as in torch
     check(F.scaled_dot_product_attention, TF.scaled_dot_product_attention, q1, k1, v1)
+    q2, k2, v2 = qkv(rng, b=3, hq=2, hkv=2)  # so does a batch of one key/value
+    check(F.scaled_dot_product_attention, TF.scaled_dot_product_attention, q2, k2[:1], v2[:1])
+    same_error(lambda: F.scaled_dot_product_attention(ml.tensor(q2), ml.tensor(k2[:2]), ml.tensor(v2[:2])),
+               lambda: TF.scaled_dot_product_attention(torch.tensor(q2), torch.tensor(k2[:2]), torch.tensor(v2[:2])))
 
 
 @pytest.mark.parametrize("shape_q, shape_k", [((2, 3, 4), (2, 5, 4)), ((3, 4), (5, 4)), ((2, 2, 2, 3, 4), (2, 2, 2, 5, 4))],

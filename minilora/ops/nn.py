@@ -790,9 +790,18 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise RuntimeError(f"scaled_dot_product_attention: query has {hq} heads and key/value {hkv} "
                            f"(dimension -3); grouped-query attention needs enable_gqa=True and a "
                            f"multiple of the key/value heads")
-    if query.shape[:-3] != key.shape[:-3] or key.shape[:-1] != value.shape[:-1]:
-        raise RuntimeError(f"scaled_dot_product_attention: batch dimensions of query {query.shape}, "
-                           f"key {key.shape} and value {value.shape} must agree")
+    if key.shape[:-1] != value.shape[:-1]:
+        raise RuntimeError(f"scaled_dot_product_attention: key {key.shape} and value {value.shape} must "
+                           f"agree in all but the last dimension")
+    if query.ndim >= 4 and key.shape[:-3] != query.shape[:-3]:  # batch dimensions broadcast, as torch
+        try:
+            batch = np.broadcast_shapes(query.shape[:-3], key.shape[:-3])
+        except ValueError:
+            batch = None
+        if batch != query.shape[:-3]:
+            raise RuntimeError(f"scaled_dot_product_attention: the batch dimensions of key {key.shape} "
+                               f"do not broadcast to those of query {query.shape}")
+        key, value = (t.expand(*batch, *t.shape[-3:]) for t in (key, value))
     bias = _attention_bias(attn_mask, query, tq, tk, is_causal)
     # 3-D inputs: [B, 1, T, E] (each batch element its own block of work), unless dimension 0
     # differs between query and key: then it holds heads (GQA or broadcasting), as torch reads it.
