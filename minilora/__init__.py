@@ -20,7 +20,8 @@ from .dtypes import to_dtype as _to_dtype
 from .dtypes import (bfloat16, bool, double, float, float16, float32, float64, get_default_dtype,  # noqa: E402,F401,A004
                      half, int, int8, int16, int32, int64, long, promote_types, result_type,
                      set_default_dtype, short, uint8)
-from .tensor import (Tensor, enable_grad, is_grad_enabled, no_grad, set_grad_enabled, tensor)
+from .tensor import (Tensor, enable_grad, inference_mode, is_grad_enabled,
+                     is_inference_mode_enabled, no_grad, set_grad_enabled, tensor)
 
 __version__ = "0.1.0"
 
@@ -66,7 +67,7 @@ from .serialization import load, save  # noqa: E402,F401
 
 # Sub-packages load on first use (``ml.nn``, ``ml.optim``, ``ml.lora`` ...), as ``torch.nn`` users
 # expect, without making ``import minilora`` pay for all of them.
-_SUBMODULES = {"nn", "optim", "lora", "models", "memory", "data", "train", "generate", "tokenizer",
+_SUBMODULES = {"nn", "optim", "lora", "cuda", "models", "memory", "data", "train", "generate", "tokenizer",
                "emulator", "kernels", "checkpoint", "testing", "exercises"}
 
 

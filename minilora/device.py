@@ -66,8 +66,28 @@ class Device:
             raise RuntimeError(f"device '{self.name}' is not enabled: {self._why}")
         return self._xp
 
+    @property
+    def type(self):
+        """``x.device.type == 'cpu'``, as torch."""
+        return self.name
+
+    @property
+    def index(self):
+        return None  # one device of each kind
+
+    def __eq__(self, other):
+        """Equal to itself and to its name, as ``torch.device('cpu') == 'cpu'``."""
+        if isinstance(other, Device):
+            return other is self
+        if isinstance(other, str) or type(other).__name__ == "device":
+            return str(other).split(":")[0] == self.name
+        return NotImplemented
+
+    def __hash__(self):
+        return hash(self.name)
+
     def __repr__(self):
-        return f"device('{self.name}')"
+        return f"device(type='{self.name}')"
 
     def __str__(self):
         return self.name

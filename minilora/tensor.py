@@ -160,8 +160,8 @@ class Context:
     ``__dict__``, so ``free()`` can drop all of it with one ``clear()``.
     """
 
-    __slots__ = ("fn", "device", "needs_input_grad", "inputs", "parents", "seq", "freed",
-                 "saved_versions", "retained", "__dict__")
+    __slots__ = ("fn", "device", "needs_input_grad", "inputs", "parents", "versions",
+                 "output_version", "seq", "freed", "retained", "__dict__")
 
     def __init__(self, fn, device, needs_input_grad):
         self.fn = fn
@@ -171,7 +171,8 @@ class Context:
         self.parents = ()  # each input's node when this op ran (None: a leaf or not a tensor)
         self.seq = 0  # creation number of a recorded node: the backward engine's ordering
         self.freed = False  # True once backward has used the node and dropped what it saved
-        self.saved_versions = ()  # (counter, version, description) of each saved tensor's storage
+        self.versions = ()  # each input tensor's version when the op ran (None: not a tensor)
+        self.output_version = None  # (counter, version, id of its storage) of the output
         self.retained = None  # weak reference to the output, when it called retain_grad()
 
     def save_for_backward(self, *arrays):
@@ -180,7 +181,7 @@ class Context:
     def free(self):
         """Drop everything saved: the graph has been used once (see ``retain_graph``)."""
         self.__dict__.clear()
-        self.inputs = self.parents = ()
+        self.inputs = self.parents = self.versions = ()
         self.freed = True
 
 
@@ -256,11 +257,11 @@ class Function:
         if True in needs and out.dtype.kind == "f":  # integer/bool results never carry a gradient (torch)
             ctx.inputs = inputs
             ctx.parents = tuple(x._ctx if isinstance(x, Tensor) else None for x in inputs)
+            ctx.versions = tuple(x._version[0] if isinstance(x, Tensor) else None for x in inputs)
             ctx.seq = next(_sequence)
             result = Tensor._make(out, dev, True, ctx)
             _share_storage(result, inputs)
-            if ctx.__dict__:
-                ctx.saved_versions = _saved_versions(ctx, inputs, result)
+            ctx.output_version = (result._version, result._version[0], id(_storage(out)))
             return result
         result = Tensor._make(out, dev, False, None)
         _share_storage(result, inputs)
@@ -294,12 +295,36 @@ def _storage(array):
 def _share_storage(result, inputs):
     """If an op returned (a view of) an input's array, the result is a view of that input: it shares
     the input's version counter, and remembers its base, as torch's views do."""
-    storage = _storage(result._array)
+    out = result._array
+    base = getattr(out, "base", None)
     for x in inputs:
-        if isinstance(x, Tensor) and _storage(x._array) is storage:
-            result._version = x._version
-            result._base = x if x._base is None else x._base
-            return
+        if isinstance(x, Tensor):
+            a = x._array
+            if a is out or (base is not None and (a is base or a.base is base)):
+                result._version = x._version
+                result._base = x if x._base is None else x._base
+                return
+
+
+def _check_versions(ctx):
+    """torch's saved-tensor check, at backward: an input (or the output) whose storage changed in
+    place since the op ran is an error if the op saved that storage for backward. The versions are
+    compared first (cheap); only a changed one is looked up among the saved arrays."""
+    changed = [(x._version[0], version, f"input {i}", x._array) for i, (x, version) in
+               enumerate(zip(ctx.inputs, ctx.versions)) if version is not None and x._version[0] != version]
+    counter, version, out_storage = ctx.output_version
+    if counter[0] != version:
+        changed.append((counter[0], version, "output 0", out_storage))
+    if not changed:
+        return
+    saved = {id(_storage(a)) for a in _saved_arrays(ctx.__dict__.values())}
+    for now, then, role, array in changed:
+        if (array if isinstance(array, int) else id(_storage(array))) in saved:
+            raise RuntimeError(
+                f"one of the variables needed for gradient computation has been modified by an "
+                f"inplace operation: {role} of {ctx.fn.__name__} is at version {now}; expected "
+                f"version {then} instead. Hint: clone() the tensor before changing it in place, or "
+                f"change a copy.")
 
 
 def _saved_arrays(values):
@@ -308,29 +333,6 @@ def _saved_arrays(values):
             yield v
         elif isinstance(v, (tuple, list)):
             yield from (a for a in v if hasattr(a, "base") and hasattr(a, "shape"))
-
-
-def _saved_versions(ctx, inputs, result):
-    """The versions of the inputs (and output) whose storage this op saved for backward."""
-    saved = {id(_storage(a)) for a in _saved_arrays(ctx.__dict__.values())}
-    if not saved:
-        return ()
-    found = []
-    for i, x in enumerate((*inputs, result)):
-        if isinstance(x, Tensor) and id(_storage(x._array)) in saved:
-            role = "output 0" if x is result else f"input {i}"
-            found.append((x._version, x._version[0], f"[{x.dtype} {list(x.shape)}], {role}"))
-    return tuple(found)
-
-
-def _check_versions(ctx):
-    for counter, version, what in ctx.saved_versions:
-        if counter[0] != version:
-            raise RuntimeError(
-                f"one of the variables needed for gradient computation has been modified by an "
-                f"inplace operation: {what} of {ctx.fn.__name__}, is at version {counter[0]}; "
-                f"expected version {version} instead. Hint: clone() the tensor before changing it "
-                f"in place, or change a copy.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -522,9 +524,10 @@ class Tensor:
         return self.numpy().tolist()
 
     def detach(self):
-        """Same storage (and version counter, as torch), no graph, no gradient."""
+        """Same storage and version counter (as torch), no graph, no gradient. Not a view for
+        autograd: changing it in place is allowed, and caught at backward if the values were saved."""
         t = Tensor._make(self._array, self._device, False, None)
-        t._version, t._base = self._version, self if self._base is None else self._base
+        t._version = self._version
         return t
 
     def detach_(self):
@@ -740,10 +743,8 @@ class Tensor:
             result = ops.astype(result, self.dtype)
         self._write(result._array, cast)
         self._ctx, self.requires_grad = result._ctx, result.requires_grad
-        if self._ctx is not None:  # the new node's output is this tensor's storage (same counter)
-            self._ctx.saved_versions = tuple(
-                (self._version, self._version[0], what) if counter is result._version else
-                (counter, version, what) for counter, version, what in self._ctx.saved_versions)
+        if self._ctx is not None:  # the new node's output is now this tensor's storage
+            self._ctx.output_version = (self._version, self._version[0], id(_storage(self._array)))
         return self
 
     def _write(self, values, cast):
@@ -973,8 +974,7 @@ def _run_backward(root, gradient, retain_graph):
             raise RuntimeError(f"Trying to backward through the graph a second time (through "
                                f"{ctx.fn.__name__}); the saved arrays were freed after the first "
                                f"backward. Call backward(retain_graph=True) the first time.")
-        if ctx.saved_versions:
-            _check_versions(ctx)
+        _check_versions(ctx)
         if ctx.retained is not None and ctx.retained() is not None:
             _store_grad(ctx.retained(), g, handed_out)
         if prof is None:

@@ -1,0 +1,39 @@
+"""``minilora.cuda``: the few ``torch.cuda`` functions a training script asks before it picks a device.
+
+    device = "cuda" if minilora.cuda.is_available() else "cpu"
+
+Asking never fails and never imports CuPy at ``import minilora`` time: the ``cuda`` device probes
+once, on first use (see ``minilora.device``).
+"""
+from .device import all_devices
+
+__all__ = ["is_available", "device_count", "current_device", "synchronize"]
+
+
+def _cuda():
+    return next(d for d in all_devices() if d.name == "cuda")
+
+
+def is_available():
+    """True when CuPy imports and a GPU answers."""
+    return _cuda().enabled()
+
+
+def device_count():
+    if not is_available():
+        return 0
+    import cupy
+    return int(cupy.cuda.runtime.getDeviceCount())
+
+
+def current_device():
+    if not is_available():
+        raise RuntimeError(f"no CUDA device: {_cuda().why_disabled}")
+    return 0
+
+
+def synchronize():
+    """Wait for the GPU to finish queued work (nothing to wait for without one)."""
+    if is_available():
+        import cupy
+        cupy.cuda.runtime.deviceSynchronize()
