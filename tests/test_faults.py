@@ -8,6 +8,7 @@ faults are tested in ``test_faults_emulator.py``.
 import json
 import os
 import random
+import shutil
 import signal
 import struct
 import subprocess
@@ -313,19 +314,20 @@ def run_cli(argv, capsys):
     return code, captured.out + captured.err
 
 
-def test_resume_after_the_last_checkpoint_writes_the_adapter(byte_model_dir, tmp_path, capsys):
-    """Killed after the final checkpoint but before adapter/ was written: --resume finishes the job."""
+@pytest.mark.parametrize("method, saved", [("lora", "adapter"), ("full", "model")])
+def test_resume_after_the_last_checkpoint_writes_the_result(byte_model_dir, tmp_path, capsys, method, saved):
+    """Killed after the final checkpoint but before adapter/ (model/) was written: --resume finishes."""
     out = str(tmp_path / "run")
-    code, text = run_cli(train_argv(byte_model_dir, out, "--lora-dropout", "0"), capsys)
+    argv = train_argv(byte_model_dir, out, "--lora-dropout", "0", "--method", method)
+    code, text = run_cli(argv, capsys)
     assert code == 0, text
-    whole = adapter_bytes(out)
-    for name in os.listdir(os.path.join(out, "adapter")):
-        os.remove(os.path.join(out, "adapter", name))
-    os.rmdir(os.path.join(out, "adapter"))
-    code, text = run_cli(train_argv(byte_model_dir, out, "--lora-dropout", "0", "--resume"), capsys)
+    folder = os.path.join(out, saved)
+    whole = {name: open(os.path.join(folder, name), "rb").read() for name in os.listdir(folder)}
+    shutil.rmtree(folder)
+    code, text = run_cli(argv + ["--resume"], capsys)
     assert code == 0, text
     assert "already holds all 8 steps" in text
-    assert adapter_bytes(out) == whole
+    assert {name: open(os.path.join(folder, name), "rb").read() for name in os.listdir(folder)} == whole
 
 
 # ==================================================================================================
