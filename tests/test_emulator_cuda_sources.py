@@ -192,3 +192,60 @@ def test_header_shared_works_from_code_with_an_include_path():
     sums = np.zeros(2, np.float32)
     RawModule(code=code, options=("-I", str(PDIR))).get_function("row_sums")(2, 64, (x, sums, np.int32(64)))
     np.testing.assert_array_equal(sums, 64)
+
+
+# ------------------------------------------------------------------------------------------------
+# half2 and bfloat162 arithmetic
+# ------------------------------------------------------------------------------------------------
+def to_bf16_bits(x32: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bits, round to nearest even (finite values)."""
+    bits = x32.astype(np.float32).view(np.uint32).astype(np.uint64)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+@pytest.mark.parametrize("n2, grid, block", [(1, 1, 32), (1000, 3, 64)])
+def test_half2_dot_product(n2, grid, block):
+    a = (rng.standard_normal(2 * n2) * 0.5).astype(np.float16)
+    b = (rng.standard_normal(2 * n2) * 0.5).astype(np.float16)
+    out = np.zeros(1, np.float32)
+    fn("half2_ops.cu", "half2_dot")(grid, block, (a, b, out, np.int32(n2)))
+    # Each thread's half2 accumulator, rounded to half after every fused multiply-add as on the GPU.
+    want = 0.0
+    for t in range(grid * block):
+        acc = np.zeros(2, np.float16)
+        for i in range(t, n2, grid * block):
+            acc = (a[2 * i:2 * i + 2].astype(np.float64) * b[2 * i:2 * i + 2] + acc).astype(np.float16)
+        want += float(np.float32(acc[0]) + np.float32(acc[1]))
+    np.testing.assert_allclose(out[0], want, rtol=1e-5, atol=1e-5)
+
+
+def test_half2_elementwise_operators_and_intrinsics_match_numpy_float16():
+    n2 = 300
+    a = rng.standard_normal(2 * n2).astype(np.float16)
+    b = rng.standard_normal(2 * n2).astype(np.float16)
+    c, swapped, lows = (np.full(2 * n2, np.nan, np.float16) for _ in range(3))
+    sums = np.full(n2, np.nan, np.float32)
+    fn("half2_ops.cu", "half2_elementwise")(-(-n2 // 64), 64, (a, b, c, swapped, lows, sums, np.int32(n2)))
+    r = np.maximum(a * b + a, -np.abs(b)) - b  # float16 throughout: each step rounded, as __hmul2 etc.
+    np.testing.assert_array_equal(c, r)
+    np.testing.assert_array_equal(swapped, r.reshape(-1, 2)[:, ::-1].ravel())
+    np.testing.assert_array_equal(lows.reshape(-1, 2), np.stack([a[0::2], b[1::2]], 1))
+    np.testing.assert_array_equal(sums, r[0::2].astype(np.float32) + r[1::2].astype(np.float32))
+
+
+def test_bfloat162_fma_and_conversion_round_to_nearest_even():
+    n2 = 257
+    a = to_bf16_bits(rng.standard_normal(2 * n2).astype(np.float32))
+    b = to_bf16_bits(rng.standard_normal(2 * n2).astype(np.float32))
+    c = np.zeros(2 * n2, np.uint16)
+    as_float = np.full(2 * n2, np.nan, np.float32)
+    fn("half2_ops.cu", "bf162_elementwise")(-(-n2 // 64), 64, (a, b, c, as_float, np.int32(n2)))
+    fa, fb = bf16_to_f32(a).astype(np.float64), bf16_to_f32(b).astype(np.float64)
+    fused = to_bf16_bits((fa * fb + fa).astype(np.float32))  # fmaf, then rounded to bfloat16
+    want = to_bf16_bits(bf16_to_f32(fused) - bf16_to_f32(b))
+    np.testing.assert_array_equal(c, want)
+    np.testing.assert_array_equal(as_float, bf16_to_f32(want))

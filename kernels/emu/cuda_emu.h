@@ -428,8 +428,59 @@ __EMU_HALF_TYPE(__nv_bfloat16, __emu::float_to_bf16_bits, __emu::bf16_bits_to_fl
 typedef __half half;
 typedef __nv_bfloat16 nv_bfloat16;
 
-struct __attribute__((aligned(4))) __half2 { __half x, y; };
-struct __attribute__((aligned(4))) __nv_bfloat162 { __nv_bfloat16 x, y; };
+// __half2 and __nv_bfloat162: two 16-bit values moved and computed together.  Each lane's arithmetic is
+// the scalar type's (computed in float, rounded to nearest even), which is what the GPU's paired
+// instructions give.  The same names are overloaded for both types, as in cuda_fp16.h / cuda_bf16.h.
+#define __EMU_HALF2_TYPE(H2, H)                                                                         \
+    struct __attribute__((aligned(4))) H2 {                                                             \
+        H x, y;                                                                                         \
+        H2() = default; /* trivial, so it can live in __shared__ arrays */                              \
+        H2(H a, H b) : x(a), y(b) {}                                                                    \
+        H2& operator+=(H2 o) { x += o.x; y += o.y; return *this; }                                      \
+        H2& operator-=(H2 o) { x -= o.x; y -= o.y; return *this; }                                      \
+        H2& operator*=(H2 o) { x *= o.x; y *= o.y; return *this; }                                      \
+        H2& operator/=(H2 o) { x /= o.x; y /= o.y; return *this; }                                      \
+    };                                                                                                  \
+    inline H2 operator+(H2 a, H2 b) { return H2(a.x + b.x, a.y + b.y); }                                \
+    inline H2 operator-(H2 a, H2 b) { return H2(a.x - b.x, a.y - b.y); }                                \
+    inline H2 operator*(H2 a, H2 b) { return H2(a.x * b.x, a.y * b.y); }                                \
+    inline H2 operator/(H2 a, H2 b) { return H2(a.x / b.x, a.y / b.y); }                                \
+    inline H2 operator-(H2 a) { return H2(-a.x, -a.y); }                                                \
+    inline bool operator==(H2 a, H2 b) { return a.x == b.x && a.y == b.y; }                             \
+    inline bool operator!=(H2 a, H2 b) { return !(a == b); }                                            \
+    inline H2 __hadd2(H2 a, H2 b) { return a + b; }                                                     \
+    inline H2 __hsub2(H2 a, H2 b) { return a - b; }                                                     \
+    inline H2 __hmul2(H2 a, H2 b) { return a * b; }                                                     \
+    inline H2 __h2div(H2 a, H2 b) { return a / b; }                                                     \
+    inline H2 __hneg2(H2 a) { return -a; }                                                              \
+    inline H2 __habs2(H2 a) { return H2(__habs(a.x), __habs(a.y)); }                                    \
+    inline H2 __hfma2(H2 a, H2 b, H2 c) { return H2(__hfma(a.x, b.x, c.x), __hfma(a.y, b.y, c.y)); }    \
+    inline H2 __hmax2(H2 a, H2 b) { return H2(__hmax(a.x, b.x), __hmax(a.y, b.y)); }                    \
+    inline H2 __hmin2(H2 a, H2 b) { return H2(__hmin(a.x, b.x), __hmin(a.y, b.y)); }                    \
+    inline H2 __hadd2_sat(H2 a, H2 b) {                                                                 \
+        return H2(H(__saturatef(float(a.x + b.x))), H(__saturatef(float(a.y + b.y))));                  \
+    }                                                                                                   \
+    inline H2 __hmul2_sat(H2 a, H2 b) {                                                                 \
+        return H2(H(__saturatef(float(a.x * b.x))), H(__saturatef(float(a.y * b.y))));                  \
+    }                                                                                                   \
+    inline H2 __hfma2_sat(H2 a, H2 b, H2 c) {                                                           \
+        const H2 r = __hfma2(a, b, c);                                                                  \
+        return H2(H(__saturatef(float(r.x))), H(__saturatef(float(r.y))));                              \
+    }                                                                                                   \
+    inline bool __hbeq2(H2 a, H2 b) { return a.x == b.x && a.y == b.y; }                                \
+    inline H2 __heq2(H2 a, H2 b) { return H2(H(a.x == b.x ? 1.0f : 0.0f), H(a.y == b.y ? 1.0f : 0.0f)); } \
+    inline H2 __hlt2(H2 a, H2 b) { return H2(H(a.x < b.x ? 1.0f : 0.0f), H(a.y < b.y ? 1.0f : 0.0f)); }   \
+    inline H2 __hgt2(H2 a, H2 b) { return H2(H(a.x > b.x ? 1.0f : 0.0f), H(a.y > b.y ? 1.0f : 0.0f)); }   \
+    inline H2 __lowhigh2highlow(H2 a) { return H2(a.y, a.x); }                                          \
+    inline float __low2float(H2 a) { return float(a.x); }                                               \
+    inline float __high2float(H2 a) { return float(a.y); }                                              \
+    inline H2 h2exp(H2 a) { return H2(hexp(a.x), hexp(a.y)); }                                          \
+    inline H2 h2log(H2 a) { return H2(hlog(a.x), hlog(a.y)); }                                          \
+    inline H2 h2sqrt(H2 a) { return H2(hsqrt(a.x), hsqrt(a.y)); }                                       \
+    inline H2 h2rsqrt(H2 a) { return H2(hrsqrt(a.x), hrsqrt(a.y)); }
+__EMU_HALF2_TYPE(__half2, __half)
+__EMU_HALF2_TYPE(__nv_bfloat162, __nv_bfloat16)
+#undef __EMU_HALF2_TYPE
 typedef __half2 half2;
 typedef __nv_bfloat162 nv_bfloat162;
 
@@ -442,30 +493,38 @@ inline unsigned short __half_as_ushort(__half h) { return h.__x; }
 inline __half __ushort_as_half(unsigned short u) { __half h; h.__x = u; return h; }
 inline short __half_as_short(__half h) { return (short)h.__x; }
 inline __half __short_as_half(short s) { __half h; h.__x = (unsigned short)s; return h; }
-inline __half2 __floats2half2_rn(float a, float b) { return __half2{__half(a), __half(b)}; }
-inline __half2 __float2half2_rn(float a) { return __half2{__half(a), __half(a)}; }
-inline __half2 __float22half2_rn(float2 v) { return __half2{__half(v.x), __half(v.y)}; }
+inline __half2 make_half2(__half a, __half b) { return __half2(a, b); }
+inline __half2 __floats2half2_rn(float a, float b) { return __half2(__half(a), __half(b)); }
+inline __half2 __float2half2_rn(float a) { return __half2(__half(a), __half(a)); }
+inline __half2 __float22half2_rn(float2 v) { return __half2(__half(v.x), __half(v.y)); }
 inline float2 __half22float2(__half2 h) { return float2{float(h.x), float(h.y)}; }
-inline float __low2float(__half2 h) { return float(h.x); }
-inline float __high2float(__half2 h) { return float(h.y); }
 inline __half __low2half(__half2 h) { return h.x; }
 inline __half __high2half(__half2 h) { return h.y; }
-inline __half2 __halves2half2(__half a, __half b) { return __half2{a, b}; }
-inline __half2 __hadd2(__half2 a, __half2 b) { return __half2{a.x + b.x, a.y + b.y}; }
-inline __half2 __hsub2(__half2 a, __half2 b) { return __half2{a.x - b.x, a.y - b.y}; }
-inline __half2 __hmul2(__half2 a, __half2 b) { return __half2{a.x * b.x, a.y * b.y}; }
-inline __half2 __hfma2(__half2 a, __half2 b, __half2 c) { return __half2{__hfma(a.x, b.x, c.x), __hfma(a.y, b.y, c.y)}; }
+inline __half2 __low2half2(__half2 h) { return __half2(h.x, h.x); }
+inline __half2 __high2half2(__half2 h) { return __half2(h.y, h.y); }
+inline __half2 __halves2half2(__half a, __half b) { return __half2(a, b); }
+inline __half2 __half2half2(__half a) { return __half2(a, a); }
+inline __half2 __lows2half2(__half2 a, __half2 b) { return __half2(a.x, b.x); }
+inline __half2 __highs2half2(__half2 a, __half2 b) { return __half2(a.y, b.y); }
 
 inline __nv_bfloat16 __float2bfloat16(float f) { return __nv_bfloat16(f); }
 inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __nv_bfloat16(f); }
 inline float __bfloat162float(__nv_bfloat16 b) { return float(b); }
 inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 b) { return b.__x; }
 inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short u) { __nv_bfloat16 b; b.__x = u; return b; }
-inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b) { return __nv_bfloat162{__nv_bfloat16(a), __nv_bfloat16(b)}; }
-inline __nv_bfloat162 __float22bfloat162_rn(float2 v) { return __nv_bfloat162{__nv_bfloat16(v.x), __nv_bfloat16(v.y)}; }
+inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b) { return __nv_bfloat162(__nv_bfloat16(a), __nv_bfloat16(b)); }
+inline __nv_bfloat162 __float22bfloat162_rn(float2 v) { return __nv_bfloat162(__nv_bfloat16(v.x), __nv_bfloat16(v.y)); }
 inline float2 __bfloat1622float2(__nv_bfloat162 b) { return float2{float(b.x), float(b.y)}; }
-inline float __low2float(__nv_bfloat162 b) { return float(b.x); }
-inline float __high2float(__nv_bfloat162 b) { return float(b.y); }
+inline __nv_bfloat162 make_bfloat162(__nv_bfloat16 a, __nv_bfloat16 b) { return __nv_bfloat162(a, b); }
+inline __nv_bfloat16 __low2bfloat16(__nv_bfloat162 b) { return b.x; }
+inline __nv_bfloat16 __high2bfloat16(__nv_bfloat162 b) { return b.y; }
+inline __nv_bfloat162 __low2bfloat162(__nv_bfloat162 b) { return __nv_bfloat162(b.x, b.x); }
+inline __nv_bfloat162 __high2bfloat162(__nv_bfloat162 b) { return __nv_bfloat162(b.y, b.y); }
+inline __nv_bfloat162 __halves2bfloat162(__nv_bfloat16 a, __nv_bfloat16 b) { return __nv_bfloat162(a, b); }
+inline __nv_bfloat162 __bfloat162bfloat162(__nv_bfloat16 a) { return __nv_bfloat162(a, a); }
+inline __nv_bfloat162 __lows2bfloat162(__nv_bfloat162 a, __nv_bfloat162 b) { return __nv_bfloat162(a.x, b.x); }
+inline __nv_bfloat162 __highs2bfloat162(__nv_bfloat162 a, __nv_bfloat162 b) { return __nv_bfloat162(a.y, b.y); }
+inline __nv_bfloat162 __float2bfloat162_rn(float a) { return __nv_bfloat162(__nv_bfloat16(a), __nv_bfloat16(a)); }
 
 // ---------------------------------------------------------------------------------------------
 // Launch glue used by the generated wrapper: CUDA passes kernel arguments as an array of pointers
