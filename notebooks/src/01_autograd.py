@@ -263,7 +263,7 @@ for trainable in (True, False):
     prof = step(trainable)
     backward_flops[trainable] = prof.flops("Linear", "backward")
     print(f"W trainable={trainable!s:<5}: backward GFLOP = {backward_flops[trainable] / 1e9:.2f}, "
-          f"W.grad is {'an array' if W.grad is not None else 'None'}")
+          f"W.grad is {'filled' if W.grad is not None else 'None'}")
 print(f"frozen / trainable: {backward_flops[False] / backward_flops[True]:.2f}"
       + ("" if prediction is None else f" | you predicted {prediction}"))
 
