@@ -28,7 +28,9 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -269,11 +271,12 @@ def plot_losses(path, losses, evals, title="training loss"):
 
 
 class _Progress:
-    """tqdm when it is installed (and wanted), else a plain line every ``log_every`` steps."""
+    """``enabled=True``: a tqdm bar when tqdm is installed, else lines; ``"lines"``: a plain line every
+    ``log_every`` steps and one per evaluation; ``False``: silent."""
 
     def __init__(self, total, initial, enabled, log_every):
         self.bar, self.enabled, self.log_every = None, enabled, log_every
-        if enabled:
+        if enabled is True:
             try:
                 from tqdm.auto import tqdm
                 self.bar = tqdm(total=total, initial=initial, desc="train", unit="step",
@@ -283,9 +286,9 @@ class _Progress:
         self.total = total
 
     def update(self, step, loss, lr):
-        if self.bar is not None:
-            self.bar.update(1)
+        if self.bar is not None:  # the postfix first: the redraw update() does shows THIS step's numbers
             self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+            self.bar.update(1)
         elif self.enabled and (step % self.log_every == 0 or step == self.total):
             print(f"step {step}/{self.total}  loss {loss:.4f}  lr {lr:.2e}", flush=True)
 
@@ -303,6 +306,38 @@ class _Progress:
 # ----------------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------------
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``train``: the step in progress was finished and, with ``out_dir``, checkpointed
+    (``checkpoint``, at ``step``), so ``resume=True`` continues exactly where the run stopped."""
+
+    def __init__(self, step, checkpoint):
+        super().__init__(f"training interrupted after step {step}")
+        self.step, self.checkpoint = step, checkpoint
+
+
+class _CtrlC:
+    """While training, the first Ctrl-C (SIGINT) sets ``asked`` -- the loop stops after the current
+    step -- and a second one interrupts at once. ``restore()`` puts the previous handler back.
+    (Signals reach the main thread only; elsewhere Ctrl-C keeps its usual meaning.)"""
+
+    def __init__(self):
+        self.asked, self.previous = False, None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum, frame):
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        print("\nCtrl-C: stopping after this step (press Ctrl-C again to stop at once)", file=sys.stderr,
+              flush=True)
+
+    def restore(self):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+
 def _as_loader(data, batch_size, seed, shuffle=True):
     if isinstance(data, DataLoader) or data is None:
         return data
@@ -346,7 +381,10 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
     ``resume=True`` continues from ``out_dir/checkpoint.npz`` (``resume=PATH`` from that file); a
     checkpoint already at ``steps`` restores the model and returns (``steps_run == 0``), so the caller
     can write what an interrupted run did not. A different ``lr`` on resume replaces the old one.
-    Raises ``TrainingDivergedError`` (``NonFiniteLossError`` for NaN/inf) when the run goes wrong.
+    Raises ``TrainingDivergedError`` (``NonFiniteLossError`` for NaN/inf) when the run goes wrong, and
+    ``TrainingInterrupted`` after a Ctrl-C (the step in progress finished and checkpointed first).
+    ``progress``: True (a tqdm bar, or lines without tqdm), "lines" (a line per ``log_every`` steps and
+    per evaluation) or False (silent).
     """
     from .optim import AdamW, clip_grad_norm_, get_cosine_schedule_with_warmup
 
@@ -400,6 +438,17 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
                     f"{where}. Try a lower learning rate, a smaller clip_norm, or float64.",
                     step, path, result(step - 1), good_step)
 
+    def checkpoint(step):
+        nonlocal last_good
+        state = _training_state(step, named, optimizer, scheduler, losses)
+        bad = _non_finite_arrays(state)
+        if bad:  # never let a broken state become "the last good checkpoint"
+            stop(step, f"after the update, {len(bad)} weight/optimizer arrays hold NaN or inf "
+                 f"(first: {bad[0]})")
+        save_training_state(ckpt_path, state)
+        last_good = (ckpt_path, step)
+
+    ctrl_c = _CtrlC()  # from here on, the first Ctrl-C asks the loop to stop after the current step
     try:
         for step in range(start + 1, steps + 1):
             t_step = time.perf_counter()
@@ -441,16 +490,13 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
                 log.write(evals[-1])
                 bar.write("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                     for k, v in evals[-1].items() if k != "kind"))
-            if ckpt_path and ((save_every and step % save_every == 0) or step == steps):
-                state = _training_state(step, named, optimizer, scheduler, losses)
-                bad = _non_finite_arrays(state)
-                if bad:  # never let a broken state become "the last good checkpoint"
-                    stop(step, f"after the update, {len(bad)} weight/optimizer arrays hold NaN or inf "
-                         f"(first: {bad[0]})")
-                save_training_state(ckpt_path, state)
-                last_good = (ckpt_path, step)
+            if ckpt_path and ((save_every and step % save_every == 0) or step == steps or ctrl_c.asked):
+                checkpoint(step)
+            if ctrl_c.asked and step < steps:
+                raise TrainingInterrupted(step, ckpt_path)
         return result(steps)
     finally:
+        ctrl_c.restore()
         bar.close()
         if out_dir and plot and losses:
             plot_losses(os.path.join(out_dir, PLOT_NAME), losses, evals)
@@ -592,6 +638,45 @@ def _load_model(args):
     return LlamaForCausalLM.from_pretrained(args.model, device=args.device)
 
 
+# The options that make a run what it is: --resume with other values would mix two runs.
+SAME_RUN_OPTIONS = ("method", "task", "model", "seed", "r", "lora_alpha", "target_modules")
+RUN_OPTIONS_NAME = "run.json"
+
+
+def _run_options(args):
+    options = {name: getattr(args, name) for name in SAME_RUN_OPTIONS}
+    if options["method"] == "lora" and options["lora_alpha"] is None:
+        options["lora_alpha"] = 2 * options["r"]  # the default, written as the number it became
+    if options["method"] != "lora":
+        for name in ("r", "lora_alpha", "target_modules"):
+            options.pop(name)
+    return options
+
+
+def _check_same_run(args, out):
+    """A fresh run writes its defining options to ``run.json``; ``--resume`` must give the same ones."""
+    from .checkpoint import load_json, save_json
+    from .cli import UsageError
+    path = os.path.join(out, RUN_OPTIONS_NAME)
+    options = _run_options(args)
+    if not args.resume or not os.path.isfile(path):
+        os.makedirs(out, exist_ok=True)
+        save_json(options, path)
+        return
+    before = load_json(path)
+    changed = [k for k in SAME_RUN_OPTIONS if k in before or k in options if before.get(k) != options.get(k)]
+    if changed:
+        flag = changed[0].replace("_", "-")
+        raise UsageError(f"--resume: the run in {out} was started with --{flag} {before.get(changed[0])}, not "
+                         f"--{flag} {options.get(changed[0])}"
+                         + (f" (also different: {', '.join(changed[1:])})" if changed[1:] else "")
+                         + "; resume with the run's own options, or start a new run with another --out")
+
+
+def _checkpoint_step(out):
+    return int(load_training_state(os.path.join(out, CHECKPOINT_NAME))["step"])
+
+
 def cli_main(args):
     from . import data
     from .tokenizer import ByteTokenizer
@@ -611,6 +696,7 @@ def cli_main(args):
         except (ValueError, KeyError, IndexError) as exc:
             print(f"minilora train: {exc}", file=sys.stderr)
             return 1
+    _check_same_run(args, out)
     tokenizer = ByteTokenizer()
     parallel.keep_freed_memory()  # the command owns its process: malloc may keep freed pages (10-20% faster)
     ml_random.manual_seed(args.seed)  # the LoRA init draws from it
@@ -641,14 +727,21 @@ def cli_main(args):
 
         def eval_fn(m):
             return {"accuracy": data.evaluate(m, tokenizer, task_name, args.eval_n).accuracy}
-        print(f"before: {data.evaluate(model, tokenizer, task_name, args.eval_n)}")
+        if not args.resume:  # the base model was evaluated when the run started
+            print(f"before: {data.evaluate(model, tokenizer, task_name, args.eval_n)}")
+    if args.resume:
+        print(f"resume: continuing {out} from step {_checkpoint_step(out)} of {steps}")
 
     try:
         result = train(model, train_data, eval_data, steps=steps, lr=lr, weight_decay=args.weight_decay,
                        warmup_steps=args.warmup_steps, grad_accum=args.grad_accum,
                        clip_norm=args.clip_norm, eval_every=args.eval_every, eval_fn=eval_fn,
                        save_every=args.eval_every, out_dir=out, seed=args.seed, resume=args.resume,
-                       progress=not args.no_progress)
+                       progress="lines" if args.no_progress else True)
+    except TrainingInterrupted as exc:
+        print(f"minilora train: interrupted after step {exc.step} of {steps}; checkpoint {exc.checkpoint} holds "
+              f"it. To continue, run the same command with --resume.", file=sys.stderr)
+        return 130  # the shell's status for Ctrl-C
     except TrainingDivergedError as exc:
         print(f"minilora train: {exc}", file=sys.stderr)
         if exc.checkpoint:

@@ -8,6 +8,7 @@ import dataclasses
 import inspect
 import json
 import os
+import types
 import warnings
 
 import numpy as np
@@ -288,3 +289,57 @@ def test_cli_uses_peft_option_names_with_rank_as_alias():
         for flag in ("--r", "--rank"):
             args = parser.parse_args([command, flag, "4", "--lora-alpha", "3"])
             assert (getattr(args, "rank", None) or getattr(args, "r", None)) == 4 and args.lora_alpha == 3
+
+
+def _counting_rows(n=24, length=10):
+    return np.array([[(i + j) % 13 + 3 for j in range(length)] for i in range(n)], dtype=np.int64)
+
+
+def test_ctrl_c_finishes_the_step_checkpoints_it_and_resume_continues_identically(tmp_path):
+    """The first Ctrl-C (SIGINT) stops train() after the step in progress, with that step
+    checkpointed; resuming gives the same losses as a run that was never interrupted."""
+    import signal
+
+    from minilora.train import TrainingInterrupted, load_training_state, train
+    rows, kw = _counting_rows(), dict(batch_size=8, lr=1e-2, warmup_steps=1, progress=False)
+    straight = train(tiny_llama(), rows, steps=5, **kw)
+
+    def press_ctrl_c_at_step_2(model):  # eval_fn runs at the end of a step: the signal lands mid-run
+        if len(interrupted.losses) == 1:
+            signal.raise_signal(signal.SIGINT)
+        interrupted.losses.append(None)
+        return {}
+    interrupted = types.SimpleNamespace(losses=[])
+    with pytest.raises(TrainingInterrupted) as info:
+        train(tiny_llama(), rows, steps=5, eval_every=1, eval_fn=press_ctrl_c_at_step_2,
+              out_dir=str(tmp_path), **kw)
+    assert info.value.step == 2 and isinstance(info.value, KeyboardInterrupt)
+    assert load_training_state(info.value.checkpoint)["step"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    resumed = train(tiny_llama(seed=5), rows, steps=5, out_dir=str(tmp_path), resume=True, **kw)
+    assert resumed.losses == straight.losses
+
+
+def _minilora(args, cwd):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "minilora", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_train_no_progress_lines_resume_message_and_run_options(tmp_path):
+    common = ["train", "--eval-n", "2", "--eval-every", "2", "--no-progress", "--out", "run", "--r", "2"]
+    first = _minilora([*common, "--steps", "2"], tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "step 2/2  loss" in first.stdout and "step 2  accuracy" in first.stdout  # a line per log and eval
+    assert "before:" in first.stdout
+    other = _minilora([*common, "--steps", "4", "--resume", "--seed", "7"], tmp_path)
+    assert other.returncode == 2 and "Traceback" not in other.stderr
+    assert "started with --seed 0, not --seed 7" in other.stderr
+    wider = _minilora([*common[:-1], "4", "--steps", "4", "--resume"], tmp_path)
+    assert wider.returncode == 2 and "started with --r 2, not --r 4" in wider.stderr
+    resumed = _minilora([*common, "--steps", "4", "--resume"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resume: continuing run from step 2 of 4" in resumed.stdout
+    assert "before:" not in resumed.stdout  # the base model is not evaluated again
+    assert "step 4/4  loss" in resumed.stdout
