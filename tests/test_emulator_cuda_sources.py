@@ -249,3 +249,33 @@ def test_bfloat162_fma_and_conversion_round_to_nearest_even():
     want = to_bf16_bits(bf16_to_f32(fused) - bf16_to_f32(b))
     np.testing.assert_array_equal(c, want)
     np.testing.assert_array_equal(as_float, bf16_to_f32(want))
+
+
+# ------------------------------------------------------------------------------------------------
+# A shuffle that reads a lane outside its mask is an error, not the caller's own value
+# ------------------------------------------------------------------------------------------------
+def marker_line(filename: str, tag: str) -> int:
+    lines = (PDIR / filename).read_text().splitlines()
+    return next(i for i, ln in enumerate(lines) if f"// LINE: {tag}" in ln) + 1
+
+
+def test_shuffle_from_a_lane_past_the_block_is_refused_and_the_padded_version_is_right():
+    x = rng.standard_normal(32).astype(np.float32)
+    out = np.full(1, np.nan, np.float32)
+    line = marker_line("shuffle_mask.cu", "partial")
+    with pytest.raises(KernelFault, match=rf"__shfl_down_sync at shuffle_mask\.cu:{line} in warp 0 of block \(0,0,0\) "
+                                          r"of kernel 'warp_sum_partial': lane 8 reads lane 24, which does not exist"):
+        fn("shuffle_mask.cu", "warp_sum_partial")(1, 24, (x, out))
+    fn("shuffle_mask.cu", "warp_sum_padded")(1, 32, (x, out, np.int32(24)))
+    np.testing.assert_allclose(out[0], x[:24].sum(), rtol=1e-5)
+
+
+def test_shuffle_across_its_mask_is_refused_and_the_fixed_version_is_right():
+    x = rng.standard_normal(32).astype(np.float32)
+    out = np.full(1, np.nan, np.float32)
+    line = marker_line("shuffle_mask.cu", "half")
+    with pytest.raises(KernelFault, match=rf"__shfl_xor_sync at shuffle_mask\.cu:{line} .* lane 0 reads lane 16, which "
+                                          r"is not in the mask \(mask 0x0000ffff\)"):
+        fn("shuffle_mask.cu", "half_warp_sum_bad")(1, 32, (x, out))
+    fn("shuffle_mask.cu", "half_warp_sum")(1, 32, (x, out))
+    np.testing.assert_allclose(out[0], x[:16].sum(), rtol=1e-5)

@@ -841,9 +841,9 @@ int syncthreads(int kind, int pred, const char* file, int line) {
 }
 
 // Computes lane `l`'s result once every lane in the mask has deposited its value.
-static unsigned long long warp_result(const Fiber* lanes, int nlanes, int l) {
-    const Fiber& me = lanes[l];
-    const unsigned mask = me.wmask;
+// The lane a shuffle reads for lane `l`.  Past the end of its width-segment CUDA defines the result
+// as the caller's own value, so that is `l` itself.
+static int shuffle_source(const Fiber& me, int l) {
     const int width = me.wwidth, seg = l & ~(width - 1);
     int src = l;
     switch (me.wop) {
@@ -851,6 +851,17 @@ static unsigned long long warp_result(const Fiber* lanes, int nlanes, int l) {
         case W_SHFL_UP: src = l - me.warg; if (src < seg) src = l; break;
         case W_SHFL_DOWN: src = l + me.warg; if (src >= seg + width) src = l; break;
         case W_SHFL_XOR: src = l ^ me.warg; if (src >= seg + width) src = l; break;
+        default: break;
+    }
+    return src;
+}
+
+static unsigned long long warp_result(const Fiber* lanes, int nlanes, int l) {
+    const Fiber& me = lanes[l];
+    const unsigned mask = me.wmask;
+    int src = l;
+    switch (me.wop) {
+        case W_SHFL_IDX: case W_SHFL_UP: case W_SHFL_DOWN: case W_SHFL_XOR: src = shuffle_source(me, l); break;
         case W_BALLOT: case W_ANY: case W_ALL: {
             unsigned ballot = 0;
             for (int k = 0; k < nlanes; ++k)
@@ -862,8 +873,7 @@ static unsigned long long warp_result(const Fiber* lanes, int nlanes, int l) {
         }
         default: return 0;  // __syncwarp
     }
-    // Reading a lane outside the mask (or past the block's end) is undefined in CUDA: keep own value.
-    if (src < 0 || src >= nlanes || !(mask >> src & 1u)) src = l;
+    (void)mask;  // a source outside the mask was refused in warp_op before any result is computed
     return lanes[src].wval;
 }
 
@@ -909,6 +919,20 @@ unsigned long long warp_op(int op, const char* file, int line, unsigned mask, un
                                          where(file, line).c_str(), mask, where(lanes[l].file, lanes[l].line).c_str(),
                                          lanes[l].wmask));
     }
+    if (op >= W_SHFL_IDX && op <= W_SHFL_XOR)  // reading a lane outside the mask is undefined in CUDA
+        for (int l = 0; l < nlanes; ++l) {
+            const int src = (mask >> l & 1u) ? shuffle_source(lanes[l], l) : l;
+            if (src == l || (src < nlanes && (mask >> src & 1u))) continue;
+            static const char* const names[] = {"", "__shfl_sync", "__shfl_up_sync", "__shfl_down_sync",
+                                                "__shfl_xor_sync"};
+            fail_in_fiber(E_FAULT, fmt("%s at %s in warp %d of %s: lane %d reads lane %d, which %s (mask 0x%08x). "
+                                       "CUDA leaves that value undefined (it is not the lane's own value); "
+                                       "shuffle only from lanes in the mask, e.g. guard the read with the lane "
+                                       "index or use a narrower width", names[op], where(file, line).c_str(),
+                                       f->linear / 32, block_str().c_str(), l, src,
+                                       src < nlanes ? "is not in the mask" : "does not exist (past the block's "
+                                                                             "last thread)", mask));
+        }
     for (int l = 0; l < nlanes; ++l)
         if (mask >> l & 1u) lanes[l].wresult = warp_result(lanes, nlanes, l);
     for (int l = 0; l < nlanes; ++l)
