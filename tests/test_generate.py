@@ -102,8 +102,9 @@ def test_top_k_filter_keeps_the_k_largest():
     logits = np.array([[1.0, 5.0, 3.0, 4.0]])
     assert np.isneginf(top_k_filter(logits, 2)).tolist() == [[True, False, True, False]]
     assert top_k_filter(logits, 10) is logits
+    assert top_k_filter(logits, 0) is logits  # transformers' top_k=0: off
     with pytest.raises(ValueError, match="top_k"):
-        top_k_filter(logits, 0)
+        top_k_filter(logits, -1)
 
 
 def test_top_p_filter_keeps_the_smallest_set_reaching_p():

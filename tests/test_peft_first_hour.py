@@ -343,3 +343,73 @@ def test_cli_train_no_progress_lines_resume_message_and_run_options(tmp_path):
     assert "resume: continuing run from step 2 of 4" in resumed.stdout
     assert "before:" not in resumed.stdout  # the base model is not evaluated again
     assert "step 4/4  loss" in resumed.stdout
+
+
+# ==================================================================================================
+# transformers' names on the model: from_pretrained's dtype, outputs, embeddings, generate
+# ==================================================================================================
+def test_from_pretrained_dtype_torch_dtype_and_auto(tmp_path):
+    tiny_llama().save_pretrained(str(tmp_path))  # float64 weights; config.json records the dtype
+    assert LlamaForCausalLM.from_pretrained(str(tmp_path), dtype="float32").dtype == np.float32
+    assert LlamaForCausalLM.from_pretrained(str(tmp_path), torch_dtype="float32").dtype == np.float32
+    assert LlamaForCausalLM.from_pretrained(str(tmp_path), dtype="auto").dtype == np.float64
+    with pytest.raises(ValueError, match="disagree"):
+        LlamaForCausalLM.from_pretrained(str(tmp_path), dtype="float64", torch_dtype="float16")
+
+
+def test_outputs_index_as_transformers_model_outputs():
+    model = tiny_llama()
+    with_loss, without = model(IDS, labels=IDS), model(IDS, None)  # second positional: attention_mask
+    assert with_loss[0] is with_loss.loss and with_loss[1] is with_loss["logits"] is with_loss.logits
+    assert without[0] is without.logits and without.keys() == ["logits"]
+    with pytest.raises(KeyError, match="loss"):
+        without["loss"]
+
+
+def test_embedding_accessors_and_resize():
+    model = tiny_llama()
+    assert model.get_input_embeddings() is model.model.embed_tokens and model.get_output_embeddings() is model.lm_head
+    before = logits(model)
+    model.resize_token_embeddings(70)
+    assert model.config.vocab_size == 70 and model.get_output_embeddings().weight.shape == (70, TINY["hidden_size"])
+    np.testing.assert_array_equal(logits(model)[..., :64], before)  # old tokens' logits unchanged
+    model.get_input_embeddings().weight.requires_grad_(False)
+    model.enable_input_require_grads()
+    assert model(IDS).logits.requires_grad  # a graph through frozen embeddings (checkpointing + LoRA)
+
+
+@pytest.mark.parametrize("options", [dict(max_length=9), dict(max_new_tokens=5, repetition_penalty=1.5),
+                                     dict(max_new_tokens=4, eos_token_id=[7, 11], pad_token_id=0)],
+                         ids=["max_length", "repetition_penalty", "eos_list"])
+def test_greedy_generate_options_match_transformers(options):
+    pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from test_llama import hf_model
+    theirs = hf_model(transformers, LlamaConfig(**TINY))
+    ours = LlamaForCausalLM(LlamaConfig(**TINY), dtype="float64")
+    ours.load_state_dict(theirs.state_dict())
+    expected = theirs.generate(torch.as_tensor(IDS), do_sample=False, **options).numpy()
+    got = ours.generate(IDS, **options).numpy()
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_generate_defaults_sampling_options_and_streamer(capsys):
+    from minilora.generate import TextStreamer
+    from minilora.tokenizer import ByteTokenizer
+    model = load_base()
+    tok = ByteTokenizer()
+    ids = tok("The capital of", return_tensors="np")["input_ids"]
+    assert model.generate(ids).shape == (1, 20)  # transformers' default: max_length 20 in all
+    assert model.generate(ids, do_sample=True, num_return_sequences=3, max_new_tokens=4, seed=0).shape == (3, 19)
+    with pytest.raises(ValueError, match="num_return_sequences"):
+        model.generate(ids, num_return_sequences=2, max_new_tokens=2)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        model.generate(ids, max_new_tokens=-1)
+    with pytest.raises(ValueError, match="integers"):
+        model.generate(ids.astype(float), max_new_tokens=1)
+    out = model.generate(ids, max_new_tokens=12, streamer=TextStreamer(tok, skip_prompt=True, skip_special_tokens=True))
+    assert capsys.readouterr().out == tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True) + "\n"
+    with pytest.warns(UserWarning, match="max_position_embeddings"):
+        model.generate(ids, max_new_tokens=model.config.max_position_embeddings)

@@ -26,6 +26,7 @@ import numpy as np
 from .. import ops
 from ..checkpoint import (SAFE_WEIGHTS_NAME, atomic_folder, load_checkpoint, load_json,
                           read_checkpoint_shapes, save_file, save_json)
+from ..device import xp_of
 from ..tensor import Tensor, _to_dtype
 from . import init
 from .checkpointing import checkpoint
@@ -471,12 +472,57 @@ def _additive_mask(attention_mask, shape, past, dtype, xp):
 # ==================================================================================================
 # The causal language model
 # ==================================================================================================
+def _resized_rows(rows, n):
+    """``rows`` cut to ``n`` rows, or extended with copies of their mean (resize_token_embeddings)."""
+    if n <= rows.shape[0]:
+        return rows[:n]
+    xp = xp_of(rows)
+    mean = rows.mean(axis=0, keepdims=True)
+    return xp.concatenate([rows, xp.repeat(mean, n - rows.shape[0], axis=0)])
+
+
+def _dtype_argument(path, dtype, torch_dtype):
+    """``from_pretrained``'s dtype: ``torch_dtype`` as an alias, ``"auto"`` read from config.json,
+    a torch dtype (``torch.float32``) by its name."""
+    if torch_dtype is not None:
+        if dtype not in ("float32", None) and str(dtype) != str(torch_dtype):
+            raise ValueError(f"from_pretrained: dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; "
+                             "pass one (torch_dtype is the older name of dtype)")
+        dtype = torch_dtype
+    dtype = str(dtype).replace("torch.", "") if dtype is not None else "float32"
+    if dtype != "auto":
+        return dtype
+    file = os.path.join(os.fspath(path), "config.json") if os.path.isdir(path) else path
+    config = load_json(file)
+    saved = config.get("dtype") or config.get("torch_dtype") or "float32"
+    if saved == "bfloat16":
+        import warnings
+        warnings.warn("dtype='auto': the checkpoint is bfloat16, which NumPy cannot hold; loading float32")
+        return "float32"
+    return saved
 @dataclass
 class CausalLMOutput:
-    """What ``LlamaForCausalLM.__call__`` returns (transformers' ``CausalLMOutputWithPast``)."""
+    """What ``LlamaForCausalLM.__call__`` returns (transformers' ``CausalLMOutputWithPast``).
+
+    As transformers' model outputs: ``out.logits``, ``out["logits"]``, and ``out[0]`` -- an index
+    counts only the fields that are set, so ``out[0]`` is the loss when labels were given, else the
+    logits."""
     loss: Tensor = None
     logits: Tensor = None
     past_key_values: KVCache = None
+
+    def to_tuple(self):
+        return tuple(getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None)
+
+    def keys(self):
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            if key not in self.keys():
+                raise KeyError(f"{key!r} is not set in this output; it has {self.keys()}")
+            return getattr(self, key)
+        return self.to_tuple()[key]
 
 
 def causal_lm_loss(logits, labels, ignore_index=-100, reduction="mean"):
@@ -528,21 +574,72 @@ class LlamaForCausalLM(Module):
     def device(self):
         return self.model.embed_tokens.weight.device
 
-    def forward(self, input_ids, labels=None, attention_mask=None, past_key_values=None,
-                use_cache=False, position_ids=None):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None,
+                inputs_embeds=None, labels=None, use_cache=False):
+        """transformers' argument order: ``model(ids, mask)`` passes the attention mask."""
+        if inputs_embeds is not None:
+            raise NotImplementedError("inputs_embeds is not implemented in minilora: pass input_ids")
         hidden, cache = self.model(input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                    past_key_values=past_key_values, use_cache=use_cache)
         logits = self.lm_head(hidden)
         loss = causal_lm_loss(logits, labels) if labels is not None else None
         return CausalLMOutput(loss=loss, logits=logits, past_key_values=cache)
 
-    def generate(self, input_ids, max_new_tokens=20, **kwargs):
+    def generate(self, input_ids, **kwargs):
         """Continue ``input_ids``; see ``minilora.generate.generate`` for the options."""
         from ..generate import generate  # the tools layer sits above nn: import it only when used
-        return generate(self, input_ids, max_new_tokens=max_new_tokens, **kwargs)
+        return generate(self, input_ids, **kwargs)
 
     def num_parameters(self, only_trainable=False):
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not only_trainable)
+
+    # --- embeddings (transformers' names) ---------------------------------------------------------
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
+    def enable_input_require_grads(self):
+        """Make the embedding output require grad, so gradient checkpointing of the first layer has a
+        graph to recompute into even when the embeddings are frozen (LoRA); as in transformers."""
+        def require_grads(module, inputs, output):
+            output.requires_grad_(True)
+        self._require_grads_hook = self.get_input_embeddings().register_forward_hook(require_grads)
+
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None):
+        """Grow or shrink the vocabulary of the embedding and the head (new tokens after resizing a
+        tokenizer). New rows are the mean of the old ones (transformers draws them around that mean;
+        the mean itself keeps a new token's logit at the old tokens' average). Returns the embedding."""
+        old = self.get_input_embeddings()
+        n = old.num_embeddings if new_num_tokens is None else new_num_tokens
+        if pad_to_multiple_of:
+            n = -(-n // pad_to_multiple_of) * pad_to_multiple_of
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"new_num_tokens must be an integer >= 1, got {new_num_tokens!r}")
+        if n == old.num_embeddings:
+            return old
+        tied = self.lm_head.weight is old.weight
+        embed = Embedding(n, old.embedding_dim, padding_idx=old.padding_idx if (old.padding_idx or 0) < n else None,
+                          dtype=old.weight.dtype, device=old.weight.device)
+        embed.weight._array[...] = _resized_rows(old.weight._array, n)
+        self.set_input_embeddings(embed)
+        if tied:
+            self.lm_head = Linear(self.config.hidden_size, n, bias=False, dtype=old.weight.dtype,
+                                  device=old.weight.device)
+            self.lm_head.weight = embed.weight
+        else:
+            head = Linear(self.config.hidden_size, n, bias=False, dtype=old.weight.dtype, device=old.weight.device)
+            head.weight._array[...] = _resized_rows(self.lm_head.weight._array, n)
+            self.lm_head = head
+        self.config.vocab_size = n
+        return embed
 
     # --- gradient checkpointing (transformers' names) ---------------------------------------------
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
@@ -560,13 +657,15 @@ class LlamaForCausalLM(Module):
 
     # --- checkpoints ------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path, dtype="float32", device=None):
+    def from_pretrained(cls, path, dtype="float32", device=None, torch_dtype=None):
         """Load a Hugging Face-format folder: config.json + model.safetensors (or its shards).
 
-        Weights are cast to ``dtype`` (bfloat16 checkpoints arrive as float32 first). A checkpoint
-        that does not fit the config raises ``StateDictError`` listing missing keys, unexpected keys
-        and shape mismatches.
+        Weights are cast to ``dtype`` (bfloat16 checkpoints arrive as float32 first); ``"auto"`` keeps
+        the checkpoint's dtype (bfloat16, which NumPy lacks, becomes float32 with a warning), and
+        ``torch_dtype`` is transformers' older name for ``dtype``. A checkpoint that does not fit the
+        config raises ``StateDictError`` listing missing keys, unexpected keys and shape mismatches.
         """
+        dtype = _dtype_argument(path, dtype, torch_dtype)
         config = LlamaConfig.from_pretrained(path)
         _check_checkpoint_fits(path, config)  # from the file headers, before allocating anything
         state = load_checkpoint(path)
