@@ -180,9 +180,10 @@ def _param_name(param: str, i: int) -> str:
     return f"arg{i}"
 
 
-def _find_kernels(masked: str, templates: bool = False) -> dict[str, list[str]]:
+def _find_kernels(masked: str, templates: bool = False, bounds: dict | None = None) -> dict[str, list[str]]:
     """Names and parameter names of the non-template __global__ functions (or, with templates=True, of
-    the template ones, which are launched through RawModule's name_expressions), in source order."""
+    the template ones, which are launched through RawModule's name_expressions), in source order.
+    `bounds` receives each kernel's __launch_bounds__ thread limit where it is a plain number."""
     kernels: dict[str, list[str]] = {}
     for m in re.finditer(r"\b__global__\b", masked):
         line_start = masked.rfind("\n", 0, m.start()) + 1
@@ -191,21 +192,38 @@ def _find_kernels(masked: str, templates: bool = False) -> dict[str, list[str]]:
         prev = max(masked.rfind(c, 0, m.start()) for c in ";{}")
         if (re.search(r"\btemplate\b", masked[prev + 1:m.start()]) is not None) != templates:
             continue  # a template kernel has no single address; CuPy needs name_expressions for it
-        j = m.end()
+        j, max_threads = m.end(), None
         while True:
             mm = re.compile(r"([A-Za-z_]\w*)\s*\(").search(masked, j)
             if mm is None:
                 break
             if mm.group(1) in ("__launch_bounds__", "__attribute__", "alignas", "__align__"):
                 j = _close_paren(masked, mm.end() - 1) + 1
+                if mm.group(1) == "__launch_bounds__":
+                    max_threads = _int_expression(_split_top(masked[mm.end():j - 1])[0])
                 continue
             name, open_ = mm.group(1), mm.end() - 1
             params = masked[open_ + 1:_close_paren(masked, open_)].strip()
             names = [] if params in ("", "void") else [_param_name(p, i) for i, p in enumerate(_split_top(params))]
             if name not in kernels or all(n.startswith("arg") for n in kernels[name]):
                 kernels[name] = names
+            if bounds is not None and max_threads is not None:
+                bounds[name] = max_threads
             break
     return kernels
+
+
+def _int_expression(text: str) -> int | None:
+    """The value of a constant integer expression such as `256` or `(16 * 16)`; None for anything else
+    (a template parameter, a constexpr name): such a bound is then not checked at launch."""
+    text = re.sub(r"(?<=\d)[uUlL]+\b", "", text.strip())
+    if not re.fullmatch(r"[\d\s+\-*/%()]+", text) or not text.strip():
+        return None
+    try:
+        value = eval(text.replace("/", "//"), {"__builtins__": {}})  # digits and arithmetic only (checked above)
+    except (SyntaxError, ZeroDivisionError, TypeError):
+        return None
+    return value if isinstance(value, int) and value > 0 else None
 
 
 @dataclass
@@ -584,9 +602,11 @@ class _Module:
                 raise CompileError(f"name expression {expression!r}: no template __global__ function '{base}' in the "
                                    f"source (found: {', '.join(templates) or 'none'})")
             rewritten.kernels[expression] = templates.get(base, rewritten.kernels.get(base))
+            if base in self._template_bounds:
+                self._bounds[expression] = self._template_bounds[base]
         if not rewritten.kernels:
             raise CompileError("no __global__ function found in the source")
-        _write_atomic(self._kernels_file, json.dumps(rewritten.kernels))
+        _write_atomic(self._kernels_file, json.dumps({"params": rewritten.kernels, "launch_bounds": self._bounds}))
         wrapper = self.product.parent / "wrapper.cpp"
         _write_atomic(wrapper, _wrapper_source(self.source_path, rewritten))
 
@@ -614,15 +634,17 @@ class _Module:
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise CompileError(f"preprocessing '{self.source_path.name}' failed:\n{res.stderr.strip()}")
-        masked = _mask(res.stdout)
-        return _find_kernels(masked), _find_kernels(masked, templates=True)
+        masked, self._bounds, self._template_bounds = _mask(res.stdout), {}, {}
+        return (_find_kernels(masked, bounds=self._bounds),
+                _find_kernels(masked, templates=True, bounds=self._template_bounds))
 
     def _load(self) -> str:
         """Open the compiled product; returns its kernel table (one line per kernel)."""
         try:
             self.stack_usage = int(self._stack_file.read_text())
-            self.kernel_params = json.loads(self._kernels_file.read_text())
-        except (OSError, ValueError):
+            found = json.loads(self._kernels_file.read_text())
+            self.kernel_params, self.launch_bounds = found["params"], found["launch_bounds"]
+        except (OSError, ValueError, KeyError, TypeError):
             raise _CorruptCache(f"{self._stack_file} or {self._kernels_file} is missing or unreadable") from None
         if self.sanitize:
             try:
@@ -843,6 +865,11 @@ class RawKernel:
                              "per block (x, y <= 1024, z <= 64)")
         if g[0] > 2**31 - 1 or g[1] > 65535 or g[2] > 65535:
             raise ValueError(f"grid {g} of kernel '{self.name}' exceeds CUDA's limits")
+        bound = self._mod.launch_bounds.get(self.name)
+        if bound is not None and b[0] * b[1] * b[2] > bound:
+            raise ValueError(f"block {b} of kernel '{self.name}' has {b[0] * b[1] * b[2]} threads, but the kernel is "
+                             f"declared __launch_bounds__({bound}): CUDA refuses such a launch (too many resources "
+                             "requested for launch)")
         if not isinstance(shared_mem, numbers.Integral) or not 0 <= shared_mem <= 227 * 1024:
             raise ValueError(f"shared_mem must be an int in 0..{227 * 1024} bytes, got {shared_mem!r}")
         if stack_size is None:

@@ -279,3 +279,14 @@ def test_shuffle_across_its_mask_is_refused_and_the_fixed_version_is_right():
         fn("shuffle_mask.cu", "half_warp_sum_bad")(1, 32, (x, out))
     fn("shuffle_mask.cu", "half_warp_sum")(1, 32, (x, out))
     np.testing.assert_allclose(out[0], x[:16].sum(), rtol=1e-5)
+
+
+def test_launch_bounds_are_enforced_at_launch():
+    x = np.ones(300, np.float32)
+    scale = fn("small_features.cu", "scale")
+    scale(3, 128, (x, np.float32(2), np.int32(300)))
+    np.testing.assert_array_equal(x, 2)
+    with pytest.raises(ValueError, match=r"block \(256, 1, 1\) of kernel 'scale' has 256 threads, but the kernel is "
+                                         r"declared __launch_bounds__\(128\)"):
+        scale(2, 256, (x, np.float32(2), np.int32(300)))
+    assert emu._int_expression("(16 * 16)") == 256 and emu._int_expression("BLOCK") is None

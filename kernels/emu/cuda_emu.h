@@ -51,7 +51,9 @@
 // recent g++ (13+). runtime.cpp therefore includes its system headers first; the kernels here include
 // no standard header. (nvcc avoids this by handling __noinline__ in its front end, which g++ cannot.)
 #define __noinline__ __attribute__((noinline))
+#ifndef __EMU_FIND_KERNELS  // kept there too: emulator.py reads the limit and checks it at launch
 #define __launch_bounds__(...)
+#endif
 #define __align__(n) __attribute__((aligned(n)))
 #define __grid_constant__
 // __restrict__ is already a g++ keyword.
