@@ -75,16 +75,8 @@ class Device:
     def index(self):
         return None  # one device of each kind
 
-    def __eq__(self, other):
-        """Equal to itself and to its name, as ``torch.device('cpu') == 'cpu'``."""
-        if isinstance(other, Device):
-            return other is self
-        if isinstance(other, str) or type(other).__name__ == "device":
-            return str(other).split(":")[0] == self.name
-        return NotImplemented
-
-    def __hash__(self):
-        return hash(self.name)
+    # No __eq__ with strings: as torch (``torch.device('cpu') == 'cpu'`` is False), a device equals
+    # only itself; compare ``x.device.type == 'cpu'``.
 
     def __repr__(self):
         return f"device(type='{self.name}')"

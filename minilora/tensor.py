@@ -17,7 +17,8 @@ tensors (created by the user, ``requires_grad=True``) accumulate them in ``.grad
 
 Views and in-place ops follow torch. An op whose result is a view of an input's array (reshape,
 basic indexing, transpose, expand, ``detach``) gives a tensor that shares that input's storage and
-its **version counter** (``_version``, one list ``[n]`` shared by a tensor and its views). Every
+its **version counter** (``_counter``, one list ``[n]`` shared by a tensor and its views; torch's
+``t._version`` reads it). Every
 in-place op (``x += 1``, ``x.mul_(2)``, ``x[0] = 1``, ...) bumps it. When an op records itself for
 backward it notes the version of each input (and of its output) whose storage it saved; if that
 storage was modified in place before backward, backward raises torch's error instead of computing
@@ -257,11 +258,11 @@ class Function:
         if True in needs and out.dtype.kind == "f":  # integer/bool results never carry a gradient (torch)
             ctx.inputs = inputs
             ctx.parents = tuple(x._ctx if isinstance(x, Tensor) else None for x in inputs)
-            ctx.versions = tuple(x._version[0] if isinstance(x, Tensor) else None for x in inputs)
+            ctx.versions = tuple(x._counter[0] if isinstance(x, Tensor) else None for x in inputs)
             ctx.seq = next(_sequence)
             result = Tensor._make(out, dev, True, ctx)
             _share_storage(result, inputs)
-            ctx.output_version = (result._version, result._version[0], id(_storage(out)))
+            ctx.output_version = (result._counter, result._counter[0], id(_storage(out)))
             return result
         result = Tensor._make(out, dev, False, None)
         _share_storage(result, inputs)
@@ -301,7 +302,7 @@ def _share_storage(result, inputs):
         if isinstance(x, Tensor):
             a = x._array
             if a is out or (base is not None and (a is base or a.base is base)):
-                result._version = x._version
+                result._counter = x._counter
                 result._base = x if x._base is None else x._base
                 return
 
@@ -310,8 +311,8 @@ def _check_versions(ctx):
     """torch's saved-tensor check, at backward: an input (or the output) whose storage changed in
     place since the op ran is an error if the op saved that storage for backward. The versions are
     compared first (cheap); only a changed one is looked up among the saved arrays."""
-    changed = [(x._version[0], version, f"input {i}", x._array) for i, (x, version) in
-               enumerate(zip(ctx.inputs, ctx.versions)) if version is not None and x._version[0] != version]
+    changed = [(x._counter[0], version, f"input {i}", x._array) for i, (x, version) in
+               enumerate(zip(ctx.inputs, ctx.versions)) if version is not None and x._counter[0] != version]
     counter, version, out_storage = ctx.output_version
     if counter[0] != version:
         changed.append((counter[0], version, "output 0", out_storage))
@@ -343,7 +344,7 @@ def _host(array):
 
 
 class Tensor:
-    __slots__ = ("_array", "_grad", "requires_grad", "_ctx", "_device", "_version", "_base",
+    __slots__ = ("_array", "_grad", "requires_grad", "_ctx", "_device", "_counter", "_base",
                  "__weakref__")
     # NumPy defers to Tensor's reflected operators, so ``array + tensor`` is a Tensor, as with torch.
     __array_priority__ = 1000
@@ -365,8 +366,8 @@ class Tensor:
                                 f"use minilora.tensor({data!r}) for a 0-d tensor")
             elif dtype is None:
                 dtype = dtypes.get_default_dtype()
-        else:  # Tensor(2, 3): sizes
-            data = np.zeros(data, dtype=dtype or dtypes.get_default_dtype())
+        else:  # Tensor(2, 3): sizes; Tensor(): an empty 1-d tensor
+            data = np.zeros(data or (0,), dtype=dtype or dtypes.get_default_dtype())
         array = dev.xp.asarray(data, dtype=dtype)
         if requires_grad and array.dtype.kind not in "fc":
             raise RuntimeError(f"only Tensors of floating point dtype can require gradients, "
@@ -377,7 +378,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self._ctx = None
         self._device = dev
-        self._version = source._version if shares else [0]
+        self._counter = source._counter if shares else [0]
         self._base = (source if source._base is None else source._base) if shares else None
 
     @classmethod
@@ -389,7 +390,7 @@ class Tensor:
         t.requires_grad = requires_grad
         t._ctx = ctx
         t._device = dev
-        t._version = [0]
+        t._counter = [0]
         t._base = None
         return t
 
@@ -418,8 +419,9 @@ class Tensor:
                 raise TypeError(f"assigned grad expected to be a Tensor or None but got grad of "
                                 f"type {type(value).__name__}")
             if value.dtype != self.dtype:
-                raise TypeError(f"assigned grad has data of a different type ({value.dtype} for a "
-                                f"{self.dtype} tensor)")
+                raise RuntimeError(f"attempting to assign a gradient with dtype {value.dtype} to a "
+                                   f"tensor of dtype {self.dtype} (assigned grad has data of a "
+                                   f"different type)")
             if value.shape != self.shape:
                 raise RuntimeError(f"assigned grad has data of a different size ({tuple(value.shape)}"
                                    f" for a tensor of shape {tuple(self.shape)})")
@@ -457,9 +459,9 @@ class Tensor:
         return self._ctx
 
     @property
-    def _version_number(self):
+    def _version(self):
         """How many in-place changes this tensor's storage has seen (torch's ``_version``)."""
-        return self._version[0]
+        return self._counter[0]
 
     @property
     def nbytes(self):
@@ -527,7 +529,7 @@ class Tensor:
         """Same storage and version counter (as torch), no graph, no gradient. Not a view for
         autograd: changing it in place is allowed, and caught at backward if the values were saved."""
         t = Tensor._make(self._array, self._device, False, None)
-        t._version = self._version
+        t._counter = self._counter
         return t
 
     def detach_(self):
@@ -641,7 +643,7 @@ class Tensor:
                 self._device.xp.asarray(value, dtype=self.dtype), self._device, False, None))
         self._check_inplace()
         self._array[...] = value
-        self._version[0] += 1
+        self._counter[0] += 1
         return self
 
     def add_(self, other, *, alpha=1):
@@ -744,7 +746,7 @@ class Tensor:
         self._write(result._array, cast)
         self._ctx, self.requires_grad = result._ctx, result.requires_grad
         if self._ctx is not None:  # the new node's output is now this tensor's storage
-            self._ctx.output_version = (self._version, self._version[0], id(_storage(self._array)))
+            self._ctx.output_version = (self._counter, self._counter[0], id(_storage(self._array)))
         return self
 
     def _write(self, values, cast):
@@ -767,7 +769,7 @@ class Tensor:
             raise RuntimeError("unsupported operation: more than one element of the written-to "
                                "tensor refers to a single memory location (an expand()ed tensor); "
                                "clone() it before writing") from None
-        self._version[0] += 1
+        self._counter[0] += 1
 
     # --- autograd ------------------------------------------------------------------------------
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
@@ -956,7 +958,7 @@ def _store_grad(t, g, handed_out):
         grad._array += g
     else:
         grad._array = grad._array + g
-    grad._version[0] += 1
+    grad._counter[0] += 1
 
 
 def _run_backward(root, gradient, retain_graph):

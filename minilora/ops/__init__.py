@@ -28,9 +28,15 @@ def _reflected(op):
     return method
 
 
+def _rdiv(self, other):
+    """``2 / x`` as torch computes it: ``x.reciprocal() * 2`` (torch's Tensor.__rtruediv__), which
+    can differ from ``2 / x`` in the last bit; we follow torch."""
+    return mul(div(1, self), other)
+
+
 _METHODS = {
     "__add__": add, "__radd__": add, "__sub__": sub, "__rsub__": _reflected(sub), "__mul__": mul,
-    "__rmul__": mul, "__truediv__": div, "__rtruediv__": _reflected(div), "__neg__": neg,
+    "__rmul__": mul, "__truediv__": div, "__rtruediv__": _rdiv, "__neg__": neg,
     "__pow__": pow, "__rpow__": _reflected(pow), "__matmul__": matmul,
     "__rmatmul__": _reflected(matmul), "__getitem__": getitem,
     "exp": exp, "log": log, "sqrt": sqrt, "rsqrt": rsqrt, "abs": abs, "tanh": tanh,
