@@ -14,7 +14,7 @@ plain ``nn.Linear`` layers that LoRA can wrap::
                       └──────────────────────── residual ───────────────────────────────────────────┘
                       ... num_hidden_layers times ... ─ norm ─ lm_head ─ logits
 
-Checkpoints are safetensors (``minilora/checkpoint.py``); generation lives in ``minilora/generate.py``.
+Checkpoints are safetensors (``minilora/checkpoint.py``); generation lives in ``minilora/nn/generation.py``.
 """
 import dataclasses
 import math
@@ -28,7 +28,7 @@ from ..checkpoint import (SAFE_WEIGHTS_NAME, atomic_folder, load_checkpoint, loa
                           read_checkpoint_shapes, save_file, save_json)
 from ..device import xp_of
 from ..tensor import Tensor, _to_dtype
-from . import init
+from . import generation, init
 from .checkpointing import checkpoint
 from .layers import Embedding, Linear, RMSNorm
 from .module import Module, ModuleList, StateDictError
@@ -587,8 +587,7 @@ class LlamaForCausalLM(Module):
 
     def generate(self, input_ids, **kwargs):
         """Continue ``input_ids``; see ``minilora.generate.generate`` for the options."""
-        from ..generate import generate  # the tools layer sits above nn: import it only when used
-        return generate(self, input_ids, **kwargs)
+        return generation.generate(self, input_ids, **kwargs)
 
     def num_parameters(self, only_trainable=False):
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not only_trainable)

@@ -1,0 +1,269 @@
+"""Text generation: the model predicts one token, we append it, and ask again.
+
+(In ``minilora.nn`` because a model's ``generate`` method calls it: the layer below the tools.
+``minilora.generate`` re-exports it and adds the ``minilora generate`` command.)
+
+    out = generate(model, [[1, 72, 105]], max_new_tokens=20)                    # greedy
+    out = generate(model, ids, do_sample=True, temperature=0.8, top_k=50, top_p=0.9, seed=0)
+
+Each step turns the logits of the last position into the next token:
+
+* greedy (``do_sample=False``): the most likely token;
+* sampling: divide the logits by ``temperature`` (< 1 sharper, > 1 flatter), keep the ``top_k``
+  most likely tokens, keep the smallest set whose probabilities add up to ``top_p`` (nucleus
+  sampling), and draw from what is left -- in that order, as transformers does.
+
+With the KV cache (``use_cache=True``) the prompt is run once and every later step feeds only the one
+new token; the keys and values of earlier positions come from the cache. Without it the whole
+sequence is recomputed each step. Both give the same tokens; the cache makes a step O(T) not O(T^2).
+
+A row that produced ``eos_token_id`` is finished: it gets ``pad_token_id`` from then on, and
+generation stops when every row is finished (or after ``max_new_tokens``).
+
+The options and their defaults are transformers': ``max_length=20`` in all when no length is given,
+``top_k=50`` and ``top_p=1.0`` when sampling, ``repetition_penalty``, ``num_return_sequences`` and a
+``streamer`` (``TextStreamer`` prints the text as it is generated).
+"""
+import warnings
+
+import numpy as np
+
+from .. import random as _random
+from ..tensor import Tensor, no_grad
+
+__all__ = ["generate", "sample_next_token", "top_k_filter", "top_p_filter", "apply_repetition_penalty",
+           "TextStreamer"]
+
+
+def top_k_filter(logits, k):
+    """Set every logit below the ``k``-th largest of its row to -inf (ties at the k-th are kept).
+    ``k`` None or 0 keeps every token (0 is transformers' way to turn top-k off)."""
+    if k is None or (isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)) and k == 0):
+        return logits
+    if not isinstance(k, (int, np.integer)) or isinstance(k, (bool, np.bool_)) or k < 1:
+        raise ValueError(f"top_k must be an integer >= 0 (0: off), got {k!r}")
+    if k >= logits.shape[-1]:
+        return logits
+    kth = np.partition(logits, -k, axis=-1)[..., -k:].min(axis=-1, keepdims=True)
+    return np.where(logits < kth, -np.inf, logits)
+
+
+def top_p_filter(logits, p):
+    """Keep, per row, the most likely tokens until their probabilities reach ``p``; -inf the rest.
+
+    A token is kept if the probability of all tokens more likely than it is still below ``p``, so the
+    most likely token is always kept.
+    """
+    if p is None:
+        return logits
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.number)) or not 0.0 < p <= 1.0:
+        raise ValueError(f"top_p must be a number in (0, 1], got {p!r}")
+    if p == 1.0:
+        return logits
+    order = np.argsort(-logits, axis=-1, kind="stable")
+    sorted_logits = np.take_along_axis(logits, order, axis=-1)
+    probs = _softmax(sorted_logits)
+    before = np.cumsum(probs, axis=-1) - probs  # probability of the strictly more likely tokens
+    remove_sorted = before >= p
+    remove = np.empty_like(remove_sorted)
+    np.put_along_axis(remove, order, remove_sorted, axis=-1)
+    return np.where(remove, -np.inf, logits)
+
+
+def _softmax(logits):
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def sample_next_token(logits, do_sample=False, temperature=1.0, top_k=None, top_p=None, rng=None):
+    """Next token ids [B] from the last position's logits [B, vocab] (a float64 NumPy array)."""
+    if not do_sample:
+        return logits.argmax(axis=-1)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0 when sampling, got {temperature} "
+                         "(use do_sample=False for greedy decoding)")
+    logits = top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
+    cdf = np.cumsum(_softmax(logits), axis=-1)
+    rng = rng if rng is not None else _random.generator()
+    u = rng.random((logits.shape[0], 1)) * cdf[:, -1:]  # inverse-CDF sampling, one draw per row
+    return np.minimum((cdf < u).sum(axis=-1), logits.shape[-1] - 1)
+
+
+DEFAULT_MAX_LENGTH = 20  # transformers' default total length when no limit is given
+
+
+def generate(model, input_ids, max_new_tokens=None, do_sample=False, temperature=1.0, top_k=50,
+             top_p=1.0, eos_token_id=None, pad_token_id=None, seed=None, attention_mask=None,
+             use_cache=True, max_length=None, repetition_penalty=1.0, num_return_sequences=1,
+             streamer=None):
+    """Prompt ids followed by the generated ids (an int64 Tensor), with transformers' options.
+
+    ``input_ids``: one sequence ``[ids]``-style 1-D, or a batch [B, T] (pad batches on the *left*
+    and pass ``attention_mask``). Length: ``max_new_tokens`` new tokens, or ``max_length`` in all
+    (prompt included); with neither, ``max_length=20`` as in transformers. ``eos_token_id`` (an id or
+    a list; default the model config's, ``[]`` never stops) ends a row. Sampling (``do_sample=True``)
+    keeps transformers' defaults: ``top_k=50``, ``top_p=1.0``. ``repetition_penalty`` > 1 makes tokens
+    already in the row less likely (CTRL's rule, as transformers). ``num_return_sequences`` samples
+    that many continuations per prompt (rows ``i*n .. i*n+n-1``). ``streamer`` gets ``put(ids)`` with
+    the prompt and then each new token, and ``end()`` (transformers' streamer protocol;
+    ``TextStreamer`` prints the text as it comes). ``seed`` makes sampling reproducible (default: the
+    generator of ``minilora.manual_seed``).
+    """
+    ids = _as_int_array(input_ids, "input_ids")
+    single = ids.ndim == 1
+    ids = ids[None, :] if single else ids
+    if ids.ndim != 2 or 0 in ids.shape:
+        raise ValueError(f"input_ids must be a non-empty sequence or a [batch, seq_len] batch with "
+                         f"batch >= 1 and seq_len >= 1, got shape {ids.shape}")
+    max_new_tokens = _new_token_budget(max_new_tokens, max_length, ids.shape[1])
+    _check_sampling_options(do_sample, repetition_penalty, num_return_sequences, streamer, ids.shape[0])
+    config = getattr(model, "config", None)
+    _warn_past_positions(config, ids.shape[1] + max_new_tokens)
+    eos = _id_set(eos_token_id if eos_token_id is not None else getattr(config, "eos_token_id", None))
+    if pad_token_id is None:
+        pad_token_id = getattr(config, "pad_token_id", None)
+    if pad_token_id is None:
+        pad_token_id = min(eos) if eos else 0
+    mask = np.ones_like(ids) if attention_mask is None else _as_int_array(attention_mask, "attention_mask")
+    if mask.shape != ids.shape and not (single and mask.shape == ids.shape[1:]):
+        raise ValueError(f"attention_mask has shape {mask.shape} but input_ids has shape "
+                         f"{ids.shape[1:] if single else ids.shape}: they must match")
+    mask = mask.reshape(ids.shape)
+    if num_return_sequences > 1:  # each prompt repeated, its copies side by side (repeat_interleave)
+        ids, mask, single = np.repeat(ids, num_return_sequences, 0), np.repeat(mask, num_return_sequences, 0), False
+    rng = np.random.default_rng(seed) if seed is not None else None
+    if streamer is not None:
+        streamer.put(ids[0] if single else ids)
+
+    finished = np.zeros(ids.shape[0], dtype=bool)
+    cache = None
+    with no_grad():
+        for _ in range(max_new_tokens):
+            # Positions count only real tokens, so a left-padded row starts at position 0.
+            positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+            if cache is None:  # first step, or no cache: run the whole sequence
+                out = model(ids, attention_mask=_mask_arg(mask), position_ids=positions,
+                            use_cache=use_cache)
+            else:  # later steps with a cache: only the newest token
+                out = model(ids[:, -1:], attention_mask=_mask_arg(mask), position_ids=positions[:, -1:],
+                            past_key_values=cache, use_cache=True)
+            cache = out.past_key_values if use_cache else None
+            last = out.logits[:, -1, :].numpy().astype(np.float64)
+            if repetition_penalty != 1.0:
+                last = apply_repetition_penalty(last, ids, repetition_penalty)
+            token = sample_next_token(last, do_sample, temperature, top_k, top_p, rng)
+            token = np.where(finished, pad_token_id, token)
+            ids = np.concatenate([ids, token[:, None]], axis=1)
+            mask = np.concatenate([mask, np.ones_like(token)[:, None]], axis=1)
+            if streamer is not None:
+                streamer.put(token)
+            finished |= np.isin(token, list(eos))
+            if finished.all():
+                break
+    if streamer is not None:
+        streamer.end()
+    return Tensor(ids[0] if single else ids, dtype=np.int64)
+
+
+def apply_repetition_penalty(logits, ids, penalty):
+    """Each token already in a row: its logit divided by ``penalty`` if positive, multiplied if
+    negative (so it always becomes less likely for penalty > 1), as transformers' processor does."""
+    logits = logits.copy()
+    rows = np.arange(ids.shape[0])[:, None]
+    seen = logits[rows, ids]
+    logits[rows, ids] = np.where(seen < 0, seen * penalty, seen / penalty)
+    return logits
+
+
+def _new_token_budget(max_new_tokens, max_length, prompt_length):
+    """How many tokens to generate: ``max_new_tokens`` if given (it wins over ``max_length``, as in
+    transformers), else ``max_length`` minus the prompt, else transformers' default total of 20."""
+    if max_new_tokens is not None:
+        _check_count("max_new_tokens", max_new_tokens)
+        return max_new_tokens
+    if max_length is not None:
+        _check_count("max_length", max_length)
+    total = DEFAULT_MAX_LENGTH if max_length is None else max_length
+    if total <= prompt_length:
+        warnings.warn(f"the prompt has {prompt_length} tokens and max_length is {total}: nothing is "
+                      "generated (pass max_new_tokens=...)")
+    return max(0, total - prompt_length)
+
+
+def _check_sampling_options(do_sample, repetition_penalty, num_return_sequences, streamer, batch):
+    if isinstance(repetition_penalty, bool) or not isinstance(repetition_penalty, (int, float)) \
+            or not repetition_penalty > 0:
+        raise ValueError(f"repetition_penalty must be a number > 0, got {repetition_penalty!r}")
+    if isinstance(num_return_sequences, bool) or not isinstance(num_return_sequences, (int, np.integer)) \
+            or num_return_sequences < 1:
+        raise ValueError(f"num_return_sequences must be an integer >= 1, got {num_return_sequences!r}")
+    if num_return_sequences > 1 and not do_sample:
+        raise ValueError("Greedy decoding gives the same sequence every time: num_return_sequences > 1 "
+                         "needs do_sample=True (transformers refuses it too)")
+    if streamer is not None and batch * num_return_sequences > 1:
+        raise ValueError("a streamer takes one sequence at a time (batch size 1), as in transformers")
+
+
+def _warn_past_positions(config, length):
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is not None and length > limit:
+        warnings.warn(f"generating up to {length} tokens, past the model's max_position_embeddings "
+                      f"({limit}): positions it was never trained on; expect degraded text")
+
+
+class TextStreamer:
+    """Prints the generated text as it comes (transformers' ``TextStreamer``):
+    ``model.generate(ids, streamer=TextStreamer(tok, skip_prompt=True), max_new_tokens=40)``.
+
+    Whole words are printed as they are complete: the text of everything received so far is decoded
+    again each time, and what is new up to the last space (or newline) is printed."""
+
+    def __init__(self, tokenizer, skip_prompt=False, **decode_kwargs):
+        self.tokenizer, self.skip_prompt, self.decode_kwargs = tokenizer, skip_prompt, decode_kwargs
+        self.tokens, self.printed, self.prompt_seen = [], 0, False
+
+    def put(self, value):
+        ids = [int(i) for i in np.asarray(value).reshape(-1)]
+        if not self.prompt_seen:  # the first call carries the prompt
+            self.prompt_seen = True
+            if self.skip_prompt:
+                return
+        self.tokens.extend(ids)
+        text = self.tokenizer.decode(self.tokens, **self.decode_kwargs)
+        cut = max(text.rfind(" "), text.rfind("\n")) + 1
+        if cut > self.printed and not text.endswith("\ufffd"):  # never half a character
+            self.on_finalized_text(text[self.printed:cut])
+            self.printed = cut
+
+    def end(self):
+        text = self.tokenizer.decode(self.tokens, **self.decode_kwargs)
+        self.on_finalized_text(text[self.printed:], stream_end=True)
+        self.tokens, self.printed, self.prompt_seen = [], 0, False
+
+    def on_finalized_text(self, text, stream_end=False):
+        print(text, flush=True, end="" if not stream_end else None)
+
+
+def _check_count(name, value):
+    """A count argument must be a whole number >= 0: 2.5 tokens, True or "3" are refused, not rounded."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+
+
+def _as_int_array(values, name):
+    """Token ids or a 0/1 mask as an int64 array; floats like 2.5 are refused, not truncated."""
+    array = np.asarray(values.numpy() if isinstance(values, Tensor) else values)
+    if array.size and array.dtype.kind not in "iub":
+        raise ValueError(f"{name} must hold integers, got dtype {array.dtype}")
+    return array.astype(np.int64)
+
+
+def _id_set(ids):
+    if ids is None:
+        return set()
+    return {int(i) for i in ids} if isinstance(ids, (list, tuple, set)) else {int(ids)}
+
+
+def _mask_arg(mask):
+    """The attention mask to pass on: ``None`` when nothing is padded (cheaper)."""
+    return None if mask.all() else mask
