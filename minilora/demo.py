@@ -185,7 +185,7 @@ def run_demo(task=DEMO_DEFAULTS["task"], steps=DEMO_DEFAULTS["steps"], rank=DEMO
     plot = plot_losses(os.path.join(out, PLOT_NAME), result.losses, result.evals,
                        title=f"LoRA r={rank} on {task!r}: training loss")
     _say(f"trained in {result.train_seconds:.1f} s ({1e3 * result.seconds_per_step:.0f} ms/step); "
-         f"loss {result.losses[0]:.3f} -> {result.final_loss:.3f}")
+         f"loss {result.losses[0]:.3f} (step 1) -> {result.final_loss:.3f} (step {len(result.losses)})")
     summary.update(first_loss=result.losses[0], final_loss=result.final_loss,
                    seconds_per_step=result.seconds_per_step)
 

@@ -371,7 +371,7 @@ def diagnose_training(train_losses, eval_losses=None, *, min_points=8, min_impro
             findings.append(finding)
     if not any(f.severity in ("error", "warning") for f in findings):
         findings.append(Finding("healthy", "info", f"no problem found: the train loss fell from {early:.4f} "
-                                f"to {late:.4f}"))
+                                f"(mean of the first quarter of the steps) to {late:.4f} (last quarter)"))
     return findings
 
 
