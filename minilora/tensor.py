@@ -232,6 +232,8 @@ class Function:
         arrays, needs = [], []
         for x in inputs:
             if isinstance(x, Tensor):
+                if x._view is not None and grad_on and x._view[4] != x._counter[0]:
+                    _refresh_view(x)  # its base changed in place since the view's node was made
                 if dev is None:
                     dev = x._device
                 elif x._device is not dev:
@@ -261,11 +263,11 @@ class Function:
             ctx.versions = tuple(x._counter[0] if isinstance(x, Tensor) else None for x in inputs)
             ctx.seq = next(_sequence)
             result = Tensor._make(out, dev, True, ctx)
-            _share_storage(result, inputs)
+            _share_storage(result, inputs, cls, options)
             ctx.output_version = (result._counter, result._counter[0], id(_storage(out)))
             return result
         result = Tensor._make(out, dev, False, None)
-        _share_storage(result, inputs)
+        _share_storage(result, inputs, cls, options)
         return result
 
 
@@ -293,18 +295,35 @@ def _storage(array):
     return array if base is None else base
 
 
-def _share_storage(result, inputs):
+def _share_storage(result, inputs, fn, options):
     """If an op returned (a view of) an input's array, the result is a view of that input: it shares
-    the input's version counter, and remembers its base, as torch's views do."""
+    the input's version counter and remembers its base, as torch's views do, and how it was made
+    (``_view``), so that an in-place change through it can be differentiated (``_inplace``)."""
     out = result._array
     base = getattr(out, "base", None)
-    for x in inputs:
+    for i, x in enumerate(inputs):
         if isinstance(x, Tensor):
             a = x._array
             if a is out or (base is not None and (a is base or a.base is base)):
                 result._counter = x._counter
                 result._base = x if x._base is None else x._base
+                result._view = (fn, inputs, options, i, x._counter[0])
                 return
+
+
+def _refresh_view(view):
+    """Give ``view`` a node computed from its base as the base is now (torch regenerates a view's
+    grad_fn the same way after its base changed in place)."""
+    fn, inputs, options, i, _ = view._view
+    parent = inputs[i]
+    if parent._view is not None and parent._view[4] != parent._counter[0]:
+        _refresh_view(parent)
+    with set_grad_enabled(True):
+        fresh = fn.apply(*inputs, **options)
+    view._ctx, view.requires_grad = fresh._ctx, fresh.requires_grad
+    if view._ctx is not None:
+        view._ctx.output_version = (view._counter, view._counter[0], id(_storage(view._array)))
+    view._view = (fn, inputs, options, i, view._counter[0])
 
 
 def _check_versions(ctx):
@@ -344,7 +363,7 @@ def _host(array):
 
 
 class Tensor:
-    __slots__ = ("_array", "_grad", "requires_grad", "_ctx", "_device", "_counter", "_base",
+    __slots__ = ("_array", "_grad", "requires_grad", "_ctx", "_device", "_counter", "_base", "_view",
                  "__weakref__")
     # NumPy defers to Tensor's reflected operators, so ``array + tensor`` is a Tensor, as with torch.
     __array_priority__ = 1000
@@ -380,6 +399,7 @@ class Tensor:
         self._device = dev
         self._counter = source._counter if shares else [0]
         self._base = (source if source._base is None else source._base) if shares else None
+        self._view = None
 
     @classmethod
     def _make(cls, array, dev, requires_grad, ctx):
@@ -392,6 +412,7 @@ class Tensor:
         t._device = dev
         t._counter = [0]
         t._base = None
+        t._view = None
         return t
 
     # --- what it is ---------------------------------------------------------------------------
@@ -735,9 +756,7 @@ class Tensor:
             self._write(result._array, cast)
             return self
         if self._base is not None:
-            raise NotImplementedError(
-                "minilora cannot differentiate an in-place change of a view (torch rewrites the base's "
-                "graph, CopySlices); change the base tensor, or build the result out of place")
+            return self._inplace_view(op, args, kwargs, cast)
         before = Tensor._make(self._array.copy(), self._device, self.requires_grad, self._ctx)
         result = op(before, *args, **kwargs)
         if cast and result.dtype != self.dtype:
@@ -747,6 +766,35 @@ class Tensor:
         self._ctx, self.requires_grad = result._ctx, result.requires_grad
         if self._ctx is not None:  # the new node's output is now this tensor's storage
             self._ctx.output_version = (self._counter, self._counter[0], id(_storage(self._array)))
+        return self
+
+    def _inplace_view(self, op, args, kwargs, cast):
+        """An in-place op on a view of a tensor in the graph, as torch's CopySlices: the *base* gets a
+        new node -- its old values with the view's region replaced by ``op(view)`` -- and the view is
+        then re-derived from it. Only views made by indexing, reshape or permute can be written back."""
+        from . import ops
+        chain, view = [], self  # the view ops from the base down to self
+        while view._base is not None:
+            if view._view is None:
+                raise NotImplementedError("minilora cannot differentiate an in-place change of this "
+                                          "view; change a clone() or the base tensor instead")
+            chain.append(view._view)
+            view = view._view[1][view._view[3]]
+        base = self._base
+        before = Tensor._make(base._array.copy(), base._device, base.requires_grad, base._ctx)
+        levels = [before]  # the old base, then each view of it down to self's region
+        for fn, inputs, options, i, _ in reversed(chain):
+            levels.append(fn.apply(*inputs[:i], levels[-1], *inputs[i + 1:], **options))
+        new = op(levels[-1], *args, **kwargs)
+        if cast and new.dtype != self.dtype:
+            new = ops.astype(new, self.dtype)
+        for (fn, inputs, options, i, _), parent in zip(chain, reversed(levels[:-1])):
+            new = _write_back(fn, options, parent, new)
+        base._write(new._array, cast)
+        base._ctx, base.requires_grad = new._ctx, new.requires_grad
+        if base._ctx is not None:
+            base._ctx.output_version = (base._counter, base._counter[0], id(_storage(base._array)))
+        _refresh_view(self)
         return self
 
     def _write(self, values, cast):
@@ -843,6 +891,20 @@ def _copy_from(dest, src):
     out = ops.expand(src, *dest.shape) if src.shape != dest.shape else src
     out = ops.astype(out, dest.dtype) if out.dtype != dest.dtype else out
     return out if out is not src else ops.clone(src)
+
+
+def _write_back(fn, options, parent, child):
+    """``parent`` with the region that view op ``fn`` selected replaced by ``child`` (differentiable)."""
+    from . import ops
+    name = fn.__name__
+    if name == "GetItem":
+        return ops.index_put(parent, options["index"], child)
+    if name == "Reshape":
+        return ops.reshape(child, parent.shape)
+    if name == "Permute":
+        return ops.permute(child, tuple(np.argsort([a % parent.ndim for a in options["axes"]])))
+    raise NotImplementedError(f"minilora cannot differentiate an in-place change of a view made by "
+                              f"{name}; change a clone() or the base tensor instead")
 
 
 def _replace_values(dest, values):
