@@ -532,6 +532,7 @@ class _Param:
     elem_code: int
     elem_size: int
     elem_const: int  # 1 for `const T*`: the kernel promises not to write through it
+    elem_lanes: int  # 2 for float2* / cuFloatComplex* (pairs of elem), 1 for a plain T*
 
     @property
     def is_pointer(self) -> bool:
@@ -736,6 +737,8 @@ def _dtype_ok_for_pointer(p: _Param, dtype: np.dtype) -> bool:
         return True  # void*, char*, struct*: raw memory, any dtype
     if p.elem_code == _T_BF16:
         return dtype.itemsize == 2 and (dtype.name == "bfloat16" or dtype in (np.uint16, np.int16))
+    if dtype.kind == "c":  # complex64 is pairs of floats: a float2* / cuFloatComplex*, not a float*
+        return p.elem_lanes == 2 and dtype.itemsize == 2 * p.elem_size and p.elem_code in (_T_F32, _T_F64)
     return dtype == np.dtype(_CODE_DTYPE[p.elem_code])
 
 
@@ -754,6 +757,13 @@ def _scalar_bytes(kernel: str, i: int, p: _Param, value) -> bytes:
     if p.code == _T_OTHER:
         if isinstance(value, (bytes, np.void)) and len(bytes(value)) == p.size:
             return bytes(value)
+        if p.elem_lanes == 2 and p.elem_code in (_T_F32, _T_F64) and isinstance(value, (numbers.Complex, np.generic)) \
+                and not isinstance(value, np.ndarray):  # float2 / double2: cuFloatComplex / cuDoubleComplex
+            ctype = np.complex64 if p.elem_code == _T_F32 else np.complex128
+            if isinstance(value, np.generic) and value.dtype != ctype:
+                raise TypeError(f"{where} is a {p.size}-byte pair of {_CODE_CTYPE[p.elem_code]}s (a complex number): "
+                                f"pass np.{np.dtype(ctype).name}(...), got np.{value.dtype.name}")
+            return np.array(value, ctype).tobytes()
         raise TypeError(f"{where} is a {p.size}-byte struct; pass its bytes (bytes or np.void)")
     if p.code == _T_BF16:
         if isinstance(value, np.generic) and value.dtype.name == "bfloat16":

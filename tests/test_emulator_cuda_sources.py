@@ -290,3 +290,35 @@ def test_launch_bounds_are_enforced_at_launch():
                                          r"declared __launch_bounds__\(128\)"):
         scale(2, 256, (x, np.float32(2), np.int32(300)))
     assert emu._int_expression("(16 * 16)") == 256 and emu._int_expression("BLOCK") is None
+
+
+# ------------------------------------------------------------------------------------------------
+# cuComplex.h with NumPy complex arrays
+# ------------------------------------------------------------------------------------------------
+def test_cucomplex_single_precision_matches_numpy():
+    n = 333
+    a = (rng.standard_normal(n) + 1j * rng.standard_normal(n)).astype(np.complex64)
+    b = (rng.standard_normal(n) + 1j * rng.standard_normal(n)).astype(np.complex64)
+    c, quotient = np.full(n, np.nan, np.complex64), np.full(n, np.nan, np.complex64)
+    magnitude = np.full(n, np.nan, np.float32)
+    fn("complex_mul.cu", "complex_ops")(-(-n // 128), 128, (a, b, c, magnitude, quotient, np.int32(n)))
+    a64, b64 = a.astype(np.complex128), b.astype(np.complex128)
+    np.testing.assert_allclose(c, a64 * b64 + np.conj(a64), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(magnitude, np.abs(a64), rtol=1e-6)
+    np.testing.assert_allclose(quotient, a64 / b64, rtol=1e-5, atol=1e-6)
+
+
+def test_cucomplex_double_scalar_argument_and_type_checks():
+    n = 50
+    x = rng.standard_normal(n) + 1j * rng.standard_normal(n)
+    y = rng.standard_normal(n) + 1j * rng.standard_normal(n)
+    want = (2 - 0.5j) * x + y
+    axpy = fn("complex_mul.cu", "complex_axpy")
+    axpy(1, 64, (2 - 0.5j, x, y, np.int32(n)))  # a Python complex for a cuDoubleComplex parameter
+    np.testing.assert_allclose(y, want, rtol=1e-13)
+    with pytest.raises(TypeError, match="is const double\\* but the array has dtype complex64"):
+        axpy(1, 64, (1j, x.astype(np.complex64), y, np.int32(n)))
+    with pytest.raises(TypeError, match="pass np.complex128"):
+        axpy(1, 64, (np.complex64(1j), x, y, np.int32(n)))
+    with pytest.raises(TypeError, match="is float\\* but the array has dtype complex64"):
+        fn("small_features.cu", "scale")(1, 1, (np.zeros(2, np.complex64), np.float32(1), np.int32(1)))

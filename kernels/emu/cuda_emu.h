@@ -538,7 +538,7 @@ enum TypeCode {
     T_END = 0, T_OTHER, T_VOID, T_BOOL, T_I8, T_U8, T_I16, T_U16, T_I32, T_U32, T_I64, T_U64,
     T_F32, T_F64, T_F16, T_BF16, T_PTR
 };
-struct ParamType { int code, size, elem_code, elem_size, elem_const; };
+struct ParamType { int code, size, elem_code, elem_size, elem_const, elem_lanes; };  // lanes: 2 for float2*
 struct KernelInfo {
     const char* name;
     void (*trampoline)(void** args);
@@ -586,13 +586,17 @@ constexpr ParamType describe() {
         using E0 = typename std::remove_cv<typename std::remove_pointer<T>::type>::type;
         using E = typename elem_of<E0>::type;
         return ParamType{T_PTR, (int)sizeof(T), scalar_code<E>::value, size_or_zero<E>(),
-                         std::is_const<typename std::remove_pointer<T>::type>::value ? 1 : 0};
+                         std::is_const<typename std::remove_pointer<T>::type>::value ? 1 : 0, elem_of<E0>::lanes};
     } else {
-        return ParamType{scalar_code<T>::value, (int)sizeof(T), 0, 0, 0};
+        // A vector struct passed by value (float2, double2 = cuDoubleComplex) says what its lanes are.
+        using E = typename elem_of<T>::type;
+        constexpr int lanes = elem_of<T>::lanes;
+        return ParamType{scalar_code<T>::value, (int)sizeof(T), lanes > 1 ? scalar_code<E>::value : 0,
+                         lanes > 1 ? size_or_zero<E>() : 0, 0, lanes > 1 ? lanes : 0};
     }
 }
 template <class... P>
-struct signature { static constexpr ParamType params[] = {describe<P>()..., ParamType{T_END, 0, 0, 0, 0}}; };
+struct signature { static constexpr ParamType params[] = {describe<P>()..., ParamType{T_END, 0, 0, 0, 0, 0}}; };
 
 template <class... P, size_t... I>
 inline void call_with(void (*k)(P...), void** a, std::index_sequence<I...>) {

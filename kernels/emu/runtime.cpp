@@ -1091,7 +1091,7 @@ EMU_EXPORT void emu_output_take(char* buf, size_t n) {
     g_output.clear();
 }
 
-// One line per kernel: "name<TAB>code,size,elem_code,elem_size,elem_const ..." (read by emulator.py;
+// One line per kernel: "name<TAB>code,size,elem_code,elem_size,elem_const,elem_lanes ..." (emulator.py reads it;
 // a tab, since a template kernel's name expression such as "k<float, 128>" has spaces).
 EMU_EXPORT size_t emu_describe(char* buf, size_t n) {
     std::string s;
@@ -1101,7 +1101,7 @@ EMU_EXPORT size_t emu_describe(char* buf, size_t n) {
         s += table[k].name;
         s += "\t";
         for (const ParamType* p = table[k].params; p->code != T_END; ++p)
-            s += fmt(" %d,%d,%d,%d,%d", p->code, p->size, p->elem_code, p->elem_size, p->elem_const);
+            s += fmt(" %d,%d,%d,%d,%d,%d", p->code, p->size, p->elem_code, p->elem_size, p->elem_const, p->elem_lanes);
         s += "\n";
     }
     if (buf) snprintf(buf, n, "%s", s.c_str());
