@@ -73,7 +73,8 @@ def test_demo_smoke_run(tmp_path, base, capsys):
 
 def test_demo_refuses_bad_choices(tmp_path, capsys):
     assert cli.main(["demo", "--task", "facts", "--out", str(tmp_path)]) == 2  # the base task, not downstream
-    assert "qa" in capsys.readouterr().out
+    error = capsys.readouterr().err  # one line on stderr, as argparse prints its errors
+    assert error.startswith("minilora demo: error: ") and "qa" in error
     if not next(d for d in all_devices() if d.name == "cuda").enabled():
         assert cli.main(["demo", "--device", "cuda", "--out", str(tmp_path)]) == 2
-        assert "cuda" in capsys.readouterr().out
+        assert "minilora demo: error: " in capsys.readouterr().err
