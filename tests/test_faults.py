@@ -299,10 +299,11 @@ def test_train_killed_at_random_points_resumes_to_the_same_adapter(byte_model_di
                                    env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=120)
             if again.returncode == 0:
                 break
-        assert again.returncode == 0, again.stderr
-        assert adapter_bytes(out) == adapter_bytes(reference), when
-        assert train_losses(out) == train_losses(reference), when
-        assert leftovers(out) == [] and leftovers(os.path.dirname(out)) == []
+        state = f"killed {when}; left {sorted(os.listdir(out))}; resume said: {again.stdout + again.stderr}"
+        assert again.returncode == 0, state
+        assert adapter_bytes(out) == adapter_bytes(reference), state
+        assert train_losses(out) == train_losses(reference), state
+        assert leftovers(out) == [] and leftovers(os.path.dirname(out)) == [], state
 
 
 def run_cli(argv, capsys):
