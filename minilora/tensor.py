@@ -259,12 +259,13 @@ class Function:
             out = np.asarray(out)
         if True in needs and out.dtype.kind == "f":  # integer/bool results never carry a gradient (torch)
             ctx.inputs = inputs
-            ctx.parents = tuple(x._ctx if isinstance(x, Tensor) else None for x in inputs)
-            ctx.versions = tuple(x._counter[0] if isinstance(x, Tensor) else None for x in inputs)
+            ctx.parents = tuple([x._ctx if isinstance(x, Tensor) else None for x in inputs])
+            ctx.versions = tuple([x._counter[0] if isinstance(x, Tensor) else None for x in inputs])
             ctx.seq = next(_sequence)
             result = Tensor._make(out, dev, True, ctx)
             _share_storage(result, inputs, cls, options)
-            ctx.output_version = (result._counter, result._counter[0], id(_storage(out)))
+            base = out.base
+            ctx.output_version = (result._counter, result._counter[0], id(out if base is None else base))
             return result
         result = Tensor._make(out, dev, False, None)
         _share_storage(result, inputs, cls, options)
@@ -300,7 +301,7 @@ def _share_storage(result, inputs, fn, options):
     the input's version counter and remembers its base, as torch's views do, and how it was made
     (``_view``), so that an in-place change through it can be differentiated (``_inplace``)."""
     out = result._array
-    base = getattr(out, "base", None)
+    base = out.base
     for i, x in enumerate(inputs):
         if isinstance(x, Tensor):
             a = x._array
@@ -330,13 +331,17 @@ def _check_versions(ctx):
     """torch's saved-tensor check, at backward: an input (or the output) whose storage changed in
     place since the op ran is an error if the op saved that storage for backward. The versions are
     compared first (cheap); only a changed one is looked up among the saved arrays."""
-    changed = [(x._counter[0], version, f"input {i}", x._array) for i, (x, version) in
-               enumerate(zip(ctx.inputs, ctx.versions)) if version is not None and x._counter[0] != version]
     counter, version, out_storage = ctx.output_version
+    if counter[0] == version:
+        for x, v in zip(ctx.inputs, ctx.versions):
+            if v is not None and x._counter[0] != v:
+                break
+        else:
+            return  # the common case: nothing changed in place
+    changed = [(x._counter[0], v, f"input {i}", x._array) for i, (x, v) in
+               enumerate(zip(ctx.inputs, ctx.versions)) if v is not None and x._counter[0] != v]
     if counter[0] != version:
         changed.append((counter[0], version, "output 0", out_storage))
-    if not changed:
-        return
     saved = {id(_storage(a)) for a in _saved_arrays(ctx.__dict__.values())}
     for now, then, role, array in changed:
         if (array if isinstance(array, int) else id(_storage(array))) in saved:
