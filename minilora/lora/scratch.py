@@ -35,9 +35,9 @@ class ScratchLoraLinear(Module):
         out_features, in_features = base_layer.weight.shape
         # EXERCISE 4.5: freeze the base weight; lora_A [r, in] Kaiming-uniform (a=sqrt(5)), lora_B [out, r] zeros
         # BEGIN SOLUTION
-        base_layer.weight.requires_grad = False
-        if base_layer.bias is not None:
-            base_layer.bias.requires_grad = False
+        self.base_layer.weight.requires_grad = False
+        if self.base_layer.bias is not None:
+            self.base_layer.bias.requires_grad = False
         dtype, device = base_layer.weight.dtype, base_layer.weight.device
         self.lora_A = Parameter(np.zeros((r, in_features)), dtype=dtype, device=device)
         init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
