@@ -30,7 +30,7 @@ from minilora.train import (NonFiniteLossError, TrainingDivergedError, load_trai
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals and rlimits")
+posix_only = pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals, rlimits and symlinks")
 
 
 def tiny_config(hidden=16, vocab=16, **kw):
@@ -87,6 +87,7 @@ sys.exit(4)  # the save should not have succeeded
 """
 
 
+@posix_only
 def test_model_save_that_hits_the_write_limit_leaves_the_old_model(tmp_path):
     folder = str(tmp_path / "model")
     old = tiny_model(0)
@@ -101,6 +102,7 @@ def test_model_save_that_hits_the_write_limit_leaves_the_old_model(tmp_path):
     assert leftovers(tmp_path) == []  # the failed save removed its temporary folder
 
 
+@posix_only
 def test_adapter_save_that_hits_the_write_limit_leaves_the_old_adapter(tmp_path):
     from minilora.lora import LoraConfig, PeftModel, get_peft_model
     folder = str(tmp_path / "adapter")
@@ -118,6 +120,7 @@ def test_adapter_save_that_hits_the_write_limit_leaves_the_old_adapter(tmp_path)
     assert leftovers(tmp_path) == []
 
 
+@posix_only
 def test_checkpoint_that_hits_the_write_limit_leaves_the_old_checkpoint(tmp_path):
     path = str(tmp_path / "checkpoint.npz")
     save_training_state(path, {"step": 1, "w": np.arange(8.0)})
@@ -149,6 +152,7 @@ while True:
 """
 
 
+@posix_only
 def test_sigkill_during_saves_leaves_one_whole_model(tmp_path):
     """Two different models saved in turn into one folder, killed at random moments: the folder
     always loads as one of them, and the next save clears what the killed one left."""
@@ -191,6 +195,7 @@ model.save_pretrained({folder!r})
 """
 
 
+@posix_only
 def test_swap_cut_between_two_renames_is_undone_by_the_next_save(tmp_path):
     folder = str(tmp_path / "model")
     old = tiny_model(0)
@@ -214,6 +219,7 @@ def test_a_save_keeps_other_files_and_drops_old_shards(tmp_path):
     assert sorted(os.listdir(folder)) == ["README.md", "config.json", "model.safetensors"]
 
 
+@posix_only
 def test_a_save_through_a_symlink_writes_into_its_target(tmp_path):
     (tmp_path / "run5").mkdir()
     os.symlink(tmp_path / "run5", tmp_path / "latest")
@@ -280,6 +286,7 @@ def kill_train_run(argv, rng, after_lines=None, after_seconds=None):
     child.wait()
 
 
+@posix_only
 def test_train_killed_at_random_points_resumes_to_the_same_adapter(byte_model_dir, tmp_path):
     reference = str(tmp_path / "reference")
     start = time.perf_counter()
