@@ -101,7 +101,7 @@ def _temp_prefix(path):
 
 
 def _pid_alive(pid):
-    if pid == os.getpid():
+    if pid == os.getpid() or os.name != "posix":  # Windows' os.kill(pid, 0) would send a Ctrl-C
         return True
     try:
         os.kill(pid, 0)
