@@ -574,9 +574,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         raise RuntimeError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
     logits = _classes_last(input, "cross_entropy")
     weight = _class_weight("cross_entropy", weight, logits)
-    probabilities = isinstance(target, Tensor) and target.dtype.kind == "f" or \
-        getattr(target, "dtype", np.dtype("int64")).kind == "f"
-    if probabilities:
+    if getattr(_array(target), "dtype", np.dtype(np.int64)).kind == "f":  # class probabilities
         loss = _soft_cross_entropy(input, logits, target, weight, reduction, label_smoothing)
     else:
         targets = _class_targets("cross_entropy", input, _array(target))
