@@ -216,6 +216,17 @@ def test_delete_of_a_merged_adapter_is_refused_with_peft_message():
     np.testing.assert_allclose(logits(model), base, rtol=1e-12, atol=1e-12)
 
 
+def test_set_adapter_on_a_merged_model_warns_and_unmerges_as_peft():
+    model = get_peft_model(tiny_llama(), config())
+    model.add_adapter("other", config())
+    only_default = logits(model)
+    model.merge_adapter()
+    with pytest.warns(UserWarning, match="Adapter cannot be set when the model is merged"):
+        model.set_adapter("other")
+    model.set_adapter("default")
+    np.testing.assert_allclose(logits(model), only_default, rtol=1e-10, atol=1e-12)
+
+
 def test_get_peft_model_twice_warns_as_peft_and_never_replaces_an_adapter():
     base = tiny_llama()
     first = get_peft_model(base, config())

@@ -263,7 +263,10 @@ class LoraModel(_Wrapper):
         if adapter_name not in self.peft_config:
             raise ValueError(f"no adapter named {adapter_name!r}; adapters: {sorted(self.peft_config)}")
         inference_mode = self.peft_config[adapter_name].inference_mode
-        for module in self._adapter_modules():
+        modules = self._adapter_modules()
+        if any(isinstance(m, BaseTunerLayer) and m.merged for m in modules):  # PEFT's warning
+            warnings.warn("Adapter cannot be set when the model is merged. Unmerging the model first.")
+        for module in modules:
             if isinstance(module, BaseTunerLayer) and module.merged:
                 module.unmerge()  # a merged weight holds the old adapter: take it out first
             module.set_adapter(adapter_name, inference_mode=inference_mode)
