@@ -202,6 +202,28 @@ def test_adapter_saved_by_minilora_loads_in_peft_with_positional_calls(tmp_path)
     np.testing.assert_allclose(logits(model), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_adapter_saved_by_peft_loads_with_minilora_auto_class(tmp_path):
+    """PEFT records the transformers model's folder as base_model_name_or_path; minilora's
+    AutoPeftModelForCausalLM follows it and computes PEFT's logits."""
+    peft = peft_or_skip()
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    from test_llama import hf_model
+    base_dir = str(tmp_path / "base")
+    hf_model(transformers, LlamaConfig(**TINY)).save_pretrained(base_dir)
+    reference = transformers.AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float64)
+    theirs = peft.get_peft_model(reference, peft.LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                                                            target_modules=["q_proj", "v_proj"],
+                                                            task_type=peft.TaskType.CAUSAL_LM))
+    theirs.save_pretrained(str(tmp_path / "adapter"))
+    ours = AutoPeftModelForCausalLM.from_pretrained(str(tmp_path / "adapter"), dtype="float64")
+    assert type(ours) is PeftModelForCausalLM and not ours.training
+    theirs.eval()
+    with torch.no_grad():
+        expected = theirs(torch.as_tensor(IDS)).logits.numpy()
+    np.testing.assert_allclose(logits(ours), expected, rtol=1e-5, atol=1e-6)
+
+
 # ==================================================================================================
 # Several adapters, several wrappers
 # ==================================================================================================
