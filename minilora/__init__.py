@@ -57,9 +57,9 @@ def from_numpy(array, device=None):
 from .ops import (abs, add, argmax, cat, clone, div, exp, log, log_softmax, logsumexp, matmul,  # noqa: E402,F401
                   max, mean, mul, neg, pow, relu, reshape, rsqrt, sigmoid, softmax, split, sqrt,
                   stack, sub, sum, tanh, transpose, var, where)
-from .ops import (all, amax, amin, any, argmin, argsort, chunk, clamp, clip, cos, cumsum, flatten,  # noqa: E402,F401
-                  gather, isfinite, isinf, isnan, maximum, minimum, min, nonzero, norm, prod, sign,
-                  sin, sort, squeeze, std, topk, tril, triu, unsqueeze)
+from .ops import (all, amax, amin, any, argmin, argsort, chunk, clamp, clip, cos, cumsum, eq, flatten,  # noqa: E402,F401
+                  gather, ge, gt, isfinite, isinf, isnan, le, lt, maximum, minimum, min, ne, nonzero,
+                  norm, prod, sign, sin, sort, squeeze, std, topk, tril, triu, unsqueeze)
 from .factories import (empty, empty_like, eye, full, full_like, is_tensor, linspace,  # noqa: E402,F401
                         numel, ones, ones_like, rand, rand_like, randint, randn, randn_like, zeros,
                         zeros_like)

@@ -113,6 +113,14 @@ def _abs_(self):
     return self._inplace(abs)
 
 
+def eq(input, other): return input == other
+def ne(input, other): return input != other
+def lt(input, other): return input < other
+def gt(input, other): return input > other
+def le(input, other): return input <= other
+def ge(input, other): return input >= other
+
+
 _MORE_METHODS = {
     "min": min, "amax": amax, "amin": amin, "argmax": argmax, "argmin": argmin, "std": std,
     "norm": norm, "prod": prod, "all": all, "any": any, "clamp": clamp, "clip": clip,
@@ -127,8 +135,7 @@ _MORE_METHODS = {
     "expand_as": lambda self, other: expand(self, other.shape),
     "view_as": lambda self, other: reshape(self, other.shape),
     "reshape_as": lambda self, other: reshape(self, other.shape),
-    "eq": Tensor.__eq__, "ne": Tensor.__ne__, "lt": Tensor.__lt__, "gt": Tensor.__gt__,
-    "le": Tensor.__le__, "ge": Tensor.__ge__,
+    "eq": eq, "ne": ne, "lt": lt, "gt": gt, "le": le, "ge": ge,
 }
 for _name, _fn in _MORE_METHODS.items():
     setattr(Tensor, _name, _fn)

@@ -653,14 +653,19 @@ class Clamp(Function):
     """``min(max(a, low), high)``; ``low``/``high`` are numbers, arrays or None.
 
     Gradient as torch's: to ``a`` where ``low <= a <= high`` (the bounds count as inside), to
-    ``low`` where ``a < low``, to ``high`` where ``a > high``."""
+    ``low`` where ``a < low < high``, to ``high`` where ``a > high`` or ``low > high`` (then the
+    output is ``high`` everywhere). Where ``a < low == high`` no input gets one (torch's rule)."""
 
     @staticmethod
     def forward(ctx, a, low, high):
         xp = xp_of(a)
         ctx.shapes = (a.shape, _shape(low), _shape(high))
-        ctx.above_low = True if low is None else a >= low
-        ctx.below_high = True if high is None else a <= high
+        ctx.inside = xp.logical_and(True if low is None else a >= low,
+                                    True if high is None else a <= high)
+        ctx.low_wins = None if low is None else xp.logical_and(
+            a < low, True if high is None else low < high)
+        ctx.high_wins = None if high is None else xp.logical_or(
+            a > high, False if low is None else low > high)
         out = a
         if low is not None:
             out = xp.maximum(out, low)
@@ -672,10 +677,9 @@ class Clamp(Function):
     def backward(ctx, g):
         xp, (na, nl, nh) = xp_of(g), ctx.needs_input_grad
         zero = g.dtype.type(0)
-        inside = xp.logical_and(ctx.above_low, ctx.below_high)
-        return (xp.where(inside, g, zero) if na else None,
-                unbroadcast(xp.where(ctx.above_low, zero, g), ctx.shapes[1]) if nl else None,
-                unbroadcast(xp.where(ctx.below_high, zero, g), ctx.shapes[2]) if nh else None)
+        return (unbroadcast(xp.where(ctx.inside, g, zero), ctx.shapes[0]) if na else None,
+                unbroadcast(xp.where(ctx.low_wins, g, zero), ctx.shapes[1]) if nl else None,
+                unbroadcast(xp.where(ctx.high_wins, g, zero), ctx.shapes[2]) if nh else None)
 
 
 def clamp(input, min=None, max=None):  # noqa: A002  (torch's argument names)
