@@ -132,6 +132,8 @@ CASES = [
     ("sum(dim=(0,2),keepdim)", lambda m, x: x.sum(dim=(0, 2), keepdim=True), [X]),
     ("sum(axis=,keepdims=)", lambda m, x: x.sum(axis=0, keepdims=True), [X]),
     ("sum(dim=())", lambda m, x: x.sum(dim=()), [X]),
+    ("sum(NumPy int dim)", lambda m, x: x.sum(np.int64(1)), [X]),
+    ("sum(dim=[0, 2])", lambda m, x: x.sum(dim=[0, 2]), [X]),
     ("lib.sum(x, 1)", lambda m, x: m.sum(x, 1), [X]),
     ("sum(bool)", lambda m, x: (x > 0).sum(), [X]),
     ("sum(int dim)", lambda m, x: (x > 0).sum(0), [X]),
@@ -354,6 +356,8 @@ def test_max_named_tuple_unpacks_like_torch():
 ERROR_CASES = [
     ("max(dim out of range)", lambda m, x: x.max(5), [M]),
     ("sum(dim out of range)", lambda m, x: x.sum(-4), [M]),
+    ("sum(repeated dims)", lambda m, x: x.sum((0, -2)), [M]),
+    ("sum(float dim)", lambda m, x: x.sum(1.0), [M]),
     ("gather float index", lambda m, x: x.gather(1, x), [M]),
     ("gather index out of range", lambda m, x, i: x.gather(1, i * 5), [M, IDX]),
     ("topk(k too big)", lambda m, x: x.topk(10), [M]),

@@ -17,6 +17,7 @@ Two kinds of max, as in torch:
 import builtins  # this module's `sum`, `max`, `min`, `all`, `any` are ops; the builtins live here
 import functools
 import math
+import operator
 
 from ..device import xp_of
 from ..tensor import Function, Tensor, no_grad
@@ -46,11 +47,13 @@ def _axes(axis, ndim):
     sorted tuple. A 0-d tensor accepts dims 0 and -1, as in torch."""
     if axis is None or (isinstance(axis, (tuple, list)) and len(axis) == 0):
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
     rank = builtins.max(ndim, 1)
     for ax in axes:
-        if isinstance(ax, bool) or not isinstance(ax, int):
+        if isinstance(ax, bool) or not hasattr(ax, "__index__"):  # ints, NumPy ints
             raise TypeError(f"dim must be an int or a tuple of ints, got {axis!r}")
+    axes = tuple(operator.index(ax) for ax in axes)
+    for ax in axes:
         if not -rank <= ax < rank:
             raise IndexError(f"Dimension out of range (expected to be in range of [{-rank}, "
                              f"{rank - 1}], but got {ax})")
@@ -58,7 +61,8 @@ def _axes(axis, ndim):
         return ()
     normalised = tuple(sorted(ax % rank for ax in axes))
     if len(set(normalised)) != len(normalised):
-        raise RuntimeError(f"dim {ax} appears multiple times in the list of dims {axis!r}")
+        repeated = next(d for d in normalised if normalised.count(d) > 1)
+        raise RuntimeError(f"dim {repeated} appears multiple times in the list of dims {axis!r}")
     return normalised
 
 
