@@ -213,6 +213,21 @@ def _find_kernels(masked: str, templates: bool = False, bounds: dict | None = No
     return kernels
 
 
+def _find_constants(masked: str) -> dict[str, bool]:
+    """File-scope __constant__ variables of a preprocessed source: name -> whether it has an initializer."""
+    found: dict[str, bool] = {}
+    for m in re.finditer(r"\b__constant__\b", masked):
+        if masked.count("{", 0, m.start()) != masked.count("}", 0, m.start()):
+            continue  # inside a namespace or a function: not reachable by name from the wrapper
+        end = masked.find(";", m.end())
+        decl = masked[m.end():end]
+        head, eq, _ = decl.partition("=")
+        name = re.search(r"([A-Za-z_]\w*)\s*(?:\[[^\]]*\]\s*)*$", head.strip())
+        if name:
+            found[name.group(1)] = bool(eq)
+    return found
+
+
 def _int_expression(text: str) -> int | None:
     """The value of a constant integer expression such as `256` or `(16 * 16)`; None for anything else
     (a template parameter, a constexpr name): such a bound is then not checked at launch."""
@@ -231,6 +246,7 @@ class _Rewritten:
     text: str            # the source with __shared__ declarations replaced (same line numbers)
     prelude: str         # #defines for file-scope __shared__ variables
     kernels: dict        # kernel name -> parameter names
+    constants: dict = None  # __constant__ name -> has an initializer (filled in by the build)
 
 
 def _rewrite_shared(src: str) -> _Rewritten:
@@ -521,6 +537,13 @@ def _wrapper_source(source_path: Path, rewritten: _Rewritten) -> str:
     table = "__emu_kernel_list" if entries else "nullptr"
     lines.append('extern "C" __attribute__((visibility("default"))) const __emu::KernelInfo* '
                  f"emu_kernel_table(int* n) {{ *n = {len(entries)}; return {table}; }}")
+    consts = [f'    {{"{c}", (void*)&{c}, sizeof({c}), '
+              f"__emu::describe<std::remove_cv_t<std::remove_all_extents_t<decltype({c})>>>()}},"
+              for c in (rewritten.constants or {})]
+    if consts:
+        lines += ["static const __emu::ConstantInfo __emu_constant_list[] = {", *consts, "};"]
+    lines.append('extern "C" __attribute__((visibility("default"))) const __emu::ConstantInfo* '
+                 f"emu_constant_table(int* n) {{ *n = {len(consts)}; return {'__emu_constant_list' if consts else 'nullptr'}; }}")
     return "\n".join(lines) + "\n"
 
 
@@ -588,6 +611,20 @@ class _Module:
             params = [_Param(n, *map(int, f.split(","))) for n, f in zip(names, fields)]
             self.kernels[kname] = (index, params)
         self._by_spelling = {_spelling(k): k for k in self.kernels}
+        for name, raw in self.constants.items():  # unfilled constants read as NaN / -1, never as silent zeros
+            if not self.constant_initialized.get(name, False):
+                raw[:] = 0xFF
+
+    def global_array(self, name: str) -> np.ndarray:
+        """The __constant__ variable `name` as a writable 1-D NumPy array of its elements."""
+        if name not in self.constants:
+            raise AttributeError(f"no __constant__ variable '{name}' at file scope in the source "
+                                 f"(found: {', '.join(self.constants) or 'none'})")
+        raw = self.constants[name]
+        elem = self._constant_types[name]
+        code = elem.elem_code if elem.code == _T_OTHER and elem.elem_lanes > 1 else elem.code
+        dtype = np.dtype(np.uint16) if code == _T_BF16 else np.dtype(_CODE_DTYPE.get(code, np.uint8))
+        return raw.view(dtype) if raw.size % dtype.itemsize == 0 else raw
 
     def find(self, name: str) -> str | None:
         """The kernel called `name`; a name expression matches however it is spaced ("k<float,128>")."""
@@ -607,7 +644,9 @@ class _Module:
                 self._bounds[expression] = self._template_bounds[base]
         if not rewritten.kernels:
             raise CompileError("no __global__ function found in the source")
-        _write_atomic(self._kernels_file, json.dumps({"params": rewritten.kernels, "launch_bounds": self._bounds}))
+        rewritten.constants = self._constants
+        _write_atomic(self._kernels_file, json.dumps({"params": rewritten.kernels, "launch_bounds": self._bounds,
+                                                      "constants": self._constants}))
         wrapper = self.product.parent / "wrapper.cpp"
         _write_atomic(wrapper, _wrapper_source(self.source_path, rewritten))
 
@@ -636,6 +675,7 @@ class _Module:
         if res.returncode != 0:
             raise CompileError(f"preprocessing '{self.source_path.name}' failed:\n{res.stderr.strip()}")
         masked, self._bounds, self._template_bounds = _mask(res.stdout), {}, {}
+        self._constants = _find_constants(masked)
         return (_find_kernels(masked, bounds=self._bounds),
                 _find_kernels(masked, templates=True, bounds=self._template_bounds))
 
@@ -645,6 +685,7 @@ class _Module:
             self.stack_usage = int(self._stack_file.read_text())
             found = json.loads(self._kernels_file.read_text())
             self.kernel_params, self.launch_bounds = found["params"], found["launch_bounds"]
+            self.constant_initialized = found["constants"]
         except (OSError, ValueError, KeyError, TypeError):
             raise _CorruptCache(f"{self._stack_file} or {self._kernels_file} is missing or unreadable") from None
         if self.sanitize:
@@ -653,10 +694,17 @@ class _Module:
                                      env=_sanitizer_env())
             except OSError as e:  # e.g. "Exec format error" for a truncated file
                 raise _CorruptCache(str(e)) from None
-            if res.returncode != 0:
+            if res.returncode != 0 or "--constants--\n" not in res.stdout:
                 raise _CorruptCache(f"the sanitizer runner failed to start:\n{res.stderr}")
             self.lib = None
-            return res.stdout
+            kernels, constants = res.stdout.split("--constants--\n", 1)
+            constants, _, values = constants.partition("--values--\n")
+            # The child has its own copy of each constant: the host fills these and every launch sends them.
+            self.constants, self._constant_types = {}, {}
+            for (name, _, size, elem), hexed in zip(_parse_constants(constants), values.splitlines()):
+                self.constants[name] = np.frombuffer(bytes.fromhex(hexed), np.uint8).copy()
+                self._constant_types[name] = elem
+            return kernels
         try:
             self.lib = ctypes.CDLL(str(self.product))
         except OSError as e:  # "file too short", "invalid ELF header", ...
@@ -668,11 +716,21 @@ class _Module:
         self.lib.emu_output_take.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
         self.lib.emu_describe.restype = ctypes.c_size_t
         self.lib.emu_describe.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+        self.lib.emu_describe_constants.restype = ctypes.c_size_t
+        self.lib.emu_describe_constants.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
         self.lib.emu_fault_location.restype = ctypes.c_uint64
         self.lib.emu_fault_location.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
         n = self.lib.emu_describe(None, 0)
         buf = ctypes.create_string_buffer(n)
         self.lib.emu_describe(buf, n)
+        m = self.lib.emu_describe_constants(None, 0)
+        consts = ctypes.create_string_buffer(m)
+        self.lib.emu_describe_constants(consts, m)
+        # The library's own memory: what the host writes here, the kernels read.
+        self.constants, self._constant_types = {}, {}
+        for name, address, size, elem in _parse_constants(consts.value.decode()):
+            self.constants[name] = np.frombuffer((ctypes.c_char * size).from_address(address), np.uint8)
+            self._constant_types[name] = elem
         return buf.value.decode()
 
     def source_line(self, offset: int) -> str | None:
@@ -687,6 +745,14 @@ class _Module:
         if path in ("", "??") or not line.isdigit() or line == "0":
             return None
         return f"{os.path.basename(path)}:{line}"
+
+
+def _parse_constants(text: str):
+    """(name, address, size, element _Param) per line of emu_describe_constants."""
+    for line in text.splitlines():
+        name, _, rest = line.partition("\t")
+        address, size, elem = rest.split()
+        yield name, int(address), int(size), _Param("element", *map(int, elem.split(",")))
 
 
 class _CorruptCache(Exception):
@@ -1049,6 +1115,10 @@ def _launch_in_child(kernel: RawKernel, cfg: np.ndarray, packed: _Packed) -> str
                 else:
                     f.write(np.array([0, len(scalars[i])], np.uint64).tobytes())
                     f.write(scalars[i])
+            f.write(np.uint64(len(kernel._mod.constants)).tobytes())
+            for raw in kernel._mod.constants.values():  # in table order (dicts keep insertion order)
+                f.write(np.uint64(raw.size).tobytes())
+                f.write(raw.tobytes())
         try:
             res = subprocess.run([str(kernel._mod.product), launch, result], capture_output=True,
                                  env=_sanitizer_env(), timeout=limit)
@@ -1152,6 +1222,12 @@ class RawModule:
     @property
     def kernel_names(self) -> list[str]:
         return list(self.compile()._mod.kernels)
+
+    def get_global(self, name: str) -> np.ndarray:
+        """The file-scope ``__constant__`` variable `name` as a writable 1-D NumPy array of its elements: fill it before launching, as with CuPy's ``get_global`` (which
+        gives a device pointer to wrap in an array).  Until filled, an uninitialized constant holds
+        0xFF bytes (NaN as float), so a launch that forgot it shows NaN rather than zeros."""
+        return self.compile()._mod.global_array(name)
 
     def get_function(self, name: str) -> RawKernel:
         self.compile()

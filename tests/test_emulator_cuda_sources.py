@@ -322,3 +322,30 @@ def test_cucomplex_double_scalar_argument_and_type_checks():
         axpy(1, 64, (np.complex64(1j), x, y, np.int32(n)))
     with pytest.raises(TypeError, match="is float\\* but the array has dtype complex64"):
         fn("small_features.cu", "scale")(1, 1, (np.zeros(2, np.complex64), np.float32(1), np.int32(1)))
+
+
+# ------------------------------------------------------------------------------------------------
+# __constant__ memory filled by the host through get_global
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sanitize", [False, True])
+def test_constant_filter_through_get_global(sanitize):
+    mod = RawModule(path=PDIR / "constant_filter.cu", sanitize=sanitize)
+    n = 100
+    x = rng.standard_normal(n).astype(np.float32)
+    y = np.full(n, np.nan, np.float32)
+    taps = mod.get_global("taps")
+    assert taps.dtype == np.float32 and taps.shape == (7,)
+    mod.get_function("convolve")(1, 128, (x, y, np.int32(n)))
+    assert np.isnan(y).all()  # never filled: NaN, not a silent convolution with zeros
+    weights = rng.standard_normal(7).astype(np.float32)
+    taps[:] = weights
+    mod.get_function("convolve")(1, 128, (x, y, np.int32(n)))
+    want = np.convolve(x.astype(np.float64), weights[::-1].astype(np.float64), mode="same")
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    offsets = mod.get_global("offsets")
+    np.testing.assert_array_equal(offsets, [0, 10, 20, 30])  # the compiled-in values
+    v = np.zeros(8, np.int32)
+    mod.get_function("add_offsets")(1, 8, (v,))
+    np.testing.assert_array_equal(v, [0, 10, 20, 30] * 2)
+    with pytest.raises(AttributeError, match=r"no __constant__ variable 'tap' .*found: taps, offsets"):
+        mod.get_global("tap")

@@ -43,7 +43,9 @@
 #endif
 #define __device__
 #define __host__
+#ifndef __EMU_FIND_KERNELS  // kept there too: emulator.py lists the __constant__ variables for get_global
 #define __constant__
+#endif
 #define __managed__
 #define __forceinline__ inline __attribute__((always_inline))
 // __noinline__ as a macro clashes with newer glibc/libstdc++ headers, which spell their own attribute
@@ -543,6 +545,13 @@ struct KernelInfo {
     const char* name;
     void (*trampoline)(void** args);
     const ParamType* params;  // terminated by a T_END entry
+};
+// A __constant__ variable, so that the host can fill it (RawModule.get_global).
+struct ConstantInfo {
+    const char* name;
+    void* address;
+    size_t size;
+    ParamType element;  // of one element of the (possibly multi-dimensional) array
 };
 
 template <class T> struct scalar_code {

@@ -63,6 +63,7 @@ dim3 __emu_grid_dim;
 
 // Defined in the wrapper that emulator.py generates for each source file.
 extern "C" const __emu::KernelInfo* emu_kernel_table(int* count);
+extern "C" const __emu::ConstantInfo* emu_constant_table(int* count);
 
 namespace {
 using namespace __emu;
@@ -1091,6 +1092,20 @@ EMU_EXPORT void emu_output_take(char* buf, size_t n) {
     g_output.clear();
 }
 
+// One line per __constant__ variable: "name<TAB>address size code,size,elem_code,elem_size,elem_const,elem_lanes".
+EMU_EXPORT size_t emu_describe_constants(char* buf, size_t n) {
+    std::string s;
+    int count = 0;
+    const ConstantInfo* table = emu_constant_table(&count);
+    for (int k = 0; k < count; ++k) {
+        const ParamType& e = table[k].element;
+        s += fmt("%s\t%llu %zu %d,%d,%d,%d,%d,%d\n", table[k].name, (unsigned long long)(uintptr_t)table[k].address,
+                 table[k].size, e.code, e.size, e.elem_code, e.elem_size, e.elem_const, e.elem_lanes);
+    }
+    if (buf) snprintf(buf, n, "%s", s.c_str());
+    return s.size() + 1;
+}
+
 // One line per kernel: "name<TAB>code,size,elem_code,elem_size,elem_const,elem_lanes ..." (emulator.py reads it;
 // a tab, since a template kernel's name expression such as "k<float, 128>" has spaces).
 EMU_EXPORT size_t emu_describe(char* buf, size_t n) {
@@ -1119,6 +1134,18 @@ int main(int argc, char** argv) {
         std::vector<char> buf(emu_describe(nullptr, 0));
         emu_describe(buf.data(), buf.size());
         fputs(buf.data(), stdout);
+        std::vector<char> consts(emu_describe_constants(nullptr, 0));
+        emu_describe_constants(consts.data(), consts.size());
+        fputs("--constants--\n", stdout);
+        fputs(consts.data(), stdout);
+        fputs("--values--\n", stdout);  // their compiled-in contents, one hex line each
+        int count = 0;
+        const ConstantInfo* constants = emu_constant_table(&count);
+        for (int k = 0; k < count; ++k) {
+            for (size_t b = 0; b < constants[k].size; ++b)
+                fprintf(stdout, "%02x", static_cast<const unsigned char*>(constants[k].address)[b]);  // (printf is the device one here)
+            putchar('\n');
+        }
         return 0;
     }
     if (argc != 3) { fprintf(stderr, "usage: %s IN OUT | --describe\n", argv[0]); return 64; }
@@ -1149,6 +1176,16 @@ int main(int argc, char** argv) {
             if (sizes[i] > 16 || !read_all(in, &scalars[i * 16], sizes[i])) return 65;
             argv_ptrs[i] = &scalars[i * 16];
         }
+    }
+    // Then the __constant__ variables as the host filled them (get_global), in table order.
+    uint64_t nconst = 0;
+    int count = 0;
+    const ConstantInfo* constants = emu_constant_table(&count);
+    if (!read_all(in, &nconst, 8) || nconst != uint64_t(count)) return 65;
+    for (int k = 0; k < count; ++k) {
+        uint64_t size = 0;
+        if (!read_all(in, &size, 8) || size != constants[k].size) return 65;
+        if (!read_all(in, constants[k].address, size)) return 65;
     }
     fclose(in);
     // Tell the parent where each buffer lives, so a sanitizer report can be mapped to an argument.
