@@ -57,6 +57,7 @@ def from_numpy(array, device=None):
 from .ops import (abs, add, argmax, cat, clone, div, exp, log, log_softmax, logsumexp, matmul,  # noqa: E402,F401
                   max, mean, mul, neg, pow, relu, reshape, rsqrt, sigmoid, softmax, split, sqrt,
                   stack, sub, sum, tanh, transpose, var, where)
+from .ops import floor_divide, index_put, permute  # noqa: E402,F401
 from .ops import (all, amax, amin, any, argmin, argsort, chunk, clamp, clip, cos, cumsum, eq, flatten,  # noqa: E402,F401
                   gather, ge, gt, isfinite, isinf, isnan, le, lt, maximum, minimum, min, ne, nonzero,
                   norm, prod, sign, sin, sort, squeeze, std, topk, tril, triu, unsqueeze)

@@ -654,6 +654,17 @@ def test_keyword_names_of_arithmetic():
     check(snippet)
 
 
+def test_shape_ops_as_torch_users_call_them():
+    def snippet(lib):
+        x = t(lib, A, grad=True)
+        outs = [lib.reshape(x, (4, 3)), x.reshape(2, 6), x.reshape((12,)), x.view(-1, 2), lib.permute(x, (1, 0)),
+                x.permute(1, 0), lib.transpose(x, dim0=0, dim1=1), x.transpose(1, 0), x.expand(2, 3, 4),
+                x.unsqueeze(0).expand(2, -1, -1), x[None, :, 1:3], x[..., ::2], x[[0, 2]], x[x > 0]]
+        sum(o.sum() * (i + 1) for i, o in enumerate(outs)).backward()
+        return outs + [x.grad, lib.floor_divide(lib.tensor([7, -7]), 2)]
+    check(snippet)
+
+
 def test_arithmetic_gradients_with_alpha_and_promotion():
     def snippet(lib):
         x = t(lib, A, grad=True)

@@ -130,8 +130,9 @@ def _shape_arg(shape):
     return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
 
 
-def reshape(a, *shape):
-    return Reshape.apply(a, shape=_shape_arg(shape))
+def reshape(input, *shape):
+    """``torch.reshape(input, shape)`` and ``x.reshape(*shape)``: a view when the layout allows."""
+    return Reshape.apply(input, shape=_shape_arg(shape))
 
 
 def flatten(input, start_dim=0, end_dim=-1):
@@ -154,18 +155,20 @@ def _dims(dims, ndim):
     return tuple(d % rank for d in dims)
 
 
-def permute(a, *axes):
-    return Permute.apply(a, axes=_shape_arg(axes))
+def permute(input, *dims):
+    """``torch.permute(input, dims)`` and ``x.permute(*dims)``: a view with the axes reordered."""
+    return Permute.apply(input, axes=_shape_arg(dims))
 
 
-def transpose(a, dim0=-2, dim1=-1):
-    axes = list(range(a.ndim))
+def transpose(input, dim0=-2, dim1=-1):
+    """``torch.transpose(input, dim0, dim1)``: a view with two axes swapped."""
+    axes = list(range(input.ndim))
     axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
-    return Permute.apply(a, axes=tuple(axes))
+    return Permute.apply(input, axes=tuple(axes))
 
 
-def getitem(a, index):
-    return GetItem.apply(a, index=_raw_index(index))
+def getitem(input, index):
+    return GetItem.apply(input, index=_raw_index(index))
 
 
 def index_put(input, indices, values, accumulate=False):
@@ -222,8 +225,9 @@ def chunk(input, chunks, dim=0, *, axis=None):
     return split(input, size, dim)
 
 
-def expand(a, *shape):
-    return Expand.apply(a, shape=_shape_arg(shape))
+def expand(input, *sizes):
+    """``x.expand(*sizes)``: a read-only view broadcast to ``sizes`` (``-1`` keeps a size)."""
+    return Expand.apply(input, shape=_shape_arg(sizes))
 
 
 def unsqueeze(input, dim):
