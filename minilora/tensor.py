@@ -642,7 +642,7 @@ class Tensor:
     def type_as(self, other):
         return self.to(other.dtype)
 
-    # --- in-place ops (torch's rules: see _write_inplace) -------------------------------------
+    # --- in-place ops (torch's rules: see _check_inplace and _inplace) -----------------------
     def copy_(self, src, non_blocking=False):
         if not isinstance(src, Tensor):
             src = Tensor._make(self._device.xp.asarray(src), self._device, False, None)
@@ -724,8 +724,26 @@ class Tensor:
         return self._fill_inplace(values)
 
     def __setitem__(self, index, value):
+        """``x[index] = value``: torch's ``index_put_``, differentiable inside the graph."""
         from . import ops
-        self._inplace(ops.index_put, index, value)
+        if _grad_enabled and (self.requires_grad or (isinstance(value, Tensor) and value.requires_grad)):
+            self._inplace(ops.index_put, index, value)
+            return
+        self._check_inplace()  # outside the graph: write just the indexed elements (a KV cache...)
+        if isinstance(value, Tensor):
+            if value._device is not self._device:
+                raise RuntimeError(f"__setitem__: value on {value._device.name}, tensor on "
+                                   f"{self._device.name}; move one with .to()")
+            value = value._array
+        try:
+            self._array[ops.shape._raw_index(index)] = value
+        except ValueError as exc:
+            if "read-only" not in str(exc):
+                raise
+            raise RuntimeError("unsupported operation: more than one element of the written-to "
+                               "tensor refers to a single memory location (an expand()ed tensor); "
+                               "clone() it before writing") from None
+        self._counter[0] += 1
 
     def __iadd__(self, other): return self.add_(other)
     def __isub__(self, other): return self.sub_(other)
