@@ -35,6 +35,7 @@ import functools
 import itertools
 import operator
 import time
+import weakref
 
 import numpy as np
 
@@ -870,8 +871,23 @@ class Tensor:
                 raise RuntimeError(f"backward(): mismatch in shape: gradient has shape "
                                    f"{tuple(gradient.shape)} but the tensor has shape {tuple(self.shape)}")
             gradient = gradient.astype(self.dtype, copy=False)
+        watched = _grads_before()  # leaves with post-accumulate-grad hooks (DistributedDataParallel)
         with parallel.computing():  # BLAS on one thread while minilora computes (minilora/parallel.py)
             _run_backward(self, gradient, bool(retain_graph))
+        _run_post_accumulate_grad_hooks(watched)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """torch's: ``hook(tensor)`` runs after a backward pass has accumulated this leaf's ``.grad``
+        (once per backward, when the pass is done). ``DistributedDataParallel`` all-reduces with it.
+        Returns a handle; ``handle.remove()`` takes the hook out."""
+        if self._ctx is not None:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+        entry = _post_accumulate_grad_hooks.setdefault(id(self), (weakref.ref(self), {}))
+        if entry[0]() is not self:  # a dead tensor's id was reused
+            entry = _post_accumulate_grad_hooks[id(self)] = (weakref.ref(self), {})
+        handle = _HookHandle(entry[1])
+        entry[1][handle.id] = hook
+        return handle
 
     # --- operators --------------------------------------------------------------------------------
     # +, -, *, /, **, @, unary -, indexing and methods such as x.sum() are the op wrappers themselves,
@@ -1044,6 +1060,41 @@ def _store_grad(t, g, handed_out):
     else:
         grad._array = grad._array + g
     grad._counter[0] += 1
+
+
+# id(leaf) -> (weak reference to it, {handle id: hook}); empty unless hooks are registered.
+_post_accumulate_grad_hooks = {}
+
+
+class _HookHandle:
+    _ids = itertools.count()
+
+    def __init__(self, hooks):
+        self.hooks, self.id = hooks, next(_HookHandle._ids)
+
+    def remove(self):
+        self.hooks.pop(self.id, None)
+
+
+def _grad_state(t):
+    return None if t._grad is None else (id(t._grad), t._grad._counter[0])
+
+
+def _grads_before():
+    """The hooked leaves alive now, with their gradient's identity and version before a backward."""
+    if not _post_accumulate_grad_hooks:
+        return ()
+    for key in [k for k, (ref, hooks) in _post_accumulate_grad_hooks.items() if ref() is None or not hooks]:
+        del _post_accumulate_grad_hooks[key]
+    return [(ref(), hooks, _grad_state(ref())) for ref, hooks in _post_accumulate_grad_hooks.values()]
+
+
+def _run_post_accumulate_grad_hooks(watched):
+    """Call the hooks of the leaves whose gradient this backward created or added to."""
+    for leaf, hooks, before in watched:
+        if _grad_state(leaf) != before:
+            for hook in list(hooks.values()):
+                hook(leaf)
 
 
 def _run_backward(root, gradient, retain_graph):
