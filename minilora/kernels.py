@@ -16,6 +16,7 @@ Public functions (the contract with ``minilora.ops.lora`` and ``minilora.optim``
     dX, dA, dB = lora_backward(dY, X, W0, A, B, U, scale, dropout_p=0.0, seed=0, device=...)
     adamw_step(params, grads, exp_avgs, exp_avg_sqs, lr=..., beta1=..., beta2=..., eps=...,
                weight_decay=..., step=..., device=...)
+    bgmv(Y, X, A, B, ranks, scales, index, device=..., version=...)   # per-row adapters, Y in place
 
 An op never calls these from its NumPy math: ``LoraLinear`` declares ``kernel_forward`` /
 ``kernel_backward``, and ``Function.apply`` runs those on ``emu``/``cuda`` when ``supports`` takes the
@@ -36,11 +37,12 @@ import numpy as np
 from .device import Device, xp_of
 from .device import device as _device
 
-__all__ = ["lora_forward", "lora_backward", "adamw_step", "pick_version", "supports", "contiguous", "tiles", "checking",
+__all__ = ["lora_forward", "lora_backward", "adamw_step", "bgmv", "BGMV_VERSIONS", "pick_version", "supports", "contiguous", "tiles", "checking",
            "kernel_dir", "source", "VERSIONS", "KERNEL_FILES"]
 
 VERSIONS = ("v1", "v2", "v3", "v4", "v5")
-KERNEL_FILES = ("lora_forward.cu", "lora_backward.cu", "adamw.cu")
+KERNEL_FILES = ("lora_forward.cu", "lora_backward.cu", "adamw.cu", "bgmv.cu")
+BGMV_VERSIONS = ("v1", "v2")
 # Tile shapes and block sizes are not written here: tiles() reads them from kernels/lora_tiles.cuh
 # (and adamw.cu's #defines), so a kernel and its launch configuration cannot disagree.
 _TARGET_BLOCKS = 264  # about two waves of blocks on a 132-SM H100/H200: sizes dA's split over M
@@ -539,3 +541,65 @@ def _adamw_hyper(fn, T, *, lr, beta1, beta2, eps, weight_decay, step):
     table[:, 5] = np.sqrt(1.0 - beta2 ** step)
     table[:, 6] = eps
     return table.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# BGMV: each row through its own adapter (multi-adapter serving)
+# ------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _bgmv_define(name):
+    """A ``#define`` of bgmv.cu (BGMV_V1_BLOCK, BGMV_THREADS, BGMV_MAX_RANK)."""
+    return int(dict(_DEFINE.findall((kernel_dir() / "bgmv.cu").read_text()))[name])
+
+
+def _check_ints(fn, dev, name, a, shape):
+    if not isinstance(a, dev.xp.ndarray) or a.dtype != np.int32 or tuple(a.shape) != tuple(shape) \
+            or not a.flags.c_contiguous:
+        raise TypeError(f"{fn}: {name} must be a C-contiguous int32 {dev.xp.__name__} array of shape "
+                        f"{tuple(shape)}, got {type(a).__name__} {getattr(a, 'dtype', '')} {getattr(a, 'shape', '')}")
+
+
+def bgmv(Y, X, A, B, ranks, scales, index, device=None, version="v2"):
+    """``Y[m] += scales[a] * B[a, :, :r_a] @ (A[a, :r_a] @ X[m])`` with ``a = index[m]`` (kernels/bgmv.cu).
+
+    Y [M, N] (updated in place: it holds the base output), X [M, K], A [L, R, K] and B [L, N, R]
+    (the L adapters stacked, each padded to the largest rank R), ranks [L] int32 (each <= R),
+    scales [L] float32, index [M] int32 (-1: the row has no adapter). Returns Y.
+    """
+    fn = "bgmv"
+    dev = _resolve_device(fn, device, X)
+    M, K = _check_matrix(fn, dev, "X", X)
+    N = _check_matrix(fn, dev, "Y", Y)[1]
+    _check(fn, dev, "Y", Y, (M, N))
+    if getattr(A, "ndim", None) != 3:
+        raise ValueError(f"{fn}: A must be [adapters, rank, in_features], got shape {getattr(A, 'shape', None)}")
+    L, R = A.shape[0], A.shape[1]
+    _check(fn, dev, "A", A, (L, R, K))
+    _check(fn, dev, "B", B, (L, N, R))
+    _check(fn, dev, "scales", scales, (L,))
+    _check_ints(fn, dev, "ranks", ranks, (L,))
+    _check_ints(fn, dev, "index", index, (M,))
+    host_ranks, host_index = (a.get() if dev.name == "cuda" else a for a in (ranks, index))
+    if L and (host_ranks.min() < 1 or host_ranks.max() > R):
+        raise ValueError(f"{fn}: every rank must be in [1, {R}] (the stacked rank), got {host_ranks.tolist()}")
+    if M and (host_index.min() < -1 or host_index.max() >= L):
+        raise ValueError(f"{fn}: index must name an adapter in [0, {L}) or be -1 (no adapter)")
+    if version not in BGMV_VERSIONS:
+        raise ValueError(f"{fn}: version must be one of {BGMV_VERSIONS}, got {version!r}")
+    if version == "v2" and R > _bgmv_define("BGMV_MAX_RANK"):
+        raise ValueError(f"{fn}: v2 handles ranks up to {_bgmv_define('BGMV_MAX_RANK')}, got {R}; use version='v1'")
+    if M == 0 or N == 0 or R == 0 or L == 0:
+        return Y
+    U = _empty(dev.xp, (M, R))
+    i32 = np.int32
+    shrink = (X, A, ranks, index, U, i32(M), i32(K), i32(R))
+    expand = (U, B, ranks, scales, index, Y, i32(M), i32(N), i32(R))
+    if version == "v1":
+        b = _bgmv_define("BGMV_V1_BLOCK")
+        _launch(dev, "bgmv.cu", "bgmv_shrink_v1", (_cdiv(R, b), _cdiv(M, b)), (b, b), shrink)
+        _launch(dev, "bgmv.cu", "bgmv_expand_v1", (_cdiv(N, b), _cdiv(M, b)), (b, b), expand)
+    else:
+        threads = _bgmv_define("BGMV_THREADS")
+        _launch(dev, "bgmv.cu", "bgmv_shrink_v2", (M,), threads, shrink)
+        _launch(dev, "bgmv.cu", "bgmv_expand_v2", (_cdiv(N, threads), M), threads, expand)
+    return Y
