@@ -367,13 +367,19 @@ class DataLoader:
     run resumed at step ``s`` asks for batch ``s`` and gets the very batch it would have had.
     """
 
-    def __init__(self, items, batch_size, seed=0, pad_id=0, shuffle=True):
+    def __init__(self, items, batch_size, seed=0, pad_id=0, shuffle=True, num_replicas=1, rank=0):
         if len(items) == 0:
             raise ValueError("DataLoader: no items")
         if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be an integer >= 1, got {batch_size!r}")
         self.items, self.batch_size, self.seed = items, int(batch_size), int(seed)
         self.pad_id, self.shuffle = pad_id, shuffle
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"DataLoader: rank must be in [0, num_replicas={num_replicas}), got {rank}")
+        # Data parallelism (DistributedSampler's idea): rank r of R takes every R-th stream position
+        # from r on, so the R ranks' batches i together are exactly the batch i of size R*batch_size
+        # one process would see -- disjoint slices of the same shuffled epochs.
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
         self._order = (None, None)  # (epoch, permutation) cache
 
     def __len__(self):
@@ -392,7 +398,7 @@ class DataLoader:
     def batch(self, index):
         """``(input_ids, labels)``, both int64 ``[B, T]`` arrays (batches wrap across epochs)."""
         start = index * self.batch_size
-        return self._collate([self.items[self._index(p)]
+        return self._collate([self.items[self._index(p * self.num_replicas + self.rank)]
                               for p in range(start, start + self.batch_size)])
 
     def _collate(self, picked):
@@ -403,10 +409,9 @@ class DataLoader:
 
     def __iter__(self):
         """One epoch in order ``permutation(seed, 0)``, each item once (the last batch may be short)."""
-        n = len(self.items)
-        for start in range(0, n, self.batch_size):
-            stop = min(n, start + self.batch_size)
-            yield self._collate([self.items[self._index(p)] for p in range(start, stop)])
+        mine = range(self.rank, len(self.items), self.num_replicas)  # all of them with one process
+        for start in range(0, len(mine), self.batch_size):
+            yield self._collate([self.items[self._index(p)] for p in mine[start:start + self.batch_size]])
 
 
 def task_loader(tokenizer, task, split="train", batch_size=16, seed=0, shuffle=True):
