@@ -1,0 +1,158 @@
+"""``DistributedDataParallel``: every rank trains the same model on its own slice of the batch.
+
+    import minilora.distributed as dist
+    from minilora.nn.parallel import DistributedDataParallel as DDP
+    dist.init_process_group("mpi")
+    model = DDP(get_peft_model(base, config))   # rank 0's trainable weights are broadcast to all
+    loss = model(ids, labels=labels).loss       # this rank's micro-batch
+    loss.backward()                             # ... and here the gradients are averaged over ranks
+    optimizer.step()                            # the same step on every rank
+
+After ``backward()`` each trainable parameter's gradient is the *mean* over the ranks, which is the
+gradient of the mean loss over the global batch when every rank's batch has the same size. Only
+**trainable** parameters take part: a LoRA model's frozen base never crosses the network, which is
+why LoRA's data parallelism is cheap (Llama-2-7B, q/v at r=8: 4.2M numbers a step against 6.7B).
+
+Gradients travel in *buckets*: the gradients are copied into one flat array per bucket (up to
+``bucket_cap_mb`` MB, torch's default 25), and each bucket is one all-reduce -- one message per
+step for a LoRA model instead of one per tensor, which is what keeps the per-message latency from
+dominating. A bucket is reduced as soon as all of its gradients are ready (each parameter's
+``register_post_accumulate_grad_hook`` marks it). Parameters are bucketed in reverse order, as
+torch does: backward produces the last layers' gradients first.
+
+``with model.no_sync():`` turns the communication off, so the gradients of several micro-batches
+add up locally; the first backward outside it averages the accumulated sum.
+"""
+import contextlib
+
+import numpy as np
+
+from .. import distributed as dist
+from ..tensor import Tensor, no_grad
+from .module import Module
+
+__all__ = ["DistributedDataParallel"]
+
+DEFAULT_BUCKET_CAP_MB = 25  # torch's
+
+
+class DistributedDataParallel(Module):
+    """torch.nn.parallel.DistributedDataParallel's arguments; ``module`` is the model to wrap."""
+
+    def __init__(self, module, device_ids=None, output_device=None, dim=0, broadcast_buffers=True,
+                 process_group=None, bucket_cap_mb=None, find_unused_parameters=False):
+        super().__init__()
+        if not dist.is_initialized():
+            raise ValueError("DistributedDataParallel: Default process group has not been initialized, please "
+                             "make sure to call init_process_group.")
+        if process_group is not None:
+            raise ValueError("DistributedDataParallel: minilora has the default process group only "
+                             "(process_group=None)")
+        if dim != 0:
+            raise ValueError(f"DistributedDataParallel: batches are split along dim 0 only, got dim={dim}")
+        if find_unused_parameters:
+            raise NotImplementedError("DistributedDataParallel: find_unused_parameters=True is not supported; "
+                                      "every trainable parameter must get a gradient in each backward")
+        self.module = module
+        self.device_ids, self.output_device, self.broadcast_buffers = device_ids, output_device, broadcast_buffers
+        self.bucket_cap_mb = DEFAULT_BUCKET_CAP_MB if bucket_cap_mb is None else bucket_cap_mb
+        named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
+        if not named:
+            raise RuntimeError("DistributedDataParallel is not needed when a module doesn't have any "
+                               "parameter that requires a gradient.")
+        object.__setattr__(self, "_buckets", _make_buckets(named, self.bucket_cap_mb * 2 ** 20))
+        object.__setattr__(self, "_require_sync", True)
+        self._broadcast_parameters()
+        object.__setattr__(self, "_handles", [p.register_post_accumulate_grad_hook(self._grad_ready)
+                                              for bucket in self._buckets for _, p in bucket.params])
+
+    @property
+    def buckets(self):
+        """The parameter names of each bucket, in the order they are reduced."""
+        return [[name for name, _ in bucket.params] for bucket in self._buckets]
+
+    def forward(self, *args, **kwargs):
+        unfinished = [b for b in self._buckets if b.ready]
+        if unfinished:
+            missing = [name for b in unfinished for name, p in b.params if p not in b.ready]
+            raise RuntimeError(
+                "DistributedDataParallel: Expected to have finished reduction in the prior iteration before "
+                f"starting a new one: these trainable parameters got no gradient in the last backward: "
+                f"{missing[:5]}{'...' if len(missing) > 5 else ''} (freeze them, or make the forward use them)")
+        return self.module(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        """Inside, backward keeps the gradients on this rank (they accumulate); the first backward
+        after it all-reduces the accumulated gradients."""
+        before = self._require_sync
+        object.__setattr__(self, "_require_sync", False)
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "_require_sync", before)
+
+    def _broadcast_parameters(self):
+        """Every rank starts from rank 0's trainable weights (e.g. the LoRA A matrices were drawn
+        with each rank's own random state). Frozen weights are loaded from the same files and stay."""
+        with no_grad():
+            for bucket in self._buckets:
+                flat = bucket.flatten([p._array for _, p in bucket.params])
+                dist.broadcast(flat, src=0)
+                bucket.unflatten(flat, [p for _, p in bucket.params])
+
+    def _grad_ready(self, param):
+        if not self._require_sync:
+            return
+        bucket = next(b for b in self._buckets if any(p is param for _, p in b.params))
+        bucket.ready.add(param)
+        if len(bucket.ready) == len(bucket.params):
+            self._reduce(bucket)
+
+    def _reduce(self, bucket):
+        """One all-reduce for the whole bucket, then each gradient becomes the mean over the ranks."""
+        params = [p for _, p in bucket.params]
+        flat = bucket.flatten([p.grad._array for p in params])
+        dist.all_reduce(flat)
+        flat._array /= dist.get_world_size()
+        bucket.unflatten(flat, [p.grad for p in params])
+        bucket.ready.clear()
+
+
+class _Bucket:
+    """Parameters of one device and dtype whose gradients travel as one flat array."""
+
+    def __init__(self, params):
+        self.params, self.ready = params, set()
+
+    def flatten(self, arrays):
+        xp = self.params[0][1].device.xp
+        flat = xp.concatenate([a.reshape(-1) for a in arrays])
+        return Tensor._make(flat, self.params[0][1].device, False, None)
+
+    @staticmethod
+    def unflatten(flat, tensors):
+        """Write the pieces of ``flat`` back into ``tensors`` in place (their version goes up)."""
+        offset = 0
+        for t in tensors:
+            n = t._array.size
+            t._array[...] = flat._array[offset:offset + n].reshape(t._array.shape)
+            t._counter[0] += 1
+            offset += n
+
+
+def _make_buckets(named, cap_bytes):
+    """Reverse registration order, cut when a bucket would pass ``cap_bytes`` or the device/dtype
+    changes (a flat array has one of each)."""
+    buckets, current, size = [], [], 0
+    for name, p in reversed(named):
+        nbytes = p._array.size * np.dtype(p.dtype).itemsize
+        kind = (str(p.device), np.dtype(p.dtype))
+        if current and (size + nbytes > cap_bytes or kind != current_kind):
+            buckets.append(_Bucket(current))
+            current, size = [], 0
+        current.append((name, p))
+        current_kind = kind
+        size += nbytes
+    buckets.append(_Bucket(current))
+    return buckets
