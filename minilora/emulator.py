@@ -890,8 +890,10 @@ class RawKernel:
     """
 
     def __init__(self, code: str, name: str, options=(), sanitize: bool = False, *, filename: str | None = None,
-                 _module: _Module | None = None, _variant: str | None = None):
+                 enable_cooperative_groups: bool = False, _module: _Module | None = None, _variant: str | None = None):
         self.code, self.name, self.options, self.sanitize = code, name, options, sanitize
+        # As in CuPy: launches are cooperative (every block resident at once), so grid.sync() works.
+        self.enable_cooperative_groups = bool(enable_cooperative_groups)
         self._filename, self._variant = filename, _variant
         self._mod = _module
         if _module is not None:
@@ -994,7 +996,7 @@ class RawKernel:
     def _launch(self, cfg: np.ndarray, packed: _Packed, order: int, seed: int, echo: bool) -> None:
         cfg = cfg.copy()
         cfg[7], cfg[8] = order, seed
-        cfg[11] = 1 if _ctrl_c_raises_keyboard_interrupt() else 0
+        cfg[11] = (1 if _ctrl_c_raises_keyboard_interrupt() else 0) | (2 if self.enable_cooperative_groups else 0)
         if self._mod.sanitize:
             out = _launch_in_child(self, cfg, packed)
         else:
@@ -1202,12 +1204,14 @@ class RawModule:
     """
 
     def __init__(self, code: str | None = None, *, path: str | os.PathLike | None = None, options=(),
-                 sanitize: bool = False, backend: str | None = None, name_expressions=None):
+                 sanitize: bool = False, backend: str | None = None, name_expressions=None,
+                 enable_cooperative_groups: bool = False):
         if (code is None) == (path is None):
             raise TypeError("give exactly one of code= or path=")
         if isinstance(name_expressions, str) or not all(isinstance(e, str) for e in name_expressions or ()):
             raise TypeError(f"name_expressions must be a sequence of strings, got {name_expressions!r}")
         self.name_expressions = tuple(name_expressions or ())
+        self.enable_cooperative_groups = bool(enable_cooperative_groups)
         self.filename = str(Path(path).resolve()) if path is not None else None
         self.code = Path(path).read_text() if path is not None else code
         self.options, self.sanitize = options, sanitize
@@ -1231,4 +1235,5 @@ class RawModule:
 
     def get_function(self, name: str) -> RawKernel:
         self.compile()
-        return RawKernel(self.code, name, self.options, self.sanitize, filename=self.filename, _module=self._mod)
+        return RawKernel(self.code, name, self.options, self.sanitize, filename=self.filename,
+                         enable_cooperative_groups=self.enable_cooperative_groups, _module=self._mod)

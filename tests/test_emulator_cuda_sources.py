@@ -86,10 +86,28 @@ def test_cg_coalesced_threads_aggregated_append(n):
     np.testing.assert_array_equal(np.sort(out), np.sort(x))
 
 
-def test_cg_grid_sync_is_refused_by_name():
+@pytest.mark.parametrize("n, blocks, block", [(100, 4, 32), (5000, 20, 256), (7, 3, 64)])
+def test_cg_grid_sync_in_a_cooperative_launch(n, blocks, block):
+    x = rng.standard_normal(n).astype(np.float32)
+    partial, out = np.full(blocks, np.nan, np.float32), np.full(1, np.nan, np.float32)
+    mod = RawModule(path=PDIR / "cg_reduce.cu", enable_cooperative_groups=True)
+    mod.get_function("cg_grid_sum")(blocks, block, (x, partial, out, np.int32(n)), check_races=True)
+    np.testing.assert_allclose(out[0], x.astype(np.float64).sum(), rtol=1e-4, atol=1e-4)
+
+
+def test_cg_grid_sync_needs_a_cooperative_launch():
     x = np.ones(100, np.float32)
-    with pytest.raises(KernelFault, match=r"grid\.sync\(\) \(a cooperative launch\) is not supported.*cg_reduce\.cu:\d+"):
+    with pytest.raises(KernelFault, match=r"grid\.sync\(\) at cg_reduce\.cu:\d+ .* needs a cooperative launch.*"
+                                          r"enable_cooperative_groups=True"):
         fn("cg_reduce.cu", "cg_grid_sum")(4, 32, (x, np.zeros(4, np.float32), np.zeros(1, np.float32), np.int32(100)))
+
+
+def test_cooperative_launch_too_large_for_the_emulator_is_refused():
+    mod = RawModule(path=PDIR / "cg_reduce.cu", enable_cooperative_groups=True)
+    x = np.ones(10, np.float32)
+    with pytest.raises(emu.EmulatorError, match="cooperative launch of 100 blocks x 256 threads"):
+        mod.get_function("cg_grid_sum")(100, 256, (x, np.zeros(100, np.float32), np.zeros(1, np.float32),
+                                                   np.int32(10)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -349,3 +367,18 @@ def test_constant_filter_through_get_global(sanitize):
     np.testing.assert_array_equal(v, [0, 10, 20, 30] * 2)
     with pytest.raises(AttributeError, match=r"no __constant__ variable 'tap' .*found: taps, offsets"):
         mod.get_global("tap")
+
+
+def test_grid_sync_skipped_by_a_block_is_a_barrier_error():
+    code = r'''
+    #include <cooperative_groups.h>
+    extern "C" __global__ void early_exit(int* out) {
+        if (blockIdx.x == 1) return;  // BUG: this block never reaches grid.sync()
+        cooperative_groups::this_grid().sync();
+        out[blockIdx.x] = 1;
+    }'''
+    k = RawModule(code=code, enable_cooperative_groups=True).get_function("early_exit")
+    with pytest.raises(emu.BarrierError, match=r"block \(1,0,0\) of kernel 'early_exit' exited without reaching the "
+                                               r"grid\.sync\(\)"):
+        k(3, 32, (np.zeros(3, np.int32),))
+    fn("cg_reduce.cu", "cg_runtime_tile")(1, 32, (np.zeros(32, np.int32), np.zeros(32, np.int32), np.int32(8)))

@@ -121,6 +121,7 @@ unsigned long long warp_op(int op, const char* file, int line, unsigned mask, un
 unsigned activemask();
 void* shared_get(int* slot, size_t size, size_t align, const char* name, const char* file, int line);
 void* dynamic_shared();
+void grid_sync(const char* file, int line);  // cooperative_groups::grid_group::sync()
 [[noreturn]] void assert_fail(const char* expr, const char* file, int line);
 int device_printf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 long long clock_ticks();

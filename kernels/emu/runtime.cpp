@@ -72,7 +72,7 @@ using namespace __emu;
 // emulator.py replaces this mark in a crash message by " at file.cu:LINE" (found with addr2line).
 #define kLocationMark "\x01LOC\x01"
 enum ErrorCode { E_OK = 0, E_BARRIER = 1, E_FAULT = 2, E_INTERNAL = 3, E_INTERRUPTED = 4, E_TIMEOUT = 5 };
-enum State { RUNNABLE, AT_BARRIER, AT_WARP, EXITED };
+enum State { RUNNABLE, AT_BARRIER, AT_WARP, EXITED, AT_GRID };  // AT_GRID: in grid.sync() (cooperative launch)
 enum Order { ORDER_FORWARD = 0, ORDER_REVERSE = 1, ORDER_RANDOM = 2 };
 
 // Each fiber's stack is the size the launch asks for (emulator.py sizes it from the compiler's
@@ -124,6 +124,7 @@ struct Launch {
     dim3 grid, block;
     size_t dyn_shared = 0;
     int thread_order = ORDER_FORWARD;
+    bool cooperative = false;     // all blocks resident at once, so grid.sync() can work
     uint64_t rng = 1;
     int nthreads = 0;
     std::vector<Fiber> fibers;
@@ -695,7 +696,9 @@ bool release_coalesced_groups() {
 }
 
 // Run one block to completion.  Returns false on error.
-bool run_block() {
+enum BlockResult { BLOCK_ERROR = 0, BLOCK_DONE = 1, BLOCK_AT_GRID = 2 };
+
+BlockResult run_block() {
     for (;;) {
         bool ran = false;
         for (int i : g.order) {
@@ -703,20 +706,78 @@ bool run_block() {
             if (f->state != RUNNABLE) continue;
             resume(f);
             ran = true;
-            if (g.error) return false;
+            if (g.error) return BLOCK_ERROR;
 #ifndef EMU_ASAN
             if (g_esc.pending) {  // Ctrl-C or the timeout came while the runtime was busy: stop here
                 set_error(g_esc.pending, describe_stop(g_esc.pending, true, f->idx));
-                return false;
+                return BLOCK_ERROR;
             }
 #endif
         }
         if (ran) continue;
-        bool all_exited = true;
-        for (const Fiber& f : g.fibers) all_exited = all_exited && f.state == EXITED;
-        if (all_exited) return true;
-        if (!release_barrier_or_explain()) return false;
+        int exited = 0, at_grid = 0;
+        for (const Fiber& f : g.fibers) {
+            exited += f.state == EXITED;
+            at_grid += f.state == AT_GRID;
+        }
+        if (exited == g.nthreads) return BLOCK_DONE;
+        if (at_grid > 0 && at_grid + exited == g.nthreads) {
+            if (exited == 0) return BLOCK_AT_GRID;  // parked until every block arrives
+            const Fiber* waiting = nullptr;
+            for (const Fiber& f : g.fibers) if (f.state == AT_GRID) { waiting = &f; break; }
+            set_error(E_BARRIER, fmt("%d threads of %s wait at grid.sync() at %s, but %d have exited the kernel "
+                                     "without reaching it: every thread of the grid must call grid.sync()",
+                                     at_grid, block_str().c_str(), where(waiting->file, waiting->line).c_str(), exited));
+            return BLOCK_ERROR;
+        }
+        if (!release_barrier_or_explain()) return BLOCK_ERROR;
     }
+}
+
+// ---- cooperative launches: every block resident at once --------------------------------------------
+// Blocks still run one at a time, but a block that reaches grid.sync() is parked -- its fibers, stacks
+// and shared memory kept -- and the next block runs; when every block waits at the grid barrier, all
+// are released.  The state of the block being run is swapped into `g`, so the barrier, warp and
+// shared-memory code above works on it unchanged.
+constexpr size_t kMaxCooperativeThreads = 132 * 2048;  // an H200's resident threads: 132 SMs x 2048
+// The emulator's own limit: every thread keeps a stack (and a guard region, one memory mapping each).
+constexpr size_t kMaxEmulatedCooperativeThreads = 16384;
+
+struct BlockState {
+    uint3 idx{0, 0, 0};
+    std::vector<Fiber> fibers;
+    std::vector<char*> slot_ptr;
+    char* dyn = nullptr;
+    size_t static_bytes = 0;
+    bool done = false;
+};
+std::vector<BlockState> g_blocks;
+BlockState* g_loaded = nullptr;  // the block whose state is in `g` right now
+
+void swap_block_state(BlockState& b) {  // the same call loads a block into `g` and stores it back
+    g.fibers.swap(b.fibers);
+    g.slot_ptr.swap(b.slot_ptr);
+    std::swap(g.dyn, b.dyn);
+    std::swap(g.static_bytes, b.static_bytes);
+}
+void load_block(BlockState& b) {
+    swap_block_state(b);
+    g_loaded = &b;
+    __emu_block_idx = b.idx;
+}
+void store_block() {
+    swap_block_state(*g_loaded);
+    g_loaded = nullptr;
+}
+void end_block_shared();
+void free_cooperative_blocks() {  // after the launch, or after an escape out of it
+    if (g_loaded) store_block();
+    for (BlockState& b : g_blocks) {
+        load_block(b);
+        end_block_shared();
+        store_block();
+    }
+    g_blocks.clear();
 }
 
 // ---- shared memory -------------------------------------------------------------------------------
@@ -767,15 +828,100 @@ void end_block_shared() {
     g.static_bytes = 0;
 }
 
+void init_block_fibers(std::vector<Fiber>& fibers, int first_stack) {
+    for (int i = 0; i < g.nthreads; ++i) {
+        Fiber& f = fibers[i];
+        f.linear = i;
+        f.idx = uint3{unsigned(i % g.block.x), unsigned(i / g.block.x % g.block.y),
+                      unsigned(i / (g.block.x * g.block.y))};
+        f.state = RUNNABLE;
+        f.line = 0;
+        f.file = "";
+        f.pred = 0;
+        f.in_runtime = 0;
+        init_fiber(f, first_stack + i);
+    }
+}
+
+uint3 block_index(size_t b) {
+    return uint3{unsigned(b % g.grid.x), unsigned(b / g.grid.x % g.grid.y), unsigned(b / (size_t(g.grid.x) * g.grid.y))};
+}
+
+// Releases a grid barrier once every block waits at it (at the same grid.sync()).
+bool release_grid() {
+    const Fiber* first = nullptr;
+    for (BlockState& b : g_blocks)
+        for (Fiber& f : b.fibers) {
+            if (!first) first = &f;
+            if (f.line != first->line || strcmp(f.file, first->file) != 0) {
+                __emu_block_idx = b.idx;
+                set_error(E_BARRIER, fmt("divergent grid.sync(): %s waits at %s, thread (%u,%u,%u) of %s at %s",
+                                         tid_str(*first).c_str(), where(first->file, first->line).c_str(),
+                                         f.idx.x, f.idx.y, f.idx.z, block_str().c_str(), where(f.file, f.line).c_str()));
+                return false;
+            }
+        }
+    for (BlockState& b : g_blocks)
+        for (Fiber& f : b.fibers) f.state = RUNNABLE;
+    return true;
+}
+
+int run_cooperative(const std::vector<size_t>& block_order) {
+    const size_t nblocks = block_order.size();
+    g_blocks.assign(nblocks, BlockState());
+    for (size_t b = 0; b < nblocks; ++b) {
+        g_blocks[b].idx = block_index(b);
+        g_blocks[b].fibers.assign(g.nthreads, Fiber());
+        init_block_fibers(g_blocks[b].fibers, int(b) * g.nthreads);
+        g_blocks[b].dyn = alloc_shared(g.dyn_shared, 128);
+    }
+    g.fibers.clear();
+    g.slot_ptr.clear();
+    for (;;) {
+        size_t done = 0;
+        const BlockState* finished = nullptr;
+        for (size_t b : block_order) {
+            BlockState& blk = g_blocks[b];
+            if (blk.done) { ++done; finished = &blk; continue; }
+            load_block(blk);
+            make_order(g.order, g.nthreads, g.thread_order);
+            const BlockResult r = run_block();
+            store_block();
+            if (r == BLOCK_ERROR) return g.error;
+            if (r == BLOCK_DONE) { blk.done = true; ++done; finished = &blk; }
+        }
+        if (done == nblocks) return g.error;
+        if (done > 0) {
+            __emu_block_idx = finished->idx;
+            set_error(E_BARRIER, fmt("%s exited without reaching the grid.sync() that other blocks wait at: every "
+                                     "thread of the grid must call grid.sync()", block_str().c_str()));
+            return g.error;
+        }
+        if (!release_grid()) return g.error;
+    }
+}
+
 int run_launch() {
     g.nthreads = int(g.block.x * g.block.y * g.block.z);
-    if (!ensure_stacks(g.nthreads)) {
+    const size_t nblocks = size_t(g.grid.x) * g.grid.y * g.grid.z;
+    if (g.cooperative && nblocks * g.nthreads > kMaxCooperativeThreads) {
+        set_error(E_INTERNAL, fmt("a cooperative launch of %zu blocks x %d threads does not fit on the GPU at once "
+                                  "(at most %zu resident threads on an H200): CUDA refuses it "
+                                  "(cudaErrorCooperativeLaunchTooLarge)", nblocks, g.nthreads, kMaxCooperativeThreads));
+        return g.error;
+    }
+    if (g.cooperative && nblocks * g.nthreads > kMaxEmulatedCooperativeThreads) {
+        set_error(E_INTERNAL, fmt("a cooperative launch of %zu blocks x %d threads is more than the CPU emulator runs "
+                                  "(%zu threads at most: each keeps its own stack until grid.sync()); use a smaller "
+                                  "grid with a grid-stride loop", nblocks, g.nthreads, kMaxEmulatedCooperativeThreads));
+        return g.error;
+    }
+    if (!ensure_stacks(g.cooperative ? nblocks * g.nthreads : g.nthreads)) {
         set_error(E_INTERNAL, "could not allocate fiber stacks");
         return g.error;
     }
     __emu_block_dim = g.block;
     __emu_grid_dim = g.grid;
-    const size_t nblocks = size_t(g.grid.x) * g.grid.y * g.grid.z;
     std::vector<size_t> block_order;
     {
         std::vector<int> tmp;
@@ -788,31 +934,25 @@ int run_launch() {
         g_in_fiber = 0;
         const int reason = g_esc.reason;
         set_error(reason, reason == E_FAULT ? describe_fault() : describe_stop(reason, g_esc.fiber, g_esc.thread));
-        end_block_shared();
+        if (g.cooperative) free_cooperative_blocks();
+        else end_block_shared();
         return g.error;
     }
     g_esc.armed = 1;
 #endif
-    for (size_t b : block_order) {
-        __emu_block_idx = uint3{unsigned(b % g.grid.x), unsigned(b / g.grid.x % g.grid.y),
-                                unsigned(b / (size_t(g.grid.x) * g.grid.y))};
-        g.dyn = alloc_shared(g.dyn_shared, 128);
-        for (int i = 0; i < g.nthreads; ++i) {
-            Fiber& f = g.fibers[i];
-            f.linear = i;
-            f.idx = uint3{unsigned(i % g.block.x), unsigned(i / g.block.x % g.block.y),
-                          unsigned(i / (g.block.x * g.block.y))};
-            f.state = RUNNABLE;
-            f.line = 0;
-            f.file = "";
-            f.pred = 0;
-            f.in_runtime = 0;
-            init_fiber(f, i);
+    if (g.cooperative) {
+        run_cooperative(block_order);
+        free_cooperative_blocks();
+    } else {
+        for (size_t b : block_order) {
+            __emu_block_idx = block_index(b);
+            g.dyn = alloc_shared(g.dyn_shared, 128);
+            init_block_fibers(g.fibers, 0);
+            make_order(g.order, g.nthreads, g.thread_order);
+            const BlockResult r = run_block();
+            end_block_shared();
+            if (r != BLOCK_DONE || g.error) break;
         }
-        make_order(g.order, g.nthreads, g.thread_order);
-        const bool ok = run_block();
-        end_block_shared();
-        if (!ok || g.error) break;
     }
 #ifndef EMU_ASAN
     g_esc.armed = 0;
@@ -974,6 +1114,18 @@ void* shared_get(int* slot, size_t size, size_t align, const char* name, const c
 
 void* dynamic_shared() { return g.dyn; }
 
+void grid_sync(const char* file, int line) {
+    RuntimeSection busy;
+    if (!g.cooperative)
+        fail_in_fiber(E_FAULT, fmt("grid.sync() at %s in %s, %s needs a cooperative launch (all blocks resident at "
+                                   "once): create the kernel with enable_cooperative_groups=True, as in CuPy",
+                                   where(file, line).c_str(), block_str().c_str(), tid_str(*g_cur).c_str()));
+    g_cur->state = AT_GRID;
+    g_cur->file = file;
+    g_cur->line = line;
+    yield_to_scheduler();
+}
+
 void trap(const char* file, int line) {
     RuntimeSection busy;
     fail_in_fiber(E_FAULT, fmt("__trap() at %s in %s, %s", where(file, line).c_str(), block_str().c_str(),
@@ -1037,7 +1189,8 @@ EMU_WRAP_EXIT(quick_exit, "quick_exit")
 
 // ---- the C API emulator.py calls -------------------------------------------------------------------
 // cfg: grid.x, grid.y, grid.z, block.x, block.y, block.z, shared_mem, thread/block order, seed,
-// stack bytes per thread, timeout in microseconds (0: none), flags (bit 0: Ctrl-C stops the launch).
+// stack bytes per thread, timeout in microseconds (0: none), flags (bit 0: Ctrl-C stops the launch,
+// bit 1: a cooperative launch).
 EMU_EXPORT int emu_launch(int kernel_index, void** args, const uint64_t* cfg, char* err, size_t errlen) {
     int count = 0;
     const KernelInfo* table = emu_kernel_table(&count);
@@ -1054,6 +1207,7 @@ EMU_EXPORT int emu_launch(int kernel_index, void** args, const uint64_t* cfg, ch
     g.block = dim3(unsigned(cfg[3]), unsigned(cfg[4]), unsigned(cfg[5]));
     g.dyn_shared = size_t(cfg[6]);
     g.thread_order = int(cfg[7]);
+    g.cooperative = (cfg[11] & 2) != 0;
     g.rng = cfg[8] * 0x9E3779B97F4A7C15ull + 0x2545F4914F6CDD1Dull;
     if (g.rng == 0) g.rng = 1;
     const size_t page = size_t(sysconf(_SC_PAGESIZE));

@@ -11,8 +11,8 @@
 // meta_group_rank/size) and tiled_partition<N>(block) (also shfl, shfl_up/down/xor, any, all, ballot,
 // match-free), coalesced_threads() (the lanes of the warp that call it at the same line before any
 // lane of the warp can run on: the others have exited or wait elsewhere -- CUDA's converged lanes),
-// this_grid() (ranks and sizes; grid.sync() raises: the emulator does
-// not run cooperative launches yet), and cg::reduce in <cooperative_groups/reduce.h>.
+// this_grid() (ranks, sizes and sync() in a cooperative launch), and cg::reduce in
+// <cooperative_groups/reduce.h>.
 #pragma once
 #include "../cuda_emu.h"
 
@@ -146,8 +146,9 @@ inline coalesced_group coalesced_threads(const char* file = __builtin_FILE(), in
     return coalesced_group(unsigned(__emu::warp_op(__emu::W_COALESCE, file, line, 0xffffffffu, 0, 0, 32)));
 }
 
-// The whole grid: ranks and sizes.  grid.sync() needs every block resident at once (a cooperative
-// launch); the emulator runs blocks one after another, so it refuses rather than deadlock or lie.
+// The whole grid.  grid.sync() needs every block resident at once: a cooperative launch (a kernel made
+// with enable_cooperative_groups=True), in which the emulator parks each block at the grid barrier
+// until all have arrived.  In an ordinary launch it raises, as it would hang or misbehave on a GPU.
 class grid_group {
 public:
     unsigned long long thread_rank() const {
@@ -159,10 +160,7 @@ public:
     }
     unsigned long long num_threads() const { return size(); }
     bool is_valid() const { return true; }
-    void sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
-        __emu::assert_fail("grid.sync() (a cooperative launch) is not supported by the CPU emulator yet: "
-                           "split the kernel into two launches", file, line);
-    }
+    void sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) const { __emu::grid_sync(file, line); }
 };
 inline grid_group this_grid() { return grid_group(); }
 

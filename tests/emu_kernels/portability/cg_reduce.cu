@@ -1,7 +1,7 @@
 // cg_reduce.cu -- cooperative-groups kernels in the style of CUDA's samples and programming guide:
 // a block sum with warp tiles and cg::reduce, tile collectives (ballot/any/all/shfl), a runtime-sized
-// tile, an aggregated atomic append with coalesced_threads(), and a grid.sync() (which the emulator
-// refuses: it does not run cooperative launches).  Valid CUDA: the tests compile it with nvcc.
+// tile, an aggregated atomic append with coalesced_threads(), and a two-pass sum with grid.sync() in
+// a cooperative launch.  Valid CUDA: the tests compile it with nvcc.
 #include <cooperative_groups.h>
 #include <cooperative_groups/reduce.h>
 namespace cg = cooperative_groups;
@@ -62,12 +62,24 @@ extern "C" __global__ void cg_aggregated_append(const int* x, int n, int* out, i
     out[base + active.thread_rank()] = x[i];
 }
 
-// Two-pass sum with a grid-wide barrier between the passes.
+// Two-pass sum with a grid-wide barrier between the passes (a cooperative launch): each block writes
+// its partial sum, grid.sync(), then thread 0 of the grid adds the partials in order.  Deterministic:
+// no float atomics, so the race check's schedules must all agree.  Block size: a multiple of 32.
 extern "C" __global__ void cg_grid_sum(const float* x, float* partial, float* out, int n) {
+    __shared__ float warp_sums[32];
     cg::grid_group grid = cg::this_grid();
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (threadIdx.x == 0) partial[blockIdx.x] = 0.0f;
-    if (i < n) atomicAdd(&partial[blockIdx.x], x[i]);
+    cg::thread_block block = cg::this_thread_block();
+    cg::thread_block_tile<32> warp = cg::tiled_partition<32>(block);
+    float v = 0.0f;
+    for (unsigned long long i = grid.thread_rank(); i < (unsigned long long)n; i += grid.size()) v += x[i];
+    v = cg::reduce(warp, v, cg::plus<float>());
+    if (warp.thread_rank() == 0) warp_sums[warp.meta_group_rank()] = v;
+    block.sync();
+    if (block.thread_rank() == 0) {
+        float s = 0.0f;
+        for (unsigned w = 0; w < (block.size() + 31) / 32; ++w) s += warp_sums[w];
+        partial[blockIdx.x] = s;
+    }
     grid.sync();
     if (grid.thread_rank() == 0) {
         float s = 0.0f;
