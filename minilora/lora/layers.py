@@ -321,28 +321,24 @@ class Linear(BaseTunerLayer):
     def _mixed_batch_forward(self, x, adapter_names):
         """Per-sample adapters (BGMV, the idea behind Punica and S-LoRA): sample b uses ``adapter_names[b]``.
 
-        All adapters' A and B are stacked (padded to the largest rank; row 0 all zeros for
-        ``"__base__"``), one (A, B) pair is gathered per sample, and ONE batched matmul computes
-        every sample's LoRA branch at once -- no Python loop over the batch.
+        The adapters' A and B are stacked (zero-padded to the largest rank) and ONE op,
+        ``ops.bgmv``, adds every row's own ``s B A x`` to the shared base output -- no Python loop
+        over the batch; on ``emu``/``cuda`` it is kernels/bgmv.cu. ``"__base__"`` rows get nothing.
         """
         self._check_mixed_batch(x, adapter_names)
         names = sorted({n for n in adapter_names if n in self.lora_A})  # adapters present in this layer
         result = self.base_layer(x)
         if not names:
             return result
-        slot = {name: i + 1 for i, name in enumerate(names)}
-        W0 = self.base_layer.weight
-        index = W0.device.xp.asarray([slot.get(n, 0) for n in adapter_names])  # 0: "__base__" or absent
+        slot = {name: i for i, name in enumerate(names)}  # -1: "__base__", or an adapter not in this layer
         r_max = max(self.r[n] for n in names)
-        A_stack = ops.stack([_constant_zeros(W0, r_max, self.in_features)]
-                            + [_pad_rank(self.lora_A[n].weight, r_max, 0) for n in names])  # [n+1, r, in]
-        B_stack = ops.stack([_constant_zeros(W0, self.out_features, r_max)]
-                            + [_pad_rank(self.lora_B[n].weight * self.scaling[n], r_max, 1)
-                               for n in names])                                             # [n+1, out, r]
-        A_g, B_g = A_stack[index], B_stack[index]  # gather: one pair per sample
-        x3 = x.reshape(x.shape[0], -1, x.shape[-1])  # [batch, tokens, in]
-        delta = ops.matmul(ops.matmul(x3, A_g.transpose(1, 2)), B_g.transpose(1, 2))  # [batch, tokens, out]
-        return result + delta.reshape(result.shape)
+        A_stack = ops.stack([_pad_rank(self.lora_A[n].weight, r_max, 0) for n in names])  # [L, r_max, in]
+        B_stack = ops.stack([_pad_rank(self.lora_B[n].weight, r_max, 1) for n in names])  # [L, out, r_max]
+        tokens = result.numel() // (result.shape[0] * self.out_features)  # rows per sample
+        index = np.repeat([slot.get(n, -1) for n in adapter_names], tokens)  # one adapter per token row
+        out = ops.bgmv(result.reshape(-1, self.out_features), x.reshape(-1, self.in_features), A_stack, B_stack,
+                       [self.r[n] for n in names], [self.scaling[n] for n in names], index)
+        return out.reshape(result.shape)
 
     def _check_mixed_batch(self, x, adapter_names):
         super()._check_mixed_batch(x, adapter_names)

@@ -10,6 +10,7 @@ from .elementwise import (abs, add, astype, clone, div, erf, exp, floor_divide, 
                           to_device, unbroadcast, where)
 from .matmul import linear, matmul
 from .lora import lora_dropout_mask, lora_linear
+from .bgmv import bgmv
 from .nn import (cross_entropy, dropout, embedding, layer_norm, rms_norm, rotary_embedding,
                  rotate_half, scaled_dot_product_attention, swiglu)
 from .elementwise import (clamp, clip, cos, isfinite, isinf, isnan, maximum, minimum, sign,
