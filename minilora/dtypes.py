@@ -44,6 +44,9 @@ class UnsupportedDType:
     def __repr__(self):
         return f"minilora.{self.name}"
 
+    def __str__(self):
+        return self.name
+
     def error(self):
         return TypeError(f"{self.name} is not supported: NumPy has no {self.name} type, so minilora "
                          f"cannot compute in it. {self.advice}")
@@ -84,7 +87,7 @@ def to_dtype(dtype):
     if not isinstance(dtype, str) and type(dtype).__module__ == "torch":  # torch.float32
         dtype = str(dtype)
     if isinstance(dtype, str):
-        name = dtype.removeprefix("torch.")
+        name = dtype.removeprefix("torch.").removeprefix("minilora.")
         name = _NAMES.get(name, name)
         if name == "bfloat16":
             raise bfloat16.error()
