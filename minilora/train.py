@@ -24,6 +24,7 @@ zero while the loss is not (the model saturated: nothing can learn any more -- w
 1e6 does). A checkpoint is only written after its weights were checked finite, so "the last good
 checkpoint" the error names is one to resume from (with a lower ``lr`` or ``clip_norm``).
 """
+import contextlib
 import dataclasses
 import json
 import math
@@ -390,6 +391,8 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
 
     _check_counts(steps=(steps, 1), grad_accum=(grad_accum, 1), batch_size=(batch_size, 1),
                   eval_every=(eval_every or 0, 0), save_every=(save_every or 0, 0))
+    ddp, model = _unwrap(model)  # with DistributedDataParallel: `ddp` runs the steps, `model` is what it wraps
+    writer = ddp is None or _rank() == 0  # with several ranks, rank 0 alone writes files and shows progress
     named = _trainable(model)
     if not named:
         raise ValueError("train: the model has no parameter with requires_grad=True -- nothing to train")
@@ -404,7 +407,7 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
 
     ml_random.manual_seed(seed)  # dropout masks: same seed, same run
     start, losses = 0, []
-    if ckpt_path:
+    if ckpt_path and writer:
         remove_leftovers(ckpt_path)  # a checkpoint write that a kill cut short
     if resume:
         path = resume if isinstance(resume, (str, os.PathLike)) else ckpt_path
@@ -415,12 +418,12 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
         if start > steps:
             raise ValueError(f"resume: the checkpoint is already at step {start} > steps={steps}")
         _use_new_learning_rate(scheduler, lr, start)
-    log = _MetricsLog(out_dir, start if resume else None)
+    log = _MetricsLog(out_dir if writer else None, start if resume else None)
     evals = [r for r in log.records if r.get("kind") == "eval"]
     lrs = [r["lr"] for r in log.records if r.get("kind") == "train"][:start]
     grad_norms = [r["grad_norm"] for r in log.records if r.get("kind") == "train"][:start]
     last_good = (ckpt_path, start) if resume else (None, None)
-    bar = _Progress(steps, start, progress, log_every)
+    bar = _Progress(steps, start, progress if writer else False, log_every)
     model.train()
     t0 = time.perf_counter()
     train_seconds = 0.0
@@ -445,7 +448,8 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
         if bad:  # never let a broken state become "the last good checkpoint"
             stop(step, f"after the update, {len(bad)} weight/optimizer arrays hold NaN or inf "
                  f"(first: {bad[0]})")
-        save_training_state(ckpt_path, state)
+        if writer:
+            save_training_state(ckpt_path, state)
         last_good = (ckpt_path, step)
 
     ctrl_c = _CtrlC()  # from here on, the first Ctrl-C asks the loop to stop after the current step
@@ -455,13 +459,19 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
             loss_sum, tokens = 0.0, 0
             for micro in range(grad_accum):
                 input_ids, labels = loader.batch((step - 1) * grad_accum + micro)
-                loss = model(input_ids, labels=labels).loss
-                value = loss.item()
-                if not math.isfinite(value):
-                    stop(step, f"the loss is {value}")
-                (loss / grad_accum).backward()
+                last = micro == grad_accum - 1  # DDP averages the gradients after the last micro-batch only
+                with ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext():
+                    loss = (ddp or model)(input_ids, labels=labels).loss
+                    value = loss.item()
+                    if not math.isfinite(value) and ddp is None:  # with ranks: decided together, below
+                        stop(step, f"the loss is {value}")
+                    (loss / grad_accum).backward()
                 loss_sum += value
                 tokens += int((labels[:, 1:] != IGNORE_INDEX).sum())
+            if ddp is not None:  # every rank must take the same decisions: on the same numbers
+                loss_sum, tokens, ctrl_c.asked = _agree(loss_sum, tokens, ctrl_c.asked)
+                if not math.isfinite(loss_sum):
+                    stop(step, f"the loss is {loss_sum / grad_accum}")
             _check_divergence(step, loss_sum / grad_accum, losses, stop)
             grad_norm = float(clip_grad_norm_(params, clip_norm if clip_norm else float("inf")))
             if not math.isfinite(grad_norm):
@@ -498,8 +508,32 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
     finally:
         ctrl_c.restore()
         bar.close()
-        if out_dir and plot and losses:
+        if out_dir and plot and losses and writer:
             plot_losses(os.path.join(out_dir, PLOT_NAME), losses, evals)
+
+
+def _unwrap(model):
+    """``(ddp, module)``: a ``DistributedDataParallel`` and the model it wraps, or ``(None, model)``.
+    Checkpoints and evaluation use the wrapped model's own names, so a run resumes with any number
+    of ranks (one included)."""
+    from .nn.parallel import DistributedDataParallel
+    return (model, model.module) if isinstance(model, DistributedDataParallel) else (None, model)
+
+
+def _rank():
+    from . import distributed
+    return distributed.get_rank()
+
+
+def _agree(loss_sum, tokens, asked):
+    """One small all-reduce a step: the loss averaged over the ranks (the one-process loss of the
+    whole batch when the ranks' batches hold as many target tokens), the tokens summed, and a Ctrl-C
+    on any rank stops every rank after this step."""
+    from . import distributed
+    numbers = Tensor(np.array([loss_sum, tokens, float(asked)]), dtype="float64")
+    distributed.all_reduce(numbers)
+    total_loss, total_tokens, asked_count = numbers.numpy().tolist()
+    return total_loss / distributed.get_world_size(), int(total_tokens), asked_count > 0
 
 
 def _check_counts(**counts):
