@@ -1,0 +1,308 @@
+"""The continuous-batching scheduler: one thread owns the model and runs decode steps; requests join
+between steps and leave when done.
+
+One loop iteration of ``Engine._run``::
+
+    1. run queued commands (load / unload an adapter): they change the model, so only between steps
+    2. drop the rows whose client went away (``Request.cancel()``): the slot is free at once
+    3. admit waiting requests while the batch has room: prefill each alone, then it joins the batch
+    4. one decode step for the whole batch (every row, whatever its adapter), sample, send tokens
+    5. rows that finished (EOS, a stop string, max_tokens) leave
+
+Bounds: at most ``max_batch_size`` rows decode together and at most ``max_queue`` requests wait;
+``submit`` raises ``EngineError(429)`` when both are full. A request talks back through ``Request.emit``:
+``("text", delta)`` events, then ``("done", finish_reason)`` or ``("error", (status, message))``.
+"""
+import collections
+import concurrent.futures
+import itertools
+import re
+import threading
+import time
+
+import numpy as np
+
+from ..nn.generation import sample_next_token
+from .batch import RaggedBatch
+
+__all__ = ["Engine", "EngineError", "Request"]
+
+_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")  # a module key: no dots, no '__base__'
+
+
+class EngineError(Exception):
+    """A request the engine refuses, with the HTTP status that says why (400, 404, 409, 429, 503)."""
+
+    def __init__(self, status, message, param=None):
+        super().__init__(message)
+        self.status, self.message, self.param = status, message, param
+
+
+class Request:
+    """One completion: prompt ids, the adapter (None: the base), sampling options, and where events go.
+
+    ``emit(kind, value)`` is called from the engine thread; the HTTP side passes a function that
+    hands the event to its event loop. ``cancel()`` (a disconnected client) frees the slot.
+    """
+
+    _ids = itertools.count()
+
+    def __init__(self, prompt_ids, adapter=None, max_tokens=16, temperature=1.0, top_p=1.0, seed=None,
+                 stop=(), emit=None):
+        self.id = next(self._ids)
+        self.prompt_ids = list(prompt_ids)
+        self.adapter = adapter
+        self.max_tokens, self.temperature, self.top_p = max_tokens, temperature, top_p
+        self.rng = np.random.default_rng(seed)
+        self.stop = [s for s in stop if s]
+        self.emit = emit or (lambda kind, value: None)
+        self.generated = []   # token ids so far
+        self.sent = 0         # characters of the decoded text already sent
+        self.cancelled = False
+        self.finished = False
+
+    def cancel(self):
+        self.cancelled = True
+
+    def sample(self, logits):
+        """The next token: greedy at temperature 0, else sampled with ``top_p`` (as OpenAI's API)."""
+        if self.temperature == 0:
+            return int(np.argmax(logits))
+        return int(sample_next_token(logits[None, :], do_sample=True, temperature=self.temperature, top_k=None,
+                                     top_p=self.top_p, rng=self.rng)[0])
+
+
+class Engine:
+    """Owns the model and its adapters; serves ``Request``s in continuous batches on a thread.
+
+    ``model``: a causal LM, or a ``PeftModel`` holding the adapters (named as requests name them).
+    ``tokenizer``: encodes prompts and decodes the streamed text. ``start()`` runs the loop on a
+    thread; ``shutdown()`` stops it, failing what is still queued or running with 503.
+    """
+
+    def __init__(self, model, tokenizer, max_batch_size=8, max_queue=32, max_model_len=None):
+        if max_batch_size < 1 or max_queue < 0:
+            raise ValueError(f"max_batch_size must be >= 1 and max_queue >= 0, got {max_batch_size}, {max_queue}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_batch_size, self.max_queue = max_batch_size, max_queue
+        config = getattr(self._base(), "config", None)
+        self.max_model_len = max_model_len or getattr(config, "max_position_embeddings", None)
+        eos = getattr(tokenizer, "eos_token_id", None)
+        self.eos = set() if eos is None else {eos}
+        self.batch = RaggedBatch(self.model)
+        self.rows = []  # the Request of each batch row
+        self.waiting = collections.deque()
+        self.commands = collections.deque()  # (function, future): run between decode steps
+        self.in_use = collections.Counter()  # adapter -> requests queued or running with it
+        self.steps = collections.deque(maxlen=1000)  # (step number, adapter of each row): batch composition
+        self.tokens_generated = 0
+        self._lock = threading.Condition()
+        self._thread = None
+        self._stopping = False
+
+    # --- adapters ------------------------------------------------------------------------------
+    def _base(self):
+        return self.model.get_base_model() if hasattr(self.model, "peft_config") else self.model
+
+    def adapters(self):
+        """Names of the loaded adapters."""
+        return sorted(getattr(self.model, "peft_config", {}))
+
+    def load_adapter(self, name, path):
+        """Load the PEFT adapter folder ``path`` as ``name``, between decode steps (blocks until done)."""
+        if not isinstance(name, str) or not _ADAPTER_NAME.match(name):
+            raise EngineError(400, f"adapter name must be letters, digits, '_' or '-' (no dots), got {name!r}",
+                              "lora_name")
+        return self._call(lambda: self._load(name, path))
+
+    def _load(self, name, path):
+        from ..lora import PeftModel
+        if name in self.adapters():
+            raise EngineError(400, f"adapter {name!r} is already loaded; unload it first", "lora_name")
+        try:
+            if hasattr(self.model, "peft_config"):
+                self.model.load_adapter(path, adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name).eval()
+                self.batch.model = self.model
+        except (OSError, ValueError, KeyError, TypeError, NotImplementedError) as exc:
+            raise EngineError(400, f"cannot load adapter {name!r} from {path!r}: {exc}", "lora_path") from None
+        self.model.eval()
+
+    def unload_adapter(self, name):
+        """Remove adapter ``name``; refused (409) while requests queued or running use it."""
+        return self._call(lambda: self._unload(name))
+
+    def _unload(self, name):
+        if name not in self.adapters():
+            raise EngineError(404, f"adapter {name!r} is not loaded; loaded: {self.adapters()}", "lora_name")
+        if self.in_use[name]:
+            raise EngineError(409, f"adapter {name!r} is used by {self.in_use[name]} request(s) in flight; "
+                                   "unload it when they are done", "lora_name")
+        if len(self.adapters()) == 1:  # the last adapter: back to the plain base model
+            self.model = self.model.unload()
+            self.batch.model = self.model
+        else:
+            self.model.delete_adapter(name)
+
+    def _call(self, fn):
+        """Run ``fn`` on the engine thread between steps (directly when the loop is not running)."""
+        if self._thread is None or not self._thread.is_alive():
+            return fn()
+        future = concurrent.futures.Future()
+        with self._lock:
+            self.commands.append((fn, future))
+            self._lock.notify()
+        return future.result(timeout=120)
+
+    # --- requests ------------------------------------------------------------------------------
+    def submit(self, request):
+        """Queue ``request``; raises EngineError for an unknown adapter, a prompt too long, or a full queue."""
+        if request.adapter is not None and request.adapter not in self.adapters():
+            raise EngineError(404, f"the model {request.adapter!r} does not exist", "model")
+        if not request.prompt_ids:
+            raise EngineError(400, "the prompt is empty", "prompt")
+        total = len(request.prompt_ids) + request.max_tokens
+        if self.max_model_len is not None and total > self.max_model_len:
+            raise EngineError(400, f"this model's maximum context length is {self.max_model_len} tokens, but the "
+                                   f"prompt ({len(request.prompt_ids)}) plus max_tokens ({request.max_tokens}) is "
+                                   f"{total}", "max_tokens")
+        with self._lock:
+            if self._stopping:
+                raise EngineError(503, "the server is shutting down")
+            if len(self.rows) + len(self.waiting) >= self.max_batch_size + self.max_queue:  # every slot taken
+                raise EngineError(429, f"the server is busy ({len(self.rows)} running, {len(self.waiting)} "
+                                       "queued); try again later")
+            self.waiting.append(request)
+            self.in_use[request.adapter] += 1
+            self._lock.notify()
+        return request
+
+    def start(self):
+        self._thread = threading.Thread(target=self._run, name="minilora-engine", daemon=True)
+        self._thread.start()
+        return self
+
+    def shutdown(self, timeout=30.0):
+        """Stop after the current step; everything queued or running gets an error (503)."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # --- the loop ------------------------------------------------------------------------------
+    def _run(self):
+        try:
+            while True:
+                with self._lock:
+                    while not (self._stopping or self.commands or self.waiting or self.rows):
+                        self._lock.wait(timeout=1.0)
+                    if self._stopping:
+                        break
+                    commands, self.commands = list(self.commands), collections.deque()
+                for fn, future in commands:
+                    self._run_command(fn, future)
+                self._drop_cancelled()
+                self._admit()
+                if self.rows:
+                    self._step()
+        except BaseException as exc:  # the model failed: fail every request rather than hang them
+            self._fail_all(500, f"the engine stopped: {type(exc).__name__}: {exc}")
+            raise
+        self._fail_all(503, "the server is shutting down")
+
+    @staticmethod
+    def _run_command(fn, future):
+        try:
+            future.set_result(fn())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    def _drop_cancelled(self):
+        for row in reversed(range(len(self.rows))):
+            if self.rows[row].cancelled:
+                self._leave(row)
+
+    def _admit(self):
+        while len(self.rows) < self.max_batch_size:
+            with self._lock:
+                if not self.waiting:
+                    return
+                request = self.waiting.popleft()
+            if request.cancelled:
+                self.in_use[request.adapter] -= 1
+                continue
+            self.rows.append(request)  # counted as running from now on (submit's bound)
+            logits = self.batch.add(request.prompt_ids, request.adapter)
+            self._take(len(self.rows) - 1, logits)
+
+    def _step(self):
+        self.steps.append((len(self.steps), [r.adapter for r in self.rows]))
+        logits = self.batch.step([r.generated[-1] for r in self.rows])
+        for row in range(len(self.rows)):
+            self._take(row, logits[row], leave=False)
+        for row in reversed(range(len(self.rows))):
+            if self.rows[row].finished:
+                self._leave(row)
+
+    def _take(self, row, logits, leave=True):
+        """Sample row's next token, send the new text, and mark the request finished when it is."""
+        request = self.rows[row]
+        token = request.sample(logits)
+        request.generated.append(token)
+        self.tokens_generated += 1
+        reason = None
+        if token in self.eos:
+            reason = "stop"
+        elif len(request.generated) >= request.max_tokens:
+            reason = "length"
+        ids = request.generated[:-1] if token in self.eos else request.generated
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        cut = min((text.find(s) for s in request.stop if s in text), default=-1)
+        if cut >= 0:
+            text, reason = text[:cut], "stop"
+        if reason is None:  # hold back what could still become a stop string, or half a character
+            hold = max((len(s) - 1 for s in request.stop), default=0)
+            end = len(text) - hold
+            while end > request.sent and text[end - 1] == "\ufffd":
+                end -= 1
+            text = text[:max(end, request.sent)]
+        if len(text) > request.sent:
+            request.emit("text", text[request.sent:])
+            request.sent = len(text)
+        if reason is not None:
+            request.finished = True
+            request.emit("done", reason)
+            if leave:
+                self._leave(row)
+
+    def _leave(self, row):
+        request = self.rows.pop(row)
+        self.batch.remove(row)
+        self.in_use[request.adapter] -= 1
+
+    def _fail_all(self, status, message):
+        with self._lock:
+            pending = self.rows + list(self.waiting)
+            self.waiting.clear()
+            commands, self.commands = list(self.commands), collections.deque()
+        for request in pending:
+            if not request.finished:
+                request.finished = True
+                request.emit("error", (status, message))
+        for _, future in commands:
+            future.set_exception(EngineError(status, message))
+        self.rows = []
+        self.batch = RaggedBatch(self.model)
+
+
+def wait_until(condition, timeout=10.0, interval=0.01):
+    """Poll ``condition()`` until true or ``timeout`` seconds pass (for tests and the benchmark)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
