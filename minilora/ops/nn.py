@@ -224,7 +224,7 @@ def _rms_norm_rows(x, normed, r, out, weight, eps):
 
 def _rms_norm_backward_rows(g, normed, r, gx, weight):
     """``gx`` for a block of rows, from the saved ``normed`` and ``r``."""
-    # EXERCISE 2.2: fill gx = r * (gw - normed * mean(gw * normed)) per row, with gw = g * weight (or g)
+    # EXERCISE 2.2: fill gx, the input's gradient, for these rows from g, the saved normed and r, and weight (or none)
     # BEGIN SOLUTION
     gw = g * weight if weight is not None else g
     xp_of(g).multiply(normed, -_row_mean(gw, normed)[:, None], out=gx)
