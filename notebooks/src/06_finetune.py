@@ -74,7 +74,7 @@ print("label:", " ".join(f"{'-100' if l == -100 else repr(tok.decode([l], skip_s
 # the Q/A format, it does not answer; it continues the text as corpus prose.
 #
 # Two measures of what the model knew will be watched from here on: `facts` accuracy (60 fact
-# sentences, exact match) and the **corpus loss**, the next-token loss on held-out text of the
+# sentences, exact match; 30 of them while training) and the **corpus loss**, the next-token loss on held-out text of the
 # pretraining corpus. The first asks "does it still know the facts?", the second "is it still the
 # same language model?". They need not agree.
 
@@ -99,9 +99,10 @@ for prompt, target, output in before["qa"].samples[:3]:
 # held-out questions, and (through `eval_fn`) both forgetting measures every 15 steps.
 #
 # The learning rate, 3e-3, is about ten times what LoRA guides recommend for 7B models (1e-4..5e-4).
-# That is this model's size, not a mistake: a 128-wide model with 4 layers has small, well-conditioned
-# matrices and tolerates (and needs) larger steps; the right rate shrinks as models grow. Notebook 8
-# shows what too large a rate does.
+# That is this model's size, not a mistake: with Adam every weight moves by about the learning rate
+# per step, and an output sums as many of those moves as its layer is wide -- 128 here, 4096 in a 7B
+# model -- so a narrow model tolerates larger steps and learns in fewer of them; the right rate shrinks
+# as models grow. Below, 1e-3 and 1e-2 are tried too, and notebook 8 shows what far too large a rate does.
 
 # %%
 def forgetting(model):
@@ -269,8 +270,9 @@ plt.show()
 #
 # Short LoRA runs on the same task, each changing one thing from the run above (r = 8, `lora_alpha = 2r`,
 # lr 3e-3). One applies `lora_dropout = 0.1` (dropout on the adapter's input only, in training; the
-# usual regulariser of LoRA configs). The last one is a fix: **mix base-corpus text into the fine-tuning data** (a quarter of
-# the examples are 48-token blocks of corpus documents -- not the held-out ones the corpus loss uses),
+# usual regulariser of LoRA configs). The last one is a fix: **mix base-corpus text into the
+# fine-tuning data** (a quarter of the examples are 48-token blocks of corpus documents -- not the
+# held-out ones the corpus loss uses),
 # so that every step also pays for drifting away from the old distribution. This is the "replay" idea
 # used against forgetting since long before LoRA.
 #
