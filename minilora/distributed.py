@@ -42,7 +42,7 @@ from .tensor import Tensor
 __all__ = ["ReduceOp", "init_process_group", "destroy_process_group", "is_available", "is_initialized",
            "is_mpi_available", "is_nccl_available", "get_rank", "get_world_size", "get_backend",
            "barrier", "all_reduce", "broadcast", "DistError", "DistBackendError", "comm_stats",
-           "reset_comm_stats", "launcher_world_size", "abort"]
+           "reset_comm_stats", "launcher_world_size", "local_world_size", "abort"]
 
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)  # torch's default for its CPU backends
 
@@ -382,6 +382,12 @@ def barrier(group=None, async_op=False, device_ids=None):
         raise ValueError("barrier: async_op=True is not supported in minilora")
     _require_group("barrier")["backend"].barrier()
     _count("barrier", 0)
+
+
+def local_world_size():
+    """How many ranks of the group run on this machine (they share its cores)."""
+    from mpi4py import MPI
+    return _require_group("local_world_size")["comm"].Split_type(MPI.COMM_TYPE_SHARED).Get_size()
 
 
 def abort(exit_code=1):

@@ -462,6 +462,8 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
                 last = micro == grad_accum - 1  # DDP averages the gradients after the last micro-batch only
                 with ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext():
                     loss = (ddp or model)(input_ids, labels=labels).loss
+                    if ddp is not None:  # weigh this rank's mean by its share of the batch's targets
+                        loss = loss * _token_weight(int((labels[:, 1:] != IGNORE_INDEX).sum()))
                     value = loss.item()
                     if not math.isfinite(value) and ddp is None:  # with ranks: decided together, below
                         stop(step, f"the loss is {value}")
@@ -525,10 +527,23 @@ def _rank():
     return distributed.get_rank()
 
 
+def _token_weight(tokens):
+    """``tokens * world_size / all ranks' tokens``: each rank's loss is a mean over its own target
+    tokens, and DDP averages the ranks' gradients; weighed so, the average is the gradient of the mean
+    over *all* the batch's tokens -- what one process with the whole batch computes, even when the
+    ranks' slices hold different numbers of targets (the Hugging Face Trainer's
+    ``average_tokens_across_devices``). Costs one 8-byte all-reduce per micro-batch."""
+    from . import distributed
+    total = Tensor(np.array([tokens], dtype=np.float64), dtype="float64")
+    distributed.all_reduce(total)
+    everyone = float(total.numpy()[0])
+    return tokens * distributed.get_world_size() / everyone if everyone else 1.0
+
+
 def _agree(loss_sum, tokens, asked):
-    """One small all-reduce a step: the loss averaged over the ranks (the one-process loss of the
-    whole batch when the ranks' batches hold as many target tokens), the tokens summed, and a Ctrl-C
-    on any rank stops every rank after this step."""
+    """One small all-reduce a step: the loss averaged over the ranks (with ``_token_weight``, the
+    one-process loss of the whole batch), the tokens summed, and a Ctrl-C on any rank stops every
+    rank after this step."""
     from . import distributed
     numbers = Tensor(np.array([loss_sum, tokens, float(asked)]), dtype="float64")
     distributed.all_reduce(numbers)
@@ -663,6 +678,9 @@ def add_cli_arguments(parser, name="train"):
                      help="evaluate on the first N eval examples (default: all)")
     run.add_argument("--device", type=device_name, default=None, help="cpu, emu or cuda (default: cpu)")
     run.add_argument("--no-progress", action="store_true", help="print lines instead of a progress bar")
+    run.add_argument("--dist-timeout", type=positive_float, default=1800, metavar="SECONDS",
+                     help="under mpirun: how long a rank waits for the others in a collective before the "
+                          "job stops (a rank that failed or hangs; default: 1800)")
 
 
 def _load_model(args):
@@ -687,15 +705,16 @@ def _run_options(args):
     return options
 
 
-def _check_same_run(args, out):
+def _check_same_run(args, out, write=True):
     """A fresh run writes its defining options to ``run.json``; ``--resume`` must give the same ones."""
     from .checkpoint import load_json, save_json
     from .cli import UsageError
     path = os.path.join(out, RUN_OPTIONS_NAME)
     options = _run_options(args)
     if not args.resume or not os.path.isfile(path):
-        os.makedirs(out, exist_ok=True)
-        save_json(options, path)
+        if write:
+            os.makedirs(out, exist_ok=True)
+            save_json(options, path)
         return
     before = load_json(path)
     changed = [k for k in SAME_RUN_OPTIONS if k in before or k in options if before.get(k) != options.get(k)]
@@ -712,6 +731,43 @@ def _checkpoint_step(out):
 
 
 def cli_main(args):
+    """``minilora train``; under ``mpirun -n N`` every rank runs it and they train together: data
+    parallelism, ``--batch-size`` split over the ranks, rank 0 writing and printing. A rank that fails
+    ends the whole job (MPI_Abort) instead of leaving the others waiting."""
+    from . import distributed
+    world = distributed.launcher_world_size()
+    if world == 1:
+        return _train_command(args)
+    if not distributed.is_mpi_available():
+        print(f"minilora train: started by an MPI launcher with {world} processes, but mpi4py is not "
+              "installed: pip install 'minilora[distributed]'", file=sys.stderr)
+        return 1
+    if args.batch_size % world:
+        from .cli import UsageError
+        raise UsageError(f"--batch-size {args.batch_size} is the batch of a whole step, split over the "
+                         f"{world} processes: it must be a multiple of {world}")
+    distributed.init_process_group("nccl" if args.device == "cuda" else "mpi", timeout=args.dist_timeout)
+    rank = distributed.get_rank()
+    if "MINILORA_NUM_THREADS" not in os.environ:  # the machine's cores are shared by its ranks
+        parallel.set_num_threads(max(1, parallel.num_threads() // distributed.local_world_size()))
+    if rank != 0:
+        sys.stdout = open(os.devnull, "w")  # one rank reports; errors still reach stderr
+    from .cli import UsageError
+    try:
+        code = _train_command(args, rank, world)
+    except (UsageError, SystemExit):  # the same options on every rank: every rank stops with it
+        raise
+    except BaseException as exc:  # noqa: B036 (a Ctrl-C too): the others must not wait for this rank
+        import traceback
+        print(f"minilora train: rank {rank} of {world} failed; stopping every rank", file=sys.stderr)
+        traceback.print_exception(exc)
+        sys.stderr.flush()
+        distributed.abort(1)
+    distributed.destroy_process_group()
+    return code
+
+
+def _train_command(args, rank=0, world=1):
     from . import data
     from .tokenizer import ByteTokenizer
 
@@ -730,7 +786,7 @@ def cli_main(args):
         except (ValueError, KeyError, IndexError) as exc:
             print(f"minilora train: {exc}", file=sys.stderr)
             return 1
-    _check_same_run(args, out)
+    _check_same_run(args, out, write=rank == 0)
     tokenizer = ByteTokenizer()
     parallel.keep_freed_memory()  # the command owns its process: malloc may keep freed pages (10-20% faster)
     ml_random.manual_seed(args.seed)  # the LoRA init draws from it
@@ -765,9 +821,15 @@ def cli_main(args):
             print(f"before: {data.evaluate(model, tokenizer, task_name, args.eval_n)}")
     if args.resume:
         print(f"resume: continuing {out} from step {_checkpoint_step(out)} of {steps}")
+    trained = model
+    if world > 1:
+        from .nn.parallel import DistributedDataParallel
+        trained = DistributedDataParallel(model)  # rank 0's LoRA init on every rank; gradients averaged
+        train_data = DataLoader(train_data.items, args.batch_size // world, train_data.seed, train_data.pad_id,
+                                train_data.shuffle, num_replicas=world, rank=rank)  # this rank's slice
 
     try:
-        result = train(model, train_data, eval_data, steps=steps, lr=lr, weight_decay=args.weight_decay,
+        result = train(trained, train_data, eval_data, steps=steps, lr=lr, weight_decay=args.weight_decay,
                        warmup_steps=args.warmup_steps, grad_accum=args.grad_accum,
                        clip_norm=args.clip_norm, eval_every=args.eval_every, eval_fn=eval_fn,
                        save_every=args.eval_every, out_dir=out, seed=args.seed, resume=args.resume,
@@ -794,6 +856,8 @@ def cli_main(args):
         print(f"after:  {data.evaluate(model, tokenizer, task_name, args.eval_n)}")
     print(f"base task (forgetting check): {data.evaluate(model, tokenizer, 'facts', args.eval_n)}")
     saved = os.path.join(out, "adapter" if method == "lora" else "model")
+    if rank != 0:
+        return 0
     if method == "lora":
         model.save_pretrained(saved, overwrite=True)
     else:

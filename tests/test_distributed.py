@@ -268,6 +268,45 @@ def test_a_killed_rank_ends_the_job(tmp_path):
     assert seconds < 30
 
 
+def _adapter(folder):
+    from minilora.checkpoint import load_file
+    return load_file(os.path.join(folder, "adapter", "adapter_model.safetensors"))
+
+
+@needs_mpi
+def test_minilora_train_under_mpirun_matches_one_process_and_resumes_with_another_world_size(tmp_path):
+    """`mpirun -n 2 minilora train` = `minilora train` (same global --batch-size) to float32
+    rounding; a 2-rank run resumed by 1 process ends where a straight 1-process run does; one rank
+    prints and writes."""
+    common = ["-m", "minilora", "train", "--batch-size", "4", "--eval-n", "2", "--eval-every", "0",
+              "--no-progress"]
+    env = dict(os.environ, MINILORA_NUM_THREADS="1", PYTHONPATH=ROOT)
+    one = subprocess.run([sys.executable] + common + ["--steps", "4", "--out", "one"], capture_output=True,
+                         text=True, env=env, cwd=str(tmp_path), timeout=60)
+    assert one.returncode == 0, one.stderr
+    two, _ = launch(None, tmp_path, args=common + ["--steps", "4", "--out", "two"])
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert two.stdout.count("saved ") == 1 and two.stdout.count("before:") == 1  # rank 0 reports alone
+    assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one"))
+    half, _ = launch(None, tmp_path, args=common + ["--steps", "2", "--out", "resumed"])
+    assert half.returncode == 0, half.stdout + half.stderr
+    resumed = subprocess.run([sys.executable] + common + ["--steps", "4", "--out", "resumed", "--resume"],
+                             capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=60)
+    assert resumed.returncode == 0, resumed.stderr  # (warmup 20 steps: the lr of steps 1-4 ignores --steps)
+    reference = _adapter(tmp_path / "one")
+    for folder in ("two", "resumed"):
+        adapter = _adapter(tmp_path / folder)
+        for name, value in reference.items():
+            np.testing.assert_allclose(adapter[name], value, rtol=0, atol=1e-6, err_msg=f"{folder}: {name}")
+
+
+@needs_mpi
+def test_minilora_train_refuses_a_batch_the_ranks_cannot_share(tmp_path):
+    done, _ = launch(None, tmp_path, args=["-m", "minilora", "train", "--batch-size", "5", "--steps", "1"])
+    assert done.returncode == 2
+    assert "--batch-size 5 is the batch of a whole step, split over the 2 processes" in done.stderr
+
+
 # --------------------------------------------------------------------------------------------------
 # No launcher needed
 # --------------------------------------------------------------------------------------------------
