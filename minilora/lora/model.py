@@ -335,6 +335,15 @@ class LoraModel(_Wrapper):
         for layer in self.tuner_layers():
             layer.unmerge()
 
+    def add_weighted_adapter(self, adapters, weights, adapter_name, combination_type="svd", svd_rank=None,
+                             svd_clamp=None, svd_full_matrices=True, svd_driver=None, density=None,
+                             majority_sign_method="total"):
+        """A new adapter combined from trained ones (PEFT's method; the math is in ``compose.py``)."""
+        from .compose import add_weighted_adapter
+        add_weighted_adapter(self, adapters, weights, adapter_name, combination_type=combination_type,
+                             svd_rank=svd_rank, svd_clamp=svd_clamp, svd_full_matrices=svd_full_matrices,
+                             svd_driver=svd_driver, density=density, majority_sign_method=majority_sign_method)
+
     def merge_and_unload(self, progressbar=False, safe_merge=False, adapter_names=None):
         """Merge, then replace every adapter layer by its plain Linear: returns the original model class.
 

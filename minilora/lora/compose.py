@@ -1,0 +1,283 @@
+"""Adapter composition: ``add_weighted_adapter`` -- a new adapter made from trained ones, no training.
+
+PEFT's method and numbers (``LoraModel.add_weighted_adapter`` and ``peft.utils.merge_utils``):
+
+* ``"linear"``: ``A = sum_i sqrt(w_i s_i) A_i`` and ``B = sum_i sqrt(w_i s_i) B_i`` (same ranks needed).
+  Cheap but rough: ``B A`` is NOT ``sum_i w_i s_i B_i A_i`` (the cross terms ``B_i A_j`` come along).
+* ``"cat"``: the ranks are stacked, ``A = [w_1 s_1 A_1; w_2 s_2 A_2]``, ``B = [B_1, B_2]``: exact
+  (``B A = sum_i w_i s_i B_i A_i``), rank = the sum of the ranks.
+* ``"svd"``: ``delta = sum_i w_i s_i B_i A_i`` and its best rank-``svd_rank`` factorisation (exact
+  up to the truncation), optionally clamped at the ``svd_clamp`` quantile.
+* ``"ties"``, ``"dare_linear"``, ``"dare_ties"``, ``"magnitude_prune"`` (and their ``*_svd`` forms):
+  task-arithmetic variants that prune each task tensor (by magnitude or at random, keeping
+  ``density``) and, for TIES, keep only the entries that agree with the majority sign.
+
+The new adapter has ``lora_alpha = r``, so its scaling is 1 (as PEFT). Random pruning (DARE) draws
+from minilora's generator (``minilora.manual_seed``), as PEFT draws from torch's: the same seed gives
+the same result (the masks are drawn, in PEFT's order, from a stream seeded by one draw of minilora's
+generator at the start of the call), but minilora's draws are not torch's numbers.
+"""
+import copy
+import math
+import warnings
+
+import numpy as np
+
+from ..random import fresh_seed, generator
+from .layers import Embedding, Linear, ModulesToSaveWrapper
+
+__all__ = ["add_weighted_adapter", "task_arithmetic", "magnitude_prune", "ties", "dare_linear", "dare_ties",
+           "prune", "calculate_majority_sign_mask", "disjoint_merge", "COMBINATION_TYPES"]
+
+COMBINATION_TYPES = ("svd", "linear", "cat", "ties", "ties_svd", "dare_ties", "dare_linear", "dare_ties_svd",
+                     "dare_linear_svd", "magnitude_prune", "magnitude_prune_svd")
+_SAME_RANK_TYPES = ("linear", "ties", "dare_ties", "dare_linear", "magnitude_prune")
+
+
+# ==================================================================================================
+# The merge rules on plain arrays (PEFT's merge_utils): each takes a list of same-shape task tensors
+# ==================================================================================================
+def _weighted(task_tensors, weights):
+    """Stack [n, ...] and multiply tensor i by weights[i]."""
+    stacked = np.stack(task_tensors, axis=0)
+    w = np.asarray(weights, dtype=stacked.dtype).reshape((-1,) + (1,) * (stacked.ndim - 1))
+    return stacked, stacked * w
+
+
+def prune(tensor, density, method, rescale=False, rng=None):
+    """Keep a ``density`` fraction of ``tensor``: its largest magnitudes ("magnitude") or random
+    entries ("random", divided by ``density`` when ``rescale`` so the expectation is unchanged; drawn
+    from ``rng``, by default minilora's generator)."""
+    if density >= 1:
+        warnings.warn(f"The density {density} is greater than or equal to 1, no pruning will be performed.")
+        return tensor
+    if density < 0:
+        raise ValueError(f"Density should be >= 0, got {density}")
+    if method == "magnitude":
+        k = int(density * tensor.size)
+        keep = np.zeros(tensor.size, dtype=tensor.dtype)
+        keep[np.argsort(-np.abs(tensor).reshape(-1), kind="stable")[:k]] = 1
+        return tensor * keep.reshape(tensor.shape)
+    if method == "random":
+        keep = ((rng or generator()).random(tensor.shape) < density).astype(tensor.dtype)  # torch.bernoulli(density)
+        pruned = tensor * keep
+        return pruned / density if rescale else pruned
+    raise ValueError(f"Unknown method {method}")
+
+
+def calculate_majority_sign_mask(stacked, method="total"):
+    """Where each task tensor agrees with the majority sign ("total": sign of the sum; "frequency":
+    the sign most tensors have). Ties count as positive, as in PEFT."""
+    sign = np.sign(stacked)
+    if method == "total":
+        magnitude = stacked.sum(axis=0)
+    elif method == "frequency":
+        magnitude = sign.sum(axis=0)
+    else:
+        raise RuntimeError(f'Unimplemented mask method "{method}"')
+    return sign == np.where(magnitude >= 0, 1, -1)
+
+
+def disjoint_merge(weighted, mask):
+    """The mean over the tensors that agree with the majority sign (entries nobody keeps stay 0)."""
+    kept = mask.sum(axis=0)
+    return (weighted * mask).sum(axis=0) / np.maximum(kept, 1.0)
+
+
+def task_arithmetic(task_tensors, weights):
+    return _weighted(task_tensors, weights)[1].sum(axis=0)
+
+
+def magnitude_prune(task_tensors, weights, density):
+    return task_arithmetic([prune(t, density, "magnitude") for t in task_tensors], weights)
+
+
+def ties(task_tensors, weights, density, majority_sign_method="total"):
+    pruned = [prune(t, density, "magnitude") for t in task_tensors]
+    stacked, weighted = _weighted(pruned, weights)
+    return disjoint_merge(weighted, calculate_majority_sign_mask(stacked, majority_sign_method))
+
+
+def dare_linear(task_tensors, weights, density, rng=None):
+    return task_arithmetic([prune(t, density, "random", rescale=True, rng=rng) for t in task_tensors], weights)
+
+
+def dare_ties(task_tensors, weights, density, majority_sign_method="total", rng=None):
+    pruned = [prune(t, density, "random", rescale=True, rng=rng) for t in task_tensors]
+    stacked, weighted = _weighted(pruned, weights)
+    return disjoint_merge(weighted, calculate_majority_sign_mask(stacked, majority_sign_method))
+
+
+def _combine(kind, task_tensors, weights, density, majority_sign_method, rng=None):
+    """Apply the merge rule named ``kind`` (without any ``_svd`` suffix)."""
+    if kind in ("linear", "svd"):
+        return task_arithmetic(task_tensors, weights)
+    if kind == "ties":
+        return ties(task_tensors, weights, density, majority_sign_method)
+    if kind == "dare_linear":
+        return dare_linear(task_tensors, weights, density, rng)
+    if kind == "dare_ties":
+        return dare_ties(task_tensors, weights, density, majority_sign_method, rng)
+    if kind == "magnitude_prune":
+        return magnitude_prune(task_tensors, weights, density)
+    raise ValueError(f"Invalid combination type: {kind}")
+
+
+# ==================================================================================================
+# add_weighted_adapter on a LoraModel
+# ==================================================================================================
+def _max_rank(config):
+    """The largest rank an adapter has anywhere (``r`` or a ``rank_pattern`` value)."""
+    return max([config.r, *config.rank_pattern.values()])
+
+
+def _check(lora_model, adapters, combination_type, svd_rank):
+    """PEFT's ``_check_add_weighted_adapter``: -> (combination_type, new rank, new target_modules)."""
+    for adapter in adapters:
+        if adapter not in lora_model.peft_config:
+            raise ValueError(f"Adapter {adapter} does not exist")
+        if getattr(lora_model.peft_config[adapter], "peft_type", "LORA") != "LORA":
+            raise ValueError(f"add_weighted_adapter combines LoRA adapters; {adapter!r} is "
+                             f"{lora_model.peft_config[adapter].peft_type}")
+        if lora_model.peft_config[adapter].use_dora:
+            raise NotImplementedError(f"add_weighted_adapter: {adapter!r} is a DoRA adapter; minilora combines "
+                                      "plain LoRA adapters only (a magnitude vector has no weighted sum)")
+    wrappers = [m for m in lora_model.model.modules() if isinstance(m, ModulesToSaveWrapper)]
+    if any(sum(a in w.modules_to_save for a in adapters) > 1 for w in wrappers):
+        raise ValueError("Cannot add weighted adapters if they target the same module with modules_to_save, but "
+                         f"found {sum(sum(a in w.modules_to_save for a in adapters) > 1 for w in wrappers)} "
+                         "such instance(s).")
+    combination_type = "linear" if len(adapters) == 1 else combination_type  # PEFT: one adapter, linear
+    ranks = [_max_rank(lora_model.peft_config[a]) for a in adapters]
+    if combination_type in _SAME_RANK_TYPES:
+        if len(set(ranks)) != 1:
+            raise ValueError("All adapters must have the same r value when using combination_type linear, ties, "
+                             "dare_ties or dare_linear.")
+        new_rank = ranks[0]
+    elif combination_type == "cat":
+        new_rank = sum(ranks)
+    elif combination_type.endswith("svd"):
+        new_rank = svd_rank or max(ranks)
+    else:
+        raise ValueError(f"Invalid combination_type: {combination_type}")
+    targets = [lora_model.peft_config[a].target_modules for a in adapters]
+    if not targets:
+        raise ValueError(f"Found no adapter matching the names in {adapters}")
+    if len({isinstance(t, str) for t in targets}) > 1:
+        raise ValueError("all adapter configs should follow the same target modules type. Combining adapters with "
+                         "`target_modules` type being a mix of list/set and string is not supported.")
+    if isinstance(targets[0], str):
+        new_targets = "|".join(f"({t})" for t in targets)
+    else:
+        new_targets = sorted(set().union(*targets))
+    return combination_type, new_rank, new_targets
+
+
+def _factors(layer, adapter):
+    """(A [r, in], B [out, r]) plain arrays of ``adapter`` in ``layer``, or None if it is not there."""
+    if isinstance(layer, Embedding):
+        if adapter not in layer.lora_embedding_A:
+            return None
+        return layer.lora_embedding_A[adapter]._array, layer.lora_embedding_B[adapter]._array
+    if adapter not in layer.lora_A:
+        return None
+    return layer.lora_A[adapter].weight._array, layer.lora_B[adapter].weight._array
+
+
+def _cat(layer, adapters, weights):
+    """Ranks stacked: A rows ``w_i s_i A_i``, B columns ``B_i`` (exact)."""
+    As, Bs = [], []
+    for adapter, weight in zip(adapters, weights):
+        found = _factors(layer, adapter)
+        if found is not None:
+            As.append(found[0] * weight * layer.scaling[adapter])
+            Bs.append(found[1])
+    if not As:
+        raise ValueError("No matching LoRAs found. Please raise an issue on GitHub.")
+    return np.concatenate(As, axis=0), np.concatenate(Bs, axis=1)
+
+
+def _task_arithmetic_factors(kind, layer, adapters, weights, density, majority_sign_method, rng):
+    """Combine the A's and the B's separately, each weighted by ``sqrt(|w s|)`` (the sign on A only)."""
+    weights_A, weights_B, As, Bs = [], [], [], []
+    for adapter, weight in zip(adapters, weights):
+        found = _factors(layer, adapter)
+        if found is None:
+            continue
+        ws = weight * layer.scaling[adapter]
+        weights_A.append(math.sqrt(abs(ws)) * (1 if ws >= 0 else -1))
+        weights_B.append(math.sqrt(abs(ws)))
+        As.append(found[0])
+        Bs.append(found[1])
+    return (_combine(kind, As, weights_A, density, majority_sign_method, rng),
+            _combine(kind, Bs, weights_B, density, majority_sign_method, rng))
+
+
+def _svd_factors(kind, layer, adapters, weights, new_rank, density, majority_sign_method, clamp,
+                 full_matrices, rng):
+    """The combined full-size update, truncated to rank ``new_rank`` by SVD: ``B = U_r S_r``, ``A = V_r^T``."""
+    present = [(a, w) for a, w in zip(adapters, weights) if _factors(layer, a) is not None]
+    if not present:
+        raise ValueError("No matching LoRAs found. Please raise an issue on GitHub.")
+    deltas = [layer.get_delta_weight(a) for a, _ in present]  # already scaled
+    delta = _combine(kind[:-len("_svd")] if kind != "svd" else "svd", deltas, [w for _, w in present],
+                     density, majority_sign_method, rng)
+    if isinstance(layer, Embedding):
+        delta = delta.T  # an embedding's delta is [num_embeddings, dim]; its factors are for [dim, num]
+    if new_rank > min(delta.shape):
+        raise ValueError(f"svd_rank={new_rank} is larger than the update's smallest side {min(delta.shape)}")
+    U, S, Vh = np.linalg.svd(delta, full_matrices=full_matrices)
+    U = U[:, :new_rank] * S[:new_rank]
+    Vh = Vh[:new_rank, :]
+    if clamp is not None:  # clip outliers at the clamp quantile of all factor entries (kohya's svd merge)
+        high = np.quantile(np.concatenate([U.reshape(-1), Vh.reshape(-1)]), clamp)
+        U, Vh = np.clip(U, -high, high), np.clip(Vh, -high, high)
+    return Vh, U
+
+
+def add_weighted_adapter(lora_model, adapters, weights, adapter_name, combination_type="svd", svd_rank=None,
+                         svd_clamp=None, svd_full_matrices=True, svd_driver=None, density=None,
+                         majority_sign_method="total"):
+    """Add adapter ``adapter_name`` combined from ``adapters`` with ``weights`` (PEFT's signature).
+
+    As PEFT, nothing happens if ``adapter_name`` exists already; the new adapter is neither active nor
+    trainable (``set_adapter(adapter_name)`` to use it). ``svd_driver`` selects a cuSOLVER routine in
+    torch: minilora's SVD is NumPy's (LAPACK gesdd) whatever the value.
+    """
+    if adapter_name in lora_model.peft_config:
+        return
+    if svd_driver not in (None, "gesvd", "gesvdj", "gesvda"):
+        raise ValueError(f"svd_driver must be None, 'gesvd', 'gesvdj' or 'gesvda', got {svd_driver!r}")
+    if combination_type not in COMBINATION_TYPES:
+        raise ValueError(f"Invalid combination_type: {combination_type}")
+    if len(weights) != len(adapters):
+        raise ValueError(f"add_weighted_adapter: {len(adapters)} adapters but {len(weights)} weights")
+    combination_type, new_rank, new_targets = _check(lora_model, adapters, combination_type, svd_rank)
+    needs_density = combination_type not in ("linear", "cat", "svd")
+    if needs_density and density is None:
+        raise ValueError(f"combination_type={combination_type!r} needs density (the fraction of entries kept)")
+    config = copy.deepcopy(lora_model.peft_config[adapters[0]])
+    config.r, config.lora_alpha, config.target_modules = new_rank, new_rank, new_targets
+    config.rank_pattern, config.alpha_pattern = {}, {}
+    config.init_lora_weights = True  # the new weights are written below; no data-driven init on the base
+    # DARE's masks come from one stream seeded now: the new adapter's own (overwritten) init draws first
+    masks = np.random.default_rng(fresh_seed())
+    active = lora_model.active_adapter
+    lora_model.inject_adapter(adapter_name, config)
+    lora_model.set_adapter(active)  # the new adapter stays inactive and frozen
+    for layer in lora_model.tuner_layers():
+        if not isinstance(layer, (Linear, Embedding)) or _factors(layer, adapter_name) is None:
+            continue
+        target_A, target_B = _factors(layer, adapter_name)
+        target_A[...] = 0
+        target_B[...] = 0
+        if combination_type == "cat":
+            A, B = _cat(layer, adapters, weights)
+        elif combination_type.endswith("svd"):
+            A, B = _svd_factors(combination_type, layer, adapters, weights, new_rank, density,
+                                majority_sign_method, svd_clamp, svd_full_matrices, masks)
+        else:
+            A, B = _task_arithmetic_factors(combination_type, layer, adapters, weights, density,
+                                            majority_sign_method, masks)
+        target_A[:A.shape[0], :] = A
+        target_B[:, :B.shape[1]] = B

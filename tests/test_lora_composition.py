@@ -1,0 +1,171 @@
+"""add_weighted_adapter against PEFT 0.21 in float64: per combination type, the combined adapter's
+weights by PEFT parameter name, its logits, its merged weights and its files both ways; PEFT's errors
+for bad input. Skipped when torch / transformers / peft are not installed."""
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+import torch  # noqa: E402
+
+import minilora as ml  # noqa: E402
+from minilora.lora import LoraConfig, PeftModel, get_peft_model  # noqa: E402
+from minilora.lora.compose import dare_linear, prune, ties  # noqa: E402
+from minilora.testing import assert_close  # noqa: E402
+
+from test_llama import hf  # noqa: E402,F401
+from test_lora_interop import IDS, base_pair, our_logits, peft_logits  # noqa: E402
+
+FIRST = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+SECOND = dict(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+
+
+def two_adapter_pair(transformers, first=FIRST, second=SECOND):
+    """PEFT and minilora models holding the same two trained-looking adapters, "one" and "two"."""
+    reference, model = base_pair(transformers)
+    theirs = peft.get_peft_model(reference, peft.LoraConfig(**first), adapter_name="one")
+    torch.manual_seed(1)
+    theirs.add_adapter("two", peft.LoraConfig(**second))
+    ours = get_peft_model(model, LoraConfig(**first), adapter_name="one")
+    ours.add_adapter("two", LoraConfig(**second))
+    ours.load_state_dict(theirs.state_dict())
+    return theirs, ours
+
+
+def adapter_weights(model, adapter):
+    """{parameter name: array} of one adapter's weights (PEFT's names are minilora's)."""
+    as_array = (lambda v: v.detach().numpy()) if isinstance(model, torch.nn.Module) else (lambda v: v.numpy())
+    return {n: as_array(p) for n, p in model.state_dict().items() if f".{adapter}." in n or n.endswith(f".{adapter}")}
+
+
+# PEFT turns the weights into torch.tensor(weights), a float32 tensor, even for a float64 model, so its
+# results carry the float32 rounding of w and of sqrt(w * s). The weights here make every one of those
+# exact in float32 (s = 2 and 1: sqrt(0.5 * 2) = 1, sqrt(0.25 * 1) = 0.5), so float64 results must agree
+# to the last bits; minilora itself keeps w in float64.
+WEIGHTS = [0.5, -0.25]
+WEIGHT_RTOL = 1e-12
+
+CASES = {
+    "linear": dict(combination_type="linear"),
+    "cat": dict(combination_type="cat"),
+    "svd": dict(combination_type="svd"),
+    "svd_rank_clamp": dict(combination_type="svd", svd_rank=3, svd_clamp=0.9),
+    "ties": dict(combination_type="ties", density=0.5),
+    "ties_frequency": dict(combination_type="ties", density=0.4, majority_sign_method="frequency"),
+    "magnitude_prune": dict(combination_type="magnitude_prune", density=0.6),
+    "ties_svd": dict(combination_type="ties_svd", density=0.5),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_combined_adapter_equals_peft(hf, case, monkeypatch):
+    theirs, ours = two_adapter_pair(hf)
+    if "svd_clamp" in CASES[case]:
+        # Singular vectors have a free sign per pair (u_i, v_i); torch's LAPACK and NumPy's pick differently,
+        # and the clamp quantile depends on the signs. PEFT is given NumPy's SVD so the rest can be compared.
+        monkeypatch.setattr(torch.linalg, "svd", lambda a, full_matrices=True, driver=None: tuple(
+            torch.as_tensor(x) for x in np.linalg.svd(a.detach().numpy(), full_matrices=full_matrices)))
+    theirs.add_weighted_adapter(["one", "two"], WEIGHTS, "mix", **CASES[case])
+    ours.add_weighted_adapter(["one", "two"], WEIGHTS, "mix", **CASES[case])
+    ref, got = adapter_weights(theirs, "mix"), adapter_weights(ours, "mix")
+    assert set(got) == set(ref) and ref
+    for name in ref:
+        if "svd" in case:  # singular vectors are defined up to sign: compare the update B A
+            continue
+        assert_close(got[name], ref[name], rtol=WEIGHT_RTOL, atol=1e-12, name=name)
+    for prefix in {n.rsplit(".lora_", 1)[0] for n in ref}:
+        A, B = f"{prefix}.lora_A.mix.weight", f"{prefix}.lora_B.mix.weight"
+        assert_close(got[B] @ got[A], ref[B] @ ref[A], rtol=WEIGHT_RTOL, atol=1e-12, name=prefix)
+    theirs.set_adapter("mix")
+    ours.set_adapter("mix")
+    assert_close(our_logits(ours), peft_logits(theirs), rtol=WEIGHT_RTOL, atol=1e-9)
+
+
+def test_cat_and_svd_are_exact_weighted_sums(hf):
+    _, ours = two_adapter_pair(hf)
+    ours.add_weighted_adapter(["one", "two"], [0.7, -0.4], "cat", combination_type="cat")
+    ours.add_weighted_adapter(["one", "two"], [0.7, -0.4], "svd", combination_type="svd", svd_rank=8)
+    ours.add_weighted_adapter(["one", "two"], [0.7, -0.4], "lin", combination_type="linear")
+    layer = ours.base_model.model.model.layers[0].self_attn.q_proj
+    want = 0.7 * layer.get_delta_weight("one") - 0.4 * layer.get_delta_weight("two")
+    assert layer.r["cat"] == 8 and layer.scaling["cat"] == 1.0
+    assert_close(layer.get_delta_weight("cat"), want, rtol=1e-12, atol=1e-12)
+    assert_close(layer.get_delta_weight("svd"), want, rtol=1e-10, atol=1e-12)  # rank 8 >= rank of the sum
+    assert np.abs(layer.get_delta_weight("lin") - want).max() > 1e-3  # linear keeps cross terms: not exact
+    assert ours.active_adapter == "one" and not any(
+        p.requires_grad for n, p in ours.named_parameters() if ".cat." in n)  # new adapter: inactive, frozen
+
+
+def test_dare_linear_draws_as_peft_with_the_same_masks(hf, monkeypatch):
+    """DARE's random masks: PEFT draws torch.bernoulli(density) per task tensor (A's then B's); with
+    torch's draws replaced by the NumPy stream minilora seeds from its generator at the start of the
+    call (ml.manual_seed(123)), the results are identical."""
+    theirs, ours = two_adapter_pair(hf)
+    stream = np.random.default_rng(np.random.default_rng(123).integers(0, 2**63 - 1))  # minilora's stream
+    monkeypatch.setattr(torch, "bernoulli", lambda p: torch.as_tensor(
+        (stream.random(tuple(p.shape)) < p.numpy()).astype(np.float64)))
+    theirs.add_weighted_adapter(["one", "two"], WEIGHTS, "dare", combination_type="dare_linear", density=0.3)
+    ml.manual_seed(123)
+    ours.add_weighted_adapter(["one", "two"], WEIGHTS, "dare", combination_type="dare_linear", density=0.3)
+    ref, got = adapter_weights(theirs, "dare"), adapter_weights(ours, "dare")
+    for name in ref:
+        assert_close(got[name], ref[name], rtol=1e-12, atol=1e-12, name=name)
+    ml.manual_seed(123)  # the same seed gives the same adapter
+    ours.add_weighted_adapter(["one", "two"], [0.7, 0.5], "dare2", combination_type="dare_ties", density=0.3)
+    ml.manual_seed(123)
+    ours.add_weighted_adapter(["one", "two"], [0.7, 0.5], "dare3", combination_type="dare_ties", density=0.3)
+    layer = ours.base_model.model.model.layers[1].self_attn.v_proj
+    assert np.array_equal(layer.lora_A["dare2"].weight.numpy(), layer.lora_A["dare3"].weight.numpy())
+
+
+def test_merge_rules_by_hand():
+    t1, t2 = np.array([[3.0, -1.0], [0.5, 2.0]]), np.array([[-1.5, -2.0], [1.0, 0.1]])
+    assert np.array_equal(prune(t1, 0.5, "magnitude"), [[3.0, 0], [0, 2.0]])
+    # ties: keep the top half of each, then the majority sign of the sum, then the mean of the agreeing ones
+    # (the pruned zeros have sign 0 and agree with nobody: entry (1, 0) keeps nothing)
+    assert_close(ties([t1, t2], [1.0, 1.0], 0.5), np.array([[3.0, -2.0], [0.0, 2.0]]))
+    ml.manual_seed(0)
+    kept = dare_linear([np.ones((200, 200))], [1.0], 0.25)
+    assert set(np.unique(kept)) == {0.0, 4.0} and abs(kept.mean() - 1.0) < 0.05  # rescaled by 1/density
+
+
+def test_different_target_modules_combine_on_the_union(hf):
+    other = dict(SECOND, target_modules=["k_proj", "v_proj"])
+    theirs, ours = two_adapter_pair(hf, second=other)
+    theirs.add_weighted_adapter(["one", "two"], [1.0, 1.0], "mix", combination_type="cat")
+    ours.add_weighted_adapter(["one", "two"], [1.0, 1.0], "mix", combination_type="cat")
+    assert sorted(ours.peft_config["mix"].target_modules) == sorted(theirs.peft_config["mix"].target_modules)
+    ref, got = adapter_weights(theirs, "mix"), adapter_weights(ours, "mix")
+    assert set(got) == set(ref)
+    for name in ref:
+        assert_close(got[name], ref[name], rtol=1e-12, atol=1e-12, name=name)
+
+
+def test_combined_adapter_merges_saves_and_loads_in_peft(hf, tmp_path):
+    theirs, ours = two_adapter_pair(hf)
+    ours.add_weighted_adapter(["one", "two"], [0.6, 0.6], "mix", combination_type="svd", svd_rank=4)
+    ours.set_adapter("mix")
+    want = our_logits(ours)
+    ours.save_pretrained(tmp_path, selected_adapters=["mix"])
+    reference, _ = base_pair(hf)
+    loaded = peft.PeftModel.from_pretrained(reference, tmp_path / "mix", adapter_name="mix")
+    assert_close(peft_logits(loaded), want, rtol=1e-12, atol=1e-12)
+    merged = ours.merge_and_unload()
+    assert_close(merged(IDS).logits.numpy(), want, rtol=1e-10, atol=1e-10)
+
+
+def test_bad_input_gets_peft_errors(hf):
+    theirs, ours = two_adapter_pair(hf, second=dict(SECOND, r=2))
+    for model in (theirs, ours):
+        with pytest.raises(ValueError, match="same r value"):
+            model.add_weighted_adapter(["one", "two"], [1.0, 1.0], "x", combination_type="linear")
+        with pytest.raises(ValueError, match="Adapter nope does not exist"):
+            model.add_weighted_adapter(["one", "nope"], [1.0, 1.0], "x", combination_type="cat")
+        with pytest.raises(ValueError, match="Invalid combination_type"):
+            model.add_weighted_adapter(["one", "two"], [1.0, 1.0], "x", combination_type="mean")
+    with pytest.raises(ValueError, match="needs density"):
+        ours.add_weighted_adapter(["one", "two"], [1.0, 1.0], "x", combination_type="ties_svd")
+    ours.add_weighted_adapter(["one", "two"], [1.0, 1.0], "one", combination_type="cat")  # exists: nothing happens
+    assert ours.peft_config["one"].r == 4
