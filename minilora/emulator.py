@@ -98,7 +98,7 @@ class KernelFault(EmulatorError):
 
 
 # Error codes of runtime.cpp's emu_launch (4, Ctrl-C, becomes KeyboardInterrupt in _launch).
-_ERRORS = {1: BarrierError, 2: KernelFault, 3: EmulatorError, 5: KernelFault}
+_ERRORS = {1: BarrierError, 2: KernelFault, 3: EmulatorError, 5: KernelFault, 6: RaceError}
 _E_FAULT, _E_INTERRUPTED = 2, 4
 _LOCATION_MARK = "\x01LOC\x01"  # runtime.cpp's kLocationMark: where a crash message takes its source line
 
@@ -341,7 +341,12 @@ _VARIANT_FLAGS = {
     "ucontext": ["-O2", "-g1", "-fstack-clash-protection", "-DEMU_FORCE_UCONTEXT"],
     "asan": ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,bounds",
              "-fno-sanitize-recover=all"],
+    # racecheck=True: the kernel's loads and stores call runtime.cpp's hazard detector (see _build).
+    "racecheck": ["-O1", "-g1", "-DEMU_RACECHECK"],
 }
+# Compiled into the kernel only (not the runtime, not the link): GCC's thread-sanitizer instrumentation,
+# whose __tsan_read/__tsan_write hooks runtime.cpp implements itself; libtsan is never linked.
+_RACECHECK_INSTRUMENT = ["-fsanitize=thread", "--param=tsan-instrument-func-entry-exit=0"]
 _IGNORED_OPTIONS = ("--use_fast_math", "-use_fast_math", "-lineinfo", "--generate-line-info", "-G",
                     "--device-debug", "-restrict", "--restrict", "-dopt", "-dlto", "-rdc", "--relocatable")
 _IGNORED_PREFIXES = ("-arch", "--gpu-architecture", "-code", "--gpu-code", "-maxrregcount", "--maxrregcount",
@@ -440,7 +445,8 @@ def _stack_usage(tmp: Path) -> int:
     (removed after reading).  Their sum bounds every call chain without recursion, so it is a safe
     size for a fiber's stack; a frame marked 'dynamic' (alloca, variable-length arrays) adds 64 KiB."""
     total = 0
-    for report in tmp.parent.glob(tmp.name + "-*.su"):
+    # g++ names the report <output>-<source>.su when it links, <output without extension>.su with -c.
+    for report in [*tmp.parent.glob(tmp.name + "-*.su"), *tmp.parent.glob(tmp.stem + ".su")]:
         for line in report.read_text(errors="replace").splitlines():
             fields = line.rsplit("\t", 2)
             if len(fields) == 3 and fields[1].isdigit():
@@ -653,9 +659,15 @@ class _Module:
         def record_stack_usage(tmp: Path) -> None:
             _write_atomic(self._stack_file, str(_stack_usage(tmp)))
 
+        compile_flags = [*_COMMON_FLAGS, *_VARIANT_FLAGS[self.variant], "-fstack-usage", "-include", str(_HEADER),
+                         "-I", str(_INCLUDE), *flags]
+        if self.variant == "racecheck":  # two steps, so that only the kernel is instrumented
+            wrapper_object = self.product.parent / "wrapper.o"
+            _run_compiler([_CXX, *compile_flags, *_RACECHECK_INSTRUMENT, "-c", str(wrapper)], wrapper_object,
+                          f"'{name}' for the CUDA emulator (racecheck)", record_stack_usage)
+            compile_flags, wrapper, record_stack_usage = [*_COMMON_FLAGS], wrapper_object, None
         for attempt in range(2):
-            cmd = [_CXX, *_COMMON_FLAGS, *_VARIANT_FLAGS[self.variant], "-fstack-usage", "-include", str(_HEADER),
-                   "-I", str(_INCLUDE), *flags, str(wrapper), str(runtime), *_LINK_FLAGS]
+            cmd = [_CXX, *compile_flags, str(wrapper), str(runtime), *_LINK_FLAGS]
             if not self.sanitize:
                 cmd.insert(1, "-shared")
             try:
@@ -890,8 +902,10 @@ class RawKernel:
     """
 
     def __init__(self, code: str, name: str, options=(), sanitize: bool = False, *, filename: str | None = None,
-                 enable_cooperative_groups: bool = False, _module: _Module | None = None, _variant: str | None = None):
+                 enable_cooperative_groups: bool = False, _module: _Module | None = None, _variant: str | None = None,
+                 _name_expressions: tuple = ()):
         self.code, self.name, self.options, self.sanitize = code, name, options, sanitize
+        self._name_expressions, self._racecheck = _name_expressions, None
         # As in CuPy: launches are cooperative (every block resident at once), so grid.sync() works.
         self.enable_cooperative_groups = bool(enable_cooperative_groups)
         self._filename, self._variant = filename, _variant
@@ -912,9 +926,17 @@ class RawKernel:
     def compile(self) -> "RawKernel":
         """Build (or fetch from the cache) now rather than at the first launch."""
         if self._mod is None:
-            self._mod = _get_module(self.code, self.options, self.sanitize, self._filename, self._variant)
+            self._mod = _get_module(self.code, self.options, self.sanitize, self._filename, self._variant,
+                                    self._name_expressions)
             self._bind()
         return self
+
+    def _racecheck_kernel(self) -> "RawKernel":
+        """The same kernel from the racecheck build (compiled on first use, then cached)."""
+        if self._racecheck is None:
+            self._racecheck = RawKernel(self.code, self.name, self.options, filename=self._filename,
+                                        _variant="racecheck", _name_expressions=self._name_expressions).compile()
+        return self._racecheck
 
     @property
     def source_path(self) -> Path:
@@ -923,12 +945,21 @@ class RawKernel:
 
     # -- launching ---------------------------------------------------------------------------------
     def __call__(self, grid, block, args, shared_mem: int = 0, *, check_races: bool = False,
-                 stack_size: int | None = None, timeout: float | None = None):
+                 racecheck: bool = False, stack_size: int | None = None, timeout: float | None = None):
         """Launch.  ``stack_size``: bytes of stack per CUDA thread (default: what the compiler reports
         the kernel file's functions need, plus 64 KiB); a thread that needs more stops the launch with a
         KernelFault.  ``timeout``: seconds after which a launch that has not finished raises KernelFault
         (default none; with ``sanitize=True`` the default is 600 s).  Ctrl-C stops a running launch
-        with KeyboardInterrupt."""
+        with KeyboardInterrupt.  ``check_races``: run under several thread orders and compare the
+        results.  ``racecheck``: a build whose every shared-memory access is checked, as
+        compute-sanitizer's racecheck does: two threads touching the same byte (one writing) with no
+        __syncthreads() -- or, within a warp, no __syncwarp() -- in between raise RaceError naming both
+        threads and both source lines."""
+        if racecheck:
+            if self.sanitize or self.enable_cooperative_groups or check_races:
+                raise ValueError("racecheck=True cannot be combined with sanitize, check_races or a cooperative "
+                                 "launch; run them separately")
+            return self._racecheck_kernel()(grid, block, args, shared_mem, stack_size=stack_size, timeout=timeout)
         self.compile()
         cfg = self._config(grid, block, shared_mem, stack_size, timeout)
         packed = self._pack(args)
@@ -1017,6 +1048,8 @@ class RawKernel:
                     raise KeyboardInterrupt(f"kernel '{self.name}' {message}")
                 if rc == _E_FAULT and _LOCATION_MARK in message:
                     message = message.replace(_LOCATION_MARK, self._fault_location(offset, where.value.decode()))
+                message = re.sub("\x01PC:([0-9a-f]+)\x01",  # racecheck's code addresses -> file:line
+                                 lambda m: self._mod.source_line(int(m.group(1), 16)) or "an unknown line", message)
                 raise _ERRORS.get(rc, EmulatorError)(message)
         if echo and out:
             sys.stdout.write(out)
@@ -1236,4 +1269,5 @@ class RawModule:
     def get_function(self, name: str) -> RawKernel:
         self.compile()
         return RawKernel(self.code, name, self.options, self.sanitize, filename=self.filename,
-                         enable_cooperative_groups=self.enable_cooperative_groups, _module=self._mod)
+                         enable_cooperative_groups=self.enable_cooperative_groups, _module=self._mod,
+                         _name_expressions=self.name_expressions)

@@ -382,3 +382,69 @@ def test_grid_sync_skipped_by_a_block_is_a_barrier_error():
                                                r"grid\.sync\(\)"):
         k(3, 32, (np.zeros(3, np.int32),))
     fn("cg_reduce.cu", "cg_runtime_tile")(1, 32, (np.zeros(32, np.int32), np.zeros(32, np.int32), np.int32(8)))
+
+
+# ------------------------------------------------------------------------------------------------
+# racecheck: warp-synchronous code without __syncwarp, and missing block barriers
+# ------------------------------------------------------------------------------------------------
+KDIR = PDIR.parent
+
+
+def test_volatile_last_warp_unroll_is_silently_wrong_without_racecheck_and_reported_with_it():
+    n = 1000
+    x = rng.standard_normal(n).astype(np.float32)
+    out = np.full(4, np.nan, np.float32)
+    bad = fn("warp_races.cu", "reduce_volatile_unroll")
+    bad(4, 256, (x, out, np.int32(n)))
+    assert not np.isclose(out.sum(), x.sum(), rtol=1e-3)  # lanes run one by one: the unroll reads stale values
+    line = marker_line("warp_races.cu", "unroll")
+    with pytest.raises(emu.RaceError, match=rf"racecheck: write-after-read hazard on __shared__ 'sdata' \(byte 4\) in "
+                                            rf"block \(\d,0,0\) of kernel 'reduce_volatile_unroll': thread \(0,0,0\) "
+                                            rf"reads it at warp_races\.cu:{line + 4}, then thread \(1,0,0\) writes it at "
+                                            rf"warp_races\.cu:{line - 1}"):
+        bad(4, 256, (x, out, np.int32(n)), racecheck=True)
+    fixed = fn("warp_races.cu", "reduce_syncwarp")
+    fixed(4, 256, (x, out, np.int32(n)), racecheck=True)
+    want = np.pad(x, (0, 24)).reshape(4, 256).astype(np.float64).sum(1)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
+def test_lanes_passing_values_through_shared_memory_need_syncwarp():
+    x = rng.standard_normal(32).astype(np.float32)
+    y = np.full(32, np.nan, np.float32)
+    write, read = marker_line("warp_races.cu", "rotate write"), marker_line("warp_races.cu", "rotate read")
+    with pytest.raises(emu.RaceError, match=rf"hazard on __shared__ 'buf' .* thread \(0,0,0\) reads it at "
+                                            rf"warp_races\.cu:{read}, then thread \(1,0,0\) writes it at "
+                                            rf"warp_races\.cu:{write}"):
+        fn("warp_races.cu", "rotate_lanes_bad")(1, 32, (x, y), racecheck=True)
+    fn("warp_races.cu", "rotate_lanes")(1, 32, (x, y), racecheck=True)
+    np.testing.assert_array_equal(y, np.roll(x, -1))
+
+
+def test_a_warp_overwriting_a_slot_another_warp_still_reads_is_reported():
+    x = rng.standard_normal(64).astype(np.float32)
+    y = np.full(64, np.nan, np.float32)
+    with pytest.raises(emu.RaceError, match=r"read-after-write hazard on __shared__ 'tile' .* thread \(31,0,0\) writes "
+                                            r"it .* then thread \(32,0,0\) reads it"):
+        fn("warp_races.cu", "mirror_double_bad")(1, 64, (x, y), racecheck=True)
+    fn("warp_races.cu", "mirror_double")(1, 64, (x, y), racecheck=True)
+    np.testing.assert_array_equal(y, 2 * x[::-1])
+
+
+def test_racecheck_passes_the_teaching_kernels_and_catches_the_missing_matmul_barrier():
+    M, N, K = 37, 45, 29
+    A, B = rng.standard_normal((M, K)).astype(np.float32), rng.standard_normal((K, N)).astype(np.float32)
+    C = np.full((M, N), np.nan, np.float32)
+    RawModule(path=KDIR / "matmul_tiled.cu").get_function("matmul_tiled")(
+        (3, 3), (16, 16), (A, B, C, np.int32(M), np.int32(N), np.int32(K)), racecheck=True)
+    np.testing.assert_allclose(C, A.astype(np.float64) @ B, rtol=1e-4, atol=1e-4)
+    x = rng.standard_normal(5000).astype(np.float32)
+    sums = np.full(10, np.nan, np.float32)
+    RawModule(path=KDIR / "reduce_shared.cu").get_function("reduce_sum")(10, 256, (x, sums, np.int32(5000)),
+                                                                          racecheck=True)
+    np.testing.assert_allclose(sums.sum(), x.astype(np.float64).sum(), rtol=1e-4, atol=1e-4)
+    with pytest.raises(emu.RaceError, match=r"hazard on __shared__ '(As|Bs)' .* kernel 'matmul_missing_sync'"):
+        RawModule(path=KDIR / "buggy.cu").get_function("matmul_missing_sync")(
+            (3, 3), (16, 16), (A, B, C, np.int32(M), np.int32(N), np.int32(K)), racecheck=True)
+    with pytest.raises(ValueError, match="racecheck=True cannot be combined"):
+        fn("warp_races.cu", "rotate_lanes")(1, 32, (x[:32], C.ravel()[:32].copy()), racecheck=True, check_races=True)

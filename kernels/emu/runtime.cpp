@@ -40,6 +40,7 @@
 #include <cstdarg>
 #include <cstdlib>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -71,7 +72,8 @@ using namespace __emu;
 // E_INTERRUPTED and E_TIMEOUT: the launch was stopped by Ctrl-C / its timeout= (see "Escapes" below).
 // emulator.py replaces this mark in a crash message by " at file.cu:LINE" (found with addr2line).
 #define kLocationMark "\x01LOC\x01"
-enum ErrorCode { E_OK = 0, E_BARRIER = 1, E_FAULT = 2, E_INTERNAL = 3, E_INTERRUPTED = 4, E_TIMEOUT = 5 };
+// E_RACE: racecheck found a hazard (the runtime built with -DEMU_RACECHECK, see "racecheck" below).
+enum ErrorCode { E_OK = 0, E_BARRIER = 1, E_FAULT = 2, E_INTERNAL = 3, E_INTERRUPTED = 4, E_TIMEOUT = 5, E_RACE = 6 };
 enum State { RUNNABLE, AT_BARRIER, AT_WARP, EXITED, AT_GRID };  // AT_GRID: in grid.sync() (cooperative launch)
 enum Order { ORDER_FORWARD = 0, ORDER_REVERSE = 1, ORDER_RANDOM = 2 };
 
@@ -177,6 +179,9 @@ std::string block_str() {
 void set_error(int code, const std::string& msg) {
     if (g.error == E_OK) { g.error = code; g.message = msg; }
 }
+// racecheck's clocks (see "racecheck" below; empty unless built with -DEMU_RACECHECK).
+void racecheck_block_barrier();
+void racecheck_warp_sync(int warp);
 
 // ---- Escapes: crashes, Ctrl-C and timeouts become errors, not a dead Python -----------------------
 //
@@ -562,6 +567,7 @@ bool release_barrier_or_explain() {
             g.bar_result = count;
             for (Fiber& f : g.fibers) f.state = RUNNABLE;
             if (g.thread_order == ORDER_RANDOM) make_order(g.order, g.fibers.size(), ORDER_RANDOM);
+            racecheck_block_barrier();
             return true;
         }
         // Divergent barrier: list each __syncthreads() site with how many threads wait there.
@@ -685,6 +691,7 @@ bool release_coalesced_groups() {
             if (o.state == AT_WARP && o.wop == W_COALESCE && o.line == f.line && strcmp(o.file, f.file) == 0)
                 mask |= 1u << l;
         }
+        racecheck_warp_sync(base / 32);
         for (int l = 0; l < 32; ++l)
             if (mask >> l & 1u) {
                 g.fibers[base + l].wresult = mask;
@@ -779,6 +786,96 @@ void free_cooperative_blocks() {  // after the launch, or after an escape out of
     }
     g_blocks.clear();
 }
+
+// ---- racecheck: shared-memory hazards (built with -DEMU_RACECHECK) ---------------------------------
+// The kernel is compiled with GCC's -fsanitize=thread instrumentation but linked without its runtime:
+// every load and store of the kernel calls __tsan_readN/__tsan_writeN, implemented below.  For each
+// byte of the block's shared memory the shadow keeps the last writer and up to two readers of the
+// current interval, with the point in time of each access: the block's barrier count and the
+// warp's collective count.  Two accesses by different threads, at least one a write, are a hazard
+// unless a __syncthreads() separates them, or both threads are lanes of one warp and a warp
+// collective (__syncwarp, a shuffle, ...) separates them -- the rule of compute-sanitizer's racecheck.
+// Fibers run each lane alone up to its next barrier, so warp-synchronous code without __syncwarp
+// silently computes something else here; with racecheck it is reported instead.  `volatile` orders
+// nothing.  Atomics are not recorded (they do not race).
+#ifdef EMU_RACECHECK
+struct Access {
+    int thread = -1;  // linear thread index in the block, -1: none
+    uint32_t barrier = 0, warp_sync = 0;
+    uintptr_t pc = 0;
+};
+struct ShadowByte { Access write, read[2]; };
+struct TrackedArray { uintptr_t lo, hi; std::string name; };
+std::unordered_map<uintptr_t, ShadowByte> g_shadow;
+std::vector<TrackedArray> g_tracked;  // this block's shared arrays
+uint32_t g_barrier_count = 0;
+std::vector<uint32_t> g_warp_syncs;   // per warp of the block
+
+void track_shared(const char* p, size_t size, const std::string& name) {
+    g_tracked.push_back(TrackedArray{uintptr_t(p), uintptr_t(p) + size, name});
+}
+void racecheck_new_block() {
+    g_shadow.clear();
+    g_tracked.clear();
+    g_barrier_count = 0;
+    g_warp_syncs.assign(size_t(g.nthreads + 31) / 32, 0);
+}
+void racecheck_block_barrier() { ++g_barrier_count; }
+void racecheck_warp_sync(int warp) { ++g_warp_syncs[size_t(warp)]; }
+
+std::string pc_mark(uintptr_t pc) {  // emulator.py turns the mark into file:line (addr2line)
+    Dl_info self{};
+    if (!pc || !dladdr(reinterpret_cast<void*>(&racecheck_new_block), &self)) return "an unknown line";
+    return fmt("\x01PC:%lx\x01", (unsigned long)(pc - uintptr_t(self.dli_fbase)));
+}
+
+[[noreturn]] void report_hazard(const char* kind, const Access& earlier, bool earlier_writes, bool now_writes,
+                                uintptr_t pc, const TrackedArray& array, uintptr_t byte) {
+    const Fiber& other = g.fibers[size_t(earlier.thread)];
+    fail_in_fiber(E_RACE, fmt("racecheck: %s hazard on __shared__ '%s' (byte %lu) in %s: %s %s it at %s, then %s %s "
+                              "it at %s, with no __syncthreads() (or __syncwarp() within a warp) in between. On a GPU "
+                              "the result depends on timing; here fibers run each thread alone up to its next "
+                              "barrier, so the kernel silently computes something else. volatile does not order "
+                              "accesses: add the barrier.",
+                              kind, array.name.c_str(), (unsigned long)(byte - array.lo), block_str().c_str(),
+                              tid_str(other).c_str(), earlier_writes ? "writes" : "reads", pc_mark(earlier.pc).c_str(),
+                              tid_str(*g_cur).c_str(), now_writes ? "writes" : "reads", pc_mark(pc).c_str()));
+}
+
+void racecheck_access(const void* p, size_t n, bool write, uintptr_t pc) {
+    if (!g_in_fiber || !g_cur || g_cur->in_runtime) return;
+    const uintptr_t a = uintptr_t(p);
+    const TrackedArray* array = nullptr;
+    for (const TrackedArray& r : g_tracked)
+        if (a >= r.lo && a < r.hi) { array = &r; break; }
+    if (!array) return;  // not shared memory (a local variable, global memory)
+    const int t = g_cur->linear, warp = t / 32;
+    const Access now{t, g_barrier_count, g_warp_syncs[size_t(warp)], pc};
+    auto ordered = [&](const Access& e) {
+        return e.thread < 0 || e.thread == t || e.barrier != now.barrier ||
+               (e.thread / 32 == warp && e.warp_sync != now.warp_sync);
+    };
+    for (size_t i = 0; i < n && a + i < array->hi; ++i) {
+        ShadowByte& b = g_shadow[a + i];
+        if (!ordered(b.write)) report_hazard(write ? "write-after-write" : "read-after-write", b.write, true, write, pc, *array, a + i);
+        if (write) {
+            for (const Access& r : b.read)
+                if (!ordered(r)) report_hazard("write-after-read", r, false, true, pc, *array, a + i);
+            b.write = now;
+            b.read[0] = b.read[1] = Access{};
+        } else if (b.read[0].thread < 0 || b.read[0].thread == t || ordered(b.read[0])) {
+            b.read[0] = now;  // the slot's reader is stale or this thread: take it over
+        } else {
+            b.read[1] = now;  // a second reader of the same interval: keep both
+        }
+    }
+}
+#else
+inline void track_shared(const char*, size_t, const std::string&) {}
+inline void racecheck_new_block() {}
+void racecheck_block_barrier() {}
+void racecheck_warp_sync(int) {}
+#endif
 
 // ---- shared memory -------------------------------------------------------------------------------
 char* alloc_shared(size_t size, size_t align) {
@@ -947,6 +1044,8 @@ int run_launch() {
         for (size_t b : block_order) {
             __emu_block_idx = block_index(b);
             g.dyn = alloc_shared(g.dyn_shared, 128);
+            racecheck_new_block();
+            track_shared(g.dyn, g.dyn_shared, "extern __shared__");
             init_block_fibers(g.fibers, 0);
             make_order(g.order, g.nthreads, g.thread_order);
             const BlockResult r = run_block();
@@ -1078,6 +1177,7 @@ unsigned long long warp_op(int op, const char* file, int line, unsigned mask, un
         if (mask >> l & 1u) lanes[l].wresult = warp_result(lanes, nlanes, l);
     for (int l = 0; l < nlanes; ++l)
         if (mask >> l & 1u) lanes[l].state = RUNNABLE;
+    racecheck_warp_sync(f->linear / 32);
     f->state = RUNNABLE;
     return f->wresult;
 }
@@ -1108,6 +1208,7 @@ void* shared_get(int* slot, size_t size, size_t align, const char* name, const c
             fail_in_fiber(E_FAULT, fmt("shared memory of %s exceeds 227 KiB (%zu static + %zu dynamic bytes)",
                                        block_str().c_str(), g.static_bytes, g.dyn_shared));
         p = alloc_shared(size, align);
+        track_shared(p, size, name);
     }
     return p;
 }
@@ -1186,6 +1287,61 @@ EMU_WRAP_EXIT(quick_exit, "quick_exit")
     __real_abort();
 }
 }
+
+#ifdef EMU_RACECHECK
+// ---- the hooks GCC's -fsanitize=thread instrumentation calls (we are their runtime) ---------------
+// Loads and stores go to racecheck_access; the __tsan_atomic* functions must really perform the
+// atomic operation (they replace the builtins in instrumented code); the rest have nothing to do.
+extern "C" {
+#define EMU_TSAN_ACCESS(N)                                                                               \
+    void __tsan_read##N(void* p) { racecheck_access(p, N, false, uintptr_t(__builtin_return_address(0)) - 1); } \
+    void __tsan_write##N(void* p) { racecheck_access(p, N, true, uintptr_t(__builtin_return_address(0)) - 1); } \
+    void __tsan_unaligned_read##N(void* p) { racecheck_access(p, N, false, uintptr_t(__builtin_return_address(0)) - 1); } \
+    void __tsan_unaligned_write##N(void* p) { racecheck_access(p, N, true, uintptr_t(__builtin_return_address(0)) - 1); } \
+    void __tsan_volatile_read##N(void* p) { racecheck_access(p, N, false, uintptr_t(__builtin_return_address(0)) - 1); } \
+    void __tsan_volatile_write##N(void* p) { racecheck_access(p, N, true, uintptr_t(__builtin_return_address(0)) - 1); }
+EMU_TSAN_ACCESS(1)
+EMU_TSAN_ACCESS(2)
+EMU_TSAN_ACCESS(4)
+EMU_TSAN_ACCESS(8)
+EMU_TSAN_ACCESS(16)
+#undef EMU_TSAN_ACCESS
+void __tsan_read_range(void* p, unsigned long n) { racecheck_access(p, n, false, uintptr_t(__builtin_return_address(0)) - 1); }
+void __tsan_write_range(void* p, unsigned long n) { racecheck_access(p, n, true, uintptr_t(__builtin_return_address(0)) - 1); }
+void __tsan_init() {}
+void __tsan_func_entry(void*) {}
+void __tsan_func_exit() {}
+void __tsan_vptr_update(void**, void*) {}
+void __tsan_vptr_read(void**) {}
+void __tsan_atomic_thread_fence(int) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+void __tsan_atomic_signal_fence(int) {}
+#define EMU_TSAN_ATOMIC(BITS, T)                                                                         \
+    T __tsan_atomic##BITS##_load(const volatile T* a, int) { return __atomic_load_n(a, __ATOMIC_SEQ_CST); } \
+    void __tsan_atomic##BITS##_store(volatile T* a, T v, int) { __atomic_store_n(a, v, __ATOMIC_SEQ_CST); } \
+    T __tsan_atomic##BITS##_exchange(volatile T* a, T v, int) { return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST); } \
+    T __tsan_atomic##BITS##_fetch_add(volatile T* a, T v, int) { return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST); } \
+    T __tsan_atomic##BITS##_fetch_sub(volatile T* a, T v, int) { return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST); } \
+    T __tsan_atomic##BITS##_fetch_and(volatile T* a, T v, int) { return __atomic_fetch_and(a, v, __ATOMIC_SEQ_CST); } \
+    T __tsan_atomic##BITS##_fetch_or(volatile T* a, T v, int) { return __atomic_fetch_or(a, v, __ATOMIC_SEQ_CST); } \
+    T __tsan_atomic##BITS##_fetch_xor(volatile T* a, T v, int) { return __atomic_fetch_xor(a, v, __ATOMIC_SEQ_CST); } \
+    T __tsan_atomic##BITS##_fetch_nand(volatile T* a, T v, int) { return __atomic_fetch_nand(a, v, __ATOMIC_SEQ_CST); } \
+    int __tsan_atomic##BITS##_compare_exchange_strong(volatile T* a, T* c, T v, int, int) {             \
+        return __atomic_compare_exchange_n(a, c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);          \
+    }                                                                                                    \
+    int __tsan_atomic##BITS##_compare_exchange_weak(volatile T* a, T* c, T v, int, int) {               \
+        return __atomic_compare_exchange_n(a, c, v, true, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);           \
+    }                                                                                                    \
+    T __tsan_atomic##BITS##_compare_exchange_val(volatile T* a, T c, T v, int, int) {                   \
+        __atomic_compare_exchange_n(a, &c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);                \
+        return c;                                                                                        \
+    }
+EMU_TSAN_ATOMIC(8, unsigned char)
+EMU_TSAN_ATOMIC(16, unsigned short)
+EMU_TSAN_ATOMIC(32, unsigned int)
+EMU_TSAN_ATOMIC(64, unsigned long long)
+#undef EMU_TSAN_ATOMIC
+}
+#endif
 
 // ---- the C API emulator.py calls -------------------------------------------------------------------
 // cfg: grid.x, grid.y, grid.z, block.x, block.y, block.z, shared_mem, thread/block order, seed,
