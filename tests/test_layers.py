@@ -19,7 +19,7 @@ LAYERS = [
     ("minilora.optim", 5),
     ("minilora.data", 6), ("minilora.tokenizer", 6), ("minilora.train", 6), ("minilora.generate", 6),
     ("minilora.memory", 6), ("minilora.pretrain", 6), ("minilora.demo", 6), ("minilora.exercises", 6),
-    ("minilora.cli", 6), ("minilora.__main__", 6),
+    ("minilora.cli", 6), ("minilora.__main__", 6), ("minilora.serve", 6),
 ]
 # An op is called from a Tensor's methods (x + y is ops.add): the one upward edge at module level.
 MODULE_LEVEL_UPWARD = {("minilora.tensor", "minilora.ops")}

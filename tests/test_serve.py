@@ -161,3 +161,163 @@ def test_engine_stop_strings_cancel_and_shutdown():
     with pytest.raises(EngineError) as err:
         engine.submit(make_request(tok, "late")[0])
     assert err.value.status == 503
+
+
+# ---------------------------------------------------------------------------------------------------
+# The HTTP API (Starlette's TestClient runs the app in-process; the lifespan starts the engine)
+# ---------------------------------------------------------------------------------------------------
+CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<assistant>{% endif %}")
+
+
+@pytest.fixture
+def served(tmp_path):
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    from starlette.testclient import TestClient
+    from minilora.serve.app import create_app
+    model, tok = two_adapters(), ByteTokenizer()
+    tok.chat_template = CHAT_TEMPLATE
+    engine = Engine(model, tok, max_batch_size=4, max_queue=4)
+    engine.eos = set()  # random weights: run to max_tokens, so lengths are known
+    with TestClient(create_app(engine, model_name="tiny")) as client:
+        yield client, engine, model, tok
+
+
+def events(response):
+    """The JSON chunks of a server-sent event stream, up to ``data: [DONE]``."""
+    chunks = []
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            if line == "data: [DONE]":
+                return chunks
+            chunks.append(json.loads(line[len("data: "):]))
+    raise AssertionError("the stream ended without data: [DONE]")
+
+
+def test_http_completions_models_and_streaming(served):
+    client, engine, model, tok = served
+    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["tiny", "a", "b"]
+    expected = tok.decode(alone(model, tok.encode("hello"), "b", 6), skip_special_tokens=True)
+    r = client.post("/v1/completions", json={"model": "b", "prompt": "hello", "max_tokens": 6, "temperature": 0})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "text_completion" and body["choices"][0]["text"] == expected
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert body["usage"] == {"prompt_tokens": len(tok.encode("hello")), "completion_tokens": 6, "total_tokens": 6 + len(tok.encode("hello"))}
+    with client.stream("POST", "/v1/completions", json={"model": "b", "prompt": "hello", "max_tokens": 6,
+                                                        "temperature": 0, "stream": True}) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        chunks = events(r)
+    assert "".join(c["choices"][0]["text"] for c in chunks) == expected
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    # the same seed samples the same text; temperature and top_p are taken
+    sampled = [client.post("/v1/completions", json={"model": "tiny", "prompt": "hey", "max_tokens": 5, "seed": 7,
+                                                     "temperature": 0.8, "top_p": 0.9}).json()["choices"][0]["text"]
+               for _ in range(2)]
+    assert sampled[0] == sampled[1]
+
+
+def test_http_chat_completions(served):
+    client, engine, model, tok = served
+    messages = [{"role": "user", "content": "hi"}]
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
+    expected = tok.decode(alone(model, list(ids), "a", 4), skip_special_tokens=True)
+    r = client.post("/v1/chat/completions", json={"model": "a", "messages": messages, "max_tokens": 4, "temperature": 0})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"] == {"role": "assistant", "content": expected}
+    with client.stream("POST", "/v1/chat/completions", json={"model": "a", "messages": messages, "max_tokens": 4,
+                                                             "temperature": 0, "stream": True}) as r:
+        chunks = events(r)
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == expected
+
+
+@pytest.mark.parametrize("body, status, param", [
+    ({"model": "nope", "prompt": "x"}, 404, "model"),
+    ({"prompt": "x"}, 400, "model"),
+    ({"model": "a", "prompt": ""}, 400, "prompt"),
+    ({"model": "a", "prompt": "x", "temperature": 3}, 400, "temperature"),
+    ({"model": "a", "prompt": "x", "top_p": 0}, 400, "top_p"),
+    ({"model": "a", "prompt": "x", "max_tokens": 0}, 400, "max_tokens"),
+    ({"model": "a", "prompt": "x", "max_tokens": 500}, 400, "max_tokens"),  # past the context length
+    ({"model": "a", "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
+    ({"model": "a", "prompt": "x", "n": 2}, 400, "n"),
+    ({"model": "a", "prompt": "x", "logit_bias": {}}, 400, "logit_bias"),
+    ({"model": "a", "prompt": [1, 9999]}, 400, "prompt"),
+])
+def test_http_validation_errors(served, body, status, param):
+    client = served[0]
+    r = client.post("/v1/completions", json=body)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["param"] == param and r.json()["error"]["message"]
+
+
+def test_http_load_and_unload_adapters_while_serving(served, tmp_path):
+    client, engine, model, tok = served
+    saved = get_peft_model(base_model(), adapter_config(3))  # saved as "default": the folder itself
+    saved.save_pretrained(str(tmp_path / "c"))
+    expected = tok.decode(alone(saved.eval(), tok.encode("hi"), "default", 5), skip_special_tokens=True)
+    with client.stream("POST", "/v1/completions", json={"model": "a", "prompt": "busy", "max_tokens": 30,
+                                                        "temperature": 0, "stream": True}) as busy:
+        r = client.post("/v1/load_lora_adapter", json={"lora_name": "c", "lora_path": str(tmp_path / "c")})
+        assert r.status_code == 200, r.text
+        r = client.post("/v1/completions", json={"model": "c", "prompt": "hi", "max_tokens": 5, "temperature": 0})
+        assert r.json()["choices"][0]["text"] == expected
+        assert client.post("/v1/unload_lora_adapter", json={"lora_name": "a"}).status_code == 409  # in use
+        assert len("".join(c["choices"][0]["text"] for c in events(busy))) > 0
+    assert client.post("/v1/load_lora_adapter", json={"lora_name": "c", "lora_path": str(tmp_path / "c")}).status_code == 400
+    assert client.post("/v1/load_lora_adapter", json={"lora_name": "d", "lora_path": str(tmp_path / "none")}).status_code == 400
+    assert client.post("/v1/unload_lora_adapter", json={"lora_name": "c"}).status_code == 200
+    assert client.post("/v1/unload_lora_adapter", json={"lora_name": "c"}).status_code == 404
+    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["tiny", "a", "b"]
+    assert client.post("/v1/completions", json={"model": "c", "prompt": "hi"}).status_code == 404
+
+
+# ---------------------------------------------------------------------------------------------------
+# A real server: uvicorn on a free loopback port, httpx clients on threads
+# ---------------------------------------------------------------------------------------------------
+def test_real_server_overload_429_and_shutdown_with_requests_in_flight(tmp_path):
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    from minilora.serve.cli import load_engine, make_server
+    base = base_model("float32")
+    base.save_pretrained(str(tmp_path / "base"))
+    adapter = get_peft_model(base_model("float32"), adapter_config(2))
+    adapter.save_pretrained(str(tmp_path / "ad"))
+    engine, served = load_engine(str(tmp_path / "base"), [("ad", str(tmp_path / "ad"))], max_batch_size=1, max_queue=1)
+    engine.eos = set()
+    assert served == "base"
+    server = make_server(engine, served, "127.0.0.1", 0, log_level="warning")
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    assert wait_until(lambda: server.started, timeout=20)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    long = {"model": "ad", "prompt": "go", "max_tokens": 60, "stream": True}
+    first_chunks, results = threading.Event(), {}
+
+    def stream(key):  # reads the stream to its end: every event, or the error the shutdown sends
+        with httpx.Client(timeout=30) as client, client.stream("POST", f"{url}/completions", json=long) as r:
+            results[key] = [line for line in r.iter_lines() if line.startswith("data: ")]
+            first_chunks.set()
+
+    with httpx.Client(timeout=30) as client:
+        assert client.get(f"{url}/models").json()["data"][1]["id"] == "ad"
+        clients = [threading.Thread(target=stream, args=(i,)) for i in range(2)]  # one running, one queued
+        for t in clients:
+            t.start()
+        assert wait_until(lambda: len(engine.rows) + len(engine.waiting) == 2, timeout=20)
+        r = client.post(f"{url}/completions", json={"model": "ad", "prompt": "x"})
+        assert r.status_code == 429 and r.json()["error"]["type"] == "RateLimitError"
+        assert wait_until(lambda: engine.rows and len(engine.rows[0].generated) > 2, timeout=20)
+    server.should_exit = True  # shut down with both requests in flight
+    thread.join(timeout=30)
+    for t in clients:
+        t.join(timeout=30)
+    assert not thread.is_alive() and not any(t.is_alive() for t in clients), "something hung at shutdown"
+    assert len(results) == 2
+    for lines in results.values():  # each finished, or ended with an error event: never cut silently
+        assert lines[-1] == "data: [DONE]"
+        last = json.loads(lines[-2][len("data: "):])
+        assert "error" in last or last["choices"][0]["finish_reason"] == "length"

@@ -88,6 +88,11 @@ class Engine:
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
         config = getattr(self._base(), "config", None)
         self.max_model_len = max_model_len or getattr(config, "max_position_embeddings", None)
+        self.vocab_size = getattr(config, "vocab_size", None)
+        # A model's vocabulary is often padded past the tokenizer's (to a multiple of 64, say): those
+        # ids are no text, so they are never sampled.
+        sizes = [v for v in (self.vocab_size, getattr(tokenizer, "vocab_size", None)) if v is not None]
+        self.text_vocab = min(sizes) if sizes else None
         eos = getattr(tokenizer, "eos_token_id", None)
         self.eos = set() if eos is None else {eos}
         self.batch = RaggedBatch(self.model)
@@ -179,6 +184,10 @@ class Engine:
             self._lock.notify()
         return request
 
+    @property
+    def started(self):
+        return self._thread is not None
+
     def start(self):
         self._thread = threading.Thread(target=self._run, name="minilora-engine", daemon=True)
         self._thread.start()
@@ -250,7 +259,7 @@ class Engine:
     def _take(self, row, logits, leave=True):
         """Sample row's next token, send the new text, and mark the request finished when it is."""
         request = self.rows[row]
-        token = request.sample(logits)
+        token = request.sample(logits[:self.text_vocab])
         request.generated.append(token)
         self.tokens_generated += 1
         reason = None

@@ -1,0 +1,91 @@
+"""``minilora serve``: one base model, many LoRA adapters, an OpenAI-compatible API (vLLM's flags).
+
+    minilora serve --base DIR --adapter NAME=DIR [--adapter NAME=DIR ...] [--port 8000]
+
+Then any OpenAI client works: ``model`` names an adapter (or the base, by its served name)::
+
+    curl http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \\
+         -d '{"model": "NAME", "prompt": "Q: Where does Dan Vend live?\\nA:", "max_tokens": 20}'
+"""
+import os
+
+__all__ = ["add_cli_arguments", "cli_main", "load_engine", "make_server"]
+
+
+def add_cli_arguments(parser, name):
+    from ..cli import device_name, non_negative_int, positive_int
+    parser.add_argument("--base", default=None, metavar="DIR",
+                        help="a Llama folder (config.json + model.safetensors, and tokenizer.json if it has one); "
+                             "default: the base model shipped with minilora")
+    parser.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR",
+                        help="a LoRA adapter folder served as model NAME (repeat for more; vLLM's --lora-modules)")
+    parser.add_argument("--served-model-name", default=None,
+                        help="the base model's name in requests and /v1/models (default: the --base folder's name)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=non_negative_int, default=8000, help="port (default 8000; 0 picks a free one)")
+    parser.add_argument("--max-batch-size", type=positive_int, default=8,
+                        help="requests decoded together in one forward pass (default 8)")
+    parser.add_argument("--max-queue", type=non_negative_int, default=32,
+                        help="requests waiting for a batch slot before new ones get 429 (default 32)")
+    parser.add_argument("--device", type=device_name, default=None,
+                        help="cpu, emu or cuda (default: $MINILORA_DEVICE or cpu)")
+
+
+def _adapter_pairs(values):
+    from ..cli import UsageError
+    pairs = []
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--adapter takes NAME=DIR, got {value!r}")
+        pairs.append((name, path))
+    return pairs
+
+
+def load_engine(base=None, adapters=(), device=None, max_batch_size=8, max_queue=32):
+    """(Engine, served model name) for a base folder (None: the shipped base) and (name, dir) adapters."""
+    from .. import models, tokenizer as tokenizers
+    from ..lora import PeftModel
+    from .engine import Engine
+    model = models.load_base(device=device) if base is None else models.LlamaForCausalLM.from_pretrained(base, device=device)
+    has_tokenizer = base is not None and os.path.isfile(os.path.join(base, tokenizers.TOKENIZER_FILE))
+    tok = tokenizers.from_pretrained(base) if has_tokenizer else tokenizers.ByteTokenizer()
+    adapters = list(adapters)
+    if adapters:
+        name, path = adapters[0]
+        model = PeftModel.from_pretrained(model, path, adapter_name=name)
+    engine = Engine(model, tok, max_batch_size=max_batch_size, max_queue=max_queue)
+    for name, path in adapters[1:]:
+        engine.load_adapter(name, path)
+    served = os.path.basename(os.path.normpath(base)) if base is not None else models.BASE_NAME
+    return engine, served
+
+
+def make_server(engine, model_name, host="127.0.0.1", port=8000, log_level="info"):
+    """A ``uvicorn.Server`` for the app; in-flight streams get 5 s to finish when it stops."""
+    import uvicorn
+    from .app import create_app
+    config = uvicorn.Config(create_app(engine, model_name), host=host, port=port, log_level=log_level,
+                            timeout_graceful_shutdown=5, lifespan="on")
+    return uvicorn.Server(config)
+
+
+def cli_main(args):
+    from ..cli import UsageError
+    from .engine import EngineError
+    try:
+        import starlette  # noqa: F401 -- only to say what is missing before loading a model
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise UsageError("minilora serve needs starlette and uvicorn: pip install 'minilora[serve]'") from None
+    adapters = _adapter_pairs(args.adapter)
+    try:
+        engine, served = load_engine(args.base, adapters, args.device, args.max_batch_size, args.max_queue)
+    except EngineError as exc:  # a second or later adapter folder that does not load
+        raise UsageError(exc.message) from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    served = args.served_model_name or served
+    print(f"minilora serve: {served} with adapters {engine.adapters()} on http://{args.host}:{args.port}/v1")
+    make_server(engine, served, args.host, args.port).run()
+    return 0
