@@ -485,3 +485,13 @@ def test_every_project_kernel_passes_racecheck(version, monkeypatch):
                      rng.standard_normal((L, N, R)).astype(np.float32), np.array([4, 2], np.int32),
                      np.array([1.0, 0.5], np.float32), (np.arange(M) % 3 - 1).astype(np.int32), device="emu")
     assert any(name.endswith(version) for name in launched), launched  # (a version reuses older rank-r kernels)
+
+
+@pytest.mark.parametrize("n, block", [(100, 32), (1000, 128)])
+def test_cg_memcpy_async_and_wait(n, block):
+    x = rng.standard_normal(n).astype(np.float32)
+    y = np.full(n, np.nan, np.float32)
+    blocks = -(-n // block)
+    fn("cg_reduce.cu", "cg_staged_reverse")(blocks, block, (x, y, np.int32(n)), shared_mem=block * 4, racecheck=True)
+    want = np.concatenate([x[b * block:(b + 1) * block][::-1] for b in range(blocks)])
+    np.testing.assert_array_equal(y, want)

@@ -87,3 +87,16 @@ extern "C" __global__ void cg_grid_sum(const float* x, float* partial, float* ou
         *out = s;
     }
 }
+
+// Stage a block's slice through shared memory with cg::memcpy_async, then write it reversed.
+#include <cooperative_groups/memcpy_async.h>
+extern "C" __global__ void cg_staged_reverse(const float* x, float* y, int n) {
+    extern __shared__ float stage[];
+    cg::thread_block block = cg::this_thread_block();
+    const int base = blockIdx.x * blockDim.x;
+    const int count = min((int)blockDim.x, n - base);
+    cg::memcpy_async(block, stage, (size_t)count, x + base, (size_t)count);
+    cg::wait(block);
+    const int t = block.thread_rank();
+    if (t < count) y[base + t] = stage[count - 1 - t];
+}
