@@ -282,8 +282,9 @@ def test_real_server_overload_429_and_shutdown_with_requests_in_flight(tmp_path)
     pytest.importorskip("uvicorn")
     from minilora.serve.cli import load_engine, make_server
     base = base_model("float32")
+    base.config.max_position_embeddings = 512  # room for streams long enough to be in flight at shutdown
     base.save_pretrained(str(tmp_path / "base"))
-    adapter = get_peft_model(base_model("float32"), adapter_config(2))
+    adapter = get_peft_model(base, adapter_config(2))
     adapter.save_pretrained(str(tmp_path / "ad"))
     engine, served = load_engine(str(tmp_path / "base"), [("ad", str(tmp_path / "ad"))], max_batch_size=1, max_queue=1)
     engine.eos = set()
@@ -294,7 +295,7 @@ def test_real_server_overload_429_and_shutdown_with_requests_in_flight(tmp_path)
     assert wait_until(lambda: server.started, timeout=20)
     port = server.servers[0].sockets[0].getsockname()[1]
     url = f"http://127.0.0.1:{port}/v1"
-    long = {"model": "ad", "prompt": "go", "max_tokens": 60, "stream": True}
+    long = {"model": "ad", "prompt": "go", "max_tokens": 400, "stream": True}
     first_chunks, results = threading.Event(), {}
 
     def stream(key):  # reads the stream to its end: every event, or the error the shutdown sends
@@ -304,6 +305,11 @@ def test_real_server_overload_429_and_shutdown_with_requests_in_flight(tmp_path)
 
     with httpx.Client(timeout=30) as client:
         assert client.get(f"{url}/models").json()["data"][1]["id"] == "ad"
+        with client.stream("POST", f"{url}/completions", json=long) as r:  # a client that goes away early
+            lines = r.iter_lines()
+            while not next(lines).startswith("data: "):
+                pass
+        assert wait_until(lambda: not engine.rows and not engine.waiting, timeout=20), "the slot stayed taken"
         clients = [threading.Thread(target=stream, args=(i,)) for i in range(2)]  # one running, one queued
         for t in clients:
             t.start()
@@ -320,4 +326,4 @@ def test_real_server_overload_429_and_shutdown_with_requests_in_flight(tmp_path)
     for lines in results.values():  # each finished, or ended with an error event: never cut silently
         assert lines[-1] == "data: [DONE]"
         last = json.loads(lines[-2][len("data: "):])
-        assert "error" in last or last["choices"][0]["finish_reason"] == "length"
+        assert last["error"]["code"] == 503, last

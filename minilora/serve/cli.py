@@ -62,12 +62,23 @@ def load_engine(base=None, adapters=(), device=None, max_batch_size=8, max_queue
 
 
 def make_server(engine, model_name, host="127.0.0.1", port=8000, log_level="info"):
-    """A ``uvicorn.Server`` for the app; in-flight streams get 5 s to finish when it stops."""
+    """A ``uvicorn.Server`` for the app that stops the engine FIRST when it shuts down: every request
+    still queued or running ends at once with an error event (503), so no stream waits on a model
+    that will never answer, and uvicorn's graceful wait finds the connections already closing."""
+    import asyncio
+
     import uvicorn
+
     from .app import create_app
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None):
+            await asyncio.to_thread(engine.shutdown)
+            await super().shutdown(sockets)
+
     config = uvicorn.Config(create_app(engine, model_name), host=host, port=port, log_level=log_level,
                             timeout_graceful_shutdown=5, lifespan="on")
-    return uvicorn.Server(config)
+    return Server(config)
 
 
 def cli_main(args):
