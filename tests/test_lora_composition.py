@@ -1,6 +1,8 @@
 """add_weighted_adapter against PEFT 0.21 in float64: per combination type, the combined adapter's
 weights by PEFT parameter name, its logits, its merged weights and its files both ways; PEFT's errors
-for bad input. Skipped when torch / transformers / peft are not installed."""
+for bad input. Then the SVD-based initialisations (PiSSA, OLoRA) and PEFT's save-time conversion. Skipped when torch / transformers / peft are not installed."""
+import json
+
 import numpy as np
 import pytest
 
@@ -12,11 +14,13 @@ import torch  # noqa: E402
 
 import minilora as ml  # noqa: E402
 from minilora.lora import LoraConfig, PeftModel, get_peft_model  # noqa: E402
+from minilora.lora import inits  # noqa: E402
 from minilora.lora.compose import dare_linear, prune, ties  # noqa: E402
+from minilora.models import LlamaForCausalLM  # noqa: E402
 from minilora.testing import assert_close  # noqa: E402
 
 from test_llama import hf  # noqa: E402,F401
-from test_lora_interop import IDS, base_pair, our_logits, peft_logits  # noqa: E402
+from test_lora_interop import CONFIG, IDS, base_pair, our_logits, peft_logits  # noqa: E402
 
 FIRST = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
 SECOND = dict(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
@@ -169,3 +173,105 @@ def test_bad_input_gets_peft_errors(hf):
         ours.add_weighted_adapter(["one", "two"], [1.0, 1.0], "x", combination_type="ties_svd")
     ours.add_weighted_adapter(["one", "two"], [1.0, 1.0], "one", combination_type="cat")  # exists: nothing happens
     assert ours.peft_config["one"].r == 4
+
+
+# ==================================================================================================
+# SVD-based initialisations: PiSSA, PiSSA with a randomised SVD, OLoRA (and "gaussian")
+# ==================================================================================================
+# PEFT refuses float64 weights for PiSSA/OLoRA (it factorises in float32), so the comparison with PEFT
+# runs in float32; minilora factorises in float64 and casts back, hence a float32-sized tolerance.
+INIT_TARGETS = ["q_proj", "v_proj", "down_proj"]  # square, wide (8 x 16) and tall (16 x 24) weights
+
+
+def float32_pair(transformers):
+    reference, model = base_pair(transformers)
+    reference = reference.float()
+    model = LlamaForCausalLM(CONFIG, dtype="float32")
+    model.load_state_dict({k: v.float() for k, v in reference.state_dict().items()})
+    return reference, model
+
+
+@pytest.mark.parametrize("init", ["pissa", "pissa_niter_2", "olora"])
+def test_weight_mutating_inits_equal_peft(hf, init, monkeypatch):
+    reference, model = float32_pair(hf)
+    options = dict(r=3, lora_alpha=5, target_modules=INIT_TARGETS, init_lora_weights=init)
+    if "niter" in init:  # the randomised SVD's start: the same normal draws on both sides
+        theirs_stream, ours_stream = np.random.default_rng(7), np.random.default_rng(7)
+        monkeypatch.setattr(torch, "randn", lambda *shape, dtype=None, device=None: torch.as_tensor(
+            theirs_stream.standard_normal(shape), dtype=dtype))
+        monkeypatch.setattr(inits, "generator", lambda: ours_stream)
+    with torch.no_grad():
+        ref_logits = reference(torch.as_tensor(IDS)).logits.numpy()
+    theirs = peft.get_peft_model(reference, peft.LoraConfig(**options))
+    ours = get_peft_model(model, LoraConfig(**options))
+    monkeypatch.undo()
+    ref = {n: p.detach().numpy() for n, p in theirs.state_dict().items()}
+    got = {n: p.numpy() for n, p in ours.state_dict().items()}
+    assert set(got) == set(ref)
+    for name in [n for n in ref if ".lora_A." in n]:
+        # a singular (or QR) pair is defined up to its sign, and LAPACK builds differ: align it per rank
+        flip = np.sign((got[name] * ref[name]).sum(axis=1))
+        got[name] = got[name] * flip[:, None]
+        b_name = name.replace(".lora_A.", ".lora_B.")
+        got[b_name] = got[b_name] * flip[None, :]
+    for name in ref:  # lora_A, lora_B AND the residual base weights
+        assert_close(got[name], ref[name], rtol=2e-4, atol=2e-5, name=name)
+    # the model's output is unchanged at init: W_res + s B A = W0
+    assert_close(our_logits(ours), ref_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_pissa_takes_the_principal_part_and_leaves_the_residual(hf):
+    _, model = base_pair(hf)  # float64 in minilora
+    W0 = model.model.layers[0].self_attn.q_proj.weight.numpy().copy()
+    ours = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"], init_lora_weights="pissa"))
+    layer = ours.base_model.model.model.layers[0].self_attn.q_proj
+    U, S, Vh = np.linalg.svd(W0)
+    assert_close(layer.get_delta_weight("default"), (U[:, :2] * S[:2]) @ Vh[:2], rtol=1e-12, atol=1e-12)
+    assert_close(layer.weight.numpy() + layer.get_delta_weight("default"), W0, rtol=1e-12, atol=1e-12)
+    Q, R = np.linalg.qr(W0)
+    _, model = base_pair(hf)
+    ours = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"], init_lora_weights="olora"))
+    layer = ours.base_model.model.model.layers[0].self_attn.q_proj
+    assert_close(layer.lora_B["default"].weight.numpy(), Q[:, :2], rtol=1e-12, atol=1e-12)
+    assert_close(layer.weight.numpy(), W0 - 2.0 * Q[:, :2] @ R[:2], rtol=1e-12, atol=1e-12)
+
+
+def test_gaussian_init_draws_A_with_std_one_over_r(hf):
+    _, model = base_pair(hf)
+    ours = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights="gaussian"))
+    A = np.concatenate([p.numpy().ravel() for n, p in ours.named_parameters() if "lora_A" in n])
+    B = np.concatenate([p.numpy().ravel() for n, p in ours.named_parameters() if "lora_B" in n])
+    assert abs(A.std() - 0.25) < 0.02 and abs(A.mean()) < 0.02 and not B.any()
+
+
+def test_bad_init_names_are_refused():
+    with pytest.raises(ValueError, match="pissa_niter"):
+        LoraConfig(init_lora_weights="pissa_niter_x")
+    with pytest.raises(ValueError, match="loftq"):
+        LoraConfig(init_lora_weights="loftq")
+
+
+def test_pissa_adapter_saved_as_plain_lora_for_the_original_base(hf, tmp_path):
+    """PEFT's recipe: save the initial adapter (init_lora_weights=True so loading never re-inits), train,
+    then save_pretrained(..., path_initial_model_for_weight_conversion=initial): a rank-2r LoRA that PEFT
+    loads on the ORIGINAL base and that gives the trained model's logits (float64 end to end)."""
+    _, model = base_pair(hf)
+    ours = get_peft_model(model, LoraConfig(r=2, lora_alpha=3, target_modules=INIT_TARGETS, init_lora_weights="pissa"))
+    ours.peft_config["default"].init_lora_weights = True
+    ours.save_pretrained(tmp_path / "initial")
+    rng = np.random.default_rng(3)
+    for name, p in ours.named_parameters():  # "training"
+        if "lora_" in name:
+            p._array += 0.05 * rng.standard_normal(p.shape)
+    want = our_logits(ours)
+    ours.save_pretrained(tmp_path / "lora", path_initial_model_for_weight_conversion=str(tmp_path / "initial"))
+    written = json.load(open(tmp_path / "lora" / "adapter_config.json"))
+    assert written["r"] == 4 and written["lora_alpha"] == 6 and written["init_lora_weights"] is True
+    assert json.load(open(tmp_path / "initial" / "adapter_config.json"))["init_lora_weights"] is True
+    reference, _ = base_pair(hf)  # the original weights, never mutated
+    theirs = peft.PeftModel.from_pretrained(reference, tmp_path / "lora")
+    assert_close(peft_logits(theirs), want, rtol=1e-10, atol=1e-10)
+    # and PEFT's own conversion file loads into minilora on the original base with the same logits
+    _, fresh = base_pair(hf)
+    loaded = PeftModel.from_pretrained(fresh, tmp_path / "lora")
+    assert_close(our_logits(loaded), want, rtol=1e-10, atol=1e-10)

@@ -201,7 +201,9 @@ class LoraConfig(_AdapterConfig):
       (every Linear except the output head). ``None`` picks the model type's default (Llama: q, v).
     * ``init_lora_weights``: ``True`` (A kaiming-uniform as ``nn.Linear``, B = 0, so training starts
       exactly at the base model), ``"gaussian"`` (A ~ N(0, (1/r)^2), B = 0), ``False`` (A and B both
-      random: the adapter changes the output from the start; for tests).
+      random: the adapter changes the output from the start; for tests), ``"pissa"`` /
+      ``"pissa_niter_K"`` / ``"olora"`` (the adapter takes W0's principal part, the base keeps the
+      residual: see ``minilora/lora/inits.py``).
     * ``use_rslora``: scale ``lora_alpha / sqrt(r)`` instead of ``lora_alpha / r`` (rank-stabilised).
     * ``use_dora``: weight-decomposed LoRA, a trainable magnitude per output row.
     * ``rank_pattern`` / ``alpha_pattern``: per-module overrides, keys matched like target names.
@@ -271,10 +273,11 @@ class LoraConfig(_AdapterConfig):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not (self.init_lora_weights is True or self.init_lora_weights is False
-                or self.init_lora_weights == "gaussian"):
-            raise ValueError(f"init_lora_weights must be True, False or 'gaussian', got "
-                             f"{self.init_lora_weights!r} (PEFT's data-driven inits such as 'pissa', "
-                             "'olora', 'loftq' or 'eva' are not implemented in minilora)")
+                or self.init_lora_weights in ("gaussian", "pissa", "olora")
+                or re.fullmatch(r"pissa_niter_\d+", str(self.init_lora_weights))):
+            raise ValueError(f"init_lora_weights must be True, False, 'gaussian', 'pissa', 'pissa_niter_[K]' or "
+                             f"'olora', got {self.init_lora_weights!r} (PEFT's other data-driven inits such as "
+                             "'loftq', 'eva' or 'corda' are not implemented in minilora)")
         for key, r in self.rank_pattern.items():
             if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r <= 0:
                 raise ValueError(f"rank_pattern[{key!r}] must be a positive integer, got {r!r}")

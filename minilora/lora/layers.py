@@ -18,6 +18,7 @@ from ..nn import Linear as _NNLinear
 from ..nn import init
 from ..random import generator
 from ..tensor import Tensor
+from .inits import is_weight_mutating_init, olora_init, pissa_init
 
 __all__ = ["BaseTunerLayer", "Linear", "Embedding", "LoraLayer", "DoraMagnitude", "VeraLinear", "VeraLayer",
            "ModulesToSaveWrapper", "ParameterDict", "BufferDict", "BASE_ADAPTER"]
@@ -270,6 +271,11 @@ class Linear(BaseTunerLayer):
         if config.init_lora_weights is not False:
             init.zeros_(self.lora_B[adapter_name].weight)  # B = 0: the model starts exactly at the base
         # END SOLUTION
+        if is_weight_mutating_init(config.init_lora_weights):  # PiSSA / OLoRA: W0 -> W_res + s B A
+            if config.init_lora_weights == "olora":
+                olora_init(self, adapter_name)
+            else:
+                pissa_init(self, adapter_name, config.init_lora_weights)
         if config.use_dora:
             norms = _row_norm(W0._array + self.scaling[adapter_name] * self._BA(adapter_name))
             self.lora_magnitude_vector[adapter_name] = DoraMagnitude(Tensor(norms, dtype=norms.dtype, device=W0.device))

@@ -27,6 +27,7 @@ from ..nn import Module
 from ..tensor import Tensor
 from . import save as _io
 from .config import TaskType, config_from_dict
+from .inits import save_converted_to_lora
 from .layers import BASE_ADAPTER, BaseTunerLayer, BufferDict, Embedding, Linear, ModulesToSaveWrapper, VeraLinear
 
 __all__ = ["get_peft_model", "PeftModel", "PeftModelForCausalLM", "AutoPeftModelForCausalLM", "LoraModel",
@@ -587,8 +588,6 @@ class PeftModel(_Wrapper):
         if not safe_serialization:
             raise NotImplementedError("save_pretrained(safe_serialization=False): minilora writes safetensors "
                                       "only (PEFT's default, safe_serialization=True)")
-        _refuse("path_initial_model_for_weight_conversion", path_initial_model_for_weight_conversion, None,
-                "save_pretrained")
         if kwargs:
             raise NotImplementedError(f"save_pretrained: minilora does not implement PEFT's {sorted(kwargs)}")
         if isinstance(selected_adapters, str):
@@ -596,8 +595,11 @@ class PeftModel(_Wrapper):
                             "(PEFT's second positional argument is safe_serialization)")
         if not is_main_process:
             return
-        _io.save_adapters(self, save_directory, selected_adapters=selected_adapters, overwrite=overwrite,
-                          save_embedding_layers=save_embedding_layers)
+        if path_initial_model_for_weight_conversion is not None:  # PiSSA/OLoRA -> plain LoRA (inits.py)
+            save_converted_to_lora(self, save_directory, path_initial_model_for_weight_conversion, selected_adapters)
+        else:
+            _io.save_adapters(self, save_directory, selected_adapters=selected_adapters, overwrite=overwrite,
+                              save_embedding_layers=save_embedding_layers)
         _io.write_model_card(save_directory, self._card_base_model(), self.active_peft_config.peft_type,
                              isinstance(self, PeftModelForCausalLM))
 

@@ -1,0 +1,143 @@
+"""Data-driven LoRA initialisations that move part of W0 into the adapter: PiSSA and OLoRA (PEFT's numbers).
+
+* ``init_lora_weights="pissa"``: W0 = U S V^T; the adapter takes the top-r singular triplets,
+  ``B = U_r sqrt(S_r / s)``, ``A = sqrt(S_r / s) V_r^T`` (so ``s B A`` is the best rank-r part of W0),
+  and the base keeps the residual ``W0 - s B A``. Training starts on the principal directions.
+* ``"pissa_niter_K"``: the same with a randomised SVD (Halko et al., ``torch.svd_lowrank`` with K power
+  iterations): much cheaper for large W0, its random start drawn from minilora's generator.
+* ``"olora"``: W0 = Q R (QR decomposition); ``B = Q[:, :r]``, ``A = R[:r]``, base ``W0 - s B A``.
+
+The output of the model does not change at init (``W_res + s B A = W0``), but the base weights do, so
+such an adapter only works on the residual base. ``save_pretrained(path_initial_model_for_weight_conversion=
+initial_dir)`` turns it into a plain LoRA for the *original* base: ``s B A - s B0 A0 = s [B, -B0] [A; A0]``,
+saved at rank 2r with alpha 2*alpha (the same scaling), exactly as PEFT does.
+
+PEFT refuses float64 weights for these inits (it computes in float32); minilora computes the
+factorisation in float64 whatever the weight dtype and casts back.
+"""
+import os
+
+import numpy as np
+
+from ..checkpoint import load_file, save_file, save_json
+from ..random import generator
+
+__all__ = ["is_weight_mutating_init", "pissa_init", "olora_init", "svd_lowrank", "save_converted_to_lora"]
+
+
+def is_weight_mutating_init(init_lora_weights):
+    """True for the inits that change the base weight: "pissa", "pissa_niter_K", "olora"."""
+    return isinstance(init_lora_weights, str) and (init_lora_weights.lower() == "olora"
+                                                   or init_lora_weights.lower().startswith("pissa"))
+
+
+def parse_pissa_niter(init_lora_weights):
+    """``"pissa_niter_4"`` -> 4; ``"pissa"`` -> None; anything else -> PEFT's ValueError."""
+    if init_lora_weights == "pissa":
+        return None
+    parts = init_lora_weights.split("_niter_")
+    if len(parts) == 2 and parts[0] == "pissa" and parts[1].isdigit():
+        return int(parts[1])
+    raise ValueError(f"init_lora_weights should be 'pissa' or 'pissa_niter_[number of iters]', got "
+                     f"{init_lora_weights} instead.")
+
+
+def _orthonormal_basis(X):
+    return np.linalg.qr(X)[0]
+
+
+def svd_lowrank(A, q, niter=2, rng=None):
+    """Randomised rank-``q`` SVD, ``A ~ U diag(S) V^T`` (Halko et al. 2009, algorithm 5.1, as
+    ``torch.svd_lowrank``): a random start, ``niter`` power iterations, then an exact SVD of a q-row matrix."""
+    rng = rng or generator()
+    m, n = A.shape
+    tall = A if m >= n else A.T  # work on the tall orientation, as torch does
+    R = rng.standard_normal((tall.shape[1], q))
+    Q = _orthonormal_basis(tall @ R)
+    for _ in range(niter):  # power iterations sharpen the basis towards the top singular vectors
+        Q = _orthonormal_basis(tall @ _orthonormal_basis(tall.T @ Q))
+    U, S, Vh = np.linalg.svd(Q.T @ tall, full_matrices=False)
+    U, V = Q @ U, Vh.T
+    return (U, S, V) if m >= n else (V, S, U)
+
+
+def _write_factors(layer, adapter_name, A, B):
+    """Set lora_A/lora_B and subtract ``s B A`` from the base weight (in its own dtype)."""
+    W = layer.base_layer.weight
+    layer.lora_A[adapter_name].weight._array[...] = A
+    layer.lora_B[adapter_name].weight._array[...] = B
+    residual = W._array.astype(np.float64) - layer.scaling[adapter_name] * (B @ A)
+    W._array[...] = residual.astype(W._array.dtype)
+
+
+def pissa_init(layer, adapter_name, init_lora_weights):
+    """PiSSA: the adapter gets W0's top-r singular triplets, the base keeps the rest."""
+    r, s = layer.r[adapter_name], layer.scaling[adapter_name]
+    W = np.asarray(layer.base_layer.weight._array, dtype=np.float64)
+    niter = parse_pissa_niter(init_lora_weights)
+    if niter is None:
+        U, S, Vh = np.linalg.svd(W, full_matrices=False)
+        Ur, Sr, Vhr = U[:, :r], S[:r] / s, Vh[:r]
+    else:
+        Ur, Sr, V = svd_lowrank(W, r, niter=niter)
+        Sr, Vhr = Sr / s, V.T
+    root = np.sqrt(Sr)
+    _write_factors(layer, adapter_name, A=root[:, None] * Vhr, B=Ur * root)
+
+
+def olora_init(layer, adapter_name):
+    """OLoRA: W0 = Q R; the adapter gets Q's first r columns and R's first r rows."""
+    r = layer.r[adapter_name]
+    Q, R = np.linalg.qr(np.asarray(layer.base_layer.weight._array, dtype=np.float64))
+    _write_factors(layer, adapter_name, A=R[:r], B=Q[:, :r])
+
+
+# ==================================================================================================
+# Saving a PiSSA/OLoRA adapter as a plain LoRA for the original base (PEFT's conversion)
+# ==================================================================================================
+def _doubled_config(config_dict):
+    """r and alpha doubled (rsLoRA: alpha * sqrt 2), so [A; A0] and [B, -B0] keep the scaling."""
+    out = dict(config_dict, init_lora_weights=True, r=config_dict["r"] * 2)
+    out["lora_alpha"] = config_dict["lora_alpha"] * (2 ** 0.5 if config_dict["use_rslora"] else 2)
+    out["rank_pattern"] = {k: 2 * v for k, v in (config_dict.get("rank_pattern") or {}).items()}
+    out["alpha_pattern"] = {k: 2 * v for k, v in (config_dict.get("alpha_pattern") or {}).items()}
+    return out
+
+
+def converted_tensors(tensors, initial):
+    """``A' = [A; A0]``, ``B' = [B, -B0]`` per LoRA pair: ``B' A' = B A - B0 A0`` (what training added)."""
+    out = {}
+    for key, value in tensors.items():
+        if key not in initial:
+            raise ValueError(f"the initial adapter has no tensor {key!r}: it is not this adapter's starting point")
+        if "lora_A" in key:
+            out[key] = np.concatenate([value, initial[key]], axis=0)
+        elif "lora_B" in key:
+            out[key] = np.concatenate([value, -initial[key]], axis=1)
+    return out
+
+
+def save_converted_to_lora(peft_model, save_directory, initial_directory, selected_adapters=None):
+    """``save_pretrained(..., path_initial_model_for_weight_conversion=initial_directory)``.
+
+    As PEFT: the current config is first written to ``initial_directory`` with ``init_lora_weights=True``
+    (so loading that folder never re-runs the init), then each adapter is saved as the rank-2r LoRA
+    ``[B, -B0] [A; A0]`` that works on the original, unmutated base weights."""
+    from . import save as _io  # save.py imports the layers, which import this module
+    names = list(peft_model.peft_config) if selected_adapters is None else list(selected_adapters)
+    initial = load_file(os.path.join(initial_directory, _io.WEIGHTS_NAME))
+    for name in names:
+        config = peft_model.peft_config[name].to_dict()
+        if config["use_rslora"] and (config["rank_pattern"] or config["alpha_pattern"]):
+            raise ValueError("Passing `path_initial_model_for_weight_conversion` to `save_pretrained` is not "
+                             "supported when using `rank_pattern` or `alpha_pattern` at the same time as "
+                             "`use_rslora=True`.")
+        config["inference_mode"] = True
+        if config["base_model_name_or_path"] is None:
+            config["base_model_name_or_path"] = _io._name_or_path(peft_model.get_base_model())
+        save_json(dict(config, init_lora_weights=True), os.path.join(initial_directory, _io.CONFIG_NAME))
+        tensors = converted_tensors(_io.get_peft_model_state_dict(peft_model, name), initial)
+        directory = _io._adapter_dir(save_directory, name)
+        os.makedirs(directory, exist_ok=True)
+        save_file(tensors, os.path.join(directory, _io.WEIGHTS_NAME), metadata={"format": "pt"})
+        save_json(_doubled_config(config), os.path.join(directory, _io.CONFIG_NAME))
