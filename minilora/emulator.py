@@ -1034,6 +1034,11 @@ class RawKernel:
             err = ctypes.create_string_buffer(8192)
             where = ctypes.create_string_buffer(512)
             with _LAUNCH_LOCK:
+                if self._mod.variant == "racecheck":  # global memory is checked too: say where each array is
+                    for i, a in packed.arrays:
+                        self._mod.lib.emu_racecheck_track_global(
+                            ctypes.c_void_p(a.ctypes.data), ctypes.c_size_t(a.nbytes),
+                            f"argument {i} ('{self.params[i].name}')".encode())
                 rc = self._mod.lib.emu_launch(self._index, packed.argv.ctypes.data, cfg.ctypes.data, err, len(err))
                 n = self._mod.lib.emu_output_size()
                 buf = ctypes.create_string_buffer(n + 1)

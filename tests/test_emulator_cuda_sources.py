@@ -495,3 +495,12 @@ def test_cg_memcpy_async_and_wait(n, block):
     fn("cg_reduce.cu", "cg_staged_reverse")(blocks, block, (x, y, np.int32(n)), shared_mem=block * 4, racecheck=True)
     want = np.concatenate([x[b * block:(b + 1) * block][::-1] for b in range(blocks)])
     np.testing.assert_array_equal(y, want)
+
+
+def test_lanes_passing_values_through_global_memory_need_syncwarp():
+    scratch, y = np.zeros(32, np.float32), np.full(32, np.nan, np.float32)
+    with pytest.raises(emu.RaceError, match=r"write-after-read hazard on argument 0 \('scratch'\) \(byte 4\) .* "
+                                            r"thread \(0,0,0\) reads it .* thread \(1,0,0\) writes it"):
+        fn("warp_races.cu", "rotate_through_global_bad")(1, 32, (scratch, y), racecheck=True)
+    fn("warp_races.cu", "rotate_through_global")(1, 32, (scratch, y), racecheck=True)
+    np.testing.assert_array_equal(y, np.roll(np.arange(32.0) ** 2, -1))

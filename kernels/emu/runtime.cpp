@@ -795,6 +795,7 @@ void free_cooperative_blocks() {  // after the launch, or after an escape out of
 // warp's collective count.  Two accesses by different threads, at least one a write, are a hazard
 // unless a __syncthreads() separates them, or both threads are lanes of one warp and a warp
 // collective (__syncwarp, a shuffle, ...) separates them -- the rule of compute-sanitizer's racecheck.
+// The array arguments (global memory) are checked the same way between threads of one block.
 // Fibers run each lane alone up to its next barrier, so warp-synchronous code without __syncwarp
 // silently computes something else here; with racecheck it is reported instead.  `volatile` orders
 // nothing.  Atomics are not recorded (they do not race).
@@ -807,12 +808,13 @@ struct Access {
 struct ShadowByte { Access write, read[2]; };
 struct TrackedArray { uintptr_t lo, hi; std::string name; };
 std::unordered_map<uintptr_t, ShadowByte> g_shadow;
-std::vector<TrackedArray> g_tracked;  // this block's shared arrays
+std::vector<TrackedArray> g_tracked;         // this block's shared arrays
+std::vector<TrackedArray> g_tracked_global;  // the launch's array arguments (emu_racecheck_track_global)
 uint32_t g_barrier_count = 0;
 std::vector<uint32_t> g_warp_syncs;   // per warp of the block
 
 void track_shared(const char* p, size_t size, const std::string& name) {
-    g_tracked.push_back(TrackedArray{uintptr_t(p), uintptr_t(p) + size, name});
+    g_tracked.push_back(TrackedArray{uintptr_t(p), uintptr_t(p) + size, "__shared__ '" + name + "'"});
 }
 void racecheck_new_block() {
     g_shadow.clear();
@@ -832,7 +834,7 @@ std::string pc_mark(uintptr_t pc) {  // emulator.py turns the mark into file:lin
 [[noreturn]] void report_hazard(const char* kind, const Access& earlier, bool earlier_writes, bool now_writes,
                                 uintptr_t pc, const TrackedArray& array, uintptr_t byte) {
     const Fiber& other = g.fibers[size_t(earlier.thread)];
-    fail_in_fiber(E_RACE, fmt("racecheck: %s hazard on __shared__ '%s' (byte %lu) in %s: %s %s it at %s, then %s %s "
+    fail_in_fiber(E_RACE, fmt("racecheck: %s hazard on %s (byte %lu) in %s: %s %s it at %s, then %s %s "
                               "it at %s, with no __syncthreads() (or __syncwarp() within a warp) in between. On a GPU "
                               "the result depends on timing; here fibers run each thread alone up to its next "
                               "barrier, so the kernel silently computes something else. volatile does not order "
@@ -848,7 +850,10 @@ void racecheck_access(const void* p, size_t n, bool write, uintptr_t pc) {
     const TrackedArray* array = nullptr;
     for (const TrackedArray& r : g_tracked)
         if (a >= r.lo && a < r.hi) { array = &r; break; }
-    if (!array) return;  // not shared memory (a local variable, global memory)
+    if (!array)  // global memory: hazards between threads of one block (blocks do not synchronise at all)
+        for (const TrackedArray& r : g_tracked_global)
+            if (a >= r.lo && a < r.hi) { array = &r; break; }
+    if (!array) return;  // a local variable, or memory the kernel was not given
     const int t = g_cur->linear, warp = t / 32;
     const Access now{t, g_barrier_count, g_warp_syncs[size_t(warp)], pc};
     auto ordered = [&](const Access& e) {
@@ -1289,6 +1294,11 @@ EMU_WRAP_EXIT(quick_exit, "quick_exit")
 }
 
 #ifdef EMU_RACECHECK
+// Called by emulator.py before a launch, once per array argument; forgotten when the launch ends.
+EMU_EXPORT void emu_racecheck_track_global(const void* p, size_t n, const char* name) {
+    g_tracked_global.push_back(TrackedArray{uintptr_t(p), uintptr_t(p) + n, name});
+}
+
 // ---- the hooks GCC's -fsanitize=thread instrumentation calls (we are their runtime) ---------------
 // Loads and stores go to racecheck_access; the __tsan_atomic* functions must really perform the
 // atomic operation (they replace the builtins in instrumented code); the rest have nothing to do.
@@ -1375,6 +1385,9 @@ EMU_EXPORT int emu_launch(int kernel_index, void** args, const uint64_t* cfg, ch
     const int rc = run_launch();
 #ifndef EMU_ASAN
     remove_escapes();
+#endif
+#ifdef EMU_RACECHECK
+    g_tracked_global.clear();
 #endif
     if (err && errlen) snprintf(err, errlen, "%s", g.message.c_str());
     return rc;

@@ -89,3 +89,17 @@ extern "C" __global__ void mirror_double(const float* x, float* y) {
     __syncthreads();
     y[t] = tile[t];
 }
+
+// BUG: lanes pass values through global memory with no __syncwarp().
+extern "C" __global__ void rotate_through_global_bad(float* scratch, float* y) {
+    int lane = threadIdx.x;
+    scratch[lane] = (float)(lane * lane);
+    y[lane] = scratch[(lane + 1) % 32];
+}
+
+extern "C" __global__ void rotate_through_global(float* scratch, float* y) {
+    int lane = threadIdx.x;
+    scratch[lane] = (float)(lane * lane);
+    __syncwarp();
+    y[lane] = scratch[(lane + 1) % 32];
+}
