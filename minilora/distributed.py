@@ -25,7 +25,8 @@ GPU: NCCL needs every rank to hold the same *unique id* before it can connect, a
 A rank that fails must not leave the others waiting forever: every collective waits at most
 ``timeout`` (``init_process_group(timeout=...)``, 30 minutes by default as in torch) and then raises
 ``DistBackendError`` naming the operation. After that the group is unusable (a collective cannot be
-taken back half-way); ``minilora train`` then aborts the whole job.
+taken back half-way); ``minilora train`` then aborts the whole job. With several ranks, an uncaught
+exception in any rank aborts the whole job at once (``MPI_Abort``), as ``python -m mpi4py`` does.
 
 ``comm_stats()`` (minilora's own) counts the calls and bytes each collective sent, so the cost of
 data parallelism can be measured rather than computed: see ``benchmarks/distributed.py``.
@@ -33,6 +34,7 @@ data parallelism can be measured rather than computed: see ``benchmarks/distribu
 import datetime
 import enum
 import os
+import sys
 import time
 
 import numpy as np
@@ -277,8 +279,20 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
         raise RuntimeError("init_process_group(backend='nccl') needs CuPy with NCCL and a GPU "
                            "(pip install 'minilora[cuda]'); on CPUs use backend='mpi'")
     engine = _NCCLBackend(comm, seconds) if backend == "nccl" else _MPIBackend(comm, seconds)
-    _group = {"comm": comm, "backend": engine, "rank": comm.Get_rank(), "size": comm.Get_size()}
+    _group = {"comm": comm, "backend": engine, "rank": comm.Get_rank(), "size": comm.Get_size(),
+              "excepthook": sys.excepthook}
+    if comm.Get_size() > 1:
+        sys.excepthook = _abort_on_uncaught_exception
     reset_comm_stats()
+
+
+def _abort_on_uncaught_exception(kind, value, traceback):
+    """An exception that ends this rank's program ends every rank (as ``python -m mpi4py`` does):
+    the others would otherwise wait for it until their timeout."""
+    _group["excepthook"](kind, value, traceback)  # the traceback, as usual
+    print(f"rank {_group['rank']} of {_group['size']} failed: stopping every rank (MPI_Abort)", file=sys.stderr,
+          flush=True)
+    abort(1)
 
 
 def _require_group(what):
@@ -303,6 +317,8 @@ def destroy_process_group(group=None):
     _no_group_argument(group, "destroy_process_group")
     if _group is not None:
         _group["backend"].close()
+        if sys.excepthook is _abort_on_uncaught_exception:
+            sys.excepthook = _group["excepthook"]
         _group = None
 
 

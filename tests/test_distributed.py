@@ -131,6 +131,37 @@ def worker_stuck(out):
         dist.abort(3)
 
 
+def worker_raises(out):
+    """Rank 1's program ends with an exception: every rank must stop at once, not at the timeout."""
+    dist.init_process_group("mpi", timeout=100)
+    if dist.get_rank() == 1:
+        raise RuntimeError("rank 1 broke")
+    dist.all_reduce(ml.tensor([1.0]))
+
+
+def worker_nccl(out):
+    """One rank on the GPU through NCCL (no launcher: MPI starts as a singleton): the collectives,
+    and DDP's gradients equal to a plain backward."""
+    from minilora.nn.parallel import DistributedDataParallel as DDP
+    dist.init_process_group("nccl", timeout=60)
+    t = ml.tensor([1.0, 2.0, 4.0], device="cuda")
+    dist.all_reduce(t)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    dist.broadcast(t, src=0)
+    dist.barrier()
+    assert t.numpy().tolist() == [1.0, 2.0, 4.0], t
+    ids = rows()[:4]
+    plain = tiny_lora(seed=1).to("cuda")
+    plain(ids, labels=ids).loss.backward()
+    wrapped = tiny_lora(seed=1).to("cuda")
+    DDP(wrapped)(ids, labels=ids).loss.backward()
+    for (name, a), b in zip(grads(plain).items(), grads(wrapped).values()):
+        np.testing.assert_allclose(b, a, rtol=1e-12, err_msg=name)
+    assert dist.comm_stats()["all_reduce"]["calls"] == 3  # two above, one bucket
+    dist.destroy_process_group()
+    print("nccl ok")
+
+
 def worker_killed(out):
     """Rank 1 is killed (SIGKILL) before the all-reduce: the launcher must end rank 0 too."""
     import signal
@@ -262,6 +293,15 @@ def test_a_stuck_rank_makes_the_others_stop_after_the_timeout(tmp_path):
 
 
 @needs_mpi
+def test_an_exception_in_one_rank_ends_every_rank_at_once(tmp_path):
+    done, seconds = launch("raises", tmp_path)
+    assert done.returncode != 0
+    assert "RuntimeError: rank 1 broke" in done.stderr
+    assert "rank 1 of 2 failed: stopping every rank (MPI_Abort)" in done.stderr
+    assert seconds < 30, "rank 0 waited for its 100 s timeout"
+
+
+@needs_mpi
 def test_a_killed_rank_ends_the_job(tmp_path):
     done, seconds = launch("killed", tmp_path)
     assert done.returncode != 0
@@ -341,6 +381,39 @@ def test_nccl_unique_id_made_by_rank0_and_broadcast_over_mpi():
     assert made == ["id"]
 
 
+def _cuda_enabled():
+    from minilora.device import all_devices
+    return any(d.name == "cuda" and d.enabled() for d in all_devices())
+
+
+@pytest.mark.skipif(not (_cuda_enabled() and dist.is_nccl_available() and dist.is_mpi_available()),
+                    reason="needs a GPU, CuPy with NCCL, and mpi4py (for NCCL's rendezvous)")
+def test_nccl_backend_on_cuda_with_one_rank(tmp_path):
+    """benchmarks/gpu_check.sh runs this (its -k selects 'cuda'): NCCL's multi-rank logic is the
+    MPI path's, tested above; here the NCCL calls themselves run."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    done = subprocess.run([sys.executable, HERE, "nccl", str(tmp_path)], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 0 and "nccl ok" in done.stdout, done.stdout + done.stderr
+
+
+def test_post_accumulate_grad_hook_runs_once_per_backward_after_accumulation():
+    """The hook DDP is built on (torch's Tensor.register_post_accumulate_grad_hook)."""
+    w = ml.tensor([1.0, 2.0], requires_grad=True)
+    seen = []
+    handle = w.register_post_accumulate_grad_hook(lambda t: seen.append(t.grad.numpy().tolist()))
+    (w * 3).sum().backward()
+    (w * w + w).sum().backward()  # w used twice in one graph: still one call, with the whole sum
+    assert seen == [[3.0, 3.0], [3.0 + 3.0, 3.0 + 5.0]]
+    (ml.tensor([1.0], requires_grad=True) * 2).sum().backward()  # another leaf's backward: not w's hook
+    assert len(seen) == 2
+    handle.remove()
+    (w * 3).sum().backward()
+    assert len(seen) == 2
+    with pytest.raises(RuntimeError, match="non-leaf"):
+        (w * 2).register_post_accumulate_grad_hook(print)
+
+
 def test_collectives_before_init_say_what_to_do():
     if dist.is_initialized():
         pytest.skip("a process group is already initialized in this process")
@@ -366,4 +439,5 @@ def test_data_loader_shards_are_disjoint_and_make_the_one_process_batch():
 
 if __name__ == "__main__":
     scenario, out_dir = sys.argv[1], sys.argv[2]
-    {"ddp": worker_ddp, "train": worker_train, "stuck": worker_stuck, "killed": worker_killed}[scenario](out_dir)
+    {"ddp": worker_ddp, "train": worker_train, "stuck": worker_stuck, "killed": worker_killed,
+     "raises": worker_raises, "nccl": worker_nccl}[scenario](out_dir)
