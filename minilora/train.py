@@ -651,7 +651,9 @@ def add_cli_arguments(parser, name="train"):
     opt.add_argument("--lr", type=positive_float, default=None,
                      help="peak learning rate (default: qa 2e-3 with LoRA, 5e-4 full; "
                           "reverse 5e-3 with LoRA, 1e-3 full)")
-    opt.add_argument("--batch-size", type=positive_int, default=16, help="sequences per micro-batch (default: 16)")
+    opt.add_argument("--batch-size", type=positive_int, default=16,
+                     help="sequences per micro-batch (default: 16); under mpirun -n N, split over the N "
+                          "processes, so the run is the same one with any N")
     opt.add_argument("--grad-accum", type=positive_int, default=1,
                      help="micro-batches per step: effective batch = batch-size x grad-accum (default: 1)")
     opt.add_argument("--warmup-steps", type=non_negative_int, default=20,
