@@ -14,7 +14,9 @@
 #
 # **Read beside it:** `minilora/tensor.py` (the engine), `minilora/ops/elementwise.py`,
 # `minilora/ops/matmul.py`, `minilora/ops/reduce.py` (one class per op), `minilora/testing.py`
-# (`grad_check`). **Exercises 1.1-1.7** (`notebooks/EXERCISES.md`) are the backward passes you meet here.
+# (`grad_check`). **Exercises 1.1-1.7** (`notebooks/EXERCISES.md`) are the backward passes you meet here:
+# the first `backward()` needs 1.1, 1.2 and 1.4, the table of gradient checks also 1.3, 1.5-1.7, the
+# frozen-weight profile 1.5.
 #
 # **In a student copy** (`minilora exercises build DIR`, solutions replaced by stubs) this notebook runs
 # until the first cell that calls an exercise not yet solved -- this chapter's or an earlier one's --

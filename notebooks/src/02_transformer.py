@@ -12,7 +12,9 @@
 #
 # **Read beside it:** `minilora/ops/nn.py` (attention, RMSNorm, RoPE, cross-entropy, each with its
 # backward), `minilora/nn/llama.py` (the model, top to bottom), `minilora/nn/layers.py`,
-# `minilora/checkpoint.py` (safetensors). **Exercises 2.1-2.6.**
+# `minilora/checkpoint.py` (safetensors). **Exercises 2.1-2.6**: the attention gradient check needs 2.4,
+# the RMSNorm cell 2.1-2.2, every cell that runs a model 2.1 and 2.6; RoPE's backward (2.3) and the
+# loss (2.5) are first needed for training, in notebook 3.
 #
 # **In a student copy** (`minilora exercises build DIR`, solutions replaced by stubs) this notebook runs
 # until the first cell that calls an exercise not yet solved -- this chapter's or an earlier one's --

@@ -11,7 +11,8 @@
 # the correction is stated where it comes up.
 #
 # **Read beside it:** `minilora/memory.py` (`estimate`, `report`, `measure_activations`), and the
-# command-line view `minilora memory --help`. **Exercise 3.1** (`matrix_lora_params`).
+# command-line view `minilora memory --help`. **Exercise 3.1** (`matrix_lora_params`) for the one-matrix
+# table; the measured training steps also need chapters 1-2, the LoRA layer (4.1-4.4) and AdamW (6.1).
 #
 # **In a student copy** (`minilora exercises build DIR`, solutions replaced by stubs) this notebook runs
 # until the first cell that calls an exercise not yet solved -- this chapter's or an earlier one's --
