@@ -72,6 +72,7 @@ def worker_ddp(out):
     dist.init_process_group("mpi", timeout=60)
     rank, world = dist.get_rank(), dist.get_world_size()
     model = tiny_lora(seed=100 + rank)
+    model.register_buffer("marker", ml.tensor([10.0 + rank], dtype="float64"))  # broadcast_buffers: rank 0's
     ddp = DDP(model, bucket_cap_mb=BUCKET_CAP_MB)
     record = {"buckets": np.array(len(ddp.buckets)),
               "broadcast_bytes": np.array(dist.comm_stats()["broadcast"]["bytes"])}
@@ -85,6 +86,7 @@ def worker_ddp(out):
         ddp(ids, labels=labels).loss.backward()
         stats = dist.comm_stats()["all_reduce"]
         record[f"step{step}/calls"], record[f"step{step}/bytes"] = np.array(stats["calls"]), np.array(stats["bytes"])
+        record[f"step{step}/marker"] = model.marker.numpy().copy()
         for name, value in grads(model).items():
             record[f"step{step}/grad/{name}"] = value
         optimizer.step()
@@ -241,6 +243,8 @@ def test_two_ranks_give_the_one_process_gradients_and_identical_parameters(ddp_r
                                            atol=1e-14, err_msg=f"step {step} {name}")
             np.testing.assert_array_equal(rank0[f"step{step}/param/{name}"], rank1[f"step{step}/param/{name}"])
             np.testing.assert_allclose(rank0[f"step{step}/param/{name}"], ref_params[name], rtol=1e-10)
+        for rank in ddp_run:
+            assert rank[f"step{step}/marker"].tolist() == [10.0]  # rank 0's buffer, broadcast in forward
 
 
 @needs_mpi

@@ -20,6 +20,9 @@ dominating. A bucket is reduced as soon as all of its gradients are ready (each 
 ``register_post_accumulate_grad_hook`` marks it). Parameters are bucketed in reverse order, as
 torch does: backward produces the last layers' gradients first.
 
+Buffers (none in a Llama; running statistics elsewhere) are broadcast from rank 0 at each forward
+when ``broadcast_buffers=True``, torch's default.
+
 ``with model.no_sync():`` turns the communication off, so the gradients of several micro-batches
 add up locally; the first backward outside it averages the accumulated sum.
 """
@@ -79,6 +82,10 @@ class DistributedDataParallel(Module):
                 "DistributedDataParallel: Expected to have finished reduction in the prior iteration before "
                 f"starting a new one: these trainable parameters got no gradient in the last backward: "
                 f"{missing[:5]}{'...' if len(missing) > 5 else ''} (freeze them, or make the forward use them)")
+        if self.broadcast_buffers:  # torch's default: buffers (e.g. running statistics) follow rank 0's
+            with no_grad():
+                for _, buffer in self.module.named_buffers():
+                    dist.broadcast(buffer, src=0)
         return self.module(*args, **kwargs)
 
     @contextlib.contextmanager
