@@ -321,7 +321,10 @@ for name, prompt, row in zip(names, prompts, out):
 # ## What's next
 #
 # * Notebook 8: DoRA and VeRA, what a trained adapter's singular values say, and diagnosing bad runs.
+# * minilora's own server: `minilora serve --adapter reverse=notebooks/assets/reverse-adapter` serves
+#   this notebook's adapter over OpenAI-style routes, decoding requests for different adapters in one
+#   batch (continuous batching, `minilora/serve/`; the per-row kernel is `kernels/bgmv.cu`; README,
+#   "Serve many adapters from one base").
 # * Serving at scale: vLLM's multi-LoRA support (`enable_lora=True`, Punica-style kernels) and S-LoRA
-#   batch thousands of adapters over one base model; minilora's own serving material (a scheduler
-#   over batched decoding with per-row adapters, `minilora/serve/`) is being written.
+#   batch thousands of adapters over one base model.
 # * Merging several adapters into one model (task arithmetic, TIES) is PEFT's `add_weighted_adapter`.
