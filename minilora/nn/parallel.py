@@ -64,6 +64,7 @@ class DistributedDataParallel(Module):
             raise RuntimeError("DistributedDataParallel is not needed when a module doesn't have any "
                                "parameter that requires a gradient.")
         object.__setattr__(self, "_buckets", _make_buckets(named, self.bucket_cap_mb * 2 ** 20))
+        object.__setattr__(self, "_bucket_of", {id(p): b for b in self._buckets for _, p in b.params})
         object.__setattr__(self, "_require_sync", True)
         self._broadcast_parameters()
         object.__setattr__(self, "_handles", [p.register_post_accumulate_grad_hook(self._grad_ready)
@@ -111,7 +112,7 @@ class DistributedDataParallel(Module):
     def _grad_ready(self, param):
         if not self._require_sync:
             return
-        bucket = next(b for b in self._buckets if any(p is param for _, p in b.params))
+        bucket = self._bucket_of[id(param)]
         bucket.ready.add(param)
         if len(bucket.ready) == len(bucket.params):
             self._reduce(bucket)
