@@ -428,6 +428,14 @@ def test_collectives_before_init_say_what_to_do():
         DistributedDataParallel(tiny_lora(0))
 
 
+def test_init_process_group_names_what_it_cannot_do():
+    with pytest.raises(ValueError, match="backend must be 'mpi' or 'nccl'"):
+        dist.init_process_group("gloo")
+    with pytest.raises(ValueError, match="meet through the MPI launcher"):
+        dist.init_process_group("mpi", init_method="tcp://10.0.0.1:23456")
+    assert not dist.is_initialized()
+
+
 def test_data_loader_shards_are_disjoint_and_make_the_one_process_batch():
     items = rows(23)
     whole = DataLoader(items, 6, seed=5)
