@@ -125,11 +125,14 @@ def test_engine_validation_and_queue_bound():
     assert err.value.status == 404 and "nope" in err.value.message
     with pytest.raises(EngineError, match="maximum context length is 64"):
         engine.submit(make_request(tok, "hi", max_tokens=63)[0])
-    engine.submit(make_request(tok, "one")[0])
+    engine.submit(make_request(tok, "one", "a")[0])
     engine.submit(make_request(tok, "two")[0])
     with pytest.raises(EngineError) as err:
         engine.submit(make_request(tok, "three")[0])
     assert err.value.status == 429
+    with pytest.raises(EngineError) as err:  # a queued request uses "a": it stays
+        engine.unload_adapter("a")
+    assert err.value.status == 409 and engine.adapters() == ["a", "b"]
 
 
 def test_engine_stop_strings_cancel_and_shutdown():
@@ -264,7 +267,6 @@ def test_http_load_and_unload_adapters_while_serving(served, tmp_path):
         assert r.status_code == 200, r.text
         r = client.post("/v1/completions", json={"model": "c", "prompt": "hi", "max_tokens": 5, "temperature": 0})
         assert r.json()["choices"][0]["text"] == expected
-        assert client.post("/v1/unload_lora_adapter", json={"lora_name": "a"}).status_code == 409  # in use
         assert len("".join(c["choices"][0]["text"] for c in events(busy))) > 0
     assert client.post("/v1/load_lora_adapter", json={"lora_name": "c", "lora_path": str(tmp_path / "c")}).status_code == 400
     assert client.post("/v1/load_lora_adapter", json={"lora_name": "d", "lora_path": str(tmp_path / "none")}).status_code == 400

@@ -23,13 +23,11 @@ from ..tensor import Function
 __all__ = ["bgmv", "Bgmv"]
 
 
-def _rows(ctx, A, ranks, index):
-    """(clipped index, row-has-adapter mask [M, 1], rank mask [M, R]) for gathering one adapter per row."""
-    xp = xp_of(A)
-    used = index >= 0
-    a = xp.where(used, index, 0)
-    rank_mask = xp.arange(A.shape[1])[None, :] < ranks[a][:, None]
-    return a, used[:, None], rank_mask & used[:, None]
+def _groups(ranks, index):
+    """(adapter, its rows, its rank) for each adapter some row uses: the NumPy math works adapter by
+    adapter on the rows that use it (two small GEMMs each, as SGMV does), never copying an adapter per row."""
+    host = index.get() if hasattr(index, "get") else index  # CuPy: the grouping is decided on the host
+    return [(int(a), (host == a).nonzero()[0], int(ranks[int(a)])) for a in sorted(set(host.tolist()) - {-1})]
 
 
 class Bgmv(Function):
@@ -37,17 +35,16 @@ class Bgmv(Function):
 
     @staticmethod
     def forward(ctx, base, x, A, B, ranks=None, scales=None, index=None):
-        a, used, keep = _rows(ctx, A, ranks, index)
-        xp = xp_of(x)
-        U = xp.einsum("mrk,mk->mr", A[a], x) * keep                   # shrink, padded ranks masked
-        delta = xp.einsum("mnr,mr->mn", B[a], U) * scales[a][:, None]  # expand
-        ctx.saved = (x, A, B, a, used, keep, scales)
-        return base + delta * used
+        ctx.saved = (x, A, B, _groups(ranks, index), scales)
+        out = base.copy()
+        for a, rows, r in ctx.saved[3]:
+            U = x[rows] @ A[a, :r].T                                   # shrink [rows, r]
+            out[rows] += scales[a] * (U @ B[a, :, :r].T)               # expand [rows, N]
+        return out
 
     @staticmethod
     def kernel_forward(ctx, base, x, A, B, ranks=None, scales=None, index=None):
-        a, used, keep = _rows(ctx, A, ranks, index)
-        ctx.saved = (x, A, B, a, used, keep, scales)
+        ctx.saved = (x, A, B, _groups(ranks, index), scales)
         Y = base.copy()  # the kernel adds into Y in place
         x, A, B = kernels.contiguous(x, A, B)
         xp = xp_of(x)
@@ -56,15 +53,16 @@ class Bgmv(Function):
 
     @staticmethod
     def backward(ctx, g):
-        x, A, B, a, used, keep, scales = ctx.saved
+        x, A, B, groups, scales = ctx.saved
         xp = xp_of(g)
-        s = (scales[a][:, None] * used).astype(g.dtype)                # 0 for rows without adapter
-        U = xp.einsum("mrk,mk->mr", A[a], x) * keep
-        V = xp.einsum("mnr,mn->mr", B[a], g * s) * keep                # gradient reaching U
-        dx = xp.einsum("mrk,mr->mk", A[a], V)
-        dA, dB = xp.zeros_like(A), xp.zeros_like(B)
-        xp.add.at(dA, a, V[:, :, None] * x[:, None, :])
-        xp.add.at(dB, a, (g * s)[:, :, None] * U[:, None, :])
+        dx, dA, dB = xp.zeros_like(x), xp.zeros_like(A), xp.zeros_like(B)
+        for a, rows, r in groups:
+            U = x[rows] @ A[a, :r].T
+            gs = scales[a] * g[rows]
+            V = gs @ B[a, :, :r]                                       # gradient reaching U [rows, r]
+            dx[rows] = V @ A[a, :r]
+            dA[a, :r] = V.T @ x[rows]
+            dB[a, :, :r] = gs.T @ U
         return g, dx, dA, dB
 
     kernel_backward = backward
