@@ -339,7 +339,8 @@ _VARIANT_FLAGS = {
     "fast": ["-O2", "-g1", "-fstack-clash-protection"],
     # the portable fiber switch, for non-x86-64 hosts
     "ucontext": ["-O2", "-g1", "-fstack-clash-protection", "-DEMU_FORCE_UCONTEXT"],
-    "asan": ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,bounds",
+    # -gdwarf-4: with DWARF 5 binutils' addr2line names wrapper.cpp instead of the #line file here
+    "asan": ["-O1", "-g", "-gdwarf-4", "-fno-omit-frame-pointer", "-fsanitize=address,bounds",
              "-fno-sanitize-recover=all"],
     # racecheck=True: the kernel's loads and stores call runtime.cpp's hazard detector (see _build).
     "racecheck": ["-O1", "-g1", "-DEMU_RACECHECK"],
@@ -1169,8 +1170,12 @@ def _launch_in_child(kernel: RawKernel, cfg: np.ndarray, packed: _Packed) -> str
         err = res.stderr.decode(errors="replace")
         regions = {int(m.group(2), 16): int(m.group(1)) for m in re.finditer(r"^EMU_ARG (\d+) (0x[0-9a-f]+) \d+$", err, re.M)}
         err = re.sub(r"^EMU_ARG .*\n", "", err, flags=re.M)
+        pc = re.search(r"^EMU_FAULT_PC ([0-9a-f]+)\n", err, re.M)
+        err = re.sub(r"^EMU_FAULT_PC .*\n", "", err, flags=re.M)
         if res.returncode in (71, 72, 73):
             message = err.split("\n", 1)[1].strip() if err.startswith("EMU_ERROR") else err
+            line = kernel._mod.source_line(int(pc.group(1), 16)) if pc else None
+            message = message.replace(_LOCATION_MARK, f" at {line}" if line else " (source line unknown)")
             raise _ERRORS[res.returncode - 70](message)
         if res.returncode != 0:
             sys.stdout.write(out)

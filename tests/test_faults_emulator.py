@@ -176,3 +176,21 @@ def test_corrupt_cached_library_is_rebuilt(tmp_path):
     res = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
     assert library.stat().st_size > 200
+
+
+def test_exit_under_the_sanitizer_is_a_kernel_fault_with_its_line():
+    """sanitize=True runs the launch in a child process: exit() there must not pass for success."""
+    k = RawModule(path=KDIR / "faults.cu", sanitize=True).get_function("calls_exit")
+    with pytest.raises(KernelFault, match=rf"called exit\(3\) at faults\.cu:{line_of('calls_exit')}"):
+        k(1, 8, (np.zeros(8, np.int32), np.int32(2)), timeout=120)
+    out = np.zeros(8, np.int32)
+    k(1, 8, (out, np.int32(-1)), timeout=120)
+    np.testing.assert_array_equal(out, 1)
+
+
+def test_sanitizer_launch_follows_timeout():
+    k = RawModule(path=KDIR / "faults.cu", sanitize=True).get_function("spins")
+    start = time.monotonic()
+    with pytest.raises(KernelFault, match=r"did not finish within timeout=1 s under the sanitizer"):
+        k(1, 2, (np.zeros(1, np.int32), np.zeros(1, np.int32)), timeout=1)
+    assert time.monotonic() - start < 30

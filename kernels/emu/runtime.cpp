@@ -1521,6 +1521,8 @@ int main(int argc, char** argv) {
     fwrite(out.data(), 1, out.size() - 1, stdout);
     fflush(stdout);
     if (rc != 0) {
+        char where_buf[256];  // where an exit()/abort() call was, for the parent's addr2line
+        fprintf(stderr, "EMU_FAULT_PC %llx\n", (unsigned long long)emu_fault_location(where_buf, sizeof where_buf));
         fprintf(stderr, "EMU_ERROR %d\n%s\n", rc, err);
         return 70 + rc;
     }
