@@ -103,6 +103,7 @@ class Engine:
         self.steps = collections.deque(maxlen=1000)  # (step number, adapter of each row): batch composition
         self.tokens_generated = 0
         self._lock = threading.Condition()
+        self._adapter_names = tuple(sorted(getattr(self.model, "peft_config", {})))
         self._thread = None
         self._stopping = False
 
@@ -111,8 +112,8 @@ class Engine:
         return self.model.get_base_model() if hasattr(self.model, "peft_config") else self.model
 
     def adapters(self):
-        """Names of the loaded adapters."""
-        return sorted(getattr(self.model, "peft_config", {}))
+        """Names of the loaded adapters (a snapshot: HTTP threads read it while the engine thread loads)."""
+        return list(self._adapter_names)
 
     def load_adapter(self, name, path):
         """Load the PEFT adapter folder ``path`` as ``name``, between decode steps (blocks until done)."""
@@ -134,18 +135,21 @@ class Engine:
         except (OSError, ValueError, KeyError, TypeError, NotImplementedError) as exc:
             raise EngineError(400, f"cannot load adapter {name!r} from {path!r}: {exc}", "lora_path") from None
         self.model.eval()
+        self._adapter_names = tuple(sorted(self.model.peft_config))
 
     def unload_adapter(self, name):
         """Remove adapter ``name``; refused (409) while requests queued or running use it."""
         return self._call(lambda: self._unload(name))
 
     def _unload(self, name):
-        if name not in self.adapters():
-            raise EngineError(404, f"adapter {name!r} is not loaded; loaded: {self.adapters()}", "lora_name")
-        if self.in_use[name]:
-            raise EngineError(409, f"adapter {name!r} is used by {self.in_use[name]} request(s) in flight; "
-                                   "unload it when they are done", "lora_name")
-        if len(self.adapters()) == 1:  # the last adapter: back to the plain base model
+        with self._lock:  # under submit's lock: no request for it can slip in after this check
+            if name not in self._adapter_names:
+                raise EngineError(404, f"adapter {name!r} is not loaded; loaded: {self.adapters()}", "lora_name")
+            if self.in_use[name]:
+                raise EngineError(409, f"adapter {name!r} is used by {self.in_use[name]} request(s) in flight; "
+                                       "unload it when they are done", "lora_name")
+            self._adapter_names = tuple(n for n in self._adapter_names if n != name)
+        if not self._adapter_names:  # it was the last adapter: back to the plain base model
             self.model = self.model.unload()
             self.batch.model = self.model
         else:
@@ -164,8 +168,6 @@ class Engine:
     # --- requests ------------------------------------------------------------------------------
     def submit(self, request):
         """Queue ``request``; raises EngineError for an unknown adapter, a prompt too long, or a full queue."""
-        if request.adapter is not None and request.adapter not in self.adapters():
-            raise EngineError(404, f"the model {request.adapter!r} does not exist", "model")
         if not request.prompt_ids:
             raise EngineError(400, "the prompt is empty", "prompt")
         total = len(request.prompt_ids) + request.max_tokens
@@ -176,6 +178,8 @@ class Engine:
         with self._lock:
             if self._stopping:
                 raise EngineError(503, "the server is shutting down")
+            if request.adapter is not None and request.adapter not in self._adapter_names:
+                raise EngineError(404, f"the model {request.adapter!r} does not exist", "model")
             if len(self.rows) + len(self.waiting) >= self.max_batch_size + self.max_queue:  # every slot taken
                 raise EngineError(429, f"the server is busy ({len(self.rows)} running, {len(self.waiting)} "
                                        "queued); try again later")
