@@ -1129,6 +1129,7 @@ def _sanitizer_env() -> dict:
     env["ASAN_OPTIONS"] = ("detect_leaks=0:halt_on_error=1:abort_on_error=0:exitcode=86:"
                            "detect_stack_use_after_return=0:symbolize=1:print_summary=1:color=never")
     env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1:exitcode=87:color=never"
+    env["MINILORA_EMU_PARENT"] = str(os.getpid())  # the runner exits if it was orphaned before it started
     return env
 
 

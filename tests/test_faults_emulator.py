@@ -194,3 +194,49 @@ def test_sanitizer_launch_follows_timeout():
     with pytest.raises(KernelFault, match=r"did not finish within timeout=1 s under the sanitizer"):
         k(1, 2, (np.zeros(1, np.int32), np.zeros(1, np.int32)), timeout=1)
     assert time.monotonic() - start < 30
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
+def test_a_killed_parent_leaves_no_sanitizer_child_spinning():
+    code = ("import numpy as np\n"
+            "from minilora.emulator import RawModule\n"
+            f"k = RawModule(path={str(KDIR / 'faults.cu')!r}, sanitize=True).get_function('spins')\n"
+            "print('launching', flush=True)\n"
+            "k(1, 2, (np.zeros(1, np.int32), np.zeros(1, np.int32)), timeout=120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout.readline().strip() == "launching"
+        deadline = time.monotonic() + 60
+        runner = []
+        while not runner and time.monotonic() < deadline:  # the sanitizer's child process appears
+            runner = _children_of(parent.pid)
+            time.sleep(0.05)
+        assert runner, "the sanitizer child never started"
+        parent.kill()
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{runner[0]}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+            try:  # a zombie (reaped by init later) is not spinning any more
+                if (Path(f"/proc/{runner[0]}") / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            except OSError:
+                break
+        alive = Path(f"/proc/{runner[0]}/stat").exists() and \
+            Path(f"/proc/{runner[0]}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        assert not alive, "the sanitizer child outlived its killed parent"
+    finally:
+        parent.kill()

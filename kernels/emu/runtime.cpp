@@ -1476,7 +1476,8 @@ int main(int argc, char** argv) {
     if (!in) { perror(argv[1]); return 65; }
     // A sanitizer child must not outlive the Python that waits for it (e.g. a killed notebook).
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() == 1) return 69;  // the parent died before prctl took effect
+    const char* parent = getenv("MINILORA_EMU_PARENT");  // the parent died before prctl took effect?
+    if (parent && getppid() != pid_t(atol(parent))) return 69;
     uint64_t head[14];  // magic, kernel index, 12 config words
     if (!read_all(in, head, sizeof head) || head[0] != 0x31554D45u) { fprintf(stderr, "bad launch file\n"); return 65; }
     uint64_t nargs;
