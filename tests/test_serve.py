@@ -234,6 +234,8 @@ def test_http_chat_completions(served):
         chunks = events(r)
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == expected
+    r = client.post("/v1/chat/completions", json={"model": "a", "messages": messages})  # no max_tokens
+    assert r.json()["usage"]["total_tokens"] == TINY["max_position_embeddings"]  # the rest of the context
 
 
 @pytest.mark.parametrize("body, status, param", [
@@ -248,6 +250,7 @@ def test_http_chat_completions(served):
     ({"model": "a", "prompt": "x", "n": 2}, 400, "n"),
     ({"model": "a", "prompt": "x", "logit_bias": {}}, 400, "logit_bias"),
     ({"model": "a", "prompt": [1, 9999]}, 400, "prompt"),
+    ({"model": "a", "prompt": "x", "stream": True, "stream_options": {"include_usage": True}}, 400, "stream_options"),
 ])
 def test_http_validation_errors(served, body, status, param):
     client = served[0]
@@ -355,4 +358,22 @@ def test_engine_unloads_every_adapter_and_loads_one_on_the_bare_base(tmp_path):
             engine.load_adapter("x.y", str(tmp_path / "c"))
     finally:
         engine.shutdown()
+
+
+def test_engine_failure_fails_requests_and_refuses_new_ones(monkeypatch):
+    model, tok = two_adapters(), ByteTokenizer()
+    engine = Engine(model, tok, max_batch_size=2, max_queue=2)
+
+    def broken(tokens):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(engine.batch, "step", broken)
+    request, sink = make_request(tok, "x", "a", max_tokens=5)
+    engine.submit(request)
+    engine.start()
+    assert wait_until(lambda: sink.error is not None, timeout=20)
+    assert sink.error[0] == 500 and "out of memory" in sink.error[1]
+    with pytest.raises(EngineError) as err:
+        engine.submit(make_request(tok, "y")[0])
+    assert err.value.status == 503
 

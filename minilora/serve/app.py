@@ -29,8 +29,7 @@ from .engine import EngineError, Request
 
 __all__ = ["create_app"]
 
-_COMPLETION_KEYS = {"model", "prompt", "max_tokens", "temperature", "top_p", "seed", "stop", "stream", "n", "user",
-                    "stream_options"}
+_COMPLETION_KEYS = {"model", "prompt", "max_tokens", "temperature", "top_p", "seed", "stop", "stream", "n", "user"}
 _CHAT_KEYS = (_COMPLETION_KEYS - {"prompt", "max_tokens"}) | {"messages", "max_tokens", "max_completion_tokens"}
 _POLL_SECONDS = 0.25  # how often a waiting non-streaming request checks whether its client is still there
 
@@ -54,8 +53,9 @@ def _number(body, name, default, low, high, integer=False):
     return value
 
 
-def _options(body, allowed):
-    """The sampling options shared by both endpoints, checked as OpenAI's API documents them."""
+def _options(body, allowed, default_max_tokens):
+    """The sampling options shared by both endpoints, checked as OpenAI's API documents them. Anything
+    else (logprobs, logit_bias, stream_options, ...) is refused by name rather than ignored."""
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise EngineError(400, f"unsupported parameter(s) {unknown}", unknown[0])
@@ -68,7 +68,7 @@ def _options(body, allowed):
     if not isinstance(body.get("stream", False), bool):
         raise EngineError(400, "stream must be true or false", "stream")
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    return dict(max_tokens=_number({"max_tokens": max_tokens}, "max_tokens", 16, 1, 1 << 20, integer=True),
+    return dict(max_tokens=_number({"max_tokens": max_tokens}, "max_tokens", default_max_tokens, 1, 1 << 20, integer=True),
                 temperature=_number(body, "temperature", 1.0, 0, 2),
                 top_p=_number(body, "top_p", 1.0, 1e-9, 1),
                 seed=_number(body, "seed", None, 0, 2**63 - 1, integer=True), stop=stop)
@@ -102,7 +102,9 @@ class _Server:
 
     async def _run(self, http_request, body, prompt_ids, chat):
         """Submit, then answer as one JSON object or as a stream of server-sent events."""
-        options = _options(body, _CHAT_KEYS if chat else _COMPLETION_KEYS)
+        # OpenAI's defaults: 16 tokens for a completion; a chat reply may use the rest of the context.
+        room = (self.engine.max_model_len or len(prompt_ids) + 16) - len(prompt_ids)
+        options = _options(body, _CHAT_KEYS if chat else _COMPLETION_KEYS, max(room, 1) if chat else 16)
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
 
         def emit(kind, value):  # called on the engine thread

@@ -16,6 +16,7 @@ Bounds: at most ``max_batch_size`` rows decode together and at most ``max_queue`
 import collections
 import concurrent.futures
 import itertools
+import logging
 import re
 import threading
 import time
@@ -222,8 +223,11 @@ class Engine:
                 if self.rows:
                     self._step()
         except BaseException as exc:  # the model failed: fail every request rather than hang them
+            with self._lock:
+                self._stopping = True  # and refuse new ones (503): nobody would serve them
             self._fail_all(500, f"the engine stopped: {type(exc).__name__}: {exc}")
-            raise
+            logging.getLogger("minilora.serve").exception("the engine stopped")  # the traceback, for the operator
+            return
         self._fail_all(503, "the server is shutting down")
 
     @staticmethod
