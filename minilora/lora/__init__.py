@@ -17,10 +17,12 @@ from .loraplus import create_loraplus_optimizer
 from .model import (AutoPeftModelForCausalLM, LoraModel, PeftModel, PeftModelForCausalLM,
                     VeraModel, get_peft_model, target_module_matches)
 from .save import (AdapterMismatchError, get_peft_model_state_dict, set_peft_model_state_dict)
+from .adalora import AdaLoraConfig, AdaLoraModel, RankAllocator, SVDLinear  # registers "ADALORA"
 
 __all__ = ["LoraConfig", "VeraConfig", "TaskType", "PeftType", "config_from_dict", "get_peft_model", "PeftModel",
            "PeftModelForCausalLM", "AutoPeftModelForCausalLM", "LoraModel",
            "VeraModel", "Linear", "Embedding", "LoraLayer", "VeraLinear", "DoraMagnitude", "ModulesToSaveWrapper",
            "BASE_ADAPTER", "target_module_matches", "get_peft_model_state_dict",
-           "set_peft_model_state_dict", "AdapterMismatchError", "create_loraplus_optimizer"]
+           "set_peft_model_state_dict", "AdapterMismatchError", "create_loraplus_optimizer",
+           "AdaLoraConfig", "AdaLoraModel", "RankAllocator", "SVDLinear"]
 from . import diagnostics  # noqa: E402  spectra, training diagnosis, recommend_lora_config (minilora.lora.diagnostics)

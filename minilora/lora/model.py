@@ -302,6 +302,10 @@ class LoraModel(_Wrapper):
             if remaining:
                 self.set_adapter(remaining[0])
 
+    def add_to_loss(self, outputs):
+        """A method's own term in the loss (AdaLoRA's orthogonal regulariser); plain LoRA adds none."""
+        return outputs
+
     def enable_adapter_layers(self):
         for module in self._adapter_modules():
             module.enable_adapters(True)
@@ -646,7 +650,12 @@ class PeftModel(_Wrapper):
 class PeftModelForCausalLM(PeftModel):
     """What ``get_peft_model`` returns for ``task_type="CAUSAL_LM"`` (PEFT's class of that name).
 
-    Same behaviour as ``PeftModel`` here: minilora's models are all causal language models."""
+    Same behaviour as ``PeftModel`` here (minilora's models are all causal language models), except that,
+    as in PEFT, the forward goes through the tuner, which may add its own term to the loss (AdaLoRA's
+    orthogonal regulariser; a plain ``PeftModel`` calls the base model directly and adds nothing)."""
+
+    def forward(self, *args, adapter_names=None, **kwargs):
+        return self.base_model.add_to_loss(super().forward(*args, adapter_names=adapter_names, **kwargs))
 
 
 def _class_for_task(task_type):

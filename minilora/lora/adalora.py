@@ -1,0 +1,343 @@
+"""AdaLoRA (Zhang et al. 2023): LoRA in SVD form whose rank budget moves to where it matters. PEFT 0.21's API.
+
+Each adapted Linear gets ``h = W0 x + (alpha / ranknum) * B diag(E) A x`` with ``A`` [r, in] (right
+singular vectors), ``E`` [r, 1] (singular values, start at 0) and ``B`` [out, r] (left singular vectors).
+Two things keep it an SVD and make the ranks adaptive:
+
+* the **orthogonal regulariser**: ``orth_reg_weight * mean over A's and B's of ||A A^T - I||_F`` (and
+  ``||B^T B - I||_F``) is added to the loss in the forward (when labels give a loss), as PEFT adds it;
+* the **RankAllocator**, driven by ``model.base_model.update_and_allocate(global_step)`` after every
+  ``backward()``: each entry's sensitivity ``|p * grad|`` is smoothed (EMA ``beta1``) and its uncertainty
+  ``|sensitivity - EMA|`` too (EMA ``beta2``); a triplet (E_i, row A_i, column B_i) scores
+  ``s(E_i) + mean s(A_i) + mean s(B_i)``. The total rank budget falls from ``init_r`` per layer to
+  ``target_r`` per layer on a cubic schedule between ``tinit`` and ``total_step - tfinal``; every
+  ``deltaT`` steps the least important singular values are set to 0 (masked) to fit it. The final
+  mask is ``config.rank_pattern`` (lists of booleans per layer), saved in ``adapter_config.json``;
+  a saved adapter keeps only the surviving triplets, as in PEFT's files.
+"""
+import numbers
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import ops
+from ..factories import eye
+from ..nn import Dropout, Identity, Parameter
+from ..nn import Embedding as _NNEmbedding
+from ..nn import Linear as _NNLinear
+from ..random import generator
+from .config import PEFT_TYPE_TO_CONFIG, LoraConfig, _BIAS_MODES, _is_number
+from .layers import BaseTunerLayer, ParameterDict
+from .model import PEFT_TYPE_TO_TUNER, LoraModel
+
+__all__ = ["AdaLoraConfig", "AdaLoraModel", "SVDLinear", "RankAllocator"]
+
+_RANKNUM_EPS = 1e-5  # PEFT divides by ranknum + 1e-5
+
+
+@dataclass
+class AdaLoraConfig(LoraConfig):
+    """PEFT's ``AdaLoraConfig``: ``LoraConfig``'s fields (``r`` is unused: the rank is ``init_r``) plus the
+    schedule. ``total_step`` is required (the budget schedule needs the length of training)."""
+
+    target_r: int = 8
+    init_r: int = 12
+    tinit: int = 0
+    tfinal: int = 0
+    deltaT: int = 1
+    beta1: float = 0.85
+    beta2: float = 0.85
+    orth_reg_weight: float = 0.5
+    total_step: int = None
+    rank_pattern: dict = None
+
+    PEFT_TYPE = "ADALORA"
+
+    def __post_init__(self):
+        pattern, self.rank_pattern = self.rank_pattern, {}  # LoraConfig's rank_pattern holds ints; ours, masks
+        super().__post_init__()
+        self.rank_pattern = pattern
+        if self.use_dora:
+            raise ValueError("ADALORA does not support DoRA.")
+        if self.r != 8:  # PEFT's warning: r is LoraConfig's, AdaLoRA starts at init_r
+            warnings.warn("Note that `r` is not used in AdaLora and will be ignored."
+                          "If you intended to set the initial rank, use `init_r` instead.")
+        for name in ("target_r", "init_r", "tinit", "tfinal", "deltaT"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.deltaT < 1 or self.init_r < 1:
+            raise ValueError(f"deltaT and init_r must be >= 1, got deltaT={self.deltaT}, init_r={self.init_r}")
+        for name in ("beta1", "beta2"):
+            if not _is_number(getattr(self, name)) or not 0 < getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)!r}")
+        if self.total_step is None or self.total_step <= 0:
+            raise ValueError("AdaLoRA does not work when `total_step` is None, supply a value > 0.")
+        if self.orth_reg_weight < 0:
+            raise ValueError(f"`orth_reg_weight` should be greater than or equal to 0, but the value passed is "
+                             f"{self.orth_reg_weight}")
+        if self.tinit >= (self.total_step - self.tfinal):
+            raise ValueError("The supplied schedule values don't allow for a budgeting phase. Decrease "
+                             "`tfinal`/`tinit` or increase `total_step`.")
+        if self.init_lora_weights not in (True, False):
+            raise ValueError(f"AdaLoRA's init_lora_weights is True (A, B ~ N(0, 0.02^2), E = 0) or False "
+                             f"(all N(0, 1)), got {self.init_lora_weights!r}")
+
+
+# ==================================================================================================
+# The SVD-form layer
+# ==================================================================================================
+class SVDLinear(BaseTunerLayer):
+    """PEFT's ``adalora.SVDLinear``: ``h = W0 x + b + (alpha / (ranknum + 1e-5)) B ((A * E) dropout(x))``.
+
+    ``lora_A.<name>`` [r, in], ``lora_E.<name>`` [r, 1], ``lora_B.<name>`` [out, r] are plain Parameters
+    (file keys ``...q_proj.lora_A``), ``ranknum.<name>`` a frozen [1] holding the initial rank."""
+
+    adapter_layer_names = ("lora_A", "lora_B", "lora_E")
+    other_param_names = ("ranknum", "lora_dropout")
+
+    def __init__(self, base_layer, adapter_name, config, r, lora_alpha):
+        super().__init__(base_layer)
+        self.r, self.lora_alpha, self.scaling = {}, {}, {}
+        self.lora_dropout = {}
+        self.lora_A, self.lora_E, self.lora_B = ParameterDict(), ParameterDict(), ParameterDict()
+        self.ranknum = ParameterDict()
+        self.active_adapters = [adapter_name]
+        self.update_layer(adapter_name, config, r, lora_alpha)
+
+    def update_layer(self, adapter_name, config, r, lora_alpha):
+        """Create (or re-create at rank ``r``) adapter ``adapter_name``: A, B ~ N(0, 0.02^2) and E = 0, so
+        the model starts at the base (``init_lora_weights=False``: all three N(0, 1), as PEFT)."""
+        W0 = self.base_layer.weight
+        self.r[adapter_name], self.lora_alpha[adapter_name] = r, lora_alpha
+        self.scaling[adapter_name] = lora_alpha if lora_alpha > 0 else float(r)
+        self.lora_dropout[adapter_name] = Dropout(config.lora_dropout) if config.lora_dropout > 0 else Identity()
+        std, e_std = (0.02, 0.0) if config.init_lora_weights else (1.0, 1.0)
+        draw = generator()
+        for table, shape, scale in ((self.lora_A, (r, self.in_features), std), (self.lora_E, (r, 1), e_std),
+                                    (self.lora_B, (self.out_features, r), std)):
+            table[adapter_name] = Parameter(draw.standard_normal(shape) * scale, dtype=W0.dtype, device=W0.device)
+        self.ranknum[adapter_name] = Parameter(np.full(1, float(r)), requires_grad=False,
+                                               dtype=W0.dtype, device=W0.device)
+        self.set_adapter(self.active_adapters)
+
+    def _factor(self, adapter_name):
+        """``alpha / (ranknum + 1e-5)``: the ranknum is the initial rank and stays so while E is masked."""
+        return self.scaling[adapter_name] / (float(self.ranknum[adapter_name]._array[0]) + _RANKNUM_EPS)
+
+    def adapter_forward(self, x):
+        result = self.base_layer(x)
+        for name in self.active_adapters:
+            if name not in self.lora_A:
+                continue
+            p = self._dropout_p(self.lora_dropout, name)
+            xd = ops.dropout(x, p) if p > 0 else x
+            AE = self.lora_A[name] * self.lora_E[name]  # scale row i of A by the singular value E_i
+            result = result + ops.matmul(ops.matmul(xd, AE.T), self.lora_B[name].T) * self._factor(name)
+        return result
+
+    def get_delta_weight(self, adapter_name):
+        A, E, B = (t._array for t in (self.lora_A[adapter_name], self.lora_E[adapter_name], self.lora_B[adapter_name]))
+        return B @ (A * E) * self._factor(adapter_name)
+
+    def merge_math(self, adapter_name, W, unmerge=False):
+        delta = self.get_delta_weight(adapter_name)
+        return W - delta if unmerge else W + delta
+
+
+# ==================================================================================================
+# The RankAllocator: importance scores, the budget schedule, the masks
+# ==================================================================================================
+class RankAllocator:
+    """PEFT's ``RankAllocator`` (AdaLoRA paper, sections 3.2-3.3), on the parameters of ``model``
+    (the model inside ``AdaLoraModel``, so names look like ``model.layers.0...lora_E.default``)."""
+
+    def __init__(self, model, peft_config, adapter_name):
+        self.peft_config, self.adapter_name = peft_config, adapter_name
+        self.beta1, self.beta2 = peft_config.beta1, peft_config.beta2
+        self.reset_ipt()
+        self._set_budget_scheduler(model)
+
+    def set_total_step(self, total_step):
+        self.peft_config.total_step = total_step
+
+    def reset_ipt(self):
+        self.ipt, self.exp_avg_ipt, self.exp_avg_unc = {}, {}, {}
+
+    def _set_budget_scheduler(self, model):
+        """Initial budget: the sum of all ranks; target: ``target_r`` per adapted matrix."""
+        self.init_bgt, names = 0, set()
+        for n, p in model.named_parameters():
+            if f"lora_A.{self.adapter_name}" in n:
+                self.init_bgt += p.shape[0]
+                names.add(n.replace("lora_A", "%s"))
+        self.name_set = sorted(names)
+        self.target_bgt = self.peft_config.target_r * len(self.name_set)
+
+    def budget_schedule(self, step):
+        """(budget, mask now?): full budget until ``tinit``, then a cubic fall to the target, reached at
+        ``total_step - tfinal``; masks every ``deltaT`` steps in between and at every step after."""
+        tinit, tfinal, total = self.peft_config.tinit, self.peft_config.tfinal, self.peft_config.total_step
+        if step <= tinit:
+            return self.init_bgt, False
+        if step > total - tfinal:
+            return self.target_bgt, True
+        progress_left = 1 - (step - tinit) / (total - tfinal - tinit)
+        budget = int((self.init_bgt - self.target_bgt) * (progress_left ** 3) + self.target_bgt)
+        return budget, step % self.peft_config.deltaT == 0
+
+    def update_ipt(self, model):
+        """Sensitivity ``|p * grad|`` and its two EMAs, for every entry of this adapter's A, E, B."""
+        for n, p in model.named_parameters():
+            if "lora_" not in n or self.adapter_name not in n:
+                continue
+            if p.grad is None:
+                raise RuntimeError(f"update_and_allocate needs the gradients: {n} has none (call it after "
+                                   "loss.backward() and before zero_grad())")
+            if n not in self.ipt:
+                self.exp_avg_ipt[n] = np.zeros_like(p._array)
+                self.exp_avg_unc[n] = np.zeros_like(p._array)
+            self.ipt[n] = np.abs(p._array * p.grad._array)
+            self.exp_avg_ipt[n] = self.beta1 * self.exp_avg_ipt[n] + (1 - self.beta1) * self.ipt[n]
+            self.exp_avg_unc[n] = (self.beta2 * self.exp_avg_unc[n]
+                                   + (1 - self.beta2) * np.abs(self.ipt[n] - self.exp_avg_ipt[n]))
+
+    def _element_score(self, n):
+        return self.exp_avg_ipt[n] * self.exp_avg_unc[n]
+
+    def _triplet_scores(self, model):
+        """{lora_E parameter name: [r] score of each triplet}: ``s(E_i) + mean_j s(A_ij) + mean_j s(B_ji)``."""
+        vectors, values = {}, {}
+        for n, _ in model.named_parameters():
+            for part, axis in (("lora_A", 1), ("lora_B", 0)):
+                if f"{part}.{self.adapter_name}" in n:
+                    vectors.setdefault(n.replace(part, "%s"), []).append(self._element_score(n).mean(axis=axis))
+            if f"lora_E.{self.adapter_name}" in n:
+                values[n.replace("lora_E", "%s")] = self._element_score(n).reshape(-1)
+        return {name % "lora_E": values[name] + sum(vectors[name]) for name in vectors}
+
+    def mask_to_budget(self, model, budget):
+        """Zero the E of every triplet scoring at or below the (init - budget)-th smallest score.
+
+        Returns the ``rank_pattern``: {lora_E name: [kept?] per triplet}."""
+        scores = self._triplet_scores(model)
+        everything = np.concatenate(list(scores.values()))
+        k = self.init_bgt - budget  # torch.kthvalue(k) is the k-th smallest, k counted from 1
+        threshold = np.partition(everything, k - 1)[k - 1] if k >= 1 else -np.inf
+        rank_pattern = {}
+        for n, p in model.named_parameters():
+            if n in scores:
+                drop = scores[n] <= threshold
+                p._array[drop, :] = 0.0
+                rank_pattern[n] = [bool(keep) for keep in ~drop]
+        return rank_pattern
+
+    def update_and_allocate(self, model, global_step, force_mask=False):
+        if global_step < self.peft_config.total_step - self.peft_config.tfinal:
+            self.update_ipt(model)
+        budget, mask_now = self.budget_schedule(global_step)
+        rank_pattern = self.mask_to_budget(model, budget) if mask_now or force_mask else None
+        return budget, rank_pattern
+
+    def mask_using_rank_pattern(self, model, rank_pattern):
+        """Re-apply a fixed mask (during the final ``tfinal`` steps: masked values stay 0)."""
+        truncated = self.adapter_name not in next(iter(rank_pattern))
+        for n, p in model.named_parameters():
+            if f"lora_E.{self.adapter_name}" in n:
+                key = n.replace(f".{self.adapter_name}", "") if truncated else n
+                p._array[~np.asarray(rank_pattern[key], dtype=bool), :] = 0.0
+
+
+# ==================================================================================================
+# The tuner
+# ==================================================================================================
+class AdaLoraModel(LoraModel):
+    """PEFT's ``AdaLoraModel``: SVD-form layers, the orthogonal regulariser in the loss, the allocator."""
+
+    prefix = "lora_"
+    layer_cls = SVDLinear
+
+    def __init__(self, model, config, adapter_name="default"):
+        super().__init__(model, config, adapter_name)
+        if sum(not c.inference_mode for c in self.peft_config.values()) > 1:
+            raise ValueError("AdaLoraModel supports only 1 trainable adapter. When using multiple adapters, set "
+                             "inference_mode to True for all adapters except the one you want to train.")
+        if self.peft_config[adapter_name].inference_mode:
+            for module in self.tuner_layers():
+                module.set_adapter(adapter_name, inference_mode=True)
+        else:
+            self.trainable_adapter_name = adapter_name
+            self.rankallocator = RankAllocator(self.model, self.peft_config[adapter_name], adapter_name)
+
+    def _before_injection(self, adapter_name, config):
+        super()._before_injection(adapter_name, config)
+        if not config.inference_mode and any(not c.inference_mode for c in self.peft_config.values()):
+            raise ValueError("AdaLoraModel supports only 1 trainable adapter. When using multiple adapters, set "
+                             "inference_mode to True for all adapters except the one you want to train.")
+
+    def _rank_and_alpha(self, config, key):
+        return config.init_r, config.lora_alpha
+
+    def _create_layer(self, target, adapter_name, config, key):
+        if type(target) is not _NNLinear:
+            kind = "an Embedding" if isinstance(target, _NNEmbedding) else f"a {type(target).__name__}"
+            raise ValueError(f"Target module {key!r} is {kind}: AdaLoRA adapts Linear layers only (as PEFT on "
+                             "this model); choose target_modules that name Linear layers")
+        return SVDLinear(target, adapter_name, config, *self._rank_and_alpha(config, key))
+
+    def _update_layer(self, layer, adapter_name, config, key):
+        layer.update_layer(adapter_name, config, *self._rank_and_alpha(config, key))
+
+    # --- the loss: PEFT adds the orthogonal regulariser in AdaLoraModel.forward ----------------------
+    def orthogonal_regularizer(self):
+        """Mean over this adapter's A's and B's of ``||A A^T - I||_F`` / ``||B^T B - I||_F`` (a Tensor)."""
+        name = self.trainable_adapter_name
+        total, count = None, 0
+        for n, p in self.model.named_parameters():
+            if ("lora_A" in n or "lora_B" in n) and name in n:
+                cov = ops.matmul(p, p.T) if "lora_A" in n else ops.matmul(p.T, p)
+                diff = cov - eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+                norm = ops.sqrt(ops.sum(diff * diff))
+                total = norm if total is None else total + norm
+                count += 1
+        return total / count if count else None
+
+    def add_to_loss(self, outputs):
+        """Called by ``PeftModel.forward``: a loss gets ``orth_reg_weight * orthogonal_regularizer()``."""
+        if getattr(outputs, "loss", None) is None or not hasattr(self, "trainable_adapter_name"):
+            return outputs
+        weight = self.peft_config[self.trainable_adapter_name].orth_reg_weight
+        if weight < 0:
+            raise ValueError("orth_reg_weight should be greater than or equal to 0. ")
+        regularizer = self.orthogonal_regularizer()
+        if regularizer is not None:
+            outputs.loss = outputs.loss + weight * regularizer
+        return outputs
+
+    # --- the allocator ---------------------------------------------------------------------------
+    def update_and_allocate(self, global_step):
+        """Update importances and re-mask (call after ``loss.backward()``, before ``zero_grad()``).
+
+        Before ``total_step - tfinal``: scores and, on the schedule, masks (``rank_pattern`` recorded);
+        at that step: the final mask; after it: the final mask re-applied."""
+        config = self.peft_config[self.trainable_adapter_name]
+        boundary = config.total_step - config.tfinal
+        if global_step < boundary:
+            _, rank_pattern = self.rankallocator.update_and_allocate(self.model, global_step)
+            if rank_pattern:
+                config.rank_pattern = rank_pattern
+        elif global_step == boundary:
+            _, rank_pattern = self.rankallocator.update_and_allocate(self.model, global_step, force_mask=True)
+            config.rank_pattern = rank_pattern
+            self.rankallocator.reset_ipt()
+        else:
+            self.rankallocator.mask_using_rank_pattern(self.model, config.rank_pattern)
+
+    def add_weighted_adapter(self, *args, **kwargs):
+        raise TypeError(f"{type(self).__name__} does not support add_weighted_adapter method.")
+
+
+PEFT_TYPE_TO_CONFIG["ADALORA"] = AdaLoraConfig
+PEFT_TYPE_TO_TUNER["ADALORA"] = AdaLoraModel
+_BIAS_MODES.setdefault("ADALORA", _BIAS_MODES["LORA"])
