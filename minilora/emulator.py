@@ -16,14 +16,18 @@ The same ``kernels/*.cu`` source that CuPy compiles for a GPU runs here on any m
 
 How it works (details in kernels/README.md):
 
-1. The source is rewritten a little (each ``__shared__`` declaration becomes a per-block allocation),
-   wrapped with one launcher per ``__global__`` function, and compiled by g++ together with the shim
-   header ``kernels/emu/cuda_emu.h`` and the runtime ``kernels/emu/runtime.cpp`` into a shared library.
-   The library is cached by content hash, so each source compiles once per machine.
+1. The source is rewritten a little (the project's own ``#include "..."`` headers are pasted in with
+   ``#line`` markers, and each ``__shared__`` declaration becomes a per-block allocation), wrapped with
+   one launcher per ``__global__`` function (found in the preprocessed source, so macros and headers
+   may define kernels; template kernels come from ``name_expressions``), and compiled by g++ together
+   with the shim header ``kernels/emu/cuda_emu.h`` (plus stand-ins for ``<cooperative_groups.h>``,
+   ``<cuComplex.h>``, ... in ``kernels/emu/include``) and the runtime ``kernels/emu/runtime.cpp`` into
+   a shared library.  The library is cached by content hash, so each source compiles once per machine.
 2. A launch runs the blocks one after another; inside a block every CUDA thread is a fiber, and
    ``__syncthreads()`` / warp shuffles are real barriers between the fibers.
 3. Bugs become Python exceptions: ``BarrierError`` (divergent barriers), ``RaceError`` (results that
-   depend on the thread schedule, with ``check_races=True``), ``KernelFault`` (out-of-bounds accesses,
+   depend on the thread schedule, with ``check_races=True``; shared- or global-memory hazards between
+   threads with no barrier in between, with ``racecheck=True``), ``KernelFault`` (out-of-bounds accesses,
    with ``sanitize=True`` under AddressSanitizer in a child process; assertions; crashes -- a null or
    wild pointer, an integer division by zero, a stack overflow, ``__trap()``, ``exit()`` -- named with
    the thread, block and source line; a launch past its ``timeout=``), ``KeyboardInterrupt`` (Ctrl-C
