@@ -8,7 +8,8 @@ ignored so every request decodes the same number of tokens), spread round-robin 
 adapters; every request has a timeout, and the run is bounded in count. Three servers:
 
     mixed    continuous batching, up to --batch requests for DIFFERENT adapters in one forward (BGMV)
-    swap     one request at a time (batch size 1): the lesson's server that swaps a global adapter
+    swap     the same server with batch size 1: one request at a time, what the lesson's server that
+             swaps a global adapter per request can do (the swap itself, set_adapter, costs nothing)
     merged   one adapter merged into the base weights, batched: what a server of ONE fine-tune gets
 
 Printed: a markdown table of generated tokens/s and latency percentiles (p50/p90/p99 of whole
