@@ -2,6 +2,8 @@
 by PEFT name, logits, the loss with the orthogonal regulariser and its gradients, and the RankAllocator's
 masks and rank_pattern after a run of update_and_allocate steps on identical inputs.
 Skipped when torch / transformers / peft are not installed."""
+import json
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,8 @@ peft = pytest.importorskip("peft")
 
 import torch  # noqa: E402
 
-from minilora.lora import AdaLoraConfig, LoraConfig, get_peft_model  # noqa: E402
+from minilora.checkpoint import load_file  # noqa: E402
+from minilora.lora import AdaLoraConfig, LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from minilora.lora.adalora import SVDLinear  # noqa: E402
 from minilora.testing import assert_close  # noqa: E402
 
@@ -105,25 +108,32 @@ def test_logits_loss_with_orthogonal_regulariser_and_gradients_equal_peft(hf, mo
         assert_close(our_grads[name], grad, rtol=1e-9, atol=1e-11, name=name)
 
 
-def test_rank_allocation_run_equals_peft(hf, monkeypatch):
-    """Eight steps of forward, backward, update_and_allocate(step) and the same SGD update on both sides:
-    the same E masks (every step) and the same final rank_pattern."""
-    theirs, ours = adalora_pair(hf)
+def run_allocation(theirs, ours, monkeypatch):
+    """total_step training steps on both sides, in PEFT's documented order: backward, optimizer step (the
+    same SGD here), update_and_allocate(step) (which masks the updated E), zero_grad; after every step each
+    trainable parameter (masked E included) must agree."""
     ref_params = dict(theirs.named_parameters())
+    trainable = [(name, p) for name, p in ours.named_parameters() if p.requires_grad]
     for step in range(OPTIONS["total_step"]):
         logits = theirs(input_ids=torch.as_tensor(IDS)).logits  # PEFT's loss, in float64 throughout
         (float64_causal_loss(logits, LABELS) + peft_regulariser(theirs, monkeypatch)).backward()
         ours(IDS, labels=LABELS).loss.backward()
+        for name, p in trainable:
+            with torch.no_grad():
+                ref_params[name] -= 0.5 * ref_params[name].grad
+            p._array -= 0.5 * p.grad._array
         theirs.base_model.update_and_allocate(step)
         ours.base_model.update_and_allocate(step)
-        for name, p in ours.named_parameters():
-            if p.requires_grad:
-                assert_close(p, ref_params[name].detach().numpy(), rtol=1e-8, atol=1e-10, name=f"{name} @ {step}")
-                with torch.no_grad():
-                    ref_params[name] -= 0.5 * ref_params[name].grad
-                ref_params[name].grad = None
-                p._array -= 0.5 * p.grad._array
-                p.grad = None
+        for name, p in trainable:
+            assert_close(p, ref_params[name].detach().numpy(), rtol=1e-8, atol=1e-10, name=f"{name} @ {step}")
+            ref_params[name].grad = None
+            p.grad = None
+
+
+def test_rank_allocation_run_equals_peft(hf, monkeypatch):
+    """The same E masks after every step and the same final rank_pattern."""
+    theirs, ours = adalora_pair(hf)
+    run_allocation(theirs, ours, monkeypatch)
     ref_pattern = theirs.peft_config["default"].rank_pattern
     our_pattern = ours.peft_config["default"].rank_pattern
     assert our_pattern == ref_pattern
@@ -160,3 +170,26 @@ def test_plain_peft_model_adds_no_regulariser_as_in_peft(hf):
     out = ours(IDS, labels=LABELS)
     assert type(theirs).__name__ == type(ours).__name__ == "PeftModel"
     assert abs(out.loss.item() - float64_causal_loss(ref.logits, LABELS).item()) < 1e-10
+
+
+def test_allocated_adapter_files_equal_peft_and_load_both_ways(hf, tmp_path, monkeypatch):
+    """After the same run, PEFT and minilora write the same file (only the kept triplets, no ranknum) and the
+    same rank_pattern; each side loads the other's file and gives the trained model's logits."""
+    theirs, ours = adalora_pair(hf)
+    run_allocation(theirs, ours, monkeypatch)
+    want = our_logits(ours)
+    theirs.save_pretrained(tmp_path / "peft")
+    ours.save_pretrained(tmp_path / "ours")
+    a, b = (load_file(tmp_path / side / "adapter_model.safetensors") for side in ("peft", "ours"))
+    assert set(a) == set(b) and not any("ranknum" in k for k in b)
+    for key in a:
+        assert_close(b[key], a[key], rtol=1e-8, atol=1e-10, name=key)
+    assert any(b[k].shape[0] < OPTIONS["init_r"] for k in b if k.endswith("lora_E"))  # really shrunk
+    config_a, config_b = (json.load(open(tmp_path / side / "adapter_config.json")) for side in ("peft", "ours"))
+    assert config_b["rank_pattern"] == config_a["rank_pattern"] and config_b["peft_type"] == "ADALORA"
+    reference, model = base_pair(hf)
+    loaded_by_peft = peft.PeftModel.from_pretrained(reference, tmp_path / "ours")
+    assert_close(peft_logits(loaded_by_peft), want, rtol=1e-9, atol=1e-9)
+    loaded_by_us = PeftModel.from_pretrained(model, tmp_path / "peft")
+    assert_close(our_logits(loaded_by_us), want, rtol=1e-9, atol=1e-9)
+    assert not any(p.requires_grad for p in loaded_by_us.parameters())  # loaded for inference

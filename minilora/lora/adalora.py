@@ -334,6 +334,46 @@ class AdaLoraModel(LoraModel):
         else:
             self.rankallocator.mask_using_rank_pattern(self.model, config.rank_pattern)
 
+    # --- files: PEFT saves only the triplets rank_pattern keeps, and resizes to them when loading ---------
+    def _pattern_layers(self, rank_pattern, adapter_name):
+        """(module path, keep mask) per rank_pattern entry; keys may carry the adapter name or not."""
+        for name, keep in rank_pattern.items():
+            parts = name.split(".")
+            path = ".".join(parts[:-2] if parts[-1] == adapter_name else parts[:-1])  # drop lora_E(.name)
+            yield path, np.asarray(keep, dtype=bool)
+
+    def tensors_for_file(self, adapter_name, tensors):
+        """As PEFT: no ranknum (it is always the initial rank), and with a rank_pattern only the kept
+        triplets, under keys without the adapter name (the config's rank_pattern is rewritten so too)."""
+        config = self.peft_config[adapter_name]
+        if config.rank_pattern is None:
+            return tensors
+        config.rank_pattern = {k.replace(f".{adapter_name}", ""): v for k, v in config.rank_pattern.items()}
+        tensors = dict(tensors)
+        for path, keep in self._pattern_layers(config.rank_pattern, adapter_name):
+            prefix = f"base_model.model.{path}"
+            for part in ("lora_E", "lora_A"):
+                tensors[f"{prefix}.{part}"] = tensors[f"{prefix}.{part}"][keep]
+            tensors[f"{prefix}.lora_B"] = tensors[f"{prefix}.lora_B"][:, keep]
+        return tensors
+
+    def prepare_to_load(self, adapter_name):
+        """Shrink every layer to the ranks the saved rank_pattern keeps (ranknum stays the initial rank)."""
+        config = self.peft_config[adapter_name]
+        if config.rank_pattern is None:
+            return
+        for path, keep in self._pattern_layers(config.rank_pattern, adapter_name):
+            layer = self.model.get_submodule(path)
+            kept = {t: getattr(layer, t)[adapter_name]._array for t in ("lora_A", "lora_E")}
+            kept_B = layer.lora_B[adapter_name]._array[:, keep]
+            ranknum = layer.ranknum[adapter_name]._array.copy()
+            layer.update_layer(adapter_name, config, int(keep.sum()), config.lora_alpha)
+            for table, value in kept.items():
+                getattr(layer, table)[adapter_name]._array[...] = value[keep]
+            layer.lora_B[adapter_name]._array[...] = kept_B
+            layer.ranknum[adapter_name]._array[...] = ranknum
+        self.set_adapter(self.active_adapter)  # the re-created weights train only if the adapter does
+
     def add_weighted_adapter(self, *args, **kwargs):
         raise TypeError(f"{type(self).__name__} does not support add_weighted_adapter method.")
 

@@ -306,6 +306,13 @@ class LoraModel(_Wrapper):
         """A method's own term in the loss (AdaLoRA's orthogonal regulariser); plain LoRA adds none."""
         return outputs
 
+    def tensors_for_file(self, adapter_name, tensors):
+        """``{file key: array}`` as saved; a method may reshape it (AdaLoRA keeps its unmasked ranks)."""
+        return tensors
+
+    def prepare_to_load(self, adapter_name):
+        """Called before a saved adapter's weights are copied in (AdaLoRA resizes to the saved ranks)."""
+
     def enable_adapter_layers(self):
         for module in self._adapter_modules():
             module.enable_adapters(True)

@@ -88,7 +88,7 @@ def get_peft_model_state_dict(peft_model, adapter_name="default", save_embedding
     tensors = _adapter_weights(peft_model, adapter_name)
     if save_embedding_layers:  # "auto" or True: here the same, as minilora never resizes a vocabulary
         tensors.update(_embedding_base_weights(peft_model, adapter_name))
-    return {k: t.numpy() for k, t in tensors.items()}
+    return peft_model.base_model.tensors_for_file(adapter_name, {k: t.numpy() for k, t in tensors.items()})
 
 
 def set_peft_model_state_dict(peft_model, state, adapter_name="default", source="adapter file"):
@@ -206,6 +206,7 @@ def load_adapter_weights(peft_model, directory, adapter_name):
             f"{directory}: this VeRA adapter was saved without vera_A/vera_B (save_projection=False); "
             "PEFT rebuilds them with torch's random generator, which minilora does not reproduce. "
             "Save it with save_projection=True.")
+    peft_model.base_model.prepare_to_load(adapter_name)  # e.g. AdaLoRA: shrink to the saved ranks
     set_peft_model_state_dict(peft_model, load_file(path), adapter_name, source=path)
 
 
