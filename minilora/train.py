@@ -367,7 +367,7 @@ def _evaluate(model, step, eval_loader, eval_fn):
 def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, weight_decay=0.0,
           warmup_steps=0, grad_accum=1, clip_norm=1.0, betas=(0.9, 0.999), eval_every=0,
           eval_fn=None, save_every=0, out_dir=None, seed=0, resume=False, log_every=10,
-          progress=True, plot=True):
+          progress=True, plot=True, after_optimizer_step=None):
     """Train ``model``'s trainable parameters for ``steps`` optimizer steps; return a ``TrainResult``.
 
     ``model(input_ids, labels=labels)`` is called with int64 NumPy arrays ``[B, T]`` (minilora's
@@ -386,6 +386,8 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
     ``TrainingInterrupted`` after a Ctrl-C (the step in progress finished and checkpointed first).
     ``progress``: True (a tqdm bar, or lines without tqdm), "lines" (a line per ``log_every`` steps and
     per evaluation) or False (silent).
+    ``after_optimizer_step(step)``: called after each ``optimizer.step()``, while the gradients are still
+    there (before ``zero_grad()``): AdaLoRA's ``model.base_model.update_and_allocate``.
     """
     from .optim import AdamW, clip_grad_norm_, get_cosine_schedule_with_warmup
 
@@ -485,6 +487,8 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
             step_lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
+            if after_optimizer_step is not None:
+                after_optimizer_step(step)
             optimizer.zero_grad()
             train_seconds += time.perf_counter() - t_step
 
@@ -598,6 +602,8 @@ RECOMMENDED = {
     ("reverse", "lora"): dict(steps=600, lr=5e-3), ("reverse", "full"): dict(steps=600, lr=1e-3),
     ("corpus", "lora"): dict(steps=300, lr=2e-3), ("corpus", "full"): dict(steps=300, lr=5e-4),
 }
+RECOMMENDED.update({(task, "adalora"): dict(settings) for (task, method), settings in list(RECOMMENDED.items())
+                    if method == "lora"})  # AdaLoRA trains like LoRA
 
 _EPILOG = """examples:
   minilora train                                # LoRA (r=8, all linear layers) on the `qa` task
@@ -631,8 +637,9 @@ def add_cli_arguments(parser, name="train"):
     what = parser.add_argument_group("what to train")
     what.add_argument("--task", default="qa", choices=["qa", "reverse", "corpus"],
                       help="the built-in task (default: qa; see below)")
-    what.add_argument("--method", default="lora", choices=["lora", "full"],
-                      help="lora: freeze the model, train adapters (default); full: train every weight")
+    what.add_argument("--method", default="lora", choices=["lora", "adalora", "full"],
+                      help="lora: freeze the model, train adapters (default); adalora: adapters whose ranks "
+                           "move to the layers that need them; full: train every weight")
     what.add_argument("--model", default=None, metavar="DIR",
                       help="a Hugging Face-format Llama folder (config.json + model.safetensors); "
                            "default: the base model shipped with minilora")
@@ -645,6 +652,16 @@ def add_cli_arguments(parser, name="train"):
                       help="dropout on the LoRA input (default: 0)")
     lora.add_argument("--target-modules", default="all-linear",
                       help="comma-separated layer names (e.g. q_proj,v_proj) or all-linear (default)")
+    ada = parser.add_argument_group("AdaLoRA (with --method adalora; --lora-alpha, --lora-dropout and "
+                                    "--target-modules apply too)")
+    ada.add_argument("--init-r", type=positive_int, default=12, help="starting rank of every layer (default: 12)")
+    ada.add_argument("--target-r", type=positive_int, default=8,
+                     help="average rank per layer at the end of the budget schedule (default: 8)")
+    ada.add_argument("--tinit", type=non_negative_int, default=0, help="warm-up steps before ranks move (default: 0)")
+    ada.add_argument("--tfinal", type=non_negative_int, default=0,
+                     help="final steps with the ranks fixed (default: 0)")
+    ada.add_argument("--orth-reg-weight", type=non_negative_float, default=0.5,
+                     help="weight of the orthogonal regulariser in the loss (default: 0.5)")
     opt = parser.add_argument_group("optimization")
     opt.add_argument("--steps", type=positive_int, default=None,
                      help="optimizer steps (default: 300 for qa, 600 for reverse)")
@@ -795,19 +812,37 @@ def _train_command(args, rank=0, world=1):
     model = _load_model(args)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    if method == "lora":
-        from .lora import LoraConfig, get_peft_model
+    if method == "adalora" and (args.resume or world > 1):
+        print("minilora train --method adalora: --resume and mpirun are not supported (the rank allocator's "
+              "importance averages are not in the checkpoint, and it runs in one process)", file=sys.stderr)
+        return 2
+    after_optimizer_step = None
+    if method in ("lora", "adalora"):
+        from .lora import AdaLoraConfig, LoraConfig, get_peft_model
         targets = args.target_modules if args.target_modules == "all-linear" else \
             [t.strip() for t in args.target_modules.split(",") if t.strip()]
         if not targets:
             print(f"minilora train: --target-modules {args.target_modules!r} names no module "
                   "(give e.g. q_proj,v_proj or all-linear)", file=sys.stderr)
             return 2
-        alpha = args.lora_alpha if args.lora_alpha is not None else 2 * args.r
-        config = LoraConfig(r=args.r, lora_alpha=alpha,
-                            lora_dropout=args.lora_dropout, target_modules=targets, task_type="CAUSAL_LM")
+        if method == "lora":
+            alpha = args.lora_alpha if args.lora_alpha is not None else 2 * args.r
+            config = LoraConfig(r=args.r, lora_alpha=alpha,
+                                lora_dropout=args.lora_dropout, target_modules=targets, task_type="CAUSAL_LM")
+        else:  # AdaLoRA's update is scaled by alpha / init_r: the default 2 * init_r matches LoRA's 2
+            alpha = args.lora_alpha if args.lora_alpha is not None else 2 * args.init_r
+            try:
+                config = AdaLoraConfig(init_r=args.init_r, target_r=args.target_r, tinit=args.tinit,
+                                       tfinal=args.tfinal, orth_reg_weight=args.orth_reg_weight, total_step=steps,
+                                       lora_alpha=alpha, lora_dropout=args.lora_dropout, target_modules=targets,
+                                       task_type="CAUSAL_LM")
+            except ValueError as exc:
+                print(f"minilora train: {exc}", file=sys.stderr)
+                return 2
         model = get_peft_model(model, config)
         model.print_trainable_parameters()
+        if method == "adalora":
+            after_optimizer_step = model.base_model.update_and_allocate
 
     if task_name == "corpus":
         train_data = data.corpus_loader(tokenizer, 2000, 128, args.batch_size, args.seed + 1)
@@ -835,7 +870,8 @@ def _train_command(args, rank=0, world=1):
                        warmup_steps=args.warmup_steps, grad_accum=args.grad_accum,
                        clip_norm=args.clip_norm, eval_every=args.eval_every, eval_fn=eval_fn,
                        save_every=args.eval_every, out_dir=out, seed=args.seed, resume=args.resume,
-                       progress="lines" if args.no_progress else True)
+                       progress="lines" if args.no_progress else True,
+                       after_optimizer_step=after_optimizer_step)
     except TrainingInterrupted as exc:
         print(f"minilora train: interrupted after step {exc.step} of {steps}; checkpoint {exc.checkpoint} holds "
               f"it. To continue, run the same command with --resume.", file=sys.stderr)
@@ -857,10 +893,14 @@ def _train_command(args, rank=0, world=1):
     if task_name != "corpus":
         print(f"after:  {data.evaluate(model, tokenizer, task_name, args.eval_n)}")
     print(f"base task (forgetting check): {data.evaluate(model, tokenizer, 'facts', args.eval_n)}")
-    saved = os.path.join(out, "adapter" if method == "lora" else "model")
+    if method == "adalora":
+        ranks = model.base_model.allocated_ranks()
+        print(f"AdaLoRA ranks per layer (budget {args.target_r} on average): "
+              + ", ".join(f"{path.replace('model.layers.', '')} {r}" for path, r in ranks.items()))
+    saved = os.path.join(out, "model" if method == "full" else "adapter")
     if rank != 0:
         return 0
-    if method == "lora":
+    if method != "full":
         model.save_pretrained(saved, overwrite=True)
     else:
         model.save_pretrained(saved)

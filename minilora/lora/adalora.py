@@ -334,6 +334,15 @@ class AdaLoraModel(LoraModel):
         else:
             self.rankallocator.mask_using_rank_pattern(self.model, config.rank_pattern)
 
+    def allocated_ranks(self, adapter_name=None):
+        """{module path: rank} after allocation (the initial ranks before any masking)."""
+        adapter_name = adapter_name or self.active_adapter
+        pattern = self.peft_config[adapter_name].rank_pattern
+        if pattern is None:
+            return {path: layer.r[adapter_name] for path, layer in self.model.named_modules()
+                    if isinstance(layer, SVDLinear) and adapter_name in layer.lora_A}
+        return {path: int(keep.sum()) for path, keep in self._pattern_layers(pattern, adapter_name)}
+
     # --- files: PEFT saves only the triplets rank_pattern keeps, and resizes to them when loading ---------
     def _pattern_layers(self, rank_pattern, adapter_name):
         """(module path, keep mask) per rank_pattern entry; keys may carry the adapter name or not."""
