@@ -37,6 +37,12 @@
 //         of its own to pipeline, so v4 launches lora_bwd_dy_v3 (an alias in lora_tiles.cuh).
 //     v5  the warp-tiled thread layout for dX's 128 x 128 GEMM (common.cuh, ThreadTile); dY and dA
 //         (no 8 x 8 thread block) launch their v3 and v4 kernels.
+//     v6  lora_bwd_dy with its rank chunk sized to r: RC = 16 instead of 64 (75% padding at r = 16), one
+//         rank per thread column, 4 rows of V per thread; r = 64 runs 4 chunks side by side (512 blocks at
+//         M = 8192).  At r <= 16 it still launches ceil(M/64) blocks (128 at M = 8192, under 4 per SM):
+//         more row blocks would grow dB's partial sums; splitting N over blocks (partial V instead) is
+//         the next step.  dX and dA are v5's kernels (aliases).  Expected, NOT measured (no GPU yet).
+//         ptxas (nvcc 13.0): lora_bwd_dy_v6 80 registers on sm_80, 83 on sm_90, no spills.
 //     grids: dy (ceil(r/RC), ceil(M/BM)); dx (ceil(K/BN), ceil(M/BM)); da (ceil(K/BN), ceil(r/BM), S);
 //     lora_reduce_partials: block 256, grid ceil(E/256) for E output elements.
 //
@@ -365,4 +371,11 @@ lora_bwd_dx_v5(const float* __restrict__ dY, const float* __restrict__ W0, const
                const float* __restrict__ A, float* __restrict__ dX, int M, int N, int K, int r, unsigned seed,
                unsigned threshold, float keep_scale) {
     lora_bwd_dx_tiled<config::lora_bwd_dx_v5>(dY, W0, V, A, dX, M, N, K, r, seed, threshold, keep_scale);
+}
+
+// v6: one pass over dY with a 16-wide rank chunk (config::lora_bwd_dy_v6); dX and dA are v5's kernels.
+extern "C" __global__ void __launch_bounds__(256, 2)
+lora_bwd_dy_v6(const float* __restrict__ dY, const float* __restrict__ B, const float* __restrict__ U,
+               float* __restrict__ V, float* __restrict__ dB_out, int write_db, int M, int N, int r, float s) {
+    lora_bwd_dy_tiled<config::lora_bwd_dy_v6>(dY, B, U, V, dB_out, write_db, M, N, r, s);
 }

@@ -37,6 +37,12 @@
 //         flight while the block multiplies the current one (common.cuh, accumulate_tile).
 //     v5  v4 with the warp-tiled thread layout for the 128 x 128 GEMM (common.cuh, ThreadTile).
 //         lora_fwd_u has no v5 of its own: v4's kernel is launched (an alias in lora_tiles.cuh).
+//     v6  lora_fwd_u with its rank tile sized to r: 16 x 16 tiles, one output per thread, k-step 32, so
+//         M = 8192 launches 512 blocks (about 4 per SM of an H200, v4 launched 128) and r = 16 carries no
+//         padding (v4's 32-wide rank tile was half padding).  lora_fwd_y is v5's kernel (an alias).
+//         Expected, NOT measured (no GPU yet): U is a pass over X, so its floor is MK*4 bytes at HBM
+//         speed, about 30 us at M = 8192, K = 4096; v4's U was estimated at 0.3-0.5 ms in the review.
+//         ptxas (nvcc 13.0): lora_fwd_u_v6 48 registers on sm_80, 58 on sm_90, no spills.
 //
 // Run one by hand on the CPU (the emulator) or a GPU (CuPy) through minilora.kernels:
 //     from minilora import kernels
@@ -211,4 +217,11 @@ lora_fwd_y_v5(const float* __restrict__ X, const float* __restrict__ W0, const f
               const float* __restrict__ B, const float* __restrict__ bias, int has_bias, float* __restrict__ Y,
               int M, int N, int K, int r, float s) {
     lora_fwd_y_tiled<config::lora_fwd_y_v5>(X, W0, U, B, bias, has_bias, Y, M, N, K, r, s);
+}
+
+// v6: U with a rank tile sized to r (config::lora_fwd_u_v6); Y is v5's kernel (lora_fwd_y_v6 is an alias).
+extern "C" __global__ void __launch_bounds__(256, 4)
+lora_fwd_u_v6(const float* __restrict__ X, const float* __restrict__ A, float* __restrict__ U, int M, int K, int r,
+              unsigned seed, unsigned threshold, float keep_scale) {
+    lora_fwd_u_tiled<config::lora_fwd_u_v6>(X, A, U, M, K, r, seed, threshold, keep_scale);
 }

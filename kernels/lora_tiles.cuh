@@ -36,6 +36,11 @@ struct lora_fwd_u_v3 {
 };
 struct lora_fwd_u_v4 : lora_fwd_u_v3 { static constexpr int STAGES = 2; };
 using lora_fwd_u_v5 = lora_fwd_u_v4;  // warp tiles need 8 x 8 outputs per thread: U stays as in v4
+// v6: the rank tile sized to r.  v4's 32-wide rank tile is half padding at r = 16, and its 64-row tiles
+// give 128 blocks at M = 8192 -- fewer than an H200's 132 SMs, for a kernel that only streams X.
+// 16 x 16 tiles, one output per thread, k-step 32: 512 blocks at M = 8192 (about 4 per SM), no padding
+// at r = 16 (half at r = 8; r = 64 runs 4 rank tiles, 2048 blocks).
+struct lora_fwd_u_v6 : lora_fwd_u_v4 { static constexpr int BM = 16, BN = 16, BK = 32, TM = 1, TN = 1; };
 
 // Y = X W0^T + s U B^T + bias: the big GEMM, 128 x 128 tiles, 8 x 8 outputs per thread.
 struct lora_fwd_y_v3 {
@@ -44,6 +49,7 @@ struct lora_fwd_y_v3 {
 };
 struct lora_fwd_y_v4 : lora_fwd_y_v3 { static constexpr int STAGES = 2; };
 struct lora_fwd_y_v5 : lora_fwd_y_v4 { static constexpr bool WARP_TILED = true; };
+using lora_fwd_y_v6 = lora_fwd_y_v5;  // v6 changes only the rank-sized side kernels
 
 // ---- backward -----------------------------------------------------------------------------------
 // V = s dY B and dB's partial sums in one pass over dY: BM rows of dY per block, BN-wide tiles of N,
@@ -54,6 +60,10 @@ struct lora_bwd_dy_v3 {
 };
 using lora_bwd_dy_v4 = lora_bwd_dy_v3;  // no k-loop of its own to pipeline
 using lora_bwd_dy_v5 = lora_bwd_dy_v3;
+// v6: a 16-wide rank chunk instead of 64 (75% padding at r = 16; r = 64 runs 4 chunks side by side),
+// one rank per thread column (TN = 1), 4 rows of V per thread.  BM stays 64: more row blocks would mean
+// more of dB's partial sums ([ceil(M/BM), N, r] floats, already a quarter of dY's bytes at r = 16).
+struct lora_bwd_dy_v6 : lora_bwd_dy_v3 { static constexpr int RC = 16, TM = 4, TN = 1; };
 
 // dX = dY W0 + mask * (V A): the forward's big GEMM shape.
 struct lora_bwd_dx_v3 {
@@ -62,6 +72,7 @@ struct lora_bwd_dx_v3 {
 };
 struct lora_bwd_dx_v4 : lora_bwd_dx_v3 { static constexpr int STAGES = 2; };
 struct lora_bwd_dx_v5 : lora_bwd_dx_v4 { static constexpr bool WARP_TILED = true; };
+using lora_bwd_dx_v6 = lora_bwd_dx_v5;
 
 // dA = V^T dropout(X), split over M: 32 (ranks) x 64 (columns of K) tiles, k-step 16 rows of M.
 struct lora_bwd_da_v3 {
@@ -70,6 +81,7 @@ struct lora_bwd_da_v3 {
 };
 struct lora_bwd_da_v4 : lora_bwd_da_v3 { static constexpr int STAGES = 2; };
 using lora_bwd_da_v5 = lora_bwd_da_v4;  // 2 x 4 per thread is no warp tile: dA stays as in v4
+using lora_bwd_da_v6 = lora_bwd_da_v5;
 
 }  // namespace config
 }  // namespace minilora

@@ -161,7 +161,8 @@ def test_backward_is_deterministic(device, version):
 @pytest.mark.parametrize("version,shape", [("v1", (21, 19, 13, 3)), ("v2", (21, 19, 13, 3)),
                                            ("v3", (21, 19, 13, 3)), ("v3", (67, 20, 12, 4)),
                                            ("v4", (21, 19, 13, 3)), ("v4", (67, 20, 36, 4)),
-                                           ("v5", (21, 19, 13, 3)), ("v5", (140, 150, 36, 4))])
+                                           ("v5", (21, 19, 13, 3)), ("v5", (140, 150, 36, 4)),
+                                           ("v6", (21, 19, 13, 3)), ("v6", (70, 40, 68, 20))])
 def test_lora_kernels_under_race_check_and_sanitizer(version, shape):
     M, N, K, r = shape
     rng = fresh_rng()
@@ -422,12 +423,16 @@ def test_tile_shapes_come_from_one_header_and_aliases_launch_the_earlier_kernel(
     t = kernels.tiles()
     assert t.constants == {"THREADS": 256, "V1_BLOCK": 16, "V2_TILE": 16}
     for kernel in ("lora_fwd_u", "lora_fwd_y", "lora_bwd_dy", "lora_bwd_dx", "lora_bwd_da"):
-        for version in ("v2", "v3", "v4", "v5"):
+        for version in kernels.VERSIONS[1:]:
             launched, shape = t.shape(kernel, version)
             assert launched in exported, f"{kernel} {version}: {launched} is not in the sources"
             assert shape["BM"] > 0 and shape["BN"] > 0
     assert t.shape("lora_fwd_y", "v5") == ("lora_fwd_y_v5", {**t.configs["lora_fwd_y_v3"], "STAGES": 2,
                                                              "WARP_TILED": True})  # v5 = v4 + warp tiles
     assert t.shape("lora_bwd_dy", "v5")[0] == "lora_bwd_dy_v3" and "lora_bwd_dy_v5" not in exported
-    assert set(t.aliases) == {"lora_fwd_u_v5", "lora_bwd_dy_v4", "lora_bwd_dy_v5", "lora_bwd_da_v5"}
+    assert set(t.aliases) == {"lora_fwd_u_v5", "lora_bwd_dy_v4", "lora_bwd_dy_v5", "lora_bwd_da_v5",
+                              "lora_fwd_y_v6", "lora_bwd_dx_v6", "lora_bwd_da_v6"}
+    # v6 sizes the side kernels' rank tiles to r: 16 wide, no padding at r = 16 (v4/v3 had 32 and 64)
+    assert t.shape("lora_fwd_u", "v6")[1]["BN"] == 16 and t.shape("lora_bwd_dy", "v6")[1]["RC"] == 16
+    assert t.shape("lora_bwd_da", "v6")[0] == "lora_bwd_da_v4"  # an alias of an alias resolves
     assert not set(t.aliases) & exported
