@@ -210,11 +210,14 @@ def _adapter_params(module, config, adapter):
     from .lora.model import _pattern_value
     d_out, d_in = module.shape
     if module.kind == "embedding":
-        if config.peft_type == "VERA" or config.use_dora:
-            raise NotImplementedError(f"{module.name}: an Embedding takes plain LoRA only (no VeRA, no DoRA)")
+        if config.peft_type in ("VERA", "ADALORA") or config.use_dora:
+            raise NotImplementedError(f"{module.name}: an Embedding takes plain LoRA only (no VeRA, AdaLoRA, DoRA)")
         r = _pattern_value(config.rank_pattern, module.name, config.r)
         rows, dim = d_out, d_in  # an embedding table is [num_embeddings, dim]
         return [(f"lora_embedding_A.{adapter}", (r, rows)), (f"lora_embedding_B.{adapter}", (dim, r))]
+    if config.peft_type == "ADALORA":  # SVD form at init_r: A [r, in], E [r, 1] (singular values), B [out, r]
+        r = config.init_r
+        return [(f"lora_A.{adapter}", (r, d_in)), (f"lora_E.{adapter}", (r, 1)), (f"lora_B.{adapter}", (d_out, r))]
     if config.peft_type == "VERA":  # A and B are shared frozen buffers: only two vectors train
         return [(f"vera_lambda_b.{adapter}", (d_out,)), (f"vera_lambda_d.{adapter}", (config.r,))]
     r = _pattern_value(config.rank_pattern, module.name, config.r)
@@ -231,7 +234,7 @@ def peft_layout(model_config, peft_config, adapter_name="default"):
 
     Handles ``target_modules`` (list, regex, ``"all-linear"``, ``None``), ``exclude_modules``,
     ``layers_to_transform``, ``rank_pattern``, ``use_dora``, ``bias``, ``modules_to_save``,
-    ``inference_mode`` and ``VeraConfig``.
+    ``inference_mode``, ``VeraConfig`` and ``AdaLoraConfig`` (at ``init_r``, before any rank is masked).
     """
     from .lora.model import target_module_matches
     modules = _modules_of(model_config)
@@ -249,6 +252,8 @@ def peft_layout(model_config, peft_config, adapter_name="default"):
             bias_trains = train and config.bias in ("all", "lora_only", "vera_only")
             out += [ParamSpec(f"{prefix}.base_layer.{p}", s, p == "bias" and bias_trains) for p, s in m.params]
             out += [ParamSpec(f"{prefix}.{p}", s, train) for p, s in _adapter_params(m, config, adapter_name)]
+            if config.peft_type == "ADALORA":  # the initial rank, a frozen [1] (never saved)
+                out.append(ParamSpec(f"{prefix}.ranknum.{adapter_name}", (1,), False))
         else:
             out += [ParamSpec(f"{prefix}.{p}", s, train and config.bias == "all" and p == "bias")
                     for p, s in m.params]
@@ -715,6 +720,8 @@ def add_cli_arguments(parser, command_name):
                             help="modules that get LoRA: comma-separated names or all-linear "
                                  "(default: q_proj,v_proj, the LoRA paper's choice)")
         parser.add_argument("--dora", action="store_true", help="DoRA: add a magnitude vector per adapted layer")
+        parser.add_argument("--adalora", action="store_true",
+                            help="AdaLoRA: SVD-form adapters (A, E, B) starting at rank --r (its init_r)")
         parser.add_argument("--dtype", default="float32", type=_dtype_argument,
                             help=f"one of {', '.join(DTYPE_BYTES)} (default: float32)")
         parser.add_argument("--optimizer", default="adamw", choices=sorted(OPTIMIZER_SLOTS),
@@ -738,7 +745,7 @@ def _target_list(text):
 
 
 def _cli_memory(args):
-    from .lora import LoraConfig
+    from .lora import AdaLoraConfig, LoraConfig
     if not _target_list(args.target):
         print(f"minilora memory: --target {args.target!r} names no module (e.g. q_proj,v_proj or all-linear)",
               file=sys.stderr)
@@ -750,8 +757,12 @@ def _cli_memory(args):
         return 2
     name = args.model or (PRESETS[args.preset][0] if args.preset in PRESETS else args.preset)
     start = time.perf_counter()
-    lora_config = LoraConfig(r=args.r, lora_alpha=2 * args.r, target_modules=_target_list(args.target),
-                             use_dora=args.dora)
+    if args.adalora and args.dora:
+        print("minilora memory: --adalora and --dora do not combine (AdaLoRA has no DoRA form)", file=sys.stderr)
+        return 2
+    lora_config = AdaLoraConfig(init_r=args.r, lora_alpha=2 * args.r, target_modules=_target_list(args.target),
+                                total_step=1) if args.adalora else \
+        LoraConfig(r=args.r, lora_alpha=2 * args.r, target_modules=_target_list(args.target), use_dora=args.dora)
     full = estimate(config, None, args.dtype, args.optimizer)
     lora = estimate(config, lora_config, args.dtype, args.optimizer)
     ms = (time.perf_counter() - start) * 1e3
@@ -759,14 +770,15 @@ def _cli_memory(args):
     print(f"{args.dtype}, optimizer {args.optimizer}; counted from the config in {ms:.1f} ms\n")
     print("PEFT's print_trainable_parameters() would say:")
     print("  " + lora.peft_line() + "\n")
-    lora_title = f"LoRA r={args.r} ({args.target})" + (" DoRA" if args.dora else "")
+    lora_title = ("AdaLoRA init_r" if args.adalora else "LoRA r") + f"={args.r} ({args.target})" + \
+        (" DoRA" if args.dora else "")
     print(comparison_table({"full fine-tuning": full, lora_title: lora}))
     saved = full.total_bytes / lora.total_bytes
     print(f"\nLoRA needs {saved:.1f}x less memory for weights + gradients + optimizer state: the frozen "
           f"weights still\nhave to be there ({format_bytes(lora.frozen_weight_bytes)}), but only "
           f"{lora.trainable_params:,d} numbers get gradients and optimizer state.")
     if isinstance(config, TransformerConfig) and _target_list(args.target) == ["q_proj", "v_proj"] \
-            and not args.dora:
+            and not args.dora and not args.adalora:
         per_rank = lora_params_per_rank(config)
         print(f"\nLoRA on W_q and W_v: {per_rank:,d} parameters per unit of rank -> r=1: "
               f"{per_rank / 1e6:.1f}M, r=4: {4 * per_rank / 1e6:.1f}M, r=8: {8 * per_rank / 1e6:.1f}M.\n"

@@ -42,3 +42,27 @@ def test_train_adalora_refuses_resume_and_a_schedule_without_budgeting(tiny_mode
     code, text = run_cli(["train", "--model", tiny_model_dir, "--out", out, "--steps", "3", "--resume",
                           *ADALORA, *FAST], capsys)
     assert code != 0 and ("not supported" in text or "no checkpoint" in text)
+
+
+def test_memory_estimate_knows_adalora_parameters():
+    """memory.peft_layout / estimate count AdaLoRA's A, E, B (trained) and ranknum (frozen) exactly as
+    get_peft_model builds them, and `minilora memory --adalora` reports them."""
+    from minilora import memory
+    from minilora.lora import AdaLoraConfig, get_peft_model
+    from minilora.models import LlamaConfig
+    config = LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    ada = AdaLoraConfig(init_r=5, target_modules=["q_proj", "down_proj"], total_step=10)
+    model = get_peft_model(LlamaForCausalLM(config), ada)
+    real = {n: (tuple(p.shape), p.requires_grad) for n, p in model.named_parameters()}
+    layout = {p.name: (tuple(p.shape), p.trainable) for p in memory.peft_layout(config, ada)}
+    assert layout == real
+    estimate = memory.estimate(config, ada)
+    assert estimate.trainable_params == 2 * (5 * 16 + 5 + 16 * 5) + 2 * (5 * 24 + 5 + 16 * 5)
+
+
+def test_minilora_memory_adalora_command(capsys):
+    code, text = run_cli(["memory", "--preset", "llama-2-7b", "--adalora", "--r", "12"], capsys)
+    assert code == 0, text
+    # 32 layers x (q_proj, v_proj) x (A 12x4096 + E 12 + B 4096x12)
+    assert "AdaLoRA init_r=12" in text and f"trainable params: {64 * (12 * 4096 + 12 + 4096 * 12):,d}" in text
