@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import ops
 from ..factories import eye
-from ..nn import Dropout, Identity, Parameter
+from ..nn import Dropout, Identity, ModuleDict, Parameter
 from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
 from ..random import generator
@@ -100,7 +100,7 @@ class SVDLinear(BaseTunerLayer):
     def __init__(self, base_layer, adapter_name, config, r, lora_alpha):
         super().__init__(base_layer)
         self.r, self.lora_alpha, self.scaling = {}, {}, {}
-        self.lora_dropout = {}
+        self.lora_dropout = ModuleDict()  # Dropout modules hold p (PEFT's lora_dropout.<name>)
         self.lora_A, self.lora_E, self.lora_B = ParameterDict(), ParameterDict(), ParameterDict()
         self.ranknum = ParameterDict()
         self.active_adapters = [adapter_name]
