@@ -10,6 +10,9 @@
 //                         lora_forward.cu and lora_backward.cu: one output per thread, scalar loads)
 //                         grown up: v3 runs it with 8 x 8 register blocks and float4 loads, v4 pipelined,
 //                         v5 with warp tiles.  Each kernel's configuration is a struct in lora_tiles.cuh.
+//   * cp_async() & co.:   Ampere's asynchronous global -> shared copies (inline PTX; the emulator's
+//                         stand-in is kernels/emu/include/minilora_async_copy.h), and the v7
+//                         multi-stage pipeline built on them (accumulate_tile_async).
 //
 // Index conventions.  A GEMM computes C[d1, d2] = sum_k op1(d1, k) * op2(d2, k).  An Operand maps
 // (d, k) -- d an output index, k the reduction index -- onto its storage:
@@ -20,6 +23,10 @@
 //
 // Only float32; offsets are 64-bit so matrices may exceed 2^31 elements.
 #pragma once
+
+#ifdef __CUDA_EMU__
+#include <minilora_async_copy.h>  // the emulator's cp.async (see "asynchronous copies" below)
+#endif
 
 namespace minilora {
 
@@ -156,6 +163,104 @@ __device__ __forceinline__ void load_tile(float (*S)[SW], const Operand& op, int
     stash_tile<BK, BD, SW, KCONTIG, VEC, THREADS>(S, regs, tid);
 }
 
+// ---- asynchronous copies: cp.async (sm_80 and later) ----------------------------------------------
+// cp.async copies global memory straight into shared memory without passing through registers, and
+// the issuing thread does not wait for it: it commits the copies issued so far as a *group*
+// (cp_async_commit) and later waits until at most N groups are still in flight (cp_async_wait<N>).
+// A tile's loads can thus be issued several k-steps ahead (v7's multi-stage pipeline) at no register
+// cost -- v4's register-staged prefetch holds a whole tile in registers instead.  On the emulator the
+// same calls go to kernels/emu/include/minilora_async_copy.h, which performs a group's copies only when
+// a wait covers it, so reading a stage too early shows up as wrong numbers in the tests.  (That header is
+// included at the top of this file, outside namespace minilora.)
+
+// The 32-bit shared-state-space address PTX's cp.async takes (a generic pointer converted).
+__device__ __forceinline__ unsigned shared_address(const void* p) {
+#if defined(__CUDA_EMU__)
+    return 0u;  // not used on the emulator
+#else
+    unsigned a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+#endif
+}
+
+// dst[0 .. BYTES) (shared) <- the first src_bytes bytes at src (global), the rest zero-filled (cp.async's
+// src-size operand: 0 turns the copy into a zero fill -- how the tile edges get their zeros).
+// BYTES = 16 needs both addresses 16-byte aligned; it bypasses L1 (.cg), as streamed GEMM tiles should.
+template <int BYTES>
+__device__ __forceinline__ void cp_async(float* dst, const float* src, int src_bytes) {
+    static_assert(BYTES == 4 || BYTES == 16, "cp.async copies 4, 8 or 16 bytes; minilora uses 4 and 16");
+#if defined(__CUDA_EMU__)
+    minilora_emu::async_copy(dst, src, BYTES, src_bytes);
+#elif __CUDA_ARCH__ >= 800
+    if (BYTES == 16)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(dst)), "l"(src),
+                     "r"(src_bytes) : "memory");
+    else
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(shared_address(dst)), "l"(src),
+                     "r"(src_bytes) : "memory");
+#else  // before Ampere there is no cp.async: an ordinary copy, complete at once
+#pragma unroll
+    for (int i = 0; i < BYTES / 4; ++i) dst[i] = 4 * i < src_bytes ? src[i] : 0.0f;
+#endif
+}
+
+// Close the copies issued since the last commit into one group.
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDA_EMU__)
+    minilora_emu::async_commit();
+#elif __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+
+// Wait until at most PENDING of this thread's committed groups are still in flight.  Only this thread's
+// copies: a __syncthreads() after it makes every thread's copies visible to the block.
+template <int PENDING>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(__CUDA_EMU__)
+    minilora_emu::async_wait(PENDING);
+#elif __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING) : "memory");
+#endif
+}
+
+// load_tile's job -- S[kk][dd] = op(d0 + dd, k0 + kk), zero outside the matrix -- with cp.async.  The
+// copy moves bytes unchanged, so the operand must need no scale and no dropout (the callers pass only
+// plain X, W0 and dY).  A d-contiguous operand (W0 in dX = dY W0) lands in the k-major tile as it is
+// stored: 16 bytes per copy where aligned and in bounds, else 4 zero-filling copies.  A k-contiguous
+// one (X, W0 in the forward) is transposed on the way, one 4-byte copy per element; the slot order
+// (slot_position) keeps a warp's global reads in whole 32-byte sectors and its shared writes on 32
+// different banks.
+template <int BK, int BD, int SW, bool KCONTIG, int THREADS>
+__device__ __forceinline__ void load_tile_async(float (*S)[SW], const Operand& op, int d0, int k0, int k_end,
+                                                int tid) {
+    constexpr int RUN = KCONTIG ? 1 : 4;
+    constexpr int SLOTS = BK * BD / RUN, PER_THREAD = (SLOTS + THREADS - 1) / THREADS;
+    const bool aligned = (op.ld % 4 == 0) && ((reinterpret_cast<unsigned long long>(op.p) & 15ull) == 0);
+#pragma unroll
+    for (int s = 0; s < PER_THREAD; ++s) {
+        const int e = tid + s * THREADS;
+        if (SLOTS % THREADS != 0 && e >= SLOTS) break;
+        int dd, kk;
+        slot_position<BK, BD, KCONTIG, RUN>(e, dd, kk);
+        const int d = d0 + dd, k = k0 + kk;
+        const float* src = op.p + (KCONTIG ? (unsigned long long)d * op.ld + k : (unsigned long long)k * op.ld + d);
+        if (KCONTIG) {
+            const bool in = d < op.d_size && k < k_end;
+            cp_async<4>(&S[kk][dd], in ? src : op.p, in ? 4 : 0);
+        } else if (aligned && k < k_end && d + 4 <= op.d_size) {
+            cp_async<16>(&S[kk][dd], src, 16);
+        } else {
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+                const bool in = k < k_end && d + q < op.d_size;
+                cp_async<4>(&S[kk][dd + q], in ? src + q : op.p, in ? 4 : 0);
+            }
+        }
+    }
+}
+
 // ---- register blocking ---------------------------------------------------------------------------
 // acc[i][j] += a[i] * b[j]: TM + TN values loaded, TM * TN multiply-adds -- the reason for register tiles.
 template <int TM, int TN>
@@ -231,6 +336,41 @@ __device__ __forceinline__ void multiply_tiles(float (&acc)[Tile::TM][Tile::TN],
     }
 }
 
+// ---- the cp.async pipeline (v7) -----------------------------------------------------------------
+// acc += the tile's a b^T over [k_begin, k_end), as accumulate_tile, with STAGES >= 3 shared-memory
+// buffers per operand and STAGES - 1 tiles in flight.  Every thread commits exactly one group per
+// tile -- an empty one past the end -- so at step t "at most STAGES - 2 groups pending" means "the
+// group of tile t has landed".  One __syncthreads per step does two jobs: every thread's copies of
+// tile t are visible, and every thread has finished multiplying tile t - 1, whose buffer the copies
+// issued next (tile t + STAGES - 1) overwrite.
+template <class Tile, int BK, bool A_KCONTIG, bool B_KCONTIG, int STAGES>
+__device__ __forceinline__ void accumulate_tile_async(float (&acc)[Tile::TM][Tile::TN],
+                                                      float (*As)[BK][Tile::BM + SMEM_PAD],
+                                                      float (*Bs)[BK][Tile::BN + SMEM_PAD], const Operand& a,
+                                                      const Operand& b, int m0, int n0, int k_begin, int k_end) {
+    constexpr int BM = Tile::BM, BN = Tile::BN, THREADS = Tile::THREADS;
+    const int tid = threadIdx.x;
+    const Tile tile(tid);
+    const int steps = (k_end - k_begin + BK - 1) / BK;
+    const auto issue = [&](int step) {  // start the copies of tile `step` into buffer step % STAGES
+        if (step < steps) {
+            const int k0 = k_begin + step * BK;
+            load_tile_async<BK, BM, BM + SMEM_PAD, A_KCONTIG, THREADS>(As[step % STAGES], a, m0, k0, k_end, tid);
+            load_tile_async<BK, BN, BN + SMEM_PAD, B_KCONTIG, THREADS>(Bs[step % STAGES], b, n0, k0, k_end, tid);
+        }
+        cp_async_commit();
+    };
+    for (int step = 0; step < STAGES - 1; ++step) issue(step);  // the prologue fills STAGES - 1 buffers
+    for (int t = 0; t < steps; ++t) {
+        cp_async_wait<STAGES - 2>();
+        __syncthreads();
+        issue(t + STAGES - 1);
+        multiply_tiles<BK>(acc, As[t % STAGES], Bs[t % STAGES], tile);
+    }
+    cp_async_wait<0>();  // nothing may stay in flight: the caller reuses the buffers (and the block may end)
+    __syncthreads();
+}
+
 // ---- the tiled GEMM main loop ------------------------------------------------------------------
 // acc[i][j] += sum_{k_begin <= k < k_end} a(m0 + tile.row(i), k) * b(n0 + tile.col(j), k)
 // for one BM x BN output tile (Tile = ThreadTile<BM, BN, TM, TN, ...>, its Tile::THREADS threads),
@@ -243,12 +383,19 @@ __device__ __forceinline__ void multiply_tiles(float (&acc)[Tile::TM][Tile::TN],
 //     block multiplies step k's tile, and written to the other buffer after.  The global reads are in
 //     flight during the arithmetic, and one __syncthreads per step suffices: step k reads buffer b and
 //     writes buffer b^1, which nobody reads until after that step's barrier.
+// STAGES >= 3 (v7): cp.async, STAGES - 1 tiles in flight, no registers spent on staging
+//     (accumulate_tile_async above).  Only for operands without scale or dropout.
 template <class Tile, int BK, bool A_KCONTIG, bool B_KCONTIG, bool VEC, int STAGES>
 __device__ __forceinline__ void accumulate_tile(float (&acc)[Tile::TM][Tile::TN], float (*As)[BK][Tile::BM + SMEM_PAD],
                                                 float (*Bs)[BK][Tile::BN + SMEM_PAD], const Operand& a,
                                                 const Operand& b, int m0, int n0, int k_begin, int k_end) {
-    static_assert(STAGES == 1 || STAGES == 2, "one buffer, or two for the pipelined loop");
+    static_assert(STAGES >= 1, "at least one shared-memory buffer");
     constexpr int BM = Tile::BM, BN = Tile::BN, THREADS = Tile::THREADS;
+    if (STAGES >= 3) {  // v7's cp.async pipeline (the clamp only keeps the 1- and 2-stage builds compiling)
+        accumulate_tile_async<Tile, BK, A_KCONTIG, B_KCONTIG, (STAGES >= 3 ? STAGES : 3)>(acc, As, Bs, a, b, m0, n0,
+                                                                                          k_begin, k_end);
+        return;
+    }
     const int tid = threadIdx.x;
     const Tile tile(tid);
     if (STAGES == 1) {

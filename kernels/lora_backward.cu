@@ -43,6 +43,11 @@
 //         more row blocks would grow dB's partial sums; splitting N over blocks (partial V instead) is
 //         the next step.  dX and dA are v5's kernels (aliases).  Expected, NOT measured (no GPU yet).
 //         ptxas (nvcc 13.0): lora_bwd_dy_v6 80 registers on sm_80, 83 on sm_90, no spills.
+//     v7  v6 with dX's main loop (dY W0) on cp.async, 4 buffers, 3 tiles in flight (common.cuh,
+//         accumulate_tile_async): W0 is d-contiguous here, so its tile rows arrive as 16-byte copies.
+//         dY's pass is v6's; dA keeps v4's register path (X is loaded through dropout).
+//         Expected, NOT measured (no GPU yet).  ptxas (nvcc 13.0): lora_bwd_dx_v7 127 registers on
+//         sm_80, 128 on sm_90, no spills; sm_90 SASS has LDGSTS.E.BYPASS.128 for W0's rows.
 //     grids: dy (ceil(r/RC), ceil(M/BM)); dx (ceil(K/BN), ceil(M/BM)); da (ceil(K/BN), ceil(r/BM), S);
 //     lora_reduce_partials: block 256, grid ceil(E/256) for E output elements.
 //
@@ -378,4 +383,12 @@ extern "C" __global__ void __launch_bounds__(256, 2)
 lora_bwd_dy_v6(const float* __restrict__ dY, const float* __restrict__ B, const float* __restrict__ U,
                float* __restrict__ V, float* __restrict__ dB_out, int write_db, int M, int N, int r, float s) {
     lora_bwd_dy_tiled<config::lora_bwd_dy_v6>(dY, B, U, V, dB_out, write_db, M, N, r, s);
+}
+
+// v7: dX's main loop on cp.async (config::lora_bwd_dx_v7); dY's pass is v6's, dA v4's.
+extern "C" __global__ void __launch_bounds__(256, 2)
+lora_bwd_dx_v7(const float* __restrict__ dY, const float* __restrict__ W0, const float* __restrict__ V,
+               const float* __restrict__ A, float* __restrict__ dX, int M, int N, int K, int r, unsigned seed,
+               unsigned threshold, float keep_scale) {
+    lora_bwd_dx_tiled<config::lora_bwd_dx_v7>(dY, W0, V, A, dX, M, N, K, r, seed, threshold, keep_scale);
 }

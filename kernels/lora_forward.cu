@@ -43,6 +43,14 @@
 //         Expected, NOT measured (no GPU yet): U is a pass over X, so its floor is MK*4 bytes at HBM
 //         speed, about 30 us at M = 8192, K = 4096; v4's U was estimated at 0.3-0.5 ms in the review.
 //         ptxas (nvcc 13.0): lora_fwd_u_v6 48 registers on sm_80, 58 on sm_90, no spills.
+//     v7  v6 with lora_fwd_y's main loop on cp.async (sm_80+; common.cuh, accumulate_tile_async): tiles
+//         copied global -> shared without passing through registers, 4 buffers and 3 tiles in flight, so
+//         the loads' latency hides behind 3 k-steps of arithmetic instead of v4's one.  X is transposed
+//         into the k-major tile with 4-byte copies; edge guards stay per copy (zero-filling cp.async).
+//         The rank-r epilogue keeps v3's loop (U needs the scale s on the way in).  lora_fwd_u is v6's.
+//         Expected, NOT measured (no GPU yet).  ptxas (nvcc 13.0): lora_fwd_y_v7 122 registers on
+//         sm_80, 128 on sm_90, no spills, 33 KB shared; the sm_90 SASS main loop has LDGSTS (cp.async),
+//         LDGDEPBAR (commit) and DEPBAR.LE (wait_group); its plain LDGs belong to the epilogue.
 //
 // Run one by hand on the CPU (the emulator) or a GPU (CuPy) through minilora.kernels:
 //     from minilora import kernels
@@ -224,4 +232,12 @@ extern "C" __global__ void __launch_bounds__(256, 4)
 lora_fwd_u_v6(const float* __restrict__ X, const float* __restrict__ A, float* __restrict__ U, int M, int K, int r,
               unsigned seed, unsigned threshold, float keep_scale) {
     lora_fwd_u_tiled<config::lora_fwd_u_v6>(X, A, U, M, K, r, seed, threshold, keep_scale);
+}
+
+// v7: Y's main loop on cp.async (config::lora_fwd_y_v7, STAGES = 4); U is v6's kernel.
+extern "C" __global__ void __launch_bounds__(256, 2)
+lora_fwd_y_v7(const float* __restrict__ X, const float* __restrict__ W0, const float* __restrict__ U,
+              const float* __restrict__ B, const float* __restrict__ bias, int has_bias, float* __restrict__ Y,
+              int M, int N, int K, int r, float s) {
+    lora_fwd_y_tiled<config::lora_fwd_y_v7>(X, W0, U, B, bias, has_bias, Y, M, N, K, r, s);
 }

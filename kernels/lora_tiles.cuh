@@ -9,7 +9,7 @@
 //
 //     BM x BN   the block's output tile              BK      the k-step: rows of each shared-memory tile
 //     TM x TN   outputs per thread (register block)  VEC     float4 loads wherever they are aligned
-//     STAGES    shared-memory buffers per operand: 1, or 2 for the pipelined main loop
+//     STAGES    shared-memory buffers per operand: 1, 2 for the pipelined main loop, 3+ for cp.async
 //     WARP_TILED  the warp-tiled thread layout (common.cuh, ThreadTile)
 //
 // A later version derives from the one before and names only what it changes.  A version that
@@ -41,6 +41,7 @@ using lora_fwd_u_v5 = lora_fwd_u_v4;  // warp tiles need 8 x 8 outputs per threa
 // 16 x 16 tiles, one output per thread, k-step 32: 512 blocks at M = 8192 (about 4 per SM), no padding
 // at r = 16 (half at r = 8; r = 64 runs 4 rank tiles, 2048 blocks).
 struct lora_fwd_u_v6 : lora_fwd_u_v4 { static constexpr int BM = 16, BN = 16, BK = 32, TM = 1, TN = 1; };
+using lora_fwd_u_v7 = lora_fwd_u_v6;  // cp.async cannot apply dropout on the way: U stays as in v6
 
 // Y = X W0^T + s U B^T + bias: the big GEMM, 128 x 128 tiles, 8 x 8 outputs per thread.
 struct lora_fwd_y_v3 {
@@ -50,6 +51,8 @@ struct lora_fwd_y_v3 {
 struct lora_fwd_y_v4 : lora_fwd_y_v3 { static constexpr int STAGES = 2; };
 struct lora_fwd_y_v5 : lora_fwd_y_v4 { static constexpr bool WARP_TILED = true; };
 using lora_fwd_y_v6 = lora_fwd_y_v5;  // v6 changes only the rank-sized side kernels
+// v7: the cp.async main loop (common.cuh, accumulate_tile_async): 4 buffers, 3 tiles in flight.
+struct lora_fwd_y_v7 : lora_fwd_y_v5 { static constexpr int STAGES = 4; };
 
 // ---- backward -----------------------------------------------------------------------------------
 // V = s dY B and dB's partial sums in one pass over dY: BM rows of dY per block, BN-wide tiles of N,
@@ -64,6 +67,7 @@ using lora_bwd_dy_v5 = lora_bwd_dy_v3;
 // one rank per thread column (TN = 1), 4 rows of V per thread.  BM stays 64: more row blocks would mean
 // more of dB's partial sums ([ceil(M/BM), N, r] floats, already a quarter of dY's bytes at r = 16).
 struct lora_bwd_dy_v6 : lora_bwd_dy_v3 { static constexpr int RC = 16, TM = 4, TN = 1; };
+using lora_bwd_dy_v7 = lora_bwd_dy_v6;
 
 // dX = dY W0 + mask * (V A): the forward's big GEMM shape.
 struct lora_bwd_dx_v3 {
@@ -73,6 +77,7 @@ struct lora_bwd_dx_v3 {
 struct lora_bwd_dx_v4 : lora_bwd_dx_v3 { static constexpr int STAGES = 2; };
 struct lora_bwd_dx_v5 : lora_bwd_dx_v4 { static constexpr bool WARP_TILED = true; };
 using lora_bwd_dx_v6 = lora_bwd_dx_v5;
+struct lora_bwd_dx_v7 : lora_bwd_dx_v5 { static constexpr int STAGES = 4; };  // cp.async main loop
 
 // dA = V^T dropout(X), split over M: 32 (ranks) x 64 (columns of K) tiles, k-step 16 rows of M.
 struct lora_bwd_da_v3 {
@@ -82,6 +87,7 @@ struct lora_bwd_da_v3 {
 struct lora_bwd_da_v4 : lora_bwd_da_v3 { static constexpr int STAGES = 2; };
 using lora_bwd_da_v5 = lora_bwd_da_v4;  // 2 x 4 per thread is no warp tile: dA stays as in v4
 using lora_bwd_da_v6 = lora_bwd_da_v5;
+using lora_bwd_da_v7 = lora_bwd_da_v6;  // X is loaded through dropout: no cp.async
 
 }  // namespace config
 }  // namespace minilora

@@ -22,7 +22,7 @@ An op never calls these from its NumPy math: ``LoraLinear`` declares ``kernel_fo
 ``kernel_backward``, and ``Function.apply`` runs those on ``emu``/``cuda`` when ``supports`` takes the
 dtypes; they hand their arrays through ``contiguous`` first.
 
-``version="v1" | ... | "v6"`` runs one numbered version of the LoRA kernels (the tests run all of
+``version="v1" | ... | "v7"`` runs one numbered version of the LoRA kernels (the tests run all of
 them); by default ``pick_version`` chooses by shape. Tile shapes come from ``kernels/lora_tiles.cuh``
 (``tiles()``), the same file the kernels include. ``checking(...)`` turns on the debugging aids
 the tests use: NaN-poisoned outputs and, on ``emu``, the race check and the sanitizer.
@@ -40,7 +40,7 @@ from .device import device as _device
 __all__ = ["lora_forward", "lora_backward", "adamw_step", "bgmv", "BGMV_VERSIONS", "pick_version", "supports", "contiguous", "tiles", "checking",
            "kernel_dir", "source", "VERSIONS", "KERNEL_FILES"]
 
-VERSIONS = ("v1", "v2", "v3", "v4", "v5", "v6")
+VERSIONS = ("v1", "v2", "v3", "v4", "v5", "v6", "v7")
 KERNEL_FILES = ("lora_forward.cu", "lora_backward.cu", "adamw.cu", "bgmv.cu")
 BGMV_VERSIONS = ("v1", "v2")
 # Tile shapes and block sizes are not written here: tiles() reads them from kernels/lora_tiles.cuh

@@ -162,7 +162,8 @@ def test_backward_is_deterministic(device, version):
                                            ("v3", (21, 19, 13, 3)), ("v3", (67, 20, 12, 4)),
                                            ("v4", (21, 19, 13, 3)), ("v4", (67, 20, 36, 4)),
                                            ("v5", (21, 19, 13, 3)), ("v5", (140, 150, 36, 4)),
-                                           ("v6", (21, 19, 13, 3)), ("v6", (70, 40, 68, 20))])
+                                           ("v6", (21, 19, 13, 3)), ("v6", (70, 40, 68, 20)),
+                                           ("v7", (21, 19, 13, 3)), ("v7", (140, 150, 44, 4))])
 def test_lora_kernels_under_race_check_and_sanitizer(version, shape):
     M, N, K, r = shape
     rng = fresh_rng()
@@ -431,8 +432,42 @@ def test_tile_shapes_come_from_one_header_and_aliases_launch_the_earlier_kernel(
                                                              "WARP_TILED": True})  # v5 = v4 + warp tiles
     assert t.shape("lora_bwd_dy", "v5")[0] == "lora_bwd_dy_v3" and "lora_bwd_dy_v5" not in exported
     assert set(t.aliases) == {"lora_fwd_u_v5", "lora_bwd_dy_v4", "lora_bwd_dy_v5", "lora_bwd_da_v5",
-                              "lora_fwd_y_v6", "lora_bwd_dx_v6", "lora_bwd_da_v6"}
+                              "lora_fwd_y_v6", "lora_bwd_dx_v6", "lora_bwd_da_v6",
+                              "lora_fwd_u_v7", "lora_bwd_dy_v7", "lora_bwd_da_v7"}
     # v6 sizes the side kernels' rank tiles to r: 16 wide, no padding at r = 16 (v4/v3 had 32 and 64)
     assert t.shape("lora_fwd_u", "v6")[1]["BN"] == 16 and t.shape("lora_bwd_dy", "v6")[1]["RC"] == 16
     assert t.shape("lora_bwd_da", "v6")[0] == "lora_bwd_da_v4"  # an alias of an alias resolves
     assert not set(t.aliases) & exported
+
+
+def test_emulated_cp_async_lands_only_when_a_wait_covers_its_group(tmp_path):
+    """common.cuh's cp_async on the emulator (kernels/emu/include/minilora_async_copy.h): a copy is
+    performed when cp_async_wait<N> leaves at most N groups in flight, oldest group first, with the bytes
+    past src_bytes zero-filled -- so a kernel that reads a pipeline stage before waiting reads stale data
+    in the tests instead of passing by luck.  (On a GPU the "before" row would be a race: emulator only.)"""
+    from minilora.emulator import RawModule
+    (tmp_path / "async_copy.cu").write_text(r'''
+#include "common.cuh"
+using namespace minilora;
+extern "C" __global__ void staged(const float* src, float* seen) {  // seen [3, 8]: before, after 1 wait, after all
+    __shared__ __align__(16) float s[8];
+    for (int i = 0; i < 8; ++i) s[i] = -1.0f;
+    cp_async<16>(s, src, 16);           // group 0: 4 floats
+    cp_async_commit();
+    cp_async<16>(s + 4, src + 4, 8);    // group 1: 2 floats, 2 zero-filled
+    cp_async<4>(s + 7, src + 7, 4);     //          (in group 1 as well)
+    cp_async_commit();
+    for (int i = 0; i < 8; ++i) seen[i] = s[i];
+    cp_async_wait<1>();
+    for (int i = 0; i < 8; ++i) seen[8 + i] = s[i];
+    cp_async_wait<0>();
+    for (int i = 0; i < 8; ++i) seen[16 + i] = s[i];
+}
+''')
+    src = np.arange(1, 9, dtype=np.float32)
+    seen = np.zeros((3, 8), np.float32)
+    module = RawModule(path=tmp_path / "async_copy.cu", options=("-I", str(kernels.kernel_dir())))
+    module.get_function("staged")(1, 1, (src, seen))
+    np.testing.assert_array_equal(seen[0], -1)
+    np.testing.assert_array_equal(seen[1], [1, 2, 3, 4, -1, -1, -1, -1])
+    np.testing.assert_array_equal(seen[2], [1, 2, 3, 4, 5, 6, 0, 8])
