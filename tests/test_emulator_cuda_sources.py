@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minilora import emulator as emu
+from minilora import emulator as emu, kernels
 from minilora.emulator import KernelFault, RawModule
 
 PDIR = Path(__file__).parent / "emu_kernels" / "portability"
@@ -450,11 +450,9 @@ def test_racecheck_passes_the_teaching_kernels_and_catches_the_missing_matmul_ba
         fn("warp_races.cu", "rotate_lanes")(1, 32, (x[:32], C.ravel()[:32].copy()), racecheck=True, check_races=True)
 
 
-@pytest.mark.parametrize("version", ["v1", "v2", "v3", "v4", "v5"])
+@pytest.mark.parametrize("version", kernels.VERSIONS)
 def test_every_project_kernel_passes_racecheck(version, monkeypatch):
     """kernels/*.cu (LoRA forward/backward in every version, AdamW, BGMV) with every launch under racecheck."""
-    from minilora import kernels
-
     real_call = emu.RawKernel.__call__
     launched = []
 
