@@ -300,6 +300,93 @@ for name, prompt, row in zip(names, prompts, out):
     print(f"{name:<9} {prompt!r:<46} -> {tok.decode(row[width:], skip_special_tokens=True)!r}")
 
 # %% [markdown]
+# ## A server's view: continuous batching
+#
+# A real server does not get its requests as one tidy batch: they arrive one by one, ask for
+# different lengths, and finish at different times. `minilora/serve/engine.py`'s `Engine` (the loop
+# behind `minilora serve`) keeps one running batch: between two decode steps, finished requests leave
+# and waiting ones join (each prefilled alone first), up to `max_batch_size` rows; every step is one
+# forward pass for all rows, each row with its own adapter (the `adapter_names=` path above). That is
+# **continuous batching** (Orca, Yu et al., 2022; vLLM). `Engine.steps` records which adapter each row
+# of every step used.
+#
+# Six requests for our two adapters and the base, greedy (`temperature=0`), different lengths,
+# with room for three rows at a time. They are queued before the engine starts, so the run is the
+# same every time.
+#
+# **Predict first.** Requests are admitted in order; the first three ask for 12, 4 and 8 tokens. At
+# which decode step does the fourth request join the batch?
+
+# %%
+prediction = None   # a step number (the first decode step is step 0)
+
+# %%
+from minilora.serve import Engine, Request
+from minilora.serve.engine import wait_until
+
+jobs = [("qa", qa_prompt, 12), (SECOND_TASK, second_prompt, 4), (None, qa_prompt, 8),
+        ("qa", data.get_task("qa").eval[1].prompt, 6), (SECOND_TASK, data.get_task(SECOND_TASK).eval[1].prompt, 10),
+        (None, second_prompt, 3)]
+engine = Engine(server, tok, max_batch_size=3, max_queue=8)
+engine.eos = set()  # run every request to its max_tokens: lengths (and so the schedule) are fixed
+requests = [engine.submit(Request(tok.encode(prompt), adapter, max_tokens=n, temperature=0))
+            for adapter, prompt, n in jobs]
+engine.start()
+try:
+    assert wait_until(lambda: all(r.finished for r in requests), timeout=60), "the engine did not finish"
+finally:
+    engine.shutdown()
+
+label = {"qa": "qa", SECOND_TASK: SECOND_TASK[:3], None: "base"}
+for step, adapters in engine.steps:
+    print(f"step {step:>2}: " + " ".join(f"{label[a]:<5}" for a in adapters))
+joined = next(step for step, adapters in engine.steps if adapters != engine.steps[0][1])  # first change
+print(f"\nthe batch first changes at step {joined}: the 4-token request left, the fourth (qa) joined"
+      + (f"; you predicted {prediction}" if prediction is not None else ""))
+
+# %% [markdown]
+# The request for 4 tokens finishes first; its slot goes at once to the next one in the queue, and
+# the batch never runs with an empty row while requests wait. (The prefill samples a request's first
+# token, so a request for `n` tokens decodes for `n - 1` steps.) The picture of the same schedule,
+# one column per step, one colour per adapter:
+
+# %%
+colours = {"qa": 1, SECOND_TASK: 2, None: 3}
+grid = np.zeros((engine.max_batch_size, len(engine.steps)))
+for step, adapters in engine.steps:
+    for row, adapter in enumerate(adapters):
+        grid[row, step] = colours[adapter]
+fig, ax = plt.subplots(figsize=(6.5, 1.8))
+cmap = plt.matplotlib.colors.ListedColormap(["white", "tab:blue", "tab:orange", "tab:gray"])
+ax.imshow(grid, cmap=cmap, vmin=0, vmax=3, aspect="auto")
+ax.set(xlabel="decode step", ylabel="batch row", yticks=range(engine.max_batch_size),
+       title="batch composition: blue qa, orange reverse, grey base")
+plt.show()
+
+# %% [markdown]
+# And the check that makes this a server rather than a demo: every request's tokens are exactly what
+# the same request generates alone, with only its adapter (greedy decoding on both sides).
+
+# %%
+def generate_alone(request):
+    """The same request, alone, greedy, never stopping early (eos_token_id=[]), as the engine ran it."""
+    ids = [request.prompt_ids]
+    out = server.generate(ids, max_new_tokens=request.max_tokens, eos_token_id=[])
+    return out.numpy()[0][len(request.prompt_ids):].tolist()
+
+for request in requests:
+    if request.adapter is None:
+        with server.disable_adapter():
+            alone = generate_alone(request)
+    else:
+        server.set_adapter(request.adapter)
+        alone = generate_alone(request)
+    same = request.generated == alone
+    print(f"{label[request.adapter]:<5} {request.max_tokens:>2} tokens  same as alone: {same}  "
+          f"{tok.decode(request.generated, skip_special_tokens=True)!r}")
+    assert same, "a batched request differs from the same request alone"
+
+# %% [markdown]
 # ## Summary
 #
 # * Merging adds `s B A` to `W0` once; outputs agree to float32 rounding, and `merge_and_unload()` returns
@@ -308,6 +395,8 @@ for name, prompt, row in zip(names, prompts, out):
 # * One base model can hold many adapters; `set_adapter` switches, `disable_adapter()` gives the base.
 # * `adapter_names=[...]` gives every row of a batch its own adapter, with results identical to running
 #   each adapter alone.
+# * A continuous-batching engine lets requests join and leave the running batch between decode steps;
+#   each request still gets, token for token, what it would get alone.
 #
 # ## Questions and small tasks
 #
@@ -321,10 +410,9 @@ for name, prompt, row in zip(names, prompts, out):
 # ## What's next
 #
 # * Notebook 8: DoRA and VeRA, what a trained adapter's singular values say, and diagnosing bad runs.
-# * minilora's own server: `minilora serve --adapter reverse=notebooks/assets/reverse-adapter` serves
-#   this notebook's adapter over OpenAI-style routes, decoding requests for different adapters in one
-#   batch (continuous batching, `minilora/serve/`; the per-row kernel is `kernels/bgmv.cu`; README,
-#   "Serve many adapters from one base").
+# * minilora's own server: `minilora serve --adapter reverse=notebooks/assets/reverse-adapter` puts the
+#   `Engine` above behind OpenAI-style HTTP routes (`minilora/serve/app.py`; the per-row kernel is
+#   `kernels/bgmv.cu`; README, "Serve many adapters from one base").
 # * Serving at scale: vLLM's multi-LoRA support (`enable_lora=True`, Punica-style kernels) and S-LoRA
 #   batch thousands of adapters over one base model.
 # * Merging several adapters into one model (task arithmetic, TIES) is PEFT's `add_weighted_adapter`.
