@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# The GPU check of minilora's CUDA kernels, in one go (issue 6):
-#   1. the CUDA tests -- every test parametrised over the `cuda` device, plus the nvcc compile checks;
-#   2. every GPU benchmark (benchmarks/gpu_lora.py), which writes benchmarks/RESULTS.md.
-# Installs nothing: run it where minilora, CuPy and an NVIDIA GPU already are.
+# The GPU check of minilora's CUDA kernels, in one go, inside a total time bound (issues 6 and 16):
+#   1. the CUDA tests -- every test parametrised over the `cuda` device (the kernels, BGMV, the one-rank
+#      NCCL test of tests/test_distributed.py), plus the nvcc compile checks;
+#   2. the kernel benchmarks (benchmarks/gpu_lora.py: every LoRA kernel version, the unfused path,
+#      cuBLAS fp32 and bf16, PEFT, BGMV, AdamW), which write benchmarks/RESULTS.md table by table;
+#   3. the training step of a ~1.1B Llama, minilora vs transformers + PEFT (benchmarks/gpu_train_step.py),
+#      appended to RESULTS.md.
+# Installs nothing: run it where minilora, CuPy, torch+PEFT and an NVIDIA GPU already are.
 #
-#   bash benchmarks/gpu_check.sh              # full run
+#   bash benchmarks/gpu_check.sh              # full run, at most GPU_CHECK_BUDGET_S seconds (default 540)
 #   bash benchmarks/gpu_check.sh --quick      # a shorter benchmark (options go to gpu_lora.py)
+# Each stage runs under `timeout` with its share of what is left, so the whole script ends in time even
+# if a stage hangs; a stage cut short says so in its exit status (124) and in the summary line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+budget=${GPU_CHECK_BUDGET_S:-540}
+start=$(date +%s)
+left() { echo $(( budget - ($(date +%s) - start) )); }
+atleast() { echo $(( $1 > $2 ? $1 : $2 )); }  # a timeout never below a floor, even when the budget is spent
 
 if ! python -c "import cupy, sys; sys.exit(cupy.cuda.runtime.getDeviceCount() == 0)" 2>/dev/null; then
     echo "gpu_check.sh: needs CuPy and an NVIDIA GPU (python -c 'import cupy' fails or sees no device)." >&2
@@ -15,16 +25,27 @@ if ! python -c "import cupy, sys; sys.exit(cupy.cuda.runtime.getDeviceCount() ==
     echo "installed in another environment, put that environment's bin/ first on PATH and PYTHONPATH=\$PWD." >&2
     exit 2
 fi
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm \
+    --format=csv
+export CUPY_TF32=0  # fp32 rows are fp32
 
+# 1. tests: at most a third of the budget
 log=$(mktemp)
-python -m pytest tests -q -k "cuda or compile" -p no:cacheprovider 2>&1 | tee "$log"
+timeout "$(atleast $(( $(left) / 3 )) 30)" python -m pytest tests -q -k "cuda or compile" -p no:cacheprovider 2>&1 | tee "$log"
 tests_status=${PIPESTATUS[0]}
 summary=$(grep -E "(passed|failed|error)" "$log" | tail -n 1)
 rm -f "$log"
 
-python benchmarks/gpu_lora.py --tests "${summary:-no summary} (pytest exit status $tests_status)" "$@"
+# 2. kernel benchmarks: their own budget leaves 40% of what is left for the training step
+bench_budget=$(atleast $(( $(left) * 6 / 10 )) 60)
+timeout $(( bench_budget + 60 )) python benchmarks/gpu_lora.py --budget-s $(( bench_budget - 30 )) \
+    --tests "${summary:-no summary} (pytest exit status $tests_status)" "$@"
 bench_status=$?
 
-echo "gpu_check.sh: tests exit status $tests_status, benchmark exit status $bench_status"
-[ "$tests_status" -eq 0 ] && [ "$bench_status" -eq 0 ]
+# 3. the training step, appended to RESULTS.md (what is left, less a margin)
+timeout "$(atleast $(( $(left) - 10 )) 30)" python benchmarks/gpu_train_step.py --out benchmarks/RESULTS.md
+train_status=$?
+
+echo "gpu_check.sh: tests exit status $tests_status, benchmark $bench_status, train step $train_status" \
+     "(124: cut by the time bound), $(( $(date +%s) - start )) s of $budget"
+[ "$tests_status" -eq 0 ] && [ "$bench_status" -eq 0 ] && [ "$train_status" -eq 0 ]

@@ -66,3 +66,40 @@ def test_compiles_without_register_spills(ptxas, name, arch):
     spilling = {k: v for k, v in spills.items() if is_production(k) and v != (0, 0)}
     assert not spilling, (f"{name} ({arch}): production kernels spill registers (stores, loads bytes): "
                           f"{spilling}\n{report}")
+
+
+def _sass_tools():
+    """cuobjdump, with nvdisasm next to it or on PATH (pip: nvidia-cuda-cuobjdump, nvidia-cuda-nvdisasm)."""
+    cuobjdump = shutil.which("cuobjdump")
+    env = dict(os.environ)
+    try:
+        import nvidia
+        for root in nvidia.__path__:
+            for sub in ("cu13/bin", "cu12/bin", "cuda_cuobjdump/bin", "cuda_nvdisasm/bin"):
+                folder = os.path.join(root, sub)
+                if os.path.isdir(folder):
+                    env["PATH"] = folder + os.pathsep + env["PATH"]
+                    cuobjdump = cuobjdump or shutil.which("cuobjdump", path=folder)
+    except ImportError:
+        pass
+    if cuobjdump is None or shutil.which("nvdisasm", path=env["PATH"]) is None:
+        return None, None
+    return cuobjdump, env
+
+
+@pytest.mark.parametrize("name,kernel", [("lora_forward.cu", "lora_fwd_y_v7"), ("lora_backward.cu", "lora_bwd_dx_v7")])
+def test_cp_async_versions_issue_ldgsts_on_sm_90(ptxas, tmp_path, name, kernel):
+    """v7's main loop really is cp.async on the GPU: the sm_90 SASS holds LDGSTS (the copy), LDGDEPBAR
+    (commit_group) and DEPBAR (wait_group) -- not an emulation-only path or the pre-Ampere fallback."""
+    cuobjdump, env = _sass_tools()
+    if cuobjdump is None:
+        pytest.skip("cuobjdump/nvdisasm not installed (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
+    assert ptxas[(name, "sm_90")].returncode == 0
+    folder = kernels.kernel_dir()
+    cubin = tmp_path / f"{name}.cubin"
+    subprocess.run(["nvcc", "-cubin", "-arch=sm_90", "-I", str(folder), str(folder / name), "-o", str(cubin)],
+                   check=True, capture_output=True)
+    sass = subprocess.run([cuobjdump, "-sass", "-fun", kernel, str(cubin)], capture_output=True, text=True,
+                          env=env, check=True).stdout
+    for instruction in ("LDGSTS", "LDGDEPBAR", "DEPBAR.LE"):
+        assert instruction in sass, f"{kernel}: no {instruction} in its sm_90 SASS"

@@ -392,13 +392,34 @@ def test_lora_training_step_of_a_tiny_llama_on_emu_matches_cpu():
 # ------------------------------------------------------------------------------------------------
 def test_gpu_benchmark_parses_and_explains_a_missing_gpu():
     bench = Path(__file__).resolve().parent.parent / "benchmarks"
-    compile(bench.joinpath("gpu_lora.py").read_text(), "gpu_lora.py", "exec")
+    for script in ("gpu_lora.py", "gpu_train_step.py"):
+        compile(bench.joinpath(script).read_text(), script, "exec")
     if shutil.which("bash"):
         assert subprocess.run(["bash", "-n", str(bench / "gpu_check.sh")]).returncode == 0
     if not any(d.name == "cuda" and d.enabled() for d in all_devices()):
         res = subprocess.run([sys.executable, str(bench / "gpu_lora.py"), "--quick"], capture_output=True,
                              text=True, timeout=120)
         assert res.returncode != 0 and "needs CuPy and an NVIDIA GPU" in res.stderr, res.stderr
+
+
+def test_gpu_train_step_dry_run_on_cpu():
+    """benchmarks/gpu_train_step.py end to end on a tiny model on the CPU, so the one GPU run of the ~1B
+    model does not fail on the script itself: every row is there, bf16 for minilora says why it is not
+    run, and the first-step losses of minilora's and PEFT's LoRA agree (the same weights)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    bench = Path(__file__).resolve().parent.parent / "benchmarks"
+    res = subprocess.run([sys.executable, str(bench / "gpu_train_step.py"), "--device", "cpu", "--tiny",
+                          "--layers", "1", "--repeats", "1"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in res.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| step")}
+    assert set(rows) == {"minilora LoRA fp32", "PEFT LoRA fp32", "PEFT LoRA bf16", "minilora LoRA bf16",
+                         "minilora full fine-tuning fp32"}, res.stdout
+    assert "not supported" in rows["minilora LoRA bf16"][-1]
+    ours, peft = (float(rows[name][-1]) for name in ("minilora LoRA fp32", "PEFT LoRA fp32"))
+    assert abs(ours - peft) < 1e-3, res.stdout
 
 
 def test_gpu_tile_sweep_variants_are_correct_on_the_emulator():
