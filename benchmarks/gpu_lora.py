@@ -276,7 +276,8 @@ def adamw_cases(cupy, total):
     blocks, launch_args, _ = kernels._adamw_arguments(cuda, lists, table)
 
     def fused_launch_only():
-        kernels._launch(cuda, "adamw.cu", "adamw_multi_tensor", (blocks,), kernels._THREADS, launch_args)
+        kernels._launch(cuda, "adamw.cu", "adamw_multi_tensor", (blocks,), kernels._adamw_define("ADAMW_THREADS"),
+                        launch_args)
 
     def per_tensor():
         for t in range(ADAMW_TENSORS):
