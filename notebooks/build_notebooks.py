@@ -7,7 +7,7 @@ This script turns every source into ``notebooks/<name>.ipynb``, executes it with
 ``python3``) in a fresh temporary folder, so adapter folders and images it writes do not land in the
 repository, and saves the notebook with its outputs::
 
-    python notebooks/build_notebooks.py            # build and run all eight
+    python notebooks/build_notebooks.py            # build and run them all
     python notebooks/build_notebooks.py 03 05      # only the notebooks whose names start so
     python notebooks/build_notebooks.py --check    # are the committed notebooks built from src/?
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE / "src"
-TIMEOUT = 120  # seconds for a whole notebook (CI runs all eight on 2 cores)
+TIMEOUT = 120  # seconds for a whole notebook (CI runs them all on 2 cores)
 KERNEL = "python3"
 
 __all__ = ["sources", "parse", "to_notebook", "kernel_env", "execute", "build", "code_cells_match"]
