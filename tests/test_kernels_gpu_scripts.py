@@ -1,0 +1,87 @@
+"""benchmarks/gpu_lora.py run end to end without a GPU: CuPy replaced by a NumPy stand-in, the kernels
+launched on the emulator, torch on the CPU, tiny shapes.  The numbers mean nothing; what is tested is that
+the one run a GPU session gets does not die on the script itself (every table is built and RESULTS.md
+written).  A real GPU run is benchmarks/gpu_check.sh."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+FAKE_CUPY = """\
+# A NumPy stand-in for the parts of CuPy that benchmarks/gpu_lora.py touches: a dry run only.
+import time as _time
+import types as _types
+import numpy as _np
+
+class ndarray(_np.ndarray):
+    def get(self):
+        return _np.asarray(self)
+
+def _w(a):
+    return _np.asarray(a).view(ndarray) if isinstance(a, _np.ndarray) else a
+
+float32, int32, bfloat16 = _np.float32, _np.int32, None
+__version__ = "fake"
+def empty(shape, dtype=_np.float32): return _w(_np.empty(shape, dtype))
+def zeros(shape, dtype=_np.float32): return _w(_np.zeros(shape, dtype))
+def full(shape, v, dtype=None): return _w(_np.full(shape, v, dtype))
+def asarray(a): return _w(_np.asarray(a))
+def abs(a): return _w(_np.abs(a))
+
+class _Rng:
+    def __init__(self, seed): self.g = _np.random.default_rng(seed)
+    def standard_normal(self, shape, dtype=_np.float64): return _w(self.g.standard_normal(shape, dtype=dtype))
+    def integers(self, lo, hi, n): return _w(self.g.integers(lo, hi, n))
+random = _types.SimpleNamespace(default_rng=_Rng)
+
+class _Event:
+    def record(self): self.t = _time.perf_counter()
+    def synchronize(self): pass
+class _Device:
+    def synchronize(self): pass
+runtime = _types.SimpleNamespace(getDeviceCount=lambda: 1, runtimeGetVersion=lambda: 0,
+                                 getDeviceProperties=lambda i: {"name": b"fake GPU", "l2CacheSize": 1 << 20})
+cuda = _types.SimpleNamespace(runtime=runtime, Event=_Event, Device=_Device,
+                              get_elapsed_time=lambda a, b: (b.t - a.t) * 1e3)
+"""
+
+# Runs gpu_lora.main with "cuda" mapped to the emulator (kernels) and to the CPU (torch), at tiny sizes.
+DRIVER = """\
+import sys
+sys.path[:0] = [{FAKE_DIR!r}, {BENCH!r}]  # the stand-in "cupy" first
+import numpy as np, torch
+from minilora import kernels
+orig = kernels._resolve_device
+kernels._resolve_device = lambda fn, device, first: orig(fn, "emu" if device == "cuda" else device, first)
+_to = torch.nn.Module.to
+torch.nn.Module.to = lambda self, *a, **k: _to(self, *[("cpu" if x == "cuda" else x) for x in a], **k)
+_randn = torch.randn
+torch.randn = lambda *a, **k: _randn(*a, **{{**k, "device": "cpu"}})
+torch.cuda.is_available = lambda: True
+import gpu_lora as g
+g.M, g.K, g.N = 40, 36, 44
+g.ADAMW_SIZES = (4000,); g.ADAMW_TENSORS = 4
+g.RANKS = (8, 16)
+g.bgmv_cases_orig = g.bgmv_cases
+g.bgmv_cases = lambda cupy, rows, adapters, rank: g.bgmv_cases_orig(cupy, min(rows, 20), 3, rank)
+g.main(sys.argv[1:])
+"""
+
+
+def test_gpu_lora_runs_end_to_end_with_a_numpy_stand_in_for_cupy(tmp_path):
+    pytest.importorskip("torch")
+    (tmp_path / "cupy").mkdir()
+    (tmp_path / "cupy" / "__init__.py").write_text(FAKE_CUPY)
+    (tmp_path / "dry.py").write_text(DRIVER.format(FAKE_DIR=str(tmp_path), BENCH=str(BENCH)))
+    out = tmp_path / "RESULTS.md"
+    res = subprocess.run([sys.executable, str(tmp_path / "dry.py"), "--quick", "--repeats", "1", "--warmup", "0",
+                          "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    text = out.read_text()
+    for title in ("## LoRA forward", "## LoRA forward + backward", "## BGMV", "## AdamW"):
+        assert title in text, title
+    for row in ("fused v6", "fused v7", "unfused", "base GEMM"):
+        assert f"| {row}" in text, row
