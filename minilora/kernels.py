@@ -37,8 +37,9 @@ import numpy as np
 from .device import Device, xp_of
 from .device import device as _device
 
-__all__ = ["lora_forward", "lora_backward", "adamw_step", "bgmv", "BGMV_VERSIONS", "pick_version", "supports", "contiguous", "tiles", "checking",
-           "kernel_dir", "source", "VERSIONS", "KERNEL_FILES"]
+__all__ = ["lora_forward", "lora_backward", "adamw_step", "bgmv", "BGMV_VERSIONS", "pick_version",
+           "supports", "contiguous", "tiles", "run_update", "checking", "kernel_dir", "source", "VERSIONS",
+           "KERNEL_FILES"]
 
 VERSIONS = ("v1", "v2", "v3", "v4", "v5", "v6", "v7")
 KERNEL_FILES = ("lora_forward.cu", "lora_backward.cu", "adamw.cu", "bgmv.cu")
@@ -463,6 +464,22 @@ def adamw_step(params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, eps, w
     if blocks:
         _launch(dev, "adamw.cu", "adamw_multi_tensor", (blocks,), _adamw_define("ADAMW_THREADS"), args)
         copy_back()
+
+
+def run_update(optimizer, todo):
+    """An optimizer's update of ``todo`` (its ``(parameter, state, group)`` triples): ``kernel_update``
+    -- one launch of its fused kernel -- where that applies, else ``update`` (the NumPy/CuPy math).
+
+    It applies on a device that launches kernels (``emu``, ``cuda``), for float32 parameters that are
+    C-contiguous (a kernel updates them in place through flat pointers; a copy would not be the
+    parameter) and that ``optimizer.kernel_applies(todo)`` accepts (AdamW's rule, say, but not Adam's
+    L2 penalty). ``optim.Adam`` is the example, as ``ops.LoraLinear`` is for ``Function.apply``.
+    """
+    params = [p._array for p, _, _ in todo]
+    if (todo and todo[0][0].device.uses_kernels and supports(*(a.dtype for a in params))
+            and all(a.flags.c_contiguous for a in params) and optimizer.kernel_applies(todo)):
+        return optimizer.kernel_update(todo)
+    return optimizer.update(todo)
 
 
 def _adamw_arguments(dev, lists, hyper):

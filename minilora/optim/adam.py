@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from .. import parallel
+from .. import kernels, parallel
 from ..device import CHUNK, cache_slices, xp_of
 from .optimizer import Optimizer, _check_range
 
@@ -115,30 +115,32 @@ class Adam(Optimizer):
                                  exp_avg_sq=xp.zeros(p.shape, dtype=p.dtype))
                 state["step"] += 1
                 todo.append((p, state, group))
-        if todo and todo[0][0].device.uses_kernels and self._fused_step(todo):
-            return loss  # one launch of kernels/adamw.cu updated every parameter
-        # Cut every parameter into cache-sized pieces and share the pieces out among the threads.
-        pieces = [(arrays, state, group) for p, state, group in todo for arrays in self._pieces(p, state)]
-        parallel.rows(self._update_pieces, pieces, work_per_row=CHUNK)
+        if todo:  # update() below, or on emu/cuda kernel_update(): one launch of kernels/adamw.cu
+            kernels.run_update(self, todo)
         return loss
 
-    def _fused_step(self, todo):
-        """Update all parameters in ONE launch of the fused AdamW kernel (devices with kernels).
+    def update(self, todo):
+        """The NumPy/CuPy update: every parameter cut into cache-sized pieces, the pieces shared out
+        among the threads (``adamw_update`` on each)."""
+        pieces = [(arrays, state, group) for p, state, group in todo for arrays in self._pieces(p, state)]
+        parallel.rows(self._update_pieces, pieces, work_per_row=CHUNK)
 
-        Returns False where the kernel does not apply -- not float32, a strided parameter, Adam's
-        L2 weight decay or ``maximize`` -- and the array code runs instead."""
-        from .. import kernels
-        params = [p._array for p, _, _ in todo]
-        if not all(kernels.supports(a.dtype) and a.flags.c_contiguous for a in params) or any(
-                (g["weight_decay"] and not g["decoupled_weight_decay"]) or g["maximize"] for _, _, g in todo):
-            return False
-        kernels.adamw_step(params, [p.device.xp.ascontiguousarray(p.grad._array) for p, _, _ in todo],
+    # The fused kernel (kernels/adamw.cu): minilora.kernels.run_update runs kernel_update instead of
+    # update on a device that launches kernels, for float32 contiguous parameters, when kernel_applies.
+    @staticmethod
+    def kernel_applies(todo):
+        """The kernel computes AdamW's rule: not Adam's L2 weight decay, not ``maximize``."""
+        return not any((g["weight_decay"] and not g["decoupled_weight_decay"]) or g["maximize"] for _, _, g in todo)
+
+    @staticmethod
+    def kernel_update(todo):
+        """Every parameter in ONE launch of the fused AdamW kernel."""
+        kernels.adamw_step([p._array for p, _, _ in todo], kernels.contiguous(*(p.grad._array for p, _, _ in todo)),
                            [st["exp_avg"] for _, st, _ in todo], [st["exp_avg_sq"] for _, st, _ in todo],
                            lr=[g["lr"] for _, _, g in todo], beta1=[g["betas"][0] for _, _, g in todo],
                            beta2=[g["betas"][1] for _, _, g in todo], eps=[g["eps"] for _, _, g in todo],
                            weight_decay=[g["weight_decay"] for _, _, g in todo],
                            step=[st["step"] for _, st, _ in todo], device=todo[0][0].device)
-        return True
 
     def _update_pieces(self, pieces):
         """The NumPy/CuPy update of ``(param, grad, exp_avg, exp_avg_sq)`` pieces (any device)."""
