@@ -20,7 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 EXPECTED = ["01_autograd", "02_transformer", "03_memory_wall", "04_lora_layer", "05_cuda_kernels",
-            "06_finetune", "07_merge_and_serve", "08_variants_and_diagnostics", "09_distributed"]
+            "06_finetune", "07_merge_and_serve", "08_variants_and_diagnostics", "09_distributed",
+            "10_adalora_and_composition"]
 
 
 def _load_builder():

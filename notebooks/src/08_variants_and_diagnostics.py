@@ -424,9 +424,10 @@ plt.show()
 #
 # ## What's next
 #
-# * AdaLoRA (Zhang et al., 2023) allocates rank per layer during training from an SVD-like
-#   parametrisation -- the automated version of the ablation above; PEFT implements it.
+# * Notebook 10: AdaLoRA (Zhang et al., 2023) allocates rank per layer during training from an SVD-like
+#   parametrisation -- the automated version of the ablation above -- and trained adapters composed
+#   into one with `add_weighted_adapter`.
 # * LoRA+ (`minilora.lora.create_loraplus_optimizer`, as PEFT's) gives `B` a larger learning rate than
 #   `A`; QLoRA trains against a 4-bit base (notebook 3 sizes it).
-# * Back to notebook 1 with new eyes: every number in these eight notebooks came from ~500 lines of
+# * Back to notebook 1 with new eyes: every number in these notebooks came from ~500 lines of
 #   autograd and a handful of ops.
