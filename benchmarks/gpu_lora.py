@@ -99,6 +99,12 @@ class Timer:
         return {name: (statistics.median(t), min(t)) for name, t in times.items()}
 
 
+def time_ms(cupy, fn, warmup, repeats):
+    """Median milliseconds of fn() alone, timed as Timer does (L2 flushed, CUDA events): gpu_tile_sweep.py's."""
+    l2_bytes = int(cupy.cuda.runtime.getDeviceProperties(0).get("l2CacheSize", 64 << 20))
+    return Timer(cupy, l2_bytes, float("inf")).run({"fn": fn}, warmup, repeats)["fn"][0]
+
+
 def sm_clock():
     """The SM clock now and its maximum, with temperature and power (nvidia-smi), or why not."""
     try:

@@ -458,4 +458,125 @@ __device__ __forceinline__ void store_tile(const float (&acc)[Tile::TM][Tile::TN
     }
 }
 
+// ---- tensor cores: bf16 mma.sync and ldmatrix (sm_80 and later) --------------------------------
+// The warp-level primitives of a bf16 tensor-core GEMM.  bf16 values travel as bit patterns, two to a
+// 32-bit register (the lower-indexed element in the low 16 bits), because that is how PTX sees them
+// and NumPy has no bfloat16 (minilora stores bf16 arrays as uint16).  On sm_80+ each primitive is one
+// PTX instruction; on the emulator -- and on older GPUs -- the same function is a warp collective
+// written with __shfl_sync, so a learner can step through which lane holds what.
+//
+// Fragment layout of mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 (PTX ISA, "Matrix Fragments
+// for mma.m16n8k16"), D[16x8] = A[16x16] B[16x8] + C[16x8].  For lane l: g = l / 4, t = l % 4.
+//     A (4 registers, 2 bf16 each):  a[0] = A[g][2t, 2t+1]      a[1] = A[g+8][2t, 2t+1]
+//                                    a[2] = A[g][2t+8, 2t+9]    a[3] = A[g+8][2t+8, 2t+9]
+//     B (2 registers):               b[0] = B[2t, 2t+1][g]      b[1] = B[2t+8, 2t+9][g]
+//     C, D (4 floats):               c[0], c[1] = C[g][2t, 2t+1]   c[2], c[3] = C[g+8][2t, 2t+1]
+// So each lane holds 8 of A's 256 values, 4 of B's 128 and 4 of the 128 outputs.
+//
+// ldmatrix.sync.aligned.m8n8.x4.shared.b16 loads four 8 x 8 bf16 matrices from shared memory: lane
+// 8j + r gives the address of row r of matrix j (16 contiguous bytes), and every lane l receives
+// d[j] = matrix j's row l / 4, elements 2(l % 4) and 2(l % 4) + 1 -- exactly the A fragment above when
+// matrices 0..3 are A's quadrants (rows 0-7 | 8-15) x (cols 0-7 | 8-15), in the order top-left,
+// bottom-left, top-right, bottom-right; and the B fragment (x2) when B is stored n-major (B^T, [8][16]).
+
+// Round a float to bf16 as cvt.rn does: to nearest, ties to even; NaN stays a (quiet) NaN.
+__device__ __forceinline__ unsigned bf16_bits(float x) {
+    const unsigned u = __float_as_uint(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;  // NaN: keep the sign, set the quiet bit
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+
+__device__ __forceinline__ float bf16_to_float(unsigned bits) {
+    return __uint_as_float(bits << 16);
+}
+
+// Two floats rounded to bf16 and packed: lo in bits 0-15, hi in bits 16-31.
+__device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
+#if !defined(__CUDA_EMU__) && __CUDA_ARCH__ >= 800
+    unsigned d;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));  // the first source goes high
+    return d;
+#else
+    return bf16_bits(lo) | (bf16_bits(hi) << 16);
+#endif
+}
+
+// d[0..3] = this lane's share of four 8 x 8 bf16 matrices; row_address: the row this lane points at.
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&d)[4], const void* row_address) {
+#if !defined(__CUDA_EMU__) && __CUDA_ARCH__ >= 800
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3]) : "r"(shared_address(row_address)));
+#else
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {  // matrix j: its row lane / 4 was given by lane 8j + lane / 4
+        const unsigned long long address = __shfl_sync(
+            0xffffffffu, reinterpret_cast<unsigned long long>(row_address), 8 * j + lane / 4);
+        const unsigned short* row = reinterpret_cast<const unsigned short*>(address);
+        d[j] = row[2 * (lane % 4)] | ((unsigned)row[2 * (lane % 4) + 1] << 16);
+    }
+#endif
+}
+
+// The same for two matrices (the B fragment): lanes 0-15 give the row addresses.
+__device__ __forceinline__ void ldmatrix_x2(unsigned (&d)[2], const void* row_address) {
+#if !defined(__CUDA_EMU__) && __CUDA_ARCH__ >= 800
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
+                 : "=r"(d[0]), "=r"(d[1]) : "r"(shared_address(row_address)));
+#else
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+        const unsigned long long address = __shfl_sync(
+            0xffffffffu, reinterpret_cast<unsigned long long>(row_address), 8 * j + lane / 4);
+        const unsigned short* row = reinterpret_cast<const unsigned short*>(address);
+        d[j] = row[2 * (lane % 4)] | ((unsigned)row[2 * (lane % 4) + 1] << 16);
+    }
+#endif
+}
+
+// d = A B + c for one 16 x 8 x 16 tile, every lane holding its fragments (layout above).  All 32 lanes
+// of the warp must call it together.  bf16 x bf16 products are exact in fp32; the emulator adds them in
+// k order in fp32 and then adds c -- the tensor core's own summation order and internal rounding are
+// not specified by NVIDIA, so results may differ from a GPU's in the last bits (tests use bf16
+// tolerances against an fp32 reference, never bit equality with the emulator).
+__device__ __forceinline__ void mma_bf16_16x8x16(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2],
+                                                 const float (&c)[4]) {
+#if !defined(__CUDA_EMU__) && __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%10, %11, %12, %13};\n"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]),
+                   "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+#else
+    // Gather the whole tile into every lane: lane s holds A[s/4 (+8)][2(s%4) (+1) (+8)] and B[2(s%4)..][s/4].
+    float A[16][16], B[16][8];
+#pragma unroll 1
+    for (int s = 0; s < 32; ++s) {
+        const int g = s / 4, t = s % 4;
+        unsigned reg[6];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) reg[i] = __shfl_sync(0xffffffffu, a[i], s);
+        reg[4] = __shfl_sync(0xffffffffu, b[0], s);
+        reg[5] = __shfl_sync(0xffffffffu, b[1], s);
+        for (int half = 0; half < 2; ++half) {  // the low and the high bf16 of each register
+            const int col = 2 * t + half;
+            A[g][col] = bf16_to_float((reg[0] >> (16 * half)) & 0xffffu);
+            A[g + 8][col] = bf16_to_float((reg[1] >> (16 * half)) & 0xffffu);
+            A[g][col + 8] = bf16_to_float((reg[2] >> (16 * half)) & 0xffffu);
+            A[g + 8][col + 8] = bf16_to_float((reg[3] >> (16 * half)) & 0xffffu);
+            B[col][g] = bf16_to_float((reg[4] >> (16 * half)) & 0xffffu);
+            B[col + 8][g] = bf16_to_float((reg[5] >> (16 * half)) & 0xffffu);
+        }
+    }
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    for (int i = 0; i < 4; ++i) {  // output i: row g (+8 for i >= 2), column 2t + i % 2
+        const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
+        float sum = 0.0f;
+        for (int k = 0; k < 16; ++k) sum = fmaf(A[row][k], B[k][col], sum);  // exact products, fp32 sums
+        d[i] = sum + c[i];
+    }
+#endif
+}
+
 }  // namespace minilora

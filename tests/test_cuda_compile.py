@@ -87,10 +87,15 @@ def _sass_tools():
     return cuobjdump, env
 
 
-@pytest.mark.parametrize("name,kernel", [("lora_forward.cu", "lora_fwd_y_v7"), ("lora_backward.cu", "lora_bwd_dx_v7")])
-def test_cp_async_versions_issue_ldgsts_on_sm_90(ptxas, tmp_path, name, kernel):
-    """v7's main loop really is cp.async on the GPU: the sm_90 SASS holds LDGSTS (the copy), LDGDEPBAR
-    (commit_group) and DEPBAR (wait_group) -- not an emulation-only path or the pre-Ampere fallback."""
+@pytest.mark.parametrize("name,kernel,instructions", [
+    ("lora_forward.cu", "lora_fwd_y_v7", ("LDGSTS", "LDGDEPBAR", "DEPBAR.LE")),
+    ("lora_backward.cu", "lora_bwd_dx_v7", ("LDGSTS", "LDGDEPBAR", "DEPBAR.LE")),
+    ("warp_mma.cu", "mma_bf16_tile", ("LDSM.16.M88.4", "LDSM.16.M88.2", "HMMA.16816.F32.BF16")),
+    ("warp_mma.cu", "round_bf16", ("F2FP.BF16.F32.PACK",))])
+def test_sm_90_sass_uses_the_intended_instructions(ptxas, tmp_path, name, kernel, instructions):
+    """The inline PTX of common.cuh really reaches the GPU (not the emulator's or the pre-Ampere path):
+    v7's main loop is cp.async -- LDGSTS (the copy), LDGDEPBAR (commit_group), DEPBAR (wait_group) --
+    and the bf16 primitives are LDSM (ldmatrix), HMMA (mma.sync m16n8k16) and F2FP (cvt.rn.bf16x2)."""
     cuobjdump, env = _sass_tools()
     if cuobjdump is None:
         pytest.skip("cuobjdump/nvdisasm not installed (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
@@ -101,5 +106,5 @@ def test_cp_async_versions_issue_ldgsts_on_sm_90(ptxas, tmp_path, name, kernel):
                    check=True, capture_output=True)
     sass = subprocess.run([cuobjdump, "-sass", "-fun", kernel, str(cubin)], capture_output=True, text=True,
                           env=env, check=True).stdout
-    for instruction in ("LDGSTS", "LDGDEPBAR", "DEPBAR.LE"):
+    for instruction in instructions:
         assert instruction in sass, f"{kernel}: no {instruction} in its sm_90 SASS"

@@ -1,0 +1,78 @@
+"""The bf16 tensor-core primitives of kernels/common.cuh (ldmatrix, mma.sync m16n8k16, cvt.rn to bf16) on
+the emulator, through kernels/warp_mma.cu: the fragment layout lane by lane as the PTX ISA gives it, the
+rounding bit for bit against torch's bfloat16, and one tile's numbers against fp32 references.
+(On a GPU the same source compiles to LDSM, HMMA.16816.F32.BF16 and F2FP: tests/test_cuda_compile.py.)"""
+import numpy as np
+import pytest
+
+from minilora import kernels
+from minilora.emulator import RawModule
+
+
+@pytest.fixture(scope="module")
+def warp_mma():
+    return RawModule(path=kernels.kernel_dir() / "warp_mma.cu")
+
+
+def bf16_bits_reference(x):
+    """float32 -> bf16 bit patterns (uint16) by torch, the oracle for round-to-nearest-even."""
+    torch = pytest.importorskip("torch")
+    return torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+
+
+def bf16_value(bits):
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def run_tile(warp_mma, A_bits, Bt_bits, C):
+    D = np.full((16, 8), np.nan, np.float32)
+    fragments = np.zeros((32, 6), np.uint32)
+    warp_mma.get_function("mma_bf16_tile")((1,), (32,), (A_bits, Bt_bits, C, D, fragments))
+    return D, fragments
+
+
+def test_round_bf16_matches_torch_bit_for_bit(warp_mma):
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal(997).astype(np.float32) * 10.0 ** rng.integers(-30, 30, 997),
+                        np.float32([0.0, -0.0, np.inf, -np.inf, 1.0 + 2.0**-8, 1.0 + 3 * 2.0**-8,  # ties to even
+                                    3.3895314e38, 1e-40, -1e-45])]).astype(np.float32)
+    y = np.zeros(x.size, np.uint16)
+    warp_mma.get_function("round_bf16")(((x.size + 511) // 512,), (256,), (x, y, np.int32(x.size)))
+    np.testing.assert_array_equal(y, bf16_bits_reference(x))
+    nan = np.zeros(2, np.uint16)
+    warp_mma.get_function("round_bf16")((1,), (256,), (np.float32([np.nan, -np.nan]), nan, np.int32(2)))
+    assert np.isnan(bf16_value(nan)).all()
+
+
+def test_fragments_follow_the_ptx_layout(warp_mma):
+    """Lane l = 4g + t holds a[0] = A[g][2t, 2t+1], a[1] = A[g+8][..], a[2] = A[g][2t+8, 2t+9], a[3] = A[g+8][2t+8..],
+    b[0] = B[2t, 2t+1][g], b[1] = B[2t+8, 2t+9][g]; the lower-indexed element in the low 16 bits."""
+    A_bits = np.arange(256, dtype=np.uint16).reshape(16, 16)  # element (i, k) carries its own index
+    Bt_bits = (1000 + np.arange(128, dtype=np.uint16)).reshape(8, 16)  # B^T[n][k]
+    _, frag = run_tile(warp_mma, A_bits, Bt_bits, np.zeros((16, 8), np.float32))
+    pair = lambda m, i, k: int(m[i, k]) | int(m[i, k + 1]) << 16  # noqa: E731
+    for lane in range(32):
+        g, t = divmod(lane, 4)
+        want = [pair(A_bits, g, 2 * t), pair(A_bits, g + 8, 2 * t), pair(A_bits, g, 2 * t + 8),
+                pair(A_bits, g + 8, 2 * t + 8), pair(Bt_bits, g, 2 * t), pair(Bt_bits, g, 2 * t + 8)]
+        assert frag[lane].tolist() == want, f"lane {lane}"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_one_tile_against_fp32_references(warp_mma, seed):
+    rng = np.random.default_rng(seed)
+    A, B = rng.standard_normal((16, 16)).astype(np.float32), rng.standard_normal((16, 8)).astype(np.float32)
+    C = rng.standard_normal((16, 8)).astype(np.float32)
+    A_bits, Bt_bits = bf16_bits_reference(A), bf16_bits_reference(np.ascontiguousarray(B.T))
+    D, _ = run_tile(warp_mma, A_bits, Bt_bits, C)
+    # 1. the inputs as the tensor core sees them (bf16): only fp32 accumulation error remains
+    exact = bf16_value(A_bits).astype(np.float64) @ bf16_value(Bt_bits).T.astype(np.float64) + C
+    scale = np.abs(bf16_value(A_bits)) @ np.abs(bf16_value(Bt_bits)).T + np.abs(C)
+    assert (np.abs(D - exact) <= 1e-6 * scale).all()
+    # 2. the fp32 product a user asked for: within bf16 tolerance (two roundings of 2^-9 per product)
+    assert (np.abs(D - (A.astype(np.float64) @ B + C)) <= 2 * 2.0**-8 * scale + 1e-6).all()
+    # and a 1-ulp change in one input shows up in its row only (the test can fail)
+    A_bits2 = A_bits.copy()
+    A_bits2[3, 5] ^= 1  # one bf16 ulp
+    D2, _ = run_tile(warp_mma, A_bits2, Bt_bits, C)
+    assert not np.array_equal(D2[3], D[3]) and np.array_equal(np.delete(D2, 3, 0), np.delete(D, 3, 0))
