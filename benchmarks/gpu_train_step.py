@@ -69,18 +69,20 @@ def synchronize(device):
 
 
 # ---- the models ---------------------------------------------------------------------------------------
-def build_minilora(config):
+def build_minilora(config, device):
+    """Built on the device itself: a 1B model's random init on the host alone would take minutes."""
     ml.manual_seed(0)  # the same seed each time: the LoRA and the full model start from the same weights
-    return LlamaForCausalLM(config, dtype="float32")
+    return LlamaForCausalLM(config, dtype="float32", device=device)
 
 
-def to_transformers(config, ml_model, dtype):
-    """transformers' Llama with minilora's base weights (copied on the host, before either moves)."""
+def to_transformers(config, ml_model, dtype, device):
+    """transformers' Llama on `device` with minilora's base weights."""
     import torch
     import transformers
     hf_config = transformers.LlamaConfig(**{k: v for k, v in config.to_dict().items()
                                             if k not in ("architectures", "model_type")})
-    model = transformers.LlamaForCausalLM(hf_config)
+    with torch.device(device):  # random init where the model will run (fast on a GPU), then overwritten
+        model = transformers.LlamaForCausalLM(hf_config)
     model.config._attn_implementation = "sdpa"
     state = {k: torch.from_numpy(v.numpy().copy()) for k, v in ml_model.state_dict().items()}
     model.load_state_dict(state, strict=True)
@@ -92,8 +94,8 @@ def build_steps(args, config):
     import peft
     import torch
     ids = np.random.default_rng(0).integers(0, config.vocab_size, size=(args.batch, args.seq))
-    ml_model = build_minilora(config)
-    hf32 = to_transformers(config, ml_model, torch.float32)
+    ml_model = build_minilora(config, args.device)
+    hf32 = to_transformers(config, ml_model, torch.float32, args.device)
     hf = {torch.float32: hf32, torch.bfloat16: copy.deepcopy(hf32).to(torch.bfloat16)}  # one random init, not two
     ml_lora = get_peft_model(ml_model, LoraConfig(**lora_config(args)))
     ours = {n: p.numpy() for n, p in ml_lora.named_parameters() if p.requires_grad}
@@ -113,7 +115,7 @@ def build_steps(args, config):
         steps[name] = (transformers_step, model, opt, torch.from_numpy(ids).to(args.device))
     steps["minilora LoRA bf16"] = "not supported: minilora has no bfloat16 yet (minilora.bfloat16 raises)"
     if not args.no_full:
-        full = build_minilora(config).to(args.device)
+        full = build_minilora(config, args.device)
         steps["minilora full fine-tuning fp32"] = (minilora_step, full, AdamW(full.parameters(), lr=1e-4,
                                                                                  weight_decay=0.01), ml_ids)
     return steps
