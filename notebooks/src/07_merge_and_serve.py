@@ -348,7 +348,8 @@ print(f"\nthe batch first changes at step {joined}: the 4-token request left, th
 # The request for 4 tokens finishes first; its slot goes at once to the next one in the queue, and
 # the batch never runs with an empty row while requests wait. (The prefill samples a request's first
 # token, so a request for `n` tokens decodes for `n - 1` steps.) The picture of the same schedule,
-# one column per step, one colour per adapter:
+# one column per step, one colour per adapter (when a row leaves, the rows below it move up: the batch
+# stays dense, and a newcomer takes the last row):
 
 # %%
 colours = {"qa": 1, SECOND_TASK: 2, None: 3}

@@ -103,7 +103,9 @@ print(f"spread: {spread} (standard deviation {values.std():.1f})" + (f"; you pre
 # %% [markdown]
 # The budget is met exactly, and it is not spread evenly: some matrices keep all their rank, some give
 # it all away. Which ones is not a law of nature: 30 steps is short for the importance averages to
-# settle, and another seed moves parts of the map (try it). Long runs agree much more.
+# settle, and another seed moves parts of the map (try it). Long runs agree much more. Short is also
+# why its `qa` accuracy is below plain LoRA's after as many steps (the `qa` row of the table further
+# down): AdaLoRA starts its `E` at zero and takes rank away while it learns -- a method for long runs.
 #
 # The adapter saves in PEFT's format, with the `rank_pattern` (one boolean per triplet) in
 # `adapter_config.json`, so PEFT loads it with the same ranks:
