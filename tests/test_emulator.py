@@ -333,6 +333,45 @@ def test_ucontext_fallback_gives_same_results():
     np.testing.assert_array_equal(C, C2)
 
 
+SCHEDULE_LOG = r"""
+extern "C" __global__ void schedule_log(int* counter, int* log, int* counts) {
+    const int t = threadIdx.x, tag = blockIdx.x * 10000 + t * 10;
+    log[atomicAdd(counter, 1)] = tag + 0;
+    __syncthreads();
+    int v = __shfl_down_sync(0xffffffffu, t, 1);          // the warp's last lane wakes the others
+    log[atomicAdd(counter, 1)] = tag + 1;
+    if (t % 2 == 0) v += __shfl_xor_sync(0x55555555u, t, 2);  // even lanes only
+    log[atomicAdd(counter, 1)] = tag + 2;
+    const int c = __syncthreads_count(t % 3 == 0);
+    log[atomicAdd(counter, 1)] = tag + 3;
+    if (t == 0) counts[blockIdx.x] = c;
+    if (t < 40) return;                                     // some threads leave early
+    log[atomicAdd(counter, 1)] = tag + 4 + 0 * v;          // (v only keeps the shuffles' results used)
+}
+"""
+
+
+def test_fibers_passing_the_turn_run_in_the_schedulers_order():
+    """Fibers hand the turn straight to the next runnable fiber of the scheduler's pass (one switch
+    instead of two); the order threads run in must stay exactly that of the portable build, which
+    always goes back to the scheduler -- across barriers, warp collectives that wake lanes earlier
+    in the pass, partial masks, __syncthreads_count and early exits."""
+    logs = []
+    for variant in ("ucontext", "fast"):
+        k = RawKernel(SCHEDULE_LOG, "schedule_log", _variant=variant)
+        counter = np.zeros(1, np.int32)
+        log = np.full(3 * 64 * 5, -1, np.int32)
+        counts = np.zeros(3, np.int32)
+        k(3, 64, (counter, log, counts))
+        assert counter[0] == 3 * (64 * 4 + 24)
+        np.testing.assert_array_equal(counts, [22, 22, 22])
+        logs.append(log)
+    np.testing.assert_array_equal(logs[0], logs[1])
+    # And it is the documented order: each phase in thread order within a block (forward order).
+    first_block = logs[1][:64 * 4 + 24]
+    np.testing.assert_array_equal(first_block[:64], np.arange(64) * 10)
+
+
 # ------------------------------------------------------------------------------------------------
 # Each check catching a real bug (tests/emu_kernels/buggy.cu)
 # ------------------------------------------------------------------------------------------------

@@ -5,13 +5,15 @@
 //   * Blocks run one after another, in an order chosen by the caller (forward, reverse, random):
 //     CUDA promises nothing about block order, so a correct kernel must not care.
 //   * Inside a block every CUDA thread is a *fiber*: a function call with its own small stack that
-//     can be paused and resumed.  A scheduler loop resumes each runnable fiber in turn; a fiber runs
-//     until it reaches a barrier (__syncthreads, a warp collective) or returns from the kernel, and
-//     then switches back to the scheduler.  Switching is a hand-written x86-64 routine that saves
+//     can be paused and resumed.  A scheduler loop makes passes over the block's fibers in a fixed
+//     order; a fiber runs until it reaches a barrier (__syncthreads, a warp collective) or returns
+//     from the kernel, and then switches straight to the next runnable fiber of the pass (the last
+//     one of the pass switches back to the scheduler).  Switching is a hand-written x86-64 routine that saves
 //     six registers and the stack pointer (ucontext elsewhere), so a switch costs nanoseconds.
 //   * __syncthreads() is a real barrier: when no fiber can run any more, the scheduler checks that
 //     every thread of the block waits at the *same* __syncthreads() and none has exited, then
-//     releases them all.  Anything else is reported as a BarrierError with the source lines.
+//     releases them all (threads count themselves in as they arrive, so the common case needs no
+//     scan of the block).  Anything else is reported as a BarrierError with the source lines.
 //   * A warp is 32 consecutive linear thread ids.  A warp collective (__shfl_*_sync, __ballot_sync,
 //     __syncwarp) parks each lane until every lane named in the mask has arrived; the last one to
 //     arrive computes every lane's result and wakes the others.
@@ -94,14 +96,15 @@ constexpr unsigned char kCanaryByte = 0xA5;
 constexpr size_t kMaxStaticShared = 48 * 1024;     // CUDA's limit for static __shared__
 constexpr size_t kMaxShared = 227 * 1024;          // sm_90's limit per block, static + dynamic
 
-struct Fiber {
+// What a barrier touches (sp, idx, state, in_runtime, file/line, pred) comes first and the struct is
+// cache-line aligned, so passing the turn to a fiber reads one line of it, not two.
+struct alignas(64) Fiber {
     void* sp = nullptr;  // saved stack pointer while switched out (x86-64 path)
-#ifdef EMU_UCONTEXT
-    ucontext_t uc;
-#endif
     uint3 idx{0, 0, 0};
     int linear = 0;
     int state = RUNNABLE;
+    // Set while this fiber is inside the runtime (which may allocate): no asynchronous jump then.
+    volatile sig_atomic_t in_runtime = 0;
     // Where the fiber waits (for error messages).
     const char* file = nullptr;
     int line = 0;
@@ -112,10 +115,11 @@ struct Fiber {
     unsigned wmask = 0;
     unsigned long long wval = 0, wresult = 0;
     char* stack = nullptr;
-    // Set while this fiber is inside the runtime (which may allocate): no asynchronous jump then.
-    volatile sig_atomic_t in_runtime = 0;
 #ifdef EMU_ASAN
     void* fake_stack = nullptr;
+#endif
+#ifdef EMU_UCONTEXT
+    ucontext_t uc;
 #endif
 };
 
@@ -132,6 +136,13 @@ struct Launch {
     std::vector<Fiber> fibers;
     std::vector<int> order;       // the order the scheduler resumes fibers in
     int bar_result = 0;           // value returned by __syncthreads_count/and/or
+    // The __syncthreads() interval of the current block, counted as threads arrive, so that a
+    // complete barrier is released without scanning the fibers: how many wait, whether all at the
+    // first one's site, and the sum of their predicates.
+    int bar_waiting = 0, bar_pred = 0;
+    bool bar_mixed = false;
+    const char* bar_file = nullptr;
+    int bar_line = 0;
     int error = E_OK;
     std::string message;
     // Shared memory of the current block.
@@ -443,9 +454,47 @@ inline void resume(Fiber* f) {
 #endif
 }
 
-// Fiber -> scheduler.  Returns when the scheduler resumes this fiber again.
+// The next runnable fiber of the scheduler's pass over g.order after position g_pos (which it then
+// names), or nullptr at the end of the pass.
+size_t g_pos = 0;
+inline Fiber* next_in_pass() {
+    const size_t n = g.order.size();
+    for (size_t p = g_pos + 1; p < n; ++p) {
+        Fiber* f = &g.fibers[size_t(g.order[p])];
+        if (f->state == RUNNABLE) {
+            g_pos = p;
+            // Fetch what the switch after this one will touch -- the following fiber's saved
+            // registers and its record -- while this one runs: 256 stacks do not fit in L1.
+            if (p + 1 < n) {
+                const Fiber* after = &g.fibers[size_t(g.order[p + 1])];
+                __builtin_prefetch(after->sp);
+                __builtin_prefetch(static_cast<char*>(after->sp) + 64);
+                if (p + 2 < n) __builtin_prefetch(&g.fibers[size_t(g.order[p + 2])]);
+            }
+            return f;
+        }
+    }
+    return nullptr;
+}
+
+// Fiber -> the next fiber of the pass, or the scheduler.  Returns when this fiber is resumed again.
+// Passing the turn straight to the next runnable fiber (one switch) instead of through the
+// scheduler (two switches) halves the cost of a barrier; the fibers still run in exactly the order
+// the scheduler's pass would resume them (it continues after g_pos).  An error, a pending Ctrl-C or
+// timeout, and the end of the pass go back to the scheduler.  (The ASan and ucontext builds always
+// go through the scheduler: their switch bookkeeping assumes it.)
 inline void yield_to_scheduler() {
     Fiber* f = g_cur;
+#if !defined(EMU_ASAN) && !defined(EMU_UCONTEXT)
+    if (!g.error && !g_esc.pending) {
+        if (Fiber* next = next_in_pass()) {
+            g_cur = next;
+            __emu_thread_idx = next->idx;
+            emu_switch(&f->sp, next->sp);
+            return;
+        }
+    }
+#endif
 #ifdef EMU_ASAN
     __sanitizer_start_switch_fiber(f->state == EXITED ? nullptr : &f->fake_stack, g_main_stack_bottom,
                                    g_main_stack_size);
@@ -543,6 +592,16 @@ void make_order(std::vector<int>& v, size_t n, int order) {
 // or explains why the block is stuck.  Returns false when the block cannot continue.
 bool release_coalesced_groups();
 
+// Every thread of the block waits at the same __syncthreads(): let them all pass.
+void release_block_barrier() {
+    g.bar_result = g.bar_pred;
+    for (Fiber& f : g.fibers) f.state = RUNNABLE;
+    g.bar_waiting = g.bar_pred = 0;
+    g.bar_mixed = false;
+    if (g.thread_order == ORDER_RANDOM) make_order(g.order, g.fibers.size(), ORDER_RANDOM);
+    racecheck_block_barrier();
+}
+
 bool release_barrier_or_explain() {
     if (release_coalesced_groups()) return true;
     int waiting = 0, exited = 0, at_warp = 0;
@@ -562,12 +621,7 @@ bool release_barrier_or_explain() {
                 break;
             }
         if (same) {
-            int count = 0;
-            for (const Fiber& f : g.fibers) count += f.pred;
-            g.bar_result = count;
-            for (Fiber& f : g.fibers) f.state = RUNNABLE;
-            if (g.thread_order == ORDER_RANDOM) make_order(g.order, g.fibers.size(), ORDER_RANDOM);
-            racecheck_block_barrier();
+            release_block_barrier();
             return true;
         }
         // Divergent barrier: list each __syncthreads() site with how many threads wait there.
@@ -708,18 +762,22 @@ enum BlockResult { BLOCK_ERROR = 0, BLOCK_DONE = 1, BLOCK_AT_GRID = 2 };
 BlockResult run_block() {
     for (;;) {
         bool ran = false;
-        for (int i : g.order) {
-            Fiber* f = &g.fibers[i];
+        for (g_pos = 0; g_pos < g.order.size(); ++g_pos) {
+            Fiber* f = &g.fibers[size_t(g.order[g_pos])];
             if (f->state != RUNNABLE) continue;
-            resume(f);
+            resume(f);  // the fibers pass the turn along the pass; g_pos is where the last one stood
             ran = true;
             if (g.error) return BLOCK_ERROR;
 #ifndef EMU_ASAN
             if (g_esc.pending) {  // Ctrl-C or the timeout came while the runtime was busy: stop here
-                set_error(g_esc.pending, describe_stop(g_esc.pending, true, f->idx));
+                set_error(g_esc.pending, describe_stop(g_esc.pending, true, g_cur->idx));
                 return BLOCK_ERROR;
             }
 #endif
+        }
+        if (g.bar_waiting == g.nthreads && !g.bar_mixed) {  // the common case, without a scan
+            release_block_barrier();
+            continue;
         }
         if (ran) continue;
         int exited = 0, at_grid = 0;
@@ -931,6 +989,8 @@ void end_block_shared() {
 }
 
 void init_block_fibers(std::vector<Fiber>& fibers, int first_stack) {
+    g.bar_waiting = g.bar_pred = 0;
+    g.bar_mixed = false;
     for (int i = 0; i < g.nthreads; ++i) {
         Fiber& f = fibers[i];
         f.linear = i;
@@ -1074,6 +1134,13 @@ int syncthreads(int kind, int pred, const char* file, int line) {
     f->file = file;
     f->line = line;
     f->pred = pred;
+    if (g.bar_waiting++ == 0) {
+        g.bar_file = file;
+        g.bar_line = line;
+    } else if (line != g.bar_line || (file != g.bar_file && strcmp(file, g.bar_file) != 0)) {
+        g.bar_mixed = true;  // a divergent barrier: release_barrier_or_explain() reports it
+    }
+    g.bar_pred += pred;
     yield_to_scheduler();
     // Released: every thread passed the same barrier, g.bar_result counts the true predicates.
     f->pred = 0;
