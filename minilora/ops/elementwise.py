@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 
-from .. import parallel
-from ..device import cache_slices, xp_of
+from .. import fastmath, parallel
+from ..device import xp_of
 from ..dtypes import get_default_dtype, result_type, to_dtype
 from ..tensor import Function
 
@@ -259,108 +259,44 @@ class Relu(Function):
 
 
 class Silu(Function):
-    """SiLU (swish), Llama's MLP activation: ``x * sigmoid(x)``; flat blocks run in parallel."""
+    """SiLU (swish), Llama's MLP activation: ``silu(x) = x * sigmoid(x)``, with the derivative
+    ``s * (1 + x * (1 - s))`` where ``s = sigmoid(x)``. Flat blocks run in parallel."""
 
     @staticmethod
     def forward(ctx, a):
         xp = xp_of(a)
         out, s = xp.empty_like(a), xp.empty_like(a)
-        parallel.rows(_silu_block, a.reshape(-1), s.reshape(-1), out.reshape(-1), work_per_row=1)
+        # s = sigmoid(a), out = a * s
+        parallel.rows(fastmath.sigmoid_and_silu, a.reshape(-1), s.reshape(-1), out.reshape(-1), work_per_row=1)
         ctx.a, ctx.s = a, s
         return out
 
     @staticmethod
     def backward(ctx, g):
         gx = xp_of(g).empty_like(g)
-        parallel.rows(_silu_backward_block, g.reshape(-1), ctx.a.reshape(-1), ctx.s.reshape(-1),
+        # gx = g * s * (1 + a * (1 - s))
+        parallel.rows(fastmath.silu_backward, g.reshape(-1), ctx.a.reshape(-1), ctx.s.reshape(-1),
                       gx.reshape(-1), work_per_row=1)
         return gx
 
 
-def _silu_block(a, s, out):
-    """``s = sigmoid(a)``, ``out = a * s``, in place, in as few passes over memory as possible."""
-    xp = xp_of(a)
-    xp.multiply(a, 0.5, out=s)
-    xp.tanh(s, out=s)
-    s *= 0.5
-    s += 0.5  # sigmoid(a) = (1 + tanh(a/2)) / 2, which never overflows
-    xp.multiply(a, s, out=out)
-
-
-def _silu_backward_block(g, a, s, gx):
-    """``gx = g * s * (1 + a * (1 - s))``, the derivative of ``a * sigmoid(a)``, in place."""
-    xp = xp_of(g)
-    xp.subtract(1, s, out=gx)
-    gx *= a
-    gx += 1
-    gx *= s
-    gx *= g
-
-
 # ---- GELU and the normal distribution ------------------------------------------------------------
-# Abramowitz & Stegun 7.1.26: for z >= 0, erfc(z) ~= t (a1 + a2 t + ... + a5 t^4) exp(-z^2) with
-# t = 1 / (1 + p z); |error| < 1.5e-7, i.e. float32 precision (PyTorch's CPU kernels use it too).
-_AS_P = 0.3275911
-_AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)  # a1 ... a5
-_AS_NEG_HALF = tuple(-0.5 * a for a in _AS_A)  # the same, times -1/2: Horner yields -erfc/2 directly
-
-def _half_erf_of_abs(x, scale=1.0):
-    """``(erf(|scale*x|) / 2, exp(-(scale*x)^2))`` by A&S 7.1.26, for a float32/float16 NumPy array.
-
-    Every step works in place on one of the two results; constants are Python floats, so float32
-    stays float32 (NumPy 2 promotion rules)."""
-    gauss = np.square(x)
-    gauss *= -scale * scale
-    np.exp(gauss, out=gauss)
-    k = 1 / (_AS_P * scale)
-    t = np.abs(x)
-    t += k
-    np.divide(k, t, out=t)  # t = 1 / (1 + p |scale x|), written k / (k + |x|): one pass fewer
-    half = t * _AS_NEG_HALF[4]  # -erfc/2 by Horner's rule: ((a5 t + a4) t + ...) t * gauss * -1/2
-    for coef in _AS_NEG_HALF[3::-1]:
-        half += coef
-        half *= t
-    half *= gauss
-    half += 0.5  # erf/2 = 1/2 - erfc/2
-    return half, gauss
-
-
 def erf(x):
-    """The error function on arrays (float64: exact via math.erf; otherwise A&S 7.1.26)."""
-    xp = xp_of(x)
-    if xp is not np:
-        from cupyx.scipy.special import erf as cupy_erf
-        return cupy_erf(x)
-    if x.dtype == np.float64:  # exactness matters more than speed here: grad checks, interop tests
-        return np.frompyfunc(math.erf, 1, 1)(x).astype(np.float64)
-    y, _ = _half_erf_of_abs(x)
-    np.copysign(y, x, out=y)  # erf is odd
-    y *= 2
-    return y
+    """The error function on arrays, ``erf(x) = 2/sqrt(pi) * integral from 0 to x of exp(-t^2) dt``
+    (``fastmath.erf``: exact in float64, Abramowitz & Stegun's approximation in float32)."""
+    return fastmath.erf(x)
 
 
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
-_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
-
-
-def _normal_cdf_pdf(x):
-    """``Phi(x)`` and ``phi(x)``, the standard normal CDF and density, on an array."""
-    xp = xp_of(x)
-    if xp is not np or x.dtype == np.float64:  # exact erf
-        pdf = xp.exp(-0.5 * x * x) * _INV_SQRT_2PI
-        return 0.5 * (1 + erf(x * (1 / math.sqrt(2)))), pdf
-    cdf, pdf = _half_erf_of_abs(x, scale=1 / math.sqrt(2))
-    np.copysign(cdf, x, out=cdf)
-    cdf += 0.5  # Phi(x) = (1 + erf(x / sqrt 2)) / 2
-    pdf *= _INV_SQRT_2PI
-    return cdf, pdf
 
 
 class Gelu(Function):
-    """GELU, ``x * Phi(x)``; ``approximate='tanh'`` uses the tanh form (as PyTorch's option).
+    """GELU, ``gelu(x) = x * Phi(x)`` with ``Phi`` the standard normal CDF; ``approximate='tanh'``
+    uses the tanh form (as PyTorch's option).
 
-    The exact form saves the local derivative ``Phi(x) + x phi(x)`` while it has Phi and phi at hand
-    (only when a gradient is needed), so backward is a single multiply.
+    The exact form's derivative is ``Phi(x) + x * phi(x)`` (``phi`` the normal density). Forward
+    saves it while it has Phi and phi at hand (only when a gradient is needed), so backward is a
+    single multiply.
     """
 
     @staticmethod
@@ -375,7 +311,8 @@ class Gelu(Function):
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
         out = xp.empty(a.shape, a.dtype)
         ctx.deriv = xp.empty(a.shape, a.dtype) if ctx.needs_input_grad[0] else None
-        parallel.rows(_gelu_block, a.reshape(-1), out.reshape(-1),
+        # out = a * Phi(a), deriv = Phi(a) + a * phi(a)
+        parallel.rows(fastmath.gelu_and_derivative, a.reshape(-1), out.reshape(-1),
                       None if ctx.deriv is None else ctx.deriv.reshape(-1), work_per_row=1)
         return out
 
@@ -386,16 +323,6 @@ class Gelu(Function):
             inner_grad = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * a * a)
             return g * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * inner_grad)
         return parallel.multiply(g, ctx.deriv)
-
-
-def _gelu_block(a, out, deriv):
-    """Exact GELU of a flat block, cache-sized slice by slice (~20 passes, each in cache)."""
-    for x, y, d in cache_slices(a, out, deriv):
-        cdf, pdf = _normal_cdf_pdf(x)
-        xp_of(x).multiply(x, cdf, out=y)
-        if d is not None:  # d/dx (x Phi(x)) = Phi(x) + x phi(x)
-            xp_of(x).multiply(x, pdf, out=d)
-            d += cdf
 
 
 # ---- selection -----------------------------------------------------------------------------------

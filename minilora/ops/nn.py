@@ -7,11 +7,10 @@ import math
 
 import numpy as np
 
-from .. import parallel
+from .. import fastmath, parallel
 from ..device import xp_of
 from ..random import fresh_seed
 from ..tensor import Function, Tensor
-from .elementwise import _silu_backward_block, _silu_block
 
 __all__ = ["embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "pad", "one_hot", "dropout", "rms_norm",
            "layer_norm", "rotary_embedding", "rotate_half", "scaled_dot_product_attention", "swiglu"]
@@ -137,7 +136,8 @@ class SwiGLU(Function):
             raise ValueError(f"swiglu: gate {gate.shape} and up {up.shape} must have the same shape")
         xp = xp_of(gate)
         s, out = xp.empty_like(gate), xp.empty_like(gate)
-        parallel.rows(_swiglu_block, gate.reshape(-1), up.reshape(-1), s.reshape(-1),
+        # s = sigmoid(gate), out = gate * s * up
+        parallel.rows(fastmath.swiglu, gate.reshape(-1), up.reshape(-1), s.reshape(-1),
                       out.reshape(-1), work_per_row=1)
         ctx.gate, ctx.up, ctx.s = gate, up, s
         return out
@@ -146,23 +146,11 @@ class SwiGLU(Function):
     def backward(ctx, g):
         xp = xp_of(g)
         dgate, dup = xp.empty_like(g), xp.empty_like(g) if ctx.needs_input_grad[1] else None
-        parallel.rows(_swiglu_backward_block, g.reshape(-1), ctx.gate.reshape(-1),
+        # dup = g * gate * s, dgate = g * up * s * (1 + gate * (1 - s))
+        parallel.rows(fastmath.swiglu_backward, g.reshape(-1), ctx.gate.reshape(-1),
                       ctx.up.reshape(-1), ctx.s.reshape(-1), dgate.reshape(-1),
                       None if dup is None else dup.reshape(-1), work_per_row=1)
         return dgate, dup
-
-
-def _swiglu_block(gate, up, s, out):
-    _silu_block(gate, s, out)  # s = sigmoid(gate), out = silu(gate)
-    out *= up
-
-
-def _swiglu_backward_block(g, gate, up, s, dgate, dup):
-    if dup is not None:
-        xp_of(g).multiply(gate, s, out=dup)
-        dup *= g
-    _silu_backward_block(g, gate, s, dgate)  # g * silu'(gate)
-    dgate *= up
 
 
 def _cross_entropy_rows(logits, targets, valid, probs, losses):
@@ -239,8 +227,8 @@ class LayerNorm(Function):
 
     With ``n`` the normalised input, ``r = 1/sqrt(var + eps)`` and ``gw = g * w``:
     ``dx = r * (gw - mean(gw) - n * mean(gw * n))``, ``dw = sum over rows of g * n``, ``db = sum of g``.
-    Work is on [rows, width] views, blocks of rows in parallel; the means over a row are BLAS
-    matrix-vector products or one ``einsum``.
+    Work is on [rows, width] views, blocks of rows in parallel; the means over a row are
+    ``fastmath.row_mean`` (no temporary ``a * b``).
     """
 
     @staticmethod
@@ -299,22 +287,15 @@ def _flat(a):
 
 
 def _row_mean(a, b=None):
-    """Mean over each row of a 2-D array (of ``a * b`` when ``b`` is given), without temporaries:
-    a BLAS matrix-vector product with a vector of ``1/width``, or one ``einsum``."""
-    xp = xp_of(a)
-    if b is None:
-        return a @ xp.full(a.shape[1], 1 / a.shape[1], dtype=a.dtype)
-    if a.size < parallel.MIN_ITEMS:  # a few rows (decoding): einsum's set-up costs more than the temporary
-        return (a * b).sum(axis=1) * (1 / a.shape[1])
-    return xp.einsum("ij,ij->i", a, b) * (1 / a.shape[1])
+    """The mean over each row of a 2-D array, ``(a * b).mean(axis=1)`` (``a.mean(axis=1)`` without
+    ``b``); ``fastmath.row_mean`` computes it without the temporary ``a * b``."""
+    return fastmath.row_mean(a, b)
 
 
 def _column_sum(a, b=None):
-    """Sum over the rows of a 2-D array (of ``a * b`` when ``b`` is given), without temporaries."""
-    xp = xp_of(a)
-    if b is None:
-        return xp.ones(a.shape[0], dtype=a.dtype) @ a
-    return xp.einsum("ij,ij->j", a, b)
+    """The sum over the rows of a 2-D array, ``(a * b).sum(axis=0)`` (``a.sum(axis=0)`` without
+    ``b``); ``fastmath.column_sum`` computes it without the temporary ``a * b``."""
+    return fastmath.column_sum(a, b)
 
 
 def rotate_half(x):

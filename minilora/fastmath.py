@@ -1,0 +1,159 @@
+"""Fast math for the CPU: the formulas the ops state, computed in fewer passes over memory.
+
+An op in ``minilora/ops`` says what it computes (``gelu(x) = x * Phi(x)``, ``silu(x) = x *
+sigmoid(x)``, the mean of each row of ``a * b``) and calls the function here that computes it
+quickly. Nothing here changes what is computed, only how: the tricks are
+
+* **in-place ufunc chains**: a formula such as ``g * s * (1 + a * (1 - s))`` written as NumPy
+  operators makes a new array per operator; written as ``out=`` calls and ``*=`` on one array it
+  makes none, and each pass reads less memory;
+* **cache-sized slices** (``device.cache_slices``): a chain of ~20 passes over a few thousand
+  elements at a time keeps them in the CPU cache instead of streaming the whole array 20 times;
+* **Abramowitz & Stegun 7.1.26** for ``erf`` in float32/float16: a rational approximation times
+  ``exp(-z^2)``, |error| < 1.5e-7 (float32's own precision; PyTorch's CPU kernels use it too).
+  float64 keeps the exact ``math.erf``, so gradient checks and interop tests see no approximation;
+* **BLAS or ``einsum`` for row reductions**: the mean of each row of ``a * b`` as one ``einsum``
+  (no ``a * b`` temporary), or, for a plain row mean, a matrix-vector product with ``1/width``;
+  below ``parallel.MIN_ITEMS`` elements (decoding: a few rows) ``einsum``'s set-up costs more than
+  the temporary, so the plain expression runs.
+
+CuPy arrays take the plain formula (the GPU is not bound by passes over memory the same way);
+the functions work on whatever block of rows ``parallel.rows`` hands them, or on whole arrays.
+"""
+import math
+
+import numpy as np
+
+from . import parallel
+from .device import cache_slices, xp_of
+
+__all__ = ["erf", "normal_cdf_pdf", "gelu_and_derivative", "sigmoid_and_silu", "silu_backward",
+           "swiglu", "swiglu_backward", "row_mean", "column_sum"]
+
+
+# ---- erf and the normal distribution -------------------------------------------------------------
+# Abramowitz & Stegun 7.1.26: for z >= 0, erfc(z) ~= t (a1 + a2 t + ... + a5 t^4) exp(-z^2) with
+# t = 1 / (1 + p z); |error| < 1.5e-7, i.e. float32 precision (PyTorch's CPU kernels use it too).
+_AS_P = 0.3275911
+_AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)  # a1 ... a5
+_AS_NEG_HALF = tuple(-0.5 * a for a in _AS_A)  # the same, times -1/2: Horner yields -erfc/2 directly
+_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
+
+
+def _half_erf_of_abs(x, scale=1.0):
+    """``(erf(|scale*x|) / 2, exp(-(scale*x)^2))`` by A&S 7.1.26, for a float32/float16 NumPy array.
+
+    Every step works in place on one of the two results; constants are Python floats, so float32
+    stays float32 (NumPy 2 promotion rules)."""
+    gauss = np.square(x)
+    gauss *= -scale * scale
+    np.exp(gauss, out=gauss)
+    k = 1 / (_AS_P * scale)
+    t = np.abs(x)
+    t += k
+    np.divide(k, t, out=t)  # t = 1 / (1 + p |scale x|), written k / (k + |x|): one pass fewer
+    half = t * _AS_NEG_HALF[4]  # -erfc/2 by Horner's rule: ((a5 t + a4) t + ...) t * gauss * -1/2
+    for coef in _AS_NEG_HALF[3::-1]:
+        half += coef
+        half *= t
+    half *= gauss
+    half += 0.5  # erf/2 = 1/2 - erfc/2
+    return half, gauss
+
+
+def erf(x):
+    """The error function of an array (float64: exact via ``math.erf``; float32/16: A&S 7.1.26;
+    CuPy: ``cupyx.scipy.special.erf``)."""
+    if xp_of(x) is not np:
+        from cupyx.scipy.special import erf as cupy_erf
+        return cupy_erf(x)
+    if x.dtype == np.float64:  # exactness matters more than speed here: grad checks, interop tests
+        return np.frompyfunc(math.erf, 1, 1)(x).astype(np.float64)
+    y, _ = _half_erf_of_abs(x)
+    np.copysign(y, x, out=y)  # erf is odd
+    y *= 2
+    return y
+
+
+def normal_cdf_pdf(x):
+    """``(Phi(x), phi(x))``, the standard normal CDF ``(1 + erf(x / sqrt 2)) / 2`` and density
+    ``exp(-x^2 / 2) / sqrt(2 pi)``, as two new arrays (in float32: sharing ``exp(-x^2/2)``)."""
+    xp = xp_of(x)
+    if xp is not np or x.dtype == np.float64:  # the exact erf
+        pdf = xp.exp(-0.5 * x * x) * _INV_SQRT_2PI
+        return 0.5 * (1 + erf(x * (1 / math.sqrt(2)))), pdf
+    cdf, pdf = _half_erf_of_abs(x, scale=1 / math.sqrt(2))  # A&S's exp(-z^2) is phi * sqrt(2 pi)
+    np.copysign(cdf, x, out=cdf)
+    cdf += 0.5  # Phi(x) = (1 + erf(x / sqrt 2)) / 2
+    pdf *= _INV_SQRT_2PI
+    return cdf, pdf
+
+
+def gelu_and_derivative(x, out, deriv=None):
+    """Fill ``out = x * Phi(x)`` and (unless None) ``deriv = Phi(x) + x * phi(x)`` for flat arrays,
+    a cache-sized slice at a time (~20 passes, each over data already in the cache)."""
+    for xs, ys, ds in cache_slices(x, out, deriv):
+        cdf, pdf = normal_cdf_pdf(xs)
+        xp_of(xs).multiply(xs, cdf, out=ys)
+        if ds is not None:
+            xp_of(xs).multiply(xs, pdf, out=ds)
+            ds += cdf
+
+
+# ---- sigmoid, SiLU, SwiGLU: in-place chains ------------------------------------------------------
+def sigmoid_and_silu(a, s, out):
+    """Fill ``s = sigmoid(a)`` and ``out = a * s``, computing ``sigmoid(a)`` as
+    ``(1 + tanh(a / 2)) / 2`` (equal to ``1 / (1 + e^-a)``, but never overflows), in place."""
+    xp = xp_of(a)
+    xp.multiply(a, 0.5, out=s)
+    xp.tanh(s, out=s)
+    s *= 0.5
+    s += 0.5
+    xp.multiply(a, s, out=out)
+
+
+def silu_backward(g, a, s, gx):
+    """Fill ``gx = g * s * (1 + a * (1 - s))`` (``g`` times the derivative of ``a * sigmoid(a)``,
+    ``s = sigmoid(a)``), in place."""
+    xp = xp_of(g)
+    xp.subtract(1, s, out=gx)
+    gx *= a
+    gx += 1
+    gx *= s
+    gx *= g
+
+
+def swiglu(gate, up, s, out):
+    """Fill ``s = sigmoid(gate)`` and ``out = gate * s * up``, in place."""
+    sigmoid_and_silu(gate, s, out)
+    out *= up
+
+
+def swiglu_backward(g, gate, up, s, dgate, dup=None):
+    """Fill ``dup = g * gate * s`` (unless None) and ``dgate = g * up * s * (1 + gate * (1 - s))``."""
+    if dup is not None:
+        xp_of(g).multiply(gate, s, out=dup)
+        dup *= g
+    silu_backward(g, gate, s, dgate)
+    dgate *= up
+
+
+# ---- reductions over rows and columns ------------------------------------------------------------
+def row_mean(a, b=None):
+    """``(a * b).mean(axis=1)`` of 2-D arrays (``a.mean(axis=1)`` without ``b``), without the
+    temporary: a BLAS matrix-vector product with a vector of ``1/width``, or one ``einsum``."""
+    xp = xp_of(a)
+    if b is None:
+        return a @ xp.full(a.shape[1], 1 / a.shape[1], dtype=a.dtype)
+    if a.size < parallel.MIN_ITEMS:  # a few rows (decoding): einsum's set-up costs more than the temporary
+        return (a * b).sum(axis=1) * (1 / a.shape[1])
+    return xp.einsum("ij,ij->i", a, b) * (1 / a.shape[1])
+
+
+def column_sum(a, b=None):
+    """``(a * b).sum(axis=0)`` of 2-D arrays (``a.sum(axis=0)`` without ``b``), without the
+    temporary: a BLAS vector-matrix product with ones, or one ``einsum``."""
+    xp = xp_of(a)
+    if b is None:
+        return xp.ones(a.shape[0], dtype=a.dtype) @ a
+    return xp.einsum("ij,ij->j", a, b)
