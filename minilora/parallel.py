@@ -41,7 +41,7 @@ import numpy as np
 
 from . import blas
 
-__all__ = ["rows", "sum_over_rows", "matmul", "matmuls", "add", "multiply", "num_threads",
+__all__ = ["rows", "sum_over_rows", "matmul", "matmuls", "input_and_weight_grads", "add", "multiply", "num_threads",
            "set_num_threads", "computing", "keep_freed_memory", "product_work", "MIN_ITEMS",
            "MACS_PER_ITEM"]
 
@@ -305,8 +305,7 @@ def matmuls(*pairs):
     and two products each thread computes one whole product: no operand is packed twice and
     there is one hand-over instead of two. (For a linear layer's backward, ``dX = dY W`` next to
     ``dW = dY^T X``, this measured 5% faster on a Llama step than splitting each product in turn;
-    ``Linear`` now runs its backward by blocks of rows, ``sum_over_rows``, within ~2% of this, so that
-    its exercise is one function of plain math. ``benchmarks/gemm.py`` times both.)
+    ``input_and_weight_grads`` runs ``Linear``'s backward this way. ``benchmarks/gemm.py`` times it.)
     """
     todo = [pair for pair in pairs if pair is not None]
     small = product_work(sum(a.shape[0] * a.shape[1] * b.shape[1] for a, b in todo)) < 2 * MIN_ITEMS
@@ -325,6 +324,51 @@ def matmuls(*pairs):
                  work_per_row=work, blocks_per_thread=1)
         results = iter(outs)
     return [None if pair is None else next(results) for pair in pairs]
+
+
+def input_and_weight_grads(fn, g, x, gx, w, need_w, need_b):
+    """A linear layer's backward with ``dX = dY W`` and ``dW = dY^T X`` computed side by side, as
+    ``matmuls`` does: ``fn(g, x, gx, w, need_w, need_b)`` is the serial backward (it fills ``gx``,
+    unless None, and returns ``(gw, gb)``); this calls it on pieces and returns ``(gw, gb)``.
+
+    The two products are independent, so each is cut on its own: ``gx`` by blocks of rows of ``g``
+    (``fn(g[rows], None, gx[rows], w, False, False)``), ``gw`` and ``gb`` by blocks of output features,
+    columns of ``g`` (``fn(g[:, cols], x, None, w, need_w, need_b)``: rows ``cols`` of ``gw``). With
+    two threads each thread computes one whole product, and no block's ``gw`` has to be added to
+    another's (``sum_over_rows`` would split both products by rows: ~5% slower on a Llama step's
+    products, ``benchmarks/gemm.py``). Small work, GPU arrays and one thread: one call of ``fn``.
+    """
+    products = (gx is not None) + bool(need_w)
+    work = product_work(len(g) * w.size * products)
+    if products == 0 or type(g) is not np.ndarray or work < 2 * MIN_ITEMS or _threads == 1:
+        return fn(g, x, gx, w, need_w, need_b)
+    blocks_each = -(-_threads // products)  # all the blocks together: one per thread
+    calls = []
+    if gx is not None:
+        for start, stop in _bounds(len(g), blocks_each):
+            calls.append(functools.partial(fn, g[start:stop], None, gx[start:stop], w, False, False))
+    first_weight_call = len(calls)
+    if need_w or need_b:
+        for start, stop in _bounds(g.shape[1], blocks_each if need_w else 1):
+            calls.append(functools.partial(fn, g[:, start:stop], x, None, w, need_w, need_b))
+    results = [None] * len(calls)
+
+    def run(some):
+        for i in some:
+            results[i] = calls[i]()
+    rows(run, list(range(len(calls))), work_per_row=work // len(calls), blocks_per_thread=1)
+    parts = results[first_weight_call:]
+    if not parts:
+        return None, None
+    return tuple(None if blocks[0] is None else blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+                 for blocks in zip(*parts))
+
+
+def _bounds(n, count):
+    """``count`` (at most ``n``) consecutive ``(start, stop)`` ranges covering ``range(n)``."""
+    count = max(1, min(count, n))
+    edges = [n * i // count for i in range(count + 1)]
+    return list(zip(edges, edges[1:]))
 
 
 def _elementwise(ufunc, a, b):

@@ -335,3 +335,28 @@ def test_minilora_limits_blas_only_while_it_computes_and_malloc_only_on_request(
     assert out["after_work"]["mmap"] is True
     assert out["after_work"]["py_threads"] == out["before"]["py_threads"] + 1  # the helper, started on use
     assert out["after_opt_in"]["mmap"] is False  # the probe can tell: keep_freed_memory() did change malloc
+
+
+@pytest.mark.parametrize("need_x, need_w, need_b", [(True, True, True), (True, True, False), (False, True, True),
+                                                     (True, False, True), (True, False, False), (False, False, True)])
+def test_input_and_weight_grads_equal_the_serial_backward(split_into_blocks, rng, need_x, need_w, need_b):
+    from minilora.ops.matmul import _linear_backward_rows
+    calls = []
+
+    def spy(*args):  # records the pieces it was called on: the work must really be split
+        calls.append(args[0].shape)
+        return _linear_backward_rows(*args)
+    g, x, w = rng.standard_normal((11, 7)), rng.standard_normal((11, 5)), rng.standard_normal((7, 5))
+    gx = np.full((11, 5), np.nan) if need_x else None
+    gw, gb = parallel.input_and_weight_grads(spy, g, x if need_w else None, gx, w, need_w, need_b)
+    if need_x:
+        np.testing.assert_allclose(gx, g @ w, rtol=1e-13)
+    assert (gw is None) != need_w and (gb is None) != need_b
+    if need_w:
+        np.testing.assert_allclose(gw, g.T @ x, rtol=1e-13)
+    if need_b:
+        np.testing.assert_allclose(gb, g.sum(axis=0), rtol=1e-13)
+    if need_x or need_w:
+        assert len(calls) > 1
+    if need_x and need_w:  # dX by blocks of rows, dW by blocks of output features, never both at once
+        assert (11, 7) not in calls and any(shape[0] == 11 for shape in calls)

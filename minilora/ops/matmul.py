@@ -37,8 +37,9 @@ def _linear_backward_rows(g, x, gx, w, need_w, need_b):
     """The gradients of ``x W^T + b`` for rows of ``g`` [rows, out]: fills ``gx`` [rows, in] (None: not
     needed) and returns these rows' terms ``(gw, gb)`` of the sums over rows (None where not needed).
 
-    Called on the whole arrays it is the whole backward; ``Linear.backward`` calls it on blocks of
-    rows side by side and adds the blocks' terms up (``minilora.parallel.sum_over_rows``)."""
+    Called on the whole arrays it is the whole backward; ``Linear.backward`` calls it through
+    ``minilora.parallel.input_and_weight_grads``, which computes the ``dX`` and ``dW`` products side by
+    side on threads (``dX`` on blocks of rows, ``dW`` on blocks of output features)."""
     # EXERCISE 1.5: gradients of x W^T + b from g [rows, out]; no weight GEMM for a frozen weight (not need_w)
     # BEGIN SOLUTION
     if gx is not None:
@@ -109,9 +110,8 @@ class Linear(Function):
         nx, nw, nb = ctx.needs_input_grad
         g2 = g.reshape(-1, g.shape[-1])
         gx = xp_of(g2).empty((g2.shape[0], ctx.w.shape[1]), g2.dtype) if nx else None
-        # blocks of rows side by side: each fills its rows of gx and returns its terms of gw and gb
-        gw, gb = parallel.sum_over_rows(lambda *rows: _linear_backward_rows(*rows, ctx.w, nw, nb), g2, ctx.x2, gx,
-                                        blocks_per_thread=1, work_per_row=parallel.product_work(ctx.w.size * (nx + nw)))
+        # dX = dY W and dW = dY^T X side by side on threads, each through _linear_backward_rows
+        gw, gb = parallel.input_and_weight_grads(_linear_backward_rows, g2, ctx.x2, gx, ctx.w, nw, nb)
         return (None if gx is None else gx.reshape(ctx.x_shape)), gw, gb
 
     @staticmethod
