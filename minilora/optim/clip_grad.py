@@ -46,11 +46,13 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         raise RuntimeError(f"the total norm of order {norm_type} of the gradients is non-finite "
                            f"({float(total)}), so it cannot be clipped; set "
                            f"error_if_nonfinite=False to scale by it anyway")
-    # EXERCISE 6.2: scale every gradient so the total norm is at most max_norm (new arrays: grads may be shared)
+    # EXERCISE 6.2: scale every gradient so the total norm is at most max_norm
     # BEGIN SOLUTION
     coef = min(float(max_norm) / (float(total) + 1e-6), 1.0)  # NaN stays NaN, as in torch
     for p in params:
-        # A new array rather than `*=`: two parameters may share one gradient array.
+        # A new array rather than `*=`: backward gives each parameter its own gradient array
+        # (tensor._store_grad), but code may assign one tensor to two (`p.grad = q.grad = g`),
+        # and in place that tensor would be scaled twice.
         p.grad = Tensor._make(p.grad._array * coef, p.device, False, None)
     # END SOLUTION
     return Tensor._make(xp.asarray(total), params[0].device, False, None)
@@ -58,7 +60,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
 
 def clip_grad_value_(parameters, clip_value, foreach=None):
     """Clamp every gradient element of ``parameters`` into ``[-clip_value, clip_value]``, as
-    ``torch.nn.utils.clip_grad_value_`` (returns None). New arrays: gradients may be shared."""
+    ``torch.nn.utils.clip_grad_value_`` (returns None). Each gradient becomes a new array (``.clip``),
+    as in ``clip_grad_norm_``: a tensor assigned as two parameters' ``.grad`` stays unchanged."""
     if isinstance(parameters, Tensor):
         parameters = [parameters]
     clip_value = float(clip_value)
