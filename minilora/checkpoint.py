@@ -263,6 +263,9 @@ def load_json(path):
             return json.load(f)
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    except UnicodeDecodeError as exc:  # JSON files are UTF-8 (RFC 8259); say which file is not
+        raise CheckpointError(f"{path}: not valid JSON (not UTF-8 text: byte {exc.start} is "
+                              f"{exc.object[exc.start:exc.start + 1]!r})") from None
 
 
 # --------------------------------------------------------------------------------------------------

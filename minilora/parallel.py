@@ -32,6 +32,7 @@ ops run unsplit.
 """
 import ctypes
 import functools
+import numbers
 import operator
 import os
 import sys
@@ -180,6 +181,8 @@ def num_threads():
 def set_num_threads(n):
     """Use ``n`` threads for CPU ops (as ``torch.set_num_threads``); inside them BLAS runs on one
     thread while minilora computes (``computing``)."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):  # as torch: 2.5 or "4" is refused
+        raise TypeError(f"set_num_threads expects an int, got {n!r} ({type(n).__name__})")
     n = int(n)
     if n < 1:
         raise ValueError(f"set_num_threads: need at least 1 thread, got {n}")

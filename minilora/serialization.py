@@ -36,11 +36,23 @@ def _path(f, fn):
                     f"{type(f).__name__}")
 
 
+def _check_destination(path):
+    """As ``torch.save``: a missing parent folder is an error (a typo must not create folders), and
+    a folder is not a file."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"minilora.save: parent directory {parent} does not exist")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"minilora.save: {path} is a directory; pass a file path "
+                                f"(e.g. {os.path.join(path, 'model.safetensors')})")
+
+
 def save(obj, f):
     """Write ``obj``, a ``{name: Tensor}`` dict (a ``state_dict()``), to the path ``f`` as safetensors."""
     _check_state(obj)
     from . import checkpoint  # (imported on use: `import minilora` stays light)
     path = _path(f, "save")
+    _check_destination(path)
     extra = {name: [t.device.name, bool(t.requires_grad)] for name, t in obj.items()
              if t.device.name != "cpu" or t.requires_grad}
     metadata = {"format": "pt"}

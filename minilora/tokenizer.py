@@ -453,8 +453,20 @@ def _tokenizer_config(config_path):
     try:
         with open(config_path, encoding="utf-8") as f:
             config = json.load(f)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{config_path}: not valid JSON ({exc})") from None
     if not isinstance(config, dict):
         raise ValueError(f"{config_path}: a tokenizer config must be a JSON object, got a {type(config).__name__}")
+    _check_config_values(config_path, config)
     return config
+
+
+def _check_config_values(config_path, config):
+    """Refuse at load the values transformers refuses at load (a bad side would otherwise fail at the
+    first call, far from the file that holds it)."""
+    for key in ("padding_side", "truncation_side"):
+        if config.get(key) is not None and config[key] not in ("left", "right"):
+            raise ValueError(f"{config_path}: {key} must be 'left' or 'right', got {config[key]!r}")
+    length = config.get("model_max_length")
+    if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+        raise ValueError(f"{config_path}: model_max_length must be an integer >= 1, got {length!r}")

@@ -439,9 +439,13 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
         path, good_step = last_good
         where = (f"the last good checkpoint is {path} (step {good_step}); resume from it with a "
                  f"lower learning rate or clip_norm" if path else "no checkpoint had been saved yet")
+        advice = "Try a lower learning rate, a smaller clip_norm, or float64."
+        frozen = _nonfinite_frozen_weight(model)
+        if frozen is not None:  # training never changes a frozen weight: the NaN came with the model
+            advice = (f"The frozen weight {frozen!r} already holds NaN or inf values: it came that way "
+                      "from the model's files, so no learning rate helps; check or re-download them.")
         raise error(f"training stopped at step {step}: {what}. Nothing was saved for this step; "
-                    f"{where}. Try a lower learning rate, a smaller clip_norm, or float64.",
-                    step, path, result(step - 1), good_step)
+                    f"{where}. {advice}", step, path, result(step - 1), good_step)
 
     def checkpoint(step):
         nonlocal last_good
@@ -553,6 +557,14 @@ def _agree(loss_sum, tokens, asked):
     distributed.all_reduce(numbers)
     total_loss, total_tokens, asked_count = numbers.numpy().tolist()
     return total_loss / distributed.get_world_size(), int(total_tokens), asked_count > 0
+
+
+def _nonfinite_frozen_weight(model):
+    """The name of the first frozen parameter holding NaN or inf, or None (called only when a run stops)."""
+    for name, param in model.named_parameters():
+        if not param.requires_grad and not np.isfinite(param.numpy()).all():
+            return name
+    return None
 
 
 def _check_counts(**counts):
