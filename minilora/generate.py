@@ -60,6 +60,10 @@ def cli_main(args):
         tok = tokenizers.ByteTokenizer() if args.tokenizer is None else tokenizers.from_file(args.tokenizer)
     except (OSError, ValueError) as exc:
         raise UsageError(str(exc)) from None
+    problem = tokenizers.vocab_mismatch(tok, model.config.vocab_size)
+    if problem:
+        raise UsageError(f"{problem} (--model {args.model or 'the shipped base'}, "
+                         f"--tokenizer {args.tokenizer or 'the byte-level default'})")
     model.eval()
     prompt = args.prompt.replace("\\n", "\n")  # let a typed "\n" mean a newline, as in the examples
     ids = tok.encode(prompt)

@@ -430,6 +430,21 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None):
     return out
 
 
+def vocab_mismatch(tokenizer, model_vocab_size):
+    """Why ``tokenizer`` cannot feed a model with ``model_vocab_size`` token rows, or None if it can.
+
+    A Hugging Face model may have more rows than its tokenizer (vocabularies are padded), never fewer.
+    The byte tokenizer's ids mean bytes only to a model trained on them: any other size is a model
+    made for another tokenizer, whose output decoded as bytes would be silently meaningless."""
+    if isinstance(tokenizer, ByteTokenizer) and model_vocab_size != tokenizer.vocab_size:
+        return (f"the model has vocab_size {model_vocab_size} but minilora's byte-level tokenizer has "
+                f"{tokenizer.vocab_size} tokens: the model was made for another tokenizer")
+    if model_vocab_size < len(tokenizer):
+        return (f"the model has vocab_size {model_vocab_size}, fewer than the tokenizer's {len(tokenizer)} "
+                "tokens: they were not made for each other")
+    return None
+
+
 def from_pretrained(pretrained_model_name_or_path, **kwargs):
     """A tokenizer folder as transformers saves it (``tokenizer.json`` + ``tokenizer_config.json``).
     ``kwargs``: ``bos_token``, ``eos_token``, ``pad_token`` (as for ``from_file``)."""

@@ -800,7 +800,7 @@ def cli_main(args):
 
 def _train_command(args, rank=0, world=1):
     from . import data
-    from .tokenizer import ByteTokenizer
+    from .tokenizer import ByteTokenizer, vocab_mismatch
 
     method, task_name = args.method, args.task
     recommended = RECOMMENDED[task_name, method]
@@ -822,6 +822,10 @@ def _train_command(args, rank=0, world=1):
     parallel.keep_freed_memory()  # the command owns its process: malloc may keep freed pages (10-20% faster)
     ml_random.manual_seed(args.seed)  # the LoRA init draws from it
     model = _load_model(args)
+    problem = vocab_mismatch(tokenizer, model.config.vocab_size)
+    if problem:  # minilora train feeds bytes: another tokenizer's model would learn on wrong tokens
+        print(f"minilora train: --model {args.model}: {problem}", file=sys.stderr)
+        return 2
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if method == "adalora" and (args.resume or world > 1):

@@ -663,3 +663,124 @@ def test_bad_tokenizer_config_is_named(tmp_path, text, words):
     (tmp_path / "tokenizer_config.json").write_text(text)
     with pytest.raises(ValueError, match=f"tokenizer_config.json: .*{words}"):
         tokenizers.from_file(str(tmp_path / "tokenizer.json"))
+
+
+# ==================================================================================================
+# A user's mistakes beyond the issue's list (found by trying them)
+# ==================================================================================================
+def saved_adapter(folder, hidden=16, targets=("q_proj", "v_proj")):
+    from minilora.lora import LoraConfig, get_peft_model
+    get_peft_model(tiny_model(seed=1, hidden=hidden), LoraConfig(r=2, target_modules=list(targets))).save_pretrained(folder)
+    return folder
+
+
+def layout(model):
+    """What a failed load must not change: names, values, requires_grad and the layer classes."""
+    return ({n: (p.numpy().copy(), p.requires_grad) for n, p in model.named_parameters()},
+            [(n, type(m)) for n, m in model.named_modules()])
+
+
+def same_layout(a, b):
+    return a[1] == b[1] and a[0].keys() == b[0].keys() and \
+        all(np.array_equal(a[0][k][0], b[0][k][0]) and a[0][k][1] == b[0][k][1] for k in a[0])
+
+
+def test_adapter_for_another_base_leaves_the_callers_model_as_it_was(tmp_path):
+    from minilora.lora import AdapterMismatchError, PeftModel
+    other = saved_adapter(str(tmp_path / "hidden32"), hidden=32)
+    base = tiny_model()
+    before = layout(base)
+    with pytest.raises(AdapterMismatchError, match=r"has shape \(2, 32\) but the model expects \(2, 16\)"):
+        PeftModel.from_pretrained(base, other)
+    assert same_layout(before, layout(base))  # not wrapped, not frozen: usable as it came
+    assert isinstance(PeftModel.from_pretrained(base, saved_adapter(str(tmp_path / "fits"))), PeftModel)
+
+
+def test_failed_load_adapter_leaves_no_wrapped_layers(tmp_path):
+    from minilora.lora import AdapterMismatchError, PeftModel
+    model = PeftModel.from_pretrained(tiny_model(), saved_adapter(str(tmp_path / "qv")))
+    before, ids = layout(model), np.array([[3, 4, 5]])
+    logits = model(ids).logits.numpy()
+    other = tmp_path / "ko"
+    saved_adapter(str(other), targets=("k_proj", "o_proj"))
+    config = json.loads((other / "adapter_config.json").read_text())  # config says k/o, the file holds q/v
+    shutil.copy(tmp_path / "qv" / "adapter_model.safetensors", other / "adapter_model.safetensors")
+    with pytest.raises(AdapterMismatchError, match="which this model does not have"):
+        model.load_adapter(str(other), adapter_name="second")
+    assert config["target_modules"] and list(model.peft_config) == ["default"]
+    assert same_layout(before, layout(model))  # k_proj.weight is not renamed k_proj.base_layer.weight
+    assert np.array_equal(model(ids).logits.numpy(), logits)
+
+
+@pytest.mark.parametrize("name", ["config.json", "adapter_config.json"])
+def test_json_that_is_not_utf8_names_its_file(tmp_path, name):
+    from minilora.lora import PeftModel
+    tiny_model().save_pretrained(str(tmp_path / "model"))
+    saved_adapter(str(tmp_path / "adapter"))
+    path = tmp_path / ("model" if name == "config.json" else "adapter") / name
+    path.write_bytes(path.read_bytes()[:-2] + b"\xff}")
+    with pytest.raises(CheckpointError, match=rf"{name}: not valid JSON \(not UTF-8 text: byte \d+ is b'\\xff'\)"):
+        PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(str(tmp_path / "model")), str(tmp_path / "adapter"))
+
+
+@pytest.mark.parametrize("text, words", [
+    (b'{"bos_token": "\xff"}', "not valid JSON .*utf-8"),
+    (b'{"padding_side": "middle"}', "padding_side must be 'left' or 'right', got 'middle'"),
+    (b'{"truncation_side": "both"}', "truncation_side must be 'left' or 'right', got 'both'"),
+    (b'{"model_max_length": "2048"}', "model_max_length must be an integer >= 1, got '2048'"),
+    (b'{"model_max_length": 0}', "model_max_length must be an integer >= 1, got 0")])
+def test_bad_tokenizer_config_values_are_named_at_load(tmp_path, text, words):
+    pytest.importorskip("tokenizers")
+    from tokenizers import Tokenizer, models
+
+    from minilora import tokenizer as tokenizers
+    Tokenizer(models.WordLevel({"<s>": 0, "</s>": 1, "a": 2}, unk_token="</s>")).save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_bytes(text)
+    with pytest.raises(ValueError, match=f"tokenizer_config.json: {words}"):
+        tokenizers.from_pretrained(str(tmp_path))
+
+
+def test_save_into_a_missing_folder_or_onto_a_folder_is_refused(tmp_path):
+    state = {"w": ml.ones(2)}
+    with pytest.raises(FileNotFoundError, match=r"parent directory .*typo does not exist"):
+        ml.save(state, str(tmp_path / "typo" / "w.safetensors"))
+    assert not (tmp_path / "typo").exists()  # a typo never creates folders (torch.save refuses too)
+    with pytest.raises(IsADirectoryError, match="is a directory; pass a file path"):
+        ml.save(state, str(tmp_path))
+    assert os.listdir(tmp_path) == []
+    ml.save(state, str(tmp_path / "w.safetensors"))
+    assert np.array_equal(ml.load(str(tmp_path / "w.safetensors"))["w"].numpy(), np.ones(2, np.float32))
+
+
+@pytest.mark.parametrize("value", [2.5, "4", True, None])
+def test_set_num_threads_takes_an_int_only(value):
+    before = ml.num_threads()
+    with pytest.raises(TypeError, match="set_num_threads expects an int"):
+        ml.set_num_threads(value)  # torch: "set_num_threads expects an int"; 2.5 was silently 2
+    assert ml.num_threads() == before
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "2.5"])
+def test_bad_minilora_num_threads_is_named_at_import(value):
+    done = subprocess.run([sys.executable, "-c", "import minilora"], env={**ENV, "MINILORA_NUM_THREADS": value},
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and f"MINILORA_NUM_THREADS must be a whole number >= 1, got '{value}'" in done.stderr
+
+
+def test_nan_in_the_base_models_file_is_named_not_blamed_on_the_learning_rate(tmp_path):
+    from minilora.lora import LoraConfig, get_peft_model
+    model = tiny_model()
+    model.model.layers[0].self_attn.k_proj.weight._array[0, 0] = np.nan  # as read from a damaged file
+    peft = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    with pytest.raises(NonFiniteLossError, match=r"frozen weight '.*k_proj.weight' already holds NaN .* no "
+                                                 r"learning rate helps") as caught:
+        train(peft, rows(), lr=1e-3, **{**KW, "steps": 2})
+    assert "Try a lower learning rate" not in str(caught.value)
+
+
+def test_model_for_another_tokenizer_is_refused_by_the_commands(tmp_path, capsys):
+    tiny_model().save_pretrained(str(tmp_path / "vocab16"))  # the byte tokenizer has 259 tokens
+    for argv in (["generate", "hi", "--model", str(tmp_path / "vocab16")],
+                 ["train", "--model", str(tmp_path / "vocab16"), "--out", str(tmp_path / "run"), "--steps", "1"]):
+        code, text = run_cli(argv, capsys)
+        assert code == 2 and "vocab_size 16 but minilora's byte-level tokenizer has 259 tokens" in text, text

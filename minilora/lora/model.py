@@ -170,6 +170,22 @@ class LoraModel(_Wrapper):
                 inside.append(key + ".")
             yield key, module
 
+    def wrapped_layer_names(self):
+        """Names of the layers wrapped by an adapter layer (or a modules_to_save copy) now."""
+        return {key for key, module in self._candidate_modules()
+                if isinstance(module, (BaseTunerLayer, ModulesToSaveWrapper))}
+
+    def unwrap_layers_except(self, keep):
+        """Put the plain layer back wherever a wrapper not named in ``keep`` stands (after a failed
+        load_adapter its wrappers hold no adapter, but would still rename the layers' weights)."""
+        for key, module in list(self._candidate_modules()):
+            if key in keep:
+                continue
+            if isinstance(module, BaseTunerLayer):
+                self._replace(key, module.base_layer)
+            elif isinstance(module, ModulesToSaveWrapper):
+                self._replace(key, module.original_module)
+
     def _resolve_targets(self, config):
         """``None`` -> the model type's default; ``"all-linear"`` -> every Linear but the output head."""
         targets = config.target_modules
@@ -632,8 +648,15 @@ class PeftModel(_Wrapper):
         config = copy.deepcopy(config)
         config.inference_mode = not is_trainable
         model_cls = _class_for_task(config.task_type) if cls is PeftModel else cls
+        trainable = [(param, param.requires_grad) for param in model.parameters()]
         peft_model = model_cls(model, config, adapter_name)
-        _io.load_adapter_weights(peft_model, model_id, adapter_name)
+        try:
+            _io.load_adapter_weights(peft_model, model_id, adapter_name)
+        except Exception:  # an adapter that does not fit: give the caller's model back as it came
+            peft_model.base_model.unload()
+            for param, flag in trainable:
+                param.requires_grad = flag
+            raise
         if not is_trainable:
             peft_model.eval()
         return peft_model
@@ -646,11 +669,13 @@ class PeftModel(_Wrapper):
         _refuse_load_options(ephemeral_gpu_offload, low_cpu_mem_usage, key_mapping, "load_adapter")
         config = config_from_dict(_io.read_adapter_config(model_id))
         config.inference_mode = not is_trainable
+        wrapped = self.base_model.wrapped_layer_names()
         self.add_adapter(adapter_name, config)
         try:
             _io.load_adapter_weights(self, model_id, adapter_name)
         except Exception:
-            self.delete_adapter(adapter_name)  # leave the model as it was
+            self.delete_adapter(adapter_name)  # leave the model as it was: no adapter, no new wrappers
+            self.base_model.unwrap_layers_except(wrapped)
             raise
 
 
