@@ -38,7 +38,7 @@ from .device import Device, xp_of
 from .device import device as _device
 
 __all__ = ["lora_forward", "lora_backward", "adamw_step", "bgmv", "BGMV_VERSIONS", "pick_version",
-           "supports", "contiguous", "tiles", "run_update", "checking", "kernel_dir", "source", "VERSIONS",
+           "supports", "contiguous", "tiles", "run_update", "AdamWTables", "checking", "kernel_dir", "source", "VERSIONS",
            "KERNEL_FILES"]
 
 VERSIONS = ("v1", "v2", "v3", "v4", "v5", "v6", "v7")
@@ -438,13 +438,18 @@ def _reduce(launch, partials, out, slices, size):
 # AdamW
 # ------------------------------------------------------------------------------------------------
 def adamw_step(params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, eps, weight_decay, step,
-               device=None):
+               device=None, tables=None):
     """One ``torch.optim.AdamW`` step for every tensor, in place, in ONE kernel launch.
 
     ``params``, ``grads``, ``exp_avgs``, ``exp_avg_sqs``: equally long sequences of float32
     C-contiguous arrays, matching shapes tensor by tensor. The hyperparameters are numbers, or
     sequences with one value per tensor (parameter groups with different ``lr``; parameters at
     different ``step`` counts). ``step`` counts from 1.
+
+    ``tables``: an ``AdamWTables`` kept from step to step (an optimizer keeps one). It holds the
+    launch's pointer and size tables on the device and rebuilds them only when the parameter set
+    changes, so a step costs a cache-key check, the per-step values (gradient addresses,
+    hyperparameters) in one small copy, and the launch. Without it every call builds the tables anew.
     """
     fn = "adamw_step"
     lists = {"params": list(params), "grads": list(grads), "exp_avgs": list(exp_avgs),
@@ -456,14 +461,88 @@ def adamw_step(params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, eps, w
     if T == 0:
         return
     dev = _resolve_device(fn, device, lists["params"][0])
-    for t, p in enumerate(lists["params"]):
-        for name, items in lists.items():
-            _check(fn, dev, f"{name}[{t}]", items[t], p.shape)
     hyper = _adamw_hyper(fn, T, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, step=step)
-    blocks, args, copy_back = _adamw_arguments(dev, lists, hyper)
-    if blocks:
+    if dev.name == "emu" and (_Checks.check_races or _Checks.sanitize):
+        # The emulator's checks see only memory passed as kernel arguments: the flat-buffer path, built per call.
+        for t, p in enumerate(lists["params"]):
+            for name, items in lists.items():
+                _check(fn, dev, f"{name}[{t}]", items[t], p.shape)
+        blocks, args, copy_back = _adamw_arguments(dev, lists, hyper)
         _launch(dev, "adamw.cu", "adamw_multi_tensor", (blocks,), _adamw_define("ADAMW_THREADS"), args)
         copy_back()
+        return
+    tables = AdamWTables() if tables is None else tables
+    blocks, args = tables.arguments(fn, dev, lists, hyper)
+    if blocks:
+        _launch(dev, "adamw.cu", "adamw_multi_tensor", (blocks,), _adamw_define("ADAMW_THREADS"), args)
+
+
+class AdamWTables:
+    """adamw_multi_tensor's launch arguments for one parameter set, resident on the device.
+
+    What stays put while a model trains: which arrays are the parameters and their moments (so
+    their addresses), their sizes, and the block -> (tensor, chunk) table. Built once, on the device,
+    and again only when the parameter set changes: a tensor added or removed, or any of them a new
+    array object (``load_state_dict``, ``.to()``). What changes every step: the gradients (backward
+    makes new arrays; ``zero_grad`` drops them) and the step counts in the hyperparameters. Those
+    travel in ONE host-to-device copy of ``64 T`` bytes into a buffer built with the tables.
+
+    The cache key is the identity (``id``) of every parameter, exp_avg and exp_avg_sq array. The
+    tables hold references to those arrays, so no other array can take one of their ids while the key
+    is kept. ``rebuilds`` counts the builds (the tests check it).
+    """
+
+    def __init__(self):
+        self.rebuilds = 0
+        self._key = None
+        self._grads_key = None
+
+    def arguments(self, fn, dev, lists, hyper):
+        """``(blocks, kernel arguments)`` for this step; rebuilds the tables first when the key changed."""
+        p, g, m, v = (lists[k] for k in ("params", "grads", "exp_avgs", "exp_avg_sqs"))
+        key = (dev.name, tuple(map(id, p)), tuple(map(id, m)), tuple(map(id, v)))
+        if key != self._key:
+            self._build(fn, dev, p, m, v, key)
+        grads_key = tuple(map(id, g))
+        if grads_key != self._grads_key:  # new gradient arrays (every step after a backward)
+            self._set_grads(fn, dev, g)
+            self._grads_key = grads_key
+        self._host_hyper[...] = hyper
+        if self._device is not self._host:  # cuda: one copy of the per-step values
+            self._device.set(self._host)
+        return self._layout.blocks, self._args
+
+    def _build(self, fn, dev, p, m, v, key):
+        for t, a in enumerate(p):
+            _check(fn, dev, f"params[{t}]", a, a.shape)
+            _check(fn, dev, f"exp_avgs[{t}]", m[t], a.shape)
+            _check(fn, dev, f"exp_avg_sqs[{t}]", v[t], a.shape)
+        T = len(p)
+        self._layout = _AdamWLayout(dev, tuple(a.size for a in p))
+        self._shapes = [a.shape for a in p]
+        # One buffer: addresses [4, T] uint64 (param, grad, exp_avg, exp_avg_sq), then hyper [T, 8] float32.
+        self._host = np.zeros(64 * T, dtype=np.uint8)
+        self._host_addresses = self._host[:32 * T].view(np.uint64).reshape(4, T)
+        self._host_hyper = self._host[32 * T:].view(np.float32).reshape(T, 8)
+        for row, arrays in ((0, p), (2, m), (3, v)):
+            self._host_addresses[row] = [_address(a) for a in arrays]
+        self._device = self._host if dev.name == "emu" else dev.xp.asarray(self._host)
+        addresses, hyper = self._device[:32 * T].view(np.uint64), self._device[32 * T:].view(np.float32)
+        # flat_p/g/m/v are unused with use_addresses = 1; any float32 array will do as the placeholder.
+        placeholder = p[0]
+        self._args = (addresses, placeholder, placeholder, placeholder, placeholder, self._layout.offsets,
+                      self._layout.chunks, hyper, np.int32(T), np.int32(1))
+        self._held = (p, m, v)  # keeps the key's ids from being reused by other arrays
+        self._key, self._grads_key = key, None
+        self.rebuilds += 1
+
+    def _set_grads(self, fn, dev, grads):
+        array_type, f32 = dev.xp.ndarray, np.dtype(np.float32)
+        for t, (g, shape) in enumerate(zip(grads, self._shapes)):
+            if not (isinstance(g, array_type) and g.dtype == f32 and g.shape == shape and g.flags.c_contiguous):
+                _check(fn, dev, f"grads[{t}]", g, shape)  # raises, naming what is wrong
+        self._host_addresses[1] = [_address(g) for g in grads]
+        self._held_grads = grads
 
 
 def run_update(optimizer, todo):

@@ -272,6 +272,79 @@ def test_adamw_optimizer_on_emu_matches_cpu(monkeypatch):
         validate("emu vs cpu", got, want, tol=1e-6)
 
 
+def test_adamw_resident_tables_are_bit_identical_to_building_them_each_step():
+    """The same steps with tables kept between calls and with tables built per call: equal bit for bit,
+    with new gradient arrays every step (as after backward), the unaligned tensor included."""
+    rng = fresh_rng()
+    params, _, m, v = adamw_state(rng, SIZES)
+    kept = [[a.copy() for a in arrays] for arrays in (params, m, v)]
+    fresh = [[a.copy() for a in arrays] for arrays in (params, m, v)]
+    kept[0][-1] = np.zeros(101, np.float32)[1:]  # keep the last param unaligned in both copies
+    kept[0][-1][:] = params[-1]
+    fresh[0][-1] = np.zeros(101, np.float32)[1:]
+    fresh[0][-1][:] = params[-1]
+    tables = kernels.AdamWTables()
+    hyper = dict(lr=[1e-2, 3e-3, 1e-2, 3e-3, 1e-2, 3e-3], beta1=0.9, beta2=0.99, eps=1e-6, weight_decay=0.1)
+    for step in range(1, 4):
+        grads = [rng.standard_normal(p.shape).astype(np.float32) for p in params]
+        kernels.adamw_step(*kept[:1], grads, *kept[1:], step=step, device="emu", tables=tables, **hyper)
+        kernels.adamw_step(*fresh[:1], [g.copy() for g in grads], *fresh[1:], step=step, device="emu", **hyper)
+    assert tables.rebuilds == 1
+    for got_arrays, want_arrays in zip(kept, fresh):
+        for got, want in zip(got_arrays, want_arrays):
+            np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(kept[0][0], params[0])  # the steps did move the parameters
+
+
+def test_adamw_tables_rebuild_only_when_the_parameter_set_changes():
+    """optim.AdamW on `emu` keeps one AdamWTables: no rebuild from step to step; one when a parameter
+    stops or starts having a gradient, when a parameter's array is replaced (``.to()``-style), and
+    when ``load_state_dict`` brings new moment arrays. Results stay equal to the `cpu` path throughout."""
+    import minilora.optim as optim
+    rng = fresh_rng()
+    values = [rng.standard_normal(s) for s in [(5, 3), (4100,), (2,)]]
+    trajectories = {}
+    for dev in ("cpu", "emu"):
+        ps = [ml.tensor(v, dtype="float32", device=dev, requires_grad=True) for v in values]
+        opt = optim.AdamW(ps, lr=1e-2)
+        rebuilds = []
+        step_rng = np.random.default_rng(1)
+
+        def step(with_grad=(0, 1, 2)):
+            for i, p in enumerate(ps):
+                g = step_rng.standard_normal(p.shape).astype(np.float32)
+                p.grad = ml.tensor(g, device=dev) if i in with_grad else None
+            opt.step()
+            tables = opt.__dict__.get("_adamw_tables")
+            rebuilds.append(tables.rebuilds if tables is not None else None)
+
+        step(), step(), step()                     # same set: built once
+        step(with_grad=(0, 2)), step((0, 2))       # ps[1] has no gradient: a smaller set
+        step()                                     # ps[1] back
+        ps[2]._array = ps[2]._array.copy()         # a new array object for a parameter (as .to() makes)
+        step(), step()
+        opt.load_state_dict(opt.state_dict())      # new exp_avg / exp_avg_sq arrays
+        step(), step()
+        rebuilds_of_dev = rebuilds
+        trajectories[dev] = [p.numpy().copy() for p in ps]
+    assert rebuilds_of_dev == [1, 1, 1, 2, 2, 3, 4, 4, 5, 5]
+    for got, want in zip(trajectories["emu"], trajectories["cpu"]):
+        validate("emu (resident tables) vs cpu", got, want, tol=1e-6)
+
+
+def test_adamw_tables_still_check_each_steps_gradients():
+    p = [np.ones(3, np.float32), np.ones(4, np.float32)]
+    m, v = [np.zeros_like(a) for a in p], [np.zeros_like(a) for a in p]
+    tables = kernels.AdamWTables()
+    hyper = dict(lr=1e-3, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.0, device="emu", tables=tables)
+    kernels.adamw_step(p, [np.ones(3, np.float32), np.ones(4, np.float32)], m, v, step=1, **hyper)
+    with pytest.raises(ValueError, match=r"grads\[1\] must have shape \(4,\)"):
+        kernels.adamw_step(p, [np.ones(3, np.float32), np.ones(5, np.float32)], m, v, step=2, **hyper)
+    with pytest.raises(TypeError, match=r"grads\[0\] must be float32"):
+        kernels.adamw_step(p, [np.ones(3), np.ones(4, np.float32)], m, v, step=2, **hyper)
+    assert tables.rebuilds == 1
+
+
 # ------------------------------------------------------------------------------------------------
 # Errors, sources, version choice
 # ------------------------------------------------------------------------------------------------

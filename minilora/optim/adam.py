@@ -132,15 +132,19 @@ class Adam(Optimizer):
         """The kernel computes AdamW's rule: not Adam's L2 weight decay, not ``maximize``."""
         return not any((g["weight_decay"] and not g["decoupled_weight_decay"]) or g["maximize"] for _, _, g in todo)
 
-    @staticmethod
-    def kernel_update(todo):
-        """Every parameter in ONE launch of the fused AdamW kernel."""
+    def kernel_update(self, todo):
+        """Every parameter in ONE launch of the fused AdamW kernel. The launch's pointer and size tables
+        stay on the device between steps (``kernels.AdamWTables``, one per optimizer): rebuilt only
+        when the parameter set changes, so a step's host work is a key check, one small copy, one launch."""
+        tables = self.__dict__.get("_adamw_tables")
+        if tables is None:
+            tables = self._adamw_tables = kernels.AdamWTables()
         kernels.adamw_step([p._array for p, _, _ in todo], kernels.contiguous(*(p.grad._array for p, _, _ in todo)),
                            [st["exp_avg"] for _, st, _ in todo], [st["exp_avg_sq"] for _, st, _ in todo],
                            lr=[g["lr"] for _, _, g in todo], beta1=[g["betas"][0] for _, _, g in todo],
                            beta2=[g["betas"][1] for _, _, g in todo], eps=[g["eps"] for _, _, g in todo],
                            weight_decay=[g["weight_decay"] for _, _, g in todo],
-                           step=[st["step"] for _, st, _ in todo], device=todo[0][0].device)
+                           step=[st["step"] for _, st, _ in todo], device=todo[0][0].device, tables=tables)
 
     def _update_pieces(self, pieces):
         """The NumPy/CuPy update of ``(param, grad, exp_avg, exp_avg_sq)`` pieces (any device)."""
