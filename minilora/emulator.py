@@ -120,6 +120,16 @@ def cache_dir() -> Path:
     return Path(base) / "minilora" / "emu"
 
 
+def _make_cache_folder(folder: Path) -> None:
+    """Create a folder of the kernel cache; a cache that cannot be made says where the path came from."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        source = "MINILORA_CACHE_DIR" if os.environ.get("MINILORA_CACHE_DIR") else "the default cache location"
+        raise EmulatorError(f"cannot create the emulator's kernel cache {folder} ({exc.strerror}); it comes "
+                            f"from {source}: set MINILORA_CACHE_DIR to a writable folder") from None
+
+
 # ------------------------------------------------------------------------------------------------
 # Source rewriting: find the kernels and turn __shared__ declarations into per-block storage.
 # ------------------------------------------------------------------------------------------------
@@ -466,7 +476,7 @@ def _runtime_object(variant: str) -> Path:
     key = _digest(_VERSION, header, runtime, _compiler_id(), *flags)
     obj = cache_dir() / f"runtime-{variant}-{key}.o"
     if not obj.is_file():
-        obj.parent.mkdir(parents=True, exist_ok=True)
+        _make_cache_folder(obj.parent)
         _run_compiler([_CXX, *flags, "-I", str(EMU_DIR), "-c", str(_RUNTIME)], obj, "the emulator runtime")
     return obj
 
@@ -594,7 +604,7 @@ class _Module:
         key = _digest(_VERSION, runtime.name, rewritten.text, rewritten.prelude, name, *flags, *name_expressions,
                       *_VARIANT_FLAGS[self.variant], *_included_files(code, flags))
         folder = cache_dir() / key
-        folder.mkdir(parents=True, exist_ok=True)
+        _make_cache_folder(folder)
         self.source_path = folder / name
         self.product = folder / ("runner" if self.sanitize else "module.so")
         self._stack_file = folder / "stack_usage"  # written before the product, so it exists with it

@@ -190,14 +190,17 @@ def _restore(state, named_params, optimizer, scheduler):
                          f"{missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected "
                          f"{unexpected[:5]}{'...' if len(unexpected) > 5 else ''} (was it saved "
                          f"from the same model with the same LoRA/full-fine-tuning setup?)")
-    with no_grad():
-        for name, p in own.items():
-            if saved[name].shape != p.shape:
-                raise ValueError(f"checkpoint: {name} has shape {saved[name].shape}, "
-                                 f"model has {p.shape}")
-            p._array[...] = p.device.xp.asarray(saved[name], dtype=p.dtype)
+    for name, p in own.items():
+        if saved[name].shape != p.shape:
+            raise ValueError(f"checkpoint: {name} has shape {saved[name].shape}, "
+                             f"model has {p.shape}")
+    # Everything that can refuse the checkpoint runs before the model changes: a refused resume
+    # leaves the caller's model as it was, not holding half the checkpoint's weights.
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    with no_grad():
+        for name, p in own.items():
+            p._array[...] = p.device.xp.asarray(saved[name], dtype=p.dtype)
     ml_random.generator().bit_generator.state = state["rng"]
     return int(state["step"]), [float(x) for x in state["losses"]]
 
@@ -416,7 +419,11 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
         if path is None or not os.path.exists(path):
             raise FileNotFoundError(f"resume: no checkpoint at {path!r} (train with out_dir= and "
                                     f"save_every= first)")
-        start, losses = _restore(load_training_state(path), named, optimizer, scheduler)
+        state = load_training_state(path)
+        try:
+            start, losses = _restore(state, named, optimizer, scheduler)
+        except ValueError as exc:  # name the file: the message alone does not say which run it was
+            raise ValueError(f"resume from {path}: {exc}") from None
         if start > steps:
             raise ValueError(f"resume: the checkpoint is already at step {start} > steps={steps}")
         _use_new_learning_rate(scheduler, lr, start)

@@ -784,3 +784,31 @@ def test_model_for_another_tokenizer_is_refused_by_the_commands(tmp_path, capsys
                  ["train", "--model", str(tmp_path / "vocab16"), "--out", str(tmp_path / "run"), "--steps", "1"]):
         code, text = run_cli(argv, capsys)
         assert code == 2 and "vocab_size 16 but minilora's byte-level tokenizer has 259 tokens" in text, text
+
+
+def test_refused_resume_leaves_the_model_as_it_was(tmp_path):
+    out = str(tmp_path)
+    train(tiny_model(), rows(), steps=2, lr=1e-2, save_every=1, out_dir=out, **KW)
+    path = os.path.join(out, "checkpoint.npz")
+    state = load_training_state(path)
+    state["optimizer"]["state"][1]["exp_avg"] = np.zeros((3, 3), np.float32)  # another run's optimizer
+    save_training_state(path, state)
+    model = tiny_model(seed=5)
+    before = layout(model)
+    with pytest.raises(ValueError, match=r"resume from .*checkpoint.npz: loaded state 'exp_avg' of parameter 1 "
+                                         r"has shape \(3, 3\)"):
+        train(model, rows(), steps=4, lr=1e-2, save_every=1, out_dir=out, resume=True, **KW)
+    assert same_layout(before, layout(model))  # not half the checkpoint's weights
+
+
+@posix_only
+def test_unusable_kernel_cache_folder_names_minilora_cache_dir(tmp_path, monkeypatch):
+    from minilora import emulator
+    if not emulator.is_available():
+        pytest.skip("the CUDA emulator needs a C++ compiler")
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("MINILORA_CACHE_DIR", str(tmp_path / "a_file" / "cache"))
+    module = emulator.RawModule(code='extern "C" __global__ void nothing(float* x) { x[0] = 1.0f; }')
+    with pytest.raises(emulator.EmulatorError, match=r"cannot create the emulator's kernel cache .*a_file/cache.* "
+                                                     r"\(Not a directory\); it comes from MINILORA_CACHE_DIR"):
+        module.compile()
