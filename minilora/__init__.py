@@ -14,7 +14,7 @@ from . import dtypes, ops
 from .device import Device, all_devices, device
 from .parallel import num_threads, set_num_threads
 from .profiler import profile
-from .random import get_rng_state, manual_seed, set_rng_state
+from .random import Generator, get_rng_state, manual_seed, set_rng_state
 from .dtypes import to_dtype as _to_dtype
 # dtypes by torch's names (they shadow the builtins bool/float/int inside this module only, as in torch)
 from .dtypes import (bfloat16, bool, double, float, float16, float32, float64, get_default_dtype,  # noqa: E402,F401,A004
@@ -58,12 +58,14 @@ from .ops import (abs, add, argmax, cat, clone, div, exp, log, log_softmax, logs
                   max, mean, mul, neg, pow, relu, reshape, rsqrt, sigmoid, softmax, split, sqrt,
                   stack, sub, sum, tanh, transpose, var, where)
 from .ops import floor_divide, index_put, permute  # noqa: E402,F401
+from .ops import (bitwise_and, bitwise_not, bitwise_or, bitwise_xor, einsum, logical_and,  # noqa: E402,F401
+                  logical_not, logical_or, remainder)
 from .ops import (all, amax, amin, any, argmin, argsort, chunk, clamp, clip, cos, cumsum, eq, flatten,  # noqa: E402,F401
                   gather, ge, gt, isfinite, isinf, isnan, le, lt, maximum, minimum, min, ne, nonzero,
                   norm, prod, sign, sin, sort, squeeze, std, topk, tril, triu, unsqueeze)
 from .factories import (empty, empty_like, eye, full, full_like, is_tensor, linspace,  # noqa: E402,F401
-                        numel, ones, ones_like, rand, rand_like, randint, randn, randn_like, zeros,
-                        zeros_like)
+                        multinomial, numel, ones, ones_like, rand, rand_like, randint, randn,
+                        randn_like, zeros, zeros_like)
 from .serialization import load, save  # noqa: E402,F401
 
 # Sub-packages load on first use (``ml.nn``, ``ml.optim``, ``ml.lora`` ...), as ``torch.nn`` users

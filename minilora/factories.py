@@ -118,7 +118,9 @@ def eye(n, m=None, *, dtype=None, device=None, requires_grad=False):
 # ---- random ------------------------------------------------------------------------------------
 def _rng(generator):
     """A NumPy Generator: the one passed, or minilora's global one (``manual_seed``)."""
-    return _random.generator() if generator is None else generator
+    if generator is None:
+        return _random.generator()
+    return getattr(generator, "_rng", generator)  # a minilora Generator, or a NumPy one
 
 
 def _random_float(draw, dtype, fn):
@@ -191,3 +193,35 @@ def is_tensor(obj):
 
 def numel(input):
     return math.prod(input.shape)
+
+
+def multinomial(input, num_samples, replacement=False, *, generator=None):
+    """``torch.multinomial``: ``num_samples`` category indices (int64) drawn from each row of
+    ``input``, a 1-D or 2-D tensor of non-negative weights (they need not sum to one). Without
+    replacement a category is drawn at most once, so ``num_samples`` may not exceed the categories
+    of nonzero weight. No gradient, as in torch."""
+    weights = np.asarray(input.detach().numpy(), dtype=np.float64)
+    if weights.ndim not in (1, 2):
+        raise RuntimeError("prob_dist must be 1 or 2 dim")
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise RuntimeError("probability tensor contains either `inf`, `nan` or element < 0")
+    rows = weights.reshape(-1, weights.shape[-1])
+    if np.any(rows.sum(axis=1) <= 0):
+        raise RuntimeError("invalid multinomial distribution (sum of probabilities <= 0)")
+    if not replacement and num_samples > rows.shape[1]:
+        raise RuntimeError("cannot sample n_sample > prob_dist.size(-1) samples without replacement")
+    if not replacement and num_samples > np.count_nonzero(rows, axis=1).min():
+        raise RuntimeError("invalid multinomial distribution (with replacement=False, not enough "
+                           "non-negative category to sample)")
+    rng = _rng(generator)
+    draws = np.stack([rng.choice(row.size, num_samples, replace=replacement, p=row / row.sum())
+                      for row in rows]).astype(np.int64)
+    draws = draws.reshape(weights.shape[:-1] + (num_samples,))
+    return Tensor(draws, dtype=np.int64, device=input.device)
+
+
+def _multinomial_method(self, num_samples, replacement=False, *, generator=None):
+    return multinomial(self, num_samples, replacement, generator=generator)
+
+
+Tensor.multinomial = _multinomial_method  # x.multinomial(n), as torch

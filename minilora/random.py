@@ -33,3 +33,29 @@ def get_rng_state():
 def set_rng_state(state):
     """Restore a state from ``get_rng_state``."""
     _generator.bit_generator.state = state
+
+
+class Generator:
+    """``torch.Generator()``: a generator of its own, for ``randn(..., generator=g)`` and
+    ``multinomial(..., generator=g)``. Seeded the same way as torch's, but it draws NumPy's stream,
+    so the numbers differ from torch's for the same seed (as every minilora random draw does)."""
+
+    def __init__(self, device="cpu"):
+        self.device = device
+        self._seed = 67280421310721  # torch's default seed, so initial_seed() reads as torch's
+        self._rng = np.random.default_rng(self._seed)
+
+    def manual_seed(self, seed):
+        self._seed = int(seed)
+        self._rng = np.random.default_rng(self._seed)
+        return self  # torch returns the generator: g = torch.Generator().manual_seed(42)
+
+    def initial_seed(self):
+        return self._seed
+
+    def get_state(self):
+        return self._rng.bit_generator.state
+
+    def set_state(self, state):
+        self._rng.bit_generator.state = state
+        return self

@@ -305,7 +305,51 @@ CASES = [
     ("new_ones(3, dtype=int64)", lambda m, x: x.new_ones(3, dtype=m.int64), [M]),
     ("new_full((2,), 7)", lambda m, x: x.new_full((2,), 7), [M]),
     ("new_tensor([1, 2])", lambda m, x: x.new_tensor([1, 2]), [M]),
+    ("new_tensor(2.5) 0-d", lambda m, x: x.new_tensor(2.5), [M]),
     ("new_empty(2).shape", lambda m, x: x.new_empty(2).shape[0], [M]),
+    # ---- found by running tutorial code side by side (h17): int tensors through float functions
+    # compute in the default dtype (float32), never NumPy's float64; mixed dtypes promote as torch
+    # (float32 results may differ from torch's in the last bit: compared as dtypes and to 1e-6)
+    ("sqrt/exp/log/sigmoid/tanh/sin of int", lambda m, i: [
+        (f(i + 1).dtype == m.float32, bool(((f(i + 1).double() - f((i + 1).double())).abs()
+                                            <= 1e-6 * f((i + 1).double()).abs()).all()))
+        for f in (m.sqrt, m.exp, m.log, m.sigmoid, m.tanh, m.sin)], [IDX]),
+    ("exp of bool is float32", lambda m, i: [(i > 0).exp().dtype == m.float32], [IDX]),
+    ("clamp(int, min=0.5) is float32", lambda m, i: [i.clamp(min=0.5).dtype == m.float32,
+                                                     i.clamp(min=0.5).double()], [IDX]),
+    ("where(cond, 1.0, 0) is float32", lambda m, i: [m.where(i > 0, 1.0, 0).dtype == m.float32], [IDX]),
+    ("where(cond, int, 0.5)", lambda m, i: [m.where(i > 1, i, 0.5).dtype == m.float32,
+                                            m.where(i > 1, i, 0.5).double()], [IDX]),
+    ("where(cond, float64, int)", lambda m, x, i: m.where(i[:, :1] > 0, x[:, :2], i), [M, IDX]),
+    ("cat([int64, float64])", lambda m, x, i: m.cat([i, x[:, :2]], dim=1), [M, IDX]),
+    ("cat([int64, float32]) dtype", lambda m, i: [m.cat([i, i.float()]).dtype == m.float32], [IDX]),
+    # ---- %, //, &, |, ^, ~, abs(), t(), type(), einsum
+    ("x % 0.7", lambda m, x: x % 0.7, [M]),
+    ("x % y", lambda m, x, y: x % (y.abs() + 0.5), [M, Y]),
+    ("x % -y", lambda m, x, y: x.remainder(-(y.abs() + 0.5)), [M, Y]),
+    ("2.5 % x", lambda m, x: 2.5 % (x.abs() + 0.5).detach(), [M]),  # (torch has no gradient here)
+    ("int % int, int // int (signs)", lambda m, i: [(i - 1) % 2, (i - 1) % -2, (i - 1) // 2,
+                                                     (i - 1) // -2, 7 % (i + 1), m.remainder(i, 3)], [IDX]),
+    ("& | ^ ~ of bool masks", lambda m, x: [(x > 0) & (x < 1), (x > 0) | (x < -1), (x > 0) ^ (x < 1),
+                                            ~(x > 0), (x > 0) & True], [M]),
+    ("& | ^ ~ of ints", lambda m, i: [i & 1, i | 4, i ^ 3, ~i, m.bitwise_and(i, 2)], [IDX]),
+    ("logical_and/or/not", lambda m, x: [m.logical_and(x > 0, x < 1), m.logical_or(x > 0, x < -1),
+                                         m.logical_not(x > 0)], [M]),
+    ("abs(x)", lambda m, x: abs(x), [M]),
+    ("x.t()", lambda m, x: x.t(), [M]),
+    ("x.T @ y", lambda m, x, y: x.T @ y, [M, Y]),
+    ("x.t() of a vector", lambda m, x: x[0].t(), [M]),
+    ("x.type(float32)", lambda m, x: x.type(m.float32), [M]),
+    ("x.type() name", lambda m, i: [i.type() == "torch.LongTensor", i.float().type() == "torch.FloatTensor"], [IDX]),
+    ("x.type('torch.DoubleTensor')", lambda m, i: i.type("torch.DoubleTensor"), [IDX]),
+    ("einsum ij,jk->ik", lambda m, x, y: m.einsum("ij,jk->ik", x, y.T), [M, Y]),
+    ("einsum bij,bjk->bik", lambda m, x: m.einsum("bij,bjk->bik", x, x.transpose(1, 2)), [X]),
+    ("einsum implicit ij,kj", lambda m, x, y: m.einsum("ij,kj", x, y), [M, Y]),
+    ("einsum ij->i (sum)", lambda m, x: m.einsum("ij->i", x), [M]),
+    ("einsum i,j->ij (outer)", lambda m, x, y: m.einsum("i,j->ij", x[0], y[1]), [M, Y]),
+    ("einsum ...ij,...jk->...ik", lambda m, x, y: m.einsum("...ij,...jk->...ik", x, y[:2, :3]), [X, Y]),
+    ("einsum bhqd,bhkd->bhqk list", lambda m, x: m.einsum("bhqd,bhkd->bhqk", [x[None], x[None]]), [X]),
+    ("einsum ij,ij-> (dot)", lambda m, x, y: m.einsum("ij, ij ->", x, y), [M, Y]),
 ]
 
 # torch leaves the order of tied elements in topk unspecified: compare values, not where gradients go.
@@ -315,8 +359,13 @@ GRAD_FREE = {"sum(bool)", "sum(dtype=float64) of bool", "mean(dtype=float64) of 
              "all(dim=0, keepdim) float", "lib.any(x)", "isnan", "isinf", "isfinite", "long",
              "int", "bool", "eq/ne/lt/gt/le/ge", "lib.eq/ne/lt/gt/le/ge", "cumsum int", "argsort(1)", "new_zeros(2, 3)",
              "new_zeros((2,))", "new_ones(3, dtype=int64)", "new_full((2,), 7)",
-             "new_tensor([1, 2])", "new_empty(2).shape", "where(cond)", "where(cond) 0-d", "nonzero",
-             "lib.nonzero(as_tuple)", "nonzero 0-d", "type_as", "half", "float", "norm(0)"}
+             "new_tensor([1, 2])", "new_tensor(2.5) 0-d", "new_empty(2).shape", "where(cond)", "where(cond) 0-d", "nonzero",
+             "lib.nonzero(as_tuple)", "nonzero 0-d", "type_as", "half", "float", "norm(0)",
+             "2.5 % x", "x.type(float32)",
+             "sqrt/exp/log/sigmoid/tanh/sin of int", "exp of bool is float32",
+             "clamp(int, min=0.5) is float32", "where(cond, 1.0, 0) is float32", "where(cond, int, 0.5)",
+             "cat([int64, float32]) dtype", "int % int, int // int (signs)", "& | ^ ~ of bool masks",
+             "& | ^ ~ of ints", "logical_and/or/not", "x.type() name", "x.type('torch.DoubleTensor')"}
 
 
 @pytest.mark.parametrize("name,snippet,inputs", CASES, ids=[c[0] for c in CASES])
@@ -382,6 +431,14 @@ ERROR_CASES = [
     ("max(dim=tuple)", lambda m, x: x.max(dim=(0, 1)), [M]),
     ("full with a bad size", lambda m, x: m.full(2.5, 1.0), [M]),
     ("zeros with a negative size", lambda m, x: m.zeros(2, -1), [M]),
+    ("& of float tensors", lambda m, x: x & x, [M]),
+    ("~ of a float tensor", lambda m, x: ~x, [M]),
+    ("t() of a 3-D tensor", lambda m, x: x.t(), [X]),
+    ("einsum operand count", lambda m, x: m.einsum("ij,jk->ik", x), [M]),
+    ("einsum wrong rank", lambda m, x: m.einsum("ijk->i", x), [M]),
+    ("einsum mixed dtypes", lambda m, x: m.einsum("ij,ij->", x, x.float()), [M]),
+    ("multinomial without replacement, too many", lambda m, x: m.multinomial(x.abs(), 5), [M]),
+    ("multinomial of negative weights", lambda m, x: m.multinomial(x, 1), [M]),
 ]
 
 
@@ -441,6 +498,29 @@ def test_random_factories_follow_manual_seed_and_ranges():
     assert 0 <= a[0].min().item() and a[0].max().item() < 1
     assert set(a[2].tolist()) <= {2, 3, 4} and a[2].shape == (50,)
     assert ml.randint(3, size=(2, 2)).max().item() < 3
+
+
+def test_multinomial_and_generator_as_a_makemore_tutorial_uses_them():
+    """``g = Generator().manual_seed(s)``; ``multinomial(p, n, replacement=True, generator=g)``: int64
+    indices, reproducible per seed, never a zero-weight category, each row on its own. The stream is
+    NumPy's, so the draws differ from torch's for the same seed (as every minilora random draw)."""
+    def draw(seed):
+        g = ml.Generator().manual_seed(seed)
+        p = ml.rand(27, generator=g)
+        p[3] = 0.0
+        return ml.multinomial(p / p.sum(), num_samples=2000, replacement=True, generator=g)
+
+    first, again = draw(2147483647), draw(2147483647)
+    assert first.dtype == ml.int64 and first.shape == (2000,)
+    assert first.tolist() == again.tolist() and first.tolist() != draw(1).tolist()
+    assert 3 not in first.tolist() and 0 <= min(first.tolist()) and max(first.tolist()) <= 26
+    rows = ml.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]).multinomial(1)
+    assert rows.tolist() == [[1], [0]]
+    unique = ml.multinomial(ml.ones(5), 5)  # without replacement: a permutation
+    assert sorted(unique.tolist()) == [0, 1, 2, 3, 4]
+    weights = ml.tensor([1.0, 3.0])  # weights need not sum to one; frequencies follow them
+    share = ml.multinomial(weights, 20000, replacement=True).double().mean().item()
+    assert abs(share - 0.75) < 0.02
 
 
 def test_tril_triu_gradients():
@@ -511,6 +591,8 @@ TORCH_SIGNATURES = {
     "log_softmax": "log_softmax(dim, dtype=None)",
     "softmax": "softmax(dim, dtype=None)",
     "split": "split(split_size, dim=0)",  # torch/_tensor.py
+    # the docstring says `divisor`, but torch takes `other` (x.remainder(other=3); divisor= fails):
+    "remainder": "remainder(other)",
     # torch documents `size` as one argument but takes varargs as well (x.new_zeros(2, 3)):
     "new_zeros": "new_zeros(*size, *, dtype=None, device=None, requires_grad=False)",
     "new_ones": "new_ones(*size, *, dtype=None, device=None, requires_grad=False)",
@@ -531,12 +613,14 @@ METHODS = ["sum", "mean", "prod", "max", "min", "amax", "amin", "argmax", "argmi
            "minimum", "sin", "cos", "sign", "isnan", "isinf", "isfinite", "gather", "topk", "sort",
            "argsort", "cumsum", "repeat", "new_zeros", "new_ones", "new_full", "new_tensor",
            "new_empty", "where", "split", "squeeze", "unsqueeze", "flatten", "expand_as", "view_as",
-           "reshape_as", "nonzero", "eq", "ne", "lt", "gt", "le", "ge", "tril", "triu", "abs_"]
+           "reshape_as", "nonzero", "eq", "ne", "lt", "gt", "le", "ge", "tril", "triu", "abs_",
+           "remainder", "multinomial", "type", "t", "bitwise_and", "logical_not"]
 FUNCTIONS = ["zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like",
              "eye", "rand", "randn", "rand_like", "randn_like", "randint", "linspace", "tril", "triu",
              "numel", "save", "load", "gather", "topk", "sort", "cumsum", "clamp", "where", "amax",
              "argmax", "logsumexp", "prod", "cat", "stack", "chunk", "split", "nonzero", "max",
-             "var", "std", "norm", "squeeze", "flatten", "eq", "ne", "lt", "gt", "le", "ge"]
+             "var", "std", "norm", "squeeze", "flatten", "eq", "ne", "lt", "gt", "le", "ge",
+             "remainder", "multinomial", "logical_and", "bitwise_or"]
 # NumPy's names, which torch accepts as aliases (x.sum(axis=0, keepdims=True)) without documenting them.
 NUMPY_ALIASES = {"axis", "keepdims"}
 # Parameters torch has and minilora deliberately does not (no out=, layouts, memory formats, pickle).

@@ -4,7 +4,7 @@ Lower-case wrappers (``minilora.ops.matmul(a, b)``) are the public names. They a
 operators (``a @ b`` calls ``matmul(a, b)``) and, where PyTorch has them, its methods (``x.sum()``):
 both are attached to ``Tensor`` below, so an operator costs no extra call on the way to its op.
 """
-from ..tensor import Tensor
+from ..tensor import Tensor, tensor
 from .elementwise import (abs, add, astype, clone, div, erf, exp, floor_divide, gelu, log,
                           masked_fill, mul, neg, pow, relu, rsqrt, sigmoid, silu, sqrt, sub, tanh,
                           to_device, unbroadcast, where)
@@ -15,6 +15,9 @@ from .nn import (cross_entropy, dropout, embedding, layer_norm, rms_norm, rotary
                  rotate_half, scaled_dot_product_attention, swiglu)
 from .elementwise import (clamp, clip, cos, isfinite, isinf, isnan, maximum, minimum, sign,
                           sin)
+from .elementwise import (bitwise_and, bitwise_not, bitwise_or, bitwise_xor, logical_and,
+                          logical_not, logical_or, remainder)
+from .matmul import einsum
 from .index import argsort, cumsum, gather, nonzero, repeat, sort, topk, tril, triu
 from .reduce import (all, amax, amin, any, argmax, argmin, log_softmax, logsumexp, max, mean, min,
                      norm, prod, softmax, std, sum, var)
@@ -88,7 +91,7 @@ def new_tensor(self, data, *, dtype=None, device=None, requires_grad=False):
     """A new tensor holding ``data`` (copied, no graph), of ``self``'s dtype and device unless given."""
     if isinstance(data, Tensor):
         data = data.detach().numpy().copy()
-    return Tensor(data, dtype=self.dtype if dtype is None else dtype,
+    return tensor(data, dtype=self.dtype if dtype is None else dtype,  # (numbers too: 0-d, as torch)
                   device=self.device if device is None else device, requires_grad=requires_grad)
 
 
@@ -141,3 +144,43 @@ _MORE_METHODS = {
 for _name, _fn in _MORE_METHODS.items():
     setattr(Tensor, _name, _fn)
 Tensor.mT = property(_mT)
+
+
+# ---- %, &, |, ^, ~, abs(x), x.t(), x.type(dtype) -------------------------------------------------
+_TENSOR_TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "HalfTensor",
+                      "int64": "LongTensor", "int32": "IntTensor", "int16": "ShortTensor",
+                      "int8": "CharTensor", "uint8": "ByteTensor", "bool": "BoolTensor"}
+
+
+def _type(self, dtype=None, non_blocking=False):
+    """``x.type(torch.float64)`` converts (also from torch's names, ``x.type('torch.DoubleTensor')``);
+    ``x.type()`` returns torch's name for the dtype (``'torch.FloatTensor'``), the string torch users
+    compare against."""
+    if dtype is None:
+        return "torch." + _TENSOR_TYPE_NAMES[str(self.dtype)]
+    if isinstance(dtype, str) and dtype.endswith("Tensor"):
+        by_name = {v: k for k, v in _TENSOR_TYPE_NAMES.items()}
+        name = dtype.rpartition(".")[2]
+        if name not in by_name:
+            raise ValueError(f"invalid type: {dtype!r}")
+        dtype = by_name[name]
+    return self.to(dtype)
+
+
+def _t(self):
+    """``x.t()``: a 2-D tensor transposed (0-D and 1-D returned as they are), as torch."""
+    if self.ndim > 2:
+        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {self.ndim}D")
+    return transpose(self, 0, 1) if self.ndim == 2 else self
+
+
+_OPERATOR_METHODS = {
+    "__mod__": remainder, "__rmod__": _reflected(remainder), "remainder": remainder,
+    "__and__": bitwise_and, "__rand__": bitwise_and, "__or__": bitwise_or, "__ror__": bitwise_or,
+    "__xor__": bitwise_xor, "__rxor__": bitwise_xor, "__invert__": bitwise_not,
+    "bitwise_and": bitwise_and, "bitwise_or": bitwise_or, "bitwise_xor": bitwise_xor,
+    "bitwise_not": bitwise_not, "logical_and": logical_and, "logical_or": logical_or,
+    "logical_not": logical_not, "__abs__": abs, "t": _t, "type": _type,
+}
+for _name, _fn in _OPERATOR_METHODS.items():
+    setattr(Tensor, _name, _fn)

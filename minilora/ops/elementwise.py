@@ -427,16 +427,25 @@ def pow(input, exponent):  # noqa: A001  (mirrors torch.pow)
 
 
 def neg(input): return Neg.apply(input)
-def exp(input): return Exp.apply(input)
-def log(input): return Log.apply(input)
-def sqrt(input): return Sqrt.apply(input)
-def rsqrt(input): return Rsqrt.apply(input)
+def _floating(input):
+    """Functions such as exp and sqrt of an integer or bool tensor compute in the default float
+    dtype, as torch's do (``torch.tensor([4]).sqrt()`` is float32, not NumPy's float64)."""
+    dtype = getattr(input, "dtype", None)
+    if dtype is not None and getattr(dtype, "kind", "f") in "biu":
+        return astype(input, get_default_dtype())
+    return input
+
+
+def exp(input): return Exp.apply(_floating(input))
+def log(input): return Log.apply(_floating(input))
+def sqrt(input): return Sqrt.apply(_floating(input))
+def rsqrt(input): return Rsqrt.apply(_floating(input))
 def abs(input): return Abs.apply(input)  # noqa: A001
-def tanh(input): return Tanh.apply(input)
-def sigmoid(input): return Sigmoid.apply(input)
+def tanh(input): return Tanh.apply(_floating(input))
+def sigmoid(input): return Sigmoid.apply(_floating(input))
 def relu(input): return Relu.apply(input)
-def silu(input): return Silu.apply(input)
-def gelu(input, approximate="none"): return Gelu.apply(input, approximate=approximate)
+def silu(input): return Silu.apply(_floating(input))
+def gelu(input, approximate="none"): return Gelu.apply(_floating(input), approximate=approximate)
 def clone(input): return Clone.apply(input)
 def astype(input, dtype): return AsType.apply(input, dtype=to_dtype(dtype))
 
@@ -502,7 +511,9 @@ def where(condition, input=None, other=None):
         return nonzero(condition, as_tuple=True)
     if input is None or other is None:
         raise TypeError("where() takes a condition alone, or a condition, input and other")
-    return Where.apply(_raw(condition), input, other)
+    if not hasattr(input, "_array") and not hasattr(other, "_array"):  # two numbers: torch's dtype,
+        input = condition.new_tensor(input, dtype=result_type(input, other))  # condition's device
+    return Where.apply(_raw(condition), *_promoted(input, other))
 
 
 def masked_fill(a, mask, value):
@@ -613,6 +624,9 @@ def clamp(input, min=None, max=None):  # noqa: A002  (torch's argument names)
     """``torch.clamp``: every element into ``[min, max]`` (numbers or tensors; either may be None)."""
     if min is None and max is None:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
+    dtype = result_type(*(x for x in (input, min, max) if x is not None))
+    if dtype != input.dtype:  # clamp(int tensor, 0.5) is float32 in torch (its result_type)
+        input = astype(input, dtype)
     return Clamp.apply(input, min, max)
 
 
@@ -629,8 +643,8 @@ class Sign(Function):
         return g * 0
 
 
-def sin(input): return Sin.apply(input)
-def cos(input): return Cos.apply(input)
+def sin(input): return Sin.apply(_floating(input))
+def cos(input): return Cos.apply(_floating(input))
 def sign(input): return Sign.apply(input)
 
 
@@ -651,3 +665,68 @@ def _elementwise_test(input, test):
 def isnan(input): return _elementwise_test(input, "isnan")
 def isinf(input): return _elementwise_test(input, "isinf")
 def isfinite(input): return _elementwise_test(input, "isfinite")
+
+
+# ---- remainder and the logical (bitwise) operators ------------------------------------------------
+class Remainder(Function):
+    """``a % b`` with Python's sign rule (the result takes the divisor's sign), as torch.remainder.
+    ``a - floor(a / b) * b``: its gradient is 1 to ``a`` and ``-floor(a / b)`` to ``b``."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        xp = xp_of(a) if hasattr(a, "shape") else xp_of(b)
+        ctx.a, ctx.b, ctx.shapes = a, b, (_shape(a), _shape(b))
+        return xp.mod(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        na, nb = ctx.needs_input_grad
+        quotient = xp_of(g).floor(xp_of(g).true_divide(ctx.a, ctx.b)) if nb else None
+        return (unbroadcast(g, ctx.shapes[0]) if na else None,
+                unbroadcast(-g * quotient, ctx.shapes[1]) if nb else None)
+
+
+def remainder(input, other):
+    """``torch.remainder`` (``x % y``): dtypes promoted as for ``+``."""
+    return Remainder.apply(*_promoted(input, other))
+
+
+def _logical(name):
+    """``&``, ``|``, ``^`` of bool or integer tensors (torch's bitwise ops; no gradient). Floats
+    raise as in torch, rather than NumPy's silent cast."""
+    def op(input, other):
+        dtype = result_type(input, other)
+        if dtype.kind not in "biu":
+            raise NotImplementedError(f"{name} is only implemented for integer and boolean tensors, "
+                                      f"not {dtype}")
+        a, b = _raw(input), _raw(other)
+        a = a.astype(dtype) if hasattr(a, "astype") else a
+        b = b.astype(dtype) if hasattr(b, "astype") else b
+        template = input if hasattr(input, "_array") else other
+        return template._make(getattr(xp_of(template._array), name)(a, b), template._device, False, None)
+    op.__name__ = name
+    return op
+
+
+bitwise_and = _logical("bitwise_and")
+bitwise_or = _logical("bitwise_or")
+bitwise_xor = _logical("bitwise_xor")
+
+
+def bitwise_not(input):
+    """``~mask``: logical not of a bool tensor, bitwise not of an integer one (as torch)."""
+    if input.dtype.kind not in "biu":
+        raise TypeError("~ (bitwise_not) is only implemented on integer and boolean tensors")
+    return input._make(xp_of(input._array).invert(input._array), input._device, False, None)
+
+
+def logical_not(input):
+    return input._make(xp_of(input._array).logical_not(input._array), input._device, False, None)
+
+
+def logical_and(input, other):
+    return bitwise_and(input != 0, other != 0)
+
+
+def logical_or(input, other):
+    return bitwise_or(input != 0, other != 0)

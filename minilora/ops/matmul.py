@@ -11,7 +11,7 @@ from ..device import xp_of
 from ..tensor import Function
 from .elementwise import unbroadcast
 
-__all__ = ["matmul", "linear"]
+__all__ = ["matmul", "linear", "einsum"]
 
 
 def _check_dtypes(name, a, b):
@@ -131,3 +131,75 @@ def matmul(a, b):
 def linear(x, weight, bias=None):
     """``x @ weight.T + bias`` with ``weight`` stored ``[out_features, in_features]`` as in PyTorch."""
     return Linear.apply(x, weight, bias)
+
+
+# ---- einsum --------------------------------------------------------------------------------------
+def _einsum_subscripts(equation, ndims):
+    """``"bij,bjk->bik"`` as a list of input label strings and the output labels. ``...`` becomes
+    fresh labels (right-aligned, as broadcasting aligns dims); no ``->`` means torch's implicit
+    output: the labels that appear once, in alphabetical order, after the ellipsis dims."""
+    equation = equation.replace(" ", "")
+    inputs, arrow, output = equation.partition("->")
+    subs = inputs.split(",")
+    if len(subs) != len(ndims):
+        raise RuntimeError(f"einsum(): {len(subs)} operands in the equation, {len(ndims)} given")
+    free = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" if c not in equation]
+    n_ellipsis = max((n - len(s.replace("...", "")) for s, n in zip(subs, ndims) if "..." in s),
+                     default=0)
+    ellipsis = "".join(free[:n_ellipsis])
+    subs = [s.replace("...", ellipsis[n_ellipsis - (n - len(s.replace("...", ""))):])
+            for s, n in zip(subs, ndims)]
+    for s, n in zip(subs, ndims):
+        if len(s) != n:
+            raise RuntimeError(f"einsum(): the subscript {s!r} has {len(s)} labels for a {n}-D operand")
+        if len(set(s)) != len(s):  # a diagonal ("ii->i"): torch allows it, minilora does not yet
+            raise NotImplementedError(f"einsum(): a label repeated within one operand ({s!r}) is not "
+                                      f"supported by minilora")
+    if arrow:
+        output = output.replace("...", ellipsis)
+    else:
+        labels = "".join(subs)
+        output = ellipsis + "".join(sorted(c for c in set(labels) if labels.count(c) == 1
+                                           and c not in ellipsis))
+    return subs, output
+
+
+class Einsum(Function):
+    """``einsum(equation, *operands)``. The gradient of operand i is itself an einsum: the output
+    gradient contracted with every other operand, onto operand i's labels (labels only operand i
+    has were summed away, so the gradient is broadcast back along them)."""
+
+    @staticmethod
+    def forward(ctx, *arrays, subs, output):
+        ctx.arrays, ctx.subs, ctx.output = arrays, subs, output
+        return xp_of(arrays[0]).einsum(",".join(subs) + "->" + output, *arrays, optimize=True)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, grads = xp_of(g), []
+        for i, (array, sub) in enumerate(zip(ctx.arrays, ctx.subs)):
+            if not ctx.needs_input_grad[i]:
+                grads.append(None)
+                continue
+            others = [j for j in range(len(ctx.arrays)) if j != i]
+            present = set(ctx.output).union(*(ctx.subs[j] for j in others))
+            target = "".join(c for c in sub if c in present)
+            equation = ",".join([ctx.output] + [ctx.subs[j] for j in others]) + "->" + target
+            grad = xp.einsum(equation, g, *(ctx.arrays[j] for j in others), optimize=True)
+            # labels summed only here: every element along them got the same gradient
+            grad = grad.reshape([grad.shape[target.index(c)] if c in present else 1 for c in sub])
+            grad = grad.sum(axis=tuple(k for k in range(array.ndim)
+                                       if array.shape[k] == 1 and grad.shape[k] != 1), keepdims=True)
+            grads.append(xp.broadcast_to(grad, array.shape).astype(array.dtype, copy=True))
+        return tuple(grads)
+
+
+def einsum(equation, *operands):
+    """``torch.einsum("bij,bjk->bik", a, b)`` (operands also as one list, as torch accepts)."""
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    dtypes = {str(x.dtype) for x in operands}
+    if len(dtypes) > 1:
+        raise RuntimeError(f"einsum(): operands must have the same dtype, got {sorted(dtypes)}")
+    subs, output = _einsum_subscripts(equation, [x.ndim for x in operands])
+    return Einsum.apply(*operands, subs=subs, output=output)

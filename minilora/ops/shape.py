@@ -2,6 +2,7 @@
 import numpy as np
 
 from ..device import xp_of
+from ..dtypes import result_type
 from ..tensor import Function, Tensor
 
 __all__ = ["reshape", "transpose", "permute", "getitem", "index_put", "cat", "stack", "split", "chunk",
@@ -187,7 +188,12 @@ def _raw_index(index):
 
 
 def cat(tensors, dim=0, *, axis=None):
-    """``torch.cat``: the tensors joined along ``dim`` (``axis=``: NumPy's name, as torch accepts)."""
+    """``torch.cat``: the tensors joined along ``dim`` (``axis=``: NumPy's name, as torch accepts).
+    Mixed dtypes join in torch's result type (int64 with float32 is float32, not NumPy's float64)."""
+    tensors = list(tensors)
+    if any(t.dtype != tensors[0].dtype for t in tensors):
+        dtype = result_type(*tensors)
+        tensors = [t if t.dtype == dtype else t.to(dtype) for t in tensors]
     return Cat.apply(*tensors, axis=dim if axis is None else axis)
 
 
