@@ -5,6 +5,7 @@ The generation itself (``generate``, the sampling filters, ``TextStreamer``) liv
 re-exported here, so ``from minilora.generate import generate`` keeps working.
 """
 import argparse
+import os
 
 from .nn.generation import (TextStreamer, apply_repetition_penalty, generate, sample_next_token,  # noqa: F401
                             top_k_filter, top_p_filter)
@@ -66,6 +67,12 @@ def cli_main(args):
                          f"--tokenizer {args.tokenizer or 'the byte-level default'})")
     model.eval()
     prompt = args.prompt.replace("\\n", "\n")  # let a typed "\n" mean a newline, as in the examples
+    try:  # bytes that are not UTF-8 reach Python as lone surrogates, which no tokenizer can encode
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raw = os.fsencode(prompt[exc.start:exc.end])
+        raise UsageError(f"the prompt is not UTF-8 text (bytes {raw!r} at character {exc.start}); "
+                         "check the terminal's encoding") from None
     ids = tok.encode(prompt)
     out = generate(model, ids, max_new_tokens=args.max_new_tokens, do_sample=args.sample,
                    temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,

@@ -812,3 +812,30 @@ def test_unusable_kernel_cache_folder_names_minilora_cache_dir(tmp_path, monkeyp
     with pytest.raises(emulator.EmulatorError, match=r"cannot create the emulator's kernel cache .*a_file/cache.* "
                                                      r"\(Not a directory\); it comes from MINILORA_CACHE_DIR"):
         module.compile()
+
+
+def test_prompt_bytes_that_are_not_utf8_are_named(capsys):
+    code, text = run_cli(["generate", "ab\udcff\udcfe", "--max-new-tokens", "1"], capsys)  # argv of b"ab\xff\xfe"
+    assert code == 2 and "the prompt is not UTF-8 text (bytes b'\\xff\\xfe' at character 2)" in text, text
+
+
+def test_served_prompt_with_a_lone_surrogate_is_a_400_not_a_500():
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    from starlette.testclient import TestClient
+
+    from minilora.serve.app import create_app
+    from minilora.serve.engine import Engine
+    tok = ByteTokenizer()
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    ml.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=64,
+                                         bos_token_id=256, eos_token_id=257, pad_token_id=258))
+    bodies = {"/v1/completions": b'{"model": "base", "prompt": "a\\udcff", "max_tokens": 2}',
+              "/v1/chat/completions": b'{"model": "base", "messages": [{"role": "user", "content": "a\\udcff"}]}'}
+    with TestClient(create_app(Engine(model, tok, max_batch_size=2, max_queue=2)), raise_server_exceptions=False) as client:
+        for route, body in bodies.items():  # valid JSON, but "\udcff" is half a UTF-16 pair: no text
+            answer = client.post(route, content=body, headers={"content-type": "application/json"})
+            assert answer.status_code == 400 and "(a lone surrogate)" in answer.json()["error"]["message"], answer.text
+        assert client.post("/v1/completions", json={"model": "base", "prompt": "hi", "max_tokens": 2}).status_code == 200

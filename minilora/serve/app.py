@@ -187,7 +187,7 @@ class _Server:
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
             prompt = prompt[0]
         if isinstance(prompt, str) and prompt:
-            ids = self.engine.tokenizer.encode(prompt)
+            ids = _encoded(lambda: self.engine.tokenizer.encode(prompt), "prompt")
         elif isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
             ids = prompt  # token ids, as OpenAI's API allows
             if max(ids) >= self.engine.vocab_size or min(ids) < 0:
@@ -207,7 +207,8 @@ class _Server:
                 isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
                 for m in messages):
             raise EngineError(400, "messages must be a non-empty list of {\"role\": str, \"content\": str}", "messages")
-        ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
+        ids = _encoded(lambda: tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=False),
+                       "messages")
         return await self._run(request, body, list(ids), chat=True)
 
     async def load_adapter(self, request):
@@ -227,6 +228,15 @@ class _Server:
 
     async def health(self, request):
         return JSONResponse({"status": "ok", "running": len(self.engine.rows), "queued": len(self.engine.waiting)})
+
+
+def _encoded(encode, param):
+    """Tokenize; JSON may carry a lone surrogate ("\\udcff"), which is no text any tokenizer encodes: a 400."""
+    try:
+        return encode()
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start:exc.end].encode("unicode_escape").decode()
+        raise EngineError(400, f"{param} is not valid Unicode text: it holds {bad} (a lone surrogate)", param) from None
 
 
 def _sse(obj):
