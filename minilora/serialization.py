@@ -75,6 +75,32 @@ def _refuse_pickle(path):
             f"'weights.safetensors')")
 
 
+def _placements(path, text):
+    """The metadata entry ``save`` wrote: ``{name: [device name, requires_grad]}``, checked."""
+    from . import checkpoint
+    try:
+        extra = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise checkpoint.CheckpointError(f"{path}: metadata {_META_KEY!r} is not valid JSON ({exc})") from None
+    if not isinstance(extra, dict) or not all(
+            isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and isinstance(v[1], bool)
+            for v in extra.values()):
+        raise checkpoint.CheckpointError(f"{path}: metadata {_META_KEY!r} must map tensor names to "
+                                         f"[device, requires_grad], got {text[:80]!r}")
+    return extra
+
+
+def _check_saved_devices(path, extra):
+    """As torch.load: a tensor saved from a device this machine cannot use asks for ``map_location``."""
+    from .device import device
+    for name in sorted({d for d, _ in extra.values()}):
+        try:
+            device(name)
+        except (ValueError, RuntimeError) as exc:
+            raise RuntimeError(f"minilora.load: {path} holds tensors saved on device {name!r}, which cannot be "
+                               f"used here ({exc}); pass map_location='cpu' to load them onto the CPU") from None
+
+
 def load(f, map_location=None):
     """``{name: Tensor}`` from a safetensors file, as ``save`` wrote it (or any safetensors file).
 
@@ -84,7 +110,9 @@ def load(f, map_location=None):
     path = _path(f, "load")
     _refuse_pickle(path)
     header, _ = checkpoint.read_header(path)
-    extra = json.loads(header.get("__metadata__", {}).get(_META_KEY, "{}"))
+    extra = _placements(path, header.get("__metadata__", {}).get(_META_KEY, "{}"))
+    if map_location is None:
+        _check_saved_devices(path, extra)
     out = {}
     for name, array in checkpoint.load_file(path).items():
         device, requires_grad = extra.get(name, ["cpu", False])

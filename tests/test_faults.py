@@ -839,3 +839,17 @@ def test_served_prompt_with_a_lone_surrogate_is_a_400_not_a_500():
             answer = client.post(route, content=body, headers={"content-type": "application/json"})
             assert answer.status_code == 400 and "(a lone surrogate)" in answer.json()["error"]["message"], answer.text
         assert client.post("/v1/completions", json={"model": "base", "prompt": "hi", "max_tokens": 2}).status_code == 200
+
+
+@pytest.mark.parametrize("meta, error, words", [
+    ("not json", CheckpointError, "metadata 'minilora' is not valid JSON"),
+    ('{"x": "cpu"}', CheckpointError, r"must map tensor names to \[device, requires_grad\]"),
+    ('{"x": ["cpu", "yes"]}', CheckpointError, r"must map tensor names to \[device, requires_grad\]"),  # was True
+    ('{"x": ["tpu", false]}', RuntimeError, "saved on device 'tpu', which cannot be used here .* map_location='cpu'")])
+def test_damaged_minilora_metadata_is_named_by_load(tmp_path, meta, error, words):
+    path = str(tmp_path / "w.safetensors")
+    save_file({"x": np.ones(2, np.float32)}, path, metadata={"minilora": meta})
+    with pytest.raises(error, match=f"w.safetensors.*{words}"):
+        ml.load(path)
+    if error is RuntimeError:  # as torch.load: map_location puts them where they can go
+        assert ml.load(path, map_location="cpu")["x"].device.name == "cpu"
