@@ -824,11 +824,17 @@ def _train_command(args, rank=0, world=1):
         except (ValueError, KeyError, IndexError) as exc:
             print(f"minilora train: {exc}", file=sys.stderr)
             return 1
+    from .cli import UsageError
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out} is a file; the run folder must be a folder (or a new name)")
     _check_same_run(args, out, write=rank == 0)
     tokenizer = ByteTokenizer()
     parallel.keep_freed_memory()  # the command owns its process: malloc may keep freed pages (10-20% faster)
     ml_random.manual_seed(args.seed)  # the LoRA init draws from it
-    model = _load_model(args)
+    try:  # the folder named by --model: a missing or broken one is the user's to fix
+        model = _load_model(args)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--model {args.model or '(the shipped base)'}: {exc}") from None
     problem = vocab_mismatch(tokenizer, model.config.vocab_size)
     if problem:  # minilora train feeds bytes: another tokenizer's model would learn on wrong tokens
         print(f"minilora train: --model {args.model}: {problem}", file=sys.stderr)

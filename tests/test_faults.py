@@ -853,3 +853,15 @@ def test_damaged_minilora_metadata_is_named_by_load(tmp_path, meta, error, words
         ml.load(path)
     if error is RuntimeError:  # as torch.load: map_location puts them where they can go
         assert ml.load(path, map_location="cpu")["x"].device.name == "cpu"
+
+
+def test_train_names_a_bad_model_folder_or_out_path_in_one_line(tmp_path, capsys):
+    tiny_model().save_pretrained(str(tmp_path / "broken"))
+    (tmp_path / "broken" / "model.safetensors").unlink()
+    (tmp_path / "a_file").write_text("")
+    for extra, words in ((["--model", str(tmp_path / "missing")], "missing: no config.json at"),
+                         (["--model", str(tmp_path / "broken")], "broken: no model.safetensors"),
+                         (["--out", str(tmp_path / "a_file")], "a_file is a file; the run folder must be a folder")):
+        argv = ["train", "--out", str(tmp_path / "run"), "--steps", "1", *extra]
+        code, text = run_cli(argv, capsys)
+        assert code == 2 and words in text and "Traceback" not in text, text
