@@ -58,8 +58,8 @@ from .ops import (abs, add, argmax, cat, clone, div, exp, log, log_softmax, logs
                   max, mean, mul, neg, pow, relu, reshape, rsqrt, sigmoid, softmax, split, sqrt,
                   stack, sub, sum, tanh, transpose, var, where)
 from .ops import floor_divide, index_put, permute  # noqa: E402,F401
-from .ops import (bitwise_and, bitwise_not, bitwise_or, bitwise_xor, einsum, logical_and,  # noqa: E402,F401
-                  logical_not, logical_or, remainder)
+from .ops import (bitwise_and, bitwise_not, bitwise_or, bitwise_xor, einsum, flip,  # noqa: E402,F401
+                  logical_and, logical_not, logical_or, remainder)
 from .ops import (all, amax, amin, any, argmin, argsort, chunk, clamp, clip, cos, cumsum, eq, flatten,  # noqa: E402,F401
                   gather, ge, gt, isfinite, isinf, isnan, le, lt, maximum, minimum, min, ne, nonzero,
                   norm, prod, sign, sin, sort, squeeze, std, topk, tril, triu, unsqueeze)

@@ -350,6 +350,11 @@ CASES = [
     ("einsum ...ij,...jk->...ik", lambda m, x, y: m.einsum("...ij,...jk->...ik", x, y[:2, :3]), [X, Y]),
     ("einsum bhqd,bhkd->bhqk list", lambda m, x: m.einsum("bhqd,bhkd->bhqk", [x[None], x[None]]), [X]),
     ("einsum ij,ij-> (dot)", lambda m, x, y: m.einsum("ij, ij ->", x, y), [M, Y]),
+    ("maximum/minimum(int, float64)", lambda m, x, i: [m.maximum(i[:, :1], x[:, :2]),
+                                                       m.minimum(x[:, :2], i[:, 1:])], [M, IDX]),
+    ("maximum(int, float32) dtype", lambda m, i: [m.maximum(i, i.float()).dtype == m.float32], [IDX]),
+    ("flip(0) / flip(0, 1) / flip([1]) / lib.flip(x, (-1,))", lambda m, x: [
+        x.flip(0), x.flip(0, 1), x.flip([1]), m.flip(x, (-1,))], [X]),
 ]
 
 # torch leaves the order of tied elements in topk unspecified: compare values, not where gradients go.
@@ -365,7 +370,8 @@ GRAD_FREE = {"sum(bool)", "sum(dtype=float64) of bool", "mean(dtype=float64) of 
              "sqrt/exp/log/sigmoid/tanh/sin of int", "exp of bool is float32",
              "clamp(int, min=0.5) is float32", "where(cond, 1.0, 0) is float32", "where(cond, int, 0.5)",
              "cat([int64, float32]) dtype", "int % int, int // int (signs)", "& | ^ ~ of bool masks",
-             "& | ^ ~ of ints", "logical_and/or/not", "x.type() name", "x.type('torch.DoubleTensor')"}
+             "& | ^ ~ of ints", "logical_and/or/not", "x.type() name", "x.type('torch.DoubleTensor')",
+             "maximum(int, float32) dtype"}
 
 
 @pytest.mark.parametrize("name,snippet,inputs", CASES, ids=[c[0] for c in CASES])
@@ -439,6 +445,10 @@ ERROR_CASES = [
     ("einsum mixed dtypes", lambda m, x: m.einsum("ij,ij->", x, x.float()), [M]),
     ("multinomial without replacement, too many", lambda m, x: m.multinomial(x.abs(), 5), [M]),
     ("multinomial of negative weights", lambda m, x: m.multinomial(x, 1), [M]),
+    ("x[::-1] (NumPy's reversal; torch refuses)", lambda m, x: x[::-1], [M]),
+    ("x[:, ::-2]", lambda m, x: x[:, ::-2], [M]),
+    ("x[::-1] = 0", lambda m, x: x.detach().__setitem__(slice(None, None, -1), 0), [M]),
+    ("flip(0, 0)", lambda m, x: x.flip(0, 0), [M]),
 ]
 
 

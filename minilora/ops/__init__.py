@@ -18,6 +18,7 @@ from .elementwise import (clamp, clip, cos, isfinite, isinf, isnan, maximum, min
 from .elementwise import (bitwise_and, bitwise_not, bitwise_or, bitwise_xor, logical_and,
                           logical_not, logical_or, remainder)
 from .matmul import einsum
+from .shape import flip
 from .index import argsort, cumsum, gather, nonzero, repeat, sort, topk, tril, triu
 from .reduce import (all, amax, amin, any, argmax, argmin, log_softmax, logsumexp, max, mean, min,
                      norm, prod, softmax, std, sum, var)
@@ -174,6 +175,11 @@ def _t(self):
     return transpose(self, 0, 1) if self.ndim == 2 else self
 
 
+def _flip_method(self, *dims):
+    """``x.flip(0)``, ``x.flip(0, 1)`` and ``x.flip([0, 1])``, as torch takes them."""
+    return flip(self, dims[0] if len(dims) == 1 else dims)
+
+
 _OPERATOR_METHODS = {
     "__mod__": remainder, "__rmod__": _reflected(remainder), "remainder": remainder,
     "__and__": bitwise_and, "__rand__": bitwise_and, "__or__": bitwise_or, "__ror__": bitwise_or,
@@ -181,6 +187,7 @@ _OPERATOR_METHODS = {
     "bitwise_and": bitwise_and, "bitwise_or": bitwise_or, "bitwise_xor": bitwise_xor,
     "bitwise_not": bitwise_not, "logical_and": logical_and, "logical_or": logical_or,
     "logical_not": logical_not, "__abs__": abs, "t": _t, "type": _type,
+    "flip": _flip_method,
 }
 for _name, _fn in _OPERATOR_METHODS.items():
     setattr(Tensor, _name, _fn)

@@ -580,11 +580,11 @@ class Maximum(Function):
 
 def maximum(input, other):
     """``torch.maximum``: the larger of two tensors, elementwise (ties split the gradient)."""
-    return Maximum.apply(input, other, smallest=False)
+    return Maximum.apply(*_promoted(input, other), smallest=False)  # int with float: float32
 
 
 def minimum(input, other):
-    return Maximum.apply(input, other, smallest=True)
+    return Maximum.apply(*_promoted(input, other), smallest=True)
 
 
 class Clamp(Function):

@@ -6,7 +6,7 @@ from ..dtypes import result_type
 from ..tensor import Function, Tensor
 
 __all__ = ["reshape", "transpose", "permute", "getitem", "index_put", "cat", "stack", "split", "chunk",
-           "expand", "squeeze", "unsqueeze", "flatten"]
+           "expand", "squeeze", "unsqueeze", "flatten", "flip"]
 
 
 class Reshape(Function):
@@ -184,6 +184,9 @@ def _raw_index(index):
         return tuple(_raw_index(i) for i in index)
     if isinstance(index, Tensor):
         return index._array
+    if isinstance(index, slice) and index.step is not None and index.step <= 0:
+        # NumPy would reverse (x[::-1]); torch refuses, and so do we (x.flip(0) is torch's way)
+        raise ValueError("step must be greater than zero")
     return index
 
 
@@ -250,3 +253,26 @@ def squeeze(input, dim=None):
     dims = _dims(tuple(dim) if isinstance(dim, (tuple, list)) else (dim,), input.ndim)
     drop = {d for d in dims if input.ndim and input.shape[d] == 1}
     return reshape(input, tuple(n for i, n in enumerate(input.shape) if i not in drop))
+
+
+class Flip(Function):
+    """The order of elements reversed along ``dims`` (a copy, as torch's flip); its gradient is the
+    output gradient flipped back."""
+
+    @staticmethod
+    def forward(ctx, a, dims):
+        ctx.dims = dims
+        return xp_of(a).flip(a, axis=dims).copy()
+
+    @staticmethod
+    def backward(ctx, g):
+        return xp_of(g).flip(g, axis=ctx.dims).copy()
+
+
+def flip(input, dims):
+    """``torch.flip(x, dims)`` / ``x.flip(0)``: reversed along each of ``dims`` (torch's way to write
+    NumPy's ``x[::-1]``, which torch and minilora refuse)."""
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    if len(set(_dims(dims, input.ndim))) != len(dims):
+        raise RuntimeError(f"flip: dims {dims} has a repeated dimension")
+    return Flip.apply(input, dims=_dims(dims, input.ndim))
