@@ -25,6 +25,7 @@ namespace minilora {
 constexpr int THREADS = 256;  // threads per block of every tiled kernel (and of lora_reduce_partials)
 constexpr int V1_BLOCK = 16;  // v1: blocks of 16 x 16 threads, one thread per output element
 constexpr int V2_TILE = 16;   // v2: 16 x 16 output tiles, k-step 16, one output per thread (256 threads)
+constexpr int BF16_U_ROWS = 8;  // lora_bf16.cu's U kernel: rows of X per block, one per warp (256 threads)
 
 namespace config {
 
@@ -88,6 +89,12 @@ struct lora_bwd_da_v4 : lora_bwd_da_v3 { static constexpr int STAGES = 2; };
 using lora_bwd_da_v5 = lora_bwd_da_v4;  // 2 x 4 per thread is no warp tile: dA stays as in v4
 using lora_bwd_da_v6 = lora_bwd_da_v5;
 using lora_bwd_da_v7 = lora_bwd_da_v6;  // X is loaded through dropout: no cp.async
+
+// ---- bf16 tensor-core forward (lora_bf16.cu): 8 warps of 64 x 32 (4 x 4 mma tiles of 16 x 8), k-step 32
+// (two mma k-steps), 2 cp.async stages (2 x 20 KB of static shared memory), rank term RC ranks at a time.
+struct lora_bf16_y_v1 {
+    static constexpr int BM = 128, BN = 128, BK = 32, WM = 64, WN = 32, STAGES = 2, RC = 16;
+};
 
 }  // namespace config
 }  // namespace minilora

@@ -13,6 +13,7 @@ the argument that is wrong: a kernel sees only a raw pointer and would silently 
 Public functions (the contract with ``minilora.ops.lora`` and ``minilora.optim``)::
 
     Y, U = lora_forward(X, W0, A, B, scale, bias=None, dropout_p=0.0, seed=0, device=...)
+    Y, U = lora_forward_bf16(X_bf16, W0_bf16, A, B, scale, bias=None, device=...)   # tensor cores
     dX, dA, dB = lora_backward(dY, X, W0, A, B, U, scale, dropout_p=0.0, seed=0, device=...)
     adamw_step(params, grads, exp_avgs, exp_avg_sqs, lr=..., beta1=..., beta2=..., eps=...,
                weight_decay=..., step=..., device=...)
@@ -37,12 +38,12 @@ import numpy as np
 from .device import Device, xp_of
 from .device import device as _device
 
-__all__ = ["lora_forward", "lora_backward", "adamw_step", "bgmv", "BGMV_VERSIONS", "pick_version",
+__all__ = ["lora_forward", "lora_forward_bf16", "lora_backward", "adamw_step", "bgmv", "BGMV_VERSIONS", "pick_version",
            "supports", "contiguous", "tiles", "run_update", "AdamWTables", "checking", "kernel_dir", "source", "VERSIONS",
            "KERNEL_FILES"]
 
 VERSIONS = ("v1", "v2", "v3", "v4", "v5", "v6", "v7")
-KERNEL_FILES = ("lora_forward.cu", "lora_backward.cu", "adamw.cu", "bgmv.cu")
+KERNEL_FILES = ("lora_forward.cu", "lora_backward.cu", "adamw.cu", "bgmv.cu", "lora_bf16.cu")
 BGMV_VERSIONS = ("v1", "v2")
 # Tile shapes and block sizes are not written here: tiles() reads them from kernels/lora_tiles.cuh
 # (and adamw.cu's #defines), so a kernel and its launch configuration cannot disagree.
@@ -337,6 +338,61 @@ def lora_forward(X, W0, A, B, scale, bias=None, dropout_p=0.0, seed=0, device=No
         y_kernel, y = tiles().shape("lora_fwd_y", v)
         _launch(dev, "lora_forward.cu", u_kernel, (_cdiv(r, u["BN"]), _cdiv(M, u["BM"])), threads, u_args)
         _launch(dev, "lora_forward.cu", y_kernel, (_cdiv(N, y["BN"]), _cdiv(M, y["BM"])), threads, y_args)
+    return Y, U
+
+
+# ------------------------------------------------------------------------------------------------
+# LoRA forward in bf16 on tensor cores (kernels/lora_bf16.cu)
+# ------------------------------------------------------------------------------------------------
+def _check_bf16(fn, dev, name, a, shape):
+    """Raise unless ``a`` is a C-contiguous uint16 array (bf16 bit patterns) of ``shape`` on ``dev``."""
+    xp = dev.xp
+    if not isinstance(a, xp.ndarray) or a.dtype != np.uint16:
+        raise TypeError(f"{fn}: {name} must be a {xp.__name__} uint16 array holding bfloat16 bit patterns "
+                        f"(NumPy has no bfloat16), got {type(a).__name__} {getattr(a, 'dtype', '')}")
+    if getattr(a, "ndim", None) != 2 or (shape is not None and tuple(a.shape) != tuple(shape)):
+        raise ValueError(f"{fn}: {name} must have shape {shape if shape is not None else '[rows, cols]'}, "
+                         f"got {tuple(getattr(a, 'shape', ()))}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{fn}: {name} must be C-contiguous; pass {xp.__name__}.ascontiguousarray({name})")
+    if max(a.shape) >= 2**31:
+        raise ValueError(f"{fn}: {name} has a dimension >= 2^31 ({a.shape}); the kernels index with int32")
+    return a.shape
+
+
+def lora_forward_bf16(X, W0, A, B, scale, bias=None, device=None):
+    """``Y = X W0^T + bias + scale * X A^T B^T`` with X and W0 in bf16 on the tensor cores, fp32 elsewhere.
+
+    X [M, K] and W0 [N, K]: bfloat16 as uint16 bit patterns (from torch: ``t.to(torch.bfloat16)
+    .view(torch.int16).numpy().view(numpy.uint16)``; on ``cuda`` a CuPy uint16 array). A [r, K], B [N, r],
+    bias [N] or None: float32 (the adapter's master weights). Returns ``(Y [M, N], U [M, r])``, float32;
+    ``U = X A^T`` is what the backward needs. No dropout: the kernel has none (use lora_forward).
+    """
+    fn = "lora_forward_bf16"
+    dev = _resolve_device(fn, device, X)
+    M, K = _check_bf16(fn, dev, "X", X, None)
+    N = _check_bf16(fn, dev, "W0", W0, None)[0]
+    _check_bf16(fn, dev, "W0", W0, (N, K))
+    r = _check_matrix(fn, dev, "A", A)[0]
+    _check(fn, dev, "A", A, (r, K))
+    _check(fn, dev, "B", B, (N, r))
+    if r == 0:
+        raise ValueError(f"{fn}: the LoRA rank r (rows of A) must be at least 1")
+    if bias is not None:
+        _check(fn, dev, "bias", bias, (N,))
+    xp = dev.xp
+    Y, U = _empty(xp, (M, N)), _empty(xp, (M, r))
+    if M == 0 or N == 0:
+        U[...] = 0
+        return Y, U
+    i32 = np.int32
+    cfg = tiles().configs["lora_bf16_y_v1"]
+    rows = tiles().constants["BF16_U_ROWS"]
+    _launch(dev, "lora_bf16.cu", "lora_bf16_fwd_u", (_cdiv(M, rows),), 32 * rows, (X, A, U, i32(M), i32(K), i32(r)))
+    _launch(dev, "lora_bf16.cu", "lora_bf16_fwd_y", (_cdiv(N, cfg["BN"]), _cdiv(M, cfg["BM"])),
+            tiles().constants["THREADS"],
+            (X, W0, U, B, Y if bias is None else bias, i32(bias is not None), Y, i32(M), i32(N), i32(K), i32(r),
+             np.float32(scale)))
     return Y, U
 
 

@@ -50,7 +50,7 @@ def ptxas(tmp_path_factory):
 
 
 def test_every_kernel_file_is_checked():
-    assert {"lora_forward.cu", "lora_backward.cu", "adamw.cu"} <= set(SOURCES)
+    assert {"lora_forward.cu", "lora_backward.cu", "adamw.cu", "lora_bf16.cu"} <= set(SOURCES)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -91,7 +91,8 @@ def _sass_tools():
     ("lora_forward.cu", "lora_fwd_y_v7", ("LDGSTS", "LDGDEPBAR", "DEPBAR.LE")),
     ("lora_backward.cu", "lora_bwd_dx_v7", ("LDGSTS", "LDGDEPBAR", "DEPBAR.LE")),
     ("warp_mma.cu", "mma_bf16_tile", ("LDSM.16.M88.4", "LDSM.16.M88.2", "HMMA.16816.F32.BF16")),
-    ("warp_mma.cu", "round_bf16", ("F2FP.BF16.F32.PACK",))])
+    ("warp_mma.cu", "round_bf16", ("F2FP.BF16.F32.PACK",)),
+    ("lora_bf16.cu", "lora_bf16_fwd_y", ("LDGSTS", "LDSM.16.M88.4", "LDSM.16.M88.2", "HMMA.16816.F32.BF16"))])
 def test_sm_90_sass_uses_the_intended_instructions(ptxas, tmp_path, name, kernel, instructions):
     """The inline PTX of common.cuh really reaches the GPU (not the emulator's or the pre-Ampere path):
     v7's main loop is cp.async -- LDGSTS (the copy), LDGDEPBAR (commit_group), DEPBAR (wait_group) --

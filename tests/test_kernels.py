@@ -516,7 +516,8 @@ def test_tile_shapes_come_from_one_header_and_aliases_launch_the_earlier_kernel(
         exported |= set(re.findall(r'extern "C" __global__ void(?: __launch_bounds__\([^)]*\))?\s+(\w+)\s*\(',
                                    (folder / name).read_text()))
     t = kernels.tiles()
-    assert t.constants == {"THREADS": 256, "V1_BLOCK": 16, "V2_TILE": 16}
+    assert t.constants == {"THREADS": 256, "V1_BLOCK": 16, "V2_TILE": 16, "BF16_U_ROWS": 8}
+    assert t.configs["lora_bf16_y_v1"] == {"BM": 128, "BN": 128, "BK": 32, "WM": 64, "WN": 32, "STAGES": 2, "RC": 16}
     for kernel in ("lora_fwd_u", "lora_fwd_y", "lora_bwd_dy", "lora_bwd_dx", "lora_bwd_da"):
         for version in kernels.VERSIONS[1:]:
             launched, shape = t.shape(kernel, version)

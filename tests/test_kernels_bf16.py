@@ -76,3 +76,69 @@ def test_one_tile_against_fp32_references(warp_mma, seed):
     A_bits2[3, 5] ^= 1  # one bf16 ulp
     D2, _ = run_tile(warp_mma, A_bits2, Bt_bits, C)
     assert not np.array_equal(D2[3], D[3]) and np.array_equal(np.delete(D2, 3, 0), np.delete(D, 3, 0))
+
+
+# ---- the fused bf16 LoRA forward (kernels/lora_bf16.cu) through kernels.lora_forward_bf16 -------------------
+# Ragged shapes (M, N, K not multiples of the 128 x 128 x 32 tiles; K % 8 != 0 takes the plain-load path,
+# K % 8 == 0 the cp.async path), ranks 1 to 64 (several RC = 16 chunks, a partial one).
+BF16_SHAPES = [(1, 1, 1, 1), (37, 45, 50, 3), (130, 131, 72, 17), (129, 260, 96, 64), (200, 70, 33, 8),
+               (64, 128, 256, 16)]
+
+
+def lora_bf16_case(seed, M, N, K, r):
+    rng = np.random.default_rng(seed)
+    X, W0 = rng.standard_normal((M, K)).astype(np.float32), rng.standard_normal((N, K)).astype(np.float32)
+    A = (rng.standard_normal((r, K)) / np.sqrt(K)).astype(np.float32)
+    B = rng.standard_normal((N, r)).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    return X, W0, A, B, bias
+
+
+@pytest.mark.parametrize("M,N,K,r", BF16_SHAPES)
+def test_lora_forward_bf16_against_fp32_references(M, N, K, r):
+    X, W0, A, B, bias = lora_bf16_case(M * 7 + r, M, N, K, r)
+    Xb, Wb = bf16_bits_reference(X), bf16_bits_reference(W0)
+    with kernels.checking(poison=True):  # every element of Y and U must be written
+        Y, U = kernels.lora_forward_bf16(Xb, Wb, A, B, 0.5, bias=bias, device="emu")
+    assert Y.dtype == U.dtype == np.float32 and Y.shape == (M, N) and U.shape == (M, r)
+    # 1. the inputs as the tensor cores see them (bf16 X and W0, fp32 A, B): fp32-accumulation error only
+    Xv, Wv = bf16_value(Xb).astype(np.float64), bf16_value(Wb).astype(np.float64)
+    U_exact = Xv @ A.T
+    Y_exact = Xv @ Wv.T + bias + 0.5 * U_exact @ B.T
+    y_scale = np.abs(Xv) @ np.abs(Wv).T + np.abs(bias) + 0.5 * (np.abs(Xv) @ np.abs(A).T) @ np.abs(B).T
+    assert (np.abs(U - U_exact) <= 1e-5 * (np.abs(Xv) @ np.abs(A).T) + 1e-30).all()
+    assert (np.abs(Y - Y_exact) <= 1e-5 * y_scale).all()
+    # 2. the fp32 forward a user compares with: within bf16 tolerance (X and W0 rounded, 2^-9 each)
+    Y_fp32 = X.astype(np.float64) @ W0.T + bias + 0.5 * (X.astype(np.float64) @ A.T) @ B.T
+    assert (np.abs(Y - Y_fp32) <= 2 * 2.0**-8 * y_scale).all()
+    rel = np.abs(Y - Y_fp32).max() / np.abs(Y_fp32).max()
+    assert rel < 2e-2, rel
+
+
+def test_lora_forward_bf16_no_bias_race_check_and_the_test_can_fail():
+    M, N, K, r = 130, 131, 72, 17
+    X, W0, A, B, _ = lora_bf16_case(5, M, N, K, r)
+    Xb, Wb = bf16_bits_reference(X), bf16_bits_reference(W0)
+    with kernels.checking(poison=True, check_races=True):
+        Y, U = kernels.lora_forward_bf16(Xb, Wb, A, B, 2.0, device="emu")
+    Xv, Wv = bf16_value(Xb).astype(np.float64), bf16_value(Wb).astype(np.float64)
+    want = Xv @ Wv.T + 2.0 * (Xv @ A.T) @ B.T
+    np.testing.assert_allclose(Y, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    # one bf16 ulp in one element of X moves that row of Y, and only it
+    Xb2 = Xb.copy()
+    Xb2[129, 70] ^= 1
+    Y2, _ = kernels.lora_forward_bf16(Xb2, Wb, A, B, 2.0, device="emu")
+    assert not np.array_equal(Y2[129], Y[129]) and np.array_equal(Y2[:129], Y[:129])
+
+
+def test_lora_forward_bf16_rejects_what_it_cannot_compute():
+    X, W0 = np.zeros((4, 8), np.uint16), np.zeros((5, 8), np.uint16)
+    A, B = np.zeros((2, 8), np.float32), np.zeros((5, 2), np.float32)
+    with pytest.raises(TypeError, match="X must be a numpy uint16 array holding bfloat16 bit patterns"):
+        kernels.lora_forward_bf16(X.astype(np.float32), W0, A, B, 1.0, device="emu")
+    with pytest.raises(ValueError, match=r"W0 must have shape \(5, 8\)"):
+        kernels.lora_forward_bf16(X, np.zeros((5, 7), np.uint16), A, B, 1.0, device="emu")
+    with pytest.raises(TypeError, match="A must be float32"):
+        kernels.lora_forward_bf16(X, W0, A.astype(np.float64), B, 1.0, device="emu")
+    with pytest.raises(ValueError, match="device 'cpu' does not run kernels"):
+        kernels.lora_forward_bf16(X, W0, A, B, 1.0, device="cpu")
