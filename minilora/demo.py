@@ -466,6 +466,8 @@ def cli_main(args):
     from .data import TASKS
     if args.task not in TASKS or not TASKS[args.task].downstream:
         raise UsageError(f"unknown task {args.task!r}; choose one of {[n for n, t in TASKS.items() if t.downstream]}")
+    if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out} is a file; the run folder must be a folder (or a new name)")
     try:
         if args.command == "experiment":
             ranks = [int(r) for r in args.ranks.split(",") if r.strip()]

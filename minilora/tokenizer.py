@@ -433,12 +433,16 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None):
 def vocab_mismatch(tokenizer, model_vocab_size):
     """Why ``tokenizer`` cannot feed a model with ``model_vocab_size`` token rows, or None if it can.
 
-    A Hugging Face model may have more rows than its tokenizer (vocabularies are padded), never fewer.
-    The byte tokenizer's ids mean bytes only to a model trained on them: any other size is a model
+    A model may have more rows than its tokenizer (vocabularies are padded), never fewer. The byte
+    tokenizer's ids mean bytes only to a model trained on them: its 259 rows, padded at most to the next
+    multiple of 64 (``resize_token_embeddings(pad_to_multiple_of=64)``); a bigger vocabulary is a model
     made for another tokenizer, whose output decoded as bytes would be silently meaningless."""
-    if isinstance(tokenizer, ByteTokenizer) and model_vocab_size != tokenizer.vocab_size:
-        return (f"the model has vocab_size {model_vocab_size} but minilora's byte-level tokenizer has "
-                f"{tokenizer.vocab_size} tokens: the model was made for another tokenizer")
+    if isinstance(tokenizer, ByteTokenizer):
+        padded = -(-tokenizer.vocab_size // 64) * 64
+        if not tokenizer.vocab_size <= model_vocab_size <= padded:
+            return (f"the model has vocab_size {model_vocab_size} but minilora's byte-level tokenizer has "
+                    f"{tokenizer.vocab_size} tokens (a byte-level model has {tokenizer.vocab_size} to {padded}): "
+                    "the model was made for another tokenizer")
     if model_vocab_size < len(tokenizer):
         return (f"the model has vocab_size {model_vocab_size}, fewer than the tokenizer's {len(tokenizer)} "
                 "tokens: they were not made for each other")

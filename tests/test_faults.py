@@ -783,7 +783,12 @@ def test_model_for_another_tokenizer_is_refused_by_the_commands(tmp_path, capsys
     for argv in (["generate", "hi", "--model", str(tmp_path / "vocab16")],
                  ["train", "--model", str(tmp_path / "vocab16"), "--out", str(tmp_path / "run"), "--steps", "1"]):
         code, text = run_cli(argv, capsys)
-        assert code == 2 and "vocab_size 16 but minilora's byte-level tokenizer has 259 tokens" in text, text
+        assert code == 2 and "vocab_size 16 but minilora's byte-level tokenizer has 259 tokens (a byte-level model has 259 to 320)" in text, text
+    ml.manual_seed(0)
+    for vocab, refused in ((500, True), (260, False)):  # a Llama vocabulary fed bytes; a padded byte vocabulary
+        LlamaForCausalLM(tiny_config(vocab=vocab)).save_pretrained(str(tmp_path / f"vocab{vocab}"))
+        code, text = run_cli(["generate", "hi", "--max-new-tokens", "1", "--model", str(tmp_path / f"vocab{vocab}")], capsys)
+        assert (code == 2 and "vocab_size 500 but" in text) if refused else code == 0, text
 
 
 def test_refused_resume_leaves_the_model_as_it_was(tmp_path):
@@ -865,3 +870,15 @@ def test_train_names_a_bad_model_folder_or_out_path_in_one_line(tmp_path, capsys
         argv = ["train", "--out", str(tmp_path / "run"), "--steps", "1", *extra]
         code, text = run_cli(argv, capsys)
         assert code == 2 and words in text and "Traceback" not in text, text
+
+
+def test_serve_and_demo_name_a_model_for_another_tokenizer_and_an_out_file(tmp_path, capsys):
+    from minilora.serve.cli import load_engine
+    tiny_model().save_pretrained(str(tmp_path / "vocab16"))  # no tokenizer.json: the byte tokenizer would serve it
+    with pytest.raises(ValueError, match="vocab_size 16 but minilora's byte-level tokenizer has 259 tokens.*"
+                                         "put the model's tokenizer.json in that folder"):
+        load_engine(str(tmp_path / "vocab16"))
+    (tmp_path / "a_file").write_text("")
+    for command in (["demo"], ["experiment", "ranks"]):
+        code, text = run_cli([*command, "--out", str(tmp_path / "a_file")], capsys)
+        assert code == 2 and "a_file is a file; the run folder must be a folder" in text, text

@@ -50,6 +50,10 @@ def load_engine(base=None, adapters=(), device=None, max_batch_size=8, max_queue
     model = models.load_base(device=device) if base is None else models.LlamaForCausalLM.from_pretrained(base, device=device)
     has_tokenizer = base is not None and os.path.isfile(os.path.join(base, tokenizers.TOKENIZER_FILE))
     tok = tokenizers.from_pretrained(base) if has_tokenizer else tokenizers.ByteTokenizer()
+    problem = tokenizers.vocab_mismatch(tok, model.config.vocab_size)
+    if problem:  # replies would be another tokenizer's ids decoded as bytes (or a decode error mid-stream)
+        raise ValueError(f"{base}: {problem}" + ("" if has_tokenizer else " (put the model's tokenizer.json "
+                                                                           "in that folder)"))
     adapters = list(adapters)
     if adapters:
         name, path = adapters[0]
