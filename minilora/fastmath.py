@@ -17,8 +17,9 @@ quickly. Nothing here changes what is computed, only how: the tricks are
   below ``parallel.MIN_ITEMS`` elements (decoding: a few rows) ``einsum``'s set-up costs more than
   the temporary, so the plain expression runs.
 
-CuPy arrays take the plain formula (the GPU is not bound by passes over memory the same way);
-the functions work on whatever block of rows ``parallel.rows`` hands them, or on whole arrays.
+CuPy arrays run through the same functions with CuPy's operators (``erf`` from
+``cupyx.scipy.special``, whole arrays instead of cache slices). The functions work on whatever block
+``parallel.rows`` hands them, or on whole arrays.
 """
 import math
 
