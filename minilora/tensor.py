@@ -570,7 +570,12 @@ class Tensor:
         return ops.clone(self)
 
     def contiguous(self):
-        return self
+        """``self`` when already contiguous, else a contiguous copy (as torch: an in-place op on
+        ``x.t().contiguous()`` must not reach ``x``)."""
+        if self.is_contiguous():
+            return self
+        from . import ops
+        return ops.clone(self)
 
     def is_contiguous(self):
         return bool(self._array.flags.c_contiguous)

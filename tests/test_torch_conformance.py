@@ -339,7 +339,8 @@ def test_version_counter_is_shared_by_views():
 
 # ---- views share storage --------------------------------------------------------------------------
 @pytest.mark.parametrize("make", ["view", "reshape", "slice", "int_index", "ellipsis", "transpose",
-                                  "permute", "T", "squeeze", "unsqueeze", "detach", "data", "flatten"])
+                                  "permute", "T", "squeeze", "unsqueeze", "detach", "data", "flatten",
+                                  "t", "mT", "chunk", "split", "contiguous", "t_contiguous"])
 def test_views_share_storage(make):
     views = {
         "view": lambda x: x.view(3, 4, 1), "reshape": lambda x: x.reshape(12),
@@ -348,6 +349,10 @@ def test_views_share_storage(make):
         "T": lambda x: x.T, "squeeze": lambda x: x.view(1, 3, 4).squeeze(0),
         "unsqueeze": lambda x: x.unsqueeze(1), "detach": lambda x: x.detach(), "data": lambda x: x.data,
         "flatten": lambda x: x.flatten(),
+        "t": lambda x: x.t(), "mT": lambda x: x.mT, "chunk": lambda x: x.chunk(2, dim=1)[1],
+        "split": lambda x: x.split(1)[2], "contiguous": lambda x: x.contiguous(),
+        # x.t().contiguous() is a copy in torch: an in-place op on it must not reach x (found by h17)
+        "t_contiguous": lambda x: x.t().contiguous(),
     }
 
     def snippet(lib):
