@@ -5,7 +5,7 @@
 // its fragments with ldmatrix (x4 for A, x2 for B), multiplies with one mma, and writes D [16, 8] (fp32).
 // It also writes every lane's fragment registers, so a test -- or a learner -- can see the layout
 // documented in common.cuh lane by lane.  round_bf16 rounds floats to bf16 as the GPU's cvt.rn does.
-// These are the building blocks of a bf16 LoRA kernel (issue 16, not written yet).
+// These are the building blocks of the bf16 LoRA kernel, kernels/lora_bf16.cu.
 //
 // Versions: v1 only (a single tile; no tiling to improve).  Launch: mma_bf16_tile grid 1, block 32;
 // round_bf16 grid ceil(n / 256), block 256.  sm_80 or later on a GPU; any CPU under the emulator.

@@ -115,11 +115,11 @@ def test_lora_forward_bf16_against_fp32_references(M, N, K, r):
     assert rel < 2e-2, rel
 
 
-def test_lora_forward_bf16_no_bias_race_check_and_the_test_can_fail():
+def test_lora_forward_bf16_no_bias_race_check_sanitizer_and_the_test_can_fail():
     M, N, K, r = 130, 131, 72, 17
     X, W0, A, B, _ = lora_bf16_case(5, M, N, K, r)
     Xb, Wb = bf16_bits_reference(X), bf16_bits_reference(W0)
-    with kernels.checking(poison=True, check_races=True):
+    with kernels.checking(poison=True, check_races=True, sanitize=True):  # races, out-of-bounds accesses
         Y, U = kernels.lora_forward_bf16(Xb, Wb, A, B, 2.0, device="emu")
     Xv, Wv = bf16_value(Xb).astype(np.float64), bf16_value(Wb).astype(np.float64)
     want = Xv @ Wv.T + 2.0 * (Xv @ A.T) @ B.T
