@@ -353,6 +353,9 @@ CASES = [
     ("maximum/minimum(int, float64)", lambda m, x, i: [m.maximum(i[:, :1], x[:, :2]),
                                                        m.minimum(x[:, :2], i[:, 1:])], [M, IDX]),
     ("maximum(int, float32) dtype", lambda m, i: [m.maximum(i, i.float()).dtype == m.float32], [IDX]),
+    ("logsumexp of int is float32", lambda m, i: [i.logsumexp(1).dtype == m.float32,
+                                                  bool((i.logsumexp(1).double() - i.double().logsumexp(1)).abs().max() < 1e-6)], [IDX]),
+    ("softmax(int, dtype=float64)", lambda m, i: [i.softmax(1, dtype=m.float64), m.log_softmax(i, 0, dtype=m.float64)], [IDX]),
     ("flip(0) / flip(0, 1) / flip([1]) / lib.flip(x, (-1,))", lambda m, x: [
         x.flip(0), x.flip(0, 1), x.flip([1]), m.flip(x, (-1,))], [X]),
 ]
@@ -371,7 +374,7 @@ GRAD_FREE = {"sum(bool)", "sum(dtype=float64) of bool", "mean(dtype=float64) of 
              "clamp(int, min=0.5) is float32", "where(cond, 1.0, 0) is float32", "where(cond, int, 0.5)",
              "cat([int64, float32]) dtype", "int % int, int // int (signs)", "& | ^ ~ of bool masks",
              "& | ^ ~ of ints", "logical_and/or/not", "x.type() name", "x.type('torch.DoubleTensor')",
-             "maximum(int, float32) dtype"}
+             "maximum(int, float32) dtype", "logsumexp of int is float32", "softmax(int, dtype=float64)"}
 
 
 @pytest.mark.parametrize("name,snippet,inputs", CASES, ids=[c[0] for c in CASES])
@@ -449,6 +452,10 @@ ERROR_CASES = [
     ("x[:, ::-2]", lambda m, x: x[:, ::-2], [M]),
     ("x[::-1] = 0", lambda m, x: x.detach().__setitem__(slice(None, None, -1), 0), [M]),
     ("flip(0, 0)", lambda m, x: x.flip(0, 0), [M]),
+    ("std of int", lambda m, i: i.std(), [IDX]),
+    ("var(1) of int", lambda m, i: i.var(1), [IDX]),
+    ("softmax of int without dtype", lambda m, i: i.softmax(1), [IDX]),
+    ("F.log_softmax of int without dtype", lambda m, i: m.nn.functional.log_softmax(i, dim=1), [IDX]),
 ]
 
 

@@ -20,6 +20,7 @@ import math
 import operator
 
 from ..device import xp_of
+from ..dtypes import get_default_dtype
 from ..tensor import Function, Tensor, no_grad
 from .index import gather, return_type
 
@@ -402,6 +403,8 @@ def _correction(fn, dim, unbiased, correction):
 def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """Variance over ``dim``; ``unbiased=False`` or ``correction=0`` divides by N instead of N - 1."""
     dim, correction = _correction("var", dim, unbiased, correction)
+    if input.dtype.kind != "f":  # NumPy would compute a float64 variance of integers; torch refuses
+        raise RuntimeError("std and var only support floating point and complex dtypes")
     return Var.apply(input, axis=dim, keepdims=keepdim, correction=correction)
 
 
@@ -468,15 +471,29 @@ def _one_axis(fn, dim, ndim):
 @_numpy_aliases
 def softmax(input, dim, dtype=None):
     """Softmax along ``dim`` (required, as ``Tensor.softmax``)."""
-    return Softmax.apply(_cast(input, dtype), axis=_one_axis("softmax", dim, input.ndim))
+    return Softmax.apply(_float_input("softmax", input, dtype), axis=_one_axis("softmax", dim, input.ndim))
 
 
 @_numpy_aliases
 def log_softmax(input, dim, dtype=None):
-    return LogSoftmax.apply(_cast(input, dtype), axis=_one_axis("log_softmax", dim, input.ndim))
+    return LogSoftmax.apply(_float_input("log_softmax", input, dtype),
+                            axis=_one_axis("log_softmax", dim, input.ndim))
+
+
+def _float_input(name, input, dtype):
+    """``input`` cast to ``dtype``; an integer tensor without a float ``dtype`` is refused, as in
+    torch (``x.softmax(0, dtype=torch.float32)`` is its way), not computed in NumPy's float64."""
+    input = _cast(input, dtype)
+    if input.dtype.kind != "f":
+        raise NotImplementedError(f'"{name}" not implemented for {input.dtype} tensors: pass a '
+                                  f'floating dtype= or call .float() first')
+    return input
 
 
 @_numpy_aliases
 def logsumexp(input, dim, keepdim=False):
-    """``log(sum(exp(x)))`` over ``dim`` (required, as in torch), computed without overflow."""
+    """``log(sum(exp(x)))`` over ``dim`` (required, as in torch), computed without overflow.
+    Integer input computes in the default float dtype, as torch's (not NumPy's float64)."""
+    if input.dtype.kind != "f":
+        input = input.to(get_default_dtype())
     return LogSumExp.apply(input, axis=dim, keepdims=keepdim)
