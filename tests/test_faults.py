@@ -882,3 +882,15 @@ def test_serve_and_demo_name_a_model_for_another_tokenizer_and_an_out_file(tmp_p
     for command in (["demo"], ["experiment", "ranks"]):
         code, text = run_cli([*command, "--out", str(tmp_path / "a_file")], capsys)
         assert code == 2 and "a_file is a file; the run folder must be a folder" in text, text
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("rope_theta", 500000.0, r"rope_theta 500000.0 but rope_parameters.rope_theta 10000.0"),
+    ("rope_scaling", {"rope_type": "linear", "factor": 2.0}, r"rope_scaling .*'linear'.* but rope_parameters")])
+def test_hand_edited_rope_field_that_the_other_format_contradicts_is_refused(tmp_path, field, value, words):
+    # minilora writes rope settings twice (transformers 4 and 5 each read one); editing one was ignored
+    tiny_model().save_pretrained(str(tmp_path))
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, field: value}))
+    with pytest.raises(ValueError, match=words):
+        LlamaForCausalLM.from_pretrained(str(tmp_path))

@@ -109,7 +109,14 @@ class LlamaConfig:
             raise _field_error("rope_parameters" if d.get("rope_parameters") else "rope_scaling", rope,
                                "an object or null")
         if "rope_theta" in rope:
+            if "rope_theta" in d and d["rope_theta"] != rope["rope_theta"]:  # transformers 4 reads one, 5 the other
+                raise ValueError(f"config has rope_theta {d['rope_theta']!r} but rope_parameters.rope_theta "
+                                 f"{rope['rope_theta']!r}: make them equal (or keep one)")
             d["rope_theta"] = rope["rope_theta"]
+        if d.get("rope_parameters") and isinstance(d.get("rope_scaling"), dict) and \
+                _without_theta(d["rope_scaling"]) != _without_theta(d["rope_parameters"]):
+            raise ValueError(f"config has rope_scaling {d['rope_scaling']!r} but rope_parameters "
+                             f"{d['rope_parameters']!r}: make them agree (or keep one)")
         scaling = {k: v for k, v in rope.items() if k not in ("rope_theta", "type")}
         scaling["rope_type"] = rope.get("rope_type", rope.get("type", "default"))  # "type": old configs
         d["rope_scaling"] = None if scaling["rope_type"] == "default" else scaling
@@ -202,6 +209,13 @@ def _check_field_types(config):
 
 _ROPE_SCALING_KEYS = {"linear": ("factor",),
                       "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
+
+
+def _without_theta(rope):
+    """A rope_scaling / rope_parameters dict, compared without rope_theta and with "type" as "rope_type"."""
+    out = {k: v for k, v in rope.items() if k not in ("rope_theta", "type")}
+    out["rope_type"] = rope.get("rope_type", rope.get("type", "default"))
+    return out
 
 
 def _checked_rope_scaling(scaling):
