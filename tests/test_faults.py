@@ -894,3 +894,12 @@ def test_hand_edited_rope_field_that_the_other_format_contradicts_is_refused(tmp
     (tmp_path / "config.json").write_text(json.dumps({**config, field: value}))
     with pytest.raises(ValueError, match=words):
         LlamaForCausalLM.from_pretrained(str(tmp_path))
+
+
+def test_rank_pattern_that_is_not_a_dict_is_named():
+    from minilora.lora import LoraConfig
+    with pytest.raises(TypeError, match=r"rank_pattern must be a dict of module name pattern: value, got \[1\]"):
+        LoraConfig(rank_pattern=[1])  # an adapter_config.json with a list: was AttributeError '.items'
+    with pytest.raises(TypeError, match="alpha_pattern must be a dict"):
+        LoraConfig(alpha_pattern="q_proj")
+    assert LoraConfig(rank_pattern=None).rank_pattern == {}  # PEFT reads null as no overrides

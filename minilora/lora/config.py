@@ -278,6 +278,11 @@ class LoraConfig(_AdapterConfig):
             raise ValueError(f"init_lora_weights must be True, False, 'gaussian', 'pissa', 'pissa_niter_[K]' or "
                              f"'olora', got {self.init_lora_weights!r} (PEFT's other data-driven inits such as "
                              "'loftq', 'eva' or 'corda' are not implemented in minilora)")
+        for name in ("rank_pattern", "alpha_pattern"):
+            if getattr(self, name) is None:  # PEFT takes null as "no overrides"
+                setattr(self, name, {})
+            if not isinstance(getattr(self, name), dict):
+                raise TypeError(f"{name} must be a dict of module name pattern: value, got {getattr(self, name)!r}")
         for key, r in self.rank_pattern.items():
             if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r <= 0:
                 raise ValueError(f"rank_pattern[{key!r}] must be a positive integer, got {r!r}")
