@@ -356,6 +356,8 @@ CASES = [
     ("logsumexp of int is float32", lambda m, i: [i.logsumexp(1).dtype == m.float32,
                                                   bool((i.logsumexp(1).double() - i.double().logsumexp(1)).abs().max() < 1e-6)], [IDX]),
     ("softmax(int, dtype=float64)", lambda m, i: [i.softmax(1, dtype=m.float64), m.log_softmax(i, 0, dtype=m.float64)], [IDX]),
+    # torch still reads a uint8 index as a mask (with a deprecation warning), not as integers
+    ("x[uint8 mask]", lambda m, x: x[0][m.tensor([1, 0, 1, 0], dtype=m.uint8)], [M]),
     ("flip(0) / flip(0, 1) / flip([1]) / lib.flip(x, (-1,))", lambda m, x: [
         x.flip(0), x.flip(0, 1), x.flip([1]), m.flip(x, (-1,))], [X]),
 ]
@@ -452,6 +454,9 @@ ERROR_CASES = [
     ("x[:, ::-2]", lambda m, x: x[:, ::-2], [M]),
     ("x[::-1] = 0", lambda m, x: x.detach().__setitem__(slice(None, None, -1), 0), [M]),
     ("flip(0, 0)", lambda m, x: x.flip(0, 0), [M]),
+    ("int // 0", lambda m, i: i // 0, [IDX]),
+    ("int % tensor with a 0", lambda m, i: 7 % i, [IDX]),
+    ("div(int, 0, rounding_mode='floor')", lambda m, i: m.div(i, 0, rounding_mode="floor"), [IDX]),
     ("std of int", lambda m, i: i.std(), [IDX]),
     ("var(1) of int", lambda m, i: i.var(1), [IDX]),
     ("softmax of int without dtype", lambda m, i: i.softmax(1), [IDX]),

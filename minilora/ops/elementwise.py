@@ -479,6 +479,12 @@ def _cast(x, array, dtype):
     return array.astype(dtype)
 
 
+def _refuse_integer_zero_division(xp, divisor):
+    """Integer ``x // 0`` and ``x % 0``: NumPy warns and gives 0, torch raises; we raise as torch."""
+    if bool(xp.any(xp.asarray(divisor) == 0)):
+        raise RuntimeError("ZeroDivisionError")
+
+
 class RoundedDiv(Function):
     """``div(a, b, rounding_mode='trunc' | 'floor')``; the quotient is piecewise constant, so its
     gradient is zero (torch's choice)."""
@@ -488,6 +494,7 @@ class RoundedDiv(Function):
         ctx.shapes = (_shape(a), _shape(b))
         xp = xp_of(a) if hasattr(a, "shape") else xp_of(b)
         if xp.result_type(a, b).kind in "iu":
+            _refuse_integer_zero_division(xp, b)
             quotient = xp.floor_divide(a, b)
             if mode == "trunc":  # floor and trunc differ where the signs differ and it is not exact
                 quotient = quotient + ((quotient < 0) & (quotient * b != a))
@@ -676,6 +683,8 @@ class Remainder(Function):
     def forward(ctx, a, b):
         xp = xp_of(a) if hasattr(a, "shape") else xp_of(b)
         ctx.a, ctx.b, ctx.shapes = a, b, (_shape(a), _shape(b))
+        if xp.result_type(a, b).kind in "iu":
+            _refuse_integer_zero_division(xp, b)
         return xp.mod(a, b)
 
     @staticmethod

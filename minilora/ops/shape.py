@@ -1,4 +1,6 @@
 """Shape ops: they move numbers around without changing them, so backward moves the gradient back."""
+import warnings
+
 import numpy as np
 
 from ..device import xp_of
@@ -183,6 +185,10 @@ def _raw_index(index):
     if isinstance(index, tuple):
         return tuple(_raw_index(i) for i in index)
     if isinstance(index, Tensor):
+        if index.dtype == np.uint8:  # torch still reads a uint8 index as a mask (deprecated), not
+            warnings.warn("indexing with dtype torch.uint8 is now deprecated, please use a dtype "
+                          "torch.bool instead.", UserWarning, stacklevel=3)  # as NumPy's integers
+            return index._array.astype(bool)
         return index._array
     if isinstance(index, slice) and index.step is not None and index.step <= 0:
         # NumPy would reverse (x[::-1]); torch refuses, and so do we (x.flip(0) is torch's way)
