@@ -60,11 +60,13 @@ from .ops import (abs, add, argmax, cat, clone, div, exp, log, log_softmax, logs
 from .ops import floor_divide, index_put, permute  # noqa: E402,F401
 from .ops import (bitwise_and, bitwise_not, bitwise_or, bitwise_xor, einsum, flip,  # noqa: E402,F401
                   logical_and, logical_not, logical_or, remainder)
+from .ops import (allclose, bmm, ceil, dot, equal, floor, isclose, mm, outer, round, trunc,  # noqa: E402,F401,A004
+                  unbind)
 from .ops import (all, amax, amin, any, argmin, argsort, chunk, clamp, clip, cos, cumsum, eq, flatten,  # noqa: E402,F401
                   gather, ge, gt, isfinite, isinf, isnan, le, lt, maximum, minimum, min, ne, nonzero,
                   norm, prod, sign, sin, sort, squeeze, std, topk, tril, triu, unsqueeze)
 from .factories import (empty, empty_like, eye, full, full_like, is_tensor, linspace,  # noqa: E402,F401
-                        multinomial, numel, ones, ones_like, rand, rand_like, randint, randn,
+                        multinomial, numel, randperm, ones, ones_like, rand, rand_like, randint, randn,
                         randn_like, zeros, zeros_like)
 from .serialization import load, save  # noqa: E402,F401
 

@@ -195,6 +195,14 @@ def numel(input):
     return math.prod(input.shape)
 
 
+def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False):
+    """``torch.randperm(n)``: a random permutation of ``0 .. n-1`` (int64 unless ``dtype``), from
+    minilora's generator (NumPy's stream: not torch's numbers for the same seed)."""
+    dtype = dtypes.int64 if dtype is None else dtypes.to_dtype(dtype)
+    return Tensor(_rng(generator).permutation(int(n)), dtype=dtype, device=device,
+                  requires_grad=requires_grad)
+
+
 def multinomial(input, num_samples, replacement=False, *, generator=None):
     """``torch.multinomial``: ``num_samples`` category indices (int64) drawn from each row of
     ``input``, a 1-D or 2-D tensor of non-negative weights (they need not sum to one). Without

@@ -356,6 +356,17 @@ CASES = [
     ("logsumexp of int is float32", lambda m, i: [i.logsumexp(1).dtype == m.float32,
                                                   bool((i.logsumexp(1).double() - i.double().logsumexp(1)).abs().max() < 1e-6)], [IDX]),
     ("softmax(int, dtype=float64)", lambda m, i: [i.softmax(1, dtype=m.float64), m.log_softmax(i, 0, dtype=m.float64)], [IDX]),
+    ("round/floor/ceil/trunc", lambda m, x: [(x * 3).round(), (x * 3).floor(), (x * 3).ceil(),
+                                             (x * 3).trunc(), m.round(x, decimals=1)], [M]),
+    ("round half to even", lambda m: m.tensor([0.5, 1.5, 2.5, -0.5, -1.5], dtype=m.float64).round(), []),
+    ("round of int", lambda m, i: [i.round(), m.floor(i)], [IDX]),
+    ("allclose/isclose/equal", lambda m, x, y: [m.allclose(x, x + 1e-9), x.allclose(y),
+                                                m.isclose(x, x + 1e-6 * x), m.equal(x, x.clone()),
+                                                x.equal(y), m.allclose(x, y, atol=10.0)], [M, Y]),
+    ("mm/bmm/dot/outer", lambda m, x, y: [m.mm(x, y.T), x.mm(y.T), m.bmm(x[None], y.T[None]),
+                                          m.dot(x[0], y[0]), x[1].dot(y[1]), m.outer(x[0], y[:, 0])], [M, Y]),
+    ("unbind(1)", lambda m, x: list(x.unbind(1)), [X]),
+    ("lib.unbind(x)", lambda m, x: list(m.unbind(x)), [M]),
     # torch still reads a uint8 index as a mask (with a deprecation warning), not as integers
     ("x[uint8 mask]", lambda m, x: x[0][m.tensor([1, 0, 1, 0], dtype=m.uint8)], [M]),
     ("flip(0) / flip(0, 1) / flip([1]) / lib.flip(x, (-1,))", lambda m, x: [
@@ -376,7 +387,8 @@ GRAD_FREE = {"sum(bool)", "sum(dtype=float64) of bool", "mean(dtype=float64) of 
              "clamp(int, min=0.5) is float32", "where(cond, 1.0, 0) is float32", "where(cond, int, 0.5)",
              "cat([int64, float32]) dtype", "int % int, int // int (signs)", "& | ^ ~ of bool masks",
              "& | ^ ~ of ints", "logical_and/or/not", "x.type() name", "x.type('torch.DoubleTensor')",
-             "maximum(int, float32) dtype", "logsumexp of int is float32", "softmax(int, dtype=float64)"}
+             "maximum(int, float32) dtype", "logsumexp of int is float32", "softmax(int, dtype=float64)",
+             "round/floor/ceil/trunc", "round half to even", "round of int", "allclose/isclose/equal"}
 
 
 @pytest.mark.parametrize("name,snippet,inputs", CASES, ids=[c[0] for c in CASES])
@@ -457,6 +469,10 @@ ERROR_CASES = [
     ("int // 0", lambda m, i: i // 0, [IDX]),
     ("int % tensor with a 0", lambda m, i: 7 % i, [IDX]),
     ("div(int, 0, rounding_mode='floor')", lambda m, i: m.div(i, 0, rounding_mode="floor"), [IDX]),
+    ("mm of a vector", lambda m, x: m.mm(x, x[0]), [M]),
+    ("bmm of 2-D", lambda m, x: m.bmm(x, x.T), [M]),
+    ("bmm batch sizes differ", lambda m, x: m.bmm(x, x[:2].transpose(1, 2)), [X]),
+    ("dot of matrices", lambda m, x: m.dot(x, x), [M]),
     ("std of int", lambda m, i: i.std(), [IDX]),
     ("var(1) of int", lambda m, i: i.var(1), [IDX]),
     ("softmax of int without dtype", lambda m, i: i.softmax(1), [IDX]),
@@ -545,6 +561,15 @@ def test_multinomial_and_generator_as_a_makemore_tutorial_uses_them():
     assert abs(share - 0.75) < 0.02
 
 
+
+def test_randperm_is_a_seeded_permutation():
+    g = ml.Generator().manual_seed(0)
+    perm = ml.randperm(10, generator=g)
+    assert perm.dtype == ml.int64 and sorted(perm.tolist()) == list(range(10))
+    assert perm.tolist() == ml.randperm(10, generator=ml.Generator().manual_seed(0)).tolist()
+    assert ml.randperm(4, dtype=ml.float64).dtype == ml.float64
+
+
 def test_tril_triu_gradients():
     for fn in (lambda x: ml.tril(x, -1), lambda x: x.triu(1)):
         grad_check(fn, ml.tensor(RNG.standard_normal((2, 3, 4)), dtype=ml.float64, requires_grad=True))
@@ -615,6 +640,11 @@ TORCH_SIGNATURES = {
     "split": "split(split_size, dim=0)",  # torch/_tensor.py
     # the docstring says `divisor`, but torch takes `other` (x.remainder(other=3); divisor= fails):
     "remainder": "remainder(other)",
+    # the docstrings say round(decimals=0), bmm(batch2), dot(other); torch 2.13 takes decimals by
+    # keyword only, mat2= and tensor= (x.bmm(batch2=y) and x.dot(other=y) fail):
+    "round": "round(*, decimals=0)",
+    "bmm": "bmm(mat2)",
+    "dot": "dot(tensor)",
     # torch documents `size` as one argument but takes varargs as well (x.new_zeros(2, 3)):
     "new_zeros": "new_zeros(*size, *, dtype=None, device=None, requires_grad=False)",
     "new_ones": "new_ones(*size, *, dtype=None, device=None, requires_grad=False)",
@@ -636,13 +666,15 @@ METHODS = ["sum", "mean", "prod", "max", "min", "amax", "amin", "argmax", "argmi
            "argsort", "cumsum", "repeat", "new_zeros", "new_ones", "new_full", "new_tensor",
            "new_empty", "where", "split", "squeeze", "unsqueeze", "flatten", "expand_as", "view_as",
            "reshape_as", "nonzero", "eq", "ne", "lt", "gt", "le", "ge", "tril", "triu", "abs_",
-           "remainder", "multinomial", "type", "t", "bitwise_and", "logical_not"]
+           "remainder", "multinomial", "type", "t", "bitwise_and", "logical_not", "round", "floor",
+           "allclose", "isclose", "equal", "mm", "bmm", "dot", "outer", "unbind"]
 FUNCTIONS = ["zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like",
              "eye", "rand", "randn", "rand_like", "randn_like", "randint", "linspace", "tril", "triu",
              "numel", "save", "load", "gather", "topk", "sort", "cumsum", "clamp", "where", "amax",
              "argmax", "logsumexp", "prod", "cat", "stack", "chunk", "split", "nonzero", "max",
              "var", "std", "norm", "squeeze", "flatten", "eq", "ne", "lt", "gt", "le", "ge",
-             "remainder", "multinomial", "logical_and", "bitwise_or"]
+             "remainder", "multinomial", "logical_and", "bitwise_or", "randperm", "round", "allclose",
+             "isclose", "equal", "mm", "bmm", "dot", "outer", "unbind"]
 # NumPy's names, which torch accepts as aliases (x.sum(axis=0, keepdims=True)) without documenting them.
 NUMPY_ALIASES = {"axis", "keepdims"}
 # Parameters torch has and minilora deliberately does not (no out=, layouts, memory formats, pickle).

@@ -17,8 +17,9 @@ from .elementwise import (clamp, clip, cos, isfinite, isinf, isnan, maximum, min
                           sin)
 from .elementwise import (bitwise_and, bitwise_not, bitwise_or, bitwise_xor, logical_and,
                           logical_not, logical_or, remainder)
-from .matmul import einsum
-from .shape import flip
+from .elementwise import allclose, ceil, equal, floor, isclose, round, trunc
+from .matmul import bmm, dot, einsum, mm, outer
+from .shape import flip, unbind
 from .index import argsort, cumsum, gather, nonzero, repeat, sort, topk, tril, triu
 from .reduce import (all, amax, amin, any, argmax, argmin, log_softmax, logsumexp, max, mean, min,
                      norm, prod, softmax, std, sum, var)
@@ -188,6 +189,9 @@ _OPERATOR_METHODS = {
     "bitwise_not": bitwise_not, "logical_and": logical_and, "logical_or": logical_or,
     "logical_not": logical_not, "__abs__": abs, "t": _t, "type": _type,
     "flip": _flip_method,
+    "floor": floor, "ceil": ceil, "trunc": trunc, "round": round, "isclose": isclose,
+    "allclose": allclose, "equal": equal, "mm": mm, "bmm": bmm, "dot": dot, "outer": outer,
+    "unbind": unbind,
 }
 for _name, _fn in _OPERATOR_METHODS.items():
     setattr(Tensor, _name, _fn)

@@ -739,3 +739,55 @@ def logical_and(input, other):
 
 def logical_or(input, other):
     return bitwise_or(input != 0, other != 0)
+
+
+# ---- rounding (piecewise constant: zero gradient, as torch) and closeness tests -------------------
+class _Rounding(Function):
+    @staticmethod
+    def forward(ctx, a, how, decimals=0):
+        ctx.shape = a.shape
+        xp = xp_of(a)
+        if how == "round":  # NumPy's round is torch's: halves to even (round(2.5) == 2)
+            return xp.round(a, decimals)
+        return getattr(xp, how)(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return xp_of(g).zeros(ctx.shape, g.dtype)
+
+
+def _rounding(how):
+    def op(input):
+        if input.dtype.kind != "f":  # torch returns integers unchanged (a copy)
+            return clone(input)
+        return _Rounding.apply(input, how=how)
+    op.__name__ = how
+    return op
+
+
+floor, ceil, trunc = _rounding("floor"), _rounding("ceil"), _rounding("trunc")
+
+
+def round(input, *, decimals=0):  # noqa: A001  (torch.round)
+    """Round half to even, as torch (``round(0.5) == 0``, ``round(1.5) == 2``); ``decimals`` too."""
+    if input.dtype.kind != "f":
+        return clone(input)
+    return _Rounding.apply(input, how="round", decimals=decimals)
+
+
+def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """``|input - other| <= atol + rtol * |other|`` elementwise (torch.isclose; no gradient)."""
+    a, b = _raw(input), _raw(other)
+    return input._make(xp_of(a).isclose(a, b, rtol=rtol, atol=atol, equal_nan=equal_nan),
+                       input._device, False, None)
+
+
+def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """A Python bool: every element close (torch.allclose, same tolerances and defaults)."""
+    return bool(isclose(input, other, rtol, atol, equal_nan)._array.all())
+
+
+def equal(input, other):
+    """A Python bool: same shape and the same values (torch.equal)."""
+    a, b = _raw(input), _raw(other)
+    return a.shape == b.shape and bool((a == b).all())

@@ -11,7 +11,7 @@ from ..device import xp_of
 from ..tensor import Function
 from .elementwise import unbroadcast
 
-__all__ = ["matmul", "linear", "einsum"]
+__all__ = ["matmul", "linear", "einsum", "mm", "bmm", "dot", "outer"]
 
 
 def _check_dtypes(name, a, b):
@@ -203,3 +203,36 @@ def einsum(equation, *operands):
         raise RuntimeError(f"einsum(): operands must have the same dtype, got {sorted(dtypes)}")
     subs, output = _einsum_subscripts(equation, [x.ndim for x in operands])
     return Einsum.apply(*operands, subs=subs, output=output)
+
+
+# ---- torch's fixed-rank products: matmul with the ranks checked (no broadcasting) ---------------
+def _products_check(name, ranks, *tensors):
+    for t, rank in zip(tensors, ranks):
+        if t.ndim != rank:
+            raise RuntimeError(f"{name}: expected a {rank}-D tensor, got {t.ndim}-D")
+
+
+def mm(input, mat2):
+    """``torch.mm``: a 2-D matrix product (``matmul`` would broadcast; mm refuses other ranks)."""
+    _products_check("mm", (2, 2), input, mat2)
+    return matmul(input, mat2)
+
+
+def bmm(input, mat2):
+    """``torch.bmm``: a batch of matrix products, both 3-D with the same batch size."""
+    _products_check("bmm", (3, 3), input, mat2)
+    if input.shape[0] != mat2.shape[0]:
+        raise RuntimeError(f"bmm: batch sizes differ: {input.shape[0]} and {mat2.shape[0]}")
+    return matmul(input, mat2)
+
+
+def dot(input, tensor):
+    """``torch.dot``: the inner product of two 1-D tensors of the same length."""
+    _products_check("dot", (1, 1), input, tensor)
+    return matmul(input, tensor)
+
+
+def outer(input, vec2):
+    """``torch.outer``: ``input[:, None] * vec2[None, :]`` of two 1-D tensors."""
+    _products_check("outer", (1, 1), input, vec2)
+    return matmul(input.reshape(-1, 1), vec2.reshape(1, -1))

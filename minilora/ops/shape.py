@@ -282,3 +282,10 @@ def flip(input, dims):
     if len(set(_dims(dims, input.ndim))) != len(dims):
         raise RuntimeError(f"flip: dims {dims} has a repeated dimension")
     return Flip.apply(input, dims=_dims(dims, input.ndim))
+
+
+def unbind(input, dim=0):
+    """``torch.unbind``: the slices along ``dim``, that dimension removed (views, as torch's)."""
+    (axis,) = _dims((dim,), input.ndim)
+    prefix = (slice(None),) * axis
+    return tuple(getitem(input, prefix + (i,)) for i in range(input.shape[axis]))
