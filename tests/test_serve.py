@@ -2,6 +2,7 @@
 and the OpenAI-compatible HTTP API (Starlette's TestClient, and a real uvicorn server on loopback)."""
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -139,6 +140,12 @@ def test_engine_stop_strings_cancel_and_shutdown():
     model, tok = two_adapters(), ByteTokenizer()
     engine = Engine(model, tok, max_batch_size=2, max_queue=4)
     engine.eos = set()
+    step = engine._step
+
+    def paced_step():  # a tiny model's step takes ~1 ms: a loaded test thread polling every 10 ms could
+        time.sleep(0.02)  # otherwise see a 50-token request finish before it cancels it or shuts down
+        return step()
+    engine._step = paced_step
     probe, _ = make_request(tok, "abc", "a", max_tokens=8, temperature=0)
     text = tok.decode(alone(model, probe.prompt_ids, "a", 8), skip_special_tokens=True)
     stop = text[3:5]  # a stop string the greedy continuation is known to reach
