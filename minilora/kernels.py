@@ -551,7 +551,6 @@ class AdamWTables:
     def __init__(self):
         self.rebuilds = 0
         self._key = None
-        self._grads_key = None
 
     def arguments(self, fn, dev, lists, hyper):
         """``(blocks, kernel arguments)`` for this step; rebuilds the tables first when the key changed."""
@@ -559,10 +558,9 @@ class AdamWTables:
         key = (dev.name, tuple(map(id, p)), tuple(map(id, m)), tuple(map(id, v)))
         if key != self._key:
             self._build(fn, dev, p, m, v, key)
-        grads_key = tuple(map(id, g))
-        if grads_key != self._grads_key:  # new gradient arrays (every step after a backward)
-            self._set_grads(fn, dev, g)
-            self._grads_key = grads_key
+        # The gradients: new arrays every step after a backward, so checked and addressed every step (and
+        # not held here: the tables must not keep a model's gradients alive after zero_grad).
+        self._set_grads(fn, dev, g)
         self._host_hyper[...] = hyper
         if self._device is not self._host:  # cuda: one copy of the per-step values
             self._device.set(self._host)
@@ -589,7 +587,7 @@ class AdamWTables:
         self._args = (addresses, placeholder, placeholder, placeholder, placeholder, self._layout.offsets,
                       self._layout.chunks, hyper, np.int32(T), np.int32(1))
         self._held = (p, m, v)  # keeps the key's ids from being reused by other arrays
-        self._key, self._grads_key = key, None
+        self._key = key
         self.rebuilds += 1
 
     def _set_grads(self, fn, dev, grads):
@@ -598,7 +596,6 @@ class AdamWTables:
             if not (isinstance(g, array_type) and g.dtype == f32 and g.shape == shape and g.flags.c_contiguous):
                 _check(fn, dev, f"grads[{t}]", g, shape)  # raises, naming what is wrong
         self._host_addresses[1] = [_address(g) for g in grads]
-        self._held_grads = grads
 
 
 def run_update(optimizer, todo):
