@@ -169,6 +169,29 @@ def test_augmented_assignment_is_in_place():
     check(snippet)
 
 
+def test_floor_div_mod_and_logical_augmented_assignment_are_in_place():
+    """``//=``, ``%=``, ``&=``, ``|=``, ``^=`` write into the tensor (and so into a view's base);
+    without them Python rebinds the name and the base silently keeps its old values (found by h17)."""
+    def snippet(lib):
+        x = lib.tensor([[7, -7, 5], [9, -3, 4]])
+        row = x[0]
+        row //= 2
+        x[1] %= 4
+        mask = lib.tensor([True, False, True])
+        alias = mask
+        mask &= lib.tensor([True, True, False])
+        mask |= lib.tensor([False, True, False])
+        mask ^= lib.tensor([True, False, False])
+        f = t(lib, A)
+        f //= 0.3
+        f %= 0.7
+        g = t(lib, B)
+        g.floor_divide_(0.4)
+        g.remainder_(0.5)
+        return [x, alias, mask is alias, f, g]
+    check(snippet)
+
+
 def test_optimizer_style_update_under_no_grad():
     def snippet(lib):
         p = lib.nn.Parameter(t(lib, A))

@@ -181,6 +181,14 @@ def _flip_method(self, *dims):
     return flip(self, dims[0] if len(dims) == 1 else dims)
 
 
+def _in_place(op):
+    """``x //= y``, ``x %= y``, ``mask |= other`` ... write into ``x`` as torch does (without these
+    methods Python would fall back to ``x = x // y``: a new tensor, and a view's base unchanged)."""
+    def method(self, other):
+        return self._inplace(op, other)
+    return method
+
+
 _OPERATOR_METHODS = {
     "__mod__": remainder, "__rmod__": _reflected(remainder), "remainder": remainder,
     "__and__": bitwise_and, "__rand__": bitwise_and, "__or__": bitwise_or, "__ror__": bitwise_or,
@@ -192,6 +200,11 @@ _OPERATOR_METHODS = {
     "floor": floor, "ceil": ceil, "trunc": trunc, "round": round, "isclose": isclose,
     "allclose": allclose, "equal": equal, "mm": mm, "bmm": bmm, "dot": dot, "outer": outer,
     "unbind": unbind,
+    "__ifloordiv__": _in_place(floor_divide), "floor_divide_": _in_place(floor_divide),
+    "__imod__": _in_place(remainder), "remainder_": _in_place(remainder),
+    "__iand__": _in_place(bitwise_and), "bitwise_and_": _in_place(bitwise_and),
+    "__ior__": _in_place(bitwise_or), "bitwise_or_": _in_place(bitwise_or),
+    "__ixor__": _in_place(bitwise_xor), "bitwise_xor_": _in_place(bitwise_xor),
 }
 for _name, _fn in _OPERATOR_METHODS.items():
     setattr(Tensor, _name, _fn)
