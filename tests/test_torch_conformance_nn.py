@@ -389,6 +389,40 @@ def test_pointwise_losses_match_torch(rng, name, reduction):
                lambda: getattr(TF, name)(torch.tensor(x), torch.tensor(y), weight=torch.tensor(w[0])))
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_binary_cross_entropies_match_torch(rng, reduction):
+    """F.binary_cross_entropy(_with_logits) and their modules (missing before h17), large logits
+    included (the stable form), probabilities of exactly 0 and 1 (torch clamps each log at -100)."""
+    x, y = rng.standard_normal((4, 3)) * 30, (rng.random((4, 3)) > 0.5) * 1.0
+    w, pw = rng.random((4, 3)), rng.random(3) * 3
+    check(lambda x: F.binary_cross_entropy_with_logits(x, ml.tensor(y), reduction=reduction),
+          lambda x: TF.binary_cross_entropy_with_logits(x, torch.tensor(y), reduction=reduction), x)
+    check(lambda x: F.binary_cross_entropy_with_logits(x, ml.tensor(y), ml.tensor(w), reduction=reduction,
+                                                       pos_weight=ml.tensor(pw)),
+          lambda x: TF.binary_cross_entropy_with_logits(x, torch.tensor(y), torch.tensor(w), reduction=reduction,
+                                                        pos_weight=torch.tensor(pw)), x)
+    p = rng.random((4, 3))
+    p[0, 0], p[1, 1] = 0.0, 1.0  # 0 * log(0) is 0 through the clamp, and the gradient is finite
+    y[0, 0], y[1, 1] = 0.0, 1.0  # (where y differs it is (x - y) / 1e-12: compared to rounding only)
+    check(lambda p: F.binary_cross_entropy(p, ml.tensor(y), ml.tensor(w), reduction=reduction),
+          lambda p: TF.binary_cross_entropy(p, torch.tensor(y), torch.tensor(w), reduction=reduction), p)
+    check(lambda x: nn.BCEWithLogitsLoss(pos_weight=ml.tensor(pw), reduction=reduction)(x, ml.tensor(y)),
+          lambda x: tnn.BCEWithLogitsLoss(pos_weight=torch.tensor(pw), reduction=reduction)(x, torch.tensor(y)), x)
+    check(lambda p: nn.BCELoss(reduction=reduction)(p, ml.tensor(y)),
+          lambda p: tnn.BCELoss(reduction=reduction)(p, torch.tensor(y)), rng.random((4, 3)))
+    same_error(lambda: F.binary_cross_entropy_with_logits(ml.tensor(x), ml.tensor(y[0])),
+               lambda: TF.binary_cross_entropy_with_logits(torch.tensor(x), torch.tensor(y[0])))
+    same_error(lambda: F.binary_cross_entropy(ml.tensor(x), ml.tensor(y)),
+               lambda: TF.binary_cross_entropy(torch.tensor(x), torch.tensor(y)))
+    if reduction == "none":  # float64 central differences too, inside (0, 1), input and target
+        from minilora.testing import grad_check
+        q = ml.tensor(rng.random((3, 2)) * 0.8 + 0.1, requires_grad=True)
+        z = ml.tensor(rng.random((3, 2)), requires_grad=True)
+        grad_check(lambda q, z: F.binary_cross_entropy(q, z, reduction="none"), q, z, name="bce")
+        grad_check(lambda q, z: F.binary_cross_entropy_with_logits(q, z, reduction="none"), q, z,
+                   name="bce_with_logits")
+
+
 def test_loss_modules_match_torch(rng):
     x, t, w = rng.standard_normal((5, 3)), np.array([0, 2, 1, 1, -100]), np.array([1.0, 0.5, 2.0])
     check(lambda x: nn.CrossEntropyLoss(ml.tensor(w), label_smoothing=0.1)(x, ml.tensor(t)),

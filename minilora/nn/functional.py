@@ -7,13 +7,15 @@ option minilora does not implement (``inplace=True``, ``max_norm=``) raises rath
 import warnings
 
 from .. import ops
+from ..ops.nn import binary_cross_entropy, binary_cross_entropy_with_logits  # noqa: F401
 from ..ops.nn import (_refuse, cross_entropy, dropout, embedding, l1_loss, layer_norm,  # noqa: F401
                       mse_loss, nll_loss, one_hot, pad, rms_norm, rotary_embedding,
                       scaled_dot_product_attention, swiglu)
 from ..tensor import _to_dtype
 
 __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_attention", "dropout",
-           "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "pad", "one_hot", "relu", "gelu", "silu",
+           "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
+           "binary_cross_entropy_with_logits", "pad", "one_hot", "relu", "gelu", "silu",
            "sigmoid", "tanh", "softmax", "log_softmax", "rotary_embedding", "swiglu"]
 
 

@@ -12,7 +12,8 @@ from ..device import xp_of
 from ..random import fresh_seed
 from ..tensor import Function, Tensor
 
-__all__ = ["embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "pad", "one_hot", "dropout", "rms_norm",
+__all__ = ["embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
+           "binary_cross_entropy_with_logits", "pad", "one_hot", "dropout", "rms_norm",
            "layer_norm", "rotary_embedding", "rotate_half", "scaled_dot_product_attention", "swiglu"]
 
 
@@ -682,6 +683,67 @@ def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", wei
     """PyTorch's ``F.l1_loss``: ``|input - target|`` (times ``weight``), reduced."""
     return _pointwise_loss("l1_loss", lambda d: d.abs(), input, target,
                            legacy_reduction(size_average, reduce, reduction), weight)
+
+
+def _reduced(fn, loss, reduction):
+    """The binary cross-entropies reduce as torch's: a plain mean even with ``weight``."""
+    _check_reduction(fn, reduction)
+    return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.mean()
+
+
+class BinaryCrossEntropy(Function):
+    """Elementwise ``-[y log x + (1 - y) log(1 - x)]``, each log clamped at -100, with torch's own
+    backward ``(x - y) / max(x (1 - x), 1e-12)`` -- finite at x = 0 and 1, where the chain rule
+    through the clamped logs would give NaN (and a different number from torch's)."""
+
+    @staticmethod
+    def forward(ctx, x, y):
+        xp = xp_of(x)
+        with np.errstate(divide="ignore"):
+            log_x, log_1mx = xp.maximum(xp.log(x), -100), xp.maximum(xp.log1p(-x), -100)
+        ctx.x, ctx.y, ctx.logs = x, y, (log_x, log_1mx)
+        return -(y * log_x + (1 - y) * log_1mx)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, (nx, ny) = xp_of(g), ctx.needs_input_grad
+        x, y = ctx.x, ctx.y
+        gx = g * (x - y) / xp.maximum(x * (1 - x), 1e-12) if nx else None
+        gy = g * (ctx.logs[1] - ctx.logs[0]) if ny else None
+        return gx, gy
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
+                                     reduction="mean", pos_weight=None):
+    """PyTorch's ``F.binary_cross_entropy_with_logits``: ``-[p y log s(x) + (1 - y) log(1 - s(x))]``
+    with ``p = pos_weight``, computed as torch does without overflow:
+    ``(1 - y) x + (1 + (p - 1) y) (log(1 + e^-|x|) + max(-x, 0))``."""
+    if tuple(target.shape) != tuple(input.shape):
+        raise ValueError(f"Target size ({tuple(target.shape)}) must be the same as input size "
+                         f"({tuple(input.shape)})")
+    softplus_neg = (1 + (-input.abs()).exp()).log() + (-input).relu()  # log(1 + e^-x), stable
+    log_weight = 1 if pos_weight is None else 1 + (pos_weight - 1) * target
+    loss = (1 - target) * input + log_weight * softplus_neg
+    if weight is not None:
+        loss = loss * weight
+    return _reduced("binary_cross_entropy_with_logits", loss,
+                    legacy_reduction(size_average, reduce, reduction))
+
+
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
+                         reduction="mean"):
+    """PyTorch's ``F.binary_cross_entropy`` of probabilities: ``-[y log x + (1 - y) log(1 - x)]``,
+    each log clamped at -100 as torch does (so x = 0 or 1 gives a finite loss)."""
+    if tuple(target.shape) != tuple(input.shape):
+        raise ValueError(f"Using a target size ({tuple(target.shape)}) that is different to the "
+                         f"input size ({tuple(input.shape)}) is deprecated. Please ensure they "
+                         f"have the same size.")
+    if input.numel() and (input.detach().min().item() < 0 or input.detach().max().item() > 1):
+        raise RuntimeError("all elements of input should be between 0 and 1")
+    loss = BinaryCrossEntropy.apply(input, target)
+    if weight is not None:
+        loss = loss * weight
+    return _reduced("binary_cross_entropy", loss, legacy_reduction(size_average, reduce, reduction))
 
 
 def dropout(input, p=0.5, training=True, inplace=False, *, seed=None):
