@@ -423,6 +423,21 @@ def test_binary_cross_entropies_match_torch(rng, reduction):
                    name="bce_with_logits")
 
 
+def test_flatten_and_softmax_modules_match_torch(rng):
+    x = rng.standard_normal((2, 3, 4))
+    check(lambda x: nn.Flatten()(x), lambda x: tnn.Flatten()(x), x)
+    check(lambda x: nn.Flatten(0, 1)(x), lambda x: tnn.Flatten(0, 1)(x), x)
+    check(lambda x: nn.Softmax(dim=-1)(x), lambda x: tnn.Softmax(dim=-1)(x), x)
+    with pytest.warns(UserWarning, match="Implicit dimension"):
+        check(lambda x: nn.Softmax()(x), lambda x: tnn.Softmax()(x), x)
+
+
+def test_view_to_a_dtype_is_refused_clearly():
+    """torch reinterprets the bytes; minilora says it does not, instead of a confusing TypeError."""
+    with pytest.raises(NotImplementedError, match="reinterprets"):
+        ml.ones(2).view(ml.int32)
+
+
 def test_loss_modules_match_torch(rng):
     x, t, w = rng.standard_normal((5, 3)), np.array([0, 2, 1, 1, -100]), np.array([1.0, 0.5, 2.0])
     check(lambda x: nn.CrossEntropyLoss(ml.tensor(w), label_smoothing=0.1)(x, ml.tensor(t)),

@@ -1,7 +1,7 @@
 """Layers and the Module system (``minilora.nn``), mirroring ``torch.nn``."""
 from . import functional, init, utils
 from .checkpointing import checkpoint
-from .layers import BCELoss, BCEWithLogitsLoss  # noqa: F401
+from .layers import BCELoss, BCEWithLogitsLoss, Flatten, Softmax  # noqa: F401
 from .layers import (GELU, CrossEntropyLoss, Dropout, Embedding, Identity, L1Loss, LayerNorm, Linear,
                      MSELoss, NLLLoss, ReLU, RMSNorm, Sigmoid, SiLU, Tanh)
 from .module import (IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, RemovableHandle,
@@ -10,4 +10,4 @@ from .module import (IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter
 __all__ = ["Module", "Parameter", "ModuleList", "ModuleDict", "Sequential", "StateDictError",
            "IncompatibleKeys", "RemovableHandle", "Linear", "Embedding", "RMSNorm", "LayerNorm",
            "Dropout", "Identity", "GELU", "SiLU", "ReLU", "Tanh", "Sigmoid", "CrossEntropyLoss",
-           "BCELoss", "BCEWithLogitsLoss", "NLLLoss", "MSELoss", "L1Loss", "functional", "init", "utils", "checkpoint"]
+           "BCELoss", "BCEWithLogitsLoss", "Flatten", "Softmax", "NLLLoss", "MSELoss", "L1Loss", "functional", "init", "utils", "checkpoint"]

@@ -217,6 +217,26 @@ class Sigmoid(Module):
         return ops.sigmoid(input)
 
 
+class Softmax(Module):
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim  # None: torch's deprecated implicit choice, with its warning (F.softmax)
+
+    def forward(self, input):
+        return F.softmax(input, self.dim)
+
+
+class Flatten(Module):
+    """``input.flatten(start_dim, end_dim)``; the defaults keep the batch dimension, as torch's."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, input):
+        return ops.flatten(input, self.start_dim, self.end_dim)
+
+
 # ---- losses (``torch.nn``'s loss modules: the functional loss with the options stored) ------------
 class _Loss(Module):
     def __init__(self, size_average=None, reduce=None, reduction="mean"):

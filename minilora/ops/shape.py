@@ -135,6 +135,10 @@ def _shape_arg(shape):
 
 def reshape(input, *shape):
     """``torch.reshape(input, shape)`` and ``x.reshape(*shape)``: a view when the layout allows."""
+    if len(shape) == 1 and not isinstance(shape[0], (int, tuple, list, np.integer, Tensor)):
+        # x.view(torch.int32) reinterprets the bytes in torch; minilora does not do that
+        raise NotImplementedError(f"view/reshape to a dtype ({shape[0]}) reinterprets bits in torch "
+                                  f"and is not supported by minilora; x.to(dtype) converts the values")
     return Reshape.apply(input, shape=_shape_arg(shape))
 
 
