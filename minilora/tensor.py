@@ -230,7 +230,7 @@ class Function:
         """
         grad_on = _grad_enabled
         dev = None
-        arrays, needs = [], []
+        arrays, needs, parents, versions = [], [], [], []  # parents/versions: kept if the node is recorded
         for x in inputs:
             if isinstance(x, Tensor):
                 if x._view is not None and grad_on and x._view[4] != x._counter[0]:
@@ -242,9 +242,13 @@ class Function:
                                        f"got {dev.name} and {x._device.name}; move one with .to()")
                 arrays.append(x._array)
                 needs.append(grad_on and x.requires_grad)
+                parents.append(x._ctx)
+                versions.append(x._counter[0])
             else:  # Python/NumPy scalars and None pass straight through
                 arrays.append(x)
                 needs.append(False)
+                parents.append(None)
+                versions.append(None)
         fn = cls
         if cls.kernel_forward is not None and dev is not None and dev.uses_kernels:
             fn = _on_kernels(cls, arrays)
@@ -258,18 +262,28 @@ class Function:
                                    cls.flops(ctx, arrays, out))
         if isinstance(out, np.generic):  # NumPy turns 0-d results into scalars; keep arrays
             out = np.asarray(out)
+        base = out.base
+        # Only a result that is an input's array, or a view of some array, can be a view of an input:
+        # a fresh result (almost every op) skips the search.
+        fresh = base is None
+        if fresh:
+            for a in arrays:
+                if a is out:
+                    fresh = False
+                    break
         if True in needs and out.dtype.kind == "f":  # integer/bool results never carry a gradient (torch)
             ctx.inputs = inputs
-            ctx.parents = tuple([x._ctx if isinstance(x, Tensor) else None for x in inputs])
-            ctx.versions = tuple([x._counter[0] if isinstance(x, Tensor) else None for x in inputs])
+            ctx.parents = parents
+            ctx.versions = versions
             ctx.seq = next(_sequence)
             result = Tensor._make(out, dev, True, ctx)
-            _share_storage(result, inputs, cls, options)
-            base = out.base
+            if not fresh:
+                _share_storage(result, inputs, cls, options)
             ctx.output_version = (result._counter, result._counter[0], id(out if base is None else base))
             return result
         result = Tensor._make(out, dev, False, None)
-        _share_storage(result, inputs, cls, options)
+        if not fresh:
+            _share_storage(result, inputs, cls, options)
         return result
 
 
