@@ -163,7 +163,7 @@ class Context:
     """
 
     __slots__ = ("fn", "device", "needs_input_grad", "inputs", "parents", "versions",
-                 "output_version", "seq", "freed", "retained", "__dict__")
+                 "out_counter", "out_version", "out_storage", "seq", "freed", "retained", "__dict__")
 
     def __init__(self, fn, device, needs_input_grad):
         self.fn = fn
@@ -174,8 +174,16 @@ class Context:
         self.seq = 0  # creation number of a recorded node: the backward engine's ordering
         self.freed = False  # True once backward has used the node and dropped what it saved
         self.versions = ()  # each input tensor's version when the op ran (None: not a tensor)
-        self.output_version = None  # (counter, version, id of its storage) of the output
+        # The output's version counter, its version when made, and the id of its storage: three slots
+        # rather than a tuple, because a graph holds one node per op and every container there is one
+        # more object for Python's garbage collector to walk.
+        self.out_counter = self.out_version = self.out_storage = None
         self.retained = None  # weak reference to the output, when it called retain_grad()
+
+    def watch_output(self, tensor):
+        """Remember ``tensor`` -- this node's output -- as it is now, for the in-place checks at backward."""
+        self.out_counter = tensor._counter
+        self.out_version, self.out_storage = tensor._counter[0], id(_storage(tensor._array))
 
     def save_for_backward(self, *arrays):
         self.saved = arrays
@@ -279,7 +287,8 @@ class Function:
             result = Tensor._make(out, dev, True, ctx)
             if not fresh:
                 _share_storage(result, inputs, cls, options)
-            ctx.output_version = (result._counter, result._counter[0], id(out if base is None else base))
+            ctx.out_counter = counter = result._counter
+            ctx.out_version, ctx.out_storage = counter[0], id(out if base is None else base)
             return result
         result = Tensor._make(out, dev, False, None)
         if not fresh:
@@ -338,7 +347,7 @@ def _refresh_view(view):
         fresh = fn.apply(*inputs, **options)
     view._ctx, view.requires_grad = fresh._ctx, fresh.requires_grad
     if view._ctx is not None:
-        view._ctx.output_version = (view._counter, view._counter[0], id(_storage(view._array)))
+        view._ctx.watch_output(view)
     view._view = (fn, inputs, options, i, view._counter[0])
 
 
@@ -346,7 +355,7 @@ def _check_versions(ctx):
     """torch's saved-tensor check, at backward: an input (or the output) whose storage changed in
     place since the op ran is an error if the op saved that storage for backward. The versions are
     compared first (cheap); only a changed one is looked up among the saved arrays."""
-    counter, version, out_storage = ctx.output_version
+    counter, version, out_storage = ctx.out_counter, ctx.out_version, ctx.out_storage
     if counter[0] == version:
         for x, v in zip(ctx.inputs, ctx.versions):
             if v is not None and x._counter[0] != v:
@@ -808,7 +817,7 @@ class Tensor:
         self._write(result._array, cast)
         self._ctx, self.requires_grad = result._ctx, result.requires_grad
         if self._ctx is not None:  # the new node's output is now this tensor's storage
-            self._ctx.output_version = (self._counter, self._counter[0], id(_storage(self._array)))
+            self._ctx.watch_output(self)
         return self
 
     def _inplace_view(self, op, args, kwargs, cast):
@@ -836,7 +845,7 @@ class Tensor:
         base._write(new._array, cast)
         base._ctx, base.requires_grad = new._ctx, new.requires_grad
         if base._ctx is not None:
-            base._ctx.output_version = (base._counter, base._counter[0], id(_storage(base._array)))
+            base._ctx.watch_output(base)
         _refresh_view(self)
         return self
 
