@@ -34,3 +34,11 @@ def test_wheel_contains_kernel_sources(tmp_path):
 def test_kernels_dir_is_found():
     from minilora.emulator import KERNELS_DIR
     assert (Path(KERNELS_DIR) / "emu" / "cuda_emu.h").is_file()
+
+
+def test_the_kernels_folder_is_not_an_importable_package():
+    """`python -m pytest` puts the checkout first on sys.path; with a kernels/__init__.py the folder would
+    shadow the `kernels` package from PyPI, which transformers >= 5.25 installs and peft imports (CI broke
+    on exactly that). Without the file, Python prefers the installed package over the bare folder."""
+    root = Path(__file__).resolve().parents[1]
+    assert not (root / "kernels" / "__init__.py").exists()

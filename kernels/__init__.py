@@ -1,1 +1,0 @@
-"""CUDA C sources of minilora (installed as ``minilora._kernels``); see README.md here."""
