@@ -54,6 +54,16 @@ class Embedding(Function):
         return None, grad
 
 
+def _counted_targets(xp, targets, n_classes, ignore_index, name):
+    """``(valid, safe)``: which targets count, and the targets with ignored ones replaced by class 0
+    (a safe index), after checking that every counted target is a class in ``[0, n_classes)``."""
+    valid = targets != ignore_index
+    safe = xp.where(valid, targets, 0)
+    if safe.size and (safe.min() < 0 or safe.max() >= n_classes):
+        raise IndexError(f"{name}: targets must lie in [0, {n_classes}) or equal ignore_index={ignore_index}")
+    return valid, safe
+
+
 class CrossEntropy(Function):
     """``-log softmax(logits)[target]`` of each row of logits [N, C], reduced as PyTorch does.
 
@@ -65,11 +75,7 @@ class CrossEntropy(Function):
     @staticmethod
     def forward(ctx, logits, targets, weight=None, ignore_index=-100, reduction="mean"):
         xp = xp_of(logits)
-        valid = targets != ignore_index
-        safe_targets = xp.where(valid, targets, 0)
-        if safe_targets.size and (safe_targets.min() < 0 or safe_targets.max() >= logits.shape[1]):
-            raise IndexError(f"cross_entropy: targets must lie in [0, {logits.shape[1]}) or equal "
-                             f"ignore_index={ignore_index}")
+        valid, safe_targets = _counted_targets(xp, targets, logits.shape[1], ignore_index, "cross_entropy")
         if weight is not None:  # each row counts with its class's weight (0 when ignored)
             valid = xp.where(valid, weight[safe_targets], 0).astype(logits.dtype, copy=False)
         probs, losses = xp.empty_like(logits), xp.empty(logits.shape[0], logits.dtype)
@@ -622,11 +628,7 @@ class NllLoss(Function):
     @staticmethod
     def forward(ctx, logp, targets, weight=None, ignore_index=-100, reduction="mean"):
         xp = xp_of(logp)
-        valid = targets != ignore_index
-        safe = xp.where(valid, targets, 0)
-        if safe.size and (safe.min() < 0 or safe.max() >= logp.shape[1]):
-            raise IndexError(f"nll_loss: targets must lie in [0, {logp.shape[1]}) or equal "
-                             f"ignore_index={ignore_index}")
+        valid, safe = _counted_targets(xp, targets, logp.shape[1], ignore_index, "nll_loss")
         row_weight = xp.where(valid, 1 if weight is None else weight[safe], 0).astype(logp.dtype)
         losses = -logp[xp.arange(len(logp)), safe] * row_weight
         ctx.shape, ctx.safe, ctx.row_weight, ctx.reduction = logp.shape, safe, row_weight, reduction
