@@ -589,9 +589,10 @@ def test_train_counts_must_be_whole_numbers(name, value):
         train(tiny_model(), rows(), lr=1e-2, **kw)
 
 
-@pytest.mark.parametrize("value", [2.5, True, -1, "3"])
+@pytest.mark.parametrize("value", [2.5, True, -1, 0, "3"])
 def test_max_new_tokens_must_be_a_whole_number(value):
-    with pytest.raises(ValueError, match=r"max_new_tokens must be an integer >= 0"):
+    """0 included: transformers 5 refuses max_new_tokens=0 (it used to return the prompt unchanged)."""
+    with pytest.raises(ValueError, match=r"max_new_tokens must be an integer >= 1"):
         tiny_model().generate([[3, 4, 5]], max_new_tokens=value)
 
 
@@ -636,7 +637,8 @@ def test_adapter_config_that_is_a_list_is_refused(tmp_path):
     (["train", "--batch-size", "0"], "argument --batch-size: must be an integer >= 1"),
     (["train", "--clip-norm", "-1"], "argument --clip-norm: must be a number >= 0"),
     (["train", "--warmup-steps", "-1"], "argument --warmup-steps: must be an integer >= 0"),
-    (["generate", "hi", "--max-new-tokens", "2.5"], "argument --max-new-tokens: must be an integer >= 0"),
+    (["generate", "hi", "--max-new-tokens", "2.5"], "argument --max-new-tokens: must be an integer >= 1"),
+    (["generate", "hi", "--max-new-tokens", "0"], "argument --max-new-tokens: must be an integer >= 1"),
     (["generate", "hi", "--top-p", "1.5"], "argument --top-p: must be in"),
     (["generate", "hi", "--temperature", "0"], "argument --temperature: must be a number > 0"),
     (["demo", "--eval-n", "0"], "argument --eval-n: must be an integer >= 1"),

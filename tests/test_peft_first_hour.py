@@ -225,6 +225,63 @@ def test_adapter_saved_by_peft_loads_with_minilora_auto_class(tmp_path):
 
 
 # ==================================================================================================
+# autocast_adapter_dtype: float16 adapters become float32, as PEFT makes them
+# ==================================================================================================
+def peft_fp16_pair(autocast, tmp_path):
+    """The same float16 model in transformers + PEFT and in minilora, with PEFT's adapter saved."""
+    pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    peft = peft_or_skip()
+    import torch
+
+    from test_llama import hf_model
+    theirs = hf_model(transformers, LlamaConfig(**TINY), dtype="float32")
+    ours = LlamaForCausalLM(LlamaConfig(**TINY), dtype="float16")
+    ours.load_state_dict(theirs.state_dict())
+    theirs = theirs.to(torch.float16)
+    torch.manual_seed(1)
+    theirs = peft.get_peft_model(theirs, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                         init_lora_weights=False), autocast_adapter_dtype=autocast)
+    theirs.save_pretrained(str(tmp_path / "adapter"))
+    return theirs, ours, str(tmp_path / "adapter")
+
+
+def adapter_dtypes(model):
+    return {str(p.dtype).replace("torch.", "") for n, p in model.named_parameters() if "lora_" in n}
+
+
+@pytest.mark.parametrize("autocast", [True, False])
+def test_autocast_adapter_dtype_as_peft_on_a_float16_model(autocast, tmp_path):
+    """PEFT makes a float16 model's adapters float32 unless autocast_adapter_dtype=False; minilora used to
+    accept the argument and keep float16 either way."""
+    import torch
+    theirs, ours, folder = peft_fp16_pair(autocast, tmp_path)
+    expected = {"float32"} if autocast else {"float16"}
+    assert adapter_dtypes(theirs) == expected
+    assert adapter_dtypes(get_peft_model(LlamaForCausalLM(LlamaConfig(**TINY), dtype="float16"), config(),
+                                         autocast_adapter_dtype=autocast)) == expected
+    loaded = PeftModel.from_pretrained(ours, folder, autocast_adapter_dtype=autocast)
+    assert adapter_dtypes(loaded) == expected
+    loaded.load_adapter(folder, "second", autocast_adapter_dtype=autocast)
+    assert adapter_dtypes(loaded) == expected
+    with torch.no_grad():
+        want = theirs(torch.as_tensor(IDS)).logits.float().numpy()
+    got = logits(loaded)
+    assert got.dtype == np.float16  # the base keeps its dtype; only the adapter branch is float32
+    np.testing.assert_allclose(got.astype(np.float32), want, atol=2e-2, rtol=2e-2)
+
+
+def test_autocast_adapter_dtype_trains_float32_adapters_beside_float16_weights():
+    model = get_peft_model(LlamaForCausalLM(LlamaConfig(**TINY), dtype="float16"), config())
+    model.train()
+    model(IDS, labels=IDS).loss.backward()
+    grads = {str(p.grad.dtype) for n, p in model.named_parameters() if p.requires_grad}
+    assert grads == {"float32"}
+    with pytest.raises(TypeError, match="autocast_adapter_dtype must be True or False"):
+        get_peft_model(tiny_llama(), config(), autocast_adapter_dtype="yes")
+
+
+# ==================================================================================================
 # Several adapters, several wrappers
 # ==================================================================================================
 def test_delete_of_a_merged_adapter_is_refused_with_peft_message():
@@ -428,13 +485,59 @@ def test_greedy_generate_options_match_transformers(options):
     np.testing.assert_array_equal(got, expected)
 
 
+LENGTHS = [dict(), dict(max_new_tokens=0), dict(max_new_tokens=-1), dict(max_length=5), dict(max_length=3),
+           dict(max_length=0), dict(max_length=8), dict(max_new_tokens=2, max_length=3)]
+
+
+@pytest.mark.parametrize("options", LENGTHS, ids=[",".join(f"{k}={v}" for k, v in o.items()) or "no-length"
+                                                 for o in LENGTHS])
+def test_generate_lengths_and_refusals_match_transformers(options):
+    """transformers 5: 20 NEW tokens by default (4.x counted the prompt in), max_new_tokens < 1 and a
+    max_length the prompt already fills are ValueErrors (minilora used to return the prompt)."""
+    pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from test_llama import hf_model
+    theirs = hf_model(transformers, LlamaConfig(**TINY))
+    ours = LlamaForCausalLM(LlamaConfig(**TINY), dtype="float64")
+    ours.load_state_dict(theirs.state_dict())
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = theirs.generate(torch.as_tensor(IDS), do_sample=False, **options).numpy()
+    except ValueError:
+        with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 1|nothing would be generated"):
+            ours.generate(IDS, **options)
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = ours.generate(IDS, **options).numpy()
+    np.testing.assert_array_equal(got, expected)
+    if not options:  # transformers' warning about its default length, in our words
+        assert any("max_new_tokens" in str(w.message) for w in caught)
+
+
+def test_sampling_options_given_to_greedy_decoding_are_warned_about():
+    """transformers warns that temperature/top_k/top_p do nothing without do_sample=True; so do we."""
+    model = tiny_llama()
+    with pytest.warns(UserWarning, match=r"temperature=0.7, top_k=5 only apply to sampling"):
+        model.generate(IDS, max_new_tokens=2, temperature=0.7, top_k=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the defaults, or None, say nothing
+        model.generate(IDS, max_new_tokens=2, temperature=1.0, top_k=50, top_p=1.0)
+        model.generate(IDS, max_new_tokens=2, top_k=None, top_p=None)
+        model.generate(IDS, max_new_tokens=2, do_sample=True, temperature=0.7, top_k=5, seed=0)
+
+
 def test_generate_defaults_sampling_options_and_streamer(capsys):
     from minilora.generate import TextStreamer
     from minilora.tokenizer import ByteTokenizer
     model = load_base()
     tok = ByteTokenizer()
     ids = tok("The capital of", return_tensors="np")["input_ids"]
-    assert model.generate(ids).shape == (1, 20)  # transformers' default: max_length 20 in all
+    with pytest.warns(UserWarning, match="max_new_tokens"):  # transformers 5's default: 20 new tokens
+        assert model.generate(ids).shape == (1, ids.shape[1] + 20)
     assert model.generate(ids, do_sample=True, num_return_sequences=3, max_new_tokens=4, seed=0).shape == (3, 19)
     with pytest.raises(ValueError, match="num_return_sequences"):
         model.generate(ids, num_return_sequences=2, max_new_tokens=2)

@@ -20,9 +20,12 @@ sequence is recomputed each step. Both give the same tokens; the cache makes a s
 A row that produced ``eos_token_id`` is finished: it gets ``pad_token_id`` from then on, and
 generation stops when every row is finished (or after ``max_new_tokens``).
 
-The options and their defaults are transformers': ``max_length=20`` in all when no length is given,
-``top_k=50`` and ``top_p=1.0`` when sampling, ``repetition_penalty``, ``num_return_sequences`` and a
-``streamer`` (``TextStreamer`` prints the text as it is generated).
+The options and their defaults are transformers 5's: 20 new tokens when no length is given (with its
+warning), ``top_k=50`` and ``top_p=1.0`` when sampling, ``repetition_penalty``, ``num_return_sequences``
+and a ``streamer`` (``TextStreamer`` prints the text as it is generated). So are its refusals:
+``max_new_tokens`` < 1, or a ``max_length`` the prompt already fills, is a ValueError (nothing to
+generate is a mistake, not an empty answer), and sampling options given to greedy decoding are
+warned about (they would change nothing).
 """
 import warnings
 
@@ -89,7 +92,7 @@ def sample_next_token(logits, do_sample=False, temperature=1.0, top_k=None, top_
     return np.minimum((cdf < u).sum(axis=-1), logits.shape[-1] - 1)
 
 
-DEFAULT_MAX_LENGTH = 20  # transformers' default total length when no limit is given
+DEFAULT_NEW_TOKENS = 20  # transformers 5's default when no length is given (4.x counted the prompt in)
 
 
 def generate(model, input_ids, max_new_tokens=None, do_sample=False, temperature=1.0, top_k=50,
@@ -100,7 +103,7 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=False, temperature
 
     ``input_ids``: one sequence ``[ids]``-style 1-D, or a batch [B, T] (pad batches on the *left*
     and pass ``attention_mask``). Length: ``max_new_tokens`` new tokens, or ``max_length`` in all
-    (prompt included); with neither, ``max_length=20`` as in transformers. ``eos_token_id`` (an id or
+    (prompt included); with neither, 20 new tokens as in transformers 5. ``eos_token_id`` (an id or
     a list; default the model config's, ``[]`` never stops) ends a row. Sampling (``do_sample=True``)
     keeps transformers' defaults: ``top_k=50``, ``top_p=1.0``. ``repetition_penalty`` > 1 makes tokens
     already in the row less likely (CTRL's rule, as transformers). ``num_return_sequences`` samples
@@ -115,9 +118,12 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=False, temperature
     if ids.ndim != 2 or 0 in ids.shape:
         raise ValueError(f"input_ids must be a non-empty sequence or a [batch, seq_len] batch with "
                          f"batch >= 1 and seq_len >= 1, got shape {ids.shape}")
-    max_new_tokens = _new_token_budget(max_new_tokens, max_length, ids.shape[1])
-    _check_sampling_options(do_sample, repetition_penalty, num_return_sequences, streamer, ids.shape[0])
     config = getattr(model, "config", None)
+    max_new_tokens = _new_token_budget(max_new_tokens, max_length, ids.shape[1],
+                                       getattr(config, "max_position_embeddings", None))
+    _check_sampling_options(do_sample, repetition_penalty, num_return_sequences, streamer, ids.shape[0])
+    if not do_sample:
+        _warn_unused_sampling_options(temperature, top_k, top_p)
     _warn_past_positions(config, ids.shape[1] + max_new_tokens)
     eos = _id_set(eos_token_id if eos_token_id is not None else getattr(config, "eos_token_id", None))
     if pad_token_id is None:
@@ -175,19 +181,41 @@ def apply_repetition_penalty(logits, ids, penalty):
     return logits
 
 
-def _new_token_budget(max_new_tokens, max_length, prompt_length):
-    """How many tokens to generate: ``max_new_tokens`` if given (it wins over ``max_length``, as in
-    transformers), else ``max_length`` minus the prompt, else transformers' default total of 20."""
+def _new_token_budget(max_new_tokens, max_length, prompt_length, position_limit=None):
+    """How many tokens to generate, as transformers 5 decides it: ``max_new_tokens`` if given (it wins
+    over ``max_length``, with a warning), else ``max_length`` minus the prompt, else 20 new tokens
+    (capped at the model's ``max_position_embeddings``). Nothing to generate is refused, not returned."""
     if max_new_tokens is not None:
-        _check_count("max_new_tokens", max_new_tokens)
+        _check_count("max_new_tokens", max_new_tokens, minimum=1)
+        if max_length is not None:
+            warnings.warn(f"both max_new_tokens (={max_new_tokens}) and max_length (={max_length}) were given: "
+                          "max_new_tokens wins, as in transformers")
         return max_new_tokens
     if max_length is not None:
         _check_count("max_length", max_length)
-    total = DEFAULT_MAX_LENGTH if max_length is None else max_length
+        total = max_length
+    else:
+        total = prompt_length + DEFAULT_NEW_TOKENS
+        if position_limit is not None:
+            total = min(total, position_limit)
+        warnings.warn(f"no max_new_tokens given: generating up to max_length={total} tokens in all (transformers' "
+                      f"default of {DEFAULT_NEW_TOKENS} new ones); pass max_new_tokens=... to choose")
     if total <= prompt_length:
-        warnings.warn(f"the prompt has {prompt_length} tokens and max_length is {total}: nothing is "
-                      "generated (pass max_new_tokens=...)")
-    return max(0, total - prompt_length)
+        raise ValueError(f"the prompt has {prompt_length} tokens but max_length is {total}: nothing would be "
+                         "generated (transformers refuses this too); increase max_length or, better, set "
+                         "max_new_tokens")
+    return total - prompt_length
+
+
+def _warn_unused_sampling_options(temperature, top_k, top_p):
+    """Greedy decoding takes the most likely token: temperature, top_k and top_p change nothing. Say so
+    when one was set away from its default (transformers warns the same way), rather than ignore it."""
+    unused = [f"{name}={value!r}" for name, value, default in
+              (("temperature", temperature, 1.0), ("top_k", top_k, 50), ("top_p", top_p, 1.0))
+              if value is not None and value != default]
+    if unused:
+        warnings.warn(f"do_sample is not True: {', '.join(unused)} only apply to sampling and change nothing "
+                      "here; set do_sample=True or leave them unset (transformers warns the same)")
 
 
 def _check_sampling_options(do_sample, repetition_penalty, num_return_sequences, streamer, batch):
@@ -244,10 +272,10 @@ class TextStreamer:
         print(text, flush=True, end="" if not stream_end else None)
 
 
-def _check_count(name, value):
-    """A count argument must be a whole number >= 0: 2.5 tokens, True or "3" are refused, not rounded."""
-    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+def _check_count(name, value, minimum=0):
+    """A count argument must be a whole number >= ``minimum``: 2.5 tokens, True or "3" are refused, not rounded."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _as_int_array(values, name):
