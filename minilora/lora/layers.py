@@ -295,14 +295,15 @@ class Linear(BaseTunerLayer):
         for name in active:
             if name in self.lora_magnitude_vector:
                 result = self._dora_forward(x, name, result)
-            elif result is None:  # the usual case: base GEMM and LoRA branch in ONE fused op
-                result = ops.lora_linear(x, self.base_layer.weight, self.lora_A[name].weight,
-                                         self.lora_B[name].weight, self.scaling[name],
+            elif result is None and self.lora_A[name].weight.dtype == x.dtype:  # the usual case: base GEMM
+                result = ops.lora_linear(x, self.base_layer.weight, self.lora_A[name].weight,  # and LoRA branch
+                                         self.lora_B[name].weight, self.scaling[name],       # in ONE fused op
                                          bias=self.base_layer.bias,
                                          dropout_p=self._dropout_p(self.lora_dropout, name))
-            else:  # a second active adapter adds its own branch
-                xd = ops.dropout(x, self._dropout_p(self.lora_dropout, name))
-                result = result + self.lora_B[name](self.lora_A[name](xd)) * self.scaling[name]
+            else:  # a second active adapter adds its own branch; float32 adapters on a float16 base
+                result = self.base_layer(x) if result is None else result  # compute it in theirs, as PEFT
+                xd = ops.dropout(x, self._dropout_p(self.lora_dropout, name)).to(self.lora_A[name].weight.dtype)
+                result = result + (self.lora_B[name](self.lora_A[name](xd)) * self.scaling[name]).to(result.dtype)
         return result
 
     def _dora_forward(self, x, name, result):

@@ -525,11 +525,14 @@ class PeftModel(_Wrapper):
 
     wrapped = "base_model"
 
-    def __init__(self, model, peft_config, adapter_name="default"):
+    def __init__(self, model, peft_config, adapter_name="default", autocast_adapter_dtype=True,
+                 low_cpu_mem_usage=False):
         super().__init__()
+        _refuse("low_cpu_mem_usage", low_cpu_mem_usage, False, "PeftModel")
         if peft_config.peft_type not in PEFT_TYPE_TO_TUNER:
             raise NotImplementedError(f"adapter type {peft_config.peft_type!r} is not supported")
         self.base_model = PEFT_TYPE_TO_TUNER[peft_config.peft_type](model, peft_config, adapter_name)
+        cast_adapter_dtype(self.base_model, adapter_name, autocast_adapter_dtype)
 
     # --- what is there -------------------------------------------------------------------------
     @property
@@ -586,9 +589,11 @@ class PeftModel(_Wrapper):
             self.base_model.enable_adapter_layers()
 
     # --- several adapters ----------------------------------------------------------------------
-    def add_adapter(self, adapter_name, peft_config):
+    def add_adapter(self, adapter_name, peft_config, low_cpu_mem_usage=False, autocast_adapter_dtype=True):
         """Add another adapter (inactive and frozen until ``set_adapter``)."""
+        _refuse("low_cpu_mem_usage", low_cpu_mem_usage, False, "add_adapter")
         self.base_model.inject_adapter(adapter_name, peft_config)
+        cast_adapter_dtype(self.base_model, adapter_name, autocast_adapter_dtype)
         self.base_model.set_adapter(self.active_adapter if self.active_adapter is not None else adapter_name)
 
     def set_adapter(self, adapter_name):
@@ -649,7 +654,7 @@ class PeftModel(_Wrapper):
         config.inference_mode = not is_trainable
         model_cls = _class_for_task(config.task_type) if cls is PeftModel else cls
         trainable = [(param, param.requires_grad) for param in model.parameters()]
-        peft_model = model_cls(model, config, adapter_name)
+        peft_model = model_cls(model, config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
         try:
             _io.load_adapter_weights(peft_model, model_id, adapter_name)
         except Exception:  # an adapter that does not fit: give the caller's model back as it came
@@ -670,7 +675,7 @@ class PeftModel(_Wrapper):
         config = config_from_dict(_io.read_adapter_config(model_id))
         config.inference_mode = not is_trainable
         wrapped = self.base_model.wrapped_layer_names()
-        self.add_adapter(adapter_name, config)
+        self.add_adapter(adapter_name, config, autocast_adapter_dtype=autocast_adapter_dtype)
         try:
             _io.load_adapter_weights(self, model_id, adapter_name)
         except Exception:
@@ -698,6 +703,26 @@ def _class_for_task(task_type):
         return PeftModelForCausalLM if task_type == TaskType.CAUSAL_LM else PeftModel
     raise NotImplementedError(f"task_type={task_type!r} is not implemented in minilora (it has causal language "
                               "models only): use task_type='CAUSAL_LM' or None")
+
+
+def cast_adapter_dtype(tuner, adapter_name, autocast_adapter_dtype=True):
+    """PEFT's ``autocast_adapter_dtype``: adapter weights made in float16 become float32.
+
+    An adapter's layers take their base layer's dtype, so a float16 model gets float16 adapters;
+    PEFT upcasts them (the default, True) because training a low-rank update in half precision loses
+    small updates to rounding. The base stays float16 and the layer computes in its dtype, as in PEFT.
+    (PEFT also upcasts bfloat16; minilora has no bfloat16 tensors on the CPU.) ``False`` keeps them."""
+    if autocast_adapter_dtype not in (True, False):
+        raise TypeError(f"autocast_adapter_dtype must be True or False, got {autocast_adapter_dtype!r}")
+    if not autocast_adapter_dtype:
+        return
+    for module in tuner.modules():
+        if not isinstance(module, BaseTunerLayer):
+            continue
+        for table_name in module.adapter_layer_names:  # lora_A.<adapter>.weight, vera_lambda_b.<adapter>, ...
+            for name, param in getattr(module, table_name).named_parameters():
+                if name.split(".")[0] == adapter_name and param.dtype == np.float16:
+                    param.data = param.data.float()  # the same Parameter object, as PEFT's in-place cast
 
 
 def _refuse_load_options(ephemeral_gpu_offload, low_cpu_mem_usage, key_mapping, what):
@@ -758,4 +783,4 @@ def get_peft_model(model, peft_config, adapter_name="default", mixed=False, auto
     if revision is not None:
         peft_config = copy.deepcopy(peft_config)
         peft_config.revision = revision
-    return model_cls(model, peft_config, adapter_name)
+    return model_cls(model, peft_config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
