@@ -5,6 +5,7 @@ The generation itself (``generate``, the sampling filters, ``TextStreamer``) liv
 re-exported here, so ``from minilora.generate import generate`` keeps working.
 """
 import argparse
+import inspect
 import os
 
 from .nn.generation import (TextStreamer, apply_repetition_penalty, generate, sample_next_token,  # noqa: F401
@@ -35,14 +36,20 @@ def add_cli_arguments(parser, name):
                         help="a LoRA adapter folder (adapter_config.json + adapter_model.safetensors)")
     parser.add_argument("--tokenizer", default=None, metavar="FILE",
                         help="a Hugging Face tokenizer.json; default: minilora's byte-level tokenizer")
-    parser.add_argument("--max-new-tokens", type=non_negative_int, default=40,
+    parser.add_argument("--max-new-tokens", type=positive_int, default=40,
                         help="how many tokens at most (default 40)")
     parser.add_argument("--sample", action="store_true",
                         help="sample instead of always taking the most likely token (greedy)")
-    parser.add_argument("--temperature", type=positive_float, default=1.0, help="with --sample: < 1 sharper, > 1 flatter")
-    parser.add_argument("--top-k", type=positive_int, default=None, help="with --sample: keep the k most likely tokens")
+    # One set of sampling defaults: generate()'s, which are transformers' (left unset here, read for --help).
+    default = {name: p.default for name, p in inspect.signature(generate).parameters.items()}
+    parser.add_argument("--temperature", type=positive_float, default=None,
+                        help=f"with --sample: < 1 sharper, > 1 flatter (default {default['temperature']})")
+    parser.add_argument("--top-k", type=non_negative_int, default=None,
+                        help=f"with --sample: keep the k most likely tokens (default {default['top_k']}, "
+                             "transformers' default; 0 keeps all)")
     parser.add_argument("--top-p", type=top_p_value, default=None,
-                        help="with --sample: keep the smallest set of tokens whose probability adds up to p")
+                        help="with --sample: keep the smallest set of tokens whose probability adds up to p "
+                             f"(default {default['top_p']}: all)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed for --sample (default 0)")
     parser.add_argument("--device", type=device_name, default=None,
                         help="cpu, emu or cuda (default: $MINILORA_DEVICE or cpu)")
@@ -52,6 +59,10 @@ def cli_main(args):
     from . import models, tokenizer as tokenizers
     from .cli import UsageError
 
+    given = [flag for flag, value in (("--temperature", args.temperature), ("--top-k", args.top_k),
+                                      ("--top-p", args.top_p)) if value is not None]
+    if given and not args.sample:  # greedy decoding would ignore them: say so before loading anything
+        raise UsageError(f"{', '.join(given)} only apply with --sample (greedy decoding takes the most likely token)")
     try:  # the folders and files named on the command line: a missing or broken one is the user's to fix
         model = (models.load_base(device=args.device) if args.model is None
                  else models.LlamaForCausalLM.from_pretrained(args.model, device=args.device))
@@ -74,8 +85,9 @@ def cli_main(args):
         raise UsageError(f"the prompt is not UTF-8 text (bytes {raw!r} at character {exc.start}); "
                          "check the terminal's encoding") from None
     ids = tok.encode(prompt)
-    out = generate(model, ids, max_new_tokens=args.max_new_tokens, do_sample=args.sample,
-                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                   eos_token_id=tok.eos_token_id)
+    sampling = {name: value for name, value in (("temperature", args.temperature), ("top_k", args.top_k),
+                                                  ("top_p", args.top_p)) if value is not None}
+    out = generate(model, ids, max_new_tokens=args.max_new_tokens, do_sample=args.sample, seed=args.seed,
+                   eos_token_id=tok.eos_token_id, **sampling)  # what is not given keeps generate()'s default
     print(prompt + tok.decode(out.numpy()[len(ids):].tolist(), skip_special_tokens=True))
     return 0

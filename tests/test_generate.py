@@ -149,3 +149,46 @@ def test_generate_command_help_explains_itself(capsys):
         main(["generate", "--help"])
     assert exit_info.value.code == 0
     assert "--adapter" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def byte_model_dir(tmp_path_factory):
+    """A tiny byte-level Llama on disk: its 259-token vocabulary makes top-k 50 and "all" differ."""
+    from minilora.tokenizer import ByteTokenizer
+    tok = ByteTokenizer()
+    ml.manual_seed(0)
+    config = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=128, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    path = str(tmp_path_factory.mktemp("bytes"))
+    LlamaForCausalLM(config).save_pretrained(path)
+    return path
+
+
+def test_generate_command_samples_with_generates_defaults(byte_model_dir, capsys):
+    """One set of defaults: `--sample` without --top-k is generate()'s top_k=50 (transformers'), not
+    "no filter" (the CLI used to default to None while generate() defaulted to 50)."""
+    from minilora.cli import main
+    from minilora.tokenizer import ByteTokenizer
+    tok, model = ByteTokenizer(), LlamaForCausalLM.from_pretrained(byte_model_dir)
+    ids = tok.encode("hi")
+
+    def text(**options):
+        out = generate(model, ids, max_new_tokens=12, do_sample=True, seed=3, eos_token_id=tok.eos_token_id, **options)
+        return "hi" + tok.decode(out.numpy()[len(ids):].tolist(), skip_special_tokens=True)
+    assert text() == text(top_k=50) != text(top_k=0)  # the test can tell the two apart
+    for flags, expected in (([], text()), (["--top-k", "0"], text(top_k=0)), (["--top-k", "7"], text(top_k=7))):
+        code = main(["generate", "hi", "--model", byte_model_dir, "--sample", "--seed", "3", "--max-new-tokens", "12",
+                     *flags])
+        assert code == 0 and capsys.readouterr().out == expected + "\n"
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    assert "default 50" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("flags", [["--temperature", "0.5"], ["--top-k", "5"], ["--top-p", "0.9"]])
+def test_generate_command_refuses_sampling_flags_without_sample(byte_model_dir, flags, capsys):
+    """Greedy decoding would silently ignore them."""
+    from minilora.cli import main
+    assert main(["generate", "hi", "--model", byte_model_dir, *flags]) == 2
+    assert f"{flags[0]} only apply with --sample" in capsys.readouterr().err
