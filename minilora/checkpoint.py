@@ -36,7 +36,8 @@ import numpy as np
 
 __all__ = ["CheckpointError", "atomic_write", "atomic_folder", "remove_leftovers", "save_json", "load_json",
            "read_header", "save_file", "load_file", "load_checkpoint", "read_checkpoint_shapes",
-           "checkpoint_files", "SAFE_WEIGHTS_NAME", "SAFE_WEIGHTS_INDEX_NAME"]
+           "checkpoint_files", "non_finite_names", "warn_non_finite", "SAFE_WEIGHTS_NAME",
+           "SAFE_WEIGHTS_INDEX_NAME"]
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
@@ -423,6 +424,25 @@ def save_file(tensors, path, metadata=None):
         f.write(text)
         for data in chunks:
             f.write(data)
+
+
+def non_finite_names(tensors):
+    """Names of the floating-point arrays in ``{name: array}`` that hold a NaN or an infinity."""
+    return [name for name, t in tensors.items()
+            if np.asarray(_host(t)).dtype.kind in "fc" and not np.isfinite(_host(t)).all()]
+
+
+def warn_non_finite(tensors, source):
+    """Warn, naming the tensors, when loaded weights hold NaN or infinity. PEFT and torch.load load them
+    without a word, and every output computed from them is NaN: the file was most likely saved from a
+    run that had diverged. A warning, not an error, so such a file can still be opened and inspected."""
+    bad = non_finite_names(tensors)
+    if bad:
+        import warnings
+        more = f" and {len(bad) - 1} more tensor(s)" if len(bad) > 1 else ""
+        warnings.warn(f"{source}: {bad[0]!r}{more} hold NaN or infinite values; everything computed from them "
+                      "will be NaN (was it saved from a training run that diverged?)", stacklevel=3)
+    return bad
 
 
 def _host(t):

@@ -113,8 +113,10 @@ def load(f, map_location=None):
     extra = _placements(path, header.get("__metadata__", {}).get(_META_KEY, "{}"))
     if map_location is None:
         _check_saved_devices(path, extra)
+    arrays = checkpoint.load_file(path)
+    checkpoint.warn_non_finite(arrays, f"minilora.load({path!r})")  # torch.load says nothing
     out = {}
-    for name, array in checkpoint.load_file(path).items():
+    for name, array in arrays.items():
         device, requires_grad = extra.get(name, ["cpu", False])
         if map_location is not None:
             device = map_location

@@ -137,11 +137,14 @@ def _unflatten(value, arrays):
     return value
 
 
-def _non_finite_arrays(state):
-    """Names of the float arrays in a training state that hold a NaN or an infinity."""
-    arrays = {}
-    _flatten(state, "s", arrays)
-    return [name for name, a in arrays.items() if a.dtype.kind in "fc" and not np.isfinite(a).all()]
+def _non_finite_arrays(state, path=""):
+    """Where the float arrays of a training state that hold a NaN or an infinity are, as readable paths
+    ("optimizer.state.1.exp_avg_sq", "model.<parameter name>")."""
+    value = _to_numpy(state)
+    if isinstance(value, np.ndarray):
+        return [path] if value.dtype.kind in "fc" and not np.isfinite(value).all() else []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    return [bad for key, item in items for bad in _non_finite_arrays(item, f"{path}.{key}" if path else str(key))]
 
 
 def save_training_state(path, state):
@@ -420,6 +423,10 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
             raise FileNotFoundError(f"resume: no checkpoint at {path!r} (train with out_dir= and "
                                     f"save_every= first)")
         state = load_training_state(path)
+        bad = _non_finite_arrays(state)
+        if bad:  # minilora writes only finite checkpoints: this one was edited, or not written by it
+            raise ValueError(f"resume from {path}: {len(bad)} weight/optimizer arrays hold NaN or inf (first: "
+                             f"{bad[0]}); training on them gives NaN at once. Resume from another checkpoint")
         try:
             start, losses = _restore(state, named, optimizer, scheduler)
         except ValueError as exc:  # name the file: the message alone does not say which run it was

@@ -808,6 +808,68 @@ def test_refused_resume_leaves_the_model_as_it_was(tmp_path):
     assert same_layout(before, layout(model))  # not half the checkpoint's weights
 
 
+def test_resume_from_a_checkpoint_holding_nan_is_refused_by_name(tmp_path):
+    """minilora writes only finite checkpoints; one that holds NaN (edited, or written elsewhere) used to
+    resume and fail one step later as "the loss is NaN", blaming the learning rate."""
+    out = str(tmp_path)
+    train(tiny_model(), rows(), steps=2, lr=1e-2, save_every=1, out_dir=out, **KW)
+    path = os.path.join(out, "checkpoint.npz")
+    state = load_training_state(path)
+    state["optimizer"]["state"][1]["exp_avg_sq"][0] = np.nan
+    save_training_state(path, state)
+    with pytest.raises(ValueError, match=r"resume from .*checkpoint.npz: 1 weight/optimizer arrays hold NaN or inf "
+                                         r"\(first: optimizer.state.1.exp_avg_sq\)"):
+        train(tiny_model(), rows(), steps=4, lr=1e-2, save_every=1, out_dir=out, resume=True, **KW)
+
+
+def saved_lora_adapter(folder, poison=None):
+    """A LoRA adapter for tiny_model() in ``folder``; ``poison(tensors)`` edits the file's arrays first."""
+    from minilora.checkpoint import load_file
+    from minilora.lora import LoraConfig, get_peft_model
+    get_peft_model(tiny_model(), LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(str(folder))
+    if poison is not None:
+        path = os.path.join(folder, "adapter_model.safetensors")
+        tensors = load_file(path)
+        poison(tensors)
+        save_file(tensors, path)
+    return str(folder)
+
+
+def test_adapter_weights_holding_nan_or_inf_load_with_a_warning_naming_them(tmp_path):
+    """PEFT loads them silently, and every logit is NaN afterwards: minilora warns, naming the tensor."""
+    import warnings
+
+    from minilora.lora import PeftModel
+
+    def poison(tensors):
+        name = sorted(k for k in tensors if "lora_B" in k)[0]
+        tensors[name][0, 0] = np.nan
+        tensors[sorted(k for k in tensors if "lora_A" in k)[0]][0, 0] = np.inf
+    bad = saved_lora_adapter(tmp_path / "bad", poison)
+    with pytest.warns(UserWarning, match=r"adapter .*adapter_model.safetensors: 'base_model.*lora_[AB].weight' and "
+                                         r"1 more tensor\(s\) hold NaN or infinite values"):
+        model = PeftModel.from_pretrained(tiny_model(), bad)
+    with pytest.warns(UserWarning, match="hold NaN or infinite values"):
+        model.load_adapter(bad, "again")
+    good = saved_lora_adapter(tmp_path / "good")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PeftModel.from_pretrained(tiny_model(), good).load_adapter(good, "two")
+
+
+def test_minilora_load_warns_about_nan_values(tmp_path):
+    import warnings
+    path = str(tmp_path / "w.safetensors")
+    ml.save({"ok": ml.tensor([1.0, 2.0]), "bad": ml.tensor([1.0, float("inf")])}, path)
+    with pytest.warns(UserWarning, match=r"minilora.load\(.*w.safetensors'\): 'bad' hold NaN or infinite"):
+        loaded = ml.load(path)
+    assert np.isinf(loaded["bad"].numpy()[1])  # loaded as it is: the warning is the point
+    ml.save({"ok": ml.tensor([1.0, 2.0]), "ints": ml.tensor([1, 2])}, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ml.load(path)
+
+
 @posix_only
 def test_unusable_kernel_cache_folder_names_minilora_cache_dir(tmp_path, monkeypatch):
     from minilora import emulator

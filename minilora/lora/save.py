@@ -16,7 +16,8 @@ import os
 
 import numpy as np
 
-from ..checkpoint import atomic_folder, atomic_write, load_file, load_json, read_header, save_file, save_json
+from ..checkpoint import (atomic_folder, atomic_write, load_file, load_json, read_header, save_file, save_json,
+                          warn_non_finite)
 from .config import CONFIG_NAME
 from .layers import BaseTunerLayer, ModulesToSaveWrapper
 from .layers import Embedding as LoraEmbedding
@@ -207,7 +208,9 @@ def load_adapter_weights(peft_model, directory, adapter_name):
             "PEFT rebuilds them with torch's random generator, which minilora does not reproduce. "
             "Save it with save_projection=True.")
     peft_model.base_model.prepare_to_load(adapter_name)  # e.g. AdaLoRA: shrink to the saved ranks
-    set_peft_model_state_dict(peft_model, load_file(path), adapter_name, source=path)
+    tensors = load_file(path)
+    warn_non_finite(tensors, f"adapter {path}")  # PEFT loads NaN silently; every output would be NaN
+    set_peft_model_state_dict(peft_model, tensors, adapter_name, source=path)
 
 
 def write_model_card(save_directory, base_model, peft_type, causal_lm):
