@@ -374,7 +374,7 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
     g["backend"].all_reduce(array, op)
     if op is ReduceOp.AVG:
         array /= g["size"]
-    tensor._counter[0] += 1  # an in-place change, as far as autograd's version checks go
+    tensor._bump_version()  # an in-place change, as far as autograd's version checks go
     _count("all_reduce", array.nbytes)
 
 
@@ -387,7 +387,7 @@ def broadcast(tensor, src, group=None, async_op=False):
     if not array.flags.c_contiguous:
         raise ValueError("broadcast: the tensor must be contiguous (call .contiguous() first)")
     g["backend"].broadcast(array, int(src))
-    tensor._counter[0] += 1
+    tensor._bump_version()
     _count("broadcast", array.nbytes)
 
 

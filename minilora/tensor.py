@@ -18,13 +18,19 @@ tensors (created by the user, ``requires_grad=True``) accumulate them in ``.grad
 Views and in-place ops follow torch. An op whose result is a view of an input's array (reshape,
 basic indexing, transpose, expand, ``detach``) gives a tensor that shares that input's storage and
 its **version counter** (``_counter``, one list ``[n]`` shared by a tensor and its views; torch's
-``t._version`` reads it). Every
-in-place op (``x += 1``, ``x.mul_(2)``, ``x[0] = 1``, ...) bumps it. When an op records itself for
-backward it notes the version of each input (and of its output) whose storage it saved; if that
-storage was modified in place before backward, backward raises torch's error instead of computing
-with the changed numbers. An in-place op on a non-leaf tensor inside the graph is differentiable: the
-tensor's node becomes the in-place op's node (torch's "rebase"), and ops recorded earlier keep
-pointing at the node they saw (``ctx.parents``), so the graph is not rewritten under them.
+``t._version`` reads it). Every in-place op (``x += 1``, ``x.mul_(2)``, ``x[0] = 1``, ...) bumps it.
+If an op saved a storage for backward and that storage was modified in place before backward,
+backward raises torch's error instead of computing with the changed numbers. An in-place op on a
+non-leaf tensor inside the graph is differentiable: the tensor's node becomes the in-place op's node
+(torch's "rebase"), and ops recorded earlier keep the node they saw, so the graph is not rewritten
+under them.
+
+Most tensors are never viewed or changed in place, and one op runs for every ``+``, so that
+bookkeeping is paid only where it is used: a tensor gets its counter the first time it is viewed or
+changed (``_counter`` is ``None`` until then: version 0); a node notes its inputs' versions only when
+one is not 0; a tensor remembers the nodes it had before an in-place op (``_past``) only once it has
+had one; and backward skips the checks for every node recorded after the last in-place change
+anywhere (``_last_change``), which is all of them in an ordinary forward pass.
 
 Ops themselves live in ``minilora/ops``: each is a ``Function`` subclass with
 ``forward(ctx, *arrays)`` and ``backward(ctx, grad)``. ``Function.apply`` is the one door every op
@@ -159,31 +165,30 @@ class Context:
     """What an op keeps between forward and backward. Ops set any attribute they need.
 
     The engine's own fields are slots; whatever an op saves (``ctx.a = a``) lands in the instance
-    ``__dict__``, so ``free()`` can drop all of it with one ``clear()``.
+    ``__dict__``, so ``free()`` can drop all of it with one ``clear()``. The engine's rarely-set
+    fields (``versions``, ``out_watch``) are class-level defaults, stored on a node only when they
+    differ: a graph holds one node per op, and every field set costs every op.
     """
 
-    __slots__ = ("fn", "device", "needs_input_grad", "inputs", "parents", "versions",
-                 "out_counter", "out_version", "out_storage", "seq", "freed", "retained", "__dict__")
+    __slots__ = ("fn", "device", "needs_input_grad", "inputs", "parents", "seq", "freed", "retained",
+                 "__dict__")
+    versions = None  # each input's version when the op ran, if any was not 0 (None: all were 0)
+    out_watch = None  # (version counter, version, storage id) of the output, once it has a counter
 
     def __init__(self, fn, device, needs_input_grad):
         self.fn = fn
         self.device = device
         self.needs_input_grad = needs_input_grad  # tuple of bools, one per positional input
-        self.inputs = ()  # the input Tensors (set only when the node is recorded in the graph)
+        self.inputs = ()  # the inputs (Tensors and numbers), set only when the node is recorded
         self.parents = ()  # each input's node when this op ran (None: a leaf or not a tensor)
         self.seq = 0  # creation number of a recorded node: the backward engine's ordering
         self.freed = False  # True once backward has used the node and dropped what it saved
-        self.versions = ()  # each input tensor's version when the op ran (None: not a tensor)
-        # The output's version counter, its version when made, and the id of its storage: three slots
-        # rather than a tuple, because a graph holds one node per op and every container there is one
-        # more object for Python's garbage collector to walk.
-        self.out_counter = self.out_version = self.out_storage = None
         self.retained = None  # weak reference to the output, when it called retain_grad()
 
     def watch_output(self, tensor):
         """Remember ``tensor`` -- this node's output -- as it is now, for the in-place checks at backward."""
-        self.out_counter = tensor._counter
-        self.out_version, self.out_storage = tensor._counter[0], id(_storage(tensor._array))
+        counter = tensor._version_counter()
+        self.out_watch = (counter, counter[0], id(_storage(tensor._array)))
 
     def save_for_backward(self, *arrays):
         self.saved = arrays
@@ -191,11 +196,12 @@ class Context:
     def free(self):
         """Drop everything saved: the graph has been used once (see ``retain_graph``)."""
         self.__dict__.clear()
-        self.inputs = self.parents = self.versions = ()
+        self.inputs = self.parents = ()
         self.freed = True
 
 
-_sequence = itertools.count(1)  # numbers recorded nodes in creation order
+_sequence = itertools.count(1)  # numbers recorded nodes (and in-place changes) in creation order
+_last_change = 0  # the number drawn by the latest in-place change to any tensor (see _bump_version)
 
 
 class Function:
@@ -238,7 +244,8 @@ class Function:
         """
         grad_on = _grad_enabled
         dev = None
-        arrays, needs, parents, versions = [], [], [], []  # parents/versions: kept if the node is recorded
+        arrays, needs, parents = [], [], []  # parents: each input's node now (kept if recorded)
+        changed = False  # has an input been changed in place before (a version other than 0)?
         for x in inputs:
             if isinstance(x, Tensor):
                 if x._view is not None and grad_on and x._view[4] != x._counter[0]:
@@ -251,12 +258,12 @@ class Function:
                 arrays.append(x._array)
                 needs.append(grad_on and x.requires_grad)
                 parents.append(x._ctx)
-                versions.append(x._counter[0])
+                if x._counter is not None and x._counter[0]:
+                    changed = True
             else:  # Python/NumPy scalars and None pass straight through
                 arrays.append(x)
                 needs.append(False)
                 parents.append(None)
-                versions.append(None)
         fn = cls
         if cls.kernel_forward is not None and dev is not None and dev.uses_kernels:
             fn = _on_kernels(cls, arrays)
@@ -270,10 +277,9 @@ class Function:
                                    cls.flops(ctx, arrays, out))
         if isinstance(out, np.generic):  # NumPy turns 0-d results into scalars; keep arrays
             out = np.asarray(out)
-        base = out.base
         # Only a result that is an input's array, or a view of some array, can be a view of an input:
         # a fresh result (almost every op) skips the search.
-        fresh = base is None
+        fresh = out.base is None
         if fresh:
             for a in arrays:
                 if a is out:
@@ -282,13 +288,13 @@ class Function:
         if True in needs and out.dtype.kind == "f":  # integer/bool results never carry a gradient (torch)
             ctx.inputs = inputs
             ctx.parents = parents
-            ctx.versions = versions
             ctx.seq = next(_sequence)
+            if changed:
+                ctx.versions = tuple(_version_of(x) for x in inputs)
             result = Tensor._make(out, dev, True, ctx)
             if not fresh:
                 _share_storage(result, inputs, cls, options)
-            ctx.out_counter = counter = result._counter
-            ctx.out_version, ctx.out_storage = counter[0], id(out if base is None else base)
+                ctx.watch_output(result)
             return result
         result = Tensor._make(out, dev, False, None)
         if not fresh:
@@ -330,9 +336,9 @@ def _share_storage(result, inputs, fn, options):
         if isinstance(x, Tensor):
             a = x._array
             if a is out or (base is not None and (a is base or a.base is base)):
-                result._counter = x._counter
+                result._counter = counter = x._version_counter()
                 result._base = x if x._base is None else x._base
-                result._view = (fn, inputs, options, i, x._counter[0])
+                result._view = (fn, inputs, options, i, counter[0])
                 return
 
 
@@ -353,19 +359,20 @@ def _refresh_view(view):
 
 def _check_versions(ctx):
     """torch's saved-tensor check, at backward: an input (or the output) whose storage changed in
-    place since the op ran is an error if the op saved that storage for backward. The versions are
-    compared first (cheap); only a changed one is looked up among the saved arrays."""
-    counter, version, out_storage = ctx.out_counter, ctx.out_version, ctx.out_storage
-    if counter[0] == version:
-        for x, v in zip(ctx.inputs, ctx.versions):
-            if v is not None and x._counter[0] != v:
-                break
-        else:
-            return  # the common case: nothing changed in place
-    changed = [(x._counter[0], v, f"input {i}", x._array) for i, (x, v) in
-               enumerate(zip(ctx.inputs, ctx.versions)) if v is not None and x._counter[0] != v]
-    if counter[0] != version:
-        changed.append((counter[0], version, "output 0", out_storage))
+    place since the op ran is an error if the op saved that storage for backward. A node recorded
+    after the last in-place change anywhere has nothing to check (the common case); otherwise the
+    versions are compared first, and only a changed one is looked up among the saved arrays."""
+    if ctx.seq > _last_change:
+        return
+    then = ctx.versions or (0,) * len(ctx.inputs)
+    changed = [(x._version, v, f"input {i}", x._array) for i, (x, v) in enumerate(zip(ctx.inputs, then))
+               if isinstance(x, Tensor) and x._version != v]
+    if ctx.out_watch is not None:
+        counter, version, storage = ctx.out_watch
+        if counter[0] != version:
+            changed.append((counter[0], version, "output 0", storage))
+    if not changed:
+        return
     saved = {id(_storage(a)) for a in _saved_arrays(ctx.__dict__.values())}
     for now, then, role, array in changed:
         if (array if isinstance(array, int) else id(_storage(array))) in saved:
@@ -374,6 +381,10 @@ def _check_versions(ctx):
                 f"inplace operation: {role} of {ctx.fn.__name__} is at version {now}; expected "
                 f"version {then} instead. Hint: clone() the tensor before changing it in place, or "
                 f"change a copy.")
+
+
+def _version_of(x):
+    return x._version if isinstance(x, Tensor) else 0
 
 
 def _saved_arrays(values):
@@ -426,7 +437,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self._ctx = None
         self._device = dev
-        self._counter = source._counter if shares else [0]
+        self._counter = source._version_counter() if shares else None
         self._base = (source if source._base is None else source._base) if shares else None
         self._view = None
 
@@ -439,7 +450,7 @@ class Tensor:
         t.requires_grad = requires_grad
         t._ctx = ctx
         t._device = dev
-        t._counter = [0]
+        t._counter = None  # made by _version_counter() the first time it is needed
         t._base = None
         t._view = None
         return t
@@ -460,7 +471,10 @@ class Tensor:
 
     @property
     def grad(self):
-        return self._grad
+        grad = self._grad
+        if type(grad) is _UnseenGrad:  # from now on, user code may hold it (see _store_grad)
+            grad.__class__ = Tensor
+        return grad
 
     @grad.setter
     def grad(self, value):
@@ -511,7 +525,24 @@ class Tensor:
     @property
     def _version(self):
         """How many in-place changes this tensor's storage has seen (torch's ``_version``)."""
-        return self._counter[0]
+        return 0 if self._counter is None else self._counter[0]
+
+    def _version_counter(self):
+        """The counter this tensor shares with its views, made on first use. A node whose output this
+        is starts watching it then (the output was at version 0 until now)."""
+        counter = self._counter
+        if counter is None:
+            counter = self._counter = [0]
+            ctx = self._ctx
+            if ctx is not None and ctx.out_watch is None:
+                ctx.out_watch = (counter, 0, id(_storage(self._array)))
+        return counter
+
+    def _bump_version(self):
+        """Count one in-place change of this tensor's storage, for torch's checks at backward."""
+        global _last_change
+        self._version_counter()[0] += 1
+        _last_change = next(_sequence)
 
     @property
     def nbytes(self):
@@ -579,7 +610,7 @@ class Tensor:
         """Same storage and version counter (as torch), no graph, no gradient. Not a view for
         autograd: changing it in place is allowed, and caught at backward if the values were saved."""
         t = Tensor._make(self._array, self._device, False, None)
-        t._counter = self._counter
+        t._counter = self._version_counter()
         return t
 
     def detach_(self):
@@ -698,7 +729,7 @@ class Tensor:
                 self._device.xp.asarray(value, dtype=self.dtype), self._device, False, None))
         self._check_inplace()
         self._array[...] = value
-        self._counter[0] += 1
+        self._bump_version()
         return self
 
     def add_(self, other, *, alpha=1):
@@ -772,7 +803,7 @@ class Tensor:
             raise RuntimeError("unsupported operation: more than one element of the written-to "
                                "tensor refers to a single memory location (an expand()ed tensor); "
                                "clone() it before writing") from None
-        self._counter[0] += 1
+        self._bump_version()
 
     def __iadd__(self, other): return self.add_(other)
     def __isub__(self, other): return self.sub_(other)
@@ -809,7 +840,7 @@ class Tensor:
             return self
         if self._base is not None:
             return self._inplace_view(op, args, kwargs, cast)
-        before = Tensor._make(self._array.copy(), self._device, self.requires_grad, self._ctx)
+        before = _snapshot(self)
         result = op(before, *args, **kwargs)
         if cast and result.dtype != self.dtype:
             from . import ops
@@ -833,7 +864,7 @@ class Tensor:
             chain.append(view._view)
             view = view._view[1][view._view[3]]
         base = self._base
-        before = Tensor._make(base._array.copy(), base._device, base.requires_grad, base._ctx)
+        before = _snapshot(base)
         levels = [before]  # the old base, then each view of it down to self's region
         for fn, inputs, options, i, _ in reversed(chain):
             levels.append(fn.apply(*inputs[:i], levels[-1], *inputs[i + 1:], **options))
@@ -869,7 +900,7 @@ class Tensor:
             raise RuntimeError("unsupported operation: more than one element of the written-to "
                                "tensor refers to a single memory location (an expand()ed tensor); "
                                "clone() it before writing") from None
-        self._counter[0] += 1
+        self._bump_version()
 
     # --- autograd ------------------------------------------------------------------------------
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
@@ -958,6 +989,14 @@ def _copy_from(dest, src):
     out = ops.expand(src, *dest.shape) if src.shape != dest.shape else src
     out = ops.astype(out, dest.dtype) if out.dtype != dest.dtype else out
     return out if out is not src else ops.clone(src)
+
+
+def _snapshot(t):
+    """A copy of ``t``'s values that stands for ``t`` before an in-place op: same node, its own
+    storage (and so its own version counter, which its node must not mistake for its output's)."""
+    before = Tensor._make(t._array.copy(), t._device, t.requires_grad, t._ctx)
+    before._counter = [0]
+    return before
 
 
 def _write_back(fn, options, parent, child):
@@ -1080,14 +1119,26 @@ def _store_grad(t, g, handed_out):
         if getattr(g, "base", None) is not None or id(g) in handed_out:
             g = g.copy()
         handed_out.add(id(g))
-        t._grad = Tensor._make(g, t._device, False, None)
+        t._grad = grad = Tensor._make(g, t._device, False, None)
+        grad.__class__ = _UnseenGrad
         return
     grad = t._grad
     if grad._array.dtype == g.dtype and getattr(grad._array.flags, "writeable", True):
         grad._array += g
     else:
         grad._array = grad._array + g
-    grad._counter[0] += 1
+    if type(grad) is _UnseenGrad:  # no op can have it as an input: count the change, nothing to check
+        grad._version_counter()[0] += 1
+    else:
+        grad._bump_version()
+
+
+class _UnseenGrad(Tensor):
+    """A ``.grad`` the engine made that no user code has read yet (``Tensor.grad`` turns it into a
+    plain Tensor on the first read). Adding into it in place still counts as a change of version,
+    as in torch, but no op can have saved it, so backward's checks need not look (``_last_change``
+    stays): accumulating a weight's gradient many times in one backward stays cheap."""
+    __slots__ = ()
 
 
 # id(leaf) -> (weak reference to it, {handle id: hook}); empty unless hooks are registered.
@@ -1105,7 +1156,7 @@ class _HookHandle:
 
 
 def _grad_state(t):
-    return None if t._grad is None else (id(t._grad), t._grad._counter[0])
+    return None if t._grad is None else (id(t._grad), t._grad._version)
 
 
 def _grads_before():
@@ -1140,7 +1191,8 @@ def _run_backward(root, gradient, retain_graph):
             raise RuntimeError(f"Trying to backward through the graph a second time (through "
                                f"{ctx.fn.__name__}); the saved arrays were freed after the first "
                                f"backward. Call backward(retain_graph=True) the first time.")
-        _check_versions(ctx)
+        if ctx.seq <= _last_change:  # something changed in place after this node was made
+            _check_versions(ctx)
         if ctx.retained is not None and ctx.retained() is not None:
             _store_grad(ctx.retained(), g, handed_out)
         if prof is None:

@@ -145,7 +145,7 @@ class _Bucket:
         for t in tensors:
             n = t._array.size
             t._array[...] = flat._array[offset:offset + n].reshape(t._array.shape)
-            t._counter[0] += 1
+            t._bump_version()
             offset += n
 
 
