@@ -384,3 +384,64 @@ def test_engine_failure_fails_requests_and_refuses_new_ones(monkeypatch):
         engine.submit(make_request(tok, "y")[0])
     assert err.value.status == 503
 
+
+
+# ---------------------------------------------------------------------------------------------------
+# `minilora serve`'s command line: vLLM's spellings
+# ---------------------------------------------------------------------------------------------------
+@pytest.fixture
+def serve_command(monkeypatch):
+    """Run ``minilora serve ...`` up to the server start: returns (exit code, stderr, the engine, its name)."""
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("starlette")
+    from minilora.cli import main
+    from minilora.serve import cli as serve_cli
+    started = {}
+
+    class NoServer:
+        def __init__(self, engine, name, *args, **kwargs):
+            started.update(engine=engine, name=name)
+
+        def run(self):
+            pass
+
+    monkeypatch.setattr(serve_cli, "make_server", NoServer)
+
+    def run(argv, capsys):
+        code = main(["serve", *argv])
+        return code, capsys.readouterr().err, started.get("engine"), started.get("name")
+    return run
+
+
+@pytest.fixture
+def model_dirs(tmp_path):
+    base = base_model("float32")
+    base.save_pretrained(str(tmp_path / "tiny"))
+    get_peft_model(base, adapter_config(2)).save_pretrained(str(tmp_path / "ad"))
+    get_peft_model(base_model("float32"), adapter_config(3)).save_pretrained(str(tmp_path / "ad2"))
+    return tmp_path
+
+
+def test_serve_names_the_model_as_vllm_does(serve_command, model_dirs, capsys):
+    """`vllm serve MODEL` / `--model MODEL`; the old `--base` still works, with a deprecation warning."""
+    tiny = str(model_dirs / "tiny")
+    for argv in ([tiny], ["--model", tiny], [tiny, "--model", tiny]):
+        code, err, engine, name = serve_command(argv, capsys)
+        assert code == 0 and name == "tiny" and "deprecated" not in err, err
+    code, err, engine, name = serve_command(["--base", tiny], capsys)
+    assert code == 0 and name == "tiny"
+    assert "--base is deprecated" in err and f"minilora serve {tiny}" in err
+    code, err, _, _ = serve_command([tiny, "--model", str(model_dirs / "ad")], capsys)
+    assert code == 2 and "the model is named twice, differently: --model" in err
+
+
+def test_serve_takes_vllms_lora_modules_max_num_seqs_and_max_model_len(serve_command, model_dirs, capsys):
+    tiny, ad, ad2 = (str(model_dirs / n) for n in ("tiny", "ad", "ad2"))
+    code, err, engine, _ = serve_command([tiny, "--lora-modules", f"x={ad}", f"y={ad2}", "--max-num-seqs", "3",
+                                   "--max-model-len", "40"], capsys)
+    assert code == 0, err
+    assert engine.adapters() == ["x", "y"] and engine.max_batch_size == 3 and engine.max_model_len == 40
+    code, err, engine, _ = serve_command([tiny, "--adapter", f"x={ad}", "--lora-modules", f"y={ad2}"], capsys)
+    assert code == 0 and engine.adapters() == ["x", "y"]
+    code, err, _, _ = serve_command([tiny, "--max-model-len", "65"], capsys)  # TINY's max_position_embeddings is 64
+    assert code == 2 and "max_model_len 65 is longer than the model's max_position_embeddings (64)" in err

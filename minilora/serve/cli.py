@@ -1,8 +1,10 @@
 """``minilora serve``: one base model, many LoRA adapters, an OpenAI-compatible API (vLLM's flags).
 
-    minilora serve --base DIR --adapter NAME=DIR [--adapter NAME=DIR ...] [--port 8000]
+    minilora serve [MODEL] --adapter NAME=DIR [--adapter NAME=DIR ...] [--port 8000]
 
-Then any OpenAI client works: ``model`` names an adapter (or the base, by its served name)::
+``MODEL`` is a Llama folder, as in ``vllm serve MODEL`` (or ``--model MODEL``; none: the shipped base).
+vLLM's ``--lora-modules NAME=DIR ...``, ``--max-num-seqs`` and ``--max-model-len`` work too. Then any
+OpenAI client works: ``model`` names an adapter (or the base, by its served name)::
 
     curl http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \\
          -d '{"model": "NAME", "prompt": "Q: Where does Dan Vend live?\\nA:", "max_tokens": 20}'
@@ -14,21 +16,45 @@ __all__ = ["add_cli_arguments", "cli_main", "load_engine", "make_server"]
 
 def add_cli_arguments(parser, name):
     from ..cli import device_name, non_negative_int, positive_int
-    parser.add_argument("--base", default=None, metavar="DIR",
-                        help="a Llama folder (config.json + model.safetensors, and tokenizer.json if it has one); "
-                             "default: the base model shipped with minilora")
+    where = ("a Llama folder (config.json + model.safetensors, and tokenizer.json if it has one); "
+             "default: the base model shipped with minilora")
+    parser.add_argument("model", nargs="?", default=None, metavar="MODEL", help=where + " (as `vllm serve MODEL`)")
+    parser.add_argument("--model", dest="model_option", default=None, metavar="MODEL", help="the same as MODEL (vLLM's --model)")
+    parser.add_argument("--base", default=None, metavar="MODEL", help="deprecated: the same as MODEL")
     parser.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR",
-                        help="a LoRA adapter folder served as model NAME (repeat for more; vLLM's --lora-modules)")
+                        help="a LoRA adapter folder served as model NAME (repeat for more)")
+    parser.add_argument("--lora-modules", dest="adapter", action="extend", nargs="+", metavar="NAME=DIR",
+                        help="vLLM's spelling: one or more NAME=DIR at once")
     parser.add_argument("--served-model-name", default=None,
-                        help="the base model's name in requests and /v1/models (default: the --base folder's name)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+                        help="the base model's name in requests and /v1/models (default: the MODEL folder's name)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this machine only; vLLM listens on all "
+                             "addresses, pass --host 0.0.0.0 for that)")
     parser.add_argument("--port", type=non_negative_int, default=8000, help="port (default 8000; 0 picks a free one)")
-    parser.add_argument("--max-batch-size", type=positive_int, default=8,
-                        help="requests decoded together in one forward pass (default 8)")
+    parser.add_argument("--max-batch-size", "--max-num-seqs", dest="max_batch_size", type=positive_int, default=8,
+                        help="requests decoded together in one forward pass (vLLM's --max-num-seqs; default 8)")
     parser.add_argument("--max-queue", type=non_negative_int, default=32,
                         help="requests waiting for a batch slot before new ones get 429 (default 32)")
+    parser.add_argument("--max-model-len", type=positive_int, default=None,
+                        help="longest prompt + completion, in tokens (default: the model's max_position_embeddings)")
     parser.add_argument("--device", type=device_name, default=None,
                         help="cpu, emu or cuda (default: $MINILORA_DEVICE or cpu)")
+
+
+def _model_folder(args):
+    """The one model folder named by MODEL, --model or the deprecated --base (None: the shipped base)."""
+    import sys
+
+    from ..cli import UsageError
+    if args.base is not None:
+        print("minilora serve: warning: --base is deprecated; name the model as vLLM does: "
+              f"`minilora serve {args.base}` or --model {args.base}", file=sys.stderr)
+    given = {(flag, value) for flag, value in (("MODEL", args.model), ("--model", args.model_option),
+                                               ("--base", args.base)) if value is not None}
+    if len({value for _, value in given}) > 1:
+        raise UsageError("the model is named twice, differently: " +
+                         ", ".join(f"{flag} {value}" for flag, value in sorted(given)))
+    return next(iter(given))[1] if given else None
 
 
 def _adapter_pairs(values):
@@ -42,7 +68,7 @@ def _adapter_pairs(values):
     return pairs
 
 
-def load_engine(base=None, adapters=(), device=None, max_batch_size=8, max_queue=32):
+def load_engine(base=None, adapters=(), device=None, max_batch_size=8, max_queue=32, max_model_len=None):
     """(Engine, served model name) for a base folder (None: the shipped base) and (name, dir) adapters."""
     from .. import models, tokenizer as tokenizers
     from ..lora import PeftModel
@@ -58,7 +84,7 @@ def load_engine(base=None, adapters=(), device=None, max_batch_size=8, max_queue
     if adapters:
         name, path = adapters[0]
         model = PeftModel.from_pretrained(model, path, adapter_name=name)
-    engine = Engine(model, tok, max_batch_size=max_batch_size, max_queue=max_queue)
+    engine = Engine(model, tok, max_batch_size=max_batch_size, max_queue=max_queue, max_model_len=max_model_len)
     for name, path in adapters[1:]:
         engine.load_adapter(name, path)
     served = os.path.basename(os.path.normpath(base)) if base is not None else models.BASE_NAME
@@ -95,7 +121,8 @@ def cli_main(args):
         raise UsageError("minilora serve needs starlette and uvicorn: pip install 'minilora[serve]'") from None
     adapters = _adapter_pairs(args.adapter)
     try:
-        engine, served = load_engine(args.base, adapters, args.device, args.max_batch_size, args.max_queue)
+        engine, served = load_engine(_model_folder(args), adapters, args.device, args.max_batch_size, args.max_queue,
+                                     args.max_model_len)
     except EngineError as exc:  # a second or later adapter folder that does not load
         raise UsageError(exc.message) from None
     except (OSError, ValueError) as exc:

@@ -88,7 +88,11 @@ class Engine:
         self.tokenizer = tokenizer
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
         config = getattr(self._base(), "config", None)
-        self.max_model_len = max_model_len or getattr(config, "max_position_embeddings", None)
+        limit = getattr(config, "max_position_embeddings", None)
+        if max_model_len is not None and limit is not None and max_model_len > limit:
+            raise ValueError(f"max_model_len {max_model_len} is longer than the model's max_position_embeddings "
+                             f"({limit}): positions it was never trained on (vLLM refuses it too)")
+        self.max_model_len = max_model_len or limit
         self.vocab_size = getattr(config, "vocab_size", None)
         # A model's vocabulary is often padded past the tokenizer's (to a multiple of 64, say): those
         # ids are no text, so they are never sampled.
