@@ -65,6 +65,10 @@ from .ops import (allclose, bmm, ceil, dot, equal, floor, isclose, mm, outer, ro
 from .ops import (all, amax, amin, any, argmin, argsort, chunk, clamp, clip, cos, cumsum, eq, flatten,  # noqa: E402,F401
                   gather, ge, gt, isfinite, isinf, isnan, le, lt, maximum, minimum, min, ne, nonzero,
                   norm, prod, sign, sin, sort, squeeze, std, topk, tril, triu, unsqueeze)
+from .ops import (addmm, baddbmm, bincount, clamp_max, clamp_min, count_nonzero, cumprod, diag,  # noqa: E402,F401
+                  diagonal, expm1, index_add, index_select, lerp, log1p, masked_select, median,
+                  movedim, narrow, reciprocal, repeat_interleave, roll, scatter, scatter_add, square,
+                  swapaxes, take_along_dim, tile, unique, xlogy)
 from .factories import (empty, empty_like, eye, full, full_like, is_tensor, linspace,  # noqa: E402,F401
                         multinomial, numel, randperm, ones, ones_like, rand, rand_like, randint, randn,
                         randn_like, zeros, zeros_like)

@@ -25,6 +25,13 @@ from .reduce import (all, amax, amin, any, argmax, argmin, log_softmax, logsumex
                      norm, prod, softmax, std, sum, var)
 from .shape import (cat, chunk, expand, flatten, getitem, index_put, permute, reshape, split,
                     squeeze, stack, transpose, unsqueeze)
+from .index import (bincount, count_nonzero, cumprod, index_add, index_select, masked_select, median,
+                    repeat_interleave, scatter, scatter_add, take_along_dim, unique)
+from .shape import diag, diagonal, movedim, narrow, roll, swapaxes, tile
+from .elementwise import (clamp_max, clamp_min, expm1, leaky_relu, lerp, log1p, reciprocal, softplus,
+                          square, xlogy)
+from .matmul import addmm, baddbmm
+from .nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1_loss
 
 
 def _reflected(op):
@@ -207,4 +214,39 @@ _OPERATOR_METHODS = {
     "__ixor__": _in_place(bitwise_xor), "bitwise_xor_": _in_place(bitwise_xor),
 }
 for _name, _fn in _OPERATOR_METHODS.items():
+    setattr(Tensor, _name, _fn)
+
+
+# ---- more torch methods: index_add / scatter / lerp (each with its in-place ``_`` form), unique ... --
+# The in-place forms write the op's result into ``self`` through ``Tensor._inplace`` (torch's rules
+# for leaves, views and tensors saved for backward).
+def index_add_(self, dim, index, source, *, alpha=1):
+    return self._inplace(index_add, dim, index, source, alpha=alpha)
+
+
+def scatter_(self, dim, index, src=None, *, value=None, reduce=None):
+    return self._inplace(scatter, dim, index, src, value=value, reduce=reduce)
+
+
+def scatter_add_(self, dim, index, src):
+    return self._inplace(scatter_add, dim, index, src)
+
+
+def lerp_(self, end, weight):
+    return self._inplace(lerp, end, weight)
+
+
+_MISSING_METHODS = {
+    "unique": unique, "bincount": bincount, "repeat_interleave": repeat_interleave, "roll": roll,
+    "median": median, "narrow": narrow, "diagonal": diagonal, "diag": diag,
+    "index_add": index_add, "index_add_": index_add_, "index_select": index_select,
+    "scatter": scatter, "scatter_": scatter_, "scatter_add": scatter_add,
+    "scatter_add_": scatter_add_, "take_along_dim": take_along_dim,
+    "masked_select": masked_select, "count_nonzero": count_nonzero, "cumprod": cumprod,
+    "lerp": lerp, "lerp_": lerp_, "xlogy": xlogy, "clamp_min": clamp_min,
+    "clamp_max": clamp_max, "addmm": addmm, "baddbmm": baddbmm, "movedim": movedim,
+    "swapaxes": swapaxes, "tile": tile, "square": square, "reciprocal": reciprocal,
+    "log1p": log1p, "expm1": expm1,
+}
+for _name, _fn in _MISSING_METHODS.items():
     setattr(Tensor, _name, _fn)

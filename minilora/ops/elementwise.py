@@ -14,7 +14,8 @@ from ..tensor import Function
 
 __all__ = ["add", "sub", "mul", "div", "floor_divide", "neg", "pow", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
            "sigmoid", "relu", "gelu", "silu", "where", "masked_fill", "clone", "astype",
-           "to_device", "unbroadcast", "erf"]
+           "to_device", "unbroadcast", "erf", "lerp", "xlogy", "log1p", "expm1", "softplus",
+           "leaky_relu", "clamp_min", "clamp_max", "square", "reciprocal"]
 
 
 def unbroadcast(grad, shape):
@@ -791,3 +792,162 @@ def equal(input, other):
     """A Python bool: same shape and the same values (torch.equal)."""
     a, b = _raw(input), _raw(other)
     return a.shape == b.shape and bool((a == b).all())
+
+
+# ---- lerp, xlogy, log1p/expm1, softplus, leaky_relu, clamp_min/max, square, reciprocal -----------
+class Lerp(Function):
+    """``start + weight * (end - start)``, computed as torch does: from ``end`` backwards when
+    ``weight >= 0.5`` (``end - (end - start) * (1 - weight)``), so weight 1 gives ``end`` exactly."""
+
+    @staticmethod
+    def forward(ctx, start, end, weight):
+        xp = xp_of(start)
+        ctx.shapes = (start.shape, end.shape, _shape(weight))
+        ctx.diff, ctx.weight = end - start, weight
+        return xp.where(xp.abs(weight) < 0.5, start + weight * ctx.diff,
+                        end - ctx.diff * (1 - weight))
+
+    @staticmethod
+    def backward(ctx, g):
+        ns, ne, nw = ctx.needs_input_grad
+        w = ctx.weight
+        return (unbroadcast(g * (1 - w), ctx.shapes[0]) if ns else None,
+                unbroadcast(g * w, ctx.shapes[1]) if ne else None,
+                unbroadcast(g * ctx.diff, ctx.shapes[2]) if nw else None)
+
+
+def lerp(input, end, weight):
+    """``torch.lerp``: ``input + weight * (end - input)``; ``weight`` is a number or a tensor.
+    ``input`` and ``end`` must share a dtype (torch refuses to promote here)."""
+    for name, other in (("end", end), ("weight", weight)):
+        if hasattr(other, "_array") and other.dtype != input.dtype:
+            raise RuntimeError(f"lerp: expected dtype {input.dtype} for `{name}` but got dtype "
+                               f"{other.dtype}")
+    if input.dtype.kind != "f":  # (torch's error type for a dtype it has no kernel for)
+        raise NotImplementedError(f"lerp is only implemented for floating tensors, got {input.dtype}")
+    return Lerp.apply(input, end, weight)
+
+
+class XLogY(Function):
+    """``x * log(y)``, 0 where ``x == 0`` (even for ``y == 0``), NaN where ``y`` is NaN; torch's
+    gradients: ``log(y)`` for ``x`` (also at ``x == 0``, but 0 there where ``y <= 0``) and
+    ``x / y`` for ``y``."""
+
+    @staticmethod
+    def forward(ctx, x, y):
+        xp = xp_of(x if hasattr(x, "shape") else y)
+        ctx.x, ctx.y, ctx.shapes = x, y, (_shape(x), _shape(y))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = xp.where(x == 0, 0, x * xp.log(y))
+        return xp.where(xp.isnan(y), y, out).astype(xp.result_type(x, y), copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, (nx, ny) = xp_of(g), ctx.needs_input_grad
+        x, y = ctx.x, ctx.y
+        with np.errstate(divide="ignore", invalid="ignore"):
+            undefined = (x == 0) & (y <= 0)
+            gx = unbroadcast(xp.where(undefined, 0, g * xp.log(y)), ctx.shapes[0]) if nx else None
+            gy = unbroadcast(g * x / y, ctx.shapes[1]) if ny else None
+        return gx, gy
+
+
+def xlogy(input, other):
+    """``torch.xlogy``: ``input * log(other)``, with 0 where ``input`` is 0 (the convention that
+    makes ``p log p`` terms vanish at p = 0, as entropies and ``kl_div`` need)."""
+    return XLogY.apply(*_promoted(_floating(input), other, true_divide=True))
+
+
+class Log1p(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.a = a
+        return xp_of(a).log1p(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g / (1 + ctx.a)
+
+
+class Expm1(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.out = xp_of(a).expm1(a)
+        return ctx.out
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * (ctx.out + 1)
+
+
+def log1p(input):
+    """``log(1 + x)``, accurate for small ``x`` (where ``1 + x`` would round)."""
+    return Log1p.apply(_floating(input))
+
+
+def expm1(input):
+    """``exp(x) - 1``, accurate for small ``x``."""
+    return Expm1.apply(_floating(input))
+
+
+class Softplus(Function):
+    """``log(1 + exp(beta x)) / beta``, and ``x`` itself where ``beta x > threshold`` (where the two
+    agree to rounding and the exponential could overflow), as torch; gradient ``sigmoid(beta x)``
+    there and 1 past the threshold."""
+
+    @staticmethod
+    def forward(ctx, a, beta, threshold):
+        xp = xp_of(a)
+        ctx.a, ctx.beta, ctx.threshold = a, beta, threshold
+        with np.errstate(over="ignore"):
+            return xp.where(a * beta > threshold, a, xp.log1p(xp.exp(a * beta)) / beta)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = xp_of(g)
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = xp.exp(ctx.a * ctx.beta)
+            return xp.where(ctx.a * ctx.beta > ctx.threshold, g, g * z / (z + 1))
+
+
+def softplus(input, beta=1.0, threshold=20.0):
+    return Softplus.apply(_floating(input), beta=beta, threshold=threshold)
+
+
+class LeakyRelu(Function):
+    """``x`` where ``x > 0``, else ``slope * x``; the gradient at 0 is ``slope`` (torch's)."""
+
+    @staticmethod
+    def forward(ctx, a, slope):
+        ctx.positive, ctx.slope = a > 0, slope
+        return xp_of(a).where(ctx.positive, a, a * slope).astype(a.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        return xp_of(g).where(ctx.positive, g, g * ctx.slope).astype(g.dtype, copy=False)
+
+
+def leaky_relu(input, negative_slope=0.01):
+    return LeakyRelu.apply(input, slope=negative_slope)
+
+
+def clamp_min(input, min):  # noqa: A002  (torch's argument name)
+    """``torch.clamp_min``: ``clamp(input, min=min)``."""
+    return clamp(input, min=min)
+
+
+def clamp_max(input, max):  # noqa: A002
+    """``torch.clamp_max``: ``clamp(input, max=max)``."""
+    return clamp(input, max=max)
+
+
+def square(input):
+    """``input * input`` (integers stay integers, as torch's ``square``; bool becomes int64)."""
+    if input.dtype == np.bool_:
+        input = astype(input, np.int64)
+    return mul(input, input)
+
+
+def reciprocal(input):
+    """``1 / input``, in the default float dtype for integer inputs (torch)."""
+    return div(1, _floating(input))

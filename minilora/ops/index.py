@@ -16,7 +16,9 @@ from ..device import xp_of
 from ..tensor import Function, Tensor, no_grad
 
 __all__ = ["gather", "sort", "argsort", "topk", "cumsum", "repeat", "tril", "triu", "nonzero",
-           "return_type"]
+           "return_type", "index_select", "index_add", "scatter", "scatter_add", "take_along_dim",
+           "masked_select", "count_nonzero", "cumprod", "unique", "bincount", "repeat_interleave",
+           "median"]
 
 _RETURN_TYPES = {}
 
@@ -247,3 +249,352 @@ def tril(input, diagonal=0):
 def triu(input, diagonal=0):
     """The upper triangle (on and above ``diagonal``) of the last two dims, the rest 0."""
     return _triangle(input, diagonal, lower=False)
+
+
+# ---- index_select, index_add, scatter, take_along_dim, masked_select -----------------------------
+def _along(axis, index):
+    """The NumPy index that picks positions ``index`` along ``axis`` (all of every other axis)."""
+    return (slice(None),) * axis + (index,)
+
+
+def _index_vector(index, fn):
+    """``index`` as a 1-D integer array (torch also takes a 0-d index, as one element)."""
+    if not isinstance(index, Tensor) or index.dtype not in (np.int32, np.int64):
+        raise RuntimeError(f"{fn}(): Expected dtype int32/int64 for index")
+    if index.ndim > 1:
+        raise IndexError(f"{fn}(): Index is supposed to be a vector, got {index.ndim}-D")
+    return index._array.reshape(-1)
+
+
+def _check_bounds(index, size, dim, fn, error=IndexError):
+    """Every position within ``size`` (torch raises IndexError for index_select and RuntimeError
+    for index_add: ``error`` says which)."""
+    if index.size and (int(index.min()) < -size or int(index.max()) >= size):
+        bad = int(index.max()) if int(index.max()) >= size else int(index.min())
+        raise error(f"{fn}(): index {bad} is out of bounds for dimension {dim} with size {size}")
+
+
+class IndexSelect(Function):
+    """``a`` at positions ``index`` along ``axis``; an index taken twice gets both gradients."""
+
+    @staticmethod
+    def forward(ctx, a, index, axis):
+        ctx.shape, ctx.where = a.shape, _along(axis, index)
+        return a[ctx.where]
+
+    @staticmethod
+    def backward(ctx, g):
+        out = xp_of(g).zeros(ctx.shape, dtype=g.dtype)
+        xp_of(g).add.at(out, ctx.where, g)
+        return out
+
+
+def index_select(input, dim, index):
+    """``torch.index_select``: the slices of ``input`` at the positions of the 1-D ``index``
+    along ``dim`` (a new tensor, in ``index``'s order, repeats allowed)."""
+    if input.ndim == 0:  # torch: a 0-d tensor has one element along dim 0
+        return index_select(input.reshape(1), dim, index).reshape(())
+    dim = _dim(dim, input.ndim, "index_select")
+    positions = _index_vector(index, "index_select")
+    _check_bounds(positions, input.shape[dim], dim, "index_select")
+    return IndexSelect.apply(input, index=positions, axis=dim)
+
+
+class IndexAdd(Function):
+    """``a`` with ``alpha * source`` added at positions ``index`` along ``axis`` (repeats add up)."""
+
+    @staticmethod
+    def forward(ctx, a, source, index, axis, alpha):
+        ctx.where, ctx.alpha = _along(axis, index), alpha
+        out = a.copy()
+        xp_of(a).add.at(out, ctx.where, source * alpha if alpha != 1 else source)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        na, ns = ctx.needs_input_grad
+        return (g if na else None), (g[ctx.where] * ctx.alpha if ns else None)
+
+
+def index_add(input, dim, index, source, *, alpha=1):
+    """``torch.index_add``: a copy of ``input`` with ``alpha * source[i]`` added to slice
+    ``index[i]`` along ``dim``. ``x.index_add_(...)`` is the in-place form."""
+    dim = _dim(dim, input.ndim, "index_add")
+    positions = _index_vector(index, "index_add")
+    _check_bounds(positions, input.shape[dim] if input.ndim else 1, dim, "index_add", RuntimeError)
+    expected = input.shape[:dim] + (len(positions),) + input.shape[dim + 1:]
+    if input.ndim and tuple(source.shape) != expected:
+        raise RuntimeError(f"index_add_(): source {tuple(source.shape)} must have the shape of self "
+                           f"with dimension {dim} the length of index: {expected}")
+    if source.dtype != input.dtype:
+        raise RuntimeError(f"index_add_(): self ({input.dtype}) and source ({source.dtype}) must "
+                           f"have the same scalar type")
+    if input.ndim == 0:
+        return IndexAdd.apply(input.reshape(1), source.reshape(1), index=positions, axis=0,
+                              alpha=alpha).reshape(())
+    return IndexAdd.apply(input, source, index=positions, axis=dim, alpha=alpha)
+
+
+class Scatter(Function):
+    """``a`` with ``src``'s leading block written (``add``: added) at ``index`` along ``axis``:
+    ``out[i][index[i][j]] = src[i][j]`` for ``axis=1``. Where an index repeats, plain scatter keeps
+    one of the writes (torch: unspecified which); gradient-wise ``src`` gets ``g`` gathered back
+    at its index and ``a`` gets ``g`` except where it was overwritten (torch's formulas)."""
+
+    @staticmethod
+    def forward(ctx, a, src, index, axis, add):
+        ctx.where, ctx.add = _full_index(index, axis), add
+        ctx.src_shape, ctx.block = getattr(src, "shape", ()), tuple(slice(0, n) for n in index.shape)
+        values = src[ctx.block] if getattr(src, "ndim", 0) else src
+        out = a.copy()
+        if add:
+            xp_of(a).add.at(out, ctx.where, values)
+        else:
+            out[ctx.where] = values
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        na, ns = ctx.needs_input_grad
+        ga = gs = None
+        if na:
+            ga = g
+            if not ctx.add:
+                ga = g.copy()
+                ga[ctx.where] = 0
+        if ns:
+            gs = xp_of(g).zeros(ctx.src_shape, dtype=g.dtype)
+            gs[ctx.block] = g[ctx.where]
+        return ga, gs
+
+
+def _scatter(fn, input, dim, index, src, add):
+    dim = _dim(dim, input.ndim, fn)
+    _check_index(input, dim, index, fn)
+    if isinstance(src, Tensor):
+        if src.ndim != index.ndim or any(n > m for n, m in zip(index.shape, src.shape)):
+            raise RuntimeError(f"{fn}(): Expected index {tuple(index.shape)} to be smaller than "
+                               f"src {tuple(src.shape)} apart from dimension {dim} and to have the "
+                               f"same number of dimensions")
+        if src.dtype != input.dtype:
+            raise RuntimeError(f"{fn}(): Expected self.dtype to be equal to src.dtype "
+                               f"({input.dtype} vs {src.dtype})")
+    if input.ndim == 0:
+        src = src.reshape(1) if isinstance(src, Tensor) else src
+        return Scatter.apply(input.reshape(1), src, index=index._array.reshape(1), axis=0,
+                             add=add).reshape(())
+    return Scatter.apply(input, src, index=index._array, axis=dim, add=add)
+
+
+def scatter(input, dim, index, src=None, *, value=None, reduce=None):
+    """``torch.scatter``: a copy of ``input`` with ``src[i][j]`` written to
+    ``out[i][index[i][j]]`` (for ``dim=1``); ``src`` may be a number (``value=``, torch's other
+    spelling). ``x.scatter_(...)`` is the in-place form."""
+    if reduce is not None:
+        raise NotImplementedError(f"scatter(reduce={reduce!r}) is not supported by minilora; "
+                                  f"use scatter_add for sums")
+    if (src is None) == (value is None):
+        raise TypeError("scatter() needs exactly one of src (a tensor or number) and value")
+    return _scatter("scatter", input, dim, index, value if src is None else src, add=False)
+
+
+def scatter_add(input, dim, index, src):
+    """``torch.scatter_add``: a copy of ``input`` with ``src[i][j]`` added to
+    ``out[i][index[i][j]]`` (for ``dim=1``); repeated indices add up."""
+    if not isinstance(src, Tensor):
+        raise TypeError(f"scatter_add(): argument 'src' must be Tensor, not {type(src).__name__}")
+    return _scatter("scatter_add", input, dim, index, src, add=True)
+
+
+def take_along_dim(input, indices, dim=None):
+    """``torch.take_along_dim``: ``gather`` where ``input`` and ``indices`` broadcast against each
+    other away from ``dim``; with ``dim=None`` both are flattened first."""
+    if dim is None:
+        return gather(input.reshape(-1), 0, indices.reshape(-1))
+    if input.ndim != indices.ndim:
+        raise RuntimeError(f"take_along_dim(): input and indices should have the same number of "
+                           f"dimensions, but got {input.ndim} and {indices.ndim} dimensions")
+    dim = _dim(dim, input.ndim, "take_along_dim")
+    others = np.broadcast_shapes(*(t.shape[:dim] + (1,) + t.shape[dim + 1:] for t in (input, indices)))
+    def grown(t):
+        return t.expand(others[:dim] + (t.shape[dim],) + others[dim + 1:])
+    return gather(grown(input), dim, grown(indices))
+
+
+def masked_select(input, mask):
+    """``torch.masked_select``: the elements where the bool ``mask`` (broadcast with ``input``) is
+    True, as a 1-D tensor in row-major order."""
+    if mask.dtype != np.bool_:
+        raise RuntimeError(f"masked_select: expected BoolTensor for mask, got {mask.dtype}")
+    shape = np.broadcast_shapes(input.shape, mask.shape)
+    return input.expand(shape)[mask.expand(shape)._array]
+
+
+def count_nonzero(input, dim=None):
+    """``torch.count_nonzero``: the number of non-zero elements (over ``dim``), int64."""
+    return (input != 0).sum(dim)
+
+
+# ---- cumprod -------------------------------------------------------------------------------------
+class CumProd(Function):
+    """Running products along ``axis``. Input ``k``'s gradient is ``sum_{j>=k} g_j * prod_{i<=j,
+    i!=k} a_i``, computed as it reads (products *without* ``a_k``, not ``out_j / a_k``), so a zero
+    in the input gives torch's finite gradient rather than 0/0. It costs O(n^2) along the axis."""
+
+    @staticmethod
+    def forward(ctx, a, axis):
+        ctx.a, ctx.axis = a, axis
+        return xp_of(a).cumprod(a, axis=axis)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = xp_of(g)
+        a, g = xp.moveaxis(ctx.a, ctx.axis, -1), xp.moveaxis(g, ctx.axis, -1)
+        n = a.shape[-1]
+        before = xp.cumprod(xp.concatenate([xp.ones_like(a[..., :1]), a[..., :-1]], -1), -1)
+        grad = xp.empty_like(g)
+        for k in range(n):  # products of a[k+1..j] for every j >= k, then the weighted sum
+            after = xp.cumprod(xp.concatenate([xp.ones_like(a[..., :1]), a[..., k + 1:]], -1), -1)
+            grad[..., k] = before[..., k] * (g[..., k:] * after).sum(-1)
+        return xp.moveaxis(grad, -1, ctx.axis)
+
+
+def cumprod(input, dim, *, dtype=None):
+    """``torch.cumprod``: running products along ``dim``; integer and bool inputs as int64."""
+    if dtype is not None:
+        input = input.to(dtype=dtype)
+    elif input.dtype.kind in "biu":
+        input = input.long()
+    if input.ndim == 0:
+        _dim(dim, 0, "cumprod")
+        return input.clone()
+    return CumProd.apply(input, axis=_dim(dim, input.ndim, "cumprod"))
+
+
+# ---- unique, bincount, repeat_interleave, median -------------------------------------------------
+class NoDerivative(Function):
+    """A result computed outside the graph that torch nevertheless records with a node whose
+    backward is not implemented (``unique``, ``bincount`` with weights): the result requires grad
+    and ``backward()`` through it raises, as in torch, rather than silently skipping it."""
+
+    @staticmethod
+    def forward(ctx, a, result, name):
+        ctx.name = name
+        return result
+
+    @staticmethod
+    def backward(ctx, g):
+        raise RuntimeError(f"the derivative for '{ctx.name}' is not implemented (torch has none "
+                           f"either)")
+
+
+def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=None):  # noqa: A002
+    """``torch.unique``: the distinct elements (``dim``: distinct slices along ``dim``), sorted, as
+    torch's CPU kernel returns them also for ``sorted=False``; with ``return_inverse`` the position
+    of each input element in that list, with ``return_counts`` how often each occurs (int64)."""
+    array = input._array
+    if dim is None:
+        values, inverse, counts = np.unique(array.reshape(-1), return_inverse=True, return_counts=True)
+        inverse = inverse.reshape(input.shape)
+    else:
+        dim = _dim(dim, input.ndim, "unique")
+        values, inverse, counts = np.unique(array, return_inverse=True, return_counts=True, axis=dim)
+        inverse = inverse.reshape(-1)
+    out = NoDerivative.apply(input, result=values, name="unique")
+    extras = [Tensor(part.astype(np.int64), dtype=np.int64, device=input.device)
+              for part, wanted in ((inverse, return_inverse), (counts, return_counts)) if wanted]
+    return (out, *extras) if extras else out
+
+
+def bincount(input, weights=None, minlength=0):
+    """``torch.bincount``: how often each value 0, 1, ... occurs in the 1-D non-negative integer
+    ``input`` (with ``weights``: the sum of their weights; float64 unless the weights are float)."""
+    if input.dtype.kind not in "iub":
+        raise NotImplementedError(f"bincount is not implemented for {input.dtype} input (it counts "
+                                  f"integers)")
+    if input.ndim != 1 or (input.numel() and int(input._array.min()) < 0):
+        raise RuntimeError("bincount only supports 1-d non-negative integral inputs.")
+    if minlength < 0:
+        raise RuntimeError("bincount: minlength should be >= 0")
+    if weights is None:
+        counts = np.bincount(input._array, minlength=minlength).astype(np.int64)
+        return Tensor(counts, dtype=np.int64, device=input.device)
+    if tuple(weights.shape) != tuple(input.shape):
+        raise RuntimeError("bincount: weights should be 1-d and have the same length as input")
+    dtype = weights.dtype if weights.dtype.kind == "f" else np.dtype(np.float64)
+    sums = np.bincount(input._array, weights=weights._array, minlength=minlength).astype(dtype)
+    return NoDerivative.apply(weights, result=sums, name="bincount")
+
+
+def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
+    """``torch.repeat_interleave``: each element (``dim``: each slice along ``dim``) repeated
+    ``repeats`` times in place (``[1, 2] -> [1, 1, 2, 2]``), unlike ``repeat``, which tiles.
+    ``repeats`` is an int or a tensor with one count per element; with ``dim=None`` the input is
+    flattened first. ``repeat_interleave(counts)`` alone gives ``0`` counts[0] times, ``1`` ...
+    """
+    if repeats is None:  # torch.repeat_interleave(repeats): the indices, repeated
+        counts = input
+        input, dim = Tensor(np.arange(counts.numel()), dtype=np.int64, device=counts.device), 0
+    else:
+        counts = repeats
+    if dim is None:
+        input, dim = input.reshape(-1), 0
+    dim = _dim(dim, input.ndim, "repeat_interleave")
+    size = input.shape[dim] if input.ndim else 1
+    counts = counts._array if isinstance(counts, Tensor) else np.asarray(counts)
+    if counts.dtype.kind not in "iu" or counts.ndim > 1 or counts.size not in (1, size):
+        raise RuntimeError(f"repeat_interleave: repeats must be an int or a 1-D integer tensor of "
+                           f"{size} counts (or one), got shape {tuple(counts.shape)}")
+    if counts.size and int(counts.min()) < 0:
+        raise RuntimeError("repeat_interleave: repeats can not be negative")
+    positions = np.repeat(np.arange(size), np.broadcast_to(counts.reshape(-1), (size,)))
+    if output_size is not None and output_size != len(positions):
+        raise RuntimeError(f"repeat_interleave: output_size={output_size}, but the repeats add up "
+                           f"to {len(positions)}")
+    index = Tensor(positions.astype(np.int64), dtype=np.int64, device=input.device)
+    return index_select(input, dim, index)
+
+
+class MedianAll(Function):
+    """The lower median of all elements (torch's: the smaller of the two middle ones for an even
+    count; NaN if any element is NaN). Ties share the gradient equally, as ``max()`` does."""
+
+    @staticmethod
+    def forward(ctx, a):
+        xp = xp_of(a)
+        if a.size == 0:  # torch: NaN
+            ctx.picked = xp.zeros(a.shape, dtype=bool)
+            return xp.asarray(np.nan, dtype=a.dtype)
+        flat = xp.sort(a.reshape(-1))  # NaN sorts last
+        nan = a.dtype.kind == "f" and bool(xp.isnan(flat[-1]))
+        out = flat[-1] if nan else flat[(flat.size - 1) // 2]
+        ctx.picked = xp.isnan(a) if nan else a == out
+        return xp.asarray(out)
+
+    @staticmethod
+    def backward(ctx, g):
+        return ctx.picked * (g / ctx.picked.sum())
+
+
+def median(input, dim=None, keepdim=False):
+    """``torch.median``: without ``dim`` the lower median of all elements; with ``dim`` a named tuple
+    ``(values, indices)`` along it, each value's gradient to the returned index, as torch."""
+    if dim is None:
+        return MedianAll.apply(input)
+    dim_ = _dim(dim, input.ndim, "median")
+    if input.ndim == 0:
+        return return_type("median")(input.clone(), input.new_zeros((), dtype=np.int64))
+    if input.shape[dim_] == 0:
+        raise IndexError(f"median(): Expected reduction dim {dim} to have non-zero size.")
+    xp = xp_of(input._array)
+    order = argsort(input, dim_)._array
+    middle = xp.take(order, xp.asarray([(input.shape[dim_] - 1) // 2]), axis=dim_)
+    if input.dtype.kind == "f":  # a row holding NaN has median NaN, at its first NaN (torch)
+        nan = xp.isnan(input._array)
+        middle = xp.where(nan.any(axis=dim_, keepdims=True),
+                          nan.argmax(axis=dim_, keepdims=True), middle)
+    indices = Tensor(middle.astype(np.int64), dtype=np.int64, device=input.device)
+    values = gather(input, dim_, indices)
+    if not keepdim:
+        values, indices = values.squeeze(dim_), indices.squeeze(dim_)
+    return return_type("median")(values, indices)

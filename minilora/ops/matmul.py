@@ -11,7 +11,7 @@ from ..device import xp_of
 from ..tensor import Function
 from .elementwise import unbroadcast
 
-__all__ = ["matmul", "linear", "einsum", "mm", "bmm", "dot", "outer"]
+__all__ = ["matmul", "linear", "einsum", "mm", "bmm", "dot", "outer", "addmm", "baddbmm"]
 
 
 def _check_dtypes(name, a, b):
@@ -236,3 +236,44 @@ def outer(input, vec2):
     """``torch.outer``: ``input[:, None] * vec2[None, :]`` of two 1-D tensors."""
     _products_check("outer", (1, 1), input, vec2)
     return matmul(input.reshape(-1, 1), vec2.reshape(1, -1))
+
+
+def _scaled_sum(name, input, product, beta, alpha):
+    """``beta * input + alpha * product``, torch's ``addmm`` family. With ``beta == 0`` ``input`` is
+    ignored (NaN in it does not propagate), as torch documents; ``input`` must broadcast to the
+    product's shape."""
+    try:
+        shape = np.broadcast_shapes(tuple(input.shape), tuple(product.shape))
+    except ValueError:
+        shape = None
+    if shape != tuple(product.shape):
+        raise RuntimeError(f"{name}: input of shape {tuple(input.shape)} does not broadcast to the "
+                           f"product's shape {tuple(product.shape)}")
+    if alpha != 1:
+        product = product * alpha
+    if beta == 0:
+        return product
+    return (input if beta == 1 else input * beta) + product
+
+
+def _inner_sizes_check(name, a, b):
+    """torch's RuntimeError for matrices that cannot be multiplied (``matmul`` raises ValueError)."""
+    if a.shape[-1] != b.shape[-2]:
+        raise RuntimeError(f"{name}: mat1 and mat2 shapes cannot be multiplied "
+                           f"({'x'.join(map(str, a.shape[-2:]))} and {'x'.join(map(str, b.shape[-2:]))})")
+
+
+def addmm(input, mat1, mat2, *, beta=1, alpha=1):
+    """``torch.addmm``: ``beta * input + alpha * (mat1 @ mat2)`` for 2-D ``mat1``, ``mat2``
+    (``nn.Linear`` written out: ``addmm(bias, x, W.T)``)."""
+    _products_check("addmm", (2, 2), mat1, mat2)
+    _inner_sizes_check("addmm", mat1, mat2)
+    return _scaled_sum("addmm", input, mm(mat1, mat2), beta, alpha)
+
+
+def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
+    """``torch.baddbmm``: ``beta * input + alpha * (batch1 @ batch2)`` for 3-D batches (attention
+    scores with a bias: ``baddbmm(mask, q, k.transpose(1, 2), alpha=scale)``)."""
+    _products_check("baddbmm", (3, 3), batch1, batch2)
+    _inner_sizes_check("baddbmm", batch1, batch2)
+    return _scaled_sum("baddbmm", input, bmm(batch1, batch2), beta, alpha)

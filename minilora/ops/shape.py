@@ -8,7 +8,8 @@ from ..dtypes import result_type
 from ..tensor import Function, Tensor
 
 __all__ = ["reshape", "transpose", "permute", "getitem", "index_put", "cat", "stack", "split", "chunk",
-           "expand", "squeeze", "unsqueeze", "flatten", "flip"]
+           "expand", "squeeze", "unsqueeze", "flatten", "flip", "unbind", "roll", "narrow", "diagonal",
+           "diag", "movedim", "swapaxes", "tile"]
 
 
 class Reshape(Function):
@@ -293,3 +294,153 @@ def unbind(input, dim=0):
     (axis,) = _dims((dim,), input.ndim)
     prefix = (slice(None),) * axis
     return tuple(getitem(input, prefix + (i,)) for i in range(input.shape[axis]))
+
+
+# ---- roll, narrow, diagonal, diag, movedim, swapaxes, tile -----------------------------------------
+class Roll(Function):
+    """Elements shifted along ``axes`` by ``shifts``, wrapping around (``axes=None``: the flattened
+    tensor, shape kept); the gradient is rolled back by ``-shifts``."""
+
+    @staticmethod
+    def forward(ctx, a, shifts, axes):
+        ctx.shifts, ctx.axes = shifts, axes
+        return xp_of(a).roll(a, shifts, axis=axes)
+
+    @staticmethod
+    def backward(ctx, g):
+        back = tuple(-s for s in ctx.shifts) if isinstance(ctx.shifts, tuple) else -ctx.shifts
+        return xp_of(g).roll(g, back, axis=ctx.axes)
+
+
+def roll(input, shifts, dims=None):
+    """``torch.roll``: ``input`` shifted by ``shifts`` along ``dims`` (ints or tuples of the same
+    length), elements leaving one end coming back at the other; ``dims=None`` rolls the flattened
+    tensor and keeps its shape."""
+    if dims is None or (isinstance(dims, (tuple, list)) and len(dims) == 0):
+        if isinstance(shifts, (tuple, list)):
+            if len(shifts) != 1:
+                raise RuntimeError(f"roll: shifts and dimensions must align. shifts: {len(shifts)}, "
+                                   f"dims: 0")
+            shifts = shifts[0]
+        return Roll.apply(input, shifts=int(shifts), axes=None)
+    shifts = tuple(shifts) if isinstance(shifts, (tuple, list)) else (shifts,)
+    dims = tuple(dims) if isinstance(dims, (tuple, list)) else (dims,)
+    if len(shifts) != len(dims):
+        raise RuntimeError(f"roll: shifts and dimensions must align. shifts: {len(shifts)}, dims: "
+                           f"{len(dims)}")
+    return Roll.apply(input, shifts=tuple(int(s) for s in shifts), axes=_dims(dims, input.ndim))
+
+
+def narrow(input, dim, start, length):
+    """``torch.narrow``: the ``length`` elements from ``start`` along ``dim`` -- a view, as
+    ``x[:, start:start + length]`` is. ``start`` may be negative or a 0-d tensor."""
+    if input.ndim == 0:
+        raise RuntimeError("narrow() cannot be applied to a 0-dim tensor.")
+    (axis,) = _dims((dim,), input.ndim)
+    start = int(start.item()) if isinstance(start, Tensor) else int(start)
+    size = input.shape[axis]
+    if not -size <= start <= size:
+        raise IndexError(f"start out of range (expected to be in range of [{-size}, {size}], but "
+                         f"got {start})")
+    start %= size if size else 1
+    if length < 0 or start + length > size:
+        raise RuntimeError(f"start ({start}) + length ({length}) exceeds dimension size ({size}).")
+    return getitem(input, (slice(None),) * axis + (slice(start, start + length),))
+
+
+def _diagonal_positions(shape, offset):
+    """Rows and columns of the diagonal ``offset`` (> 0: above the main one) of a rows x cols matrix."""
+    rows, cols = shape
+    count = max(0, min(rows + min(offset, 0), cols - max(offset, 0)))
+    steps = np.arange(count)
+    return steps - min(offset, 0), steps + max(offset, 0)
+
+
+class Diagonal(Function):
+    """A diagonal of the matrices spanned by ``axis1`` and ``axis2``, as the last dimension. The
+    forward is NumPy's read-only diagonal view: it shares the input's storage, as torch's view
+    does; writing through it raises instead of silently not reaching the input."""
+
+    @staticmethod
+    def forward(ctx, a, offset, axis1, axis2):
+        ctx.shape, ctx.offset, ctx.axes = a.shape, offset, (axis1, axis2)
+        return xp_of(a).diagonal(a, offset, axis1, axis2)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = xp_of(g)
+        out = xp.zeros(ctx.shape, dtype=g.dtype)
+        matrices = xp.moveaxis(out, ctx.axes, (-2, -1))  # a view: writing it writes out
+        rows, cols = map(xp.asarray, _diagonal_positions(matrices.shape[-2:], ctx.offset))
+        matrices[..., rows, cols] = g
+        return out
+
+
+def diagonal(input, offset=0, dim1=0, dim2=1):
+    """``torch.diagonal``: the ``offset`` diagonal of the matrices in ``dim1`` x ``dim2`` (a view),
+    those two dimensions replaced by one at the end."""
+    axis1, axis2 = _dims((dim1, dim2), input.ndim)  # (a 1-D input fails here: IndexError, as torch)
+    if input.ndim < 2:
+        raise RuntimeError(f"diagonal dimensions requires ndim larger than 1, got {input.ndim}")
+    if axis1 == axis2:
+        raise RuntimeError(f"diagonal dimensions cannot be identical {dim1}, {dim2}")
+    return Diagonal.apply(input, offset=int(offset), axis1=axis1, axis2=axis2)
+
+
+class DiagEmbed(Function):
+    """A square matrix with vector ``a`` on its ``offset`` diagonal and zeros elsewhere."""
+
+    @staticmethod
+    def forward(ctx, a, offset):
+        n = a.shape[0] + abs(offset)
+        ctx.offset = offset
+        xp = xp_of(a)
+        out = xp.zeros((n, n), dtype=a.dtype)
+        rows, cols = map(xp.asarray, _diagonal_positions((n, n), offset))
+        out[rows, cols] = a
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        return xp_of(g).diagonal(g, ctx.offset).copy()
+
+
+def diag(input, diagonal=0):
+    """``torch.diag``: a 1-D input becomes the ``diagonal``-th diagonal of a square matrix; a 2-D
+    input gives that diagonal back (a copy, unlike ``torch.diagonal``)."""
+    if input.ndim == 1:
+        return DiagEmbed.apply(input, offset=int(diagonal))
+    if input.ndim == 2:
+        return Diagonal.apply(input, offset=int(diagonal), axis1=0, axis2=1).clone()
+    raise RuntimeError(f"diag(): Supports 1D or 2D tensors. Got {input.ndim}D")
+
+
+def movedim(input, source, destination):
+    """``torch.movedim``: dimension(s) ``source`` moved to ``destination``, the others keeping their
+    order (a permute)."""
+    source = _dims(tuple(source) if isinstance(source, (tuple, list)) else (source,), input.ndim)
+    destination = _dims(tuple(destination) if isinstance(destination, (tuple, list))
+                        else (destination,), input.ndim)
+    if len(source) != len(destination):
+        raise RuntimeError(f"movedim: Invalid source or destination dims: source ({list(source)} "
+                           f"dims) should contain the same number of dims as destination "
+                           f"({list(destination)} dims)")
+    if len(set(source)) != len(source) or len(set(destination)) != len(destination):
+        raise RuntimeError("movedim: repeated dim in source or destination")
+    order = [d for d in range(input.ndim) if d not in source]
+    for dest, src in sorted(zip(destination, source)):
+        order.insert(dest, src)
+    return permute(input, tuple(order))
+
+
+def swapaxes(input, axis0, axis1):
+    """``torch.swapaxes``: NumPy's name for ``transpose(dim0, dim1)``."""
+    return transpose(input, axis0, axis1)
+
+
+def tile(input, dims):
+    """``torch.tile``: like ``repeat``, but ``dims`` shorter than the tensor's rank is padded with
+    leading 1s (``x.tile((2,))`` of a matrix repeats its columns), as NumPy's ``tile``."""
+    from .index import repeat
+    dims = tuple(dims) if isinstance(dims, (tuple, list)) else (dims,)
+    return repeat(input, (1,) * (input.ndim - len(dims)) + dims)
