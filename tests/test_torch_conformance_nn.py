@@ -81,6 +81,9 @@ BUILTIN_SIGNATURES = {
                                      ("enable_gqa", False)],
     "one_hot": [("tensor", inspect.Parameter.empty), ("num_classes", -1)],
     "gelu": [("input", inspect.Parameter.empty), ("approximate", "none")],  # approximate keyword-only
+    "softplus": [("input", inspect.Parameter.empty), ("beta", 1), ("threshold", 20)],
+    "cosine_similarity": [("x1", inspect.Parameter.empty), ("x2", inspect.Parameter.empty), ("dim", 1),
+                          ("eps", 1e-8)],
 }
 MINILORA_ONLY = {"rotary_embedding", "swiglu"}  # no torch.nn.functional counterpart
 

@@ -2,6 +2,8 @@
 from . import functional, init, utils
 from .checkpointing import checkpoint
 from .layers import BCELoss, BCEWithLogitsLoss, Flatten, Softmax  # noqa: F401
+from .layers import (CosineSimilarity, HuberLoss, KLDivLoss, LeakyReLU, MultiheadAttention,  # noqa: F401
+                     SmoothL1Loss, Softplus)
 from .layers import (GELU, CrossEntropyLoss, Dropout, Embedding, Identity, L1Loss, LayerNorm, Linear,
                      MSELoss, NLLLoss, ReLU, RMSNorm, Sigmoid, SiLU, Tanh)
 from .module import (IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, RemovableHandle,
@@ -10,4 +12,6 @@ from .module import (IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter
 __all__ = ["Module", "Parameter", "ModuleList", "ModuleDict", "Sequential", "StateDictError",
            "IncompatibleKeys", "RemovableHandle", "Linear", "Embedding", "RMSNorm", "LayerNorm",
            "Dropout", "Identity", "GELU", "SiLU", "ReLU", "Tanh", "Sigmoid", "CrossEntropyLoss",
-           "BCELoss", "BCEWithLogitsLoss", "Flatten", "Softmax", "NLLLoss", "MSELoss", "L1Loss", "functional", "init", "utils", "checkpoint"]
+           "BCELoss", "BCEWithLogitsLoss", "Flatten", "Softmax", "NLLLoss", "MSELoss", "L1Loss", "functional", "init", "utils", "checkpoint",
+           "Softplus", "LeakyReLU", "CosineSimilarity", "SmoothL1Loss", "HuberLoss", "KLDivLoss",
+           "MultiheadAttention"]

@@ -8,6 +8,7 @@ import warnings
 
 from .. import ops
 from ..ops.nn import binary_cross_entropy, binary_cross_entropy_with_logits  # noqa: F401
+from ..ops.nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1_loss  # noqa: F401
 from ..ops.nn import (_refuse, cross_entropy, dropout, embedding, l1_loss, layer_norm,  # noqa: F401
                       mse_loss, nll_loss, one_hot, pad, rms_norm, rotary_embedding,
                       scaled_dot_product_attention, swiglu)
@@ -16,7 +17,8 @@ from ..tensor import _to_dtype
 __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_attention", "dropout",
            "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "pad", "one_hot", "relu", "gelu", "silu",
-           "sigmoid", "tanh", "softmax", "log_softmax", "rotary_embedding", "swiglu"]
+           "sigmoid", "tanh", "softmax", "log_softmax", "rotary_embedding", "swiglu", "softplus",
+           "leaky_relu", "normalize", "cosine_similarity", "smooth_l1_loss", "huber_loss", "kl_div"]
 
 
 def linear(input, weight, bias=None):
@@ -32,6 +34,17 @@ def relu(input, inplace=False):
 def silu(input, inplace=False):
     _refuse("silu", inplace=(inplace, False))
     return ops.silu(input)
+
+
+def softplus(input, beta=1, threshold=20):
+    """``log(1 + exp(beta x)) / beta``, and ``x`` itself where ``beta x > threshold`` (torch's)."""
+    return ops.softplus(input, beta, threshold)
+
+
+def leaky_relu(input, negative_slope=0.01, inplace=False):
+    """``x`` for ``x > 0``, ``negative_slope * x`` otherwise."""
+    _refuse("leaky_relu", inplace=(inplace, False))
+    return ops.leaky_relu(input, negative_slope)
 
 
 def gelu(input, *, approximate="none"):

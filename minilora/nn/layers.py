@@ -15,7 +15,8 @@ from . import init
 from .module import Module, Parameter
 
 __all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity", "GELU", "SiLU",
-           "ReLU", "Tanh", "Sigmoid", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss"]
+           "ReLU", "Tanh", "Sigmoid", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "Softplus",
+           "LeakyReLU", "CosineSimilarity", "SmoothL1Loss", "HuberLoss", "KLDivLoss", "MultiheadAttention"]
 
 
 def _empty(shape, dtype, device):
@@ -299,3 +300,189 @@ class BCEWithLogitsLoss(_Loss):
     def forward(self, input, target):
         return F.binary_cross_entropy_with_logits(input, target, self.weight, reduction=self.reduction,
                                                   pos_weight=self.pos_weight)
+
+
+# ---- more activations and losses, with torch's constructor arguments --------------------------------
+class Softplus(Module):
+    def __init__(self, beta=1.0, threshold=20.0):
+        super().__init__()
+        self.beta, self.threshold = beta, threshold
+
+    def forward(self, input):
+        return F.softplus(input, self.beta, self.threshold)
+
+    def extra_repr(self):
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+
+class LeakyReLU(_Activation):
+    def __init__(self, negative_slope=0.01, inplace=False):
+        super().__init__(inplace)
+        self.negative_slope = negative_slope
+
+    def forward(self, input):
+        return F.leaky_relu(input, self.negative_slope)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+
+class CosineSimilarity(Module):
+    def __init__(self, dim=1, eps=1e-08):
+        super().__init__()
+        self.dim, self.eps = dim, eps
+
+    def forward(self, x1, x2):
+        return F.cosine_similarity(x1, x2, self.dim, self.eps)
+
+
+class SmoothL1Loss(_Loss):
+    def __init__(self, size_average=None, reduce=None, reduction="mean", beta=1.0):
+        super().__init__(size_average, reduce, reduction)
+        self.beta = beta
+
+    def forward(self, input, target):
+        return F.smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
+
+
+class HuberLoss(_Loss):
+    def __init__(self, reduction="mean", delta=1.0):
+        super().__init__(reduction=reduction)
+        self.delta = delta
+
+    def forward(self, input, target):
+        return F.huber_loss(input, target, reduction=self.reduction, delta=self.delta)
+
+
+class KLDivLoss(_Loss):
+    """``reduction='batchmean'`` is the KL divergence per sample (torch's advice); 'mean' warns."""
+
+    def __init__(self, size_average=None, reduce=None, reduction="mean", log_target=False):
+        super().__init__(size_average, reduce, reduction)
+        self.log_target = log_target
+
+    def forward(self, input, target):
+        return F.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
+
+
+# ---- multi-head attention -----------------------------------------------------------------------------
+class MultiheadAttention(Module):
+    """``torch.nn.MultiheadAttention``: ``softmax(q k^T / sqrt(d) + mask) v`` per head, between an
+    input projection and ``out_proj``.
+
+    Parameters as torch's, so a torch ``state_dict`` loads unchanged: ``in_proj_weight``
+    ``[3 E, E]`` holds the query, key and value projections stacked in that order (and
+    ``in_proj_bias`` ``[3 E]``), then ``out_proj.weight`` / ``out_proj.bias``. Inputs are
+    ``[L, N, E]`` (``batch_first=True``: ``[N, L, E]``) or unbatched ``[L, E]``. Masks follow
+    torch's convention, which is the *opposite* of ``scaled_dot_product_attention``'s: a boolean
+    ``attn_mask`` ``[L, S]`` or ``[N * H, L, S]`` and ``key_padding_mask`` ``[N, S]`` mark with
+    True the keys that may NOT be attended to; float masks are added to the scores.
+    ``forward`` returns ``(output, weights)``: the attention weights averaged over the heads
+    (``average_attn_weights=False``: per head), or None when ``need_weights=False``.
+    """
+
+    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, add_bias_kv=False,
+                 add_zero_attn=False, kdim=None, vdim=None, batch_first=False, device=None, dtype=None):
+        super().__init__()
+        _refuse("MultiheadAttention", add_bias_kv=(add_bias_kv, False),
+                add_zero_attn=(add_zero_attn, False))
+        for name, dim in (("kdim", kdim), ("vdim", vdim)):
+            if dim is not None and dim != embed_dim:
+                raise NotImplementedError(f"MultiheadAttention: {name}={dim} other than embed_dim "
+                                          f"(separate q/k/v_proj_weight) is not supported by minilora")
+        if embed_dim <= 0 or num_heads <= 0 or embed_dim % num_heads:
+            raise AssertionError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
+        self.embed_dim, self.kdim, self.vdim = embed_dim, embed_dim, embed_dim
+        self.num_heads, self.head_dim = num_heads, embed_dim // num_heads
+        self.dropout, self.batch_first = dropout, batch_first
+        self.in_proj_weight = _empty((3 * embed_dim, embed_dim), dtype, device)
+        self.register_parameter("in_proj_bias", _empty((3 * embed_dim,), dtype, device) if bias else None)
+        self.out_proj = Linear(embed_dim, embed_dim, bias=bias, device=device, dtype=dtype)
+        self._reset_parameters()
+
+    def _reset_parameters(self):
+        """torch's: Xavier-uniform input projection, zero biases (``out_proj.weight`` keeps Linear's)."""
+        init.xavier_uniform_(self.in_proj_weight)
+        if self.in_proj_bias is not None:
+            init.constant_(self.in_proj_bias, 0.0)
+            init.constant_(self.out_proj.bias, 0.0)
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+                average_attn_weights=True, is_causal=False):
+        if is_causal and attn_mask is None:  # torch: is_causal is only a hint about attn_mask
+            raise RuntimeError("Need attn_mask if specifying the is_causal hint. You may use the "
+                               "Transformer module method `generate_square_subsequent_mask` to "
+                               "create this mask.")
+        batched = query.ndim == 3
+        if not batched:  # one sequence: a batch of one, in batch-first layout
+            query, key, value = (t.unsqueeze(0) for t in (query, key, value))
+            if key_padding_mask is not None:
+                key_padding_mask = key_padding_mask.unsqueeze(0)
+        elif not self.batch_first:
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        n, length, e = query.shape
+        if e != self.embed_dim:
+            raise AssertionError(f"was expecting embedding dimension of {self.embed_dim}, but got {e}")
+        out, weights = self._attend(query, key, value, self._scores_bias(attn_mask, key_padding_mask,
+                                                                          n, length, key.shape[1]))
+        out = self.out_proj(out)
+        if not batched:
+            out = out.squeeze(0)
+        elif not self.batch_first:
+            out = out.transpose(0, 1)
+        if not need_weights:
+            return out, None
+        if average_attn_weights:
+            weights = weights.mean(1)
+        return out, (weights if batched else weights.squeeze(0))
+
+    def _heads(self, x, which):
+        """Project ``x`` [N, T, E] with slice ``which`` (0 q, 1 k, 2 v) of the packed weights and
+        split it into heads: [N, H, T, D]."""
+        e = self.embed_dim
+        weight = self.in_proj_weight[which * e:(which + 1) * e]
+        bias = None if self.in_proj_bias is None else self.in_proj_bias[which * e:(which + 1) * e]
+        n, t, _ = x.shape
+        return F.linear(x, weight, bias).reshape(n, t, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def _attend(self, query, key, value, bias):
+        """Attention of every head, as torch's ``multi_head_attention_forward`` computes it (the
+        query scaled by ``sqrt(1 / d)`` first); returns ``(output [N, L, E], weights [N, H, L, S])``."""
+        q = self._heads(query, 0) * math.sqrt(1.0 / self.head_dim)
+        k, v = self._heads(key, 1), self._heads(value, 2)
+        scores = q @ k.transpose(-2, -1)
+        if bias is not None:
+            scores = bias + scores
+        weights = scores.softmax(-1)
+        if self.training and self.dropout > 0:
+            weights = F.dropout(weights, self.dropout)  # the weights returned are the dropped ones (torch)
+        n, _, length, _ = q.shape
+        out = (weights @ v).transpose(1, 2).reshape(n, length, self.embed_dim)
+        return out, weights
+
+    def _scores_bias(self, attn_mask, key_padding_mask, n, length, source):
+        """What is added to the scores [N, H, L, S] (or None): each mask as a float (True -> -inf)."""
+        bias = None
+        if attn_mask is not None:
+            expected = {2: (length, source), 3: (n * self.num_heads, length, source)}.get(attn_mask.ndim)
+            if expected is None or tuple(attn_mask.shape) != expected:
+                raise RuntimeError(f"The shape of the attn_mask is {tuple(attn_mask.shape)}, but should "
+                                   f"be {(length, source)} or {(n * self.num_heads, length, source)}.")
+            bias = self._as_float(attn_mask)
+            if attn_mask.ndim == 3:
+                bias = bias.reshape(n, self.num_heads, length, source)
+        if key_padding_mask is not None:
+            if tuple(key_padding_mask.shape) != (n, source):
+                raise AssertionError(f"expecting key_padding_mask shape of {(n, source)}, but got "
+                                     f"{tuple(key_padding_mask.shape)}")
+            padding = self._as_float(key_padding_mask).reshape(n, 1, 1, source)
+            bias = padding if bias is None else bias + padding
+        return bias
+
+    def _as_float(self, mask):
+        if mask.dtype == np.bool_:
+            return ops.masked_fill(mask.new_zeros(mask.shape, dtype=self.in_proj_weight.dtype),
+                                   mask, float("-inf"))
+        if mask.dtype.kind != "f":
+            raise AssertionError(f"only bool and floating types of masks are supported, got {mask.dtype}")
+        return mask

@@ -4,17 +4,19 @@ Each is one node in the graph instead of a dozen small ones: less memory (one sa
 of every intermediate) and fewer Python calls. The derivations are in the docstrings.
 """
 import math
+import warnings
 
 import numpy as np
 
 from .. import fastmath, parallel
 from ..device import xp_of
 from ..random import fresh_seed
-from ..tensor import Function, Tensor
+from ..tensor import Function, Tensor, no_grad
 
 __all__ = ["embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "pad", "one_hot", "dropout", "rms_norm",
-           "layer_norm", "rotary_embedding", "rotate_half", "scaled_dot_product_attention", "swiglu"]
+           "layer_norm", "rotary_embedding", "rotate_half", "scaled_dot_product_attention", "swiglu",
+           "smooth_l1_loss", "huber_loss", "kl_div", "normalize", "cosine_similarity"]
 
 
 class Embedding(Function):
@@ -990,3 +992,107 @@ def one_hot(tensor, num_classes=-1):
         raise RuntimeError(f"one_hot: class values must be smaller than num_classes ({num_classes})")
     out = (ids[..., None] == xp.arange(num_classes)).astype(np.int64)
     return Tensor._make(out, tensor.device, False, None) if isinstance(tensor, Tensor) else Tensor(out)
+
+
+# ---- more of torch.nn.functional: smooth L1 / Huber, KL divergence, normalize, cosine similarity ----
+def _broadcast_target(fn, input, target):
+    """Both broadcast to one shape, with torch's warning when the sizes differ (usually a bug)."""
+    if tuple(target.shape) != tuple(input.shape):
+        warnings.warn(f"Using a target size ({tuple(target.shape)}) that is different to the input "
+                      f"size ({tuple(input.shape)}). This will likely lead to incorrect results due "
+                      f"to broadcasting. Please ensure they have the same size.", UserWarning,
+                      stacklevel=3)
+        shape = np.broadcast_shapes(tuple(input.shape), tuple(target.shape))
+        input, target = input.expand(shape), target.expand(shape)
+    return input, target
+
+
+def _quadratic_then_linear(diff, knee):
+    """``0.5 d^2`` for ``|d| < knee``, ``knee (|d| - 0.5 knee)`` beyond: the Huber function."""
+    from .elementwise import where
+    size = diff.abs()
+    return where(size < knee, 0.5 * diff * diff, knee * (size - 0.5 * knee))
+
+
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
+    """PyTorch's ``F.smooth_l1_loss``: ``0.5 d^2 / beta`` where ``|d| < beta``, ``|d| - 0.5 beta``
+    elsewhere (``d = input - target``); ``beta=0`` is the L1 loss."""
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    if beta < 0:
+        raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
+    input, target = _broadcast_target("smooth_l1_loss", input, target)
+    diff = input - target
+    loss = diff.abs() if beta == 0 else _quadratic_then_linear(diff, beta) / beta
+    return _reduced("smooth_l1_loss", loss, reduction)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
+    """PyTorch's ``F.huber_loss``: ``0.5 d^2`` where ``|d| < delta``, ``delta (|d| - 0.5 delta)``
+    elsewhere -- ``delta`` times ``smooth_l1_loss`` with ``beta = delta``. A ``weight`` multiplies
+    each element's loss; 'mean' is then the plain mean (torch's rule here, unlike ``mse_loss``)."""
+    if delta <= 0:
+        raise RuntimeError("huber_loss does not support non-positive values for delta.")
+    input, target = _broadcast_target("huber_loss", input, target)
+    loss = _quadratic_then_linear(input - target, delta)
+    if weight is not None:
+        if tuple(weight.shape) != tuple(input.shape):
+            raise ValueError("Weights and input must have the same size.")
+        loss = loss * weight
+    return _reduced("huber_loss", loss, reduction)
+
+
+def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
+    """PyTorch's ``F.kl_div``: ``input`` holds log-probabilities, ``target`` probabilities (or
+    log-probabilities with ``log_target=True``); pointwise ``target (log target - input)``, with
+    ``0 log 0 = 0``. 'batchmean' divides the sum by the batch size (the true KL divergence per
+    sample); 'mean' divides by every element, with torch's warning saying so."""
+    from .elementwise import xlogy
+    if size_average is not None or reduce is not None:
+        reduction = legacy_reduction(size_average, reduce, reduction)
+    elif reduction == "mean":
+        warnings.warn("reduction: 'mean' divides the total loss by both the batch size and the "
+                      "support size.'batchmean' divides only by the batch size, and aligns with "
+                      "the KL div math definition.'mean' will be changed to behave the same as "
+                      "'batchmean' in the next major release.", UserWarning, stacklevel=2)
+    if reduction not in ("mean", "sum", "none", "batchmean"):
+        raise ValueError(f"kl_div: {reduction!r} is not a valid value for reduction (choose "
+                         f"'mean', 'batchmean', 'sum' or 'none')")
+    if log_target:
+        loss = target.exp() * (target - input)
+    else:
+        loss = xlogy(target, target) - target * input
+    if reduction == "batchmean":
+        total = loss.sum()
+        return total / input.shape[0] if input.ndim else total
+    return _reduced("kl_div", loss, reduction)
+
+
+def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
+    """PyTorch's ``F.normalize``: ``input / max(||input||_p, eps)`` along ``dim``."""
+    if out is not None:
+        raise NotImplementedError("normalize: out= is not supported by minilora (use the result)")
+    denom = input.norm(p, dim, keepdim=True).clamp_min(eps)
+    return input / denom.expand(input.shape)
+
+
+def _clamped_norm(x, dim, eps):
+    """``max(||x||, eps)`` along ``dim`` (kept), with the gradient of ``||x||`` itself: torch clamps
+    the norm in place under ``no_grad``, so its autograd never sees the clamp. We add the clamp's
+    change as a constant to the same effect."""
+    norm = x.norm(2, dim, keepdim=True)
+    with no_grad():
+        lift = norm.clamp_min(eps) - norm
+    return norm + lift
+
+
+def cosine_similarity(x1, x2, dim=1, eps=1e-8):
+    """PyTorch's ``F.cosine_similarity``: ``sum(x1/||x1|| * x2/||x2||)`` along ``dim``, each norm
+    at least ``eps``, with ``x1`` and ``x2`` broadcast together -- computed as torch does
+    (normalise first, then multiply), so the result stays within [-1, 1]."""
+    from ..dtypes import result_type
+    dtype = result_type(x1, x2)
+    if dtype.kind != "f":
+        raise RuntimeError(f"cosine_similarity requires floating point inputs, got {dtype}")
+    shape = np.broadcast_shapes(tuple(x1.shape), tuple(x2.shape))
+    x1, x2 = (x.to(dtype).expand(shape) for x in (x1, x2))
+    return ((x1 / _clamped_norm(x1, dim, eps)) * (x2 / _clamped_norm(x2, dim, eps))).sum(dim)
