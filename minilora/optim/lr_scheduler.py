@@ -28,7 +28,7 @@ from functools import partial
 from .optimizer import Optimizer
 
 __all__ = ["LRScheduler", "LambdaLR", "StepLR", "MultiStepLR", "ConstantLR", "LinearLR", "ExponentialLR",
-           "CosineAnnealingLR", "OneCycleLR", "SequentialLR", "get_constant_schedule",
+           "CosineAnnealingLR", "OneCycleLR", "SequentialLR", "ReduceLROnPlateau", "get_constant_schedule",
            "get_constant_schedule_with_warmup", "get_linear_schedule_with_warmup",
            "get_cosine_schedule_with_warmup", "get_scheduler"]
 
@@ -445,6 +445,97 @@ def _cosine_with_warmup(step, *, num_warmup_steps, num_training_steps, num_cycle
 
 
 # --- the transformers names ------------------------------------------------------------------------
+class ReduceLROnPlateau(LRScheduler):
+    """Multiply each group's lr by ``factor`` once the metric given to ``step(metric)`` has not
+    improved for more than ``patience`` steps (``torch.optim.lr_scheduler.ReduceLROnPlateau``).
+
+    "Improved" means better than the best so far by more than ``threshold``: relative
+    (``threshold_mode='rel'``: below ``best * (1 - threshold)`` in ``mode='min'``) or absolute
+    (``'abs'``: below ``best - threshold``); ``mode='max'`` mirrors it. After a reduction
+    ``cooldown`` steps pass before bad steps count again. No lr goes below ``min_lr`` (one number,
+    or one per group), and a change smaller than ``eps`` is not made. Unlike the other schedulers
+    it takes no step at creation and its ``step`` needs the metric.
+    """
+
+    def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4,
+                 threshold_mode="rel", cooldown=0, min_lr=0, eps=1e-8):
+        if factor >= 1.0:
+            raise ValueError("Factor should be < 1.0.")
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(optimizer).__name__} is not an Optimizer")
+        self.factor, self.optimizer = factor, optimizer
+        groups = optimizer.param_groups
+        if isinstance(min_lr, (list, tuple)):
+            if len(min_lr) != len(groups):
+                raise ValueError(f"expected {len(groups)} min_lrs, got {len(min_lr)}")
+            self.default_min_lr, self.min_lrs = None, list(min_lr)
+        else:
+            self.default_min_lr, self.min_lrs = min_lr, [min_lr] * len(groups)
+        self.patience, self.cooldown, self.eps = patience, cooldown, eps
+        self.last_epoch = 0
+        self._last_lr = self._current_lrs()
+        self._init_is_better(mode, threshold, threshold_mode)
+        self._reset()
+
+    def _init_is_better(self, mode, threshold, threshold_mode):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode {mode} is unknown!")
+        if threshold_mode not in ("rel", "abs"):
+            raise ValueError(f"threshold mode {threshold_mode} is unknown!")
+        self.mode_worse = math.inf if mode == "min" else -math.inf
+        self.mode, self.threshold, self.threshold_mode = mode, threshold, threshold_mode
+
+    def _reset(self):
+        self.best, self.cooldown_counter, self.num_bad_epochs = self.mode_worse, 0, 0
+
+    @property
+    def in_cooldown(self):
+        return self.cooldown_counter > 0
+
+    def _is_better(self, a, best):
+        relative = self.threshold_mode == "rel"
+        if self.mode == "min":
+            return a < best * (1.0 - self.threshold) if relative else a < best - self.threshold
+        return a > best * (self.threshold + 1.0) if relative else a > best + self.threshold
+
+    def step(self, metrics, epoch=None):
+        """Record this step's metric (a number or a 0-d tensor) and reduce the lrs if it is time."""
+        current = float(metrics)
+        if epoch is not None:
+            warnings.warn("The epoch parameter in `scheduler.step()` was not necessary and is being "
+                          "deprecated where possible.", UserWarning, stacklevel=2)
+        self.last_epoch = self.last_epoch + 1 if epoch is None else epoch
+        if self._is_better(current, self.best):
+            self.best, self.num_bad_epochs = current, 0
+        else:
+            self.num_bad_epochs += 1
+        if self.in_cooldown:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0  # bad steps during the cooldown do not count
+        if self.num_bad_epochs > self.patience:
+            self._reduce_lr()
+            self.cooldown_counter, self.num_bad_epochs = self.cooldown, 0
+        self._last_lr = self._current_lrs()
+
+    def _reduce_lr(self):
+        groups = self.optimizer.param_groups
+        if len(groups) != len(self.min_lrs):  # a group added since: torch's rule
+            if self.default_min_lr is None:
+                raise RuntimeError(f"The number of param groups in the `optimizer` ({len(groups)}) "
+                                   f"differs from when `ReduceLROnPlateau` was initialized "
+                                   f"({len(self.min_lrs)}); set `min_lrs` to match.")
+            self.min_lrs = [self.default_min_lr] * len(groups)
+        for group, min_lr in zip(groups, self.min_lrs):
+            old = float(group["lr"])
+            new = max(old * self.factor, min_lr)
+            if old - new > self.eps:
+                group["lr"] = new
+
+    def load_state_dict(self, state_dict):
+        self.__dict__.update(state_dict)
+        self._init_is_better(self.mode, self.threshold, self.threshold_mode)
+
+
 def get_constant_schedule(optimizer, last_epoch=-1):
     """The learning rate stays as set in the optimizer."""
     return LambdaLR(optimizer, _constant, last_epoch)
