@@ -579,4 +579,115 @@ __device__ __forceinline__ void mma_bf16_16x8x16(float (&d)[4], const unsigned (
 #endif
 }
 
+
+// ldmatrix's .trans form: each 8 x 8 matrix is delivered transposed -- lane l = 4g + t receives element
+// (row 2t, column g) and (row 2t + 1, column g) of matrix j in d[j].  With a tile stored k-major (rows are
+// the reduction index k, 8 consecutive n in a 16-byte row) that is exactly mma's B fragment,
+// b[0] = B[2t, 2t+1][g]: the backward's W0 [N, K] is such a tile when N is the reduction (dX = dY W0), so
+// it needs no transposing copy.  Lane 8j + r gives the address of row r of matrix j, as for ldmatrix_x4.
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&d)[4], const void* row_address) {
+#if !defined(__CUDA_EMU__) && __CUDA_ARCH__ >= 800
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3]) : "r"(shared_address(row_address)));
+#else
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {  // rows 2t and 2t + 1 of matrix j were given by lanes 8j + 2t and 8j + 2t + 1
+        const unsigned long long p = reinterpret_cast<unsigned long long>(row_address);
+        const unsigned long long lo = __shfl_sync(0xffffffffu, p, 8 * j + 2 * t);
+        const unsigned long long hi = __shfl_sync(0xffffffffu, p, 8 * j + 2 * t + 1);
+        d[j] = reinterpret_cast<const unsigned short*>(lo)[g] |
+               ((unsigned)reinterpret_cast<const unsigned short*>(hi)[g] << 16);
+    }
+#endif
+}
+
+// ---- the backward's pass over dY, for float32 and bf16 dY ---------------------------------------
+// S[kk][dd] = float(p[(d0 + dd) * ld + k0 + kk]), zero where d >= d_size or k >= k_end: load_tile's job for
+// a k-contiguous operand without scale or dropout, for float (load_tile itself, float4 where it can) and
+// for bf16 bit patterns (one 2-byte load per element, consecutive threads along k: coalesced).
+template <int BK, int BD, int SW, bool VEC, int THREADS>
+__device__ __forceinline__ void load_rows_kcontig(float (*S)[SW], const float* p, int ld, int d_size, int d0, int k0,
+                                                  int k_end, int tid) {
+    load_tile<BK, BD, SW, true, VEC, THREADS>(S, make_operand(p, ld, d_size), d0, k0, k_end, tid);
+}
+template <int BK, int BD, int SW, bool VEC, int THREADS>
+__device__ __forceinline__ void load_rows_kcontig(float (*S)[SW], const unsigned short* p, int ld, int d_size, int d0,
+                                                  int k0, int k_end, int tid) {
+    for (int e = tid; e < BK * BD; e += THREADS) {
+        const int kk = e % BK, dd = e / BK, d = d0 + dd, k = k0 + kk;
+        S[kk][dd] = d < d_size && k < k_end ? bf16_to_float(p[(unsigned long long)d * ld + k]) : 0.0f;
+    }
+}
+
+// V = s dY B and dB's partial sums, reading dY once (lora_backward.cu's launch 1, and lora_bf16.cu's with
+// dY in bf16; T is float or unsigned short).  Block (x, y, z) owns LoRA ranks [x*RC, x*RC + RC), rows
+// [y*BM, y*BM + BM) of dY and its columns [z*n_slice, (z+1)*n_slice) (n_slice = N: one slice).  Thread
+// (ty, tx) owns a TM x TN block of V and, for every BN-wide n-tile, a TB x TN block of that tile's dB rows.
+// Writes V's sum over the block's columns to V_out[z] ([slices, M, r]; V itself for one slice) and dB's
+// rows of its columns summed over its rows to dB_out[y] ([ceil(M/BM), N, r]).  Splitting N (v8) gives a
+// GPU enough blocks at small r without more rows of dB partial sums: V's partials are only M x r each.
+template <class Cfg, class T>
+__device__ __forceinline__ void lora_bwd_dy_tiled(const T* dY, const float* B, const float* U, float* V_out,
+                                                  float* dB_out, int write_db, int M, int N, int r, float s,
+                                                  int n_slice) {
+    constexpr int BM = Cfg::BM, BN = Cfg::BN, RC = Cfg::RC, TM = Cfg::TM, TN = Cfg::TN;
+    constexpr bool VEC = Cfg::VEC;
+    constexpr int TX = RC / TN, TY = BM / TM, THREADS = TX * TY, TB = BN / TY;
+    static_assert(BN % TY == 0, "each thread row must own a whole number of dB rows per n-tile");
+    static_assert(THREADS == 256, "the launch gives every tiled kernel THREADS = 256 threads (lora_tiles.cuh)");
+    __shared__ __align__(16) float Ds[BN][BM + SMEM_PAD];  // Ds[n][m] = dY[m0 + m, n0 + n]
+    __shared__ __align__(16) float Bs[BN][RC + SMEM_PAD];  // Bs[n][j] = B[n0 + n, j0 + j]
+    __shared__ __align__(16) float Us[BM][RC + SMEM_PAD];  // Us[m][j] = U[m0 + m, j0 + j], loaded once
+    const int tid = threadIdx.x, ty = tid / TX, tx = tid % TX;
+    const int m0 = blockIdx.y * BM, j0 = blockIdx.x * RC;
+    const int n_begin = blockIdx.z * n_slice, n_end = min(N, n_begin + n_slice);
+    const Operand b = make_operand(B, r, r);  // (d = j, k = n): d-contiguous
+    const Operand u = make_operand(U, r, r);  // (d = j, k = m): d-contiguous
+    load_tile<BM, RC, RC + SMEM_PAD, false, VEC, THREADS>(Us, u, j0, m0, M, tid);
+    float v[TM][TN];
+    zero(v);
+    for (int n0 = n_begin; n0 < n_end; n0 += BN) {
+        load_rows_kcontig<BN, BM, BM + SMEM_PAD, VEC, THREADS>(Ds, dY, N, M, m0, n0, n_end, tid);
+        load_tile<BN, RC, RC + SMEM_PAD, false, VEC, THREADS>(Bs, b, j0, n0, n_end, tid);
+        __syncthreads();
+        // V[m, j] += sum over this tile's n of dY[m, n] B[n, j]
+        multiply_tiles<BN>(v, Ds, Bs, ThreadTile<BM, RC, TM, TN, false>(tid));
+        // dB[n, j] partial = sum over this block's m of dY[m, n] U[m, j], for the tile's rows n
+        if (write_db) {
+            float db[TB][TN];
+            zero(db);
+#pragma unroll 4
+            for (int mm = 0; mm < BM; ++mm) {
+                float af[TB], bf[TN];
+#pragma unroll
+                for (int q = 0; q < TB; ++q) af[q] = Ds[ty * TB + q][mm];
+#pragma unroll
+                for (int j = 0; j < TN; ++j) bf[j] = Us[mm][tx * TN + j];
+                outer_product_add(db, af, bf);
+            }
+#pragma unroll
+            for (int q = 0; q < TB; ++q) {
+                const int n = n0 + ty * TB + q;
+#pragma unroll
+                for (int j = 0; j < TN; ++j) {
+                    const int jj = j0 + tx * TN + j;
+                    if (n < n_end && jj < r) dB_out[((unsigned long long)blockIdx.y * N + n) * r + jj] = s * db[q][j];
+                }
+            }
+        }
+        __syncthreads();
+    }
+    float* V = V_out + (unsigned long long)blockIdx.z * M * r;
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int m = m0 + ty * TM + i;
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int jj = j0 + tx * TN + j;
+            if (m < M && jj < r) V[(unsigned long long)m * r + jj] = s * v[i][j];
+        }
+    }
+}
+
 }  // namespace minilora

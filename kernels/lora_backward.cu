@@ -41,14 +41,24 @@
 //         rank per thread column, 4 rows of V per thread; r = 64 runs 4 chunks side by side (512 blocks at
 //         M = 8192).  At r <= 16 it still launches ceil(M/64) blocks (128 at M = 8192, under 4 per SM):
 //         more row blocks would grow dB's partial sums; splitting N over blocks (partial V instead) is
-//         the next step.  dX and dA are v5's kernels (aliases).  Expected, NOT measured (no GPU yet).
-//         ptxas (nvcc 13.0): lora_bwd_dy_v6 80 registers on sm_80, 83 on sm_90, no spills.
+//         v8.  dX and dA are v5's kernels (aliases).  Expected, NOT measured (no GPU yet).
+//         ptxas (nvcc 13.0): lora_bwd_dy_v6 80 registers on sm_80, 85 on sm_90 (2 blocks per SM), no spills.
 //     v7  v6 with dX's main loop (dY W0) on cp.async, 4 buffers, 3 tiles in flight (common.cuh,
 //         accumulate_tile_async): W0 is d-contiguous here, so its tile rows arrive as 16-byte copies.
 //         dY's pass is v6's; dA keeps v4's register path (X is loaded through dropout).
 //         Expected, NOT measured (no GPU yet).  ptxas (nvcc 13.0): lora_bwd_dx_v7 127 registers on
 //         sm_80, 128 on sm_90, no spills; sm_90 SASS has LDGSTS.E.BYPASS.128 for W0's rows.
-//     grids: dy (ceil(r/RC), ceil(M/BM)); dx (ceil(K/BN), ceil(M/BM)); da (ceil(K/BN), ceil(r/BM), S);
+//     v8  v6's pass over dY with N split over blocks (grid z): at M = 8192 and r <= 16 v6 launches
+//         ceil(M/64) = 128 blocks, under one per SM of a 132-SM H200, and at 85 registers (sm_90) only 2 of
+//         them fit on an SM anyway.  v8 gives each block a slice of N -- whole 32-wide tiles, as many slices
+//         as it takes for at least 4 blocks per SM (kernels._MIN_BLOCKS = 528): 5 slices, 640 blocks at
+//         r = 16; 2 slices, 1024 blocks at r = 64 -- and writes V's partial sums ([slices, M, r], 0.5 MB
+//         each at r = 16), reduced like dB's.  __launch_bounds__(256, 4): 64 registers (ptxas, sm_80 63,
+//         sm_90 64, no spills) and 16 KB of shared memory, so 4 blocks are resident per SM.  dY is still
+//         read once in all.  The same template runs lora_bf16.cu's pass over a bf16 dY.  dX and dA are v7's.
+//         Expected, NOT measured (no GPU yet).
+//     grids: dy (ceil(r/RC), ceil(M/BM), slices: 1 before v8); dx (ceil(K/BN), ceil(M/BM)); da (ceil(K/BN),
+//     ceil(r/BM), S);
 //     lora_reduce_partials: block 256, grid ceil(E/256) for E output elements.
 //
 // Run by hand:  dX, dA, dB = minilora.kernels.lora_backward(dY, X, W0, A, B, U, s, device="emu", version="v3")
@@ -219,69 +229,8 @@ lora_bwd_da_v2(const float* __restrict__ V, const float* __restrict__ X, float* 
 // v3, v4, v5: one template per kernel over common.cuh's tiled GEMM; Cfg (lora_tiles.cuh) says how.
 // =================================================================================================
 
-// V = s dY B and dB's partial sums, reading dY once.  Block (x, y) owns rows [y*BM, y*BM + BM) of dY
-// and LoRA ranks [x*RC, x*RC + RC).  Thread (ty, tx) owns a TM x TN block of V and, for every n-tile,
-// a TB x TN block of that tile's dB rows.
-template <class Cfg>
-__device__ __forceinline__ void lora_bwd_dy_tiled(const float* dY, const float* B, const float* U, float* V,
-                                                  float* dB_out, int write_db, int M, int N, int r, float s) {
-    constexpr int BM = Cfg::BM, BN = Cfg::BN, RC = Cfg::RC, TM = Cfg::TM, TN = Cfg::TN;
-    constexpr bool VEC = Cfg::VEC;
-    constexpr int TX = RC / TN, TY = BM / TM, THREADS = TX * TY, TB = BN / TY;
-    static_assert(BN % TY == 0, "each thread row must own a whole number of dB rows per n-tile");
-    static_assert(THREADS == minilora::THREADS, "the launch gives every tiled kernel THREADS threads");
-    __shared__ __align__(16) float Ds[BN][BM + SMEM_PAD];  // Ds[n][m] = dY[m0 + m, n0 + n]
-    __shared__ __align__(16) float Bs[BN][RC + SMEM_PAD];  // Bs[n][j] = B[n0 + n, j0 + j]
-    __shared__ __align__(16) float Us[BM][RC + SMEM_PAD];  // Us[m][j] = U[m0 + m, j0 + j], loaded once
-    const int tid = threadIdx.x, ty = tid / TX, tx = tid % TX;
-    const int m0 = blockIdx.y * BM, j0 = blockIdx.x * RC;
-    const Operand dy = make_operand(dY, N, M);  // (d = m, k = n): k-contiguous
-    const Operand b = make_operand(B, r, r);    // (d = j, k = n): d-contiguous
-    const Operand u = make_operand(U, r, r);    // (d = j, k = m): d-contiguous
-    load_tile<BM, RC, RC + SMEM_PAD, false, VEC, THREADS>(Us, u, j0, m0, M, tid);
-    float v[TM][TN];
-    zero(v);
-    for (int n0 = 0; n0 < N; n0 += BN) {
-        load_tile<BN, BM, BM + SMEM_PAD, true, VEC, THREADS>(Ds, dy, m0, n0, N, tid);
-        load_tile<BN, RC, RC + SMEM_PAD, false, VEC, THREADS>(Bs, b, j0, n0, N, tid);
-        __syncthreads();
-        // V[m, j] += sum over this tile's n of dY[m, n] B[n, j]
-        multiply_tiles<BN>(v, Ds, Bs, ThreadTile<BM, RC, TM, TN, false>(tid));
-        // dB[n, j] partial = sum over this block's m of dY[m, n] U[m, j], for the tile's rows n
-        if (write_db) {
-            float db[TB][TN];
-            zero(db);
-#pragma unroll 4
-            for (int mm = 0; mm < BM; ++mm) {
-                float af[TB], bf[TN];
-#pragma unroll
-                for (int q = 0; q < TB; ++q) af[q] = Ds[ty * TB + q][mm];
-#pragma unroll
-                for (int j = 0; j < TN; ++j) bf[j] = Us[mm][tx * TN + j];
-                outer_product_add(db, af, bf);
-            }
-#pragma unroll
-            for (int q = 0; q < TB; ++q) {
-                const int n = n0 + ty * TB + q;
-#pragma unroll
-                for (int j = 0; j < TN; ++j) {
-                    const int jj = j0 + tx * TN + j;
-                    if (n < N && jj < r) dB_out[((unsigned long long)blockIdx.y * N + n) * r + jj] = s * db[q][j];
-                }
-            }
-        }
-        __syncthreads();
-    }
-#pragma unroll
-    for (int i = 0; i < TM; ++i) {
-        const int m = m0 + ty * TM + i;
-#pragma unroll
-        for (int j = 0; j < TN; ++j) {
-            const int jj = j0 + tx * TN + j;
-            if (m < M && jj < r) V[(unsigned long long)m * r + jj] = s * v[i][j];
-        }
-    }
-}
+// (lora_bwd_dy_tiled -- V = s dY B and dB's partial sums in one pass over dY -- is in common.cuh:
+// lora_bf16.cu runs the same template on bf16 dY.)
 
 // dX = dY W0 + mask * (V A).  The rank-r term goes first: that way the dropout mask multiplies a
 // finished LoRA sum held in the very accumulators the main loop then adds dY W0 to -- no second set
@@ -344,7 +293,7 @@ __device__ __forceinline__ void lora_bwd_da_tiled(const float* V, const float* X
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_bwd_dy_v3(const float* __restrict__ dY, const float* __restrict__ B, const float* __restrict__ U,
                float* __restrict__ V, float* __restrict__ dB_out, int write_db, int M, int N, int r, float s) {
-    lora_bwd_dy_tiled<config::lora_bwd_dy_v3>(dY, B, U, V, dB_out, write_db, M, N, r, s);
+    lora_bwd_dy_tiled<config::lora_bwd_dy_v3>(dY, B, U, V, dB_out, write_db, M, N, r, s, N);
 }
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_bwd_dx_v3(const float* __restrict__ dY, const float* __restrict__ W0, const float* __restrict__ V,
@@ -382,7 +331,7 @@ lora_bwd_dx_v5(const float* __restrict__ dY, const float* __restrict__ W0, const
 extern "C" __global__ void __launch_bounds__(256, 2)
 lora_bwd_dy_v6(const float* __restrict__ dY, const float* __restrict__ B, const float* __restrict__ U,
                float* __restrict__ V, float* __restrict__ dB_out, int write_db, int M, int N, int r, float s) {
-    lora_bwd_dy_tiled<config::lora_bwd_dy_v6>(dY, B, U, V, dB_out, write_db, M, N, r, s);
+    lora_bwd_dy_tiled<config::lora_bwd_dy_v6>(dY, B, U, V, dB_out, write_db, M, N, r, s, N);
 }
 
 // v7: dX's main loop on cp.async (config::lora_bwd_dx_v7); dY's pass is v6's, dA v4's.
@@ -391,4 +340,13 @@ lora_bwd_dx_v7(const float* __restrict__ dY, const float* __restrict__ W0, const
                const float* __restrict__ A, float* __restrict__ dX, int M, int N, int K, int r, unsigned seed,
                unsigned threshold, float keep_scale) {
     lora_bwd_dx_tiled<config::lora_bwd_dx_v7>(dY, W0, V, A, dX, M, N, K, r, seed, threshold, keep_scale);
+}
+
+// v8: v6's pass over dY with N split over blocks (grid z): V_out is [slices, M, r] partial sums, reduced
+// by lora_reduce_partials (config::lora_bwd_dy_v8).  Capped at 64 registers for 4 resident blocks per SM.
+extern "C" __global__ void __launch_bounds__(256, 4)
+lora_bwd_dy_v8(const float* __restrict__ dY, const float* __restrict__ B, const float* __restrict__ U,
+               float* __restrict__ V_out, float* __restrict__ dB_out, int write_db, int M, int N, int r, float s,
+               int n_slice) {
+    lora_bwd_dy_tiled<config::lora_bwd_dy_v8>(dY, B, U, V_out, dB_out, write_db, M, N, r, s, n_slice);
 }

@@ -43,6 +43,7 @@ using lora_fwd_u_v5 = lora_fwd_u_v4;  // warp tiles need 8 x 8 outputs per threa
 // at r = 16 (half at r = 8; r = 64 runs 4 rank tiles, 2048 blocks).
 struct lora_fwd_u_v6 : lora_fwd_u_v4 { static constexpr int BM = 16, BN = 16, BK = 32, TM = 1, TN = 1; };
 using lora_fwd_u_v7 = lora_fwd_u_v6;  // cp.async cannot apply dropout on the way: U stays as in v6
+using lora_fwd_u_v8 = lora_fwd_u_v7;
 
 // Y = X W0^T + s U B^T + bias: the big GEMM, 128 x 128 tiles, 8 x 8 outputs per thread.
 struct lora_fwd_y_v3 {
@@ -54,6 +55,7 @@ struct lora_fwd_y_v5 : lora_fwd_y_v4 { static constexpr bool WARP_TILED = true; 
 using lora_fwd_y_v6 = lora_fwd_y_v5;  // v6 changes only the rank-sized side kernels
 // v7: the cp.async main loop (common.cuh, accumulate_tile_async): 4 buffers, 3 tiles in flight.
 struct lora_fwd_y_v7 : lora_fwd_y_v5 { static constexpr int STAGES = 4; };
+using lora_fwd_y_v8 = lora_fwd_y_v7;  // v8 changes only lora_bwd_dy
 
 // ---- backward -----------------------------------------------------------------------------------
 // V = s dY B and dB's partial sums in one pass over dY: BM rows of dY per block, BN-wide tiles of N,
@@ -69,6 +71,11 @@ using lora_bwd_dy_v5 = lora_bwd_dy_v3;
 // more of dB's partial sums ([ceil(M/BM), N, r] floats, already a quarter of dY's bytes at r = 16).
 struct lora_bwd_dy_v6 : lora_bwd_dy_v3 { static constexpr int RC = 16, TM = 4, TN = 1; };
 using lora_bwd_dy_v7 = lora_bwd_dy_v6;
+// v8: v6's tiles with N split over blocks (grid z, SPLIT_N): v6 launches ceil(M/64) blocks at r <= 16 -- 128
+// at M = 8192, under one per SM of an H200 -- and more row blocks would grow dB's partial sums.  Splitting
+// N instead costs partial sums of V, [slices, M, r] (M r floats each: 0.5 MB at M = 8192, r = 16), and the
+// launcher picks enough slices for at least 4 blocks per SM (minilora.kernels, _MIN_BLOCKS).
+struct lora_bwd_dy_v8 : lora_bwd_dy_v6 { static constexpr bool SPLIT_N = true; };
 
 // dX = dY W0 + mask * (V A): the forward's big GEMM shape.
 struct lora_bwd_dx_v3 {
@@ -79,6 +86,7 @@ struct lora_bwd_dx_v4 : lora_bwd_dx_v3 { static constexpr int STAGES = 2; };
 struct lora_bwd_dx_v5 : lora_bwd_dx_v4 { static constexpr bool WARP_TILED = true; };
 using lora_bwd_dx_v6 = lora_bwd_dx_v5;
 struct lora_bwd_dx_v7 : lora_bwd_dx_v5 { static constexpr int STAGES = 4; };  // cp.async main loop
+using lora_bwd_dx_v8 = lora_bwd_dx_v7;
 
 // dA = V^T dropout(X), split over M: 32 (ranks) x 64 (columns of K) tiles, k-step 16 rows of M.
 struct lora_bwd_da_v3 {
@@ -89,11 +97,20 @@ struct lora_bwd_da_v4 : lora_bwd_da_v3 { static constexpr int STAGES = 2; };
 using lora_bwd_da_v5 = lora_bwd_da_v4;  // 2 x 4 per thread is no warp tile: dA stays as in v4
 using lora_bwd_da_v6 = lora_bwd_da_v5;
 using lora_bwd_da_v7 = lora_bwd_da_v6;  // X is loaded through dropout: no cp.async
+using lora_bwd_da_v8 = lora_bwd_da_v7;
 
 // ---- bf16 tensor-core forward (lora_bf16.cu): 8 warps of 64 x 32 (4 x 4 mma tiles of 16 x 8), k-step 32
 // (two mma k-steps), 2 cp.async stages (2 x 20 KB of static shared memory), rank term RC ranks at a time.
 struct lora_bf16_y_v1 {
     static constexpr int BM = 128, BN = 128, BK = 32, WM = 64, WN = 32, STAGES = 2, RC = 16;
+};
+// The backward (lora_bf16.cu): dX = dY W0 + V A on the same tensor-core tiles (the reduction runs over N),
+// V and dB by lora_bwd_dy_v8's split pass over dY (in bf16), dA = V^T X with RC ranks and one column of K
+// per thread, BM rows of M per staged tile of V, split over M like the fp32 dA.
+using lora_bf16_dx_v1 = lora_bf16_y_v1;
+using lora_bf16_dy_v1 = lora_bwd_dy_v8;
+struct lora_bf16_da_v1 {
+    static constexpr int BM = 32, RC = 16;
 };
 
 }  // namespace config

@@ -7,8 +7,10 @@
 // documented in common.cuh lane by lane.  round_bf16 rounds floats to bf16 as the GPU's cvt.rn does.
 // These are the building blocks of the bf16 LoRA kernel, kernels/lora_bf16.cu.
 //
-// Versions: v1 only (a single tile; no tiling to improve).  Launch: mma_bf16_tile grid 1, block 32;
-// round_bf16 grid ceil(n / 256), block 256.  sm_80 or later on a GPU; any CPU under the emulator.
+// ldmatrix_trans_tile shows ldmatrix's .trans form (the backward's W0 fragments) the same way.
+//
+// Versions: v1 only (a single tile; no tiling to improve).  Launch: mma_bf16_tile and ldmatrix_trans_tile
+// grid 1, block 32; round_bf16 grid ceil(n / 256), block 256.  sm_80 or later on a GPU; any CPU under the emulator.
 #include "common.cuh"
 
 using namespace minilora;
@@ -35,6 +37,20 @@ mma_bf16_tile(const unsigned short* __restrict__ A, const unsigned short* __rest
     for (int i = 0; i < 4; ++i) D[(g + 8 * (i / 2)) * 8 + 2 * t + i % 2] = d[i];
     for (int i = 0; i < 4; ++i) fragments[lane * 6 + i] = a[i];
     for (int i = 0; i < 2; ++i) fragments[lane * 6 + 4 + i] = b[i];
+}
+
+// ldmatrix_x4_trans on a 16 x 16 bf16 matrix S: lane 8j + r points at row r + 8 (j % 2), column 8 (j / 2) --
+// the four 8 x 8 quadrants in the order the backward's B fragments take them (k 0-7 | 8-15, then n 0-7 | 8-15)
+// -- and writes its 4 registers to out[lane][0..3].
+extern "C" __global__ void __launch_bounds__(32)
+ldmatrix_trans_tile(const unsigned short* __restrict__ S, unsigned* __restrict__ out) {
+    __shared__ __align__(16) unsigned short Ss[16][16];
+    const int lane = threadIdx.x, j = lane / 8, r = lane % 8;
+    for (int i = lane; i < 16 * 16; i += 32) Ss[i / 16][i % 16] = S[i];
+    __syncwarp();
+    unsigned d[4];
+    ldmatrix_x4_trans(d, &Ss[r + 8 * (j % 2)][8 * (j / 2)]);
+    for (int i = 0; i < 4; ++i) out[lane * 4 + i] = d[i];
 }
 
 extern "C" __global__ void __launch_bounds__(256)

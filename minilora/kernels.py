@@ -15,6 +15,7 @@ Public functions (the contract with ``minilora.ops.lora`` and ``minilora.optim``
     Y, U = lora_forward(X, W0, A, B, scale, bias=None, dropout_p=0.0, seed=0, device=...)
     Y, U = lora_forward_bf16(X_bf16, W0_bf16, A, B, scale, bias=None, device=...)   # tensor cores
     dX, dA, dB = lora_backward(dY, X, W0, A, B, U, scale, dropout_p=0.0, seed=0, device=...)
+    dX, dA, dB = lora_backward_bf16(dY_bf16, X_bf16, W0_bf16, A, B, U, scale, device=...)  # tensor cores
     adamw_step(params, grads, exp_avgs, exp_avg_sqs, lr=..., beta1=..., beta2=..., eps=...,
                weight_decay=..., step=..., device=...)
     bgmv(Y, X, A, B, ranks, scales, index, device=..., version=...)   # per-row adapters, Y in place
@@ -23,7 +24,7 @@ An op never calls these from its NumPy math: ``LoraLinear`` declares ``kernel_fo
 ``kernel_backward``, and ``Function.apply`` runs those on ``emu``/``cuda`` when ``supports`` takes the
 dtypes; they hand their arrays through ``contiguous`` first.
 
-``version="v1" | ... | "v7"`` runs one numbered version of the LoRA kernels (the tests run all of
+``version="v1" | ... | "v8"`` runs one numbered version of the LoRA kernels (the tests run all of
 them); by default ``pick_version`` chooses by shape. Tile shapes come from ``kernels/lora_tiles.cuh``
 (``tiles()``), the same file the kernels include. ``checking(...)`` turns on the debugging aids
 the tests use: NaN-poisoned outputs and, on ``emu``, the race check and the sanitizer.
@@ -38,16 +39,17 @@ import numpy as np
 from .device import Device, xp_of
 from .device import device as _device
 
-__all__ = ["lora_forward", "lora_forward_bf16", "lora_backward", "adamw_step", "bgmv", "BGMV_VERSIONS", "pick_version",
+__all__ = ["lora_forward", "lora_forward_bf16", "lora_backward", "lora_backward_bf16", "adamw_step", "bgmv", "BGMV_VERSIONS", "pick_version",
            "supports", "contiguous", "tiles", "run_update", "AdamWTables", "checking", "kernel_dir", "source", "VERSIONS",
            "KERNEL_FILES"]
 
-VERSIONS = ("v1", "v2", "v3", "v4", "v5", "v6", "v7")
+VERSIONS = ("v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8")
 KERNEL_FILES = ("lora_forward.cu", "lora_backward.cu", "adamw.cu", "bgmv.cu", "lora_bf16.cu")
 BGMV_VERSIONS = ("v1", "v2")
 # Tile shapes and block sizes are not written here: tiles() reads them from kernels/lora_tiles.cuh
 # (and adamw.cu's #defines), so a kernel and its launch configuration cannot disagree.
 _TARGET_BLOCKS = 264  # about two waves of blocks on a 132-SM H100/H200: sizes dA's split over M
+_MIN_BLOCKS = 4 * 132  # at least 4 blocks per SM of a 132-SM H100/H200: sizes the split of N in v8's pass over dY
 
 
 # ------------------------------------------------------------------------------------------------
@@ -396,6 +398,62 @@ def lora_forward_bf16(X, W0, A, B, scale, bias=None, device=None):
     return Y, U
 
 
+def lora_backward_bf16(dY, X, W0, A, B, U, scale, need_dx=True, need_dA=True, need_dB=True, device=None,
+                       split_m=None):
+    """Gradients of ``lora_forward_bf16`` for X, A and B (none for the frozen W0), kernels/lora_bf16.cu.
+
+    dY [M, N], X [M, K], W0 [N, K]: bfloat16 bit patterns (uint16) -- dY as a bf16 model's autograd hands
+    it down; A [r, K], B [N, r], U [M, r] (from the forward): float32. Returns ``(dX, dA, dB)``, float32
+    (dA and dB are the fp32 master weights' gradients; dX is float32 -- round it to bf16 if the layer
+    below wants bf16), with None for each gradient not asked for. ``dX = dY W0`` runs on the tensor
+    cores; the rank-r products (``V = s dY B``, ``V A``, ``dA = V^T X``, ``dB = s dY^T U``) in fp32.
+    ``split_m`` as in ``lora_backward``. No dropout (the bf16 forward has none).
+    """
+    fn = "lora_backward_bf16"
+    dev = _resolve_device(fn, device, dY)
+    M, K = _check_bf16(fn, dev, "X", X, None)
+    N = _check_bf16(fn, dev, "W0", W0, None)[0]
+    _check_bf16(fn, dev, "W0", W0, (N, K))
+    _check_bf16(fn, dev, "dY", dY, (M, N))
+    r = _check_matrix(fn, dev, "A", A)[0]
+    _check(fn, dev, "A", A, (r, K))
+    _check(fn, dev, "B", B, (N, r))
+    _check(fn, dev, "U", U, (M, r))
+    if r == 0:
+        raise ValueError(f"{fn}: the LoRA rank r (rows of A) must be at least 1")
+    xp = dev.xp
+    dX = _empty(xp, (M, K)) if need_dx else None
+    dA = _empty(xp, (r, K)) if need_dA else None
+    dB = _empty(xp, (N, r)) if need_dB else None
+    if M == 0 or N == 0 or K == 0:  # nothing to sum over: the gradients are zero (or empty)
+        for g in (dX, dA, dB):
+            if g is not None:
+                g[...] = 0
+        return dX, dA, dB
+    i32 = np.int32
+
+    def launch(name, grid, block, args):  # the reduction of partial sums is lora_backward.cu's
+        _launch(dev, "lora_bf16.cu" if name.startswith("lora_bf16") else "lora_backward.cu", name, grid, block, args)
+
+    V = _empty(xp, (M, r))  # scratch (s dY B): the pass over dY writes it even when only dB is wanted
+    _dy_pass(launch, "lora_bf16_bwd_dy", tiles().configs[tiles().kernel("lora_bf16_dy_v1")], dY, B, U, V, dB,
+             need_dB, M, N, r, scale)
+    threads = tiles().constants["THREADS"]
+    if need_dx:
+        cfg = tiles().configs[tiles().kernel("lora_bf16_dx_v1")]
+        launch("lora_bf16_bwd_dx", (_cdiv(K, cfg["BN"]), _cdiv(M, cfg["BM"])), threads,
+               (dY, W0, V, A, dX, i32(M), i32(N), i32(K), i32(r)))
+    if need_dA:
+        cfg = tiles().configs["lora_bf16_da_v1"]
+        splits, rows = _m_splits(fn, split_m, _cdiv(r, cfg["RC"]) * _cdiv(K, threads), M, cfg["BM"])
+        partial_A = dA if splits == 1 else _empty(xp, (splits, r, K))
+        launch("lora_bf16_bwd_da", (_cdiv(K, threads), _cdiv(r, cfg["RC"]), splits), threads,
+               (V, X, partial_A, i32(M), i32(K), i32(r), i32(rows)))
+        if splits > 1:
+            _reduce(launch, partial_A, dA, splits, r * K)
+    return dX, dA, dB
+
+
 # ------------------------------------------------------------------------------------------------
 # LoRA backward
 # ------------------------------------------------------------------------------------------------
@@ -452,14 +510,7 @@ def lora_backward(dY, X, W0, A, B, U, scale, dropout_p=0.0, seed=0, need_dx=True
     threads = tiles().constants["THREADS"]
     # 1. One pass over dY: V, and dB's per-row-block partial sums (2. reduced right after).
     dy_kernel, dy = tiles().shape("lora_bwd_dy", v)
-    row_blocks = _cdiv(M, dy["BM"])
-    partial_B = V  # a placeholder pointer when dB is not wanted (write_db = 0)
-    if need_dB:
-        partial_B = dB if row_blocks == 1 else _empty(xp, (row_blocks, N, r))
-    launch(dy_kernel, (_cdiv(r, dy["RC"]), row_blocks), threads,
-           (dY, B, U, V, partial_B, i32(need_dB), i32(M), i32(N), i32(r), s))
-    if need_dB and row_blocks > 1:
-        _reduce(launch, partial_B, dB, row_blocks, N * r)
+    _dy_pass(launch, dy_kernel, dy, dY, B, U, V, dB, need_dB, M, N, r, s)
     # 3. dX = dY W0 + mask * (V A)
     if need_dx:
         dx_kernel, dx = tiles().shape("lora_bwd_dx", v)
@@ -469,18 +520,49 @@ def lora_backward(dY, X, W0, A, B, U, scale, dropout_p=0.0, seed=0, need_dx=True
     if need_dA:
         da_kernel, da = tiles().shape("lora_bwd_da", v)
         bm, bn, bk = da["BM"], da["BN"], da["BK"]
-        tiles_per_split = _cdiv(r, bm) * _cdiv(K, bn)
-        splits = split_m if split_m is not None else max(1, min(_TARGET_BLOCKS // tiles_per_split, _cdiv(M, 256)))
-        if not isinstance(splits, (int, np.integer)) or splits < 1:
-            raise ValueError(f"{fn}: split_m must be a positive int, got {split_m!r}")
-        rows = _cdiv(_cdiv(M, int(splits)), bk) * bk  # rows per split: a multiple of the k-step
-        splits = _cdiv(M, rows)
+        splits, rows = _m_splits(fn, split_m, _cdiv(r, bm) * _cdiv(K, bn), M, bk)
         partial_A = dA if splits == 1 else _empty(xp, (splits, r, K))
         launch(da_kernel, (_cdiv(K, bn), _cdiv(r, bm), splits), threads,
                (V, X, partial_A, i32(M), i32(K), i32(r), i32(rows), *mask))
         if splits > 1:
             _reduce(launch, partial_A, dA, splits, r * K)
     return dX, dA, dB
+
+
+def _m_splits(fn, split_m, tiles_per_split, M, step):
+    """(slices, rows per slice) of dA's split over M: ``split_m`` slices, or by default enough blocks to fill
+    a GPU; rows per slice a multiple of the kernel's k-step ``step``."""
+    splits = split_m if split_m is not None else max(1, min(_TARGET_BLOCKS // tiles_per_split, _cdiv(M, 256)))
+    if not isinstance(splits, (int, np.integer)) or splits < 1:
+        raise ValueError(f"{fn}: split_m must be a positive int, got {split_m!r}")
+    rows = _cdiv(_cdiv(M, int(splits)), step) * step
+    return _cdiv(M, rows), rows
+
+
+def _dy_pass(launch, kernel, cfg, dY, B, U, V, dB, need_dB, M, N, r, s):
+    """Launch 1 of the backward (and 2, the reductions): ``V = s dY B`` and ``dB = s dY^T U`` in one pass over
+    dY. Configurations with ``SPLIT_N`` (v8, bf16) also split N over grid z -- as many slices as it takes to
+    launch ``_MIN_BLOCKS`` blocks, each slice a whole number of BN-wide tiles -- and V's partial sums are
+    reduced like dB's."""
+    xp = xp_of(dY)
+    i32 = np.int32
+    rank_blocks, row_blocks = _cdiv(r, cfg["RC"]), _cdiv(M, cfg["BM"])
+    n_slices, n_slice = 1, N
+    if cfg.get("SPLIT_N", False):
+        n_slices = max(1, min(_cdiv(_MIN_BLOCKS, rank_blocks * row_blocks), _cdiv(N, cfg["BN"])))
+        n_slice = _cdiv(_cdiv(N, n_slices), cfg["BN"]) * cfg["BN"]
+        n_slices = _cdiv(N, n_slice)
+    partial_V = V if n_slices == 1 else _empty(xp, (n_slices, M, r))
+    partial_B = partial_V  # a placeholder pointer when dB is not wanted (write_db = 0)
+    if need_dB:
+        partial_B = dB if row_blocks == 1 else _empty(xp, (row_blocks, N, r))
+    args = (dY, B, U, partial_V, partial_B, i32(need_dB), i32(M), i32(N), i32(r), np.float32(s))
+    launch(kernel, (rank_blocks, row_blocks, n_slices), tiles().constants["THREADS"],
+           args + ((i32(n_slice),) if cfg.get("SPLIT_N", False) else ()))
+    if n_slices > 1:
+        _reduce(launch, partial_V, V, n_slices, M * r)
+    if need_dB and row_blocks > 1:
+        _reduce(launch, partial_B, dB, row_blocks, N * r)
 
 
 def _reduce(launch, partials, out, slices, size):

@@ -92,11 +92,14 @@ def _sass_tools():
     ("lora_backward.cu", "lora_bwd_dx_v7", ("LDGSTS", "LDGDEPBAR", "DEPBAR.LE")),
     ("warp_mma.cu", "mma_bf16_tile", ("LDSM.16.M88.4", "LDSM.16.M88.2", "HMMA.16816.F32.BF16")),
     ("warp_mma.cu", "round_bf16", ("F2FP.BF16.F32.PACK",)),
-    ("lora_bf16.cu", "lora_bf16_fwd_y", ("LDGSTS", "LDSM.16.M88.4", "LDSM.16.M88.2", "HMMA.16816.F32.BF16"))])
+    ("lora_bf16.cu", "lora_bf16_fwd_y", ("LDGSTS", "LDSM.16.M88.4", "LDSM.16.M88.2", "HMMA.16816.F32.BF16")),
+    ("lora_bf16.cu", "lora_bf16_bwd_dx", ("LDGSTS", "LDSM.16.M88.4", "LDSM.16.MT88.4", "HMMA.16816.F32.BF16")),
+    ("warp_mma.cu", "ldmatrix_trans_tile", ("LDSM.16.MT88.4",))])
 def test_sm_90_sass_uses_the_intended_instructions(ptxas, tmp_path, name, kernel, instructions):
     """The inline PTX of common.cuh really reaches the GPU (not the emulator's or the pre-Ampere path):
     v7's main loop is cp.async -- LDGSTS (the copy), LDGDEPBAR (commit_group), DEPBAR (wait_group) --
-    and the bf16 primitives are LDSM (ldmatrix), HMMA (mma.sync m16n8k16) and F2FP (cvt.rn.bf16x2)."""
+    and the bf16 primitives are LDSM (ldmatrix; MT88 its .trans form, the backward's W0 fragments), HMMA
+    (mma.sync m16n8k16) and F2FP (cvt.rn.bf16x2)."""
     cuobjdump, env = _sass_tools()
     if cuobjdump is None:
         pytest.skip("cuobjdump/nvdisasm not installed (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")

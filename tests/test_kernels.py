@@ -163,7 +163,8 @@ def test_backward_is_deterministic(device, version):
                                            ("v4", (21, 19, 13, 3)), ("v4", (67, 20, 36, 4)),
                                            ("v5", (21, 19, 13, 3)), ("v5", (140, 150, 36, 4)),
                                            ("v6", (21, 19, 13, 3)), ("v6", (70, 40, 68, 20)),
-                                           ("v7", (21, 19, 13, 3)), ("v7", (140, 150, 44, 4))])
+                                           ("v7", (21, 19, 13, 3)), ("v7", (140, 150, 44, 4)),
+                                           ("v8", (21, 19, 13, 3)), ("v8", (70, 40, 68, 20))])
 def test_lora_kernels_under_race_check_and_sanitizer(version, shape):
     M, N, K, r = shape
     rng = fresh_rng()
@@ -395,6 +396,29 @@ def test_pick_version_by_shape():
     assert kernels.pick_version(1024, 512) == "v5"  # 8 x 4 = 32 tiles of 128 x 128
 
 
+@pytest.mark.parametrize("r", [1, 8, 16, 64])
+def test_v8_pass_over_dy_launches_at_least_4_blocks_per_sm(r):
+    """Issue 16, item 1: at M = 8192 (K = N = 4096) v6's pass over dY launches ceil(M / 64) = 128 blocks at
+    r <= 16 -- under one per SM of a 132-SM H200; v8 splits N until it launches at least 4 per SM
+    (kernels._MIN_BLOCKS), in whole BN-wide slices, and reduces V's partial sums (the grid math only: no launch)."""
+    M, N = 8192, 4096
+    tiny = np.zeros((1, 1), np.float32)
+
+    def launches(version):
+        out = []
+        kernel, cfg = kernels.tiles().shape("lora_bwd_dy", version)
+        kernels._dy_pass(lambda name, grid, block, args: out.append((name, grid, args)), kernel, cfg,
+                         tiny, tiny, tiny, tiny, tiny, True, M, N, r, 1.0)
+        return out
+    (_, v6_grid, _), _ = launches("v6")  # the pass, then dB's reduction
+    assert int(np.prod(v6_grid)) == -(-r // 16) * 128
+    (name, grid, args), (reduce_v, _, reduce_args), (reduce_b, _, _) = launches("v8")
+    assert name == "lora_bwd_dy_v8" and int(np.prod(grid)) >= kernels._MIN_BLOCKS == 4 * 132, grid
+    n_slice = int(args[-1])
+    assert n_slice % 32 == 0 and grid[2] == -(-N // n_slice)  # whole BN = 32 tiles; every slice non-empty
+    assert reduce_v == reduce_b == "lora_reduce_partials" and reduce_args[2] == grid[2]  # V's partials, then dB's
+
+
 def test_empty_batch():
     X, W0, A, B = on("emu", np.ones((0, 6)), np.ones((5, 6)), np.ones((2, 6)), np.ones((5, 2)))
     Y, U = kernels.lora_forward(X, W0, A, B, 1.0, device="emu")
@@ -528,7 +552,12 @@ def test_tile_shapes_come_from_one_header_and_aliases_launch_the_earlier_kernel(
     assert t.shape("lora_bwd_dy", "v5")[0] == "lora_bwd_dy_v3" and "lora_bwd_dy_v5" not in exported
     assert set(t.aliases) == {"lora_fwd_u_v5", "lora_bwd_dy_v4", "lora_bwd_dy_v5", "lora_bwd_da_v5",
                               "lora_fwd_y_v6", "lora_bwd_dx_v6", "lora_bwd_da_v6",
-                              "lora_fwd_u_v7", "lora_bwd_dy_v7", "lora_bwd_da_v7"}
+                              "lora_fwd_u_v7", "lora_bwd_dy_v7", "lora_bwd_da_v7",
+                              "lora_fwd_u_v8", "lora_fwd_y_v8", "lora_bwd_dx_v8", "lora_bwd_da_v8",
+                              "lora_bf16_dx_v1", "lora_bf16_dy_v1"}
+    # v8 = v6's pass over dY with N split over blocks; the bf16 backward runs the same pass
+    assert t.shape("lora_bwd_dy", "v8") == ("lora_bwd_dy_v8", {**t.configs["lora_bwd_dy_v6"], "SPLIT_N": True})
+    assert t.kernel("lora_bf16_dy_v1") == "lora_bwd_dy_v8" and t.kernel("lora_bf16_dx_v1") == "lora_bf16_y_v1"
     # v6 sizes the side kernels' rank tiles to r: 16 wide, no padding at r = 16 (v4/v3 had 32 and 64)
     assert t.shape("lora_fwd_u", "v6")[1]["BN"] == 16 and t.shape("lora_bwd_dy", "v6")[1]["RC"] == 16
     assert t.shape("lora_bwd_da", "v6")[0] == "lora_bwd_da_v4"  # an alias of an alias resolves

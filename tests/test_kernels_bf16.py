@@ -158,3 +158,115 @@ def test_lora_forward_bf16_rejects_what_it_cannot_compute():
         kernels.lora_forward_bf16(X, W0, A.astype(np.float64), B, 1.0, device="emu")
     with pytest.raises(ValueError, match="device 'cpu' does not run kernels"):
         kernels.lora_forward_bf16(X, W0, A, B, 1.0, device="cpu")
+
+
+def test_ldmatrix_trans_delivers_each_quadrant_transposed(warp_mma):
+    """Lane l = 4g + t receives, in d[j], elements (2t, g) and (2t + 1, g) of quadrant j (rows 8 (j % 2).., columns
+    8 (j / 2)..): mma's B fragment read from a k-major tile (the backward's W0)."""
+    S = np.arange(256, dtype=np.uint16).reshape(16, 16)
+    out = np.zeros((32, 4), np.uint32)
+    warp_mma.get_function("ldmatrix_trans_tile")((1,), (32,), (S, out))
+    for lane in range(32):
+        g, t = divmod(lane, 4)
+        want = [int(S[8 * (j % 2) + 2 * t, 8 * (j // 2) + g]) | int(S[8 * (j % 2) + 2 * t + 1, 8 * (j // 2) + g]) << 16
+                for j in range(4)]
+        assert out[lane].tolist() == want, f"lane {lane}"
+
+
+# ---- the fused bf16 LoRA backward (kernels/lora_bf16.cu) through kernels.lora_backward_bf16 ------------------
+# Ragged shapes again; N % 8 == K % 8 == 0 (the last three) takes dX's cp.async path, the others plain loads;
+# r from 1 to 64 (one, several and a partial 16-rank chunk of the fp32 rank terms).
+BF16_BWD_SHAPES = BF16_SHAPES + [(130, 136, 72, 5), (67, 264, 40, 33), (200, 8, 16, 2)]
+
+
+def lora_bf16_backward_case(seed, M, N, K, r):
+    X, W0, A, B, _ = lora_bf16_case(seed, M, N, K, r)
+    dY = np.random.default_rng(seed + 1).standard_normal((M, N)).astype(np.float32)
+    Xb, Wb, dYb = bf16_bits_reference(X), bf16_bits_reference(W0), bf16_bits_reference(dY)
+    U = (bf16_value(Xb).astype(np.float64) @ A.T).astype(np.float32)  # what lora_forward_bf16 hands on
+    return (X, W0, A, B, dY, U), (Xb, Wb, dYb)
+
+
+def bf16_backward_references(X, W0, A, B, dY, U, s):
+    """(exact gradients, scales): float64, from the inputs given; scales = the sums of |terms| of each element."""
+    X, W0, dY = (a.astype(np.float64) for a in (X, W0, dY))
+    V = s * dY @ B
+    exact = {"dX": dY @ W0 + V @ A, "dA": V.T @ X, "dB": s * dY.T @ U}
+    aV = abs(s) * np.abs(dY) @ np.abs(B)
+    aU = np.abs(X) @ np.abs(A).T  # bounds |U| and U's own rounding error
+    scales = {"dX": np.abs(dY) @ np.abs(W0) + aV @ np.abs(A), "dA": aV.T @ np.abs(X), "dB": abs(s) * np.abs(dY).T @ aU}
+    return exact, scales
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("M,N,K,r", BF16_BWD_SHAPES)
+def test_lora_backward_bf16_against_fp32_references(device, M, N, K, r):
+    (X, W0, A, B, dY, U), (Xb, Wb, dYb) = lora_bf16_backward_case(M * 11 + r, M, N, K, r)
+    s = 0.5
+    with kernels.checking(poison=True):  # every element of dX, dA, dB must be written
+        got = kernels.lora_backward_bf16(*on_device(device, dYb, Xb, Wb, A, B, U), s, device=device)
+    got = dict(zip(("dX", "dA", "dB"), (a.get() if hasattr(a, "get") else a for a in got)))
+    assert got["dX"].shape == (M, K) and got["dA"].shape == (r, K) and got["dB"].shape == (N, r)
+    assert all(g.dtype == np.float32 for g in got.values())
+    # 1. the inputs as the kernels see them (bf16 dY, X, W0; fp32 A, B, U): fp32-accumulation error only
+    tol = 1e-5 if device == "emu" else 1e-4
+    exact, scales = bf16_backward_references(bf16_value(Xb), bf16_value(Wb), A, B, bf16_value(dYb), U, s)
+    for name in got:
+        err = np.abs(got[name] - exact[name])
+        assert (err <= tol * scales[name] + 1e-30).all(), (name, float((err / (scales[name] + 1e-30)).max()))
+    # 2. the fp32 backward a user compares with (unrounded dY, X, W0): within bf16 tolerance (2^-9 per rounding;
+    #    up to three roundings reach one term: dY, W0 or X, and X inside U)
+    fp32, _ = bf16_backward_references(X, W0, A, B, dY, U, s)
+    for name in got:
+        assert (np.abs(got[name] - fp32[name]) <= 3 * 2.0**-8 * scales[name] + 1e-30).all(), name
+        rel = np.abs(got[name] - fp32[name]).max() / np.abs(fp32[name]).max()
+        assert rel < 2e-2, (name, rel)
+
+
+@pytest.mark.parametrize("M,N,K,r", [(130, 136, 72, 17), (37, 45, 50, 3)])  # cp.async path; plain loads
+def test_lora_backward_bf16_race_check_sanitizer_and_the_test_can_fail(M, N, K, r):
+    (X, W0, A, B, dY, U), (Xb, Wb, dYb) = lora_bf16_backward_case(7, M, N, K, r)
+    with kernels.checking(poison=True, check_races=True, sanitize=True):  # races, out-of-bounds accesses
+        dX, dA, dB = kernels.lora_backward_bf16(dYb, Xb, Wb, A, B, U, 2.0, device="emu", split_m=3)
+    exact, scales = bf16_backward_references(bf16_value(Xb), bf16_value(Wb), A, B, bf16_value(dYb), U, 2.0)
+    for name, g in (("dX", dX), ("dA", dA), ("dB", dB)):
+        assert (np.abs(g - exact[name]) <= 1e-5 * scales[name] + 1e-30).all(), name
+    # deterministic: partial sums reduced in a fixed order, no float atomics
+    again = kernels.lora_backward_bf16(dYb, Xb, Wb, A, B, U, 2.0, device="emu", split_m=3)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip((dX, dA, dB), again))
+    # one bf16 ulp in one element of dY moves that row of dX (and only it) and that row of dB
+    dYb2 = dYb.copy()
+    dYb2[M - 1, N - 2] ^= 1
+    dX2, _, dB2 = kernels.lora_backward_bf16(dYb2, Xb, Wb, A, B, U, 2.0, device="emu")
+    assert not np.array_equal(dX2[M - 1], dX[M - 1]) and np.array_equal(dX2[:M - 1], dX[:M - 1])
+    assert not np.array_equal(dB2[N - 2], dB[N - 2]) and np.array_equal(np.delete(dB2, N - 2, 0), np.delete(dB, N - 2, 0))
+
+
+def test_lora_backward_bf16_computes_only_what_is_asked():
+    (X, W0, A, B, dY, U), (Xb, Wb, dYb) = lora_bf16_backward_case(3, 21, 19, 13, 3)
+    exact, scales = bf16_backward_references(bf16_value(Xb), bf16_value(Wb), A, B, bf16_value(dYb), U, 0.5)
+    for wanted in ("dX", "dA", "dB"):
+        flags = {f"need_{n if n != 'dX' else 'dx'}": n == wanted for n in ("dX", "dA", "dB")}
+        with kernels.checking(poison=True):
+            out = dict(zip(("dX", "dA", "dB"), kernels.lora_backward_bf16(dYb, Xb, Wb, A, B, U, 0.5, device="emu",
+                                                                          **flags)))
+        assert [k for k, v in out.items() if v is not None] == [wanted]
+        assert (np.abs(out[wanted] - exact[wanted]) <= 1e-5 * scales[wanted]).all(), wanted
+
+
+def test_lora_backward_bf16_rejects_what_it_cannot_compute():
+    dY, X, W0 = np.zeros((4, 5), np.uint16), np.zeros((4, 8), np.uint16), np.zeros((5, 8), np.uint16)
+    A, B, U = np.zeros((2, 8), np.float32), np.zeros((5, 2), np.float32), np.zeros((4, 2), np.float32)
+    with pytest.raises(TypeError, match="dY must be a numpy uint16 array holding bfloat16 bit patterns"):
+        kernels.lora_backward_bf16(dY.astype(np.float32), X, W0, A, B, U, 1.0, device="emu")
+    with pytest.raises(ValueError, match=r"dY must have shape \(4, 5\)"):
+        kernels.lora_backward_bf16(np.zeros((4, 6), np.uint16), X, W0, A, B, U, 1.0, device="emu")
+    with pytest.raises(ValueError, match=r"U must have shape \(4, 2\)"):
+        kernels.lora_backward_bf16(dY, X, W0, A, B, np.zeros((4, 3), np.float32), 1.0, device="emu")
+    with pytest.raises(TypeError, match="B must be float32"):
+        kernels.lora_backward_bf16(dY, X, W0, A, B.astype(np.float16), U, 1.0, device="emu")
+    with pytest.raises(ValueError, match="device 'cpu' does not run kernels"):
+        kernels.lora_backward_bf16(dY, X, W0, A, B, U, 1.0, device="cpu")
+    dX, dA, dB = kernels.lora_backward_bf16(np.zeros((0, 5), np.uint16), np.zeros((0, 8), np.uint16), W0, A, B,
+                                            np.zeros((0, 2), np.float32), 1.0, device="emu")
+    assert dX.shape == (0, 8) and not dA.any() and not dB.any()
