@@ -118,6 +118,60 @@ def test_engine_mixed_adapters_match_alone_and_batch_together():
         assert sink.done == "length" and sink.text == tok.decode(expected, skip_special_tokens=True)
 
 
+def lora_layers(model):
+    return [m for m in model.modules() if hasattr(m, "stack_cache")]
+
+
+def run_all(engine, jobs):
+    for request, _ in jobs:
+        engine.submit(request)
+    assert wait_until(lambda: all(s.done for _, s in jobs), timeout=30)
+
+
+def test_engine_stacks_adapters_once_per_adapter_set_not_per_step(tmp_path):
+    """The adapters' stacked weights (ops.bgmv's input) are built once per LoRA layer and rebuilt only when
+    an adapter is loaded or unloaded -- they used to be restacked on every forward of every step."""
+    model, tok = two_adapters(), ByteTokenizer()
+    get_peft_model(base_model(), adapter_config(3)).save_pretrained(str(tmp_path / "c"))
+    layers = len(lora_layers(model))  # q, v, down in 2 blocks
+    engine = Engine(model, tok, max_batch_size=4, max_queue=8)
+    engine.eos = set()
+    engine.start()
+    try:
+        jobs = [make_request(tok, p, a, max_tokens=6, temperature=0) for p, a in [("hello", "a"), ("hi", "b"), ("x", None)]]
+        run_all(engine, jobs)
+        assert len(engine.steps) >= 5 and engine.batch.stacks.builds == layers  # once, for every step
+        for request, _ in jobs:  # and the cached stacks give each adapter's own tokens
+            assert request.generated == alone(model, request.prompt_ids, request.adapter, 6)
+        engine.load_adapter("c", str(tmp_path / "c"))
+        jobs = [make_request(tok, p, a, max_tokens=4, temperature=0) for p, a in [("new", "c"), ("old", "a")]]
+        run_all(engine, jobs)
+        assert engine.batch.stacks.builds == 2 * layers
+        assert jobs[0][0].generated == alone(engine.model, jobs[0][0].prompt_ids, "c", 4)
+        engine.unload_adapter("c")
+        run_all(engine, [make_request(tok, "again", "b", max_tokens=4, temperature=0)])
+        assert engine.batch.stacks.builds == 3 * layers
+    finally:
+        engine.shutdown()
+    assert all(layer.stack_cache is None for layer in lora_layers(engine.model))  # the model is ours again
+
+
+def test_stack_cache_is_never_used_with_gradients_on():
+    """A gradient needs the stack inside its graph (and training updates the weights in place): no cache then."""
+    model = two_adapters()  # in eval mode: PEFT refuses adapter_names in training mode
+    batch = RaggedBatch(model)
+    ids = np.array([[5, 6, 7], [8, 9, 10]])
+    model(ids, labels=ids, adapter_names=["a", "b"]).loss.backward()
+    assert batch.stacks.builds == 0
+    trained = [p for n, p in model.named_parameters() if p.requires_grad]  # adapter "a"'s (the active one)
+    assert trained and all(p.grad is not None and np.abs(p.grad.numpy()).sum() > 0 for p in trained)
+    with ml.no_grad():
+        model(ids, adapter_names=["a", "b"])
+    assert batch.stacks.builds == len(lora_layers(model))
+    batch.close()
+    assert all(layer.stack_cache is None for layer in lora_layers(model))
+
+
 def test_engine_validation_and_queue_bound():
     model, tok = two_adapters(), ByteTokenizer()
     engine = Engine(model, tok, max_batch_size=1, max_queue=1)  # not started: requests stay queued

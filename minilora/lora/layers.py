@@ -17,7 +17,7 @@ from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
 from ..nn import init
 from ..random import generator
-from ..tensor import Tensor
+from ..tensor import Tensor, is_grad_enabled
 from .inits import is_weight_mutating_init, olora_init, pissa_init
 
 __all__ = ["BaseTunerLayer", "Linear", "Embedding", "LoraLayer", "DoraMagnitude", "VeraLinear", "VeraLayer",
@@ -333,19 +333,45 @@ class Linear(BaseTunerLayer):
         over the batch; on ``emu``/``cuda`` it is kernels/bgmv.cu. ``"__base__"`` rows get nothing.
         """
         self._check_mixed_batch(x, adapter_names)
-        names = sorted({n for n in adapter_names if n in self.lora_A})  # adapters present in this layer
         result = self.base_layer(x)
+        names, A_stack, B_stack = self._stacked_adapters(adapter_names)
         if not names:
             return result
         slot = {name: i for i, name in enumerate(names)}  # -1: "__base__", or an adapter not in this layer
-        r_max = max(self.r[n] for n in names)
-        A_stack = ops.stack([_pad_rank(self.lora_A[n].weight, r_max, 0) for n in names])  # [L, r_max, in]
-        B_stack = ops.stack([_pad_rank(self.lora_B[n].weight, r_max, 1) for n in names])  # [L, out, r_max]
         tokens = result.numel() // (result.shape[0] * self.out_features)  # rows per sample
         index = np.repeat([slot.get(n, -1) for n in adapter_names], tokens)  # one adapter per token row
         out = ops.bgmv(result.reshape(-1, self.out_features), x.reshape(-1, self.in_features), A_stack, B_stack,
                        [self.r[n] for n in names], [self.scaling[n] for n in names], index)
         return out.reshape(result.shape)
+
+    stack_cache = None  # a server's dict {layer: stacks} (serve.RaggedBatch sets it); None: stack every forward
+
+    def _stacked_adapters(self, adapter_names):
+        """``(names, A [L, r_max, in], B [L, out, r_max])``: this layer's adapters among ``adapter_names``,
+        zero-padded to the largest rank and stacked for ``ops.bgmv``.
+
+        Stacking copies every adapter's weights, on every forward. A server, whose adapters change only
+        when it loads or unloads one, sets ``stack_cache``: then ALL this layer's adapters are stacked
+        once and reused for as long as the same weight tensors are loaded (a load or delete rebuilds).
+        Only without gradients: training needs the stack in its graph and updates the weights in place."""
+        cache = None if is_grad_enabled() else self.stack_cache
+        names = sorted(self.lora_A) if cache is not None else \
+            sorted({n for n in adapter_names if n in self.lora_A})  # adapters present in this layer
+        if not names:
+            return names, None, None
+        if cache is None:
+            return (names, *self._stack(names))
+        weights = [w for n in names for w in (self.lora_A[n].weight, self.lora_B[n].weight)]
+        entry = cache.get(self)
+        if entry is None or entry[0] != names or any(a is not b for a, b in zip(entry[1], weights)):
+            entry = cache[self] = (names, weights, *self._stack(names))
+        return entry[0], entry[2], entry[3]
+
+    def _stack(self, names):
+        r_max = max(self.r[n] for n in names)
+        A_stack = ops.stack([_pad_rank(self.lora_A[n].weight, r_max, 0) for n in names])  # [L, r_max, in]
+        B_stack = ops.stack([_pad_rank(self.lora_B[n].weight, r_max, 1) for n in names])  # [L, out, r_max]
+        return A_stack, B_stack
 
     def _check_mixed_batch(self, x, adapter_names):
         super()._check_mixed_batch(x, adapter_names)

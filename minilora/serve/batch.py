@@ -15,7 +15,11 @@ columns that only padding still uses are trimmed), a new one joins (the shorter 
 left). Padded keys get -inf in the attention scores, so every row computes what it would alone.
 
 Rows name their adapter: the batch runs ``model(..., adapter_names=[...])`` (ops.bgmv), so rows for
-different adapters share every base GEMM.
+different adapters share every base GEMM. ops.bgmv takes each layer's adapters stacked into one array;
+the batch keeps those stacks (``AdapterStacks``) instead of copying every adapter's weights on every
+step, and drops them when the adapter set changes (``adapters_changed()``, which the engine calls after
+a load or unload). So while a batch serves a model, its adapters change only through the engine;
+``close()`` hands the model back (training it afterwards never meets a stale stack).
 """
 import numpy as np
 
@@ -24,7 +28,7 @@ from ..nn.llama import KVCache
 from ..tensor import Tensor, no_grad
 from ..lora.layers import BASE_ADAPTER
 
-__all__ = ["RaggedBatch"]
+__all__ = ["RaggedBatch", "AdapterStacks"]
 
 
 def _pad_left(t, width):
@@ -34,6 +38,20 @@ def _pad_left(t, width):
     xp = t.device.xp
     zeros = Tensor._make(xp.zeros((t.shape[0], t.shape[1], width, t.shape[3]), dtype=t.dtype), t.device, False, None)
     return ops.cat([zeros, t], axis=2)
+
+
+class AdapterStacks(dict):
+    """``{LoRA layer: its adapters stacked for ops.bgmv}``, one dict shared by the served model's layers
+    (their ``stack_cache``). A layer fills its entry on the first forward that needs it; ``builds``
+    counts them: once per layer each time the adapter set changes, never per step."""
+
+    def __init__(self):
+        super().__init__()
+        self.builds = 0
+
+    def __setitem__(self, layer, stacks):
+        self.builds += 1
+        super().__setitem__(layer, stacks)
 
 
 class RaggedBatch:
@@ -50,6 +68,25 @@ class RaggedBatch:
         self.adapters = []  # one adapter name (or None: the base model) per row
         self.mask = np.zeros((0, 0), dtype=np.int64)
         self.cache = None
+        self.stacks = AdapterStacks()
+        self.adapters_changed()
+
+    def adapters_changed(self, model=None):
+        """After an adapter was loaded or unloaded (``model``: the model served from now on, if it is
+        another object): the stacked adapters are rebuilt on the next step, by every LoRA layer."""
+        self.model = self.model if model is None else model
+        self.stacks.clear()
+        self._attach(self.stacks)
+
+    def close(self):
+        """Stop keeping stacks for the model's layers: it may be trained (changed in place) again."""
+        self.stacks.clear()
+        self._attach(None)
+
+    def _attach(self, stacks):
+        for module in self.model.modules():
+            if hasattr(module, "stack_cache"):  # a LoRA layer that can serve per-row adapters
+                module.stack_cache = stacks
 
     def __len__(self):
         return len(self.adapters)

@@ -136,10 +136,10 @@ class Engine:
                 self.model.load_adapter(path, adapter_name=name)
             else:
                 self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name).eval()
-                self.batch.model = self.model
         except (OSError, ValueError, KeyError, TypeError, NotImplementedError) as exc:
             raise EngineError(400, f"cannot load adapter {name!r} from {path!r}: {exc}", "lora_path") from None
         self.model.eval()
+        self.batch.adapters_changed(self.model)  # new layers, new stacks
         self._adapter_names = tuple(sorted(self.model.peft_config))
 
     def unload_adapter(self, name):
@@ -155,10 +155,11 @@ class Engine:
                                        "unload it when they are done", "lora_name")
             self._adapter_names = tuple(n for n in self._adapter_names if n != name)
         if not self._adapter_names:  # it was the last adapter: back to the plain base model
+            self.batch.close()
             self.model = self.model.unload()
-            self.batch.model = self.model
         else:
             self.model.delete_adapter(name)
+        self.batch.adapters_changed(self.model)
 
     def _call(self, fn):
         """Run ``fn`` on the engine thread between steps (directly when the loop is not running)."""
@@ -209,6 +210,7 @@ class Engine:
             self._lock.notify()
         if self._thread is not None:
             self._thread.join(timeout)
+        self.batch.close()  # the model is the caller's again (it may be trained: no stale adapter stacks)
 
     # --- the loop ------------------------------------------------------------------------------
     def _run(self):
@@ -316,6 +318,7 @@ class Engine:
         for _, future in commands:
             future.set_exception(EngineError(status, message))
         self.rows = []
+        self.batch.close()
         self.batch = RaggedBatch(self.model)
 
 
