@@ -69,9 +69,11 @@ from .ops import (addmm, baddbmm, bincount, clamp_max, clamp_min, count_nonzero,
                   diagonal, expm1, index_add, index_select, lerp, log1p, masked_select, median,
                   movedim, narrow, reciprocal, repeat_interleave, roll, scatter, scatter_add, square,
                   swapaxes, take_along_dim, tile, unique, xlogy)
+from .ops import (addcdiv, addcmul, broadcast_to, diff, fmod, hstack, log10, log2, logical_xor,  # noqa: E402,F401
+                  meshgrid, select, std_mean, trace, unflatten, var_mean, vstack)
 from .factories import (empty, empty_like, eye, full, full_like, is_tensor, linspace,  # noqa: E402,F401
                         multinomial, numel, randperm, ones, ones_like, rand, rand_like, randint, randn,
-                        randn_like, zeros, zeros_like)
+                        randn_like, tril_indices, triu_indices, zeros, zeros_like)
 from .serialization import load, save  # noqa: E402,F401
 
 # Sub-packages load on first use (``ml.nn``, ``ml.optim``, ``ml.lora`` ...), as ``torch.nn`` users

@@ -19,7 +19,7 @@ from .tensor import Tensor
 
 __all__ = ["zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like",
            "eye", "rand", "randn", "rand_like", "randn_like", "randint", "linspace", "is_tensor",
-           "numel"]
+           "numel", "tril_indices", "triu_indices"]
 
 
 def _size(size, fn):
@@ -113,6 +113,25 @@ def eye(n, m=None, *, dtype=None, device=None, requires_grad=False):
     """The ``n x m`` identity (``m`` defaults to ``n``)."""
     dtype = _float_dtype(dtype)
     return _make(np.eye(n, n if m is None else m, dtype=dtype), dtype, device, requires_grad)
+
+
+def _triangle_indices(fn, row, col, offset, dtype, device):
+    if row < 0 or col < 0:
+        raise RuntimeError(f"{fn}: row and col must be non-negative, got {row} and {col}")
+    dtype = dtypes.to_dtype(dtype)
+    pick = np.tril_indices if fn == "tril_indices" else np.triu_indices
+    return _make(np.stack(pick(row, offset, col)).astype(dtype), dtype, device, False)
+
+
+def tril_indices(row, col, offset=0, *, dtype=dtypes.int64, device=None):
+    """``torch.tril_indices``: the ``[2, N]`` coordinates of the lower triangle (on and below
+    diagonal ``offset``) of a ``row x col`` matrix, row by row."""
+    return _triangle_indices("tril_indices", row, col, offset, dtype, device)
+
+
+def triu_indices(row, col, offset=0, *, dtype=dtypes.int64, device=None):
+    """``torch.triu_indices``: the ``[2, N]`` coordinates of the upper triangle."""
+    return _triangle_indices("triu_indices", row, col, offset, dtype, device)
 
 
 # ---- random ------------------------------------------------------------------------------------

@@ -168,6 +168,41 @@ CASES = [
     ("F.dropout(training=False)", lambda m, x: F(m).dropout(x, 0.5, training=False), [X]),
     ("F.embedding", lambda m, w: F(m).embedding(m.tensor([[0, 2], [2, 1]]), w), [X]),
     ("F.linear", lambda m, x, w, b: F(m).linear(x, w, b), [X, Y, Y[:, 0]]),
+    ("flip(dims=)", lambda m, x: x.flip(dims=(0, -1)), [X3]),
+    ("sign(bool)", lambda m, x: (x > 0).sign(), [X]),
+    ("F.linear 1-D weight", lambda m, x, w: F(m).linear(x, w), [X, V]),
+    ("F.linear 1-D input and weight", lambda m, x, w: F(m).linear(x, w), [V, V]),
+    # ---- more of the sweep: cheap additions
+    ("unflatten", lambda m, x: x.unflatten(1, (2, -1)), [X]),
+    ("lib.unflatten(dim=-1)", lambda m, x: m.unflatten(x, -1, (2, 1, 2)), [X3]),
+    ("select", lambda m, x: x.select(1, -1), [X3]),
+    ("lib.select(dim=, index=)", lambda m, x: m.select(x, dim=0, index=2), [X]),
+    ("broadcast_to", lambda m, x: x.broadcast_to((2, 3, 4)), [X]),
+    ("hstack 2-D", lambda m, x, y: m.hstack([x, y]), [X, Y]),
+    ("hstack 1-D", lambda m, v: m.hstack((v, v[:2])), [V]),
+    ("vstack", lambda m, x, v: m.vstack([x, v]), [X, V]),
+    ("meshgrid ij", lambda m, a, b: m.meshgrid(a, b, indexing="ij"), [V, V[:3]]),
+    ("meshgrid xy", lambda m, a, b, c: m.meshgrid([a, b, c], indexing="xy"), [V, V[:3], V[:2]]),
+    ("trace", lambda m, x: x.trace(), [X]),
+    ("trace(int)", lambda m, x: m.trace(x.reshape(2, 4)), [INTS]),
+    ("diff", lambda m, x: x.diff(), [X]),
+    ("diff(n=2, dim=0, prepend, append)", lambda m, x, y: m.diff(x, n=2, dim=0, prepend=y[:1], append=y), [X, Y]),
+    ("diff(bool)", lambda m, x: (x > 0).diff(dim=1), [X]),
+    ("diff(int)", lambda m, x: x.diff(), [INTS]),
+    ("log2 log10", lambda m, x: (x.log2(), m.log10(x)), [np.abs(X) + np.array([0.0, 1.0, 7.0, 1e3])]),
+    ("log2(int)", lambda m, x: m.log2(x + 1), [INTS]),
+    ("fmod", lambda m, x: x.fmod(0.7), [X * 3]),
+    ("fmod(tensor)", lambda m, x, y: m.fmod(x, y), [X * 3, Y]),
+    ("fmod(int)", lambda m, x: m.fmod(x - 2, 3), [INTS]),
+    ("logical_xor", lambda m, x, y: (x > 0).logical_xor(y), [X, Y]),
+    ("addcmul", lambda m, x, a, b: x.addcmul(a, b, value=0.5), [X, Y, V]),
+    ("lib.addcmul", lambda m, x, a, b: m.addcmul(x, a, b), [X, Y, V]),
+    ("addcdiv", lambda m, x, a, b: m.addcdiv(x, a, b, value=-0.1), [X, Y, np.abs(V) + 1]),
+    ("addcmul_/addcdiv_", lambda m, x, a, b: x.clone().addcmul_(a, b, value=2).addcdiv_(a, b + 3), [X, Y, V]),
+    ("var_mean", lambda m, x: m.var_mean(x, 1), [X]),
+    ("std_mean(correction=0, keepdim)", lambda m, x: m.std_mean(x, dim=(0, 2), keepdim=True, correction=0), [X3]),
+    ("var_mean(False)", lambda m, x: m.var_mean(x, False), [X]),
+    ("tril_indices", lambda m: (m.tril_indices(3, 4), m.triu_indices(4, 3, 1), m.tril_indices(3, 3, -1)), []),
     # ---- functional activations, normalize, cosine similarity
     ("F.softplus", lambda m, x: F(m).softplus(x), [SPREAD]),
     ("F.softplus(2, 1)", lambda m, x: F(m).softplus(x, 2, 1), [SPREAD]),
@@ -325,6 +360,15 @@ ERRORS = [
     ("repeat_interleave count mismatch", lambda m: _T(m, X).repeat_interleave(m.tensor([1, 2]), dim=1)),
     ("repeat_interleave negative", lambda m: _T(m, X).repeat_interleave(-1)),
     ("median empty dim", lambda m: m.zeros(0, 2).median(0)),
+    ("select out of range", lambda m: _T(m, X).select(1, 4)),
+    ("trace of 3-D", lambda m: _T(m, X3).trace()),
+    ("diff of 0-D", lambda m: m.tensor(1.0).diff()),
+    ("isclose dtypes differ", lambda m: m.isclose(_T(m, X), _T(m, X).float())),
+    ("addcdiv of integers", lambda m: m.addcdiv(_T(m, X), m.tensor([1]), m.tensor([2]))),
+    ("meshgrid 2-D", lambda m: m.meshgrid(_T(m, X), _T(m, X), indexing="ij")),
+    ("meshgrid bad indexing", lambda m: m.meshgrid(_T(m, V), _T(m, V), indexing="ji")),
+    ("fmod integer by 0", lambda m: m.fmod(m.tensor([3]), 0)),
+    ("F.linear 1-D weight with bias", lambda m: m.nn.functional.linear(_T(m, X), _T(m, V), _T(m, V[:1]))),
     ("cumprod bad dim", lambda m: _T(m, X).cumprod(2)),
     ("addmm shapes", lambda m: _T(m, X).addmm(_T(m, X), _T(m, X))),
     ("addmm input too big", lambda m: m.zeros(3).addmm(_T(m, X)[:2, :3], _T(m, X)[:, :2])),
@@ -382,6 +426,10 @@ GRAD_CHECKS = [
     ("normalize", lambda x: ml.nn.functional.normalize(x, 3.0, 0), [X]),
     ("kl_div", lambda x, t: ml.nn.functional.kl_div(x, t, reduction="batchmean"), [LOGP, P + 0.1]),
     ("huber_loss", lambda x, y: ml.nn.functional.huber_loss(x, y, delta=0.5), [SPREAD, Y]),
+    ("fmod", lambda x, y: ml.fmod(x, y), [X * 3, Y]),
+    ("log2", lambda x: x.log2() + x.log10(), [np.abs(X) + 0.1]),
+    ("addcdiv", lambda x, a, b: x.addcdiv(a, b, value=0.3), [X, Y, np.abs(X) + 1]),
+    ("diff", lambda x, y: x.diff(2, 0, append=y), [X, Y]),
     ("baddbmm", lambda b, x, y: ml.baddbmm(b, x, y, beta=0.3, alpha=2.0), [X3[0, :, :3], X3, np.ascontiguousarray(X3.transpose(0, 2, 1))]),
 ]
 
@@ -575,6 +623,12 @@ TORCH_SIGNATURES = {
     "lerp_": "lerp_(end, weight)",
     "scatter_": "scatter_(dim, index, src=None, *, value=None, reduce=None)",
     "scatter_add_": "scatter_add_(dim, index, src)",
+    "addcmul_": "addcmul_(tensor1, tensor2, *, value=1)",
+    "addcdiv_": "addcdiv_(tensor1, tensor2, *, value=1)",
+    "unflatten": "unflatten(dim, sizes)",
+    # the docstrings say fmod(divisor) and broadcast_to(shape); torch 2.13 takes other= and size=
+    "fmod": "fmod(other)", "broadcast_to": "broadcast_to(size)",
+    "flip": None,  # torch: flip(*dims) and flip(dims=...) in one; ours too (*dims, **by_name)
 }
 FUNCTION_SIGNATURES = {
     "unique": "unique(input, sorted=True, return_inverse=False, return_counts=False, dim=None)",
@@ -585,18 +639,26 @@ FUNCTION_SIGNATURES = {
     "scatter": "scatter(input, dim, index, src=None, *, value=None, reduce=None)",
     "square": "square(input)",
     "einsum": "einsum(equation, *operands)",  # torch's Python wrapper takes *args
+    "meshgrid": "meshgrid(*tensors, indexing=None)",
+    "var_mean": "var_mean(input, dim=None, unbiased=True, keepdim=False, *, correction=None)",
+    "std_mean": "std_mean(input, dim=None, unbiased=True, keepdim=False, *, correction=None)",
+    "unflatten": "unflatten(input, dim, sizes)",
+    "fmod": "fmod(input, other)", "broadcast_to": "broadcast_to(input, size)",  # (docstrings: divisor, shape)
 }
 METHODS = ["unique", "bincount", "repeat_interleave", "roll", "median", "narrow", "diagonal", "diag",
            "index_add", "index_add_", "index_select", "scatter", "scatter_", "scatter_add", "scatter_add_",
            "take_along_dim", "masked_select", "count_nonzero", "cumprod", "lerp", "lerp_", "xlogy",
            "clamp_min", "clamp_max", "addmm", "baddbmm", "movedim", "swapaxes", "tile", "square",
-           "reciprocal", "log1p", "expm1"]
+           "reciprocal", "log1p", "expm1", "log2", "log10", "fmod", "logical_xor", "addcmul", "addcmul_",
+           "addcdiv", "addcdiv_", "unflatten", "select", "broadcast_to", "trace", "diff"]
 FUNCTIONS = ["unique", "bincount", "repeat_interleave", "roll", "median", "narrow", "diagonal", "diag",
              "index_add", "index_select", "scatter", "scatter_add", "take_along_dim", "masked_select",
              "count_nonzero", "cumprod", "lerp", "xlogy", "clamp_min", "clamp_max", "addmm", "baddbmm",
              "movedim", "swapaxes", "tile", "square", "reciprocal", "log1p", "expm1", "einsum", "eye",
              "flip", "chunk", "unbind", "nonzero", "sort", "argsort", "amax", "amin", "prod", "sign",
-             "floor", "ceil", "outer", "allclose", "isclose", "equal", "gather"]
+             "floor", "ceil", "outer", "allclose", "isclose", "equal", "gather", "log2", "log10", "fmod",
+             "logical_xor", "addcmul", "addcdiv", "unflatten", "select", "broadcast_to", "trace", "diff",
+             "hstack", "vstack", "meshgrid", "var_mean", "std_mean", "tril_indices", "triu_indices"]
 NOT_TORCH = {"narrow": {"dimension"}}  # torch's Tensor.narrow docstring says `dimension`; torch takes dim=
 
 

@@ -22,7 +22,12 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
 
 
 def linear(input, weight, bias=None):
-    """``input @ weight.T + bias`` with ``weight`` [out_features, in_features] (PyTorch layout)."""
+    """``input @ weight.T + bias`` with ``weight`` [out_features, in_features] (PyTorch layout);
+    a 1-D ``weight`` [in_features] gives one output per row, without that dimension (torch)."""
+    if weight.ndim == 1:
+        if bias is not None:  # torch refuses this combination too
+            raise RuntimeError("linear: a bias needs a 2-D weight (mat2 must be a matrix, got 1-D tensor)")
+        return ops.matmul(input, weight)
     return ops.linear(input, weight, bias)
 
 

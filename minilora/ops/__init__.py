@@ -31,6 +31,9 @@ from .shape import diag, diagonal, movedim, narrow, roll, swapaxes, tile
 from .elementwise import (clamp_max, clamp_min, expm1, leaky_relu, lerp, log1p, reciprocal, softplus,
                           square, xlogy)
 from .matmul import addmm, baddbmm
+from .elementwise import addcdiv, addcmul, fmod, log10, log2, logical_xor
+from .shape import broadcast_to, diff, hstack, meshgrid, select, trace, unflatten, vstack
+from .reduce import std_mean, var_mean
 from .nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1_loss
 
 
@@ -183,8 +186,13 @@ def _t(self):
     return transpose(self, 0, 1) if self.ndim == 2 else self
 
 
-def _flip_method(self, *dims):
-    """``x.flip(0)``, ``x.flip(0, 1)`` and ``x.flip([0, 1])``, as torch takes them."""
+def _flip_method(self, *dims, **by_name):
+    """``x.flip(0)``, ``x.flip(0, 1)``, ``x.flip([0, 1])`` and ``x.flip(dims=[0, 1])``, as torch
+    takes them."""
+    if by_name:
+        if set(by_name) != {"dims"} or dims:
+            raise TypeError(f"flip() takes dims, positionally or as dims=, got {sorted(by_name)}")
+        dims = (by_name["dims"],)
     return flip(self, dims[0] if len(dims) == 1 else dims)
 
 
@@ -236,6 +244,14 @@ def lerp_(self, end, weight):
     return self._inplace(lerp, end, weight)
 
 
+def addcmul_(self, tensor1, tensor2, *, value=1):
+    return self._inplace(addcmul, tensor1, tensor2, value=value)
+
+
+def addcdiv_(self, tensor1, tensor2, *, value=1):
+    return self._inplace(addcdiv, tensor1, tensor2, value=value)
+
+
 _MISSING_METHODS = {
     "unique": unique, "bincount": bincount, "repeat_interleave": repeat_interleave, "roll": roll,
     "median": median, "narrow": narrow, "diagonal": diagonal, "diag": diag,
@@ -246,7 +262,10 @@ _MISSING_METHODS = {
     "lerp": lerp, "lerp_": lerp_, "xlogy": xlogy, "clamp_min": clamp_min,
     "clamp_max": clamp_max, "addmm": addmm, "baddbmm": baddbmm, "movedim": movedim,
     "swapaxes": swapaxes, "tile": tile, "square": square, "reciprocal": reciprocal,
-    "log1p": log1p, "expm1": expm1,
+    "log1p": log1p, "expm1": expm1, "log2": log2, "log10": log10, "fmod": fmod,
+    "logical_xor": logical_xor, "addcmul": addcmul, "addcmul_": addcmul_, "addcdiv": addcdiv,
+    "addcdiv_": addcdiv_, "unflatten": unflatten, "select": select, "broadcast_to": broadcast_to,
+    "trace": trace, "diff": diff,
 }
 for _name, _fn in _MISSING_METHODS.items():
     setattr(Tensor, _name, _fn)

@@ -10,12 +10,13 @@ import numpy as np
 from .. import fastmath, parallel
 from ..device import xp_of
 from ..dtypes import get_default_dtype, result_type, to_dtype
-from ..tensor import Function
+from ..tensor import Function, Tensor
 
 __all__ = ["add", "sub", "mul", "div", "floor_divide", "neg", "pow", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
            "sigmoid", "relu", "gelu", "silu", "where", "masked_fill", "clone", "astype",
            "to_device", "unbroadcast", "erf", "lerp", "xlogy", "log1p", "expm1", "softplus",
-           "leaky_relu", "clamp_min", "clamp_max", "square", "reciprocal"]
+           "leaky_relu", "clamp_min", "clamp_max", "square", "reciprocal", "log2", "log10", "fmod",
+           "logical_xor", "addcmul", "addcdiv"]
 
 
 def unbroadcast(grad, shape):
@@ -431,8 +432,8 @@ def neg(input): return Neg.apply(input)
 def _floating(input):
     """Functions such as exp and sqrt of an integer or bool tensor compute in the default float
     dtype, as torch's do (``torch.tensor([4]).sqrt()`` is float32, not NumPy's float64)."""
-    dtype = getattr(input, "dtype", None)
-    if dtype is not None and getattr(dtype, "kind", "f") in "biu":
+    array = input._array if isinstance(input, Tensor) else input
+    if getattr(getattr(array, "dtype", None), "kind", "f") in "biu":
         return astype(input, get_default_dtype())
     return input
 
@@ -455,6 +456,13 @@ def _promoted(a, b, true_divide=False):
     """``a`` and ``b`` cast to torch's result dtype (tensors through ``astype``, so gradients flow
     back in each input's own dtype). The common cases -- two tensors of one dtype, a float tensor
     and a Python number -- cost a couple of checks and no cast: NumPy computes them in that dtype."""
+    if isinstance(a, Tensor):  # the fast path for every `x * y` and `x - 0.5` (`is`: dtypes are singletons)
+        a_dtype = a._array.dtype
+        if isinstance(b, Tensor):
+            if a_dtype is b._array.dtype and (not true_divide or a_dtype.kind == "f"):
+                return a, b
+        elif type(b) is float and a_dtype.kind == "f":
+            return a, b
     a_array, b_array = getattr(a, "_array", a), getattr(b, "_array", b)
     a_dtype, b_dtype = getattr(a_array, "dtype", None), getattr(b_array, "dtype", None)
     if a_dtype is not None and b_dtype is not None:
@@ -653,7 +661,8 @@ class Sign(Function):
 
 def sin(input): return Sin.apply(_floating(input))
 def cos(input): return Cos.apply(_floating(input))
-def sign(input): return Sign.apply(input)
+def sign(input):
+    return clone(input) if input.dtype == np.bool_ else Sign.apply(input)  # bool: itself (torch)
 
 
 class _Test(Function):
@@ -777,7 +786,10 @@ def round(input, *, decimals=0):  # noqa: A001  (torch.round)
 
 
 def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
-    """``|input - other| <= atol + rtol * |other|`` elementwise (torch.isclose; no gradient)."""
+    """``|input - other| <= atol + rtol * |other|`` elementwise (torch.isclose; no gradient). Two
+    tensors must share a dtype, as in torch (which raises rather than promote here)."""
+    if hasattr(other, "_array") and other.dtype != input.dtype:
+        raise RuntimeError(f"isclose: {input.dtype} did not match {other.dtype}")
     a, b = _raw(input), _raw(other)
     return input._make(xp_of(a).isclose(a, b, rtol=rtol, atol=atol, equal_nan=equal_nan),
                        input._device, False, None)
@@ -951,3 +963,65 @@ def square(input):
 def reciprocal(input):
     """``1 / input``, in the default float dtype for integer inputs (torch)."""
     return div(1, _floating(input))
+
+
+# ---- log2/log10, fmod, logical_xor, addcmul/addcdiv ----------------------------------------------
+class LogBase(Function):
+    """``log2`` / ``log10`` with NumPy's own functions (exact powers of the base give exact
+    integers, which ``log(x) / log(base)`` would not always); gradient ``1 / (x ln base)``."""
+
+    @staticmethod
+    def forward(ctx, a, base):
+        ctx.a, ctx.base = a, base
+        return (xp_of(a).log2 if base == 2 else xp_of(a).log10)(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g / (ctx.a * math.log(ctx.base))
+
+
+def log2(input): return LogBase.apply(_floating(input), base=2)
+def log10(input): return LogBase.apply(_floating(input), base=10)
+
+
+class Fmod(Function):
+    """C's ``fmod``: the remainder with the sign of the dividend (``remainder``/``%`` take the
+    divisor's sign). ``a - trunc(a / b) * b``, so the gradients are 1 and ``-trunc(a / b)``."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        xp = xp_of(a if hasattr(a, "shape") else b)
+        ctx.a, ctx.b, ctx.shapes = a, b, (_shape(a), _shape(b))
+        if xp.result_type(a, b).kind in "iu":
+            _refuse_integer_zero_division(xp, b)
+        return xp.fmod(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        na, nb = ctx.needs_input_grad
+        quotient = xp_of(g).trunc(xp_of(g).true_divide(ctx.a, ctx.b)) if nb else None
+        return (unbroadcast(g, ctx.shapes[0]) if na else None,
+                unbroadcast(-g * quotient, ctx.shapes[1]) if nb else None)
+
+
+def fmod(input, other):
+    """``torch.fmod``: the remainder of ``input / other`` with ``input``'s sign."""
+    return Fmod.apply(*_promoted(input, other))
+
+
+def logical_xor(input, other):
+    return bitwise_xor(input != 0, other != 0)
+
+
+def addcmul(input, tensor1, tensor2, *, value=1):
+    """``torch.addcmul``: ``input + value * tensor1 * tensor2`` (products in torch's order)."""
+    return add(input, mul(mul(tensor1, value), tensor2) if value != 1 else mul(tensor1, tensor2))
+
+
+def addcdiv(input, tensor1, tensor2, *, value=1):
+    """``torch.addcdiv``: ``input + value * tensor1 / tensor2`` (Adam's update, written out), in
+    torch's order: ``(value * tensor1) / tensor2``."""
+    if all(getattr(t, "dtype", np.dtype(float)).kind in "biu" for t in (tensor1, tensor2)):
+        raise RuntimeError("Integer division with addcdiv is no longer supported, and in a future "
+                           "release addcdiv will perform a true division of tensor1 and tensor2.")
+    return add(input, div(mul(tensor1, value), tensor2) if value != 1 else div(tensor1, tensor2))

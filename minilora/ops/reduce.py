@@ -25,7 +25,7 @@ from ..tensor import Function, Tensor, no_grad
 from .index import gather, return_type
 
 __all__ = ["sum", "mean", "prod", "max", "min", "amax", "amin", "argmax", "argmin", "var", "std",
-           "norm", "all", "any", "softmax", "log_softmax", "logsumexp"]
+           "norm", "all", "any", "softmax", "log_softmax", "logsumexp", "var_mean", "std_mean"]
 
 
 def _numpy_aliases(fn):
@@ -497,3 +497,15 @@ def logsumexp(input, dim, keepdim=False):
     if input.dtype.kind != "f":
         input = input.to(get_default_dtype())
     return LogSumExp.apply(input, axis=dim, keepdims=keepdim)
+
+
+def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """``torch.var_mean``: the tuple ``(var, mean)`` over ``dim``, with ``var``'s arguments."""
+    return (var(input, dim, unbiased, keepdim, correction=correction),
+            mean(input, dim if not isinstance(dim, bool) else None, keepdim))
+
+
+def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """``torch.std_mean``: the tuple ``(std, mean)`` over ``dim``, with ``std``'s arguments."""
+    return (std(input, dim, unbiased, keepdim, correction=correction),
+            mean(input, dim if not isinstance(dim, bool) else None, keepdim))

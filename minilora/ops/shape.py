@@ -9,7 +9,8 @@ from ..tensor import Function, Tensor
 
 __all__ = ["reshape", "transpose", "permute", "getitem", "index_put", "cat", "stack", "split", "chunk",
            "expand", "squeeze", "unsqueeze", "flatten", "flip", "unbind", "roll", "narrow", "diagonal",
-           "diag", "movedim", "swapaxes", "tile"]
+           "diag", "movedim", "swapaxes", "tile", "unflatten", "select", "broadcast_to", "hstack",
+           "vstack", "meshgrid", "trace", "diff"]
 
 
 class Reshape(Function):
@@ -444,3 +445,89 @@ def tile(input, dims):
     from .index import repeat
     dims = tuple(dims) if isinstance(dims, (tuple, list)) else (dims,)
     return repeat(input, (1,) * (input.ndim - len(dims)) + dims)
+
+
+# ---- unflatten, select, broadcast_to, hstack/vstack, meshgrid, trace, diff ---------------------------
+def unflatten(input, dim, sizes):
+    """``torch.unflatten``: dimension ``dim`` split into ``sizes`` (one may be -1): a view."""
+    (axis,) = _dims((dim,), input.ndim)
+    sizes = tuple(sizes)
+    return reshape(input, input.shape[:axis] + sizes + input.shape[axis + 1:])
+
+
+def select(input, dim, index):
+    """``torch.select``: the slice at ``index`` along ``dim``, that dimension removed (a view, as
+    ``x[:, index]``)."""
+    if input.ndim == 0:
+        raise IndexError("select() cannot be applied to a 0-dim tensor.")
+    (axis,) = _dims((dim,), input.ndim)
+    size = input.shape[axis]
+    if not -size <= index < size:
+        raise IndexError(f"select(): index {index} out of range for tensor of size "
+                         f"{list(input.shape)} at dimension {dim}")
+    return getitem(input, (slice(None),) * axis + (int(index),))
+
+
+def broadcast_to(input, size):
+    """``torch.broadcast_to``: ``input.expand(size)``."""
+    return expand(input, *size)
+
+
+def hstack(tensors):
+    """``torch.hstack``: joined along dim 1 (dim 0 for 1-D tensors), as NumPy's ``hstack``."""
+    tensors = [t.reshape(1) if t.ndim == 0 else t for t in tensors]
+    return cat(tensors, 0 if tensors[0].ndim == 1 else 1)
+
+
+def vstack(tensors):
+    """``torch.vstack``: joined along dim 0, 0-D and 1-D tensors first made rows."""
+    return cat([t.reshape(1, -1) if t.ndim < 2 else t for t in tensors], 0)
+
+
+def meshgrid(*tensors, indexing=None):
+    """``torch.meshgrid``: coordinate grids of 1-D tensors. ``indexing='ij'`` (the default, with
+    torch's warning when it is not given) or ``'xy'`` (the first two dimensions swapped, as
+    NumPy's default)."""
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    if indexing is None:
+        warnings.warn("torch.meshgrid: in an upcoming release, it will be required to pass the "
+                      "indexing argument.", UserWarning, stacklevel=2)
+        indexing = "ij"
+    if indexing not in ("ij", "xy"):
+        raise RuntimeError(f"torch.meshgrid: indexing must be one of \"xy\" or \"ij\", but received: "
+                           f"{indexing}")
+    if any(t.ndim > 1 for t in tensors):
+        raise RuntimeError("torch.meshgrid: Expected 0D or 1D tensor in the tensor list")
+    swap = indexing == "xy" and len(tensors) >= 2
+    order = [1, 0] + list(range(2, len(tensors))) if swap else list(range(len(tensors)))
+    shape = tuple(tensors[i].numel() for i in order)
+    grids = []
+    for i, t in enumerate(tensors):
+        position = order.index(i)
+        view = [1] * len(tensors)
+        view[position] = t.numel()
+        grids.append(expand(reshape(t, tuple(view)), *shape))
+    return tuple(grids)
+
+
+def trace(input):
+    """``torch.trace``: the sum of a matrix's main diagonal (integers sum as int64)."""
+    if input.ndim != 2:
+        raise RuntimeError(f"trace: expected a matrix, but got tensor with dim {input.ndim}")
+    return input.diagonal().sum()
+
+
+def diff(input, n=1, dim=-1, prepend=None, append=None):
+    """``torch.diff``: ``out[i] = x[i + 1] - x[i]`` along ``dim`` (``n`` times), after joining
+    ``prepend`` / ``append`` to ``input`` along ``dim``. Bool tensors give their XOR, as torch."""
+    if input.ndim == 0:
+        raise RuntimeError("diff expects input to be at least one-dimensional")
+    (axis,) = _dims((dim,), input.ndim)
+    pieces = [t for t in (prepend, input, append) if t is not None]
+    x = cat(pieces, axis) if len(pieces) > 1 else input
+    before = (slice(None),) * axis
+    for _ in range(n):
+        later, earlier = getitem(x, before + (slice(1, None),)), getitem(x, before + (slice(0, -1),))
+        x = (later != earlier) if x.dtype == np.bool_ else later - earlier
+    return x
