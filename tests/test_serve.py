@@ -299,12 +299,28 @@ def test_http_chat_completions(served):
     assert r.json()["usage"]["total_tokens"] == TINY["max_position_embeddings"]  # the rest of the context
 
 
+def test_http_top_k_is_vllms_extra_parameter_and_off_by_default(served):
+    """OpenAI's API has no top_k and vLLM samples from every token unless a request sets one (0 and -1
+    mean off): the server keeps that default, not transformers' generate() top_k=50."""
+    client, engine, model, tok = served
+    ask = lambda **kw: client.post("/v1/completions", json={"model": "a", "prompt": "hi", "max_tokens": 8,
+                                                              "seed": 5, **kw}).json()["choices"][0]["text"]
+    greedy = ask(temperature=0)
+    assert ask(top_k=1) == greedy  # top-k 1 is greedy: the parameter is used, not ignored
+    default = ask()
+    assert ask(top_k=0) == ask(top_k=-1) == default
+    request = Request(tok.encode("hi", add_special_tokens=False), "a", max_tokens=8, seed=5)
+    assert request.top_k is None  # no filter; sampling with 50 (of 260 tokens) would be another distribution
+
+
 @pytest.mark.parametrize("body, status, param", [
     ({"model": "nope", "prompt": "x"}, 404, "model"),
     ({"prompt": "x"}, 400, "model"),
     ({"model": "a", "prompt": ""}, 400, "prompt"),
     ({"model": "a", "prompt": "x", "temperature": 3}, 400, "temperature"),
     ({"model": "a", "prompt": "x", "top_p": 0}, 400, "top_p"),
+    ({"model": "a", "prompt": "x", "top_k": -2}, 400, "top_k"),
+    ({"model": "a", "prompt": "x", "top_k": 2.5}, 400, "top_k"),
     ({"model": "a", "prompt": "x", "max_tokens": 0}, 400, "max_tokens"),
     ({"model": "a", "prompt": "x", "max_tokens": 500}, 400, "max_tokens"),  # past the context length
     ({"model": "a", "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),

@@ -4,13 +4,15 @@ Routes (vLLM's names for the adapter routes)::
 
     GET  /v1/models                  the base model and every loaded adapter
     POST /v1/completions             {"model", "prompt", "max_tokens", "temperature", "top_p", "seed",
-                                      "stop", "stream"}; "model" names an adapter or the base
+                                      "stop", "stream", "top_k"}; "model" names an adapter or the base
     POST /v1/chat/completions        {"model", "messages", ...} (only if the tokenizer has a chat template)
     POST /v1/load_lora_adapter       {"lora_name", "lora_path"}
     POST /v1/unload_lora_adapter     {"lora_name"}
     GET  /health
 
-``stream: true`` answers with server-sent events (``data: {chunk}`` lines, then ``data: [DONE]``).
+Sampling defaults are OpenAI's and vLLM's, not transformers' ``generate``: ``temperature`` 1, ``top_p`` 1
+and no top-k filter (vLLM's extra ``top_k``: 0 or -1 keeps every token, as vLLM; ``minilora generate``
+and ``generate()`` keep transformers' top-k 50). ``stream: true`` answers with server-sent events (``data: {chunk}`` lines, then ``data: [DONE]``).
 Errors are OpenAI's JSON, ``{"error": {"message", "type", "param", "code"}}``, with a 4xx status that
 says whose fault it is: 400 bad parameters, 404 unknown model, 409 adapter in use, 429 busy.
 A client that disconnects cancels its request: the engine frees its batch slot at the next step.
@@ -29,7 +31,8 @@ from .engine import EngineError, Request
 
 __all__ = ["create_app"]
 
-_COMPLETION_KEYS = {"model", "prompt", "max_tokens", "temperature", "top_p", "seed", "stop", "stream", "n", "user"}
+_COMPLETION_KEYS = {"model", "prompt", "max_tokens", "temperature", "top_p", "seed", "stop", "stream", "n", "user",
+                    "top_k"}
 _CHAT_KEYS = (_COMPLETION_KEYS - {"prompt", "max_tokens"}) | {"messages", "max_tokens", "max_completion_tokens"}
 _POLL_SECONDS = 0.25  # how often a waiting non-streaming request checks whether its client is still there
 
@@ -68,9 +71,11 @@ def _options(body, allowed, default_max_tokens):
     if not isinstance(body.get("stream", False), bool):
         raise EngineError(400, "stream must be true or false", "stream")
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    top_k = _number(body, "top_k", 0, -1, 2**31 - 1, integer=True)  # vLLM's extra: 0 and -1 keep every token
     return dict(max_tokens=_number({"max_tokens": max_tokens}, "max_tokens", default_max_tokens, 1, 1 << 20, integer=True),
                 temperature=_number(body, "temperature", 1.0, 0, 2),
                 top_p=_number(body, "top_p", 1.0, 1e-9, 1),
+                top_k=top_k if top_k > 0 else None,
                 seed=_number(body, "seed", None, 0, 2**63 - 1, integer=True), stop=stop)
 
 

@@ -49,11 +49,12 @@ class Request:
     _ids = itertools.count()
 
     def __init__(self, prompt_ids, adapter=None, max_tokens=16, temperature=1.0, top_p=1.0, seed=None,
-                 stop=(), emit=None):
+                 stop=(), emit=None, top_k=None):
         self.id = next(self._ids)
         self.prompt_ids = list(prompt_ids)
         self.adapter = adapter
         self.max_tokens, self.temperature, self.top_p = max_tokens, temperature, top_p
+        self.top_k = top_k  # None: every token, as OpenAI's API and vLLM sample by default
         self.rng = np.random.default_rng(seed)
         self.stop = [s for s in stop if s]
         self.emit = emit or (lambda kind, value: None)
@@ -66,10 +67,10 @@ class Request:
         self.cancelled = True
 
     def sample(self, logits):
-        """The next token: greedy at temperature 0, else sampled with ``top_p`` (as OpenAI's API)."""
+        """The next token: greedy at temperature 0, else sampled with ``top_k`` and ``top_p`` (vLLM's)."""
         if self.temperature == 0:
             return int(np.argmax(logits))
-        return int(sample_next_token(logits[None, :], do_sample=True, temperature=self.temperature, top_k=None,
+        return int(sample_next_token(logits[None, :], do_sample=True, temperature=self.temperature, top_k=self.top_k,
                                      top_p=self.top_p, rng=self.rng)[0])
 
 
