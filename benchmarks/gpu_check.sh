@@ -2,8 +2,11 @@
 # The GPU check of minilora's CUDA kernels, in one go, inside a total time bound (issues 6 and 16):
 #   1. the CUDA tests -- every test parametrised over the `cuda` device (the kernels, BGMV, the one-rank
 #      NCCL test of tests/test_distributed.py), plus the nvcc compile checks;
-#   2. the kernel benchmarks (benchmarks/gpu_lora.py: every LoRA kernel version, the unfused path,
-#      cuBLAS fp32 and bf16, PEFT, BGMV, AdamW), which write benchmarks/RESULTS.md table by table;
+#   2. the kernel benchmarks (benchmarks/gpu_lora.py: every LoRA kernel version, the bf16 tensor-core
+#      forward and backward, the unfused path, cuBLAS fp32 and bf16, PEFT, BGMV, AdamW), which write
+#      benchmarks/RESULTS.md table by table -- and the version sweep's verdict: the fastest fused version
+#      per pass (forward; forward + backward) and rank, into benchmarks/gpu_choice.json, which
+#      minilora.kernels.pick_version reads from then on (commit it with RESULTS.md);
 #   3. the training step of a ~1.1B Llama, minilora vs transformers + PEFT (benchmarks/gpu_train_step.py),
 #      appended to RESULTS.md.
 # Installs nothing: run it where minilora, CuPy, torch+PEFT and an NVIDIA GPU already are.
@@ -39,7 +42,7 @@ rm -f "$log"
 # 2. kernel benchmarks: their own budget leaves 40% of what is left for the training step
 bench_budget=$(atleast $(( $(left) * 6 / 10 )) 60)
 timeout $(( bench_budget + 60 )) python benchmarks/gpu_lora.py --budget-s $(( bench_budget - 30 )) \
-    --tests "${summary:-no summary} (pytest exit status $tests_status)" "$@"
+    --choice-out benchmarks/gpu_choice.json --tests "${summary:-no summary} (pytest exit status $tests_status)" "$@"
 bench_status=$?
 
 # 3. the training step, appended to RESULTS.md (what is left, less a margin)

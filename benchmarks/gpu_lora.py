@@ -9,8 +9,12 @@ LoRA, float32, M = 8192 tokens, K = N = 4096 features, r in {8, 16, 64}:
 * ``base GEMM``      cuBLAS ``X W0^T`` alone (through CuPy) -- the floor: LoRA can only add to it;
 * ``unfused``        the path PEFT takes: three GEMMs and an add, ``X W0^T + s (X A^T) B^T``
                      (backward: the six GEMMs autograd runs, no ``dW0``);
-* ``fused v2..v4``   ``minilora.kernels.lora_forward`` / ``lora_backward`` at a fixed version, and
-  ``fused auto``     at the version ``pick_version`` chooses;
+* ``fused v2..v8``   ``minilora.kernels.lora_forward`` / ``lora_backward`` at a fixed version, and
+  ``fused auto``     at the version ``pick_version`` chooses; the fastest of them per pass and rank is
+                     written to ``benchmarks/gpu_choice.json`` (``--choice-out``), which ``pick_version``
+                     reads from then on;
+* ``fused bf16``     ``lora_forward_bf16`` (+ ``lora_backward_bf16``): the tensor-core kernels of
+                     kernels/lora_bf16.cu, X, W0, dY in bf16 and the adapter in fp32;
 * ``torch+PEFT``     ``peft.get_peft_model`` around a ``torch.nn.Linear`` on the GPU, if importable, in
                      fp32 and bf16, and cuBLAS's bf16 base GEMM (through torch) as the bf16 yardstick.
 
@@ -180,13 +184,15 @@ def lora_cases(cupy, r, backward):
 
     cases = {"base GEMM (cuBLAS)": base, "unfused (PEFT's 3 GEMMs + add)": unfused,
              **{f"fused {v}": fused(v) for v in kernels.VERSIONS if v != "v1"},  # v1 takes seconds here
-             f"fused auto ({kernels.pick_version(M, N)})": fused(None)}
-    if not backward:  # the bf16 tensor-core forward (kernels/lora_bf16.cu); its backward is not written yet
-        X16, W16 = bf16_bits(X), bf16_bits(W0)
+             f"fused auto ({kernels.pick_version(M, N, r, backward=backward)})": fused(None)}
+    # the bf16 tensor-core kernels (kernels/lora_bf16.cu): X, W0, dY in bf16, the adapter in fp32
+    X16, W16, dY16 = bf16_bits(X), bf16_bits(W0), bf16_bits(dY)
 
-        def fused_bf16():
-            kernels.lora_forward_bf16(X16, W16, A, B, s, device="cuda")
-        cases[FUSED_BF16] = fused_bf16
+    def fused_bf16():
+        Y, U = kernels.lora_forward_bf16(X16, W16, A, B, s, device="cuda")
+        if backward:
+            kernels.lora_backward_bf16(dY16, X16, W16, A, B, U, s, device="cuda")
+    cases[FUSED_BF16] = fused_bf16
     # Check before timing: the fused result agrees with cuBLAS.
     Y, U = kernels.lora_forward(X, W0, A, B, s, device="cuda")
     want = X @ W0.T + s * ((X @ A.T) @ B.T)
@@ -213,6 +219,21 @@ def bf16_error(cupy, kernels, r):
     Y, _ = kernels.lora_forward_bf16(bf16_bits(X), bf16_bits(W0), A, B, 2.0, device="cuda")
     want = X @ W0.T + 2.0 * ((X @ A.T) @ B.T)
     return float(cupy.abs(Y - want).max() / cupy.abs(want).max())
+
+
+def bf16_backward_error(cupy, kernels, r):
+    """Max relative error of lora_backward_bf16's dX, dA, dB against the fp32 backward (cuBLAS, TF32 off)."""
+    rng = cupy.random.default_rng(2)
+    X = rng.standard_normal((512, K), dtype=cupy.float32)
+    W0 = rng.standard_normal((N, K), dtype=cupy.float32) / K**0.5
+    A = rng.standard_normal((r, K), dtype=cupy.float32) / K**0.5
+    B = rng.standard_normal((N, r), dtype=cupy.float32)
+    dY = rng.standard_normal((512, N), dtype=cupy.float32)
+    U = X @ A.T
+    got = kernels.lora_backward_bf16(bf16_bits(dY), bf16_bits(X), bf16_bits(W0), A, B, U, 2.0, device="cuda")
+    V = 2.0 * (dY @ B)
+    want = (dY @ W0 + V @ A, V.T @ X, 2.0 * (dY.T @ U))
+    return max(float(cupy.abs(g - w).max() / cupy.abs(w).max()) for g, w in zip(got, want))
 
 
 def torch_cases(r, backward):
@@ -359,6 +380,18 @@ def write_atomic(path, text):
     os.replace(tmp, path)
 
 
+def write_choice(path, choices, gpu, quick):
+    """benchmarks/gpu_choice.json: the fastest fused fp32 version per pass and rank at M x K x N, the one shape
+    class measured ("big": at least 32 tiles of 128 x 128; smaller problems keep v2 by rule).  The format
+    minilora.kernels.pick_version reads (and checks): {"choices": {"big": {pass: {rank: version}}}}."""
+    import json
+    data = {"about": "fastest fused LoRA kernel version per pass and rank, written by benchmarks/gpu_lora.py "
+                     "(bash benchmarks/gpu_check.sh); read by minilora.kernels.pick_version",
+            "gpu": gpu, "measured": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+            "shape": {"M": M, "K": K, "N": N}, "quick": quick, "choices": {"big": choices}}
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="r = 16 only, AdamW at 1M, fewer repeats")
@@ -371,6 +404,10 @@ def main(argv=None):
     parser.add_argument("--peak-gbs", type=float, default=4800.0, help="HBM bandwidth in GB/s (H200: 4800)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md"))
     parser.add_argument("--tests", default="", help="summary line of the CUDA test run (gpu_check.sh passes it)")
+    parser.add_argument("--choice-out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                             "gpu_choice.json"),
+                        help="where the fastest fused version per pass and rank goes (read by "
+                             "minilora.kernels.pick_version); default benchmarks/gpu_choice.json")
     args = parser.parse_args(argv)
     cupy = gpu_or_exit()
     from minilora import kernels
@@ -392,6 +429,7 @@ def main(argv=None):
     if args.tests:
         sections.append(f"CUDA tests (`bash benchmarks/gpu_check.sh`): {args.tests}")
     skipped = []
+    choices = {}  # {"forward" | "forward+backward": {rank: fastest fused version}} -> --choice-out
 
     def section(title, body):
         sections.append(f"## {title}\n\n{body}\n\nAfter this table: {sm_clock()}.")
@@ -419,20 +457,26 @@ def main(argv=None):
             if "cuBLAS bf16 base GEMM (torch)" in times:
                 bf16_base = times["cuBLAS bf16 base GEMM (torch)"][0]
                 peft16 = times["torch + PEFT bf16"][0]
-                if FUSED_BF16 in times:
-                    ours = times[FUSED_BF16][0]
-                    verdict = (f"{ours / bf16_base:.2f}x cuBLAS bf16 base GEMM (goal <= 1.35x), "
-                               f"{ours / peft16:.2f}x PEFT bf16; max rel. error vs fp32 "
-                               f"{bf16_error(cupy, kernels, r):.1e}")
-                else:
-                    verdict = "bf16 backward not written yet"
+                ours = times[FUSED_BF16][0]
+                error16 = bf16_backward_error(cupy, kernels, r) if backward else bf16_error(cupy, kernels, r)
+                verdict = (f"{ours / bf16_base:.2f}x cuBLAS bf16 base GEMM{'s' if backward else ''} "
+                           f"(goal <= 1.35x), {ours / peft16:.2f}x PEFT bf16 (torch's unfused path); "
+                           f"max rel. error vs fp32 {error16:.1e}")
                 rows.append([r, "fused bf16 (mma.sync) vs yardsticks", "-", "-", "-", "-", "-", "-",
                              f"{verdict}; cuBLAS bf16 {bf16_base:.3f} ms, PEFT bf16 {peft16:.3f} ms "
                              f"({peft16 / bf16_base:.2f}x)"])
+            fused = {name.split()[1]: ms for name, (ms, _) in times.items()
+                     if name.startswith("fused v") and name.split()[1] in kernels.VERSIONS}
+            winner = min(fused, key=fused.get)
+            choices.setdefault("forward+backward" if backward else "forward", {})[str(r)] = winner
+            rows.append([r, f"fastest fused fp32 version: {winner}", f"{fused[winner]:.3f}", "-", "-", "-", "-",
+                         f"{fused[winner] / base:.2f}x", f"written to {os.path.basename(args.choice_out)}"])
             if why:
                 rows.append([r, "torch + PEFT", "-", "-", "-", "-", "-", "-", f"skipped: {why}"])
             print(f"r={r} {'forward+backward' if backward else 'forward'}: fused vs cuBLAS max rel. error {error:.1e}",
                   flush=True)
+        if choices:
+            write_choice(args.choice_out, choices, gpu, args.quick)
         title = "forward + backward (dX, dA, dB)" if backward else "forward"
         section(f"LoRA {title}: M={M}, K=N={K}",
                 table(rows, ["r", "path", "median ms", "min ms", "TFLOP/s", "of fp32 peak", "GB/s",
@@ -473,8 +517,10 @@ def main(argv=None):
     if skipped:
         sections.append(f"Skipped (time budget of {args.budget_s:.0f} s spent): {', '.join(skipped)}.")
     sections.append("Kernel versions timed: " + ", ".join(kernels.VERSIONS[1:]) + " (v1 takes seconds here). "
-                    "v6 (rank-sized side kernels) and v7 (cp.async main loop) were written without a GPU: "
-                    "this table is their first measurement.")
+                    "v6 (rank-sized side kernels), v7 (cp.async main loop), v8 (the pass over dY split over N) "
+                    "and the bf16 backward were written without a GPU: this table is their first measurement. "
+                    f"The fastest fused version per pass and rank went to {os.path.basename(args.choice_out)} "
+                    "(minilora.kernels.pick_version reads it).")
     write_atomic(args.out, "\n\n".join(sections) + "\n")
     print(f"wrote {args.out}")
 

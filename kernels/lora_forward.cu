@@ -51,6 +51,13 @@
 //         Expected, NOT measured (no GPU yet).  ptxas (nvcc 13.0): lora_fwd_y_v7 122 registers on
 //         sm_80, 128 on sm_90, no spills, 33 KB shared; the sm_90 SASS main loop has LDGSTS (cp.async),
 //         LDGDEPBAR (commit) and DEPBAR.LE (wait_group); its plain LDGs belong to the epilogue.
+//     v8  the forward is v7's (aliases): v8 changes only the backward's pass over dY.  Review of lora_fwd_u_v6
+//         against the issue's "at least 4 blocks per SM" (132 SMs, M = 8192, r <= 16): it launches 512
+//         blocks (3.9 per SM) and ptxas gives it 58 registers and 10 KB of shared memory on sm_90, so all
+//         4 x 132 = 528 block slots can be resident: ONE wave, 97% of the slots filled, every SM streaming
+//         3 or 4 blocks' rows of X.  Splitting K to reach 1024 blocks would only make that two waves of
+//         the same total work (plus a reduction), so U keeps v6's kernel; the pass over dY, at 128 blocks
+//         and 2 resident per SM, was the one that fell short (lora_backward.cu, v8).
 //
 // Run one by hand on the CPU (the emulator) or a GPU (CuPy) through minilora.kernels:
 //     from minilora import kernels

@@ -43,7 +43,7 @@ using lora_fwd_u_v5 = lora_fwd_u_v4;  // warp tiles need 8 x 8 outputs per threa
 // at r = 16 (half at r = 8; r = 64 runs 4 rank tiles, 2048 blocks).
 struct lora_fwd_u_v6 : lora_fwd_u_v4 { static constexpr int BM = 16, BN = 16, BK = 32, TM = 1, TN = 1; };
 using lora_fwd_u_v7 = lora_fwd_u_v6;  // cp.async cannot apply dropout on the way: U stays as in v6
-using lora_fwd_u_v8 = lora_fwd_u_v7;
+using lora_fwd_u_v8 = lora_fwd_u_v7;  // 512 blocks at M = 8192, all resident at once: see lora_forward.cu, v8
 
 // Y = X W0^T + s U B^T + bias: the big GEMM, 128 x 128 tiles, 8 x 8 outputs per thread.
 struct lora_fwd_y_v3 {

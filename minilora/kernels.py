@@ -25,7 +25,7 @@ An op never calls these from its NumPy math: ``LoraLinear`` declares ``kernel_fo
 dtypes; they hand their arrays through ``contiguous`` first.
 
 ``version="v1" | ... | "v8"`` runs one numbered version of the LoRA kernels (the tests run all of
-them); by default ``pick_version`` chooses by shape. Tile shapes come from ``kernels/lora_tiles.cuh``
+them); by default ``pick_version`` chooses by shape, rank and what the last GPU sweep measured. Tile shapes come from ``kernels/lora_tiles.cuh``
 (``tiles()``), the same file the kernels include. ``checking(...)`` turns on the debugging aids
 the tests use: NaN-poisoned outputs and, on ``emu``, the race check and the sanitizer.
 """
@@ -39,7 +39,7 @@ import numpy as np
 from .device import Device, xp_of
 from .device import device as _device
 
-__all__ = ["lora_forward", "lora_forward_bf16", "lora_backward", "lora_backward_bf16", "adamw_step", "bgmv", "BGMV_VERSIONS", "pick_version",
+__all__ = ["lora_forward", "lora_forward_bf16", "lora_backward", "lora_backward_bf16", "adamw_step", "bgmv", "BGMV_VERSIONS", "pick_version", "version_choice",
            "supports", "contiguous", "tiles", "run_update", "AdamWTables", "checking", "kernel_dir", "source", "VERSIONS",
            "KERNEL_FILES"]
 
@@ -282,23 +282,99 @@ def _dropout_args(fn, dropout_p, seed):
     return np.uint32(int(seed) & 0xFFFFFFFF), np.uint32(threshold), np.float32(1.0 / (1.0 - p))
 
 
-def _version(fn, version, M, N):
+def _version(fn, version, M, N, r, backward=False):
     if version is None:
-        return pick_version(M, N)
+        return pick_version(M, N, r, backward=backward)
     if version not in VERSIONS:
         raise ValueError(f"{fn}: version must be one of {VERSIONS} or None, got {version!r}")
     return version
 
 
-def pick_version(M, N):
-    """The production choice: v5's 128 x 128 tiles once they fill a GPU, else v2's 16 x 16 tiles.
+# Which version is fastest on big problems is a measurement, not a rule: benchmarks/gpu_check.sh's sweep
+# (benchmarks/gpu_lora.py) writes the winners per pass and rank into this file, committed with the results.
+# Read from a checkout only (a wheel does not ship benchmarks/); without it the choice is v5.
+_FALLBACK = "v5"  # the fastest version measured on a GPU before the sweep existed (benchmarks/RESULTS.md)
+_PASSES = ("forward", "forward+backward")
 
-    v5 is the fastest measured on an H200 (benchmarks/RESULTS.md: 1.4-1.5x cuBLAS's base GEMM on
-    the forward, against v3's 1.6-1.7x). With fewer than ~32 big tiles most of a GPU's 100+
-    multiprocessors would sit idle; small problems (a few tokens, a narrow layer) go faster with
-    many small blocks."""
+
+def _choice_path():
+    return kernel_dir().parent / "benchmarks" / "gpu_choice.json"
+
+
+class _Choice:
+    """The parsed choice file, re-read when it changes: ``table`` {pass: {rank: version}} or None, and
+    ``note``, one line saying where the big-problem choice comes from (or why the file was not used)."""
+    stamp, table, note = None, None, ""
+
+
+def _parse_choice(path):
+    """{pass: {rank: version}} from the file's "choices" -> "big", or raise ValueError saying what is wrong."""
+    import json
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read it as JSON ({type(exc).__name__}: {exc})") from None
+    big = data.get("choices", {}).get("big") if isinstance(data, dict) and isinstance(data.get("choices"), dict) \
+        else None
+    if not isinstance(big, dict) or not big:
+        raise ValueError('no "choices": {"big": {...}} object in it')
+    table = {}
+    for pass_, by_rank in big.items():
+        if pass_ not in _PASSES or not isinstance(by_rank, dict) or not by_rank:
+            raise ValueError(f'"choices.big" must map {" and/or ".join(_PASSES)} to {{rank: version}}, got {pass_!r}')
+        table[pass_] = {}
+        for rank, version in by_rank.items():
+            if not str(rank).isdigit() or int(rank) < 1 or version not in VERSIONS:
+                raise ValueError(f'"choices.big.{pass_}": {rank!r}: {version!r} is not a rank >= 1 and one of {VERSIONS}')
+            table[pass_][int(rank)] = version
+    return table
+
+
+def version_choice():
+    """``(table, note)``: the measured choice for big problems ({"forward" / "forward+backward": {rank:
+    version}}, or None when there is none) and one line saying where it comes from. A file that exists but
+    cannot be used is reported once (a RuntimeWarning naming the file and the problem) and ignored."""
+    path = _choice_path()
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        stamp = "missing"
+    if stamp != _Choice.stamp:
+        _Choice.stamp = stamp
+        if stamp == "missing":
+            _Choice.table = None
+            _Choice.note = f"{path} not found: {_FALLBACK} (the fastest version measured before the sweep)"
+        else:
+            try:
+                _Choice.table = _parse_choice(path)
+                _Choice.note = f"measured: {path}"
+            except ValueError as exc:
+                import warnings
+                _Choice.table = None
+                _Choice.note = f"{path} ignored ({exc}): {_FALLBACK}"
+                warnings.warn(f"minilora.kernels.pick_version: {_Choice.note}; run benchmarks/gpu_check.sh on a GPU "
+                              "to write it again", RuntimeWarning, stacklevel=3)
+    return _Choice.table, _Choice.note
+
+
+def pick_version(M, N, r=None, backward=False):
+    """The production choice of kernel version for an [M, K] x [K, N] LoRA GEMM of rank ``r``.
+
+    Small problems -- fewer than ~32 tiles of 128 x 128, where most of a GPU's 100+ multiprocessors
+    would sit idle under big tiles -- go to v2's 16 x 16 tiles. Big problems take the version the last GPU
+    sweep measured fastest for this pass (``backward``: the forward + backward table) and rank -- the
+    smallest measured rank >= r, else the largest -- from benchmarks/gpu_choice.json (``version_choice``),
+    and v5 when there is no such file (v5 was the fastest of v2-v5 measured on an H200: benchmarks/RESULTS.md)."""
     big_tiles = math.ceil(M / 128) * math.ceil(N / 128)
-    return "v5" if big_tiles >= 32 else "v2"
+    if big_tiles < 32:
+        return "v2"
+    table, _ = version_choice()
+    by_rank = (table or {}).get("forward+backward" if backward else "forward")
+    if not by_rank:
+        return _FALLBACK
+    ranks = sorted(by_rank)
+    wanted = r if r is not None else 16
+    return by_rank[next((k for k in ranks if k >= wanted), ranks[-1])]
 
 
 def _cdiv(a, b):
@@ -320,7 +396,7 @@ def lora_forward(X, W0, A, B, scale, bias=None, dropout_p=0.0, seed=0, device=No
     if bias is not None:
         _check(fn, dev, "bias", bias, (N,))
     seed32, threshold, keep_scale = _dropout_args(fn, dropout_p, seed)
-    v = _version(fn, version, M, N)
+    v = _version(fn, version, M, N, r)
     xp = dev.xp
     Y, U = _empty(xp, (M, N)), _empty(xp, (M, r))
     if M == 0 or N == 0:
@@ -474,7 +550,7 @@ def lora_backward(dY, X, W0, A, B, U, scale, dropout_p=0.0, seed=0, need_dx=True
     _check(fn, dev, "dY", dY, (M, N))
     _check(fn, dev, "U", U, (M, r))
     seed32, threshold, keep_scale = _dropout_args(fn, dropout_p, seed)
-    v = _version(fn, version, M, K)
+    v = _version(fn, version, M, K, r, backward=True)
     xp = dev.xp
     dX = _empty(xp, (M, K)) if need_dx else None
     dA = _empty(xp, (r, K)) if need_dA else None

@@ -390,10 +390,66 @@ def test_sources_are_found_self_contained_and_marked():
         assert text.count("// BEGIN SOLUTION") == text.count("// END SOLUTION") == 1, name
 
 
-def test_pick_version_by_shape():
-    assert kernels.pick_version(8192, 4096) == "v5"
+@pytest.fixture
+def choice_file(tmp_path, monkeypatch):
+    """pick_version reading a choice file of the test's making (benchmarks/gpu_choice.json's stand-in)."""
+    path = tmp_path / "gpu_choice.json"
+    monkeypatch.setattr(kernels, "_choice_path", lambda: path)
+    monkeypatch.setattr(kernels._Choice, "stamp", None)
+    return path
+
+
+def test_pick_version_without_a_choice_file_is_v5_for_big_problems(choice_file):
+    assert kernels.pick_version(8192, 4096) == kernels.pick_version(8192, 4096, 64, backward=True) == "v5"
     assert kernels.pick_version(32, 64) == "v2"
     assert kernels.pick_version(1024, 512) == "v5"  # 8 x 4 = 32 tiles of 128 x 128
+    table, note = kernels.version_choice()
+    assert table is None and "gpu_choice.json not found: v5" in note
+
+
+def test_pick_version_reads_the_gpu_sweeps_choice_file(choice_file):
+    import json
+    choice_file.write_text(json.dumps({"gpu": "test", "choices": {"big": {
+        "forward": {"8": "v7", "16": "v6", "64": "v5"}, "forward+backward": {"16": "v8"}}}}))
+    assert kernels.pick_version(8192, 4096, 16) == "v6"
+    assert kernels.pick_version(8192, 4096, 4) == "v7"     # the smallest measured rank >= r
+    assert kernels.pick_version(8192, 4096, 32) == "v5"
+    assert kernels.pick_version(8192, 4096, 128) == "v5"   # above every measured rank: the largest
+    assert kernels.pick_version(8192, 4096, 8, backward=True) == "v8"
+    assert kernels.pick_version(32, 64, 16) == "v2"        # small problems are not in the sweep
+    assert kernels.version_choice()[1].startswith("measured: ")
+    # the launchers follow it: lora_forward at a big shape launches the chosen version's kernels
+    launched = []
+    real = kernels._launch
+    kernels._launch = lambda dev, f, name, *a: launched.append(name)
+    try:
+        X, W0, A, B = (np.zeros(s, np.float32) for s in ((4096, 8), (8, 8), (16, 8), (8, 16)))
+        kernels.lora_forward(X, W0, A, B, 1.0, device="emu")  # 32 x 1 tiles of 128: big
+    finally:
+        kernels._launch = real
+    assert launched == ["lora_fwd_u_v6", "lora_fwd_y_v5"]  # v6 = v5's Y GEMM + rank-sized U (aliases)
+    # a rewritten file is read again
+    choice_file.write_text(json.dumps({"choices": {"big": {"forward": {"16": "v7"}}}}))
+    import os
+    os.utime(choice_file, ns=(1, 1))
+    assert kernels.pick_version(8192, 4096, 16) == "v7" and kernels.pick_version(8192, 4096, 16, backward=True) == "v5"
+
+
+@pytest.mark.parametrize("text,problem", [
+    ("{not json", "cannot read it as JSON"),
+    ('{"choices": {"small": {}}}', 'no "choices": {"big": {...}} object'),
+    ('{"choices": {"big": {"forward": {"16": "v9"}}}}', "'v9' is not a rank >= 1"),
+    ('{"choices": {"big": {"forward": {"sixteen": "v5"}}}}', "'sixteen'"),
+    ('{"choices": {"big": {"backward": {"16": "v5"}}}}', "'backward'")])
+def test_pick_version_falls_back_to_v5_on_a_bad_choice_file_and_says_so(choice_file, text, problem):
+    choice_file.write_text(text)
+    with pytest.warns(RuntimeWarning, match="gpu_choice.json ignored") as caught:
+        assert kernels.pick_version(8192, 4096, 16) == "v5"
+    assert problem in str(caught[0].message) and "benchmarks/gpu_check.sh" in str(caught[0].message)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once, not on every launch
+        assert kernels.pick_version(8192, 4096, 16) == "v5"
 
 
 @pytest.mark.parametrize("r", [1, 8, 16, 64])

@@ -76,9 +76,9 @@ def test_gpu_lora_runs_end_to_end_with_a_numpy_stand_in_for_cupy(tmp_path):
     (tmp_path / "cupy").mkdir()
     (tmp_path / "cupy" / "__init__.py").write_text(FAKE_CUPY)
     (tmp_path / "dry.py").write_text(DRIVER.format(FAKE_DIR=str(tmp_path), BENCH=str(BENCH)))
-    out = tmp_path / "RESULTS.md"
+    out, choice = tmp_path / "RESULTS.md", tmp_path / "gpu_choice.json"
     res = subprocess.run([sys.executable, str(tmp_path / "dry.py"), "--quick", "--repeats", "1", "--warmup", "0",
-                          "--out", str(out)], capture_output=True, text=True, timeout=600)
+                          "--out", str(out), "--choice-out", str(choice)], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     text = out.read_text()
     for title in ("## LoRA forward", "## LoRA forward + backward", "## BGMV", "## AdamW"):
@@ -86,5 +86,11 @@ def test_gpu_lora_runs_end_to_end_with_a_numpy_stand_in_for_cupy(tmp_path):
     for row in ("fused v6", "fused v7", "unfused", "base GEMM", "fused bf16 (mma.sync, lora_bf16.cu)",
                 "fused, resident tables"):
         assert f"| {row}" in text, row
-    assert "cuBLAS bf16 base GEMM (goal <= 1.35x)" in text and "bf16 backward not written yet" in text
+    assert "cuBLAS bf16 base GEMM (goal <= 1.35x)" in text and "cuBLAS bf16 base GEMMs (goal <= 1.35x)" in text
+    assert text.count("| fused bf16 (mma.sync, lora_bf16.cu)") == 2  # forward, and forward + backward
+    assert "| fused v8" in text and "fastest fused fp32 version" in text
+    # the sweep's choice: in the format pick_version reads, one winner per pass for the rank measured (r = 16)
+    from minilora import kernels
+    table = kernels._parse_choice(choice)
+    assert set(table) == {"forward", "forward+backward"} and all(set(v) == {16} for v in table.values())
     assert "host µs per call" in text
