@@ -86,7 +86,9 @@ class Mul(Function):
         # Keep only what backward reads, as torch does: b for a's gradient, a for b's. An operand
         # nobody saved may then change in place before backward (see tensor.py, version counters).
         na, nb = ctx.needs_input_grad
-        ctx.a, ctx.b, ctx.shapes = a if nb else None, b if na else None, (_shape(a), _shape(b))
+        ctx.a, ctx.b = a if nb else None, b if na else None
+        if not (na and nb):  # (when both are kept, backward reads their shapes from them)
+            ctx.shapes = (_shape(a), _shape(b))
         try:
             return a * b
         except ValueError:
@@ -98,7 +100,7 @@ class Mul(Function):
         # EXERCISE 1.2: gradients of a * b for a and b (None where not needed), unbroadcast to their shapes
         # BEGIN SOLUTION
         a, b = ctx.a, ctx.b
-        a_shape, b_shape = ctx.shapes
+        a_shape, b_shape = (_shape(a), _shape(b)) if na and nb else ctx.shapes
         return (unbroadcast(g * b, a_shape) if na else None,
                 unbroadcast(g * a, b_shape) if nb else None)
         # END SOLUTION
@@ -816,8 +818,8 @@ class Lerp(Function):
         xp = xp_of(start)
         ctx.shapes = (start.shape, end.shape, _shape(weight))
         ctx.diff, ctx.weight = end - start, weight
-        return xp.where(xp.abs(weight) < 0.5, start + weight * ctx.diff,
-                        end - ctx.diff * (1 - weight))
+        small = -0.5 < weight < 0.5 if isinstance(weight, (int, float)) else xp.abs(weight) < 0.5
+        return xp.where(small, start + weight * ctx.diff, end - ctx.diff * (1 - weight))
 
     @staticmethod
     def backward(ctx, g):
@@ -849,9 +851,10 @@ class XLogY(Function):
     def forward(ctx, x, y):
         xp = xp_of(x if hasattr(x, "shape") else y)
         ctx.x, ctx.y, ctx.shapes = x, y, (_shape(x), _shape(y))
+        dtype = xp.result_type(x, y)  # (before any number becomes an array: numbers are weak)
         with np.errstate(divide="ignore", invalid="ignore"):
             out = xp.where(x == 0, 0, x * xp.log(y))
-        return xp.where(xp.isnan(y), y, out).astype(xp.result_type(x, y), copy=False)
+        return xp.where(xp.isnan(xp.asarray(y)), xp.nan, out).astype(dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):

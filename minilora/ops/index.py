@@ -492,7 +492,7 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     """``torch.unique``: the distinct elements (``dim``: distinct slices along ``dim``), sorted, as
     torch's CPU kernel returns them also for ``sorted=False``; with ``return_inverse`` the position
     of each input element in that list, with ``return_counts`` how often each occurs (int64)."""
-    array = input._array
+    array = input.numpy()  # (on the host: a sort, and the result's size depends on the values)
     if dim is None:
         values, inverse, counts = np.unique(array.reshape(-1), return_inverse=True, return_counts=True)
         inverse = inverse.reshape(input.shape)
@@ -500,7 +500,7 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
         dim = _dim(dim, input.ndim, "unique")
         values, inverse, counts = np.unique(array, return_inverse=True, return_counts=True, axis=dim)
         inverse = inverse.reshape(-1)
-    out = NoDerivative.apply(input, result=values, name="unique")
+    out = NoDerivative.apply(input, result=input.device.xp.asarray(values), name="unique")
     extras = [Tensor(part.astype(np.int64), dtype=np.int64, device=input.device)
               for part, wanted in ((inverse, return_inverse), (counts, return_counts)) if wanted]
     return (out, *extras) if extras else out
@@ -512,18 +512,19 @@ def bincount(input, weights=None, minlength=0):
     if input.dtype.kind not in "iub":
         raise NotImplementedError(f"bincount is not implemented for {input.dtype} input (it counts "
                                   f"integers)")
-    if input.ndim != 1 or (input.numel() and int(input._array.min()) < 0):
+    values = input.numpy()
+    if input.ndim != 1 or (input.numel() and int(values.min()) < 0):
         raise RuntimeError("bincount only supports 1-d non-negative integral inputs.")
     if minlength < 0:
         raise RuntimeError("bincount: minlength should be >= 0")
     if weights is None:
-        counts = np.bincount(input._array, minlength=minlength).astype(np.int64)
+        counts = np.bincount(values, minlength=minlength).astype(np.int64)
         return Tensor(counts, dtype=np.int64, device=input.device)
     if tuple(weights.shape) != tuple(input.shape):
         raise RuntimeError("bincount: weights should be 1-d and have the same length as input")
     dtype = weights.dtype if weights.dtype.kind == "f" else np.dtype(np.float64)
-    sums = np.bincount(input._array, weights=weights._array, minlength=minlength).astype(dtype)
-    return NoDerivative.apply(weights, result=sums, name="bincount")
+    sums = np.bincount(values, weights=weights.numpy(), minlength=minlength).astype(dtype)
+    return NoDerivative.apply(weights, result=weights.device.xp.asarray(sums), name="bincount")
 
 
 def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
@@ -541,7 +542,7 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
         input, dim = input.reshape(-1), 0
     dim = _dim(dim, input.ndim, "repeat_interleave")
     size = input.shape[dim] if input.ndim else 1
-    counts = counts._array if isinstance(counts, Tensor) else np.asarray(counts)
+    counts = counts.numpy() if isinstance(counts, Tensor) else np.asarray(counts)
     if counts.dtype.kind not in "iu" or counts.ndim > 1 or counts.size not in (1, size):
         raise RuntimeError(f"repeat_interleave: repeats must be an int or a 1-D integer tensor of "
                            f"{size} counts (or one), got shape {tuple(counts.shape)}")
