@@ -101,12 +101,20 @@ def _check_saved_devices(path, extra):
                                f"used here ({exc}); pass map_location='cpu' to load them onto the CPU") from None
 
 
-def load(f, map_location=None):
+def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=None):
     """``{name: Tensor}`` from a safetensors file, as ``save`` wrote it (or any safetensors file).
 
     ``map_location`` (a device or its name) puts every tensor there; by default each goes back to the
-    device it was saved from (cpu for files written by others)."""
+    device it was saved from (cpu for files written by others). torch.load's other arguments: loading
+    is always weights-only (``weights_only=True`` or None is what happens anyway); ``weights_only=False``,
+    a ``pickle_module`` and ``mmap=True`` ask for what minilora does not do, and are refused."""
     from . import checkpoint
+    if weights_only is False or pickle_module is not None:
+        raise ValueError("minilora.load(weights_only=False / pickle_module=...): minilora never unpickles (it "
+                         "reads safetensors files only), so loading is always weights-only")
+    if mmap:
+        raise NotImplementedError("minilora.load(mmap=True): minilora reads the tensors into memory; it does not "
+                                  "memory-map files")
     path = _path(f, "load")
     _refuse_pickle(path)
     header, _ = checkpoint.read_header(path)

@@ -179,9 +179,42 @@ def test_signatures_follow_peft():
              (PeftModel.load_adapter, peft.PeftModel.load_adapter),
              (PeftModel.delete_adapter, peft.PeftModel.delete_adapter),
              (get_peft_model, peft.get_peft_model),
-             (AutoPeftModelForCausalLM.from_pretrained, peft.AutoPeftModelForCausalLM.from_pretrained)]
+             (AutoPeftModelForCausalLM.from_pretrained, peft.AutoPeftModelForCausalLM.from_pretrained),
+             (PeftModel.__init__, peft.PeftModel.__init__),
+             (PeftModel.add_adapter, peft.PeftModel.add_adapter),
+             (ml.lora.get_peft_model_state_dict, peft.get_peft_model_state_dict),
+             (ml.lora.set_peft_model_state_dict, peft.set_peft_model_state_dict)]
     for ours, theirs in pairs:
         assert names(ours) == names(theirs), ours.__qualname__
+
+
+def test_state_dict_helpers_take_peft_arguments_and_refuse_what_they_do_not_do(tmp_path):
+    """get_/set_peft_model_state_dict in PEFT's order (adapter_name was the second positional argument,
+    where PEFT has state_dict); the options minilora does not implement are refused, not ignored."""
+    from minilora.lora import get_peft_model_state_dict, set_peft_model_state_dict
+    model = get_peft_model(tiny_llama(), config())
+    model.add_adapter("other", config(r=2))
+    state = get_peft_model_state_dict(model, None, "other", True)  # PEFT's positions; nothing to unwrap
+    assert {v.shape[0] for k, v in state.items() if "lora_A" in k} == {2}
+    with pytest.raises(NotImplementedError, match="state_dict=...") :
+        get_peft_model_state_dict(model, model.state_dict())
+    with pytest.raises(NotImplementedError, match="ignore_mismatched_sizes=True"):
+        set_peft_model_state_dict(model, state, "other", True)
+    set_peft_model_state_dict(model, state, "other")
+
+
+def test_minilora_load_takes_torch_loads_arguments(tmp_path):
+    path = str(tmp_path / "w.safetensors")
+    ml.save({"w": ml.tensor([1.0, 2.0])}, path)
+    for kw in (dict(weights_only=True), dict(weights_only=None), dict(map_location="cpu", weights_only=True)):
+        assert ml.load(path, **kw)["w"].tolist() == [1.0, 2.0]
+    with pytest.raises(ValueError, match="never unpickles"):
+        ml.load(path, weights_only=False)
+    with pytest.raises(NotImplementedError, match="mmap=True"):
+        ml.load(path, mmap=True)
+    torch = pytest.importorskip("torch")
+    ours = [p.name for p in inspect.signature(ml.load).parameters.values()]
+    assert ours == [p for p in inspect.signature(torch.load).parameters if p != "pickle_load_args"]
 
 
 def test_adapter_saved_by_minilora_loads_in_peft_with_positional_calls(tmp_path):

@@ -136,7 +136,7 @@ def save_converted_to_lora(peft_model, save_directory, initial_directory, select
         if config["base_model_name_or_path"] is None:
             config["base_model_name_or_path"] = _io._name_or_path(peft_model.get_base_model())
         save_json(dict(config, init_lora_weights=True), os.path.join(initial_directory, _io.CONFIG_NAME))
-        tensors = converted_tensors(_io.get_peft_model_state_dict(peft_model, name), initial)
+        tensors = converted_tensors(_io.get_peft_model_state_dict(peft_model, adapter_name=name), initial)
         directory = _io._adapter_dir(save_directory, name)
         os.makedirs(directory, exist_ok=True)
         save_file(tensors, os.path.join(directory, _io.WEIGHTS_NAME), metadata={"format": "pt"})

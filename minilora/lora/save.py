@@ -81,20 +81,32 @@ def _adapter_weights(peft_model, adapter_name):
     return out
 
 
-def get_peft_model_state_dict(peft_model, adapter_name="default", save_embedding_layers="auto"):
-    """``{file key: numpy array}``: what ``save_pretrained`` writes for this adapter.
+def get_peft_model_state_dict(model, state_dict=None, adapter_name="default", unwrap_compiled=False,
+                              save_embedding_layers="auto"):
+    """``{file key: numpy array}``: what ``save_pretrained`` writes for this adapter (PEFT's signature).
 
     ``save_embedding_layers`` as in PEFT: "auto" (or True) adds the base tables of targeted embedding
-    layers (``...embed_tokens.base_layer.weight``), False leaves them out."""
-    tensors = _adapter_weights(peft_model, adapter_name)
+    layers (``...embed_tokens.base_layer.weight``), False leaves them out. ``unwrap_compiled`` changes
+    nothing (minilora has no compiled wrappers to unwrap); a ``state_dict`` to read from instead of the
+    model is not implemented and refused."""
+    if state_dict is not None:
+        raise NotImplementedError("get_peft_model_state_dict(state_dict=...) is not implemented in minilora: "
+                                  "it reads the adapter from the model itself (state_dict=None)")
+    tensors = _adapter_weights(model, adapter_name)
     if save_embedding_layers:  # "auto" or True: here the same, as minilora never resizes a vocabulary
-        tensors.update(_embedding_base_weights(peft_model, adapter_name))
-    return peft_model.base_model.tensors_for_file(adapter_name, {k: t.numpy() for k, t in tensors.items()})
+        tensors.update(_embedding_base_weights(model, adapter_name))
+    return model.base_model.tensors_for_file(adapter_name, {k: t.numpy() for k, t in tensors.items()})
 
 
-def set_peft_model_state_dict(peft_model, state, adapter_name="default", source="adapter file"):
-    """Copy ``{file key: array}`` into the adapter. The first mismatch is named in the error."""
-    entries = _adapter_entries(peft_model, adapter_name)
+def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="default", ignore_mismatched_sizes=False,
+                              low_cpu_mem_usage=False, *, source="adapter file"):
+    """Copy ``{file key: array}`` into the adapter (PEFT's signature). The first mismatch is named in
+    the error: minilora refuses a mismatch rather than skip it (``ignore_mismatched_sizes=True`` is refused)."""
+    if ignore_mismatched_sizes or low_cpu_mem_usage:
+        raise NotImplementedError("set_peft_model_state_dict: ignore_mismatched_sizes=True and low_cpu_mem_usage=True "
+                                  "are not implemented in minilora (a mismatched tensor is an error)")
+    state = peft_model_state_dict
+    entries = _adapter_entries(model, adapter_name)
     unexpected = [k for k in state if k not in entries]
     if unexpected:
         raise AdapterMismatchError(
@@ -138,7 +150,7 @@ def save_adapters(peft_model, save_directory, selected_adapters=None, overwrite=
         raise ValueError(f"cannot save unknown adapter(s) {unknown}; adapters: {sorted(peft_model.peft_config)}")
     files = {}  # adapter name -> (tensors, config): everything checked before anything is written
     for name in names:
-        tensors = get_peft_model_state_dict(peft_model, name, save_embedding_layers)
+        tensors = get_peft_model_state_dict(peft_model, adapter_name=name, save_embedding_layers=save_embedding_layers)
         config = peft_model.peft_config[name].to_dict()
         config["inference_mode"] = True  # as PEFT: a saved adapter loads for inference by default
         if config["base_model_name_or_path"] is None:
