@@ -40,6 +40,7 @@ SPREAD = np.array([[-3.0, -1.0, -0.2, 0.0], [0.3, 0.99, 1.0, 1.7], [2.5, -0.5, 2
 LOGP = np.log(np.array([[0.2, 0.3, 0.5, 0.0 + 1e-3], [0.25, 0.25, 0.25, 0.25], [0.7, 0.1, 0.1, 0.1]]))
 P = np.array([[0.1, 0.6, 0.3, 0.0], [0.4, 0.2, 0.2, 0.2], [0.25, 0.25, 0.25, 0.25]])
 ZERO_ROW = np.vstack([X[:2], np.zeros((1, 4))])
+KINKS = np.array([-40.0, -4.0, -3.0, -1.0, -0.25, 0.0, 0.5, 1.0, 3.0, 6.0, 7.0, 30.0])  # every activation's corners
 
 
 def _i(m, values):
@@ -217,6 +218,29 @@ CASES = [
     ("F.cosine_similarity broadcast", lambda m, x, v: F(m).cosine_similarity(x, v, -1), [X, V]),
     ("F.cosine_similarity zero row", lambda m, x, y: F(m).cosine_similarity(x, y, 1, 1e-6), [ZERO_ROW, Y]),
     ("F.cosine_similarity tiny norm", lambda m, x, y: F(m).cosine_similarity(x * 1e-9, y, eps=1e-8), [X, Y]),
+    # ---- the rest of the common activations, at their kinks (torch's one-sided gradients there)
+    ("F.elu", lambda m, x: F(m).elu(x), [KINKS]),
+    ("F.elu(alpha=0.5)", lambda m, x: F(m).elu(x, alpha=0.5), [KINKS]),
+    ("F.selu", lambda m, x: F(m).selu(x), [KINKS]),
+    ("F.celu(2.0)", lambda m, x: F(m).celu(x, 2.0), [KINKS]),
+    ("F.relu6", lambda m, x: F(m).relu6(x), [KINKS]),
+    ("F.hardtanh", lambda m, x: F(m).hardtanh(x), [KINKS]),
+    ("F.hardtanh(min_val=-3, max_val=6)", lambda m, x: F(m).hardtanh(x, min_val=-3.0, max_val=6.0), [KINKS]),
+    ("F.hardswish", lambda m, x: F(m).hardswish(x), [KINKS]),
+    ("F.hardsigmoid", lambda m, x: F(m).hardsigmoid(x), [KINKS]),
+    ("F.logsigmoid", lambda m, x: F(m).logsigmoid(x), [KINKS]),
+    ("F.mish", lambda m, x: F(m).mish(x), [KINKS]),
+    ("F.softsign", lambda m, x: F(m).softsign(x), [KINKS]),
+    ("F.glu", lambda m, x: F(m).glu(x), [X]),
+    ("F.glu(dim=0)", lambda m, x: F(m).glu(x, dim=0), [X3]),
+    ("F.softmin", lambda m, x: F(m).softmin(x, dim=1), [X]),
+    ("F.softmin(dtype)", lambda m, x: F(m).softmin(x.float(), -1, dtype=m.float64), [X]),
+    ("nn.ELU/CELU/SELU", lambda m, x: (m.nn.ELU(0.3)(x), m.nn.CELU(alpha=0.5)(x), m.nn.SELU()(x)), [KINKS]),
+    ("nn.Hardtanh/ReLU6", lambda m, x: (m.nn.Hardtanh(-2.0, 3.0)(x), m.nn.ReLU6()(x)), [KINKS]),
+    ("nn.Hardswish/Hardsigmoid/Mish", lambda m, x: (m.nn.Hardswish()(x), m.nn.Hardsigmoid()(x), m.nn.Mish()(x)),
+     [KINKS]),
+    ("nn.LogSigmoid/Softsign", lambda m, x: (m.nn.LogSigmoid()(x), m.nn.Softsign()(x)), [KINKS]),
+    ("nn.GLU/Softmin/LogSoftmax", lambda m, x: (m.nn.GLU(1)(x), m.nn.Softmin(dim=0)(x), m.nn.LogSoftmax(1)(x)), [X]),
     # ---- losses
     ("F.smooth_l1_loss", lambda m, x, y: F(m).smooth_l1_loss(x, y), [SPREAD, Y]),
     ("F.smooth_l1_loss(beta=0.5, sum)", lambda m, x, y: F(m).smooth_l1_loss(x, y, reduction="sum", beta=0.5),
@@ -368,6 +392,9 @@ ERRORS = [
     ("meshgrid 2-D", lambda m: m.meshgrid(_T(m, X), _T(m, X), indexing="ij")),
     ("meshgrid bad indexing", lambda m: m.meshgrid(_T(m, V), _T(m, V), indexing="ji")),
     ("fmod integer by 0", lambda m: m.fmod(m.tensor([3]), 0)),
+    ("glu of an odd dimension", lambda m: m.nn.functional.glu(_T(m, X3), 1)),
+    ("glu of a scalar", lambda m: m.nn.functional.glu(m.tensor(1.0))),
+    ("Hardtanh min above max", lambda m: m.nn.Hardtanh(2.0, 1.0)),
     ("F.linear 1-D weight with bias", lambda m: m.nn.functional.linear(_T(m, X), _T(m, V), _T(m, V[:1]))),
     ("cumprod bad dim", lambda m: _T(m, X).cumprod(2)),
     ("addmm shapes", lambda m: _T(m, X).addmm(_T(m, X), _T(m, X))),
@@ -430,6 +457,10 @@ GRAD_CHECKS = [
     ("log2", lambda x: x.log2() + x.log10(), [np.abs(X) + 0.1]),
     ("addcdiv", lambda x, a, b: x.addcdiv(a, b, value=0.3), [X, Y, np.abs(X) + 1]),
     ("diff", lambda x, y: x.diff(2, 0, append=y), [X, Y]),
+    ("hardswish", lambda x: ml.nn.functional.hardswish(x), [SPREAD * 3 + 0.01]),
+    ("logsigmoid", lambda x: ml.nn.functional.logsigmoid(x), [SPREAD]),
+    ("elu family", lambda x: ml.nn.functional.selu(x) + ml.nn.functional.celu(x, 0.7), [SPREAD + 0.01]),
+    ("mish", lambda x: ml.nn.functional.mish(x), [SPREAD]),
     ("baddbmm", lambda b, x, y: ml.baddbmm(b, x, y, beta=0.3, alpha=2.0), [X3[0, :, :3], X3, np.ascontiguousarray(X3.transpose(0, 2, 1))]),
 ]
 
@@ -705,5 +736,8 @@ def test_functional_and_modules_are_in_the_signature_checks():
     assert {"softplus", "leaky_relu", "normalize", "cosine_similarity", "smooth_l1_loss", "huber_loss",
             "kl_div"} <= set(ml.nn.functional.__all__)
     assert {"Softplus", "LeakyReLU", "SmoothL1Loss", "HuberLoss", "KLDivLoss", "CosineSimilarity",
-            "MultiheadAttention"} <= set(ml.nn.__all__)
+            "MultiheadAttention", "ELU", "SELU", "CELU", "Hardtanh", "ReLU6", "Hardswish", "Hardsigmoid",
+            "Mish", "LogSigmoid", "Softsign", "GLU", "Softmin", "LogSoftmax"} <= set(ml.nn.__all__)
+    assert {"elu", "selu", "celu", "relu6", "hardtanh", "hardswish", "hardsigmoid", "logsigmoid", "mish",
+            "softsign", "glu", "softmin"} <= set(ml.nn.functional.__all__)
     assert "ReduceLROnPlateau" in ml.optim.lr_scheduler.__all__

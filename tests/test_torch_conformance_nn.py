@@ -84,6 +84,7 @@ BUILTIN_SIGNATURES = {
     "softplus": [("input", inspect.Parameter.empty), ("beta", 1), ("threshold", 20)],
     "cosine_similarity": [("x1", inspect.Parameter.empty), ("x2", inspect.Parameter.empty), ("dim", 1),
                           ("eps", 1e-8)],
+    "logsigmoid": [("input", inspect.Parameter.empty)],
 }
 MINILORA_ONLY = {"rotary_embedding", "swiglu"}  # no torch.nn.functional counterpart
 

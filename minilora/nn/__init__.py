@@ -4,6 +4,8 @@ from .checkpointing import checkpoint
 from .layers import BCELoss, BCEWithLogitsLoss, Flatten, Softmax  # noqa: F401
 from .layers import (CosineSimilarity, HuberLoss, KLDivLoss, LeakyReLU, MultiheadAttention,  # noqa: F401
                      SmoothL1Loss, Softplus)
+from .layers import (CELU, ELU, GLU, SELU, Hardsigmoid, Hardswish, Hardtanh, LogSigmoid,  # noqa: F401
+                     LogSoftmax, Mish, ReLU6, Softmin, Softsign)
 from .layers import (GELU, CrossEntropyLoss, Dropout, Embedding, Identity, L1Loss, LayerNorm, Linear,
                      MSELoss, NLLLoss, ReLU, RMSNorm, Sigmoid, SiLU, Tanh)
 from .module import (IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, RemovableHandle,
@@ -14,4 +16,5 @@ __all__ = ["Module", "Parameter", "ModuleList", "ModuleDict", "Sequential", "Sta
            "Dropout", "Identity", "GELU", "SiLU", "ReLU", "Tanh", "Sigmoid", "CrossEntropyLoss",
            "BCELoss", "BCEWithLogitsLoss", "Flatten", "Softmax", "NLLLoss", "MSELoss", "L1Loss", "functional", "init", "utils", "checkpoint",
            "Softplus", "LeakyReLU", "CosineSimilarity", "SmoothL1Loss", "HuberLoss", "KLDivLoss",
-           "MultiheadAttention"]
+           "MultiheadAttention", "ELU", "CELU", "SELU", "Hardtanh", "ReLU6", "Hardswish", "Hardsigmoid",
+           "Mish", "LogSigmoid", "Softsign", "GLU", "Softmin", "LogSoftmax"]

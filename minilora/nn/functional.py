@@ -18,7 +18,9 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
            "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "pad", "one_hot", "relu", "gelu", "silu",
            "sigmoid", "tanh", "softmax", "log_softmax", "rotary_embedding", "swiglu", "softplus",
-           "leaky_relu", "normalize", "cosine_similarity", "smooth_l1_loss", "huber_loss", "kl_div"]
+           "leaky_relu", "normalize", "cosine_similarity", "smooth_l1_loss", "huber_loss", "kl_div",
+           "elu", "selu", "celu", "relu6", "hardtanh", "hardswish", "hardsigmoid", "logsigmoid",
+           "mish", "softsign", "glu", "softmin"]
 
 
 def linear(input, weight, bias=None):
@@ -50,6 +52,78 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
     """``x`` for ``x > 0``, ``negative_slope * x`` otherwise."""
     _refuse("leaky_relu", inplace=(inplace, False))
     return ops.leaky_relu(input, negative_slope)
+
+
+def elu(input, alpha=1.0, inplace=False):
+    """``x`` for ``x > 0``, ``alpha (exp(x) - 1)`` otherwise."""
+    _refuse("elu", inplace=(inplace, False))
+    return ops.elu(input, alpha)
+
+
+def selu(input, inplace=False):
+    """``scale * elu(x, alpha)`` with the self-normalising constants of Klambauer et al."""
+    _refuse("selu", inplace=(inplace, False))
+    return ops.selu(input)
+
+
+def celu(input, alpha=1.0, inplace=False):
+    """``x`` for ``x > 0``, ``alpha (exp(x / alpha) - 1)`` otherwise."""
+    _refuse("celu", inplace=(inplace, False))
+    return ops.celu(input, alpha)
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
+    """``x`` clamped to ``[min_val, max_val]``; no gradient at or beyond the bounds (torch's)."""
+    _refuse("hardtanh", inplace=(inplace, False))
+    return ops.hardtanh(input, min_val, max_val)
+
+
+def relu6(input, inplace=False):
+    """``min(max(x, 0), 6)`` (torch's is ``hardtanh(x, 0, 6)``, gradients included)."""
+    _refuse("relu6", inplace=(inplace, False))
+    return ops.hardtanh(input, 0.0, 6.0)
+
+
+def hardswish(input, inplace=False):
+    _refuse("hardswish", inplace=(inplace, False))
+    return ops.hardswish(input)
+
+
+def hardsigmoid(input, inplace=False):
+    _refuse("hardsigmoid", inplace=(inplace, False))
+    return ops.hardsigmoid(input)
+
+
+def logsigmoid(input):
+    """``log(sigmoid(x))``, stable for large ``|x|``."""
+    return ops.logsigmoid(input)
+
+
+def mish(input, inplace=False):
+    _refuse("mish", inplace=(inplace, False))
+    return ops.mish(input)
+
+
+def softsign(input):
+    return ops.softsign(input)
+
+
+def glu(input, dim=-1):
+    """The gated linear unit: ``a * sigmoid(b)`` for the two halves ``a``, ``b`` of ``dim``."""
+    if input.ndim == 0:
+        raise RuntimeError("glu does not support scalars because halving size must be even")
+    size = input.shape[dim]
+    if size % 2:
+        raise RuntimeError(f"Halving dimension must be even, but dimension {dim} is size {size}")
+    first, second = ops.split(input, size // 2, dim)
+    return first * ops.sigmoid(second)
+
+
+def softmin(input, dim=None, _stacklevel=3, dtype=None):
+    """``softmax(-input)`` along ``dim`` (cast to ``dtype`` first, if given)."""
+    if dtype is not None:
+        input = ops.astype(input, _to_dtype(dtype))
+    return ops.softmax(-input, _softmax_dim("softmin", input.ndim, dim))
 
 
 def gelu(input, *, approximate="none"):

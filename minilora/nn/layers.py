@@ -5,6 +5,7 @@ Each holds its Parameters and calls one op from ``minilora.ops`` in ``forward``.
 minilora does not implement (``inplace=True``, ``max_norm=``) raises instead of being ignored.
 """
 import math
+import warnings
 
 import numpy as np
 
@@ -16,7 +17,9 @@ from .module import Module, Parameter
 
 __all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity", "GELU", "SiLU",
            "ReLU", "Tanh", "Sigmoid", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "Softplus",
-           "LeakyReLU", "CosineSimilarity", "SmoothL1Loss", "HuberLoss", "KLDivLoss", "MultiheadAttention"]
+           "LeakyReLU", "CosineSimilarity", "SmoothL1Loss", "HuberLoss", "KLDivLoss", "MultiheadAttention",
+           "ELU", "CELU", "SELU", "Hardtanh", "ReLU6", "Hardswish", "Hardsigmoid", "Mish", "LogSigmoid",
+           "Softsign", "GLU", "Softmin", "LogSoftmax"]
 
 
 def _empty(shape, dtype, device):
@@ -486,3 +489,110 @@ class MultiheadAttention(Module):
         if mask.dtype.kind != "f":
             raise AssertionError(f"only bool and floating types of masks are supported, got {mask.dtype}")
         return mask
+
+
+# ---- the rest of torch's common activation modules ----------------------------------------------------
+class ELU(_Activation):
+    def __init__(self, alpha=1.0, inplace=False):
+        super().__init__(inplace)
+        self.alpha = alpha
+
+    def forward(self, input):
+        return F.elu(input, self.alpha)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}"
+
+
+class CELU(ELU):
+    def forward(self, input):
+        return F.celu(input, self.alpha)
+
+
+class SELU(_Activation):
+    def forward(self, input):
+        return F.selu(input)
+
+
+class Hardtanh(_Activation):
+    """``min_value``/``max_value``: torch's deprecated spellings of ``min_val``/``max_val``."""
+
+    def __init__(self, min_val=-1.0, max_val=1.0, inplace=False, min_value=None, max_value=None):
+        super().__init__(inplace)
+        if min_value is not None:
+            warnings.warn("keyword argument `min_value` is deprecated and rename to `min_val`",
+                          FutureWarning, stacklevel=2)
+            min_val = min_value
+        if max_value is not None:
+            warnings.warn("keyword argument `max_value` is deprecated and rename to `max_val`",
+                          FutureWarning, stacklevel=2)
+            max_val = max_value
+        if min_val >= max_val:  # torch's assertion
+            raise AssertionError(f"Hardtanh: min_val ({min_val}) must be less than max_val ({max_val})")
+        self.min_val, self.max_val = min_val, max_val
+
+    def forward(self, input):
+        return F.hardtanh(input, self.min_val, self.max_val)
+
+    def extra_repr(self):
+        return f"min_val={self.min_val}, max_val={self.max_val}"
+
+
+class ReLU6(Hardtanh):
+    def __init__(self, inplace=False):
+        super().__init__(0.0, 6.0, inplace)
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
+
+
+class Hardswish(_Activation):
+    def forward(self, input):
+        return F.hardswish(input)
+
+
+class Hardsigmoid(_Activation):
+    def forward(self, input):
+        return F.hardsigmoid(input)
+
+
+class Mish(_Activation):
+    def forward(self, input):
+        return F.mish(input)
+
+
+class LogSigmoid(Module):
+    def forward(self, input):
+        return F.logsigmoid(input)
+
+
+class Softsign(Module):
+    def forward(self, input):
+        return F.softsign(input)
+
+
+class GLU(Module):
+    def __init__(self, dim=-1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input):
+        return F.glu(input, self.dim)
+
+
+class Softmin(Module):
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input):
+        return F.softmin(input, self.dim)
+
+
+class LogSoftmax(Module):
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim  # None: torch's deprecated implicit choice, with its warning
+
+    def forward(self, input):
+        return F.log_softmax(input, self.dim)

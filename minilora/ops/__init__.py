@@ -34,6 +34,8 @@ from .matmul import addmm, baddbmm
 from .elementwise import addcdiv, addcmul, fmod, log10, log2, logical_xor
 from .shape import broadcast_to, diff, hstack, meshgrid, select, trace, unflatten, vstack
 from .reduce import std_mean, var_mean
+from .elementwise import (celu, elu, hardsigmoid, hardswish, hardtanh, logsigmoid, mish, selu,
+                          softsign)
 from .nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1_loss
 
 

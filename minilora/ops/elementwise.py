@@ -16,7 +16,8 @@ __all__ = ["add", "sub", "mul", "div", "floor_divide", "neg", "pow", "exp", "log
            "sigmoid", "relu", "gelu", "silu", "where", "masked_fill", "clone", "astype",
            "to_device", "unbroadcast", "erf", "lerp", "xlogy", "log1p", "expm1", "softplus",
            "leaky_relu", "clamp_min", "clamp_max", "square", "reciprocal", "log2", "log10", "fmod",
-           "logical_xor", "addcmul", "addcdiv"]
+           "logical_xor", "addcmul", "addcdiv", "elu", "selu", "celu", "hardtanh", "hardswish",
+           "hardsigmoid", "logsigmoid", "mish", "softsign"]
 
 
 def unbroadcast(grad, shape):
@@ -1028,3 +1029,99 @@ def addcdiv(input, tensor1, tensor2, *, value=1):
         raise RuntimeError("Integer division with addcdiv is no longer supported, and in a future "
                            "release addcdiv will perform a true division of tensor1 and tensor2.")
     return add(input, div(mul(tensor1, value), tensor2) if value != 1 else div(tensor1, tensor2))
+
+
+# ---- more activations: elu family, hardtanh family, logsigmoid, mish, softsign ------------------------
+def _elu(input, alpha, scale, input_scale):
+    """torch's one ELU kernel: ``scale x`` for ``x > 0``, else ``alpha scale (exp(input_scale x) -
+    1)`` (with expm1; the constants multiplied as torch does). ``elu``, ``selu`` and ``celu`` are
+    its three settings. At ``x = 0`` the gradient is the negative side's (``alpha scale
+    input_scale``), as torch's."""
+    input = _floating(input)
+    negative = mul(expm1(mul(input, input_scale)) if input_scale != 1 else expm1(input), alpha * scale)
+    return where(input > 0, mul(input, scale) if scale != 1 else input, negative)
+
+
+_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+
+
+def elu(input, alpha=1.0): return _elu(input, alpha, 1.0, 1.0)
+def selu(input): return _elu(input, _SELU_ALPHA, _SELU_SCALE, 1.0)
+def celu(input, alpha=1.0): return _elu(input, alpha, 1.0, 1.0 / alpha)
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0):
+    """``clamp(x, min_val, max_val)`` with torch's gradient: 1 strictly inside, 0 at and beyond
+    the bounds (``clamp``'s counts the bounds as inside; hardtanh's does not)."""
+    if min_val > max_val:
+        raise ValueError("min_val cannot be greater than max_val")
+    inside = (input > min_val) & (input < max_val)
+    return where(inside, input, clamp(input, min_val, max_val).detach())
+
+
+class Hardswish(Function):
+    """``x relu6(x + 3) / 6`` with torch's piecewise gradient: 0 up to -3, ``x / 3 + 0.5``
+    strictly between -3 and 3, 1 from 3 on (at 3 the chain rule through relu6 would give 1.5)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.a = a
+        return a * xp_of(a).clip(a + 3, 0, 6) / 6
+
+    @staticmethod
+    def backward(ctx, g):
+        a, xp = ctx.a, xp_of(g)
+        return xp.where(a <= -3, 0, xp.where(a < 3, g * (a / 3 + 0.5), g)).astype(g.dtype, copy=False)
+
+
+def hardswish(input): return Hardswish.apply(_floating(input))
+
+
+class Hardsigmoid(Function):
+    """``relu6(x + 3) / 6``; gradient 1/6 strictly inside (-3, 3), 0 elsewhere. torch's kernel
+    multiplies by ``1.0f / 6.0f``, the float32 sixth, in every dtype: its float64 gradient is off
+    by 3e-8 relative, and so is ours, on purpose (torch's number, not a third one)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.inside = (a > -3) & (a < 3)
+        return xp_of(a).clip(a + 3, 0, 6) / 6
+
+    @staticmethod
+    def backward(ctx, g):
+        sixth = g.dtype.type(np.float32(1) / np.float32(6))
+        return xp_of(g).where(ctx.inside, g * sixth, 0).astype(g.dtype, copy=False)
+
+
+def hardsigmoid(input): return Hardsigmoid.apply(_floating(input))
+
+
+class LogSigmoid(Function):
+    """``log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|))``, stable for large ``|x|``; gradient
+    ``sigmoid(-x)`` (0.5 at x = 0, where the min's kink would mislead a composition)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        xp = xp_of(a)
+        ctx.a, ctx.z = a, xp.exp(-xp.abs(a))
+        return xp.minimum(a, 0) - xp.log1p(ctx.z)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, z = xp_of(g), ctx.z
+        return g * xp.where(ctx.a < 0, 1 / (1 + z), z / (1 + z))
+
+
+def logsigmoid(input): return LogSigmoid.apply(_floating(input))
+
+
+def mish(input):
+    """``x tanh(softplus(x))`` (softplus past its threshold is ``x``, where tanh is 1 already)."""
+    input = _floating(input)
+    return mul(input, tanh(softplus(input)))
+
+
+def softsign(input):
+    """``x / (1 + |x|)``."""
+    input = _floating(input)
+    return div(input, add(abs(input), 1))
