@@ -605,7 +605,8 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&d)[4], const void* 
 // ---- the backward's pass over dY, for float32 and bf16 dY ---------------------------------------
 // S[kk][dd] = float(p[(d0 + dd) * ld + k0 + kk]), zero where d >= d_size or k >= k_end: load_tile's job for
 // a k-contiguous operand without scale or dropout, for float (load_tile itself, float4 where it can) and
-// for bf16 bit patterns (one 2-byte load per element, consecutive threads along k: coalesced).
+// for bf16 bit patterns: two elements per 4-byte load where the row length, the base pointer and k0 allow
+// (else one 2-byte load each), consecutive threads along k, so a warp reads 128 contiguous bytes.
 template <int BK, int BD, int SW, bool VEC, int THREADS>
 __device__ __forceinline__ void load_rows_kcontig(float (*S)[SW], const float* p, int ld, int d_size, int d0, int k0,
                                                   int k_end, int tid) {
@@ -614,9 +615,24 @@ __device__ __forceinline__ void load_rows_kcontig(float (*S)[SW], const float* p
 template <int BK, int BD, int SW, bool VEC, int THREADS>
 __device__ __forceinline__ void load_rows_kcontig(float (*S)[SW], const unsigned short* p, int ld, int d_size, int d0,
                                                   int k0, int k_end, int tid) {
-    for (int e = tid; e < BK * BD; e += THREADS) {
-        const int kk = e % BK, dd = e / BK, d = d0 + dd, k = k0 + kk;
-        S[kk][dd] = d < d_size && k < k_end ? bf16_to_float(p[(unsigned long long)d * ld + k]) : 0.0f;
+    static_assert(BK % 2 == 0, "bf16 elements travel in pairs along k");
+    const bool pairs = ld % 2 == 0 && k0 % 2 == 0 && (reinterpret_cast<unsigned long long>(p) & 3ull) == 0;
+    for (int e = tid; e < BK * BD / 2; e += THREADS) {
+        const int kk = e % (BK / 2) * 2, dd = e / (BK / 2), d = d0 + dd, k = k0 + kk;
+        float lo = 0.0f, hi = 0.0f;
+        if (d < d_size) {
+            const unsigned short* row = p + (unsigned long long)d * ld;
+            if (pairs && k + 1 < k_end) {
+                const unsigned both = *reinterpret_cast<const unsigned*>(row + k);
+                lo = bf16_to_float(both & 0xffffu);
+                hi = bf16_to_float(both >> 16);
+            } else {
+                if (k < k_end) lo = bf16_to_float(row[k]);
+                if (k + 1 < k_end) hi = bf16_to_float(row[k + 1]);
+            }
+        }
+        S[kk][dd] = lo;
+        S[kk + 1][dd] = hi;
     }
 }
 

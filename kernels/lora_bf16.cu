@@ -34,7 +34,9 @@
 //                     transposed copy of W0); then V A in fp32.  Grid (ceil(K / 128), ceil(M / 128)).
 //   lora_bf16_bwd_da  dA = V^T X split over M: a thread per column of K, 16 ranks per block, V's rows staged
 //                     in shared memory 32 at a time and read as broadcasts.  Grid (ceil(K/256), ceil(r/16),
-//                     slices); the slices' partial sums reduced by lora_reduce_partials, in a fixed order.
+//                     slices): slices for about 4 blocks per SM (2-byte loads need many threads in flight;
+//                     512 blocks at M = 8192, K = 4096, r = 16), their partial sums reduced by
+//                     lora_reduce_partials, in a fixed order.
 // The GEMM tile (struct lora_bf16_y_v1 in lora_tiles.cuh; lora_bf16_dx_v1 is the same): 128 x 128 outputs,
 // k-step 32, 8 warps each owning a 64 x 32 warp tile = 4 x 4 mma tiles of 16 x 8 (64 fp32 accumulators per
 // thread).  Shared-memory layouts, rows padded by 8 bf16 so ldmatrix's 16-byte row addresses stay aligned
@@ -52,7 +54,7 @@
 // dY (64 MB) and X (64 MB) read once each, about 3 GFLOP of fp32 for V, dB and dA against dX's 275 GFLOP.
 // Two stages only: 3-4 stages need more than 48 KB of shared memory, which is dynamic shared memory and an
 // opt-in attribute at launch -- the next step, with a wider k-step.  ptxas (nvcc 13.0, sm_90): fwd_y 254 and
-// bwd_dx 255 registers (1 block of 256 threads per SM), bwd_dy 64, bwd_da 51; no spills.
+// bwd_dx 255 registers (1 block of 256 threads per SM), bwd_dy 64, bwd_da 42; no spills.
 //
 // Versions: v1 of each kernel (this file).  Requires sm_80 or later on a GPU; runs on any CPU under the
 // emulator, where common.cuh's ldmatrix/mma are warp collectives.
@@ -334,7 +336,8 @@ lora_bf16_bwd_da(const float* __restrict__ V, const unsigned short* __restrict__
         __syncthreads();
         if (k < K) {
             const int rows = min(BM, m_end - mb);
-            for (int mm = 0; mm < rows; ++mm) {
+#pragma unroll 4
+            for (int mm = 0; mm < rows; ++mm) {  // unrolled: several rows' loads of X in flight at once
                 const float x = bf16_to_float(X[(unsigned long long)(mb + mm) * K + k]);
 #pragma unroll
                 for (int jj = 0; jj < RC; ++jj) acc[jj] = fmaf(Vs[mm][jj], x, acc[jj]);

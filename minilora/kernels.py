@@ -521,7 +521,8 @@ def lora_backward_bf16(dY, X, W0, A, B, U, scale, need_dx=True, need_dA=True, ne
                (dY, W0, V, A, dX, i32(M), i32(N), i32(K), i32(r)))
     if need_dA:
         cfg = tiles().configs["lora_bf16_da_v1"]
-        splits, rows = _m_splits(fn, split_m, _cdiv(r, cfg["RC"]) * _cdiv(K, threads), M, cfg["BM"])
+        # one column of K per thread and 2-byte loads: it needs many threads in flight -- 4 blocks per SM
+        splits, rows = _m_splits(fn, split_m, _cdiv(r, cfg["RC"]) * _cdiv(K, threads), M, cfg["BM"], _MIN_BLOCKS)
         partial_A = dA if splits == 1 else _empty(xp, (splits, r, K))
         launch("lora_bf16_bwd_da", (_cdiv(K, threads), _cdiv(r, cfg["RC"]), splits), threads,
                (V, X, partial_A, i32(M), i32(K), i32(r), i32(rows)))
@@ -605,10 +606,10 @@ def lora_backward(dY, X, W0, A, B, U, scale, dropout_p=0.0, seed=0, need_dx=True
     return dX, dA, dB
 
 
-def _m_splits(fn, split_m, tiles_per_split, M, step):
-    """(slices, rows per slice) of dA's split over M: ``split_m`` slices, or by default enough blocks to fill
-    a GPU; rows per slice a multiple of the kernel's k-step ``step``."""
-    splits = split_m if split_m is not None else max(1, min(_TARGET_BLOCKS // tiles_per_split, _cdiv(M, 256)))
+def _m_splits(fn, split_m, tiles_per_split, M, step, target=_TARGET_BLOCKS):
+    """(slices, rows per slice) of dA's split over M: ``split_m`` slices, or by default about ``target`` blocks
+    (never slices under 256 rows); rows per slice a multiple of the kernel's k-step ``step``."""
+    splits = split_m if split_m is not None else max(1, min(target // tiles_per_split, _cdiv(M, 256)))
     if not isinstance(splits, (int, np.integer)) or splits < 1:
         raise ValueError(f"{fn}: split_m must be a positive int, got {split_m!r}")
     rows = _cdiv(_cdiv(M, int(splits)), step) * step
