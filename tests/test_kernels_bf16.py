@@ -270,3 +270,29 @@ def test_lora_backward_bf16_rejects_what_it_cannot_compute():
     dX, dA, dB = kernels.lora_backward_bf16(np.zeros((0, 5), np.uint16), np.zeros((0, 8), np.uint16), W0, A, B,
                                             np.zeros((0, 2), np.float32), 1.0, device="emu")
     assert dX.shape == (0, 8) and not dA.any() and not dB.any()
+
+
+def test_bf16_kernels_pass_the_shared_memory_racecheck(monkeypatch):
+    """Every launch of lora_forward_bf16 and lora_backward_bf16 under the emulator's racecheck (compute-sanitizer's:
+    two threads touching the same shared byte, one writing, with no barrier between), on the cp.async path and the
+    plain-load path. (check_races above compares whole runs under several schedules; this checks each access.)"""
+    from minilora import emulator as emu
+    real_call = emu.RawKernel.__call__
+    launched = []
+
+    def with_racecheck(self, grid, block, args, shared_mem=0, **kw):
+        if self._variant == "racecheck":  # already the checked build: launch it
+            return real_call(self, grid, block, args, shared_mem, **kw)
+        launched.append(self.name)
+        kw.pop("check_races", None)
+        return real_call(self, grid, block, args, shared_mem, racecheck=True, **kw)
+
+    monkeypatch.setattr(emu.RawKernel, "__call__", with_racecheck)
+    for M, N, K, r in ((40, 136, 72, 17), (37, 45, 50, 3)):
+        (X, W0, A, B, dY, _), (Xb, Wb, dYb) = lora_bf16_backward_case(9, M, N, K, r)
+        Y, U = kernels.lora_forward_bf16(Xb, Wb, A, B, 0.5, device="emu")
+        dX, dA, dB = kernels.lora_backward_bf16(dYb, Xb, Wb, A, B, U, 0.5, device="emu", split_m=2)
+        exact, scales = bf16_backward_references(bf16_value(Xb), bf16_value(Wb), A, B, bf16_value(dYb), U, 0.5)
+        assert (np.abs(dX - exact["dX"]) <= 1e-5 * scales["dX"]).all()
+    assert {"lora_bf16_fwd_u", "lora_bf16_fwd_y", "lora_bf16_bwd_dy", "lora_bf16_bwd_dx", "lora_bf16_bwd_da",
+            "lora_reduce_partials"} <= set(launched)
