@@ -218,6 +218,30 @@ CASES = [
     ("F.cosine_similarity broadcast", lambda m, x, v: F(m).cosine_similarity(x, v, -1), [X, V]),
     ("F.cosine_similarity zero row", lambda m, x, y: F(m).cosine_similarity(x, y, 1, 1e-6), [ZERO_ROW, Y]),
     ("F.cosine_similarity tiny norm", lambda m, x, y: F(m).cosine_similarity(x * 1e-9, y, eps=1e-8), [X, Y]),
+    # ---- trigonometric / hyperbolic, atan2, logaddexp, nan_to_num, kthvalue, cummax/cummin, cross
+    ("tan asin acos atan", lambda m, x: (x.tan(), m.asin(x / 3), x.div(3).acos(), m.atan(x)), [X]),
+    ("sinh cosh exp2", lambda m, x: (x.sinh(), m.cosh(x), x.exp2()), [X]),
+    ("asinh acosh atanh", lambda m, x: (x.asinh(), m.acosh(x.abs() + 1.5), (x / 3).atanh()), [X]),
+    ("asin out of domain", lambda m, x: m.asin(x * 3), [X]),
+    ("exp2(int)", lambda m, x: m.exp2(x), [INTS]),  # float32, exact powers of two
+    ("atan2", lambda m, y, x: m.atan2(y, x), [X, Y]),
+    ("atan2 broadcast, arctan2", lambda m, y, x: (y.atan2(x), m.arctan2(x, y)), [X, V]),
+    ("logaddexp", lambda m, a, b: m.logaddexp(a, b), [X * 30, Y]),
+    ("logaddexp(number)", lambda m, a: a.logaddexp(m.tensor(0.5, dtype=m.float64)), [X]),
+    ("nan_to_num", lambda m, x: x.nan_to_num(), [np.array([1.0, np.nan, np.inf, -np.inf, -2.0])]),
+    ("nan_to_num(nan=, posinf=, neginf=)", lambda m, x: m.nan_to_num(x, nan=-1.0, posinf=9.0, neginf=-9.0),
+     [np.array([1.0, np.nan, np.inf, -np.inf, -2.0])]),
+    ("nan_to_num(int)", lambda m, x: x.nan_to_num(), [INTS]),
+    ("kthvalue(2)", lambda m, x: x.kthvalue(2), [X]),
+    ("kthvalue(1, 0, True)", lambda m, x: m.kthvalue(x, 1, 0, True), [X3]),
+    ("kthvalue(k=, dim=, keepdim=)", lambda m, x: x.kthvalue(k=3, dim=1, keepdim=False), [X]),  # (no ties:
+    # which of equal values torch's quickselect returns is unspecified)
+    ("cummax(1)", lambda m, x: x.cummax(1), [TIES]),
+    ("cummin(dim=0)", lambda m, x: m.cummin(x, dim=0), [X3]),
+    ("cummax NaN", lambda m, x: x.cummax(0), [np.array([1.0, 3.0, 3.0, 2.0, np.nan, 5.0, np.nan])]),
+    ("cummin(int)", lambda m, x: x.cummin(0), [INTS]),
+    ("cross(dim=1)", lambda m, a, b: m.cross(a[:, :3], b[:, :3], dim=1), [X, Y]),
+    ("cross(dim=-1) broadcast", lambda m, a, b: a.cross(b, dim=-1), [X3[:, :, :3], V[:3].reshape(1, 1, 3)]),
     # ---- the rest of the common activations, at their kinks (torch's one-sided gradients there)
     ("F.elu", lambda m, x: F(m).elu(x), [KINKS]),
     ("F.elu(alpha=0.5)", lambda m, x: F(m).elu(x, alpha=0.5), [KINKS]),
@@ -312,6 +336,28 @@ def test_bincount_weight_dtypes_are_torchs():
             assert ours.tolist() == theirs.tolist()
 
 
+def test_aminmax_is_a_named_tuple_min_max():
+    for dim, keepdim in ((None, False), (1, True), (0, False)):
+        theirs = torch.tensor(TIES, requires_grad=True)
+        ours = ml.tensor(TIES, dtype=ml.float64, requires_grad=True)
+        t, m = theirs.aminmax(dim=dim, keepdim=keepdim), ml.aminmax(ours, dim=dim, keepdim=keepdim)
+        assert type(m).__name__ == "aminmax" and m.min is m[0] and m.max is m[1]
+        for a, b in ((t.min, m.min), (t.max, m.max)):
+            np.testing.assert_array_equal(b.detach().numpy(), a.detach().numpy())
+        (t.min * 2 + t.max).sum().backward()
+        (m.min * 2 + m.max).sum().backward()
+        np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-15)  # ties share
+
+
+def test_cross_without_dim_warns_and_takes_the_first_dimension_of_three():
+    a, b = RNG.standard_normal((3, 3)), RNG.standard_normal((3, 3))
+    with pytest.warns(UserWarning, match="dim"):
+        ours = ml.cross(ml.tensor(a), ml.tensor(b))
+    with pytest.warns(UserWarning, match="dim"):
+        theirs = torch.cross(torch.tensor(a), torch.tensor(b))
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-15)
+
+
 def test_median_with_nan_is_nan_at_the_first_nan():
     data = np.array([[1.0, np.nan, 2.0, np.nan], [3.0, 1.0, 2.0, 0.0]])
     theirs, ours = torch.tensor(data).median(1), ml.tensor(data, dtype=ml.float64).median(1)
@@ -392,6 +438,10 @@ ERRORS = [
     ("meshgrid 2-D", lambda m: m.meshgrid(_T(m, X), _T(m, X), indexing="ij")),
     ("meshgrid bad indexing", lambda m: m.meshgrid(_T(m, V), _T(m, V), indexing="ji")),
     ("fmod integer by 0", lambda m: m.fmod(m.tensor([3]), 0)),
+    ("kthvalue k too large", lambda m: _T(m, X).kthvalue(5)),
+    ("cross without a dimension of 3", lambda m: m.cross(_T(m, X), _T(m, X), dim=1)),
+    ("cross of different ranks", lambda m: m.cross(_T(m, X3[:, :, :3]), _T(m, V[:3]), dim=-1)),
+    ("aminmax of nothing", lambda m: m.zeros(0).aminmax()),
     ("glu of an odd dimension", lambda m: m.nn.functional.glu(_T(m, X3), 1)),
     ("glu of a scalar", lambda m: m.nn.functional.glu(m.tensor(1.0))),
     ("Hardtanh min above max", lambda m: m.nn.Hardtanh(2.0, 1.0)),
@@ -461,6 +511,12 @@ GRAD_CHECKS = [
     ("logsigmoid", lambda x: ml.nn.functional.logsigmoid(x), [SPREAD]),
     ("elu family", lambda x: ml.nn.functional.selu(x) + ml.nn.functional.celu(x, 0.7), [SPREAD + 0.01]),
     ("mish", lambda x: ml.nn.functional.mish(x), [SPREAD]),
+    ("trig", lambda x: x.tan() + (x / 3).asin() + (x / 3).acos() + x.atan() + x.sinh() + x.cosh() + x.exp2(), [X]),
+    ("inverse hyperbolic", lambda x: x.asinh() + (x.abs() + 1.5).acosh() + (x / 3).atanh(), [X]),
+    ("atan2", lambda y, x: ml.atan2(y, x), [X, Y]),
+    ("logaddexp", lambda a, b: ml.logaddexp(a, b), [X, Y]),
+    ("kthvalue/cummax", lambda x: x.kthvalue(2, 0).values.sum() + x.cummax(1).values + x.cummin(0).values, [X]),
+    ("cross", lambda a, b: ml.cross(a, b, dim=0), [X3[0, :, :], Y[:, :4]]),
     ("baddbmm", lambda b, x, y: ml.baddbmm(b, x, y, beta=0.3, alpha=2.0), [X3[0, :, :3], X3, np.ascontiguousarray(X3.transpose(0, 2, 1))]),
 ]
 
@@ -659,6 +715,7 @@ TORCH_SIGNATURES = {
     "unflatten": "unflatten(dim, sizes)",
     # the docstrings say fmod(divisor) and broadcast_to(shape); torch 2.13 takes other= and size=
     "fmod": "fmod(other)", "broadcast_to": "broadcast_to(size)",
+    "kthvalue": "kthvalue(k, dim=-1, keepdim=False)",  # the docstring says dim=None; torch's default is -1
     "flip": None,  # torch: flip(*dims) and flip(dims=...) in one; ours too (*dims, **by_name)
 }
 FUNCTION_SIGNATURES = {
@@ -675,13 +732,16 @@ FUNCTION_SIGNATURES = {
     "std_mean": "std_mean(input, dim=None, unbiased=True, keepdim=False, *, correction=None)",
     "unflatten": "unflatten(input, dim, sizes)",
     "fmod": "fmod(input, other)", "broadcast_to": "broadcast_to(input, size)",  # (docstrings: divisor, shape)
+    "kthvalue": "kthvalue(input, k, dim=-1, keepdim=False)",
 }
 METHODS = ["unique", "bincount", "repeat_interleave", "roll", "median", "narrow", "diagonal", "diag",
            "index_add", "index_add_", "index_select", "scatter", "scatter_", "scatter_add", "scatter_add_",
            "take_along_dim", "masked_select", "count_nonzero", "cumprod", "lerp", "lerp_", "xlogy",
            "clamp_min", "clamp_max", "addmm", "baddbmm", "movedim", "swapaxes", "tile", "square",
            "reciprocal", "log1p", "expm1", "log2", "log10", "fmod", "logical_xor", "addcmul", "addcmul_",
-           "addcdiv", "addcdiv_", "unflatten", "select", "broadcast_to", "trace", "diff"]
+           "addcdiv", "addcdiv_", "unflatten", "select", "broadcast_to", "trace", "diff", "tan", "asin",
+           "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "exp2", "atan2", "arctan2", "logaddexp",
+           "nan_to_num", "aminmax", "kthvalue", "cummax", "cummin", "cross"]
 FUNCTIONS = ["unique", "bincount", "repeat_interleave", "roll", "median", "narrow", "diagonal", "diag",
              "index_add", "index_select", "scatter", "scatter_add", "take_along_dim", "masked_select",
              "count_nonzero", "cumprod", "lerp", "xlogy", "clamp_min", "clamp_max", "addmm", "baddbmm",
@@ -689,7 +749,9 @@ FUNCTIONS = ["unique", "bincount", "repeat_interleave", "roll", "median", "narro
              "flip", "chunk", "unbind", "nonzero", "sort", "argsort", "amax", "amin", "prod", "sign",
              "floor", "ceil", "outer", "allclose", "isclose", "equal", "gather", "log2", "log10", "fmod",
              "logical_xor", "addcmul", "addcdiv", "unflatten", "select", "broadcast_to", "trace", "diff",
-             "hstack", "vstack", "meshgrid", "var_mean", "std_mean", "tril_indices", "triu_indices"]
+             "hstack", "vstack", "meshgrid", "var_mean", "std_mean", "tril_indices", "triu_indices", "tan",
+             "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "exp2", "atan2", "arctan2",
+             "logaddexp", "nan_to_num", "aminmax", "kthvalue", "cummax", "cummin", "cross"]
 NOT_TORCH = {"narrow": {"dimension"}}  # torch's Tensor.narrow docstring says `dimension`; torch takes dim=
 
 

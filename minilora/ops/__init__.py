@@ -36,6 +36,11 @@ from .shape import broadcast_to, diff, hstack, meshgrid, select, trace, unflatte
 from .reduce import std_mean, var_mean
 from .elementwise import (celu, elu, hardsigmoid, hardswish, hardtanh, logsigmoid, mish, selu,
                           softsign)
+from .elementwise import (acos, acosh, arctan2, asin, asinh, atan, atan2, atanh, cosh, exp2,
+                          logaddexp, nan_to_num, sinh, tan)
+from .index import cummax, cummin, kthvalue
+from .reduce import aminmax
+from .matmul import cross
 from .nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1_loss
 
 
@@ -267,7 +272,10 @@ _MISSING_METHODS = {
     "log1p": log1p, "expm1": expm1, "log2": log2, "log10": log10, "fmod": fmod,
     "logical_xor": logical_xor, "addcmul": addcmul, "addcmul_": addcmul_, "addcdiv": addcdiv,
     "addcdiv_": addcdiv_, "unflatten": unflatten, "select": select, "broadcast_to": broadcast_to,
-    "trace": trace, "diff": diff,
+    "trace": trace, "diff": diff, "tan": tan, "asin": asin, "acos": acos, "atan": atan,
+    "sinh": sinh, "cosh": cosh, "asinh": asinh, "acosh": acosh, "atanh": atanh, "exp2": exp2,
+    "atan2": atan2, "arctan2": arctan2, "logaddexp": logaddexp, "nan_to_num": nan_to_num,
+    "aminmax": aminmax, "kthvalue": kthvalue, "cummax": cummax, "cummin": cummin, "cross": cross,
 }
 for _name, _fn in _MISSING_METHODS.items():
     setattr(Tensor, _name, _fn)

@@ -17,7 +17,8 @@ __all__ = ["add", "sub", "mul", "div", "floor_divide", "neg", "pow", "exp", "log
            "to_device", "unbroadcast", "erf", "lerp", "xlogy", "log1p", "expm1", "softplus",
            "leaky_relu", "clamp_min", "clamp_max", "square", "reciprocal", "log2", "log10", "fmod",
            "logical_xor", "addcmul", "addcdiv", "elu", "selu", "celu", "hardtanh", "hardswish",
-           "hardsigmoid", "logsigmoid", "mish", "softsign"]
+           "hardsigmoid", "logsigmoid", "mish", "softsign", "tan", "asin", "acos", "atan", "sinh",
+           "cosh", "asinh", "acosh", "atanh", "exp2", "atan2", "arctan2", "logaddexp", "nan_to_num"]
 
 
 def unbroadcast(grad, shape):
@@ -1125,3 +1126,125 @@ def softsign(input):
     """``x / (1 + |x|)``."""
     input = _floating(input)
     return div(input, add(abs(input), 1))
+
+
+# ---- trigonometric and hyperbolic functions, atan2, logaddexp, nan_to_num -----------------------------
+# name -> d/da, written as torch's derivative formulas are (a: the input, out: the result)
+_DERIVATIVES = {
+    "tan": lambda xp, a, out: 1 + out * out,
+    "arcsin": lambda xp, a, out: 1 / xp.sqrt(1 - a * a),
+    "arccos": lambda xp, a, out: -1 / xp.sqrt(1 - a * a),
+    "arctan": lambda xp, a, out: 1 / (a * a + 1),
+    "sinh": lambda xp, a, out: xp.cosh(a),
+    "cosh": lambda xp, a, out: xp.sinh(a),
+    "arcsinh": lambda xp, a, out: 1 / xp.sqrt(a * a + 1),
+    "arccosh": lambda xp, a, out: 1 / xp.sqrt(a * a - 1),
+    "arctanh": lambda xp, a, out: 1 / (1 - a * a),
+    "exp2": lambda xp, a, out: out * math.log(2),
+}
+
+
+class Pointwise(Function):
+    """One NumPy function of one tensor (``name``), with its derivative from ``_DERIVATIVES``."""
+
+    @staticmethod
+    def forward(ctx, a, name):
+        xp = xp_of(a)
+        ctx.a, ctx.name = a, name
+        with np.errstate(invalid="ignore", divide="ignore"):  # NaN/inf outside the domain, as torch
+            ctx.out = getattr(xp, name)(a)
+        return ctx.out
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = xp_of(g)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return g * _DERIVATIVES[ctx.name](xp, ctx.a, ctx.out)
+
+
+def _pointwise(name, numpy_name):
+    def op(input):
+        return Pointwise.apply(_floating(input), name=numpy_name)
+    op.__name__ = name
+    op.__doc__ = f"``torch.{name}``, elementwise (integers compute in the default float dtype)."
+    return op
+
+
+tan, asin, acos, atan = (_pointwise(n, m) for n, m in (("tan", "tan"), ("asin", "arcsin"),
+                                                        ("acos", "arccos"), ("atan", "arctan")))
+sinh, cosh, asinh, acosh, atanh = (_pointwise(n, m) for n, m in (
+    ("sinh", "sinh"), ("cosh", "cosh"), ("asinh", "arcsinh"), ("acosh", "arccosh"), ("atanh", "arctanh")))
+exp2 = _pointwise("exp2", "exp2")
+
+
+class Atan2(Function):
+    """The angle of the point (``b``, ``a``): ``atan(a / b)`` in the right quadrant; gradients
+    ``b / (a^2 + b^2)`` and ``-a / (a^2 + b^2)``."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.a, ctx.b, ctx.shapes = a, b, (_shape(a), _shape(b))
+        return xp_of(a if hasattr(a, "shape") else b).arctan2(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        na, nb = ctx.needs_input_grad
+        a, b = ctx.a, ctx.b
+        with np.errstate(invalid="ignore", divide="ignore"):
+            denominator = a * a + b * b
+            return (unbroadcast(g * b / denominator, ctx.shapes[0]) if na else None,
+                    unbroadcast(g * -a / denominator, ctx.shapes[1]) if nb else None)
+
+
+def atan2(input, other):
+    """``torch.atan2``: the angle of (``other``, ``input``), in (-pi, pi]."""
+    a, b = _promoted(input, other, true_divide=True)
+    return Atan2.apply(a, b)
+
+
+arctan2 = atan2
+
+
+class LogAddExp(Function):
+    """``log(exp(a) + exp(b))`` as ``max + log1p(exp(-|a - b|))`` (no overflow; equal infinities give
+    themselves, as torch); gradients ``1 / (1 + exp(b - a))`` and ``1 / (1 + exp(a - b))``."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        xp = xp_of(a if hasattr(a, "shape") else b)
+        ctx.a, ctx.b, ctx.shapes = a, b, (_shape(a), _shape(b))
+        return xp.logaddexp(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, (na, nb) = xp_of(g), ctx.needs_input_grad
+        with np.errstate(over="ignore", invalid="ignore"):
+            return (unbroadcast(g / (1 + xp.exp(ctx.b - ctx.a)), ctx.shapes[0]) if na else None,
+                    unbroadcast(g / (1 + xp.exp(ctx.a - ctx.b)), ctx.shapes[1]) if nb else None)
+
+
+def logaddexp(input, other):
+    """``torch.logaddexp``: ``log(exp(input) + exp(other))`` without overflow."""
+    return LogAddExp.apply(*_promoted(_floating(input), other))
+
+
+class NanToNum(Function):
+    """NaN, +inf and -inf replaced by numbers; the gradient flows only where the input was finite."""
+
+    @staticmethod
+    def forward(ctx, a, nan, posinf, neginf):
+        xp = xp_of(a)
+        ctx.finite = xp.isfinite(a)
+        return xp.nan_to_num(a, nan=nan, posinf=posinf, neginf=neginf)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * ctx.finite
+
+
+def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
+    """``torch.nan_to_num``: NaN -> ``nan``, +inf -> ``posinf`` (default: the dtype's largest
+    value), -inf -> ``neginf`` (default: its lowest). Integers are returned unchanged."""
+    if input.dtype.kind != "f":
+        return clone(input)
+    return NanToNum.apply(input, nan=nan, posinf=posinf, neginf=neginf)

@@ -18,7 +18,7 @@ from ..tensor import Function, Tensor, no_grad
 __all__ = ["gather", "sort", "argsort", "topk", "cumsum", "repeat", "tril", "triu", "nonzero",
            "return_type", "index_select", "index_add", "scatter", "scatter_add", "take_along_dim",
            "masked_select", "count_nonzero", "cumprod", "unique", "bincount", "repeat_interleave",
-           "median"]
+           "median", "kthvalue", "cummax", "cummin"]
 
 _RETURN_TYPES = {}
 
@@ -599,3 +599,50 @@ def median(input, dim=None, keepdim=False):
     if not keepdim:
         values, indices = values.squeeze(dim_), indices.squeeze(dim_)
     return return_type("median")(values, indices)
+
+
+# ---- kthvalue, cummax, cummin ----------------------------------------------------------------------
+def kthvalue(input, k, dim=-1, keepdim=False):
+    """``torch.kthvalue``: the ``k``-th smallest element along ``dim`` (``k`` from 1) and its index,
+    as a named tuple; the gradient goes to that index. NaN counts as the largest value. Among
+    equal values minilora returns the first one's index in sorted order (torch leaves it open)."""
+    dim_ = _dim(dim, input.ndim, "kthvalue")
+    size = input.shape[dim_] if input.ndim else 1
+    if not 1 <= k <= size:
+        raise RuntimeError(f"kthvalue(): selected number k out of range for dimension {dim}")
+    if input.ndim == 0:
+        return return_type("kthvalue")(input.clone(), input.new_zeros((), dtype=np.int64))
+    order = argsort(input, dim_)
+    indices = order[(slice(None),) * dim_ + (slice(k - 1, k),)]
+    values = gather(input, dim_, indices)
+    if not keepdim:
+        values, indices = values.squeeze(dim_), indices.squeeze(dim_)
+    return return_type("kthvalue")(values, indices)
+
+
+def _running_extreme(name, input, dim, smallest):
+    """``cummax``/``cummin``: the running extreme along ``dim`` and, as torch, the index of its
+    *latest* occurrence (a tie moves the index on; a NaN is kept from where it first appears)."""
+    dim_ = _dim(dim, input.ndim, name)
+    if input.ndim == 0:
+        return return_type(name)(input.clone(), input.new_zeros((), dtype=np.int64))
+    xp = xp_of(input._array)
+    a = xp.moveaxis(input._array, dim_, -1)
+    running = (xp.minimum if smallest else xp.maximum).accumulate(a, axis=-1)  # NaN propagates
+    steps = xp.arange(a.shape[-1])
+    takes_over = a == running
+    if a.dtype.kind == "f":
+        takes_over |= xp.isnan(a)
+    latest = xp.maximum.accumulate(xp.where(takes_over, steps, 0), axis=-1)
+    indices = Tensor(xp.moveaxis(latest, -1, dim_).astype(np.int64), dtype=np.int64, device=input.device)
+    return return_type(name)(gather(input, dim_, indices), indices)
+
+
+def cummax(input, dim):
+    """``torch.cummax``: ``(values, indices)`` of the running maximum along ``dim``."""
+    return _running_extreme("cummax", input, dim, smallest=False)
+
+
+def cummin(input, dim):
+    """``torch.cummin``: ``(values, indices)`` of the running minimum along ``dim``."""
+    return _running_extreme("cummin", input, dim, smallest=True)

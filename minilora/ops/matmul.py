@@ -4,14 +4,17 @@
 skips the weight-gradient GEMM when ``W`` is frozen (``ctx.needs_input_grad``) -- the saving LoRA
 is built on: a frozen ``W0`` costs a forward GEMM and the ``dX`` GEMM, never a ``dW0`` GEMM.
 """
+import warnings
+
 import numpy as np
 
 from .. import parallel
 from ..device import xp_of
 from ..tensor import Function
 from .elementwise import unbroadcast
+from .shape import stack
 
-__all__ = ["matmul", "linear", "einsum", "mm", "bmm", "dot", "outer", "addmm", "baddbmm"]
+__all__ = ["matmul", "linear", "einsum", "mm", "bmm", "dot", "outer", "addmm", "baddbmm", "cross"]
 
 
 def _check_dtypes(name, a, b):
@@ -277,3 +280,28 @@ def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
     _products_check("baddbmm", (3, 3), batch1, batch2)
     _inner_sizes_check("baddbmm", batch1, batch2)
     return _scaled_sum("baddbmm", input, bmm(batch1, batch2), beta, alpha)
+
+
+def cross(input, other, dim=None):
+    """``torch.cross``: the 3-D cross product along ``dim`` (the tensors broadcast, with the same
+    number of dimensions, as torch requires). Without ``dim``
+    torch takes the first dimension of size 3, with a deprecation warning; so do we."""
+    if input.ndim != other.ndim:
+        raise RuntimeError("linalg.cross: inputs must have the same number of dimensions.")
+    shape = np.broadcast_shapes(tuple(input.shape), tuple(other.shape))
+    if dim is None:
+        warnings.warn("Using torch.cross without specifying the dim arg is deprecated. Please either "
+                      "pass the dim explicitly or simply use torch.linalg.cross.", UserWarning,
+                      stacklevel=2)
+        dim = next((d for d, n in enumerate(shape) if n == 3), None)
+        if dim is None:
+            raise RuntimeError(f"no dimension of size 3 in input (shape {shape})")
+    if not -len(shape) <= dim < len(shape):
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-len(shape)}, "
+                         f"{len(shape) - 1}], but got {dim})")
+    if input.shape[dim] != 3 or other.shape[dim] != 3:
+        raise RuntimeError(f"linalg.cross: inputs dimension {dim} must have length 3. Got "
+                           f"{input.shape[dim]} and {other.shape[dim]}")
+    a0, a1, a2 = input.expand(*shape).unbind(dim)
+    b0, b1, b2 = other.expand(*shape).unbind(dim)
+    return stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], dim)

@@ -15,6 +15,7 @@ Two kinds of max, as in torch:
   (the first maximum), because the values are *gathered* at those indices (``ops/index.py``).
 """
 import builtins  # this module's `sum`, `max`, `min`, `all`, `any` are ops; the builtins live here
+import collections
 import functools
 import math
 import operator
@@ -25,7 +26,7 @@ from ..tensor import Function, Tensor, no_grad
 from .index import gather, return_type
 
 __all__ = ["sum", "mean", "prod", "max", "min", "amax", "amin", "argmax", "argmin", "var", "std",
-           "norm", "all", "any", "softmax", "log_softmax", "logsumexp", "var_mean", "std_mean"]
+           "norm", "all", "any", "softmax", "log_softmax", "logsumexp", "var_mean", "std_mean", "aminmax"]
 
 
 def _numpy_aliases(fn):
@@ -509,3 +510,16 @@ def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """``torch.std_mean``: the tuple ``(std, mean)`` over ``dim``, with ``std``'s arguments."""
     return (std(input, dim, unbiased, keepdim, correction=correction),
             mean(input, dim if not isinstance(dim, bool) else None, keepdim))
+
+
+_AminMax = collections.namedtuple("aminmax", ["min", "max"])  # torch.return_types.aminmax
+_AminMax.__module__ = "minilora.return_types"
+
+
+def aminmax(input, *, dim=None, keepdim=False):
+    """``torch.aminmax``: the named tuple ``(min, max)`` over ``dim`` (all elements when None);
+    ties share the gradient, as ``amin``/``amax``."""
+    if input.numel() == 0 and dim is None:
+        raise RuntimeError("aminmax(): cannot compute aminmax over an empty dimension as the "
+                           "operation has no identity.")
+    return _AminMax(amin(input, dim, keepdim), amax(input, dim, keepdim))
