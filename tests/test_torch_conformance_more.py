@@ -162,6 +162,9 @@ CASES = [
     ("prod(1)", lambda m, x: x.prod(1), [ZEROS]),
     ("sign floor ceil round", lambda m, x: (x.sign(), x.floor(), m.ceil(x), x.round(decimals=1)), [X]),
     ("einsum", lambda m, x, y: m.einsum("ij,kj->ik", x, y), [X, Y]),
+    ("einsum trace 'ii'", lambda m, x: m.einsum("ii", x[:, :3]), [X]),
+    ("einsum diagonal 'bii->bi'", lambda m, x: m.einsum("bii->bi", x[:, :, :3]), [X3]),
+    ("einsum 'iji,jk->k'", lambda m, x, y: m.einsum("iji,jk->k", x[:, :, :2], y), [X3, Y]),
     ("outer", lambda m, x, y: m.outer(x, y), [V, V[:3]]),
     ("eye", lambda m: (m.eye(3), m.eye(2, 4, dtype=m.float64)), []),
     ("log_softmax(dim)", lambda m, x: x.log_softmax(dim=1), [X]),
@@ -439,6 +442,8 @@ ERRORS = [
     ("meshgrid bad indexing", lambda m: m.meshgrid(_T(m, V), _T(m, V), indexing="ji")),
     ("fmod integer by 0", lambda m: m.fmod(m.tensor([3]), 0)),
     ("kthvalue k too large", lambda m: _T(m, X).kthvalue(5)),
+    ("einsum repeated output label", lambda m: m.einsum("ij->ii", _T(m, X))),
+    ("einsum diagonal of a non-square", lambda m: m.einsum("ii->i", _T(m, X))),
     ("cross without a dimension of 3", lambda m: m.cross(_T(m, X), _T(m, X), dim=1)),
     ("cross of different ranks", lambda m: m.cross(_T(m, X3[:, :, :3]), _T(m, V[:3]), dim=-1)),
     ("aminmax of nothing", lambda m: m.zeros(0).aminmax()),
@@ -517,6 +522,7 @@ GRAD_CHECKS = [
     ("logaddexp", lambda a, b: ml.logaddexp(a, b), [X, Y]),
     ("kthvalue/cummax", lambda x: x.kthvalue(2, 0).values.sum() + x.cummax(1).values + x.cummin(0).values, [X]),
     ("cross", lambda a, b: ml.cross(a, b, dim=0), [X3[0, :, :], Y[:, :4]]),
+    ("einsum diagonal", lambda x, y: ml.einsum("iji,jk->jk", x, y), [X3[:, :, :2], Y]),
     ("baddbmm", lambda b, x, y: ml.baddbmm(b, x, y, beta=0.3, alpha=2.0), [X3[0, :, :3], X3, np.ascontiguousarray(X3.transpose(0, 2, 1))]),
 ]
 

@@ -155,11 +155,12 @@ def _einsum_subscripts(equation, ndims):
     for s, n in zip(subs, ndims):
         if len(s) != n:
             raise RuntimeError(f"einsum(): the subscript {s!r} has {len(s)} labels for a {n}-D operand")
-        if len(set(s)) != len(s):  # a diagonal ("ii->i"): torch allows it, minilora does not yet
-            raise NotImplementedError(f"einsum(): a label repeated within one operand ({s!r}) is not "
-                                      f"supported by minilora")
     if arrow:
         output = output.replace("...", ellipsis)
+        repeated = next((c for c in output if output.count(c) > 1), None)
+        if repeated is not None:
+            raise RuntimeError(f"einsum(): output subscript {repeated} appears more than once in the "
+                               f"output")
     else:
         labels = "".join(subs)
         output = ellipsis + "".join(sorted(c for c in set(labels) if labels.count(c) == 1
@@ -205,7 +206,24 @@ def einsum(equation, *operands):
     if len(dtypes) > 1:
         raise RuntimeError(f"einsum(): operands must have the same dtype, got {sorted(dtypes)}")
     subs, output = _einsum_subscripts(equation, [x.ndim for x in operands])
-    return Einsum.apply(*operands, subs=subs, output=output)
+    operands, subs = zip(*(_diagonals(x, sub) for x, sub in zip(operands, subs)))
+    return Einsum.apply(*operands, subs=list(subs), output=output)
+
+
+def _diagonals(operand, sub):
+    """A label repeated within one operand (``"ii->i"``, ``"bii->b"``) reads a diagonal: take it
+    with the differentiable ``diagonal`` op (which puts it last), until every label is single."""
+    from .shape import diagonal
+    while len(set(sub)) != len(sub):
+        label = next(c for c in sub if sub.count(c) > 1)
+        first = sub.index(label)
+        second = sub.index(label, first + 1)
+        if operand.shape[first] != operand.shape[second]:
+            raise RuntimeError(f"einsum(): subscript {label} is repeated for operand but the sizes "
+                               f"don't match, {operand.shape[first]} != {operand.shape[second]}")
+        operand = diagonal(operand, 0, first, second)
+        sub = sub[:first] + sub[first + 1:second] + sub[second + 1:] + label
+    return operand, sub
 
 
 # ---- torch's fixed-rank products: matmul with the ranks checked (no broadcasting) ---------------
