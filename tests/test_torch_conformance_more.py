@@ -224,6 +224,7 @@ CASES = [
     # ---- trigonometric / hyperbolic, atan2, logaddexp, nan_to_num, kthvalue, cummax/cummin, cross
     ("tan asin acos atan", lambda m, x: (x.tan(), m.asin(x / 3), x.div(3).acos(), m.atan(x)), [X]),
     ("sinh cosh exp2", lambda m, x: (x.sinh(), m.cosh(x), x.exp2()), [X]),
+    ("erf", lambda m, x: (m.erf(x), (x * 4).erf()), [X]),
     ("asinh acosh atanh", lambda m, x: (x.asinh(), m.acosh(x.abs() + 1.5), (x / 3).atanh()), [X]),
     ("asin out of domain", lambda m, x: m.asin(x * 3), [X]),
     ("exp2(int)", lambda m, x: m.exp2(x), [INTS]),  # float32, exact powers of two
@@ -337,6 +338,13 @@ def test_bincount_weight_dtypes_are_torchs():
             ours = ml.bincount(ml.tensor(ids), ml.tensor(w, dtype=dtype[1]))
             assert str(ours.dtype) == str(theirs.dtype).replace("torch.", "")
             assert ours.tolist() == theirs.tolist()
+
+
+def test_float32_erf_is_torchs_to_the_last_bit_or_one():
+    x = np.linspace(-5, 5, 2001, dtype=np.float32)
+    ours, theirs = ml.erf(ml.tensor(x)).numpy(), torch.erf(torch.tensor(x)).numpy()
+    assert ours.dtype == np.float32
+    assert np.all(np.abs(ours - theirs) <= np.spacing(np.abs(theirs)))
 
 
 def test_aminmax_is_a_named_tuple_min_max():
@@ -519,6 +527,7 @@ GRAD_CHECKS = [
     ("trig", lambda x: x.tan() + (x / 3).asin() + (x / 3).acos() + x.atan() + x.sinh() + x.cosh() + x.exp2(), [X]),
     ("inverse hyperbolic", lambda x: x.asinh() + (x.abs() + 1.5).acosh() + (x / 3).atanh(), [X]),
     ("atan2", lambda y, x: ml.atan2(y, x), [X, Y]),
+    ("erf", lambda x: ml.erf(x), [X]),
     ("logaddexp", lambda a, b: ml.logaddexp(a, b), [X, Y]),
     ("kthvalue/cummax", lambda x: x.kthvalue(2, 0).values.sum() + x.cummax(1).values + x.cummin(0).values, [X]),
     ("cross", lambda a, b: ml.cross(a, b, dim=0), [X3[0, :, :], Y[:, :4]]),
@@ -747,7 +756,7 @@ METHODS = ["unique", "bincount", "repeat_interleave", "roll", "median", "narrow"
            "reciprocal", "log1p", "expm1", "log2", "log10", "fmod", "logical_xor", "addcmul", "addcmul_",
            "addcdiv", "addcdiv_", "unflatten", "select", "broadcast_to", "trace", "diff", "tan", "asin",
            "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "exp2", "atan2", "arctan2", "logaddexp",
-           "nan_to_num", "aminmax", "kthvalue", "cummax", "cummin", "cross"]
+           "nan_to_num", "aminmax", "kthvalue", "cummax", "cummin", "cross", "erf"]
 FUNCTIONS = ["unique", "bincount", "repeat_interleave", "roll", "median", "narrow", "diagonal", "diag",
              "index_add", "index_select", "scatter", "scatter_add", "take_along_dim", "masked_select",
              "count_nonzero", "cumprod", "lerp", "xlogy", "clamp_min", "clamp_max", "addmm", "baddbmm",
@@ -757,7 +766,7 @@ FUNCTIONS = ["unique", "bincount", "repeat_interleave", "roll", "median", "narro
              "logical_xor", "addcmul", "addcdiv", "unflatten", "select", "broadcast_to", "trace", "diff",
              "hstack", "vstack", "meshgrid", "var_mean", "std_mean", "tril_indices", "triu_indices", "tan",
              "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "exp2", "atan2", "arctan2",
-             "logaddexp", "nan_to_num", "aminmax", "kthvalue", "cummax", "cummin", "cross"]
+             "logaddexp", "nan_to_num", "aminmax", "kthvalue", "cummax", "cummin", "cross", "erf"]
 NOT_TORCH = {"narrow": {"dimension"}}  # torch's Tensor.narrow docstring says `dimension`; torch takes dim=
 
 

@@ -276,6 +276,7 @@ _MISSING_METHODS = {
     "sinh": sinh, "cosh": cosh, "asinh": asinh, "acosh": acosh, "atanh": atanh, "exp2": exp2,
     "atan2": atan2, "arctan2": arctan2, "logaddexp": logaddexp, "nan_to_num": nan_to_num,
     "aminmax": aminmax, "kthvalue": kthvalue, "cummax": cummax, "cummin": cummin, "cross": cross,
+    "erf": erf,
 }
 for _name, _fn in _MISSING_METHODS.items():
     setattr(Tensor, _name, _fn)

@@ -287,10 +287,30 @@ class Silu(Function):
 
 
 # ---- GELU and the normal distribution ------------------------------------------------------------
-def erf(x):
-    """The error function on arrays, ``erf(x) = 2/sqrt(pi) * integral from 0 to x of exp(-t^2) dt``
-    (``fastmath.erf``: exact in float64, Abramowitz & Stegun's approximation in float32)."""
-    return fastmath.erf(x)
+class Erf(Function):
+    """``erf(x) = 2/sqrt(pi) * integral from 0 to x of exp(-t^2) dt``; gradient
+    ``2/sqrt(pi) exp(-x^2)``. Computed with ``fastmath.erf`` in float64 and rounded to the input's
+    dtype (fastmath's own float32 erf is an approximation, fine inside GELU, not for ``torch.erf``)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.a = a
+        host = fastmath.erf(_host_array(a).astype(np.float64)).astype(a.dtype, copy=False)
+        return xp_of(a).asarray(host)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * (2 / math.sqrt(math.pi)) * xp_of(g).exp(-ctx.a * ctx.a)
+
+
+def _host_array(a):
+    """``a`` as a NumPy array (fastmath's loops run on the host)."""
+    return a.get() if hasattr(a, "get") else a
+
+
+def erf(input):
+    """``torch.erf``, elementwise (integers compute in the default float dtype)."""
+    return Erf.apply(_floating(input))
 
 
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
