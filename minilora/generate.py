@@ -5,14 +5,13 @@ The generation itself (``generate``, the sampling filters, ``TextStreamer``) liv
 re-exported here, so ``from minilora.generate import generate`` keeps working.
 """
 import argparse
-import inspect
 import os
 
-from .nn.generation import (TextStreamer, apply_repetition_penalty, generate, sample_next_token,  # noqa: F401
-                            top_k_filter, top_p_filter)
+from .nn.generation import (DEFAULTS, GenerationConfig, TextStreamer, apply_repetition_penalty,  # noqa: F401
+                            generate, sample_next_token, top_k_filter, top_p_filter)
 
 __all__ = ["generate", "sample_next_token", "top_k_filter", "top_p_filter", "apply_repetition_penalty",
-           "TextStreamer"]
+           "TextStreamer", "GenerationConfig"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -40,16 +39,17 @@ def add_cli_arguments(parser, name):
                         help="how many tokens at most (default 40)")
     parser.add_argument("--sample", action="store_true",
                         help="sample instead of always taking the most likely token (greedy)")
-    # One set of sampling defaults: generate()'s, which are transformers' (left unset here, read for --help).
-    default = {name: p.default for name, p in inspect.signature(generate).parameters.items()}
+    # One set of sampling defaults: generate()'s (left unset here): the model folder's
+    # generation_config.json if it sets them, else transformers' (DEFAULTS, shown in --help).
     parser.add_argument("--temperature", type=positive_float, default=None,
-                        help=f"with --sample: < 1 sharper, > 1 flatter (default {default['temperature']})")
+                        help=f"with --sample: < 1 sharper, > 1 flatter (default {DEFAULTS['temperature']})")
     parser.add_argument("--top-k", type=non_negative_int, default=None,
-                        help=f"with --sample: keep the k most likely tokens (default {default['top_k']}, "
+                        help=f"with --sample: keep the k most likely tokens (default {DEFAULTS['top_k']}, "
                              "transformers' default; 0 keeps all)")
     parser.add_argument("--top-p", type=top_p_value, default=None,
                         help="with --sample: keep the smallest set of tokens whose probability adds up to p "
-                             f"(default {default['top_p']}: all)")
+                             f"(default {DEFAULTS['top_p']}: all; a model folder's generation_config.json "
+                             "may set other defaults)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed for --sample (default 0)")
     parser.add_argument("--device", type=device_name, default=None,
                         help="cpu, emu or cuda (default: $MINILORA_DEVICE or cpu)")

@@ -551,6 +551,50 @@ def test_generate_lengths_and_refusals_match_transformers(options):
         assert any("max_new_tokens" in str(w.message) for w in caught)
 
 
+GENERATION_CONFIGS = [dict(max_length=12, eos_token_id=[7, 11], pad_token_id=0, repetition_penalty=1.3),
+                      dict(max_new_tokens=6, do_sample=False, num_beams=1, transformers_version="5.0.0")]
+
+
+@pytest.mark.parametrize("file", GENERATION_CONFIGS, ids=["length-eos-penalty", "new-tokens"])
+@pytest.mark.parametrize("call", [dict(), dict(max_new_tokens=4, repetition_penalty=1.0)], ids=["defaults", "override"])
+def test_generation_config_json_is_used_as_transformers_uses_it(tmp_path, file, call):
+    """A model folder's generation_config.json sets generate()'s defaults (the call's options win), as in
+    transformers; minilora used to ignore the file (another length, other end-of-sequence ids)."""
+    pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from test_llama import hf_model
+    theirs = hf_model(transformers, LlamaConfig(**TINY))
+    theirs.generation_config = transformers.GenerationConfig(**file)
+    theirs.save_pretrained(str(tmp_path))
+    ours = LlamaForCausalLM.from_pretrained(str(tmp_path), dtype="float64")
+    theirs = transformers.LlamaForCausalLM.from_pretrained(str(tmp_path), dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = theirs.generate(torch.as_tensor(IDS), **call).numpy()
+        got = ours.generate(IDS, **call).numpy()
+    np.testing.assert_array_equal(got, expected)
+    ours.save_pretrained(str(tmp_path / "again"))  # and it is written back for transformers to read
+    assert transformers.GenerationConfig.from_pretrained(str(tmp_path / "again")).to_diff_dict().items() >= \
+        {k: v for k, v in file.items() if k != "transformers_version"}.items()
+
+
+def test_generation_config_sampling_defaults_and_refusals():
+    model = tiny_llama()
+    greedy = model.generate(IDS, max_new_tokens=5).numpy()
+    model.generation_config.do_sample, model.generation_config.top_k = True, 1  # as a chat model's file would
+    np.testing.assert_array_equal(model.generate(IDS, max_new_tokens=5, seed=0).numpy(), greedy)  # top-k 1: argmax
+    with pytest.raises(ValueError, match="num_return_sequences > 1 needs do_sample=True"):
+        model.generate(IDS, max_new_tokens=2, do_sample=False, num_return_sequences=2)  # the call wins
+    model.generation_config = ml.generate.GenerationConfig(num_beams=4, length_penalty=2.0)
+    with pytest.raises(NotImplementedError, match=r"generation_config sets num_beams=4, which minilora's generate\(\) "
+                                                  r"does not implement"):
+        model.generate(IDS, max_new_tokens=2)
+    model.generation_config.other.pop("num_beams")
+    model.generate(IDS, max_new_tokens=2)  # length_penalty only matters with beams
+
+
 def test_sampling_options_given_to_greedy_decoding_are_warned_about():
     """transformers warns that temperature/top_k/top_p do nothing without do_sample=True; so do we."""
     model = tiny_llama()

@@ -27,6 +27,7 @@ and a ``streamer`` (``TextStreamer`` prints the text as it is generated). So are
 generate is a mistake, not an empty answer), and sampling options given to greedy decoding are
 warned about (they would change nothing).
 """
+import os
 import warnings
 
 import numpy as np
@@ -35,7 +36,7 @@ from .. import random as _random
 from ..tensor import Tensor, no_grad
 
 __all__ = ["generate", "sample_next_token", "top_k_filter", "top_p_filter", "apply_repetition_penalty",
-           "TextStreamer"]
+           "TextStreamer", "GenerationConfig", "DEFAULTS"]
 
 
 def top_k_filter(logits, k):
@@ -93,11 +94,96 @@ def sample_next_token(logits, do_sample=False, temperature=1.0, top_k=None, top_
 
 
 DEFAULT_NEW_TOKENS = 20  # transformers 5's default when no length is given (4.x counted the prompt in)
+GENERATION_CONFIG_NAME = "generation_config.json"
+
+# transformers' defaults for the options generate() implements: used when neither the call nor the
+# model's generation_config sets one (GenerationConfig._get_default_generation_params).
+DEFAULTS = {"do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "repetition_penalty": 1.0,
+            "num_return_sequences": 1, "use_cache": True}
+_LENGTHS_AND_TOKENS = ("max_length", "max_new_tokens", "eos_token_id", "pad_token_id", "bos_token_id")
+# generation_config.json entries that change nothing here: bookkeeping, output formats left at their
+# default, beam-search settings (beams themselves are refused below), assisted decoding.
+_IGNORED = {"_from_model_config", "transformers_version", "cache_implementation", "length_penalty", "early_stopping",
+            "output_attentions", "output_hidden_states", "output_scores", "output_logits", "decoder_start_token_id",
+            "num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold",
+            "assistant_lookbehind", "target_lookbehind", "is_assistant", "trust_remote_code", "disable_compile",
+            "compile_config", "prefill_chunk_size"}
+# Options generate() does not implement, at the value that turns them off (any other value is refused).
+_OFF = {"num_beams": 1, "num_beam_groups": 1, "diversity_penalty": 0.0, "min_length": 0, "no_repeat_ngram_size": 0,
+        "encoder_no_repeat_ngram_size": 0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
+        "encoder_repetition_penalty": 1.0, "return_dict_in_generate": False, "remove_invalid_values": False,
+        "renormalize_logits": False}
 
 
-def generate(model, input_ids, max_new_tokens=None, do_sample=False, temperature=1.0, top_k=50,
-             top_p=1.0, eos_token_id=None, pad_token_id=None, seed=None, attention_mask=None,
-             use_cache=True, max_length=None, repetition_penalty=1.0, num_return_sequences=1,
+class _Default:
+    """An option not passed to generate(): the model's ``generation_config`` decides, else transformers'
+    default (``DEFAULTS``). (Not None: ``top_k=None`` passed on purpose means "no top-k filter".)"""
+
+    def __repr__(self):
+        return "DEFAULT"
+
+
+DEFAULT = _Default()
+
+
+class GenerationConfig:
+    """A model's own generation defaults (transformers' ``model.generation_config``), read from the
+    model folder's ``generation_config.json``: a chat model's file often asks for sampling
+    (``do_sample``, ``temperature``, ``top_p``), another end-of-turn id in ``eos_token_id``, or a
+    ``max_length``. ``generate()`` uses them for every option the call does not pass, as transformers
+    does. Set one like an attribute (``model.generation_config.pad_token_id = 0``); unset ones are None."""
+
+    def __init__(self, **options):
+        for name in (*DEFAULTS, *_LENGTHS_AND_TOKENS):
+            setattr(self, name, options.pop(name, None))
+        self.other = options  # everything else in the file, checked when generating (see _check_unimplemented)
+
+    @classmethod
+    def from_pretrained(cls, folder):
+        """The folder's generation_config.json, or an empty config (every option unset) without one."""
+        from ..checkpoint import load_json
+        path = os.path.join(os.fspath(folder), GENERATION_CONFIG_NAME)
+        if not os.path.isfile(path):
+            return cls()
+        data = load_json(path)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a JSON object of option: value, got a {type(data).__name__}")
+        return cls(**data)
+
+    def to_dict(self):
+        options = {name: getattr(self, name) for name in (*DEFAULTS, *_LENGTHS_AND_TOKENS)}
+        return {**{k: v for k, v in options.items() if v is not None}, **self.other}
+
+    def save_pretrained(self, folder):
+        from ..checkpoint import save_json
+        save_json(self.to_dict(), os.path.join(os.fspath(folder), GENERATION_CONFIG_NAME))
+
+    def __repr__(self):
+        return f"GenerationConfig({self.to_dict()})"
+
+
+def _check_unimplemented(generation_config):
+    """A generation_config.json option that transformers would apply and minilora cannot: refused by name."""
+    for name, value in generation_config.other.items():
+        if name in _IGNORED or value is None or (name in _OFF and value == _OFF[name]):
+            continue
+        raise NotImplementedError(
+            f"the model's generation_config sets {name}={value!r}, which minilora's generate() does not implement "
+            f"(transformers would apply it); remove it to generate without it: "
+            f"model.generation_config.other.pop({name!r})")
+
+
+def _resolved(name, value, generation_config):
+    """The value of option ``name``: the call's, else the model's generation_config's, else transformers'."""
+    if value is not DEFAULT:
+        return value
+    own = getattr(generation_config, name, None) if generation_config is not None else None
+    return own if own is not None else DEFAULTS[name]
+
+
+def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperature=DEFAULT, top_k=DEFAULT,
+             top_p=DEFAULT, eos_token_id=None, pad_token_id=None, seed=None, attention_mask=None,
+             use_cache=DEFAULT, max_length=None, repetition_penalty=DEFAULT, num_return_sequences=DEFAULT,
              streamer=None):
     """Prompt ids followed by the generated ids (an int64 Tensor), with transformers' options.
 
@@ -105,12 +191,16 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=False, temperature
     and pass ``attention_mask``). Length: ``max_new_tokens`` new tokens, or ``max_length`` in all
     (prompt included); with neither, 20 new tokens as in transformers 5. ``eos_token_id`` (an id or
     a list; default the model config's, ``[]`` never stops) ends a row. Sampling (``do_sample=True``)
-    keeps transformers' defaults: ``top_k=50``, ``top_p=1.0``. ``repetition_penalty`` > 1 makes tokens
-    already in the row less likely (CTRL's rule, as transformers). ``num_return_sequences`` samples
-    that many continuations per prompt (rows ``i*n .. i*n+n-1``). ``streamer`` gets ``put(ids)`` with
-    the prompt and then each new token, and ``end()`` (transformers' streamer protocol;
-    ``TextStreamer`` prints the text as it comes). ``seed`` makes sampling reproducible (default: the
-    generator of ``minilora.manual_seed``).
+    keeps transformers' defaults: ``temperature=1.0``, ``top_k=50``, ``top_p=1.0``.
+    ``repetition_penalty`` > 1 makes tokens already in the row less likely (CTRL's rule, as
+    transformers). ``num_return_sequences`` samples that many continuations per prompt (rows
+    ``i*n .. i*n+n-1``). ``streamer`` gets ``put(ids)`` with the prompt and then each new token, and
+    ``end()`` (transformers' streamer protocol; ``TextStreamer`` prints the text as it comes). ``seed``
+    makes sampling reproducible (default: the generator of ``minilora.manual_seed``).
+
+    An option not passed (``DEFAULT``) comes from the model's ``generation_config`` (its folder's
+    generation_config.json) when that sets it, else from transformers' defaults (``DEFAULTS``) -- the
+    order transformers uses. So do the lengths and the eos / pad ids.
     """
     ids = _as_int_array(input_ids, "input_ids")
     single = ids.ndim == 1
@@ -119,11 +209,24 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=False, temperature
         raise ValueError(f"input_ids must be a non-empty sequence or a [batch, seq_len] batch with "
                          f"batch >= 1 and seq_len >= 1, got shape {ids.shape}")
     config = getattr(model, "config", None)
+    own = getattr(model, "generation_config", None)
+    if own is not None:
+        _check_unimplemented(own)
+        if max_new_tokens is None and max_length is None:  # the call sets no length: the model's may
+            max_new_tokens, max_length = own.max_new_tokens, own.max_length
+        eos_token_id = own.eos_token_id if eos_token_id is None else eos_token_id
+        pad_token_id = own.pad_token_id if pad_token_id is None else pad_token_id
+    passed = dict(temperature=temperature, top_k=top_k, top_p=top_p)
+    do_sample, temperature, top_k, top_p, use_cache, repetition_penalty, num_return_sequences = (
+        _resolved(name, value, own) for name, value in
+        (("do_sample", do_sample), ("temperature", temperature), ("top_k", top_k), ("top_p", top_p),
+         ("use_cache", use_cache), ("repetition_penalty", repetition_penalty),
+         ("num_return_sequences", num_return_sequences)))
+    if not do_sample:
+        _warn_unused_sampling_options(**passed)  # only what the call itself set, as transformers
     max_new_tokens = _new_token_budget(max_new_tokens, max_length, ids.shape[1],
                                        getattr(config, "max_position_embeddings", None))
     _check_sampling_options(do_sample, repetition_penalty, num_return_sequences, streamer, ids.shape[0])
-    if not do_sample:
-        _warn_unused_sampling_options(temperature, top_k, top_p)
     _warn_past_positions(config, ids.shape[1] + max_new_tokens)
     eos = _id_set(eos_token_id if eos_token_id is not None else getattr(config, "eos_token_id", None))
     if pad_token_id is None:
@@ -209,10 +312,9 @@ def _new_token_budget(max_new_tokens, max_length, prompt_length, position_limit=
 
 def _warn_unused_sampling_options(temperature, top_k, top_p):
     """Greedy decoding takes the most likely token: temperature, top_k and top_p change nothing. Say so
-    when one was set away from its default (transformers warns the same way), rather than ignore it."""
-    unused = [f"{name}={value!r}" for name, value, default in
-              (("temperature", temperature, 1.0), ("top_k", top_k, 50), ("top_p", top_p, 1.0))
-              if value is not None and value != default]
+    when the call set one away from its default (transformers warns the same way), rather than ignore it."""
+    unused = [f"{name}={value!r}" for name, value in (("temperature", temperature), ("top_k", top_k), ("top_p", top_p))
+              if value is not DEFAULT and value is not None and value != DEFAULTS[name]]
     if unused:
         warnings.warn(f"do_sample is not True: {', '.join(unused)} only apply to sampling and change nothing "
                       "here; set do_sample=True or leave them unset (transformers warns the same)")

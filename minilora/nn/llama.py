@@ -570,6 +570,7 @@ class LlamaForCausalLM(Module):
         self._init_weights()
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
+        self.generation_config = generation.GenerationConfig()  # generate()'s model defaults (none set yet)
 
     def _init_weights(self):
         """transformers' init: N(0, initializer_range) for every matrix, zero biases, unit norms."""
@@ -692,6 +693,7 @@ class LlamaForCausalLM(Module):
             exc.args = (f"{os.fspath(path)}: {exc.args[0]}",)
             raise
         model.name_or_path = os.fspath(path)  # as transformers: an adapter records it as its base model
+        model.generation_config = generation.GenerationConfig.from_pretrained(path)  # generation_config.json
         return model.to(device=device) if device is not None else model
 
     def save_pretrained(self, directory):
@@ -706,11 +708,13 @@ class LlamaForCausalLM(Module):
         with atomic_folder(directory, replaces=_MODEL_FILES) as tmp:
             self.config.save_pretrained(tmp, dtype=self.dtype)
             save_file(state, os.path.join(tmp, SAFE_WEIGHTS_NAME))
+            if self.generation_config.to_dict():  # the model's own generation defaults, if it has any
+                self.generation_config.save_pretrained(tmp)
 
 
 # The files a model save replaces: an older save's weights may be sharded, and its shards must not
 # survive beside the new model.safetensors.
-_MODEL_FILES = ("config.json", "model*.safetensors", "model.safetensors.index.json")
+_MODEL_FILES = ("config.json", "model*.safetensors", "model.safetensors.index.json", generation.GENERATION_CONFIG_NAME)
 
 
 def parameter_shapes(config):
