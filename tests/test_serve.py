@@ -515,3 +515,26 @@ def test_serve_takes_vllms_lora_modules_max_num_seqs_and_max_model_len(serve_com
     assert code == 0 and engine.adapters() == ["x", "y"]
     code, err, _, _ = serve_command([tiny, "--max-model-len", "65"], capsys)  # TINY's max_position_embeddings is 64
     assert code == 2 and "max_model_len 65 is longer than the model's max_position_embeddings (64)" in err
+
+
+def test_serve_takes_its_sampling_defaults_from_generation_config_json(serve_command, model_dirs, capsys):
+    """vLLM (--generation-config auto, its default) uses the model's generation_config.json for what a
+    request leaves out; so does minilora serve, and it says so at start. What it cannot apply is refused."""
+    from starlette.testclient import TestClient
+
+    from minilora.serve.app import create_app
+    tiny = model_dirs / "tiny"
+    (tiny / "generation_config.json").write_text(json.dumps({"top_k": 1, "max_new_tokens": 3, "temperature": 0.7}))
+    code, err, engine, name = serve_command([str(tiny)], capsys)
+    assert code == 0, err
+    assert engine.sampling_defaults == {"temperature": 0.7, "top_p": 1.0, "top_k": 1, "max_tokens": 3}
+    engine.eos = set()
+    with TestClient(create_app(engine, name)) as client:
+        ask = lambda **kw: client.post("/v1/completions", json={"model": "tiny", "prompt": "hi", "seed": 1, **kw}).json()
+        sampled, greedy = ask(), ask(temperature=0, max_tokens=3)
+        assert sampled["usage"]["completion_tokens"] == 3  # the file's max_new_tokens
+        assert sampled["choices"][0]["text"] == greedy["choices"][0]["text"]  # the file's top_k=1
+        assert ask(max_tokens=5)["usage"]["completion_tokens"] == 5  # the request wins
+    (tiny / "generation_config.json").write_text(json.dumps({"repetition_penalty": 1.2}))
+    code, err, _, _ = serve_command([str(tiny)], capsys)
+    assert code == 2 and "repetition_penalty=1.2, which minilora serve does not apply" in err

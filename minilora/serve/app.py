@@ -12,7 +12,9 @@ Routes (vLLM's names for the adapter routes)::
 
 Sampling defaults are OpenAI's and vLLM's, not transformers' ``generate``: ``temperature`` 1, ``top_p`` 1
 and no top-k filter (vLLM's extra ``top_k``: 0 or -1 keeps every token, as vLLM; ``minilora generate``
-and ``generate()`` keep transformers' top-k 50). ``stream: true`` answers with server-sent events (``data: {chunk}`` lines, then ``data: [DONE]``).
+and ``generate()`` keep transformers' top-k 50) -- unless the model folder's generation_config.json sets
+them (and ``max_new_tokens``, the default ``max_tokens``), which vLLM applies too. ``stream: true``
+answers with server-sent events (``data: {chunk}`` lines, then ``data: [DONE]``).
 Errors are OpenAI's JSON, ``{"error": {"message", "type", "param", "code"}}``, with a 4xx status that
 says whose fault it is: 400 bad parameters, 404 unknown model, 409 adapter in use, 429 busy.
 A client that disconnects cancels its request: the engine frees its batch slot at the next step.
@@ -56,9 +58,10 @@ def _number(body, name, default, low, high, integer=False):
     return value
 
 
-def _options(body, allowed, default_max_tokens):
+def _options(body, allowed, default_max_tokens, defaults):
     """The sampling options shared by both endpoints, checked as OpenAI's API documents them. Anything
-    else (logprobs, logit_bias, stream_options, ...) is refused by name rather than ignored."""
+    else (logprobs, logit_bias, stream_options, ...) is refused by name rather than ignored. What the
+    request leaves out comes from ``defaults`` (the engine's: OpenAI's, or the model's generation_config)."""
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise EngineError(400, f"unsupported parameter(s) {unknown}", unknown[0])
@@ -71,10 +74,11 @@ def _options(body, allowed, default_max_tokens):
     if not isinstance(body.get("stream", False), bool):
         raise EngineError(400, "stream must be true or false", "stream")
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    top_k = _number(body, "top_k", 0, -1, 2**31 - 1, integer=True)  # vLLM's extra: 0 and -1 keep every token
-    return dict(max_tokens=_number({"max_tokens": max_tokens}, "max_tokens", default_max_tokens, 1, 1 << 20, integer=True),
-                temperature=_number(body, "temperature", 1.0, 0, 2),
-                top_p=_number(body, "top_p", 1.0, 1e-9, 1),
+    top_k = _number(body, "top_k", defaults["top_k"] or 0, -1, 2**31 - 1, integer=True)  # vLLM's: 0, -1 = all
+    return dict(max_tokens=_number({"max_tokens": max_tokens}, "max_tokens", defaults["max_tokens"] or default_max_tokens,
+                                   1, 1 << 20, integer=True),
+                temperature=_number(body, "temperature", defaults["temperature"], 0, 2),
+                top_p=_number(body, "top_p", defaults["top_p"], 1e-9, 1),
                 top_k=top_k if top_k > 0 else None,
                 seed=_number(body, "seed", None, 0, 2**63 - 1, integer=True), stop=stop)
 
@@ -109,7 +113,8 @@ class _Server:
         """Submit, then answer as one JSON object or as a stream of server-sent events."""
         # OpenAI's defaults: 16 tokens for a completion; a chat reply may use the rest of the context.
         room = (self.engine.max_model_len or len(prompt_ids) + 16) - len(prompt_ids)
-        options = _options(body, _CHAT_KEYS if chat else _COMPLETION_KEYS, max(room, 1) if chat else 16)
+        options = _options(body, _CHAT_KEYS if chat else _COMPLETION_KEYS, max(room, 1) if chat else 16,
+                           self.engine.sampling_defaults)
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
 
         def emit(kind, value):  # called on the engine thread

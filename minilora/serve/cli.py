@@ -113,7 +113,7 @@ def make_server(engine, model_name, host="127.0.0.1", port=8000, log_level="info
 
 def cli_main(args):
     from ..cli import UsageError
-    from .engine import EngineError
+    from .engine import OPENAI_DEFAULTS, EngineError
     try:
         import starlette  # noqa: F401 -- only to say what is missing before loading a model
         import uvicorn  # noqa: F401
@@ -128,6 +128,9 @@ def cli_main(args):
     except (OSError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     served = args.served_model_name or served
+    changed = {k: v for k, v in engine.sampling_defaults.items() if v != OPENAI_DEFAULTS[k]}
+    if changed:  # as vLLM says it: requests that leave these out will not get OpenAI's defaults
+        print(f"minilora serve: default sampling parameters from the model's generation_config.json: {changed}")
     print(f"minilora serve: {served} with adapters {engine.adapters()} on http://{args.host}:{args.port}/v1")
     make_server(engine, served, args.host, args.port).run()
     return 0

@@ -94,6 +94,7 @@ class Engine:
             raise ValueError(f"max_model_len {max_model_len} is longer than the model's max_position_embeddings "
                              f"({limit}): positions it was never trained on (vLLM refuses it too)")
         self.max_model_len = max_model_len or limit
+        self.sampling_defaults = _sampling_defaults(getattr(self._base(), "generation_config", None))
         self.vocab_size = getattr(config, "vocab_size", None)
         # A model's vocabulary is often padded past the tokenizer's (to a multiple of 64, say): those
         # ids are no text, so they are never sampled.
@@ -321,6 +322,23 @@ class Engine:
         self.rows = []
         self.batch.close()
         self.batch = RaggedBatch(self.model)
+
+
+# A request's sampling defaults: OpenAI's (and vLLM's), unless the model's generation_config.json sets
+# one -- vLLM's default --generation-config auto applies the model's file the same way.
+OPENAI_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": None, "max_tokens": None}
+
+
+def _sampling_defaults(generation_config):
+    """OPENAI_DEFAULTS with what the model's generation_config sets (its max_new_tokens is max_tokens).
+    A setting the engine cannot apply (repetition_penalty) is refused, as the model would answer otherwise."""
+    own = generation_config.to_dict() if generation_config is not None else {}
+    if own.get("repetition_penalty", 1.0) != 1.0:
+        raise ValueError(f"the model's generation_config sets repetition_penalty={own['repetition_penalty']}, which "
+                         "minilora serve does not apply (vLLM would); remove it from generation_config.json")
+    picked = {"temperature": own.get("temperature"), "top_p": own.get("top_p"), "top_k": own.get("top_k") or None,
+              "max_tokens": own.get("max_new_tokens")}
+    return {**OPENAI_DEFAULTS, **{k: v for k, v in picked.items() if v is not None}}
 
 
 def wait_until(condition, timeout=10.0, interval=0.01):
