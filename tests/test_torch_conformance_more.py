@@ -246,6 +246,16 @@ CASES = [
     ("cummin(int)", lambda m, x: x.cummin(0), [INTS]),
     ("cross(dim=1)", lambda m, a, b: m.cross(a[:, :3], b[:, :3], dim=1), [X, Y]),
     ("cross(dim=-1) broadcast", lambda m, a, b: a.cross(b, dim=-1), [X3[:, :, :3], V[:3].reshape(1, 1, 3)]),
+    ("searchsorted", lambda m, x: m.searchsorted(m.tensor([-1.0, 0.0, 0.5, 1.0], dtype=m.float64), x), [X]),
+    ("searchsorted(right=True) ties", lambda m: m.searchsorted(m.tensor([1, 2, 2, 3]), m.tensor([2, 0, 5]),
+                                                                right=True), []),
+    ("searchsorted(side='right', out_int32)", lambda m: m.searchsorted(m.tensor([1, 2, 2, 3]), 2, side="right",
+                                                                        out_int32=True), []),
+    ("searchsorted N-D", lambda m, s, v: m.searchsorted(s.sort(-1).values, v), [X, Y[:, :2]]),
+    ("searchsorted(sorter=)", lambda m, s, v: m.searchsorted(s, v, sorter=s.argsort()), [V, X]),
+    ("bucketize", lambda m, x: m.bucketize(x, m.tensor([-1.0, 0.0, 1.0], dtype=m.float64)), [X]),
+    ("bucketize(right=True) ties", lambda m: m.bucketize(m.tensor([[1, 2], [3, 4]]), m.tensor([2, 3]), right=True),
+     []),
     # ---- the rest of the common activations, at their kinks (torch's one-sided gradients there)
     ("F.elu", lambda m, x: F(m).elu(x), [KINKS]),
     ("F.elu(alpha=0.5)", lambda m, x: F(m).elu(x, alpha=0.5), [KINKS]),
@@ -450,6 +460,9 @@ ERRORS = [
     ("meshgrid bad indexing", lambda m: m.meshgrid(_T(m, V), _T(m, V), indexing="ji")),
     ("fmod integer by 0", lambda m: m.fmod(m.tensor([3]), 0)),
     ("kthvalue k too large", lambda m: _T(m, X).kthvalue(5)),
+    ("searchsorted side and right disagree", lambda m: m.searchsorted(_T(m, V), _T(m, X), right=True, side="left")),
+    ("searchsorted rows differ", lambda m: m.searchsorted(_T(m, X), _T(m, X3))),
+    ("bucketize 2-D boundaries", lambda m: m.bucketize(_T(m, V), _T(m, X))),
     ("einsum repeated output label", lambda m: m.einsum("ij->ii", _T(m, X))),
     ("einsum diagonal of a non-square", lambda m: m.einsum("ii->i", _T(m, X))),
     ("cross without a dimension of 3", lambda m: m.cross(_T(m, X), _T(m, X), dim=1)),
@@ -766,7 +779,8 @@ FUNCTIONS = ["unique", "bincount", "repeat_interleave", "roll", "median", "narro
              "logical_xor", "addcmul", "addcdiv", "unflatten", "select", "broadcast_to", "trace", "diff",
              "hstack", "vstack", "meshgrid", "var_mean", "std_mean", "tril_indices", "triu_indices", "tan",
              "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "exp2", "atan2", "arctan2",
-             "logaddexp", "nan_to_num", "aminmax", "kthvalue", "cummax", "cummin", "cross", "erf"]
+             "logaddexp", "nan_to_num", "aminmax", "kthvalue", "cummax", "cummin", "cross", "erf",
+             "searchsorted", "bucketize"]
 NOT_TORCH = {"narrow": {"dimension"}}  # torch's Tensor.narrow docstring says `dimension`; torch takes dim=
 
 

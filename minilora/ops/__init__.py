@@ -38,7 +38,7 @@ from .elementwise import (celu, elu, hardsigmoid, hardswish, hardtanh, logsigmoi
                           softsign)
 from .elementwise import (acos, acosh, arctan2, asin, asinh, atan, atan2, atanh, cosh, exp2,
                           logaddexp, nan_to_num, sinh, tan)
-from .index import cummax, cummin, kthvalue
+from .index import bucketize, cummax, cummin, kthvalue, searchsorted
 from .reduce import aminmax
 from .matmul import cross
 from .nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1_loss

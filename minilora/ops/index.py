@@ -18,7 +18,7 @@ from ..tensor import Function, Tensor, no_grad
 __all__ = ["gather", "sort", "argsort", "topk", "cumsum", "repeat", "tril", "triu", "nonzero",
            "return_type", "index_select", "index_add", "scatter", "scatter_add", "take_along_dim",
            "masked_select", "count_nonzero", "cumprod", "unique", "bincount", "repeat_interleave",
-           "median", "kthvalue", "cummax", "cummin"]
+           "median", "kthvalue", "cummax", "cummin", "searchsorted", "bucketize"]
 
 _RETURN_TYPES = {}
 
@@ -646,3 +646,48 @@ def cummax(input, dim):
 def cummin(input, dim):
     """``torch.cummin``: ``(values, indices)`` of the running minimum along ``dim``."""
     return _running_extreme("cummin", input, dim, smallest=True)
+
+
+# ---- searchsorted, bucketize ---------------------------------------------------------------------
+def _side(right, side):
+    if side is not None and side not in ("left", "right"):
+        raise RuntimeError(f"torch.searchsorted(): side can only be 'left' or 'right' but got {side}")
+    if side is not None and right and side == "left":
+        raise RuntimeError("torch.searchsorted(): side and right can't be set to opposites, got "
+                           "side of left while right was True")
+    return side or ("right" if right else "left")
+
+
+def searchsorted(sorted_sequence, values, *, out_int32=False, right=False, side=None, sorter=None):
+    """``torch.searchsorted``: where each of ``values`` would be inserted into the sorted
+    innermost dimension of ``sorted_sequence`` to keep it sorted (``side='right'`` / ``right=True``:
+    after equal values). An N-D sequence searches row by row (its leading dims match ``values``').
+    ``sorter`` gives the order that sorts an unsorted sequence. An index: no gradient."""
+    side = _side(right, side)
+    sequence = sorted_sequence.numpy()
+    if sorter is not None:
+        sequence = np.take_along_axis(sequence, sorter.numpy(), axis=-1)
+    scalar = not isinstance(values, Tensor)
+    values = np.asarray(values) if scalar else values.numpy()
+    if sequence.ndim == 1:
+        found = np.searchsorted(sequence, values, side=side)
+    else:
+        if scalar or sequence.shape[:-1] != values.shape[:-1]:
+            raise RuntimeError(f"torch.searchsorted(): boundaries tensor should be 1 dimension or the "
+                               f"first N-1 dimensions of boundaries tensor and input value tensor must "
+                               f"match, but we got boundaries tensor {list(sequence.shape)} and input "
+                               f"value tensor {list(values.shape)}")
+        rows = sequence.reshape(-1, sequence.shape[-1])
+        found = np.stack([np.searchsorted(row, v, side=side)
+                          for row, v in zip(rows, values.reshape(len(rows), -1))]).reshape(values.shape)
+    dtype = np.dtype(np.int32 if out_int32 else np.int64)
+    return Tensor(np.asarray(found, dtype=dtype), dtype=dtype, device=sorted_sequence.device)
+
+
+def bucketize(input, boundaries, *, out_int32=False, right=False):
+    """``torch.bucketize``: the bucket of each value among the sorted 1-D ``boundaries``:
+    ``boundaries[i - 1] < x <= boundaries[i]`` (``right=True``: ``boundaries[i - 1] <= x <
+    boundaries[i]``)."""
+    if boundaries.ndim != 1:
+        raise RuntimeError(f"boundaries tensor must be 1 dimension, but got dim({boundaries.ndim})")
+    return searchsorted(boundaries, input, out_int32=out_int32, right=right)
