@@ -192,3 +192,14 @@ def test_generate_command_refuses_sampling_flags_without_sample(byte_model_dir, 
     from minilora.cli import main
     assert main(["generate", "hi", "--model", byte_model_dir, *flags]) == 2
     assert f"{flags[0]} only apply with --sample" in capsys.readouterr().err
+
+
+def test_right_padding_is_warned_about_as_transformers_does(model):
+    """A right-padded row would continue after its padding: transformers warns, and so do we."""
+    import warnings
+    ids, mask = np.array([[3, 7, 1], [3, 7, 0]]), np.array([[1, 1, 1], [1, 1, 0]])
+    with pytest.warns(UserWarning, match="right-padding was detected"):
+        generate(model, ids, attention_mask=mask, max_new_tokens=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # left padding is the right way: no warning
+        generate(model, ids[:, ::-1].copy(), attention_mask=mask[:, ::-1].copy(), max_new_tokens=2)

@@ -238,6 +238,9 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
         raise ValueError(f"attention_mask has shape {mask.shape} but input_ids has shape "
                          f"{ids.shape[1:] if single else ids.shape}: they must match")
     mask = mask.reshape(ids.shape)
+    if (mask[:, -1] == 0).any():  # a new token would follow padding: transformers warns the same
+        warnings.warn("right-padding was detected in attention_mask: a decoder-only model continues the LAST "
+                      "position, so pad batches on the left (tokenizer padding_side='left') for correct results")
     if num_return_sequences > 1:  # each prompt repeated, its copies side by side (repeat_interleave)
         ids, mask, single = np.repeat(ids, num_return_sequences, 0), np.repeat(mask, num_return_sequences, 0), False
     rng = np.random.default_rng(seed) if seed is not None else None
