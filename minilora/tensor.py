@@ -488,7 +488,7 @@ class Tensor:
     @property
     def grad(self):
         grad = self._grad
-        if type(grad) is _UnseenGrad:  # from now on, user code may hold it (see _store_grad)
+        if type(grad) is _UnseenGrad:  # from now on, user code may hold it (see _GradStore)
             grad.__class__ = Tensor
         return grad
 
@@ -1123,36 +1123,49 @@ def _fit(g, t):
     return g
 
 
-def _store_grad(t, g, handed_out):
-    """Add ``g`` into ``t.grad`` (a leaf, or a non-leaf that called retain_grad()).
+class _GradStore:
+    """Adds the gradients one backward pass computes for leaves (and retain_grad() tensors) into
+    their ``.grad``.
 
     The first gradient becomes ``t.grad`` without a copy when the array is the op's own (a fresh
     array no other tensor holds); a view, or an array already handed to another tensor, is copied,
     so that ``p.grad.zero_()`` or ``p.grad.mul_(c)`` never writes into another tensor's gradient.
-    Later gradients are added in place, as torch does.
+    Later gradients are added in place, as torch does. A weight used by several ops gets several
+    gradients in one pass; torch sums them first and adds the sum once, so its ``.grad`` changes
+    version once per backward -- counted here the same way.
     """
-    if t._grad is None:
-        if getattr(g, "base", None) is not None or id(g) in handed_out:
-            g = g.copy()
-        handed_out.add(id(g))
-        t._grad = grad = Tensor._make(g, t._device, False, None)
-        grad.__class__ = _UnseenGrad
-        return
-    grad = t._grad
-    array = grad._array
-    if array.dtype is g.dtype:  # (`is`: the common case, quickly)
-        try:
-            array += g
-        except ValueError:  # a read-only array (e.g. a .grad the user set to an expand()ed tensor)
+
+    def __init__(self, seed):
+        self.handed_out = {id(seed)}  # arrays a .grad holds (the seed is the caller's)
+        self.changed = set()  # the .grad tensors this pass made or added into
+
+    def add(self, t, g):
+        grad = t._grad
+        if grad is None:
+            if getattr(g, "base", None) is not None or id(g) in self.handed_out:
+                g = g.copy()
+            self.handed_out.add(id(g))
+            t._grad = grad = Tensor._make(g, t._device, False, None)
+            grad.__class__ = _UnseenGrad
+            self.changed.add(id(grad))
+            return
+        array = grad._array
+        if array.dtype is g.dtype:  # (`is`: the common case, quickly)
+            try:
+                array += g
+            except ValueError:  # a read-only array (e.g. a .grad the user set to an expand()ed tensor)
+                grad._array = array + g
+        else:
             grad._array = array + g
-    else:
-        grad._array = array + g
-    if type(grad) is _UnseenGrad:  # no op can have it as an input: count the change, nothing to check
-        if grad._counter is None:
-            grad._counter = [0]
-        grad._counter[0] += 1
-    else:
-        grad._bump_version()
+        if id(grad) in self.changed:
+            return  # this pass already counted its change
+        self.changed.add(id(grad))
+        if type(grad) is _UnseenGrad:  # no op can have it as an input: count the change, nothing to check
+            if grad._counter is None:
+                grad._counter = [0]
+            grad._counter[0] += 1
+        else:
+            grad._bump_version()
 
 
 class _UnseenGrad(Tensor):
@@ -1199,9 +1212,9 @@ def _run_post_accumulate_grad_hooks(watched):
 
 
 def _run_backward(root, gradient, retain_graph):
-    handed_out = {id(gradient)}  # arrays a .grad holds (the seed is the caller's)
+    store = _GradStore(gradient)
     if root._ctx is None:  # backward on a leaf: its gradient is the seed itself
-        _store_grad(root, gradient, handed_out)
+        store.add(root, gradient)
         return
     grads = {id(root._ctx): gradient}  # id(node) -> gradient summed so far, until it is used
     prof = profiler.active
@@ -1216,7 +1229,7 @@ def _run_backward(root, gradient, retain_graph):
         if ctx.seq <= _last_change:  # something changed in place after this node was made
             _check_versions(ctx)
         if ctx.retained is not None and ctx.retained() is not None:
-            _store_grad(ctx.retained(), g, handed_out)
+            store.add(ctx.retained(), g)
         if prof is None:
             in_grads = ctx.fn.backward(ctx, g)
         else:
@@ -1232,7 +1245,7 @@ def _run_backward(root, gradient, retain_graph):
                 if ig.dtype is not array.dtype or ig.shape != array.shape or not ig.shape:
                     ig = _fit(ig, x)  # cast, check the shape, turn a NumPy scalar into an array
                 if parent is None:
-                    _store_grad(x, ig, handed_out)
+                    store.add(x, ig)
                 else:  # e.g. the residual stream of a transformer: large, so the sum is split across threads
                     prev = grads.get(id(parent))
                     grads[id(parent)] = ig if prev is None else parallel.add(prev, ig)

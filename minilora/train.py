@@ -204,6 +204,7 @@ def _restore(state, named_params, optimizer, scheduler):
     with no_grad():
         for name, p in own.items():
             p._array[...] = p.device.xp.asarray(saved[name], dtype=p.dtype)
+            p._bump_version()
     ml_random.generator().bit_generator.state = state["rng"]
     return int(state["step"]), [float(x) for x in state["losses"]]
 

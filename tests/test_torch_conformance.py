@@ -360,6 +360,107 @@ def test_version_counter_is_shared_by_views():
     check(snippet)
 
 
+# ---- weights changed in place between forward and backward (the GAN mistake) -----------------------
+@pytest.mark.parametrize("change", ["sgd", "adamw", "load_state_dict", "init", "no_grad_add_"])
+def test_weights_changed_after_forward_refuse_backward(change):
+    """torch refuses a backward through a graph whose saved weights were since changed in place (by
+    optimizer.step(), load_state_dict, nn.init or a no_grad update); minilora must not silently use
+    the new weights."""
+    def snippet(lib):
+        lin = lib.nn.Linear(4, 3).double()
+        x = t(lib, A, grad=True)
+        loss = lin(x).pow(2).sum()
+        if change in ("sgd", "adamw"):
+            opt = (lib.optim.SGD(lin.parameters(), lr=0.1) if change == "sgd"
+                   else lib.optim.AdamW(lin.parameters(), lr=0.1))
+            (lin.weight * 2).sum().backward()
+            opt.step()
+        elif change == "load_state_dict":
+            lin.load_state_dict({k: v * 2 for k, v in lin.state_dict().items()})
+        elif change == "init":
+            lib.nn.init.normal_(lin.weight)
+        else:
+            with lib.no_grad():
+                lin.weight.add_(1.0)
+        loss.backward()
+    snippet.__name__ = change
+    expect_error(snippet)
+
+
+def test_optimizer_step_then_new_forward_is_fine():
+    def snippet(lib):
+        lin = lib.nn.Linear(4, 3).double()
+        with lib.no_grad():
+            lin.weight.copy_(t(lib, B[:, :4]))
+            lin.bias.zero_()
+        opt = lib.optim.SGD(lin.parameters(), lr=0.1)
+        x = t(lib, A)
+        for _ in range(3):
+            opt.zero_grad()
+            lin(x).pow(2).sum().backward()
+            opt.step()
+        return [lin.weight, lin.bias]
+    check(snippet)
+
+
+def test_gradient_accumulation_versions_and_values():
+    """.grad accumulates in place across backward calls (its version counts each addition, as
+    torch's), whether or not user code looked at it in between."""
+    def snippet(lib):
+        w = t(lib, V, grad=True)
+        x = t(lib, A)
+        out = []
+        for step in range(3):
+            ((x * w).tanh() * w).sum().backward()
+            if step == 1:
+                out.append(w.grad.clone())
+        out += [w.grad, w.grad._version]
+        return out
+    check(snippet)
+
+
+def test_a_grad_used_in_a_graph_then_accumulated_into_refuses_backward():
+    def snippet(lib):
+        w = t(lib, V, grad=True)
+        (w * w).sum().backward()
+        g = w.grad  # the user holds .grad and uses it in a new graph that saves it
+        x = t(lib, V, grad=True)
+        loss = (x * g).sum() + (w * 3).sum()
+        (w * w).sum().backward()  # accumulates into w.grad in place: the saved g changed
+        loss.backward()
+    expect_error(snippet)
+
+
+def test_nodes_before_an_inplace_change_keep_their_inputs_node():
+    """A long chain where one tensor is changed in place midway: ops recorded before the change
+    still differentiate through the node they saw (checked against torch)."""
+    def snippet(lib):
+        x = t(lib, A, grad=True)
+        h = x.sin()  # sin saves its input, not h: h may change in place
+        early = h * 2  # recorded before h changes
+        h.mul_(3)
+        h.add_(t(lib, B))
+        late = h.exp()
+        h2 = x * 1
+        v = h2.view(12)
+        h2.add_(1)  # changes v's base after v was made
+        (early.sum() + late.sum() + v.pow(2).sum()).backward()
+        return [x.grad, h, h._version, v._version]
+    check(snippet)
+
+
+def test_detach_in_place_keeps_earlier_consumers():
+    def snippet(lib):
+        x = t(lib, A, grad=True)
+        h = x * 2
+        y = h * 2.5  # recorded while h still had its node (and saves no h)
+        h.detach_()
+        z = h * 3  # h is now a leaf
+        (y.sum() + z.sum()).backward()
+        return [x.grad, h.requires_grad, h.grad_fn is None]
+    check(snippet)
+
+
 # ---- views share storage --------------------------------------------------------------------------
 @pytest.mark.parametrize("make", ["view", "reshape", "slice", "int_index", "ellipsis", "transpose",
                                   "permute", "T", "squeeze", "unsqueeze", "detach", "data", "flatten",

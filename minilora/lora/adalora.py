@@ -230,6 +230,7 @@ class RankAllocator:
             if n in scores:
                 drop = scores[n] <= threshold
                 p._array[drop, :] = 0.0
+                p._bump_version()  # an in-place change, as PEFT's masked_fill_
                 rank_pattern[n] = [bool(keep) for keep in ~drop]
         return rank_pattern
 

@@ -125,6 +125,7 @@ def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="defaul
                                        "(or another rank)")
     for key, target in targets.items():
         target._array[...] = target.device.xp.asarray(state[key], dtype=target.dtype)
+        target._bump_version()  # an in-place change, as PEFT's load_state_dict (param.copy_)
 
 
 # --------------------------------------------------------------------------------------------------

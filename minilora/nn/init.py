@@ -45,6 +45,7 @@ def calculate_gain(nonlinearity, param=None):
 def _fill(tensor, values):
     with no_grad():
         tensor._array[...] = tensor.device.xp.asarray(values, dtype=tensor.dtype)
+    tensor._bump_version()  # an in-place change, as torch's tensor.normal_() and friends
     return tensor
 
 

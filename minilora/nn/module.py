@@ -323,6 +323,7 @@ class Module:
         with no_grad():
             for key, value in values.items():
                 own[key]._array[...] = value
+                own[key]._bump_version()  # an in-place change, as torch's param.copy_(value)
         return IncompatibleKeys(missing, unexpected)
 
     # --- calling --------------------------------------------------------------------------------

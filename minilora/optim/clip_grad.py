@@ -51,7 +51,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     coef = min(float(max_norm) / (float(total) + 1e-6), 1.0)  # NaN stays NaN, as in torch
     for p in params:
         # A new array rather than `*=`: backward gives each parameter its own gradient array
-        # (tensor._store_grad), but code may assign one tensor to two (`p.grad = q.grad = g`),
+        # (tensor._GradStore), but code may assign one tensor to two (`p.grad = q.grad = g`),
         # and in place that tensor would be scaled twice.
         p.grad = Tensor._make(p.grad._array * coef, p.device, False, None)
     # END SOLUTION

@@ -87,6 +87,8 @@ class Optimizer:
             if p.grad.shape != p.shape:  # only possible when .grad was set by hand
                 raise ValueError(f"a parameter of shape {p.shape} has a gradient of shape "
                                  f"{p.grad.shape}")
+        for p in params:  # each is about to change in place: as torch's p.add_(...), bump its version,
+            p._bump_version()  # so a graph made before step() refuses a backward with the new weights
         return params
 
     def _all_params(self):
