@@ -704,6 +704,39 @@ def test_reduce_lr_on_plateau_matches_torch(options):
     assert lrs[1] == lrs[0]
 
 
+@pytest.mark.parametrize("name,options,steps", [
+    ("PolynomialLR", {"total_iters": 7, "power": 2.0}, [None] * 12),
+    ("PolynomialLR", {}, [None] * 3 + [2, None, 9, None]),
+    ("CosineAnnealingWarmRestarts", {"T_0": 3, "T_mult": 2, "eta_min": 0.01}, [None] * 15 + [2.5, 7, None, 30, None]),
+    ("CosineAnnealingWarmRestarts", {"T_0": 4}, [None] * 10 + [0.5, 9.25, None]),
+], ids=["polynomial", "polynomial closed form", "warm restarts T_mult=2", "warm restarts fractional epochs"])
+def test_more_schedulers_match_torch_step_by_step(name, options, steps):
+    """The lrs to the last bit: the same products in the same order as torch's."""
+    history = []
+    for lib in (torch, ml):
+        p1, p2 = (lib.zeros(2, requires_grad=True) for _ in range(2))
+        opt = lib.optim.SGD([{"params": [p1]}, {"params": [p2], "lr": 0.3}], lr=1.0)
+        sched = getattr(lib.optim.lr_scheduler, name)(opt, **options)
+        seen = [sched.get_last_lr()]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's deprecation of step(epoch)
+            for epoch in steps:
+                opt.step()
+                sched.step() if epoch is None else sched.step(epoch)
+                seen.append(sched.get_last_lr() + [sched.last_epoch])
+        history.append(seen)
+    assert history[1] == history[0]
+
+
+def test_warm_restarts_refuses_what_torch_refuses():
+    opt = ml.optim.SGD([ml.zeros(1, requires_grad=True)], lr=1.0)
+    for bad in ({"T_0": 0}, {"T_0": 2.5}, {"T_0": 2, "T_mult": 0}, {"T_0": 2, "eta_min": "0"}):
+        with pytest.raises(ValueError):
+            ml.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, **bad)
+    with pytest.raises(ValueError, match="non-negative"):
+        ml.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, 2).step(-1)
+
+
 def test_reduce_lr_on_plateau_state_and_errors():
     p = ml.zeros(2, requires_grad=True)
     opt = ml.optim.SGD([p], lr=1.0)
