@@ -182,6 +182,7 @@ def test_signatures_follow_peft():
              (AutoPeftModelForCausalLM.from_pretrained, peft.AutoPeftModelForCausalLM.from_pretrained),
              (PeftModel.__init__, peft.PeftModel.__init__),
              (PeftModel.add_adapter, peft.PeftModel.add_adapter),
+             (PeftModel.set_adapter, peft.PeftModel.set_adapter),
              (ml.lora.get_peft_model_state_dict, peft.get_peft_model_state_dict),
              (ml.lora.set_peft_model_state_dict, peft.set_peft_model_state_dict)]
     for ours, theirs in pairs:
@@ -326,6 +327,30 @@ def test_delete_of_a_merged_adapter_is_refused_with_peft_message():
     model.unmerge_adapter()
     model.delete_adapter("default")
     np.testing.assert_allclose(logits(model), base, rtol=1e-12, atol=1e-12)
+
+
+def test_set_adapter_makes_the_adapter_trainable_unless_inference_mode_as_peft(tmp_path):
+    """PEFT 0.21: set_adapter(name) unfreezes that adapter, even one loaded for inference;
+    inference_mode=True keeps it frozen (minilora kept a loaded adapter frozen and had no inference_mode)."""
+    peft = peft_or_skip()
+    pytest.importorskip("transformers")
+    from test_llama import hf_model
+    import transformers
+
+    def trainable(model):
+        return sorted({n.split(".")[-2] for n, p in model.named_parameters() if p.requires_grad})
+    folder, _ = saved_adapter(tmp_path, "a", seed=1)
+    theirs = peft.PeftModel.from_pretrained(hf_model(transformers, LlamaConfig(**TINY)), folder, adapter_name="a")
+    ours = PeftModel.from_pretrained(tiny_llama(), folder, adapter_name="a")
+    assert trainable(theirs) == trainable(ours) == []
+    for model in (theirs, ours):
+        model.load_adapter(folder, "b")
+    for model in (theirs, ours):
+        model.set_adapter("b")
+    assert trainable(theirs) == trainable(ours) == ["b"]
+    for model in (theirs, ours):
+        model.set_adapter("a", inference_mode=True)
+    assert trainable(theirs) == trainable(ours) == []
 
 
 def test_set_adapter_on_a_merged_model_warns_and_unmerges_as_peft():

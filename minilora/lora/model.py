@@ -275,11 +275,13 @@ class LoraModel(_Wrapper):
     def _adapter_modules(self):
         return [m for m in self.model.modules() if isinstance(m, (BaseTunerLayer, ModulesToSaveWrapper))]
 
-    def set_adapter(self, adapter_name):
-        """Make ``adapter_name`` the active adapter (it trains unless loaded for inference)."""
+    def set_adapter(self, adapter_name, inference_mode=None):
+        """Make ``adapter_name`` the active adapter. It trains unless ``inference_mode`` (None, minilora's
+        own calls: as its config says, i.e. frozen when it was loaded for inference)."""
         if adapter_name not in self.peft_config:
             raise ValueError(f"no adapter named {adapter_name!r}; adapters: {sorted(self.peft_config)}")
-        inference_mode = self.peft_config[adapter_name].inference_mode
+        if inference_mode is None:
+            inference_mode = self.peft_config[adapter_name].inference_mode
         modules = self._adapter_modules()
         if any(isinstance(m, BaseTunerLayer) and m.merged for m in modules):  # PEFT's warning
             warnings.warn("Adapter cannot be set when the model is merged. Unmerging the model first.")
@@ -596,8 +598,10 @@ class PeftModel(_Wrapper):
         cast_adapter_dtype(self.base_model, adapter_name, autocast_adapter_dtype)
         self.base_model.set_adapter(self.active_adapter if self.active_adapter is not None else adapter_name)
 
-    def set_adapter(self, adapter_name):
-        self.base_model.set_adapter(adapter_name)
+    def set_adapter(self, adapter_name, inference_mode=False):
+        """Make ``adapter_name`` the active adapter and, as PEFT does, trainable (``requires_grad``) --
+        also one loaded for inference -- unless ``inference_mode=True`` keeps it frozen."""
+        self.base_model.set_adapter(adapter_name, inference_mode=inference_mode)
 
     def delete_adapter(self, adapter_name):
         self.base_model.delete_adapter(adapter_name)
