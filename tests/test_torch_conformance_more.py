@@ -295,6 +295,25 @@ CASES = [
     ("F.kl_div(log_target)", lambda m, x, t: F(m).kl_div(x, t, reduction="batchmean", log_target=True),
      [LOGP, np.log(P + 0.05)]),
     ("F.kl_div 0-d batchmean", lambda m, x, t: F(m).kl_div(x[0, 0], t[0, 0], reduction="batchmean"), [LOGP, P + 0.1]),
+    ("F.pairwise_distance", lambda m, x, y: F(m).pairwise_distance(x, y), [X, Y]),
+    ("F.pairwise_distance(p=1, keepdim)", lambda m, x, y: F(m).pairwise_distance(x, y, p=1.0, keepdim=True), [X, Y]),
+    ("F.pairwise_distance equal rows, 1-D", lambda m, v: F(m).pairwise_distance(v, v, 3.0), [V]),
+    ("F.margin_ranking_loss", lambda m, a, b: F(m).margin_ranking_loss(a, b, m.tensor([1.0, -1.0, 1.0, -1.0],
+                                                                                     dtype=m.float64)), [V, V[::-1].copy()]),
+    ("F.margin_ranking_loss(margin, none)", lambda m, a, b: F(m).margin_ranking_loss(
+        a, b, m.tensor([1.0, -1.0, 1.0, -1.0], dtype=m.float64), 0.5, reduction="none"), [V, V[::-1].copy()]),
+    ("F.triplet_margin_loss", lambda m, a, p, n: F(m).triplet_margin_loss(a, p, n), [X, Y, X[::-1].copy()]),
+    ("F.triplet_margin_loss(swap, p=1, sum)", lambda m, a, p, n: F(m).triplet_margin_loss(
+        a, p, n, margin=2.0, p=1, swap=True, reduction="sum"), [X, Y, X[::-1].copy()]),
+    ("F.cosine_embedding_loss", lambda m, a, b: F(m).cosine_embedding_loss(a, b, m.tensor([1, -1, -1])), [X, Y]),
+    ("F.cosine_embedding_loss(margin, 1-D)", lambda m, a, b: F(m).cosine_embedding_loss(
+        a, b, m.tensor(-1), margin=-0.5, reduction="sum"), [V, V[::-1].copy()]),
+    ("nn.PairwiseDistance/MarginRanking/Triplet/CosineEmbedding", lambda m, a, b, c: (
+        m.nn.PairwiseDistance(p=3.0)(a, b), m.nn.MarginRankingLoss(0.1)(a[:, 0], b[:, 0], m.tensor([1.0, -1, 1],
+                                                                                               dtype=m.float64)),
+        m.nn.TripletMarginLoss(swap=True)(a, b, c), m.nn.CosineEmbeddingLoss(0.2, reduction="none")(
+            a, b, m.tensor([1, -1, 1]))), [X, Y, X[::-1].copy()]),
+    ("nn.Unflatten", lambda m, x: m.nn.Unflatten(1, (2, 2))(x), [X]),
     # ---- nn modules
     ("nn.Softplus", lambda m, x: m.nn.Softplus(beta=2.0, threshold=3.0)(x), [SPREAD]),
     ("nn.LeakyReLU", lambda m, x: m.nn.LeakyReLU(0.1)(x), [SPREAD]),
@@ -468,6 +487,9 @@ ERRORS = [
     ("cross without a dimension of 3", lambda m: m.cross(_T(m, X), _T(m, X), dim=1)),
     ("cross of different ranks", lambda m: m.cross(_T(m, X3[:, :, :3]), _T(m, V[:3]), dim=-1)),
     ("aminmax of nothing", lambda m: m.zeros(0).aminmax()),
+    ("margin_ranking_loss ranks differ", lambda m: m.nn.functional.margin_ranking_loss(_T(m, X), _T(m, X), _T(m, V))),
+    ("triplet ranks differ", lambda m: m.nn.functional.triplet_margin_loss(_T(m, X), _T(m, X), _T(m, V))),
+    ("TripletMarginLoss margin 0", lambda m: m.nn.TripletMarginLoss(margin=0.0)),
     ("glu of an odd dimension", lambda m: m.nn.functional.glu(_T(m, X3), 1)),
     ("glu of a scalar", lambda m: m.nn.functional.glu(m.tensor(1.0))),
     ("Hardtanh min above max", lambda m: m.nn.Hardtanh(2.0, 1.0)),
@@ -861,7 +883,8 @@ def test_functional_and_modules_are_in_the_signature_checks():
             "kl_div"} <= set(ml.nn.functional.__all__)
     assert {"Softplus", "LeakyReLU", "SmoothL1Loss", "HuberLoss", "KLDivLoss", "CosineSimilarity",
             "MultiheadAttention", "ELU", "SELU", "CELU", "Hardtanh", "ReLU6", "Hardswish", "Hardsigmoid",
-            "Mish", "LogSigmoid", "Softsign", "GLU", "Softmin", "LogSoftmax"} <= set(ml.nn.__all__)
+            "Mish", "LogSigmoid", "Softsign", "GLU", "Softmin", "LogSoftmax", "PairwiseDistance",
+            "MarginRankingLoss", "TripletMarginLoss", "CosineEmbeddingLoss", "Unflatten"} <= set(ml.nn.__all__)
     assert {"elu", "selu", "celu", "relu6", "hardtanh", "hardswish", "hardsigmoid", "logsigmoid", "mish",
             "softsign", "glu", "softmin"} <= set(ml.nn.functional.__all__)
     assert "ReduceLROnPlateau" in ml.optim.lr_scheduler.__all__

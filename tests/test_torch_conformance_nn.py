@@ -85,6 +85,8 @@ BUILTIN_SIGNATURES = {
     "cosine_similarity": [("x1", inspect.Parameter.empty), ("x2", inspect.Parameter.empty), ("dim", 1),
                           ("eps", 1e-8)],
     "logsigmoid": [("input", inspect.Parameter.empty)],
+    "pairwise_distance": [("x1", inspect.Parameter.empty), ("x2", inspect.Parameter.empty), ("p", 2.0),
+                          ("eps", 1e-6), ("keepdim", False)],
 }
 MINILORA_ONLY = {"rotary_embedding", "swiglu"}  # no torch.nn.functional counterpart
 

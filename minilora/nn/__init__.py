@@ -6,6 +6,8 @@ from .layers import (CosineSimilarity, HuberLoss, KLDivLoss, LeakyReLU, Multihea
                      SmoothL1Loss, Softplus)
 from .layers import (CELU, ELU, GLU, SELU, Hardsigmoid, Hardswish, Hardtanh, LogSigmoid,  # noqa: F401
                      LogSoftmax, Mish, ReLU6, Softmin, Softsign)
+from .layers import (CosineEmbeddingLoss, MarginRankingLoss, PairwiseDistance, TripletMarginLoss,  # noqa: F401
+                     Unflatten)
 from .layers import (GELU, CrossEntropyLoss, Dropout, Embedding, Identity, L1Loss, LayerNorm, Linear,
                      MSELoss, NLLLoss, ReLU, RMSNorm, Sigmoid, SiLU, Tanh)
 from .module import (IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, RemovableHandle,
@@ -17,4 +19,5 @@ __all__ = ["Module", "Parameter", "ModuleList", "ModuleDict", "Sequential", "Sta
            "BCELoss", "BCEWithLogitsLoss", "Flatten", "Softmax", "NLLLoss", "MSELoss", "L1Loss", "functional", "init", "utils", "checkpoint",
            "Softplus", "LeakyReLU", "CosineSimilarity", "SmoothL1Loss", "HuberLoss", "KLDivLoss",
            "MultiheadAttention", "ELU", "CELU", "SELU", "Hardtanh", "ReLU6", "Hardswish", "Hardsigmoid",
-           "Mish", "LogSigmoid", "Softsign", "GLU", "Softmin", "LogSoftmax"]
+           "Mish", "LogSigmoid", "Softsign", "GLU", "Softmin", "LogSoftmax", "PairwiseDistance",
+           "MarginRankingLoss", "TripletMarginLoss", "CosineEmbeddingLoss", "Unflatten"]

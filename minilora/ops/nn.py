@@ -16,7 +16,8 @@ from ..tensor import Function, Tensor, no_grad
 __all__ = ["embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "pad", "one_hot", "dropout", "rms_norm",
            "layer_norm", "rotary_embedding", "rotate_half", "scaled_dot_product_attention", "swiglu",
-           "smooth_l1_loss", "huber_loss", "kl_div", "normalize", "cosine_similarity"]
+           "smooth_l1_loss", "huber_loss", "kl_div", "normalize", "cosine_similarity",
+           "pairwise_distance", "margin_ranking_loss", "triplet_margin_loss", "cosine_embedding_loss"]
 
 
 class Embedding(Function):
@@ -1096,3 +1097,59 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     shape = np.broadcast_shapes(tuple(x1.shape), tuple(x2.shape))
     x1, x2 = (x.to(dtype).expand(shape) for x in (x1, x2))
     return ((x1 / _clamped_norm(x1, dim, eps)) * (x2 / _clamped_norm(x2, dim, eps))).sum(dim)
+
+
+# ---- distances and the margin losses built on them ------------------------------------------------
+def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
+    """PyTorch's ``F.pairwise_distance``: ``||x1 - x2 + eps||_p`` over the last dimension (``eps``
+    added to the difference, as torch does, so that equal rows have a gradient)."""
+    last = max(x1.ndim, x2.ndim) - 1
+    return (x1 - x2 + eps).norm(p, max(last, 0), keepdim)
+
+
+def margin_ranking_loss(input1, input2, target, margin=0, size_average=None, reduce=None,
+                        reduction="mean"):
+    """PyTorch's ``F.margin_ranking_loss``: ``max(0, -target (input1 - input2) + margin)``, with
+    ``target`` +1 where ``input1`` should rank higher and -1 where ``input2`` should."""
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    if not input1.ndim == input2.ndim == target.ndim:
+        raise RuntimeError(f"margin_ranking_loss : All input tensors should have same dimension but "
+                           f"got sizes: input1: {tuple(input1.shape)}, input2: {tuple(input2.shape)}, "
+                           f"target: {tuple(target.shape)} ")
+    return _reduced("margin_ranking_loss", (-target * (input1 - input2) + margin).clamp_min(0), reduction)
+
+
+def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, swap=False,
+                        size_average=None, reduce=None, reduction="mean"):
+    """PyTorch's ``F.triplet_margin_loss``: ``max(d(a, p) - d(a, n) + margin, 0)`` with ``d`` the
+    ``pairwise_distance``; ``swap=True`` takes the smaller of ``d(a, n)`` and ``d(p, n)``."""
+    from .elementwise import minimum
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    if not anchor.ndim == positive.ndim == negative.ndim:
+        raise RuntimeError(f"The anchor, positive, and negative tensors are expected to have the same "
+                           f"number of dimensions, but got: anchor {anchor.ndim}D, positive "
+                           f"{positive.ndim}D, and negative {negative.ndim}D inputs")
+    to_positive = pairwise_distance(anchor, positive, p, eps)
+    to_negative = pairwise_distance(anchor, negative, p, eps)
+    if swap:
+        to_negative = minimum(to_negative, pairwise_distance(positive, negative, p, eps))
+    return _reduced("triplet_margin_loss", (margin + to_positive - to_negative).clamp_min(0), reduction)
+
+
+def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, reduce=None,
+                          reduction="mean"):
+    """PyTorch's ``F.cosine_embedding_loss``: ``1 - cos(x1, x2)`` where ``target`` is 1,
+    ``max(0, cos(x1, x2) - margin)`` where it is -1; the cosine as torch computes it here
+    (``x1.x2 / sqrt((|x1|^2 + 1e-12) (|x2|^2 + 1e-12))``, not ``F.cosine_similarity``'s form)."""
+    from .elementwise import where
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    if input1.ndim not in (1, 2) or tuple(input1.shape) != tuple(input2.shape):
+        raise RuntimeError(f"cosine_embedding_loss: expected 1-D or 2-D inputs of one shape, got "
+                           f"{tuple(input1.shape)} and {tuple(input2.shape)}")
+    dim = 1 if input1.ndim == 2 else 0
+    squared1 = (input1 * input1).sum(dim) + 1e-12
+    squared2 = (input2 * input2).sum(dim) + 1e-12
+    cos = (input1 * input2).sum(dim) / (squared1 * squared2).sqrt()
+    zeros = cos.new_zeros(())
+    loss = where(target == 1, 1 - cos, zeros) + where(target == -1, (cos - margin).clamp_min(0), zeros)
+    return _reduced("cosine_embedding_loss", loss, reduction)
