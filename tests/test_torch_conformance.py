@@ -489,6 +489,35 @@ def test_views_share_storage(make):
     check(snippet)
 
 
+@pytest.mark.parametrize("case", ["contiguous", "t_same_shape", "t_flat", "sliced_cols", "sliced_rows",
+                                  "expanded_flat", "expanded_unsqueeze", "permuted_merge", "empty_t",
+                                  "view_as", "minus_one"])
+def test_view_is_a_view_or_torchs_error(case):
+    """x.view() never copies: where the strides forbid a view, torch raises (reshape copies instead)."""
+    views = {
+        "contiguous": lambda x: x.view(2, 6), "t_same_shape": lambda x: x.t().view(4, 3),
+        "t_flat": lambda x: x.t().view(12), "sliced_cols": lambda x: x[:, :2].view(6),
+        "sliced_rows": lambda x: x[1:].view(8), "expanded_flat": lambda x: x[0].expand(2, 4).view(8),
+        "expanded_unsqueeze": lambda x: x[0].expand(2, 4).view(2, 4, 1),
+        "permuted_merge": lambda x: x.view(3, 2, 2).permute(1, 0, 2).view(2, 6),
+        "empty_t": lambda x: x[:0].t().view(0), "view_as": lambda x: x.t().view_as(x),
+        "minus_one": lambda x: x.view(-1, 2),
+    }
+
+    def snippet(lib):
+        x = t(lib, A)
+        v = views[case](x)
+        v.mul_(2)  # a view: x changes too
+        return [x, v]
+    snippet.__name__ = case
+    try:
+        snippet(torch)
+    except RuntimeError:
+        expect_error(snippet)
+        return
+    check(snippet)
+
+
 def test_writing_into_an_expanded_tensor_raises():
     def snippet(lib):
         x = t(lib, V)

@@ -24,7 +24,7 @@ from .index import argsort, cumsum, gather, nonzero, repeat, sort, topk, tril, t
 from .reduce import (all, amax, amin, any, argmax, argmin, log_softmax, logsumexp, max, mean, min,
                      norm, prod, softmax, std, sum, var)
 from .shape import (cat, chunk, expand, flatten, getitem, index_put, permute, reshape, split,
-                    squeeze, stack, transpose, unsqueeze)
+                    squeeze, stack, transpose, unsqueeze, view)
 from .index import (bincount, count_nonzero, cumprod, index_add, index_select, masked_select, median,
                     repeat_interleave, scatter, scatter_add, take_along_dim, unique)
 from .shape import diag, diagonal, movedim, narrow, roll, swapaxes, tile
@@ -65,7 +65,7 @@ _METHODS = {
     "exp": exp, "log": log, "sqrt": sqrt, "rsqrt": rsqrt, "abs": abs, "tanh": tanh,
     "sigmoid": sigmoid, "relu": relu, "sum": sum, "mean": mean, "max": max, "var": var,
     "softmax": softmax, "log_softmax": log_softmax, "logsumexp": logsumexp, "matmul": matmul,
-    "reshape": reshape, "view": reshape, "permute": permute, "transpose": transpose,
+    "reshape": reshape, "view": view, "permute": permute, "transpose": transpose,
     "expand": expand, "chunk": chunk, "squeeze": squeeze, "unsqueeze": unsqueeze,
     "flatten": flatten, "masked_fill": masked_fill, "pow": pow,
     "add": add, "sub": sub, "subtract": sub, "mul": mul, "multiply": mul, "div": div,
@@ -156,7 +156,7 @@ _MORE_METHODS = {
     "new_empty": _new(lambda shape, xp, dtype: xp.zeros(shape)),  # zeroed: no stale memory shown
     "new_full": new_full, "new_tensor": new_tensor, "where": _where_method,
     "expand_as": lambda self, other: expand(self, other.shape),
-    "view_as": lambda self, other: reshape(self, other.shape),
+    "view_as": lambda self, other: view(self, other.shape),
     "reshape_as": lambda self, other: reshape(self, other.shape),
     "eq": eq, "ne": ne, "lt": lt, "gt": gt, "le": le, "ge": ge,
 }

@@ -144,6 +144,18 @@ def reshape(input, *shape):
     return Reshape.apply(input, shape=_shape_arg(shape))
 
 
+def view(input, *shape):
+    """``x.view(*shape)``: ``reshape`` that must give a view. torch refuses when the tensor's strides
+    do not allow one (``x.t().view(-1)``) rather than copy, since writing into the copy would not
+    change ``x``; so does minilora (NumPy's reshape copies in exactly those cases)."""
+    out = reshape(input, *shape)
+    if out._base is None and out._array is not input._array and out._array.size:
+        raise RuntimeError("view size is not compatible with input tensor's size and stride (at least "
+                           "one dimension spans across two contiguous subspaces). Use .reshape(...) "
+                           "instead.")
+    return out
+
+
 def flatten(input, start_dim=0, end_dim=-1):
     """Dimensions ``start_dim`` to ``end_dim`` (inclusive, negatives allowed) merged into one."""
     if input.ndim == 0:  # torch: a 0-d tensor flattens to one element
