@@ -538,3 +538,33 @@ def test_serve_takes_its_sampling_defaults_from_generation_config_json(serve_com
     (tiny / "generation_config.json").write_text(json.dumps({"repetition_penalty": 1.2}))
     code, err, _, _ = serve_command([str(tiny)], capsys)
     assert code == 2 and "repetition_penalty=1.2, which minilora serve does not apply" in err
+
+
+@pytest.mark.parametrize("kind", ["dora", "vera"])
+def test_an_adapter_that_cannot_be_batched_is_refused_at_load_not_at_its_first_request(tmp_path, kind):
+    """DoRA and VeRA adapters cannot run per row (adapter_names), as in PEFT. Loaded anyway, the first
+    request for one raised inside the engine loop, which stopped the server for every client."""
+    from minilora.lora import VeraConfig
+    config = (LoraConfig(r=2, use_dora=True, target_modules=["q_proj"]) if kind == "dora"
+              else VeraConfig(r=2, target_modules=["q_proj"]))
+    get_peft_model(base_model(), config).save_pretrained(str(tmp_path / kind))
+    model, tok = two_adapters(), ByteTokenizer()
+    engine = Engine(model, tok, max_batch_size=2, max_queue=2)
+    engine.eos = set()
+    engine.start()
+    try:
+        with pytest.raises(EngineError, match=rf"cannot (serve|load) adapter '{kind}'") as err:  # VeRA beside LoRA: load
+            engine.load_adapter(kind, str(tmp_path / kind))
+        assert err.value.status == 400 and engine.adapters() == ["a", "b"] and kind not in engine.model.peft_config
+        request, sink = make_request(tok, "still", "a", max_tokens=3, temperature=0)
+        engine.submit(request)
+        assert wait_until(lambda: sink.done, timeout=20) and sink.error is None  # the server still serves
+    finally:
+        engine.shutdown()
+    bare = Engine(base_model(), tok)  # the first adapter of a bare base: back to the bare base
+    with pytest.raises(EngineError, match=rf"cannot serve adapter .*{'DoRA' if kind == 'dora' else 'VeRA'}"):
+        bare.load_adapter(kind, str(tmp_path / kind))
+    assert not hasattr(bare.model, "peft_config")
+    with pytest.raises(ValueError, match=rf"adapter '{kind}' cannot be served"):  # `minilora serve --adapter`
+        from minilora.lora import PeftModel
+        Engine(PeftModel.from_pretrained(base_model(), str(tmp_path / kind), adapter_name=kind), tok)

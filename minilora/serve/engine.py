@@ -103,6 +103,11 @@ class Engine:
         eos = getattr(tokenizer, "eos_token_id", None)
         self.eos = set() if eos is None else {eos}
         self.batch = RaggedBatch(self.model)
+        for name in sorted(getattr(self.model, "peft_config", {})):  # refused now, not at a request (see _load)
+            problem = self._unservable(name)
+            if problem:
+                self.batch.close()
+                raise ValueError(f"adapter {name!r} cannot be served: {problem}")
         self.rows = []  # the Request of each batch row
         self.waiting = collections.deque()
         self.commands = collections.deque()  # (function, future): run between decode steps
@@ -142,7 +147,29 @@ class Engine:
             raise EngineError(400, f"cannot load adapter {name!r} from {path!r}: {exc}", "lora_path") from None
         self.model.eval()
         self.batch.adapters_changed(self.model)  # new layers, new stacks
+        problem = self._unservable(name)
+        if problem:  # take it out again: the model stays as it was
+            if len(self.model.peft_config) == 1:
+                self.batch.close()
+                self.model = self.model.unload()
+            else:
+                self.model.delete_adapter(name)
+            self.batch.adapters_changed(self.model)
+            raise EngineError(400, f"cannot serve adapter {name!r} from {path!r}: {problem}", "lora_path")
         self._adapter_names = tuple(sorted(self.model.peft_config))
+
+    def _unservable(self, name):
+        """Why adapter ``name`` cannot run as a per-row adapter (DoRA and VeRA cannot, as in PEFT), or None.
+
+        One token through the model with ``adapter_names=[name]`` finds out now: found at its first
+        request instead, the error would stop the engine and fail every request in flight."""
+        from ..tensor import no_grad
+        try:
+            with no_grad():
+                self.model(np.zeros((1, 1), np.int64), adapter_names=[name])
+        except (ValueError, NotImplementedError) as exc:
+            return str(exc)
+        return None
 
     def unload_adapter(self, name):
         """Remove adapter ``name``; refused (409) while requests queued or running use it."""
