@@ -43,8 +43,9 @@
 // and the 8 rows of one 8 x 8 matrix fall in different banks:
 //     k-contiguous tiles (X, dY, the forward's W0): [128 rows][32 + 8]  -- ldmatrix x4 (A operand), x2 (B^T);
 //     the backward's W0 tile:                       [32 k-rows][128 + 8] -- ldmatrix x4.trans (B operand).
-// Loads by cp.async, 16 bytes = 8 bf16 each, 2 stages, when every row length involved is a multiple of 8
-// and the pointers are 16-byte aligned; otherwise plain 2-byte loads (correct, slower).  Tile edges are
+// Loads by cp.async, 16 bytes = 8 bf16 each, STAGES buffers (k-steps in flight while one multiplies), when
+// every row length involved is a multiple of 8 and the pointers are 16-byte aligned; otherwise plain 2-byte
+// loads (correct, slower).  Tile edges are
 // zero-filled (cp.async src-size 0).  The rank term: RC = 16 ranks at a time, both factors staged in the
 // (then idle) shared memory.  Deterministic: no float atomics; every sum runs in a fixed order.
 //
@@ -52,12 +53,20 @@
 // H100/H200's dense bf16 peak; cuBLAS's wgmma kernels are faster (the issue's goal for the forward is within
 // 1.35x of cuBLAS's bf16 base GEMM).  At M = 8192, K = N = 4096, r = 16 the backward's side passes are small:
 // dY (64 MB) and X (64 MB) read once each, about 3 GFLOP of fp32 for V, dB and dA against dX's 275 GFLOP.
-// Two stages only: 3-4 stages need more than 48 KB of shared memory, which is dynamic shared memory and an
-// opt-in attribute at launch -- the next step, with a wider k-step.  ptxas (nvcc 13.0, sm_90): fwd_y 254 and
-// bwd_dx 255 registers (1 block of 256 threads per SM), bwd_dy 64, bwd_da 42; no spills.
+// ptxas (nvcc 13.0, sm_90): fwd_y and bwd_dx 254-255 registers in both versions (1 block of 256 threads
+// per SM), bwd_dy 64, bwd_da 42; no spills.
 //
-// Versions: v1 of each kernel (this file).  Requires sm_80 or later on a GPU; runs on any CPU under the
-// emulator, where common.cuh's ldmatrix/mma are warp collectives.
+// Versions of the GEMM tile (lora_bf16_fwd_y, lora_bf16_bwd_dx; the side kernels have one version):
+//   v1  2 cp.async stages in 40 KB of static shared memory (the static limit is 48 KB): the next k-step's
+//       loads have one k-step of mma (32 of K) to hide behind.
+//   v2  (the default) 4 stages, 3 k-steps in flight: 80 KB (Y) / 74 KB (dX), so dynamic shared memory --
+//       extern __shared__, sized by the launcher (kernels._bf16_gemm) and opted in above 48 KB
+//       (max_dynamic_shared_size_bytes); the kernel traps if given less than its layout needs.  The shared
+//       memory costs nothing: at 255 registers per thread only one block fits on an SM anyway.  Kernels
+//       lora_bf16_fwd_y_v2, lora_bf16_bwd_dx_v2.  Expected, not measured: the usual 10-20% of an
+//       mma.sync GEMM whose loads were exposed.
+// Requires sm_80 or later on a GPU; runs on any CPU under the emulator, where common.cuh's ldmatrix/mma
+// are warp collectives.
 #include "common.cuh"
 #include "lora_tiles.cuh"
 
@@ -98,7 +107,11 @@ lora_bf16_fwd_u(const unsigned short* __restrict__ X, const float* __restrict__ 
 //   * n-major, [Nout, L] row-major (the forward's W0: its rows are mma's "col" operand, B^T) -- Bf16StageNT;
 //   * k-major, [L, Nout] row-major (the backward's W0, N being the reduction of dX = dY W0) -- Bf16StageNN,
 //     whose fragments come from ldmatrix's .trans form, so W0 needs no transposed copy.
-using BF16Y = config::lora_bf16_y_v1;
+using BF16Y = config::lora_bf16_y_v1;  // the tile shape of every version (v2 changes only STAGES)
+static_assert(config::lora_bf16_y_v2::BM == BF16Y::BM && config::lora_bf16_y_v2::BN == BF16Y::BN &&
+              config::lora_bf16_y_v2::BK == BF16Y::BK && config::lora_bf16_y_v2::WM == BF16Y::WM &&
+              config::lora_bf16_y_v2::WN == BF16Y::WN && config::lora_bf16_y_v2::RC == BF16Y::RC,
+              "lora_bf16_y_v2 is v1 with more stages");
 
 constexpr int BF16_LD = BF16Y::BK + 8;   // bf16 per shared row of a k-contiguous tile (padded)
 constexpr int BF16_LDN = BF16Y::BN + 8;  // bf16 per shared row of a k-major tile (padded the same way)
@@ -118,7 +131,7 @@ struct BF16Epilogue {
     float u[BF16Y::BM][BF16Y::RC + 1];  // the rank term's left factor: U or V [m0 + i][j0 + jj] (+1: banks)
     float b[BF16Y::BN][BF16Y::RC + 1];  // its right factor: B [n0 + i][j0 + jj] or A [j0 + jj][n0 + i]
 };
-union BF16Shared {
+union BF16Shared {  // v1's static shared memory
     BF16StageNT nt[BF16Y::STAGES];
     BF16StageNN nn[BF16Y::STAGES];
     BF16Epilogue epilogue;  // used only after the main loop
@@ -180,11 +193,12 @@ __device__ __forceinline__ void b_fragments(unsigned (&b)[BF16_NJ][2], const BF1
 // The main loop: k-tiles loaded ahead by cp.async (STAGES buffers; one commit group per step, empty ones
 // past the end, so "at most STAGES - 2 pending" always means "step kt has landed"), fragments by ldmatrix,
 // products by mma.sync.  acc must start at zero (or hold what the products should be added to).
-template <class Stage>
+template <int STAGES, class Stage>
 __device__ __forceinline__ void bf16_main_loop(float (&acc)[BF16_MI][BF16_NJ][4], Stage* stage,
                                                const unsigned short* a, const unsigned short* b, int M, int Nout,
                                                int L, int m0, int n0, int wm, int wn, bool vec) {
-    constexpr int BK = BF16Y::BK, STAGES = BF16Y::STAGES;
+    static_assert(STAGES >= 2, "the pipeline needs a buffer to fill while another is multiplied");
+    constexpr int BK = BF16Y::BK;
     const int k_tiles = (L + BK - 1) / BK;
 #pragma unroll
     for (int st = 0; st < STAGES - 1; ++st) {  // the prologue: the first STAGES - 1 steps in flight
@@ -203,7 +217,7 @@ __device__ __forceinline__ void bf16_main_loop(float (&acc)[BF16_MI][BF16_NJ][4]
         for (int kk = 0; kk < BK; kk += 16) {
             unsigned af[BF16_MI][4], bf[BF16_NJ][2];
 #pragma unroll
-            for (int i = 0; i < BF16_MI; ++i)  // Aop's 16 x 16 quadrants: top-left, bottom-left, top-right, bottom-right
+            for (int i = 0; i < BF16_MI; ++i)  // Aop's 16 x 16 quadrants: top-left, bottom-left, top-right, ...
                 ldmatrix_x4(af[i], &t.a[wm + 16 * i + row + 8 * (j % 2)][kk + 8 * (j / 2)]);
             b_fragments(bf, t, wn, kk);
 #pragma unroll
@@ -272,18 +286,53 @@ __device__ __forceinline__ bool aligned16(const void* p) {
     return (reinterpret_cast<unsigned long long>(p) & 15ull) == 0;
 }
 
+// Shared memory for STAGES buffers of a stage type, reused by the epilogue after the main loop.
+template <int STAGES, class Stage>
+__device__ __forceinline__ constexpr int bf16_smem_bytes() {
+    return STAGES * (int)sizeof(Stage) > (int)sizeof(BF16Epilogue) ? STAGES * (int)sizeof(Stage)
+                                                                    : (int)sizeof(BF16Epilogue);
+}
+
+// v2 takes its shared memory at launch (dynamic: over 48 KB needs the opt-in attribute the launcher sets):
+// a launch with less than the kernel needs stops with a trap instead of writing past it.
+template <int STAGES, class Stage>
+__device__ __forceinline__ void check_dynamic_smem(int smem_bytes) {
+    if (smem_bytes < bf16_smem_bytes<STAGES, Stage>()) __trap();
+}
+
 // ---- the forward: Y = X W0^T + bias + s U B^T --------------------------------------------------------------
+template <int STAGES>
+__device__ __forceinline__ void bf16_fwd_y(unsigned char* smem, const unsigned short* X, const unsigned short* W0,
+                                           const float* U, const float* B, const float* bias, int has_bias, float* Y,
+                                           int M, int N, int K, int r, float s) {
+    const int m0 = blockIdx.y * BF16Y::BM, n0 = blockIdx.x * BF16Y::BN, warp = threadIdx.x / 32;
+    const int wm = warp / (BF16Y::BN / BF16Y::WN) * BF16Y::WM, wn = warp % (BF16Y::BN / BF16Y::WN) * BF16Y::WN;
+    float acc[BF16_MI][BF16_NJ][4] = {};
+    bf16_main_loop<STAGES>(acc, reinterpret_cast<BF16StageNT*>(smem), X, W0, M, N, K, m0, n0, wm, wn,
+                           K % 8 == 0 && aligned16(X) && aligned16(W0));
+    add_rank_term<false>(acc, *reinterpret_cast<BF16Epilogue*>(smem), U, B, M, N, r, m0, n0, wm, wn, s);
+    store_acc(acc, Y, has_bias ? bias : nullptr, M, N, m0, n0, wm, wn);
+}
+
+// v1: 2 stages in 40 KB of static shared memory.
 extern "C" __global__ void __launch_bounds__(THREADS)
 lora_bf16_fwd_y(const unsigned short* __restrict__ X, const unsigned short* __restrict__ W0,
                const float* __restrict__ U, const float* __restrict__ B, const float* __restrict__ bias,
                int has_bias, float* __restrict__ Y, int M, int N, int K, int r, float s) {
     __shared__ __align__(16) BF16Shared sh;
-    const int m0 = blockIdx.y * BF16Y::BM, n0 = blockIdx.x * BF16Y::BN, warp = threadIdx.x / 32;
-    const int wm = warp / (BF16Y::BN / BF16Y::WN) * BF16Y::WM, wn = warp % (BF16Y::BN / BF16Y::WN) * BF16Y::WN;
-    float acc[BF16_MI][BF16_NJ][4] = {};
-    bf16_main_loop(acc, sh.nt, X, W0, M, N, K, m0, n0, wm, wn, K % 8 == 0 && aligned16(X) && aligned16(W0));
-    add_rank_term<false>(acc, sh.epilogue, U, B, M, N, r, m0, n0, wm, wn, s);
-    store_acc(acc, Y, has_bias ? bias : nullptr, M, N, m0, n0, wm, wn);
+    bf16_fwd_y<config::lora_bf16_y_v1::STAGES>(reinterpret_cast<unsigned char*>(&sh), X, W0, U, B, bias, has_bias,
+                                               Y, M, N, K, r, s);
+}
+
+// v2: 4 stages (80 KB) in dynamic shared memory, smem_bytes of it.
+extern "C" __global__ void __launch_bounds__(THREADS)
+lora_bf16_fwd_y_v2(const unsigned short* __restrict__ X, const unsigned short* __restrict__ W0,
+                   const float* __restrict__ U, const float* __restrict__ B, const float* __restrict__ bias,
+                   int has_bias, float* __restrict__ Y, int M, int N, int K, int r, float s, int smem_bytes) {
+    extern __shared__ __align__(16) unsigned char bf16_smem[];
+    constexpr int STAGES = config::lora_bf16_y_v2::STAGES;
+    check_dynamic_smem<STAGES, BF16StageNT>(smem_bytes);
+    bf16_fwd_y<STAGES>(bf16_smem, X, W0, U, B, bias, has_bias, Y, M, N, K, r, s);
 }
 
 // ---- the backward ----------------------------------------------------------------------------------------
@@ -298,19 +347,35 @@ lora_bf16_bwd_dy(const unsigned short* __restrict__ dY, const float* __restrict_
 }
 
 // 2. dX = dY W0 + V A [M, K]: the tensor-core tile with N as the reduction (W0 k-major: .trans fragments),
-//    then V A in fp32 in the epilogue (V already holds s).
+//    then V A in fp32 in the epilogue (V already holds s).  v1: 2 static stages; v2: 4 dynamic ones.
+template <int STAGES>
+__device__ __forceinline__ void bf16_bwd_dx(unsigned char* smem, const unsigned short* dY, const unsigned short* W0,
+                                            const float* V, const float* A, float* dX, int M, int N, int K, int r) {
+    const int m0 = blockIdx.y * BF16Y::BM, k0 = blockIdx.x * BF16Y::BN, warp = threadIdx.x / 32;
+    const int wm = warp / (BF16Y::BN / BF16Y::WN) * BF16Y::WM, wn = warp % (BF16Y::BN / BF16Y::WN) * BF16Y::WN;
+    float acc[BF16_MI][BF16_NJ][4] = {};
+    bf16_main_loop<STAGES>(acc, reinterpret_cast<BF16StageNN*>(smem), dY, W0, M, K, N, m0, k0, wm, wn,
+                           N % 8 == 0 && K % 8 == 0 && aligned16(dY) && aligned16(W0));
+    add_rank_term<true>(acc, *reinterpret_cast<BF16Epilogue*>(smem), V, A, M, K, r, m0, k0, wm, wn, 1.0f);
+    store_acc(acc, dX, nullptr, M, K, m0, k0, wm, wn);
+}
+
 extern "C" __global__ void __launch_bounds__(THREADS)
 lora_bf16_bwd_dx(const unsigned short* __restrict__ dY, const unsigned short* __restrict__ W0,
                  const float* __restrict__ V, const float* __restrict__ A, float* __restrict__ dX, int M, int N,
                  int K, int r) {
     __shared__ __align__(16) BF16Shared sh;
-    const int m0 = blockIdx.y * BF16Y::BM, k0 = blockIdx.x * BF16Y::BN, warp = threadIdx.x / 32;
-    const int wm = warp / (BF16Y::BN / BF16Y::WN) * BF16Y::WM, wn = warp % (BF16Y::BN / BF16Y::WN) * BF16Y::WN;
-    float acc[BF16_MI][BF16_NJ][4] = {};
-    bf16_main_loop(acc, sh.nn, dY, W0, M, K, N, m0, k0, wm, wn,
-                   N % 8 == 0 && K % 8 == 0 && aligned16(dY) && aligned16(W0));
-    add_rank_term<true>(acc, sh.epilogue, V, A, M, K, r, m0, k0, wm, wn, 1.0f);
-    store_acc(acc, dX, nullptr, M, K, m0, k0, wm, wn);
+    bf16_bwd_dx<config::lora_bf16_y_v1::STAGES>(reinterpret_cast<unsigned char*>(&sh), dY, W0, V, A, dX, M, N, K, r);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS)
+lora_bf16_bwd_dx_v2(const unsigned short* __restrict__ dY, const unsigned short* __restrict__ W0,
+                    const float* __restrict__ V, const float* __restrict__ A, float* __restrict__ dX, int M, int N,
+                    int K, int r, int smem_bytes) {
+    extern __shared__ __align__(16) unsigned char bf16_smem[];
+    constexpr int STAGES = config::lora_bf16_y_v2::STAGES;
+    check_dynamic_smem<STAGES, BF16StageNN>(smem_bytes);
+    bf16_bwd_dx<STAGES>(bf16_smem, dY, W0, V, A, dX, M, N, K, r);
 }
 
 // 3. dA's partial sum over the rows of split z: P_A[z] = V[rows]^T X[rows], rows = [z*R, z*R + R), fp32

@@ -108,6 +108,10 @@ struct lora_bf16_y_v1 {
 // V and dB by lora_bwd_dy_v8's split pass over dY (in bf16), dA = V^T X with RC ranks and one column of K
 // per thread, BM rows of M per staged tile of V, split over M like the fp32 dA.
 using lora_bf16_dx_v1 = lora_bf16_y_v1;
+// v2: 4 cp.async stages, 3 k-steps in flight (80 KB for Y, 74 KB for dX: dynamic shared memory, opted in at
+// launch; 1 block per SM either way, its 255 registers allow no second).
+struct lora_bf16_y_v2 : lora_bf16_y_v1 { static constexpr int STAGES = 4; };
+using lora_bf16_dx_v2 = lora_bf16_y_v2;
 using lora_bf16_dy_v1 = lora_bwd_dy_v8;
 struct lora_bf16_da_v1 {
     static constexpr int BM = 32, RC = 16;

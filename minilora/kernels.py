@@ -13,7 +13,7 @@ the argument that is wrong: a kernel sees only a raw pointer and would silently 
 Public functions (the contract with ``minilora.ops.lora`` and ``minilora.optim``)::
 
     Y, U = lora_forward(X, W0, A, B, scale, bias=None, dropout_p=0.0, seed=0, device=...)
-    Y, U = lora_forward_bf16(X_bf16, W0_bf16, A, B, scale, bias=None, device=...)   # tensor cores
+    Y, U = lora_forward_bf16(X_bf16, W0_bf16, A, B, scale, bias=None, device=..., version="v2")  # tensor cores
     dX, dA, dB = lora_backward(dY, X, W0, A, B, U, scale, dropout_p=0.0, seed=0, device=...)
     dX, dA, dB = lora_backward_bf16(dY_bf16, X_bf16, W0_bf16, A, B, U, scale, device=...)  # tensor cores
     adamw_step(params, grads, exp_avgs, exp_avg_sqs, lr=..., beta1=..., beta2=..., eps=...,
@@ -25,9 +25,10 @@ An op never calls these from its NumPy math: ``LoraLinear`` declares ``kernel_fo
 dtypes; they hand their arrays through ``contiguous`` first.
 
 ``version="v1" | ... | "v8"`` runs one numbered version of the LoRA kernels (the tests run all of
-them); by default ``pick_version`` chooses by shape, rank and what the last GPU sweep measured. Tile shapes come from ``kernels/lora_tiles.cuh``
-(``tiles()``), the same file the kernels include. ``checking(...)`` turns on the debugging aids
-the tests use: NaN-poisoned outputs and, on ``emu``, the race check and the sanitizer.
+them); by default ``pick_version`` chooses by shape, rank and what the last GPU sweep measured.
+Tile shapes come from ``kernels/lora_tiles.cuh`` (``tiles()``), the same file the kernels include.
+``checking(...)`` turns on the debugging aids the tests use: NaN-poisoned outputs and, on ``emu``,
+the race check and the sanitizer.
 """
 import contextlib
 import functools
@@ -39,13 +40,14 @@ import numpy as np
 from .device import Device, xp_of
 from .device import device as _device
 
-__all__ = ["lora_forward", "lora_forward_bf16", "lora_backward", "lora_backward_bf16", "adamw_step", "bgmv", "BGMV_VERSIONS", "pick_version", "version_choice",
-           "supports", "contiguous", "tiles", "run_update", "AdamWTables", "checking", "kernel_dir", "source", "VERSIONS",
-           "KERNEL_FILES"]
+__all__ = ["lora_forward", "lora_forward_bf16", "lora_backward", "lora_backward_bf16", "adamw_step", "bgmv",
+           "BGMV_VERSIONS", "BF16_VERSIONS", "pick_version", "version_choice", "supports", "contiguous", "tiles",
+           "run_update", "AdamWTables", "checking", "kernel_dir", "source", "VERSIONS", "KERNEL_FILES"]
 
 VERSIONS = ("v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8")
 KERNEL_FILES = ("lora_forward.cu", "lora_backward.cu", "adamw.cu", "bgmv.cu", "lora_bf16.cu")
 BGMV_VERSIONS = ("v1", "v2")
+BF16_VERSIONS = ("v1", "v2")  # lora_bf16.cu's tensor-core GEMM: 2 static / 4 dynamic cp.async stages
 # Tile shapes and block sizes are not written here: tiles() reads them from kernels/lora_tiles.cuh
 # (and adamw.cu's #defines), so a kernel and its launch configuration cannot disagree.
 _TARGET_BLOCKS = 264  # about two waves of blocks on a 132-SM H100/H200: sizes dA's split over M
@@ -203,13 +205,17 @@ def _empty(xp, shape):
     return xp.empty(shape, dtype=np.float32)
 
 
-def _launch(dev, filename, name, grid, block, args):
+def _launch(dev, filename, name, grid, block, args, shared_mem=0):
+    """Launch kernel ``name`` of ``kernels/<filename>``; ``shared_mem``: bytes of dynamic shared memory."""
     grid, block = tuple(grid), (block,) if isinstance(block, int) else tuple(block)  # CuPy wants tuples
     if dev.name == "emu":
         kernel = _module(dev, filename, _Checks.sanitize).get_function(name)
-        kernel(grid, block, args, check_races=_Checks.check_races)
-    else:
-        _module(dev, filename).get_function(name)(grid, block, args)
+        kernel(grid, block, args, shared_mem, check_races=_Checks.check_races)
+        return
+    kernel = _module(dev, filename).get_function(name)
+    if shared_mem > 48 * 1024 and kernel.max_dynamic_shared_size_bytes < shared_mem:
+        kernel.max_dynamic_shared_size_bytes = shared_mem  # over 48 KB is an opt-in per kernel (sm_80+)
+    kernel(grid, block, args, shared_mem=shared_mem)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -325,7 +331,8 @@ def _parse_choice(path):
         table[pass_] = {}
         for rank, version in by_rank.items():
             if not str(rank).isdigit() or int(rank) < 1 or version not in VERSIONS:
-                raise ValueError(f'"choices.big.{pass_}": {rank!r}: {version!r} is not a rank >= 1 and one of {VERSIONS}')
+                raise ValueError(f'"choices.big.{pass_}": {rank!r}: {version!r} is not a rank >= 1 '
+                                 f'and one of {VERSIONS}')
             table[pass_][int(rank)] = version
     return table
 
@@ -438,16 +445,40 @@ def _check_bf16(fn, dev, name, a, shape):
     return a.shape
 
 
-def lora_forward_bf16(X, W0, A, B, scale, bias=None, device=None):
+def _bf16_version(fn, version):
+    if version not in BF16_VERSIONS:
+        raise ValueError(f"{fn}: version must be one of {BF16_VERSIONS}, got {version!r}")
+    return version
+
+
+def _bf16_gemm(version, backward):
+    """(kernel name, its tile fields, dynamic shared-memory bytes) of lora_bf16.cu's tensor-core GEMM tile: Y's
+    (``backward=False``) or dX's. v1 has static shared memory (0 here); v2's is sized as lora_bf16.cu lays it
+    out: STAGES buffers of both operand tiles (k-contiguous rows of BK + 8 bf16; the backward's W0 tile BK
+    rows of BN + 8), or the epilogue's two [BM | BN][RC + 1] float tables if larger. The kernel traps when
+    given less than it needs."""
+    base = "lora_bf16_bwd_dx" if backward else "lora_bf16_fwd_y"
+    cfg = tiles().configs[tiles().kernel(f"lora_bf16_{'dx' if backward else 'y'}_{version}")]
+    if version == "v1":
+        return base, cfg, 0
+    bm, bn, bk, rc = cfg["BM"], cfg["BN"], cfg["BK"], cfg["RC"]
+    stage = 2 * bm * (bk + 8) + (2 * bk * (bn + 8) if backward else 2 * bn * (bk + 8))
+    return f"{base}_{version}", cfg, max(cfg["STAGES"] * stage, 4 * (bm + bn) * (rc + 1))
+
+
+def lora_forward_bf16(X, W0, A, B, scale, bias=None, device=None, version="v2"):
     """``Y = X W0^T + bias + scale * X A^T B^T`` with X and W0 in bf16 on the tensor cores, fp32 elsewhere.
 
     X [M, K] and W0 [N, K]: bfloat16 as uint16 bit patterns (from torch: ``t.to(torch.bfloat16)
     .view(torch.int16).numpy().view(numpy.uint16)``; on ``cuda`` a CuPy uint16 array). A [r, K], B [N, r],
     bias [N] or None: float32 (the adapter's master weights). Returns ``(Y [M, N], U [M, r])``, float32;
     ``U = X A^T`` is what the backward needs. No dropout: the kernel has none (use lora_forward).
+    ``version``: "v1" (2 cp.async stages, static shared memory) or "v2" (4 stages, 80 KB of dynamic shared
+    memory: sm_80 or later).
     """
     fn = "lora_forward_bf16"
     dev = _resolve_device(fn, device, X)
+    version = _bf16_version(fn, version)
     M, K = _check_bf16(fn, dev, "X", X, None)
     N = _check_bf16(fn, dev, "W0", W0, None)[0]
     _check_bf16(fn, dev, "W0", W0, (N, K))
@@ -464,18 +495,18 @@ def lora_forward_bf16(X, W0, A, B, scale, bias=None, device=None):
         U[...] = 0
         return Y, U
     i32 = np.int32
-    cfg = tiles().configs["lora_bf16_y_v1"]
     rows = tiles().constants["BF16_U_ROWS"]
     _launch(dev, "lora_bf16.cu", "lora_bf16_fwd_u", (_cdiv(M, rows),), 32 * rows, (X, A, U, i32(M), i32(K), i32(r)))
-    _launch(dev, "lora_bf16.cu", "lora_bf16_fwd_y", (_cdiv(N, cfg["BN"]), _cdiv(M, cfg["BM"])),
-            tiles().constants["THREADS"],
-            (X, W0, U, B, Y if bias is None else bias, i32(bias is not None), Y, i32(M), i32(N), i32(K), i32(r),
-             np.float32(scale)))
+    name, cfg, smem = _bf16_gemm(version, backward=False)
+    args = (X, W0, U, B, Y if bias is None else bias, i32(bias is not None), Y, i32(M), i32(N), i32(K), i32(r),
+            np.float32(scale))
+    _launch(dev, "lora_bf16.cu", name, (_cdiv(N, cfg["BN"]), _cdiv(M, cfg["BM"])), tiles().constants["THREADS"],
+            args + ((i32(smem),) if smem else ()), *((smem,) if smem else ()))
     return Y, U
 
 
 def lora_backward_bf16(dY, X, W0, A, B, U, scale, need_dx=True, need_dA=True, need_dB=True, device=None,
-                       split_m=None):
+                       split_m=None, version="v2"):
     """Gradients of ``lora_forward_bf16`` for X, A and B (none for the frozen W0), kernels/lora_bf16.cu.
 
     dY [M, N], X [M, K], W0 [N, K]: bfloat16 bit patterns (uint16) -- dY as a bf16 model's autograd hands
@@ -483,10 +514,12 @@ def lora_backward_bf16(dY, X, W0, A, B, U, scale, need_dx=True, need_dA=True, ne
     (dA and dB are the fp32 master weights' gradients; dX is float32 -- round it to bf16 if the layer
     below wants bf16), with None for each gradient not asked for. ``dX = dY W0`` runs on the tensor
     cores; the rank-r products (``V = s dY B``, ``V A``, ``dA = V^T X``, ``dB = s dY^T U``) in fp32.
-    ``split_m`` as in ``lora_backward``. No dropout (the bf16 forward has none).
+    ``split_m`` as in ``lora_backward``; ``version`` as in ``lora_forward_bf16`` (dX's GEMM). No dropout
+    (the bf16 forward has none).
     """
     fn = "lora_backward_bf16"
     dev = _resolve_device(fn, device, dY)
+    version = _bf16_version(fn, version)
     M, K = _check_bf16(fn, dev, "X", X, None)
     N = _check_bf16(fn, dev, "W0", W0, None)[0]
     _check_bf16(fn, dev, "W0", W0, (N, K))
@@ -508,17 +541,19 @@ def lora_backward_bf16(dY, X, W0, A, B, U, scale, need_dx=True, need_dA=True, ne
         return dX, dA, dB
     i32 = np.int32
 
-    def launch(name, grid, block, args):  # the reduction of partial sums is lora_backward.cu's
-        _launch(dev, "lora_bf16.cu" if name.startswith("lora_bf16") else "lora_backward.cu", name, grid, block, args)
+    def launch(name, grid, block, args, *shared_mem):  # the reduction of partial sums is lora_backward.cu's
+        _launch(dev, "lora_bf16.cu" if name.startswith("lora_bf16") else "lora_backward.cu", name, grid, block, args,
+                *shared_mem)
 
     V = _empty(xp, (M, r))  # scratch (s dY B): the pass over dY writes it even when only dB is wanted
     _dy_pass(launch, "lora_bf16_bwd_dy", tiles().configs[tiles().kernel("lora_bf16_dy_v1")], dY, B, U, V, dB,
              need_dB, M, N, r, scale)
     threads = tiles().constants["THREADS"]
     if need_dx:
-        cfg = tiles().configs[tiles().kernel("lora_bf16_dx_v1")]
-        launch("lora_bf16_bwd_dx", (_cdiv(K, cfg["BN"]), _cdiv(M, cfg["BM"])), threads,
-               (dY, W0, V, A, dX, i32(M), i32(N), i32(K), i32(r)))
+        name, cfg, smem = _bf16_gemm(version, backward=True)
+        launch(name, (_cdiv(K, cfg["BN"]), _cdiv(M, cfg["BM"])), threads,
+               (dY, W0, V, A, dX, i32(M), i32(N), i32(K), i32(r)) + ((i32(smem),) if smem else ()),
+               *((smem,) if smem else ()))
     if need_dA:
         cfg = tiles().configs["lora_bf16_da_v1"]
         # one column of K per thread and 2-byte loads: it needs many threads in flight -- 4 blocks per SM

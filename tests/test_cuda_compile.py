@@ -94,6 +94,8 @@ def _sass_tools():
     ("warp_mma.cu", "round_bf16", ("F2FP.BF16.F32.PACK",)),
     ("lora_bf16.cu", "lora_bf16_fwd_y", ("LDGSTS", "LDSM.16.M88.4", "LDSM.16.M88.2", "HMMA.16816.F32.BF16")),
     ("lora_bf16.cu", "lora_bf16_bwd_dx", ("LDGSTS", "LDSM.16.M88.4", "LDSM.16.MT88.4", "HMMA.16816.F32.BF16")),
+    ("lora_bf16.cu", "lora_bf16_fwd_y_v2", ("LDGSTS", "LDSM.16.M88.4", "LDSM.16.M88.2", "HMMA.16816.F32.BF16")),
+    ("lora_bf16.cu", "lora_bf16_bwd_dx_v2", ("LDGSTS", "LDSM.16.MT88.4", "HMMA.16816.F32.BF16")),
     ("warp_mma.cu", "ldmatrix_trans_tile", ("LDSM.16.MT88.4",))])
 def test_sm_90_sass_uses_the_intended_instructions(ptxas, tmp_path, name, kernel, instructions):
     """The inline PTX of common.cuh really reaches the GPU (not the emulator's or the pre-Ampere path):

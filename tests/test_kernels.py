@@ -610,10 +610,11 @@ def test_tile_shapes_come_from_one_header_and_aliases_launch_the_earlier_kernel(
                               "lora_fwd_y_v6", "lora_bwd_dx_v6", "lora_bwd_da_v6",
                               "lora_fwd_u_v7", "lora_bwd_dy_v7", "lora_bwd_da_v7",
                               "lora_fwd_u_v8", "lora_fwd_y_v8", "lora_bwd_dx_v8", "lora_bwd_da_v8",
-                              "lora_bf16_dx_v1", "lora_bf16_dy_v1"}
+                              "lora_bf16_dx_v1", "lora_bf16_dy_v1", "lora_bf16_dx_v2"}
     # v8 = v6's pass over dY with N split over blocks; the bf16 backward runs the same pass
     assert t.shape("lora_bwd_dy", "v8") == ("lora_bwd_dy_v8", {**t.configs["lora_bwd_dy_v6"], "SPLIT_N": True})
     assert t.kernel("lora_bf16_dy_v1") == "lora_bwd_dy_v8" and t.kernel("lora_bf16_dx_v1") == "lora_bf16_y_v1"
+    assert t.configs["lora_bf16_y_v2"] == {**t.configs["lora_bf16_y_v1"], "STAGES": 4}
     # v6 sizes the side kernels' rank tiles to r: 16 wide, no padding at r = 16 (v4/v3 had 32 and 64)
     assert t.shape("lora_fwd_u", "v6")[1]["BN"] == 16 and t.shape("lora_bwd_dy", "v6")[1]["RC"] == 16
     assert t.shape("lora_bwd_da", "v6")[0] == "lora_bwd_da_v4"  # an alias of an alias resolves

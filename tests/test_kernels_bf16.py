@@ -105,14 +105,15 @@ def on_device(device, *arrays):
     return tuple(cupy.asarray(a) for a in arrays)
 
 
+@pytest.mark.parametrize("version", kernels.BF16_VERSIONS)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("M,N,K,r", BF16_SHAPES)
-def test_lora_forward_bf16_against_fp32_references(device, M, N, K, r):
+def test_lora_forward_bf16_against_fp32_references(device, M, N, K, r, version):
     X, W0, A, B, bias = lora_bf16_case(M * 7 + r, M, N, K, r)
     Xb, Wb = bf16_bits_reference(X), bf16_bits_reference(W0)
     with kernels.checking(poison=True):  # every element of Y and U must be written
         Y, U = kernels.lora_forward_bf16(*on_device(device, Xb, Wb, A, B), 0.5, bias=on_device(device, bias)[0],
-                                         device=device)
+                                         device=device, version=version)
     Y, U = (a.get() if hasattr(a, "get") else a for a in (Y, U))
     assert Y.dtype == U.dtype == np.float32 and Y.shape == (M, N) and U.shape == (M, r)
     # 1. the inputs as the tensor cores see them (bf16 X and W0, fp32 A, B): fp32-accumulation error only
@@ -131,19 +132,20 @@ def test_lora_forward_bf16_against_fp32_references(device, M, N, K, r):
     assert rel < 2e-2, rel
 
 
-def test_lora_forward_bf16_no_bias_race_check_sanitizer_and_the_test_can_fail():
-    M, N, K, r = 130, 131, 72, 17
+@pytest.mark.parametrize("version", kernels.BF16_VERSIONS)
+@pytest.mark.parametrize("M,N,K,r", [(130, 131, 72, 17), (130, 136, 72, 17)])  # plain loads; cp.async
+def test_lora_forward_bf16_no_bias_race_check_sanitizer_and_the_test_can_fail(M, N, K, r, version):
     X, W0, A, B, _ = lora_bf16_case(5, M, N, K, r)
     Xb, Wb = bf16_bits_reference(X), bf16_bits_reference(W0)
     with kernels.checking(poison=True, check_races=True, sanitize=True):  # races, out-of-bounds accesses
-        Y, U = kernels.lora_forward_bf16(Xb, Wb, A, B, 2.0, device="emu")
+        Y, U = kernels.lora_forward_bf16(Xb, Wb, A, B, 2.0, device="emu", version=version)
     Xv, Wv = bf16_value(Xb).astype(np.float64), bf16_value(Wb).astype(np.float64)
     want = Xv @ Wv.T + 2.0 * (Xv @ A.T) @ B.T
     np.testing.assert_allclose(Y, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     # one bf16 ulp in one element of X moves that row of Y, and only it
     Xb2 = Xb.copy()
     Xb2[129, 70] ^= 1
-    Y2, _ = kernels.lora_forward_bf16(Xb2, Wb, A, B, 2.0, device="emu")
+    Y2, _ = kernels.lora_forward_bf16(Xb2, Wb, A, B, 2.0, device="emu", version=version)
     assert not np.array_equal(Y2[129], Y[129]) and np.array_equal(Y2[:129], Y[:129])
 
 
@@ -158,6 +160,29 @@ def test_lora_forward_bf16_rejects_what_it_cannot_compute():
         kernels.lora_forward_bf16(X, W0, A.astype(np.float64), B, 1.0, device="emu")
     with pytest.raises(ValueError, match="device 'cpu' does not run kernels"):
         kernels.lora_forward_bf16(X, W0, A, B, 1.0, device="cpu")
+    with pytest.raises(ValueError, match=r"version must be one of \('v1', 'v2'\), got 'v3'"):
+        kernels.lora_forward_bf16(X, W0, A, B, 1.0, device="emu", version="v3")
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_v2_traps_when_launched_with_too_little_dynamic_shared_memory(backward, monkeypatch):
+    """v2's shared memory is sized at launch (kernels._bf16_gemm); one stage less than lora_bf16.cu lays out
+    and the kernel stops with a trap instead of writing past the end."""
+    from minilora.emulator import KernelFault
+    name, cfg, smem = kernels._bf16_gemm("v2", backward)
+    assert smem > 48 * 1024 and name.endswith("_v2")  # over the static limit: why v2 is dynamic
+    stage = (smem - 1) // cfg["STAGES"] + 1
+    real = kernels._bf16_gemm
+    def one_stage_short(version, backward):
+        name, cfg, smem = real(version, backward)
+        return name, cfg, smem - stage
+    monkeypatch.setattr(kernels, "_bf16_gemm", one_stage_short)
+    (X, W0, A, B, dY, U), (Xb, Wb, dYb) = lora_bf16_backward_case(1, 20, 24, 16, 2)
+    with pytest.raises(KernelFault, match="__trap"):
+        if backward:
+            kernels.lora_backward_bf16(dYb, Xb, Wb, A, B, U, 1.0, device="emu", need_dA=False, need_dB=False)
+        else:
+            kernels.lora_forward_bf16(Xb, Wb, A, B, 1.0, device="emu")
 
 
 def test_ldmatrix_trans_delivers_each_quadrant_transposed(warp_mma):
@@ -198,13 +223,14 @@ def bf16_backward_references(X, W0, A, B, dY, U, s):
     return exact, scales
 
 
+@pytest.mark.parametrize("version", kernels.BF16_VERSIONS)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("M,N,K,r", BF16_BWD_SHAPES)
-def test_lora_backward_bf16_against_fp32_references(device, M, N, K, r):
+def test_lora_backward_bf16_against_fp32_references(device, M, N, K, r, version):
     (X, W0, A, B, dY, U), (Xb, Wb, dYb) = lora_bf16_backward_case(M * 11 + r, M, N, K, r)
     s = 0.5
     with kernels.checking(poison=True):  # every element of dX, dA, dB must be written
-        got = kernels.lora_backward_bf16(*on_device(device, dYb, Xb, Wb, A, B, U), s, device=device)
+        got = kernels.lora_backward_bf16(*on_device(device, dYb, Xb, Wb, A, B, U), s, device=device, version=version)
     got = dict(zip(("dX", "dA", "dB"), (a.get() if hasattr(a, "get") else a for a in got)))
     assert got["dX"].shape == (M, K) and got["dA"].shape == (r, K) and got["dB"].shape == (N, r)
     assert all(g.dtype == np.float32 for g in got.values())
@@ -223,23 +249,25 @@ def test_lora_backward_bf16_against_fp32_references(device, M, N, K, r):
         assert rel < 2e-2, (name, rel)
 
 
+@pytest.mark.parametrize("version", kernels.BF16_VERSIONS)
 @pytest.mark.parametrize("M,N,K,r", [(130, 136, 72, 17), (37, 45, 50, 3)])  # cp.async path; plain loads
-def test_lora_backward_bf16_race_check_sanitizer_and_the_test_can_fail(M, N, K, r):
+def test_lora_backward_bf16_race_check_sanitizer_and_the_test_can_fail(M, N, K, r, version):
     (X, W0, A, B, dY, U), (Xb, Wb, dYb) = lora_bf16_backward_case(7, M, N, K, r)
     with kernels.checking(poison=True, check_races=True, sanitize=True):  # races, out-of-bounds accesses
-        dX, dA, dB = kernels.lora_backward_bf16(dYb, Xb, Wb, A, B, U, 2.0, device="emu", split_m=3)
+        dX, dA, dB = kernels.lora_backward_bf16(dYb, Xb, Wb, A, B, U, 2.0, device="emu", split_m=3, version=version)
     exact, scales = bf16_backward_references(bf16_value(Xb), bf16_value(Wb), A, B, bf16_value(dYb), U, 2.0)
     for name, g in (("dX", dX), ("dA", dA), ("dB", dB)):
         assert (np.abs(g - exact[name]) <= 1e-5 * scales[name] + 1e-30).all(), name
     # deterministic: partial sums reduced in a fixed order, no float atomics
-    again = kernels.lora_backward_bf16(dYb, Xb, Wb, A, B, U, 2.0, device="emu", split_m=3)
+    again = kernels.lora_backward_bf16(dYb, Xb, Wb, A, B, U, 2.0, device="emu", split_m=3, version=version)
     assert all(a.tobytes() == b.tobytes() for a, b in zip((dX, dA, dB), again))
     # one bf16 ulp in one element of dY moves that row of dX (and only it) and that row of dB
     dYb2 = dYb.copy()
     dYb2[M - 1, N - 2] ^= 1
-    dX2, _, dB2 = kernels.lora_backward_bf16(dYb2, Xb, Wb, A, B, U, 2.0, device="emu")
+    dX2, _, dB2 = kernels.lora_backward_bf16(dYb2, Xb, Wb, A, B, U, 2.0, device="emu", version=version)
     assert not np.array_equal(dX2[M - 1], dX[M - 1]) and np.array_equal(dX2[:M - 1], dX[:M - 1])
-    assert not np.array_equal(dB2[N - 2], dB[N - 2]) and np.array_equal(np.delete(dB2, N - 2, 0), np.delete(dB, N - 2, 0))
+    assert not np.array_equal(dB2[N - 2], dB[N - 2])
+    assert np.array_equal(np.delete(dB2, N - 2, 0), np.delete(dB, N - 2, 0))
 
 
 def test_lora_backward_bf16_computes_only_what_is_asked():
@@ -288,11 +316,13 @@ def test_bf16_kernels_pass_the_shared_memory_racecheck(monkeypatch):
         return real_call(self, grid, block, args, shared_mem, racecheck=True, **kw)
 
     monkeypatch.setattr(emu.RawKernel, "__call__", with_racecheck)
-    for M, N, K, r in ((40, 136, 72, 17), (37, 45, 50, 3)):
-        (X, W0, A, B, dY, _), (Xb, Wb, dYb) = lora_bf16_backward_case(9, M, N, K, r)
-        Y, U = kernels.lora_forward_bf16(Xb, Wb, A, B, 0.5, device="emu")
-        dX, dA, dB = kernels.lora_backward_bf16(dYb, Xb, Wb, A, B, U, 0.5, device="emu", split_m=2)
-        exact, scales = bf16_backward_references(bf16_value(Xb), bf16_value(Wb), A, B, bf16_value(dYb), U, 0.5)
-        assert (np.abs(dX - exact["dX"]) <= 1e-5 * scales["dX"]).all()
-    assert {"lora_bf16_fwd_u", "lora_bf16_fwd_y", "lora_bf16_bwd_dy", "lora_bf16_bwd_dx", "lora_bf16_bwd_da",
-            "lora_reduce_partials"} <= set(launched)
+    for version in kernels.BF16_VERSIONS:
+        for M, N, K, r in ((40, 136, 136, 17), (37, 45, 50, 3)):
+            (X, W0, A, B, dY, _), (Xb, Wb, dYb) = lora_bf16_backward_case(9, M, N, K, r)
+            Y, U = kernels.lora_forward_bf16(Xb, Wb, A, B, 0.5, device="emu", version=version)
+            dX, dA, dB = kernels.lora_backward_bf16(dYb, Xb, Wb, A, B, U, 0.5, device="emu", split_m=2,
+                                                    version=version)
+            exact, scales = bf16_backward_references(bf16_value(Xb), bf16_value(Wb), A, B, bf16_value(dYb), U, 0.5)
+            assert (np.abs(dX - exact["dX"]) <= 1e-5 * scales["dX"]).all()
+    assert {"lora_bf16_fwd_u", "lora_bf16_fwd_y", "lora_bf16_fwd_y_v2", "lora_bf16_bwd_dy", "lora_bf16_bwd_dx",
+            "lora_bf16_bwd_dx_v2", "lora_bf16_bwd_da", "lora_reduce_partials"} <= set(launched)

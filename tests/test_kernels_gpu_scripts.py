@@ -83,11 +83,12 @@ def test_gpu_lora_runs_end_to_end_with_a_numpy_stand_in_for_cupy(tmp_path):
     text = out.read_text()
     for title in ("## LoRA forward", "## LoRA forward + backward", "## BGMV", "## AdamW"):
         assert title in text, title
-    for row in ("fused v6", "fused v7", "unfused", "base GEMM", "fused bf16 (mma.sync, lora_bf16.cu)",
+    for row in ("fused v6", "fused v7", "unfused", "base GEMM", "fused bf16 (mma.sync, lora_bf16.cu) v2",
                 "fused, resident tables"):
         assert f"| {row}" in text, row
     assert "cuBLAS bf16 base GEMM (goal <= 1.35x)" in text and "cuBLAS bf16 base GEMMs (goal <= 1.35x)" in text
-    assert text.count("| fused bf16 (mma.sync, lora_bf16.cu)") == 2  # forward, and forward + backward
+    for version in ("v1", "v2"):  # both tensor-core versions, forward and forward + backward
+        assert text.count(f"| fused bf16 (mma.sync, lora_bf16.cu) {version}") == 2, version
     assert "| fused v8" in text and "fastest fused fp32 version" in text
     # the sweep's choice: in the format pick_version reads, one winner per pass for the rank measured (r = 16)
     from minilora import kernels
