@@ -25,7 +25,8 @@ warning), ``top_k=50`` and ``top_p=1.0`` when sampling, ``repetition_penalty``, 
 and a ``streamer`` (``TextStreamer`` prints the text as it is generated). So are its refusals:
 ``max_new_tokens`` < 1, or a ``max_length`` the prompt already fills, is a ValueError (nothing to
 generate is a mistake, not an empty answer), and sampling options given to greedy decoding are
-warned about (they would change nothing).
+warned about (they would change nothing). A model may bring its own defaults, from its folder's
+``generation_config.json`` (``model.generation_config``): they apply to every option a call leaves out.
 """
 import os
 import warnings
