@@ -326,3 +326,25 @@ def test_bf16_kernels_pass_the_shared_memory_racecheck(monkeypatch):
             assert (np.abs(dX - exact["dX"]) <= 1e-5 * scales["dX"]).all()
     assert {"lora_bf16_fwd_u", "lora_bf16_fwd_y", "lora_bf16_fwd_y_v2", "lora_bf16_bwd_dy", "lora_bf16_bwd_dx",
             "lora_bf16_bwd_dx_v2", "lora_bf16_bwd_da", "lora_reduce_partials"} <= set(launched)
+
+
+def test_cuda_launch_opts_in_to_dynamic_shared_memory_over_48_kb(monkeypatch):
+    """On `cuda`, a launch with over 48 KB of dynamic shared memory first raises the kernel's
+    max_dynamic_shared_size_bytes (CuPy's RawKernel attribute for cudaFuncAttributeMaxDynamicSharedMemorySize),
+    once, then passes shared_mem: without the opt-in the GPU refuses the launch. (A stand-in kernel: no GPU here.)"""
+    calls = []
+
+    class FakeKernel:
+        max_dynamic_shared_size_bytes = 0
+
+        def __call__(self, grid, block, args, shared_mem=0):
+            calls.append((grid, block, shared_mem, self.max_dynamic_shared_size_bytes))
+
+    kernel = FakeKernel()
+    monkeypatch.setattr(kernels, "_module", lambda dev, filename, sanitize=False: type("M", (), {
+        "get_function": staticmethod(lambda name: kernel)})())
+    cuda = type("Dev", (), {"name": "cuda"})()
+    _, _, smem = kernels._bf16_gemm("v2", backward=False)
+    kernels._launch(cuda, "lora_bf16.cu", "lora_bf16_fwd_y_v2", (2, 3), 256, (), smem)
+    kernels._launch(cuda, "lora_bf16.cu", "lora_bf16_fwd_u", (4,), 256, ())
+    assert calls == [((2, 3), (256,), smem, smem), ((4,), (256,), 0, smem)]
