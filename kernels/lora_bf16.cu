@@ -104,8 +104,8 @@ lora_bf16_fwd_u(const unsigned short* __restrict__ X, const float* __restrict__ 
 // ---- the tensor-core GEMM tile, shared by the forward's Y and the backward's dX -------------------------
 // acc (this warp's WM x WN outputs) = sum over l < L of Aop(m, l) Bop(l, n) for the BM x BN tile at (m0, n0),
 // Aop k-contiguous ([M, L] row-major: X in the forward, dY in the backward) and Bop either
-//   * n-major, [Nout, L] row-major (the forward's W0: its rows are mma's "col" operand, B^T) -- Bf16StageNT;
-//   * k-major, [L, Nout] row-major (the backward's W0, N being the reduction of dX = dY W0) -- Bf16StageNN,
+//   * n-major, [Nout, L] row-major (the forward's W0: its rows are mma's "col" operand, B^T) -- BF16StageNT;
+//   * k-major, [L, Nout] row-major (the backward's W0, N being the reduction of dX = dY W0) -- BF16StageNN,
 //     whose fragments come from ldmatrix's .trans form, so W0 needs no transposed copy.
 using BF16Y = config::lora_bf16_y_v1;  // the tile shape of every version (v2 changes only STAGES)
 static_assert(config::lora_bf16_y_v2::BM == BF16Y::BM && config::lora_bf16_y_v2::BN == BF16Y::BN &&
