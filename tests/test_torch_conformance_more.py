@@ -616,23 +616,29 @@ ATTENTION_CASES = [
     ("need_weights=False", {"bias": False}, {"need_weights": False}, "self"),
     ("is_causal hint", {}, {"attn_mask": np.triu(np.ones((4, 4), dtype=bool), 1), "is_causal": True}, "self"),
     ("unbatched", {}, {"key_padding_mask": PAD[0]}, "unbatched"),
+    ("kdim/vdim: separate projections", {"kdim": 5, "vdim": 3, "batch_first": True},
+     {"key_padding_mask": PAD}, "cross"),
 ]
 
 
-def _attention_inputs(kind, batch_first):
+def _attention_inputs(kind, batch_first, kdim=8, vdim=8):
     query = RNG.standard_normal((2, 4, 8))
-    memory = query if kind == "self" else RNG.standard_normal((2, 5, 8))
+    if kind == "self":
+        key = value = query
+    else:
+        key, value = RNG.standard_normal((2, 5, kdim)), RNG.standard_normal((2, 5, vdim))
     if kind == "unbatched":
-        return query[0], memory[0], memory[0]
+        return query[0], key[0], value[0]
     if not batch_first:
-        query, memory = query.transpose(1, 0, 2), memory.transpose(1, 0, 2)
-    return query, memory, memory
+        query, key, value = (a.transpose(1, 0, 2) for a in (query, key, value))
+    return query, key, value
 
 
 @pytest.mark.parametrize("name,options,call,kind", ATTENTION_CASES, ids=[c[0] for c in ATTENTION_CASES])
 def test_multihead_attention_matches_torch(name, options, call, kind):
     theirs, ours = _twin_attention(**options)
-    arrays = _attention_inputs(kind, options.get("batch_first", False))
+    arrays = _attention_inputs(kind, options.get("batch_first", False), options.get("kdim", 8),
+                               options.get("vdim", 8))
     outputs, grads = [], []
     for lib, module in ((torch, theirs), (ml, ours)):
         inputs = [_to_lib(lib, a, grad=True) for a in arrays]
@@ -671,13 +677,15 @@ def test_multihead_attention_parameters_are_torchs():
     fresh = ml.nn.MultiheadAttention(8, 2, bias=False)
     assert fresh.in_proj_bias is None and fresh.out_proj.bias is None
     assert sorted(dict(fresh.named_parameters())) == ["in_proj_weight", "out_proj.weight"]
+    theirs, ours = _twin_attention(kdim=5, vdim=3)
+    assert [(k, tuple(v.shape)) for k, v in ours.state_dict().items()] == \
+        [(k, tuple(v.shape)) for k, v in theirs.state_dict().items()]
+    assert ours.in_proj_weight is None and tuple(ours.k_proj_weight.shape) == (8, 5)
 
 
 def test_multihead_attention_refuses_what_it_does_not_do():
     with pytest.raises(NotImplementedError, match="add_bias_kv"):
         ml.nn.MultiheadAttention(8, 2, add_bias_kv=True)
-    with pytest.raises(NotImplementedError, match="kdim"):
-        ml.nn.MultiheadAttention(8, 2, kdim=4)
     with pytest.raises(AssertionError):
         ml.nn.MultiheadAttention(8, 3)
     x = ml.randn(4, 2, 8)

@@ -376,7 +376,9 @@ class MultiheadAttention(Module):
 
     Parameters as torch's, so a torch ``state_dict`` loads unchanged: ``in_proj_weight``
     ``[3 E, E]`` holds the query, key and value projections stacked in that order (and
-    ``in_proj_bias`` ``[3 E]``), then ``out_proj.weight`` / ``out_proj.bias``. Inputs are
+    ``in_proj_bias`` ``[3 E]``), then ``out_proj.weight`` / ``out_proj.bias``; with keys or values
+    of another width (``kdim``/``vdim``) the three are ``q_proj_weight`` ``[E, E]``,
+    ``k_proj_weight`` ``[E, kdim]`` and ``v_proj_weight`` ``[E, vdim]`` instead. Inputs are
     ``[L, N, E]`` (``batch_first=True``: ``[N, L, E]``) or unbatched ``[L, E]``. Masks follow
     torch's convention, which is the *opposite* of ``scaled_dot_product_attention``'s: a boolean
     ``attn_mask`` ``[L, S]`` or ``[N * H, L, S]`` and ``key_padding_mask`` ``[N, S]`` mark with
@@ -390,23 +392,35 @@ class MultiheadAttention(Module):
         super().__init__()
         _refuse("MultiheadAttention", add_bias_kv=(add_bias_kv, False),
                 add_zero_attn=(add_zero_attn, False))
-        for name, dim in (("kdim", kdim), ("vdim", vdim)):
-            if dim is not None and dim != embed_dim:
-                raise NotImplementedError(f"MultiheadAttention: {name}={dim} other than embed_dim "
-                                          f"(separate q/k/v_proj_weight) is not supported by minilora")
         if embed_dim <= 0 or num_heads <= 0 or embed_dim % num_heads:
             raise AssertionError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
-        self.embed_dim, self.kdim, self.vdim = embed_dim, embed_dim, embed_dim
+        self.embed_dim = embed_dim
+        self.kdim = embed_dim if kdim is None else kdim
+        self.vdim = embed_dim if vdim is None else vdim
+        self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
         self.num_heads, self.head_dim = num_heads, embed_dim // num_heads
         self.dropout, self.batch_first = dropout, batch_first
-        self.in_proj_weight = _empty((3 * embed_dim, embed_dim), dtype, device)
+        if self._qkv_same_embed_dim:
+            self.in_proj_weight = _empty((3 * embed_dim, embed_dim), dtype, device)
+            for name in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                self.register_parameter(name, None)
+        else:
+            self.q_proj_weight = _empty((embed_dim, embed_dim), dtype, device)
+            self.k_proj_weight = _empty((embed_dim, self.kdim), dtype, device)
+            self.v_proj_weight = _empty((embed_dim, self.vdim), dtype, device)
+            self.register_parameter("in_proj_weight", None)
         self.register_parameter("in_proj_bias", _empty((3 * embed_dim,), dtype, device) if bias else None)
         self.out_proj = Linear(embed_dim, embed_dim, bias=bias, device=device, dtype=dtype)
         self._reset_parameters()
 
     def _reset_parameters(self):
-        """torch's: Xavier-uniform input projection, zero biases (``out_proj.weight`` keeps Linear's)."""
-        init.xavier_uniform_(self.in_proj_weight)
+        """torch's: Xavier-uniform input projection(s), zero biases (``out_proj.weight`` keeps
+        Linear's)."""
+        if self._qkv_same_embed_dim:
+            init.xavier_uniform_(self.in_proj_weight)
+        else:
+            for weight in (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight):
+                init.xavier_uniform_(weight)
         if self.in_proj_bias is not None:
             init.constant_(self.in_proj_bias, 0.0)
             init.constant_(self.out_proj.bias, 0.0)
@@ -441,10 +455,13 @@ class MultiheadAttention(Module):
         return out, (weights if batched else weights.squeeze(0))
 
     def _heads(self, x, which):
-        """Project ``x`` [N, T, E] with slice ``which`` (0 q, 1 k, 2 v) of the packed weights and
-        split it into heads: [N, H, T, D]."""
+        """Project ``x`` [N, T, width] with projection ``which`` (0 q, 1 k, 2 v: a slice of the
+        packed weights, or its own weight) and split it into heads: [N, H, T, D]."""
         e = self.embed_dim
-        weight = self.in_proj_weight[which * e:(which + 1) * e]
+        if self._qkv_same_embed_dim:
+            weight = self.in_proj_weight[which * e:(which + 1) * e]
+        else:
+            weight = (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)[which]
         bias = None if self.in_proj_bias is None else self.in_proj_bias[which * e:(which + 1) * e]
         n, t, _ = x.shape
         return F.linear(x, weight, bias).reshape(n, t, self.num_heads, self.head_dim).transpose(1, 2)
@@ -485,7 +502,7 @@ class MultiheadAttention(Module):
 
     def _as_float(self, mask):
         if mask.dtype == np.bool_:
-            return ops.masked_fill(mask.new_zeros(mask.shape, dtype=self.in_proj_weight.dtype),
+            return ops.masked_fill(mask.new_zeros(mask.shape, dtype=self.out_proj.weight.dtype),
                                    mask, float("-inf"))
         if mask.dtype.kind != "f":
             raise AssertionError(f"only bool and floating types of masks are supported, got {mask.dtype}")
