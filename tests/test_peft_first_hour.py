@@ -183,10 +183,23 @@ def test_signatures_follow_peft():
              (PeftModel.__init__, peft.PeftModel.__init__),
              (PeftModel.add_adapter, peft.PeftModel.add_adapter),
              (PeftModel.set_adapter, peft.PeftModel.set_adapter),
+             (LoraConfig.from_pretrained, peft.LoraConfig.from_pretrained),
              (ml.lora.get_peft_model_state_dict, peft.get_peft_model_state_dict),
              (ml.lora.set_peft_model_state_dict, peft.set_peft_model_state_dict)]
     for ours, theirs in pairs:
         assert names(ours) == names(theirs), ours.__qualname__
+
+
+def test_lora_config_save_and_from_pretrained_as_peft(tmp_path):
+    """LoraConfig.save_pretrained was missing and from_pretrained took no subfolder (PEFT has both)."""
+    peft = peft_or_skip()
+    ours = config(r=6, lora_dropout=0.1)
+    ours.save_pretrained(str(tmp_path / "ours"))
+    theirs = peft.LoraConfig.from_pretrained(str(tmp_path / "ours"))
+    assert (theirs.r, theirs.lora_alpha, theirs.lora_dropout, sorted(theirs.target_modules)) == (6, 8, 0.1, ["q_proj", "v_proj"])
+    peft.LoraConfig(r=3, target_modules=["k_proj"]).save_pretrained(str(tmp_path / "theirs" / "second"))
+    back = LoraConfig.from_pretrained(str(tmp_path / "theirs"), subfolder="second")
+    assert back.r == 3 and list(back.target_modules) == ["k_proj"]
 
 
 def test_state_dict_helpers_take_peft_arguments_and_refuse_what_they_do_not_do(tmp_path):

@@ -166,9 +166,16 @@ class _AdapterConfig:
         return cls(**{k: v for k, v in data.items() if k in own})
 
     @classmethod
-    def from_pretrained(cls, directory):
-        """Read ``directory/adapter_config.json``."""
-        return cls.from_dict(_read_json(directory))
+    def from_pretrained(cls, pretrained_model_name_or_path, subfolder=None):
+        """Read ``adapter_config.json`` from a folder (or its ``subfolder``, e.g. a second adapter's)."""
+        directory = os.fspath(pretrained_model_name_or_path)
+        return cls.from_dict(_read_json(os.path.join(directory, subfolder) if subfolder else directory))
+
+    def save_pretrained(self, save_directory):
+        """Write ``save_directory/adapter_config.json`` (PEFT's method; the folder is made if missing)."""
+        from ..checkpoint import save_json
+        os.makedirs(save_directory, exist_ok=True)
+        save_json(self.to_dict(), os.path.join(save_directory, CONFIG_NAME))
 
     def to_json_string(self):
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
