@@ -168,6 +168,13 @@ def test_stack_cache_is_never_used_with_gradients_on():
     with ml.no_grad():
         model(ids, adapter_names=["a", "b"])
     assert batch.stacks.builds == len(lora_layers(model))
+    weight = next(p for n, p in model.named_parameters() if "lora_B.a." in n)
+    with ml.no_grad():
+        before = model(ids, adapter_names=["a", "b"]).logits.numpy()
+        weight.mul_(3.0)  # an in-place change (an optimizer step would be one too): its stack is rebuilt
+        after = model(ids, adapter_names=["a", "b"]).logits.numpy()
+    assert batch.stacks.builds == len(lora_layers(model)) + 1
+    assert not np.allclose(before[0], after[0]) and np.allclose(before[1], after[1])  # row "b" unchanged
     batch.close()
     assert all(layer.stack_cache is None for layer in lora_layers(model))
 

@@ -352,8 +352,9 @@ class Linear(BaseTunerLayer):
 
         Stacking copies every adapter's weights, on every forward. A server, whose adapters change only
         when it loads or unloads one, sets ``stack_cache``: then ALL this layer's adapters are stacked
-        once and reused for as long as the same weight tensors are loaded (a load or delete rebuilds).
-        Only without gradients: training needs the stack in its graph and updates the weights in place."""
+        once and reused for as long as the same weight tensors are loaded, unchanged (a load, a delete or
+        an in-place change -- its version counter -- rebuilds). Only without gradients: a gradient needs
+        the stack in its graph."""
         cache = None if is_grad_enabled() else self.stack_cache
         names = sorted(self.lora_A) if cache is not None else \
             sorted({n for n in adapter_names if n in self.lora_A})  # adapters present in this layer
@@ -362,10 +363,13 @@ class Linear(BaseTunerLayer):
         if cache is None:
             return (names, *self._stack(names))
         weights = [w for n in names for w in (self.lora_A[n].weight, self.lora_B[n].weight)]
+        versions = [w._version for w in weights]
         entry = cache.get(self)
-        if entry is None or entry[0] != names or any(a is not b for a, b in zip(entry[1], weights)):
-            entry = cache[self] = (names, weights, *self._stack(names))
-        return entry[0], entry[2], entry[3]
+        same = entry is not None and entry[0] == names and entry[2] == versions and \
+            all(a is b for a, b in zip(entry[1], weights))
+        if not same:
+            entry = cache[self] = (names, weights, versions, *self._stack(names))
+        return entry[0], entry[3], entry[4]
 
     def _stack(self, names):
         r_max = max(self.r[n] for n in names)

@@ -75,8 +75,9 @@ def _options(body, allowed, default_max_tokens, defaults):
         raise EngineError(400, "stream must be true or false", "stream")
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     top_k = _number(body, "top_k", defaults["top_k"] or 0, -1, 2**31 - 1, integer=True)  # vLLM's: 0, -1 = all
-    return dict(max_tokens=_number({"max_tokens": max_tokens}, "max_tokens", defaults["max_tokens"] or default_max_tokens,
-                                   1, 1 << 20, integer=True),
+    max_tokens = _number({"max_tokens": max_tokens}, "max_tokens", defaults["max_tokens"] or default_max_tokens,
+                         1, 1 << 20, integer=True)
+    return dict(max_tokens=max_tokens,
                 temperature=_number(body, "temperature", defaults["temperature"], 0, 2),
                 top_p=_number(body, "top_p", defaults["top_p"], 1e-9, 1),
                 top_k=top_k if top_k > 0 else None,

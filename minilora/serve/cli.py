@@ -19,7 +19,8 @@ def add_cli_arguments(parser, name):
     where = ("a Llama folder (config.json + model.safetensors, and tokenizer.json if it has one); "
              "default: the base model shipped with minilora")
     parser.add_argument("model", nargs="?", default=None, metavar="MODEL", help=where + " (as `vllm serve MODEL`)")
-    parser.add_argument("--model", dest="model_option", default=None, metavar="MODEL", help="the same as MODEL (vLLM's --model)")
+    parser.add_argument("--model", dest="model_option", default=None, metavar="MODEL",
+                        help="the same as MODEL (vLLM's --model)")
     parser.add_argument("--base", default=None, metavar="MODEL", help="deprecated: the same as MODEL")
     parser.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR",
                         help="a LoRA adapter folder served as model NAME (repeat for more)")
