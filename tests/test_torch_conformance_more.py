@@ -314,6 +314,13 @@ CASES = [
         m.nn.TripletMarginLoss(swap=True)(a, b, c), m.nn.CosineEmbeddingLoss(0.2, reduction="none")(
             a, b, m.tensor([1, -1, 1]))), [X, Y, X[::-1].copy()]),
     ("nn.Unflatten", lambda m, x: m.nn.Unflatten(1, (2, 2))(x), [X]),
+    # ---- F.pad's other modes (negative amounts crop first, as torch)
+    ("F.pad reflect", lambda m, x: F(m).pad(x, (1, 2), mode="reflect"), [X]),
+    ("F.pad reflect 2-D", lambda m, x: F(m).pad(x, (1, 1, 2, 0), "reflect"), [X3]),
+    ("F.pad replicate", lambda m, x: F(m).pad(x, [1, 2, 0, 3], mode="replicate"), [X3]),
+    ("F.pad circular 3-D", lambda m, x: F(m).pad(x[None], (1, 1, 1, 1, 1, 0), mode="circular"), [X3]),
+    ("F.pad circular cropping", lambda m, x: F(m).pad(x, (2, -1, 1, 3), mode="circular"), [X3]),
+    ("F.pad reflect cropping", lambda m, x: F(m).pad(x, (-1, 2), mode="reflect"), [X]),
     # ---- nn modules
     ("nn.Softplus", lambda m, x: m.nn.Softplus(beta=2.0, threshold=3.0)(x), [SPREAD]),
     ("nn.LeakyReLU", lambda m, x: m.nn.LeakyReLU(0.1)(x), [SPREAD]),
@@ -486,6 +493,12 @@ ERRORS = [
     ("margin_ranking_loss ranks differ", lambda m: m.nn.functional.margin_ranking_loss(_t(m, X), _t(m, X), _t(m, V))),
     ("triplet ranks differ", lambda m: m.nn.functional.triplet_margin_loss(_t(m, X), _t(m, X), _t(m, V))),
     ("TripletMarginLoss margin 0", lambda m: m.nn.TripletMarginLoss(margin=0.0)),
+    ("pad reflect too wide", lambda m: m.nn.functional.pad(_t(m, X), (4, 0), mode="reflect")),
+    ("pad circular wraps twice", lambda m: m.nn.functional.pad(_t(m, X), (5, 0), mode="circular")),
+    ("pad reflect of 1-D", lambda m: m.nn.functional.pad(_t(m, V), (1, 1), mode="reflect")),
+    ("pad replicate 3 dims of 3-D", lambda m: m.nn.functional.pad(_t(m, X3), (1,) * 6, mode="replicate")),
+    ("pad reflect with a value", lambda m: m.nn.functional.pad(_t(m, X), (1, 1), mode="reflect", value=2.0)),
+    ("pad unknown mode", lambda m: m.nn.functional.pad(_t(m, X), (1, 1), mode="mirror")),
     ("glu of an odd dimension", lambda m: m.nn.functional.glu(_t(m, X3), 1)),
     ("glu of a scalar", lambda m: m.nn.functional.glu(m.tensor(1.0))),
     ("Hardtanh min above max", lambda m: m.nn.Hardtanh(2.0, 1.0)),

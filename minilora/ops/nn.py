@@ -966,17 +966,65 @@ def _pad_regions(shape, widths):
 
 def pad(input, pad, mode="constant", value=None):
     """PyTorch's ``F.pad``: ``pad`` lists (before, after) amounts from the LAST dimension backwards,
-    ``(left, right, top, bottom, ...)``. Only ``mode='constant'`` is implemented."""
-    if mode != "constant":
-        raise NotImplementedError(f"pad: mode={mode!r} is not supported by minilora (only 'constant')")
+    ``(left, right, top, bottom, ...)``; negative amounts crop. ``mode`` is 'constant' (``value``,
+    default 0), 'reflect' (mirrored about the edge element: ``[2, 1 | 0, 1, 2 | 1, 0]``),
+    'replicate' (the edge element repeated) or 'circular' (wrapped around)."""
+    if mode not in ("constant", "reflect", "replicate", "circular"):
+        raise NotImplementedError(f"Unrecognised padding mode {mode} (choose 'constant', 'reflect', "
+                                  f"'replicate' or 'circular')")
     pad = tuple(int(p) for p in pad)
     if len(pad) % 2 or len(pad) // 2 > input.ndim:
         raise ValueError(f"pad: padding length must be even and at most twice the number of dimensions "
                          f"({input.ndim}), got {len(pad)}")
+    if mode != "constant":
+        if value is not None and value != 0:
+            raise RuntimeError(f"Padding mode \"{mode}\" doesn't take in value argument")
+        return _pad_by_index(input, pad, mode)
     widths = [(0, 0)] * input.ndim
     for i in range(len(pad) // 2):  # pairs from the last dimension backwards
         widths[input.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
     return Pad.apply(input, widths=tuple(widths), value=0 if value is None else value)
+
+
+_PADDED_RANKS = {2: (2, 3), 4: (3, 4), 6: (4, 5)}  # torch's: (un)batched 1-D, 2-D and 3-D padding
+
+
+def _pad_by_index(input, pad, mode):
+    """Non-constant padding as a gather: each padded dimension is read at the positions its mode
+    gives (``index_select``, whose backward adds up the gradient of every copy, as torch's).
+    Negative amounts crop first; the modes then pad the cropped tensor (torch's order)."""
+    from .index import index_select
+    if input.ndim not in _PADDED_RANKS.get(len(pad), ()):
+        raise NotImplementedError(f"Padding size {len(pad)} is not supported for {input.ndim}D input "
+                                  f"tensor. Supported combinations for non-constant padding: 2D or 3D "
+                                  f"input with padding size 2, 3D or 4D with 4, 4D or 5D with 6")
+    for i in range(len(pad) // 2):
+        dim, before, after = input.ndim - 1 - i, pad[2 * i], pad[2 * i + 1]
+        size = input.shape[dim]
+        input = input.narrow(dim, max(-before, 0), size - max(-before, 0) - max(-after, 0))
+        before, after, size = max(before, 0), max(after, 0), input.shape[dim]
+        if mode == "reflect" and max(before, after) >= size:
+            raise RuntimeError(f"Padding size should be less than the corresponding input dimension, but "
+                               f"got: padding ({before}, {after}) at dimension {dim} of input "
+                               f"{list(input.shape)}")
+        if mode == "circular" and max(before, after) > size:
+            raise RuntimeError("Padding value causes wrapping around more than once.")
+        if mode == "replicate" and size == 0 and before + after:
+            raise RuntimeError(f"pad: cannot replicate an empty dimension {dim}")
+        positions = _padded_positions(mode, size, before, after)
+        input = index_select(input, dim, Tensor(positions, dtype=np.int64, device=input.device))
+    return input
+
+
+def _padded_positions(mode, size, before, after):
+    """Where each element of a padded dimension reads from, for ``before`` + ``size`` + ``after``."""
+    p = np.arange(-before, size + after)
+    if mode == "reflect":
+        p = np.abs(p)
+        return np.where(p >= size, 2 * (size - 1) - p, p)
+    if mode == "replicate":
+        return np.clip(p, 0, size - 1)
+    return p % size  # circular
 
 
 def one_hot(tensor, num_classes=-1):
