@@ -274,7 +274,7 @@ def test_adapter_saved_by_peft_loads_with_minilora_auto_class(tmp_path):
 # ==================================================================================================
 # autocast_adapter_dtype: float16 adapters become float32, as PEFT makes them
 # ==================================================================================================
-def peft_fp16_pair(autocast, tmp_path):
+def peft_fp16_pair(autocast, tmp_path, use_dora=False):
     """The same float16 model in transformers + PEFT and in minilora, with PEFT's adapter saved."""
     pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
@@ -288,7 +288,8 @@ def peft_fp16_pair(autocast, tmp_path):
     theirs = theirs.to(torch.float16)
     torch.manual_seed(1)
     theirs = peft.get_peft_model(theirs, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                         init_lora_weights=False), autocast_adapter_dtype=autocast)
+                                                         init_lora_weights=False, use_dora=use_dora),
+                                 autocast_adapter_dtype=autocast)
     theirs.save_pretrained(str(tmp_path / "adapter"))
     return theirs, ours, str(tmp_path / "adapter")
 
@@ -297,12 +298,13 @@ def adapter_dtypes(model):
     return {str(p.dtype).replace("torch.", "") for n, p in model.named_parameters() if "lora_" in n}
 
 
+@pytest.mark.parametrize("use_dora", [False, True], ids=["lora", "dora"])
 @pytest.mark.parametrize("autocast", [True, False])
-def test_autocast_adapter_dtype_as_peft_on_a_float16_model(autocast, tmp_path):
+def test_autocast_adapter_dtype_as_peft_on_a_float16_model(autocast, use_dora, tmp_path):
     """PEFT makes a float16 model's adapters float32 unless autocast_adapter_dtype=False; minilora used to
     accept the argument and keep float16 either way."""
     import torch
-    theirs, ours, folder = peft_fp16_pair(autocast, tmp_path)
+    theirs, ours, folder = peft_fp16_pair(autocast, tmp_path, use_dora)
     expected = {"float32"} if autocast else {"float16"}
     assert adapter_dtypes(theirs) == expected
     assert adapter_dtypes(get_peft_model(LlamaForCausalLM(LlamaConfig(**TINY), dtype="float16"), config(),

@@ -314,16 +314,21 @@ class Linear(BaseTunerLayer):
         """
         W0, bias = self.base_layer.weight, self.base_layer.bias
         A, B, s = self.lora_A[name].weight, self.lora_B[name].weight, self.scaling[name]
+        out_dtype = x.dtype
+        if A.dtype != x.dtype:  # a float32 adapter on a float16 base (autocast_adapter_dtype): compute
+            x, W0 = x.to(A.dtype), W0.to(A.dtype)  # in the adapter's dtype, as PEFT does, and cast back
+            bias = bias.to(A.dtype) if bias is not None else None
+            result = result.to(A.dtype) if result is not None else None
         norm = _row_norm(W0._array + s * self._BA(name))  # plain arrays: outside the graph
         mag_scale = self.lora_magnitude_vector[name].weight / norm  # [out], differentiable in m
         p = self._dropout_p(self.lora_dropout, name)
         if result is None and p == 0:
             h = mag_scale * ops.lora_linear(x, W0, A, B, s)
-            return h + bias if bias is not None else h
+            return (h + bias if bias is not None else h).to(out_dtype)
         # With dropout (PEFT's formula): h = result + (m/n - 1) W0 x' + (m/n) s B A x', x' = dropout(x)
-        base = result if result is not None else self.base_layer(x)
+        base = result if result is not None else ops.linear(x, W0, bias)
         xd = ops.dropout(x, p)
-        return base + mag_scale * ops.lora_linear(xd, W0, A, B, s) - ops.linear(xd, W0)
+        return (base + mag_scale * ops.lora_linear(xd, W0, A, B, s) - ops.linear(xd, W0)).to(out_dtype)
 
     def _mixed_batch_forward(self, x, adapter_names):
         """Per-sample adapters (BGMV, the idea behind Punica and S-LoRA): sample b uses ``adapter_names[b]``.
