@@ -321,6 +321,12 @@ CASES = [
     ("F.pad circular 3-D", lambda m, x: F(m).pad(x[None], (1, 1, 1, 1, 1, 0), mode="circular"), [X3]),
     ("F.pad circular cropping", lambda m, x: F(m).pad(x, (2, -1, 1, 3), mode="circular"), [X3]),
     ("F.pad reflect cropping", lambda m, x: F(m).pad(x, (-1, 2), mode="reflect"), [X]),
+    ("F.batch_norm(training=True)", lambda m, x, w, b: F(m).batch_norm(x, None, None, w, b, True), [X3, V[:3], V[1:]]),
+    ("F.batch_norm running stats", lambda m, x: F(m).batch_norm(x, m.tensor(V[:3]), m.tensor(np.abs(V[1:])), eps=1e-3),
+     [X3]),
+    ("F.group_norm", lambda m, x, w, b: F(m).group_norm(x, 1, w, b), [X3, V[:3], V[1:]]),
+    ("F.group_norm(num_groups=2)", lambda m, x: F(m).group_norm(x.reshape(1, 4, 6), num_groups=2, eps=0.1), [X3]),
+    ("nn.GroupNorm", lambda m, x: m.nn.GroupNorm(3, 3, dtype=m.float64)(x), [X3]),
     # ---- nn modules
     ("nn.Softplus", lambda m, x: m.nn.Softplus(beta=2.0, threshold=3.0)(x), [SPREAD]),
     ("nn.LeakyReLU", lambda m, x: m.nn.LeakyReLU(0.1)(x), [SPREAD]),
@@ -498,6 +504,8 @@ ERRORS = [
     ("pad reflect of 1-D", lambda m: m.nn.functional.pad(_t(m, V), (1, 1), mode="reflect")),
     ("pad replicate 3 dims of 3-D", lambda m: m.nn.functional.pad(_t(m, X3), (1,) * 6, mode="replicate")),
     ("pad reflect with a value", lambda m: m.nn.functional.pad(_t(m, X), (1, 1), mode="reflect", value=2.0)),
+    ("batch_norm stats that require grad", lambda m: m.nn.functional.batch_norm(
+        _t(m, X3), m.zeros(3, requires_grad=True), m.ones(3))),
     ("pad unknown mode", lambda m: m.nn.functional.pad(_t(m, X), (1, 1), mode="mirror")),
     ("glu of an odd dimension", lambda m: m.nn.functional.glu(_t(m, X3), 1)),
     ("glu of a scalar", lambda m: m.nn.functional.glu(m.tensor(1.0))),
@@ -715,6 +723,46 @@ def test_multihead_attention_dropout_only_in_training():
     assert (weights.numpy() == 0).any()  # dropped weights are returned, as in torch
 
 
+# ---- batch and group normalisation ----------------------------------------------------------------------
+@pytest.mark.parametrize("cls,shape", [("BatchNorm1d", (4, 3)), ("BatchNorm1d", (4, 3, 5)), ("BatchNorm2d", (2, 3, 4, 5))])
+@pytest.mark.parametrize("options", [{}, {"momentum": None}, {"affine": False, "momentum": 0.3},
+                                     {"track_running_stats": False}, {"bias": False}],
+                         ids=["defaults", "momentum=None", "no affine", "no running stats", "bias=False"])
+def test_batch_norm_module_matches_torch(cls, shape, options):
+    """Three training steps (running statistics updated each time) and one in eval: outputs, input
+    gradients, parameter gradients and every buffer as torch's; the state_dict keys are torch's."""
+    rng = np.random.default_rng(7)
+    theirs = getattr(torch.nn, cls)(3, dtype=torch.float64, **options)
+    ours = getattr(ml.nn, cls)(3, dtype=ml.float64, **options)
+    assert list(ours.state_dict()) == list(theirs.state_dict()) and repr(ours) == repr(theirs)
+    for step in range(4):
+        if step == 3:
+            theirs.eval()
+            ours.eval()
+        x, g = rng.standard_normal(shape) * 2 + 1, rng.standard_normal(shape)
+        tx, mx = torch.tensor(x, requires_grad=True), ml.tensor(x, requires_grad=True)
+        t_out, m_out = theirs(tx), ours(mx)
+        (t_out * torch.tensor(g)).sum().backward()
+        (m_out * ml.tensor(g)).sum().backward()
+        np.testing.assert_allclose(m_out.numpy(), t_out.detach().numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-12, atol=1e-12)
+    for name, value in theirs.state_dict().items():
+        np.testing.assert_allclose(ours.state_dict()[name].numpy(), value.numpy(), rtol=1e-12, atol=1e-13,
+                                   err_msg=name)
+    for (name, p), (_, q) in zip(theirs.named_parameters(), ours.named_parameters()):
+        np.testing.assert_allclose(q.grad.numpy(), p.grad.numpy(), rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+def test_batch_norm_errors_as_torch():
+    for lib in (torch, ml):
+        with pytest.raises(ValueError, match="more than 1 value per channel"):
+            lib.nn.BatchNorm1d(3)(lib.zeros(1, 3))
+        with pytest.raises(ValueError, match="expected 4D input"):
+            lib.nn.BatchNorm2d(3)(lib.zeros(2, 3))
+        with pytest.raises(ValueError, match="divisible by num_groups"):
+            lib.nn.GroupNorm(2, 3)
+
+
 # ---- ReduceLROnPlateau --------------------------------------------------------------------------------
 PLATEAU_METRICS = [1.0, 0.9, 0.95, 0.9, 0.91, 0.92, 0.93, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 0.49995,
                    0.49, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6]
@@ -901,7 +949,8 @@ def test_functional_and_modules_are_in_the_signature_checks():
     assert {"Softplus", "LeakyReLU", "SmoothL1Loss", "HuberLoss", "KLDivLoss", "CosineSimilarity",
             "MultiheadAttention", "ELU", "SELU", "CELU", "Hardtanh", "ReLU6", "Hardswish", "Hardsigmoid",
             "Mish", "LogSigmoid", "Softsign", "GLU", "Softmin", "LogSoftmax", "PairwiseDistance",
-            "MarginRankingLoss", "TripletMarginLoss", "CosineEmbeddingLoss", "Unflatten"} <= set(ml.nn.__all__)
+            "MarginRankingLoss", "TripletMarginLoss", "CosineEmbeddingLoss", "Unflatten", "BatchNorm1d",
+            "BatchNorm2d", "GroupNorm"} <= set(ml.nn.__all__)
     assert {"elu", "selu", "celu", "relu6", "hardtanh", "hardswish", "hardsigmoid", "logsigmoid", "mish",
             "softsign", "glu", "softmin"} <= set(ml.nn.functional.__all__)
     assert "ReduceLROnPlateau" in ml.optim.lr_scheduler.__all__

@@ -8,6 +8,7 @@ from .layers import (CELU, ELU, GLU, SELU, Hardsigmoid, Hardswish, Hardtanh, Log
                      LogSoftmax, Mish, ReLU6, Softmin, Softsign)
 from .layers import (CosineEmbeddingLoss, MarginRankingLoss, PairwiseDistance, TripletMarginLoss,  # noqa: F401
                      Unflatten)
+from .layers import BatchNorm1d, BatchNorm2d, GroupNorm  # noqa: F401
 from .layers import (GELU, CrossEntropyLoss, Dropout, Embedding, Identity, L1Loss, LayerNorm, Linear,
                      MSELoss, NLLLoss, ReLU, RMSNorm, Sigmoid, SiLU, Tanh)
 from .module import (IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, RemovableHandle,
@@ -20,4 +21,5 @@ __all__ = ["Module", "Parameter", "ModuleList", "ModuleDict", "Sequential", "Sta
            "Softplus", "LeakyReLU", "CosineSimilarity", "SmoothL1Loss", "HuberLoss", "KLDivLoss",
            "MultiheadAttention", "ELU", "CELU", "SELU", "Hardtanh", "ReLU6", "Hardswish", "Hardsigmoid",
            "Mish", "LogSigmoid", "Softsign", "GLU", "Softmin", "LogSoftmax", "PairwiseDistance",
-           "MarginRankingLoss", "TripletMarginLoss", "CosineEmbeddingLoss", "Unflatten"]
+           "MarginRankingLoss", "TripletMarginLoss", "CosineEmbeddingLoss", "Unflatten", "BatchNorm1d",
+           "BatchNorm2d", "GroupNorm"]

@@ -11,6 +11,7 @@ from ..ops.nn import binary_cross_entropy, binary_cross_entropy_with_logits  # n
 from ..ops.nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1_loss  # noqa: F401
 from ..ops.nn import (cosine_embedding_loss, margin_ranking_loss, pairwise_distance,  # noqa: F401
                       triplet_margin_loss)
+from ..ops.nn import batch_norm, group_norm  # noqa: F401
 from ..ops.nn import (_refuse, cross_entropy, dropout, embedding, l1_loss, layer_norm,  # noqa: F401
                       mse_loss, nll_loss, one_hot, pad, rms_norm, rotary_embedding,
                       scaled_dot_product_attention, swiglu)
@@ -23,7 +24,7 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
            "leaky_relu", "normalize", "cosine_similarity", "smooth_l1_loss", "huber_loss", "kl_div",
            "elu", "selu", "celu", "relu6", "hardtanh", "hardswish", "hardsigmoid", "logsigmoid",
            "mish", "softsign", "glu", "softmin", "pairwise_distance", "margin_ranking_loss",
-           "triplet_margin_loss", "cosine_embedding_loss"]
+           "triplet_margin_loss", "cosine_embedding_loss", "batch_norm", "group_norm"]
 
 
 def linear(input, weight, bias=None):

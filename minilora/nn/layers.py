@@ -20,7 +20,7 @@ __all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity",
            "LeakyReLU", "CosineSimilarity", "SmoothL1Loss", "HuberLoss", "KLDivLoss", "MultiheadAttention",
            "ELU", "CELU", "SELU", "Hardtanh", "ReLU6", "Hardswish", "Hardsigmoid", "Mish", "LogSigmoid",
            "Softsign", "GLU", "Softmin", "LogSoftmax", "PairwiseDistance", "MarginRankingLoss",
-           "TripletMarginLoss", "CosineEmbeddingLoss", "Unflatten"]
+           "TripletMarginLoss", "CosineEmbeddingLoss", "Unflatten", "BatchNorm1d", "BatchNorm2d", "GroupNorm"]
 
 
 def _empty(shape, dtype, device):
@@ -669,3 +669,93 @@ class Unflatten(Module):
 
     def extra_repr(self):
         return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
+
+
+# ---- batch and group normalisation --------------------------------------------------------------------
+class _BatchNorm(Module):
+    """torch's ``_BatchNorm``: per-channel ``weight``/``bias`` (``affine``; ``bias=False`` drops the
+    bias) and, with ``track_running_stats``, the buffers ``running_mean``, ``running_var`` and
+    ``num_batches_tracked`` under torch's names. Training normalises with the batch statistics
+    and updates the running ones (``momentum=None``: their cumulative average); eval uses them."""
+
+    _ranks = ()
+
+    def __init__(self, num_features, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True,
+                 device=None, dtype=None, *, bias=True):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        self.register_parameter("weight", _empty((num_features,), dtype, device) if affine else None)
+        self.register_parameter("bias", _empty((num_features,), dtype, device) if affine and bias else None)
+        if track_running_stats:
+            self.register_buffer("running_mean", _empty((num_features,), dtype, device).detach())
+            self.register_buffer("running_var", _empty((num_features,), dtype, device).detach())
+            self.register_buffer("num_batches_tracked", ops.tensor(0, device=device))
+        else:
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                self.register_buffer(name, None)
+        self.reset_parameters()
+
+    def reset_running_stats(self):
+        if self.track_running_stats:
+            self.running_mean.zero_()
+            self.running_var.fill_(1)
+            self.num_batches_tracked.zero_()
+
+    def reset_parameters(self):
+        self.reset_running_stats()
+        if self.weight is not None:
+            init.ones_(self.weight)
+        if self.bias is not None:
+            init.zeros_(self.bias)
+
+    def forward(self, input):
+        if input.ndim not in self._ranks:
+            raise ValueError(f"expected {' or '.join(f'{r}D' for r in self._ranks)} input (got "
+                             f"{input.ndim}D input)")
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # a cumulative moving average
+                factor = 1.0 / float(self.num_batches_tracked.item())
+        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        keep = not self.training or self.track_running_stats  # buffers updated only when tracked
+        return F.batch_norm(input, self.running_mean if keep else None, self.running_var if keep else None,
+                            self.weight, self.bias, use_batch_stats, factor, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"bias={self.bias is not None}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Over [N, C] or [N, C, L]."""
+    _ranks = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Over [N, C, H, W]."""
+    _ranks = (4,)
+
+
+class GroupNorm(Module):
+    def __init__(self, num_groups, num_channels, eps=1e-05, affine=True, device=None, dtype=None, *,
+                 bias=True):
+        super().__init__()
+        if num_channels % num_groups:
+            raise ValueError("num_channels must be divisible by num_groups")
+        self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
+        self.register_parameter("weight", _empty((num_channels,), dtype, device) if affine else None)
+        self.register_parameter("bias", _empty((num_channels,), dtype, device) if affine and bias else None)
+        if self.weight is not None:
+            init.ones_(self.weight)
+        if self.bias is not None:
+            init.zeros_(self.bias)
+
+    def forward(self, input):
+        return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
+                f"bias={self.bias is not None}")

@@ -17,7 +17,8 @@ __all__ = ["embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "bin
            "binary_cross_entropy_with_logits", "pad", "one_hot", "dropout", "rms_norm",
            "layer_norm", "rotary_embedding", "rotate_half", "scaled_dot_product_attention", "swiglu",
            "smooth_l1_loss", "huber_loss", "kl_div", "normalize", "cosine_similarity",
-           "pairwise_distance", "margin_ranking_loss", "triplet_margin_loss", "cosine_embedding_loss"]
+           "pairwise_distance", "margin_ranking_loss", "triplet_margin_loss", "cosine_embedding_loss",
+           "batch_norm", "group_norm"]
 
 
 class Embedding(Function):
@@ -1201,3 +1202,68 @@ def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, r
     zeros = cos.new_zeros(())
     loss = where(target == 1, 1 - cos, zeros) + where(target == -1, (cos - margin).clamp_min(0), zeros)
     return _reduced("cosine_embedding_loss", loss, reduction)
+
+
+# ---- batch and group normalisation ------------------------------------------------------------------
+def _per_channel(t, ndim):
+    """A [C] tensor shaped [1, C, 1, ...] to broadcast over an input of ``ndim`` dims."""
+    return t.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-05):
+    """PyTorch's ``F.batch_norm`` over an input [N, C, ...]: each channel normalised by the
+    statistics of the batch (``training``: the mean and biased variance over every dim but 1) or
+    by ``running_mean``/``running_var``; then ``* weight + bias``. In training, the running
+    statistics are updated in place as torch does: ``(1 - momentum) * old + momentum * new`` with
+    the *unbiased* batch variance."""
+    if input.ndim < 2:
+        raise ValueError(f"batch_norm: expected an input [N, C, ...], got shape {tuple(input.shape)}")
+    for name, stat in (("running_mean", running_mean), ("running_var", running_var)):
+        if stat is not None and stat.requires_grad:  # statistics, not parameters (torch's rule)
+            raise RuntimeError(f"batch_norm is not differentiable with respect to argument '{name}'. "
+                               f"This input cannot have requires_grad True.")
+    axes = (0,) + tuple(range(2, input.ndim))
+    if training:
+        count = input.numel() // input.shape[1]
+        if count == 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size "
+                             f"{list(input.shape)}")
+        mean = input.mean(axes, keepdim=True)
+        var = input.var(axes, keepdim=True, correction=0)
+        with no_grad():
+            if running_mean is not None:
+                running_mean.mul_(1 - momentum).add_(mean.reshape(-1) * momentum)
+            if running_var is not None:
+                running_var.mul_(1 - momentum).add_(var.reshape(-1) * (momentum * count / (count - 1)))
+    else:
+        if running_mean is None or running_var is None:
+            raise RuntimeError("batch_norm: running_mean and running_var are needed when not training")
+        mean, var = _per_channel(running_mean, input.ndim), _per_channel(running_var, input.ndim)
+    out = (input - mean) * (var + eps).rsqrt()
+    if weight is not None:
+        out = out * _per_channel(weight, input.ndim)
+    if bias is not None:
+        out = out + _per_channel(bias, input.ndim)
+    return out
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05):
+    """PyTorch's ``F.group_norm``: the channels of an input [N, C, ...] split into ``num_groups``
+    groups, each normalised by its own mean and biased variance (per sample), then ``* weight +
+    bias`` per channel."""
+    if input.ndim < 2:
+        raise RuntimeError(f"group_norm: expected an input [N, C, ...], got shape {tuple(input.shape)}")
+    n, c = input.shape[:2]
+    if c % num_groups:
+        raise RuntimeError(f"Expected number of channels in input to be divisible by num_groups, but "
+                           f"got input of shape {list(input.shape)} and num_groups={num_groups}")
+    grouped = input.reshape(n, num_groups, -1)
+    mean = grouped.mean(-1, keepdim=True)
+    var = grouped.var(-1, keepdim=True, correction=0)
+    out = ((grouped - mean) * (var + eps).rsqrt()).reshape(input.shape)
+    if weight is not None:
+        out = out * _per_channel(weight, input.ndim)
+    if bias is not None:
+        out = out + _per_channel(bias, input.ndim)
+    return out
