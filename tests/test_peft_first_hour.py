@@ -320,6 +320,34 @@ def test_autocast_adapter_dtype_as_peft_on_a_float16_model(autocast, use_dora, t
     np.testing.assert_allclose(got.astype(np.float32), want, atol=2e-2, rtol=2e-2)
 
 
+@pytest.mark.parametrize("kind", ["vera", "embedding", "adalora"])
+def test_autocast_adapter_dtype_for_every_adapter_kind_as_peft(kind):
+    """PEFT upcasts every tuner's float16 adapter tensors (VeRA's shared projections too); the layers
+    then compute the adapter's term in float32 and hand the base's dtype on."""
+    pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    peft = peft_or_skip()
+    import torch
+
+    from minilora.lora import AdaLoraConfig
+    make = {"vera": lambda lib: lib.VeraConfig(r=2, target_modules=["q_proj"]),
+            "embedding": lambda lib: lib.LoraConfig(r=2, target_modules=["embed_tokens", "q_proj"]),
+            "adalora": lambda lib: lib.AdaLoraConfig(r=2, target_modules=["q_proj"], total_step=10)}[kind]
+    lib = types.SimpleNamespace(VeraConfig=VeraConfig, LoraConfig=LoraConfig, AdaLoraConfig=AdaLoraConfig)
+
+    def dtypes(model):
+        adapter = [t for n, t in [*model.named_parameters(), *model.named_buffers()]
+                   if any(k in n for k in ("lora_", "vera_"))]
+        return sorted({str(t.dtype).replace("torch.", "") for t in adapter})
+    theirs = peft.get_peft_model(transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY)).to(torch.float16),
+                                 make(peft))
+    ours = get_peft_model(LlamaForCausalLM(LlamaConfig(**TINY), dtype="float16"), make(lib))
+    assert dtypes(ours) == dtypes(theirs) == ["float32"]
+    out = ours(IDS, labels=IDS)
+    out.loss.backward()
+    assert out.logits.dtype == np.float16 and all(p.grad is not None for p in ours.parameters() if p.requires_grad)
+
+
 def test_autocast_adapter_dtype_trains_float32_adapters_beside_float16_weights():
     model = get_peft_model(LlamaForCausalLM(LlamaConfig(**TINY), dtype="float16"), config())
     model.train()

@@ -132,9 +132,10 @@ class SVDLinear(BaseTunerLayer):
             if name not in self.lora_A:
                 continue
             p = self._dropout_p(self.lora_dropout, name)
-            xd = ops.dropout(x, p) if p > 0 else x
+            xd = (ops.dropout(x, p) if p > 0 else x).to(self.lora_A[name].dtype)  # float32 on a float16 base
             AE = self.lora_A[name] * self.lora_E[name]  # scale row i of A by the singular value E_i
-            result = result + ops.matmul(ops.matmul(xd, AE.T), self.lora_B[name].T) * self._factor(name)
+            update = ops.matmul(ops.matmul(xd, AE.T), self.lora_B[name].T) * self._factor(name)
+            result = result + update.to(result.dtype)  # back to the base's dtype, as PEFT
         return result
 
     def get_delta_weight(self, adapter_name):

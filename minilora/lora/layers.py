@@ -465,7 +465,8 @@ class Embedding(BaseTunerLayer):
         for name in self.active_adapters:
             if name in self.lora_embedding_A:  # A^T[x]: r numbers per token, pad rows as in the base
                 after_A = ops.embedding(ids, self.lora_embedding_A[name].T, padding_idx=self.base_layer.padding_idx)
-                result = result + after_A @ self.lora_embedding_B[name].T * self.scaling[name]
+                update = after_A @ self.lora_embedding_B[name].T * self.scaling[name]
+                result = result + update.to(result.dtype)  # float32 tables on a float16 base: back to its dtype
         return result
 
     def _mixed_batch_forward(self, ids, adapter_names):
@@ -560,8 +561,11 @@ class VeraLinear(BaseTunerLayer):
             if name not in self.vera_lambda_d:
                 continue
             A, B = self._projections(name)
-            xd = ops.dropout(x, self._dropout_p(self.vera_dropout, name))
-            result = result + self.vera_lambda_b[name] * ops.linear(self.vera_lambda_d[name] * ops.linear(xd, A), B)
+            dtype = self.vera_lambda_d[name].dtype  # float32 on a float16 base (autocast_adapter_dtype), as PEFT
+            xd = ops.dropout(x, self._dropout_p(self.vera_dropout, name)).to(dtype)
+            update = self.vera_lambda_b[name] * ops.linear(self.vera_lambda_d[name] * ops.linear(xd, A.to(dtype)),
+                                                           B.to(dtype))
+            result = result + update.to(result.dtype)
         return result
 
     def get_delta_weight(self, adapter_name):

@@ -721,6 +721,8 @@ def cast_adapter_dtype(tuner, adapter_name, autocast_adapter_dtype=True):
     if not autocast_adapter_dtype:
         return
     for module in tuner.modules():
+        if isinstance(module, BufferDict) and adapter_name in module and module[adapter_name].dtype == np.float16:
+            module[adapter_name] = module[adapter_name].float()  # VeRA's shared projections, as PEFT
         if not isinstance(module, BaseTunerLayer):
             continue
         for table_name in module.adapter_layer_names:  # lora_A.<adapter>.weight, vera_lambda_b.<adapter>, ...
