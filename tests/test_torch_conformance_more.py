@@ -40,6 +40,9 @@ SPREAD = np.array([[-3.0, -1.0, -0.2, 0.0], [0.3, 0.99, 1.0, 1.7], [2.5, -0.5, 2
 LOGP = np.log(np.array([[0.2, 0.3, 0.5, 0.0 + 1e-3], [0.25, 0.25, 0.25, 0.25], [0.7, 0.1, 0.1, 0.1]]))
 P = np.array([[0.1, 0.6, 0.3, 0.0], [0.4, 0.2, 0.2, 0.2], [0.25, 0.25, 0.25, 0.25]])
 ZERO_ROW = np.vstack([X[:2], np.zeros((1, 4))])
+IMG = RNG.standard_normal((2, 4, 7, 6))  # [N, C, H, W]
+KERNEL = RNG.standard_normal((6, 2, 3, 2))  # [O, C / groups (2), kh, kw]
+SEQ = RNG.standard_normal((2, 4, 9))  # [N, C, L]
 KINKS = np.array([-40.0, -4.0, -3.0, -1.0, -0.25, 0.0, 0.5, 1.0, 3.0, 6.0, 7.0, 30.0])  # every activation's corners
 
 
@@ -327,6 +330,29 @@ CASES = [
     ("F.group_norm", lambda m, x, w, b: F(m).group_norm(x, 1, w, b), [X3, V[:3], V[1:]]),
     ("F.group_norm(num_groups=2)", lambda m, x: F(m).group_norm(x.reshape(1, 4, 6), num_groups=2, eps=0.1), [X3]),
     ("nn.GroupNorm", lambda m, x: m.nn.GroupNorm(3, 3, dtype=m.float64)(x), [X3]),
+    # ---- convolution and pooling
+    ("F.conv2d", lambda m, x, w, b: F(m).conv2d(x, w.repeat(1, 2, 1, 1), b), [IMG, KERNEL, V[:2].repeat(3)]),
+    ("F.conv2d(stride, padding, dilation, groups)", lambda m, x, w: F(m).conv2d(x, w, None, (2, 1), (1, 2), (2, 1), 2),
+     [IMG, KERNEL]),
+    ("F.conv2d(padding='same', dilation=2)", lambda m, x, w: F(m).conv2d(x, w, padding="same", dilation=2, groups=2),
+     [IMG, KERNEL]),
+    ("F.conv2d unbatched, 'valid'", lambda m, x, w: F(m).conv2d(x[0], w, padding="valid", groups=2), [IMG, KERNEL]),
+    ("F.conv1d", lambda m, x, w: F(m).conv1d(x, w, stride=2, padding=1, dilation=2, groups=2), [SEQ, KERNEL[:4, :, 0]]),
+    ("F.conv1d(padding='same')", lambda m, x, w: F(m).conv1d(x, w.repeat(1, 2, 1), padding="same"), [SEQ, KERNEL[:3, :, 0]]),
+    ("F.max_pool2d", lambda m, x: F(m).max_pool2d(x, 2), [IMG]),
+    ("F.max_pool2d(3, 2, 1, 2, return_indices)", lambda m, x: F(m).max_pool2d(x, 3, 2, 1, 2, return_indices=True), [IMG]),
+    ("F.max_pool2d ties", lambda m, x: F(m).max_pool2d(x.round(), 2, stride=1, return_indices=True), [IMG]),
+    ("F.max_pool1d", lambda m, x: F(m).max_pool1d(x, 3, padding=1, return_indices=True), [SEQ]),
+    ("F.avg_pool2d", lambda m, x: F(m).avg_pool2d(x, 2), [IMG]),
+    ("F.avg_pool2d(count_include_pad=False)", lambda m, x: F(m).avg_pool2d(x, 3, 2, 1, count_include_pad=False), [IMG]),
+    ("F.avg_pool2d((3, 2), padding, divisor_override)", lambda m, x: (F(m).avg_pool2d(x, (3, 2), 1, (1, 1)),
+                                                               F(m).avg_pool2d(x, 2, divisor_override=3)), [IMG]),
+    ("F.avg_pool1d", lambda m, x: F(m).avg_pool1d(x, 3, 2, 1), [SEQ]),
+    ("F.adaptive_avg_pool2d", lambda m, x: (F(m).adaptive_avg_pool2d(x, (3, 4)), F(m).adaptive_avg_pool2d(x, 1),
+                                            F(m).adaptive_avg_pool2d(x, (None, 2))), [IMG]),
+    ("nn pooling modules", lambda m, x: (m.nn.MaxPool2d(2)(x), m.nn.MaxPool2d(3, 1, 1, return_indices=True)(x),
+                                         m.nn.AvgPool2d(3, stride=1, padding=1)(x), m.nn.AdaptiveAvgPool2d((2, 2))(x),
+                                         m.nn.MaxPool1d(2)(x[0]), m.nn.AvgPool1d(3, 2, 1)(x[0])), [IMG]),
     # ---- nn modules
     ("nn.Softplus", lambda m, x: m.nn.Softplus(beta=2.0, threshold=3.0)(x), [SPREAD]),
     ("nn.LeakyReLU", lambda m, x: m.nn.LeakyReLU(0.1)(x), [SPREAD]),
@@ -506,6 +532,14 @@ ERRORS = [
     ("pad reflect with a value", lambda m: m.nn.functional.pad(_t(m, X), (1, 1), mode="reflect", value=2.0)),
     ("batch_norm stats that require grad", lambda m: m.nn.functional.batch_norm(
         _t(m, X3), m.zeros(3, requires_grad=True), m.ones(3))),
+    ("conv2d channels do not match", lambda m: m.nn.functional.conv2d(_t(m, IMG), _t(m, KERNEL))),
+    ("conv2d kernel larger than input", lambda m: m.nn.functional.conv2d(_t(m, IMG[:, :, :2]), _t(m, KERNEL), groups=2)),
+    ("conv2d 'same' with stride", lambda m: m.nn.functional.conv2d(_t(m, IMG), _t(m, KERNEL), stride=2,
+                                                                   padding="same", groups=2)),
+    ("conv2d bad padding string", lambda m: m.nn.functional.conv2d(_t(m, IMG), _t(m, KERNEL), padding="full", groups=2)),
+    ("max_pool2d pad above half the kernel", lambda m: m.nn.functional.max_pool2d(_t(m, IMG), 2, padding=2)),
+    ("Conv2d in_channels not divisible by groups", lambda m: m.nn.Conv2d(3, 4, 3, groups=2)),
+    ("Conv2d bad padding_mode", lambda m: m.nn.Conv2d(3, 4, 3, padding_mode="mirror")),
     ("pad unknown mode", lambda m: m.nn.functional.pad(_t(m, X), (1, 1), mode="mirror")),
     ("glu of an odd dimension", lambda m: m.nn.functional.glu(_t(m, X3), 1)),
     ("glu of a scalar", lambda m: m.nn.functional.glu(m.tensor(1.0))),
@@ -584,6 +618,9 @@ GRAD_CHECKS = [
     ("kthvalue/cummax", lambda x: x.kthvalue(2, 0).values.sum() + x.cummax(1).values + x.cummin(0).values, [X]),
     ("cross", lambda a, b: ml.cross(a, b, dim=0), [X3[0, :, :], Y[:, :4]]),
     ("einsum diagonal", lambda x, y: ml.einsum("iji,jk->jk", x, y), [X3[:, :, :2], Y]),
+    ("conv2d", lambda x, w: ml.nn.functional.conv2d(x, w, None, (2, 1), (1, 2), (2, 1), 2), [IMG[:1, :, :5, :5], KERNEL]),
+    ("max_pool2d", lambda x: ml.nn.functional.max_pool2d(x, 3, 2, 1), [IMG[:1]]),
+    ("avg_pool2d", lambda x: ml.nn.functional.avg_pool2d(x, 3, 2, 1, count_include_pad=False), [IMG[:1]]),
     ("baddbmm", lambda b, x, y: ml.baddbmm(b, x, y, beta=0.3, alpha=2.0), [X3[0, :, :3], X3, np.ascontiguousarray(X3.transpose(0, 2, 1))]),
 ]
 
@@ -721,6 +758,46 @@ def test_multihead_attention_dropout_only_in_training():
     ours.train()
     _, weights = ours(x, x, x, average_attn_weights=False)
     assert (weights.numpy() == 0).any()  # dropped weights are returned, as in torch
+
+
+# ---- convolution modules ------------------------------------------------------------------------------
+@pytest.mark.parametrize("cls,args,options", [
+    ("Conv2d", (3, 4, 3), {}),
+    ("Conv2d", (4, 6, (3, 2)), {"stride": 2, "padding": 1, "groups": 2, "bias": False}),
+    ("Conv2d", (3, 4, 3), {"padding": "same", "padding_mode": "reflect"}),
+    ("Conv2d", (3, 4, 3), {"padding": (1, 2), "padding_mode": "circular", "dilation": (2, 1)}),
+    ("Conv1d", (3, 4, 3), {"padding": "same", "padding_mode": "replicate"}),
+    ("Conv1d", (4, 2, 2), {"stride": 2, "groups": 2}),
+], ids=["plain", "strided grouped", "same reflect", "circular dilated", "1-D same replicate", "1-D grouped"])
+def test_conv_modules_load_torch_weights_and_match(cls, args, options):
+    theirs = getattr(torch.nn, cls)(*args, dtype=torch.float64, **options)
+    ours = getattr(ml.nn, cls)(*args, dtype=ml.float64, **options)
+    assert repr(ours) == repr(theirs)
+    assert [(k, tuple(v.shape)) for k, v in ours.state_dict().items()] == \
+        [(k, tuple(v.shape)) for k, v in theirs.state_dict().items()]
+    ours.load_state_dict({k: ml.tensor(v.detach().numpy()) for k, v in theirs.state_dict().items()})
+    x = RNG.standard_normal((2, args[0], 7, 6) if cls == "Conv2d" else (2, args[0], 9))
+    tx, mx = torch.tensor(x, requires_grad=True), ml.tensor(x, requires_grad=True)
+    t_out, m_out = theirs(tx), ours(mx)
+    t_out.pow(2).sum().backward()
+    m_out.pow(2).sum().backward()
+    np.testing.assert_allclose(m_out.numpy(), t_out.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-12, atol=1e-12)
+    for (name, p), (_, q) in zip(theirs.named_parameters(), ours.named_parameters()):
+        np.testing.assert_allclose(q.grad.numpy(), p.grad.numpy(), rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+def test_conv_init_is_torchs_distribution():
+    """Kaiming-uniform(a=sqrt(5)) weights and U(-1/sqrt(fan_in), 1/sqrt(fan_in)) biases."""
+    conv = ml.nn.Conv2d(8, 16, 3, groups=2)
+    bound = 1 / math.sqrt(4 * 9)
+    assert np.abs(conv.weight.numpy()).max() <= bound and np.abs(conv.bias.numpy()).max() <= bound
+    assert np.abs(conv.weight.numpy()).max() > 0.9 * bound
+
+
+def test_pool_refuses_ceil_mode_clearly():
+    with pytest.raises(NotImplementedError, match="ceil_mode"):
+        ml.nn.functional.max_pool2d(ml.tensor(IMG), 2, ceil_mode=True)
 
 
 # ---- batch and group normalisation ----------------------------------------------------------------------
@@ -950,7 +1027,8 @@ def test_functional_and_modules_are_in_the_signature_checks():
             "MultiheadAttention", "ELU", "SELU", "CELU", "Hardtanh", "ReLU6", "Hardswish", "Hardsigmoid",
             "Mish", "LogSigmoid", "Softsign", "GLU", "Softmin", "LogSoftmax", "PairwiseDistance",
             "MarginRankingLoss", "TripletMarginLoss", "CosineEmbeddingLoss", "Unflatten", "BatchNorm1d",
-            "BatchNorm2d", "GroupNorm"} <= set(ml.nn.__all__)
+            "BatchNorm2d", "GroupNorm", "Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d",
+            "AdaptiveAvgPool2d"} <= set(ml.nn.__all__)
     assert {"elu", "selu", "celu", "relu6", "hardtanh", "hardswish", "hardsigmoid", "logsigmoid", "mish",
             "softsign", "glu", "softmin"} <= set(ml.nn.functional.__all__)
     assert "ReduceLROnPlateau" in ml.optim.lr_scheduler.__all__

@@ -87,6 +87,16 @@ BUILTIN_SIGNATURES = {
     "logsigmoid": [("input", inspect.Parameter.empty)],
     "pairwise_distance": [("x1", inspect.Parameter.empty), ("x2", inspect.Parameter.empty), ("p", 2.0),
                           ("eps", 1e-6), ("keepdim", False)],
+    # (conv*/avg_pool* are builtins; max_pool* are boolean-dispatch wrappers taking *args, **kwargs)
+    **{name: [("input", inspect.Parameter.empty), ("weight", inspect.Parameter.empty), ("bias", None),
+              ("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1)] for name in ("conv1d", "conv2d")},
+    **{name: [("input", inspect.Parameter.empty), ("kernel_size", inspect.Parameter.empty), ("stride", None),
+              ("padding", 0), ("dilation", 1), ("ceil_mode", False), ("return_indices", False)]
+       for name in ("max_pool1d", "max_pool2d")},
+    "avg_pool1d": [("input", inspect.Parameter.empty), ("kernel_size", inspect.Parameter.empty), ("stride", None),
+                   ("padding", 0), ("ceil_mode", False), ("count_include_pad", True)],
+    "avg_pool2d": [("input", inspect.Parameter.empty), ("kernel_size", inspect.Parameter.empty), ("stride", None),
+                   ("padding", 0), ("ceil_mode", False), ("count_include_pad", True), ("divisor_override", None)],
 }
 MINILORA_ONLY = {"rotary_embedding", "swiglu"}  # no torch.nn.functional counterpart
 

@@ -9,6 +9,8 @@ from .layers import (CELU, ELU, GLU, SELU, Hardsigmoid, Hardswish, Hardtanh, Log
 from .layers import (CosineEmbeddingLoss, MarginRankingLoss, PairwiseDistance, TripletMarginLoss,  # noqa: F401
                      Unflatten)
 from .layers import BatchNorm1d, BatchNorm2d, GroupNorm  # noqa: F401
+from .layers import (AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, Conv1d, Conv2d, MaxPool1d,  # noqa: F401
+                     MaxPool2d)
 from .layers import (GELU, CrossEntropyLoss, Dropout, Embedding, Identity, L1Loss, LayerNorm, Linear,
                      MSELoss, NLLLoss, ReLU, RMSNorm, Sigmoid, SiLU, Tanh)
 from .module import (IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, RemovableHandle,
@@ -22,4 +24,5 @@ __all__ = ["Module", "Parameter", "ModuleList", "ModuleDict", "Sequential", "Sta
            "MultiheadAttention", "ELU", "CELU", "SELU", "Hardtanh", "ReLU6", "Hardswish", "Hardsigmoid",
            "Mish", "LogSigmoid", "Softsign", "GLU", "Softmin", "LogSoftmax", "PairwiseDistance",
            "MarginRankingLoss", "TripletMarginLoss", "CosineEmbeddingLoss", "Unflatten", "BatchNorm1d",
-           "BatchNorm2d", "GroupNorm"]
+           "BatchNorm2d", "GroupNorm", "Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d",
+           "AdaptiveAvgPool2d"]

@@ -12,6 +12,8 @@ from ..ops.nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1
 from ..ops.nn import (cosine_embedding_loss, margin_ranking_loss, pairwise_distance,  # noqa: F401
                       triplet_margin_loss)
 from ..ops.nn import batch_norm, group_norm  # noqa: F401
+from ..ops.conv import (adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d,  # noqa: F401
+                        max_pool1d, max_pool2d)
 from ..ops.nn import (_refuse, cross_entropy, dropout, embedding, l1_loss, layer_norm,  # noqa: F401
                       mse_loss, nll_loss, one_hot, pad, rms_norm, rotary_embedding,
                       scaled_dot_product_attention, swiglu)
@@ -24,7 +26,8 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
            "leaky_relu", "normalize", "cosine_similarity", "smooth_l1_loss", "huber_loss", "kl_div",
            "elu", "selu", "celu", "relu6", "hardtanh", "hardswish", "hardsigmoid", "logsigmoid",
            "mish", "softsign", "glu", "softmin", "pairwise_distance", "margin_ranking_loss",
-           "triplet_margin_loss", "cosine_embedding_loss", "batch_norm", "group_norm"]
+           "triplet_margin_loss", "cosine_embedding_loss", "batch_norm", "group_norm", "conv1d", "conv2d",
+           "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "adaptive_avg_pool2d"]
 
 
 def linear(input, weight, bias=None):

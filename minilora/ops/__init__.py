@@ -41,6 +41,8 @@ from .elementwise import (acos, acosh, arctan2, asin, asinh, atan, atan2, atanh,
 from .index import bucketize, cummax, cummin, kthvalue, searchsorted
 from .reduce import aminmax
 from .matmul import cross
+from .conv import (adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d, max_pool1d,
+                   max_pool2d)
 from .nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1_loss
 
 

@@ -1,0 +1,288 @@
+"""Convolution and pooling over images ``[N, C, H, W]`` (and sequences ``[N, C, L]``, as images of
+height 1): what the CNN tutorials call, with torch's arguments and numbers.
+
+One idea carries all of them: look at the input through *windows*. ``sliding_window_view`` gives,
+without copying, an array ``[N, C, H_out, W_out, kh, kw]`` whose last two axes are the patch each
+output position sees (``stride`` and ``dilation`` are steps through that view). Then
+
+* a convolution is one ``einsum`` of the windows with the kernel;
+* its input gradient puts each window's gradient back where the window came from: one strided
+  add per kernel offset ``(i, j)`` -- ``kh * kw`` small adds, however large the image;
+* max pooling picks each window's largest element (the first one, as torch); its gradient goes to
+  that element alone;
+* average pooling is a convolution with a constant kernel, one channel at a time (``groups=C``).
+"""
+import math
+
+import numpy as np
+
+from ..device import xp_of
+from ..tensor import Function, Tensor
+
+__all__ = ["conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
+           "adaptive_avg_pool2d"]
+
+
+def _pair(value, name):
+    """An int or a pair as ``(height, width)`` (torch accepts both)."""
+    if isinstance(value, int):
+        return value, value
+    if len(value) != 2:
+        raise RuntimeError(f"expected {name} to be a single integer value or a list of 2 values, got "
+                           f"{list(value)}")
+    return int(value[0]), int(value[1])
+
+
+def _out_size(size, kernel, stride, padding, dilation):
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _windows(xp, padded, kernel, stride, dilation):
+    """``[N, C, H_out, W_out, kh, kw]``: the patch under every output position (a view, no copy)."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+    view = xp.lib.stride_tricks.sliding_window_view(padded, span, axis=(2, 3))
+    return view[:, :, ::sh, ::sw, ::dh, ::dw]
+
+
+def _add_windows_back(xp, grad_windows, padded_shape, stride, dilation):
+    """The adjoint of ``_windows``: every window's gradient added back where it was read from."""
+    out = xp.zeros(padded_shape, dtype=grad_windows.dtype)
+    (sh, sw), (dh, dw) = stride, dilation
+    h_out, w_out, kh, kw = grad_windows.shape[2:]
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i * dh, i * dh + sh * (h_out - 1) + 1, sh)
+            cols = slice(j * dw, j * dw + sw * (w_out - 1) + 1, sw)
+            out[:, :, rows, cols] += grad_windows[..., i, j]
+    return out
+
+
+def _unpad(a, padding):
+    ph, pw = padding
+    return a[:, :, ph:a.shape[2] - ph, pw:a.shape[3] - pw]
+
+
+class Conv2d(Function):
+    """``out[n, o] = sum over c, i, j of x[n, c, h*s + i*d, w*s + j*d] * weight[o, c, i, j]``
+    (a cross-correlation, as every deep-learning "convolution"), with ``groups`` splitting the
+    channels into independent blocks. Zero ``padding`` is applied here; other padding modes are
+    ``F.pad`` before the call (``nn.Conv2d`` does that)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, stride, padding, dilation, groups):
+        xp = xp_of(x)
+        (ph, pw), g = padding, groups
+        padded = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
+        windows = _windows(xp, padded, weight.shape[2:], stride, dilation)
+        n, c, h_out, w_out, kh, kw = windows.shape
+        ctx.windows = windows.reshape(n, g, c // g, h_out, w_out, kh, kw)
+        ctx.weight = weight.reshape(g, -1, c // g, kh, kw)
+        ctx.geometry = (padded.shape, stride, dilation, padding)
+        out = xp.einsum("ngchwij,gocij->ngohw", ctx.windows, ctx.weight, optimize=True)
+        return out.reshape(n, -1, h_out, w_out)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, (nx, nw) = xp_of(g), ctx.needs_input_grad
+        n, groups = g.shape[0], ctx.weight.shape[0]
+        g = g.reshape(n, groups, -1, *g.shape[2:])  # [N, G, O/G, H_out, W_out]
+        gx = gw = None
+        if nw:
+            gw = xp.einsum("ngohw,ngchwij->gocij", g, ctx.windows, optimize=True)
+            gw = gw.reshape(-1, *gw.shape[2:])
+        if nx:
+            padded_shape, stride, dilation, padding = ctx.geometry
+            grad_windows = xp.einsum("ngohw,gocij->ngchwij", g, ctx.weight, optimize=True)
+            grad_windows = grad_windows.reshape(n, -1, *grad_windows.shape[3:])
+            gx = _unpad(_add_windows_back(xp, grad_windows, padded_shape, stride, dilation), padding)
+        return gx, gw
+
+
+def _conv_padding(padding, kernel, dilation, stride):
+    """torch's ``padding``: an int, a pair, 'valid' (none) or 'same' (the output keeps the input's
+    size; stride 1 only). 'same' may need one more element after than before: returned as
+    ``F.pad`` amounts ``(left, right, top, bottom)`` with symmetric padding 0, as torch does."""
+    if padding == "valid":
+        return (0, 0), None
+    if padding == "same":
+        if stride != (1, 1):
+            raise RuntimeError("padding='same' is not supported for strided convolutions")
+        totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
+        if all(t % 2 == 0 for t in totals):
+            return (totals[0] // 2, totals[1] // 2), None
+        (th, tw) = totals
+        return (0, 0), (tw // 2, tw - tw // 2, th // 2, th - th // 2)
+    if isinstance(padding, str):
+        raise RuntimeError(f"Invalid padding string: {padding!r} (choose 'valid' or 'same')")
+    return _pair(padding, "padding"), None
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """PyTorch's ``F.conv2d``: ``input`` [N, C, H, W] (or unbatched [C, H, W]) with ``weight``
+    [O, C / groups, kh, kw], plus ``bias`` [O]."""
+    from .nn import pad as pad_op
+    if input.ndim == 3:
+        return conv2d(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
+    if input.ndim != 4 or weight.ndim != 4:
+        raise RuntimeError(f"conv2d: expected a 3-D or 4-D input and a 4-D weight, got {tuple(input.shape)} "
+                           f"and {tuple(weight.shape)}")
+    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    channels = input.shape[1]
+    if channels % groups or weight.shape[0] % groups or weight.shape[1] * groups != channels:
+        raise RuntimeError(f"Given groups={groups}, weight of size {list(weight.shape)}, expected input"
+                           f"{list(input.shape)} to have {weight.shape[1] * groups} channels, but got "
+                           f"{channels} channels instead")
+    if input.dtype != weight.dtype:
+        raise RuntimeError(f"Input type ({input.dtype}) and weight type ({weight.dtype}) should be the same")
+    symmetric, extra = _conv_padding(padding, weight.shape[2:], dilation, stride)
+    if extra is not None:
+        input = pad_op(input, extra)
+    sizes = [_out_size(n, k, s, p, d) for n, k, s, p, d in
+             zip(input.shape[2:], weight.shape[2:], stride, symmetric, dilation)]
+    if min(sizes) <= 0:
+        raise RuntimeError(f"conv2d: the kernel {tuple(weight.shape[2:])} (dilated {dilation}) is larger "
+                           f"than the padded input {tuple(input.shape[2:])}")
+    out = Conv2d.apply(input, weight, stride=stride, padding=symmetric, dilation=dilation, groups=groups)
+    return out if bias is None else out + bias.reshape(1, -1, 1, 1)
+
+
+def _as_image(t):
+    """A 1-D signal [N, C, L] (or [C, L]) as an image of height 1."""
+    return t.unsqueeze(-2)
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """PyTorch's ``F.conv1d``: ``input`` [N, C, L] (or [C, L]) with ``weight`` [O, C / groups, k]:
+    ``conv2d`` on images of height 1."""
+    if not isinstance(padding, str):
+        padding = (0, padding if isinstance(padding, int) else padding[0])
+    one = lambda v: (1, v if isinstance(v, int) else v[0])  # noqa: E731
+    out = conv2d(_as_image(input), _as_image(weight), bias, one(stride), padding, one(dilation), groups)
+    return out.squeeze(-2)
+
+
+# ---- pooling ---------------------------------------------------------------------------------------
+def _window_maxima(xp, x, kernel, stride, padding, dilation):
+    """Each window's largest element: ``(values, choice)``, ``choice`` its place in the flattened
+    window (the first of equal ones, as torch; a NaN wins). The input is padded with -inf, so
+    padding never wins."""
+    (ph, pw) = padding
+    padded = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-xp.inf) if ph or pw else x
+    windows = _windows(xp, padded, kernel, stride, dilation)
+    flat = windows.reshape(*windows.shape[:4], -1)
+    nan = xp.isnan(flat)
+    choice = xp.where(nan.any(-1), nan.argmax(-1), flat.argmax(-1))
+    return xp.take_along_axis(flat, choice[..., None], -1)[..., 0], choice, padded.shape, windows.shape
+
+
+class MaxPool2d(Function):
+    """Max pooling; the gradient of each output goes to the element it was taken from."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding, dilation):
+        out, ctx.choice, padded_shape, window_shape = _window_maxima(xp_of(x), x, kernel, stride, padding,
+                                                                     dilation)
+        ctx.geometry = (padded_shape, kernel, stride, dilation, padding, window_shape)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = xp_of(g)
+        padded_shape, (kh, kw), stride, dilation, padding, window_shape = ctx.geometry
+        grad_windows = xp.zeros(window_shape[:4] + (kh * kw,), dtype=g.dtype)
+        xp.put_along_axis(grad_windows, ctx.choice[..., None], g[..., None], -1)
+        grad_windows = grad_windows.reshape(window_shape)
+        return _unpad(_add_windows_back(xp, grad_windows, padded_shape, stride, dilation), padding)
+
+
+def _pool_geometry(kernel_size, stride, padding, dilation, ceil_mode, fn):
+    """Kernel, stride (default: the kernel), padding and dilation as pairs, with torch's checks."""
+    if ceil_mode:
+        raise NotImplementedError(f"{fn}: ceil_mode=True is not supported by minilora")
+    kernel = _pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None or stride == [] else _pair(stride, "stride")
+    padding, dilation = _pair(padding, "padding"), _pair(dilation, "dilation")
+    if any(2 * p > k for p, k in zip(padding, kernel)):
+        raise RuntimeError(f"{fn}: pad should be at most half of effective kernel size, but got "
+                           f"pad={padding}, kernel_size={kernel}")
+    return kernel, stride, padding, dilation
+
+
+def _max_indices(input, kernel, stride, padding, dilation):
+    """torch's ``return_indices``: each maximum's position in its (unpadded) H * W plane."""
+    x = input.numpy()
+    _, choice, _, window_shape = _window_maxima(np, x, kernel, stride, padding, dilation)
+    (kh, kw), (sh, sw), (dh, dw), (ph, pw) = kernel, stride, dilation, padding
+    h_out, w_out = window_shape[2:4]
+    rows = np.arange(h_out)[:, None] * sh + (choice // kw) * dh - ph
+    cols = np.arange(w_out)[None, :] * sw + (choice % kw) * dw - pw
+    return Tensor((rows * x.shape[-1] + cols).astype(np.int64), dtype=np.int64, device=input.device)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """PyTorch's ``F.max_pool2d`` over [N, C, H, W] (or [C, H, W]); ``stride`` defaults to the
+    kernel size. ``return_indices=True`` also gives each maximum's flat index in its plane."""
+    if input.ndim == 3:
+        out = max_pool2d(input.unsqueeze(0), kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+        return tuple(t.squeeze(0) for t in out) if return_indices else out.squeeze(0)
+    kernel, stride, padding, dilation = _pool_geometry(kernel_size, stride, padding, dilation, ceil_mode,
+                                                       "max_pool2d")
+    out = MaxPool2d.apply(input, kernel=kernel, stride=stride, padding=padding, dilation=dilation)
+    if return_indices:
+        return out, _max_indices(input, kernel, stride, padding, dilation)
+    return out
+
+
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """PyTorch's ``F.max_pool1d`` over [N, C, L]: ``max_pool2d`` of height 1."""
+    one = lambda v: (1, v if isinstance(v, int) else v[0])  # noqa: E731
+    out = max_pool2d(_as_image(input), one(kernel_size), None if stride is None else one(stride),
+                     (0, padding if isinstance(padding, int) else padding[0]), one(dilation), ceil_mode,
+                     return_indices)
+    return tuple(t.squeeze(-2) for t in out) if return_indices else out.squeeze(-2)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """PyTorch's ``F.avg_pool2d``: each window's sum divided by its size (``count_include_pad=False``:
+    by its elements inside the input; ``divisor_override``: by that number). Computed as a
+    convolution of each channel with a kernel of ones."""
+    if input.ndim == 3:
+        return avg_pool2d(input.unsqueeze(0), kernel_size, stride, padding, ceil_mode, count_include_pad,
+                          divisor_override).squeeze(0)
+    kernel, stride, padding, _ = _pool_geometry(kernel_size, stride, padding, 1, ceil_mode, "avg_pool2d")
+    channels = input.shape[1]
+    ones = Tensor(np.ones((channels, 1) + kernel), dtype=input.dtype, device=input.device)
+    sums = conv2d(input, ones, None, stride, padding, 1, channels)
+    if divisor_override is not None:
+        return sums / divisor_override
+    if count_include_pad or padding == (0, 0):
+        return sums / (kernel[0] * kernel[1])
+    inside = Tensor(np.ones((1, 1) + tuple(input.shape[2:])), dtype=input.dtype, device=input.device)
+    counts = conv2d(inside, ones[:1], None, stride, padding)
+    return sums / counts
+
+
+def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    """PyTorch's ``F.avg_pool1d`` over [N, C, L]: ``avg_pool2d`` of height 1."""
+    one = lambda v: (1, v if isinstance(v, int) else v[0])  # noqa: E731
+    out = avg_pool2d(_as_image(input), one(kernel_size), None if stride is None else one(stride),
+                     (0, padding if isinstance(padding, int) else padding[0]), ceil_mode, count_include_pad)
+    return out.squeeze(-2)
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """PyTorch's ``F.adaptive_avg_pool2d``: output cell ``(i, j)`` averages rows
+    ``floor(i H / h_out)`` to ``ceil((i + 1) H / h_out)`` (and the same for columns), so any
+    input size maps to ``output_size``; ``None`` keeps that dimension."""
+    from .shape import stack
+    h, w = input.shape[-2:]
+    h_out, w_out = (output_size, output_size) if isinstance(output_size, int) else output_size
+    h_out, w_out = h if h_out is None else h_out, w if w_out is None else w_out
+    rows = [(i * h // h_out, math.ceil((i + 1) * h / h_out)) for i in range(h_out)]
+    cols = [(j * w // w_out, math.ceil((j + 1) * w / w_out)) for j in range(w_out)]
+    cells = [stack([input[..., r0:r1, c0:c1].mean((-2, -1)) for c0, c1 in cols], -1) for r0, r1 in rows]
+    return stack(cells, -2)
