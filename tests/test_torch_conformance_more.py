@@ -638,7 +638,9 @@ def test_new_ops_run_on_every_device(device):
         idx = ml.tensor([[1, 3], [0, 0], [2, 1]], device=dev)
         parts = [x.roll(1, 1), x.diagonal(1), x.cumprod(1), x.median(1).values, x.lerp(x * 2, 0.3),
                  x.index_select(1, ml.tensor([2, 0], device=dev)), x.scatter_add(1, idx, x[:, :2]),
-                 ml.nn.functional.softplus(x), ml.nn.functional.cosine_similarity(x, x.flip(0))]
+                 ml.nn.functional.softplus(x), ml.nn.functional.cosine_similarity(x, x.flip(0)),
+                 ml.nn.functional.conv2d(x[None, None], x[None, None, :2, :2], padding=1),
+                 ml.nn.functional.max_pool2d(x[None], 2, 1), ml.nn.functional.pad(x, (1, 2), mode="reflect")]
         loss = sum((p * p).sum() for p in parts)
         loss.backward()
         results.append((loss.item(), x.grad.cpu().numpy()))
