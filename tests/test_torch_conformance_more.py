@@ -802,6 +802,65 @@ def test_pool_refuses_ceil_mode_clearly():
         ml.nn.functional.max_pool2d(ml.tensor(IMG), 2, ceil_mode=True)
 
 
+# ---- recurrent layers -----------------------------------------------------------------------------------
+RNN_CASES = [
+    ({}, (5, 2, 3), False),
+    ({"num_layers": 2, "bidirectional": True, "batch_first": True}, (2, 5, 3), True),
+    ({"bias": False}, (5, 3), True),  # unbatched, with an initial state
+]
+
+
+@pytest.mark.parametrize("cls", ["RNN", "GRU", "LSTM"])
+@pytest.mark.parametrize("options,shape,with_state", RNN_CASES, ids=["plain", "2 layers bidirectional", "unbatched"])
+def test_recurrent_layers_load_torch_weights_and_match(cls, options, shape, with_state):
+    """Outputs, final states and the gradients of the input and of every weight, from torch's
+    state_dict (same names, same order)."""
+    rng = np.random.default_rng(3)
+    theirs = getattr(torch.nn, cls)(3, 4, dtype=torch.float64, **options)
+    ours = getattr(ml.nn, cls)(3, 4, dtype=ml.float64, **options)
+    assert list(ours.state_dict()) == list(theirs.state_dict()) and repr(ours) == repr(theirs)
+    ours.load_state_dict({k: ml.tensor(v.detach().numpy()) for k, v in theirs.state_dict().items()})
+    x = rng.standard_normal(shape)
+    t_args, m_args = [torch.tensor(x, requires_grad=True)], [ml.tensor(x, requires_grad=True)]
+    if with_state:
+        layers = (2 if options.get("bidirectional") else 1) * options.get("num_layers", 1)
+        batch = () if len(shape) == 2 else (shape[0] if options.get("batch_first") else shape[1],)
+        h, c = rng.standard_normal((layers,) + batch + (4,)), rng.standard_normal((layers,) + batch + (4,))
+        t_args.append((torch.tensor(h), torch.tensor(c)) if cls == "LSTM" else torch.tensor(h))
+        m_args.append((ml.tensor(h), ml.tensor(c)) if cls == "LSTM" else ml.tensor(h))
+    results = []
+    for module, args in ((theirs, t_args), (ours, m_args)):
+        out, state = module(*args)
+        states = state if isinstance(state, tuple) else (state,)
+        (out.pow(2).sum() + sum((s * s).sum() for s in states)).backward()
+        results.append([out.detach().numpy(), *(s.detach().numpy() for s in states), args[0].grad.numpy()]
+                       + [p.grad.numpy() for _, p in module.named_parameters()])
+    for t, m in zip(*results):
+        np.testing.assert_allclose(m, t, rtol=1e-12, atol=1e-12)
+
+
+def test_recurrent_layers_refuse_and_check_as_torch():
+    with pytest.raises(NotImplementedError, match="proj_size"):
+        ml.nn.LSTM(3, 4, proj_size=2)
+    for lib in (torch, ml):
+        with pytest.raises(ValueError, match="nonlinearity"):
+            lib.nn.RNN(3, 4, nonlinearity="sigmoid")
+        with pytest.raises(RuntimeError, match="hidden size"):
+            lib.nn.GRU(3, 4)(lib.zeros(5, 2, 3), lib.zeros(2, 2, 4))
+
+
+def test_recurrent_dropout_between_layers_only_in_training():
+    lstm = ml.nn.LSTM(3, 4, num_layers=2, dropout=0.5)
+    x = ml.randn(5, 2, 3)
+    lstm.eval()
+    assert np.array_equal(lstm(x)[0].numpy(), lstm(x)[0].numpy())
+    lstm.train()
+    ml.manual_seed(0)
+    first = lstm(x)[0].numpy()
+    ml.manual_seed(1)
+    assert not np.array_equal(first, lstm(x)[0].numpy())
+
+
 # ---- batch and group normalisation ----------------------------------------------------------------------
 @pytest.mark.parametrize("cls,shape", [("BatchNorm1d", (4, 3)), ("BatchNorm1d", (4, 3, 5)), ("BatchNorm2d", (2, 3, 4, 5))])
 @pytest.mark.parametrize("options", [{}, {"momentum": None}, {"affine": False, "momentum": 0.3},
@@ -1030,7 +1089,7 @@ def test_functional_and_modules_are_in_the_signature_checks():
             "Mish", "LogSigmoid", "Softsign", "GLU", "Softmin", "LogSoftmax", "PairwiseDistance",
             "MarginRankingLoss", "TripletMarginLoss", "CosineEmbeddingLoss", "Unflatten", "BatchNorm1d",
             "BatchNorm2d", "GroupNorm", "Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d",
-            "AdaptiveAvgPool2d"} <= set(ml.nn.__all__)
+            "AdaptiveAvgPool2d", "RNN", "LSTM", "GRU"} <= set(ml.nn.__all__)
     assert {"elu", "selu", "celu", "relu6", "hardtanh", "hardswish", "hardsigmoid", "logsigmoid", "mish",
             "softsign", "glu", "softmin"} <= set(ml.nn.functional.__all__)
     assert "ReduceLROnPlateau" in ml.optim.lr_scheduler.__all__

@@ -21,7 +21,8 @@ __all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity",
            "ELU", "CELU", "SELU", "Hardtanh", "ReLU6", "Hardswish", "Hardsigmoid", "Mish", "LogSigmoid",
            "Softsign", "GLU", "Softmin", "LogSoftmax", "PairwiseDistance", "MarginRankingLoss",
            "TripletMarginLoss", "CosineEmbeddingLoss", "Unflatten", "BatchNorm1d", "BatchNorm2d", "GroupNorm",
-           "Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool2d"]
+           "Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool2d",
+           "RNN", "LSTM", "GRU"]
 
 
 def _empty(shape, dtype, device):
@@ -914,3 +915,193 @@ class AdaptiveAvgPool2d(Module):
 
     def extra_repr(self):
         return f"output_size={self.output_size}"
+
+
+# ---- recurrent layers ----------------------------------------------------------------------------------
+class _RNNBase(Module):
+    """torch's ``RNNBase`` for ``RNN``, ``LSTM`` and ``GRU``: per layer and direction the weights
+    ``weight_ih_l{k}`` [gates * H, input], ``weight_hh_l{k}`` [gates * H, H] and the biases
+    ``bias_ih_l{k}``/``bias_hh_l{k}`` (``_reverse`` for the backward direction), all initialised
+    U(-1/sqrt(H), 1/sqrt(H)), in torch's order and layout, so a torch ``state_dict`` loads.
+
+    The loop over time is plain Python over differentiable ops; as torch does on the CPU, the input
+    projection of every time step is one ``linear`` before the loop, and each cell combines its
+    gates in the order torch's cell does (the same roundings). Inputs are ``[L, N, input]``
+    (``batch_first``: ``[N, L, input]``) or unbatched ``[L, input]``; ``dropout`` applies to
+    every layer's output but the last, in training."""
+
+    _gates = 1
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, device=None, dtype=None):
+        super().__init__()
+        if not 0 <= dropout <= 1 or isinstance(dropout, bool):
+            raise ValueError("dropout should be a number in range [0, 1] representing the probability of "
+                             "an element being zeroed")
+        if hidden_size <= 0 or num_layers <= 0:
+            raise ValueError("hidden_size and num_layers must be greater than zero")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
+        self.bidirectional = bidirectional
+        directions = 2 if bidirectional else 1
+        rows = self._gates * hidden_size
+        for layer in range(num_layers):
+            width = input_size if layer == 0 else hidden_size * directions
+            for suffix in ("", "_reverse")[:directions]:
+                setattr(self, f"weight_ih_l{layer}{suffix}", _empty((rows, width), dtype, device))
+                setattr(self, f"weight_hh_l{layer}{suffix}", _empty((rows, hidden_size), dtype, device))
+                if bias:
+                    setattr(self, f"bias_ih_l{layer}{suffix}", _empty((rows,), dtype, device))
+                    setattr(self, f"bias_hh_l{layer}{suffix}", _empty((rows,), dtype, device))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        bound = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
+        for weight in self.parameters():
+            init.uniform_(weight, -bound, bound)
+
+    def _weights(self, layer, suffix):
+        get = lambda name: getattr(self, f"{name}_l{layer}{suffix}", None)  # noqa: E731
+        return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
+
+    def _initial_state(self, input, hx, batch):
+        """``hx`` as a list with one entry per layer and direction (zeros when not given)."""
+        shape = (self.num_layers * (2 if self.bidirectional else 1), batch, self.hidden_size)
+        if hx is None:
+            return [input.new_zeros(shape[1:]) for _ in range(shape[0])]
+        if tuple(hx.shape) != shape:
+            raise RuntimeError(f"Expected hidden size {shape}, got {tuple(hx.shape)}")
+        return list(hx.unbind(0))
+
+    def forward(self, input, hx=None):
+        batched = input.ndim == 3
+        if input.ndim not in (2, 3):
+            raise ValueError(f"{type(self).__name__}: Expected input to be 2D or 3D, got {input.ndim}D instead")
+        if not batched:  # one sequence: a batch of one
+            input = input.unsqueeze(1)
+            hx = self._map_state(hx, lambda t: t.unsqueeze(1))
+        elif self.batch_first:
+            input = input.transpose(0, 1)
+        output, state = self._run(input, hx)
+        if not batched:
+            return output.squeeze(1), self._map_state(state, lambda t: t.squeeze(1))
+        return (output.transpose(0, 1) if self.batch_first else output), state
+
+    @staticmethod
+    def _map_state(state, fn):
+        return None if state is None else fn(state)
+
+    def _run(self, input, hx):
+        """The layers in turn over ``input`` [L, N, features]: ``(output, h_n)``."""
+        states = self._initial_state(input, hx, input.shape[1])
+        finals, directions = [], 2 if self.bidirectional else 1
+        for layer in range(self.num_layers):
+            outputs = []
+            for d, suffix in enumerate(("", "_reverse")[:directions]):
+                sequence, last = self._direction(input, states[layer * directions + d], layer, suffix, d == 1)
+                outputs.append(sequence)
+                finals.append(last)
+            input = outputs[0] if directions == 1 else ops.cat(outputs, -1)
+            if self.training and self.dropout > 0 and layer < self.num_layers - 1:
+                input = F.dropout(input, self.dropout)
+        return input, self._stack_states(finals)
+
+    @staticmethod
+    def _stack_states(finals):
+        return ops.stack(finals, 0)
+
+    def extra_repr(self):
+        text = f"{self.input_size}, {self.hidden_size}"
+        if getattr(self, "proj_size", 0):
+            text += f", proj_size={self.proj_size}"
+        for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False), ("dropout", 0),
+                              ("bidirectional", False)):
+            if getattr(self, name) != default:
+                text += f", {name}={getattr(self, name)}"
+        return text
+
+    def _direction(self, input, state, layer, suffix, reverse):
+        """One layer in one direction: the outputs [L, N, H] (in time order) and the last state."""
+        w_ih, w_hh, b_ih, b_hh = self._weights(layer, suffix)
+        projected = F.linear(input, w_ih, b_ih).unbind(0)  # every step's input projection at once
+        steps = range(len(projected) - 1, -1, -1) if reverse else range(len(projected))
+        outputs = [None] * len(projected)
+        for t in steps:
+            state = self._cell(projected[t], state, w_hh, b_hh)
+            outputs[t] = self._output(state)
+        return ops.stack(outputs, 0), state
+
+
+class RNN(_RNNBase):
+    """``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`` (``nonlinearity='relu'``: relu)."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, device=None, dtype=None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         device, dtype)
+        self.nonlinearity = nonlinearity
+
+    def _cell(self, projected, h, w_hh, b_hh):
+        pre = F.linear(h, w_hh, b_hh) + projected
+        return pre.tanh() if self.nonlinearity == "tanh" else pre.relu()
+
+    def _output(self, state):
+        return state
+
+
+class GRU(_RNNBase):
+    """Gates in torch's order r, z, n: ``r = s(..)``, ``z = s(..)``, ``n = tanh(W_in x + b_in +
+    r (W_hn h + b_hn))``, ``h' = (h - n) z + n`` (torch's form of ``(1 - z) n + z h``)."""
+
+    _gates = 3
+
+    def _cell(self, projected, h, w_hh, b_hh):
+        x_r, x_z, x_n = projected.chunk(3, -1)
+        h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, -1)
+        reset, update = (h_r + x_r).sigmoid(), (h_z + x_z).sigmoid()
+        new = (x_n + h_n * reset).tanh()
+        return (h - new) * update + new
+
+    def _output(self, state):
+        return state
+
+
+class LSTM(_RNNBase):
+    """Gates in torch's order i, f, g, o: ``c' = f c + i g``, ``h' = o tanh(c')``; ``hx`` and the
+    returned state are the pair ``(h, c)``. ``proj_size`` is not supported (it raises)."""
+
+    _gates = 4
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, proj_size=0, device=None, dtype=None):
+        _refuse("LSTM", proj_size=(proj_size, 0))
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         device, dtype)
+        self.proj_size = proj_size
+
+    def _initial_state(self, input, hx, batch):
+        if hx is None:
+            return [(h, h) for h in super()._initial_state(input, None, batch)]
+        h0, c0 = hx
+        return list(zip(super()._initial_state(input, h0, batch), super()._initial_state(input, c0, batch)))
+
+    @staticmethod
+    def _map_state(state, fn):
+        return None if state is None else tuple(fn(t) for t in state)
+
+    @staticmethod
+    def _stack_states(finals):
+        return ops.stack([h for h, _ in finals], 0), ops.stack([c for _, c in finals], 0)
+
+    def _cell(self, projected, state, w_hh, b_hh):
+        h, c = state
+        gates = F.linear(h, w_hh, b_hh) + projected
+        i, f, g, o = gates.chunk(4, -1)
+        i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+        c = f * c + i * g
+        return o * c.tanh(), c
+
+    def _output(self, state):
+        return state[0]
