@@ -861,6 +861,79 @@ def test_recurrent_dropout_between_layers_only_in_training():
     assert not np.array_equal(first, lstm(x)[0].numpy())
 
 
+# ---- transformer encoder ------------------------------------------------------------------------------
+def _twin_encoder(layer_options, encoder_options=None):
+    """torch's encoder layer (or a 2-layer encoder with a final LayerNorm) and minilora's, loaded
+    from torch's state_dict; dropout 0 so that training mode is deterministic."""
+    torch.manual_seed(0)
+    theirs = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, dtype=torch.float64, **layer_options)
+    ours = ml.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, dtype=ml.float64, **layer_options)
+    if encoder_options is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's (and our) note that nested tensors are off
+            theirs = torch.nn.TransformerEncoder(theirs, 2, torch.nn.LayerNorm(8, dtype=torch.float64),
+                                                 **encoder_options)
+            ours = ml.nn.TransformerEncoder(ours, 2, ml.nn.LayerNorm(8, dtype=ml.float64), **encoder_options)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    ours.load_state_dict({k: ml.tensor(v.detach().numpy()) for k, v in theirs.state_dict().items()})
+    return theirs, ours
+
+
+RIGHT_PADDED = np.array([[False] * 5, [False] * 3 + [True] * 2])
+CAUSAL_FLOAT = np.triu(np.full((5, 5), -np.inf), 1)
+ENCODER_CASES = [
+    ("layer, post-LN", {}, None, {}, "train"),
+    ("layer, gelu string, padding mask", {"batch_first": True, "activation": "gelu"}, None,
+     {"src_key_padding_mask": RIGHT_PADDED}, "eval"),
+    ("layer, pre-LN, causal mask", {"norm_first": True}, None, {"src_mask": CAUSAL_FLOAT}, "train"),
+    ("encoder, causal mask", {"batch_first": True}, {}, {"mask": CAUSAL_FLOAT}, "train"),
+    ("encoder, nested fast path (padding zeroed)", {"batch_first": True}, {}, {"src_key_padding_mask": RIGHT_PADDED},
+     "inference"),
+    ("encoder, eval with gradients (no fast path)", {"batch_first": True}, {}, {"src_key_padding_mask": RIGHT_PADDED},
+     "eval"),
+    ("encoder, nested tensors off", {}, {"enable_nested_tensor": False}, {"src_key_padding_mask": RIGHT_PADDED},
+     "inference"),
+    ("encoder, pre-LN (no fast path)", {"batch_first": True, "norm_first": True}, {},
+     {"src_key_padding_mask": RIGHT_PADDED}, "inference"),
+]
+
+
+@pytest.mark.parametrize("name,layer_options,encoder_options,call,mode", ENCODER_CASES,
+                         ids=[c[0] for c in ENCODER_CASES])
+def test_transformer_encoder_matches_torch(name, layer_options, encoder_options, call, mode):
+    theirs, ours = _twin_encoder(layer_options, encoder_options)
+    if mode != "train":
+        theirs.eval()
+        ours.eval()
+    x = RNG.standard_normal((2, 5, 8) if layer_options.get("batch_first") else (5, 2, 8))
+    outputs, grads = [], []
+    for lib, module in ((torch, theirs), (ml, ours)):
+        kwargs = {k: lib.tensor(v) for k, v in call.items()}
+        if mode == "inference":
+            with lib.no_grad():
+                outputs.append(module(lib.tensor(x), **kwargs).numpy())
+            continue
+        tx = lib.tensor(x, requires_grad=True)
+        out = module(tx, **kwargs)
+        out.pow(2).sum().backward()
+        outputs.append(out.detach().numpy())
+        grads.append([tx.grad.numpy()] + [p.grad.numpy() for _, p in module.named_parameters()])
+    np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-12, atol=1e-12)
+    for t, m in zip(*grads) if grads else ():
+        np.testing.assert_allclose(m, t, rtol=1e-11, atol=1e-12)
+    if "zeroed" in name:
+        assert (outputs[1][1, 3:] == 0).all()  # torch's nested tensor gives exact zeros at the padding
+
+
+def test_transformer_encoder_warns_when_nested_tensors_cannot_be_used():
+    with pytest.warns(UserWarning, match="batch_first was not True"):
+        ml.nn.TransformerEncoder(ml.nn.TransformerEncoderLayer(8, 2, 16), 2)
+    with pytest.raises(RuntimeError, match="relu/gelu"):
+        ml.nn.TransformerEncoderLayer(8, 2, activation="tanh")
+    layer = ml.nn.TransformerEncoderLayer(8, 2, 16, activation=ml.nn.functional.silu, batch_first=True)
+    assert layer.activation_relu_or_gelu == 0
+
+
 # ---- batch and group normalisation ----------------------------------------------------------------------
 @pytest.mark.parametrize("cls,shape", [("BatchNorm1d", (4, 3)), ("BatchNorm1d", (4, 3, 5)), ("BatchNorm2d", (2, 3, 4, 5))])
 @pytest.mark.parametrize("options", [{}, {"momentum": None}, {"affine": False, "momentum": 0.3},
@@ -1089,7 +1162,8 @@ def test_functional_and_modules_are_in_the_signature_checks():
             "Mish", "LogSigmoid", "Softsign", "GLU", "Softmin", "LogSoftmax", "PairwiseDistance",
             "MarginRankingLoss", "TripletMarginLoss", "CosineEmbeddingLoss", "Unflatten", "BatchNorm1d",
             "BatchNorm2d", "GroupNorm", "Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d",
-            "AdaptiveAvgPool2d", "RNN", "LSTM", "GRU"} <= set(ml.nn.__all__)
+            "AdaptiveAvgPool2d", "RNN", "LSTM", "GRU", "TransformerEncoderLayer", "TransformerEncoder"} <= \
+        set(ml.nn.__all__)
     assert {"elu", "selu", "celu", "relu6", "hardtanh", "hardswish", "hardsigmoid", "logsigmoid", "mish",
             "softsign", "glu", "softmin"} <= set(ml.nn.functional.__all__)
     assert "ReduceLROnPlateau" in ml.optim.lr_scheduler.__all__

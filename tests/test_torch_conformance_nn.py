@@ -105,11 +105,17 @@ def _params(fn, drop_self=True):
     return [p for p in inspect.signature(fn).parameters.values() if not (drop_self and p.name == "self")]
 
 
+def _default(value):
+    """A default to compare: a function by its name (torch's default ``activation=F.relu`` is
+    minilora's ``F.relu``: same name, another function object)."""
+    return ("function", value.__name__) if callable(value) and hasattr(value, "__name__") else value
+
+
 def _assert_same_signature(ours, theirs, what):
     """Names, order, defaults and kinds as torch's; minilora may add keyword-only extras at the end."""
-    ours_core = [(p.name, p.default, p.kind) for p in ours if p.kind != p.KEYWORD_ONLY or
+    ours_core = [(p.name, _default(p.default), p.kind) for p in ours if p.kind != p.KEYWORD_ONLY or
                  p.name in {q.name for q in theirs}]
-    theirs_list = [(p.name, p.default, p.kind) for p in theirs]
+    theirs_list = [(p.name, _default(p.default), p.kind) for p in theirs]
     assert ours_core == theirs_list, f"{what}: minilora {ours_core}\n   torch {theirs_list}"
 
 

@@ -22,7 +22,7 @@ __all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity",
            "Softsign", "GLU", "Softmin", "LogSoftmax", "PairwiseDistance", "MarginRankingLoss",
            "TripletMarginLoss", "CosineEmbeddingLoss", "Unflatten", "BatchNorm1d", "BatchNorm2d", "GroupNorm",
            "Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool2d",
-           "RNN", "LSTM", "GRU"]
+           "RNN", "LSTM", "GRU", "TransformerEncoderLayer", "TransformerEncoder"]
 
 
 def _empty(shape, dtype, device):
@@ -1105,3 +1105,130 @@ class LSTM(_RNNBase):
 
     def _output(self, state):
         return state[0]
+
+
+# ---- transformer encoder ----------------------------------------------------------------------------
+def _activation_fn(activation):
+    """torch's legacy strings 'relu'/'gelu', or any callable (a function or a module)."""
+    if isinstance(activation, str):
+        if activation not in ("relu", "gelu"):
+            raise RuntimeError(f"activation should be relu/gelu, not {activation}")
+        return F.relu if activation == "relu" else F.gelu
+    return activation
+
+
+class TransformerEncoderLayer(Module):
+    """``torch.nn.TransformerEncoderLayer``: self-attention then a feed-forward block
+    (``linear2(dropout(activation(linear1(x))))``), each added back to its input; LayerNorm after
+    each sum (``norm_first=True``: before each block, the pre-LN layout). Submodule names as
+    torch's (``self_attn``, ``linear1``, ``linear2``, ``norm1``, ``norm2``), so its state_dict loads."""
+
+    def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation=F.relu,
+                 layer_norm_eps=1e-05, batch_first=False, norm_first=False, bias=True, device=None,
+                 dtype=None):
+        super().__init__()
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first,
+                                            device=device, dtype=dtype)
+        self.linear1 = Linear(d_model, dim_feedforward, bias=bias, device=device, dtype=dtype)
+        self.dropout = Dropout(dropout)
+        self.linear2 = Linear(dim_feedforward, d_model, bias=bias, device=device, dtype=dtype)
+        self.norm_first = norm_first
+        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, device=device, dtype=dtype)
+        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, device=device, dtype=dtype)
+        self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
+        self.activation = _activation_fn(activation)
+        act = self.activation
+        self.activation_relu_or_gelu = 1 if act is F.relu or isinstance(act, ReLU) else \
+            2 if act is F.gelu or isinstance(act, GELU) else 0  # (torch's flag: TransformerEncoder reads it)
+
+    def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
+        x = src
+        if self.norm_first:
+            x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
+            return x + self._ff_block(self.norm2(x))
+        x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal))
+        return self.norm2(x + self._ff_block(x))
+
+    def _sa_block(self, x, attn_mask, key_padding_mask, is_causal):
+        x = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False,
+                           is_causal=is_causal)[0]
+        return self.dropout1(x)
+
+    def _ff_block(self, x):
+        return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+
+
+class TransformerEncoder(Module):
+    """``torch.nn.TransformerEncoder``: ``num_layers`` copies of ``encoder_layer`` (``layers.0``,
+    ``layers.1``, ... as torch names them), then ``norm`` if given.
+
+    One torch behaviour is kept on purpose: where torch runs its inference fast path on a *nested
+    tensor* (eval mode, no gradient needed, a right-padded ``src_key_padding_mask`` and no
+    ``mask``, with a layer it can fuse), the padded positions of its output are exactly 0, not the
+    values the layers computed there. minilora computes the layers the ordinary way and then zeros
+    those positions under the same conditions, so the numbers are torch's everywhere."""
+
+    def __init__(self, encoder_layer, num_layers, norm=None, enable_nested_tensor=True, mask_check=True):
+        import copy
+        from .module import ModuleList
+        super().__init__()
+        self.layers = ModuleList([copy.deepcopy(encoder_layer) for _ in range(num_layers)])
+        self.num_layers, self.norm, self.enable_nested_tensor = num_layers, norm, enable_nested_tensor
+        self.mask_check = mask_check
+        why_not = self._why_not_nested(encoder_layer)
+        if enable_nested_tensor and why_not:
+            warnings.warn(f"enable_nested_tensor is True, but self.use_nested_tensor is False because {why_not}",
+                          UserWarning, stacklevel=2)
+        self.use_nested_tensor = enable_nested_tensor and not why_not
+
+    @staticmethod
+    def _why_not_nested(layer):
+        """torch's reasons (in its order) not to use nested tensors for this layer; '' if none."""
+        if not isinstance(layer, TransformerEncoderLayer):
+            return "encoder_layer was not TransformerEncoderLayer"
+        attn = layer.self_attn
+        checks = [(layer.norm_first, "encoder_layer.norm_first was True"),
+                  (not attn.batch_first, "encoder_layer.self_attn.batch_first was not True(use batch_first for "
+                                         "better inference performance)"),
+                  (not attn._qkv_same_embed_dim, "encoder_layer.self_attn._qkv_same_embed_dim was not True"),
+                  (attn.in_proj_bias is None, "encoder_layer.self_attn was passed bias=False"),
+                  (not layer.activation_relu_or_gelu, "encoder_layer.activation_relu_or_gelu was not True"),
+                  (layer.norm1.eps != layer.norm2.eps, "encoder_layer.norm1.eps was not equal to "
+                                                       "encoder_layer.norm2.eps"),
+                  (attn.num_heads % 2 == 1, "encoder_layer.self_attn.num_heads is odd")]
+        return next((reason for failed, reason in checks if failed), "")
+
+    def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=None):
+        output = src
+        for layer in self.layers:
+            output = layer(output, src_mask=mask, is_causal=bool(is_causal),
+                           src_key_padding_mask=src_key_padding_mask)
+        if self._torch_would_nest(src, mask, src_key_padding_mask):
+            keep = ~src_key_padding_mask.bool() if src_key_padding_mask.dtype == np.bool_ else \
+                src_key_padding_mask == 0  # (a float mask: 0 means "take part")
+            output = output * keep.unsqueeze(-1).to(output.dtype)
+        if self.norm is not None:
+            output = self.norm(output)
+        return output
+
+    def _torch_would_nest(self, src, mask, padding):
+        """The conditions of torch's nested-tensor fast path (see the class docstring)."""
+        from ..tensor import is_grad_enabled
+        if not self.use_nested_tensor or self.layers[0].training or src.ndim != 3 or padding is None:
+            return False
+        if mask is not None:
+            return False
+        keep = (~padding.bool() if padding.dtype == np.bool_ else padding == 0).numpy()
+        if self.mask_check and not all(_left_aligned(row) for row in keep):
+            return False
+        first = self.layers[0]
+        tensors = [src, first.self_attn.in_proj_weight, first.self_attn.in_proj_bias,
+                   first.self_attn.out_proj.weight, first.self_attn.out_proj.bias, first.norm1.weight,
+                   first.norm1.bias, first.norm2.weight, first.norm2.bias, first.linear1.weight,
+                   first.linear1.bias, first.linear2.weight, first.linear2.bias]
+        return not (is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
+
+
+def _left_aligned(row):
+    """True for a row of kept positions like [1, 1, 1, 0, 0]: all kept ones before any padding."""
+    return not np.any(row[1:] & ~row[:-1])
