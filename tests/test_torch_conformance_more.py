@@ -301,8 +301,8 @@ CASES = [
     ("F.pairwise_distance", lambda m, x, y: F(m).pairwise_distance(x, y), [X, Y]),
     ("F.pairwise_distance(p=1, keepdim)", lambda m, x, y: F(m).pairwise_distance(x, y, p=1.0, keepdim=True), [X, Y]),
     ("F.pairwise_distance equal rows, 1-D", lambda m, v: F(m).pairwise_distance(v, v, 3.0), [V]),
-    ("F.margin_ranking_loss", lambda m, a, b: F(m).margin_ranking_loss(a, b, m.tensor([1.0, -1.0, 1.0, -1.0],
-                                                                                     dtype=m.float64)), [V, V[::-1].copy()]),
+    ("F.margin_ranking_loss", lambda m, a, b: F(m).margin_ranking_loss(
+        a, b, m.tensor([1.0, -1.0, 1.0, -1.0], dtype=m.float64)), [V, V[::-1].copy()]),
     ("F.margin_ranking_loss(margin, none)", lambda m, a, b: F(m).margin_ranking_loss(
         a, b, m.tensor([1.0, -1.0, 1.0, -1.0], dtype=m.float64), 0.5, reduction="none"), [V, V[::-1].copy()]),
     ("F.triplet_margin_loss", lambda m, a, p, n: F(m).triplet_margin_loss(a, p, n), [X, Y, X[::-1].copy()]),
@@ -621,7 +621,8 @@ GRAD_CHECKS = [
     ("conv2d", lambda x, w: ml.nn.functional.conv2d(x, w, None, (2, 1), (1, 2), (2, 1), 2), [IMG[:1, :, :5, :5], KERNEL]),
     ("max_pool2d", lambda x: ml.nn.functional.max_pool2d(x, 3, 2, 1), [IMG[:1]]),
     ("avg_pool2d", lambda x: ml.nn.functional.avg_pool2d(x, 3, 2, 1, count_include_pad=False), [IMG[:1]]),
-    ("baddbmm", lambda b, x, y: ml.baddbmm(b, x, y, beta=0.3, alpha=2.0), [X3[0, :, :3], X3, np.ascontiguousarray(X3.transpose(0, 2, 1))]),
+    ("baddbmm", lambda b, x, y: ml.baddbmm(b, x, y, beta=0.3, alpha=2.0),
+     [X3[0, :, :3], X3, np.ascontiguousarray(X3.transpose(0, 2, 1))]),  # (grad_check perturbs contiguous arrays)
 ]
 
 
