@@ -348,6 +348,15 @@ CASES = [
     ("F.avg_pool2d((3, 2), padding, divisor_override)", lambda m, x: (F(m).avg_pool2d(x, (3, 2), 1, (1, 1)),
                                                                F(m).avg_pool2d(x, 2, divisor_override=3)), [IMG]),
     ("F.avg_pool1d", lambda m, x: F(m).avg_pool1d(x, 3, 2, 1), [SEQ]),
+    ("ceil_mode max pools", lambda m, x: (F(m).max_pool2d(x, 2, ceil_mode=True, return_indices=True),
+                                          F(m).max_pool2d(x, 3, 2, 1, 2, ceil_mode=True, return_indices=True),
+                                          F(m).max_pool1d(x[:, :, 0], 4, 3, ceil_mode=True)), [IMG]),
+    ("ceil_mode avg pools", lambda m, x: (F(m).avg_pool2d(x, 2, ceil_mode=True), F(m).avg_pool2d(x, 3, 2, 1, True),
+                                          F(m).avg_pool2d(x, 3, 2, 1, True, False),
+                                          F(m).avg_pool2d(x, (3, 4), (2, 3), (1, 2), True, divisor_override=5),
+                                          F(m).avg_pool1d(x[:, :, 0], 4, 3, ceil_mode=True)), [IMG]),
+    ("nn.MaxPool2d/AvgPool2d(ceil_mode=True)", lambda m, x: (m.nn.MaxPool2d(3, 2, ceil_mode=True)(x),
+                                                            m.nn.AvgPool2d(3, 2, ceil_mode=True)(x)), [IMG]),
     ("F.adaptive_avg_pool2d", lambda m, x: (F(m).adaptive_avg_pool2d(x, (3, 4)), F(m).adaptive_avg_pool2d(x, 1),
                                             F(m).adaptive_avg_pool2d(x, (None, 2))), [IMG]),
     ("nn pooling modules", lambda m, x: (m.nn.MaxPool2d(2)(x), m.nn.MaxPool2d(3, 1, 1, return_indices=True)(x),
@@ -796,11 +805,6 @@ def test_conv_init_is_torchs_distribution():
     bound = 1 / math.sqrt(4 * 9)
     assert np.abs(conv.weight.numpy()).max() <= bound and np.abs(conv.bias.numpy()).max() <= bound
     assert np.abs(conv.weight.numpy()).max() > 0.9 * bound
-
-
-def test_pool_refuses_ceil_mode_clearly():
-    with pytest.raises(NotImplementedError, match="ceil_mode"):
-        ml.nn.functional.max_pool2d(ml.tensor(IMG), 2, ceil_mode=True)
 
 
 # ---- recurrent layers -----------------------------------------------------------------------------------

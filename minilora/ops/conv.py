@@ -196,10 +196,8 @@ class MaxPool2d(Function):
         return _unpad(_add_windows_back(xp, grad_windows, padded_shape, stride, dilation), padding)
 
 
-def _pool_geometry(kernel_size, stride, padding, dilation, ceil_mode, fn):
+def _pool_geometry(kernel_size, stride, padding, dilation, fn):
     """Kernel, stride (default: the kernel), padding and dilation as pairs, with torch's checks."""
-    if ceil_mode:
-        raise NotImplementedError(f"{fn}: ceil_mode=True is not supported by minilora")
     kernel = _pair(kernel_size, "kernel_size")
     stride = kernel if stride is None or stride == [] else _pair(stride, "stride")
     padding, dilation = _pair(padding, "padding"), _pair(dilation, "dilation")
@@ -209,10 +207,31 @@ def _pool_geometry(kernel_size, stride, padding, dilation, ceil_mode, fn):
     return kernel, stride, padding, dilation
 
 
-def _max_indices(input, kernel, stride, padding, dilation):
+def _ceil_extra(shape, kernel, stride, padding, dilation, ceil_mode):
+    """``ceil_mode``: how many elements to add after the padded input (bottom, right) so that a last,
+    partial window exists -- torch's rule: round the output size up, unless that window would
+    start past the input and its left padding."""
+    extra = []
+    for size, k, s, p, d in zip(shape, kernel, stride, padding, dilation):
+        reach = size + 2 * p - (d * (k - 1) + 1)
+        count = (-(-reach // s) if ceil_mode else reach // s) + 1
+        if ceil_mode and (count - 1) * s >= size + p:
+            count -= 1
+        extra.append(max(0, (count - 1) * s - reach))
+    return tuple(extra)
+
+
+def _pad_after(x, extra, value):
+    """``x`` with ``extra`` (rows, columns) of ``value`` added at the bottom and the right."""
+    from .nn import pad
+    return pad(x, (0, extra[1], 0, extra[0]), value=value) if any(extra) else x
+
+
+def _max_indices(input, kernel, stride, padding, dilation, extra):
     """torch's ``return_indices``: each maximum's position in its (unpadded) H * W plane."""
     x = input.numpy()
-    _, choice, _, window_shape = _window_maxima(np, x, kernel, stride, padding, dilation)
+    grown = np.pad(x, ((0, 0), (0, 0), (0, extra[0]), (0, extra[1])), constant_values=-np.inf)
+    _, choice, _, window_shape = _window_maxima(np, grown, kernel, stride, padding, dilation)
     (kh, kw), (sh, sw), (dh, dw), (ph, pw) = kernel, stride, dilation, padding
     h_out, w_out = window_shape[2:4]
     rows = np.arange(h_out)[:, None] * sh + (choice // kw) * dh - ph
@@ -227,11 +246,12 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     if input.ndim == 3:
         out = max_pool2d(input.unsqueeze(0), kernel_size, stride, padding, dilation, ceil_mode, return_indices)
         return tuple(t.squeeze(0) for t in out) if return_indices else out.squeeze(0)
-    kernel, stride, padding, dilation = _pool_geometry(kernel_size, stride, padding, dilation, ceil_mode,
-                                                       "max_pool2d")
-    out = MaxPool2d.apply(input, kernel=kernel, stride=stride, padding=padding, dilation=dilation)
+    kernel, stride, padding, dilation = _pool_geometry(kernel_size, stride, padding, dilation, "max_pool2d")
+    extra = _ceil_extra(input.shape[2:], kernel, stride, padding, dilation, ceil_mode)
+    out = MaxPool2d.apply(_pad_after(input, extra, -math.inf), kernel=kernel, stride=stride, padding=padding,
+                          dilation=dilation)
     if return_indices:
-        return out, _max_indices(input, kernel, stride, padding, dilation)
+        return out, _max_indices(input, kernel, stride, padding, dilation, extra)
     return out
 
 
@@ -253,16 +273,21 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     if input.ndim == 3:
         return avg_pool2d(input.unsqueeze(0), kernel_size, stride, padding, ceil_mode, count_include_pad,
                           divisor_override).squeeze(0)
-    kernel, stride, padding, _ = _pool_geometry(kernel_size, stride, padding, 1, ceil_mode, "avg_pool2d")
+    kernel, stride, padding, _ = _pool_geometry(kernel_size, stride, padding, 1, "avg_pool2d")
+    extra = _ceil_extra(input.shape[2:], kernel, stride, padding, (1, 1), ceil_mode)
     channels = input.shape[1]
     ones = Tensor(np.ones((channels, 1) + kernel), dtype=input.dtype, device=input.device)
-    sums = conv2d(input, ones, None, stride, padding, 1, channels)
+    sums = conv2d(_pad_after(input, extra, 0.0), ones, None, stride, padding, 1, channels)
     if divisor_override is not None:
         return sums / divisor_override
-    if count_include_pad or padding == (0, 0):
+    if not any(extra) and (count_include_pad or padding == (0, 0)):
         return sums / (kernel[0] * kernel[1])
-    inside = Tensor(np.ones((1, 1) + tuple(input.shape[2:])), dtype=input.dtype, device=input.device)
-    counts = conv2d(inside, ones[:1], None, stride, padding)
+    # Each window's divisor: its elements inside the input (and inside the padding, if counted),
+    # never the extra ceil_mode elements, as torch's.
+    (ph, pw), (eh, ew) = padding, extra
+    counted = np.pad(np.ones(tuple(input.shape[2:])), ((ph, ph), (pw, pw)), constant_values=float(count_include_pad))
+    counted = np.pad(counted, ((0, eh), (0, ew)))[None, None]
+    counts = conv2d(Tensor(counted, dtype=input.dtype, device=input.device), ones[:1], None, stride, 0)
     return sums / counts
 
 
