@@ -49,8 +49,13 @@ from . import dtypes, parallel, profiler
 from .device import Device, device as _get_device
 from .dtypes import to_dtype as _to_dtype  # noqa: F401  (nn imports it from here)
 
-__all__ = ["Tensor", "Function", "Context", "tensor", "no_grad", "enable_grad", "set_grad_enabled",
+__all__ = ["Tensor", "Function", "Context", "ShapeError", "tensor", "no_grad", "enable_grad", "set_grad_enabled",
            "is_grad_enabled", "inference_mode", "is_inference_mode_enabled"]
+
+class ShapeError(RuntimeError, ValueError):
+    """Shapes that do not fit an op (broadcasting, matmul, reshape, cat, expand, permute). torch raises
+    RuntimeError for these; minilora once raised ValueError: this is both, so either ``except`` works."""
+
 
 # ----------------------------------------------------------------------------------------------
 # Grad mode

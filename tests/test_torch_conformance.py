@@ -518,6 +518,35 @@ def test_view_is_a_view_or_torchs_error(case):
     check(snippet)
 
 
+@pytest.mark.parametrize("case", ["matmul", "broadcast_add", "broadcast_mul", "reshape", "cat", "expand",
+                                  "permute", "linear"])
+def test_shape_mismatches_raise_torchs_error_type(case):
+    """torch raises RuntimeError for shapes that do not fit; so does minilora (a ShapeError, which is
+    also a ValueError, as minilora's own code once expected)."""
+    def snippet(lib):
+        x, y = t(lib, A), t(lib, B)
+        if case == "matmul":
+            return x @ y
+        if case == "broadcast_add":
+            return x + t(lib, V[:3])
+        if case == "broadcast_mul":
+            return x * t(lib, A[:2])
+        if case == "reshape":
+            return x.reshape(5, 2)
+        if case == "cat":
+            return lib.cat([x, t(lib, V)[None, :3]])
+        if case == "expand":
+            return x.expand(4, 3)
+        if case == "permute":
+            return x.permute(0, 0)
+        return lib.nn.functional.linear(x, t(lib, B.T))
+    snippet.__name__ = case
+    with pytest.raises(RuntimeError):
+        snippet(torch)
+    with pytest.raises(RuntimeError):
+        snippet(ml)
+
+
 def test_writing_into_an_expanded_tensor_raises():
     def snippet(lib):
         x = t(lib, V)

@@ -10,7 +10,7 @@ import numpy as np
 from .. import fastmath, parallel
 from ..device import xp_of
 from ..dtypes import get_default_dtype, result_type, to_dtype
-from ..tensor import Function, Tensor
+from ..tensor import Function, Tensor, ShapeError
 
 __all__ = ["add", "sub", "mul", "div", "floor_divide", "neg", "pow", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
            "sigmoid", "relu", "gelu", "silu", "where", "masked_fill", "clone", "astype",
@@ -40,7 +40,7 @@ def _shape(x):
 
 
 def _broadcast_error(name, a, b):
-    return ValueError(f"{name}: shapes {_shape(a)} and {_shape(b)} cannot be broadcast together")
+    return ShapeError(f"{name}: shapes {_shape(a)} and {_shape(b)} cannot be broadcast together")
 
 
 # ---- arithmetic ----------------------------------------------------------------------------------

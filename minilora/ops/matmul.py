@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import parallel
 from ..device import xp_of
-from ..tensor import Function
+from ..tensor import Function, ShapeError
 from .elementwise import unbroadcast
 from .shape import stack
 
@@ -61,7 +61,7 @@ class MatMul(Function):
             raise ValueError("matmul: both operands need at least one dimension "
                              f"(got shapes {a.shape} and {b.shape}); use mul for scalars")
         if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
-            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match: "
+            raise ShapeError(f"matmul: shapes {a.shape} and {b.shape} do not match: "
                              f"{a.shape[-1]} != {b.shape[-2 if b.ndim > 1 else 0]}")
         ctx.a, ctx.b = a, b
         return parallel.matmul(a, b)
@@ -97,7 +97,7 @@ class Linear(Function):
     def forward(ctx, x, w, b=None):
         _check_dtypes("linear", x, w)
         if x.shape[-1] != w.shape[1]:
-            raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but "
+            raise ShapeError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but "
                              f"the weight expects {w.shape[1]} (weight shape {w.shape}, [out, in])")
         x2 = x.reshape(-1, x.shape[-1])
         out = parallel.matmul(x2, w.T)

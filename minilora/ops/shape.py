@@ -5,7 +5,7 @@ import numpy as np
 
 from ..device import xp_of
 from ..dtypes import result_type
-from ..tensor import Function, Tensor
+from ..tensor import Function, Tensor, ShapeError
 
 __all__ = ["reshape", "transpose", "permute", "getitem", "index_put", "cat", "stack", "split", "chunk",
            "expand", "squeeze", "unsqueeze", "flatten", "flip", "unbind", "roll", "narrow", "diagonal",
@@ -20,7 +20,7 @@ class Reshape(Function):
         try:
             return a.reshape(shape)
         except ValueError:
-            raise ValueError(f"reshape: cannot reshape a tensor of shape {a.shape} "
+            raise ShapeError(f"reshape: cannot reshape a tensor of shape {a.shape} "
                              f"({a.size} elements) into {tuple(shape)}") from None
 
     @staticmethod
@@ -32,7 +32,7 @@ class Permute(Function):
     @staticmethod
     def forward(ctx, a, axes):
         if sorted(ax % a.ndim for ax in axes) != list(range(a.ndim)):
-            raise ValueError(f"permute: {tuple(axes)} is not a permutation of the "
+            raise ShapeError(f"permute: {tuple(axes)} is not a permutation of the "
                              f"{a.ndim} axes of a tensor of shape {a.shape}")
         ctx.axes = axes
         return a.transpose(axes)
@@ -106,7 +106,7 @@ class Cat(Function):
             return xp_of(arrays[0]).concatenate(arrays, axis=axis)
         except ValueError:
             shapes = ", ".join(str(a.shape) for a in arrays)
-            raise ValueError(f"cat: shapes {shapes} must match except along axis {axis}") from None
+            raise ShapeError(f"cat: shapes {shapes} must match except along axis {axis}") from None
 
     @staticmethod
     def backward(ctx, g):
@@ -123,7 +123,7 @@ class Expand(Function):
         try:
             return xp_of(a).broadcast_to(a, shape)
         except ValueError:
-            raise ValueError(f"expand: cannot expand shape {a.shape} to {shape}") from None
+            raise ShapeError(f"expand: cannot expand shape {a.shape} to {shape}") from None
 
     @staticmethod
     def backward(ctx, g):
