@@ -51,15 +51,15 @@ def grad_check(fn, *inputs, eps=1e-6, atol=1e-7, rtol=1e-5, seed=0, name=None):
         if t.grad is None:
             analytic = np.zeros(t.shape)
         numeric = np.zeros(t.shape)
-        flat = t._array.reshape(-1)  # a view: perturbing it perturbs the input
-        for j in range(flat.size):
-            original = flat[j].item()
-            flat[j] = original + eps
+        array = t._array  # perturbed element by element, in place (by index: a transposed or
+        for j in np.ndindex(t.shape):  # sliced input has no flat view to write through)
+            original = array[j].item()
+            array[j] = original + eps
             plus = projected(*inputs)
-            flat[j] = original - eps
+            array[j] = original - eps
             minus = projected(*inputs)
-            flat[j] = original
-            numeric.reshape(-1)[j] = (plus - minus) / (2 * eps)
+            array[j] = original
+            numeric[j] = (plus - minus) / (2 * eps)
         err = np.abs(analytic - numeric)
         bad = ~(err <= atol + rtol * np.abs(numeric))  # written so that NaN counts as bad
         if bad.any():

@@ -438,6 +438,16 @@ def test_grad_check_names_what_it_was_told(rng):
         grad_check(lambda a, b: _WrongSquare.apply(b) + a, x, y, name="my op")
 
 
+def test_grad_check_perturbs_a_non_contiguous_input(rng):
+    """A transposed (or sliced) input has no flat view: grad_check must still perturb the input itself,
+    so a right backward passes and a wrong one fails."""
+    x = ml.tensor(rng.standard_normal((3, 4))).t().detach().requires_grad_()
+    assert not x.is_contiguous()
+    assert grad_check(lambda a: (a * a).sin(), x) < 1e-8
+    with pytest.raises(GradCheckError):
+        grad_check(_WrongSquare.apply, x)
+
+
 def test_grad_check_needs_float64(rng):
     with pytest.raises(TypeError, match="float64"):
         grad_check(ops.exp, ml.tensor(rng.standard_normal(3).astype(np.float32), requires_grad=True))
