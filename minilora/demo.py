@@ -455,10 +455,27 @@ def add_cli_arguments(parser, command_name):
     parser.add_argument("--out", default=default_out, help=f"output folder (default: ./{default_out})")
     parser.add_argument("--device", default="cpu", choices=["cpu", "emu", "cuda"],
                         help="cpu (NumPy), emu (the CUDA kernels in the CPU emulator: slow) or cuda (default: cpu)")
-    parser.add_argument("--base", default=None,
+    parser.add_argument("--model", default=None, metavar="DIR",
                         help="a base model folder instead of the shipped one (e.g. from python -m minilora.pretrain)")
+    parser.add_argument("--base", default=None, metavar="DIR", help="deprecated: the same as --model")
     parser.add_argument("--seed", type=non_negative_int, default=DEMO_DEFAULTS["seed"], help="random seed (default: 0)")
     parser.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+
+
+def _model_folder(args):
+    """The base model folder from --model, or from the deprecated --base (None: the shipped base).
+
+    Every other command (train, generate, info, serve) names the model with --model; --base still
+    works, with a warning, as in ``minilora serve``."""
+    import sys
+
+    from .cli import UsageError
+    if args.base is None:
+        return args.model
+    print(f"minilora {args.command}: warning: --base is deprecated; use --model {args.base}", file=sys.stderr)
+    if args.model is not None and args.model != args.base:
+        raise UsageError(f"the model is named twice, differently: --model {args.model}, --base {args.base}")
+    return args.base
 
 
 def cli_main(args):
@@ -468,14 +485,15 @@ def cli_main(args):
         raise UsageError(f"unknown task {args.task!r}; choose one of {[n for n, t in TASKS.items() if t.downstream]}")
     if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"--out {args.out} is a file; the run folder must be a folder (or a new name)")
+    model = _model_folder(args)
     try:
         if args.command == "experiment":
             ranks = [int(r) for r in args.ranks.split(",") if r.strip()]
             run_rank_experiment(args.task, args.steps, ranks, not args.no_full, args.out, args.device, args.lr,
-                                args.full_lr, args.batch_size, args.eval_n, args.seed, args.base)
+                                args.full_lr, args.batch_size, args.eval_n, args.seed, model)
         else:
             run_demo(args.task, args.steps, args.rank, args.out, args.device, args.lr, args.batch_size,
-                     args.eval_n, args.seed, args.base, progress=not args.no_progress, lora_alpha=args.lora_alpha)
+                     args.eval_n, args.seed, model, progress=not args.no_progress, lora_alpha=args.lora_alpha)
     except (FileNotFoundError, _DeviceUnavailable) as exc:  # a missing base model, a device that cannot run
         raise UsageError(str(exc)) from None
     return 0

@@ -29,7 +29,7 @@ def base(tmp_path_factory):
 
 
 @pytest.mark.parametrize("command, words", [
-    ("demo", ["--steps", "--rank", "--task", "--out", "--device", "LoRA"]),
+    ("demo", ["--steps", "--rank", "--task", "--out", "--device", "--model", "LoRA"]),
     ("experiment", ["ranks", "--ranks", "--no-full", "--steps"]),
 ])
 def test_help(capsys, command, words):
@@ -43,7 +43,7 @@ def test_help(capsys, command, words):
 def test_demo_smoke_run(tmp_path, base, capsys):
     out = tmp_path / "demo"
     code = cli.main(["demo", "--steps", "3", "--rank", "2", "--eval-n", "3", "--batch-size", "4",
-                     "--out", str(out), "--base", base, "--no-progress"])
+                     "--out", str(out), "--model", base, "--no-progress"])
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "trainable params: " in printed and "full fine-tuning" in printed and "activations" in printed
@@ -78,3 +78,19 @@ def test_demo_refuses_bad_choices(tmp_path, capsys):
     if not next(d for d in all_devices() if d.name == "cuda").enabled():
         assert cli.main(["demo", "--device", "cuda", "--out", str(tmp_path)]) == 2
         assert "minilora demo: error: " in capsys.readouterr().err
+
+
+def test_demo_names_the_model_with_model_and_base_is_a_deprecated_alias(capsys, monkeypatch):
+    """Every other command (train, generate, info, serve) takes --model; demo's --base still works, warned."""
+    from minilora import demo
+    seen = []
+    monkeypatch.setattr(demo, "run_demo", lambda *args, **kwargs: seen.append(args[9]))
+    monkeypatch.setattr(demo, "run_rank_experiment", lambda *args, **kwargs: seen.append(args[11]))
+    assert cli.main(["demo", "--model", "m1"]) == 0 and seen.pop() == "m1"
+    assert "deprecated" not in capsys.readouterr().err
+    assert cli.main(["demo", "--base", "m2"]) == 0 and seen.pop() == "m2"
+    assert "minilora demo: warning: --base is deprecated; use --model m2" in capsys.readouterr().err
+    assert cli.main(["experiment", "ranks", "--base", "m3", "--model", "m3"]) == 0 and seen.pop() == "m3"
+    assert cli.main(["demo"]) == 0 and seen.pop() is None  # the shipped base
+    assert cli.main(["demo", "--model", "m1", "--base", "m2"]) == 2
+    assert "named twice" in capsys.readouterr().err and not seen
