@@ -56,7 +56,7 @@ import numpy as np
 
 __all__ = [
     "RawKernel", "RawModule", "EmulatorError", "CompileError", "BarrierError", "RaceError",
-    "KernelFault", "KERNELS_DIR", "EMU_DIR", "cache_dir", "is_available",
+    "KernelFault", "KERNELS_DIR", "EMU_DIR", "cache_dir", "is_available", "default_workers",
 ]
 
 
@@ -372,6 +372,7 @@ _IGNORED_PREFIXES = ("-arch", "--gpu-architecture", "-code", "--gpu-code", "-max
 _LINK_FLAGS = ["-Wl,--wrap=exit", "-Wl,--wrap=_exit", "-Wl,--wrap=_Exit", "-Wl,--wrap=quick_exit",
                "-Wl,--wrap=abort"]
 _BASE_STACK = 64 * 1024  # per thread, on top of the kernel's own frames (printf, libm, ...)
+_MAX_WORKERS = 64  # runtime.cpp's kMaxWorkers
 _BUILD_LOCK = threading.Lock()
 _LAUNCH_LOCK = threading.Lock()  # the runtime keeps one launch's state in globals
 _compiler_id_cache: list[str] = []
@@ -960,7 +961,8 @@ class RawKernel:
 
     # -- launching ---------------------------------------------------------------------------------
     def __call__(self, grid, block, args, shared_mem: int = 0, *, check_races: bool = False,
-                 racecheck: bool = False, stack_size: int | None = None, timeout: float | None = None):
+                 racecheck: bool = False, stack_size: int | None = None, timeout: float | None = None,
+                 workers: int | None = None):
         """Launch.  ``stack_size``: bytes of stack per CUDA thread (default: what the compiler reports
         the kernel file's functions need, plus 64 KiB); a thread that needs more stops the launch with a
         KernelFault.  ``timeout``: seconds after which a launch that has not finished raises KernelFault
@@ -969,20 +971,24 @@ class RawKernel:
         results.  ``racecheck``: a build whose every shared-memory access is checked, as
         compute-sanitizer's racecheck does: two threads touching the same byte (one writing) with no
         __syncthreads() -- or, within a warp, no __syncwarp() -- in between raise RaceError naming both
-        threads and both source lines."""
+        threads and both source lines.  ``workers``: how many OS threads run blocks at once (default:
+        ``$MINILORA_EMU_WORKERS``, else the number of CPUs this process may use).  CUDA blocks are
+        independent, so the results are the same for any number -- except that float atomics then add
+        in a varying order; a cooperative launch, check_races' reverse and random schedules, racecheck
+        and sanitize run on one."""
         if racecheck:
             if self.sanitize or self.enable_cooperative_groups or check_races:
                 raise ValueError("racecheck=True cannot be combined with sanitize, check_races or a cooperative "
                                  "launch; run them separately")
             return self._racecheck_kernel()(grid, block, args, shared_mem, stack_size=stack_size, timeout=timeout)
         self.compile()
-        cfg = self._config(grid, block, shared_mem, stack_size, timeout)
+        cfg = self._config(grid, block, shared_mem, stack_size, timeout, workers)
         packed = self._pack(args)
         if check_races:
             return self._launch_checked(cfg, packed)
         self._launch(cfg, packed, 0, 0, echo=True)
 
-    def _config(self, grid, block, shared_mem, stack_size=None, timeout=None) -> np.ndarray:
+    def _config(self, grid, block, shared_mem, stack_size=None, timeout=None, workers=None) -> np.ndarray:
         g, b = _dim3(grid, "grid"), _dim3(block, "block")
         if b[0] * b[1] * b[2] > 1024 or b[0] > 1024 or b[1] > 1024 or b[2] > 64:
             raise ValueError(f"block {b} of kernel '{self.name}' is too large: CUDA allows at most 1024 threads "
@@ -1005,7 +1011,8 @@ class RawKernel:
                                     or not 0 < timeout < 1e7):
             raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
         timeout_us = 0 if timeout is None else max(1, round(timeout * 1e6))
-        return np.array([*g, *b, int(shared_mem), 0, 0, int(stack_size), timeout_us, 0], dtype=np.uint64)
+        workers = default_workers() if workers is None else _check_workers(workers, "workers")
+        return np.array([*g, *b, int(shared_mem), 0, 0, int(stack_size), timeout_us, workers << 8], dtype=np.uint64)
 
     def _pack(self, args) -> _Packed:
         if not isinstance(args, (tuple, list)):
@@ -1042,7 +1049,8 @@ class RawKernel:
     def _launch(self, cfg: np.ndarray, packed: _Packed, order: int, seed: int, echo: bool) -> None:
         cfg = cfg.copy()
         cfg[7], cfg[8] = order, seed
-        cfg[11] = (1 if _ctrl_c_raises_keyboard_interrupt() else 0) | (2 if self.enable_cooperative_groups else 0)
+        cfg[11] = (cfg[11] & 0xFF00) | (1 if _ctrl_c_raises_keyboard_interrupt() else 0) | \
+            (2 if self.enable_cooperative_groups else 0)
         if self._mod.sanitize:
             out = _launch_in_child(self, cfg, packed)
         else:
@@ -1106,6 +1114,30 @@ class RawKernel:
                     f"orders in {count} of {first.size} elements, first at index {index}: "
                     f"{first[index].item()!r} vs {other[index].item()!r}. Some thread reads memory that another thread "
                     "writes without a __syncthreads() in between (or the result depends on block order).")
+
+
+def _check_workers(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= _MAX_WORKERS:
+        raise ValueError(f"{what} must be an int number of OS threads in 1..{_MAX_WORKERS}, got {value!r}")
+    return int(value)
+
+
+def default_workers() -> int:
+    """How many OS threads run the blocks of a launch by default: ``$MINILORA_EMU_WORKERS`` if set,
+    else the number of CPUs this process may use (at most 64).  Blocks run one per thread at a time,
+    each block's CUDA threads as fibers of that OS thread."""
+    env = os.environ.get("MINILORA_EMU_WORKERS", "").strip()
+    if env:
+        try:
+            return _check_workers(int(env), "MINILORA_EMU_WORKERS")
+        except ValueError:
+            raise ValueError(f"MINILORA_EMU_WORKERS must be an int number of OS threads in 1..{_MAX_WORKERS}, "
+                             f"got {env!r}") from None
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, _MAX_WORKERS))
 
 
 def _ctrl_c_raises_keyboard_interrupt() -> bool:

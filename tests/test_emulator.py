@@ -320,6 +320,79 @@ def test_printf_is_captured(capsys):
     assert sorted(out) == sorted(f"block {b} thread {t} of 7" for b in range(2) for t in range(2))
 
 
+PER_BLOCK = r"""
+extern "C" __global__ void per_block(const float* x, float* partial, int* ids, int n) {
+    __shared__ float s[128];
+    const int t = threadIdx.x + blockDim.x * threadIdx.y;
+    const int blk = blockIdx.x + gridDim.x * blockIdx.y;
+    const int i = blk * 128 + t;
+    s[t] = i < n ? x[i] : 0.0f;
+    __syncthreads();
+    for (int stride = 64; stride > 0; stride >>= 1) {
+        if (t < stride) s[t] += s[t + stride];
+        __syncthreads();
+    }
+    ids[i] = blk * 1000 + t;
+    if (t == 0) partial[blk] = s[0];
+    if (t == 0 && blk % 50 == 7) printf("block %d sums to %.3f\n", blk, s[0]);
+}
+"""
+
+
+@pytest.mark.parametrize("workers", [2, 3, 8])
+def test_blocks_on_several_os_threads_give_one_threads_results(workers, capfd):
+    """Blocks run on several OS threads at once (each block's CUDA threads as fibers of one of them):
+    the results are bit for bit those of one OS thread, threadIdx/blockIdx are right on every thread
+    (also with a stack_size= that changes the stack layout), and printf comes out in block order."""
+    k = RawKernel(PER_BLOCK, "per_block")
+    n = 400 * 128 - 37
+    x = rng.standard_normal(n).astype(np.float32)
+    outputs = []
+    for w, stack in [(1, None), (workers, None), (workers, 1 << 20)]:
+        partial, ids = np.full(400, np.nan, np.float32), np.full(400 * 128, -1, np.int32)
+        k((20, 20), (32, 4), (x, partial, ids, i32(n)), workers=w, stack_size=stack)
+        outputs.append((partial, ids, capfd.readouterr().out))
+    for partial, ids, out in outputs:
+        np.testing.assert_array_equal(partial, outputs[0][0])
+        np.testing.assert_array_equal(ids, (np.arange(400)[:, None] * 1000 + np.arange(128)).ravel())
+        assert out == outputs[0][2]
+    np.testing.assert_allclose(outputs[0][0], np.r_[x, np.zeros(37, np.float32)].reshape(400, 128).sum(1),
+                               rtol=1e-4, atol=1e-4)
+    assert outputs[0][2].splitlines()[:2] == [f"block 7 sums to {outputs[0][0][7]:.3f}",
+                                             f"block 57 sums to {outputs[0][0][57]:.3f}"]
+
+
+def test_the_first_failing_block_is_reported_whatever_the_workers():
+    """Several blocks fail; with several OS threads the error is still that of the first failing block
+    in block order -- the one a single thread reports -- and no later block is started after it."""
+    k = RawKernel(r'''
+    #include <assert.h>
+    extern "C" __global__ void picky(int* seen) {
+        assert(blockIdx.x % 10 != 3);
+        seen[blockIdx.x] = 1;
+    }''', "picky")
+    for workers in (1, 4):
+        seen = np.zeros(200, np.int32)
+        with pytest.raises(KernelFault, match=r"assertion `blockIdx.x % 10 != 3` failed .* in block \(3,0,0\) "):
+            k(200, 64, (seen,), workers=workers)
+        assert seen[:3].all() and not seen[3] and seen.sum() < 200
+
+
+def test_workers_are_checked(monkeypatch):
+    k = RawKernel(PER_BLOCK, "per_block")
+    args = (np.zeros(128, np.float32), np.zeros(1, np.float32), np.zeros(128, np.int32), i32(128))
+    for bad in (0, 65, 2.0, True):
+        with pytest.raises(ValueError, match="workers must be an int number of OS threads in 1..64"):
+            k(1, 128, args, workers=bad)
+    monkeypatch.setenv("MINILORA_EMU_WORKERS", "many")
+    with pytest.raises(ValueError, match="MINILORA_EMU_WORKERS must be an int .* got 'many'"):
+        k(1, 128, args)
+    monkeypatch.setenv("MINILORA_EMU_WORKERS", "3")
+    assert emu.default_workers() == 3
+    monkeypatch.delenv("MINILORA_EMU_WORKERS")
+    assert 1 <= emu.default_workers() <= 64
+
+
 def test_ucontext_fallback_gives_same_results():
     """The portable fiber switch (used off x86-64) runs the tiled matmul identically."""
     src = (KDIR / "matmul_tiled.cu").read_text()
@@ -362,7 +435,7 @@ def test_fibers_passing_the_turn_run_in_the_schedulers_order():
         counter = np.zeros(1, np.int32)
         log = np.full(3 * 64 * 5, -1, np.int32)
         counts = np.zeros(3, np.int32)
-        k(3, 64, (counter, log, counts))
+        k(3, 64, (counter, log, counts), workers=1)  # one OS thread: the blocks' entries do not interleave
         assert counter[0] == 3 * (64 * 4 + 24)
         np.testing.assert_array_equal(counts, [22, 22, 22])
         logs.append(log)

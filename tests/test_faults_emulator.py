@@ -117,6 +117,29 @@ def test_timeout_stops_an_endless_kernel(name, out):
     a_normal_launch_works()
 
 
+def test_a_crash_on_another_os_thread_names_the_first_failing_block():
+    """Blocks run on several OS threads: a crash on any of them is caught there (its own signal stack
+    and jump), and the report names the first failing block in block order, as one thread would."""
+    n = 16 * 32
+    a, b = np.arange(n, dtype=np.int32), np.ones(n, np.int32)
+    b[[3 * 32 + 9, 11 * 32 + 2]] = 0  # blocks 3 and 11 divide by zero
+    for workers in (1, 4):
+        with pytest.raises(KernelFault, match=r"thread \(9,0,0\) of block \(3,0,0\) of kernel 'int_divide' crashed at "
+                                              rf"faults\.cu:{line_of('int_divide')}: SIGFPE"):
+            faults().get_function("int_divide")(16, 32, (a, b, np.zeros(n, np.int32), np.int32(n)), workers=workers)
+        a_normal_launch_works()
+
+
+def test_timeout_stops_every_os_thread():
+    """A timeout reaches the launching thread, which passes it on to the others spinning in their blocks."""
+    start = time.monotonic()
+    with pytest.raises(KernelFault, match=r"did not finish within timeout=0\.2 s; stopped in thread \(\d,0,0\) of "
+                                          r"block \(0,0,0\)"):
+        faults().get_function("spins")(8, 4, (np.zeros(1, np.int32), np.zeros(1, np.int32)), timeout=0.2, workers=4)
+    assert time.monotonic() - start < 5
+    a_normal_launch_works()
+
+
 def test_ctrl_c_stops_a_spinning_launch_with_keyboard_interrupt():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     spins = faults().get_function("spins")
@@ -125,7 +148,7 @@ def test_ctrl_c_stops_a_spinning_launch_with_keyboard_interrupt():
     timer.start()
     try:
         with pytest.raises(KeyboardInterrupt, match=r"kernel 'spins' interrupted \(Ctrl-C\) while running thread"):
-            spins(1, 4, (np.zeros(1, np.int32), np.zeros(1, np.int32)), timeout=30)  # the bound if Ctrl-C fails
+            spins(6, 4, (np.zeros(1, np.int32), np.zeros(1, np.int32)), timeout=30, workers=3)  # the bound if Ctrl-C fails
     finally:
         timer.cancel()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -5,8 +5,8 @@
 //
 //   * the CUDA keywords (__global__, __device__, __forceinline__, __launch_bounds__, ...), which on
 //     the CPU are just ordinary (inline) functions;
-//   * the built-in variables threadIdx, blockIdx, blockDim, gridDim, warpSize.  threadIdx reads a
-//     global that the runtime rewrites every time it switches from one CUDA thread to another;
+//   * the built-in variables threadIdx, blockIdx, blockDim, gridDim, warpSize.  threadIdx and
+//     blockIdx are read from the top of the running fiber's own stack (see FiberTop below);
 //   * __syncthreads(), the warp collectives (__shfl_*_sync, __ballot_sync, ...) and atomics.  The
 //     collectives are implemented by the runtime (runtime.cpp): every CUDA thread is a *fiber* (a
 //     user-level thread with its own stack), and a barrier simply parks the fiber until every other
@@ -93,15 +93,48 @@ struct dim3 {
     constexpr operator uint3() const { return uint3{x, y, z}; }
 };
 
-// The runtime updates these on every switch between CUDA threads (fibers) and blocks.
-extern uint3 __emu_thread_idx;
-extern uint3 __emu_block_idx;
+// Where a CUDA thread finds its threadIdx and blockIdx: on its own stack.  Every fiber's stack lies in
+// a slot of the runtime's stack pool whose size is 2^stack_slot_shift bytes and whose start is a
+// multiple of that size, and a FiberTop record sits near the top of the slot.  So code running on a
+// fiber finds its record from the stack pointer alone -- whichever OS thread (worker) runs its block,
+// with no global to rewrite at every switch and no thread-local lookup (the Linux kernel once found
+// its `current` task the same way).  The record (and the stack below it) sits a cache line and a page
+// lower in each successive slot: at the same offset in slots a power of two apart, the hot top bytes
+// of 256 stacks would all compete for a few sets of the L1 cache and of the TLB.
+namespace __emu {
+struct FiberTop {
+    uint3 thread_idx;
+    uint3 block_idx;
+    void* fiber;   // the runtime's record of this thread
+    void* worker;  // and of the OS thread running its block (both read together: no chain of loads)
+};
+constexpr uintptr_t kStaggerLines = 64, kStaggerPages = 16;  // distinct offsets of the record
+extern unsigned stack_slot_shift __attribute__((visibility("hidden")));  // set by the runtime per launch
+inline FiberTop* fiber_top_of(uintptr_t sp) {
+    const uintptr_t slot = sp >> stack_slot_shift;  // the slot's number in the address space
+    const uintptr_t top = (slot + 1) << stack_slot_shift;
+    return reinterpret_cast<FiberTop*>(top - 64 * (slot % kStaggerLines) - 4096 * (slot % kStaggerPages)) - 1;
+}
+// `const`: within a function the record never moves, so the compiler looks it up once per kernel call
+// and keeps it across barriers (noinline, or it would see the global read and look again each time).
+__attribute__((const, noinline)) inline FiberTop* fiber_top() {
+    uintptr_t sp;
+#if defined(__x86_64__)
+    __asm__("movq %%rsp, %0" : "=r"(sp));  // not volatile: within one function the slot never changes
+#elif defined(__aarch64__)
+    __asm__("mov %0, sp" : "=r"(sp));
+#else
+    sp = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+#endif
+    return fiber_top_of(sp);
+}
+}  // namespace __emu
 extern dim3 __emu_block_dim;
 extern dim3 __emu_grid_dim;
 
 // Read-only views, so `threadIdx.x = 3;` fails to compile exactly as under nvcc.
-#define threadIdx (static_cast<const uint3&>(__emu_thread_idx))
-#define blockIdx (static_cast<const uint3&>(__emu_block_idx))
+#define threadIdx (static_cast<const uint3&>(__emu::fiber_top()->thread_idx))
+#define blockIdx (static_cast<const uint3&>(__emu::fiber_top()->block_idx))
 #define blockDim (static_cast<const dim3&>(__emu_block_dim))
 #define gridDim (static_cast<const dim3&>(__emu_grid_dim))
 static constexpr int warpSize = 32;
@@ -163,7 +196,7 @@ struct SyncwarpAt {
 #define __all_sync(m, p) ((int)__emu::warp_op(__emu::W_ALL, __FILE__, __LINE__, m, (p) ? 1 : 0, 0, 32))
 #define __activemask() (__emu::activemask())
 
-// Fibers switch only at barriers, so there is no reordering to fence against.
+// Real fences: the threads of one block run one at a time, but blocks run on several OS threads.
 inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __nanosleep(unsigned) {}
@@ -186,7 +219,7 @@ inline T& __emu_shared_var(const char* name, const char* file, int line) {
 #define __emu_dynamic_shared() (__emu::dynamic_shared())
 
 // ---------------------------------------------------------------------------------------------
-// Atomics.  Real atomics (GCC builtins): correct even if blocks ever run on several OS threads.
+// Atomics.  Real atomics (GCC builtins): blocks run on several OS threads at once (runtime.cpp).
 // ---------------------------------------------------------------------------------------------
 #define __EMU_ATOMIC_INT(T)                                                                              \
     inline T atomicAdd(T* a, T v) { return __atomic_fetch_add(a, v, __ATOMIC_RELAXED); }                 \

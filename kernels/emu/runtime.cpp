@@ -2,8 +2,10 @@
 //
 // How a launch runs (read this first):
 //
-//   * Blocks run one after another, in an order chosen by the caller (forward, reverse, random):
-//     CUDA promises nothing about block order, so a correct kernel must not care.
+//   * Blocks are handed out in an order chosen by the caller (forward, reverse, random) to one or
+//     more OS threads, the *workers* (see "running the blocks on several OS threads" below); each
+//     runs the blocks it takes one after another.  CUDA promises nothing about block order or
+//     concurrency, so a correct kernel must not care.
 //   * Inside a block every CUDA thread is a *fiber*: a function call with its own small stack that
 //     can be paused and resumed.  A scheduler loop makes passes over the block's fibers in a fixed
 //     order; a fiber runs until it reaches a barrier (__syncthreads, a warp collective) or returns
@@ -38,10 +40,15 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <csetjmp>
 #include <cstdarg>
 #include <cstdlib>
+#include <deque>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -58,11 +65,10 @@
 
 #define EMU_EXPORT extern "C" __attribute__((visibility("default")))
 
-// The built-in variables the header's threadIdx/blockIdx/... macros read.
-uint3 __emu_thread_idx;
-uint3 __emu_block_idx;
+// The built-in variables the header's blockDim/gridDim macros read (the same for every block).
 dim3 __emu_block_dim;
 dim3 __emu_grid_dim;
+unsigned __emu::stack_slot_shift = 20;
 
 // Defined in the wrapper that emulator.py generates for each source file.
 extern "C" const __emu::KernelInfo* emu_kernel_table(int* count);
@@ -96,13 +102,17 @@ constexpr unsigned char kCanaryByte = 0xA5;
 constexpr size_t kMaxStaticShared = 48 * 1024;     // CUDA's limit for static __shared__
 constexpr size_t kMaxShared = 227 * 1024;          // sm_90's limit per block, static + dynamic
 
+struct Worker;
+
 // What a barrier touches (sp, idx, state, in_runtime, file/line, pred) comes first and the struct is
 // cache-line aligned, so passing the turn to a fiber reads one line of it, not two.
 struct alignas(64) Fiber {
     void* sp = nullptr;  // saved stack pointer while switched out (x86-64 path)
+    Fiber* next = nullptr;  // the fiber after this one in the scheduler's order (see link_order)
+    int order_pos = 0;      // this fiber's position in that order
+    int state = RUNNABLE;
     uint3 idx{0, 0, 0};
     int linear = 0;
-    int state = RUNNABLE;
     // Set while this fiber is inside the runtime (which may allocate): no asynchronous jump then.
     volatile sig_atomic_t in_runtime = 0;
     // Where the fiber waits (for error messages).
@@ -115,6 +125,7 @@ struct alignas(64) Fiber {
     unsigned wmask = 0;
     unsigned long long wval = 0, wresult = 0;
     char* stack = nullptr;
+    Worker* worker = nullptr;  // the OS thread running this fiber's block
 #ifdef EMU_ASAN
     void* fake_stack = nullptr;
 #endif
@@ -123,8 +134,14 @@ struct alignas(64) Fiber {
 #endif
 };
 
-// ---- global launch state (one launch at a time; emulator.py holds a lock) ----------------------
-struct Launch {
+// ---- launch state ---------------------------------------------------------------------------------
+// One launch at a time (emulator.py holds a lock), but its blocks may run on several OS threads at
+// once: a Worker is one such thread with everything it needs to run a block -- a copy of the launch's
+// configuration, the block's fibers and shared memory, its own scheduler context and fiber stacks,
+// its own crash/timeout escape and its own error.  Blocks are independent in CUDA (only atomics, which
+// are real here, connect them), so workers never touch each other's state; the few things they share
+// are in `Shared` below.  Worker 0 is the thread that called emu_launch.
+struct alignas(64) Worker {  // (aligned: no cache line holds two workers' state)
     const KernelInfo* kernel = nullptr;
     void** args = nullptr;
     dim3 grid, block;
@@ -145,17 +162,77 @@ struct Launch {
     int bar_line = 0;
     int error = E_OK;
     std::string message;
+    size_t error_at = 0;          // position in the block order of the block that failed
+    uint3 block_idx{0, 0, 0};     // of the block being run
+    size_t block_pos = 0;         // its position in the block order
     // Shared memory of the current block.
     char* dyn = nullptr;
     std::vector<char*> slot_ptr;  // per declaration; nullptr until first touched in this block
     size_t static_bytes = 0;
-};
-Launch g;
-Fiber* g_cur = nullptr;
-void* g_sched_sp = nullptr;
+    std::string output;           // device printf output of the current block
+    // The scheduler: the running fiber and where the scheduler's own context is saved.
+    Fiber* cur = nullptr;
+    void* sched_sp = nullptr;
 #ifdef EMU_UCONTEXT
-ucontext_t g_sched_uc;
+    ucontext_t sched_uc;
 #endif
+    volatile sig_atomic_t in_fiber = 0;  // a fiber, not the scheduler, is running
+    // mmap'd stacks, one slot per thread, reused across blocks and launches (see ensure_stacks).
+    char* stack_pool = nullptr;   // the first slot
+    size_t stack_pool_count = 0, stack_slot_size = 0;
+    char* pool_map = nullptr;     // the mapping, for munmap
+    size_t pool_map_bytes = 0;
+    // Escapes (see below): this thread's jump back into its scheduler and what the handler saw.
+    pid_t tid = 0;
+    volatile sig_atomic_t running = 0;  // inside run_worker: may receive a forwarded stop request
+    sigjmp_buf jump;
+    volatile sig_atomic_t armed = 0;    // `jump` is valid
+    int reason = 0, sig = 0, si_code = 0;
+    uintptr_t addr = 0;
+    bool crashed_in_fiber = false;
+    uint3 crashed_thread{0, 0, 0};
+    uintptr_t fault_pc = 0;  // the faulting instruction (or the call of exit/abort), for the source line
+    char* altstack = nullptr;  // the signal stack of a worker thread (worker 0 uses g_altstack)
+};
+constexpr int kMaxWorkers = 64;
+Worker g_workers[kMaxWorkers];
+int g_nworkers = 1;                      // of the current launch
+thread_local Worker* t_worker = nullptr;  // the worker this OS thread is (cold paths only: see fiber_of)
+
+// What the workers of a launch share.
+struct Shared {
+    std::vector<size_t> block_order;        // the blocks, in the order they are handed out
+    std::atomic<size_t> next{0};            // position in block_order of the next block to hand out
+    std::atomic<size_t> stop_at{SIZE_MAX};  // position of the first failed block: no later one starts
+    std::mutex lock;                        // guards the two below
+    std::vector<std::pair<size_t, std::string>> output;  // printf text per block position
+    std::atomic<size_t> output_bytes{0};
+};
+Shared g_shared;
+std::string g_output;  // device printf output of the last launch, in block order
+std::mutex g_slots_lock;
+
+// The running fiber and its worker; valid only on a fiber's stack.  With several workers they come
+// from the stack (see FiberTop in cuda_emu.h); with one, from worker 0's record, whose address is
+// fixed: a barrier's switch then waits on one load fewer (the branch is always predicted).
+struct Here {
+    Fiber* fiber;
+    Worker* worker;
+};
+inline Here here() {
+    if (g_nworkers == 1) {
+        // (The empty asm keeps the compiler from reading worker 0's `cur` before the test: with
+        // several workers that line is written at every switch of worker 0, and reading it from the
+        // others would make it bounce between their caches.)
+        __asm__ volatile("" ::: "memory");
+        return Here{g_workers[0].cur, &g_workers[0]};
+    }
+    const __emu::FiberTop* top = __emu::fiber_top();
+    return Here{static_cast<Fiber*>(top->fiber), static_cast<Worker*>(top->worker)};
+}
+inline Fiber* current_fiber() { return here().fiber; }
+inline Worker& me() { return *t_worker; }
+
 #ifdef EMU_ASAN
 const void* g_main_stack_bottom = nullptr;
 size_t g_main_stack_size = 0;
@@ -163,11 +240,8 @@ void* g_sched_fake_stack = nullptr;
 #endif
 
 struct SlotInfo { size_t size, align; std::string name; const char* file; int line; };
-std::vector<SlotInfo> g_slots;  // every __shared__ declaration seen so far in this module
-std::string g_output;           // device printf output of the current launch
-char* g_stack_pool = nullptr;   // mmap'd stacks, one per thread slot, reused across blocks
-size_t g_stack_pool_count = 0;
-long long g_clock = 0;
+std::deque<SlotInfo> g_slots;  // every __shared__ declaration seen so far in this module (g_slots_lock)
+std::atomic<long long> g_clock{0};
 
 std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
 std::string fmt(const char* f, ...) {
@@ -184,11 +258,13 @@ std::string where(const char* file, int line) {
 }
 std::string tid_str(const Fiber& f) { return fmt("thread (%u,%u,%u)", f.idx.x, f.idx.y, f.idx.z); }
 std::string block_str() {
-    return fmt("block (%u,%u,%u) of kernel '%s'", __emu_block_idx.x, __emu_block_idx.y,
-               __emu_block_idx.z, g.kernel->name);
+    const Worker& w = me();
+    return fmt("block (%u,%u,%u) of kernel '%s'", w.block_idx.x, w.block_idx.y,
+               w.block_idx.z, w.kernel->name);
 }
 void set_error(int code, const std::string& msg) {
-    if (g.error == E_OK) { g.error = code; g.message = msg; }
+    Worker& w = me();
+    if (w.error == E_OK) { w.error = code; w.message = msg; w.error_at = w.block_pos; }
 }
 // racecheck's clocks (see "racecheck" below; empty unless built with -DEMU_RACECHECK).
 void racecheck_block_barrier();
@@ -204,20 +280,22 @@ void racecheck_warp_sync(int warp);
 // it happens on a fiber whose whole launch is abandoned anyway, so nothing of it needs to survive.
 // For the duration of a launch only (the previous handlers, Python's faulthandler included, and the
 // thread's previous alternate stack are restored afterwards):
-//   * SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT and SIGTRAP on the launching thread run on_fault() on
+//   * SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT and SIGTRAP on a worker's thread run on_fault() on
 //     an alternate signal stack (the fiber's own stack may be what overflowed).  It notes the signal,
 //     the address, the faulting instruction and the CUDA thread -- plain stores, since a signal
-//     handler must not allocate -- and siglongjmps back into run_launch(), which frees the block's
-//     shared memory and returns E_FAULT.  The next launch builds fresh fibers.
+//     handler must not allocate -- and siglongjmps back into the worker's run_worker(), which frees
+//     the block's shared memory and records E_FAULT.  The next launch builds fresh fibers.
 //   * SIGINT (only when Python asks: Python's own handler merely sets a flag, which a spinning kernel
 //     never lets it read) and a POSIX timer's signal for timeout= run on_async().  Jumping out is
 //     safe only while a fiber executes the kernel's own code: inside malloc or the runtime's string
 //     work a jump would leave a lock held or a container half-updated.  Anywhere else the request
 //     stays pending: the scheduler checks it after every fiber switch, and a 10 ms retry timer
 //     re-delivers it to a fiber that spins inside libm.
-// Signals that arrive on another thread go to whatever handler was there before (a Ctrl-C that the
-// kernel picked another thread for is forwarded to the launching thread).
-volatile sig_atomic_t g_in_fiber = 0;  // a fiber, not the scheduler, is running (both builds)
+// With several workers, each catches its own crashes (each has its own jump and signal stack).  A
+// stop request (Ctrl-C, the timeout) reaches the launching thread, which passes it on to every other
+// worker (and keeps retrying every 10 ms until the launch ends).  Fault signals on a thread that is no
+// worker go to whatever handler was there before; a Ctrl-C that the kernel picked a non-worker thread
+// for is forwarded to the launching thread.
 
 #ifndef EMU_ASAN
 constexpr int kFaultSignals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP};
@@ -225,8 +303,7 @@ constexpr int kNumFaultSignals = sizeof kFaultSignals / sizeof kFaultSignals[0];
 constexpr double kRetrySeconds = 0.01;
 
 struct Escape {
-    sigjmp_buf jump;
-    volatile sig_atomic_t armed = 0;    // a launch is running and `jump` is valid
+    volatile sig_atomic_t armed = 0;    // a launch is running with these handlers installed
     volatile sig_atomic_t pending = 0;  // E_INTERRUPTED or E_TIMEOUT, waiting for a safe moment
     pid_t tid = 0;                      // the launching OS thread
     int timer_signal = 0;
@@ -236,17 +313,12 @@ struct Escape {
     struct sigaction saved_fault[kNumFaultSignals], saved_int, saved_timer;
     sigset_t saved_mask;
     stack_t saved_altstack;
-    // What the handler saw.
-    int reason = 0, sig = 0, si_code = 0;
-    uintptr_t addr = 0;
-    bool fiber = false;
-    uint3 thread{0, 0, 0};
 };
 Escape g_esc;
 uintptr_t g_text_lo = 0, g_text_hi = 0;  // this library's machine code
 alignas(64) char g_altstack[64 * 1024];
+constexpr size_t kAltStack = sizeof g_altstack;
 #endif
-uintptr_t g_fault_pc = 0;  // the faulting instruction (or the call of exit/abort), for the source line
 
 #ifndef EMU_ASAN
 pid_t current_tid() { return pid_t(syscall(SYS_gettid)); }
@@ -275,23 +347,33 @@ void chain(int sig, siginfo_t* si, void* context, const struct sigaction& old) {
     }
 }
 
-[[noreturn]] void escape(int reason) {
-    g_esc.reason = reason;
-    g_esc.fiber = g_in_fiber && g_cur;
-    if (g_esc.fiber) g_esc.thread = g_cur->idx;
-    g_esc.armed = 0;
-    siglongjmp(g_esc.jump, 1);
+// The worker this OS thread is, or nullptr (a handler must not touch thread-local storage: in a
+// thread that never used it, the first access may call malloc).
+Worker* worker_of_this_thread() {
+    const pid_t tid = current_tid();
+    for (int k = 0; k < g_nworkers; ++k)
+        if (g_workers[k].tid == tid) return &g_workers[k];
+    return nullptr;
+}
+
+[[noreturn]] void escape(Worker& w, int reason) {
+    w.reason = reason;
+    w.crashed_in_fiber = w.in_fiber && w.cur;
+    if (w.crashed_in_fiber) w.crashed_thread = w.cur->idx;
+    w.armed = 0;
+    siglongjmp(w.jump, 1);
 }
 
 void on_fault(int sig, siginfo_t* si, void* context) {
     int k = 0;
     while (kFaultSignals[k] != sig) ++k;
-    if (!g_esc.armed || current_tid() != g_esc.tid) return chain(sig, si, context, g_esc.saved_fault[k]);
-    g_esc.sig = sig;
-    g_esc.si_code = si->si_code;
-    g_esc.addr = uintptr_t(si->si_addr);
-    g_fault_pc = pc_of(context);
-    escape(E_FAULT);
+    Worker* w = g_esc.armed ? worker_of_this_thread() : nullptr;
+    if (!w || !w->armed) return chain(sig, si, context, g_esc.saved_fault[k]);
+    w->sig = sig;
+    w->si_code = si->si_code;
+    w->addr = uintptr_t(si->si_addr);
+    w->fault_pc = pc_of(context);
+    escape(*w, E_FAULT);
 }
 
 void arm_timer(double seconds) {
@@ -308,17 +390,23 @@ void on_async(int sig, siginfo_t* si, void* context) {
         if (!from_timer) chain(sig, si, context, g_esc.saved_int);
         return;
     }
-    if (current_tid() != g_esc.tid) {  // Ctrl-C landed on another thread: the launching one must stop
+    Worker* w = worker_of_this_thread();
+    const bool launcher = w == &g_workers[0];
+    if (!w || (!launcher && !from_timer)) {  // Ctrl-C landed on another thread: the launching one must stop
         syscall(SYS_tgkill, getpid(), g_esc.tid, sig);
-        return;
+        if (!w) return;
     }
     if (!g_esc.pending) g_esc.pending = from_timer ? E_TIMEOUT : E_INTERRUPTED;  // else a retry
-    const uintptr_t pc = pc_of(context);
-    if (g_in_fiber && g_cur && !g_cur->in_runtime && pc >= g_text_lo && pc < g_text_hi) {
-        g_fault_pc = pc;
-        escape(g_esc.pending);
+    if (launcher) {  // pass the request on to the other workers, and retry until the launch ends
+        for (int k = 1; k < g_nworkers; ++k)
+            if (g_workers[k].running) syscall(SYS_tgkill, getpid(), g_workers[k].tid, g_esc.timer_signal);
+        if (g_esc.has_timer) arm_timer(kRetrySeconds);
     }
-    if (g_esc.has_timer) arm_timer(kRetrySeconds);
+    const uintptr_t pc = pc_of(context);
+    if (w->armed && w->in_fiber && w->cur && !w->cur->in_runtime && pc >= g_text_lo && pc < g_text_hi) {
+        w->fault_pc = pc;
+        escape(*w, g_esc.pending);
+    }
 }
 
 int find_text(dl_phdr_info* info, size_t, void* probe) {
@@ -337,8 +425,9 @@ int find_text(dl_phdr_info* info, size_t, void* probe) {
 
 void install_escapes(double timeout_s, bool catch_sigint) {
     if (!g_text_hi) dl_iterate_phdr(find_text, reinterpret_cast<void*>(&pc_of));
-    g_esc.tid = current_tid();
+    g_esc.tid = g_workers[0].tid = current_tid();
     g_esc.pending = 0;
+    g_esc.armed = 1;  // the handlers below are ours until remove_escapes()
     g_esc.timeout_s = timeout_s;
     g_esc.catch_sigint = catch_sigint;
     stack_t alt{};
@@ -400,8 +489,8 @@ void remove_escapes() {
 struct RuntimeSection {
     Fiber* f;
     sig_atomic_t was;
-    RuntimeSection() : f(g_cur), was(g_cur ? g_cur->in_runtime : 0) { if (f) f->in_runtime = 1; }
-    ~RuntimeSection() { if (f) f->in_runtime = was; }
+    explicit RuntimeSection(Fiber* fiber) : f(fiber), was(fiber->in_runtime) { f->in_runtime = 1; }
+    ~RuntimeSection() { f->in_runtime = was; }
 };
 
 // ---- context switching ---------------------------------------------------------------------------
@@ -436,60 +525,54 @@ emu_switch:
 void fiber_main();
 
 // Scheduler -> fiber.
-inline void resume(Fiber* f) {
-    g_cur = f;
-    __emu_thread_idx = f->idx;
+inline void resume(Worker& w, Fiber* f) {
+    w.cur = f;
 #ifdef EMU_ASAN
     __sanitizer_start_switch_fiber(&g_sched_fake_stack, f->stack, g_stack_size);
 #endif
-    g_in_fiber = 1;
+    w.in_fiber = 1;
 #ifdef EMU_UCONTEXT
-    swapcontext(&g_sched_uc, &f->uc);
+    swapcontext(&w.sched_uc, &f->uc);
 #else
-    emu_switch(&g_sched_sp, f->sp);
+    emu_switch(&w.sched_sp, f->sp);
 #endif
-    g_in_fiber = 0;
+    w.in_fiber = 0;
 #ifdef EMU_ASAN
     __sanitizer_finish_switch_fiber(g_sched_fake_stack, nullptr, nullptr);
 #endif
 }
 
-// The next runnable fiber of the scheduler's pass over g.order after position g_pos (which it then
-// names), or nullptr at the end of the pass.
-size_t g_pos = 0;
-inline Fiber* next_in_pass() {
-    const size_t n = g.order.size();
-    for (size_t p = g_pos + 1; p < n; ++p) {
-        Fiber* f = &g.fibers[size_t(g.order[p])];
-        if (f->state == RUNNABLE) {
-            g_pos = p;
+// The next runnable fiber of the scheduler's pass after fiber f, or nullptr at the end of the pass.
+// It follows the fibers' own `next` links rather than an index into the worker's order: a barrier
+// then waits on a short chain of loads (this fiber's record, the next one's, its stack), which is
+// most of what a switch costs.
+inline Fiber* next_in_pass(const Fiber* f) {
+    for (Fiber* n = f->next; n; n = n->next) {
+        if (n->state == RUNNABLE) {
             // Fetch what the switch after this one will touch -- the following fiber's saved
-            // registers and its record -- while this one runs: 256 stacks do not fit in L1.
-            if (p + 1 < n) {
-                const Fiber* after = &g.fibers[size_t(g.order[p + 1])];
-                __builtin_prefetch(after->sp);
-                __builtin_prefetch(static_cast<char*>(after->sp) + 64);
-                if (p + 2 < n) __builtin_prefetch(&g.fibers[size_t(g.order[p + 2])]);
+            // registers, its FiberTop and its record -- while this one runs: 256 stacks do not fit in L1.
+            if (const Fiber* after = n->next) {
+                for (int line = 0; line < 4; ++line) __builtin_prefetch(static_cast<char*>(after->sp) + 64 * line);
+                __builtin_prefetch(__emu::fiber_top_of(uintptr_t(after->sp)));
+                if (after->next) __builtin_prefetch(after->next);
             }
-            return f;
+            return n;
         }
     }
     return nullptr;
 }
 
-// Fiber -> the next fiber of the pass, or the scheduler.  Returns when this fiber is resumed again.
+// Fiber f -> the next fiber of the pass, or the scheduler.  Returns when f is resumed again.
 // Passing the turn straight to the next runnable fiber (one switch) instead of through the
 // scheduler (two switches) halves the cost of a barrier; the fibers still run in exactly the order
-// the scheduler's pass would resume them (it continues after g_pos).  An error, a pending Ctrl-C or
+// the scheduler's pass would resume them (it continues after the last one that ran).  An error, a pending Ctrl-C or
 // timeout, and the end of the pass go back to the scheduler.  (The ASan and ucontext builds always
 // go through the scheduler: their switch bookkeeping assumes it.)
-inline void yield_to_scheduler() {
-    Fiber* f = g_cur;
+inline void yield_to_scheduler(Fiber* f, Worker& w) {
 #if !defined(EMU_ASAN) && !defined(EMU_UCONTEXT)
-    if (!g.error && !g_esc.pending) {
-        if (Fiber* next = next_in_pass()) {
-            g_cur = next;
-            __emu_thread_idx = next->idx;
+    if (!w.error && !g_esc.pending) {
+        if (Fiber* next = next_in_pass(f)) {
+            w.cur = next;
             emu_switch(&f->sp, next->sp);
             return;
         }
@@ -500,9 +583,9 @@ inline void yield_to_scheduler() {
                                    g_main_stack_size);
 #endif
 #ifdef EMU_UCONTEXT
-    swapcontext(&f->uc, &g_sched_uc);
+    swapcontext(&f->uc, &w.sched_uc);
 #else
-    emu_switch(&f->sp, g_sched_sp);
+    emu_switch(&f->sp, w.sched_sp);
 #endif
 #ifdef EMU_ASAN
     __sanitizer_finish_switch_fiber(f->fake_stack, &g_main_stack_bottom, &g_main_stack_size);
@@ -517,78 +600,135 @@ void fiber_main() {
 #ifdef EMU_ASAN
     __sanitizer_finish_switch_fiber(nullptr, &g_main_stack_bottom, &g_main_stack_size);
 #endif
+    Fiber* f = current_fiber();
+    Worker& w = *f->worker;
     for (;;) {
-        g.kernel->trampoline(g.args);
-        g_cur->state = EXITED;
-        yield_to_scheduler();
+        w.kernel->trampoline(w.args);
+        f->state = EXITED;
+        yield_to_scheduler(f, w);
     }
 }
 
 // Errors found inside a fiber (bad shuffle mask, assert, ...): record and never come back.
 [[noreturn]] void fail_in_fiber(int code, const std::string& msg) {
     set_error(code, msg);
-    g_cur->state = EXITED;
-    yield_to_scheduler();
+    Fiber* f = current_fiber();
+    f->state = EXITED;
+    yield_to_scheduler(f, *f->worker);
     __builtin_unreachable();
 }
 
-size_t g_stack_pool_stride = 0;  // stack size + guard of the pool as allocated
+// ---- fiber stacks ----------------------------------------------------------------------------------
+// Each fiber's stack lies in a slot of 2^stack_slot_shift bytes, aligned to its size, so that code on
+// the fiber finds its FiberTop from the stack pointer (cuda_emu.h).  From the top of a slot down: the
+// FiberTop (in the top 64 KiB, a line and a page lower in each successive slot), the stack of the size the
+// launch asks for (emulator.py sizes it from the compiler's -fstack-usage report, or the user's
+// stack_size=), and below it, down to the slot's start, an inaccessible guard region of at least
+// kGuard bytes, so an overflow faults at once (and becomes a KernelFault) instead of silently writing
+// into the neighbouring thread's stack.
+size_t g_slot_size = 0;  // of the current launch
 
-bool ensure_stacks(size_t n) {
-    const size_t stride = g_stack_size + kGuard;
-    if (n <= g_stack_pool_count && stride == g_stack_pool_stride) return true;
-    if (g_stack_pool) munmap(g_stack_pool, g_stack_pool_count * g_stack_pool_stride);
-    g_stack_pool_count = 0;
-    g_stack_pool_stride = stride;
-    size_t bytes = n * stride;
-    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) { g_stack_pool = nullptr; return false; }
-    g_stack_pool = static_cast<char*>(p);
-    for (size_t i = 0; i < n; ++i)  // guard page at the low end: a stack overflow faults at once
-        mprotect(g_stack_pool + i * stride, kGuard, PROT_NONE);
-    g_stack_pool_count = n;
+// The top of a slot that holds the FiberTop wherever the stagger puts it (a whole number of pages).
+size_t top_reserve() {
+    const size_t page = size_t(sysconf(_SC_PAGESIZE));
+    const size_t stagger = 64 * (__emu::kStaggerLines - 1) + 4096 * (__emu::kStaggerPages - 1);
+    return (stagger + sizeof(__emu::FiberTop) + page - 1) / page * page;
+}
+
+size_t slot_size_for(size_t stack_size) {
+    const size_t need = stack_size + top_reserve() + kGuard;
+    unsigned shift = 12;
+    while ((size_t(1) << shift) < need) ++shift;
+    __emu::stack_slot_shift = shift;
+    return size_t(1) << shift;
+}
+char* usable_stack(const char* slot) { return const_cast<char*>(slot) + g_slot_size - top_reserve() - g_stack_size; }
+
+bool ensure_stacks(Worker& w, size_t n) {
+    if (n <= w.stack_pool_count && w.stack_slot_size == g_slot_size) return true;
+    if (w.pool_map) munmap(w.pool_map, w.pool_map_bytes);
+    w.pool_map = nullptr;
+    w.stack_pool = nullptr;
+    w.stack_pool_count = 0;
+    w.stack_slot_size = g_slot_size;
+    w.pool_map_bytes = (n + 1) * g_slot_size;  // one slot more, to align the first to the slot size
+    void* p = mmap(nullptr, w.pool_map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return false;
+    w.pool_map = static_cast<char*>(p);
+    w.stack_pool = reinterpret_cast<char*>((uintptr_t(p) + g_slot_size - 1) & ~uintptr_t(g_slot_size - 1));
+    for (size_t i = 0; i < n; ++i) {  // the guard: everything of the slot below the stack
+        char* slot = w.stack_pool + i * g_slot_size;
+        mprotect(slot, size_t(usable_stack(slot) - slot), PROT_NONE);
+    }
+    w.stack_pool_count = n;
     return true;
 }
 
-void init_fiber(Fiber& f, int i) {
-    f.stack = g_stack_pool + i * g_stack_pool_stride + kGuard;
+// Makes fiber f (thread `linear` of its block) ready to start fiber_main on stack slot i of w's pool.
+void init_fiber(Worker& w, Fiber& f, int i) {
+    char* slot = w.stack_pool + size_t(i) * g_slot_size;
+    f.stack = usable_stack(slot);
+    f.worker = &w;
+    __emu::FiberTop* top = __emu::fiber_top_of(uintptr_t(slot));
+    top->thread_idx = f.idx;
+    top->block_idx = w.block_idx;
+    top->fiber = &f;
+    top->worker = &w;
 #ifdef EMU_ASAN
     // Frames of earlier fibers on this stack never returned; forget their redzones.
-    ASAN_UNPOISON_MEMORY_REGION(f.stack, g_stack_size);
+    ASAN_UNPOISON_MEMORY_REGION(f.stack, size_t(reinterpret_cast<char*>(top) - f.stack));
     f.fake_stack = nullptr;
 #endif
 #ifdef EMU_UCONTEXT
     getcontext(&f.uc);
     f.uc.uc_stack.ss_sp = f.stack;
-    f.uc.uc_stack.ss_size = g_stack_size;
+    f.uc.uc_stack.ss_size = size_t(reinterpret_cast<char*>(top) - f.stack) & ~size_t(15);
     f.uc.uc_link = nullptr;
     makecontext(&f.uc, fiber_main, 0);
 #else
-    // Build the frame emu_switch expects to pop: six zeroed registers, then the "return address"
-    // fiber_main, then a fake return address for fiber_main itself (keeps the ABI's alignment).
-    // Stagger the tops by a cache line per fiber: stacks exactly 68 KiB apart would all map their
-    // hot top bytes to the same L1 cache set and evict each other on every switch.
-    uintptr_t top = reinterpret_cast<uintptr_t>(f.stack + g_stack_size - 64 * (i % 64)) & ~uintptr_t(15);
-    void** sp = reinterpret_cast<void**>(top);
+    // Build the frame emu_switch expects to pop, just below the FiberTop: six zeroed registers, then
+    // the "return address" fiber_main, then a fake return address for fiber_main itself (keeps the
+    // ABI's alignment).  (The FiberTop's stagger staggers the hot top bytes of the stacks too.)
+    void** sp = reinterpret_cast<void**>(reinterpret_cast<uintptr_t>(top) & ~uintptr_t(15));
     *--sp = nullptr;                                 // fiber_main's return address (never used)
     *--sp = reinterpret_cast<void*>(&fiber_main);    // where emu_switch's `ret` goes
     for (int r = 0; r < 6; ++r) *--sp = nullptr;     // rbp rbx r12 r13 r14 r15
     f.sp = sp;
 #endif
 }
+// A new block for a fiber that keeps its stack: only blockIdx changes.
+inline void set_block_of(Worker& w, const Fiber& f) {
+    __emu::fiber_top_of(uintptr_t(f.stack))->block_idx = w.block_idx;
+}
 
 // ---- ordering ------------------------------------------------------------------------------------
 uint64_t next_random() {  // xorshift64*: small, seedable, good enough for shuffling
-    g.rng ^= g.rng >> 12;
-    g.rng ^= g.rng << 25;
-    g.rng ^= g.rng >> 27;
-    return g.rng * 2685821657736338717ull;
+    Worker& w = me();
+    w.rng ^= w.rng >> 12;
+    w.rng ^= w.rng << 25;
+    w.rng ^= w.rng >> 27;
+    return w.rng * 2685821657736338717ull;
 }
 void make_order(std::vector<int>& v, size_t n, int order) {
     v.resize(n);
     for (size_t i = 0; i < n; ++i) v[i] = order == ORDER_REVERSE ? int(n - 1 - i) : int(i);
     if (order == ORDER_RANDOM)
         for (size_t i = n; i > 1; --i) std::swap(v[i - 1], v[next_random() % i]);
+}
+// Chains the block's fibers in the scheduler's order (next_in_pass follows the chain).
+void link_order(Worker& w) {
+    const size_t n = w.order.size();
+    for (size_t p = 0; p < n; ++p) {
+        Fiber& f = w.fibers[size_t(w.order[p])];
+        f.order_pos = int(p);
+        f.next = p + 1 < n ? &w.fibers[size_t(w.order[p + 1])] : nullptr;
+    }
+}
+// The thread order for a new block: built for the first one, drawn anew for each when it is random.
+void order_threads(Worker& w, bool fresh) {
+    if (!fresh && w.thread_order != ORDER_RANDOM) return;  // forward and reverse: the same every block
+    make_order(w.order, size_t(w.nthreads), w.thread_order);
+    link_order(w);
 }
 
 // ---- barriers ------------------------------------------------------------------------------------
@@ -597,21 +737,25 @@ void make_order(std::vector<int>& v, size_t n, int order) {
 bool release_coalesced_groups();
 
 // Every thread of the block waits at the same __syncthreads(): let them all pass.
-void release_block_barrier() {
-    g.bar_result = g.bar_pred;
-    for (Fiber& f : g.fibers) f.state = RUNNABLE;
-    g.bar_waiting = g.bar_pred = 0;
-    g.bar_mixed = false;
-    if (g.thread_order == ORDER_RANDOM) make_order(g.order, g.fibers.size(), ORDER_RANDOM);
+void release_block_barrier(Worker& w) {
+    w.bar_result = w.bar_pred;
+    for (Fiber& f : w.fibers) f.state = RUNNABLE;
+    w.bar_waiting = w.bar_pred = 0;
+    w.bar_mixed = false;
+    if (w.thread_order == ORDER_RANDOM) {
+        make_order(w.order, w.fibers.size(), ORDER_RANDOM);
+        link_order(w);
+    }
     racecheck_block_barrier();
 }
 
 bool release_barrier_or_explain() {
+    Worker& w = me();
     if (release_coalesced_groups()) return true;
     int waiting = 0, exited = 0, at_warp = 0;
     const Fiber* first_wait = nullptr;
     const Fiber* first_exit = nullptr;
-    for (const Fiber& f : g.fibers) {
+    for (const Fiber& f : w.fibers) {
         if (f.state == AT_BARRIER) { ++waiting; if (!first_wait) first_wait = &f; }
         else if (f.state == EXITED) { ++exited; if (!first_exit) first_exit = &f; }
         else if (f.state == AT_WARP) ++at_warp;
@@ -619,18 +763,18 @@ bool release_barrier_or_explain() {
     if (at_warp == 0 && waiting > 0 && exited == 0) {
         // Everyone is at a barrier: the same one?
         bool same = true;
-        for (const Fiber& f : g.fibers)
+        for (const Fiber& f : w.fibers)
             if (f.line != first_wait->line || (f.file != first_wait->file && strcmp(f.file, first_wait->file) != 0)) {
                 same = false;
                 break;
             }
         if (same) {
-            release_block_barrier();
+            release_block_barrier(w);
             return true;
         }
         // Divergent barrier: list each __syncthreads() site with how many threads wait there.
         std::vector<std::pair<const Fiber*, int>> sites;
-        for (const Fiber& f : g.fibers) {
+        for (const Fiber& f : w.fibers) {
             bool found = false;
             for (auto& s : sites)
                 if (s.first->line == f.line && strcmp(s.first->file, f.file) == 0) { ++s.second; found = true; break; }
@@ -657,7 +801,7 @@ bool release_barrier_or_explain() {
         return false;
     }
     // Some lanes wait in a warp collective that can never complete: say which lanes are missing.
-    for (const Fiber& f : g.fibers) {
+    for (const Fiber& f : w.fibers) {
         if (f.state != AT_WARP) continue;
         const int base = f.linear & ~31;
         std::string missing, prev_why;
@@ -665,8 +809,8 @@ bool release_barrier_or_explain() {
         for (int l = 0; l <= 32; ++l) {  // group consecutive lanes that are missing for the same reason
             std::string why;
             const int t = base + l;
-            if (l < 32 && (f.wmask >> l & 1u) && t < g.nthreads && g.fibers[t].state != AT_WARP) {
-                const Fiber& o = g.fibers[t];
+            if (l < 32 && (f.wmask >> l & 1u) && t < w.nthreads && w.fibers[t].state != AT_WARP) {
+                const Fiber& o = w.fibers[t];
                 why = o.state == EXITED ? "have exited" : "wait at __syncthreads() at " + where(o.file, o.line);
             }
             if (why != prev_why) {
@@ -692,24 +836,28 @@ bool release_barrier_or_explain() {
 #ifndef EMU_ASAN
 // The message for a launch stopped by Ctrl-C or its timeout.
 std::string describe_stop(int reason, bool in_thread, uint3 t) {
+    Worker& w = me();
     const std::string who = in_thread ? fmt("thread (%u,%u,%u) of ", t.x, t.y, t.z) + block_str() : block_str();
     if (reason == E_INTERRUPTED) return "interrupted (Ctrl-C) while running " + who;
     return fmt("kernel '%s' did not finish within timeout=%g s; stopped in %s. An endless loop? (A loop that "
                "waits for another thread's write never ends here: threads run one at a time until a "
-               "barrier.)", g.kernel->name, g_esc.timeout_s, who.c_str());
+               "barrier.)", w.kernel->name, g_esc.timeout_s, who.c_str());
 }
 
 bool in_stack_guard(uintptr_t addr) {
-    const uintptr_t pool = reinterpret_cast<uintptr_t>(g_stack_pool);
-    if (!pool || addr < pool || addr >= pool + g_stack_pool_count * g_stack_pool_stride) return false;
-    return (addr - pool) % g_stack_pool_stride < kGuard;
+    Worker& w = me();
+    const uintptr_t pool = reinterpret_cast<uintptr_t>(w.stack_pool);
+    if (!pool || addr < pool || addr >= pool + w.stack_pool_count * g_slot_size) return false;
+    const char* slot = reinterpret_cast<const char*>(addr - (addr - pool) % g_slot_size);
+    return addr < uintptr_t(usable_stack(slot));  // below the stack: in the slot's guard region
 }
 
 // The message for a crash caught by on_fault(); emulator.py puts the source line at kLocationMark.
 std::string describe_fault() {
+    Worker& w = me();
     std::string what;
-    const int sig = g_esc.sig, code = g_esc.si_code;
-    const uintptr_t addr = g_esc.addr;
+    const int sig = w.sig, code = w.si_code;
+    const uintptr_t addr = w.addr;
     if ((sig == SIGSEGV || sig == SIGBUS) && in_stack_guard(addr)) {
         what = fmt("stack overflow: the thread needs more than its %zu-byte stack (large local arrays or deep "
                    "recursion); launch with a larger stack_size= (bytes per thread)", g_stack_size);
@@ -728,8 +876,8 @@ std::string describe_fault() {
     } else {
         what = fmt("signal %d", sig);
     }
-    const std::string who = g_esc.fiber ? fmt("thread (%u,%u,%u) of ", g_esc.thread.x, g_esc.thread.y,
-                                              g_esc.thread.z) + block_str()
+    const std::string who = w.crashed_in_fiber ? fmt("thread (%u,%u,%u) of ", w.crashed_thread.x, w.crashed_thread.y,
+                                              w.crashed_thread.z) + block_str()
                                         : "the emulator's scheduler, running " + block_str() + ",";
     return who + " crashed" kLocationMark ": " + what;
 }
@@ -739,21 +887,22 @@ std::string describe_fault() {
 // its warp waiting at the same call form the group (the others have exited or wait elsewhere, as
 // lanes of another branch do on a GPU).  Each gets the group's lane mask.
 bool release_coalesced_groups() {
+    Worker& w = me();
     bool released = false;
-    for (Fiber& f : g.fibers) {
+    for (Fiber& f : w.fibers) {
         if (f.state != AT_WARP || f.wop != W_COALESCE) continue;
         const int base = f.linear & ~31;
         unsigned mask = 0;
-        for (int l = 0; l < 32 && base + l < g.nthreads; ++l) {
-            const Fiber& o = g.fibers[base + l];
+        for (int l = 0; l < 32 && base + l < w.nthreads; ++l) {
+            const Fiber& o = w.fibers[base + l];
             if (o.state == AT_WARP && o.wop == W_COALESCE && o.line == f.line && strcmp(o.file, f.file) == 0)
                 mask |= 1u << l;
         }
         racecheck_warp_sync(base / 32);
         for (int l = 0; l < 32; ++l)
             if (mask >> l & 1u) {
-                g.fibers[base + l].wresult = mask;
-                g.fibers[base + l].state = RUNNABLE;
+                w.fibers[base + l].wresult = mask;
+                w.fibers[base + l].state = RUNNABLE;
             }
         released = true;
     }
@@ -763,37 +912,38 @@ bool release_coalesced_groups() {
 // Run one block to completion.  Returns false on error.
 enum BlockResult { BLOCK_ERROR = 0, BLOCK_DONE = 1, BLOCK_AT_GRID = 2 };
 
-BlockResult run_block() {
+BlockResult run_block(Worker& w) {
     for (;;) {
         bool ran = false;
-        for (g_pos = 0; g_pos < g.order.size(); ++g_pos) {
-            Fiber* f = &g.fibers[size_t(g.order[g_pos])];
+        for (size_t pos = 0; pos < w.order.size(); ++pos) {
+            Fiber* f = &w.fibers[size_t(w.order[pos])];
             if (f->state != RUNNABLE) continue;
-            resume(f);  // the fibers pass the turn along the pass; g_pos is where the last one stood
+            resume(w, f);  // the fibers pass the turn along the pass:
+            pos = size_t(w.cur->order_pos);  // continue after the last one that ran
             ran = true;
-            if (g.error) return BLOCK_ERROR;
+            if (w.error) return BLOCK_ERROR;
 #ifndef EMU_ASAN
             if (g_esc.pending) {  // Ctrl-C or the timeout came while the runtime was busy: stop here
-                set_error(g_esc.pending, describe_stop(g_esc.pending, true, g_cur->idx));
+                set_error(g_esc.pending, describe_stop(g_esc.pending, true, w.cur->idx));
                 return BLOCK_ERROR;
             }
 #endif
         }
-        if (g.bar_waiting == g.nthreads && !g.bar_mixed) {  // the common case, without a scan
-            release_block_barrier();
+        if (w.bar_waiting == w.nthreads && !w.bar_mixed) {  // the common case, without a scan
+            release_block_barrier(w);
             continue;
         }
         if (ran) continue;
         int exited = 0, at_grid = 0;
-        for (const Fiber& f : g.fibers) {
+        for (const Fiber& f : w.fibers) {
             exited += f.state == EXITED;
             at_grid += f.state == AT_GRID;
         }
-        if (exited == g.nthreads) return BLOCK_DONE;
-        if (at_grid > 0 && at_grid + exited == g.nthreads) {
+        if (exited == w.nthreads) return BLOCK_DONE;
+        if (at_grid > 0 && at_grid + exited == w.nthreads) {
             if (exited == 0) return BLOCK_AT_GRID;  // parked until every block arrives
             const Fiber* waiting = nullptr;
-            for (const Fiber& f : g.fibers) if (f.state == AT_GRID) { waiting = &f; break; }
+            for (const Fiber& f : w.fibers) if (f.state == AT_GRID) { waiting = &f; break; }
             set_error(E_BARRIER, fmt("%d threads of %s wait at grid.sync() at %s, but %d have exited the kernel "
                                      "without reaching it: every thread of the grid must call grid.sync()",
                                      at_grid, block_str().c_str(), where(waiting->file, waiting->line).c_str(), exited));
@@ -804,9 +954,9 @@ BlockResult run_block() {
 }
 
 // ---- cooperative launches: every block resident at once --------------------------------------------
-// Blocks still run one at a time, but a block that reaches grid.sync() is parked -- its fibers, stacks
+// One worker runs them all, one block at a time, but a block that reaches grid.sync() is parked -- its fibers, stacks
 // and shared memory kept -- and the next block runs; when every block waits at the grid barrier, all
-// are released.  The state of the block being run is swapped into `g`, so the barrier, warp and
+// are released.  The state of the block being run is swapped into the worker, so the barrier, warp and
 // shared-memory code above works on it unchanged.
 constexpr size_t kMaxCooperativeThreads = 132 * 2048;  // an H200's resident threads: 132 SMs x 2048
 // The emulator's own limit: every thread keeps a stack (and a guard region, one memory mapping each).
@@ -821,18 +971,20 @@ struct BlockState {
     bool done = false;
 };
 std::vector<BlockState> g_blocks;
-BlockState* g_loaded = nullptr;  // the block whose state is in `g` right now
+BlockState* g_loaded = nullptr;  // the block whose state is in the worker right now
 
-void swap_block_state(BlockState& b) {  // the same call loads a block into `g` and stores it back
-    g.fibers.swap(b.fibers);
-    g.slot_ptr.swap(b.slot_ptr);
-    std::swap(g.dyn, b.dyn);
-    std::swap(g.static_bytes, b.static_bytes);
+void swap_block_state(BlockState& b) {  // the same call loads a block into the worker and stores it back
+    Worker& w = me();
+    w.fibers.swap(b.fibers);
+    w.slot_ptr.swap(b.slot_ptr);
+    std::swap(w.dyn, b.dyn);
+    std::swap(w.static_bytes, b.static_bytes);
 }
 void load_block(BlockState& b) {
+    Worker& w = me();
     swap_block_state(b);
     g_loaded = &b;
-    __emu_block_idx = b.idx;
+    w.block_idx = b.idx;
 }
 void store_block() {
     swap_block_state(*g_loaded);
@@ -879,10 +1031,11 @@ void track_shared(const char* p, size_t size, const std::string& name) {
     g_tracked.push_back(TrackedArray{uintptr_t(p), uintptr_t(p) + size, "__shared__ '" + name + "'"});
 }
 void racecheck_new_block() {
+    Worker& w = me();
     g_shadow.clear();
     g_tracked.clear();
     g_barrier_count = 0;
-    g_warp_syncs.assign(size_t(g.nthreads + 31) / 32, 0);
+    g_warp_syncs.assign(size_t(w.nthreads + 31) / 32, 0);
 }
 void racecheck_block_barrier() { ++g_barrier_count; }
 void racecheck_warp_sync(int warp) { ++g_warp_syncs[size_t(warp)]; }
@@ -895,7 +1048,8 @@ std::string pc_mark(uintptr_t pc) {  // emulator.py turns the mark into file:lin
 
 [[noreturn]] void report_hazard(const char* kind, const Access& earlier, bool earlier_writes, bool now_writes,
                                 uintptr_t pc, const TrackedArray& array, uintptr_t byte) {
-    const Fiber& other = g.fibers[size_t(earlier.thread)];
+    Worker& w = me();
+    const Fiber& other = w.fibers[size_t(earlier.thread)];
     fail_in_fiber(E_RACE, fmt("racecheck: %s hazard on %s (byte %lu) in %s: %s %s it at %s, then %s %s "
                               "it at %s, with no __syncthreads() (or __syncwarp() within a warp) in between. On a GPU "
                               "the result depends on timing; here fibers run each thread alone up to its next "
@@ -903,11 +1057,13 @@ std::string pc_mark(uintptr_t pc) {  // emulator.py turns the mark into file:lin
                               "accesses: add the barrier.",
                               kind, array.name.c_str(), (unsigned long)(byte - array.lo), block_str().c_str(),
                               tid_str(other).c_str(), earlier_writes ? "writes" : "reads", pc_mark(earlier.pc).c_str(),
-                              tid_str(*g_cur).c_str(), now_writes ? "writes" : "reads", pc_mark(pc).c_str()));
+                              tid_str(*w.cur).c_str(), now_writes ? "writes" : "reads", pc_mark(pc).c_str()));
 }
 
 void racecheck_access(const void* p, size_t n, bool write, uintptr_t pc) {
-    if (!g_in_fiber || !g_cur || g_cur->in_runtime) return;
+    if (!t_worker) return;
+    Worker& w = *t_worker;
+    if (!w.in_fiber || !w.cur || w.cur->in_runtime) return;
     const uintptr_t a = uintptr_t(p);
     const TrackedArray* array = nullptr;
     for (const TrackedArray& r : g_tracked)
@@ -916,7 +1072,7 @@ void racecheck_access(const void* p, size_t n, bool write, uintptr_t pc) {
         for (const TrackedArray& r : g_tracked_global)
             if (a >= r.lo && a < r.hi) { array = &r; break; }
     if (!array) return;  // a local variable, or memory the kernel was not given
-    const int t = g_cur->linear, warp = t / 32;
+    const int t = w.cur->linear, warp = t / 32;
     const Access now{t, g_barrier_count, g_warp_syncs[size_t(warp)], pc};
     auto ordered = [&](const Access& e) {
         return e.thread < 0 || e.thread == t || e.barrier != now.barrier ||
@@ -972,40 +1128,43 @@ bool canary_intact(const char* p, size_t size) {
 
 // Frees the block's shared memory; reports a write past the end of any of it.
 void end_block_shared() {
-    for (size_t s = 0; s < g.slot_ptr.size(); ++s) {
-        if (!g.slot_ptr[s]) continue;
-        if (!canary_intact(g.slot_ptr[s], g_slots[s].size))
+    Worker& w = me();
+    std::unique_lock<std::mutex> slots(g_slots_lock, std::defer_lock);  // other workers may add declarations
+    for (size_t s = 0; s < w.slot_ptr.size(); ++s) {
+        if (!w.slot_ptr[s]) continue;
+        if (!slots.owns_lock()) slots.lock();
+        if (!canary_intact(w.slot_ptr[s], g_slots[s].size))
             set_error(E_FAULT, fmt("out-of-bounds write past the end of __shared__ '%s' (%zu bytes, declared at %s) in %s",
                                    g_slots[s].name.c_str(), g_slots[s].size,
                                    where(g_slots[s].file, g_slots[s].line).c_str(), block_str().c_str()));
-        free(g.slot_ptr[s]);
-        g.slot_ptr[s] = nullptr;
+        free(w.slot_ptr[s]);
+        w.slot_ptr[s] = nullptr;
     }
-    if (g.dyn) {
-        if (!canary_intact(g.dyn, g.dyn_shared))
+    if (w.dyn) {
+        if (!canary_intact(w.dyn, w.dyn_shared))
             set_error(E_FAULT, fmt("out-of-bounds write past the end of extern __shared__ memory (shared_mem=%zu "
                                    "bytes at launch) in %s",
-                                   g.dyn_shared, block_str().c_str()));
-        free(g.dyn);
-        g.dyn = nullptr;
+                                   w.dyn_shared, block_str().c_str()));
+        free(w.dyn);
+        w.dyn = nullptr;
     }
-    g.static_bytes = 0;
+    w.static_bytes = 0;
 }
 
-void init_block_fibers(std::vector<Fiber>& fibers, int first_stack) {
-    g.bar_waiting = g.bar_pred = 0;
-    g.bar_mixed = false;
-    for (int i = 0; i < g.nthreads; ++i) {
+void init_block_fibers(Worker& w, std::vector<Fiber>& fibers, int first_stack) {
+    w.bar_waiting = w.bar_pred = 0;
+    w.bar_mixed = false;
+    for (int i = 0; i < w.nthreads; ++i) {
         Fiber& f = fibers[i];
         f.linear = i;
-        f.idx = uint3{unsigned(i % g.block.x), unsigned(i / g.block.x % g.block.y),
-                      unsigned(i / (g.block.x * g.block.y))};
+        f.idx = uint3{unsigned(i % w.block.x), unsigned(i / w.block.x % w.block.y),
+                      unsigned(i / (w.block.x * w.block.y))};
         f.state = RUNNABLE;
         f.line = 0;
         f.file = "";
         f.pred = 0;
         f.in_runtime = 0;
-        init_fiber(f, first_stack + i);
+        init_fiber(w, f, first_stack + i);
     }
 }
 
@@ -1013,28 +1172,31 @@ void init_block_fibers(std::vector<Fiber>& fibers, int first_stack) {
 // them as they are (same stacks, same threadIdx).  Only after a normal finish -- a fiber that stopped
 // with an error is parked inside the runtime, so an error ends the launch and the next one builds
 // fresh fibers.  ASan builds always build fresh ones (its fiber bookkeeping retires an exited fiber).
-void reuse_block_fibers() {
-    g.bar_waiting = g.bar_pred = 0;
-    g.bar_mixed = false;
-    for (Fiber& f : g.fibers) {
+void reuse_block_fibers(Worker& w) {
+    w.bar_waiting = w.bar_pred = 0;
+    w.bar_mixed = false;
+    for (Fiber& f : w.fibers) {
         f.state = RUNNABLE;
         f.line = 0;
         f.file = "";
+        set_block_of(w, f);
     }
 }
 
 uint3 block_index(size_t b) {
-    return uint3{unsigned(b % g.grid.x), unsigned(b / g.grid.x % g.grid.y), unsigned(b / (size_t(g.grid.x) * g.grid.y))};
+    Worker& w = me();
+    return uint3{unsigned(b % w.grid.x), unsigned(b / w.grid.x % w.grid.y), unsigned(b / (size_t(w.grid.x) * w.grid.y))};
 }
 
 // Releases a grid barrier once every block waits at it (at the same grid.sync()).
 bool release_grid() {
+    Worker& w = me();
     const Fiber* first = nullptr;
     for (BlockState& b : g_blocks)
         for (Fiber& f : b.fibers) {
             if (!first) first = &f;
             if (f.line != first->line || strcmp(f.file, first->file) != 0) {
-                __emu_block_idx = b.idx;
+                w.block_idx = b.idx;
                 set_error(E_BARRIER, fmt("divergent grid.sync(): %s waits at %s, thread (%u,%u,%u) of %s at %s",
                                          tid_str(*first).c_str(), where(first->file, first->line).c_str(),
                                          f.idx.x, f.idx.y, f.idx.z, block_str().c_str(), where(f.file, f.line).c_str()));
@@ -1047,16 +1209,18 @@ bool release_grid() {
 }
 
 int run_cooperative(const std::vector<size_t>& block_order) {
+    Worker& w = me();
     const size_t nblocks = block_order.size();
     g_blocks.assign(nblocks, BlockState());
     for (size_t b = 0; b < nblocks; ++b) {
         g_blocks[b].idx = block_index(b);
-        g_blocks[b].fibers.assign(g.nthreads, Fiber());
-        init_block_fibers(g_blocks[b].fibers, int(b) * g.nthreads);
-        g_blocks[b].dyn = alloc_shared(g.dyn_shared, 128);
+        g_blocks[b].fibers.assign(w.nthreads, Fiber());
+        w.block_idx = g_blocks[b].idx;
+        init_block_fibers(w, g_blocks[b].fibers, int(b) * w.nthreads);
+        g_blocks[b].dyn = alloc_shared(w.dyn_shared, 128);
     }
-    g.fibers.clear();
-    g.slot_ptr.clear();
+    w.fibers.clear();
+    w.slot_ptr.clear();
     for (;;) {
         size_t done = 0;
         const BlockState* finished = nullptr;
@@ -1064,115 +1228,257 @@ int run_cooperative(const std::vector<size_t>& block_order) {
             BlockState& blk = g_blocks[b];
             if (blk.done) { ++done; finished = &blk; continue; }
             load_block(blk);
-            make_order(g.order, g.nthreads, g.thread_order);
-            const BlockResult r = run_block();
+            order_threads(w, true);
+            const BlockResult r = run_block(w);
             store_block();
-            if (r == BLOCK_ERROR) return g.error;
+            if (r == BLOCK_ERROR) return w.error;
             if (r == BLOCK_DONE) { blk.done = true; ++done; finished = &blk; }
         }
-        if (done == nblocks) return g.error;
+        if (done == nblocks) return w.error;
         if (done > 0) {
-            __emu_block_idx = finished->idx;
+            w.block_idx = finished->idx;
             set_error(E_BARRIER, fmt("%s exited without reaching the grid.sync() that other blocks wait at: every "
                                      "thread of the grid must call grid.sync()", block_str().c_str()));
-            return g.error;
+            return w.error;
         }
-        if (!release_grid()) return g.error;
+        if (!release_grid()) return w.error;
     }
 }
 
-int run_launch() {
-    g.nthreads = int(g.block.x * g.block.y * g.block.z);
-    const size_t nblocks = size_t(g.grid.x) * g.grid.y * g.grid.z;
-    if (g.cooperative && nblocks * g.nthreads > kMaxCooperativeThreads) {
+// ---- running the blocks on several OS threads ------------------------------------------------------
+// Flushes the printf text of the block just run, tagged with its place in the block order, so the
+// launch's output comes out in that order whichever worker ran which block.
+void keep_output(Worker& w) {
+    if (w.output.empty()) return;
+    std::lock_guard<std::mutex> hold(g_shared.lock);
+    g_shared.output_bytes += w.output.size();
+    g_shared.output.emplace_back(w.block_pos, std::move(w.output));
+    w.output.clear();
+}
+
+// A block failed: no block after it in the block order starts any more.  Blocks before it still run
+// (one of them may fail too), so the error reported is the first in block order -- the same one a
+// single worker reports.
+void stop_after(size_t pos) {
+    size_t now = g_shared.stop_at.load();
+    while (pos < now && !g_shared.stop_at.compare_exchange_weak(now, pos)) {}
+}
+
+// A worker's loop: take the next position of the block order and run that block to completion.
+void run_blocks(Worker& w) {
+    bool fresh = true;  // this worker's fibers are still to be built
+    for (;;) {
+        const size_t pos = g_shared.next.fetch_add(1);
+        if (pos >= g_shared.block_order.size() || pos > g_shared.stop_at.load()) return;
+        w.block_pos = pos;
+        w.block_idx = block_index(g_shared.block_order[pos]);
+        w.dyn = alloc_shared(w.dyn_shared, 128);
+        racecheck_new_block();
+        track_shared(w.dyn, w.dyn_shared, "extern __shared__");
+#ifdef EMU_ASAN
+        fresh = true;
+#endif
+        if (fresh) init_block_fibers(w, w.fibers, 0);
+        else reuse_block_fibers(w);
+        order_threads(w, fresh);
+        fresh = false;
+        const BlockResult r = run_block(w);
+        end_block_shared();
+        keep_output(w);
+        if (r != BLOCK_DONE || w.error) return stop_after(pos);
+    }
+}
+
+// One worker, on its own OS thread or (worker 0) on the launching one.
+void run_worker(Worker* wp) {
+    Worker& w = *wp;
+    t_worker = &w;
+    w.fibers.assign(w.nthreads, Fiber());
+    if (!ensure_stacks(w, w.nthreads)) {
+        set_error(E_INTERNAL, "could not allocate fiber stacks");
+        return stop_after(0);
+    }
+#ifdef EMU_ASAN
+    run_blocks(w);
+#else
+    stack_t alt{}, saved{};
+    const bool own_altstack = &w != &g_workers[0];  // worker 0's is set up by install_escapes
+    if (own_altstack) {
+        if (!w.altstack) w.altstack = static_cast<char*>(malloc(kAltStack));
+        alt.ss_sp = w.altstack;
+        alt.ss_size = kAltStack;
+        sigaltstack(&alt, &saved);
+    }
+    w.tid = current_tid();
+    w.running = 1;
+    if (sigsetjmp(w.jump, 1)) {  // a crash, Ctrl-C or the timeout jumped out of the kernel
+        w.in_fiber = 0;
+        set_error(w.reason, w.reason == E_FAULT ? describe_fault()
+                                                : describe_stop(w.reason, w.crashed_in_fiber, w.crashed_thread));
+        end_block_shared();
+        keep_output(w);
+        stop_after(w.block_pos);
+    } else {
+        w.armed = 1;
+        run_blocks(w);
+    }
+    w.armed = 0;
+    w.running = 0;
+    if (own_altstack) sigaltstack(&saved, nullptr);
+#endif
+}
+
+// How many OS threads run this launch's blocks.  One where a single order matters: a cooperative
+// launch (all blocks share one scheduler), the check_races schedules other than forward (their block
+// order is the point), racecheck (one shadow memory) and the sanitizer (ASan's fiber bookkeeping).
+int workers_for(int requested, size_t nblocks, const Worker& w) {
+    int n = requested < 1 ? 1 : (requested > kMaxWorkers ? kMaxWorkers : requested);
+    if (size_t(n) > nblocks) n = int(nblocks);
+#if defined(EMU_ASAN) || defined(EMU_RACECHECK)
+    n = 1;
+#endif
+    if (w.cooperative || w.thread_order != ORDER_FORWARD) n = 1;
+    return n;
+}
+
+int run_cooperative_launch(Worker& w, const std::vector<size_t>& block_order) {
+    const size_t nblocks = block_order.size();
+    if (!ensure_stacks(w, nblocks * w.nthreads)) {
+        set_error(E_INTERNAL, "could not allocate fiber stacks");
+        return w.error;
+    }
+#ifndef EMU_ASAN
+    w.running = 1;
+    if (sigsetjmp(w.jump, 1)) {  // a crash, Ctrl-C or the timeout jumped out of the kernel
+        w.in_fiber = 0;
+        set_error(w.reason, w.reason == E_FAULT ? describe_fault()
+                                                : describe_stop(w.reason, w.crashed_in_fiber, w.crashed_thread));
+        free_cooperative_blocks();
+        w.running = 0;
+        return w.error;
+    }
+    w.armed = 1;
+#endif
+    run_cooperative(block_order);
+    free_cooperative_blocks();
+#ifndef EMU_ASAN
+    w.armed = 0;
+    w.running = 0;
+#endif
+    return w.error;
+}
+
+int run_launch(int requested_workers) {
+    Worker& w = g_workers[0];
+    w.nthreads = int(w.block.x * w.block.y * w.block.z);
+    const size_t nblocks = size_t(w.grid.x) * w.grid.y * w.grid.z;
+    if (w.cooperative && nblocks * w.nthreads > kMaxCooperativeThreads) {
         set_error(E_INTERNAL, fmt("a cooperative launch of %zu blocks x %d threads does not fit on the GPU at once "
                                   "(at most %zu resident threads on an H200): CUDA refuses it "
-                                  "(cudaErrorCooperativeLaunchTooLarge)", nblocks, g.nthreads, kMaxCooperativeThreads));
-        return g.error;
+                                  "(cudaErrorCooperativeLaunchTooLarge)", nblocks, w.nthreads, kMaxCooperativeThreads));
+        return w.error;
     }
-    if (g.cooperative && nblocks * g.nthreads > kMaxEmulatedCooperativeThreads) {
+    if (w.cooperative && nblocks * w.nthreads > kMaxEmulatedCooperativeThreads) {
         set_error(E_INTERNAL, fmt("a cooperative launch of %zu blocks x %d threads is more than the CPU emulator runs "
                                   "(%zu threads at most: each keeps its own stack until grid.sync()); use a smaller "
-                                  "grid with a grid-stride loop", nblocks, g.nthreads, kMaxEmulatedCooperativeThreads));
-        return g.error;
+                                  "grid with a grid-stride loop", nblocks, w.nthreads, kMaxEmulatedCooperativeThreads));
+        return w.error;
     }
-    if (!ensure_stacks(g.cooperative ? nblocks * g.nthreads : g.nthreads)) {
-        set_error(E_INTERNAL, "could not allocate fiber stacks");
-        return g.error;
-    }
-    __emu_block_dim = g.block;
-    __emu_grid_dim = g.grid;
-    std::vector<size_t> block_order;
+    __emu_block_dim = w.block;
+    __emu_grid_dim = w.grid;
+    g_slot_size = slot_size_for(g_stack_size);
+    std::vector<size_t>& block_order = g_shared.block_order;
     {
         std::vector<int> tmp;
-        make_order(tmp, nblocks, g.thread_order);
+        make_order(tmp, nblocks, w.thread_order);
         block_order.assign(tmp.begin(), tmp.end());
     }
-    g.fibers.assign(g.nthreads, Fiber());
-#ifndef EMU_ASAN
-    if (sigsetjmp(g_esc.jump, 1)) {  // a crash, Ctrl-C or the timeout jumped out of the kernel
-        g_in_fiber = 0;
-        const int reason = g_esc.reason;
-        set_error(reason, reason == E_FAULT ? describe_fault() : describe_stop(reason, g_esc.fiber, g_esc.thread));
-        if (g.cooperative) free_cooperative_blocks();
-        else end_block_shared();
-        return g.error;
-    }
-    g_esc.armed = 1;
-#endif
-    if (g.cooperative) {
-        run_cooperative(block_order);
-        free_cooperative_blocks();
+    g_shared.next = 0;
+    g_shared.stop_at = SIZE_MAX;
+    g_shared.output.clear();
+    g_shared.output_bytes = 0;
+    if (w.cooperative) {
+        g_nworkers = 1;
+        w.fibers.clear();
+        w.block_pos = 0;
+        run_cooperative_launch(w, block_order);
+        keep_output(w);
     } else {
-        for (size_t b : block_order) {
-            __emu_block_idx = block_index(b);
-            g.dyn = alloc_shared(g.dyn_shared, 128);
-            racecheck_new_block();
-            track_shared(g.dyn, g.dyn_shared, "extern __shared__");
-#ifdef EMU_ASAN
-            const bool reuse = false;
-#else
-            const bool reuse = b != block_order.front();
-#endif
-            if (reuse) reuse_block_fibers();
-            else init_block_fibers(g.fibers, 0);
-            // The forward and reverse orders are the same for every block; a random one is drawn anew.
-            if (!reuse || g.thread_order == ORDER_RANDOM) make_order(g.order, g.nthreads, g.thread_order);
-            const BlockResult r = run_block();
-            end_block_shared();
-            if (r != BLOCK_DONE || g.error) break;
+        g_nworkers = workers_for(requested_workers, nblocks, w);
+        for (int k = 1; k < g_nworkers; ++k) {  // each worker gets its own copy of the configuration
+            Worker& o = g_workers[k];
+            o.kernel = w.kernel;
+            o.args = w.args;
+            o.grid = w.grid;
+            o.block = w.block;
+            o.dyn_shared = w.dyn_shared;
+            o.thread_order = w.thread_order;
+            o.cooperative = false;
+            o.rng = w.rng + uint64_t(k);
+            o.nthreads = w.nthreads;
+            o.error = E_OK;
+            o.message.clear();
+            o.output.clear();
+            o.fault_pc = 0;
+            o.tid = 0;
+        }
+        std::vector<std::thread> threads;
+        for (int k = 1; k < g_nworkers; ++k) {
+            try {
+                threads.emplace_back(run_worker, &g_workers[k]);
+            } catch (const std::system_error&) {  // no more threads: the ones running do all the blocks
+                break;
+            }
+        }
+        run_worker(&w);
+        for (std::thread& t : threads) t.join();
+        t_worker = &w;
+        // The error of the first failed block in block order, as one worker would have reported it.
+        const Worker* first = nullptr;
+        for (int k = 0; k < g_nworkers; ++k)
+            if (g_workers[k].error && (!first || g_workers[k].error_at < first->error_at)) first = &g_workers[k];
+        if (first && first != &w) {
+            w.error = first->error;
+            w.message = first->message;
+            w.fault_pc = first->fault_pc;
         }
     }
-#ifndef EMU_ASAN
-    g_esc.armed = 0;
-#endif
-    return g.error;
+    // The device printf text, in block order (only of blocks up to a failed one, as one worker would run).
+    std::stable_sort(g_shared.output.begin(), g_shared.output.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    g_output.clear();
+    for (const auto& chunk : g_shared.output)
+        if (chunk.first <= g_shared.stop_at) g_output += chunk.second;
+    g_shared.output.clear();
+    return w.error;
 }
 }  // namespace
 
 // ---- the API the header's macros call --------------------------------------------------------------
 namespace __emu {
 int syncthreads(int kind, int pred, const char* file, int line) {
-    RuntimeSection busy;
-    Fiber* f = g_cur;
+    const Here at = here();
+    Fiber* f = at.fiber;
+    Worker& w = *at.worker;
+    RuntimeSection busy(f);
     f->state = AT_BARRIER;
     f->file = file;
     f->line = line;
     f->pred = pred;
-    if (g.bar_waiting++ == 0) {
-        g.bar_file = file;
-        g.bar_line = line;
-    } else if (line != g.bar_line || (file != g.bar_file && strcmp(file, g.bar_file) != 0)) {
-        g.bar_mixed = true;  // a divergent barrier: release_barrier_or_explain() reports it
+    if (w.bar_waiting++ == 0) {
+        w.bar_file = file;
+        w.bar_line = line;
+    } else if (line != w.bar_line || (file != w.bar_file && strcmp(file, w.bar_file) != 0)) {
+        w.bar_mixed = true;  // a divergent barrier: release_barrier_or_explain() reports it
     }
-    g.bar_pred += pred;
-    yield_to_scheduler();
-    // Released: every thread passed the same barrier, g.bar_result counts the true predicates.
+    w.bar_pred += pred;
+    yield_to_scheduler(f, w);
+    // Released: every thread passed the same barrier, w.bar_result counts the true predicates.
     f->pred = 0;
     switch (kind) {
-        case BAR_COUNT: return g.bar_result;
-        case BAR_AND: return g.bar_result == g.nthreads;
-        case BAR_OR: return g.bar_result > 0;
+        case BAR_COUNT: return w.bar_result;
+        case BAR_AND: return w.bar_result == w.nthreads;
+        case BAR_OR: return w.bar_result > 0;
         default: return 0;
     }
 }
@@ -1216,10 +1522,11 @@ static unsigned long long warp_result(const Fiber* lanes, int nlanes, int l) {
 
 unsigned long long warp_op(int op, const char* file, int line, unsigned mask, unsigned long long value,
                            int arg, int width) {
-    RuntimeSection busy;
-    Fiber* f = g_cur;
+    Fiber* f = current_fiber();
+    Worker& w = *f->worker;
+    RuntimeSection busy(f);
     const int base = f->linear & ~31, lane = f->linear & 31;
-    const int nlanes = g.nthreads - base < 32 ? g.nthreads - base : 32;
+    const int nlanes = w.nthreads - base < 32 ? w.nthreads - base : 32;
     // Lanes past the end of the block do not exist; a full mask in a partial warp names only the real ones.
     const unsigned exists = nlanes == 32 ? 0xffffffffu : ((1u << nlanes) - 1u);
     mask &= exists;
@@ -1238,13 +1545,13 @@ unsigned long long warp_op(int op, const char* file, int line, unsigned mask, un
     f->warg = arg;
     f->wwidth = width;
     if (op == W_COALESCE) {  // the scheduler forms the group once nothing else can run
-        yield_to_scheduler();
+        yield_to_scheduler(f, w);
         return f->wresult;
     }
-    Fiber* lanes = &g.fibers[base];
+    Fiber* lanes = &w.fibers[base];
     for (int l = 0; l < nlanes; ++l)
         if ((mask >> l & 1u) && lanes[l].state != AT_WARP) {
-            yield_to_scheduler();  // not everyone is here yet; the last lane to arrive wakes us
+            yield_to_scheduler(f, w);  // not everyone is here yet; the last lane to arrive wakes us
             return f->wresult;
         }
     // This lane is the last to arrive: check that all agree on what they are doing, then finish.
@@ -1280,74 +1587,100 @@ unsigned long long warp_op(int op, const char* file, int line, unsigned mask, un
 }
 
 unsigned activemask() {
-    const int base = g_cur->linear & ~31;
+    const Fiber* f = current_fiber();
+    const Worker& w = *f->worker;
+    const int base = f->linear & ~31;
     unsigned m = 0;
-    for (int l = 0; l < 32 && base + l < g.nthreads; ++l)
-        if (g.fibers[base + l].state != EXITED) m |= 1u << l;
+    for (int l = 0; l < 32 && base + l < w.nthreads; ++l)
+        if (w.fibers[base + l].state != EXITED) m |= 1u << l;
     return m;
 }
 
-void* shared_get(int* slot, size_t size, size_t align, const char* name, const char* file, int line) {
-    RuntimeSection busy;
-    if (*slot < 0) {  // first use of this declaration in this module: give it a slot
-        g_slots.push_back(SlotInfo{size, align, name, file, line});
-        *slot = int(g_slots.size() - 1);
+// The block's copy of a __shared__ declaration.  The first thread of a block to reach it allocates the
+// copy; the first use in the module gives the declaration its slot number (under a lock: workers may
+// get there at the same time).
+static void* shared_first_touch(Fiber* f, int* slot, size_t size, size_t align, const char* name, const char* file,
+                                int line) {
+    Worker& w = *f->worker;
+    RuntimeSection busy(f);
+    int s = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+    if (s < 0) {
+        std::lock_guard<std::mutex> hold(g_slots_lock);
+        s = *slot;
+        if (s < 0) {  // first use of this declaration in this module: give it a slot
+            g_slots.push_back(SlotInfo{size, align, name, file, line});
+            s = int(g_slots.size() - 1);
+            __atomic_store_n(slot, s, __ATOMIC_RELEASE);
+        }
     }
-    if (g.slot_ptr.size() <= size_t(*slot)) g.slot_ptr.resize(*slot + 1, nullptr);
-    char*& p = g.slot_ptr[*slot];
+    if (w.slot_ptr.size() <= size_t(s)) w.slot_ptr.resize(size_t(s) + 1, nullptr);
+    char*& p = w.slot_ptr[size_t(s)];
     if (!p) {  // first thread of this block to reach the declaration allocates the block's copy
-        g.static_bytes += size;
-        if (g.static_bytes > kMaxStaticShared)
+        w.static_bytes += size;
+        if (w.static_bytes > kMaxStaticShared)
             fail_in_fiber(E_FAULT, fmt("static __shared__ memory of %s exceeds CUDA's 48 KiB limit (%zu bytes, "
                                        "at '%s' declared at %s); use extern __shared__ and shared_mem=",
-                                       block_str().c_str(), g.static_bytes, name, where(file, line).c_str()));
-        if (g.static_bytes + g.dyn_shared > kMaxShared)
+                                       block_str().c_str(), w.static_bytes, name, where(file, line).c_str()));
+        if (w.static_bytes + w.dyn_shared > kMaxShared)
             fail_in_fiber(E_FAULT, fmt("shared memory of %s exceeds 227 KiB (%zu static + %zu dynamic bytes)",
-                                       block_str().c_str(), g.static_bytes, g.dyn_shared));
+                                       block_str().c_str(), w.static_bytes, w.dyn_shared));
         p = alloc_shared(size, align);
         track_shared(p, size, name);
     }
     return p;
 }
 
-void* dynamic_shared() { return g.dyn; }
+void* shared_get(int* slot, size_t size, size_t align, const char* name, const char* file, int line) {
+    Fiber* f = current_fiber();
+    const Worker& w = *f->worker;
+    const int s = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+    if (s >= 0 && size_t(s) < w.slot_ptr.size() && w.slot_ptr[size_t(s)]) return w.slot_ptr[size_t(s)];  // already here
+    return shared_first_touch(f, slot, size, align, name, file, line);
+}
+
+void* dynamic_shared() { return current_fiber()->worker->dyn; }
 
 void grid_sync(const char* file, int line) {
-    RuntimeSection busy;
-    if (!g.cooperative)
+    Fiber* f = current_fiber();
+    RuntimeSection busy(f);
+    if (!f->worker->cooperative)
         fail_in_fiber(E_FAULT, fmt("grid.sync() at %s in %s, %s needs a cooperative launch (all blocks resident at "
                                    "once): create the kernel with enable_cooperative_groups=True, as in CuPy",
-                                   where(file, line).c_str(), block_str().c_str(), tid_str(*g_cur).c_str()));
-    g_cur->state = AT_GRID;
-    g_cur->file = file;
-    g_cur->line = line;
-    yield_to_scheduler();
+                                   where(file, line).c_str(), block_str().c_str(), tid_str(*f).c_str()));
+    f->state = AT_GRID;
+    f->file = file;
+    f->line = line;
+    yield_to_scheduler(f, *f->worker);
 }
 
 void trap(const char* file, int line) {
-    RuntimeSection busy;
+    Fiber* f = current_fiber();
+    RuntimeSection busy(f);
     fail_in_fiber(E_FAULT, fmt("__trap() at %s in %s, %s", where(file, line).c_str(), block_str().c_str(),
-                               tid_str(*g_cur).c_str()));
+                               tid_str(*f).c_str()));
 }
 
 void assert_fail(const char* expr, const char* file, int line) {
-    RuntimeSection busy;
+    Fiber* f = current_fiber();
+    RuntimeSection busy(f);
     fail_in_fiber(E_FAULT, fmt("device-side assertion `%s` failed at %s in %s, %s", expr, where(file, line).c_str(),
-                               block_str().c_str(), tid_str(*g_cur).c_str()));
+                               block_str().c_str(), tid_str(*f).c_str()));
 }
 
 int device_printf(const char* f, ...) {
-    RuntimeSection busy;
+    Fiber* fiber = current_fiber();
+    Worker& w = *fiber->worker;
+    RuntimeSection busy(fiber);
     char buf[4096];
     va_list ap;
     va_start(ap, f);
     int n = vsnprintf(buf, sizeof buf, f, ap);
     va_end(ap);
-    if (g_output.size() < (16u << 20)) g_output += buf;  // CUDA's printf buffer is finite too
+    if (w.output.size() + g_shared.output_bytes < (16u << 20)) w.output += buf;  // CUDA's printf buffer is finite too
     return n;
 }
 
-long long clock_ticks() { return ++g_clock; }
+long long clock_ticks() { return ++g_clock; }  // (atomic: workers share it)
 }  // namespace __emu
 
 // ---- exit() and abort() in device code ------------------------------------------------------------
@@ -1356,12 +1689,15 @@ long long clock_ticks() { return ++g_clock; }
 // the return address) instead of ending Python.  Outside a launch they do what they always do.
 namespace {
 [[noreturn]] void refuse_exit(const char* call, uintptr_t return_address) {
-    RuntimeSection busy;
-    g_fault_pc = return_address - 1;  // inside the call instruction: addr2line names its line
+    Fiber* f = current_fiber();
+    RuntimeSection busy(f);
+    f->worker->fault_pc = return_address - 1;  // inside the call instruction: addr2line names its line
     fail_in_fiber(E_FAULT, fmt("%s of %s called %s" kLocationMark ": device code cannot end the program (CUDA has "
                                "no exit(); return from the kernel, or use assert() to report a broken invariant)",
-                               tid_str(*g_cur).c_str(), block_str().c_str(), call));
+                               tid_str(*f).c_str(), block_str().c_str(), call));
 }
+// Whether this OS thread is running a fiber (host code may call exit() too, on any thread).
+bool in_fiber() { return t_worker && t_worker->in_fiber; }
 }  // namespace
 extern "C" {
 [[noreturn]] void __real_exit(int);
@@ -1371,7 +1707,7 @@ extern "C" {
 [[noreturn]] void __real_abort();
 #define EMU_WRAP_EXIT(NAME, CALL)                                                                        \
     [[noreturn]] void __wrap_##NAME(int status) {                                                       \
-        if (g_in_fiber) refuse_exit(fmt(CALL "(%d)", status).c_str(), uintptr_t(__builtin_return_address(0))); \
+        if (in_fiber()) refuse_exit(fmt(CALL "(%d)", status).c_str(), uintptr_t(__builtin_return_address(0))); \
         __real_##NAME(status);                                                                           \
     }
 EMU_WRAP_EXIT(exit, "exit")
@@ -1380,7 +1716,7 @@ EMU_WRAP_EXIT(_Exit, "_Exit")
 EMU_WRAP_EXIT(quick_exit, "quick_exit")
 #undef EMU_WRAP_EXIT
 [[noreturn]] void __wrap_abort() {
-    if (g_in_fiber) refuse_exit("abort()", uintptr_t(__builtin_return_address(0)));
+    if (in_fiber()) refuse_exit("abort()", uintptr_t(__builtin_return_address(0)));
     __real_abort();
 }
 }
@@ -1448,51 +1784,55 @@ EMU_TSAN_ATOMIC(64, unsigned long long)
 // ---- the C API emulator.py calls -------------------------------------------------------------------
 // cfg: grid.x, grid.y, grid.z, block.x, block.y, block.z, shared_mem, thread/block order, seed,
 // stack bytes per thread, timeout in microseconds (0: none), flags (bit 0: Ctrl-C stops the launch,
-// bit 1: a cooperative launch).
+// bit 1: a cooperative launch, bits 8-15: how many OS threads may run blocks, 0 meaning one).
 EMU_EXPORT int emu_launch(int kernel_index, void** args, const uint64_t* cfg, char* err, size_t errlen) {
     int count = 0;
     const KernelInfo* table = emu_kernel_table(&count);
-    g.error = E_OK;
-    g.message.clear();
+    Worker& w = g_workers[0];
+    t_worker = &w;
+    w.error = E_OK;
+    w.message.clear();
+    w.output.clear();
     g_output.clear();
     if (kernel_index < 0 || kernel_index >= count) {
         snprintf(err, errlen, "no kernel with index %d", kernel_index);
         return E_INTERNAL;
     }
-    g.kernel = &table[kernel_index];
-    g.args = args;
-    g.grid = dim3(unsigned(cfg[0]), unsigned(cfg[1]), unsigned(cfg[2]));
-    g.block = dim3(unsigned(cfg[3]), unsigned(cfg[4]), unsigned(cfg[5]));
-    g.dyn_shared = size_t(cfg[6]);
-    g.thread_order = int(cfg[7]);
-    g.cooperative = (cfg[11] & 2) != 0;
-    g.rng = cfg[8] * 0x9E3779B97F4A7C15ull + 0x2545F4914F6CDD1Dull;
-    if (g.rng == 0) g.rng = 1;
+    w.kernel = &table[kernel_index];
+    w.args = args;
+    w.grid = dim3(unsigned(cfg[0]), unsigned(cfg[1]), unsigned(cfg[2]));
+    w.block = dim3(unsigned(cfg[3]), unsigned(cfg[4]), unsigned(cfg[5]));
+    w.dyn_shared = size_t(cfg[6]);
+    w.thread_order = int(cfg[7]);
+    w.cooperative = (cfg[11] & 2) != 0;
+    w.rng = cfg[8] * 0x9E3779B97F4A7C15ull + 0x2545F4914F6CDD1Dull;
+    if (w.rng == 0) w.rng = 1;
     const size_t page = size_t(sysconf(_SC_PAGESIZE));
     g_stack_size = (size_t(cfg[9]) < kMinStack ? kMinStack : size_t(cfg[9]) + page - 1) / page * page;
-    g_fault_pc = 0;
+    w.fault_pc = 0;
 #ifndef EMU_ASAN
     install_escapes(double(cfg[10]) * 1e-6, (cfg[11] & 1) != 0);
 #endif
-    const int rc = run_launch();
+    const int rc = run_launch(int((cfg[11] >> 8) & 0xFF));
 #ifndef EMU_ASAN
     remove_escapes();
 #endif
 #ifdef EMU_RACECHECK
     g_tracked_global.clear();
 #endif
-    if (err && errlen) snprintf(err, errlen, "%s", g.message.c_str());
+    if (err && errlen) snprintf(err, errlen, "%s", w.message.c_str());
     return rc;
 }
 
 // Where the last launch crashed, for the source line: the offset of the faulting instruction inside
 // this library (what addr2line takes), or 0 when it was elsewhere -- then `where` names that place.
 EMU_EXPORT uint64_t emu_fault_location(char* where_buf, size_t n) {
+    const Worker& w = g_workers[0];
     if (n) where_buf[0] = 0;
     Dl_info self{}, at{};
-    if (!g_fault_pc || !dladdr(reinterpret_cast<void*>(&emu_fault_location), &self)) return 0;
-    if (dladdr(reinterpret_cast<void*>(g_fault_pc), &at) && at.dli_fbase == self.dli_fbase)
-        return g_fault_pc - uintptr_t(self.dli_fbase);
+    if (!w.fault_pc || !dladdr(reinterpret_cast<void*>(&emu_fault_location), &self)) return 0;
+    if (dladdr(reinterpret_cast<void*>(w.fault_pc), &at) && at.dli_fbase == self.dli_fbase)
+        return w.fault_pc - uintptr_t(self.dli_fbase);
     if (at.dli_fname && n) {
         const char* base = strrchr(at.dli_fname, '/');
         snprintf(where_buf, n, "%s%s%s%s", base ? base + 1 : at.dli_fname, at.dli_sname ? " (" : "",
