@@ -255,7 +255,7 @@ def test_registration_and_traversal():
     assert net.layers[0].note == "not registered"
     with pytest.raises(AttributeError, match="'Block' object has no attribute 'missing'"):
         net.layers[0].missing
-    with pytest.raises(AttributeError, match="no submodule 'nope'"):
+    with pytest.raises(AttributeError, match="ModuleList has no attribute `nope`"):
         net.get_submodule("layers.nope")
     out = net(ml.tensor([[1, 2, 3]]))
     assert out.shape == (1, 3, 10)
@@ -266,10 +266,10 @@ def test_registration_and_traversal():
 
 def test_assignment_rules():
     block = Block()
-    with pytest.raises(TypeError, match=r"cannot assign a Tensor as parameter 'weight' of Linear "
+    with pytest.raises(TypeError, match=r"cannot assign 'Tensor' as parameter 'weight' "
                                         r"\(nn.Parameter or None expected\)"):
         block.proj.weight = ml.zeros(4, 4)
-    with pytest.raises(TypeError, match="cannot assign a int as child module 'norm'"):
+    with pytest.raises(TypeError, match="cannot assign 'int' as child module 'norm'"):
         block.norm = 3
     block.scale = ml.tensor([3.0])  # a registered buffer takes a new Tensor
     assert block.scale.item() == 3.0 and "scale" in block.state_dict()
@@ -283,17 +283,17 @@ def test_assignment_rules():
         def __init__(self):
             self.w = nn.Parameter(np.zeros(2))
 
-    with pytest.raises(AttributeError, match=r"Forgetful.__init__ must call super\(\).__init__\(\)"):
+    with pytest.raises(AttributeError, match=r"before Module.__init__\(\) call \(Forgetful.__init__ must call super\(\).__init__\(\)"):
         Forgetful()
-    with pytest.raises(TypeError, match="ModuleList.append: expected an nn.Module, got int"):
+    with pytest.raises(TypeError, match="int is not a Module subclass"):
         nn.ModuleList([nn.Linear(2, 2), 3])
-    with pytest.raises(IndexError, match="ModuleList index 5 out of range for 2 modules"):
+    with pytest.raises(IndexError, match="index 5 is out of range"):
         nn.ModuleList([nn.Linear(2, 2), nn.Linear(2, 2)])[5] = nn.Linear(2, 2)
-    with pytest.raises(KeyError, match="ModuleDict has no key 'b'"):
+    with pytest.raises(KeyError, match="'b'"):
         nn.ModuleDict({"a": nn.Linear(2, 2)})["b"]
-    with pytest.raises(KeyError, match="without '.'"):
+    with pytest.raises(KeyError, match=r'module name can.+t contain "\."'):
         nn.ModuleDict({"a.b": nn.Linear(2, 2)})
-    with pytest.raises(TypeError, match="buffer 'x' must be a Tensor or None, got ndarray"):
+    with pytest.raises(TypeError, match="cannot assign 'ndarray' object to buffer 'x'"):
         block.register_buffer("x", np.zeros(2))
 
 
@@ -310,7 +310,7 @@ def test_train_eval_requires_grad_zero_grad():
     assert net.embed.weight.grad is not None
     net.zero_grad()
     assert all(p.grad is None for p in net.parameters())
-    with pytest.raises(ValueError, match="expects a bool"):
+    with pytest.raises(ValueError, match="training mode is expected to be boolean"):
         net.train("no")
 
 
@@ -325,7 +325,7 @@ def test_to_dtype_keeps_parameter_objects():
     assert net.embed.weight.dtype == np.float32
     net.to(dtype=np.float16)
     assert net.heads["lm"].bias.dtype == np.float16
-    with pytest.raises(TypeError, match="only casts to floating-point dtypes"):
+    with pytest.raises(TypeError, match="only accepts floating point"):
         net.to(dtype="int32")
 
 
@@ -342,7 +342,8 @@ def test_to_device(device):
 
 def test_repr():
     text = repr(Net())
-    assert "(layers): ModuleList(\n    (0): Block(\n      (norm): LayerNorm((4,), eps=1e-05" in text
+    # torch's ModuleList repr: a run of identical modules shown once
+    assert "(layers): ModuleList(\n    (0-1): 2 x Block(\n      (norm): LayerNorm((4,), eps=1e-05" in text
     assert "(lm): Linear(in_features=4, out_features=10, bias=True)" in text
     assert repr(nn.Parameter(np.zeros(2))).startswith("Parameter containing:")
 

@@ -3,8 +3,17 @@
 Assigning a ``Parameter`` or a ``Module`` to an attribute registers it; the dotted names that
 ``named_parameters()`` yields (``model.layers.0.self_attn.q_proj.weight``) are the checkpoint keys,
 so they match Hugging Face's exactly when the attribute names do.
+
+Every public method of ``torch.nn.Module`` that minilora has takes torch's arguments, in torch's order,
+with torch's defaults (``tests/test_torch_conformance_module.py`` compares them), and behaves as
+torch's: ``named_modules(memo, prefix, remove_duplicate)``, ``state_dict(destination=, prefix=,
+keep_vars=)``, ``load_state_dict(state_dict, strict, assign)`` returning ``IncompatibleKeys``, the
+hooks. What minilora cannot do (backward hooks, ``compile``) raises ``NotImplementedError`` saying so.
 """
+import warnings
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
@@ -14,16 +23,23 @@ from ..device import Device
 from ..device import device as _get_device
 from ..tensor import Tensor, _to_dtype, no_grad
 
-__all__ = ["Parameter", "Module", "ModuleList", "ModuleDict", "Sequential", "StateDictError",
+__all__ = ["Parameter", "Module", "ModuleList", "ModuleDict", "Sequential", "ParameterList", "StateDictError",
            "IncompatibleKeys", "RemovableHandle"]
+
+_EXTRA_STATE_KEY_SUFFIX = "_extra_state"  # torch's key for get_extra_state()'s value
 
 
 class Parameter(Tensor):
-    """A Tensor that a Module owns and an optimizer updates (``requires_grad=True`` by default)."""
+    """A Tensor that a Module owns and an optimizer updates (``requires_grad=True`` by default).
+
+    ``Parameter(data=None, requires_grad=True)`` as torch (no data: an empty float32 tensor);
+    minilora adds keyword-only ``device`` and ``dtype``."""
 
     __slots__ = ()
 
-    def __init__(self, data, requires_grad=True, device=None, dtype=None):
+    def __init__(self, data=None, requires_grad=True, *, device=None, dtype=None):
+        if data is None:
+            data = np.empty(0, dtype=np.float32)
         if isinstance(data, Tensor):
             device = data.device if device is None else device
         elif dtype is None and hasattr(data, "dtype"):
@@ -35,13 +51,16 @@ class Parameter(Tensor):
 
 
 class StateDictError(RuntimeError):
-    """``load_state_dict`` found missing keys, unexpected keys or shape mismatches.
+    """``load_state_dict`` found missing keys, unexpected keys or shape mismatches (a RuntimeError, as
+    torch raises).
 
-    ``missing``, ``unexpected``: key lists; ``mismatched``: ``(key, checkpoint shape, model shape)``.
+    ``missing``, ``unexpected``: key lists; ``mismatched``: ``(key, checkpoint shape, model shape)``;
+    ``messages``: what load-state-dict pre-hooks added to ``error_msgs``.
     """
 
-    def __init__(self, missing=(), unexpected=(), mismatched=(), module=None):
+    def __init__(self, missing=(), unexpected=(), mismatched=(), module=None, messages=()):
         self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
+        self.messages = list(messages)
         parts = []
         if self.missing:
             parts.append(f"missing keys ({len(self.missing)}): {_show(self.missing)}")
@@ -50,15 +69,24 @@ class StateDictError(RuntimeError):
         if self.mismatched:
             shown = [f"{k}: checkpoint {a} vs model {b}" for k, a, b in self.mismatched]
             parts.append(f"shape mismatches ({len(shown)}): {_show(shown)}")
+        parts += self.messages
         where = f" for {module}" if module else ""
         super().__init__(f"error loading state_dict{where}: " + "; ".join(parts))
 
 
 class IncompatibleKeys(NamedTuple):
-    """What ``load_state_dict`` returns: keys the model has and the dict lacks, and the reverse."""
+    """What ``load_state_dict`` returns: keys the model has and the dict lacks, and the reverse
+    (torch's ``_IncompatibleKeys``, with its ``<All keys matched successfully>`` repr)."""
 
     missing_keys: list
     unexpected_keys: list
+
+    def __repr__(self):
+        if not self.missing_keys and not self.unexpected_keys:
+            return "<All keys matched successfully>"
+        return f"IncompatibleKeys(missing_keys={self.missing_keys!r}, unexpected_keys={self.unexpected_keys!r})"
+
+    __str__ = __repr__
 
 
 def _show(items, limit=8):
@@ -67,16 +95,19 @@ def _show(items, limit=8):
 
 
 class RemovableHandle:
-    """What ``register_forward_hook`` returns: ``handle.remove()`` takes the hook out again (also as
-    ``with module.register_forward_hook(fn):``), as ``torch.utils.hooks.RemovableHandle``."""
+    """What the ``register_*_hook`` methods return: ``handle.remove()`` takes the hook out again (also
+    as ``with module.register_forward_hook(fn):``), as ``torch.utils.hooks.RemovableHandle``."""
 
     _ids = iter(range(1, 1 << 62))
 
-    def __init__(self, hooks):
-        self.hooks_dict_ref, self.id = hooks, next(RemovableHandle._ids)
+    def __init__(self, hooks_dict, *, extra_dict=None):
+        self.hooks_dict_ref, self.id = hooks_dict, next(RemovableHandle._ids)
+        self.extra_dict_ref = extra_dict
 
     def remove(self):
         self.hooks_dict_ref.pop(self.id, None)
+        if self.extra_dict_ref is not None:
+            self.extra_dict_ref.pop(self.id, None)
 
     def __enter__(self):
         return self
@@ -85,142 +116,271 @@ class RemovableHandle:
         self.remove()
 
 
+def _addindent(text, spaces):
+    """Indent every line but the first (torch's helper for nested reprs); blank lines stay empty."""
+    first, *rest = text.split("\n")
+    return "\n".join([first] + [" " * spaces + line if line.strip() else "" for line in rest])
+
+
 class Module:
     """Base class of every layer. Subclasses set attributes in ``__init__`` and define ``forward``."""
 
-    # No hooks until one is registered (then the instance gets its own dicts): calling a module
-    # costs one truth test per kind of hook.
+    # No hooks until one is registered (then the instance gets its own dict): calling a module costs
+    # one truth test per kind of hook, and state_dict() one per module.
     _forward_pre_hooks = {}
     _forward_hooks = {}
+    _state_dict_pre_hooks = {}
+    _state_dict_hooks = {}
+    _load_state_dict_pre_hooks = {}
+    _load_state_dict_post_hooks = {}
+    call_super_init = False  # torch's switch: pass __init__'s arguments on to the next class (mixins)
 
-    def __init__(self):
-        object.__setattr__(self, "_parameters", OrderedDict())
-        object.__setattr__(self, "_modules", OrderedDict())
-        object.__setattr__(self, "_buffers", OrderedDict())
-        object.__setattr__(self, "_non_persistent", set())
+    def __init__(self, *args, **kwargs):
+        if not self.call_super_init and kwargs:
+            raise TypeError(f"{type(self).__name__}.__init__() got an unexpected keyword argument "
+                            f"'{next(iter(kwargs))}'")
+        if not self.call_super_init and args:
+            raise TypeError(f"{type(self).__name__}.__init__() takes 1 positional argument but "
+                            f"{len(args) + 1} were given")
         object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_non_persistent_buffers_set", set())
+        object.__setattr__(self, "_modules", OrderedDict())
+        if self.call_super_init:
+            super().__init__(*args, **kwargs)
+
+    def _get_name(self):
+        return type(self).__name__
 
     # --- registration ---------------------------------------------------------------------------
+    # torch's rules: a Parameter or a Module assigned to an attribute is registered (and leaves any
+    # other table it was in); a name registered as a parameter / module / buffer takes only its own
+    # kind or None afterwards (None stays registered: `self.bias = None` keeps "bias" a parameter
+    # slot); anything else is a plain attribute.
     def __setattr__(self, name, value):
-        if "_parameters" not in self.__dict__:
-            raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() "
-                                 f"before assigning '{name}'")
+        params = self.__dict__.get("_parameters")
         if isinstance(value, Parameter):
-            self._forget(name, keep=self._parameters)  # re-assigning keeps the place in the order
-            self._parameters[name] = value
+            if params is None:
+                raise AttributeError("cannot assign parameters before Module.__init__() call "
+                                     f"({type(self).__name__}.__init__ must call super().__init__() first)")
+            self._forget(name, keep=params)
+            self.register_parameter(name, value)
+        elif params is not None and name in params:
+            if value is not None:
+                raise TypeError(f"cannot assign '{_typename(value)}' as parameter '{name}' "
+                                "(nn.Parameter or None expected)")
+            self.register_parameter(name, value)
         elif isinstance(value, Module):
-            self._forget(name, keep=self._modules)
+            modules = self.__dict__.get("_modules")
+            if modules is None:
+                raise AttributeError("cannot assign module before Module.__init__() call "
+                                     f"({type(self).__name__}.__init__ must call super().__init__() first)")
+            self._forget(name, keep=modules)
+            modules[name] = value
+        elif name in self.__dict__.get("_modules", ()):
+            if value is not None:
+                raise TypeError(f"cannot assign '{_typename(value)}' as child module '{name}' "
+                                "(nn.Module or None expected)")
             self._modules[name] = value
-        elif name in self._buffers and (value is None or isinstance(value, Tensor)):
-            self._buffers[name] = value  # a new value for a registered buffer
+        elif name in self.__dict__.get("_buffers", ()):
+            if value is not None and not isinstance(value, Tensor):
+                raise TypeError(f"cannot assign '{_typename(value)}' as buffer '{name}' "
+                                "(Tensor or None expected)")
+            self._buffers[name] = value
         else:
-            # A plain Tensor or a number where a Parameter or Module sat is almost always a bug
-            # (the weight would silently vanish from parameters() and state_dict()).
-            for table, kind in ((self._parameters, "parameter"), (self._modules, "child module")):
-                if name in table and value is not None:
-                    expected = "nn.Parameter" if kind == "parameter" else "nn.Module"
-                    raise TypeError(f"cannot assign a {type(value).__name__} as {kind} '{name}' "
-                                    f"of {type(self).__name__} ({expected} or None expected)")
-            self._forget(name)
             object.__setattr__(self, name, value)
 
-    def _forget(self, name, keep=None):
-        """Drop ``name`` from the tables (but ``keep``) and the plain attributes: it is being re-set."""
-        for table in (self._parameters, self._modules, self._buffers):
+    def _forget(self, name, keep):
+        """Take ``name`` out of the plain attributes and every table but ``keep``: something else takes
+        its place (a re-assigned parameter or module keeps its place in the order, as in torch)."""
+        self.__dict__.pop(name, None)
+        for table in (self._parameters, self._buffers, self._modules):
             if table is not keep:
                 table.pop(name, None)
-        self._non_persistent.discard(name)
-        self.__dict__.pop(name, None)
+        self._non_persistent_buffers_set.discard(name)
 
     def __getattr__(self, name):  # only called when normal lookup fails
-        for table in ("_parameters", "_modules", "_buffers"):
+        for table in ("_parameters", "_buffers", "_modules"):
             entries = self.__dict__.get(table)
             if entries is not None and name in entries:
                 return entries[name]
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __delattr__(self, name):
-        for table in (self._parameters, self._modules, self._buffers):
-            if name in table:
-                del table[name]
-                self._non_persistent.discard(name)
-                return
-        object.__delattr__(self, name)
+        if name in self._parameters:
+            del self._parameters[name]
+        elif name in self._buffers:
+            del self._buffers[name]
+            self._non_persistent_buffers_set.discard(name)
+        elif name in self._modules:
+            del self._modules[name]
+        else:
+            object.__delattr__(self, name)
+
+    def __dir__(self):
+        keys = list(dir(type(self))) + list(self.__dict__) + list(self._parameters) + \
+            list(self._modules) + list(self._buffers)
+        return sorted(key for key in keys if not key[0].isdigit())
+
+    def _check_new_name(self, name, kind, table):
+        """torch's checks on a name given to register_buffer/register_parameter/add_module."""
+        if not isinstance(name, str):
+            raise TypeError(f"{kind} name should be a string. Got {_typename(name)}")
+        if "." in name:
+            raise KeyError(f"{kind} name can't contain \".\"" + (f", got: {name}" if kind == "module" else ""))
+        if name == "":
+            raise KeyError(f"{kind} name can't be empty string \"\"")
+        if hasattr(self, name) and name not in table:
+            raise KeyError(f"attribute '{name}' already exists")
 
     def register_buffer(self, name, tensor, persistent=True):
         """A tensor that belongs to the module but is not trained (e.g. RoPE tables). It moves
         with ``to()``; ``persistent=False`` keeps it out of ``state_dict()``."""
+        if "_buffers" not in self.__dict__:
+            raise AttributeError("cannot assign buffer before Module.__init__() call")
+        self._check_new_name(name, "buffer", self._buffers)
         if tensor is not None and not isinstance(tensor, Tensor):
-            raise TypeError(f"buffer '{name}' must be a Tensor or None, got {type(tensor).__name__}")
-        if "." in name or not name:
-            raise KeyError(f"buffer name must be non-empty and contain no '.', got {name!r}")
-        self._forget(name)
+            raise TypeError(f"cannot assign '{_typename(tensor)}' object to buffer '{name}' "
+                            "(Tensor or None required)")
         self._buffers[name] = tensor
-        if not persistent:
-            self._non_persistent.add(name)
+        if persistent:
+            self._non_persistent_buffers_set.discard(name)
+        else:
+            self._non_persistent_buffers_set.add(name)
 
     def register_parameter(self, name, param):
-        if param is None:
-            self._parameters.pop(name, None)
-            object.__setattr__(self, name, None)
-        else:
-            setattr(self, name, param)
+        """Register ``param`` (a Parameter, or None for an empty slot such as ``bias=False``'s)."""
+        if "_parameters" not in self.__dict__:
+            raise AttributeError("cannot assign parameter before Module.__init__() call")
+        self._check_new_name(name, "parameter", self._parameters)
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"cannot assign '{_typename(param)}' object to parameter '{name}' "
+                            "(nn.Parameter or None required)")
+        if param is not None and not param.is_leaf:
+            raise ValueError(f"Cannot assign non-leaf Tensor to parameter '{name}'. Model parameters must be "
+                             f"created explicitly. To express '{name}' as a function of another Tensor, "
+                             "compute the value in the forward() method.")
+        self._parameters[name] = param
 
     def add_module(self, name, module):
-        setattr(self, name, module)
+        """Register ``module`` (or None) as the child ``name``, as ``self.name = module`` does."""
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"{_typename(module)} is not a Module subclass")
+        self._check_new_name(name, "module", self._modules)
+        self._modules[name] = module
+
+    def register_module(self, name, module):
+        """The same as ``add_module``."""
+        self.add_module(name, module)
 
     # --- traversal ------------------------------------------------------------------------------
-    def named_modules(self, prefix="", memo=None):
-        """``(dotted_name, module)`` for this module and every descendant, each module once."""
-        memo = set() if memo is None else memo
-        if id(self) in memo:
+    def named_modules(self, memo=None, prefix="", remove_duplicate=True):
+        """``(dotted_name, module)`` for this module and every descendant; a module reachable under
+        two names comes once (under the first) unless ``remove_duplicate=False``. ``memo``: a set
+        of modules to skip (and to add to), as torch."""
+        if memo is None:
+            memo = set()
+        if self in memo:
             return
-        memo.add(id(self))
+        if remove_duplicate:
+            memo.add(self)
         yield prefix, self
         for name, child in self._modules.items():
             if child is not None:
-                yield from child.named_modules(f"{prefix}.{name}" if prefix else name, memo)
+                yield from child.named_modules(memo, f"{prefix}.{name}" if prefix else name, remove_duplicate)
 
-    def modules(self):
-        return (m for _, m in self.named_modules())
+    def modules(self, remove_duplicate=True):
+        for _, module in self.named_modules(remove_duplicate=remove_duplicate):
+            yield module
 
     def named_children(self):
-        return ((n, m) for n, m in self._modules.items() if m is not None)
+        """``(name, module)`` of the direct children (each module once, None slots skipped)."""
+        memo = set()
+        for name, child in self._modules.items():
+            if child is not None and child not in memo:
+                memo.add(child)
+                yield name, child
 
     def children(self):
-        return (m for _, m in self.named_children())
+        for _, child in self.named_children():
+            yield child
 
-    def named_parameters(self, prefix="", recurse=True):
-        """``(dotted_name, Parameter)`` pairs; a parameter shared by two modules comes once."""
+    def _named_members(self, table, prefix, recurse, remove_duplicate):
+        """Pairs from each module's ``table`` (``_parameters`` / ``_buffers``); a tensor shared by two
+        modules comes once unless ``remove_duplicate=False`` (torch's ``_named_members``)."""
         seen = set()
-        modules = self.named_modules(prefix) if recurse else [(prefix, self)]
-        for mod_prefix, module in modules:
-            for name, p in module._parameters.items():
-                if p is None or id(p) in seen:
+        modules = self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if recurse \
+            else [(prefix, self)]
+        for module_prefix, module in modules:
+            for name, tensor in getattr(module, table).items():
+                if tensor is None or id(tensor) in seen:
                     continue
-                seen.add(id(p))
-                yield (f"{mod_prefix}.{name}" if mod_prefix else name), p
+                if remove_duplicate:
+                    seen.add(id(tensor))
+                yield (f"{module_prefix}.{name}" if module_prefix else name), tensor
+
+    def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
+        """``(dotted_name, Parameter)`` pairs; a parameter shared by two modules comes once."""
+        yield from self._named_members("_parameters", prefix, recurse, remove_duplicate)
 
     def parameters(self, recurse=True):
-        return (p for _, p in self.named_parameters(recurse=recurse))
+        for _, param in self.named_parameters(recurse=recurse):
+            yield param
 
-    def named_buffers(self, prefix=""):
-        for mod_prefix, module in self.named_modules(prefix):
-            for name, buf in module._buffers.items():
-                if buf is not None:
-                    yield (f"{mod_prefix}.{name}" if mod_prefix else name), buf
+    def named_buffers(self, prefix="", recurse=True, remove_duplicate=True):
+        """``(dotted_name, Tensor)`` of every buffer, persistent or not (``state_dict`` has only the
+        persistent ones)."""
+        yield from self._named_members("_buffers", prefix, recurse, remove_duplicate)
 
-    def buffers(self):
-        return (b for _, b in self.named_buffers())
+    def buffers(self, recurse=True):
+        for _, buf in self.named_buffers(recurse=recurse):
+            yield buf
 
     def get_submodule(self, target):
+        """The module at dotted path ``target`` (``""``: this module), as torch's."""
         module = self
-        for part in target.split(".") if target else []:
-            if part not in module._modules:
-                raise AttributeError(f"{type(module).__name__} has no submodule '{part}' "
-                                     f"(looking for '{target}')")
-            module = module._modules[part]
+        for item in target.split(".") if target else []:
+            if not hasattr(module, item):
+                raise AttributeError(f"{module._get_name()} has no attribute `{item}`")
+            module = getattr(module, item)
+            if not isinstance(module, Module):
+                raise AttributeError(f"`{item}` is not an nn.Module")
         return module
+
+    def set_submodule(self, target, module, strict=False):
+        """Put ``module`` at dotted path ``target`` (its parent must exist; ``strict``: the
+        attribute too), as torch's."""
+        if target == "":
+            raise ValueError("Cannot set the submodule without a target name!")
+        if not isinstance(module, Module):
+            raise ValueError(f"`module` is not an nn.Module, found {type(module)}")
+        parent_path, _, name = target.rpartition(".")
+        parent = self.get_submodule(parent_path)
+        if strict and not hasattr(parent, name):
+            raise AttributeError(f"{parent._get_name()} has no attribute `{name}`")
+        if hasattr(parent, name) and not isinstance(getattr(parent, name), Module):
+            raise AttributeError(f"`{name}` is not an nn.Module")
+        setattr(parent, name, module)
+
+    def get_parameter(self, target):
+        module_path, _, name = target.rpartition(".")
+        module = self.get_submodule(module_path)
+        if not hasattr(module, name):
+            raise AttributeError(f"{module._get_name()} has no attribute `{name}`")
+        param = getattr(module, name)
+        if not isinstance(param, Parameter):
+            raise AttributeError(f"`{name}` is not an nn.Parameter")
+        return param
+
+    def get_buffer(self, target):
+        module_path, _, name = target.rpartition(".")
+        module = self.get_submodule(module_path)
+        if not hasattr(module, name):
+            raise AttributeError(f"{module._get_name()} has no attribute `{name}`")
+        if name not in module._buffers:
+            raise AttributeError(f"`{name}` is not a buffer")
+        return getattr(module, name)
 
     def apply(self, fn):
         """``fn(module)`` for every descendant, children before parents (as PyTorch)."""
@@ -229,12 +389,15 @@ class Module:
         fn(self)
         return self
 
-    # --- modes and movement ---------------------------------------------------------------------
+    # --- modes and gradients --------------------------------------------------------------------
     def train(self, mode=True):
+        """Training mode on (``mode=True``) or off for this module and, through their own
+        ``train``, every child."""
         if not isinstance(mode, bool):
-            raise ValueError(f"train(mode) expects a bool, got {mode!r}")
-        for module in self.modules():
-            object.__setattr__(module, "training", mode)
+            raise ValueError("training mode is expected to be boolean")
+        self.training = mode
+        for child in self.children():
+            child.train(mode)
         return self
 
     def eval(self):
@@ -242,34 +405,58 @@ class Module:
 
     def requires_grad_(self, requires_grad=True):
         for p in self.parameters():
-            p.requires_grad = requires_grad
+            p.requires_grad_(requires_grad)
         return self
 
     def zero_grad(self, set_to_none=True):
+        """Forget the gradients: ``None`` (the default) or, with ``set_to_none=False``, zeroed in
+        place (someone holding ``p.grad`` sees the zeros, as in torch)."""
         for p in self.parameters():
-            if set_to_none or p.grad is None:
+            if p.grad is None:
+                continue
+            if set_to_none:
                 p.grad = None
             else:
-                p.grad = Tensor._make(p.grad._array * 0, p.device, False, None)
+                p.grad.requires_grad_(False)
+                with no_grad():
+                    p.grad.zero_()
 
-    def to(self, device=None, dtype=None):
-        """Move/cast every parameter and buffer in place (the Parameter objects stay the same,
-        so an optimizer built before ``.to`` still holds them). Only floating-point tensors are
-        cast. ``model.to("float64")`` works too, as ``model.to(torch.float64)`` does."""
-        if dtype is None and device is not None and _is_dtype(device):
-            device, dtype = None, device
-        dev = _get_device(device) if device is not None else None
-        dtype = _to_dtype(dtype)
-        if dtype is not None and dtype.kind != "f":
-            raise TypeError(f"Module.to() only casts to floating-point dtypes, got {dtype}")
-        for module in self.modules():
-            for p in module._parameters.values():
-                if p is not None:
-                    _move_in_place(p, dev, dtype)
-            for buf in module._buffers.values():
-                if buf is not None:
-                    _move_in_place(buf, dev, dtype if buf.dtype.kind == "f" else None)
+    # --- movement and casts ---------------------------------------------------------------------
+    def _apply_to_tensors(self, convert, recurse=True):
+        """``convert(tensor)`` on every parameter and buffer (and its gradient) of this module and,
+        with ``recurse``, its descendants. The objects stay the same (an optimizer built before
+        ``.to`` still holds them), as torch's ``param.data = fn(param)``."""
+        modules = self.modules() if recurse else [self]
+        for module in modules:
+            for t in chain(module._parameters.values(), module._buffers.values()):
+                if t is not None:
+                    convert(t)
         return self
+
+    def to(self, *args, **kwargs):
+        """``to(device=None, dtype=None, non_blocking=False)``, ``to(dtype, non_blocking=False)`` or
+        ``to(tensor, non_blocking=False)``, as torch: moves every parameter and buffer, and casts the
+        floating-point ones (integer buffers keep their dtype). minilora also takes a dtype's name,
+        ``model.to("float64")``. ``non_blocking`` changes nothing here (every copy is synchronous);
+        ``memory_format`` is not supported."""
+        device, dtype = _parse_to(args, kwargs)
+        if dtype is not None and dtype.kind != "f":
+            raise TypeError(f"nn.Module.to only accepts floating point or complex dtypes, but got desired "
+                            f"dtype={dtype}")
+        dev = _get_device(device) if device is not None else None
+        return self._apply_to_tensors(
+            lambda t: _move_in_place(t, dev, dtype if t.dtype.kind == "f" else None))
+
+    def to_empty(self, *, device, recurse=True):
+        """Parameters and buffers on ``device`` with their shapes and dtypes but *uninitialized*
+        values (torch's ``empty_like``): for a model built only to be filled by ``load_state_dict``."""
+        dev = _get_device(device)
+        return self._apply_to_tensors(lambda t: _empty_in_place(t, dev), recurse=recurse)
+
+    def type(self, dst_type):
+        """Cast *every* parameter and buffer (integer ones too) to ``dst_type``, as torch's."""
+        dtype = _to_dtype(dst_type)
+        return self._apply_to_tensors(lambda t: _move_in_place(t, None, dtype))
 
     def float(self):
         return self.to(dtype="float32")
@@ -280,53 +467,107 @@ class Module:
     def half(self):
         return self.to(dtype="float16")
 
+    def bfloat16(self):
+        return self.to(dtype="bfloat16")  # raises: NumPy (so minilora) has no bfloat16, and says so
+
     def cpu(self):
         return self.to("cpu")
 
-    def cuda(self):
-        return self.to("cuda")
+    def cuda(self, device=None):
+        return self.to("cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device)
+
+    def share_memory(self):
+        raise NotImplementedError("Module.share_memory(): minilora has no torch.multiprocessing shared "
+                                  "memory; its arrays are NumPy/CuPy arrays owned by one process")
+
+    def compile(self, *args, **kwargs):
+        raise NotImplementedError("Module.compile(): minilora has no torch.compile; it runs eagerly")
 
     # --- state dict -----------------------------------------------------------------------------
-    def state_dict(self, keep_vars=False):
-        """Name -> Tensor for every parameter and persistent buffer (shared ones under each name).
+    def state_dict(self, *args, destination=None, prefix="", keep_vars=False):
+        """Name -> Tensor for every parameter and persistent buffer (shared ones under each name),
+        plus ``<prefix>_extra_state`` of modules that define ``get_extra_state``.
 
         The tensors share memory with the model (``.detach()``ed unless ``keep_vars``), as in
-        PyTorch: copy them if the model will keep training and you need a snapshot.
-        """
-        out = OrderedDict()
-        for mod_prefix, module in self.named_modules():
-            entries = list(module._parameters.items()) + [
-                (n, b) for n, b in module._buffers.items() if n not in module._non_persistent]
-            for name, t in entries:
-                if t is not None:
-                    out[f"{mod_prefix}.{name}" if mod_prefix else name] = t if keep_vars else t.detach()
-        return out
+        PyTorch: copy them if the model will keep training and you need a snapshot. ``prefix`` is put
+        before every key as given (``prefix="model."``). Positional arguments work, with torch's
+        FutureWarning."""
+        if args:
+            warnings.warn("Positional args are being deprecated, use kwargs instead. Refer to "
+                          "https://pytorch.org/docs/main/generated/torch.nn.Module.html"
+                          "#torch.nn.Module.state_dict for details.", FutureWarning, stacklevel=2)
+            destination = args[0] if destination is None else destination
+            prefix = args[1] if len(args) > 1 and prefix == "" else prefix
+            keep_vars = args[2] if len(args) > 2 and keep_vars is False else keep_vars
+        if destination is None:
+            destination = OrderedDict()
+        for hook in self._state_dict_pre_hooks.values():
+            hook(self, prefix, keep_vars)
+        self._save_to_state_dict(destination, prefix, keep_vars)
+        for name, child in self._modules.items():
+            if child is not None:
+                child.state_dict(destination=destination, prefix=f"{prefix}{name}.", keep_vars=keep_vars)
+        for hook in self._state_dict_hooks.values():
+            if hook(self, destination, prefix, {}) is not None:
+                raise RuntimeError("state_dict post-hook must return None")
+        return destination
 
-    def load_state_dict(self, state_dict, strict=True):
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        """This module's own entries (not its children's)."""
+        for name, param in self._parameters.items():
+            if param is not None:
+                destination[prefix + name] = param if keep_vars else param.detach()
+        for name, buf in self._buffers.items():
+            if buf is not None and name not in self._non_persistent_buffers_set:
+                destination[prefix + name] = buf if keep_vars else buf.detach()
+        if type(self).get_extra_state is not Module.get_extra_state:
+            destination[prefix + _EXTRA_STATE_KEY_SUFFIX] = self.get_extra_state()
+
+    def get_extra_state(self):
+        """Override (with ``set_extra_state``) to put non-tensor state in ``state_dict()``."""
+        raise RuntimeError("Reached a code path in Module.get_extra_state() that should never be called: "
+                           "override get_extra_state in your module to use extra state")
+
+    def set_extra_state(self, state):
+        raise RuntimeError("Reached a code path in Module.set_extra_state() that should never be called: "
+                           "override set_extra_state in your module to use extra state")
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
         """Copy values in (minilora or torch tensors, NumPy arrays), cast to each target's dtype.
 
-        ``strict``: the keys must match exactly. Shapes must always match. On failure the error
-        (``StateDictError``) lists every missing key, unexpected key and shape mismatch, and the
-        model is left unchanged. Returns ``IncompatibleKeys(missing_keys, unexpected_keys)``.
-        """
-        own = self.state_dict(keep_vars=True)
-        given = {key: _array(state_dict[key]) for key in own if key in state_dict}
-        missing = [k for k in own if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in own]
-        mismatched = [(k, tuple(np.shape(a)), own[k].shape) for k, a in given.items()
-                      if tuple(np.shape(a)) != own[k].shape]
-        if mismatched or (strict and (missing or unexpected)):
-            raise StateDictError(missing if strict else (), unexpected if strict else (), mismatched,
-                                 module=type(self).__name__)
-        # Convert everything first, then write: a value that fails to convert changes nothing.
-        values = {k: own[k].device.xp.asarray(a, dtype=own[k].dtype) for k, a in given.items()}
-        with no_grad():
-            for key, value in values.items():
-                own[key]._array[...] = value
-                own[key]._bump_version()  # an in-place change, as torch's param.copy_(value)
-        return IncompatibleKeys(missing, unexpected)
+        ``strict``: the keys must match exactly; shapes must always match. torch's rules for which
+        keys count as missing and unexpected. ``assign=True`` puts the given tensors themselves into
+        the module (their dtype and device; a Parameter keeps ``requires_grad``) instead of copying.
+        Returns ``IncompatibleKeys(missing_keys, unexpected_keys)``.
 
-    # --- calling --------------------------------------------------------------------------------
+        On failure the error (``StateDictError``, a RuntimeError as torch raises) lists every
+        problem. Unlike torch, nothing is written when it raises -- unless a load post-hook is
+        registered: such a hook may clear the key lists, so it runs on the loaded model before the
+        strict check, as in torch.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict)}.")
+        plan = _LoadPlan(OrderedDict(state_dict))
+        plan.visit(self, plan.state_dict, "")
+        if plan.mismatched or plan.messages:
+            raise StateDictError(plan.missing if strict else (), plan.unexpected if strict else (),
+                                 plan.mismatched, type(self).__name__, plan.messages)
+        keys = IncompatibleKeys(plan.missing, plan.unexpected)
+        has_post_hooks = any(m._load_state_dict_post_hooks for m in plan.visited)
+        if strict and (keys.missing_keys or keys.unexpected_keys) and not has_post_hooks:
+            raise StateDictError(keys.missing_keys, keys.unexpected_keys, module=type(self).__name__)
+        plan.write(assign)
+        for module in plan.visited:  # children before parents, as torch
+            for hook in module._load_state_dict_post_hooks.values():
+                if hook(module, keys) is not None:
+                    raise RuntimeError("Hooks registered with ``register_load_state_dict_post_hook`` are not "
+                                       "expected to return new values, if incompatible_keys need to be "
+                                       "modified, it should be done inplace.")
+        if strict and (keys.missing_keys or keys.unexpected_keys):
+            raise StateDictError(keys.missing_keys, keys.unexpected_keys, module=type(self).__name__)
+        return keys
+
+    # --- hooks ----------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
         if self._forward_pre_hooks or self._forward_hooks:
             return self._call_with_hooks(args, kwargs)
@@ -336,73 +577,245 @@ class Module:
     def _call_with_hooks(self, args, kwargs):
         """``forward`` between the hooks, with torch's rules: a pre-hook that returns something
         replaces the positional inputs (a non-tuple becomes a 1-tuple); a forward hook that returns
-        something replaces the output."""
-        for hook, with_kwargs in list(self._forward_pre_hooks.values()):
-            if with_kwargs:
-                result = hook(self, args, kwargs)
-                if result is not None:
-                    if not (isinstance(result, tuple) and len(result) == 2):
-                        raise RuntimeError("forward pre-hook with with_kwargs=True must return None or "
-                                           f"a tuple of (new_args, new_kwargs), got {result!r}")
-                    args, kwargs = result
-            else:
-                result = hook(self, args)
-                if result is not None:
-                    args = result if isinstance(result, tuple) else (result,)
-        with parallel.computing():
-            output = self.forward(*args, **kwargs)
-        for hook, with_kwargs in list(self._forward_hooks.values()):
-            result = hook(self, args, kwargs, output) if with_kwargs else hook(self, args, output)
-            if result is not None:
-                output = result
-        return output
+        something replaces the output; an ``always_call`` hook runs even when forward raises."""
+        called, result = set(), None
+        try:
+            for hook, with_kwargs in list(self._forward_pre_hooks.values()):
+                if with_kwargs:
+                    new = hook(self, args, kwargs)
+                    if new is not None:
+                        if not (isinstance(new, tuple) and len(new) == 2):
+                            raise RuntimeError("forward pre-hook must return None or a tuple of "
+                                               f"(new_args, new_kwargs), but got {new}.")
+                        args, kwargs = new
+                else:
+                    new = hook(self, args)
+                    if new is not None:
+                        args = new if isinstance(new, tuple) else (new,)
+            with parallel.computing():
+                result = self.forward(*args, **kwargs)
+            for hook_id, (hook, with_kwargs, always_call) in list(self._forward_hooks.items()):
+                if always_call:
+                    called.add(hook_id)
+                new = hook(self, args, kwargs, result) if with_kwargs else hook(self, args, result)
+                if new is not None:
+                    result = new
+            return result
+        except Exception:
+            for hook_id, (hook, with_kwargs, always_call) in list(self._forward_hooks.items()):
+                if always_call and hook_id not in called:
+                    try:
+                        hook(self, args, kwargs, result) if with_kwargs else hook(self, args, result)
+                    except Exception as exc:  # the first error is the one to see
+                        warnings.warn("module forward hook with ``always_call=True`` raised an exception that "
+                                      f"was silenced as another error was raised in forward: {exc}",
+                                      stacklevel=2)
+            raise
 
     def register_forward_pre_hook(self, hook, *, prepend=False, with_kwargs=False):
         """``hook(module, args)`` runs before ``forward`` (``with_kwargs``: ``hook(module, args,
         kwargs)``); returns a handle whose ``remove()`` unregisters it."""
-        return self._add_hook("_forward_pre_hooks", hook, prepend, with_kwargs)
+        return self._add_hook("_forward_pre_hooks", (hook, with_kwargs), prepend)
 
     def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False, always_call=False):
         """``hook(module, args, output)`` runs after ``forward`` (``with_kwargs``: ``hook(module,
-        args, kwargs, output)``); returns a handle whose ``remove()`` unregisters it."""
-        if always_call:
-            raise NotImplementedError("register_forward_hook: always_call=True (run the hook when "
-                                      "forward raises) is not supported by minilora")
-        return self._add_hook("_forward_hooks", hook, prepend, with_kwargs)
+        args, kwargs, output)``; ``always_call``: also when forward raises, with ``output=None``);
+        returns a handle whose ``remove()`` unregisters it."""
+        return self._add_hook("_forward_hooks", (hook, with_kwargs, always_call), prepend)
 
-    def _add_hook(self, kind, hook, prepend, with_kwargs):
+    def register_state_dict_pre_hook(self, hook):
+        """``hook(module, prefix, keep_vars)`` runs before ``state_dict()`` collects this module."""
+        return self._add_hook("_state_dict_pre_hooks", hook)
+
+    def register_state_dict_post_hook(self, hook):
+        """``hook(module, state_dict, prefix, local_metadata)`` runs after this module's entries are in
+        ``state_dict`` (and its children's); it may change the dict in place and must return None."""
+        return self._add_hook("_state_dict_hooks", hook)
+
+    def register_load_state_dict_pre_hook(self, hook):
+        """``hook(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+        error_msgs)`` runs before this module's keys are read: it may rename keys of ``state_dict`` in
+        place (``local_metadata`` is ``{}``: minilora writes no metadata)."""
+        return self._add_hook("_load_state_dict_pre_hooks", hook)
+
+    def register_load_state_dict_post_hook(self, hook):
+        """``hook(module, incompatible_keys)`` runs after loading; it may edit the key lists in place
+        (an emptied list is no longer an error under ``strict``)."""
+        return self._add_hook("_load_state_dict_post_hooks", hook)
+
+    def register_full_backward_hook(self, hook, prepend=False):
+        raise NotImplementedError("register_full_backward_hook: module backward hooks are not supported by "
+                                  "minilora; register a hook on a tensor instead, or inspect .grad after backward()")
+
+    def register_full_backward_pre_hook(self, hook, prepend=False):
+        raise NotImplementedError("register_full_backward_pre_hook: module backward hooks are not supported by "
+                                  "minilora; inspect .grad after backward() instead")
+
+    def register_backward_hook(self, hook):
+        raise NotImplementedError("register_backward_hook (deprecated in torch): module backward hooks are not "
+                                  "supported by minilora; inspect .grad after backward() instead")
+
+    def _add_hook(self, kind, entry, prepend=False):
         if kind not in self.__dict__:  # this module's first hook of this kind
             object.__setattr__(self, kind, OrderedDict())
         hooks = self.__dict__[kind]
         handle = RemovableHandle(hooks)
-        hooks[handle.id] = (hook, with_kwargs)
+        hooks[handle.id] = entry
         if prepend:
             hooks.move_to_end(handle.id, last=False)
         return handle
 
-    def forward(self, *args, **kwargs):
-        raise NotImplementedError(f"{type(self).__name__} must define forward()")  # abstract
+    # --- forward and printing -------------------------------------------------------------------
+    def forward(self, *input):
+        raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def extra_repr(self):
+        """One line (or several) shown inside the module's repr: override to describe its settings."""
         return ""
 
     def __repr__(self):
-        lines = [f"{type(self).__name__}({self.extra_repr()}"]
-        for name, child in self.named_children():
-            child_text = repr(child).replace("\n", "\n  ")
-            lines.append(f"  ({name}): {child_text}")
-        return lines[0] + ")" if len(lines) == 1 else "\n".join(lines) + "\n)"
+        extra = self.extra_repr()
+        extra_lines = extra.split("\n") if extra else []
+        child_lines = [f"({name}): {_addindent(repr(child), 2)}" for name, child in self._modules.items()]
+        lines = extra_lines + child_lines
+        text = self._get_name() + "("
+        if len(extra_lines) == 1 and not child_lines:
+            text += extra_lines[0]
+        elif lines:
+            text += "\n  " + "\n  ".join(lines) + "\n"
+        return text + ")"
+
+
+class _LoadPlan:
+    """What ``load_state_dict`` will do, worked out before anything is written (so that a failure
+    changes nothing). ``visit`` follows torch's ``_load_from_state_dict`` module by module: the keys a
+    module owns, torch's rule for unexpected keys (a key under this module's prefix whose first name
+    is neither a child nor one of its own tensors), then each child with the keys under its prefix."""
+
+    def __init__(self, state_dict):
+        self.state_dict = state_dict
+        self.missing, self.unexpected, self.mismatched, self.messages = [], [], [], []
+        self.copies, self.extra_states = [], []  # (module, name, target, value), (module, state)
+        self.visited = []  # children before parents
+
+    def visit(self, module, local, prefix):
+        for hook in module._load_state_dict_pre_hooks.values():
+            hook(module, local, prefix, {}, True, self.missing, self.unexpected, self.messages)
+        own = OrderedDict((n, p) for n, p in module._parameters.items() if p is not None)
+        own.update((n, b) for n, b in module._buffers.items()
+                   if b is not None and n not in module._non_persistent_buffers_set)
+        for name, target in own.items():
+            key = prefix + name
+            if key not in local:
+                self.missing.append(key)
+                continue
+            value, shape = local[key], tuple(np.shape(local[key]))
+            if target.shape == () and shape == (1,):  # torch's allowance for old checkpoints of 0-d tensors
+                value, shape = value[0], ()
+            if shape != tuple(target.shape):
+                self.mismatched.append((key, shape, tuple(target.shape)))
+            else:
+                self.copies.append((module, name, target, value))
+        extra_key = prefix + _EXTRA_STATE_KEY_SUFFIX
+        if type(module).set_extra_state is not Module.set_extra_state:
+            if extra_key in local:
+                self.extra_states.append((module, local[extra_key]))
+            else:
+                self.missing.append(extra_key)
+        for key in local:
+            if key.startswith(prefix) and key != extra_key:
+                first = key[len(prefix):].split(".", 1)[0]
+                if first not in module._modules and first not in own:
+                    self.unexpected.append(key)
+        for name, child in module._modules.items():
+            if child is not None:
+                child_prefix = f"{prefix}{name}."
+                self.visit(child, {k: v for k, v in local.items() if k.startswith(child_prefix)}, child_prefix)
+        self.visited.append(module)
+
+    def write(self, assign):
+        # Convert everything first: a value that fails to convert changes nothing.
+        converted = [(module, name, target, _assigned(target, value) if assign else
+                      target.device.xp.asarray(_array(value), dtype=target.dtype))
+                     for module, name, target, value in self.copies]
+        with no_grad():
+            for module, name, target, value in converted:
+                if assign:
+                    setattr(module, name, value)
+                else:
+                    target._array[...] = value
+                    target._bump_version()  # an in-place change, as torch's param.copy_(value)
+        for module, state in self.extra_states:
+            module.set_extra_state(state)
+
+
+def _assigned(target, value):
+    """``load_state_dict(assign=True)``: the tensor that takes ``target``'s place -- the given one
+    (its dtype and device; a NumPy array or torch tensor becomes a CPU Tensor), a Parameter keeping
+    ``requires_grad`` where the target was a Parameter."""
+    if not isinstance(value, Tensor):
+        if str(getattr(value, "dtype", "")) == "torch.bfloat16":
+            raise TypeError("load_state_dict(assign=True) of a bfloat16 tensor: minilora has no bfloat16 "
+                            "(NumPy lacks it); load with assign=False to copy it into the model's dtype")
+        array = np.asarray(_array(value))
+        value = Tensor(array, dtype=array.dtype, device="cpu")
+    if isinstance(target, Parameter):
+        if isinstance(value, Parameter):
+            return value.requires_grad_(target.requires_grad)
+        return Parameter(value, requires_grad=target.requires_grad)
+    return value
+
+
+def _typename(value):
+    return type(value).__name__
 
 
 def _is_dtype(value):
     """Is ``value`` a dtype (``"float64"``, ``np.float32``) rather than a device name?"""
     if isinstance(value, Device):
         return False
+    if str(value).removeprefix("torch.") == "bfloat16":
+        return True  # a dtype minilora lacks: to() then says so
     try:
         _to_dtype(value)
     except TypeError:
         return False
     return True
+
+
+def _parse_to(args, kwargs):
+    """``(device, dtype)`` from ``Module.to``'s arguments, read as torch's ``_parse_to`` reads them."""
+    if "copy" in kwargs:
+        raise RuntimeError(".to() does not accept copy argument")
+    unknown = sorted(set(kwargs) - {"device", "dtype", "non_blocking", "memory_format"})
+    if unknown:
+        raise TypeError(f"to() got an unexpected keyword argument '{unknown[0]}'")
+    if kwargs.get("memory_format") is not None:
+        raise NotImplementedError("Module.to(memory_format=...): minilora has no memory formats "
+                                  "(its arrays are always contiguous, row-major)")
+    device, dtype = kwargs.get("device"), kwargs.get("dtype")
+    args = list(args)
+    if args and isinstance(args[0], Tensor):  # to(tensor): that tensor's device and dtype
+        other = args.pop(0)
+        device, dtype = other.device, other.dtype
+    elif args and _is_dtype(args[0]):
+        dtype = args.pop(0)
+    elif args:
+        device = args.pop(0)
+        if args and _is_dtype(args[0]):
+            dtype = args.pop(0)
+    if args and isinstance(args[0], bool):
+        args.pop(0)  # non_blocking: every copy here is synchronous, so the result is the same
+    if args:
+        raise TypeError(f"to() received an invalid combination of arguments: {args!r} left over")
+    return device, (_to_dtype(dtype) if dtype is not None else None)
+
+
+def _empty_in_place(t, dev):
+    t._array = dev.xp.empty(t.shape, dtype=t.dtype)
+    t._device = dev
+    if t.grad is not None:
+        t.grad._array, t.grad._device = dev.xp.empty(t.shape, dtype=t.grad.dtype), dev
 
 
 def _array(value):
@@ -437,15 +850,52 @@ def _move_in_place(t, dev, dtype):
         t._device = dev
 
 
-def _check_module(value, where):
-    if not isinstance(value, Module):
-        raise TypeError(f"{where}: expected an nn.Module, got {type(value).__name__}")
-    return value
+# ==================================================================================================
+# Containers: ModuleList, ModuleDict, Sequential, ParameterList -- torch's, method for method
+# ==================================================================================================
+def _abs_index(index, length):
+    """``index`` (any int, negatives from the end) as a position in ``range(length)``, or torch's IndexError."""
+    import operator
+    index = operator.index(index)
+    if not -length <= index < length:
+        raise IndexError(f"index {index} is out of range")
+    return index % length if length else index
 
 
-def _renumber(container, modules):
-    """Register ``modules`` under 0, 1, ... (a ModuleList or a Sequential after an insert or delete)."""
+def _renumber(container):
+    """Names 0, 1, ... again after a deletion or insertion (as torch)."""
+    object.__setattr__(container, "_modules",
+                       OrderedDict((str(i), m) for i, m in enumerate(container._modules.values())))
+
+
+def _insert(container, index, module):
+    """Insert before ``index`` (``0 <= index <= len``), shifting the names up, as torch's insert.
+
+    torch's insert misnumbers the list for an index outside ``0..len`` (a negative one raises a
+    KeyError after shifting half the list); minilora refuses those with an IndexError instead."""
+    n = len(container._modules)
+    if not 0 <= index <= n:
+        raise IndexError(f"{type(container).__name__}.insert: index {index} must be in 0..{n} "
+                         "(torch's insert misnumbers the modules for other indices)")
+    modules = list(container._modules.values())
+    modules.insert(index, module)
     object.__setattr__(container, "_modules", OrderedDict((str(i), m) for i, m in enumerate(modules)))
+
+
+def _repeated_block_repr(container):
+    """torch's ModuleList repr: a run of identical modules is shown once as ``(0-2): 3 x Linear(...)``."""
+    reprs = [repr(module) for module in container]
+    if not reprs:
+        return container._get_name() + "()"
+    blocks = []  # [first index, last index, repr]
+    for i, text in enumerate(reprs):
+        if blocks and blocks[-1][2] == text:
+            blocks[-1][1] = i
+        else:
+            blocks.append([i, i, text])
+    lines = [_addindent(f"({a}): {text}" if a == b else f"({a}-{b}): {b - a + 1} x {text}", 2)
+             for a, b, text in blocks]
+    return container._get_name() + "(\n  " + "\n  ".join(lines) + "\n)"
 
 
 class ModuleList(Module):
@@ -453,46 +903,24 @@ class ModuleList(Module):
 
     def __init__(self, modules=None):
         super().__init__()
-        self.extend(modules or ())
+        if modules is not None:
+            self += modules
 
-    def append(self, module):
-        self._modules[str(len(self._modules))] = _check_module(module, "ModuleList.append")
-        return self
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return type(self)(list(self._modules.values())[idx])
+        return self._modules[str(_abs_index(idx, len(self)))]
 
-    def extend(self, modules):
-        for m in modules:
-            self.append(m)
-        return self
+    def __setitem__(self, idx, module):
+        setattr(self, str(_abs_index(idx, len(self))), module)
 
-    def _index(self, index):
-        n = len(self._modules)
-        if not -n <= index < n:
-            raise IndexError(f"ModuleList index {index} out of range for {n} modules")
-        return str(index % n)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return ModuleList(list(self._modules.values())[index])
-        return self._modules[self._index(index)]
-
-    def __setitem__(self, index, module):
-        self._modules[self._index(index)] = _check_module(module, "ModuleList[...] =")
-
-    def __delitem__(self, index):
-        modules = list(self._modules.values())
-        del modules[index if isinstance(index, slice) else int(self._index(index))]
-        _renumber(self, modules)
-
-    def insert(self, index, module):
-        """Insert ``module`` before ``index`` (names stay 0, 1, ..., as torch)."""
-        modules = list(self._modules.values())
-        modules.insert(index, _check_module(module, "ModuleList.insert"))
-        _renumber(self, modules)
-
-    def pop(self, index=-1):
-        module = self[index]
-        del self[index]
-        return module
+    def __delitem__(self, idx):
+        if isinstance(idx, slice):
+            for k in range(len(self._modules))[idx]:
+                delattr(self, str(k))
+        else:
+            delattr(self, str(_abs_index(idx, len(self))))
+        _renumber(self)
 
     def __len__(self):
         return len(self._modules)
@@ -500,29 +928,61 @@ class ModuleList(Module):
     def __iter__(self):
         return iter(self._modules.values())
 
+    def __iadd__(self, modules):
+        return self.extend(modules)
+
+    def __add__(self, other):
+        combined = ModuleList()
+        for i, module in enumerate(chain(self, other)):
+            combined.add_module(str(i), module)
+        return combined
+
+    def __dir__(self):
+        return [key for key in super().__dir__() if not key.isdigit()]
+
+    def __repr__(self):
+        return _repeated_block_repr(self)
+
+    def insert(self, index, module):
+        """Insert ``module`` before ``index`` (names stay 0, 1, ..., as torch)."""
+        if not isinstance(module, Module):
+            raise TypeError(f"{_typename(module)} is not a Module subclass")
+        _insert(self, index, module)
+
+    def append(self, module):
+        self.add_module(str(len(self)), module)
+        return self
+
+    def pop(self, key):
+        module = self[key]
+        del self[key]
+        return module
+
+    def extend(self, modules):
+        if not isinstance(modules, Iterable):
+            raise TypeError(f"ModuleList.extend should be called with an iterable, but got {_typename(modules)}")
+        offset = len(self)
+        for i, module in enumerate(modules):
+            self.add_module(str(offset + i), module)
+        return self
+
 
 class ModuleDict(Module):
-    """A dict of modules registered under their keys (``lora_A.default``)."""
+    """A dict of modules registered under their keys (``lora_A.default``), in insertion order."""
 
     def __init__(self, modules=None):
         super().__init__()
-        self.update(modules or {})
+        if modules is not None:
+            self.update(modules)
 
     def __getitem__(self, key):
-        if key not in self._modules:
-            raise KeyError(f"ModuleDict has no key {key!r} (keys: {list(self._modules)})")
         return self._modules[key]
 
     def __setitem__(self, key, module):
-        if not isinstance(key, str) or "." in key or not key:
-            raise KeyError(f"ModuleDict keys must be non-empty strings without '.', got {key!r}")
-        self._modules[key] = _check_module(module, f"ModuleDict[{key!r}] =")
+        self.add_module(key, module)
 
     def __delitem__(self, key):
         del self._modules[key]
-
-    def __contains__(self, key):
-        return key in self._modules
 
     def __len__(self):
         return len(self._modules)
@@ -530,60 +990,76 @@ class ModuleDict(Module):
     def __iter__(self):
         return iter(self._modules)
 
-    def keys(self):
-        return self._modules.keys()
+    def __contains__(self, key):
+        return key in self._modules
 
-    def values(self):
-        return self._modules.values()
-
-    def items(self):
-        return self._modules.items()
-
-    def update(self, modules):
-        for key, module in dict(modules).items():
-            self[key] = module
+    def clear(self):
+        self._modules.clear()
 
     def pop(self, key):
         module = self[key]
         del self[key]
         return module
 
+    def keys(self):
+        return self._modules.keys()
+
+    def items(self):
+        return self._modules.items()
+
+    def values(self):
+        return self._modules.values()
+
+    def update(self, modules):
+        """Add or replace from a mapping (keys in its order) or an iterable of ``(key, module)`` pairs."""
+        if not isinstance(modules, Iterable):
+            raise TypeError(f"ModuleDict.update should be called with an iterable of key/value pairs, but got "
+                            f"{_typename(modules)}")
+        if isinstance(modules, (Mapping, ModuleDict)):
+            for key, module in modules.items():
+                self[key] = module
+            return
+        for j, pair in enumerate(modules):
+            if not isinstance(pair, Iterable):
+                raise TypeError(f"ModuleDict update sequence element #{j} should be Iterable; is {_typename(pair)}")
+            if len(pair) != 2:
+                raise ValueError(f"ModuleDict update sequence element #{j} has length {len(pair)}; 2 is required")
+            self[pair[0]] = pair[1]
+
 
 class Sequential(Module):
     """Modules called one after another: ``Sequential(a, b, c)(x) == c(b(a(x)))``.
 
     Registered as ``0``, ``1``, ... or, from one ``OrderedDict``, under its keys (as torch).
-    Indexing gives a module (a slice: a new Sequential of the same modules).
+    Indexing gives a module (a slice: a new Sequential of the same modules); deleting or inserting
+    renames them 0, 1, ... again, as torch does.
     """
 
     def __init__(self, *args):
         super().__init__()
         if len(args) == 1 and isinstance(args[0], OrderedDict):
             for key, module in args[0].items():
-                self.add_module(key, _check_module(module, f"Sequential[{key!r}]"))
+                self.add_module(key, module)
         else:
             for i, module in enumerate(args):
-                self.add_module(str(i), _check_module(module, f"Sequential argument {i}"))
+                self.add_module(str(i), module)
 
-    def _key(self, index):
-        n = len(self._modules)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} is out of range for a Sequential of {n} modules")
-        return list(self._modules)[index % n]
+    def _key(self, idx):
+        return list(self._modules)[_abs_index(idx, len(self))]
 
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return Sequential(OrderedDict(list(self._modules.items())[index]))
-        return self._modules[self._key(index)]
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return type(self)(OrderedDict(list(self._modules.items())[idx]))
+        return self._modules[self._key(idx)]
 
-    def __setitem__(self, index, module):
-        self._modules[self._key(index)] = _check_module(module, "Sequential[...] =")
+    def __setitem__(self, idx, module):
+        setattr(self, self._key(idx), module)
 
-    def __delitem__(self, index):
-        keys = list(self._modules)[index] if isinstance(index, slice) else [self._key(index)]
+    def __delitem__(self, idx):
+        keys = list(self._modules)[idx] if isinstance(idx, slice) else [self._key(idx)]
         for key in keys:
-            del self._modules[key]
-        _renumber(self, list(self._modules.values()))  # as torch: indices and names stay 0, 1, ...
+            delattr(self, key)
+        _renumber(self)
 
     def __len__(self):
         return len(self._modules)
@@ -591,27 +1067,142 @@ class Sequential(Module):
     def __iter__(self):
         return iter(self._modules.values())
 
-    def append(self, module):
-        self.add_module(str(len(self._modules)), _check_module(module, "Sequential.append"))
+    def __dir__(self):
+        return [key for key in super().__dir__() if not key.isdigit()]
+
+    def __add__(self, other):
+        if not isinstance(other, Sequential):
+            raise ValueError(f"add operator supports only objects of Sequential class, but {type(other)} is given.")
+        combined = Sequential()
+        for layer in chain(self, other):
+            combined.append(layer)
+        return combined
+
+    def __iadd__(self, other):
+        if not isinstance(other, Sequential):
+            raise ValueError(f"add operator supports only objects of Sequential class, but {type(other)} is given.")
+        offset = len(self)
+        for i, module in enumerate(other):
+            self.add_module(str(i + offset), module)
         return self
 
-    def extend(self, modules):
-        for module in modules:
-            self.append(module)
+    def __mul__(self, other):
+        """``seq * n``: the same modules n times over (shared, not copied), as torch."""
+        if not isinstance(other, int):
+            raise TypeError(f"unsupported operand type(s) for *: {type(self)} and {type(other)}")
+        if other <= 0:
+            raise ValueError(f"Non-positive multiplication factor {other} for {type(self)}")
+        combined = Sequential()
+        for _ in range(other):
+            for layer in self:
+                combined.append(layer)
+        return combined
+
+    __rmul__ = __mul__
+
+    def __imul__(self, other):
+        if not isinstance(other, int):
+            raise TypeError(f"unsupported operand type(s) for *: {type(self)} and {type(other)}")
+        if other <= 0:
+            raise ValueError(f"Non-positive multiplication factor {other} for {type(self)}")
+        layers = list(self)
+        for _ in range(other - 1):
+            for layer in layers:
+                self.append(layer)
+        return self
+
+    def pop(self, key):
+        module = self[key]
+        del self[key]
+        return module
+
+    def append(self, module):
+        self.add_module(str(len(self)), module)
         return self
 
     def insert(self, index, module):
-        modules = list(self._modules.values())
-        modules.insert(index, _check_module(module, "Sequential.insert"))
-        _renumber(self, modules)
+        if not isinstance(module, Module):
+            raise AssertionError(f"module should be of type: {Module}")
+        n = len(self._modules)
+        if not -n <= index <= n:
+            raise IndexError(f"Index out of range: {index}")
+        _insert(self, index + n if index < 0 else index, module)
         return self
 
-    def pop(self, index):
-        module = self[index]
-        del self[index]
-        return module
+    def extend(self, sequential):
+        for layer in sequential:
+            self.append(layer)
+        return self
 
     def forward(self, input):
-        for module in self._modules.values():
+        for module in self:
             input = module(input)
         return input
+
+
+class ParameterList(Module):
+    """Parameters in a list, registered as ``0``, ``1``, ...; a plain Tensor put in becomes a
+    Parameter (as torch). Other objects may be stored too (as plain attributes, not parameters)."""
+
+    def __init__(self, values=None):
+        super().__init__()
+        self._size = 0
+        if values is not None:
+            self += values
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            out = type(self)()
+            for i in range(*idx.indices(len(self))):
+                out.append(self[i])
+            return out
+        return getattr(self, str(_abs_index(idx, len(self))))
+
+    def __setitem__(self, idx, param):
+        name = str(_abs_index(idx, len(self)))
+        if isinstance(param, Tensor) and not isinstance(param, Parameter):
+            param = Parameter(param)
+        setattr(self, name, param)
+
+    def __len__(self):
+        return self._size
+
+    def __iter__(self):
+        return iter(self[i] for i in range(len(self)))
+
+    def __iadd__(self, parameters):
+        return self.extend(parameters)
+
+    def __dir__(self):
+        return [key for key in super().__dir__() if not key.isdigit()]
+
+    def append(self, value):
+        self._size += 1
+        self[self._size - 1] = value
+        return self
+
+    def extend(self, values):
+        if not isinstance(values, Iterable) or isinstance(values, Tensor):  # never unpack one Tensor
+            raise TypeError(f"ParameterList.extend should be called with an iterable, but got {_typename(values)}")
+        for value in values:
+            self.append(value)
+        return self
+
+    def extra_repr(self):
+        lines = []
+        for k, p in enumerate(self):
+            if isinstance(p, Tensor):
+                size = "x".join(str(s) for s in p.shape)
+                kind = "Parameter" if isinstance(p, Parameter) else "Tensor"
+                lines.append(f"  ({k}): {kind} containing: [{_dtype_repr(p.dtype)} of size {size}]")
+            else:
+                lines.append(f"  ({k}): Object of type: {type(p).__name__}")
+        return "\n".join(lines)
+
+    def __call__(self, *args, **kwargs):
+        raise RuntimeError("ParameterList should not be called.")
+
+
+def _dtype_repr(dtype):
+    """A dtype as torch prints it (``torch.float32``), so reprs read the same."""
+    return f"torch.{np.dtype(dtype).name}"
