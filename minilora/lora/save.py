@@ -18,6 +18,7 @@ import numpy as np
 
 from ..checkpoint import (atomic_folder, atomic_write, load_file, load_json, read_header, save_file, save_json,
                           warn_non_finite)
+from ..nn.module import IncompatibleKeys
 from .config import CONFIG_NAME
 from .layers import BaseTunerLayer, ModulesToSaveWrapper
 from .layers import Embedding as LoraEmbedding
@@ -101,7 +102,12 @@ def get_peft_model_state_dict(model, state_dict=None, adapter_name="default", un
 def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="default", ignore_mismatched_sizes=False,
                               low_cpu_mem_usage=False, *, source="adapter file"):
     """Copy ``{file key: array}`` into the adapter (PEFT's signature). The first mismatch is named in
-    the error: minilora refuses a mismatch rather than skip it (``ignore_mismatched_sizes=True`` is refused)."""
+    the error: minilora refuses a mismatch rather than skip it (``ignore_mismatched_sizes=True`` is refused).
+
+    Returns what PEFT returns, the result of ``model.load_state_dict(..., strict=False)``:
+    ``IncompatibleKeys(missing_keys, unexpected_keys)``, where ``missing_keys`` is every key of
+    ``model.state_dict()`` that was not loaded (the base weights, other adapters) and
+    ``unexpected_keys`` is empty (an unexpected key raised above)."""
     if ignore_mismatched_sizes or low_cpu_mem_usage:
         raise NotImplementedError("set_peft_model_state_dict: ignore_mismatched_sizes=True and low_cpu_mem_usage=True "
                                   "are not implemented in minilora (a mismatched tensor is an error)")
@@ -126,6 +132,9 @@ def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="defaul
     for key, target in targets.items():
         target._array[...] = target.device.xp.asarray(state[key], dtype=target.dtype)
         target._bump_version()  # an in-place change, as PEFT's load_state_dict (param.copy_)
+    loaded = {id(target) for target in targets.values()}
+    missing = [k for k, t in model.state_dict(keep_vars=True).items() if id(t) not in loaded]
+    return IncompatibleKeys(missing, [])
 
 
 # --------------------------------------------------------------------------------------------------

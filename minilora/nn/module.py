@@ -560,7 +560,7 @@ class Module:
         for module in plan.visited:  # children before parents, as torch
             for hook in module._load_state_dict_post_hooks.values():
                 if hook(module, keys) is not None:
-                    raise RuntimeError("Hooks registered with ``register_load_state_dict_post_hook`` are not "
+                    raise AssertionError("Hooks registered with ``register_load_state_dict_post_hook`` are not "
                                        "expected to return new values, if incompatible_keys need to be "
                                        "modified, it should be done inplace.")
         if strict and (keys.missing_keys or keys.unexpected_keys):
@@ -689,8 +689,9 @@ class Module:
 class _LoadPlan:
     """What ``load_state_dict`` will do, worked out before anything is written (so that a failure
     changes nothing). ``visit`` follows torch's ``_load_from_state_dict`` module by module: the keys a
-    module owns, torch's rule for unexpected keys (a key under this module's prefix whose first name
-    is neither a child nor one of its own tensors), then each child with the keys under its prefix."""
+    module owns, torch's rule for unexpected keys (under this module's prefix, a dotted name whose
+    first part is not a child, or a plain name that is not one of its own tensors), then each child
+    with the keys under its prefix."""
 
     def __init__(self, state_dict):
         self.state_dict = state_dict
@@ -722,10 +723,12 @@ class _LoadPlan:
                 self.extra_states.append((module, local[extra_key]))
             else:
                 self.missing.append(extra_key)
+        elif extra_key in local:
+            self.unexpected.append(extra_key)
         for key in local:
             if key.startswith(prefix) and key != extra_key:
-                first = key[len(prefix):].split(".", 1)[0]
-                if first not in module._modules and first not in own:
+                first, *rest = key[len(prefix):].split(".", 1)
+                if (rest and first not in module._modules) or (not rest and first not in own):
                     self.unexpected.append(key)
         for name, child in module._modules.items():
             if child is not None:
