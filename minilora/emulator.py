@@ -23,8 +23,9 @@ How it works (details in kernels/README.md):
    with the shim header ``kernels/emu/cuda_emu.h`` (plus stand-ins for ``<cooperative_groups.h>``,
    ``<cuComplex.h>``, ... in ``kernels/emu/include``) and the runtime ``kernels/emu/runtime.cpp`` into
    a shared library.  The library is cached by content hash, so each source compiles once per machine.
-2. A launch runs the blocks one after another; inside a block every CUDA thread is a fiber, and
-   ``__syncthreads()`` / warp shuffles are real barriers between the fibers.
+2. A launch hands its blocks to one or more OS threads (``workers=``), each running its blocks one
+   after another; inside a block every CUDA thread is a fiber, and ``__syncthreads()`` / warp
+   shuffles are real barriers between the fibers.
 3. Bugs become Python exceptions: ``BarrierError`` (divergent barriers), ``RaceError`` (results that
    depend on the thread schedule, with ``check_races=True``; shared- or global-memory hazards between
    threads with no barrier in between, with ``racecheck=True``), ``KernelFault`` (out-of-bounds accesses,
@@ -373,6 +374,9 @@ _LINK_FLAGS = ["-Wl,--wrap=exit", "-Wl,--wrap=_exit", "-Wl,--wrap=_Exit", "-Wl,-
                "-Wl,--wrap=abort"]
 _BASE_STACK = 64 * 1024  # per thread, on top of the kernel's own frames (printf, libm, ...)
 _MAX_WORKERS = 64  # runtime.cpp's kMaxWorkers
+# The runtime starts the other workers only once a launch looks long enough to repay them; tests set
+# this to start them with every launch, so that small launches exercise several OS threads too.
+_START_WORKERS_AT_ONCE = False
 _BUILD_LOCK = threading.Lock()
 _LAUNCH_LOCK = threading.Lock()  # the runtime keeps one launch's state in globals
 _compiler_id_cache: list[str] = []
@@ -971,8 +975,9 @@ class RawKernel:
         results.  ``racecheck``: a build whose every shared-memory access is checked, as
         compute-sanitizer's racecheck does: two threads touching the same byte (one writing) with no
         __syncthreads() -- or, within a warp, no __syncwarp() -- in between raise RaceError naming both
-        threads and both source lines.  ``workers``: how many OS threads run blocks at once (default:
-        ``$MINILORA_EMU_WORKERS``, else the number of CPUs this process may use).  CUDA blocks are
+        threads and both source lines.  ``workers``: how many OS threads may run blocks at once (default:
+        ``$MINILORA_EMU_WORKERS``, else the number of CPUs this process may use; the extra ones start
+        only once the launch looks longer than about 2 ms).  CUDA blocks are
         independent, so the results are the same for any number -- except that float atomics then add
         in a varying order; a cooperative launch, check_races' reverse and random schedules, racecheck
         and sanitize run on one."""
@@ -1050,7 +1055,7 @@ class RawKernel:
         cfg = cfg.copy()
         cfg[7], cfg[8] = order, seed
         cfg[11] = (cfg[11] & 0xFF00) | (1 if _ctrl_c_raises_keyboard_interrupt() else 0) | \
-            (2 if self.enable_cooperative_groups else 0)
+            (2 if self.enable_cooperative_groups else 0) | (4 if _START_WORKERS_AT_ONCE else 0)
         if self._mod.sanitize:
             out = _launch_in_child(self, cfg, packed)
         else:

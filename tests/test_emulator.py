@@ -340,10 +340,11 @@ extern "C" __global__ void per_block(const float* x, float* partial, int* ids, i
 
 
 @pytest.mark.parametrize("workers", [2, 3, 8])
-def test_blocks_on_several_os_threads_give_one_threads_results(workers, capfd):
+def test_blocks_on_several_os_threads_give_one_threads_results(workers, capfd, monkeypatch):
     """Blocks run on several OS threads at once (each block's CUDA threads as fibers of one of them):
     the results are bit for bit those of one OS thread, threadIdx/blockIdx are right on every thread
     (also with a stack_size= that changes the stack layout), and printf comes out in block order."""
+    monkeypatch.setattr(emu, "_START_WORKERS_AT_ONCE", True)  # (else a launch this short keeps to one)
     k = RawKernel(PER_BLOCK, "per_block")
     n = 400 * 128 - 37
     x = rng.standard_normal(n).astype(np.float32)
@@ -362,9 +363,10 @@ def test_blocks_on_several_os_threads_give_one_threads_results(workers, capfd):
                                              f"block 57 sums to {outputs[0][0][57]:.3f}"]
 
 
-def test_the_first_failing_block_is_reported_whatever_the_workers():
+def test_the_first_failing_block_is_reported_whatever_the_workers(monkeypatch):
     """Several blocks fail; with several OS threads the error is still that of the first failing block
     in block order -- the one a single thread reports -- and no later block is started after it."""
+    monkeypatch.setattr(emu, "_START_WORKERS_AT_ONCE", True)
     k = RawKernel(r'''
     #include <assert.h>
     extern "C" __global__ void picky(int* seen) {
@@ -376,6 +378,25 @@ def test_the_first_failing_block_is_reported_whatever_the_workers():
         with pytest.raises(KernelFault, match=r"assertion `blockIdx.x % 10 != 3` failed .* in block \(3,0,0\) "):
             k(200, 64, (seen,), workers=workers)
         assert seen[:3].all() and not seen[3] and seen.sum() < 200
+
+
+def test_other_workers_start_only_for_a_launch_worth_it():
+    """A short launch stays on the calling thread (starting threads would cost more than it saves);
+    a long one spreads its blocks (seen through the OS thread id each block records)."""
+    k = RawKernel(r'''
+    #include <sys/syscall.h>
+    #include <unistd.h>
+    extern "C" __global__ void who(long* tid, int spin) {
+        volatile float x = 0.0f;
+        for (int i = 0; i < spin; ++i) x = x + 1.0f;
+        __syncthreads();
+        if (threadIdx.x == 0) tid[blockIdx.x] = syscall(SYS_gettid);
+    }''', "who")
+    tids = np.zeros(64, np.int64)
+    k(64, 32, (tids, i32(0)), workers=2)
+    assert len(set(tids)) == 1
+    k(64, 32, (tids, i32(20000)), workers=2)  # about 64 x 32 x 20000 additions: tens of milliseconds
+    assert len(set(tids)) == 2
 
 
 def test_workers_are_checked(monkeypatch):

@@ -117,7 +117,13 @@ def test_timeout_stops_an_endless_kernel(name, out):
     a_normal_launch_works()
 
 
-def test_a_crash_on_another_os_thread_names_the_first_failing_block():
+@pytest.fixture
+def workers_at_once(monkeypatch):
+    """Start every worker with the launch (else a launch this short keeps to the calling thread)."""
+    monkeypatch.setattr(emu, "_START_WORKERS_AT_ONCE", True)
+
+
+def test_a_crash_on_another_os_thread_names_the_first_failing_block(workers_at_once):
     """Blocks run on several OS threads: a crash on any of them is caught there (its own signal stack
     and jump), and the report names the first failing block in block order, as one thread would."""
     n = 16 * 32
@@ -130,7 +136,7 @@ def test_a_crash_on_another_os_thread_names_the_first_failing_block():
         a_normal_launch_works()
 
 
-def test_timeout_stops_every_os_thread():
+def test_timeout_stops_every_os_thread(workers_at_once):
     """A timeout reaches the launching thread, which passes it on to the others spinning in their blocks."""
     start = time.monotonic()
     with pytest.raises(KernelFault, match=r"did not finish within timeout=0\.2 s; stopped in thread \(\d,0,0\) of "
@@ -140,7 +146,7 @@ def test_timeout_stops_every_os_thread():
     a_normal_launch_works()
 
 
-def test_ctrl_c_stops_a_spinning_launch_with_keyboard_interrupt():
+def test_ctrl_c_stops_a_spinning_launch_with_keyboard_interrupt(workers_at_once):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     spins = faults().get_function("spins")
     # Ctrl-C from another thread 0.3 s in (the kernel may deliver it to either thread: both must work).

@@ -196,7 +196,8 @@ struct alignas(64) Worker {  // (aligned: no cache line holds two workers' state
 };
 constexpr int kMaxWorkers = 64;
 Worker g_workers[kMaxWorkers];
-int g_nworkers = 1;                      // of the current launch
+int g_nworkers = 1;                      // workers the current launch may use
+bool g_one_worker = true;                // no other worker has been started (yet) in this launch
 thread_local Worker* t_worker = nullptr;  // the worker this OS thread is (cold paths only: see fiber_of)
 
 // What the workers of a launch share.
@@ -220,7 +221,7 @@ struct Here {
     Worker* worker;
 };
 inline Here here() {
-    if (g_nworkers == 1) {
+    if (g_one_worker) {
         // (The empty asm keeps the compiler from reading worker 0's `cur` before the test: with
         // several workers that line is written at every switch of worker 0, and reading it from the
         // others would make it bounce between their caches.)
@@ -1264,10 +1265,40 @@ void stop_after(size_t pos) {
     while (pos < now && !g_shared.stop_at.compare_exchange_weak(now, pos)) {}
 }
 
+// Starting the other workers costs a thread each and their caches start cold: tens to hundreds of
+// microseconds.  So worker 0 starts alone, and starts the others only once the blocks left look
+// like more than kStartOthersAfter seconds of its work (measured on the blocks it has run).
+constexpr double kStartOthersAfter = 0.002;
+std::vector<std::thread> g_threads;
+timespec g_launch_start{};
+
+double seconds_since(const timespec& t0) {
+    timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return double(t.tv_sec - t0.tv_sec) + 1e-9 * double(t.tv_nsec - t0.tv_nsec);
+}
+void run_worker(Worker* wp);
+void start_other_workers() {
+    g_one_worker = false;  // from now on fibers find themselves from their stacks (see here())
+    for (int k = 1; k < g_nworkers; ++k) {
+        try {
+            g_threads.emplace_back(run_worker, &g_workers[k]);
+        } catch (const std::system_error&) {  // no more threads: the ones running do all the blocks
+            break;
+        }
+    }
+}
+void maybe_start_other_workers(size_t blocks_done) {
+    if (!g_one_worker || g_nworkers == 1) return;
+    const size_t left = g_shared.block_order.size() - std::min(g_shared.next.load(), g_shared.block_order.size());
+    if (seconds_since(g_launch_start) / double(blocks_done) * double(left) >= kStartOthersAfter) start_other_workers();
+}
+
 // A worker's loop: take the next position of the block order and run that block to completion.
 void run_blocks(Worker& w) {
     bool fresh = true;  // this worker's fibers are still to be built
-    for (;;) {
+    for (size_t done = 0;; ++done) {
+        if (done > 0 && &w == &g_workers[0]) maybe_start_other_workers(done);
         const size_t pos = g_shared.next.fetch_add(1);
         if (pos >= g_shared.block_order.size() || pos > g_shared.stop_at.load()) return;
         w.block_pos = pos;
@@ -1368,7 +1399,7 @@ int run_cooperative_launch(Worker& w, const std::vector<size_t>& block_order) {
     return w.error;
 }
 
-int run_launch(int requested_workers) {
+int run_launch(int requested_workers, bool start_workers_at_once) {
     Worker& w = g_workers[0];
     w.nthreads = int(w.block.x * w.block.y * w.block.z);
     const size_t nblocks = size_t(w.grid.x) * w.grid.y * w.grid.z;
@@ -1399,6 +1430,7 @@ int run_launch(int requested_workers) {
     g_shared.output_bytes = 0;
     if (w.cooperative) {
         g_nworkers = 1;
+        g_one_worker = true;
         w.fibers.clear();
         w.block_pos = 0;
         run_cooperative_launch(w, block_order);
@@ -1422,16 +1454,13 @@ int run_launch(int requested_workers) {
             o.fault_pc = 0;
             o.tid = 0;
         }
-        std::vector<std::thread> threads;
-        for (int k = 1; k < g_nworkers; ++k) {
-            try {
-                threads.emplace_back(run_worker, &g_workers[k]);
-            } catch (const std::system_error&) {  // no more threads: the ones running do all the blocks
-                break;
-            }
-        }
-        run_worker(&w);
-        for (std::thread& t : threads) t.join();
+        g_one_worker = true;
+        clock_gettime(CLOCK_MONOTONIC, &g_launch_start);
+        if (start_workers_at_once && g_nworkers > 1) start_other_workers();
+        run_worker(&w);  // which starts the others when the launch is worth it
+        for (std::thread& t : g_threads) t.join();
+        g_threads.clear();
+        g_one_worker = true;
         t_worker = &w;
         // The error of the first failed block in block order, as one worker would have reported it.
         const Worker* first = nullptr;
@@ -1784,7 +1813,8 @@ EMU_TSAN_ATOMIC(64, unsigned long long)
 // ---- the C API emulator.py calls -------------------------------------------------------------------
 // cfg: grid.x, grid.y, grid.z, block.x, block.y, block.z, shared_mem, thread/block order, seed,
 // stack bytes per thread, timeout in microseconds (0: none), flags (bit 0: Ctrl-C stops the launch,
-// bit 1: a cooperative launch, bits 8-15: how many OS threads may run blocks, 0 meaning one).
+// bit 1: a cooperative launch, bit 2: start every worker at once (tests), bits 8-15: how many OS
+// threads may run blocks, 0 meaning one).
 EMU_EXPORT int emu_launch(int kernel_index, void** args, const uint64_t* cfg, char* err, size_t errlen) {
     int count = 0;
     const KernelInfo* table = emu_kernel_table(&count);
@@ -1813,7 +1843,7 @@ EMU_EXPORT int emu_launch(int kernel_index, void** args, const uint64_t* cfg, ch
 #ifndef EMU_ASAN
     install_escapes(double(cfg[10]) * 1e-6, (cfg[11] & 1) != 0);
 #endif
-    const int rc = run_launch(int((cfg[11] >> 8) & 0xFF));
+    const int rc = run_launch(int((cfg[11] >> 8) & 0xFF), (cfg[11] & 4) != 0);
 #ifndef EMU_ASAN
     remove_escapes();
 #endif
