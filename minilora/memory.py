@@ -18,7 +18,9 @@ Two tools, one for each question a learner asks:
 
 Bytes are printed in decimal units (1 GB = 10^9 bytes), as the "a 7B model in float32 is 28 GB"
 arithmetic uses. Mixed precision (bf16 weights with float32 master copies) is not modelled: every
-array is in ``dtype``, as in minilora itself.
+array is in ``dtype`` -- except an adapter's own weights on a 16-bit model, which are float32 (and so
+are their gradients and optimizer state), as PEFT's ``autocast_adapter_dtype=True`` and minilora's
+``get_peft_model`` make them.
 
 ``minilora memory`` and ``minilora info`` are the command-line faces of this file.
 """
@@ -120,10 +122,13 @@ class ModuleSpec:
 
 @dataclasses.dataclass(frozen=True)
 class ParamSpec:
-    """One parameter: its full dotted name (as ``named_parameters()`` gives it), shape, trainability."""
+    """One parameter: its full dotted name (as ``named_parameters()`` gives it), shape, trainability,
+    and whether it is an adapter's own weight (``lora_A``, ``lora_B``, DoRA's magnitude, VeRA's
+    lambdas, ...): those are float32 on a 16-bit model (``autocast_adapter_dtype``)."""
     name: str
     shape: tuple
     trainable: bool = True
+    adapter: bool = False
 
     @property
     def numel(self):
@@ -251,7 +256,8 @@ def peft_layout(model_config, peft_config, adapter_name="default"):
             adapted += 1
             bias_trains = train and config.bias in ("all", "lora_only", "vera_only")
             out += [ParamSpec(f"{prefix}.base_layer.{p}", s, p == "bias" and bias_trains) for p, s in m.params]
-            out += [ParamSpec(f"{prefix}.{p}", s, train) for p, s in _adapter_params(m, config, adapter_name)]
+            out += [ParamSpec(f"{prefix}.{p}", s, train, adapter=True)
+                    for p, s in _adapter_params(m, config, adapter_name)]
             if config.peft_type == "ADALORA":  # the initial rank, a frozen [1] (never saved)
                 out.append(ParamSpec(f"{prefix}.ranknum.{adapter_name}", (1,), False))
         else:
@@ -275,7 +281,9 @@ class MemoryEstimate:
     """Parameter counts and bytes of training one model one way (full fine-tuning or an adapter).
 
     Activations are not included: they depend on batch size and sequence length, not on the
-    config alone (``report`` measures them on a real model).
+    config alone (``report`` measures them on a real model). Every value is in ``dtype`` but the
+    adapter's own weights (and their gradients and optimizer state), which are in ``adapter_dtype``
+    (float32 on a float16/bfloat16 model, as PEFT's ``autocast_adapter_dtype=True`` makes them).
     """
     total_params: int
     trainable_params: int
@@ -283,6 +291,7 @@ class MemoryEstimate:
     optimizer: str
     bytes_per_value: int
     layout: list = dataclasses.field(repr=False, default_factory=list)
+    adapter_dtype: str = None  # None: the same as dtype
 
     @property
     def frozen_params(self):
@@ -292,20 +301,28 @@ class MemoryEstimate:
     def trainable_percent(self):
         return 100 * self.trainable_params / self.total_params
 
+    def _weight_bytes(self, trainable):
+        """Bytes of the weights that train (or not): each in its own dtype."""
+        if not self.layout:  # made by hand, without a layout: every value in dtype
+            return (self.trainable_params if trainable else self.frozen_params) * self.bytes_per_value
+        adapter_bytes = DTYPE_BYTES[self.adapter_dtype or self.dtype]
+        return sum(p.numel * (adapter_bytes if p.adapter else self.bytes_per_value)
+                   for p in self.layout if p.trainable == trainable)
+
     @property
     def weight_bytes(self):
-        return self.total_params * self.bytes_per_value
+        return self.frozen_weight_bytes + self.trainable_weight_bytes
 
     @property
     def frozen_weight_bytes(self):
-        return self.frozen_params * self.bytes_per_value
+        return self._weight_bytes(trainable=False)
 
     @property
     def trainable_weight_bytes(self):
-        return self.trainable_params * self.bytes_per_value
+        return self._weight_bytes(trainable=True)
 
     @property
-    def gradient_bytes(self):  # one gradient per trained number, in the weights' dtype
+    def gradient_bytes(self):  # one gradient per trained number, in that weight's dtype
         return self.trainable_weight_bytes
 
     @property
@@ -345,13 +362,16 @@ def _dtype_name(dtype):
     return name
 
 
-def estimate(model_config, lora_config=None, dtype="float32", optimizer="adamw", adapter_name="default"):
+def estimate(model_config, lora_config=None, dtype="float32", optimizer="adamw", adapter_name="default",
+             autocast_adapter_dtype=True):
     """Exact counts and bytes for training ``model_config`` -- fully (``lora_config=None``) or with an
     adapter (a ``LoraConfig`` / ``VeraConfig``) -- without building the model.
 
     ``model_config``: a ``LlamaConfig``, a ``TransformerConfig`` or a preset name (``"llama-2-7b"``).
-    ``optimizer``: ``"adamw"`` / ``"adam"`` (2 state arrays per trained parameter), ``"sgd-momentum"``
-    (1) or ``"sgd"`` (0). The counts equal PEFT's ``get_nb_trainable_parameters()``.
+    ``dtype``: the model's. ``optimizer``: ``"adamw"`` / ``"adam"`` (2 state arrays per trained
+    parameter), ``"sgd-momentum"`` (1) or ``"sgd"`` (0). The counts equal PEFT's
+    ``get_nb_trainable_parameters()``. ``autocast_adapter_dtype`` as in ``get_peft_model``: True (the
+    default) counts a float16/bfloat16 model's adapter weights in float32, as they are made.
     """
     if isinstance(model_config, str):
         model_config = get_preset(model_config)
@@ -362,7 +382,9 @@ def estimate(model_config, lora_config=None, dtype="float32", optimizer="adamw",
               else peft_layout(model_config, lora_config, adapter_name))
     total = sum(p.numel for p in layout)
     trainable = sum(p.numel for p in layout if p.trainable)
-    return MemoryEstimate(total, trainable, dtype, optimizer, DTYPE_BYTES[dtype], layout)
+    upcast = lora_config is not None and autocast_adapter_dtype and dtype in ("float16", "bfloat16")
+    return MemoryEstimate(total, trainable, dtype, optimizer, DTYPE_BYTES[dtype], layout,
+                          adapter_dtype="float32" if upcast else dtype)
 
 
 def lora_params_per_rank(model_config, target_modules=("q_proj", "v_proj")):
@@ -767,7 +789,11 @@ def _cli_memory(args):
     lora = estimate(config, lora_config, args.dtype, args.optimizer)
     ms = (time.perf_counter() - start) * 1e3
     print(f"{name}: {_describe(config)}")
-    print(f"{args.dtype}, optimizer {args.optimizer}; counted from the config in {ms:.1f} ms\n")
+    print(f"{args.dtype}, optimizer {args.optimizer}; counted from the config in {ms:.1f} ms")
+    if lora.adapter_dtype != lora.dtype:
+        print(f"LoRA's adapter weights, gradients and optimizer state in {lora.adapter_dtype} "
+              "(get_peft_model's autocast_adapter_dtype=True, as PEFT)")
+    print()
     print("PEFT's print_trainable_parameters() would say:")
     print("  " + lora.peft_line() + "\n")
     lora_title = ("AdaLoRA init_r" if args.adalora else "LoRA r") + f"={args.r} ({args.target})" + \

@@ -66,7 +66,13 @@ def test_bytes_full_vs_lora():
     assert lora.optimizer_state_bytes == 8 * 39_976_960
     half = memory.estimate("llama-2-7b", LoraConfig(r=16, target_modules="all-linear"), dtype="bfloat16",
                            optimizer="sgd")
-    assert half.total_bytes == 2 * (6_778_392_576 + 39_976_960)
+    # the base in bfloat16; the adapter (and its gradient) in float32, as autocast_adapter_dtype makes it
+    assert half.adapter_dtype == "float32"
+    assert half.total_bytes == 2 * 6_738_415_616 + 4 * 39_976_960 + 4 * 39_976_960
+    kept = memory.estimate("llama-2-7b", LoraConfig(r=16, target_modules="all-linear"), dtype="bfloat16",
+                           optimizer="sgd", autocast_adapter_dtype=False)
+    assert kept.total_bytes == 2 * (6_778_392_576 + 39_976_960)
+    assert memory.estimate("llama-2-7b", dtype="float16").adapter_dtype == "float16"  # no adapter: nothing upcast
 
 
 def test_estimate_of_llama_2_7b_takes_milliseconds():
@@ -119,6 +125,29 @@ def test_peft_layout_is_get_peft_models_parameters(kwargs, overrides):
     e = memory.estimate(config, lora)
     assert {p.name: (p.shape, p.trainable) for p in e.layout} == real
     assert (e.trainable_params, e.total_params) == peft.get_nb_trainable_parameters()
+
+
+@pytest.mark.parametrize("peft_config", [
+    LoraConfig(r=4, target_modules=["q_proj", "v_proj"]),
+    LoraConfig(r=4, target_modules=["q_proj", "v_proj"], use_dora=True),
+    LoraConfig(r=4, target_modules=["embed_tokens", "q_proj"], modules_to_save=["lm_head"]),
+    LoraConfig(r=4, target_modules=["q_proj"], bias="lora_only"),
+    LoraConfig(r=4, target_modules=["q_proj"], inference_mode=True),
+    VeraConfig(r=8, target_modules=["q_proj", "v_proj"]),
+])
+@pytest.mark.parametrize("autocast", [True, False])
+def test_estimated_bytes_are_the_real_float16_models(peft_config, autocast):
+    """A float16 model gets float32 adapters (autocast_adapter_dtype=True, PEFT's default): the bytes
+    of the estimate are the real model's, trainable and frozen, byte for byte."""
+    config = LlamaConfig(**{**TINY, "attention_bias": peft_config.bias != "none"})
+    peft = get_peft_model(LlamaForCausalLM(config, dtype="float16"), peft_config, autocast_adapter_dtype=autocast)
+    params = list(peft.named_parameters())
+    e = memory.estimate(config, peft_config, dtype="float16", autocast_adapter_dtype=autocast)
+    assert e.trainable_weight_bytes == sum(p.numpy().nbytes for _, p in params if p.requires_grad)
+    assert e.frozen_weight_bytes == sum(p.numpy().nbytes for _, p in params if not p.requires_grad)
+    assert {p.name: str(dict(params)[p.name].dtype) for p in e.layout} == \
+        {p.name: e.adapter_dtype if p.adapter else e.dtype for p in e.layout}
+    assert (e.adapter_dtype == "float32") == autocast
 
 
 def test_vera_estimate_matches_the_model():
