@@ -9,7 +9,6 @@ compare every method torch's classes have with minilora's (``inspect.signature``
 The PEFT loose end (``set_peft_model_state_dict``'s return) is checked against PEFT at the very end.
 """
 import inspect
-import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -517,6 +516,22 @@ def test_forward_hooks_with_kwargs_prepend_and_always_call():
     check(snippet)
 
 
+def test_modules_pickle_and_deepcopy():
+    import copy
+    import pickle
+    model = net(ml)
+    model.first.register_forward_hook(lambda m, args, out: out * 2)
+    clone = copy.deepcopy(model)
+    assert list(clone.state_dict()) == list(model.state_dict())
+    assert clone.first.proj.weight is not model.first.proj.weight
+    np.testing.assert_array_equal(clone(ml.tensor(X2)).numpy(), model(ml.tensor(X2)).numpy())  # hook copied
+    assert clone.again is clone.first and clone.tail.weight is clone.blocks[1].proj.weight  # sharing kept
+    stack = ml.nn.Sequential(linear(ml, 3, 3), ml.nn.Tanh(), ml.nn.ModuleList([linear(ml, 3, 2)]))
+    back = pickle.loads(pickle.dumps(stack))  # a class pickle can find (not a local one)
+    assert repr(back) == repr(stack) and list(back.state_dict()) == list(stack.state_dict())
+    np.testing.assert_array_equal(back[0].weight.numpy(), stack[0].weight.numpy())
+
+
 def test_module_without_forward():
     expect_error(lambda lib: lib.nn.Module()(t(lib, [1.0])))
 
@@ -656,8 +671,9 @@ def test_parameter_and_parameter_list():
 # torch.nn.Module methods minilora does not have, and why (calling one is an AttributeError that names it).
 NOT_IN_MINILORA = {
     "ipu": "no IPU devices", "xpu": "no XPU devices", "mtia": "no MTIA devices",
-    "__getstate__": "pickling goes through safetensors files (ml.save), never pickle",
-    "__setstate__": "as __getstate__",
+    # torch's drop and restore its hook tables around pickling; minilora's Modules pickle and deepcopy
+    # through Python's default protocol (test_modules_pickle_and_deepcopy)
+    "__getstate__": "Python's default", "__setstate__": "Python's default",
 }
 DUNDERS = {"__init__", "__call__", "__setattr__", "__getattr__", "__delattr__", "__dir__", "__repr__",
            "__getstate__", "__setstate__"}
