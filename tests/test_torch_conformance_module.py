@@ -1,6 +1,7 @@
 """``nn.Module`` and the containers behave as torch's (issue 12): the methods every model is built
 from -- registration, traversal, ``state_dict`` / ``load_state_dict``, modes, casts, hooks, reprs --
-and ``nn.Parameter`` / ``ParameterList`` / ``ModuleList`` / ``ModuleDict`` / ``Sequential``.
+and ``nn.Parameter`` / ``ParameterList`` / ``ParameterDict`` / ``ModuleList`` / ``ModuleDict`` /
+``Sequential``.
 
 Each case is ONE snippet, written the way a torch user writes it (positional and keyword), run with
 ``lib = torch`` and with ``lib = minilora``; what it returns (names, flags, dtypes, arrays) must agree,
@@ -667,6 +668,33 @@ def test_parameter_and_parameter_list():
     expect_error(lambda lib: lib.nn.ParameterList()(t(lib, [1.0])))
 
 
+def test_parameter_dict():
+    def snippet(lib):
+        params = lib.nn.ParameterDict({"b": t(lib, [1.0]), "a": lib.nn.Parameter(t(lib, [2.0, 3.0]))})
+        out = [list(params), names(params.named_parameters())]       # a plain dict: added sorted, as torch
+        params.update(OrderedDict([("z", t(lib, [4.0])), ("c", t(lib, [5.0]))]))  # in order
+        params.update([("y", t(lib, [6.0]))])
+        params["x"] = lib.nn.Parameter(t(lib, [7.0]), requires_grad=False)
+        out += [list(params.keys()), len(params), "z" in params, params["z"], type(params["z"]).__name__,
+                params.get("nope", 3), params.setdefault("w", t(lib, [8.0])), list(reversed(params)),
+                [k for k, _ in params.items()], [v.requires_grad for v in params.values()],
+                list(params.state_dict()), repr(params)]
+        out += [params.pop("a"), list(params), params.popitem()[0], list(params)]
+        merged = params | lib.nn.ParameterDict(OrderedDict([("q", t(lib, [9.0]))]))
+        copied = params.copy()
+        out += [list(merged), copied["b"] is params["b"], list(params.fromkeys(["m", "n"])),
+                type(params.fromkeys(["m"])["m"]).__name__]
+        params |= merged
+        params.clear()
+        return out + [len(params), list(params.state_dict())]
+    check(snippet)
+    for bad in ("params[3] = t(lib, [1.0])", "params['nope']", "params.update(3)", "params.update([('k',)])",
+                "params.update([3])", "params(t(lib, [1.0]))", "params.popitem()", "params['a.b'] = t(lib, [1.0])"):
+        def snippet(lib, bad=bad):
+            exec(bad, {"params": lib.nn.ParameterDict(), "lib": lib, "t": t})
+        expect_error(snippet)
+
+
 # ---- signatures ------------------------------------------------------------------------------------
 # torch.nn.Module methods minilora does not have, and why (calling one is an AttributeError that names it).
 NOT_IN_MINILORA = {
@@ -703,7 +731,7 @@ def test_every_torch_module_method_is_checked_or_explained():
     assert ml.nn.Module.call_super_init is torch.nn.Module.call_super_init is False
 
 
-CONTAINERS = ["ModuleList", "ModuleDict", "Sequential", "ParameterList"]
+CONTAINERS = ["ModuleList", "ModuleDict", "Sequential", "ParameterList", "ParameterDict"]
 
 
 @pytest.mark.parametrize("cls, name", [(c, n) for c in CONTAINERS

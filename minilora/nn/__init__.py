@@ -15,11 +15,11 @@ from .layers import GRU, LSTM, RNN  # noqa: F401
 from .layers import TransformerEncoder, TransformerEncoderLayer  # noqa: F401
 from .layers import (GELU, CrossEntropyLoss, Dropout, Embedding, Identity, L1Loss, LayerNorm, Linear,
                      MSELoss, NLLLoss, ReLU, RMSNorm, Sigmoid, SiLU, Tanh)
-from .module import (IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, ParameterList,
-                     RemovableHandle, Sequential, StateDictError)
+from .module import (IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, ParameterDict,
+                     ParameterList, RemovableHandle, Sequential, StateDictError)
 
-__all__ = ["Module", "Parameter", "ParameterList", "ModuleList", "ModuleDict", "Sequential", "StateDictError",
-           "IncompatibleKeys", "RemovableHandle", "Linear", "Embedding", "RMSNorm", "LayerNorm",
+__all__ = ["Module", "Parameter", "ParameterList", "ParameterDict", "ModuleList", "ModuleDict", "Sequential",
+           "StateDictError", "IncompatibleKeys", "RemovableHandle", "Linear", "Embedding", "RMSNorm", "LayerNorm",
            "Dropout", "Identity", "GELU", "SiLU", "ReLU", "Tanh", "Sigmoid", "CrossEntropyLoss",
            "BCELoss", "BCEWithLogitsLoss", "Flatten", "Softmax", "NLLLoss", "MSELoss", "L1Loss", "functional", "init", "utils", "checkpoint",
            "Softplus", "LeakyReLU", "CosineSimilarity", "SmoothL1Loss", "HuberLoss", "KLDivLoss",

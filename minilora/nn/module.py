@@ -23,8 +23,8 @@ from ..device import Device
 from ..device import device as _get_device
 from ..tensor import Tensor, _to_dtype, no_grad
 
-__all__ = ["Parameter", "Module", "ModuleList", "ModuleDict", "Sequential", "ParameterList", "StateDictError",
-           "IncompatibleKeys", "RemovableHandle"]
+__all__ = ["Parameter", "Module", "ModuleList", "ModuleDict", "Sequential", "ParameterList", "ParameterDict",
+           "StateDictError", "IncompatibleKeys", "RemovableHandle"]
 
 _EXTRA_STATE_KEY_SUFFIX = "_extra_state"  # torch's key for get_extra_state()'s value
 
@@ -854,7 +854,7 @@ def _move_in_place(t, dev, dtype):
 
 
 # ==================================================================================================
-# Containers: ModuleList, ModuleDict, Sequential, ParameterList -- torch's, method for method
+# Containers: ModuleList, ModuleDict, Sequential, ParameterList, ParameterDict -- torch's, method for method
 # ==================================================================================================
 def _abs_index(index, length):
     """``index`` (any int, negatives from the end) as a position in ``range(length)``, or torch's IndexError."""
@@ -1209,3 +1209,143 @@ class ParameterList(Module):
 def _dtype_repr(dtype):
     """A dtype as torch prints it (``torch.float32``), so reprs read the same."""
     return f"torch.{np.dtype(dtype).name}"
+
+
+# torch.typename of a tensor of each dtype (ParameterDict's repr names tensors this way)
+_TENSOR_TYPENAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "HalfTensor",
+                     "int64": "LongTensor", "int32": "IntTensor", "int16": "ShortTensor", "int8": "CharTensor",
+                     "uint8": "ByteTensor", "bool": "BoolTensor"}
+
+
+class ParameterDict(Module):
+    """Parameters under string keys, registered under those keys (``named_parameters()`` gives
+    ``"alpha"``, not an index); a plain Tensor put in becomes a Parameter (as torch). Keys keep their
+    insertion order -- except that ``update`` from a plain dict adds them sorted, as torch's does."""
+
+    def __init__(self, parameters=None):
+        super().__init__()
+        self._keys = {}
+        if parameters is not None:
+            self.update(parameters)
+
+    def _key_to_attr(self, key):
+        if not isinstance(key, str):
+            raise TypeError("Index given to ParameterDict cannot be used as a key as it is not a string "
+                            f"(type is '{type(key).__name__}')")
+        return key
+
+    def __getitem__(self, key):
+        return getattr(self, self._key_to_attr(key))
+
+    def __setitem__(self, key, value):
+        self._keys[key] = None
+        if isinstance(value, Tensor) and not isinstance(value, Parameter):
+            value = Parameter(value)
+        setattr(self, self._key_to_attr(key), value)
+
+    def __delitem__(self, key):
+        del self._keys[key]
+        delattr(self, self._key_to_attr(key))
+
+    def __len__(self):
+        return len(self._keys)
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __reversed__(self):
+        return reversed(self._keys)
+
+    def __contains__(self, key):
+        return key in self._keys
+
+    def copy(self):
+        """A new ParameterDict holding the same Parameters (not copies of them)."""
+        return ParameterDict(OrderedDict((k, self[k]) for k in self._keys))
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def clear(self):
+        for key in list(self._keys):
+            del self[key]
+
+    def pop(self, key):
+        value = self[key]
+        del self[key]
+        return value
+
+    def popitem(self):
+        if not self._keys:
+            raise KeyError("popitem(): dictionary is empty")
+        key = next(reversed(self._keys))  # the last one added, as dict.popitem
+        return key, self.pop(key)
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+    def fromkeys(self, keys, default=None):
+        return ParameterDict((k, default) for k in keys)
+
+    def keys(self):
+        return self._keys.keys()
+
+    def items(self):
+        return ((k, self[k]) for k in self._keys)
+
+    def values(self):
+        return (self[k] for k in self._keys)
+
+    def update(self, parameters):
+        """Add or replace from an OrderedDict or ParameterDict (in order), a plain mapping (sorted by
+        key, as torch), or an iterable of ``(key, value)`` pairs."""
+        if not isinstance(parameters, Iterable):
+            raise TypeError("ParametersDict.update should be called with an iterable of key/value pairs, "
+                            f"but got {_typename(parameters)}")
+        if isinstance(parameters, (OrderedDict, ParameterDict)):
+            pairs = list(parameters.items())
+        elif isinstance(parameters, Mapping):
+            pairs = sorted(parameters.items())
+        else:
+            pairs = []
+            for j, pair in enumerate(parameters):
+                if not isinstance(pair, Iterable):
+                    raise TypeError(f"ParameterDict update sequence element #{j} should be Iterable; "
+                                    f"is {_typename(pair)}")
+                if len(pair) != 2:
+                    raise ValueError(f"ParameterDict update sequence element #{j} has length {len(pair)}; "
+                                     "2 is required")
+                pairs.append(pair)
+        for key, value in pairs:
+            self[key] = value
+
+    def extra_repr(self):
+        lines = []
+        for k, p in self.items():
+            if isinstance(p, Tensor):
+                size = "x".join(str(s) for s in p.shape)
+                kind = "Parameter" if isinstance(p, Parameter) else "Tensor"
+                typename = "torch." + _TENSOR_TYPENAMES.get(np.dtype(p.dtype).name, str(p.dtype))
+                lines.append(f"  ({k}): {kind} containing: [{typename} of size {size}]")
+            else:
+                lines.append(f"  ({k}): Object of type: {type(p).__name__}")
+        return "\n".join(lines)
+
+    def __call__(self, input):
+        raise RuntimeError("ParameterDict should not be called.")
+
+    def __or__(self, other):
+        combined = self.copy()
+        combined.update(other)
+        return combined
+
+    def __ror__(self, other):
+        combined = other.copy()
+        combined.update(self)
+        return combined
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
