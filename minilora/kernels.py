@@ -205,6 +205,15 @@ def _empty(xp, shape):
     return xp.empty(shape, dtype=np.float32)
 
 
+def _lora_grads(xp, M, N, K, r, need_dx, need_dA, need_dB):
+    """The float32 arrays a LoRA backward writes: dX [M, K], dA [r, K], dB [N, r] (None where not
+    needed); zeros when M, N or K is 0 (nothing to sum over), else uninitialised (or NaN: poison)."""
+    empty = M == 0 or N == 0 or K == 0
+    make = (lambda shape: xp.zeros(shape, dtype=np.float32)) if empty else (lambda shape: _empty(xp, shape))
+    return (make((M, K)) if need_dx else None, make((r, K)) if need_dA else None,
+            make((N, r)) if need_dB else None)
+
+
 def _launch(dev, filename, name, grid, block, args, shared_mem=0):
     """Launch kernel ``name`` of ``kernels/<filename>``; ``shared_mem``: bytes of dynamic shared memory."""
     grid, block = tuple(grid), (block,) if isinstance(block, int) else tuple(block)  # CuPy wants tuples
@@ -531,13 +540,8 @@ def lora_backward_bf16(dY, X, W0, A, B, U, scale, need_dx=True, need_dA=True, ne
     if r == 0:
         raise ValueError(f"{fn}: the LoRA rank r (rows of A) must be at least 1")
     xp = dev.xp
-    dX = _empty(xp, (M, K)) if need_dx else None
-    dA = _empty(xp, (r, K)) if need_dA else None
-    dB = _empty(xp, (N, r)) if need_dB else None
+    dX, dA, dB = _lora_grads(xp, M, N, K, r, need_dx, need_dA, need_dB)
     if M == 0 or N == 0 or K == 0:  # nothing to sum over: the gradients are zero (or empty)
-        for g in (dX, dA, dB):
-            if g is not None:
-                g[...] = 0
         return dX, dA, dB
     i32 = np.int32
 
@@ -588,13 +592,8 @@ def lora_backward(dY, X, W0, A, B, U, scale, dropout_p=0.0, seed=0, need_dx=True
     seed32, threshold, keep_scale = _dropout_args(fn, dropout_p, seed)
     v = _version(fn, version, M, K, r, backward=True)
     xp = dev.xp
-    dX = _empty(xp, (M, K)) if need_dx else None
-    dA = _empty(xp, (r, K)) if need_dA else None
-    dB = _empty(xp, (N, r)) if need_dB else None
+    dX, dA, dB = _lora_grads(xp, M, N, K, r, need_dx, need_dA, need_dB)
     if M == 0 or N == 0 or K == 0:  # nothing to sum over: the gradients are zero (or empty)
-        for g in (dX, dA, dB):
-            if g is not None:
-                g[...] = 0
         return dX, dA, dB
     i32, f32 = np.int32, np.float32
     s = f32(scale)

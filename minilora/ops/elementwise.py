@@ -711,20 +711,23 @@ def isfinite(input): return _elementwise_test(input, "isfinite")
 # ---- remainder and the logical (bitwise) operators ------------------------------------------------
 class Remainder(Function):
     """``a % b`` with Python's sign rule (the result takes the divisor's sign), as torch.remainder.
-    ``a - floor(a / b) * b``: its gradient is 1 to ``a`` and ``-floor(a / b)`` to ``b``."""
+    ``a - floor(a / b) * b``: its gradient is 1 to ``a`` and ``-floor(a / b)`` to ``b``. (``Fmod``
+    below is the same with ``trunc`` for ``floor``: the names of the two NumPy functions differ.)"""
+    remainder, rounding = "mod", "floor"
 
-    @staticmethod
-    def forward(ctx, a, b):
+    @classmethod
+    def forward(cls, ctx, a, b):
         xp = xp_of(a) if hasattr(a, "shape") else xp_of(b)
         ctx.a, ctx.b, ctx.shapes = a, b, (_shape(a), _shape(b))
         if xp.result_type(a, b).kind in "iu":
             _refuse_integer_zero_division(xp, b)
-        return xp.mod(a, b)
+        return getattr(xp, cls.remainder)(a, b)
 
-    @staticmethod
-    def backward(ctx, g):
+    @classmethod
+    def backward(cls, ctx, g):
         na, nb = ctx.needs_input_grad
-        quotient = xp_of(g).floor(xp_of(g).true_divide(ctx.a, ctx.b)) if nb else None
+        xp = xp_of(g)
+        quotient = getattr(xp, cls.rounding)(xp.true_divide(ctx.a, ctx.b)) if nb else None
         return (unbroadcast(g, ctx.shapes[0]) if na else None,
                 unbroadcast(-g * quotient, ctx.shapes[1]) if nb else None)
 
@@ -1009,24 +1012,10 @@ def log2(input): return LogBase.apply(_floating(input), base=2)
 def log10(input): return LogBase.apply(_floating(input), base=10)
 
 
-class Fmod(Function):
+class Fmod(Remainder):
     """C's ``fmod``: the remainder with the sign of the dividend (``remainder``/``%`` take the
     divisor's sign). ``a - trunc(a / b) * b``, so the gradients are 1 and ``-trunc(a / b)``."""
-
-    @staticmethod
-    def forward(ctx, a, b):
-        xp = xp_of(a if hasattr(a, "shape") else b)
-        ctx.a, ctx.b, ctx.shapes = a, b, (_shape(a), _shape(b))
-        if xp.result_type(a, b).kind in "iu":
-            _refuse_integer_zero_division(xp, b)
-        return xp.fmod(a, b)
-
-    @staticmethod
-    def backward(ctx, g):
-        na, nb = ctx.needs_input_grad
-        quotient = xp_of(g).trunc(xp_of(g).true_divide(ctx.a, ctx.b)) if nb else None
-        return (unbroadcast(g, ctx.shapes[0]) if na else None,
-                unbroadcast(-g * quotient, ctx.shapes[1]) if nb else None)
+    remainder, rounding = "fmod", "trunc"
 
 
 def fmod(input, other):
