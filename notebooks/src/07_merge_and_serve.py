@@ -227,7 +227,10 @@ with server.disable_adapter():
 #
 # The memory argument of serving: one base model plus N adapters instead of N fine-tuned models. The
 # lesson's numbers (14 GB base, 50 MB per adapter, 10 adapters: 140 GB vs 14.5 GB, 9.7x) are right as
-# arithmetic; here are exact adapter sizes for Llama-2-7B in 16-bit weights, from `memory.estimate`:
+# arithmetic; here are exact adapter sizes for Llama-2-7B, from `memory.estimate`, with the adapters
+# stored in 16 bits like the base. (PEFT's `get_peft_model` keeps a 16-bit model's adapters in float32
+# while training -- `autocast_adapter_dtype=True`, minilora's default too -- so a checkpoint saved as it
+# trained is twice these sizes; casting it to 16 bits for serving gives these.)
 
 # %%
 targets = {"q, v r=8": (["q_proj", "v_proj"], 8),
