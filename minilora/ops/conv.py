@@ -190,9 +190,10 @@ class MaxPool2d(Function):
     def backward(ctx, g):
         xp = xp_of(g)
         padded_shape, (kh, kw), stride, dilation, padding, window_shape = ctx.geometry
-        grad_windows = xp.zeros(window_shape[:4] + (kh * kw,), dtype=g.dtype)
-        xp.put_along_axis(grad_windows, ctx.choice[..., None], g[..., None], -1)
-        grad_windows = grad_windows.reshape(window_shape)
+        # Each output's gradient lands on the position its maximum came from (a one-hot of the choice;
+        # NumPy's put_along_axis would do it too, but CuPy has no put_along_axis).
+        chosen = xp.arange(kh * kw) == ctx.choice[..., None]
+        grad_windows = (chosen * g[..., None]).astype(g.dtype, copy=False).reshape(window_shape)
         return _unpad(_add_windows_back(xp, grad_windows, padded_shape, stride, dilation), padding)
 
 
