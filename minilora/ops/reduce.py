@@ -20,6 +20,8 @@ import functools
 import math
 import operator
 
+import numpy as np
+
 from ..device import xp_of
 from ..dtypes import get_default_dtype
 from ..tensor import Function, Tensor, no_grad
@@ -172,13 +174,13 @@ class Var(Function):
         ctx.axes, ctx.keepdims = _axes(axis, a.ndim), keepdims
         ctx.denom = builtins.max(_count(a.shape, ctx.axes) - correction, 0)
         ctx.centered = a - a.mean(axis=ctx.axes, keepdims=True)
-        with xp_of(a).errstate(divide="ignore", invalid="ignore"):  # one sample: NaN, as torch
+        with np.errstate(divide="ignore", invalid="ignore"):  # one sample: NaN, as torch (CuPy never warns)
             return (ctx.centered ** 2).sum(axis=ctx.axes, keepdims=keepdims) / ctx.denom
 
     @staticmethod
     def backward(ctx, g):
         g = _expand_reduced(g, ctx.axes, ctx.keepdims)
-        with xp_of(g).errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):
             return g * ctx.centered * (2.0 / ctx.denom if ctx.denom else float("nan"))
 
 
