@@ -620,6 +620,19 @@ def kthvalue(input, k, dim=-1, keepdim=False):
     return return_type("kthvalue")(values, indices)
 
 
+def _accumulate(xp, ufunc, a):
+    """``ufunc.accumulate(a, axis=-1)`` for a binary ``maximum``/``minimum``. CuPy 13 has
+    ``accumulate`` for add and multiply only, so there it is a log-step scan: after the pass with
+    shift s, each element holds the extreme of the 2s elements that end at it."""
+    if xp is np:
+        return ufunc.accumulate(a, axis=-1)
+    out, shift = a.copy(), 1
+    while shift < a.shape[-1]:
+        out[..., shift:] = ufunc(out[..., shift:], out[..., :-shift])  # right side is a new array
+        shift *= 2
+    return out
+
+
 def _running_extreme(name, input, dim, smallest):
     """``cummax``/``cummin``: the running extreme along ``dim`` and, as torch, the index of its
     *latest* occurrence (a tie moves the index on; a NaN is kept from where it first appears)."""
@@ -628,12 +641,12 @@ def _running_extreme(name, input, dim, smallest):
         return return_type(name)(input.clone(), input.new_zeros((), dtype=np.int64))
     xp = xp_of(input._array)
     a = xp.moveaxis(input._array, dim_, -1)
-    running = (xp.minimum if smallest else xp.maximum).accumulate(a, axis=-1)  # NaN propagates
+    running = _accumulate(xp, xp.minimum if smallest else xp.maximum, a)  # NaN propagates
     steps = xp.arange(a.shape[-1])
     takes_over = a == running
     if a.dtype.kind == "f":
         takes_over |= xp.isnan(a)
-    latest = xp.maximum.accumulate(xp.where(takes_over, steps, 0), axis=-1)
+    latest = _accumulate(xp, xp.maximum, xp.where(takes_over, steps, 0))
     indices = Tensor(xp.moveaxis(latest, -1, dim_).astype(np.int64), dtype=np.int64, device=input.device)
     return return_type(name)(gather(input, dim_, indices), indices)
 
