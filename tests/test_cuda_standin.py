@@ -1,0 +1,137 @@
+"""STAND-IN for a GPU: the op suites on the ``cuda`` device with a fake CuPy (tests/fake_cupy.py).
+
+Most machines that run these tests have no GPU, so the ``cuda`` parameters of the suites are
+skipped and code that only runs on CuPy arrays would never run. Here ``cupy`` is a stand-in that
+computes with NumPy but keeps CuPy 13.3's namespace and rules (no implicit conversion to NumPy,
+no NumPy arrays inside device math, 0-d arrays instead of scalars, CuPy's keyword arguments and
+ufunc methods), and minilora's ``cuda`` device is enabled on it. The cases are the suites' own:
+test_ops.py's gradient checks, test_torch_conformance_methods.py's and _more.py's comparisons
+(with ``cuda`` as the default device) and their every-device checks, test_optim.py's float64
+trajectories and gradient clipping. All in float64, so no kernel
+launches (kernels take float32 only: ``minilora.kernels.supports``); a kernel that tried would
+raise ``FakeCupyLimit``. A pass here is not a GPU run: that is benchmarks/gpu_check.sh.
+"""
+import warnings
+
+import numpy as np
+import pytest
+
+import fake_cupy
+import minilora as ml
+
+pytest.importorskip("torch")
+import test_ops as ops_suite  # noqa: E402  (modules, not functions: pytest must not collect them twice)
+import test_torch_conformance_methods as methods_suite  # noqa: E402
+import test_torch_conformance_more as more_suite  # noqa: E402
+import test_optim as optim_suite  # noqa: E402
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """``import cupy`` gives the stand-in and ``ml.device('cuda')`` runs on it, for one test."""
+    return fake_cupy.install(monkeypatch)
+
+
+@pytest.fixture
+def cuda_by_default(fake_cuda, monkeypatch):
+    """Tensors made without a device land on the fake ``cuda``, so torch-side-by-side cases run there."""
+    monkeypatch.setenv("MINILORA_DEVICE", "cuda")
+    assert ml.tensor([1.0]).device.type == "cuda"
+    return fake_cuda
+
+
+@pytest.mark.parametrize("case", ops_suite.CASES, ids=ops_suite.CASE_IDS)
+def test_ops_grad_check_on_cuda(case, fake_cuda):
+    ops_suite.test_grad_check(case, 0, "cuda")
+
+
+@pytest.mark.parametrize("name,snippet,inputs", methods_suite.CASES, ids=[c[0] for c in methods_suite.CASES])
+def test_methods_same_on_cuda_as_on_cpu(name, snippet, inputs, fake_cuda):
+    methods_suite.test_same_on_every_device(name, snippet, inputs, "cuda")
+
+
+@pytest.mark.parametrize("name,snippet,inputs", methods_suite.CASES, ids=[c[0] for c in methods_suite.CASES])
+def test_methods_same_as_torch_on_cuda(name, snippet, inputs, cuda_by_default):
+    methods_suite.test_same_values_dtypes_and_gradients_as_torch(name, snippet, inputs)
+
+
+@pytest.mark.parametrize("name,snippet,inputs", more_suite.CASES, ids=[c[0] for c in more_suite.CASES])
+def test_more_same_as_torch_on_cuda(name, snippet, inputs, cuda_by_default):
+    more_suite.test_same_as_torch(name, snippet, inputs)
+
+
+@pytest.mark.parametrize("name,fn,inputs", more_suite.GRAD_CHECKS, ids=[g[0] for g in more_suite.GRAD_CHECKS])
+def test_more_grad_checks_on_cuda(name, fn, inputs, cuda_by_default):
+    more_suite.test_gradients_match_central_differences(name, fn, inputs)
+
+
+def test_more_new_ops_on_cuda(fake_cuda):
+    more_suite.test_new_ops_run_on_every_device("cuda")
+
+
+@pytest.mark.parametrize("case", list(optim_suite.CASES))
+@pytest.mark.parametrize("frozen", [False, True], ids=["all-trained", "fc1.bias-frozen"])
+def test_optimizer_trajectories_on_cuda(case, frozen, cuda_by_default):
+    """float64 SGD/Adam/AdamW steps (NumPy math on the device's arrays: the fused kernel is float32)."""
+    optim_suite.test_trajectory_matches_torch(case, frozen)
+
+
+@pytest.mark.parametrize("norm_type", [2.0, float("inf")])
+def test_clip_grad_norm_on_cuda(norm_type, cuda_by_default):
+    optim_suite.test_clip_grad_norm_matches_torch(norm_type, 0.05)
+
+
+# ---- the stand-in keeps CuPy's rules (else a pass above would prove nothing) ----------------------
+def test_minilora_computes_on_the_stand_in(fake_cuda):
+    x = ml.tensor([[1.0, 2.0]], device="cuda", requires_grad=True)
+    (x * x).sum().backward()
+    assert type(x._array) is fake_cuda.ndarray and type(x.grad._array) is fake_cuda.ndarray
+    assert not isinstance(x._array, np.ndarray)
+    np.testing.assert_array_equal(x.grad.numpy(), [[2.0, 4.0]])
+
+
+def test_stand_in_refuses_what_cupy_refuses(fake_cuda):
+    cp = fake_cuda
+    a = cp.asarray(np.arange(6.0).reshape(2, 3))
+    with pytest.raises(TypeError, match="Implicit conversion to a NumPy array is not allowed"):
+        np.asarray(a)
+    with pytest.raises(TypeError, match="Unsupported type <class 'numpy.ndarray'>"):
+        a + np.ones(3)
+    with pytest.raises(TypeError, match="Unsupported type"):
+        cp.concatenate([a, np.ones((1, 3))])
+    with pytest.raises(TypeError, match="no implementation found for 'numpy.put_along_axis'"):
+        np.put_along_axis(a, a.argmax(axis=1, keepdims=True), 0.0, axis=1)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'initial'"):
+        a.max(initial=0.0)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'where'"):
+        cp.exp(a, where=a > 1)
+    with pytest.raises(NotImplementedError, match="maximum.accumulate"):
+        cp.maximum.accumulate(a, axis=1)
+    with pytest.raises(fake_cupy.FakeCupyLimit):
+        cp.RawModule(code="")
+    for missing in ("errstate", "put_along_axis", "concat", "frompyfunc", "atan2", "spacing"):
+        assert not hasattr(cp, missing), missing
+    with pytest.raises(TypeError):
+        range(a[0, 1])  # no __index__ on CuPy's ndarray
+
+
+def test_stand_in_gives_what_cupy_gives(fake_cuda):
+    cp = fake_cuda
+    a = cp.asarray(np.arange(6.0).reshape(2, 3))
+    for result in (a.sum(), a[0, 1], np.sum(a), a.max(), cp.add.reduce(a, axis=1)[0]):
+        assert type(result) is cp.ndarray and result.shape == ()  # 0-d arrays, never NumPy scalars
+    assert float(a[1, 2]) == 5.0 and a.tolist()[1] == [3.0, 4.0, 5.0] and isinstance(a.get(), np.ndarray)
+    assert type(np.exp(a)) is cp.ndarray  # NumPy functions dispatch to CuPy's
+    view = a[1:]
+    assert view.base is a and a[:, ::2].base is a  # views are told from copies by identity
+    a[np.array([0])] = np.zeros(3)  # host indices and host values are copied in, as CuPy does
+    assert float(a.sum()) == 12.0
+    cp.add.at(a, (np.array([1, 1]), np.array([0, 0])), 1.0)
+    assert float(a[1, 0]) == 5.0
+    assert isinstance(cp.asnumpy(a), np.ndarray) and cp.get_array_module(a) is cp
+    host = np.zeros(2)
+    device_copy = cp.asarray(host)
+    host[0] = 1.0  # asarray copied the host data to the device: no shared memory
+    assert float(device_copy[0]) == 0.0 and cp.asarray(device_copy) is device_copy
+    out = cp.empty(2)
+    assert cp.add(device_copy, 1.0, out=out) is out and float(out.sum()) == 2.0
