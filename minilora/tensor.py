@@ -797,7 +797,8 @@ class Tensor:
         """Random fills: new values from nowhere, so no gradient flows through them."""
         if self.dtype.kind != "f":
             raise RuntimeError(f"random fill expects a floating point tensor, got {self.dtype}")
-        return self._fill_inplace(values)
+        # the generator draws on the host; CuPy fills x[...] from a device array only
+        return self._fill_inplace(self._device.xp.asarray(values))
 
     def __setitem__(self, index, value):
         """``x[index] = value``: torch's ``index_put_``, differentiable inside the graph."""

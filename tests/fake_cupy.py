@@ -12,7 +12,8 @@ CuPy's rules where they differ from NumPy's:
   real device array, and ``np.asarray(x)`` raises CuPy's "Implicit conversion to a NumPy array is
   not allowed" (a subclass would be converted silently and taken for a host array by ``xp_of``);
 * a NumPy array in a device computation raises ``TypeError: Unsupported type`` as CuPy's kernels do,
-  except where CuPy copies from the host (``array``, ``asarray``, indices, ``x[...] = host``);
+  except where CuPy copies from the host (``array``, ``asarray``, ``x.set(host)``, indices, and
+  values written through array indices); ``x[1:] = host`` raises CuPy's ValueError;
 * NumPy functions called on it dispatch to its own (``__array_function__``/``__array_ufunc__``),
   and raise where CuPy has no such function, as the real protocol does;
 * reductions and indexing give 0-d arrays, never NumPy scalars; ufunc methods exist only where
@@ -373,7 +374,14 @@ class ndarray:
         return _wrap(self._a[_unwrap(key, host_ok=True)])
 
     def __setitem__(self, key, value):
-        self._a[_unwrap(key, host_ok=True)] = _unwrap(value, host_ok=True)
+        key = _unwrap(key, host_ok=True)
+        parts = key if isinstance(key, tuple) else (key,)
+        basic = all(p is None or p is Ellipsis or isinstance(p, (slice, int, np.integer)) for p in parts)
+        if basic and isinstance(value, np.ndarray) and value.shape != ():
+            # CuPy copies host values in for array indices only; a basic index fills (CuPy 13,
+            # _scatter_op; `x[:] = host` only with CUPY_EXPERIMENTAL_SLICE_COPY=1). x.set(host) copies.
+            raise ValueError("non-scalar numpy.ndarray cannot be used for fill")
+        self._a[key] = _unwrap(value, host_ok=True)
 
     def __len__(self):
         return len(self._a)

@@ -7,12 +7,10 @@ no NumPy arrays inside device math, 0-d arrays instead of scalars, CuPy's keywor
 ufunc methods), and minilora's ``cuda`` device is enabled on it. The cases are the suites' own:
 test_ops.py's gradient checks, test_torch_conformance_methods.py's and _more.py's comparisons
 (with ``cuda`` as the default device) and their every-device checks, test_optim.py's float64
-trajectories and gradient clipping. All in float64, so no kernel
-launches (kernels take float32 only: ``minilora.kernels.supports``); a kernel that tried would
-raise ``FakeCupyLimit``. A pass here is not a GPU run: that is benchmarks/gpu_check.sh.
+trajectories and gradient clipping, random fills. All in float64, so no kernel launches (kernels
+take float32 only: ``minilora.kernels.supports``); a kernel that tried would raise
+``FakeCupyLimit``. A pass here is not a GPU run: that is benchmarks/gpu_check.sh.
 """
-import warnings
-
 import numpy as np
 import pytest
 
@@ -24,6 +22,7 @@ import test_ops as ops_suite  # noqa: E402  (modules, not functions: pytest must
 import test_torch_conformance_methods as methods_suite  # noqa: E402
 import test_torch_conformance_more as more_suite  # noqa: E402
 import test_optim as optim_suite  # noqa: E402
+import test_torch_conformance as conformance_suite  # noqa: E402
 
 
 @pytest.fixture
@@ -81,6 +80,11 @@ def test_clip_grad_norm_on_cuda(norm_type, cuda_by_default):
     optim_suite.test_clip_grad_norm_matches_torch(norm_type, 0.05)
 
 
+def test_random_fills_on_cuda(cuda_by_default):
+    """normal_/uniform_ draw on the host and must move the draw to the device before writing it."""
+    conformance_suite.test_data_normal_and_nn_init_on_data()
+
+
 # ---- the stand-in keeps CuPy's rules (else a pass above would prove nothing) ----------------------
 def test_minilora_computes_on_the_stand_in(fake_cuda):
     x = ml.tensor([[1.0, 2.0]], device="cuda", requires_grad=True)
@@ -113,6 +117,8 @@ def test_stand_in_refuses_what_cupy_refuses(fake_cuda):
         assert not hasattr(cp, missing), missing
     with pytest.raises(TypeError):
         range(a[0, 1])  # no __index__ on CuPy's ndarray
+    with pytest.raises(ValueError, match="non-scalar numpy.ndarray cannot be used for fill"):
+        a[...] = np.ones((2, 3))  # a basic index fills; host arrays go in through x.set(host)
 
 
 def test_stand_in_gives_what_cupy_gives(fake_cuda):
