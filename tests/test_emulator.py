@@ -526,9 +526,13 @@ def test_shared_memory_is_poisoned_with_nan():
 
 
 def test_shared_write_past_end_is_caught_without_sanitizer():
+    """The array ends at a guard page: the stray write faults at once, naming thread, line and array."""
     x, y = np.ones(32, np.float32), np.zeros(32, np.float32)
     line = line_of("buggy.cu", "__shared__ float tile[32];")
-    with pytest.raises(KernelFault, match=rf"past the end of __shared__ 'tile' \(128 bytes, declared at buggy.cu:{line}\)"):
+    write = line_of("buggy.cu", "tile[t + 1] = x[t]")
+    with pytest.raises(KernelFault, match=rf"thread \(31,0,0\) of block \(0,0,0\) of kernel 'oob_shared_write' crashed "
+                                          rf"at buggy.cu:{write}: out-of-bounds __shared__ access: a write at byte 128 of "
+                                          rf"__shared__ 'tile' \(128 bytes, declared at buggy.cu:{line}\), just past the end"):
         kernel("buggy.cu", "oob_shared_write")(1, 32, (x, y))
 
 

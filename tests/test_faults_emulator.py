@@ -88,14 +88,176 @@ def test_stack_follows_the_kernels_needs_and_overflow_hits_the_guard_page():
     a_normal_launch_works()
 
 
-def test_unbounded_recursion_is_a_stack_overflow():
+@pytest.mark.parametrize("workers", [1, 2])
+def test_unbounded_recursion_is_a_stack_overflow(workers, workers_at_once):
+    """On any worker's OS thread: each fiber stack has a guard below it, each worker a signal stack."""
     rec = faults().get_function("deep_recursion")
     out = np.zeros(4, np.int32)
-    rec(1, 4, (out, np.int32(100)))
+    rec(1, 4, (out, np.int32(100)), workers=workers)
     np.testing.assert_array_equal(out, sum(range(101)))
-    with pytest.raises(KernelFault, match=r"thread \(0,0,0\) .* crashed at faults\.cu:\d+: stack overflow"):
-        rec(1, 4, (out, np.int32(10 ** 8)))
+    with pytest.raises(KernelFault, match=r"thread \(0,0,0\) of block \(0,0,0\) .* crashed at faults\.cu:\d+: "
+                                          r"stack overflow"):
+        rec(3, 4, (np.zeros(12, np.int32), np.int32(10 ** 8)), workers=workers)
     a_normal_launch_works()
+
+
+# ---- out-of-bounds __shared__ accesses -----------------------------------------------------------
+# Each shared array ends where an inaccessible guard starts (runtime.cpp, "shared memory"), so an index
+# past its end faults on the spot -- on whichever OS thread runs the block -- instead of corrupting the
+# heap the interpreter lives on ("double free or corruption" before).  Near misses that stay inside the
+# array's page (before its start, or in what its 16-byte alignment leaves after it) hit canary bytes,
+# checked when the block ends.
+SHARED_OOB = r"""
+extern "C" __global__ void static_oob(float* out, int at, int reads) {
+    __shared__ float s[256];
+    const int t = threadIdx.x;
+    s[t] = float(t);
+    __syncthreads();
+    if (t == 255 && at != t) {
+        if (reads) out[256] = s[at];  // LINE: static read
+        else s[at] = -1.0f;  // LINE: static write
+    }
+    __syncthreads();
+    out[t] = s[t];
+}
+extern "C" __global__ void dynamic_oob(float* out, int at, int reads) {
+    extern __shared__ float d[];
+    const int t = threadIdx.x;
+    d[t] = float(t);  // LINE: dynamic fill
+    __syncthreads();
+    if (t == 255 && at != t) {
+        if (reads) out[256] = d[at];  // LINE: dynamic read
+        else d[at] = -1.0f;  // LINE: dynamic write
+    }
+    __syncthreads();
+    out[t] = d[t];
+}
+extern "C" __global__ void every_thread_writes(float* out) {
+    __shared__ float half[256];
+    half[threadIdx.x] = 1.0f;  // LINE: 512 threads
+    out[threadIdx.x] = half[threadIdx.x];
+}
+extern "C" __global__ void odd_size(float* out, int at) {
+    __shared__ float three[3];
+    if (threadIdx.x == 0) {
+        three[0] = three[1] = three[2] = 1.0f;
+        three[at] = 2.0f;  // LINE: odd size
+    }
+    out[threadIdx.x] = three[0];
+}
+"""
+
+
+@lru_cache(maxsize=None)
+def shared_oob() -> RawModule:
+    return RawModule(code=SHARED_OOB)
+
+
+def oob_line(tag: str) -> int:
+    return next(i for i, ln in enumerate(SHARED_OOB.splitlines()) if f"// LINE: {tag}" in ln) + 1
+
+
+def shared_launch(name: str, at: int, reads: bool, workers: int, shared_mem: int = 0, grid: int = 4):
+    out = np.full(257, np.nan, np.float32)
+    shared_oob().get_function(name)(grid, 256, (out, np.int32(at), np.int32(reads)), shared_mem=shared_mem,
+                                    workers=workers)
+    return out
+
+
+def shared_memory_still_works(workers: int):
+    """The interpreter is alive and the same kernels run right (the canary and guards are in place again)."""
+    for name in ("static_oob", "dynamic_oob"):
+        np.testing.assert_array_equal(shared_launch(name, 255, False, workers, 1024)[:256], np.arange(256))
+    a_normal_launch_works()
+
+
+def past_end(byte: int, size: int) -> str:
+    return "just past the end" if byte == size else f"{byte - size} bytes past the end"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("reads", [False, True], ids=["write", "read"])
+@pytest.mark.parametrize("elements_past", [1, 256, (1 << 20) // 4], ids=["1 element", "256 elements", "1 MiB"])
+@pytest.mark.parametrize("kind", ["static", "dynamic"])
+def test_shared_overflow_is_a_kernel_fault_naming_the_array(kind, elements_past, reads, workers, workers_at_once):
+    at = 255 + elements_past
+    byte = 4 * at
+    access = "read" if reads else "write"
+    array = ("__shared__ 's' \\(1024 bytes, declared at static_oob.cu:3\\)" if kind == "static"
+             else "extern __shared__ memory \\(shared_mem=1024 bytes at launch\\)")
+    hint = "; launch with a larger shared_mem=" if kind == "dynamic" else "$"
+    with pytest.raises(KernelFault, match=rf"^thread \(255,0,0\) of block \(0,0,0\) of kernel '{kind}_oob' crashed at "
+                                          rf"static_oob\.cu:{oob_line(f'{kind} {access}')}: out-of-bounds __shared__ "
+                                          rf"access: a {access} at byte {byte} of {array}, "
+                                          rf"{past_end(byte, 1024)}{hint}"):
+        shared_launch(f"{kind}_oob", at, reads, workers, shared_mem=1024)
+    shared_memory_still_works(workers)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_too_small_shared_mem_faults_at_the_first_byte_beyond_it(workers, workers_at_once):
+    for shared_mem in (512, 0):
+        with pytest.raises(KernelFault, match=rf"thread \({shared_mem // 4},0,0\) of block \(0,0,0\) of kernel "
+                                              rf"'dynamic_oob' crashed at static_oob\.cu:{oob_line('dynamic fill')}: "
+                                              rf"out-of-bounds __shared__ access: a write at byte {shared_mem} of extern "
+                                              rf"__shared__ memory \(shared_mem={shared_mem} bytes at launch\), just "
+                                              r"past the end; launch with a larger shared_mem= if the kernel needs"):
+            shared_launch("dynamic_oob", 255, False, workers, shared_mem=shared_mem)
+    shared_memory_still_works(workers)
+
+
+def test_more_threads_than_shared_elements(workers_at_once):
+    """The learner's classic: `__shared__ float s[256]` indexed by threadIdx.x in a block of 512."""
+    with pytest.raises(KernelFault, match=rf"thread \(256,0,0\) of block \(0,0,0\) of kernel 'every_thread_writes' "
+                                          rf"crashed at static_oob\.cu:{oob_line('512 threads')}: out-of-bounds "
+                                          r"__shared__ access: a write at byte 1024 of __shared__ 'half'"):
+        shared_oob().get_function("every_thread_writes")(2, 512, (np.zeros(512, np.float32),), workers=2)
+    shared_memory_still_works(2)
+
+
+@pytest.mark.parametrize("kind", ["static", "dynamic"])
+def test_shared_underflow_faults_or_is_caught_by_the_canary(kind, workers_at_once):
+    array = ("__shared__ 's' \\(1024 bytes, declared at static_oob.cu:3\\)" if kind == "static"
+             else "extern __shared__ memory \\(shared_mem=1024 bytes at launch\\)")
+    # Far before the start: the lower guard.
+    with pytest.raises(KernelFault, match=rf"thread \(255,0,0\) .* crashed at static_oob\.cu:"
+                                          rf"{oob_line(f'{kind} write')}: out-of-bounds __shared__ access: a write at "
+                                          rf"byte -8000 of {array}, before its start$"):
+        shared_launch(f"{kind}_oob", -2000, False, 2, shared_mem=1024)
+    # Just before it, inside the array's page: the canary, when the block ends.
+    with pytest.raises(KernelFault, match=rf"^out-of-bounds write before the start of {array}: its bytes -4\.\.-1 "
+                                          r"changed \(seen when block \(0,0,0\) of kernel '\w+' ended\)"):
+        shared_launch(f"{kind}_oob", -1, False, 2, shared_mem=1024)
+    shared_memory_still_works(2)
+
+
+def test_what_alignment_leaves_after_an_array_is_checked_too():
+    """`float three[3]` is 12 bytes; its 16-byte alignment leaves 4 canary bytes before the guard."""
+    k = shared_oob().get_function("odd_size")
+    out = np.zeros(4, np.float32)
+    with pytest.raises(KernelFault, match=r"^out-of-bounds write past the end of __shared__ 'three' \(12 bytes, declared "
+                                          r"at static_oob\.cu:\d+\): its bytes 12\.\.15 changed"):
+        k(1, 4, (out, np.int32(3)))
+    with pytest.raises(KernelFault, match=rf"crashed at static_oob\.cu:{oob_line('odd size')}: out-of-bounds __shared__ "
+                                          r"access: a write at byte 16 of __shared__ 'three' \(12 bytes, declared at "
+                                          r"static_oob\.cu:\d+\), 4 bytes past the end$"):
+        k(1, 4, (out, np.int32(4)))
+    k(1, 4, (out, np.int32(2)))
+    np.testing.assert_array_equal(out, 1.0)
+    shared_memory_still_works(1)
+
+
+def test_shared_overflow_in_a_cooperative_launch():
+    """Cooperative launches keep every block's shared memory at once; each array has its own guards."""
+    k = RawModule(code=SHARED_OOB, enable_cooperative_groups=True).get_function("static_oob")
+    out = np.zeros(257, np.float32)
+    k(3, 256, (out, np.int32(255), np.int32(0)))
+    np.testing.assert_array_equal(out[:256], np.arange(256))
+    with pytest.raises(KernelFault, match=r"thread \(255,0,0\) of block \(0,0,0\) .* a write at byte 1024 of "
+                                          r"__shared__ 's'"):
+        k(3, 256, (out, np.int32(256), np.int32(0)))
+    k(3, 256, (out, np.int32(255), np.int32(0)))
+    np.testing.assert_array_equal(out[:256], np.arange(256))
 
 
 def test_bad_stack_size_and_timeout_values_are_refused():

@@ -19,9 +19,11 @@
 //   * A warp is 32 consecutive linear thread ids.  A warp collective (__shfl_*_sync, __ballot_sync,
 //     __syncwarp) parks each lane until every lane named in the mask has arrived; the last one to
 //     arrive computes every lane's result and wakes the others.
-//   * __shared__ memory is allocated per block (one heap block per declaration, exact size) and
-//     filled with 0xFF bytes (NaN as float) so a read before any write shows up in the result.  A
-//     few canary bytes after each allocation catch writes past the end even without ASan.
+//   * __shared__ memory is per block (each declaration, and the dynamic shared memory, in its own
+//     mapping that the worker reuses for its next blocks) and filled with 0xFF bytes (NaN as float)
+//     so a read before any write shows up in the result.  Each array ends at an inaccessible guard,
+//     so an index past its end faults at once and becomes a KernelFault naming the array; canary
+//     bytes catch writes in the rest of its page (see "shared memory" below).
 //
 // Errors never abort the process: they are recorded as a code plus message and the launch returns.
 //
@@ -97,12 +99,32 @@ constexpr size_t kMinStack = 16 * 1024;
 #endif
 constexpr size_t kGuard = 64 * 1024;
 size_t g_stack_size = 64 * 1024;           // of the current launch (a multiple of the page size)
-constexpr size_t kCanary = 64;                 // bytes checked after each shared allocation
-constexpr unsigned char kCanaryByte = 0xA5;
+constexpr unsigned char kCanaryByte = 0xA5;  // fills the bytes around each shared array (see SharedRegion)
+// Inaccessible bytes on each side of each shared array (address space only): an index far past either
+// end -- 1 MiB, or a whole grid's worth of a global index used by mistake -- still faults.
+constexpr size_t kSharedGuard = 64u << 20;
 constexpr size_t kMaxStaticShared = 48 * 1024;     // CUDA's limit for static __shared__
 constexpr size_t kMaxShared = 227 * 1024;          // sm_90's limit per block, static + dynamic
 
 struct Worker;
+
+// The home of one __shared__ array (or of the dynamic shared memory) while a block runs (see "shared
+// memory" below): its own mapping, reused by every block a worker runs, laid out as
+//     [ guard: PROT_NONE ][ canary | the array ][ guard: PROT_NONE ]
+// with the array ending where the upper guard starts (less what its 16-byte alignment leaves, which
+// holds canary bytes like the rest of the page before the array).
+struct SharedRegion {
+    char* map = nullptr;       // the whole mapping, guards included (for munmap)
+    size_t map_bytes = 0;
+    char* lo = nullptr;        // the accessible pages [lo, hi)
+    char* hi = nullptr;
+    char* data = nullptr;      // the array: [data, data + size)
+    size_t size = 0;
+    bool canary_set = false;   // [lo, data) and [data + size, hi) hold kCanaryByte
+    const char* name = nullptr;  // for messages; nullptr: the dynamic shared memory
+    const char* file = nullptr;
+    int line = 0;
+};
 
 // What a barrier touches (sp, idx, state, in_runtime, file/line, pred) comes first and the struct is
 // cache-line aligned, so passing the turn to a fiber reads one line of it, not two.
@@ -166,8 +188,10 @@ struct alignas(64) Worker {  // (aligned: no cache line holds two workers' state
     uint3 block_idx{0, 0, 0};     // of the block being run
     size_t block_pos = 0;         // its position in the block order
     // Shared memory of the current block.
-    char* dyn = nullptr;
+    char* dyn = nullptr;          // nullptr until first touched in this block
     std::vector<char*> slot_ptr;  // per declaration; nullptr until first touched in this block
+    SharedRegion dyn_region;      // where they live (kept for the next block and launch)
+    std::vector<SharedRegion> slot_region;
     size_t static_bytes = 0;
     std::string output;           // device printf output of the current block
     // The scheduler: the running fiber and where the scheduler's own context is saved.
@@ -189,6 +213,7 @@ struct alignas(64) Worker {  // (aligned: no cache line holds two workers' state
     volatile sig_atomic_t armed = 0;    // `jump` is valid
     int reason = 0, sig = 0, si_code = 0;
     uintptr_t addr = 0;
+    int fault_write = -1;  // the faulting access wrote (1), read (0), or unknown (-1)
     bool crashed_in_fiber = false;
     uint3 crashed_thread{0, 0, 0};
     uintptr_t fault_pc = 0;  // the faulting instruction (or the call of exit/abort), for the source line
@@ -336,6 +361,17 @@ uintptr_t pc_of(void* context) {
 #endif
 }
 
+// Whether a SIGSEGV's access was a write (1) or a read (0): the page fault's error code says so on
+// x86-64; -1 where it is not known.
+int fault_was_write(int sig, void* context) {
+#if defined(__x86_64__)
+    if (sig == SIGSEGV) return (static_cast<const ucontext_t*>(context)->uc_mcontext.gregs[REG_ERR] & 2) != 0;
+#endif
+    (void)sig;
+    (void)context;
+    return -1;
+}
+
 // Hands a signal that is not ours to the handler that was installed before the launch.
 void chain(int sig, siginfo_t* si, void* context, const struct sigaction& old) {
     if (old.sa_flags & SA_SIGINFO) {
@@ -374,6 +410,7 @@ void on_fault(int sig, siginfo_t* si, void* context) {
     w->si_code = si->si_code;
     w->addr = uintptr_t(si->si_addr);
     w->fault_pc = pc_of(context);
+    w->fault_write = fault_was_write(sig, context);
     escape(*w, E_FAULT);
 }
 
@@ -859,13 +896,37 @@ bool in_stack_guard(uintptr_t addr) {
     return addr < uintptr_t(usable_stack(slot));  // below the stack: in the slot's guard region
 }
 
+std::string shared_name(const SharedRegion& r, const Worker& w);
+
+// For a fault in the guard of one of the block's shared arrays: what the access did to which array.
+std::string shared_guard_hit(const Worker& w, uintptr_t addr) {
+    auto hit = [&](const SharedRegion& r) -> std::string {
+        const uintptr_t map = uintptr_t(r.map), lo = uintptr_t(r.lo), hi = uintptr_t(r.hi);
+        if (!r.map || addr < map || addr >= map + r.map_bytes || (addr >= lo && addr < hi)) return "";
+        const intptr_t at = intptr_t(addr - uintptr_t(r.data));  // byte offset from the array's start
+        const char* what = w.fault_write == 1 ? "a write" : w.fault_write == 0 ? "a read" : "an access";
+        const std::string side = at < 0 ? "before its start"
+                                 : size_t(at) == r.size ? "just past the end"
+                                                        : fmt("%zu bytes past the end", size_t(at) - r.size);
+        return fmt("out-of-bounds __shared__ access: %s at byte %td of %s, %s", what, at, shared_name(r, w).c_str(),
+                   side.c_str()) +
+               (r.name || at < 0 ? "" : "; launch with a larger shared_mem= if the kernel needs that much");
+    };
+    for (const SharedRegion& r : w.slot_region)
+        if (std::string m = hit(r); !m.empty()) return m;
+    return hit(w.dyn_region);
+}
+
 // The message for a crash caught by on_fault(); emulator.py puts the source line at kLocationMark.
 std::string describe_fault() {
     Worker& w = me();
     std::string what;
     const int sig = w.sig, code = w.si_code;
     const uintptr_t addr = w.addr;
-    if ((sig == SIGSEGV || sig == SIGBUS) && in_stack_guard(addr)) {
+    const std::string shared = sig == SIGSEGV ? shared_guard_hit(w, addr) : "";
+    if (!shared.empty()) {
+        what = shared;
+    } else if ((sig == SIGSEGV || sig == SIGBUS) && in_stack_guard(addr)) {
         what = fmt("stack overflow: the thread needs more than its %zu-byte stack (large local arrays or deep "
                    "recursion); launch with a larger stack_size= (bytes per thread)", g_stack_size);
     } else if (sig == SIGSEGV || sig == SIGBUS) {
@@ -974,6 +1035,8 @@ struct BlockState {
     std::vector<Fiber> fibers;
     std::vector<char*> slot_ptr;
     char* dyn = nullptr;
+    std::vector<SharedRegion> slot_region;
+    SharedRegion dyn_region;
     size_t static_bytes = 0;
     bool done = false;
 };
@@ -985,6 +1048,8 @@ void swap_block_state(BlockState& b) {  // the same call loads a block into the 
     w.fibers.swap(b.fibers);
     w.slot_ptr.swap(b.slot_ptr);
     std::swap(w.dyn, b.dyn);
+    w.slot_region.swap(b.slot_region);
+    std::swap(w.dyn_region, b.dyn_region);
     std::swap(w.static_bytes, b.static_bytes);
 }
 void load_block(BlockState& b) {
@@ -998,11 +1063,15 @@ void store_block() {
     g_loaded = nullptr;
 }
 void end_block_shared();
+void unmap_region(SharedRegion& r);
 void free_cooperative_blocks() {  // after the launch, or after an escape out of it
+    Worker& w = me();
     if (g_loaded) store_block();
     for (BlockState& b : g_blocks) {
         load_block(b);
         end_block_shared();
+        for (SharedRegion& r : w.slot_region) unmap_region(r);  // (the block's own, swapped in)
+        unmap_region(w.dyn_region);
         store_block();
     }
     g_blocks.clear();
@@ -1108,51 +1177,144 @@ void racecheck_warp_sync(int) {}
 #endif
 
 // ---- shared memory -------------------------------------------------------------------------------
-char* alloc_shared(size_t size, size_t align) {
-    if (align < 16) align = 16;
-#ifdef EMU_ASAN
-    const size_t extra = 0;  // exact size: ASan itself reports the first byte past the end
-#else
-    const size_t extra = kCanary;
-#endif
-    void* p = nullptr;
-    if (posix_memalign(&p, align, size + extra ? size + extra : 1) != 0) return nullptr;
-    char* c = static_cast<char*>(p);
-    memset(c, 0xFF, size);  // poison: NaN for floats, -1 for ints
-    memset(c + size, kCanaryByte, extra);
-    return c;
+// A block's __shared__ arrays, and its dynamic shared memory, are placed when a thread of the block
+// first reaches them and filled with 0xFF bytes (NaN as float, -1 as int), so that a read before any
+// write shows up in the result.
+//
+// Fast build: each lives in its own SharedRegion (see the struct), between two inaccessible guards,
+// and ends where the upper guard starts.  So a thread that reads or writes past the end faults at
+// once -- on its own OS thread, where on_fault() turns it into a KernelFault naming the array (see
+// describe_fault) -- instead of corrupting the heap the Python interpreter lives on; so does an index
+// before the start that leaves the page.  The few bytes the 16-byte alignment leaves after the array,
+// and the rest of the page before it, hold canary bytes that end_block_shared() checks: a write there
+// is reported too, when the block ends.  A worker maps each region once and reuses it for its next
+// blocks and launches (a mapping per block would cost system calls per block).
+// Sanitizer build: an exact-size heap block instead, so AddressSanitizer reports the first stray byte.
+size_t page_size() {
+    static const size_t page = size_t(sysconf(_SC_PAGESIZE));
+    return page;
 }
-bool canary_intact(const char* p, size_t size) {
+size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
 #ifdef EMU_ASAN
-    (void)p; (void)size;
-    return true;
+char* alloc_shared(size_t size, size_t align) {  // (the name is looked for in ASan's reports: emulator.py)
+    void* p = nullptr;
+    if (posix_memalign(&p, align < 16 ? 16 : align, size ? size : 1) != 0) return nullptr;
+    memset(p, 0xFF, size);
+    return static_cast<char*>(p);
+}
+char* place_shared(SharedRegion& r, size_t size, size_t align) {
+    r.data = alloc_shared(size, align);
+    r.size = size;
+    return r.data;
+}
+void retire_shared(SharedRegion& r) {
+    free(r.data);
+    r.data = nullptr;
+}
+std::string canary_damage(SharedRegion&, const std::string&) { return ""; }  // ASan reported any stray byte
+void unmap_region(SharedRegion& r) { r.map = nullptr; }
 #else
-    for (size_t i = 0; i < kCanary; ++i)
-        if ((unsigned char)p[size + i] != kCanaryByte) return false;
-    return true;
-#endif
+void unmap_region(SharedRegion& r) {
+    if (r.map) munmap(r.map, r.map_bytes);
+    r.map = r.lo = r.hi = r.data = nullptr;
+    r.map_bytes = r.size = 0;
+    r.canary_set = false;
 }
 
-// Frees the block's shared memory; reports a write past the end of any of it.
+// Maps r with room for `size` bytes between its guards (one-page guards where address space is short).
+bool map_region(SharedRegion& r, size_t size) {
+    const size_t bytes = round_up(size, page_size());
+    for (size_t guard : {kSharedGuard, page_size()}) {
+        const size_t total = bytes + 2 * guard;
+        void* p = mmap(nullptr, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p == MAP_FAILED) continue;
+        char* c = static_cast<char*>(p);
+        if (bytes && mprotect(c + guard, bytes, PROT_READ | PROT_WRITE) != 0) {
+            munmap(p, total);
+            continue;
+        }
+        r.map = c;
+        r.map_bytes = total;
+        r.lo = c + guard;
+        r.hi = r.lo + bytes;
+        r.canary_set = false;
+        return true;
+    }
+    return false;
+}
+
+// The block's copy of an array of `size` bytes in region r, poisoned; nullptr if it cannot be mapped.
+char* place_shared(SharedRegion& r, size_t size, size_t align) {
+    align = std::min(std::max(align, size_t(16)), page_size());
+    if (!r.map || size_t(r.hi - r.lo) != round_up(size, page_size())) {
+        unmap_region(r);
+        if (!map_region(r, size)) return nullptr;
+    }
+    char* data = reinterpret_cast<char*>((uintptr_t(r.hi) - size) & ~uintptr_t(align - 1));
+    if (data != r.data || size != r.size || !r.canary_set) {  // (else the canary is still in place)
+        memset(r.lo, kCanaryByte, size_t(data - r.lo));
+        memset(data + size, kCanaryByte, size_t(r.hi - (data + size)));
+        r.data = data;
+        r.size = size;
+        r.canary_set = true;
+    }
+    memset(data, 0xFF, size);
+    return data;
+}
+void retire_shared(SharedRegion&) {}  // the region stays mapped for the next block
+
+// Which bytes of the canary around r's array were overwritten, as offsets from the array's start
+// ("past the end of X: its bytes 1024..1027 changed"), or "" if it is intact.
+std::string canary_damage(SharedRegion& r, const std::string& name) {
+    const char* end = r.data + r.size;
+    const char* first = nullptr;
+    const char* last = nullptr;
+    for (const char* p = end; p < r.hi; ++p)  // under 16 bytes: what the alignment leaves
+        if ((unsigned char)*p != kCanaryByte) (first ? last : first) = p, last = p;
+    if (!first) {
+        // Before the array: up to a page, a multiple of 16 bytes.  Compared 8 bytes at a time without
+        // a branch (the compiler vectorises it), searched byte by byte only when something differs.
+        const uint64_t pattern = 0x0101010101010101ull * kCanaryByte;
+        uint64_t diff = 0;
+        for (const char* p = r.lo; p < r.data; p += 8) {
+            uint64_t v;
+            memcpy(&v, p, 8);
+            diff |= v ^ pattern;
+        }
+        if (!diff) return "";
+        for (const char* p = r.lo; p < r.data; ++p)
+            if ((unsigned char)*p != kCanaryByte) (first ? last : first) = p, last = p;
+    }
+    r.canary_set = false;
+    return fmt("%s %s: its bytes %td..%td changed", first >= end ? "past the end of" : "before the start of",
+               name.c_str(), first - r.data, last - r.data);
+}
+#endif
+
+// "__shared__ 'tile' (128 bytes, declared at k.cu:7)" or "extern __shared__ memory (shared_mem=...)".
+std::string shared_name(const SharedRegion& r, const Worker& w) {
+    if (!r.name) return fmt("extern __shared__ memory (shared_mem=%zu bytes at launch)", w.dyn_shared);
+    return fmt("__shared__ '%s' (%zu bytes, declared at %s)", r.name, r.size, where(r.file, r.line).c_str());
+}
+
+// The block is over: report a write into the canary around one of its arrays, and let the next block
+// have the regions.
+void end_shared_array(Worker& w, SharedRegion& r) {
+    const std::string damage = canary_damage(r, shared_name(r, w));
+    if (!damage.empty())
+        set_error(E_FAULT, "out-of-bounds write " + damage + " (seen when " + block_str() + " ended)");
+    retire_shared(r);
+}
 void end_block_shared() {
     Worker& w = me();
-    std::unique_lock<std::mutex> slots(g_slots_lock, std::defer_lock);  // other workers may add declarations
     for (size_t s = 0; s < w.slot_ptr.size(); ++s) {
         if (!w.slot_ptr[s]) continue;
-        if (!slots.owns_lock()) slots.lock();
-        if (!canary_intact(w.slot_ptr[s], g_slots[s].size))
-            set_error(E_FAULT, fmt("out-of-bounds write past the end of __shared__ '%s' (%zu bytes, declared at %s) in %s",
-                                   g_slots[s].name.c_str(), g_slots[s].size,
-                                   where(g_slots[s].file, g_slots[s].line).c_str(), block_str().c_str()));
-        free(w.slot_ptr[s]);
+        end_shared_array(w, w.slot_region[s]);
         w.slot_ptr[s] = nullptr;
     }
     if (w.dyn) {
-        if (!canary_intact(w.dyn, w.dyn_shared))
-            set_error(E_FAULT, fmt("out-of-bounds write past the end of extern __shared__ memory (shared_mem=%zu "
-                                   "bytes at launch) in %s",
-                                   w.dyn_shared, block_str().c_str()));
-        free(w.dyn);
+        end_shared_array(w, w.dyn_region);
         w.dyn = nullptr;
     }
     w.static_bytes = 0;
@@ -1224,7 +1386,6 @@ int run_cooperative(const std::vector<size_t>& block_order) {
         g_blocks[b].fibers.assign(w.nthreads, Fiber());
         w.block_idx = g_blocks[b].idx;
         init_block_fibers(w, g_blocks[b].fibers, int(b) * w.nthreads);
-        g_blocks[b].dyn = alloc_shared(w.dyn_shared, 128);
     }
     w.fibers.clear();
     w.slot_ptr.clear();
@@ -1309,11 +1470,12 @@ void run_blocks(Worker& w) {
         if (pos >= g_shared.block_order.size() || pos > g_shared.stop_at.load()) return;
         w.block_pos = pos;
         w.block_idx = block_index(g_shared.block_order[pos]);
-        w.dyn = alloc_shared(w.dyn_shared, 128);
         racecheck_new_block();
-        track_shared(w.dyn, w.dyn_shared, "extern __shared__");
 #ifdef EMU_ASAN
         fresh = true;
+        // Placed here, on the worker's own stack, rather than lazily on a fiber's: ASan can then
+        // walk the allocation's stack, and emulator.py tells from it that a stray access hit shared memory.
+        w.dyn = place_shared(w.dyn_region, w.dyn_shared, 16);
 #endif
         if (fresh) init_block_fibers(w, w.fibers, 0);
         else reuse_block_fibers(w);
@@ -1648,7 +1810,10 @@ static void* shared_first_touch(Fiber* f, int* slot, size_t size, size_t align, 
             __atomic_store_n(slot, s, __ATOMIC_RELEASE);
         }
     }
-    if (w.slot_ptr.size() <= size_t(s)) w.slot_ptr.resize(size_t(s) + 1, nullptr);
+    if (w.slot_ptr.size() <= size_t(s)) {
+        w.slot_ptr.resize(size_t(s) + 1, nullptr);
+        w.slot_region.resize(size_t(s) + 1);
+    }
     char*& p = w.slot_ptr[size_t(s)];
     if (!p) {  // first thread of this block to reach the declaration allocates the block's copy
         w.static_bytes += size;
@@ -1659,7 +1824,13 @@ static void* shared_first_touch(Fiber* f, int* slot, size_t size, size_t align, 
         if (w.static_bytes + w.dyn_shared > kMaxShared)
             fail_in_fiber(E_FAULT, fmt("shared memory of %s exceeds 227 KiB (%zu static + %zu dynamic bytes)",
                                        block_str().c_str(), w.static_bytes, w.dyn_shared));
-        p = alloc_shared(size, align);
+        SharedRegion& r = w.slot_region[size_t(s)];
+        p = place_shared(r, size, align);
+        if (!p) fail_in_fiber(E_INTERNAL, fmt("could not map %zu bytes for __shared__ '%s' of %s", size, name,
+                                              block_str().c_str()));
+        r.name = name;
+        r.file = file;
+        r.line = line;
         track_shared(p, size, name);
     }
     return p;
@@ -1673,7 +1844,19 @@ void* shared_get(int* slot, size_t size, size_t align, const char* name, const c
     return shared_first_touch(f, slot, size, align, name, file, line);
 }
 
-void* dynamic_shared() { return current_fiber()->worker->dyn; }
+// The block's dynamic shared memory, placed when a thread first asks (most kernels never do).
+void* dynamic_shared() {
+    Fiber* f = current_fiber();
+    Worker& w = *f->worker;
+    if (w.dyn) return w.dyn;
+    RuntimeSection busy(f);
+    w.dyn = place_shared(w.dyn_region, w.dyn_shared, 16);
+    if (!w.dyn) fail_in_fiber(E_INTERNAL, fmt("could not map %zu bytes of dynamic shared memory for %s", w.dyn_shared,
+                                              block_str().c_str()));
+    w.dyn_region.name = nullptr;
+    track_shared(w.dyn, w.dyn_shared, "extern __shared__");
+    return w.dyn;
+}
 
 void grid_sync(const char* file, int line) {
     Fiber* f = current_fiber();
