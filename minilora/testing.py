@@ -74,13 +74,14 @@ def grad_check(fn, *inputs, eps=1e-6, atol=1e-7, rtol=1e-5, seed=0, name=None):
 
 
 def _host(array):
-    return array if isinstance(array, np.ndarray) else array.get()
+    """A NumPy array of ``array``: CuPy arrays copied from the device, anything else converted."""
+    return array.get() if type(array).__module__.split(".")[0] == "cupy" else np.asarray(array)
 
 
 def assert_close(actual, expected, rtol=1e-6, atol=1e-6, name="value"):
     """llm.c-style validator: ``|a - e| <= atol + rtol*|e|`` everywhere, first mismatches shown."""
-    a = actual.numpy() if isinstance(actual, Tensor) else _host(np.asarray(actual))
-    e = expected.numpy() if isinstance(expected, Tensor) else _host(np.asarray(expected))
+    a = actual.numpy() if isinstance(actual, Tensor) else _host(actual)  # np.asarray refuses CuPy
+    e = expected.numpy() if isinstance(expected, Tensor) else _host(expected)
     if a.shape != e.shape:
         raise AssertionError(f"{name}: shape {a.shape} != expected {e.shape}")
     bad = ~(np.abs(a.astype(np.float64) - e) <= atol + rtol * np.abs(e.astype(np.float64)))

@@ -7,9 +7,10 @@ no NumPy arrays inside device math, 0-d arrays instead of scalars, CuPy's keywor
 ufunc methods), and minilora's ``cuda`` device is enabled on it. The cases are the suites' own:
 test_ops.py's gradient checks, test_torch_conformance_methods.py's and _more.py's comparisons
 (with ``cuda`` as the default device) and their every-device checks, test_optim.py's float64
-trajectories and gradient clipping, random fills. All in float64, so no kernel launches (kernels
-take float32 only: ``minilora.kernels.supports``); a kernel that tried would raise
-``FakeCupyLimit``. A pass here is not a GPU run: that is benchmarks/gpu_check.sh.
+trajectories and gradient clipping, random fills; test_lora_composition.py's add_weighted_adapter
+and PiSSA/OLoRA cases. The op suites run in float64, so no kernel launches (kernels take float32
+only: ``minilora.kernels.supports``); the float32 LoRA models run with ``uses_kernels`` off. A
+kernel that tried to launch would raise ``FakeCupyLimit``. A pass here is not a GPU run: that is benchmarks/gpu_check.sh.
 """
 import numpy as np
 import pytest
@@ -24,6 +25,12 @@ import test_torch_conformance_more as more_suite  # noqa: E402
 import test_optim as optim_suite  # noqa: E402
 import test_torch_conformance as conformance_suite  # noqa: E402
 
+try:  # needs transformers and peft besides torch
+    import test_lora_composition as composition_suite
+    from test_llama import hf  # noqa: F401  (the fixture the composition cases take)
+except pytest.skip.Exception:
+    composition_suite = None
+
 
 @pytest.fixture
 def fake_cuda(monkeypatch):
@@ -37,6 +44,14 @@ def cuda_by_default(fake_cuda, monkeypatch):
     monkeypatch.setenv("MINILORA_DEVICE", "cuda")
     assert ml.tensor([1.0]).device.type == "cuda"
     return fake_cuda
+
+
+@pytest.fixture
+def cuda_without_kernels(cuda_by_default, monkeypatch):
+    """float32 models too: the stand-in cannot launch kernels, so here the cuda device computes
+    every op with its array module's math, as cpu does with NumPy's."""
+    monkeypatch.setattr(ml.device("cuda"), "uses_kernels", False)
+    return cuda_by_default
 
 
 @pytest.mark.parametrize("case", ops_suite.CASES, ids=ops_suite.CASE_IDS)
@@ -83,6 +98,22 @@ def test_clip_grad_norm_on_cuda(norm_type, cuda_by_default):
 def test_random_fills_on_cuda(cuda_by_default):
     """normal_/uniform_ draw on the host and must move the draw to the device before writing it."""
     conformance_suite.test_data_normal_and_nn_init_on_data()
+
+
+@pytest.mark.skipif(composition_suite is None, reason="needs transformers and peft")
+@pytest.mark.parametrize("case", list(getattr(composition_suite, "CASES", ())))
+def test_add_weighted_adapter_on_cuda(hf, case, cuda_without_kernels):
+    """The merge rules run on host copies of the factors; the results go back to the device."""
+    with pytest.MonkeyPatch.context() as own:  # the case's own patches (it may undo them)
+        composition_suite.test_combined_adapter_equals_peft(hf, case, own)
+
+
+@pytest.mark.skipif(composition_suite is None, reason="needs transformers and peft")
+@pytest.mark.parametrize("init", ["pissa", "pissa_niter_2", "olora"])
+def test_weight_mutating_inits_on_cuda(hf, init, cuda_without_kernels):
+    """PiSSA/OLoRA factor W0 on the host (NumPy's SVD/QR) and write A, B and the residual back."""
+    with pytest.MonkeyPatch.context() as own:  # the case calls undo() on the patches it is given
+        composition_suite.test_weight_mutating_inits_equal_peft(hf, init, own)
 
 
 # ---- the stand-in keeps CuPy's rules (else a pass above would prove nothing) ----------------------

@@ -23,7 +23,9 @@ import warnings
 
 import numpy as np
 
+from ..device import xp_of
 from ..random import fresh_seed, generator
+from ..tensor import _host
 from .layers import Embedding, Linear, ModulesToSaveWrapper
 
 __all__ = ["add_weighted_adapter", "task_arithmetic", "magnitude_prune", "ties", "dare_linear", "dare_ties",
@@ -184,11 +186,17 @@ def _factors(layer, adapter):
     return layer.lora_A[adapter].weight._array, layer.lora_B[adapter].weight._array
 
 
+def _host_factors(layer, adapter):
+    """``_factors`` as NumPy arrays: the merge rules run on the host (on cuda, copies)."""
+    found = _factors(layer, adapter)
+    return None if found is None else (_host(found[0]), _host(found[1]))
+
+
 def _cat(layer, adapters, weights):
     """Ranks stacked: A rows ``w_i s_i A_i``, B columns ``B_i`` (exact)."""
     As, Bs = [], []
     for adapter, weight in zip(adapters, weights):
-        found = _factors(layer, adapter)
+        found = _host_factors(layer, adapter)
         if found is not None:
             As.append(found[0] * weight * layer.scaling[adapter])
             Bs.append(found[1])
@@ -201,7 +209,7 @@ def _task_arithmetic_factors(kind, layer, adapters, weights, density, majority_s
     """Combine the A's and the B's separately, each weighted by ``sqrt(|w s|)`` (the sign on A only)."""
     weights_A, weights_B, As, Bs = [], [], [], []
     for adapter, weight in zip(adapters, weights):
-        found = _factors(layer, adapter)
+        found = _host_factors(layer, adapter)
         if found is None:
             continue
         ws = weight * layer.scaling[adapter]
@@ -219,7 +227,7 @@ def _svd_factors(kind, layer, adapters, weights, new_rank, density, majority_sig
     present = [(a, w) for a, w in zip(adapters, weights) if _factors(layer, a) is not None]
     if not present:
         raise ValueError("No matching LoRAs found. Please raise an issue on GitHub.")
-    deltas = [layer.get_delta_weight(a) for a, _ in present]  # already scaled
+    deltas = [_host(layer.get_delta_weight(a)) for a, _ in present]  # already scaled
     delta = _combine(kind[:-len("_svd")] if kind != "svd" else "svd", deltas, [w for _, w in present],
                      density, majority_sign_method, rng)
     if isinstance(layer, Embedding):
@@ -269,6 +277,7 @@ def add_weighted_adapter(lora_model, adapters, weights, adapter_name, combinatio
         if not isinstance(layer, (Linear, Embedding)) or _factors(layer, adapter_name) is None:
             continue
         target_A, target_B = _factors(layer, adapter_name)
+        layer_xp = xp_of(target_A)
         target_A[...] = 0
         target_B[...] = 0
         if combination_type == "cat":
@@ -279,5 +288,5 @@ def add_weighted_adapter(lora_model, adapters, weights, adapter_name, combinatio
         else:
             A, B = _task_arithmetic_factors(combination_type, layer, adapters, weights, density,
                                             majority_sign_method, masks)
-        target_A[:A.shape[0], :] = A
-        target_B[:, :B.shape[1]] = B
+        target_A[:A.shape[0], :] = layer_xp.asarray(A)  # on cuda, to the device: CuPy does not
+        target_B[:, :B.shape[1]] = layer_xp.asarray(B)  # fill a slice from a host array

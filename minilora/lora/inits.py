@@ -21,6 +21,7 @@ import numpy as np
 
 from ..checkpoint import load_file, save_file, save_json
 from ..random import generator
+from ..tensor import _host
 
 __all__ = ["is_weight_mutating_init", "pissa_init", "olora_init", "svd_lowrank", "save_converted_to_lora"]
 
@@ -64,16 +65,17 @@ def svd_lowrank(A, q, niter=2, rng=None):
 def _write_factors(layer, adapter_name, A, B):
     """Set lora_A/lora_B and subtract ``s B A`` from the base weight (in its own dtype)."""
     W = layer.base_layer.weight
-    layer.lora_A[adapter_name].weight._array[...] = A
-    layer.lora_B[adapter_name].weight._array[...] = B
-    residual = W._array.astype(np.float64) - layer.scaling[adapter_name] * (B @ A)
-    W._array[...] = residual.astype(W._array.dtype)
+    to_device = W.device.xp.asarray  # the factors are computed on the host (NumPy's SVD and QR)
+    layer.lora_A[adapter_name].weight._array[...] = to_device(A)
+    layer.lora_B[adapter_name].weight._array[...] = to_device(B)
+    residual = _host(W._array).astype(np.float64) - layer.scaling[adapter_name] * (B @ A)
+    W._array[...] = to_device(residual.astype(W._array.dtype))
 
 
 def pissa_init(layer, adapter_name, init_lora_weights):
     """PiSSA: the adapter gets W0's top-r singular triplets, the base keeps the rest."""
     r, s = layer.r[adapter_name], layer.scaling[adapter_name]
-    W = np.asarray(layer.base_layer.weight._array, dtype=np.float64)
+    W = _host(layer.base_layer.weight._array).astype(np.float64)
     niter = parse_pissa_niter(init_lora_weights)
     if niter is None:
         U, S, Vh = np.linalg.svd(W, full_matrices=False)
@@ -88,7 +90,7 @@ def pissa_init(layer, adapter_name, init_lora_weights):
 def olora_init(layer, adapter_name):
     """OLoRA: W0 = Q R; the adapter gets Q's first r columns and R's first r rows."""
     r = layer.r[adapter_name]
-    Q, R = np.linalg.qr(np.asarray(layer.base_layer.weight._array, dtype=np.float64))
+    Q, R = np.linalg.qr(_host(layer.base_layer.weight._array).astype(np.float64))
     _write_factors(layer, adapter_name, A=R[:r], B=Q[:, :r])
 
 
