@@ -260,6 +260,24 @@ def test_shared_overflow_in_a_cooperative_launch():
     np.testing.assert_array_equal(out[:256], np.arange(256))
 
 
+def test_local_array_written_past_the_top_of_the_stack():
+    """Upwards from a fiber's stack lies the guard of the next one: a KernelFault that says so (it is no
+    stack overflow, and a larger stack_size= would not help)."""
+    k = RawModule(code='''
+extern "C" __global__ void local_past_end(float* out, int n) {
+    float a[16];
+    for (int i = 0; i < n; ++i) a[i] = 1.0f;
+    out[threadIdx.x] = a[3];
+}''').get_function("local_past_end")
+    with pytest.raises(KernelFault, match=r"thread \(0,0,0\) of block \(0,0,0\) .* crashed at local_past_end\.cu:4: "
+                                          r"SIGSEGV: an access above the top of the thread's stack, at address 0x[0-9a-f]+ "
+                                          r"\(a local array indexed past its end\?\)"):
+        k(1, 4, (np.zeros(4, np.float32), np.int32(1 << 22)))
+    out = np.zeros(4, np.float32)
+    k(1, 4, (out, np.int32(16)))
+    np.testing.assert_array_equal(out, 1.0)
+
+
 def test_bad_stack_size_and_timeout_values_are_refused():
     k = faults().get_function("traps")
     with pytest.raises(ValueError, match="stack_size"):

@@ -888,12 +888,19 @@ std::string describe_stop(int reason, bool in_thread, uint3 t) {
                "barrier.)", w.kernel->name, g_esc.timeout_s, who.c_str());
 }
 
-bool in_stack_guard(uintptr_t addr) {
+// Where a fault address lies in the guard region below a fiber's stack: not there, in its upper half
+// (the stack grew down into it: an overflow, whose -fstack-clash-protection probes land within a page
+// of the stack), or in its lower half (reached from the slot below, by writing up past the top of that
+// thread's stack: a local array indexed past its end).
+enum StackGuardHit { NOT_IN_GUARD, GREW_INTO_GUARD, PAST_STACK_TOP };
+StackGuardHit in_stack_guard(uintptr_t addr) {
     Worker& w = me();
     const uintptr_t pool = reinterpret_cast<uintptr_t>(w.stack_pool);
-    if (!pool || addr < pool || addr >= pool + w.stack_pool_count * g_slot_size) return false;
+    if (!pool || addr < pool || addr >= pool + w.stack_pool_count * g_slot_size) return NOT_IN_GUARD;
     const char* slot = reinterpret_cast<const char*>(addr - (addr - pool) % g_slot_size);
-    return addr < uintptr_t(usable_stack(slot));  // below the stack: in the slot's guard region
+    const uintptr_t guard_lo = uintptr_t(slot), guard_hi = uintptr_t(usable_stack(slot));
+    if (addr >= guard_hi) return NOT_IN_GUARD;
+    return addr >= guard_lo + (guard_hi - guard_lo) / 2 ? GREW_INTO_GUARD : PAST_STACK_TOP;
 }
 
 std::string shared_name(const SharedRegion& r, const Worker& w);
@@ -926,7 +933,10 @@ std::string describe_fault() {
     const std::string shared = sig == SIGSEGV ? shared_guard_hit(w, addr) : "";
     if (!shared.empty()) {
         what = shared;
-    } else if ((sig == SIGSEGV || sig == SIGBUS) && in_stack_guard(addr)) {
+    } else if ((sig == SIGSEGV || sig == SIGBUS) && in_stack_guard(addr) == PAST_STACK_TOP) {
+        what = fmt("%s: an access above the top of the thread's stack, at address 0x%lx (a local array "
+                   "indexed past its end?)", sig == SIGSEGV ? "SIGSEGV" : "SIGBUS", (unsigned long)addr);
+    } else if ((sig == SIGSEGV || sig == SIGBUS) && in_stack_guard(addr) == GREW_INTO_GUARD) {
         what = fmt("stack overflow: the thread needs more than its %zu-byte stack (large local arrays or deep "
                    "recursion); launch with a larger stack_size= (bytes per thread)", g_stack_size);
     } else if (sig == SIGSEGV || sig == SIGBUS) {
