@@ -473,6 +473,13 @@ _UFUNC_METHODS = {"reduce": {"add", "multiply"}, "accumulate": {"add", "multiply
                   "at": {"add", "subtract", "maximum", "minimum", "bitwise_and", "bitwise_or", "bitwise_xor"}}
 
 
+# the dtypes CuPy 13's scatter kernels (atomicAdd, atomicMax ...) take in ufunc.at
+_AT_DTYPES = {"add": {"int32", "float16", "float32", "float64", "uint32", "uint64"},
+              "subtract": {"int32", "uint32"},
+              "maximum": {"int32", "float32", "float64", "uint32", "uint64"},
+              "minimum": {"int32", "float32", "float64", "uint32", "uint64"}}
+
+
 class ufunc:
     """CuPy's ufunc: call keywords out/dtype/casting only (no ``where``), methods only where CuPy
     13 has them."""
@@ -503,6 +510,9 @@ class ufunc:
 
     def at(self, a, indices, b=None):
         self._method("at", None)  # refuses where CuPy has no .at
+        kinds = _AT_DTYPES.get(self.name)
+        if kinds is not None and np.dtype(a.dtype).name not in kinds:  # CuPy's atomics
+            raise TypeError(f"cupy.{self.name}.at only supports {', '.join(sorted(kinds))} as data type")
         args = () if b is None else (_unwrap(b),)
         getattr(self._np, "at")(_unwrap(a), _unwrap(indices, host_ok=True), *args)
 

@@ -10,7 +10,8 @@ test_ops.py's gradient checks, test_torch_conformance_methods.py's and _more.py'
 trajectories and gradient clipping, random fills; test_lora_composition.py's add_weighted_adapter
 and PiSSA/OLoRA cases. The op suites run in float64, so no kernel launches (kernels take float32
 only: ``minilora.kernels.supports``); the float32 LoRA models run with ``uses_kernels`` off. A
-kernel that tried to launch would raise ``FakeCupyLimit``. A pass here is not a GPU run: that is benchmarks/gpu_check.sh.
+kernel that tried to launch would raise ``FakeCupyLimit``. A pass here is not a GPU run: that is
+benchmarks/gpu_check.sh.
 """
 import numpy as np
 import pytest
@@ -98,6 +99,24 @@ def test_clip_grad_norm_on_cuda(norm_type, cuda_by_default):
 def test_random_fills_on_cuda(cuda_by_default):
     """normal_/uniform_ draw on the host and must move the draw to the device before writing it."""
     conformance_suite.test_data_normal_and_nn_init_on_data()
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int8", "bool", "float32"])
+def test_integer_scatter_adds_on_cuda(dtype, fake_cuda):
+    """index_add/scatter_add/index_put(accumulate=True) of integer tensors: CuPy's add.at takes
+    float16/32/64 and (u)int32/uint64 only, so the other dtypes go through a wider or unsigned view."""
+    big = np.iinfo(np.int64).max if dtype == "int64" else 100  # wraps around, as torch's int64 does
+    values = np.array([[big, 3], [big, -2], [1, 1]]).astype(dtype)
+    results = []
+    for dev in ("cpu", "cuda"):
+        x = ml.tensor(np.ones((3, 2), dtype=dtype), device=dev)
+        v, idx = ml.tensor(values, device=dev), ml.tensor([0, 0, 2], device=dev)
+        parts = [x.index_add(0, idx, v), x.scatter_add(0, ml.tensor([[0, 1], [0, 1], [2, 2]], device=dev), v),
+                 ml.index_put(x, (idx,), v, accumulate=True)]
+        results.append([p.cpu().numpy() for p in parts])
+    for on_cpu, on_cuda in zip(*results):
+        assert on_cuda.dtype == on_cpu.dtype
+        np.testing.assert_array_equal(on_cuda, on_cpu)
 
 
 @pytest.mark.skipif(composition_suite is None, reason="needs transformers and peft")

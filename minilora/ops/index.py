@@ -14,6 +14,7 @@ import numpy as np
 
 from ..device import xp_of
 from ..tensor import Function, Tensor, no_grad
+from .shape import add_at
 
 __all__ = ["gather", "sort", "argsort", "topk", "cumsum", "repeat", "tril", "triu", "nonzero",
            "return_type", "index_select", "index_add", "scatter", "scatter_add", "take_along_dim",
@@ -307,7 +308,7 @@ class IndexAdd(Function):
     def forward(ctx, a, source, index, axis, alpha):
         ctx.where, ctx.alpha = _along(axis, index), alpha
         out = a.copy()
-        xp_of(a).add.at(out, ctx.where, source * alpha if alpha != 1 else source)
+        add_at(out, ctx.where, source * alpha if alpha != 1 else source)
         return out
 
     @staticmethod
@@ -348,7 +349,7 @@ class Scatter(Function):
         values = src[ctx.block] if getattr(src, "ndim", 0) else src
         out = a.copy()
         if add:
-            xp_of(a).add.at(out, ctx.where, values)
+            add_at(out, ctx.where, values)
         else:
             out[ctx.where] = values
         return out

@@ -61,6 +61,26 @@ class GetItem(Function):
         return out
 
 
+# CuPy's add.at is an atomicAdd kernel, for these dtypes only
+_CUPY_ADD_AT = tuple(np.dtype(t) for t in ("float16", "float32", "float64", "int32", "uint32", "uint64"))
+
+
+def add_at(out, index, values):
+    """``out[index] += values`` in place, repeated indices adding up (``np.add.at``). On CuPy an
+    int64 ``out`` adds through a uint64 view (two's complement: the same bits, the same wraparound)
+    and the other small integer and bool dtypes through int32, then cast back as torch wraps."""
+    xp = xp_of(out)
+    if xp is np or out.dtype in _CUPY_ADD_AT:
+        xp.add.at(out, index, values)
+    elif out.dtype == np.int64:
+        values = xp.asarray(values).astype(np.int64)
+        xp.add.at(out.view(np.uint64), index, values.view(np.uint64))
+    else:
+        wide = out.astype(np.int32)
+        xp.add.at(wide, index, xp.asarray(values).astype(np.int32))
+        out[...] = wide if out.dtype != np.bool_ else wide != 0
+
+
 class IndexPut(Function):
     """torch's ``index_put``, what ``a[index] = values`` runs: a copy of ``a`` with ``values`` written
     (or, ``accumulate=True``, added) at ``index``. The gradient reaches ``values`` from the written
@@ -72,7 +92,7 @@ class IndexPut(Function):
         ctx.index, ctx.accumulate, ctx.values_shape = index, accumulate, getattr(values, "shape", ())
         out = a.copy()
         if accumulate:
-            xp_of(a).add.at(out, index, values)
+            add_at(out, index, values)
         else:
             out[index] = values
         return out
