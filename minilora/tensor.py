@@ -813,7 +813,7 @@ class Tensor:
                                    f"{self._device.name}; move one with .to()")
             value = value._array
         try:
-            self._array[ops.shape._raw_index(index)] = value
+            self._array[ops.shape._raw_index(index, self._device)] = value
         except ValueError as exc:
             if "read-only" not in str(exc):
                 raise

@@ -119,6 +119,23 @@ def test_integer_scatter_adds_on_cuda(dtype, fake_cuda):
         np.testing.assert_array_equal(on_cuda, on_cpu)
 
 
+def test_index_tensors_on_cpu_or_the_indexed_device_as_torch(fake_cuda):
+    """A cuda tensor takes cpu indices (CuPy copies them in); a cpu tensor refuses cuda ones with
+    torch's RuntimeError instead of NumPy failing to read a CuPy array."""
+    x, y = ml.arange(6.0).reshape(2, 3), ml.arange(6.0, device="cuda").reshape(2, 3)
+    rows, mask = ml.tensor([1, 1, 0]), ml.tensor([True, False])
+    np.testing.assert_array_equal(y[rows].cpu().numpy(), x[rows].numpy())
+    np.testing.assert_array_equal(y[mask].cpu().numpy(), x[mask].numpy())
+    y[rows[:1]] = 0.0
+    assert y.sum().item() == 3.0  # row 1 (3 + 4 + 5) written to zero
+    for index in (rows.to("cuda"), mask.to("cuda")):
+        with pytest.raises(RuntimeError, match=r"indices should be either on cpu or on the same device "
+                                               r"as the indexed tensor \(cpu\)"):
+            x[index]
+        with pytest.raises(RuntimeError, match="indices should be either on cpu"):
+            x[index] = 1.0
+
+
 @pytest.mark.skipif(composition_suite is None, reason="needs transformers and peft")
 @pytest.mark.parametrize("case", list(getattr(composition_suite, "CASES", ())))
 def test_add_weighted_adapter_on_cuda(hf, case, cuda_without_kernels):

@@ -209,20 +209,25 @@ def transpose(input, dim0=-2, dim1=-1):
 
 
 def getitem(input, index):
-    return GetItem.apply(input, index=_raw_index(index))
+    return GetItem.apply(input, index=_raw_index(index, input.device))
 
 
 def index_put(input, indices, values, accumulate=False):
     """``torch.index_put``: ``input`` with ``values`` put (or added) at ``indices``, out of place;
     ``x[idx] = v`` is its in-place form (``Tensor.__setitem__``)."""
-    return IndexPut.apply(input, values, index=_raw_index(indices), accumulate=bool(accumulate))
+    return IndexPut.apply(input, values, index=_raw_index(indices, input.device),
+                          accumulate=bool(accumulate))
 
 
-def _raw_index(index):
-    """Tensors inside an index become their arrays (indices never carry gradients)."""
+def _raw_index(index, device=None):
+    """Tensors inside an index become their arrays (indices never carry gradients). As torch, an
+    index tensor lives on cpu or on the indexed tensor's ``device`` (NumPy cannot read a CuPy one)."""
     if isinstance(index, tuple):
-        return tuple(_raw_index(i) for i in index)
+        return tuple(_raw_index(i, device) for i in index)
     if isinstance(index, Tensor):
+        if device is not None and index.device.type not in ("cpu", device.type):
+            raise RuntimeError(f"indices should be either on cpu or on the same device as the indexed "
+                               f"tensor ({device.type})")
         if index.dtype == np.uint8:  # torch still reads a uint8 index as a mask (deprecated), not
             warnings.warn("indexing with dtype torch.uint8 is now deprecated, please use a dtype "
                           "torch.bool instead.", UserWarning, stacklevel=3)  # as NumPy's integers
