@@ -18,12 +18,16 @@ CuPy's rules where they differ from NumPy's:
   and raise where CuPy has no such function, as the real protocol does;
 * reductions and indexing give 0-d arrays, never NumPy scalars; ufunc methods exist only where
   CuPy 13 has them (``reduce``/``accumulate``: add, multiply; ``reduceat``: add; ``at``: add,
-  subtract, maximum, minimum, bitwise and/or/xor);
+  subtract, maximum, minimum, bitwise and/or/xor, each for the dtypes its atomics take);
+* views keep identity (``x[1:].base is x``), ``asarray`` of host data copies it;
 * kernels (``RawModule``, ``ElementwiseKernel``...) cannot compile here and say so.
 
-Its own limits (what a pass here does not prove): dtype promotion, rounding and speed are NumPy's;
-lists of Python numbers are accepted wherever NumPy accepts them; positional-argument counts are
-not checked. The real GPU run is ``benchmarks/gpu_check.sh``.
+Its own limits (what a pass here does not prove): dtype promotion (CuPy's rules for Python and
+NumPy scalars), rounding and speed are NumPy's; lists of Python numbers are accepted wherever NumPy
+accepts them; a NumPy array is accepted wherever a parameter takes shapes, axes or indices
+(STRUCTURAL), which CuPy does through Cython's sequence conversion -- not checked name by name;
+positional-argument counts are not checked; ``.data`` (device pointers), streams and NCCL are
+absent. The real GPU run is ``benchmarks/gpu_check.sh``.
 
 Use: ``install(monkeypatch)`` (see tests/test_cuda_standin.py) puts it in ``sys.modules`` as
 ``cupy`` and re-probes minilora's ``cuda`` device, which is then enabled with this module as xp.
@@ -37,9 +41,11 @@ import numpy as np
 import scipy.special
 
 # ---- CuPy 13.3's namespace ---------------------------------------------------------------------
-# Made from the cupy-cuda12x 13.3.0 wheel, which imports without a GPU: every public name of cupy
-# (and of cupy.ndarray, cupy.linalg, cupy.random, cupy.fft), with the keyword names of the functions
-# whose signature Python or the docstring gives (``name(a axis out)``); a bare name takes any keyword.
+# Made from the cupy-cuda12x 13.3.0 wheel, which imports without a GPU (``pip download
+# cupy-cuda12x==13.3.0 --no-deps``, unzip, ``pip install --target`` fastrlock beside it): every
+# public name of cupy (and of cupy.ndarray, cupy.linalg, cupy.random, cupy.fft) from dir(), with the
+# parameter names of the functions whose signature inspect.signature or the Cython docstring gives
+# (``name(a axis out)``); a bare name takes any keyword.
 _CUPY = """
 AxisError ComplexWarning DataSource ElementwiseKernel Inf Infinity ModuleDeprecationWarning NAN NINF
 NZERO NaN PINF PZERO RankWarning RawKernel RawModule ReductionKernel TooHardError
@@ -341,6 +347,11 @@ class ndarray:
     real = property(lambda self: ndarray._of(self._a.real))
     imag = property(lambda self: ndarray._of(self._a.imag))
     device = property(lambda self: Device(0))
+
+    @property
+    def data(self):  # a kernel launch's device pointer: the one thing a host array cannot give
+        raise FakeCupyLimit("the fake CuPy has no device memory (.data): kernels run on a real GPU "
+                            "(benchmarks/gpu_check.sh) or in the emulator (device 'emu')")
 
     def get(self, stream=None, order="C", out=None, blocking=True):
         host = np.array(self._a, order=order)
