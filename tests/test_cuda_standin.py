@@ -60,6 +60,12 @@ def test_ops_grad_check_on_cuda(case, fake_cuda):
     ops_suite.test_grad_check(case, 0, "cuda")
 
 
+@pytest.mark.parametrize("case", ops_suite.REF_CASES, ids=[c.name for c in ops_suite.REF_CASES])
+def test_ops_float32_on_cuda(case, cuda_without_kernels):
+    """The float32 branches (fastmath's erf/GELU approximations...) on device arrays, kernels off."""
+    ops_suite.test_float32_forward_is_float32_and_close_to_float64(case)
+
+
 @pytest.mark.parametrize("name,snippet,inputs", methods_suite.CASES, ids=[c[0] for c in methods_suite.CASES])
 def test_methods_same_on_cuda_as_on_cpu(name, snippet, inputs, fake_cuda):
     methods_suite.test_same_on_every_device(name, snippet, inputs, "cuda")
