@@ -49,8 +49,12 @@ def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=Fa
     return Tensor(values, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
-def from_numpy(array, device=None):
-    return Tensor(array, dtype=array.dtype, device=device)
+def from_numpy(ndarray):
+    """``torch.from_numpy``: a CPU tensor sharing ``ndarray``'s memory (whatever the default device:
+    sharing memory with a NumPy array is only possible on the CPU)."""
+    if not isinstance(ndarray, _np.ndarray):
+        raise TypeError(f"expected np.ndarray (got {type(ndarray).__name__})")
+    return Tensor(ndarray, dtype=ndarray.dtype, device="cpu")
 
 
 # The op wrappers at top level too, as torch.exp / torch.cat users expect.

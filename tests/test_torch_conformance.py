@@ -722,7 +722,9 @@ def test_tensor_copies_its_data_and_legacy_constructor_rejects_a_float():
     assert x[0].item() == 1.0  # torch.tensor copies; torch.from_numpy shares
     y = ml.from_numpy(array)
     array[1] = 7
-    assert y[1].item() == 7.0 and y.dtype == ml.float64
+    assert y[1].item() == 7.0 and y.dtype == ml.float64 and y.device.type == "cpu"
+    with pytest.raises(TypeError):  # torch.from_numpy takes a NumPy array only
+        ml.from_numpy([1.0, 2.0])
 
     def snippet(lib):
         return lib.Tensor(3.0)

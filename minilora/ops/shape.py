@@ -39,7 +39,7 @@ class Permute(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return g.transpose(np.argsort(ctx.axes))
+        return g.transpose(tuple(np.argsort(ctx.axes).tolist()))  # a tuple: CuPy wants no host array
 
 
 class GetItem(Function):
