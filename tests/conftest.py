@@ -54,6 +54,26 @@ def split_into_blocks(monkeypatch):
 
 
 @pytest.fixture
+def racecheck_every_launch(monkeypatch):
+    """Every emulator launch in the test runs under racecheck=True (compute-sanitizer's racecheck: two
+    threads touching one shared byte, one writing, with no barrier between). Yields the list of the
+    kernel names launched, for the test to check that the kernels it means were reached."""
+    from minilora import emulator as emu
+    real_call = emu.RawKernel.__call__
+    launched = []
+
+    def with_racecheck(self, grid, block, args, shared_mem=0, **kw):
+        if self._variant == "racecheck":  # already the checked build: launch it
+            return real_call(self, grid, block, args, shared_mem, **kw)
+        launched.append(self.name)
+        kw.pop("check_races", None)
+        return real_call(self, grid, block, args, shared_mem, racecheck=True, **kw)
+
+    monkeypatch.setattr(emu.RawKernel, "__call__", with_racecheck)
+    return launched
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(1234)
 

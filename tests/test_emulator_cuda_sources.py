@@ -451,19 +451,9 @@ def test_racecheck_passes_the_teaching_kernels_and_catches_the_missing_matmul_ba
 
 
 @pytest.mark.parametrize("version", kernels.VERSIONS)
-def test_every_project_kernel_passes_racecheck(version, monkeypatch):
+def test_every_project_kernel_passes_racecheck(version, racecheck_every_launch):
     """kernels/*.cu (LoRA forward/backward in every version, AdamW, BGMV) with every launch under racecheck."""
-    real_call = emu.RawKernel.__call__
-    launched = []
-
-    def with_racecheck(self, grid, block, args, shared_mem=0, **kw):
-        if self._variant == "racecheck":  # already the checked build: launch it
-            return real_call(self, grid, block, args, shared_mem, **kw)
-        launched.append(self.name)
-        kw.pop("check_races", None)
-        return real_call(self, grid, block, args, shared_mem, racecheck=True, **kw)
-
-    monkeypatch.setattr(emu.RawKernel, "__call__", with_racecheck)
+    launched = racecheck_every_launch
     M, N, K, r = 37, 45, 29, 5  # ragged: not multiples of any tile
     X, W0 = rng.standard_normal((M, K)).astype(np.float32), rng.standard_normal((N, K)).astype(np.float32)
     A, B = rng.standard_normal((r, K)).astype(np.float32), rng.standard_normal((N, r)).astype(np.float32)

@@ -300,22 +300,11 @@ def test_lora_backward_bf16_rejects_what_it_cannot_compute():
     assert dX.shape == (0, 8) and not dA.any() and not dB.any()
 
 
-def test_bf16_kernels_pass_the_shared_memory_racecheck(monkeypatch):
+def test_bf16_kernels_pass_the_shared_memory_racecheck(racecheck_every_launch):
     """Every launch of lora_forward_bf16 and lora_backward_bf16 under the emulator's racecheck (compute-sanitizer's:
     two threads touching the same shared byte, one writing, with no barrier between), on the cp.async path and the
     plain-load path. (check_races above compares whole runs under several schedules; this checks each access.)"""
-    from minilora import emulator as emu
-    real_call = emu.RawKernel.__call__
-    launched = []
-
-    def with_racecheck(self, grid, block, args, shared_mem=0, **kw):
-        if self._variant == "racecheck":  # already the checked build: launch it
-            return real_call(self, grid, block, args, shared_mem, **kw)
-        launched.append(self.name)
-        kw.pop("check_races", None)
-        return real_call(self, grid, block, args, shared_mem, racecheck=True, **kw)
-
-    monkeypatch.setattr(emu.RawKernel, "__call__", with_racecheck)
+    launched = racecheck_every_launch
     for version in kernels.BF16_VERSIONS:
         for M, N, K, r in ((40, 136, 136, 17), (37, 45, 50, 3)):
             (X, W0, A, B, dY, _), (Xb, Wb, dYb) = lora_bf16_backward_case(9, M, N, K, r)
