@@ -28,8 +28,7 @@ under them.
 Most tensors are never viewed or changed in place, and one op runs for every ``+``, so that
 bookkeeping is paid only where it is used: a tensor gets its counter the first time it is viewed or
 changed (``_counter`` is ``None`` until then: version 0); a node notes its inputs' versions only when
-one is not 0; a tensor remembers the nodes it had before an in-place op (``_past``) only once it has
-had one; and backward skips the checks for every node recorded after the last in-place change
+one is not 0; and backward skips the checks for every node recorded after the last in-place change
 anywhere (``_last_change``), which is all of them in an ordinary forward pass.
 
 Ops themselves live in ``minilora/ops``: each is a ``Function`` subclass with
@@ -375,11 +374,10 @@ def _refresh_view(view):
 
 def _check_versions(ctx):
     """torch's saved-tensor check, at backward: an input (or the output) whose storage changed in
-    place since the op ran is an error if the op saved that storage for backward. A node recorded
-    after the last in-place change anywhere has nothing to check (the common case); otherwise the
-    versions are compared first, and only a changed one is looked up among the saved arrays."""
-    if ctx.seq > _last_change:
-        return
+    place since the op ran is an error if the op saved that storage for backward. Backward calls it
+    only for nodes made before the last in-place change anywhere (``_last_change``: a node made after
+    it has nothing to check). The versions are compared first; only a changed one is looked up among
+    the saved arrays."""
     then = ctx.versions or (0,) * len(ctx.inputs)
     changed = [(x._version, v, f"input {i}", x._array) for i, (x, v) in enumerate(zip(ctx.inputs, then))
                if isinstance(x, Tensor) and x._version != v]
