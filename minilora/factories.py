@@ -19,7 +19,7 @@ from .tensor import Tensor
 
 __all__ = ["zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like",
            "eye", "rand", "randn", "rand_like", "randn_like", "randint", "linspace", "is_tensor",
-           "numel", "tril_indices", "triu_indices"]
+           "numel", "tril_indices", "triu_indices", "as_tensor"]
 
 
 def _size(size, fn):
@@ -43,6 +43,19 @@ def _float_dtype(dtype):
 
 def _make(array, dtype, device, requires_grad):
     return Tensor(array, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def as_tensor(data, dtype=None, device=None):
+    """``torch.as_tensor``: ``data`` as a tensor, without a copy where none is needed. A tensor of the
+    asked dtype and device comes back as it is (otherwise converted with ``.to``, which autograd
+    follows); a NumPy array of the asked dtype shares its memory when the device keeps NumPy arrays
+    (cpu, emu); anything else is copied, its dtype inferred as ``tensor(data)`` does."""
+    if isinstance(data, Tensor):
+        return data if dtype is None and device is None else data.to(device=device, dtype=dtype)
+    if isinstance(data, np.ndarray):
+        return Tensor(data, dtype=data.dtype if dtype is None else dtypes.to_dtype(dtype), device=device)
+    from .tensor import tensor
+    return tensor(data, dtype=dtype, device=device)
 
 
 # ---- filled with one value -----------------------------------------------------------------------

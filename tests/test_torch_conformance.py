@@ -715,6 +715,21 @@ def test_tensor_constructors_infer_dtypes_as_torch():
     check(snippet)
 
 
+def test_as_tensor_shares_what_it_can():
+    """torch.as_tensor: a NumPy array of the same dtype is shared, a dtype change copies, a tensor comes
+    back as itself (or converted, with autograd following), numbers infer the dtype as tensor() does."""
+    def snippet(lib):
+        a = np.ones(3)
+        shared, converted = lib.as_tensor(a), lib.as_tensor(a, dtype=lib.float32)
+        a[0] = 5
+        x = lib.tensor([1.0, 2.0], requires_grad=True)
+        same, cast = lib.as_tensor(x), lib.as_tensor(x, dtype=lib.float64)
+        (cast * cast).sum().backward()
+        return [shared, converted, same is x, x.grad, lib.as_tensor([1.0, 2]), lib.as_tensor(3),
+                lib.as_tensor([[True]]), lib.as_tensor(a[::2])]
+    check(snippet)
+
+
 def test_tensor_copies_its_data_and_legacy_constructor_rejects_a_float():
     array = np.ones(3)
     x = ml.tensor(array)

@@ -674,7 +674,7 @@ FUNCTIONS = ["zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty
              "argmax", "logsumexp", "prod", "cat", "stack", "chunk", "split", "nonzero", "max",
              "var", "std", "norm", "squeeze", "flatten", "eq", "ne", "lt", "gt", "le", "ge",
              "remainder", "multinomial", "logical_and", "bitwise_or", "randperm", "round", "allclose",
-             "isclose", "equal", "mm", "bmm", "dot", "outer", "unbind"]
+             "isclose", "equal", "mm", "bmm", "dot", "outer", "unbind", "as_tensor", "from_numpy"]
 # NumPy's names, which torch accepts as aliases (x.sum(axis=0, keepdims=True)) without documenting them.
 NUMPY_ALIASES = {"axis", "keepdims"}
 # Parameters torch has and minilora deliberately does not (no out=, layouts, memory formats, pickle).
