@@ -189,14 +189,20 @@ class CumSum(Function):
 
 def cumsum(input, dim, *, dtype=None):
     """``torch.cumsum``: running sums along ``dim``. Integer and bool inputs sum as int64 (torch)."""
+    return _running(CumSum, "cumsum", input, dim, dtype)
+
+
+def _running(op, name, input, dim, dtype):
+    """cumsum / cumprod: ``dtype`` first if given, integers and bools as int64 (torch), a 0-d input
+    returned as a copy."""
     if dtype is not None:
         input = input.to(dtype=dtype)
     elif input.dtype.kind in "biu":
         input = input.long()
     if input.ndim == 0:
-        _dim(dim, 0, "cumsum")
+        _dim(dim, 0, name)
         return input.clone()
-    return CumSum.apply(input, axis=_dim(dim, input.ndim, "cumsum"))
+    return op.apply(input, axis=_dim(dim, input.ndim, name))
 
 
 # ---- repeat --------------------------------------------------------------------------------------
@@ -462,14 +468,7 @@ class CumProd(Function):
 
 def cumprod(input, dim, *, dtype=None):
     """``torch.cumprod``: running products along ``dim``; integer and bool inputs as int64."""
-    if dtype is not None:
-        input = input.to(dtype=dtype)
-    elif input.dtype.kind in "biu":
-        input = input.long()
-    if input.ndim == 0:
-        _dim(dim, 0, "cumprod")
-        return input.clone()
-    return CumProd.apply(input, axis=_dim(dim, input.ndim, "cumprod"))
+    return _running(CumProd, "cumprod", input, dim, dtype)
 
 
 # ---- unique, bincount, repeat_interleave, median -------------------------------------------------
