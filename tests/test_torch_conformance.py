@@ -36,6 +36,8 @@ def _plain(value):
         return ("dtype", str(value).removeprefix("torch."))
     if isinstance(value, np.dtype):
         return ("dtype", str(value))
+    if isinstance(value, dict):  # a state_dict, hooks' records: keys in order, values compared
+        return [("key", k, _plain(v)) for k, v in value.items()]
     if isinstance(value, (tuple, list)):
         return [_plain(v) for v in value]
     return value

@@ -24,43 +24,9 @@ X2, X5 = RNG.standard_normal((2, 3)), RNG.standard_normal((5, 3))  # inputs, the
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
-def _plain(value):
-    """A snippet's result as comparable Python values: tensors as ("tensor", dtype name, array)."""
-    if isinstance(value, (torch.Tensor, ml.Tensor)):
-        array = value.detach().numpy() if isinstance(value, torch.Tensor) else value.numpy()
-        return ("tensor", str(value.dtype).removeprefix("torch."), array)
-    if isinstance(value, (torch.dtype, np.dtype)):
-        return ("dtype", str(value).removeprefix("torch."))
-    if isinstance(value, dict):
-        return [("key", k, _plain(v)) for k, v in value.items()]
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _assert_same(theirs, ours, where):
-    if isinstance(theirs, list):
-        assert isinstance(ours, list) and len(ours) == len(theirs), f"{where}: {ours!r}\n torch {theirs!r}"
-        for i, (a, b) in enumerate(zip(theirs, ours)):
-            _assert_same(a, b, f"{where}[{i}]")
-    elif isinstance(theirs, tuple) and theirs and theirs[0] == "tensor":
-        assert isinstance(ours, tuple) and ours[0] == "tensor", f"{where}: got {ours!r}"
-        assert ours[1] == theirs[1], f"{where}: dtype {ours[1]}, torch {theirs[1]}"
-        np.testing.assert_allclose(ours[2], theirs[2], rtol=1e-12, atol=1e-12, err_msg=where)
-    else:
-        assert ours == theirs, f"{where}: {ours!r}, torch {theirs!r}"
-
-
-def check(snippet):
-    _assert_same(_plain(snippet(torch)), _plain(snippet(ml)), snippet.__name__)
-
-
-def expect_error(snippet):
-    """torch raises: minilora raises the same exception type."""
-    with pytest.raises(Exception) as theirs:
-        snippet(torch)
-    with pytest.raises(theirs.type):
-        snippet(ml)
+# One snippet, two libraries: the comparison (values to 1e-12, dtypes by name, dicts key by key) and the
+# error-type check are test_torch_conformance.py's.
+from test_torch_conformance import check, expect_error  # noqa: E402
 
 
 def t(lib, array, grad=False):
