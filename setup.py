@@ -21,8 +21,10 @@ setup(
     include_package_data=False,
     install_requires=["numpy"],
     extras_require={
-        "cuda": ["cupy-cuda12x"],
-        "test": ["pytest", "hypothesis", "nbclient", "nbformat", "ipykernel", "matplotlib", "tqdm", "httpx"],
+        # bfloat16: ml_dtypes adds it to NumPy; CuPy takes that same dtype from version 14 on
+        "bf16": ["ml_dtypes"],
+        "cuda": ["cupy-cuda12x", "ml_dtypes"],
+        "test": ["ml_dtypes", "pytest", "hypothesis", "nbclient", "nbformat", "ipykernel", "matplotlib", "tqdm", "httpx"],
         "interop": ["torch==2.13.0", "transformers", "peft", "safetensors", "tokenizers"],
         "tools": ["tokenizers", "safetensors", "tqdm", "matplotlib"],
         "notebooks": ["nbclient", "nbformat", "ipykernel", "matplotlib"],

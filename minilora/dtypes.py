@@ -3,8 +3,17 @@
 ``minilora.float32``, ``minilora.long``, ``minilora.bool`` ... *are* NumPy dtype objects
 (``minilora.float32 is numpy.dtype('float32')``). That costs nothing anywhere: NumPy and CuPy take
 them as they are, ``x.dtype == minilora.float32`` and ``x.dtype == 'float32'`` both hold, and a
-tensor's ``.dtype`` needs no conversion. What NumPy cannot hold (bfloat16) is a placeholder that
-raises a clear error when used, instead of silently computing in another dtype.
+tensor's ``.dtype`` needs no conversion.
+
+NumPy itself has no bfloat16. The ``ml_dtypes`` package (JAX's; ``pip install minilora[bf16]``) adds one
+to NumPy, and CuPy >= 14 takes the same dtype on the GPU, so with it installed ``minilora.bfloat16`` is
+``numpy.dtype(ml_dtypes.bfloat16)`` like every other dtype here. Without it, ``minilora.bfloat16`` is a
+placeholder that raises a clear error when used, instead of silently computing in another dtype.
+
+16-bit floats keep 8 (bfloat16) or 11 (float16) significant bits, so a sum of many of them rounded
+after every addition drifts. torch computes each elementwise op in float32 and rounds the result once;
+reductions and matrix products accumulate in float32 (``compute_dtype``) and round at the end. The ops
+follow that; NumPy alone would accumulate a bfloat16 sum in bfloat16.
 
 ``result_type(*operands)`` follows torch's promotion rules, which differ from NumPy's:
 
@@ -23,7 +32,7 @@ import numpy as np
 
 __all__ = ["float16", "float32", "float64", "bfloat16", "half", "float", "double", "int8", "uint8",
            "int16", "int32", "int64", "int", "long", "short", "bool", "get_default_dtype",
-           "set_default_dtype", "result_type", "promote_types", "to_dtype", "is_floating_point"]
+           "set_default_dtype", "result_type", "promote_types", "to_dtype", "is_floating_point", "HAS_BFLOAT16"]
 
 float16 = half = np.dtype("float16")
 float32 = float = np.dtype("float32")  # noqa: A001  (torch.float)
@@ -52,8 +61,13 @@ class UnsupportedDType:
                          f"cannot compute in it. {self.advice}")
 
 
-bfloat16 = UnsupportedDType("bfloat16", "Use minilora.float32 (bfloat16 checkpoints are widened to "
-                                        "float32 when loaded) or minilora.float16.")
+try:
+    import ml_dtypes as _ml_dtypes
+    bfloat16 = np.dtype(_ml_dtypes.bfloat16)
+except ImportError:  # bfloat16 stays a name that explains itself
+    bfloat16 = UnsupportedDType("bfloat16", "Install ml_dtypes (pip install 'minilora[bf16]'), which adds "
+                                            "bfloat16 to NumPy, or use minilora.float32 or minilora.float16.")
+HAS_BFLOAT16 = isinstance(bfloat16, np.dtype)
 
 _default_float = float32
 
@@ -90,18 +104,50 @@ def to_dtype(dtype):
         name = dtype.removeprefix("torch.").removeprefix("minilora.")
         name = _NAMES.get(name, name)
         if name == "bfloat16":
-            raise bfloat16.error()
+            if not HAS_BFLOAT16:
+                raise bfloat16.error()
+            return bfloat16
         dtype = name
     return np.dtype(dtype)
 
 
 def is_floating_point(dtype):
-    return to_dtype(dtype).kind == "f"
+    """True for float16/bfloat16/float32/float64 (NumPy files bfloat16 under kind 'V', not 'f')."""
+    dtype = to_dtype(dtype)
+    return dtype.kind == "f" or dtype is bfloat16
+
+
+def is_floating(dtype):
+    """``is_floating_point`` for a dtype that is already a NumPy dtype (no name lookup: on hot paths)."""
+    return dtype.kind == "f" or dtype is bfloat16
+
+
+def compute_dtype(dtype):
+    """The dtype torch accumulates sums and matrix products of ``dtype`` in: float32 for the 16-bit
+    floats (the result is rounded back once, at the end), the dtype itself otherwise."""
+    if dtype.itemsize == 2 and is_floating(dtype):
+        return float32
+    return dtype
+
+
+def upcast(array):
+    """``array`` in its compute dtype: a float32 copy of a 16-bit float array, else ``array`` itself.
+    An op computes on this and rounds its result back to the input dtype once (``.astype(dtype)``)."""
+    dtype = array.dtype
+    return array.astype(float32) if dtype.itemsize == 2 and (dtype.kind == "f" or dtype is bfloat16) else array
+
+
+def finfo(dtype):
+    """``numpy.finfo``, which also knows bfloat16 once ml_dtypes is imported."""
+    return np.finfo(to_dtype(dtype))
 
 
 # ---- promotion -------------------------------------------------------------------------------------
+_CATEGORY = {"b": 0, "i": 1, "u": 1, "f": 2, "c": 3}
+
+
 def _category(dtype):
-    return {"b": 0, "i": 1, "u": 1, "f": 2, "c": 3}[dtype.kind]
+    return 2 if dtype is bfloat16 else _CATEGORY[dtype.kind]
 
 
 def promote_types(a, b):
@@ -120,7 +166,7 @@ def _scalar_dtype(value):
         return bool
     if isinstance(value, (builtins.int, np.integer)):
         return int64
-    if isinstance(value, (builtins.float, np.floating)):
+    if isinstance(value, (builtins.float, np.floating)) or (HAS_BFLOAT16 and isinstance(value, bfloat16.type)):
         return _default_float
     if isinstance(value, complex):
         return np.dtype("complex64")

@@ -705,7 +705,7 @@ class Tensor:
         return self.to(dtypes.bool)
 
     def bfloat16(self):
-        raise dtypes.bfloat16.error()
+        return self.to(dtypes.bfloat16)  # a clear error without ml_dtypes (NumPy alone has no bfloat16)
 
     def cpu(self):
         return self.to("cpu")
