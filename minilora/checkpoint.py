@@ -10,7 +10,8 @@ A ``.safetensors`` file is deliberately simple (and, unlike pickle, cannot run c
 The ``safetensors`` package does the reading and writing (its NumPy API). Before handing a file to it
 we check the header ourselves, so a truncated download or a corrupted file gives an error that names
 the file and says what is wrong, instead of a bare "MetadataIncompleteBuffer". The header also lets us
-read what NumPy has no dtype for: bfloat16 tensors (most released Llama weights) become float32.
+read what the safetensors package's NumPy API cannot: bfloat16 tensors (most released Llama weights)
+come back as bfloat16 arrays (``minilora.bfloat16``, from ml_dtypes), or, without ml_dtypes, as float32.
 
 Large checkpoints come in shards: ``model.safetensors.index.json`` maps each tensor name to the shard
 file holding it. ``load_checkpoint(directory)`` reads either layout.
@@ -34,6 +35,8 @@ import tempfile
 
 import numpy as np
 
+from .dtypes import HAS_BFLOAT16, bfloat16, is_floating
+
 __all__ = ["CheckpointError", "atomic_write", "atomic_folder", "remove_leftovers", "save_json", "load_json",
            "read_header", "save_file", "load_file", "load_checkpoint", "read_checkpoint_shapes",
            "checkpoint_files", "non_finite_names", "warn_non_finite", "SAFE_WEIGHTS_NAME",
@@ -42,10 +45,11 @@ __all__ = ["CheckpointError", "atomic_write", "atomic_folder", "remove_leftovers
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 
-# safetensors dtype names -> NumPy dtypes. BF16 has no NumPy dtype: it is read as uint16 and widened.
+# safetensors dtype names -> NumPy dtypes. BF16 is ml_dtypes' bfloat16 when that is installed; without
+# it NumPy has no such dtype, and BF16 tensors are read as uint16 and widened to float32.
 _DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
            "U64": np.uint64, "I32": np.int32, "U32": np.uint32, "I16": np.int16, "U16": np.uint16,
-           "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+           "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_} | ({"BF16": bfloat16} if HAS_BFLOAT16 else {})
 _ITEMSIZE = {name: np.dtype(dt).itemsize for name, dt in _DTYPES.items()} | {"BF16": 2}
 
 
@@ -357,7 +361,8 @@ def _check_spans(path, spans, data_len):
 
 
 def load_file(path):
-    """``{name: numpy array}`` of a safetensors file. bfloat16 tensors come back as float32."""
+    """``{name: numpy array}`` of a safetensors file. BF16 tensors come back as bfloat16 arrays
+    (float32 where ml_dtypes is not installed)."""
     header, data_start = read_header(path)
     dtypes = {info["dtype"] for name, info in header.items() if name != "__metadata__"}
     try:
@@ -373,7 +378,8 @@ def load_file(path):
 
 
 def _load_from_header(path, header, data_start):
-    """Read every tensor straight from its byte range (used for bfloat16, or without safetensors)."""
+    """Read every tensor straight from its byte range (used for bfloat16, which the safetensors
+    package's NumPy API does not know, or without safetensors)."""
     with open(path, "rb") as f:
         f.seek(data_start)
         blob = f.read()
@@ -383,9 +389,11 @@ def _load_from_header(path, header, data_start):
             continue
         begin, end = info["data_offsets"]
         if info["dtype"] == "BF16":
-            # bfloat16 is the top half of a float32: widen the 16 bits and shift them into place.
-            bits = np.frombuffer(blob, np.uint16, (end - begin) // 2, begin).astype(np.uint32)
-            array = (bits << 16).view(np.float32)
+            # The 16 bits as little-endian integers, then as bfloat16 (a view: ml_dtypes' dtype has no
+            # byte-swapped variant). Without ml_dtypes: bfloat16 is the top half of a float32, so
+            # widen the 16 bits and shift them into place.
+            bits = np.frombuffer(blob, np.dtype("<u2"), (end - begin) // 2, begin).astype(np.uint16)
+            array = bits.view(bfloat16) if HAS_BFLOAT16 else (bits.astype(np.uint32) << 16).view(np.float32)
         else:
             dtype = np.dtype(_DTYPES[info["dtype"]]).newbyteorder("<")
             array = np.frombuffer(blob, dtype, (end - begin) // dtype.itemsize, begin)
@@ -402,7 +410,7 @@ def save_file(tensors, path, metadata=None):
     to a multiple of 8 bytes), then every tensor's little-endian bytes back to back. Metadata
     defaults to ``{"format": "pt"}`` (transformers refuses safetensors files without it).
     """
-    names = {np.dtype(dt): name for name, dt in _DTYPES.items()}
+    names = {np.dtype(dt): name for name, dt in _DTYPES.items()}  # bfloat16 -> "BF16" with ml_dtypes
     meta = {"format": "pt"} if metadata is None else {str(k): str(v) for k, v in metadata.items()}
     arrays = {name: np.asarray(_host(t), order="C") for name, t in tensors.items()}
     header, chunks, offset = {"__metadata__": meta}, [], 0
@@ -412,7 +420,7 @@ def save_file(tensors, path, metadata=None):
         if array.dtype not in names:
             raise TypeError(f"save_file: tensor '{name}' has dtype {array.dtype}, which safetensors "
                             f"cannot store (supported: {', '.join(sorted(map(str, names)))})")
-        data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+        data = _little_endian_bytes(array)
         header[name] = {"dtype": names[array.dtype], "shape": list(array.shape),
                         "data_offsets": [offset, offset + len(data)]}
         chunks.append(data)
@@ -426,10 +434,22 @@ def save_file(tensors, path, metadata=None):
             f.write(data)
 
 
+def _little_endian_bytes(array):
+    """The array's bytes in little-endian order, as safetensors stores them."""
+    if array.dtype == bfloat16:  # through its 16 bits: ml_dtypes' bfloat16 cannot change byte order
+        return array.view(np.uint16).astype("<u2", copy=False).tobytes()
+    return array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
 def non_finite_names(tensors):
     """Names of the floating-point arrays in ``{name: array}`` that hold a NaN or an infinity."""
     return [name for name, t in tensors.items()
-            if np.asarray(_host(t)).dtype.kind in "fc" and not np.isfinite(_host(t)).all()]
+            if _is_float(np.asarray(_host(t)).dtype) and not np.isfinite(_host(t)).all()]
+
+
+def _is_float(dtype):
+    """Floating or complex (bfloat16 included, which NumPy files under kind 'V')."""
+    return dtype.kind == "c" or is_floating(dtype)
 
 
 def warn_non_finite(tensors, source):

@@ -6,6 +6,7 @@ import struct
 import numpy as np
 import pytest
 
+import minilora as ml
 from minilora import checkpoint
 from minilora.checkpoint import CheckpointError, atomic_write, load_checkpoint, load_file, save_file
 
@@ -43,15 +44,27 @@ def test_reading_from_the_header_matches_safetensors(tmp_path):
         np.testing.assert_array_equal(raw[name], value)
 
 
-def test_bfloat16_becomes_float32(tmp_path):
+def test_bfloat16_stays_bfloat16(tmp_path):
     torch = pytest.importorskip("torch")
     from safetensors.torch import save_file as torch_save
     values = torch.randn(4, 3).to(torch.bfloat16)
     torch_save({"w": values, "x": torch.ones(2)}, str(tmp_path / "bf16.safetensors"))
     loaded = load_file(tmp_path / "bf16.safetensors")
+    assert loaded["w"].dtype == ml.bfloat16
+    np.testing.assert_array_equal(loaded["w"].astype(np.float32), values.float().numpy())
+    np.testing.assert_array_equal(loaded["x"], np.ones(2, dtype=np.float32))
+
+
+def test_bfloat16_becomes_float32_without_ml_dtypes(tmp_path, monkeypatch):
+    """Without ml_dtypes NumPy has no bfloat16: the reader widens BF16 to float32 (exactly)."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file as torch_save
+    values = torch.randn(4, 3).to(torch.bfloat16)
+    torch_save({"w": values}, str(tmp_path / "bf16.safetensors"))
+    monkeypatch.setattr(checkpoint, "HAS_BFLOAT16", False)
+    loaded = load_file(tmp_path / "bf16.safetensors")
     assert loaded["w"].dtype == np.float32
     np.testing.assert_array_equal(loaded["w"], values.float().numpy())
-    np.testing.assert_array_equal(loaded["x"], np.ones(2, dtype=np.float32))
 
 
 def write_header(path, header, data=b""):
