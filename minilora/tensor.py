@@ -227,6 +227,7 @@ class Function:
     """
 
     kernel_forward = kernel_backward = None
+    kernel_supports = None  # optional ``(*arrays) -> bool``: which inputs the kernels take (default: float32)
 
     @staticmethod
     def forward(ctx, *arrays, **options):
@@ -324,7 +325,11 @@ def _on_kernels(cls, arrays):
     The kernel variant is a subclass made once per op, of the same name: the backward engine calls
     ``ctx.fn.backward`` and the profiler reads ``ctx.fn.__name__``, whichever path ran."""
     from . import kernels
-    if not kernels.supports(*(a.dtype for a in arrays if hasattr(a, "dtype"))):
+    if cls.kernel_supports is not None:  # an op whose kernels take more than float32 (LoRA's bf16 base)
+        supported = cls.kernel_supports(*arrays)
+    else:
+        supported = kernels.supports(*(a.dtype for a in arrays if hasattr(a, "dtype")))
+    if not supported:
         return cls
     variant = cls.__dict__.get("_kernel_variant")
     if variant is None:
