@@ -23,10 +23,22 @@ Backward (chain rule through the two small GEMMs; the frozen ``W0`` gets NO grad
 Dropout uses a counter-based hash of (seed, element index) instead of a stored mask: the mask is
 regenerated in backward (no M x K mask kept in memory) and the CUDA kernels compute the very same
 bits, so ``cpu``, ``emu`` and ``cuda`` agree exactly (see ``lora_dropout_mask``).
+
+Mixed precision (a float16/bfloat16 model, as PEFT trains it): x, W0 and bias in the 16-bit dtype, A and
+B in float32 (PEFT's ``autocast_adapter_dtype=True``) or in the same 16-bit dtype. The op then computes
+what PEFT's ``lora.Linear.forward`` computes, rounding exactly where it rounds (``_half_forward``)::
+
+    base = round16(X W0^T + bias)                    the base layer: float32 sums, rounded once
+    L    = (dropout(float(X)) A^T) B^T * scale         float32 (each product rounded, if A/B are 16-bit)
+    Y    = round16(float(base) + L)                  PEFT's ``result.to(torch_result_dtype)``
+
+On ``emu``/``cuda`` a bfloat16 base with float32 adapters and no dropout runs the tensor-core kernels
+(kernels/lora_bf16.cu), which add the LoRA term before the one rounding of Y (and of dX): within one
+bfloat16 rounding of the above.
 """
 import numpy as np
 
-from .. import kernels, parallel
+from .. import dtypes, kernels, parallel
 from ..blas import addmm_
 from ..device import xp_of
 from ..random import fresh_seed
@@ -60,6 +72,15 @@ def _dropout_multipliers(X, p, seed):
         return None
     keep = lora_dropout_mask(seed, X.shape[0], X.shape[1], p, xp_of(X))
     return keep * X.dtype.type(1.0 / (1.0 - p))
+
+
+def _half_dropout_multipliers(X, adapter_dtype, p, seed):
+    """Dropout's float32 multipliers on a 16-bit base: dropout runs on ``x.to(A.dtype)``, so ``1/(1-p)`` is
+    taken in the adapter's dtype (torch's dropout divides its mask in the input's dtype: bf16 rounds it)."""
+    if p == 0:
+        return None
+    keep = lora_dropout_mask(seed, X.shape[0], X.shape[1], p, xp_of(X))
+    return (keep * adapter_dtype.type(1.0 / (1.0 - p))).astype(np.float32)
 
 
 def _lora_forward_rows(X, keep, U, Y, W0, A, B, bias, s):
@@ -117,11 +138,100 @@ def _check_shapes(x, W0, A, B, bias):
                          f"[N, r] = [{W0.shape[0]}, {r}] (N from W0 {W0.shape}, r from A {A.shape})")
     if bias is not None and bias.shape != (W0.shape[0],):
         raise ValueError(f"lora_linear: bias has shape {bias.shape}, expected [{W0.shape[0]}]")
-    dtypes = {a.dtype for a in (x, W0, A, B) + ((bias,) if bias is not None else ())}
-    if len(dtypes) > 1:
-        raise TypeError(f"lora_linear: x, W0, A, B (and bias) must share one dtype, got "
-                        f"x {x.dtype}, W0 {W0.dtype}, A {A.dtype}, B {B.dtype}"
-                        + (f", bias {bias.dtype}" if bias is not None else ""))
+    _check_dtypes(x, W0, A, B, bias)
+
+
+def _is_half(dtype):
+    """float16 or bfloat16: a dtype that computes in float32 and is rounded back (``dtypes.compute_dtype``)."""
+    return dtype.itemsize == 2 and dtypes.is_floating(dtype)
+
+
+def _check_dtypes(x, W0, A, B, bias):
+    """x, W0 (and bias) share the base dtype; A and B share the adapter dtype, which is the base dtype or,
+    on a float16/bfloat16 base, float32 (PEFT's ``autocast_adapter_dtype=True``)."""
+    base = {a.dtype for a in (x, W0) + ((bias,) if bias is not None else ())}
+    adapter = {A.dtype, B.dtype}
+    ok = len(base) == 1 and len(adapter) == 1 and (
+        base == adapter or (_is_half(x.dtype) and A.dtype == np.float32))
+    if not ok:
+        raise TypeError(f"lora_linear: x, W0 (and bias) must share one dtype, and A, B share one dtype: the "
+                        f"same, or float32 on a float16/bfloat16 base; got x {x.dtype}, W0 {W0.dtype}, "
+                        f"A {A.dtype}, B {B.dtype}" + (f", bias {bias.dtype}" if bias is not None else ""))
+
+
+# ---- mixed precision: a float16/bfloat16 base, adapters in float32 or the same 16-bit dtype ----------------
+def _rounder(dtype):
+    """What one op in ``dtype`` does to its float32 result: round it to ``dtype`` (and carry on in float32).
+    Nothing for float32 adapters: their products stay float32."""
+    if dtype == np.float32:
+        return lambda a: a
+    return lambda a: a.astype(dtype).astype(np.float32)
+
+
+def _half_forward(X, keep, W0, A, B, bias, scale):
+    """PEFT's ``lora.Linear.forward`` on a 16-bit base: returns ``(Y [M, N] 16-bit, U [M, r] float32)``.
+
+    The base layer computes in float32 and rounds once (``F.linear`` in bf16, bias included); the adapter
+    branch runs on ``x.to(A.dtype)``: in float32 (autocast adapters) or rounded after every op (16-bit
+    adapters); ``result + lora`` promotes to float32 and ``.to(dtype)`` rounds the sum once more."""
+    dtype, rnd = X.dtype, _rounder(A.dtype)
+    Xf = dtypes.upcast(X)
+    base = Xf @ dtypes.upcast(W0).T
+    if bias is not None:
+        base += dtypes.upcast(bias)
+    base = base.astype(dtype).astype(np.float32)  # the base layer's output, a 16-bit tensor
+    Xd = Xf if keep is None else rnd(Xf * keep)  # dropout(x.to(A.dtype))
+    U = rnd(Xd @ dtypes.upcast(A).T)  # lora_A(x)
+    lora = rnd(rnd(U @ dtypes.upcast(B).T) * np.float32(scale))  # lora_B(lora_A(x)) * scaling
+    return (base + lora).astype(dtype), U
+
+
+def _half_backward(g, X, keep, U, W0, A, B, scale, need_dx, need_dA, need_dB):
+    """The gradients torch's autograd takes through ``_half_forward``: ``(dX, dA, dB)`` (None where not asked).
+
+    dY reaches the adapter branch as float32; the products of its backward are rounded only for 16-bit
+    adapters; the branch's dX is rounded to the base dtype (the backward of ``x.to(A.dtype)``) and added to
+    the base layer's ``round16(dY W0)``, as autograd accumulates the two uses of x."""
+    dtype, rnd = X.dtype, _rounder(A.dtype)
+    gf = dtypes.upcast(g)
+    g_lora = rnd(gf * np.float32(scale))  # the gradient of lora_B's output
+    dB = rnd(g_lora.T @ U).astype(A.dtype) if need_dB else None
+    if not (need_dx or need_dA):
+        return None, None, dB
+    dU = rnd(g_lora @ dtypes.upcast(B))
+    Xf = dtypes.upcast(X)
+    dA = rnd(dU.T @ (Xf if keep is None else rnd(Xf * keep))).astype(A.dtype) if need_dA else None
+    if not need_dx:
+        return None, dA, dB
+    dx_lora = rnd(dU @ dtypes.upcast(A))
+    if keep is not None:  # dropout's backward: the same mask
+        dx_lora = rnd(dx_lora * keep)
+    dx_base = (gf @ dtypes.upcast(W0)).astype(dtype)
+    dX = (dx_base.astype(np.float32) + dx_lora.astype(dtype).astype(np.float32)).astype(dtype)
+    return dX, dA, dB
+
+
+def _half_base_grads(ctx, dY, dX):
+    """``_base_grads`` for a 16-bit base: dW0 and dbias summed in float32 and rounded once, as torch's."""
+    _, nw, _, _, nbias = ctx.needs_input_grad
+    gf = dtypes.upcast(dY)
+    dW0 = (gf.T @ dtypes.upcast(ctx.X)).astype(dY.dtype) if nw else None
+    dbias = gf.sum(axis=0).astype(dY.dtype) if nbias else None
+    return (None if dX is None else dX.reshape(ctx.x_shape)), dW0, dbias
+
+
+def bf16_kernel_applies(x, W0, A, B, bias=None, dropout_p=0.0):
+    """Whether the tensor-core kernels (kernels/lora_bf16.cu) compute this op: a bfloat16 base (x, W0,
+    bias) with float32 adapters, and no dropout (the bf16 kernels have none). On ``cuda`` the arrays are
+    then CuPy >= 14 arrays (older CuPy has no bfloat16 to hold them)."""
+    bf16 = dtypes.bfloat16
+    return (dtypes.HAS_BFLOAT16 and x.dtype == bf16 and W0.dtype == bf16 and A.dtype == B.dtype == np.float32
+            and (bias is None or bias.dtype == bf16) and dropout_p == 0)
+
+
+def _bits(a):
+    """A bfloat16 array as the uint16 bit patterns the bf16 kernels take (a view: no copy)."""
+    return a.view(np.uint16)
 
 
 def _save(ctx, x, X, U, W0, A, B, scale, dropout_p, seed):
@@ -137,12 +247,33 @@ def _base_grads(ctx, dY, dX):
     return (None if dX is None else dX.reshape(ctx.x_shape)), dW0, dbias
 
 
+def _bf16_kernel_forward(ctx, x, W0, A, B, bias, scale):
+    """The bf16 forward on the tensor cores: ``Y`` comes back float32 and is rounded to bfloat16 once (PEFT
+    rounds the base output first, then the sum: at most one bfloat16 rounding apart)."""
+    X, W0, A, B = kernels.contiguous(x.reshape(-1, x.shape[-1]), W0, A, B)
+    Y, U = kernels.lora_forward_bf16(_bits(X), _bits(W0), A, B, scale,
+                                     bias=None if bias is None else bias.astype(np.float32), device=ctx.device)
+    _save(ctx, x, X, U, W0, A, B, scale, 0.0, 0)
+    return Y.astype(x.dtype).reshape(x.shape[:-1] + (W0.shape[0],))
+
+
+def _bf16_kernel_backward(ctx, g):
+    """The bf16 backward on the tensor cores: dA, dB float32 (the adapter's dtype), dX rounded to bfloat16."""
+    nx, _, na, nb, _ = ctx.needs_input_grad
+    (dY,) = kernels.contiguous(g.reshape(-1, g.shape[-1]))
+    dX, dA, dB = kernels.lora_backward_bf16(_bits(dY), _bits(ctx.X), _bits(ctx.W0), ctx.A, ctx.B, ctx.U, ctx.scale,
+                                            need_dx=nx, need_dA=na, need_dB=nb, device=ctx.device)
+    dX, dW0, dbias = _half_base_grads(ctx, dY, None if dX is None else dX.astype(g.dtype))
+    return dX, dW0, dA, dB, dbias
+
+
 class LoraLinear(Function):
     """One node for base GEMM + LoRA branch. Inputs: ``x, W0, A, B, bias``; options: scale, dropout.
 
     ``forward`` / ``backward`` are the NumPy math. On a device that launches kernels (``emu``,
-    ``cuda``) and for float32, ``Function.apply`` runs ``kernel_forward`` / ``kernel_backward``
-    instead: the same op through the fused CUDA kernels (kernels/lora_forward.cu, lora_backward.cu).
+    ``cuda``), for float32 or a bfloat16 base with float32 adapters (``kernel_supports``),
+    ``Function.apply`` runs ``kernel_forward`` / ``kernel_backward`` instead: the same op through the
+    fused CUDA kernels (kernels/lora_forward.cu, lora_backward.cu; lora_bf16.cu on tensor cores).
     """
 
     @staticmethod
@@ -150,6 +281,11 @@ class LoraLinear(Function):
         _check_shapes(x, W0, A, B, bias)
         xp = xp_of(x)
         X = x.reshape(-1, x.shape[-1])
+        if _is_half(X.dtype):  # a float16/bfloat16 model: PEFT's mixed-precision math
+            keep = _half_dropout_multipliers(X, A.dtype, dropout_p, seed)
+            Y, U = _half_forward(X, keep, W0, A, B, bias, scale)
+            _save(ctx, x, X, U, W0, A, B, scale, dropout_p, seed)
+            return Y.reshape(x.shape[:-1] + (W0.shape[0],))
         keep = _dropout_multipliers(X, dropout_p, seed)
         Y = xp.empty((X.shape[0], W0.shape[0]), X.dtype)
         U = xp.empty((X.shape[0], A.shape[0]), X.dtype)
@@ -165,6 +301,11 @@ class LoraLinear(Function):
         X, U, W0, A, B = ctx.X, ctx.U, ctx.W0, ctx.A, ctx.B
         xp = xp_of(g)
         dY = g.reshape(-1, g.shape[-1])
+        if _is_half(X.dtype):
+            keep = _half_dropout_multipliers(X, A.dtype, ctx.p, ctx.seed)  # the forward's mask, regenerated
+            dX, dA, dB = _half_backward(dY, X, keep, U, W0, A, B, ctx.scale, nx, na, nb)
+            dX, dW0, dbias = _half_base_grads(ctx, dY, dX)
+            return dX, dW0, dA, dB, dbias
         keep = _dropout_multipliers(X, ctx.p, ctx.seed)  # the forward's mask, regenerated
         V = xp.empty((X.shape[0], A.shape[0]), X.dtype)
         dX = xp.empty(X.shape, X.dtype) if nx else None
@@ -176,8 +317,21 @@ class LoraLinear(Function):
         return dX, dW0, dA, dB, dbias
 
     @staticmethod
+    def kernel_supports(x, W0, A, B, bias=None):
+        """Whether the kernels take these inputs (``Function.apply`` asks before running ``kernel_forward``):
+        float32 throughout (lora_forward.cu / lora_backward.cu), or a bfloat16 base with float32 adapters
+        (the tensor-core kernels of lora_bf16.cu). Anything else runs the NumPy math on the device's arrays."""
+        arrays = (x, W0, A, B) + ((bias,) if bias is not None else ())
+        return kernels.supports(*(a.dtype for a in arrays)) or bf16_kernel_applies(x, W0, A, B, bias)
+
+    @staticmethod
     def kernel_forward(ctx, x, W0, A, B, bias=None, scale=1.0, dropout_p=0.0, seed=0):
         _check_shapes(x, W0, A, B, bias)
+        if x.dtype != np.float32:  # the bf16 base: tensor cores, unless dropout (which they do not have)
+            if not bf16_kernel_applies(x, W0, A, B, bias, dropout_p):
+                ctx.numpy_math = True
+                return LoraLinear.forward(ctx, x, W0, A, B, bias, scale, dropout_p, seed)
+            return _bf16_kernel_forward(ctx, x, W0, A, B, bias, scale)
         X, W0, A, B = kernels.contiguous(x.reshape(-1, x.shape[-1]), W0, A, B)
         Y, U = kernels.lora_forward(X, W0, A, B, scale, bias=bias, dropout_p=dropout_p, seed=seed,
                                     device=ctx.device)
@@ -186,6 +340,10 @@ class LoraLinear(Function):
 
     @staticmethod
     def kernel_backward(ctx, g):
+        if ctx.__dict__.get("numpy_math"):
+            return LoraLinear.backward(ctx, g)
+        if g.dtype != np.float32:
+            return _bf16_kernel_backward(ctx, g)
         nx, _, na, nb, _ = ctx.needs_input_grad
         (dY,) = kernels.contiguous(g.reshape(-1, g.shape[-1]))
         dX, dA, dB = kernels.lora_backward(dY, ctx.X, ctx.W0, ctx.A, ctx.B, ctx.U, ctx.scale, dropout_p=ctx.p,
