@@ -11,7 +11,8 @@ its backward (``dX = dY W0 + V A``). With beta = 1 the product lands in Y direct
 The BLAS here is the OpenBLAS that NumPy's wheels ship (Linux, Windows), found in the process's
 loaded libraries and called through ctypes; ctypes releases the GIL, so ``minilora.parallel``'s
 threads run their products side by side. Where it is missing (macOS's Accelerate, CuPy arrays,
-integer or mixed dtypes, strided views) ``gemm`` computes the same thing with NumPy/CuPy operators.
+integer or mixed dtypes, strided views) ``gemm`` computes the same thing with NumPy/CuPy operators;
+bfloat16 and float16 in float32, rounded once, as torch's CPU kernels.
 ``get_num_threads()`` / ``set_num_threads(n)`` are the other direct calls: minilora runs BLAS on one
 thread while it computes, and puts the caller's count back afterwards (``minilora.parallel`` says why).
 """
@@ -19,6 +20,8 @@ import ctypes
 import functools
 
 import numpy as np
+
+from .dtypes import is_floating, upcast
 
 __all__ = ["gemm", "addmm_", "has_direct_gemm", "get_num_threads", "set_num_threads"]
 
@@ -157,6 +160,8 @@ def _direct_gemm_applies(a, b, out):
 
 def _gemm_with_operators(a, b, out, alpha, beta):
     """The same as ``gemm`` with array operators (a temporary for the product)."""
+    if out.dtype.itemsize == 2 and is_floating(out.dtype):
+        return _gemm_16bit(a, b, out, alpha, beta)
     product = a @ b
     if alpha != 1.0:
         product *= alpha
@@ -166,4 +171,17 @@ def _gemm_with_operators(a, b, out, alpha, beta):
         if beta != 1.0:
             out *= beta
         out += product
+    return out
+
+
+def _gemm_16bit(a, b, out, alpha, beta):
+    """``gemm`` for bfloat16/float16 ``out``, as torch's CPU ``addmm_``: ``alpha * a @ b + beta * out``
+    all in float32 and rounded once. (NumPy's ``a @ b`` of two bfloat16 arrays is float32 with the
+    products summed in bfloat16, and the usual ``out += product`` would round twice.)"""
+    result = upcast(a) @ upcast(b)
+    if alpha != 1.0:
+        result *= alpha
+    if beta != 0.0:
+        result += upcast(out) if beta == 1.0 else beta * upcast(out)
+    out[...] = result.astype(out.dtype)
     return out

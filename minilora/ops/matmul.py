@@ -3,6 +3,10 @@
 ``linear(x, W, b)`` computes ``x W^T + b`` as ONE 2-D GEMM over all leading dims, and its backward
 skips the weight-gradient GEMM when ``W`` is frozen (``ctx.needs_input_grad``) -- the saving LoRA
 is built on: a frozen ``W0`` costs a forward GEMM and the ``dX`` GEMM, never a ``dW0`` GEMM.
+
+16-bit floats (bfloat16, float16) multiply as torch's CPU kernels do: the products are accumulated
+in float32 and the result is rounded once (``_product``). NumPy alone gets this wrong twice: ``A @ B``
+on two bfloat16 arrays returns float32, and NumPy's float16 product accumulates in float16.
 """
 import warnings
 
@@ -10,6 +14,7 @@ import numpy as np
 
 from .. import parallel
 from ..device import xp_of
+from ..dtypes import is_floating, upcast
 from ..tensor import Function, ShapeError
 from .elementwise import unbroadcast
 from .shape import stack
@@ -17,9 +22,30 @@ from .shape import stack
 __all__ = ["matmul", "linear", "einsum", "mm", "bmm", "dot", "outer", "addmm", "baddbmm", "cross"]
 
 
+class DTypeMismatchError(RuntimeError, TypeError):
+    """Operands of a product with different dtypes. torch raises RuntimeError; minilora once raised
+    TypeError: this is both, so either ``except`` works."""
+
+
 def _check_dtypes(name, a, b):
     if a.dtype != b.dtype:
-        raise TypeError(f"{name}: both operands must have the same dtype, got {a.dtype} and {b.dtype}")
+        raise DTypeMismatchError(f"{name}: expected both operands to have the same dtype, got {a.dtype} "
+                                 f"and {b.dtype} (torch: 'expected mat1 and mat2 to have the same dtype')")
+
+
+def _is_16bit_float(a):
+    return a.dtype.itemsize == 2 and is_floating(a.dtype)
+
+
+def _product(a, b, matmul=np.matmul):
+    """``a @ b`` as torch computes it. float32/float64: ``matmul`` itself. bfloat16/float16 on the
+    CPU: ``matmul`` of float32 copies, rounded back once -- torch's CPU kernels accumulate in float32
+    (its bf16 results equal this bit for bit). On ``cuda``, cuBLAS accumulates 16-bit GEMMs in
+    float32 itself, so the 16-bit arrays go in directly, without the two copies (checked only by
+    benchmarks/gpu_check.sh: there is no GPU in the test run)."""
+    if not _is_16bit_float(a) or xp_of(a) is not np:
+        return matmul(a, b)
+    return matmul(upcast(a), upcast(b)).astype(a.dtype)
 
 
 def _matmul_grads(g, a, b, need_a, need_b, matmul=np.matmul):
@@ -64,7 +90,7 @@ class MatMul(Function):
             raise ShapeError(f"matmul: shapes {a.shape} and {b.shape} do not match: "
                              f"{a.shape[-1]} != {b.shape[-2 if b.ndim > 1 else 0]}")
         ctx.a, ctx.b = a, b
-        return parallel.matmul(a, b)
+        return _product(a, b, parallel.matmul)
 
     @staticmethod
     def backward(ctx, g):
@@ -77,8 +103,12 @@ class MatMul(Function):
         if a.ndim == 1:
             g = g[..., None, :]
         na, nb = ctx.needs_input_grad
+        dtype = g.dtype
+        if _is_16bit_float(g) and xp_of(g) is np:  # as torch: in float32, each gradient rounded once
+            g, a2, b2 = upcast(g), upcast(a2), upcast(b2)  # (also the sum over broadcast batch axes)
         ga, gb = _matmul_grads(g, a2, b2, na, nb, matmul=parallel.matmul)  # each product split over threads
-        return (None if ga is None else ga.reshape(a.shape)), (None if gb is None else gb.reshape(b.shape))
+        return tuple(None if grad is None else grad.reshape(shape).astype(dtype, copy=False)
+                     for grad, shape in ((ga, a.shape), (gb, b.shape)))
 
     @staticmethod
     def flops(ctx, arrays, out):
@@ -100,9 +130,12 @@ class Linear(Function):
             raise ShapeError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but "
                              f"the weight expects {w.shape[1]} (weight shape {w.shape}, [out, in])")
         x2 = x.reshape(-1, x.shape[-1])
-        out = parallel.matmul(x2, w.T)
-        if b is not None:
-            out += b
+        if _is_16bit_float(x) and xp_of(x) is np:
+            out = _linear_in_float32(x2, w, b)
+        else:
+            out = parallel.matmul(x2, w.T)  # cuda 16-bit: cuBLAS accumulates in float32 (see _product)
+            if b is not None:
+                out += b
         # The input is kept only for the weight gradient: a frozen weight does not hold it alive.
         ctx.x2 = x2 if ctx.needs_input_grad[1] else None
         ctx.w, ctx.x_shape, ctx.rows = w, x.shape, x2.shape[0]
@@ -111,11 +144,15 @@ class Linear(Function):
     @staticmethod
     def backward(ctx, g):
         nx, nw, nb = ctx.needs_input_grad
-        g2 = g.reshape(-1, g.shape[-1])
-        gx = xp_of(g2).empty((g2.shape[0], ctx.w.shape[1]), g2.dtype) if nx else None
+        g2, x2, w = g.reshape(-1, g.shape[-1]), ctx.x2, ctx.w
+        dtype = g2.dtype
+        if _is_16bit_float(g2) and xp_of(g2) is np:  # as torch's CPU kernels: in float32, rounded once
+            g2, x2, w = upcast(g2), None if x2 is None else upcast(x2), upcast(w)
+        gx = xp_of(g2).empty((g2.shape[0], w.shape[1]), g2.dtype) if nx else None
         # dX = dY W and dW = dY^T X side by side on threads, each through _linear_backward_rows
-        gw, gb = parallel.input_and_weight_grads(_linear_backward_rows, g2, ctx.x2, gx, ctx.w, nw, nb)
-        return (None if gx is None else gx.reshape(ctx.x_shape)), gw, gb
+        gw, gb = parallel.input_and_weight_grads(_linear_backward_rows, g2, x2, gx, w, nw, nb)
+        gx = None if gx is None else gx.reshape(ctx.x_shape)
+        return tuple(None if grad is None else grad.astype(dtype, copy=False) for grad in (gx, gw, gb))
 
     @staticmethod
     def flops(ctx, arrays, out):
@@ -125,6 +162,16 @@ class Linear(Function):
     def backward_flops(ctx):
         nx, nw, _ = ctx.needs_input_grad
         return 2 * ctx.rows * ctx.w.size * (int(nx) + int(nw))
+
+
+def _linear_in_float32(x2, w, b):
+    """``x2 W^T + b`` of 16-bit NumPy arrays as torch's CPU ``addmm``: product and bias added in
+    float32, rounded to the 16-bit dtype once (rounding the product before the bias differs from
+    torch in about one element in four)."""
+    out = parallel.matmul(upcast(x2), upcast(w).T)
+    if b is not None:
+        out += upcast(b)
+    return out.astype(x2.dtype)
 
 
 def matmul(a, b):
@@ -176,11 +223,15 @@ class Einsum(Function):
     @staticmethod
     def forward(ctx, *arrays, subs, output):
         ctx.arrays, ctx.subs, ctx.output = arrays, subs, output
-        return xp_of(arrays[0]).einsum(",".join(subs) + "->" + output, *arrays, optimize=True)
+        # 16-bit floats: contracted in float32, rounded once (torch rounds after each pairwise
+        # product of a 3-operand einsum; for two operands the numbers are the same)
+        out = xp_of(arrays[0]).einsum(",".join(subs) + "->" + output, *map(upcast, arrays), optimize=True)
+        return out.astype(arrays[0].dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
         xp, grads = xp_of(g), []
+        g, arrays = upcast(g), [upcast(a) for a in ctx.arrays]  # 16-bit: in float32 (as forward)
         for i, (array, sub) in enumerate(zip(ctx.arrays, ctx.subs)):
             if not ctx.needs_input_grad[i]:
                 grads.append(None)
@@ -189,7 +240,7 @@ class Einsum(Function):
             present = set(ctx.output).union(*(ctx.subs[j] for j in others))
             target = "".join(c for c in sub if c in present)
             equation = ",".join([ctx.output] + [ctx.subs[j] for j in others]) + "->" + target
-            grad = xp.einsum(equation, g, *(ctx.arrays[j] for j in others), optimize=True)
+            grad = xp.einsum(equation, g, *(arrays[j] for j in others), optimize=True)
             # labels summed only here: every element along them got the same gradient
             grad = grad.reshape([grad.shape[target.index(c)] if c in present else 1 for c in sub])
             grad = grad.sum(axis=tuple(k for k in range(array.ndim)
@@ -270,9 +321,13 @@ def _scaled_sum(name, input, product, beta, alpha):
     if shape != tuple(product.shape):
         raise RuntimeError(f"{name}: input of shape {tuple(input.shape)} does not broadcast to the "
                            f"product's shape {tuple(product.shape)}")
+    _check_dtypes(name, input, product)
     if alpha != 1:
         product = product * alpha
     if beta == 0:
+        if input.requires_grad:  # torch's gradient for input is then zeros (beta * g), not None
+            from .elementwise import where
+            return where(xp_of(product._array).zeros((), bool), input, product)
         return product
     return (input if beta == 1 else input * beta) + product
 
@@ -289,6 +344,8 @@ def addmm(input, mat1, mat2, *, beta=1, alpha=1):
     (``nn.Linear`` written out: ``addmm(bias, x, W.T)``)."""
     _products_check("addmm", (2, 2), mat1, mat2)
     _inner_sizes_check("addmm", mat1, mat2)
+    if _is_16bit_float(mat1) and mat1.dtype == mat2.dtype == input.dtype:
+        return _in_float32(addmm, input, mat1, mat2, beta, alpha)
     return _scaled_sum("addmm", input, mm(mat1, mat2), beta, alpha)
 
 
@@ -297,7 +354,17 @@ def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
     scores with a bias: ``baddbmm(mask, q, k.transpose(1, 2), alpha=scale)``)."""
     _products_check("baddbmm", (3, 3), batch1, batch2)
     _inner_sizes_check("baddbmm", batch1, batch2)
+    if _is_16bit_float(batch1) and batch1.dtype == batch2.dtype == input.dtype:
+        return _in_float32(baddbmm, input, batch1, batch2, beta, alpha)
     return _scaled_sum("baddbmm", input, bmm(batch1, batch2), beta, alpha)
+
+
+def _in_float32(fn, input, m1, m2, beta, alpha):
+    """``fn`` (addmm, baddbmm) of 16-bit tensors as torch computes it: ``beta * input + alpha * m1 @ m2``
+    all in float32, rounded once (rounding the product first differs from torch in most elements).
+    The casts are differentiable: the gradients come back in the 16-bit dtype."""
+    dtype = m1.dtype
+    return fn(input.float(), m1.float(), m2.float(), beta=beta, alpha=alpha).to(dtype)
 
 
 def cross(input, other, dim=None):
