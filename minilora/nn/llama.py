@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import ops
+from .. import dtypes, ops
 from ..checkpoint import (SAFE_WEIGHTS_NAME, atomic_folder, load_checkpoint, load_json,
                           read_checkpoint_shapes, save_file, save_json)
 from ..device import xp_of
@@ -34,7 +34,7 @@ from .layers import Embedding, Linear, RMSNorm
 from .module import Module, ModuleList, StateDictError
 
 __all__ = ["LlamaConfig", "KVCache", "CausalLMOutput", "LlamaRotaryEmbedding", "rope_inverse_frequencies",
-           "LlamaAttention",
+           "LlamaAttention", "LlamaRMSNorm",
            "LlamaMLP", "LlamaDecoderLayer", "LlamaModel", "LlamaForCausalLM", "causal_lm_loss", "parameter_shapes"]
 
 
@@ -276,7 +276,12 @@ class LlamaRotaryEmbedding(Module):
     (``rope_inverse_frequencies``: ``theta^(-2i/d)``, scaled as the config says).
 
     Computed in float64 (they are tiny: positions x head_dim) once per forward, shared by all layers,
-    then cast to the model's dtype. The rotation itself is ``ops.rotary_embedding``.
+    then rounded once to the model's dtype. transformers computes them in float32 (and casts to a
+    16-bit model's dtype); its ``inv_freq`` comes from torch's float32 ``pow``, which is not correctly
+    rounded (a fifth of the entries differ from NumPy's float32 ``**`` in the last bit), so no NumPy
+    recipe reproduces its tables bit for bit. Ours are the correctly rounded ones: in bfloat16 about
+    0.5% of the entries differ from transformers', by one unit in the last place, at 4096 positions
+    (``tests/test_bf16_llama.py`` measures it). The rotation itself is ``ops.rotary_embedding``.
     """
 
     def __init__(self, config):
@@ -381,6 +386,19 @@ class LlamaMLP(Module):
         # END SOLUTION
 
 
+class LlamaRMSNorm(RMSNorm):
+    """``RMSNorm`` as transformers' Llama computes it in a 16-bit model: normalize in float32, round
+    to the model's dtype, *then* multiply by the weight (``weight * x_normed.to(input_dtype)``).
+    torch's ``F.rms_norm`` (``nn.RMSNorm``, the fused op) rounds once, after the weight, so now and
+    then a bfloat16 result would differ in its last bit from the checkpoint's own model. In float32
+    and float64 the two agree to rounding, and the fused op (one node, one saved array) is used."""
+
+    def forward(self, x):
+        if x.dtype.itemsize != 2 or self.weight is None:
+            return super().forward(x)
+        return self.weight * ops.rms_norm(x, self.normalized_shape, None, self.eps)
+
+
 class LlamaDecoderLayer(Module):
     """Pre-norm residual block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
 
@@ -389,8 +407,8 @@ class LlamaDecoderLayer(Module):
         self.self_attn = LlamaAttention(config, layer_idx, dtype=dtype, device=device)
         self.mlp = LlamaMLP(config, dtype=dtype, device=device)
         eps = config.rms_norm_eps
-        self.input_layernorm = RMSNorm(config.hidden_size, eps=eps, dtype=dtype, device=device)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=eps, dtype=dtype, device=device)
+        self.input_layernorm = LlamaRMSNorm(config.hidden_size, eps=eps, dtype=dtype, device=device)
+        self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, eps=eps, dtype=dtype, device=device)
 
     def forward(self, x, cos, sin, mask=None, cache=None):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
@@ -405,12 +423,13 @@ class LlamaModel(Module):
 
     def __init__(self, config, dtype=None, device=None):
         super().__init__()
+        dtype = _to_dtype(dtype)
         self.config = config
         self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id,
                                       dtype=dtype, device=device)
         self.layers = ModuleList(LlamaDecoderLayer(config, i, dtype=dtype, device=device)
                                  for i in range(config.num_hidden_layers))
-        self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps, dtype=dtype, device=device)
+        self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps, dtype=dtype, device=device)
         self.rotary_emb = LlamaRotaryEmbedding(config)
         self.gradient_checkpointing = False  # LlamaForCausalLM.gradient_checkpointing_enable()
 
@@ -491,7 +510,7 @@ def _resized_rows(rows, n):
     if n <= rows.shape[0]:
         return rows[:n]
     xp = xp_of(rows)
-    mean = rows.mean(axis=0, keepdims=True)
+    mean = dtypes.upcast(rows).mean(axis=0, keepdims=True).astype(rows.dtype)  # 16-bit: summed in float32
     return xp.concatenate([rows, xp.repeat(mean, n - rows.shape[0], axis=0)])
 
 
@@ -503,17 +522,21 @@ def _dtype_argument(path, dtype, torch_dtype):
             raise ValueError(f"from_pretrained: dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; "
                              "pass one (torch_dtype is the older name of dtype)")
         dtype = torch_dtype
-    dtype = str(dtype).replace("torch.", "") if dtype is not None else "float32"
-    if dtype != "auto":
-        return dtype
+    if dtype is None:
+        return dtypes.float32
+    if not (isinstance(dtype, str) and dtype == "auto"):
+        return _to_dtype(dtype)  # a name ("bfloat16", "torch.bfloat16"), a dtype, torch.bfloat16
     file = os.path.join(os.fspath(path), "config.json") if os.path.isdir(path) else path
     config = load_json(file)
     saved = config.get("dtype") or config.get("torch_dtype") or "float32"
-    if saved == "bfloat16":
+    if saved == "bfloat16" and not dtypes.HAS_BFLOAT16:
         import warnings
-        warnings.warn("dtype='auto': the checkpoint is bfloat16, which NumPy cannot hold; loading float32")
-        return "float32"
-    return saved
+        warnings.warn("dtype='auto': the checkpoint is bfloat16, which NumPy cannot hold without ml_dtypes "
+                      "(pip install 'minilora[bf16]'); loading float32")
+        return dtypes.float32
+    return _to_dtype(saved)
+
+
 @dataclass
 class CausalLMOutput:
     """What ``LlamaForCausalLM.__call__`` returns (transformers' ``CausalLMOutputWithPast``).
@@ -543,7 +566,8 @@ def causal_lm_loss(logits, labels, ignore_index=-100, reduction="mean"):
     """Next-token cross-entropy: position t predicts ``labels[t + 1]``; ``-100`` labels are skipped.
 
     As transformers: labels are shifted left and padded with ``ignore_index`` (so the logits need no
-    slicing copy). Computed in the logits' dtype.
+    slicing copy), and 16-bit logits are upcast first (``logits.float()``): the loss of a bfloat16 or
+    float16 model is computed, and returned, in float32; its gradient flows back in the logits' dtype.
     """
     labels = _as_ids(labels, "labels")
     if labels.shape != logits.shape[:2]:
@@ -552,6 +576,7 @@ def causal_lm_loss(logits, labels, ignore_index=-100, reduction="mean"):
     shifted = np.full_like(labels, ignore_index)
     shifted[:, :-1] = labels[:, 1:]
     targets = logits.device.xp.asarray(shifted.reshape(-1))
+    logits = logits.to(dtypes.compute_dtype(logits.dtype))  # itself unless 16-bit
     return ops.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets,
                              ignore_index=ignore_index, reduction=reduction)
 
@@ -564,6 +589,7 @@ class LlamaForCausalLM(Module):
 
     def __init__(self, config, dtype=None, device=None):
         super().__init__()
+        dtype = _to_dtype(dtype)  # "bfloat16", torch.bfloat16, minilora.bfloat16 alike
         self.config = config
         self.model = LlamaModel(config, dtype=dtype, device=device)
         self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False, dtype=dtype, device=device)
@@ -674,9 +700,12 @@ class LlamaForCausalLM(Module):
     def from_pretrained(cls, path, dtype="float32", device=None, torch_dtype=None):
         """Load a Hugging Face-format folder: config.json + model.safetensors (or its shards).
 
-        Weights are cast to ``dtype`` (bfloat16 checkpoints arrive as float32 first); ``"auto"`` keeps
-        the checkpoint's dtype (bfloat16, which NumPy lacks, becomes float32 with a warning), and
-        ``torch_dtype`` is transformers' older name for ``dtype``. A checkpoint that does not fit the
+        Weights are cast to ``dtype`` (a name, ``minilora.bfloat16`` or ``torch.bfloat16``);
+        ``"auto"`` keeps the dtype config.json records (a bfloat16 checkpoint stays bfloat16; only
+        without ml_dtypes, which gives NumPy its bfloat16, does it become float32, with a warning), and
+        ``torch_dtype`` is transformers' older name for ``dtype``. Unlike transformers 5, whose default
+        is ``"auto"``, the default is float32 (transformers 4's): the training code here keeps float32
+        weights unless asked. A checkpoint that does not fit the
         config raises ``StateDictError`` listing missing keys, unexpected keys and shape mismatches.
         """
         dtype = _dtype_argument(path, dtype, torch_dtype)
