@@ -20,6 +20,7 @@ from .dtypes import to_dtype as _to_dtype
 from .dtypes import (bfloat16, bool, double, float, float16, float32, float64, get_default_dtype,  # noqa: E402,F401,A004
                      half, int, int8, int16, int32, int64, long, promote_types, result_type,
                      set_default_dtype, short, uint8)
+from .dtypes import finfo, iinfo  # noqa: E402,F401  (torch.finfo / torch.iinfo)
 from .tensor import (Tensor, enable_grad, inference_mode, is_grad_enabled,
                      is_inference_mode_enabled, no_grad, set_grad_enabled, tensor)
 
@@ -29,8 +30,8 @@ __version__ = "0.1.0"
 def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=False):
     """``arange(5)`` is int64 and ``arange(0, 1, 0.25)`` float32: as torch, the dtype is the default
     float dtype when any bound or the step is a float, else int64. Values are ``start + i * step``,
-    computed in float64 and then cast (torch's CPU arithmetic), with ``ceil((end - start) / step)`` of
-    them."""
+    computed in float64 (float32 for bfloat16/float16) and then cast (torch's CPU arithmetic), with
+    ``ceil((end - start) / step)`` of them."""
     if end is None:
         start, end = 0, start
     bounds = [b.item() if isinstance(b, Tensor) else b for b in (start, end, step)]
@@ -44,6 +45,9 @@ def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=Fa
     count = _builtins.max(0, _math.ceil((end - start) / step))  # (max is ml.max here)
     if dtype.kind in "iu" and _builtins.all(isinstance(b, _builtins.int) for b in bounds):
         values = _np.arange(start, end, step, dtype=dtype)  # exact integers
+    elif dtype.itemsize == 2 and dtypes.is_floating(dtype):  # torch accumulates 16-bit floats in float32
+        f32 = _np.float32
+        values = dtypes.cast(f32(start) + f32(step) * _np.arange(count, dtype=f32), dtype)
     else:
         values = (start + _np.arange(count, dtype=_np.float64) * step).astype(dtype)
     return Tensor(values, dtype=dtype, device=device, requires_grad=requires_grad)

@@ -66,6 +66,19 @@ class Device:
             raise RuntimeError(f"device '{self.name}' is not enabled: {self._why}")
         return self._xp
 
+    def check_dtype(self, dtype):
+        """Raise a clear error if this device cannot hold ``dtype``. bfloat16 needs CuPy >= 14 on
+        ``cuda``: CuPy 13 has no bfloat16 and refuses such an array ("Unsupported dtype bfloat16").
+        Called where host data goes to the GPU (``tensor``, ``.to``, ``Module.to``)."""
+        if self.name != "cuda" or getattr(dtype, "name", None) != "bfloat16":
+            return
+        version = getattr(self.xp, "__version__", "0")
+        if int(version.split(".")[0]) < 14:
+            raise TypeError(f"bfloat16 tensors on cuda need CuPy >= 14, which (with ml_dtypes) has "
+                            f"bfloat16 on the GPU; this is CuPy {version}, which has none. Upgrade "
+                            f"(pip install -U 'cupy-cuda12x>=14' ml_dtypes) or keep cuda tensors in "
+                            f"float32 or float16")
+
     @property
     def type(self):
         """``x.device.type == 'cpu'``, as torch."""

@@ -32,7 +32,8 @@ import numpy as np
 
 __all__ = ["float16", "float32", "float64", "bfloat16", "half", "float", "double", "int8", "uint8",
            "int16", "int32", "int64", "int", "long", "short", "bool", "get_default_dtype",
-           "set_default_dtype", "result_type", "promote_types", "to_dtype", "is_floating_point", "HAS_BFLOAT16"]
+           "set_default_dtype", "result_type", "promote_types", "to_dtype", "is_floating_point", "HAS_BFLOAT16",
+           "finfo", "iinfo"]
 
 float16 = half = np.dtype("float16")
 float32 = float = np.dtype("float32")  # noqa: A001  (torch.float)
@@ -77,10 +78,11 @@ def get_default_dtype():
 
 
 def set_default_dtype(dtype):
-    """As ``torch.set_default_dtype``: the dtype of Python floats and of float factories."""
+    """As ``torch.set_default_dtype``: the dtype of Python floats and of float factories (any floating
+    dtype, bfloat16 and float16 included, as torch allows)."""
     global _default_float
     dtype = to_dtype(dtype)
-    if dtype.kind != "f":
+    if not is_floating(dtype):
         raise TypeError(f"only floating-point types are supported as the default type, got {dtype}")
     _default_float = dtype
 
@@ -137,9 +139,71 @@ def upcast(array):
     return array.astype(float32) if dtype.itemsize == 2 and (dtype.kind == "f" or dtype is bfloat16) else array
 
 
-def finfo(dtype):
-    """``numpy.finfo``, which also knows bfloat16 once ml_dtypes is imported."""
-    return np.finfo(to_dtype(dtype))
+def cast(array, dtype):
+    """``array.astype(dtype)`` rounded as torch rounds. torch converts a float64 or 32/64-bit integer
+    value to bfloat16/float16 *through float32* (c10's 16-bit types are built from a float), while
+    NumPy and ml_dtypes round it directly: ``1 + 2**-8 + 2**-30`` is 1.0 in torch's bfloat16 and
+    1.0078125 in a direct cast. The two differ only near a tie, but they differ: go through float32."""
+    source = array.dtype
+    if dtype.itemsize == 2 and source.itemsize >= 4 and source is not float32 and is_floating(dtype) \
+            and source.kind != "c":
+        array = array.astype(float32)
+    return array.astype(dtype)
+
+
+def from_torch(value):
+    """The values of a torch tensor as a NumPy array (on the CPU). torch's ``.numpy()`` refuses
+    bfloat16 ("Got unsupported ScalarType BFloat16"); its bits are ml_dtypes' bfloat16 bits, so they
+    are reinterpreted, not converted. Without ml_dtypes a bfloat16 tensor is widened to float32 (exact)."""
+    value = value.detach().cpu()
+    if str(value.dtype) == "torch.bfloat16":
+        if not HAS_BFLOAT16:
+            return value.float().numpy()
+        import torch  # already imported: ``value`` is one of its tensors
+        return value.view(torch.int16).numpy().view(bfloat16)
+    return value.numpy()
+
+
+def is_torch_tensor(value):
+    """A torch.Tensor (or Parameter), told apart without importing torch."""
+    return type(value).__module__.split(".")[0] == "torch" and hasattr(value, "detach")
+
+
+class finfo:
+    """``torch.finfo(dtype)``: the limits of a floating dtype as Python floats (``bits``, ``eps``,
+    ``max``, ``min``, ``tiny``/``smallest_normal``, ``resolution``), bfloat16 included. Without a
+    dtype, the default dtype's."""
+
+    def __init__(self, type=None):  # noqa: A002  (torch's argument name)
+        dtype = get_default_dtype() if type is None else to_dtype(type)
+        if not is_floating(dtype):
+            raise TypeError(f"torch.finfo() requires a floating point input type. Use torch.iinfo "
+                            f"to handle '{dtype}'")
+        info = np.finfo(dtype)
+        self.dtype = dtype.name
+        self.bits = dtype.itemsize * 8
+        self.eps, self.max, self.min = builtins.float(info.eps), builtins.float(info.max), builtins.float(info.min)
+        self.tiny = self.smallest_normal = builtins.float(info.smallest_normal)
+        self.resolution = 10.0 ** -info.precision  # (NumPy's, stored in the dtype, is 0.0100098 for bfloat16)
+
+    def __repr__(self):
+        return (f"finfo(resolution={self.resolution:g}, min={self.min:g}, max={self.max:g}, eps={self.eps:g}, "
+                f"smallest_normal={self.smallest_normal:g}, tiny={self.tiny:g}, dtype={self.dtype})")
+
+
+class iinfo:
+    """``torch.iinfo(dtype)``: ``bits``, ``min``, ``max`` (Python ints) of an integer dtype."""
+
+    def __init__(self, type):  # noqa: A002  (torch's argument name)
+        dtype = to_dtype(type)
+        if dtype.kind not in "iu":
+            raise TypeError(f"torch.{dtype.name} is not supported by torch.iinfo")
+        info = np.iinfo(dtype)
+        self.dtype, self.bits = dtype.name, dtype.itemsize * 8
+        self.min, self.max = builtins.int(info.min), builtins.int(info.max)
+
+    def __repr__(self):
+        return f"iinfo(min={self.min:g}, max={self.max:g}, dtype={self.dtype})"
 
 
 # ---- promotion -------------------------------------------------------------------------------------

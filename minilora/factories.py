@@ -45,6 +45,14 @@ def _make(array, dtype, device, requires_grad):
     return Tensor(array, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
+def _filled(shape, fill_value, dtype):
+    """``np.full``, with a Python number rounded into a 16-bit float as torch rounds it (through
+    float32: ``dtypes.cast``)."""
+    if dtype.itemsize == 2 and dtypes.is_floating(dtype):
+        fill_value = dtypes.cast(np.asarray(fill_value), dtype)
+    return np.full(shape, fill_value, dtype)
+
+
 def as_tensor(data, dtype=None, device=None):
     """``torch.as_tensor``: ``data`` as a tensor, without a copy where none is needed. A tensor of the
     asked dtype and device comes back as it is (otherwise converted with ``.to``, which autograd
@@ -94,7 +102,7 @@ def full(size, fill_value, *, dtype=None, device=None, requires_grad=False):
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
     size = _size(size if isinstance(size, (tuple, list)) else (size,), "full")
-    return _make(np.full(size, fill_value, dtype), dtype, device, requires_grad)
+    return _make(_filled(size, fill_value, dtype), dtype, device, requires_grad)
 
 
 def _like(input, dtype, device):
@@ -119,7 +127,9 @@ def empty_like(input, *, dtype=None, device=None, requires_grad=False):
 
 def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False):
     dtype, device = _like(input, dtype, device)
-    return _make(np.full(input.shape, fill_value, dtype), dtype, device, requires_grad)
+    if isinstance(fill_value, Tensor):
+        fill_value = fill_value.item()
+    return _make(_filled(input.shape, fill_value, dtype), dtype, device, requires_grad)
 
 
 def eye(n, m=None, *, dtype=None, device=None, requires_grad=False):
@@ -157,9 +167,9 @@ def _rng(generator):
 
 def _random_float(draw, dtype, fn):
     dtype = _float_dtype(dtype)
-    if dtype.kind != "f":
+    if not dtypes.is_floating(dtype):
         raise RuntimeError(f"{fn}(): expected a floating point dtype, got {dtype}")
-    return draw().astype(dtype), dtype
+    return dtypes.cast(draw(), dtype), dtype  # drawn in float64 (rounded to 16 bits through float32)
 
 
 def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
@@ -203,19 +213,39 @@ def randint(low, high=None, size=None, *, generator=None, dtype=None, device=Non
                            f"to={high}")
     dtype = dtypes.int64 if dtype is None else dtypes.to_dtype(dtype)
     values = _rng(generator).integers(low, high, _size((size,), "randint"))
-    return _make(values.astype(dtype), dtype, device, requires_grad)
+    return _make(dtypes.cast(values, dtype), dtype, device, requires_grad)
 
 
 def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False):
     """``steps`` evenly spaced values from ``start`` to ``end`` inclusive (computed in float64, then
-    cast to ``dtype``)."""
+    cast to ``dtype``; bfloat16 and float16 as torch's CPU kernel computes them, see
+    ``_linspace_16bit``)."""
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
         raise RuntimeError(f"linspace(): number of steps must be non-negative, got {steps!r}")
     dtype = _float_dtype(dtype)
+    if dtype.itemsize == 2 and dtypes.is_floating(dtype):
+        return _make(_linspace_16bit(start, end, int(steps), dtype), dtype, device, requires_grad)
     values = np.linspace(float(start), float(end), int(steps))
     if dtype.kind in "iu":  # torch computes integer linspaces in float and truncates
         values = np.trunc(values)
     return _make(values.astype(dtype), dtype, device, requires_grad)
+
+
+def _linspace_16bit(start, end, steps, dtype):
+    """torch's CPU linspace in a 16-bit float: ``start``, ``end`` and the step are values *of that
+    dtype*, and every operation is rounded to it (its arithmetic on c10::BFloat16 / Half). The first
+    half counts up from ``start``, the second down from ``end``, so both ends are exact.
+    ``linspace(0, 1000, 7, dtype=bfloat16)[4]`` is 664 this way; float32 math rounded once says 668."""
+    def rounded(x):  # a value of the dtype, held in float32 (which holds every 16-bit float exactly)
+        return dtypes.cast(np.asarray(x, dtype=np.float32), dtype).astype(np.float32)
+    first, last = rounded(float(start)), rounded(float(end))
+    if steps == 1:
+        return np.full(1, first).astype(dtype)
+    step = rounded(rounded(last - first) / rounded(steps - 1))
+    i = np.arange(steps)
+    up = first + rounded(step * rounded(i))
+    down = last - rounded(step * rounded(steps - 1 - i))
+    return np.where(i < steps // 2, up, down).astype(dtype)
 
 
 # ---- about tensors -----------------------------------------------------------------------------

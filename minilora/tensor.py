@@ -206,6 +206,7 @@ class Context:
 
 _sequence = itertools.count(1)  # numbers recorded nodes (and in-place changes) in creation order
 _FLOAT32 = np.dtype(np.float32)
+_BFLOAT16 = dtypes.bfloat16  # NumPy files it under kind 'V', not 'f' (a placeholder without ml_dtypes)
 # Every node keeps its needs_input_grad tuple, such as (True, False), until backward. Sharing one tuple
 # per pattern (for up to 4 inputs) leaves one object fewer behind per op, and Python's garbage collector
 # runs the less often, the fewer objects are left behind: the tiny-op benchmark ran 15% faster.
@@ -301,7 +302,7 @@ class Function:
                     fresh = False
                     break
         # Integer/bool results never carry a gradient (torch). (`is float32`: the common case, quickly.)
-        if True in needs and (out.dtype is _FLOAT32 or out.dtype.kind == "f"):
+        if True in needs and (out.dtype is _FLOAT32 or out.dtype.kind == "f" or out.dtype is _BFLOAT16):
             ctx.inputs = inputs
             ctx.parents = parents
             ctx.seq = next(_sequence)
@@ -421,6 +422,23 @@ def _host(array):
     return array if isinstance(array, np.ndarray) else array.get()
 
 
+def _check_can_require_grad(dtype):
+    """torch's rule: only floating-point (and complex) tensors can require gradients."""
+    if not (dtype.kind in "fc" or dtype is _BFLOAT16):
+        raise RuntimeError(f"only Tensors of floating point dtype can require gradients, got {dtype}")
+
+
+def _host_data(data, dtype):
+    """What ``tensor()`` and ``Tensor()`` build from: a torch tensor becomes a NumPy array (bfloat16
+    included); data going into a 16-bit float is rounded as torch rounds it (``dtypes.cast``)."""
+    if dtypes.is_torch_tensor(data):
+        data = dtypes.from_torch(data)
+    if dtype is not None and dtype.itemsize == 2 and dtypes.is_floating(dtype):
+        data = data if hasattr(data, "dtype") else np.asarray(data)
+        data = dtypes.cast(data, dtype)
+    return data
+
+
 class Tensor:
     __slots__ = ("_array", "_grad", "requires_grad", "_ctx", "_device", "_counter", "_base", "_view",
                  "__weakref__")
@@ -444,12 +462,14 @@ class Tensor:
                                 f"use minilora.tensor({data!r}) for a 0-d tensor")
             elif dtype is None:
                 dtype = dtypes.get_default_dtype()
+            data = _host_data(data, dtype)
         else:  # Tensor(2, 3): sizes; Tensor(): an empty 1-d tensor
             data = np.zeros(data or (0,), dtype=dtype or dtypes.get_default_dtype())
+        if dev.xp is not np:  # (bfloat16 needs CuPy >= 14)
+            dev.check_dtype(dtype if dtype is not None else getattr(data, "dtype", None))
         array = dev.xp.asarray(data, dtype=dtype)
-        if requires_grad and array.dtype.kind not in "fc":
-            raise RuntimeError(f"only Tensors of floating point dtype can require gradients, "
-                               f"got {array.dtype}")
+        if requires_grad:
+            _check_can_require_grad(array.dtype)
         shares = source is not None and array is source._array
         self._array = array
         self._grad = None
@@ -575,7 +595,7 @@ class Tensor:
         return self._array.itemsize
 
     def is_floating_point(self):
-        return self._array.dtype.kind == "f"
+        return dtypes.is_floating(self._array.dtype)
 
     def size(self, dim=None):
         return self._array.shape if dim is None else self._array.shape[dim]
@@ -597,15 +617,17 @@ class Tensor:
         return (self[i] for i in range(len(self._array)))
 
     def __repr__(self):
-        extra = f", device='{self._device.name}'" if self._device.name != "cpu" else ""
-        grad = ", requires_grad=True" if self.requires_grad else ""
-        body = np.array2string(self.numpy(), separator=", ", precision=4, threshold=20)
-        return f"tensor({body}, dtype={self.dtype}{extra}{grad})"
+        from ._tensor_str import tensor_repr
+        return tensor_repr(self)  # torch's format: tensor([1.0000, 2.5000], dtype=torch.bfloat16)
 
     # --- leaving the graph / the device ------------------------------------------------------
     def numpy(self):
         """The values as a NumPy array (copied from the GPU on ``cuda``). Unlike torch, allowed on a
-        tensor that requires grad (what you get is the array, detached by nature)."""
+        tensor that requires grad (what you get is the array, detached by nature).
+
+        A bfloat16 tensor gives an ml_dtypes bfloat16 array, where torch raises ("Got unsupported
+        ScalarType BFloat16": NumPy has no bfloat16 of its own). Its elements are ml_dtypes scalars;
+        ``.tolist()``, ``.item()`` and ``float(t)`` give Python floats, as torch's do."""
         return _host(self._array)
 
     def __array__(self, dtype=None, copy=None):
@@ -654,9 +676,8 @@ class Tensor:
         return bool(self._array.flags.c_contiguous)
 
     def requires_grad_(self, requires_grad=True):
-        if requires_grad and self.dtype.kind not in "fc":
-            raise RuntimeError(f"only Tensors of floating point dtype can require gradients, "
-                               f"got {self.dtype}")
+        if requires_grad:
+            _check_can_require_grad(self.dtype)
         if not requires_grad and self._ctx is not None:
             raise RuntimeError("you can only change requires_grad flags of leaf variables. If you "
                                "want to use a computed variable in a subgraph that doesn't require "
@@ -684,6 +705,7 @@ class Tensor:
         device, dtype, copy = _parse_to(args, kwargs)
         out = self
         if dtype is not None and dtype != self.dtype:
+            (device or self._device).check_dtype(dtype)  # (bfloat16 on cuda needs CuPy >= 14)
             out = ops.astype(out, dtype)
         if device is not None and device is not self._device:
             out = ops.to_device(out, device)
@@ -743,6 +765,8 @@ class Tensor:
         return self._fill_inplace(value)
 
     def _fill_inplace(self, value):
+        if self._array.itemsize == 2 and not hasattr(value, "dtype"):  # a Python number into a 16-bit
+            value = dtypes.cast(np.asarray(value), self.dtype)  # float: rounded as torch (dtypes.cast)
         if _grad_enabled and self.requires_grad:  # a non-leaf in the graph: its gradient stops here
             return self._inplace(_replace_values, Tensor._make(
                 self._device.xp.asarray(value, dtype=self.dtype), self._device, False, None))
@@ -798,10 +822,10 @@ class Tensor:
 
     def _fill_inplace_array(self, values):
         """Random fills: new values from nowhere, so no gradient flows through them."""
-        if self.dtype.kind != "f":
+        if not dtypes.is_floating(self.dtype):
             raise RuntimeError(f"random fill expects a floating point tensor, got {self.dtype}")
-        # the generator draws on the host; CuPy fills x[...] from a device array only
-        return self._fill_inplace(self._device.xp.asarray(values))
+        # the generator draws (float64) on the host; CuPy fills x[...] from a device array only
+        return self._fill_inplace(self._device.xp.asarray(dtypes.cast(values, self.dtype)))
 
     def __setitem__(self, index, value):
         """``x[index] = value``: torch's ``index_put_``, differentiable inside the graph."""
@@ -949,7 +973,7 @@ class Tensor:
             if gradient.shape != self.shape:
                 raise RuntimeError(f"backward(): mismatch in shape: gradient has shape "
                                    f"{tuple(gradient.shape)} but the tensor has shape {tuple(self.shape)}")
-            gradient = gradient.astype(self.dtype, copy=False)
+            gradient = dtypes.cast(gradient, self.dtype) if gradient.dtype != self.dtype else gradient
         watched = _grads_before()  # leaves with post-accumulate-grad hooks (DistributedDataParallel)
         with parallel.computing():  # BLAS on one thread while minilora computes (minilora/parallel.py)
             _run_backward(self, gradient, bool(retain_graph))
@@ -1080,14 +1104,17 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     if dtype is None and not hasattr(data, "dtype"):
         data = np.asarray(data)
         if data.dtype.kind == "f":
-            data = data.astype(dtypes.get_default_dtype())
+            data = dtypes.cast(data, dtypes.get_default_dtype())
         elif data.dtype.kind == "c":
             data = data.astype(np.complex64)
+    data = _host_data(data, dtype)  # torch tensors (bfloat16 too); rounding into 16-bit floats
     if dev.xp is np and not isinstance(data, np.ndarray) and hasattr(data, "get"):
         data = data.get()  # a CuPy array, to the CPU
+    elif dev.xp is not np:  # (bfloat16 needs CuPy >= 14)
+        dev.check_dtype(dtype if dtype is not None else getattr(data, "dtype", None))
     array = dev.xp.array(data, dtype=dtype, copy=True)
-    if requires_grad and array.dtype.kind not in "fc":
-        raise RuntimeError(f"only Tensors of floating point dtype can require gradients, got {array.dtype}")
+    if requires_grad:
+        _check_can_require_grad(array.dtype)
     return Tensor._make(array, dev, bool(requires_grad), None)
 
 
@@ -1123,7 +1150,7 @@ def _fit(g, t):
         raise RuntimeError(f"internal error: gradient of shape {g.shape} for a tensor of shape "
                            f"{t._array.shape} (produced by {t._ctx.fn.__name__ if t._ctx else 'a leaf'})")
     if g.dtype is not t._array.dtype and g.dtype != t._array.dtype:  # (`is`: the cheap common case)
-        g = g.astype(t._array.dtype)  # after dtype promotion, each input gets a gradient of its dtype
+        g = dtypes.cast(g, t._array.dtype)  # after dtype promotion, each input gets a gradient of its dtype
     return g
 
 

@@ -33,8 +33,11 @@ def grad_check(fn, *inputs, eps=1e-6, atol=1e-7, rtol=1e-5, seed=0, name=None):
     checked = [(i, t) for i, t in enumerate(inputs) if isinstance(t, Tensor) and t.requires_grad]
     for i, t in checked:
         if t.dtype != np.float64:
-            raise TypeError(f"grad_check needs float64 inputs (input {i} is {t.dtype}): "
-                            "float32 differences are too coarse to check a gradient")
+            coarse = ("a 16-bit float keeps 8 (bfloat16) or 11 (float16) significant bits, so "
+                      f"x + eps rounds back to x: check the op in float64 and compare its {t.dtype} "
+                      "result with assert_close" if t.dtype.itemsize == 2 else
+                      f"{t.dtype} differences are too coarse to check a gradient")
+            raise TypeError(f"grad_check needs float64 inputs (input {i} is {t.dtype}): {coarse}")
         t.grad = None
     out = fn(*inputs)
     # A random projection turns any output shape into a scalar that depends on every element.
@@ -78,13 +81,26 @@ def _host(array):
     return array.get() if type(array).__module__.split(".")[0] == "cupy" else np.asarray(array)
 
 
-def assert_close(actual, expected, rtol=1e-6, atol=1e-6, name="value"):
-    """llm.c-style validator: ``|a - e| <= atol + rtol*|e|`` everywhere, first mismatches shown."""
+# torch.testing.assert_close's defaults for the 16-bit floats: (rtol, atol) -- half a unit in the last
+# place of a bfloat16 (2**-7 = 7.8e-3) is far above float32's 1e-6
+_DEFAULT_TOLERANCES = {"bfloat16": (1.6e-2, 1e-5), "float16": (1e-3, 1e-5)}
+
+
+def assert_close(actual, expected, rtol=None, atol=None, name="value"):
+    """llm.c-style validator: ``|a - e| <= atol + rtol*|e|`` everywhere, first mismatches shown.
+
+    Default tolerances: rtol = atol = 1e-6, except where either side is a 16-bit float: then
+    torch.testing's (bfloat16: rtol 1.6e-2, atol 1e-5; float16: rtol 1e-3, atol 1e-5). Pass both
+    to choose your own."""
     a = actual.numpy() if isinstance(actual, Tensor) else _host(actual)  # np.asarray refuses CuPy
     e = expected.numpy() if isinstance(expected, Tensor) else _host(expected)
     if a.shape != e.shape:
         raise AssertionError(f"{name}: shape {a.shape} != expected {e.shape}")
-    bad = ~(np.abs(a.astype(np.float64) - e) <= atol + rtol * np.abs(e.astype(np.float64)))
+    loose = [_DEFAULT_TOLERANCES[x.dtype.name] for x in (a, e) if x.dtype.name in _DEFAULT_TOLERANCES]
+    default_rtol, default_atol = max(loose) if loose else (1e-6, 1e-6)
+    rtol = default_rtol if rtol is None else rtol
+    atol = default_atol if atol is None else atol
+    bad = ~(np.abs(a.astype(np.float64) - e.astype(np.float64)) <= atol + rtol * np.abs(e.astype(np.float64)))
     if bad.any():
         idx = np.argwhere(bad)[:5]
         shown = "; ".join(f"{tuple(int(x) for x in i)}: {a[tuple(i)]!r} vs {e[tuple(i)]!r}" for i in idx)

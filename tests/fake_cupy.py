@@ -20,7 +20,13 @@ CuPy's rules where they differ from NumPy's:
   CuPy 13 has them (``reduce``/``accumulate``: add, multiply; ``reduceat``: add; ``at``: add,
   subtract, maximum, minimum, bitwise and/or/xor, each for the dtypes its atomics take);
 * views keep identity (``x[1:].base is x``), ``asarray`` of host data copies it;
-* kernels (``RawModule``, ``ElementwiseKernel``...) cannot compile here and say so.
+* kernels (``RawModule``, ``ElementwiseKernel``...) cannot compile here and say so;
+* no bfloat16: CuPy 13's array creation takes only the dtype characters ``?bhilqBHILQefdFD``
+  (``_array_default``: ``ValueError: Unsupported dtype bfloat16`` for an ml_dtypes array; bfloat16's
+  character is 'E'). The stand-in refuses every bfloat16 array so, a little stricter than CuPy 13,
+  where the few dtype-blind operations (``zeros``: a memset) pass and the first kernel fails.
+  ``install(monkeypatch, version="14.0.0")`` models CuPy 14 instead, which takes ml_dtypes'
+  bfloat16 (its arithmetic here is NumPy's with ml_dtypes: float32 per op, rounded once).
 
 Its own limits (what a pass here does not prove): dtype promotion (CuPy's rules for Python and
 NumPy scalars), rounding and speed are NumPy's; lists of Python numbers are accepted wherever NumPy
@@ -217,9 +223,16 @@ def _unwrap(obj, host_ok=False):
     return obj
 
 
+def _check_dtype(dtype):
+    """CuPy 13's array creation: only the dtype characters it knows (bfloat16's 'E' is not one)."""
+    if dtype.char not in "?bhilqBHILQefdFD" and _MODULE.__version__.startswith("13."):
+        raise ValueError(f"Unsupported dtype {dtype}")
+
+
 def _wrap(obj):
     """Results as CuPy gives them: arrays (0-d ones for what NumPy gives as scalars), tuples."""
     if isinstance(obj, np.ndarray):
+        _check_dtype(obj.dtype)
         return ndarray._of(obj)
     if isinstance(obj, np.generic):
         return ndarray._of(np.asarray(obj))
@@ -309,9 +322,11 @@ class ndarray:
 
     def __init__(self, shape, dtype=float, memptr=None, strides=None, order="C"):
         self._a = np.empty(shape, dtype, order=order)
+        _check_dtype(self._a.dtype)
 
     @classmethod
     def _of(cls, array):
+        _check_dtype(array.dtype)
         obj = cls.__new__(cls)
         obj._a = array
         _WRAPPER_OF[id(array)] = obj
@@ -652,10 +667,11 @@ def modules():
     return found
 
 
-def install(monkeypatch):
+def install(monkeypatch, version="13.3.0"):
     """Make ``import cupy`` give the fake and minilora's ``cuda`` device run on it, until the test
-    ends (monkeypatch undoes both)."""
+    ends (monkeypatch undoes both). ``version="14.0.0"``: a CuPy 14, which takes bfloat16."""
     from minilora.device import _DEVICES
+    monkeypatch.setattr(_MODULE, "__version__", version)
     for name, module in modules().items():
         monkeypatch.setitem(sys.modules, name, module)
     cuda = _DEVICES["cuda"]

@@ -29,8 +29,8 @@ def t(lib, array, grad=False, dtype=None):
 
 def _plain(value):
     """What a snippet returned, as comparable Python/NumPy values (dtypes by name)."""
-    if isinstance(value, (torch.Tensor, ml.Tensor)):
-        array = value.detach().numpy() if isinstance(value, torch.Tensor) else value.numpy()
+    if isinstance(value, (torch.Tensor, ml.Tensor)):  # (torch's .numpy() refuses bfloat16: from_torch)
+        array = ml.dtypes.from_torch(value) if isinstance(value, torch.Tensor) else value.numpy()
         return ("tensor", str(value.dtype).removeprefix("torch."), array)
     if isinstance(value, torch.dtype):
         return ("dtype", str(value).removeprefix("torch."))
@@ -52,7 +52,9 @@ def _assert_same(theirs, ours, where=""):
         assert isinstance(ours, tuple) and ours[0] == "tensor", f"{where}: got {ours!r}"
         assert ours[1] == theirs[1], f"{where}: dtype {ours[1]}, torch {theirs[1]}"
         assert ours[2].shape == theirs[2].shape, f"{where}: shape {ours[2].shape}, torch {theirs[2].shape}"
-        np.testing.assert_allclose(ours[2], theirs[2], rtol=1e-12, atol=1e-12, err_msg=where)
+        np.testing.assert_allclose(ours[2].astype(np.float64) if ours[1] == "bfloat16" else ours[2],
+                                   theirs[2].astype(np.float64) if theirs[1] == "bfloat16" else theirs[2],
+                                   rtol=1e-12, atol=1e-12, err_msg=where)
     else:
         assert ours == theirs, f"{where}: {ours!r}, torch {theirs!r}"
 
@@ -697,15 +699,38 @@ def test_dtype_conversion_methods():
     check(snippet)
 
 
-def test_bfloat16_is_a_clear_error():
-    with pytest.raises(TypeError, match="bfloat16.*float32"):
-        ml.ones(2, dtype=ml.bfloat16)
-    with pytest.raises(TypeError, match="bfloat16"):
-        ml.ones(2).to(ml.bfloat16)
-    with pytest.raises(TypeError, match="bfloat16"):
-        ml.tensor([1.0], dtype="bfloat16")
-    with pytest.raises(TypeError, match="bfloat16"):
-        ml.ones(2).bfloat16()
+def test_bfloat16_is_a_dtype_with_ml_dtypes():
+    """With ml_dtypes (in the [test] extra) bfloat16 works as torch's: see tests/test_bf16_tensor.py."""
+    def snippet(lib):
+        x = lib.ones(2, dtype=lib.bfloat16)
+        return [x, lib.ones(2).to(lib.bfloat16), lib.tensor([1.5], dtype=lib.bfloat16), lib.ones(2).bfloat16(),
+                x.dtype, x.element_size(), x.is_floating_point()]
+    check(snippet)
+
+
+def test_bfloat16_without_ml_dtypes_is_a_clear_error():
+    """Without ml_dtypes (blocked from importing in a fresh interpreter) every way to ask for bfloat16
+    raises a TypeError that names the problem and the fix, instead of computing in another dtype."""
+    import subprocess
+    import sys
+    script = """
+import sys
+sys.modules["ml_dtypes"] = None  # `import ml_dtypes` now raises ImportError
+import minilora as ml
+assert not ml.dtypes.HAS_BFLOAT16
+for make in (lambda: ml.ones(2, dtype=ml.bfloat16), lambda: ml.ones(2).to(ml.bfloat16),
+             lambda: ml.tensor([1.0], dtype="bfloat16"), lambda: ml.ones(2).bfloat16(),
+             lambda: ml.nn.Linear(2, 2).bfloat16(), lambda: ml.set_default_dtype(ml.bfloat16)):
+    try:
+        make()
+    except TypeError as exc:
+        assert "bfloat16" in str(exc) and "ml_dtypes" in str(exc) and "float32" in str(exc), exc
+    else:
+        raise AssertionError("no error")
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
 def test_tensor_constructors_infer_dtypes_as_torch():

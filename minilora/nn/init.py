@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from .. import dtypes
 from ..random import generator
 from ..tensor import no_grad
 
@@ -44,7 +45,7 @@ def calculate_gain(nonlinearity, param=None):
 
 def _fill(tensor, values):
     with no_grad():
-        tensor._array[...] = tensor.device.xp.asarray(values, dtype=tensor.dtype)
+        tensor._array[...] = tensor.device.xp.asarray(dtypes.cast(np.asarray(values), tensor.dtype))
     tensor._bump_version()  # an in-place change, as torch's tensor.normal_() and friends
     return tensor
 

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import parallel
+from .. import dtypes, parallel
 from ..device import Device
 from ..device import device as _get_device
 from ..tensor import Tensor, _to_dtype, no_grad
@@ -440,12 +440,12 @@ class Module:
         ``model.to("float64")``. ``non_blocking`` changes nothing here (every copy is synchronous);
         ``memory_format`` is not supported."""
         device, dtype = _parse_to(args, kwargs)
-        if dtype is not None and dtype.kind != "f":
+        if dtype is not None and not dtypes.is_floating(dtype):
             raise TypeError(f"nn.Module.to only accepts floating point or complex dtypes, but got desired "
                             f"dtype={dtype}")
         dev = _get_device(device) if device is not None else None
         return self._apply_to_tensors(
-            lambda t: _move_in_place(t, dev, dtype if t.dtype.kind == "f" else None))
+            lambda t: _move_in_place(t, dev, dtype if dtypes.is_floating(t.dtype) else None))
 
     def to_empty(self, *, device, recurse=True):
         """Parameters and buffers on ``device`` with their shapes and dtypes but *uninitialized*
@@ -468,7 +468,7 @@ class Module:
         return self.to(dtype="float16")
 
     def bfloat16(self):
-        return self.to(dtype="bfloat16")  # raises: NumPy (so minilora) has no bfloat16, and says so
+        return self.to(dtype="bfloat16")  # (without ml_dtypes: a clear error naming the fix)
 
     def cpu(self):
         return self.to("cpu")
@@ -739,7 +739,7 @@ class _LoadPlan:
     def write(self, assign):
         # Convert everything first: a value that fails to convert changes nothing.
         converted = [(module, name, target, _assigned(target, value) if assign else
-                      target.device.xp.asarray(_array(value), dtype=target.dtype))
+                      target.device.xp.asarray(dtypes.cast(np.asarray(_array(value)), target.dtype)))
                      for module, name, target, value in self.copies]
         with no_grad():
             for module, name, target, value in converted:
@@ -757,9 +757,10 @@ def _assigned(target, value):
     (its dtype and device; a NumPy array or torch tensor becomes a CPU Tensor), a Parameter keeping
     ``requires_grad`` where the target was a Parameter."""
     if not isinstance(value, Tensor):
-        if str(getattr(value, "dtype", "")) == "torch.bfloat16":
+        if str(getattr(value, "dtype", "")) == "torch.bfloat16" and not dtypes.HAS_BFLOAT16:
             raise TypeError("load_state_dict(assign=True) of a bfloat16 tensor: minilora has no bfloat16 "
-                            "(NumPy lacks it); load with assign=False to copy it into the model's dtype")
+                            "without ml_dtypes (pip install 'minilora[bf16]'); load with assign=False to "
+                            "copy it into the model's dtype")
         array = np.asarray(_array(value))
         value = Tensor(array, dtype=array.dtype, device="cpu")
     if isinstance(target, Parameter):
@@ -824,19 +825,19 @@ def _empty_in_place(t, dev):
 def _array(value):
     if isinstance(value, Tensor):
         return value.numpy()
-    if hasattr(value, "detach"):  # a torch tensor (NumPy has no bfloat16: widen it first)
-        value = value.detach().cpu()
-        return (value.float() if str(value.dtype) == "torch.bfloat16" else value).numpy()
+    if dtypes.is_torch_tensor(value):  # bfloat16 stays bfloat16 (widened only without ml_dtypes)
+        return dtypes.from_torch(value)
     return value
 
 
 def _convert(array, dev, dtype):
     if dtype is not None and array.dtype != dtype:
-        array = array.astype(dtype)
+        array = dtypes.cast(array, dtype)
     if dev is not None:
         if dev.xp is np:
             array = array if isinstance(array, np.ndarray) else array.get()
         else:
+            dev.check_dtype(array.dtype)  # bfloat16 needs CuPy >= 14
             array = dev.xp.asarray(array)
     return array
 
@@ -844,6 +845,8 @@ def _convert(array, dev, dtype):
 def _move_in_place(t, dev, dtype):
     """Change a tensor's device/dtype keeping the object (optimizers and modules hold it)."""
     dev = dev if dev is not t.device else None
+    if dtype is not None:
+        (dev or t.device).check_dtype(dtype)  # bfloat16 on cuda needs CuPy >= 14
     t._array = _convert(t._array, dev, dtype)
     if t.grad is not None:
         t.grad._array = _convert(t.grad._array, dev, dtype)
@@ -1213,6 +1216,7 @@ def _dtype_repr(dtype):
 
 # torch.typename of a tensor of each dtype (ParameterDict's repr names tensors this way)
 _TENSOR_TYPENAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "HalfTensor",
+                     "bfloat16": "BFloat16Tensor",
                      "int64": "LongTensor", "int32": "IntTensor", "int16": "ShortTensor", "int8": "CharTensor",
                      "uint8": "ByteTensor", "bool": "BoolTensor"}
 

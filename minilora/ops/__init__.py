@@ -169,7 +169,7 @@ Tensor.mT = property(_mT)
 
 # ---- %, &, |, ^, ~, abs(x), x.t(), x.type(dtype) -------------------------------------------------
 _TENSOR_TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "HalfTensor",
-                      "int64": "LongTensor", "int32": "IntTensor", "int16": "ShortTensor",
+                      "bfloat16": "BFloat16Tensor", "int64": "LongTensor", "int32": "IntTensor", "int16": "ShortTensor",
                       "int8": "CharTensor", "uint8": "ByteTensor", "bool": "BoolTensor"}
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import fastmath, parallel
 from ..device import xp_of
-from ..dtypes import get_default_dtype, result_type, to_dtype
+from ..dtypes import bfloat16, cast, float32, get_default_dtype, is_floating, result_type, to_dtype, upcast
 from ..tensor import Function, Tensor, ShapeError
 
 __all__ = ["add", "sub", "mul", "div", "floor_divide", "neg", "pow", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
@@ -37,6 +37,77 @@ def unbroadcast(grad, shape):
 
 def _shape(x):
     return getattr(x, "shape", ())
+
+
+# ---- 16-bit floats: compute in float32, round once ------------------------------------------------
+# torch computes an op on float16/bfloat16 tensors in float32 and rounds its result to the 16-bit dtype
+# once. A single NumPy ufunc on a bfloat16 (ml_dtypes) or float16 array does exactly that, so exp, +, *
+# need nothing. An op written as several NumPy steps would round after every step: these two class
+# decorators run such an op in float32 instead. float32 and float64 pass through after one dtype check.
+def _is_16bit_float(x):
+    """True for a float16 or bfloat16 array (Python numbers and other dtypes: False)."""
+    return getattr(x, "itemsize", 0) == 2 and (x.dtype.kind == "f" or x.dtype is bfloat16)
+
+
+def _upcast_saved(ctx):
+    """What forward saved on ``ctx``, its 16-bit float arrays widened to float32 (backward then
+    computes in float32; the saved arrays stay 16-bit until backward, as torch keeps them)."""
+    wide = {name: upcast(value) for name, value in vars(ctx).items() if _is_16bit_float(value)}
+    vars(ctx).update(wide)
+
+
+def backward_in_float32(op):
+    """Class decorator for an op whose forward is one NumPy ufunc (already right for 16-bit floats)
+    and whose backward formula takes several steps: for a float16/bfloat16 gradient, the backward
+    runs on float32 copies of the gradient and of what forward saved, and each input's gradient is
+    rounded once to the 16-bit dtype."""
+    backward = op.backward
+
+    def backward_in_float32(ctx, g):
+        if not _is_16bit_float(g):
+            return backward(ctx, g)
+        _upcast_saved(ctx)
+        grads = backward(ctx, g.astype(float32))
+        if type(grads) is not tuple:
+            return grads.astype(g.dtype)
+        return tuple(None if grad is None else grad.astype(g.dtype) for grad in grads)
+
+    op.backward = staticmethod(backward_in_float32)
+    return op
+
+
+def computes_in_float32(op):
+    """Class decorator for an op whose forward takes several NumPy steps (sigmoid, gelu, lerp ...):
+    float16/bfloat16 inputs are widened to float32, forward runs on them, and its result is rounded
+    once to their dtype; backward as ``backward_in_float32``. (Python numbers taking part stay numbers:
+    NumPy then holds them in float32, as torch's kernels hold them.)"""
+    forward = op.forward
+
+    def forward_in_float32(ctx, *args, **options):
+        for x in args:
+            if _is_16bit_float(x):
+                dtype = x.dtype
+                break
+        else:  # float32, float64, integers: unchanged
+            return forward(ctx, *args, **options)
+        out = forward(ctx, *(upcast(x) if hasattr(x, "dtype") else x for x in args), **options)
+        return out.astype(dtype)
+
+    op.forward = staticmethod(forward_in_float32)
+    return backward_in_float32(op)
+
+
+_NUMBERS = (float, int)
+
+
+def _number_as_float32(x, other):
+    """A Python number multiplying or dividing a 16-bit float array, as a float32 scalar: torch's
+    kernels hold such a number in float32 (``x * 0.1`` rounds ``x * 0.1f`` once), where NumPy
+    would round it to bfloat16 first (``x * bfloat16(0.1)``: another number in 1 element of 5).
+    Anything else comes back unchanged."""
+    if type(x) in (float, int) and _is_16bit_float(other):
+        return np.float32(x)
+    return x
 
 
 def _broadcast_error(name, a, b):
@@ -88,11 +159,15 @@ class Mul(Function):
         # Keep only what backward reads, as torch does: b for a's gradient, a for b's. An operand
         # nobody saved may then change in place before backward (see tensor.py, version counters).
         na, nb = ctx.needs_input_grad
+        dtype = None  # set when a Python number meets a 16-bit float array (then kept as float32)
+        if type(b) in _NUMBERS and _is_16bit_float(a) or type(a) in _NUMBERS and _is_16bit_float(b):
+            dtype = a.dtype if hasattr(a, "dtype") else b.dtype
+            a, b = _number_as_float32(a, b), _number_as_float32(b, a)  # (backward's g * b: float32 too)
         ctx.a, ctx.b = a if nb else None, b if na else None
         if not (na and nb):  # (when both are kept, backward reads their shapes from them)
             ctx.shapes = (_shape(a), _shape(b))
         try:
-            return a * b
+            return a * b if dtype is None else (a * b).astype(dtype)
         except ValueError:
             raise _broadcast_error("mul", a, b) from None
 
@@ -110,13 +185,18 @@ class Mul(Function):
     flops = Add.flops
 
 
+@backward_in_float32
 class Div(Function):
     @staticmethod
     def forward(ctx, a, b):
         na, nb = ctx.needs_input_grad  # keep only what backward reads (a only for b's gradient)
+        dtype = None  # as in Mul: x / 3 on 16-bit floats divides by 3.0f and rounds once
+        if type(b) in _NUMBERS and _is_16bit_float(a) or type(a) in _NUMBERS and _is_16bit_float(b):
+            dtype = a.dtype if hasattr(a, "dtype") else b.dtype
+            a, b = _number_as_float32(a, b), _number_as_float32(b, a)
         ctx.a, ctx.b, ctx.shapes = a if nb else None, b, (_shape(a), _shape(b))
         try:
-            return a / b
+            return a / b if dtype is None else (a / b).astype(dtype)
         except ValueError:
             raise _broadcast_error("div", a, b) from None
 
@@ -144,6 +224,7 @@ class Neg(Function):
         return -g
 
 
+@backward_in_float32  # (forward: a ** 0.5 rounds the exponent to bfloat16 first, in torch and NumPy alike)
 class Pow(Function):
     """``a ** b`` where either side may be a tensor (or a Python number)."""
 
@@ -201,6 +282,7 @@ class Sqrt(Function):
         return g / (2 * ctx.out)
 
 
+@computes_in_float32
 class Rsqrt(Function):
     @staticmethod
     def forward(ctx, a):
@@ -224,6 +306,7 @@ class Abs(Function):
         return g * xp_of(g).sign(ctx.a)
 
 
+@backward_in_float32
 class Tanh(Function):
     @staticmethod
     def forward(ctx, a):
@@ -241,6 +324,7 @@ def _sigmoid(xp, a):
     return 0.5 * (1 + xp.tanh(0.5 * a))
 
 
+@computes_in_float32
 class Sigmoid(Function):
     @staticmethod
     def forward(ctx, a):
@@ -264,6 +348,7 @@ class Relu(Function):
         return g * ctx.mask
 
 
+@computes_in_float32
 class Silu(Function):
     """SiLU (swish), Llama's MLP activation: ``silu(x) = x * sigmoid(x)``, with the derivative
     ``s * (1 + x * (1 - s))`` where ``s = sigmoid(x)``. Flat blocks run in parallel."""
@@ -287,6 +372,7 @@ class Silu(Function):
 
 
 # ---- GELU and the normal distribution ------------------------------------------------------------
+@computes_in_float32
 class Erf(Function):
     """``erf(x) = 2/sqrt(pi) * integral from 0 to x of exp(-t^2) dt``; gradient
     ``2/sqrt(pi) exp(-x^2)``. Computed with ``fastmath.erf`` in float64 and rounded to the input's
@@ -316,6 +402,7 @@ def erf(input):
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 
 
+@computes_in_float32
 class Gelu(Function):
     """GELU, ``gelu(x) = x * Phi(x)`` with ``Phi`` the standard normal CDF; ``approximate='tanh'``
     uses the tanh form (as PyTorch's option).
@@ -383,11 +470,11 @@ class AsType(Function):
     @staticmethod
     def forward(ctx, a, dtype):
         ctx.dtype = a.dtype
-        return a.astype(dtype)
+        return cast(a, dtype)  # float64 -> bfloat16 through float32, as torch rounds (dtypes.cast)
 
     @staticmethod
     def backward(ctx, g):
-        return g.astype(ctx.dtype)
+        return cast(g, ctx.dtype)
 
 
 class ToDevice(Function):
@@ -408,6 +495,7 @@ def _move(array, device):
     xp = device.xp
     if xp is np:
         return array.copy() if isinstance(array, np.ndarray) else array.get()
+    device.check_dtype(array.dtype)  # a clear error for bfloat16 on a CuPy without it (< 14)
     return xp.asarray(array)
 
 
@@ -483,18 +571,18 @@ def _promoted(a, b, true_divide=False):
     if isinstance(a, Tensor):  # the fast path for every `x * y` and `x - 0.5` (`is`: dtypes are singletons)
         a_dtype = a._array.dtype
         if isinstance(b, Tensor):
-            if a_dtype is b._array.dtype and (not true_divide or a_dtype.kind == "f"):
+            if a_dtype is b._array.dtype and (not true_divide or a_dtype.kind == "f" or a_dtype is bfloat16):
                 return a, b
-        elif type(b) is float and a_dtype.kind == "f":
+        elif type(b) is float and (a_dtype.kind == "f" or a_dtype is bfloat16):
             return a, b
     a_array, b_array = getattr(a, "_array", a), getattr(b, "_array", b)
     a_dtype, b_dtype = getattr(a_array, "dtype", None), getattr(b_array, "dtype", None)
     if a_dtype is not None and b_dtype is not None:
-        if a_dtype == b_dtype and (not true_divide or a_dtype.kind == "f"):
+        if a_dtype == b_dtype and (not true_divide or is_floating(a_dtype)):
             return a, b
-    elif type(b) in (float, int) and a_dtype is not None and a_dtype.kind == "f":
+    elif type(b) in (float, int) and a_dtype is not None and is_floating(a_dtype):
         return a, b
-    elif type(a) in (float, int) and b_dtype is not None and b_dtype.kind == "f":
+    elif type(a) in (float, int) and b_dtype is not None and is_floating(b_dtype):
         return a, b
     dtype = result_type(a_array, b_array)
     if true_divide and dtype.kind in "biu":
@@ -518,6 +606,7 @@ def _refuse_integer_zero_division(xp, divisor):
         raise RuntimeError("ZeroDivisionError")
 
 
+@computes_in_float32
 class RoundedDiv(Function):
     """``div(a, b, rounding_mode='trunc' | 'floor')``; the quotient is piecewise constant, so its
     gradient is zero (torch's choice)."""
@@ -575,6 +664,7 @@ def _raw(x):
 
 
 # ---- more pointwise math (sin/cos, maximum/minimum, clamp, isnan ...): torch's names and gradients --
+@backward_in_float32
 class Sin(Function):
     @staticmethod
     def forward(ctx, a):
@@ -586,6 +676,7 @@ class Sin(Function):
         return g * xp_of(g).cos(ctx.a)
 
 
+@backward_in_float32
 class Cos(Function):
     @staticmethod
     def forward(ctx, a):
@@ -727,7 +818,10 @@ class Remainder(Function):
     def backward(cls, ctx, g):
         na, nb = ctx.needs_input_grad
         xp = xp_of(g)
-        quotient = getattr(xp, cls.rounding)(xp.true_divide(ctx.a, ctx.b)) if nb else None
+        quotient = None
+        if nb:  # (16-bit floats: the quotient in float32, the gradient rounded once by the engine)
+            a, b = (upcast(x) if hasattr(x, "dtype") else x for x in (ctx.a, ctx.b))
+            quotient = getattr(xp, cls.rounding)(xp.true_divide(a, b))
         return (unbroadcast(g, ctx.shapes[0]) if na else None,
                 unbroadcast(-g * quotient, ctx.shapes[1]) if nb else None)
 
@@ -779,6 +873,7 @@ def logical_or(input, other):
 
 
 # ---- rounding (piecewise constant: zero gradient, as torch) and closeness tests -------------------
+@computes_in_float32
 class _Rounding(Function):
     @staticmethod
     def forward(ctx, a, how, decimals=0):
@@ -795,7 +890,7 @@ class _Rounding(Function):
 
 def _rounding(how):
     def op(input):
-        if input.dtype.kind != "f":  # torch returns integers unchanged (a copy)
+        if not is_floating(input.dtype):  # torch returns integers unchanged (a copy)
             return clone(input)
         return _Rounding.apply(input, how=how)
     op.__name__ = how
@@ -807,7 +902,7 @@ floor, ceil, trunc = _rounding("floor"), _rounding("ceil"), _rounding("trunc")
 
 def round(input, *, decimals=0):  # noqa: A001  (torch.round)
     """Round half to even, as torch (``round(0.5) == 0``, ``round(1.5) == 2``); ``decimals`` too."""
-    if input.dtype.kind != "f":
+    if not is_floating(input.dtype):
         return clone(input)
     return _Rounding.apply(input, how="round", decimals=decimals)
 
@@ -834,6 +929,7 @@ def equal(input, other):
 
 
 # ---- lerp, xlogy, log1p/expm1, softplus, leaky_relu, clamp_min/max, square, reciprocal -----------
+@computes_in_float32
 class Lerp(Function):
     """``start + weight * (end - start)``, computed as torch does: from ``end`` backwards when
     ``weight >= 0.5`` (``end - (end - start) * (1 - weight)``), so weight 1 gives ``end`` exactly."""
@@ -862,11 +958,12 @@ def lerp(input, end, weight):
         if hasattr(other, "_array") and other.dtype != input.dtype:
             raise RuntimeError(f"lerp: expected dtype {input.dtype} for `{name}` but got dtype "
                                f"{other.dtype}")
-    if input.dtype.kind != "f":  # (torch's error type for a dtype it has no kernel for)
+    if not is_floating(input.dtype):  # (torch's error type for a dtype it has no kernel for)
         raise NotImplementedError(f"lerp is only implemented for floating tensors, got {input.dtype}")
     return Lerp.apply(input, end, weight)
 
 
+@computes_in_float32
 class XLogY(Function):
     """``x * log(y)``, 0 where ``x == 0`` (even for ``y == 0``), NaN where ``y`` is NaN; torch's
     gradients: ``log(y)`` for ``x`` (also at ``x == 0``, but 0 there where ``y <= 0``) and
@@ -898,6 +995,7 @@ def xlogy(input, other):
     return XLogY.apply(*_promoted(_floating(input), other, true_divide=True))
 
 
+@backward_in_float32
 class Log1p(Function):
     @staticmethod
     def forward(ctx, a):
@@ -909,6 +1007,7 @@ class Log1p(Function):
         return g / (1 + ctx.a)
 
 
+@backward_in_float32
 class Expm1(Function):
     @staticmethod
     def forward(ctx, a):
@@ -930,6 +1029,7 @@ def expm1(input):
     return Expm1.apply(_floating(input))
 
 
+@computes_in_float32
 class Softplus(Function):
     """``log(1 + exp(beta x)) / beta``, and ``x`` itself where ``beta x > threshold`` (where the two
     agree to rounding and the exponential could overflow), as torch; gradient ``sigmoid(beta x)``
@@ -954,6 +1054,7 @@ def softplus(input, beta=1.0, threshold=20.0):
     return Softplus.apply(_floating(input), beta=beta, threshold=threshold)
 
 
+@computes_in_float32
 class LeakyRelu(Function):
     """``x`` where ``x > 0``, else ``slope * x``; the gradient at 0 is ``slope`` (torch's)."""
 
@@ -994,6 +1095,7 @@ def reciprocal(input):
 
 
 # ---- log2/log10, fmod, logical_xor, addcmul/addcdiv ----------------------------------------------
+@backward_in_float32
 class LogBase(Function):
     """``log2`` / ``log10`` with NumPy's own functions (exact powers of the base give exact
     integers, which ``log(x) / log(base)`` would not always); gradient ``1 / (x ln base)``."""
@@ -1069,6 +1171,7 @@ def hardtanh(input, min_val=-1.0, max_val=1.0):
     return where(inside, input, clamp(input, min_val, max_val).detach())
 
 
+@computes_in_float32
 class Hardswish(Function):
     """``x relu6(x + 3) / 6`` with torch's piecewise gradient: 0 up to -3, ``x / 3 + 0.5``
     strictly between -3 and 3, 1 from 3 on (at 3 the chain rule through relu6 would give 1.5)."""
@@ -1087,6 +1190,7 @@ class Hardswish(Function):
 def hardswish(input): return Hardswish.apply(_floating(input))
 
 
+@computes_in_float32
 class Hardsigmoid(Function):
     """``relu6(x + 3) / 6``; gradient 1/6 strictly inside (-3, 3), 0 elsewhere. torch's kernel
     multiplies by ``1.0f / 6.0f``, the float32 sixth, in every dtype: its float64 gradient is off
@@ -1106,6 +1210,7 @@ class Hardsigmoid(Function):
 def hardsigmoid(input): return Hardsigmoid.apply(_floating(input))
 
 
+@computes_in_float32
 class LogSigmoid(Function):
     """``log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|))``, stable for large ``|x|``; gradient
     ``sigmoid(-x)`` (0.5 at x = 0, where the min's kink would mislead a composition)."""
@@ -1153,6 +1258,7 @@ _DERIVATIVES = {
 }
 
 
+@backward_in_float32
 class Pointwise(Function):
     """One NumPy function of one tensor (``name``), with its derivative from ``_DERIVATIVES``."""
 
@@ -1186,6 +1292,7 @@ sinh, cosh, asinh, acosh, atanh = (_pointwise(n, m) for n, m in (
 exp2 = _pointwise("exp2", "exp2")
 
 
+@backward_in_float32
 class Atan2(Function):
     """The angle of the point (``b``, ``a``): ``atan(a / b)`` in the right quadrant; gradients
     ``b / (a^2 + b^2)`` and ``-a / (a^2 + b^2)``."""
@@ -1214,6 +1321,7 @@ def atan2(input, other):
 arctan2 = atan2
 
 
+@backward_in_float32
 class LogAddExp(Function):
     """``log(exp(a) + exp(b))`` as ``max + log1p(exp(-|a - b|))`` (no overflow; equal infinities give
     themselves, as torch); gradients ``1 / (1 + exp(b - a))`` and ``1 / (1 + exp(a - b))``."""
@@ -1254,6 +1362,6 @@ class NanToNum(Function):
 def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
     """``torch.nan_to_num``: NaN -> ``nan``, +inf -> ``posinf`` (default: the dtype's largest
     value), -inf -> ``neginf`` (default: its lowest). Integers are returned unchanged."""
-    if input.dtype.kind != "f":
+    if not is_floating(input.dtype):
         return clone(input)
     return NanToNum.apply(input, nan=nan, posinf=posinf, neginf=neginf)
