@@ -21,14 +21,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import ops
+from .. import dtypes, ops
 from ..factories import eye
 from ..nn import Dropout, Identity, ModuleDict, Parameter
 from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
 from ..random import generator
 from .config import PEFT_TYPE_TO_CONFIG, LoraConfig, _BIAS_MODES, _is_number
-from .layers import BaseTunerLayer, ParameterDict
+from .layers import BaseTunerLayer, ParameterDict, _with_delta
 from .model import PEFT_TYPE_TO_TUNER, LoraModel
 
 __all__ = ["AdaLoraConfig", "AdaLoraModel", "SVDLinear", "RankAllocator"]
@@ -132,19 +132,21 @@ class SVDLinear(BaseTunerLayer):
             if name not in self.lora_A:
                 continue
             p = self._dropout_p(self.lora_dropout, name)
-            xd = (ops.dropout(x, p) if p > 0 else x).to(self.lora_A[name].dtype)  # float32 on a float16 base
+            xd = x.to(self.lora_A[name].dtype)  # float32 on a 16-bit base, cast before dropout as PEFT
+            xd = ops.dropout(xd, p) if p > 0 else xd
             AE = self.lora_A[name] * self.lora_E[name]  # scale row i of A by the singular value E_i
             update = ops.matmul(ops.matmul(xd, AE.T), self.lora_B[name].T) * self._factor(name)
-            result = result + update.to(result.dtype)  # back to the base's dtype, as PEFT
+            result = (result + update).to(result.dtype)  # PEFT's in-place result += ...: rounded once per adapter
         return result
 
     def get_delta_weight(self, adapter_name):
         A, E, B = (t._array for t in (self.lora_A[adapter_name], self.lora_E[adapter_name], self.lora_B[adapter_name]))
-        return B @ (A * E) * self._factor(adapter_name)
+        dtype = B.dtype  # 16-bit factors: multiplied in float32, the delta rounded once (as PEFT on the CPU)
+        A, E, B = (dtypes.upcast(a) for a in (A, E, B))
+        return (B @ (A * E) * self._factor(adapter_name)).astype(dtype, copy=False)
 
-    def merge_math(self, adapter_name, W, unmerge=False):
-        delta = self.get_delta_weight(adapter_name)
-        return W - delta if unmerge else W + delta
+    def merge_math(self, adapter_name, W, unmerge=False, safe_merge=False):
+        return _with_delta(W, self.get_delta_weight(adapter_name), unmerge, safe_merge)
 
 
 # ==================================================================================================

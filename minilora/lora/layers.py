@@ -10,7 +10,7 @@ import copy
 
 import numpy as np
 
-from .. import ops
+from .. import dtypes, ops
 from ..device import xp_of
 from ..nn import Dropout, Identity, Module, ModuleDict, Parameter
 from ..nn import Embedding as _NNEmbedding
@@ -68,6 +68,15 @@ class BufferDict(ParameterDict):
 def _row_norm(W):
     """``||W[i, :]||`` for every output row i (PEFT's ``torch.linalg.norm(W, dim=1)``)."""
     return xp_of(W).sqrt((W * W).sum(axis=1))
+
+
+def _with_delta(W, delta, unmerge=False, safe_merge=False):
+    """``W + delta`` (``W - delta`` to unmerge) as PEFT writes it into a float16/bfloat16 weight: a plain
+    merge adds the float32 delta and rounds the sum once; ``safe_merge`` and unmerge first round delta to
+    W's dtype (PEFT's ``delta_weight.to(orig_dtype)``). Nothing changes for float32/float64 weights."""
+    if (unmerge or safe_merge) and delta.dtype != W.dtype:
+        delta = delta.astype(W.dtype)
+    return W - delta if unmerge else W + delta
 
 
 def _constant_zeros(like, *shape):
@@ -203,7 +212,7 @@ class BaseTunerLayer(Module):
             if name in self.merged_adapters or name not in self.adapter_names():
                 continue
             W = self.base_layer.weight
-            new = self.merge_math(name, W._array.copy() if safe_merge else W._array)
+            new = self.merge_math(name, W._array.copy() if safe_merge else W._array, safe_merge=safe_merge)
             if safe_merge and not bool(xp_of(new).isfinite(new).all()):
                 raise ValueError(f"NaNs or infs detected in the merged weights: the adapter {name!r} "
                                  "seems to be broken; the base weight was left unchanged")
@@ -217,7 +226,7 @@ class BaseTunerLayer(Module):
             W = self.base_layer.weight
             W._array[...] = self.merge_math(name, W._array, unmerge=True)
 
-    def merge_math(self, adapter_name, W, unmerge=False):
+    def merge_math(self, adapter_name, W, unmerge=False, safe_merge=False):
         raise NotImplementedError(f"{type(self).__name__} must define merge_math")  # abstract
 
 
@@ -277,13 +286,17 @@ class Linear(BaseTunerLayer):
             else:
                 pissa_init(self, adapter_name, config.init_lora_weights)
         if config.use_dora:
-            norms = _row_norm(W0._array + self.scaling[adapter_name] * self._BA(adapter_name))
+            delta = self.scaling[adapter_name] * self._BA(adapter_name)
+            norms = _row_norm(dtypes.upcast(W0._array) + delta).astype(W0.dtype)  # in the adapter's dtype (PEFT)
             self.lora_magnitude_vector[adapter_name] = DoraMagnitude(Tensor(norms, dtype=norms.dtype, device=W0.device))
         self.set_adapter(self.active_adapters)
 
     def _BA(self, adapter_name):
-        """``B @ A`` as a plain array [out, in]: only for merging and DoRA's norm, never in the LoRA forward."""
-        return self.lora_B[adapter_name].weight._array @ self.lora_A[adapter_name].weight._array
+        """``B @ A`` as a plain array [out, in]: only for merging and DoRA's norm, never in the LoRA forward.
+        16-bit factors are multiplied in float32 (PEFT's get_delta_weight upcasts them on the CPU; NumPy
+        would sum a bfloat16 product in bfloat16) and the result stays float32."""
+        B, A = self.lora_B[adapter_name].weight._array, self.lora_A[adapter_name].weight._array
+        return dtypes.upcast(B) @ dtypes.upcast(A)
 
     # --- forward -------------------------------------------------------------------------------
     def adapter_forward(self, x):
@@ -291,20 +304,28 @@ class Linear(BaseTunerLayer):
         active = [a for a in self.active_adapters if a in self.lora_A]
         if not active:
             return self.base_layer(x)
+        if len(active) == 1 and active[0] not in self.lora_magnitude_vector and self._fuses(x, active[0]):
+            name = active[0]  # the usual case: base GEMM and LoRA branch in ONE fused op
+            return ops.lora_linear(x, self.base_layer.weight, self.lora_A[name].weight, self.lora_B[name].weight,
+                                   self.scaling[name], bias=self.base_layer.bias,
+                                   dropout_p=self._dropout_p(self.lora_dropout, name))
+        # several adapters (or DoRA): PEFT's loop. Each branch runs on x cast to its adapter's dtype (float32
+        # on a 16-bit base) and the sum stays in the promoted dtype until ONE cast back at the end.
         result = None
         for name in active:
             if name in self.lora_magnitude_vector:
                 result = self._dora_forward(x, name, result)
-            elif result is None and self.lora_A[name].weight.dtype == x.dtype:  # the usual case: base GEMM
-                result = ops.lora_linear(x, self.base_layer.weight, self.lora_A[name].weight,  # and LoRA branch
-                                         self.lora_B[name].weight, self.scaling[name],       # in ONE fused op
-                                         bias=self.base_layer.bias,
-                                         dropout_p=self._dropout_p(self.lora_dropout, name))
-            else:  # a second active adapter adds its own branch; float32 adapters on a float16 base
-                result = self.base_layer(x) if result is None else result  # compute it in theirs, as PEFT
-                xd = ops.dropout(x, self._dropout_p(self.lora_dropout, name)).to(self.lora_A[name].weight.dtype)
-                result = result + (self.lora_B[name](self.lora_A[name](xd)) * self.scaling[name]).to(result.dtype)
-        return result
+                continue
+            result = self.base_layer(x) if result is None else result
+            xd = ops.dropout(x.to(self.lora_A[name].weight.dtype), self._dropout_p(self.lora_dropout, name))
+            result = result + self.lora_B[name](self.lora_A[name](xd)) * self.scaling[name]
+        return result.to(x.dtype)
+
+    def _fuses(self, x, name):
+        """Whether ``ops.lora_linear`` computes this adapter: adapter and base of one dtype, or float32
+        adapters on a float16/bfloat16 base (the op follows PEFT's mixed precision)."""
+        base, adapter = x.dtype, self.lora_A[name].weight.dtype
+        return adapter == base or (base.itemsize == 2 and adapter == np.float32)
 
     def _dora_forward(self, x, name, result):
         """DoRA: ``h = m / ||W0 + s B A||_row * (W0 x + s B A x) + b``.
@@ -391,12 +412,13 @@ class Linear(BaseTunerLayer):
     # --- merging -------------------------------------------------------------------------------
     def get_delta_weight(self, adapter_name):
         """``s * B @ A`` [out, in]: the full-size update that merging adds to W0."""
-        # EXERCISE 7.1: the full-size update s * B @ A, [out, in], that merging adds to W0
+        # EXERCISE 7.1: delta = the full-size update s * B @ A, [out, in], that merging adds to W0
         # BEGIN SOLUTION
-        return self.scaling[adapter_name] * self._BA(adapter_name)
+        delta = self.scaling[adapter_name] * self._BA(adapter_name)
         # END SOLUTION
+        return delta.astype(self.lora_B[adapter_name].weight.dtype, copy=False)  # 16-bit adapters: round once
 
-    def merge_math(self, adapter_name, W, unmerge=False):
+    def merge_math(self, adapter_name, W, unmerge=False, safe_merge=False):
         """The merge math, both ways, on a plain array ``W`` (the current base weight).
 
         LoRA: ``W0 + s B A`` (unmerge: minus). DoRA: ``m / ||W0 + s B A||_row * (W + s B A)``, where
@@ -407,7 +429,7 @@ class Linear(BaseTunerLayer):
         # EXERCISE 7.2: plain LoRA: add delta to W to merge, take it back out to unmerge (DoRA follows)
         # BEGIN SOLUTION
         if adapter_name not in self.lora_magnitude_vector:
-            return W - delta if unmerge else W + delta
+            return _with_delta(W, delta, unmerge, safe_merge)
         # END SOLUTION
         if not unmerge:
             self._dora_merge_norms[adapter_name] = _row_norm(self._unmerged_weight() + delta)
@@ -462,12 +484,12 @@ class Embedding(BaseTunerLayer):
 
     def adapter_forward(self, ids):
         result = self.base_layer(ids)
+        dtype = result.dtype
         for name in self.active_adapters:
             if name in self.lora_embedding_A:  # A^T[x]: r numbers per token, pad rows as in the base
                 after_A = ops.embedding(ids, self.lora_embedding_A[name].T, padding_idx=self.base_layer.padding_idx)
-                update = after_A @ self.lora_embedding_B[name].T * self.scaling[name]
-                result = result + update.to(result.dtype)  # float32 tables on a float16 base: back to its dtype
-        return result
+                result = result + after_A @ self.lora_embedding_B[name].T * self.scaling[name]
+        return result.to(dtype)  # float32 tables on a 16-bit base: the sum is rounded back once, as PEFT
 
     def _mixed_batch_forward(self, ids, adapter_names):
         """Per-sample adapters: every sample's rank-r rows gathered from a stack of all adapters'
@@ -495,11 +517,11 @@ class Embedding(BaseTunerLayer):
     def get_delta_weight(self, adapter_name):
         """``s (B A)^T`` [num_embeddings, dim]: the update merging adds to the table."""
         A, B = self.lora_embedding_A[adapter_name]._array, self.lora_embedding_B[adapter_name]._array
-        return self.scaling[adapter_name] * (B @ A).T
+        delta = self.scaling[adapter_name] * (dtypes.upcast(B) @ dtypes.upcast(A)).T  # 16-bit: in float32,
+        return delta.astype(B.dtype, copy=False)                                     # rounded once (PEFT)
 
-    def merge_math(self, adapter_name, W, unmerge=False):
-        delta = self.get_delta_weight(adapter_name)
-        return W - delta if unmerge else W + delta
+    def merge_math(self, adapter_name, W, unmerge=False, safe_merge=False):
+        return _with_delta(W, self.get_delta_weight(adapter_name), unmerge, safe_merge)
 
 
 LoraLayer = Linear  # PEFT's name for the LoRA layer base class (``isinstance(m, LoraLayer)``)
@@ -561,12 +583,12 @@ class VeraLinear(BaseTunerLayer):
             if name not in self.vera_lambda_d:
                 continue
             A, B = self._projections(name)
-            dtype = self.vera_lambda_d[name].dtype  # float32 on a float16 base (autocast_adapter_dtype), as PEFT
-            xd = ops.dropout(x, self._dropout_p(self.vera_dropout, name)).to(dtype)
+            dtype = self.vera_lambda_d[name].dtype  # float32 on a 16-bit base (autocast_adapter_dtype), as PEFT
+            xd = ops.dropout(x.to(dtype), self._dropout_p(self.vera_dropout, name))
             update = self.vera_lambda_b[name] * ops.linear(self.vera_lambda_d[name] * ops.linear(xd, A.to(dtype)),
                                                            B.to(dtype))
-            result = result + update.to(result.dtype)
-        return result
+            result = result + update
+        return result.to(x.dtype)  # the float32 sum rounded back to the base's dtype once, as PEFT
 
     def get_delta_weight(self, adapter_name):
         """``diag(lambda_b) B diag(lambda_d) A`` [out, in]."""
@@ -578,9 +600,8 @@ class VeraLinear(BaseTunerLayer):
         return (lambda_b * B) @ (lambda_d * A)
         # END SOLUTION
 
-    def merge_math(self, adapter_name, W, unmerge=False):
-        delta = self.get_delta_weight(adapter_name)
-        return W - delta if unmerge else W + delta
+    def merge_math(self, adapter_name, W, unmerge=False, safe_merge=False):
+        return _with_delta(W, self.get_delta_weight(adapter_name), unmerge, safe_merge)
 
 VeraLayer = VeraLinear
 

@@ -21,6 +21,7 @@ import weakref
 
 import numpy as np
 
+from .. import dtypes
 from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
 from ..nn import Module
@@ -348,8 +349,8 @@ class LoraModel(_Wrapper):
         self._own_layers()
         if safe_merge:
             self._check_merge_is_finite(adapter_names)
-        for layer in self.tuner_layers():
-            layer.merge(adapter_names=adapter_names)
+        for layer in self.tuner_layers():  # safe_merge: a 16-bit weight adds the delta rounded to its dtype
+            layer.merge(safe_merge=safe_merge, adapter_names=adapter_names)
 
     def _check_merge_is_finite(self, adapter_names):
         for layer in self.tuner_layers():
@@ -710,25 +711,30 @@ def _class_for_task(task_type):
 
 
 def cast_adapter_dtype(tuner, adapter_name, autocast_adapter_dtype=True):
-    """PEFT's ``autocast_adapter_dtype``: adapter weights made in float16 become float32.
+    """PEFT's ``autocast_adapter_dtype``: adapter weights made in float16 or bfloat16 become float32.
 
-    An adapter's layers take their base layer's dtype, so a float16 model gets float16 adapters;
-    PEFT upcasts them (the default, True) because training a low-rank update in half precision loses
-    small updates to rounding. The base stays float16 and the layer computes in its dtype, as in PEFT.
-    (PEFT also upcasts bfloat16; minilora has no bfloat16 tensors on the CPU.) ``False`` keeps them."""
+    An adapter's layers take their base layer's dtype, so a bfloat16 model gets bfloat16 adapters (their
+    initial values rounded to it, as PEFT's are); PEFT upcasts them (the default, True) because training a
+    low-rank update in half precision loses small updates to rounding. The base stays 16-bit and each layer
+    computes its adapter branch in float32 and rounds the result back, as in PEFT. ``False`` keeps them."""
     if autocast_adapter_dtype not in (True, False):
         raise TypeError(f"autocast_adapter_dtype must be True or False, got {autocast_adapter_dtype!r}")
     if not autocast_adapter_dtype:
         return
     for module in tuner.modules():
-        if isinstance(module, BufferDict) and adapter_name in module and module[adapter_name].dtype == np.float16:
+        if isinstance(module, BufferDict) and adapter_name in module and _is_16_bit(module[adapter_name].dtype):
             module[adapter_name] = module[adapter_name].float()  # VeRA's shared projections, as PEFT
         if not isinstance(module, BaseTunerLayer):
             continue
         for table_name in module.adapter_layer_names:  # lora_A.<adapter>.weight, vera_lambda_b.<adapter>, ...
             for name, param in getattr(module, table_name).named_parameters():
-                if name.split(".")[0] == adapter_name and param.dtype == np.float16:
+                if name.split(".")[0] == adapter_name and _is_16_bit(param.dtype):
                     param.data = param.data.float()  # the same Parameter object, as PEFT's in-place cast
+
+
+def _is_16_bit(dtype):
+    """float16 or bfloat16 (PEFT's dtypes_to_convert_to_fp32)."""
+    return dtype.itemsize == 2 and dtypes.is_floating(dtype)
 
 
 def _refuse_load_options(ephemeral_gpu_offload, low_cpu_mem_usage, key_mapping, what):

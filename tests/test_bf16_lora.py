@@ -1,0 +1,403 @@
+"""LoRA on a bfloat16 model as PEFT users train it (issue 16, CPU side), side by side with PEFT + torch bf16.
+
+The base weights and activations are bfloat16; with ``autocast_adapter_dtype=True`` (PEFT's default) the
+adapters are float32 and each LoRA layer computes ``round16(round16(x W0^T + b) + s B A x)``: the base
+layer rounded once, the adapter branch in float32, the sum rounded once more. The same model is built in
+torch + PEFT and in minilora with the same weights, and forward output, loss, gradients, three AdamW steps,
+merging and the adapter file are compared.
+
+Tolerances: one ``lora_linear`` (forward and dX) agrees with torch bit for bit (its float32 sums are
+rounded to bfloat16 once, so NumPy's and torch's float32 summation orders almost never show). Through a
+whole model a float32 sum that lands on a bfloat16 rounding boundary can round the other way and move
+one element by one bfloat16 ulp (2^-8 relative), which then flows on: there we use torch's own
+bfloat16 tolerance (``torch.testing.assert_close``: rtol 1.6e-2, atol 1e-5) and check every dtype.
+"""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+peft = pytest.importorskip("peft")
+
+import minilora as ml  # noqa: E402
+from minilora import kernels, nn, ops  # noqa: E402
+from minilora.lora import LoraConfig, PeftModel, get_peft_model  # noqa: E402
+from minilora.ops.lora import LoraLinear, lora_dropout_mask  # noqa: E402
+
+BF16 = ml.bfloat16
+BF16_TOL = dict(rtol=1.6e-2, atol=1e-5)  # torch.testing.assert_close's defaults for bfloat16
+
+
+def as_numpy(t):
+    """A torch tensor's values as NumPy (bfloat16 by its bits: torch's .numpy() refuses bfloat16)."""
+    t = t.detach()
+    return t.view(torch.int16).numpy().view(BF16) if t.dtype == torch.bfloat16 else t.numpy()
+
+
+def as_torch(a):
+    a = a.numpy() if isinstance(a, ml.Tensor) else np.asarray(a)
+    return torch.from_numpy(a.view(np.int16).copy()).view(torch.bfloat16) if a.dtype == BF16 else torch.from_numpy(a)
+
+
+def dtype_name(t):
+    return str(t.dtype).removeprefix("torch.")
+
+
+def assert_bf16_close(ours, theirs, **tol):
+    """Same dtype, and values within torch's bfloat16 tolerance (or ``tol``)."""
+    ours_t = as_torch(ours)
+    assert dtype_name(ours_t) == dtype_name(theirs), (ours_t.dtype, theirs.dtype)
+    torch.testing.assert_close(ours_t.float(), theirs.detach().float(), **(tol or BF16_TOL))
+
+
+# ---- the model: a Linear stack with a bias, an activation and two LoRA targets ---------------------
+class TorchStack(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.q_proj = torch.nn.Linear(32, 48)
+        self.v_proj = torch.nn.Linear(48, 16, bias=False)
+
+    def forward(self, x):
+        return self.v_proj(torch.nn.functional.silu(self.q_proj(x)))
+
+
+class Stack(nn.Module):
+    def __init__(self, dtype):
+        super().__init__()
+        self.q_proj = nn.Linear(32, 48, dtype=dtype)
+        self.v_proj = nn.Linear(48, 16, bias=False, dtype=dtype)
+
+    def forward(self, x):
+        return self.v_proj(nn.functional.silu(self.q_proj(x)))
+
+
+def lora_config(lib, **kw):
+    return lib.LoraConfig(**{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"],
+                             "init_lora_weights": False, **kw})
+
+
+def pair(autocast=True, **config):
+    """(PEFT model, minilora model) on the same bf16 base weights with the same adapter weights."""
+    torch.manual_seed(0)
+    base = TorchStack().to(torch.bfloat16)
+    theirs = peft.get_peft_model(base, lora_config(peft, **config), autocast_adapter_dtype=autocast)
+    ours = get_peft_model(Stack(BF16), lora_config(ml.lora, **config), autocast_adapter_dtype=autocast)
+    ours.load_state_dict({k: as_numpy(v) for k, v in theirs.state_dict().items()})
+    return theirs, ours
+
+
+def batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(4, 6, 32, generator=g).to(torch.bfloat16)
+    target = torch.randn(4, 6, 16, generator=g).to(torch.bfloat16)
+    return x, target
+
+
+def loss_of(lib, out, target):
+    """MSE in float32 on bf16 outputs, as a mixed-precision loss is usually taken."""
+    return ((out.float() - target.float()) ** 2).mean()
+
+
+def adapter_params(model):
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+# ==================================================================================================
+# one op: ops.lora_linear against PEFT's lora.Linear.forward math in torch
+# ==================================================================================================
+def peft_math(x, W0, bias, A, B, s, multiplier=None):
+    """What PEFT's lora.Linear.forward computes (torch autograd), written out: multiplier = dropout's mask."""
+    result = torch.nn.functional.linear(x, W0, bias)
+    xd = x.to(A.dtype)
+    if multiplier is not None:
+        xd = xd * multiplier
+    return (result + (xd @ A.T) @ B.T * s).to(x.dtype)
+
+
+def op_case(adapter_dtype, seed=0, M=37, K=48, N=40, r=4):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(M, K, generator=g).to(torch.bfloat16).requires_grad_()
+    W0, bias = torch.randn(N, K, generator=g).to(torch.bfloat16), torch.randn(N, generator=g).to(torch.bfloat16)
+    A = torch.randn(r, K, generator=g).to(adapter_dtype).requires_grad_()
+    B = torch.randn(N, r, generator=g).to(adapter_dtype).requires_grad_()
+    dY = torch.randn(M, N, generator=g).to(torch.bfloat16)
+    return x, W0, bias, A, B, dY
+
+
+def ours_of(*tensors, device="cpu"):
+    return [ml.tensor(as_numpy(t), device=device, requires_grad=t.requires_grad) for t in tensors]
+
+
+@pytest.mark.parametrize("adapter_dtype", [torch.float32, torch.bfloat16], ids=["fp32_adapters", "bf16_adapters"])
+@pytest.mark.parametrize("p", [0.0, 0.3], ids=["no_dropout", "dropout"])
+def test_lora_linear_is_peft_math_bit_for_bit(adapter_dtype, p):
+    x, W0, bias, A, B, dY = op_case(adapter_dtype)
+    s, seed = 2.0, 1234
+    multiplier = None
+    if p:  # our dropout mask, in torch: the mask divided by 1-p in the adapter's dtype (torch's dropout)
+        keep = torch.from_numpy(lora_dropout_mask(seed, x.shape[0], x.shape[1], p))
+        multiplier = keep.to(adapter_dtype) / (1 - p)
+    want = peft_math(x, W0, bias, A, B, s, multiplier)
+    want.backward(dY)
+    xo, W0o, bo, Ao, Bo = ours_of(x, W0, bias, A, B)
+    got = ops.lora_linear(xo, W0o, Ao, Bo, s, bias=bo, dropout_p=p, seed=seed)
+    got.backward(ml.tensor(as_numpy(dY)))
+    assert got.dtype == BF16 and xo.grad.dtype == BF16
+    assert dtype_name(Ao.grad) == dtype_name(A) and dtype_name(Bo.grad) == dtype_name(B)
+    np.testing.assert_array_equal(got.numpy(), as_numpy(want))  # forward: bit for bit
+    np.testing.assert_array_equal(xo.grad.numpy(), as_numpy(x.grad))  # dX: bit for bit
+    if adapter_dtype == torch.bfloat16:  # every product rounded to bf16: the same bits
+        np.testing.assert_array_equal(Ao.grad.numpy(), as_numpy(A.grad))
+        np.testing.assert_array_equal(Bo.grad.numpy(), as_numpy(B.grad))
+    else:  # float32 sums in another order (NumPy's BLAS, torch's): float32 rounding only
+        np.testing.assert_allclose(Ao.grad.numpy(), A.grad.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(Bo.grad.numpy(), B.grad.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_lora_linear_refuses_adapters_of_a_third_dtype():
+    x, W0, bias, A, B, _ = op_case(torch.float32)
+    xo, W0o, bo, Ao, Bo = ours_of(x, W0, bias, A, B)
+    with pytest.raises(TypeError, match="float32 on a float16/bfloat16 base"):
+        ops.lora_linear(xo, W0o, Ao.double(), Bo.double(), 2.0, bias=bo)
+    with pytest.raises(TypeError, match="share one dtype"):
+        ops.lora_linear(xo.float(), W0o, Ao, Bo, 2.0)
+
+
+# ==================================================================================================
+# the tensor-core kernels: dispatched on emu (the same path cuda takes), within one bf16 rounding
+# ==================================================================================================
+def test_bf16_base_with_fp32_adapters_runs_the_tensor_core_kernels_on_emu(monkeypatch):
+    x, W0, bias, A, B, dY = op_case(torch.float32, M=33, K=40, N=24, r=3)
+    calls = []
+    for name in ("lora_forward_bf16", "lora_backward_bf16"):
+        real = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    cpu = ours_of(x, W0, bias, A, B)
+    emu = ours_of(x, W0, bias, A, B, device="emu")
+    outs = []
+    for xo, W0o, bo, Ao, Bo in (cpu, emu):
+        y = ops.lora_linear(xo, W0o, Ao, Bo, 2.0, bias=bo)
+        y.backward(ml.tensor(as_numpy(dY), device=y.device))
+        outs.append((y, xo.grad, Ao.grad, Bo.grad))
+    assert calls == ["lora_forward_bf16", "lora_backward_bf16"]  # on emu only, forward and backward
+    (y_cpu, dx_cpu, dA_cpu, dB_cpu), (y_emu, dx_emu, dA_emu, dB_emu) = outs
+    assert y_emu.dtype == dx_emu.dtype == BF16 and dA_emu.dtype == dB_emu.dtype == np.float32
+    # The kernel rounds Y = X W0^T + b + s U B^T once where PEFT rounds the base output first and then
+    # the sum: they differ by at most a bf16 rounding of each (2^-8 of a number below 2^k is at most 2^(k-8))
+    base = x.detach().float().numpy() @ W0.float().numpy().T + bias.float().numpy()
+    y32, e32 = y_cpu.numpy().astype(np.float32), y_emu.numpy().astype(np.float32)
+    bound = 2.0**-7 * (np.abs(y32) + np.abs(base))
+    assert (np.abs(e32 - y32) <= bound).all()
+    assert (e32 != y32).mean() < 0.2  # most elements: the same bits
+    g, W0f, Af, Bf = (t.detach().double().numpy() for t in (dY, W0, A, B))
+    dx_parts = np.abs(g @ W0f) + np.abs(2.0 * (g @ Bf) @ Af)  # the base's and the branch's dX, each rounded
+    dx32, dx_e32 = dx_cpu.numpy().astype(np.float32), dx_emu.numpy().astype(np.float32)
+    assert (np.abs(dx_e32 - dx32) <= 2.0**-7 * (np.abs(dx32) + dx_parts)).all()
+    np.testing.assert_allclose(dA_emu.numpy(), dA_cpu.numpy(), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(dB_emu.numpy(), dB_cpu.numpy(), rtol=1e-4, atol=1e-3)
+
+
+def test_dropout_on_emu_falls_back_to_the_numpy_math(monkeypatch):
+    """The bf16 kernels have no dropout: with it, emu runs the same math as the CPU (bit for bit)."""
+    x, W0, bias, A, B, dY = op_case(torch.float32, M=9, K=16, N=8, r=2)
+    monkeypatch.setattr(kernels, "lora_forward_bf16", lambda *a, **k: pytest.fail("the bf16 kernel ran"))
+    ys = []
+    for device in ("cpu", "emu"):
+        xo, W0o, bo, Ao, Bo = ours_of(x, W0, bias, A, B, device=device)
+        y = ops.lora_linear(xo, W0o, Ao, Bo, 2.0, bias=bo, dropout_p=0.25, seed=7)
+        y.backward(ml.tensor(as_numpy(dY), device=device))
+        ys.append((y.numpy(), xo.grad.numpy(), Ao.grad.numpy()))
+    for a, b in zip(*ys):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_float32_and_16_bit_adapters_do_not_take_the_bf16_kernels():
+    from minilora.ops.lora import bf16_kernel_applies
+    x, W0, A, B = (np.zeros((2, 2), BF16),) * 2 + (np.zeros((2, 2), np.float32),) * 2
+    assert bf16_kernel_applies(x, W0, A, B)
+    assert not bf16_kernel_applies(x, W0, A, B, dropout_p=0.1)
+    assert not bf16_kernel_applies(x, W0, x, W0)  # bf16 adapters: the NumPy math (PEFT rounds every product)
+    assert not bf16_kernel_applies(x.astype(np.float16), W0.astype(np.float16), A, B)
+    assert LoraLinear.kernel_supports(A, A, A, B) and not LoraLinear.kernel_supports(x, W0, x, W0)
+
+
+# ==================================================================================================
+# a model: adapter dtypes, forward, loss, gradients as PEFT
+# ==================================================================================================
+@pytest.mark.parametrize("autocast", [True, False])
+def test_adapter_dtypes_as_peft(autocast):
+    theirs, ours = pair(autocast)
+    want = {n: dtype_name(p) for n, p in theirs.named_parameters()}
+    got = {n: str(p.dtype) for n, p in ours.named_parameters()}
+    assert got == want
+    assert {want[n] for n in want if "lora_" in n} == ({"float32"} if autocast else {"bfloat16"})
+    assert {want[n] for n in want if "base_layer" in n} == {"bfloat16"}
+
+
+@pytest.mark.parametrize("autocast", [True, False])
+def test_forward_loss_and_gradients_as_peft(autocast):
+    theirs, ours = pair(autocast)
+    x, target = batch()
+    out_t = theirs(x)
+    loss_t = loss_of(torch, out_t, target)
+    loss_t.backward()
+    out = ours(ml.tensor(as_numpy(x)))
+    loss = loss_of(ml, out, ml.tensor(as_numpy(target)))
+    loss.backward()
+    assert out.dtype == BF16 and loss.dtype == np.float32
+    # The first LoRA layer's output is bit-exact (test above); silu and the second layer may move one
+    # element by one bf16 ulp where a float32 sum lands on a rounding boundary.
+    assert_bf16_close(out, out_t)
+    assert (out.numpy() != as_numpy(out_t)).mean() < 0.01  # almost every element is the same bits
+    np.testing.assert_allclose(loss.item(), loss_t.item(), rtol=1e-3)
+    grads_t = {n: p.grad for n, p in theirs.named_parameters() if p.requires_grad}
+    grads = {n: p.grad for n, p in adapter_params(ours).items()}
+    assert grads.keys() == grads_t.keys()
+    for name in grads:
+        assert_bf16_close(grads[name], grads_t[name], rtol=2e-2, atol=1e-4)
+
+
+def test_three_adamw_steps_as_peft_with_torch_adamw():
+    """fp32 adapters and fp32 AdamW state on a bf16 base, three steps: the adapter weights as torch's."""
+    theirs, ours = pair(autocast=True)
+    opt_t = torch.optim.AdamW([p for p in theirs.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.01)
+    opt = ml.optim.AdamW(list(adapter_params(ours).values()), lr=1e-2, weight_decay=0.01)
+    for step in range(3):
+        x, target = batch(step)
+        opt_t.zero_grad()
+        loss_of(torch, theirs(x), target).backward()
+        opt_t.step()
+        opt.zero_grad()
+        loss_of(ml, ours(ml.tensor(as_numpy(x))), ml.tensor(as_numpy(target))).backward()
+        opt.step()
+    for name, p in adapter_params(ours).items():
+        assert p.dtype == np.float32
+        state = opt.state[p]
+        assert state["exp_avg"].dtype == state["exp_avg_sq"].dtype == np.float32
+        p_t = dict(theirs.named_parameters())[name]
+        np.testing.assert_allclose(p.numpy(), p_t.detach().numpy(), rtol=1e-3, atol=1e-4, err_msg=name)
+    assert all(p.dtype == BF16 for n, p in ours.named_parameters() if "base_layer" in n)
+
+
+# ==================================================================================================
+# merge, unmerge, merge_and_unload: PEFT's delta in float32, added to the bf16 weight
+# ==================================================================================================
+@pytest.mark.parametrize("autocast", [True, False])
+def test_merge_and_unload_as_peft(autocast):
+    theirs, ours = pair(autocast)
+    x, _ = batch()
+    merged_t = theirs.merge_and_unload()
+    merged = ours.merge_and_unload()
+    for name in ("q_proj", "v_proj"):
+        W, W_t = getattr(merged, name).weight, getattr(merged_t, name).weight
+        assert W.dtype == BF16
+        # delta = s B A in float32 (bf16 adapters: upcast, then rounded once), added and rounded once
+        assert (W.numpy() != as_numpy(W_t)).mean() < 0.01, name
+        assert_bf16_close(W, W_t)
+    assert_bf16_close(merged(ml.tensor(as_numpy(x))), merged_t(x))
+
+
+@pytest.mark.parametrize("safe_merge", [False, True])
+def test_merge_then_unmerge_as_peft(safe_merge):
+    """PEFT adds the float32 delta when merging (safe_merge: rounded to bf16 first) and subtracts the
+    delta rounded to bf16 when unmerging, so the weight after a round trip is PEFT's, not the original."""
+    theirs, ours = pair(autocast=True)
+    theirs.merge_adapter(safe_merge=safe_merge)
+    ours.merge_adapter(safe_merge=safe_merge)
+    W_t = theirs.base_model.model.q_proj.base_layer.weight
+    W = ours.base_model.model.q_proj.base_layer.weight
+    assert (W.numpy() != as_numpy(W_t)).mean() < 0.01
+    theirs.unmerge_adapter()
+    ours.unmerge_adapter()
+    assert (W.numpy() != as_numpy(W_t)).mean() < 0.01
+    assert_bf16_close(W, W_t)
+
+
+# ==================================================================================================
+# the adapter file: float32 tensors (PEFT's); read by PEFT, and PEFT's read by minilora
+# ==================================================================================================
+@pytest.mark.parametrize("autocast", [True, False])
+def test_save_and_load_round_trip_through_peft(autocast, tmp_path):
+    from minilora.checkpoint import load_file
+    theirs, ours = pair(autocast)
+    x, _ = batch()
+    ours.save_pretrained(str(tmp_path / "ours"))
+    theirs.save_pretrained(str(tmp_path / "theirs"))
+    saved, saved_t = load_file(str(tmp_path / "ours" / "adapter_model.safetensors")), \
+        load_file(str(tmp_path / "theirs" / "adapter_model.safetensors"))
+    assert {k: str(v.dtype) for k, v in saved.items()} == {k: str(v.dtype) for k, v in saved_t.items()}
+    # PEFT reads minilora's file onto its bf16 model
+    torch.manual_seed(0)
+    loaded_t = peft.PeftModel.from_pretrained(TorchStack().to(torch.bfloat16), str(tmp_path / "ours"),
+                                              autocast_adapter_dtype=autocast)
+    base = {k: as_numpy(v) for k, v in loaded_t.base_model.model.state_dict().items() if "lora_" not in k}
+    # minilora reads PEFT's file onto the same base
+    stack = Stack(BF16)
+    stack.load_state_dict({k.replace(".base_layer", ""): v for k, v in base.items()})
+    loaded = PeftModel.from_pretrained(stack, str(tmp_path / "theirs"), autocast_adapter_dtype=autocast)
+    assert {n: str(p.dtype) for n, p in loaded.named_parameters()} == \
+        {n: dtype_name(p) for n, p in loaded_t.named_parameters()}
+    with torch.no_grad():
+        want = theirs(x)
+        np.testing.assert_array_equal(as_numpy(loaded_t(x)), as_numpy(want))  # PEFT on our file: same bits
+    with ml.no_grad():
+        np.testing.assert_array_equal(loaded(ml.tensor(as_numpy(x))).numpy(), ours(ml.tensor(as_numpy(x))).numpy())
+
+
+# ==================================================================================================
+# several adapters, dropout, DoRA, embedding LoRA, AdaLoRA: the layer follows PEFT's casts
+# ==================================================================================================
+def test_two_active_adapters_sum_in_float32_and_round_once():
+    theirs, ours = pair()
+    cfg = dict(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    theirs.add_adapter("second", peft.LoraConfig(**cfg))
+    ours.add_adapter("second", ml.lora.LoraConfig(**cfg))
+    ours.load_state_dict({k: as_numpy(v) for k, v in theirs.state_dict().items()})
+    theirs.base_model.model.q_proj.set_adapter(["default", "second"])
+    ours.base_model.model.q_proj.set_adapter(["default", "second"])
+    x, _ = batch()
+    with torch.no_grad():
+        want = theirs.base_model.model.q_proj(x)
+    with ml.no_grad():
+        got = ours.base_model.model.q_proj(ml.tensor(as_numpy(x)))
+    assert got.dtype == BF16
+    assert (got.numpy() != as_numpy(want)).mean() < 0.01
+    assert_bf16_close(got, want)
+
+
+@pytest.mark.parametrize("kind", ["dora", "embedding", "adalora"])
+def test_other_adapter_kinds_on_a_bf16_model_as_peft(kind):
+    """PEFT upcasts DoRA's magnitude, embedding LoRA's tables and AdaLoRA's factors to float32 and
+    computes their branch in float32; the layer hands the bf16 dtype on."""
+    transformers = pytest.importorskip("transformers")
+    from test_llama import hf_model
+
+    from minilora.lora import AdaLoraConfig
+    from minilora.nn.llama import LlamaConfig, LlamaForCausalLM
+    tiny = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=32)
+    make = {"dora": lambda lib: lib.LoraConfig(r=2, target_modules=["q_proj"], use_dora=True,
+                                               init_lora_weights=False),
+            "embedding": lambda lib: lib.LoraConfig(r=2, target_modules=["embed_tokens", "q_proj"],
+                                                    init_lora_weights=False),
+            "adalora": lambda lib: lib.AdaLoraConfig(r=2, target_modules=["q_proj"], total_step=10,
+                                                     init_lora_weights=False)}[kind]
+    lib = type("lib", (), {"LoraConfig": LoraConfig, "AdaLoraConfig": AdaLoraConfig})
+    base_t = hf_model(transformers, LlamaConfig(**tiny), dtype="float32").to(torch.bfloat16)
+    base = LlamaForCausalLM(LlamaConfig(**tiny), dtype="bfloat16")
+    base.load_state_dict({k: as_numpy(v) for k, v in base_t.state_dict().items()})
+    theirs, ours = peft.get_peft_model(base_t, make(peft)), get_peft_model(base, make(lib))
+    if kind == "adalora":  # PEFT's AdaLoRA starts E at zero whatever init_lora_weights says: give it values
+        for n, p in theirs.named_parameters():
+            if "lora_E" in n:
+                torch.nn.init.normal_(p.data)
+    ours.load_state_dict({k: as_numpy(v) for k, v in theirs.state_dict().items()})
+    assert {n: str(p.dtype) for n, p in ours.named_parameters() if "lora_" in n} == \
+        {n: dtype_name(p) for n, p in theirs.named_parameters() if "lora_" in n} != {}
+    ids = np.random.default_rng(0).integers(0, 64, (2, 5))
+    with torch.no_grad():
+        want = theirs(torch.as_tensor(ids)).logits
+    out = ours(ids, labels=ids)
+    assert out.logits.dtype == BF16
+    assert_bf16_close(out.logits, want, rtol=3e-2, atol=3e-2)
+    out.loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == p.dtype for p in ours.parameters() if p.requires_grad)
