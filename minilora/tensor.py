@@ -435,7 +435,8 @@ def _host_data(data, dtype):
         data = dtypes.from_torch(data)
     if dtype is not None and dtype.itemsize == 2 and dtypes.is_floating(dtype):
         data = data if hasattr(data, "dtype") else np.asarray(data)
-        data = dtypes.cast(data, dtype)
+        if data.dtype != dtype:  # (the same dtype: shared, as from_numpy and as_tensor promise)
+            data = dtypes.cast(data, dtype)
     return data
 
 

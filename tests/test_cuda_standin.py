@@ -214,3 +214,54 @@ def test_stand_in_gives_what_cupy_gives(fake_cuda):
     assert float(device_copy[0]) == 0.0 and cp.asarray(device_copy) is device_copy
     out = cp.empty(2)
     assert cp.add(device_copy, 1.0, out=out) is out and float(out.sum()) == 2.0
+
+
+# ---- bfloat16: CuPy 13.3 has none (a clear error), CuPy 14 has ml_dtypes' ---------------------------
+def test_cupy_13_refuses_bfloat16_as_cupy_does(fake_cuda):
+    """CuPy 13's array creation knows the dtype characters '?bhilqBHILQefdFD' only (bfloat16's is 'E')."""
+    cp = fake_cuda
+    with pytest.raises(ValueError, match="Unsupported dtype bfloat16"):
+        cp.asarray(np.ones(2, dtype=ml.bfloat16))
+    with pytest.raises(ValueError, match="Unsupported dtype bfloat16"):
+        cp.ones(2).astype(ml.bfloat16)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ml.tensor([1.0], dtype=ml.bfloat16).to("cuda"),
+    lambda: ml.tensor([1.0], dtype=ml.bfloat16).cuda(),
+    lambda: ml.ones(2, dtype=ml.bfloat16, device="cuda"),
+    lambda: ml.tensor([1.0], dtype=ml.bfloat16, device="cuda"),
+    lambda: ml.ones(2, device="cuda").bfloat16(),
+    lambda: ml.ones(2, device="cuda").to(dtype=ml.bfloat16),
+    lambda: ml.nn.Linear(2, 2).bfloat16().to("cuda"),
+    lambda: ml.nn.Linear(2, 2).to("cuda").bfloat16(),
+], ids=["to", "cuda", "factory", "tensor", "bfloat16", "to-dtype", "module-to", "module-bfloat16"])
+def test_bfloat16_on_cupy_13_is_a_clear_error(make, fake_cuda):
+    with pytest.raises(TypeError, match=r"CuPy >= 14.*CuPy 13\.3\.0.*pip install"):
+        make()
+
+
+@pytest.fixture
+def fake_cuda_14(monkeypatch):
+    """The stand-in as CuPy 14, which takes ml_dtypes' bfloat16."""
+    return fake_cupy.install(monkeypatch, version="14.0.0")
+
+
+def test_bfloat16_on_cupy_14_matches_cpu(fake_cuda_14):
+    values = [1.0, 2.5, -3.14159, 1 + 2 ** -8 + 2 ** -30]
+    results = {}
+    for device in ("cpu", "cuda"):
+        x = ml.tensor(values, dtype=ml.bfloat16, device=device, requires_grad=True)
+        y = ml.tensor(values, dtype=ml.float64, device=device).bfloat16()
+        (x * y * 3).sum().backward()
+        model = ml.nn.Linear(4, 2).bfloat16().to(device)
+        results[device] = [x, y, x.grad, model.weight.dtype, ml.full((2,), 0.1, dtype=ml.bfloat16, device=device),
+                           x.tolist(), repr(x.detach())]
+    for ours, reference in zip(results["cuda"], results["cpu"]):
+        if isinstance(ours, ml.Tensor):
+            assert ours.device.type == "cuda" and ours.dtype == reference.dtype == ml.bfloat16
+            assert np.array_equal(ours.cpu().numpy(), reference.numpy())
+        elif isinstance(ours, str):  # the values as on the cpu, and where they are
+            assert ours.replace("device='cuda',", "").split() == reference.split()
+        else:
+            assert ours == reference
