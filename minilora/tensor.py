@@ -840,6 +840,8 @@ class Tensor:
                 raise RuntimeError(f"__setitem__: value on {value._device.name}, tensor on "
                                    f"{self._device.name}; move one with .to()")
             value = value._array
+        elif self._array.itemsize == 2 and not hasattr(value, "dtype"):  # numbers into a 16-bit float:
+            value = dtypes.cast(np.asarray(value), self.dtype)  # rounded as torch (through float32)
         try:
             self._array[ops.shape._raw_index(index, self._device)] = value
         except ValueError as exc:

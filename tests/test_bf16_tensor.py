@@ -280,8 +280,11 @@ def test_nn_init_keeps_bfloat16_parameters():
         lib.nn.init.constant_(w, TIE)
         v = lib.zeros(3, dtype=lib.bfloat16)
         v.fill_(TIE)
+        s = lib.zeros(3, dtype=lib.bfloat16)
+        s[1] = TIE
+        s[2:] = TIE
         u = lib.zeros(3, dtype=lib.bfloat16).normal_()
-        return [w[0, :3], lib.nn.init.ones_(lib.empty(2, dtype=lib.bfloat16)), v, u.dtype,
+        return [w[0, :3], lib.nn.init.ones_(lib.empty(2, dtype=lib.bfloat16)), v, s, u.dtype,
                 lib.nn.init.zeros_(lib.empty(2, dtype=lib.bfloat16))]
     check(snippet)
 
