@@ -35,12 +35,14 @@ import tracemalloc
 
 import numpy as np
 
+from .dtypes import to_dtype
+
 __all__ = ["TransformerConfig", "PRESETS", "get_preset", "ModuleSpec", "ParamSpec", "parameter_layout",
            "peft_layout", "MemoryEstimate", "estimate", "lora_params_per_rank", "matrix_lora_params",
            "ActivationStats", "measure_activations", "MemoryReport", "report", "comparison_table",
            "format_bytes", "summarize_parameters", "add_cli_arguments", "cli_main"]
 
-# Bytes per number. bfloat16 is not a NumPy dtype, but it is what large models are stored in.
+# Bytes per number, by name: estimating a bfloat16 model (what large models are stored in) needs no ml_dtypes.
 DTYPE_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 # Arrays of optimizer state per trained parameter: Adam/AdamW keep two moments, SGD with momentum one.
 OPTIMIZER_SLOTS = {"adamw": 2, "adam": 2, "sgd-momentum": 1, "sgd": 0}
@@ -354,7 +356,7 @@ class MemoryEstimate:
 
 
 def _dtype_name(dtype):
-    name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+    name = dtype if isinstance(dtype, str) else to_dtype(dtype).name  # minilora/NumPy/torch dtypes
     name = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32",
             "float": "float32", "double": "float64"}.get(name, name)
     if name not in DTYPE_BYTES:

@@ -39,6 +39,7 @@ import numpy as np
 from . import parallel
 from . import random as ml_random
 from .checkpoint import atomic_write, remove_leftovers
+from .dtypes import HAS_BFLOAT16, bfloat16, is_floating, to_dtype
 from .data import IGNORE_INDEX, DataLoader, mean_loss
 from .tensor import Tensor, no_grad
 
@@ -110,6 +111,9 @@ def _flatten(value, prefix, arrays):
     """Replace every array inside nested dicts/lists by ``{"__array__": key}`` and collect it."""
     value = _to_numpy(value)
     if isinstance(value, np.ndarray):
+        if HAS_BFLOAT16 and value.dtype == bfloat16:  # .npy has no bfloat16 (it reads back as raw 'V2')
+            arrays[prefix] = value.view(np.uint16)
+            return {"__array__": prefix, "dtype": "bfloat16"}
         arrays[prefix] = value
         return {"__array__": prefix}
     if isinstance(value, dict):
@@ -130,7 +134,8 @@ def _unflatten(value, arrays):
         return [_unflatten(v, arrays) for v in value]
     if isinstance(value, dict):
         if "__array__" in value:
-            return arrays[value["__array__"]]
+            array = arrays[value["__array__"]]
+            return array.view(to_dtype(value["dtype"])) if "dtype" in value else array
         if "__tuple__" in value:
             return tuple(_unflatten(v, arrays) for v in value["__tuple__"])
         return {_unflatten(k, arrays): _unflatten(v, arrays) for k, v in value["__dict__"]}
@@ -142,7 +147,8 @@ def _non_finite_arrays(state, path=""):
     ("optimizer.state.1.exp_avg_sq", "model.<parameter name>")."""
     value = _to_numpy(state)
     if isinstance(value, np.ndarray):
-        return [path] if value.dtype.kind in "fc" and not np.isfinite(value).all() else []
+        floating = value.dtype.kind == "c" or is_floating(value.dtype)  # bfloat16 is kind 'V'
+        return [path] if floating and not np.isfinite(value).all() else []
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
     return [bad for key, item in items for bad in _non_finite_arrays(item, f"{path}.{key}" if path else str(key))]
 
