@@ -401,3 +401,75 @@ def test_other_adapter_kinds_on_a_bf16_model_as_peft(kind):
     assert_bf16_close(out.logits, want, rtol=3e-2, atol=3e-2)
     out.loss.backward()
     assert all(p.grad is not None and p.grad.dtype == p.dtype for p in ours.parameters() if p.requires_grad)
+
+
+# ==================================================================================================
+# optimizers on bf16 parameters (state in bf16, as torch keeps it) and gradient clipping
+# ==================================================================================================
+OPTIMIZERS = [("AdamW", dict(lr=1e-2, weight_decay=0.01)), ("Adam", dict(lr=1e-2, weight_decay=0.01)),
+              ("Adam", dict(lr=1e-2, betas=(0.8, 0.99), maximize=True)),
+              ("SGD", dict(lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True)),
+              ("SGD", dict(lr=0.1, momentum=0.5, dampening=0.1)), ("SGD", dict(lr=0.1))]
+
+
+@pytest.mark.parametrize("name,hyper", OPTIMIZERS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(OPTIMIZERS)])
+@pytest.mark.parametrize("device", ["cpu", "emu"])
+def test_optimizers_on_bf16_parameters_as_torch_bit_for_bit(name, hyper, device):
+    """torch's single-tensor update on a bf16 parameter: every op in float32, rounded to bf16 once, and
+    ``add(..., alpha=...)`` scalars rounded to bf16 first. NumPy alone would round lr * wd (1 - 1e-4 is 1.0
+    in bf16): the weight decay would vanish."""
+    rng = np.random.default_rng(0)
+    p_t = torch.nn.Parameter(torch.from_numpy(rng.standard_normal((64, 33)).astype(np.float32)).to(torch.bfloat16))
+    p = ml.nn.Parameter(ml.tensor(as_numpy(p_t), device=device))
+    opt_t, opt = getattr(torch.optim, name)([p_t], **hyper), getattr(ml.optim, name)([p], **hyper)
+    for _ in range(4):
+        g = torch.from_numpy(rng.standard_normal((64, 33)).astype(np.float32)).to(torch.bfloat16)
+        p_t.grad, p.grad = g, ml.tensor(as_numpy(g), device=device)
+        opt_t.step()
+        opt.step()
+    assert p.dtype == BF16
+    np.testing.assert_array_equal(p.numpy(), as_numpy(p_t))
+    for key, value in opt_t.state[p_t].items():
+        if key != "step":
+            assert opt.state[p][key].dtype == BF16
+            np.testing.assert_array_equal(ml.tensor(opt.state[p][key]).numpy() if device == "cpu"
+                                          else opt.state[p][key], as_numpy(value))
+
+
+def test_weight_decay_is_not_lost_in_bf16():
+    """The bug the op-by-op update avoids: ``param *= 1 - lr * wd`` with NumPy rounds the factor to 1.0."""
+    p = ml.nn.Parameter(ml.ones(4, dtype=BF16))
+    p.grad = ml.zeros(4, dtype=BF16)
+    ml.optim.SGD([p], lr=1.0, weight_decay=0.5).step()  # p - lr * (0 + wd * p) = 0.5
+    np.testing.assert_array_equal(p.numpy().astype(np.float32), np.full(4, 0.5, np.float32))
+    q = ml.nn.Parameter(ml.ones(4, dtype=BF16))
+    q.grad = ml.zeros(4, dtype=BF16)
+    ml.optim.AdamW([q], lr=0.5, weight_decay=0.5).step()  # 1 * (1 - 0.25); the Adam step of a zero grad is 0
+    np.testing.assert_array_equal(q.numpy().astype(np.float32), np.full(4, 0.75, np.float32))
+
+
+@pytest.mark.parametrize("dtypes_", [("bfloat16", "bfloat16"), ("bfloat16", "float32")], ids=["bf16", "mixed"])
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, float("inf")])
+def test_clip_grad_norm_on_bf16_gradients_as_torch(dtypes_, norm_type):
+    """torch takes each gradient's norm in its dtype (bf16: float32 sums, rounded once), stacks them in the
+    promoted dtype, and computes the coefficient with tensor ops in that dtype."""
+    rng = np.random.default_rng(1)
+    grads = [torch.from_numpy(rng.standard_normal((100, 7)).astype(np.float32) * 3).to(getattr(torch, d))
+             for d in dtypes_]
+    params_t = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+    params = [ml.nn.Parameter(ml.zeros(100, 7, dtype=d)) for d in dtypes_]
+    for p_t, p, g in zip(params_t, params, grads):
+        p_t.grad, p.grad = g.clone(), ml.tensor(as_numpy(g))
+    total_t = torch.nn.utils.clip_grad_norm_(params_t, 1.0, norm_type=norm_type)
+    total = ml.nn.utils.clip_grad_norm_(params, 1.0, norm_type=norm_type)
+    assert str(total.dtype) == dtype_name(total_t)
+    for p_t, p in zip(params_t, params):
+        assert str(p.grad.dtype) == dtype_name(p_t.grad)
+    if dtypes_ == ("bfloat16", "bfloat16"):  # bf16 throughout: the same bits
+        np.testing.assert_array_equal(total.numpy(), as_numpy(total_t))
+        for p_t, p in zip(params_t, params):
+            np.testing.assert_array_equal(p.grad.numpy(), as_numpy(p_t.grad))
+    else:  # a float32 norm: float32 summation order only
+        np.testing.assert_allclose(total.item(), total_t.item(), rtol=1e-6)
+        for p_t, p in zip(params_t, params):
+            assert_bf16_close(p.grad, p_t.grad, rtol=1e-5, atol=1e-7)

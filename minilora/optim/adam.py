@@ -12,6 +12,10 @@ The two differ only in weight decay:
 * ``AdamW(weight_decay=wd)`` decouples it (Loshchilov & Hutter): ``p -= lr * wd * p`` before the
   step, the same shrink for every weight. It is the optimizer LLM fine-tuning uses.
 
+A float16/bfloat16 parameter keeps its state in its own dtype (as torch does) and is updated by
+``adamw_update_16bit``, op by op as torch rounds; mixed-precision LoRA instead trains float32 adapters
+(and float32 state) beside a bfloat16 base, where the float32 update below runs.
+
 Speed: the update is a dozen NumPy ufuncs, all in place. On the CPU they run over slices of
 ``CHUNK`` elements (``minilora.device.cache_slices``), so the slice of p, g, m, v and the scratch
 array stay in cache between ufuncs instead of streaming the full arrays through memory a dozen
@@ -23,7 +27,8 @@ import numpy as np
 
 from .. import kernels, parallel
 from ..device import CHUNK, cache_slices, xp_of
-from .optimizer import Optimizer, _check_range
+from .. import dtypes
+from .optimizer import Optimizer, _check_range, alpha_16bit, rounds_each_op
 
 __all__ = ["Adam", "AdamW", "adamw_update"]
 
@@ -64,6 +69,31 @@ def adamw_update(param, grad, exp_avg, exp_avg_sq, scratch, *, step, lr, beta1, 
     scratch *= -step_size
     param += scratch
     # END SOLUTION
+
+
+def _fused_multiply_add(a, b, c):
+    """``a * b + c`` rounded to float32 once, as an FMA instruction computes it (torch's CPU ``addcmul`` is
+    ``fmadd(value * t1, t2, self)``): the float32 product is exact in float64."""
+    return (a.astype(np.float64) * b + c).astype(np.float32)
+
+
+def adamw_update_16bit(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, eps, weight_decay):
+    """``adamw_update`` for a float16/bfloat16 parameter with state in its dtype, as torch's single-tensor
+    AdamW runs it on the CPU: each torch op (``mul_``, ``lerp_``, ``addcmul_``, ``sqrt``, ``/``, ``add_``,
+    ``addcdiv_``) computes in float32 with float32 scalars and rounds its result to the dtype once."""
+    dtype, f32 = param.dtype, np.float32
+
+    def op(value):  # one torch op: its float32 result rounded to the parameter's dtype
+        return value.astype(dtype).astype(f32)
+    p, g, m, v = (dtypes.upcast(a) for a in (param, grad, exp_avg, exp_avg_sq))
+    if weight_decay:
+        p = op(p * f32(1 - lr * weight_decay))  # param.mul_(1 - lr * wd)
+    m = op(m + f32(1 - beta1) * (g - m))  # exp_avg.lerp_(grad, 1 - beta1): torch's lerp for weight < 0.5
+    v = op(v * f32(beta2))  # exp_avg_sq.mul_(beta2)
+    v = op(_fused_multiply_add(f32(1 - beta2) * g, g, v))  # .addcmul_(g, g, value=1 - beta2)
+    denom = op(op(op(np.sqrt(v)) / f32(math.sqrt(1 - beta2 ** step))) + f32(eps))
+    p = op(p + f32(-lr / (1 - beta1 ** step)) * m / denom)  # param.addcdiv_(exp_avg, denom, -step_size)
+    param[...], exp_avg[...], exp_avg_sq[...] = p, m, v
 
 
 class Adam(Optimizer):
@@ -153,8 +183,12 @@ class Adam(Optimizer):
             wd, decoupled = group["weight_decay"], group["decoupled_weight_decay"]
             if group["maximize"]:
                 grad = -grad  # climb: a new array, p.grad stays as it is
-            if wd and not decoupled:
-                grad = grad + wd * param  # Adam's L2 penalty: a new array, p.grad stays as it is
+            if wd and not decoupled:  # Adam's L2 penalty: a new array, p.grad stays as it is
+                grad = _with_l2(grad, param, wd)
+            if rounds_each_op(param.dtype):  # a bf16/fp16 parameter, its state in its dtype (as torch)
+                adamw_update_16bit(param, grad, exp_avg, exp_avg_sq, step=state["step"], lr=group["lr"], beta1=beta1,
+                                   beta2=beta2, eps=group["eps"], weight_decay=wd if decoupled else 0.0)
+                continue
             adamw_update(param, grad, exp_avg, exp_avg_sq, xp_of(param).empty_like(param),
                          step=state["step"], lr=group["lr"], beta1=beta1, beta2=beta2,
                          eps=group["eps"], weight_decay=wd if decoupled else 0.0)
@@ -171,6 +205,15 @@ class Adam(Optimizer):
         if xp_of(p._array) is not np or not all(a.flags.c_contiguous for a in written):
             return [arrays]
         return list(cache_slices(*arrays))
+
+
+def _with_l2(grad, param, weight_decay):
+    """``grad.add(param, alpha=weight_decay)`` as torch computes it (16-bit: alpha rounded to the dtype, the
+    sum in float32 rounded once)."""
+    if rounds_each_op(param.dtype):
+        wd = alpha_16bit(weight_decay, param.dtype)
+        return (dtypes.upcast(grad) + wd * dtypes.upcast(param)).astype(param.dtype)
+    return grad + weight_decay * param
 
 
 class AdamW(Adam):

@@ -6,13 +6,19 @@ the norm of the per-parameter norms). Clipping multiplies every gradient by
 """
 import math
 
+import numpy as np
+
+from .. import dtypes
 from ..tensor import Tensor, tensor
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
 
 
 def _norm(array, norm_type):
-    """The ``norm_type``-norm of all elements of ``array`` (a 0-d array on its device)."""
+    """The ``norm_type``-norm of all elements of ``array`` (a 0-d array on its device). A float16/bfloat16
+    array is summed in float32 and its norm rounded to its dtype once, as torch's ``vector_norm``."""
+    if array.dtype.itemsize == 2 and dtypes.is_floating(array.dtype):
+        return _norm(dtypes.upcast(array), norm_type).astype(array.dtype)
     flat = array.reshape(-1)
     if flat.size == 0:
         return flat.sum()  # an empty gradient contributes 0
@@ -41,21 +47,41 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if not params:
         return tensor(0.0)
     xp = params[0].device.xp
-    total = _norm(xp.stack([_norm(p.grad._array, norm_type) for p in params]), norm_type)
+    norms = [_norm(p.grad._array, norm_type) for p in params]
+    dtype = dtypes.result_type(*(n.reshape(1) for n in norms))  # torch.stack promotes: bf16 with fp32 is fp32
+    total = _norm(xp.stack([n.astype(dtype) for n in norms]), norm_type)
     if error_if_nonfinite and not math.isfinite(float(total)):
         raise RuntimeError(f"the total norm of order {norm_type} of the gradients is non-finite "
                            f"({float(total)}), so it cannot be clipped; set "
                            f"error_if_nonfinite=False to scale by it anyway")
     # EXERCISE 6.2: scale every gradient so the total norm is at most max_norm
     # BEGIN SOLUTION
-    coef = min(float(max_norm) / (float(total) + 1e-6), 1.0)  # NaN stays NaN, as in torch
+    coef = _clip_coef(max_norm, total)  # min(max_norm / (total + 1e-6), 1); NaN stays NaN, as in torch
     for p in params:
         # A new array rather than `*=`: backward gives each parameter its own gradient array
         # (tensor._GradStore), but code may assign one tensor to two (`p.grad = q.grad = g`),
         # and in place that tensor would be scaled twice.
-        p.grad = Tensor._make(p.grad._array * coef, p.device, False, None)
+        p.grad = Tensor._make(_scaled(p.grad._array, coef), p.device, False, None)
     # END SOLUTION
     return Tensor._make(xp.asarray(total), params[0].device, False, None)
+
+
+def _clip_coef(max_norm, total):
+    """``min(max_norm / (total + 1e-6), 1)`` in the total norm's dtype: torch computes it with tensor ops,
+    so a bfloat16 total rounds ``total + 1e-6`` and the quotient to bfloat16."""
+    if total.dtype.itemsize == 2 and dtypes.is_floating(total.dtype):
+        denominator = (np.float32(float(total)) + np.float32(1e-6)).astype(total.dtype)
+        coef = (np.float32(max_norm) / np.float32(denominator)).astype(total.dtype)
+        return min(float(coef), 1.0)  # (min keeps a NaN first argument: NaN stays NaN)
+    return min(float(max_norm) / (float(total) + 1e-6), 1.0)
+
+
+def _scaled(grad, coef):
+    """``grad * coef`` (a new array): a 16-bit gradient is multiplied in float32 and rounded once, as
+    torch's ``g.mul_(clip_coef)`` (NumPy would round ``coef`` to bfloat16 first)."""
+    if grad.dtype.itemsize == 2 and dtypes.is_floating(grad.dtype):
+        return (dtypes.upcast(grad) * np.float32(coef)).astype(grad.dtype)
+    return grad * coef
 
 
 def clip_grad_value_(parameters, clip_value, foreach=None):

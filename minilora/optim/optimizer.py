@@ -19,6 +19,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from .. import dtypes
 from ..tensor import Tensor, enable_grad
 
 __all__ = ["Optimizer"]
@@ -194,7 +195,7 @@ def _check_params(params, group_index):
         if not p.is_leaf:
             raise ValueError(f"can't optimize a non-leaf Tensor ({where} was computed by "
                              f"{p.grad_fn.fn.__name__}); optimize the tensor it came from")
-        if p.dtype.kind != "f":
+        if not dtypes.is_floating(p.dtype):  # (bfloat16 is kind 'V' to NumPy, not 'f')
             raise TypeError(f"optimizer can only optimize floating-point tensors, but {where} "
                             f"is {p.dtype}")
     if len({id(p) for p in params}) != len(params):
@@ -220,6 +221,20 @@ def _check_range(group, index, name, low=None, high=None, high_open=False):
     group[name] = float(value)  # Python floats keep float32 updates in float32 (NumPy 2 rules)
 
 
+def rounds_each_op(dtype):
+    """float16/bfloat16: torch updates such a parameter (and its state, kept in the same dtype) with ops
+    that each compute in float32 and round once; NumPy would round a Python scalar like ``lr`` to the
+    16-bit dtype before multiplying (``1 - lr * wd`` in bfloat16 is 1.0), so the updates spell them out."""
+    return dtype.itemsize == 2 and dtypes.is_floating(dtype)
+
+
+def alpha_16bit(value, dtype):
+    """The float32 value of an ``alpha=`` scalar in torch's ``add(other, alpha=...)`` on a 16-bit tensor: torch
+    rounds alpha to the tensor's dtype first (``add_(g, alpha=-0.1)`` in bfloat16 steps by -0.10009765625),
+    while ``mul_(0.9)``'s scalar stays float32."""
+    return np.float32(np.asarray(value, np.float32).astype(dtype))
+
+
 def _host_copy(value):
     if hasattr(value, "nbytes"):
         return value.copy() if isinstance(value, np.ndarray) else value.get()
@@ -237,5 +252,5 @@ def _restore(value, param, index, name):
     if tuple(value.shape) != param.shape:
         raise ValueError(f"loaded state '{name}' of parameter {index} has shape "
                          f"{tuple(value.shape)}, but the parameter has shape {param.shape}")
-    dtype = param.dtype if value.dtype.kind == "f" else value.dtype
+    dtype = param.dtype if dtypes.is_floating(value.dtype) else value.dtype
     return param.device.xp.array(value, dtype=dtype)  # a copy: the snapshot stays untouched

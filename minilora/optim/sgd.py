@@ -6,9 +6,13 @@ Per step, with ``d = grad + weight_decay * p``:
 * momentum:     ``buf = d`` on the first step, then ``buf = momentum * buf + (1 - dampening) * d``;
   the step uses ``buf``, or ``d + momentum * buf`` with ``nesterov=True`` (a look-ahead).
 
-Only ``momentum != 0`` creates state: one ``momentum_buffer`` per trained parameter.
+Only ``momentum != 0`` creates state: one ``momentum_buffer`` per trained parameter (in the parameter's
+dtype, as torch; a float16/bfloat16 parameter is updated op by op as torch rounds: ``_step_16bit``).
 """
-from .optimizer import Optimizer, _check_range
+import numpy as np
+
+from .. import dtypes
+from .optimizer import Optimizer, _check_range, alpha_16bit, rounds_each_op
 
 __all__ = ["SGD"]
 
@@ -43,6 +47,9 @@ class SGD(Optimizer):
         for group in self.param_groups:
             lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
             for p in self._params_to_update(group):
+                if rounds_each_op(p.dtype):
+                    self._step_16bit(p, group)
+                    continue
                 d = -p.grad._array if group["maximize"] else p.grad._array  # negated: a new array
                 if wd:
                     d = d + wd * p._array  # a new array: p.grad itself is never changed
@@ -57,3 +64,29 @@ class SGD(Optimizer):
                     d = d + momentum * buf if group["nesterov"] else buf
                 p._array -= lr * d
         return loss
+
+    def _step_16bit(self, p, group):
+        """torch's single-tensor SGD on a float16/bfloat16 parameter: each torch op (``grad.add(p, alpha=wd)``,
+        ``buf.mul_(momentum).add_(d, alpha=1-dampening)``, ``p.add_(d, alpha=-lr)``) computes in float32
+        and rounds to the dtype once; ``alpha=`` scalars are rounded to the dtype first, as torch does."""
+        dtype = p.dtype
+
+        def op(value):
+            return value.astype(dtype).astype(np.float32)
+
+        def alpha(value):
+            return alpha_16bit(value, dtype)
+        d = dtypes.upcast(p.grad._array)
+        d = -d if group["maximize"] else d
+        if group["weight_decay"]:
+            d = op(d + alpha(group["weight_decay"]) * dtypes.upcast(p._array))
+        momentum = group["momentum"]
+        if momentum:
+            state = self.state[p]
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = d.astype(dtype)
+            else:
+                buf[...] = op(op(dtypes.upcast(buf) * np.float32(momentum)) + alpha(1 - group["dampening"]) * d)
+            d = op(d + alpha(momentum) * dtypes.upcast(buf)) if group["nesterov"] else dtypes.upcast(buf)
+        p._array[...] = op(dtypes.upcast(p._array) + alpha(-group["lr"]) * d)
