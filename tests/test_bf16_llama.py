@@ -321,6 +321,27 @@ def test_the_model_check_catches_a_norm_computed_in_bfloat16(transformers, torch
     assert worst > 2
 
 
+def test_padding_mask_in_bfloat16():
+    """Left padding: the mask holds bfloat16's most negative number (transformers' choice, so a row
+    of padding only gives finite numbers), and the real positions see what the unpadded row sees."""
+    config = tiny_config()
+    model = LlamaForCausalLM(config, dtype="bfloat16")
+    rng = np.random.default_rng(0)
+    with ml.no_grad():  # weights large enough that attention is far from uniform
+        for p in model.parameters():
+            p.copy_(0.3 * rng.standard_normal(p.shape) + (1.0 if p.ndim == 1 else 0.0))
+    long, short = [5, 9, 2, 30, 7], [11, 4, 8]
+    mask = np.array([[1] * 5, [0, 0, 1, 1, 1]])
+    positions = np.maximum(mask.cumsum(axis=1) - 1, 0)
+    padded = f64(model(np.array([long, [0, 0] + short]), attention_mask=mask, position_ids=positions).logits)
+    assert np.isfinite(padded).all()
+    for row, seq in enumerate([long, short]):
+        alone = f64(model([seq]).logits)[0]
+        # keys masked out get probability exactly 0; only the float32 order of a sum could differ
+        # (a batch of 2 may take another BLAS kernel than a batch of 1): 0.0 measured here
+        assert relative_error(padded[row, -len(seq):], alone) <= 2.0 ** -7
+
+
 # --------------------------------------------------------------------------------------------------
 # Generation
 # --------------------------------------------------------------------------------------------------
@@ -392,6 +413,22 @@ def test_from_pretrained_keeps_a_transformers_bf16_checkpoint(transformers, torc
     for name, value in load_file(tmp_path / "model.safetensors").items():
         assert again[name].dtype == ml.bfloat16
         np.testing.assert_array_equal(again[name].view(np.uint16), value.view(np.uint16), err_msg=name)
+
+
+def test_auto_without_a_dtype_in_config_reads_the_weights(torch, tmp_path):
+    """As transformers: a config.json without ``dtype`` (or ``torch_dtype``) leaves "auto" to the
+    checkpoint's first floating-point tensor."""
+    LlamaForCausalLM(tiny_config(), dtype="bfloat16").save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["dtype"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert LlamaForCausalLM.from_pretrained(tmp_path, dtype="auto").dtype == ml.bfloat16
+    assert LlamaForCausalLM.from_pretrained(tmp_path, torch_dtype="auto").dtype == ml.bfloat16
+    # the same dtype under both names is no disagreement; two different ones are
+    model = LlamaForCausalLM.from_pretrained(tmp_path, dtype="bfloat16", torch_dtype=torch.bfloat16)
+    assert model.dtype == ml.bfloat16
+    with pytest.raises(ValueError, match="disagree"):
+        LlamaForCausalLM.from_pretrained(tmp_path, dtype="float16", torch_dtype=torch.bfloat16)
 
 
 def test_reader_without_the_safetensors_package(torch, tmp_path, monkeypatch):

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import dtypes, ops
-from ..checkpoint import (SAFE_WEIGHTS_NAME, atomic_folder, load_checkpoint, load_json,
-                          read_checkpoint_shapes, save_file, save_json)
+from ..checkpoint import (SAFE_WEIGHTS_NAME, atomic_folder, checkpoint_files, load_checkpoint, load_json,
+                          read_checkpoint_shapes, read_header, save_file, save_json)
 from ..device import xp_of
 from ..tensor import Tensor, _to_dtype
 from . import generation, init
@@ -515,26 +515,44 @@ def _resized_rows(rows, n):
 
 
 def _dtype_argument(path, dtype, torch_dtype):
-    """``from_pretrained``'s dtype: ``torch_dtype`` as an alias, ``"auto"`` read from config.json,
-    a torch dtype (``torch.float32``) by its name."""
+    """``from_pretrained``'s dtype: ``torch_dtype`` as an alias; a name, a dtype or a torch dtype;
+    ``"auto"`` as transformers reads it: config.json's ``dtype`` (``torch_dtype`` in older files),
+    else the dtype of the checkpoint's first floating-point tensor."""
     if torch_dtype is not None:
-        if dtype not in ("float32", None) and str(dtype) != str(torch_dtype):
+        if dtype not in ("float32", None) and _dtype_or_auto(dtype) != _dtype_or_auto(torch_dtype):
             raise ValueError(f"from_pretrained: dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; "
                              "pass one (torch_dtype is the older name of dtype)")
         dtype = torch_dtype
     if dtype is None:
         return dtypes.float32
-    if not (isinstance(dtype, str) and dtype == "auto"):
+    if _dtype_or_auto(dtype) != "auto":
         return _to_dtype(dtype)  # a name ("bfloat16", "torch.bfloat16"), a dtype, torch.bfloat16
     file = os.path.join(os.fspath(path), "config.json") if os.path.isdir(path) else path
     config = load_json(file)
-    saved = config.get("dtype") or config.get("torch_dtype") or "float32"
+    saved = config.get("dtype") or config.get("torch_dtype") or _first_float_dtype(os.path.dirname(file))
     if saved == "bfloat16" and not dtypes.HAS_BFLOAT16:
         import warnings
         warnings.warn("dtype='auto': the checkpoint is bfloat16, which NumPy cannot hold without ml_dtypes "
                       "(pip install 'minilora[bf16]'); loading float32")
         return dtypes.float32
     return _to_dtype(saved)
+
+
+def _dtype_or_auto(dtype):
+    return "auto" if isinstance(dtype, str) and dtype == "auto" else _to_dtype(dtype)
+
+
+_HEADER_FLOATS = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+
+
+def _first_float_dtype(folder):
+    """The dtype of the first floating-point tensor in the checkpoint's headers (float32 if none)."""
+    for file in checkpoint_files(folder):
+        header, _ = read_header(file)
+        for name, info in header.items():
+            if name != "__metadata__" and info["dtype"] in _HEADER_FLOATS:
+                return _HEADER_FLOATS[info["dtype"]]
+    return "float32"
 
 
 @dataclass
