@@ -676,6 +676,12 @@ def add_cli_arguments(parser, name="train"):
     what.add_argument("--model", default=None, metavar="DIR",
                       help="a Hugging Face-format Llama folder (config.json + model.safetensors); "
                            "default: the base model shipped with minilora")
+    what.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                      help="the dtype the base model is loaded in, as from_pretrained(torch_dtype=...): with "
+                           "bfloat16, LoRA trains float32 adapters and float32 AdamW state beside bfloat16 "
+                           "weights (PEFT's autocast_adapter_dtype=True); --method full trains the bfloat16 "
+                           "weights themselves, as torch does (default: float32). Not Trainer's --bf16, which "
+                           "keeps float32 weights and autocasts the compute: minilora has no autocast")
     lora = parser.add_argument_group("LoRA (with --method lora)")
     lora.add_argument("--r", "--rank", dest="r", type=positive_int, default=8,
                       help="rank of the update B A, PEFT's name (--rank is the same; default: 8)")
@@ -738,12 +744,12 @@ def add_cli_arguments(parser, name="train"):
 def _load_model(args):
     from .models import LlamaForCausalLM, load_base
     if args.model is None:
-        return load_base(device=args.device)
-    return LlamaForCausalLM.from_pretrained(args.model, device=args.device)
+        return load_base(dtype=args.dtype, device=args.device)
+    return LlamaForCausalLM.from_pretrained(args.model, dtype=args.dtype, device=args.device)
 
 
 # The options that make a run what it is: --resume with other values would mix two runs.
-SAME_RUN_OPTIONS = ("method", "task", "model", "seed", "r", "lora_alpha", "target_modules")
+SAME_RUN_OPTIONS = ("method", "task", "model", "seed", "r", "lora_alpha", "target_modules", "dtype")
 RUN_OPTIONS_NAME = "run.json"
 
 
@@ -769,6 +775,7 @@ def _check_same_run(args, out, write=True):
             save_json(options, path)
         return
     before = load_json(path)
+    before.setdefault("dtype", "float32")  # a run.json from before --dtype: such runs were float32
     changed = [k for k in SAME_RUN_OPTIONS if k in before or k in options if before.get(k) != options.get(k)]
     if changed:
         flag = changed[0].replace("_", "-")

@@ -473,3 +473,29 @@ def test_clip_grad_norm_on_bf16_gradients_as_torch(dtypes_, norm_type):
         np.testing.assert_allclose(total.item(), total_t.item(), rtol=1e-6)
         for p_t, p in zip(params_t, params):
             assert_bf16_close(p.grad, p_t.grad, rtol=1e-5, atol=1e-7)
+
+
+# ==================================================================================================
+# minilora train --dtype bfloat16
+# ==================================================================================================
+def test_cli_train_on_a_bf16_base(tmp_path, monkeypatch, capsys):
+    """``--dtype bfloat16`` loads the base in bf16 (from_pretrained(torch_dtype=...)); LoRA trains float32
+    adapters beside it and saves a float32 adapter file, as PEFT does; --resume keeps the run's dtype."""
+    from minilora import train as train_module
+    from minilora.checkpoint import load_file
+    from minilora.cli import main
+    monkeypatch.chdir(tmp_path)
+    loaded = []
+    real = train_module._load_model
+    monkeypatch.setattr(train_module, "_load_model", lambda args: loaded.append(real(args)) or loaded[-1])
+    common = ["train", "--task", "reverse", "--eval-n", "2", "--eval-every", "2", "--no-progress", "--out", "run",
+              "--r", "2", "--dtype", "bfloat16"]
+    assert main([*common, "--steps", "2"]) == 0
+    assert "step 2/2  loss" in capsys.readouterr().out
+    weights = {str(p.dtype) for n, p in loaded[0].named_parameters() if "lora_" not in n}
+    adapters = {str(p.dtype) for n, p in loaded[0].named_parameters() if "lora_" in n}
+    assert weights == {"bfloat16"} and adapters == {"float32"}
+    saved = load_file(str(tmp_path / "run" / "adapter" / "adapter_model.safetensors"))
+    assert {str(v.dtype) for v in saved.values()} == {"float32"}
+    assert main([*common[:-1], "float32", "--steps", "3", "--resume"]) == 2
+    assert "started with --dtype bfloat16, not --dtype float32" in capsys.readouterr().err
