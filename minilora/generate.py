@@ -53,6 +53,9 @@ def add_cli_arguments(parser, name):
     parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed for --sample (default 0)")
     parser.add_argument("--device", type=device_name, default=None,
                         help="cpu, emu or cuda (default: $MINILORA_DEVICE or cpu)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64", "auto"],
+                        help="the model's dtype (default float32); auto: the one its config.json records, as "
+                             "transformers' dtype='auto' (a bfloat16 checkpoint stays bfloat16)")
 
 
 def cli_main(args):
@@ -64,8 +67,8 @@ def cli_main(args):
     if given and not args.sample:  # greedy decoding would ignore them: say so before loading anything
         raise UsageError(f"{', '.join(given)} only apply with --sample (greedy decoding takes the most likely token)")
     try:  # the folders and files named on the command line: a missing or broken one is the user's to fix
-        model = (models.load_base(device=args.device) if args.model is None
-                 else models.LlamaForCausalLM.from_pretrained(args.model, device=args.device))
+        model = (models.load_base(dtype=args.dtype, device=args.device) if args.model is None
+                 else models.LlamaForCausalLM.from_pretrained(args.model, dtype=args.dtype, device=args.device))
         if args.adapter is not None:
             from .lora import PeftModel
             model = PeftModel.from_pretrained(model, args.adapter)

@@ -365,6 +365,33 @@ def test_greedy_generation_equals_transformers(transformers, torch):
     np.testing.assert_array_equal(full[0, prompt.shape[1] - 1:].argmax(-1), tokens.numpy()[0, prompt.shape[1]:])
 
 
+def test_generate_command_runs_a_bfloat16_model(tmp_path, capsys, monkeypatch):
+    """``minilora generate --dtype auto`` keeps a bfloat16 checkpoint in bfloat16 (``--dtype float32``
+    casts) and prints what that model's greedy decoding gives."""
+    from minilora import cli
+    from minilora import generate as generate_module
+    from minilora.tokenizer import ByteTokenizer
+    tok = ByteTokenizer()
+    config = tiny_config(vocab_size=tok.vocab_size, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    LlamaForCausalLM(config, dtype="bfloat16").save_pretrained(tmp_path)
+    decoded_by = []
+    original = generate_module.generate
+
+    def recording(model, *args, **kwargs):
+        decoded_by.append(model.dtype)
+        return original(model, *args, **kwargs)
+    monkeypatch.setattr(generate_module, "generate", recording)
+    for dtype, expected_dtype in (("auto", ml.bfloat16), ("float32", ml.float32)):
+        model = LlamaForCausalLM.from_pretrained(tmp_path, dtype=dtype).eval()
+        ids = tok.encode("Q: hi")
+        out = original(model, ids, max_new_tokens=6, do_sample=False, eos_token_id=tok.eos_token_id)
+        expected = "Q: hi" + tok.decode(out.numpy()[len(ids):].tolist(), skip_special_tokens=True)
+        assert cli.main(["generate", "Q: hi", "--model", str(tmp_path), "--max-new-tokens", "6",
+                         "--dtype", dtype]) == 0
+        assert capsys.readouterr().out == expected + "\n"
+        assert decoded_by.pop() == expected_dtype
+
+
 # --------------------------------------------------------------------------------------------------
 # Checkpoints
 # --------------------------------------------------------------------------------------------------
