@@ -45,6 +45,7 @@ import weakref
 import numpy as np
 
 from . import dtypes, parallel, profiler
+from ._tensor_str import tensor_repr
 from .device import Device, device as _get_device
 from .dtypes import to_dtype as _to_dtype  # noqa: F401  (nn imports it from here)
 
@@ -618,7 +619,6 @@ class Tensor:
         return (self[i] for i in range(len(self._array)))
 
     def __repr__(self):
-        from ._tensor_str import tensor_repr
         return tensor_repr(self)  # torch's format: tensor([1.0000, 2.5000], dtype=torch.bfloat16)
 
     # --- leaving the graph / the device ------------------------------------------------------
