@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 
 from .. import ops
+from ..dtypes import get_default_dtype, is_floating, to_dtype
 from ..ops.nn import _refuse, _row_index, legacy_reduction
 from . import functional as F
 from . import init
@@ -25,8 +26,14 @@ __all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity",
            "RNN", "LSTM", "GRU", "TransformerEncoderLayer", "TransformerEncoder"]
 
 
+def _float_dtype(dtype):
+    """A layer's ``dtype=`` (any name for one: ``ml.bfloat16``, ``'bfloat16'``, ``torch.bfloat16``), or
+    the default dtype, as torch's layers."""
+    return get_default_dtype() if dtype is None else to_dtype(dtype)
+
+
 def _empty(shape, dtype, device):
-    return Parameter(np.zeros(shape, dtype=dtype or "float32"), device=device)
+    return Parameter(np.zeros(shape, dtype=_float_dtype(dtype)), device=device)
 
 
 def _normalized_shape(normalized_shape):
@@ -110,13 +117,14 @@ class Embedding(Module):
 
 class RMSNorm(Module):
     """``x / sqrt(mean(x^2) + eps) * weight`` over the trailing ``normalized_shape`` dimensions
-    (Llama's norm; weight starts at ones). ``eps=None``: the dtype's machine epsilon, as torch."""
+    (Llama's norm; weight starts at ones). ``eps=None``: the machine epsilon of the dtype it computes
+    in (float32's for bfloat16/float16), as torch."""
 
     def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None, dtype=None):
         super().__init__()
         self.normalized_shape, self.eps = _normalized_shape(normalized_shape), eps
         self.elementwise_affine = elementwise_affine
-        self.weight = Parameter(np.ones(self.normalized_shape, dtype=dtype or "float32"), device=device) \
+        self.weight = Parameter(np.ones(self.normalized_shape, dtype=_float_dtype(dtype)), device=device) \
             if elementwise_affine else None
 
     def forward(self, x):
@@ -140,7 +148,7 @@ class LayerNorm(Module):
         self.eps = eps
         self.normalized_shape = _normalized_shape(normalized_shape)
         self.elementwise_affine = elementwise_affine
-        dtype = dtype or "float32"
+        dtype = _float_dtype(dtype)
         self.weight = Parameter(np.ones(self.normalized_shape, dtype=dtype), device=device) \
             if elementwise_affine else None
         self.bias = Parameter(np.zeros(self.normalized_shape, dtype=dtype), device=device) \
@@ -506,7 +514,7 @@ class MultiheadAttention(Module):
         if mask.dtype == np.bool_:
             return ops.masked_fill(mask.new_zeros(mask.shape, dtype=self.out_proj.weight.dtype),
                                    mask, float("-inf"))
-        if mask.dtype.kind != "f":
+        if not is_floating(mask.dtype):
             raise AssertionError(f"only bool and floating types of masks are supported, got {mask.dtype}")
         return mask
 

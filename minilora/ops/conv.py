@@ -11,6 +11,9 @@ output position sees (``stride`` and ``dilation`` are steps through that view). 
 * max pooling picks each window's largest element (the first one, as torch); its gradient goes to
   that element alone;
 * average pooling is a convolution with a constant kernel, one channel at a time (``groups=C``).
+
+bfloat16 and float16 run in float32 and are rounded once (``float32_inside``), as torch's CPU kernels:
+NumPy's ``einsum`` would sum 16-bit products in 16 bits.
 """
 import math
 
@@ -18,6 +21,7 @@ import numpy as np
 
 from ..device import xp_of
 from ..tensor import Function, Tensor
+from .nn import float32_inside
 
 __all__ = ["conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
            "adaptive_avg_pool2d"]
@@ -121,9 +125,16 @@ def _conv_padding(padding, kernel, dilation, stride):
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """PyTorch's ``F.conv2d``: ``input`` [N, C, H, W] (or unbatched [C, H, W]) with ``weight``
     [O, C / groups, kh, kw], plus ``bias`` [O]."""
+    if input.dtype != weight.dtype:  # checked before a 16-bit input is computed in float32
+        raise RuntimeError(f"Input type ({input.dtype}) and weight type ({weight.dtype}) should be the same")
+    return _conv2d(input, weight, bias, stride, padding, dilation, groups)
+
+
+@float32_inside
+def _conv2d(input, weight, bias, stride, padding, dilation, groups):
     from .nn import pad as pad_op
     if input.ndim == 3:
-        return conv2d(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
+        return _conv2d(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
     if input.ndim != 4 or weight.ndim != 4:
         raise RuntimeError(f"conv2d: expected a 3-D or 4-D input and a 4-D weight, got {tuple(input.shape)} "
                            f"and {tuple(weight.shape)}")
@@ -133,8 +144,6 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise RuntimeError(f"Given groups={groups}, weight of size {list(weight.shape)}, expected input"
                            f"{list(input.shape)} to have {weight.shape[1] * groups} channels, but got "
                            f"{channels} channels instead")
-    if input.dtype != weight.dtype:
-        raise RuntimeError(f"Input type ({input.dtype}) and weight type ({weight.dtype}) should be the same")
     symmetric, extra = _conv_padding(padding, weight.shape[2:], dilation, stride)
     if extra is not None:
         input = pad_op(input, extra)
@@ -240,6 +249,7 @@ def _max_indices(input, kernel, stride, padding, dilation, extra):
     return Tensor((rows * x.shape[-1] + cols).astype(np.int64), dtype=np.int64, device=input.device)
 
 
+@float32_inside
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     """PyTorch's ``F.max_pool2d`` over [N, C, H, W] (or [C, H, W]); ``stride`` defaults to the
@@ -266,6 +276,7 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return tuple(t.squeeze(-2) for t in out) if return_indices else out.squeeze(-2)
 
 
+@float32_inside
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
     """PyTorch's ``F.avg_pool2d``: each window's sum divided by its size (``count_include_pad=False``:
@@ -300,6 +311,7 @@ def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     return out.squeeze(-2)
 
 
+@float32_inside
 def adaptive_avg_pool2d(input, output_size):
     """PyTorch's ``F.adaptive_avg_pool2d``: output cell ``(i, j)`` averages rows
     ``floor(i H / h_out)`` to ``ceil((i + 1) H / h_out)`` (and the same for columns), so any

@@ -3,6 +3,7 @@
 Each is one node in the graph instead of a dozen small ones: less memory (one saved array instead
 of every intermediate) and fewer Python calls. The derivations are in the docstrings.
 """
+import functools
 import math
 import warnings
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from .. import fastmath, parallel
 from ..device import xp_of
+from ..dtypes import compute_dtype, float32, is_floating, result_type, upcast
 from ..random import fresh_seed
 from ..tensor import Function, Tensor, no_grad
 
@@ -19,6 +21,57 @@ __all__ = ["embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "bin
            "smooth_l1_loss", "huber_loss", "kl_div", "normalize", "cosine_similarity",
            "pairwise_distance", "margin_ranking_loss", "triplet_margin_loss", "cosine_embedding_loss",
            "batch_norm", "group_norm"]
+
+
+# ---- 16-bit floats: computed in float32, rounded once ------------------------------------------
+def _is_16bit_float(x):
+    return isinstance(x, Tensor) and x.dtype.itemsize == 2 and is_floating(x.dtype)
+
+
+def float32_inside(fn=None, *, promote=False):
+    """Run ``fn`` (an op on tensors) as torch's CPU kernels run it for bfloat16/float16: in float32,
+    with the result rounded to the 16-bit dtype once.
+
+    When the first tensor argument (the input) is a 16-bit float, every 16-bit float tensor among
+    the arguments goes in as a float32 cast and every floating result comes back cast to the
+    input's dtype (``promote=True``, for the losses: to the dtype torch's promotion gives the
+    floating tensors, and only if that is a 16-bit one). The casts are differentiable, so a backward
+    also runs in float32 and each gradient is rounded once, into the 16-bit dtype of its tensor (as
+    torch's bf16 grads). Computing the same op step by step in bfloat16 instead would round after
+    every NumPy step (a layer norm: ~6 times) and sum in bfloat16 (which stops growing at 256 ones).
+    float32/float64 inputs call ``fn`` as it is: a few ``isinstance`` checks, no copy.
+
+    Ops that torch itself builds from several ops, each rounding to 16 bits (``mse_loss`` is
+    ``(x - y)`` then its square, ``kl_div``, ``cosine_similarity``, ``normalize``, the margin losses;
+    ``dropout`` multiplies by the scale ``1/(1-p)`` rounded to 16 bits), are built here from the same
+    ops in the same order and do not use this: their numbers are torch's, bit for bit."""
+    if fn is None:
+        return functools.partial(float32_inside, promote=promote)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        first = next((a for a in args if isinstance(a, Tensor)), None)
+        if first is None or not _is_16bit_float(first):
+            return fn(*args, **kwargs)
+        dtype = first.dtype
+        if promote:
+            dtype = result_type(*(a for a in (*args, *kwargs.values())
+                                  if isinstance(a, Tensor) and is_floating(a.dtype)))
+            if dtype.itemsize != 2:  # a float32 operand: the op promotes to it, as it is
+                return fn(*args, **kwargs)
+        args = [a.to(float32) if _is_16bit_float(a) else a for a in args]
+        kwargs = {k: v.to(float32) if _is_16bit_float(v) else v for k, v in kwargs.items()}
+        return _cast_floats(fn(*args, **kwargs), dtype)
+    return wrapper
+
+
+def _cast_floats(result, dtype):
+    """``result`` (a tensor, or a tuple of them) with its floating tensors cast to ``dtype``."""
+    if isinstance(result, tuple):
+        return tuple(_cast_floats(r, dtype) for r in result)
+    if isinstance(result, Tensor) and is_floating(result.dtype):
+        return result.to(dtype)
+    return result
 
 
 class Embedding(Function):
@@ -40,14 +93,16 @@ class Embedding(Function):
     @staticmethod
     def backward(ctx, g):
         xp = xp_of(g)
-        ids, g2 = ctx.ids.reshape(-1), g.reshape(-1, ctx.weight_shape[1])
-        grad = xp.zeros(ctx.weight_shape, dtype=g.dtype)
+        # 16-bit floats: the rows of one id summed in float32, rounded once. (torch's CPU kernel adds
+        # them one by one in 16 bits: a frequent token's gradient drifts; within torch's tolerance.)
+        ids, g2 = ctx.ids.reshape(-1), upcast(g.reshape(-1, ctx.weight_shape[1]))
+        grad = xp.zeros(ctx.weight_shape, dtype=g2.dtype)
         if ctx.padding_idx is not None:  # padding positions contribute nothing
             keep = ids != ctx.padding_idx
             ids, g2 = ids[keep], g2[keep]
         if xp is not np:
             xp.add.at(grad, ids, g2)
-            return None, grad
+            return None, grad.astype(g.dtype, copy=False)
         # np.add.at(grad, ids, g2) says it plainly but goes row by row; instead sort the rows by id
         # so that equal ids sit together, and sum each run of equal ids in one reduceat.
         order = np.argsort(ids, kind="stable")
@@ -55,7 +110,7 @@ class Embedding(Function):
         run_starts = np.flatnonzero(np.concatenate(([True], sorted_ids[1:] != sorted_ids[:-1])))
         if len(ids):
             grad[sorted_ids[run_starts]] = np.add.reduceat(g2[order], run_starts, axis=0)
-        return None, grad
+        return None, grad.astype(g.dtype, copy=False)
 
 
 def _counted_targets(xp, targets, n_classes, ignore_index, name):
@@ -559,6 +614,10 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     ``weight`` [C] rescales each class; 'mean' then divides by the summed weights of the counted
     targets. ``label_smoothing`` mixes the target with the uniform distribution, as torch. Model
     code with [B, T, C] logits flattens them to [B*T, C] first (PyTorch would read T as classes).
+
+    bfloat16/float16 logits: as torch composes it, ``nll_loss(log_softmax(input))`` with the
+    log-probabilities rounded to 16 bits in between (the fused float32 op would be more accurate,
+    and differ from torch's loss by a few 16-bit steps on a long sum).
     """
     reduction = legacy_reduction(size_average, reduce, reduction)
     _check_reduction("cross_entropy", reduction)
@@ -566,16 +625,19 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         raise RuntimeError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
     logits = _classes_last(input, "cross_entropy")
     weight = _class_weight("cross_entropy", weight, logits)
-    if getattr(_array(target), "dtype", np.dtype(np.int64)).kind == "f":  # class probabilities
+    if is_floating(getattr(_array(target), "dtype", np.dtype(np.int64))):  # class probabilities
         loss = _soft_cross_entropy(input, logits, target, weight, reduction, label_smoothing)
     else:
         targets = _class_targets("cross_entropy", input, _array(target))
-        # The fused node: PyTorch's loss for class indices, label smoothing added below.
-        loss = CrossEntropy.apply(logits, targets, weight=weight, ignore_index=ignore_index,
-                                  reduction=reduction)
+        logp = logits.log_softmax(-1) if label_smoothing or _is_16bit_float(logits) else None
+        if _is_16bit_float(logits):  # torch's two ops, each rounded to 16 bits
+            loss = nll_loss(logp, targets, weight, ignore_index=ignore_index, reduction=reduction)
+        else:  # the fused node: PyTorch's loss for class indices, label smoothing added below
+            loss = CrossEntropy.apply(logits, targets, weight=weight, ignore_index=ignore_index,
+                                      reduction=reduction)
         if label_smoothing:
             loss = (1 - label_smoothing) * loss + (label_smoothing / logits.shape[1]) * \
-                _smoothing_term(logits, targets, weight, ignore_index, reduction)
+                _smoothing_term(logp, targets, weight, ignore_index, reduction)
     if reduction == "none":
         return loss.reshape(() if input.ndim == 1 else (input.shape[0],) + input.shape[2:])
     return loss
@@ -589,19 +651,22 @@ def _class_weight(fn, weight, logits):
     return None if weight is None else xp_of(logits._array).asarray(weight, dtype=logits.dtype)
 
 
-def _smoothing_term(logits, targets, weight, ignore_index, reduction):
-    """``-sum_c w_c log p_c`` per counted row (PyTorch's smoothing loss), reduced as the main loss."""
-    xp = xp_of(logits._array)
-    logp = logits.log_softmax(-1)
-    per_class = logp if weight is None else logp * Tensor._make(weight, logits.device, False, None)
+def _smoothing_term(logp, targets, weight, ignore_index, reduction):
+    """``-sum_c w_c log p_c`` per counted row of log-probabilities (PyTorch's smoothing loss),
+    reduced as the main loss."""
+    xp = xp_of(logp._array)
+    per_class = logp if weight is None else logp * Tensor._make(weight, logp.device, False, None)
     valid = targets != ignore_index
-    rows = -per_class.sum(-1) * Tensor._make(valid.astype(logits.dtype), logits.device, False, None)
+    rows = -per_class.sum(-1) * Tensor._make(valid.astype(logp.dtype), logp.device, False, None)
     if reduction == "none":
         return rows
     if reduction == "sum":
         return rows.sum()
-    counted = valid.sum() if weight is None else weight[xp.where(valid, targets, 0)][valid].sum()
-    return rows.sum() / logits.dtype.type(counted.item())
+    if weight is None:
+        counted = float(valid.sum())
+    else:  # summed in float32 and rounded to the weights' dtype, as torch's weight.gather(...).sum()
+        counted = float(upcast(weight[xp.where(valid, targets, 0)][valid]).sum().astype(weight.dtype))
+    return rows.sum() / counted  # a Python number: rows' dtype, the count not rounded to 16 bits
 
 
 def _soft_cross_entropy(input, logits, target, weight, reduction, label_smoothing):
@@ -616,13 +681,14 @@ def _soft_cross_entropy(input, logits, target, weight, reduction, label_smoothin
     n_classes = logits.shape[1]
     if label_smoothing:
         target = target * (1 - label_smoothing) + label_smoothing / n_classes
+    terms = logits.log_softmax(-1) * target  # torch's order (each product rounded in 16-bit dtypes)
     if weight is not None:
-        target = target * Tensor._make(weight, logits.device, False, None)
-    rows = -(logits.log_softmax(-1) * target).sum(-1)
+        terms = terms * Tensor._make(weight, logits.device, False, None)
     if reduction == "none":
-        return rows
-    # 'mean' divides by the number of rows (samples), with or without a weight, as PyTorch.
-    return rows.sum() if reduction == "sum" else rows.sum() / logits.dtype.type(rows.shape[0])
+        return -terms.sum(-1)
+    # one sum over every term, as torch; 'mean' divides by the number of rows (samples), with or
+    # without a weight, as PyTorch
+    return -terms.sum() if reduction == "sum" else -terms.sum() / float(logits.shape[0])
 
 
 class NllLoss(Function):
@@ -650,6 +716,7 @@ class NllLoss(Function):
         return grad
 
 
+@float32_inside
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
              reduction="mean"):
     """PyTorch's ``F.nll_loss``: ``input`` holds log-probabilities ([N, C], [N, C, d1, ...] or [C])."""
@@ -719,6 +786,7 @@ class BinaryCrossEntropy(Function):
         return gx, gy
 
 
+@float32_inside(promote=True)
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
                                      reduction="mean", pos_weight=None):
     """PyTorch's ``F.binary_cross_entropy_with_logits``: ``-[p y log s(x) + (1 - y) log(1 - s(x))]``
@@ -736,6 +804,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
                     legacy_reduction(size_average, reduce, reduction))
 
 
+@float32_inside(promote=True)
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
                          reduction="mean"):
     """PyTorch's ``F.binary_cross_entropy`` of probabilities: ``-[y log x + (1 - y) log(1 - x)]``,
@@ -764,7 +833,13 @@ def dropout(input, p=0.5, training=True, inplace=False, *, seed=None):
 
 
 def swiglu(gate, up):
-    """``silu(gate) * up`` in one op (the activation of Llama's MLP)."""
+    """``silu(gate) * up`` in one op (the activation of Llama's MLP).
+
+    16-bit floats: as the two torch ops Llama's MLP runs (``act_fn(gate) * up``), each rounded once --
+    the fused float32 op would round once in all, and differ from transformers' numbers."""
+    if _is_16bit_float(gate):
+        from .elementwise import silu
+        return silu(gate) * up
     return SwiGLU.apply(gate, up)
 
 
@@ -790,12 +865,21 @@ def _normalized_width(fn, input, normalized_shape, **params):
 
 def rms_norm(input, normalized_shape, weight=None, eps=None):
     """PyTorch's ``F.rms_norm``: ``x / sqrt(mean(x^2) + eps) * weight`` over the trailing
-    ``normalized_shape`` dimensions. ``eps=None`` is the dtype's machine epsilon, as torch."""
+    ``normalized_shape`` dimensions. ``eps=None`` is the machine epsilon of the dtype it computes in,
+    as torch: float32's for bfloat16/float16 (torch's documentation says the input's; its kernel
+    takes float32's, 2^-23, not bfloat16's 2^-7)."""
+    if eps is None:  # torch takes the eps of the dtype it computes in: float32's for 16-bit inputs
+        eps = float(np.finfo(compute_dtype(input.dtype)).eps)
+    return _rms_norm(input, normalized_shape, weight, eps)
+
+
+@float32_inside
+def _rms_norm(input, normalized_shape, weight, eps):
     width = _normalized_width("rms_norm", input, normalized_shape, weight=weight)
-    eps = float(np.finfo(input.dtype).eps) if eps is None else eps
     return RMSNorm.apply(input, weight, eps=eps, width=width)
 
 
+@float32_inside
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """PyTorch's ``F.layer_norm`` over the trailing ``normalized_shape`` dimensions."""
     width = _normalized_width("layer_norm", input, normalized_shape, weight=weight, bias=bias)
@@ -811,6 +895,7 @@ def rotary_embedding(x, cos, sin):
     return Rotary.apply(x, xp.asarray(_array(cos)), xp.asarray(_array(sin)))
 
 
+@float32_inside
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
                                  scale=None, enable_gqa=False):
     """PyTorch's ``F.scaled_dot_product_attention``: ``softmax(q k^T * scale + mask) v``.
@@ -876,7 +961,7 @@ def _attention_bias(attn_mask, query, tq, tk, is_causal):
     mask = xp.asarray(_array(attn_mask))
     if mask.dtype == np.bool_:
         mask = xp.where(mask, dtype.type(0), dtype.type(-np.inf))
-    elif mask.dtype.kind == "f":
+    elif is_floating(mask.dtype):
         mask = mask.astype(dtype, copy=False)
     else:
         raise RuntimeError(f"scaled_dot_product_attention: expected attn_mask dtype to be bool or float, "
@@ -1064,6 +1149,7 @@ def _quadratic_then_linear(diff, knee):
     return where(size < knee, 0.5 * diff * diff, knee * (size - 0.5 * knee))
 
 
+@float32_inside(promote=True)
 def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
     """PyTorch's ``F.smooth_l1_loss``: ``0.5 d^2 / beta`` where ``|d| < beta``, ``|d| - 0.5 beta``
     elsewhere (``d = input - target``); ``beta=0`` is the L1 loss."""
@@ -1076,6 +1162,7 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     return _reduced("smooth_l1_loss", loss, reduction)
 
 
+@float32_inside(promote=True)
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """PyTorch's ``F.huber_loss``: ``0.5 d^2`` where ``|d| < delta``, ``delta (|d| - 0.5 delta)``
     elsewhere -- ``delta`` times ``smooth_l1_loss`` with ``beta = delta``. A ``weight`` multiplies
@@ -1141,7 +1228,7 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     (normalise first, then multiply), so the result stays within [-1, 1]."""
     from ..dtypes import result_type
     dtype = result_type(x1, x2)
-    if dtype.kind != "f":
+    if not is_floating(dtype):
         raise RuntimeError(f"cosine_similarity requires floating point inputs, got {dtype}")
     shape = np.broadcast_shapes(tuple(x1.shape), tuple(x2.shape))
     x1, x2 = (x.to(dtype).expand(shape) for x in (x1, x2))
@@ -1210,6 +1297,12 @@ def _per_channel(t, ndim):
     return t.reshape((1, -1) + (1,) * (ndim - 2))
 
 
+def _blend_(stat, new, momentum):
+    """``stat = (1 - momentum) * stat + momentum * new`` in place, computed in ``new``'s dtype (float32
+    for 16-bit statistics: rounded once, as torch)."""
+    stat.copy_(stat.to(new.dtype) * (1 - momentum) + new * momentum)
+
+
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-05):
     """PyTorch's ``F.batch_norm`` over an input [N, C, ...]: each channel normalised by the
@@ -1219,6 +1312,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     the *unbiased* batch variance."""
     if input.ndim < 2:
         raise ValueError(f"batch_norm: expected an input [N, C, ...], got shape {tuple(input.shape)}")
+    if _is_16bit_float(input):  # in float32, rounded once; the running statistics updated in place
+        up = lambda t: t.float() if _is_16bit_float(t) else t  # noqa: E731
+        return batch_norm(input.float(), running_mean, running_var, up(weight), up(bias), training,
+                          momentum, eps).to(input.dtype)
     for name, stat in (("running_mean", running_mean), ("running_var", running_var)):
         if stat is not None and stat.requires_grad:  # statistics, not parameters (torch's rule)
             raise RuntimeError(f"batch_norm is not differentiable with respect to argument '{name}'. "
@@ -1233,13 +1330,13 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         var = input.var(axes, keepdim=True, correction=0)
         with no_grad():
             if running_mean is not None:
-                running_mean.mul_(1 - momentum).add_(mean.reshape(-1) * momentum)
+                _blend_(running_mean, mean.reshape(-1), momentum)
             if running_var is not None:
-                running_var.mul_(1 - momentum).add_(var.reshape(-1) * (momentum * count / (count - 1)))
+                _blend_(running_var, var.reshape(-1) * (count / (count - 1)), momentum)
     else:
         if running_mean is None or running_var is None:
             raise RuntimeError("batch_norm: running_mean and running_var are needed when not training")
-        mean, var = _per_channel(running_mean, input.ndim), _per_channel(running_var, input.ndim)
+        mean, var = (_per_channel(stat.to(input.dtype), input.ndim) for stat in (running_mean, running_var))
     out = (input - mean) * (var + eps).rsqrt()
     if weight is not None:
         out = out * _per_channel(weight, input.ndim)
@@ -1248,6 +1345,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     return out
 
 
+@float32_inside
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05):
     """PyTorch's ``F.group_norm``: the channels of an input [N, C, ...] split into ``num_groups``
     groups, each normalised by its own mean and biased variance (per sample), then ``* weight +
