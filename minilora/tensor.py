@@ -999,10 +999,18 @@ class Tensor:
     # +, -, *, /, **, @, unary -, indexing and methods such as x.sum() are the op wrappers themselves,
     # attached to Tensor at the end of minilora/ops/__init__.py (next to the ops they call).
 
-    # Comparisons give boolean tensors outside the graph (no gradient through a comparison).
+    # Comparisons give boolean tensors outside the graph (no gradient through a comparison). Operands of
+    # two dtypes are compared in torch's promoted dtype, not NumPy's: a bfloat16 tensor == a float32
+    # 0-d tensor holding 2.3 rounds the 2.3 to bfloat16 first (NumPy would widen the tensor instead).
     def _compare(self, other, op):
-        other = other._array if isinstance(other, Tensor) else other
-        return Tensor._make(op(self._array, other), self._device, False, None)
+        a = self._array
+        b = other._array if isinstance(other, Tensor) else other
+        b_dtype = getattr(b, "dtype", None)
+        if b_dtype is not None and b_dtype != a.dtype:
+            common = dtypes.result_type(a, b)
+            a = a if a.dtype == common else dtypes.cast(a, common)
+            b = b if b_dtype == common else dtypes.cast(b, common)
+        return Tensor._make(op(a, b), self._device, False, None)
 
     def __lt__(self, other): return self._compare(other, np.less)
     def __le__(self, other): return self._compare(other, np.less_equal)

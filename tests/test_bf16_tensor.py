@@ -157,11 +157,17 @@ def test_numbers_out_of_a_bfloat16_tensor_are_python_numbers():
     check(snippet)
 
 
-def test_comparisons_with_python_numbers_round_the_number_to_bfloat16():
-    """torch compares in the tensor's dtype: 2.3 becomes bfloat16(2.3) == 2.296875 first."""
+def test_comparisons_in_torchs_promoted_dtype():
+    """torch compares in the promoted dtype (dtypes.result_type): against a Python number or a 0-d
+    tensor that is the tensor's, so 2.3 becomes bfloat16(2.3) == 2.296875 first; against a float64
+    tensor with dimensions, float64."""
     def snippet(lib):
         x = bf16(lib, [2.3, 2.5, 257.0, -1.0])
-        return [x == 2.3, x < 2.4, x >= 2.5, x != 257, x > -1, x <= 2.296875, x == 256]
+        f32, f64 = lib.tensor(2.3), lib.tensor([2.3, 2.5, 257.0, -1.0], dtype=lib.float64)
+        return [x == 2.3, x < 2.4, x >= 2.5, x != 257, x > -1, x <= 2.296875, x == 256,
+                x == f32, x.eq(f32), lib.eq(x, f32), x < f32, f32 > x, x == f64, x.lt(f64),
+                lib.tensor([0.1]) == lib.tensor(0.1, dtype=lib.float64),  # float32 vs a float64 0-d: float32
+                lib.tensor([1, 2]) < lib.tensor(1.5, dtype=lib.float64)]
     check(snippet)
 
 
