@@ -278,10 +278,10 @@ class LlamaRotaryEmbedding(Module):
     Computed in float64 (they are tiny: positions x head_dim) once per forward, shared by all layers,
     then rounded once to the model's dtype. transformers computes them in float32 (and casts to a
     16-bit model's dtype); its ``inv_freq`` comes from torch's float32 ``pow``, which is not correctly
-    rounded (a fifth of the entries differ from NumPy's float32 ``**`` in the last bit), so no NumPy
-    recipe reproduces its tables bit for bit. Ours are the correctly rounded ones: in bfloat16 about
-    0.5% of the entries differ from transformers', by one unit in the last place, at 4096 positions
-    (``tests/test_bf16_llama.py`` measures it). The rotation itself is ``ops.rotary_embedding``.
+    rounded (about a fifth of the entries differ from NumPy's float32 ``**`` in the last bit), so no
+    NumPy recipe reproduces its tables bit for bit. Ours are the correctly rounded ones: over 4096
+    positions about 0.5% of the bfloat16 entries differ from transformers', by at most 2^-8 (one unit
+    at magnitude 1; ``tests/test_bf16_llama.py``). The rotation itself is ``ops.rotary_embedding``.
     """
 
     def __init__(self, config):
@@ -719,12 +719,12 @@ class LlamaForCausalLM(Module):
         """Load a Hugging Face-format folder: config.json + model.safetensors (or its shards).
 
         Weights are cast to ``dtype`` (a name, ``minilora.bfloat16`` or ``torch.bfloat16``);
-        ``"auto"`` keeps the dtype config.json records (a bfloat16 checkpoint stays bfloat16; only
+        ``"auto"`` keeps the checkpoint's dtype (a bfloat16 checkpoint stays bfloat16; only
         without ml_dtypes, which gives NumPy its bfloat16, does it become float32, with a warning), and
         ``torch_dtype`` is transformers' older name for ``dtype``. Unlike transformers 5, whose default
         is ``"auto"``, the default is float32 (transformers 4's): the training code here keeps float32
-        weights unless asked. A checkpoint that does not fit the
-        config raises ``StateDictError`` listing missing keys, unexpected keys and shape mismatches.
+        weights unless asked. A checkpoint that does not fit the config raises ``StateDictError``
+        listing missing keys, unexpected keys and shape mismatches.
         """
         dtype = _dtype_argument(path, dtype, torch_dtype)
         config = LlamaConfig.from_pretrained(path)
