@@ -342,6 +342,23 @@ def test_padding_mask_in_bfloat16():
         assert relative_error(padded[row, -len(seq):], alone) <= 2.0 ** -7
 
 
+def test_resize_token_embeddings_averages_in_float32():
+    """New rows are the mean of the old ones, summed in float32 as transformers does (NumPy's own
+    mean of 4096 bfloat16 rows near 3, summed in bfloat16, comes out as 0.25)."""
+    model = LlamaForCausalLM(tiny_config(vocab_size=4096, hidden_size=16, intermediate_size=16,
+                                         num_hidden_layers=1, num_attention_heads=2), dtype="bfloat16")
+    rows = 3 + 0.01 * np.random.default_rng(0).standard_normal((4096, 16))
+    with ml.no_grad():
+        model.model.embed_tokens.weight.copy_(rows)
+        model.lm_head.weight.copy_(rows)
+    old = model.model.embed_tokens.weight.numpy().astype(np.float32)
+    model.resize_token_embeddings(4100)
+    expected = old.mean(axis=0).astype(ml.bfloat16)
+    for weight in (model.model.embed_tokens.weight, model.lm_head.weight):
+        assert weight.dtype == ml.bfloat16 and weight.shape == (4100, 16)
+        np.testing.assert_array_equal(weight.numpy()[4096:], np.broadcast_to(expected, (4, 16)))
+
+
 # --------------------------------------------------------------------------------------------------
 # Generation
 # --------------------------------------------------------------------------------------------------
