@@ -45,7 +45,19 @@ timeout $(( bench_budget + 60 )) python benchmarks/gpu_lora.py --budget-s $(( be
     --choice-out benchmarks/gpu_choice.json --tests "${summary:-no summary} (pytest exit status $tests_status)" "$@"
 bench_status=$?
 
-# 3. the training step, appended to RESULTS.md (what is left, less a margin)
+# 3. the training step, appended to RESULTS.md (what is left, less a margin). Its "minilora LoRA bf16" row
+#    needs bfloat16 tensors: ml_dtypes and CuPy >= 14; without them the row says why, and so does this line.
+python - <<'PY' || true
+import cupy
+try:
+    import ml_dtypes  # noqa: F401
+except ImportError:
+    print("gpu_check.sh: ml_dtypes is not installed: the training step's minilora bf16 row will not run")
+major = cupy.__version__.split(".")[0]
+if not (major.isdigit() and int(major) >= 14):
+    print(f"gpu_check.sh: CuPy {cupy.__version__} has no bfloat16 (needs >= 14): the training step's "
+          "minilora bf16 row will not run")
+PY
 timeout "$(atleast $(( $(left) - 10 )) 30)" python benchmarks/gpu_train_step.py --out benchmarks/RESULTS.md
 train_status=$?
 

@@ -206,6 +206,30 @@ def lora_cases(cupy, r, backward):
 FUSED_BF16 = "fused bf16 (mma.sync, lora_bf16.cu)"  # + " v1" / " v2"
 
 
+def cupy_has_bfloat16(cupy):
+    """CuPy >= 14 (the first with bfloat16 arrays); a version it cannot read counts as without."""
+    major = cupy.__version__.split(".")[0]
+    return major.isdigit() and int(major) >= 14
+
+
+def bf16_tensor_support(cupy):
+    """One line for RESULTS.md: whether minilora can hold bfloat16 tensors on this GPU. The fused bf16 rows
+    below take bf16 bit patterns (uint16) and run either way; minilora's bf16 *tensors* (a bf16 model,
+    ops.lora_linear dispatching to these kernels, gpu_train_step.py's "minilora LoRA bf16" row) need
+    ml_dtypes and CuPy >= 14."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return ("minilora bfloat16 tensors: **not available** -- ml_dtypes is not installed (pip install "
+                "'minilora[bf16]'): the kernel rows below still run on bit patterns; the training step's "
+                "minilora bf16 row cannot.")
+    if not cupy_has_bfloat16(cupy):
+        return (f"minilora bfloat16 tensors: **not available** -- CuPy {cupy.__version__} has no bfloat16 "
+                "(CuPy >= 14 does): the kernel rows below still run on bit patterns; the training step's "
+                "minilora bf16 row cannot.")
+    return f"minilora bfloat16 tensors: available (CuPy {cupy.__version__}, ml_dtypes {ml_dtypes.__version__})."
+
+
 def bf16_bits(a):
     """float32 -> bf16 bit patterns (uint16), rounded to nearest even as the GPU's cvt.rn (no NaN here)."""
     u = a.view("uint32")
@@ -429,6 +453,7 @@ def main(argv=None):
                 f"before every run, CUDA events; median and min. fp32 everywhere is fp32 (CUPY_TF32=0, torch "
                 f"allow_tf32=False). Peaks assumed: {args.peak_tflops} TFLOP/s fp32, {args.peak_gbs:.0f} GB/s. "
                 f"Before: {sm_clock()}."]
+    sections.append(bf16_tensor_support(cupy))
     if args.tests:
         sections.append(f"CUDA tests (`bash benchmarks/gpu_check.sh`): {args.tests}")
     skipped = []

@@ -8,9 +8,10 @@ vocab 32000) with random weights -- nothing is downloaded. minilora's and transf
 same base weights and the same LoRA A (B starts at zero in both), so the first-step losses agree.
 
 Rows (fp32 = fp32: TF32 off in torch, CUPY_TF32=0 for CuPy):
-    minilora LoRA fp32 | PEFT LoRA fp32 | PEFT LoRA bf16 (base and activations bf16, adapters fp32, as
-    PEFT keeps them) | minilora full fine-tuning fp32 | minilora LoRA bf16: not supported -- minilora has
-    no bfloat16 yet (minilora.bfloat16 raises), said so in the table rather than left out.
+    minilora LoRA fp32 | PEFT LoRA fp32 | PEFT LoRA bf16 and minilora LoRA bf16 (base and activations bf16,
+    adapters and AdamW state fp32, as PEFT keeps them; minilora's LoRA layers run lora_bf16.cu's tensor-core
+    kernels) | minilora full fine-tuning fp32. minilora's bf16 row needs ml_dtypes and, on the GPU, CuPy >= 14
+    (older CuPy has no bfloat16): without them the row says so instead of a number.
 Timing: the steps run round-robin, the order rotating each round; each step is wall-clock time with the
 device synchronised before and after (a step's host work counts -- it is part of a training step);
 median and min. ``--profile`` prints where minilora's LoRA step spends its time (minilora.profile's op
@@ -113,12 +114,34 @@ def build_steps(args, config):
         model = model.to(args.device).train()
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.01)
         steps[name] = (transformers_step, model, opt, torch.from_numpy(ids).to(args.device))
-    steps["minilora LoRA bf16"] = "not supported: minilora has no bfloat16 yet (minilora.bfloat16 raises)"
+    missing = bf16_unavailable(args.device)
+    if missing:
+        steps["minilora LoRA bf16"] = missing
+    else:
+        lora16 = get_peft_model(build_minilora(config, args.device).to(ml.bfloat16), LoraConfig(**lora_config(args)))
+        for n, p in lora16.named_parameters():  # fp32 adapters (autocast_adapter_dtype): the same A as the others
+            if p.requires_grad:
+                with ml.no_grad():
+                    p.copy_(ml.tensor(ours[n], device=args.device))
+        trainable16 = [p for p in lora16.parameters() if p.requires_grad]
+        steps["minilora LoRA bf16"] = (minilora_step, lora16, AdamW(trainable16, lr=1e-4, weight_decay=0.01), ml_ids)
     if not args.no_full:
         full = build_minilora(config, args.device)
         steps["minilora full fine-tuning fp32"] = (minilora_step, full, AdamW(full.parameters(), lr=1e-4,
                                                                                  weight_decay=0.01), ml_ids)
     return steps
+
+
+def bf16_unavailable(device):
+    """Why minilora cannot run its bf16 row here (a line for the table), or None."""
+    if not ml.dtypes.HAS_BFLOAT16:
+        return "not run: ml_dtypes is not installed (pip install 'minilora[bf16]'), so minilora has no bfloat16"
+    if device == "cuda":
+        import cupy
+        major = cupy.__version__.split(".")[0]
+        if not (major.isdigit() and int(major) >= 14):
+            return f"not run: CuPy {cupy.__version__} has no bfloat16 arrays (minilora's bf16 needs CuPy >= 14)"
+    return None
 
 
 def minilora_step(model, opt, ids):
@@ -206,7 +229,10 @@ def main(argv=None):
         with open(args.out, "a") as f:
             f.write("\n" + text + "\n")
     if args.profile:
-        profile(args.device, *runnable["minilora LoRA fp32"])
+        for name in ("minilora LoRA fp32", "minilora LoRA bf16"):
+            if name in runnable:
+                print(f"\n### {name}")
+                profile(args.device, *runnable[name])
     return 0
 
 

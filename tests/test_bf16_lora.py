@@ -499,3 +499,21 @@ def test_cli_train_on_a_bf16_base(tmp_path, monkeypatch, capsys):
     assert {str(v.dtype) for v in saved.values()} == {"float32"}
     assert main([*common[:-1], "float32", "--steps", "3", "--resume"]) == 2
     assert "started with --dtype bfloat16, not --dtype float32" in capsys.readouterr().err
+
+
+def test_gpu_train_step_says_when_the_gpu_cannot_hold_bf16(monkeypatch):
+    """benchmarks/gpu_train_step.py's minilora bf16 row needs CuPy >= 14: with an older CuPy the table says so."""
+    import importlib.util
+    import types
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_train_step.py"
+    spec = importlib.util.spec_from_file_location("gpu_train_step", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.bf16_unavailable("cpu") is None
+    monkeypatch.setitem(__import__("sys").modules, "cupy", types.SimpleNamespace(__version__="13.3.0"))
+    assert "CuPy 13.3.0 has no bfloat16 arrays" in bench.bf16_unavailable("cuda")
+    monkeypatch.setitem(__import__("sys").modules, "cupy", types.SimpleNamespace(__version__="14.0.1"))
+    assert bench.bf16_unavailable("cuda") is None
+    monkeypatch.setattr(ml.dtypes, "HAS_BFLOAT16", False)
+    assert "ml_dtypes is not installed" in bench.bf16_unavailable("cuda")

@@ -557,8 +557,8 @@ def test_gpu_benchmark_parses_and_explains_a_missing_gpu():
 
 def test_gpu_train_step_dry_run_on_cpu():
     """benchmarks/gpu_train_step.py end to end on a tiny model on the CPU, so the one GPU run of the ~1B
-    model does not fail on the script itself: every row is there, bf16 for minilora says why it is not
-    run, and the first-step losses of minilora's and PEFT's LoRA agree (the same weights)."""
+    model does not fail on the script itself: every row is there, and the first-step losses of minilora's
+    and PEFT's LoRA agree in fp32 and in bf16 (the same weights)."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
@@ -570,9 +570,10 @@ def test_gpu_train_step_dry_run_on_cpu():
             if line.startswith("| ") and not line.startswith("| step")}
     assert set(rows) == {"minilora LoRA fp32", "PEFT LoRA fp32", "PEFT LoRA bf16", "minilora LoRA bf16",
                          "minilora full fine-tuning fp32"}, res.stdout
-    assert "not supported" in rows["minilora LoRA bf16"][-1]
     ours, peft = (float(rows[name][-1]) for name in ("minilora LoRA fp32", "PEFT LoRA fp32"))
     assert abs(ours - peft) < 1e-3, res.stdout
+    ours, peft = (float(rows[name][-1]) for name in ("minilora LoRA bf16", "PEFT LoRA bf16"))  # bf16 rounding
+    assert abs(ours - peft) < 2e-2, res.stdout
 
 
 def test_gpu_tile_sweep_variants_are_correct_on_the_emulator():

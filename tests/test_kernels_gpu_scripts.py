@@ -95,3 +95,5 @@ def test_gpu_lora_runs_end_to_end_with_a_numpy_stand_in_for_cupy(tmp_path):
     table = kernels._parse_choice(choice)
     assert set(table) == {"forward", "forward+backward"} and all(set(v) == {16} for v in table.values())
     assert "host µs per call" in text
+    # the stand-in is no CuPy 14: the header says minilora's bf16 tensors are not available, plainly
+    assert "minilora bfloat16 tensors: **not available** -- CuPy fake has no bfloat16" in text
