@@ -164,6 +164,16 @@ def from_torch(value):
     return value.numpy()
 
 
+def to_torch(array):
+    """A CPU torch tensor sharing a NumPy array's memory, bfloat16 included (``from_torch``'s inverse:
+    ``torch.from_numpy`` refuses ml_dtypes' arrays, so the bits go through int16). Needs torch."""
+    import torch
+    array = np.ascontiguousarray(array)
+    if array.dtype is bfloat16:
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)
+
+
 def is_torch_tensor(value):
     """A torch.Tensor (or Parameter), told apart without importing torch."""
     return type(value).__module__.split(".")[0] == "torch" and hasattr(value, "detach")

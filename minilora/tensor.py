@@ -628,7 +628,8 @@ class Tensor:
 
         A bfloat16 tensor gives an ml_dtypes bfloat16 array, where torch raises ("Got unsupported
         ScalarType BFloat16": NumPy has no bfloat16 of its own). Its elements are ml_dtypes scalars;
-        ``.tolist()``, ``.item()`` and ``float(t)`` give Python floats, as torch's do."""
+        ``.tolist()``, ``.item()`` and ``float(t)`` give Python floats, as torch's do. (torch cannot
+        take that array: ``minilora.dtypes.to_torch(t.numpy())`` makes the torch tensor.)"""
         return _host(self._array)
 
     def __array__(self, dtype=None, copy=None):

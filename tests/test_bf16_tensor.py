@@ -205,6 +205,15 @@ def test_tensor_from_a_torch_bfloat16_tensor_keeps_its_bits():
     assert ml.tensor(source).dtype == ml.bfloat16 and ml.tensor(source, dtype=ml.float32).dtype == ml.float32
 
 
+def test_to_torch_and_back_keeps_the_bits():
+    x = ml.tensor(VALUES, dtype=ml.bfloat16)
+    t = ml.dtypes.to_torch(x.numpy())
+    assert t.dtype == torch.bfloat16 and t.tolist() == x.tolist()
+    assert torch.equal(t, torch.tensor(VALUES, dtype=torch.bfloat16))  # same rounding on both sides
+    assert np.array_equal(ml.tensor(t).numpy().view(np.int16), x.numpy().view(np.int16))
+    assert ml.dtypes.to_torch(np.arange(3.0)[::2]).tolist() == [0.0, 2.0]
+
+
 def test_from_numpy_and_as_tensor_share_an_ml_dtypes_array():
     array = np.array([1.0, 2.0, 3.0], dtype=ml.bfloat16)
     shared, as_is = ml.from_numpy(array), ml.as_tensor(array)
@@ -330,6 +339,13 @@ def test_module_bfloat16_parameter_trains():
         loss = (model(lib.ones(4, 3, dtype=lib.bfloat16)) ** 2).sum()
         loss.backward()
         return [model.weight.grad.dtype, model.bias.grad.dtype, model.weight.requires_grad]
+    check(snippet)
+
+
+def test_parameter_containers_print_bfloat16_as_torch():
+    def snippet(lib):
+        p = lib.nn.Parameter(lib.ones(2, dtype=lib.bfloat16))
+        return [repr(lib.nn.ParameterDict({"a": p})), repr(lib.nn.ParameterList([p])), repr(p)]
     check(snippet)
 
 
