@@ -23,6 +23,8 @@ __all__ = ["add", "sub", "mul", "div", "floor_divide", "neg", "pow", "exp", "log
 
 def unbroadcast(grad, shape):
     """Sum ``grad`` over the axes along which an input of ``shape`` was broadcast."""
+    if grad.shape != shape and _is_16bit_float(grad):  # a 16-bit gradient sums in float32, rounded once
+        return unbroadcast(upcast(grad), shape).astype(grad.dtype)
     # EXERCISE 1.1: sum grad over the axes along which an input of this shape was broadcast; return that shape
     # BEGIN SOLUTION
     if grad.shape == shape:
@@ -79,8 +81,9 @@ def backward_in_float32(op):
 def computes_in_float32(op):
     """Class decorator for an op whose forward takes several NumPy steps (sigmoid, gelu, lerp ...):
     float16/bfloat16 inputs are widened to float32, forward runs on them, and its result is rounded
-    once to their dtype; backward as ``backward_in_float32``. (Python numbers taking part stay numbers:
-    NumPy then holds them in float32, as torch's kernels hold them.)"""
+    once to their dtype; backward as ``backward_in_float32``. Where forward saved its own result for
+    backward (sigmoid's ``out``), it keeps the rounded one, as torch saves the 16-bit output tensor.
+    (Python numbers taking part stay numbers: NumPy holds them in float32, as torch's kernels do.)"""
     forward = op.forward
 
     def forward_in_float32(ctx, *args, **options):
@@ -91,7 +94,12 @@ def computes_in_float32(op):
         else:  # float32, float64, integers: unchanged
             return forward(ctx, *args, **options)
         out = forward(ctx, *(upcast(x) if hasattr(x, "dtype") else x for x in args), **options)
-        return out.astype(dtype)
+        rounded = out.astype(dtype)
+        saved = vars(ctx)
+        for name, value in saved.items():
+            if value is out:
+                saved[name] = rounded
+        return rounded
 
     op.forward = staticmethod(forward_in_float32)
     return backward_in_float32(op)
@@ -529,7 +537,10 @@ def div(input, other, *, rounding_mode=None):
     if rounding_mode not in ("trunc", "floor"):
         raise ValueError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but "
                          f"found '{rounding_mode}'")
-    return RoundedDiv.apply(*_promoted(input, other), mode=rounding_mode)
+    input, other = _promoted(input, other)
+    if type(other) is float and _is_16bit_float(input._array):  # torch rounds the divisor to 16 bits
+        other = float(input.dtype.type(other))  # here (unlike x / 0.3, which holds it in float32)
+    return RoundedDiv.apply(input, other, mode=rounding_mode)
 
 
 def floor_divide(input, other):
@@ -1129,8 +1140,21 @@ def logical_xor(input, other):
     return bitwise_xor(input != 0, other != 0)
 
 
+def _in_float32(op, input, tensor1, tensor2, value):
+    """``op`` (addcmul, addcdiv) on 16-bit floats as torch's one kernel computes it: in float32,
+    rounded once (the casts carry the gradients back, each rounded once too); None for other dtypes."""
+    dtype = result_type(input, tensor1, tensor2)
+    if not (dtype.itemsize == 2 and is_floating(dtype)):
+        return None
+    wide = [astype(x, float32) if isinstance(x, Tensor) else x for x in (input, tensor1, tensor2)]
+    return astype(op(*wide, value=value), dtype)
+
+
 def addcmul(input, tensor1, tensor2, *, value=1):
     """``torch.addcmul``: ``input + value * tensor1 * tensor2`` (products in torch's order)."""
+    out = _in_float32(addcmul, input, tensor1, tensor2, value)
+    if out is not None:
+        return out
     return add(input, mul(mul(tensor1, value), tensor2) if value != 1 else mul(tensor1, tensor2))
 
 
@@ -1140,18 +1164,40 @@ def addcdiv(input, tensor1, tensor2, *, value=1):
     if all(getattr(t, "dtype", np.dtype(float)).kind in "biu" for t in (tensor1, tensor2)):
         raise RuntimeError("Integer division with addcdiv is no longer supported, and in a future "
                            "release addcdiv will perform a true division of tensor1 and tensor2.")
+    out = _in_float32(addcdiv, input, tensor1, tensor2, value)
+    if out is not None:
+        return out
     return add(input, div(mul(tensor1, value), tensor2) if value != 1 else div(tensor1, tensor2))
 
 
 # ---- more activations: elu family, hardtanh family, logsigmoid, mish, softsign ------------------------
-def _elu(input, alpha, scale, input_scale):
+@computes_in_float32
+class Elu(Function):
     """torch's one ELU kernel: ``scale x`` for ``x > 0``, else ``alpha scale (exp(input_scale x) -
     1)`` (with expm1; the constants multiplied as torch does). ``elu``, ``selu`` and ``celu`` are
-    its three settings. At ``x = 0`` the gradient is the negative side's (``alpha scale
-    input_scale``), as torch's."""
-    input = _floating(input)
-    negative = mul(expm1(mul(input, input_scale)) if input_scale != 1 else expm1(input), alpha * scale)
-    return where(input > 0, mul(input, scale) if scale != 1 else input, negative)
+    its three settings. The gradient ``alpha scale input_scale exp(input_scale x)`` on the negative
+    side comes from the input, not from the rounded output (torch's ``is_result=False``); at ``x = 0``
+    it is the negative side's, as torch's."""
+
+    @staticmethod
+    def forward(ctx, a, alpha, scale, input_scale):
+        xp = xp_of(a)
+        ctx.a, ctx.constants = a, (alpha, scale, input_scale)
+        with np.errstate(over="ignore"):
+            negative = xp.expm1(a * input_scale) * (alpha * scale)
+        return xp.where(a > 0, a * scale, negative).astype(a.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, a = xp_of(g), ctx.a
+        alpha, scale, input_scale = ctx.constants
+        with np.errstate(over="ignore"):
+            negative = g * (alpha * scale * input_scale) * xp.exp(xp.minimum(a, 0) * input_scale)
+        return xp.where(a > 0, g * scale, negative).astype(g.dtype, copy=False)
+
+
+def _elu(input, alpha, scale, input_scale):
+    return Elu.apply(_floating(input), alpha=alpha, scale=scale, input_scale=input_scale)
 
 
 _SELU_ALPHA, _SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
@@ -1230,10 +1276,27 @@ class LogSigmoid(Function):
 def logsigmoid(input): return LogSigmoid.apply(_floating(input))
 
 
+@computes_in_float32
+class Mish(Function):
+    """``x tanh(softplus(x))``, one op as torch's kernel (softplus past 20 is ``x``, where tanh is 1
+    already); gradient ``t + x sigmoid(x) (1 - t^2)`` with ``t = tanh(softplus(x))``."""
+
+    @staticmethod
+    def forward(ctx, a):
+        xp = xp_of(a)
+        with np.errstate(over="ignore"):
+            ctx.a, ctx.t = a, xp.tanh(xp.where(a > 20, a, xp.log1p(xp.exp(a))))
+        return a * ctx.t
+
+    @staticmethod
+    def backward(ctx, g):
+        a, t = ctx.a, ctx.t
+        return g * (t + a * _sigmoid(xp_of(g), a) * (1 - t * t))
+
+
 def mish(input):
-    """``x tanh(softplus(x))`` (softplus past its threshold is ``x``, where tanh is 1 already)."""
-    input = _floating(input)
-    return mul(input, tanh(softplus(input)))
+    """``x tanh(softplus(x))``: smooth, non-monotonic, unbounded above."""
+    return Mish.apply(_floating(input))
 
 
 def softsign(input):
@@ -1345,6 +1408,7 @@ def logaddexp(input, other):
     return LogAddExp.apply(*_promoted(_floating(input), other))
 
 
+@computes_in_float32  # (NumPy's nan_to_num leaves a bfloat16 array as it is: not an 'inexact' type to it)
 class NanToNum(Function):
     """NaN, +inf and -inf replaced by numbers; the gradient flows only where the input was finite."""
 
@@ -1364,4 +1428,6 @@ def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
     value), -inf -> ``neginf`` (default: its lowest). Integers are returned unchanged."""
     if not is_floating(input.dtype):
         return clone(input)
-    return NanToNum.apply(input, nan=nan, posinf=posinf, neginf=neginf)
+    largest = float(np.finfo(input.dtype).max)  # (of the input's dtype, not of the float32 it computes in)
+    return NanToNum.apply(input, nan=nan, posinf=largest if posinf is None else posinf,
+                          neginf=-largest if neginf is None else neginf)

@@ -13,7 +13,9 @@ import collections
 import numpy as np
 
 from ..device import xp_of
+from ..dtypes import compute_dtype, is_floating, upcast
 from ..tensor import Function, Tensor, no_grad
+from .elementwise import computes_in_float32
 from .shape import add_at
 
 __all__ = ["gather", "sort", "argsort", "topk", "cumsum", "repeat", "tril", "triu", "nonzero",
@@ -69,10 +71,10 @@ class Gather(Function):
         return a[ctx.index]
 
     @staticmethod
-    def backward(ctx, g):
-        out = xp_of(g).zeros(ctx.shape, dtype=g.dtype)
-        xp_of(g).add.at(out, ctx.index, g)  # an index taken twice gets both gradients
-        return out, None
+    def backward(ctx, g):  # an index taken twice gets both gradients, summed in float32 for 16-bit g (torch)
+        out = xp_of(g).zeros(ctx.shape, dtype=compute_dtype(g.dtype))
+        xp_of(g).add.at(out, ctx.index, upcast(g))
+        return out.astype(g.dtype, copy=False), None
 
 
 def _check_index(input, dim, index, fn):
@@ -175,6 +177,7 @@ def nonzero(input, *, as_tuple=False):
 
 
 # ---- cumsum --------------------------------------------------------------------------------------
+@computes_in_float32  # running sums of 16-bit floats in float32, each rounded once (torch)
 class CumSum(Function):
     @staticmethod
     def forward(ctx, a, axis):
@@ -223,7 +226,8 @@ class Repeat(Function):
         for r, n in zip(ctx.sizes, ctx.shape):
             split += [r, n]
         copies = tuple(range(0, 2 * len(ctx.shape), 2))
-        return g.reshape(split).sum(axis=copies).reshape(ctx.original)
+        total = g.reshape(split).sum(axis=copies, dtype=compute_dtype(g.dtype))  # 16-bit: in float32
+        return total.astype(g.dtype, copy=False).reshape(ctx.original)
 
 
 def repeat(input, *repeats):
@@ -353,11 +357,12 @@ class Scatter(Function):
         ctx.where, ctx.add = _full_index(index, axis), add
         ctx.src_shape, ctx.block = getattr(src, "shape", ()), tuple(slice(0, n) for n in index.shape)
         values = src[ctx.block] if getattr(src, "ndim", 0) else src
+        if add:  # scatter_add sums 16-bit floats in float32 and rounds once (index_add does not: torch)
+            out = a.astype(compute_dtype(a.dtype))  # a copy (16-bit floats: widened)
+            add_at(out, ctx.where, upcast(values) if hasattr(values, "dtype") else values)
+            return out.astype(a.dtype, copy=False)
         out = a.copy()
-        if add:
-            add_at(out, ctx.where, values)
-        else:
-            out[ctx.where] = values
+        out[ctx.where] = values
         return out
 
     @staticmethod
@@ -443,6 +448,7 @@ def count_nonzero(input, dim=None):
 
 
 # ---- cumprod -------------------------------------------------------------------------------------
+@computes_in_float32
 class CumProd(Function):
     """Running products along ``axis``. Input ``k``'s gradient is ``sum_{j>=k} g_j * prod_{i<=j,
     i!=k} a_i``, computed as it reads (products *without* ``a_k``, not ``out_j / a_k``), so a zero
@@ -522,7 +528,7 @@ def bincount(input, weights=None, minlength=0):
         return Tensor(counts, dtype=np.int64, device=input.device)
     if tuple(weights.shape) != tuple(input.shape):
         raise RuntimeError("bincount: weights should be 1-d and have the same length as input")
-    dtype = weights.dtype if weights.dtype.kind == "f" else np.dtype(np.float64)
+    dtype = weights.dtype if is_floating(weights.dtype) else np.dtype(np.float64)
     sums = np.bincount(values, weights=weights.numpy(), minlength=minlength).astype(dtype)
     return NoDerivative.apply(weights, result=weights.device.xp.asarray(sums), name="bincount")
 
@@ -567,7 +573,7 @@ class MedianAll(Function):
             ctx.picked = xp.zeros(a.shape, dtype=bool)
             return xp.asarray(np.nan, dtype=a.dtype)
         flat = xp.sort(a.reshape(-1))  # NaN sorts last
-        nan = a.dtype.kind == "f" and bool(xp.isnan(flat[-1]))
+        nan = is_floating(a.dtype) and bool(xp.isnan(flat[-1]))
         out = flat[-1] if nan else flat[(flat.size - 1) // 2]
         ctx.picked = xp.isnan(a) if nan else a == out
         return xp.asarray(out)
@@ -590,7 +596,7 @@ def median(input, dim=None, keepdim=False):
     xp = xp_of(input._array)
     order = argsort(input, dim_)._array
     middle = xp.take(order, xp.asarray([(input.shape[dim_] - 1) // 2]), axis=dim_)
-    if input.dtype.kind == "f":  # a row holding NaN has median NaN, at its first NaN (torch)
+    if is_floating(input.dtype):  # a row holding NaN has median NaN, at its first NaN (torch)
         nan = xp.isnan(input._array)
         middle = xp.where(nan.any(axis=dim_, keepdims=True),
                           nan.argmax(axis=dim_, keepdims=True), middle)
@@ -644,7 +650,7 @@ def _running_extreme(name, input, dim, smallest):
     running = _accumulate(xp, xp.minimum if smallest else xp.maximum, a)  # NaN propagates
     steps = xp.arange(a.shape[-1])
     takes_over = a == running
-    if a.dtype.kind == "f":
+    if is_floating(a.dtype):
         takes_over |= xp.isnan(a)
     latest = _accumulate(xp, xp.maximum, xp.where(takes_over, steps, 0))
     indices = Tensor(xp.moveaxis(latest, -1, dim_).astype(np.int64), dtype=np.int64, device=input.device)

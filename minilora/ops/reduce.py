@@ -5,6 +5,10 @@ Every reduction takes PyTorch's arguments in PyTorch's order -- ``x.sum(dim, kee
 ints, or None (all dimensions). Like torch, NumPy's spellings ``axis=`` and ``keepdims=`` are
 accepted as aliases.
 
+float16 and bfloat16 tensors reduce as torch's do: the sum (mean, variance, norm, softmax's sums ...)
+accumulates in float32 and is rounded to the 16-bit dtype once, at the end. NumPy alone would accumulate in
+bfloat16: ``np.ones(4096, bfloat16).sum()`` is 256, where torch says 4096.
+
 Backward of a reduction broadcasts the gradient back over the reduced axes; ``_expand_reduced``
 re-inserts those axes (size 1) so NumPy broadcasting does the rest.
 
@@ -23,8 +27,9 @@ import operator
 import numpy as np
 
 from ..device import xp_of
-from ..dtypes import get_default_dtype
+from ..dtypes import compute_dtype, get_default_dtype, is_floating
 from ..tensor import Function, Tensor, no_grad
+from .elementwise import backward_in_float32, computes_in_float32
 from .index import gather, return_type
 
 __all__ = ["sum", "mean", "prod", "max", "min", "amax", "amin", "argmax", "argmin", "var", "std",
@@ -87,7 +92,8 @@ class Sum(Function):
     @staticmethod
     def forward(ctx, a, axis=None, keepdims=False):
         ctx.axes, ctx.keepdims, ctx.shape = _axes(axis, a.ndim), keepdims, a.shape
-        return a.sum(axis=ctx.axes, keepdims=keepdims)
+        total = a.sum(axis=ctx.axes, keepdims=keepdims, dtype=compute_dtype(a.dtype))  # 16-bit: in float32
+        return total.astype(a.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
@@ -95,12 +101,14 @@ class Sum(Function):
         return xp_of(g).broadcast_to(g, ctx.shape)
 
 
+@backward_in_float32  # (g / count, with count not rounded to 16 bits first)
 class Mean(Function):
     @staticmethod
     def forward(ctx, a, axis=None, keepdims=False):
         ctx.axes, ctx.keepdims, ctx.shape = _axes(axis, a.ndim), keepdims, a.shape
         ctx.count = _count(a.shape, ctx.axes)
-        return a.mean(axis=ctx.axes, keepdims=keepdims)
+        mean = a.mean(axis=ctx.axes, keepdims=keepdims, dtype=compute_dtype(a.dtype))  # 16-bit: in float32
+        return mean.astype(a.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
@@ -108,15 +116,24 @@ class Mean(Function):
         return xp_of(g).broadcast_to(g, ctx.shape).astype(g.dtype, copy=False)
 
 
+@backward_in_float32
 class Prod(Function):
     """Product along one axis. The gradient of each element is the product of all the *others*,
     computed as (product of those before it) * (product of those after it): correct with zeros,
-    where dividing the total by the element would give 0/0."""
+    where dividing the total by the element would give 0/0.
+
+    torch multiplies 16-bit floats one at a time, each product rounded to 16 bits (unlike its sums);
+    NumPy's float16 product runs in float32, so for 16-bit floats the loop is written out."""
 
     @staticmethod
     def forward(ctx, a, axis, keepdims=False):
         ctx.a, ctx.axis, ctx.keepdims = a, axis, keepdims
-        return a.prod(axis=axis, keepdims=keepdims)
+        if a.itemsize != 2 or not is_floating(a.dtype) or a.shape[axis] == 0:
+            return a.prod(axis=axis, keepdims=keepdims)
+        out = a.take(0, axis=axis)
+        for k in range(1, a.shape[axis]):
+            out = out * a.take(k, axis=axis)  # (one ufunc: rounded once per step)
+        return xp_of(a).expand_dims(out, axis) if keepdims else out
 
     @staticmethod
     def backward(ctx, g):
@@ -166,24 +183,36 @@ class ArgMax(Function):
         return pick(axis=axis, keepdims=keepdims)
 
 
+@computes_in_float32
 class Var(Function):
-    """Variance with Bessel's ``correction`` (PyTorch's default 1: the unbiased estimate)."""
+    """Variance with Bessel's ``correction`` (PyTorch's default 1: the unbiased estimate); with
+    ``root=True`` its square root, the standard deviation, taken before any rounding (torch's std is
+    one kernel too: in bfloat16, ``sqrt`` of a rounded variance would round twice). d std = d var / (2 std),
+    0 where std is 0 (torch's choice)."""
 
     @staticmethod
-    def forward(ctx, a, axis=None, keepdims=False, correction=1):
+    def forward(ctx, a, axis=None, keepdims=False, correction=1, root=False):
+        xp = xp_of(a)
         ctx.axes, ctx.keepdims = _axes(axis, a.ndim), keepdims
         ctx.denom = builtins.max(_count(a.shape, ctx.axes) - correction, 0)
         ctx.centered = a - a.mean(axis=ctx.axes, keepdims=True)
         with np.errstate(divide="ignore", invalid="ignore"):  # one sample: NaN, as torch (CuPy never warns)
-            return (ctx.centered ** 2).sum(axis=ctx.axes, keepdims=keepdims) / ctx.denom
+            out = (ctx.centered ** 2).sum(axis=ctx.axes, keepdims=True) / ctx.denom
+        ctx.std = xp.sqrt(out) if root else None
+        out = out if ctx.std is None else ctx.std
+        return out if keepdims else out.squeeze(axis=ctx.axes)
 
     @staticmethod
     def backward(ctx, g):
+        xp = xp_of(g)
         g = _expand_reduced(g, ctx.axes, ctx.keepdims)
         with np.errstate(divide="ignore", invalid="ignore"):
+            if ctx.std is not None:
+                g = xp.where(ctx.std == 0, 0, g / (2 * ctx.std)).astype(g.dtype, copy=False)
             return g * ctx.centered * (2.0 / ctx.denom if ctx.denom else float("nan"))
 
 
+@computes_in_float32
 class PNorm(Function):
     """``(sum |a|^p)^(1/p)`` over axes for a finite ``p`` other than 0 and 1.
 
@@ -217,6 +246,7 @@ class Logical(Function):
         return (a.all if kind == "all" else a.any)(axis=axes, keepdims=keepdims)
 
 
+@computes_in_float32
 class Softmax(Function):
     @staticmethod
     def forward(ctx, a, axis=-1):
@@ -235,6 +265,7 @@ class Softmax(Function):
         # END SOLUTION
 
 
+@computes_in_float32
 class LogSoftmax(Function):
     @staticmethod
     def forward(ctx, a, axis=-1):
@@ -253,12 +284,17 @@ class LogSoftmax(Function):
 
 
 class LogSumExp(Function):
+    """``m + log(sum(exp(a - m)))`` with ``m`` the max. For 16-bit floats torch runs these as separate
+    ops, each rounding, with the sum accumulated in float32, and its backward ``g * exp(a - lse)`` as
+    16-bit ops too; so do forward and backward here."""
+
     @staticmethod
     def forward(ctx, a, axis=-1, keepdims=False):
         xp = xp_of(a)
         ctx.axes, ctx.keepdims = _axes(axis, a.ndim), keepdims
         m = a.max(axis=ctx.axes, keepdims=True)
-        lse = m + xp.log(xp.exp(a - m).sum(axis=ctx.axes, keepdims=True))
+        total = xp.exp(a - m).sum(axis=ctx.axes, keepdims=True, dtype=compute_dtype(a.dtype))
+        lse = m + xp.log(total.astype(a.dtype, copy=False))
         ctx.a, ctx.lse = a, lse
         return lse if keepdims else lse.squeeze(axis=ctx.axes)
 
@@ -295,7 +331,7 @@ def sum(input, dim=None, keepdim=False, *, dtype=None):  # noqa: A001  (torch.su
 @_numpy_aliases
 def mean(input, dim=None, keepdim=False, *, dtype=None):
     input = _cast(input, dtype)
-    if input.dtype.kind != "f":
+    if not is_floating(input.dtype):
         raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either a "
                            f"floating point or complex dtype. Got: {input.dtype}")
     return Mean.apply(input, axis=dim, keepdims=keepdim)
@@ -405,17 +441,20 @@ def _correction(fn, dim, unbiased, correction):
 @_numpy_aliases
 def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """Variance over ``dim``; ``unbiased=False`` or ``correction=0`` divides by N instead of N - 1."""
-    dim, correction = _correction("var", dim, unbiased, correction)
-    if input.dtype.kind != "f":  # NumPy would compute a float64 variance of integers; torch refuses
+    return _variance("var", input, dim, unbiased, keepdim, correction, root=False)
+
+
+def _variance(fn, input, dim, unbiased, keepdim, correction, root):
+    dim, correction = _correction(fn, dim, unbiased, correction)
+    if not is_floating(input.dtype):  # NumPy would compute a float64 variance of integers; torch refuses
         raise RuntimeError("std and var only support floating point and complex dtypes")
-    return Var.apply(input, axis=dim, keepdims=keepdim, correction=correction)
+    return Var.apply(input, axis=dim, keepdims=keepdim, correction=correction, root=root)
 
 
 @_numpy_aliases
 def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
-    """Standard deviation: the square root of ``var`` with the same arguments."""
-    from .elementwise import sqrt
-    return sqrt(var(input, dim, unbiased, keepdim, correction=correction))
+    """Standard deviation: the square root of ``var`` with the same arguments (in one op, as torch)."""
+    return _variance("std", input, dim, unbiased, keepdim, correction, root=True)
 
 
 @_numpy_aliases
@@ -427,7 +466,7 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     most two dims)."""
     from .elementwise import abs as abs_
     input = _cast(input, dtype)
-    if input.dtype.kind != "f":
+    if not is_floating(input.dtype):
         raise RuntimeError(f"norm(): input dtype should be floating point, but got {input.dtype}")
     if isinstance(p, str):
         if p != "fro":
@@ -487,7 +526,7 @@ def _float_input(name, input, dtype):
     """``input`` cast to ``dtype``; an integer tensor without a float ``dtype`` is refused, as in
     torch (``x.softmax(0, dtype=torch.float32)`` is its way), not computed in NumPy's float64."""
     input = _cast(input, dtype)
-    if input.dtype.kind != "f":
+    if not is_floating(input.dtype):
         raise NotImplementedError(f'"{name}" not implemented for {input.dtype} tensors: pass a '
                                   f'floating dtype= or call .float() first')
     return input
@@ -497,7 +536,7 @@ def _float_input(name, input, dtype):
 def logsumexp(input, dim, keepdim=False):
     """``log(sum(exp(x)))`` over ``dim`` (required, as in torch), computed without overflow.
     Integer input computes in the default float dtype, as torch's (not NumPy's float64)."""
-    if input.dtype.kind != "f":
+    if not is_floating(input.dtype):
         input = input.to(get_default_dtype())
     return LogSumExp.apply(input, axis=dim, keepdims=keepdim)
 

@@ -4,7 +4,7 @@ import warnings
 import numpy as np
 
 from ..device import xp_of
-from ..dtypes import result_type
+from ..dtypes import float32, is_floating, result_type
 from ..tensor import Function, Tensor, ShapeError
 
 __all__ = ["reshape", "transpose", "permute", "getitem", "index_put", "cat", "stack", "split", "chunk",
@@ -72,6 +72,10 @@ def add_at(out, index, values):
     xp = xp_of(out)
     if xp is np or out.dtype in _CUPY_ADD_AT:
         xp.add.at(out, index, values)
+    elif is_floating(out.dtype):  # bfloat16 on CuPy: through float32, rounded once (torch's CUDA kernel
+        wide = out.astype(float32)  # adds in bfloat16 atomically, in no fixed order: it varies anyway)
+        xp.add.at(wide, index, xp.asarray(values).astype(float32))
+        out[...] = wide
     elif out.dtype == np.int64:
         values = xp.asarray(values).astype(np.int64)
         xp.add.at(out.view(np.uint64), index, values.view(np.uint64))
