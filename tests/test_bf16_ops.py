@@ -491,3 +491,20 @@ def test_float32_and_float64_paths_unchanged():
         np.testing.assert_array_equal(a.sigmoid().numpy(), 0.5 * (1 + np.tanh(0.5 * array)))
         np.testing.assert_array_equal(a.sum().numpy(), array.sum())
         assert (a * 0.1).dtype == a.dtype and a.sum().dtype == a.dtype
+
+
+@pytest.mark.parametrize("name, fn", [
+    ("elu", lambda x: ml.nn.functional.elu(x, alpha=0.7)),
+    ("selu", lambda x: ml.nn.functional.selu(x)),
+    ("celu", lambda x: ml.nn.functional.celu(x, alpha=0.5)),
+    ("mish", lambda x: ml.nn.functional.mish(x)),
+    ("std", lambda x: x.std(1)),
+    ("std correction=0 keepdim", lambda x: ml.std(x, dim=0, correction=0, keepdim=True)),
+    ("prod", lambda x: x.prod(1)),
+    ("addcmul", lambda x: ml.addcmul(x, x, x.exp(), value=0.5)),
+])
+def test_ops_rewritten_for_16_bits_pass_the_float64_gradient_check(name, fn):
+    """The ops given their own forward/backward here, checked against central differences."""
+    from minilora.testing import grad_check
+    x = ml.tensor(values("float64", 3, 5, seed=13) + np.array([0, 0.5, -0.5, 1, -1]), requires_grad=True)
+    grad_check(fn, x, name=name)
