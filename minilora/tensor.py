@@ -940,6 +940,8 @@ class Tensor:
                                    f"broadcast shape {list(np.broadcast_shapes(values.shape, self.shape))}")
         if values is self._array:
             return
+        if values.dtype != self.dtype and self._array.itemsize == 2:  # float64 into bfloat16: rounded
+            values = dtypes.cast(values, self.dtype)  # through float32, as torch's in-place ops write
         try:
             self._array[...] = values
         except ValueError as exc:

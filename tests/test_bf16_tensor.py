@@ -85,6 +85,21 @@ def test_float16_conversions_round_through_float32_too():
     check(snippet)
 
 
+def test_in_place_writes_into_bfloat16_round_as_torch():
+    def snippet(lib):
+        wide = lib.tensor([TIE, 0.1], dtype=lib.float64)
+        x, y, z = (lib.zeros(2, dtype=lib.bfloat16) for _ in range(3))
+        x.add_(wide)
+        y.copy_(wide)
+        z += wide
+        w = lib.ones(2, dtype=lib.bfloat16, requires_grad=True)
+        h = w * 1
+        h.mul_(wide)  # in the graph
+        h.sum().backward()
+        return [x, y, z, h, w.grad]
+    check(snippet)
+
+
 def test_gradient_through_a_cast_comes_back_in_each_dtype():
     def snippet(lib):
         x = lib.tensor([0.1, 0.2, TIE], dtype=lib.float64, requires_grad=True)
