@@ -11,12 +11,13 @@ logits are not a fair demand of a whole model. So there are two kinds of checks:
   equal transformers' bfloat16 modules, the rotation equals ``apply_rotary_pos_emb``; attention is
   the float64 truth correctly rounded (it rounds once, after float32 accumulation);
 * for the whole model the float64 truth decides: the same 16-bit weights in a float64 model give the
-  exact logits and gradients, and minilora's 16-bit errors must be no larger than twice transformers'
-  own (the larger of its sdpa and eager attention errors). Twice: the errors of two correct orders
-  of summation scatter around each other (ratios up to 1.64 for a parameter's gradient, 0.91 for the
-  logits, measured). A real divergence multiplies the error instead: even a mild one, an RMSNorm
-  computed step by step in bfloat16 over 64 features, fails the check on one of the two seeds
-  (``test_the_model_check_catches_a_norm_computed_in_bfloat16``).
+  exact logits and gradients. For the logits and each parameter's gradient, minilora's error is
+  divided by transformers' own (the larger of its sdpa and eager attention errors): the mean of these
+  ratios must stay <= 1.5 and the largest <= 3. Correct implementations scatter around each other
+  (measured over 4 seeds: mean <= 0.94, largest 1.64; with the fused single-rounding RMSNorm instead
+  of transformers' formula, also correct: mean <= 1.20, largest 2.26). A real divergence moves the
+  whole distribution: an RMSNorm computed step by step in bfloat16 over 64 features gives mean 1.86,
+  largest 4.77 on seed 1 (``test_the_model_check_catches_a_norm_computed_in_bfloat16``).
 """
 import json
 import os
@@ -287,7 +288,7 @@ def error_ratios(truth, theirs, ours):
             **{name: ratio(lambda run, name=name: run[2][name]) for name in truth[2]}}
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
 @pytest.mark.parametrize("dtype", SIXTEEN)
 def test_model_as_accurate_as_transformers(transformers, torch, dtype, seed):
     truth, theirs, ours, labels = compare_with_transformers(transformers, torch, dtype, seed)
@@ -296,7 +297,8 @@ def test_model_as_accurate_as_transformers(transformers, torch, dtype, seed):
     assert {str(t[1].dtype) for t in theirs.values()} == {"torch.float32"}  # transformers' loss too
     assert {str(g.dtype) for g in grads.values()} == {dtype}
     ratios = error_ratios(truth, theirs, ours)
-    assert max(ratios.values()) <= 2, {k: round(v, 2) for k, v in ratios.items() if v > 2}
+    assert np.mean(list(ratios.values())) <= 1.5 and max(ratios.values()) <= 3, \
+        {k: round(v, 2) for k, v in ratios.items()}
     # the loss: a cross-entropy moves at most 2 * max|change of a logit| (its gradient p - onehot
     # has L1 norm <= 2), so our logits' error bounds our loss's error
     assert abs(loss.item() - true_loss.item()) <= 2 * np.abs(f64(logits) - f64(true_logits)).max()
@@ -312,13 +314,13 @@ class _NormInSixteenBits(ml_llama.LlamaRMSNorm):
 
 
 def test_the_model_check_catches_a_norm_computed_in_bfloat16(transformers, torch, monkeypatch):
-    """Guards the tolerance above: with every RMSNorm rounding after each step, some gradient's error
-    grows past twice transformers' (4.8x measured on seed 1; seed 0 hides this mild divergence)."""
+    """Guards the tolerance above: with every RMSNorm rounding after each step, the errors grow on
+    seed 1 past both bounds (mean ratio 1.86, largest 4.77 measured; other seeds hide this mild
+    divergence better, seed 0 entirely)."""
     monkeypatch.setattr(ml_llama, "LlamaRMSNorm", _NormInSixteenBits)
     assert isinstance(LlamaForCausalLM(tiny_config(), dtype="bfloat16").model.norm, _NormInSixteenBits)
-    worst = max(max(error_ratios(*compare_with_transformers(transformers, torch, "bfloat16", seed)[:3]).values())
-                for seed in (0, 1))
-    assert worst > 2
+    ratios = list(error_ratios(*compare_with_transformers(transformers, torch, "bfloat16", 1)[:3]).values())
+    assert np.mean(ratios) > 1.5 and max(ratios) > 3
 
 
 def test_padding_mask_in_bfloat16():
