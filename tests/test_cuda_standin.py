@@ -11,7 +11,8 @@ trajectories and gradient clipping, random fills; test_lora_composition.py's add
 and PiSSA/OLoRA cases. The op suites run in float64, so no kernel launches (kernels take float32
 only: ``minilora.kernels.supports``); the float32 LoRA models run with ``uses_kernels`` off. A
 kernel that tried to launch would raise ``FakeCupyLimit``. A pass here is not a GPU run: that is
-benchmarks/gpu_check.sh.
+benchmarks/gpu_check.sh. bfloat16: CuPy 13.3 has none, so every way onto ``cuda`` must say that CuPy >= 14
+is needed; the stand-in as CuPy 14 (``install(version="14.0.0")``) runs bfloat16 cases beside the cpu.
 """
 import numpy as np
 import pytest
