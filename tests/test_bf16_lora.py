@@ -517,3 +517,29 @@ def test_gpu_train_step_says_when_the_gpu_cannot_hold_bf16(monkeypatch):
     assert bench.bf16_unavailable("cuda") is None
     monkeypatch.setattr(ml.dtypes, "HAS_BFLOAT16", False)
     assert "ml_dtypes is not installed" in bench.bf16_unavailable("cuda")
+
+
+@pytest.mark.parametrize("combination_type", ["linear", "cat", "svd", "ties"])
+@pytest.mark.parametrize("autocast", [True, False])
+def test_add_weighted_adapter_dtypes_and_values_as_peft(combination_type, autocast):
+    """PEFT computes the combination in float32 and assigns ``lora_A.weight.data``: linear/ties come back in
+    the adapters' dtype, the SVD forms in float32, cat in the new adapter's (base) dtype."""
+    theirs, ours = pair(autocast)
+    cfg = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    theirs.add_adapter("b", peft.LoraConfig(**cfg))
+    ours.add_adapter("b", ml.lora.LoraConfig(**cfg))
+    ours.load_state_dict({k: as_numpy(v) for k, v in theirs.state_dict().items()})
+    density = dict(density=0.5) if combination_type == "ties" else {}
+    theirs.add_weighted_adapter(["default", "b"], [0.7, 0.5], "mix", combination_type=combination_type, **density)
+    ours.add_weighted_adapter(["default", "b"], [0.7, 0.5], "mix", combination_type=combination_type, **density)
+    mine = dict(ours.named_parameters())
+    for name, p_t in theirs.named_parameters():
+        if ".mix." in name:
+            assert str(mine[name].dtype) == dtype_name(p_t), name
+    for layer in ("q_proj", "v_proj"):  # B A: the SVD's factors are unique only up to signs
+        def delta(model, as_array):
+            m = getattr(model.base_model.model, layer)
+            return as_array(m.lora_B["mix"].weight).astype(np.float64) @ as_array(m.lora_A["mix"].weight).astype(np.float64)
+        want = delta(theirs, lambda t: as_numpy(t).astype(np.float32))
+        got = delta(ours, lambda t: t.numpy().astype(np.float32))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())

@@ -16,6 +16,12 @@ The new adapter has ``lora_alpha = r``, so its scaling is 1 (as PEFT). Random pr
 from minilora's generator (``minilora.manual_seed``), as PEFT draws from torch's: the same seed gives
 the same result (the masks are drawn, in PEFT's order, from a stream seeded by one draw of minilora's
 generator at the start of the call), but minilora's draws are not torch's numbers.
+
+Dtypes, as PEFT's (on a bfloat16 model): the merge rules compute in float32 (16-bit factors upcast, as
+torch promotes them against its float32 weight tensor); "linear"/"ties"/"dare"/"magnitude_prune" round
+the result to the first adapter's dtype and the SVD forms keep float32, and the new adapter takes that
+dtype (PEFT assigns ``lora_A.weight.data``); "cat" writes its stacked factors into the new adapter,
+which was made in the base model's dtype.
 """
 import copy
 import math
@@ -23,9 +29,10 @@ import warnings
 
 import numpy as np
 
+from .. import dtypes
 from ..device import xp_of
 from ..random import fresh_seed, generator
-from ..tensor import _host
+from ..tensor import Tensor, _host
 from .layers import Embedding, Linear, ModulesToSaveWrapper
 
 __all__ = ["add_weighted_adapter", "task_arithmetic", "magnitude_prune", "ties", "dare_linear", "dare_ties",
@@ -186,10 +193,31 @@ def _factors(layer, adapter):
     return layer.lora_A[adapter].weight._array, layer.lora_B[adapter].weight._array
 
 
+def _replace_factors(layer, adapter, A, B):
+    """Make ``A`` and ``B`` the adapter's weights, dtype included (PEFT assigns ``.data``)."""
+    if isinstance(layer, Embedding):
+        params = layer.lora_embedding_A[adapter], layer.lora_embedding_B[adapter]
+    else:
+        params = layer.lora_A[adapter].weight, layer.lora_B[adapter].weight
+    for param, value in zip(params, (A, B)):
+        if value.dtype == param.dtype:
+            param._array[...] = value
+        else:
+            param.data = Tensor._make(value, param.device, False, None)
+
+
 def _host_factors(layer, adapter):
     """``_factors`` as NumPy arrays: the merge rules run on the host (on cuda, copies)."""
     found = _factors(layer, adapter)
     return None if found is None else (_host(found[0]), _host(found[1]))
+
+
+def _times(array, number):
+    """``array * number`` as torch computes it: a 16-bit array in float32, rounded back once (NumPy would
+    round the number to bfloat16 first)."""
+    if array.dtype.itemsize == 2 and dtypes.is_floating(array.dtype):
+        return (dtypes.upcast(array) * np.float32(number)).astype(array.dtype)
+    return array * number
 
 
 def _cat(layer, adapters, weights):
@@ -198,7 +226,7 @@ def _cat(layer, adapters, weights):
     for adapter, weight in zip(adapters, weights):
         found = _host_factors(layer, adapter)
         if found is not None:
-            As.append(found[0] * weight * layer.scaling[adapter])
+            As.append(_times(_times(found[0], weight), layer.scaling[adapter]))
             Bs.append(found[1])
     if not As:
         raise ValueError("No matching LoRAs found. Please raise an issue on GitHub.")
@@ -208,6 +236,7 @@ def _cat(layer, adapters, weights):
 def _task_arithmetic_factors(kind, layer, adapters, weights, density, majority_sign_method, rng):
     """Combine the A's and the B's separately, each weighted by ``sqrt(|w s|)`` (the sign on A only)."""
     weights_A, weights_B, As, Bs = [], [], [], []
+    dtype = None
     for adapter, weight in zip(adapters, weights):
         found = _host_factors(layer, adapter)
         if found is None:
@@ -215,10 +244,12 @@ def _task_arithmetic_factors(kind, layer, adapters, weights, density, majority_s
         ws = weight * layer.scaling[adapter]
         weights_A.append(math.sqrt(abs(ws)) * (1 if ws >= 0 else -1))
         weights_B.append(math.sqrt(abs(ws)))
-        As.append(found[0])
-        Bs.append(found[1])
-    return (_combine(kind, As, weights_A, density, majority_sign_method, rng),
-            _combine(kind, Bs, weights_B, density, majority_sign_method, rng))
+        As.append(dtypes.upcast(found[0]))
+        Bs.append(dtypes.upcast(found[1]))
+        if dtype is None:  # PEFT rounds the result to the first adapter's dtype
+            dtype = found[0].dtype
+    return (_combine(kind, As, weights_A, density, majority_sign_method, rng).astype(dtype, copy=False),
+            _combine(kind, Bs, weights_B, density, majority_sign_method, rng).astype(dtype, copy=False))
 
 
 def _svd_factors(kind, layer, adapters, weights, new_rank, density, majority_sign_method, clamp,
@@ -227,7 +258,7 @@ def _svd_factors(kind, layer, adapters, weights, new_rank, density, majority_sig
     present = [(a, w) for a, w in zip(adapters, weights) if _factors(layer, a) is not None]
     if not present:
         raise ValueError("No matching LoRAs found. Please raise an issue on GitHub.")
-    deltas = [_host(layer.get_delta_weight(a)) for a, _ in present]  # already scaled
+    deltas = [dtypes.upcast(_host(layer.get_delta_weight(a))) for a, _ in present]  # already scaled
     delta = _combine(kind[:-len("_svd")] if kind != "svd" else "svd", deltas, [w for _, w in present],
                      density, majority_sign_method, rng)
     if isinstance(layer, Embedding):
@@ -288,5 +319,8 @@ def add_weighted_adapter(lora_model, adapters, weights, adapter_name, combinatio
         else:
             A, B = _task_arithmetic_factors(combination_type, layer, adapters, weights, density,
                                             majority_sign_method, masks)
-        target_A[:A.shape[0], :] = layer_xp.asarray(A)  # on cuda, to the device: CuPy does not
-        target_B[:, :B.shape[1]] = layer_xp.asarray(B)  # fill a slice from a host array
+        if combination_type == "cat":  # into the new adapter's arrays (the base dtype), as PEFT's data[:r] = ...
+            target_A[:A.shape[0], :] = layer_xp.asarray(A)  # on cuda, to the device: CuPy does not
+            target_B[:, :B.shape[1]] = layer_xp.asarray(B)  # fill a slice from a host array
+        else:  # PEFT's lora_A.weight.data = A: the new adapter takes the result's dtype
+            _replace_factors(layer, adapter_name, layer_xp.asarray(A), layer_xp.asarray(B))

@@ -80,7 +80,8 @@ def _half_dropout_multipliers(X, adapter_dtype, p, seed):
     if p == 0:
         return None
     keep = lora_dropout_mask(seed, X.shape[0], X.shape[1], p, xp_of(X))
-    return (keep * adapter_dtype.type(1.0 / (1.0 - p))).astype(np.float32)
+    scale = (np.float32(1.0) / np.float32(1.0 - p)).astype(adapter_dtype).astype(np.float32)  # on the host
+    return keep * scale  # float32: 0 or the scale
 
 
 def _lora_forward_rows(X, keep, U, Y, W0, A, B, bias, s):
