@@ -190,7 +190,9 @@ def test_einsum(dtype):
 def test_mixed_dtypes_raise_as_torch():
     for lib in (torch, ml):
         a, b = t(lib, randn(2, 3), dtype="float32"), t(lib, randn(3, 2), dtype="bfloat16")
+        bias = t(lib, randn(3), dtype="float32")
         for call in (lambda: a @ b, lambda: lib.mm(a, b), lambda: F(lib).linear(b.T, a),
+                     lambda: F(lib).linear(b.T, b.T, bias),  # a float32 bias with bfloat16 weights
                      lambda: lib.addmm(t(lib, randn(2, 2), dtype="bfloat16"), a, b.float())):
             with pytest.raises(RuntimeError):
                 call()

@@ -126,6 +126,8 @@ class Linear(Function):
     @staticmethod
     def forward(ctx, x, w, b=None):
         _check_dtypes("linear", x, w)
+        if b is not None and b.dtype != w.dtype:  # torch: "self and mat2 must have the same dtype"
+            raise DTypeMismatchError(f"linear: expected the bias to have the weight's dtype {w.dtype}, got {b.dtype}")
         if x.shape[-1] != w.shape[1]:
             raise ShapeError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but "
                              f"the weight expects {w.shape[1]} (weight shape {w.shape}, [out, in])")
