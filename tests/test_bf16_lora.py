@@ -543,3 +543,55 @@ def test_add_weighted_adapter_dtypes_and_values_as_peft(combination_type, autoca
         want = delta(theirs, lambda t: as_numpy(t).astype(np.float32))
         got = delta(ours, lambda t: t.numpy().astype(np.float32))
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_per_sample_adapters_on_a_bf16_base_as_peft():
+    """PEFT's _mixed_batch_forward: each sub-batch's float32 LoRA output is rounded to bf16 and added to the
+    bf16 base output (``result[rows] += lora.to(bf16)``); ops.bgmv does the same on a 16-bit base."""
+    theirs, ours = pair()
+    cfg = dict(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    theirs.add_adapter("b", peft.LoraConfig(**cfg))
+    ours.add_adapter("b", ml.lora.LoraConfig(**cfg))
+    ours.load_state_dict({k: as_numpy(v) for k, v in theirs.state_dict().items()})
+    x, _ = batch()
+    names = ["default", "b", "__base__", "default"]
+    with torch.no_grad():
+        want = theirs.base_model.model.q_proj(x, adapter_names=names)
+    x_ours = ml.tensor(as_numpy(x), requires_grad=True)
+    got = ours.base_model.model.q_proj(x_ours, adapter_names=names)
+    assert got.dtype == BF16
+    assert (got.numpy() != as_numpy(want)).mean() < 0.01
+    assert_bf16_close(got, want)
+    got.float().sum().backward()  # gradients in the tensors' own dtypes
+    assert x_ours.grad.dtype == BF16
+    assert all(p.grad is None or p.grad.dtype == p.dtype for p in ours.parameters())
+
+
+def test_serve_engine_on_a_bf16_base(tmp_path):
+    """``minilora serve --dtype bfloat16``: the shipped base in bf16, float32 adapters, requests decoded."""
+    from minilora import models
+    from minilora.cli import build_parser
+    from minilora.serve.cli import load_engine
+    from minilora.serve.engine import Request
+    from minilora.tokenizer import ByteTokenizer
+    assert build_parser("serve").parse_args(["serve", "--dtype", "bfloat16"]).dtype == "bfloat16"
+    assert build_parser("serve").parse_args(["serve"]).dtype == "auto"  # vLLM's default
+    model = get_peft_model(models.load_base(), LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"],
+                                                          init_lora_weights=False))
+    model.save_pretrained(str(tmp_path / "ad"))
+    engine, _ = load_engine(None, [("ad", str(tmp_path / "ad"))], max_batch_size=2, dtype="bfloat16")
+    assert {str(p.dtype) for n, p in engine.model.named_parameters() if "lora_" not in n} == {"bfloat16"}
+    assert {str(p.dtype) for n, p in engine.model.named_parameters() if "lora_" in n} == {"float32"}
+    tok, done = ByteTokenizer(), []
+    for adapter in ("ad", None):
+        engine.submit(Request(tok.encode("hello", add_special_tokens=False), adapter, max_tokens=3, temperature=0,
+                              emit=lambda kind, value: done.append(value) if kind == "done" else None))
+    engine.start()
+    try:
+        import time
+        deadline = time.time() + 60
+        while len(done) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        engine.shutdown()
+    assert len(done) == 2

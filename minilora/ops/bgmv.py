@@ -17,6 +17,7 @@ gradient; it is here so the op is an op like the others and gradient-checked).
 import numpy as np
 
 from .. import kernels
+from .. import dtypes
 from ..device import xp_of
 from ..tensor import Function
 
@@ -30,12 +31,51 @@ def _groups(ranks, index):
     return [(int(a), (host == a).nonzero()[0], int(ranks[int(a)])) for a in sorted(set(host.tolist()) - {-1})]
 
 
+def _is_16_bit(dtype):
+    return dtype.itemsize == 2 and dtypes.is_floating(dtype)
+
+
+def _rounder(dtype):
+    """One op in ``dtype``: its float32 result rounded to ``dtype`` (nothing for float32 adapters)."""
+    return (lambda a: a) if dtype == np.float32 else (lambda a: a.astype(dtype).astype(np.float32))
+
+
+def _forward_16bit(base, x, A, B, groups, scales):
+    """A float16/bfloat16 base (adapters float32 or the same dtype), as PEFT's ``_mixed_batch_forward``: each
+    sub-batch's ``lora_B(lora_A(x.to(A.dtype))) * scaling`` (float32, or rounded per op for 16-bit adapters)
+    is rounded to the base dtype and added, ``result[rows] += ...``, rounding once more."""
+    rnd, out = _rounder(A.dtype), base.copy()
+    for a, rows, r in groups:
+        U = rnd(dtypes.upcast(x[rows]) @ dtypes.upcast(A[a, :r]).T)
+        lora = rnd(rnd(U @ dtypes.upcast(B[a, :, :r]).T) * np.float32(scales[a]))
+        out[rows] = (dtypes.upcast(out[rows]) + lora.astype(base.dtype).astype(np.float32)).astype(base.dtype)
+    return out
+
+
+def _backward_16bit(g, x, A, B, groups, scales):
+    """The gradients torch's autograd takes through ``_forward_16bit``: dx in x's dtype, dA and dB in the
+    adapters' (float32 products, or rounded per op for 16-bit adapters)."""
+    rnd, xp = _rounder(A.dtype), xp_of(g)
+    dx, dA, dB = xp.zeros_like(x), xp.zeros_like(A), xp.zeros_like(B)
+    for a, rows, r in groups:
+        xs, Aa, Ba = dtypes.upcast(x[rows]), dtypes.upcast(A[a, :r]), dtypes.upcast(B[a, :, :r])
+        U = rnd(xs @ Aa.T)
+        gs = rnd(dtypes.upcast(g[rows]) * np.float32(scales[a]))
+        V = rnd(gs @ Ba)
+        dx[rows] = rnd(V @ Aa).astype(x.dtype)
+        dA[a, :r] = rnd(V.T @ xs).astype(A.dtype)
+        dB[a, :, :r] = rnd(gs.T @ U).astype(B.dtype)
+    return dx, dA, dB
+
+
 class Bgmv(Function):
     """Inputs ``base [M, N], x [M, K], A [L, R, K], B [L, N, R]``; options ``ranks, scales, index``."""
 
     @staticmethod
     def forward(ctx, base, x, A, B, ranks=None, scales=None, index=None):
         ctx.saved = (x, A, B, _groups(ranks, index), scales)
+        if _is_16_bit(base.dtype):
+            return _forward_16bit(base, x, A, B, ctx.saved[3], scales)
         out = base.copy()
         for a, rows, r in ctx.saved[3]:
             U = x[rows] @ A[a, :r].T                                   # shrink [rows, r]
@@ -54,6 +94,8 @@ class Bgmv(Function):
     @staticmethod
     def backward(ctx, g):
         x, A, B, groups, scales = ctx.saved
+        if _is_16_bit(g.dtype):
+            return (g,) + _backward_16bit(g, x, A, B, groups, scales)
         xp = xp_of(g)
         dx, dA, dB = xp.zeros_like(x), xp.zeros_like(A), xp.zeros_like(B)
         for a, rows, r in groups:
@@ -76,7 +118,7 @@ def bgmv(base, x, A, B, ranks, scales, index):
     """
     xp = base.device.xp
     ranks, index = xp.asarray(ranks, dtype=np.int64), xp.asarray(index, dtype=np.int64)
-    scales = xp.asarray(scales, dtype=x.dtype)
+    scales = xp.asarray(scales, dtype=dtypes.compute_dtype(x.dtype))  # 16-bit: float32 (torch's scalar math)
     if index.shape != (x.shape[0],):
         raise ValueError(f"bgmv: index needs one adapter per row of x ({x.shape[0]}), got shape {index.shape}")
     if ranks.shape != (A.shape[0],) or scales.shape != (A.shape[0],):

@@ -40,6 +40,9 @@ def add_cli_arguments(parser, name):
                         help="longest prompt + completion, in tokens (default: the model's max_position_embeddings)")
     parser.add_argument("--device", type=device_name, default=None,
                         help="cpu, emu or cuda (default: $MINILORA_DEVICE or cpu)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "half", "float32", "float"],
+                        help="the base model's dtype, as vLLM's --dtype: auto keeps the checkpoint's (the shipped "
+                             "base is float32); LoRA adapters are float32 beside a 16-bit base, as PEFT makes them")
 
 
 def _model_folder(args):
@@ -69,12 +72,15 @@ def _adapter_pairs(values):
     return pairs
 
 
-def load_engine(base=None, adapters=(), device=None, max_batch_size=8, max_queue=32, max_model_len=None):
-    """(Engine, served model name) for a base folder (None: the shipped base) and (name, dir) adapters."""
+def load_engine(base=None, adapters=(), device=None, max_batch_size=8, max_queue=32, max_model_len=None,
+                dtype="float32"):
+    """(Engine, served model name) for a base folder (None: the shipped base) and (name, dir) adapters;
+    ``dtype`` the base's (from_pretrained's: "auto" keeps the checkpoint's)."""
     from .. import models, tokenizer as tokenizers
     from ..lora import PeftModel
     from .engine import Engine
-    model = models.load_base(device=device) if base is None else models.LlamaForCausalLM.from_pretrained(base, device=device)
+    model = models.load_base(dtype=dtype, device=device) if base is None else \
+        models.LlamaForCausalLM.from_pretrained(base, dtype=dtype, device=device)
     has_tokenizer = base is not None and os.path.isfile(os.path.join(base, tokenizers.TOKENIZER_FILE))
     tok = tokenizers.from_pretrained(base) if has_tokenizer else tokenizers.ByteTokenizer()
     problem = tokenizers.vocab_mismatch(tok, model.config.vocab_size)
@@ -123,7 +129,7 @@ def cli_main(args):
     adapters = _adapter_pairs(args.adapter)
     try:
         engine, served = load_engine(_model_folder(args), adapters, args.device, args.max_batch_size, args.max_queue,
-                                     args.max_model_len)
+                                     args.max_model_len, dtype=args.dtype)
     except EngineError as exc:  # a second or later adapter folder that does not load
         raise UsageError(exc.message) from None
     except (OSError, ValueError) as exc:
