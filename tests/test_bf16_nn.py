@@ -193,6 +193,7 @@ def test_mixed_dtypes_raise_as_torch():
         bias = t(lib, randn(3), dtype="float32")
         for call in (lambda: a @ b, lambda: lib.mm(a, b), lambda: F(lib).linear(b.T, a),
                      lambda: F(lib).linear(b.T, b.T, bias),  # a float32 bias with bfloat16 weights
+                     lambda: F(lib).scaled_dot_product_attention(b[None], a.T[None], a.T[None]),
                      lambda: lib.addmm(t(lib, randn(2, 2), dtype="bfloat16"), a, b.float())):
             with pytest.raises(RuntimeError):
                 call()

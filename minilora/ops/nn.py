@@ -895,7 +895,6 @@ def rotary_embedding(x, cos, sin):
     return Rotary.apply(x, xp.asarray(_array(cos)), xp.asarray(_array(sin)))
 
 
-@float32_inside
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
                                  scale=None, enable_gqa=False):
     """PyTorch's ``F.scaled_dot_product_attention``: ``softmax(q k^T * scale + mask) v``.
@@ -906,8 +905,16 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     as torch; not together with ``attn_mask``, as torch). A KV cache needs the bottom-right
     alignment: pass it as ``attn_mask`` (the Llama model does). ``enable_gqa``: key/value heads
     shared by groups of query heads. ``dropout_p`` drops attention weights (always: the caller
-    passes 0 in eval mode, as with torch).
+    passes 0 in eval mode, as with torch). bfloat16/float16: computed in float32, rounded once.
     """
+    if not query.dtype == key.dtype == value.dtype:  # checked before 16-bit inputs become float32
+        raise RuntimeError(f"Expected query, key, and value to have the same dtype, but got query.dtype: "
+                           f"{query.dtype} key.dtype: {key.dtype} and value.dtype: {value.dtype} instead.")
+    return _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+
+
+@float32_inside
+def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa):
     if query.ndim < 2 or key.ndim != query.ndim or value.ndim != query.ndim:
         raise RuntimeError(f"scaled_dot_product_attention: query, key and value must have the same "
                            f"number (>= 2) of dimensions, got {query.shape}, {key.shape}, {value.shape}")
