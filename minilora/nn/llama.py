@@ -519,7 +519,7 @@ def _dtype_argument(path, dtype, torch_dtype):
     ``"auto"`` as transformers reads it: config.json's ``dtype`` (``torch_dtype`` in older files),
     else the dtype of the checkpoint's first floating-point tensor."""
     if torch_dtype is not None:
-        if dtype not in ("float32", None) and _dtype_or_auto(dtype) != _dtype_or_auto(torch_dtype):
+        if dtype not in ("auto", None) and _dtype_or_auto(dtype) != _dtype_or_auto(torch_dtype):
             raise ValueError(f"from_pretrained: dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; "
                              "pass one (torch_dtype is the older name of dtype)")
         dtype = torch_dtype
@@ -715,19 +715,19 @@ class LlamaForCausalLM(Module):
 
     # --- checkpoints ------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path, dtype="float32", device=None, torch_dtype=None):
+    def from_pretrained(cls, path, dtype="auto", device=None, torch_dtype=None):
         """Load a Hugging Face-format folder: config.json + model.safetensors (or its shards).
 
         Weights are cast to ``dtype`` (a name, ``minilora.bfloat16`` or ``torch.bfloat16``);
         ``"auto"`` keeps the checkpoint's dtype (a bfloat16 checkpoint stays bfloat16; only
         without ml_dtypes, which gives NumPy its bfloat16, does it become float32, with a warning), and
-        ``torch_dtype`` is transformers' older name for ``dtype``. Unlike transformers 5, whose default
-        is ``"auto"``, the default is float32 (transformers 4's): the training code here keeps float32
-        weights unless asked. A checkpoint that does not fit the config raises ``StateDictError``
+        ``torch_dtype`` is transformers' older name for ``dtype``. The default is ``"auto"``, as in
+        transformers 5: a bfloat16 checkpoint loads in bfloat16 unless ``dtype="float32"`` asks for the
+        widened copy (transformers 4 defaulted to float32). A checkpoint that does not fit the config raises ``StateDictError``
         listing missing keys, unexpected keys and shape mismatches.
         """
+        config = LlamaConfig.from_pretrained(path)  # first: a missing folder is named as such
         dtype = _dtype_argument(path, dtype, torch_dtype)
-        config = LlamaConfig.from_pretrained(path)
         _check_checkpoint_fits(path, config)  # from the file headers, before allocating anything
         state = load_checkpoint(path)
         if config.tie_word_embeddings and "model.embed_tokens.weight" in state:
