@@ -336,6 +336,10 @@ def test_save_and_load_round_trip_through_peft(autocast, tmp_path):
     loaded = PeftModel.from_pretrained(stack, str(tmp_path / "theirs"), autocast_adapter_dtype=autocast)
     assert {n: str(p.dtype) for n, p in loaded.named_parameters()} == \
         {n: dtype_name(p) for n, p in loaded_t.named_parameters()}
+    loaded_t.load_adapter(str(tmp_path / "ours"), "second", autocast_adapter_dtype=autocast)
+    loaded.load_adapter(str(tmp_path / "theirs"), "second", autocast_adapter_dtype=autocast)
+    assert {n: str(p.dtype) for n, p in loaded.named_parameters()} == \
+        {n: dtype_name(p) for n, p in loaded_t.named_parameters()}
     with torch.no_grad():
         want = theirs(x)
         np.testing.assert_array_equal(as_numpy(loaded_t(x)), as_numpy(want))  # PEFT on our file: same bits
@@ -595,3 +599,22 @@ def test_serve_engine_on_a_bf16_base(tmp_path):
     finally:
         engine.shutdown()
     assert len(done) == 2
+
+
+@pytest.mark.parametrize("autocast", [True, False])
+def test_dora_on_a_bf16_base_as_peft(autocast):
+    """DoRA follows PEFT's DoraLinearLayer op for op on a 16-bit base (result - bias, (m/n - 1) * that,
+    + (m/n) * lora * s, the norm in the adapter's dtype): the same output, and gradients to PEFT's."""
+    theirs, ours = pair(autocast, use_dora=True)
+    assert {n: str(p.dtype) for n, p in ours.named_parameters() if "magnitude" in n} == \
+        {n: dtype_name(p) for n, p in theirs.named_parameters() if "magnitude" in n}
+    x, target = batch()
+    out_t = theirs(x)
+    loss_of(torch, out_t, target).backward()
+    out = ours(ml.tensor(as_numpy(x)))
+    loss_of(ml, out, ml.tensor(as_numpy(target))).backward()
+    assert (out.numpy() != as_numpy(out_t)).mean() < 0.01
+    assert_bf16_close(out, out_t)
+    grads_t = {n: p.grad for n, p in theirs.named_parameters() if p.requires_grad}
+    for name, p in adapter_params(ours).items():
+        assert_bf16_close(p.grad, grads_t[name], rtol=2e-2, atol=1e-4)

@@ -333,10 +333,12 @@ class Linear(BaseTunerLayer):
         The row norm is computed without gradient (a constant in backward, DoRA paper section 4.3,
         as PEFT): gradients reach the magnitude ``m`` and, through the direction, A and B.
         """
+        if x.dtype.itemsize == 2 and dtypes.is_floating(x.dtype):  # a float16/bfloat16 base
+            return self._dora_forward_16bit(x, name, result)
         W0, bias = self.base_layer.weight, self.base_layer.bias
         A, B, s = self.lora_A[name].weight, self.lora_B[name].weight, self.scaling[name]
         out_dtype = x.dtype
-        if A.dtype != x.dtype:  # a float32 adapter on a float16 base (autocast_adapter_dtype): compute
+        if A.dtype != x.dtype:  # a float32 adapter on a float64 base: compute
             x, W0 = x.to(A.dtype), W0.to(A.dtype)  # in the adapter's dtype, as PEFT does, and cast back
             bias = bias.to(A.dtype) if bias is not None else None
             result = result.to(A.dtype) if result is not None else None
@@ -350,6 +352,43 @@ class Linear(BaseTunerLayer):
         base = result if result is not None else ops.linear(x, W0, bias)
         xd = ops.dropout(x, p)
         return (base + mag_scale * ops.lora_linear(xd, W0, A, B, s) - ops.linear(xd, W0)).to(out_dtype)
+
+    def _dora_forward_16bit(self, x, name, result):
+        """DoRA on a float16/bfloat16 base, op for op as PEFT's DoraLinearLayer, so every rounding is PEFT's:
+
+            result      = the base layer's output (16-bit, bias included)
+            base_result = result - bias   (with dropout: x' W0^T on the dropped-out x', in the adapter dtype)
+            result     += (m/n - 1) * base_result + (m/n) * B A x' * s
+
+        with x' = dropout(x.to(A.dtype)) and n = ||W0 + s B A||_row computed in the adapter's dtype without
+        gradient. Returns the sum in the promoted dtype: ``adapter_forward`` casts it back once."""
+        W0, bias = self.base_layer.weight, self.base_layer.bias
+        A = self.lora_A[name].weight
+        s, dtype = self.scaling[name], A.dtype
+        result = self.base_layer(x) if result is None else result
+        mag_scale = self.lora_magnitude_vector[name].weight / self._dora_norm_16bit(name, dtype)
+        xa = x.to(dtype)
+        p = self._dropout_p(self.lora_dropout, name)
+        if p == 0:
+            base_result = result - bias if bias is not None else result
+        else:
+            xa = ops.dropout(xa, p)
+            base_result = ops.linear(xa, W0.to(dtype))
+        lora_result = self.lora_B[name](self.lora_A[name](xa))
+        return result + ((mag_scale - 1) * base_result + mag_scale * lora_result * s)
+
+    def _dora_norm_16bit(self, name, dtype):
+        """PEFT's weight norm ``||W0 + s * (B A)||_row`` in ``dtype`` (each op rounded to it; the norm's
+        sum in float32), as a constant Tensor."""
+        W0 = self.base_layer.weight
+        exact = dtypes.upcast(W0._array)
+
+        def op(a):
+            return a.astype(dtype).astype(np.float32) if dtype != np.float32 else a
+        lora_weight = op(self._BA(name))  # lora_B(lora_A(eye)).T: one product, rounded once
+        weight = op(op(exact) + op(np.float32(self.scaling[name]) * lora_weight))
+        norm = op(xp_of(weight).sqrt((weight * weight).sum(axis=1))).astype(dtype)
+        return Tensor._make(norm, W0.device, False, None)
 
     def _mixed_batch_forward(self, x, adapter_names):
         """Per-sample adapters (BGMV, the idea behind Punica and S-LoRA): sample b uses ``adapter_names[b]``.
