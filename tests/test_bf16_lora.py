@@ -165,8 +165,9 @@ def test_lora_linear_refuses_adapters_of_a_third_dtype():
 # ==================================================================================================
 # the tensor-core kernels: dispatched on emu (the same path cuda takes), within one bf16 rounding
 # ==================================================================================================
-def test_bf16_base_with_fp32_adapters_runs_the_tensor_core_kernels_on_emu(monkeypatch):
-    x, W0, bias, A, B, dY = op_case(torch.float32, M=33, K=40, N=24, r=3)
+@pytest.mark.parametrize("M,K,N,r", [(33, 40, 24, 3), (70, 24, 72, 17)])  # ragged: no multiple of a tile
+def test_bf16_base_with_fp32_adapters_runs_the_tensor_core_kernels_on_emu(monkeypatch, M, K, N, r):
+    x, W0, bias, A, B, dY = op_case(torch.float32, M=M, K=K, N=N, r=r)
     calls = []
     for name in ("lora_forward_bf16", "lora_backward_bf16"):
         real = getattr(kernels, name)
@@ -398,6 +399,19 @@ def test_other_adapter_kinds_on_a_bf16_model_as_peft(kind):
     assert {n: str(p.dtype) for n, p in ours.named_parameters() if "lora_" in n} == \
         {n: dtype_name(p) for n, p in theirs.named_parameters() if "lora_" in n} != {}
     ids = np.random.default_rng(0).integers(0, 64, (2, 5))
+    # the adapted layer itself: PEFT's numbers (the whole model adds the bf16 Llama's own differences)
+    hidden = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    with torch.no_grad():
+        layer_t = theirs.base_model.model.model.layers[0].self_attn.q_proj
+        want_layer = layer_t(hidden)
+        if kind == "embedding":
+            want_embed = theirs.base_model.model.model.embed_tokens(torch.as_tensor(ids))
+    with ml.no_grad():
+        got_layer = ours.base_model.model.model.layers[0].self_attn.q_proj(ml.tensor(as_numpy(hidden)))
+        assert got_layer.dtype == BF16 and (got_layer.numpy() != as_numpy(want_layer)).mean() < 0.02
+        if kind == "embedding":
+            got_embed = ours.base_model.model.model.embed_tokens(ids)
+            np.testing.assert_array_equal(got_embed.numpy(), as_numpy(want_embed))
     with torch.no_grad():
         want = theirs(torch.as_tensor(ids)).logits
     out = ours(ids, labels=ids)
