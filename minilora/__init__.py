@@ -58,6 +58,7 @@ def from_numpy(ndarray):
     sharing memory with a NumPy array is only possible on the CPU)."""
     if not isinstance(ndarray, _np.ndarray):
         raise TypeError(f"expected np.ndarray (got {type(ndarray).__name__})")
+    ndarray = dtypes.canonical(ndarray)  # (an equal copy of bfloat16's dtype: the registered one, shared)
     return Tensor(ndarray, dtype=ndarray.dtype, device="cpu")
 
 

@@ -115,13 +115,27 @@ def to_dtype(dtype):
 
 def is_floating_point(dtype):
     """True for float16/bfloat16/float32/float64 (NumPy files bfloat16 under kind 'V', not 'f')."""
-    dtype = to_dtype(dtype)
-    return dtype.kind == "f" or dtype is bfloat16
+    return is_floating(to_dtype(dtype))
 
 
 def is_floating(dtype):
     """``is_floating_point`` for a dtype that is already a NumPy dtype (no name lookup: on hot paths)."""
-    return dtype.kind == "f" or dtype is bfloat16
+    return dtype.kind == "f" or _is_bfloat16(dtype)
+
+
+def _is_bfloat16(dtype):
+    """bfloat16 as ml_dtypes registers it -- or an equal copy of it (``newbyteorder('=')`` makes one
+    that ``is`` misses; ``canonical`` turns arrays of it back into the registered dtype)."""
+    return dtype is bfloat16 or (dtype.kind == "V" and dtype.newbyteorder("=") == bfloat16)
+
+
+def canonical(array):
+    """``array`` with the registered bfloat16 dtype if it holds an equal copy of it (a view when the
+    byte order is native, else a byte-swapped copy), so identity checks (``dtype is bfloat16``) hold."""
+    dtype = getattr(array, "dtype", None)
+    if dtype is None or dtype is bfloat16 or not _is_bfloat16(dtype):
+        return array
+    return array.view(bfloat16) if dtype.isnative else array.astype(bfloat16)
 
 
 def compute_dtype(dtype):
@@ -136,7 +150,7 @@ def upcast(array):
     """``array`` in its compute dtype: a float32 copy of a 16-bit float array, else ``array`` itself.
     An op computes on this and rounds its result back to the input dtype once (``.astype(dtype)``)."""
     dtype = array.dtype
-    return array.astype(float32) if dtype.itemsize == 2 and (dtype.kind == "f" or dtype is bfloat16) else array
+    return array.astype(float32) if dtype.itemsize == 2 and is_floating(dtype) else array
 
 
 def cast(array, dtype):
@@ -221,7 +235,7 @@ _CATEGORY = {"b": 0, "i": 1, "u": 1, "f": 2, "c": 3}
 
 
 def _category(dtype):
-    return 2 if dtype is bfloat16 else _CATEGORY[dtype.kind]
+    return 2 if _is_bfloat16(dtype) else _CATEGORY[dtype.kind]
 
 
 def promote_types(a, b):

@@ -434,6 +434,7 @@ def _host_data(data, dtype):
     included); data going into a 16-bit float is rounded as torch rounds it (``dtypes.cast``)."""
     if dtypes.is_torch_tensor(data):
         data = dtypes.from_torch(data)
+    data = dtypes.canonical(data)  # a byte-order copy of bfloat16 becomes the registered dtype
     if dtype is not None and dtype.itemsize == 2 and dtypes.is_floating(dtype):
         data = data if hasattr(data, "dtype") else np.asarray(data)
         if data.dtype != dtype:  # (the same dtype: shared, as from_numpy and as_tensor promise)

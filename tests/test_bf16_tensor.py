@@ -456,3 +456,19 @@ print("ok")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_an_equal_copy_of_the_bfloat16_dtype_is_bfloat16():
+    """``dtype.newbyteorder()`` makes a bfloat16 dtype equal to, but not, the registered one; a
+    big-endian one holds swapped bytes. Both arrays become ordinary bfloat16 tensors (is-checks on the
+    dtype inside the ops would otherwise treat them as not floating)."""
+    values = np.array([1.5, -2.25, 3e5], np.float32).astype(ml.bfloat16)
+    native = values.view(ml.bfloat16.newbyteorder("="))
+    assert native.dtype is not ml.bfloat16
+    shared = ml.from_numpy(native)
+    assert shared.dtype is ml.bfloat16 and np.shares_memory(shared.numpy(), native)
+    swapped = values.astype(ml.bfloat16.newbyteorder(">"))
+    for t in (shared, ml.tensor(native), ml.tensor(swapped), ml.as_tensor(swapped)):
+        assert t.dtype is ml.bfloat16 and t.is_floating_point()
+        assert t.tolist() == [1.5, -2.25, values[2].item()]
+    assert ml.dtypes.is_floating(swapped.dtype) and ml.dtypes.is_floating(native.dtype)
