@@ -61,6 +61,7 @@ def as_tensor(data, dtype=None, device=None):
     if isinstance(data, Tensor):
         return data if dtype is None and device is None else data.to(device=device, dtype=dtype)
     if isinstance(data, np.ndarray):
+        data = dtypes.canonical(data)  # (an equal copy of bfloat16's dtype: the registered one)
         return Tensor(data, dtype=data.dtype if dtype is None else dtypes.to_dtype(dtype), device=device)
     from .tensor import tensor
     return tensor(data, dtype=dtype, device=device)
