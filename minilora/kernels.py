@@ -22,7 +22,9 @@ Public functions (the contract with ``minilora.ops.lora`` and ``minilora.optim``
 
 An op never calls these from its NumPy math: ``LoraLinear`` declares ``kernel_forward`` /
 ``kernel_backward``, and ``Function.apply`` runs those on ``emu``/``cuda`` when ``supports`` takes the
-dtypes; they hand their arrays through ``contiguous`` first.
+dtypes (or the op's own ``kernel_supports``: ``LoraLinear`` sends a bfloat16 base with float32 adapters to
+``lora_forward_bf16`` / ``lora_backward_bf16``, as a ``.view(uint16)`` of its bfloat16 arrays); they hand
+their arrays through ``contiguous`` first.
 
 ``version="v1" | ... | "v8"`` runs one numbered version of the LoRA kernels (the tests run all of
 them); by default ``pick_version`` chooses by shape, rank and what the last GPU sweep measured.

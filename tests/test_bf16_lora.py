@@ -282,9 +282,10 @@ def test_three_adamw_steps_as_peft_with_torch_adamw():
 # ==================================================================================================
 # merge, unmerge, merge_and_unload: PEFT's delta in float32, added to the bf16 weight
 # ==================================================================================================
+@pytest.mark.parametrize("use_dora", [False, True], ids=["lora", "dora"])
 @pytest.mark.parametrize("autocast", [True, False])
-def test_merge_and_unload_as_peft(autocast):
-    theirs, ours = pair(autocast)
+def test_merge_and_unload_as_peft(autocast, use_dora):
+    theirs, ours = pair(autocast, use_dora=use_dora)
     x, _ = batch()
     merged_t = theirs.merge_and_unload()
     merged = ours.merge_and_unload()

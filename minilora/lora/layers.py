@@ -66,8 +66,10 @@ class BufferDict(ParameterDict):
 
 
 def _row_norm(W):
-    """``||W[i, :]||`` for every output row i (PEFT's ``torch.linalg.norm(W, dim=1)``)."""
-    return xp_of(W).sqrt((W * W).sum(axis=1))
+    """``||W[i, :]||`` for every output row i (PEFT's ``torch.linalg.norm(W, dim=1)``; a 16-bit W is summed
+    in float32 and its norm rounded once, as torch's)."""
+    U = dtypes.upcast(W)
+    return xp_of(W).sqrt((U * U).sum(axis=1)).astype(W.dtype, copy=False)
 
 
 def _with_delta(W, delta, unmerge=False, safe_merge=False):
