@@ -161,7 +161,11 @@ def cast(array, dtype):
     source = array.dtype
     if dtype.itemsize == 2 and source.itemsize >= 4 and source is not float32 and is_floating(dtype) \
             and source.kind != "c":
-        array = array.astype(float32)
+        with np.errstate(over="ignore"):
+            array = array.astype(float32)
+    if dtype.itemsize < array.dtype.itemsize and is_floating(dtype):
+        with np.errstate(over="ignore"):  # too large for the narrower float: inf, silently, as in torch
+            return array.astype(dtype)
     return array.astype(dtype)
 
 

@@ -472,3 +472,17 @@ def test_an_equal_copy_of_the_bfloat16_dtype_is_bfloat16():
         assert t.dtype is ml.bfloat16 and t.is_floating_point()
         assert t.tolist() == [1.5, -2.25, values[2].item()]
     assert ml.dtypes.is_floating(swapped.dtype) and ml.dtypes.is_floating(native.dtype)
+
+
+def test_too_large_for_the_dtype_is_inf_without_a_warning():
+    """torch makes inf of a number beyond the dtype's range, silently; NumPy's cast warns."""
+    torch = pytest.importorskip("torch")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        made = [ml.tensor(7e4, dtype=ml.float16), ml.tensor([1e39], dtype=ml.bfloat16), ml.tensor(1e39),
+                ml.tensor([7e4]).half(), ml.tensor([1e300], dtype=ml.float64).float()]
+    expected = [torch.tensor(7e4, dtype=torch.float16), torch.tensor([1e39], dtype=torch.bfloat16),
+                torch.tensor(1e39), torch.tensor([7e4]).half(), torch.tensor([1e300], dtype=torch.float64).float()]
+    for got, want in zip(made, expected):
+        assert got.tolist() == want.tolist() and str(got.dtype) == str(want.dtype).removeprefix("torch.")
