@@ -641,6 +641,21 @@ class Tensor:
         array = self._array if dtype is None else self._array.astype(dtype, copy=False)
         return array.copy() if copy else array
 
+    def __dlpack__(self, **kwargs):
+        """The DLPack protocol (``torch.from_dlpack(t)``, and so ``torch.tensor(t)``, ``torch.as_tensor``,
+        ``cupy.from_dlpack``): the array's own export, sharing memory, on the CPU or the GPU. As torch,
+        refused for a tensor that requires grad. NumPy cannot export bfloat16 (DLPack has the type;
+        NumPy's exporter does not): ``minilora.dtypes.to_torch(t.numpy())`` makes the torch tensor."""
+        if self.requires_grad:
+            raise RuntimeError("Can't export tensors that require gradient, use tensor.detach()")
+        if self._array.dtype is dtypes.bfloat16 and isinstance(self._array, np.ndarray):
+            raise BufferError("a bfloat16 CPU tensor cannot go through DLPack (NumPy's exporter has no "
+                              "bfloat16): use minilora.dtypes.to_torch(t.numpy())")
+        return self._array.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._array.__dlpack_device__()
+
     def item(self):
         if self._array.size != 1:
             raise RuntimeError(f"a Tensor with {self._array.size} elements cannot be converted to "

@@ -1010,3 +1010,21 @@ def test_numpy_of_a_tensor_that_requires_grad_is_allowed():
     (what comes back is detached by nature, so no number can be wrong)."""
     x = ml.tensor(V, requires_grad=True)
     np.testing.assert_array_equal(x.numpy(), V)
+
+
+def test_torch_takes_a_minilora_tensor_the_ways_its_users_write_it():
+    """``torch.tensor(t)`` (a copy), ``torch.as_tensor(t)``/``torch.asarray(t)``/``torch.from_dlpack(t)``
+    (shared, through DLPack); a tensor that requires grad is refused by DLPack as torch refuses its own."""
+    torch = pytest.importorskip("torch")
+    t = ml.tensor([[1.0, 2.0], [3.0, 4.0]])
+    copied, shared = torch.tensor(t), torch.from_dlpack(t)
+    for made in (copied, shared, torch.as_tensor(t), torch.asarray(t)):
+        assert made.dtype == torch.float32 and made.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    t.add_(1)
+    assert shared.tolist() == [[2.0, 3.0], [4.0, 5.0]] and copied.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert torch.tensor(ml.arange(5)).dtype == torch.int64
+    with pytest.raises(RuntimeError, match="require gradient"):
+        torch.from_dlpack(ml.ones(2, requires_grad=True))
+    if ml.dtypes.HAS_BFLOAT16:
+        with pytest.raises(BufferError, match="to_torch"):
+            torch.from_dlpack(ml.ones(2, dtype=ml.bfloat16))
