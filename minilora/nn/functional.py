@@ -12,6 +12,7 @@ from ..ops.nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1
 from ..ops.nn import (cosine_embedding_loss, margin_ranking_loss, pairwise_distance,  # noqa: F401
                       triplet_margin_loss)
 from ..ops.nn import batch_norm, group_norm  # noqa: F401
+from ..ops.nn import float32_inside as _float32_inside
 from ..ops.conv import (adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d,  # noqa: F401
                         max_pool1d, max_pool2d)
 from ..ops.nn import (_refuse, cross_entropy, dropout, embedding, l1_loss, layer_norm,  # noqa: F401
@@ -115,6 +116,7 @@ def softsign(input):
     return ops.softsign(input)
 
 
+@_float32_inside  # torch's glu is one kernel: a 16-bit input is computed in float32, rounded once
 def glu(input, dim=-1):
     """The gated linear unit: ``a * sigmoid(b)`` for the two halves ``a``, ``b`` of ``dim``."""
     if input.ndim == 0:
