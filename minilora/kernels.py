@@ -41,6 +41,7 @@ import numpy as np
 
 from .device import Device, xp_of
 from .device import device as _device
+from .dtypes import HAS_BFLOAT16, bfloat16
 
 __all__ = ["lora_forward", "lora_forward_bf16", "lora_backward", "lora_backward_bf16", "adamw_step", "bgmv",
            "BGMV_VERSIONS", "BF16_VERSIONS", "pick_version", "version_choice", "supports", "contiguous", "tiles",
@@ -440,12 +441,17 @@ def lora_forward(X, W0, A, B, scale, bias=None, dropout_p=0.0, seed=0, device=No
 # ------------------------------------------------------------------------------------------------
 # LoRA forward in bf16 on tensor cores (kernels/lora_bf16.cu)
 # ------------------------------------------------------------------------------------------------
+def _bf16_bits(a):
+    """A bfloat16 array (ml_dtypes on NumPy, CuPy >= 14) as the uint16 bit patterns the kernels read: a view."""
+    return a.view(np.uint16) if HAS_BFLOAT16 and getattr(a, "dtype", None) == bfloat16 else a
+
+
 def _check_bf16(fn, dev, name, a, shape):
     """Raise unless ``a`` is a C-contiguous uint16 array (bf16 bit patterns) of ``shape`` on ``dev``."""
     xp = dev.xp
     if not isinstance(a, xp.ndarray) or a.dtype != np.uint16:
         raise TypeError(f"{fn}: {name} must be a {xp.__name__} uint16 array holding bfloat16 bit patterns "
-                        f"(NumPy has no bfloat16), got {type(a).__name__} {getattr(a, 'dtype', '')}")
+                        f"(or a bfloat16 array), got {type(a).__name__} {getattr(a, 'dtype', '')}")
     if getattr(a, "ndim", None) != 2 or (shape is not None and tuple(a.shape) != tuple(shape)):
         raise ValueError(f"{fn}: {name} must have shape {shape if shape is not None else '[rows, cols]'}, "
                          f"got {tuple(getattr(a, 'shape', ()))}")
@@ -480,14 +486,16 @@ def _bf16_gemm(version, backward):
 def lora_forward_bf16(X, W0, A, B, scale, bias=None, device=None, version="v2"):
     """``Y = X W0^T + bias + scale * X A^T B^T`` with X and W0 in bf16 on the tensor cores, fp32 elsewhere.
 
-    X [M, K] and W0 [N, K]: bfloat16 as uint16 bit patterns (from torch: ``t.to(torch.bfloat16)
-    .view(torch.int16).numpy().view(numpy.uint16)``; on ``cuda`` a CuPy uint16 array). A [r, K], B [N, r],
+    X [M, K] and W0 [N, K]: bfloat16 arrays (``minilora.bfloat16``: ml_dtypes on NumPy, CuPy >= 14), or their
+    uint16 bit patterns (from torch: ``t.to(torch.bfloat16).view(torch.int16).numpy().view(numpy.uint16)``;
+    on ``cuda`` a CuPy uint16 array: what CuPy < 14, which has no bfloat16, can hold). A [r, K], B [N, r],
     bias [N] or None: float32 (the adapter's master weights). Returns ``(Y [M, N], U [M, r])``, float32;
     ``U = X A^T`` is what the backward needs. No dropout: the kernel has none (use lora_forward).
     ``version``: "v1" (2 cp.async stages, static shared memory) or "v2" (4 stages, 80 KB of dynamic shared
     memory: sm_80 or later).
     """
     fn = "lora_forward_bf16"
+    X, W0 = _bf16_bits(X), _bf16_bits(W0)
     dev = _resolve_device(fn, device, X)
     version = _bf16_version(fn, version)
     M, K = _check_bf16(fn, dev, "X", X, None)
@@ -529,6 +537,7 @@ def lora_backward_bf16(dY, X, W0, A, B, U, scale, need_dx=True, need_dA=True, ne
     (the bf16 forward has none).
     """
     fn = "lora_backward_bf16"
+    dY, X, W0 = _bf16_bits(dY), _bf16_bits(X), _bf16_bits(W0)
     dev = _resolve_device(fn, device, dY)
     version = _bf16_version(fn, version)
     M, K = _check_bf16(fn, dev, "X", X, None)

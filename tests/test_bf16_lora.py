@@ -633,3 +633,20 @@ def test_dora_on_a_bf16_base_as_peft(autocast):
     grads_t = {n: p.grad for n, p in theirs.named_parameters() if p.requires_grad}
     for name, p in adapter_params(ours).items():
         assert_bf16_close(p.grad, grads_t[name], rtol=2e-2, atol=1e-4)
+
+
+def test_the_bf16_kernels_take_bfloat16_arrays_as_well_as_their_bits():
+    x, W0, bias, A, B, dY = op_case(torch.float32, M=9, K=16, N=8, r=2)
+    Xb, Wb, dYb = (as_numpy(t) for t in (x, W0, dY))
+    A, B = A.detach().numpy(), B.detach().numpy()
+    from_bits = kernels.lora_forward_bf16(Xb.view(np.uint16), Wb.view(np.uint16), A, B, 2.0, device="emu")
+    from_bf16 = kernels.lora_forward_bf16(Xb, Wb, A, B, 2.0, device="emu")
+    for a, b in zip(from_bits, from_bf16):
+        np.testing.assert_array_equal(a, b)
+    back = kernels.lora_backward_bf16(dYb, Xb, Wb, A, B, from_bf16[1], 2.0, device="emu")
+    back_bits = kernels.lora_backward_bf16(dYb.view(np.uint16), Xb.view(np.uint16), Wb.view(np.uint16), A, B,
+                                           from_bf16[1], 2.0, device="emu")
+    for a, b in zip(back, back_bits):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(TypeError, match="uint16 array holding bfloat16 bit patterns \\(or a bfloat16 array\\)"):
+        kernels.lora_forward_bf16(Xb.astype(np.float16), Wb, A, B, 2.0, device="emu")

@@ -230,11 +230,6 @@ def bf16_kernel_applies(x, W0, A, B, bias=None, dropout_p=0.0):
             and (bias is None or bias.dtype == bf16) and dropout_p == 0)
 
 
-def _bits(a):
-    """A bfloat16 array as the uint16 bit patterns the bf16 kernels take (a view: no copy)."""
-    return a.view(np.uint16)
-
-
 def _save(ctx, x, X, U, W0, A, B, scale, dropout_p, seed):
     ctx.X, ctx.U, ctx.W0, ctx.A, ctx.B = X, U, W0, A, B
     ctx.scale, ctx.p, ctx.seed, ctx.x_shape = scale, dropout_p, seed, x.shape
@@ -252,7 +247,7 @@ def _bf16_kernel_forward(ctx, x, W0, A, B, bias, scale):
     """The bf16 forward on the tensor cores: ``Y`` comes back float32 and is rounded to bfloat16 once (PEFT
     rounds the base output first, then the sum: at most one bfloat16 rounding apart)."""
     X, W0, A, B = kernels.contiguous(x.reshape(-1, x.shape[-1]), W0, A, B)
-    Y, U = kernels.lora_forward_bf16(_bits(X), _bits(W0), A, B, scale,
+    Y, U = kernels.lora_forward_bf16(X, W0, A, B, scale,
                                      bias=None if bias is None else bias.astype(np.float32), device=ctx.device)
     _save(ctx, x, X, U, W0, A, B, scale, 0.0, 0)
     return Y.astype(x.dtype).reshape(x.shape[:-1] + (W0.shape[0],))
@@ -262,7 +257,7 @@ def _bf16_kernel_backward(ctx, g):
     """The bf16 backward on the tensor cores: dA, dB float32 (the adapter's dtype), dX rounded to bfloat16."""
     nx, _, na, nb, _ = ctx.needs_input_grad
     (dY,) = kernels.contiguous(g.reshape(-1, g.shape[-1]))
-    dX, dA, dB = kernels.lora_backward_bf16(_bits(dY), _bits(ctx.X), _bits(ctx.W0), ctx.A, ctx.B, ctx.U, ctx.scale,
+    dX, dA, dB = kernels.lora_backward_bf16(dY, ctx.X, ctx.W0, ctx.A, ctx.B, ctx.U, ctx.scale,
                                             need_dx=nx, need_dA=na, need_dB=nb, device=ctx.device)
     dX, dW0, dbias = _half_base_grads(ctx, dY, None if dX is None else dX.astype(g.dtype))
     return dX, dW0, dA, dB, dbias
