@@ -196,6 +196,8 @@ def lora_cases(cupy, r, backward):
         return run
     for version in kernels.BF16_VERSIONS:
         cases[f"{FUSED_BF16} {version}"] = fused_bf16(version)
+    if cupy_has_bfloat16(cupy) and bf16_tensors_importable():  # the same kernels through minilora's op and autograd
+        cases[OP_BF16] = op_bf16(X, W0, A, B, dY, s, backward)
     # Check before timing: the fused result agrees with cuBLAS.
     Y, U = kernels.lora_forward(X, W0, A, B, s, device="cuda")
     want = X @ W0.T + s * ((X @ A.T) @ B.T)
@@ -204,6 +206,33 @@ def lora_cases(cupy, r, backward):
 
 
 FUSED_BF16 = "fused bf16 (mma.sync, lora_bf16.cu)"  # + " v1" / " v2"
+OP_BF16 = "ops.lora_linear bf16 (Tensors + autograd: the dispatch's cost)"
+
+
+def bf16_tensors_importable():
+    try:
+        import ml_dtypes  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def op_bf16(X, W0, A, B, dY, s, backward, device="cuda"):
+    """``ops.lora_linear`` on bf16 Tensors with fp32 adapters, as a LoRA layer of a bf16 model calls it: the
+    tensor-core kernels plus what minilora adds around them (casts, autograd) -- the end-to-end step's view."""
+    import minilora as ml
+    from minilora import ops
+    x = ml.tensor(X.astype(ml.bfloat16), device=device, requires_grad=backward)
+    w0 = ml.tensor(W0.astype(ml.bfloat16), device=device)
+    a, b = (ml.tensor(t, device=device, requires_grad=True) for t in (A, B))
+    g = ml.tensor(dY.astype(ml.bfloat16), device=device)
+
+    def run():
+        y = ops.lora_linear(x, w0, a, b, s)
+        if backward:
+            y.backward(g)
+            x.grad = a.grad = b.grad = None
+    return run
 
 
 def cupy_has_bfloat16(cupy):

@@ -650,3 +650,21 @@ def test_the_bf16_kernels_take_bfloat16_arrays_as_well_as_their_bits():
         np.testing.assert_array_equal(a, b)
     with pytest.raises(TypeError, match="uint16 array holding bfloat16 bit patterns \\(or a bfloat16 array\\)"):
         kernels.lora_forward_bf16(Xb.astype(np.float16), Wb, A, B, 2.0, device="emu")
+
+
+def test_gpu_lora_op_row_runs_the_bf16_kernels_through_the_op(monkeypatch):
+    """benchmarks/gpu_lora.py's "ops.lora_linear bf16" row (run on a GPU with CuPy >= 14) on the emulator."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_lora.py"
+    spec = importlib.util.spec_from_file_location("gpu_lora_for_test", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    calls = []
+    real = kernels.lora_backward_bf16
+    monkeypatch.setattr(kernels, "lora_backward_bf16", lambda *a, **k: calls.append(1) or real(*a, **k))
+    rng = np.random.default_rng(0)
+    X, W0, dY = (rng.standard_normal(shape).astype(np.float32) for shape in ((9, 16), (8, 16), (9, 8)))
+    A, B = rng.standard_normal((2, 16)).astype(np.float32), rng.standard_normal((8, 2)).astype(np.float32)
+    bench.op_bf16(X, W0, A, B, dY, 2.0, backward=True, device="emu")()
+    assert calls == [1]
