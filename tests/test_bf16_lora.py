@@ -92,8 +92,9 @@ def batch(seed=0):
     return x, target
 
 
-def loss_of(lib, out, target):
-    """MSE in float32 on bf16 outputs, as a mixed-precision loss is usually taken."""
+def mse(out, target):
+    """MSE in float32 on bf16 outputs, as a mixed-precision loss is usually taken (torch's and minilora's
+    tensors alike)."""
     return ((out.float() - target.float()) ** 2).mean()
 
 
@@ -171,7 +172,8 @@ def test_bf16_base_with_fp32_adapters_runs_the_tensor_core_kernels_on_emu(monkey
     calls = []
     for name in ("lora_forward_bf16", "lora_backward_bf16"):
         real = getattr(kernels, name)
-        monkeypatch.setattr(kernels, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+        monkeypatch.setattr(kernels, name,
+                            lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
     cpu = ours_of(x, W0, bias, A, B)
     emu = ours_of(x, W0, bias, A, B, device="emu")
     outs = []
@@ -239,10 +241,10 @@ def test_forward_loss_and_gradients_as_peft(autocast):
     theirs, ours = pair(autocast)
     x, target = batch()
     out_t = theirs(x)
-    loss_t = loss_of(torch, out_t, target)
+    loss_t = mse(out_t, target)
     loss_t.backward()
     out = ours(ml.tensor(as_numpy(x)))
-    loss = loss_of(ml, out, ml.tensor(as_numpy(target)))
+    loss = mse(out, ml.tensor(as_numpy(target)))
     loss.backward()
     assert out.dtype == BF16 and loss.dtype == np.float32
     # The first LoRA layer's output is bit-exact (test above); silu and the second layer may move one
@@ -265,10 +267,10 @@ def test_three_adamw_steps_as_peft_with_torch_adamw():
     for step in range(3):
         x, target = batch(step)
         opt_t.zero_grad()
-        loss_of(torch, theirs(x), target).backward()
+        mse(theirs(x), target).backward()
         opt_t.step()
         opt.zero_grad()
-        loss_of(ml, ours(ml.tensor(as_numpy(x))), ml.tensor(as_numpy(target))).backward()
+        mse(ours(ml.tensor(as_numpy(x))), ml.tensor(as_numpy(target))).backward()
         opt.step()
     for name, p in adapter_params(ours).items():
         assert p.dtype == np.float32
@@ -439,7 +441,8 @@ def test_optimizers_on_16_bit_parameters_as_torch_bit_for_bit(name, hyper, devic
     is 1.0 in bf16): the weight decay would vanish. (fp16's eps=1e-8 rounds to 0, so a zero second moment
     divides by zero: inf and NaN where torch has them.)"""
     rng = np.random.default_rng(0)
-    p_t = torch.nn.Parameter(torch.from_numpy(rng.standard_normal((64, 33)).astype(np.float32)).to(getattr(torch, dtype)))
+    start = torch.from_numpy(rng.standard_normal((64, 33)).astype(np.float32))
+    p_t = torch.nn.Parameter(start.to(getattr(torch, dtype)))
     p = ml.nn.Parameter(ml.tensor(as_numpy(p_t), device=device))
     opt_t, opt = getattr(torch.optim, name)([p_t], **hyper), getattr(ml.optim, name)([p], **hyper)
     for _ in range(4):
@@ -525,6 +528,7 @@ def test_cli_train_on_a_bf16_base(tmp_path, monkeypatch, capsys):
 def test_gpu_train_step_says_when_the_gpu_cannot_hold_bf16(monkeypatch):
     """benchmarks/gpu_train_step.py's minilora bf16 row needs CuPy >= 14: with an older CuPy the table says so."""
     import importlib.util
+    import sys
     import types
     from pathlib import Path
     path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_train_step.py"
@@ -532,9 +536,9 @@ def test_gpu_train_step_says_when_the_gpu_cannot_hold_bf16(monkeypatch):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     assert bench.bf16_unavailable("cpu") is None
-    monkeypatch.setitem(__import__("sys").modules, "cupy", types.SimpleNamespace(__version__="13.3.0"))
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(__version__="13.3.0"))
     assert "CuPy 13.3.0 has no bfloat16 arrays" in bench.bf16_unavailable("cuda")
-    monkeypatch.setitem(__import__("sys").modules, "cupy", types.SimpleNamespace(__version__="14.0.1"))
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(__version__="14.0.1"))
     assert bench.bf16_unavailable("cuda") is None
     monkeypatch.setattr(ml.dtypes, "HAS_BFLOAT16", False)
     assert "ml_dtypes is not installed" in bench.bf16_unavailable("cuda")
@@ -560,7 +564,8 @@ def test_add_weighted_adapter_dtypes_and_values_as_peft(combination_type, autoca
     for layer in ("q_proj", "v_proj"):  # B A: the SVD's factors are unique only up to signs
         def delta(model, as_array):
             m = getattr(model.base_model.model, layer)
-            return as_array(m.lora_B["mix"].weight).astype(np.float64) @ as_array(m.lora_A["mix"].weight).astype(np.float64)
+            B_, A_ = (as_array(w).astype(np.float64) for w in (m.lora_B["mix"].weight, m.lora_A["mix"].weight))
+            return B_ @ A_
         want = delta(theirs, lambda t: as_numpy(t).astype(np.float32))
         got = delta(ours, lambda t: t.numpy().astype(np.float32))
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
@@ -627,9 +632,9 @@ def test_dora_on_a_bf16_base_as_peft(autocast):
         {n: dtype_name(p) for n, p in theirs.named_parameters() if "magnitude" in n}
     x, target = batch()
     out_t = theirs(x)
-    loss_of(torch, out_t, target).backward()
+    mse(out_t, target).backward()
     out = ours(ml.tensor(as_numpy(x)))
-    loss_of(ml, out, ml.tensor(as_numpy(target))).backward()
+    mse(out, ml.tensor(as_numpy(target))).backward()
     assert (out.numpy() != as_numpy(out_t)).mean() < 0.01
     assert_bf16_close(out, out_t)
     grads_t = {n: p.grad for n, p in theirs.named_parameters() if p.requires_grad}
