@@ -267,11 +267,15 @@ class Softmax(Function):
 
 @computes_in_float32
 class LogSoftmax(Function):
+    """``a - max - log(sum(exp(a - max)))``. ``round_to``: torch's 16-bit kernel along the last axis
+    rounds the sum, then its log, to the 16-bit dtype before subtracting (bit for bit torch's)."""
+
     @staticmethod
-    def forward(ctx, a, axis=-1):
+    def forward(ctx, a, axis=-1, round_to=None):
         xp = xp_of(a)
         shifted = a - a.max(axis=axis, keepdims=True)
-        out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+        total = xp.exp(shifted).sum(axis=axis, keepdims=True)
+        out = shifted - (xp.log(total) if round_to is None else xp.log(total.astype(round_to)).astype(round_to))
         ctx.out, ctx.axis = out, axis
         return out
 
@@ -518,8 +522,10 @@ def softmax(input, dim, dtype=None):
 
 @_numpy_aliases
 def log_softmax(input, dim, dtype=None):
-    return LogSoftmax.apply(_float_input("log_softmax", input, dtype),
-                            axis=_one_axis("log_softmax", dim, input.ndim))
+    input = _float_input("log_softmax", input, dtype)
+    axis = _one_axis("log_softmax", dim, input.ndim)
+    last = axis in (-1, input.ndim - 1) and input.dtype.itemsize == 2  # 16-bit, along the last axis
+    return LogSoftmax.apply(input, axis=axis, round_to=input.dtype if last else None)
 
 
 def _float_input(name, input, dtype):
