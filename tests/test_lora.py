@@ -542,3 +542,30 @@ def test_loraplus_groups_and_learning_rates():
     assert groups[:3] == [{"lora_A"}, set(), {"lora_B", "lora_magnitude_vector"}]  # B and DoRA's 1-D magnitudes
     assert {names[id(p)].rsplit(".", 2)[-2] for p in opt.param_groups[3]["params"]} == {"base_layer"}  # biases
     assert len(opt.param_groups[3]["params"]) == 2 and opt.param_groups[3]["weight_decay"] == 0.0
+
+
+def test_set_adapter_takes_a_list_as_peft_lora_model():
+    """PEFT's ``LoraModel.set_adapter(["a", "b"])`` activates both: each layer adds both deltas, both
+    train, ``active_adapters`` lists them; deleting one leaves the other active."""
+    from minilora.lora import LoraConfig, get_peft_model
+    config = dict(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    model = get_peft_model(tiny_llama(), LoraConfig(**config), adapter_name="a")
+    model.add_adapter("b", LoraConfig(**config))
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    x = ml.tensor(np.random.default_rng(0).standard_normal((3, layer.in_features)))
+    base = layer.base_layer(x).numpy()
+    delta = {}
+    for name in ("a", "b"):
+        model.base_model.set_adapter(name)
+        delta[name] = layer(x).numpy() - base
+    model.base_model.set_adapter(["a", "b"])
+    assert model.active_adapters == ["a", "b"] and model.base_model.active_adapter == ["a", "b"]
+    np.testing.assert_allclose(layer(x).numpy() - base, delta["a"] + delta["b"], atol=1e-12)
+    assert np.abs(delta["a"]).max() > 1e-3 and np.abs(delta["b"]).max() > 1e-3
+    trains = {n.split(".")[-2] for n, p in model.named_parameters() if p.requires_grad}
+    assert trains == {"a", "b"}
+    with pytest.raises(ValueError, match="no adapter named 'c'"):
+        model.base_model.set_adapter(["a", "c"])
+    model.delete_adapter("a")
+    assert model.active_adapters == ["b"]
+    np.testing.assert_allclose(layer(x).numpy() - base, delta["b"], atol=1e-12)

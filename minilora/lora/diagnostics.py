@@ -31,6 +31,8 @@ import math
 
 import numpy as np
 
+from .. import dtypes
+
 __all__ = ["delta_svd", "delta_singular_values", "effective_rank", "energy_rank", "LayerSpectrum",
            "adapter_spectrum", "spectrum_table", "truncate_adapter", "rank_ablation", "Finding",
            "diagnose_training", "diagnose_adapter", "diagnose_lora_training", "Recommendation",
@@ -202,7 +204,8 @@ def truncate_adapter(model, energy=None, rank=None, adapter_name=None):
         new_B[:, :k] = U[:, :k] * root
         new_A[:k] = np.sign(s) * root[:, None] * Vh[:k]
         for param, value in ((A, new_A), (B, new_B)):
-            param._array[...] = param.device.xp.asarray(value, dtype=param.dtype)
+            # (into a 16-bit parameter through float32, as torch's copy_ rounds a float64 value)
+            param._array[...] = param.device.xp.asarray(dtypes.cast(value, param.dtype))
         kept[name if len(layer.adapter_names()) == 1 else f"{name}[{adapter}]"] = k
     if not kept:
         raise ValueError("truncate_adapter: the model has no LoRA layers to truncate")

@@ -122,7 +122,11 @@ class LoraModel(_Wrapper):
 
     @property
     def active_adapters(self):
-        return [self.active_adapter] if self.active_adapter is not None else []
+        """The active adapters as a list (``active_adapter`` is a name, or a list after
+        ``set_adapter([...])``, as in PEFT)."""
+        if self.active_adapter is None:
+            return []
+        return [self.active_adapter] if isinstance(self.active_adapter, str) else list(self.active_adapter)
 
     # --- injection -----------------------------------------------------------------------------
     def inject_adapter(self, adapter_name, config):
@@ -277,12 +281,15 @@ class LoraModel(_Wrapper):
         return [m for m in self.model.modules() if isinstance(m, (BaseTunerLayer, ModulesToSaveWrapper))]
 
     def set_adapter(self, adapter_name, inference_mode=None):
-        """Make ``adapter_name`` the active adapter. It trains unless ``inference_mode`` (None, minilora's
-        own calls: as its config says, i.e. frozen when it was loaded for inference)."""
-        if adapter_name not in self.peft_config:
-            raise ValueError(f"no adapter named {adapter_name!r}; adapters: {sorted(self.peft_config)}")
+        """Make ``adapter_name`` -- or, as PEFT's ``LoraModel.set_adapter``, a list of names, whose
+        outputs then add up -- the active adapter(s). They train unless ``inference_mode`` (None,
+        minilora's own calls: as their configs say, i.e. frozen when loaded for inference)."""
+        names = [adapter_name] if isinstance(adapter_name, str) else list(adapter_name)
+        for name in names:
+            if name not in self.peft_config:
+                raise ValueError(f"no adapter named {name!r}; adapters: {sorted(self.peft_config)}")
         if inference_mode is None:
-            inference_mode = self.peft_config[adapter_name].inference_mode
+            inference_mode = all(self.peft_config[name].inference_mode for name in names)
         modules = self._adapter_modules()
         if any(isinstance(m, BaseTunerLayer) and m.merged for m in modules):  # PEFT's warning
             warnings.warn("Adapter cannot be set when the model is merged. Unmerging the model first.")
@@ -315,11 +322,12 @@ class LoraModel(_Wrapper):
         del self.peft_config[adapter_name]
         for module in self._adapter_modules():
             module.delete_adapter(adapter_name)
-        if self.active_adapter == adapter_name:
-            remaining = sorted(self.peft_config)
+        if adapter_name in self.active_adapters:  # the other active ones stay; else the first left
+            still_active = [name for name in self.active_adapters if name != adapter_name]
+            remaining = still_active or sorted(self.peft_config)[:1]
             self.active_adapter = None
             if remaining:
-                self.set_adapter(remaining[0])
+                self.set_adapter(remaining if len(remaining) > 1 else remaining[0])
 
     def add_to_loss(self, outputs):
         """A method's own term in the loss (AdaLoRA's orthogonal regulariser); plain LoRA adds none."""
@@ -641,7 +649,7 @@ class PeftModel(_Wrapper):
                              isinstance(self, PeftModelForCausalLM))
 
     def _card_base_model(self):
-        config = self.peft_config.get(self.active_adapter)
+        config = self.peft_config.get(self.active_adapters[0]) if self.active_adapters else None
         return (config.base_model_name_or_path if config is not None else None) or \
             _io._name_or_path(self.get_base_model())
 
