@@ -393,7 +393,12 @@ def test_other_workers_start_only_for_a_launch_worth_it():
         if (threadIdx.x == 0) tid[blockIdx.x] = syscall(SYS_gettid);
     }''', "who")
     tids = np.zeros(64, np.int64)
-    k(64, 32, (tids, i32(0)), workers=2)
+    # The launch's length is judged from its first blocks' time: on a busy machine one of those can
+    # be preempted and look long, so the short launch has three tries to stay on one thread.
+    for _ in range(3):
+        k(64, 32, (tids, i32(0)), workers=2)
+        if len(set(tids)) == 1:
+            break
     assert len(set(tids)) == 1
     # About 64 x 32 x 20000 additions: tens of milliseconds. On a busy machine the second OS thread may
     # get no CPU before the caller has run every block, so a longer launch gets a second chance.
