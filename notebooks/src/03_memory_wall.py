@@ -222,6 +222,48 @@ for name, b in frozen.items():
 # expands its weights, so a step is slower; and activations, which do not shrink at all, are now the
 # larger part of the bill.
 #
+# ## What a bfloat16 number keeps
+#
+# bfloat16 is float32 with the last 16 bits cut off: the same 8-bit exponent (the same range, up to
+# about 3.4e38), but 8 significant bits instead of 24 -- about 2-3 decimal digits. float16 spends its
+# 16 bits differently: 11 significant bits but a 5-bit exponent, so nothing above 65,504. Mixed-precision
+# training keeps the big, frozen things (W0, activations) in bfloat16 and the small, *changing* things
+# (the adapter, its gradients, Adam's moments) in float32. Three questions show why.
+#
+# **Predict first.** (a) What is `1 + 1/256` stored in bfloat16? (b) Add 1.0 to a bfloat16 running
+# total 4,096 times: what is the total? (c) A weight of 1.0 takes an AdamW step of size `lr = 1e-3`:
+# what is the weight afterwards, in bfloat16?
+
+# %%
+prediction = None   # three numbers: (a), (b), (c)
+
+# %%
+bf16 = ml.bfloat16
+print("(a) 1 + 1/256 in bfloat16:", ml.tensor(1 + 1 / 256, dtype=bf16).item(),
+      "  1 + 1/128:", ml.tensor(1 + 1 / 128, dtype=bf16).item())
+total = np.zeros((), dtype=bf16)
+for _ in range(4096):               # a running total that is itself bfloat16, rounded after every addition
+    total = (total + np.ones((), dtype=bf16)).astype(bf16)
+print("(b) a bfloat16 running total of 4,096 ones:", float(total),
+      "  ml.ones(4096, dtype=bf16).sum():", ml.ones(4096, dtype=bf16).sum().item())
+weight = ml.tensor(1.0, dtype=bf16)
+print("(c) 1.0 - 1e-3 in bfloat16:", (weight - 1e-3).item(), "  in float32:", (weight.float() - 1e-3).item())
+print("range: 70,000 in float16:", ml.tensor(70000.0, dtype=ml.float16).item(),
+      "  in bfloat16:", ml.tensor(70000.0, dtype=bf16).item())
+if prediction is not None:
+    print(f"you predicted {prediction}")
+
+# %% [markdown]
+# (a) Between 1 and 2 bfloat16 has 128 steps of 1/128, so `1 + 1/256` lies exactly halfway and rounds
+# to the even neighbour, 1.0. (b) The running total stops at 256: from there a step of 1 is half of
+# bfloat16's spacing (2) and every addition rounds back down. That is why `sum()` -- in torch and in
+# minilora -- adds 16-bit numbers in a float32 accumulator and rounds once at the end (4096 above), and
+# why matrix products on tensor cores accumulate in float32. (c) A step of 1e-3 on a weight of 1.0 is
+# below half the spacing (1/256 just below 1.0): the update vanishes and the weight never trains. So the
+# trained weights -- LoRA's `A` and `B` -- and Adam's moments stay float32 (PEFT's
+# `autocast_adapter_dtype=True` upcasts the adapters of a bfloat16 model for exactly this reason), while
+# the frozen `W0` loses nothing by being bfloat16: it was never going to change.
+#
 # ## Measured: a real training step on the base model
 #
 # Counting is one thing; `memory.report(model, optimizer, batch)` measures. It looks at the real
@@ -371,7 +413,8 @@ if prediction is not None:
 # * Llama-2-7B: q, v at r = 8 trains 4,194,304; q, k, v, o at r = 16, 16,777,216; all seven at r = 16,
 #   39,976,960 parameters -- PEFT's own numbers.
 # * A frozen `W0` can be stored in bfloat16 or, as in QLoRA, in 4-bit NF4 (about 0.52 bytes a weight):
-#   Llama-2-7B's base goes from 27 GB to under 4 GB.
+#   Llama-2-7B's base goes from 27 GB to under 4 GB. What is trained stays float32: bfloat16's 8
+#   significant bits would round small updates away, and sums of 16-bit numbers accumulate in float32.
 # * Activations are a separate budget that LoRA does not reduce; gradient checkpointing does, by
 #   recomputing each layer's activations in backward -- a larger share of the arithmetic for LoRA,
 #   whose backward is already cheap.
