@@ -24,6 +24,7 @@ How it is fair:
   running one needs. Medians, and their ratio minilora / torch (<= 1.0: minilora is no slower).
 """
 import argparse
+import gc
 import math
 import multiprocessing
 import os
@@ -175,6 +176,11 @@ def worker(conn, bench, framework):
     run = SETUPS[bench, framework]()
     conn.send(run())
     while conn.recv():
+        # Every timed run starts from the same garbage-collector state. Without this, Python's full
+        # collection falls on every other run (the overhead chain makes ~10^5 objects a run), the times
+        # alternate between two levels ~15% apart, and a median of 15 picks whichever level got 8 runs
+        # -- decided by how many objects the imports made, not by the code being timed.
+        gc.collect()
         start = time.perf_counter()
         run()
         conn.send(time.perf_counter() - start)
