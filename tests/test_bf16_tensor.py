@@ -10,8 +10,6 @@ bfloat16 values must match bit for bit; dtypes by name; shapes).
 
 Where minilora knowingly differs (``.numpy()`` of a bfloat16 tensor: torch raises), the case says so.
 """
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,7 +18,7 @@ torch = pytest.importorskip("torch")
 
 import minilora as ml  # noqa: E402
 from minilora.testing import GradCheckError, assert_close, grad_check  # noqa: E402,F401
-from test_torch_conformance import check, expect_error  # noqa: E402
+from test_torch_conformance import check, expect_error, run_without_ml_dtypes  # noqa: E402
 
 # A float64 value just above the tie between two bfloat16 neighbours (1 and 1 + 2**-7): torch rounds
 # it through float32 (c10's BFloat16 is built from a float), which drops the 2**-30 and leaves a tie
@@ -437,9 +435,7 @@ def test_grad_check_refuses_16_bit_inputs_clearly():
 def test_without_ml_dtypes_bfloat16_is_a_clear_error_everywhere():
     """test_torch_conformance covers the factories and casts; here loading a torch bfloat16 checkpoint:
     assign=False still widens into the model's dtype, assign=True says what to install."""
-    script = """
-import sys
-sys.modules["ml_dtypes"] = None
+    run_without_ml_dtypes("""
 import torch
 import minilora as ml
 model = ml.nn.Linear(2, 2)
@@ -453,9 +449,7 @@ except TypeError as exc:
 else:
     raise AssertionError("no error")
 print("ok")
-"""
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+""")
 
 
 def test_an_equal_copy_of_the_bfloat16_dtype_is_bfloat16():

@@ -708,14 +708,20 @@ def test_bfloat16_is_a_dtype_with_ml_dtypes():
     check(snippet)
 
 
+def run_without_ml_dtypes(body):
+    """Run ``body`` (Python source that prints "ok" at the end) in a fresh interpreter where
+    ``import ml_dtypes`` raises ImportError, as on a machine without it; fail with its stderr."""
+    import subprocess
+    import sys
+    script = 'import sys\nsys.modules["ml_dtypes"] = None  # `import ml_dtypes` now raises ImportError\n' + body
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
 def test_bfloat16_without_ml_dtypes_is_a_clear_error():
     """Without ml_dtypes (blocked from importing in a fresh interpreter) every way to ask for bfloat16
     raises a TypeError that names the problem and the fix, instead of computing in another dtype."""
-    import subprocess
-    import sys
-    script = """
-import sys
-sys.modules["ml_dtypes"] = None  # `import ml_dtypes` now raises ImportError
+    run_without_ml_dtypes("""
 import minilora as ml
 assert not ml.dtypes.HAS_BFLOAT16
 for make in (lambda: ml.ones(2, dtype=ml.bfloat16), lambda: ml.ones(2).to(ml.bfloat16),
@@ -728,9 +734,7 @@ for make in (lambda: ml.ones(2, dtype=ml.bfloat16), lambda: ml.ones(2).to(ml.bfl
     else:
         raise AssertionError("no error")
 print("ok")
-"""
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+""")
 
 
 def test_tensor_constructors_infer_dtypes_as_torch():
