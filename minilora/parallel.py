@@ -70,15 +70,16 @@ class _Helper:
         _local.helper = True
         while True:
             self.start.acquire()  # sleeps until run() hands over a job
-            fn, block = self.job
+            fn, block, errors = self.job
             try:
-                fn(*block)
+                with np.errstate(**errors):  # the caller's: a 16-bit op silences overflow warnings
+                    fn(*block)
             except BaseException as exc:  # handed to the caller in wait()
                 self.error = exc
             self.done.release()
 
     def run(self, fn, block):
-        self.job = (fn, block)
+        self.job = (fn, block, np.geterr())  # (NumPy's error settings are per thread)
         self.start.release()
 
     def wait(self):

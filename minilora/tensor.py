@@ -258,6 +258,7 @@ class Function:
         dev = None
         arrays, needs, parents = [], [], []  # parents: each input's node now (kept if recorded)
         changed = False  # has an input been changed in place before (a version other than 0)?
+        narrow = False  # a 16-bit input? (then NumPy's overflow/invalid/divide warnings are silenced)
         for x in inputs:
             if isinstance(x, Tensor):
                 counter = x._counter
@@ -271,7 +272,10 @@ class Function:
                 elif x._device is not dev:
                     raise RuntimeError(f"{cls.__name__}: expected all tensors on the same device, "
                                        f"got {dev.name} and {x._device.name}; move one with .to()")
-                arrays.append(x._array)
+                array = x._array
+                arrays.append(array)
+                if array.itemsize == 2:
+                    narrow = True
                 needs.append(grad_on and x.requires_grad)
                 parents.append(x._ctx)
             else:  # Python/NumPy scalars and None pass straight through
@@ -285,13 +289,13 @@ class Function:
         if len(needs) <= 4:  # one shared tuple per pattern: see _SHARED_FLAGS
             needs = _SHARED_FLAGS.setdefault(needs, needs)
         ctx = Context(fn, dev, needs)
-        if profiler.active is None:
+        if narrow:  # float16 overflows at 65504: inf, nan, 1/0 silently, as torch (NumPy would warn)
+            with np.errstate(all="ignore"):
+                out = _forward(cls, fn, ctx, arrays, options)
+        elif profiler.active is None:
             out = fn.forward(ctx, *arrays, **options)
         else:
-            start = time.perf_counter()
-            out = fn.forward(ctx, *arrays, **options)
-            profiler.active.record(cls.__name__, "forward", time.perf_counter() - start,
-                                   cls.flops(ctx, arrays, out))
+            out = _forward(cls, fn, ctx, arrays, options)
         if type(out) is not np.ndarray and isinstance(out, np.generic):  # NumPy turns 0-d results
             out = np.asarray(out)  # into scalars; keep arrays
         # Only a result that is an input's array, or a view of some array, can be a view of an input:
@@ -318,6 +322,16 @@ class Function:
         if not fresh:
             _share_storage(result, inputs, cls, options)
         return result
+
+
+def _forward(cls, fn, ctx, arrays, options):
+    """``fn.forward`` on the arrays, timed when the profiler is on (Function.apply's slower paths)."""
+    if profiler.active is None:
+        return fn.forward(ctx, *arrays, **options)
+    start = time.perf_counter()
+    out = fn.forward(ctx, *arrays, **options)
+    profiler.active.record(cls.__name__, "forward", time.perf_counter() - start, cls.flops(ctx, arrays, out))
+    return out
 
 
 def _on_kernels(cls, arrays):
@@ -1151,6 +1165,16 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
 # ----------------------------------------------------------------------------------------------
 # The backward engine
 # ----------------------------------------------------------------------------------------------
+def _backward(ctx, g, prof):
+    """``ctx.fn.backward`` for the gradient ``g``, timed when the profiler ``prof`` is on."""
+    if prof is None:
+        return ctx.fn.backward(ctx, g)
+    start = time.perf_counter()
+    in_grads = ctx.fn.backward(ctx, g)
+    prof.record(ctx.fn.__name__, "backward", time.perf_counter() - start, ctx.fn.backward_flops(ctx))
+    return in_grads
+
+
 def _topological_order(root):
     """Every node ``root`` (a Context) was computed from, each before the nodes of its inputs.
 
@@ -1291,13 +1315,13 @@ def _run_backward(root, gradient, retain_graph):
             _check_versions(ctx)
         if ctx.retained is not None and ctx.retained() is not None:
             store.add(ctx.retained(), g)
-        if prof is None:
+        if g.itemsize == 2:  # a 16-bit gradient: overflow to inf silently, as torch (NumPy would warn)
+            with np.errstate(all="ignore"):
+                in_grads = _backward(ctx, g, prof)
+        elif prof is None:
             in_grads = ctx.fn.backward(ctx, g)
         else:
-            start = time.perf_counter()
-            in_grads = ctx.fn.backward(ctx, g)
-            prof.record(ctx.fn.__name__, "backward", time.perf_counter() - start,
-                        ctx.fn.backward_flops(ctx))
+            in_grads = _backward(ctx, g, prof)
         if type(in_grads) is not tuple:
             in_grads = (in_grads,)
         for x, parent, need, ig in zip(ctx.inputs, ctx.parents, ctx.needs_input_grad, in_grads):

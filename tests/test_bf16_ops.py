@@ -18,6 +18,7 @@ the same 16-bit values, comparing
 The regression tests at the end pin the silent divergences NumPy alone would give.
 """
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -508,3 +509,43 @@ def test_ops_rewritten_for_16_bits_pass_the_float64_gradient_check(name, fn):
     from minilora.testing import grad_check
     x = ml.tensor(values("float64", 3, 5, seed=13) + np.array([0, 0.5, -0.5, 1, -1]), requires_grad=True)
     grad_check(fn, x, name=name)
+
+
+def _overflowing_ops(dtype):
+    """Calls on 16-bit tensors where float16 (and some bfloat16) results overflow, divide by zero or
+    are invalid: torch gives inf/nan silently; NumPy's ufuncs would warn on each."""
+    big = ml.full((4, 3), 300.0, dtype=dtype, requires_grad=True)
+    signed = ml.tensor([[0.0, -1.0, 2.0]], dtype=dtype)
+    return {
+        "x * 300.0": lambda: big * 300.0, "x * x * x": lambda: big * big * big, "x / 1e-3": lambda: big / 1e-3,
+        "x + x": lambda: big * 300.0 + big * 300.0, "x ** 3": lambda: big ** 3, "exp": lambda: big.exp(),
+        "1 / x": lambda: 1 / signed, "log": lambda: signed.log(), "sqrt": lambda: signed.sqrt(),
+        "x // 0": lambda: big // signed.expand(4, 3), "fmod": lambda: ml.fmod(big, signed),
+        "sum": lambda: (big * big).sum(), "matmul": lambda: big @ big.T, "norm": lambda: big.norm(),
+        "sigmoid": lambda: (-big * big).sigmoid(), "layer_norm": lambda: ml.nn.functional.layer_norm(
+            big * big * big, (3,)), "softmax": lambda: (big * big * big).softmax(-1),
+        "backward": lambda: (big * big * big).sum().backward(),
+        "backward of sqrt(0)": lambda: (big * 0).sqrt().sum().backward(),
+    }
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_16_bit_overflow_is_silent_as_in_torch(dtype):
+    """``x * 300.0`` on float16 values of 300 is inf in torch, without a word; minilora's 16-bit ops
+    (and their backward, and the blocks its threads compute) silence NumPy's RuntimeWarnings, so
+    fp16 training does not print them at every overflow. The float32 paths are left as they were:
+    the control below shows the test can fail."""
+    threads = ml.parallel.num_threads()
+    ml.set_num_threads(2)  # (the large layer_norm's rows split across threads: each needs the setting)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            for name, call in _overflowing_ops(ml.dtypes.to_dtype(dtype)).items():
+                call()
+            wide = ml.full((4096, 64), 6e4, dtype=dtype)  # enough rows for parallel.rows to split
+            ml.nn.functional.layer_norm(wide * wide, (64,))
+        assert (ml.full((3,), 300.0, dtype=dtype) * 300.0).isinf().all() == (dtype == "float16")
+        with pytest.warns(RuntimeWarning):  # the control: float32's 1 / 0 still warns, as before
+            1 / ml.zeros(3)
+    finally:
+        ml.set_num_threads(threads)

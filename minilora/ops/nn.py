@@ -61,7 +61,8 @@ def float32_inside(fn=None, *, promote=False):
                 return fn(*args, **kwargs)
         args = [a.to(float32) if _is_16bit_float(a) else a for a in args]
         kwargs = {k: v.to(float32) if _is_16bit_float(v) else v for k, v in kwargs.items()}
-        return _cast_floats(fn(*args, **kwargs), dtype)
+        with np.errstate(all="ignore"):  # an inf from a 16-bit input: silently, as torch (see tensor.py)
+            return _cast_floats(fn(*args, **kwargs), dtype)
     return wrapper
 
 
