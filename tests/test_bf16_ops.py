@@ -369,9 +369,13 @@ MIXED = [
     ("16-bit / int64", lambda m, x, i: x / i, lambda d: [X(d, 6), long([1, 2, 3, -4, 5, 7])]),
     ("16-bit + bool", lambda m, x, b: x + b, lambda d: [X(d, 6), (np.array([1, 0, 1, 1, 0, 0], bool), "bool")]),
     ("16-bit + float32 0-d", lambda m, x, s: x + s, lambda d: [X(d, 6), (np.array(0.1), "float32")]),
-    ("16-bit * float64 0-d", lambda m, x, s: x * s, lambda d: [X(d, 6), (np.array(1 / 3), "float64")],
-     {"exact": False}),  # known difference: torch multiplies by the 0-d tensor's value held in float32,
-    # minilora by it rounded to 16 bits first (as for a tensor of any shape): a last-bit difference
+    # torch's CPU kernels take the 0-d tensor of x * s and x / s as a scalar held in float32 (as a Python
+    # number); s * x, s / x and x + s round it to 16 bits first (1/3: the two differ in about 1 element of 5)
+    ("16-bit * float64 0-d", lambda m, x, s: x * s, lambda d: [X(d, 64), (np.array(1 / 3), "float64")]),
+    ("16-bit * float32 0-d", lambda m, x, s: x * s, lambda d: [X(d, 64), (np.array(1 / 3), "float32")]),
+    ("16-bit / float32 0-d", lambda m, x, s: x / s, lambda d: [X(d, 64), (np.array(0.3), "float32")]),
+    ("float32 0-d * 16-bit", lambda m, x, s: s * x, lambda d: [X(d, 64), (np.array(1 / 3), "float32")]),
+    ("float64 0-d / 16-bit", lambda m, x, s: s / x, lambda d: [X(d, 64), (np.array(0.3), "float64")]),
     ("16-bit + float32", lambda m, x, y: x + y, lambda d: [X(d, 6), (X("float32", 6, seed=2), "float32")]),
     ("int64 * 2.5", lambda m, i: i * 2.5, lambda d: [long([1, 2, 3])]),
     ("comparisons", lambda m, x, y: (x > y, x == y, x <= 0.5, x != x.round()),

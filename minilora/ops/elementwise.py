@@ -525,7 +525,35 @@ def _scaled(x, alpha):
 
 
 def mul(input, other):
-    return Mul.apply(*_promoted(input, other))
+    a, b = _promoted(input, other)
+    if b is not other and _holds_in_float32(input, other, b):  # (`b is other`: the common case)
+        return MulByScalarTensor.apply(a, astype(other, float32))
+    return Mul.apply(a, b)
+
+
+def _holds_in_float32(input, other, promoted):
+    """``x * s`` or ``x / s`` with a 16-bit tensor ``x`` and a float 0-d tensor ``s`` (of another
+    dtype, which _promoted rounded to x's): torch's CPU kernels take such an ``s`` as a scalar, held
+    in float32 like a Python number (``s * x`` and ``x + s`` round it to 16 bits: so do we)."""
+    return (isinstance(other, Tensor) and other._array.ndim == 0 and isinstance(input, Tensor)
+            and promoted.dtype is input._array.dtype and _is_16bit_float(input._array)
+            and is_floating(other._array.dtype))
+
+
+class MulByScalarTensor(Mul):
+    """``x * s`` as in ``_holds_in_float32``: the product in float32, rounded once to x's dtype."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return Mul.forward(ctx, a, b).astype(a.dtype)
+
+
+class DivByScalarTensor(Div):
+    """``x / s`` as in ``_holds_in_float32``: the quotient in float32, rounded once to x's dtype."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return Div.forward(ctx, a, b).astype(a.dtype)
 
 
 def div(input, other, *, rounding_mode=None):
@@ -533,7 +561,10 @@ def div(input, other, *, rounding_mode=None):
     with ``rounding_mode='trunc'`` / ``'floor'``, rounded (integers stay integers; the gradient of
     a rounded quotient is zero, as in torch)."""
     if rounding_mode is None:
-        return Div.apply(*_promoted(input, other, true_divide=True))
+        a, b = _promoted(input, other, true_divide=True)
+        if b is not other and _holds_in_float32(input, other, b):
+            return DivByScalarTensor.apply(a, astype(other, float32))
+        return Div.apply(a, b)
     if rounding_mode not in ("trunc", "floor"):
         raise ValueError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but "
                          f"found '{rounding_mode}'")
