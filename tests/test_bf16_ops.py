@@ -230,6 +230,12 @@ def test_unary_ops_match_torch(name, fn, make, options, dtype):
 BINARY = [
     ("add", lambda m, x, y: x + y, pair, {}),
     ("add alpha", lambda m, x, y: m.add(x, y, alpha=2), pair, {}),
+    # a non-integer alpha: rounded to the 16-bit dtype, then x + alpha * y in float32 (rounded once).
+    # (4, 64) elements: torch's vectorized loop covers them all (see X)
+    ("add alpha=0.3", lambda m, x, y: m.add(x, y, alpha=0.3), pair, {}),
+    ("add alpha=1/3 broadcast", lambda m, x, y: x.add(y[0], alpha=1 / 3), pair, {}),
+    ("sub alpha=0.3", lambda m, x, y: m.sub(x, y, alpha=0.3), pair, {}),
+    ("sub alpha=-2.7", lambda m, x, y: x.sub(y, alpha=-2.7), pair, {}),
     ("sub", lambda m, x, y: m.sub(x, y), pair, {}),
     ("mul", lambda m, x, y: x * y, pair, {}),
     ("div", lambda m, x, y: y / x, positive_pair, {}),

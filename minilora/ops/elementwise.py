@@ -511,17 +511,54 @@ def _move(array, device):
 def add(input, other, *, alpha=1):
     """``input + alpha * other``, as torch.add (dtypes promoted as torch does: see dtypes.py)."""
     input, other = _promoted(input, other)
-    return Add.apply(input, other if alpha == 1 else _scaled(other, alpha))
+    if alpha == 1:
+        return Add.apply(input, other)
+    if _both_16bit_tensors(input, other):
+        return AddScaled.apply(input, other, alpha=alpha)
+    return Add.apply(input, _scaled(other, alpha))
 
 
 def sub(input, other, *, alpha=1):
     """``input - alpha * other``, as torch.sub."""
     input, other = _promoted(input, other)
-    return Sub.apply(input, other if alpha == 1 else _scaled(other, alpha))
+    if alpha == 1:
+        return Sub.apply(input, other)
+    if _both_16bit_tensors(input, other):
+        return AddScaled.apply(input, other, alpha=-alpha)
+    return Sub.apply(input, _scaled(other, alpha))
 
 
 def _scaled(x, alpha):
     return Mul.apply(x, alpha) if hasattr(x, "_array") else x * alpha
+
+
+def _both_16bit_tensors(a, b):
+    return isinstance(a, Tensor) and isinstance(b, Tensor) and _is_16bit_float(a._array)
+
+
+class AddScaled(Function):
+    """``a + alpha * b`` on two float16/bfloat16 arrays, as torch's CPU add kernel computes it: alpha
+    rounded to their dtype, then product and sum in float32, rounded once. (In the few elements past
+    the last whole vector of each thread's share, torch's scalar loop rounds ``alpha * b`` to 16 bits
+    before adding: those can differ from ours by one 16-bit step.) Backward as torch's: ``g * alpha``
+    with alpha unrounded, in float32 and rounded once, then summed over broadcast axes."""
+
+    @staticmethod
+    def forward(ctx, a, b, alpha):
+        ctx.shapes, ctx.alpha = (a.shape, b.shape), alpha
+        rounded = float(a.dtype.type(alpha))
+        try:
+            return (upcast(a) + rounded * upcast(b)).astype(a.dtype)
+        except ValueError:
+            raise _broadcast_error("add", a, b) from None
+
+    @staticmethod
+    def backward(ctx, g):
+        na, nb = ctx.needs_input_grad
+        return (unbroadcast(g, ctx.shapes[0]) if na else None,
+                unbroadcast((g * np.float32(ctx.alpha)).astype(g.dtype), ctx.shapes[1]) if nb else None)
+
+    flops = Add.flops
 
 
 def mul(input, other):
