@@ -251,7 +251,11 @@ BINARY = [
     ("logaddexp", lambda m, x, y: m.logaddexp(x, y), pair, {"grad_rtol": 2}),
     ("remainder", lambda m, x, y: m.remainder(y, x), positive_pair, {}),
     ("fmod", lambda m, x, y: m.fmod(y, x), positive_pair, {}),
-    ("xlogy", lambda m, x, y: m.xlogy(y, x), positive_pair, {"exact": False}),  # (torch rounds log(y) first)
+    # (torch's xlogy rounds log(y) to 16 bits before the product -- and a number y to 16 bits first)
+    ("xlogy", lambda m, x, y: m.xlogy(y, x), positive_pair, {}),
+    ("xlogy number", lambda m, x, y: (m.xlogy(y, 2.3), m.xlogy(0.7, x)), positive_pair, {}),
+    ("xlogy int", lambda m, x, y: x.xlogy(3), positive_pair, {}),
+    ("xlogy zeros", lambda m, x, y: m.xlogy(y * (x > 1), x * (y > 0.5)), positive_pair, {}),
     ("lerp number", lambda m, x, y: m.lerp(x, y, 0.3), pair, {}),
     # (y's gradient sums the end's and the weight's, which nearly cancel; torch rounds each to 16 bits
     # and its weight gradient g * (end - start) rounds end - start first)

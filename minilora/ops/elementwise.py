@@ -1042,17 +1042,20 @@ def lerp(input, end, weight):
     return Lerp.apply(input, end, weight)
 
 
-@computes_in_float32
+@backward_in_float32
 class XLogY(Function):
     """``x * log(y)``, 0 where ``x == 0`` (even for ``y == 0``), NaN where ``y`` is NaN; torch's
     gradients: ``log(y)`` for ``x`` (also at ``x == 0``, but 0 there where ``y <= 0``) and
-    ``x / y`` for ``y``."""
+    ``x / y`` for ``y``. On 16-bit floats torch's kernel rounds ``log(y)`` to 16 bits before the
+    product, as NumPy's two ufuncs do here (forward: not in float32 throughout)."""
 
     @staticmethod
     def forward(ctx, x, y):
         xp = xp_of(x if hasattr(x, "shape") else y)
+        dtype = result_type(x, y)  # torch's (NumPy's: float32 for 0.5 and a bfloat16 y)
+        if type(y) in _NUMBERS and _is_16bit_float(x):  # torch rounds the number to x's dtype, and
+            y = x.dtype.type(y)  # its log to 16 bits as for a tensor y
         ctx.x, ctx.y, ctx.shapes = x, y, (_shape(x), _shape(y))
-        dtype = xp.result_type(x, y)  # (before any number becomes an array: numbers are weak)
         with np.errstate(divide="ignore", invalid="ignore"):
             out = xp.where(x == 0, 0, x * xp.log(y))
         return xp.where(xp.isnan(xp.asarray(y)), xp.nan, out).astype(dtype, copy=False)
