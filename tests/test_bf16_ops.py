@@ -483,6 +483,25 @@ def test_index_add_accumulates_in_16_bits_and_scatter_add_in_float32(dtype):
         assert zero.scatter_add(0, i, ones).item() == 4096, lib.__name__
 
 
+@pytest.mark.parametrize("weights", ["bfloat16", "float16", "float32", "float64", "int32", None])
+def test_bincount_sums_weights_as_torch(weights):
+    """torch's CPU bincount: float32 weights summed one by one in float32 (a float32 result), any
+    other weights -- bfloat16 and float16 too -- summed in float64 (a float64 result). Empty input:
+    int64 zeros, weights or not."""
+    rng = np.random.default_rng(5)
+    index = rng.integers(0, 5, 5000)
+    w = (rng.standard_normal(5000) * 10).astype(np.float32)
+    for size, minlength in ((5000, 0), (5000, 9), (0, 3)):
+        results = []
+        for lib in (torch, ml):
+            i = t(lib, index[:size], dtype="int64")
+            weight = None if weights is None else t(lib, w[:size], dtype=weights)
+            results.append(i.bincount(weight, minlength=minlength) if size else lib.bincount(i, weight, minlength))
+        theirs, ours = results
+        assert dtype_name(ours) == dtype_name(theirs), (size, minlength)
+        np.testing.assert_array_equal(as_float64(ours), as_float64(theirs))
+
+
 @pytest.mark.parametrize("op", ["mean", "var", "std", "norm", "softmax", "logsumexp", "lerp", "round",
                                 "nan_to_num", "median"])
 def test_bfloat16_is_a_floating_dtype_for_every_op(op):

@@ -514,7 +514,8 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
 
 def bincount(input, weights=None, minlength=0):
     """``torch.bincount``: how often each value 0, 1, ... occurs in the 1-D non-negative integer
-    ``input`` (with ``weights``: the sum of their weights; float64 unless the weights are float)."""
+    ``input`` (with ``weights``: the sum of their weights -- float32 for float32 weights, added one by
+    one in float32 as torch's CPU kernel does; float64 for any other weights, bfloat16 included, as torch)."""
     if input.dtype.kind not in "iub":
         raise NotImplementedError(f"bincount is not implemented for {input.dtype} input (it counts "
                                   f"integers)")
@@ -523,13 +524,16 @@ def bincount(input, weights=None, minlength=0):
         raise RuntimeError("bincount only supports 1-d non-negative integral inputs.")
     if minlength < 0:
         raise RuntimeError("bincount: minlength should be >= 0")
-    if weights is None:
+    if weights is not None and tuple(weights.shape) != tuple(input.shape):
+        raise RuntimeError("bincount: weights should be 1-d and have the same length as input")
+    if weights is None or not values.size:  # (empty input: int64 zeros even with weights, as torch)
         counts = np.bincount(values, minlength=minlength).astype(np.int64)
         return Tensor(counts, dtype=np.int64, device=input.device)
-    if tuple(weights.shape) != tuple(input.shape):
-        raise RuntimeError("bincount: weights should be 1-d and have the same length as input")
-    dtype = weights.dtype if is_floating(weights.dtype) else np.dtype(np.float64)
-    sums = np.bincount(values, weights=weights.numpy(), minlength=minlength).astype(dtype)
+    if weights.dtype == np.float32:
+        sums = np.zeros(max(minlength, int(values.max()) + 1), np.float32)
+        np.add.at(sums, values, weights.numpy())  # (in order, in float32; np.bincount sums in float64)
+    else:
+        sums = np.bincount(values, weights=weights.numpy().astype(np.float64), minlength=minlength)
     return NoDerivative.apply(weights, result=weights.device.xp.asarray(sums), name="bincount")
 
 
