@@ -26,7 +26,10 @@ CuPy's rules where they differ from NumPy's:
   character is 'E'). The stand-in refuses every bfloat16 array so, a little stricter than CuPy 13,
   where the few dtype-blind operations (``zeros``: a memset) pass and the first kernel fails.
   ``install(monkeypatch, version="14.0.0")`` models CuPy 14 instead, which takes ml_dtypes'
-  bfloat16 (its arithmetic here is NumPy's with ml_dtypes: float32 per op, rounded once).
+  bfloat16 (its arithmetic here is NumPy's with ml_dtypes: float32 per op, rounded once; its reductions
+  sum bfloat16 in bfloat16, the worst CuPy 14 might do). Its matmul of 16-bit floats is cuBLAS's: float32
+  compute, the result rounded once to the operands' dtype; bfloat16 only as two 2-D operands (CuPy 14.0's
+  batched bfloat16 matmul fails, cupy/cupy#10317) -- a GPU run checks both (benchmarks/gpu_check.sh).
 
 Its own limits (what a pass here does not prove): dtype promotion (CuPy's rules for Python and
 NumPy scalars), rounding and speed are NumPy's; lists of Python numbers are accepted wherever NumPy
@@ -496,12 +499,32 @@ def _in_place(name):
     return op
 
 
+def _matmul(a, b, out=None, **kwargs):
+    """CuPy's matmul, on NumPy arrays. 16-bit floats go to cuBLAS with float32 compute and come back rounded
+    once, in their dtype (NumPy gives float32 for bfloat16, summed in bfloat16). CuPy 14.0 takes bfloat16
+    only as two 2-D operands (cuBLAS gemmEx); other shapes reach an integer GEMM and fail its type check
+    (cupy/cupy#10317, open as of 2026-09): refused here, as minilora must not depend on them."""
+    dtype = getattr(a, "dtype", None)
+    if dtype is None or dtype.itemsize != 2 or dtype.kind in "biu" or getattr(b, "dtype", None) != dtype:
+        return np.matmul(a, b, out=out, **kwargs)
+    if dtype.kind != "f" and not (a.ndim == b.ndim == 2):
+        raise TypeError(f"cupy 14.0 matmul: {dtype} operands of shapes {a.shape} and {b.shape} fall to "
+                        "the integer GEMM kernel (only two 2-D bfloat16 operands reach cuBLAS)")
+    result = np.matmul(a.astype(np.float32), b.astype(np.float32)).astype(dtype)
+    if out is None:
+        return result
+    out[...] = result
+    return out
+
+
 for _op in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or", "xor",
             "lshift", "rshift", "divmod"):
     setattr(ndarray, f"__{_op}__", _operator(f"__{_op}__"))
     setattr(ndarray, f"__r{_op}__", _operator(f"__r{_op}__"))
     if _op not in ("divmod", "matmul"):
         setattr(ndarray, f"__i{_op}__", _in_place(f"__i{_op}__"))
+ndarray.__matmul__ = lambda self, other: _call("__matmul__", _matmul, None, (self, other), {})
+ndarray.__rmatmul__ = lambda self, other: _call("__rmatmul__", _matmul, None, (other, self), {})
 for _op in ("eq", "ne", "lt", "le", "gt", "ge"):
     setattr(ndarray, f"__{_op}__", _operator(f"__{_op}__"))
 ndarray.__module__ = "cupy"
@@ -623,7 +646,7 @@ def _build():
         elif callable(value) and not isinstance(value, type) and name not in ("c_", "r_", "s_", "index_exp"):
             value = _function(name, value, keywords)
         setattr(module, name, value)
-    module.ndarray, module.ufunc, module.matmul = ndarray, ufunc, ufunc("matmul", np.matmul)
+    module.ndarray, module.ufunc, module.matmul = ndarray, ufunc, ufunc("matmul", _matmul)
     for kernel in (RawModule, RawKernel, ElementwiseKernel, ReductionKernel):
         setattr(module, kernel.__name__, kernel)
     module.asnumpy = lambda a, stream=None, order="C", out=None, blocking=True: (

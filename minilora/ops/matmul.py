@@ -37,13 +37,20 @@ def _is_16bit_float(a):
     return a.dtype.itemsize == 2 and is_floating(a.dtype)
 
 
+def _on_cublas(*arrays):
+    """Whether a 16-bit product of these arrays goes to the GPU as it is: on ``cuda``, two-dimensional
+    operands only. cuBLAS accumulates a 16-bit GEMM in float32 itself (no copies needed), but CuPy 14.0
+    multiplies bfloat16 only as two 2-D arrays (batched or 1-D operands fail, cupy/cupy#10317)."""
+    return xp_of(arrays[0]) is not np and all(a.ndim == 2 for a in arrays)
+
+
 def _product(a, b, matmul=np.matmul):
-    """``a @ b`` as torch computes it. float32/float64: ``matmul`` itself. bfloat16/float16 on the
-    CPU: ``matmul`` of float32 copies, rounded back once -- torch's CPU kernels accumulate in float32
-    (its bf16 results equal this bit for bit). On ``cuda``, cuBLAS accumulates 16-bit GEMMs in
-    float32 itself, so the 16-bit arrays go in directly, without the two copies (checked only by
-    benchmarks/gpu_check.sh: there is no GPU in the test run)."""
-    if not _is_16bit_float(a) or xp_of(a) is not np:
+    """``a @ b`` as torch computes it. float32/float64: ``matmul`` itself. bfloat16/float16:
+    ``matmul`` of float32 copies, rounded back once -- torch's CPU kernels accumulate in float32
+    (its bf16 results equal this bit for bit) -- except two 2-D arrays on ``cuda``, which go to
+    cuBLAS directly (``_on_cublas``; checked only by benchmarks/gpu_check.sh: there is no GPU in
+    the test run)."""
+    if not _is_16bit_float(a) or _on_cublas(a, b):
         return matmul(a, b)
     return matmul(upcast(a), upcast(b)).astype(a.dtype)
 
@@ -104,7 +111,7 @@ class MatMul(Function):
             g = g[..., None, :]
         na, nb = ctx.needs_input_grad
         dtype = g.dtype
-        if _is_16bit_float(g) and xp_of(g) is np:  # as torch: in float32, each gradient rounded once
+        if _is_16bit_float(g) and not _on_cublas(g, a2, b2):  # as torch: in float32, each gradient rounded once
             g, a2, b2 = upcast(g), upcast(a2), upcast(b2)  # (also the sum over broadcast batch axes)
         ga, gb = _matmul_grads(g, a2, b2, na, nb, matmul=parallel.matmul)  # each product split over threads
         return tuple(None if grad is None else grad.reshape(shape).astype(dtype, copy=False)
@@ -148,11 +155,16 @@ class Linear(Function):
         nx, nw, nb = ctx.needs_input_grad
         g2, x2, w = g.reshape(-1, g.shape[-1]), ctx.x2, ctx.w
         dtype = g2.dtype
+        sum_bias_in_float32 = False
         if _is_16bit_float(g2) and xp_of(g2) is np:  # as torch's CPU kernels: in float32, rounded once
             g2, x2, w = upcast(g2), None if x2 is None else upcast(x2), upcast(w)
+        elif _is_16bit_float(g2):  # cuda: the GEMMs on cuBLAS in 16 bits, but CuPy may sum bf16 in bf16
+            sum_bias_in_float32, nb = nb, False
         gx = xp_of(g2).empty((g2.shape[0], w.shape[1]), g2.dtype) if nx else None
         # dX = dY W and dW = dY^T X side by side on threads, each through _linear_backward_rows
         gw, gb = parallel.input_and_weight_grads(_linear_backward_rows, g2, x2, gx, w, nw, nb)
+        if sum_bias_in_float32:
+            gb = upcast(g2).sum(axis=0)
         gx = None if gx is None else gx.reshape(ctx.x_shape)
         return tuple(None if grad is None else grad.astype(dtype, copy=False) for grad in (gx, gw, gb))
 

@@ -1,0 +1,227 @@
+"""STAND-IN for a GPU, bfloat16: what benchmarks/gpu_check.sh will run on ``cuda`` with CuPy >= 14, run here
+on the fake CuPy as CuPy 14 (tests/fake_cupy.py, ``install(version="14.0.0")``) beside the same computation
+on ``cpu``: a tiny bf16 Llama with LoRA on every linear layer (two AdamW steps, generation), full fine-tuning
+in bf16, the benchmark's own bf16 row functions, and the LoRA op on the tensor-core kernels' path.
+
+The stand-in cannot launch kernels. Where the bf16 LoRA op would launch lora_bf16.cu on ``cuda``, the launch
+runs the same kernel in the emulator on host copies of the CuPy arrays and writes the results back
+(``emulated_launches``): everything around the launch (the op's casts, ``.view(uint16)`` of CuPy bf16
+arrays, the argument checks, the output allocations) runs on the stand-in's arrays. The model runs use
+``uses_kernels`` off (the op's NumPy math on the device's arrays), as tests/test_cuda_standin.py does.
+
+What the stand-in cannot tell (benchmarks/gpu_check.sh must): how CuPy 14's own bfloat16 kernels round.
+It models a bf16 matmul as cuBLAS with float32 compute, rounded once (two 2-D operands only: CuPy 14.0's
+batched bf16 matmul fails, cupy/cupy#10317), and bf16 reductions as NumPy's (summed in bfloat16, the worst
+case), so minilora must never hand CuPy a bf16 sum or a batched bf16 product and expect float32 accuracy.
+"""
+import numpy as np
+import pytest
+
+import fake_cupy
+import minilora as ml
+from minilora import kernels, ops
+from minilora.device import device as _device
+from minilora.lora import LoraConfig, get_peft_model
+from minilora.models import LlamaConfig, LlamaForCausalLM
+from minilora.optim import AdamW
+
+BF16 = ml.bfloat16
+
+
+@pytest.fixture
+def cuda14(monkeypatch):
+    """The stand-in as CuPy 14 (bfloat16 arrays), the ``cuda`` device on it."""
+    return fake_cupy.install(monkeypatch, version="14.0.0")
+
+
+@pytest.fixture
+def cuda14_numpy_math(cuda14, monkeypatch):
+    """Every op by its array module's math on ``cuda`` (no kernel launches), as ``cpu`` computes."""
+    monkeypatch.setattr(_device("cuda"), "uses_kernels", False)
+    return cuda14
+
+
+def tiny_config(layers=2):
+    return LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+
+
+def train_two_steps(device, lora):
+    """A bf16 Llama (LoRA r=4 on all linear layers, or every weight trained), two AdamW steps, generation:
+    the losses, the generated ids, the trained parameters (float32 copies) and their dtypes."""
+    ml.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config(), dtype="bfloat16", device=device)
+    if lora:
+        model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear"))
+    trained = [p for p in model.parameters() if p.requires_grad]
+    opt = AdamW(trained, lr=1e-2, weight_decay=0.01)
+    ids = ml.tensor(np.arange(24).reshape(2, 12) % 64, device=device)
+    losses, grad_dtypes = [], set()
+    for _ in range(2):
+        loss = model(ids, labels=ids).loss
+        loss.backward()
+        grad_dtypes |= {p.grad.dtype for p in trained}
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss)
+    generated = model.generate(ids[:, :4], max_new_tokens=5)
+    return dict(losses=[(loss.item(), loss.dtype, loss.device.type) for loss in losses],
+                generated=generated.cpu().numpy(), generated_device=generated.device.type,
+                params=[p.detach().cpu().float().numpy() for p in trained],
+                dtypes=[p.dtype for p in trained], grad_dtypes=grad_dtypes,
+                printed=repr(trained[0]))
+
+
+@pytest.mark.parametrize("lora", [True, False], ids=["lora-all-linear", "full-fine-tuning"])
+def test_bf16_llama_trains_and_generates_on_cuda_as_on_cpu(lora, cuda14_numpy_math):
+    """Bit for bit: the same NumPy math, and the stand-in's 2-D bf16 matmul (float32 compute, rounded once)
+    is what cpu computes. Before the stand-in modelled CuPy's bf16 matmul (NumPy's gives float32), full
+    fine-tuning failed in o_proj ('expected both operands to have the same dtype')."""
+    cpu, cuda = train_two_steps("cpu", lora), train_two_steps("cuda", lora)
+    assert [loss[:2] for loss in cuda["losses"]] == [loss[:2] for loss in cpu["losses"]]
+    assert {loss[2] for loss in cuda["losses"]} == {"cuda"}  # (generate returns host ids on every device)
+    np.testing.assert_array_equal(cuda["generated"], cpu["generated"])
+    assert cuda["dtypes"] == cpu["dtypes"]
+    assert set(cuda["dtypes"]) == ({np.dtype(np.float32)} if lora else {BF16})  # PEFT's autocast for adapters
+    assert cuda["grad_dtypes"] == cpu["grad_dtypes"] == set(cuda["dtypes"])
+    for ours, reference in zip(cuda["params"], cpu["params"]):
+        np.testing.assert_array_equal(ours, reference)
+    assert cuda["printed"].replace("device='cuda', ", "") == cpu["printed"]
+
+
+def test_printing_and_saving_a_cuda_bf16_model(cuda14_numpy_math, tmp_path):
+    ml.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config(1), dtype="bfloat16", device="cuda")
+    x = ml.tensor([[1.0, 2.5, -3.25]], dtype=BF16, device="cuda")
+    assert repr(x) == "tensor([[ 1.0000,  2.5000, -3.2500]], device='cuda', dtype=torch.bfloat16)"
+    assert str(x.sum()) == "tensor(0.2500, device='cuda', dtype=torch.bfloat16)"
+    weight = model.model.embed_tokens.weight
+    assert repr(weight.detach()).replace("device='cuda', ", "") == repr(weight.detach().cpu())
+    model.save_pretrained(tmp_path)
+    loaded = LlamaForCausalLM.from_pretrained(tmp_path)
+    assert loaded.dtype == BF16
+    for (name, ours), (_, saved) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert saved.dtype == BF16, name
+        np.testing.assert_array_equal(ours.cpu().float().numpy(), saved.float().numpy())
+
+
+def test_linear_bias_gradient_sums_in_float32_on_cuda(cuda14_numpy_math):
+    """dbias = dY.sum(0) over 4096 rows of ones: 4096 as torch (a bfloat16 running sum stops at 256). On cuda
+    the matmuls go to cuBLAS in bf16, but CuPy's bf16 sum must not be trusted to accumulate in float32."""
+    grads = []
+    for device in ("cpu", "cuda"):
+        layer = ml.nn.Linear(8, 3, dtype=BF16, device=device)
+        x = ml.ones(4096, 8, dtype=BF16, device=device)
+        layer(x).sum().backward()
+        grads.append((layer.bias.grad, layer.weight.grad))
+    for on_cpu, on_cuda in zip(*grads):
+        assert on_cuda.dtype == on_cpu.dtype == BF16 and on_cuda.device.type == "cuda"
+        np.testing.assert_array_equal(on_cuda.cpu().numpy(), on_cpu.numpy())
+    assert grads[1][0].cpu().float().numpy().tolist() == [4096.0] * 3
+
+
+@pytest.mark.parametrize("shapes", [((2, 5, 8), (8, 3)), ((2, 5, 8), (2, 8, 3)), ((8,), (8, 3)), ((5, 8), (8,)),
+                                    ((5, 8), (8, 3))], ids=["3d@2d", "batched", "vec@mat", "mat@vec", "2d"])
+def test_bf16_matmul_on_cuda_as_on_cpu(shapes, cuda14_numpy_math):
+    """Every shape ``ops.matmul`` takes: CuPy 14.0 multiplies bf16 only as two 2-D arrays (cuBLAS); the
+    others go through float32, as on cpu. Values and gradients bit for bit."""
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(s).astype(BF16) for s in shapes]
+    results = []
+    for device in ("cpu", "cuda"):
+        a, b = (ml.tensor(x, device=device, requires_grad=True) for x in arrays)
+        out = a @ b
+        out.backward(ml.ones_like(out))
+        results.append((out, a.grad, b.grad))
+    for on_cpu, on_cuda in zip(*results):
+        assert on_cuda.dtype == on_cpu.dtype == BF16 and on_cuda.device.type == "cuda"
+        np.testing.assert_array_equal(on_cuda.cpu().numpy(), on_cpu.numpy())
+
+
+# ---- the bf16 LoRA op on the tensor-core kernels' path --------------------------------------------
+@pytest.fixture
+def emulated_launches(cuda14, monkeypatch):
+    """``cuda`` launches run in the emulator on host copies of the CuPy arrays, written back after."""
+    real_launch, emu = kernels._launch, _device("emu")
+    launched = []
+
+    def launch(dev, filename, name, grid, block, args, shared_mem=0):
+        if dev.name != "cuda":
+            return real_launch(dev, filename, name, grid, block, args, shared_mem)
+        on_host = [a.get() if isinstance(a, cuda14.ndarray) else a for a in args]
+        real_launch(emu, filename, name, grid, block, tuple(on_host), shared_mem)
+        for a, host in zip(args, on_host):
+            if isinstance(a, cuda14.ndarray):
+                a.set(host)
+        launched.append(name)
+    monkeypatch.setattr(kernels, "_launch", launch)
+    return launched
+
+
+def lora_op_case(device, M=33, K=40, N=24, r=3):
+    rng = np.random.default_rng(1)
+    x = ml.tensor(rng.standard_normal((3, M // 3, K)).astype(BF16), device=device, requires_grad=True)
+    W0 = ml.tensor(rng.standard_normal((N, K)).astype(BF16), device=device)
+    bias = ml.tensor(rng.standard_normal(N).astype(BF16), device=device)
+    A = ml.tensor(rng.standard_normal((r, K)).astype(np.float32), device=device, requires_grad=True)
+    B = ml.tensor(rng.standard_normal((N, r)).astype(np.float32), device=device, requires_grad=True)
+    dY = ml.tensor(rng.standard_normal((3, M // 3, N)).astype(BF16), device=device)
+    return x, W0, bias, A, B, dY
+
+
+def run_lora_op(device):
+    x, W0, bias, A, B, dY = lora_op_case(device)
+    y = ops.lora_linear(x, W0, A, B, 2.0, bias=bias)
+    y.backward(dY)
+    return y, x.grad, A.grad, B.grad
+
+
+def test_bf16_lora_op_reaches_the_tensor_core_kernels_on_cuda(emulated_launches):
+    """The bf16 base with float32 adapters on cuda takes lora_bf16.cu (the emulator's result is the kernel's):
+    the same numbers as on emu; dtypes as the op promises (y, dx bfloat16; dA, dB float32)."""
+    on_cuda = run_lora_op("cuda")
+    assert any(n.startswith("lora_bf16_fwd") for n in emulated_launches)
+    assert any(n.startswith("lora_bf16_bwd") for n in emulated_launches)
+    on_emu = run_lora_op("emu")
+    for ours, reference in zip(on_cuda, on_emu):
+        assert ours.device.type == "cuda" and ours.dtype == reference.dtype
+        np.testing.assert_array_equal(ours.cpu().numpy(), reference.cpu().numpy())
+    assert [t.dtype for t in on_cuda] == [BF16, BF16, np.float32, np.float32]
+
+
+# ---- benchmarks/gpu_train_step.py's bf16 row -----------------------------------------------------
+def test_gpu_train_step_bf16_row_runs_on_cuda(cuda14_numpy_math, monkeypatch):
+    """The row's own functions, as main() calls them on cuda (a tiny config instead of the 1.1B one)."""
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_train_step.py"
+    spec = importlib.util.spec_from_file_location("gpu_train_step_under_test", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "LlamaConfig", LlamaConfig)
+    assert bench.bf16_unavailable("cuda") is None  # CuPy 14 with ml_dtypes: the row runs
+    args = bench.parse_args(["--device", "cuda"]) if "--device" in open(path).read() else None
+    config = tiny_config()
+    lora16 = get_peft_model(bench.build_minilora(config, "cuda").to(BF16),
+                            LoraConfig(**(bench.lora_config(args) if args else dict(r=4, target_modules="all-linear"))))
+    trainable = [p for p in lora16.parameters() if p.requires_grad]
+    opt = AdamW(trainable, lr=1e-4, weight_decay=0.01)
+    ids = ml.tensor(np.arange(32).reshape(2, 16) % 64, device="cuda")
+    losses = [bench.minilora_step(lora16, opt, ids).item() for _ in range(2)]
+    assert all(np.isfinite(losses)) and {p.dtype for p in trainable} == {np.dtype(np.float32)}
+    assert {p.device.type for p in lora16.parameters()} == {"cuda"}
+
+
+# ---- the stand-in's CuPy 14 matmul (else the passes above would prove nothing) ---------------------
+def test_stand_in_multiplies_16_bit_floats_as_cublas(cuda14):
+    cp = cuda14
+    ones = cp.asarray(np.ones((2, 4096), dtype=BF16))
+    for product in (ones @ ones.T, cp.matmul(ones, ones.T), np.matmul(ones, ones.T)):
+        assert type(product) is cp.ndarray and product.dtype == BF16  # NumPy's would be float32
+        assert product.get().astype(np.float32).tolist() == [[4096.0] * 2] * 2  # float32 compute
+    half = cp.asarray(np.ones((2, 3), dtype=np.float16))
+    assert (half @ half.T).dtype == np.float16
+    for a, b in ((ones[None], ones.T), (ones[0], ones.T)):  # batched, 1-D: CuPy 14.0 fails (cupy#10317)
+        with pytest.raises(TypeError, match="only two 2-D bfloat16 operands"):
+            a @ b
+    assert float(ones.sum()) == 256.0  # reductions: NumPy's bfloat16 running sum, the worst case
