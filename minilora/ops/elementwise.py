@@ -606,8 +606,6 @@ def div(input, other, *, rounding_mode=None):
         raise ValueError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but "
                          f"found '{rounding_mode}'")
     input, other = _promoted(input, other)
-    if type(other) is float and _is_16bit_float(input._array):  # torch rounds the divisor to 16 bits
-        other = float(input.dtype.type(other))  # here (unlike x / 0.3, which holds it in float32)
     return RoundedDiv.apply(input, other, mode=rounding_mode)
 
 
@@ -685,7 +683,6 @@ def _refuse_integer_zero_division(xp, divisor):
         raise RuntimeError("ZeroDivisionError")
 
 
-@computes_in_float32
 class RoundedDiv(Function):
     """``div(a, b, rounding_mode='trunc' | 'floor')``; the quotient is piecewise constant, so its
     gradient is zero (torch's choice)."""
@@ -700,6 +697,13 @@ class RoundedDiv(Function):
             if mode == "trunc":  # floor and trunc differ where the signs differ and it is not exact
                 quotient = quotient + ((quotient < 0) & (quotient * b != a))
             return quotient
+        if _is_16bit_float(a) and (type(b) in _NUMBERS or b.ndim == 0):  # torch's scalar path:
+            b = np.float32(b) if type(b) in _NUMBERS else upcast(b)  # float32, a number unrounded
+            a32 = upcast(a)  # (NumPy's float floor_divide is torch's algorithm: Python's, see below)
+            quotient = xp.trunc(a32 / b) if mode == "trunc" else xp.floor_divide(a32, b)
+            return quotient.astype(a.dtype)
+        if _is_16bit_float(a) or _is_16bit_float(b):
+            return _rounded_quotient_in_16_bits(xp, a, b, mode)
         quotient = xp.true_divide(a, b)
         return xp.trunc(quotient) if mode == "trunc" else xp.floor(quotient)
 
@@ -709,6 +713,24 @@ class RoundedDiv(Function):
         na, nb = ctx.needs_input_grad
         return (xp.zeros(ctx.shapes[0], g.dtype) if na else None,
                 xp.zeros(ctx.shapes[1], g.dtype) if nb else None)
+
+
+def _rounded_quotient_in_16_bits(xp, a, b, mode):
+    """torch's CPU kernels divide 16-bit floats with rounding step by step in their dtype (each
+    NumPy ufunc below rounds once, as each of torch's steps): ``trunc`` is ``trunc(a / b)``, the
+    quotient rounded first; ``floor`` is Python's algorithm (torch's div_floor_floating), whose
+    ``(a - fmod(a, b)) / b`` keeps a quotient near a tie on the side that 16-bit steps give."""
+    dtype = (a if _is_16bit_float(a) else b).dtype
+    a, b = xp.asarray(a, dtype), xp.asarray(b, dtype)  # a number: rounded to the dtype, as torch
+    if mode == "trunc":
+        return xp.trunc(a / b)
+    mod = xp.fmod(a, b)
+    quotient = (a - mod) / b
+    quotient = xp.where((mod != 0) & ((b < 0) != (mod < 0)), quotient - 1, quotient)
+    floor = xp.floor(quotient)
+    floor = xp.where(quotient - floor > 0.5, floor + 1, floor)
+    floor = xp.where(quotient == 0, xp.copysign(xp.zeros((), dtype), a / b), floor)  # -0.0 as torch
+    return xp.where(b == 0, a / b, floor)  # x // 0: inf or nan
 
 
 def where(condition, input=None, other=None):
@@ -891,6 +913,9 @@ class Remainder(Function):
         ctx.a, ctx.b, ctx.shapes = a, b, (_shape(a), _shape(b))
         if xp.result_type(a, b).kind in "iu":
             _refuse_integer_zero_division(xp, b)
+        elif cls.remainder == "mod":  # floats: torch's rule, fmod moved to the divisor's side; a zero
+            mod = xp.fmod(a, b)  # keeps a's sign (NumPy's remainder gives it b's: -0.0 % 1 is 0.0)
+            return xp.where((mod != 0) & ((xp.asarray(b) < 0) != (mod < 0)), mod + b, mod)
         return getattr(xp, cls.remainder)(a, b)
 
     @classmethod
