@@ -278,29 +278,33 @@ def test_group_norm_and_batch_norm(dtype):
 def test_cross_entropy(dtype):
     """torch's composition in 16 bits: ``nll_loss(log_softmax(x))``, the log-probabilities rounded to
     16 bits before the reduction; per row (reduction='none') bit for bit. A reduced loss: torch's
-    nll_loss adds the 16-bit row losses in an order of its own, rounding partial sums (neither a
-    float32 sum rounded once nor a running 16-bit sum), which moves it by a 16-bit step or two:
-    within torch's tolerance, two roundings of the value (see assert_same)."""
-    logits, targets = randn(16, 300) * 3, RNG.integers(0, 300, 16)
-    targets[[2, 5]] = -100
+    nll_loss adds the 16-bit row losses in a cascade of 16-bit partial sums (neither a float32 sum
+    rounded once nor a running 16-bit sum), as minilora now does: bit for bit too, over 300 rows (a
+    cascade of three levels) with ignored rows and class weights. Label smoothing and class
+    probabilities: within torch's tolerance, two roundings of the value (see assert_same)."""
+    logits, targets = randn(300, 40) * 3, RNG.integers(0, 40, 300)
+    targets[[2, 5, 16, 32, 33, 256]] = -100  # (among them rows where torch's partial sums move up a level)
 
     def ce(**options):
         return lambda lib, x, target: F(lib).cross_entropy(x, lib.tensor(target), **options)
     compare(ce(reduction="none"), logits, dtype=dtype, constants=(targets,))
     compare(ce(reduction="none", label_smoothing=0.2), logits, dtype=dtype, constants=(targets,))
+    for options in ({}, {"reduction": "sum"}):
+        compare(ce(**options), logits, dtype=dtype, constants=(targets,))
+    compare(ce(ignore_index=7), logits, dtype=dtype, constants=(np.where(targets < 0, 7, targets),))
     reduced = dict(exact=False, scaled=True, roundings=2)
-    for options in ({}, {"reduction": "sum"}, {"label_smoothing": 0.1}):
-        compare(ce(**options), logits, dtype=dtype, constants=(targets,), **reduced)
-    compare(ce(ignore_index=7), logits, dtype=dtype, constants=(np.where(targets < 0, 7, targets),), **reduced)
+    compare(ce(label_smoothing=0.1), logits, dtype=dtype, constants=(targets,), **reduced)
     # class weights, and class probabilities as the target
-    weight = np.abs(randn(300))
-    compare(lambda lib, x: F(lib).cross_entropy(x, lib.tensor(np.abs(targets)), weight=like(lib, weight, x)),
-            logits, dtype=dtype, **reduced)
-    compare(lambda lib, x, p: F(lib).cross_entropy(x, p.softmax(-1)), logits, randn(16, 300), dtype=dtype,
+    weight = np.abs(randn(40))
+    for options in ({}, {"reduction": "sum"}):
+        compare(lambda lib, x: F(lib).cross_entropy(x, lib.tensor(targets), weight=like(lib, weight, x), **options),
+                logits, dtype=dtype)
+    compare(lambda lib, x, p: F(lib).cross_entropy(x, p.softmax(-1)), logits, randn(300, 40), dtype=dtype,
             **reduced)
-    compare(lambda lib, x: F(lib).nll_loss(F(lib).log_softmax(x, -1), lib.tensor(targets)), logits,
-            dtype=dtype, **reduced)
-    compare(lambda lib, x: lib.nn.CrossEntropyLoss(label_smoothing=0.05)(x, lib.tensor(np.abs(targets))), logits,
+    compare(lambda lib, x: F(lib).nll_loss(F(lib).log_softmax(x, -1), lib.tensor(targets)), logits, dtype=dtype)
+    every_row_ignored = np.full(300, -100)
+    compare(lambda lib, x: F(lib).nll_loss(x, lib.tensor(every_row_ignored)), logits, dtype=dtype)  # nan
+    compare(lambda lib, x: lib.nn.CrossEntropyLoss(label_smoothing=0.05)(x, lib.tensor(np.abs(targets) % 40)), logits,
             dtype=dtype, **reduced)
 
 

@@ -705,19 +705,74 @@ class NllLoss(Function):
         ctx.shape, ctx.safe, ctx.row_weight, ctx.reduction = logp.shape, safe, row_weight, reduction
         if reduction == "none":
             return losses
+        if logp.itemsize == 2:  # 16-bit floats: torch's order and roundings (see _cascade_sum)
+            return _nll_reduced_in_16_bits(ctx, xp, losses, row_weight, valid, weight is not None)
         ctx.divisor = row_weight.sum().item() if reduction == "mean" else 1
-        return losses.sum() / logp.dtype.type(ctx.divisor)
+        with np.errstate(invalid="ignore"):  # every row ignored: 0 / 0 = nan, silently, as torch
+            return losses.sum() / logp.dtype.type(ctx.divisor)
 
     @staticmethod
     def backward(ctx, g):
         xp = xp_of(g)
         scale = g * ctx.row_weight if ctx.reduction == "none" else (g / ctx.divisor) * ctx.row_weight
         grad = xp.zeros(ctx.shape, dtype=ctx.row_weight.dtype)
+        if ctx.reduction == "mean" and ctx.divisor == 0 and not ctx.row_weight.any():
+            return grad  # every row ignored: g / 0 reaches none of them (torch's gradient: zeros)
         grad[xp.arange(ctx.shape[0]), ctx.safe] = -scale
         return grad
 
 
-@float32_inside
+def _nll_reduced_in_16_bits(ctx, xp, losses, row_weight, valid, weighted):
+    """'sum' or 'mean' of nll_loss's 16-bit row losses as torch's CPU kernel computes them: a cascade
+    of 16-bit partial sums (``_cascade_sum``) over the counted rows, of the losses and (with a
+    class weight) of the weights; 'mean' divides by that weight sum, or by the count of counted
+    rows rounded to the 16-bit dtype, in 16 bits."""
+    dtype = losses.dtype
+    rows = xp.flatnonzero(valid)  # (ignored rows take no part, not even in the flush points)
+    if ctx.reduction == "sum":
+        ctx.divisor = 1
+        return xp.asarray(_cascade_sum(losses[rows], rows, len(losses)), dtype)
+    weights = _cascade_sum(row_weight[rows], rows, len(losses)) if weighted else dtype.type(len(rows))
+    total = _cascade_sum(losses[rows], rows, len(losses))
+    ctx.divisor = float(weights)  # (backward: g / divisor in 16 bits, as torch's)
+    with np.errstate(all="ignore"):  # every row ignored: 0 / 0 = nan, silently, as torch
+        return xp.asarray(total / weights, dtype)
+
+
+def _cascade_sum(values, positions, n, levels=8):
+    """The sum of 16-bit ``values`` (those of rows ``positions`` out of ``n``) as torch's nll_loss
+    adds them: partial sums on ``levels`` levels, in the values' dtype (every addition rounds). Each
+    value is added to level 0; at a row whose index is a multiple of ``step`` (16) level 0 is added
+    into level 1 and restarts from 0; at a multiple of ``step**2`` level 1 into level 2, and so on;
+    at the end the levels are added up from level 0. (A running 16-bit sum would stall -- 256 ones
+    in bfloat16 -- and one float32 sum rounded once would be another number.) Vectorised: the
+    values between two flush points are summed side by side, one column at a time."""
+    xp = xp_of(values)
+    power = max(4, int(np.ceil(np.log2(max(n, 1)))) // levels)
+    dtype, leftovers = values.dtype, []
+    for level in range(levels):
+        if level + 1 < levels:  # (the last level is never added into another)
+            flush = positions % (1 << (power * (level + 1))) == 0
+        else:
+            flush = xp.zeros(len(values), bool)
+        segment = xp.cumsum(flush) - flush  # which run of partial sums each value joins
+        count = int(segment[-1]) + 1 if len(values) else 0
+        starts = xp.searchsorted(segment, xp.arange(count))
+        offset = xp.arange(len(values)) - starts[segment]
+        table = xp.zeros((count, int(offset.max()) + 1 if len(values) else 0), dtype)
+        table[segment, offset] = values
+        sums = xp.zeros(count, dtype)
+        for column in table.T:  # one 16-bit rounding per addition, as torch's loop
+            sums = sums + column
+        closed = xp.flatnonzero(flush)  # the runs that ended at a flush point go up a level
+        leftovers.append(sums[-1] if count > len(closed) else dtype.type(0))  # an open run stays here
+        values, positions = sums[:len(closed)], positions[closed]
+    total = dtype.type(0)
+    for partial in leftovers:
+        total = dtype.type(total + partial)
+    return total
+
+
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
              reduction="mean"):
     """PyTorch's ``F.nll_loss``: ``input`` holds log-probabilities ([N, C], [N, C, d1, ...] or [C])."""
