@@ -225,3 +225,57 @@ def test_stand_in_multiplies_16_bit_floats_as_cublas(cuda14):
         with pytest.raises(TypeError, match="only two 2-D bfloat16 operands"):
             a @ b
     assert float(ones.sum()) == 256.0  # reductions: NumPy's bfloat16 running sum, the worst case
+
+
+# ---- CuPy-only failures found by running the bf16 suites on the stand-in -----------------------------
+@pytest.mark.parametrize("op", [
+    lambda x: x[ml.tensor([0, 2, 0], device=x.device)],
+    lambda x: x.index_select(0, ml.tensor([1, 1, 0], device=x.device)),
+    lambda x: x.repeat_interleave(2, dim=0),
+    lambda x: x.masked_select(x > 0),
+], ids=["getitem-repeats", "index_select", "repeat_interleave", "masked_select"])
+def test_bf16_index_backward_on_cuda(op, cuda14_numpy_math):
+    """Their backward added bf16 with CuPy's add.at, which has no bfloat16 (now through float32). Small
+    integers: every sum exact, so cpu's bf16 adds and cuda's float32 adds agree bit for bit."""
+    values = np.array([[1.0, -2.0, 3.0], [4.0, 5.0, -6.0], [7.0, 8.0, 9.0]])
+    grads = []
+    for device in ("cpu", "cuda"):
+        x = ml.tensor(values, dtype=BF16, device=device, requires_grad=True)
+        out = op(x)
+        (out * ml.arange(out.numel(), device=device).reshape(out.shape).to(BF16)).sum().backward()
+        grads.append(x.grad)
+    assert grads[1].dtype == BF16 and grads[1].device.type == "cuda"
+    np.testing.assert_array_equal(grads[1].cpu().numpy(), grads[0].numpy())
+
+
+@pytest.mark.parametrize("dtype", [BF16, np.float16], ids=["bfloat16", "float16"])
+def test_16_bit_linear_with_bias_rounds_once_on_cuda(dtype, cuda14_numpy_math):
+    """x W^T + b as torch: product and bias in float32, rounded once. On cuda the 16-bit product came back
+    rounded from cuBLAS and the bias was added in 16 bits: a second rounding (1 element in 4 differed)."""
+    rng = np.random.default_rng(0)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((64, 16), (24, 16), (24,)))
+    outs = [ml.nn.functional.linear(*(ml.tensor(a, device=device) for a in (x, w, b))) for device in ("cpu", "cuda")]
+    assert outs[1].dtype == dtype and outs[1].device.type == "cuda"
+    np.testing.assert_array_equal(outs[1].cpu().numpy(), outs[0].numpy())
+
+
+def test_per_sample_adapters_on_a_bf16_model_on_cuda(cuda14_numpy_math):
+    """ops.bgmv on a 16-bit base (PEFT's mixed batch) took np.float32() of a CuPy 0-d scale: CuPy refuses
+    that implicit conversion. Two adapters, a base row, forward and backward as on cpu, bit for bit."""
+    results = []
+    for device in ("cpu", "cuda"):
+        ml.manual_seed(0)
+        model = LlamaForCausalLM(tiny_config(1), dtype="bfloat16", device=device)
+        cfg = dict(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        model = get_peft_model(model, LoraConfig(**cfg))
+        model.add_adapter("b", LoraConfig(**cfg))
+        model.eval()  # per-sample adapters are for inference (PEFT's rule); gradients still flow
+        ids = ml.tensor(np.arange(18).reshape(3, 6) % 64, device=device)
+        logits = model(ids, adapter_names=["default", "b", "__base__"]).logits
+        logits.float().sum().backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        results.append([logits] + grads)
+    assert len(results[1]) == len(results[0]) > 1
+    for on_cpu, on_cuda in zip(*results):
+        assert on_cuda.dtype == on_cpu.dtype and on_cuda.device.type == "cuda"
+        np.testing.assert_array_equal(on_cuda.cpu().numpy(), on_cpu.numpy())

@@ -47,7 +47,8 @@ def _forward_16bit(base, x, A, B, groups, scales):
     rnd, out = _rounder(A.dtype), base.copy()
     for a, rows, r in groups:
         U = rnd(dtypes.upcast(x[rows]) @ dtypes.upcast(A[a, :r]).T)
-        lora = rnd(rnd(U @ dtypes.upcast(B[a, :, :r]).T) * np.float32(scales[a]))
+        # scales is float32 already (and np.float32() of a CuPy 0-d array would fail: no implicit conversion)
+        lora = rnd(rnd(U @ dtypes.upcast(B[a, :, :r]).T) * scales[a])
         out[rows] = (dtypes.upcast(out[rows]) + lora.astype(base.dtype).astype(np.float32)).astype(base.dtype)
     return out
 
@@ -60,7 +61,7 @@ def _backward_16bit(g, x, A, B, groups, scales):
     for a, rows, r in groups:
         xs, Aa, Ba = dtypes.upcast(x[rows]), dtypes.upcast(A[a, :r]), dtypes.upcast(B[a, :, :r])
         U = rnd(xs @ Aa.T)
-        gs = rnd(dtypes.upcast(g[rows]) * np.float32(scales[a]))
+        gs = rnd(dtypes.upcast(g[rows]) * scales[a])  # (scales: float32, as in _forward_16bit)
         V = rnd(gs @ Ba)
         dx[rows] = rnd(V @ Aa).astype(x.dtype)
         dA[a, :r] = rnd(V.T @ xs).astype(A.dtype)

@@ -139,8 +139,8 @@ class Linear(Function):
             raise ShapeError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but "
                              f"the weight expects {w.shape[1]} (weight shape {w.shape}, [out, in])")
         x2 = x.reshape(-1, x.shape[-1])
-        if _is_16bit_float(x) and xp_of(x) is np:
-            out = _linear_in_float32(x2, w, b)
+        if _is_16bit_float(x) and (xp_of(x) is np or b is not None):  # (cuda: a 16-bit product rounded
+            out = _linear_in_float32(x2, w, b)  # before the bias is added would round twice)
         else:
             out = parallel.matmul(x2, w.T)  # cuda 16-bit: cuBLAS accumulates in float32 (see _product)
             if b is not None:

@@ -55,7 +55,7 @@ class GetItem(Function):
         xp = xp_of(g)
         out = xp.zeros(ctx.shape, dtype=g.dtype)
         if _has_array(ctx.index):
-            xp.add.at(out, ctx.index, g)  # handles repeated indices
+            add_at(out, ctx.index, g)  # handles repeated indices (bfloat16 on CuPy too)
         else:
             out[ctx.index] = g
         return out
