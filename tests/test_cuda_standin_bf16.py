@@ -279,3 +279,36 @@ def test_per_sample_adapters_on_a_bf16_model_on_cuda(cuda14_numpy_math):
     for on_cpu, on_cuda in zip(*results):
         assert on_cuda.dtype == on_cpu.dtype and on_cuda.device.type == "cuda"
         np.testing.assert_array_equal(on_cuda.cpu().numpy(), on_cpu.numpy())
+
+
+def test_bf16_lora_llama_on_the_kernel_path_on_cuda(emulated_launches, monkeypatch):
+    """The GPU run's path: every LoRA layer of a bf16 Llama on lora_bf16.cu (emulated launches), forward and
+    backward, two steps. AdamW steps with kernels off: its fused multi-tensor kernel reads device pointers
+    (``.data.ptr``), which the stand-in has not. The kernels round Y once where PEFT's math (cpu) rounds the
+    base output, then the sum: the losses agree to a bf16 rounding, not bit for bit."""
+    cuda = _device("cuda")
+    runs = {}
+    for device in ("cpu", "cuda"):
+        ml.manual_seed(0)
+        model = get_peft_model(LlamaForCausalLM(tiny_config(1), dtype="bfloat16", device=device),
+                               LoraConfig(r=4, target_modules="all-linear"))
+        trained = [p for p in model.parameters() if p.requires_grad]
+        opt = AdamW(trained, lr=1e-2)
+        ids = ml.tensor(np.arange(16).reshape(2, 8) % 64, device=device)
+        losses = []
+        for _ in range(2):
+            loss = model(ids, labels=ids).loss
+            loss.backward()
+            assert {p.grad.dtype for p in trained} == {np.dtype(np.float32)}
+            with monkeypatch.context() as step:
+                step.setattr(cuda, "uses_kernels", False)
+                opt.step()
+            opt.zero_grad()
+            losses.append(loss.item())
+        runs[device] = losses, [p.detach().cpu().numpy() for p in trained]
+    assert {"lora_bf16_fwd_u", "lora_bf16_bwd_dy", "lora_bf16_bwd_da"} <= set(emulated_launches)
+    assert any(n.startswith("lora_bf16_fwd_y") for n in emulated_launches)
+    assert any(n.startswith("lora_bf16_bwd_dx") for n in emulated_launches)
+    np.testing.assert_allclose(runs["cuda"][0], runs["cpu"][0], rtol=2.0**-8)
+    for ours, reference in zip(runs["cuda"][1], runs["cpu"][1]):
+        np.testing.assert_allclose(ours, reference, rtol=0.05, atol=1e-2)  # two Adam steps of lr 1e-2
