@@ -189,21 +189,36 @@ def test_bf16_lora_op_reaches_the_tensor_core_kernels_on_cuda(emulated_launches)
     assert [t.dtype for t in on_cuda] == [BF16, BF16, np.float32, np.float32]
 
 
-# ---- benchmarks/gpu_train_step.py's bf16 row -----------------------------------------------------
-def test_gpu_train_step_bf16_row_runs_on_cuda(cuda14_numpy_math, monkeypatch):
-    """The row's own functions, as main() calls them on cuda (a tiny config instead of the 1.1B one)."""
+def load_benchmark(name):
     import importlib.util
     import pathlib
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_train_step.py"
-    spec = importlib.util.spec_from_file_location("gpu_train_step_under_test", path)
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_under_test", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    monkeypatch.setattr(bench, "LlamaConfig", LlamaConfig)
+    return bench
+
+
+def test_gpu_lora_op_bf16_row_on_cuda(emulated_launches):
+    """benchmarks/gpu_lora.py's "ops.lora_linear bf16" row as it runs on the GPU: CuPy float32 inputs cast
+    to bf16 on the device (``X.astype(ml.bfloat16)`` on a CuPy array), the op, its backward, the kernels."""
+    bench, cp = load_benchmark("gpu_lora"), fake_cupy.modules()["cupy"]
+    assert bench.cupy_has_bfloat16(cp) and bench.bf16_tensor_support(cp).startswith("minilora bfloat16 "
+                                                                                    "tensors: available")
+    rng = np.random.default_rng(0)
+    X, W0, dY = (cp.asarray(rng.standard_normal(shape).astype(np.float32)) for shape in ((9, 16), (8, 16), (9, 8)))
+    A, B = cp.asarray(rng.standard_normal((2, 16)).astype(np.float32)), cp.asarray(rng.standard_normal((8, 2)))
+    bench.op_bf16(X, W0, A, B.astype(np.float32), dY, 2.0, backward=True)()
+    assert any(n.startswith("lora_bf16_bwd_dx") for n in emulated_launches)
+
+
+# ---- benchmarks/gpu_train_step.py's bf16 row -----------------------------------------------------
+def test_gpu_train_step_bf16_row_runs_on_cuda(cuda14_numpy_math):
+    """The row's own functions, as main() calls them on cuda (a tiny config instead of the 1.1B one)."""
+    bench = load_benchmark("gpu_train_step")
     assert bench.bf16_unavailable("cuda") is None  # CuPy 14 with ml_dtypes: the row runs
-    args = bench.parse_args(["--device", "cuda"]) if "--device" in open(path).read() else None
-    config = tiny_config()
-    lora16 = get_peft_model(bench.build_minilora(config, "cuda").to(BF16),
-                            LoraConfig(**(bench.lora_config(args) if args else dict(r=4, target_modules="all-linear"))))
+    args = bench.parse_args(["--device", "cuda", "--rank", "4"])
+    lora16 = get_peft_model(bench.build_minilora(tiny_config(), "cuda").to(BF16), LoraConfig(**bench.lora_config(args)))
     trainable = [p for p in lora16.parameters() if p.requires_grad]
     opt = AdamW(trainable, lr=1e-4, weight_decay=0.01)
     ids = ml.tensor(np.arange(32).reshape(2, 16) % 64, device="cuda")
