@@ -633,6 +633,12 @@ class Tensor:
             raise TypeError("iteration over a 0-d tensor")
         return (self[i] for i in range(len(self._array)))
 
+    def __format__(self, format_spec):
+        """``f"{loss:.4f}"`` formats a 0-d tensor's value, as torch does; others as ``object``."""
+        if self._array.ndim == 0:
+            return self.item().__format__(format_spec)
+        return object.__format__(self, format_spec)
+
     def __repr__(self):
         return tensor_repr(self)  # torch's format: tensor([1.0000, 2.5000], dtype=torch.bfloat16)
 

@@ -1032,3 +1032,16 @@ def test_torch_takes_a_minilora_tensor_the_ways_its_users_write_it():
     if ml.dtypes.HAS_BFLOAT16:
         with pytest.raises(BufferError, match="to_torch"):
             torch.from_dlpack(ml.ones(2, dtype=ml.bfloat16))
+
+
+def test_format_spec_on_a_tensor_as_torch():
+    """``f"{loss:.4f}"`` -- in every training-loop tutorial -- formats a 0-d tensor's value; a tensor
+    with dimensions takes only the empty spec."""
+    def snippet(lib):
+        loss = lib.tensor(2.345678)
+        return [f"{loss:.4f}", f"{lib.tensor(3):d}", f"{lib.tensor(7):>4}", f"{loss}" == str(loss),
+                format(lib.tensor(1.5, dtype=lib.float64), "e")]
+    check(snippet)
+    for lib in (ml, pytest.importorskip("torch")):
+        with pytest.raises(TypeError):
+            f"{lib.tensor([1.0, 2.0]):.2f}"
