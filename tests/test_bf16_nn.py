@@ -323,15 +323,21 @@ def test_regression_losses(dtype):
     compare(lambda lib, logp, p: F(lib).kl_div(logp, p, reduction="none"), logp, probs, dtype=dtype)
     compare(lambda lib, logp, p: F(lib).kl_div(logp, p.log(), reduction="none", log_target=True), logp, probs,
             dtype=dtype)
-    # the binary cross-entropies: torch's kernels round intermediate terms (each its own way);
-    # minilora's run in float32 and round once: within torch's tolerance
+    # binary_cross_entropy: torch's kernel rounds intermediate terms its own way; minilora's runs in
+    # float32 and rounds once: within torch's tolerance
     p, target = 1 / (1 + np.exp(-x)), np.clip(np.abs(y) / 3, 0, 1)
     compare(lambda lib, p, y: F(lib).binary_cross_entropy(p, y), p, target, dtype=dtype, exact=False)
+    # binary_cross_entropy_with_logits is torch's composition, (1 - y) * x - logsigmoid(x) (times the
+    # pos_weight term), each op rounded once: the same ops in the same order, bit for bit
+    pos_weight = np.abs(randn(50)) * 2
     compare(lambda lib, x, y: F(lib).binary_cross_entropy_with_logits(x, y, weight=like(lib, w, x)), x, target,
-            dtype=dtype, exact=False)
-    # (with reduction='none' torch's ~8 rounded steps show per element: scaled, see assert_same)
+            dtype=dtype)
     compare(lambda lib, x, y: F(lib).binary_cross_entropy_with_logits(x, y, reduction="none"), x, target,
-            dtype=dtype, exact=False, scaled=True)
+            dtype=dtype)
+    compare(lambda lib, x, y: F(lib).binary_cross_entropy_with_logits(
+        x, y, reduction="none", pos_weight=like(lib, pos_weight, x)), x, target, dtype=dtype)
+    compare(lambda lib, x, y: F(lib).binary_cross_entropy_with_logits(
+        x, y, reduction="sum", pos_weight=like(lib, pos_weight, x)), x, target, dtype=dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -552,3 +558,20 @@ def test_16_bit_gradients_are_16_bit():
     assert loss.dtype == ml.bfloat16
     loss.backward()
     assert x.grad.dtype == w.grad.dtype == emb.grad.dtype == ml.bfloat16
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_binary_cross_entropy_with_logits_gradient_check(reduction):
+    """Its backward is torch's own formula (one node), checked against central differences in
+    float64 for the logits and the target, with a weight and a pos_weight; those two may not
+    require grad, as in torch."""
+    from minilora.testing import grad_check
+    rng = np.random.default_rng(4)
+    x = ml.tensor(rng.standard_normal((3, 5)) * 3, requires_grad=True)
+    y = ml.tensor(rng.uniform(0, 1, (3, 5)), requires_grad=True)
+    weight, pos_weight = ml.tensor(rng.uniform(0.5, 2, (3, 5))), ml.tensor(rng.uniform(0.5, 3, 5))
+    for options in ({}, {"weight": weight}, {"pos_weight": pos_weight, "weight": weight}):
+        grad_check(lambda x, y: ml.nn.functional.binary_cross_entropy_with_logits(
+            x, y, reduction=reduction, **options), x, y, name=f"bce_with_logits {options.keys()}")
+    with pytest.raises(RuntimeError, match="not differentiable with respect to argument 'pos_weight'"):
+        ml.nn.functional.binary_cross_entropy_with_logits(x, y, pos_weight=pos_weight.requires_grad_())

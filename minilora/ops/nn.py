@@ -842,22 +842,85 @@ class BinaryCrossEntropy(Function):
         return gx, gy
 
 
-@float32_inside(promote=True)
+def _log_sigmoid(xp, x):
+    """``log(sigmoid(x))``, stable; 16-bit floats computed in float32 and rounded once (torch's kernel)."""
+    wide = upcast(x)
+    return (xp.minimum(wide, 0) - xp.log1p(xp.exp(-xp.abs(wide)))).astype(x.dtype, copy=False)
+
+
+class BinaryCrossEntropyWithLogits(Function):
+    """``binary_cross_entropy_with_logits`` as one node: per element ``(1 - y) x - w_p logsigmoid(x)``,
+    ``w_p = (p - 1) y + 1`` for a ``pos_weight`` p, times ``weight``, then reduced. Forward: torch's
+    ops in torch's order, each rounded once to a 16-bit dtype (the loss is torch's, bit for bit; a
+    16-bit sum or mean accumulates in float32). Backward: torch's own formulas in its order,
+    ``((d * g) * weight) / n`` with ``d = (p y + 1 - y) sigmoid(x) - p y`` (``sigmoid(x) - y``
+    without p) for x and ``d = logsigmoid(-x) - p logsigmoid(x)`` (``-x``) for y -- not the
+    composition's, whose two terms nearly cancel in 16 bits. (pos_weight and weight get no
+    gradient here, as in torch.)"""
+
+    @staticmethod
+    def forward(ctx, x, y, weight, pos_weight, reduction):
+        xp = xp_of(x)
+        ctx.x, ctx.y, ctx.weight, ctx.pos_weight, ctx.reduction = x, y, weight, pos_weight, reduction
+        log_sigmoid = _log_sigmoid(xp, x)
+        if pos_weight is not None:
+            log_sigmoid = log_sigmoid * ((pos_weight - 1) * y + 1)
+        loss = (1 - y) * x - log_sigmoid
+        if weight is not None:
+            loss = loss * weight
+        if reduction == "none":
+            return loss
+        total = upcast(loss).sum()  # (16 bits: in float32, rounded once)
+        return xp.asarray(total if reduction == "sum" else total / loss.size).astype(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, (nx, ny) = xp_of(g), ctx.needs_input_grad[:2]
+        x, y, p = ctx.x, ctx.y, ctx.pos_weight
+        gx = gy = None
+        if nx:
+            s = (1 / (1 + xp.exp(-upcast(x)))).astype(x.dtype, copy=False)  # one rounding, as torch's sigmoid
+            if p is None:
+                gx = _scaled_back(ctx, s - y, g)
+            else:
+                t = p * y
+                gx = _scaled_back(ctx, (t + 1 - y) * s - t, g)
+        if ny:
+            gy = _scaled_back(ctx, -x if p is None else _log_sigmoid(xp, -x) - _log_sigmoid(xp, x) * p, g)
+        return (gx, gy) + (None,) * (len(ctx.needs_input_grad) - 2)
+
+
+def _scaled_back(ctx, d, g):
+    """``((d * g) * weight) / n`` (n: the element count for 'mean'), in torch's order of roundings."""
+    d = d * g
+    if ctx.weight is not None:
+        d = d * ctx.weight
+    if ctx.reduction == "mean":
+        d = d / d.dtype.type(d.size)
+    return xp_of(d).broadcast_to(d, ctx.x.shape)
+
+
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
                                      reduction="mean", pos_weight=None):
     """PyTorch's ``F.binary_cross_entropy_with_logits``: ``-[p y log s(x) + (1 - y) log(1 - s(x))]``
-    with ``p = pos_weight``, computed as torch does without overflow:
-    ``(1 - y) x + (1 + (p - 1) y) (log(1 + e^-|x|) + max(-x, 0))``."""
+    with ``p = pos_weight``, computed as torch composes it, without overflow:
+    ``(1 - y) x - (1 + (p - 1) y) logsigmoid(x)`` -- the same ops in the same order, so 16-bit
+    results are torch's bit for bit (each op rounds once, as each of torch's does)."""
     if tuple(target.shape) != tuple(input.shape):
         raise ValueError(f"Target size ({tuple(target.shape)}) must be the same as input size "
                          f"({tuple(input.shape)})")
-    softplus_neg = (1 + (-input.abs()).exp()).log() + (-input).relu()  # log(1 + e^-x), stable
-    log_weight = 1 if pos_weight is None else 1 + (pos_weight - 1) * target
-    loss = (1 - target) * input + log_weight * softplus_neg
-    if weight is not None:
-        loss = loss * weight
-    return _reduced("binary_cross_entropy_with_logits", loss,
-                    legacy_reduction(size_average, reduce, reduction))
+    floating = [a for a in (input, target, pos_weight) if isinstance(a, Tensor)]
+    dtype = result_type(*floating)  # torch's promotion (a float32 target makes a float32 loss)
+    input, target, pos_weight = (a if not isinstance(a, Tensor) or a.dtype == dtype else a.to(dtype)
+                                 for a in (input, target, pos_weight))
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    _check_reduction("binary_cross_entropy_with_logits", reduction)
+    for name, tensor in (("weight", weight), ("pos_weight", pos_weight)):
+        if isinstance(tensor, Tensor) and tensor.requires_grad:  # (torch's words)
+            raise RuntimeError(f"The function 'binary_cross_entropy_with_logits' is not differentiable with "
+                               f"respect to argument '{name}'. This input cannot have requires_grad True.")
+    weight = weight if not isinstance(weight, Tensor) or weight.dtype == dtype else weight.to(dtype)
+    return BinaryCrossEntropyWithLogits.apply(input, target, weight, pos_weight, reduction)
 
 
 @float32_inside(promote=True)
