@@ -323,10 +323,23 @@ def test_regression_losses(dtype):
     compare(lambda lib, logp, p: F(lib).kl_div(logp, p, reduction="none"), logp, probs, dtype=dtype)
     compare(lambda lib, logp, p: F(lib).kl_div(logp, p.log(), reduction="none", log_target=True), logp, probs,
             dtype=dtype)
-    # binary_cross_entropy: torch's kernel rounds intermediate terms its own way; minilora's runs in
-    # float32 and rounds once: within torch's tolerance
+    # binary_cross_entropy: torch's kernel rounds every step to 16 bits, as NumPy's ufuncs: bit for bit
     p, target = 1 / (1 + np.exp(-x)), np.clip(np.abs(y) / 3, 0, 1)
-    compare(lambda lib, p, y: F(lib).binary_cross_entropy(p, y), p, target, dtype=dtype, exact=False)
+    p[0, :2] = 1e-30 if dtype == "bfloat16" else 0.5, 0.99609375  # (bfloat16: log x clamped at -100)
+    compare(lambda lib, p, y: F(lib).binary_cross_entropy(p, y), p, target, dtype=dtype)
+    compare(lambda lib, p, y: F(lib).binary_cross_entropy(p, y, reduction="none"), p, target, dtype=dtype)
+    compare(lambda lib, p, y: F(lib).binary_cross_entropy(p, y, weight=like(lib, w, p), reduction="sum"), p,
+            target, dtype=dtype)
+    # ... and so is its backward for the probabilities (step by step in 16 bits too); at p = 0 and 1
+    # the target's gradient is +-inf, as torch's (whose logs there are not clamped)
+    p[0, :2] = 0, 1
+    leaves = {lib: [t(lib, representable(a, dtype), grad=True, dtype=dtype) for a in (p, target)]
+              for lib in (ml, torch)}
+    for lib, (probs, y) in leaves.items():
+        F(lib).binary_cross_entropy(probs, y, reduction="sum").backward()
+    assert_same(leaves[ml][0].grad, leaves[torch][0].grad, True, "binary_cross_entropy's gradient")
+    assert as_torch(leaves[ml][1].grad)[0, :2].tolist() == [float("inf"), float("-inf")]
+    assert leaves[torch][1].grad[0, :2].tolist() == [float("inf"), float("-inf")]
     # binary_cross_entropy_with_logits is torch's composition, (1 - y) * x - logsigmoid(x) (times the
     # pos_weight term), each op rounded once: the same ops in the same order, bit for bit
     pos_weight = np.abs(randn(50)) * 2

@@ -823,23 +823,29 @@ def _reduced(fn, loss, reduction):
 class BinaryCrossEntropy(Function):
     """Elementwise ``-[y log x + (1 - y) log(1 - x)]``, each log clamped at -100, with torch's own
     backward ``(x - y) / max(x (1 - x), 1e-12)`` -- finite at x = 0 and 1, where the chain rule
-    through the clamped logs would give NaN (and a different number from torch's)."""
+    through the clamped logs would give NaN (and a different number from torch's). 16-bit floats:
+    the input's gradient step by step in 16 bits, as torch's (bit for bit); the target's, whose
+    two logs nearly cancel, from float32 logs, rounded once (torch's rounds its own way)."""
 
     @staticmethod
     def forward(ctx, x, y):
         xp = xp_of(x)
         with np.errstate(divide="ignore"):
             log_x, log_1mx = xp.maximum(xp.log(x), -100), xp.maximum(xp.log1p(-x), -100)
-        ctx.x, ctx.y, ctx.logs = x, y, (log_x, log_1mx)
-        return -(y * log_x + (1 - y) * log_1mx)
+        ctx.x, ctx.y = x, y
+        return (y - 1) * log_1mx - y * log_x  # torch's order: 16-bit floats round each step, as its kernel
 
     @staticmethod
     def backward(ctx, g):
         xp, (nx, ny) = xp_of(g), ctx.needs_input_grad
         x, y = ctx.x, ctx.y
         gx = g * (x - y) / xp.maximum(x * (1 - x), 1e-12) if nx else None
-        gy = g * (ctx.logs[1] - ctx.logs[0]) if ny else None
-        return gx, gy
+        if not ny:
+            return gx, None
+        wide = upcast(x)  # (16 bits: two 16-bit logs would lose their difference)
+        with np.errstate(divide="ignore", invalid="ignore"):  # torch's: the logs unclamped, inf at 0 and 1
+            gy = -(xp.log(wide) - xp.log1p(-wide)) * upcast(g)
+        return gx, gy.astype(g.dtype, copy=False)
 
 
 def _log_sigmoid(xp, x):
@@ -923,11 +929,16 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     return BinaryCrossEntropyWithLogits.apply(input, target, weight, pos_weight, reduction)
 
 
-@float32_inside(promote=True)
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
                          reduction="mean"):
     """PyTorch's ``F.binary_cross_entropy`` of probabilities: ``-[y log x + (1 - y) log(1 - x)]``,
-    each log clamped at -100 as torch does (so x = 0 or 1 gives a finite loss)."""
+    each log clamped at -100 as torch does (so x = 0 or 1 gives a finite loss). 16-bit floats: torch's
+    kernel rounds every step of ``(y - 1) max(log1p(-x), -100) - y max(log x, -100)`` to 16 bits,
+    and so do NumPy's ufuncs here (bit for bit); dtypes promoted as torch's."""
+    floating = [a for a in (input, target, weight) if isinstance(a, Tensor)]
+    dtype = result_type(*floating)
+    input, target, weight = (a if not isinstance(a, Tensor) or a.dtype == dtype else a.to(dtype)
+                             for a in (input, target, weight))
     if tuple(target.shape) != tuple(input.shape):
         raise ValueError(f"Using a target size ({tuple(target.shape)}) that is different to the "
                          f"input size ({tuple(input.shape)}) is deprecated. Please ensure they "
