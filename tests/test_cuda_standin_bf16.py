@@ -327,3 +327,34 @@ def test_bf16_lora_llama_on_the_kernel_path_on_cuda(emulated_launches, monkeypat
     np.testing.assert_allclose(runs["cuda"][0], runs["cpu"][0], rtol=2.0**-8)
     for ours, reference in zip(runs["cuda"][1], runs["cpu"][1]):
         np.testing.assert_allclose(ours, reference, rtol=0.05, atol=1e-2)  # two Adam steps of lr 1e-2
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_16bit_losses_on_cuda(cuda14, dtype, reduction):
+    """cross_entropy (nll_loss's reduction) and binary_cross_entropy_with_logits on 16-bit cuda tensors.
+    torch's CPU kernel adds nll's row losses in a 16-bit cascade (minilora's cpu does too); its CUDA
+    kernel sums them in float32 and rounds once, which cuda follows here. The cascade's NumPy scalars
+    failed on CuPy ('expected number, got ndarray')."""
+    rng = np.random.default_rng(0)
+    logits, target = rng.standard_normal((37, 11)).astype(np.float32), rng.integers(0, 11, 37)
+    target[3] = -100
+    results = {}
+    for dev in ("cpu", "cuda"):
+        x = ml.tensor(logits, dtype=dtype, device=dev, requires_grad=True)
+        loss = ml.nn.functional.cross_entropy(x, ml.tensor(target, device=dev), reduction=reduction)
+        loss.sum().backward()
+        rows = ml.nn.functional.cross_entropy(x.detach(), ml.tensor(target, device=dev), reduction="none")
+        y = ml.tensor(logits > 0, dtype=dtype, device=dev)
+        bce = ml.nn.functional.binary_cross_entropy_with_logits(x.detach(), y, reduction=reduction)
+        results[dev] = [t.float().cpu().numpy() for t in (loss, x.grad, rows, bce)]
+    cpu, cuda = results["cpu"], results["cuda"]
+    np.testing.assert_array_equal(cuda[2], cpu[2])  # the row losses: the same 16-bit ops
+    np.testing.assert_array_equal(cuda[3], cpu[3])
+    if reduction == "none":
+        np.testing.assert_array_equal(cuda[0], cpu[0])
+    else:  # float32 sum of the 16-bit row losses, rounded once (torch's CUDA kernel)
+        total = cuda[2].astype(np.float32).sum(dtype=np.float32)
+        expected = total / np.float32(36) if reduction == "mean" else total
+        assert cuda[0] == np.float32(expected).astype(dtype).astype(np.float32)
+    np.testing.assert_allclose(cuda[1], cpu[1], rtol=1e-2, atol=1e-6)  # (mean: divisor 36 either way)

@@ -705,11 +705,13 @@ class NllLoss(Function):
         ctx.shape, ctx.safe, ctx.row_weight, ctx.reduction = logp.shape, safe, row_weight, reduction
         if reduction == "none":
             return losses
-        if logp.itemsize == 2:  # 16-bit floats: torch's order and roundings (see _cascade_sum)
+        if logp.itemsize == 2 and xp is np:  # 16-bit floats: torch's CPU order and roundings (_cascade_sum)
             return _nll_reduced_in_16_bits(ctx, xp, losses, row_weight, valid, weight is not None)
-        ctx.divisor = row_weight.sum().item() if reduction == "mean" else 1
+        # (16-bit on a GPU: torch's CUDA kernel sums in float32 and rounds once, as here)
+        wide_losses, wide_weights = upcast(losses), upcast(row_weight)
+        ctx.divisor = wide_weights.sum().item() if reduction == "mean" else 1
         with np.errstate(invalid="ignore"):  # every row ignored: 0 / 0 = nan, silently, as torch
-            return losses.sum() / logp.dtype.type(ctx.divisor)
+            return (wide_losses.sum() / wide_losses.dtype.type(ctx.divisor)).astype(logp.dtype)
 
     @staticmethod
     def backward(ctx, g):
