@@ -83,7 +83,7 @@ from .ops import (addcdiv, addcmul, broadcast_to, diff, fmod, hstack, log10, log
 from .ops import (acos, acosh, aminmax, arctan2, asin, asinh, atan, atan2, atanh, cosh, cross,  # noqa: E402,F401
                   cummax, cummin, erf, exp2, kthvalue, logaddexp, nan_to_num, sinh, tan)
 from .ops import bucketize, searchsorted  # noqa: E402,F401
-from .factories import as_tensor  # noqa: E402,F401
+from .factories import as_tensor, asarray  # noqa: E402,F401
 from .factories import (empty, empty_like, eye, full, full_like, is_tensor, linspace,  # noqa: E402,F401
                         multinomial, numel, randperm, ones, ones_like, rand, rand_like, randint, randn,
                         randn_like, tril_indices, triu_indices, zeros, zeros_like)

