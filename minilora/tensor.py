@@ -40,6 +40,7 @@ import functools
 import itertools
 import operator
 import time
+import warnings
 import weakref
 
 import numpy as np
@@ -51,6 +52,16 @@ from .dtypes import to_dtype as _to_dtype  # noqa: F401  (nn imports it from her
 
 __all__ = ["Tensor", "Function", "Context", "ShapeError", "tensor", "no_grad", "enable_grad", "set_grad_enabled",
            "is_grad_enabled", "inference_mode", "is_inference_mode_enabled"]
+
+# torch computes log(0) = -inf, 0/0 = nan and exp(1000) = inf silently; NumPy prints a RuntimeWarning
+# for each. Wrapping every op in np.errstate would cost ~0.8 us per op, and np.seterr would silence the
+# user's own NumPy code behind their back. A warnings filter costs nothing until a warning is raised and
+# is scoped: it drops only NumPy's floating-point messages, only when raised from minilora's own modules
+# (the frame that called the ufunc), so np.log(0) in user code still warns. (A filter the user adds
+# later, e.g. warnings.simplefilter("error"), is checked first and still applies.)
+warnings.filterwarnings("ignore", r"(divide by zero|invalid value|overflow|underflow) encountered",
+                        RuntimeWarning, r"minilora\.")
+
 
 class ShapeError(RuntimeError, ValueError):
     """Shapes that do not fit an op (broadcasting, matmul, reshape, cat, expand, permute). torch raises
