@@ -71,13 +71,38 @@ def adamw_update(param, grad, exp_avg, exp_avg_sq, scratch, *, step, lr, beta1, 
     # END SOLUTION
 
 
+def amsgrad_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, beta2, eps, weight_decay):
+    """``adamw_update`` with ``amsgrad=True`` (whole arrays, in place): the denominator uses ``max_exp_avg_sq``,
+    the largest ``v`` seen so far, so a weight's step never grows because its gradients became smaller
+    (Reddi et al.). torch's order of operations: ``torch.maximum(max_v, v, out=max_v)``, then
+    ``denom = sqrt(max_v) / sqrt(1 - beta2^t) + eps``."""
+    xp = xp_of(param)
+    if weight_decay:
+        param *= 1 - lr * weight_decay
+    scratch = grad - exp_avg
+    scratch *= 1 - beta1
+    exp_avg += scratch
+    xp.multiply(grad, grad, out=scratch)
+    scratch *= 1 - beta2
+    exp_avg_sq *= beta2
+    exp_avg_sq += scratch
+    xp.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+    xp.sqrt(max_exp_avg_sq, out=scratch)
+    scratch /= math.sqrt(1 - beta2 ** step)
+    scratch += eps
+    xp.divide(exp_avg, scratch, out=scratch)
+    scratch *= -(lr / (1 - beta1 ** step))
+    param += scratch
+
+
 def _fused_multiply_add(a, b, c):
     """``a * b + c`` rounded to float32 once, as an FMA instruction computes it (torch's CPU ``addcmul`` is
     ``fmadd(value * t1, t2, self)``): the float32 product is exact in float64."""
     return (a.astype(np.float64) * b + c).astype(np.float32)
 
 
-def adamw_update_16bit(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, eps, weight_decay):
+def adamw_update_16bit(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, eps, weight_decay,
+                       max_exp_avg_sq=None):
     """``adamw_update`` for a float16/bfloat16 parameter with state in its dtype, as torch's single-tensor
     AdamW runs it on the CPU: each torch op (``mul_``, ``lerp_``, ``addcmul_``, ``sqrt``, ``/``, ``add_``,
     ``addcdiv_``) computes in float32 with float32 scalars and rounds its result to the dtype once."""
@@ -91,7 +116,11 @@ def adamw_update_16bit(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, bet
     m = op(m + f32(1 - beta1) * (g - m))  # exp_avg.lerp_(grad, 1 - beta1): torch's lerp for weight < 0.5
     v = op(v * f32(beta2))  # exp_avg_sq.mul_(beta2)
     v = op(_fused_multiply_add(f32(1 - beta2) * g, g, v))  # .addcmul_(g, g, value=1 - beta2)
-    denom = op(op(op(np.sqrt(v)) / f32(math.sqrt(1 - beta2 ** step))) + f32(eps))
+    root_of = v
+    if max_exp_avg_sq is not None:  # amsgrad: torch.maximum(max_v, v) (exact: no rounding)
+        max_exp_avg_sq[...] = np.maximum(dtypes.upcast(max_exp_avg_sq), v).astype(dtype)
+        root_of = dtypes.upcast(max_exp_avg_sq)
+    denom = op(op(op(np.sqrt(root_of)) / f32(math.sqrt(1 - beta2 ** step))) + f32(eps))
     p = op(p + f32(-lr / (1 - beta1 ** step)) * m / denom)  # param.addcdiv_(exp_avg, denom, -step_size)
     param[...], exp_avg[...], exp_avg_sq[...] = p, m, v
 
@@ -103,8 +132,9 @@ class Adam(Optimizer):
     gradient, or AdamW's decoupled decay with ``decoupled_weight_decay=True``; ``maximize`` climbs.
 
     ``foreach``, ``fused`` and ``capturable`` choose among torch's implementations of the same
-    update; minilora accepts them and runs its own (fused kernel on ``cuda``/``emu``). ``amsgrad``
-    and ``differentiable`` are not implemented: ``True`` raises.
+    update; minilora accepts them and runs its own (fused kernel on ``cuda``/``emu``). ``amsgrad=True``
+    keeps a third array, ``max_exp_avg_sq`` (``amsgrad_update``). ``differentiable=True`` is not
+    implemented and raises.
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
@@ -117,10 +147,9 @@ class Adam(Optimizer):
 
     def _check_group(self, group, index):
         super()._check_group(group, index)
-        for name in ("amsgrad", "differentiable"):
-            if group.get(name):
-                raise NotImplementedError(f"{type(self).__name__}: {name}=True is not implemented in "
-                                          f"minilora (parameter group {index})")
+        if group.get("differentiable"):
+            raise NotImplementedError(f"{type(self).__name__}: differentiable=True is not implemented in "
+                                      f"minilora (parameter group {index})")
         _check_range(group, index, "eps", low=0.0)
         _check_range(group, index, "weight_decay", low=0.0)
         betas = group["betas"]
@@ -143,8 +172,14 @@ class Adam(Optimizer):
                     xp = p.device.xp
                     state.update(step=0, exp_avg=xp.zeros(p.shape, dtype=p.dtype),
                                  exp_avg_sq=xp.zeros(p.shape, dtype=p.dtype))
-                state["step"] += 1
+                    if group["amsgrad"]:
+                        state["max_exp_avg_sq"] = xp.zeros(p.shape, dtype=p.dtype)
+                if group["amsgrad"] and "max_exp_avg_sq" not in state:  # torch: a KeyError too
+                    raise KeyError("'max_exp_avg_sq': the parameter group has amsgrad=True, but a parameter's "
+                                   "state was made with amsgrad=False; switch amsgrad on only in a fresh optimizer")
                 todo.append((p, state, group))
+        for _, state, _ in todo:  # (counted once every parameter's state is known to be good)
+            state["step"] += 1
         if todo:  # update() below, or on emu/cuda kernel_update(): one launch of kernels/adamw.cu
             kernels.run_update(self, todo)
         return loss
@@ -152,15 +187,16 @@ class Adam(Optimizer):
     def update(self, todo):
         """The NumPy/CuPy update: every parameter cut into cache-sized pieces, the pieces shared out
         among the threads (``adamw_update`` on each)."""
-        pieces = [(arrays, state, group) for p, state, group in todo for arrays in self._pieces(p, state)]
+        pieces = [(arrays, state, group) for p, state, group in todo for arrays in self._pieces(p, state, group)]
         parallel.rows(self._update_pieces, pieces, work_per_row=CHUNK)
 
     # The fused kernel (kernels/adamw.cu): minilora.kernels.run_update runs kernel_update instead of
     # update on a device that launches kernels, for float32 contiguous parameters, when kernel_applies.
     @staticmethod
     def kernel_applies(todo):
-        """The kernel computes AdamW's rule: not Adam's L2 weight decay, not ``maximize``."""
-        return not any((g["weight_decay"] and not g["decoupled_weight_decay"]) or g["maximize"] for _, _, g in todo)
+        """The kernel computes AdamW's rule: not Adam's L2 weight decay, not ``maximize``, not ``amsgrad``."""
+        return not any((g["weight_decay"] and not g["decoupled_weight_decay"]) or g["maximize"] or g["amsgrad"]
+                       for _, _, g in todo)
 
     def kernel_update(self, todo):
         """Every parameter in ONE launch of the fused AdamW kernel. The launch's pointer and size tables
@@ -177,8 +213,8 @@ class Adam(Optimizer):
                            step=[st["step"] for _, st, _ in todo], device=todo[0][0].device, tables=tables)
 
     def _update_pieces(self, pieces):
-        """The NumPy/CuPy update of ``(param, grad, exp_avg, exp_avg_sq)`` pieces (any device)."""
-        for (param, grad, exp_avg, exp_avg_sq), state, group in pieces:
+        """The NumPy/CuPy update of ``(param, grad, exp_avg, exp_avg_sq[, max_exp_avg_sq])`` pieces (any device)."""
+        for (param, grad, exp_avg, exp_avg_sq, *amsgrad_max), state, group in pieces:
             beta1, beta2 = group["betas"]
             wd, decoupled = group["weight_decay"], group["decoupled_weight_decay"]
             if group["maximize"]:
@@ -187,20 +223,27 @@ class Adam(Optimizer):
                 grad = _with_l2(grad, param, wd)
             if rounds_each_op(param.dtype):  # a bf16/fp16 parameter, its state in its dtype (as torch)
                 adamw_update_16bit(param, grad, exp_avg, exp_avg_sq, step=state["step"], lr=group["lr"], beta1=beta1,
-                                   beta2=beta2, eps=group["eps"], weight_decay=wd if decoupled else 0.0)
+                                   beta2=beta2, eps=group["eps"], weight_decay=wd if decoupled else 0.0,
+                                   max_exp_avg_sq=amsgrad_max[0] if amsgrad_max else None)
+                continue
+            if amsgrad_max:
+                amsgrad_update(param, grad, exp_avg, exp_avg_sq, amsgrad_max[0], step=state["step"], lr=group["lr"],
+                               beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=wd if decoupled else 0.0)
                 continue
             adamw_update(param, grad, exp_avg, exp_avg_sq, xp_of(param).empty_like(param),
                          step=state["step"], lr=group["lr"], beta1=beta1, beta2=beta2,
                          eps=group["eps"], weight_decay=wd if decoupled else 0.0)
 
     @staticmethod
-    def _pieces(p, state):
+    def _pieces(p, state, group):
         """Matching ``(param, grad, exp_avg, exp_avg_sq)`` pieces of one parameter, to update in turn.
 
         On the CPU, with contiguous arrays: flat CHUNK-element views (cache-sized; writing into a
         view writes the parameter). Otherwise (CuPy, or a strided parameter): the whole arrays.
         """
         arrays = (p._array, p.grad._array, state["exp_avg"], state["exp_avg_sq"])
+        if group["amsgrad"]:  # the whole arrays and max_exp_avg_sq, in one piece
+            return [arrays + (state["max_exp_avg_sq"],)]
         written = (p._array, state["exp_avg"], state["exp_avg_sq"])  # flat views must be views
         if xp_of(p._array) is not np or not all(a.flags.c_contiguous for a in written):
             return [arrays]

@@ -54,8 +54,8 @@ class Optimizer:
         self._check_group(group, index)
         taken = {id(p) for g in self.param_groups for p in g["params"]}
         if any(id(p) in taken for p in group["params"]):
-            raise ValueError(f"parameter group {index} contains parameters that are already in "
-                             f"another group; each parameter may appear in only one group")
+            raise ValueError(f"some parameters appear in more than one parameter group: parameter group "
+                             f"{index} contains parameters that are already in another group")
         self.param_groups.append(group)
 
     def _check_group(self, group, index):
@@ -127,17 +127,17 @@ class Optimizer:
 
         Also takes torch's own ``optimizer.state_dict()`` (tensors, or the same converted to NumPy
         arrays): ``step`` may be a 0-d tensor/array, and torch's extra group entries (``foreach``,
-        ``fused``, ...) are kept; one minilora cannot honour (``amsgrad=True``) raises."""
+        ``fused``, ...) are kept; one minilora cannot honour (``differentiable=True``) raises."""
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
-            raise ValueError(f"loaded state dict has {len(groups)} parameter groups, but the "
-                             f"optimizer has {len(self.param_groups)}")
+            raise ValueError(f"loaded state dict has a different number of parameter groups: "
+                             f"{len(groups)} parameter groups, but the optimizer has {len(self.param_groups)}")
         params = self._all_params()
         for i, (saved, own) in enumerate(zip(groups, self.param_groups)):
             if len(saved["params"]) != len(own["params"]):
-                raise ValueError(f"parameter group {i}: loaded state dict has "
-                                 f"{len(saved['params'])} parameters, the optimizer has "
-                                 f"{len(own['params'])}")
+                raise ValueError(f"loaded state dict contains a parameter group that doesn't match the size "
+                                 f"of optimizer's group (parameter group {i}: loaded state dict has "
+                                 f"{len(saved['params'])} parameters, the optimizer has {len(own['params'])})")
         new_state = defaultdict(dict)
         for key, st in state_dict["state"].items():
             i = int(key)
@@ -209,16 +209,33 @@ def _check_ordered(params):
                         "their order numbers them in state_dict()")
 
 
+# torch's names for its hyperparameters in "Invalid ...: value" errors
+_TORCH_LABELS = {"lr": "learning rate", "eps": "epsilon value", "weight_decay": "weight_decay value",
+                 "momentum": "momentum value", "betas[0]": "beta parameter at index 0",
+                 "betas[1]": "beta parameter at index 1"}
+
+
 def _check_range(group, index, name, low=None, high=None, high_open=False):
-    """``low <= group[name]`` and ``group[name] <= high`` (``< high`` if ``high_open``)."""
-    value = group[name]
+    """``low <= group[name]`` and ``group[name] <= high`` (``< high`` if ``high_open``), refused in torch's
+    words ("Invalid learning rate: -0.1"). A 0-d tensor (``lr=torch.tensor(1e-3)``, which torch takes) counts
+    as its number."""
+    value = _as_number(group[name])
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise TypeError(f"{name} must be a number, got {value!r} (parameter group {index})")
     too_high = high is not None and (value >= high if high_open else value > high)
     if (low is not None and value < low) or too_high or value != value:  # value != value: NaN
         bound = f"[{low}, {high}{')' if high_open else ']'}" if high is not None else f">= {low}"
-        raise ValueError(f"invalid {name}: {value} (must be {bound}; parameter group {index})")
+        raise ValueError(f"Invalid {_TORCH_LABELS.get(name, name + ' value')}: {value}; invalid {name}: {value} "
+                         f"(must be {bound}; parameter group {index})")
     group[name] = float(value)  # Python floats keep float32 updates in float32 (NumPy 2 rules)
+
+
+def _as_number(value):
+    """A one-element 0-d tensor or array (minilora's, torch's, NumPy's) as its Python number; anything else
+    as it is."""
+    if hasattr(value, "item") and getattr(value, "shape", None) == () and not isinstance(value, bool):
+        return value.item()
+    return value
 
 
 def rounds_each_op(dtype):

@@ -35,11 +35,11 @@ class SGD(Optimizer):
             raise NotImplementedError(f"SGD: differentiable=True is not implemented in minilora "
                                       f"(parameter group {index})")
         _check_range(group, index, "momentum", low=0.0)
-        _check_range(group, index, "dampening", low=0.0)
+        _check_range(group, index, "dampening")  # torch checks no range: (1 - dampening) > 1 is allowed
         _check_range(group, index, "weight_decay", low=0.0)
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
-            raise ValueError(f"Nesterov momentum requires a momentum > 0 and zero dampening "
-                             f"(parameter group {index})")
+            raise ValueError(f"Nesterov momentum requires a momentum and zero dampening (momentum > 0, "
+                             f"dampening 0; parameter group {index})")
 
     def step(self, closure=None):
         """Update every trainable parameter that has a gradient; returns ``closure()``'s loss."""

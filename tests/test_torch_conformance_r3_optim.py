@@ -1,0 +1,169 @@
+"""Training-loop code as torch tutorials write it, run in torch and in minilora side by side (float64, the same
+initial weights and gradients): optimizer trajectories and errors, learning-rate schedules read through
+``get_last_lr()`` and ``param_groups``, gradient clipping and checkpoints of the whole training state."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+import minilora as ml
+from minilora import nn, optim
+from minilora.optim import lr_scheduler as L
+
+torch = pytest.importorskip("torch")
+TL = torch.optim.lr_scheduler
+
+
+def _twins(seed=0, shapes=((3, 4), (5,))):
+    """The same float64 parameters in minilora and in torch."""
+    rng = np.random.default_rng(seed)
+    values = [rng.standard_normal(s) for s in shapes]
+    return [nn.Parameter(v.copy()) for v in values], [torch.nn.Parameter(torch.tensor(v.copy())) for v in values]
+
+
+def _lib(ml_or_torch):
+    """``(optim module, scheduler module)`` of one library."""
+    return (optim, L) if ml_or_torch is ml else (torch.optim, TL)
+
+
+def _set_grads(params, grads, lib):
+    for p, g in zip(params, grads):
+        p.grad = None if g is None else lib.tensor(g)
+
+
+def _train(lib, params, opt, steps, seed=1, skip=None, every_step=None):
+    """``steps`` optimizer steps on the same random gradients; ``skip[i]``: parameter i has no gradient
+    in the first ``skip[i]`` steps. Returns the parameters' values."""
+    rng = np.random.default_rng(seed)
+    for step in range(steps):
+        grads = [rng.standard_normal(tuple(p.shape)) for p in params]
+        grads = [None if skip and step < skip.get(i, 0) else g for i, g in enumerate(grads)]
+        _set_grads(params, grads, lib)
+        opt.step()
+        if every_step:
+            every_step(step, opt)
+    return [np.array(p.detach().numpy()) for p in params]
+
+
+def _same_trajectory(make, steps=8, groups=True, **train_options):
+    """``make(optim_module, params_or_groups)`` in both libraries, trained alike: the same weights
+    (to float64 rounding) and the same state names; returns the two optimizers."""
+    ours, theirs = _twins()
+    results, optimizers = [], []
+    for lib, params in ((ml, ours), (torch, theirs)):
+        module, _ = _lib(lib)
+        arg = [{"params": params[:1]}, {"params": params[1:], "lr": 0.03, "weight_decay": 0.2}] if groups else params
+        opt = make(module, arg)
+        results.append(_train(lib, params, opt, steps, **train_options))
+        optimizers.append(opt)
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    opt, topt = optimizers
+    for p, t in zip(ours, theirs):
+        assert set(opt.state[p]) == set(topt.state[t])
+    return opt, topt
+
+
+def _error(call):
+    with pytest.raises(Exception) as info:
+        call()
+    return info.value
+
+
+def _same_error(ml_call, torch_call, words=None):
+    """Both raise the same exception type; minilora's message contains torch's (or ``words``)."""
+    theirs, ours = _error(torch_call), _error(ml_call)
+    assert type(ours) is type(theirs), (ours, theirs)
+    assert (words or str(theirs)) in str(ours), (str(ours), str(theirs))
+
+
+# ---- optimizers: hyperparameters refused with torch's words ---------------------------------------
+BAD_HYPERPARAMETERS = [
+    ("SGD", (-0.1,), {}), ("SGD", (), {"lr": -1e-3}), ("SGD", (0.1, -0.5), {}), ("SGD", (0.1,), {"weight_decay": -1}),
+    ("SGD", (0.1, 0.0), {"nesterov": True}), ("SGD", (0.1, 0.9, 0.1, 0, True), {}),
+    ("Adam", (-0.1,), {}), ("Adam", (1e-3, (1.0, 0.9)), {}), ("Adam", (), {"betas": (0.9, 1.0)}),
+    ("Adam", (), {"betas": (-0.1, 0.9)}), ("Adam", (1e-3, (0.9, 0.99), -1e-8), {}), ("Adam", (), {"weight_decay": -0.1}),
+    ("AdamW", (), {"lr": -2.0}), ("AdamW", (), {"eps": -1.0}), ("AdamW", (), {"betas": (0.9, 2.0)}),
+]
+
+
+@pytest.mark.parametrize("name,args,kwargs", BAD_HYPERPARAMETERS)
+def test_bad_hyperparameters_are_refused_in_torchs_words(name, args, kwargs):
+    ours, theirs = _twins()
+    _same_error(lambda: getattr(optim, name)(ours, *args, **kwargs),
+                lambda: getattr(torch.optim, name)(theirs, *args, **kwargs))
+
+
+def test_negative_dampening_is_accepted_as_torch():
+    """torch does not check ``dampening``: (1 - dampening) > 1 is an odd but valid choice."""
+    _same_trajectory(lambda O, p: O.SGD(p, 0.1, 0.9, -0.5))
+
+
+def test_zero_dim_tensors_as_hyperparameters():
+    """``lr=torch.tensor(0.01)`` (and betas as tensors) is accepted by torch: minilora takes 0-d tensors too."""
+    ours, theirs = _twins()
+    runs = []
+    for lib, params in ((ml, ours), (torch, theirs)):
+        def t(value):  # float64: torch computes bias corrections in the tensors' dtype
+            return lib.tensor(value, dtype=lib.float64)
+        opt = _lib(lib)[0].Adam(params, lr=t(0.1), betas=(t(0.8), t(0.99)))
+        runs.append(_train(lib, params, opt, 4))
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    with pytest.raises(TypeError):
+        optim.SGD(ours, lr=ml.tensor([0.1, 0.2]))
+
+
+# ---- optimizers: amsgrad ------------------------------------------------------------------------------
+@pytest.mark.parametrize("make", [
+    lambda O, p: O.Adam(p, 0.1, amsgrad=True),
+    lambda O, p: O.Adam(p, 0.1, (0.8, 0.9), 1e-6, 0.1, True),
+    lambda O, p: O.Adam(p, lr=0.05, amsgrad=True, maximize=True, weight_decay=0.1, decoupled_weight_decay=True),
+    lambda O, p: O.AdamW(p, lr=0.1, amsgrad=True),
+    lambda O, p: O.AdamW(p, 0.1, (0.5, 0.7), 1e-8, 0.3, True, maximize=True),
+], ids=["Adam", "Adam positional L2", "Adam decoupled maximize", "AdamW", "AdamW positional maximize"])
+def test_amsgrad_matches_torch(make):
+    opt, topt = _same_trajectory(make, steps=10, skip={1: 3})
+    assert set(opt.state[opt.param_groups[0]["params"][0]]) == {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
+
+
+def test_amsgrad_state_dict_loads_from_torch_and_continues_alike():
+    ours, theirs = _twins()
+    topt = torch.optim.AdamW(theirs, lr=0.1, amsgrad=True)
+    _train(torch, theirs, topt, 3)
+    fresh = [nn.Parameter(t.detach().numpy().copy()) for t in theirs]
+    opt = optim.AdamW(fresh, lr=0.5)  # built with other hyperparameters: the saved ones win, as in torch
+    opt.load_state_dict(topt.state_dict())
+    assert opt.param_groups[0]["amsgrad"] is True and opt.param_groups[0]["lr"] == 0.1
+    a, b = _train(ml, fresh, opt, 3, seed=5), _train(torch, theirs, topt, 3, seed=5)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14)
+    assert set(opt.state_dict()["state"][0]) == set(topt.state_dict()["state"][0])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_amsgrad_in_16_bits_matches_torch(dtype):
+    """torch keeps a 16-bit parameter's state (max_exp_avg_sq too) in its dtype, every op rounded once."""
+    rng = np.random.default_rng(4)
+    start, grads = rng.standard_normal(64), [rng.standard_normal(64) for _ in range(6)]
+    p, t = nn.Parameter(ml.tensor(start, dtype=dtype)), torch.nn.Parameter(torch.tensor(start).to(getattr(torch, dtype)))
+    opt, topt = optim.AdamW([p], lr=0.01, eps=1e-4, amsgrad=True), torch.optim.AdamW([t], lr=0.01, eps=1e-4, amsgrad=True)
+    for g in grads:
+        p.grad, t.grad = ml.tensor(g, dtype=dtype), torch.tensor(g).to(getattr(torch, dtype))
+        opt.step()
+        topt.step()
+    np.testing.assert_array_equal(p.float().numpy(), t.detach().float().numpy())
+    np.testing.assert_array_equal(ml.tensor(opt.state[p]["max_exp_avg_sq"]).float().numpy(),
+                                  topt.state[t]["max_exp_avg_sq"].float().numpy())
+
+
+def test_switching_amsgrad_on_mid_run_is_refused_before_any_change():
+    ours, theirs = _twins()
+    for lib, params in ((torch, theirs), (ml, ours)):
+        opt = _lib(lib)[0].Adam(params, lr=0.1)
+        _train(lib, params, opt, 1)
+        opt.param_groups[0]["amsgrad"] = True
+        with pytest.raises(KeyError, match="max_exp_avg_sq"):
+            _train(lib, params, opt, 1)
+    assert opt.state[ours[0]]["step"] == 1
