@@ -6,6 +6,8 @@ option minilora does not implement (``inplace=True``, ``max_norm=``) raises rath
 """
 import warnings
 
+import numpy as np
+
 from .. import ops
 from ..ops.nn import binary_cross_entropy, binary_cross_entropy_with_logits  # noqa: F401
 from ..ops.nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1_loss  # noqa: F401
@@ -38,7 +40,23 @@ def linear(input, weight, bias=None):
         if bias is not None:  # torch refuses this combination too
             raise RuntimeError("linear: a bias needs a 2-D weight (mat2 must be a matrix, got 1-D tensor)")
         return ops.matmul(input, weight)
-    return ops.linear(input, weight, bias)
+    if bias is None or tuple(bias.shape) == (weight.shape[0],):  # the fused node (the common case)
+        return ops.linear(input, weight, bias)
+    return _linear_with_broadcast_bias(input, weight, bias)
+
+
+def _linear_with_broadcast_bias(input, weight, bias):
+    """A bias of another shape that broadcasts to the output (a 0-d or [1] bias): added as its own op,
+    so that its gradient is summed back to its shape (the fused node expects [out_features])."""
+    out_shape = (*input.shape[:-1], weight.shape[0])
+    try:
+        fits = np.broadcast_shapes(tuple(bias.shape), out_shape) == out_shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise RuntimeError(f"linear: the bias of shape {tuple(bias.shape)} does not broadcast to the "
+                           f"output's shape {out_shape}")
+    return ops.linear(input, weight) + bias
 
 
 def relu(input, inplace=False):

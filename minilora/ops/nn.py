@@ -627,6 +627,8 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     logits = _classes_last(input, "cross_entropy")
     weight = _class_weight("cross_entropy", weight, logits)
     if is_floating(getattr(_array(target), "dtype", np.dtype(np.int64))):  # class probabilities
+        if ignore_index >= 0:  # a class to ignore: torch refuses rather than ignoring the option silently
+            raise RuntimeError("ignore_index is not supported for floating point target")
         loss = _soft_cross_entropy(input, logits, target, weight, reduction, label_smoothing)
     else:
         targets = _class_targets("cross_entropy", input, _array(target))
@@ -1050,8 +1052,8 @@ def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable
     if query.ndim < 2 or key.ndim != query.ndim or value.ndim != query.ndim:
         raise RuntimeError(f"scaled_dot_product_attention: query, key and value must have the same "
                            f"number (>= 2) of dimensions, got {query.shape}, {key.shape}, {value.shape}")
-    if not 0.0 <= dropout_p <= 1.0:
-        raise ValueError(f"scaled_dot_product_attention: dropout_p must be in [0, 1], got {dropout_p}")
+    if not 0.0 <= dropout_p <= 1.0:  # a RuntimeError, as torch's kernels raise
+        raise RuntimeError(f"scaled_dot_product_attention: dropout_p must be in [0, 1], got {dropout_p}")
     if is_causal and attn_mask is not None:  # torch's documented rule (and its error)
         raise RuntimeError("scaled_dot_product_attention: explicit attn_mask should not be set when "
                            "is_causal=True; put the causal part into the mask")
@@ -1105,7 +1107,19 @@ def _attention_bias(attn_mask, query, tq, tk, is_causal):
     else:
         raise RuntimeError(f"scaled_dot_product_attention: expected attn_mask dtype to be bool or float, "
                            f"got {mask.dtype}")
+    scores_shape = (*query.shape[:-2], tq, tk)
+    if _broadcast_shape(mask.shape, scores_shape) != scores_shape:  # checked here, not deep in NumPy
+        raise RuntimeError(f"scaled_dot_product_attention: attn_mask of shape {tuple(mask.shape)} does not "
+                           f"broadcast to the attention scores' shape {scores_shape} ([..., L, S])")
     return mask
+
+
+def _broadcast_shape(*shapes):
+    """The shape ``shapes`` broadcast to, or None where they do not."""
+    try:
+        return np.broadcast_shapes(*shapes)
+    except ValueError:
+        return None
 
 
 def _as_4d(t, heads_first=False):
@@ -1198,9 +1212,11 @@ def pad(input, pad, mode="constant", value=None):
         raise NotImplementedError(f"Unrecognised padding mode {mode} (choose 'constant', 'reflect', "
                                   f"'replicate' or 'circular')")
     pad = tuple(int(p) for p in pad)
-    if len(pad) % 2 or len(pad) // 2 > input.ndim:
-        raise ValueError(f"pad: padding length must be even and at most twice the number of dimensions "
-                         f"({input.ndim}), got {len(pad)}")
+    if len(pad) % 2:  # RuntimeErrors with torch's words, as torch
+        raise RuntimeError(f"Padding length must be divisible by 2, got {len(pad)}")
+    if len(pad) // 2 > input.ndim:
+        raise RuntimeError(f"Padding length should be less than or equal to two times the input dimension "
+                           f"but got padding length {len(pad)} and input of dimension {input.ndim}")
     if mode != "constant":
         if value is not None and value != 0:
             raise RuntimeError(f"Padding mode \"{mode}\" doesn't take in value argument")
@@ -1261,7 +1277,9 @@ def one_hot(tensor, num_classes=-1):
     if ids.size and ids.min() < 0:
         raise RuntimeError("one_hot: class values must be non-negative")
     if num_classes == -1:
-        num_classes = int(ids.max()) + 1 if ids.size else 0
+        if not ids.size:  # nothing to read the number of classes from
+            raise RuntimeError("Can not infer total number of classes from empty tensor.")
+        num_classes = int(ids.max()) + 1
     if ids.size and ids.max() >= num_classes:
         raise RuntimeError(f"one_hot: class values must be smaller than num_classes ({num_classes})")
     out = (ids[..., None] == xp.arange(num_classes)).astype(np.int64)

@@ -1,0 +1,122 @@
+"""torch.nn / torch.nn.functional conformance, round 3: tutorial-style calls run in torch 2.13 and
+minilora side by side (float64, same weights), for the corners earlier rounds left: attention mask
+shapes, soft-label cross-entropy with ignore_index, embedding max_norm / scale_grad_by_freq,
+linear with a broadcast bias, pad errors, reprs, and nn.init's gains and initialisers.
+"""
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+import minilora as ml
+from minilora import nn
+from minilora.nn import functional as F
+from minilora.nn import init
+
+torch = pytest.importorskip("torch")
+TF, tnn, tinit = torch.nn.functional, torch.nn, torch.nn.init
+
+
+def _np(x):
+    return x.detach().numpy() if hasattr(x, "detach") else np.asarray(x.numpy())
+
+
+def pair(array, requires_grad=False):
+    """The same values as a minilora and a torch tensor (floats as float64)."""
+    array = np.asarray(array)
+    if array.dtype.kind == "f":
+        array = array.astype(np.float64)
+    return (ml.tensor(array.copy(), requires_grad=requires_grad),
+            torch.tensor(array.copy(), requires_grad=requires_grad))
+
+
+def close(ours, theirs, rtol=1e-10, atol=1e-12):
+    np.testing.assert_allclose(_np(ours), _np(theirs), rtol=rtol, atol=atol)
+
+
+def same_error(ml_call, torch_call):
+    """Both raise, minilora with torch's exception type; returns minilora's message."""
+    with pytest.raises(Exception) as theirs:
+        torch_call()
+    with pytest.raises(type(theirs.value)) as ours:
+        ml_call()
+    return str(ours.value)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+# ---- scaled_dot_product_attention ------------------------------------------------------------------
+@pytest.mark.parametrize("mask_shape", [(4, 5), (2, 3, 5), (1, 2, 4, 3, 5)])
+def test_sdpa_mask_that_does_not_broadcast_is_torchs_runtime_error(rng, mask_shape):
+    (q, tq), (k, tk) = pair(rng.standard_normal((2, 4, 3, 8))), pair(rng.standard_normal((2, 4, 5, 8)))
+    (m, tm) = pair(rng.random(mask_shape) > 0.3)
+    message = same_error(lambda: F.scaled_dot_product_attention(q, k, k, attn_mask=m),
+                         lambda: TF.scaled_dot_product_attention(tq, tk, tk, attn_mask=tm))
+    assert "attn_mask" in message and str(tuple(mask_shape)) in message
+
+
+@pytest.mark.parametrize("mask_shape", [(3, 5), (1, 5), (2, 1, 3, 5), (4, 3, 1)])
+def test_sdpa_broadcast_masks_and_grads(rng, mask_shape):
+    (q, tq), (k, tk), (v, tv) = (pair(rng.standard_normal(s), True) for s in ((2, 4, 3, 8), (2, 4, 5, 8), (2, 4, 5, 6)))
+    (m, tm) = pair(rng.standard_normal(mask_shape))
+    out, tout = F.scaled_dot_product_attention(q, k, v, m), TF.scaled_dot_product_attention(tq, tk, tv, tm)
+    close(out, tout)
+    out.sum().backward()
+    tout.sum().backward()
+    for ours, theirs in ((q, tq), (k, tk), (v, tv)):
+        close(ours.grad, theirs.grad)
+
+
+def test_sdpa_negative_dropout_p_is_a_runtime_error(rng):
+    (q, tq) = pair(rng.standard_normal((1, 1, 2, 4)))
+    same_error(lambda: F.scaled_dot_product_attention(q, q, q, dropout_p=-0.1),
+               lambda: TF.scaled_dot_product_attention(tq, tq, tq, dropout_p=-0.1))
+
+
+# ---- losses --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("ignore_index", [0, 2])
+def test_cross_entropy_probability_targets_refuse_a_class_to_ignore(rng, ignore_index):
+    (x, tx) = pair(rng.standard_normal((4, 3)))
+    (t, tt) = pair(np.full((4, 3), 1 / 3))
+    message = same_error(lambda: F.cross_entropy(x, t, ignore_index=ignore_index),
+                         lambda: TF.cross_entropy(tx, tt, ignore_index=ignore_index))
+    assert "ignore_index is not supported for floating point target" in message
+    for negative in (-100, -1):  # no class has a negative index: torch computes the loss
+        close(F.cross_entropy(x, t, ignore_index=negative), TF.cross_entropy(tx, tt, ignore_index=negative))
+
+
+def test_one_hot_of_an_empty_tensor_needs_num_classes():
+    (ids, tids) = pair(np.zeros(0, dtype=np.int64))
+    message = same_error(lambda: F.one_hot(ids), lambda: TF.one_hot(tids))
+    assert "Can not infer total number of classes from empty tensor" in message
+    assert F.one_hot(ids, 4).shape == tuple(TF.one_hot(tids, 4).shape) == (0, 4)
+
+
+# ---- linear --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("x_shape", [(5,), (3, 5), (2, 3, 5)])
+@pytest.mark.parametrize("bias_shape", [(), (1,)])
+def test_linear_with_a_broadcast_bias_has_torchs_gradients(rng, x_shape, bias_shape):
+    (x, tx), (w, tw), (b, tb) = (pair(rng.standard_normal(s), True) for s in (x_shape, (4, 5), bias_shape))
+    out, tout = F.linear(x, w, b), TF.linear(tx, tw, tb)
+    close(out, tout)
+    seed = rng.standard_normal(tuple(tout.shape))
+    (out * ml.tensor(seed)).sum().backward()
+    (tout * torch.tensor(seed)).sum().backward()
+    for ours, theirs in ((x, tx), (w, tw), (b, tb)):
+        close(ours.grad, theirs.grad)
+
+
+def test_linear_with_a_bias_that_does_not_broadcast_is_a_runtime_error(rng):
+    (x, tx), (w, tw), (b, tb) = (pair(rng.standard_normal(s)) for s in ((3, 5), (4, 5), (3,)))
+    same_error(lambda: F.linear(x, w, b), lambda: TF.linear(tx, tw, tb))
+
+
+# ---- pad -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("pads", [(1,), (1, 1, 1), (1, 1, 1, 1, 1, 1, 1, 1)])
+def test_pad_bad_lengths_are_torchs_runtime_errors(rng, pads):
+    (x, tx) = pair(rng.standard_normal((2, 3, 5)))
+    same_error(lambda: F.pad(x, pads), lambda: TF.pad(tx, pads))
