@@ -3,12 +3,21 @@
 Routes (vLLM's names for the adapter routes)::
 
     GET  /v1/models                  the base model and every loaded adapter
-    POST /v1/completions             {"model", "prompt", "max_tokens", "temperature", "top_p", "seed",
-                                      "stop", "stream", "top_k"}; "model" names an adapter or the base
+    POST /v1/completions             {"model", "prompt", ...}; "model" names an adapter or the base
     POST /v1/chat/completions        {"model", "messages", ...} (only if the tokenizer has a chat template)
     POST /v1/load_lora_adapter       {"lora_name", "lora_path"}
     POST /v1/unload_lora_adapter     {"lora_name"}
     GET  /health
+
+The request parameters are OpenAI's, read as vLLM's server reads them: ``max_tokens`` (left out: 16
+for a completion, the rest of the context for a chat; ``null``: the rest of the context), ``temperature``
+(0: greedy), ``top_p``, ``n`` (choice i samples with ``seed + i``), ``seed``, ``stop`` (the stop text is
+not in the output), ``presence_penalty``, ``frequency_penalty``, ``logit_bias``, ``logprobs`` (the
+model's own log-probabilities; chat: ``logprobs``/``top_logprobs``), ``echo``, ``stream`` and
+``stream_options.include_usage``; a completion's ``prompt`` may be a list of prompts. vLLM's extras:
+``top_k``, ``repetition_penalty``, ``stop_token_ids``, ``ignore_eos``. Parameters this server does not
+implement (``suffix``, ``tools``, ``response_format``, ``best_of`` other than n) are taken only at their
+"off" value; anything else unknown is refused by name, never ignored.
 
 Sampling defaults are OpenAI's and vLLM's, not transformers' ``generate``: ``temperature`` 1, ``top_p`` 1
 and no top-k filter (vLLM's extra ``top_k``: 0 or -1 keeps every token, as vLLM; ``minilora generate``
@@ -21,21 +30,33 @@ A client that disconnects cancels its request: the engine frees its batch slot a
 """
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 import uuid
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
+from ..tokenizer import ByteTokenizer
 from .engine import EngineError, Request
 
 __all__ = ["create_app"]
 
-_COMPLETION_KEYS = {"model", "prompt", "max_tokens", "temperature", "top_p", "seed", "stop", "stream", "n", "user",
-                    "top_k"}
-_CHAT_KEYS = (_COMPLETION_KEYS - {"prompt", "max_tokens"}) | {"messages", "max_tokens", "max_completion_tokens"}
+# Every parameter vLLM's OpenAI server takes that this server implements (vLLM's extras: top_k,
+# repetition_penalty, stop_token_ids, ignore_eos). A name outside these is refused, never ignored.
+_SAMPLING_KEYS = {"model", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stop_token_ids", "stream",
+                  "stream_options", "n", "user", "presence_penalty", "frequency_penalty", "repetition_penalty",
+                  "logit_bias", "ignore_eos", "logprobs", "response_format"}
+_COMPLETION_KEYS = _SAMPLING_KEYS | {"prompt", "echo", "best_of", "suffix"}
+_CHAT_KEYS = _SAMPLING_KEYS | {"messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice"}
+# Parameters of the API this server does not implement, taken only at the value that means "off"
+# (clients and frameworks send them with those values on every request).
+_OFF = {"suffix": (None, ""), "tools": (None, []), "tool_choice": (None, "none"),
+        "response_format": (None, {"type": "text"})}
+_MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
 _POLL_SECONDS = 0.25  # how often a waiting non-streaming request checks whether its client is still there
 
 
@@ -58,30 +79,113 @@ def _number(body, name, default, low, high, integer=False):
     return value
 
 
-def _options(body, allowed, default_max_tokens, defaults):
-    """The sampling options shared by both endpoints, checked as OpenAI's API documents them. Anything
-    else (logprobs, logit_bias, stream_options, ...) is refused by name rather than ignored. What the
-    request leaves out comes from ``defaults`` (the engine's: OpenAI's, or the model's generation_config)."""
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise EngineError(400, f"unsupported parameter(s) {unknown}", unknown[0])
-    if body.get("n", 1) != 1:
-        raise EngineError(400, "only n=1 is supported", "n")
+def _flag(body, name):
+    value = body.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise EngineError(400, f"{name} must be true or false, got {value!r}", name)
+    return bool(value)
+
+
+def _max_tokens(body, default):
+    """The request's max_tokens (chat: max_completion_tokens, its newer name). Left out: ``default``;
+    an explicit null: None, "the rest of the context", as vLLM reads it."""
+    name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    if name in body and body[name] is None:
+        return None
+    return _number({name: body.get(name, default)}, name, default, 1, 1 << 20, integer=True)
+
+
+def _token_ids(body, name, vocab_size):
+    ids = body.get(name) or []
+    if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab_size
+                                            for t in ids):
+        raise EngineError(400, f"{name} must be a list of token ids in [0, {vocab_size})", name)
+    return ids
+
+
+def _logit_bias(body, vocab_size):
+    """OpenAI's ``{"token id": bias}``, each bias in [-100, 100]."""
+    bias = body.get("logit_bias") or {}
+    if not isinstance(bias, dict):
+        raise EngineError(400, "logit_bias must be an object mapping token ids to numbers in [-100, 100]", "logit_bias")
+    parsed = {}
+    for key, value in bias.items():
+        token = int(key) if isinstance(key, str) and key.strip().isdigit() else -1
+        if not 0 <= token < vocab_size:
+            raise EngineError(400, f"logit_bias: {key!r} is not a token id in [0, {vocab_size})", "logit_bias")
+        parsed[token] = _number({"logit_bias": value}, "logit_bias", None, -100, 100)
+    return parsed
+
+
+def _logprobs(body, chat):
+    """How many likeliest tokens to report beside each chosen one (None: no logprobs). Completions take
+    ``logprobs: k``; chat takes ``logprobs: true`` and ``top_logprobs: k``, as OpenAI's API."""
+    if not chat:
+        return _number(body, "logprobs", None, 0, _MAX_LOGPROBS, integer=True)
+    top = _number(body, "top_logprobs", None, 0, _MAX_LOGPROBS, integer=True)
+    if not _flag(body, "logprobs"):
+        if top:
+            raise EngineError(400, "top_logprobs needs logprobs: true", "top_logprobs")
+        return None
+    return top or 0
+
+
+def _stop(body):
     stop = body.get("stop")
     stop = [] if stop is None else [stop] if isinstance(stop, str) else stop
     if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) for s in stop):
         raise EngineError(400, "stop must be a string or a list of at most 4 strings", "stop")
+    return stop
+
+
+def _include_usage(body, stream):
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if not stream:
+        raise EngineError(400, "stream_options can only be given with stream: true", "stream_options")
+    if not isinstance(options, dict) or set(options) - {"include_usage", "continuous_usage_stats"}:
+        raise EngineError(400, "stream_options takes {\"include_usage\": bool}", "stream_options")
+    if _flag(options, "continuous_usage_stats"):
+        raise EngineError(400, "stream_options.continuous_usage_stats is not supported", "stream_options")
+    return _flag(options, "include_usage")
+
+
+def _options(body, chat, vocab_size, defaults):
+    """(options for every ``Request``, n, stream, include_usage, echo): the request's parameters checked as
+    OpenAI's API documents them (vLLM's ranges for its extras). Anything unknown is refused by name
+    rather than ignored. What the request leaves out comes from ``defaults`` (the engine's: OpenAI's,
+    or the model's generation_config). ``max_tokens`` None: the rest of the context."""
+    unknown = sorted(set(body) - (_CHAT_KEYS if chat else _COMPLETION_KEYS))
+    if unknown:
+        raise EngineError(400, f"unsupported parameter(s) {unknown}", unknown[0])
+    for name, off in _OFF.items():
+        if body.get(name) not in off:
+            raise EngineError(400, f"{name} is not supported (only {off[-1]!r})", name)
+    n = _number(body, "n", 1, 1, 128, integer=True)
+    best_of = _number(body, "best_of", n, 1, 128, integer=True)
+    if best_of != n:
+        raise EngineError(400, f"best_of must equal n ({n}): ranking extra samples is not supported", "best_of")
     if not isinstance(body.get("stream", False), bool):
         raise EngineError(400, "stream must be true or false", "stream")
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    stream = body.get("stream", False)
+    echo = _flag(body, "echo")
+    logprobs = _logprobs(body, chat)
+    if echo and logprobs is not None:
+        raise EngineError(400, "echo with logprobs (the prompt's log-probabilities) is not supported", "echo")
+    default_max = defaults["max_tokens"] or (None if chat else 16)  # OpenAI's: 16 for a completion; chat: the rest
     top_k = _number(body, "top_k", defaults["top_k"] or 0, -1, 2**31 - 1, integer=True)  # vLLM's: 0, -1 = all
-    max_tokens = _number({"max_tokens": max_tokens}, "max_tokens", defaults["max_tokens"] or default_max_tokens,
-                         1, 1 << 20, integer=True)
-    return dict(max_tokens=max_tokens,
-                temperature=_number(body, "temperature", defaults["temperature"], 0, 2),
-                top_p=_number(body, "top_p", defaults["top_p"], 1e-9, 1),
-                top_k=top_k if top_k > 0 else None,
-                seed=_number(body, "seed", None, 0, 2**63 - 1, integer=True), stop=stop)
+    options = dict(max_tokens=_max_tokens(body, default_max),
+                   temperature=_number(body, "temperature", defaults["temperature"], 0, 2),
+                   top_p=_number(body, "top_p", defaults["top_p"], 1e-9, 1),
+                   top_k=top_k if top_k > 0 else None,
+                   seed=_number(body, "seed", None, 0, 2**63 - 1, integer=True), stop=_stop(body),
+                   presence_penalty=_number(body, "presence_penalty", 0.0, -2, 2),
+                   frequency_penalty=_number(body, "frequency_penalty", 0.0, -2, 2),
+                   repetition_penalty=_number(body, "repetition_penalty", 1.0, 1e-9, 2**31),
+                   logit_bias=_logit_bias(body, vocab_size), logprobs=logprobs,
+                   stop_token_ids=_token_ids(body, "stop_token_ids", vocab_size), ignore_eos=_flag(body, "ignore_eos"))
+    return options, n, stream, _include_usage(body, stream), echo
 
 
 class _Server:
@@ -110,103 +214,171 @@ class _Server:
                                    f"{[self.model_name] + self.engine.adapters()}", "model")
         return model
 
-    async def _run(self, http_request, body, prompt_ids, chat):
-        """Submit, then answer as one JSON object or as a stream of server-sent events."""
-        # OpenAI's defaults: 16 tokens for a completion; a chat reply may use the rest of the context.
-        room = (self.engine.max_model_len or len(prompt_ids) + 16) - len(prompt_ids)
-        options = _options(body, _CHAT_KEYS if chat else _COMPLETION_KEYS, max(room, 1) if chat else 16,
-                           self.engine.sampling_defaults)
+    async def _run(self, http_request, body, prompts, chat):
+        """Submit one request per prompt and choice (``n`` each), then answer as one JSON object or as a
+        stream of server-sent events. Choice ``i`` of prompt ``p`` is choice ``p * n + i``, as vLLM numbers
+        them; with a ``seed`` it samples with ``seed + i`` (vLLM's seeds for the n samples)."""
+        adapter = self._adapter_of(body)
+        options, n, stream, include_usage, echo = _options(body, chat, self.engine.vocab_size,
+                                                           self.engine.sampling_defaults)
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
-
-        def emit(kind, value):  # called on the engine thread
-            try:
-                loop.call_soon_threadsafe(events.put_nowait, (kind, value))
-            except RuntimeError:  # the event loop is gone: nobody is listening any more
+        jobs = []
+        for ids in prompts:
+            for i in range(n):
+                own = dict(options, seed=None if options["seed"] is None else options["seed"] + i)
+                if own["max_tokens"] is None:  # the rest of the context (at least one, else submit says why)
+                    own["max_tokens"] = max((self.engine.max_model_len or len(ids) + 16) - len(ids), 1)
+                job = Request(ids, adapter, **own)
+                job.emit = self._emitter(loop, events, len(jobs), job)
+                jobs.append(job)
+        try:
+            for job in jobs:
+                self.engine.submit(job)
+        except EngineError:
+            for job in jobs:  # the part of the request already queued is withdrawn
                 job.cancel()
-
-        job = Request(prompt_ids, self._adapter_of(body), emit=emit, **options)
-        self.engine.submit(job)
+            raise
         meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
                 "model": body["model"]}
-        if body.get("stream", False):
-            return StreamingResponse(self._stream(job, events, meta, chat), media_type="text/event-stream")
-        return await self._collect(http_request, job, events, meta, chat)
+        n_prompt = sum(len(ids) for ids in prompts)
+        echoes = [self.engine.tokenizer.decode(job.prompt_ids, skip_special_tokens=True) if echo else ""
+                  for job in jobs]
+        if stream:
+            return StreamingResponse(self._stream(jobs, events, meta, chat, include_usage, echoes, n_prompt),
+                                     media_type="text/event-stream")
+        return await self._collect(http_request, jobs, events, meta, chat, echoes, n_prompt)
 
-    async def _collect(self, http_request, job, events, meta, chat):
-        text = ""
+    @staticmethod
+    def _emitter(loop, events, index, job):
+        """``Request.emit`` for choice ``index``: called on the engine thread, right after the token that
+        made the text, so how many tokens the text covers is read there (for its logprobs)."""
+        def emit(kind, value):
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, (index, kind, value, len(job.token_logprobs)))
+            except RuntimeError:  # the event loop is gone: nobody is listening any more
+                job.cancel()
+        return emit
+
+    async def _collect(self, http_request, jobs, events, meta, chat, echoes, n_prompt):
+        texts, reasons = list(echoes), [None] * len(jobs)
         try:
-            while True:
+            while None in reasons:
                 try:
-                    kind, value = await asyncio.wait_for(events.get(), _POLL_SECONDS)
+                    index, kind, value, _ = await asyncio.wait_for(events.get(), _POLL_SECONDS)
                 except asyncio.TimeoutError:
                     if await http_request.is_disconnected():
                         return _error(499, "the client disconnected")
                     continue
                 if kind == "text":
-                    text += value
+                    texts[index] += value
                 elif kind == "error":
                     return _error(*value)
                 else:
-                    return JSONResponse(self._body(meta, chat, text, value, job, final=True))
+                    reasons[index] = value
+            choices = [self._choice(i, chat, texts[i], reasons[i], self._logprobs(chat, job, job.token_logprobs), True)
+                       for i, job in enumerate(jobs)]
+            return JSONResponse({**meta, "object": "chat.completion" if chat else "text_completion",
+                                 "choices": choices, "usage": self._usage(jobs, n_prompt)})
         finally:
-            job.cancel()  # a no-op once finished; frees the slot if the client went away
+            for job in jobs:  # a no-op once finished; frees the slots if the client went away
+                job.cancel()
 
-    async def _stream(self, job, events, meta, chat):
+    async def _stream(self, jobs, events, meta, chat, include_usage, echoes, n_prompt):
+        obj = "chat.completion.chunk" if chat else "text_completion"
+
+        def chunk(choices):
+            return _sse({**meta, "object": obj, "choices": choices})
         try:
-            if chat:
-                yield _sse({**meta, "object": "chat.completion.chunk",
-                            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                         "logprobs": None, "finish_reason": None}]})
-            while True:
-                kind, value = await events.get()
-                if kind == "text":
-                    yield _sse(self._body(meta, chat, value, None, job))
-                elif kind == "error":
+            for index, echo in enumerate(echoes):  # chat: the role first; a completion: the echoed prompt
+                if chat:
+                    yield chunk([{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                                  "finish_reason": None}])
+                elif echo:
+                    yield chunk([self._choice(index, chat, echo, None, None)])
+            reported, offsets, pending, failed = [0] * len(jobs), [0] * len(jobs), len(jobs), False
+            while pending:
+                index, kind, value, count = await events.get()
+                if kind == "error":
                     yield _sse({"error": {"message": value[1], "type": "server_error", "param": None, "code": value[0]}})
+                    failed = True
                     break
+                job = jobs[index]
+                count = count if kind == "text" else len(job.token_logprobs)  # the last chunk reports the rest
+                logprobs = self._logprobs(chat, job, job.token_logprobs[reported[index]:count], offsets[index])
+                reported[index] = count
+                if logprobs is not None and not chat:  # the next chunk's text_offset continues from here
+                    offsets[index] += sum(len(token) for token in logprobs["tokens"])
+                if kind == "text":
+                    yield chunk([self._choice(index, chat, value, None, logprobs)])
                 else:
-                    yield _sse(self._body(meta, chat, "", value, job))
-                    break
+                    yield chunk([self._choice(index, chat, "", value, logprobs)])
+                    pending -= 1
+            if include_usage and not failed:  # OpenAI's last chunk: no choices, the request's usage
+                yield _sse({**meta, "object": obj, "choices": [], "usage": self._usage(jobs, n_prompt)})
             yield "data: [DONE]\n\n"
         finally:  # also when the client disconnects (Starlette cancels this generator)
-            job.cancel()
+            for job in jobs:
+                job.cancel()
 
     @staticmethod
-    def _body(meta, chat, text, finish_reason, job, final=False):
-        if chat:
-            piece = {"message": {"role": "assistant", "content": text}} if final else {"delta": {"content": text} if text else {}}
-            obj = "chat.completion" if final else "chat.completion.chunk"
+    def _choice(index, chat, text, finish_reason, logprobs, final=False):
+        if chat and final:
+            piece = {"message": {"role": "assistant", "content": text}}
+        elif chat:
+            piece = {"delta": {"content": text} if text else {}}
         else:
-            piece, obj = {"text": text}, "text_completion"
-        body = {**meta, "object": obj, "choices": [{"index": 0, **piece, "logprobs": None, "finish_reason": finish_reason}]}
-        if final:
-            n_in, n_out = len(job.prompt_ids), len(job.generated)
-            body["usage"] = {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
-        return body
+            piece = {"text": text}
+        return {"index": index, **piece, "logprobs": logprobs, "finish_reason": finish_reason}
+
+    @staticmethod
+    def _usage(jobs, n_prompt):
+        """``n_prompt``: each prompt counted once (its n choices share it); then every choice's tokens, as vLLM."""
+        n_out = sum(len(job.generated) for job in jobs)
+        return {"prompt_tokens": n_prompt, "completion_tokens": n_out, "total_tokens": n_prompt + n_out}
+
+    def _logprobs(self, chat, job, entries, offset=0):
+        """OpenAI's logprobs object for ``entries`` ((token, logprob, top) per token), or None if not asked;
+        ``offset``: where the first token's text starts in the choice's text (a completion's text_offset)."""
+        if job.logprobs is None:
+            return None
+        text = lambda token: _token_text(self.engine.tokenizer, token)  # noqa: E731
+        if chat:
+            def entry(token, logprob):
+                return {"token": text(token), "logprob": logprob, "bytes": list(_token_bytes(self.engine.tokenizer, token))}
+            return {"content": [{**entry(token, logprob), "top_logprobs": [entry(t, lp) for t, lp in top]}
+                                for token, logprob, top in entries]}
+        tokens = [text(token) for token, _, _ in entries]
+        offsets = list(itertools.accumulate([len(t) for t in tokens], initial=offset))
+        return {"tokens": tokens, "token_logprobs": [logprob for _, logprob, _ in entries],
+                "top_logprobs": [{**{text(t): lp for t, lp in top}, text(token): logprob}
+                                 for token, logprob, top in entries],
+                "text_offset": offsets[:-1]}
 
     # --- routes --------------------------------------------------------------------------------
     async def models(self, request):
         def card(name, parent):
             return {"id": name, "object": "model", "created": self.created, "owned_by": "minilora",
-                    "root": name, "parent": parent}
+                    "root": name, "parent": parent, "max_model_len": self.engine.max_model_len}
         return JSONResponse({"object": "list", "data": [card(self.model_name, None)]
                              + [card(a, self.model_name) for a in self.engine.adapters()]})
 
     async def completions(self, request):
         body = await self._json(request)
         prompt = body.get("prompt")
-        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-            prompt = prompt[0]
+        # OpenAI's four shapes: a string, a list of token ids, or a list of either (several prompts)
+        several = isinstance(prompt, list) and bool(prompt) and all(isinstance(p, (str, list)) for p in prompt)
+        prompts = [self._prompt_ids(p) for p in (prompt if several else [prompt])]
+        return await self._run(request, body, prompts, chat=False)
+
+    def _prompt_ids(self, prompt):
         if isinstance(prompt, str) and prompt:
-            ids = _encoded(lambda: self.engine.tokenizer.encode(prompt), "prompt")
-        elif isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-            ids = prompt  # token ids, as OpenAI's API allows
-            if max(ids) >= self.engine.vocab_size or min(ids) < 0:
+            return _encoded(lambda: self.engine.tokenizer.encode(prompt), "prompt")
+        if isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+            if max(prompt) >= self.engine.vocab_size or min(prompt) < 0:
                 raise EngineError(400, f"prompt token ids must be in [0, {self.engine.vocab_size})", "prompt")
-        else:
-            raise EngineError(400, "prompt must be a non-empty string or a list of token ids (one prompt per request)",
-                              "prompt")
-        return await self._run(request, body, ids, chat=False)
+            return prompt  # token ids, as OpenAI's API allows
+        raise EngineError(400, "prompt must be a non-empty string, a list of token ids, or a list of those",
+                          "prompt")
 
     async def chat_completions(self, request):
         tok = self.engine.tokenizer
@@ -214,13 +386,12 @@ class _Server:
             raise EngineError(404, "this model's tokenizer has no chat template: use /v1/completions")
         body = await self._json(request)
         messages = body.get("messages")
-        if not isinstance(messages, list) or not messages or not all(
-                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                for m in messages):
+        if not isinstance(messages, list) or not messages:
             raise EngineError(400, "messages must be a non-empty list of {\"role\": str, \"content\": str}", "messages")
+        messages = [_text_message(m) for m in messages]
         ids = _encoded(lambda: tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=False),
                        "messages")
-        return await self._run(request, body, list(ids), chat=True)
+        return await self._run(request, body, [list(ids)], chat=True)
 
     async def load_adapter(self, request):
         body = await self._json(request)
@@ -239,6 +410,37 @@ class _Server:
 
     async def health(self, request):
         return JSONResponse({"status": "ok", "running": len(self.engine.rows), "queued": len(self.engine.waiting)})
+
+
+def _text_message(message):
+    """``{"role", "content"}`` with the content as text: OpenAI's clients also send it as a list of parts,
+    ``[{"type": "text", "text": ...}]``, which vLLM joins with newlines (other part types are refused)."""
+    content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, list) and content and all(
+            isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+            for part in content):
+        content = "\n".join(part["text"] for part in content)
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str) or not isinstance(content, str):
+        raise EngineError(400, "messages must be a non-empty list of {\"role\": str, \"content\": str or a list of "
+                               f"{{\"type\": \"text\", \"text\": str}}}}, got {message!r}"[:300], "messages")
+    return {**message, "content": content}
+
+
+def _token_bytes(tokenizer, token):
+    """The bytes one token stands for: a byte-level token is its byte, even when no text on its own."""
+    if isinstance(tokenizer, ByteTokenizer) and token < 256:
+        return bytes([token])
+    return tokenizer.decode([token], skip_special_tokens=False).encode("utf-8")
+
+
+def _token_text(tokenizer, token):
+    """A token as logprobs name it: its text, or OpenAI's ``bytes:\\xNN`` for a piece of a character
+    (decoded alone, every such byte would read as the same U+FFFD and the top_logprobs keys collide)."""
+    raw = _token_bytes(tokenizer, token)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
 
 
 def _encoded(encode, param):
@@ -281,4 +483,7 @@ def create_app(engine, model_name="base"):
         yield
         await asyncio.to_thread(engine.shutdown)
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    async def http_error(request, exc):  # an unknown route or method: OpenAI's error JSON too, not plain text
+        return _error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}")
+
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})

@@ -49,7 +49,8 @@ class Request:
     _ids = itertools.count()
 
     def __init__(self, prompt_ids, adapter=None, max_tokens=16, temperature=1.0, top_p=1.0, seed=None,
-                 stop=(), emit=None, top_k=None):
+                 stop=(), emit=None, top_k=None, presence_penalty=0.0, frequency_penalty=0.0,
+                 repetition_penalty=1.0, logit_bias=None, logprobs=None, stop_token_ids=(), ignore_eos=False):
         self.id = next(self._ids)
         self.prompt_ids = list(prompt_ids)
         self.adapter = adapter
@@ -57,6 +58,12 @@ class Request:
         self.top_k = top_k  # None: every token, as OpenAI's API and vLLM sample by default
         self.rng = np.random.default_rng(seed)
         self.stop = [s for s in stop if s]
+        self.stop_token_ids, self.ignore_eos = set(stop_token_ids), ignore_eos  # vLLM's extras
+        self.presence_penalty, self.frequency_penalty = presence_penalty, frequency_penalty
+        self.repetition_penalty = repetition_penalty
+        self.logit_bias = dict(logit_bias or {})  # {token id: added to its logit}
+        self.logprobs = logprobs  # None: none; k: the chosen token's log-probability and the k likeliest
+        self.token_logprobs = []  # (token, its logprob, [(id, logprob)] top k) per generated token
         self.emit = emit or (lambda kind, value: None)
         self.generated = []   # token ids so far
         self.sent = 0         # characters of the decoded text already sent
@@ -67,11 +74,43 @@ class Request:
         self.cancelled = True
 
     def sample(self, logits):
-        """The next token: greedy at temperature 0, else sampled with ``top_k`` and ``top_p`` (vLLM's)."""
+        """The next token: greedy at temperature 0, else sampled with ``top_k`` and ``top_p`` (vLLM's),
+        from the logits after the penalties and ``logit_bias``. Log-probabilities are the model's own
+        (before penalties and temperature), as vLLM reports them by default."""
+        adjusted = self._penalized(logits)
         if self.temperature == 0:
-            return int(np.argmax(logits))
-        return int(sample_next_token(logits[None, :], do_sample=True, temperature=self.temperature, top_k=self.top_k,
-                                     top_p=self.top_p, rng=self.rng)[0])
+            token = int(np.argmax(adjusted))
+        else:
+            token = int(sample_next_token(adjusted[None, :], do_sample=True, temperature=self.temperature,
+                                          top_k=self.top_k, top_p=self.top_p, rng=self.rng)[0])
+        if self.logprobs is not None:
+            self._record_logprobs(logits, token)
+        return token
+
+    def _penalized(self, logits):
+        """vLLM's order: ``logit_bias`` added, then the repetition penalty on every token of the prompt
+        and the output (a positive logit divided by it, a negative one multiplied), then OpenAI's
+        frequency (times the token's count in the output) and presence (once if it appeared) penalties."""
+        if not (self.logit_bias or self.repetition_penalty != 1.0 or self.presence_penalty or self.frequency_penalty):
+            return logits
+        logits = np.array(logits, dtype=np.float64)
+        for token, bias in self.logit_bias.items():
+            if token < len(logits):
+                logits[token] += bias
+        if self.repetition_penalty != 1.0:
+            seen = np.unique([t for t in self.prompt_ids + self.generated if t < len(logits)]).astype(np.int64)
+            values = logits[seen]
+            logits[seen] = np.where(values > 0, values / self.repetition_penalty, values * self.repetition_penalty)
+        if self.generated and (self.presence_penalty or self.frequency_penalty):
+            counts = np.bincount(self.generated, minlength=len(logits))[:len(logits)]
+            logits -= self.frequency_penalty * counts + self.presence_penalty * (counts > 0)
+        return logits
+
+    def _record_logprobs(self, logits, token):
+        shifted = logits - logits.max()
+        logprobs = shifted - np.log(np.exp(shifted).sum())
+        top = np.argsort(-logprobs, kind="stable")[:self.logprobs]
+        self.token_logprobs.append((token, float(logprobs[token]), [(int(t), float(logprobs[t])) for t in top]))
 
 
 class Engine:
@@ -306,11 +345,12 @@ class Engine:
         request.generated.append(token)
         self.tokens_generated += 1
         reason = None
-        if token in self.eos:
+        stopped_by_token = (token in self.eos and not request.ignore_eos) or token in request.stop_token_ids
+        if stopped_by_token:
             reason = "stop"
         elif len(request.generated) >= request.max_tokens:
             reason = "length"
-        ids = request.generated[:-1] if token in self.eos else request.generated
+        ids = request.generated[:-1] if stopped_by_token else request.generated  # its text is not sent
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         cut = min((text.find(s) for s in request.stop if s in text), default=-1)
         if cut >= 0:

@@ -1,0 +1,280 @@
+"""`minilora serve` used the way a vLLM / OpenAI-client user uses it, and `minilora train` interrupted.
+
+Every request here is one an OpenAI or vLLM client sends: n > 1 with seeds, several prompts at once,
+max_tokens null, penalties, logit_bias, vLLM's stop_token_ids / ignore_eos, logprobs, echo,
+stream_options.include_usage, chat content given as parts, and the parameters clients send at their
+"off" value. References: the model run directly (greedy), OpenAI's documented penalty formula and
+transformers' RepetitionPenaltyLogitsProcessor (vLLM's repetition_penalty is the same rule), and
+torch's log_softmax for the reported log-probabilities.
+"""
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import minilora as ml
+from minilora.serve import Engine
+from minilora.tokenizer import ByteTokenizer
+from test_serve import CHAT_TEMPLATE, TINY, alone, events, two_adapters
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")
+
+
+@pytest.fixture
+def served():
+    from starlette.testclient import TestClient
+    from minilora.serve.app import create_app
+    model, tok = two_adapters(), ByteTokenizer()
+    tok.chat_template = CHAT_TEMPLATE
+    engine = Engine(model, tok, max_batch_size=4, max_queue=8)
+    engine.eos = set()  # random weights: run to max_tokens, so lengths are known
+    with TestClient(create_app(engine, model_name="tiny")) as client:
+        yield client, model, tok
+
+
+def complete(client, **body):
+    r = client.post("/v1/completions", json={"model": "a", "prompt": "hi", **body})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def logits_after(model, ids, adapter="a"):
+    """The model's next-token logits after ``ids`` (float64), with ``adapter`` on that row."""
+    with ml.no_grad():
+        out = model(np.array(ids)[None, :], adapter_names=[adapter])
+    return out.logits.numpy()[0, -1].astype(np.float64)
+
+
+def greedy_with(model, prompt, n, adjust):
+    """Greedy tokens where ``adjust(logits, prompt + generated so far, generated)`` changes the logits first."""
+    generated = []
+    for _ in range(n):
+        logits = logits_after(model, prompt + generated)[:259]  # the tokenizer's 259 tokens (the model has 260)
+        generated.append(int(np.argmax(adjust(logits, prompt + generated, generated))))
+    return generated
+
+
+# ---------------------------------------------------------------------------------------------------
+# lengths, n, several prompts, seeds
+# ---------------------------------------------------------------------------------------------------
+def test_max_tokens_null_runs_to_the_end_of_the_context_as_vllm(served):
+    client, model, tok = served
+    body = complete(client, max_tokens=None, temperature=0)  # was: OpenAI's 16 as if it were left out
+    assert body["usage"]["total_tokens"] == TINY["max_position_embeddings"]
+    assert complete(client, temperature=0)["usage"]["completion_tokens"] == 16  # left out: OpenAI's 16
+
+
+def test_n_choices_sample_with_vllms_seeds_and_count_the_prompt_once(served):
+    client, model, tok = served
+    body = complete(client, n=3, seed=7, temperature=0.9, max_tokens=6)  # was: 400 "only n=1"
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2]
+    for i, choice in enumerate(body["choices"]):  # choice i samples with seed + i, as vLLM's n samples
+        alone_choice = complete(client, seed=7 + i, temperature=0.9, max_tokens=6)["choices"][0]
+        assert choice["text"] == alone_choice["text"]
+    assert len({c["text"] for c in body["choices"]}) > 1
+    prompt_tokens = len(tok.encode("hi"))
+    assert body["usage"] == {"prompt_tokens": prompt_tokens, "completion_tokens": 18, "total_tokens": prompt_tokens + 18}
+    greedy = complete(client, n=2, temperature=0, max_tokens=5)["choices"]
+    assert greedy[0]["text"] == greedy[1]["text"]
+
+
+def test_a_list_of_prompts_answers_each_in_order(served):
+    client, model, tok = served
+    body = complete(client, prompt=["hi", "hello there", [104, 105]], n=2, temperature=0, max_tokens=4)
+    assert [c["index"] for c in body["choices"]] == list(range(6))
+    for p, prompt in enumerate([tok.encode("hi"), tok.encode("hello there"), [104, 105]]):
+        expected = tok.decode(alone(model, prompt, "a", 4), skip_special_tokens=True)
+        assert [c["text"] for c in body["choices"][2 * p:2 * p + 2]] == [expected, expected]
+    assert body["usage"]["prompt_tokens"] == len(tok.encode("hi")) + len(tok.encode("hello there")) + 2
+
+
+# ---------------------------------------------------------------------------------------------------
+# penalties, logit_bias, vLLM's stop_token_ids and ignore_eos
+# ---------------------------------------------------------------------------------------------------
+def test_presence_and_frequency_penalties_follow_openais_formula(served):
+    client, model, tok = served
+    plain = complete(client, temperature=0, max_tokens=12)["choices"][0]["text"]
+    assert complete(client, temperature=0, max_tokens=12, presence_penalty=0, frequency_penalty=0.0)[
+        "choices"][0]["text"] == plain  # the "off" values clients send on every request (were refused)
+
+    def penalized(logits, seen, generated):  # mu[j] - c[j] * frequency - (c[j] > 0) * presence
+        counts = np.bincount(generated, minlength=len(logits))
+        return logits - 1.5 * counts - 0.75 * (counts > 0)
+    expected = tok.decode(greedy_with(model, tok.encode("hi"), 12, penalized), skip_special_tokens=True)
+    got = complete(client, temperature=0, max_tokens=12, frequency_penalty=1.5, presence_penalty=0.75)
+    assert got["choices"][0]["text"] == expected != plain
+
+
+def test_repetition_penalty_is_transformers_rule_on_prompt_and_output(served):
+    torch = pytest.importorskip("torch")
+    from transformers import RepetitionPenaltyLogitsProcessor
+    client, model, tok = served
+    processor = RepetitionPenaltyLogitsProcessor(penalty=1.8)
+
+    def penalized(logits, seen, generated):
+        return processor(torch.tensor([seen]), torch.tensor(logits)[None, :])[0].numpy()
+    expected = tok.decode(greedy_with(model, tok.encode("hi"), 12, penalized), skip_special_tokens=True)
+    assert complete(client, temperature=0, max_tokens=12, repetition_penalty=1.8)["choices"][0]["text"] == expected
+
+
+def test_logit_bias_stop_token_ids_and_ignore_eos(served):
+    client, model, tok = served
+    a = tok.encode("A", add_special_tokens=False)[0]
+    assert complete(client, temperature=0, max_tokens=5, logit_bias={str(a): 100})["choices"][0]["text"] == "AAAAA"
+    greedy = alone(model, tok.encode("hi"), "a", 8)
+    third = greedy[2]
+    first_at = greedy.index(third)
+    body = complete(client, temperature=0, max_tokens=8, stop_token_ids=[third])
+    assert body["choices"][0]["finish_reason"] == "stop"  # the stop token's text is not in the output
+    assert body["choices"][0]["text"] == tok.decode(greedy[:first_at], skip_special_tokens=True)
+    assert body["usage"]["completion_tokens"] == first_at + 1
+    assert complete(client, temperature=0, max_tokens=8, ignore_eos=True)["choices"][0]["finish_reason"] == "length"
+
+
+# ---------------------------------------------------------------------------------------------------
+# logprobs, echo, streams with usage
+# ---------------------------------------------------------------------------------------------------
+def token_name(tok, token):
+    """OpenAI's name for a token in logprobs: its text, or ``bytes:\\xNN`` for a piece of a character."""
+    if token >= 128:
+        return f"bytes:\\x{token:02x}" if token < 256 else tok.decode([token])
+    return chr(token)
+
+
+def test_completion_logprobs_are_the_models_log_softmax(served):
+    torch = pytest.importorskip("torch")
+    client, model, tok = served
+    body = complete(client, temperature=0, max_tokens=4, logprobs=2)  # was: 400 unsupported
+    logprobs = body["choices"][0]["logprobs"]
+    prompt, generated = tok.encode("hi"), alone(model, tok.encode("hi"), "a", 4)
+    assert logprobs["tokens"] == [token_name(tok, t) for t in generated]
+    for i, token in enumerate(generated):
+        logits = logits_after(model, prompt + generated[:i])[:259]
+        reference = torch.log_softmax(torch.tensor(logits), dim=-1)
+        assert logprobs["token_logprobs"][i] == pytest.approx(float(reference[token]), abs=1e-9)
+        top = torch.topk(reference, 2).indices.tolist()
+        assert logprobs["top_logprobs"][i] == pytest.approx(
+            {token_name(tok, t): float(reference[t]) for t in top})  # the chosen one is the likeliest
+    assert logprobs["text_offset"] == list(np.cumsum([0] + [len(t) for t in logprobs["tokens"][:-1]]))
+    with client.stream("POST", "/v1/completions", json={"model": "a", "prompt": "hi", "max_tokens": 4,
+                                                        "temperature": 0, "logprobs": 2, "stream": True}) as r:
+        chunks = events(r)
+    streamed = [lp for c in chunks for lp in (c["choices"][0]["logprobs"] or {}).get("token_logprobs", [])]
+    assert streamed == pytest.approx(logprobs["token_logprobs"])
+
+
+def test_chat_logprobs_shape(served):
+    client, model, tok = served
+    r = client.post("/v1/chat/completions", json={"model": "a", "messages": [{"role": "user", "content": "hi"}],
+                                                  "max_tokens": 3, "temperature": 0, "logprobs": True,
+                                                  "top_logprobs": 2})
+    content = r.json()["choices"][0]["logprobs"]["content"]
+    assert len(content) == 3 and {"token", "logprob", "bytes", "top_logprobs"} <= set(content[0])
+    assert len(content[0]["top_logprobs"]) == 2 and content[0]["top_logprobs"][0]["logprob"] == content[0]["logprob"]
+    assert client.post("/v1/chat/completions", json={"model": "a", "messages": [{"role": "user", "content": "hi"}],
+                                                     "top_logprobs": 2}).status_code == 400  # needs logprobs: true
+
+
+def test_echo_puts_the_prompt_before_the_completion(served):
+    client, model, tok = served
+    plain = complete(client, temperature=0, max_tokens=4)["choices"][0]["text"]
+    assert complete(client, temperature=0, max_tokens=4, echo=True)["choices"][0]["text"] == "hi" + plain
+    with client.stream("POST", "/v1/completions", json={"model": "a", "prompt": "hi", "max_tokens": 4,
+                                                        "temperature": 0, "echo": True, "stream": True}) as r:
+        chunks = events(r)
+    assert chunks[0]["choices"][0]["text"] == "hi"
+    assert "".join(c["choices"][0]["text"] for c in chunks) == "hi" + plain
+
+
+def test_stream_options_include_usage_sends_a_last_chunk_with_usage(served):
+    client, model, tok = served
+    with client.stream("POST", "/v1/completions", json={"model": "a", "prompt": "hi", "max_tokens": 3, "n": 2,
+                                                        "stream": True, "stream_options": {"include_usage": True}}) as r:
+        chunks = events(r)
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 6
+    assert all("usage" not in c for c in chunks[:-1])
+    assert sorted(c["choices"][0]["index"] for c in chunks[:-1] if c["choices"][0]["finish_reason"]) == [0, 1]
+    with client.stream("POST", "/v1/chat/completions", json={"model": "a", "messages": [{"role": "user", "content": "hi"}],
+                                                             "max_tokens": 3, "n": 2, "stream": True}) as r:
+        chunks = events(r)
+    roles = [c["choices"][0]["index"] for c in chunks if c["choices"][0]["delta"].get("role") == "assistant"]
+    assert roles == [0, 1] and all("usage" not in c for c in chunks)  # not asked for: no usage chunk
+    r = client.post("/v1/completions", json={"model": "a", "prompt": "hi", "stream_options": {"include_usage": True}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stream_options"  # only with stream, as vLLM
+
+
+# ---------------------------------------------------------------------------------------------------
+# what clients send, and what they get for mistakes
+# ---------------------------------------------------------------------------------------------------
+def test_chat_content_as_a_list_of_text_parts(served):
+    client, model, tok = served
+    ask = lambda content: client.post("/v1/chat/completions", json={  # noqa: E731
+        "model": "a", "messages": [{"role": "user", "content": content}], "max_tokens": 4, "temperature": 0})
+    parts = ask([{"type": "text", "text": "hi"}, {"type": "text", "text": "you"}])
+    assert parts.status_code == 200, parts.text
+    assert parts.json()["choices"][0]["message"] == ask("hi\nyou").json()["choices"][0]["message"]
+    assert ask([{"type": "image_url", "image_url": {"url": "x"}}]).status_code == 400
+
+
+@pytest.mark.parametrize("extra", [{"suffix": None}, {"response_format": None}, {"response_format": {"type": "text"}},
+                                   {"best_of": 1}, {"logprobs": None, "echo": False}, {"logit_bias": {}},
+                                   {"user": "me", "stream_options": None}])
+def test_parameters_clients_send_at_their_off_value_are_accepted(served, extra):
+    assert complete(served[0], max_tokens=2, **extra)["choices"][0]["finish_reason"] == "length"
+
+
+@pytest.mark.parametrize("extra, param", [
+    ({"suffix": "end"}, "suffix"), ({"best_of": 3}, "best_of"), ({"n": 0}, "n"), ({"max_tokens": -1}, "max_tokens"),
+    ({"temperature": -0.1}, "temperature"), ({"top_p": 1.5}, "top_p"), ({"presence_penalty": 3}, "presence_penalty"),
+    ({"repetition_penalty": 0}, "repetition_penalty"), ({"logit_bias": {"99999": 1}}, "logit_bias"),
+    ({"logit_bias": {"5": 101}}, "logit_bias"), ({"stop_token_ids": [-1]}, "stop_token_ids"),
+    ({"logprobs": 21}, "logprobs"), ({"logprobs": 1, "echo": True}, "echo"), ({"ignore_eos": "yes"}, "ignore_eos"),
+    ({"stream": True, "stream_options": {"continuous_usage_stats": True}}, "stream_options"),
+    ({"frequency_penalty": "high"}, "frequency_penalty")])
+def test_bad_values_are_a_400_naming_the_parameter(served, extra, param):
+    r = served[0].post("/v1/completions", json={"model": "a", "prompt": "hi", **extra})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and error["code"] == 400 and error["message"]
+
+
+def test_unknown_routes_and_methods_answer_openais_error_json(served):
+    client = served[0]
+    r = client.get("/v1/nothing")
+    assert r.status_code == 404 and r.json()["error"]["code"] == 404  # was plain text "Not Found"
+    r = client.get("/v1/completions")
+    assert r.status_code == 405 and "GET" in r.json()["error"]["message"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# `minilora train` interrupted by Ctrl-C: exit 130, the checkpoint holds every finished step, resume continues
+# ---------------------------------------------------------------------------------------------------
+def test_ctrl_c_during_train_keeps_the_finished_steps_and_resume_continues(tmp_path, monkeypatch, capsys):
+    from test_cli import FAST, run_cli
+    import minilora.train as train_module
+    model_dir = str(tmp_path / "tiny")
+    tok = ByteTokenizer()
+    ml.manual_seed(0)
+    config = ml.models.LlamaConfig(vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=32,
+                                   num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=128)
+    ml.models.LlamaForCausalLM(config).save_pretrained(model_dir)
+    update = train_module._Progress.update
+
+    def ctrl_c_at_step_2(self, step, loss, lr):
+        update(self, step, loss, lr)
+        if step == 2:
+            signal.raise_signal(signal.SIGINT)  # as the terminal sends it, mid-run
+    monkeypatch.setattr(train_module._Progress, "update", ctrl_c_at_step_2)
+    out = str(tmp_path / "run")
+    args = ["train", "--task", "reverse", "--r", "2", "--model", model_dir, "--out", out, "--steps", "4", *FAST]
+    code, text = run_cli(args, capsys)
+    assert code == 130 and "--resume" in text, text
+    monkeypatch.setattr(train_module._Progress, "update", update)
+    code, text = run_cli(args + ["--resume"], capsys)
+    assert code == 0, text
+    steps = [json.loads(line)["step"] for line in open(os.path.join(out, "metrics.jsonl"))
+             if json.loads(line).get("kind") == "train"]
+    assert steps == [1, 2, 3, 4]  # nothing lost, nothing trained twice
