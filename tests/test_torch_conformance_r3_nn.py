@@ -120,3 +120,59 @@ def test_linear_with_a_bias_that_does_not_broadcast_is_a_runtime_error(rng):
 def test_pad_bad_lengths_are_torchs_runtime_errors(rng, pads):
     (x, tx) = pair(rng.standard_normal((2, 3, 5)))
     same_error(lambda: F.pad(x, pads), lambda: TF.pad(tx, pads))
+
+
+# ---- embedding -----------------------------------------------------------------------------------
+IDS = np.array([[0, 2, 5], [2, 2, 1]])
+
+
+@pytest.mark.parametrize("max_norm, norm_type", [(1.0, 2.0), (1.5, 1.0), (0.5, 3.0), (100.0, 2.0)])
+def test_embedding_max_norm_renormalises_the_looked_up_rows_in_place(rng, max_norm, norm_type):
+    (w, tw), (ids, tids) = pair(rng.standard_normal((6, 4)) * 2, True), pair(IDS)
+    out = F.embedding(ids, w, max_norm=max_norm, norm_type=norm_type)
+    tout = TF.embedding(tids, tw, max_norm=max_norm, norm_type=norm_type)
+    close(out, tout)
+    close(w, tw)  # rows 0, 1, 2 and 5 rescaled in the weight itself; rows 3 and 4 as they were
+    seed = rng.standard_normal(IDS.shape + (4,))
+    (out * ml.tensor(seed)).sum().backward()
+    (tout * torch.tensor(seed)).sum().backward()
+    close(w.grad, tw.grad)
+
+
+def test_embedding_scale_grad_by_freq_divides_by_each_ids_count(rng):
+    (w, tw), (ids, tids) = pair(rng.standard_normal((6, 4)), True), pair(IDS)
+    seed = rng.standard_normal(IDS.shape + (4,))
+    (F.embedding(ids, w, 1, scale_grad_by_freq=True) * ml.tensor(seed)).sum().backward()
+    (TF.embedding(tids, tw, 1, scale_grad_by_freq=True) * torch.tensor(seed)).sum().backward()
+    close(w.grad, tw.grad)
+
+
+def _copied(module, tmodule):
+    with torch.no_grad():
+        tmodule.weight.copy_(torch.tensor(module.weight.numpy()))
+    return module, tmodule
+
+
+@pytest.mark.parametrize("kwargs", [dict(max_norm=1.0), dict(max_norm=2.0, norm_type=1.0, padding_idx=-1),
+                                    dict(scale_grad_by_freq=True, padding_idx=2)])
+def test_embedding_module_options_as_torch(kwargs):
+    ml.manual_seed(0)
+    emb, temb = _copied(nn.Embedding(6, 4, **kwargs), tnn.Embedding(6, 4, **kwargs))
+    assert repr(emb) == repr(temb)
+    out, tout = emb(ml.tensor(IDS)), temb(torch.tensor(IDS))
+    close(out, tout, rtol=1e-6, atol=1e-7)
+    out.sum().backward()
+    tout.sum().backward()
+    close(emb.weight, temb.weight, rtol=1e-6, atol=1e-7)
+    close(emb.weight.grad, temb.weight.grad, rtol=1e-6, atol=1e-7)
+
+
+def test_embedding_reprs_and_from_pretrained_max_norm(rng):
+    for kwargs in (dict(padding_idx=-2, max_norm=2.0, scale_grad_by_freq=True), dict(norm_type=1.0),
+                   dict(max_norm=1, norm_type=3)):
+        assert repr(nn.Embedding(5, 3, **kwargs)) == repr(tnn.Embedding(5, 3, **kwargs))
+    (w, tw) = pair(rng.standard_normal((6, 4)) * 2)
+    emb, temb = nn.Embedding.from_pretrained(w, max_norm=1.0), tnn.Embedding.from_pretrained(tw, max_norm=1.0)
+    close(emb(ml.tensor(IDS)), temb(torch.tensor(IDS)))
+    close(w, tw)  # the table given is the weight, renormalised in place as torch
+    assert repr(emb) == repr(temb)

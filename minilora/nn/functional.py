@@ -2,7 +2,7 @@
 
 Every function here takes the arguments ``torch.nn.functional``'s namesake takes, in the same order
 and with the same defaults (``tests/test_torch_conformance_nn.py`` compares the signatures). An
-option minilora does not implement (``inplace=True``, ``max_norm=``) raises rather than being ignored.
+option minilora does not implement (``inplace=True``, ``sparse=True``) raises rather than being ignored.
 """
 import warnings
 

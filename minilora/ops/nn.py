@@ -79,16 +79,18 @@ class Embedding(Function):
     """``weight[ids]``; backward scatter-adds each row's gradient into the rows it came from.
 
     ``padding_idx`` (as in ``torch.nn.functional.embedding``): that row gets no gradient, so padding
-    tokens never move it."""
+    tokens never move it. ``scale_grad_by_freq``: each position's gradient is divided by how often
+    its id occurs in ``ids`` (so a frequent token does not dominate the update)."""
 
     @staticmethod
-    def forward(ctx, ids, weight, padding_idx=None):
+    def forward(ctx, ids, weight, padding_idx=None, scale_grad_by_freq=False):
         if ids.dtype.kind not in "iu":
             raise TypeError(f"embedding: ids must be integers, got {ids.dtype}")
         if ids.size and (ids.min() < 0 or ids.max() >= weight.shape[0]):
             raise IndexError(f"embedding: ids must lie in [0, {weight.shape[0]}), got values from "
                              f"{int(ids.min())} to {int(ids.max())}")
         ctx.ids, ctx.weight_shape, ctx.padding_idx = ids, weight.shape, padding_idx
+        ctx.scale_grad_by_freq = scale_grad_by_freq
         return weight[ids]
 
     @staticmethod
@@ -98,6 +100,9 @@ class Embedding(Function):
         # them one by one in 16 bits: a frequent token's gradient drifts; within torch's tolerance.)
         ids, g2 = ctx.ids.reshape(-1), upcast(g.reshape(-1, ctx.weight_shape[1]))
         grad = xp.zeros(ctx.weight_shape, dtype=g2.dtype)
+        if ctx.scale_grad_by_freq:  # counted over every position, padding included (torch's)
+            counts = xp.bincount(ids, minlength=ctx.weight_shape[0])
+            g2 = g2 / counts[ids][:, None].astype(g2.dtype)
         if ctx.padding_idx is not None:  # padding positions contribute nothing
             keep = ids != ctx.padding_idx
             ids, g2 = ids[keep], g2[keep]
@@ -533,12 +538,36 @@ def _array(x):
 
 def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
               sparse=False):
-    """``weight[input]``, PyTorch's ``F.embedding``: row ``padding_idx`` (if given) gets no gradient."""
-    _refuse("embedding", max_norm=(max_norm, None), scale_grad_by_freq=(scale_grad_by_freq, False),
-            sparse=(sparse, False))
+    """``weight[input]``, PyTorch's ``F.embedding``: row ``padding_idx`` (if given) gets no gradient.
+
+    ``max_norm``: every row looked up whose ``norm_type``-norm exceeds it is first scaled down to
+    that norm IN PLACE, in ``weight`` itself (as torch: the table changes as a side effect).
+    ``scale_grad_by_freq``: see ``Embedding``. ``sparse=True`` (a sparse gradient) is refused."""
+    _refuse("embedding", sparse=(sparse, False))
     ids = _array(input)
     ids = np.asarray(ids) if isinstance(ids, (list, tuple, int)) else ids
-    return Embedding.apply(ids, weight, padding_idx=_row_index("embedding", padding_idx, weight.shape[0]))
+    padding_idx = _row_index("embedding", padding_idx, weight.shape[0])
+    if max_norm is not None:
+        _renormalise_rows_(weight, ids, max_norm, norm_type)
+    return Embedding.apply(ids, weight, padding_idx=padding_idx, scale_grad_by_freq=scale_grad_by_freq)
+
+
+def _renormalise_rows_(weight, ids, max_norm, norm_type):
+    """torch's ``embedding_renorm_``: each row of ``weight`` named in ``ids`` whose norm exceeds
+    ``max_norm`` is multiplied by ``max_norm / (norm + 1e-7)``, in place and outside autograd."""
+    xp = xp_of(weight._array)
+    rows = xp.unique(xp.asarray(ids).reshape(-1))
+    if rows.size and (rows.min() < 0 or rows.max() >= weight.shape[0]):
+        raise IndexError(f"embedding: ids must lie in [0, {weight.shape[0]}), got values from "
+                         f"{int(rows.min())} to {int(rows.max())}")
+    norms = xp.linalg.norm(upcast(weight._array[rows]), ord=norm_type, axis=-1).astype(np.float64)
+    too_long = norms > max_norm
+    if too_long.any():
+        rows, scale = rows[too_long], max_norm / (norms[too_long] + 1e-7)
+        table = weight._array
+        values = upcast(table[rows])  # times the scale in the row's dtype (float32 for 16 bits), as torch
+        table[rows] = (values * scale.astype(values.dtype)[:, None]).astype(table.dtype)
+        weight._bump_version()
 
 
 def _refuse(fn, **options):
