@@ -278,3 +278,19 @@ def test_ctrl_c_during_train_keeps_the_finished_steps_and_resume_continues(tmp_p
     steps = [json.loads(line)["step"] for line in open(os.path.join(out, "metrics.jsonl"))
              if json.loads(line).get("kind") == "train"]
     assert steps == [1, 2, 3, 4]  # nothing lost, nothing trained twice
+
+
+def test_a_prompt_longer_than_the_context_names_the_prompt(served):
+    client = served[0]
+    r = client.post("/v1/completions", json={"model": "a", "prompt": "x" * 80, "max_tokens": None})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+    assert "maximum context length is 64" in r.json()["error"]["message"] and "max_tokens (1)" not in r.text
+    r = client.post("/v1/chat/completions", json={"model": "a", "messages": [{"role": "user", "content": "x" * 80}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages"  # no max_tokens was given
+
+
+def test_more_choices_than_the_server_can_hold_is_a_400_not_try_again_later(served):
+    client = served[0]  # 4 running + 8 queued at most: 13 choices could never be taken, however long one waits
+    r = client.post("/v1/completions", json={"model": "a", "prompt": ["hi", "yo"], "n": 7, "max_tokens": 2})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "n" and "12" in r.json()["error"]["message"]
+    assert complete(client, n=6, prompt=["hi", "yo"], max_tokens=2)["usage"]["completion_tokens"] == 24

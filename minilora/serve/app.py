@@ -231,12 +231,18 @@ class _Server:
                 job = Request(ids, adapter, **own)
                 job.emit = self._emitter(loop, events, len(jobs), job)
                 jobs.append(job)
+        room = self.engine.max_batch_size + self.engine.max_queue
+        if len(jobs) > room:  # it could never be taken: a 429 ("try again later") would be a lie
+            raise EngineError(400, f"{len(prompts)} prompt(s) x n={n} is {len(jobs)} completions, more than this "
+                                   f"server runs and queues at once ({room}: --max-num-seqs + --max-queue)", "n")
         try:
             for job in jobs:
                 self.engine.submit(job)
-        except EngineError:
+        except EngineError as exc:
             for job in jobs:  # the part of the request already queued is withdrawn
                 job.cancel()
+            if chat and exc.param == "prompt":  # a chat's prompt is its messages
+                exc.param = "messages"
             raise
         meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
                 "model": body["model"]}

@@ -244,6 +244,9 @@ class Engine:
         """Queue ``request``; raises EngineError for an unknown adapter, a prompt too long, or a full queue."""
         if not request.prompt_ids:
             raise EngineError(400, "the prompt is empty", "prompt")
+        if self.max_model_len is not None and len(request.prompt_ids) >= self.max_model_len:
+            raise EngineError(400, f"this model's maximum context length is {self.max_model_len} tokens, but the "
+                                   f"prompt is {len(request.prompt_ids)}: no room for a completion", "prompt")
         total = len(request.prompt_ids) + request.max_tokens
         if self.max_model_len is not None and total > self.max_model_len:
             raise EngineError(400, f"this model's maximum context length is {self.max_model_len} tokens, but the "
