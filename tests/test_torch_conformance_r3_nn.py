@@ -176,3 +176,29 @@ def test_embedding_reprs_and_from_pretrained_max_norm(rng):
     close(emb(ml.tensor(IDS)), temb(torch.tensor(IDS)))
     close(w, tw)  # the table given is the weight, renormalised in place as torch
     assert repr(emb) == repr(temb)
+
+
+# ---- reprs and load_state_dict's result ------------------------------------------------------------
+REPR_CASES = [
+    lambda lib: lib.LayerNorm(4), lambda lib: lib.LayerNorm((2, 4), eps=1e-6, elementwise_affine=False),
+    lambda lib: lib.LayerNorm(4, bias=False), lambda lib: lib.Softmax(dim=1), lambda lib: lib.Softmax(),
+    lambda lib: lib.Softmin(0), lambda lib: lib.LogSoftmax(-1), lambda lib: lib.GLU(), lambda lib: lib.GLU(0),
+    lambda lib: lib.Flatten(), lambda lib: lib.Flatten(0, 2), lambda lib: lib.RMSNorm([4], eps=1e-6),
+    lambda lib: lib.Sequential(lib.Linear(3, 4), lib.Sequential(lib.LayerNorm(4), lib.Dropout(0.1)), lib.GELU()),
+]
+
+
+@pytest.mark.parametrize("case", range(len(REPR_CASES)))
+def test_module_reprs_are_torchs(case):
+    assert repr(REPR_CASES[case](nn)) == repr(REPR_CASES[case](tnn))
+
+
+def test_load_state_dict_result_repr_is_torchs():
+    ml.manual_seed(0)
+    model, tmodel = nn.Sequential(nn.Linear(2, 3), nn.ReLU()), tnn.Sequential(tnn.Linear(2, 3), tnn.ReLU())
+    state = {"0.weight": ml.zeros(3, 2), "extra": ml.zeros(1)}
+    tstate = {"0.weight": torch.zeros(3, 2), "extra": torch.zeros(1)}
+    result, tresult = model.load_state_dict(state, strict=False), tmodel.load_state_dict(tstate, strict=False)
+    assert repr(result) == repr(tresult) == ("_IncompatibleKeys(missing_keys=['0.bias'], "
+                                             "unexpected_keys=['extra'])")
+    assert (result.missing_keys, result.unexpected_keys) == (tresult.missing_keys, tresult.unexpected_keys)

@@ -171,7 +171,8 @@ class LayerNorm(Module):
         return ops.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
-        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+        return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
+                f"bias={self.bias is not None}")
 
 
 class Dropout(Module):
@@ -253,6 +254,9 @@ class Softmax(Module):
     def forward(self, input):
         return F.softmax(input, self.dim)
 
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
 
 class Flatten(Module):
     """``input.flatten(start_dim, end_dim)``; the defaults keep the batch dimension, as torch's."""
@@ -263,6 +267,9 @@ class Flatten(Module):
 
     def forward(self, input):
         return ops.flatten(input, self.start_dim, self.end_dim)
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
 # ---- losses (``torch.nn``'s loss modules: the functional loss with the options stored) ------------
@@ -620,6 +627,9 @@ class GLU(Module):
     def forward(self, input):
         return F.glu(input, self.dim)
 
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
 
 class Softmin(Module):
     def __init__(self, dim=None):
@@ -629,6 +639,9 @@ class Softmin(Module):
     def forward(self, input):
         return F.softmin(input, self.dim)
 
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
 
 class LogSoftmax(Module):
     def __init__(self, dim=None):
@@ -637,6 +650,9 @@ class LogSoftmax(Module):
 
     def forward(self, input):
         return F.log_softmax(input, self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
 
 
 # ---- distances, margin losses, Unflatten ---------------------------------------------------------------
