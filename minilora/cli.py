@@ -81,8 +81,9 @@ def build_parser(command=None):
         description="minilora: LoRA from the autograd engine down to the CUDA kernels. "
                     "Start with `minilora demo`.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.commands = {}  # name -> its parser, to report a mistake in the command's own words
     for name, (module_name, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = parser.commands[name] = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:  # only the chosen command's module is imported
             getattr(importlib.import_module(module_name), "add_cli_arguments")(p, name)
     return parser
@@ -92,7 +93,10 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse would blame `minilora` and show its usage, not the command's options
+        owner = parser.commands.get(args.command, parser)
+        owner.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help()
         return 0

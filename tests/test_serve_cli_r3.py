@@ -294,3 +294,12 @@ def test_more_choices_than_the_server_can_hold_is_a_400_not_try_again_later(serv
     r = client.post("/v1/completions", json={"model": "a", "prompt": ["hi", "yo"], "n": 7, "max_tokens": 2})
     assert r.status_code == 400 and r.json()["error"]["param"] == "n" and "12" in r.json()["error"]["message"]
     assert complete(client, n=6, prompt=["hi", "yo"], max_tokens=2)["usage"]["completion_tokens"] == 24
+
+
+@pytest.mark.parametrize("argv", [["memory", "--bogus"], ["train", "--steps", "2", "--bogus", "x"],
+                                  ["generate", "hi", "there", "--model", "m"]])
+def test_an_unknown_argument_is_named_by_its_subcommand_with_its_usage(argv, capsys):
+    from test_cli import run_cli
+    code, text = run_cli(argv, capsys)
+    assert code == 2  # argparse's status for a usage error
+    assert f"usage: minilora {argv[0]}" in text and f"minilora {argv[0]}: error: unrecognized arguments" in text
