@@ -167,3 +167,130 @@ def test_switching_amsgrad_on_mid_run_is_refused_before_any_change():
         with pytest.raises(KeyError, match="max_exp_avg_sq"):
             _train(lib, params, opt, 1)
     assert opt.state[ours[0]]["step"] == 1
+
+
+# ---- learning-rate schedulers: the ones a tutorial uses, 40 steps, every lr to the last bit -----------------
+def _scheduled(lib, make, opt_name="SGD", steps=40, hand=None, opt_kwargs=None):
+    """A two-group optimizer under ``make(scheduler module, optimizer)``; every step records
+    ``get_last_lr()``, the groups' lrs and their momentum (SGD's or Adam's beta1). ``hand``: the step
+    after which the lrs are halved by hand (``param_groups[i]['lr'] = ...``), as users do."""
+    ours, theirs = _twins()
+    params = ours if lib is ml else theirs
+    module, schedulers = _lib(lib)
+    kwargs = opt_kwargs or ({"lr": 0.1, "momentum": 0.9} if opt_name == "SGD" else {"lr": 0.1})
+    opt = getattr(module, opt_name)([{"params": params[:1]}, {"params": params[1:], "lr": 0.3}], **kwargs)
+    sched = make(schedulers, opt)
+    momentum = "betas" if "betas" in opt.defaults else "momentum"
+
+    def seen():
+        return sched.get_last_lr() + [g["lr"] for g in opt.param_groups] + [g.get(momentum) for g in opt.param_groups]
+    history = [seen()]
+    rng = np.random.default_rng(2)
+    for step in range(steps):
+        _set_grads(params, [rng.standard_normal(tuple(p.shape)) for p in params], lib)
+        opt.step()
+        sched.step()
+        if step == hand:
+            for g in opt.param_groups:
+                g["lr"] = g["lr"] * 0.5
+        history.append(seen())
+    return history, sched, [np.array(p.detach().numpy()) for p in params]
+
+
+def _same_schedule(make, **options):
+    (ours, sched, weights), (theirs, _, tweights) = (_scheduled(lib, make, **options) for lib in (ml, torch))
+    assert ours == theirs  # float for float
+    for a, b in zip(weights, tweights):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    return sched
+
+
+NEW_SCHEDULES = {
+    "MultiplicativeLR": lambda S, o: S.MultiplicativeLR(o, lambda epoch: 0.95),
+    "MultiplicativeLR(list)": lambda S, o: S.MultiplicativeLR(o, [lambda e: 0.9, lambda e: 1.0 - 0.01 * e]),
+    "ChainedScheduler": lambda S, o: S.ChainedScheduler([S.ConstantLR(o, 0.1, 5), S.ExponentialLR(o, 0.9)]),
+    "ChainedScheduler(optimizer=)": lambda S, o: S.ChainedScheduler(
+        [S.LinearLR(o, 0.2, total_iters=6), S.CosineAnnealingLR(o, 12, 0.001)], optimizer=o),
+    "CyclicLR": lambda S, o: S.CyclicLR(o, 0.01, 0.1, step_size_up=4),
+    "CyclicLR(triangular2,down)": lambda S, o: S.CyclicLR(o, [0.01, 0.02], [0.1, 0.5], 3, 5, "triangular2"),
+    "CyclicLR(exp_range)": lambda S, o: S.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=5, mode="exp_range",
+                                                   gamma=0.97, base_momentum=0.7, max_momentum=0.95),
+    "CyclicLR(scale_fn)": lambda S, o: S.CyclicLR(o, 0.01, 0.1, 4, scale_fn=lambda x: 0.5 ** x,
+                                                  scale_mode="iterations", cycle_momentum=False),
+}
+
+
+@pytest.mark.parametrize("opt_name", ["SGD", "Adam"])
+@pytest.mark.parametrize("name", list(NEW_SCHEDULES))
+def test_more_schedulers_match_torch(name, opt_name):
+    _same_schedule(NEW_SCHEDULES[name], opt_name=opt_name)
+
+
+@pytest.mark.parametrize("name", ["MultiplicativeLR", "ChainedScheduler", "CyclicLR(exp_range)", "CyclicLR(scale_fn)"])
+def test_more_schedulers_after_a_hand_changed_lr(name):
+    _same_schedule(NEW_SCHEDULES[name], hand=6)
+
+
+@pytest.mark.parametrize("name", ["MultiplicativeLR", "ChainedScheduler", "CyclicLR(triangular2,down)"])
+def test_more_schedulers_resume_from_their_state_dict(name):
+    """Save optimizer and scheduler after 12 steps, build both anew, load, continue: the same lrs."""
+    _, sched, _ = _scheduled(ml, NEW_SCHEDULES[name], steps=12)
+    saved_opt, saved = sched.optimizer.state_dict(), sched.state_dict()
+    expected = []
+    for _ in range(10):
+        sched.optimizer.step()
+        sched.step()
+        expected.append(sched.get_last_lr())
+    _, again, _ = _scheduled(ml, NEW_SCHEDULES[name], steps=0)
+    again.optimizer.load_state_dict(saved_opt)
+    again.load_state_dict(saved)
+    resumed = []
+    for _ in range(10):
+        again.optimizer.step()
+        again.step()
+        resumed.append(again.get_last_lr())
+    assert resumed == expected
+
+
+def test_new_schedulers_refuse_what_torch_refuses():
+    ours, theirs = _twins()
+    opt, topt = optim.SGD(ours, lr=0.1), torch.optim.SGD(theirs, lr=0.1)
+    _same_error(lambda: L.MultiplicativeLR(opt, [lambda e: 1.0, lambda e: 1.0]),
+                lambda: TL.MultiplicativeLR(topt, [lambda e: 1.0, lambda e: 1.0]))
+    _same_error(lambda: L.MultiplicativeLR(opt, 0.9), lambda: TL.MultiplicativeLR(topt, 0.9))
+    _same_error(lambda: L.LambdaLR(opt, [lambda e: 1.0] * 2), lambda: TL.LambdaLR(topt, [lambda e: 1.0] * 2))
+    _same_error(lambda: L.LambdaLR(opt, 0.9), lambda: TL.LambdaLR(topt, 0.9),  # torch: 'float' not callable
+                words="lr_lambda should be a function, but got float")
+    _same_error(lambda: L.ChainedScheduler([]), lambda: TL.ChainedScheduler([]))
+    other, tother = optim.SGD(ours, lr=0.1), torch.optim.SGD(theirs, lr=0.1)
+    _same_error(lambda: L.ChainedScheduler([L.StepLR(opt, 2), L.StepLR(other, 2)]),
+                lambda: TL.ChainedScheduler([TL.StepLR(topt, 2), TL.StepLR(tother, 2)]),
+                words="expects all schedulers to belong to the same optimizer")
+    _same_error(lambda: L.ChainedScheduler([L.ReduceLROnPlateau(opt)]),
+                lambda: TL.ChainedScheduler([TL.ReduceLROnPlateau(topt)]))
+    _same_error(lambda: L.CyclicLR(opt, 0.01, 0.1, mode="sine"), lambda: TL.CyclicLR(topt, 0.01, 0.1, mode="sine"))
+    _same_error(lambda: L.CyclicLR(opt, [0.01] * 3, 0.1), lambda: TL.CyclicLR(topt, [0.01] * 3, 0.1))
+    fresh, tfresh = optim.SGD(ours, lr=0.1), torch.optim.SGD(theirs, lr=0.1)  # no scheduler set initial_lr yet
+    _same_error(lambda: L.CyclicLR(fresh, 0.01, 0.1, last_epoch=3), lambda: TL.CyclicLR(tfresh, 0.01, 0.1, last_epoch=3),
+                words="param 'initial_lr' is not specified in param_groups[0]")
+
+
+def test_scheduler_stepped_before_the_optimizer_warns_as_torch():
+    """torch's warning for the pre-1.1 order (the first lr of the schedule is skipped): only when
+    ``scheduler.step()`` comes before any ``optimizer.step()``."""
+    for lib in (torch, ml):
+        module, schedulers = _lib(lib)
+        params = [lib.zeros(2, requires_grad=True)]
+        for first_the_optimizer in (True, False):
+            opt = module.SGD(params, lr=0.1)
+            sched = schedulers.StepLR(opt, 2)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                if first_the_optimizer:
+                    opt.step()
+                sched.step()
+                opt.step()
+                sched.step()
+            messages = [str(w.message) for w in caught]
+            expected = [] if first_the_optimizer else ["Detected call of `lr_scheduler.step()` before `optimizer.step()`"]
+            assert [m[:len(expected[0])] for m in messages] == expected if expected else messages == [], (lib, messages)

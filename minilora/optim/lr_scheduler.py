@@ -27,8 +27,8 @@ from functools import partial
 
 from .optimizer import Optimizer
 
-__all__ = ["LRScheduler", "LambdaLR", "StepLR", "MultiStepLR", "ConstantLR", "LinearLR", "ExponentialLR",
-           "CosineAnnealingLR", "OneCycleLR", "SequentialLR", "ReduceLROnPlateau",
+__all__ = ["LRScheduler", "LambdaLR", "MultiplicativeLR", "StepLR", "MultiStepLR", "ConstantLR", "LinearLR", "ExponentialLR",
+           "CosineAnnealingLR", "OneCycleLR", "SequentialLR", "ChainedScheduler", "CyclicLR", "ReduceLROnPlateau",
            "CosineAnnealingWarmRestarts", "PolynomialLR", "get_constant_schedule",
            "get_constant_schedule_with_warmup", "get_linear_schedule_with_warmup",
            "get_cosine_schedule_with_warmup", "get_scheduler"]
@@ -52,8 +52,9 @@ class LRScheduler:
             if last_epoch == -1:
                 group.setdefault("initial_lr", group["lr"])
             elif "initial_lr" not in group:
-                raise KeyError(f"param_groups[{i}] has no 'initial_lr': resuming a schedule "
-                               f"(last_epoch={last_epoch}) needs the optimizer's state_dict loaded")
+                raise KeyError(f"param 'initial_lr' is not specified in param_groups[{i}] when resuming "
+                               f"scheduler with last_epoch >= 0 (last_epoch={last_epoch}): load the optimizer's "
+                               f"state_dict first, or start a fresh run with last_epoch=-1")
         self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
         self.last_epoch = last_epoch
         self._initial_step()
@@ -72,6 +73,7 @@ class LRScheduler:
     def step(self, epoch=None):
         """Advance one step and write the new learning rates into the optimizer's groups.
         ``epoch`` (deprecated in torch, kept for its behaviour): jump to that step (closed form)."""
+        _warn_if_before_the_optimizer(self)
         self._step_count += 1
         if epoch is not None:
             warnings.warn("The epoch parameter in `scheduler.step()` was not necessary and is being "
@@ -104,6 +106,39 @@ class LRScheduler:
         self.__dict__.update(state_dict)
 
 
+def _warn_if_before_the_optimizer(scheduler):
+    """torch's warning for the pre-1.1 order ``scheduler.step(); optimizer.step()``, which skips the
+    schedule's first lr: the scheduler's first own ``step()`` comes before any ``optimizer.step()``
+    (``Optimizer`` notes its steps in ``_opt_called``)."""
+    if scheduler._step_count == 1 and not getattr(scheduler.optimizer, "_opt_called", False):
+        warnings.warn("Detected call of `lr_scheduler.step()` before `optimizer.step()`. In PyTorch 1.1.0 and "
+                      "later, you should call them in the opposite order: `optimizer.step()` before "
+                      "`lr_scheduler.step()`.  Failure to do this will result in PyTorch skipping the first "
+                      "value of the learning rate schedule.", UserWarning, stacklevel=3)
+
+
+def _one_function_per_group(optimizer, lr_lambda):
+    """``lr_lambda`` (one function, or a list with one per parameter group) as a list, with torch's errors."""
+    groups = optimizer.param_groups
+    if isinstance(lr_lambda, (list, tuple)):
+        if len(lr_lambda) != len(groups):
+            raise ValueError(f"Expected {len(groups)} lr_lambdas, but got {len(lr_lambda)} (expected "
+                             f"{len(groups)} lr_lambdas: one per parameter group)")
+        functions = list(lr_lambda)
+    else:
+        functions = [lr_lambda] * len(groups)
+    for fn in functions:
+        if not callable(fn):
+            raise TypeError(f"lr_lambda should be a function, but got {type(fn).__name__}")
+    return functions
+
+
+def _functions_state(functions):
+    """As torch saves them: a plain function is code (rebuilt by the script, saved as None); a callable
+    object's attributes are state."""
+    return [None if isinstance(fn, types.FunctionType) else fn.__dict__.copy() for fn in functions]
+
+
 class LambdaLR(LRScheduler):
     """``lr = initial_lr * lr_lambda(last_epoch)`` for each group (``torch.optim.lr_scheduler.LambdaLR``).
 
@@ -112,14 +147,7 @@ class LambdaLR(LRScheduler):
     """
 
     def __init__(self, optimizer, lr_lambda, last_epoch=-1):
-        groups = optimizer.param_groups
-        if isinstance(lr_lambda, (list, tuple)):
-            if len(lr_lambda) != len(groups):
-                raise ValueError(f"expected {len(groups)} lr_lambdas (one per parameter group), "
-                                 f"got {len(lr_lambda)}")
-            self.lr_lambdas = list(lr_lambda)
-        else:
-            self.lr_lambdas = [lr_lambda] * len(groups)
+        self.lr_lambdas = _one_function_per_group(optimizer, lr_lambda)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
@@ -129,8 +157,7 @@ class LambdaLR(LRScheduler):
         """As torch: the functions are rebuilt by the code, not saved (a callable object's
         attributes are)."""
         state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "lr_lambdas")}
-        state["lr_lambdas"] = [None if isinstance(fn, types.FunctionType) else fn.__dict__.copy()
-                               for fn in self.lr_lambdas]
+        state["lr_lambdas"] = _functions_state(self.lr_lambdas)
         return state
 
     def load_state_dict(self, state_dict):
@@ -140,6 +167,17 @@ class LambdaLR(LRScheduler):
         for fn, saved in zip(self.lr_lambdas, lambdas):
             if saved is not None:
                 fn.__dict__.update(saved)
+
+
+class MultiplicativeLR(LambdaLR):
+    """Multiply each group's current lr by ``lr_lambda(last_epoch)`` every step
+    (``torch.optim.lr_scheduler.MultiplicativeLR``): a factor per step, where ``LambdaLR``'s is the whole
+    factor on the initial lr. A hand-changed lr is therefore kept and scaled on."""
+
+    def get_lr(self):
+        if self._is_initial:
+            return self._current_lrs()
+        return [lr * fn(self.last_epoch) for lr, fn in zip(self._current_lrs(), self.lr_lambdas)]
 
 
 class StepLR(LRScheduler):
@@ -426,10 +464,12 @@ def _total_steps(total_steps, epochs, steps_per_epoch):
 
 
 def _per_group(name, groups, value):
-    """One value per parameter group: a list of them, or one value for all."""
+    """One value per parameter group: a list of them, or one value for all (torch's words when the list
+    does not fit)."""
     if isinstance(value, (list, tuple)):
         if len(value) != len(groups):
-            raise ValueError(f"expected {len(groups)} values for {name}, got {len(value)}")
+            raise ValueError(f"{name} must have the same length as optimizer.param_groups. {name} has "
+                             f"{len(value)} values, param_groups has {len(groups)}.")
         return list(value)
     return [value] * len(groups)
 
@@ -482,6 +522,133 @@ class SequentialLR(LRScheduler):
         self.__dict__.update(state)
         for scheduler, sub in zip(self._schedulers, saved):
             scheduler.load_state_dict(sub)
+
+
+class ChainedScheduler(LRScheduler):
+    """Step every scheduler of ``schedulers`` at each ``step()``, in order, so their factors multiply
+    (``torch.optim.lr_scheduler.ChainedScheduler``): ``ChainedScheduler([ConstantLR(opt, 0.1, 5),
+    ExponentialLR(opt, 0.9)])``. The chainable formulas of those schedulers are what makes this work."""
+
+    def __init__(self, schedulers, optimizer=None):
+        if len(schedulers) < 1:
+            raise ValueError("ChainedScheduler expects at least one scheduler to be chained, but got no scheduler.")
+        optimizer = optimizer or schedulers[0].optimizer
+        for i, scheduler in enumerate(schedulers):
+            if not hasattr(scheduler, "optimizer"):
+                raise TypeError(f"ChainedScheduler at index {i} should have `optimizer` as its attribute.")
+            if isinstance(scheduler, ReduceLROnPlateau):
+                raise ValueError(f"ChainedScheduler does not support `ReduceLROnPlateau` scheduler as it requires "
+                                 f"additional kwargs to be specified when calling `step`, but got one at index "
+                                 f"{i} in the given schedulers sequence.")
+            if scheduler.optimizer is not optimizer:
+                raise ValueError(f"ChainedScheduler expects all schedulers to belong to the same optimizer, but "
+                                 f"got scheduler {type(scheduler).__name__} at index {i} with another one.")
+        self._schedulers, self.optimizer = list(schedulers), optimizer
+        self._last_lr = self._current_lrs()
+
+    def step(self):
+        for scheduler in self._schedulers:
+            scheduler.step()
+        self._last_lr = self._current_lrs()
+
+    def state_dict(self):
+        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
+        state["_schedulers"] = [s.state_dict() for s in self._schedulers]
+        return state
+
+    def load_state_dict(self, state_dict):
+        state = dict(state_dict)
+        saved = state.pop("_schedulers")
+        self.__dict__.update(state)
+        for scheduler, sub in zip(self._schedulers, saved):
+            scheduler.load_state_dict(sub)
+
+
+class CyclicLR(LRScheduler):
+    """The lr goes back and forth between ``base_lr`` and ``max_lr`` (``torch.optim.lr_scheduler.CyclicLR``,
+    Smith's cyclical learning rates): up over ``step_size_up`` steps, down over ``step_size_down`` (default:
+    the same), the swing scaled by ``mode``: ``"triangular"`` (always full), ``"triangular2"`` (halved each
+    cycle), ``"exp_range"`` (times ``gamma ** step``), or by your ``scale_fn`` of the cycle number or of the
+    step (``scale_mode``). It sets the lr from scratch each step (a hand-changed lr is overwritten). With
+    ``cycle_momentum`` the momentum (SGD's ``momentum``, Adam's beta1) swings the opposite way, between
+    ``max_momentum`` and ``base_momentum``."""
+
+    def __init__(self, optimizer, base_lr, max_lr, step_size_up=2000, step_size_down=None, mode="triangular",
+                 gamma=1.0, scale_fn=None, scale_mode="cycle", cycle_momentum=True, base_momentum=0.8,
+                 max_momentum=0.9, last_epoch=-1):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(optimizer).__name__} is not an Optimizer")
+        self.optimizer = optimizer
+        groups = optimizer.param_groups
+        base_lrs = _per_group("base_lr", groups, base_lr)
+        if last_epoch == -1:
+            for group, lr in zip(groups, base_lrs):
+                group["lr"] = lr
+        self.max_lrs = _per_group("max_lr", groups, max_lr)
+        up = float(step_size_up)
+        down = float(step_size_down) if step_size_down is not None else up
+        self.total_size = up + down
+        self.step_ratio = up / self.total_size  # the share of a cycle spent going up
+        if mode not in ("triangular", "triangular2", "exp_range") and scale_fn is None:
+            raise ValueError("mode is invalid and scale_fn is None")
+        self.mode, self.gamma, self.scale_mode = mode, gamma, scale_mode
+        self._scale_fn_custom = scale_fn
+        self._init_scale_mode()
+        self.cycle_momentum = cycle_momentum
+        if cycle_momentum:
+            if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
+                raise ValueError("optimizer must support momentum or beta1 with `cycle_momentum` option enabled")
+            self.use_beta1 = "betas" in optimizer.defaults
+            self.base_momentums = _per_group("base_momentum", groups, base_momentum)
+            self.max_momentums = _per_group("max_momentum", groups, max_momentum)
+            if last_epoch == -1:
+                for group, top, bottom in zip(groups, self.max_momentums, self.base_momentums):
+                    self._set_momentum(group, top)
+                    group["max_momentum"], group["base_momentum"] = top, bottom
+        super().__init__(optimizer, last_epoch)
+        self.base_lrs = base_lrs
+
+    _set_momentum = OneCycleLR._set_momentum
+
+    def _init_scale_mode(self):
+        """The built-in modes fix what the scale is a function of: the cycle, or (exp_range) the step."""
+        if self._scale_fn_custom is None:
+            self.scale_mode = "iterations" if self.mode == "exp_range" else "cycle"
+
+    def scale_fn(self, x):
+        """The swing's scale at ``x`` (the cycle number, or the step for ``scale_mode='iterations'``)."""
+        if self._scale_fn_custom is not None:
+            return self._scale_fn_custom(x)
+        if self.mode == "triangular":
+            return 1.0
+        if self.mode == "triangular2":
+            return 1 / (2.0 ** (x - 1))
+        return self.gamma ** x
+
+    def get_lr(self):
+        cycle = math.floor(1 + self.last_epoch / self.total_size)
+        x = 1.0 + self.last_epoch / self.total_size - cycle  # where in the cycle, 0..1
+        height = x / self.step_ratio if x <= self.step_ratio else (x - 1) / (self.step_ratio - 1)
+        scale = self.scale_fn(cycle if self.scale_mode == "cycle" else self.last_epoch)
+        lrs = [low + (high - low) * height * scale for low, high in zip(self.base_lrs, self.max_lrs)]
+        if self.cycle_momentum:
+            for group, low, high in zip(self.optimizer.param_groups, self.base_momentums, self.max_momentums):
+                self._set_momentum(group, high - (high - low) * height * scale)
+        return lrs
+
+    def state_dict(self):
+        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_scale_fn_custom")}
+        fn = self._scale_fn_custom
+        state["_scale_fn_custom"] = None if fn is None else _functions_state([fn])[0]
+        return state
+
+    def load_state_dict(self, state_dict):
+        state = dict(state_dict)
+        saved = state.pop("_scale_fn_custom", None)
+        self.__dict__.update(state)
+        if saved is not None:
+            self._scale_fn_custom.__dict__.update(saved)
+        self._init_scale_mode()
 
 
 # --- the factor functions (module level, so a scheduler can be pickled) ----------------------------

@@ -15,6 +15,7 @@ Updates change ``p._array`` (the raw array) in place with the arrays' own method
 alike and the Parameter objects a Module holds stay the ones being trained. Gradients are only read,
 never changed in place: the autograd engine may hand the same gradient array to two parameters.
 """
+import functools
 from collections import defaultdict
 
 import numpy as np
@@ -28,6 +29,13 @@ __all__ = ["Optimizer"]
 class Optimizer:
     """Base class. Subclasses pass their ``defaults``, check a group in ``_check_group`` and
     define ``step()``."""
+
+    def __init_subclass__(cls, **kwargs):
+        """Every optimizer's ``step`` notes that it ran (``_opt_called``), as torch's does: a learning-rate
+        scheduler stepped before any optimizer step warns that the schedule's first lr is skipped."""
+        super().__init_subclass__(**kwargs)
+        if "step" in cls.__dict__:
+            cls.step = _noting_that_it_ran(cls.__dict__["step"])
 
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
@@ -163,6 +171,14 @@ class Optimizer:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+def _noting_that_it_ran(step):
+    @functools.wraps(step)
+    def noted_step(self, *args, **kwargs):
+        self._opt_called = True
+        return step(self, *args, **kwargs)
+    return noted_step
+
+
 def _as_groups(params):
     """Turn what the user passed into a list of group dicts, with PyTorch's errors."""
     if isinstance(params, Tensor):
