@@ -92,5 +92,5 @@ def cli_main(args):
                                                   ("top_p", args.top_p)) if value is not None}
     out = generate(model, ids, max_new_tokens=args.max_new_tokens, do_sample=args.sample, seed=args.seed,
                    eos_token_id=tok.eos_token_id, **sampling)  # what is not given keeps generate()'s default
-    print(prompt + tok.decode(out.numpy()[len(ids):].tolist(), skip_special_tokens=True))
+    print(prompt + tok.decode(out.cpu().numpy()[len(ids):].tolist(), skip_special_tokens=True))
     return 0

@@ -41,7 +41,7 @@ __all__ = ["delta_svd", "delta_singular_values", "effective_rank", "energy_rank"
 
 def _host(x):
     """A float64 NumPy copy of a Tensor / NumPy / CuPy array."""
-    x = x.numpy() if hasattr(x, "numpy") else x
+    x = x.cpu().numpy() if hasattr(x, "cpu") else x
     x = x if isinstance(x, np.ndarray) else x.get()
     return np.asarray(x, dtype=np.float64)
 

@@ -96,7 +96,7 @@ def get_peft_model_state_dict(model, state_dict=None, adapter_name="default", un
     tensors = _adapter_weights(model, adapter_name)
     if save_embedding_layers:  # "auto" or True: here the same, as minilora never resizes a vocabulary
         tensors.update(_embedding_base_weights(model, adapter_name))
-    return model.base_model.tensors_for_file(adapter_name, {k: t.numpy() for k, t in tensors.items()})
+    return model.base_model.tensors_for_file(adapter_name, {k: t.cpu().numpy() for k, t in tensors.items()})
 
 
 def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="default", ignore_mismatched_sizes=False,

@@ -203,6 +203,9 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
     generation_config.json) when that sets it, else from transformers' defaults (``DEFAULTS``) -- the
     order transformers uses. So do the lengths and the eos / pad ids.
     """
+    # The answer goes where the prompt came from (transformers returns ids on input_ids' device); the
+    # loop itself keeps its ids on the host, where choosing the next token is cheap.
+    out_device = input_ids.device if isinstance(input_ids, Tensor) else None
     ids = _as_int_array(input_ids, "input_ids")
     single = ids.ndim == 1
     ids = ids[None, :] if single else ids
@@ -261,7 +264,7 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
                 out = model(ids[:, -1:], attention_mask=_mask_arg(mask), position_ids=positions[:, -1:],
                             past_key_values=cache, use_cache=True)
             cache = out.past_key_values if use_cache else None
-            last = out.logits[:, -1, :].numpy().astype(np.float64)
+            last = out.logits[:, -1, :].cpu().numpy().astype(np.float64)
             if repetition_penalty != 1.0:
                 last = apply_repetition_penalty(last, ids, repetition_penalty)
             token = sample_next_token(last, do_sample, temperature, top_k, top_p, rng)
@@ -275,7 +278,7 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
                 break
     if streamer is not None:
         streamer.end()
-    return Tensor(ids[0] if single else ids, dtype=np.int64)
+    return Tensor(ids[0] if single else ids, dtype=np.int64, device=out_device)
 
 
 def apply_repetition_penalty(logits, ids, penalty):
@@ -386,7 +389,7 @@ def _check_count(name, value, minimum=0):
 
 def _as_int_array(values, name):
     """Token ids or a 0/1 mask as an int64 array; floats like 2.5 are refused, not truncated."""
-    array = np.asarray(values.numpy() if isinstance(values, Tensor) else values)
+    array = np.asarray(values.cpu().numpy() if isinstance(values, Tensor) else values)
     if array.size and array.dtype.kind not in "iub":
         raise ValueError(f"{name} must hold integers, got dtype {array.dtype}")
     return array.astype(np.int64)

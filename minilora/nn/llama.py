@@ -458,7 +458,7 @@ class LlamaModel(Module):
 def _as_ids(ids, name):
     """Token ids (or a 0/1 mask) as a 2-D NumPy int64 array, from a list, array or Tensor."""
     if isinstance(ids, Tensor):
-        ids = ids.numpy()
+        ids = ids.cpu().numpy()
     ids = ids.get() if hasattr(ids, "__cuda_array_interface__") else np.asarray(ids)
     if ids.ndim != 2 or (ids.size and ids.dtype.kind not in "iub"):
         raise ValueError(f"{name} must be integers of shape [batch, seq_len], got shape {ids.shape} "
