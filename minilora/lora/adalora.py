@@ -27,6 +27,7 @@ from ..nn import Dropout, Identity, ModuleDict, Parameter
 from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
 from ..random import generator
+from ..tensor import Tensor
 from .config import PEFT_TYPE_TO_CONFIG, LoraConfig, _BIAS_MODES, _is_number
 from .layers import BaseTunerLayer, ParameterDict, _with_delta
 from .model import PEFT_TYPE_TO_TUNER, LoraModel
@@ -122,9 +123,13 @@ class SVDLinear(BaseTunerLayer):
                                                dtype=W0.dtype, device=W0.device)
         self.set_adapter(self.active_adapters)
 
-    def _factor(self, adapter_name):
-        """``alpha / (ranknum + 1e-5)``: the ranknum is the initial rank and stays so while E is masked."""
-        return self.scaling[adapter_name] / (float(self.ranknum[adapter_name]._array[0]) + _RANKNUM_EPS)
+    def _scaled(self, value, adapter_name):
+        """``value * alpha / (ranknum + 1e-5)`` (a Tensor or an array), op by op as PEFT: ranknum is the
+        initial rank (it stays so while E is masked), a [1] in the adapter's dtype, so in 16 bits
+        ``ranknum + 1e-5`` is the rank itself, and in float32 the division rounds after the product."""
+        ranknum = self.ranknum[adapter_name]
+        ranknum = ranknum._array if not isinstance(value, Tensor) else ranknum.detach()
+        return value * self.scaling[adapter_name] / (ranknum + _RANKNUM_EPS)
 
     def adapter_forward(self, x):
         result = self.base_layer(x)
@@ -135,15 +140,17 @@ class SVDLinear(BaseTunerLayer):
             xd = x.to(self.lora_A[name].dtype)  # float32 on a 16-bit base, cast before dropout as PEFT
             xd = ops.dropout(xd, p) if p > 0 else xd
             AE = self.lora_A[name] * self.lora_E[name]  # scale row i of A by the singular value E_i
-            update = ops.matmul(ops.matmul(xd, AE.T), self.lora_B[name].T) * self._factor(name)
+            update = self._scaled(ops.matmul(ops.matmul(xd, AE.T), self.lora_B[name].T), name)
             result = (result + update).to(result.dtype)  # PEFT's in-place result += ...: rounded once per adapter
         return result
 
     def get_delta_weight(self, adapter_name):
+        """PEFT's ``B @ (A * E) * alpha / (ranknum + 1e-5)``, op by op in the adapter's dtype: with 16-bit
+        factors (``autocast_adapter_dtype=False``) each op rounds, the matmul once (float32 inside, as
+        torch's CPU kernel)."""
         A, E, B = (t._array for t in (self.lora_A[adapter_name], self.lora_E[adapter_name], self.lora_B[adapter_name]))
-        dtype = B.dtype  # 16-bit factors: multiplied in float32, the delta rounded once (as PEFT on the CPU)
-        A, E, B = (dtypes.upcast(a) for a in (A, E, B))
-        return (B @ (A * E) * self._factor(adapter_name)).astype(dtype, copy=False)
+        product = (dtypes.upcast(B) @ dtypes.upcast(A * E)).astype(B.dtype, copy=False)
+        return self._scaled(product, adapter_name)
 
     def merge_math(self, adapter_name, W, unmerge=False, safe_merge=False):
         return _with_delta(W, self.get_delta_weight(adapter_name), unmerge, safe_merge)

