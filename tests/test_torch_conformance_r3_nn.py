@@ -202,3 +202,99 @@ def test_load_state_dict_result_repr_is_torchs():
     assert repr(result) == repr(tresult) == ("_IncompatibleKeys(missing_keys=['0.bias'], "
                                              "unexpected_keys=['extra'])")
     assert (result.missing_keys, result.unexpected_keys) == (tresult.missing_keys, tresult.unexpected_keys)
+
+
+# ---- nn.init -------------------------------------------------------------------------------------
+GAINS = [("linear", None), ("conv1d", None), ("conv2d", None), ("conv3d", None), ("conv_transpose1d", None),
+         ("conv_transpose2d", None), ("conv_transpose3d", None), ("sigmoid", None), ("tanh", None),
+         ("relu", None), ("leaky_relu", None), ("leaky_relu", 0.2), ("leaky_relu", 1), ("selu", None),
+         ("relu", 3)]
+
+
+@pytest.mark.parametrize("nonlinearity, param", GAINS)
+def test_calculate_gain_table_is_torchs(nonlinearity, param):
+    assert init.calculate_gain(nonlinearity, param) == tinit.calculate_gain(nonlinearity, param)
+
+
+@pytest.mark.parametrize("nonlinearity, param", [("identity", None), ("gelu", None), ("leaky_relu", True),
+                                                 ("leaky_relu", "0.1")])
+def test_calculate_gain_refuses_what_torch_refuses(nonlinearity, param):
+    same_error(lambda: init.calculate_gain(nonlinearity, param), lambda: tinit.calculate_gain(nonlinearity, param))
+
+
+def _blank(shape):
+    return ml.zeros(*shape, dtype="float64"), torch.zeros(*shape, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("shape, gain", [((30, 50), 1.0), ((50, 30), 2.0), ((6, 2, 2, 2), 1.0), ((4, 4), 0.5)])
+def test_orthogonal_gives_gain_times_a_semi_orthogonal_matrix(shape, gain):
+    t, tt = _blank(shape)
+    assert init.orthogonal_(t, gain) is t
+    tinit.orthogonal_(tt, gain)
+    flat, tflat = t.numpy().reshape(shape[0], -1), tt.numpy().reshape(shape[0], -1)
+    small = min(flat.shape)  # rows orthogonal if fewer rows than columns, else columns
+    gram = flat @ flat.T if flat.shape[0] == small else flat.T @ flat
+    tgram = tflat @ tflat.T if flat.shape[0] == small else tflat.T @ tflat
+    np.testing.assert_allclose(gram, tgram, atol=1e-12)
+    np.testing.assert_allclose(gram, gain ** 2 * np.eye(small), atol=1e-12)
+
+
+def test_orthogonal_eye_dirac_shapes_and_values_as_torch():
+    for shape, groups in (((4, 2, 3), 1), ((6, 3, 3, 3), 2), ((2, 4, 1, 2, 3), 1)):
+        t, tt = _blank(shape)
+        np.testing.assert_array_equal(init.dirac_(t, groups).numpy(), tinit.dirac_(tt, groups).numpy())
+    for shape in ((3, 5), (5, 3), (4, 4)):
+        t, tt = _blank(shape)
+        np.testing.assert_array_equal(init.eye_(t).numpy(), tinit.eye_(tt).numpy())
+    for call, shape in ((init.orthogonal_, (4,)), (init.eye_, (2, 2, 2)), (init.dirac_, (2, 2)),
+                        (lambda t: init.dirac_(t, 3), (4, 2, 3))):
+        with pytest.raises(ValueError):
+            call(ml.zeros(*shape))
+    t, tt = _blank((4, 3, 2))
+    assert init._calculate_fan_in_and_fan_out(t) == tinit._calculate_fan_in_and_fan_out(tt) == (6, 8)
+
+
+@pytest.mark.parametrize("name, args", [("kaiming_uniform_", ()), ("kaiming_normal_", (0, "fan_out")),
+                                        ("xavier_uniform_", ()), ("xavier_normal_", ()), ("orthogonal_", ())])
+def test_initialising_a_zero_element_tensor_is_a_no_op(name, args):
+    t, tt = _blank((0, 4))
+    with warnings.catch_warnings(record=True) as theirs:
+        warnings.simplefilter("always")
+        getattr(tinit, name)(tt, *args)
+    with warnings.catch_warnings(record=True) as ours:
+        warnings.simplefilter("always")
+        assert getattr(init, name)(t, *args) is t
+    assert [str(w.message) for w in ours] == [str(w.message) for w in theirs]
+
+
+@pytest.mark.parametrize("call", [lambda lib, t: lib.uniform_(t, 1.0, 0.0), lambda lib, t: lib.normal_(t, 0.0, -1.0),
+                                  lambda lib, t: lib.trunc_normal_(t, a=1.0, b=0.0)])
+def test_bad_distribution_parameters_are_torchs_runtime_errors(call):
+    t, tt = _blank((3, 3))
+    same_error(lambda: call(init, t), lambda: call(tinit, tt))
+
+
+@pytest.mark.parametrize("mean, std, a, b", [(0.0, 1.0, 5.0, 6.0), (0.0, 0.02, -2.0, 2.0), (1.0, 2.0, -1.0, 0.0)])
+def test_trunc_normal_far_tails_finish_and_follow_torchs_distribution(mean, std, a, b):
+    t, tt = _blank((200, 100))
+    torch.manual_seed(0)
+    with warnings.catch_warnings(record=True) as theirs:
+        warnings.simplefilter("always")
+        tinit.trunc_normal_(tt, mean, std, a, b)
+    with warnings.catch_warnings(record=True) as ours:
+        warnings.simplefilter("always")
+        init.trunc_normal_(t, mean, std, a, b)  # a tail of 3e-7 of the mass: once a near-endless loop
+    assert [str(w.message) for w in ours] == [str(w.message) for w in theirs]
+    values, tvalues = t.numpy(), tt.numpy()
+    assert a <= values.min() and values.max() <= b
+    spread = (tvalues.std() + 1e-12) / math.sqrt(values.size)
+    assert abs(values.mean() - tvalues.mean()) < 8 * spread
+    assert values.std() == pytest.approx(tvalues.std(), rel=0.05)
+
+
+@pytest.mark.parametrize("name", ["orthogonal_", "eye_", "dirac_", "_calculate_fan_in_and_fan_out"])
+def test_new_init_signatures_are_torchs(name):
+    import inspect
+    ours = [(p.name, p.default) for p in inspect.signature(getattr(init, name)).parameters.values()]
+    theirs = [(p.name, p.default) for p in inspect.signature(getattr(tinit, name)).parameters.values()]
+    assert ours == theirs

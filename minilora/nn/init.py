@@ -7,6 +7,7 @@ corrects for what the nonlinearity does to the variance). ``Linear`` uses
 ``A`` the same way and ``B`` with zeros, so an adapter starts as an exact no-op.
 """
 import math
+import warnings
 
 import numpy as np
 
@@ -15,8 +16,8 @@ from ..random import generator
 from ..tensor import no_grad
 
 __all__ = ["calculate_gain", "uniform_", "normal_", "trunc_normal_", "zeros_", "ones_", "constant_",
-           "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "xavier_normal_",
-           "fan_in_and_fan_out"]
+           "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "xavier_normal_", "orthogonal_", "eye_",
+           "dirac_", "fan_in_and_fan_out"]
 
 
 def fan_in_and_fan_out(tensor):
@@ -27,16 +28,27 @@ def fan_in_and_fan_out(tensor):
     return tensor.shape[1] * receptive, tensor.shape[0] * receptive
 
 
+_calculate_fan_in_and_fan_out = fan_in_and_fan_out  # torch's (private) name, which tutorials call
+
+_LINEAR_FNS = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+               "conv_transpose3d")
+
+
 def calculate_gain(nonlinearity, param=None):
     """How much a nonlinearity shrinks the standard deviation, undone by the init (PyTorch's table)."""
-    if nonlinearity in ("linear", "identity", "sigmoid", "conv1d", "conv2d", "conv3d"):
-        return 1.0
+    if nonlinearity in _LINEAR_FNS or nonlinearity == "sigmoid":
+        return 1
     if nonlinearity == "tanh":
         return 5.0 / 3
     if nonlinearity == "relu":
         return math.sqrt(2.0)
     if nonlinearity == "leaky_relu":
-        slope = 0.01 if param is None else param
+        if param is None:
+            slope = 0.01
+        elif isinstance(param, (int, float)) and not isinstance(param, bool):
+            slope = param
+        else:  # a bool or a string would give a number silently (True ** 2 == 1)
+            raise ValueError(f"negative_slope {param} not a valid number")
         return math.sqrt(2.0 / (1 + slope ** 2))
     if nonlinearity == "selu":
         return 3.0 / 4
@@ -71,24 +83,56 @@ def _rng(gen):
 
 
 def uniform_(tensor, a=0.0, b=1.0, generator=None):
+    if a > b:  # torch's RuntimeError, before NumPy's ValueError
+        raise RuntimeError(f"uniform_ expects to return a [from, to) range, but found from={a} > to={b}")
     return _fill(tensor, _rng(generator).uniform(a, b, tensor.shape))
 
 
 def normal_(tensor, mean=0.0, std=1.0, generator=None):
+    if std < 0:
+        raise RuntimeError(f"normal expects std >= 0.0, but found std {std}")
     return _fill(tensor, _rng(generator).normal(mean, std, tensor.shape))
 
 
+def _normal_cdf(x):
+    return (1.0 + math.erf(x / math.sqrt(2.0))) / 2.0
+
+
 def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
-    """N(mean, std) restricted to ``[a, b]`` (absolute bounds, as in PyTorch): redraw what falls outside."""
-    if not a < b:
-        raise ValueError(f"trunc_normal_ needs a < b, got a={a}, b={b}")
+    """N(mean, std) restricted to ``[a, b]`` (absolute bounds, as in PyTorch), by rejection.
+
+    When ``[a, b]`` holds most of the mass, draw normals and redraw those outside. When it holds
+    little (a far tail), that would loop nearly forever: draw uniformly in ``[a, b]`` instead and
+    keep each value with probability ``pdf(x) / max pdf`` (torch's two regimes, split at 0.3)."""
+    if a > b:
+        raise RuntimeError(f"uniform_ expects to return a [from, to) range, but found from={a} > to={b}")
+    if mean < a - 2 * std or mean > b + 2 * std:
+        warnings.warn("mean is more than 2 std from [a, b] in nn.init.trunc_normal_. "
+                      "The distribution of values may be incorrect.", stacklevel=2)
     rng = _rng(generator)
-    values = rng.normal(mean, std, tensor.shape)
-    outside = (values < a) | (values > b)
-    while outside.any():
-        values[outside] = rng.normal(mean, std, int(outside.sum()))
+    if _normal_cdf((b - mean) / std) - _normal_cdf((a - mean) / std) > 0.3:
+        values = rng.normal(mean, std, tensor.shape)
         outside = (values < a) | (values > b)
-    return _fill(tensor, values)
+        while outside.any():
+            values[outside] = rng.normal(mean, std, int(outside.sum()))
+            outside = (values < a) | (values > b)
+        return _fill(tensor, values)
+    return _fill(tensor, _uniform_rejection(rng, tensor.shape, mean, std, a, b))
+
+
+def _uniform_rejection(rng, shape, mean, std, a, b):
+    """Values in ``[a, b]`` with density proportional to the normal pdf there."""
+    peak = max(a, min(mean, b))  # where the pdf is highest inside [a, b]
+
+    def log_ratio(x):  # log(pdf(x) / pdf(peak)) <= 0
+        return -0.5 * ((x - mean) / std) ** 2 + 0.5 * ((peak - mean) / std) ** 2
+
+    values = rng.uniform(a, b, shape)
+    pending = np.log(rng.uniform(size=shape)) > log_ratio(values)
+    while pending.any():
+        values[pending] = rng.uniform(a, b, int(pending.sum()))
+        pending[pending] = np.log(rng.uniform(size=int(pending.sum()))) > log_ratio(values[pending])
+    return values
 
 
 def constant_(tensor, val):
@@ -103,14 +147,26 @@ def ones_(tensor):
     return constant_(tensor, 1.0)
 
 
+def _is_empty(tensor):
+    """True (with torch's warning) for a tensor with no elements: the fan-based inits leave it as it is."""
+    if 0 in tuple(tensor.shape):
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=3)
+        return True
+    return False
+
+
 def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
     """PyTorch's ``kaiming_uniform_``: U(-bound, bound), bound = gain * sqrt(3 / fan)."""
+    if _is_empty(tensor):
+        return tensor
     bound = calculate_gain(nonlinearity, a) * math.sqrt(3.0 / _fan(tensor, mode))
     return uniform_(tensor, -bound, bound, generator)
 
 
 def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
     """PyTorch's ``kaiming_normal_``: N(0, std), std = gain / sqrt(fan)."""
+    if _is_empty(tensor):
+        return tensor
     return normal_(tensor, 0.0, calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode)), generator)
 
 
@@ -125,3 +181,50 @@ def xavier_normal_(tensor, gain=1.0, generator=None):
     """N(0, std), std = gain * sqrt(2 / (fan_in + fan_out))."""
     fan_in, fan_out = fan_in_and_fan_out(tensor)
     return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), generator)
+
+
+def orthogonal_(tensor, gain=1, generator=None):
+    """A (semi-)orthogonal matrix times ``gain`` (Saxe et al. 2013), trailing dimensions flattened:
+    orthonormal rows if there are fewer rows than columns, else orthonormal columns. Keeps every
+    singular value at ``gain``, so a deep linear stack neither grows nor shrinks its input.
+
+    As torch: the QR factorisation of a Gaussian matrix, with Q's columns' signs fixed by R's
+    diagonal so that Q is uniformly distributed over the orthogonal matrices."""
+    if tensor.ndim < 2:
+        raise ValueError("Only tensors with 2 or more dimensions are supported")
+    if tensor.numel() == 0:
+        return tensor
+    rows = tensor.shape[0]
+    cols = tensor.numel() // rows
+    gaussian = _rng(generator).normal(0.0, 1.0, (rows, cols))
+    if rows < cols:
+        gaussian = gaussian.T  # QR gives orthonormal columns: factor the tall one
+    q, r = np.linalg.qr(gaussian)
+    q *= np.sign(np.diag(r))
+    if rows < cols:
+        q = q.T
+    return _fill(tensor, (gain * q).reshape(tensor.shape))
+
+
+def eye_(tensor):
+    """The identity matrix (ones on the main diagonal) in a 2-D tensor: a Linear layer that starts by
+    passing its first inputs through."""
+    if tensor.ndim != 2:
+        raise ValueError("Only tensors with 2 dimensions are supported")
+    return _fill(tensor, np.eye(*tensor.shape))
+
+
+def dirac_(tensor, groups=1):
+    """A 3-, 4- or 5-D convolution weight ``[out, in, *kernel]`` that starts as the identity: output
+    channel ``d`` of each group copies input channel ``d`` through the kernel's centre."""
+    if tensor.ndim not in (3, 4, 5):
+        raise ValueError("Only tensors with 3, 4, or 5 dimensions are supported")
+    if tensor.shape[0] % groups:
+        raise ValueError("dim 0 must be divisible by groups")
+    per_group = tensor.shape[0] // groups
+    centre = tuple(size // 2 for size in tensor.shape[2:])
+    values = np.zeros(tensor.shape)
+    for g in range(groups):
+        for d in range(min(per_group, tensor.shape[1])):
+            values[(g * per_group + d, d) + centre] = 1
+    return _fill(tensor, values)
