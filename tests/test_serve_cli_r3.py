@@ -195,7 +195,7 @@ def test_stream_options_include_usage_sends_a_last_chunk_with_usage(served):
                                                         "stream": True, "stream_options": {"include_usage": True}}) as r:
         chunks = events(r)
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 6
-    assert all("usage" not in c for c in chunks[:-1])
+    assert all(c["usage"] is None for c in chunks[:-1])  # OpenAI's: null until the last chunk
     assert sorted(c["choices"][0]["index"] for c in chunks[:-1] if c["choices"][0]["finish_reason"]) == [0, 1]
     with client.stream("POST", "/v1/chat/completions", json={"model": "a", "messages": [{"role": "user", "content": "hi"}],
                                                              "max_tokens": 3, "n": 2, "stream": True}) as r:
@@ -303,3 +303,57 @@ def test_an_unknown_argument_is_named_by_its_subcommand_with_its_usage(argv, cap
     code, text = run_cli(argv, capsys)
     assert code == 2  # argparse's status for a usage error
     assert f"usage: minilora {argv[0]}" in text and f"minilora {argv[0]}: error: unrecognized arguments" in text
+
+
+# ---------------------------------------------------------------------------------------------------
+# vLLM's extra sampling parameters
+# ---------------------------------------------------------------------------------------------------
+def test_min_p_keeps_tokens_within_min_p_of_the_likeliest_as_vllm(served):
+    client, model, tok = served
+    logits = logits_after(model, tok.encode("hi"))[:259]
+    probs = np.exp((logits - logits.max()) / 0.7)
+    allowed = {tok.decode([t]) for t in np.flatnonzero(probs >= 0.5)}  # relative to the likeliest, at temperature 0.7
+    texts = [complete(client, temperature=0.7, min_p=0.5, max_tokens=1, seed=s)["choices"][0]["text"] for s in range(12)]
+    assert set(texts) <= allowed and len(allowed) < 259
+    assert complete(client, temperature=0.7, min_p=0, max_tokens=4, seed=1)["choices"] == \
+        complete(client, temperature=0.7, max_tokens=4, seed=1)["choices"]  # 0: off
+
+
+def test_min_tokens_holds_off_eos_and_stop_tokens_and_include_stop_str_in_output(served):
+    client, model, tok = served
+    greedy = alone(model, tok.encode("hi"), "a", 8)
+    body = complete(client, temperature=0, max_tokens=8, stop_token_ids=[greedy[0]], min_tokens=1)
+    assert body["usage"]["completion_tokens"] >= 2  # greedy's first token is a stop token: masked for one token
+    text = tok.decode(greedy, skip_special_tokens=True)
+    stop = text[2:4]
+    body = complete(client, temperature=0, max_tokens=8, stop=stop, include_stop_str_in_output=True)
+    assert body["choices"][0]["text"] == text[:text.find(stop) + len(stop)]
+    assert body["choices"][0]["finish_reason"] == "stop"
+
+
+def test_negative_seeds_are_taken_as_vllm_takes_them(served):
+    client = served[0]
+    first, second = (complete(client, seed=-5, temperature=1, max_tokens=4)["choices"][0]["text"] for _ in range(2))
+    assert first == second
+
+
+def test_stream_with_include_usage_sends_usage_null_on_every_other_chunk(served):
+    client = served[0]
+    with client.stream("POST", "/v1/completions", json={"model": "a", "prompt": "hi", "max_tokens": 3, "stream": True,
+                                                        "stream_options": {"include_usage": True}}) as r:
+        chunks = events(r)
+    assert all(c["usage"] is None for c in chunks[:-1]) and chunks[-1]["usage"]["completion_tokens"] == 3
+
+
+def test_a_stop_string_inside_min_tokens_is_not_cut_later(served):
+    """vLLM looks for stop strings in the new text only, from min_tokens on: one that appeared earlier was
+    already sent, and the text must not be cut back before it."""
+    client, model, tok = served
+    greedy = alone(model, tok.encode("abc"), "a", 12)
+    assert greedy[:9] == [69, 66, 66, 66, 22, 137, 208, 43, 69]  # "E" first, and again as the 9th token
+    ask = lambda **kw: complete(client, prompt="abc", temperature=0, max_tokens=12, stop="E", **kw)["choices"][0]  # noqa: E731
+    assert ask()["text"] == "" and ask()["finish_reason"] == "stop"
+    held = ask(min_tokens=4)
+    assert held["text"] == tok.decode(greedy[:8], skip_special_tokens=True) and held["finish_reason"] == "stop"
+    r = client.post("/v1/completions", json={"model": "a", "prompt": "hi", "max_tokens": 3, "min_tokens": 4})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "min_tokens"

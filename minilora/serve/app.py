@@ -49,7 +49,8 @@ __all__ = ["create_app"]
 # repetition_penalty, stop_token_ids, ignore_eos). A name outside these is refused, never ignored.
 _SAMPLING_KEYS = {"model", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stop_token_ids", "stream",
                   "stream_options", "n", "user", "presence_penalty", "frequency_penalty", "repetition_penalty",
-                  "logit_bias", "ignore_eos", "logprobs", "response_format"}
+                  "logit_bias", "ignore_eos", "logprobs", "response_format", "min_p", "min_tokens",
+                  "include_stop_str_in_output", "skip_special_tokens"}
 _COMPLETION_KEYS = _SAMPLING_KEYS | {"prompt", "echo", "best_of", "suffix"}
 _CHAT_KEYS = _SAMPLING_KEYS | {"messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice"}
 # Parameters of the API this server does not implement, taken only at the value that means "off"
@@ -179,12 +180,15 @@ def _options(body, chat, vocab_size, defaults):
                    temperature=_number(body, "temperature", defaults["temperature"], 0, 2),
                    top_p=_number(body, "top_p", defaults["top_p"], 1e-9, 1),
                    top_k=top_k if top_k > 0 else None,
-                   seed=_number(body, "seed", None, 0, 2**63 - 1, integer=True), stop=_stop(body),
+                   seed=_number(body, "seed", None, -2**63, 2**64 - 1, integer=True), stop=_stop(body),
                    presence_penalty=_number(body, "presence_penalty", 0.0, -2, 2),
                    frequency_penalty=_number(body, "frequency_penalty", 0.0, -2, 2),
                    repetition_penalty=_number(body, "repetition_penalty", 1.0, 1e-9, 2**31),
                    logit_bias=_logit_bias(body, vocab_size), logprobs=logprobs,
-                   stop_token_ids=_token_ids(body, "stop_token_ids", vocab_size), ignore_eos=_flag(body, "ignore_eos"))
+                   stop_token_ids=_token_ids(body, "stop_token_ids", vocab_size), ignore_eos=_flag(body, "ignore_eos"),
+                   min_p=_number(body, "min_p", 0.0, 0, 1), min_tokens=_number(body, "min_tokens", 0, 0, 1 << 20, integer=True),
+                   include_stop_str_in_output=_flag(body, "include_stop_str_in_output"),
+                   skip_special_tokens=body.get("skip_special_tokens") is None or _flag(body, "skip_special_tokens"))
     return options, n, stream, _include_usage(body, stream), echo
 
 
@@ -228,6 +232,9 @@ class _Server:
                 own = dict(options, seed=None if options["seed"] is None else options["seed"] + i)
                 if own["max_tokens"] is None:  # the rest of the context (at least one, else submit says why)
                     own["max_tokens"] = max((self.engine.max_model_len or len(ids) + 16) - len(ids), 1)
+                if own["min_tokens"] > own["max_tokens"]:
+                    raise EngineError(400, f"min_tokens ({own['min_tokens']}) must be at most max_tokens "
+                                           f"({own['max_tokens']})", "min_tokens")
                 job = Request(ids, adapter, **own)
                 job.emit = self._emitter(loop, events, len(jobs), job)
                 jobs.append(job)
@@ -292,8 +299,8 @@ class _Server:
     async def _stream(self, jobs, events, meta, chat, include_usage, echoes, n_prompt):
         obj = "chat.completion.chunk" if chat else "text_completion"
 
-        def chunk(choices):
-            return _sse({**meta, "object": obj, "choices": choices})
+        def chunk(choices):  # with include_usage, OpenAI's chunks carry "usage": null until the last one
+            return _sse({**meta, "object": obj, "choices": choices, **({"usage": None} if include_usage else {})})
         try:
             for index, echo in enumerate(echoes):  # chat: the role first; a completion: the echoed prompt
                 if chat:

@@ -50,15 +50,18 @@ class Request:
 
     def __init__(self, prompt_ids, adapter=None, max_tokens=16, temperature=1.0, top_p=1.0, seed=None,
                  stop=(), emit=None, top_k=None, presence_penalty=0.0, frequency_penalty=0.0,
-                 repetition_penalty=1.0, logit_bias=None, logprobs=None, stop_token_ids=(), ignore_eos=False):
+                 repetition_penalty=1.0, logit_bias=None, logprobs=None, stop_token_ids=(), ignore_eos=False,
+                 min_p=0.0, min_tokens=0, include_stop_str_in_output=False, skip_special_tokens=True):
         self.id = next(self._ids)
         self.prompt_ids = list(prompt_ids)
         self.adapter = adapter
         self.max_tokens, self.temperature, self.top_p = max_tokens, temperature, top_p
         self.top_k = top_k  # None: every token, as OpenAI's API and vLLM sample by default
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(None if seed is None else seed % 2**64)  # vLLM takes negative seeds
         self.stop = [s for s in stop if s]
         self.stop_token_ids, self.ignore_eos = set(stop_token_ids), ignore_eos  # vLLM's extras
+        self.min_p, self.min_tokens = min_p, min_tokens
+        self.include_stop_str_in_output, self.skip_special_tokens = include_stop_str_in_output, skip_special_tokens
         self.presence_penalty, self.frequency_penalty = presence_penalty, frequency_penalty
         self.repetition_penalty = repetition_penalty
         self.logit_bias = dict(logit_bias or {})  # {token id: added to its logit}
@@ -67,17 +70,24 @@ class Request:
         self.emit = emit or (lambda kind, value: None)
         self.generated = []   # token ids so far
         self.sent = 0         # characters of the decoded text already sent
+        self.checked = 0      # characters of the decoded text already searched for stop strings
         self.cancelled = False
         self.finished = False
 
     def cancel(self):
         self.cancelled = True
 
-    def sample(self, logits):
-        """The next token: greedy at temperature 0, else sampled with ``top_k`` and ``top_p`` (vLLM's),
-        from the logits after the penalties and ``logit_bias``. Log-probabilities are the model's own
-        (before penalties and temperature), as vLLM reports them by default."""
+    def sample(self, logits, eos=()):
+        """The next token: greedy at temperature 0, else sampled with ``min_p``, ``top_k`` and ``top_p``
+        (vLLM's order), from the logits after the penalties and ``logit_bias``; ``eos`` and the stop
+        tokens cannot come before ``min_tokens``. Log-probabilities are the model's own (before
+        penalties and temperature), as vLLM reports them by default."""
         adjusted = self._penalized(logits)
+        if len(self.generated) < self.min_tokens:
+            adjusted = np.array(adjusted, dtype=np.float64)
+            adjusted[[t for t in set(eos) | self.stop_token_ids if t < len(adjusted)]] = -np.inf
+        if self.min_p and self.temperature != 0:  # p < min_p * p_max, i.e. (l - l_max) / T < log(min_p): out
+            adjusted = np.where((adjusted - adjusted.max()) / self.temperature < np.log(self.min_p), -np.inf, adjusted)
         if self.temperature == 0:
             token = int(np.argmax(adjusted))
         else:
@@ -344,7 +354,7 @@ class Engine:
     def _take(self, row, logits, leave=True):
         """Sample row's next token, send the new text, and mark the request finished when it is."""
         request = self.rows[row]
-        token = request.sample(logits[:self.text_vocab])
+        token = request.sample(logits[:self.text_vocab], self.eos)
         request.generated.append(token)
         self.tokens_generated += 1
         reason = None
@@ -354,10 +364,15 @@ class Engine:
         elif len(request.generated) >= request.max_tokens:
             reason = "length"
         ids = request.generated[:-1] if stopped_by_token else request.generated  # its text is not sent
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        cut = min((text.find(s) for s in request.stop if s in text), default=-1)
-        if cut >= 0:
-            text, reason = text[:cut], "stop"
+        text = self.tokenizer.decode(ids, skip_special_tokens=request.skip_special_tokens)
+        found = []
+        if len(request.generated) >= request.min_tokens:  # vLLM looks for stop strings only after min_tokens,
+            found = [(text.find(s, max(request.checked - len(s) + 1, 0)), s) for s in request.stop]  # ending in new text
+            found = [(at, s) for at, s in found if at >= 0]
+        request.checked = len(text)
+        if found:
+            cut, stop = min(found)
+            text, reason = text[:cut + (len(stop) if request.include_stop_str_in_output else 0)], "stop"
         if reason is None:  # hold back what could still become a stop string, or half a character
             hold = max((len(s) - 1 for s in request.stop), default=0)
             end = len(text) - hold
