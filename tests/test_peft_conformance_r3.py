@@ -100,3 +100,34 @@ def test_adalora_ranknum_dtype_layer_output_and_delta_as_peft(dtype, autocast):
         np.testing.assert_allclose(np.asarray(delta), as_numpy(expected_delta), rtol=1e-6, atol=1e-7)
     else:  # the same ops rounded the same way: bit for bit
         np.testing.assert_array_equal(np.asarray(delta, dtype=np.float32), as_numpy(expected_delta))
+
+
+# ==================================================================================================
+# PiSSA / OLoRA on 16-bit bases: float32 factorisation as PEFT, the residual rounded once
+# ==================================================================================================
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("init", ["pissa", "olora"])
+def test_pissa_and_olora_on_a_16_bit_base_give_peft_factors_and_residual(dtype, init):
+    """Both factorise the float32 copy of W0 (float32 A and B, as PEFT) and round W0 - (s B) A once to the
+    base dtype. Two LAPACKs (torch's and NumPy's) may pick opposite signs for a singular vector, which
+    B A does not see: A and B are compared up to the sign of each rank-1 pair, the residual base and
+    B A directly (a handful of residual elements may land one 16-bit step apart: the LAPACKs' float32
+    results differ in their last bits)."""
+    config = LlamaConfig.from_dict({**TINY.to_dict(), "hidden_size": 32, "num_hidden_layers": 1})
+    reference, model = pair(dtype, config)
+    options = dict(r=4, lora_alpha=8, init_lora_weights=init, target_modules=["q_proj", "v_proj"])
+    theirs = peft.get_peft_model(reference, peft.LoraConfig(**options))
+    ours = get_peft_model(model, LoraConfig(**options))
+    for name in ("q_proj", "v_proj"):
+        mine, peft_layer = layer(ours, name), layer(theirs, name)
+        A, B = (as_numpy(t["default"].weight) for t in (mine.lora_A, mine.lora_B))
+        A_ref, B_ref = (as_numpy(t["default"].weight) for t in (peft_layer.lora_A, peft_layer.lora_B))
+        assert A.dtype == B.dtype == A_ref.dtype == np.float32
+        signs = np.sign(np.sum(A * A_ref, axis=1))  # +1 or -1 per rank-1 pair
+        np.testing.assert_allclose(A * signs[:, None], A_ref, rtol=0, atol=2e-5)
+        np.testing.assert_allclose(B * signs[None, :], B_ref, rtol=0, atol=2e-5)
+        np.testing.assert_allclose(B @ A, B_ref @ A_ref, rtol=0, atol=2e-5)
+        W, W_ref = as_numpy(mine.base_layer.weight), as_numpy(peft_layer.base_layer.weight)
+        assert str(mine.base_layer.weight.dtype) == dtype
+        step = np.spacing(np.abs(W_ref).astype(dtype)).astype(np.float32)  # one 16-bit step at each value
+        assert np.all(np.abs(W - W_ref) <= step) and np.mean(W != W_ref) < 0.02

@@ -12,8 +12,9 @@ such an adapter only works on the residual base. ``save_pretrained(path_initial_
 initial_dir)`` turns it into a plain LoRA for the *original* base: ``s B A - s B0 A0 = s [B, -B0] [A; A0]``,
 saved at rank 2r with alpha 2*alpha (the same scaling), exactly as PEFT does.
 
-PEFT refuses float64 weights for these inits (it computes in float32); minilora computes the
-factorisation in float64 whatever the weight dtype and casts back.
+PEFT computes in float32 for float32, float16 and bfloat16 weights (the factors stay float32, the
+residual is rounded once to the weight's dtype), and so does minilora, to give PEFT's numbers. PEFT
+refuses float64 weights; minilora factorises them in float64.
 """
 import os
 
@@ -53,7 +54,7 @@ def svd_lowrank(A, q, niter=2, rng=None):
     rng = rng or generator()
     m, n = A.shape
     tall = A if m >= n else A.T  # work on the tall orientation, as torch does
-    R = rng.standard_normal((tall.shape[1], q))
+    R = rng.standard_normal((tall.shape[1], q)).astype(A.dtype)
     Q = _orthonormal_basis(tall @ R)
     for _ in range(niter):  # power iterations sharpen the basis towards the top singular vectors
         Q = _orthonormal_basis(tall @ _orthonormal_basis(tall.T @ Q))
@@ -62,20 +63,28 @@ def svd_lowrank(A, q, niter=2, rng=None):
     return (U, S, V) if m >= n else (V, S, U)
 
 
-def _write_factors(layer, adapter_name, A, B):
-    """Set lora_A/lora_B and subtract ``s B A`` from the base weight (in its own dtype)."""
-    W = layer.base_layer.weight
-    to_device = W.device.xp.asarray  # the factors are computed on the host (NumPy's SVD and QR)
+def _base_weight(layer):
+    """The base weight on the host, in the dtype the factorisation runs in: float32 for float32, float16
+    and bfloat16 weights (PEFT's ``weight.to(torch.float32)``), float64 for float64 ones."""
+    W = _host(layer.base_layer.weight._array)
+    return W.astype(np.float64 if W.dtype == np.float64 else np.float32)
+
+
+def _write_factors(layer, adapter_name, W, A, B):
+    """Set lora_A/lora_B and subtract ``s B A`` from the base weight ``W`` (the compute-dtype copy),
+    as PEFT: ``W - (s * B) @ A`` in the compute dtype, rounded once to the weight's own dtype."""
+    weight = layer.base_layer.weight
+    to_device = weight.device.xp.asarray  # the factors are computed on the host (NumPy's SVD and QR)
     layer.lora_A[adapter_name].weight._array[...] = to_device(A)
     layer.lora_B[adapter_name].weight._array[...] = to_device(B)
-    residual = _host(W._array).astype(np.float64) - layer.scaling[adapter_name] * (B @ A)
-    W._array[...] = to_device(residual.astype(W._array.dtype))
+    residual = W - (W.dtype.type(layer.scaling[adapter_name]) * B) @ A
+    weight._array[...] = to_device(residual.astype(weight._array.dtype))
 
 
 def pissa_init(layer, adapter_name, init_lora_weights):
     """PiSSA: the adapter gets W0's top-r singular triplets, the base keeps the rest."""
     r, s = layer.r[adapter_name], layer.scaling[adapter_name]
-    W = _host(layer.base_layer.weight._array).astype(np.float64)
+    W = _base_weight(layer)
     niter = parse_pissa_niter(init_lora_weights)
     if niter is None:
         U, S, Vh = np.linalg.svd(W, full_matrices=False)
@@ -84,14 +93,15 @@ def pissa_init(layer, adapter_name, init_lora_weights):
         Ur, Sr, V = svd_lowrank(W, r, niter=niter)
         Sr, Vhr = Sr / s, V.T
     root = np.sqrt(Sr)
-    _write_factors(layer, adapter_name, A=root[:, None] * Vhr, B=Ur * root)
+    _write_factors(layer, adapter_name, W, A=root[:, None] * Vhr, B=Ur * root)
 
 
 def olora_init(layer, adapter_name):
     """OLoRA: W0 = Q R; the adapter gets Q's first r columns and R's first r rows."""
     r = layer.r[adapter_name]
-    Q, R = np.linalg.qr(_host(layer.base_layer.weight._array).astype(np.float64))
-    _write_factors(layer, adapter_name, A=R[:r], B=Q[:, :r])
+    W = _base_weight(layer)
+    Q, R = np.linalg.qr(W)
+    _write_factors(layer, adapter_name, W, A=R[:r], B=Q[:, :r])
 
 
 # ==================================================================================================
