@@ -16,17 +16,24 @@ __all__ = ["save", "load"]
 _META_KEY = "minilora"  # metadata entry: {name: [device, requires_grad]} for tensors not plain cpu
 
 
+# torch.save pickles a whole training checkpoint; minilora's no-pickle way to store one:
+_CHECKPOINT_HINT = ("; for a training checkpoint (model, optimizer and scheduler state dicts, epoch, loss) use "
+                    "minilora.train.save_training_state(path, checkpoint) and load_training_state(path)")
+
+
 def _check_state(obj):
     if not isinstance(obj, dict):
         raise TypeError(f"minilora.save stores a dict of tensors (as safetensors, never pickle); "
-                        f"got a {type(obj).__name__}. Wrap it: minilora.save({{'name': tensor}}, f)")
+                        f"got a {type(obj).__name__}. Wrap it: minilora.save({{'name': tensor}}, f)"
+                        f"{_CHECKPOINT_HINT}")
     for name, value in obj.items():
         if not isinstance(name, str):
             raise TypeError(f"minilora.save: every key must be a str (a tensor name), got "
-                            f"{name!r} ({type(name).__name__})")
+                            f"{name!r} ({type(name).__name__}){_CHECKPOINT_HINT}")
         if not isinstance(value, Tensor):
             raise TypeError(f"minilora.save: the value of {name!r} is a {type(value).__name__}, not a "
-                            f"Tensor; safetensors files hold tensors only (minilora never pickles)")
+                            f"Tensor; safetensors files hold tensors only (minilora never pickles)"
+                            f"{_CHECKPOINT_HINT}")
 
 
 def _path(f, fn):

@@ -294,3 +294,90 @@ def test_scheduler_stepped_before_the_optimizer_warns_as_torch():
             messages = [str(w.message) for w in caught]
             expected = [] if first_the_optimizer else ["Detected call of `lr_scheduler.step()` before `optimizer.step()`"]
             assert [m[:len(expected[0])] for m in messages] == expected if expected else messages == [], (lib, messages)
+
+
+# ---- checkpoints of the whole training state ----------------------------------------------------------------
+TUTORIAL_SCHEDULES = {
+    "MultiStepLR": lambda o: L.MultiStepLR(o, [3, 3, 7, 20], 0.5),
+    "OneCycleLR": lambda o: L.OneCycleLR(o, 0.5, total_steps=30),
+    "CyclicLR": lambda o: L.CyclicLR(o, 0.01, 0.1, 3, mode="exp_range", gamma=0.9),
+    "ReduceLROnPlateau": lambda o: L.ReduceLROnPlateau(o, patience=1),
+    "SequentialLR": lambda o: L.SequentialLR(o, [L.LinearLR(o, 0.1, total_iters=5), L.CosineAnnealingLR(o, 20, 0.01)], [5]),
+    "ChainedScheduler": lambda o: L.ChainedScheduler([L.StepLR(o, 5, 0.5), L.CosineAnnealingLR(o, 10)]),
+    "CosineAnnealingWarmRestarts": lambda o: L.CosineAnnealingWarmRestarts(o, 4, 2, 0.001),
+}
+
+
+def _tutorial_run(make, seed=0):
+    ml.manual_seed(seed)
+    model = nn.Linear(3, 2, dtype=ml.float64)
+    opt = optim.AdamW(model.parameters(), lr=0.1, amsgrad=True)
+    return model, opt, make(opt)
+
+
+def _epochs(model, opt, sched, first, last, epoch_argument=False):
+    seen = []
+    for epoch in range(first, last):
+        x = ml.tensor(np.random.default_rng(epoch).standard_normal((4, 3)))
+        loss = (model(x) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if isinstance(sched, L.ReduceLROnPlateau):
+            sched.step(loss.item())
+        elif epoch_argument:
+            sched.step(epoch + 1)
+        else:
+            sched.step()
+        seen.append((loss.item(), sched.get_last_lr()))
+    return seen
+
+
+@pytest.mark.parametrize("epoch_argument", [False, True], ids=["step()", "step(epoch)"])
+@pytest.mark.parametrize("name", list(TUTORIAL_SCHEDULES))
+def test_a_tutorial_checkpoint_resumes_every_scheduler_exactly(tmp_path, name, epoch_argument):
+    """The checkpoint dict of torch's tutorial (epoch, model, optimizer and scheduler state dicts, loss),
+    written with minilora.train.save_training_state (no pickle), read back in a new process's objects."""
+    from minilora.train import load_training_state, save_training_state
+    if epoch_argument and name in ("ReduceLROnPlateau", "SequentialLR", "ChainedScheduler"):
+        pytest.skip("their step() takes no epoch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's deprecation of step(epoch)
+        make = TUTORIAL_SCHEDULES[name]
+        full = _epochs(*_tutorial_run(make), 0, 16, epoch_argument)
+        model, opt, sched = _tutorial_run(make)
+        first = _epochs(model, opt, sched, 0, 7, epoch_argument)
+        save_training_state(tmp_path / "checkpoint.npz", {
+            "epoch": 7, "model_state_dict": model.state_dict(), "optimizer_state_dict": opt.state_dict(),
+            "scheduler": sched.state_dict(), "loss": first[-1][0]})
+        checkpoint = load_training_state(tmp_path / "checkpoint.npz")
+        model, opt, sched = _tutorial_run(make, seed=1)
+        model.load_state_dict(checkpoint["model_state_dict"])
+        opt.load_state_dict(checkpoint["optimizer_state_dict"])
+        sched.load_state_dict(checkpoint["scheduler"])
+        assert first + _epochs(model, opt, sched, checkpoint["epoch"], 16, epoch_argument) == full
+
+
+def test_saving_the_tutorial_checkpoint_with_minilora_save_names_the_way_that_works(tmp_path):
+    model = nn.Linear(3, 2)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    checkpoint = {"epoch": 3, "model_state_dict": model.state_dict(), "optimizer_state_dict": opt.state_dict()}
+    with pytest.raises(TypeError, match="not a Tensor.*save_training_state"):
+        ml.save(checkpoint, tmp_path / "checkpoint.pt")
+    assert not (tmp_path / "checkpoint.pt").exists()
+    ml.save(model.state_dict(), tmp_path / "model.safetensors")  # a state dict alone: the safetensors file
+    assert sorted(ml.load(tmp_path / "model.safetensors")) == ["bias", "weight"]
+
+
+def test_a_damaged_training_checkpoint_is_named_and_the_old_one_survives_a_failed_save(tmp_path):
+    from minilora.train import load_training_state, save_training_state
+    path = tmp_path / "checkpoint.npz"
+    with pytest.raises(FileNotFoundError):
+        load_training_state(path)
+    save_training_state(path, {"epoch": 1, "w": np.ones(3)})
+    with pytest.raises(TypeError, match="cannot store"):
+        save_training_state(path, {"epoch": 2, "fn": object()})  # refused mid-way: the old file stays
+    assert load_training_state(path)["epoch"] == 1
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(ValueError, match="truncated or corrupted"):
+        load_training_state(path)

@@ -209,6 +209,12 @@ class MultiStepLR(LRScheduler):
             return self._current_lrs()
         return [lr * self.gamma ** self.milestones[self.last_epoch] for lr in self._current_lrs()]
 
+    def load_state_dict(self, state_dict):
+        """The milestones come back as a ``Counter`` even from a checkpoint that stored them as a plain
+        dict (``minilora.train.save_training_state`` writes JSON)."""
+        super().load_state_dict(state_dict)
+        self.milestones = Counter(self.milestones)
+
     def _get_closed_form_lr(self):
         milestones = sorted(self.milestones.elements())
         return [base * self.gamma ** bisect_right(milestones, self.last_epoch) for base in self.base_lrs]
