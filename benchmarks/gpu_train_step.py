@@ -14,15 +14,29 @@ Rows (fp32 = fp32: TF32 off in torch, CUPY_TF32=0 for CuPy):
     (older CuPy has no bfloat16): without them the row says so instead of a number.
 Timing: the steps run round-robin, the order rotating each round; each step is wall-clock time with the
 device synchronised before and after (a step's host work counts -- it is part of a training step);
-median and min. ``--profile`` prints where minilora's LoRA step spends its time (minilora.profile's op
-table: kernels vs CuPy elementwise ops; cProfile: Python).
+median and min.
+
+What one run writes (each section goes to ``--out`` as soon as it is measured, so a run cut short by
+gpu_check.sh's time bound keeps what it has, and says where it stopped):
+  1. ``bf16 probe``: what this CuPy does with bfloat16 -- versions, whether a bf16 sum or a 1x1 / batched
+     matmul accumulates in float32, whether sort, add.at, round... take bf16, and the result dtypes -- and
+     minilora's own bf16 ops on the device beside the same ops on cpu. The stand-in CuPy of the tests
+     (tests/fake_cupy.py) models what CuPy 14's sources say; this is where a GPU answers what they do not.
+  2. the step table (above).
+  3. ``where the time goes``, per minilora row: one more step with every op run on its own (the device
+     drained before and after each), timed on the device (CUDA events) and on the host, grouped into
+     minilora's CUDA kernels, cuBLAS GEMMs, attention, CuPy elementwise/reduction ops, and the Python
+     between ops; with the count of ops and of minilora kernel launches per step.
+``--profile`` also prints minilora.profile's op table and cProfile's top functions (host view).
 
     python benchmarks/gpu_train_step.py                      # on the GPU, ~1.1B parameters
-    python benchmarks/gpu_train_step.py --device cpu --tiny  # a dry run of this script on the CPU (tested)
+    python benchmarks/gpu_train_step.py --dry-run            # seconds on the CPU: minilora rows, probe, split (tested)
+    python benchmarks/gpu_train_step.py --device cpu --tiny  # the whole script on the CPU, PEFT rows too (tested)
 """
 import argparse
 import copy
 import os
+import signal
 import statistics
 import sys
 import time
@@ -32,6 +46,7 @@ os.environ.setdefault("CUPY_TF32", "0")  # before anything imports CuPy
 import numpy as np  # noqa: E402
 
 import minilora as ml  # noqa: E402
+from minilora import kernels  # noqa: E402
 from minilora.lora import LoraConfig, get_peft_model  # noqa: E402
 from minilora.models import LlamaConfig, LlamaForCausalLM  # noqa: E402
 from minilora.optim import AdamW  # noqa: E402
@@ -51,11 +66,21 @@ def parse_args(argv=None):
     p.add_argument("--alpha", type=float, default=32)
     p.add_argument("--seq", type=int, default=None, help="tokens per sequence (default 512; tiny 16)")
     p.add_argument("--batch", type=int, default=None, help="sequences per step (default 4; tiny 2)")
-    p.add_argument("--repeats", type=int, default=5, help="timed rounds (after 2 warm-up steps each)")
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds after 2 warm-up steps (default 5; dry run 1)")
     p.add_argument("--no-full", action="store_true", help="skip the full fine-tuning row")
-    p.add_argument("--profile", action="store_true", help="profile minilora's LoRA step and print the tables")
-    p.add_argument("--out", default=None, help="append the table (markdown) to this file")
-    return p.parse_args(argv)
+    p.add_argument("--no-peft", action="store_true", help="skip the transformers + PEFT rows")
+    p.add_argument("--no-probe", action="store_true", help="skip the bf16 probe of the array module")
+    p.add_argument("--no-split", action="store_true", help="skip 'where the time goes'")
+    p.add_argument("--profile", action="store_true", help="also print minilora.profile's op table and cProfile's")
+    p.add_argument("--dry-run", action="store_true",
+                   help="seconds on the CPU: --device cpu --tiny --no-peft, 1 layer and 1 round unless given")
+    p.add_argument("--out", default=None, help="append each section (markdown) to this file as it is measured")
+    args = p.parse_args(argv)
+    if args.dry_run:
+        args.device, args.tiny, args.no_peft = "cpu", True, True
+        args.layers, args.repeats = args.layers or 1, args.repeats or 1
+    args.repeats = args.repeats or 5
+    return args
 
 
 def lora_config(args):
@@ -64,9 +89,9 @@ def lora_config(args):
 
 def synchronize(device):
     if device == "cuda":
-        import torch
         ml.cuda.synchronize()
-        torch.cuda.synchronize()
+        if "torch" in sys.modules:  # (the PEFT rows' work; a --no-peft run never imports torch)
+            sys.modules["torch"].cuda.synchronize()
 
 
 # ---- the models ---------------------------------------------------------------------------------------
@@ -92,12 +117,9 @@ def to_transformers(config, ml_model, dtype, device):
 
 def build_steps(args, config):
     """name -> (step function, model, optimizer, ids) or name -> why it is not run."""
-    import peft
-    import torch
     ids = np.random.default_rng(0).integers(0, config.vocab_size, size=(args.batch, args.seq))
     ml_model = build_minilora(config, args.device)
-    hf32 = to_transformers(config, ml_model, torch.float32, args.device)
-    hf = {torch.float32: hf32, torch.bfloat16: copy.deepcopy(hf32).to(torch.bfloat16)}  # one random init, not two
+    hf32 = None if args.no_peft else to_transformers(config, ml_model, _torch().float32, args.device)
     ml_lora = get_peft_model(ml_model, LoraConfig(**lora_config(args)))
     ours = {n: p.numpy() for n, p in ml_lora.named_parameters() if p.requires_grad}
     steps = {}
@@ -105,15 +127,8 @@ def build_steps(args, config):
     ml_ids = ml.tensor(ids, device=args.device)
     trainable = [p for p in ml_lora.parameters() if p.requires_grad]
     steps["minilora LoRA fp32"] = (minilora_step, ml_lora, AdamW(trainable, lr=1e-4, weight_decay=0.01), ml_ids)
-    for dt, name in ((torch.float32, "PEFT LoRA fp32"), (torch.bfloat16, "PEFT LoRA bf16")):
-        model = peft.get_peft_model(hf[dt], peft.LoraConfig(**lora_config(args)))  # adapters fp32 (PEFT's autocast)
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                if p.requires_grad:
-                    p.copy_(torch.from_numpy(ours[n]))
-        model = model.to(args.device).train()
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.01)
-        steps[name] = (transformers_step, model, opt, torch.from_numpy(ids).to(args.device))
+    if hf32 is not None:
+        steps.update(peft_steps(args, hf32, ours, ids))
     missing = bf16_unavailable(args.device)
     if missing:
         steps["minilora LoRA bf16"] = missing
@@ -130,6 +145,29 @@ def build_steps(args, config):
         steps["minilora full fine-tuning fp32"] = (minilora_step, full, AdamW(full.parameters(), lr=1e-4,
                                                                                  weight_decay=0.01), ml_ids)
     return steps
+
+
+def peft_steps(args, hf32, ours, ids):
+    """transformers + PEFT's LoRA rows, fp32 and bf16, with minilora's adapter weights."""
+    import peft
+    import torch
+    hf = {torch.float32: hf32, torch.bfloat16: copy.deepcopy(hf32).to(torch.bfloat16)}  # one random init, not two
+    steps = {}
+    for dt, name in ((torch.float32, "PEFT LoRA fp32"), (torch.bfloat16, "PEFT LoRA bf16")):
+        model = peft.get_peft_model(hf[dt], peft.LoraConfig(**lora_config(args)))  # adapters fp32 (PEFT's autocast)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if p.requires_grad:
+                    p.copy_(torch.from_numpy(ours[n]))
+        model = model.to(args.device).train()
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.01)
+        steps[name] = (transformers_step, model, opt, torch.from_numpy(ids).to(args.device))
+    return steps
+
+
+def _torch():
+    import torch
+    return torch
 
 
 def bf16_unavailable(device):
@@ -183,51 +221,379 @@ def profile(device, step, model, opt, ids):
     pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
 
 
+# ---- the report: each section written as soon as it is measured ---------------------------------------
+class TimeBoundReached(Exception):
+    """SIGTERM (gpu_check.sh's ``timeout``): stop, keep what was measured."""
+
+
+def _stop_on_sigterm(signum, frame):
+    raise TimeBoundReached(f"stopped by signal {signum} (the time bound)")
+
+
+class Report:
+    """Markdown sections, printed and appended to ``path`` one by one: a later stage that fails or runs out
+    of time cannot take an earlier section with it (gpu_check.sh's stages share RESULTS.md)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def add(self, text):
+        print("\n" + text, flush=True)
+        if self.path:
+            with open(self.path, "a") as f:
+                f.write("\n" + text + "\n")
+
+
+# ---- 1. the bf16 probe: what this array module does with bfloat16 ----------------------------------
+def _describe(value):
+    """An array result in a few words: dtype and the first values (or the error, shortened)."""
+    if value is None:
+        return "ran"
+    flat = value.astype(np.float32).ravel()[:3].tolist() if hasattr(value, "astype") else [value]
+    return f"{getattr(value, 'dtype', type(value).__name__)} {', '.join(f'{v:g}' for v in flat)}"
+
+
+def _attempt(fn):
+    try:
+        return _describe(fn())
+    except Exception as exc:  # the answer the probe is after: what fails, and how
+        return f"fails: {type(exc).__name__}: {str(exc).splitlines()[0][:90] if str(exc) else ''}"
+
+
+def _accumulation(xp, reduce_fn, shape_a, shape_b=None):
+    """Whether ``reduce_fn`` of bf16 operands (uniform(0, 1): no cancellation), rounded to bf16, equals the
+    float64 result rounded once to bf16 -- what float32 accumulation gives -- or how many elements differ."""
+    rng = np.random.default_rng(0)
+    host = [rng.uniform(0, 1, s).astype(ml.bfloat16) for s in (shape_a, shape_b) if s is not None]
+    try:
+        out = reduce_fn(*(xp.asarray(h) for h in host))
+        got = (out.get() if hasattr(out, "get") else np.asarray(out)).astype(ml.bfloat16).astype(np.float64)
+    except Exception as exc:
+        return f"fails: {type(exc).__name__}: {str(exc).splitlines()[0][:90] if str(exc) else ''}"
+    want = np.asarray(reduce_fn(*(h.astype(np.float64) for h in host))).astype(ml.bfloat16).astype(np.float64)
+    wrong = int(np.count_nonzero(got != want))
+    kind = "float32 accumulation (rounded once)" if not wrong else f"{wrong}/{want.size} off the float32 result"
+    return f"{out.dtype}, {kind}"
+
+
+def _array_module_checks(xp, cupyx=None):
+    """(what, how it went) for every bf16 call minilora could hand this array module."""
+    bf16, f32 = ml.bfloat16, np.float32
+    x = xp.asarray(np.array([[0.5, -1.25, 2.0], [3.5, -0.75, 1.0]], dtype=bf16))
+    checks = [
+        ("sum() of 4096 uniform(0,1)", _accumulation(xp, lambda a: a.sum(), (4096,))),
+        ("sum(dtype=float32)", _accumulation(xp, lambda a: a.sum(dtype=f32), (4096,))),
+        ("mean()", _accumulation(xp, lambda a: a.mean(), (4096,))),
+        ("cumsum()[-1]", _accumulation(xp, lambda a: a.cumsum()[-1], (4096,))),
+        ("matmul 2-D (4,4096)@(4096,4)", _accumulation(xp, lambda a, b: a @ b, (4, 4096), (4096, 4))),
+        ("matmul 1x1 out (1,4096)@(4096,1)", _accumulation(xp, lambda a, b: a @ b, (1, 4096), (4096, 1))),
+        ("matmul 1-D @ 2-D", _accumulation(xp, lambda a, b: a @ b, (4096,), (4096, 4))),
+        ("matmul 1-D @ 1-D", _accumulation(xp, lambda a, b: a @ b, (4096,), (4096,))),
+        ("matmul batched 3-D @ 3-D", _accumulation(xp, lambda a, b: a @ b, (2, 4, 4096), (2, 4096, 4))),
+        ("matmul 3-D @ 2-D (broadcast)", _accumulation(xp, lambda a, b: a @ b, (2, 4, 4096), (4096, 4))),
+        ("argsort(kind='stable')", _attempt(lambda: xp.argsort(x, axis=-1, kind="stable"))),
+        ("sort", _attempt(lambda: xp.sort(x, axis=-1))),
+        ("max / min", _attempt(lambda: x.max(axis=1)) + " / " + _attempt(lambda: x.min(axis=1))),
+        ("argmax", _attempt(lambda: x.argmax(axis=1))),
+        ("add.at", _attempt(lambda: xp.add.at(xp.zeros(3, bf16), xp.asarray([0, 0, 2]), x[0]))),
+        ("round / rint", _attempt(lambda: xp.round(x)) + " / " + _attempt(lambda: xp.rint(x))),
+        ("divmod", _attempt(lambda: xp.divmod(x, x)[0])),
+        ("exp / tanh", _attempt(lambda: xp.exp(x)) + " / " + _attempt(lambda: xp.tanh(x))),
+        ("x * 0.1 (a Python float)", _attempt(lambda: x * 0.1)),
+        ("maximum(x, 0)", _attempt(lambda: xp.maximum(x, 0))),
+        ("where(x > 0, x, 0)", _attempt(lambda: xp.where(x > 0, x, 0))),
+        ("any()", _attempt(lambda: xp.asarray(x.any()))),
+        ("astype(float32) / from float32", _attempt(lambda: x.astype(f32)) + " / "
+         + _attempt(lambda: xp.ones(2, f32).astype(bf16))),
+    ]
+    if cupyx is not None:
+        checks.append(("cupyx.scipy.special.erf", _attempt(lambda: cupyx.scipy.special.erf(x))))
+    return checks
+
+
+def _minilora_checks(device):
+    """minilora's bf16 ops on ``device`` beside the same ops on cpu: 'same bits' or what differs."""
+    rng = np.random.default_rng(1)
+    data = {"x": rng.standard_normal((6, 40)), "w": rng.standard_normal((1, 40)), "v": rng.standard_normal(40)}
+    cases = [
+        ("sort / argsort", lambda t: t["x"].sort(dim=-1)[0] + t["x"].argsort(dim=-1)),
+        ("topk(5)", lambda t: t["x"].topk(5, dim=-1)[0]),
+        ("max(dim) / argmax", lambda t: t["x"].max(dim=-1)[0] + t["x"].argmax(dim=-1)),
+        ("sum / mean", lambda t: t["x"].sum(dim=-1) + t["x"].mean(dim=-1)),
+        ("matmul, one output element", lambda t: t["w"] @ t["v"].reshape(40, 1)),
+        ("matmul 2-D", lambda t: t["x"] @ t["x"].T),
+        ("softmax / log_softmax", lambda t: t["x"].softmax(-1) + t["x"].log_softmax(-1)),
+        ("cumsum", lambda t: t["x"].cumsum(-1)),
+        ("round", lambda t: t["x"].round()),
+    ]
+    results = []
+    for what, fn in cases:
+        outs = []
+        try:
+            for dev in (device, "cpu"):
+                tensors = {k: ml.tensor(v, dtype=ml.bfloat16, device=dev) for k, v in data.items()}
+                out = fn(tensors)
+                outs.append((out.dtype, out.detach().cpu().float().numpy()))
+        except Exception as exc:
+            results.append((what, f"fails on {device}: {type(exc).__name__}: {str(exc).splitlines()[0][:90]}"))
+            continue
+        (dt, ours), (cpu_dt, cpu) = outs
+        diff = np.nanmax(np.abs(ours - cpu)) if ours.shape == cpu.shape else None
+        same = dt == cpu_dt and ours.shape == cpu.shape and np.array_equal(ours, cpu, equal_nan=True)
+        results.append((what, "same bits as cpu" if same else f"{dt} vs cpu's {cpu_dt}, max difference {diff}"))
+    return results
+
+
+def bf16_probe(device):
+    """The probe's section (markdown): versions, the array module's answers, minilora's ops vs cpu."""
+    lines = [f"## bf16 probe on {device}: what the array module does with bfloat16\n"]
+    if not ml.dtypes.HAS_BFLOAT16:
+        return "\n".join(lines + ["ml_dtypes is not installed: no bfloat16 anywhere."])
+    import ml_dtypes
+    versions = f"numpy {np.__version__}, ml_dtypes {ml_dtypes.__version__}"
+    xp, cupyx = np, None
+    if device == "cuda":
+        import cupy
+        xp = cupy
+        versions = f"CuPy {cupy.__version__}, CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}, " + versions
+        try:
+            import cupyx.scipy.special  # noqa: F401
+            cupyx = sys.modules["cupyx"]
+        except ImportError:
+            pass
+        try:
+            from cupy._core import _accelerator
+            versions += f", routine accelerators {_accelerator.get_routine_accelerators()}"
+        except Exception:  # an internal module: its name may move
+            pass
+    unavailable = bf16_unavailable(device)
+    lines.append(f"{versions}. {unavailable or 'bfloat16 tensors: available'}\n")
+    if unavailable:
+        return "\n".join(lines)
+    lines += [_row("array module call (bf16)", "result"), "|---|---|"]
+    lines += [_row(what, result) for what, result in _array_module_checks(xp, cupyx)]
+    lines += ["", _row(f"minilora bf16 op on {device}", "vs the same op on cpu"), "|---|---|"]
+    lines += [_row(what, result) for what, result in _minilora_checks(device)]
+    return "\n".join(lines)
+
+
+def _row(*cells):
+    """A markdown table row, written ``|a | b|``: only the step table's rows start with ``| `` (tools that
+    read the step table back pick its rows by that)."""
+    return "|" + " | ".join(str(c) for c in cells) + "|"
+
+
+# ---- 3. where the time goes --------------------------------------------------------------------------
+class Timeline:
+    """Marks on the device's clock: CUDA events on cuda (GPU time), the host clock elsewhere."""
+
+    def __init__(self, device):
+        self.cuda = device == "cuda"
+
+    def mark(self):
+        if not self.cuda:
+            return time.perf_counter()
+        import cupy
+        event = cupy.cuda.Event()
+        event.record()
+        return event
+
+    def seconds(self, start, end):
+        if not self.cuda:
+            return end - start
+        import cupy
+        return cupy.cuda.get_elapsed_time(start, end) / 1e3
+
+
+GEMM_OPS = {"MatMul", "Linear", "Einsum"}  # ops whose work is a cuBLAS GEMM (on cuda)
+KERNELS, GEMMS, ATTENTION, ELEMENTWISE = ("minilora CUDA kernels", "cuBLAS GEMMs (MatMul, Linear, Einsum)",
+                                          "attention (batched GEMMs + softmax)", "CuPy elementwise and reductions")
+
+
+def category(op, launches):
+    """Which part of the step an op's time belongs to."""
+    if launches:
+        return KERNELS
+    if op in GEMM_OPS:
+        return GEMMS
+    return ATTENTION if op == "Attention" else ELEMENTWISE
+
+
+class OpTimer:
+    """Runs every op of a step on its own: the device drained before and after each, its work between two
+    marks on the device's clock and its host time (Python + launches) on the host's. Installs itself in
+    ``minilora.tensor``'s profiled paths (``_forward``, ``_backward``) and ``kernels._launch``, while a
+    ``minilora.profile()`` is active (that is what sends ops through those paths)."""
+
+    def __init__(self, device):
+        # (the module: ``minilora.tensor`` the attribute is the tensor() factory)
+        self.device, self.clock, self.module = device, Timeline(device), sys.modules["minilora.tensor"]
+        self.records, self.launches, self.depth = [], 0, 0
+
+    def run(self, op, direction, fn):
+        if self.depth:  # an op inside a timed op: part of the outer one's time
+            return fn()
+        synchronize(self.device)
+        self.depth, launches, start, before = 1, self.launches, time.perf_counter(), self.clock.mark()
+        try:
+            out = fn()
+        finally:
+            self.depth = 0
+        host = time.perf_counter() - start
+        after = self.clock.mark()
+        synchronize(self.device)
+        self.records.append((op, direction, host, time.perf_counter() - start, before, after,
+                             self.launches - launches))
+        return out
+
+    def __enter__(self):
+        m = self.module
+        self.saved = m._forward, m._backward, kernels._launch
+        forward, backward, launch = self.saved
+
+        def counted_launch(*args, **kwargs):
+            self.launches += 1
+            return launch(*args, **kwargs)
+        m._forward = lambda cls, fn, ctx, arrays, options: self.run(
+            cls.__name__, "forward", lambda: forward(cls, fn, ctx, arrays, options))
+        m._backward = lambda ctx, g, prof: self.run(ctx.fn.__name__, "backward", lambda: backward(ctx, g, prof))
+        kernels._launch = counted_launch
+        return self
+
+    def __exit__(self, *exc):
+        self.module._forward, self.module._backward, kernels._launch = self.saved
+        return False
+
+
+def time_split(device, model, opt, ids):
+    """One step with every op (and AdamW's update) timed on its own: {category: [ops, host s, device s]},
+    the step's wall time in this mode, the minilora kernel launches and the ops counted."""
+    timer = OpTimer(device)
+    synchronize(device)
+    start = time.perf_counter()
+    with ml.profile(), timer:
+        loss = model(ids, labels=ids).loss
+        loss.backward()
+        timer.run("AdamW update", "step", opt.step)
+        opt.zero_grad()
+    synchronize(device)
+    wall = time.perf_counter() - start
+    split, per_op = {}, {}
+    for op, direction, host, op_wall, before, after, launches in timer.records:
+        on_device = timer.clock.seconds(before, after)
+        row = split.setdefault(category(op, launches), [0, 0.0, 0.0, 0.0])
+        row[0] += 1
+        row[1] += host
+        row[2] += on_device
+        row[3] += op_wall
+        entry = per_op.setdefault(f"{op} {direction}", [0, 0.0, 0.0])
+        entry[0] += 1
+        entry[1] += host
+        entry[2] += on_device
+    return dict(split=split, per_op=per_op, wall=wall, launches=timer.launches, ops=len(timer.records))
+
+
+def split_section(name, device, measured, step_median, top=12):
+    """'where the time goes' (markdown) for one minilora row."""
+    clock = "CUDA events" if device == "cuda" else "host clock (no device here)"
+    lines = [f"### where the time goes: {name} on {device} (one step, each op on its own; {clock})\n",
+             _row("part of the step", "ops", "host ms (Python + launches)", "device ms", "share of device time"),
+             "|---|---|---|---|---|"]
+    split = measured["split"]
+    device_total = sum(row[2] for row in split.values()) or 1e-12
+    for part in (KERNELS, GEMMS, ATTENTION, ELEMENTWISE):
+        if part in split:
+            n, host, on_device, _ = split[part]
+            lines.append(_row(part, n, f"{host * 1e3:.2f}", f"{on_device * 1e3:.2f}", f"{on_device / device_total:.0%}"))
+    outside = measured["wall"] - sum(row[3] for row in split.values())
+    lines.append(_row("Python between ops (modules, autograd engine, optimizer bookkeeping)", "-",
+                      f"{outside * 1e3:.2f}", "-", "-"))
+    lines.append(f"\nDevice time of the ops: {device_total * 1e3:.1f} ms; the step timed normally (ops queued "
+                 f"back to back): {step_median * 1e3:.1f} ms median, so about "
+                 f"{max(step_median - device_total, 0.0) * 1e3:.1f} ms of it the device waits for Python. "
+                 f"Per step: {measured['ops']} ops (each at least one launch: CuPy kernels, cuBLAS calls) and "
+                 f"{measured['launches']} launches of minilora's own kernels. An op's device time runs from "
+                 f"its first launch to its last, so gaps while Python queues its next launch count in it.\n")
+    lines += [_row(f"top {top} ops by device time", "calls", "host ms", "device ms"), "|---|---|---|---|"]
+    ranked = sorted(measured["per_op"].items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+    lines += [_row(op, n, f"{host * 1e3:.2f}", f"{on_device * 1e3:.2f}") for op, (n, host, on_device) in ranked]
+    return "\n".join(lines)
+
+
+# ---- 2. the step table ---------------------------------------------------------------------------
+def step_table(args, config, steps, first, times, note=""):
+    n_params = steps["minilora LoRA fp32"][1].num_parameters()
+    lines = [f"## LoRA training step on {args.device}: {n_params / 1e9:.2f}B parameters "
+             f"(d={config.hidden_size}, {config.num_hidden_layers} layers), seq {args.seq} x batch {args.batch}, "
+             f"r={args.rank}, all-linear{note}\n",
+             "| step | median ms | min ms | vs PEFT (same precision) | first-step loss |", "|---|---|---|---|---|"]
+    reference = {"fp32": times.get("PEFT LoRA fp32"), "bf16": times.get("PEFT LoRA bf16")}
+    for name, s in steps.items():
+        if isinstance(s, str):
+            lines.append(f"| {name} | - | - | - | {s} |")
+            continue
+        if not times.get(name):
+            lines.append(f"| {name} | - | - | - | not timed (stopped before its turn) |")
+            continue
+        med, best = statistics.median(times[name]) * 1e3, min(times[name]) * 1e3
+        ref = reference["bf16" if "bf16" in name else "fp32"]
+        versus = f"{med / (statistics.median(ref) * 1e3):.2f}x" if ref and "LoRA" in name else "-"
+        loss = f"{first[name]:.4f}" if name in first else "-"
+        lines.append(f"| {name} | {med:.1f} | {best:.1f} | {versus} | {loss} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    import torch
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    if args.device == "cuda" and not (ml.device("cuda").enabled() and torch.cuda.is_available()):
+    if not args.no_peft:
+        torch = _torch()
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    if args.device == "cuda" and not (ml.device("cuda").enabled() and (args.no_peft or _torch().cuda.is_available())):
         sys.exit("gpu_train_step.py --device cuda needs CuPy, torch with CUDA and a GPU; "
-                 "use --device cpu --tiny for a dry run")
+                 "use --dry-run (or --device cpu --tiny) for a dry run")
     args.seq = args.seq or (16 if args.tiny else 512)
     args.batch = args.batch or (2 if args.tiny else 4)
     shape = dict(TINY if args.tiny else ONE_B)
     if args.layers:
         shape["num_hidden_layers"] = args.layers
     config = LlamaConfig(**shape, max_position_embeddings=max(args.seq, 2048))
+    report = Report(args.out)
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        return run(args, config, report)
+    except TimeBoundReached as stop:
+        report.add(f"(gpu_train_step.py {stop}: the sections above are all it measured)")
+        return 124
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(args, config, report):
+    if not args.no_probe:
+        report.add(bf16_probe(args.device))
     steps = build_steps(args, config)
     runnable = {name: s for name, s in steps.items() if not isinstance(s, str)}
-    first = {name: float(s[0](*s[1:]).item()) for name, s in runnable.items()}  # warm-up 1: losses agree
-    for s in runnable.values():  # warm-up 2: optimizer state allocated, kernels compiled
-        s[0](*s[1:])
-    times = {name: [] for name in runnable}
-    names = list(runnable)
-    for round_ in range(args.repeats):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
-            times[name].append(timed_step(args.device, *runnable[name]))
-    n_params = runnable["minilora LoRA fp32"][1].num_parameters()
-    peft32 = statistics.median(times["PEFT LoRA fp32"])
-    peft16 = statistics.median(times["PEFT LoRA bf16"])
-    lines = [f"## LoRA training step on {args.device}: {n_params / 1e9:.2f}B parameters "
-             f"(d={config.hidden_size}, {config.num_hidden_layers} layers), seq {args.seq} x batch {args.batch}, "
-             f"r={args.rank}, all-linear\n",
-             "| step | median ms | min ms | vs PEFT (same precision) | first-step loss |", "|---|---|---|---|---|"]
-    for name, s in steps.items():
-        if isinstance(s, str):
-            lines.append(f"| {name} | - | - | - | {s} |")
-            continue
-        med, best = statistics.median(times[name]) * 1e3, min(times[name]) * 1e3
-        ref = peft16 if "bf16" in name else peft32
-        versus = f"{med / (ref * 1e3):.2f}x" if "LoRA" in name else "-"
-        lines.append(f"| {name} | {med:.1f} | {best:.1f} | {versus} | {first[name]:.4f} |")
-    text = "\n".join(lines)
-    print(text, flush=True)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n" + text + "\n")
+    first, times, rounds = {}, {name: [] for name in runnable}, 0
+    try:
+        for name, s in runnable.items():  # warm-up 1: the losses agree
+            first[name] = float(s[0](*s[1:]).item())
+        for s in runnable.values():  # warm-up 2: optimizer state allocated, kernels compiled
+            s[0](*s[1:])
+        names = list(runnable)
+        for rounds in range(args.repeats):
+            shift = rounds % len(names)
+            for name in names[shift:] + names[:shift]:
+                times[name].append(timed_step(args.device, *runnable[name]))
+    except TimeBoundReached:
+        report.add(step_table(args, config, steps, first, times, note=" (cut short by the time bound)"))
+        raise
+    report.add(step_table(args, config, steps, first, times))
+    for name in ("minilora LoRA fp32", "minilora LoRA bf16"):
+        if name in runnable and not args.no_split:
+            _, model, opt, ids = runnable[name]
+            report.add(split_section(name, args.device, time_split(args.device, model, opt, ids),
+                                     statistics.median(times[name])))
     if args.profile:
         for name in ("minilora LoRA fp32", "minilora LoRA bf16"):
             if name in runnable:

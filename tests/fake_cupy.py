@@ -26,10 +26,28 @@ CuPy's rules where they differ from NumPy's:
   character is 'E'). The stand-in refuses every bfloat16 array so, a little stricter than CuPy 13,
   where the few dtype-blind operations (``zeros``: a memset) pass and the first kernel fails.
   ``install(monkeypatch, version="14.0.0")`` models CuPy 14 instead, which takes ml_dtypes'
-  bfloat16 (its arithmetic here is NumPy's with ml_dtypes: float32 per op, rounded once; its reductions
-  sum bfloat16 in bfloat16, the worst CuPy 14 might do). Its matmul of 16-bit floats is cuBLAS's: float32
-  compute, the result rounded once to the operands' dtype; bfloat16 only as two 2-D operands (CuPy 14.0's
-  batched bfloat16 matmul fails, cupy/cupy#10317) -- a GPU run checks both (benchmarks/gpu_check.sh).
+  bfloat16, as CuPy 14's sources say (cupy/cupy#9494, #9691, #9630, #10317; read for this, round 3):
+
+  - elementwise ops: cupy/bfloat16.cuh converts to float, computes, rounds once -- NumPy with ml_dtypes
+    does the same (float32 per op, rounded once). Comparisons have bf16 loops; ``all``/``any`` take bf16
+    through their float32 loops (a safe cast). Rounding (``around``/``round``/``rint``) and ``divmod`` have
+    no bf16 loop (#9630, #9691): CuPy's type resolution takes the float32 loop, so the result is float32
+    here too. ``cupyx`` (``scipy.special.erf``) has no bf16 kernels (#9630): float32 loops, float32 results.
+  - matmul/dot of 16-bit floats: two 2-D operands (or a vector and a matrix: ``dot`` makes it 2-D) go to
+    cuBLAS ``gemmEx`` with float32 compute, the result rounded once to the operands' dtype. A product with
+    ONE output element (``(1, K) @ (K, 1)``, vector @ vector) is not a GEMM: ``tensordot_core`` sums it
+    with a ReductionKernel in the output dtype (``_tensordot_core_mul_sum``), modelled as a running
+    16-bit sum. Operands of more than two dimensions: CuPy 14.0 sends bfloat16 to its integer kernel,
+    which fails (cupy/cupy#10317, open) -- refused here.
+  - reductions without ``dtype=``: summed in bfloat16 here (NumPy's), the worst CuPy 14 might do (#9494:
+    "the computation type ... missing for now"; #9691 filled "some reduction" gaps): minilora asks for
+    ``dtype=float32``, which CuPy honours. The GPU run's probe (benchmarks/gpu_train_step.py) prints what
+    this CuPy really does.
+  - sort, argsort, partition, argpartition, lexsort: Thrust's type dispatcher (cupy_thrust.cu) has no
+    bfloat16: refused, as by CuPy's ``Sorting arrays with dtype ... is not supported``.
+  - ``ufunc.at`` / ``scatter_add``: the atomics take no bfloat16 (the ``_AT_DTYPES`` table below).
+  - it needs NumPy >= 2.1.2 (``_scalar.pyx`` registers bfloat16 only then): installed here, checked by the
+    probe on the GPU.
 
 Its own limits (what a pass here does not prove): dtype promotion (CuPy's rules for Python and
 NumPy scalars), rounding and speed are NumPy's; lists of Python numbers are accepted wherever NumPy
@@ -232,6 +250,35 @@ def _check_dtype(dtype):
         raise ValueError(f"Unsupported dtype {dtype}")
 
 
+def _is_bfloat16(array):
+    return getattr(array, "dtype", None) is not None and array.dtype.name == "bfloat16"
+
+
+def _refuse_bfloat16_sort(name, array):
+    """CuPy's sorts run Thrust through a type dispatcher compiled with CuPy, which has no bfloat16."""
+    if _is_bfloat16(array):
+        raise NotImplementedError(f"Sorting arrays with dtype 'bfloat16' is not supported ({name})")
+
+
+def _sorting(name, fn):
+    def sort_fn(a, *args, **kwargs):
+        _refuse_bfloat16_sort(name, a)
+        return fn(a, *args, **kwargs)
+    sort_fn.__name__ = name
+    return sort_fn
+
+
+def _through_float32(name, fn):
+    """A CuPy 14 routine with no bfloat16 loop: bfloat16 takes its float32 loop (a safe cast), so the
+    result is float32."""
+    def float32_fn(a, *args, **kwargs):
+        if _is_bfloat16(a):
+            a = a.astype(np.float32)
+        return fn(a, *args, **kwargs)
+    float32_fn.__name__ = name
+    return float32_fn
+
+
 def _wrap(obj):
     """Results as CuPy gives them: arrays (0-d ones for what NumPy gives as scalars), tuples."""
     if isinstance(obj, np.ndarray):
@@ -277,6 +324,8 @@ def _erf(x, out=None):
     """scipy.special.erf for the fake's cupyx.scipy.special, from math.erf (no SciPy in the test extra):
     float32 stays float32, as CuPy's."""
     x = np.asarray(x)
+    if x.dtype.name == "bfloat16":  # no bfloat16 kernel in cupyx: its float32 loop (cupy/cupy#9630)
+        x = x.astype(np.float32)
     values = np.vectorize(math.erf, otypes=[np.float64])(x)
     values = values.astype(x.dtype if x.dtype.kind == "f" else np.float64)
     if out is None:
@@ -286,6 +335,20 @@ def _erf(x, out=None):
 
 
 # ---- ndarray -----------------------------------------------------------------------------------
+class Event:
+    """``cupy.cuda.Event``: a mark on the (host's) clock; ``cupy.cuda.get_elapsed_time`` of two."""
+
+    def __init__(self, block=False, disable_timing=False, interprocess=False):
+        self.time = None
+
+    def record(self, stream=None):
+        import time
+        self.time = time.perf_counter()
+
+    def synchronize(self):
+        return None
+
+
 class Device:
     """``cupy.cuda.Device``: the one fake GPU."""
 
@@ -397,10 +460,15 @@ class ndarray:
         self._a[...] = arr
 
     def sort(self, axis=-1):  # CuPy's sort is stable and takes no kind
+        _refuse_bfloat16_sort("sort", self)
         self._a.sort(axis=axis, kind="stable")
 
     def argsort(self, axis=-1):
+        _refuse_bfloat16_sort("argsort", self)
         return ndarray._of(self._a.argsort(axis=axis, kind="stable"))
+
+    def round(self, decimals=0, out=None):
+        return _MODULE.around(self, decimals, out)
 
     def scatter_add(self, slices, value):
         np.add.at(self._a, _unwrap(slices, host_ok=True), _unwrap(value))
@@ -408,6 +476,8 @@ class ndarray:
     def __getattr__(self, name):  # the other methods CuPy's ndarray has, with CuPy's keywords
         if name not in METHODS or name.startswith("_"):
             raise AttributeError(f"'cupy.ndarray' object has no attribute '{name}'")
+        if name in ("partition", "argpartition"):
+            _refuse_bfloat16_sort(name, self)
         method = getattr(self._a, name)
         return lambda *args, **kwargs: _call(f"ndarray.{name}", method, METHODS[name], args, kwargs)
 
@@ -501,20 +571,31 @@ def _in_place(name):
 
 def _matmul(a, b, out=None, **kwargs):
     """CuPy's matmul, on NumPy arrays. 16-bit floats go to cuBLAS with float32 compute and come back rounded
-    once, in their dtype (NumPy gives float32 for bfloat16, summed in bfloat16). CuPy 14.0 takes bfloat16
-    only as two 2-D operands (cuBLAS gemmEx); other shapes reach an integer GEMM and fail its type check
-    (cupy/cupy#10317, open as of 2026-09): refused here, as minilora must not depend on them."""
+    once, in their dtype (NumPy gives float32 for bfloat16, summed in bfloat16) -- except a product with one
+    output element, which CuPy's ``dot`` sums with a reduction kernel in the 16-bit dtype. CuPy 14.0 takes
+    bfloat16 only up to 2-D operands (cuBLAS gemmEx); more dimensions reach an integer GEMM and fail its
+    type check (cupy/cupy#10317, open as of 2026-09): refused here, as minilora must not depend on them."""
     dtype = getattr(a, "dtype", None)
     if dtype is None or dtype.itemsize != 2 or dtype.kind in "biu" or getattr(b, "dtype", None) != dtype:
         return np.matmul(a, b, out=out, **kwargs)
-    if dtype.kind != "f" and not (a.ndim == b.ndim == 2):
+    if dtype.kind != "f" and max(a.ndim, b.ndim) > 2:
         raise TypeError(f"cupy 14.0 matmul: {dtype} operands of shapes {a.shape} and {b.shape} fall to "
-                        "the integer GEMM kernel (only two 2-D bfloat16 operands reach cuBLAS)")
-    result = np.matmul(a.astype(np.float32), b.astype(np.float32)).astype(dtype)
+                        "the integer GEMM kernel (bfloat16 reaches cuBLAS only as 1-D or 2-D operands)")
+    if max(a.ndim, b.ndim) <= 2 and a.shape[0 if a.ndim == 1 else -2:-1] in ((), (1,)) \
+            and (b.ndim == 1 or b.shape[-1] == 1):
+        result = _sum_in_16_bits(a.reshape(-1), b.reshape(-1)).reshape(a.shape[:-1] + b.shape[1:])
+    else:
+        result = np.matmul(a.astype(np.float32), b.astype(np.float32)).astype(dtype)
     if out is None:
         return result
     out[...] = result
     return out
+
+
+def _sum_in_16_bits(a, b):
+    """``dot``'s one-element product: products rounded to the dtype, a running sum in the dtype."""
+    products = (a.astype(np.float32) * b.astype(np.float32)).astype(a.dtype)
+    return np.add.accumulate(products, dtype=a.dtype)[-1:] if products.size else np.zeros(1, a.dtype)
 
 
 for _op in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or", "xor",
@@ -610,8 +691,10 @@ def _submodule(name, table, numpy_module):
 def _cuda_module():
     cuda = types.ModuleType("cupy.cuda")
     cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, deviceSynchronize=lambda: None,
-                                         CUDARuntimeError=RuntimeError)
+                                         runtimeGetVersion=lambda: 13000, CUDARuntimeError=RuntimeError)
     cuda.Device = Device
+    cuda.Event = Event
+    cuda.get_elapsed_time = lambda start, end: (end.time - start.time) * 1e3  # milliseconds, as CuPy's
     return cuda
 
 
@@ -646,6 +729,10 @@ def _build():
         elif callable(value) and not isinstance(value, type) and name not in ("c_", "r_", "s_", "index_exp"):
             value = _function(name, value, keywords)
         setattr(module, name, value)
+    for name in ("sort", "argsort", "partition", "argpartition", "lexsort"):
+        setattr(module, name, _sorting(name, getattr(module, name)))
+    for name in ("around", "round", "round_", "rint", "divmod"):
+        setattr(module, name, _through_float32(name, getattr(module, name)))
     module.ndarray, module.ufunc, module.matmul = ndarray, ufunc, ufunc("matmul", _matmul)
     for kernel in (RawModule, RawKernel, ElementwiseKernel, ReductionKernel):
         setattr(module, kernel.__name__, kernel)

@@ -236,10 +236,13 @@ def test_stand_in_multiplies_16_bit_floats_as_cublas(cuda14):
         assert product.get().astype(np.float32).tolist() == [[4096.0] * 2] * 2  # float32 compute
     half = cp.asarray(np.ones((2, 3), dtype=np.float16))
     assert (half @ half.T).dtype == np.float16
-    for a, b in ((ones[None], ones.T), (ones[0], ones.T)):  # batched, 1-D: CuPy 14.0 fails (cupy#10317)
-        with pytest.raises(TypeError, match="only two 2-D bfloat16 operands"):
+    assert (ones[0] @ ones.T).get().astype(np.float32).tolist() == [4096.0] * 2  # 1-D: dot makes it 2-D
+    for a, b in ((ones[None], ones.T), (ones[None], ones[:, :, None])):  # > 2-D: CuPy 14.0 fails (cupy#10317)
+        with pytest.raises(TypeError, match="bfloat16 reaches cuBLAS only as 1-D or 2-D operands"):
             a @ b
     assert float(ones.sum()) == 256.0  # reductions: NumPy's bfloat16 running sum, the worst case
+    # one output element: dot's reduction kernel sums in the 16-bit dtype, not cuBLAS
+    assert float((ones[:1] @ ones[:1].T)[0, 0]) == float(ones[0] @ ones[0]) == 256.0
 
 
 # ---- CuPy-only failures found by running the bf16 suites on the stand-in -----------------------------
