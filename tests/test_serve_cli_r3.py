@@ -357,3 +357,31 @@ def test_a_stop_string_inside_min_tokens_is_not_cut_later(served):
     assert held["text"] == tok.decode(greedy[:8], skip_special_tokens=True) and held["finish_reason"] == "stop"
     r = client.post("/v1/completions", json={"model": "a", "prompt": "hi", "max_tokens": 3, "min_tokens": 4})
     assert r.status_code == 400 and r.json()["error"]["param"] == "min_tokens"
+
+
+def forced(engine, request, tokens):
+    """Run ``request`` through the engine's token handling with ``tokens`` chosen one by one (greedy on
+    one-hot logits): the stop-string logic on a text written byte by byte."""
+    engine.rows.append(request)
+    for token in tokens:
+        if request.finished:
+            break
+        logits = np.full(260, -10.0)
+        logits[token] = 10.0
+        engine._take(0, logits, leave=False)
+    engine.rows.clear()
+
+
+@pytest.mark.parametrize("stop, min_tokens, expected", [
+    ("é", 0, "ab"), ("é", 4, "ab"),  # the 4th token completes the first 'é': found from min_tokens on, as vLLM
+    ("é", 5, "abé!"), ("b", 3, "abé!éx")])  # found in the text after min_tokens only
+def test_stop_strings_on_text_that_arrives_byte_by_byte(stop, min_tokens, expected):
+    """'é' is two bytes: the first alone decodes to U+FFFD, so the text shrinks when the second arrives."""
+    from test_serve import Collector
+    from minilora.serve import Request
+    engine = Engine(two_adapters(), ByteTokenizer())
+    engine.eos = set()
+    sink = Collector()
+    request = Request([1], None, max_tokens=20, temperature=0, stop=[stop], min_tokens=min_tokens, emit=sink)
+    forced(engine, request, list(b"ab\xc3\xa9!\xc3\xa9xbz"))
+    assert (sink.text, sink.done) == (expected, "stop")

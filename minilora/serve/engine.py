@@ -70,7 +70,6 @@ class Request:
         self.emit = emit or (lambda kind, value: None)
         self.generated = []   # token ids so far
         self.sent = 0         # characters of the decoded text already sent
-        self.checked = 0      # characters of the decoded text already searched for stop strings
         self.cancelled = False
         self.finished = False
 
@@ -367,9 +366,8 @@ class Engine:
         text = self.tokenizer.decode(ids, skip_special_tokens=request.skip_special_tokens)
         found = []
         if len(request.generated) >= request.min_tokens:  # vLLM looks for stop strings only after min_tokens,
-            found = [(text.find(s, max(request.checked - len(s) + 1, 0)), s) for s in request.stop]  # ending in new text
-            found = [(at, s) for at, s in found if at >= 0]
-        request.checked = len(text)
+            found = [(text.find(s, max(request.sent - len(s) + 1, 0)), s) for s in request.stop]  # and not in
+            found = [(at, s) for at, s in found if at >= 0]                                   # text already sent
         if found:
             cut, stop = min(found)
             text, reason = text[:cut + (len(stop) if request.include_stop_str_in_output else 0)], "stop"
