@@ -105,7 +105,7 @@ def _add_suffixes(text, suffixes, indent):
 
 def tensor_repr(tensor):
     """``repr(tensor)`` in torch's words (see the module docstring)."""
-    values = tensor.numpy()
+    values = tensor.detach().cpu().numpy()
     dtype = values.dtype
     if dtype.itemsize == 2 and dtypes.is_floating(dtype):
         values = values.astype(np.float32)  # exact; Python formatting needs a NumPy float

@@ -323,7 +323,7 @@ def multinomial(input, num_samples, replacement=False, *, generator=None):
     ``input``, a 1-D or 2-D tensor of non-negative weights (they need not sum to one). Without
     replacement a category is drawn at most once, so ``num_samples`` may not exceed the categories
     of nonzero weight. No gradient, as in torch."""
-    weights = np.asarray(input.detach().numpy(), dtype=np.float64)
+    weights = np.asarray(input.detach().cpu().numpy(), dtype=np.float64)
     if weights.ndim not in (1, 2):
         raise RuntimeError("prob_dist must be 1 or 2 dim")
     if not np.all(np.isfinite(weights)) or np.any(weights < 0):

@@ -694,7 +694,7 @@ class Tensor:
         return self._array.reshape(()).item()
 
     def tolist(self):
-        return self.numpy().tolist()
+        return _host(self._array).tolist()  # (from any device, as torch's)
 
     def detach(self):
         """Same storage and version counter (as torch), no graph, no gradient. Not a view for

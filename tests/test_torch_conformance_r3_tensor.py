@@ -136,3 +136,29 @@ def test_no_numpy_warnings_where_torch_is_silent():
     assert "RuntimeWarning" not in run.stderr.split("<string>")[0]  # nothing before the user's line
     assert "divide by zero encountered in log" in run.stderr  # np.log(0) in user code
     assert run.stderr.count("RuntimeWarning") == 1
+
+
+# ---- host copies on cuda -----------------------------------------------------------------------
+def _numpy_as_torch(self):
+    """torch's ``Tensor.numpy()``: a cuda tensor is refused (minilora's copies to the host still)."""
+    if self.device.type == "cuda":
+        raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy "
+                        "the tensor to host memory first.")
+    return self._array
+
+
+def test_tensor_layer_copies_to_the_host_explicitly_on_cuda(monkeypatch):
+    """repr, tolist, unique, bincount, repeat_interleave, searchsorted and multinomial work on a cuda
+    tensor without ``.numpy()`` (which torch refuses there): each asks for a host copy itself."""
+    import fake_cupy
+    fake_cupy.install(monkeypatch)
+    monkeypatch.setattr(ml.Tensor, "numpy", _numpy_as_torch)
+    ints = ml.tensor([2, 0, 2, 1], device="cuda")
+    floats = ml.tensor([0.5, 1.5, 2.5], device="cuda", requires_grad=True)
+    assert "device='cuda" in repr(floats)
+    assert floats.tolist() == [0.5, 1.5, 2.5]
+    assert ml.unique(ints).tolist() == [0, 1, 2]
+    assert ml.bincount(ints, weights=ml.ones(4, device="cuda")).tolist() == [1.0, 1.0, 2.0]
+    assert ml.repeat_interleave(ints, ml.tensor([1, 0, 2, 1], device="cuda")).tolist() == [2, 2, 2, 1]
+    assert ml.searchsorted(floats.detach(), ml.tensor([1.0], device="cuda")).tolist() == [1]
+    assert ml.multinomial(ml.tensor([0.0, 1.0], device="cuda"), 1).tolist() == [1]

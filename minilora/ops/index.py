@@ -498,7 +498,7 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     """``torch.unique``: the distinct elements (``dim``: distinct slices along ``dim``), sorted, as
     torch's CPU kernel returns them also for ``sorted=False``; with ``return_inverse`` the position
     of each input element in that list, with ``return_counts`` how often each occurs (int64)."""
-    array = input.numpy()  # (on the host: a sort, and the result's size depends on the values)
+    array = input.detach().cpu().numpy()  # (on the host: a sort; the result's size depends on the values)
     if dim is None:
         values, inverse, counts = np.unique(array.reshape(-1), return_inverse=True, return_counts=True)
         inverse = inverse.reshape(input.shape)
@@ -519,7 +519,7 @@ def bincount(input, weights=None, minlength=0):
     if input.dtype.kind not in "iub":
         raise NotImplementedError(f"bincount is not implemented for {input.dtype} input (it counts "
                                   f"integers)")
-    values = input.numpy()
+    values = input.detach().cpu().numpy()
     if input.ndim != 1 or (input.numel() and int(values.min()) < 0):
         raise RuntimeError("bincount only supports 1-d non-negative integral inputs.")
     if minlength < 0:
@@ -531,9 +531,10 @@ def bincount(input, weights=None, minlength=0):
         return Tensor(counts, dtype=np.int64, device=input.device)
     if weights.dtype == np.float32:
         sums = np.zeros(max(minlength, int(values.max()) + 1), np.float32)
-        np.add.at(sums, values, weights.numpy())  # (in order, in float32; np.bincount sums in float64)
-    else:
-        sums = np.bincount(values, weights=weights.numpy().astype(np.float64), minlength=minlength)
+        np.add.at(sums, values, weights.detach().cpu().numpy())  # (in order, in float32: np.bincount
+    else:  # sums in float64)
+        host_weights = weights.detach().cpu().numpy().astype(np.float64)
+        sums = np.bincount(values, weights=host_weights, minlength=minlength)
     return NoDerivative.apply(weights, result=weights.device.xp.asarray(sums), name="bincount")
 
 
@@ -552,7 +553,7 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
         input, dim = input.reshape(-1), 0
     dim = _dim(dim, input.ndim, "repeat_interleave")
     size = input.shape[dim] if input.ndim else 1
-    counts = counts.numpy() if isinstance(counts, Tensor) else np.asarray(counts)
+    counts = counts.detach().cpu().numpy() if isinstance(counts, Tensor) else np.asarray(counts)
     if counts.dtype.kind not in "iu" or counts.ndim > 1 or counts.size not in (1, size):
         raise RuntimeError(f"repeat_interleave: repeats must be an int or a 1-D integer tensor of "
                            f"{size} counts (or one), got shape {tuple(counts.shape)}")
@@ -687,11 +688,11 @@ def searchsorted(sorted_sequence, values, *, out_int32=False, right=False, side=
     after equal values). An N-D sequence searches row by row (its leading dims match ``values``').
     ``sorter`` gives the order that sorts an unsorted sequence. An index: no gradient."""
     side = _side(right, side)
-    sequence = sorted_sequence.numpy()
+    sequence = sorted_sequence.detach().cpu().numpy()
     if sorter is not None:
-        sequence = np.take_along_axis(sequence, sorter.numpy(), axis=-1)
+        sequence = np.take_along_axis(sequence, sorter.detach().cpu().numpy(), axis=-1)
     scalar = not isinstance(values, Tensor)
-    values = np.asarray(values) if scalar else values.numpy()
+    values = np.asarray(values) if scalar else values.detach().cpu().numpy()
     if sequence.ndim == 1:
         found = np.searchsorted(sequence, values, side=side)
     else:
