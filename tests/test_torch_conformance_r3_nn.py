@@ -298,3 +298,25 @@ def test_new_init_signatures_are_torchs(name):
     ours = [(p.name, p.default) for p in inspect.signature(getattr(init, name)).parameters.values()]
     theirs = [(p.name, p.default) for p in inspect.signature(getattr(tinit, name)).parameters.values()]
     assert ours == theirs
+
+
+# ---- convolution and pooling geometry --------------------------------------------------------------
+GEOMETRY_ERRORS = [
+    ("conv2d", lambda F, x, w: F.conv2d(x, w, None, 0)), ("conv2d", lambda F, x, w: F.conv2d(x, w, None, 1, -1)),
+    ("conv2d", lambda F, x, w: F.conv2d(x, w, None, 1, 0, 0)), ("conv2d", lambda F, x, w: F.conv2d(x, w, None, 1, 0, 1, 0)),
+    ("conv2d", lambda F, x, w: F.conv2d(x, w, None, (1, 0))),
+    ("conv1d", lambda F, x, w: F.conv1d(x[:, :, 0], w[:, :, 0], stride=0)),
+    ("conv1d", lambda F, x, w: F.conv1d(x[:, :, 0], w[:, :, 0], padding=-2)),
+    ("max_pool2d", lambda F, x, w: F.max_pool2d(x, 2, 0)), ("max_pool2d", lambda F, x, w: F.max_pool2d(x, 2, 1, -1)),
+    ("max_pool2d", lambda F, x, w: F.max_pool2d(x, 0)), ("max_pool2d", lambda F, x, w: F.max_pool2d(x, 2, 1, 0, 0)),
+    ("avg_pool2d", lambda F, x, w: F.avg_pool2d(x, 2, 1, -1)), ("avg_pool2d", lambda F, x, w: F.avg_pool2d(x, 0)),
+    ("max_pool1d", lambda F, x, w: F.max_pool1d(x[:, :, 0], 2, 0)), ("max_pool2d", lambda F, x, w: F.max_pool2d(x, 2, -1)),
+    ("avg_pool2d", lambda F, x, w: F.avg_pool2d(x, 2, -1)),
+]
+
+
+@pytest.mark.parametrize("case", range(len(GEOMETRY_ERRORS)))
+def test_conv_and_pool_refuse_bad_geometry_with_torchs_runtime_error(case):
+    _, call = GEOMETRY_ERRORS[case]
+    (x, tx), (w, tw) = pair(np.ones((1, 2, 5, 5))), pair(np.ones((3, 2, 3, 3)))
+    same_error(lambda: call(F, x, w), lambda: call(TF, tx, tw))

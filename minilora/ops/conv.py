@@ -37,6 +37,18 @@ def _pair(value, name):
     return int(value[0]), int(value[1])
 
 
+def _check_conv_geometry(stride, padding, dilation, groups):
+    """torch's refusals, before a zero stride divides or a negative padding indexes backwards."""
+    if min(stride) <= 0:
+        raise RuntimeError(f"non-positive stride is not supported (stride={list(stride)})")
+    if min(padding) < 0:
+        raise RuntimeError(f"negative padding is not supported (padding={list(padding)})")
+    if min(dilation) <= 0:
+        raise RuntimeError(f"dilation should be greater than zero, but got {list(dilation)}")
+    if groups <= 0:
+        raise RuntimeError(f"non-positive groups is not supported (groups={groups})")
+
+
 def _out_size(size, kernel, stride, padding, dilation):
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
@@ -139,12 +151,13 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups):
         raise RuntimeError(f"conv2d: expected a 3-D or 4-D input and a 4-D weight, got {tuple(input.shape)} "
                            f"and {tuple(weight.shape)}")
     stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    symmetric, extra = _conv_padding(padding, weight.shape[2:], dilation, stride)
+    _check_conv_geometry(stride, symmetric, dilation, groups)
     channels = input.shape[1]
     if channels % groups or weight.shape[0] % groups or weight.shape[1] * groups != channels:
         raise RuntimeError(f"Given groups={groups}, weight of size {list(weight.shape)}, expected input"
                            f"{list(input.shape)} to have {weight.shape[1] * groups} channels, but got "
                            f"{channels} channels instead")
-    symmetric, extra = _conv_padding(padding, weight.shape[2:], dilation, stride)
     if extra is not None:
         input = pad_op(input, extra)
     sizes = [_out_size(n, k, s, p, d) for n, k, s, p, d in
@@ -211,6 +224,16 @@ def _pool_geometry(kernel_size, stride, padding, dilation, fn):
     kernel = _pair(kernel_size, "kernel_size")
     stride = kernel if stride is None or stride == [] else _pair(stride, "stride")
     padding, dilation = _pair(padding, "padding"), _pair(dilation, "dilation")
+    if min(stride) == 0:  # (a zero kernel is a zero default stride: torch's first complaint too)
+        raise RuntimeError(f"{fn}: stride should not be zero")
+    if min(stride) < 0:
+        raise RuntimeError(f"{fn}: stride should be greater than zero, but got stride={stride}")
+    if min(kernel) <= 0:
+        raise RuntimeError(f"{fn}: kernel size should be greater than zero, but got kernel_size={kernel}")
+    if min(padding) < 0:
+        raise RuntimeError(f"{fn}: pad must be non-negative, but got pad: {padding}")
+    if min(dilation) <= 0:
+        raise RuntimeError(f"{fn}: dilation should be greater than zero, but got dilation={dilation}")
     if any(2 * p > k for p, k in zip(padding, kernel)):
         raise RuntimeError(f"{fn}: pad should be at most half of effective kernel size, but got "
                            f"pad={padding}, kernel_size={kernel}")
