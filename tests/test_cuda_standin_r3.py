@@ -74,3 +74,50 @@ def test_train_step_stopped_by_the_time_bound_keeps_what_it_measured(tmp_path, m
     assert "stopped by signal 15 (the time bound)" in text and "where the time goes" not in text
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| minilora")}
     assert all(" - | - | - | not timed" not in rows[name] for name in rows)  # three rows timed in round one
+
+
+# ---- minilora's bf16 ops where CuPy 14 differs from NumPy -----------------------------------------
+def on_both(fn, *arrays, grad=True):
+    """``fn`` of bf16 tensors made from ``arrays``, on cuda (the stand-in as CuPy 14) and on cpu: the results
+    (and the inputs' gradients of ``sum(result * weights)``) as float32 host arrays, per device."""
+    runs = {}
+    for device in ("cuda", "cpu"):
+        tensors = [ml.tensor(a, dtype=BF16, device=device, requires_grad=grad) for a in arrays]
+        outs = fn(*tensors)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        floats = [o for o in outs if o.dtype == BF16]
+        if grad and floats:
+            sum(((o.float() * ml.arange(o.numel(), device=device).reshape(o.shape).float()).sum()
+                 for o in floats), ml.tensor(0.0, device=device)).backward()
+        assert {o.device.type for o in outs} == {device}
+        runs[device] = [(o.dtype, o.detach().cpu().float().numpy() if o.dtype == BF16 else o.cpu().numpy())
+                        for o in outs] + [(t.grad.dtype, t.grad.cpu().float().numpy()) for t in tensors
+                                          if t.grad is not None]
+    return runs["cuda"], runs["cpu"]
+
+
+SORT_VALUES = np.array([[2.0, -0.0, 1.5, np.nan, 1.5, -3.0, 0.0, 2.0],
+                        [1.0, 1.0, -1.0, 7.0, np.inf, -np.inf, 0.5, 0.5]])
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x: x.sort(dim=-1),
+    lambda x: x.sort(dim=-1, descending=True),
+    lambda x: x.sort(dim=0, stable=True),
+    lambda x: x.argsort(dim=-1),
+    lambda x: x.topk(3, dim=-1),
+    lambda x: x.topk(2, dim=-1, largest=False),
+    lambda x: x.median(),
+    lambda x: x.median(dim=-1),
+    lambda x: x.msort() if hasattr(x, "msort") else x.sort(dim=0),
+], ids=["sort", "sort-descending", "sort-dim0", "argsort", "topk", "topk-smallest", "median", "median-dim",
+        "msort"])
+@pytest.mark.filterwarnings("ignore:invalid value encountered")  # the weighted sum of inf and -inf
+def test_bf16_sorts_on_cuda_as_on_cpu(fn, cuda14):
+    """CuPy's sort/argsort have no bfloat16 (Thrust's type dispatcher): minilora sorts a float32 copy there
+    -- exact, the same order, ties kept in place -- so values, indices and gradients are cpu's bit for bit
+    (NaN last, -0.0 and 0.0 tied, as torch)."""
+    on_cuda, on_cpu = on_both(fn, SORT_VALUES)
+    assert [dt for dt, _ in on_cuda] == [dt for dt, _ in on_cpu]
+    for (_, ours), (_, reference) in zip(on_cuda, on_cpu):
+        np.testing.assert_array_equal(ours, reference)

@@ -115,12 +115,20 @@ class ArgSort(Function):
 
     @staticmethod
     def forward(ctx, a, axis, descending):
-        xp = xp_of(a)
+        xp, a = xp_of(a), _sortable(a)
         if descending:  # stable descending order: sort the reversed axis, then map the indices back
             flipped = xp.flip(a, axis=axis)
             order = xp.flip(xp.argsort(flipped, axis=axis, kind="stable"), axis=axis)
             return a.shape[axis] - 1 - order
         return xp.argsort(a, axis=axis, kind="stable")
+
+
+def _sortable(a):
+    """``a`` as the array module can sort it: on the GPU, 16-bit floats as float32 copies (exact: the same
+    order, ties kept), since CuPy's sorts run Thrust through a type dispatcher with no bfloat16."""
+    if a.dtype.itemsize == 2 and is_floating(a.dtype) and xp_of(a) is not np:
+        return a.astype(np.float32)
+    return a
 
 
 def argsort(input, dim=-1, descending=False, stable=False):
@@ -577,7 +585,7 @@ class MedianAll(Function):
         if a.size == 0:  # torch: NaN
             ctx.picked = xp.zeros(a.shape, dtype=bool)
             return xp.asarray(np.nan, dtype=a.dtype)
-        flat = xp.sort(a.reshape(-1))  # NaN sorts last
+        flat = xp.sort(_sortable(a.reshape(-1))).astype(a.dtype, copy=False)  # NaN sorts last
         nan = is_floating(a.dtype) and bool(xp.isnan(flat[-1]))
         out = flat[-1] if nan else flat[(flat.size - 1) // 2]
         ctx.picked = xp.isnan(a) if nan else a == out
