@@ -381,3 +381,96 @@ def test_a_damaged_training_checkpoint_is_named_and_the_old_one_survives_a_faile
     path.write_bytes(path.read_bytes()[:40])
     with pytest.raises(ValueError, match="truncated or corrupted"):
         load_training_state(path)
+
+
+# ---- RMSprop and Adagrad ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("make", [
+    lambda O, p: O.RMSprop(p),
+    lambda O, p: O.RMSprop(p, 0.01, 0.9, 1e-6, 0.1, 0.8),
+    lambda O, p: O.RMSprop(p, lr=0.02, alpha=0.3, centered=True, maximize=True),
+    lambda O, p: O.RMSprop(p, lr=0.01, momentum=0.9, centered=True, weight_decay=0.05, foreach=False),
+    lambda O, p: O.Adagrad(p),
+    lambda O, p: O.Adagrad(p, 0.1, 0.05, 0.1, 0.5, 1e-6),
+    lambda O, p: O.Adagrad(p, lr=0.1, maximize=True, initial_accumulator_value=0.2, foreach=None),
+], ids=["RMSprop", "RMSprop positional", "RMSprop centered maximize", "RMSprop momentum centered L2",
+        "Adagrad", "Adagrad positional", "Adagrad maximize"])
+def test_rmsprop_and_adagrad_match_torch(make):
+    """Two groups (the second with its own lr and weight_decay), a parameter without gradient for 3 steps."""
+    opt, topt = _same_trajectory(make, steps=10, skip={1: 3})
+    sd, tsd = opt.state_dict(), topt.state_dict()
+    assert sd["param_groups"] == tsd["param_groups"]
+    assert {i: sorted(st) for i, st in sd["state"].items()} == {i: sorted(st) for i, st in tsd["state"].items()}
+    for i, st in tsd["state"].items():
+        assert float(sd["state"][i]["step"]) == float(st["step"])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("name,kwargs", [("RMSprop", {"lr": 0.01, "momentum": 0.9, "centered": True, "weight_decay": 0.1}),
+                                         ("RMSprop", {"lr": 0.01, "alpha": 0.3}),
+                                         ("Adagrad", {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.1, "eps": 1e-4})])
+def test_rmsprop_and_adagrad_in_16_bits_match_torch_bit_for_bit(dtype, name, kwargs):
+    rng = np.random.default_rng(4)
+    start, grads = rng.standard_normal(64), [rng.standard_normal(64) for _ in range(6)]
+    p, t = nn.Parameter(ml.tensor(start, dtype=dtype)), torch.nn.Parameter(torch.tensor(start).to(getattr(torch, dtype)))
+    opt, topt = getattr(optim, name)([p], **kwargs), getattr(torch.optim, name)([t], **kwargs)
+    for g in grads:
+        p.grad, t.grad = ml.tensor(g, dtype=dtype), torch.tensor(g).to(getattr(torch, dtype))
+        opt.step()
+        topt.step()
+        np.testing.assert_array_equal(p.float().numpy(), t.detach().float().numpy())
+
+
+def test_adagrad_state_exists_from_the_start_and_a_later_group_uses_the_constructors_value():
+    ours, theirs = _twins()
+    opt = optim.Adagrad(ours[:1], lr=0.1, initial_accumulator_value=0.3)
+    topt = torch.optim.Adagrad(theirs[:1], lr=0.1, initial_accumulator_value=0.3)
+    assert set(opt.state[ours[0]]) == set(topt.state[theirs[0]]) == {"step", "sum"}
+    opt.add_param_group({"params": ours[1:], "initial_accumulator_value": 5.0})
+    topt.add_param_group({"params": theirs[1:], "initial_accumulator_value": 5.0})
+    a, b = _train(ml, ours, opt, 3), _train(torch, theirs, topt, 3)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(opt.state[ours[1]]["sum"], topt.state[theirs[1]]["sum"].numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name,args,kwargs", [
+    ("RMSprop", (-0.1,), {}), ("RMSprop", (0.1, -0.5), {}), ("RMSprop", (), {"eps": -1.0}),
+    ("RMSprop", (), {"momentum": -0.1}), ("RMSprop", (), {"weight_decay": -0.1}),
+    ("Adagrad", (-0.1,), {}), ("Adagrad", (0.1, -0.5), {}), ("Adagrad", (), {"weight_decay": -1}),
+    ("Adagrad", (), {"initial_accumulator_value": -1}), ("Adagrad", (), {"eps": -1.0}),
+])
+def test_rmsprop_and_adagrad_refuse_bad_hyperparameters_in_torchs_words(name, args, kwargs):
+    ours, theirs = _twins()
+    _same_error(lambda: getattr(optim, name)(ours, *args, **kwargs),
+                lambda: getattr(torch.optim, name)(theirs, *args, **kwargs))
+
+
+def test_rmsprop_and_adagrad_state_dicts_load_from_torch_and_continue_alike():
+    for name, kwargs in (("RMSprop", {"lr": 0.01, "momentum": 0.5, "centered": True}), ("Adagrad", {"lr": 0.1})):
+        ours, theirs = _twins()
+        topt = getattr(torch.optim, name)(theirs, **kwargs)
+        _train(torch, theirs, topt, 3)
+        fresh = [nn.Parameter(t.detach().numpy().copy()) for t in theirs]
+        opt = getattr(optim, name)(fresh, lr=0.5)
+        opt.load_state_dict(topt.state_dict())
+        a, b = _train(ml, fresh, opt, 3, seed=5), _train(torch, theirs, topt, 3, seed=5)
+        for x, y in zip(a, b):
+            np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14)
+
+
+def test_cycling_momentum_needs_an_optimizer_with_momentum_as_torch():
+    ours, theirs = _twins()
+    opt, topt = optim.Adagrad(ours), torch.optim.Adagrad(theirs)
+    _same_error(lambda: L.CyclicLR(opt, 0.01, 0.1), lambda: TL.CyclicLR(topt, 0.01, 0.1))
+    _same_error(lambda: L.OneCycleLR(opt, 0.1, 10), lambda: TL.OneCycleLR(topt, 0.1, 10))
+    _same_schedule(lambda S, o: S.OneCycleLR(o, 0.05, 40), opt_name="RMSprop",
+                   opt_kwargs={"lr": 0.01, "momentum": 0.9})
+
+
+@pytest.mark.parametrize("name", ["RMSprop", "Adagrad"])
+def test_new_optimizer_signatures_match_torch(name):
+    import inspect
+
+    def described(cls):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(cls.__init__).parameters.values()][1:]
+    assert described(getattr(optim, name)) == described(getattr(torch.optim, name))

@@ -1,4 +1,4 @@
-"""Optimizers (``minilora.optim``), mirroring ``torch.optim``: SGD, Adam, AdamW, learning-rate
+"""Optimizers (``minilora.optim``), mirroring ``torch.optim``: SGD, Adam, AdamW, RMSprop, Adagrad, learning-rate
 schedules (torch's schedulers in ``optim.lr_scheduler`` and the ``transformers`` schedule names)
 and gradient clipping."""
 from . import lr_scheduler
@@ -8,8 +8,9 @@ from .lr_scheduler import (LambdaLR, get_constant_schedule, get_constant_schedul
                            get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup,
                            get_scheduler)
 from .optimizer import Optimizer
+from .adagrad_rmsprop import Adagrad, RMSprop
 from .sgd import SGD
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_", "clip_grad_value_", "lr_scheduler",
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "clip_grad_norm_", "clip_grad_value_", "lr_scheduler",
            "LambdaLR", "get_constant_schedule", "get_constant_schedule_with_warmup",
            "get_linear_schedule_with_warmup", "get_cosine_schedule_with_warmup", "get_scheduler"]

@@ -1,0 +1,172 @@
+"""RMSprop and Adagrad: per-weight step sizes from a running sum of squared gradients, as ``torch.optim``.
+
+Both divide the gradient by the root of what its square has been so far, so a weight whose gradients are
+large takes small steps and a rarely-moved weight larger ones:
+
+* ``Adagrad`` sums every squared gradient (``sum += g * g``): steps only shrink, which suits sparse
+  features and short runs. ``lr_decay`` shrinks the lr too: ``lr / (1 + (step - 1) * lr_decay)``.
+* ``RMSprop`` keeps a running mean instead (``square_avg = alpha * square_avg + (1 - alpha) * g * g``), so
+  old gradients are forgotten; ``centered`` subtracts the squared mean gradient (a variance), and
+  ``momentum`` adds a velocity buffer (started at zero, unlike SGD's).
+
+The updates follow torch's single-tensor code op for op. A float16/bfloat16 parameter keeps its state in its
+dtype, and every op computes in float32 and rounds once, as torch's CPU kernels do (``_Arithmetic``).
+"""
+import numpy as np
+
+from .. import dtypes
+from .adam import _fused_multiply_add
+from .optimizer import Optimizer, _check_range, alpha_16bit, rounds_each_op
+
+__all__ = ["RMSprop", "Adagrad"]
+
+
+class _Arithmetic:
+    """torch's in-place ops on one parameter's arrays: in the array's own dtype (float32/float64), or, for a
+    16-bit parameter, in float32 with each op's result rounded to the 16-bit dtype (``rounded``)."""
+
+    def __init__(self, dtype):
+        self.dtype, self.low_precision = dtype, rounds_each_op(dtype)
+
+    def load(self, array):
+        return dtypes.upcast(array) if self.low_precision else array
+
+    def rounded(self, value):
+        return value.astype(self.dtype).astype(np.float32) if self.low_precision else value
+
+    def alpha(self, value):
+        """An ``alpha=`` scalar: torch rounds it to a 16-bit tensor's dtype first."""
+        return alpha_16bit(value, self.dtype) if self.low_precision else value
+
+    def addcmul(self, start, a, b, value):
+        """``start + value * a * b`` (16-bit: one fused multiply-add in float32, as torch's CPU kernel)."""
+        if self.low_precision:
+            return self.rounded(_fused_multiply_add(np.float32(value) * a, b, start))
+        return start + value * a * b
+
+    def lerp(self, start, end, weight):
+        """``start.lerp_(end, weight)`` with torch's two formulas (the one that stays exact near each end)."""
+        if weight < 0.5:
+            return self.rounded(start + weight * (end - start))
+        return self.rounded(end - (end - start) * (1 - weight))
+
+
+def _gradient(p, group, ops):
+    """The gradient the update uses: negated for ``maximize``, plus ``weight_decay * p`` (L2)."""
+    grad = ops.load(p.grad._array)
+    if group["maximize"]:
+        grad = -grad
+    if group["weight_decay"]:
+        grad = ops.rounded(grad + ops.alpha(group["weight_decay"]) * ops.load(p._array))
+    return grad
+
+
+class RMSprop(Optimizer):
+    """``RMSprop(params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
+    capturable=False, foreach=None, maximize=False, differentiable=False)``, as in PyTorch. State per
+    trained parameter: ``step``, ``square_avg``, and ``momentum_buffer`` (momentum > 0), ``grad_avg``
+    (centered). ``differentiable=True`` is not implemented and raises."""
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
+                 capturable=False, foreach=None, maximize=False, differentiable=False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
+                                      weight_decay=weight_decay, capturable=capturable, foreach=foreach,
+                                      maximize=maximize, differentiable=differentiable))
+
+    def _check_group(self, group, index):
+        super()._check_group(group, index)
+        if group.get("differentiable"):
+            raise NotImplementedError(f"RMSprop: differentiable=True is not implemented in minilora "
+                                      f"(parameter group {index})")
+        for name in ("eps", "momentum", "weight_decay", "alpha"):
+            _check_range(group, index, name, low=0.0)
+
+    def step(self, closure=None):
+        """Update every trainable parameter that has a gradient; returns ``closure()``'s loss."""
+        loss = self._evaluate(closure)
+        for group in self.param_groups:
+            for p in self._params_to_update(group):
+                state = self.state[p]
+                if not state:
+                    state.update(step=0, square_avg=p.device.xp.zeros_like(p._array))
+                    if group["momentum"] > 0:
+                        state["momentum_buffer"] = p.device.xp.zeros_like(p._array)
+                    if group["centered"]:
+                        state["grad_avg"] = p.device.xp.zeros_like(p._array)
+                state["step"] += 1
+                self._update(p, state, group)
+        return loss
+
+    @staticmethod
+    def _update(p, state, group):
+        ops = _Arithmetic(p.dtype)
+        alpha, lr = group["alpha"], group["lr"]
+        grad = _gradient(p, group, ops)
+        square_avg = ops.addcmul(ops.rounded(ops.load(state["square_avg"]) * alpha), grad, grad, 1 - alpha)
+        state["square_avg"][...] = square_avg
+        if group["centered"]:  # the variance: mean of squares minus the squared mean
+            grad_avg = ops.lerp(ops.load(state["grad_avg"]), grad, 1 - alpha)
+            state["grad_avg"][...] = grad_avg
+            avg = ops.rounded(np.sqrt(ops.addcmul(square_avg, grad_avg, grad_avg, -1)))
+        else:
+            avg = ops.rounded(np.sqrt(square_avg))
+        avg = ops.rounded(avg + group["eps"])
+        param = ops.load(p._array)
+        if group["momentum"] > 0:  # buf = momentum * buf + grad / avg; p -= lr * buf
+            buf = ops.rounded(ops.rounded(ops.load(state["momentum_buffer"]) * group["momentum"]) + grad / avg)
+            state["momentum_buffer"][...] = buf
+            p._array[...] = ops.rounded(param + ops.alpha(-lr) * buf)
+        else:
+            p._array[...] = ops.rounded(param + -lr * (grad / avg))
+
+
+class Adagrad(Optimizer):
+    """``Adagrad(params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
+    foreach=None, *, maximize=False, differentiable=False, fused=None)``, as in PyTorch. As torch, every
+    parameter gets its state (``step`` 0, ``sum`` filled with ``initial_accumulator_value``) when the
+    optimizer is built; a group added later starts from the constructor's value. ``differentiable=True``
+    is not implemented and raises."""
+
+    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
+                 foreach=None, *, maximize=False, differentiable=False, fused=None):
+        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
+                                      initial_accumulator_value=initial_accumulator_value, foreach=foreach,
+                                      maximize=maximize, differentiable=differentiable, fused=fused))
+        for p in self._all_params():
+            self._start_state(p)
+
+    def _check_group(self, group, index):
+        super()._check_group(group, index)
+        if group.get("differentiable"):
+            raise NotImplementedError(f"Adagrad: differentiable=True is not implemented in minilora "
+                                      f"(parameter group {index})")
+        for name in ("lr_decay", "weight_decay", "initial_accumulator_value", "eps"):
+            _check_range(group, index, name, low=0.0)
+
+    def _start_state(self, p):
+        """``step`` 0 and ``sum`` full of the constructor's ``initial_accumulator_value`` (torch reads it
+        from ``defaults``, never from the group)."""
+        start = self.defaults["initial_accumulator_value"]
+        self.state[p].update(step=0, sum=p.device.xp.full(p.shape, start, dtype=p.dtype))
+
+    def step(self, closure=None):
+        """Update every trainable parameter that has a gradient; returns ``closure()``'s loss."""
+        loss = self._evaluate(closure)
+        for group in self.param_groups:
+            for p in self._params_to_update(group):
+                state = self.state[p]
+                if not state:  # a parameter of a group added after construction
+                    self._start_state(p)
+                state["step"] += 1
+                self._update(p, state, group)
+        return loss
+
+    @staticmethod
+    def _update(p, state, group):
+        ops = _Arithmetic(p.dtype)
+        grad = _gradient(p, group, ops)
+        lr = group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
+        total = ops.addcmul(ops.load(state["sum"]), grad, grad, 1)
+        state["sum"][...] = total
+        std = ops.rounded(ops.rounded(np.sqrt(total)) + group["eps"])
+        p._array[...] = ops.rounded(ops.load(p._array) + -lr * (grad / std))
