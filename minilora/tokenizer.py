@@ -373,6 +373,10 @@ class HFTokenizer(_Tokenizer):
 
     @property
     def vocab_size(self):
+        """The base vocabulary, without added tokens, as transformers counts it; ``len(tok)`` counts all."""
+        return self.tokenizer.get_vocab_size(with_added_tokens=False)
+
+    def __len__(self):
         return self.tokenizer.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text, add_special_tokens=True):

@@ -385,3 +385,39 @@ def test_stop_strings_on_text_that_arrives_byte_by_byte(stop, min_tokens, expect
     request = Request([1], None, max_tokens=20, temperature=0, stop=[stop], min_tokens=min_tokens, emit=sink)
     forced(engine, request, list(b"ab\xc3\xa9!\xc3\xa9xbz"))
     assert (sink.text, sink.done) == (expected, "stop")
+
+
+# ---------------------------------------------------------------------------------------------------
+# tokenizer.json with added tokens: vocab_size as transformers counts it, and the server samples them
+# ---------------------------------------------------------------------------------------------------
+def _tokenizer_with_added_tokens(folder):
+    tokenizers = pytest.importorskip("tokenizers")
+    vocab = {w: i for i, w in enumerate(["a", "b", "c", "hi", "there", "[UNK]"])}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.add_special_tokens(["<s>", "</s>", "<|eot|>"])  # ids 6, 7, 8: added past the base vocabulary
+    os.makedirs(folder, exist_ok=True)
+    tok.save(os.path.join(folder, "tokenizer.json"))
+    return os.path.join(folder, "tokenizer.json")
+
+
+def test_vocab_size_excludes_added_tokens_and_len_counts_them_as_transformers(tmp_path):
+    from transformers import PreTrainedTokenizerFast
+    from minilora import tokenizer as tokenizers
+    path = _tokenizer_with_added_tokens(str(tmp_path))
+    theirs, ours = PreTrainedTokenizerFast(tokenizer_file=path), tokenizers.from_file(path)
+    assert (ours.vocab_size, len(ours)) == (theirs.vocab_size, len(theirs)) == (6, 9)
+
+
+def test_the_server_can_emit_an_added_token(tmp_path):
+    """A chat model's end-of-turn token is usually an added token: the server must be able to sample it."""
+    from minilora import tokenizer as tokenizers
+    tok = tokenizers.from_file(_tokenizer_with_added_tokens(str(tmp_path)), eos_token="<|eot|>")
+    model = two_adapters()  # 260 rows: more than the tokenizer's 9 tokens
+    engine = Engine(model, tok)
+    from test_serve import Collector
+    from minilora.serve import Request
+    sink = Collector()
+    request = Request([3], None, max_tokens=5, temperature=0, emit=sink)
+    forced(engine, request, [4, 8, 0])
+    assert request.generated == [4, 8] and sink.done == "stop" and sink.text == "there"

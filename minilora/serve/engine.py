@@ -146,7 +146,8 @@ class Engine:
         self.vocab_size = getattr(config, "vocab_size", None)
         # A model's vocabulary is often padded past the tokenizer's (to a multiple of 64, say): those
         # ids are no text, so they are never sampled.
-        sizes = [v for v in (self.vocab_size, getattr(tokenizer, "vocab_size", None)) if v is not None]
+        # (len(tokenizer): its added tokens too -- a chat model's end-of-turn token is usually one.)
+        sizes = [v for v in (self.vocab_size, _token_count(tokenizer)) if v is not None]
         self.text_vocab = min(sizes) if sizes else None
         eos = getattr(tokenizer, "eos_token_id", None)
         self.eos = set() if eos is None else {eos}
@@ -405,6 +406,14 @@ class Engine:
         self.rows = []
         self.batch.close()
         self.batch = RaggedBatch(self.model)
+
+
+def _token_count(tokenizer):
+    """Every id the tokenizer can decode, added tokens included (``len(tok)``, as transformers)."""
+    try:
+        return len(tokenizer)
+    except TypeError:  # a tokenizer without __len__: its vocab_size, if it has one
+        return getattr(tokenizer, "vocab_size", None)
 
 
 # A request's sampling defaults: OpenAI's (and vLLM's), unless the model's generation_config.json sets
