@@ -474,3 +474,36 @@ def test_new_optimizer_signatures_match_torch(name):
     def described(cls):
         return [(p.name, p.kind, p.default) for p in inspect.signature(cls.__init__).parameters.values()][1:]
     assert described(getattr(optim, name)) == described(getattr(torch.optim, name))
+
+
+# ---- gradient clipping -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("norm_type", [2.0, 1, float("inf"), "inf", 3.5])
+@pytest.mark.parametrize("foreach", [None, True, False])
+def test_clip_grad_norm_as_torch(norm_type, foreach):
+    """Returns the total norm (a 0-d tensor of the gradients' dtype); a parameter without gradient is skipped."""
+    ours, theirs = _twins()
+    rng = np.random.default_rng(3)
+    grads = [rng.standard_normal((3, 4)) * 3, None]
+    totals = []
+    for lib, params in ((ml, ours), (torch, theirs)):
+        _set_grads(params, grads, lib)
+        clip = ml.nn.utils.clip_grad_norm_ if lib is ml else torch.nn.utils.clip_grad_norm_
+        totals.append(clip(params, 0.5, norm_type, False, foreach))
+    assert totals[0].shape == () and str(totals[0].dtype) == "float64"
+    assert totals[0].item() == pytest.approx(totals[1].item(), rel=1e-13)
+    np.testing.assert_allclose(ours[0].grad.numpy(), theirs[0].grad.numpy(), rtol=1e-13)
+    assert ours[1].grad is None
+
+
+def test_clip_grad_norm_of_a_non_finite_norm_as_torch():
+    ours, theirs = _twins()
+    grads = [np.full((3, 4), np.inf), np.ones(5)]
+    for lib, params in ((ml, ours), (torch, theirs)):
+        _set_grads(params, grads, lib)
+    _same_error(lambda: ml.nn.utils.clip_grad_norm_(ours, 1.0, error_if_nonfinite=True),
+                lambda: torch.nn.utils.clip_grad_norm_(theirs, 1.0, error_if_nonfinite=True),
+                words="The total norm of order 2.0 for gradients from `parameters` is non-finite")
+    total, ttotal = ml.nn.utils.clip_grad_norm_(ours, 1.0), torch.nn.utils.clip_grad_norm_(theirs, 1.0)
+    assert math.isinf(total.item()) and math.isinf(ttotal.item())
+    for p, t in zip(ours, theirs):  # scaled by 1/inf, as torch: inf * 0 is NaN, the rest 0
+        np.testing.assert_array_equal(p.grad.numpy(), t.grad.numpy())

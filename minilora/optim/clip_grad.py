@@ -51,9 +51,9 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     dtype = dtypes.result_type(*(n.reshape(1) for n in norms))  # torch.stack promotes: bf16 with fp32 is fp32
     total = _norm(xp.stack([n.astype(dtype) for n in norms]), norm_type)
     if error_if_nonfinite and not math.isfinite(float(total)):
-        raise RuntimeError(f"the total norm of order {norm_type} of the gradients is non-finite "
-                           f"({float(total)}), so it cannot be clipped; set "
-                           f"error_if_nonfinite=False to scale by it anyway")
+        raise RuntimeError(f"The total norm of order {norm_type} for gradients from `parameters` is non-finite "
+                           f"({float(total)}), so it cannot be clipped. To disable this error and scale the "
+                           f"gradients by the non-finite norm anyway, set `error_if_nonfinite=False`")
     # EXERCISE 6.2: scale every gradient so the total norm is at most max_norm
     # BEGIN SOLUTION
     coef = _clip_coef(max_norm, total)  # min(max_norm / (total + 1e-6), 1); NaN stays NaN, as in torch
@@ -79,6 +79,13 @@ def _clip_coef(max_norm, total):
 def _scaled(grad, coef):
     """``grad * coef`` (a new array): a 16-bit gradient is multiplied in float32 and rounded once, as
     torch's ``g.mul_(clip_coef)`` (NumPy would round ``coef`` to bfloat16 first)."""
+    if coef == 0.0:  # the norm was infinite: an infinite element times 0 is NaN, as torch's (which says nothing)
+        with np.errstate(invalid="ignore"):
+            return _times(grad, coef)
+    return _times(grad, coef)
+
+
+def _times(grad, coef):
     if grad.dtype.itemsize == 2 and dtypes.is_floating(grad.dtype):
         return (dtypes.upcast(grad) * np.float32(coef)).astype(grad.dtype)
     return grad * coef
