@@ -3,6 +3,7 @@
 A module named here provides ``add_cli_arguments(parser)`` and ``cli_main(args) -> int``; this file
 only routes, so ``minilora --help`` stays fast (no module is imported until its command runs).
 
+Ctrl-C prints ``minilora <command>: interrupted`` and exits with the shell's status 130.
 A user's mistake prints one line, ``minilora <command>: error: ...``, and exits with status 2, as
 argparse does: a bad option value is caught by the argument types below, a mistake found later (a
 folder that is not a model) by raising ``UsageError`` in ``cli_main``. Anything else is a bug and
@@ -106,6 +107,11 @@ def main(argv=None):
     except UsageError as exc:
         print(f"minilora {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C is the user's choice, not a bug: no traceback, the shell's 130
+        saved = getattr(exc, "checkpoint", None)  # train's TrainingInterrupted: the finished steps are kept
+        print(f"\nminilora {args.command}: interrupted" + (f"; the finished steps are in {saved}" if saved else ""),
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -421,3 +421,15 @@ def test_the_server_can_emit_an_added_token(tmp_path):
     request = Request([3], None, max_tokens=5, temperature=0, emit=sink)
     forced(engine, request, [4, 8, 0])
     assert request.generated == [4, 8] and sink.done == "stop" and sink.text == "there"
+
+
+def test_ctrl_c_in_any_command_is_exit_130_without_a_traceback(monkeypatch, capsys):
+    from test_cli import run_cli
+    import minilora.models
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(minilora.models.LlamaForCausalLM, "from_pretrained", interrupted)
+    monkeypatch.setattr(minilora.models, "load_base", interrupted)
+    code, text = run_cli(["generate", "hi"], capsys)  # was: the KeyboardInterrupt's traceback
+    assert code == 130 and "minilora generate: interrupted" in text
