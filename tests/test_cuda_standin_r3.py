@@ -77,9 +77,10 @@ def test_train_step_stopped_by_the_time_bound_keeps_what_it_measured(tmp_path, m
 
 
 # ---- minilora's bf16 ops where CuPy 14 differs from NumPy -----------------------------------------
-def on_both(fn, *arrays, grad=True):
+def on_both(fn, *arrays, grad=True, ones=False):
     """``fn`` of bf16 tensors made from ``arrays``, on cuda (the stand-in as CuPy 14) and on cpu: the results
-    (and the inputs' gradients of ``sum(result * weights)``) as float32 host arrays, per device."""
+    (and the inputs' gradients of ``sum(result * weights)``, bf16 weights 0, 1, 2... or ``ones``: the gradients
+    reach ``fn`` in bf16) as float32 host arrays, per device."""
     runs = {}
     for device in ("cuda", "cpu"):
         tensors = [ml.tensor(a, dtype=BF16, device=device, requires_grad=grad) for a in arrays]
@@ -87,8 +88,9 @@ def on_both(fn, *arrays, grad=True):
         outs = outs if isinstance(outs, tuple) else (outs,)
         floats = [o for o in outs if o.dtype == BF16]
         if grad and floats:
-            sum(((o.float() * ml.arange(o.numel(), device=device).reshape(o.shape).float()).sum()
-                 for o in floats), ml.tensor(0.0, device=device)).backward()
+            weights = [(ml.ones if ones else ml.arange)(o.numel(), device=device).reshape(o.shape).to(BF16)
+                       for o in floats]
+            sum(((o * w).float().sum() for o, w in zip(floats, weights)), ml.tensor(0.0, device=device)).backward()
         assert {o.device.type for o in outs} == {device}
         runs[device] = [(o.dtype, o.detach().cpu().float().numpy() if o.dtype == BF16 else o.cpu().numpy())
                         for o in outs] + [(t.grad.dtype, t.grad.cpu().float().numpy()) for t in tensors
@@ -120,4 +122,28 @@ def test_bf16_sorts_on_cuda_as_on_cpu(fn, cuda14):
     on_cuda, on_cpu = on_both(fn, SORT_VALUES)
     assert [dt for dt, _ in on_cuda] == [dt for dt, _ in on_cpu]
     for (_, ours), (_, reference) in zip(on_cuda, on_cpu):
+        np.testing.assert_array_equal(ours, reference)
+
+
+@pytest.mark.parametrize("shapes, fn", [
+    (((1, 300), (1, 300)), lambda x, w: ml.nn.functional.linear(x, w)),  # forward: (1, K) @ (K, 1)
+    (((1, 300), (300, 1)), lambda a, b: a @ b),
+    (((1, 300), (300,)), lambda a, b: a @ b),
+    (((300,), (300, 1)), lambda a, b: a @ b),
+    (((1, 1), (1, 300)), lambda a, b: a @ b),  # backward: a's gradient g @ b^T sums 300 products
+    (((300, 1), (1, 1)), lambda x, w: ml.nn.functional.linear(x, w)),  # backward: dW = dY^T X, one element
+    (((1, 1), (300, 1)), lambda x, w: ml.nn.functional.linear(x, w)),  # backward: dX = dY W, one element
+    (((2, 300), (300, 1)), lambda a, b: a @ b),  # controls: more than one element, cuBLAS
+    (((2, 300), (3, 300)), lambda x, w: ml.nn.functional.linear(x, w)),
+], ids=["linear-1x1", "mm-1x1", "mm-row-vec", "mm-vec-col", "mm-grad-1x1", "linear-dw-1x1", "linear-dx-1x1",
+        "mm-2x1", "linear-2x3"])
+def test_bf16_products_with_one_element_on_cuda_as_on_cpu(shapes, fn, cuda14):
+    """A 16-bit product with ONE output element is not a GEMM in CuPy: ``dot`` sums it with a reduction
+    kernel in the 16-bit dtype (300 bf16 partial sums). minilora computes those in float32 and rounds once,
+    as on cpu (and as cuBLAS does every other 16-bit product): values and gradients bit for bit."""
+    rng = np.random.default_rng(3)
+    arrays = [rng.uniform(0.5, 1.5, s) for s in shapes]  # no cancellation: the 16-bit sum drifts
+    on_cuda, on_cpu = on_both(fn, *arrays, ones=True)
+    for (dt, ours), (cpu_dt, reference) in zip(on_cuda, on_cpu):
+        assert dt == cpu_dt
         np.testing.assert_array_equal(ours, reference)

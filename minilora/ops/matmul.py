@@ -37,11 +37,14 @@ def _is_16bit_float(a):
     return a.dtype.itemsize == 2 and is_floating(a.dtype)
 
 
-def _on_cublas(*arrays):
+def _on_cublas(*arrays, products):
     """Whether a 16-bit product of these arrays goes to the GPU as it is: on ``cuda``, two-dimensional
-    operands only. cuBLAS accumulates a 16-bit GEMM in float32 itself (no copies needed), but CuPy 14.0
-    multiplies bfloat16 only as two 2-D arrays (batched or 1-D operands fail, cupy/cupy#10317)."""
-    return xp_of(arrays[0]) is not np and all(a.ndim == 2 for a in arrays)
+    operands only, and no product (``products``: their shapes) of one element. cuBLAS accumulates a 16-bit
+    GEMM in float32 itself (no copies needed), but CuPy 14.0 multiplies bfloat16 only as two 2-D arrays
+    (batched operands fail, cupy/cupy#10317), and a one-element product is no GEMM there: CuPy's ``dot``
+    sums it with a reduction kernel in the 16-bit dtype."""
+    return (xp_of(arrays[0]) is not np and all(a.ndim == 2 for a in arrays)
+            and all(rows * cols > 1 for rows, cols in products))
 
 
 def _product(a, b, matmul=np.matmul):
@@ -50,7 +53,7 @@ def _product(a, b, matmul=np.matmul):
     (its bf16 results equal this bit for bit) -- except two 2-D arrays on ``cuda``, which go to
     cuBLAS directly (``_on_cublas``; checked only by benchmarks/gpu_check.sh: there is no GPU in
     the test run)."""
-    if not _is_16bit_float(a) or _on_cublas(a, b):
+    if not _is_16bit_float(a) or _on_cublas(a, b, products=[(a.shape[0], b.shape[-1])]):
         return matmul(a, b)
     return matmul(upcast(a), upcast(b)).astype(a.dtype)
 
@@ -111,8 +114,8 @@ class MatMul(Function):
             g = g[..., None, :]
         na, nb = ctx.needs_input_grad
         dtype = g.dtype
-        if _is_16bit_float(g) and not _on_cublas(g, a2, b2):  # as torch: in float32, each gradient rounded once
-            g, a2, b2 = upcast(g), upcast(a2), upcast(b2)  # (also the sum over broadcast batch axes)
+        if _is_16bit_float(g) and not _on_cublas(g, a2, b2, products=[a2.shape, b2.shape]):
+            g, a2, b2 = upcast(g), upcast(a2), upcast(b2)  # as torch: in float32, each gradient rounded once
         ga, gb = _matmul_grads(g, a2, b2, na, nb, matmul=parallel.matmul)  # each product split over threads
         return tuple(None if grad is None else grad.reshape(shape).astype(dtype, copy=False)
                      for grad, shape in ((ga, a.shape), (gb, b.shape)))
@@ -139,8 +142,8 @@ class Linear(Function):
             raise ShapeError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but "
                              f"the weight expects {w.shape[1]} (weight shape {w.shape}, [out, in])")
         x2 = x.reshape(-1, x.shape[-1])
-        if _is_16bit_float(x) and (xp_of(x) is np or b is not None):  # (cuda: a 16-bit product rounded
-            out = _linear_in_float32(x2, w, b)  # before the bias is added would round twice)
+        if _is_16bit_float(x) and not (_on_cublas(x2, w, products=[(x2.shape[0], w.shape[0])]) and b is None):
+            out = _linear_in_float32(x2, w, b)  # (cuda: a 16-bit product rounded before the bias would round twice)
         else:
             out = parallel.matmul(x2, w.T)  # cuda 16-bit: cuBLAS accumulates in float32 (see _product)
             if b is not None:
@@ -156,8 +159,8 @@ class Linear(Function):
         g2, x2, w = g.reshape(-1, g.shape[-1]), ctx.x2, ctx.w
         dtype = g2.dtype
         sum_bias_in_float32 = False
-        if _is_16bit_float(g2) and xp_of(g2) is np:  # as torch's CPU kernels: in float32, rounded once
-            g2, x2, w = upcast(g2), None if x2 is None else upcast(x2), upcast(w)
+        if _is_16bit_float(g2) and not _on_cublas(g2, w, products=[(g2.shape[0], w.shape[1]), w.shape]):
+            g2, x2, w = upcast(g2), None if x2 is None else upcast(x2), upcast(w)  # torch's CPU way: float32
         elif _is_16bit_float(g2):  # cuda: the GEMMs on cuBLAS in 16 bits, but CuPy may sum bf16 in bf16
             sum_bias_in_float32, nb = nb, False
         gx = xp_of(g2).empty((g2.shape[0], w.shape[1]), g2.dtype) if nx else None
