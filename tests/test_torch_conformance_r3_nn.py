@@ -320,3 +320,34 @@ def test_conv_and_pool_refuse_bad_geometry_with_torchs_runtime_error(case):
     _, call = GEOMETRY_ERRORS[case]
     (x, tx), (w, tw) = pair(np.ones((1, 2, 5, 5))), pair(np.ones((3, 2, 3, 3)))
     same_error(lambda: call(F, x, w), lambda: call(TF, tx, tw))
+
+
+# ---- integer tensors into floating-point ops ---------------------------------------------------------
+_I, _T = np.arange(6).reshape(2, 3), np.array([0, 1])
+INTEGER_CALLS = [
+    ("cross_entropy", (_I, _T)), ("nll_loss", (_I, _T)), ("mse_loss", (_I, _I)), ("l1_loss", (_I, _I)),
+    ("smooth_l1_loss", (_I, _I)), ("huber_loss", (_I, _I)), ("kl_div", (_I, _I)), ("binary_cross_entropy", (_I, _I)),
+    ("binary_cross_entropy_with_logits", (_I, _I)), ("layer_norm", (_I, (3,))), ("rms_norm", (_I, (3,))),
+    ("group_norm", (_I.reshape(2, 3, 1), 1)), ("gelu", (_I,)), ("silu", (_I,)), ("softplus", (_I,)), ("elu", (_I,)),
+    ("selu", (_I,)), ("celu", (_I,)), ("leaky_relu", (_I,)), ("logsigmoid", (_I,)), ("glu", (_I[:, :2],)),
+    ("mish", (_I,)), ("hardswish", (_I,)), ("dropout", (_I, 0.5)), ("kl_div", (_I * 1.0, _I)),
+    ("binary_cross_entropy", (_I / 10, _I.clip(0, 1))), ("binary_cross_entropy_with_logits", (_I * 1.0, _I)),
+]
+
+
+@pytest.mark.parametrize("name, args", INTEGER_CALLS, ids=[c[0] for c in INTEGER_CALLS])
+def test_integer_tensors_are_refused_where_torch_refuses_them(name, args):
+    """torch has no integer kernel for these: an int64 layer_norm gave zeros, nll_loss an int."""
+    ours = [ml.tensor(a) if isinstance(a, np.ndarray) else a for a in args]
+    theirs = [torch.tensor(a) if isinstance(a, np.ndarray) else a for a in args]
+    message = same_error(lambda: getattr(F, name)(*ours), lambda: getattr(TF, name)(*theirs))
+    assert "int64" in message or "integer" in message
+
+
+def test_a_floating_operand_makes_integer_losses_computable():
+    for name, args in (("mse_loss", (_I * 1.0, _I)), ("l1_loss", (_I, _I * 1.0)), ("huber_loss", (_I * 1.0, _I)),
+                       ("smooth_l1_loss", (_I, _I * 0.5)), ("dropout", (_I, 0.0)), ("dropout", (_I, 0.5, False))):
+        # a floating operand: torch promotes and computes, and so does minilora
+        ours = getattr(F, name)(*[ml.tensor(a) if isinstance(a, np.ndarray) else a for a in args])
+        theirs = getattr(TF, name)(*[torch.tensor(a) if isinstance(a, np.ndarray) else a for a in args])
+        close(ours, theirs)

@@ -14,6 +14,7 @@ from ..ops.nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1
 from ..ops.nn import (cosine_embedding_loss, margin_ranking_loss, pairwise_distance,  # noqa: F401
                       triplet_margin_loss)
 from ..ops.nn import batch_norm, group_norm  # noqa: F401
+from ..ops.nn import _floating_only
 from ..ops.nn import float32_inside as _float32_inside
 from ..ops.conv import (adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d,  # noqa: F401
                         max_pool1d, max_pool2d)
@@ -66,35 +67,41 @@ def relu(input, inplace=False):
 
 def silu(input, inplace=False):
     _refuse("silu", inplace=(inplace, False))
+    _floating_only("silu", input)
     return ops.silu(input)
 
 
 def softplus(input, beta=1, threshold=20):
     """``log(1 + exp(beta x)) / beta``, and ``x`` itself where ``beta x > threshold`` (torch's)."""
+    _floating_only("softplus", input)
     return ops.softplus(input, beta, threshold)
 
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
     """``x`` for ``x > 0``, ``negative_slope * x`` otherwise."""
     _refuse("leaky_relu", inplace=(inplace, False))
+    _floating_only("leaky_relu", input)
     return ops.leaky_relu(input, negative_slope)
 
 
 def elu(input, alpha=1.0, inplace=False):
     """``x`` for ``x > 0``, ``alpha (exp(x) - 1)`` otherwise."""
     _refuse("elu", inplace=(inplace, False))
+    _floating_only("elu", input)
     return ops.elu(input, alpha)
 
 
 def selu(input, inplace=False):
     """``scale * elu(x, alpha)`` with the self-normalising constants of Klambauer et al."""
     _refuse("selu", inplace=(inplace, False))
+    _floating_only("selu", input)
     return ops.selu(input)
 
 
 def celu(input, alpha=1.0, inplace=False):
     """``x`` for ``x > 0``, ``alpha (exp(x / alpha) - 1)`` otherwise."""
     _refuse("celu", inplace=(inplace, False))
+    _floating_only("celu", input)
     return ops.celu(input, alpha)
 
 
@@ -112,6 +119,7 @@ def relu6(input, inplace=False):
 
 def hardswish(input, inplace=False):
     _refuse("hardswish", inplace=(inplace, False))
+    _floating_only("hardswish", input)
     return ops.hardswish(input)
 
 
@@ -122,11 +130,13 @@ def hardsigmoid(input, inplace=False):
 
 def logsigmoid(input):
     """``log(sigmoid(x))``, stable for large ``|x|``."""
+    _floating_only("logsigmoid", input)
     return ops.logsigmoid(input)
 
 
 def mish(input, inplace=False):
     _refuse("mish", inplace=(inplace, False))
+    _floating_only("mish", input)
     return ops.mish(input)
 
 
@@ -137,6 +147,7 @@ def softsign(input):
 @_float32_inside  # torch's glu is one kernel: a 16-bit input is computed in float32, rounded once
 def glu(input, dim=-1):
     """The gated linear unit: ``a * sigmoid(b)`` for the two halves ``a``, ``b`` of ``dim``."""
+    _floating_only("glu", input)
     if input.ndim == 0:
         raise RuntimeError("glu does not support scalars because halving size must be even")
     size = input.shape[dim]
@@ -157,6 +168,7 @@ def gelu(input, *, approximate="none"):
     """Exact GELU ``x * Phi(x)`` or, with ``approximate='tanh'``, the tanh approximation."""
     if approximate not in ("none", "tanh"):
         raise RuntimeError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    _floating_only("gelu", input)
     return ops.gelu(input, approximate)
 
 

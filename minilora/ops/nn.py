@@ -578,6 +578,21 @@ def _refuse(fn, **options):
                                       f"(only the default {default!r})")
 
 
+def _floating_only(fn, *tensors):
+    """torch has no integer kernel for ``fn``: an integer (or bool) tensor is refused with torch's
+    NotImplementedError instead of being computed in integers (an int64 layer_norm gave zeros)."""
+    for t in tensors:
+        if isinstance(t, Tensor) and not is_floating(t.dtype):
+            raise NotImplementedError(f"{fn}: not implemented for integer tensors (got {t.dtype}); "
+                                      f"pass a floating tensor (e.g. x.float())")
+
+
+def _floating_result(fn, input, target):
+    """A pointwise loss needs a floating input or target (torch promotes a mix and computes it)."""
+    if not (is_floating(input.dtype) or (isinstance(target, Tensor) and is_floating(target.dtype))):
+        _floating_only(fn, input)
+
+
 def _row_index(fn, index, rows):
     """``index`` as a row number in [0, rows) (negative counts from the end, as in PyTorch), or None."""
     if index is None:
@@ -651,6 +666,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     """
     reduction = legacy_reduction(size_average, reduce, reduction)
     _check_reduction("cross_entropy", reduction)
+    _floating_only("cross_entropy", input)
     if not 0.0 <= label_smoothing <= 1.0:
         raise RuntimeError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
     logits = _classes_last(input, "cross_entropy")
@@ -811,6 +827,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     """PyTorch's ``F.nll_loss``: ``input`` holds log-probabilities ([N, C], [N, C, d1, ...] or [C])."""
     reduction = legacy_reduction(size_average, reduce, reduction)
     _check_reduction("nll_loss", reduction)
+    _floating_only("nll_loss", input)
     logp = _classes_last(input, "nll_loss")
     targets = _class_targets("nll_loss", input, _array(target))
     loss = NllLoss.apply(logp, targets, weight=_class_weight("nll_loss", weight, logp),
@@ -822,6 +839,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
 
 def _pointwise_loss(fn, per_element, input, target, reduction, weight):
     _check_reduction(fn, reduction)
+    _floating_result(fn, input, target)
     loss = per_element(input - target)
     if weight is None:
         return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.mean()
@@ -945,6 +963,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     with ``p = pos_weight``, computed as torch composes it, without overflow:
     ``(1 - y) x - (1 + (p - 1) y) logsigmoid(x)`` -- the same ops in the same order, so 16-bit
     results are torch's bit for bit (each op rounds once, as each of torch's does)."""
+    _binary_dtypes("binary_cross_entropy_with_logits", input, target)
     if tuple(target.shape) != tuple(input.shape):
         raise ValueError(f"Target size ({tuple(target.shape)}) must be the same as input size "
                          f"({tuple(input.shape)})")
@@ -962,12 +981,22 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     return BinaryCrossEntropyWithLogits.apply(input, target, weight, pos_weight, reduction)
 
 
+def _binary_dtypes(fn, input, target):
+    """Floating probabilities or logits, and a floating target (torch refuses an integer one rather
+    than promoting it: labels must be cast, e.g. ``y.float()``)."""
+    _floating_only(fn, input)
+    if isinstance(target, Tensor) and not is_floating(target.dtype):
+        raise RuntimeError(f"{fn}: Found dtype {target.dtype} but expected {input.dtype} (the target "
+                           f"must be a floating tensor, e.g. y.float())")
+
+
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
                          reduction="mean"):
     """PyTorch's ``F.binary_cross_entropy`` of probabilities: ``-[y log x + (1 - y) log(1 - x)]``,
     each log clamped at -100 as torch does (so x = 0 or 1 gives a finite loss). 16-bit floats: torch's
     kernel rounds every step of ``(y - 1) max(log1p(-x), -100) - y max(log x, -100)`` to 16 bits,
     and so do NumPy's ufuncs here (bit for bit); dtypes promoted as torch's."""
+    _binary_dtypes("binary_cross_entropy", input, target)
     floating = [a for a in (input, target, weight) if isinstance(a, Tensor)]
     dtype = result_type(*floating)
     input, target, weight = (a if not isinstance(a, Tensor) or a.dtype == dtype else a.to(dtype)
@@ -992,6 +1021,9 @@ def dropout(input, p=0.5, training=True, inplace=False, *, seed=None):
     _refuse("dropout", inplace=(inplace, False))
     if not training or p == 0:
         return input
+    if not is_floating(input.dtype) and p < 1:  # the 1 / (1 - p) scale has no integer result
+        raise RuntimeError(f"dropout: result type float can't be cast to the desired output type "
+                           f"{input.dtype}")
     return Dropout.apply(input, p=p, seed=fresh_seed() if seed is None else seed)
 
 
@@ -1032,12 +1064,14 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     as torch: float32's for bfloat16/float16 (torch's documentation says the input's; its kernel
     takes float32's, 2^-23, not bfloat16's 2^-7)."""
     if eps is None:  # torch takes the eps of the dtype it computes in: float32's for 16-bit inputs
+        _floating_only("rms_norm", input)  # (before finfo fails on an integer dtype)
         eps = float(np.finfo(compute_dtype(input.dtype)).eps)
     return _rms_norm(input, normalized_shape, weight, eps)
 
 
 @float32_inside
 def _rms_norm(input, normalized_shape, weight, eps):
+    _floating_only("rms_norm", input)
     width = _normalized_width("rms_norm", input, normalized_shape, weight=weight)
     return RMSNorm.apply(input, weight, eps=eps, width=width)
 
@@ -1045,6 +1079,7 @@ def _rms_norm(input, normalized_shape, weight, eps):
 @float32_inside
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """PyTorch's ``F.layer_norm`` over the trailing ``normalized_shape`` dimensions."""
+    _floating_only("layer_norm", input)
     width = _normalized_width("layer_norm", input, normalized_shape, weight=weight, bias=bias)
     return LayerNorm.apply(input, weight, bias, eps=eps, width=width)
 
@@ -1342,6 +1377,7 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     reduction = legacy_reduction(size_average, reduce, reduction)
     if beta < 0:
         raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
+    _floating_result("smooth_l1_loss", input, target)
     input, target = _broadcast_target("smooth_l1_loss", input, target)
     diff = input - target
     loss = diff.abs() if beta == 0 else _quadratic_then_linear(diff, beta) / beta
@@ -1355,6 +1391,7 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     each element's loss; 'mean' is then the plain mean (torch's rule here, unlike ``mse_loss``)."""
     if delta <= 0:
         raise RuntimeError("huber_loss does not support non-positive values for delta.")
+    _floating_result("huber_loss", input, target)
     input, target = _broadcast_target("huber_loss", input, target)
     loss = _quadratic_then_linear(input - target, delta)
     if weight is not None:
@@ -1370,6 +1407,8 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
     ``0 log 0 = 0``. 'batchmean' divides the sum by the batch size (the true KL divergence per
     sample); 'mean' divides by every element, with torch's warning saying so."""
     from .elementwise import xlogy
+    if any(isinstance(t, Tensor) and not is_floating(t.dtype) for t in (input, target)):
+        raise RuntimeError(f"kl_div: Integral inputs not supported (got {input.dtype} and {target.dtype})")
     if size_average is not None or reduce is not None:
         reduction = legacy_reduction(size_average, reduce, reduction)
     elif reduction == "mean":
@@ -1538,6 +1577,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05):
     bias`` per channel."""
     if input.ndim < 2:
         raise RuntimeError(f"group_norm: expected an input [N, C, ...], got shape {tuple(input.shape)}")
+    _floating_only("group_norm", input)
     n, c = input.shape[:2]
     if c % num_groups:
         raise RuntimeError(f"Expected number of channels in input to be divisible by num_groups, but "
