@@ -507,3 +507,33 @@ def test_clip_grad_norm_of_a_non_finite_norm_as_torch():
     assert math.isinf(total.item()) and math.isinf(ttotal.item())
     for p, t in zip(ours, theirs):  # scaled by 1/inf, as torch: inf * 0 is NaN, the rest 0
         np.testing.assert_array_equal(p.grad.numpy(), t.grad.numpy())
+
+
+# ---- named parameters ----------------------------------------------------------------------------------------
+def test_named_parameters_are_taken_and_their_names_saved_as_torch():
+    ml.manual_seed(0)
+    model = nn.Linear(3, 2, dtype=ml.float64)
+    tmodel = torch.nn.Linear(3, 2, dtype=torch.float64)
+    with torch.no_grad():
+        tmodel.weight.copy_(torch.tensor(model.weight.numpy()))
+        tmodel.bias.copy_(torch.tensor(model.bias.numpy()))
+    opt, topt = optim.AdamW(model.named_parameters(), lr=0.1), torch.optim.AdamW(tmodel.named_parameters(), lr=0.1)
+    assert opt.state_dict()["param_groups"] == topt.state_dict()["param_groups"]
+    a = _train(ml, [model.weight, model.bias], opt, 3)
+    b = _train(torch, [tmodel.weight, tmodel.bias], topt, 3)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14)
+    named = list(model.named_parameters())
+    groups = optim.SGD([{"params": named[:1]}, {"params": named[1:], "lr": 0.2}], lr=0.1)
+    tnamed = list(tmodel.named_parameters())
+    tgroups = torch.optim.SGD([{"params": tnamed[:1]}, {"params": tnamed[1:], "lr": 0.2}], lr=0.1)
+    assert groups.state_dict()["param_groups"] == tgroups.state_dict()["param_groups"]
+    _same_error(lambda: groups.add_param_group({"params": [nn.Parameter(np.zeros(2))]}),
+                lambda: tgroups.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))]}))
+
+
+def test_param_groups_keep_what_the_user_wrote_as_torch():
+    ours, theirs = _twins()
+    opt, topt = optim.Adam(ours, 0.1, [0.8, 0.9]), torch.optim.Adam(theirs, 0.1, [0.8, 0.9])
+    assert opt.state_dict()["param_groups"] == topt.state_dict()["param_groups"]
+    assert type(opt.param_groups[0]["betas"]) is tuple  # torch makes a list a tuple too

@@ -56,7 +56,11 @@ class Optimizer:
         if "params" not in group:
             raise ValueError("a parameter group needs a 'params' entry")
         index = len(self.param_groups)
-        group["params"] = _check_params(group["params"], index)
+        group["params"] = _check_params(_split_names(group), index)
+        if self.param_groups and ("param_names" in group) != ("param_names" in self.param_groups[0]):
+            kind = "with" if "param_names" in group else "without"
+            raise ValueError(f"all optimizer param groups should be with/without names. cannot add param group "
+                             f"{kind} names to the optimizer")
         for key, default in self.defaults.items():
             group.setdefault(key, default)
         self._check_group(group, index)
@@ -196,6 +200,23 @@ def _as_groups(params):
     if any(isinstance(p, dict) for p in params):
         raise TypeError("params mixes parameter-group dicts and Tensors; use one or the other")
     return [{"params": params}]
+
+
+def _split_names(group):
+    """``model.named_parameters()`` (``(name, parameter)`` pairs, which torch takes too): the parameters,
+    with their names kept in ``group["param_names"]`` (saved in ``state_dict()``, as torch's)."""
+    params = group["params"]
+    if isinstance(params, Tensor):
+        return params
+    _check_ordered(params)
+    params = list(params)
+    named = [isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in params]
+    if not any(named):
+        return params
+    if not all(named):
+        raise ValueError("a parameter group mixes (name, parameter) pairs and bare parameters; use one or the other")
+    group["param_names"] = [name for name, _ in params]
+    return [p for _, p in params]
 
 
 def _check_params(params, group_index):
