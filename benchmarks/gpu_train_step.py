@@ -66,7 +66,8 @@ def parse_args(argv=None):
     p.add_argument("--alpha", type=float, default=32)
     p.add_argument("--seq", type=int, default=None, help="tokens per sequence (default 512; tiny 16)")
     p.add_argument("--batch", type=int, default=None, help="sequences per step (default 4; tiny 2)")
-    p.add_argument("--repeats", type=int, default=None, help="timed rounds after 2 warm-up steps (default 5; dry run 1)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed rounds after 2 warm-up steps (default 5; dry run 1)")
     p.add_argument("--no-full", action="store_true", help="skip the full fine-tuning row")
     p.add_argument("--no-peft", action="store_true", help="skip the transformers + PEFT rows")
     p.add_argument("--no-probe", action="store_true", help="skip the bf16 probe of the array module")
@@ -504,7 +505,8 @@ def split_section(name, device, measured, step_median, top=12):
     for part in (KERNELS, GEMMS, ATTENTION, ELEMENTWISE):
         if part in split:
             n, host, on_device, _ = split[part]
-            lines.append(_row(part, n, f"{host * 1e3:.2f}", f"{on_device * 1e3:.2f}", f"{on_device / device_total:.0%}"))
+            lines.append(_row(part, n, f"{host * 1e3:.2f}", f"{on_device * 1e3:.2f}",
+                              f"{on_device / device_total:.0%}"))
     outside = measured["wall"] - sum(row[3] for row in split.values())
     lines.append(_row("Python between ops (modules, autograd engine, optimizer bookkeeping)", "-",
                       f"{outside * 1e3:.2f}", "-", "-"))

@@ -47,8 +47,8 @@ def test_train_step_dry_run_writes_every_section_in_order(tmp_path):
     assert sections(text) == [
         "# kept: what an earlier stage wrote", "## bf16 probe on cpu: what the array module does with bfloat16",
         "## LoRA training step on cpu: 0.00B parameters (d=64, 1 layers), seq 16 x batch 2, r=16, all-linear",
-        "### where the time goes: minilora LoRA fp32 on cpu (one step, each op on its own; host clock (no device here))",
-        "### where the time goes: minilora LoRA bf16 on cpu (one step, each op on its own; host clock (no device here))"]
+        *(f"### where the time goes: minilora LoRA {precision} on cpu (one step, each op on its own; host clock "
+          "(no device here))" for precision in ("fp32", "bf16"))]
     assert "|sum(dtype=float32) | float32, float32 accumulation (rounded once)|" in text
     assert "|sort / argsort | same bits as cpu|" in text and "fails" not in text
     for row in ("minilora LoRA fp32", "minilora LoRA bf16", "minilora full fine-tuning fp32"):
@@ -74,6 +74,30 @@ def test_train_step_stopped_by_the_time_bound_keeps_what_it_measured(tmp_path, m
     assert "stopped by signal 15 (the time bound)" in text and "where the time goes" not in text
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| minilora")}
     assert all(" - | - | - | not timed" not in rows[name] for name in rows)  # three rows timed in round one
+
+
+def test_train_step_sections_on_the_cuda_stand_in(cuda14, monkeypatch):
+    """The GPU run's code paths: the probe on CuPy (14) arrays, the split with CUDA events (the stand-in's
+    host-clock events), minilora's ops on cuda beside cpu."""
+    monkeypatch.setattr(_device("cuda"), "uses_kernels", False)
+    bench = load_benchmark("gpu_train_step")
+    probe = bench.bf16_probe("cuda")
+    assert "CuPy 14.0.0" in probe and "bfloat16 tensors: available" in probe
+    for line in ("|argsort(kind='stable') | fails: ", "|matmul batched 3-D @ 3-D | fails: ",
+                 "|sum(dtype=float32) | float32, float32 accumulation (rounded once)|",
+                 "|matmul 1x1 out (1,4096)@(4096,1) | bfloat16, 1/1 off the float32 result|"):
+        assert line in probe, probe
+    ours = probe.split("vs the same op on cpu|")[1]
+    assert ours.count("same bits as cpu") == 9, ours
+    args = bench.parse_args(["--device", "cuda", "--tiny", "--layers", "1", "--no-peft"])
+    config = bench.LlamaConfig(**bench.TINY | {"num_hidden_layers": 1}, max_position_embeddings=64)
+    args.seq, args.batch = 8, 2
+    steps = bench.build_steps(args, config)
+    _, model, opt, ids = steps["minilora LoRA bf16"]
+    measured = bench.time_split("cuda", model, opt, ids)
+    assert measured["ops"] > 20 and measured["launches"] == 0
+    text = bench.split_section("minilora LoRA bf16", "cuda", measured, 0.01)
+    assert "CUDA events" in text and "|CuPy elementwise and reductions | " in text
 
 
 # ---- minilora's bf16 ops where CuPy 14 differs from NumPy -----------------------------------------
