@@ -243,6 +243,28 @@ def _find_constants(masked: str) -> dict[str, bool]:
     return found
 
 
+def _find_device_globals(masked: str) -> dict[str, bool]:
+    """File-scope __device__ variables (not functions): name -> True.  CuPy's get_global reaches them as it
+    does __constant__ ones.  They count as initialized: C++ and PTX start them at zero, as a GPU does."""
+    found: dict[str, bool] = {}
+    depth, pos = 0, 0
+    for m in re.finditer(r"\b__device__\b", masked):
+        depth += masked.count("{", pos, m.start()) - masked.count("}", pos, m.start())
+        pos = m.start()
+        if depth:
+            continue
+        stop = re.compile(r"[;({=]").search(masked, m.end())
+        if stop is None or stop.group() in "({":
+            continue  # a function (or a type) declared __device__
+        statement = masked[max(masked.rfind(";", 0, m.start()), masked.rfind("}", 0, m.start())) + 1:stop.start()]
+        if re.search(r"\b(extern|typedef|using)\b", statement):
+            continue  # declared here, defined elsewhere
+        name = re.search(r"([A-Za-z_]\w*)\s*(?:\[[^\]]*\]\s*)*$", masked[m.end():stop.start()].strip())
+        if name:
+            found[name.group(1)] = True
+    return found
+
+
 def _int_expression(text: str) -> int | None:
     """The value of a constant integer expression such as `256` or `(16 * 16)`; None for anything else
     (a template parameter, a constexpr name): such a bound is then not checked at launch."""
@@ -642,9 +664,9 @@ class _Module:
                 raw[:] = 0xFF
 
     def global_array(self, name: str) -> np.ndarray:
-        """The __constant__ variable `name` as a writable 1-D NumPy array of its elements."""
+        """The __constant__ or __device__ variable `name` as a writable 1-D NumPy array of its elements."""
         if name not in self.constants:
-            raise AttributeError(f"no __constant__ variable '{name}' at file scope in the source "
+            raise AttributeError(f"no __constant__ or __device__ variable '{name}' at file scope in the source "
                                  f"(found: {', '.join(self.constants) or 'none'})")
         raw = self.constants[name]
         elem = self._constant_types[name]
@@ -707,7 +729,7 @@ class _Module:
         if res.returncode != 0:
             raise CompileError(f"preprocessing '{self.source_path.name}' failed:\n{res.stderr.strip()}")
         masked, self._bounds, self._template_bounds = _mask(res.stdout), {}, {}
-        self._constants = _find_constants(masked)
+        self._constants = {**_find_device_globals(masked), **_find_constants(masked)}
         return (_find_kernels(masked, bounds=self._bounds),
                 _find_kernels(masked, templates=True, bounds=self._template_bounds))
 
@@ -1025,7 +1047,9 @@ class RawKernel:
         if len(args) != len(self.params):
             sig = ", ".join(f"{_ctype(p)} {p.name}" for p in self.params)
             raise TypeError(f"kernel '{self.name}' takes {len(self.params)} arguments ({sig}), got {len(args)}")
-        slots = np.zeros((max(len(args), 1), 2), dtype=np.uint64)
+        # One slot per argument, 16 bytes, or more when a struct passed by value is bigger.
+        width = max([16] + [-(-p.size // 16) * 16 for p in self.params if not p.is_pointer])
+        slots = np.zeros((max(len(args), 1), width // 8), dtype=np.uint64)
         arrays, scalars = [], []
         for i, (p, a) in enumerate(zip(self.params, args)):
             where = f"argument {i} ('{p.name}') of kernel '{self.name}'"
@@ -1048,7 +1072,7 @@ class RawKernel:
                 raw = _scalar_bytes(self.name, i, p, a)
                 slots[i].view(np.uint8)[:len(raw)] = np.frombuffer(raw, np.uint8)
                 scalars.append((i, raw))
-        argv = (slots.ctypes.data + 16 * np.arange(len(args), dtype=np.uint64)).astype(np.uint64)
+        argv = (slots.ctypes.data + width * np.arange(len(args), dtype=np.uint64)).astype(np.uint64)
         return _Packed(argv, slots, arrays, scalars)
 
     def _launch(self, cfg: np.ndarray, packed: _Packed, order: int, seed: int, echo: bool) -> None:
@@ -1238,6 +1262,8 @@ def _launch_in_child(kernel: RawKernel, cfg: np.ndarray, packed: _Packed) -> str
                 if first_of[(a.ctypes.data, a.nbytes)] == i:
                     flat = a.reshape(-1).view(np.uint8)
                     flat[:] = np.frombuffer(f.read(flat.size), np.uint8)
+            for raw in kernel._mod.constants.values():  # __device__ globals the kernel wrote, in table order
+                raw[:] = np.frombuffer(f.read(raw.size), np.uint8)
     return out
 
 

@@ -365,7 +365,7 @@ def test_constant_filter_through_get_global(sanitize):
     v = np.zeros(8, np.int32)
     mod.get_function("add_offsets")(1, 8, (v,))
     np.testing.assert_array_equal(v, [0, 10, 20, 30] * 2)
-    with pytest.raises(AttributeError, match=r"no __constant__ variable 'tap' .*found: taps, offsets"):
+    with pytest.raises(AttributeError, match=r"no __constant__ or __device__ variable 'tap' .*found: taps, offsets"):
         mod.get_global("tap")
 
 

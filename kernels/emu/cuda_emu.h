@@ -30,6 +30,7 @@
 #include <math.h>
 #include <cfloat>
 #include <climits>
+#include <limits>
 #include <type_traits>
 #include <utility>
 
@@ -41,10 +42,10 @@
 #ifndef __EMU_FIND_KERNELS  // emulator.py preprocesses a source once with __global__ kept, to find its kernels
 #define __global__
 #endif
-#define __device__
 #define __host__
-#ifndef __EMU_FIND_KERNELS  // kept there too: emulator.py lists the __constant__ variables for get_global
-#define __constant__
+#ifndef __EMU_FIND_KERNELS  // kept there too: emulator.py lists the __constant__ and __device__ variables
+#define __constant__       // for get_global
+#define __device__
 #endif
 #define __managed__
 #define __forceinline__ inline __attribute__((always_inline))
@@ -146,7 +147,9 @@ static constexpr int warpSize = 32;
 namespace __emu {
 enum BarrierKind { BAR_PLAIN = 0, BAR_COUNT = 1, BAR_AND = 2, BAR_OR = 3 };
 // W_COALESCE: cooperative_groups::coalesced_threads(), the lanes of a warp that reach the same call together.
-enum WarpOp { W_SYNC = 0, W_SHFL_IDX, W_SHFL_UP, W_SHFL_DOWN, W_SHFL_XOR, W_BALLOT, W_ANY, W_ALL, W_COALESCE };
+enum WarpOp { W_SYNC = 0, W_SHFL_IDX, W_SHFL_UP, W_SHFL_DOWN, W_SHFL_XOR, W_BALLOT, W_ANY, W_ALL, W_COALESCE,
+              W_MATCH_ANY, W_MATCH_ALL, W_REDUCE_ADD, W_REDUCE_MIN, W_REDUCE_MAX, W_REDUCE_AND, W_REDUCE_OR,
+              W_REDUCE_XOR };
 
 int syncthreads(int kind, int pred, const char* file, int line);
 unsigned long long warp_op(int op, const char* file, int line, unsigned mask, unsigned long long value,
@@ -194,7 +197,48 @@ struct SyncwarpAt {
     ((unsigned)__emu::warp_op(__emu::W_BALLOT, __FILE__, __LINE__, m, (p) ? 1 : 0, 0, 32))
 #define __any_sync(m, p) ((int)__emu::warp_op(__emu::W_ANY, __FILE__, __LINE__, m, (p) ? 1 : 0, 0, 32))
 #define __all_sync(m, p) ((int)__emu::warp_op(__emu::W_ALL, __FILE__, __LINE__, m, (p) ? 1 : 0, 0, 32))
-#define __activemask() (__emu::activemask())
+// __activemask(): the lanes of the warp that reach this call together (those in another branch, or
+// already exited, are not active here), formed as cooperative_groups::coalesced_threads() is.
+#define __activemask() ((unsigned)__emu::warp_op(__emu::W_COALESCE, __FILE__, __LINE__, 0xffffffffu, 0, 0, 32))
+
+// __match_any_sync / __match_all_sync (sm_70): lanes are compared by the bits of a 4- or 8-byte value.
+namespace __emu {
+template <class T>
+inline unsigned long long match_bits(T v) {
+    static_assert((sizeof(T) == 4 || sizeof(T) == 8) && std::is_arithmetic<T>::value,
+                  "__match_*_sync takes int, unsigned, long long, unsigned long long, float or double");
+    unsigned long long bits = 0;
+    std::memcpy(&bits, &v, sizeof(T));
+    return bits;
+}
+template <class T>
+inline unsigned match_all(const char* file, int line, unsigned mask, T v, int* pred) {
+    unsigned r = (unsigned)warp_op(W_MATCH_ALL, file, line, mask, match_bits(v), 0, 32);
+    *pred = r != 0;
+    return r;
+}
+// __reduce_*_sync (sm_80) overloads: unsigned and int, as CUDA declares them (min/max compare signed for int).
+inline unsigned reduce_u(int op, const char* file, int line, unsigned mask, unsigned v) {
+    return (unsigned)warp_op(op, file, line, mask, v, 0, 32);
+}
+inline int reduce_i(int op, const char* file, int line, unsigned mask, int v) {
+    return (int)(unsigned)warp_op(op, file, line, mask, (unsigned)v, 1, 32);
+}
+struct ReduceAt {
+    int op; const char* file; int line;
+    unsigned operator()(unsigned mask, unsigned v) const { return reduce_u(op, file, line, mask, v); }
+    int operator()(unsigned mask, int v) const { return reduce_i(op, file, line, mask, v); }
+};
+}  // namespace __emu
+#define __match_any_sync(m, v) ((unsigned)__emu::warp_op(__emu::W_MATCH_ANY, __FILE__, __LINE__, m, \
+                                                         __emu::match_bits(v), 0, 32))
+#define __match_all_sync(m, v, pred) (__emu::match_all(__FILE__, __LINE__, m, v, pred))
+#define __reduce_add_sync(m, v) (__emu::ReduceAt{__emu::W_REDUCE_ADD, __FILE__, __LINE__}(m, v))
+#define __reduce_min_sync(m, v) (__emu::ReduceAt{__emu::W_REDUCE_MIN, __FILE__, __LINE__}(m, v))
+#define __reduce_max_sync(m, v) (__emu::ReduceAt{__emu::W_REDUCE_MAX, __FILE__, __LINE__}(m, v))
+#define __reduce_and_sync(m, v) (__emu::reduce_u(__emu::W_REDUCE_AND, __FILE__, __LINE__, m, v))
+#define __reduce_or_sync(m, v) (__emu::reduce_u(__emu::W_REDUCE_OR, __FILE__, __LINE__, m, v))
+#define __reduce_xor_sync(m, v) (__emu::reduce_u(__emu::W_REDUCE_XOR, __FILE__, __LINE__, m, v))
 
 // Real fences: the threads of one block run one at a time, but blocks run on several OS threads.
 inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
@@ -318,12 +362,113 @@ inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fdiv_rn(float a, float b) { return a / b; }
 inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
 inline double __fma_rn(double a, double b, double c) { return fma(a, b, c); }
+
+// sin(pi x) and cos(pi x), exact at integers and half-integers as CUDA's: x is reduced exactly to
+// x = n/2 + f with |f| <= 1/4, then sin/cos of pi*f in double pick the quadrant's value.
+namespace __emu {
+inline void sincospi(double x, double* s, double* c) {
+    if (std::isinf(x)) { *s = *c = NAN; return; }
+    const double r = std::fmod(x, 2.0);      // exact
+    const double n = std::nearbyint(2.0 * r);  // quadrant, -4..4
+    const double f = r - 0.5 * n;              // exact, |f| <= 1/4
+    const double sf = std::sin(M_PI * f), cf = std::cos(M_PI * f);
+    switch (((int)n % 4 + 4) % 4) {
+        case 0: *s = sf; *c = cf; break;
+        case 1: *s = cf; *c = -sf; break;
+        case 2: *s = -sf; *c = -cf; break;
+        default: *s = -cf; *c = sf; break;
+    }
+    if (*s == 0.0) *s = std::copysign(0.0, x);  // sinpi(+-n) is +-0, as sin
+    if (*c == 0.0) *c = 0.0;                     // cospi(n + 1/2) is +0
+}
+// erfinv and erfcinv by Newton's method in double, each where it converges fast: erf(x) = y for
+// |y| <= 1/2 (from the slope at 0), and log erfc(x) = log t for t <= 1/2 (from sqrt(-log t)), so that
+// erfcinv keeps its precision for t near 0; |y| > 1/2 is erfcinv(1 - |y|) (exact: Sterbenz).
+inline double erfinv_small(double y) {
+    double x = y * std::sqrt(M_PI) / 2.0;
+    for (int k = 0; k < 8; ++k) {
+        const double next = x - (std::erf(x) - y) / (2.0 / std::sqrt(M_PI) * std::exp(-x * x));
+        if (next == x) break;
+        x = next;
+    }
+    return x;
+}
+inline double erfcinv_small(double t) {
+    double x = std::sqrt(-std::log(t));
+    for (int k = 0; k < 8; ++k) {
+        const double e = std::erfc(x);
+        if (e == 0.0) break;
+        const double next = x + (std::log(e) - std::log(t)) / (2.0 / std::sqrt(M_PI) * std::exp(-x * x) / e);
+        if (next == x) break;
+        x = next;
+    }
+    return x;
+}
+inline double erfinv(double y) {
+    if (y != y || y < -1.0 || y > 1.0) return NAN;
+    if (y == 1.0 || y == -1.0) return std::copysign(INFINITY, y);
+    if (std::fabs(y) <= 0.5) return erfinv_small(y);
+    return std::copysign(erfcinv_small(1.0 - std::fabs(y)), y);
+}
+inline double erfcinv(double t) {  // erfc(x) = t, t in [0, 2]
+    if (t != t || t < 0.0 || t > 2.0) return NAN;
+    if (t == 0.0) return INFINITY;
+    if (t == 2.0) return -INFINITY;
+    if (t <= 0.5) return erfcinv_small(t);
+    if (t >= 1.5) return -erfcinv_small(2.0 - t);
+    return erfinv_small(1.0 - t);
+}
+}  // namespace __emu
+inline void sincospif(float x, float* s, float* c) {
+    double sd, cd;
+    __emu::sincospi(x, &sd, &cd);
+    *s = (float)sd;
+    *c = (float)cd;
+}
+inline void sincospi(double x, double* s, double* c) { __emu::sincospi(x, s, c); }
+inline float sinpif(float x) { float s, c; sincospif(x, &s, &c); return s; }
+inline float cospif(float x) { float s, c; sincospif(x, &s, &c); return c; }
+inline double sinpi(double x) { double s, c; __emu::sincospi(x, &s, &c); return s; }
+inline double cospi(double x) { double s, c; __emu::sincospi(x, &s, &c); return c; }
+inline float normcdff(float x) { return (float)(0.5 * std::erfc(-(double)x / M_SQRT2)); }
+inline double normcdf(double x) { return 0.5 * std::erfc(-x / M_SQRT2); }
+inline float erfinvf(float y) { return (float)__emu::erfinv(y); }
+inline double erfinv(double y) { return __emu::erfinv(y); }
+inline float erfcinvf(float y) { return (float)__emu::erfcinv(y); }
+inline double erfcinv(double y) { return __emu::erfcinv(y); }
+inline float normcdfinvf(float p) { return (float)(-M_SQRT2 * __emu::erfcinv(2.0 * (double)p)); }
+inline double normcdfinv(double p) { return -M_SQRT2 * __emu::erfcinv(2.0 * p); }
+inline float exp10f(float x) { return (float)std::pow(10.0, (double)x); }
 inline float __saturatef(float x) { return x != x ? 0.0f : (x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x)); }
-inline int __float2int_rn(float x) { return (int)nearbyintf(x); }
-inline int __float2int_rz(float x) { return (int)x; }
-inline int __float2int_rd(float x) { return (int)floorf(x); }
-inline int __float2int_ru(float x) { return (int)ceilf(x); }
-inline unsigned __float2uint_rn(float x) { return (unsigned)nearbyintf(x); }
+// Float -> integer conversions saturate as the GPU's cvt instructions do: NaN gives 0 and values out of
+// range give the type's limit (a plain C++ cast of those is undefined, and x86 gives INT_MIN).
+namespace __emu {
+template <class I>
+inline I saturate_to(double r) {  // r is already an integer value (rounded by the caller's mode)
+    if (r != r) return 0;
+    if (r <= (double)std::numeric_limits<I>::min()) return std::numeric_limits<I>::min();
+    if (r >= (double)std::numeric_limits<I>::max()) return std::numeric_limits<I>::max();
+    return (I)r;
+}
+}  // namespace __emu
+inline int __float2int_rn(float x) { return __emu::saturate_to<int>(nearbyint((double)x)); }
+inline int __float2int_rz(float x) { return __emu::saturate_to<int>(trunc((double)x)); }
+inline int __float2int_rd(float x) { return __emu::saturate_to<int>(floor((double)x)); }
+inline int __float2int_ru(float x) { return __emu::saturate_to<int>(ceil((double)x)); }
+inline unsigned __float2uint_rn(float x) { return __emu::saturate_to<unsigned>(nearbyint((double)x)); }
+inline unsigned __float2uint_rz(float x) { return __emu::saturate_to<unsigned>(trunc((double)x)); }
+inline unsigned __float2uint_rd(float x) { return __emu::saturate_to<unsigned>(floor((double)x)); }
+inline unsigned __float2uint_ru(float x) { return __emu::saturate_to<unsigned>(ceil((double)x)); }
+inline long long __float2ll_rn(float x) { return __emu::saturate_to<long long>(nearbyint((double)x)); }
+inline long long __float2ll_rz(float x) { return __emu::saturate_to<long long>(trunc((double)x)); }
+inline long long __float2ll_rd(float x) { return __emu::saturate_to<long long>(floor((double)x)); }
+inline long long __float2ll_ru(float x) { return __emu::saturate_to<long long>(ceil((double)x)); }
+inline int __double2int_rn(double x) { return __emu::saturate_to<int>(nearbyint(x)); }
+inline int __double2int_rz(double x) { return __emu::saturate_to<int>(trunc(x)); }
+inline long long __double2ll_rn(double x) { return __emu::saturate_to<long long>(nearbyint(x)); }
+inline long long __double2ll_rz(double x) { return __emu::saturate_to<long long>(trunc(x)); }
+inline float __ll2float_rn(long long x) { return (float)x; }
+inline double __int2double_rn(int x) { return (double)x; }
 inline float __int2float_rn(int x) { return (float)x; }
 inline float __uint2float_rn(unsigned x) { return (float)x; }
 inline float __double2float_rn(double x) { return (float)x; }
@@ -349,6 +494,47 @@ inline int __mul24(int a, int b) { return a * b; }
 inline unsigned __umul24(unsigned a, unsigned b) { return a * b; }
 inline int __mulhi(int a, int b) { return (int)(((long long)a * b) >> 32); }
 inline unsigned __umulhi(unsigned a, unsigned b) { return (unsigned)(((unsigned long long)a * b) >> 32); }
+inline long long __mul64hi(long long a, long long b) { return (long long)(((__int128)a * b) >> 64); }
+inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
+    return (unsigned long long)(((unsigned __int128)a * b) >> 64);
+}
+// Byte n of the result is byte (s >> 4n) & 7 of the eight bytes y:x (x holds bytes 0-3).
+inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+    const unsigned long long bytes = ((unsigned long long)y << 32) | x;
+    unsigned r = 0;
+    for (int n = 0; n < 4; ++n) r |= (unsigned)((bytes >> (8 * ((s >> (4 * n)) & 7u))) & 0xffu) << (8 * n);
+    return r;
+}
+// hi:lo shifted by (shift & 31); _lc/_rc clamp the shift to 32 instead.
+inline unsigned __funnelshift_l(unsigned lo, unsigned hi, unsigned shift) {
+    return (unsigned)(((((unsigned long long)hi << 32) | lo) << (shift & 31u)) >> 32);
+}
+inline unsigned __funnelshift_r(unsigned lo, unsigned hi, unsigned shift) {
+    return (unsigned)((((unsigned long long)hi << 32) | lo) >> (shift & 31u));
+}
+inline unsigned __funnelshift_lc(unsigned lo, unsigned hi, unsigned shift) {
+    return (unsigned)(((((unsigned long long)hi << 32) | lo) << (shift > 32u ? 32u : shift)) >> 32);
+}
+inline unsigned __funnelshift_rc(unsigned lo, unsigned hi, unsigned shift) {
+    return (unsigned)((((unsigned long long)hi << 32) | lo) >> (shift > 32u ? 32u : shift));
+}
+inline unsigned __sad(int x, int y, unsigned z) { return (unsigned)(x > y ? (long long)x - y : (long long)y - x) + z; }
+inline unsigned __usad(unsigned x, unsigned y, unsigned z) { return (x > y ? x - y : y - x) + z; }
+inline int __hadd(int x, int y) { return (int)(((long long)x + y) >> 1); }
+inline int __rhadd(int x, int y) { return (int)(((long long)x + y + 1) >> 1); }
+inline unsigned __uhadd(unsigned x, unsigned y) { return (unsigned)(((unsigned long long)x + y) >> 1); }
+inline unsigned __urhadd(unsigned x, unsigned y) { return (unsigned)(((unsigned long long)x + y + 1) >> 1); }
+// Four-way byte dot product plus an accumulator (sm_61): signed bytes for int, unsigned for unsigned.
+inline int __dp4a(int a, int b, int c) {
+    int r = c;
+    for (int n = 0; n < 4; ++n) r += (int)(signed char)(a >> (8 * n)) * (int)(signed char)(b >> (8 * n));
+    return r;
+}
+inline unsigned __dp4a(unsigned a, unsigned b, unsigned c) {
+    unsigned r = c;
+    for (int n = 0; n < 4; ++n) r += ((a >> (8 * n)) & 0xffu) * ((b >> (8 * n)) & 0xffu);
+    return r;
+}
 template <class T>
 inline T __ldg(const T* p) { return *p; }
 template <class T>
@@ -414,13 +600,45 @@ inline float bf16_bits_to_float(uint16_t b) {
 }
 }  // namespace __emu
 
+// Rounding to a 16-bit float through float32 rounds twice, which can land on a tie and break it the
+// wrong way.  Rounding to float32 *to odd* first (an inexact result keeps an odd last bit) makes the
+// second, round-to-nearest-even step exact: float32 has more than 16 + 2 bits.
+namespace __emu {
+inline float float_to_odd(double d) {
+    float f = (float)d;
+    if ((double)f != d && std::isfinite(f)) {
+        uint32_t b;
+        std::memcpy(&b, &f, 4);
+        if (!(b & 1u)) f = std::nextafterf(f, d > (double)f ? INFINITY : -INFINITY);
+    }
+    return f;
+}
+// a*b + c exactly, rounded to odd in float32, for a single-rounding 16-bit fma: the product of two
+// 16-bit floats is exact in double, and TwoSum gives the sum's exact error.
+inline float fma_to_odd(float a, float b, float c) {
+    const double p = (double)a * (double)b, s = p + (double)c;
+    if (!std::isfinite(s)) return (float)s;
+    const double bb = s - p, err = (p - (s - bb)) + ((double)c - bb);
+    float f = (float)s;
+    if (!std::isfinite(f)) return f;
+    const double left = s - (double)f;  // what float32 dropped, plus TwoSum's error
+    if ((left != 0.0 || err != 0.0)) {
+        uint32_t bits;
+        std::memcpy(&bits, &f, 4);
+        const bool above = left != 0.0 ? left > 0.0 : err > 0.0;  // the exact value lies above f
+        if (!(bits & 1u)) f = std::nextafterf(f, above ? INFINITY : -INFINITY);
+    }
+    return f;
+}
+}  // namespace __emu
+
 #define __EMU_HALF_TYPE(H, TO_BITS, FROM_BITS)                                                          \
     struct __attribute__((aligned(2))) H {                                                              \
         unsigned short __x;                                                                             \
         H() = default; /* trivial, so __shared__ H buf[32] is plain storage */                         \
         H(float f) : __x(TO_BITS(f)) {}                                                                 \
-        H(double f) : __x(TO_BITS((float)f)) {}                                                         \
-        H(int i) : __x(TO_BITS((float)i)) {}                                                            \
+        H(double f) : __x(TO_BITS(__emu::float_to_odd(f))) {}                                          \
+        H(int i) : __x(TO_BITS(__emu::float_to_odd((double)i))) {}                                      \
         operator float() const { return FROM_BITS(__x); }                                               \
         H& operator+=(H o) { return *this = H(float(*this) + float(o)); }                               \
         H& operator-=(H o) { return *this = H(float(*this) - float(o)); }                               \
@@ -444,7 +662,7 @@ inline float bf16_bits_to_float(uint16_t b) {
     inline H __hdiv(H a, H b) { return a / b; }                                                         \
     inline H __hneg(H a) { return -a; }                                                                 \
     inline H __habs(H a) { H r; r.__x = a.__x & 0x7fffu; return r; }                                   \
-    inline H __hfma(H a, H b, H c) { return H(fmaf(float(a), float(b), float(c))); }                    \
+    inline H __hfma(H a, H b, H c) { H r; r.__x = TO_BITS(__emu::fma_to_odd(a, b, c)); return r; }      \
     inline H __hmax(H a, H b) { return H(fmaxf(float(a), float(b))); }                                 \
     inline H __hmin(H a, H b) { return H(fminf(float(a), float(b))); }                                 \
     inline bool __heq(H a, H b) { return a == b; }                                                      \
@@ -454,6 +672,9 @@ inline float bf16_bits_to_float(uint16_t b) {
     inline bool __hgt(H a, H b) { return a > b; }                                                       \
     inline bool __hge(H a, H b) { return a >= b; }                                                      \
     inline bool __hisnan(H a) { return float(a) != float(a); }                                          \
+    inline int __hisinf(H a) { return (a.__x & 0x7fffu) != (TO_BITS(INFINITY) & 0x7fffu) ? 0 : (a.__x >> 15 ? -1 : 1); } \
+    inline H __hmax_nan(H a, H b) { return __hisnan(a) ? a : __hisnan(b) ? b : __hmax(a, b); }          \
+    inline H __hmin_nan(H a, H b) { return __hisnan(a) ? a : __hisnan(b) ? b : __hmin(a, b); }          \
     inline H hexp(H a) { return H(expf(float(a))); }                                                    \
     inline H hlog(H a) { return H(logf(float(a))); }                                                    \
     inline H hsqrt(H a) { return H(sqrtf(float(a))); }                                                  \
@@ -518,6 +739,32 @@ typedef __nv_bfloat16 nv_bfloat16;
     inline H2 h2rsqrt(H2 a) { return H2(hrsqrt(a.x), hrsqrt(a.y)); }
 __EMU_HALF2_TYPE(__half2, __half)
 __EMU_HALF2_TYPE(__nv_bfloat162, __nv_bfloat16)
+
+// 16-bit float atomicAdd (__half: sm_70, __nv_bfloat16 and the pairs: sm_80+): a compare-and-swap loop on
+// the value's own 2 or 4 bytes; each element's sum is rounded once to 16 bits, as the GPU's red.add.
+template <class V, class Bits>
+inline V __emu_atomic_add_16bit(V* a, V v) {
+    static_assert(sizeof(V) == sizeof(Bits), "the atomic word is the value itself");
+    Bits* p = reinterpret_cast<Bits*>(a);
+    Bits old_bits = __atomic_load_n(p, __ATOMIC_RELAXED);
+    for (;;) {
+        V old_val, new_val;
+        std::memcpy(&old_val, &old_bits, sizeof(V));
+        new_val = old_val + v;
+        Bits new_bits;
+        std::memcpy(&new_bits, &new_val, sizeof(V));
+        if (__atomic_compare_exchange_n(p, &old_bits, new_bits, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            return old_val;
+    }
+}
+inline __half atomicAdd(__half* a, __half v) { return __emu_atomic_add_16bit<__half, uint16_t>(a, v); }
+inline __nv_bfloat16 atomicAdd(__nv_bfloat16* a, __nv_bfloat16 v) {
+    return __emu_atomic_add_16bit<__nv_bfloat16, uint16_t>(a, v);
+}
+inline __half2 atomicAdd(__half2* a, __half2 v) { return __emu_atomic_add_16bit<__half2, uint32_t>(a, v); }
+inline __nv_bfloat162 atomicAdd(__nv_bfloat162* a, __nv_bfloat162 v) {
+    return __emu_atomic_add_16bit<__nv_bfloat162, uint32_t>(a, v);
+}
 #undef __EMU_HALF2_TYPE
 typedef __half2 half2;
 typedef __nv_bfloat162 nv_bfloat162;
@@ -526,7 +773,7 @@ inline __half __float2half(float f) { return __half(f); }
 inline __half __float2half_rn(float f) { return __half(f); }
 inline float __half2float(__half h) { return float(h); }
 inline __half __int2half_rn(int i) { return __half((float)i); }
-inline int __half2int_rn(__half h) { return (int)nearbyintf(float(h)); }
+inline int __half2int_rn(__half h) { return __float2int_rn(float(h)); }
 inline unsigned short __half_as_ushort(__half h) { return h.__x; }
 inline __half __ushort_as_half(unsigned short u) { __half h; h.__x = u; return h; }
 inline short __half_as_short(__half h) { return (short)h.__x; }
@@ -546,6 +793,41 @@ inline __half2 __lows2half2(__half2 a, __half2 b) { return __half2(a.x, b.x); }
 inline __half2 __highs2half2(__half2 a, __half2 b) { return __half2(a.y, b.y); }
 
 inline __nv_bfloat16 __float2bfloat16(float f) { return __nv_bfloat16(f); }
+
+// Directed rounding to 16 bits: round to nearest, then step one unit toward the wanted side if the
+// nearest value lies on the other side of x.
+namespace __emu {
+template <class H>
+inline H step_16bit(H h, bool up) {
+    const unsigned short sign = h.__x & 0x8000u, mag = h.__x & 0x7fffu;
+    if (up) h.__x = sign ? (mag ? (unsigned short)(h.__x - 1) : (unsigned short)0x0001u) : (unsigned short)(h.__x + 1);
+    else h.__x = sign ? (unsigned short)(h.__x + 1) : (mag ? (unsigned short)(h.__x - 1) : (unsigned short)0x8001u);
+    return h;
+}
+template <class H>
+inline H round_16bit(float x, int mode) {  // mode: 0 toward zero, 1 down, 2 up
+    H h(x);
+    const float r = float(h);
+    if (r != r || r == x) return h;
+    if (mode == 0 && std::fabs(r) > std::fabs(x)) return step_16bit(h, r < 0.0f);
+    if (mode == 1 && r > x) return step_16bit(h, false);
+    if (mode == 2 && r < x) return step_16bit(h, true);
+    return h;
+}
+}  // namespace __emu
+inline __half __float2half_rz(float f) { return __emu::round_16bit<__half>(f, 0); }
+inline __half __float2half_rd(float f) { return __emu::round_16bit<__half>(f, 1); }
+inline __half __float2half_ru(float f) { return __emu::round_16bit<__half>(f, 2); }
+inline __nv_bfloat16 __float2bfloat16_rz(float f) { return __emu::round_16bit<__nv_bfloat16>(f, 0); }
+inline __nv_bfloat16 __float2bfloat16_rd(float f) { return __emu::round_16bit<__nv_bfloat16>(f, 1); }
+inline __nv_bfloat16 __float2bfloat16_ru(float f) { return __emu::round_16bit<__nv_bfloat16>(f, 2); }
+inline __half __double2half(double d) { return __half(d); }
+inline __nv_bfloat16 __double2bfloat16(double d) { return __nv_bfloat16(d); }
+inline int __half2int_rz(__half h) { return __float2int_rz(float(h)); }
+inline int __half2int_rd(__half h) { return __float2int_rd(float(h)); }
+inline int __half2int_ru(__half h) { return __float2int_ru(float(h)); }
+inline int __bfloat162int_rn(__nv_bfloat16 h) { return __float2int_rn(float(h)); }
+inline int __bfloat162int_rz(__nv_bfloat16 h) { return __float2int_rz(float(h)); }
 inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __nv_bfloat16(f); }
 inline float __bfloat162float(__nv_bfloat16 b) { return float(b); }
 inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 b) { return b.__x; }

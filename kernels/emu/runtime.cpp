@@ -1213,7 +1213,7 @@ char* alloc_shared(size_t size, size_t align) {  // (the name is looked for in A
     memset(p, 0xFF, size);
     return static_cast<char*>(p);
 }
-char* place_shared(SharedRegion& r, size_t size, size_t align) {
+char* place_shared(SharedRegion& r, size_t size, size_t align, bool) {
     r.data = alloc_shared(size, align);
     r.size = size;
     return r.data;
@@ -1255,13 +1255,16 @@ bool map_region(SharedRegion& r, size_t size) {
 }
 
 // The block's copy of an array of `size` bytes in region r, poisoned; nullptr if it cannot be mapped.
-char* place_shared(SharedRegion& r, size_t size, size_t align) {
+// It ends where the upper guard starts or, with `at_start` (every other block), starts where the lower
+// guard ends: so a read just past the end faults in one block, and a read just before the start
+// (s[tid - 1] from thread 0) in the next -- a read leaves no trace in a canary.
+char* place_shared(SharedRegion& r, size_t size, size_t align, bool at_start) {
     align = std::min(std::max(align, size_t(16)), page_size());
     if (!r.map || size_t(r.hi - r.lo) != round_up(size, page_size())) {
         unmap_region(r);
         if (!map_region(r, size)) return nullptr;
     }
-    char* data = reinterpret_cast<char*>((uintptr_t(r.hi) - size) & ~uintptr_t(align - 1));
+    char* data = at_start ? r.lo : reinterpret_cast<char*>((uintptr_t(r.hi) - size) & ~uintptr_t(align - 1));
     if (data != r.data || size != r.size || !r.canary_set) {  // (else the canary is still in place)
         memset(r.lo, kCanaryByte, size_t(data - r.lo));
         memset(data + size, kCanaryByte, size_t(r.hi - (data + size)));
@@ -1280,27 +1283,40 @@ std::string canary_damage(SharedRegion& r, const std::string& name) {
     const char* end = r.data + r.size;
     const char* first = nullptr;
     const char* last = nullptr;
-    for (const char* p = end; p < r.hi; ++p)  // under 16 bytes: what the alignment leaves
-        if ((unsigned char)*p != kCanaryByte) (first ? last : first) = p, last = p;
-    if (!first) {
-        // Before the array: up to a page, a multiple of 16 bytes.  Compared 8 bytes at a time without
-        // a branch (the compiler vectorises it), searched byte by byte only when something differs.
+    // After the array (under 16 bytes, or the rest of the page for an array placed at its start), then
+    // before it (the rest of the page, a multiple of 16 bytes).  Compared 8 bytes at a time without a
+    // branch (the compiler vectorises it), searched byte by byte only when something differs.
+    auto damaged = [](const char* from, const char* to) {
         const uint64_t pattern = 0x0101010101010101ull * kCanaryByte;
         uint64_t diff = 0;
-        for (const char* p = r.lo; p < r.data; p += 8) {
+        const char* p = from;
+        for (; p + 8 <= to; p += 8) {
             uint64_t v;
             memcpy(&v, p, 8);
             diff |= v ^ pattern;
         }
-        if (!diff) return "";
-        for (const char* p = r.lo; p < r.data; ++p)
+        for (; p < to; ++p) diff |= (unsigned char)*p ^ kCanaryByte;
+        return diff != 0;
+    };
+    auto find = [&](const char* from, const char* to) {
+        for (const char* p = from; p < to; ++p)
             if ((unsigned char)*p != kCanaryByte) (first ? last : first) = p, last = p;
-    }
+    };
+    if (damaged(end, r.hi)) find(end, r.hi);
+    else if (damaged(r.lo, r.data)) find(r.lo, r.data);
+    else return "";
     r.canary_set = false;
     return fmt("%s %s: its bytes %td..%td changed", first >= end ? "past the end of" : "before the start of",
                name.c_str(), first - r.data, last - r.data);
 }
 #endif
+
+// Odd blocks (by linear index, so the same for any number of workers) place their shared arrays at the
+// start of their pages, even ones at the end (see place_shared).
+bool block_places_at_start(const Worker& w) {
+    const uint64_t linear = w.block_idx.x + uint64_t(w.grid.x) * (w.block_idx.y + uint64_t(w.grid.y) * w.block_idx.z);
+    return linear & 1u;
+}
 
 // "__shared__ 'tile' (128 bytes, declared at k.cu:7)" or "extern __shared__ memory (shared_mem=...)".
 std::string shared_name(const SharedRegion& r, const Worker& w) {
@@ -1485,7 +1501,7 @@ void run_blocks(Worker& w) {
         fresh = true;
         // Placed here, on the worker's own stack, rather than lazily on a fiber's: ASan can then
         // walk the allocation's stack, and emulator.py tells from it that a stray access hit shared memory.
-        w.dyn = place_shared(w.dyn_region, w.dyn_shared, 16);
+        w.dyn = place_shared(w.dyn_region, w.dyn_shared, 16, false);
 #endif
         if (fresh) init_block_fibers(w, w.fibers, 0);
         else reuse_block_fibers(w);
@@ -1706,6 +1722,29 @@ static int shuffle_source(const Fiber& me, int l) {
     return src;
 }
 
+// __reduce_*_sync (sm_80): one 32-bit value per lane of the mask, added with wraparound, or the min/max
+// (signed or unsigned, as the overload the caller picked), or the bitwise and/or/xor.
+static unsigned long long warp_reduce(const Fiber* lanes, int nlanes, unsigned mask, int op, bool is_signed) {
+    uint32_t acc = 0;
+    bool first = true;
+    for (int k = 0; k < nlanes; ++k) {
+        if (!(mask >> k & 1u)) continue;
+        const uint32_t v = (uint32_t)lanes[k].wval;
+        if (first) { acc = v; first = false; continue; }
+        switch (op) {
+            case W_REDUCE_ADD: acc += v; break;
+            case W_REDUCE_AND: acc &= v; break;
+            case W_REDUCE_OR: acc |= v; break;
+            case W_REDUCE_XOR: acc ^= v; break;
+            default: {
+                const bool less = is_signed ? (int32_t)v < (int32_t)acc : v < acc;
+                if (op == W_REDUCE_MIN ? less : (!less && v != acc)) acc = v;
+            }
+        }
+    }
+    return acc;
+}
+
 static unsigned long long warp_result(const Fiber* lanes, int nlanes, int l) {
     const Fiber& me = lanes[l];
     const unsigned mask = me.wmask;
@@ -1721,6 +1760,16 @@ static unsigned long long warp_result(const Fiber* lanes, int nlanes, int l) {
             if (me.wop == W_ANY) return ballot != 0;
             return ballot == members;
         }
+        case W_MATCH_ANY: case W_MATCH_ALL: {  // lanes of the mask holding the same bits as this one
+            unsigned peers = 0;
+            for (int k = 0; k < nlanes; ++k)
+                if ((mask >> k & 1u) && lanes[k].wval == me.wval) peers |= 1u << k;
+            if (me.wop == W_MATCH_ANY) return peers;
+            return peers == mask ? mask : 0u;
+        }
+        case W_REDUCE_ADD: case W_REDUCE_MIN: case W_REDUCE_MAX: case W_REDUCE_AND: case W_REDUCE_OR:
+        case W_REDUCE_XOR:
+            return warp_reduce(lanes, nlanes, mask, me.wop, me.warg != 0);
         default: return 0;  // __syncwarp
     }
     (void)mask;  // a source outside the mask was refused in warp_op before any result is computed
@@ -1835,7 +1884,7 @@ static void* shared_first_touch(Fiber* f, int* slot, size_t size, size_t align, 
             fail_in_fiber(E_FAULT, fmt("shared memory of %s exceeds 227 KiB (%zu static + %zu dynamic bytes)",
                                        block_str().c_str(), w.static_bytes, w.dyn_shared));
         SharedRegion& r = w.slot_region[size_t(s)];
-        p = place_shared(r, size, align);
+        p = place_shared(r, size, align, block_places_at_start(w));
         if (!p) fail_in_fiber(E_INTERNAL, fmt("could not map %zu bytes for __shared__ '%s' of %s", size, name,
                                               block_str().c_str()));
         r.name = name;
@@ -1860,7 +1909,7 @@ void* dynamic_shared() {
     Worker& w = *f->worker;
     if (w.dyn) return w.dyn;
     RuntimeSection busy(f);
-    w.dyn = place_shared(w.dyn_region, w.dyn_shared, 16);
+    w.dyn = place_shared(w.dyn_region, w.dyn_shared, 16, block_places_at_start(w));
     if (!w.dyn) fail_in_fiber(E_INTERNAL, fmt("could not map %zu bytes of dynamic shared memory for %s", w.dyn_shared,
                                               block_str().c_str()));
     w.dyn_region.name = nullptr;
@@ -2145,7 +2194,7 @@ int main(int argc, char** argv) {
     read_all(in, &nargs, 8);
     std::vector<void*> values(nargs), argv_ptrs(nargs);
     std::vector<uint64_t> kinds(nargs), sizes(nargs);
-    std::vector<unsigned char> scalars(nargs * 16);
+    std::vector<std::vector<long double>> scalars(nargs);  // 16-byte aligned, sized to a struct passed by value
     for (uint64_t i = 0; i < nargs; ++i) {
         read_all(in, &kinds[i], 8);
         read_all(in, &sizes[i], 8);
@@ -2157,9 +2206,10 @@ int main(int argc, char** argv) {
             if (sizes[i] >= i || kinds[sizes[i]] != 1) return 65;
             values[i] = values[sizes[i]];
             argv_ptrs[i] = &values[i];
-        } else {  // scalar: up to 16 bytes, stored in place
-            if (sizes[i] > 16 || !read_all(in, &scalars[i * 16], sizes[i])) return 65;
-            argv_ptrs[i] = &scalars[i * 16];
+        } else {  // scalar or struct: stored in place
+            scalars[i].resize(sizes[i] / sizeof(long double) + 1);
+            if (sizes[i] > (1u << 20) || !read_all(in, scalars[i].data(), sizes[i])) return 65;
+            argv_ptrs[i] = scalars[i].data();
         }
     }
     // Then the __constant__ variables as the host filled them (get_global), in table order.
@@ -2192,6 +2242,8 @@ int main(int argc, char** argv) {
     if (!o) { perror(argv[2]); return 66; }
     for (uint64_t i = 0; i < nargs; ++i)
         if (kinds[i] == 1) fwrite(values[i], 1, sizes[i], o);
+    for (int k = 0; k < count; ++k)  // and the globals, which a kernel may change (__device__ counters)
+        fwrite(constants[k].address, 1, constants[k].size, o);
     fclose(o);
     return 0;
 }
