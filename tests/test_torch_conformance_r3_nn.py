@@ -351,3 +351,15 @@ def test_a_floating_operand_makes_integer_losses_computable():
         ours = getattr(F, name)(*[ml.tensor(a) if isinstance(a, np.ndarray) else a for a in args])
         theirs = getattr(TF, name)(*[torch.tensor(a) if isinstance(a, np.ndarray) else a for a in args])
         close(ours, theirs)
+
+
+def test_activation_modules_refuse_integers_as_their_functions():
+    for module, tmodule in ((nn.SiLU(), tnn.SiLU()), (nn.GELU(), tnn.GELU()), (nn.Softplus(), tnn.Softplus())):
+        same_error(lambda: module(ml.tensor(_I)), lambda: tmodule(torch.tensor(_I)))
+
+
+@pytest.mark.parametrize("target", [np.array([0.5, 1.5]), np.array([-0.1, 0.5])])
+def test_binary_cross_entropy_refuses_targets_outside_0_1(target):
+    (x, tx), (y, ty) = pair(np.array([0.3, 0.6])), pair(target)
+    message = same_error(lambda: F.binary_cross_entropy(x, y), lambda: TF.binary_cross_entropy(tx, ty))
+    assert "all elements of target should be between 0 and 1" in message

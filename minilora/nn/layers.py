@@ -228,7 +228,7 @@ class _Activation(Module):
 
 class SiLU(_Activation):
     def forward(self, input):
-        return ops.silu(input)
+        return F.silu(input)
 
 
 class ReLU(_Activation):

@@ -1007,6 +1007,8 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
                          f"have the same size.")
     if input.numel() and (input.detach().min().item() < 0 or input.detach().max().item() > 1):
         raise RuntimeError("all elements of input should be between 0 and 1")
+    if target.numel() and (target.detach().min().item() < 0 or target.detach().max().item() > 1):
+        raise RuntimeError("all elements of target should be between 0 and 1")  # (a silent loss once)
     loss = BinaryCrossEntropy.apply(input, target)
     if weight is not None:
         loss = loss * weight
