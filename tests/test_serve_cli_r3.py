@@ -231,7 +231,7 @@ def test_parameters_clients_send_at_their_off_value_are_accepted(served, extra):
     ({"temperature": -0.1}, "temperature"), ({"top_p": 1.5}, "top_p"), ({"presence_penalty": 3}, "presence_penalty"),
     ({"repetition_penalty": 0}, "repetition_penalty"), ({"logit_bias": {"99999": 1}}, "logit_bias"),
     ({"logit_bias": {"5": 101}}, "logit_bias"), ({"stop_token_ids": [-1]}, "stop_token_ids"),
-    ({"logprobs": 21}, "logprobs"), ({"logprobs": 1, "echo": True}, "echo"), ({"ignore_eos": "yes"}, "ignore_eos"),
+    ({"logprobs": 21}, "logprobs"), ({"echo": 1}, "echo"), ({"ignore_eos": "yes"}, "ignore_eos"),
     ({"stream": True, "stream_options": {"continuous_usage_stats": True}}, "stream_options"),
     ({"frequency_penalty": "high"}, "frequency_penalty")])
 def test_bad_values_are_a_400_naming_the_parameter(served, extra, param):
@@ -433,3 +433,35 @@ def test_ctrl_c_in_any_command_is_exit_130_without_a_traceback(monkeypatch, caps
     monkeypatch.setattr(minilora.models, "load_base", interrupted)
     code, text = run_cli(["generate", "hi"], capsys)  # was: the KeyboardInterrupt's traceback
     assert code == 130 and "minilora generate: interrupted" in text
+
+
+# ---------------------------------------------------------------------------------------------------
+# echo + logprobs (+ max_tokens 0): the prompt's log-likelihood, as lm-evaluation-harness asks vLLM for it
+# ---------------------------------------------------------------------------------------------------
+def test_echo_with_logprobs_scores_the_prompt(served):
+    torch = pytest.importorskip("torch")
+    client, model, tok = served
+    prompt = tok.encode("hello")
+    body = complete(client, prompt="hello", echo=True, max_tokens=0, logprobs=1, temperature=0)
+    choice = body["choices"][0]
+    assert choice["text"] == "hello" and choice["finish_reason"] == "length"
+    assert body["usage"] == {"prompt_tokens": len(prompt), "completion_tokens": 0, "total_tokens": len(prompt)}
+    logprobs = choice["logprobs"]
+    assert logprobs["tokens"] == [tok.decode([t]) for t in prompt]
+    assert logprobs["token_logprobs"][0] is None and logprobs["top_logprobs"][0] is None  # nothing before it
+    with ml.no_grad():
+        logits = torch.tensor(model(np.array(prompt)[None, :], adapter_names=["a"]).logits.numpy()[0])
+    reference = torch.log_softmax(logits.double(), dim=-1)
+    for i in range(1, len(prompt)):
+        assert logprobs["token_logprobs"][i] == pytest.approx(float(reference[i - 1, prompt[i]]), abs=1e-9)
+    generated = complete(client, prompt="hello", echo=True, max_tokens=3, logprobs=1, temperature=0)["choices"][0]
+    alone_lp = complete(client, prompt="hello", max_tokens=3, logprobs=1, temperature=0)["choices"][0]["logprobs"]
+    assert generated["logprobs"]["token_logprobs"] == logprobs["token_logprobs"] + alone_lp["token_logprobs"]
+    with client.stream("POST", "/v1/completions", json={"model": "a", "prompt": "hello", "max_tokens": 0,
+                                                        "echo": True, "logprobs": 1, "stream": True}) as r:
+        chunks = events(r)
+    assert "".join(c["choices"][0]["text"] for c in chunks) == "hello"
+    assert [lp for c in chunks for lp in (c["choices"][0]["logprobs"] or {}).get("token_logprobs", [])] == \
+        logprobs["token_logprobs"]
+    r = client.post("/v1/completions", json={"model": "a", "prompt": "hi", "max_tokens": 0})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"  # 0 only with echo, as vLLM

@@ -93,7 +93,7 @@ def _max_tokens(body, default):
     name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     if name in body and body[name] is None:
         return None
-    return _number({name: body.get(name, default)}, name, default, 1, 1 << 20, integer=True)
+    return _number({name: body.get(name, default)}, name, default, 0, 1 << 20, integer=True)
 
 
 def _token_ids(body, name, vocab_size):
@@ -172,11 +172,12 @@ def _options(body, chat, vocab_size, defaults):
     stream = body.get("stream", False)
     echo = _flag(body, "echo")
     logprobs = _logprobs(body, chat)
-    if echo and logprobs is not None:
-        raise EngineError(400, "echo with logprobs (the prompt's log-probabilities) is not supported", "echo")
     default_max = defaults["max_tokens"] or (None if chat else 16)  # OpenAI's: 16 for a completion; chat: the rest
     top_k = _number(body, "top_k", defaults["top_k"] or 0, -1, 2**31 - 1, integer=True)  # vLLM's: 0, -1 = all
-    options = dict(max_tokens=_max_tokens(body, default_max),
+    max_tokens = _max_tokens(body, default_max)
+    if max_tokens == 0 and not echo:  # vLLM's: 0 only to echo (and score) the prompt
+        raise EngineError(400, "max_tokens must be at least 1 (0 only with echo: true)", "max_tokens")
+    options = dict(max_tokens=max_tokens,
                    temperature=_number(body, "temperature", defaults["temperature"], 0, 2),
                    top_p=_number(body, "top_p", defaults["top_p"], 1e-9, 1),
                    top_k=top_k if top_k > 0 else None,
@@ -225,6 +226,21 @@ class _Server:
         adapter = self._adapter_of(body)
         options, n, stream, include_usage, echo = _options(body, chat, self.engine.vocab_size,
                                                            self.engine.sampling_defaults)
+        meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
+                "model": body["model"]}
+        n_prompt = sum(len(ids) for ids in prompts)
+        # echo: each choice starts with its prompt's text and, with logprobs, its prompt tokens' (the
+        # first has none: nothing comes before it), as vLLM answers lm-evaluation-harness's scoring calls
+        echoes = []
+        for ids in prompts:
+            text = self.engine.tokenizer.decode(ids, skip_special_tokens=True) if echo else ""
+            entries = None
+            if echo and options["logprobs"] is not None:
+                entries = [(ids[0], None, None)] + await asyncio.to_thread(
+                    self.engine.prompt_logprobs, ids, adapter, options["logprobs"])
+            echoes += [(text, entries)] * n
+        if options["max_tokens"] == 0:
+            return self._echo_only(meta, stream, include_usage, echoes, n_prompt)
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
         jobs = []
         for ids in prompts:
@@ -251,11 +267,6 @@ class _Server:
             if chat and exc.param == "prompt":  # a chat's prompt is its messages
                 exc.param = "messages"
             raise
-        meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
-                "model": body["model"]}
-        n_prompt = sum(len(ids) for ids in prompts)
-        echoes = [self.engine.tokenizer.decode(job.prompt_ids, skip_special_tokens=True) if echo else ""
-                  for job in jobs]
         if stream:
             return StreamingResponse(self._stream(jobs, events, meta, chat, include_usage, echoes, n_prompt),
                                      media_type="text/event-stream")
@@ -273,7 +284,7 @@ class _Server:
         return emit
 
     async def _collect(self, http_request, jobs, events, meta, chat, echoes, n_prompt):
-        texts, reasons = list(echoes), [None] * len(jobs)
+        texts, reasons = [text for text, _ in echoes], [None] * len(jobs)
         try:
             while None in reasons:
                 try:
@@ -288,7 +299,9 @@ class _Server:
                     return _error(*value)
                 else:
                     reasons[index] = value
-            choices = [self._choice(i, chat, texts[i], reasons[i], self._logprobs(chat, job, job.token_logprobs), True)
+            choices = [self._choice(i, chat, texts[i], reasons[i],
+                                    self._logprobs(chat, job.logprobs is not None,
+                                                   (echoes[i][1] or []) + job.token_logprobs), True)
                        for i, job in enumerate(jobs)]
             return JSONResponse({**meta, "object": "chat.completion" if chat else "text_completion",
                                  "choices": choices, "usage": self._usage(jobs, n_prompt)})
@@ -302,13 +315,16 @@ class _Server:
         def chunk(choices):  # with include_usage, OpenAI's chunks carry "usage": null until the last one
             return _sse({**meta, "object": obj, "choices": choices, **({"usage": None} if include_usage else {})})
         try:
-            for index, echo in enumerate(echoes):  # chat: the role first; a completion: the echoed prompt
+            offsets = [0] * len(jobs)
+            for index, (echo, entries) in enumerate(echoes):  # chat: the role first; a completion: its echo
                 if chat:
                     yield chunk([{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                                   "finish_reason": None}])
                 elif echo:
-                    yield chunk([self._choice(index, chat, echo, None, None)])
-            reported, offsets, pending, failed = [0] * len(jobs), [0] * len(jobs), len(jobs), False
+                    logprobs = self._logprobs(chat, entries is not None, entries or [])
+                    offsets[index] = len(echo)
+                    yield chunk([self._choice(index, chat, echo, None, logprobs)])
+            reported, pending, failed = [0] * len(jobs), len(jobs), False
             while pending:
                 index, kind, value, count = await events.get()
                 if kind == "error":
@@ -317,7 +333,8 @@ class _Server:
                     break
                 job = jobs[index]
                 count = count if kind == "text" else len(job.token_logprobs)  # the last chunk reports the rest
-                logprobs = self._logprobs(chat, job, job.token_logprobs[reported[index]:count], offsets[index])
+                logprobs = self._logprobs(chat, job.logprobs is not None, job.token_logprobs[reported[index]:count],
+                                          offsets[index])
                 reported[index] = count
                 if logprobs is not None and not chat:  # the next chunk's text_offset continues from here
                     offsets[index] += sum(len(token) for token in logprobs["tokens"])
@@ -332,6 +349,23 @@ class _Server:
         finally:  # also when the client disconnects (Starlette cancels this generator)
             for job in jobs:
                 job.cancel()
+
+    def _echo_only(self, meta, stream, include_usage, echoes, n_prompt):
+        """``max_tokens: 0`` with echo: the prompts (and their logprobs) as the choices, nothing generated."""
+        choices = [self._choice(i, False, text, "length", self._logprobs(False, entries is not None, entries or []))
+                   for i, (text, entries) in enumerate(echoes)]
+        usage = self._usage([], n_prompt)
+        if not stream:
+            return JSONResponse({**meta, "object": "text_completion", "choices": choices, "usage": usage})
+
+        async def events():
+            extra = {"usage": None} if include_usage else {}
+            for choice in choices:
+                yield _sse({**meta, "object": "text_completion", "choices": [choice], **extra})
+            if include_usage:
+                yield _sse({**meta, "object": "text_completion", "choices": [], "usage": usage})
+            yield "data: [DONE]\n\n"
+        return StreamingResponse(events(), media_type="text/event-stream")
 
     @staticmethod
     def _choice(index, chat, text, finish_reason, logprobs, final=False):
@@ -349,10 +383,11 @@ class _Server:
         n_out = sum(len(job.generated) for job in jobs)
         return {"prompt_tokens": n_prompt, "completion_tokens": n_out, "total_tokens": n_prompt + n_out}
 
-    def _logprobs(self, chat, job, entries, offset=0):
-        """OpenAI's logprobs object for ``entries`` ((token, logprob, top) per token), or None if not asked;
-        ``offset``: where the first token's text starts in the choice's text (a completion's text_offset)."""
-        if job.logprobs is None:
+    def _logprobs(self, chat, wanted, entries, offset=0):
+        """OpenAI's logprobs object for ``entries`` ((token, logprob, top) per token; a prompt's first token
+        has None for both), or None if not ``wanted``; ``offset``: where the first token's text starts in
+        the choice's text (a completion's text_offset)."""
+        if not wanted:
             return None
         text = lambda token: _token_text(self.engine.tokenizer, token)  # noqa: E731
         if chat:
@@ -363,7 +398,7 @@ class _Server:
         tokens = [text(token) for token, _, _ in entries]
         offsets = list(itertools.accumulate([len(t) for t in tokens], initial=offset))
         return {"tokens": tokens, "token_logprobs": [logprob for _, logprob, _ in entries],
-                "top_logprobs": [{**{text(t): lp for t, lp in top}, text(token): logprob}
+                "top_logprobs": [None if top is None else {**{text(t): lp for t, lp in top}, text(token): logprob}
                                  for token, logprob, top in entries],
                 "text_offset": offsets[:-1]}
 

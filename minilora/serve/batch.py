@@ -24,7 +24,6 @@ a load or unload). So while a batch serves a model, its adapters change only thr
 import numpy as np
 
 from .. import ops
-from ..nn.llama import KVCache
 from ..tensor import Tensor, no_grad
 from ..lora.layers import BASE_ADAPTER
 

@@ -23,7 +23,9 @@ import time
 
 import numpy as np
 
+from ..lora.layers import BASE_ADAPTER
 from ..nn.generation import sample_next_token
+from ..tensor import no_grad
 from .batch import RaggedBatch
 
 __all__ = ["Engine", "EngineError", "Request"]
@@ -116,10 +118,15 @@ class Request:
         return logits
 
     def _record_logprobs(self, logits, token):
-        shifted = logits - logits.max()
-        logprobs = shifted - np.log(np.exp(shifted).sum())
-        top = np.argsort(-logprobs, kind="stable")[:self.logprobs]
-        self.token_logprobs.append((token, float(logprobs[token]), [(int(t), float(logprobs[t])) for t in top]))
+        self.token_logprobs.append(logprob_entry(logits, token, self.logprobs))
+
+
+def logprob_entry(logits, token, k):
+    """``(token, its log-probability, [(id, logprob)] of the k likeliest)`` under ``logits`` [vocab]."""
+    shifted = logits - logits.max()
+    logprobs = shifted - np.log(np.exp(shifted).sum())
+    top = np.argsort(-logprobs, kind="stable")[:k]
+    return token, float(logprobs[token]), [(int(t), float(logprobs[t])) for t in top]
 
 
 class Engine:
@@ -212,7 +219,6 @@ class Engine:
 
         One token through the model with ``adapter_names=[name]`` finds out now: found at its first
         request instead, the error would stop the engine and fail every request in flight."""
-        from ..tensor import no_grad
         try:
             with no_grad():
                 self.model(np.zeros((1, 1), np.int64), adapter_names=[name])
@@ -250,6 +256,24 @@ class Engine:
         return future.result(timeout=120)
 
     # --- requests ------------------------------------------------------------------------------
+    def prompt_logprobs(self, prompt_ids, adapter, k):
+        """``logprob_entry`` of each prompt token after the first, given the ones before it (one forward
+        over the prompt, run between decode steps): the prompt's log-likelihood, as ``echo`` with
+        ``logprobs`` asks for it. Over the model's whole vocabulary: a prompt may hold any of its ids."""
+        if self.max_model_len is not None and len(prompt_ids) > self.max_model_len:
+            raise EngineError(400, f"this model's maximum context length is {self.max_model_len} tokens, but the "
+                                   f"prompt is {len(prompt_ids)}", "prompt")
+        return self._call(lambda: self._prompt_logprobs(prompt_ids, adapter, k))
+
+    def _prompt_logprobs(self, prompt_ids, adapter, k):
+        if adapter is not None and adapter not in self._adapter_names:  # unloaded since the request came in
+            raise EngineError(404, f"the model {adapter!r} does not exist", "model")
+        names = {"adapter_names": [BASE_ADAPTER if adapter is None else adapter]} if hasattr(self.model, "peft_config") else {}
+        with no_grad():
+            logits = self.model(np.asarray(prompt_ids, dtype=np.int64)[None, :], **names).logits
+        logits = logits.numpy()[0].astype(np.float64)
+        return [logprob_entry(logits[i - 1], prompt_ids[i], k) for i in range(1, len(prompt_ids))]
+
     def submit(self, request):
         """Queue ``request``; raises EngineError for an unknown adapter, a prompt too long, or a full queue."""
         if not request.prompt_ids:
