@@ -465,3 +465,14 @@ def test_echo_with_logprobs_scores_the_prompt(served):
         logprobs["token_logprobs"]
     r = client.post("/v1/completions", json={"model": "a", "prompt": "hi", "max_tokens": 0})
     assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"  # 0 only with echo, as vLLM
+
+
+def test_streamed_logprobs_equal_the_whole_answers(served):
+    """The same request streamed and not: the logprobs chunks put together are the whole answer's."""
+    client = served[0]
+    body = {"model": "a", "prompt": "hello", "max_tokens": 5, "echo": True, "logprobs": 2, "temperature": 0}
+    whole = client.post("/v1/completions", json=body).json()["choices"][0]["logprobs"]
+    with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as r:
+        parts = [c["choices"][0]["logprobs"] for c in events(r) if c["choices"][0]["logprobs"]]
+    for key in ("tokens", "token_logprobs", "top_logprobs", "text_offset"):
+        assert [x for part in parts for x in part[key]] == whole[key], key

@@ -322,7 +322,7 @@ class _Server:
                                   "finish_reason": None}])
                 elif echo:
                     logprobs = self._logprobs(chat, entries is not None, entries or [])
-                    offsets[index] = len(echo)
+                    offsets[index] = sum(len(token) for token in logprobs["tokens"]) if logprobs else 0
                     yield chunk([self._choice(index, chat, echo, None, logprobs)])
             reported, pending, failed = [0] * len(jobs), len(jobs), False
             while pending:
