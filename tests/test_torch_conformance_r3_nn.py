@@ -363,3 +363,18 @@ def test_binary_cross_entropy_refuses_targets_outside_0_1(target):
     (x, tx), (y, ty) = pair(np.array([0.3, 0.6])), pair(target)
     message = same_error(lambda: F.binary_cross_entropy(x, y), lambda: TF.binary_cross_entropy(tx, ty))
     assert "all elements of target should be between 0 and 1" in message
+
+
+@pytest.mark.parametrize("padding_idx", [6, -7])
+def test_embedding_padding_idx_out_of_range_is_torchs_assertion(padding_idx):
+    (w, tw), (ids, tids) = pair(np.ones((6, 4))), pair(IDS)
+    message = same_error(lambda: F.embedding(ids, w, padding_idx), lambda: TF.embedding(tids, tw, padding_idx))
+    assert "Padding_idx must be within num_embeddings" in message
+    same_error(lambda: nn.Embedding(6, 4, padding_idx), lambda: tnn.Embedding(6, 4, padding_idx))
+    with pytest.raises(ValueError):  # and still the ValueError it was, for code that catches that
+        nn.Embedding(6, 4, padding_idx)
+
+
+def test_from_pretrained_needs_a_2d_table():
+    (w, tw) = pair(np.ones(4))
+    same_error(lambda: nn.Embedding.from_pretrained(w), lambda: tnn.Embedding.from_pretrained(tw))

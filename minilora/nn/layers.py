@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import ops
 from ..dtypes import get_default_dtype, is_floating, to_dtype
-from ..ops.nn import _refuse, _row_index, legacy_reduction
+from ..ops.nn import EmbeddingArgumentError, _refuse, _row_index, legacy_reduction
 from . import functional as F
 from . import init
 from .module import Module, Parameter
@@ -102,8 +102,8 @@ class Embedding(Module):
         """An Embedding over the 2-D table ``embeddings`` (frozen unless ``freeze=False``), as torch:
         the table is used as it is, the ``padding_idx`` row is not zeroed."""
         if len(embeddings.shape) != 2:
-            raise ValueError(f"Embeddings parameter is expected to be 2-dimensional, got shape "
-                             f"{tuple(embeddings.shape)}")
+            raise EmbeddingArgumentError(f"Embeddings parameter is expected to be 2-dimensional, got "
+                                         f"shape {tuple(embeddings.shape)}")
         rows, cols = embeddings.shape
         return cls(rows, cols, padding_idx=padding_idx, max_norm=max_norm, norm_type=norm_type,
                    scale_grad_by_freq=scale_grad_by_freq, sparse=sparse, _weight=embeddings, _freeze=freeze)

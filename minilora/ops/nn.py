@@ -593,12 +593,18 @@ def _floating_result(fn, input, target):
         _floating_only(fn, input)
 
 
+class EmbeddingArgumentError(AssertionError, ValueError):
+    """A bad ``padding_idx`` or table for an embedding: torch asserts (an AssertionError); it is a
+    ValueError too, as minilora raised before."""
+
+
 def _row_index(fn, index, rows):
     """``index`` as a row number in [0, rows) (negative counts from the end, as in PyTorch), or None."""
     if index is None:
         return None
     if not -rows <= int(index) < rows:
-        raise ValueError(f"{fn}: padding_idx must lie in [-{rows}, {rows}), got {index}")
+        raise EmbeddingArgumentError(f"Padding_idx must be within num_embeddings ({fn}: padding_idx must "
+                                     f"lie in [-{rows}, {rows}), got {index})")
     return int(index) % rows
 
 
