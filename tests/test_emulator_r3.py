@@ -582,3 +582,26 @@ def test_a_read_just_before_a_shared_array_faults(workers):
     y[:] = 0
     mod.get_function("left_difference_dyn")(1, 128, (x[:128], y[:128]), shared_mem=512, workers=workers)
     np.testing.assert_array_equal(y[:128], np.concatenate([x[:1], np.diff(x[:128])]))  # the arrays still work
+
+
+# ------------------------------------------------------------------------------------------------
+# threadFenceReduction: __threadfence and a __device__ ticket counter; printf's %p and widths
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("workers", [1, 2])
+def test_last_block_reduction_with_threadfence_and_a_device_counter(workers):
+    n, grid = 200_000, 64
+    x = rng.integers(-8, 8, n).astype(np.float32)  # integers: exact in any block order
+    partial, out = zeros(grid, np.float32), zeros(1, np.float32)
+    mod = module("fence.cu")
+    for _ in range(2):  # the last block resets the counter, so the kernel can run again
+        out[:] = np.nan
+        mod.get_function("sum_last_block")(grid, 256, (x, partial, out, np.int32(n)), workers=workers)
+        assert out[0] == x.sum()
+    assert mod.get_global("retirement_count")[0] == 0
+
+
+def test_printf_pointer_and_field_widths(capfd):
+    x = np.array([3.14159], np.float32)
+    fn("fence.cu", "print_pointer")(1, 32, (x,))
+    out = capfd.readouterr().out
+    assert f"x at 0x{x.ctypes.data:x}, " in out and " 3.14|7   |0000beef|z|-5|3" in out
