@@ -162,3 +162,68 @@ def test_tensor_layer_copies_to_the_host_explicitly_on_cuda(monkeypatch):
     assert ml.repeat_interleave(ints, ml.tensor([1, 0, 2, 1], device="cuda")).tolist() == [2, 2, 2, 1]
     assert ml.searchsorted(floats.detach(), ml.tensor([1.0], device="cuda")).tolist() == [1]
     assert ml.multinomial(ml.tensor([0.0, 1.0], device="cuda"), 1).tolist() == [1]
+
+
+# ---- arithmetic: integer powers, bool subtraction, alpha ---------------------------------------------
+def _i(lib, *values, dtype=None):
+    return lib.tensor(list(values), dtype=None if dtype is None else getattr(lib, dtype))
+
+
+ARITHMETIC = {
+    "int_pow_negative_number": lambda lib: _i(lib, 2, 3) ** -1,
+    "int_pow_negative_number_fn": lambda lib: lib.pow(_i(lib, 2, 3), -2),
+    "int_pow_negative_number_method": lambda lib: _i(lib, 2, 3).pow(exponent=-2),
+    "int_pow_negative_tensor": lambda lib: _i(lib, 0, 1, -1, 2, -2, 3) ** _i(lib, -1, -1, -1, -1, -2, 2),
+    "int32_pow_negative_tensor": lambda lib: lib.pow(_i(lib, 1, -1, 2, dtype="int32"), _i(lib, -3, -3, -1, dtype="int32")),
+    "number_pow_negative_int_tensor": lambda lib: 2 ** _i(lib, -1, 2),
+    "int_pow_negative_0d_tensor": lambda lib: _i(lib, 2, 1) ** lib.tensor(-1),
+    "int_pow_negative_float": lambda lib: _i(lib, 2, 4) ** -1.0,
+    "uint8_pow": lambda lib: _i(lib, 2, 3, dtype="uint8") ** _i(lib, 2, 2, dtype="uint8"),
+    "bool_sub_bool": lambda lib: _i(lib, True, False) - _i(lib, True, True),
+    "bool_sub_bool_fn_alpha": lambda lib: lib.sub(_i(lib, True), _i(lib, True), alpha=2),
+    "float_sub_bool": lambda lib: _i(lib, 1.0) - _i(lib, True),
+    "int_sub_bool": lambda lib: lib.sub(_i(lib, 1), _i(lib, True)),
+    "bool_sub_number": lambda lib: _i(lib, True) - 1,
+    "number_sub_bool": lambda lib: 1 - _i(lib, True),
+    "bool_sub_float_number": lambda lib: _i(lib, True).sub(1.5),
+    "neg_bool": lambda lib: -_i(lib, True, False),
+    "neg_bool_method": lambda lib: lib.tensor(True).neg(),
+    "bool_add_bool": lambda lib: _i(lib, True, False) + _i(lib, True, True),
+    "int_add_float_alpha": lambda lib: _i(lib, -3, 1).add(_i(lib, 1, 1), alpha=2.5),
+    "int_sub_float_alpha": lambda lib: lib.sub(_i(lib, 1), _i(lib, 1), alpha=1.0),
+    "int_add_number_float_alpha": lambda lib: _i(lib, 1).add(1, alpha=0.5),
+    "float_add_bool_alpha": lambda lib: _i(lib, 1.0).add(_i(lib, 1.0), alpha=True),
+    "int_add_int_alpha": lambda lib: lib.add(_i(lib, 1, 2), _i(lib, 3, 4), alpha=3),
+    "float_add_int_alpha": lambda lib: _i(lib, 1.5).add(_i(lib, 1), alpha=2),
+}
+
+
+@pytest.mark.parametrize("name", ARITHMETIC)
+def test_arithmetic_as_torch(name):
+    _same(ARITHMETIC[name])
+
+
+# ---- conditions and masks must be bool -----------------------------------------------------------------
+MASKS = {
+    "where_long_condition": lambda lib: lib.where(_i(lib, 1, 0), 2.0, 3.0),
+    "where_float_condition": lambda lib: lib.where(_i(lib, 1.0, 0.0), _i(lib, 1, 2), 0),
+    "where_method_long_condition": lambda lib: _i(lib, 1, 2).where(_i(lib, 1, 0), 0),
+    "where_bool": lambda lib: lib.where(_i(lib, True, False), _i(lib, 1, 2), 0.5),
+    "where_bool_keywords": lambda lib: lib.where(condition=_i(lib, True, False), input=_i(lib, 1, 2), other=0),
+    "masked_fill_long_mask": lambda lib: _i(lib, 1, 2).masked_fill(_i(lib, 1, 0), -1),
+    "masked_fill_uint8_mask": lambda lib: _i(lib, 1, 2).masked_fill(_i(lib, 1, 0, dtype="uint8"), -1),
+    "masked_fill_bool": lambda lib: _i(lib, 1, 2).masked_fill(mask=_i(lib, True, False), value=0.5),
+    "masked_fill_1d_value": lambda lib: _i(lib, 1.0, 2.0).masked_fill(_i(lib, True, False), _i(lib, 1.5)),
+    "masked_fill_0d_value": lambda lib: _i(lib, 1.0, 2.0).masked_fill(_i(lib, True, False), lib.tensor(-1.0)),
+}
+
+
+@pytest.mark.parametrize("name", MASKS)
+def test_conditions_and_masks_as_torch(name):
+    _same(MASKS[name])
+
+
+def test_masked_fill_inplace_refuses_a_long_mask_as_torch():
+    for lib in (torch, ml):
+        with pytest.raises(RuntimeError, match="boolean"):
+            lib.zeros(2).masked_fill_(lib.tensor([1, 0]), 1.0)

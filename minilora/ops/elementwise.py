@@ -151,6 +151,8 @@ class Sub(Function):
             return a - b
         except ValueError:
             raise _broadcast_error("sub", a, b) from None
+        except TypeError:  # NumPy refuses bool - bool (other bool operands: see sub())
+            raise RuntimeError(_BOOL_SUB_BOTH) from None
 
     @staticmethod
     def backward(ctx, g):
@@ -225,7 +227,12 @@ class Div(Function):
 class Neg(Function):
     @staticmethod
     def forward(ctx, a):
-        return -a
+        try:
+            return -a
+        except TypeError:  # NumPy refuses -bool, with its own words
+            raise RuntimeError("Negation, the `-` operator, on a bool tensor is not supported. If you "
+                               "are trying to invert a mask, use the `~` or `logical_not()` operator "
+                               "instead.") from None
 
     @staticmethod
     def backward(ctx, g):
@@ -238,7 +245,10 @@ class Pow(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        out = a ** b
+        try:
+            out = a ** b
+        except ValueError:  # NumPy refuses integers to negative integer powers
+            out = _integer_power(a, b)
         ctx.a, ctx.b = a, b
         ctx.out = out if ctx.needs_input_grad[1] else None  # only the exponent's gradient reads it
         return out
@@ -254,6 +264,21 @@ class Pow(Function):
             xp = xp_of(out)
             gb = unbroadcast(g * out * xp.log(a), _shape(b))
         return ga, gb
+
+
+def _integer_power(a, b):
+    """``a ** b`` in integers with negative exponents, as torch: a Python number as exponent is
+    refused; a tensor of exponents gives ``1 / a**|b|`` truncated -- 0, except 1 for a == 1 and
+    +-1 for a == -1 (and 0 for 0 ** -n, where NumPy would raise)."""
+    if not hasattr(b, "dtype"):
+        raise RuntimeError("Integers to negative integer powers are not allowed.")
+    xp = xp_of(b)
+    a, b = xp.asarray(a), xp.asarray(b)
+    negative = b < 0
+    power = a ** xp.where(negative, 0, b)  # the non-negative exponents as NumPy computes them
+    odd = (b % 2) != 0
+    reciprocal = xp.where(a == 1, 1, xp.where(a == -1, xp.where(odd, -1, 1), 0)).astype(power.dtype)
+    return xp.where(negative, reciprocal, power)
 
 
 # ---- pointwise functions -------------------------------------------------------------------------
@@ -511,21 +536,52 @@ def _move(array, device):
 def add(input, other, *, alpha=1):
     """``input + alpha * other``, as torch.add (dtypes promoted as torch does: see dtypes.py)."""
     input, other = _promoted(input, other)
-    if alpha == 1:
+    if alpha == 1 and type(alpha) is int:
         return Add.apply(input, other)
+    _check_alpha(input, other, alpha)
     if _both_16bit_tensors(input, other):
         return AddScaled.apply(input, other, alpha=alpha)
     return Add.apply(input, _scaled(other, alpha))
 
 
+_BOOL_SUB_BOTH = ("Subtraction, the `-` operator, with two bool tensors is not supported. Use the `^` "
+                  "or `logical_xor()` operator instead.")
+
+
 def sub(input, other, *, alpha=1):
-    """``input - alpha * other``, as torch.sub."""
-    input, other = _promoted(input, other)
-    if alpha == 1:
-        return Sub.apply(input, other)
-    if _both_16bit_tensors(input, other):
-        return AddScaled.apply(input, other, alpha=-alpha)
-    return Sub.apply(input, _scaled(other, alpha))
+    """``input - alpha * other``, as torch.sub (torch refuses bool tensors: see _refuse_bool)."""
+    a, b = _promoted(input, other)
+    if a is not input or b is not other or alpha != 1:  # a cast (from bool?) or a scaled other: look;
+        _refuse_bool(input, other)  # (bool - bool of one dtype raises in Sub.forward, at no cost here)
+    if alpha == 1 and type(alpha) is int:
+        return Sub.apply(a, b)
+    _check_alpha(a, b, alpha)
+    if _both_16bit_tensors(a, b):
+        return AddScaled.apply(a, b, alpha=-alpha)
+    return Sub.apply(a, _scaled(b, alpha))
+
+
+def _refuse_bool(input, other):
+    """torch refuses subtraction with a bool tensor on either side, whatever the other operand."""
+    bools = [getattr(getattr(x, "_array", None), "dtype", None) == np.bool_ for x in (input, other)]
+    if all(bools):
+        raise RuntimeError(_BOOL_SUB_BOTH)
+    if any(bools):
+        raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported. If "
+                           "you are trying to invert a mask, use the `~` or `logical_not()` operator "
+                           "instead.")
+
+
+def _check_alpha(input, other, alpha):
+    """torch's rules for ``alpha``: no float alpha for an integer result, no bool alpha but for a
+    bool result (both would silently change the result's dtype or meaning here)."""
+    dtypes = [x.dtype for x in (input, other) if hasattr(x, "dtype")]
+    kind = dtypes[0].kind if dtypes else "f"
+    if isinstance(alpha, bool) and kind != "b":
+        raise RuntimeError("Boolean alpha only supported for Boolean results.")
+    if isinstance(alpha, float) and kind in "biu":
+        raise RuntimeError("For integral input tensors, argument alpha must not be a floating point "
+                           "number.")
 
 
 def _scaled(x, alpha):
@@ -741,14 +797,30 @@ def where(condition, input=None, other=None):
         return nonzero(condition, as_tuple=True)
     if input is None or other is None:
         raise TypeError("where() takes a condition alone, or a condition, input and other")
+    cond = _raw(condition)
+    if cond.dtype != np.bool_:  # NumPy would take any truthy value; torch refuses
+        raise RuntimeError(f"where expected condition to be a boolean tensor, but got a tensor with "
+                           f"dtype {cond.dtype}")
     if not hasattr(input, "_array") and not hasattr(other, "_array"):  # two numbers: torch's dtype,
         input = condition.new_tensor(input, dtype=result_type(input, other))  # condition's device
-    return Where.apply(_raw(condition), *_promoted(input, other))
+    return Where.apply(cond, *_promoted(input, other))
 
 
 def masked_fill(a, mask, value):
-    """``a`` with ``value`` wherever ``mask`` is true (mask broadcasts to ``a``)."""
-    return Where.apply(_raw(mask), a.dtype.type(value), a)
+    """``a`` with ``value`` wherever ``mask`` is true (mask broadcasts to ``a``); ``value`` a number
+    or a 0-d tensor, as torch."""
+    cond = _raw(mask)
+    if cond.dtype != np.bool_:
+        raise RuntimeError(f"masked_fill_ only supports boolean masks, but got mask with dtype "
+                           f"{cond.dtype}")
+    if isinstance(value, Tensor):
+        if value.ndim != 0:
+            raise RuntimeError(f"masked_fill_ only supports a 0-dimensional value tensor, but got "
+                               f"tensor with {value.ndim} dimension(s).")
+        if value.requires_grad:  # the gradient flows to the value too (summed over the mask)
+            return Where.apply(cond, astype(value, a.dtype), a)
+        value = value.item()
+    return Where.apply(cond, a.dtype.type(value), a)
 
 
 def to_device(a, device):
