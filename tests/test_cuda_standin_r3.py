@@ -17,6 +17,7 @@ import pytest
 import fake_cupy
 import minilora as ml
 from minilora.device import device as _device
+from test_cuda_standin_bf16 import emulated_launches  # noqa: F401  (a fixture: kernel launches emulated)
 
 BF16 = ml.bfloat16
 
@@ -98,6 +99,29 @@ def test_train_step_sections_on_the_cuda_stand_in(cuda14, monkeypatch):
     assert measured["ops"] > 20 and measured["launches"] == 0
     text = bench.split_section("minilora LoRA bf16", "cuda", measured, 0.01)
     assert "CUDA events" in text and "|CuPy elementwise and reductions | " in text
+
+
+def test_train_step_split_counts_the_lora_kernels(emulated_launches, monkeypatch):
+    """On the GPU a bf16 LoRA layer runs lora_bf16.cu: its ops land in 'minilora CUDA kernels' with their
+    launches counted (launches emulated on host copies, as in test_cuda_standin_bf16; AdamW's multi-tensor
+    kernel reads device pointers the stand-in has not, so its update runs with kernels off)."""
+    bench = load_benchmark("gpu_train_step")
+    args = bench.parse_args(["--device", "cuda", "--tiny", "--layers", "1", "--no-peft", "--rank", "4"])
+    args.seq, args.batch = 8, 2
+    config = bench.LlamaConfig(**bench.TINY | {"num_hidden_layers": 1}, max_position_embeddings=64)
+    _, model, opt, ids = bench.build_steps(args, config)["minilora LoRA bf16"]
+    update = opt.step
+
+    def update_without_kernels():
+        with monkeypatch.context() as step:
+            step.setattr(_device("cuda"), "uses_kernels", False)
+            update()
+    monkeypatch.setattr(opt, "step", update_without_kernels)
+    measured = bench.time_split("cuda", model, opt, ids)
+    kernel_ops = measured["split"][bench.KERNELS][0]
+    assert kernel_ops == 2 * 7  # the seven LoRA layers, forward and backward
+    assert measured["launches"] == len(emulated_launches) > kernel_ops
+    assert measured["per_op"]["LoraLinear forward"][0] == 7
 
 
 # ---- minilora's bf16 ops where CuPy 14 differs from NumPy -----------------------------------------
