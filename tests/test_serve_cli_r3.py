@@ -476,3 +476,23 @@ def test_streamed_logprobs_equal_the_whole_answers(served):
         parts = [c["choices"][0]["logprobs"] for c in events(r) if c["choices"][0]["logprobs"]]
     for key in ("tokens", "token_logprobs", "top_logprobs", "text_offset"):
         assert [x for part in parts for x in part[key]] == whole[key], key
+
+
+def test_health_fails_once_the_engine_has_stopped(monkeypatch):
+    """A load balancer polls /health: after the model failed, every request gets 500/503, so /health must
+    not keep answering 200 (vLLM's answers 500 once its engine is dead)."""
+    from starlette.testclient import TestClient
+    from minilora.serve.app import create_app
+    from minilora.serve.engine import wait_until
+    engine = Engine(two_adapters(), ByteTokenizer())
+
+    def broken(tokens):
+        raise RuntimeError("out of memory")
+    monkeypatch.setattr(engine.batch, "step", broken)
+    with TestClient(create_app(engine, model_name="tiny")) as client:
+        assert client.get("/health").status_code == 200
+        r = client.post("/v1/completions", json={"model": "a", "prompt": "x", "max_tokens": 3})
+        assert r.status_code == 500 and "out of memory" in r.json()["error"]["message"]
+        assert wait_until(lambda: not engine._thread.is_alive(), timeout=10)
+        r = client.get("/health")
+        assert r.status_code == 503 and "out of memory" in r.json()["error"]["message"]

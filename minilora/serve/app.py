@@ -457,6 +457,9 @@ class _Server:
         return JSONResponse({"status": "ok", "message": f"adapter {body.get('lora_name')!r} unloaded"})
 
     async def health(self, request):
+        problem = self.engine.health()
+        if problem is not None:  # every request would fail: a load balancer must see it here too
+            raise EngineError(503, problem)
         return JSONResponse({"status": "ok", "running": len(self.engine.rows), "queued": len(self.engine.waiting)})
 
 

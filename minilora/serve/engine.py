@@ -174,6 +174,7 @@ class Engine:
         self._adapter_names = tuple(sorted(getattr(self.model, "peft_config", {})))
         self._thread = None
         self._stopping = False
+        self.failure = None  # why the loop died (the model raised), for /health
 
     # --- adapters ------------------------------------------------------------------------------
     def _base(self):
@@ -299,6 +300,12 @@ class Engine:
             self._lock.notify()
         return request
 
+    def health(self):
+        """None while requests are served, else why not (the model failed, or the server is stopping)."""
+        if self.failure is not None:
+            return f"the engine stopped: {self.failure}"
+        return "the server is shutting down" if self._stopping else None
+
     @property
     def started(self):
         return self._thread is not None
@@ -334,6 +341,7 @@ class Engine:
                 if self.rows:
                     self._step()
         except BaseException as exc:  # the model failed: fail every request rather than hang them
+            self.failure = f"{type(exc).__name__}: {exc}"
             with self._lock:
                 self._stopping = True  # and refuse new ones (503): nobody would serve them
             self._fail_all(500, f"the engine stopped: {type(exc).__name__}: {exc}")
