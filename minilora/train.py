@@ -616,8 +616,9 @@ def _use_new_learning_rate(scheduler, lr, step):
     scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
     for group in scheduler.optimizer.param_groups:
         group["initial_lr"] = lr
-    for group, value in zip(scheduler.optimizer.param_groups, scheduler.get_lr()):
-        group["lr"] = value
+    # (the schedule is a LambdaLR: its lr at this step is the new peak times the factor)
+    for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
     scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
     print(f"resume: peak learning rate {old:g} -> {lr:g} from step {step + 1} on", file=sys.stderr,
           flush=True)

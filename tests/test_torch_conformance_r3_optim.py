@@ -537,3 +537,21 @@ def test_param_groups_keep_what_the_user_wrote_as_torch():
     opt, topt = optim.Adam(ours, 0.1, [0.8, 0.9]), torch.optim.Adam(theirs, 0.1, [0.8, 0.9])
     assert opt.state_dict()["param_groups"] == topt.state_dict()["param_groups"]
     assert type(opt.param_groups[0]["betas"]) is tuple  # torch makes a list a tuple too
+
+
+def test_get_lr_called_by_hand_warns_as_torch():
+    """``scheduler.get_lr()`` outside ``step()`` computes the next lrs (not the current ones): torch warns."""
+    for lib in (torch, ml):
+        module, schedulers = _lib(lib)
+        opt = module.SGD([lib.zeros(2, requires_grad=True)], lr=0.1)
+        for sched in (schedulers.StepLR(opt, 1, 0.5), schedulers.CosineAnnealingWarmRestarts(opt, 3)):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                sched.get_lr()
+            assert [str(w.message) for w in caught] == [
+                "To get the last learning rate computed by the scheduler, please use `get_last_lr()`."], lib
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                opt.step()
+                sched.step()
+                sched.get_last_lr()

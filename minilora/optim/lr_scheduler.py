@@ -18,12 +18,13 @@ The transformers factor functions (``get_*_schedule*``) are the ones ``transform
 for step: warmup goes linearly from 0 to 1 over ``num_warmup_steps``, then linear decay reaches 0
 at ``num_training_steps`` and cosine follows half a cosine wave (``num_cycles=0.5``) down to 0.
 """
+import contextlib
+import functools
 import math
 import types
 import warnings
 from bisect import bisect_right
 from collections import Counter
-from functools import partial
 
 from .optimizer import Optimizer
 
@@ -43,6 +44,14 @@ class LRScheduler:
     """
 
     _is_initial = False  # True during the step taken by __init__ (some formulas treat it apart)
+    _get_lr_called_within_step = False  # True while step() asks get_lr() for the next lrs
+
+    def __init_subclass__(cls, **kwargs):
+        """A ``get_lr()`` called by the user, outside ``step()``, warns as torch's: it computes the *next*
+        step's lrs from the current ones (a chainable formula applied once more), not the current lr."""
+        super().__init_subclass__(**kwargs)
+        if "get_lr" in cls.__dict__:
+            cls.get_lr = _warning_outside_step(cls.__dict__["get_lr"])
 
     def __init__(self, optimizer, last_epoch=-1):
         if not isinstance(optimizer, Optimizer):
@@ -81,12 +90,13 @@ class LRScheduler:
         self._update_lr(epoch)
 
     def _update_lr(self, epoch=None):
-        if epoch is None:
-            self.last_epoch += 1
-            values = self.get_lr()
-        else:
-            self.last_epoch = epoch
-            values = self._get_closed_form_lr() if hasattr(self, "_get_closed_form_lr") else self.get_lr()
+        with _within_step(self):
+            if epoch is None:
+                self.last_epoch += 1
+                values = self.get_lr()
+            else:
+                self.last_epoch = epoch
+                values = self._get_closed_form_lr() if hasattr(self, "_get_closed_form_lr") else self.get_lr()
         for group, lr in zip(self.optimizer.param_groups, values):
             group["lr"] = lr
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
@@ -104,6 +114,25 @@ class LRScheduler:
 
     def load_state_dict(self, state_dict):
         self.__dict__.update(state_dict)
+
+
+@contextlib.contextmanager
+def _within_step(scheduler):
+    scheduler._get_lr_called_within_step = True
+    try:
+        yield
+    finally:
+        scheduler._get_lr_called_within_step = False
+
+
+def _warning_outside_step(get_lr):
+    @functools.wraps(get_lr)
+    def get_lr_that_warns(self):
+        if not self._get_lr_called_within_step:
+            warnings.warn("To get the last learning rate computed by the scheduler, please use `get_last_lr()`.",
+                          UserWarning, stacklevel=2)
+        return get_lr(self)
+    return get_lr_that_warns
 
 
 def _warn_if_before_the_optimizer(scheduler):
@@ -353,7 +382,9 @@ class CosineAnnealingWarmRestarts(LRScheduler):
                 self.T_cur = epoch - self.T_0 * (self.T_mult ** n - 1) / (self.T_mult - 1)
                 self.T_i = self.T_0 * self.T_mult ** n
         self.last_epoch = math.floor(epoch)
-        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
+        with _within_step(self):
+            lrs = self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, lrs):
             group["lr"] = lr
         self._last_lr = self._current_lrs()
 
@@ -785,13 +816,13 @@ def get_constant_schedule(optimizer, last_epoch=-1):
 
 def get_constant_schedule_with_warmup(optimizer, num_warmup_steps, last_epoch=-1):
     """Linear warmup from 0, then constant."""
-    return LambdaLR(optimizer, partial(_constant_with_warmup, num_warmup_steps=num_warmup_steps),
+    return LambdaLR(optimizer, functools.partial(_constant_with_warmup, num_warmup_steps=num_warmup_steps),
                     last_epoch)
 
 
 def get_linear_schedule_with_warmup(optimizer, num_warmup_steps, num_training_steps, last_epoch=-1):
     """Linear warmup from 0, then linear decay to 0 at ``num_training_steps``."""
-    fn = partial(_linear_with_warmup, num_warmup_steps=num_warmup_steps,
+    fn = functools.partial(_linear_with_warmup, num_warmup_steps=num_warmup_steps,
                  num_training_steps=num_training_steps)
     return LambdaLR(optimizer, fn, last_epoch)
 
@@ -799,7 +830,7 @@ def get_linear_schedule_with_warmup(optimizer, num_warmup_steps, num_training_st
 def get_cosine_schedule_with_warmup(optimizer, num_warmup_steps, num_training_steps, num_cycles=0.5,
                                     last_epoch=-1):
     """Linear warmup from 0, then a cosine from the initial lr down to 0 (``num_cycles`` waves)."""
-    fn = partial(_cosine_with_warmup, num_warmup_steps=num_warmup_steps,
+    fn = functools.partial(_cosine_with_warmup, num_warmup_steps=num_warmup_steps,
                  num_training_steps=num_training_steps, num_cycles=num_cycles)
     return LambdaLR(optimizer, fn, last_epoch)
 
