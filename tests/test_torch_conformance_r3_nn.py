@@ -378,3 +378,13 @@ def test_embedding_padding_idx_out_of_range_is_torchs_assertion(padding_idx):
 def test_from_pretrained_needs_a_2d_table():
     (w, tw) = pair(np.ones(4))
     same_error(lambda: nn.Embedding.from_pretrained(w), lambda: tnn.Embedding.from_pretrained(tw))
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_embedding_max_norm_on_16_bit_tables_is_torchs_bit_for_bit(rng, dtype):
+    table, ids = rng.standard_normal((8, 16)).astype(np.float32) * 3, rng.integers(0, 8, (10,))
+    for norm_type in (1.0, 2.0, 3.0):
+        ours, theirs = ml.tensor(table).to(dtype), torch.tensor(table).to(getattr(torch, dtype))
+        F.embedding(ml.tensor(ids), ours, max_norm=1.5, norm_type=norm_type)
+        TF.embedding(torch.tensor(ids), theirs, max_norm=1.5, norm_type=norm_type)
+        np.testing.assert_array_equal(ours.float().numpy(), theirs.float().numpy())

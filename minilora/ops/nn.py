@@ -560,13 +560,18 @@ def _renormalise_rows_(weight, ids, max_norm, norm_type):
     if rows.size and (rows.min() < 0 or rows.max() >= weight.shape[0]):
         raise IndexError(f"embedding: ids must lie in [0, {weight.shape[0]}), got values from "
                          f"{int(rows.min())} to {int(rows.max())}")
-    norms = xp.linalg.norm(upcast(weight._array[rows]), ord=norm_type, axis=-1).astype(np.float64)
+    # each norm rounded to the table's dtype, as torch's norm() gives it before .item()
+    norms = xp.linalg.norm(upcast(weight._array[rows]), ord=norm_type, axis=-1)
+    norms = norms.astype(weight.dtype).astype(np.float64)
     too_long = norms > max_norm
     if too_long.any():
         rows, scale = rows[too_long], max_norm / (norms[too_long] + 1e-7)
         table = weight._array
-        values = upcast(table[rows])  # times the scale in the row's dtype (float32 for 16 bits), as torch
-        table[rows] = (values * scale.astype(values.dtype)[:, None]).astype(table.dtype)
+        # torch's row *= scale: the scale rounded to the table's dtype, the product computed in
+        # float32 for 16-bit tables and rounded once
+        values = upcast(table[rows])
+        scale = scale.astype(table.dtype).astype(values.dtype)
+        table[rows] = (values * scale[:, None]).astype(table.dtype)
         weight._bump_version()
 
 
