@@ -131,3 +131,99 @@ def test_pissa_and_olora_on_a_16_bit_base_give_peft_factors_and_residual(dtype, 
         assert str(mine.base_layer.weight.dtype) == dtype
         step = np.spacing(np.abs(W_ref).astype(dtype)).astype(np.float32)  # one 16-bit step at each value
         assert np.all(np.abs(W - W_ref) <= step) and np.mean(W != W_ref) < 0.02
+
+
+# ==================================================================================================
+# generate() against transformers' generate() (float32 models; greedy ids exactly, scores closely)
+# ==================================================================================================
+@pytest.fixture(scope="module")
+def generation_pair():
+    reference, model = pair("float32", seed=3)
+    return reference.eval(), model.eval()
+
+
+PROMPT = [[5, 7, 9, 11]]
+LEFT_PADDED = ([[0, 0, 5, 7], [3, 4, 5, 6]], [[0, 0, 1, 1], [1, 1, 1, 1]])
+
+
+def hf_generate(reference, ids, mask=None, **options):
+    out = reference.generate(torch.as_tensor(ids), attention_mask=None if mask is None else torch.as_tensor(mask),
+                             **options)
+    return out.numpy() if isinstance(out, torch.Tensor) else out
+
+
+def our_generate(model, ids, mask=None, **options):
+    out = model.generate(ml.tensor(ids), attention_mask=None if mask is None else ml.tensor(mask), **options)
+    return out.numpy() if isinstance(out, ml.Tensor) else out
+
+
+def test_min_new_tokens_and_min_length_hold_eos_back_as_transformers(generation_pair):
+    reference, model = generation_pair
+    free = hf_generate(reference, PROMPT, max_new_tokens=8, eos_token_id=[], pad_token_id=0)
+    eos = int(free[0, 5])  # the second new token: without a minimum, generation stops there
+    for options in (dict(), dict(min_new_tokens=5), dict(min_length=9), dict(min_new_tokens=0),
+                    dict(eos_token_id=[eos, 36], min_new_tokens=3)):
+        options = dict(dict(max_new_tokens=8, eos_token_id=eos, pad_token_id=0), **options)
+        expected = hf_generate(reference, PROMPT, **options)
+        np.testing.assert_array_equal(our_generate(model, PROMPT, **options), expected, err_msg=str(options))
+    assert our_generate(model, PROMPT, max_new_tokens=8, eos_token_id=eos).shape == (1, 6)
+    assert our_generate(model, PROMPT, max_new_tokens=8, eos_token_id=eos, min_new_tokens=5).shape[1] > 6
+
+
+def test_repetition_penalty_skips_the_left_padding_as_transformers(generation_pair):
+    """transformers' RepetitionPenaltyLogitsProcessor ignores each row's left padding (prompt_ignore_length
+    from the attention_mask): the pad id is not penalised for appearing in the padding."""
+    reference, model = generation_pair
+    ids, mask = LEFT_PADDED
+    pad = int(hf_generate(reference, ids[1:], max_new_tokens=1)[0, -1])  # a token the model wants next
+    ids = [[pad, pad, 5, 7], [3, 4, 5, 6]]
+    for penalty in (1.5, 5.0):
+        options = dict(max_new_tokens=5, pad_token_id=pad, repetition_penalty=penalty, eos_token_id=[])
+        expected = hf_generate(reference, ids, mask, **options)
+        np.testing.assert_array_equal(our_generate(model, ids, mask, **options), expected)
+
+
+def test_return_dict_in_generate_scores_and_logits_as_transformers(generation_pair):
+    reference, model = generation_pair
+    ids, mask = LEFT_PADDED
+    for options in (dict(repetition_penalty=1.3), dict(do_sample=True, temperature=0.7, top_k=5, top_p=0.8)):
+        options = dict(max_new_tokens=3, pad_token_id=0, eos_token_id=[], return_dict_in_generate=True,
+                       output_scores=True, output_logits=True, **options)
+        torch.manual_seed(0)
+        theirs = reference.generate(torch.as_tensor(ids), attention_mask=torch.as_tensor(mask), **options)
+        ours = model.generate(ml.tensor(ids), attention_mask=ml.tensor(mask), **options)
+        assert type(ours).__name__ == type(theirs).__name__ == "GenerateDecoderOnlyOutput"
+        assert len(ours.scores) == len(ours.logits) == 3 and ours.scores[0].dtype == ml.float32
+        assert ours[0] is ours.sequences and ours["scores"] is ours.scores
+        steps = len(ours.scores) if not options.get("do_sample") else 1  # sampled steps differ after the first
+        if not options.get("do_sample"):
+            np.testing.assert_array_equal(ours.sequences.numpy(), theirs.sequences.numpy())
+        for step in range(steps):
+            for mine, reference_scores in ((ours.scores[step], theirs.scores[step]),
+                                           (ours.logits[step], theirs.logits[step])):
+                mine, reference_scores = mine.numpy(), reference_scores.numpy()
+                np.testing.assert_array_equal(np.isinf(mine), np.isinf(reference_scores))
+                finite = np.isfinite(reference_scores)
+                np.testing.assert_allclose(mine[finite], reference_scores[finite], rtol=1e-4, atol=1e-5)
+    plain = model.generate(ml.tensor(ids), attention_mask=ml.tensor(mask), max_new_tokens=2,
+                           return_dict_in_generate=True)
+    assert plain.scores is None and plain.logits is None and plain.keys() == ["sequences", "past_key_values"]
+
+
+def test_generation_config_argument_and_other_transformers_options(generation_pair):
+    reference, model = generation_pair
+    from minilora.generate import GenerationConfig
+    config = dict(max_new_tokens=3, eos_token_id=[], pad_token_id=0)
+    expected = hf_generate(reference, PROMPT, generation_config=transformers.GenerationConfig(**config))
+    np.testing.assert_array_equal(our_generate(model, PROMPT, generation_config=GenerationConfig(**config)), expected)
+    # transformers' options at their "off" value change nothing, in both
+    off = dict(num_beams=1, no_repeat_ngram_size=0, output_attentions=False)
+    np.testing.assert_array_equal(our_generate(model, PROMPT, **config, **off), expected)
+    # anything else is refused, by name; a typo gets transformers' ValueError, word for word
+    with pytest.raises(NotImplementedError, match="num_beams=2"):
+        our_generate(model, PROMPT, max_new_tokens=3, num_beams=2)
+    with pytest.raises(ValueError) as theirs:
+        hf_generate(reference, PROMPT, max_new_tokens=3, max_new_token=5)
+    with pytest.raises(ValueError) as ours:
+        our_generate(model, PROMPT, max_new_tokens=3, max_new_token=5)
+    assert str(ours.value) == str(theirs.value)

@@ -30,14 +30,15 @@ warned about (they would change nothing). A model may bring its own defaults, fr
 """
 import os
 import warnings
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 from .. import random as _random
 from ..tensor import Tensor, no_grad
 
-__all__ = ["generate", "sample_next_token", "top_k_filter", "top_p_filter", "apply_repetition_penalty",
-           "TextStreamer", "GenerationConfig", "DEFAULTS"]
+__all__ = ["generate", "sample_next_token", "warp_logits", "top_k_filter", "top_p_filter", "apply_repetition_penalty",
+           "TextStreamer", "GenerationConfig", "GenerateDecoderOnlyOutput", "DEFAULTS"]
 
 
 def top_k_filter(logits, k):
@@ -80,18 +81,28 @@ def _softmax(logits):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def sample_next_token(logits, do_sample=False, temperature=1.0, top_k=None, top_p=None, rng=None):
-    """Next token ids [B] from the last position's logits [B, vocab] (a float64 NumPy array)."""
-    if not do_sample:
-        return logits.argmax(axis=-1)
+def warp_logits(logits, temperature=1.0, top_k=None, top_p=None):
+    """The sampling filters in transformers' order: divide by ``temperature``, then top-k, then top-p.
+    (What ``output_scores`` returns for a sampled step.)"""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0 when sampling, got {temperature} "
                          "(use do_sample=False for greedy decoding)")
-    logits = top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
-    cdf = np.cumsum(_softmax(logits), axis=-1)
+    return top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
+
+
+def sample_next_token(logits, do_sample=False, temperature=1.0, top_k=None, top_p=None, rng=None):
+    """Next token ids [B] from the last position's logits [B, vocab] (a NumPy array)."""
+    if not do_sample:
+        return logits.argmax(axis=-1)
+    return _draw(warp_logits(logits, temperature, top_k, top_p), rng)
+
+
+def _draw(scores, rng=None):
+    """One token per row, with the probabilities softmax(scores) (-inf: never)."""
+    cdf = np.cumsum(_softmax(scores), axis=-1)
     rng = rng if rng is not None else _random.generator()
-    u = rng.random((logits.shape[0], 1)) * cdf[:, -1:]  # inverse-CDF sampling, one draw per row
-    return np.minimum((cdf < u).sum(axis=-1), logits.shape[-1] - 1)
+    u = rng.random((scores.shape[0], 1)) * cdf[:, -1:]  # inverse-CDF sampling, one draw per row
+    return np.minimum((cdf < u).sum(axis=-1), scores.shape[-1] - 1)
 
 
 DEFAULT_NEW_TOKENS = 20  # transformers 5's default when no length is given (4.x counted the prompt in)
@@ -100,20 +111,27 @@ GENERATION_CONFIG_NAME = "generation_config.json"
 # transformers' defaults for the options generate() implements: used when neither the call nor the
 # model's generation_config sets one (GenerationConfig._get_default_generation_params).
 DEFAULTS = {"do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "repetition_penalty": 1.0,
-            "num_return_sequences": 1, "use_cache": True}
-_LENGTHS_AND_TOKENS = ("max_length", "max_new_tokens", "eos_token_id", "pad_token_id", "bos_token_id")
+            "num_return_sequences": 1, "use_cache": True, "return_dict_in_generate": False, "output_scores": False,
+            "output_logits": False}
+_LENGTHS_AND_TOKENS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "eos_token_id", "pad_token_id",
+                       "bos_token_id")
 # generation_config.json entries that change nothing here: bookkeeping, output formats left at their
 # default, beam-search settings (beams themselves are refused below), assisted decoding.
 _IGNORED = {"_from_model_config", "transformers_version", "cache_implementation", "length_penalty", "early_stopping",
-            "output_attentions", "output_hidden_states", "output_scores", "output_logits", "decoder_start_token_id",
+            "decoder_start_token_id",
             "num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold",
             "assistant_lookbehind", "target_lookbehind", "is_assistant", "trust_remote_code", "disable_compile",
             "compile_config", "prefill_chunk_size"}
 # Options generate() does not implement, at the value that turns them off (any other value is refused).
-_OFF = {"num_beams": 1, "num_beam_groups": 1, "diversity_penalty": 0.0, "min_length": 0, "no_repeat_ngram_size": 0,
+_OFF = {"num_beams": 1, "num_beam_groups": 1, "diversity_penalty": 0.0, "no_repeat_ngram_size": 0,
         "encoder_no_repeat_ngram_size": 0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
-        "encoder_repetition_penalty": 1.0, "return_dict_in_generate": False, "remove_invalid_values": False,
-        "renormalize_logits": False}
+        "encoder_repetition_penalty": 1.0, "remove_invalid_values": False, "renormalize_logits": False,
+        "output_attentions": False, "output_hidden_states": False, "min_p": None, "top_h": None,
+        "bad_words_ids": None, "sequence_bias": None, "forced_bos_token_id": None, "forced_eos_token_id": None,
+        "suppress_tokens": None, "begin_suppress_tokens": None, "stop_strings": None, "penalty_alpha": None,
+        "guidance_scale": None, "watermarking_config": None, "assistant_model": None, "logits_processor": None,
+        "stopping_criteria": None, "prefix_allowed_tokens_fn": None, "negative_prompt_ids": None,
+        "synced_gpus": None, "custom_generate": None}
 
 
 class _Default:
@@ -163,6 +181,32 @@ class GenerationConfig:
         return f"GenerationConfig({self.to_dict()})"
 
 
+def _check_call_options(options):
+    """The other keywords transformers' generate() takes: accepted at the value that turns them off, refused
+    by name otherwise (never ignored); an unknown one gets transformers' own ValueError (a typo such as
+    ``max_new_token=5`` must not silently fall back to the default length)."""
+    unknown = [name for name in options if name not in _OFF and name not in _IGNORED]
+    if unknown:
+        raise ValueError(f"The following `model_kwargs` are not used by the model: {unknown} (note: typos in the "
+                         "generate arguments will also show up in this list)")
+    for name, value in options.items():
+        if name in _OFF and value is not None and not (value is _OFF[name] or value == _OFF[name]):
+            raise NotImplementedError(f"generate({name}={value!r}) is not implemented in minilora (transformers "
+                                      f"would apply it); leave {name} at {_OFF[name]!r}")
+
+
+def _call_config(own, passed):
+    """The model's generation_config with a ``generation_config=`` given to the call on top: the options
+    that the passed one sets win, the rest stay the model's (transformers 5's merge)."""
+    if passed is None:
+        return own
+    if not hasattr(passed, "to_dict"):
+        raise TypeError(f"generation_config must be a GenerationConfig, got {type(passed).__name__}")
+    options = {k: v for k, v in (own.to_dict() if own is not None else {}).items() if v is not None}
+    options.update({k: v for k, v in passed.to_dict().items() if v is not None})
+    return GenerationConfig(**options)
+
+
 def _check_unimplemented(generation_config):
     """A generation_config.json option that transformers would apply and minilora cannot: refused by name."""
     for name, value in generation_config.other.items():
@@ -185,7 +229,8 @@ def _resolved(name, value, generation_config):
 def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperature=DEFAULT, top_k=DEFAULT,
              top_p=DEFAULT, eos_token_id=None, pad_token_id=None, seed=None, attention_mask=None,
              use_cache=DEFAULT, max_length=None, repetition_penalty=DEFAULT, num_return_sequences=DEFAULT,
-             streamer=None):
+             streamer=None, min_new_tokens=None, min_length=None, generation_config=None,
+             return_dict_in_generate=DEFAULT, output_scores=DEFAULT, output_logits=DEFAULT, **kwargs):
     """Prompt ids followed by the generated ids (an int64 Tensor), with transformers' options.
 
     ``input_ids``: one sequence ``[ids]``-style 1-D, or a batch [B, T] (pad batches on the *left*
@@ -198,11 +243,17 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
     ``i*n .. i*n+n-1``). ``streamer`` gets ``put(ids)`` with the prompt and then each new token, and
     ``end()`` (transformers' streamer protocol; ``TextStreamer`` prints the text as it comes). ``seed``
     makes sampling reproducible (default: the generator of ``minilora.manual_seed``).
+    ``min_new_tokens`` / ``min_length`` (prompt included) keep the eos ids from being chosen until
+    the row is that long. ``return_dict_in_generate=True`` returns a ``GenerateDecoderOnlyOutput``
+    (``.sequences``; ``.scores``: the processed float32 scores of each step with ``output_scores``;
+    ``.logits``: the raw ones with ``output_logits``).
 
-    An option not passed (``DEFAULT``) comes from the model's ``generation_config`` (its folder's
-    generation_config.json) when that sets it, else from transformers' defaults (``DEFAULTS``) -- the
-    order transformers uses. So do the lengths and the eos / pad ids.
+    An option not passed (``DEFAULT``) comes from the ``generation_config=`` passed, else the model's
+    ``generation_config`` (its folder's generation_config.json) when that sets it, else from
+    transformers' defaults (``DEFAULTS``) -- the order transformers uses. So do the lengths and the
+    eos / pad ids. transformers' other options are accepted at their "off" value and refused otherwise.
     """
+    _check_call_options(kwargs)
     # The answer goes where the prompt came from (transformers returns ids on input_ids' device); the
     # loop itself keeps its ids on the host, where choosing the next token is cheap.
     out_device = input_ids.device if isinstance(input_ids, Tensor) else None
@@ -213,19 +264,27 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
         raise ValueError(f"input_ids must be a non-empty sequence or a [batch, seq_len] batch with "
                          f"batch >= 1 and seq_len >= 1, got shape {ids.shape}")
     config = getattr(model, "config", None)
-    own = getattr(model, "generation_config", None)
+    own = _call_config(getattr(model, "generation_config", None), generation_config)
     if own is not None:
         _check_unimplemented(own)
         if max_new_tokens is None and max_length is None:  # the call sets no length: the model's may
             max_new_tokens, max_length = own.max_new_tokens, own.max_length
         eos_token_id = own.eos_token_id if eos_token_id is None else eos_token_id
         pad_token_id = own.pad_token_id if pad_token_id is None else pad_token_id
+        min_new_tokens = own.min_new_tokens if min_new_tokens is None else min_new_tokens
+        min_length = own.min_length if min_length is None else min_length
     passed = dict(temperature=temperature, top_k=top_k, top_p=top_p)
     do_sample, temperature, top_k, top_p, use_cache, repetition_penalty, num_return_sequences = (
         _resolved(name, value, own) for name, value in
         (("do_sample", do_sample), ("temperature", temperature), ("top_k", top_k), ("top_p", top_p),
          ("use_cache", use_cache), ("repetition_penalty", repetition_penalty),
          ("num_return_sequences", num_return_sequences)))
+    return_dict_in_generate, output_scores, output_logits = (
+        _resolved(name, value, own) for name, value in (("return_dict_in_generate", return_dict_in_generate),
+                                                         ("output_scores", output_scores),
+                                                         ("output_logits", output_logits)))
+    min_new_tokens, min_length = (_check_count(name, 0 if value is None else value) for name, value in
+                                  (("min_new_tokens", min_new_tokens), ("min_length", min_length)))
     if not do_sample:
         _warn_unused_sampling_options(**passed)  # only what the call itself set, as transformers
     max_new_tokens = _new_token_budget(max_new_tokens, max_length, ids.shape[1],
@@ -247,14 +306,18 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
                       "position, so pad batches on the left (tokenizer padding_side='left') for correct results")
     if num_return_sequences > 1:  # each prompt repeated, its copies side by side (repeat_interleave)
         ids, mask, single = np.repeat(ids, num_return_sequences, 0), np.repeat(mask, num_return_sequences, 0), False
+    # The left padding of each row is no token of it: the repetition penalty skips it (transformers'
+    # prompt_ignore_length, read from the attention_mask the call passed).
+    padding = (mask != 0).argmax(axis=1) if attention_mask is not None else None
     rng = np.random.default_rng(seed) if seed is not None else None
     if streamer is not None:
         streamer.put(ids[0] if single else ids)
 
     finished = np.zeros(ids.shape[0], dtype=bool)
     cache = None
+    scores, raw_logits = [], []
     with no_grad():
-        for _ in range(max_new_tokens):
+        for step in range(max_new_tokens):
             # Positions count only real tokens, so a left-padded row starts at position 0.
             positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
             if cache is None:  # first step, or no cache: run the whole sequence
@@ -264,11 +327,18 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
                 out = model(ids[:, -1:], attention_mask=_mask_arg(mask), position_ids=positions[:, -1:],
                             past_key_values=cache, use_cache=True)
             cache = out.past_key_values if use_cache else None
-            last = out.logits[:, -1, :].cpu().numpy().astype(np.float64)
+            logits = out.logits[:, -1, :].cpu().numpy().astype(np.float32)  # transformers' float32 copy
+            processed = logits
             if repetition_penalty != 1.0:
-                last = apply_repetition_penalty(last, ids, repetition_penalty)
-            token = sample_next_token(last, do_sample, temperature, top_k, top_p, rng)
+                processed = apply_repetition_penalty(processed, ids, repetition_penalty, padding)
+            if eos and (ids.shape[1] < min_length or step < min_new_tokens):  # too short to end yet
+                processed = _forbid(processed, eos)
+            if do_sample:
+                processed = warp_logits(processed, temperature, top_k, top_p)
+            token = _draw(processed, rng) if do_sample else processed.argmax(axis=-1)
             token = np.where(finished, pad_token_id, token)
+            scores.append(processed)
+            raw_logits.append(logits)
             ids = np.concatenate([ids, token[:, None]], axis=1)
             mask = np.concatenate([mask, np.ones_like(token)[:, None]], axis=1)
             if streamer is not None:
@@ -278,14 +348,63 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
                 break
     if streamer is not None:
         streamer.end()
-    return Tensor(ids[0] if single else ids, dtype=np.int64, device=out_device)
+    sequences = Tensor(ids[0] if single else ids, dtype=np.int64, device=out_device)
+    if not return_dict_in_generate:
+        return sequences
+
+    def per_step(arrays, wanted):
+        return tuple(Tensor(a, dtype=np.float32, device=out_device) for a in arrays) if wanted else None
+    return GenerateDecoderOnlyOutput(sequences=sequences, scores=per_step(scores, output_scores),
+                                     logits=per_step(raw_logits, output_logits),
+                                     past_key_values=cache if use_cache else None)
 
 
-def apply_repetition_penalty(logits, ids, penalty):
+@dataclass
+class GenerateDecoderOnlyOutput:
+    """What ``generate(..., return_dict_in_generate=True)`` returns (transformers' class of that name):
+    ``sequences``; ``scores`` (with ``output_scores=True``) one [batch, vocab] float32 tensor per new
+    token, the scores the token was chosen from (after the repetition penalty, the min-length rule and,
+    when sampling, temperature / top-k / top-p: -inf for what was filtered out); ``logits`` (with
+    ``output_logits=True``) the raw ones; ``past_key_values`` the cache. ``out[0]`` and
+    ``out["sequences"]`` work as in transformers (an index counts only the fields that are set)."""
+    sequences: Tensor = None
+    scores: tuple = None
+    logits: tuple = None
+    attentions: tuple = None
+    hidden_states: tuple = None
+    past_key_values: object = None
+
+    def keys(self):
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def to_tuple(self):
+        return tuple(getattr(self, name) for name in self.keys())
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            if key not in self.keys():
+                raise KeyError(f"{key!r} is not set in this output; it has {self.keys()}")
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+
+def _forbid(scores, token_ids):
+    """-inf for ``token_ids`` in every row (transformers' MinLength / MinNewTokensLength processors)."""
+    scores = scores.copy()
+    scores[:, sorted(token_ids)] = -np.inf
+    return scores
+
+
+def apply_repetition_penalty(logits, ids, penalty, prompt_ignore_length=None):
     """Each token already in a row: its logit divided by ``penalty`` if positive, multiplied if
-    negative (so it always becomes less likely for penalty > 1), as transformers' processor does."""
+    negative (so it always becomes less likely for penalty > 1), as transformers' processor does.
+    ``prompt_ignore_length`` (one count per row): that many leading ids are not looked at -- generate
+    passes each row's left padding, as transformers does."""
     logits = logits.copy()
-    rows = np.arange(ids.shape[0])[:, None]
+    rows = np.broadcast_to(np.arange(ids.shape[0])[:, None], ids.shape)
+    if prompt_ignore_length is not None:
+        counted = np.arange(ids.shape[1])[None, :] >= np.asarray(prompt_ignore_length)[:, None]
+        rows, ids = rows[counted], ids[counted]
     seen = logits[rows, ids]
     logits[rows, ids] = np.where(seen < 0, seen * penalty, seen / penalty)
     return logits
@@ -385,6 +504,7 @@ def _check_count(name, value, minimum=0):
     """A count argument must be a whole number >= ``minimum``: 2.5 tokens, True or "3" are refused, not rounded."""
     if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
 
 
 def _as_int_array(values, name):
