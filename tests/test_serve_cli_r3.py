@@ -496,3 +496,16 @@ def test_health_fails_once_the_engine_has_stopped(monkeypatch):
         assert wait_until(lambda: not engine._thread.is_alive(), timeout=10)
         r = client.get("/health")
         assert r.status_code == 503 and "out of memory" in r.json()["error"]["message"]
+
+
+def test_models_list_an_adapters_folder_as_its_root_as_vllm(served, tmp_path):
+    from minilora.lora import get_peft_model
+    from test_serve import adapter_config, base_model
+    client = served[0]
+    get_peft_model(base_model(), adapter_config(3)).save_pretrained(str(tmp_path / "c"))
+    assert client.post("/v1/load_lora_adapter", json={"lora_name": "c", "lora_path": str(tmp_path / "c")}).status_code == 200
+    cards = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
+    assert cards["c"]["root"] == str(tmp_path / "c") and cards["c"]["parent"] == "tiny"
+    assert cards["tiny"]["parent"] is None and cards["tiny"]["max_model_len"] == 64
+    client.post("/v1/unload_lora_adapter", json={"lora_name": "c"})
+    assert "c" not in {m["id"] for m in client.get("/v1/models").json()["data"]}

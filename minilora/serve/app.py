@@ -404,9 +404,10 @@ class _Server:
 
     # --- routes --------------------------------------------------------------------------------
     async def models(self, request):
-        def card(name, parent):
+        def card(name, parent):  # vLLM's card: an adapter's root is the folder it was loaded from
             return {"id": name, "object": "model", "created": self.created, "owned_by": "minilora",
-                    "root": name, "parent": parent, "max_model_len": self.engine.max_model_len}
+                    "root": self.engine.adapter_paths.get(name, name) if parent else name, "parent": parent,
+                    "max_model_len": self.engine.max_model_len}
         return JSONResponse({"object": "list", "data": [card(self.model_name, None)]
                              + [card(a, self.model_name) for a in self.engine.adapters()]})
 

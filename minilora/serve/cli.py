@@ -92,6 +92,8 @@ def load_engine(base=None, adapters=(), device=None, max_batch_size=8, max_queue
         name, path = adapters[0]
         model = PeftModel.from_pretrained(model, path, adapter_name=name)
     engine = Engine(model, tok, max_batch_size=max_batch_size, max_queue=max_queue, max_model_len=max_model_len)
+    if adapters:
+        engine.adapter_paths[adapters[0][0]] = adapters[0][1]  # loaded before the engine existed
     for name, path in adapters[1:]:
         engine.load_adapter(name, path)
     served = os.path.basename(os.path.normpath(base)) if base is not None else models.BASE_NAME

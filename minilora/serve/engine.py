@@ -172,6 +172,7 @@ class Engine:
         self.tokens_generated = 0
         self._lock = threading.Condition()
         self._adapter_names = tuple(sorted(getattr(self.model, "peft_config", {})))
+        self.adapter_paths = {}  # name -> the folder it was loaded from (vLLM lists it as the model's root)
         self._thread = None
         self._stopping = False
         self.failure = None  # why the loop died (the model raised), for /health
@@ -214,6 +215,7 @@ class Engine:
             self.batch.adapters_changed(self.model)
             raise EngineError(400, f"cannot serve adapter {name!r} from {path!r}: {problem}", "lora_path")
         self._adapter_names = tuple(sorted(self.model.peft_config))
+        self.adapter_paths[name] = path
 
     def _unservable(self, name):
         """Why adapter ``name`` cannot run as a per-row adapter (DoRA and VeRA cannot, as in PEFT), or None.
@@ -239,6 +241,7 @@ class Engine:
                 raise EngineError(409, f"adapter {name!r} is used by {self.in_use[name]} request(s) in flight; "
                                        "unload it when they are done", "lora_name")
             self._adapter_names = tuple(n for n in self._adapter_names if n != name)
+            self.adapter_paths.pop(name, None)
         if not self._adapter_names:  # it was the last adapter: back to the plain base model
             self.batch.close()
             self.model = self.model.unload()
