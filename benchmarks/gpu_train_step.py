@@ -309,7 +309,30 @@ def _array_module_checks(xp, cupyx=None):
     ]
     if cupyx is not None:
         checks.append(("cupyx.scipy.special.erf", _attempt(lambda: cupyx.scipy.special.erf(x))))
+    checks.append(("the other ufuncs minilora calls on bf16", _ufunc_dtypes(xp, x)))
     return checks
+
+
+UNARY = ("abs", "sign", "floor", "trunc", "sqrt", "log", "log1p", "log2", "log10", "expm1", "exp2", "sin",
+         "cos", "tan", "sinh", "cosh", "arcsin", "arccos", "arctan", "arcsinh", "arctanh", "isnan", "isinf",
+         "isfinite")
+BINARY = ("fmod", "copysign", "arctan2", "logaddexp", "maximum", "minimum", "power", "true_divide")
+
+
+def _ufunc_dtypes(xp, x):
+    """The result dtype of each ufunc minilora applies to bf16 arrays (tests/fake_cupy.py assumes bfloat16,
+    or bool): grouped, so one line says which came back as what and which failed."""
+    by_outcome = {}
+    small = abs(x) * 0.125 + 0.0625  # in (0, 1): in every function's domain
+    for name in UNARY + BINARY:
+        fn = getattr(xp, name, None)
+        try:
+            out = fn(small) if name in UNARY else fn(small, small)
+            outcome = str(out.dtype)
+        except Exception as exc:
+            outcome = f"fails ({type(exc).__name__})"
+        by_outcome.setdefault(outcome, []).append(name)
+    return "; ".join(f"{outcome}: {' '.join(names)}" for outcome, names in sorted(by_outcome.items()))
 
 
 def _minilora_checks(device):
@@ -345,9 +368,21 @@ def _minilora_checks(device):
     return results
 
 
+def _gpu_name():
+    try:
+        import cupy
+        name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
+        return name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:  # no GPU, or a CuPy without the call: the name is only for the reader
+        return "an unnamed GPU"
+
+
 def bf16_probe(device):
     """The probe's section (markdown): versions, the array module's answers, minilora's ops vs cpu."""
-    lines = [f"## bf16 probe on {device}: what the array module does with bfloat16\n"]
+    where = _gpu_name() if device == "cuda" else "the CPU"
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [f"## bf16 probe on {device}: what the array module does with bfloat16\n",
+             f"Measured {when} on {where} by benchmarks/gpu_train_step.py.\n"]
     if not ml.dtypes.HAS_BFLOAT16:
         return "\n".join(lines + ["ml_dtypes is not installed: no bfloat16 anywhere."])
     import ml_dtypes
