@@ -1076,10 +1076,16 @@ class Tensor:
         return bool(self._array)
 
     def __float__(self):
-        return float(self.item())
+        return float(self._python_scalar())
 
     def __int__(self):
-        return int(self.item())
+        return int(self._python_scalar())
+
+    def _python_scalar(self):
+        """``int(t)``/``float(t)``: torch raises ValueError there (``item()`` raises RuntimeError)."""
+        if self._array.size != 1:
+            raise ValueError("only one element tensors can be converted to Python scalars")
+        return self.item()
 
     def __index__(self):
         if self.dtype.kind not in "iub":

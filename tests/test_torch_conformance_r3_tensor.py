@@ -227,3 +227,65 @@ def test_masked_fill_inplace_refuses_a_long_mask_as_torch():
     for lib in (torch, ml):
         with pytest.raises(RuntimeError, match="boolean"):
             lib.zeros(2).masked_fill_(lib.tensor([1, 0]), 1.0)
+
+
+# ---- shapes: expand, cat/stack, empty reductions, Python scalars -------------------------------------------
+SHAPES = {
+    "expand_keep": lambda lib: lib.arange(3).reshape(3, 1).expand(-1, 4),
+    "expand_new_leading": lambda lib: lib.arange(3).reshape(3, 1).expand(2, -1, 4),
+    "expand_leading_minus_one": lambda lib: lib.arange(3).reshape(3, 1).expand(-1, -1, 4),
+    "expand_tuple_leading_minus_one": lambda lib: lib.arange(3).expand((-1, 3)),
+    "expand_minus_two": lambda lib: lib.arange(3).reshape(3, 1).expand(3, -2),
+    "expand_fewer_sizes": lambda lib: lib.arange(3).reshape(3, 1).expand(4),
+    "cat_legacy_empty_first": lambda lib: lib.cat([lib.zeros(0), lib.ones(2, 3)]),
+    "cat_legacy_empty_last_dim1": lambda lib: lib.cat([lib.ones(2, 3), lib.zeros(0)], dim=1),
+    "cat_legacy_empty_promotes": lambda lib: lib.cat((lib.tensor([], dtype=lib.float64), lib.ones(2, 2, dtype=lib.int64))),
+    "cat_only_empties": lambda lib: lib.cat([lib.zeros(0), lib.zeros(0)]),
+    "cat_empty_list": lambda lib: lib.cat([]),
+    "cat_mismatch": lambda lib: lib.cat([lib.zeros(2, 3), lib.zeros(2, 4)]),
+    "cat_mixed_dtypes": lambda lib: lib.cat([lib.tensor([1, 2], dtype=lib.int32), lib.tensor([3.5])]),
+    "stack_unequal": lambda lib: lib.stack([lib.tensor([1, 2]), lib.tensor([1, 2, 3])]),
+    "stack_empty_list": lambda lib: lib.stack([]),
+    "stack_promotes": lambda lib: lib.stack([lib.tensor([1, 2]), lib.tensor([1.5, 2.5])], dim=-1),
+    "max_dim_of_empty_rows": lambda lib: lib.zeros(0, 3).max(1),
+    "min_dim_of_empty_rows": lambda lib: lib.zeros(0, 3).min(dim=1, keepdim=True),
+    "max_over_empty_dim": lambda lib: lib.zeros(0, 3).max(0),
+    "argmax_dim_of_empty_rows": lambda lib: lib.zeros(0, 3).argmax(1),
+    "argmax_over_empty_dim": lambda lib: lib.zeros(0, 3).argmax(dim=0),
+    "amax_of_empty_rows": lambda lib: lib.zeros(0, 3).amax(1),
+    "amax_over_empty_dim": lambda lib: lib.zeros(2, 0).amax(1),
+    "amin_over_empty_dims": lambda lib: lib.zeros(0, 3).amin((0, 1)),
+    "max_of_empty": lambda lib: lib.zeros(0).max(),
+    "sum_of_empty": lambda lib: lib.zeros(0, 3).sum(0),
+    "int_of_two": lambda lib: int(lib.tensor([1, 2])),
+    "float_of_empty": lambda lib: float(lib.zeros(0)),
+    "item_of_two": lambda lib: lib.tensor([1, 2]).item(),
+    "int_of_one": lambda lib: int(lib.tensor([[-2.7]])),
+    "outer_promotes": lambda lib: lib.outer(lib.tensor([1, 2]), lib.tensor([1.5, 2.0])),
+    "outer_method_keyword": lambda lib: lib.tensor([1.0, 2.0]).outer(vec2=lib.tensor([3.0])),
+    "dot_mixed_refused": lambda lib: lib.dot(lib.tensor([1, 2]), lib.tensor([1.0, 2.0])),
+}
+
+
+@pytest.mark.parametrize("name", SHAPES)
+def test_shapes_as_torch(name):
+    _same(SHAPES[name])
+
+
+def test_outer_of_mixed_dtypes_has_gradients_as_torch():
+    for lib in (torch, ml):
+        a = lib.tensor([1.0, 2.0], dtype=lib.float64, requires_grad=True)
+        b = lib.tensor([3.0, 4.0, 5.0], requires_grad=True)
+        lib.outer(a, b).sum().backward()
+        if lib is torch:
+            expected = a.grad.numpy(), b.grad.numpy(), b.grad.dtype
+        else:
+            np.testing.assert_array_equal(a.grad.numpy(), expected[0])
+            np.testing.assert_array_equal(b.grad.numpy(), expected[1])
+            assert str(b.grad.dtype) == "float32"
+
+
+def test_cat_skips_legacy_empty_tensors_in_backward():
+    x = ml.ones(2, 3, requires_grad=True)
+    ml.cat([ml.zeros(0), x, ml.zeros(0)]).sum().backward()
+    assert x.grad.tolist() == [[1.0] * 3] * 2

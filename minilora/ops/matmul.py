@@ -324,7 +324,8 @@ def dot(input, tensor):
 def outer(input, vec2):
     """``torch.outer``: ``input[:, None] * vec2[None, :]`` of two 1-D tensors."""
     _products_check("outer", (1, 1), input, vec2)
-    return matmul(input.reshape(-1, 1), vec2.reshape(1, -1))
+    from .elementwise import mul  # (an elementwise product, as torch's: mixed dtypes promote)
+    return mul(input.reshape(-1, 1), vec2.reshape(1, -1))
 
 
 def _scaled_sum(name, input, product, beta, alpha):

@@ -153,9 +153,8 @@ class AMax(Function):
     @staticmethod
     def forward(ctx, a, axis=None, keepdims=False, smallest=False):
         ctx.axes, ctx.keepdims = _axes(axis, a.ndim), keepdims
-        if a.size == 0:
-            raise RuntimeError(f"{'min' if smallest else 'max'}(): Expected reduction dim to be "
-                               f"specified for input.numel() == 0")
+        if a.size == 0:  # (reducing other dims of an empty tensor is fine: an empty result)
+            _refuse_empty_reduction("amin" if smallest else "amax", a.shape, axis, ctx.axes)
         out = (a.min if smallest else a.max)(axis=ctx.axes, keepdims=True)
         ctx.is_max = a == out
         return out if keepdims else out.squeeze(axis=ctx.axes)
@@ -167,15 +166,29 @@ class AMax(Function):
         return ctx.is_max * (g / ties)
 
 
+def _refuse_empty_reduction(name, shape, axis, axes):
+    """torch's errors for a max/min over nothing: over all of an empty tensor (RuntimeError), or
+    along a dimension of size 0 (IndexError)."""
+    if axis is None or axis == ():
+        raise RuntimeError(f"{name}(): Expected reduction dim to be specified for input.numel() == 0. "
+                           f"Specify the reduction dim with the 'dim' argument.")
+    for ax in axes:
+        if shape[ax] == 0:
+            raise IndexError(f"{name}(): Expected reduction dim {ax} to have non-zero size.")
+
+
 class ArgMax(Function):
     """Index of the first maximum (``smallest=True``: minimum) along one axis, or of the flattened
     tensor when ``axis`` is None. An index has no gradient: always run under ``no_grad``."""
 
     @staticmethod
     def forward(ctx, a, axis=None, keepdims=False, smallest=False):
-        if a.size == 0:
-            raise IndexError(f"{'argmin' if smallest else 'argmax'}(): Expected reduction dim to "
-                             f"be specified for input.numel() == 0.")
+        if a.size == 0 and (axis is None or a.shape[axis] == 0):
+            if axis is None:
+                raise IndexError(f"{'argmin' if smallest else 'argmax'}(): Expected reduction dim "
+                                 f"to be specified for input.numel() == 0.")
+            raise IndexError(f"{'argmin' if smallest else 'argmax'}(): Expected reduction dim "
+                             f"{axis} to have non-zero size.")
         pick = a.argmin if smallest else a.argmax
         if axis is None:
             flat = pick()

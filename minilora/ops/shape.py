@@ -141,8 +141,7 @@ class Cat(Function):
 class Expand(Function):
     @staticmethod
     def forward(ctx, a, shape):
-        shape = tuple(n if n != -1 else a.shape[i - (len(shape) - a.ndim)]
-                      for i, n in enumerate(shape))
+        shape = _expanded_shape(a.shape, shape)
         ctx.shape = a.shape
         try:
             return xp_of(a).broadcast_to(a, shape)
@@ -153,6 +152,25 @@ class Expand(Function):
     def backward(ctx, g):
         from .elementwise import unbroadcast
         return unbroadcast(g, ctx.shape)
+
+
+def _expanded_shape(shape, sizes):
+    """The shape ``expand(*sizes)`` asks for, ``-1`` replaced by the size it keeps; torch's errors for
+    fewer sizes than dimensions and for ``-1`` in a new leading dimension (which has no size to
+    keep: indexing from the end would pick some other dimension's size)."""
+    new = len(sizes) - len(shape)  # leading dimensions that expand adds
+    if new < 0:
+        raise ShapeError(f"expand: the number of sizes provided ({len(sizes)}) must be greater or "
+                         f"equal to the number of dimensions in the tensor ({len(shape)})")
+    out = []
+    for i, n in enumerate(sizes):
+        if n == -1 and i >= new:
+            n = shape[i - new]
+        elif n < 0:
+            where = "a leading, non-existing dimension" if i < new else "dimension"
+            raise ShapeError(f"The expanded size of the tensor ({n}) isn't allowed in {where} {i}")
+        out.append(int(n))
+    return tuple(out)
 
 
 def _shape_arg(shape):
@@ -247,15 +265,29 @@ def cat(tensors, dim=0, *, axis=None):
     """``torch.cat``: the tensors joined along ``dim`` (``axis=``: NumPy's name, as torch accepts).
     Mixed dtypes join in torch's result type (int64 with float32 is float32, not NumPy's float64)."""
     tensors = list(tensors)
+    if not tensors:
+        raise ValueError("cat(): expected a non-empty list of Tensors")
     if any(t.dtype != tensors[0].dtype for t in tensors):
         dtype = result_type(*tensors)
         tensors = [t if t.dtype == dtype else t.to(dtype) for t in tensors]
+    # torch's legacy rule: 1-D empty tensors (shape (0,)) are skipped when joined to others, so
+    # `out = cat([out, new])` can start from `out = tensor([])` whatever the shape of `new`
+    kept = [t for t in tensors if t.shape != (0,)]
+    if kept and len(kept) < len(tensors):
+        tensors = kept
     return Cat.apply(*tensors, axis=dim if axis is None else axis)
 
 
 def stack(tensors, dim=0, *, axis=None):
     """``torch.stack``: the tensors joined along a new dimension ``dim``."""
     dim = dim if axis is None else axis
+    tensors = list(tensors)
+    if not tensors:
+        raise RuntimeError("stack expects a non-empty TensorList")
+    for i, t in enumerate(tensors[1:], 1):
+        if t.shape != tensors[0].shape:
+            raise ShapeError(f"stack expects each tensor to be equal size, but got "
+                             f"{list(tensors[0].shape)} at entry 0 and {list(t.shape)} at entry {i}")
     return cat([unsqueeze(t, dim) for t in tensors], dim)
 
 
