@@ -17,7 +17,7 @@ import pytest
 import minilora as ml
 from minilora.serve import Engine
 from minilora.tokenizer import ByteTokenizer
-from test_serve import CHAT_TEMPLATE, TINY, alone, events, two_adapters
+from test_serve import CHAT_TEMPLATE, TINY, alone, events, model_dirs, serve_command, two_adapters  # noqa: F401 -- fixtures
 
 pytest.importorskip("starlette")
 pytest.importorskip("httpx")
@@ -509,3 +509,18 @@ def test_models_list_an_adapters_folder_as_its_root_as_vllm(served, tmp_path):
     assert cards["tiny"]["parent"] is None and cards["tiny"]["max_model_len"] == 64
     client.post("/v1/unload_lora_adapter", json={"lora_name": "c"})
     assert "c" not in {m["id"] for m in client.get("/v1/models").json()["data"]}
+
+
+def test_serve_takes_a_vllm_lora_command_line(serve_command, model_dirs, capsys):
+    """`vllm serve MODEL --enable-lora --lora-modules '{"name": ..., "path": ...}' NAME=DIR --max-lora-rank R`,
+    pasted as it is: --enable-lora is a no-op (LoRA is always on), the JSON form is read, the rank bound held."""
+    tiny, ad, ad2 = (str(model_dirs / n) for n in ("tiny", "ad", "ad2"))  # ranks 2 and 3
+    module = json.dumps({"name": "x", "path": ad, "base_model_name": "tiny"})
+    code, err, engine, _ = serve_command([tiny, "--enable-lora", "--lora-modules", module, f"y={ad2}",
+                                          "--max-lora-rank", "8"], capsys)
+    assert code == 0, err
+    assert engine.adapters() == ["x", "y"] and engine.adapter_paths == {"x": ad, "y": ad2}
+    code, err, _, _ = serve_command([tiny, "--lora-modules", f"x={ad}", f"y={ad2}", "--max-lora-rank", "2"], capsys)
+    assert code == 2 and "rank 3" in err and "--max-lora-rank 2" in err
+    code, err, _, _ = serve_command([tiny, "--lora-modules", '{"name": "x"}'], capsys)
+    assert code == 2 and "path" in err

@@ -25,7 +25,12 @@ def add_cli_arguments(parser, name):
     parser.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR",
                         help="a LoRA adapter folder served as model NAME (repeat for more)")
     parser.add_argument("--lora-modules", dest="adapter", action="extend", nargs="+", metavar="NAME=DIR",
-                        help="vLLM's spelling: one or more NAME=DIR at once")
+                        help="vLLM's spelling: one or more NAME=DIR at once, or vLLM's JSON form "
+                             "'{\"name\": NAME, \"path\": DIR}'")
+    parser.add_argument("--enable-lora", action="store_true",
+                        help="accepted for vLLM command lines; LoRA serving is always on here")
+    parser.add_argument("--max-lora-rank", type=positive_int, default=None,
+                        help="refuse adapters of a higher rank, as vLLM's (default: no bound; vLLM's is 16)")
     parser.add_argument("--served-model-name", default=None,
                         help="the base model's name in requests and /v1/models (default: the MODEL folder's name)")
     parser.add_argument("--host", default="127.0.0.1",
@@ -62,9 +67,21 @@ def _model_folder(args):
 
 
 def _adapter_pairs(values):
+    """(name, folder) of each --adapter / --lora-modules value: NAME=DIR, or vLLM's JSON object."""
+    import json
+
     from ..cli import UsageError
     pairs = []
     for value in values:
+        if value.lstrip().startswith("{"):
+            try:
+                module = json.loads(value)
+            except ValueError as exc:
+                raise UsageError(f"--lora-modules {value!r}: not valid JSON ({exc})") from None
+            if not isinstance(module, dict) or not all(isinstance(module.get(k), str) for k in ("name", "path")):
+                raise UsageError(f"--lora-modules {value!r}: vLLM's JSON form needs \"name\" and \"path\" strings")
+            pairs.append((module["name"], module["path"]))
+            continue
         name, sep, path = value.partition("=")
         if not sep or not name or not path:
             raise UsageError(f"--adapter takes NAME=DIR, got {value!r}")
@@ -73,7 +90,7 @@ def _adapter_pairs(values):
 
 
 def load_engine(base=None, adapters=(), device=None, max_batch_size=8, max_queue=32, max_model_len=None,
-                dtype="float32"):
+                dtype="float32", max_lora_rank=None):
     """(Engine, served model name) for a base folder (None: the shipped base) and (name, dir) adapters;
     ``dtype`` the base's (from_pretrained's: "auto" keeps the checkpoint's)."""
     from .. import models, tokenizer as tokenizers
@@ -91,7 +108,8 @@ def load_engine(base=None, adapters=(), device=None, max_batch_size=8, max_queue
     if adapters:
         name, path = adapters[0]
         model = PeftModel.from_pretrained(model, path, adapter_name=name)
-    engine = Engine(model, tok, max_batch_size=max_batch_size, max_queue=max_queue, max_model_len=max_model_len)
+    engine = Engine(model, tok, max_batch_size=max_batch_size, max_queue=max_queue, max_model_len=max_model_len,
+                    max_lora_rank=max_lora_rank)
     if adapters:
         engine.adapter_paths[adapters[0][0]] = adapters[0][1]  # loaded before the engine existed
     for name, path in adapters[1:]:
@@ -131,7 +149,7 @@ def cli_main(args):
     adapters = _adapter_pairs(args.adapter)
     try:
         engine, served = load_engine(_model_folder(args), adapters, args.device, args.max_batch_size, args.max_queue,
-                                     args.max_model_len, dtype=args.dtype)
+                                     args.max_model_len, dtype=args.dtype, max_lora_rank=args.max_lora_rank)
     except EngineError as exc:  # a second or later adapter folder that does not load
         raise UsageError(exc.message) from None
     except (OSError, ValueError) as exc:

@@ -137,12 +137,13 @@ class Engine:
     thread; ``shutdown()`` stops it, failing what is still queued or running with 503.
     """
 
-    def __init__(self, model, tokenizer, max_batch_size=8, max_queue=32, max_model_len=None):
+    def __init__(self, model, tokenizer, max_batch_size=8, max_queue=32, max_model_len=None, max_lora_rank=None):
         if max_batch_size < 1 or max_queue < 0:
             raise ValueError(f"max_batch_size must be >= 1 and max_queue >= 0, got {max_batch_size}, {max_queue}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
+        self.max_lora_rank = max_lora_rank  # None: any rank (vLLM's --max-lora-rank bounds it)
         config = getattr(self._base(), "config", None)
         limit = getattr(config, "max_position_embeddings", None)
         if max_model_len is not None and limit is not None and max_model_len > limit:
@@ -222,6 +223,10 @@ class Engine:
 
         One token through the model with ``adapter_names=[name]`` finds out now: found at its first
         request instead, the error would stop the engine and fail every request in flight."""
+        config = self.model.peft_config[name]
+        ranks = [getattr(config, "r", 0)] + list((getattr(config, "rank_pattern", None) or {}).values())
+        if self.max_lora_rank is not None and max(ranks) > self.max_lora_rank:
+            return f"its rank {max(ranks)} is above --max-lora-rank {self.max_lora_rank}"
         try:
             with no_grad():
                 self.model(np.zeros((1, 1), np.int64), adapter_names=[name])
