@@ -9,7 +9,8 @@ LoRA, float32, M = 8192 tokens, K = N = 4096 features, r in {8, 16, 64}:
 * ``base GEMM``      cuBLAS ``X W0^T`` alone (through CuPy) -- the floor: LoRA can only add to it;
 * ``unfused``        the path PEFT takes: three GEMMs and an add, ``X W0^T + s (X A^T) B^T``
                      (backward: the six GEMMs autograd runs, no ``dW0``);
-* ``fused v2..v8``   ``minilora.kernels.lora_forward`` / ``lora_backward`` at a fixed version, and
+* ``fused v3..v9``   ``minilora.kernels.lora_forward`` / ``lora_backward`` at a fixed version (each set of
+                     kernels once: v8's forward is v7's), and
   ``fused auto``     at the version ``pick_version`` chooses; the fastest of them per pass and rank is
                      written to ``benchmarks/gpu_choice.json`` (``--choice-out``), which ``pick_version``
                      reads from then on;
@@ -183,7 +184,7 @@ def lora_cases(cupy, r, backward):
         return run
 
     cases = {"base GEMM (cuBLAS)": base, "unfused (PEFT's 3 GEMMs + add)": unfused,
-             **{f"fused {v}": fused(v) for v in kernels.VERSIONS if v != "v1"},  # v1 takes seconds here
+             **{f"fused {v}": fused(v) for v in swept_versions(kernels, backward)},
              f"fused auto ({kernels.pick_version(M, N, r, backward=backward)})": fused(None)}
     # the bf16 tensor-core kernels (kernels/lora_bf16.cu): X, W0, dY in bf16, the adapter in fp32
     X16, W16, dY16 = bf16_bits(X), bf16_bits(W0), bf16_bits(dY)
@@ -206,6 +207,34 @@ def lora_cases(cupy, r, backward):
 
 
 FUSED_BF16 = "fused bf16 (mma.sync, lora_bf16.cu)"  # + " v1" / " v2"
+
+
+def launched_kernels(kernels, version, backward):
+    """The kernels one fused forward (and backward) of ``version`` launches, aliases resolved (lora_tiles.cuh)."""
+    passes = ("lora_fwd_u", "lora_fwd_y") + (("lora_bwd_dy", "lora_bwd_dx", "lora_bwd_da") if backward else ())
+    return tuple(kernels.tiles().shape(kernel, version)[0] for kernel in passes)
+
+
+def swept_versions(kernels, backward):
+    """The fp32 versions the sweep times: v3 on -- v1 and v2 took 9-100x cuBLAS's time here (RESULTS.md of
+    2026-11-28: v2 47 ms forward, 95 ms forward + backward, 8 s of every run's budget for numbers known) --
+    and each set of kernels once: a version that launches exactly an earlier one's kernels (v8's forward is
+    v7's) is timed as that one."""
+    seen, versions = set(), []
+    for version in kernels.VERSIONS:
+        launched = launched_kernels(kernels, version, backward) if version not in ("v1", "v2") else None
+        if launched is not None and launched not in seen:
+            seen.add(launched)
+            versions.append(version)
+    return versions
+
+
+def same_kernels_note(kernels, backward):
+    """One line naming the versions not timed because they launch an earlier version's kernels."""
+    timed_as = {launched_kernels(kernels, v, backward): v for v in reversed(swept_versions(kernels, backward))}
+    same = [f"{v} = {timed_as[launched_kernels(kernels, v, backward)]}" for v in kernels.VERSIONS
+            if v not in ("v1", "v2") and timed_as[launched_kernels(kernels, v, backward)] != v]
+    return f"Not timed again (same kernels): {', '.join(same)}." if same else ""
 OP_BF16 = "ops.lora_linear bf16 (Tensors + autograd: the dispatch's cost)"
 
 
@@ -436,15 +465,18 @@ def write_atomic(path, text):
     os.replace(tmp, path)
 
 
-def write_choice(path, choices, gpu, quick):
+def write_choice(path, choices, choices_128, gpu, quick):
     """benchmarks/gpu_choice.json: the fastest fused fp32 version per pass and rank at M x K x N, the one shape
-    class measured ("big": at least 32 tiles of 128 x 128; smaller problems keep v2 by rule).  The format
-    minilora.kernels.pick_version reads (and checks): {"choices": {"big": {pass: {rank: version}}}}."""
+    class measured ("big": at least 32 tiles of 128 x 128; smaller problems keep v2 by rule), and the fastest
+    of the versions with 128 x 128 tiles ("big_128_tiles": for problems too small for v9's 256 x 128 tiles).
+    The format minilora.kernels.pick_version reads (and checks): {"choices": {"big": {pass: {rank: version}},
+    "big_128_tiles": {...}}}."""
     import json
     data = {"about": "fastest fused LoRA kernel version per pass and rank, written by benchmarks/gpu_lora.py "
                      "(bash benchmarks/gpu_check.sh); read by minilora.kernels.pick_version",
             "gpu": gpu, "measured": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-            "shape": {"M": M, "K": K, "N": N}, "quick": quick, "choices": {"big": choices}}
+            "shape": {"M": M, "K": K, "N": N}, "quick": quick,
+            "choices": {"big": choices, **({"big_128_tiles": choices_128} if choices_128 else {})}}
     write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
@@ -487,6 +519,7 @@ def main(argv=None):
         sections.append(f"CUDA tests (`bash benchmarks/gpu_check.sh`): {args.tests}")
     skipped = []
     choices = {}  # {"forward" | "forward+backward": {rank: fastest fused version}} -> --choice-out
+    choices_128 = {}  # the same among the versions with 128 x 128 tiles ("big_128_tiles")
 
     def section(title, body):
         sections.append(f"## {title}\n\n{body}\n\nAfter this table: {sm_clock()}.")
@@ -528,6 +561,11 @@ def main(argv=None):
                      if name.startswith("fused v") and name.split()[1] in kernels.VERSIONS}
             winner = min(fused, key=fused.get)
             choices.setdefault("forward+backward" if backward else "forward", {})[str(r)] = winner
+            # for problems with too few of v9's 256 x 128 tiles to fill the GPU (kernels.pick_version)
+            tiles_128 = {v: ms for v, ms in fused.items() if v in kernels._TILES_128}
+            if tiles_128:
+                choices_128.setdefault("forward+backward" if backward else "forward", {})[str(r)] = \
+                    min(tiles_128, key=tiles_128.get)
             rows.append([r, f"fastest fused fp32 version: {winner}", f"{fused[winner]:.3f}", "-", "-", "-", "-",
                          f"{fused[winner] / base:.2f}x", f"written to {os.path.basename(args.choice_out)}"])
             if why:
@@ -535,11 +573,11 @@ def main(argv=None):
             print(f"r={r} {'forward+backward' if backward else 'forward'}: fused vs cuBLAS max rel. error {error:.1e}",
                   flush=True)
         if choices:
-            write_choice(args.choice_out, choices, gpu, args.quick)
+            write_choice(args.choice_out, choices, choices_128, gpu, args.quick)
         title = "forward + backward (dX, dA, dB)" if backward else "forward"
         section(f"LoRA {title}: M={M}, K=N={K}",
                 table(rows, ["r", "path", "median ms", "min ms", "TFLOP/s", "of fp32 peak", "GB/s",
-                             "vs base GEMM", "vs unfused"]))
+                             "vs base GEMM", "vs unfused"]) + "\n\n" + same_kernels_note(kernels, backward))
 
     if timer.over_budget():
         skipped.append("BGMV")
@@ -575,9 +613,11 @@ def main(argv=None):
                              "speed-up vs per-tensor", "host µs per call"]))
     if skipped:
         sections.append(f"Skipped (time budget of {args.budget_s:.0f} s spent): {', '.join(skipped)}.")
-    sections.append("Kernel versions timed: " + ", ".join(kernels.VERSIONS[1:]) + " (v1 takes seconds here). "
-                    "v6 (rank-sized side kernels), v7 (cp.async main loop), v8 (the pass over dY split over N) "
-                    "and the bf16 backward were written without a GPU: this table is their first measurement. "
+    sections.append("Kernel versions timed: " + ", ".join(swept_versions(kernels, True)) + " (v1 and v2, 9-100x "
+                    "cuBLAS's time at this shape, are no longer swept: see the results of 2026-11-28). "
+                    "v6 (rank-sized side kernels), v7 (cp.async main loop), v8 (the pass over dY split over N), "
+                    "v9 (256 x 128 tiles, 8 x 16 per thread, the rank term inside the cp.async pipeline, grouped "
+                    "block order) and the bf16 backward were written without a GPU: this is their first measurement. "
                     f"The fastest fused version per pass and rank went to {os.path.basename(args.choice_out)} "
                     "(minilora.kernels.pick_version reads it).")
     write_atomic(args.out, "\n\n".join(sections) + "\n")

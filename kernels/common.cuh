@@ -371,6 +371,156 @@ __device__ __forceinline__ void accumulate_tile_async(float (&acc)[Tile::TM][Til
     __syncthreads();
 }
 
+// ---- v9: two GEMMs in one cp.async pipeline, unguarded full tiles, grouped block order ----------
+// v7 runs the base GEMM through the pipeline and then the rank-r term through a separate loop with its own
+// barriers and exposed load latency.  v9 treats  [X | sU] . [W0 | B]^T  as ONE reduction: the k-steps of
+// the rank term are simply the last steps of the same pipeline (the backward's dX puts them first), so
+// their tiles are in flight while the last base tiles are multiplied.  A Phase is one of the two GEMMs.
+struct Phase {
+    Operand a, b;   // plain operands (cp.async copies bytes: no dropout; a scale is applied below)
+    int k_end;      // the reduction runs over [0, k_end)
+    float a_scale;  // multiplies a's values as they leave shared memory (s for U in the forward; else 1)
+};
+
+__device__ __forceinline__ Phase make_phase(const Operand& a, const Operand& b, int k_end, float a_scale = 1.0f) {
+    Phase ph;
+    ph.a = a;
+    ph.b = b;
+    ph.k_end = k_end;
+    ph.a_scale = a_scale;
+    return ph;
+}
+
+// Whether a d-contiguous operand's tile rows may travel as 16-byte copies (a k-contiguous one moves 4 bytes
+// per copy and needs nothing).
+template <bool KCONTIG>
+__device__ __forceinline__ bool copies_aligned(const Operand& op) {
+    return KCONTIG || (op.ld % 4 == 0 && (reinterpret_cast<unsigned long long>(op.p) & 15ull) == 0);
+}
+
+// cp_async of a whole BYTES (no zero fill) to dst + offset floats, the destination's shared-state-space address
+// given once (dst_shared): the copies of a full tile then differ only in an immediate offset.
+template <int BYTES>
+__device__ __forceinline__ void cp_async_full(float* dst, unsigned dst_shared, int offset, const float* src) {
+#if defined(__CUDA_EMU__) || !(__CUDA_ARCH__ >= 800)
+    cp_async<BYTES>(dst + offset, src, BYTES);
+#else
+    static_assert(BYTES == 4 || BYTES == 16, "minilora copies 4 or 16 bytes");
+    if (BYTES == 16)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst_shared + 4u * offset), "l"(src) : "memory");
+    else
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst_shared + 4u * offset), "l"(src) : "memory");
+#endif
+}
+
+// load_tile_async for a tile known to lie wholly inside the matrix (d0 + BD <= d_size, k0 + BK <= k_end and,
+// for a d-contiguous operand, 16-byte aligned rows): no bounds checks, no zero fill -- the copies of the
+// steady-state loop.  Only edge blocks and the last, ragged k-step pay load_tile_async's guards.  A thread's
+// copies sit STEP rows apart (slot_position with a whole number of thread rows per tile row), so one source
+// pointer plus a stride and one shared address plus constant offsets name them all: a few integer
+// instructions per copy instead of the index arithmetic of each slot.
+template <int BK, int BD, int SW, bool KCONTIG, int THREADS>
+__device__ __forceinline__ void load_full_tile_async(float (*S)[SW], const Operand& op, int d0, int k0, int tid) {
+    constexpr int RUN = KCONTIG ? 1 : 4, ACROSS = (KCONTIG ? BK : BD) / RUN;  // threads along one stored row
+    constexpr int SLOTS = BK * BD / RUN, PER_THREAD = SLOTS / THREADS, STEP = THREADS / ACROSS;
+    static_assert(SLOTS % THREADS == 0 && THREADS % ACROSS == 0, "every thread copies whole rows' worth of slots");
+    int dd, kk;
+    slot_position<BK, BD, KCONTIG, RUN>(tid, dd, kk);  // slot s of this thread: STEP * s rows further
+    const float* src = op.p + (KCONTIG ? (unsigned long long)(d0 + dd) * op.ld + (k0 + kk)
+                                       : (unsigned long long)(k0 + kk) * op.ld + (d0 + dd));
+    const unsigned long long stride = (unsigned long long)STEP * op.ld;
+    float* dst = &S[kk][dd];
+    const unsigned dst_shared = shared_address(dst);  // converted once per tile, not once per copy
+#pragma unroll
+    for (int s = 0; s < PER_THREAD; ++s)
+        cp_async_full<KCONTIG ? 4 : 16>(dst, dst_shared, s * (KCONTIG ? STEP : STEP * SW), src + s * stride);
+}
+
+// multiply_tiles with the A fragment scaled on the way out of shared memory: (s u) * b, the same float
+// products as scaling u while loading it (v3-v8's operand_value), so the results match bit for bit.
+template <int BK, class Tile, int SWA, int SWB>
+__device__ __forceinline__ void multiply_tiles_scaled(float (&acc)[Tile::TM][Tile::TN], const float (*As)[SWA],
+                                                      const float (*Bs)[SWB], const Tile& tile, float a_scale) {
+#pragma unroll
+    for (int kk = 0; kk < BK; ++kk) {
+        float af[Tile::TM], bf[Tile::TN];
+        read_fragment<Tile::TM, Tile::ROW_GAP>(af, As[kk], tile.row0);
+        read_fragment<Tile::TN, Tile::COL_GAP>(bf, Bs[kk], tile.col0);
+#pragma unroll
+        for (int i = 0; i < Tile::TM; ++i) af[i] *= a_scale;
+        outer_product_add(acc, af, bf);
+    }
+}
+
+// Which output tile this block computes, in grouped order: blocks are numbered row by row over the grid
+// (gridDim.x tiles across N, gridDim.y down M) and handed out GROUP rows of tiles at a time, column by
+// column within the group.  The blocks resident at once then cover about GROUP rows of A-tiles and
+// (resident / GROUP) columns of B-tiles, instead of one or two rows and every column: fewer distinct
+// bytes per wave, so more of them are L2 hits.  (The last group may have fewer than GROUP rows.)
+template <int GROUP>
+__device__ __forceinline__ void grouped_tile(int& tile_m, int& tile_n) {
+    const int linear = blockIdx.y * gridDim.x + blockIdx.x;
+    const int per_group = GROUP * gridDim.x;
+    const int first_m = linear / per_group * GROUP;
+    const int rows = min(GROUP, (int)gridDim.y - first_m);
+    tile_m = first_m + linear % per_group % rows;
+    tile_n = linear % per_group / rows;
+}
+
+// The dynamic shared memory of a v9 kernel: STAGES k-major tiles of each operand, As then Bs (as below).  The
+// launcher (minilora.kernels) passes this many bytes; a launch with fewer traps instead of writing past them.
+template <class Cfg>
+__device__ __forceinline__ constexpr int phases_smem_bytes() {
+    return Cfg::STAGES * Cfg::BK * (Cfg::BM + Cfg::BN + 2 * SMEM_PAD) * (int)sizeof(float);
+}
+
+// acc += phase 1's a b^T, then between(acc), then acc += phase 2's a b^T: both GEMMs' k-steps in ONE
+// cp.async pipeline of STAGES buffers (accumulate_tile_async's scheme: one group committed per step, an
+// empty one past the end, one barrier per step).  Both phases store their operands alike (A_KCONTIG,
+// B_KCONTIG) and share the output extents (a.d_size, b.d_size).  A step whose tiles lie wholly inside the
+// matrices -- interior block, whole k-step, 16-byte aligned rows where 16-byte copies are used -- takes
+// load_full_tile_async; only the others pay load_tile_async's guards.
+template <class Tile, int BK, int STAGES, bool A_KCONTIG, bool B_KCONTIG, class Between>
+__device__ __forceinline__ void accumulate_phases_async(float (&acc)[Tile::TM][Tile::TN],
+                                                        float (*As)[BK][Tile::BM + SMEM_PAD],
+                                                        float (*Bs)[BK][Tile::BN + SMEM_PAD], const Phase& p1,
+                                                        const Phase& p2, int m0, int n0, Between between) {
+    constexpr int BM = Tile::BM, BN = Tile::BN, THREADS = Tile::THREADS;
+    static_assert(STAGES >= 3, "cp.async pipeline: at least 3 buffers");
+    const int tid = threadIdx.x;
+    const Tile tile(tid);
+    const bool interior = m0 + BM <= p1.a.d_size && n0 + BN <= p1.b.d_size;
+    const bool full1 = interior && copies_aligned<A_KCONTIG>(p1.a) && copies_aligned<B_KCONTIG>(p1.b);
+    const bool full2 = interior && copies_aligned<A_KCONTIG>(p2.a) && copies_aligned<B_KCONTIG>(p2.b);
+    const int steps1 = (p1.k_end + BK - 1) / BK, steps = steps1 + (p2.k_end + BK - 1) / BK;
+    const auto load = [&](const Phase& ph, bool full, int buf, int k0) {
+        if (full && k0 + BK <= ph.k_end) {
+            load_full_tile_async<BK, BM, BM + SMEM_PAD, A_KCONTIG, THREADS>(As[buf], ph.a, m0, k0, tid);
+            load_full_tile_async<BK, BN, BN + SMEM_PAD, B_KCONTIG, THREADS>(Bs[buf], ph.b, n0, k0, tid);
+        } else {
+            load_tile_async<BK, BM, BM + SMEM_PAD, A_KCONTIG, THREADS>(As[buf], ph.a, m0, k0, ph.k_end, tid);
+            load_tile_async<BK, BN, BN + SMEM_PAD, B_KCONTIG, THREADS>(Bs[buf], ph.b, n0, k0, ph.k_end, tid);
+        }
+    };
+    const auto issue = [&](int step) {  // the copies of step `step` into buffer step % STAGES, then a commit
+        if (step < steps1) load(p1, full1, step % STAGES, step * BK);
+        else if (step < steps) load(p2, full2, step % STAGES, (step - steps1) * BK);
+        cp_async_commit();
+    };
+    for (int step = 0; step < STAGES - 1; ++step) issue(step);  // the prologue fills STAGES - 1 buffers
+    for (int t = 0; t < steps; ++t) {
+        cp_async_wait<STAGES - 2>();  // step t's copies (this thread's) have landed ...
+        __syncthreads();              // ... everyone's have, and everyone is done with step t - 1's buffer
+        issue(t + STAGES - 1);
+        if (t == steps1) between(acc);  // phase 1 complete in the accumulators
+        const Phase& ph = t < steps1 ? p1 : p2;
+        if (ph.a_scale == 1.0f) multiply_tiles<BK>(acc, As[t % STAGES], Bs[t % STAGES], tile);
+        else multiply_tiles_scaled<BK>(acc, As[t % STAGES], Bs[t % STAGES], tile, ph.a_scale);
+    }
+    if (steps1 == steps) between(acc);  // no phase 2 at all
+    cp_async_wait<0>();  // nothing may stay in flight when the block ends
+}
+
 // ---- the tiled GEMM main loop ------------------------------------------------------------------
 // acc[i][j] += sum_{k_begin <= k < k_end} a(m0 + tile.row(i), k) * b(n0 + tile.col(j), k)
 // for one BM x BN output tile (Tile = ThreadTile<BM, BN, TM, TN, ...>, its Tile::THREADS threads),

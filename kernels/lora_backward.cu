@@ -57,6 +57,14 @@
 //         sm_90 64, no spills) and 16 KB of shared memory, so 4 blocks are resident per SM.  dY is still
 //         read once in all.  The same template runs lora_bf16.cu's pass over a bf16 dY.  dX and dA are v7's.
 //         Expected, NOT measured (no GPU yet).
+//     v9  dX as ONE cp.async pipeline on the forward's v9 tiles (256 x 128, 8 x 16 outputs per thread, 1 block per
+//         SM, unguarded copies of full tiles, grouped block order, 49 KB of dynamic shared memory): the rank
+//         term V A takes the pipeline's first ceil(r / 8) k-steps, the dropout mask multiplies the finished
+//         V A in the accumulators (accumulate_phases_async's `between`), then the k-steps over N add dY W0.
+//         v7 ran V A through an unpipelined loop first.  The same sums in the same order: dX equals v8's bit
+//         for bit.  dY's pass is v8's, dA v4's.  Expected, NOT measured (no GPU yet).
+//         ptxas (nvcc 13.0): lora_bwd_dx_v9 255 registers on sm_80 and sm_90, no spills, no stack; sm_90
+//         SASS: W0's full-tile rows as unpredicated LDGSTS.E.BYPASS.128, V's as LDGSTS.E; no LDL/STL.
 //     grids: dy (ceil(r/RC), ceil(M/BM), slices: 1 before v8); dx (ceil(K/BN), ceil(M/BM)); da (ceil(K/BN),
 //     ceil(r/BM), S);
 //     lora_reduce_partials: block 256, grid ceil(E/256) for E output elements.
@@ -349,4 +357,50 @@ lora_bwd_dy_v8(const float* __restrict__ dY, const float* __restrict__ B, const 
                float* __restrict__ V_out, float* __restrict__ dB_out, int write_db, int M, int N, int r, float s,
                int n_slice) {
     lora_bwd_dy_tiled<config::lora_bwd_dy_v8>(dY, B, U, V_out, dB_out, write_db, M, N, r, s, n_slice);
+}
+
+// v9: dX = mask * (V A) + dY W0 as ONE cp.async pipeline (common.cuh, accumulate_phases_async): the rank
+// term's r / BK k-steps come first, the dropout mask is applied to the finished V A in the accumulators
+// (the `between` step), then the k-steps over N add dY W0 -- v7 ran V A through a separate unpipelined loop.
+// The forward's v9 tiles: 256 x 128, 8 x 16 outputs per thread, 1 block per SM, unguarded full tiles, grouped
+// block order, dynamic shared memory.  Same sums in the same order as v7: the results match it bit for bit.
+template <class Cfg>
+__device__ __forceinline__ void lora_bwd_dx_phases(float* smem, const float* dY, const float* W0, const float* V,
+                                                   const float* A, float* dX, int M, int N, int K, int r,
+                                                   unsigned seed, unsigned threshold, float keep_scale) {
+    constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, TM = Cfg::TM, TN = Cfg::TN, STAGES = Cfg::STAGES;
+    using Tile = ThreadTile<BM, BN, TM, TN, Cfg::WARP_TILED>;
+    static_assert(Tile::THREADS == THREADS, "the launch gives every tiled kernel THREADS threads");
+    auto As = reinterpret_cast<float (*)[BK][BM + SMEM_PAD]>(smem);
+    auto Bs = reinterpret_cast<float (*)[BK][BN + SMEM_PAD]>(smem + STAGES * BK * (BM + SMEM_PAD));
+    int tile_m, tile_k;
+    grouped_tile<Cfg::GROUP_M>(tile_m, tile_k);
+    const int m0 = tile_m * BM, k0 = tile_k * BN;
+    float acc[TM][TN];
+    zero(acc);
+    // V [M, r]: (d = m, k = j) k-contiguous; A [r, K]: (d = column of K, k = j) d-contiguous.  Likewise dY, W0.
+    const Phase rank = make_phase(make_operand(V, r, M), make_operand(A, K, K), r);
+    const Phase base = make_phase(make_operand(dY, N, M), make_operand(W0, K, K), N);
+    const auto dropout_backward = [&](float (&lora)[TM][TN]) {  // the forward's mask, scaled by 1/(1-p)
+        if (threshold == 0u) return;
+        const Tile tile(threadIdx.x);
+#pragma unroll
+        for (int i = 0; i < TM; ++i)
+#pragma unroll
+            for (int j = 0; j < TN; ++j) {
+                const unsigned long long idx = (unsigned long long)(m0 + tile.row(i)) * K + (k0 + tile.col(j));
+                lora[i][j] *= lora_keep(seed, idx, threshold) ? keep_scale : 0.0f;
+            }
+    };
+    accumulate_phases_async<Tile, BK, STAGES, true, false>(acc, As, Bs, rank, base, m0, k0, dropout_backward);
+    store_tile<Tile>(acc, dX, K, M, K, m0, k0, nullptr);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 1)
+lora_bwd_dx_v9(const float* __restrict__ dY, const float* __restrict__ W0, const float* __restrict__ V,
+               const float* __restrict__ A, float* __restrict__ dX, int M, int N, int K, int r, unsigned seed,
+               unsigned threshold, float keep_scale, int smem_bytes) {
+    extern __shared__ __align__(16) float lora_smem[];
+    if (smem_bytes < phases_smem_bytes<config::lora_bwd_dx_v9>()) __trap();
+    lora_bwd_dx_phases<config::lora_bwd_dx_v9>(lora_smem, dY, W0, V, A, dX, M, N, K, r, seed, threshold, keep_scale);
 }

@@ -58,6 +58,26 @@
 //         3 or 4 blocks' rows of X.  Splitting K to reach 1024 blocks would only make that two waves of
 //         the same total work (plus a reduction), so U keeps v6's kernel; the pass over dY, at 128 blocks
 //         and 2 resident per SM, was the one that fell short (lora_backward.cu, v8).
+//     v9  lora_fwd_y as ONE cp.async pipeline over  [X | sU] . [W0 | B]^T  (common.cuh, accumulate_phases_async):
+//         the rank term's ceil(r / 8) k-steps are the last steps of the base GEMM's pipeline, so U's and B's
+//         tiles are in flight while the last X/W0 tiles are multiplied (v7 ran them in a separate loop with
+//         its own barriers and exposed latency; s scales U's fragments on the way out of shared memory, the
+//         same float products as before, so v9's Y equals v7's bit for bit).  With loads asynchronous, bigger
+//         thread tiles: 256 x 128 block tiles, 8 x 16 outputs per thread (8 warps of 32 x 128), 1 block per
+//         SM -- 128 FFMA per 6 LDS.128 each k (v7: 64 per 4).  Full tiles of interior blocks are copied
+//         without guards (load_full_tile_async: one source pointer and stride, constant shared offsets);
+//         only edge blocks and the last ragged k-step pay per-copy bounds checks.  Blocks in grouped order
+//         (GROUP_M = 8 tile rows at a time, common.cuh, grouped_tile): a wave of 132 blocks touches about 8
+//         rows of X-tiles and 17 columns of W0-tiles (66 MB at K = 4096) instead of 4 and all 32 (80 MB),
+//         so more of its reads are L2 hits.  4 stages of k-step 8: 49 KB of dynamic shared memory (sized by
+//         the launcher; the kernel traps if given less).  k-step 16 was tried: 24 copies per thread and step
+//         pushed ptxas past 255 registers (316 bytes of spills on sm_90).  lora_fwd_u is v6's.
+//         Expected, NOT measured (no GPU yet): the issue's item 3 (bigger thread tiles once loads are
+//         asynchronous) and 4 (the rank term in the pipeline, grouped order).
+//         ptxas (nvcc 13.0): lora_fwd_y_v9 253 registers on sm_90, 228 on sm_80, no spills, no stack.
+//         sm_90 SASS: the steady-state step's copies are 12 unpredicated LDGSTS.E (8 of X, 4 of W0) at
+//         immediate offsets from one shared address, about 50 integer instructions beside them, against
+//         1024 FFMA and 48 LDS.128; LDGDEPBAR / DEPBAR.LE for commit and wait; no LDL/STL.
 //
 // Run one by hand on the CPU (the emulator) or a GPU (CuPy) through minilora.kernels:
 //     from minilora import kernels
@@ -247,4 +267,39 @@ lora_fwd_y_v7(const float* __restrict__ X, const float* __restrict__ W0, const f
               const float* __restrict__ B, const float* __restrict__ bias, int has_bias, float* __restrict__ Y,
               int M, int N, int K, int r, float s) {
     lora_fwd_y_tiled<config::lora_fwd_y_v7>(X, W0, U, B, bias, has_bias, Y, M, N, K, r, s);
+}
+
+// v9: Y = [X | sU] . [W0 | B]^T + bias as one cp.async pipeline (common.cuh, accumulate_phases_async): the
+// rank term's k-steps are the last steps of the base GEMM's pipeline, not a separate epilogue loop; 256 x 128
+// block tiles with 8 x 16 outputs per thread (8 warps, 1 block per SM); full tiles copied without guards;
+// blocks in grouped order (GROUP_M rows of tiles at a time) for L2 reuse.  Shared memory is dynamic
+// (4 stages x 8 k x (256 + 128 + padding) floats, 49 KB: over the 48 KB a static array may take).
+template <class Cfg>
+__device__ __forceinline__ void lora_fwd_y_phases(float* smem, const float* X, const float* W0, const float* U,
+                                                  const float* B, const float* bias, int has_bias, float* Y, int M,
+                                                  int N, int K, int r, float s) {
+    constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, STAGES = Cfg::STAGES;
+    using Tile = ThreadTile<BM, BN, Cfg::TM, Cfg::TN, Cfg::WARP_TILED>;
+    static_assert(Tile::THREADS == THREADS, "the launch gives every tiled kernel THREADS threads");
+    auto As = reinterpret_cast<float (*)[BK][BM + SMEM_PAD]>(smem);
+    auto Bs = reinterpret_cast<float (*)[BK][BN + SMEM_PAD]>(smem + STAGES * BK * (BM + SMEM_PAD));
+    int tile_m, tile_n;
+    grouped_tile<Cfg::GROUP_M>(tile_m, tile_n);
+    const int m0 = tile_m * BM, n0 = tile_n * BN;
+    float acc[Cfg::TM][Cfg::TN];
+    zero(acc);
+    const Phase base = make_phase(make_operand(X, K, M), make_operand(W0, K, N), K);  // X W0^T over K
+    const Phase rank = make_phase(make_operand(U, r, M), make_operand(B, r, N), r, s);  // (sU) B^T over r
+    accumulate_phases_async<Tile, BK, STAGES, true, true>(acc, As, Bs, base, rank, m0, n0,
+                                                          [](float (&)[Cfg::TM][Cfg::TN]) {});
+    store_tile<Tile>(acc, Y, N, M, N, m0, n0, has_bias ? bias : nullptr);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 1)
+lora_fwd_y_v9(const float* __restrict__ X, const float* __restrict__ W0, const float* __restrict__ U,
+              const float* __restrict__ B, const float* __restrict__ bias, int has_bias, float* __restrict__ Y,
+              int M, int N, int K, int r, float s, int smem_bytes) {
+    extern __shared__ __align__(16) float lora_smem[];
+    if (smem_bytes < phases_smem_bytes<config::lora_fwd_y_v9>()) __trap();
+    lora_fwd_y_phases<config::lora_fwd_y_v9>(lora_smem, X, W0, U, B, bias, has_bias, Y, M, N, K, r, s);
 }

@@ -44,6 +44,7 @@ using lora_fwd_u_v5 = lora_fwd_u_v4;  // warp tiles need 8 x 8 outputs per threa
 struct lora_fwd_u_v6 : lora_fwd_u_v4 { static constexpr int BM = 16, BN = 16, BK = 32, TM = 1, TN = 1; };
 using lora_fwd_u_v7 = lora_fwd_u_v6;  // cp.async cannot apply dropout on the way: U stays as in v6
 using lora_fwd_u_v8 = lora_fwd_u_v7;  // 512 blocks at M = 8192, all resident at once: see lora_forward.cu, v8
+using lora_fwd_u_v9 = lora_fwd_u_v8;  // v9 changes only lora_fwd_y and lora_bwd_dx
 
 // Y = X W0^T + s U B^T + bias: the big GEMM, 128 x 128 tiles, 8 x 8 outputs per thread.
 struct lora_fwd_y_v3 {
@@ -56,6 +57,11 @@ using lora_fwd_y_v6 = lora_fwd_y_v5;  // v6 changes only the rank-sized side ker
 // v7: the cp.async main loop (common.cuh, accumulate_tile_async): 4 buffers, 3 tiles in flight.
 struct lora_fwd_y_v7 : lora_fwd_y_v5 { static constexpr int STAGES = 4; };
 using lora_fwd_y_v8 = lora_fwd_y_v7;  // v8 changes only lora_bwd_dy
+// v9: 256 x 128 tiles, 8 x 16 outputs per thread (8 warps of 32 x 128; 1 block per SM), v7's k-step 8 and 4
+// cp.async stages (49 KB: dynamic shared memory), the rank term as the pipeline's last k-steps, blocks in
+// groups of GROUP_M tile rows (lora_forward.cu, v9).  k-step 16 would halve the barriers, but its 24
+// copies per thread per step need more registers than the 255 left next to 128 accumulators (ptxas spills).
+struct lora_fwd_y_v9 : lora_fwd_y_v7 { static constexpr int BM = 256, TN = 16, GROUP_M = 8; };
 
 // ---- backward -----------------------------------------------------------------------------------
 // V = s dY B and dB's partial sums in one pass over dY: BM rows of dY per block, BN-wide tiles of N,
@@ -76,6 +82,7 @@ using lora_bwd_dy_v7 = lora_bwd_dy_v6;
 // N instead costs partial sums of V, [slices, M, r] (M r floats each: 0.5 MB at M = 8192, r = 16), and the
 // launcher picks enough slices for at least 4 blocks per SM (minilora.kernels, _MIN_BLOCKS).
 struct lora_bwd_dy_v8 : lora_bwd_dy_v6 { static constexpr bool SPLIT_N = true; };
+using lora_bwd_dy_v9 = lora_bwd_dy_v8;
 
 // dX = dY W0 + mask * (V A): the forward's big GEMM shape.
 struct lora_bwd_dx_v3 {
@@ -87,6 +94,8 @@ struct lora_bwd_dx_v5 : lora_bwd_dx_v4 { static constexpr bool WARP_TILED = true
 using lora_bwd_dx_v6 = lora_bwd_dx_v5;
 struct lora_bwd_dx_v7 : lora_bwd_dx_v5 { static constexpr int STAGES = 4; };  // cp.async main loop
 using lora_bwd_dx_v8 = lora_bwd_dx_v7;
+// v9: the forward's v9 tiles for the same shape of GEMM, the rank term's k-steps first (lora_backward.cu, v9).
+struct lora_bwd_dx_v9 : lora_bwd_dx_v7 { static constexpr int BM = 256, TN = 16, GROUP_M = 8; };
 
 // dA = V^T dropout(X), split over M: 32 (ranks) x 64 (columns of K) tiles, k-step 16 rows of M.
 struct lora_bwd_da_v3 {
@@ -98,6 +107,7 @@ using lora_bwd_da_v5 = lora_bwd_da_v4;  // 2 x 4 per thread is no warp tile: dA 
 using lora_bwd_da_v6 = lora_bwd_da_v5;
 using lora_bwd_da_v7 = lora_bwd_da_v6;  // X is loaded through dropout: no cp.async
 using lora_bwd_da_v8 = lora_bwd_da_v7;
+using lora_bwd_da_v9 = lora_bwd_da_v8;
 
 // ---- bf16 tensor-core forward (lora_bf16.cu): 8 warps of 64 x 32 (4 x 4 mma tiles of 16 x 8), k-step 32
 // (two mma k-steps), 2 cp.async stages (2 x 20 KB of static shared memory), rank term RC ranks at a time.

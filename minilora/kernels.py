@@ -26,7 +26,7 @@ dtypes (or the op's own ``kernel_supports``: ``LoraLinear`` sends a bfloat16 bas
 ``lora_forward_bf16`` / ``lora_backward_bf16``, as a ``.view(uint16)`` of its bfloat16 arrays); they hand
 their arrays through ``contiguous`` first.
 
-``version="v1" | ... | "v8"`` runs one numbered version of the LoRA kernels (the tests run all of
+``version="v1" | ... | "v9"`` runs one numbered version of the LoRA kernels (the tests run all of
 them); by default ``pick_version`` chooses by shape, rank and what the last GPU sweep measured.
 Tile shapes come from ``kernels/lora_tiles.cuh`` (``tiles()``), the same file the kernels include.
 ``checking(...)`` turns on the debugging aids the tests use: NaN-poisoned outputs and, on ``emu``,
@@ -47,7 +47,7 @@ __all__ = ["lora_forward", "lora_forward_bf16", "lora_backward", "lora_backward_
            "BGMV_VERSIONS", "BF16_VERSIONS", "pick_version", "version_choice", "supports", "contiguous", "tiles",
            "run_update", "AdamWTables", "checking", "kernel_dir", "source", "VERSIONS", "KERNEL_FILES"]
 
-VERSIONS = ("v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8")
+VERSIONS = ("v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9")
 KERNEL_FILES = ("lora_forward.cu", "lora_backward.cu", "adamw.cu", "bgmv.cu", "lora_bf16.cu")
 BGMV_VERSIONS = ("v1", "v2")
 BF16_VERSIONS = ("v1", "v2")  # lora_bf16.cu's tensor-core GEMM: 2 static / 4 dynamic cp.async stages
@@ -55,6 +55,7 @@ BF16_VERSIONS = ("v1", "v2")  # lora_bf16.cu's tensor-core GEMM: 2 static / 4 dy
 # (and adamw.cu's #defines), so a kernel and its launch configuration cannot disagree.
 _TARGET_BLOCKS = 264  # about two waves of blocks on a 132-SM H100/H200: sizes dA's split over M
 _MIN_BLOCKS = 4 * 132  # at least 4 blocks per SM of a 132-SM H100/H200: sizes the split of N in v8's pass over dY
+_SMEM_PAD = 4  # common.cuh's SMEM_PAD: extra floats per shared-memory tile row (v9's dynamic shared memory)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -320,33 +321,42 @@ def _choice_path():
 
 
 class _Choice:
-    """The parsed choice file, re-read when it changes: ``table`` {pass: {rank: version}} or None, and
-    ``note``, one line saying where the big-problem choice comes from (or why the file was not used)."""
-    stamp, table, note = None, None, ""
+    """The parsed choice file, re-read when it changes: ``table`` {pass: {rank: version}} or None, ``table_128``
+    the same among the versions with 128 x 128 tiles (None when the file has none), and ``note``, one line
+    saying where the big-problem choice comes from (or why the file was not used)."""
+    stamp, table, table_128, note = None, None, None, ""
 
 
-def _parse_choice(path):
-    """{pass: {rank: version}} from the file's "choices" -> "big", or raise ValueError saying what is wrong."""
+def _parse_choice(path, key="big", versions=VERSIONS):
+    """{pass: {rank: version}} from the file's "choices" -> ``key`` ("big", or "big_128_tiles": the fastest of the
+    versions with 128 x 128 tiles, for problems too small for v9's), or raise ValueError saying what is wrong."""
     import json
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"cannot read it as JSON ({type(exc).__name__}: {exc})") from None
-    big = data.get("choices", {}).get("big") if isinstance(data, dict) and isinstance(data.get("choices"), dict) \
+    big = data.get("choices", {}).get(key) if isinstance(data, dict) and isinstance(data.get("choices"), dict) \
         else None
     if not isinstance(big, dict) or not big:
-        raise ValueError('no "choices": {"big": {...}} object in it')
+        raise ValueError(f'no "choices": {{"{key}": {{...}}}} object in it')
     table = {}
     for pass_, by_rank in big.items():
         if pass_ not in _PASSES or not isinstance(by_rank, dict) or not by_rank:
-            raise ValueError(f'"choices.big" must map {" and/or ".join(_PASSES)} to {{rank: version}}, got {pass_!r}')
+            raise ValueError(f'"choices.{key}" must map {" and/or ".join(_PASSES)} to {{rank: version}}, '
+                             f'got {pass_!r}')
         table[pass_] = {}
         for rank, version in by_rank.items():
-            if not str(rank).isdigit() or int(rank) < 1 or version not in VERSIONS:
-                raise ValueError(f'"choices.big.{pass_}": {rank!r}: {version!r} is not a rank >= 1 '
-                                 f'and one of {VERSIONS}')
+            if not str(rank).isdigit() or int(rank) < 1 or version not in versions:
+                raise ValueError(f'"choices.{key}.{pass_}": {rank!r}: {version!r} is not a rank >= 1 '
+                                 f'and one of {versions}')
             table[pass_][int(rank)] = version
     return table
+
+
+# v9's 256 x 128 tiles run one block per SM: a problem with fewer of them than a 132-SM H100/H200 has SMs
+# leaves SMs idle for the whole GEMM, and takes the fastest version with 128 x 128 tiles instead.
+_WAVE = 132
+_TILES_128 = tuple(v for v in VERSIONS if v not in ("v1", "v2", "v9"))
 
 
 def version_choice():
@@ -369,10 +379,17 @@ def version_choice():
                 _Choice.note = f"measured: {path}"
             except ValueError as exc:
                 import warnings
-                _Choice.table = None
+                _Choice.table = _Choice.table_128 = None
                 _Choice.note = f"{path} ignored ({exc}): {_FALLBACK}"
                 warnings.warn(f"minilora.kernels.pick_version: {_Choice.note}; run benchmarks/gpu_check.sh on a GPU "
                               "to write it again", RuntimeWarning, stacklevel=3)
+            else:
+                try:  # optional: files written before v9 have no such table
+                    _Choice.table_128 = _parse_choice(path, "big_128_tiles", _TILES_128)
+                except ValueError:
+                    _Choice.table_128 = None
+        if stamp == "missing":
+            _Choice.table_128 = None
     return _Choice.table, _Choice.note
 
 
@@ -383,14 +400,26 @@ def pick_version(M, N, r=None, backward=False):
     would sit idle under big tiles -- go to v2's 16 x 16 tiles. Big problems take the version the last GPU
     sweep measured fastest for this pass (``backward``: the forward + backward table) and rank -- the
     smallest measured rank >= r, else the largest -- from benchmarks/gpu_choice.json (``version_choice``),
-    and v5 when there is no such file (v5 was the fastest of v2-v5 measured on an H200: benchmarks/RESULTS.md)."""
+    and v5 when there is no such file (v5 was the fastest of v2-v5 measured on an H200: benchmarks/RESULTS.md).
+    v9 (256 x 128 tiles, one block per SM) is taken only where its tiles fill a 132-SM GPU once; below that
+    the sweep's fastest version with 128 x 128 tiles ("big_128_tiles" in the file), or v7 without one."""
     big_tiles = math.ceil(M / 128) * math.ceil(N / 128)
     if big_tiles < 32:
         return "v2"
     table, _ = version_choice()
-    by_rank = (table or {}).get("forward+backward" if backward else "forward")
-    if not by_rank:
+    pass_ = "forward+backward" if backward else "forward"
+    choice = _by_rank((table or {}).get(pass_), r)
+    if choice is None:
         return _FALLBACK
+    if choice == "v9" and math.ceil(M / 256) * math.ceil(N / 128) < _WAVE:
+        return _by_rank((_Choice.table_128 or {}).get(pass_), r) or "v7"
+    return choice
+
+
+def _by_rank(by_rank, r):
+    """The entry of {rank: version} for rank r: the smallest measured rank >= r, else the largest (r=None: 16)."""
+    if not by_rank:
+        return None
     ranks = sorted(by_rank)
     wanted = r if r is not None else 16
     return by_rank[next((k for k in ranks if k >= wanted), ranks[-1])]
@@ -434,8 +463,19 @@ def lora_forward(X, W0, A, B, scale, bias=None, dropout_p=0.0, seed=0, device=No
         u_kernel, u = tiles().shape("lora_fwd_u", v)
         y_kernel, y = tiles().shape("lora_fwd_y", v)
         _launch(dev, "lora_forward.cu", u_kernel, (_cdiv(r, u["BN"]), _cdiv(M, u["BM"])), threads, u_args)
-        _launch(dev, "lora_forward.cu", y_kernel, (_cdiv(N, y["BN"]), _cdiv(M, y["BM"])), threads, y_args)
+        smem = _phases_smem(y)
+        _launch(dev, "lora_forward.cu", y_kernel, (_cdiv(N, y["BN"]), _cdiv(M, y["BM"])), threads,
+                y_args + ((i32(smem),) if smem else ()), smem)
     return Y, U
+
+
+def _phases_smem(cfg):
+    """Bytes of dynamic shared memory a v9 GEMM kernel takes (0 for the earlier ones, whose shared memory is
+    static): STAGES k-major tiles of both operands, as common.cuh's phases_smem_bytes lays them out. v9's
+    configurations are the ones with a grouped block order (GROUP_M); the kernel traps if given less."""
+    if "GROUP_M" not in cfg:
+        return 0
+    return 4 * cfg["STAGES"] * cfg["BK"] * (cfg["BM"] + cfg["BN"] + 2 * _SMEM_PAD)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -610,8 +650,8 @@ def lora_backward(dY, X, W0, A, B, U, scale, dropout_p=0.0, seed=0, need_dx=True
     s = f32(scale)
     mask = (seed32, threshold, keep_scale)
 
-    def launch(name, grid, block, args):
-        _launch(dev, "lora_backward.cu", name, grid, block, args)
+    def launch(name, grid, block, args, shared_mem=0):
+        _launch(dev, "lora_backward.cu", name, grid, block, args, shared_mem)
 
     V = _empty(xp, (M, r)) if (need_dx or need_dA or (need_dB and v != "v1")) else None
 
@@ -636,8 +676,9 @@ def lora_backward(dY, X, W0, A, B, U, scale, dropout_p=0.0, seed=0, need_dx=True
     # 3. dX = dY W0 + mask * (V A)
     if need_dx:
         dx_kernel, dx = tiles().shape("lora_bwd_dx", v)
+        smem = _phases_smem(dx)
         launch(dx_kernel, (_cdiv(K, dx["BN"]), _cdiv(M, dx["BM"])), threads,
-               (dY, W0, V, A, dX, i32(M), i32(N), i32(K), i32(r), *mask))
+               (dY, W0, V, A, dX, i32(M), i32(N), i32(K), i32(r), *mask) + ((i32(smem),) if smem else ()), smem)
     # 4. dA = V^T dropout(X), split over M (5. reduced after).
     if need_dA:
         da_kernel, da = tiles().shape("lora_bwd_da", v)

@@ -362,7 +362,7 @@ def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="device 'cpu' does not run kernels"):
         kernels.lora_forward(X, W0, A, B, 1.0, device="cpu")
     with pytest.raises(ValueError, match="version must be one of"):
-        kernels.lora_forward(X, W0, A, B, 1.0, device="emu", version="v9")
+        kernels.lora_forward(X, W0, A, B, 1.0, device="emu", version="v99")
     with pytest.raises(ValueError, match=r"dropout_p must be in \[0, 1\)"):
         kernels.lora_forward(X, W0, A, B, 1.0, dropout_p=1.0, device="emu")
     with pytest.raises(ValueError, match=r"dY must have shape \(4, 5\)"):
@@ -438,7 +438,7 @@ def test_pick_version_reads_the_gpu_sweeps_choice_file(choice_file):
 @pytest.mark.parametrize("text,problem", [
     ("{not json", "cannot read it as JSON"),
     ('{"choices": {"small": {}}}', 'no "choices": {"big": {...}} object'),
-    ('{"choices": {"big": {"forward": {"16": "v9"}}}}', "'v9' is not a rank >= 1"),
+    ('{"choices": {"big": {"forward": {"16": "v99"}}}}', "'v99' is not a rank >= 1"),
     ('{"choices": {"big": {"forward": {"sixteen": "v5"}}}}', "'sixteen'"),
     ('{"choices": {"big": {"backward": {"16": "v5"}}}}', "'backward'")])
 def test_pick_version_falls_back_to_v5_on_a_bad_choice_file_and_says_so(choice_file, text, problem):
@@ -611,6 +611,7 @@ def test_tile_shapes_come_from_one_header_and_aliases_launch_the_earlier_kernel(
                               "lora_fwd_y_v6", "lora_bwd_dx_v6", "lora_bwd_da_v6",
                               "lora_fwd_u_v7", "lora_bwd_dy_v7", "lora_bwd_da_v7",
                               "lora_fwd_u_v8", "lora_fwd_y_v8", "lora_bwd_dx_v8", "lora_bwd_da_v8",
+                              "lora_fwd_u_v9", "lora_bwd_dy_v9", "lora_bwd_da_v9",
                               "lora_bf16_dx_v1", "lora_bf16_dy_v1", "lora_bf16_dx_v2"}
     # v8 = v6's pass over dY with N split over blocks; the bf16 backward runs the same pass
     assert t.shape("lora_bwd_dy", "v8") == ("lora_bwd_dy_v8", {**t.configs["lora_bwd_dy_v6"], "SPLIT_N": True})
