@@ -555,3 +555,68 @@ def test_get_lr_called_by_hand_warns_as_torch():
                 opt.step()
                 sched.step()
                 sched.get_last_lr()
+
+
+# ---- transformers' schedules ------------------------------------------------------------------------------
+def _transformers_run(lib, make, steps=30):
+    """``make(schedule module, optimizer)`` on a two-group optimizer; the lrs of every step."""
+    transformers_optimization = pytest.importorskip("transformers.optimization")
+    ours, theirs = _twins()
+    params = ours if lib is ml else theirs
+    opt = _lib(lib)[0].AdamW([{"params": params[:1]}, {"params": params[1:], "lr": 0.3}], lr=0.1)
+    sched = make(optim if lib is ml else transformers_optimization, opt)
+    seen = [[g["lr"] for g in opt.param_groups]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for step in range(steps):
+            opt.step()
+            sched.step(1.0) if isinstance(sched, (L.ReduceLROnPlateau, TL.ReduceLROnPlateau)) else sched.step()
+            seen.append([g["lr"] for g in opt.param_groups])
+    return seen
+
+
+TRANSFORMERS_SCHEDULES = {
+    "cosine_with_restarts": lambda T, o: T.get_cosine_with_hard_restarts_schedule_with_warmup(o, 3, 25, 3),
+    "polynomial": lambda T, o: T.get_polynomial_decay_schedule_with_warmup(o, 4, 20, lr_end=1e-3, power=2.0),
+    "inverse_sqrt": lambda T, o: T.get_inverse_sqrt_schedule(o, 5),
+    "inverse_sqrt(timescale)": lambda T, o: T.get_inverse_sqrt_schedule(o, 0, timescale=7),
+    "cosine_with_min_lr": lambda T, o: T.get_cosine_with_min_lr_schedule_with_warmup(o, 3, 20, min_lr=0.01),
+    "cosine_with_min_lr(rate,cycles)": lambda T, o: T.get_cosine_with_min_lr_schedule_with_warmup(
+        o, 3, 20, 1.5, min_lr_rate=0.2),
+    "get_scheduler(cosine_with_restarts)": lambda T, o: T.get_scheduler(
+        "cosine_with_restarts", o, num_warmup_steps=2, num_training_steps=20, scheduler_specific_kwargs={"num_cycles": 2}),
+    "get_scheduler(polynomial)": lambda T, o: T.get_scheduler("polynomial", o, 2, 20),
+    "get_scheduler(inverse_sqrt)": lambda T, o: T.get_scheduler("inverse_sqrt", o, 3),
+    "get_scheduler(reduce_lr_on_plateau)": lambda T, o: T.get_scheduler(
+        "reduce_lr_on_plateau", o, scheduler_specific_kwargs={"patience": 2, "factor": 0.5}),
+    "get_scheduler(cosine_with_min_lr)": lambda T, o: T.get_scheduler(
+        "cosine_with_min_lr", o, 2, 20, {"min_lr_rate": 0.1}),
+    "get_scheduler(linear)": lambda T, o: T.get_scheduler("linear", o, 3, 20),
+    "get_scheduler(constant)": lambda T, o: T.get_scheduler("constant", o),
+}
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMERS_SCHEDULES))
+def test_transformers_schedules_match_transformers(name):
+    assert _transformers_run(ml, TRANSFORMERS_SCHEDULES[name]) == _transformers_run(torch, TRANSFORMERS_SCHEDULES[name])
+
+
+def test_get_scheduler_takes_transformers_scheduler_type_and_refuses_what_it_refuses():
+    transformers_optimization = pytest.importorskip("transformers.optimization")
+    SchedulerType = transformers_optimization.SchedulerType
+    ours, theirs = _twins()
+    opt, topt = optim.AdamW(ours, lr=0.1), torch.optim.AdamW(theirs, lr=0.1)
+    assert _transformers_run(ml, lambda T, o: T.get_scheduler(SchedulerType.COSINE, o, 2, 10)) == \
+        _transformers_run(torch, lambda T, o: T.get_scheduler(SchedulerType.COSINE, o, 2, 10))
+    for name, args in (("constant_with_warmup", ()), ("linear", ()), ("linear", (3,)), ("cosine", (0,)),
+                       ("polynomial", (1,))):
+        _same_error(lambda: optim.get_scheduler(name, opt, *args),
+                    lambda: transformers_optimization.get_scheduler(name, topt, *args))
+    _same_error(lambda: optim.get_scheduler("cosine_with_min_lr", opt, 1, 10),
+                lambda: transformers_optimization.get_scheduler("cosine_with_min_lr", topt, 1, 10))
+    _same_error(lambda: optim.get_polynomial_decay_schedule_with_warmup(opt, 1, 10, lr_end=0.5),
+                lambda: transformers_optimization.get_polynomial_decay_schedule_with_warmup(topt, 1, 10, lr_end=0.5))
+    with pytest.raises(ValueError, match="'cosine_restarts' is not a valid SchedulerType"):
+        optim.get_scheduler("cosine_restarts", opt, 1, 10)
+    with pytest.raises(NotImplementedError, match="warmup_stable_decay"):
+        optim.get_scheduler("warmup_stable_decay", opt, 1, 10)

@@ -5,12 +5,17 @@ from . import lr_scheduler
 from .adam import Adam, AdamW
 from .clip_grad import clip_grad_norm_, clip_grad_value_
 from .lr_scheduler import (LambdaLR, get_constant_schedule, get_constant_schedule_with_warmup,
-                           get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup,
-                           get_scheduler)
+                           get_cosine_schedule_with_warmup, get_cosine_with_hard_restarts_schedule_with_warmup,
+                           get_cosine_with_min_lr_schedule_with_warmup, get_inverse_sqrt_schedule,
+                           get_linear_schedule_with_warmup, get_polynomial_decay_schedule_with_warmup,
+                           get_reduce_on_plateau_schedule, get_scheduler)
 from .optimizer import Optimizer
 from .adagrad_rmsprop import Adagrad, RMSprop
 from .sgd import SGD
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "clip_grad_norm_", "clip_grad_value_", "lr_scheduler",
            "LambdaLR", "get_constant_schedule", "get_constant_schedule_with_warmup",
-           "get_linear_schedule_with_warmup", "get_cosine_schedule_with_warmup", "get_scheduler"]
+           "get_linear_schedule_with_warmup", "get_cosine_schedule_with_warmup",
+           "get_cosine_with_hard_restarts_schedule_with_warmup", "get_polynomial_decay_schedule_with_warmup",
+           "get_inverse_sqrt_schedule", "get_reduce_on_plateau_schedule", "get_cosine_with_min_lr_schedule_with_warmup",
+           "get_scheduler"]

@@ -32,7 +32,9 @@ __all__ = ["LRScheduler", "LambdaLR", "MultiplicativeLR", "StepLR", "MultiStepLR
            "CosineAnnealingLR", "OneCycleLR", "SequentialLR", "ChainedScheduler", "CyclicLR", "ReduceLROnPlateau",
            "CosineAnnealingWarmRestarts", "PolynomialLR", "get_constant_schedule",
            "get_constant_schedule_with_warmup", "get_linear_schedule_with_warmup",
-           "get_cosine_schedule_with_warmup", "get_scheduler"]
+           "get_cosine_schedule_with_warmup", "get_cosine_with_hard_restarts_schedule_with_warmup",
+           "get_polynomial_decay_schedule_with_warmup", "get_inverse_sqrt_schedule", "get_reduce_on_plateau_schedule",
+           "get_cosine_with_min_lr_schedule_with_warmup", "get_scheduler"]
 
 
 class LRScheduler:
@@ -835,21 +837,127 @@ def get_cosine_schedule_with_warmup(optimizer, num_warmup_steps, num_training_st
     return LambdaLR(optimizer, fn, last_epoch)
 
 
-_SCHEDULES = {"constant": get_constant_schedule,
-              "constant_with_warmup": get_constant_schedule_with_warmup,
-              "linear": get_linear_schedule_with_warmup,
-              "cosine": get_cosine_schedule_with_warmup}
+def _cosine_with_hard_restarts(step, *, num_warmup_steps, num_training_steps, num_cycles):
+    if step < num_warmup_steps:
+        return _warmup(step, num_warmup_steps)
+    progress = float(step - num_warmup_steps) / float(max(1, num_training_steps - num_warmup_steps))
+    if progress >= 1.0:
+        return 0.0
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * ((float(num_cycles) * progress) % 1.0))))
 
 
-def get_scheduler(name, optimizer, num_warmup_steps=0, num_training_steps=None):
-    """A schedule by its ``transformers`` name (``lr_scheduler_type``): constant,
-    constant_with_warmup, linear or cosine."""
-    if name not in _SCHEDULES:
-        raise ValueError(f"unknown schedule {name!r}: choose one of {sorted(_SCHEDULES)}")
-    if name == "constant":
-        return get_constant_schedule(optimizer)
-    if name == "constant_with_warmup":
-        return get_constant_schedule_with_warmup(optimizer, num_warmup_steps)
+def _polynomial_with_warmup(step, *, num_warmup_steps, num_training_steps, lr_end, power, lr_init):
+    if step < num_warmup_steps:
+        return _warmup(step, num_warmup_steps)
+    if step > num_training_steps:
+        return lr_end / lr_init  # (LambdaLR multiplies by the initial lr)
+    remaining = 1 - (step - num_warmup_steps) / (num_training_steps - num_warmup_steps)
+    return ((lr_init - lr_end) * remaining ** power + lr_end) / lr_init
+
+
+def _inverse_sqrt(step, *, num_warmup_steps, timescale):
+    if step < num_warmup_steps:
+        return _warmup(step, num_warmup_steps)
+    return 1.0 / math.sqrt((step + timescale - num_warmup_steps) / timescale)
+
+
+def _cosine_with_min_lr(step, *, num_warmup_steps, num_training_steps, num_cycles, min_lr_rate):
+    if step < num_warmup_steps:
+        return _warmup(step, num_warmup_steps)
+    progress = float(step - num_warmup_steps) / float(max(1, num_training_steps - num_warmup_steps))
+    factor = 0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * progress))
+    return max(0, factor * (1 - min_lr_rate) + min_lr_rate)
+
+
+def get_cosine_with_hard_restarts_schedule_with_warmup(optimizer, num_warmup_steps, num_training_steps, num_cycles=1,
+                                                       last_epoch=-1):
+    """Linear warmup from 0, then ``num_cycles`` cosine waves from the initial lr down to 0, each restarting
+    at the top (hard restarts)."""
+    fn = functools.partial(_cosine_with_hard_restarts, num_warmup_steps=num_warmup_steps,
+                           num_training_steps=num_training_steps, num_cycles=num_cycles)
+    return LambdaLR(optimizer, fn, last_epoch)
+
+
+def get_polynomial_decay_schedule_with_warmup(optimizer, num_warmup_steps, num_training_steps, lr_end=1e-7, power=1.0,
+                                              last_epoch=-1):
+    """Linear warmup from 0, then ``(lr - lr_end) * remaining ** power + lr_end`` down to ``lr_end`` at
+    ``num_training_steps``. As transformers, the lr it decays from is the optimizer's default ``lr``."""
+    lr_init = optimizer.defaults["lr"]
+    if not lr_init > lr_end:
+        raise ValueError(f"lr_end ({lr_end}) must be smaller than initial lr ({lr_init})")
+    fn = functools.partial(_polynomial_with_warmup, num_warmup_steps=num_warmup_steps,
+                           num_training_steps=num_training_steps, lr_end=lr_end, power=power, lr_init=lr_init)
+    return LambdaLR(optimizer, fn, last_epoch)
+
+
+def get_inverse_sqrt_schedule(optimizer, num_warmup_steps, timescale=None, last_epoch=-1):
+    """Linear warmup from 0, then ``1 / sqrt((step + timescale - num_warmup_steps) / timescale)``
+    (``timescale`` defaults to ``num_warmup_steps``, or 10000 without warmup)."""
+    if timescale is None:
+        timescale = num_warmup_steps or 10_000
+    fn = functools.partial(_inverse_sqrt, num_warmup_steps=num_warmup_steps, timescale=timescale)
+    return LambdaLR(optimizer, fn, last_epoch=last_epoch)
+
+
+def get_reduce_on_plateau_schedule(optimizer, **kwargs):
+    """``ReduceLROnPlateau(optimizer, **kwargs)`` under its transformers name (``step(metric)`` each evaluation)."""
+    return ReduceLROnPlateau(optimizer, **kwargs)
+
+
+def get_cosine_with_min_lr_schedule_with_warmup(optimizer, num_warmup_steps, num_training_steps, num_cycles=0.5,
+                                                last_epoch=-1, min_lr=None, min_lr_rate=None):
+    """``get_cosine_schedule_with_warmup`` whose wave ends at ``min_lr`` (or ``min_lr_rate`` times the
+    optimizer's default lr) instead of 0."""
+    if min_lr is not None and min_lr_rate is not None:
+        raise ValueError("Only one of min_lr or min_lr_rate should be set")
+    if min_lr is not None:
+        min_lr_rate = min_lr / optimizer.defaults["lr"]
+    elif min_lr_rate is None:
+        raise ValueError("One of min_lr or min_lr_rate should be set through the `lr_scheduler_kwargs`")
+    fn = functools.partial(_cosine_with_min_lr, num_warmup_steps=num_warmup_steps,
+                           num_training_steps=num_training_steps, num_cycles=num_cycles, min_lr_rate=min_lr_rate)
+    return LambdaLR(optimizer, fn, last_epoch)
+
+
+# transformers' lr_scheduler_type names; each entry says what get_scheduler passes besides the optimizer
+_SCHEDULES = {"linear": (get_linear_schedule_with_warmup, "warmup+training"),
+              "cosine": (get_cosine_schedule_with_warmup, "warmup+training"),
+              "cosine_with_restarts": (get_cosine_with_hard_restarts_schedule_with_warmup, "warmup+training"),
+              "polynomial": (get_polynomial_decay_schedule_with_warmup, "warmup+training"),
+              "constant": (get_constant_schedule, "nothing"),
+              "constant_with_warmup": (get_constant_schedule_with_warmup, "warmup only"),
+              "inverse_sqrt": (get_inverse_sqrt_schedule, "warmup"),
+              "reduce_lr_on_plateau": (get_reduce_on_plateau_schedule, "kwargs"),
+              "cosine_with_min_lr": (get_cosine_with_min_lr_schedule_with_warmup, "warmup+training")}
+_NOT_IMPLEMENTED = ("cosine_warmup_with_min_lr", "warmup_stable_decay", "greedy")
+
+
+def get_scheduler(name, optimizer, num_warmup_steps=None, num_training_steps=None, scheduler_specific_kwargs=None):
+    """A schedule by its ``transformers`` name (``lr_scheduler_type``, a str or transformers' ``SchedulerType``),
+    with transformers' rules: every schedule but constant and reduce_lr_on_plateau needs
+    ``num_warmup_steps``, the decaying ones ``num_training_steps`` too; ``scheduler_specific_kwargs`` go to
+    the schedule function (``{"num_cycles": 2}``, ``{"min_lr": 1e-6}``, ``{"patience": 3}``)."""
+    key = getattr(name, "value", name)  # SchedulerType.COSINE -> "cosine"
+    if key in _NOT_IMPLEMENTED:
+        raise NotImplementedError(f"the {key!r} schedule is not implemented in minilora; choose one of "
+                                  f"{sorted(_SCHEDULES)}")
+    if key not in _SCHEDULES:
+        raise ValueError(f"unknown schedule {key!r}: {key!r} is not a valid SchedulerType, please select one of "
+                         f"{sorted(_SCHEDULES)}")
+    function, needs = _SCHEDULES[key]
+    kwargs = dict(scheduler_specific_kwargs or {})
+    if needs == "nothing":
+        return function(optimizer)
+    if needs == "kwargs":
+        return function(optimizer, **kwargs)
+    label = f"SchedulerType.{key.upper()}"
+    if num_warmup_steps is None:
+        raise ValueError(f"{label} requires `num_warmup_steps`, please provide that argument.")
+    if needs == "warmup only":
+        return function(optimizer, num_warmup_steps=num_warmup_steps)
+    if needs == "warmup":
+        return function(optimizer, num_warmup_steps=num_warmup_steps, **kwargs)
     if num_training_steps is None:
-        raise ValueError(f"the {name!r} schedule needs num_training_steps")
-    return _SCHEDULES[name](optimizer, num_warmup_steps, num_training_steps)
+        raise ValueError(f"{label} requires `num_training_steps`, please provide that argument. (The {key!r} "
+                         f"schedule needs num_training_steps: it ends there.)")
+    return function(optimizer, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps, **kwargs)
