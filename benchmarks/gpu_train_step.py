@@ -47,6 +47,7 @@ import numpy as np  # noqa: E402
 
 import minilora as ml  # noqa: E402
 from minilora import kernels  # noqa: E402
+from minilora.device import all_devices  # noqa: E402
 from minilora.lora import LoraConfig, get_peft_model  # noqa: E402
 from minilora.models import LlamaConfig, LlamaForCausalLM  # noqa: E402
 from minilora.optim import AdamW  # noqa: E402
@@ -91,8 +92,9 @@ def lora_config(args):
 def synchronize(device):
     if device == "cuda":
         ml.cuda.synchronize()
-        if "torch" in sys.modules:  # (the PEFT rows' work; a --no-peft run never imports torch)
-            sys.modules["torch"].cuda.synchronize()
+        torch = sys.modules.get("torch")  # (the PEFT rows' work: a --no-peft run has none)
+        if torch is not None and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
 
 
 # ---- the models ---------------------------------------------------------------------------------------
@@ -180,6 +182,12 @@ def bf16_unavailable(device):
         major = cupy.__version__.split(".")[0]
         if not (major.isdigit() and int(major) >= 14):
             return f"not run: CuPy {cupy.__version__} has no bfloat16 arrays (minilora's bf16 needs CuPy >= 14)"
+        cuda = next(d for d in all_devices() if d.name == "cuda")
+        try:  # CuPy 14 may still refuse them (NumPy < 2.1.2): minilora's check says why
+            if cuda.enabled():
+                cuda.check_dtype(ml.bfloat16)
+        except TypeError as exc:
+            return f"not run: {exc}"
     return None
 
 

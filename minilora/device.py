@@ -28,6 +28,7 @@ class Device:
         self._checked = False
         self._why = None
         self._xp = None
+        self._bfloat16_refused = None  # (xp, why) once asked: does this CuPy make bfloat16 arrays?
 
     # Probing is lazy: importing minilora must never import CuPy or touch a GPU.
     def _probe(self):
@@ -78,6 +79,25 @@ class Device:
                             f"bfloat16 on the GPU; this is CuPy {version}, which has none. Upgrade "
                             f"(pip install -U 'cupy-cuda12x>=14' ml_dtypes) or keep cuda tensors in "
                             f"float32 or float16")
+        why = self._bfloat16_refusal(dtype)
+        if why:
+            raise TypeError(f"bfloat16 tensors on cuda: this CuPy {version} refuses bfloat16 arrays ({why}). "
+                            f"CuPy 14 takes ml_dtypes' bfloat16 only where it could register it at import "
+                            f"-- with NumPy >= 2.1.2 (this is NumPy {np.__version__}) and ml_dtypes "
+                            f"installed before CuPy is imported. Upgrade NumPy, or keep cuda tensors in "
+                            f"float32 or float16")
+
+    def _bfloat16_refusal(self, dtype):
+        """Why this CuPy refuses bfloat16 arrays ('' if it makes them): asked once, by making an empty one
+        (CuPy checks a dtype where it creates an array)."""
+        if self._bfloat16_refused is None or self._bfloat16_refused[0] is not self.xp:
+            try:
+                self.xp.empty(0, dtype=dtype)
+                why = ""
+            except (TypeError, ValueError) as exc:
+                why = f"{type(exc).__name__}: {exc}"
+            self._bfloat16_refused = (self.xp, why)
+        return self._bfloat16_refused[1]
 
     @property
     def type(self):

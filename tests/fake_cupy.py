@@ -785,7 +785,7 @@ def install(monkeypatch, version="13.3.0"):
     for name, module in modules().items():
         monkeypatch.setitem(sys.modules, name, module)
     cuda = _DEVICES["cuda"]
-    for attr, value in (("_checked", False), ("_why", None), ("_xp", None)):
+    for attr, value in (("_checked", False), ("_why", None), ("_xp", None), ("_bfloat16_refused", None)):
         monkeypatch.setattr(cuda, attr, value)
     assert cuda.enabled() and cuda.xp is _MODULE, cuda.why_disabled
     return _MODULE

@@ -195,3 +195,32 @@ def test_bf16_products_with_one_element_on_cuda_as_on_cpu(shapes, fn, cuda14):
     for (dt, ours), (cpu_dt, reference) in zip(on_cuda, on_cpu):
         assert dt == cpu_dt
         np.testing.assert_array_equal(ours, reference)
+
+
+# ---- a CuPy 14 that still refuses bfloat16 -----------------------------------------------------------
+@pytest.fixture
+def cuda14_without_bfloat16(cuda14, monkeypatch):
+    """CuPy 14 registers ml_dtypes' bfloat16 only when it can (its _scalar.pyx: with NumPy >= 2.1.2 in one
+    version of it): otherwise array creation says 'Unsupported dtype bfloat16', as CuPy 13 does."""
+    def refuse_bfloat16(dtype):
+        if dtype.name == "bfloat16":
+            raise ValueError(f"Unsupported dtype {dtype}")
+    monkeypatch.setattr(fake_cupy, "_check_dtype", refuse_bfloat16)
+    return cuda14
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ml.tensor([1.0], dtype=BF16, device="cuda"),
+    lambda: ml.tensor([1.0], dtype=BF16).to("cuda"),
+    lambda: ml.ones(2, device="cuda").to(BF16),
+    lambda: ml.nn.Linear(2, 2).to("cuda").bfloat16(),
+], ids=["tensor", "to-device", "to-dtype", "module"])
+def test_cupy_14_refusing_bfloat16_is_a_clear_error(make, cuda14_without_bfloat16):
+    with pytest.raises(TypeError, match=r"CuPy 14\.0\.0 refuses bfloat16 arrays.*NumPy >= 2\.1\.2.*NumPy "):
+        make()
+
+
+def test_train_step_says_why_the_bf16_row_cannot_run(cuda14_without_bfloat16):
+    bench = load_benchmark("gpu_train_step")
+    assert "refuses bfloat16 arrays" in bench.bf16_unavailable("cuda")
+    assert "refuses bfloat16 arrays" in bench.bf16_probe("cuda")
