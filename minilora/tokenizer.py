@@ -80,6 +80,28 @@ class _Tokenizer:
     def all_special_ids(self):
         return sorted({i for i in (self.bos_token_id, self.eos_token_id, self.pad_token_id) if i is not None})
 
+    # --- looking inside: tokens as strings, as transformers names them ----------------------------
+    def convert_ids_to_tokens(self, ids, skip_special_tokens=False):
+        """The token string of an id (or a list of them), as in the saved tokenizer.json's vocabulary."""
+        if isinstance(ids, (int, np.integer)):
+            return self._token(int(ids))
+        special = set(self.all_special_ids) if skip_special_tokens else set()
+        return [self._token(i) for i in _id_list(ids) if i not in special]
+
+    def convert_tokens_to_ids(self, tokens):
+        """The id of a token string (or a list of them); None for a string that is no token."""
+        if isinstance(tokens, str):
+            return self._token_id(tokens)
+        return [self._token_id(token) for token in tokens]
+
+    def tokenize(self, text):
+        """The token strings of ``text``, without special tokens (transformers' ``tokenize``)."""
+        return self.convert_ids_to_tokens(self.encode(text, add_special_tokens=False))
+
+    def get_vocab(self):
+        """``{token string: id}`` for every token, added ones included."""
+        return {self._token(i): i for i in range(len(self))}
+
     # --- the batch call --------------------------------------------------------------------------
     def __call__(self, text=None, text_pair=None, text_target=None, text_pair_target=None,
                  add_special_tokens=True, padding=False, truncation=None, max_length=None, stride=0,
@@ -328,7 +350,9 @@ class ByteTokenizer(_Tokenizer):
         return {i: name for name, i in self.special_tokens.items()}.get(token_id) or _byte_to_char()[token_id]
 
     def _token_id(self, token):
-        return self.special_tokens.get(token)
+        if token in self.special_tokens:
+            return self.special_tokens[token]
+        return {char: byte for byte, char in _byte_to_char().items()}.get(token)
 
     def _backend(self):
         """The same tokenizer as a ``tokenizers.Tokenizer`` (byte-level BPE without merges), for

@@ -524,3 +524,27 @@ def test_serve_takes_a_vllm_lora_command_line(serve_command, model_dirs, capsys)
     assert code == 2 and "rank 3" in err and "--max-lora-rank 2" in err
     code, err, _, _ = serve_command([tiny, "--lora-modules", '{"name": "x"}'], capsys)
     assert code == 2 and "path" in err
+
+
+@pytest.mark.parametrize("kind", ["byte", "tokenizer.json"])
+def test_token_lookups_as_transformers(tmp_path, kind):
+    """convert_ids_to_tokens / convert_tokens_to_ids / tokenize / get_vocab, which transformers users
+    call to look inside a tokenizer (they raised AttributeError), against PreTrainedTokenizerFast on
+    the same tokenizer.json."""
+    from transformers import PreTrainedTokenizerFast
+    from minilora import tokenizer as tokenizers
+    if kind == "byte":
+        ours = ByteTokenizer()
+        ours.save_pretrained(str(tmp_path))
+        text, ids = "hé there", [104, 195, 169, 32, 256, 257]
+    else:
+        ours = tokenizers.from_file(_tokenizer_with_added_tokens(str(tmp_path)))
+        text, ids = "hi there zzz", [3, 4, 6, 8]
+    theirs = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
+    assert ours.convert_ids_to_tokens(ids) == theirs.convert_ids_to_tokens(ids)
+    assert ours.convert_ids_to_tokens(ids[0]) == theirs.convert_ids_to_tokens(ids[0])
+    tokens = theirs.convert_ids_to_tokens(ids)
+    assert ours.convert_tokens_to_ids(tokens) == theirs.convert_tokens_to_ids(tokens) == ids
+    assert ours.convert_tokens_to_ids(tokens[0]) == ids[0]
+    assert ours.tokenize(text) == theirs.tokenize(text)
+    assert ours.get_vocab() == theirs.get_vocab()
