@@ -605,3 +605,67 @@ def test_printf_pointer_and_field_widths(capfd):
     fn("fence.cu", "print_pointer")(1, 32, (x,))
     out = capfd.readouterr().out
     assert f"x at 0x{x.ctypes.data:x}, " in out and " 3.14|7   |0000beef|z|-5|3" in out
+
+
+def test_half_math_and_integer_conversions():
+    x = np.concatenate([rng.standard_normal(200) * 3, [0.5, 1.5, 2.5, -2.5, 40000, -40000]]).astype(np.float16)
+    n = len(x)
+    out = np.full((n, 8), np.nan, np.float16)
+    fn("extras.cu", "half_math")(-(-n // 64), 64, (x, out.ravel(), np.int32(n)))  # did not compile
+    d = x.astype(np.float64)
+    with np.errstate(over="ignore"):
+        want = [np.sin(d), np.cos(d), np.exp2(d), np.floor(d), np.round(d), np.maximum(d * d - 1, 0), d * 3,
+                np.clip(np.round(d), -32768, 32767).astype(np.float16).astype(np.float64) + 7000]
+    for k, w in enumerate(want):  # each computed in float and rounded once to half
+        with np.errstate(over="ignore"):
+            w = w.astype(np.float32).astype(np.float16)
+        np.testing.assert_array_equal(out[:, k], w, err_msg=f"column {k}")
+
+
+def test_cache_hint_loads_brevll_and_clock():
+    n = 40
+    x = rng.standard_normal(n).astype(np.float32)
+    y, rev, ticks = zeros(n, np.float32), zeros(n, np.uint64), zeros(n, np.int64)
+    fn("extras.cu", "hints")(1, 64, (x, y, rev, ticks, np.int32(n)))
+    np.testing.assert_array_equal(y, 4 * x)
+    np.testing.assert_array_equal(rev, [int(f"{0x0123456789ABCDEF + i:064b}"[::-1], 2) for i in range(n)])
+    assert (ticks == 1).all()
+
+
+def round_directed(exact: Fraction, mode: str) -> np.float32:
+    """The float32 toward zero / below / above an exact rational (past the largest float: inf or the largest)."""
+    big = Fraction(float(np.finfo(np.float32).max))
+    if abs(exact) > big:
+        away = mode == ("ru" if exact > 0 else "rd")
+        return np.float32(np.copysign(np.inf if away else float(big), float(exact)))
+    r = np.float32(float(exact))
+    while Fraction(float(r)) > exact and (mode == "rd" or (mode == "rz" and exact >= 0)):
+        r = np.nextafter(r, np.float32(-np.inf))
+    while Fraction(float(r)) < exact and (mode == "ru" or (mode == "rz" and exact < 0)):
+        r = np.nextafter(r, np.float32(np.inf))
+    return r
+
+
+def test_directed_rounding_float_intrinsics():
+    n = 60
+    a = (rng.standard_normal(n) * 10).astype(np.float32)
+    b = (rng.standard_normal(n) * 10).astype(np.float32)
+    c = (rng.standard_normal(n) * 1e-3).astype(np.float32)
+    a[:3], b[:3] = [1, 3e38, 2], [2**-30, 3e38, 4]  # tiny addend; overflow; exact results
+    out = np.full((n, 21), np.nan, np.float32)
+    fn("extras.cu", "directed")(1, 64, (a, b, c, out.ravel(), np.int32(n)))  # did not compile
+    assert (out[:, 7:14] != out[:, 14:21]).sum() > 3 * n  # mostly inexact: down and up differ
+    for i in range(n):
+        x, y, z = (Fraction(float(v)) for v in (a[i], b[i], c[i]))
+        exact = [x + y, x - y, x * y, x / y, None, 1 / y, x * y + z]
+        for m, mode in enumerate(("rz", "rd", "ru")):
+            for k, e in enumerate(exact):
+                got = out[i, 7 * m + k]
+                if e is None:  # sqrt: got^2 on the mode's side of |x|, its neighbour beyond it on the other
+                    up = mode == "ru"
+                    nxt = np.nextafter(got, np.float32(-np.inf if up else np.inf))
+                    g2, n2 = Fraction(float(got)) ** 2, Fraction(float(nxt)) ** 2
+                    assert g2 == abs(x) or (g2 > abs(x) > n2 if up else g2 < abs(x) < n2), (i, mode, got)
+                    continue
+                want = round_directed(e, mode)
+                assert got == want, (i, mode, k, got, want)

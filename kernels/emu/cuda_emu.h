@@ -30,6 +30,7 @@
 #include <math.h>
 #include <cfloat>
 #include <climits>
+#include <ctime>
 #include <limits>
 #include <type_traits>
 #include <utility>
@@ -249,6 +250,7 @@ namespace __emu { [[noreturn]] void trap(const char* file, int line); }
 #define __trap() (__emu::trap(__FILE__, __LINE__))
 #define __brkpt() (__emu::trap(__FILE__, __LINE__))
 inline long long clock64() { return __emu::clock_ticks(); }
+// clock() is the C library's (<ctime>, included above): CPU time, as meaningless for speed as clock64().
 
 // Device printf: collected by the runtime and printed by Python after the launch, like CUDA does
 // at synchronisation (and so that it shows up in notebooks and under pytest's capture).
@@ -361,6 +363,76 @@ inline float __fsub_rn(float a, float b) { return a - b; }
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fdiv_rn(float a, float b) { return a / b; }
 inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __ddiv_rn(double a, double b) { return a / b; }
+inline double __drcp_rn(double x) { return 1.0 / x; }
+inline double __dsqrt_rn(double x) { return sqrt(x); }
+
+// Directed rounding (_rz toward zero, _rd down, _ru up): the nearest float r, moved one step when the
+// exact result lies on the other side of it.  Which side comes from an exact error term (TwoSum for
+// +, fma for * / and sqrt); the CPU's rounding mode is never touched.
+namespace __emu {
+enum Directed { RZ, RD, RU };
+inline float directed(float r, double exact_minus_r, Directed mode) {
+    if (r != r) return r;
+    if (std::isinf(r)) {  // the exact result overflowed (operands are finite: checked by the callers)
+        const bool toward_inf = mode == RU ? r > 0 : mode == RD ? r < 0 : false;
+        return toward_inf ? r : std::copysign(FLT_MAX, r);
+    }
+    if (exact_minus_r == 0.0) return r;
+    const bool below = exact_minus_r < 0.0;  // the exact result is below r
+    const bool step_down = mode == RD ? below : mode == RU ? false : (below && r > 0.0f);
+    const bool step_up = mode == RU ? !below : mode == RD ? false : (!below && r < 0.0f);
+    if (step_down) return std::nextafterf(r, -INFINITY);
+    if (step_up) return std::nextafterf(r, INFINITY);
+    return r;
+}
+inline bool all_finite(float a, float b, float c = 0.0f) { return std::isfinite(a) && std::isfinite(b) && std::isfinite(c); }
+inline float add_dir(float a, float b, Directed m) {
+    const float s = a + b;
+    if (!all_finite(a, b) || std::isinf(s)) return std::isinf(s) && all_finite(a, b) ? directed(s, 0, m) : s;
+    const float bb = s - a;
+    return directed(s, (double)((a - (s - bb)) + (b - bb)), m);
+}
+inline float mul_dir(float a, float b, Directed m) {
+    const float p = a * b;
+    if (!all_finite(a, b)) return p;
+    return directed(p, std::isinf(p) ? 0.0 : (double)a * b - p, m);  // a*b is exact in double
+}
+inline float div_dir(float a, float b, Directed m) {
+    const float q = a / b;
+    if (!all_finite(a, b) || b == 0.0f) return q;
+    const double rem = (double)a - (double)q * b;  // exact: q*b fits a double and lies close to a
+    return directed(q, std::isinf(q) ? 0.0 : (b > 0.0f ? rem : -rem), m);  // the sign of a/b - q
+}
+inline float sqrt_dir(float x, Directed m) {
+    const float s = sqrtf(x);
+    if (!(x > 0.0f) || std::isinf(x)) return s;
+    return directed(s, (double)x - (double)s * s, m);  // s*s is exact in double: its sign is that of sqrt(x) - s
+}
+inline float fma_dir(float a, float b, float c, Directed m) {
+    const float r = fmaf(a, b, c);
+    if (!all_finite(a, b, c)) return r;
+    const double p = (double)a * b, s = p + c, bb = s - p, err = (p - (s - bb)) + ((double)c - bb);
+    if (std::isinf(r)) return directed(r, 0, m);
+    const double left = s - (double)r;  // exact: r is s rounded
+    return directed(r, left != 0.0 ? left : err, m);
+}
+}  // namespace __emu
+#define __EMU_DIRECTED(SUFFIX, MODE)                                                                     \
+    inline float __fadd_##SUFFIX(float a, float b) { return __emu::add_dir(a, b, __emu::MODE); }        \
+    inline float __fsub_##SUFFIX(float a, float b) { return __emu::add_dir(a, -b, __emu::MODE); }       \
+    inline float __fmul_##SUFFIX(float a, float b) { return __emu::mul_dir(a, b, __emu::MODE); }        \
+    inline float __fdiv_##SUFFIX(float a, float b) { return __emu::div_dir(a, b, __emu::MODE); }        \
+    inline float __frcp_##SUFFIX(float x) { return __emu::div_dir(1.0f, x, __emu::MODE); }              \
+    inline float __fsqrt_##SUFFIX(float x) { return __emu::sqrt_dir(x, __emu::MODE); }                  \
+    inline float __fmaf_##SUFFIX(float a, float b, float c) { return __emu::fma_dir(a, b, c, __emu::MODE); }
+__EMU_DIRECTED(rz, RZ)
+__EMU_DIRECTED(rd, RD)
+__EMU_DIRECTED(ru, RU)
+#undef __EMU_DIRECTED
 inline double __fma_rn(double a, double b, double c) { return fma(a, b, c); }
 
 // sin(pi x) and cos(pi x), exact at integers and half-integers as CUDA's: x is reduced exactly to
@@ -490,6 +562,9 @@ inline unsigned __brev(unsigned x) {
     x = ((x >> 4) & 0x0F0F0F0Fu) | ((x & 0x0F0F0F0Fu) << 4);
     return __builtin_bswap32(x);
 }
+inline unsigned long long __brevll(unsigned long long x) {
+    return ((unsigned long long)__brev((unsigned)x) << 32) | __brev((unsigned)(x >> 32));
+}
 inline int __mul24(int a, int b) { return a * b; }
 inline unsigned __umul24(unsigned a, unsigned b) { return a * b; }
 inline int __mulhi(int a, int b) { return (int)(((long long)a * b) >> 32); }
@@ -541,6 +616,14 @@ template <class T>
 inline T __ldcs(const T* p) { return *p; }
 template <class T>
 inline void __stcs(T* p, T v) { *p = v; }
+// The other cache hints: plain loads and stores here (no caches to steer).
+template <class T> inline T __ldcg(const T* p) { return *p; }
+template <class T> inline T __ldca(const T* p) { return *p; }
+template <class T> inline T __ldlu(const T* p) { return *p; }
+template <class T> inline T __ldcv(const T* p) { return *p; }
+template <class T> inline void __stwb(T* p, T v) { *p = v; }
+template <class T> inline void __stcg(T* p, T v) { *p = v; }
+template <class T> inline void __stwt(T* p, T v) { *p = v; }
 
 // ---------------------------------------------------------------------------------------------
 // __half and __nv_bfloat16: 16-bit storage, arithmetic in float, conversions rounded to nearest
@@ -679,7 +762,25 @@ inline float fma_to_odd(float a, float b, float c) {
     inline H hlog(H a) { return H(logf(float(a))); }                                                    \
     inline H hsqrt(H a) { return H(sqrtf(float(a))); }                                                  \
     inline H hrsqrt(H a) { return H(1.0f / sqrtf(float(a))); }                                          \
-    inline H htanh(H a) { return H(tanhf(float(a))); }
+    inline H htanh(H a) { return H(tanhf(float(a))); }                                                  \
+    inline H hsin(H a) { return H(sinf(float(a))); }                                                    \
+    inline H hcos(H a) { return H(cosf(float(a))); }                                                    \
+    inline H hexp2(H a) { return H(exp2f(float(a))); }                                                  \
+    inline H hexp10(H a) { return H(std::pow(10.0, (double)float(a))); }                                \
+    inline H hlog2(H a) { return H(log2f(float(a))); }                                                  \
+    inline H hlog10(H a) { return H(log10f(float(a))); }                                                \
+    inline H hrcp(H a) { return H(1.0f / float(a)); }                                                   \
+    inline H hceil(H a) { return H(ceilf(float(a))); }                                                  \
+    inline H hfloor(H a) { return H(floorf(float(a))); }                                                \
+    inline H htrunc(H a) { return H(truncf(float(a))); }                                                \
+    inline H hrint(H a) { return H(nearbyintf(float(a))); }                                             \
+    inline H __hadd_rn(H a, H b) { return a + b; }  /* _rn: never contracted into an fma */             \
+    inline H __hsub_rn(H a, H b) { return a - b; }                                                      \
+    inline H __hmul_rn(H a, H b) { return a * b; }                                                      \
+    inline H __hadd_sat(H a, H b) { return H(__saturatef(float(a + b))); }                              \
+    inline H __hmul_sat(H a, H b) { return H(__saturatef(float(a * b))); }                              \
+    inline H __hfma_sat(H a, H b, H c) { return H(__saturatef(float(__hfma(a, b, c)))); }               \
+    inline H __hfma_relu(H a, H b, H c) { H r = __hfma(a, b, c); return float(r) < 0.0f ? H(0.0f) : r; }
 
 __EMU_HALF_TYPE(__half, __emu::float_to_half_bits, __emu::half_bits_to_float)
 __EMU_HALF_TYPE(__nv_bfloat16, __emu::float_to_bf16_bits, __emu::bf16_bits_to_float)
@@ -736,7 +837,27 @@ typedef __nv_bfloat16 nv_bfloat16;
     inline H2 h2exp(H2 a) { return H2(hexp(a.x), hexp(a.y)); }                                          \
     inline H2 h2log(H2 a) { return H2(hlog(a.x), hlog(a.y)); }                                          \
     inline H2 h2sqrt(H2 a) { return H2(hsqrt(a.x), hsqrt(a.y)); }                                       \
-    inline H2 h2rsqrt(H2 a) { return H2(hrsqrt(a.x), hrsqrt(a.y)); }
+    inline H2 h2rsqrt(H2 a) { return H2(hrsqrt(a.x), hrsqrt(a.y)); }                                    \
+    inline H2 h2sin(H2 a) { return H2(hsin(a.x), hsin(a.y)); }                                          \
+    inline H2 h2cos(H2 a) { return H2(hcos(a.x), hcos(a.y)); }                                          \
+    inline H2 h2exp2(H2 a) { return H2(hexp2(a.x), hexp2(a.y)); }                                       \
+    inline H2 h2log2(H2 a) { return H2(hlog2(a.x), hlog2(a.y)); }                                       \
+    inline H2 h2rcp(H2 a) { return H2(hrcp(a.x), hrcp(a.y)); }                                          \
+    inline H2 h2floor(H2 a) { return H2(hfloor(a.x), hfloor(a.y)); }                                    \
+    inline H2 h2ceil(H2 a) { return H2(hceil(a.x), hceil(a.y)); }                                       \
+    inline H2 h2trunc(H2 a) { return H2(htrunc(a.x), htrunc(a.y)); }                                    \
+    inline H2 h2rint(H2 a) { return H2(hrint(a.x), hrint(a.y)); }                                       \
+    inline H2 __hadd2_rn(H2 a, H2 b) { return a + b; }                                                  \
+    inline H2 __hmul2_rn(H2 a, H2 b) { return a * b; }                                                  \
+    inline H2 __hfma2_relu(H2 a, H2 b, H2 c) { return H2(__hfma_relu(a.x, b.x, c.x), __hfma_relu(a.y, b.y, c.y)); } \
+    inline H2 __hne2(H2 a, H2 b) { return H2(H(a.x != b.x ? 1.0f : 0.0f), H(a.y != b.y ? 1.0f : 0.0f)); } \
+    inline H2 __hle2(H2 a, H2 b) { return H2(H(a.x <= b.x ? 1.0f : 0.0f), H(a.y <= b.y ? 1.0f : 0.0f)); } \
+    inline H2 __hge2(H2 a, H2 b) { return H2(H(a.x >= b.x ? 1.0f : 0.0f), H(a.y >= b.y ? 1.0f : 0.0f)); } \
+    inline bool __hbne2(H2 a, H2 b) { return a.x != b.x && a.y != b.y; }                               \
+    inline bool __hblt2(H2 a, H2 b) { return a.x < b.x && a.y < b.y; }                                 \
+    inline bool __hble2(H2 a, H2 b) { return a.x <= b.x && a.y <= b.y; }                               \
+    inline bool __hbgt2(H2 a, H2 b) { return a.x > b.x && a.y > b.y; }                                 \
+    inline bool __hbge2(H2 a, H2 b) { return a.x >= b.x && a.y >= b.y; }
 __EMU_HALF2_TYPE(__half2, __half)
 __EMU_HALF2_TYPE(__nv_bfloat162, __nv_bfloat16)
 
@@ -824,6 +945,18 @@ inline __nv_bfloat16 __float2bfloat16_ru(float f) { return __emu::round_16bit<__
 inline __half __double2half(double d) { return __half(d); }
 inline __nv_bfloat16 __double2bfloat16(double d) { return __nv_bfloat16(d); }
 inline int __half2int_rz(__half h) { return __float2int_rz(float(h)); }
+inline unsigned __half2uint_rn(__half h) { return __float2uint_rn(float(h)); }
+inline unsigned __half2uint_rz(__half h) { return __float2uint_rz(float(h)); }
+inline short __half2short_rn(__half h) { return (short)std::max(-32768, std::min(32767, __float2int_rn(float(h)))); }
+inline short __half2short_rz(__half h) { return (short)std::max(-32768, std::min(32767, __float2int_rz(float(h)))); }
+inline unsigned short __half2ushort_rn(__half h) { return (unsigned short)std::min(65535u, __float2uint_rn(float(h))); }
+inline __half __short2half_rn(short i) { return __half((float)i); }
+inline __half __ushort2half_rn(unsigned short i) { return __half((float)i); }
+inline __half __uint2half_rn(unsigned i) { return __half(__emu::float_to_odd((double)i)); }
+inline __half __ll2half_rn(long long i) { return __half(__emu::float_to_odd((double)i)); }
+inline __nv_bfloat16 __int2bfloat16_rn(int i) { return __nv_bfloat16(i); }
+inline __nv_bfloat16 __uint2bfloat16_rn(unsigned i) { return __nv_bfloat16(__emu::float_to_odd((double)i)); }
+inline __nv_bfloat16 __short2bfloat16_rn(short i) { return __nv_bfloat16((float)i); }
 inline int __half2int_rd(__half h) { return __float2int_rd(float(h)); }
 inline int __half2int_ru(__half h) { return __float2int_ru(float(h)); }
 inline int __bfloat162int_rn(__nv_bfloat16 h) { return __float2int_rn(float(h)); }
