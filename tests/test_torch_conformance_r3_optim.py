@@ -620,3 +620,13 @@ def test_get_scheduler_takes_transformers_scheduler_type_and_refuses_what_it_ref
         optim.get_scheduler("cosine_restarts", opt, 1, 10)
     with pytest.raises(NotImplementedError, match="warmup_stable_decay"):
         optim.get_scheduler("warmup_stable_decay", opt, 1, 10)
+
+
+@pytest.mark.parametrize("name", [n for n in L.__all__ if n.startswith("get_")])
+def test_transformers_schedule_signatures(name):
+    import inspect
+    transformers_optimization = pytest.importorskip("transformers.optimization")
+
+    def described(fn):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+    assert described(getattr(L, name)) == described(getattr(transformers_optimization, name))
