@@ -630,3 +630,22 @@ def test_transformers_schedule_signatures(name):
     def described(fn):
         return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
     assert described(getattr(L, name)) == described(getattr(transformers_optimization, name))
+
+
+def test_load_state_dict_maps_the_saved_numbers_as_torch():
+    """torch pairs the saved groups' parameter numbers, in order, with the optimizer's parameters: a state
+    dict whose numbers are not 0, 1, ... in group order (written by hand or by other code) loads alike."""
+    ours, theirs = _twins()
+    topt = torch.optim.Adam(theirs, lr=0.1)
+    _train(torch, theirs, topt, 2)
+    saved = topt.state_dict()
+    saved = {"state": {7: saved["state"][1], 3: saved["state"][0]},
+             "param_groups": [dict(saved["param_groups"][0], params=[3, 7])]}
+    fresh = [nn.Parameter(t.detach().numpy().copy()) for t in theirs]
+    twin = [torch.nn.Parameter(t.detach().clone()) for t in theirs]
+    opt, topt2 = optim.Adam(fresh, lr=0.1), torch.optim.Adam(twin, lr=0.1)
+    opt.load_state_dict(saved)
+    topt2.load_state_dict(saved)
+    a, b = _train(ml, fresh, opt, 2), _train(torch, twin, topt2, 2)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14)

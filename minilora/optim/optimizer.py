@@ -144,20 +144,21 @@ class Optimizer:
         if len(groups) != len(self.param_groups):
             raise ValueError(f"loaded state dict has a different number of parameter groups: "
                              f"{len(groups)} parameter groups, but the optimizer has {len(self.param_groups)}")
-        params = self._all_params()
         for i, (saved, own) in enumerate(zip(groups, self.param_groups)):
             if len(saved["params"]) != len(own["params"]):
                 raise ValueError(f"loaded state dict contains a parameter group that doesn't match the size "
                                  f"of optimizer's group (parameter group {i}: loaded state dict has "
                                  f"{len(saved['params'])} parameters, the optimizer has {len(own['params'])})")
+        # As torch: the saved groups' parameter numbers, in order, name this optimizer's parameters in order
+        by_number = {int(number): p for saved, own in zip(groups, self.param_groups)
+                     for number, p in zip(saved["params"], own["params"])}
         new_state = defaultdict(dict)
         for key, st in state_dict["state"].items():
             i = int(key)
-            if not 0 <= i < len(params):
-                raise ValueError(f"loaded state refers to parameter {i}, but the optimizer has "
-                                 f"{len(params)} parameters")
-            new_state[params[i]] = {name: _restore(value, params[i], i, name)
-                                    for name, value in st.items()}
+            if i not in by_number:
+                raise ValueError(f"loaded state refers to parameter {i}, which no parameter group of the loaded "
+                                 f"state dict lists (they list {sorted(by_number)})")
+            new_state[by_number[i]] = {name: _restore(value, by_number[i], i, name) for name, value in st.items()}
         merged = [dict(own, **{k: v for k, v in saved.items() if k != "params"})
                   for saved, own in zip(groups, self.param_groups)]
         for i, group in enumerate(merged):
