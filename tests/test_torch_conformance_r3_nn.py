@@ -388,3 +388,31 @@ def test_embedding_max_norm_on_16_bit_tables_is_torchs_bit_for_bit(rng, dtype):
         F.embedding(ml.tensor(ids), ours, max_norm=1.5, norm_type=norm_type)
         TF.embedding(torch.tensor(ids), theirs, max_norm=1.5, norm_type=norm_type)
         np.testing.assert_array_equal(ours.float().numpy(), theirs.float().numpy())
+
+
+# ---- 16-bit huber_loss ---------------------------------------------------------------------------
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("delta, weighted", [(0.5, False), (0.3, False), (1.7, False), (1.0, True)])
+def test_bfloat16_huber_loss_is_torchs_bit_for_bit(rng, reduction, delta, weighted):
+    """torch's bfloat16 huber kernel rounds every step to bfloat16 (its float16 one computes in float32):
+    it was 1 element in 3 off; its backward is (norm * clamp(d, -delta, delta)) * grad, rounded twice.
+    (40 x 32 elements: a multiple of 32, so no element falls to torch's scalar tail loop, which rounds
+    a little differently -- see BFloat16Huber.)"""
+    shape = (40, 32)
+    x, y = (rng.standard_normal(shape) * 2).astype(np.float32), rng.standard_normal(shape).astype(np.float32)
+    w = rng.random(shape).astype(np.float32) if weighted else None
+    tensors, tensors_t = [], []
+    for a in (x, y):
+        tensors.append(ml.tensor(a).to("bfloat16").requires_grad_())
+        tensors_t.append(torch.tensor(a).bfloat16().requires_grad_())
+    weight = None if w is None else ml.tensor(w).to("bfloat16")
+    tweight = None if w is None else torch.tensor(w).bfloat16()
+    out = F.huber_loss(*tensors, reduction, delta, weight)
+    tout = TF.huber_loss(*tensors_t, reduction=reduction, delta=delta, weight=tweight)
+    assert out.dtype == ml.bfloat16
+    np.testing.assert_array_equal(out.float().numpy(), tout.float().detach().numpy())
+    g = rng.standard_normal(tuple(tout.shape)).astype(np.float32)
+    out.backward(ml.tensor(g).to("bfloat16"))
+    tout.backward(torch.tensor(g).bfloat16())
+    for ours, theirs in zip(tensors, tensors_t):
+        np.testing.assert_array_equal(ours.grad.float().numpy(), theirs.grad.float().numpy())

@@ -1397,16 +1397,71 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     return _reduced("smooth_l1_loss", loss, reduction)
 
 
-@float32_inside(promote=True)
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """PyTorch's ``F.huber_loss``: ``0.5 d^2`` where ``|d| < delta``, ``delta (|d| - 0.5 delta)``
     elsewhere -- ``delta`` times ``smooth_l1_loss`` with ``beta = delta``. A ``weight`` multiplies
-    each element's loss; 'mean' is then the plain mean (torch's rule here, unlike ``mse_loss``)."""
+    each element's loss; 'mean' is then the plain mean (torch's rule here, unlike ``mse_loss``).
+
+    16-bit floats as torch's CPU kernels: float16 in float32, rounded once; bfloat16 rounded to
+    bfloat16 after every step (``BFloat16Huber``)."""
     if delta <= 0:
         raise RuntimeError("huber_loss does not support non-positive values for delta.")
     _floating_result("huber_loss", input, target)
+    if _bfloat16_on_cpu(input, target):
+        input, target = _broadcast_target("huber_loss", input, target)
+        if weight is None:
+            _check_reduction("huber_loss", reduction)
+            return BFloat16Huber.apply(input, target, delta=delta, reduction=reduction)
+        loss = BFloat16Huber.apply(input, target, delta=delta, reduction="none")
+        return _weighted_huber(loss, input, weight, reduction)
+    return _huber_loss(input, target, reduction, delta, weight)
+
+
+def _bfloat16_on_cpu(*tensors):
+    return all(isinstance(t, Tensor) and t.dtype.itemsize == 2 and is_floating(t.dtype) and
+               t.dtype != np.float16 and xp_of(t._array) is np for t in tensors)
+
+
+class BFloat16Huber(Function):
+    """torch's bfloat16 CPU huber kernel: ``z = |x - y|``, then ``(0.5 z) z`` or ``delta (z - 0.5 delta)``,
+    every step rounded to bfloat16 (NumPy's bfloat16 ufuncs round each result the same way), reduced
+    in float32. Backward: ``(norm * clamp(x - y, -delta, delta)) * grad`` (norm: 1, or 1/N for
+    'mean', in bfloat16), and minus that for the target.
+
+    That is torch's vectorised loop. Its scalar loop, which takes the last ``n mod 32`` elements
+    (AVX2), rounds a little differently: those few elements may differ by one bfloat16 step."""
+
+    @staticmethod
+    def forward(ctx, x, y, delta, reduction):
+        bf16 = x.dtype.type
+        d, half = bf16(delta), bf16(0.5)
+        diff = x - y
+        z = np.abs(diff)
+        loss = np.where(z < d, (half * z) * z, d * (z - half * d))
+        ctx.diff, ctx.delta, ctx.reduction, ctx.count = diff, d, reduction, loss.size
+        if reduction == "none":
+            return loss
+        total = loss.sum(dtype=np.float32) if reduction == "sum" else loss.mean(dtype=np.float32)
+        return np.asarray(total).astype(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        bf16 = ctx.diff.dtype.type
+        norm = bf16(1.0 / ctx.count) if ctx.reduction == "mean" else bf16(1.0)
+        d = ctx.delta  # (np.clip would leave bfloat16 for float32)
+        clamped = np.where(ctx.diff <= -d, -d, np.where(ctx.diff >= d, d, ctx.diff)).astype(ctx.diff.dtype)
+        grad = (norm * clamped) * g
+        return grad, -grad
+
+
+@float32_inside(promote=True)
+def _huber_loss(input, target, reduction, delta, weight):
     input, target = _broadcast_target("huber_loss", input, target)
     loss = _quadratic_then_linear(input - target, delta)
+    return _weighted_huber(loss, input, weight, reduction)
+
+
+def _weighted_huber(loss, input, weight, reduction):
     if weight is not None:
         if tuple(weight.shape) != tuple(input.shape):
             raise ValueError("Weights and input must have the same size.")
