@@ -133,21 +133,37 @@ def build_steps(args, config):
     if hf32 is not None:
         steps.update(peft_steps(args, hf32, ours, ids))
     missing = bf16_unavailable(args.device)
-    if missing:
-        steps["minilora LoRA bf16"] = missing
-    else:
-        lora16 = get_peft_model(build_minilora(config, args.device).to(ml.bfloat16), LoraConfig(**lora_config(args)))
-        for n, p in lora16.named_parameters():  # fp32 adapters (autocast_adapter_dtype): the same A as the others
-            if p.requires_grad:
-                with ml.no_grad():
-                    p.copy_(ml.tensor(ours[n], device=args.device))
-        trainable16 = [p for p in lora16.parameters() if p.requires_grad]
-        steps["minilora LoRA bf16"] = (minilora_step, lora16, AdamW(trainable16, lr=1e-4, weight_decay=0.01), ml_ids)
+    steps["minilora LoRA bf16"] = missing or _or_why(lambda: bf16_lora_step(args, config, ours, ml_ids))
     if not args.no_full:
-        full = build_minilora(config, args.device)
-        steps["minilora full fine-tuning fp32"] = (minilora_step, full, AdamW(full.parameters(), lr=1e-4,
-                                                                                 weight_decay=0.01), ml_ids)
+        steps["minilora full fine-tuning fp32"] = _or_why(lambda: full_step(args, config, ml_ids))
     return steps
+
+
+def bf16_lora_step(args, config, ours, ml_ids):
+    """A bf16 base with PEFT's fp32 adapters (autocast_adapter_dtype), the same A as the other rows."""
+    lora16 = get_peft_model(build_minilora(config, args.device).to(ml.bfloat16), LoraConfig(**lora_config(args)))
+    for n, p in lora16.named_parameters():
+        if p.requires_grad:
+            with ml.no_grad():
+                p.copy_(ml.tensor(ours[n], device=args.device))
+    trainable16 = [p for p in lora16.parameters() if p.requires_grad]
+    return minilora_step, lora16, AdamW(trainable16, lr=1e-4, weight_decay=0.01), ml_ids
+
+
+def full_step(args, config, ml_ids):
+    full = build_minilora(config, args.device)
+    return minilora_step, full, AdamW(full.parameters(), lr=1e-4, weight_decay=0.01), ml_ids
+
+
+def _or_why(make):
+    """``make()``, or the line the table shows instead when it fails: one broken row (a CuPy without some
+    bf16 routine) must not take the other rows, and the GPU run, with it."""
+    try:
+        return make()
+    except TimeBoundReached:
+        raise
+    except Exception as exc:
+        return f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:150] if str(exc) else ''}"
 
 
 def peft_steps(args, hf32, ours, ids):
@@ -567,7 +583,8 @@ def split_section(name, device, measured, step_median, top=12):
 
 # ---- 2. the step table ---------------------------------------------------------------------------
 def step_table(args, config, steps, first, times, note=""):
-    n_params = steps["minilora LoRA fp32"][1].num_parameters()
+    fp32 = steps["minilora LoRA fp32"]
+    n_params = float("nan") if isinstance(fp32, str) else fp32[1].num_parameters()
     lines = [f"## LoRA training step on {args.device}: {n_params / 1e9:.2f}B parameters "
              f"(d={config.hidden_size}, {config.num_hidden_layers} layers), seq {args.seq} x batch {args.batch}, "
              f"r={args.rank}, all-linear{note}\n",
@@ -616,15 +633,19 @@ def main(argv=None):
 
 def run(args, config, report):
     if not args.no_probe:
-        report.add(bf16_probe(args.device))
+        probe = _or_why(lambda: bf16_probe(args.device))
+        report.add(f"## bf16 probe on {args.device}: {probe}" if probe.startswith("failed: ") else probe)
     steps = build_steps(args, config)
     runnable = {name: s for name, s in steps.items() if not isinstance(s, str)}
     first, times, rounds = {}, {name: [] for name in runnable}, 0
     try:
-        for name, s in runnable.items():  # warm-up 1: the losses agree
-            first[name] = float(s[0](*s[1:]).item())
-        for s in runnable.values():  # warm-up 2: optimizer state allocated, kernels compiled
-            s[0](*s[1:])
+        for name, s in list(runnable.items()):  # warm-up 1: the losses agree; warm-up 2: optimizer state
+            outcome = _or_why(lambda: [float(s[0](*s[1:]).item()) for _ in range(2)][0])  # and kernels ready
+            if isinstance(outcome, str):  # this row fails: the table says how, the others run
+                steps[name] = outcome
+                del runnable[name], times[name]
+            else:
+                first[name] = outcome
         names = list(runnable)
         for rounds in range(args.repeats):
             shift = rounds % len(names)
@@ -637,8 +658,9 @@ def run(args, config, report):
     for name in ("minilora LoRA fp32", "minilora LoRA bf16"):
         if name in runnable and not args.no_split:
             _, model, opt, ids = runnable[name]
-            report.add(split_section(name, args.device, time_split(args.device, model, opt, ids),
-                                     statistics.median(times[name])))
+            measured = _or_why(lambda: time_split(args.device, model, opt, ids))
+            report.add(f"### where the time goes: {name}: {measured}" if isinstance(measured, str) else
+                       split_section(name, args.device, measured, statistics.median(times[name])))
     if args.profile:
         for name in ("minilora LoRA fp32", "minilora LoRA bf16"):
             if name in runnable:

@@ -224,3 +224,22 @@ def test_train_step_says_why_the_bf16_row_cannot_run(cuda14_without_bfloat16):
     bench = load_benchmark("gpu_train_step")
     assert "refuses bfloat16 arrays" in bench.bf16_unavailable("cuda")
     assert "refuses bfloat16 arrays" in bench.bf16_probe("cuda")
+
+
+def test_train_step_a_failing_row_does_not_take_the_others(tmp_path, monkeypatch):
+    """A row that raises (a CuPy without some bf16 routine, say) shows its error in the table; the other rows
+    are timed and split as before."""
+    bench, out = load_benchmark("gpu_train_step"), tmp_path / "RESULTS.md"
+    real = bench.minilora_step
+
+    def fails_in_bf16(model, opt, ids):
+        if any(p.dtype == BF16 for p in model.parameters()):
+            raise NotImplementedError("Sorting arrays with dtype 'bfloat16' is not supported")
+        return real(model, opt, ids)
+    monkeypatch.setattr(bench, "minilora_step", fails_in_bf16)
+    assert bench.main(["--dry-run", "--no-probe", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert ("| minilora LoRA bf16 | - | - | - | failed: NotImplementedError: Sorting arrays with dtype 'bfloat16' "
+            "is not supported |") in text
+    assert "where the time goes: minilora LoRA fp32" in text and "where the time goes: minilora LoRA bf16" not in text
+    assert "| minilora full fine-tuning fp32 | " in text
