@@ -73,6 +73,11 @@ def _refuse_pickle(path):
     from . import checkpoint
     with open(path, "rb") as file:
         magic = file.read(4)
+    if magic.startswith(b"PK\x03\x04") and _is_npz(path):
+        raise checkpoint.CheckpointError(
+            f"{path} is a NumPy .npz archive, not a safetensors file: a training checkpoint "
+            f"(minilora.train.save_training_state writes these) is read by minilora.train.load_training_state, "
+            f"other .npz files by numpy.load")
     if magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80":
         kind = "a zip of pickles" if magic.startswith(b"PK") else "a pickle"
         raise checkpoint.CheckpointError(
@@ -80,6 +85,17 @@ def _refuse_pickle(path):
             f"files and never unpickles: unpickling can run any code the file contains. Convert it "
             f"where torch is installed: safetensors.torch.save_file(torch.load(path), "
             f"'weights.safetensors')")
+
+
+def _is_npz(path):
+    """A zip whose every entry is a ``.npy`` array (``numpy.savez``), not torch's zip of pickles."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return bool(names) and all(name.endswith(".npy") for name in names)
 
 
 def _placements(path, text):

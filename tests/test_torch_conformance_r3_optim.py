@@ -649,3 +649,28 @@ def test_load_state_dict_maps_the_saved_numbers_as_torch():
     a, b = _train(ml, fresh, opt, 2), _train(torch, twin, topt2, 2)
     for x, y in zip(a, b):
         np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14)
+
+
+def test_minilora_load_of_a_training_checkpoint_says_what_reads_it(tmp_path):
+    from minilora.train import save_training_state
+    save_training_state(tmp_path / "checkpoint.npz", {"epoch": 1, "w": np.ones(2)})
+    with pytest.raises(ValueError, match="NumPy .npz archive.*load_training_state"):
+        ml.load(tmp_path / "checkpoint.npz")
+    torch.save({"a": torch.zeros(2)}, tmp_path / "model.pt")  # torch's zip of pickles: still named as such
+    with pytest.raises(ValueError, match="torch.save file"):
+        ml.load(tmp_path / "model.pt")
+
+
+def test_minilora_save_is_atomic_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    import os
+    path = tmp_path / "model.safetensors"
+    ml.save({"w": ml.ones(3)}, path)
+
+    def disk_full(fd):  # the new bytes are written, not yet on disk: the crash comes now
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        ml.save({"w": ml.zeros(3)}, path)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(ml.load(path)["w"].numpy(), np.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temporary file left behind
