@@ -33,6 +33,7 @@ must move at least once (inputs read, outputs written).  Goals from the issue: f
 """
 import argparse
 import datetime
+import math
 import os
 import platform
 import statistics
@@ -199,11 +200,28 @@ def lora_cases(cupy, r, backward):
         cases[f"{FUSED_BF16} {version}"] = fused_bf16(version)
     if cupy_has_bfloat16(cupy) and bf16_tensors_importable():  # the same kernels through minilora's op and autograd
         cases[OP_BF16] = op_bf16(X, W0, A, B, dY, s, backward)
-    # Check before timing: the fused result agrees with cuBLAS.
+    # Check before timing: the fused result agrees with cuBLAS -- the default version's, and each swept version's
+    # (a version that is wrong on the GPU must not win the sweep: see MAX_ERROR).
     Y, U = kernels.lora_forward(X, W0, A, B, s, device="cuda")
     want = X @ W0.T + s * ((X @ A.T) @ B.T)
     error = float(cupy.abs(Y - want).max() / cupy.abs(want).max())
-    return cases, error
+    want_dx = dY @ W0 + (s * (dY @ B)) @ A if backward else None
+    errors = {}
+    for version in swept_versions(kernels, backward):
+        Y, U = kernels.lora_forward(X, W0, A, B, s, device="cuda", version=version)
+        errors[version] = float(cupy.abs(Y - want).max() / cupy.abs(want).max())
+        if backward:
+            dX, _, _ = kernels.lora_backward(dY, X, W0, A, B, U, s, device="cuda", version=version, need_dA=False,
+                                             need_dB=False)
+            errors[version] = max(errors[version], float(cupy.abs(dX - want_dx).max() / cupy.abs(want_dx).max()))
+    return cases, error, errors
+
+
+# A fused fp32 version is eligible for the sweep's choice only if its Y (and dX) agree with cuBLAS (TF32 off) to
+# this relative error: correct kernels reach about 1e-6 at K = 4096; a wrong tile or a stale pipeline stage is
+# off by O(1).  The emulator runs the kernels' C++, but not their inline PTX (cp.async on the GPU): this is
+# where a GPU-only mistake would show.
+MAX_ERROR = 1e-4
 
 
 FUSED_BF16 = "fused bf16 (mma.sync, lora_bf16.cu)"  # + " v1" / " v2"
@@ -465,6 +483,26 @@ def write_atomic(path, text):
     os.replace(tmp, path)
 
 
+def correct_fused_times(kernels, times, errors):
+    """({version: median ms} of the fused fp32 versions timed whose error against cuBLAS is within MAX_ERROR,
+    {version: error} of those that are not -- NaN included): only the first may win the sweep."""
+    wrong = {v: e for v, e in errors.items() if not e <= MAX_ERROR}
+    fused = {name.split()[1]: ms for name, (ms, _) in times.items()
+             if name.startswith("fused v") and name.split()[1] in kernels.VERSIONS
+             and errors.get(name.split()[1], math.inf) <= MAX_ERROR}
+    return fused, wrong
+
+
+def record_choice(choices, choices_128, kernels, pass_, r, fused):
+    """The sweep's verdict for one pass and rank from {version: median ms} of the correct fused versions: the
+    fastest into ``choices``, and the fastest with 128 x 128 tiles -- for problems with too few of v9's 256 x 128
+    tiles to fill the GPU (kernels.pick_version) -- into ``choices_128``."""
+    choices.setdefault(pass_, {})[str(r)] = min(fused, key=fused.get)
+    tiles_128 = {v: ms for v, ms in fused.items() if v in kernels._TILES_128}
+    if tiles_128:
+        choices_128.setdefault(pass_, {})[str(r)] = min(tiles_128, key=tiles_128.get)
+
+
 def write_choice(path, choices, choices_128, gpu, quick):
     """benchmarks/gpu_choice.json: the fastest fused fp32 version per pass and rank at M x K x N, the one shape
     class measured ("big": at least 32 tiles of 128 x 128; smaller problems keep v2 by rule), and the fastest
@@ -532,7 +570,7 @@ def main(argv=None):
             if timer.over_budget():
                 skipped.append(f"LoRA {'fwd+bwd' if backward else 'forward'} r={r}")
                 continue
-            cases, error = lora_cases(cupy, r, backward)
+            cases, error, errors = lora_cases(cupy, r, backward)
             extra, why = torch_cases(r, backward)
             times = timer.run({**cases, **extra}, args.warmup, repeats)
             base, unfused = times["base GEMM (cuBLAS)"][0], times["unfused (PEFT's 3 GEMMs + add)"][0]
@@ -557,21 +595,20 @@ def main(argv=None):
                 rows.append([r, "fused bf16 (mma.sync) vs yardsticks", "-", "-", "-", "-", "-", "-",
                              f"{verdict}; cuBLAS bf16 {bf16_base:.3f} ms, PEFT bf16 {peft16:.3f} ms "
                              f"({peft16 / bf16_base:.2f}x)"])
-            fused = {name.split()[1]: ms for name, (ms, _) in times.items()
-                     if name.startswith("fused v") and name.split()[1] in kernels.VERSIONS}
-            winner = min(fused, key=fused.get)
-            choices.setdefault("forward+backward" if backward else "forward", {})[str(r)] = winner
-            # for problems with too few of v9's 256 x 128 tiles to fill the GPU (kernels.pick_version)
-            tiles_128 = {v: ms for v, ms in fused.items() if v in kernels._TILES_128}
-            if tiles_128:
-                choices_128.setdefault("forward+backward" if backward else "forward", {})[str(r)] = \
-                    min(tiles_128, key=tiles_128.get)
-            rows.append([r, f"fastest fused fp32 version: {winner}", f"{fused[winner]:.3f}", "-", "-", "-", "-",
-                         f"{fused[winner] / base:.2f}x", f"written to {os.path.basename(args.choice_out)}"])
+            fused, wrong = correct_fused_times(kernels, times, errors)
+            if wrong:
+                rows.append([r, "WRONG on this GPU, not chosen: " + ", ".join(f"{v} (max rel. error {e:.1e})"
+                                                                            for v, e in wrong.items()),
+                             "-", "-", "-", "-", "-", "-", "-"])
+            if fused:
+                record_choice(choices, choices_128, kernels, "forward+backward" if backward else "forward", r, fused)
+                winner = choices["forward+backward" if backward else "forward"][str(r)]
+                rows.append([r, f"fastest fused fp32 version: {winner}", f"{fused[winner]:.3f}", "-", "-", "-",
+                             "-", f"{fused[winner] / base:.2f}x", f"written to {os.path.basename(args.choice_out)}"])
             if why:
                 rows.append([r, "torch + PEFT", "-", "-", "-", "-", "-", "-", f"skipped: {why}"])
-            print(f"r={r} {'forward+backward' if backward else 'forward'}: fused vs cuBLAS max rel. error {error:.1e}",
-                  flush=True)
+            print(f"r={r} {'forward+backward' if backward else 'forward'}: fused vs cuBLAS max rel. error {error:.1e}; "
+                  "per version: " + ", ".join(f"{v} {e:.1e}" for v, e in errors.items()), flush=True)
         if choices:
             write_choice(args.choice_out, choices, choices_128, gpu, args.quick)
         title = "forward + backward (dX, dA, dB)" if backward else "forward"

@@ -22,7 +22,7 @@ import pytest
 
 from minilora import kernels
 from minilora.emulator import KernelFault
-from test_kernels import host, make_inputs, on, reference, validate  # noqa: E402
+from test_kernels import KERNEL_DEVICES, host, make_inputs, on, reference, validate  # noqa: E402
 
 # (M, N, K, r): tiles are 256 x 128 (Y: M x N; dX: M x K), k-step 8.
 SHAPES = {
@@ -33,28 +33,33 @@ SHAPES = {
 }
 
 
-def run(version, inp, s, p, seed, bias, **checks):
-    """Forward then backward through minilora.kernels on `emu`, outputs NaN-poisoned before each launch."""
-    X, W0, A, B, b, dY = on("emu", inp["X"], inp["W0"], inp["A"], inp["B"], inp["bias"], inp["dY"])
+def run(version, inp, s, p, seed, bias, device="emu", **checks):
+    """Forward then backward through minilora.kernels, outputs NaN-poisoned before each launch; host arrays."""
+    X, W0, A, B, b, dY = on(device, inp["X"], inp["W0"], inp["A"], inp["B"], inp["bias"], inp["dY"])
     with kernels.checking(poison=True, **checks):
-        Y, U = kernels.lora_forward(X, W0, A, B, s, bias=b if bias else None, dropout_p=p, seed=seed, device="emu",
+        Y, U = kernels.lora_forward(X, W0, A, B, s, bias=b if bias else None, dropout_p=p, seed=seed, device=device,
                                     version=version)
-        dX, dA, dB = kernels.lora_backward(dY, X, W0, A, B, U, s, dropout_p=p, seed=seed, device="emu",
+        dX, dA, dB = kernels.lora_backward(dY, X, W0, A, B, U, s, dropout_p=p, seed=seed, device=device,
                                            version=version, split_m=2)
     return {k: host(v) for k, v in dict(Y=Y, U=U, dX=dX, dA=dA, dB=dB).items()}
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_v9_matches_float64_and_v7_v8_bit_for_bit(shape):
+@pytest.mark.parametrize("device", KERNEL_DEVICES)
+def test_v9_matches_float64_and_v7_v8_bit_for_bit(device, shape):
+    """On cuda too (benchmarks/gpu_check.sh runs the tests named cuda): there the unguarded copies are inline PTX
+    that the emulator never runs."""
     M, N, K, r = SHAPES[shape]
-    rng = np.random.default_rng(abs(hash(shape)) % 2**32)
+    rng = np.random.default_rng(sum(map(ord, shape)))
     inp = make_inputs(rng, M, N, K, r)
     s = 16 / math.sqrt(r)  # rsLoRA: lora_alpha / sqrt(r)
     p, bias = (0.25, True) if r % 2 else (0.0, False)
-    got = run("v9", inp, s, p, 1234, bias)
+    got = run("v9", inp, s, p, 1234, bias, device)
     ref = reference(inp["X"], inp["W0"], inp["A"], inp["B"], inp["bias"] if bias else None, inp["dY"], s, p, 1234)
     for name in ("Y", "U", "dX", "dA", "dB"):
         validate(f"v9 {shape} {name}", got[name], ref[name])
+    if device != "emu":
+        return  # bit equality is the emulator's promise (one compiler, one fmaf); a GPU build may contract otherwise
     # the same sums in the same order: v7's forward (Y's base loop, then the rank term), v8's dX (rank first)
     v7, v8 = run("v7", inp, s, p, 1234, bias), run("v8", inp, s, p, 1234, bias)
     np.testing.assert_array_equal(got["Y"], v7["Y"])
@@ -62,14 +67,15 @@ def test_v9_matches_float64_and_v7_v8_bit_for_bit(shape):
         np.testing.assert_array_equal(got[name], v8[name])
 
 
-def test_grouped_block_order_covers_every_tile_once():
+@pytest.mark.parametrize("device", KERNEL_DEVICES)
+def test_grouped_block_order_covers_every_tile_once(device):
     """9 rows of Y tiles (M = 2049) and 3 of dX's columns: one whole group of GROUP_M = 8 tile rows and a
     partial one.  A tile computed twice or never shows up as a wrong or a NaN (poisoned) block."""
     assert kernels.tiles().configs["lora_fwd_y_v9"]["GROUP_M"] == 8
     M, N, K, r = 2049, 130, 132, 2
     rng = np.random.default_rng(7)
     inp = make_inputs(rng, M, N, K, r)
-    got = run("v9", inp, 0.5, 0.0, 0, True)
+    got = run("v9", inp, 0.5, 0.0, 0, True, device)
     ref = reference(inp["X"], inp["W0"], inp["A"], inp["B"], inp["bias"], inp["dY"], 0.5, 0.0, 0)
     for name in ("Y", "dX"):
         validate(f"v9 grouped {name}", got[name], ref[name])
@@ -146,6 +152,23 @@ def test_gpu_sweep_times_v9_and_each_set_of_kernels_once():
     assert gpu_lora.same_kernels_note(kernels, backward=False) == "Not timed again (same kernels): v8 = v7."
     assert gpu_lora.launched_kernels(kernels, "v9", backward=True) == (
         "lora_fwd_u_v6", "lora_fwd_y_v9", "lora_bwd_dy_v8", "lora_bwd_dx_v9", "lora_bwd_da_v4")
+
+
+def test_gpu_sweep_never_chooses_a_version_that_is_wrong_on_the_gpu():
+    """The emulator does not run the kernels' inline PTX (cp.async on the GPU), so gpu_lora.py checks each swept
+    version against cuBLAS before the verdict: a fast but wrong (or NaN) version is reported, never chosen."""
+    sys.path.insert(0, str(kernels.kernel_dir().parent / "benchmarks"))
+    try:
+        import gpu_lora
+    finally:
+        sys.path.pop(0)
+    times = {"base GEMM (cuBLAS)": (5.5, 5.4), "fused v7": (7.0, 6.9), "fused v8": (6.8, 6.7), "fused v9": (6.0, 5.9),
+             "fused auto (v5)": (1.0, 1.0), "fused bf16 (mma.sync, lora_bf16.cu) v2": (2.0, 2.0)}
+    fused, wrong = gpu_lora.correct_fused_times(kernels, times, {"v7": 1e-6, "v8": float("nan"), "v9": 0.5})
+    assert fused == {"v7": 7.0} and set(wrong) == {"v8", "v9"}
+    choices, choices_128 = {}, {}
+    gpu_lora.record_choice(choices, choices_128, kernels, "forward", 16, {"v7": 7.0, "v9": 6.0, "v5": 8.0})
+    assert choices == {"forward": {"16": "v9"}} and choices_128 == {"forward": {"16": "v7"}}
 
 
 V9_KERNELS = {"lora_forward.cu": "lora_fwd_y_v9", "lora_backward.cu": "lora_bwd_dx_v9"}
