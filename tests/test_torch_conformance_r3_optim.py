@@ -674,3 +674,18 @@ def test_minilora_save_is_atomic_a_failed_write_keeps_the_old_file(tmp_path, mon
     monkeypatch.undo()
     np.testing.assert_array_equal(ml.load(path)["w"].numpy(), np.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("make", [
+    lambda O, p: O.AdamW(p, 0.1, (0.5, 0.7), 1e-8, 0.3, True, maximize=True),
+    lambda O, p: O.RMSprop(p, lr=0.01, momentum=0.9, centered=True, weight_decay=0.05),
+    lambda O, p: O.Adagrad(p, 0.1, 0.05, 0.1, 0.5, 1e-6),
+], ids=["AdamW amsgrad", "RMSprop", "Adagrad"])
+def test_new_optimizers_on_the_cuda_stand_in(make, monkeypatch):
+    """The same trajectories with the parameters on ``cuda`` (tests/fake_cupy.py: CuPy's API, NumPy inside)."""
+    import fake_cupy
+    fake_cupy.install(monkeypatch)
+    monkeypatch.setenv("MINILORA_DEVICE", "cuda")
+    assert ml.tensor([1.0]).device.type == "cuda"
+    opt, _ = _same_trajectory(make, steps=6, skip={1: 2})
+    assert opt.param_groups[0]["params"][0].device.type == "cuda"

@@ -15,6 +15,7 @@ dtype, and every op computes in float32 and rounds once, as torch's CPU kernels 
 import numpy as np
 
 from .. import dtypes
+from ..device import xp_of
 from .adam import _fused_multiply_add
 from .optimizer import Optimizer, _check_range, alpha_16bit, rounds_each_op
 
@@ -30,6 +31,10 @@ class _Arithmetic:
 
     def load(self, array):
         return dtypes.upcast(array) if self.low_precision else array
+
+    @staticmethod
+    def sqrt(array):
+        return xp_of(array).sqrt(array)  # NumPy's or CuPy's
 
     def rounded(self, value):
         return value.astype(self.dtype).astype(np.float32) if self.low_precision else value
@@ -107,9 +112,9 @@ class RMSprop(Optimizer):
         if group["centered"]:  # the variance: mean of squares minus the squared mean
             grad_avg = ops.lerp(ops.load(state["grad_avg"]), grad, 1 - alpha)
             state["grad_avg"][...] = grad_avg
-            avg = ops.rounded(np.sqrt(ops.addcmul(square_avg, grad_avg, grad_avg, -1)))
+            avg = ops.rounded(ops.sqrt(ops.addcmul(square_avg, grad_avg, grad_avg, -1)))
         else:
-            avg = ops.rounded(np.sqrt(square_avg))
+            avg = ops.rounded(ops.sqrt(square_avg))
         avg = ops.rounded(avg + group["eps"])
         param = ops.load(p._array)
         if group["momentum"] > 0:  # buf = momentum * buf + grad / avg; p -= lr * buf
@@ -168,5 +173,5 @@ class Adagrad(Optimizer):
         lr = group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
         total = ops.addcmul(ops.load(state["sum"]), grad, grad, 1)
         state["sum"][...] = total
-        std = ops.rounded(ops.rounded(np.sqrt(total)) + group["eps"])
+        std = ops.rounded(ops.rounded(ops.sqrt(total)) + group["eps"])
         p._array[...] = ops.rounded(ops.load(p._array) + -lr * (grad / std))
