@@ -10,9 +10,11 @@ arrays, the argument checks, the output allocations) runs on the stand-in's arra
 ``uses_kernels`` off (the op's NumPy math on the device's arrays), as tests/test_cuda_standin.py does.
 
 What the stand-in cannot tell (benchmarks/gpu_check.sh must): how CuPy 14's own bfloat16 kernels round.
-It models a bf16 matmul as cuBLAS with float32 compute, rounded once (two 2-D operands only: CuPy 14.0's
-batched bf16 matmul fails, cupy/cupy#10317), and bf16 reductions as NumPy's (summed in bfloat16, the worst
-case), so minilora must never hand CuPy a bf16 sum or a batched bf16 product and expect float32 accuracy.
+It models a bf16 matmul as cuBLAS with float32 compute, rounded once (1-D or 2-D operands: CuPy 14.0's
+batched bf16 matmul fails, cupy/cupy#10317; a one-element product is summed in bf16, as CuPy's dot does),
+and bf16 reductions as NumPy's (summed in bfloat16, the worst case), so minilora must never hand CuPy a
+bf16 sum or a batched bf16 product and expect float32 accuracy. tests/fake_cupy.py's docstring lists the
+rest (sorts, rounding, atomics) and where each comes from; test_cuda_standin_r3.py tests minilora on them.
 """
 import numpy as np
 import pytest
