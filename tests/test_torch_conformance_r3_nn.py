@@ -416,3 +416,18 @@ def test_bfloat16_huber_loss_is_torchs_bit_for_bit(rng, reduction, delta, weight
     tout.backward(torch.tensor(g).bfloat16())
     for ours, theirs in zip(tensors, tensors_t):
         np.testing.assert_array_equal(ours.grad.float().numpy(), theirs.grad.float().numpy())
+
+
+SHAPE_MISMATCHES = [("cosine_similarity", ((4, 5), (4, 3))), ("smooth_l1_loss", ((4, 5), (4, 3))),
+                    ("huber_loss", ((4, 5), (4, 3))), ("cosine_embedding_loss", ((4, 5), (4, 5), (3,))),
+                    ("mse_loss", ((4, 5), (4, 3))), ("pairwise_distance", ((4, 5), (4, 3)))]
+
+
+@pytest.mark.parametrize("name, shapes", SHAPE_MISMATCHES, ids=[c[0] for c in SHAPE_MISMATCHES])
+def test_operands_that_do_not_broadcast_are_torchs_runtime_error(name, shapes):
+    arrays = [np.ones(s) for s in shapes]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the size-mismatch warning comes first, in both)
+        message = same_error(lambda: getattr(F, name)(*map(ml.tensor, arrays)),
+                             lambda: getattr(TF, name)(*map(torch.tensor, arrays)))
+    assert str(shapes[-1]) in message or str(shapes[-1][::-1]) in message or "(3,)" in message

@@ -13,7 +13,7 @@ from .. import fastmath, parallel
 from ..device import xp_of
 from ..dtypes import compute_dtype, float32, is_floating, result_type, upcast
 from ..random import fresh_seed
-from ..tensor import Function, Tensor, no_grad
+from ..tensor import Function, ShapeError, Tensor, no_grad
 
 __all__ = ["embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "pad", "one_hot", "dropout", "rms_norm",
@@ -1199,6 +1199,16 @@ def _broadcast_shape(*shapes):
         return None
 
 
+def _broadcast_or_raise(fn, *shapes):
+    """The common shape of ``shapes``; where there is none, torch's RuntimeError (a ShapeError, also
+    the ValueError NumPy would raise) naming the shapes."""
+    shape = _broadcast_shape(*shapes)
+    if shape is None:
+        raise ShapeError(f"{fn}: shapes {', '.join(str(tuple(s)) for s in shapes)} cannot be broadcast "
+                         f"together")
+    return shape
+
+
 def _as_4d(t, heads_first=False):
     """``t`` [..., T, E] as [B, H, T, E]: 4-D as it is, 3-D as [B, 1, T, E] (``heads_first``:
     [1, H, T, E]), 2-D as [1, 1, T, E], more dimensions with the leading ones flattened into B."""
@@ -1371,7 +1381,7 @@ def _broadcast_target(fn, input, target):
                       f"size ({tuple(input.shape)}). This will likely lead to incorrect results due "
                       f"to broadcasting. Please ensure they have the same size.", UserWarning,
                       stacklevel=3)
-        shape = np.broadcast_shapes(tuple(input.shape), tuple(target.shape))
+        shape = _broadcast_or_raise(fn, tuple(input.shape), tuple(target.shape))
         input, target = input.expand(shape), target.expand(shape)
     return input, target
 
@@ -1523,7 +1533,7 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     dtype = result_type(x1, x2)
     if not is_floating(dtype):
         raise RuntimeError(f"cosine_similarity requires floating point inputs, got {dtype}")
-    shape = np.broadcast_shapes(tuple(x1.shape), tuple(x2.shape))
+    shape = _broadcast_or_raise("cosine_similarity", tuple(x1.shape), tuple(x2.shape))
     x1, x2 = (x.to(dtype).expand(shape) for x in (x1, x2))
     return ((x1 / _clamped_norm(x1, dim, eps)) * (x2 / _clamped_norm(x2, dim, eps))).sum(dim)
 
@@ -1579,6 +1589,7 @@ def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, r
     squared1 = (input1 * input1).sum(dim) + 1e-12
     squared2 = (input2 * input2).sum(dim) + 1e-12
     cos = (input1 * input2).sum(dim) / (squared1 * squared2).sqrt()
+    _broadcast_or_raise("cosine_embedding_loss", tuple(cos.shape), tuple(np.shape(_array(target))))
     zeros = cos.new_zeros(())
     loss = where(target == 1, 1 - cos, zeros) + where(target == -1, (cos - margin).clamp_min(0), zeros)
     return _reduced("cosine_embedding_loss", loss, reduction)
