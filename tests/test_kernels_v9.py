@@ -92,6 +92,18 @@ def test_v9_under_race_check_and_sanitizer():
         validate(f"v9 sanitized {name}", got[name], ref[name])
 
 
+def test_v9_passes_racecheck_with_interior_blocks(racecheck_every_launch):
+    """compute-sanitizer-style racecheck (two threads touching one shared byte, one writing, no barrier between)
+    over every launch, with interior blocks of Y and dX, so the unguarded copies and both phases run."""
+    M, N, K, r = 260, 130, 132, 3
+    inp = make_inputs(np.random.default_rng(12), M, N, K, r)
+    got = run("v9", inp, 0.5, 0.0, 0, False)
+    ref = reference(inp["X"], inp["W0"], inp["A"], inp["B"], None, inp["dY"], 0.5, 0.0, 0)
+    for name in ("Y", "dX"):
+        validate(f"v9 racecheck {name}", got[name], ref[name])
+    assert {"lora_fwd_y_v9", "lora_bwd_dx_v9"} <= set(racecheck_every_launch)
+
+
 def test_v9_takes_dynamic_shared_memory_and_traps_when_given_too_little():
     """The launcher passes the bytes common.cuh's phases_smem_bytes lays out (over the 48 KB a static array
     may take), in the kernel's last argument and as the launch's dynamic shared memory; a launch with fewer
