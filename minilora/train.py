@@ -163,7 +163,9 @@ def save_training_state(path, state):
 
 
 def load_training_state(path):
-    """Read what ``save_training_state`` wrote. A truncated or corrupted file raises a clear error."""
+    """Read what ``save_training_state`` wrote. A truncated or corrupted file raises a clear error, and so
+    does another kind of file (safetensors weights, a torch.save file)."""
+    _check_is_training_state(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -174,6 +176,32 @@ def load_training_state(path):
         raise ValueError(f"checkpoint {path!r} is truncated or corrupted "
                          f"({type(exc).__name__}: {exc})") from exc
     return _unflatten(meta, arrays)
+
+
+def _check_is_training_state(path):
+    """A folder, safetensors weights or a torch.save zip are not corrupted checkpoints: say what they are."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"checkpoint {path!r} is a directory; pass the checkpoint file in it "
+                                f"(e.g. {os.path.join(path, CHECKPOINT_NAME)!r})")
+    if not os.path.isfile(path):
+        return  # (np.load raises FileNotFoundError)
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{" and not head.startswith(b"PK"):
+        raise ValueError(f"checkpoint {path!r} is a safetensors file (weights only), not a training checkpoint: "
+                         f"read it with minilora.load")
+    if head.startswith(b"PK") and _zip_names(path) and "__meta__.npy" not in _zip_names(path):
+        raise ValueError(f"checkpoint {path!r} is a zip archive without minilora's '__meta__' entry: not a "
+                         f"training checkpoint written by minilora.train.save_training_state (a torch.save file?)")
+
+
+def _zip_names(path):
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return []
 
 
 def _trainable(model):

@@ -689,3 +689,15 @@ def test_new_optimizers_on_the_cuda_stand_in(make, monkeypatch):
     assert ml.tensor([1.0]).device.type == "cuda"
     opt, _ = _same_trajectory(make, steps=6, skip={1: 2})
     assert opt.param_groups[0]["params"][0].device.type == "cuda"
+
+
+def test_load_training_state_names_files_that_are_not_training_checkpoints(tmp_path):
+    from minilora.train import load_training_state
+    torch.save({"a": torch.zeros(2)}, tmp_path / "model.pt")
+    ml.save({"a": ml.zeros(2)}, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match="without minilora's '__meta__' entry.*torch.save"):
+        load_training_state(tmp_path / "model.pt")
+    with pytest.raises(ValueError, match="safetensors file.*minilora.load"):
+        load_training_state(tmp_path / "model.safetensors")
+    with pytest.raises(IsADirectoryError, match="checkpoint.npz"):
+        load_training_state(tmp_path)
