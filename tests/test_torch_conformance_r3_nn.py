@@ -431,3 +431,17 @@ def test_operands_that_do_not_broadcast_are_torchs_runtime_error(name, shapes):
         message = same_error(lambda: getattr(F, name)(*map(ml.tensor, arrays)),
                              lambda: getattr(TF, name)(*map(torch.tensor, arrays)))
     assert str(shapes[-1]) in message or str(shapes[-1][::-1]) in message or "(3,)" in message
+
+
+@pytest.mark.parametrize("q_batch, k_batch", [((1,), (2,)), ((2,), (1,)), ((1, 3), (2, 1))])
+def test_sdpa_batch_dimensions_broadcast_both_ways(rng, q_batch, k_batch):
+    (q, tq), (k, tk), (v, tv) = (pair(rng.standard_normal(s), True) for s in
+                                 (q_batch + (4, 3, 8), k_batch + (2, 5, 8), k_batch + (2, 5, 6)))
+    out = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    tout = TF.scaled_dot_product_attention(tq, tk, tv, enable_gqa=True)
+    close(out, tout)
+    seed = rng.standard_normal(tuple(tout.shape))
+    (out * ml.tensor(seed)).sum().backward()
+    (tout * torch.tensor(seed)).sum().backward()
+    for ours, theirs in ((q, tq), (k, tk), (v, tv)):
+        close(ours.grad, theirs.grad)

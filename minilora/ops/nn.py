@@ -1144,14 +1144,11 @@ def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable
         raise RuntimeError(f"scaled_dot_product_attention: key {key.shape} and value {value.shape} must "
                            f"agree in all but the last dimension")
     if query.ndim >= 4 and key.shape[:-3] != query.shape[:-3]:  # batch dimensions broadcast, as torch
-        try:
-            batch = np.broadcast_shapes(query.shape[:-3], key.shape[:-3])
-        except ValueError:
-            batch = None
-        if batch != query.shape[:-3]:
+        batch = _broadcast_shape(query.shape[:-3], key.shape[:-3])  # (either way: a query batch of 1
+        if batch is None:                                             # meets every key batch)
             raise RuntimeError(f"scaled_dot_product_attention: the batch dimensions of key {key.shape} "
-                               f"do not broadcast to those of query {query.shape}")
-        key, value = (t.expand(*batch, *t.shape[-3:]) for t in (key, value))
+                               f"and query {query.shape} do not broadcast together")
+        query, key, value = (t.expand(*batch, *t.shape[-3:]) for t in (query, key, value))
     bias = _attention_bias(attn_mask, query, tq, tk, is_causal)
     # 3-D inputs: [B, 1, T, E] (each batch element its own block of work), unless dimension 0
     # differs between query and key: then it holds heads (GQA or broadcasting), as torch reads it.
