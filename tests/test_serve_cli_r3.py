@@ -548,3 +548,37 @@ def test_token_lookups_as_transformers(tmp_path, kind):
     assert ours.convert_tokens_to_ids(tokens[0]) == ids[0]
     assert ours.tokenize(text) == theirs.tokenize(text)
     assert ours.get_vocab() == theirs.get_vocab()
+
+
+def test_chat_continues_the_final_message_as_vllm(served):
+    """vLLM's chat extras: add_generation_prompt (default true) and continue_final_message (the reply
+    goes on from a partial assistant message), and a request's own chat_template."""
+    client, model, tok = served
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "The answer is"}]
+    ids = tok.apply_chat_template(messages, add_generation_prompt=False, continue_final_message=True, return_dict=False)
+    expected = tok.decode(alone(model, list(ids), "a", 4), skip_special_tokens=True)
+    ask = lambda **kw: client.post("/v1/chat/completions", json={  # noqa: E731
+        "model": "a", "messages": messages, "max_tokens": 4, "temperature": 0, **kw})
+    r = ask(add_generation_prompt=False, continue_final_message=True)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] == expected
+    assert r.json()["usage"]["prompt_tokens"] == len(ids)
+    r = ask(continue_final_message=True)  # with the default add_generation_prompt=true: both, as vLLM refuses
+    assert r.status_code == 400 and r.json()["error"]["param"] == "continue_final_message"
+    own = "{% for m in messages %}{{ m['content'] }}|{% endfor %}"
+    r = ask(chat_template=own)
+    assert r.json()["usage"]["prompt_tokens"] == len(tok.encode("hi|The answer is|", add_special_tokens=False))
+
+
+def test_a_chat_template_that_refuses_the_messages_is_a_400_not_a_500(served):
+    client, model, tok = served
+    tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'user' and loop.index0 % 2 == 1 %}"
+                         "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant') }}"
+                         "{% endif %}{{ m['content'] }}{% endfor %}")
+    r = client.post("/v1/chat/completions", json={"model": "a", "messages": [{"role": "user", "content": "a"},
+                                                                            {"role": "user", "content": "b"}]})
+    assert r.status_code == 400, r.text  # was a 500 "Internal Server Error"
+    assert "roles must alternate" in r.json()["error"]["message"] and r.json()["error"]["param"] == "messages"
+    r = client.post("/v1/chat/completions", json={"model": "a", "messages": [{"role": "user", "content": "a"}],
+                                                  "chat_template": "{% for m in messages %}{{ m.content }"})
+    assert r.status_code == 400  # a request's own template that does not parse

@@ -52,11 +52,13 @@ _SAMPLING_KEYS = {"model", "max_tokens", "temperature", "top_p", "top_k", "seed"
                   "logit_bias", "ignore_eos", "logprobs", "response_format", "min_p", "min_tokens",
                   "include_stop_str_in_output", "skip_special_tokens"}
 _COMPLETION_KEYS = _SAMPLING_KEYS | {"prompt", "echo", "best_of", "suffix"}
-_CHAT_KEYS = _SAMPLING_KEYS | {"messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice"}
+_CHAT_KEYS = _SAMPLING_KEYS | {"messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice",
+                               "add_generation_prompt", "continue_final_message", "chat_template",
+                               "chat_template_kwargs"}
 # Parameters of the API this server does not implement, taken only at the value that means "off"
 # (clients and frameworks send them with those values on every request).
 _OFF = {"suffix": (None, ""), "tools": (None, []), "tool_choice": (None, "none"),
-        "response_format": (None, {"type": "text"})}
+        "response_format": (None, {"type": "text"}), "chat_template_kwargs": (None, {})}
 _MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
 _POLL_SECONDS = 0.25  # how often a waiting non-streaming request checks whether its client is still there
 
@@ -438,8 +440,7 @@ class _Server:
         if not isinstance(messages, list) or not messages:
             raise EngineError(400, "messages must be a non-empty list of {\"role\": str, \"content\": str}", "messages")
         messages = [_text_message(m) for m in messages]
-        ids = _encoded(lambda: tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=False),
-                       "messages")
+        ids = _encoded(lambda: _chat_prompt(tok, messages, body), "messages")
         return await self._run(request, body, [list(ids)], chat=True)
 
     async def load_adapter(self, request):
@@ -493,6 +494,27 @@ def _token_text(tokenizer, token):
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
+
+
+def _chat_prompt(tokenizer, messages, body):
+    """The prompt ids of a chat, with vLLM's extras: ``add_generation_prompt`` (default true),
+    ``continue_final_message`` (the reply goes on from a partial last message) and a request's own
+    ``chat_template``. A template that refuses the conversation (``raise_exception``, e.g. roles that
+    do not alternate) is the client's mistake: a 400 with the template's words, as vLLM answers."""
+    from jinja2.exceptions import TemplateError
+    add_generation_prompt = body.get("add_generation_prompt") is None or _flag(body, "add_generation_prompt")
+    continue_final = _flag(body, "continue_final_message")
+    if add_generation_prompt and continue_final:
+        raise EngineError(400, "continue_final_message and add_generation_prompt cannot both be true "
+                               "(set add_generation_prompt: false)", "continue_final_message")
+    template = body.get("chat_template")
+    if template is not None and not isinstance(template, str):
+        raise EngineError(400, "chat_template must be a Jinja template string", "chat_template")
+    try:
+        return tokenizer.apply_chat_template(messages, chat_template=template, add_generation_prompt=add_generation_prompt,
+                                             continue_final_message=continue_final, return_dict=False)
+    except (TemplateError, ValueError) as exc:
+        raise EngineError(400, f"the chat template refused the messages: {exc}", "messages") from None
 
 
 def _encoded(encode, param):
