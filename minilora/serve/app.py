@@ -15,9 +15,12 @@ for a completion, the rest of the context for a chat; ``null``: the rest of the 
 not in the output), ``presence_penalty``, ``frequency_penalty``, ``logit_bias``, ``logprobs`` (the
 model's own log-probabilities; chat: ``logprobs``/``top_logprobs``), ``echo``, ``stream`` and
 ``stream_options.include_usage``; a completion's ``prompt`` may be a list of prompts. vLLM's extras:
-``top_k``, ``repetition_penalty``, ``stop_token_ids``, ``ignore_eos``. Parameters this server does not
-implement (``suffix``, ``tools``, ``response_format``, ``best_of`` other than n) are taken only at their
-"off" value; anything else unknown is refused by name, never ignored.
+``top_k``, ``min_p``, ``repetition_penalty``, ``stop_token_ids``, ``ignore_eos``, ``min_tokens``,
+``include_stop_str_in_output``, ``skip_special_tokens``; chat: ``add_generation_prompt``,
+``continue_final_message``, ``chat_template``. ``echo`` with ``logprobs`` (and ``max_tokens: 0``) scores
+the prompt. Parameters this server does not implement (``suffix``, ``tools``, ``response_format``,
+``best_of`` other than n, ``chat_template_kwargs``) are taken only at their "off" value; anything else
+unknown is refused by name, never ignored. ``GET /health`` answers 503 once the engine has stopped.
 
 Sampling defaults are OpenAI's and vLLM's, not transformers' ``generate``: ``temperature`` 1, ``top_p`` 1
 and no top-k filter (vLLM's extra ``top_k``: 0 or -1 keeps every token, as vLLM; ``minilora generate``
