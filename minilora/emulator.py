@@ -243,6 +243,31 @@ def _find_constants(masked: str) -> dict[str, bool]:
     return found
 
 
+def _cpp_linkage_kernels(masked: str) -> list[str]:
+    """Non-template __global__ functions declared without extern "C" (not in an extern "C" { } block
+    either): their symbol is a mangled C++ name, so CuPy finds them by their plain name only through
+    name_expressions.  (String contents are blanked in `masked`: extern "C" reads extern " ".)"""
+    c_blocks = []
+    for m in re.finditer(r'\bextern\s*"\s*"\s*\{', masked):
+        c_blocks.append((m.end(), _close_paren(masked, m.end() - 1)))
+    found = []
+    for m in re.finditer(r"\b__global__\b", masked):
+        line_start = masked.rfind("\n", 0, m.start()) + 1
+        if masked[line_start:m.start()].lstrip().startswith("#"):
+            continue
+        prefix = masked[max(masked.rfind(c, 0, m.start()) for c in ";{}") + 1:m.start()]
+        if re.search(r"\btemplate\b", prefix) or re.search(r'\bextern\s*"\s*"', prefix):
+            continue
+        if any(lo <= m.start() < hi for lo, hi in c_blocks):
+            continue
+        name = re.compile(r"([A-Za-z_]\w*)\s*\(").search(masked, m.end())
+        while name and name.group(1) in ("__launch_bounds__", "__attribute__", "alignas", "__align__"):
+            name = re.compile(r"([A-Za-z_]\w*)\s*\(").search(masked, _close_paren(masked, name.end() - 1) + 1)
+        if name:
+            found.append(name.group(1))
+    return found
+
+
 def _find_device_globals(masked: str) -> dict[str, bool]:
     """File-scope __device__ variables (not functions): name -> True.  CuPy's get_global reaches them as it
     does __constant__ ones.  They count as initialized: C++ and PTX start them at zero, as a GPU does."""
@@ -694,7 +719,8 @@ class _Module:
             raise CompileError("no __global__ function found in the source")
         rewritten.constants = self._constants
         _write_atomic(self._kernels_file, json.dumps({"params": rewritten.kernels, "launch_bounds": self._bounds,
-                                                      "constants": self._constants}))
+                                                      "constants": self._constants,
+                                                      "cpp_linkage": self.cpp_linkage}))
         wrapper = self.product.parent / "wrapper.cpp"
         _write_atomic(wrapper, _wrapper_source(self.source_path, rewritten))
 
@@ -730,6 +756,7 @@ class _Module:
             raise CompileError(f"preprocessing '{self.source_path.name}' failed:\n{res.stderr.strip()}")
         masked, self._bounds, self._template_bounds = _mask(res.stdout), {}, {}
         self._constants = {**_find_device_globals(masked), **_find_constants(masked)}
+        self.cpp_linkage = _cpp_linkage_kernels(masked)
         return (_find_kernels(masked, bounds=self._bounds),
                 _find_kernels(masked, templates=True, bounds=self._template_bounds))
 
@@ -740,6 +767,7 @@ class _Module:
             found = json.loads(self._kernels_file.read_text())
             self.kernel_params, self.launch_bounds = found["params"], found["launch_bounds"]
             self.constant_initialized = found["constants"]
+            self.cpp_linkage = found.get("cpp_linkage", [])
         except (OSError, ValueError, KeyError, TypeError):
             raise _CorruptCache(f"{self._stack_file} or {self._kernels_file} is missing or unreadable") from None
         if self.sanitize:
@@ -962,6 +990,10 @@ class RawKernel:
                 if "<" in self.name else ""
             raise AttributeError(f"no __global__ function '{self.name}' in the source "
                                  f"(found: {', '.join(self._mod.kernels) or 'none'}){hint}")
+        if found in self._mod.cpp_linkage and _spelling(found) not in {_spelling(e) for e in self._name_expressions}:
+            raise AttributeError(f"__global__ function '{found}' has C++ linkage (no extern \"C\"), so its symbol is "
+                                 "a mangled name and CuPy cannot find it by this name (CUDA_ERROR_NOT_FOUND): declare "
+                                 f"it extern \"C\", or pass name_expressions=['{found}'] to RawModule")
         self.name = found  # as spelled in name_expressions, like every message of the runtime
         self._index, self.params = self._mod.kernels[found]
 

@@ -669,3 +669,45 @@ def test_directed_rounding_float_intrinsics():
                     continue
                 want = round_directed(e, mode)
                 assert got == want, (i, mode, k, got, want)
+
+
+# ------------------------------------------------------------------------------------------------
+# cooperative_groups/scan.h; a kernel without extern "C"
+# ------------------------------------------------------------------------------------------------
+LINKAGE = r'''
+#include <cooperative_groups.h>
+#include <cooperative_groups/scan.h>
+namespace cg = cooperative_groups;
+extern "C" __global__ void tile_scan(const int* x, int* inclusive, int* exclusive) {
+    auto tile = cg::tiled_partition<16>(cg::this_thread_block());
+    inclusive[threadIdx.x] = cg::inclusive_scan(tile, x[threadIdx.x]);
+    exclusive[threadIdx.x] = cg::exclusive_scan(tile, x[threadIdx.x], cg::plus<int>());
+}
+__global__ void fill_twos(float* y) { y[threadIdx.x] = 2.0f; }
+extern "C" {
+__global__ void fill_threes(float* y) { y[threadIdx.x] = 3.0f; }
+}
+'''
+
+
+def test_cooperative_groups_inclusive_and_exclusive_scan():
+    x = rng.integers(-9, 9, 64).astype(np.int32)
+    inclusive, exclusive = zeros(64), zeros(64)
+    RawModule(code=LINKAGE).get_function("tile_scan")(1, 64, (x, inclusive, exclusive))  # no scan.h before
+    tiles = x.reshape(-1, 16)
+    np.testing.assert_array_equal(inclusive, tiles.cumsum(1).ravel())
+    np.testing.assert_array_equal(exclusive, (tiles.cumsum(1) - tiles).ravel())
+
+
+def test_a_kernel_with_cpp_linkage_needs_extern_c_or_a_name_expression():
+    """CuPy looks kernels up by symbol: a C++ kernel's is mangled, so get_function('fill_twos') fails there
+    (CUDA_ERROR_NOT_FOUND). The emulator ran it."""
+    y = zeros(4, np.float32)
+    with pytest.raises(AttributeError, match=r"'fill_twos' has C\+\+ linkage .*extern \"C\".*name_expressions="):
+        RawModule(code=LINKAGE).get_function("fill_twos")
+    with pytest.raises(AttributeError, match="C\\+\\+ linkage"):
+        emu.RawKernel(LINKAGE, "fill_twos")(1, 4, (y,))
+    RawModule(code=LINKAGE, name_expressions=["fill_twos"]).get_function("fill_twos")(1, 4, (y,))
+    np.testing.assert_array_equal(y, 2)
+    RawModule(code=LINKAGE).get_function("fill_threes")(1, 4, (y,))  # inside an extern "C" { } block
+    np.testing.assert_array_equal(y, 3)

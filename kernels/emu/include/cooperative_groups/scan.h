@@ -1,0 +1,23 @@
+// Stand-in for CUDA's <cooperative_groups/scan.h> under minilora's CPU emulator: cg::inclusive_scan and
+// cg::exclusive_scan over a thread_block_tile<N>, as a Kogge-Stone scan of shfl_up (log2 N steps).
+#pragma once
+#include "reduce.h"  // plus, less, greater, bit_and, bit_or, bit_xor
+
+namespace cooperative_groups {
+template <unsigned N, class T, class Op = plus<T>>
+T inclusive_scan(const thread_block_tile<N>& tile, T value, Op op = Op()) {
+    for (unsigned d = 1; d < N; d *= 2) {
+        const T below = tile.shfl_up(value, d);
+        if (tile.thread_rank() >= d) value = op(below, value);
+    }
+    return value;
+}
+
+// Thread 0 gets T() (0 for cg::plus), every other thread the inclusive scan of the threads before it.
+template <unsigned N, class T, class Op = plus<T>>
+T exclusive_scan(const thread_block_tile<N>& tile, T value, Op op = Op()) {
+    const T inclusive = inclusive_scan(tile, value, op);
+    const T before = tile.shfl_up(inclusive, 1);
+    return tile.thread_rank() == 0 ? T() : before;
+}
+}  // namespace cooperative_groups
