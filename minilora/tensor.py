@@ -891,8 +891,10 @@ class Tensor:
         elif self._array.itemsize == 2 and not hasattr(value, "dtype"):  # numbers into a 16-bit float:
             value = dtypes.cast(np.asarray(value), self.dtype)  # rounded as torch (through float32)
         try:
-            self._array[ops.shape._raw_index(index, self._device)] = value
+            ops.shape.put_indexed(self._array, ops.shape._raw_index(index, self._device), value)
         except ValueError as exc:
+            if "broadcast" in str(exc):  # torch: RuntimeError (ShapeError is a ValueError too)
+                raise ShapeError(f"__setitem__: {exc}") from None
             if "read-only" not in str(exc):
                 raise
             raise RuntimeError("unsupported operation: more than one element of the written-to "

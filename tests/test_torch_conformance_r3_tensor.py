@@ -289,3 +289,56 @@ def test_cat_skips_legacy_empty_tensors_in_backward():
     x = ml.ones(2, 3, requires_grad=True)
     ml.cat([ml.zeros(0), x, ml.zeros(0)]).sum().backward()
     assert x.grad.tolist() == [[1.0] * 3] * 2
+
+
+# ---- indexing: integers are applied before index arrays, as torch -------------------------------------
+X3 = np.arange(24.0).reshape(2, 3, 4)
+INDEXING = {
+    "int_slice_list": lambda x: x[0, :, [1, 2]],
+    "int_slice_tensor": lambda x: x[1, :, x.new_tensor([3, 0]).long()],
+    "list_slice_int": lambda x: x[[1, 0], :, 2],
+    "0d_tensor_slice_list": lambda x: x[x.new_tensor(1).long(), :, [0, 2]],
+    "int_ellipsis_list": lambda x: x[0, ..., [1, 3]],
+    "int_none_slice_list": lambda x: x[1, None, :, [0, 1]],
+    "adjacent_int_list": lambda x: x[:, 0, [1, 2]],
+    "int_slice_bool_mask": lambda x: x[0, :, x.new_tensor([1, 0, 1, 0]).bool()],
+    "list_slice_list": lambda x: x[[0, 1], :, [1, 2]],
+    "int_list_int": lambda x: x[1, [0, 2], 3],
+}
+
+
+@pytest.mark.parametrize("name", INDEXING)
+def test_mixed_integer_and_array_indices_as_torch(name):
+    results = []
+    for lib in (torch, ml):
+        x = lib.tensor(X3, requires_grad=True)
+        out = INDEXING[name](x)
+        (out * lib.arange(out.numel(), dtype=lib.float64).reshape(out.shape)).sum().backward()
+        results.append((_values(out), x.grad.tolist()))
+    assert results[1] == results[0]
+
+
+@pytest.mark.parametrize("name", ["int_slice_list", "int_slice_bool_mask", "list_slice_int"])
+def test_setitem_with_mixed_indices_as_torch(name):
+    written = []
+    for lib in (torch, ml):
+        x = lib.tensor(X3)
+        shape = tuple(INDEXING[name](x).shape)
+        values = lib.arange(int(np.prod(shape)), dtype=lib.float64).reshape(shape) + 100
+        target = {"int_slice_list": (0, slice(None), [1, 2]),
+                  "int_slice_bool_mask": (0, slice(None), lib.tensor([True, False, True, False])),
+                  "list_slice_int": ([1, 0], slice(None), 2)}[name]
+        x[target] = values
+        leaf = lib.tensor(X3, requires_grad=True)
+        y = leaf * 1
+        y[target] = values
+        written.append((x.tolist(), y.tolist()))
+    assert written[1] == written[0]
+
+
+def test_setitem_shape_mismatch_is_a_runtime_error_as_torch():
+    for lib in (torch, ml):
+        with pytest.raises(RuntimeError):
+            lib.zeros(2, 3)[...] = lib.ones(3, 3)
+        with pytest.raises(RuntimeError):
+            lib.zeros(2, 3)[0] = lib.ones(2)

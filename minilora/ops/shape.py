@@ -48,17 +48,88 @@ class GetItem(Function):
     @staticmethod
     def forward(ctx, a, index):
         ctx.shape, ctx.dtype, ctx.index = a.shape, a.dtype, index
-        return a[index]
+        return take_indexed(a, index)
 
     @staticmethod
     def backward(ctx, g):
         xp = xp_of(g)
         out = xp.zeros(ctx.shape, dtype=g.dtype)
         if _has_array(ctx.index):
-            add_at(out, ctx.index, g)  # handles repeated indices (bfloat16 on CuPy too)
+            _add_indexed(out, ctx.index, g)  # repeated indices add up (bfloat16 on CuPy too)
         else:
             out[ctx.index] = g
         return out
+
+
+# NumPy and torch agree on every index but one kind: integers mixed with index arrays (lists, tensors,
+# masks). torch selects with the integers first and then indexes the rest, so ``x[0, :, [1, 2]]`` of a
+# [2, 3, 4] tensor is [3, 2]; NumPy counts the integer as an index array, and when a slice separates the
+# index arrays it puts their dimension first: [2, 3]. Such an index is applied here in torch's two steps:
+# ``a[basic][rest]``, where ``basic`` keeps the integers (a view) and ``rest`` the index arrays.
+def _ints_first(index):
+    """``(basic, rest)`` for an index tuple that mixes integers with index arrays, else None.
+    (Every ``x[...]`` calls this: slices, the common case, are skipped first.)"""
+    if type(index) is not tuple:
+        return None
+    kinds = 0  # 1: an integer seen, 2: an index array seen
+    for part in index:
+        kind = type(part)
+        if kind is slice or part is None or part is Ellipsis:
+            continue
+        if kind is int or isinstance(part, np.integer):
+            kinds |= 1
+        elif kind is list:
+            kinds |= 2
+        else:
+            ndim = getattr(part, "ndim", None)
+            if ndim:
+                kinds |= 2
+            elif ndim == 0 and part.dtype.kind in "iu":  # a 0-d index tensor: an integer
+                kinds |= 1
+    return _split_ints_first(index) if kinds == 3 else None
+
+
+def _split_ints_first(index):
+    basic, rest = [], []
+    for part in index:
+        if part is None:  # a new dimension: made by the first step, kept whole by the second
+            basic.append(None)
+            rest.append(slice(None))
+        elif isinstance(part, (int, np.integer)) or getattr(part, "ndim", None) == 0:
+            basic.append(int(part))  # selected (and removed) by the first step
+        elif type(part) is list or getattr(part, "ndim", 0) > 0:
+            dims = part.ndim if getattr(part, "dtype", None) == np.bool_ else 1  # a mask spans its ndim
+            basic.extend([slice(None)] * dims)
+            rest.append(part)
+        else:  # a slice or Ellipsis
+            basic.append(part)
+            rest.append(slice(None) if part is not Ellipsis else part)
+    return tuple(basic), tuple(rest)
+
+
+def take_indexed(array, index):
+    """``array[index]`` in torch's order (see _ints_first)."""
+    split = _ints_first(index)
+    return array[index] if split is None else array[split[0]][split[1]]
+
+
+def _add_indexed(array, index, values):
+    """``add_at(array, index, values)`` in torch's order (see _ints_first)."""
+    split = _ints_first(index)
+    if split is None:
+        add_at(array, index, values)
+    else:
+        add_at(array[split[0]], split[1], values)
+
+
+def put_indexed(array, index, values):
+    """``array[index] = values`` in torch's order (the first step is a view, so this writes into
+    ``array``)."""
+    split = _ints_first(index)
+    if split is None:
+        array[index] = values
+    else:
+        array[split[0]][split[1]] = values
 
 
 # CuPy's add.at is an atomicAdd kernel, for these dtypes only
@@ -96,9 +167,9 @@ class IndexPut(Function):
         ctx.index, ctx.accumulate, ctx.values_shape = index, accumulate, getattr(values, "shape", ())
         out = a.copy()
         if accumulate:
-            add_at(out, index, values)
+            _add_indexed(out, index, values)
         else:
-            out[index] = values
+            put_indexed(out, index, values)
         return out
 
     @staticmethod
@@ -110,9 +181,9 @@ class IndexPut(Function):
             grad_a = g
             if not ctx.accumulate:
                 grad_a = g.copy()
-                grad_a[ctx.index] = 0
+                put_indexed(grad_a, ctx.index, 0)
         if needs_values:
-            grad_values = unbroadcast(g[ctx.index], ctx.values_shape)
+            grad_values = unbroadcast(take_indexed(g, ctx.index), ctx.values_shape)
         return grad_a, grad_values
 
 
