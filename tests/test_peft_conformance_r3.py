@@ -227,3 +227,92 @@ def test_generation_config_argument_and_other_transformers_options(generation_pa
     with pytest.raises(ValueError) as ours:
         our_generate(model, PROMPT, max_new_tokens=3, max_new_token=5)
     assert str(ours.value) == str(theirs.value)
+
+
+# ==================================================================================================
+# LoraConfig: a rank_pattern / alpha_pattern key that adapts nothing is warned about, as in PEFT
+# ==================================================================================================
+def test_unmatched_rank_and_alpha_pattern_keys_warn_with_peft_words():
+    options = dict(r=4, target_modules=["q_proj", "v_proj"], rank_pattern={"proj": 2, "q_proj": 3},
+                   alpha_pattern={r"layers\.1\.self_attn\.v_proj": 5, "o_proj": 7})
+    reference, model = pair()
+    with pytest.warns(RuntimeWarning) as theirs:
+        peft.get_peft_model(reference, peft.LoraConfig(**options))
+    with pytest.warns(RuntimeWarning) as ours:
+        peft_model = get_peft_model(model, LoraConfig(**options))
+    expected = [str(w.message) for w in theirs if "did not match" in str(w.message)]
+    assert len(expected) == 2 and [str(w.message) for w in ours] == expected
+    assert layer(peft_model).r["default"] == 3 and layer(peft_model, "v_proj", 1).lora_alpha["default"] == 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every key used: no warning
+        get_peft_model(pair()[1], LoraConfig(r=4, target_modules=["q_proj"], rank_pattern={"q_proj": 2}))
+
+
+# ==================================================================================================
+# LlamaForCausalLM.forward: transformers 5's keywords
+# ==================================================================================================
+def hf_out(reference, **kwargs):
+    with torch.no_grad():
+        return reference(**{k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()})
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float32, np.bool_])
+def test_labels_of_another_dtype_than_int64_are_refused_with_torchs_words(dtype):
+    reference, model = pair()
+    labels = IDS.astype(dtype)
+    with pytest.raises(RuntimeError) as theirs:
+        hf_out(reference, input_ids=IDS, labels=labels)
+    with pytest.raises(RuntimeError) as ours:
+        model(IDS, labels=labels)
+    with pytest.raises(RuntimeError):
+        model(IDS, labels=ml.tensor(labels))
+    assert str(ours.value) == str(theirs.value)
+    model(IDS, labels=IDS.tolist())  # Python ints are int64, as torch.tensor makes them
+
+
+def test_float_attention_mask_reads_as_mask_not_zero_as_transformers():
+    reference, model = pair()
+    mask = np.ones_like(IDS)
+    mask[0, :2] = 0
+    valid = mask == 1  # (padded query positions are undefined in transformers: eager and sdpa differ there)
+    expected = hf_out(reference, input_ids=IDS, attention_mask=mask.astype(np.float32)).logits.numpy()
+    got = model(IDS, attention_mask=mask.astype(np.float32)).logits.numpy()
+    np.testing.assert_allclose(got[valid], expected[valid], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got, model(IDS, attention_mask=mask).logits.numpy())
+    np.testing.assert_array_equal(model.generate(IDS, attention_mask=mask.astype(np.float32), max_new_tokens=2).numpy(),
+                                  model.generate(IDS, attention_mask=mask, max_new_tokens=2).numpy())
+
+
+def test_logits_to_keep_return_dict_cache_and_num_items_in_batch_as_transformers():
+    reference, model = pair()
+    for keep in (1, 3, 0):
+        expected = hf_out(reference, input_ids=IDS, logits_to_keep=keep).logits.numpy()
+        got = model(IDS, logits_to_keep=keep).logits.numpy()
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    labels = np.where(np.arange(IDS.shape[1]) < 2, -100, IDS)
+    expected = hf_out(reference, input_ids=IDS, labels=labels, num_items_in_batch=torch.tensor(3)).loss.item()
+    assert model(IDS, labels=labels, num_items_in_batch=3).loss.item() == pytest.approx(expected, rel=1e-5)
+    loss, logits = model(IDS, labels=labels, return_dict=False)
+    theirs = hf_out(reference, input_ids=IDS, labels=labels, return_dict=False)
+    assert loss.item() == pytest.approx(theirs[0].item(), rel=1e-5) and logits.shape == tuple(theirs[1].shape)
+    first = model(IDS[:, :4], use_cache=True)
+    assert first.cache is first.past_key_values is not None
+    step = model(IDS[:, 4:5], cache=first.cache, use_cache=True)
+    full = model(IDS[:, :5]).logits.numpy()[:, -1]
+    np.testing.assert_allclose(step.logits.numpy()[:, -1], full, rtol=1e-5, atol=1e-5)
+
+
+def test_inputs_embeds_in_place_of_input_ids_as_transformers():
+    reference, model = pair()
+    embeds = model.get_input_embeddings()(ml.tensor(IDS)).detach().requires_grad_(True)
+    expected = hf_out(reference, inputs_embeds=torch.as_tensor(embeds.numpy())).logits.numpy()
+    out = model(inputs_embeds=embeds, labels=IDS)
+    np.testing.assert_allclose(out.logits.numpy(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(out.logits.numpy(), model(IDS).logits.numpy())
+    out.loss.backward()
+    assert embeds.grad is not None and embeds.grad.shape == embeds.shape  # soft prompts can be trained
+    with pytest.raises(ValueError, match="exactly one of input_ids or inputs_embeds"):
+        model(IDS, inputs_embeds=embeds)
+    with pytest.raises(ValueError, match="exactly one of input_ids or inputs_embeds"):
+        model()

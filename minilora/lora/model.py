@@ -86,6 +86,22 @@ def _pattern_value(patterns, key, default):
     return default
 
 
+def _warn_unmatched_patterns(config, targeted):
+    """A rank_pattern / alpha_pattern key that matches none of the adapted modules is a typo or a key
+    written for another model: warn, as PEFT does (with its words), rather than silently use ``r``.
+    (Not for AdaLoRA, whose rank_pattern holds the allocated masks by parameter name: PEFT's warning
+    there is spurious.)"""
+    if config.peft_type == "ADALORA":
+        return
+    for attr in ("rank_pattern", "alpha_pattern"):
+        patterns = getattr(config, attr, None) or {}
+        unmatched = sorted(key for key in patterns
+                           if not any(re.match(rf"(.*\.)?({key})$", name) for name in targeted))
+        if unmatched:
+            warnings.warn(f"The following {attr} keys did not match any targeted module and were ignored: "
+                          f"{unmatched}.", RuntimeWarning)
+
+
 # ==================================================================================================
 # The tuner: injects adapter layers into the model and manages them
 # ==================================================================================================
@@ -152,6 +168,7 @@ class LoraModel(_Wrapper):
             matched.append(key)
         if not matched:
             raise ValueError(self._no_match_message(config))
+        _warn_unmatched_patterns(config, matched)
         self.peft_config[adapter_name] = config
         self._add_modules_to_save(adapter_name, config)
         self._freeze_all_but_adapters(config)

@@ -510,6 +510,8 @@ def _check_count(name, value, minimum=0):
 def _as_int_array(values, name):
     """Token ids or a 0/1 mask as an int64 array; floats like 2.5 are refused, not truncated."""
     array = np.asarray(values.cpu().numpy() if isinstance(values, Tensor) else values)
+    if name == "attention_mask" and array.dtype.kind == "f":  # transformers reads a float mask as mask != 0
+        array = array != 0
     if array.size and array.dtype.kind not in "iub":
         raise ValueError(f"{name} must hold integers, got dtype {array.dtype}")
     return array.astype(np.int64)

@@ -433,26 +433,45 @@ class LlamaModel(Module):
         self.rotary_emb = LlamaRotaryEmbedding(config)
         self.gradient_checkpointing = False  # LlamaForCausalLM.gradient_checkpointing_enable()
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None,
-                use_cache=False):
-        """Hidden states [B, T, hidden_size] and the cache (``None`` unless one is in use)."""
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                use_cache=False, inputs_embeds=None):
+        """Hidden states [B, T, hidden_size] and the cache (``None`` unless one is in use).
+
+        ``inputs_embeds`` [B, T, hidden_size] replaces ``input_ids`` (exactly one of the two, as in
+        transformers): vectors fed in place of the embedding lookup, e.g. learned soft prompts."""
         weight = self.embed_tokens.weight
         xp, dtype = weight.device.xp, weight.dtype
-        ids = _as_ids(input_ids, "input_ids")
-        if 0 in ids.shape:
-            raise ValueError(f"input_ids has shape {ids.shape}: an empty batch or a zero-length sequence "
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is not None:
+            shape = _embeds_shape(inputs_embeds, weight.shape[1])
+        else:
+            ids = _as_ids(input_ids, "input_ids")
+            shape = ids.shape
+        if 0 in shape:
+            raise ValueError(f"input_ids has shape {shape}: an empty batch or a zero-length sequence "
                              "has nothing to compute (give at least one token per row)")
         cache = past_key_values if past_key_values is not None else KVCache() if use_cache else None
         past = cache.get_seq_length() if cache is not None else 0
         if position_ids is None:  # positions continue after the cached ones
-            position_ids = np.arange(past, past + ids.shape[1])[None, :]
+            position_ids = np.arange(past, past + shape[1])[None, :]
         cos, sin = self.rotary_emb(_as_ids(position_ids, "position_ids"), dtype, xp)
-        mask = _attention_bias(attention_mask, ids.shape, past, dtype, xp)
-        x = self.embed_tokens(xp.asarray(ids))
+        mask = _attention_bias(attention_mask, shape, past, dtype, xp)
+        x = self.embed_tokens(xp.asarray(ids)) if inputs_embeds is None else inputs_embeds
         recompute = self.gradient_checkpointing and self.training and cache is None
         for layer in self.layers:
             x = checkpoint(layer, x, cos, sin, mask, None) if recompute else layer(x, cos, sin, mask, cache)
         return self.norm(x), cache
+
+
+def _embeds_shape(inputs_embeds, hidden_size):
+    """[batch, seq_len] of an ``inputs_embeds`` Tensor, which must be [batch, seq_len, hidden_size]."""
+    if not isinstance(inputs_embeds, Tensor):
+        raise TypeError(f"inputs_embeds must be a Tensor, got {type(inputs_embeds).__name__}")
+    if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != hidden_size:
+        raise ValueError(f"inputs_embeds must have shape [batch, seq_len, {hidden_size}], got "
+                         f"{tuple(inputs_embeds.shape)}")
+    return tuple(inputs_embeds.shape[:2])
 
 
 def _as_ids(ids, name):
@@ -460,6 +479,8 @@ def _as_ids(ids, name):
     if isinstance(ids, Tensor):
         ids = ids.cpu().numpy()
     ids = ids.get() if hasattr(ids, "__cuda_array_interface__") else np.asarray(ids)
+    if name == "attention_mask" and ids.dtype.kind == "f":  # transformers reads a float mask as mask != 0
+        ids = ids != 0
     if ids.ndim != 2 or (ids.size and ids.dtype.kind not in "iub"):
         raise ValueError(f"{name} must be integers of shape [batch, seq_len], got shape {ids.shape} "
                          f"and dtype {ids.dtype} (wrap one sequence as [ids])")
@@ -579,6 +600,34 @@ class CausalLMOutput:
             return getattr(self, key)
         return self.to_tuple()[key]
 
+    @property
+    def cache(self):
+        """transformers 5's name for ``past_key_values``."""
+        return self.past_key_values
+
+
+def _last_positions(hidden, logits_to_keep):
+    """``hidden`` [B, T, H] cut to its last ``logits_to_keep`` positions (0: all), as transformers."""
+    if isinstance(logits_to_keep, bool) or not isinstance(logits_to_keep, (int, np.integer)) or logits_to_keep < 0:
+        raise TypeError(f"logits_to_keep must be an integer >= 0 (0: every position), got {logits_to_keep!r}")
+    return hidden if logits_to_keep == 0 else hidden[:, -int(logits_to_keep):, :]
+
+
+_TORCH_DTYPE_NAMES = {"int8": "Char", "int16": "Short", "int32": "Int", "uint16": "UInt16", "uint32": "UInt32",
+                      "uint64": "UInt64", "bool": "Bool", "float16": "Half", "bfloat16": "BFloat16",
+                      "float32": "Float", "float64": "Double"}
+
+
+def _check_labels_dtype(labels):
+    """Labels given as a Tensor or an array must be int64 (or uint8), as torch's cross_entropy requires:
+    an int32 or float label tensor is refused with torch's words, not converted."""
+    dtype = getattr(labels, "dtype", None)
+    if dtype is None or isinstance(labels, (list, tuple)):
+        return
+    name = str(np.dtype(dtype))
+    if name not in ("int64", "uint8"):
+        raise RuntimeError(f"expected target dtype to be Long or Byte, but got {_TORCH_DTYPE_NAMES.get(name, name)}")
+
 
 def causal_lm_loss(logits, labels, ignore_index=-100, reduction="mean"):
     """Next-token cross-entropy: position t predicts ``labels[t + 1]``; ``-100`` labels are skipped.
@@ -587,6 +636,7 @@ def causal_lm_loss(logits, labels, ignore_index=-100, reduction="mean"):
     slicing copy), and 16-bit logits are upcast first (``logits.float()``): the loss of a bfloat16 or
     float16 model is computed, and returned, in float32; its gradient flows back in the logits' dtype.
     """
+    _check_labels_dtype(labels)
     labels = _as_ids(labels, "labels")
     if labels.shape != logits.shape[:2]:
         raise ValueError(f"labels have shape {labels.shape}, logits {logits.shape}: expected labels "
@@ -633,16 +683,28 @@ class LlamaForCausalLM(Module):
     def device(self):
         return self.model.embed_tokens.weight.device
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None,
-                inputs_embeds=None, labels=None, use_cache=False):
-        """transformers' argument order: ``model(ids, mask)`` passes the attention mask."""
-        if inputs_embeds is not None:
-            raise NotImplementedError("inputs_embeds is not implemented in minilora: pass input_ids")
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                inputs_embeds=None, labels=None, use_cache=False, logits_to_keep=0, *, cache=None,
+                num_items_in_batch=None, return_dict=True):
+        """transformers' argument order: ``model(ids, mask)`` passes the attention mask.
+
+        As transformers 5: ``cache=`` is the new name of ``past_key_values=``; ``logits_to_keep=k``
+        computes the logits of the last k positions only (0: all; generation needs just the last);
+        ``num_items_in_batch`` (the Trainer's, under gradient accumulation) makes the loss the sum
+        over the labelled tokens divided by it, not their mean; ``return_dict=False`` gives a tuple."""
+        if cache is not None:
+            if past_key_values is not None:
+                raise ValueError("pass the cache once: cache= (transformers 5's name) or past_key_values=")
+            past_key_values = cache
         hidden, cache = self.model(input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                   past_key_values=past_key_values, use_cache=use_cache)
-        logits = self.lm_head(hidden)
-        loss = causal_lm_loss(logits, labels) if labels is not None else None
-        return CausalLMOutput(loss=loss, logits=logits, past_key_values=cache)
+                                   past_key_values=past_key_values, use_cache=use_cache, inputs_embeds=inputs_embeds)
+        logits = self.lm_head(_last_positions(hidden, logits_to_keep))
+        loss = None
+        if labels is not None:
+            loss = causal_lm_loss(logits, labels, reduction="mean" if num_items_in_batch is None else "sum")
+            loss = loss if num_items_in_batch is None else loss / num_items_in_batch
+        out = CausalLMOutput(loss=loss, logits=logits, past_key_values=cache)
+        return out if return_dict else out.to_tuple()
 
     def generate(self, input_ids, **kwargs):
         """Continue ``input_ids``; see ``minilora.generate.generate`` for the options."""
