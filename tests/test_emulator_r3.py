@@ -711,3 +711,37 @@ def test_a_kernel_with_cpp_linkage_needs_extern_c_or_a_name_expression():
     np.testing.assert_array_equal(y, 2)
     RawModule(code=LINKAGE).get_function("fill_threes")(1, 4, (y,))  # inside an extern "C" { } block
     np.testing.assert_array_equal(y, 3)
+
+
+COALESCED = r'''
+#include <cooperative_groups.h>
+#include <cooperative_groups/reduce.h>
+#include <cooperative_groups/scan.h>
+namespace cg = cooperative_groups;
+// Stream compaction with the lanes that pass the filter: one atomicAdd per warp, places by exclusive scan.
+extern "C" __global__ void compact(const int* x, int* out, int* count, int* sums, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n && x[i] > 0) {
+        cg::coalesced_group active = cg::coalesced_threads();
+        int base = 0;
+        if (active.thread_rank() == 0) base = atomicAdd(count, (int)active.size());
+        base = active.shfl(base, 0);
+        out[base + cg::exclusive_scan(active, 1)] = x[i];
+        sums[i] = cg::reduce(active, x[i], cg::plus<int>()) - cg::inclusive_scan(active, x[i]);
+    }
+}
+'''
+
+
+def test_coalesced_group_reduce_and_scans_for_stream_compaction():
+    n = 300
+    x = rng.integers(-5, 6, n).astype(np.int32)
+    out, count, sums = np.full(n, -1, np.int32), zeros(1), np.full(n, -99, np.int32)
+    RawModule(code=COALESCED).get_function("compact")(-(-n // 64), 64, (x, out, count, sums, np.int32(n)))
+    kept = x[x > 0]
+    assert count[0] == kept.size
+    np.testing.assert_array_equal(np.sort(out[:kept.size]), np.sort(kept))  # did not compile: no reduce/scan
+    for w in range(-(-n // 32)):  # per warp: the sum of the later passing lanes
+        lanes = np.arange(w * 32, min(n, w * 32 + 32))
+        vals = x[lanes][x[lanes] > 0]
+        np.testing.assert_array_equal(sums[lanes][x[lanes] > 0], vals.sum() - vals.cumsum())

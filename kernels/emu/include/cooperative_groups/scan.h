@@ -1,5 +1,6 @@
 // Stand-in for CUDA's <cooperative_groups/scan.h> under minilora's CPU emulator: cg::inclusive_scan and
-// cg::exclusive_scan over a thread_block_tile<N>, as a Kogge-Stone scan of shfl_up (log2 N steps).
+// cg::exclusive_scan over a thread_block_tile<N>, as a Kogge-Stone scan of shfl_up (log2 N steps), and
+// over a coalesced_group by gathering rank by rank.
 #pragma once
 #include "reduce.h"  // plus, less, greater, bit_and, bit_or, bit_xor
 
@@ -19,5 +20,25 @@ T exclusive_scan(const thread_block_tile<N>& tile, T value, Op op = Op()) {
     const T inclusive = inclusive_scan(tile, value, op);
     const T before = tile.shfl_up(inclusive, 1);
     return tile.thread_rank() == 0 ? T() : before;
+}
+
+// Over a coalesced_group: each lane adds the values of the ranks up to its own (or before it).
+template <class T, class Op = plus<T>>
+T inclusive_scan(const coalesced_group& group, T value, Op op = Op()) {
+    T total = group.shfl(value, 0);
+    for (unsigned rank = 1; rank < group.size(); ++rank) {
+        const T next = group.shfl(value, rank);
+        if (rank <= group.thread_rank()) total = op(total, next);
+    }
+    return total;
+}
+template <class T, class Op = plus<T>>
+T exclusive_scan(const coalesced_group& group, T value, Op op = Op()) {
+    T total = T();
+    for (unsigned rank = 0; rank + 1 < group.size(); ++rank) {
+        const T next = group.shfl(value, rank);
+        if (rank < group.thread_rank()) total = rank == 0 ? next : op(total, next);
+    }
+    return total;
 }
 }  // namespace cooperative_groups
