@@ -27,7 +27,8 @@ gpu_check.sh's time bound keeps what it has, and says where it stopped):
      drained before and after each), timed on the device (CUDA events) and on the host, grouped into
      minilora's CUDA kernels, cuBLAS GEMMs, attention, CuPy elementwise/reduction ops, and the Python
      between ops; with the count of ops and of minilora kernel launches per step.
-``--profile`` also prints minilora.profile's op table and cProfile's top functions (host view).
+``--profile`` also prints minilora.profile's op table and cProfile's top functions (host view). The split's
+ops are NVTX ranges on cuda: ``nsys profile python benchmarks/gpu_train_step.py --no-peft`` names them.
 
     python benchmarks/gpu_train_step.py                      # on the GPU, ~1.1B parameters
     python benchmarks/gpu_train_step.py --dry-run            # seconds on the CPU: minilora rows, probe, split (tested)
@@ -464,6 +465,15 @@ class Timeline:
         import cupy
         return cupy.cuda.get_elapsed_time(start, end) / 1e3
 
+    def nvtx(self):
+        """CuPy's NVTX ranges on cuda (what ``nsys profile`` shows by name), else ones that do nothing."""
+        nvtx = getattr(sys.modules.get("cupy.cuda"), "nvtx", None) if self.cuda else None
+        return nvtx if getattr(nvtx, "available", False) else _NoRanges
+
+
+class _NoRanges:
+    RangePush = RangePop = staticmethod(lambda *args: None)
+
 
 GEMM_OPS = {"MatMul", "Linear", "Einsum"}  # ops whose work is a cuBLAS GEMM (on cuda)
 KERNELS, GEMMS, ATTENTION, ELEMENTWISE = ("minilora CUDA kernels", "cuBLAS GEMMs (MatMul, Linear, Einsum)",
@@ -495,9 +505,12 @@ class OpTimer:
             return fn()
         synchronize(self.device)
         self.depth, launches, start, before = 1, self.launches, time.perf_counter(), self.clock.mark()
+        nvtx = self.clock.nvtx()  # named ranges for a profiler (nsys) run around this script, if any
+        nvtx.RangePush(f"{op} {direction}")
         try:
             out = fn()
         finally:
+            nvtx.RangePop()
             self.depth = 0
         host = time.perf_counter() - start
         after = self.clock.mark()
