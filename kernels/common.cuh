@@ -592,10 +592,15 @@ __device__ __forceinline__ void zero(float (&acc)[TM][TN]) {
 }
 
 // C[m, n] = acc (+ bias[n]) for this thread's TM x TN outputs of the tile at (m0, n0); ldc = row length.
+// The bias is read once per column (TN loads, not TM x TN: the compiler cannot reuse a load across the
+// stores to C, which might alias it).
 template <class Tile>
 __device__ __forceinline__ void store_tile(const float (&acc)[Tile::TM][Tile::TN], float* C, int ldc, int M, int N,
                                            int m0, int n0, const float* bias) {
     const Tile tile(threadIdx.x);
+    float b[Tile::TN];
+#pragma unroll
+    for (int j = 0; j < Tile::TN; ++j) b[j] = bias && n0 + tile.col(j) < N ? bias[n0 + tile.col(j)] : 0.0f;
 #pragma unroll
     for (int i = 0; i < Tile::TM; ++i) {
         const int m = m0 + tile.row(i);
@@ -603,7 +608,7 @@ __device__ __forceinline__ void store_tile(const float (&acc)[Tile::TM][Tile::TN
 #pragma unroll
         for (int j = 0; j < Tile::TN; ++j) {
             const int n = n0 + tile.col(j);
-            if (n < N) C[(unsigned long long)m * ldc + n] = acc[i][j] + (bias ? bias[n] : 0.0f);
+            if (n < N) C[(unsigned long long)m * ldc + n] = acc[i][j] + b[j];
         }
     }
 }
