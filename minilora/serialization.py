@@ -72,7 +72,9 @@ def save(obj, f):
 def _refuse_pickle(path):
     from . import checkpoint
     with open(path, "rb") as file:
-        magic = file.read(4)
+        magic = file.read(9)
+    if _is_safetensors(magic, os.path.getsize(path)):
+        return
     if magic.startswith(b"PK\x03\x04") and _is_npz(path):
         raise checkpoint.CheckpointError(
             f"{path} is a NumPy .npz archive, not a safetensors file: a training checkpoint "
@@ -85,6 +87,12 @@ def _refuse_pickle(path):
             f"files and never unpickles: unpickling can run any code the file contains. Convert it "
             f"where torch is installed: safetensors.torch.save_file(torch.load(path), "
             f"'weights.safetensors')")
+
+
+def _is_safetensors(start, size):
+    """A safetensors file starts with its header's length (8 bytes, little-endian) and the header's "{". Its
+    first byte is 0x80, as a pickle's, whenever that length is 128 more than a multiple of 256."""
+    return len(start) == 9 and start[8:9] == b"{" and int.from_bytes(start[:8], "little") <= size - 8
 
 
 def _is_npz(path):
@@ -113,10 +121,12 @@ def _placements(path, text):
     return extra
 
 
-def _check_saved_devices(path, extra):
+def _check_saved_devices(path, extra, map_location):
     """As torch.load: a tensor saved from a device this machine cannot use asks for ``map_location``."""
     from .device import device
     for name in sorted({d for d, _ in extra.values()}):
+        if isinstance(map_location, dict) and _mapped(map_location, name) is not None:
+            continue
         try:
             device(name)
         except (ValueError, RuntimeError) as exc:
@@ -124,11 +134,40 @@ def _check_saved_devices(path, extra):
                                f"used here ({exc}); pass map_location='cpu' to load them onto the CPU") from None
 
 
+def _mapped(locations, saved):
+    """torch.load's dict ``map_location`` ({"cuda:0": "cpu"}): the entry for the saved device, by its name or
+    (``"cuda:0"`` for minilora's ``"cuda"``) by its type; None when no entry names it."""
+    for key, target in locations.items():
+        if str(key) == saved or str(key).split(":")[0] == saved:
+            return target
+    return None
+
+
+def _placed(tensor, saved, map_location):
+    """Where ``map_location`` puts a tensor saved on device ``saved`` (loaded onto the CPU): a device or its
+    name, a dict from saved device to device, or torch's callable ``fn(storage, location)`` -- called with
+    the CPU tensor, which it returns as it is (``lambda storage, loc: storage``) or moved (``.cuda()``)."""
+    if map_location is None:
+        return tensor.to(saved)
+    if callable(map_location) and not isinstance(map_location, str) and not hasattr(map_location, "type"):
+        moved = map_location(tensor, saved)
+        if not isinstance(moved, Tensor):
+            raise TypeError(f"minilora.load: map_location returned a {type(moved).__name__}, not a Tensor (it is "
+                            f"called as map_location(tensor, location) and must return the tensor, moved or not)")
+        return moved
+    if isinstance(map_location, dict):
+        target = _mapped(map_location, saved)
+        return tensor.to(saved if target is None else target)
+    return tensor.to(map_location)
+
+
 def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=None):
     """``{name: Tensor}`` from a safetensors file, as ``save`` wrote it (or any safetensors file).
 
-    ``map_location`` (a device or its name) puts every tensor there; by default each goes back to the
-    device it was saved from (cpu for files written by others). torch.load's other arguments: loading
+    ``map_location`` (a device or its name) puts every tensor there; torch's other forms work too: a dict from
+    saved device to device (``{"cuda:0": "cpu"}``) and a callable ``fn(storage, location)`` (``lambda storage,
+    loc: storage`` keeps everything on the CPU). By default each tensor goes back to the device it was saved
+    from (cpu for files written by others). torch.load's other arguments: loading
     is always weights-only (``weights_only=True`` or None is what happens anyway); ``weights_only=False``,
     a ``pickle_module`` and ``mmap=True`` ask for what minilora does not do, and are refused."""
     from . import checkpoint
@@ -142,15 +181,13 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=No
     _refuse_pickle(path)
     header, _ = checkpoint.read_header(path)
     extra = _placements(path, header.get("__metadata__", {}).get(_META_KEY, "{}"))
-    if map_location is None:
-        _check_saved_devices(path, extra)
+    if map_location is None or isinstance(map_location, dict):
+        _check_saved_devices(path, extra, map_location)
     arrays = checkpoint.load_file(path)
     checkpoint.warn_non_finite(arrays, f"minilora.load({path!r})")  # torch.load says nothing
     out = {}
     for name, array in arrays.items():
-        device, requires_grad = extra.get(name, ["cpu", False])
-        if map_location is not None:
-            device = map_location
-        out[name] = Tensor(array.copy(), dtype=array.dtype, device=device,
-                           requires_grad=requires_grad)
+        saved, requires_grad = extra.get(name, ["cpu", False])
+        loaded = _placed(Tensor(array.copy(), dtype=array.dtype, device="cpu"), saved, map_location)
+        out[name] = loaded.requires_grad_(requires_grad) if requires_grad else loaded
     return out

@@ -701,3 +701,38 @@ def test_load_training_state_names_files_that_are_not_training_checkpoints(tmp_p
         load_training_state(tmp_path / "model.safetensors")
     with pytest.raises(IsADirectoryError, match="checkpoint.npz"):
         load_training_state(tmp_path)
+
+
+@pytest.mark.parametrize("map_location", ["cpu", {"emu": "cpu"}, lambda storage, loc: storage],
+                         ids=["name", "dict", "callable"])
+def test_minilora_load_takes_torchs_forms_of_map_location(tmp_path, map_location):
+    """``torch.load(path, map_location=...)`` as tutorials write it: a name, a dict, ``lambda storage, loc: storage``."""
+    state = {"w": ml.tensor(np.arange(3.0), device="emu", requires_grad=True), "b": ml.ones(2)}
+    ml.save(state, tmp_path / "model.safetensors")
+    loaded = ml.load(tmp_path / "model.safetensors", map_location=map_location)
+    assert {name: t.device.type for name, t in loaded.items()} == {"w": "cpu", "b": "cpu"}
+    assert loaded["w"].requires_grad and not loaded["b"].requires_grad
+    np.testing.assert_array_equal(loaded["w"].detach().numpy(), np.arange(3.0))
+    torch.save({"w": torch.arange(3.0)}, tmp_path / "model.pt")  # torch takes the same forms
+    torch.load(tmp_path / "model.pt", map_location={"cuda:0": "cpu"} if isinstance(map_location, dict) else map_location)
+
+
+def test_minilora_load_map_location_errors(tmp_path):
+    ml.save({"w": ml.ones(2, device="emu")}, tmp_path / "model.safetensors")
+    assert ml.load(tmp_path / "model.safetensors", map_location={"cuda:0": "cpu"})["w"].device.type == "emu"
+    assert ml.load(tmp_path / "model.safetensors", map_location=lambda t, loc: t.to("emu"))["w"].device.type == "emu"
+    with pytest.raises(TypeError, match="map_location returned a str"):
+        ml.load(tmp_path / "model.safetensors", map_location=lambda t, loc: "cpu")
+
+
+def test_a_safetensors_file_whose_first_byte_is_0x80_is_not_taken_for_a_pickle(tmp_path):
+    """The header's length is little-endian: 128 more than a multiple of 256 makes the first byte 0x80, a
+    pickle's first byte (1 file in 32: headers are padded to 8 bytes). Such files were refused as pickles."""
+    for length in range(1, 300):
+        path = tmp_path / f"{length}.safetensors"
+        ml.save({"x" * length: ml.ones(1)}, path)
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    else:
+        pytest.fail("no header length 128 mod 256 reached")
+    assert ml.load(path)["x" * length].tolist() == [1.0]
