@@ -1055,6 +1055,8 @@ class Tensor:
     # two dtypes are compared in torch's promoted dtype, not NumPy's: a bfloat16 tensor == a float32
     # 0-d tensor holding 2.3 rounds the 2.3 to bfloat16 first (NumPy would widen the tensor instead).
     def _compare(self, other, op):
+        if other is None or isinstance(other, str):  # torch: t == None is False, t < None TypeError
+            return NotImplemented
         a = self._array
         b = other._array if isinstance(other, Tensor) else other
         b_dtype = getattr(b, "dtype", None)

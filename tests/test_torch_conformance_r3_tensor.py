@@ -342,3 +342,37 @@ def test_setitem_shape_mismatch_is_a_runtime_error_as_torch():
             lib.zeros(2, 3)[...] = lib.ones(3, 3)
         with pytest.raises(RuntimeError):
             lib.zeros(2, 3)[0] = lib.ones(2)
+
+
+# ---- clamp / lerp / comparisons with tensors of other dtypes ---------------------------------------------
+BOUNDS = {
+    "clamp_float_by_long_0d": lambda lib: lib.tensor([3.0, 1.0]).clamp(min=lib.tensor(2)),
+    "clamp_half_by_double_0d": lambda lib: lib.tensor([3.0, 1.0], dtype=lib.float16).clamp(min=lib.tensor(2.5, dtype=lib.float64)),
+    "clamp_int32_by_long_0d": lambda lib: lib.tensor([3, 1], dtype=lib.int32).clamp(max=lib.tensor(2)),
+    "clamp_float_by_long_1d": lambda lib: lib.clamp(lib.tensor([3.0, 1.0]), lib.tensor([2, 2]), None),
+    "clamp_long_by_double_1d": lambda lib: lib.tensor([3, 1]).clamp(min=lib.tensor([2.5, 0.5], dtype=lib.float64)),
+    "clamp_both_tensors": lambda lib: lib.clamp(lib.tensor([1.0, 5.0, 3.0]), min=lib.tensor([2.0]), max=lib.tensor(4, dtype=lib.int32)),
+    "clamp_min_above_max": lambda lib: lib.tensor([1.0, 5.0, 3.0]).clamp(lib.tensor([4.0]), lib.tensor([2.0])),
+    "clip_number_bounds": lambda lib: lib.clip(lib.tensor([1, 5, 3]), 1.5, 3.5),
+    "lerp_double_0d_weight": lambda lib: lib.lerp(lib.tensor([1.0, 2.0]), lib.tensor([3.0, 4.0]), lib.tensor(0.5, dtype=lib.float64)),
+    "lerp_double_1d_weight": lambda lib: lib.lerp(lib.tensor([1.0, 2.0]), lib.tensor([3.0, 4.0]), lib.tensor([0.5, 0.5], dtype=lib.float64)),
+    "lerp_double_0d_end": lambda lib: lib.lerp(lib.tensor([1.0, 2.0]), lib.tensor(3.0, dtype=lib.float64), 0.5),
+    "eq_none": lambda lib: lib.tensor([1.0, 2.0]) == None,  # noqa: E711
+    "ne_none": lambda lib: lib.tensor([1.0, 2.0]) != None,  # noqa: E711
+    "eq_string": lambda lib: lib.tensor([1.0, 2.0]) == "a",
+    "lt_none": lambda lib: lib.tensor([1.0, 2.0]) < None,
+}
+
+
+@pytest.mark.parametrize("name", BOUNDS)
+def test_bounds_and_comparisons_as_torch(name):
+    _same(BOUNDS[name])
+
+
+def test_clamp_by_tensor_bounds_of_another_dtype_has_gradients():
+    x = ml.tensor([3.0, 1.0, 2.0], requires_grad=True)
+    low = ml.tensor(2.5, dtype=ml.float64, requires_grad=True)
+    out = x.clamp(min=low)
+    assert out.dtype == ml.float32
+    out.sum().backward()
+    assert x.grad.tolist() == [1.0, 0.0, 0.0] and low.grad.tolist() == 2.0 and low.grad.dtype == ml.float64

@@ -931,6 +931,8 @@ def clamp(input, min=None, max=None):  # noqa: A002  (torch's argument names)
     dtype = result_type(*(x for x in (input, min, max) if x is not None))
     if dtype != input.dtype:  # clamp(int tensor, 0.5) is float32 in torch (its result_type)
         input = astype(input, dtype)
+    # bound tensors too (NumPy would widen float32 by a 0-d int64 bound to float64; torch does not)
+    min, max = (astype(b, dtype) if hasattr(b, "_array") and b.dtype != dtype else b for b in (min, max))
     return Clamp.apply(input, min, max)
 
 
@@ -1130,6 +1132,9 @@ class Lerp(Function):
 def lerp(input, end, weight):
     """``torch.lerp``: ``input + weight * (end - input)``; ``weight`` is a number or a tensor.
     ``input`` and ``end`` must share a dtype (torch refuses to promote here)."""
+    if hasattr(weight, "_array") and weight.ndim == 0 and weight.dtype != input.dtype and is_floating(
+            weight.dtype):  # torch takes a 0-d weight of another float dtype as a scalar
+        weight = astype(weight, input.dtype)
     for name, other in (("end", end), ("weight", weight)):
         if hasattr(other, "_array") and other.dtype != input.dtype:
             raise RuntimeError(f"lerp: expected dtype {input.dtype} for `{name}` but got dtype "
