@@ -418,10 +418,9 @@ def bf16_probe(device):
         xp = cupy
         versions = f"CuPy {cupy.__version__}, CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}, " + versions
         try:
-            import cupyx.scipy.special  # noqa: F401
-            cupyx = sys.modules["cupyx"]
+            import cupyx.scipy.special  # (binds cupyx: its erf is one of the probe's calls)
         except ImportError:
-            pass
+            cupyx = None
         try:
             from cupy._core import _accelerator
             versions += f", routine accelerators {_accelerator.get_routine_accelerators()}"
