@@ -2,11 +2,13 @@
 # The GPU check of minilora's CUDA kernels, in one go, inside a total time bound (issues 6 and 16):
 #   1. the CUDA tests -- every test parametrised over the `cuda` device (the kernels, BGMV, the one-rank
 #      NCCL test of tests/test_distributed.py), plus the nvcc compile checks;
-#   2. the kernel benchmarks (benchmarks/gpu_lora.py: every LoRA kernel version, the bf16 tensor-core
-#      forward and backward, the unfused path, cuBLAS fp32 and bf16, PEFT, BGMV, AdamW), which write
-#      benchmarks/RESULTS.md table by table -- and the version sweep's verdict: the fastest fused version
-#      per pass (forward; forward + backward) and rank, into benchmarks/gpu_choice.json, which
-#      minilora.kernels.pick_version reads from then on (commit it with RESULTS.md);
+#   2. the kernel benchmarks (benchmarks/gpu_lora.py: the fp32 LoRA kernel versions v3..v9 -- v1 and v2, 9-100x
+#      cuBLAS's time, are no longer swept -- the bf16 tensor-core forward and backward, the unfused path,
+#      cuBLAS fp32 and bf16, PEFT, BGMV, AdamW), which write benchmarks/RESULTS.md table by table -- and the
+#      version sweep's verdict: the fastest fused version per pass (forward; forward + backward) and rank
+#      among those that agree with cuBLAS (and the fastest with 128 x 128 tiles, for problems too small for
+#      v9's), into benchmarks/gpu_choice.json, which minilora.kernels.pick_version reads from then on
+#      (commit it with RESULTS.md);
 #   3. the training step of a ~1.1B Llama, minilora vs transformers + PEFT (benchmarks/gpu_train_step.py),
 #      appended to RESULTS.md.
 # Installs nothing: run it where minilora, CuPy, torch+PEFT and an NVIDIA GPU already are.
