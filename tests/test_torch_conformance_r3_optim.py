@@ -736,3 +736,18 @@ def test_a_safetensors_file_whose_first_byte_is_0x80_is_not_taken_for_a_pickle(t
     else:
         pytest.fail("no header length 128 mod 256 reached")
     assert ml.load(path)["x" * length].tolist() == [1.0]
+
+
+def test_a_custom_scheduler_written_as_in_torch_tutorials():
+    """Subclass ``_LRScheduler`` (older tutorials) or ``LRScheduler`` with ``get_lr`` over ``base_lrs``."""
+    def warmup_class(schedulers, base):
+        class Warmup(getattr(schedulers, base)):
+            def __init__(self, optimizer, warmup_steps, last_epoch=-1):
+                self.warmup_steps = warmup_steps
+                super().__init__(optimizer, last_epoch)
+
+            def get_lr(self):
+                return [lr * min(1.0, (self.last_epoch + 1) / self.warmup_steps) for lr in self.base_lrs]
+        return Warmup
+    for base in ("_LRScheduler", "LRScheduler"):
+        _same_schedule(lambda S, o: warmup_class(S, base)(o, 5), steps=12)

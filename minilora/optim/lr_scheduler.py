@@ -137,6 +137,10 @@ def _warning_outside_step(get_lr):
     return get_lr_that_warns
 
 
+class _LRScheduler(LRScheduler):
+    """torch's old name for ``LRScheduler``, which custom schedulers in older tutorials subclass."""
+
+
 def _warn_if_before_the_optimizer(scheduler):
     """torch's warning for the pre-1.1 order ``scheduler.step(); optimizer.step()``, which skips the
     schedule's first lr: the scheduler's first own ``step()`` comes before any ``optimizer.step()``
