@@ -745,3 +745,76 @@ def test_coalesced_group_reduce_and_scans_for_stream_compaction():
         lanes = np.arange(w * 32, min(n, w * 32 + 32))
         vals = x[lanes][x[lanes] > 0]
         np.testing.assert_array_equal(sums[lanes][x[lanes] > 0], vals.sum() - vals.cumsum())
+
+
+
+# ------------------------------------------------------------------------------------------------
+# NVIDIA blog kernels: "An Efficient Matrix Transpose", "Faster Parallel Reductions on Kepler"
+# ------------------------------------------------------------------------------------------------
+BLOG = r'''
+#include <cuda_fp16.h>
+#define TILE_DIM 32
+#define BLOCK_ROWS 8
+extern "C" __global__ void transposeCoalesced(float* odata, const float* idata, int width, int height) {
+    __shared__ float tile[TILE_DIM][TILE_DIM + 1];
+    int x = blockIdx.x * TILE_DIM + threadIdx.x;
+    int y = blockIdx.y * TILE_DIM + threadIdx.y;
+    for (int j = 0; j < TILE_DIM; j += BLOCK_ROWS)
+        if (x < width && y + j < height) tile[threadIdx.y + j][threadIdx.x] = idata[(y + j) * width + x];
+    __syncthreads();
+    x = blockIdx.y * TILE_DIM + threadIdx.x;
+    y = blockIdx.x * TILE_DIM + threadIdx.y;
+    for (int j = 0; j < TILE_DIM; j += BLOCK_ROWS)
+        if (x < height && y + j < width) odata[(y + j) * height + x] = tile[threadIdx.x][threadIdx.y + j];
+}
+__inline__ __device__ int warpReduceSum(int val) {
+    for (int offset = warpSize / 2; offset > 0; offset /= 2) val += __shfl_down_sync(0xffffffff, val, offset);
+    return val;
+}
+__inline__ __device__ int blockReduceSum(int val) {
+    static __shared__ int shared[32];
+    int lane = threadIdx.x % warpSize;
+    int wid = threadIdx.x / warpSize;
+    val = warpReduceSum(val);
+    if (lane == 0) shared[wid] = val;
+    __syncthreads();
+    val = (threadIdx.x < blockDim.x / warpSize) ? shared[lane] : 0;
+    if (wid == 0) val = warpReduceSum(val);
+    return val;
+}
+extern "C" __global__ void deviceReduceKernel(const int* in, int* out, int N) {
+    int sum = 0;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < N; i += blockDim.x * gridDim.x) sum += in[i];
+    sum = blockReduceSum(sum);
+    if (threadIdx.x == 0) out[blockIdx.x] = sum;
+}
+extern "C" __global__ void deviceReduceWarpAtomicKernel(const int* in, int* out, int N) {
+    int sum = 0;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < N; i += blockDim.x * gridDim.x) sum += in[i];
+    sum = warpReduceSum(sum);
+    if ((threadIdx.x & (warpSize - 1)) == 0) atomicAdd(out, sum);
+}
+'''
+
+
+@pytest.mark.parametrize("width, height", [(64, 32), (100, 37), (1, 1)])
+def test_blog_transpose_with_a_padded_tile(width, height):
+    a = rng.standard_normal((height, width)).astype(np.float32)
+    out = np.full((width, height), np.nan, np.float32)
+    RawModule(code=BLOG).get_function("transposeCoalesced")((-(-width // 32), -(-height // 32)), (32, 8),
+                                                            (out, a, np.int32(width), np.int32(height)), racecheck=True)
+    np.testing.assert_array_equal(out, a.T)
+
+
+def test_blog_shuffle_reductions_block_and_warp_atomic():
+    n = 100_000
+    x = rng.integers(-50, 50, n).astype(np.int32)
+    mod = RawModule(code=BLOG)
+    partial = zeros(64)
+    mod.get_function("deviceReduceKernel")(64, 512, (x, partial, np.int32(n)))
+    total = zeros(1)
+    mod.get_function("deviceReduceKernel")(1, 1024, (partial, total, np.int32(64)))
+    assert total[0] == x.sum()
+    total[0] = 0
+    mod.get_function("deviceReduceWarpAtomicKernel")(64, 256, (x, total, np.int32(n)))
+    assert total[0] == x.sum()
