@@ -751,3 +751,52 @@ def test_a_custom_scheduler_written_as_in_torch_tutorials():
         return Warmup
     for base in ("_LRScheduler", "LRScheduler"):
         _same_schedule(lambda S, o: warmup_class(S, base)(o, 5), steps=12)
+
+
+# ---- an optimizer written by the user, as torch tutorials do ------------------------------------------------
+def _users_optimizers(lib):
+    class MomentumSGD(lib.optim.Optimizer):
+        def __init__(self, params, lr=0.01, momentum=0.0):
+            super().__init__(params, dict(lr=lr, momentum=momentum))
+
+        @lib.no_grad()
+        def step(self, closure=None):
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    state = self.state[p]
+                    if "buf" not in state:
+                        state["buf"] = p.grad.clone()
+                    else:
+                        state["buf"].mul_(group["momentum"]).add_(p.grad)
+                    p.add_(state["buf"], alpha=-group["lr"])
+
+    class Shrink(lib.optim.Optimizer):  # no lr at all: torch does not ask for one
+        def __init__(self, params, factor=0.5):
+            super().__init__(params, dict(factor=factor))
+
+        @lib.no_grad()
+        def step(self, closure=None):
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.mul_(group["factor"])
+    return MomentumSGD, Shrink
+
+
+def test_an_optimizer_written_by_the_user_trains_saves_and_resumes_as_torch():
+    ours, theirs = _twins()
+    results = []
+    for lib, params in ((ml, ours), (torch, theirs)):
+        momentum_sgd, shrink = _users_optimizers(lib)
+        opt = momentum_sgd(params, lr=0.1, momentum=0.9)
+        _train(lib, params, opt, 3)
+        saved = opt.state_dict()
+        again = momentum_sgd(params, lr=0.5)
+        again.load_state_dict(saved)  # its Tensor state (state["buf"]) comes back as Tensors
+        _train(lib, params, again, 2, seed=4)
+        _train(lib, params, shrink(params), 1)
+        results.append([np.array(p.detach().numpy()) for p in params])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)

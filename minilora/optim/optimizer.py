@@ -71,8 +71,10 @@ class Optimizer:
         self.param_groups.append(group)
 
     def _check_group(self, group, index):
-        """Raise ``ValueError`` on a bad hyperparameter (each optimizer checks its own)."""
-        _check_range(group, index, "lr", low=0.0)
+        """Raise ``ValueError`` on a bad hyperparameter (each optimizer checks its own; an optimizer written by
+        a user may have no ``lr`` at all, as torch allows)."""
+        if "lr" in group:
+            _check_range(group, index, "lr", low=0.0)
 
     # --- gradients and steps --------------------------------------------------------------------
     def zero_grad(self, set_to_none=True):
@@ -291,12 +293,17 @@ def alpha_16bit(value, dtype):
 
 
 def _host_copy(value):
+    if isinstance(value, Tensor):  # state a user's own optimizer keeps as Tensors (torch-style): stays a Tensor
+        return value.detach().clone()
     if hasattr(value, "nbytes"):
         return value.copy() if isinstance(value, np.ndarray) else value.get()
     return value
 
 
 def _restore(value, param, index, name):
+    if isinstance(value, Tensor):  # a minilora Tensor (a user's own optimizer): a Tensor on the parameter's device
+        dtype = param.dtype if dtypes.is_floating(value.dtype) and value.shape == param.shape else value.dtype
+        return value.detach().to(param.device, dtype, copy=True)
     if hasattr(value, "detach"):  # a torch tensor (torch's own state_dict)
         value = value.detach().cpu()
         value = (value.float() if str(value.dtype) == "torch.bfloat16" else value).numpy()
