@@ -800,3 +800,17 @@ def test_an_optimizer_written_by_the_user_trains_saves_and_resumes_as_torch():
         results.append([np.array(p.detach().numpy()) for p in params])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("make", [lambda S, o: S.LambdaLR(o, lambda e: 0.9 ** e),
+                                  lambda S, o: S.MultiplicativeLR(o, lambda e: 0.9)], ids=["LambdaLR", "MultiplicativeLR"])
+def test_a_group_added_after_a_lambda_scheduler_is_refused_not_left_unscheduled(make):
+    """torch fails on it (a bare zip() error); minilora left the new group's lr as it was, silently."""
+    ours, theirs = _twins()
+    opt, topt = optim.SGD(ours[:1], lr=0.1), torch.optim.SGD(theirs[:1], lr=0.1)
+    sched, tsched = make(L, opt), make(TL, topt)
+    opt.add_param_group({"params": ours[1:], "lr": 0.5})
+    topt.add_param_group({"params": theirs[1:], "lr": 0.5})
+    opt.step()
+    topt.step()
+    _same_error(sched.step, tsched.step, words="add_param_group")

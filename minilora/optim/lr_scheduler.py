@@ -168,6 +168,17 @@ def _one_function_per_group(optimizer, lr_lambda):
     return functions
 
 
+def _one_function_per_group_still(scheduler):
+    """A group added to the optimizer after the scheduler was built has no lr_lambda: torch fails on it (a bare
+    "zip() argument 2 is shorter than argument 1"); minilora says why instead of leaving its lr unscheduled."""
+    groups = len(scheduler.optimizer.param_groups)
+    if groups != len(scheduler.lr_lambdas):
+        raise ValueError(f"zip() argument 2 is shorter than argument 1: the optimizer has {groups} parameter "
+                         f"groups, but {type(scheduler).__name__} was built for {len(scheduler.lr_lambdas)} (a group "
+                         f"added with add_param_group after it has no lr_lambda); build the scheduler after "
+                         f"adding every group")
+
+
 def _functions_state(functions):
     """As torch saves them: a plain function is code (rebuilt by the script, saved as None); a callable
     object's attributes are state."""
@@ -186,6 +197,7 @@ class LambdaLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
+        _one_function_per_group_still(self)
         return [base * fn(self.last_epoch) for base, fn in zip(self.base_lrs, self.lr_lambdas)]
 
     def state_dict(self):
@@ -212,6 +224,7 @@ class MultiplicativeLR(LambdaLR):
     def get_lr(self):
         if self._is_initial:
             return self._current_lrs()
+        _one_function_per_group_still(self)
         return [lr * fn(self.last_epoch) for lr, fn in zip(self._current_lrs(), self.lr_lambdas)]
 
 
