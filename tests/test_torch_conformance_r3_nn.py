@@ -445,3 +445,11 @@ def test_sdpa_batch_dimensions_broadcast_both_ways(rng, q_batch, k_batch):
     (tout * torch.tensor(seed)).sum().backward()
     for ours, theirs in ((q, tq), (k, tk), (v, tv)):
         close(ours.grad, theirs.grad)
+
+
+def test_sdpa_scale_and_enable_gqa_are_keyword_only_as_torch(rng):
+    (q, tq) = pair(rng.standard_normal((1, 2, 3, 4)))
+    same_error(lambda: F.scaled_dot_product_attention(q, q, q, None, 0.0, False, 0.5),
+               lambda: TF.scaled_dot_product_attention(tq, tq, tq, None, 0.0, False, 0.5))
+    close(F.scaled_dot_product_attention(q, q, q, None, 0.0, False, scale=0.5, enable_gqa=True),
+          TF.scaled_dot_product_attention(tq, tq, tq, None, 0.0, False, scale=0.5, enable_gqa=True))

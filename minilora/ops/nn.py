@@ -1106,7 +1106,7 @@ def rotary_embedding(x, cos, sin):
     return Rotary.apply(x, xp.asarray(_array(cos)), xp.asarray(_array(sin)))
 
 
-def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, *,
                                  scale=None, enable_gqa=False):
     """PyTorch's ``F.scaled_dot_product_attention``: ``softmax(q k^T * scale + mask) v``.
 
@@ -1115,8 +1115,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     broadcastable to ``[..., L, S]``. ``is_causal``: query i sees keys ``j <= i`` (aligned top-left,
     as torch; not together with ``attn_mask``, as torch). A KV cache needs the bottom-right
     alignment: pass it as ``attn_mask`` (the Llama model does). ``enable_gqa``: key/value heads
-    shared by groups of query heads. ``dropout_p`` drops attention weights (always: the caller
-    passes 0 in eval mode, as with torch). bfloat16/float16: computed in float32, rounded once.
+    shared by groups of query heads (``scale`` and ``enable_gqa`` are keyword-only, as torch's).
+    ``dropout_p`` drops attention weights (always: the caller passes 0 in eval mode, as with
+    torch). bfloat16/float16: computed in float32, rounded once.
     """
     if not query.dtype == key.dtype == value.dtype:  # checked before 16-bit inputs become float32
         raise RuntimeError(f"Expected query, key, and value to have the same dtype, but got query.dtype: "
