@@ -316,3 +316,35 @@ def test_inputs_embeds_in_place_of_input_ids_as_transformers():
         model(IDS, inputs_embeds=embeds)
     with pytest.raises(ValueError, match="exactly one of input_ids or inputs_embeds"):
         model()
+
+
+# ==================================================================================================
+# load_adapter(is_trainable=True): the loaded adapter trains at once, as in PEFT
+# ==================================================================================================
+def trainable_adapters(model):
+    return sorted({name.split(".")[-2] for name, p in model.named_parameters() if p.requires_grad})
+
+
+@pytest.mark.parametrize("start", ["get_peft_model", "from_pretrained", "from_pretrained_trainable"])
+def test_load_adapter_is_trainable_and_set_requires_grad_as_peft(tmp_path, start):
+    from minilora.lora import PeftModel
+    options = dict(r=4, lora_alpha=8, target_modules=["q_proj"], init_lora_weights=False, modules_to_save=["lm_head"])
+    peft.get_peft_model(pair()[0], peft.LoraConfig(**options)).save_pretrained(str(tmp_path))
+    for is_trainable in (True, False):
+        results = []
+        for library, wrap, config_class, load in ((peft, peft.get_peft_model, peft.LoraConfig, peft.PeftModel),
+                                                  (None, get_peft_model, LoraConfig, PeftModel)):
+            reference, model = pair()
+            base = reference if library is peft else model
+            if start == "get_peft_model":
+                wrapped = wrap(base, config_class(**options))
+            else:
+                wrapped = load.from_pretrained(base, str(tmp_path), is_trainable=start.endswith("trainable"))
+            wrapped.load_adapter(str(tmp_path), adapter_name="other", is_trainable=is_trainable)
+            seen = [trainable_adapters(wrapped), wrapped.active_adapter]
+            wrapped.set_requires_grad("default", requires_grad=False)
+            seen.append(trainable_adapters(wrapped))
+            wrapped.set_requires_grad(["default", "other"])
+            seen.append(trainable_adapters(wrapped))
+            results.append(seen)
+        assert results[1] == results[0], (is_trainable, results)

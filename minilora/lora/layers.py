@@ -157,6 +157,18 @@ class BaseTunerLayer(Module):
                     item.requires_grad = trainable
         self.active_adapters = names
 
+    def set_requires_grad(self, adapter_names, requires_grad=True):
+        """Train (or freeze) these adapters' weights, active or not, leaving the others as they are."""
+        names = {adapter_names} if isinstance(adapter_names, str) else set(adapter_names)
+        for layer_name in self.adapter_layer_names:
+            for key, item in getattr(self, layer_name).items():
+                if key not in names:
+                    continue
+                if isinstance(item, Module):
+                    item.requires_grad_(requires_grad)
+                else:
+                    item.requires_grad = requires_grad
+
     def enable_adapters(self, enabled):
         self.disable_adapters = not enabled
 
@@ -680,6 +692,12 @@ class ModulesToSaveWrapper(Module):
         for key, module in self.modules_to_save.items():
             module.requires_grad_(key in names and not inference_mode)
         self.active_adapters = names
+
+    def set_requires_grad(self, adapter_names, requires_grad=True):
+        names = {adapter_names} if isinstance(adapter_names, str) else set(adapter_names)
+        for key, module in self.modules_to_save.items():
+            if key in names:
+                module.requires_grad_(requires_grad)
 
     def enable_adapters(self, enabled):
         self.disable_adapters = not enabled

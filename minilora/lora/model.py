@@ -358,6 +358,11 @@ class LoraModel(_Wrapper):
     def prepare_to_load(self, adapter_name):
         """Called before a saved adapter's weights are copied in (AdaLoRA resizes to the saved ranks)."""
 
+    def set_requires_grad(self, adapter_names, requires_grad=True):
+        """PEFT's ``set_requires_grad``: train (or freeze) the named adapters, active or not."""
+        for module in self._adapter_modules():
+            module.set_requires_grad(adapter_names, requires_grad=requires_grad)
+
     def enable_adapter_layers(self):
         for module in self._adapter_modules():
             module.enable_adapters(True)
@@ -630,6 +635,10 @@ class PeftModel(_Wrapper):
         also one loaded for inference -- unless ``inference_mode=True`` keeps it frozen."""
         self.base_model.set_adapter(adapter_name, inference_mode=inference_mode)
 
+    def set_requires_grad(self, adapter_names, requires_grad=True):
+        """Train (``True``) or freeze these adapters' weights, whether active or not (PEFT's method)."""
+        self.base_model.set_requires_grad(adapter_names, requires_grad=requires_grad)
+
     def delete_adapter(self, adapter_name):
         self.base_model.delete_adapter(adapter_name)
 
@@ -700,13 +709,16 @@ class PeftModel(_Wrapper):
     def load_adapter(self, model_id, adapter_name, is_trainable=False, torch_device=None,
                      autocast_adapter_dtype=True, ephemeral_gpu_offload=False, low_cpu_mem_usage=False,
                      key_mapping=None):
-        """Load another saved adapter under ``adapter_name`` (not activated: use ``set_adapter``)."""
+        """Load another saved adapter under ``adapter_name`` (not activated: use ``set_adapter``); with
+        ``is_trainable=True`` its weights train already, as in PEFT (the active adapter's stay as they are)."""
         _refuse("torch_device", torch_device, None, "load_adapter")
         _refuse_load_options(ephemeral_gpu_offload, low_cpu_mem_usage, key_mapping, "load_adapter")
         config = config_from_dict(_io.read_adapter_config(model_id))
         config.inference_mode = not is_trainable
         wrapped = self.base_model.wrapped_layer_names()
         self.add_adapter(adapter_name, config, autocast_adapter_dtype=autocast_adapter_dtype)
+        if is_trainable:  # add_adapter leaves a new, inactive adapter frozen
+            self.set_requires_grad(adapter_name)
         try:
             _io.load_adapter_weights(self, model_id, adapter_name)
         except Exception:
