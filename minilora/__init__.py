@@ -83,6 +83,10 @@ from .ops import (addcdiv, addcmul, broadcast_to, diff, fmod, hstack, log10, log
 from .ops import (acos, acosh, aminmax, arctan2, asin, asinh, atan, atan2, atanh, cosh, cross,  # noqa: E402,F401
                   cummax, cummin, erf, exp2, kthvalue, logaddexp, nan_to_num, sinh, tan)
 from .ops import bucketize, searchsorted  # noqa: E402,F401
+from .ops import movedim as moveaxis, swapaxes as swapdims  # noqa: E402,F401  (torch's other names)
+from .ops import cat as concat, cat as concatenate  # noqa: E402,F401
+from .ops.index import mode  # noqa: E402,F401
+from .ops.matmul import mv  # noqa: E402,F401
 from .factories import as_tensor, asarray  # noqa: E402,F401
 from .factories import (empty, empty_like, eye, full, full_like, is_tensor, linspace,  # noqa: E402,F401
                         multinomial, numel, randperm, ones, ones_like, rand, rand_like, randint, randn,

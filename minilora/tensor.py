@@ -1047,6 +1047,83 @@ class Tensor:
         entry[1][handle.id] = hook
         return handle
 
+    # --- more of torch's Tensor API: names and conversions ----------------------------------------
+    def nelement(self):
+        return int(self._array.size)
+
+    def ndimension(self):
+        return self._array.ndim
+
+    def is_signed(self):
+        return self._array.dtype.kind in "if" or self._array.dtype is _BFLOAT16
+
+    def byte(self):
+        return self.to(dtypes.uint8)
+
+    def char(self):
+        return self.to(dtypes.int8)
+
+    def short(self):
+        return self.to(dtypes.int16)
+
+    @property
+    def H(self):
+        """The conjugate transpose of a matrix: its transpose (minilora has no complex dtypes)."""
+        if self._array.ndim != 2:
+            raise RuntimeError(f"tensor.H is only supported on matrices (2-D tensors). Got "
+                               f"{self._array.ndim}-D tensor.")
+        return self.transpose(0, 1)
+
+    @property
+    def mH(self):
+        """The conjugate transpose of a batch of matrices: ``mT`` (no complex dtypes here)."""
+        return self.mT
+
+    def swapdims(self, dim0, dim1):
+        return self.transpose(dim0, dim1)
+
+    def moveaxis(self, source, destination):
+        return self.movedim(source, destination)
+
+    def mode(self, dim=-1, keepdim=False):
+        from .ops.index import mode
+        return mode(self, dim, keepdim)
+
+    def mv(self, vec):
+        from .ops.matmul import mv
+        return mv(self, vec)
+
+    # In-place versions of the pointwise functions: ``x.exp_()`` is ``x`` with ``exp(x)`` written into
+    # it (torch's rules: see _inplace; inside the graph the tensor takes the op's node).
+    def _unary_(self, name, *args):
+        from . import ops
+        return self._inplace(getattr(ops, name), *args)
+
+    def exp_(self): return self._unary_("exp")
+    def log_(self): return self._unary_("log")
+    def sqrt_(self): return self._unary_("sqrt")
+    def rsqrt_(self): return self._unary_("rsqrt")
+    def abs_(self): return self._unary_("abs")
+    def relu_(self): return self._unary_("relu")
+    def sigmoid_(self): return self._unary_("sigmoid")
+    def tanh_(self): return self._unary_("tanh")
+    def floor_(self): return self._unary_("floor")
+    def ceil_(self): return self._unary_("ceil")
+    def trunc_(self): return self._unary_("trunc")
+    def sin_(self): return self._unary_("sin")
+    def cos_(self): return self._unary_("cos")
+    def reciprocal_(self): return self._unary_("reciprocal")
+    def square_(self): return self._unary_("square")
+    def sign_(self): return self._unary_("sign")
+    def log1p_(self): return self._unary_("log1p")
+    def expm1_(self): return self._unary_("expm1")
+    def clamp_min_(self, min): return self._unary_("clamp_min", min)  # noqa: A002  (torch's names)
+    def clamp_max_(self, max): return self._unary_("clamp_max", max)  # noqa: A002
+
+    def round_(self, *, decimals=0):
+        from . import ops
+        return self._inplace(ops.round, decimals=decimals)
+
     # --- operators --------------------------------------------------------------------------------
     # +, -, *, /, **, @, unary -, indexing and methods such as x.sum() are the op wrappers themselves,
     # attached to Tensor at the end of minilora/ops/__init__.py (next to the ops they call).

@@ -376,3 +376,68 @@ def test_clamp_by_tensor_bounds_of_another_dtype_has_gradients():
     assert out.dtype == ml.float32
     out.sum().backward()
     assert x.grad.tolist() == [1.0, 0.0, 0.0] and low.grad.tolist() == 2.0 and low.grad.dtype == ml.float64
+
+
+# ---- methods a tutorial reaches for that were missing ---------------------------------------------------
+MISSING = {
+    "mode_default_dim": lambda lib: tuple(lib.tensor([3.0, 1.0, 3.0, 1.0]).mode()),
+    "mode_dim_ties": lambda lib: tuple(lib.tensor([[2, 2, 5, 5, 5, 1], [7, 1, 7, 1, 0, 0]]).mode(1)),
+    "mode_keepdim_keywords": lambda lib: tuple(lib.mode(lib.tensor([[2, 2, 5], [7, 1, 7]]), dim=0, keepdim=True)),
+    "mode_0d": lambda lib: tuple(lib.tensor(3.0).mode()),
+    "mode_empty_dim": lambda lib: lib.zeros(0).mode(),
+    "mode_fields": lambda lib: lib.tensor([4.0, 4.0, 2.0]).mode(0).indices,
+    "H": lambda lib: lib.arange(6).reshape(2, 3).H,
+    "mH": lambda lib: lib.arange(24).reshape(2, 3, 4).mH,
+    "mT_1d": lambda lib: lib.arange(3).mT,
+    "byte": lambda lib: lib.tensor([1.7, 200.0]).byte(),
+    "char": lambda lib: lib.tensor([1, -2]).char(),
+    "short": lambda lib: lib.tensor([1.5, -2.5]).short(),
+    "swapdims": lambda lib: lib.zeros(2, 3).swapdims(0, 1),
+    "moveaxis": lambda lib: lib.moveaxis(lib.zeros(2, 3, 4), 0, -1),
+    "moveaxis_method": lambda lib: lib.zeros(2, 3, 4).moveaxis((0, 1), (2, 0)),
+    "concat": lambda lib: lib.concat([lib.zeros(2), lib.ones(1)]),
+    "concatenate_axis": lambda lib: lib.concatenate([lib.zeros(2, 1), lib.ones(2, 1)], axis=1),
+    "nelement": lambda lib: lib.zeros(2, 3).nelement(),
+    "ndimension": lambda lib: lib.zeros(2, 3).ndimension(),
+    "is_signed": lambda lib: [lib.zeros(1, dtype=lib.uint8).is_signed(), lib.zeros(1).is_signed()],
+    "mv": lambda lib: lib.mv(lib.ones(2, 3), lib.arange(3.0)),
+    "mv_method": lambda lib: lib.ones(2, 3).mv(vec=lib.arange(3.0)),
+    "mv_shapes": lambda lib: lib.mv(lib.ones(2, 3), lib.ones(2)),
+    "einsum_sublists": lambda lib: lib.einsum(lib.ones(2, 3), [0, 1], lib.arange(6.0).reshape(3, 2), [1, 2], [0, 2]),
+    "einsum_sublists_implicit": lambda lib: lib.einsum(lib.arange(3.0), [0], lib.arange(3.0), [0]),
+}
+
+
+@pytest.mark.parametrize("name", MISSING)
+def test_missing_methods_as_torch(name):
+    _same(MISSING[name])
+
+
+INPLACE_UNARY = ["exp_", "log_", "sqrt_", "rsqrt_", "abs_", "relu_", "sigmoid_", "tanh_", "floor_", "ceil_",
+                 "round_", "trunc_", "sin_", "cos_", "reciprocal_", "square_", "neg_", "sign_", "log1p_",
+                 "expm1_"]
+
+
+@pytest.mark.parametrize("name", INPLACE_UNARY)
+def test_inplace_unary_methods_as_torch(name):
+    for lib in (torch, ml):
+        x = lib.tensor([0.25, 1.5, 2.0], dtype=lib.float64)
+        out = getattr(x, name)()
+        assert out is x
+        if lib is torch:
+            expected = x.tolist()
+        else:
+            np.testing.assert_allclose(x.tolist(), expected, rtol=1e-12)
+
+
+def test_inplace_unary_methods_in_the_graph_as_torch():
+    grads = []
+    for lib in (torch, ml):
+        leaf = lib.tensor([0.25, 1.5, 2.0], dtype=lib.float64, requires_grad=True)
+        y = leaf * 2
+        y.sin_().mul_(3).clamp_min_(0.5)
+        y.sum().backward()
+        grads.append(leaf.grad.tolist())
+        with pytest.raises(RuntimeError, match="leaf"):
+            leaf.exp_()
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-12)

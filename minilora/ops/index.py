@@ -21,7 +21,7 @@ from .shape import add_at
 __all__ = ["gather", "sort", "argsort", "topk", "cumsum", "repeat", "tril", "triu", "nonzero",
            "return_type", "index_select", "index_add", "scatter", "scatter_add", "take_along_dim",
            "masked_select", "count_nonzero", "cumprod", "unique", "bincount", "repeat_interleave",
-           "median", "kthvalue", "cummax", "cummin", "searchsorted", "bucketize"]
+           "median", "kthvalue", "cummax", "cummin", "searchsorted", "bucketize", "mode"]
 
 _RETURN_TYPES = {}
 
@@ -618,6 +618,30 @@ def median(input, dim=None, keepdim=False):
     if not keepdim:
         values, indices = values.squeeze(dim_), indices.squeeze(dim_)
     return return_type("median")(values, indices)
+
+
+def mode(input, dim=-1, keepdim=False):
+    """``torch.mode``: the most frequent value along ``dim`` and an index of it, as a named tuple.
+    As torch's kernel: among equally frequent values the smallest wins, and the index is that
+    value's *last* occurrence; the gradient goes to that index. Counted on the host, row by row."""
+    dim_ = _dim(dim, input.ndim, "mode")
+    if input.ndim == 0:
+        return return_type("mode")(input.clone(), input.new_zeros((), dtype=np.int64))
+    if input.shape[dim_] == 0:
+        raise IndexError(f"mode(): Expected reduction dim {dim_} to have non-zero size.")
+    rows = np.moveaxis(input.detach().cpu().numpy(), dim_, -1)
+    flat = rows.reshape(-1, rows.shape[-1])
+    last = np.empty(flat.shape[0], np.int64)
+    for i, row in enumerate(flat):
+        values, inverse, counts = np.unique(row, return_inverse=True, return_counts=True)
+        most = np.argmax(counts)  # the first of the largest counts: the smallest such value
+        last[i] = np.flatnonzero(inverse.reshape(-1) == most)[-1]
+    indices = np.expand_dims(last.reshape(rows.shape[:-1]), dim_)
+    indices = Tensor(indices, dtype=np.int64, device=input.device)
+    values = gather(input, dim_, indices)
+    if not keepdim:
+        values, indices = values.squeeze(dim_), indices.squeeze(dim_)
+    return return_type("mode")(values, indices)
 
 
 # ---- kthvalue, cummax, cummin ----------------------------------------------------------------------

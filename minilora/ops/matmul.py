@@ -19,7 +19,7 @@ from ..tensor import Function, ShapeError
 from .elementwise import unbroadcast
 from .shape import stack
 
-__all__ = ["matmul", "linear", "einsum", "mm", "bmm", "dot", "outer", "addmm", "baddbmm", "cross"]
+__all__ = ["matmul", "linear", "einsum", "mm", "bmm", "dot", "outer", "addmm", "baddbmm", "cross", "mv"]
 
 
 class DTypeMismatchError(RuntimeError, TypeError):
@@ -267,7 +267,10 @@ class Einsum(Function):
 
 
 def einsum(equation, *operands):
-    """``torch.einsum("bij,bjk->bik", a, b)`` (operands also as one list, as torch accepts)."""
+    """``torch.einsum("bij,bjk->bik", a, b)`` (operands also as one list, as torch accepts), or in
+    the sublist format ``einsum(a, [0, 1], b, [1, 2], [0, 2])`` (integers for letters)."""
+    if not isinstance(equation, str):  # the sublist format: operand, sublist, operand, sublist, [out]
+        equation, operands = _sublists_to_equation((equation,) + operands)
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
     dtypes = {str(x.dtype) for x in operands}
@@ -276,6 +279,18 @@ def einsum(equation, *operands):
     subs, output = _einsum_subscripts(equation, [x.ndim for x in operands])
     operands, subs = zip(*(_diagonals(x, sub) for x, sub in zip(operands, subs)))
     return Einsum.apply(*operands, subs=list(subs), output=output)
+
+
+def _sublists_to_equation(args):
+    """``(a, [0, 1], b, [1, 2], [0, 2])`` -> ``("ab,bc->ac", (a, b))``; Ellipsis stays ``...``."""
+    def letters(sublist):
+        return "".join("..." if s is Ellipsis else "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"[s]
+                       for s in sublist)
+    operands, inputs = args[0::2][:len(args) // 2], args[1::2][:len(args) // 2]
+    equation = ",".join(letters(sub) for sub in inputs)
+    if len(args) % 2:  # an output sublist at the end
+        equation += "->" + letters(args[-1])
+    return equation, tuple(operands)
 
 
 def _diagonals(operand, sub):
@@ -319,6 +334,12 @@ def dot(input, tensor):
     """``torch.dot``: the inner product of two 1-D tensors of the same length."""
     _products_check("dot", (1, 1), input, tensor)
     return matmul(input, tensor)
+
+
+def mv(input, vec):
+    """``torch.mv``: matrix times vector, ``[n, m] @ [m] -> [n]``."""
+    _products_check("mv", (2, 1), input, vec)
+    return matmul(input, vec)
 
 
 def outer(input, vec2):
