@@ -441,3 +441,22 @@ def test_inplace_unary_methods_in_the_graph_as_torch():
         with pytest.raises(RuntimeError, match="leaf"):
             leaf.exp_()
     np.testing.assert_allclose(grads[1], grads[0], rtol=1e-12)
+
+
+BOOL_ARITHMETIC = {
+    "bool_floordiv_bool": lambda lib: _i(lib, True, False) // _i(lib, True, True),
+    "bool_floordiv_number": lambda lib: _i(lib, True, False) // True,
+    "bool_rem_bool": lambda lib: lib.remainder(_i(lib, True, False), lib.tensor(True)),
+    "bool_fmod_number": lambda lib: lib.fmod(_i(lib, True, False), True),
+    "bool_pow_bool": lambda lib: _i(lib, True, False) ** _i(lib, True, True),
+    "bool_pow_true": lambda lib: _i(lib, True, False) ** True,
+    "bool_pow_false": lambda lib: lib.pow(_i(lib, True, False), False),
+    "bool_pow_int": lambda lib: _i(lib, True, False) ** 2,
+    "half_floordiv_true": lambda lib: lib.tensor([1.5, -2.5], dtype=lib.float16) // True,
+    "half_trunc_div_true": lambda lib: lib.tensor([1.5, -2.5], dtype=lib.float16).div(True, rounding_mode="trunc"),
+}
+
+
+@pytest.mark.parametrize("name", BOOL_ARITHMETIC)
+def test_bool_arithmetic_as_torch(name):
+    _same(BOOL_ARITHMETIC[name])

@@ -661,6 +661,8 @@ def div(input, other, *, rounding_mode=None):
     if rounding_mode not in ("trunc", "floor"):
         raise ValueError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but "
                          f"found '{rounding_mode}'")
+    _refuse_bools(f"div_{rounding_mode}", input, other)
+    other = int(other) if type(other) is bool else other  # (a Python bool divides as 1 or 0)
     input, other = _promoted(input, other)
     return RoundedDiv.apply(input, other, mode=rounding_mode)
 
@@ -669,7 +671,21 @@ def floor_divide(input, other):
     return div(input, other, rounding_mode="floor")
 
 
+def _is_bool(x):
+    return type(x) is bool or getattr(getattr(x, "_array", None), "dtype", None) == np.bool_
+
+
+def _refuse_bools(name, input, other):
+    """torch has no kernel for ``//``, ``%``, fmod and ``**`` of two bools (NumPy would compute them
+    in int8 or float64): the same NotImplementedError as torch."""
+    if _is_bool(input) and _is_bool(other):
+        raise NotImplementedError(f'"{name}_cpu" not implemented for \'Bool\'')
+
+
 def pow(input, exponent):  # noqa: A001  (mirrors torch.pow)
+    if type(exponent) is bool and _is_bool(input):  # torch: x ** True is x, x ** False all True
+        return input.clone() if exponent else input.new_ones(input.shape, dtype=np.bool_)
+    _refuse_bools("pow", input, exponent)
     return Pow.apply(*_promoted(input, exponent))
 
 
@@ -1006,6 +1022,7 @@ class Remainder(Function):
 
 def remainder(input, other):
     """``torch.remainder`` (``x % y``): dtypes promoted as for ``+``."""
+    _refuse_bools("remainder", input, other)
     return Remainder.apply(*_promoted(input, other))
 
 
@@ -1306,6 +1323,7 @@ class Fmod(Remainder):
 
 def fmod(input, other):
     """``torch.fmod``: the remainder of ``input / other`` with ``input``'s sign."""
+    _refuse_bools("fmod", input, other)
     return Fmod.apply(*_promoted(input, other))
 
 
