@@ -814,3 +814,58 @@ def test_a_group_added_after_a_lambda_scheduler_is_refused_not_left_unscheduled(
     opt.step()
     topt.step()
     _same_error(sched.step, tsched.step, words="add_param_group")
+
+
+# ---- Adamax, NAdam, RAdam -----------------------------------------------------------------------------------
+ADAM_VARIANTS = {
+    "Adamax": lambda O, p: O.Adamax(p, 0.01),
+    "Adamax(positional)": lambda O, p: O.Adamax(p, 0.02, (0.8, 0.9), 1e-6, 0.1, None, maximize=True),
+    "NAdam": lambda O, p: O.NAdam(p, lr=0.01),
+    "NAdam(positional)": lambda O, p: O.NAdam(p, 0.01, (0.8, 0.95), 1e-7, 0.1, 0.01, True),
+    "NAdam(L2,maximize)": lambda O, p: O.NAdam(p, lr=0.01, weight_decay=0.1, maximize=True),
+    "RAdam": lambda O, p: O.RAdam(p, lr=0.01),
+    "RAdam(positional,decoupled)": lambda O, p: O.RAdam(p, 0.01, (0.5, 0.6), 1e-8, 0.1, True),
+    "RAdam(L2,maximize)": lambda O, p: O.RAdam(p, lr=0.01, betas=(0.9, 0.9), weight_decay=0.2, maximize=True),
+}
+
+
+@pytest.mark.parametrize("name", list(ADAM_VARIANTS))
+def test_adam_variants_match_torch(name):
+    """12 steps: RAdam's rectified phase (rho_t > 5) starts within them for betas[1] <= 0.9."""
+    opt, topt = _same_trajectory(ADAM_VARIANTS[name], steps=12, skip={1: 3})
+    assert {i: sorted(st) for i, st in opt.state_dict()["state"].items()} == \
+        {i: sorted(st) for i, st in topt.state_dict()["state"].items()}
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("name", ["Adamax(positional)", "NAdam(positional)", "RAdam(positional,decoupled)"])
+def test_adam_variants_in_16_bits_match_torch_bit_for_bit(dtype, name):
+    rng = np.random.default_rng(7)
+    start, grads = rng.standard_normal(128), [rng.standard_normal(128) * 0.1 for _ in range(10)]
+    p, t = nn.Parameter(ml.tensor(start, dtype=dtype)), torch.nn.Parameter(torch.tensor(start).to(getattr(torch, dtype)))
+    opt, topt = ADAM_VARIANTS[name](optim, [p]), ADAM_VARIANTS[name](torch.optim, [t])
+    for g in grads:
+        p.grad, t.grad = ml.tensor(g, dtype=dtype), torch.tensor(g).to(getattr(torch, dtype))
+        opt.step()
+        topt.step()
+        np.testing.assert_array_equal(p.float().numpy(), t.detach().float().numpy())
+
+
+@pytest.mark.parametrize("name", ["Adamax", "NAdam", "RAdam"])
+def test_adam_variants_signatures_errors_and_torchs_state_dict(name):
+    import inspect
+
+    def described(cls):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(cls.__init__).parameters.values()][1:]
+    assert described(getattr(optim, name)) == described(getattr(torch.optim, name))
+    ours, theirs = _twins()
+    for kwargs in ({"lr": -1.0}, {"betas": (1.0, 0.9)}, {"eps": -1.0}, {"weight_decay": -0.1}):
+        _same_error(lambda: getattr(optim, name)(ours, **kwargs), lambda: getattr(torch.optim, name)(theirs, **kwargs))
+    topt = getattr(torch.optim, name)(theirs, lr=0.01)
+    _train(torch, theirs, topt, 3)
+    fresh = [nn.Parameter(t.detach().numpy().copy()) for t in theirs]
+    opt = getattr(optim, name)(fresh, lr=0.5)
+    opt.load_state_dict(topt.state_dict())
+    a, b = _train(ml, fresh, opt, 3, seed=5), _train(torch, theirs, topt, 3, seed=5)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14)

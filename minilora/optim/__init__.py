@@ -1,8 +1,9 @@
-"""Optimizers (``minilora.optim``), mirroring ``torch.optim``: SGD, Adam, AdamW, RMSprop, Adagrad, learning-rate
+"""Optimizers (``minilora.optim``), mirroring ``torch.optim``: SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, NAdam, RAdam, learning-rate
 schedules (torch's schedulers in ``optim.lr_scheduler`` and the ``transformers`` schedule names)
 and gradient clipping."""
 from . import lr_scheduler
 from .adam import Adam, AdamW
+from .adam_variants import Adamax, NAdam, RAdam
 from .clip_grad import clip_grad_norm_, clip_grad_value_
 from .lr_scheduler import (LambdaLR, get_constant_schedule, get_constant_schedule_with_warmup,
                            get_cosine_schedule_with_warmup, get_cosine_with_hard_restarts_schedule_with_warmup,
@@ -13,7 +14,7 @@ from .optimizer import Optimizer
 from .adagrad_rmsprop import Adagrad, RMSprop
 from .sgd import SGD
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "clip_grad_norm_", "clip_grad_value_", "lr_scheduler",
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam", "clip_grad_norm_", "clip_grad_value_", "lr_scheduler",
            "LambdaLR", "get_constant_schedule", "get_constant_schedule_with_warmup",
            "get_linear_schedule_with_warmup", "get_cosine_schedule_with_warmup",
            "get_cosine_with_hard_restarts_schedule_with_warmup", "get_polynomial_decay_schedule_with_warmup",

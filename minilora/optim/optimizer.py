@@ -295,8 +295,10 @@ def alpha_16bit(value, dtype):
 def _host_copy(value):
     if isinstance(value, Tensor):  # state a user's own optimizer keeps as Tensors (torch-style): stays a Tensor
         return value.detach().clone()
-    if hasattr(value, "nbytes"):
-        return value.copy() if isinstance(value, np.ndarray) else value.get()
+    if isinstance(value, (np.ndarray, np.generic)):  # (np.generic: a NumPy number, NAdam's mu_product)
+        return value.copy()
+    if hasattr(value, "nbytes"):  # a CuPy array
+        return value.get()
     return value
 
 
@@ -311,6 +313,8 @@ def _restore(value, param, index, name):
         return int(float(value))
     if not hasattr(value, "shape"):  # other numbers (and None: torch's empty momentum buffer)
         return value
+    if tuple(value.shape) == () != param.shape:  # a per-parameter number (NAdam's mu_product), in its dtype
+        return np.asarray(value)[()]
     if tuple(value.shape) != param.shape:
         raise ValueError(f"loaded state '{name}' of parameter {index} has shape "
                          f"{tuple(value.shape)}, but the parameter has shape {param.shape}")

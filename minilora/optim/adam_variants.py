@@ -1,0 +1,168 @@
+"""Adamax, NAdam and RAdam: three variations on Adam's update, as ``torch.optim`` computes them.
+
+All three keep Adam's running mean of the gradient (``exp_avg``); they differ in what divides it:
+
+* ``Adamax`` replaces the root of the mean squared gradient by a running *maximum* of ``|g|``
+  (``exp_inf = max(beta2 * exp_inf, |g| + eps)``): the infinity norm instead of the 2-norm.
+* ``NAdam`` adds Nesterov momentum: the step looks ahead with the *next* momentum coefficient ``mu_next``,
+  which warms up over the first steps (``momentum_decay``); their running product is ``mu_product``.
+* ``RAdam`` (rectified Adam) takes plain momentum steps while the variance estimate is still unreliable
+  (the first few steps, until ``rho_t > 5``), then Adam steps scaled by a rectification term.
+
+The updates follow torch's single-tensor code op for op (float16/bfloat16: each op in float32, rounded once,
+through ``adagrad_rmsprop._Arithmetic``). ``decoupled_weight_decay=True`` (NAdam, RAdam) shrinks the weights
+as AdamW does instead of adding ``weight_decay * p`` to the gradient.
+"""
+import numpy as np
+
+from ..device import xp_of
+from .adagrad_rmsprop import _Arithmetic, _gradient
+from .optimizer import Optimizer, _check_range
+
+__all__ = ["Adamax", "NAdam", "RAdam"]
+
+
+class _AdamFamily(Optimizer):
+    """What the three share: Adam's hyperparameter checks and ``exp_avg``."""
+
+    def _check_group(self, group, index):
+        super()._check_group(group, index)
+        if group.get("differentiable"):
+            raise NotImplementedError(f"{type(self).__name__}: differentiable=True is not implemented in minilora "
+                                      f"(parameter group {index})")
+        _check_range(group, index, "eps", low=0.0)
+        _check_range(group, index, "weight_decay", low=0.0)
+        betas = group["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r} (parameter group {index})")
+        for i, beta in enumerate(betas):
+            _check_range({f"betas[{i}]": beta}, index, f"betas[{i}]", low=0.0, high=1.0, high_open=True)
+        group["betas"] = (float(betas[0]), float(betas[1]))
+
+    def step(self, closure=None):
+        """Update every trainable parameter that has a gradient; returns ``closure()``'s loss."""
+        loss = self._evaluate(closure)
+        for group in self.param_groups:
+            for p in self._params_to_update(group):
+                state = self.state[p]
+                if not state:
+                    state.update(self._new_state(p))
+                state["step"] += 1
+                self._update(p, state, group, _Arithmetic(p.dtype))
+        return loss
+
+    @staticmethod
+    def _decay_weights(p, group, ops):
+        """``decoupled_weight_decay``: ``p *= 1 - lr * weight_decay`` before the step, as AdamW."""
+        if group["weight_decay"] and group.get("decoupled_weight_decay"):
+            p._array[...] = ops.rounded(ops.load(p._array) * (1 - group["lr"] * group["weight_decay"]))
+
+    @staticmethod
+    def _l2_group(group):
+        """The group as ``_gradient`` should see it: no L2 term when the decay is decoupled."""
+        return dict(group, weight_decay=0.0) if group.get("decoupled_weight_decay") else group
+
+
+class Adamax(_AdamFamily):
+    """``Adamax(params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, foreach=None, *,
+    maximize=False, differentiable=False, capturable=False)``, as in PyTorch."""
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, foreach=None, *,
+                 maximize=False, differentiable=False, capturable=False):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach,
+                                      maximize=maximize, differentiable=differentiable, capturable=capturable))
+
+    @staticmethod
+    def _new_state(p):
+        xp = p.device.xp
+        return dict(step=0, exp_avg=xp.zeros_like(p._array), exp_inf=xp.zeros_like(p._array))
+
+    def _update(self, p, state, group, ops):
+        beta1, beta2 = group["betas"]
+        grad = _gradient(p, group, ops)
+        exp_avg = ops.lerp(ops.load(state["exp_avg"]), grad, 1 - beta1)
+        decayed = ops.rounded(ops.load(state["exp_inf"]) * beta2)
+        exp_inf = xp_of(decayed).maximum(decayed, ops.rounded(ops.rounded(abs(grad)) + group["eps"]))
+        state["exp_avg"][...], state["exp_inf"][...] = exp_avg, exp_inf
+        step_size = group["lr"] / (1 - beta1 ** state["step"])
+        p._array[...] = ops.rounded(ops.load(p._array) + -step_size * (exp_avg / exp_inf))
+
+
+class NAdam(_AdamFamily):
+    """``NAdam(params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
+    decoupled_weight_decay=False, *, foreach=None, maximize=False, capturable=False, differentiable=False)``,
+    as in PyTorch. ``mu_product`` is kept as torch keeps it: a float32 number."""
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
+                 decoupled_weight_decay=False, *, foreach=None, maximize=False, capturable=False,
+                 differentiable=False):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
+                                      maximize=maximize, foreach=foreach, capturable=capturable,
+                                      differentiable=differentiable))
+
+    def _check_group(self, group, index):
+        super()._check_group(group, index)
+        _check_range(group, index, "momentum_decay", low=0.0)
+
+    @staticmethod
+    def _new_state(p):
+        xp = p.device.xp
+        return dict(step=0, mu_product=np.float32(1.0), exp_avg=xp.zeros_like(p._array),
+                    exp_avg_sq=xp.zeros_like(p._array))
+
+    def _update(self, p, state, group, ops):
+        beta1, beta2 = group["betas"]
+        lr, step, decay = group["lr"], state["step"], group["momentum_decay"]
+        grad = _gradient(p, self._l2_group(group), ops)
+        self._decay_weights(p, group, ops)
+        # the momentum coefficient of this step and of the next (Nesterov's look-ahead), warming up
+        mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * decay)))
+        mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * decay)))
+        mu_product = np.float32(np.float32(state["mu_product"]) * np.float32(mu))  # torch: a float32 tensor
+        state["mu_product"] = mu_product
+        exp_avg = ops.lerp(ops.load(state["exp_avg"]), grad, 1 - beta1)
+        exp_avg_sq = ops.addcmul(ops.rounded(ops.load(state["exp_avg_sq"]) * beta2), grad, grad, 1 - beta2)
+        state["exp_avg"][...], state["exp_avg_sq"][...] = exp_avg, exp_avg_sq
+        denom = ops.rounded(ops.sqrt(ops.rounded(exp_avg_sq * (1 / (1 - beta2 ** step)))))  # (division as torch's)
+        denom = ops.rounded(denom + group["eps"])
+        param = ops.rounded(ops.load(p._array) + (-lr * (1.0 - mu) / (1.0 - float(mu_product))) * (grad / denom))
+        next_product = float(mu_product) * mu_next
+        p._array[...] = ops.rounded(param + ((-lr * mu_next) / (1.0 - next_product)) * (exp_avg / denom))
+
+
+class RAdam(_AdamFamily):
+    """``RAdam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, decoupled_weight_decay=False, *,
+    foreach=None, maximize=False, capturable=False, differentiable=False)``, as in PyTorch."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, decoupled_weight_decay=False,
+                 *, foreach=None, maximize=False, capturable=False, differentiable=False):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach,
+                                      maximize=maximize, capturable=capturable,
+                                      decoupled_weight_decay=decoupled_weight_decay, differentiable=differentiable))
+
+    @staticmethod
+    def _new_state(p):
+        xp = p.device.xp
+        return dict(step=0, exp_avg=xp.zeros_like(p._array), exp_avg_sq=xp.zeros_like(p._array))
+
+    def _update(self, p, state, group, ops):
+        beta1, beta2 = group["betas"]
+        lr, step = group["lr"], state["step"]
+        grad = _gradient(p, self._l2_group(group), ops)
+        self._decay_weights(p, group, ops)
+        exp_avg = ops.lerp(ops.load(state["exp_avg"]), grad, 1 - beta1)
+        exp_avg_sq = ops.addcmul(ops.rounded(ops.load(state["exp_avg_sq"]) * beta2), grad, grad, 1 - beta2)
+        state["exp_avg"][...], state["exp_avg_sq"][...] = exp_avg, exp_avg_sq
+        bias_correction1, bias_correction2 = 1 - beta1 ** step, 1 - beta2 ** step
+        corrected = ops.rounded(exp_avg * (1 / bias_correction1))  # torch divides by a number as times 1/number
+        rho_inf = 2 / (1 - beta2) - 1  # the longest the variance estimate's moving average gets
+        rho_t = rho_inf - 2 * step * (beta2 ** step) / bias_correction2
+        if rho_t > 5.0:  # the variance is trustworthy: Adam's step, rectified
+            root = ops.rounded(ops.rounded(ops.sqrt(exp_avg_sq)) + group["eps"])
+            adaptive = ops.rounded(ops.rounded(1 / root) * bias_correction2 ** 0.5)  # number / tensor: reciprocal, times
+            rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+            update = ops.rounded(ops.rounded(ops.rounded(corrected * lr) * adaptive) * rect)
+        else:  # too early: a plain momentum step
+            update = ops.rounded(corrected * lr)
+        p._array[...] = ops.rounded(ops.load(p._array) + ops.alpha(-1.0) * update)
