@@ -11,6 +11,8 @@
 //     TM x TN   outputs per thread (register block)  VEC     float4 loads wherever they are aligned
 //     STAGES    shared-memory buffers per operand: 1, 2 for the pipelined main loop, 3+ for cp.async
 //     WARP_TILED  the warp-tiled thread layout (common.cuh, ThreadTile)
+//     GROUP_M   v9: blocks take their tiles GROUP_M tile rows at a time (common.cuh, grouped_tile); such a
+//               kernel runs one cp.async pipeline over both GEMMs in dynamic shared memory
 //
 // A later version derives from the one before and names only what it changes.  A version that
 // changes nothing for a kernel is an alias (`using`): no second copy of that kernel is compiled, and
