@@ -348,3 +348,22 @@ def test_load_adapter_is_trainable_and_set_requires_grad_as_peft(tmp_path, start
             seen.append(trainable_adapters(wrapped))
             results.append(seen)
         assert results[1] == results[0], (is_trainable, results)
+
+
+# ==================================================================================================
+# Tied embeddings: adapting the tied matrix is warned about, as in PEFT
+# ==================================================================================================
+@pytest.mark.parametrize("options", [dict(target_modules=["lm_head"]), dict(target_modules=["embed_tokens"]),
+                                     dict(target_modules=r".*embed_tokens"),
+                                     dict(target_modules=["q_proj"], modules_to_save=["lm_head"])])
+def test_adapting_a_tied_embedding_warns_as_peft(options):
+    tied = LlamaConfig.from_dict({**TINY.to_dict(), "tie_word_embeddings": True})
+    prefix = "Model has `tie_word_embeddings=True` and a tied layer is part of the adapter"
+    with pytest.warns(UserWarning, match=prefix.replace("`", ".")):
+        peft.get_peft_model(pair(config=tied)[0], peft.LoraConfig(r=2, **options))
+    with pytest.warns(UserWarning, match=prefix.replace("`", ".")):
+        get_peft_model(pair(config=tied)[1], LoraConfig(r=2, **options))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # untied, or a tied model whose embeddings are left alone: silent
+        get_peft_model(pair()[1], LoraConfig(r=2, **options))
+        get_peft_model(pair(config=tied)[1], LoraConfig(r=2, target_modules="all-linear"))

@@ -102,6 +102,29 @@ def _warn_unmatched_patterns(config, targeted):
                           f"{unmatched}.", RuntimeWarning)
 
 
+_EMBEDDING_LAYER_NAMES = ("embed_tokens", "lm_head")  # PEFT's EMBEDDING_LAYER_NAMES
+
+
+def _warn_tied_layer_adapted(model, config):
+    """With ``tie_word_embeddings`` the input embedding and the output head are one matrix: an adapter
+    (or a modules_to_save copy) on either one does not follow the tie, and merging it changes both
+    layers. PEFT warns (in these words); so does minilora, which has no ``ensure_weight_tying`` either."""
+    head, embeddings = getattr(model, "lm_head", None), getattr(getattr(model, "model", None), "embed_tokens", None)
+    if head is None or embeddings is None or head.weight is not embeddings.weight:
+        return
+    targets = config.target_modules
+    if isinstance(targets, str):
+        adapted = any(re.fullmatch(targets, name) for name in _EMBEDDING_LAYER_NAMES)
+    else:
+        adapted = any(name.split(".")[-1] in _EMBEDDING_LAYER_NAMES for name in targets or ())
+    saved = any(name.split(".")[-1] in _EMBEDDING_LAYER_NAMES for name in getattr(config, "modules_to_save", None) or ())
+    if adapted or saved:
+        warnings.warn("Model has `tie_word_embeddings=True` and a tied layer is part of the adapter, but no "
+                      "implementation exists to tie the adapters. This can lead to complications, for example "
+                      "when merging the adapter or converting your model to formats other than safetensors. "
+                      "Check the discussion here: https://github.com/huggingface/peft/issues/2777")
+
+
 # ==================================================================================================
 # The tuner: injects adapter layers into the model and manages them
 # ==================================================================================================
@@ -169,6 +192,7 @@ class LoraModel(_Wrapper):
         if not matched:
             raise ValueError(self._no_match_message(config))
         _warn_unmatched_patterns(config, matched)
+        _warn_tied_layer_adapted(self.model, config)
         self.peft_config[adapter_name] = config
         self._add_modules_to_save(adapter_name, config)
         self._freeze_all_but_adapters(config)
