@@ -453,3 +453,35 @@ def test_sdpa_scale_and_enable_gqa_are_keyword_only_as_torch(rng):
                lambda: TF.scaled_dot_product_attention(tq, tq, tq, None, 0.0, False, 0.5))
     close(F.scaled_dot_product_attention(q, q, q, None, 0.0, False, scale=0.5, enable_gqa=True),
           TF.scaled_dot_product_attention(tq, tq, tq, None, 0.0, False, scale=0.5, enable_gqa=True))
+
+
+# ---- a batch whose targets are all ignored -----------------------------------------------------------
+ALL_IGNORED = [
+    ("cross_entropy", [-100] * 4, {}), ("cross_entropy", [-100] * 4, {"label_smoothing": 0.2}),
+    ("cross_entropy", [-100] * 4, {"weight": np.array([0.5, 1.0, 2.0])}),
+    ("cross_entropy", [-100] * 4, {"weight": np.array([0.5, 1.0, 2.0]), "label_smoothing": 0.2}),
+    ("cross_entropy", [0, 1, 2, 1], {"weight": np.zeros(3)}), ("cross_entropy", [0, -100, 2, -100], {"weight": np.zeros(3)}),
+    ("cross_entropy", [0, 1, 2, 1], {"weight": np.zeros(3), "label_smoothing": 0.2}),
+    ("nll_loss", [-100] * 4, {}), ("nll_loss", [0, 1, 2, 1], {"weight": np.zeros(3)}),
+    ("nll_loss", [0, -100, 2, -100], {"weight": np.zeros(3)}),
+]
+
+
+@pytest.mark.parametrize("name, target, kwargs", ALL_IGNORED)
+def test_mean_loss_over_no_counted_target_is_nan_with_torchs_gradient(rng, name, target, kwargs):
+    """A micro-batch whose labels are all -100 (a prompt-only sequence): torch's loss is nan but its
+    gradient zero, so the step leaves the weights alone; minilora's cross_entropy gradient was nan,
+    which an optimizer step writes into every weight. Weights that sum to 0 over counted targets:
+    nan gradients in those rows, as torch."""
+    x = rng.standard_normal((4, 3))
+    (logits, tlogits), (t, tt) = pair(x, True), pair(np.array(target))
+    ours = {k: ml.tensor(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+    theirs = {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+    if name == "nll_loss":
+        out, tout = F.nll_loss(logits.log_softmax(1), t, **ours), TF.nll_loss(tlogits.log_softmax(1), tt, **theirs)
+    else:
+        out, tout = F.cross_entropy(logits, t, **ours), TF.cross_entropy(tlogits, tt, **theirs)
+    assert np.isnan(out.item()) and np.isnan(tout.item())
+    out.backward()
+    tout.backward()
+    np.testing.assert_array_equal(logits.grad.numpy(), tlogits.grad.numpy())  # (nan equal to nan)

@@ -141,6 +141,7 @@ class CrossEntropy(Function):
     def forward(ctx, logits, targets, weight=None, ignore_index=-100, reduction="mean"):
         xp = xp_of(logits)
         valid, safe_targets = _counted_targets(xp, targets, logits.shape[1], ignore_index, "cross_entropy")
+        ctx.counted = valid  # (which rows count at all: see backward)
         if weight is not None:  # each row counts with its class's weight (0 when ignored)
             valid = xp.where(valid, weight[safe_targets], 0).astype(logits.dtype, copy=False)
         probs, losses = xp.empty_like(logits), xp.empty(logits.shape[0], logits.dtype)
@@ -160,10 +161,26 @@ class CrossEntropy(Function):
         # one incoming gradient per row: g itself for 'none', the scalar's value repeated otherwise
         g_rows = g if ctx.reduction == "none" else xp.broadcast_to(g, ctx.valid.shape)
         divisor = ctx.divisor if ctx.reduction == "mean" else 1
+        if divisor == 0:
+            return _gradient_over_no_weight(xp, ctx.probs.shape, ctx.counted, ctx.probs.dtype), None
         grad = xp.empty_like(ctx.probs)
         parallel.rows(lambda *blocks: _cross_entropy_backward_rows(*blocks, divisor=divisor),
                       ctx.probs, ctx.targets, ctx.valid, g_rows, grad)
         return grad, None
+
+
+def _gradient_over_no_weight(xp, shape, counted, dtype, columns=None):
+    """The gradient of a 'mean' whose divisor is 0, as torch's: zeros where no row counted (a
+    batch whose targets are all ignored: the loss is nan, yet the step must leave the weights alone),
+    nan in the counted rows whose class weights summed to 0 (their g / 0). ``columns``: only each
+    counted row's target entry (nll_loss), else the whole row (cross_entropy)."""
+    grad = xp.zeros(shape, dtype=dtype)
+    rows = xp.flatnonzero(counted)
+    if columns is None:
+        grad[rows] = np.nan
+    else:
+        grad[rows, columns[rows]] = np.nan
+    return grad
 
 
 def _cross_entropy_backward_rows(probs, targets, valid, g, grad, divisor):
@@ -725,6 +742,8 @@ def _smoothing_term(logp, targets, weight, ignore_index, reduction):
         counted = float(valid.sum())
     else:  # summed in float32 and rounded to the weights' dtype, as torch's weight.gather(...).sum()
         counted = float(upcast(weight[xp.where(valid, targets, 0)][valid]).sum().astype(weight.dtype))
+    if counted == 0:  # nan, with torch's gradient: zeros, nan only in counted rows (weights summing to 0)
+        return rows[xp.flatnonzero(valid)].sum() * float("nan")
     return rows.sum() / counted  # a Python number: rows' dtype, the count not rounded to 16 bits
 
 
@@ -761,6 +780,7 @@ class NllLoss(Function):
         row_weight = xp.where(valid, 1 if weight is None else weight[safe], 0).astype(logp.dtype)
         losses = -logp[xp.arange(len(logp)), safe] * row_weight
         ctx.shape, ctx.safe, ctx.row_weight, ctx.reduction = logp.shape, safe, row_weight, reduction
+        ctx.counted = valid
         if reduction == "none":
             return losses
         if logp.itemsize == 2 and xp is np:  # 16-bit floats: torch's CPU order and roundings (_cascade_sum)
@@ -774,10 +794,10 @@ class NllLoss(Function):
     @staticmethod
     def backward(ctx, g):
         xp = xp_of(g)
+        if ctx.reduction == "mean" and ctx.divisor == 0:
+            return _gradient_over_no_weight(xp, ctx.shape, ctx.counted, ctx.row_weight.dtype, ctx.safe)
         scale = g * ctx.row_weight if ctx.reduction == "none" else (g / ctx.divisor) * ctx.row_weight
         grad = xp.zeros(ctx.shape, dtype=ctx.row_weight.dtype)
-        if ctx.reduction == "mean" and ctx.divisor == 0 and not ctx.row_weight.any():
-            return grad  # every row ignored: g / 0 reaches none of them (torch's gradient: zeros)
         grad[xp.arange(ctx.shape[0]), ctx.safe] = -scale
         return grad
 
