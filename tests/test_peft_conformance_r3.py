@@ -367,3 +367,19 @@ def test_adapting_a_tied_embedding_warns_as_peft(options):
         warnings.simplefilter("error")  # untied, or a tied model whose embeddings are left alone: silent
         get_peft_model(pair()[1], LoraConfig(r=2, **options))
         get_peft_model(pair(config=tied)[1], LoraConfig(r=2, target_modules="all-linear"))
+
+
+def test_finished_rows_are_padded_with_the_first_eos_id_as_transformers(generation_pair):
+    """No pad_token_id anywhere: transformers pads a finished row with eos_token_id[0] (the list's
+    first), not the smallest of the ids."""
+    reference, model = generation_pair
+    ids = [[5, 7, 9, 11], [3, 4, 5, 6]]
+    free = hf_generate(reference, ids, max_new_tokens=6, eos_token_id=[], pad_token_id=0)
+    early = int(free[0, 5])  # row 0 ends at its second new token (row 1 at its first, here)
+    unused = max(i for i in range(TINY.vocab_size) if i not in free)
+    assert unused > early
+    for eos in ([unused, early], [early, unused]):
+        expected = hf_generate(reference, ids, max_new_tokens=6, eos_token_id=eos)
+        got = our_generate(model, ids, max_new_tokens=6, eos_token_id=eos)
+        np.testing.assert_array_equal(got, expected, err_msg=str(eos))
+        assert (got == eos[0]).any()  # for [unused, early]: unused appears only as the padding

@@ -109,8 +109,7 @@ def _warn_tied_layer_adapted(model, config):
     """With ``tie_word_embeddings`` the input embedding and the output head are one matrix: an adapter
     (or a modules_to_save copy) on either one does not follow the tie, and merging it changes both
     layers. PEFT warns (in these words); so does minilora, which has no ``ensure_weight_tying`` either."""
-    head, embeddings = getattr(model, "lm_head", None), getattr(getattr(model, "model", None), "embed_tokens", None)
-    if head is None or embeddings is None or head.weight is not embeddings.weight:
+    if not getattr(getattr(model, "config", None), "tie_word_embeddings", False):
         return
     targets = config.target_modules
     if isinstance(targets, str):

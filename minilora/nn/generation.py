@@ -291,11 +291,11 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
                                        getattr(config, "max_position_embeddings", None))
     _check_sampling_options(do_sample, repetition_penalty, num_return_sequences, streamer, ids.shape[0])
     _warn_past_positions(config, ids.shape[1] + max_new_tokens)
-    eos = _id_set(eos_token_id if eos_token_id is not None else getattr(config, "eos_token_id", None))
+    eos = _id_list(eos_token_id if eos_token_id is not None else getattr(config, "eos_token_id", None))
     if pad_token_id is None:
         pad_token_id = getattr(config, "pad_token_id", None)
     if pad_token_id is None:
-        pad_token_id = min(eos) if eos else 0
+        pad_token_id = eos[0] if eos else 0  # transformers pads finished rows with the first eos id
     mask = np.ones_like(ids) if attention_mask is None else _as_int_array(attention_mask, "attention_mask")
     if mask.shape != ids.shape and not (single and mask.shape == ids.shape[1:]):
         raise ValueError(f"attention_mask has shape {mask.shape} but input_ids has shape "
@@ -343,7 +343,7 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
             mask = np.concatenate([mask, np.ones_like(token)[:, None]], axis=1)
             if streamer is not None:
                 streamer.put(token)
-            finished |= np.isin(token, list(eos))
+            finished |= np.isin(token, eos)
             if finished.all():
                 break
     if streamer is not None:
@@ -391,7 +391,7 @@ class GenerateDecoderOnlyOutput:
 def _forbid(scores, token_ids):
     """-inf for ``token_ids`` in every row (transformers' MinLength / MinNewTokensLength processors)."""
     scores = scores.copy()
-    scores[:, sorted(token_ids)] = -np.inf
+    scores[:, list(token_ids)] = -np.inf
     return scores
 
 
@@ -517,10 +517,11 @@ def _as_int_array(values, name):
     return array.astype(np.int64)
 
 
-def _id_set(ids):
+def _id_list(ids):
+    """The eos id(s) as a list, in the order given (the first one pads finished rows)."""
     if ids is None:
-        return set()
-    return {int(i) for i in ids} if isinstance(ids, (list, tuple, set)) else {int(ids)}
+        return []
+    return [int(i) for i in ids] if isinstance(ids, (list, tuple, set)) else [int(ids)]
 
 
 def _mask_arg(mask):
