@@ -27,11 +27,11 @@ from .tensor import (Tensor, enable_grad, inference_mode, is_grad_enabled,
 __version__ = "0.1.0"
 
 
-def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=False):
+def arange(start=0, end=None, step=1, *, dtype=None, device=None, requires_grad=False):
     """``arange(5)`` is int64 and ``arange(0, 1, 0.25)`` float32: as torch, the dtype is the default
     float dtype when any bound or the step is a float, else int64. Values are ``start + i * step``,
     computed in float64 (float32 for bfloat16/float16) and then cast (torch's CPU arithmetic), with
-    ``ceil((end - start) / step)`` of them."""
+    ``ceil((end - start) / step)`` of them; bounds the step walks away from are an error, as torch."""
     if end is None:
         start, end = 0, start
     bounds = [b.item() if isinstance(b, Tensor) else b for b in (start, end, step)]
@@ -42,6 +42,8 @@ def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=Fa
     start, end, step = bounds
     if step == 0:
         raise RuntimeError("step must be nonzero")
+    if (end - start) * step < 0:  # arange(4, 1): torch refuses rather than return nothing
+        raise RuntimeError("upper bound and lower bound inconsistent with step sign")
     count = _builtins.max(0, _math.ceil((end - start) / step))  # (max is ml.max here)
     if dtype.kind in "iu" and _builtins.all(isinstance(b, _builtins.int) for b in bounds):
         values = _np.arange(start, end, step, dtype=dtype)  # exact integers

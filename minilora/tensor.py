@@ -1249,8 +1249,13 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     dtype = _to_dtype(dtype)
     if isinstance(data, Tensor):
         data = data._array
+    elif isinstance(data, np.ndarray) and data.dtype.kind in "OUS":
+        raise TypeError(f"can't convert np.ndarray of type numpy.{data.dtype.type.__name__}. The only "
+                        f"supported types are: numbers and bool")
     if dtype is None and not hasattr(data, "dtype"):
         data = np.asarray(data)
+        if data.dtype.kind in "OUS":  # strings, None, objects: NumPy keeps them; torch refuses
+            _refuse_non_numbers(data)
         if data.dtype.kind == "f":
             data = dtypes.cast(data, dtypes.get_default_dtype())
         elif data.dtype.kind == "c":
@@ -1264,6 +1269,16 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     if requires_grad:
         _check_can_require_grad(array.dtype)
     return Tensor._make(array, dev, bool(requires_grad), None)
+
+
+def _refuse_non_numbers(data):
+    """torch's errors for ``tensor(data)`` when ``data`` holds something other than numbers."""
+    if data.dtype.kind in "US":
+        if data.ndim == 0:
+            raise TypeError("new(): invalid data type 'str'")
+        raise ValueError("too many dimensions 'str'")
+    culprit = next(x for x in data.flat if not isinstance(x, (int, float, complex, bool, np.generic)))
+    raise RuntimeError(f"Could not infer dtype of {type(culprit).__name__}")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -460,3 +460,24 @@ BOOL_ARITHMETIC = {
 @pytest.mark.parametrize("name", BOOL_ARITHMETIC)
 def test_bool_arithmetic_as_torch(name):
     _same(BOOL_ARITHMETIC[name])
+
+
+FACTORIES = {
+    "tensor_of_str": lambda lib: lib.tensor("abc"),
+    "tensor_of_none": lambda lib: lib.tensor(None),
+    "tensor_of_nones": lambda lib: lib.tensor([None, 1]),
+    "tensor_of_str_array": lambda lib: lib.tensor(np.array(["a"])),
+    "tensor_of_object_array": lambda lib: lib.tensor(np.array([{}], dtype=object)),
+    "as_tensor_of_str": lambda lib: lib.as_tensor(["a", "b"]),
+    "arange_backwards": lambda lib: lib.arange(4, 1),
+    "arange_backwards_float": lambda lib: lib.arange(0.0, 1.0, -0.25),
+    "arange_down": lambda lib: lib.arange(4, 1, -1),
+    "arange_empty": lambda lib: lib.arange(2, 2),
+    "arange_end_keyword": lambda lib: lib.arange(end=4),
+    "arange_all_keywords": lambda lib: lib.arange(start=1, end=7, step=2),
+}
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_factories_as_torch(name):
+    _same(FACTORIES[name])
