@@ -869,3 +869,63 @@ def test_adam_variants_signatures_errors_and_torchs_state_dict(name):
     a, b = _train(ml, fresh, opt, 3, seed=5), _train(torch, theirs, topt, 3, seed=5)
     for x, y in zip(a, b):
         np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14)
+
+
+# ---- Adadelta ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("make", [lambda O, p: O.Adadelta(p), lambda O, p: O.Adadelta(p, 0.5, 0.8, 1e-4, 0.1),
+                                  lambda O, p: O.Adadelta(p, lr=2.0, rho=0.95, maximize=True, foreach=False)],
+                         ids=["defaults", "positional", "maximize"])
+def test_adadelta_matches_torch(make):
+    _same_trajectory(make, steps=10, skip={1: 3})
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_adadelta_in_16_bits_matches_torch_bit_for_bit(dtype):
+    rng = np.random.default_rng(7)
+    start, grads = rng.standard_normal(128), [rng.standard_normal(128) for _ in range(8)]
+    p, t = nn.Parameter(ml.tensor(start, dtype=dtype)), torch.nn.Parameter(torch.tensor(start).to(getattr(torch, dtype)))
+    opt, topt = optim.Adadelta([p], 0.5, 0.8, 1e-3, 0.1), torch.optim.Adadelta([t], 0.5, 0.8, 1e-3, 0.1)
+    for g in grads:
+        p.grad, t.grad = ml.tensor(g, dtype=dtype), torch.tensor(g).to(getattr(torch, dtype))
+        opt.step()
+        topt.step()
+        np.testing.assert_array_equal(p.float().numpy(), t.detach().float().numpy())
+
+
+def test_adadelta_signature_errors_and_torchs_state_dict():
+    import inspect
+
+    def described(cls):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(cls.__init__).parameters.values()][1:]
+    assert described(optim.Adadelta) == described(torch.optim.Adadelta)
+    ours, theirs = _twins()
+    for kwargs in ({"lr": -1.0}, {"rho": 1.5}, {"rho": -0.1}, {"eps": -1.0}, {"weight_decay": -0.1}):
+        _same_error(lambda: optim.Adadelta(ours, **kwargs), lambda: torch.optim.Adadelta(theirs, **kwargs))
+    topt = torch.optim.Adadelta(theirs)
+    _train(torch, theirs, topt, 3)
+    fresh = [nn.Parameter(t.detach().numpy().copy()) for t in theirs]
+    opt = optim.Adadelta(fresh, lr=0.1)
+    opt.load_state_dict(topt.state_dict())
+    a, b = _train(ml, fresh, opt, 3, seed=5), _train(torch, theirs, topt, 3, seed=5)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("name,kwargs", [
+    ("AdamW", {"lr": 0.01, "eps": 0.03}), ("Adam", {"lr": 0.01, "eps": 0.01, "amsgrad": True}),
+    ("RMSprop", {"lr": 0.01, "eps": 0.01, "centered": True, "momentum": 0.5}), ("Adagrad", {"lr": 0.1, "eps": 0.01}),
+    ("Adamax", {"lr": 0.01, "eps": 0.01}), ("NAdam", {"lr": 0.01, "eps": 0.01}),
+    ("RAdam", {"lr": 0.01, "eps": 0.01, "betas": (0.9, 0.9)}), ("Adadelta", {"eps": 1e-3, "rho": 0.5})])
+def test_a_large_eps_in_16_bits_is_added_as_torch_adds_it(dtype, name, kwargs):
+    """torch rounds a number added to a 16-bit tensor to the tensor's dtype first (``sqrt(v).add_(eps)`` adds
+    bfloat16's 0.010009765625 for eps=0.01): with a large eps the weights differed by an ulp here and there."""
+    rng = np.random.default_rng(7)
+    start, grads = rng.standard_normal(256), [rng.standard_normal(256) * 0.1 for _ in range(10)]
+    p, t = nn.Parameter(ml.tensor(start, dtype=dtype)), torch.nn.Parameter(torch.tensor(start).to(getattr(torch, dtype)))
+    opt, topt = getattr(optim, name)([p], **kwargs), getattr(torch.optim, name)([t], **kwargs)
+    for g in grads:
+        p.grad, t.grad = ml.tensor(g, dtype=dtype), torch.tensor(g).to(getattr(torch, dtype))
+        opt.step()
+        topt.step()
+    np.testing.assert_array_equal(p.float().numpy(), t.detach().float().numpy())

@@ -1,4 +1,4 @@
-"""RMSprop and Adagrad: per-weight step sizes from a running sum of squared gradients, as ``torch.optim``.
+"""RMSprop, Adagrad, Adadelta: per-weight step sizes from running sums of squares, as ``torch.optim``.
 
 Both divide the gradient by the root of what its square has been so far, so a weight whose gradients are
 large takes small steps and a rarely-moved weight larger ones:
@@ -8,6 +8,9 @@ large takes small steps and a rarely-moved weight larger ones:
 * ``RMSprop`` keeps a running mean instead (``square_avg = alpha * square_avg + (1 - alpha) * g * g``), so
   old gradients are forgotten; ``centered`` subtracts the squared mean gradient (a variance), and
   ``momentum`` adds a velocity buffer (started at zero, unlike SGD's).
+* ``Adadelta`` keeps RMSprop's mean of squared gradients and a second one of its own squared steps
+  (``acc_delta``): each step is ``sqrt(acc_delta + eps) / sqrt(square_avg + eps) * g``, so the units of the
+  step are those of the weights and ``lr`` (default 1.0) is only a scale.
 
 The updates follow torch's single-tensor code op for op. A float16/bfloat16 parameter keeps its state in its
 dtype, and every op computes in float32 and rounds once, as torch's CPU kernels do (``_Arithmetic``).
@@ -19,7 +22,7 @@ from ..device import xp_of
 from .adam import _fused_multiply_add
 from .optimizer import Optimizer, _check_range, alpha_16bit, rounds_each_op
 
-__all__ = ["RMSprop", "Adagrad"]
+__all__ = ["RMSprop", "Adagrad", "Adadelta"]
 
 
 class _Arithmetic:
@@ -38,6 +41,11 @@ class _Arithmetic:
 
     def rounded(self, value):
         return value.astype(self.dtype).astype(np.float32) if self.low_precision else value
+
+    def plus(self, array, number):
+        """``array.add(number)``: torch rounds a plain number added to a 16-bit tensor to its dtype first
+        (``sqrt(v).add_(eps)`` adds bfloat16's 0.010009765625 for eps=0.01), as it does ``alpha=``."""
+        return self.rounded(array + self.alpha(number))
 
     def alpha(self, value):
         """An ``alpha=`` scalar: torch rounds it to a 16-bit tensor's dtype first."""
@@ -115,7 +123,7 @@ class RMSprop(Optimizer):
             avg = ops.rounded(ops.sqrt(ops.addcmul(square_avg, grad_avg, grad_avg, -1)))
         else:
             avg = ops.rounded(ops.sqrt(square_avg))
-        avg = ops.rounded(avg + group["eps"])
+        avg = ops.plus(avg, group["eps"])
         param = ops.load(p._array)
         if group["momentum"] > 0:  # buf = momentum * buf + grad / avg; p -= lr * buf
             buf = ops.rounded(ops.rounded(ops.load(state["momentum_buffer"]) * group["momentum"]) + grad / avg)
@@ -173,5 +181,51 @@ class Adagrad(Optimizer):
         lr = group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
         total = ops.addcmul(ops.load(state["sum"]), grad, grad, 1)
         state["sum"][...] = total
-        std = ops.rounded(ops.rounded(ops.sqrt(total)) + group["eps"])
+        std = ops.plus(ops.rounded(ops.sqrt(total)), group["eps"])
         p._array[...] = ops.rounded(ops.load(p._array) + -lr * (grad / std))
+
+
+class Adadelta(Optimizer):
+    """``Adadelta(params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None, *, capturable=False,
+    maximize=False, differentiable=False)``, as in PyTorch. State per trained parameter: ``step``,
+    ``square_avg`` and ``acc_delta``. ``differentiable=True`` is not implemented and raises."""
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None, *, capturable=False,
+                 maximize=False, differentiable=False):
+        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
+                                      capturable=capturable, foreach=foreach, differentiable=differentiable))
+
+    def _check_group(self, group, index):
+        super()._check_group(group, index)
+        if group.get("differentiable"):
+            raise NotImplementedError(f"Adadelta: differentiable=True is not implemented in minilora "
+                                      f"(parameter group {index})")
+        _check_range(group, index, "rho", low=0.0, high=1.0)
+        _check_range(group, index, "eps", low=0.0)
+        _check_range(group, index, "weight_decay", low=0.0)
+
+    def step(self, closure=None):
+        """Update every trainable parameter that has a gradient; returns ``closure()``'s loss."""
+        loss = self._evaluate(closure)
+        for group in self.param_groups:
+            for p in self._params_to_update(group):
+                state = self.state[p]
+                if not state:
+                    xp = p.device.xp
+                    state.update(step=0, square_avg=xp.zeros_like(p._array), acc_delta=xp.zeros_like(p._array))
+                state["step"] += 1
+                self._update(p, state, group)
+        return loss
+
+    @staticmethod
+    def _update(p, state, group):
+        ops = _Arithmetic(p.dtype)
+        rho, eps = group["rho"], group["eps"]
+        grad = _gradient(p, group, ops)
+        square_avg = ops.addcmul(ops.rounded(ops.load(state["square_avg"]) * rho), grad, grad, 1 - rho)
+        std = ops.rounded(ops.sqrt(ops.plus(square_avg, eps)))
+        delta = ops.rounded(ops.sqrt(ops.plus(ops.load(state["acc_delta"]), eps)))
+        delta = ops.rounded(ops.rounded(delta / std) * grad)  # the step, in the weights' units
+        acc_delta = ops.addcmul(ops.rounded(ops.load(state["acc_delta"]) * rho), delta, delta, 1 - rho)
+        state["square_avg"][...], state["acc_delta"][...] = square_avg, acc_delta
+        p._array[...] = ops.rounded(ops.load(p._array) + ops.alpha(-group["lr"]) * delta)

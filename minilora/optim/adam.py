@@ -120,7 +120,8 @@ def adamw_update_16bit(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, bet
     if max_exp_avg_sq is not None:  # amsgrad: torch.maximum(max_v, v) (exact: no rounding)
         max_exp_avg_sq[...] = np.maximum(dtypes.upcast(max_exp_avg_sq), v).astype(dtype)
         root_of = dtypes.upcast(max_exp_avg_sq)
-    denom = op(op(op(np.sqrt(root_of)) / f32(math.sqrt(1 - beta2 ** step))) + f32(eps))
+    # .add_(eps): torch rounds a number added to a 16-bit tensor to the dtype first (as alpha=)
+    denom = op(op(op(np.sqrt(root_of)) / f32(math.sqrt(1 - beta2 ** step))) + alpha_16bit(eps, dtype))
     p = op(p + f32(-lr / (1 - beta1 ** step)) * m / denom)  # param.addcdiv_(exp_avg, denom, -step_size)
     param[...], exp_avg[...], exp_avg_sq[...] = p, m, v
 

@@ -82,7 +82,7 @@ class Adamax(_AdamFamily):
         grad = _gradient(p, group, ops)
         exp_avg = ops.lerp(ops.load(state["exp_avg"]), grad, 1 - beta1)
         decayed = ops.rounded(ops.load(state["exp_inf"]) * beta2)
-        exp_inf = xp_of(decayed).maximum(decayed, ops.rounded(ops.rounded(abs(grad)) + group["eps"]))
+        exp_inf = xp_of(decayed).maximum(decayed, ops.plus(ops.rounded(abs(grad)), group["eps"]))
         state["exp_avg"][...], state["exp_inf"][...] = exp_avg, exp_inf
         step_size = group["lr"] / (1 - beta1 ** state["step"])
         p._array[...] = ops.rounded(ops.load(p._array) + -step_size * (exp_avg / exp_inf))
@@ -125,7 +125,7 @@ class NAdam(_AdamFamily):
         exp_avg_sq = ops.addcmul(ops.rounded(ops.load(state["exp_avg_sq"]) * beta2), grad, grad, 1 - beta2)
         state["exp_avg"][...], state["exp_avg_sq"][...] = exp_avg, exp_avg_sq
         denom = ops.rounded(ops.sqrt(ops.rounded(exp_avg_sq * (1 / (1 - beta2 ** step)))))  # (division as torch's)
-        denom = ops.rounded(denom + group["eps"])
+        denom = ops.plus(denom, group["eps"])
         param = ops.rounded(ops.load(p._array) + (-lr * (1.0 - mu) / (1.0 - float(mu_product))) * (grad / denom))
         next_product = float(mu_product) * mu_next
         p._array[...] = ops.rounded(param + ((-lr * mu_next) / (1.0 - next_product)) * (exp_avg / denom))
@@ -159,7 +159,7 @@ class RAdam(_AdamFamily):
         rho_inf = 2 / (1 - beta2) - 1  # the longest the variance estimate's moving average gets
         rho_t = rho_inf - 2 * step * (beta2 ** step) / bias_correction2
         if rho_t > 5.0:  # the variance is trustworthy: Adam's step, rectified
-            root = ops.rounded(ops.rounded(ops.sqrt(exp_avg_sq)) + group["eps"])
+            root = ops.plus(ops.rounded(ops.sqrt(exp_avg_sq)), group["eps"])
             adaptive = ops.rounded(ops.rounded(1 / root) * bias_correction2 ** 0.5)  # number / tensor: reciprocal, times
             rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
             update = ops.rounded(ops.rounded(ops.rounded(corrected * lr) * adaptive) * rect)
