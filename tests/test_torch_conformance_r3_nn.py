@@ -303,14 +303,16 @@ def test_new_init_signatures_are_torchs(name):
 # ---- convolution and pooling geometry --------------------------------------------------------------
 GEOMETRY_ERRORS = [
     ("conv2d", lambda F, x, w: F.conv2d(x, w, None, 0)), ("conv2d", lambda F, x, w: F.conv2d(x, w, None, 1, -1)),
-    ("conv2d", lambda F, x, w: F.conv2d(x, w, None, 1, 0, 0)), ("conv2d", lambda F, x, w: F.conv2d(x, w, None, 1, 0, 1, 0)),
+    ("conv2d", lambda F, x, w: F.conv2d(x, w, None, 1, 0, 0)),
+    ("conv2d", lambda F, x, w: F.conv2d(x, w, None, 1, 0, 1, 0)),
     ("conv2d", lambda F, x, w: F.conv2d(x, w, None, (1, 0))),
     ("conv1d", lambda F, x, w: F.conv1d(x[:, :, 0], w[:, :, 0], stride=0)),
     ("conv1d", lambda F, x, w: F.conv1d(x[:, :, 0], w[:, :, 0], padding=-2)),
     ("max_pool2d", lambda F, x, w: F.max_pool2d(x, 2, 0)), ("max_pool2d", lambda F, x, w: F.max_pool2d(x, 2, 1, -1)),
     ("max_pool2d", lambda F, x, w: F.max_pool2d(x, 0)), ("max_pool2d", lambda F, x, w: F.max_pool2d(x, 2, 1, 0, 0)),
     ("avg_pool2d", lambda F, x, w: F.avg_pool2d(x, 2, 1, -1)), ("avg_pool2d", lambda F, x, w: F.avg_pool2d(x, 0)),
-    ("max_pool1d", lambda F, x, w: F.max_pool1d(x[:, :, 0], 2, 0)), ("max_pool2d", lambda F, x, w: F.max_pool2d(x, 2, -1)),
+    ("max_pool1d", lambda F, x, w: F.max_pool1d(x[:, :, 0], 2, 0)),
+    ("max_pool2d", lambda F, x, w: F.max_pool2d(x, 2, -1)),
     ("avg_pool2d", lambda F, x, w: F.avg_pool2d(x, 2, -1)),
 ]
 
@@ -460,7 +462,8 @@ ALL_IGNORED = [
     ("cross_entropy", [-100] * 4, {}), ("cross_entropy", [-100] * 4, {"label_smoothing": 0.2}),
     ("cross_entropy", [-100] * 4, {"weight": np.array([0.5, 1.0, 2.0])}),
     ("cross_entropy", [-100] * 4, {"weight": np.array([0.5, 1.0, 2.0]), "label_smoothing": 0.2}),
-    ("cross_entropy", [0, 1, 2, 1], {"weight": np.zeros(3)}), ("cross_entropy", [0, -100, 2, -100], {"weight": np.zeros(3)}),
+    ("cross_entropy", [0, 1, 2, 1], {"weight": np.zeros(3)}),
+    ("cross_entropy", [0, -100, 2, -100], {"weight": np.zeros(3)}),
     ("cross_entropy", [0, 1, 2, 1], {"weight": np.zeros(3), "label_smoothing": 0.2}),
     ("nll_loss", [-100] * 4, {}), ("nll_loss", [0, 1, 2, 1], {"weight": np.zeros(3)}),
     ("nll_loss", [0, -100, 2, -100], {"weight": np.zeros(3)}),
