@@ -481,3 +481,11 @@ FACTORIES = {
 @pytest.mark.parametrize("name", FACTORIES)
 def test_factories_as_torch(name):
     _same(FACTORIES[name])
+
+
+def test_unique_counts_each_nan_apart_as_torch():
+    data = [[2.0, float("nan"), 1.0], [float("nan"), 2.0, 2.0]]
+    for name in ("values", "inverse", "counts"):
+        expected, got = (lib.tensor(data).unique(return_inverse=True, return_counts=True) for lib in (torch, ml))
+        index = ("values", "inverse", "counts").index(name)
+        np.testing.assert_array_equal(got[index].numpy(), expected[index].numpy())

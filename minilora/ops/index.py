@@ -508,7 +508,8 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     of each input element in that list, with ``return_counts`` how often each occurs (int64)."""
     array = input.detach().cpu().numpy()  # (on the host: a sort; the result's size depends on the values)
     if dim is None:
-        values, inverse, counts = np.unique(array.reshape(-1), return_inverse=True, return_counts=True)
+        values, inverse, counts = np.unique(array.reshape(-1), return_inverse=True, return_counts=True,
+                                            equal_nan=False)  # torch: every NaN is its own value
         inverse = inverse.reshape(input.shape)
     else:
         dim = _dim(dim, input.ndim, "unique")
