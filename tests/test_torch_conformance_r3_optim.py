@@ -929,3 +929,24 @@ def test_a_large_eps_in_16_bits_is_added_as_torch_adds_it(dtype, name, kwargs):
         opt.step()
         topt.step()
     np.testing.assert_array_equal(p.float().numpy(), t.detach().float().numpy())
+
+
+HAND_CHANGED = {
+    "CosineAnnealingLR(eta_min)": lambda S, o: S.CosineAnnealingLR(o, 9, 0.005),
+    "StepLR": lambda S, o: S.StepLR(o, 4, 0.5),
+    "MultiStepLR(repeated)": lambda S, o: S.MultiStepLR(o, [3, 3, 7, 20], 0.5),
+    "LinearLR": lambda S, o: S.LinearLR(o, 0.1, 0.9, 10),
+    "PolynomialLR": lambda S, o: S.PolynomialLR(o, 12, 1.5),
+    "CosineAnnealingWarmRestarts": lambda S, o: S.CosineAnnealingWarmRestarts(o, 4, 2, 0.001),
+    "OneCycleLR(Adam betas)": lambda S, o: S.OneCycleLR(o, [0.5, 1.0], total_steps=45, pct_start=0.2),
+    "SequentialLR": lambda S, o: S.SequentialLR(o, [S.ConstantLR(o, 0.5, 3), S.StepLR(o, 4), S.ExponentialLR(o, 0.9)],
+                                                [4, 12]),
+}
+
+
+@pytest.mark.parametrize("opt_name", ["SGD", "Adam"])
+@pytest.mark.parametrize("name", list(HAND_CHANGED))
+def test_schedulers_after_param_groups_lr_is_changed_by_hand(name, opt_name):
+    """``param_groups[i]['lr'] = ...`` mid-run: torch's chainable (recursive) formulas carry the change on,
+    the closed form would not; minilora must give torch's numbers, momentum/betas included."""
+    _same_schedule(HAND_CHANGED[name], opt_name=opt_name, steps=44, hand=6)
