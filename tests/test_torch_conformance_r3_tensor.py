@@ -489,3 +489,9 @@ def test_unique_counts_each_nan_apart_as_torch():
         expected, got = (lib.tensor(data).unique(return_inverse=True, return_counts=True) for lib in (torch, ml))
         index = ("values", "inverse", "counts").index(name)
         np.testing.assert_array_equal(got[index].numpy(), expected[index].numpy())
+
+
+@pytest.mark.parametrize("call", ["all()", "any(1)", "all(dim=0, keepdim=True)"])
+@pytest.mark.parametrize("dtype", ["uint8", "int64", "float32", "bool"])
+def test_all_any_dtypes_as_torch(call, dtype):
+    _same(lambda lib: eval(f"lib.tensor([[1, 0], [2, 3]], dtype=lib.{dtype}).{call}"))

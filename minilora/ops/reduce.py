@@ -29,7 +29,7 @@ import numpy as np
 from ..device import xp_of
 from ..dtypes import compute_dtype, get_default_dtype, is_floating
 from ..tensor import Function, Tensor, no_grad
-from .elementwise import backward_in_float32, computes_in_float32
+from .elementwise import AsType, backward_in_float32, computes_in_float32
 from .index import gather, return_type
 
 __all__ = ["sum", "mean", "prod", "max", "min", "amax", "amin", "argmax", "argmin", "var", "std",
@@ -503,7 +503,10 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
 
 
 def _logical(kind, input, dim, keepdim):
-    return _no_grad_apply(Logical, input, kind=kind, axis=dim, keepdims=keepdim)
+    out = _no_grad_apply(Logical, input, kind=kind, axis=dim, keepdims=keepdim)
+    if input.dtype == np.uint8:  # torch keeps uint8 for all/any of uint8 (a legacy rule); others: bool
+        out = _no_grad_apply(AsType, out, dtype=np.dtype(np.uint8))
+    return out
 
 
 @_numpy_aliases
