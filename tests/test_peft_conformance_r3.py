@@ -383,3 +383,27 @@ def test_finished_rows_are_padded_with_the_first_eos_id_as_transformers(generati
         got = our_generate(model, ids, max_new_tokens=6, eos_token_id=eos)
         np.testing.assert_array_equal(got, expected, err_msg=str(eos))
         assert (got == eos[0]).any()  # for [unused, early]: unused appears only as the padding
+
+
+# ==================================================================================================
+# TextStreamer: the same pieces of text as transformers' TextStreamer
+# ==================================================================================================
+@pytest.mark.parametrize("text", ["Hello world, this is a test.\nNew line here", "héllo wörld 日本語 text",
+                                  "no-space-at-all", "ends with space ", "a\n\nb"])
+@pytest.mark.parametrize("skip_prompt", [True, False])
+def test_text_streamer_gives_transformers_pieces(text, skip_prompt):
+    from minilora.generate import TextStreamer
+    from minilora.tokenizer import ByteTokenizer
+    tokenizer = ByteTokenizer()  # one token per byte: half characters and every rule get exercised
+    ids = tokenizer.encode(text)
+    pieces = []
+    for streamer_class, as_value in ((transformers.TextStreamer, lambda x: torch.as_tensor(x)), (TextStreamer, np.asarray)):
+        received = []
+        streamer = streamer_class(tokenizer, skip_prompt=skip_prompt)
+        streamer.on_finalized_text = lambda piece, stream_end=False: received.append((piece, stream_end))
+        streamer.put(as_value([ids[:3]]))  # generate() passes the prompt first, then each new token
+        for token in ids[3:]:
+            streamer.put(as_value([token]))
+        streamer.end()
+        pieces.append(received)
+    assert pieces[1] == pieces[0]

@@ -29,6 +29,7 @@ warned about (they would change nothing). A model may bring its own defaults, fr
 ``generation_config.json`` (``model.generation_config``): they apply to every option a call leaves out.
 """
 import os
+import unicodedata
 import warnings
 from dataclasses import dataclass, fields
 
@@ -471,33 +472,52 @@ class TextStreamer:
     """Prints the generated text as it comes (transformers' ``TextStreamer``):
     ``model.generate(ids, streamer=TextStreamer(tok, skip_prompt=True), max_new_tokens=40)``.
 
-    Whole words are printed as they are complete: the text of everything received so far is decoded
-    again each time, and what is new up to the last space (or newline) is printed."""
+    The text of everything received so far is decoded again at each token, and the new part is
+    printed by transformers 5's rules, so ``on_finalized_text`` gets the same pieces as there:
+    at a newline, everything (and only the last token is kept as context); after a CJK character,
+    everything; when the new part is only letters, digits and spaces, all of it (long words stream
+    too); otherwise -- a symbol, perhaps half a character (``\ufffd``) -- up to the last space."""
 
     def __init__(self, tokenizer, skip_prompt=False, **decode_kwargs):
         self.tokenizer, self.skip_prompt, self.decode_kwargs = tokenizer, skip_prompt, decode_kwargs
-        self.tokens, self.printed, self.prompt_seen = [], 0, False
+        self.tokens, self.printed, self.next_tokens_are_prompt = [], 0, True
 
     def put(self, value):
-        ids = [int(i) for i in np.asarray(value).reshape(-1)]
-        if not self.prompt_seen:  # the first call carries the prompt
-            self.prompt_seen = True
-            if self.skip_prompt:
-                return
-        self.tokens.extend(ids)
+        value = np.asarray(value)
+        if value.ndim > 1 and value.shape[0] > 1:
+            raise ValueError("TextStreamer only supports batch size 1")
+        if self.skip_prompt and self.next_tokens_are_prompt:  # the first call carries the prompt
+            self.next_tokens_are_prompt = False
+            return
+        self.tokens.extend(int(i) for i in value.reshape(-1))
         text = self.tokenizer.decode(self.tokens, **self.decode_kwargs)
-        cut = max(text.rfind(" "), text.rfind("\n")) + 1
-        if cut > self.printed and not text.endswith("\ufffd"):  # never half a character
-            self.on_finalized_text(text[self.printed:cut])
-            self.printed = cut
+        new = text[self.printed:]
+        if text.endswith("\n"):
+            self.tokens = self.tokens[-1:]  # the last token stays, as context for the next line's spaces
+            self.printed = len(self.tokenizer.decode(self.tokens, **self.decode_kwargs))
+        elif (text and _is_cjk(text[-1])) or all(c.isspace() or unicodedata.category(c)[0] in "LMN" for c in new):
+            self.printed += len(new)
+        else:
+            new = text[self.printed:text.rfind(" ") + 1]
+            self.printed += len(new)
+        self.on_finalized_text(new)
 
     def end(self):
-        text = self.tokenizer.decode(self.tokens, **self.decode_kwargs)
-        self.on_finalized_text(text[self.printed:], stream_end=True)
-        self.tokens, self.printed, self.prompt_seen = [], 0, False
+        rest = self.tokenizer.decode(self.tokens, **self.decode_kwargs)[self.printed:] if self.tokens else ""
+        self.tokens, self.printed, self.next_tokens_are_prompt = [], 0, True
+        self.on_finalized_text(rest, stream_end=True)
 
     def on_finalized_text(self, text, stream_end=False):
         print(text, flush=True, end="" if not stream_end else None)
+
+
+_CJK_BLOCKS = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
+               (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+
+
+def _is_cjk(char):
+    """A CJK ideograph: these are words of their own, printed at once (transformers' rule)."""
+    return any(low <= ord(char) <= high for low, high in _CJK_BLOCKS)
 
 
 def _check_count(name, value, minimum=0):
