@@ -21,6 +21,7 @@ from .dtypes import (bfloat16, bool, double, float, float16, float32, float64, g
                      half, int, int8, int16, int32, int64, long, promote_types, result_type,
                      set_default_dtype, short, uint8)
 from .dtypes import finfo, iinfo  # noqa: E402,F401  (torch.finfo / torch.iinfo)
+from .tensor import Size  # noqa: E402,F401
 from .tensor import (Tensor, enable_grad, inference_mode, is_grad_enabled,
                      is_inference_mode_enabled, no_grad, set_grad_enabled, tensor)
 
@@ -90,6 +91,7 @@ from .ops import cat as concat, cat as concatenate  # noqa: E402,F401
 from .ops.index import mode  # noqa: E402,F401
 from .ops.matmul import mv  # noqa: E402,F401
 from .factories import as_tensor, asarray  # noqa: E402,F401
+from .factories import is_floating_point  # noqa: E402,F401
 from .factories import (empty, empty_like, eye, full, full_like, is_tensor, linspace,  # noqa: E402,F401
                         multinomial, numel, randperm, ones, ones_like, rand, rand_like, randint, randn,
                         randn_like, tril_indices, triu_indices, zeros, zeros_like)

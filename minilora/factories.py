@@ -19,7 +19,7 @@ from .tensor import Tensor
 
 __all__ = ["zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like",
            "eye", "rand", "randn", "rand_like", "randn_like", "randint", "linspace", "is_tensor",
-           "numel", "tril_indices", "triu_indices", "as_tensor", "asarray"]
+           "numel", "tril_indices", "triu_indices", "as_tensor", "asarray", "is_floating_point"]
 
 
 def _size(size, fn):
@@ -308,6 +308,10 @@ def is_tensor(obj):
 
 def numel(input):
     return math.prod(input.shape)
+
+
+def is_floating_point(input):
+    return input.is_floating_point()
 
 
 def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False):

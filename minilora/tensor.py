@@ -50,7 +50,7 @@ from ._tensor_str import tensor_repr
 from .device import Device, device as _get_device
 from .dtypes import to_dtype as _to_dtype  # noqa: F401  (nn imports it from here)
 
-__all__ = ["Tensor", "Function", "Context", "ShapeError", "tensor", "no_grad", "enable_grad", "set_grad_enabled",
+__all__ = ["Tensor", "Function", "Context", "ShapeError", "Size", "tensor", "no_grad", "enable_grad", "set_grad_enabled",
            "is_grad_enabled", "inference_mode", "is_inference_mode_enabled"]
 
 # torch computes log(0) = -inf, 0/0 = nan and exp(1000) = inf silently; NumPy prints a RuntimeWarning
@@ -61,6 +61,16 @@ __all__ = ["Tensor", "Function", "Context", "ShapeError", "tensor", "no_grad", "
 # later, e.g. warnings.simplefilter("error"), is checked first and still applies.)
 warnings.filterwarnings("ignore", r"(divide by zero|invalid value|overflow|underflow) encountered",
                         RuntimeWarning, r"minilora\.")
+
+
+class Size(tuple):
+    """``torch.Size``: a tuple of sizes with ``numel()`` (shapes themselves are plain tuples here)."""
+
+    def numel(self):
+        n = 1
+        for size in self:
+            n *= size
+        return n
 
 
 class ShapeError(RuntimeError, ValueError):
@@ -654,14 +664,15 @@ class Tensor:
         return tensor_repr(self)  # torch's format: tensor([1.0000, 2.5000], dtype=torch.bfloat16)
 
     # --- leaving the graph / the device ------------------------------------------------------
-    def numpy(self):
+    def numpy(self, *, force=False):
         """The values as a NumPy array (copied from the GPU on ``cuda``). Unlike torch, allowed on a
         tensor that requires grad (what you get is the array, detached by nature).
 
         A bfloat16 tensor gives an ml_dtypes bfloat16 array, where torch raises ("Got unsupported
         ScalarType BFloat16": NumPy has no bfloat16 of its own). Its elements are ml_dtypes scalars;
         ``.tolist()``, ``.item()`` and ``float(t)`` give Python floats, as torch's do. (torch cannot
-        take that array: ``minilora.dtypes.to_torch(t.numpy())`` makes the torch tensor.)"""
+        take that array: ``minilora.dtypes.to_torch(t.numpy())`` makes the torch tensor.)
+        ``force=True`` (torch's spelling for "copy and detach if you must") is accepted."""
         return _host(self._array)
 
     def __array__(self, dtype=None, copy=None):
@@ -1141,6 +1152,8 @@ class Tensor:
             common = dtypes.result_type(a, b)
             a = a if a.dtype == common else dtypes.cast(a, common)
             b = b if b_dtype == common else dtypes.cast(b, common)
+        elif type(b) is float and a.dtype.kind in "biu":  # an integer tensor against a float: in the
+            a = dtypes.cast(a, dtypes.get_default_dtype())  # default float dtype, as torch (not float64)
         return Tensor._make(op(a, b), self._device, False, None)
 
     def __lt__(self, other): return self._compare(other, np.less)

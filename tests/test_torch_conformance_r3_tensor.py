@@ -495,3 +495,26 @@ def test_unique_counts_each_nan_apart_as_torch():
 @pytest.mark.parametrize("dtype", ["uint8", "int64", "float32", "bool"])
 def test_all_any_dtypes_as_torch(call, dtype):
     _same(lambda lib: eval(f"lib.tensor([[1, 0], [2, 3]], dtype=lib.{dtype}).{call}"))
+
+
+COMPARE_WITH_NUMBERS = {
+    "long_eq_float_past_float32": lambda lib: lib.tensor([16777217]) == 16777216.0,
+    "long_gt_half": lambda lib: lib.tensor([16777217, 3]) > 16777216.5,
+    "long_lt_float": lambda lib: lib.tensor([3, 2], dtype=lib.int32) < 2.5,
+    "bool_eq_float": lambda lib: lib.tensor([True, False]) == 1.0,
+    "double_eq_float": lambda lib: lib.tensor([0.1], dtype=lib.float64) == 0.1,
+    "long_ge_float_method": lambda lib: lib.tensor([16777217]).ge(16777216.5),
+    "long_eq_int": lambda lib: lib.tensor([16777217]) == 16777216,
+}
+
+
+@pytest.mark.parametrize("name", COMPARE_WITH_NUMBERS)
+def test_comparisons_with_python_floats_as_torch(name):
+    _same(COMPARE_WITH_NUMBERS[name])
+
+
+def test_size_numpy_force_and_is_floating_point_as_torch():
+    assert ml.Size([2, 3]).numel() == torch.Size([2, 3]).numel() == 6
+    assert ml.zeros(ml.Size([2, 3])).shape == (2, 3) and ml.arange(3).expand(ml.Size([2, 3])).shape == (2, 3)
+    assert ml.is_floating_point(ml.zeros(1)) and not ml.is_floating_point(ml.zeros(1, dtype=ml.int64))
+    assert ml.zeros(2, requires_grad=True).numpy(force=True).tolist() == [0.0, 0.0]
