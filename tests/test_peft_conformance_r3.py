@@ -407,3 +407,27 @@ def test_text_streamer_gives_transformers_pieces(text, skip_prompt):
         streamer.end()
         pieces.append(received)
     assert pieces[1] == pieces[0]
+
+
+def test_no_repeat_ngram_size_and_min_p_as_transformers(generation_pair):
+    """no_repeat_ngram_size (the 'How to generate' blog's fix for loops) and min_p (sampling): the tokens
+    and the processed scores equal transformers' (they were refused as unimplemented)."""
+    reference, model = generation_pair
+    ids, mask = LEFT_PADDED
+    looping = hf_generate(reference, PROMPT, max_new_tokens=12, eos_token_id=[], pad_token_id=0)
+    for n in (1, 2, 3):
+        options = dict(max_new_tokens=12, eos_token_id=[], pad_token_id=0, no_repeat_ngram_size=n)
+        expected = hf_generate(reference, PROMPT, **options)
+        np.testing.assert_array_equal(our_generate(model, PROMPT, **options), expected, err_msg=f"n={n}")
+        np.testing.assert_array_equal(our_generate(model, ids, mask, **options), hf_generate(reference, ids, mask, **options))
+    assert not np.array_equal(our_generate(model, PROMPT, max_new_tokens=12, eos_token_id=[], no_repeat_ngram_size=2),
+                              looping)  # (the greedy text repeats itself: the rule changes it)
+    options = dict(max_new_tokens=1, pad_token_id=0, eos_token_id=[], do_sample=True, min_p=0.2, temperature=0.8,
+                   return_dict_in_generate=True, output_scores=True)
+    theirs = reference.generate(torch.as_tensor(ids), attention_mask=torch.as_tensor(mask), **options).scores[0].numpy()
+    ours = model.generate(ml.tensor(ids), attention_mask=ml.tensor(mask), **options).scores[0].numpy()
+    np.testing.assert_array_equal(np.isinf(ours), np.isinf(theirs))
+    assert 1 < np.isfinite(ours).sum() < ours.size  # min_p removed some tokens and kept several
+    np.testing.assert_allclose(ours[np.isfinite(ours)], theirs[np.isfinite(theirs)], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="min_p"):
+        our_generate(model, PROMPT, max_new_tokens=1, do_sample=True, min_p=1.5)

@@ -38,7 +38,8 @@ import numpy as np
 from .. import random as _random
 from ..tensor import Tensor, no_grad
 
-__all__ = ["generate", "sample_next_token", "warp_logits", "top_k_filter", "top_p_filter", "apply_repetition_penalty",
+__all__ = ["generate", "sample_next_token", "warp_logits", "top_k_filter", "top_p_filter", "min_p_filter",
+           "ban_repeated_ngrams", "apply_repetition_penalty",
            "TextStreamer", "GenerationConfig", "GenerateDecoderOnlyOutput", "DEFAULTS"]
 
 
@@ -82,13 +83,42 @@ def _softmax(logits):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def warp_logits(logits, temperature=1.0, top_k=None, top_p=None):
-    """The sampling filters in transformers' order: divide by ``temperature``, then top-k, then top-p.
-    (What ``output_scores`` returns for a sampled step.)"""
+def min_p_filter(logits, min_p):
+    """Keep, per row, the tokens at least ``min_p`` times as likely as the most likely one; -inf the
+    rest (transformers' MinPLogitsWarper: the bar moves with the model's confidence). None: off."""
+    if min_p is None:
+        return logits
+    if isinstance(min_p, (bool, np.bool_)) or not isinstance(min_p, (int, float, np.number)) or not 0 <= min_p <= 1:
+        raise ValueError(f"`min_p` has to be a float in the [0, 1] interval, but is {min_p}")
+    probs = _softmax(logits)
+    return np.where(probs < min_p * probs.max(axis=-1, keepdims=True), -np.inf, logits)
+
+
+def ban_repeated_ngrams(logits, ids, n):
+    """-inf for every token that would complete an ``n``-gram already present in its row (prompt and
+    padding included), as transformers' NoRepeatNGramLogitsProcessor. ``n`` 0 or None: off."""
+    if not n:
+        return logits
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"`ngram_size` has to be a strictly positive integer, but is {n}")
+    length = ids.shape[1]
+    if length + 1 < n:
+        return logits
+    logits = logits.copy()
+    for row, seq in enumerate(ids.tolist()):
+        prefix = seq[length - n + 1:]  # the last n - 1 tokens: an n-gram they start would repeat
+        banned = {seq[i + n - 1] for i in range(length - n + 1) if seq[i:i + n - 1] == prefix}
+        logits[row, sorted(banned)] = -np.inf
+    return logits
+
+
+def warp_logits(logits, temperature=1.0, top_k=None, top_p=None, min_p=None):
+    """The sampling filters in transformers' order: divide by ``temperature``, then top-k, top-p and
+    min-p. (What ``output_scores`` returns for a sampled step.)"""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0 when sampling, got {temperature} "
                          "(use do_sample=False for greedy decoding)")
-    return top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
+    return min_p_filter(top_p_filter(top_k_filter(logits / temperature, top_k), top_p), min_p)
 
 
 def sample_next_token(logits, do_sample=False, temperature=1.0, top_k=None, top_p=None, rng=None):
@@ -111,7 +141,8 @@ GENERATION_CONFIG_NAME = "generation_config.json"
 
 # transformers' defaults for the options generate() implements: used when neither the call nor the
 # model's generation_config sets one (GenerationConfig._get_default_generation_params).
-DEFAULTS = {"do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "repetition_penalty": 1.0,
+DEFAULTS = {"do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "min_p": None,
+            "repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
             "num_return_sequences": 1, "use_cache": True, "return_dict_in_generate": False, "output_scores": False,
             "output_logits": False}
 _LENGTHS_AND_TOKENS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "eos_token_id", "pad_token_id",
@@ -124,10 +155,10 @@ _IGNORED = {"_from_model_config", "transformers_version", "cache_implementation"
             "assistant_lookbehind", "target_lookbehind", "is_assistant", "trust_remote_code", "disable_compile",
             "compile_config", "prefill_chunk_size"}
 # Options generate() does not implement, at the value that turns them off (any other value is refused).
-_OFF = {"num_beams": 1, "num_beam_groups": 1, "diversity_penalty": 0.0, "no_repeat_ngram_size": 0,
-        "encoder_no_repeat_ngram_size": 0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
+_OFF = {"num_beams": 1, "num_beam_groups": 1, "diversity_penalty": 0.0, "encoder_no_repeat_ngram_size": 0,
+        "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
         "encoder_repetition_penalty": 1.0, "remove_invalid_values": False, "renormalize_logits": False,
-        "output_attentions": False, "output_hidden_states": False, "min_p": None, "top_h": None,
+        "output_attentions": False, "output_hidden_states": False, "top_h": None,
         "bad_words_ids": None, "sequence_bias": None, "forced_bos_token_id": None, "forced_eos_token_id": None,
         "suppress_tokens": None, "begin_suppress_tokens": None, "stop_strings": None, "penalty_alpha": None,
         "guidance_scale": None, "watermarking_config": None, "assistant_model": None, "logits_processor": None,
@@ -231,7 +262,8 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
              top_p=DEFAULT, eos_token_id=None, pad_token_id=None, seed=None, attention_mask=None,
              use_cache=DEFAULT, max_length=None, repetition_penalty=DEFAULT, num_return_sequences=DEFAULT,
              streamer=None, min_new_tokens=None, min_length=None, generation_config=None,
-             return_dict_in_generate=DEFAULT, output_scores=DEFAULT, output_logits=DEFAULT, **kwargs):
+             return_dict_in_generate=DEFAULT, output_scores=DEFAULT, output_logits=DEFAULT, min_p=DEFAULT,
+             no_repeat_ngram_size=DEFAULT, **kwargs):
     """Prompt ids followed by the generated ids (an int64 Tensor), with transformers' options.
 
     ``input_ids``: one sequence ``[ids]``-style 1-D, or a batch [B, T] (pad batches on the *left*
@@ -240,7 +272,9 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
     a list; default the model config's, ``[]`` never stops) ends a row. Sampling (``do_sample=True``)
     keeps transformers' defaults: ``temperature=1.0``, ``top_k=50``, ``top_p=1.0``.
     ``repetition_penalty`` > 1 makes tokens already in the row less likely (CTRL's rule, as
-    transformers). ``num_return_sequences`` samples that many continuations per prompt (rows
+    transformers); ``no_repeat_ngram_size=n`` forbids repeating any n-gram; ``min_p`` (sampling) drops
+    tokens less than ``min_p`` times as likely as the most likely one. ``num_return_sequences``
+    samples that many continuations per prompt (rows
     ``i*n .. i*n+n-1``). ``streamer`` gets ``put(ids)`` with the prompt and then each new token, and
     ``end()`` (transformers' streamer protocol; ``TextStreamer`` prints the text as it comes). ``seed``
     makes sampling reproducible (default: the generator of ``minilora.manual_seed``).
@@ -274,12 +308,13 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
         pad_token_id = own.pad_token_id if pad_token_id is None else pad_token_id
         min_new_tokens = own.min_new_tokens if min_new_tokens is None else min_new_tokens
         min_length = own.min_length if min_length is None else min_length
-    passed = dict(temperature=temperature, top_k=top_k, top_p=top_p)
-    do_sample, temperature, top_k, top_p, use_cache, repetition_penalty, num_return_sequences = (
+    passed = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+    do_sample, temperature, top_k, top_p, min_p, use_cache, repetition_penalty, num_return_sequences = (
         _resolved(name, value, own) for name, value in
         (("do_sample", do_sample), ("temperature", temperature), ("top_k", top_k), ("top_p", top_p),
-         ("use_cache", use_cache), ("repetition_penalty", repetition_penalty),
+         ("min_p", min_p), ("use_cache", use_cache), ("repetition_penalty", repetition_penalty),
          ("num_return_sequences", num_return_sequences)))
+    no_repeat_ngram_size = _resolved("no_repeat_ngram_size", no_repeat_ngram_size, own)
     return_dict_in_generate, output_scores, output_logits = (
         _resolved(name, value, own) for name, value in (("return_dict_in_generate", return_dict_in_generate),
                                                          ("output_scores", output_scores),
@@ -332,10 +367,11 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
             processed = logits
             if repetition_penalty != 1.0:
                 processed = apply_repetition_penalty(processed, ids, repetition_penalty, padding)
+            processed = ban_repeated_ngrams(processed, ids, no_repeat_ngram_size)
             if eos and (ids.shape[1] < min_length or step < min_new_tokens):  # too short to end yet
                 processed = _forbid(processed, eos)
             if do_sample:
-                processed = warp_logits(processed, temperature, top_k, top_p)
+                processed = warp_logits(processed, temperature, top_k, top_p, min_p)
             token = _draw(processed, rng) if do_sample else processed.argmax(axis=-1)
             token = np.where(finished, pad_token_id, token)
             scores.append(processed)
@@ -437,10 +473,10 @@ def _new_token_budget(max_new_tokens, max_length, prompt_length, position_limit=
     return total - prompt_length
 
 
-def _warn_unused_sampling_options(temperature, top_k, top_p):
-    """Greedy decoding takes the most likely token: temperature, top_k and top_p change nothing. Say so
-    when the call set one away from its default (transformers warns the same way), rather than ignore it."""
-    unused = [f"{name}={value!r}" for name, value in (("temperature", temperature), ("top_k", top_k), ("top_p", top_p))
+def _warn_unused_sampling_options(**options):
+    """Greedy decoding takes the most likely token: temperature, top_k, top_p and min_p change nothing. Say
+    so when the call set one away from its default (transformers warns the same way), rather than ignore it."""
+    unused = [f"{name}={value!r}" for name, value in options.items()
               if value is not DEFAULT and value is not None and value != DEFAULTS[name]]
     if unused:
         warnings.warn(f"do_sample is not True: {', '.join(unused)} only apply to sampling and change nothing "
