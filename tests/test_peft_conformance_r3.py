@@ -431,3 +431,15 @@ def test_no_repeat_ngram_size_and_min_p_as_transformers(generation_pair):
     np.testing.assert_allclose(ours[np.isfinite(ours)], theirs[np.isfinite(theirs)], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="min_p"):
         our_generate(model, PROMPT, max_new_tokens=1, do_sample=True, min_p=1.5)
+
+
+def test_output_hidden_states_as_transformers():
+    reference, model = pair()
+    expected = hf_out(reference, input_ids=IDS, output_hidden_states=True)
+    out = model(IDS, output_hidden_states=True)
+    assert len(out.hidden_states) == len(expected.hidden_states) == TINY.num_hidden_layers + 1
+    for ours, theirs in zip(out.hidden_states, expected.hidden_states):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-5)
+    assert out.keys() == ["logits", "hidden_states"] and model(IDS).hidden_states is None
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    assert len(peft_model(IDS, output_hidden_states=True).hidden_states) == TINY.num_hidden_layers + 1

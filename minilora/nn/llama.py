@@ -434,11 +434,13 @@ class LlamaModel(Module):
         self.gradient_checkpointing = False  # LlamaForCausalLM.gradient_checkpointing_enable()
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                use_cache=False, inputs_embeds=None):
+                use_cache=False, inputs_embeds=None, output_hidden_states=False):
         """Hidden states [B, T, hidden_size] and the cache (``None`` unless one is in use).
 
         ``inputs_embeds`` [B, T, hidden_size] replaces ``input_ids`` (exactly one of the two, as in
-        transformers): vectors fed in place of the embedding lookup, e.g. learned soft prompts."""
+        transformers): vectors fed in place of the embedding lookup, e.g. learned soft prompts.
+        ``output_hidden_states=True`` adds a third item, transformers' ``hidden_states``: the
+        embeddings, then each layer's output, the last one after the final norm (layers + 1 tensors)."""
         weight = self.embed_tokens.weight
         xp, dtype = weight.device.xp, weight.dtype
         if (input_ids is None) == (inputs_embeds is None):
@@ -459,9 +461,14 @@ class LlamaModel(Module):
         mask = _attention_bias(attention_mask, shape, past, dtype, xp)
         x = self.embed_tokens(xp.asarray(ids)) if inputs_embeds is None else inputs_embeds
         recompute = self.gradient_checkpointing and self.training and cache is None
+        states = [x]
         for layer in self.layers:
             x = checkpoint(layer, x, cos, sin, mask, None) if recompute else layer(x, cos, sin, mask, cache)
-        return self.norm(x), cache
+            states.append(x)
+        hidden = self.norm(x)
+        if not output_hidden_states:
+            return hidden, cache
+        return hidden, cache, tuple(states[:-1]) + (hidden,)
 
 
 def _embeds_shape(inputs_embeds, hidden_size):
@@ -586,6 +593,7 @@ class CausalLMOutput:
     loss: Tensor = None
     logits: Tensor = None
     past_key_values: KVCache = None
+    hidden_states: tuple = None  # with output_hidden_states=True
 
     def to_tuple(self):
         return tuple(getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None)
@@ -685,25 +693,28 @@ class LlamaForCausalLM(Module):
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, labels=None, use_cache=False, logits_to_keep=0, *, cache=None,
-                num_items_in_batch=None, return_dict=True):
+                num_items_in_batch=None, return_dict=True, output_hidden_states=False):
         """transformers' argument order: ``model(ids, mask)`` passes the attention mask.
 
         As transformers 5: ``cache=`` is the new name of ``past_key_values=``; ``logits_to_keep=k``
         computes the logits of the last k positions only (0: all; generation needs just the last);
+        ``output_hidden_states=True`` fills ``out.hidden_states`` (see ``LlamaModel.forward``);
         ``num_items_in_batch`` (the Trainer's, under gradient accumulation) makes the loss the sum
         over the labelled tokens divided by it, not their mean; ``return_dict=False`` gives a tuple."""
         if cache is not None:
             if past_key_values is not None:
                 raise ValueError("pass the cache once: cache= (transformers 5's name) or past_key_values=")
             past_key_values = cache
-        hidden, cache = self.model(input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                   past_key_values=past_key_values, use_cache=use_cache, inputs_embeds=inputs_embeds)
+        hidden, cache, *states = self.model(input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                            past_key_values=past_key_values, use_cache=use_cache,
+                                            inputs_embeds=inputs_embeds, output_hidden_states=output_hidden_states)
         logits = self.lm_head(_last_positions(hidden, logits_to_keep))
         loss = None
         if labels is not None:
             loss = causal_lm_loss(logits, labels, reduction="mean" if num_items_in_batch is None else "sum")
             loss = loss if num_items_in_batch is None else loss / num_items_in_batch
-        out = CausalLMOutput(loss=loss, logits=logits, past_key_values=cache)
+        out = CausalLMOutput(loss=loss, logits=logits, past_key_values=cache,
+                             hidden_states=states[0] if states else None)
         return out if return_dict else out.to_tuple()
 
     def generate(self, input_ids, **kwargs):
