@@ -518,3 +518,38 @@ def test_size_numpy_force_and_is_floating_point_as_torch():
     assert ml.zeros(ml.Size([2, 3])).shape == (2, 3) and ml.arange(3).expand(ml.Size([2, 3])).shape == (2, 3)
     assert ml.is_floating_point(ml.zeros(1)) and not ml.is_floating_point(ml.zeros(1, dtype=ml.int64))
     assert ml.zeros(2, requires_grad=True).numpy(force=True).tolist() == [0.0, 0.0]
+
+
+# ---- gradients at the edges (0 ** 0, atan2 at the origin, the mean of nothing) ------------------------------
+EDGE_GRADIENTS = {
+    "pow_tensor_exponent": lambda lib, x, e: x ** e,
+    "pow_zero_number": lambda lib, x, e: x ** 0.0,
+    "pow_zero_int": lambda lib, x, e: lib.pow(x, 0),
+    "pow_negative_number": lambda lib, x, e: x ** -1.0,
+    "pow_half": lambda lib, x, e: x ** 0.5,
+    "number_pow_tensor": lambda lib, x, e: 2.0 ** e,
+    "zero_pow_tensor": lambda lib, x, e: 0.0 ** e,
+    "self_pow_self": lambda lib, x, e: x ** x,
+    "atan2": lambda lib, x, e: lib.atan2(x, e),
+    "atan2_self": lambda lib, x, e: x.atan2(x),
+}
+
+
+@pytest.mark.parametrize("name", EDGE_GRADIENTS)
+def test_gradients_at_the_edges_as_torch(name):
+    grads = []
+    for lib in (torch, ml):
+        x = lib.tensor([0.0, 2.0, 0.0, -1.0, 0.0], dtype=lib.float64, requires_grad=True)
+        e = lib.tensor([0.0, 0.0, 2.0, 0.5, -1.0], dtype=lib.float64, requires_grad=True)
+        EDGE_GRADIENTS[name](lib, x, e).sum().backward()
+        grads.append([[np.nan] * 5 if t.grad is None else t.grad.tolist() for t in (x, e)])
+    np.testing.assert_allclose(np.array(grads[1]), np.array(grads[0]), rtol=1e-15)  # (x ** 0.5: 1 ulp)
+
+
+def test_mean_of_nothing_has_an_empty_gradient_as_torch():
+    x = ml.zeros(0, 3, requires_grad=True)
+    x.mean().backward()
+    assert x.grad.shape == (0, 3)
+    y = ml.zeros(0, 3, requires_grad=True)
+    y.mean(0).sum().backward()
+    assert y.grad.shape == (0, 3)

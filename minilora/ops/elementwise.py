@@ -257,12 +257,17 @@ class Pow(Function):
     def backward(ctx, g):
         na, nb = ctx.needs_input_grad
         a, b, out = ctx.a, ctx.b, ctx.out
+        xp, zero = xp_of(g), g.dtype.type(0)
         ga = gb = None
+        # torch's pow_backward: no gradient through a zero exponent (0 ** 0 would say nan), and none
+        # to the exponent where the base is 0 and the exponent >= 0 (0 * log 0 would say nan)
         if na:
-            ga = unbroadcast(g * b * a ** (b - 1), _shape(a))
+            ga = g * b * a ** (b - 1)
+            ga = xp.where(xp.asarray(b) == 0, zero, ga)
+            ga = unbroadcast(ga, _shape(a))
         if nb:
-            xp = xp_of(out)
-            gb = unbroadcast(g * out * xp.log(a), _shape(b))
+            gb = xp.where((xp.asarray(a) == 0) & (xp.asarray(b) >= 0), zero, g * out * xp.log(a))
+            gb = unbroadcast(gb, _shape(b))
         return ga, gb
 
 
@@ -1560,10 +1565,11 @@ class Atan2(Function):
     def backward(ctx, g):
         na, nb = ctx.needs_input_grad
         a, b = ctx.a, ctx.b
-        with np.errstate(invalid="ignore", divide="ignore"):
-            denominator = a * a + b * b
-            return (unbroadcast(g * b / denominator, ctx.shapes[0]) if na else None,
-                    unbroadcast(g * -a / denominator, ctx.shapes[1]) if nb else None)
+        xp, zero = xp_of(g), g.dtype.type(0)
+        denominator = a * a + b * b
+        origin = denominator == 0  # torch: no gradient at (0, 0), where the angle jumps
+        return (unbroadcast(xp.where(origin, zero, g * b / denominator), ctx.shapes[0]) if na else None,
+                unbroadcast(xp.where(origin, zero, g * -a / denominator), ctx.shapes[1]) if nb else None)
 
 
 def atan2(input, other):

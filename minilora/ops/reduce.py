@@ -112,7 +112,7 @@ class Mean(Function):
 
     @staticmethod
     def backward(ctx, g):
-        g = _expand_reduced(g, ctx.axes, ctx.keepdims) * (1.0 / ctx.count)
+        g = _expand_reduced(g, ctx.axes, ctx.keepdims) * (1.0 / ctx.count if ctx.count else np.nan)
         return xp_of(g).broadcast_to(g, ctx.shape).astype(g.dtype, copy=False)
 
 
