@@ -553,3 +553,16 @@ def test_mean_of_nothing_has_an_empty_gradient_as_torch():
     y = ml.zeros(0, 3, requires_grad=True)
     y.mean(0).sum().backward()
     assert y.grad.shape == (0, 3)
+
+
+@pytest.mark.parametrize("values", [[1.0, float("inf")], [float("-inf"), float("-inf")], [float("-inf"), 0.5],
+                                    [float("inf"), float("-inf")], [1.0, 2.0]])
+def test_logsumexp_with_infinities_as_torch(values):
+    results = []
+    for lib in (torch, ml):
+        x = lib.tensor([values, [0.0, 1.0]], dtype=lib.float64, requires_grad=True)
+        out = x.logsumexp(dim=1)
+        out.sum().backward()
+        results.append((out.tolist(), x.grad.tolist()))
+    np.testing.assert_allclose(np.array(results[1][0]), np.array(results[0][0]), rtol=1e-15)
+    np.testing.assert_allclose(np.array(results[1][1]), np.array(results[0][1]), rtol=1e-15)

@@ -310,6 +310,8 @@ class LogSumExp(Function):
         xp = xp_of(a)
         ctx.axes, ctx.keepdims = _axes(axis, a.ndim), keepdims
         m = a.max(axis=ctx.axes, keepdims=True)
+        m = xp.where(xp.isinf(m), m.dtype.type(0), m)  # torch's: an infinite max shifts by nothing, so
+        # the result is +inf (or -inf when all are -inf) rather than nan from inf - inf
         total = xp.exp(a - m).sum(axis=ctx.axes, keepdims=True, dtype=compute_dtype(a.dtype))
         lse = m + xp.log(total.astype(a.dtype, copy=False))
         ctx.a, ctx.lse = a, lse
