@@ -443,3 +443,32 @@ def test_output_hidden_states_as_transformers():
     assert out.keys() == ["logits", "hidden_states"] and model(IDS).hidden_states is None
     peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
     assert len(peft_model(IDS, output_hidden_states=True).hidden_states) == TINY.num_hidden_layers + 1
+
+
+# ==================================================================================================
+# from_pretrained: the loading options tutorials pass
+# ==================================================================================================
+@pytest.mark.parametrize("options", [dict(device_map="auto"), dict(device_map="cpu"), dict(device_map={"": "cpu"}),
+                                     dict(device_map=torch.device("cpu")), dict(low_cpu_mem_usage=True),
+                                     dict(attn_implementation="eager"), dict(attn_implementation="sdpa"),
+                                     dict(local_files_only=True), dict(trust_remote_code=True),
+                                     dict(use_safetensors=True), dict(revision="main"),
+                                     dict(dtype=torch.bfloat16, device_map="auto", attn_implementation="sdpa")])
+def test_from_pretrained_takes_transformers_loading_options(tmp_path, options):
+    reference, _ = pair()
+    reference.save_pretrained(str(tmp_path))
+    expected = transformers.LlamaForCausalLM.from_pretrained(str(tmp_path), **options)
+    model = LlamaForCausalLM.from_pretrained(str(tmp_path), **options)
+    assert str(model.dtype) == str(expected.dtype).split(".")[-1] and model.device.type == "cpu"
+    np.testing.assert_allclose(as_numpy(model(IDS).logits), as_numpy(hf_out(expected, input_ids=IDS).logits),
+                               rtol=1e-5, atol=0.1 if "dtype" in options else 1e-5)  # (bf16: rounding apart)
+
+
+def test_from_pretrained_refuses_what_it_cannot_do(tmp_path):
+    pair()[1].save_pretrained(str(tmp_path))
+    for options, message in ((dict(device_map={"model": "cpu", "lm_head": "cuda"}), "splits the model"),
+                             (dict(attn_implementation="flash_attention_2"), "attn_implementation"),
+                             (dict(use_safetensors=False), "safetensors"), (dict(revision="v2"), "revision"),
+                             (dict(device="cpu", device_map="cpu"), "not both")):
+        with pytest.raises((NotImplementedError, ValueError), match=message):
+            LlamaForCausalLM.from_pretrained(str(tmp_path), **options)

@@ -542,6 +542,38 @@ def _resized_rows(rows, n):
     return xp.concatenate([rows, xp.repeat(mean, n - rows.shape[0], axis=0)])
 
 
+_WHOLE_MODEL_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # one device: all of the model on it
+
+
+def _device_from_map(device, device_map):
+    """transformers' ``device_map`` as minilora's one device (None: the default device)."""
+    if device_map is None:
+        return device
+    if device is not None:
+        raise ValueError("pass device= or device_map=, not both")
+    if isinstance(device_map, dict):
+        devices = {str(d) for d in device_map.values()}
+        if len(devices) != 1:
+            raise NotImplementedError(f"device_map={device_map!r} splits the model over devices {sorted(devices)}; "
+                                      "minilora keeps a model on one device (device_map='auto' or a device name)")
+        device_map = devices.pop()
+    if isinstance(device_map, str) and device_map in _WHOLE_MODEL_MAPS:
+        return None
+    if isinstance(device_map, (int, np.integer)) and not isinstance(device_map, bool):
+        return "cuda"  # a GPU index: minilora has one cuda device
+    return str(device_map).split(":")[0]  # "cuda:0", torch.device("cpu") -> the device's name
+
+
+def _check_loading_options(attn_implementation, use_safetensors, revision):
+    if attn_implementation not in (None, "eager", "sdpa"):
+        raise NotImplementedError(f"attn_implementation={attn_implementation!r}: minilora has one attention, "
+                                  "the math of 'eager' and 'sdpa' (pass one of those, or leave it unset)")
+    if use_safetensors is False:
+        raise NotImplementedError("use_safetensors=False: minilora reads safetensors checkpoints only")
+    if revision not in (None, "main"):
+        raise NotImplementedError(f"revision={revision!r}: minilora loads a local folder as it is (no Hub revisions)")
+
+
 def _dtype_argument(path, dtype, torch_dtype):
     """``from_pretrained``'s dtype: ``torch_dtype`` as an alias; a name, a dtype or a torch dtype;
     ``"auto"`` as transformers reads it: config.json's ``dtype`` (``torch_dtype`` in older files),
@@ -788,8 +820,17 @@ class LlamaForCausalLM(Module):
 
     # --- checkpoints ------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path, dtype="auto", device=None, torch_dtype=None):
+    def from_pretrained(cls, path, dtype="auto", device=None, torch_dtype=None, *, device_map=None,
+                        attn_implementation=None, low_cpu_mem_usage=None, local_files_only=None,
+                        trust_remote_code=None, use_safetensors=None, revision=None):
         """Load a Hugging Face-format folder: config.json + model.safetensors (or its shards).
+
+        transformers' loading options as tutorials pass them: ``device_map`` ("auto": the default
+        device; a device name; a dict sending everything to one device -- splitting a model over
+        devices is refused), ``attn_implementation`` "eager" or "sdpa" (the same math here);
+        ``low_cpu_mem_usage``, ``local_files_only`` and ``trust_remote_code`` change nothing (a local
+        folder, read once, no code in it); ``use_safetensors=False`` and a ``revision`` other than
+        "main" are refused (minilora reads the folder's safetensors as they are).
 
         Weights are cast to ``dtype`` (a name, ``minilora.bfloat16`` or ``torch.bfloat16``);
         ``"auto"`` keeps the checkpoint's dtype (a bfloat16 checkpoint stays bfloat16; only
@@ -800,6 +841,8 @@ class LlamaForCausalLM(Module):
         listing missing keys, unexpected keys and shape mismatches.
         """
         config = LlamaConfig.from_pretrained(path)  # first: a missing folder is named as such
+        device = _device_from_map(device, device_map)
+        _check_loading_options(attn_implementation, use_safetensors, revision)
         dtype = _dtype_argument(path, dtype, torch_dtype)
         _check_checkpoint_fits(path, config)  # from the file headers, before allocating anything
         state = load_checkpoint(path)
