@@ -199,6 +199,7 @@ class Context:
     __slots__ = ("fn", "device", "needs_input_grad", "inputs", "parents", "seq", "freed", "retained",
                  "__dict__")
     versions = None  # each input's version when the op ran, if any was not 0 (None: all were 0)
+    hooks = None  # {handle id: hook} registered on the output with Tensor.register_hook
     out_watch = None  # (version counter, version, storage id) of the output, once it has a counter
 
     def __init__(self, fn, device, needs_input_grad):
@@ -1045,6 +1046,26 @@ class Tensor:
             _run_backward(self, gradient, bool(retain_graph))
         _run_post_accumulate_grad_hooks(watched)
 
+    def register_hook(self, hook):
+        """torch's: ``hook(grad)`` runs when the gradient with respect to this tensor is computed, and
+        may return a replacement (a Tensor) or None. On a leaf it runs before ``.grad`` accumulates,
+        once per backward, on the gradient summed over every use. Returns a handle; ``handle.remove()``
+        takes the hook out."""
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if self._ctx is not None:
+            if self._ctx.hooks is None:
+                self._ctx.hooks = {}
+            hooks = self._ctx.hooks
+        else:
+            entry = _leaf_hooks.get(id(self))
+            if entry is None or entry[0]() is not self:  # (none yet, or a dead tensor's id reused)
+                entry = _leaf_hooks[id(self)] = (weakref.ref(self), {})
+            hooks = entry[1]
+        handle = _HookHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
+
     def register_post_accumulate_grad_hook(self, hook):
         """torch's: ``hook(tensor)`` runs after a backward pass has accumulated this leaf's ``.grad``
         (once per backward, when the pass is done). ``DistributedDataParallel`` all-reduces with it.
@@ -1395,6 +1416,22 @@ class _UnseenGrad(Tensor):
 
 # id(leaf) -> (weak reference to it, {handle id: hook}); empty unless hooks are registered.
 _post_accumulate_grad_hooks = {}
+_leaf_hooks = {}  # the same, for Tensor.register_hook on leaves
+
+
+def _run_hooks(hooks, g, device):
+    """Pass the gradient ``g`` (an array) through ``register_hook`` hooks, in registration order."""
+    for hook in list(hooks.values()):
+        out = hook(Tensor._make(g, device, False, None))
+        if out is not None:
+            g = out._array if isinstance(out, Tensor) else device.xp.asarray(out)
+    return g
+
+
+def _hooked_leaf(t):
+    """The hooks registered on leaf ``t`` (None if there are none)."""
+    entry = _leaf_hooks.get(id(t))
+    return entry[1] if entry is not None and entry[0]() is t and entry[1] else None
 
 
 class _HookHandle:
@@ -1431,9 +1468,11 @@ def _run_post_accumulate_grad_hooks(watched):
 def _run_backward(root, gradient, retain_graph):
     store = _GradStore(gradient)
     if root._ctx is None:  # backward on a leaf: its gradient is the seed itself
-        store.add(root, gradient)
+        hooks = _hooked_leaf(root) if _leaf_hooks else None
+        store.add(root, gradient if hooks is None else _fit(_run_hooks(hooks, gradient, root._device), root))
         return
     grads = {id(root._ctx): gradient}  # id(node) -> gradient summed so far, until it is used
+    hooked = {}  # id(leaf) -> [leaf, gradient summed so far]: leaves with hooks (see register_hook)
     prof = profiler.active
     for ctx in _topological_order(root._ctx):
         g = grads.pop(id(ctx), None)
@@ -1445,6 +1484,8 @@ def _run_backward(root, gradient, retain_graph):
                                f"backward. Call backward(retain_graph=True) the first time.")
         if ctx.seq <= _last_change:  # something changed in place after this node was made
             _check_versions(ctx)
+        if ctx.hooks:
+            g = _run_hooks(ctx.hooks, g, ctx.device)
         if ctx.retained is not None and ctx.retained() is not None:
             store.add(ctx.retained(), g)
         if g.itemsize == 2:  # a 16-bit gradient: overflow to inf silently, as torch (NumPy would warn)
@@ -1462,12 +1503,18 @@ def _run_backward(root, gradient, retain_graph):
                 if ig.dtype is not array.dtype or ig.shape != array.shape or not ig.shape:
                     ig = _fit(ig, x)  # cast, check the shape, turn a NumPy scalar into an array
                 if parent is None:
-                    store.add(x, ig)
+                    if _leaf_hooks and _hooked_leaf(x) is not None:  # summed first, hooked once
+                        entry = hooked.setdefault(id(x), [x, None])
+                        entry[1] = ig if entry[1] is None else entry[1] + ig
+                    else:
+                        store.add(x, ig)
                 else:  # e.g. the residual stream of a transformer: large, so the sum is split across threads
                     prev = grads.get(id(parent))
                     grads[id(parent)] = ig if prev is None else parallel.add(prev, ig)
         if not retain_graph:
             ctx.free()
+    for leaf, g in hooked.values():
+        store.add(leaf, _fit(_run_hooks(_hooked_leaf(leaf), g, leaf._device), leaf))
 
 
 from . import ops as _ops  # noqa: E402,F401  (importing ops attaches the operators to Tensor)

@@ -566,3 +566,32 @@ def test_logsumexp_with_infinities_as_torch(values):
         results.append((out.tolist(), x.grad.tolist()))
     np.testing.assert_allclose(np.array(results[1][0]), np.array(results[0][0]), rtol=1e-15)
     np.testing.assert_allclose(np.array(results[1][1]), np.array(results[0][1]), rtol=1e-15)
+
+
+# ---- Tensor.register_hook ---------------------------------------------------------------------------------
+def _hooked_run(lib, remove_first=False):
+    seen = []
+    leaf = lib.tensor([1.0, 2.0], dtype=lib.float64, requires_grad=True)
+    middle = leaf * 3
+    h1 = middle.register_hook(lambda g: seen.append(("middle", g.tolist())) or g * 10)
+    h2 = leaf.register_hook(lambda g: seen.append(("leaf", g.tolist())))
+    h3 = leaf.register_hook(lambda g: g + 1)
+    if remove_first:
+        h1.remove()
+    (middle * middle).sum().backward(retain_graph=True)
+    first = leaf.grad.tolist()
+    h3.remove()
+    (middle + middle).sum().backward()
+    return seen, first, leaf.grad.tolist(), h2
+
+
+@pytest.mark.parametrize("remove_first", [False, True])
+def test_register_hook_as_torch(remove_first):
+    ours, theirs = _hooked_run(ml, remove_first), _hooked_run(torch, remove_first)
+    assert ours[:3] == theirs[:3]
+
+
+def test_register_hook_refuses_what_torch_refuses():
+    for lib in (torch, ml):
+        with pytest.raises(RuntimeError):
+            lib.ones(2).register_hook(lambda g: g)
