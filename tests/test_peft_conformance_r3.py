@@ -472,3 +472,18 @@ def test_from_pretrained_refuses_what_it_cannot_do(tmp_path):
                              (dict(device="cpu", device_map="cpu"), "not both")):
         with pytest.raises((NotImplementedError, ValueError), match=message):
             LlamaForCausalLM.from_pretrained(str(tmp_path), **options)
+
+
+def test_attention_mask_inferred_from_the_pad_id_as_transformers(generation_pair):
+    """No attention_mask: transformers masks the pad_token_id's positions, unless the pad id is also an
+    eos id (then it cannot tell padding from text). minilora attended to the padding."""
+    reference, model = generation_pair
+    ids = [[0, 0, 5, 7], [3, 4, 5, 6]]
+    for options in (dict(pad_token_id=0, eos_token_id=[]), dict(pad_token_id=0, eos_token_id=[0]),
+                    dict(pad_token_id=0, eos_token_id=[], repetition_penalty=2.0), dict(pad_token_id=1, eos_token_id=[])):
+        options = dict(max_new_tokens=4, **options)
+        np.testing.assert_array_equal(our_generate(model, ids, **options), hf_generate(reference, ids, **options),
+                                      err_msg=str(options))
+    masked = our_generate(model, ids, max_new_tokens=4, pad_token_id=0, eos_token_id=[])
+    np.testing.assert_array_equal(masked, our_generate(model, *LEFT_PADDED, max_new_tokens=4, pad_token_id=0,
+                                                       eos_token_id=[]))

@@ -332,7 +332,11 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
         pad_token_id = getattr(config, "pad_token_id", None)
     if pad_token_id is None:
         pad_token_id = eos[0] if eos else 0  # transformers pads finished rows with the first eos id
-    mask = np.ones_like(ids) if attention_mask is None else _as_int_array(attention_mask, "attention_mask")
+    if attention_mask is None:  # transformers infers it from the pad id, when that is not also an eos id
+        infer = pad_token_id not in eos and (ids == pad_token_id).any()
+        mask = (ids != pad_token_id).astype(np.int64) if infer else np.ones_like(ids)
+    else:
+        mask = _as_int_array(attention_mask, "attention_mask")
     if mask.shape != ids.shape and not (single and mask.shape == ids.shape[1:]):
         raise ValueError(f"attention_mask has shape {mask.shape} but input_ids has shape "
                          f"{ids.shape[1:] if single else ids.shape}: they must match")
@@ -343,8 +347,8 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
     if num_return_sequences > 1:  # each prompt repeated, its copies side by side (repeat_interleave)
         ids, mask, single = np.repeat(ids, num_return_sequences, 0), np.repeat(mask, num_return_sequences, 0), False
     # The left padding of each row is no token of it: the repetition penalty skips it (transformers'
-    # prompt_ignore_length, read from the attention_mask the call passed).
-    padding = (mask != 0).argmax(axis=1) if attention_mask is not None else None
+    # prompt_ignore_length, read from the attention mask).
+    padding = (mask != 0).argmax(axis=1)
     rng = np.random.default_rng(seed) if seed is not None else None
     if streamer is not None:
         streamer.put(ids[0] if single else ids)
