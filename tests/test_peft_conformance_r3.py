@@ -397,7 +397,7 @@ def test_text_streamer_gives_transformers_pieces(text, skip_prompt):
     tokenizer = ByteTokenizer()  # one token per byte: half characters and every rule get exercised
     ids = tokenizer.encode(text)
     pieces = []
-    for streamer_class, as_value in ((transformers.TextStreamer, lambda x: torch.as_tensor(x)), (TextStreamer, np.asarray)):
+    for streamer_class, as_value in ((transformers.TextStreamer, torch.as_tensor), (TextStreamer, np.asarray)):
         received = []
         streamer = streamer_class(tokenizer, skip_prompt=skip_prompt)
         streamer.on_finalized_text = lambda piece, stream_end=False: received.append((piece, stream_end))
@@ -419,7 +419,8 @@ def test_no_repeat_ngram_size_and_min_p_as_transformers(generation_pair):
         options = dict(max_new_tokens=12, eos_token_id=[], pad_token_id=0, no_repeat_ngram_size=n)
         expected = hf_generate(reference, PROMPT, **options)
         np.testing.assert_array_equal(our_generate(model, PROMPT, **options), expected, err_msg=f"n={n}")
-        np.testing.assert_array_equal(our_generate(model, ids, mask, **options), hf_generate(reference, ids, mask, **options))
+        np.testing.assert_array_equal(our_generate(model, ids, mask, **options),
+                                      hf_generate(reference, ids, mask, **options))
     assert not np.array_equal(our_generate(model, PROMPT, max_new_tokens=12, eos_token_id=[], no_repeat_ngram_size=2),
                               looping)  # (the greedy text repeats itself: the rule changes it)
     options = dict(max_new_tokens=1, pad_token_id=0, eos_token_id=[], do_sample=True, min_p=0.2, temperature=0.8,
@@ -480,10 +481,25 @@ def test_attention_mask_inferred_from_the_pad_id_as_transformers(generation_pair
     reference, model = generation_pair
     ids = [[0, 0, 5, 7], [3, 4, 5, 6]]
     for options in (dict(pad_token_id=0, eos_token_id=[]), dict(pad_token_id=0, eos_token_id=[0]),
-                    dict(pad_token_id=0, eos_token_id=[], repetition_penalty=2.0), dict(pad_token_id=1, eos_token_id=[])):
+                    dict(pad_token_id=0, eos_token_id=[], repetition_penalty=2.0),
+                    dict(pad_token_id=1, eos_token_id=[])):
         options = dict(max_new_tokens=4, **options)
         np.testing.assert_array_equal(our_generate(model, ids, **options), hf_generate(reference, ids, **options),
                                       err_msg=str(options))
     masked = our_generate(model, ids, max_new_tokens=4, pad_token_id=0, eos_token_id=[])
     np.testing.assert_array_equal(masked, our_generate(model, *LEFT_PADDED, max_new_tokens=4, pad_token_id=0,
                                                        eos_token_id=[]))
+
+
+def test_peft_type_modules_to_save_and_targeted_module_names_as_peft():
+    models = []
+    for wrap, config_class in ((peft.get_peft_model, peft.LoraConfig), (get_peft_model, LoraConfig)):
+        base = pair()[0 if wrap is peft.get_peft_model else 1]
+        model = wrap(base, config_class(r=2, target_modules=["q_proj"], modules_to_save=["lm_head"]))
+        model.add_adapter("other", config_class(r=2, target_modules=["k_proj", "q_proj"]))
+        models.append(model)
+    theirs, ours = models
+    assert ours.peft_type == theirs.peft_type == "LORA"
+    assert ours.modules_to_save == theirs.modules_to_save == {"lm_head"}
+    assert ours.targeted_module_names == theirs.targeted_module_names  # (adapter order, not module order)
+    assert ours.base_model.targeted_module_names == theirs.base_model.targeted_module_names

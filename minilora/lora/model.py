@@ -116,7 +116,8 @@ def _warn_tied_layer_adapted(model, config):
         adapted = any(re.fullmatch(targets, name) for name in _EMBEDDING_LAYER_NAMES)
     else:
         adapted = any(name.split(".")[-1] in _EMBEDDING_LAYER_NAMES for name in targets or ())
-    saved = any(name.split(".")[-1] in _EMBEDDING_LAYER_NAMES for name in getattr(config, "modules_to_save", None) or ())
+    saved = any(name.split(".")[-1] in _EMBEDDING_LAYER_NAMES
+                for name in getattr(config, "modules_to_save", None) or ())
     if adapted or saved:
         warnings.warn("Model has `tie_word_embeddings=True` and a tied layer is part of the adapter, but no "
                       "implementation exists to tie the adapters. This can lead to complications, for example "
@@ -156,6 +157,7 @@ class LoraModel(_Wrapper):
         self.model = model
         self.peft_config = {}
         self.active_adapter = adapter_name
+        self.targeted_module_names = []  # PEFT's: every module an adapter was injected into, in that order
         self.inject_adapter(adapter_name, config)
         self.set_adapter(adapter_name)
 
@@ -192,6 +194,7 @@ class LoraModel(_Wrapper):
             raise ValueError(self._no_match_message(config))
         _warn_unmatched_patterns(config, matched)
         _warn_tied_layer_adapted(self.model, config)
+        self.targeted_module_names += [key for key in matched if key not in self.targeted_module_names]
         self.peft_config[adapter_name] = config
         self._add_modules_to_save(adapter_name, config)
         self._freeze_all_but_adapters(config)
@@ -607,6 +610,18 @@ class PeftModel(_Wrapper):
     @property
     def active_peft_config(self):
         return self.peft_config[self.active_adapter]
+
+    @property
+    def peft_type(self):
+        """The active adapter's method: "LORA", "ADALORA", "VERA" (PEFT's PeftType values)."""
+        return self.active_peft_config.peft_type
+
+    @property
+    def modules_to_save(self):
+        """The modules_to_save names of all adapters, as a set (None when there are none), as PEFT."""
+        names = {name for config in self.peft_config.values()
+                 for name in getattr(config, "modules_to_save", None) or ()}
+        return names or None
 
     def get_base_model(self):
         """The original model (with adapter layers inside it until ``merge_and_unload``/``unload``)."""
