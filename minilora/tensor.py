@@ -210,7 +210,7 @@ class Context:
         self.parents = ()  # each input's node when this op ran (None: a leaf or not a tensor)
         self.seq = 0  # creation number of a recorded node: the backward engine's ordering
         self.freed = False  # True once backward has used the node and dropped what it saved
-        self.retained = None  # weak reference to the output, when it called retain_grad()
+        self.retained = None  # weak reference to the output after retain_grad() (_no_tensor: hooks only)
 
     def watch_output(self, tensor):
         """Remember ``tensor`` -- this node's output -- as it is now, for the in-place checks at backward."""
@@ -1056,6 +1056,8 @@ class Tensor:
         if self._ctx is not None:
             if self._ctx.hooks is None:
                 self._ctx.hooks = {}
+            if self._ctx.retained is None:  # backward looks for hooks only where this is set
+                self._ctx.retained = _no_tensor
             hooks = self._ctx.hooks
         else:
             entry = _leaf_hooks.get(id(self))
@@ -1419,6 +1421,11 @@ _post_accumulate_grad_hooks = {}
 _leaf_hooks = {}  # the same, for Tensor.register_hook on leaves
 
 
+def _no_tensor():
+    """``ctx.retained`` of a node with hooks but no retain_grad(): a dead weak reference."""
+    return None
+
+
 def _run_hooks(hooks, g, device):
     """Pass the gradient ``g`` (an array) through ``register_hook`` hooks, in registration order."""
     for hook in list(hooks.values()):
@@ -1484,10 +1491,11 @@ def _run_backward(root, gradient, retain_graph):
                                f"backward. Call backward(retain_graph=True) the first time.")
         if ctx.seq <= _last_change:  # something changed in place after this node was made
             _check_versions(ctx)
-        if ctx.hooks:
-            g = _run_hooks(ctx.hooks, g, ctx.device)
-        if ctx.retained is not None and ctx.retained() is not None:
-            store.add(ctx.retained(), g)
+        if ctx.retained is not None:  # retain_grad() or register_hook() on this node's output
+            if ctx.hooks:
+                g = _run_hooks(ctx.hooks, g, ctx.device)
+            if ctx.retained() is not None:
+                store.add(ctx.retained(), g)
         if g.itemsize == 2:  # a 16-bit gradient: overflow to inf silently, as torch (NumPy would warn)
             with np.errstate(all="ignore"):
                 in_grads = _backward(ctx, g, prof)
