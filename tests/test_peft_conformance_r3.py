@@ -503,3 +503,19 @@ def test_peft_type_modules_to_save_and_targeted_module_names_as_peft():
     assert ours.modules_to_save == theirs.modules_to_save == {"lm_head"}
     assert ours.targeted_module_names == theirs.targeted_module_names  # (adapter order, not module order)
     assert ours.base_model.targeted_module_names == theirs.base_model.targeted_module_names
+
+
+def test_eval_forward_returns_the_cache_for_a_hand_written_decoding_loop():
+    """The tutorial loop: out = model(ids); out = model(next_token, past_key_values=out.past_key_values).
+    transformers returns the cache by default (config.use_cache); minilora returned None, so the second
+    call silently ran the new token with no context at all."""
+    reference, model = pair()
+    reference.eval(), model.eval()
+    theirs, ours = hf_out(reference, input_ids=IDS[:, :4]), model(IDS[:, :4])
+    assert theirs.past_key_values is not None and ours.past_key_values is not None
+    step = model(IDS[:, 4:5], past_key_values=ours.past_key_values)
+    expected = hf_out(reference, input_ids=IDS[:, 4:5], past_key_values=theirs.past_key_values).logits.numpy()
+    np.testing.assert_allclose(step.logits.numpy(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(step.logits.numpy()[:, -1], model(IDS[:, :5]).logits.numpy()[:, -1], rtol=1e-5, atol=1e-5)
+    assert model(IDS, use_cache=False).past_key_values is None
+    assert model.train()(IDS).past_key_values is None  # training: no cache kept alive

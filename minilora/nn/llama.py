@@ -724,19 +724,23 @@ class LlamaForCausalLM(Module):
         return self.model.embed_tokens.weight.device
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                inputs_embeds=None, labels=None, use_cache=False, logits_to_keep=0, *, cache=None,
+                inputs_embeds=None, labels=None, use_cache=None, logits_to_keep=0, *, cache=None,
                 num_items_in_batch=None, return_dict=True, output_hidden_states=False):
         """transformers' argument order: ``model(ids, mask)`` passes the attention mask.
 
         As transformers 5: ``cache=`` is the new name of ``past_key_values=``; ``logits_to_keep=k``
         computes the logits of the last k positions only (0: all; generation needs just the last);
         ``output_hidden_states=True`` fills ``out.hidden_states`` (see ``LlamaModel.forward``);
+        ``use_cache`` (None) is on in eval mode, as transformers' config.use_cache, so ``out.past_key_values``
+        continues a hand-written decoding loop (in training mode it is off: nothing would use it);
         ``num_items_in_batch`` (the Trainer's, under gradient accumulation) makes the loss the sum
         over the labelled tokens divided by it, not their mean; ``return_dict=False`` gives a tuple."""
         if cache is not None:
             if past_key_values is not None:
                 raise ValueError("pass the cache once: cache= (transformers 5's name) or past_key_values=")
             past_key_values = cache
+        if use_cache is None:
+            use_cache = not self.training and self.config.extra.get("use_cache", True)
         hidden, cache, *states = self.model(input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                             past_key_values=past_key_values, use_cache=use_cache,
                                             inputs_embeds=inputs_embeds, output_hidden_states=output_hidden_states)
