@@ -519,3 +519,18 @@ def test_eval_forward_returns_the_cache_for_a_hand_written_decoding_loop():
     np.testing.assert_allclose(step.logits.numpy()[:, -1], model(IDS[:, :5]).logits.numpy()[:, -1], rtol=1e-5, atol=1e-5)
     assert model(IDS, use_cache=False).past_key_values is None
     assert model.train()(IDS).past_key_values is None  # training: no cache kept alive
+
+
+def test_peft_causal_lm_forward_takes_pefts_positional_order():
+    """PeftModelForCausalLM.forward(input_ids, attention_mask, inputs_embeds, labels, ...): the third and
+    fourth positionals are PEFT's, not the base model's (position_ids, past_key_values)."""
+    options = dict(r=2, target_modules=["q_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
+    reference, model = pair()
+    theirs, ours = peft.get_peft_model(reference, peft.LoraConfig(**options)), get_peft_model(model, LoraConfig(**options))
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    mask = np.ones_like(IDS)
+    with torch.no_grad():
+        expected = theirs(torch.as_tensor(IDS), torch.as_tensor(mask), None, torch.as_tensor(IDS)).loss.item()
+    assert ours(IDS, mask, None, IDS).loss.item() == pytest.approx(expected, rel=1e-5)
+    embeds = model.get_input_embeddings()(ml.tensor(IDS))
+    assert ours(None, mask, embeds, IDS).loss.item() == pytest.approx(expected, rel=1e-5)

@@ -772,8 +772,16 @@ class PeftModelForCausalLM(PeftModel):
     as in PEFT, the forward goes through the tuner, which may add its own term to the loss (AdaLoRA's
     orthogonal regulariser; a plain ``PeftModel`` calls the base model directly and adds nothing)."""
 
-    def forward(self, *args, adapter_names=None, **kwargs):
-        return self.base_model.add_to_loss(super().forward(*args, adapter_names=adapter_names, **kwargs))
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None, output_attentions=None,
+                output_hidden_states=None, return_dict=None, task_ids=None, *, adapter_names=None, **kwargs):
+        """PEFT's argument order for a causal LM -- its third positional is ``inputs_embeds``, not the base
+        model's ``position_ids`` -- passed on by keyword (``task_ids`` is for prompt learning: unused by
+        LoRA, as in PEFT)."""
+        given = dict(inputs_embeds=inputs_embeds, labels=labels, output_attentions=output_attentions,
+                     output_hidden_states=output_hidden_states, return_dict=return_dict)
+        kwargs.update({name: value for name, value in given.items() if value is not None})
+        out = super().forward(input_ids, attention_mask, adapter_names=adapter_names, **kwargs)
+        return self.base_model.add_to_loss(out)
 
 
 def _class_for_task(task_type):
