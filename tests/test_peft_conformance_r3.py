@@ -534,3 +534,23 @@ def test_peft_causal_lm_forward_takes_pefts_positional_order():
     assert ours(IDS, mask, None, IDS).loss.item() == pytest.approx(expected, rel=1e-5)
     embeds = model.get_input_embeddings()(ml.tensor(IDS))
     assert ours(None, mask, embeds, IDS).loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_merge_and_unmerge_warnings_and_adapter_names_type_as_peft():
+    options = dict(r=2, target_modules=["q_proj"], init_lora_weights=False)
+    messages = []
+    for wrap, config_class in ((peft.get_peft_model, peft.LoraConfig), (get_peft_model, LoraConfig)):
+        model = wrap(pair()[0 if wrap is peft.get_peft_model else 1], config_class(**options))
+        model.add_adapter("other", config_class(**options))
+        seen = []
+        for step in (lambda: model.unmerge_adapter(), lambda: model.merge_adapter(), lambda: model.merge_adapter(),
+                     lambda: model.merge_adapter(["default", "other"])):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                step()
+            seen.append(sorted({str(w.message) for w in caught if "checkpointing" not in str(w.message)}))
+        with pytest.raises(TypeError, match="adapter_names should be a list of strings"):
+            model.merge_adapter("other")
+        messages.append(seen)
+    assert messages[1] == messages[0]
+    assert messages[0][0] == ["Already unmerged. Nothing to do."]

@@ -404,6 +404,9 @@ class LoraModel(_Wrapper):
         ``safe_merge``: every layer's merged weight is checked for NaN/inf *before* any is changed.
         """
         self._own_layers()
+        if isinstance(adapter_names, str):  # list("b") would merge adapters "b"... letter by letter
+            raise TypeError(f"adapter_names should be a list of strings, got {adapter_names!r}.")
+        self._warn_already_merged(adapter_names)
         if safe_merge:
             self._check_merge_is_finite(adapter_names)
         for layer in self.tuner_layers():  # safe_merge: a 16-bit weight adds the delta rounded to its dtype
@@ -419,7 +422,22 @@ class LoraModel(_Wrapper):
                                          f"{_module_name(self.model, layer)}: the adapter seems to be "
                                          "broken; no weight was changed")
 
+    def _warn_already_merged(self, adapter_names):
+        """PEFT's warnings (once here, not once per layer) when some or all of the adapters are merged."""
+        layers = self.tuner_layers()
+        merged = [name for name in self.peft_config if any(name in layer.merged_adapters for layer in layers)]
+        if not merged:
+            return
+        pending = [name for name in (adapter_names or self.active_adapters) if name not in merged]
+        if pending:
+            warnings.warn(f"Already following adapters were merged {','.join(merged)}. "
+                          f"You are now additionally merging {','.join(pending)}.")
+        else:
+            warnings.warn("All adapters are already merged, nothing to do.")
+
     def unmerge_adapter(self):
+        if not any(layer.merged for layer in self.tuner_layers()):
+            warnings.warn("Already unmerged. Nothing to do.")  # PEFT's words
         for layer in self.tuner_layers():
             layer.unmerge()
 
