@@ -516,7 +516,8 @@ def test_eval_forward_returns_the_cache_for_a_hand_written_decoding_loop():
     step = model(IDS[:, 4:5], past_key_values=ours.past_key_values)
     expected = hf_out(reference, input_ids=IDS[:, 4:5], past_key_values=theirs.past_key_values).logits.numpy()
     np.testing.assert_allclose(step.logits.numpy(), expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(step.logits.numpy()[:, -1], model(IDS[:, :5]).logits.numpy()[:, -1], rtol=1e-5, atol=1e-5)
+    full = model(IDS[:, :5]).logits.numpy()[:, -1]
+    np.testing.assert_allclose(step.logits.numpy()[:, -1], full, rtol=1e-5, atol=1e-5)
     assert model(IDS, use_cache=False).past_key_values is None
     assert model.train()(IDS).past_key_values is None  # training: no cache kept alive
 
@@ -526,7 +527,8 @@ def test_peft_causal_lm_forward_takes_pefts_positional_order():
     fourth positionals are PEFT's, not the base model's (position_ids, past_key_values)."""
     options = dict(r=2, target_modules=["q_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
     reference, model = pair()
-    theirs, ours = peft.get_peft_model(reference, peft.LoraConfig(**options)), get_peft_model(model, LoraConfig(**options))
+    theirs = peft.get_peft_model(reference, peft.LoraConfig(**options))
+    ours = get_peft_model(model, LoraConfig(**options))
     ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
     mask = np.ones_like(IDS)
     with torch.no_grad():
@@ -554,3 +556,18 @@ def test_merge_and_unmerge_warnings_and_adapter_names_type_as_peft():
         messages.append(seen)
     assert messages[1] == messages[0]
     assert messages[0][0] == ["Already unmerged. Nothing to do."]
+
+
+def test_resize_token_embeddings_mean_resizing_false_draws_a_fresh_init_as_transformers():
+    reference, model = pair(config=LlamaConfig.from_dict(TINY.to_dict()))  # (resizing changes the config)
+    vocab = TINY.vocab_size
+    for resized in (reference, model):
+        resized.resize_token_embeddings(vocab + 200, mean_resizing=False)
+    theirs = as_numpy(reference.get_input_embeddings().weight)[vocab:]
+    ours = as_numpy(model.get_input_embeddings().weight)[vocab:]
+    assert ours.shape == theirs.shape and model.config.vocab_size == reference.config.vocab_size
+    assert abs(ours.std() - theirs.std()) < 0.1 * theirs.std() and abs(ours.mean()) < 0.01  # N(0, 0.02^2) both
+    np.testing.assert_array_equal(as_numpy(model.get_input_embeddings().weight)[:vocab],
+                                  as_numpy(reference.get_input_embeddings().weight)[:vocab])
+    kept = model.resize_token_embeddings(vocab + 201)  # the default: the old rows' mean
+    np.testing.assert_allclose(as_numpy(kept.weight)[-1], as_numpy(kept.weight)[:-1].mean(axis=0), atol=1e-6)

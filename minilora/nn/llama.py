@@ -27,6 +27,7 @@ from .. import dtypes, ops
 from ..checkpoint import (SAFE_WEIGHTS_NAME, atomic_folder, checkpoint_files, load_checkpoint, load_json,
                           read_checkpoint_shapes, read_header, save_file, save_json)
 from ..device import xp_of
+from ..random import generator
 from ..tensor import Tensor, _to_dtype
 from . import generation, init
 from .checkpointing import checkpoint
@@ -533,11 +534,15 @@ def _additive_mask(attention_mask, shape, past, dtype, xp):
 # ==================================================================================================
 # The causal language model
 # ==================================================================================================
-def _resized_rows(rows, n):
-    """``rows`` cut to ``n`` rows, or extended with copies of their mean (resize_token_embeddings)."""
+def _resized_rows(rows, n, std=None):
+    """``rows`` cut to ``n`` rows, or extended with copies of their mean (resize_token_embeddings), or,
+    with ``std``, with N(0, std^2) rows: a fresh model's init (``mean_resizing=False``)."""
     if n <= rows.shape[0]:
         return rows[:n]
     xp = xp_of(rows)
+    if std is not None:
+        new = generator().standard_normal((n - rows.shape[0], rows.shape[1])) * std
+        return xp.concatenate([rows, xp.asarray(new.astype(rows.dtype))])
     mean = dtypes.upcast(rows).mean(axis=0, keepdims=True).astype(rows.dtype)  # 16-bit: summed in float32
     return xp.concatenate([rows, xp.repeat(mean, n - rows.shape[0], axis=0)])
 
@@ -780,10 +785,12 @@ class LlamaForCausalLM(Module):
             output.requires_grad_(True)
         self._require_grads_hook = self.get_input_embeddings().register_forward_hook(require_grads)
 
-    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None):
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
         """Grow or shrink the vocabulary of the embedding and the head (new tokens after resizing a
         tokenizer). New rows are the mean of the old ones (transformers draws them around that mean;
-        the mean itself keeps a new token's logit at the old tokens' average). Returns the embedding."""
+        the mean itself keeps a new token's logit at the old tokens' average); ``mean_resizing=False``
+        draws them as a fresh model's init, N(0, initializer_range^2), as transformers. Returns the
+        embedding."""
         old = self.get_input_embeddings()
         n = old.num_embeddings if new_num_tokens is None else new_num_tokens
         if pad_to_multiple_of:
@@ -795,7 +802,8 @@ class LlamaForCausalLM(Module):
         tied = self.lm_head.weight is old.weight
         embed = Embedding(n, old.embedding_dim, padding_idx=old.padding_idx if (old.padding_idx or 0) < n else None,
                           dtype=old.weight.dtype, device=old.weight.device)
-        embed.weight._array[...] = _resized_rows(old.weight._array, n)
+        std = None if mean_resizing else self.config.initializer_range
+        embed.weight._array[...] = _resized_rows(old.weight._array, n, std)
         self.set_input_embeddings(embed)
         if tied:
             self.lm_head = Linear(self.config.hidden_size, n, bias=False, dtype=old.weight.dtype,
@@ -803,7 +811,7 @@ class LlamaForCausalLM(Module):
             self.lm_head.weight = embed.weight
         else:
             head = Linear(self.config.hidden_size, n, bias=False, dtype=old.weight.dtype, device=old.weight.device)
-            head.weight._array[...] = _resized_rows(self.lm_head.weight._array, n)
+            head.weight._array[...] = _resized_rows(self.lm_head.weight._array, n, std)
             self.lm_head = head
         self.config.vocab_size = n
         return embed
@@ -841,8 +849,8 @@ class LlamaForCausalLM(Module):
         without ml_dtypes, which gives NumPy its bfloat16, does it become float32, with a warning), and
         ``torch_dtype`` is transformers' older name for ``dtype``. The default is ``"auto"``, as in
         transformers 5: a bfloat16 checkpoint loads in bfloat16 unless ``dtype="float32"`` asks for the
-        widened copy (transformers 4 defaulted to float32). A checkpoint that does not fit the config raises ``StateDictError``
-        listing missing keys, unexpected keys and shape mismatches.
+        widened copy (transformers 4 defaulted to float32). A checkpoint that does not fit the config
+        raises ``StateDictError`` listing missing keys, unexpected keys and shape mismatches.
         """
         config = LlamaConfig.from_pretrained(path)  # first: a missing folder is named as such
         device = _device_from_map(device, device_map)
