@@ -571,3 +571,18 @@ def test_resize_token_embeddings_mean_resizing_false_draws_a_fresh_init_as_trans
                                   as_numpy(reference.get_input_embeddings().weight)[:vocab])
     kept = model.resize_token_embeddings(vocab + 201)  # the default: the old rows' mean
     np.testing.assert_allclose(as_numpy(kept.weight)[-1], as_numpy(kept.weight)[:-1].mean(axis=0), atol=1e-6)
+
+
+def test_top_p_zero_keeps_the_most_likely_token_as_transformers(generation_pair):
+    """transformers takes top_p=0 (only the most likely token survives: sampling becomes greedy);
+    minilora refused it."""
+    reference, model = generation_pair
+    options = dict(max_new_tokens=1, pad_token_id=0, eos_token_id=[], do_sample=True, top_p=0.0,
+                   return_dict_in_generate=True, output_scores=True)
+    theirs = reference.generate(torch.as_tensor(PROMPT), **options).scores[0].numpy()
+    ours = model.generate(ml.tensor(PROMPT), **options).scores[0].numpy()
+    np.testing.assert_array_equal(np.isfinite(ours), np.isfinite(theirs))
+    assert np.isfinite(ours).sum() == 1
+    greedy = our_generate(model, PROMPT, max_new_tokens=6, eos_token_id=[])
+    np.testing.assert_array_equal(our_generate(model, PROMPT, max_new_tokens=6, eos_token_id=[], do_sample=True,
+                                               top_p=0.0), greedy)

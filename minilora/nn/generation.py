@@ -59,13 +59,13 @@ def top_k_filter(logits, k):
 def top_p_filter(logits, p):
     """Keep, per row, the most likely tokens until their probabilities reach ``p``; -inf the rest.
 
-    A token is kept if the probability of all tokens more likely than it is still below ``p``, so the
-    most likely token is always kept.
+    A token is kept if the probability of all tokens more likely than it is still below ``p``; the most
+    likely token is always kept (so ``p=0`` keeps just that one, as transformers).
     """
     if p is None:
         return logits
-    if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.number)) or not 0.0 < p <= 1.0:
-        raise ValueError(f"top_p must be a number in (0, 1], got {p!r}")
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.number)) or not 0.0 <= p <= 1.0:
+        raise ValueError(f"top_p must be a number in [0, 1], got {p!r}")
     if p == 1.0:
         return logits
     order = np.argsort(-logits, axis=-1, kind="stable")
@@ -73,6 +73,7 @@ def top_p_filter(logits, p):
     probs = _softmax(sorted_logits)
     before = np.cumsum(probs, axis=-1) - probs  # probability of the strictly more likely tokens
     remove_sorted = before >= p
+    remove_sorted[..., 0] = False  # the most likely token stays (transformers' min_tokens_to_keep=1)
     remove = np.empty_like(remove_sorted)
     np.put_along_axis(remove, order, remove_sorted, axis=-1)
     return np.where(remove, -np.inf, logits)
