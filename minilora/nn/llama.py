@@ -462,14 +462,15 @@ class LlamaModel(Module):
         mask = _attention_bias(attention_mask, shape, past, dtype, xp)
         x = self.embed_tokens(xp.asarray(ids)) if inputs_embeds is None else inputs_embeds
         recompute = self.gradient_checkpointing and self.training and cache is None
-        states = [x]
+        states = []  # only kept when asked for: each holds a whole [B, T, hidden] activation
         for layer in self.layers:
+            if output_hidden_states:
+                states.append(x)
             x = checkpoint(layer, x, cos, sin, mask, None) if recompute else layer(x, cos, sin, mask, cache)
-            states.append(x)
         hidden = self.norm(x)
         if not output_hidden_states:
             return hidden, cache
-        return hidden, cache, tuple(states[:-1]) + (hidden,)
+        return hidden, cache, tuple(states) + (hidden,)
 
 
 def _embeds_shape(inputs_embeds, hidden_size):
