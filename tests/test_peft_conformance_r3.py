@@ -586,3 +586,39 @@ def test_top_p_zero_keeps_the_most_likely_token_as_transformers(generation_pair)
     greedy = our_generate(model, PROMPT, max_new_tokens=6, eos_token_id=[])
     np.testing.assert_array_equal(our_generate(model, PROMPT, max_new_tokens=6, eos_token_id=[], do_sample=True,
                                                top_p=0.0), greedy)
+
+
+# ==================================================================================================
+# get_layer_status / get_model_status: PEFT's troubleshooting view, field for field
+# ==================================================================================================
+def test_layer_and_model_status_equal_pefts():
+    import dataclasses
+    reports = []
+    for wrap, config_class in ((peft.get_peft_model, peft.LoraConfig), (get_peft_model, LoraConfig)):
+        model = wrap(pair()[0 if wrap is peft.get_peft_model else 1],
+                     config_class(r=2, target_modules=["q_proj"], modules_to_save=["lm_head"]))
+        model.add_adapter("other", config_class(r=2, target_modules=["q_proj", "k_proj"]))
+        seen = []
+        for change in (lambda: None, lambda: model.merge_adapter(), lambda: model.unmerge_adapter(),
+                       lambda: model.set_requires_grad("other"), lambda: model.base_model.disable_adapter_layers()):
+            change()
+            seen.append(([dataclasses.asdict(s) for s in model.get_layer_status()],
+                         dataclasses.asdict(model.get_model_status())))
+        reports.append(seen)
+    assert reports[1] == reports[0]
+    assert reports[0][3][1]["requires_grad"]["other"] is True  # set_requires_grad("other")
+    assert reports[0][4][1]["enabled"] is False and reports[0][4][1]["trainable_params"] == 0  # disabled: frozen
+
+
+def test_disable_adapter_freezes_the_adapters_meanwhile_as_peft():
+    """Inside ``with model.disable_adapter():`` PEFT freezes the adapters (nothing of them is used), and
+    re-enabling makes the active ones train again."""
+    rows = []
+    for wrap, config_class in ((peft.get_peft_model, peft.LoraConfig), (get_peft_model, LoraConfig)):
+        model = wrap(pair()[0 if wrap is peft.get_peft_model else 1],
+                     config_class(r=2, target_modules=["q_proj"], modules_to_save=["lm_head"]))
+        row = [trainable_adapters(model)]
+        with model.disable_adapter():
+            row.append(trainable_adapters(model))
+        rows.append(row + [trainable_adapters(model)])
+    assert rows[1] == rows[0] == [["default"], [], ["default"]]

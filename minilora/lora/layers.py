@@ -161,9 +161,11 @@ class BaseTunerLayer(Module):
         """Train (or freeze) these adapters' weights, active or not, leaving the others as they are."""
         names = {adapter_names} if isinstance(adapter_names, str) else set(adapter_names)
         for layer_name in self.adapter_layer_names:
-            for key, item in getattr(self, layer_name).items():
+            holder = getattr(self, layer_name)
+            for key in holder.keys():
                 if key not in names:
                     continue
+                item = holder[key]
                 if isinstance(item, Module):
                     item.requires_grad_(requires_grad)
                 else:

@@ -390,12 +390,19 @@ class LoraModel(_Wrapper):
             module.set_requires_grad(adapter_names, requires_grad=requires_grad)
 
     def enable_adapter_layers(self):
+        """Use the adapters again; as PEFT, the active ones train again. (PEFT also makes an adapter loaded
+        for inference trainable here; minilora keeps such an adapter frozen, as its config says.)"""
+        names = self.active_adapters
+        inference = bool(names) and all(self.peft_config[name].inference_mode for name in names)
         for module in self._adapter_modules():
             module.enable_adapters(True)
+            module.set_adapter(module.active_adapters, inference_mode=inference)
 
     def disable_adapter_layers(self):
+        """Run the base model alone; as PEFT, the adapters are frozen meanwhile (nothing to train)."""
         for module in self._adapter_modules():
             module.enable_adapters(False)
+            module.set_requires_grad(module.adapter_names(), requires_grad=False)
 
     # --- merging -------------------------------------------------------------------------------
     def merge_adapter(self, adapter_names=None, safe_merge=False):
@@ -690,6 +697,16 @@ class PeftModel(_Wrapper):
         """Make ``adapter_name`` the active adapter and, as PEFT does, trainable (``requires_grad``) --
         also one loaded for inference -- unless ``inference_mode=True`` keeps it frozen."""
         self.base_model.set_adapter(adapter_name, inference_mode=inference_mode)
+
+    def get_layer_status(self):
+        """PEFT's per-layer troubleshooting view (``minilora.lora.status``)."""
+        from .status import get_layer_status
+        return get_layer_status(self)
+
+    def get_model_status(self):
+        """PEFT's whole-model troubleshooting view: "irregular" where the layers disagree."""
+        from .status import get_model_status
+        return get_model_status(self)
 
     def set_requires_grad(self, adapter_names, requires_grad=True):
         """Train (``True``) or freeze these adapters' weights, whether active or not (PEFT's method)."""
