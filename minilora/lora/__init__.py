@@ -8,7 +8,8 @@
     model.save_pretrained("my-adapter")          # adapter_config.json + adapter_model.safetensors
 
 Where things are: ``config.py`` (the configs), ``layers.py`` (the LoRA/DoRA/VeRA layers -- LoRA on
-Linear and on Embedding layers: the forward and the merge math), ``model.py`` (injection, several adapters, merging), ``save.py`` (adapter files).
+Linear and on Embedding layers: the forward and the merge math), ``model.py`` (injection, several adapters, merging), ``save.py`` (adapter files), ``status.py``
+(PEFT's get_layer_status / get_model_status).
 The op every LoRA forward runs is ``minilora.ops.lora_linear``.
 """
 from .config import LoraConfig, PeftType, TaskType, VeraConfig, config_from_dict
@@ -17,6 +18,7 @@ from .loraplus import create_loraplus_optimizer
 from .model import (AutoPeftModelForCausalLM, LoraModel, PeftModel, PeftModelForCausalLM,
                     VeraModel, get_peft_model, target_module_matches)
 from .save import (AdapterMismatchError, get_peft_model_state_dict, set_peft_model_state_dict)
+from .status import TunerLayerStatus, TunerModelStatus, get_layer_status, get_model_status
 from .adalora import AdaLoraConfig, AdaLoraModel, RankAllocator, SVDLinear  # registers "ADALORA"
 
 __all__ = ["LoraConfig", "VeraConfig", "TaskType", "PeftType", "config_from_dict", "get_peft_model", "PeftModel",
@@ -24,5 +26,6 @@ __all__ = ["LoraConfig", "VeraConfig", "TaskType", "PeftType", "config_from_dict
            "VeraModel", "Linear", "Embedding", "LoraLayer", "VeraLinear", "DoraMagnitude", "ModulesToSaveWrapper",
            "BASE_ADAPTER", "target_module_matches", "get_peft_model_state_dict",
            "set_peft_model_state_dict", "AdapterMismatchError", "create_loraplus_optimizer",
-           "AdaLoraConfig", "AdaLoraModel", "RankAllocator", "SVDLinear"]
+           "AdaLoraConfig", "AdaLoraModel", "RankAllocator", "SVDLinear", "get_layer_status", "get_model_status",
+           "TunerLayerStatus", "TunerModelStatus"]
 from . import diagnostics  # noqa: E402  spectra, training diagnosis, recommend_lora_config (minilora.lora.diagnostics)
