@@ -331,10 +331,10 @@ def test_http_top_k_is_vllms_extra_parameter_and_off_by_default(served):
     ({"model": "a", "prompt": "x", "max_tokens": 0}, 400, "max_tokens"),
     ({"model": "a", "prompt": "x", "max_tokens": 500}, 400, "max_tokens"),  # past the context length
     ({"model": "a", "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
-    ({"model": "a", "prompt": "x", "n": 2}, 400, "n"),
-    ({"model": "a", "prompt": "x", "logit_bias": {}}, 400, "logit_bias"),
+    ({"model": "a", "prompt": "x", "n": 0}, 400, "n"),
+    ({"model": "a", "prompt": "x", "logit_bias": {"99999": 1}}, 400, "logit_bias"),  # not a token id
     ({"model": "a", "prompt": [1, 9999]}, 400, "prompt"),
-    ({"model": "a", "prompt": "x", "stream": True, "stream_options": {"include_usage": True}}, 400, "stream_options"),
+    ({"model": "a", "prompt": "x", "stream_options": {"include_usage": True}}, 400, "stream_options"),  # no stream
 ])
 def test_http_validation_errors(served, body, status, param):
     client = served[0]

@@ -516,6 +516,8 @@ def _chat_prompt(tokenizer, messages, body):
     try:
         return tokenizer.apply_chat_template(messages, chat_template=template, add_generation_prompt=add_generation_prompt,
                                              continue_final_message=continue_final, return_dict=False)
+    except UnicodeEncodeError:
+        raise  # a lone surrogate in the text: _encoded names it
     except (TemplateError, ValueError) as exc:
         raise EngineError(400, f"the chat template refused the messages: {exc}", "messages") from None
 
