@@ -205,6 +205,34 @@ class BaseTunerLayer(Module):
     def _mixed_batch_forward(self, x, adapter_names):
         raise ValueError(f"per-sample adapter_names are not supported for {type(self).__name__} adapters")
 
+    stack_cache = None  # a server's dict {layer: stacks} (serve.RaggedBatch sets it); None: stack every forward
+
+    def _stacked_adapters(self, adapter_names):
+        """``(names, *stacks)``: this layer's adapters among ``adapter_names``, zero-padded to the largest
+        rank and stacked by the layer's ``_stack(names)`` for one batched per-sample product.
+
+        Stacking copies every adapter's weights, on every forward. A server, whose adapters change only
+        when it loads or unloads one, sets ``stack_cache``: then ALL this layer's adapters are stacked
+        once and reused for as long as the same weight tensors are loaded, unchanged (a load, a delete or
+        an in-place change -- its version counter -- rebuilds). Only without gradients: a gradient needs
+        the stack in its graph."""
+        factors = self._adapter_factors()  # {name: (A, B)} the stacks are made of
+        cache = None if is_grad_enabled() else self.stack_cache
+        names = sorted(factors) if cache is not None else \
+            sorted({n for n in adapter_names if n in factors})  # adapters present in this layer
+        if not names:
+            return (names, None, None)
+        if cache is None:
+            return (names, *self._stack(names))
+        weights = [w for n in names for w in factors[n]]
+        versions = [w._version for w in weights]
+        entry = cache.get(self)
+        same = entry is not None and entry[0] == names and entry[2] == versions and \
+            all(a is b for a, b in zip(entry[1], weights))
+        if not same:
+            entry = cache[self] = (names, weights, versions, *self._stack(names))
+        return (entry[0], *entry[3:])
+
     def _check_mixed_batch(self, x, adapter_names):
         """``adapter_names`` (per-sample adapters) must name one adapter per sample, unmerged."""
         if len(adapter_names) != x.shape[0]:
@@ -425,34 +453,11 @@ class Linear(BaseTunerLayer):
                        [self.r[n] for n in names], [self.scaling[n] for n in names], index)
         return out.reshape(result.shape)
 
-    stack_cache = None  # a server's dict {layer: stacks} (serve.RaggedBatch sets it); None: stack every forward
-
-    def _stacked_adapters(self, adapter_names):
-        """``(names, A [L, r_max, in], B [L, out, r_max])``: this layer's adapters among ``adapter_names``,
-        zero-padded to the largest rank and stacked for ``ops.bgmv``.
-
-        Stacking copies every adapter's weights, on every forward. A server, whose adapters change only
-        when it loads or unloads one, sets ``stack_cache``: then ALL this layer's adapters are stacked
-        once and reused for as long as the same weight tensors are loaded, unchanged (a load, a delete or
-        an in-place change -- its version counter -- rebuilds). Only without gradients: a gradient needs
-        the stack in its graph."""
-        cache = None if is_grad_enabled() else self.stack_cache
-        names = sorted(self.lora_A) if cache is not None else \
-            sorted({n for n in adapter_names if n in self.lora_A})  # adapters present in this layer
-        if not names:
-            return names, None, None
-        if cache is None:
-            return (names, *self._stack(names))
-        weights = [w for n in names for w in (self.lora_A[n].weight, self.lora_B[n].weight)]
-        versions = [w._version for w in weights]
-        entry = cache.get(self)
-        same = entry is not None and entry[0] == names and entry[2] == versions and \
-            all(a is b for a, b in zip(entry[1], weights))
-        if not same:
-            entry = cache[self] = (names, weights, versions, *self._stack(names))
-        return entry[0], entry[3], entry[4]
+    def _adapter_factors(self):
+        return {n: (self.lora_A[n].weight, self.lora_B[n].weight) for n in self.lora_A}
 
     def _stack(self, names):
+        """``A [L, r_max, in], B [L, out, r_max]`` for ``ops.bgmv``."""
         r_max = max(self.r[n] for n in names)
         A_stack = ops.stack([_pad_rank(self.lora_A[n].weight, r_max, 0) for n in names])  # [L, r_max, in]
         B_stack = ops.stack([_pad_rank(self.lora_B[n].weight, r_max, 1) for n in names])  # [L, out, r_max]
@@ -551,23 +556,30 @@ class Embedding(BaseTunerLayer):
         tables in one lookup, then one batched matmul (as ``Linear._mixed_batch_forward``)."""
         self._check_mixed_batch(ids, adapter_names)
         result = self.base_layer(ids)
-        names = sorted({n for n in adapter_names if n in self.lora_embedding_A})
+        names, A_stack, B_stack = self._stacked_adapters(adapter_names)  # a server's are cached
         if not names:
             return result
-        W0 = self.base_layer.weight
-        xp = W0.device.xp
+        xp = self.base_layer.weight.device.xp
         slot = xp.asarray([{n: i + 1 for i, n in enumerate(names)}.get(n, 0) for n in adapter_names])
-        r_max = max(self.r[n] for n in names)
-        A_stack = ops.stack([_constant_zeros(W0, self.in_features, r_max)]
-                            + [_pad_rank(self.lora_embedding_A[n].T, r_max, 1) for n in names])  # [n+1, V, r]
-        B_stack = ops.stack([_constant_zeros(W0, r_max, self.out_features)]
-                            + [_pad_rank(self.lora_embedding_B[n].T * self.scaling[n], r_max, 0)
-                               for n in names])                                                  # [n+1, r, dim]
+        r_max = A_stack.shape[-1]
         ids_array = xp.asarray(ids._array if isinstance(ids, Tensor) else ids)
         after_A = A_stack[slot.reshape(-1, *([1] * (ids_array.ndim - 1))), ids_array]  # [batch, ..., r]
         B_g = B_stack[slot]                                                             # [batch, r, dim]
         flat = after_A.reshape(ids_array.shape[0], -1, r_max)
         return result + ops.matmul(flat, B_g).reshape(result.shape)
+
+    def _adapter_factors(self):
+        return {n: (self.lora_embedding_A[n], self.lora_embedding_B[n]) for n in self.lora_embedding_A}
+
+    def _stack(self, names):
+        """``A [n+1, V, r_max], s B [n+1, r_max, dim]``, slot 0 all zeros (rows without an adapter)."""
+        W0 = self.base_layer.weight
+        r_max = max(self.r[n] for n in names)
+        A_stack = ops.stack([_constant_zeros(W0, self.in_features, r_max)]
+                            + [_pad_rank(self.lora_embedding_A[n].T, r_max, 1) for n in names])
+        B_stack = ops.stack([_constant_zeros(W0, r_max, self.out_features)]
+                            + [_pad_rank(self.lora_embedding_B[n].T * self.scaling[n], r_max, 0) for n in names])
+        return A_stack, B_stack
 
     def get_delta_weight(self, adapter_name):
         """``s (B A)^T`` [num_embeddings, dim]: the update merging adds to the table."""
