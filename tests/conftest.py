@@ -27,6 +27,10 @@ def pytest_configure(config):
     from minilora.exercises import marker_lines
     for line in marker_lines():
         config.addinivalue_line("markers", line)
+    # pytest resets warning filters around each test, so minilora's own (tensor.py: NumPy's floating-point
+    # RuntimeWarnings from minilora's modules, which torch never prints) is restated here
+    config.addinivalue_line("filterwarnings", r"ignore:(divide by zero|invalid value|overflow|underflow) "
+                                              r"encountered:RuntimeWarning:minilora\.")
 
 
 @pytest.fixture(params=DEVICES)
