@@ -79,7 +79,7 @@ BUILTIN_SIGNATURES = {
                                      ("value", inspect.Parameter.empty), ("attn_mask", None),
                                      ("dropout_p", 0.0), ("is_causal", False), ("scale", None),
                                      ("enable_gqa", False)],
-    "one_hot": [("tensor", inspect.Parameter.empty), ("num_classes", -1)],
+    "one_hot": [("input", inspect.Parameter.empty), ("num_classes", -1)],  # torch's keyword (doc says tensor)
     "gelu": [("input", inspect.Parameter.empty), ("approximate", "none")],  # approximate keyword-only
     "softplus": [("input", inspect.Parameter.empty), ("beta", 1), ("threshold", 20)],
     "cosine_similarity": [("x1", inspect.Parameter.empty), ("x2", inspect.Parameter.empty), ("dim", 1),

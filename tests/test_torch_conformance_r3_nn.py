@@ -488,3 +488,12 @@ def test_mean_loss_over_no_counted_target_is_nan_with_torchs_gradient(rng, name,
     out.backward()
     tout.backward()
     np.testing.assert_array_equal(logits.grad.numpy(), tlogits.grad.numpy())  # (nan equal to nan)
+
+
+def test_one_hot_takes_torchs_keyword_input():
+    """torch 2.13's F.one_hot names its tensor ``input`` (the docstring still says ``tensor``,
+    which torch refuses as a keyword)."""
+    ids = np.array([[0, 2], [1, 3]])
+    out = F.one_hot(input=ml.tensor(ids), num_classes=5)
+    np.testing.assert_array_equal(out.numpy(), TF.one_hot(input=torch.tensor(ids), num_classes=5).numpy())
+    same_error(lambda: F.one_hot(tensor=ml.tensor(ids)), lambda: TF.one_hot(tensor=torch.tensor(ids)))

@@ -1373,9 +1373,11 @@ def _padded_positions(mode, size, before, after):
     return p % size  # circular
 
 
-def one_hot(tensor, num_classes=-1):
-    """PyTorch's ``F.one_hot``: int64 ``[*, num_classes]`` with a 1 at each index (no gradient)."""
-    ids = _array(tensor)
+def one_hot(input, num_classes=-1):
+    """PyTorch's ``F.one_hot``: int64 ``[*, num_classes]`` with a 1 at each index (no gradient).
+
+    The first argument is ``input``, as torch 2.13 takes it by keyword (its docstring says ``tensor``)."""
+    ids = _array(input)
     xp = xp_of(ids)
     if getattr(ids, "dtype", None) is None or ids.dtype.kind not in "iu":
         raise RuntimeError("one_hot is only applicable to index tensor (an integer tensor)")
@@ -1388,7 +1390,7 @@ def one_hot(tensor, num_classes=-1):
     if ids.size and ids.max() >= num_classes:
         raise RuntimeError(f"one_hot: class values must be smaller than num_classes ({num_classes})")
     out = (ids[..., None] == xp.arange(num_classes)).astype(np.int64)
-    return Tensor._make(out, tensor.device, False, None) if isinstance(tensor, Tensor) else Tensor(out)
+    return Tensor._make(out, input.device, False, None) if isinstance(input, Tensor) else Tensor(out)
 
 
 # ---- more of torch.nn.functional: smooth L1 / Huber, KL divergence, normalize, cosine similarity ----
