@@ -114,7 +114,7 @@ def to_transformers(config, ml_model, dtype, device):
     with torch.device(device):  # random init where the model will run (fast on a GPU), then overwritten
         model = transformers.LlamaForCausalLM(hf_config)
     model.config._attn_implementation = "sdpa"
-    state = {k: torch.from_numpy(v.numpy().copy()) for k, v in ml_model.state_dict().items()}
+    state = {k: torch.from_numpy(v.numpy(force=True).copy()) for k, v in ml_model.state_dict().items()}
     model.load_state_dict(state, strict=True)
     return model.to(dtype)
 
@@ -125,7 +125,7 @@ def build_steps(args, config):
     ml_model = build_minilora(config, args.device)
     hf32 = None if args.no_peft else to_transformers(config, ml_model, _torch().float32, args.device)
     ml_lora = get_peft_model(ml_model, LoraConfig(**lora_config(args)))
-    ours = {n: p.numpy() for n, p in ml_lora.named_parameters() if p.requires_grad}
+    ours = {n: p.numpy(force=True) for n, p in ml_lora.named_parameters() if p.requires_grad}
     steps = {}
     ml_lora.to(args.device)
     ml_ids = ml.tensor(ids, device=args.device)

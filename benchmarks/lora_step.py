@@ -61,7 +61,7 @@ def build_models(config):
     with torch.no_grad():  # the same A (and zero B) in both, so the steps compute the same numbers
         for name, p in hf_lora.named_parameters():
             if p.requires_grad:
-                p.copy_(torch.from_numpy(ours[name].numpy()))
+                p.copy_(torch.from_numpy(ours[name].numpy(force=True)))
     ml_trainable = [p for p in ml_lora.parameters() if p.requires_grad]
     hf_trainable = [p for p in hf_lora.parameters() if p.requires_grad]
     full_model, full_opt = base.build_minilora(config)

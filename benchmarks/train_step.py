@@ -64,7 +64,7 @@ def build_transformers(config, minilora_model):
                                             if k not in ("architectures", "model_type")})
     model = transformers.LlamaForCausalLM(hf_config).to(torch.float32)
     model.config._attn_implementation = ARGS.attn
-    state = {k: torch.from_numpy(v.numpy().copy()) for k, v in minilora_model.state_dict().items()}
+    state = {k: torch.from_numpy(v.numpy(force=True).copy()) for k, v in minilora_model.state_dict().items()}
     model.load_state_dict(state, strict=True)
     model.train()
     return model, torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)

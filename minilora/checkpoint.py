@@ -468,7 +468,7 @@ def warn_non_finite(tensors, source):
 def _host(t):
     """A NumPy array from a minilora Tensor, a CuPy array or a NumPy array."""
     if hasattr(t, "numpy") and not isinstance(t, np.ndarray):
-        return t.numpy()
+        return t.numpy(force=True)
     return t if isinstance(t, (np.ndarray, np.generic)) else t.get()
 
 

@@ -462,7 +462,7 @@ def predict(model, tokenizer, prompts, max_new_tokens=16, stop=None):
                 ids = np.array([encoded[i] for i in rows], dtype=np.int64)
                 out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
                                      eos_token_id=end_ids)
-                out = np.asarray(out.numpy() if hasattr(out, "numpy") else out)
+                out = np.asarray(out.numpy(force=True) if hasattr(out, "numpy") else out)
                 for row, i in enumerate(rows):
                     new = [int(t) for t in out[row, length:]]
                     if tokenizer.eos_token_id in new:

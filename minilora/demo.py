@@ -73,7 +73,7 @@ def _check_device(name):
 def _logits(model, ids):
     from .tensor import no_grad
     with no_grad():
-        return model(ids).logits.numpy().astype(np.float64)
+        return model(ids).logits.numpy(force=True).astype(np.float64)
 
 
 def _lora(model, rank, alpha=None):

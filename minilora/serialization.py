@@ -65,7 +65,7 @@ def save(obj, f):
     metadata = {"format": "pt"}
     if extra:
         metadata[_META_KEY] = json.dumps(extra)
-    checkpoint.save_file({name: t.detach().numpy() for name, t in obj.items()}, path,
+    checkpoint.save_file({name: t.detach().numpy(force=True) for name, t in obj.items()}, path,
                          metadata=metadata)
 
 

@@ -46,11 +46,11 @@ def grad_check(fn, *inputs, eps=1e-6, atol=1e-7, rtol=1e-5, seed=0, name=None):
 
     def projected(*args):
         with no_grad():
-            return float((fn(*args).numpy() * weights).sum())
+            return float((fn(*args).numpy(force=True) * weights).sum())
 
     worst = 0.0
     for i, t in checked:
-        analytic = t.numpy() if t.grad is None else _host(t.grad._array)
+        analytic = t.numpy(force=True) if t.grad is None else _host(t.grad._array)
         if t.grad is None:
             analytic = np.zeros(t.shape)
         numeric = np.zeros(t.shape)
@@ -92,8 +92,8 @@ def assert_close(actual, expected, rtol=None, atol=None, name="value"):
     Default tolerances: rtol = atol = 1e-6, except where either side is a 16-bit float: then
     torch.testing's (bfloat16: rtol 1.6e-2, atol 1e-5; float16: rtol 1e-3, atol 1e-5). Pass both
     to choose your own."""
-    a = actual.numpy() if isinstance(actual, Tensor) else _host(actual)  # np.asarray refuses CuPy
-    e = expected.numpy() if isinstance(expected, Tensor) else _host(expected)
+    a = actual.numpy(force=True) if isinstance(actual, Tensor) else _host(actual)  # np.asarray refuses CuPy
+    e = expected.numpy(force=True) if isinstance(expected, Tensor) else _host(expected)
     if a.shape != e.shape:
         raise AssertionError(f"{name}: shape {a.shape} != expected {e.shape}")
     loose = [_DEFAULT_TOLERANCES[x.dtype.name] for x in (a, e) if x.dtype.name in _DEFAULT_TOLERANCES]

@@ -101,7 +101,7 @@ class TrainResult:
 # ----------------------------------------------------------------------------------------------
 def _to_numpy(value):
     if isinstance(value, Tensor):
-        return value.numpy()
+        return value.numpy(force=True)
     if hasattr(value, "get") and type(value).__module__.startswith("cupy"):
         return value.get()
     return value
@@ -593,7 +593,7 @@ def _token_weight(tokens):
     from . import distributed
     total = Tensor(np.array([tokens], dtype=np.float64), dtype="float64")
     distributed.all_reduce(total)
-    everyone = float(total.numpy()[0])
+    everyone = float(total.numpy(force=True)[0])
     return tokens * distributed.get_world_size() / everyone if everyone else 1.0
 
 
@@ -604,14 +604,14 @@ def _agree(loss_sum, tokens, asked):
     from . import distributed
     numbers = Tensor(np.array([loss_sum, tokens, float(asked)]), dtype="float64")
     distributed.all_reduce(numbers)
-    total_loss, total_tokens, asked_count = numbers.numpy().tolist()
+    total_loss, total_tokens, asked_count = numbers.numpy(force=True).tolist()
     return total_loss / distributed.get_world_size(), int(total_tokens), asked_count > 0
 
 
 def _nonfinite_frozen_weight(model):
     """The name of the first frozen parameter holding NaN or inf, or None (called only when a run stops)."""
     for name, param in model.named_parameters():
-        if not param.requires_grad and not np.isfinite(param.numpy()).all():
+        if not param.requires_grad and not np.isfinite(param.numpy(force=True)).all():
             return name
     return None
 

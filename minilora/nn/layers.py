@@ -1255,7 +1255,7 @@ class TransformerEncoder(Module):
             return False
         if mask is not None:
             return False
-        keep = (~padding.bool() if padding.dtype == np.bool_ else padding == 0).numpy()
+        keep = (~padding.bool() if padding.dtype == np.bool_ else padding == 0).numpy(force=True)
         if self.mask_check and not all(_left_aligned(row) for row in keep):
             return False
         first = self.layers[0]

@@ -824,7 +824,7 @@ def _empty_in_place(t, dev):
 
 def _array(value):
     if isinstance(value, Tensor):
-        return value.numpy()
+        return value.numpy(force=True)
     if dtypes.is_torch_tensor(value):  # bfloat16 stays bfloat16 (widened only without ml_dtypes)
         return dtypes.from_torch(value)
     return value

@@ -111,7 +111,7 @@ def new_full(self, size, fill_value, *, dtype=None, device=None, requires_grad=F
 def new_tensor(self, data, *, dtype=None, device=None, requires_grad=False):
     """A new tensor holding ``data`` (copied, no graph), of ``self``'s dtype and device unless given."""
     if isinstance(data, Tensor):
-        data = data.detach().numpy().copy()
+        data = data.detach().numpy(force=True).copy()
     return tensor(data, dtype=self.dtype if dtype is None else dtype,  # (numbers too: 0-d, as torch)
                   device=self.device if device is None else device, requires_grad=requires_grad)
 

@@ -262,7 +262,7 @@ def _pad_after(x, extra, value):
 
 def _max_indices(input, kernel, stride, padding, dilation, extra):
     """torch's ``return_indices``: each maximum's position in its (unpadded) H * W plane."""
-    x = input.numpy()
+    x = input.numpy(force=True)
     grown = np.pad(x, ((0, 0), (0, 0), (0, extra[0]), (0, extra[1])), constant_values=-np.inf)
     _, choice, _, window_shape = _window_maxima(np, grown, kernel, stride, padding, dilation)
     (kh, kw), (sh, sw), (dh, dw), (ph, pw) = kernel, stride, dilation, padding

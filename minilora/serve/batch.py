@@ -95,7 +95,7 @@ class RaggedBatch:
             kwargs["adapter_names"] = [BASE_ADAPTER if a is None else a for a in adapters]
         with no_grad():
             out = self.model(ids, use_cache=True, **kwargs)
-        return out.logits[:, -1, :].numpy().astype(np.float64), out.past_key_values
+        return out.logits[:, -1, :].numpy(force=True).astype(np.float64), out.past_key_values
 
     def add(self, prompt_ids, adapter=None):
         """Prefill ``prompt_ids`` alone and append it as the last row; returns its next-token logits [vocab]."""

@@ -280,7 +280,7 @@ class Engine:
         names = {"adapter_names": [BASE_ADAPTER if adapter is None else adapter]} if hasattr(self.model, "peft_config") else {}
         with no_grad():
             logits = self.model(np.asarray(prompt_ids, dtype=np.int64)[None, :], **names).logits
-        logits = logits.numpy()[0].astype(np.float64)
+        logits = logits.numpy(force=True)[0].astype(np.float64)
         return [logprob_entry(logits[i - 1], prompt_ids[i], k) for i in range(1, len(prompt_ids))]
 
     def submit(self, request):
