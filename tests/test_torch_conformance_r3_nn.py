@@ -497,3 +497,20 @@ def test_one_hot_takes_torchs_keyword_input():
     out = F.one_hot(input=ml.tensor(ids), num_classes=5)
     np.testing.assert_array_equal(out.numpy(), TF.one_hot(input=torch.tensor(ids), num_classes=5).numpy())
     same_error(lambda: F.one_hot(tensor=ml.tensor(ids)), lambda: TF.one_hot(tensor=torch.tensor(ids)))
+
+
+@pytest.mark.parametrize("batch, in_features, out_features", [((3,), 0, 5), ((2, 3), 0, 4), ((3,), 4, 0),
+                                                              ((0,), 4, 5)])
+def test_linear_with_a_zero_size_dimension_matches_torch(batch, in_features, out_features, rng):
+    """nn.Linear(0, n) on [N, 0] gives the bias in every row (torch: an empty sum is 0), Linear(k, 0)
+    an empty [N, 0], an empty batch an empty output; the gradients as torch's."""
+    x_ml, x_pt = pair(rng.standard_normal(batch + (in_features,)), requires_grad=True)
+    w_ml, w_pt = pair(rng.standard_normal((out_features, in_features)), requires_grad=True)
+    b_ml, b_pt = pair(rng.standard_normal(out_features), requires_grad=True)
+    ours, theirs = F.linear(x_ml, w_ml, b_ml), TF.linear(x_pt, w_pt, b_pt)
+    np.testing.assert_allclose(ours.numpy(), _np(theirs))
+    (ours * 2.0).sum().backward()
+    (theirs * 2.0).sum().backward()
+    for mine, torchs in ((x_ml, x_pt), (w_ml, w_pt), (b_ml, b_pt)):
+        assert mine.grad.shape == tuple(torchs.grad.shape)
+        np.testing.assert_allclose(mine.grad.numpy(), _np(torchs.grad))

@@ -141,7 +141,7 @@ class Linear(Function):
         if x.shape[-1] != w.shape[1]:
             raise ShapeError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but "
                              f"the weight expects {w.shape[1]} (weight shape {w.shape}, [out, in])")
-        x2 = x.reshape(-1, x.shape[-1])
+        x2 = x.reshape(_rows(x.shape), x.shape[-1])
         if _is_16bit_float(x) and not (_on_cublas(x2, w, products=[(x2.shape[0], w.shape[0])]) and b is None):
             out = _linear_in_float32(x2, w, b)  # (cuda: a 16-bit product rounded before the bias would round twice)
         else:
@@ -156,7 +156,7 @@ class Linear(Function):
     @staticmethod
     def backward(ctx, g):
         nx, nw, nb = ctx.needs_input_grad
-        g2, x2, w = g.reshape(-1, g.shape[-1]), ctx.x2, ctx.w
+        g2, x2, w = g.reshape(ctx.rows, g.shape[-1]), ctx.x2, ctx.w
         dtype = g2.dtype
         sum_bias_in_float32 = False
         if _is_16bit_float(g2) and not _on_cublas(g2, w, products=[(g2.shape[0], w.shape[1]), w.shape]):
@@ -179,6 +179,15 @@ class Linear(Function):
     def backward_flops(ctx):
         nx, nw, _ = ctx.needs_input_grad
         return 2 * ctx.rows * ctx.w.size * (int(nx) + int(nw))
+
+
+def _rows(shape):
+    """The rows of ``[..., features]`` flattened to 2-D, counted: ``reshape(-1, 0)`` is ambiguous to
+    NumPy, and ``nn.Linear(0, n)`` / ``nn.Linear(k, 0)`` are valid layers in torch."""
+    rows = 1
+    for size in shape[:-1]:
+        rows *= size
+    return rows
 
 
 def _linear_in_float32(x2, w, b):
