@@ -818,3 +818,24 @@ def test_blog_shuffle_reductions_block_and_warp_atomic():
     total[0] = 0
     mod.get_function("deviceReduceWarpAtomicKernel")(64, 256, (x, total, np.int32(n)))
     assert total[0] == x.sum()
+
+
+# ------------------------------------------------------------------------------------------------
+# Round 2: what nvcc refuses, and __fdividef's large-divisor behaviour.
+
+def test_atomic_add_on_long_long_is_refused_as_nvcc_refuses_it():
+    src = 'extern "C" __global__ void k(long long* p) { atomicAdd(p, 1LL); }'
+    with pytest.raises(emu.CompileError, match="atomicAdd"):
+        RawModule(code=src).get_function("k")
+
+
+def test_fdividef_returns_zero_for_a_divisor_above_2_to_the_126():
+    src = ('extern "C" __global__ void k(const float* a, const float* b, float* out) {'
+           ' out[threadIdx.x] = __fdividef(a[threadIdx.x], b[threadIdx.x]); }')
+    big = np.float32(2.0 ** 127)
+    a = np.array([1.0, np.inf, 3.0, -5.0, 6.0], np.float32)
+    b = np.array([big, big, 2.0, -big, 2.0 ** 126], np.float32)
+    out = np.full(5, 7.0, np.float32)
+    RawModule(code=src).get_function("k")(1, 5, (a, b, out))
+    assert out[0] == 0.0 and np.isnan(out[1]) and out[2] == 1.5 and out[3] == 0.0
+    assert out[4] == np.float32(6.0 / 2.0 ** 126)  # 2^126 itself is still divided normally

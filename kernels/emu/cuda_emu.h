@@ -291,8 +291,27 @@ inline T& __emu_shared_var(const char* name, const char* file, int line) {
 __EMU_ATOMIC_INT(int)
 __EMU_ATOMIC_INT(unsigned int)
 __EMU_ATOMIC_INT(unsigned long long)
-__EMU_ATOMIC_INT(long long)
 #undef __EMU_ATOMIC_INT
+
+// CUDA has only atomicMin/atomicMax for signed 64-bit integers; nvcc rejects the others on long long,
+// so they are deleted here (a kernel that compiles in the emulator must compile with nvcc too).
+inline long long atomicMax(long long* a, long long v) {
+    long long old = __atomic_load_n(a, __ATOMIC_RELAXED);
+    while (old < v && !__atomic_compare_exchange_n(a, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
+    return old;
+}
+inline long long atomicMin(long long* a, long long v) {
+    long long old = __atomic_load_n(a, __ATOMIC_RELAXED);
+    while (old > v && !__atomic_compare_exchange_n(a, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
+    return old;
+}
+long long atomicAdd(long long*, long long) = delete;  // CUDA: no atomicAdd overload for long long
+long long atomicSub(long long*, long long) = delete;
+long long atomicExch(long long*, long long) = delete;
+long long atomicAnd(long long*, long long) = delete;
+long long atomicOr(long long*, long long) = delete;
+long long atomicXor(long long*, long long) = delete;
+long long atomicCAS(long long*, long long, long long) = delete;
 
 // Floating-point atomics are a compare-and-swap loop on the bit pattern, as on older GPUs.
 template <class F, class U>
@@ -353,7 +372,13 @@ inline float __cosf(float x) { return cosf(x); }
 inline float __tanf(float x) { return tanf(x); }
 inline void __sincosf(float x, float* s, float* c) { *s = sinf(x); *c = cosf(x); }
 inline float __powf(float x, float y) { return powf(x, y); }
-inline float __fdividef(float a, float b) { return a / b; }
+// The GPU's fast division multiplies by an approximate 1/b that flushes to 0 for 2^126 < |b| < 2^128:
+// the quotient is then 0 (with the product's sign), and inf / b is inf * 0 = NaN.
+inline float __fdividef(float a, float b) {
+    float mag = fabsf(b);
+    if (mag > 0x1p126f && mag < INFINITY) return a * copysignf(0.0f, b);
+    return a / b;
+}
 inline float fdividef(float a, float b) { return a / b; }
 inline float __frcp_rn(float x) { return 1.0f / x; }
 inline float __fsqrt_rn(float x) { return sqrtf(x); }
