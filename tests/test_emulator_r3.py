@@ -839,3 +839,27 @@ def test_fdividef_returns_zero_for_a_divisor_above_2_to_the_126():
     RawModule(code=src).get_function("k")(1, 5, (a, b, out))
     assert out[0] == 0.0 and np.isnan(out[1]) and out[2] == 1.5 and out[3] == 0.0
     assert out[4] == np.float32(6.0 / 2.0 ** 126)  # 2^126 itself is still divided normally
+
+
+RACY_EXCHANGE = r'''
+#include <cooperative_groups.h>
+namespace cg = cooperative_groups;
+extern "C" __global__ void by_activemask(int* out) {
+    __shared__ int s[32];
+    s[threadIdx.x] = threadIdx.x;
+    unsigned lanes = __activemask();  // says which lanes are here; orders no memory
+    out[threadIdx.x] = s[(threadIdx.x + 1) % 32] + int(lanes & 0u);
+}
+extern "C" __global__ void by_coalesced_threads(int* out) {
+    __shared__ int s[32];
+    s[threadIdx.x] = threadIdx.x;
+    cg::coalesced_group g = cg::coalesced_threads();
+    out[threadIdx.x] = s[(threadIdx.x + 1) % 32] + int(g.size() & 0u);
+}
+'''
+
+
+@pytest.mark.parametrize("name", ["by_activemask", "by_coalesced_threads"])
+def test_racecheck_sees_a_shared_exchange_not_ordered_by_activemask_or_coalesced_threads(name):
+    with pytest.raises(emu.RaceError, match="racecheck"):
+        RawModule(code=RACY_EXCHANGE).get_function(name)(1, 32, (zeros(32),), racecheck=True)

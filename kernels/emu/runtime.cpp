@@ -976,7 +976,8 @@ bool release_coalesced_groups() {
             if (o.state == AT_WARP && o.wop == W_COALESCE && o.line == f.line && strcmp(o.file, f.file) == 0)
                 mask |= 1u << l;
         }
-        racecheck_warp_sync(base / 32);
+        // No racecheck_warp_sync here: on a GPU forming the group (or __activemask) orders no memory,
+        // so a shared-memory exchange "synchronised" by it alone is still a race.
         for (int l = 0; l < 32; ++l)
             if (mask >> l & 1u) {
                 w.fibers[base + l].wresult = mask;
