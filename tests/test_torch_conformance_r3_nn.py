@@ -514,3 +514,16 @@ def test_linear_with_a_zero_size_dimension_matches_torch(batch, in_features, out
     for mine, torchs in ((x_ml, x_pt), (w_ml, w_pt), (b_ml, b_pt)):
         assert mine.grad.shape == tuple(torchs.grad.shape)
         np.testing.assert_allclose(mine.grad.numpy(), _np(torchs.grad))
+
+
+@pytest.mark.parametrize("mask", [[True, False, True, True], True, [0.0, -1.0, 0.0, 0.5]])
+def test_sdpa_mask_below_2d_on_4d_inputs_is_refused_as_torch(mask, rng):
+    """torch's 4-D no-dropout path reads the mask's dimension -2: a 0-d / 1-D mask is an IndexError
+    there (it broadcast silently here); other ranks and the dropout path take it, as torch."""
+    (q, q_pt), (k, k_pt) = pair(rng.standard_normal((1, 2, 3, 4))), pair(rng.standard_normal((1, 2, 4, 4)))
+    (m, m_pt) = pair(np.array(mask))
+    same_error(lambda: F.scaled_dot_product_attention(q, k, k, attn_mask=m),
+               lambda: TF.scaled_dot_product_attention(q_pt, k_pt, k_pt, attn_mask=m_pt))
+    (q3, q3_pt), (k3, k3_pt) = pair(rng.standard_normal((2, 3, 4))), pair(rng.standard_normal((2, 4, 4)))
+    close(F.scaled_dot_product_attention(q3, k3, k3, attn_mask=m),
+          TF.scaled_dot_product_attention(q3_pt, k3_pt, k3_pt, attn_mask=m_pt))

@@ -1155,6 +1155,10 @@ def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable
     if is_causal and attn_mask is not None:  # torch's documented rule (and its error)
         raise RuntimeError("scaled_dot_product_attention: explicit attn_mask should not be set when "
                            "is_causal=True; put the causal part into the mask")
+    if query.ndim == 4 and dropout_p == 0 and attn_mask is not None and np.ndim(_array(attn_mask)) < 2:
+        # torch's 4-D no-dropout kernel reads the mask's [L, S] dimensions: below 2-D it raises
+        raise IndexError(f"scaled_dot_product_attention: Dimension out of range: a {np.ndim(_array(attn_mask))}-D "
+                         f"attn_mask has no dimension -2 (4-D inputs need a mask of at least [L, S])")
     tq, tk = query.shape[-2], key.shape[-2]
     hq, hkv = (query.shape[-3], key.shape[-3]) if query.ndim >= 3 else (1, 1)
     if hq != hkv and not (enable_gqa and hq % hkv == 0) and hkv != 1:
@@ -1243,7 +1247,8 @@ def _mask_as_4d(bias, query, heads_first):
     """The bias, broadcastable to [B, H, L, S] as ``_as_4d`` lays out the query."""
     if bias is None or query.ndim == 4:
         return bias
-    full = xp_of(bias).broadcast_to(bias, query.shape[:-1] + bias.shape[-1:])
+    keys = bias.shape[-1:] or (1,)  # a 0-d mask covers every key
+    full = xp_of(bias).broadcast_to(bias, query.shape[:-1] + keys)
     if query.ndim == 2 or (query.ndim == 3 and heads_first):
         return full.reshape(1, *full.shape) if query.ndim == 3 else full.reshape(1, 1, *full.shape)
     if query.ndim == 3:
