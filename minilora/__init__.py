@@ -10,7 +10,7 @@ import math as _math
 
 import numpy as _np
 
-from . import dtypes, ops
+from . import autograd, dtypes, ops
 from .device import Device, all_devices, device
 from .parallel import num_threads, set_num_threads
 from .profiler import profile

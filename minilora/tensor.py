@@ -673,8 +673,14 @@ class Tensor:
         ScalarType BFloat16": NumPy has no bfloat16 of its own). Its elements are ml_dtypes scalars;
         ``.tolist()``, ``.item()`` and ``float(t)`` give Python floats, as torch's do. (torch cannot
         take that array: ``minilora.dtypes.to_torch(t.numpy())`` makes the torch tensor.)
-        ``force=True`` (torch's spelling for "copy and detach if you must") is accepted."""
-        return _host(self._array)
+        ``force=True`` (torch's spelling for "copy and detach if you must") is the explicit copy from
+        a ``cuda`` tensor; without it, ``cuda`` raises torch's TypeError (a silent device-to-host copy
+        is a slow step the user should see in the code). ``emu`` is not refused: torch has no such
+        device, and its arrays are NumPy arrays in host memory already -- nothing would be copied."""
+        if force or isinstance(self._array, np.ndarray):
+            return _host(self._array)
+        raise TypeError(f"can't convert {self._device.name}:0 device type tensor to numpy. "
+                        f"Use Tensor.cpu() to copy the tensor to host memory first.")
 
     def __array__(self, dtype=None, copy=None):
         """``np.asarray(t)``: the array itself on the CPU, as with torch's CPU tensors."""
@@ -1472,8 +1478,11 @@ def _run_post_accumulate_grad_hooks(watched):
                 hook(leaf)
 
 
-def _run_backward(root, gradient, retain_graph):
-    store = _GradStore(gradient)
+def _run_backward(root, gradient, retain_graph, store=None):
+    # store: where gradients go -- by default the leaves' .grad; autograd.grad() passes its own
+    # (with `.nodes`: the non-leaf tensors' nodes whose gradient it wants) and .grad stays untouched
+    store = _GradStore(gradient) if store is None else store
+    wanted = getattr(store, "nodes", None)
     if root._ctx is None:  # backward on a leaf: its gradient is the seed itself
         hooks = _hooked_leaf(root) if _leaf_hooks else None
         store.add(root, gradient if hooks is None else _fit(_run_hooks(hooks, gradient, root._device), root))
@@ -1491,6 +1500,8 @@ def _run_backward(root, gradient, retain_graph):
                                f"backward. Call backward(retain_graph=True) the first time.")
         if ctx.seq <= _last_change:  # something changed in place after this node was made
             _check_versions(ctx)
+        if wanted and id(ctx) in wanted:  # autograd.grad(..., inputs=[a non-leaf])
+            store.add_node(ctx, g)
         if ctx.retained is not None:  # retain_grad() or register_hook() on this node's output
             if ctx.hooks:
                 g = _run_hooks(ctx.hooks, g, ctx.device)
