@@ -758,6 +758,9 @@ def add_cli_arguments(parser, name="train"):
                      help="continue from DIR/checkpoint.npz (same options as the interrupted run; a "
                           "different --lr or --clip-norm applies from there on). A run killed after "
                           "its last step gets its adapter/model written")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start over in a DIR that holds an earlier run, replacing its checkpoint and "
+                          "metrics (without it, such a DIR is refused: --resume continues it)")
     run.add_argument("--eval-every", type=non_negative_int, default=100,
                      help="evaluate and checkpoint every N steps (and at the end; 0: only at the end; "
                           "default: 100)")
@@ -812,6 +815,18 @@ def _check_same_run(args, out, write=True):
                          f"--{flag} {options.get(changed[0])}"
                          + (f" (also different: {', '.join(changed[1:])})" if changed[1:] else "")
                          + "; resume with the run's own options, or start a new run with another --out")
+
+
+def _refuse_to_replace_a_run(args, out):
+    """A fresh run into a folder holding an earlier one would silently replace its checkpoint and
+    metrics: hours of work. Only ``--resume`` (continue it) or ``--overwrite`` (start over) may."""
+    from .cli import UsageError
+    if args.resume or args.overwrite:
+        return
+    found = [name for name in (CHECKPOINT_NAME, METRICS_NAME) if os.path.exists(os.path.join(out, name))]
+    if found:
+        raise UsageError(f"--out {out} already holds a run ({', '.join(found)}); continue it with --resume, "
+                         f"start over with --overwrite (replacing it), or choose another --out")
 
 
 def _checkpoint_step(out):
@@ -877,6 +892,7 @@ def _train_command(args, rank=0, world=1):
     from .cli import UsageError
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out {out} is a file; the run folder must be a folder (or a new name)")
+    _refuse_to_replace_a_run(args, out)
     _check_same_run(args, out, write=rank == 0)
     tokenizer = ByteTokenizer()
     parallel.keep_freed_memory()  # the command owns its process: malloc may keep freed pages (10-20% faster)
