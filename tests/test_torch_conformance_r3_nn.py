@@ -527,3 +527,20 @@ def test_sdpa_mask_below_2d_on_4d_inputs_is_refused_as_torch(mask, rng):
     (q3, q3_pt), (k3, k3_pt) = pair(rng.standard_normal((2, 3, 4))), pair(rng.standard_normal((2, 4, 4)))
     close(F.scaled_dot_product_attention(q3, k3, k3, attn_mask=m),
           TF.scaled_dot_product_attention(q3_pt, k3_pt, k3_pt, attn_mask=m_pt))
+
+
+@pytest.mark.parametrize("q_shape, k_shape", [((1, 2, 3, 4), (1, 2, 0, 4)), ((1, 2, 0, 4), (1, 2, 5, 4)),
+                                              ((0, 2, 3, 4), (0, 2, 5, 4)), ((2, 3, 4), (2, 0, 4))])
+def test_sdpa_with_no_keys_or_no_queries_matches_torch(q_shape, k_shape, rng):
+    """Zero keys: every output row is 0 (torch), with zero gradients; zero queries / an empty batch:
+    an empty output. Forward and backward side by side."""
+    q, q_pt = pair(rng.standard_normal(q_shape), requires_grad=True)
+    k, k_pt = pair(rng.standard_normal(k_shape), requires_grad=True)
+    v, v_pt = pair(rng.standard_normal(k_shape), requires_grad=True)
+    ours = F.scaled_dot_product_attention(q, k, v)
+    theirs = TF.scaled_dot_product_attention(q_pt, k_pt, v_pt)
+    close(ours, theirs)
+    (ours * 3.0).sum().backward()
+    (theirs * 3.0).sum().backward()
+    for mine, torchs in ((q, q_pt), (k, k_pt), (v, v_pt)):
+        close(mine.grad, torchs.grad)

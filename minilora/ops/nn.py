@@ -465,6 +465,10 @@ class Attention(Function):
             raise RuntimeError(f"attention: q {q.shape}, k {k.shape}, v {v.shape} are not "
                                "[B, Hq, Tq, D], [B, Hkv, Tk, D], [B, Hkv, Tk, Dv] with Hq a multiple of Hkv")
         scale = q.dtype.type(1 / math.sqrt(d) if scale is None else scale)
+        ctx.q, ctx.k, ctx.v, ctx.scale = q, k, v, scale
+        if 0 in (b, hq, tq, tk):  # nothing to attend to (or nobody asking): zeros, as torch
+            ctx.probs = None
+            return xp.zeros((b, hq, tq, v.shape[3]), q.dtype)
         if bias is not None:  # with the batch axis, so that it splits like q
             bias = _with_batch_axis(bias, (b, hq, tq, tk))
         out = _like(q, hq == hkv) if v.shape[3] == d else xp.empty((b, hq, tq, v.shape[3]), q.dtype)
@@ -478,6 +482,8 @@ class Attention(Function):
     def backward(ctx, g):
         q, k, v, probs = ctx.q, ctx.k, ctx.v, ctx.probs
         xp = xp_of(q)
+        if probs is None:  # an empty attention: no key or query took part
+            return xp.zeros_like(q), xp.zeros_like(k), xp.zeros_like(v), None
         dq, dk, dv = _like(q, q.shape[1] == k.shape[1]), xp.empty_like(k), xp.empty_like(v)
         parallel.rows(lambda *blocks: _attention_backward(*blocks, scale=ctx.scale), g, q, k, v,
                       probs, ctx.out, dq, dk, dv, work_per_row=8 * probs[0].size)
