@@ -34,7 +34,8 @@ def add_cli_arguments(parser, name):
     parser.add_argument("--adapter", default=None, metavar="DIR",
                         help="a LoRA adapter folder (adapter_config.json + adapter_model.safetensors)")
     parser.add_argument("--tokenizer", default=None, metavar="FILE",
-                        help="a Hugging Face tokenizer.json; default: minilora's byte-level tokenizer")
+                        help="a Hugging Face tokenizer.json; default: the --model folder's tokenizer.json if it "
+                             "has one, else minilora's byte-level tokenizer")
     parser.add_argument("--max-new-tokens", type=positive_int, default=40,
                         help="how many tokens at most (default 40)")
     parser.add_argument("--sample", action="store_true",
@@ -58,6 +59,16 @@ def add_cli_arguments(parser, name):
                              "transformers' dtype='auto' (a bfloat16 checkpoint stays bfloat16)")
 
 
+def _command_tokenizer(args, tokenizers):
+    """--tokenizer FILE if given; else the --model folder's tokenizer.json when it has one (the rule
+    ``minilora serve`` and transformers follow); else minilora's byte-level tokenizer."""
+    if args.tokenizer is not None:
+        return tokenizers.from_file(args.tokenizer)
+    if args.model is not None and os.path.isfile(os.path.join(args.model, tokenizers.TOKENIZER_FILE)):
+        return tokenizers.from_pretrained(args.model)
+    return tokenizers.ByteTokenizer()
+
+
 def cli_main(args):
     from . import models, tokenizer as tokenizers
     from .cli import UsageError
@@ -72,7 +83,7 @@ def cli_main(args):
         if args.adapter is not None:
             from .lora import PeftModel
             model = PeftModel.from_pretrained(model, args.adapter)
-        tok = tokenizers.ByteTokenizer() if args.tokenizer is None else tokenizers.from_file(args.tokenizer)
+        tok = _command_tokenizer(args, tokenizers)
     except (OSError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     problem = tokenizers.vocab_mismatch(tok, model.config.vocab_size)
