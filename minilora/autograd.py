@@ -1,11 +1,16 @@
-"""torch.autograd's functional entry points on minilora's engine: ``grad`` and ``backward``.
+"""torch.autograd on minilora's engine: ``grad``, ``backward`` and ``Function`` for users.
 
 ``grad(outputs, inputs)`` runs the same backward pass as ``Tensor.backward`` (``_run_backward`` in
 tensor.py) but hands it a store that keeps the gradients of the chosen ``inputs`` and returns them,
 instead of adding into every leaf's ``.grad``.
+
+A user's ``Function`` (forward/backward on Tensors, as torch's) is not a second engine: ``apply`` runs
+the user's forward without recording, then records one internal node (``_UserNode``, an ordinary
+op of tensor.py's engine) per output, whose backward calls the user's backward.
 """
 from . import parallel
-from .tensor import Tensor, _run_backward
+from . import tensor as _tensor
+from .tensor import Tensor, _run_backward, no_grad
 
 
 class _CaptureStore:
@@ -102,3 +107,107 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     for k, (t, g) in enumerate(zip(tensors, grad_tensors)):
         t.backward(g, retain_graph=bool(retain_graph) or k < last, create_graph=create_graph,
                    inputs=inputs)
+
+
+class FunctionCtx:
+    """The ``ctx`` a user's forward and backward share (torch.autograd.function.FunctionCtx)."""
+
+    def __init__(self, needs_input_grad):
+        self.needs_input_grad = needs_input_grad
+        self.materialize_grads = True
+        self.non_differentiable = ()
+        self._saved = ()
+        self._versions = ()
+
+    def save_for_backward(self, *tensors):
+        self._saved = tensors
+        self._versions = tuple(None if t is None else t._version for t in tensors)
+
+    @property
+    def saved_tensors(self):
+        # torch's version check: a saved tensor changed in place since would give a wrong gradient
+        for i, (t, version) in enumerate(zip(self._saved, self._versions)):
+            if t is not None and t._version != version:
+                raise RuntimeError(f"one of the variables needed for gradient computation has been "
+                                   f"modified by an inplace operation: [{t.dtype}{list(t.shape)}] is at "
+                                   f"version {t._version}; expected version {version} instead.")
+        return self._saved
+
+    def mark_non_differentiable(self, *tensors):
+        self.non_differentiable += tensors
+
+    def set_materialize_grads(self, value):
+        self.materialize_grads = bool(value)
+
+
+class _UserNode(_tensor.Function):
+    """The engine's node for one output of a user's Function: forward hands back the output the
+    user's forward already computed; backward calls the user's backward (on Tensors)."""
+
+    @staticmethod
+    def forward(ctx, *arrays, user):
+        ctx.user = user
+        return user[3]._array
+
+    @staticmethod
+    def backward(ctx, g):
+        cls, user_ctx, index, output, outputs = ctx.user
+        grads = []
+        for k, out in enumerate(outputs):
+            if k == index:
+                grads.append(Tensor._make(g, output._device, False, None))
+            elif user_ctx.materialize_grads and isinstance(out, Tensor):
+                grads.append(out.detach() * 0)
+            else:
+                grads.append(None)
+        with no_grad():
+            result = cls.backward(user_ctx, *grads)
+        result = result if isinstance(result, tuple) else (result,)
+        expected = len(user_ctx.needs_input_grad)
+        if len(result) > expected:  # torch allows extra Nones only
+            if any(r is not None for r in result[expected:]):
+                raise RuntimeError(f"function {cls.__name__}Backward returned an incorrect number of "
+                                   f"gradients (expected {expected}, got {len(result)})")
+            result = result[:expected]
+        if len(result) < expected:
+            raise RuntimeError(f"function {cls.__name__}Backward returned an incorrect number of "
+                               f"gradients (expected {expected}, got {len(result)})")
+        return tuple(r._array if isinstance(r, Tensor) else r for r in result)
+
+
+class Function:
+    """torch.autograd.Function: subclass with static ``forward(ctx, *args)`` and
+    ``backward(ctx, *grad_outputs)`` on Tensors, then call ``MyFunction.apply(*args)``.
+
+    With several outputs, the user's backward runs once per output that receives a gradient (the
+    other outputs' gradients are zeros, or None after ``ctx.set_materialize_grads(False)``); the
+    gradients it returns are summed by the engine, so the numbers are torch's.
+    """
+
+    @staticmethod
+    def forward(ctx, *args, **kwargs):
+        raise NotImplementedError("You must implement the forward function for custom autograd.Function.")
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        raise NotImplementedError("You must implement either the backward or vjp method for your "
+                                  "custom autograd.Function to use it with backward mode AD.")
+
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        grad_on = _tensor.is_grad_enabled()
+        needs = tuple(grad_on and isinstance(a, Tensor) and a.requires_grad for a in args)
+        ctx = FunctionCtx(needs)
+        with no_grad():
+            output = cls.forward(ctx, *args, **kwargs)
+        if not any(needs):
+            return output
+        outputs = output if isinstance(output, tuple) else (output,)
+        recorded = []
+        for index, out in enumerate(outputs):
+            if not isinstance(out, Tensor) or any(out is t for t in ctx.non_differentiable):
+                recorded.append(out)
+                continue
+            user = (cls, ctx, index, out, outputs)
+            recorded.append(_UserNode.apply(*args, user=user))
+        return tuple(recorded) if isinstance(output, tuple) else recorded[0]

@@ -89,3 +89,73 @@ def test_backward_function_accumulates_into_grad():
     ml.autograd.backward([(xm * xm).sum(), xm.sum()])
     torch.autograd.backward([(xt * xt).sum(), xt.sum()])
     close(xm.grad, xt.grad)
+
+
+def make_functions(lib):
+    class MyReLU(lib.autograd.Function):  # the tutorial's
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x.clamp(min=0)
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            x, = ctx.saved_tensors
+            return grad_output * (x > 0)
+
+    class SinCos(lib.autograd.Function):  # two outputs
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x.sin(), x.cos()
+
+        @staticmethod
+        def backward(ctx, gs, gc):
+            x, = ctx.saved_tensors
+            return gs * x.cos() - gc * x.sin()
+
+    class Scale(lib.autograd.Function):  # a non-Tensor argument gets None
+        @staticmethod
+        def forward(ctx, x, factor):
+            ctx.factor = factor
+            return x * factor
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * ctx.factor, None
+
+    class TooMany(lib.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * 2, g
+
+    return MyReLU, SinCos, Scale, TooMany
+
+
+def test_user_functions_match_torch():
+    grads = []
+    for lib, x in zip((ml, torch), pair()):
+        relu, sincos, scale, _ = make_functions(lib)
+        s, c = sincos.apply(x * 1.5)
+        loss = (relu.apply(x - 0.5) ** 2).sum() + (s * c * 3).sum() + c.sum() + scale.apply(x, 2.5).sum()
+        loss.backward()
+        grads.append(x.grad)
+    close(*grads)
+
+
+def test_user_function_errors_as_torch():
+    for lib in (ml, torch):
+        relu, _, _, too_many = make_functions(lib)
+        x = lib.tensor([1.0, -2.0], requires_grad=True)
+        with pytest.raises(RuntimeError, match="returned an incorrect number of gradients"):
+            too_many.apply(x).sum().backward()
+        y = x * 1
+        out = relu.apply(y)
+        with lib.no_grad():
+            y.add_(1)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            out.sum().backward()
