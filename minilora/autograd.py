@@ -8,7 +8,7 @@ A user's ``Function`` (forward/backward on Tensors, as torch's) is not a second 
 the user's forward without recording, then records one internal node (``_UserNode``, an ordinary
 op of tensor.py's engine) per output, whose backward calls the user's backward.
 """
-from . import parallel
+from . import parallel, testing
 from . import tensor as _tensor
 from .tensor import Tensor, _run_backward, no_grad
 
@@ -211,3 +211,32 @@ class Function:
             user = (cls, ctx, index, out, outputs)
             recorded.append(_UserNode.apply(*args, user=user))
         return tuple(recorded) if isinstance(output, tuple) else recorded[0]
+
+
+class GradcheckError(RuntimeError):
+    """torch.autograd.gradcheck.GradcheckError: backward disagrees with finite differences."""
+
+
+def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
+    """torch.autograd.gradcheck: True when ``func``'s backward matches central differences for every
+    float64 input that requires grad (minilora.testing.grad_check does the checking, one output at a
+    time). On a mismatch: GradcheckError, or False with ``raise_exception=False``. ``.grad`` is left
+    as it was."""
+    inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+    kept = [(t, t.grad) for t in inputs if isinstance(t, Tensor)]
+    with no_grad():
+        first = func(*inputs)
+    count = len(first) if isinstance(first, tuple) else None
+    try:
+        for k in range(count or 1):
+            single = func if count is None else (lambda *a, k=k: func(*a)[k])
+            testing.grad_check(single, *inputs, eps=eps, atol=atol, rtol=rtol,
+                               name=getattr(func, "__name__", "func"))
+    except testing.GradCheckError as error:
+        if raise_exception:
+            raise GradcheckError(f"Jacobian mismatch: {error}") from None
+        return False
+    finally:
+        for t, g in kept:
+            t.grad = g
+    return True

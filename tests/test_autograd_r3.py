@@ -159,3 +159,26 @@ def test_user_function_errors_as_torch():
             y.add_(1)
         with pytest.raises(RuntimeError, match="modified by an inplace operation"):
             out.sum().backward()
+
+
+def test_gradcheck_passes_a_right_function_and_catches_a_wrong_one():
+    for lib in (ml, torch):
+        relu, sincos, scale, _ = make_functions(lib)
+
+        class Wrong(lib.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                return x * x
+
+            @staticmethod
+            def backward(ctx, g):
+                return g * 3
+
+        x = lib.tensor([[0.3, -1.2, 2.0]], dtype=lib.float64, requires_grad=True)
+        assert lib.autograd.gradcheck(relu.apply, (x,), eps=1e-6, atol=1e-4)
+        assert lib.autograd.gradcheck(sincos.apply, (x,))
+        assert lib.autograd.gradcheck(lambda t: scale.apply(t, 2.5), x)
+        assert lib.autograd.gradcheck(Wrong.apply, (x,), raise_exception=False) is False
+        with pytest.raises(RuntimeError, match="Jacobian mismatch"):
+            lib.autograd.gradcheck(Wrong.apply, (x,))
+        assert x.grad is None
