@@ -189,6 +189,10 @@ class Function:
         raise NotImplementedError("You must implement the forward function for custom autograd.Function.")
 
     @staticmethod
+    def setup_context(ctx, inputs, output):
+        raise NotImplementedError("setup_context is not implemented.")
+
+    @staticmethod
     def backward(ctx, *grad_outputs):
         raise NotImplementedError("You must implement either the backward or vjp method for your "
                                   "custom autograd.Function to use it with backward mode AD.")
@@ -199,7 +203,11 @@ class Function:
         needs = tuple(grad_on and isinstance(a, Tensor) and a.requires_grad for a in args)
         ctx = FunctionCtx(needs)
         with no_grad():
-            output = cls.forward(ctx, *args, **kwargs)
+            if cls.setup_context is Function.setup_context:  # the classic form: forward(ctx, ...)
+                output = cls.forward(ctx, *args, **kwargs)
+            else:  # the new form: forward(...) without ctx, then setup_context(ctx, inputs, output)
+                output = cls.forward(*args, **kwargs)
+                cls.setup_context(ctx, args, output)
         if not any(needs):
             return output
         outputs = output if isinstance(output, tuple) else (output,)

@@ -182,3 +182,30 @@ def test_gradcheck_passes_a_right_function_and_catches_a_wrong_one():
         with pytest.raises(RuntimeError, match="Jacobian mismatch"):
             lib.autograd.gradcheck(Wrong.apply, (x,))
         assert x.grad is None
+
+
+def test_setup_context_form_needs_input_grad_and_grad_through_a_function():
+    results = []
+    for lib, x in zip((ml, torch), pair()):
+        class Cube(lib.autograd.Function):
+            @staticmethod
+            def forward(x, w):
+                return x ** 3 * w
+
+            @staticmethod
+            def setup_context(ctx, inputs, output):
+                ctx.save_for_backward(*inputs)
+                ctx.seen = ctx.needs_input_grad
+
+            @staticmethod
+            def backward(ctx, g):
+                x, w = ctx.saved_tensors
+                return g * 3 * x ** 2 * w, (g * x ** 3).sum() if ctx.needs_input_grad[1] else None
+
+        w = lib.tensor(1.5, dtype=lib.float64)
+        y = Cube.apply(x * 1, w)
+        (gx,) = lib.autograd.grad(y.sum(), x)
+        with lib.no_grad():
+            assert not Cube.apply(x, w).requires_grad
+        results.append(gx)
+    close(*results)
