@@ -172,6 +172,11 @@ class _UserNode(_tensor.Function):
         if len(result) < expected:
             raise RuntimeError(f"function {cls.__name__}Backward returned an incorrect number of "
                                f"gradients (expected {expected}, got {len(result)})")
+        for position, (r, x) in enumerate(zip(result, ctx.inputs), 1):
+            if r is not None and not isinstance(x, Tensor):  # torch refuses rather than drops it
+                raise RuntimeError(f"function {cls.__name__}Backward returned a gradient different than "
+                                   f"None at position {position}, but the corresponding forward input "
+                                   f"was not a Variable")
         return tuple(r._array if isinstance(r, Tensor) else r for r in result)
 
 

@@ -209,3 +209,19 @@ def test_setup_context_form_needs_input_grad_and_grad_through_a_function():
             assert not Cube.apply(x, w).requires_grad
         results.append(gx)
     close(*results)
+
+
+def test_gradient_for_a_non_tensor_argument_is_refused_as_torch():
+    for lib in (ml, torch):
+        class F(lib.autograd.Function):
+            @staticmethod
+            def forward(ctx, x, k):
+                return x * k
+
+            @staticmethod
+            def backward(ctx, g):
+                return g * 2, g
+
+        x = lib.tensor([1.0, 2.0], requires_grad=True)
+        with pytest.raises(RuntimeError, match="different than None at position 2"):
+            F.apply(x, 2.0).sum().backward()
