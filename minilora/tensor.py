@@ -1296,7 +1296,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
                         f"supported types are: numbers and bool")
     if dtype is None and not hasattr(data, "dtype"):
         data = np.asarray(data)
-        if data.dtype.kind in "OUS":  # strings, None, objects: NumPy keeps them; torch refuses
+        if data.dtype.kind in "uOUS":  # uint64, strings, None, objects: NumPy keeps them; torch refuses
             _refuse_non_numbers(data)
         if data.dtype.kind == "f":
             data = dtypes.cast(data, dtypes.get_default_dtype())
@@ -1313,8 +1313,16 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     return Tensor._make(array, dev, bool(requires_grad), None)
 
 
+def _beyond_int64(value):
+    """True for a Python int that int64 cannot hold (bools are ints too, but small)."""
+    return isinstance(value, int) and not -2**63 <= value < 2**63
+
+
 def _refuse_non_numbers(data):
     """torch's errors for ``tensor(data)`` when ``data`` holds something other than numbers."""
+    if data.dtype.kind == "u" or (data.dtype.kind == "O" and any(_beyond_int64(x) for x in data.flat)):
+        # NumPy makes uint64 (or objects) of Python ints past int64; torch has no such inferred dtype
+        raise ValueError("Overflow when unpacking long long")
     if data.dtype.kind in "US":
         if data.ndim == 0:
             raise TypeError("new(): invalid data type 'str'")

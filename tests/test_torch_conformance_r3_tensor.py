@@ -595,3 +595,16 @@ def test_register_hook_refuses_what_torch_refuses():
     for lib in (torch, ml):
         with pytest.raises(RuntimeError):
             lib.ones(2).register_hook(lambda g: g)
+
+
+@pytest.mark.parametrize("data", [2**63, [2**64], [[2**63]], -2**63 - 1], ids=repr)
+def test_tensor_of_ints_beyond_int64_refused_as_torch(data):
+    # NumPy would silently make these uint64 or objects; torch refuses: no integer dtype holds them
+    for lib in (torch, ml):
+        with pytest.raises(ValueError, match="Overflow when unpacking long long"):
+            lib.tensor(data)
+
+
+def test_tensor_of_int64_extremes_still_int64():
+    assert ml.tensor([2**63 - 1, -2**63]).tolist() == torch.tensor([2**63 - 1, -2**63]).tolist()
+    assert ml.tensor([2**63 - 1]).dtype == ml.int64
