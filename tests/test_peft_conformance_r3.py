@@ -622,3 +622,18 @@ def test_disable_adapter_freezes_the_adapters_meanwhile_as_peft():
             row.append(trainable_adapters(model))
         rows.append(row + [trainable_adapters(model)])
     assert rows[1] == rows[0] == [["default"], [], ["default"]]
+
+
+def test_llama_config_accepts_every_key_of_its_to_dict_as_transformers():
+    """LlamaConfig(**cfg.to_dict()) -- the copy idiom -- works in transformers; 'architectures' was a TypeError."""
+    sizes = dict(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, rope_theta=500.0)
+    hf = transformers.LlamaConfig(**sizes)
+    hf_copy = transformers.LlamaConfig(**hf.to_dict(), my_note="kept")
+    ours = LlamaConfig(**sizes)
+    copy = LlamaConfig(**ours.to_dict(), my_note="kept")
+    assert copy.to_dict() == {**ours.to_dict(), "my_note": "kept"}
+    assert (copy.rope_theta, copy.num_key_value_heads) == (hf_copy.rope_parameters["rope_theta"], 2)
+    assert copy.my_note == hf_copy.my_note == "kept"  # unknown keys become attributes, as transformers'
+    positional = LlamaConfig(40, 16, 32, 2, 4, architectures=["LlamaForCausalLM"])
+    assert positional.to_dict()["num_hidden_layers"] == 2

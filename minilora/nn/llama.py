@@ -152,6 +152,40 @@ class LlamaConfig:
             d["dtype"] = str(np.dtype(dtype))
         save_json(d, os.path.join(directory, "config.json"))
 
+    def __getattr__(self, name):
+        # Only reached for names that are not fields: config.json keys minilora does not use read back
+        # as attributes, as on transformers' configs (config.my_note after LlamaConfig(my_note=...)).
+        extra = self.__dict__.get("extra") or {}
+        if name in extra:
+            return extra[name]
+        raise AttributeError(f"'LlamaConfig' object has no attribute {name!r}")
+
+
+def _accepting_config_json_keys(dataclass_init):
+    """LlamaConfig(**cfg.to_dict()), the copy idiom, works on transformers' configs: they take every key
+    of their own to_dict. The dataclass __init__ knows only the fields (TypeError on 'architectures'),
+    so a call with other keys is read the way config.json is, by from_dict."""
+    def __init__(self, *args, **kwargs):
+        names = [f.name for f in dataclasses.fields(LlamaConfig)]
+        if len(args) > len(names):
+            raise TypeError(f"LlamaConfig() takes at most {len(names)} positional arguments, got {len(args)}")
+        given = dict(zip(names, args))
+        twice = sorted(given.keys() & kwargs.keys())
+        if twice:
+            raise TypeError(f"LlamaConfig() got multiple values for argument {twice[0]!r}")
+        given.update(kwargs)
+        if given.keys() <= set(names):
+            dataclass_init(self, **given)
+            return
+        extra = dict(given.pop("extra", None) or {})
+        read = LlamaConfig.from_dict(given)
+        read.extra = {**extra, **read.extra}
+        self.__dict__.update(read.__dict__)
+    return __init__
+
+
+LlamaConfig.__init__ = _accepting_config_json_keys(LlamaConfig.__init__)
+
 
 # What each config field may hold. JSON has no int/float distinction a user would notice, so a whole
 # number is a fine float; but a float (4096.0) for a size, a string ("false", "4096") or a bool for a
