@@ -154,7 +154,9 @@ def full(size, fill_value, *, dtype=None, device=None, requires_grad=False):
     dtype = _fill_dtype(fill_value) if dtype is None else dtypes.to_dtype(dtype)
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
-    size = _size(size if isinstance(size, (tuple, list)) else (size,), "full")
+    if not isinstance(size, (tuple, list)):  # torch's full, unlike ones/zeros, takes no bare number
+        raise TypeError(f"full(): argument 'size' (position 1) must be tuple of ints, not {type(size).__name__}")
+    size = _size(size, "full")
     return _make(_filled(size, fill_value, dtype), dtype, device, requires_grad)
 
 

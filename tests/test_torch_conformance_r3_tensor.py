@@ -608,3 +608,12 @@ def test_tensor_of_ints_beyond_int64_refused_as_torch(data):
 def test_tensor_of_int64_extremes_still_int64():
     assert ml.tensor([2**63 - 1, -2**63]).tolist() == torch.tensor([2**63 - 1, -2**63]).tolist()
     assert ml.tensor([2**63 - 1]).dtype == ml.int64
+
+
+@pytest.mark.parametrize("size", [2, 2.0], ids=repr)
+def test_full_needs_a_size_sequence_as_torch(size):
+    # full(2, 7) would silently give [7, 7]; torch's full takes no bare number (unlike ones/zeros)
+    for lib in (torch, ml):
+        with pytest.raises(TypeError, match="argument 'size' .* must be tuple of ints"):
+            lib.full(size, 7)
+    assert ml.full(size=[2], fill_value=7).tolist() == torch.full(size=[2], fill_value=7).tolist()
