@@ -960,6 +960,9 @@ class _Packed:
 _SCHEDULES = [("forward", 0, 0), ("reverse", 1, 0), ("random(seed=1)", 2, 1), ("random(seed=2)", 2, 2)]
 
 
+_DEFAULT_DYNAMIC_SHARED = 48 * 1024  # CUDA's per-kernel limit until the kernel opts in to more
+
+
 class RawKernel:
     """A CUDA kernel compiled for the CPU emulator; the API mirrors ``cupy.RawKernel``.
 
@@ -979,6 +982,9 @@ class RawKernel:
         # As in CuPy: launches are cooperative (every block resident at once), so grid.sync() works.
         self.enable_cooperative_groups = bool(enable_cooperative_groups)
         self._filename, self._variant = filename, _variant
+        # As CUDA's cudaFuncAttributeMaxDynamicSharedMemorySize: a launch may ask at most this many bytes
+        # of dynamic shared memory; above 48 KB a kernel must opt in by raising it first.
+        self.max_dynamic_shared_size_bytes = _DEFAULT_DYNAMIC_SHARED
         self._mod = _module
         if _module is not None:
             self._bind()
@@ -1039,7 +1045,9 @@ class RawKernel:
             if self.sanitize or self.enable_cooperative_groups or check_races:
                 raise ValueError("racecheck=True cannot be combined with sanitize, check_races or a cooperative "
                                  "launch; run them separately")
-            return self._racecheck_kernel()(grid, block, args, shared_mem, stack_size=stack_size, timeout=timeout)
+            checked = self._racecheck_kernel()
+            checked.max_dynamic_shared_size_bytes = self.max_dynamic_shared_size_bytes
+            return checked(grid, block, args, shared_mem, stack_size=stack_size, timeout=timeout)
         self.compile()
         cfg = self._config(grid, block, shared_mem, stack_size, timeout, workers)
         packed = self._pack(args)
@@ -1061,6 +1069,11 @@ class RawKernel:
                              "requested for launch)")
         if not isinstance(shared_mem, numbers.Integral) or not 0 <= shared_mem <= 227 * 1024:
             raise ValueError(f"shared_mem must be an int in 0..{227 * 1024} bytes, got {shared_mem!r}")
+        if shared_mem > self.max_dynamic_shared_size_bytes:
+            raise EmulatorError(f"CUDA_ERROR_INVALID_VALUE: invalid argument (kernel '{self.name}' asks {shared_mem} "
+                                "bytes of dynamic shared memory, above its max_dynamic_shared_size_bytes "
+                                f"{self.max_dynamic_shared_size_bytes}: over 48 KB a kernel opts in first, "
+                                f"kernel.max_dynamic_shared_size_bytes = {shared_mem})")
         if stack_size is None:
             stack_size = _BASE_STACK + self._mod.stack_usage
         elif isinstance(stack_size, bool) or not isinstance(stack_size, numbers.Integral) or \

@@ -221,14 +221,15 @@ def _lora_grads(xp, M, N, K, r, need_dx, need_dA, need_dB):
 def _launch(dev, filename, name, grid, block, args, shared_mem=0):
     """Launch kernel ``name`` of ``kernels/<filename>``; ``shared_mem``: bytes of dynamic shared memory."""
     grid, block = tuple(grid), (block,) if isinstance(block, int) else tuple(block)  # CuPy wants tuples
-    if dev.name == "emu":
-        kernel = _module(dev, filename, _Checks.sanitize).get_function(name)
-        kernel(grid, block, args, shared_mem, check_races=_Checks.check_races)
-        return
-    kernel = _module(dev, filename).get_function(name)
+    emulated = dev.name == "emu"
+    kernel = _module(dev, filename, _Checks.sanitize).get_function(name) if emulated \
+        else _module(dev, filename).get_function(name)
     if shared_mem > 48 * 1024 and kernel.max_dynamic_shared_size_bytes < shared_mem:
         kernel.max_dynamic_shared_size_bytes = shared_mem  # over 48 KB is an opt-in per kernel (sm_80+)
-    kernel(grid, block, args, shared_mem=shared_mem)
+    if emulated:
+        kernel(grid, block, args, shared_mem, check_races=_Checks.check_races)
+    else:
+        kernel(grid, block, args, shared_mem=shared_mem)
 
 
 # ------------------------------------------------------------------------------------------------

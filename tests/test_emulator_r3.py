@@ -863,3 +863,27 @@ extern "C" __global__ void by_coalesced_threads(int* out) {
 def test_racecheck_sees_a_shared_exchange_not_ordered_by_activemask_or_coalesced_threads(name):
     with pytest.raises(emu.RaceError, match="racecheck"):
         RawModule(code=RACY_EXCHANGE).get_function(name)(1, 32, (zeros(32),), racecheck=True)
+
+
+BIG_SHARED = r'''
+extern "C" __global__ void fill(float* out) {
+    extern __shared__ float tile[];
+    tile[threadIdx.x] = float(threadIdx.x);
+    __syncthreads();
+    out[threadIdx.x] = tile[(threadIdx.x + 1) % blockDim.x];
+}
+'''
+
+
+def test_dynamic_shared_memory_above_48kb_needs_the_opt_in_as_on_cuda():
+    kernel = RawModule(code=BIG_SHARED).get_function("fill")
+    out = np.zeros(64, np.float32)
+    assert kernel.max_dynamic_shared_size_bytes == 48 * 1024
+    kernel(1, 64, (out,), shared_mem=48 * 1024)  # up to 48 KB needs nothing
+    with pytest.raises(emu.EmulatorError, match="CUDA_ERROR_INVALID_VALUE.*max_dynamic_shared_size_bytes"):
+        kernel(1, 64, (out,), shared_mem=64 * 1024)
+    with pytest.raises(emu.EmulatorError, match="CUDA_ERROR_INVALID_VALUE"):
+        kernel(1, 64, (out,), shared_mem=64 * 1024, racecheck=True)
+    kernel.max_dynamic_shared_size_bytes = 64 * 1024
+    kernel(1, 64, (out,), shared_mem=64 * 1024, racecheck=True)
+    np.testing.assert_array_equal(out, (np.arange(64) + 1) % 64)
