@@ -1,10 +1,16 @@
-"""``minilora.save`` / ``minilora.load``: a dict of tensors to and from a safetensors file.
+"""``minilora.save`` / ``minilora.load``: what torch.save / torch.load store, in a safetensors file.
 
 ``torch.save`` pickles any Python object, and ``torch.load`` unpickles -- which can run arbitrary
-code hidden in the file. minilora never does that: ``save`` writes only a ``{name: tensor}`` dict, in
-the safetensors format (a JSON header and the raw bytes, see ``minilora/checkpoint.py``), and ``load``
-reads only that format. Everything a state dict holds survives the trip: names, shapes, dtypes,
-values, and -- in the file's metadata -- which tensors required grad and on which device they were.
+code hidden in the file (torch 2.6+ refuses all but plain data by default: ``weights_only=True``).
+minilora never unpickles. A ``{name: tensor}`` dict (a ``state_dict()``) is written as a plain
+safetensors file (a JSON header and the raw bytes, see ``minilora/checkpoint.py``) that any safetensors
+reader takes. Anything else torch's weights-only loader accepts -- the tutorial checkpoint
+``{"epoch": 3, "model_state_dict": ..., "optimizer_state_dict": ..., "loss": 0.1}``: nested dicts (any
+str/int/float/bool/None keys), lists, tuples, numbers, strings, None, tensors and NumPy arrays -- is
+stored as its tensors and arrays (one entry each: a tensor that appears twice, like tied weights, is
+stored once and loads as ONE tensor, as torch keeps it shared) plus a JSON description of the structure
+in the file's metadata. Names, shapes, dtypes, values, and which tensors required grad and on which
+device they were survive the trip. Objects torch would have to unpickle (a Module, a function) are refused.
 """
 import json
 import os
@@ -14,33 +20,93 @@ from .tensor import Tensor
 __all__ = ["save", "load"]
 
 _META_KEY = "minilora"  # metadata entry: {name: [device, requires_grad]} for tensors not plain cpu
+_TREE_KEY = "minilora.structure"  # metadata entry: the saved object as JSON, tensors and arrays by entry name
+_SHARED_KEY = "minilora.shared"  # metadata entry: {name: name of the same tensor} in a state dict
 
 
-# torch.save pickles a whole training checkpoint; minilora's no-pickle way to store one:
-_CHECKPOINT_HINT = ("; for a training checkpoint (model, optimizer and scheduler state dicts, epoch, loss) use "
-                    "minilora.train.save_training_state(path, checkpoint) and load_training_state(path)")
+def _is_state_dict(obj):
+    """A ``{str: Tensor}`` dict: written as a plain safetensors file."""
+    return isinstance(obj, dict) and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
 
 
-def _check_state(obj):
-    if not isinstance(obj, dict):
-        raise TypeError(f"minilora.save stores a dict of tensors (as safetensors, never pickle); "
-                        f"got a {type(obj).__name__}. Wrap it: minilora.save({{'name': tensor}}, f)"
-                        f"{_CHECKPOINT_HINT}")
-    for name, value in obj.items():
-        if not isinstance(name, str):
-            raise TypeError(f"minilora.save: every key must be a str (a tensor name), got "
-                            f"{name!r} ({type(name).__name__}){_CHECKPOINT_HINT}")
-        if not isinstance(value, Tensor):
-            raise TypeError(f"minilora.save: the value of {name!r} is a {type(value).__name__}, not a "
-                            f"Tensor; safetensors files hold tensors only (minilora never pickles)"
-                            f"{_CHECKPOINT_HINT}")
+def _aliases(state):
+    """``{name: the first name of the same tensor}`` for a tensor under several names (tied weights): every
+    name is written, for safetensors readers, and on load they are one tensor again, as torch.load's."""
+    first = {}
+    return {name: first.setdefault(id(t), name) for name, t in state.items() if first.setdefault(id(t), name) != name}
+
+
+_KEY_TYPES = (str, int, float, bool, type(None))
+
+
+class _Tree:
+    """An object as JSON, its tensors and arrays pulled out into ``entries`` (``{name: Tensor | ndarray}``).
+
+    Tensors become ``{"tensor": name}``, arrays ``{"array": name}`` (one name per object: shared stays
+    shared), dicts ``{"dict": [[key, value], ...]}`` (keys may be ints: an optimizer's state dict), tuples
+    ``{"tuple": [...]}``; lists, numbers, strings and None are themselves (NaN and inf too: Python's json)."""
+
+    def __init__(self):
+        self.entries, self.names = {}, {}
+
+    def encode(self, obj, where="obj"):
+        import numpy as np
+        if isinstance(obj, (Tensor, np.ndarray)):
+            kind = "tensor" if isinstance(obj, Tensor) else "array"
+            name = self.names.setdefault(id(obj), str(len(self.names)))
+            self.entries[name] = obj
+            return {kind: name}
+        if isinstance(obj, np.generic):  # a NumPy scalar (an optimizer's step count): a 0-d array
+            return self.encode(np.asarray(obj), where)
+        if obj is None or isinstance(obj, (bool, int, float, str)):
+            return obj
+        if isinstance(obj, (list, tuple)):
+            items = [self.encode(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+            return {"tuple": items} if isinstance(obj, tuple) else items
+        if isinstance(obj, dict):
+            for key in obj:
+                if not isinstance(key, _KEY_TYPES):
+                    raise TypeError(f"minilora.save: {where} has a key of type {type(key).__name__} ({key!r}); "
+                                    f"keys must be str, int, float, bool or None")
+            return {"dict": [[k, self.encode(v, f"{where}[{k!r}]")] for k, v in obj.items()]}
+        raise TypeError(f"minilora.save: {where} is a {type(obj).__name__}, which only pickle can store (and "
+                        f"torch.load's default weights_only=True refuses it too). Save its state instead: "
+                        f"tensors, NumPy arrays, numbers, strings, None, and dicts, lists and tuples of them "
+                        f"(model.state_dict(), not the model)")
+
+
+def _decode(node, loaded):
+    if isinstance(node, list):
+        return [_decode(v, loaded) for v in node]
+    if not isinstance(node, dict):
+        return node
+    (kind, value), = node.items()
+    if kind in ("tensor", "array"):
+        return loaded[value] if kind == "tensor" else loaded[value].numpy(force=True)
+    if kind == "tuple":
+        return tuple(_decode(v, loaded) for v in value)
+    return {k: _decode(v, loaded) for k, v in value}
 
 
 def _path(f, fn):
     if isinstance(f, (str, os.PathLike)):
         return os.fspath(f)
-    raise TypeError(f"minilora.{fn} takes a file path (str or os.PathLike), got "
+    raise TypeError(f"minilora.{fn} takes a file path (str or os.PathLike) or a binary file object, got "
                     f"{type(f).__name__}")
+
+
+def _is_file_object(f, method):
+    return not isinstance(f, (str, bytes, os.PathLike)) and callable(getattr(f, method, None))
+
+
+def _through_a_temporary_file(data=None):
+    """A path in the temporary folder (holding ``data`` if given), removed by the caller."""
+    import tempfile
+    fd, path = tempfile.mkstemp(suffix=".safetensors")
+    with os.fdopen(fd, "wb") as file:
+        if data is not None:
+            file.write(data)
+    return path
 
 
 def _check_destination(path):
@@ -55,18 +121,37 @@ def _check_destination(path):
 
 
 def save(obj, f):
-    """Write ``obj``, a ``{name: Tensor}`` dict (a ``state_dict()``), to the path ``f`` as safetensors."""
-    _check_state(obj)
+    """Write ``obj`` to ``f`` (a path, or a binary file object as torch.save takes): a ``state_dict()``
+    as a plain safetensors file, any other object torch's weights-only loader takes (module docstring) as
+    safetensors with its structure in the metadata. Written atomically: a crash leaves the old file."""
+    if _is_file_object(f, "write"):
+        path = _through_a_temporary_file()
+        try:
+            save(obj, path)
+            with open(path, "rb") as file:
+                f.write(file.read())
+        finally:
+            os.remove(path)
+        return
     from . import checkpoint  # (imported on use: `import minilora` stays light)
+    metadata = {"format": "pt"}
+    if _is_state_dict(obj):
+        entries = obj
+        if _aliases(obj):
+            metadata[_SHARED_KEY] = json.dumps(_aliases(obj))
+    else:
+        tree = _Tree()
+        metadata[_TREE_KEY] = json.dumps(tree.encode(obj))
+        entries = tree.entries
     path = _path(f, "save")
     _check_destination(path)
-    extra = {name: [t.device.name, bool(t.requires_grad)] for name, t in obj.items()
+    tensors = {name: t for name, t in entries.items() if isinstance(t, Tensor)}
+    extra = {name: [t.device.name, bool(t.requires_grad)] for name, t in tensors.items()
              if t.device.name != "cpu" or t.requires_grad}
-    metadata = {"format": "pt"}
     if extra:
         metadata[_META_KEY] = json.dumps(extra)
-    checkpoint.save_file({name: t.detach().numpy(force=True) for name, t in obj.items()}, path,
-                         metadata=metadata)
+    checkpoint.save_file({name: t.detach().numpy(force=True) if isinstance(t, Tensor) else t
+                          for name, t in entries.items()}, path, metadata=metadata)
 
 
 def _refuse_pickle(path):
@@ -162,7 +247,8 @@ def _placed(tensor, saved, map_location):
 
 
 def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=None):
-    """``{name: Tensor}`` from a safetensors file, as ``save`` wrote it (or any safetensors file).
+    """What ``save`` wrote (a path or a binary file object): ``{name: Tensor}`` from a plain safetensors file
+    (any safetensors file), the saved object itself when ``save`` stored its structure.
 
     ``map_location`` (a device or its name) puts every tensor there; torch's other forms work too: a dict from
     saved device to device (``{"cuda:0": "cpu"}``) and a callable ``fn(storage, location)`` (``lambda storage,
@@ -177,10 +263,17 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=No
     if mmap:
         raise NotImplementedError("minilora.load(mmap=True): minilora reads the tensors into memory; it does not "
                                   "memory-map files")
+    if _is_file_object(f, "read"):
+        path = _through_a_temporary_file(f.read())
+        try:
+            return load(path, map_location, weights_only=weights_only)
+        finally:
+            os.remove(path)
     path = _path(f, "load")
     _refuse_pickle(path)
     header, _ = checkpoint.read_header(path)
     extra = _placements(path, header.get("__metadata__", {}).get(_META_KEY, "{}"))
+    structure = header.get("__metadata__", {}).get(_TREE_KEY)
     if map_location is None or isinstance(map_location, dict):
         _check_saved_devices(path, extra, map_location)
     arrays = checkpoint.load_file(path)
@@ -190,4 +283,6 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=No
         saved, requires_grad = extra.get(name, ["cpu", False])
         loaded = _placed(Tensor(array.copy(), dtype=array.dtype, device="cpu"), saved, map_location)
         out[name] = loaded.requires_grad_(requires_grad) if requires_grad else loaded
-    return out
+    for name, first in json.loads(header.get("__metadata__", {}).get(_SHARED_KEY, "{}")).items():
+        out[name] = out[first]  # tied when saved: one tensor again
+    return out if structure is None else _decode(json.loads(structure), out)

@@ -1,10 +1,15 @@
-"""Round 3 (h51): CLI runs that must not lose work.
+"""Nothing a user saved is lost, and what they save comes back as torch gives it back.
 
 ``minilora train --out DIR`` on a folder that already holds a run must not silently replace its
-checkpoint and metrics: it refuses (exit 2) and names ``--resume`` and ``--overwrite``.
+checkpoint and metrics: it refuses (exit 2) and names ``--resume`` and ``--overwrite``. ``minilora.save``
+takes what ``torch.save`` users save (the tutorial checkpoint dict, file objects) without pickle.
 """
 import os
 
+import numpy as np
+import pytest
+
+import minilora as ml
 from minilora.cli import main
 
 
@@ -72,3 +77,66 @@ def test_generate_reads_the_model_folders_tokenizer_json_as_serve_does(tmp_path,
     expected = "hi" + ours.decode(out.numpy()[len(ids):].tolist(), skip_special_tokens=True)
     assert main(["generate", "hi", "--model", folder, "--max-new-tokens", "5"]) == 0
     assert capsys.readouterr().out == expected + "\n"
+
+
+# ---- minilora.save / load: what torch.save / torch.load(weights_only=True) store -------------------------
+def _same_structure(ours, theirs):
+    """Equal as torch's round trip gives them back: containers, keys (and their types), numbers, tensors."""
+    torch = pytest.importorskip("torch")
+    if isinstance(theirs, torch.Tensor):
+        assert isinstance(ours, ml.Tensor) and np.array_equal(ours.numpy(), theirs.numpy())
+    elif isinstance(theirs, dict):
+        assert type(ours) is dict and list(ours) == list(theirs)
+        for key in theirs:
+            _same_structure(ours[key], theirs[key])
+    elif isinstance(theirs, (list, tuple)):
+        assert type(ours) is type(theirs) and len(ours) == len(theirs)
+        for a, b in zip(ours, theirs):
+            _same_structure(a, b)
+    else:
+        assert type(ours) is type(theirs) and (ours == theirs or (ours != ours and theirs != theirs))
+
+
+def test_a_nested_checkpoint_comes_back_as_torch_load_gives_it(tmp_path):
+    torch = pytest.importorskip("torch")
+    w = np.arange(6.0).reshape(2, 3)
+    def build(lib):
+        t = lib.tensor(w)
+        return {"epoch": 3, "loss": 0.25, "nan": float("nan"), "note": "warmup", "none": None, "ok": True,
+                "shape": (2, 3), "history": [1.5, 2.5], "state": {0: {"step": lib.tensor(4.0), "buf": t}},
+                "model": {"weight": t, "bias": lib.tensor([1.0, 2.0])}}
+    torch.save(build(torch), tmp_path / "t.pt")
+    ml.save(build(ml), tmp_path / "m.pt")
+    ours, theirs = ml.load(tmp_path / "m.pt"), torch.load(tmp_path / "t.pt")
+    _same_structure(ours, theirs)
+    assert ours["state"][0]["buf"] is ours["model"]["weight"]  # one tensor saved twice: shared, as torch's
+    assert theirs["state"][0]["buf"] is theirs["model"]["weight"]
+
+
+def test_tied_weights_in_a_state_dict_stay_one_tensor_and_the_file_stays_plain(tmp_path):
+    from safetensors.numpy import load_file
+    shared = ml.randn(4, 3)
+    ml.save({"embed.weight": shared, "head.weight": shared, "norm": ml.ones(3)}, tmp_path / "w.safetensors")
+    back = ml.load(tmp_path / "w.safetensors")
+    assert back["embed.weight"] is back["head.weight"] and back["norm"] is not back["embed.weight"]
+    assert sorted(load_file(str(tmp_path / "w.safetensors"))) == ["embed.weight", "head.weight", "norm"]
+
+
+def test_devices_requires_grad_and_numpy_arrays_survive_a_structured_save(tmp_path):
+    import io
+    p = ml.nn.Parameter(np.ones((2, 2)))
+    buffer = io.BytesIO()
+    ml.save({"params": [p, ml.zeros(2, device="emu")], "array": np.arange(3), "scalar": np.float32(2.5)}, buffer)
+    buffer.seek(0)
+    back = ml.load(buffer)
+    assert back["params"][0].requires_grad and back["params"][1].device.name == "emu"
+    assert isinstance(back["array"], np.ndarray) and back["array"].tolist() == [0, 1, 2]
+    assert back["scalar"].dtype == np.float32 and float(back["scalar"]) == 2.5
+
+
+def test_a_failed_structured_save_leaves_the_old_file(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    ml.save({"epoch": 1}, path)
+    with pytest.raises(TypeError, match=r"obj\['model'\] is a Linear"):
+        ml.save({"epoch": 2, "model": ml.nn.Linear(2, 2)}, path)
+    assert ml.load(path) == {"epoch": 1}
