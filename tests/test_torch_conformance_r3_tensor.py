@@ -617,3 +617,12 @@ def test_full_needs_a_size_sequence_as_torch(size):
         with pytest.raises(TypeError, match="argument 'size' .* must be tuple of ints"):
             lib.full(size, 7)
     assert ml.full(size=[2], fill_value=7).tolist() == torch.full(size=[2], fill_value=7).tolist()
+
+
+@pytest.mark.parametrize("call", [lambda L: L.atan2(L.ones(2), 1.0), lambda L: L.atan2(1.0, L.ones(2)),
+                                  lambda L: L.ones(2).atan2(1), lambda L: L.atan2(input=L.ones(2), other=2)])
+def test_atan2_refuses_a_python_number_as_torch(call):
+    # the number was silently broadcast; torch's atan2 takes Tensors only
+    for lib in (torch, ml):
+        with pytest.raises(TypeError, match="must be Tensor, not"):
+            call(lib)

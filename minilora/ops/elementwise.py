@@ -1574,6 +1574,9 @@ class Atan2(Function):
 
 def atan2(input, other):
     """``torch.atan2``: the angle of (``other``, ``input``), in (-pi, pi]."""
+    for name, value in (("input", input), ("other", other)):
+        if not isinstance(value, Tensor):  # torch has no number overload for atan2
+            raise TypeError(f"atan2(): argument '{name}' must be Tensor, not {type(value).__name__}")
     a, b = _promoted(input, other, true_divide=True)
     return Atan2.apply(a, b)
 
