@@ -40,7 +40,7 @@ def _torch_twin(model):
             return self.fc2(torch.tanh(self.norm(self.fc1(x))))
 
     twin = TorchTinyNet()
-    twin.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in model.state_dict().items()})
+    twin.load_state_dict({k: torch.from_numpy(v.numpy(force=True).copy()) for k, v in model.state_dict().items()})
     for (name, p), (_, tp) in zip(model.named_parameters(), twin.named_parameters()):
         tp.requires_grad_(p.requires_grad)
     return twin
@@ -92,7 +92,7 @@ def test_trajectory_matches_torch(case, frozen):
     twin = _torch_twin(model)
     opt, topt = make(optim, groups(model.parameters() if groups is list else model)), \
         make(torch.optim, groups(twin.parameters() if groups is list else twin))
-    frozen_before = model.fc1.bias.numpy().copy()
+    frozen_before = model.fc1.bias.numpy(force=True).copy()
     for step in range(20):
         opt.zero_grad()
         topt.zero_grad()
@@ -104,7 +104,7 @@ def test_trajectory_matches_torch(case, frozen):
             assert_close(p, tp.detach().numpy(), rtol=1e-10, atol=1e-12, name=f"step {step}: {name}")
     if frozen:
         assert model.fc1.bias not in opt.state
-        np.testing.assert_array_equal(model.fc1.bias.numpy(), frozen_before)
+        np.testing.assert_array_equal(model.fc1.bias.numpy(force=True), frozen_before)
 
 
 def _fixed_grad_run(make, param, grads):

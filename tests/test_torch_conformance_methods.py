@@ -59,7 +59,7 @@ def _numpy(t):
     if isinstance(t, torch.Tensor):
         return t.detach().numpy()
     if isinstance(t, ml.Tensor):
-        return np.asarray(t.detach().numpy())
+        return np.asarray(t.detach().numpy(force=True))
     return np.asarray(t)
 
 
