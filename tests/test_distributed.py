@@ -54,11 +54,11 @@ def rows(n=40):
 
 
 def trainable(model):
-    return {name: p.numpy().copy() for name, p in model.named_parameters() if p.requires_grad}
+    return {name: p.numpy(force=True).copy() for name, p in model.named_parameters() if p.requires_grad}
 
 
 def grads(model):
-    return {name: p.grad.numpy().copy() for name, p in model.named_parameters() if p.requires_grad}
+    return {name: p.grad.numpy(force=True).copy() for name, p in model.named_parameters() if p.requires_grad}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -86,7 +86,7 @@ def worker_ddp(out):
         ddp(ids, labels=labels).loss.backward()
         stats = dist.comm_stats()["all_reduce"]
         record[f"step{step}/calls"], record[f"step{step}/bytes"] = np.array(stats["calls"]), np.array(stats["bytes"])
-        record[f"step{step}/marker"] = model.marker.numpy().copy()
+        record[f"step{step}/marker"] = model.marker.numpy(force=True).copy()
         for name, value in grads(model).items():
             record[f"step{step}/grad/{name}"] = value
         optimizer.step()
@@ -151,7 +151,7 @@ def worker_nccl(out):
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     dist.broadcast(t, src=0)
     dist.barrier()
-    assert t.numpy().tolist() == [1.0, 2.0, 4.0], t
+    assert t.numpy(force=True).tolist() == [1.0, 2.0, 4.0], t
     ids = rows()[:4]
     plain = tiny_lora(seed=1).to("cuda")
     plain(ids, labels=ids).loss.backward()
@@ -250,8 +250,8 @@ def test_two_ranks_give_the_one_process_gradients_and_identical_parameters(ddp_r
 @needs_mpi
 def test_only_trainable_gradients_cross_in_buckets(ddp_run):
     model = tiny_lora(seed=0)
-    trainable_bytes = sum(p.numpy().nbytes for p in model.parameters() if p.requires_grad)
-    frozen_bytes = sum(p.numpy().nbytes for p in model.parameters() if not p.requires_grad)
+    trainable_bytes = sum(p.numpy(force=True).nbytes for p in model.parameters() if p.requires_grad)
+    frozen_bytes = sum(p.numpy(force=True).nbytes for p in model.parameters() if not p.requires_grad)
     assert frozen_bytes > 20 * trainable_bytes  # a LoRA model: so "only trainable" is a real difference
     for rank in ddp_run:
         assert int(rank["buckets"]) == 2  # 4 tensors of 256 bytes, buckets of 600 bytes
@@ -405,7 +405,7 @@ def test_post_accumulate_grad_hook_runs_once_per_backward_after_accumulation():
     """The hook DDP is built on (torch's Tensor.register_post_accumulate_grad_hook)."""
     w = ml.tensor([1.0, 2.0], requires_grad=True)
     seen = []
-    handle = w.register_post_accumulate_grad_hook(lambda t: seen.append(t.grad.numpy().tolist()))
+    handle = w.register_post_accumulate_grad_hook(lambda t: seen.append(t.grad.numpy(force=True).tolist()))
     (w * 3).sum().backward()
     (w * w + w).sum().backward()  # w used twice in one graph: still one call, with the whole sum
     assert seen == [[3.0, 3.0], [3.0 + 3.0, 3.0 + 5.0]]

@@ -246,7 +246,7 @@ def test_adamw_follows_torch_for_several_steps_in_one_launch_each(device, monkey
                            weight_decay=0.1, step=step, device=device)
     assert launches == ["adamw_multi_tensor"] * 3
     for p, twin in zip(ps, twins):
-        validate("param after 3 steps", p, twin.detach().numpy(), tol=1e-6)
+        validate("param after 3 steps", p, twin.detach().numpy(force=True), tol=1e-6)
 
 
 def test_adamw_optimizer_on_emu_matches_cpu(monkeypatch):
@@ -267,7 +267,7 @@ def test_adamw_optimizer_on_emu_matches_cpu(monkeypatch):
             for p, g in zip(ps, step_grads):
                 p.grad = ml.tensor(g.astype(np.float32), device=dev)
             opt.step()
-        result[dev] = [p.numpy().copy() for p in ps]
+        result[dev] = [p.numpy(force=True).copy() for p in ps]
     assert launches == ["adamw_multi_tensor"] * 3
     for got, want in zip(result["emu"], result["cpu"]):
         validate("emu vs cpu", got, want, tol=1e-6)
@@ -327,7 +327,7 @@ def test_adamw_tables_rebuild_only_when_the_parameter_set_changes():
         opt.load_state_dict(opt.state_dict())      # new exp_avg / exp_avg_sq arrays
         step(), step()
         rebuilds_of_dev = rebuilds
-        trajectories[dev] = [p.numpy().copy() for p in ps]
+        trajectories[dev] = [p.numpy(force=True).copy() for p in ps]
     assert rebuilds_of_dev == [1, 1, 1, 2, 2, 3, 4, 4, 5, 5]
     for got, want in zip(trajectories["emu"], trajectories["cpu"]):
         validate("emu (resident tables) vs cpu", got, want, tol=1e-6)
@@ -499,7 +499,7 @@ def test_lora_linear_op_on_emu_uses_the_kernels_and_matches_cpu(monkeypatch):
         W0.requires_grad = False
         out = ml.ops.lora_linear(x, W0, A, B, 0.5, bias=b, dropout_p=0.3, seed=3)
         (out * out).sum().backward()
-        result[dev] = [out.numpy()] + [t.grad for t in (x, A, B, b)]
+        result[dev] = [out.numpy(force=True)] + [t.grad for t in (x, A, B, b)]
     assert {"lora_fwd_u_v2", "lora_fwd_y_v2", "lora_bwd_dy_v2", "lora_bwd_dx_v2", "lora_bwd_da_v2"} <= set(launches)
     for got, want in zip(result["emu"], result["cpu"]):
         validate("emu vs cpu", got, want, tol=1e-5)
@@ -532,7 +532,7 @@ def test_lora_training_step_of_a_tiny_llama_on_emu_matches_cpu():
         out.loss.backward()
         grads = {n: np.array(p.grad) for n, p in trainable}
         opt.step()
-        result[dev] = (float(out.loss.numpy()), grads, {n: p.numpy().copy() for n, p in trainable})
+        result[dev] = (float(out.loss.numpy(force=True)), grads, {n: p.numpy(force=True).copy() for n, p in trainable})
     (loss_cpu, grads_cpu, after_cpu), (loss_emu, grads_emu, after_emu) = result["cpu"], result["emu"]
     assert len(grads_cpu) == 12 and loss_emu == pytest.approx(loss_cpu, rel=1e-5)
     for name in grads_cpu:

@@ -24,10 +24,10 @@ def make_inputs(device, dtype="float32", seed=0, bias=True, W0_trainable=False):
 
 def reference(x, W0, A, B, b, scale, p, seed, dY):
     """The op's math spelled out in float64 NumPy (building B A is fine here: it is the reference)."""
-    X = x.numpy().astype(np.float64).reshape(-1, K)
-    W0, A, B = (t.numpy().astype(np.float64) for t in (W0, A, B))
+    X = x.numpy(force=True).astype(np.float64).reshape(-1, K)
+    W0, A, B = (t.numpy(force=True).astype(np.float64) for t in (W0, A, B))
     keep = ops.lora_dropout_mask(seed, X.shape[0], K, p) / (1 - p)
-    Y = X @ W0.T + scale * (X * keep) @ (B @ A).T + (b.numpy() if b is not None else 0)
+    Y = X @ W0.T + scale * (X * keep) @ (B @ A).T + (b.numpy(force=True) if b is not None else 0)
     dY = dY.reshape(-1, N).astype(np.float64)
     grads = {"x": dY @ W0 + scale * (dY @ B @ A) * keep,
              "A": scale * B.T @ dY.T @ (X * keep),
@@ -117,10 +117,10 @@ def test_dropout_mask_follows_the_kernel_contract():
 
 def test_dropout_draws_a_fresh_mask_per_call_unless_seeded():
     x, W0, A, B, _ = make_inputs("cpu")
-    a = ops.lora_linear(x, W0, A, B, 1.0, dropout_p=0.5).numpy()
-    b = ops.lora_linear(x, W0, A, B, 1.0, dropout_p=0.5).numpy()
-    c = ops.lora_linear(x, W0, A, B, 1.0, dropout_p=0.5, seed=4).numpy()
-    d = ops.lora_linear(x, W0, A, B, 1.0, dropout_p=0.5, seed=4).numpy()
+    a = ops.lora_linear(x, W0, A, B, 1.0, dropout_p=0.5).numpy(force=True)
+    b = ops.lora_linear(x, W0, A, B, 1.0, dropout_p=0.5).numpy(force=True)
+    c = ops.lora_linear(x, W0, A, B, 1.0, dropout_p=0.5, seed=4).numpy(force=True)
+    d = ops.lora_linear(x, W0, A, B, 1.0, dropout_p=0.5, seed=4).numpy(force=True)
     assert not np.allclose(a, b) and np.array_equal(c, d)
 
 

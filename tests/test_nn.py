@@ -15,7 +15,7 @@ from minilora.testing import assert_close
 def _torch_copy(module, torch_module):
     """Load ``module``'s weights into ``torch_module`` (names are the same by design)."""
     torch = pytest.importorskip("torch")
-    torch_module.load_state_dict({k: torch.from_numpy(v.numpy().copy())
+    torch_module.load_state_dict({k: torch.from_numpy(v.numpy(force=True).copy())
                                   for k, v in module.state_dict().items()})
     return torch_module
 
@@ -27,15 +27,15 @@ def _compare_with_torch(module, torch_module, x, seed_grad=0):
     ours_in = ml.tensor(x, requires_grad=floating)
     theirs_in = torch.from_numpy(x.copy()).requires_grad_(floating)
     out, tout = module(ours_in), torch_module(theirs_in)
-    assert_close(out, tout.detach().numpy(), rtol=1e-12, atol=1e-12, name="forward")
+    assert_close(out, tout.detach().numpy(force=True), rtol=1e-12, atol=1e-12, name="forward")
     g = np.random.default_rng(seed_grad).standard_normal(out.shape)
     out.backward(g)
     tout.backward(torch.from_numpy(g))
     if floating:
-        assert_close(ours_in.grad, theirs_in.grad.numpy(), rtol=1e-10, atol=1e-12, name="input grad")
+        assert_close(ours_in.grad, theirs_in.grad.numpy(force=True), rtol=1e-10, atol=1e-12, name="input grad")
     tparams = dict(torch_module.named_parameters())
     for name, p in module.named_parameters():
-        assert_close(p.grad, tparams[name].grad.numpy(), rtol=1e-10, atol=1e-12, name=f"grad of {name}")
+        assert_close(p.grad, tparams[name].grad.numpy(force=True), rtol=1e-10, atol=1e-12, name=f"grad of {name}")
 
 
 # --- layers against torch -----------------------------------------------------------------------
@@ -61,11 +61,11 @@ def test_embedding_padding_idx_matches_torch(padding_idx):
     """torch.nn.Embedding(padding_idx=...): the row starts at zero and padding positions give it no gradient."""
     torch = pytest.importorskip("torch")
     layer = nn.Embedding(7, 4, padding_idx=padding_idx, dtype="float64")
-    assert layer.padding_idx == padding_idx % 7 and not layer.weight.numpy()[padding_idx].any()
+    assert layer.padding_idx == padding_idx % 7 and not layer.weight.numpy(force=True)[padding_idx].any()
     assert f"padding_idx={padding_idx % 7}" in repr(layer)
     twin = _torch_copy(layer, torch.nn.Embedding(7, 4, padding_idx=padding_idx, dtype=torch.float64))
     with ml.no_grad():
-        layer.weight.numpy()[padding_idx] = 1.5  # a trained-looking pad row: still no gradient
+        layer.weight.numpy(force=True)[padding_idx] = 1.5  # a trained-looking pad row: still no gradient
     with torch.no_grad():
         twin.weight[padding_idx] = 1.5
     _compare_with_torch(layer, twin, np.array([[0, 3, 3, 6], [6, 1, 3, 0]]))
@@ -96,7 +96,7 @@ def test_layernorm_matches_torch(affine, bias, rng):
 def test_dropout_train_and_eval():
     layer = nn.Dropout(0.25)
     x = ml.ones(200, 50)
-    y = layer(x).numpy()
+    y = layer(x).numpy(force=True)
     kept = y != 0
     assert abs(kept.mean() - 0.75) < 0.02
     np.testing.assert_allclose(y[kept], 1 / 0.75, rtol=1e-6)  # inverted dropout keeps the mean
@@ -111,7 +111,7 @@ def test_dropout_of_one_drops_everything():
     x = ml.tensor(np.ones((3, 4)), requires_grad=True)
     y = nn.Dropout(1.0)(x)
     y.sum().backward()
-    assert not y.numpy().any() and not x.grad.numpy().any() and np.isfinite(x.grad).all()
+    assert not y.numpy(force=True).any() and not x.grad.numpy(force=True).any() and np.isfinite(x.grad).all()
 
 
 def test_activation_modules(rng):
@@ -120,7 +120,7 @@ def test_activation_modules(rng):
     for ours, theirs in [(nn.GELU(), torch.nn.GELU()), (nn.GELU("tanh"), torch.nn.GELU("tanh")),
                          (nn.SiLU(), torch.nn.SiLU()), (nn.ReLU(), torch.nn.ReLU())]:
         _compare_with_torch(ours, theirs, x)
-    assert nn.Identity()(ml.tensor(x)).numpy() is not None
+    assert nn.Identity()(ml.tensor(x)).numpy(force=True) is not None
     with pytest.raises(ValueError, match="approximate must be 'none' or 'tanh'"):
         nn.GELU("fast")
 
@@ -143,12 +143,12 @@ def test_linear_init_is_pytorch_default():
     """W and b ~ U(-1/sqrt(in), 1/sqrt(in)): bounds respected, spread and mean as a uniform's."""
     layer = nn.Linear(400, 300)
     bound = 1 / math.sqrt(400)
-    w = layer.weight.numpy().astype(np.float64)
+    w = layer.weight.numpy(force=True).astype(np.float64)
     assert layer.weight.dtype == np.float32
     assert np.abs(w).max() <= bound and np.abs(w).max() > 0.99 * bound
     assert w.std() == pytest.approx(bound / math.sqrt(3), rel=0.01)
     assert abs(w.mean()) < 0.01 * bound
-    assert np.abs(layer.bias.numpy()).max() <= bound
+    assert np.abs(layer.bias.numpy(force=True)).max() <= bound
 
 
 @pytest.mark.parametrize("fn, std_or_bound", [
@@ -165,7 +165,7 @@ def test_init_distributions(fn, std_or_bound):
     (the formulas of torch.nn.init)."""
     t = nn.Parameter(np.zeros((300, 200), dtype=np.float64))
     fn(t)
-    values = t.numpy()
+    values = t.numpy(force=True)
     kind, value = std_or_bound
     if kind == "bound":
         assert np.abs(values).max() <= value and np.abs(values).max() > 0.99 * value
@@ -179,15 +179,15 @@ def test_trunc_normal_constant_and_gain():
     torch = pytest.importorskip("torch")
     t = nn.Parameter(np.zeros((100, 100)))
     init.trunc_normal_(t, mean=0.5, std=1.0, a=-0.5, b=1.5)  # a window of +-1 std around the mean
-    assert t.numpy().min() >= -0.5 and t.numpy().max() <= 1.5
-    assert t.numpy().mean() == pytest.approx(0.5, abs=0.02)
-    assert t.numpy().std() == pytest.approx(0.5394, rel=0.02)  # a normal's std cut at +-1 sigma
+    assert t.numpy(force=True).min() >= -0.5 and t.numpy(force=True).max() <= 1.5
+    assert t.numpy(force=True).mean() == pytest.approx(0.5, abs=0.02)
+    assert t.numpy(force=True).std() == pytest.approx(0.5394, rel=0.02)  # a normal's std cut at +-1 sigma
     init.constant_(t, 0.25)
-    assert np.all(t.numpy() == 0.25)
+    assert np.all(t.numpy(force=True) == 0.25)
     init.zeros_(t)
-    assert not t.numpy().any()
+    assert not t.numpy(force=True).any()
     init.ones_(t)
-    assert np.all(t.numpy() == 1)
+    assert np.all(t.numpy(force=True) == 1)
     for name, param in [("linear", None), ("tanh", None), ("relu", None), ("leaky_relu", 0.2),
                         ("leaky_relu", None), ("selu", None), ("sigmoid", None)]:
         assert init.calculate_gain(name, param) == pytest.approx(torch.nn.init.calculate_gain(name, param))
@@ -201,11 +201,11 @@ def test_trunc_normal_constant_and_gain():
 
 def test_init_is_seeded():
     ml.manual_seed(3)
-    a = nn.Linear(4, 4).weight.numpy()
+    a = nn.Linear(4, 4).weight.numpy(force=True)
     ml.manual_seed(3)
-    b = nn.Linear(4, 4).weight.numpy()
+    b = nn.Linear(4, 4).weight.numpy(force=True)
     np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(a, nn.Linear(4, 4).weight.numpy())
+    assert not np.array_equal(a, nn.Linear(4, 4).weight.numpy(force=True))
 
 
 # --- the Module system ---------------------------------------------------------------------------
@@ -274,7 +274,7 @@ def test_assignment_rules():
     block.scale = ml.tensor([3.0])  # a registered buffer takes a new Tensor
     assert block.scale.item() == 3.0 and "scale" in block.state_dict()
     block.proj.weight = nn.Parameter(np.eye(4, dtype=np.float32))
-    assert np.array_equal(block.state_dict()["proj.weight"].numpy(), np.eye(4))
+    assert np.array_equal(block.state_dict()["proj.weight"].numpy(force=True), np.eye(4))
     block.proj.bias = None
     del block.norm
     assert [n for n, _ in block.named_parameters()] == ["proj.weight"]
@@ -331,13 +331,13 @@ def test_to_dtype_keeps_parameter_objects():
 
 def test_to_device(device):
     net = Net()
-    out_cpu = net(ml.tensor([[1, 2]])).numpy()
+    out_cpu = net(ml.tensor([[1, 2]])).numpy(force=True)
     net.to(device)
     assert all(p.device.name == device for p in net.parameters())
     assert all(b.device.name == device for b in net.buffers())
     out = net(ml.tensor([[1, 2]], device=device))
     assert out.device.name == device
-    np.testing.assert_allclose(out.numpy(), out_cpu, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.numpy(force=True), out_cpu, rtol=1e-5, atol=1e-6)
 
 
 def test_repr():
@@ -359,13 +359,13 @@ def test_state_dict_round_trip():
                         "layers.1.norm.bias", "layers.1.proj.weight", "heads.lm.weight", "heads.lm.bias"]
     assert not any(t.requires_grad for t in sd.values())
     assert net.state_dict(keep_vars=True)["embed.weight"] is net.embed.weight
-    saved = pickle.loads(pickle.dumps({k: v.numpy() for k, v in sd.items()}))
+    saved = pickle.loads(pickle.dumps({k: v.numpy(force=True) for k, v in sd.items()}))
     other = Net()
     ids = ml.tensor([[4, 0, 9]])
-    assert not np.allclose(other(ids).numpy(), net(ids).numpy())
+    assert not np.allclose(other(ids).numpy(force=True), net(ids).numpy(force=True))
     result = other.load_state_dict(saved)
     assert result.missing_keys == [] and result.unexpected_keys == []
-    np.testing.assert_array_equal(other(ids).numpy(), net(ids).numpy())
+    np.testing.assert_array_equal(other(ids).numpy(force=True), net(ids).numpy(force=True))
 
 
 def test_load_state_dict_from_torch_and_casts():
@@ -374,15 +374,15 @@ def test_load_state_dict_from_torch_and_casts():
     tlayer = torch.nn.Linear(3, 2, dtype=torch.float64)
     layer.load_state_dict(tlayer.state_dict())
     assert layer.weight.dtype == np.float32  # cast to the model's dtype
-    assert_close(layer.weight, tlayer.weight.detach().numpy(), rtol=1e-6, atol=1e-7)
+    assert_close(layer.weight, tlayer.weight.detach().numpy(force=True), rtol=1e-6, atol=1e-7)
     layer.load_state_dict(tlayer.to(torch.bfloat16).state_dict())  # NumPy has no bfloat16
-    assert_close(layer.bias, tlayer.bias.float().detach().numpy(), rtol=0, atol=0)
+    assert_close(layer.bias, tlayer.bias.float().detach().numpy(force=True), rtol=0, atol=0)
 
 
 def test_load_state_dict_errors_list_everything():
     net = Net()
-    before = {k: v.numpy().copy() for k, v in net.state_dict().items()}
-    bad = {k: v.numpy() for k, v in Net().state_dict().items()}
+    before = {k: v.numpy(force=True).copy() for k, v in net.state_dict().items()}
+    bad = {k: v.numpy(force=True) for k, v in Net().state_dict().items()}
     del bad["layers.0.proj.weight"]
     bad["layers.0.extra"] = np.zeros(2)
     bad["embed.weight"] = np.zeros((11, 4))
@@ -397,12 +397,12 @@ def test_load_state_dict_errors_list_everything():
     assert info.value.missing == ["layers.0.proj.weight"]
     assert info.value.mismatched == [("embed.weight", (11, 4), (10, 4))]
     for k, v in net.state_dict().items():
-        np.testing.assert_array_equal(v.numpy(), before[k], err_msg=k)  # nothing was changed
+        np.testing.assert_array_equal(v.numpy(force=True), before[k], err_msg=k)  # nothing was changed
 
     bad["embed.weight"] = np.zeros((10, 4))
     result = net.load_state_dict(bad, strict=False)  # key differences allowed, reported
     assert result == (["layers.0.proj.weight"], ["layers.0.extra"])
-    assert not net.heads["lm"].bias.numpy().any()
+    assert not net.heads["lm"].bias.numpy(force=True).any()
     with pytest.raises(nn.StateDictError, match="shape mismatches"):  # shapes always must match
         net.load_state_dict({"embed.weight": np.zeros((3, 3))}, strict=False)
     many = {f"x{i}": np.zeros(1) for i in range(12)}

@@ -330,13 +330,13 @@ def test_ops_never_mutate_their_inputs(case):
     """Neither forward nor backward writes into an input or into the incoming gradient."""
     inputs = case.inputs(case_rng(case, 0))
     args = [as_minilora(a) for a in inputs]
-    before = [a.numpy().copy() for a in args]
+    before = [a.numpy(force=True).copy() for a in args]
     out = case.ours(*args)
     seed = np.random.default_rng(3).standard_normal(out.shape)
     seed_before = seed.copy()
     out.backward(seed)
     for i, (a, b) in enumerate(zip(args, before)):
-        np.testing.assert_array_equal(a.numpy(), b, err_msg=f"{case.name} changed input {i}")
+        np.testing.assert_array_equal(a.numpy(force=True), b, err_msg=f"{case.name} changed input {i}")
     np.testing.assert_array_equal(seed, seed_before, err_msg=f"{case.name} changed its out gradient")
 
 
@@ -351,13 +351,13 @@ def test_matches_torch(case):
     ours, theirs = [as_minilora(a) for a in inputs], [as_torch(a) for a in inputs]
     out, ref = case.ours(*ours), case.ref(*theirs)
     assert out.dtype == np.float64
-    assert_close(out, ref.detach().numpy(), rtol=1e-10, atol=1e-12, name=f"{case.name} forward")
+    assert_close(out, ref.detach().numpy(force=True), rtol=1e-10, atol=1e-12, name=f"{case.name} forward")
     g = np.random.default_rng(5).standard_normal(out.shape)
     out.backward(g)
     ref.backward(T.tensor(g))
     for i, (a, b) in enumerate(zip(ours, theirs)):
         if a.requires_grad:
-            assert_close(a.grad, b.grad.numpy(), rtol=1e-9, atol=1e-12,
+            assert_close(a.grad, b.grad.numpy(force=True), rtol=1e-9, atol=1e-12,
                          name=f"{case.name}: grad of input {i}")
 
 
@@ -368,17 +368,17 @@ def test_float32_forward_is_float32_and_close_to_float64(case):
     out32 = case.ours(*[as_minilora(a, dtype="float32") for a in inputs])
     out64 = case.ours(*[as_minilora(a) for a in inputs])
     assert out32.dtype == np.float32, f"{case.name}: float32 inputs gave {out32.dtype}"
-    assert_close(out32, out64.numpy(), rtol=1e-4, atol=1e-5, name=f"{case.name} float32")
+    assert_close(out32, out64.numpy(force=True), rtol=1e-4, atol=1e-5, name=f"{case.name} float32")
 
 
 def test_dropout_is_seeded_and_inverted(rng):
     x = ml.tensor(rng.standard_normal((50, 40)))
     a, b = ops.dropout(x, p=0.25, seed=3), ops.dropout(x, p=0.25, seed=3)
-    np.testing.assert_array_equal(a.numpy(), b.numpy())
-    kept = a.numpy() != 0
+    np.testing.assert_array_equal(a.numpy(force=True), b.numpy(force=True))
+    kept = a.numpy(force=True) != 0
     assert 0.65 < kept.mean() < 0.85  # about 1 - p kept
-    np.testing.assert_allclose(a.numpy()[kept], x.numpy()[kept] / 0.75)
-    assert not np.array_equal(ops.dropout(x, p=0.25, seed=4).numpy(), a.numpy())
+    np.testing.assert_allclose(a.numpy(force=True)[kept], x.numpy(force=True)[kept] / 0.75)
+    assert not np.array_equal(ops.dropout(x, p=0.25, seed=4).numpy(force=True), a.numpy(force=True))
     assert ops.dropout(x, p=0.25, training=False) is x
 
 
@@ -400,8 +400,8 @@ def test_gelu_float32_matches_torch_on_wide_range():
     ty = torch.nn.functional.gelu(tx)
     ty.backward(torch.ones_like(tx))
     assert y.dtype == np.float32 and xt.grad.dtype == np.float32
-    assert_close(y, ty.detach().numpy(), rtol=1e-6, atol=5e-7, name="gelu float32")
-    assert_close(xt.grad, tx.grad.numpy(), rtol=1e-6, atol=2e-6, name="gelu' float32")
+    assert_close(y, ty.detach().numpy(force=True), rtol=1e-6, atol=5e-7, name="gelu float32")
+    assert_close(xt.grad, tx.grad.numpy(force=True), rtol=1e-6, atol=2e-6, name="gelu' float32")
 
 
 # ---- grad_check itself ----------------------------------------------------------------------------
@@ -426,7 +426,7 @@ def test_grad_check_catches_a_wrong_backward_and_says_where(rng):
     assert "_WrongSquare" in message and "input 0" in message
     # The worst element: the error is |w * x| for the projection weights w grad_check uses (seed 0).
     w = np.random.default_rng(0).standard_normal((2, 3))
-    worst = np.unravel_index(np.argmax(np.abs(w * x.numpy())), (2, 3))
+    worst = np.unravel_index(np.argmax(np.abs(w * x.numpy(force=True))), (2, 3))
     assert f"index {tuple(int(i) for i in worst)}" in message
     assert re.search(r"backward gave -?[\d.]+(e-?\d+)?, central differences give -?[\d.]+", message)
 
@@ -434,7 +434,7 @@ def test_grad_check_catches_a_wrong_backward_and_says_where(rng):
 def test_grad_check_names_what_it_was_told(rng):
     x = ml.tensor(rng.standard_normal(3), requires_grad=True)
     with pytest.raises(GradCheckError, match=r"grad_check\(my op\): input 1"):
-        y = ml.tensor(x.numpy().copy(), requires_grad=True)
+        y = ml.tensor(x.numpy(force=True).copy(), requires_grad=True)
         grad_check(lambda a, b: _WrongSquare.apply(b) + a, x, y, name="my op")
 
 
@@ -482,9 +482,9 @@ def test_reshape_and_permute_round_trip(data, shape):
     perm = tuple(data.draw(st.permutations(range(len(shape)))))
     new_shape = tuple(shape[i] for i in perm)  # same size, different factorisation
     y = ops.permute(ops.reshape(x, new_shape), perm)
-    np.testing.assert_array_equal(y.numpy(), np.transpose(x.numpy().reshape(new_shape), perm))
+    np.testing.assert_array_equal(y.numpy(force=True), np.transpose(x.numpy(force=True).reshape(new_shape), perm))
     back = ops.reshape(ops.permute(y, tuple(np.argsort(perm))), shape)
-    np.testing.assert_array_equal(back.numpy(), x.numpy())
+    np.testing.assert_array_equal(back.numpy(force=True), x.numpy(force=True))
     w = rng.standard_normal(y.shape)
     y.backward(w)  # the gradient goes back through both: the inverse permutation, then the shape
     np.testing.assert_array_equal(x.grad, np.transpose(w, np.argsort(perm)).reshape(shape))
@@ -502,8 +502,8 @@ def test_getitem_matches_numpy_and_scatters_back(data, shape):
     rng = np.random.default_rng(7)
     x = ml.tensor(rng.standard_normal(shape), requires_grad=True)
     y = x[index]
-    np.testing.assert_array_equal(y.numpy(), x.numpy()[index])
-    if y.numpy().size == 0:
+    np.testing.assert_array_equal(y.numpy(force=True), x.numpy(force=True)[index])
+    if y.numpy(force=True).size == 0:
         return
     w = rng.standard_normal(y.shape)
     y.backward(w)

@@ -101,7 +101,7 @@ def test_trajectory_matches_torch(case, frozen):
         opt.step()
         topt.step()
         for (name, p), (_, tp) in zip(model.named_parameters(), twin.named_parameters()):
-            assert_close(p, tp.detach().numpy(), rtol=1e-10, atol=1e-12, name=f"step {step}: {name}")
+            assert_close(p, tp.detach().numpy(force=True), rtol=1e-10, atol=1e-12, name=f"step {step}: {name}")
     if frozen:
         assert model.fc1.bias not in opt.state
         np.testing.assert_array_equal(model.fc1.bias.numpy(force=True), frozen_before)
@@ -113,7 +113,7 @@ def _fixed_grad_run(make, param, grads):
     for g in grads:
         param.grad = ml.tensor(g)
         opt.step()
-    return param.numpy()
+    return param.numpy(force=True)
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "transposed"])
@@ -133,7 +133,7 @@ def test_adamw_large_parameter_matches_torch(layout):
     for g in grads:
         tp.grad = torch.from_numpy(g)
         opt.step()
-    assert_close(ours, tp.detach().numpy(), rtol=1e-12, atol=1e-14, name="AdamW parameter")
+    assert_close(ours, tp.detach().numpy(force=True), rtol=1e-12, atol=1e-14, name="AdamW parameter")
 
 
 def test_adamw_float32_stays_float32_and_in_place(device):
@@ -155,7 +155,7 @@ def test_adamw_float32_stays_float32_and_in_place(device):
     for g in grads:
         tp.grad = torch.from_numpy(g)
         topt.step()
-    assert_close(p, tp.detach().numpy(), rtol=1e-5, atol=1e-6, name="float32 AdamW")
+    assert_close(p, tp.detach().numpy(force=True), rtol=1e-5, atol=1e-6, name="float32 AdamW")
 
 
 def test_optimizer_does_not_change_gradients():
@@ -180,12 +180,12 @@ def test_frozen_and_gradless_parameters_get_no_state():
     opt = optim.AdamW(model.parameters(), lr=0.01)
     _loss(model, ml).backward()
     model.norm.bias.grad = None  # trainable but without a gradient this step: skipped too
-    before = {n: p.numpy().copy() for n, p in model.named_parameters()}
+    before = {n: p.numpy(force=True).copy() for n, p in model.named_parameters()}
     opt.step()
     trained = {"norm.weight", "fc2.weight", "fc2.bias"}
     assert {n for n, p in model.named_parameters() if p in opt.state} == trained
     for name, p in model.named_parameters():
-        assert np.array_equal(p.numpy(), before[name]) == (name not in trained), name
+        assert np.array_equal(p.numpy(force=True), before[name]) == (name not in trained), name
     expected = sum(2 * p.nbytes for n, p in model.named_parameters() if n in trained)
     assert opt.state_bytes() == expected
 
@@ -235,7 +235,7 @@ def test_state_dict_round_trip_resumes_identically(make):
     assert [g["lr"] for g in opt2.param_groups] == [g["lr"] for g in saved[1]["param_groups"]]
     train(resumed, opt2, sched2, 5)
     for (name, p), (_, q) in zip(model.named_parameters(), resumed.named_parameters()):
-        np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=name)
+        np.testing.assert_array_equal(p.numpy(force=True), q.numpy(force=True), err_msg=name)
     assert sched.get_last_lr() == sched2.get_last_lr()
 
 
@@ -265,8 +265,8 @@ def test_zero_grad():
     _loss(model, ml).backward()
     shared = model.fc2.weight.grad
     opt.zero_grad(set_to_none=False)
-    assert (model.fc2.weight.grad == 0).numpy().all() and model.fc2.weight.grad.shape == (3, 6)
-    assert (shared != 0).numpy().any()  # a fresh zero array; the old one (possibly shared) is untouched
+    assert (model.fc2.weight.grad == 0).numpy(force=True).all() and model.fc2.weight.grad.shape == (3, 6)
+    assert (shared != 0).numpy(force=True).any()  # a fresh zero array; the old one (possibly shared) is untouched
     opt.zero_grad()
     assert all(p.grad is None for p in model.parameters())
 
@@ -360,7 +360,7 @@ def test_clip_grad_norm_matches_torch(norm_type, max_norm):
     assert isinstance(total, ml.Tensor) and total.shape == ()
     assert total.item() == pytest.approx(expected.item(), rel=1e-12)
     for (name, p), (_, tp) in zip(model.named_parameters(), twin.named_parameters()):
-        assert_close(p.grad, tp.grad.numpy(), rtol=1e-12, atol=1e-15, name=f"clipped grad of {name}")
+        assert_close(p.grad, tp.grad.numpy(force=True), rtol=1e-12, atol=1e-15, name=f"clipped grad of {name}")
 
 
 def test_clip_grad_norm_edge_cases():

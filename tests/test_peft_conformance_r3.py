@@ -31,7 +31,7 @@ def pair(dtype="float32", config=TINY, seed=0):
     """transformers' stock Llama and a minilora Llama holding the same random weights, in ``dtype``."""
     reference = hf_model(transformers, config, dtype=dtype, seed=seed)
     model = LlamaForCausalLM(config, dtype=dtype)
-    model.load_state_dict({k: v.float().numpy() for k, v in reference.state_dict().items()})
+    model.load_state_dict({k: v.float().numpy(force=True) for k, v in reference.state_dict().items()})
     return reference, model
 
 
@@ -39,9 +39,9 @@ def as_numpy(value):
     """A torch or minilora tensor's values as float32/float64 NumPy (16-bit ones widened exactly)."""
     if isinstance(value, torch.Tensor):
         value = value.detach()
-        return (value.float() if value.dtype in (torch.float16, torch.bfloat16) else value).numpy()
+        return (value.float() if value.dtype in (torch.float16, torch.bfloat16) else value).numpy(force=True)
     value = value.detach()
-    return (value.float() if value.dtype.itemsize == 2 and value.is_floating_point() else value).numpy()
+    return (value.float() if value.dtype.itemsize == 2 and value.is_floating_point() else value).numpy(force=True)
 
 
 def layer(model, name="q_proj", index=0):
@@ -63,7 +63,7 @@ def test_generate_returns_ids_on_the_input_device_on_cuda(monkeypatch):
     cpu_model.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
     expected = cpu_model.generate(prompt.cpu(), max_new_tokens=3)
     assert expected.device.type == "cpu"
-    np.testing.assert_array_equal(out.cpu().numpy(), expected.numpy())
+    np.testing.assert_array_equal(out.cpu().numpy(force=True), expected.numpy(force=True))
     # the answer feeds straight back in, as in a chat loop (it used to come back on the host)
     again = model.generate(out, max_new_tokens=1)
     assert again.device.type == "cuda" and again.shape == (1, 8)
@@ -92,7 +92,7 @@ def test_adalora_ranknum_dtype_layer_output_and_delta_as_peft(dtype, autocast):
     x = torch.randn(64, TINY.hidden_size, generator=torch.Generator().manual_seed(1)).to(getattr(torch, dtype))
     with torch.no_grad():
         expected, expected_delta = layer(theirs)(x), layer(theirs).get_delta_weight("default")
-    got = layer(ours)(ml.tensor(x.float().numpy()).to(dtype))
+    got = layer(ours)(ml.tensor(x.float().numpy(force=True)).to(dtype))
     np.testing.assert_array_equal(as_numpy(got), as_numpy(expected))
     delta = layer(ours).get_delta_weight("default")
     assert str(delta.dtype) == str(expected_delta.dtype).split(".")[-1]
@@ -149,12 +149,12 @@ LEFT_PADDED = ([[0, 0, 5, 7], [3, 4, 5, 6]], [[0, 0, 1, 1], [1, 1, 1, 1]])
 def hf_generate(reference, ids, mask=None, **options):
     out = reference.generate(torch.as_tensor(ids), attention_mask=None if mask is None else torch.as_tensor(mask),
                              **options)
-    return out.numpy() if isinstance(out, torch.Tensor) else out
+    return out.numpy(force=True) if isinstance(out, torch.Tensor) else out
 
 
 def our_generate(model, ids, mask=None, **options):
     out = model.generate(ml.tensor(ids), attention_mask=None if mask is None else ml.tensor(mask), **options)
-    return out.numpy() if isinstance(out, ml.Tensor) else out
+    return out.numpy(force=True) if isinstance(out, ml.Tensor) else out
 
 
 def test_min_new_tokens_and_min_length_hold_eos_back_as_transformers(generation_pair):
@@ -197,11 +197,11 @@ def test_return_dict_in_generate_scores_and_logits_as_transformers(generation_pa
         assert ours[0] is ours.sequences and ours["scores"] is ours.scores
         steps = len(ours.scores) if not options.get("do_sample") else 1  # sampled steps differ after the first
         if not options.get("do_sample"):
-            np.testing.assert_array_equal(ours.sequences.numpy(), theirs.sequences.numpy())
+            np.testing.assert_array_equal(ours.sequences.numpy(force=True), theirs.sequences.numpy(force=True))
         for step in range(steps):
             for mine, reference_scores in ((ours.scores[step], theirs.scores[step]),
                                            (ours.logits[step], theirs.logits[step])):
-                mine, reference_scores = mine.numpy(), reference_scores.numpy()
+                mine, reference_scores = mine.numpy(force=True), reference_scores.numpy(force=True)
                 np.testing.assert_array_equal(np.isinf(mine), np.isinf(reference_scores))
                 finite = np.isfinite(reference_scores)
                 np.testing.assert_allclose(mine[finite], reference_scores[finite], rtol=1e-4, atol=1e-5)
@@ -275,19 +275,19 @@ def test_float_attention_mask_reads_as_mask_not_zero_as_transformers():
     mask = np.ones_like(IDS)
     mask[0, :2] = 0
     valid = mask == 1  # (padded query positions are undefined in transformers: eager and sdpa differ there)
-    expected = hf_out(reference, input_ids=IDS, attention_mask=mask.astype(np.float32)).logits.numpy()
-    got = model(IDS, attention_mask=mask.astype(np.float32)).logits.numpy()
+    expected = hf_out(reference, input_ids=IDS, attention_mask=mask.astype(np.float32)).logits.numpy(force=True)
+    got = model(IDS, attention_mask=mask.astype(np.float32)).logits.numpy(force=True)
     np.testing.assert_allclose(got[valid], expected[valid], rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(got, model(IDS, attention_mask=mask).logits.numpy())
-    np.testing.assert_array_equal(model.generate(IDS, attention_mask=mask.astype(np.float32), max_new_tokens=2).numpy(),
-                                  model.generate(IDS, attention_mask=mask, max_new_tokens=2).numpy())
+    np.testing.assert_array_equal(got, model(IDS, attention_mask=mask).logits.numpy(force=True))
+    np.testing.assert_array_equal(model.generate(IDS, attention_mask=mask.astype(np.float32), max_new_tokens=2).numpy(force=True),
+                                  model.generate(IDS, attention_mask=mask, max_new_tokens=2).numpy(force=True))
 
 
 def test_logits_to_keep_return_dict_cache_and_num_items_in_batch_as_transformers():
     reference, model = pair()
     for keep in (1, 3, 0):
-        expected = hf_out(reference, input_ids=IDS, logits_to_keep=keep).logits.numpy()
-        got = model(IDS, logits_to_keep=keep).logits.numpy()
+        expected = hf_out(reference, input_ids=IDS, logits_to_keep=keep).logits.numpy(force=True)
+        got = model(IDS, logits_to_keep=keep).logits.numpy(force=True)
         assert got.shape == expected.shape
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     labels = np.where(np.arange(IDS.shape[1]) < 2, -100, IDS)
@@ -299,17 +299,17 @@ def test_logits_to_keep_return_dict_cache_and_num_items_in_batch_as_transformers
     first = model(IDS[:, :4], use_cache=True)
     assert first.cache is first.past_key_values is not None
     step = model(IDS[:, 4:5], cache=first.cache, use_cache=True)
-    full = model(IDS[:, :5]).logits.numpy()[:, -1]
-    np.testing.assert_allclose(step.logits.numpy()[:, -1], full, rtol=1e-5, atol=1e-5)
+    full = model(IDS[:, :5]).logits.numpy(force=True)[:, -1]
+    np.testing.assert_allclose(step.logits.numpy(force=True)[:, -1], full, rtol=1e-5, atol=1e-5)
 
 
 def test_inputs_embeds_in_place_of_input_ids_as_transformers():
     reference, model = pair()
     embeds = model.get_input_embeddings()(ml.tensor(IDS)).detach().requires_grad_(True)
-    expected = hf_out(reference, inputs_embeds=torch.as_tensor(embeds.numpy())).logits.numpy()
+    expected = hf_out(reference, inputs_embeds=torch.as_tensor(embeds.numpy(force=True))).logits.numpy(force=True)
     out = model(inputs_embeds=embeds, labels=IDS)
-    np.testing.assert_allclose(out.logits.numpy(), expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(out.logits.numpy(), model(IDS).logits.numpy())
+    np.testing.assert_allclose(out.logits.numpy(force=True), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(out.logits.numpy(force=True), model(IDS).logits.numpy(force=True))
     out.loss.backward()
     assert embeds.grad is not None and embeds.grad.shape == embeds.shape  # soft prompts can be trained
     with pytest.raises(ValueError, match="exactly one of input_ids or inputs_embeds"):
@@ -425,8 +425,8 @@ def test_no_repeat_ngram_size_and_min_p_as_transformers(generation_pair):
                               looping)  # (the greedy text repeats itself: the rule changes it)
     options = dict(max_new_tokens=1, pad_token_id=0, eos_token_id=[], do_sample=True, min_p=0.2, temperature=0.8,
                    return_dict_in_generate=True, output_scores=True)
-    theirs = reference.generate(torch.as_tensor(ids), attention_mask=torch.as_tensor(mask), **options).scores[0].numpy()
-    ours = model.generate(ml.tensor(ids), attention_mask=ml.tensor(mask), **options).scores[0].numpy()
+    theirs = reference.generate(torch.as_tensor(ids), attention_mask=torch.as_tensor(mask), **options).scores[0].numpy(force=True)
+    ours = model.generate(ml.tensor(ids), attention_mask=ml.tensor(mask), **options).scores[0].numpy(force=True)
     np.testing.assert_array_equal(np.isinf(ours), np.isinf(theirs))
     assert 1 < np.isfinite(ours).sum() < ours.size  # min_p removed some tokens and kept several
     np.testing.assert_allclose(ours[np.isfinite(ours)], theirs[np.isfinite(theirs)], rtol=1e-4, atol=1e-5)
@@ -440,7 +440,7 @@ def test_output_hidden_states_as_transformers():
     out = model(IDS, output_hidden_states=True)
     assert len(out.hidden_states) == len(expected.hidden_states) == TINY.num_hidden_layers + 1
     for ours, theirs in zip(out.hidden_states, expected.hidden_states):
-        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(ours.numpy(force=True), theirs.numpy(force=True), rtol=1e-5, atol=1e-5)
     assert out.keys() == ["logits", "hidden_states"] and model(IDS).hidden_states is None
     peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
     assert len(peft_model(IDS, output_hidden_states=True).hidden_states) == TINY.num_hidden_layers + 1
@@ -514,10 +514,10 @@ def test_eval_forward_returns_the_cache_for_a_hand_written_decoding_loop():
     theirs, ours = hf_out(reference, input_ids=IDS[:, :4]), model(IDS[:, :4])
     assert theirs.past_key_values is not None and ours.past_key_values is not None
     step = model(IDS[:, 4:5], past_key_values=ours.past_key_values)
-    expected = hf_out(reference, input_ids=IDS[:, 4:5], past_key_values=theirs.past_key_values).logits.numpy()
-    np.testing.assert_allclose(step.logits.numpy(), expected, rtol=1e-5, atol=1e-5)
-    full = model(IDS[:, :5]).logits.numpy()[:, -1]
-    np.testing.assert_allclose(step.logits.numpy()[:, -1], full, rtol=1e-5, atol=1e-5)
+    expected = hf_out(reference, input_ids=IDS[:, 4:5], past_key_values=theirs.past_key_values).logits.numpy(force=True)
+    np.testing.assert_allclose(step.logits.numpy(force=True), expected, rtol=1e-5, atol=1e-5)
+    full = model(IDS[:, :5]).logits.numpy(force=True)[:, -1]
+    np.testing.assert_allclose(step.logits.numpy(force=True)[:, -1], full, rtol=1e-5, atol=1e-5)
     assert model(IDS, use_cache=False).past_key_values is None
     assert model.train()(IDS).past_key_values is None  # training: no cache kept alive
 
@@ -529,7 +529,7 @@ def test_peft_causal_lm_forward_takes_pefts_positional_order():
     reference, model = pair()
     theirs = peft.get_peft_model(reference, peft.LoraConfig(**options))
     ours = get_peft_model(model, LoraConfig(**options))
-    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    ours.load_state_dict({k: v.numpy(force=True) for k, v in theirs.state_dict().items()})
     mask = np.ones_like(IDS)
     with torch.no_grad():
         expected = theirs(torch.as_tensor(IDS), torch.as_tensor(mask), None, torch.as_tensor(IDS)).loss.item()
@@ -579,8 +579,8 @@ def test_top_p_zero_keeps_the_most_likely_token_as_transformers(generation_pair)
     reference, model = generation_pair
     options = dict(max_new_tokens=1, pad_token_id=0, eos_token_id=[], do_sample=True, top_p=0.0,
                    return_dict_in_generate=True, output_scores=True)
-    theirs = reference.generate(torch.as_tensor(PROMPT), **options).scores[0].numpy()
-    ours = model.generate(ml.tensor(PROMPT), **options).scores[0].numpy()
+    theirs = reference.generate(torch.as_tensor(PROMPT), **options).scores[0].numpy(force=True)
+    ours = model.generate(ml.tensor(PROMPT), **options).scores[0].numpy(force=True)
     np.testing.assert_array_equal(np.isfinite(ours), np.isfinite(theirs))
     assert np.isfinite(ours).sum() == 1
     greedy = our_generate(model, PROMPT, max_new_tokens=6, eos_token_id=[])

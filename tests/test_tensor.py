@@ -21,9 +21,9 @@ def t64(rng, *shape, requires_grad=True):
 def test_gradients_accumulate_over_uses_and_over_backward_calls(rng):
     x = t64(rng, 3)
     (x * x + x).sum().backward()  # x used three times in one graph
-    assert_close(x.grad, 2 * x.numpy() + 1, name="one backward")
+    assert_close(x.grad, 2 * x.numpy(force=True) + 1, name="one backward")
     (x * 3).sum().backward()  # a second graph adds to .grad, as in PyTorch
-    assert_close(x.grad, 2 * x.numpy() + 4, name="accumulated")
+    assert_close(x.grad, 2 * x.numpy(force=True) + 4, name="accumulated")
 
 
 def test_backward_with_explicit_gradient(rng):
@@ -59,7 +59,7 @@ def test_graph_is_freed_after_backward_unless_retained(rng):
     x.grad = None
     z.backward(retain_graph=True)
     z.backward()  # allowed once more, and the gradients add up
-    assert_close(x.grad, 4 * np.exp(x.numpy()), name="x.grad after two backward calls")
+    assert_close(x.grad, 4 * np.exp(x.numpy(force=True)), name="x.grad after two backward calls")
 
 
 def test_freed_graph_drops_saved_arrays(rng):
@@ -75,7 +75,7 @@ def test_retain_grad_keeps_a_non_leaf_gradient(rng):
     h = x * 2
     h.retain_grad()
     (h * h).sum().backward()
-    assert_close(h.grad, 2 * h.numpy(), name="h.grad")
+    assert_close(h.grad, 2 * h.numpy(force=True), name="h.grad")
     assert (x * 3).grad is None
 
 
@@ -85,7 +85,7 @@ def test_gradient_of_a_diamond_graph_is_summed_once_per_path(rng):
     a = x * 2
     b, c = a.exp(), a * a
     (b + c).sum().backward()
-    assert_close(x.grad, 2 * (np.exp(2 * x.numpy()) + 4 * x.numpy()), rtol=1e-12, name="x.grad")
+    assert_close(x.grad, 2 * (np.exp(2 * x.numpy(force=True)) + 4 * x.numpy(force=True)), rtol=1e-12, name="x.grad")
 
 
 def test_a_long_chain_needs_no_recursion():
@@ -129,9 +129,9 @@ def test_detach_shares_data_but_not_the_graph(rng):
     x = t64(rng, 3)
     d = (x * 2).detach()
     assert not d.requires_grad and d.grad_fn is None
-    assert_close(d, 2 * x.numpy(), name="detached values")
+    assert_close(d, 2 * x.numpy(force=True), name="detached values")
     e = x.detach()
-    assert np.shares_memory(e.numpy(), x.numpy())  # like torch: same storage
+    assert np.shares_memory(e.numpy(force=True), x.numpy(force=True))  # like torch: same storage
 
 
 # ---- what a tensor is ------------------------------------------------------------------------------
@@ -139,7 +139,7 @@ def test_numpy_item_shape_dtype_device():
     x = ml.tensor([[1.0, 2.0, 3.0]])
     assert x.shape == (1, 3) and x.dtype == np.float32 and x.device is ml.device("cpu")
     assert x.device.name == "cpu" and x.ndim == 2 and x.numel() == 3 and x.size(1) == 3
-    np.testing.assert_array_equal(x.numpy(), [[1.0, 2.0, 3.0]])
+    np.testing.assert_array_equal(x.numpy(force=True), [[1.0, 2.0, 3.0]])
     assert ml.tensor([[2.5]]).item() == 2.5 and isinstance(ml.tensor(3.0).item(), float)
     with pytest.raises(RuntimeError, match=r"one element.*\(1, 3\)"):  # RuntimeError, as torch
         x.item()
@@ -152,7 +152,7 @@ def test_float16_storage_stays_float16(rng):
     y = (h * 2 + 1).exp().sum()
     y.backward()
     assert y.dtype == np.float16 and h.grad.dtype == np.float16
-    assert_close(h.grad, 2 * np.exp(2 * h.numpy().astype(np.float64) + 1), rtol=5e-3, atol=1e-3,
+    assert_close(h.grad, 2 * np.exp(2 * h.numpy(force=True).astype(np.float64) + 1), rtol=5e-3, atol=1e-3,
                  name="float16 gradient")
     assert h.half() is h and h.float().dtype == np.float32
 
@@ -189,13 +189,13 @@ def test_python_scalars_in_operators_keep_float32():
 
 def test_ops_never_mutate_their_inputs_or_the_seed_gradient(rng):
     a, b = t64(rng, 3, 4), t64(rng, 4)
-    a0, b0 = a.numpy().copy(), b.numpy().copy()
+    a0, b0 = a.numpy(force=True).copy(), b.numpy(force=True).copy()
     seed = rng.standard_normal((3,))
     seed0 = seed.copy()
     out = ops.layer_norm(ops.gelu(a * b + 1), (4,), b, b).softmax(-1) @ b
     out.backward(seed)
-    np.testing.assert_array_equal(a.numpy(), a0)
-    np.testing.assert_array_equal(b.numpy(), b0)
+    np.testing.assert_array_equal(a.numpy(force=True), a0)
+    np.testing.assert_array_equal(b.numpy(force=True), b0)
     np.testing.assert_array_equal(seed, seed0)
 
 
@@ -283,17 +283,17 @@ def test_mlp_softmax_cross_entropy_matches_torch(rng):
     tloss = torch.nn.functional.cross_entropy(torch.nn.functional.linear(th, tw2), torch.tensor(targets))
     tloss.backward()
 
-    assert_close(loss, tloss.detach().numpy(), rtol=1e-12, name="loss")
+    assert_close(loss, tloss.detach().numpy(force=True), rtol=1e-12, name="loss")
     for name, ours, theirs in [("x", x, tx), ("w1", w1, tw1), ("b1", b1, tb1), ("w2", w2, tw2)]:
-        assert_close(ours.grad, theirs.grad.numpy(), rtol=1e-10, atol=1e-12, name=f"{name}.grad")
+        assert_close(ours.grad, theirs.grad.numpy(force=True), rtol=1e-10, atol=1e-12, name=f"{name}.grad")
 
 
 def test_rng_state_round_trip_replays_the_same_draws():
     """ml.get_rng_state / set_rng_state (torch.get_rng_state): gradient checkpointing replays dropout with it."""
     ml.manual_seed(11)
     state = ml.get_rng_state()
-    first = ml.randn(4, dtype="float64").numpy()
+    first = ml.randn(4, dtype="float64").numpy(force=True)
     ml.set_rng_state(state)
-    again = ml.randn(4, dtype="float64").numpy()
+    again = ml.randn(4, dtype="float64").numpy(force=True)
     np.testing.assert_array_equal(again, first)
-    assert not np.array_equal(ml.randn(4, dtype="float64").numpy(), first)  # the state moved on
+    assert not np.array_equal(ml.randn(4, dtype="float64").numpy(force=True), first)  # the state moved on

@@ -29,8 +29,8 @@ def t(lib, array, grad=False, dtype=None):
 
 def _plain(value):
     """What a snippet returned, as comparable Python/NumPy values (dtypes by name)."""
-    if isinstance(value, (torch.Tensor, ml.Tensor)):  # (torch's .numpy() refuses bfloat16: from_torch)
-        array = ml.dtypes.from_torch(value) if isinstance(value, torch.Tensor) else value.numpy()
+    if isinstance(value, (torch.Tensor, ml.Tensor)):  # (torch's .numpy(force=True) refuses bfloat16: from_torch)
+        array = ml.dtypes.from_torch(value) if isinstance(value, torch.Tensor) else value.numpy(force=True)
         return ("tensor", str(value.dtype).removeprefix("torch."), array)
     if isinstance(value, torch.dtype):
         return ("dtype", str(value).removeprefix("torch."))
@@ -1010,10 +1010,10 @@ def test_in_place_through_a_view_still_checks_saved_values():
 
 # ---- where minilora knowingly differs --------------------------------------------------------------
 def test_numpy_of_a_tensor_that_requires_grad_is_allowed():
-    """torch refuses ``.numpy()`` on a tensor that requires grad; minilora hands out the values
+    """torch refuses ``.numpy(force=True)`` on a tensor that requires grad; minilora hands out the values
     (what comes back is detached by nature, so no number can be wrong)."""
     x = ml.tensor(V, requires_grad=True)
-    np.testing.assert_array_equal(x.numpy(), V)
+    np.testing.assert_array_equal(x.numpy(force=True), V)
 
 
 def test_torch_takes_a_minilora_tensor_the_ways_its_users_write_it():

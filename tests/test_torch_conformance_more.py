@@ -419,7 +419,7 @@ def test_bincount_weight_dtypes_are_torchs():
 
 def test_float32_erf_is_torchs_to_the_last_bit_or_one():
     x = np.linspace(-5, 5, 2001, dtype=np.float32)
-    ours, theirs = ml.erf(ml.tensor(x)).numpy(), torch.erf(torch.tensor(x)).numpy()
+    ours, theirs = ml.erf(ml.tensor(x)).numpy(force=True), torch.erf(torch.tensor(x)).numpy(force=True)
     assert ours.dtype == np.float32
     assert np.all(np.abs(ours - theirs) <= np.spacing(np.abs(theirs)))
 
@@ -431,10 +431,10 @@ def test_aminmax_is_a_named_tuple_min_max():
         t, m = theirs.aminmax(dim=dim, keepdim=keepdim), ml.aminmax(ours, dim=dim, keepdim=keepdim)
         assert type(m).__name__ == "aminmax" and m.min is m[0] and m.max is m[1]
         for a, b in ((t.min, m.min), (t.max, m.max)):
-            np.testing.assert_array_equal(b.detach().numpy(), a.detach().numpy())
+            np.testing.assert_array_equal(b.detach().numpy(force=True), a.detach().numpy(force=True))
         (t.min * 2 + t.max).sum().backward()
         (m.min * 2 + m.max).sum().backward()
-        np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-15)  # ties share
+        np.testing.assert_allclose(ours.grad.numpy(force=True), theirs.grad.numpy(force=True), rtol=1e-15)  # ties share
 
 
 def test_cross_without_dim_warns_and_takes_the_first_dimension_of_three():
@@ -443,13 +443,13 @@ def test_cross_without_dim_warns_and_takes_the_first_dimension_of_three():
         ours = ml.cross(ml.tensor(a), ml.tensor(b))
     with pytest.warns(UserWarning, match="dim"):
         theirs = torch.cross(torch.tensor(a), torch.tensor(b))
-    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-15)
+    np.testing.assert_allclose(ours.numpy(force=True), theirs.numpy(force=True), rtol=1e-15)
 
 
 def test_median_with_nan_is_nan_at_the_first_nan():
     data = np.array([[1.0, np.nan, 2.0, np.nan], [3.0, 1.0, 2.0, 0.0]])
     theirs, ours = torch.tensor(data).median(1), ml.tensor(data, dtype=ml.float64).median(1)
-    np.testing.assert_array_equal(ours.values.numpy(), theirs.values.numpy())
+    np.testing.assert_array_equal(ours.values.numpy(force=True), theirs.values.numpy(force=True))
     assert ours.indices.tolist() == theirs.indices.tolist()
     assert math.isnan(ml.tensor(data, dtype=ml.float64).median().item())
     assert math.isnan(ml.tensor([], dtype=ml.float32).median().item())  # torch: NaN, no error
@@ -482,7 +482,7 @@ def test_diagonal_is_a_read_only_view_that_refuses_writes():
     assert np.shares_memory(d._array, x._array)
     with pytest.raises(ValueError, match="read-only"):
         d.fill_(0)
-    assert np.array_equal(x.numpy(), X)
+    assert np.array_equal(x.numpy(force=True), X)
 
 
 # ---- errors: where torch raises, minilora raises the same type ------------------------------------------
@@ -653,7 +653,7 @@ def test_new_ops_run_on_every_device(device):
                  ml.nn.functional.max_pool2d(x[None], 2, 1), ml.nn.functional.pad(x, (1, 2), mode="reflect")]
         loss = sum((p * p).sum() for p in parts)
         loss.backward()
-        results.append((loss.item(), x.grad.cpu().numpy()))
+        results.append((loss.item(), x.grad.cpu().numpy(force=True)))
     assert abs(results[0][0] - results[1][0]) < 1e-12 * abs(results[0][0])
     np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-12, atol=1e-12)
 
@@ -664,7 +664,7 @@ def _twin_attention(**options):
     torch.manual_seed(0)
     theirs = torch.nn.MultiheadAttention(8, 2, dtype=torch.float64, **options)
     ours = ml.nn.MultiheadAttention(8, 2, dtype=ml.float64, **options)
-    ours.load_state_dict({k: ml.tensor(v.detach().numpy(), dtype=ml.float64)
+    ours.load_state_dict({k: ml.tensor(v.detach().numpy(force=True), dtype=ml.float64)
                           for k, v in theirs.state_dict().items()})
     return theirs, ours
 
@@ -722,9 +722,9 @@ def test_multihead_attention_matches_torch(name, options, call, kind):
         assert (t is None) == (m is None)
         if t is not None:
             assert tuple(m.shape) == tuple(t.shape)
-            np.testing.assert_allclose(m.detach().numpy(), t.detach().numpy(), rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(m.detach().numpy(force=True), t.detach().numpy(force=True), rtol=1e-10, atol=1e-12)
     for t, m in zip(*grads):
-        np.testing.assert_allclose(m.numpy(), t.numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(m.numpy(force=True), t.numpy(force=True), rtol=1e-10, atol=1e-12)
 
 
 def _to_lib(lib, value, grad=False):
@@ -739,7 +739,7 @@ def test_multihead_attention_parameters_are_torchs():
     theirs, ours = _twin_attention()
     assert [(k, tuple(v.shape)) for k, v in ours.state_dict().items()] == \
         [(k, tuple(v.shape)) for k, v in theirs.state_dict().items()]
-    assert ours.in_proj_bias.numpy().tolist() == [0.0] * 24 and ours.out_proj.bias.numpy().tolist() == [0.0] * 8
+    assert ours.in_proj_bias.numpy(force=True).tolist() == [0.0] * 24 and ours.out_proj.bias.numpy(force=True).tolist() == [0.0] * 8
     fresh = ml.nn.MultiheadAttention(8, 2, bias=False)
     assert fresh.in_proj_bias is None and fresh.out_proj.bias is None
     assert sorted(dict(fresh.named_parameters())) == ["in_proj_weight", "out_proj.weight"]
@@ -766,10 +766,10 @@ def test_multihead_attention_dropout_only_in_training():
     x = ml.randn(2, 4, 8)
     ours.eval()
     first, second = ours(x, x, x)[0], ours(x, x, x)[0]
-    assert np.array_equal(first.numpy(), second.numpy())
+    assert np.array_equal(first.numpy(force=True), second.numpy(force=True))
     ours.train()
     _, weights = ours(x, x, x, average_attn_weights=False)
-    assert (weights.numpy() == 0).any()  # dropped weights are returned, as in torch
+    assert (weights.numpy(force=True) == 0).any()  # dropped weights are returned, as in torch
 
 
 # ---- convolution modules ------------------------------------------------------------------------------
@@ -787,24 +787,24 @@ def test_conv_modules_load_torch_weights_and_match(cls, args, options):
     assert repr(ours) == repr(theirs)
     assert [(k, tuple(v.shape)) for k, v in ours.state_dict().items()] == \
         [(k, tuple(v.shape)) for k, v in theirs.state_dict().items()]
-    ours.load_state_dict({k: ml.tensor(v.detach().numpy()) for k, v in theirs.state_dict().items()})
+    ours.load_state_dict({k: ml.tensor(v.detach().numpy(force=True)) for k, v in theirs.state_dict().items()})
     x = RNG.standard_normal((2, args[0], 7, 6) if cls == "Conv2d" else (2, args[0], 9))
     tx, mx = torch.tensor(x, requires_grad=True), ml.tensor(x, requires_grad=True)
     t_out, m_out = theirs(tx), ours(mx)
     t_out.pow(2).sum().backward()
     m_out.pow(2).sum().backward()
-    np.testing.assert_allclose(m_out.numpy(), t_out.detach().numpy(), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(m_out.numpy(force=True), t_out.detach().numpy(force=True), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(mx.grad.numpy(force=True), tx.grad.numpy(force=True), rtol=1e-12, atol=1e-12)
     for (name, p), (_, q) in zip(theirs.named_parameters(), ours.named_parameters()):
-        np.testing.assert_allclose(q.grad.numpy(), p.grad.numpy(), rtol=1e-12, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(q.grad.numpy(force=True), p.grad.numpy(force=True), rtol=1e-12, atol=1e-12, err_msg=name)
 
 
 def test_conv_init_is_torchs_distribution():
     """Kaiming-uniform(a=sqrt(5)) weights and U(-1/sqrt(fan_in), 1/sqrt(fan_in)) biases."""
     conv = ml.nn.Conv2d(8, 16, 3, groups=2)
     bound = 1 / math.sqrt(4 * 9)
-    assert np.abs(conv.weight.numpy()).max() <= bound and np.abs(conv.bias.numpy()).max() <= bound
-    assert np.abs(conv.weight.numpy()).max() > 0.9 * bound
+    assert np.abs(conv.weight.numpy(force=True)).max() <= bound and np.abs(conv.bias.numpy(force=True)).max() <= bound
+    assert np.abs(conv.weight.numpy(force=True)).max() > 0.9 * bound
 
 
 # ---- recurrent layers -----------------------------------------------------------------------------------
@@ -824,7 +824,7 @@ def test_recurrent_layers_load_torch_weights_and_match(cls, options, shape, with
     theirs = getattr(torch.nn, cls)(3, 4, dtype=torch.float64, **options)
     ours = getattr(ml.nn, cls)(3, 4, dtype=ml.float64, **options)
     assert list(ours.state_dict()) == list(theirs.state_dict()) and repr(ours) == repr(theirs)
-    ours.load_state_dict({k: ml.tensor(v.detach().numpy()) for k, v in theirs.state_dict().items()})
+    ours.load_state_dict({k: ml.tensor(v.detach().numpy(force=True)) for k, v in theirs.state_dict().items()})
     x = rng.standard_normal(shape)
     t_args, m_args = [torch.tensor(x, requires_grad=True)], [ml.tensor(x, requires_grad=True)]
     if with_state:
@@ -838,8 +838,8 @@ def test_recurrent_layers_load_torch_weights_and_match(cls, options, shape, with
         out, state = module(*args)
         states = state if isinstance(state, tuple) else (state,)
         (out.pow(2).sum() + sum((s * s).sum() for s in states)).backward()
-        results.append([out.detach().numpy(), *(s.detach().numpy() for s in states), args[0].grad.numpy()]
-                       + [p.grad.numpy() for _, p in module.named_parameters()])
+        results.append([out.detach().numpy(force=True), *(s.detach().numpy(force=True) for s in states), args[0].grad.numpy(force=True)]
+                       + [p.grad.numpy(force=True) for _, p in module.named_parameters()])
     for t, m in zip(*results):
         np.testing.assert_allclose(m, t, rtol=1e-12, atol=1e-12)
 
@@ -858,12 +858,12 @@ def test_recurrent_dropout_between_layers_only_in_training():
     lstm = ml.nn.LSTM(3, 4, num_layers=2, dropout=0.5)
     x = ml.randn(5, 2, 3)
     lstm.eval()
-    assert np.array_equal(lstm(x)[0].numpy(), lstm(x)[0].numpy())
+    assert np.array_equal(lstm(x)[0].numpy(force=True), lstm(x)[0].numpy(force=True))
     lstm.train()
     ml.manual_seed(0)
-    first = lstm(x)[0].numpy()
+    first = lstm(x)[0].numpy(force=True)
     ml.manual_seed(1)
-    assert not np.array_equal(first, lstm(x)[0].numpy())
+    assert not np.array_equal(first, lstm(x)[0].numpy(force=True))
 
 
 # ---- transformer encoder ------------------------------------------------------------------------------
@@ -880,7 +880,7 @@ def _twin_encoder(layer_options, encoder_options=None):
                                                  **encoder_options)
             ours = ml.nn.TransformerEncoder(ours, 2, ml.nn.LayerNorm(8, dtype=ml.float64), **encoder_options)
     assert list(ours.state_dict()) == list(theirs.state_dict())
-    ours.load_state_dict({k: ml.tensor(v.detach().numpy()) for k, v in theirs.state_dict().items()})
+    ours.load_state_dict({k: ml.tensor(v.detach().numpy(force=True)) for k, v in theirs.state_dict().items()})
     return theirs, ours
 
 
@@ -916,13 +916,13 @@ def test_transformer_encoder_matches_torch(name, layer_options, encoder_options,
         kwargs = {k: lib.tensor(v) for k, v in call.items()}
         if mode == "inference":
             with lib.no_grad():
-                outputs.append(module(lib.tensor(x), **kwargs).numpy())
+                outputs.append(module(lib.tensor(x), **kwargs).numpy(force=True))
             continue
         tx = lib.tensor(x, requires_grad=True)
         out = module(tx, **kwargs)
         out.pow(2).sum().backward()
-        outputs.append(out.detach().numpy())
-        grads.append([tx.grad.numpy()] + [p.grad.numpy() for _, p in module.named_parameters()])
+        outputs.append(out.detach().numpy(force=True))
+        grads.append([tx.grad.numpy(force=True)] + [p.grad.numpy(force=True) for _, p in module.named_parameters()])
     np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-12, atol=1e-12)
     for t, m in zip(*grads) if grads else ():
         np.testing.assert_allclose(m, t, rtol=1e-11, atol=1e-12)
@@ -960,13 +960,13 @@ def test_batch_norm_module_matches_torch(cls, shape, options):
         t_out, m_out = theirs(tx), ours(mx)
         (t_out * torch.tensor(g)).sum().backward()
         (m_out * ml.tensor(g)).sum().backward()
-        np.testing.assert_allclose(m_out.numpy(), t_out.detach().numpy(), rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(m_out.numpy(force=True), t_out.detach().numpy(force=True), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(mx.grad.numpy(force=True), tx.grad.numpy(force=True), rtol=1e-12, atol=1e-12)
     for name, value in theirs.state_dict().items():
-        np.testing.assert_allclose(ours.state_dict()[name].numpy(), value.numpy(), rtol=1e-12, atol=1e-13,
+        np.testing.assert_allclose(ours.state_dict()[name].numpy(force=True), value.numpy(force=True), rtol=1e-12, atol=1e-13,
                                    err_msg=name)
     for (name, p), (_, q) in zip(theirs.named_parameters(), ours.named_parameters()):
-        np.testing.assert_allclose(q.grad.numpy(), p.grad.numpy(), rtol=1e-12, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(q.grad.numpy(force=True), p.grad.numpy(force=True), rtol=1e-12, atol=1e-12, err_msg=name)
 
 
 def test_batch_norm_errors_as_torch():

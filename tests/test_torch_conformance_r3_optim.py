@@ -43,7 +43,7 @@ def _train(lib, params, opt, steps, seed=1, skip=None, every_step=None):
         opt.step()
         if every_step:
             every_step(step, opt)
-    return [np.array(p.detach().numpy()) for p in params]
+    return [np.array(p.detach().numpy(force=True)) for p in params]
 
 
 def _same_trajectory(make, steps=8, groups=True, **train_options):
@@ -132,7 +132,7 @@ def test_amsgrad_state_dict_loads_from_torch_and_continues_alike():
     ours, theirs = _twins()
     topt = torch.optim.AdamW(theirs, lr=0.1, amsgrad=True)
     _train(torch, theirs, topt, 3)
-    fresh = [nn.Parameter(t.detach().numpy().copy()) for t in theirs]
+    fresh = [nn.Parameter(t.detach().numpy(force=True).copy()) for t in theirs]
     opt = optim.AdamW(fresh, lr=0.5)  # built with other hyperparameters: the saved ones win, as in torch
     opt.load_state_dict(topt.state_dict())
     assert opt.param_groups[0]["amsgrad"] is True and opt.param_groups[0]["lr"] == 0.1
@@ -153,9 +153,9 @@ def test_amsgrad_in_16_bits_matches_torch(dtype):
         p.grad, t.grad = ml.tensor(g, dtype=dtype), torch.tensor(g).to(getattr(torch, dtype))
         opt.step()
         topt.step()
-    np.testing.assert_array_equal(p.float().numpy(), t.detach().float().numpy())
-    np.testing.assert_array_equal(ml.tensor(opt.state[p]["max_exp_avg_sq"]).float().numpy(),
-                                  topt.state[t]["max_exp_avg_sq"].float().numpy())
+    np.testing.assert_array_equal(p.float().numpy(force=True), t.detach().float().numpy(force=True))
+    np.testing.assert_array_equal(ml.tensor(opt.state[p]["max_exp_avg_sq"]).float().numpy(force=True),
+                                  topt.state[t]["max_exp_avg_sq"].float().numpy(force=True))
 
 
 def test_switching_amsgrad_on_mid_run_is_refused_before_any_change():
@@ -194,7 +194,7 @@ def _scheduled(lib, make, opt_name="SGD", steps=40, hand=None, opt_kwargs=None):
             for g in opt.param_groups:
                 g["lr"] = g["lr"] * 0.5
         history.append(seen())
-    return history, sched, [np.array(p.detach().numpy()) for p in params]
+    return history, sched, [np.array(p.detach().numpy(force=True)) for p in params]
 
 
 def _same_schedule(make, **options):
@@ -372,7 +372,7 @@ def test_the_tutorial_checkpoint_saves_with_minilora_save_as_with_torch_save(tmp
     opt2 = optim.SGD(fresh.parameters(), lr=0.5)
     opt2.load_state_dict(back["optimizer_state_dict"])
     assert opt2.param_groups[0]["lr"] == 0.1 and opt2.param_groups[0]["momentum"] == 0.9
-    assert np.array_equal(fresh.weight.numpy(), model.weight.numpy())
+    assert np.array_equal(fresh.weight.numpy(force=True), model.weight.numpy(force=True))
 
 
 def test_a_damaged_training_checkpoint_is_named_and_the_old_one_survives_a_failed_save(tmp_path):
@@ -423,7 +423,7 @@ def test_rmsprop_and_adagrad_in_16_bits_match_torch_bit_for_bit(dtype, name, kwa
         p.grad, t.grad = ml.tensor(g, dtype=dtype), torch.tensor(g).to(getattr(torch, dtype))
         opt.step()
         topt.step()
-        np.testing.assert_array_equal(p.float().numpy(), t.detach().float().numpy())
+        np.testing.assert_array_equal(p.float().numpy(force=True), t.detach().float().numpy(force=True))
 
 
 def test_adagrad_state_exists_from_the_start_and_a_later_group_uses_the_constructors_value():
@@ -436,7 +436,7 @@ def test_adagrad_state_exists_from_the_start_and_a_later_group_uses_the_construc
     a, b = _train(ml, ours, opt, 3), _train(torch, theirs, topt, 3)
     for x, y in zip(a, b):
         np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(opt.state[ours[1]]["sum"], topt.state[theirs[1]]["sum"].numpy(), rtol=1e-12)
+    np.testing.assert_allclose(opt.state[ours[1]]["sum"], topt.state[theirs[1]]["sum"].numpy(force=True), rtol=1e-12)
 
 
 @pytest.mark.parametrize("name,args,kwargs", [
@@ -456,7 +456,7 @@ def test_rmsprop_and_adagrad_state_dicts_load_from_torch_and_continue_alike():
         ours, theirs = _twins()
         topt = getattr(torch.optim, name)(theirs, **kwargs)
         _train(torch, theirs, topt, 3)
-        fresh = [nn.Parameter(t.detach().numpy().copy()) for t in theirs]
+        fresh = [nn.Parameter(t.detach().numpy(force=True).copy()) for t in theirs]
         opt = getattr(optim, name)(fresh, lr=0.5)
         opt.load_state_dict(topt.state_dict())
         a, b = _train(ml, fresh, opt, 3, seed=5), _train(torch, theirs, topt, 3, seed=5)
@@ -497,7 +497,7 @@ def test_clip_grad_norm_as_torch(norm_type, foreach):
         totals.append(clip(params, 0.5, norm_type, False, foreach))
     assert totals[0].shape == () and str(totals[0].dtype) == "float64"
     assert totals[0].item() == pytest.approx(totals[1].item(), rel=1e-13)
-    np.testing.assert_allclose(ours[0].grad.numpy(), theirs[0].grad.numpy(), rtol=1e-13)
+    np.testing.assert_allclose(ours[0].grad.numpy(force=True), theirs[0].grad.numpy(force=True), rtol=1e-13)
     assert ours[1].grad is None
 
 
@@ -512,7 +512,7 @@ def test_clip_grad_norm_of_a_non_finite_norm_as_torch():
     total, ttotal = ml.nn.utils.clip_grad_norm_(ours, 1.0), torch.nn.utils.clip_grad_norm_(theirs, 1.0)
     assert math.isinf(total.item()) and math.isinf(ttotal.item())
     for p, t in zip(ours, theirs):  # scaled by 1/inf, as torch: inf * 0 is NaN, the rest 0
-        np.testing.assert_array_equal(p.grad.numpy(), t.grad.numpy())
+        np.testing.assert_array_equal(p.grad.numpy(force=True), t.grad.numpy(force=True))
 
 
 # ---- named parameters ----------------------------------------------------------------------------------------
@@ -521,8 +521,8 @@ def test_named_parameters_are_taken_and_their_names_saved_as_torch():
     model = nn.Linear(3, 2, dtype=ml.float64)
     tmodel = torch.nn.Linear(3, 2, dtype=torch.float64)
     with torch.no_grad():
-        tmodel.weight.copy_(torch.tensor(model.weight.numpy()))
-        tmodel.bias.copy_(torch.tensor(model.bias.numpy()))
+        tmodel.weight.copy_(torch.tensor(model.weight.numpy(force=True)))
+        tmodel.bias.copy_(torch.tensor(model.bias.numpy(force=True)))
     opt, topt = optim.AdamW(model.named_parameters(), lr=0.1), torch.optim.AdamW(tmodel.named_parameters(), lr=0.1)
     assert opt.state_dict()["param_groups"] == topt.state_dict()["param_groups"]
     a = _train(ml, [model.weight, model.bias], opt, 3)
@@ -647,7 +647,7 @@ def test_load_state_dict_maps_the_saved_numbers_as_torch():
     saved = topt.state_dict()
     saved = {"state": {7: saved["state"][1], 3: saved["state"][0]},
              "param_groups": [dict(saved["param_groups"][0], params=[3, 7])]}
-    fresh = [nn.Parameter(t.detach().numpy().copy()) for t in theirs]
+    fresh = [nn.Parameter(t.detach().numpy(force=True).copy()) for t in theirs]
     twin = [torch.nn.Parameter(t.detach().clone()) for t in theirs]
     opt, topt2 = optim.Adam(fresh, lr=0.1), torch.optim.Adam(twin, lr=0.1)
     opt.load_state_dict(saved)
@@ -678,7 +678,7 @@ def test_minilora_save_is_atomic_a_failed_write_keeps_the_old_file(tmp_path, mon
     with pytest.raises(OSError, match="No space left"):
         ml.save({"w": ml.zeros(3)}, path)
     monkeypatch.undo()
-    np.testing.assert_array_equal(ml.load(path)["w"].numpy(), np.ones(3))
+    np.testing.assert_array_equal(ml.load(path)["w"].numpy(force=True), np.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temporary file left behind
 
 
@@ -718,7 +718,7 @@ def test_minilora_load_takes_torchs_forms_of_map_location(tmp_path, map_location
     loaded = ml.load(tmp_path / "model.safetensors", map_location=map_location)
     assert {name: t.device.type for name, t in loaded.items()} == {"w": "cpu", "b": "cpu"}
     assert loaded["w"].requires_grad and not loaded["b"].requires_grad
-    np.testing.assert_array_equal(loaded["w"].detach().numpy(), np.arange(3.0))
+    np.testing.assert_array_equal(loaded["w"].detach().numpy(force=True), np.arange(3.0))
     torch.save({"w": torch.arange(3.0)}, tmp_path / "model.pt")  # torch takes the same forms
     torch.load(tmp_path / "model.pt", map_location={"cuda:0": "cpu"} if isinstance(map_location, dict) else map_location)
 
@@ -803,7 +803,7 @@ def test_an_optimizer_written_by_the_user_trains_saves_and_resumes_as_torch():
         again.load_state_dict(saved)  # its Tensor state (state["buf"]) comes back as Tensors
         _train(lib, params, again, 2, seed=4)
         _train(lib, params, shrink(params), 1)
-        results.append([np.array(p.detach().numpy()) for p in params])
+        results.append([np.array(p.detach().numpy(force=True)) for p in params])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
@@ -854,7 +854,7 @@ def test_adam_variants_in_16_bits_match_torch_bit_for_bit(dtype, name):
         p.grad, t.grad = ml.tensor(g, dtype=dtype), torch.tensor(g).to(getattr(torch, dtype))
         opt.step()
         topt.step()
-        np.testing.assert_array_equal(p.float().numpy(), t.detach().float().numpy())
+        np.testing.assert_array_equal(p.float().numpy(force=True), t.detach().float().numpy(force=True))
 
 
 @pytest.mark.parametrize("name", ["Adamax", "NAdam", "RAdam"])
@@ -869,7 +869,7 @@ def test_adam_variants_signatures_errors_and_torchs_state_dict(name):
         _same_error(lambda: getattr(optim, name)(ours, **kwargs), lambda: getattr(torch.optim, name)(theirs, **kwargs))
     topt = getattr(torch.optim, name)(theirs, lr=0.01)
     _train(torch, theirs, topt, 3)
-    fresh = [nn.Parameter(t.detach().numpy().copy()) for t in theirs]
+    fresh = [nn.Parameter(t.detach().numpy(force=True).copy()) for t in theirs]
     opt = getattr(optim, name)(fresh, lr=0.5)
     opt.load_state_dict(topt.state_dict())
     a, b = _train(ml, fresh, opt, 3, seed=5), _train(torch, theirs, topt, 3, seed=5)
@@ -895,7 +895,7 @@ def test_adadelta_in_16_bits_matches_torch_bit_for_bit(dtype):
         p.grad, t.grad = ml.tensor(g, dtype=dtype), torch.tensor(g).to(getattr(torch, dtype))
         opt.step()
         topt.step()
-        np.testing.assert_array_equal(p.float().numpy(), t.detach().float().numpy())
+        np.testing.assert_array_equal(p.float().numpy(force=True), t.detach().float().numpy(force=True))
 
 
 def test_adadelta_signature_errors_and_torchs_state_dict():
@@ -909,7 +909,7 @@ def test_adadelta_signature_errors_and_torchs_state_dict():
         _same_error(lambda: optim.Adadelta(ours, **kwargs), lambda: torch.optim.Adadelta(theirs, **kwargs))
     topt = torch.optim.Adadelta(theirs)
     _train(torch, theirs, topt, 3)
-    fresh = [nn.Parameter(t.detach().numpy().copy()) for t in theirs]
+    fresh = [nn.Parameter(t.detach().numpy(force=True).copy()) for t in theirs]
     opt = optim.Adadelta(fresh, lr=0.1)
     opt.load_state_dict(topt.state_dict())
     a, b = _train(ml, fresh, opt, 3, seed=5), _train(torch, theirs, topt, 3, seed=5)
@@ -934,7 +934,7 @@ def test_a_large_eps_in_16_bits_is_added_as_torch_adds_it(dtype, name, kwargs):
         p.grad, t.grad = ml.tensor(g, dtype=dtype), torch.tensor(g).to(getattr(torch, dtype))
         opt.step()
         topt.step()
-    np.testing.assert_array_equal(p.float().numpy(), t.detach().float().numpy())
+    np.testing.assert_array_equal(p.float().numpy(force=True), t.detach().float().numpy(force=True))
 
 
 HAND_CHANGED = {

@@ -18,7 +18,7 @@ import minilora as ml  # noqa: E402
 def _values(t):
     """(dtype name, shape, values) of a torch or minilora tensor: what must agree."""
     if isinstance(t, torch.Tensor):
-        return str(t.dtype).replace("torch.", ""), tuple(t.shape), t.detach().numpy().tolist()
+        return str(t.dtype).replace("torch.", ""), tuple(t.shape), t.detach().numpy(force=True).tolist()
     return str(t.dtype), tuple(t.shape), np.asarray(t._array).tolist()
 
 
@@ -140,7 +140,7 @@ def test_no_numpy_warnings_where_torch_is_silent():
 
 # ---- host copies on cuda -----------------------------------------------------------------------
 def _numpy_as_torch(self):
-    """torch's ``Tensor.numpy()``: a cuda tensor is refused (minilora's copies to the host still)."""
+    """torch's ``Tensor.numpy(force=True)``: a cuda tensor is refused (minilora's copies to the host still)."""
     if self.device.type == "cuda":
         raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy "
                         "the tensor to host memory first.")
@@ -149,7 +149,7 @@ def _numpy_as_torch(self):
 
 def test_tensor_layer_copies_to_the_host_explicitly_on_cuda(monkeypatch):
     """repr, tolist, unique, bincount, repeat_interleave, searchsorted and multinomial work on a cuda
-    tensor without ``.numpy()`` (which torch refuses there): each asks for a host copy itself."""
+    tensor without ``.numpy(force=True)`` (which torch refuses there): each asks for a host copy itself."""
     import fake_cupy
     fake_cupy.install(monkeypatch)
     monkeypatch.setattr(ml.Tensor, "numpy", _numpy_as_torch)
@@ -278,10 +278,10 @@ def test_outer_of_mixed_dtypes_has_gradients_as_torch():
         b = lib.tensor([3.0, 4.0, 5.0], requires_grad=True)
         lib.outer(a, b).sum().backward()
         if lib is torch:
-            expected = a.grad.numpy(), b.grad.numpy(), b.grad.dtype
+            expected = a.grad.numpy(force=True), b.grad.numpy(force=True), b.grad.dtype
         else:
-            np.testing.assert_array_equal(a.grad.numpy(), expected[0])
-            np.testing.assert_array_equal(b.grad.numpy(), expected[1])
+            np.testing.assert_array_equal(a.grad.numpy(force=True), expected[0])
+            np.testing.assert_array_equal(b.grad.numpy(force=True), expected[1])
             assert str(b.grad.dtype) == "float32"
 
 
@@ -488,7 +488,7 @@ def test_unique_counts_each_nan_apart_as_torch():
     for name in ("values", "inverse", "counts"):
         expected, got = (lib.tensor(data).unique(return_inverse=True, return_counts=True) for lib in (torch, ml))
         index = ("values", "inverse", "counts").index(name)
-        np.testing.assert_array_equal(got[index].numpy(), expected[index].numpy())
+        np.testing.assert_array_equal(got[index].numpy(force=True), expected[index].numpy(force=True))
 
 
 @pytest.mark.parametrize("call", ["all()", "any(1)", "all(dim=0, keepdim=True)"])
