@@ -666,7 +666,7 @@ class Tensor:
 
     # --- leaving the graph / the device ------------------------------------------------------
     def numpy(self, *, force=False):
-        """The values as a NumPy array (copied from the GPU on ``cuda``). Unlike torch, allowed on a
+        """The values as a NumPy array (on ``cuda`` only with ``force=True``, below). Unlike torch, allowed on a
         tensor that requires grad (what you get is the array, detached by nature).
 
         A bfloat16 tensor gives an ml_dtypes bfloat16 array, where torch raises ("Got unsupported
@@ -685,7 +685,7 @@ class Tensor:
     def __array__(self, dtype=None, copy=None):
         """``np.asarray(t)``: the array itself on the CPU, as with torch's CPU tensors."""
         if not isinstance(self._array, np.ndarray):
-            raise TypeError(f"can't convert {self._device.name} device type tensor to numpy. "
+            raise TypeError(f"can't convert {self._device.name}:0 device type tensor to numpy. "
                             f"Use Tensor.cpu() to copy the tensor to host memory first.")
         array = self._array if dtype is None else self._array.astype(dtype, copy=False)
         return array.copy() if copy else array
