@@ -530,7 +530,23 @@ def _per_group(name, groups, value):
     return [value] * len(groups)
 
 
-class SequentialLR(LRScheduler):
+class _OfSchedulers(LRScheduler):
+    """A scheduler made of schedulers (SequentialLR, ChainedScheduler): its state holds each one's own."""
+
+    def state_dict(self):
+        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
+        state["_schedulers"] = [s.state_dict() for s in self._schedulers]
+        return state
+
+    def load_state_dict(self, state_dict):
+        state = dict(state_dict)
+        saved = state.pop("_schedulers")
+        self.__dict__.update(state)
+        for scheduler, sub in zip(self._schedulers, saved):
+            scheduler.load_state_dict(sub)
+
+
+class SequentialLR(_OfSchedulers):
     """``schedulers[0]`` until ``milestones[0]``, then ``schedulers[1]`` (restarted at its step 0),
     and so on, as ``torch.optim.lr_scheduler.SequentialLR``."""
 
@@ -567,20 +583,8 @@ class SequentialLR(LRScheduler):
             scheduler.step()
         self._last_lr = scheduler.get_last_lr()
 
-    def state_dict(self):
-        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
-        state["_schedulers"] = [s.state_dict() for s in self._schedulers]
-        return state
 
-    def load_state_dict(self, state_dict):
-        state = dict(state_dict)
-        saved = state.pop("_schedulers")
-        self.__dict__.update(state)
-        for scheduler, sub in zip(self._schedulers, saved):
-            scheduler.load_state_dict(sub)
-
-
-class ChainedScheduler(LRScheduler):
+class ChainedScheduler(_OfSchedulers):
     """Step every scheduler of ``schedulers`` at each ``step()``, in order, so their factors multiply
     (``torch.optim.lr_scheduler.ChainedScheduler``): ``ChainedScheduler([ConstantLR(opt, 0.1, 5),
     ExponentialLR(opt, 0.9)])``. The chainable formulas of those schedulers are what makes this work."""
@@ -606,18 +610,6 @@ class ChainedScheduler(LRScheduler):
         for scheduler in self._schedulers:
             scheduler.step()
         self._last_lr = self._current_lrs()
-
-    def state_dict(self):
-        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
-        state["_schedulers"] = [s.state_dict() for s in self._schedulers]
-        return state
-
-    def load_state_dict(self, state_dict):
-        state = dict(state_dict)
-        saved = state.pop("_schedulers")
-        self.__dict__.update(state)
-        for scheduler, sub in zip(self._schedulers, saved):
-            scheduler.load_state_dict(sub)
 
 
 class CyclicLR(LRScheduler):
