@@ -88,9 +88,6 @@ class RMSprop(Optimizer):
 
     def _check_group(self, group, index):
         super()._check_group(group, index)
-        if group.get("differentiable"):
-            raise NotImplementedError(f"RMSprop: differentiable=True is not implemented in minilora "
-                                      f"(parameter group {index})")
         for name in ("eps", "momentum", "weight_decay", "alpha"):
             _check_range(group, index, name, low=0.0)
 
@@ -150,9 +147,6 @@ class Adagrad(Optimizer):
 
     def _check_group(self, group, index):
         super()._check_group(group, index)
-        if group.get("differentiable"):
-            raise NotImplementedError(f"Adagrad: differentiable=True is not implemented in minilora "
-                                      f"(parameter group {index})")
         for name in ("lr_decay", "weight_decay", "initial_accumulator_value", "eps"):
             _check_range(group, index, name, low=0.0)
 
@@ -197,9 +191,6 @@ class Adadelta(Optimizer):
 
     def _check_group(self, group, index):
         super()._check_group(group, index)
-        if group.get("differentiable"):
-            raise NotImplementedError(f"Adadelta: differentiable=True is not implemented in minilora "
-                                      f"(parameter group {index})")
         _check_range(group, index, "rho", low=0.0, high=1.0)
         _check_range(group, index, "eps", low=0.0)
         _check_range(group, index, "weight_decay", low=0.0)

@@ -28,7 +28,7 @@ import numpy as np
 from .. import kernels, parallel
 from ..device import CHUNK, cache_slices, xp_of
 from .. import dtypes
-from .optimizer import Optimizer, _check_range, alpha_16bit, rounds_each_op
+from .optimizer import Optimizer, _check_adam_hyperparameters, alpha_16bit, rounds_each_op
 
 __all__ = ["Adam", "AdamW", "adamw_update"]
 
@@ -148,19 +148,7 @@ class Adam(Optimizer):
 
     def _check_group(self, group, index):
         super()._check_group(group, index)
-        if group.get("differentiable"):
-            raise NotImplementedError(f"{type(self).__name__}: differentiable=True is not implemented in "
-                                      f"minilora (parameter group {index})")
-        _check_range(group, index, "eps", low=0.0)
-        _check_range(group, index, "weight_decay", low=0.0)
-        betas = group["betas"]
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r} "
-                             f"(parameter group {index})")
-        for i, beta in enumerate(betas):
-            _check_range({f"betas[{i}]": beta}, index, f"betas[{i}]", low=0.0, high=1.0,
-                         high_open=True)
-        group["betas"] = (float(betas[0]), float(betas[1]))
+        _check_adam_hyperparameters(group, index)
 
     def step(self, closure=None):
         """Update every trainable parameter that has a gradient; returns ``closure()``'s loss."""

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..device import xp_of
 from .adagrad_rmsprop import _Arithmetic, _gradient
-from .optimizer import Optimizer, _check_range
+from .optimizer import Optimizer, _check_adam_hyperparameters, _check_range
 
 __all__ = ["Adamax", "NAdam", "RAdam"]
 
@@ -27,17 +27,7 @@ class _AdamFamily(Optimizer):
 
     def _check_group(self, group, index):
         super()._check_group(group, index)
-        if group.get("differentiable"):
-            raise NotImplementedError(f"{type(self).__name__}: differentiable=True is not implemented in minilora "
-                                      f"(parameter group {index})")
-        _check_range(group, index, "eps", low=0.0)
-        _check_range(group, index, "weight_decay", low=0.0)
-        betas = group["betas"]
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r} (parameter group {index})")
-        for i, beta in enumerate(betas):
-            _check_range({f"betas[{i}]": beta}, index, f"betas[{i}]", low=0.0, high=1.0, high_open=True)
-        group["betas"] = (float(betas[0]), float(betas[1]))
+        _check_adam_hyperparameters(group, index)
 
     def step(self, closure=None):
         """Update every trainable parameter that has a gradient; returns ``closure()``'s loss."""

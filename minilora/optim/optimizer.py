@@ -75,6 +75,9 @@ class Optimizer:
         a user may have no ``lr`` at all, as torch allows)."""
         if "lr" in group:
             _check_range(group, index, "lr", low=0.0)
+        if group.get("differentiable"):  # torch's flag for optimizer steps inside autograd graphs
+            raise NotImplementedError(f"{type(self).__name__}: differentiable=True is not implemented in minilora "
+                                      f"(parameter group {index})")
 
     # --- gradients and steps --------------------------------------------------------------------
     def zero_grad(self, set_to_none=True):
@@ -268,6 +271,19 @@ def _check_range(group, index, name, low=None, high=None, high_open=False):
         raise ValueError(f"Invalid {_TORCH_LABELS.get(name, name + ' value')}: {value}; invalid {name}: {value} "
                          f"(must be {bound}; parameter group {index})")
     group[name] = float(value)  # Python floats keep float32 updates in float32 (NumPy 2 rules)
+
+
+def _check_adam_hyperparameters(group, index):
+    """eps, weight_decay and the pair betas of the Adam family (Adam, AdamW, Adamax, NAdam, RAdam), in
+    torch's words; betas are stored as a pair of floats."""
+    _check_range(group, index, "eps", low=0.0)
+    _check_range(group, index, "weight_decay", low=0.0)
+    betas = group["betas"]
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r} (parameter group {index})")
+    for i, beta in enumerate(betas):
+        _check_range({f"betas[{i}]": beta}, index, f"betas[{i}]", low=0.0, high=1.0, high_open=True)
+    group["betas"] = (float(betas[0]), float(betas[1]))
 
 
 def _as_number(value):

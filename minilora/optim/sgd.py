@@ -31,9 +31,6 @@ class SGD(Optimizer):
 
     def _check_group(self, group, index):
         super()._check_group(group, index)
-        if group.get("differentiable"):
-            raise NotImplementedError(f"SGD: differentiable=True is not implemented in minilora "
-                                      f"(parameter group {index})")
         _check_range(group, index, "momentum", low=0.0)
         _check_range(group, index, "dampening")  # torch checks no range: (1 - dampening) > 1 is allowed
         _check_range(group, index, "weight_decay", low=0.0)
