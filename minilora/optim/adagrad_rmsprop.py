@@ -74,7 +74,25 @@ def _gradient(p, group, ops):
     return grad
 
 
-class RMSprop(Optimizer):
+class _StepEach(Optimizer):
+    """The step of RMSprop, Adagrad, Adadelta (and adam_variants' Adamax, NAdam, RAdam): each trainable
+    parameter with a gradient gets its state on its first step (``_new_state(p)``), then its own update,
+    one parameter at a time (``_update(p, state, group)``)."""
+
+    def step(self, closure=None):
+        """Update every trainable parameter that has a gradient; returns ``closure()``'s loss."""
+        loss = self._evaluate(closure)
+        for group in self.param_groups:
+            for p in self._params_to_update(group):
+                state = self.state[p]
+                if not state:
+                    state.update(self._new_state(p, group))
+                state["step"] += 1
+                self._update(p, state, group)
+        return loss
+
+
+class RMSprop(_StepEach):
     """``RMSprop(params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
     capturable=False, foreach=None, maximize=False, differentiable=False)``, as in PyTorch. State per
     trained parameter: ``step``, ``square_avg``, and ``momentum_buffer`` (momentum > 0), ``grad_avg``
@@ -91,21 +109,15 @@ class RMSprop(Optimizer):
         for name in ("eps", "momentum", "weight_decay", "alpha"):
             _check_range(group, index, name, low=0.0)
 
-    def step(self, closure=None):
-        """Update every trainable parameter that has a gradient; returns ``closure()``'s loss."""
-        loss = self._evaluate(closure)
-        for group in self.param_groups:
-            for p in self._params_to_update(group):
-                state = self.state[p]
-                if not state:
-                    state.update(step=0, square_avg=p.device.xp.zeros_like(p._array))
-                    if group["momentum"] > 0:
-                        state["momentum_buffer"] = p.device.xp.zeros_like(p._array)
-                    if group["centered"]:
-                        state["grad_avg"] = p.device.xp.zeros_like(p._array)
-                state["step"] += 1
-                self._update(p, state, group)
-        return loss
+    @staticmethod
+    def _new_state(p, group):
+        zeros = p.device.xp.zeros_like
+        state = dict(step=0, square_avg=zeros(p._array))
+        if group["momentum"] > 0:
+            state["momentum_buffer"] = zeros(p._array)
+        if group["centered"]:
+            state["grad_avg"] = zeros(p._array)
+        return state
 
     @staticmethod
     def _update(p, state, group):
@@ -130,7 +142,7 @@ class RMSprop(Optimizer):
             p._array[...] = ops.rounded(param + -lr * (grad / avg))
 
 
-class Adagrad(Optimizer):
+class Adagrad(_StepEach):
     """``Adagrad(params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
     foreach=None, *, maximize=False, differentiable=False, fused=None)``, as in PyTorch. As torch, every
     parameter gets its state (``step`` 0, ``sum`` filled with ``initial_accumulator_value``) when the
@@ -143,30 +155,19 @@ class Adagrad(Optimizer):
                                       initial_accumulator_value=initial_accumulator_value, foreach=foreach,
                                       maximize=maximize, differentiable=differentiable, fused=fused))
         for p in self._all_params():
-            self._start_state(p)
+            self.state[p].update(self._new_state(p, None))
 
     def _check_group(self, group, index):
         super()._check_group(group, index)
         for name in ("lr_decay", "weight_decay", "initial_accumulator_value", "eps"):
             _check_range(group, index, name, low=0.0)
 
-    def _start_state(self, p):
+    def _new_state(self, p, group):
         """``step`` 0 and ``sum`` full of the constructor's ``initial_accumulator_value`` (torch reads it
-        from ``defaults``, never from the group)."""
+        from ``defaults``, never from the group: also for a group added after construction)."""
         start = self.defaults["initial_accumulator_value"]
-        self.state[p].update(step=0, sum=p.device.xp.full(p.shape, start, dtype=p.dtype))
+        return dict(step=0, sum=p.device.xp.full(p.shape, start, dtype=p.dtype))
 
-    def step(self, closure=None):
-        """Update every trainable parameter that has a gradient; returns ``closure()``'s loss."""
-        loss = self._evaluate(closure)
-        for group in self.param_groups:
-            for p in self._params_to_update(group):
-                state = self.state[p]
-                if not state:  # a parameter of a group added after construction
-                    self._start_state(p)
-                state["step"] += 1
-                self._update(p, state, group)
-        return loss
 
     @staticmethod
     def _update(p, state, group):
@@ -179,7 +180,7 @@ class Adagrad(Optimizer):
         p._array[...] = ops.rounded(ops.load(p._array) + -lr * (grad / std))
 
 
-class Adadelta(Optimizer):
+class Adadelta(_StepEach):
     """``Adadelta(params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None, *, capturable=False,
     maximize=False, differentiable=False)``, as in PyTorch. State per trained parameter: ``step``,
     ``square_avg`` and ``acc_delta``. ``differentiable=True`` is not implemented and raises."""
@@ -195,18 +196,10 @@ class Adadelta(Optimizer):
         _check_range(group, index, "eps", low=0.0)
         _check_range(group, index, "weight_decay", low=0.0)
 
-    def step(self, closure=None):
-        """Update every trainable parameter that has a gradient; returns ``closure()``'s loss."""
-        loss = self._evaluate(closure)
-        for group in self.param_groups:
-            for p in self._params_to_update(group):
-                state = self.state[p]
-                if not state:
-                    xp = p.device.xp
-                    state.update(step=0, square_avg=xp.zeros_like(p._array), acc_delta=xp.zeros_like(p._array))
-                state["step"] += 1
-                self._update(p, state, group)
-        return loss
+    @staticmethod
+    def _new_state(p, group):
+        zeros = p.device.xp.zeros_like
+        return dict(step=0, square_avg=zeros(p._array), acc_delta=zeros(p._array))
 
     @staticmethod
     def _update(p, state, group):

@@ -16,30 +16,18 @@ as AdamW does instead of adding ``weight_decay * p`` to the gradient.
 import numpy as np
 
 from ..device import xp_of
-from .adagrad_rmsprop import _Arithmetic, _gradient
-from .optimizer import Optimizer, _check_adam_hyperparameters, _check_range
+from .adagrad_rmsprop import _Arithmetic, _gradient, _StepEach
+from .optimizer import _check_adam_hyperparameters, _check_range
 
 __all__ = ["Adamax", "NAdam", "RAdam"]
 
 
-class _AdamFamily(Optimizer):
+class _AdamFamily(_StepEach):
     """What the three share: Adam's hyperparameter checks and ``exp_avg``."""
 
     def _check_group(self, group, index):
         super()._check_group(group, index)
         _check_adam_hyperparameters(group, index)
-
-    def step(self, closure=None):
-        """Update every trainable parameter that has a gradient; returns ``closure()``'s loss."""
-        loss = self._evaluate(closure)
-        for group in self.param_groups:
-            for p in self._params_to_update(group):
-                state = self.state[p]
-                if not state:
-                    state.update(self._new_state(p))
-                state["step"] += 1
-                self._update(p, state, group, _Arithmetic(p.dtype))
-        return loss
 
     @staticmethod
     def _decay_weights(p, group, ops):
@@ -63,11 +51,12 @@ class Adamax(_AdamFamily):
                                       maximize=maximize, differentiable=differentiable, capturable=capturable))
 
     @staticmethod
-    def _new_state(p):
+    def _new_state(p, group):
         xp = p.device.xp
         return dict(step=0, exp_avg=xp.zeros_like(p._array), exp_inf=xp.zeros_like(p._array))
 
-    def _update(self, p, state, group, ops):
+    def _update(self, p, state, group):
+        ops = _Arithmetic(p.dtype)
         beta1, beta2 = group["betas"]
         grad = _gradient(p, group, ops)
         exp_avg = ops.lerp(ops.load(state["exp_avg"]), grad, 1 - beta1)
@@ -96,12 +85,13 @@ class NAdam(_AdamFamily):
         _check_range(group, index, "momentum_decay", low=0.0)
 
     @staticmethod
-    def _new_state(p):
+    def _new_state(p, group):
         xp = p.device.xp
         return dict(step=0, mu_product=np.float32(1.0), exp_avg=xp.zeros_like(p._array),
                     exp_avg_sq=xp.zeros_like(p._array))
 
-    def _update(self, p, state, group, ops):
+    def _update(self, p, state, group):
+        ops = _Arithmetic(p.dtype)
         beta1, beta2 = group["betas"]
         lr, step, decay = group["lr"], state["step"], group["momentum_decay"]
         grad = _gradient(p, self._l2_group(group), ops)
@@ -132,11 +122,12 @@ class RAdam(_AdamFamily):
                                       decoupled_weight_decay=decoupled_weight_decay, differentiable=differentiable))
 
     @staticmethod
-    def _new_state(p):
+    def _new_state(p, group):
         xp = p.device.xp
         return dict(step=0, exp_avg=xp.zeros_like(p._array), exp_avg_sq=xp.zeros_like(p._array))
 
-    def _update(self, p, state, group, ops):
+    def _update(self, p, state, group):
+        ops = _Arithmetic(p.dtype)
         beta1, beta2 = group["betas"]
         lr, step = group["lr"], state["step"]
         grad = _gradient(p, self._l2_group(group), ops)
