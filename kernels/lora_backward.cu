@@ -240,6 +240,22 @@ lora_bwd_da_v2(const float* __restrict__ V, const float* __restrict__ X, float* 
 // (lora_bwd_dy_tiled -- V = s dY B and dB's partial sums in one pass over dY -- is in common.cuh:
 // lora_bf16.cu runs the same template on bf16 dY.)
 
+// Dropout's backward on a thread's TM x TN outputs of dX (rows from m0, columns of K from k0): the forward's
+// mask (regenerated from the seed), kept elements scaled by 1/(1-p).  Shared by v3-v8 and v9.
+template <class Tile, int TM, int TN>
+__device__ __forceinline__ void apply_dropout_mask(float (&acc)[TM][TN], int m0, int k0, int K, unsigned seed,
+                                                   unsigned threshold, float keep_scale) {
+    if (threshold == 0u) return;
+    const Tile tile(threadIdx.x);
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const unsigned long long idx = (unsigned long long)(m0 + tile.row(i)) * K + (k0 + tile.col(j));
+            acc[i][j] *= lora_keep(seed, idx, threshold) ? keep_scale : 0.0f;
+        }
+}
+
 // dX = dY W0 + mask * (V A).  The rank-r term goes first: that way the dropout mask multiplies a
 // finished LoRA sum held in the very accumulators the main loop then adds dY W0 to -- no second set
 // of TM x TN registers, and the hash runs once per output element.
@@ -260,16 +276,7 @@ __device__ __forceinline__ void lora_bwd_dx_tiled(const float* dY, const float* 
     accumulate_tile<Tile, BK, true, false, VEC, 1>(acc, As, Bs, make_operand(V, r, M), make_operand(A, K, K),
                                                    m0, k0, 0, r);
     // 2. dropout's backward: the same mask as the forward, scaled by 1/(1-p).
-    if (threshold != 0u) {
-        const Tile tile(threadIdx.x);
-#pragma unroll
-        for (int i = 0; i < TM; ++i)
-#pragma unroll
-            for (int j = 0; j < TN; ++j) {
-                const unsigned long long idx = (unsigned long long)(m0 + tile.row(i)) * K + (k0 + tile.col(j));
-                acc[i][j] *= lora_keep(seed, idx, threshold) ? keep_scale : 0.0f;
-            }
-    }
+    apply_dropout_mask<Tile>(acc, m0, k0, K, seed, threshold, keep_scale);
     // 3. Main loop: + dY W0.  dY [M, N] is (d = m, k = n) k-contiguous; W0 [N, K] is (d = k, k = n).
     accumulate_tile<Tile, BK, true, false, VEC, STAGES>(acc, As, Bs, make_operand(dY, N, M),
                                                           make_operand(W0, K, K), m0, k0, 0, N);
@@ -382,15 +389,7 @@ __device__ __forceinline__ void lora_bwd_dx_phases(float* smem, const float* dY,
     const Phase rank = make_phase(make_operand(V, r, M), make_operand(A, K, K), r);
     const Phase base = make_phase(make_operand(dY, N, M), make_operand(W0, K, K), N);
     const auto dropout_backward = [&](float (&lora)[TM][TN]) {  // the forward's mask, scaled by 1/(1-p)
-        if (threshold == 0u) return;
-        const Tile tile(threadIdx.x);
-#pragma unroll
-        for (int i = 0; i < TM; ++i)
-#pragma unroll
-            for (int j = 0; j < TN; ++j) {
-                const unsigned long long idx = (unsigned long long)(m0 + tile.row(i)) * K + (k0 + tile.col(j));
-                lora[i][j] *= lora_keep(seed, idx, threshold) ? keep_scale : 0.0f;
-            }
+        apply_dropout_mask<Tile>(lora, m0, k0, K, seed, threshold, keep_scale);
     };
     accumulate_phases_async<Tile, BK, STAGES, true, false>(acc, As, Bs, rank, base, m0, k0, dropout_backward);
     store_tile<Tile>(acc, dX, K, M, K, m0, k0, nullptr);
