@@ -151,6 +151,8 @@ def sort(input, dim=-1, descending=False, *, stable=False):
 def topk(input, k, dim=-1, largest=True, sorted=True):  # noqa: A002  (torch's name)
     """``torch.topk``: the ``k`` largest (``largest=False``: smallest) elements along ``dim``, as
     ``(values, indices)``, in sorted order."""
+    if input.dtype == np.bool_:
+        raise RuntimeError("topk does not support bool dtypes on CPU")
     dim_ = _dim(dim, input.ndim, "topk")
     size = input.shape[dim_] if input.ndim else 1
     if not 0 <= k <= size:
@@ -576,6 +578,12 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
     return index_select(input, dim, index)
 
 
+def _refuse_bool(name, dtype):
+    """torch's CPU median and kthvalue have no bool kernel (NumPy would sort False before True)."""
+    if dtype == np.bool_:
+        raise NotImplementedError(f'"{name}_cpu" not implemented for \'Bool\'')
+
+
 class MedianAll(Function):
     """The lower median of all elements (torch's: the smaller of the two middle ones for an even
     count; NaN if any element is NaN). Ties share the gradient equally, as ``max()`` does."""
@@ -583,9 +591,11 @@ class MedianAll(Function):
     @staticmethod
     def forward(ctx, a):
         xp = xp_of(a)
-        if a.size == 0:  # torch: NaN
+        if a.size == 0:  # torch: NaN, cast to the dtype as C casts it (int64: its smallest value)
             ctx.picked = xp.zeros(a.shape, dtype=bool)
-            return xp.asarray(np.nan, dtype=a.dtype)
+            with np.errstate(invalid="ignore"):
+                return xp.asarray(np.nan).astype(a.dtype)
+        _refuse_bool("median", a.dtype)
         flat = xp.sort(_sortable(a.reshape(-1))).astype(a.dtype, copy=False)  # NaN sorts last
         nan = is_floating(a.dtype) and bool(xp.isnan(flat[-1]))
         out = flat[-1] if nan else flat[(flat.size - 1) // 2]
@@ -594,7 +604,8 @@ class MedianAll(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return ctx.picked * (g / ctx.picked.sum())
+        with np.errstate(divide="ignore", invalid="ignore"):  # (nothing picked: an empty input)
+            return ctx.picked * (g / ctx.picked.sum())
 
 
 def median(input, dim=None, keepdim=False):
@@ -607,6 +618,7 @@ def median(input, dim=None, keepdim=False):
         return return_type("median")(input.clone(), input.new_zeros((), dtype=np.int64))
     if input.shape[dim_] == 0:
         raise IndexError(f"median(): Expected reduction dim {dim} to have non-zero size.")
+    _refuse_bool("median", input.dtype)
     xp = xp_of(input._array)
     order = argsort(input, dim_)._array
     middle = xp.take(order, xp.asarray([(input.shape[dim_] - 1) // 2]), axis=dim_)
@@ -652,6 +664,9 @@ def kthvalue(input, k, dim=-1, keepdim=False):
     equal values minilora returns the first one's index in sorted order (torch leaves it open)."""
     dim_ = _dim(dim, input.ndim, "kthvalue")
     size = input.shape[dim_] if input.ndim else 1
+    if size == 0:
+        raise IndexError(f"kthvalue(): Expected reduction dim {dim_} to have non-zero size.")
+    _refuse_bool("kthvalue", input.dtype)
     if not 1 <= k <= size:
         raise RuntimeError(f"kthvalue(): selected number k out of range for dimension {dim}")
     if input.ndim == 0:

@@ -101,13 +101,22 @@ class Sum(Function):
         return xp_of(g).broadcast_to(g, ctx.shape)
 
 
+def _mean(a, axes, keepdims, dtype=None):
+    """``a.mean(axes)``; the mean of nothing is NaN, quietly, as in torch (NumPy warns "Mean of empty
+    slice")."""
+    if _count(a.shape, axes) == 0:
+        total = a.sum(axis=axes, keepdims=keepdims, dtype=dtype)  # (only for its shape and dtype)
+        return xp_of(a).full_like(total, np.nan)
+    return a.mean(axis=axes, keepdims=keepdims, dtype=dtype)
+
+
 @backward_in_float32  # (g / count, with count not rounded to 16 bits first)
 class Mean(Function):
     @staticmethod
     def forward(ctx, a, axis=None, keepdims=False):
         ctx.axes, ctx.keepdims, ctx.shape = _axes(axis, a.ndim), keepdims, a.shape
         ctx.count = _count(a.shape, ctx.axes)
-        mean = a.mean(axis=ctx.axes, keepdims=keepdims, dtype=compute_dtype(a.dtype))  # 16-bit: in float32
+        mean = _mean(a, ctx.axes, keepdims, dtype=compute_dtype(a.dtype))  # 16-bit: in float32
         return mean.astype(a.dtype, copy=False)
 
     @staticmethod
@@ -138,6 +147,8 @@ class Prod(Function):
     @staticmethod
     def backward(ctx, g):
         xp, a, axis = xp_of(g), ctx.a, ctx.axis
+        if a.shape[axis] == 0:  # an empty product (1) has no factors to send a gradient to
+            return xp.zeros(a.shape, dtype=g.dtype)
         ones = xp.ones_like(a.take([0], axis=axis))
         before = xp.cumprod(xp.concatenate([ones, a.take(range(a.shape[axis] - 1), axis=axis)], axis), axis)
         flipped = xp.flip(a, axis=axis)
@@ -208,7 +219,7 @@ class Var(Function):
         xp = xp_of(a)
         ctx.axes, ctx.keepdims = _axes(axis, a.ndim), keepdims
         ctx.denom = builtins.max(_count(a.shape, ctx.axes) - correction, 0)
-        ctx.centered = a - a.mean(axis=ctx.axes, keepdims=True)
+        ctx.centered = a - _mean(a, ctx.axes, keepdims=True)
         with np.errstate(divide="ignore", invalid="ignore"):  # one sample: NaN, as torch (CuPy never warns)
             out = (ctx.centered ** 2).sum(axis=ctx.axes, keepdims=True) / ctx.denom
         ctx.std = xp.sqrt(out) if root else None
@@ -259,12 +270,23 @@ class Logical(Function):
         return (a.all if kind == "all" else a.any)(axis=axes, keepdims=keepdims)
 
 
+def _max_for_shift(a, axis):
+    """``a.max(axis, keepdims=True)``: what softmax and logsumexp subtract before ``exp`` so that it
+    cannot overflow. An empty ``axis`` has no max; its rows shift by 0 instead (what is shifted is
+    empty anyway: torch's softmax of [] is [], its logsumexp is -inf)."""
+    axes = _axes(axis, a.ndim)
+    if a.size == 0 and _count(a.shape, axes) == 0:
+        kept = tuple(1 if i in axes else n for i, n in enumerate(a.shape))
+        return xp_of(a).zeros(kept, dtype=a.dtype)
+    return a.max(axis=axes, keepdims=True)
+
+
 @computes_in_float32
 class Softmax(Function):
     @staticmethod
     def forward(ctx, a, axis=-1):
         xp = xp_of(a)
-        e = xp.exp(a - a.max(axis=axis, keepdims=True))  # shift by the max: no overflow
+        e = xp.exp(a - _max_for_shift(a, axis))  # shift by the max: no overflow
         e /= e.sum(axis=axis, keepdims=True)
         ctx.out, ctx.axis = e, axis
         return e
@@ -286,9 +308,10 @@ class LogSoftmax(Function):
     @staticmethod
     def forward(ctx, a, axis=-1, round_to=None):
         xp = xp_of(a)
-        shifted = a - a.max(axis=axis, keepdims=True)
+        shifted = a - _max_for_shift(a, axis)
         total = xp.exp(shifted).sum(axis=axis, keepdims=True)
-        out = shifted - (xp.log(total) if round_to is None else xp.log(total.astype(round_to)).astype(round_to))
+        with np.errstate(divide="ignore"):  # (an empty row sums to 0: its log is -inf, as torch's)
+            out = shifted - (xp.log(total) if round_to is None else xp.log(total.astype(round_to)).astype(round_to))
         ctx.out, ctx.axis = out, axis
         return out
 
@@ -309,11 +332,12 @@ class LogSumExp(Function):
     def forward(ctx, a, axis=-1, keepdims=False):
         xp = xp_of(a)
         ctx.axes, ctx.keepdims = _axes(axis, a.ndim), keepdims
-        m = a.max(axis=ctx.axes, keepdims=True)
+        m = _max_for_shift(a, ctx.axes)
         m = xp.where(xp.isinf(m), m.dtype.type(0), m)  # torch's: an infinite max shifts by nothing, so
         # the result is +inf (or -inf when all are -inf) rather than nan from inf - inf
         total = xp.exp(a - m).sum(axis=ctx.axes, keepdims=True, dtype=compute_dtype(a.dtype))
-        lse = m + xp.log(total.astype(a.dtype, copy=False))
+        with np.errstate(divide="ignore"):  # (nothing to sum: log(0) = -inf, torch's logsumexp of [])
+            lse = m + xp.log(total.astype(a.dtype, copy=False))
         ctx.a, ctx.lse = a, lse
         return lse if keepdims else lse.squeeze(axis=ctx.axes)
 
@@ -421,6 +445,8 @@ def amin(input, dim=(), keepdim=False):
 
 
 def _arg_extreme(input, dim, keepdim, smallest):
+    if input.dtype == np.bool_:  # (NumPy would answer; torch refuses)
+        raise RuntimeError(f"{'argmin' if smallest else 'argmax'}(): does not support bool input")
     if dim is None:
         return _no_grad_apply(ArgMax, input, axis=None, keepdims=keepdim, smallest=smallest)
     if isinstance(dim, (tuple, list)):
@@ -495,6 +521,7 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
             raise RuntimeError(f"norm(): 'fro' norm takes at most 2 dims, got {tuple(dim)}")
         p = 2
     if p == math.inf or p == -math.inf:
+        _refuse_empty_inf_norm(p, input.shape, dim)
         return AMax.apply(abs_(input), axis=dim, keepdims=keepdim, smallest=p < 0)
     if p == 0:  # the count of non-zeros; |sign(x)| keeps it in the graph with a zero gradient (torch)
         from .elementwise import sign
@@ -502,6 +529,22 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     if p == 1:
         return sum(abs_(input), dim, keepdim)
     return PNorm.apply(input, p=float(p), axis=dim, keepdims=keepdim)
+
+
+def _refuse_empty_inf_norm(p, shape, dim):
+    """torch's error for the largest (or smallest) magnitude among nothing: a RuntimeError, where
+    amax/amin raise an IndexError for an empty dim."""
+    name = "inf" if p > 0 else "-inf"
+    if math.prod(shape):
+        return
+    if dim is None or dim == ():
+        raise RuntimeError(f"linalg.vector_norm cannot compute the {name} norm on an empty tensor "
+                           f"because the operation does not have an identity")
+    for ax in _axes(dim, len(shape)):
+        if shape[ax] == 0:
+            raise RuntimeError(f"linalg.vector_norm cannot compute the {name} norm on the dimension "
+                               f"{ax} because this dimension is empty and the operation does not "
+                               f"have an identity")
 
 
 def _logical(kind, input, dim, keepdim):

