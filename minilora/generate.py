@@ -60,13 +60,11 @@ def add_cli_arguments(parser, name):
 
 
 def _command_tokenizer(args, tokenizers):
-    """--tokenizer FILE if given; else the --model folder's tokenizer.json when it has one (the rule
-    ``minilora serve`` and transformers follow); else minilora's byte-level tokenizer."""
+    """--tokenizer FILE if given; else the --model folder's own (``tokenizer.model_tokenizer``, the rule
+    ``minilora serve`` and transformers follow)."""
     if args.tokenizer is not None:
         return tokenizers.from_file(args.tokenizer)
-    if args.model is not None and os.path.isfile(os.path.join(args.model, tokenizers.TOKENIZER_FILE)):
-        return tokenizers.from_pretrained(args.model)
-    return tokenizers.ByteTokenizer()
+    return tokenizers.model_tokenizer(args.model)
 
 
 def cli_main(args):

@@ -28,7 +28,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["ByteTokenizer", "HFTokenizer", "BatchEncoding", "from_file", "from_pretrained"]
+__all__ = ["ByteTokenizer", "HFTokenizer", "BatchEncoding", "from_file", "from_pretrained", "model_tokenizer"]
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -485,6 +485,16 @@ def from_pretrained(pretrained_model_name_or_path, **kwargs):
         raise FileNotFoundError(f"{path!r} is not a folder: minilora loads tokenizers from a local folder with "
                                 f"{TOKENIZER_FILE} (it does not download from the Hugging Face Hub)")
     return from_file(path, **kwargs)
+
+
+def model_tokenizer(folder):
+    """The tokenizer that goes with the model in ``folder``: its ``tokenizer.json`` when it has one (the
+    rule transformers and vLLM follow: a model folder holds its tokenizer), else minilora's byte-level
+    tokenizer (also for ``folder`` None: the shipped base model). ``minilora generate`` and
+    ``minilora serve`` both choose by this one rule."""
+    if folder is not None and os.path.isfile(os.path.join(os.fspath(folder), TOKENIZER_FILE)):
+        return from_pretrained(folder)
+    return ByteTokenizer()
 
 
 def _token_text(token):

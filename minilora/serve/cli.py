@@ -98,12 +98,11 @@ def load_engine(base=None, adapters=(), device=None, max_batch_size=8, max_queue
     from .engine import Engine
     model = models.load_base(dtype=dtype, device=device) if base is None else \
         models.LlamaForCausalLM.from_pretrained(base, dtype=dtype, device=device)
-    has_tokenizer = base is not None and os.path.isfile(os.path.join(base, tokenizers.TOKENIZER_FILE))
-    tok = tokenizers.from_pretrained(base) if has_tokenizer else tokenizers.ByteTokenizer()
+    tok = tokenizers.model_tokenizer(base)
     problem = tokenizers.vocab_mismatch(tok, model.config.vocab_size)
     if problem:  # replies would be another tokenizer's ids decoded as bytes (or a decode error mid-stream)
-        raise ValueError(f"{base}: {problem}" + ("" if has_tokenizer else " (put the model's tokenizer.json "
-                                                                           "in that folder)"))
+        hint = " (put the model's tokenizer.json in that folder)" if isinstance(tok, tokenizers.ByteTokenizer) else ""
+        raise ValueError(f"{base}: {problem}{hint}")
     adapters = list(adapters)
     if adapters:
         name, path = adapters[0]
