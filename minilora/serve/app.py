@@ -3,7 +3,8 @@
 Routes (vLLM's names for the adapter routes)::
 
     GET  /v1/models                  the base model and every loaded adapter
-    POST /v1/completions             {"model", "prompt", ...}; "model" names an adapter or the base
+    POST /v1/completions             {"model", "prompt", ...}; "model" names an adapter or the base (left
+                                     out or null: the base, as vLLM)
     POST /v1/chat/completions        {"model", "messages", ...} (only if the tokenizer has a chat template)
     POST /v1/load_lora_adapter       {"lora_name", "lora_path"}
     POST /v1/unload_lora_adapter     {"lora_name"}
@@ -25,10 +26,11 @@ unknown is refused by name, never ignored. ``GET /health`` answers 503 once the 
 Sampling defaults are OpenAI's and vLLM's, not transformers' ``generate``: ``temperature`` 1, ``top_p`` 1
 and no top-k filter (vLLM's extra ``top_k``: 0 or -1 keeps every token, as vLLM; ``minilora generate``
 and ``generate()`` keep transformers' top-k 50) -- unless the model folder's generation_config.json sets
-them (and ``max_new_tokens``, the default ``max_tokens``), which vLLM applies too. ``stream: true``
-answers with server-sent events (``data: {chunk}`` lines, then ``data: [DONE]``).
-Errors are OpenAI's JSON, ``{"error": {"message", "type", "param", "code"}}``, with a 4xx status that
-says whose fault it is: 400 bad parameters, 404 unknown model, 409 adapter in use, 429 busy.
+them, or ``min_p`` and ``repetition_penalty`` (and ``max_new_tokens``, the default ``max_tokens``), which
+vLLM applies too. ``stream: true`` answers with server-sent events (``data: {chunk}`` lines, then
+``data: [DONE]``). Errors are vLLM's JSON, ``{"error": {"message", "type", "param", "code"}}``, with a 4xx
+status that says whose fault it is: 400 bad parameters (type ``BadRequestError``; a body that is not a
+JSON object: ``Bad Request``), 404 unknown model, 409 adapter in use, 429 busy.
 A client that disconnects cancels its request: the engine frees its batch slot at the next step.
 """
 import asyncio
@@ -37,6 +39,7 @@ import itertools
 import json
 import time
 import uuid
+from http import HTTPStatus
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -66,10 +69,17 @@ _MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
 _POLL_SECONDS = 0.25  # how often a waiting non-streaming request checks whether its client is still there
 
 
-def _error(status, message, param=None):
-    kind = {404: "NotFoundError", 409: "ConflictError", 429: "RateLimitError"}.get(status, "invalid_request_error")
-    if status >= 500:
-        kind = "server_error"
+class _BadBody(ValueError):
+    """A body that is not a JSON object: what vLLM's request validation refuses before any parameter is read."""
+
+
+def _error(status, message, param=None, kind=None):
+    """vLLM's error JSON. ``kind`` is its error type: by default the one vLLM's serving code names for the
+    status (``BadRequestError`` for a 400); vLLM's request-validation handler (a body that is not a JSON
+    object) and its unknown-route handler use the HTTP phrase instead ("Bad Request", "Not Found")."""
+    if kind is None:
+        kind = {400: "BadRequestError", 404: "NotFoundError", 409: "ConflictError", 429: "RateLimitError",
+                501: "NotImplementedError"}.get(status, "server_error" if status >= 500 else "BadRequestError")
     return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}},
                         status_code=status)
 
@@ -137,10 +147,11 @@ def _logprobs(body, chat):
 
 
 def _stop(body):
+    """A string or a list of strings: any number of them, as vLLM takes them (OpenAI's own API allows 4)."""
     stop = body.get("stop")
     stop = [] if stop is None else [stop] if isinstance(stop, str) else stop
-    if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) for s in stop):
-        raise EngineError(400, "stop must be a string or a list of at most 4 strings", "stop")
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+        raise EngineError(400, "stop must be a string or a list of strings", "stop")
     return stop
 
 
@@ -186,13 +197,13 @@ def _options(body, chat, vocab_size, defaults):
                    temperature=_number(body, "temperature", defaults["temperature"], 0, 2),
                    top_p=_number(body, "top_p", defaults["top_p"], 1e-9, 1),
                    top_k=top_k if top_k > 0 else None,
-                   seed=_number(body, "seed", None, -2**63, 2**64 - 1, integer=True), stop=_stop(body),
+                   seed=_number(body, "seed", None, -2**63, 2**63 - 1, integer=True), stop=_stop(body),
                    presence_penalty=_number(body, "presence_penalty", 0.0, -2, 2),
                    frequency_penalty=_number(body, "frequency_penalty", 0.0, -2, 2),
-                   repetition_penalty=_number(body, "repetition_penalty", 1.0, 1e-9, 2**31),
+                   repetition_penalty=_number(body, "repetition_penalty", defaults["repetition_penalty"], 1e-9, 2**31),
                    logit_bias=_logit_bias(body, vocab_size), logprobs=logprobs,
                    stop_token_ids=_token_ids(body, "stop_token_ids", vocab_size), ignore_eos=_flag(body, "ignore_eos"),
-                   min_p=_number(body, "min_p", 0.0, 0, 1), min_tokens=_number(body, "min_tokens", 0, 0, 1 << 20, integer=True),
+                   min_p=_number(body, "min_p", defaults["min_p"], 0, 1), min_tokens=_number(body, "min_tokens", 0, 0, 1 << 20, integer=True),
                    include_stop_str_in_output=_flag(body, "include_stop_str_in_output"),
                    skip_special_tokens=body.get("skip_special_tokens") is None or _flag(body, "skip_special_tokens"))
     return options, n, stream, _include_usage(body, stream), echo
@@ -207,17 +218,20 @@ class _Server:
     async def _json(self, request):
         try:
             body = json.loads(await request.body())
-        except ValueError:
-            raise EngineError(400, "the request body must be JSON") from None
+        except ValueError as exc:
+            raise _BadBody(f"the request body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
-            raise EngineError(400, "the request body must be a JSON object")
+            raise _BadBody(f"the request body must be a JSON object, got a JSON {type(body).__name__}")
         return body
 
     def _adapter_of(self, body):
+        """The adapter a request's ``model`` names; None for the base. As vLLM's protocol, ``model`` is
+        optional: left out, null or "" means the served base model."""
         model = body.get("model")
-        if not isinstance(model, str):
-            raise EngineError(400, "model is required: the base model's name or an adapter's", "model")
-        if model == self.model_name:
+        if model is not None and not isinstance(model, str):
+            raise EngineError(400, f"model must be a string (the base model's name or an adapter's), got {model!r}",
+                              "model")
+        if not model or model == self.model_name:
             return None
         if model not in self.engine.adapters():
             raise EngineError(404, f"the model {model!r} does not exist; models: "
@@ -232,7 +246,7 @@ class _Server:
         options, n, stream, include_usage, echo = _options(body, chat, self.engine.vocab_size,
                                                            self.engine.sampling_defaults)
         meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
-                "model": body["model"]}
+                "model": self.model_name if adapter is None else adapter}
         n_prompt = sum(len(ids) for ids in prompts)
         # echo: each choice starts with its prompt's text and, with logprobs, its prompt tokens' (the
         # first has none: nothing comes before it), as vLLM answers lm-evaluation-harness's scoring calls
@@ -542,6 +556,8 @@ def _guarded(handler):
             return await handler(request)
         except EngineError as exc:
             return _error(exc.status, exc.message, exc.param)
+        except _BadBody as exc:
+            return _error(400, str(exc), kind="Bad Request")
     return route
 
 
@@ -563,6 +579,7 @@ def create_app(engine, model_name="base"):
         await asyncio.to_thread(engine.shutdown)
 
     async def http_error(request, exc):  # an unknown route or method: OpenAI's error JSON too, not plain text
-        return _error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}")
+        return _error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}",
+                      kind=HTTPStatus(exc.status_code).phrase)
 
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})

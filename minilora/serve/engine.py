@@ -457,19 +457,17 @@ def _token_count(tokenizer):
 
 
 # A request's sampling defaults: OpenAI's (and vLLM's), unless the model's generation_config.json sets
-# one -- vLLM's default --generation-config auto applies the model's file the same way.
-OPENAI_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": None, "max_tokens": None}
+# one -- vLLM's default --generation-config auto applies the model's file the same way, for these
+# options only (its get_diff_sampling_param): the file's other settings do not reach a request.
+OPENAI_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": None, "min_p": 0.0, "repetition_penalty": 1.0,
+                   "max_tokens": None}
 
 
 def _sampling_defaults(generation_config):
-    """OPENAI_DEFAULTS with what the model's generation_config sets (its max_new_tokens is max_tokens).
-    A setting the engine cannot apply (repetition_penalty) is refused, as the model would answer otherwise."""
+    """OPENAI_DEFAULTS with what the model's generation_config sets (its max_new_tokens is max_tokens)."""
     own = generation_config.to_dict() if generation_config is not None else {}
-    if own.get("repetition_penalty", 1.0) != 1.0:
-        raise ValueError(f"the model's generation_config sets repetition_penalty={own['repetition_penalty']}, which "
-                         "minilora serve does not apply (vLLM would); remove it from generation_config.json")
-    picked = {"temperature": own.get("temperature"), "top_p": own.get("top_p"), "top_k": own.get("top_k") or None,
-              "max_tokens": own.get("max_new_tokens")}
+    picked = {name: own.get(name) for name in ("temperature", "top_p", "min_p", "repetition_penalty")}
+    picked.update(top_k=own.get("top_k") or None, max_tokens=own.get("max_new_tokens"))
     return {**OPENAI_DEFAULTS, **{k: v for k, v in picked.items() if v is not None}}
 
 
