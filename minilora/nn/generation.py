@@ -143,7 +143,8 @@ GENERATION_CONFIG_NAME = "generation_config.json"
 # transformers' defaults for the options generate() implements: used when neither the call nor the
 # model's generation_config sets one (GenerationConfig._get_default_generation_params).
 DEFAULTS = {"do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "min_p": None,
-            "repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
+            "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "sequence_bias": None, "bad_words_ids": None,
+            "suppress_tokens": None, "begin_suppress_tokens": None, "forced_eos_token_id": None,
             "num_return_sequences": 1, "use_cache": True, "return_dict_in_generate": False, "output_scores": False,
             "output_logits": False}
 _LENGTHS_AND_TOKENS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "eos_token_id", "pad_token_id",
@@ -154,14 +155,14 @@ _IGNORED = {"_from_model_config", "transformers_version", "cache_implementation"
             "decoder_start_token_id",
             "num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold",
             "assistant_lookbehind", "target_lookbehind", "is_assistant", "trust_remote_code", "disable_compile",
-            "compile_config", "prefill_chunk_size"}
+            "compile_config", "prefill_chunk_size",
+            "low_memory"}  # beam and contrastive search's memory saver: greedy and sampling do not read it
 # Options generate() does not implement, at the value that turns them off (any other value is refused).
 _OFF = {"num_beams": 1, "num_beam_groups": 1, "diversity_penalty": 0.0, "encoder_no_repeat_ngram_size": 0,
         "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
         "encoder_repetition_penalty": 1.0, "remove_invalid_values": False, "renormalize_logits": False,
         "output_attentions": False, "output_hidden_states": False, "top_h": None,
-        "bad_words_ids": None, "sequence_bias": None, "forced_bos_token_id": None, "forced_eos_token_id": None,
-        "suppress_tokens": None, "begin_suppress_tokens": None, "stop_strings": None, "penalty_alpha": None,
+        "forced_bos_token_id": None, "stop_strings": None, "penalty_alpha": None,
         "guidance_scale": None, "watermarking_config": None, "assistant_model": None, "logits_processor": None,
         "stopping_criteria": None, "prefix_allowed_tokens_fn": None, "negative_prompt_ids": None,
         "synced_gpus": None, "custom_generate": None}
@@ -264,7 +265,8 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
              use_cache=DEFAULT, max_length=None, repetition_penalty=DEFAULT, num_return_sequences=DEFAULT,
              streamer=None, min_new_tokens=None, min_length=None, generation_config=None,
              return_dict_in_generate=DEFAULT, output_scores=DEFAULT, output_logits=DEFAULT, min_p=DEFAULT,
-             no_repeat_ngram_size=DEFAULT, **kwargs):
+             no_repeat_ngram_size=DEFAULT, bad_words_ids=DEFAULT, sequence_bias=DEFAULT, suppress_tokens=DEFAULT,
+             begin_suppress_tokens=DEFAULT, forced_eos_token_id=DEFAULT, **kwargs):
     """Prompt ids followed by the generated ids (an int64 Tensor), with transformers' options.
 
     ``input_ids``: one sequence ``[ids]``-style 1-D, or a batch [B, T] (pad batches on the *left*
@@ -282,7 +284,10 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
     ``min_new_tokens`` / ``min_length`` (prompt included) keep the eos ids from being chosen until
     the row is that long. ``return_dict_in_generate=True`` returns a ``GenerateDecoderOnlyOutput``
     (``.sequences``; ``.scores``: the processed float32 scores of each step with ``output_scores``;
-    ``.logits``: the raw ones with ``output_logits``).
+    ``.logits``: the raw ones with ``output_logits``). The token rules are transformers' too:
+    ``bad_words_ids`` (lists of ids that may never be generated), ``sequence_bias`` (``{(ids...): bias}``
+    added to the last id's logit after the rest), ``suppress_tokens`` (never), ``begin_suppress_tokens``
+    (not as the first new token) and ``forced_eos_token_id`` (the last new token).
 
     An option not passed (``DEFAULT``) comes from the ``generation_config=`` passed, else the model's
     ``generation_config`` (its folder's generation_config.json) when that sets it, else from
@@ -316,6 +321,10 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
          ("min_p", min_p), ("use_cache", use_cache), ("repetition_penalty", repetition_penalty),
          ("num_return_sequences", num_return_sequences)))
     no_repeat_ngram_size = _resolved("no_repeat_ngram_size", no_repeat_ngram_size, own)
+    token_rules = {name: _resolved(name, value, own) for name, value in
+                   (("bad_words_ids", bad_words_ids), ("sequence_bias", sequence_bias),
+                    ("suppress_tokens", suppress_tokens), ("begin_suppress_tokens", begin_suppress_tokens),
+                    ("forced_eos_token_id", forced_eos_token_id))}
     return_dict_in_generate, output_scores, output_logits = (
         _resolved(name, value, own) for name, value in (("return_dict_in_generate", return_dict_in_generate),
                                                          ("output_scores", output_scores),
@@ -350,6 +359,7 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
     # The left padding of each row is no token of it: the repetition penalty skips it (transformers'
     # prompt_ignore_length, read from the attention mask).
     padding = (mask != 0).argmax(axis=1)
+    rules = _TokenRules(**token_rules, eos=eos, prompt_length=ids.shape[1], last_step=max_new_tokens - 1)
     rng = np.random.default_rng(seed) if seed is not None else None
     if streamer is not None:
         streamer.put(ids[0] if single else ids)
@@ -369,12 +379,14 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
                             past_key_values=cache, use_cache=True)
             cache = out.past_key_values if use_cache else None
             logits = out.logits[:, -1, :].cpu().numpy().astype(np.float32)  # transformers' float32 copy
-            processed = logits
+            # transformers' logits processors, in its order
+            processed = rules.bias_sequences(logits, ids)
             if repetition_penalty != 1.0:
                 processed = apply_repetition_penalty(processed, ids, repetition_penalty, padding)
-            processed = ban_repeated_ngrams(processed, ids, no_repeat_ngram_size)
+            processed = rules.ban_bad_words(ban_repeated_ngrams(processed, ids, no_repeat_ngram_size), ids)
             if eos and (ids.shape[1] < min_length or step < min_new_tokens):  # too short to end yet
                 processed = _forbid(processed, eos)
+            processed = rules.force_and_suppress(processed, step)
             if do_sample:
                 processed = warp_logits(processed, temperature, top_k, top_p, min_p)
             token = _draw(processed, rng) if do_sample else processed.argmax(axis=-1)
@@ -435,6 +447,101 @@ def _forbid(scores, token_ids):
     scores = scores.copy()
     scores[:, list(token_ids)] = -np.inf
     return scores
+
+
+class _TokenRules:
+    """transformers' token rules: ``sequence_bias`` and ``bad_words_ids`` (a bad word is a bias of -inf:
+    its last id after the others, or always for one id -- never an eos id alone, as transformers drops
+    those), ``forced_eos_token_id`` at the last step, ``suppress_tokens`` always and
+    ``begin_suppress_tokens`` at the first step. Checked as transformers checks them: a malformed list
+    is a ValueError, not a silently different answer."""
+
+    def __init__(self, bad_words_ids, sequence_bias, suppress_tokens, begin_suppress_tokens, forced_eos_token_id,
+                 eos, prompt_length, last_step):
+        self.biases = _sequence_bias(sequence_bias)
+        if bad_words_ids is not None:
+            _check_bad_words(bad_words_ids)
+            self.bad = {tuple(word): float("-inf") for word in bad_words_ids  # an empty word bans nothing
+                        if word and not any(word == [e] for e in eos)}
+            _check_sequences(self.bad, "bad_words_ids")
+        else:
+            self.bad = {}
+        self.suppress = [] if suppress_tokens is None else list(suppress_tokens)
+        self.begin_suppress = [] if begin_suppress_tokens is None else list(begin_suppress_tokens)
+        self.forced_eos = _id_list(forced_eos_token_id)
+        if any(i < 0 for i in self.forced_eos):
+            raise ValueError(f"`eos_token_id` has to be a list of positive integers, but is {forced_eos_token_id}")
+        self.last_step = last_step
+
+    def bias_sequences(self, logits, ids):
+        return _add_sequence_bias(logits, ids, self.biases)
+
+    def ban_bad_words(self, logits, ids):
+        return _add_sequence_bias(logits, ids, self.bad)
+
+    def force_and_suppress(self, logits, step):
+        if self.forced_eos and step == self.last_step:  # the last token is an eos id: every other is -inf
+            logits = np.full_like(logits, -np.inf)
+            logits[:, self.forced_eos] = 0
+        suppressed = self.suppress + (self.begin_suppress if step == 0 else [])
+        suppressed = [i for i in suppressed if 0 <= i < logits.shape[-1]]  # others are no token: nothing to do
+        return _forbid(logits, suppressed) if suppressed else logits
+
+
+def _check_bad_words(bad_words_ids):
+    if not isinstance(bad_words_ids, list) or not bad_words_ids:
+        raise ValueError(f"`bad_words_ids` has to be a non-empty list, but is {bad_words_ids}.")
+    if any(not isinstance(word, list) for word in bad_words_ids):
+        raise ValueError(f"`bad_words_ids` has to be a list of lists, but is {bad_words_ids}.")
+
+
+def _sequence_bias(sequence_bias):
+    """``{(ids...): bias}`` from transformers' two spellings: that dict, or ``[[[ids...], bias], ...]``
+    (generation_config.json's, as JSON has no tuple keys). Biases are floats, as transformers requires."""
+    if sequence_bias is None:
+        return {}
+    if not isinstance(sequence_bias, (dict, list)) or not sequence_bias:
+        raise ValueError(f"`sequence_bias` has to be a non-empty dictionary, or non-empty list of lists but is "
+                         f"{sequence_bias}.")
+    if isinstance(sequence_bias, list):
+        if not all(isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], list)
+                   and isinstance(pair[1], float) for pair in sequence_bias):
+            raise ValueError(f"Each element in `sequence_bias` has to be a non-empty list of lists of positive "
+                             f"integers and float, but is {sequence_bias}.")
+        sequence_bias = {tuple(ids): bias for ids, bias in sequence_bias}
+    if any(not isinstance(key, tuple) for key in sequence_bias):
+        raise ValueError(f"`sequence_bias` has to be a dict with tuples as keys, but is {sequence_bias}.")
+    if any(not isinstance(bias, float) for bias in sequence_bias.values()):
+        raise ValueError(f"`sequence_bias` has to be a dict with floats as values, but is {sequence_bias}.")
+    _check_sequences(sequence_bias, "sequence_bias")
+    return sequence_bias
+
+
+def _check_sequences(biases, name):
+    for ids in biases:
+        if not ids or any(isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)) or i < 0
+                          for i in ids):
+            raise ValueError(f"Each sequence in `{name}` has to be a non-empty list of positive integers, "
+                             f"but is {list(biases)}.")
+
+
+def _add_sequence_bias(logits, ids, biases):
+    """Each ``(ids..., last): bias``: ``bias`` added to ``last``'s logit in the rows whose ids end with the
+    others (always, for one id). All biases are summed first and added once, in float32, as transformers."""
+    if not biases:
+        return logits
+    vocab = logits.shape[-1]
+    out_of_range = [i for seq in biases for i in seq if i >= vocab]
+    if out_of_range:
+        raise ValueError(f"The model vocabulary size is {vocab}, but the following tokens were being biased: "
+                         f"{out_of_range}")
+    bias = np.zeros_like(logits, dtype=np.float32)
+    for (*prefix, last), value in biases.items():
+        if len(prefix) > ids.shape[1]:  # longer than the context: cannot be completed yet
+            continue
+        rows = (ids[:, ids.shape[1] - len(prefix):] == prefix).all(axis=1) if prefix else slice(None)
+        bias[rows, last] += np.float32(value)
+    return logits + bias
 
 
 def apply_repetition_penalty(logits, ids, penalty, prompt_ignore_length=None):
