@@ -8,7 +8,8 @@ Every public method of ``torch.nn.Module`` that minilora has takes torch's argum
 with torch's defaults (``tests/test_torch_conformance_module.py`` compares them), and behaves as
 torch's: ``named_modules(memo, prefix, remove_duplicate)``, ``state_dict(destination=, prefix=,
 keep_vars=)``, ``load_state_dict(state_dict, strict, assign)`` returning ``IncompatibleKeys``, the
-hooks. What minilora cannot do (backward hooks, ``compile``) raises ``NotImplementedError`` saying so.
+hooks (the full backward hooks too). What minilora cannot do (the deprecated ``register_backward_hook``,
+``compile``) raises ``NotImplementedError`` saying so.
 """
 import warnings
 from collections import OrderedDict
@@ -21,7 +22,8 @@ import numpy as np
 from .. import dtypes, parallel
 from ..device import Device
 from ..device import device as _get_device
-from ..tensor import Tensor, _to_dtype, no_grad
+from ..tensor import Function as _Node
+from ..tensor import Tensor, _to_dtype, is_grad_enabled, no_grad
 
 __all__ = ["Parameter", "Module", "ModuleList", "ModuleDict", "Sequential", "ParameterList", "ParameterDict",
            "StateDictError", "IncompatibleKeys", "RemovableHandle"]
@@ -74,9 +76,9 @@ class StateDictError(RuntimeError):
         super().__init__(f"error loading state_dict{where}: " + "; ".join(parts))
 
 
-class IncompatibleKeys(NamedTuple):
+class _IncompatibleKeys(NamedTuple):
     """What ``load_state_dict`` returns: keys the model has and the dict lacks, and the reverse
-    (torch's ``_IncompatibleKeys``, with its ``<All keys matched successfully>`` repr)."""
+    (torch's ``_IncompatibleKeys``: its class name, its ``<All keys matched successfully>`` repr)."""
 
     missing_keys: list
     unexpected_keys: list
@@ -87,6 +89,9 @@ class IncompatibleKeys(NamedTuple):
         return f"_IncompatibleKeys(missing_keys={self.missing_keys!r}, unexpected_keys={self.unexpected_keys!r})"
 
     __str__ = __repr__
+
+
+IncompatibleKeys = _IncompatibleKeys  # minilora's public name for it
 
 
 def _show(items, limit=8):
@@ -129,6 +134,8 @@ class Module:
     # one truth test per kind of hook, and state_dict() one per module.
     _forward_pre_hooks = {}
     _forward_hooks = {}
+    _backward_hooks = {}
+    _backward_pre_hooks = {}
     _state_dict_pre_hooks = {}
     _state_dict_hooks = {}
     _load_state_dict_pre_hooks = {}
@@ -569,7 +576,7 @@ class Module:
 
     # --- hooks ----------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
-        if self._forward_pre_hooks or self._forward_hooks:
+        if self._forward_pre_hooks or self._forward_hooks or self._backward_hooks or self._backward_pre_hooks:
             return self._call_with_hooks(args, kwargs)
         with parallel.computing():  # BLAS on one thread while minilora computes (minilora/parallel.py)
             return self.forward(*args, **kwargs)
@@ -592,6 +599,10 @@ class Module:
                     new = hook(self, args)
                     if new is not None:
                         args = new if isinstance(new, tuple) else (new,)
+            backward_hooks = None
+            if self._backward_hooks or self._backward_pre_hooks:
+                backward_hooks = _BackwardHooks(self)
+                args = backward_hooks.wrap_inputs(args)
             with parallel.computing():
                 result = self.forward(*args, **kwargs)
             for hook_id, (hook, with_kwargs, always_call) in list(self._forward_hooks.items()):
@@ -600,6 +611,8 @@ class Module:
                 new = hook(self, args, kwargs, result) if with_kwargs else hook(self, args, result)
                 if new is not None:
                     result = new
+            if backward_hooks is not None:
+                result = backward_hooks.wrap_outputs(result)
             return result
         except Exception:
             for hook_id, (hook, with_kwargs, always_call) in list(self._forward_hooks.items()):
@@ -644,16 +657,21 @@ class Module:
         return self._add_hook("_load_state_dict_post_hooks", hook)
 
     def register_full_backward_hook(self, hook, prepend=False):
-        raise NotImplementedError("register_full_backward_hook: module backward hooks are not supported by "
-                                  "minilora; register a hook on a tensor instead, or inspect .grad after backward()")
+        """``hook(module, grad_input, grad_output)`` runs once the gradients with respect to the
+        module's positional tensor inputs are computed (tuples, ``None`` where an input is not a
+        tensor or needs no gradient); returning a tuple of the same length replaces ``grad_input``.
+        When no input requires grad, it runs at the outputs' gradients with ``grad_input`` all None
+        (and must return None), as torch's."""
+        return self._add_hook("_backward_hooks", hook, prepend)
 
     def register_full_backward_pre_hook(self, hook, prepend=False):
-        raise NotImplementedError("register_full_backward_pre_hook: module backward hooks are not supported by "
-                                  "minilora; inspect .grad after backward() instead")
+        """``hook(module, grad_output)`` runs when the gradients with respect to the module's outputs
+        are computed; returning a tuple of the same length replaces ``grad_output``."""
+        return self._add_hook("_backward_pre_hooks", hook, prepend)
 
     def register_backward_hook(self, hook):
-        raise NotImplementedError("register_backward_hook (deprecated in torch): module backward hooks are not "
-                                  "supported by minilora; inspect .grad after backward() instead")
+        raise NotImplementedError("register_backward_hook (deprecated in torch, where it reports the last "
+                                  "op's gradients, not the module's): use register_full_backward_hook")
 
     def _add_hook(self, kind, entry, prepend=False):
         if kind not in self.__dict__:  # this module's first hook of this kind
@@ -684,6 +702,135 @@ class Module:
         elif lines:
             text += "\n  " + "\n  ".join(lines) + "\n"
         return text + ")"
+
+
+class _Gate(_Node):
+    """The engine node in front of a group of tensors (a module's inputs, or its outputs): its backward
+    runs once, after every ``_Carry`` of the group has handed it its gradient, and gives the group's
+    gradients -- as ``state.on_grads`` may have replaced them -- to the tensors themselves. Its output
+    is a dummy 0-d zero that only links it to the ``_Carry`` nodes."""
+
+    @staticmethod
+    def forward(ctx, *arrays, state):
+        ctx.state = state
+        first = next(a for a, need in zip(arrays, ctx.needs_input_grad) if need)
+        return first.ravel()[:0].sum()  # a 0-d zero of the same array library and dtype
+
+    @staticmethod
+    def backward(ctx, grad):
+        return tuple(ctx.state.release())
+
+
+class _Carry(_Node):
+    """One tensor of a gated group, as seen past the gate: ``value``'s numbers (copied, so an in-place
+    change inside the module stays inside), linked in the graph to the gate alone. Its backward hands
+    its gradient to the group and a zero to the gate, so the gate runs after all of them."""
+
+    @staticmethod
+    def forward(ctx, link, *, value, state, index):
+        ctx.state, ctx.index = state, index
+        return value.copy()
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.state.grads[ctx.index] = grad
+        return grad.ravel()[:0].sum()
+
+
+class _Group:
+    """The gradients of a group of tensors on their way back: ``grads`` fills in as the carries run;
+    ``release`` turns them into Tensors, lets ``on_grads`` see (and replace) them, and returns arrays."""
+
+    def __init__(self, device, on_grads, count):
+        self.device, self.on_grads, self.grads = device, on_grads, [None] * count
+
+    def release(self):
+        grads = tuple(None if g is None else Tensor._make(g, self.device, False, None) for g in self.grads)
+        self.grads = [None] * len(self.grads)
+        return [g._array if isinstance(g, Tensor) else g for g in self.on_grads(grads)]
+
+
+def _gate(values, on_grads):
+    """``values`` (a tuple) with its tensors routed through one gate (see ``_Gate``), and their indices;
+    ``(values, None)`` when no gradient will flow (no tensor requires grad, or grad mode is off)."""
+    index = [i for i, v in enumerate(values) if isinstance(v, Tensor)]
+    tensors = [values[i] for i in index]
+    if not (is_grad_enabled() and any(t.requires_grad for t in tensors)):
+        return values, None
+    state = _Group(tensors[0].device, on_grads, len(tensors))
+    link = _Gate.apply(*tensors, state=state)
+    out = list(values)
+    for k, i in enumerate(index):
+        if values[i].requires_grad:  # the others (token ids, masks) pass as they are: None in the hooks
+            out[i] = _Carry.apply(link, value=values[i]._array, state=state, index=k)
+    return tuple(out), index
+
+
+def _with_none(index, values, size):
+    """``values`` at positions ``index`` of a ``size``-tuple of Nones (torch's ``_pack_with_none``)."""
+    out = [None] * size
+    for i, value in zip(index, values):
+        out[i] = value
+    return tuple(out)
+
+
+class _BackwardHooks:
+    """One call's module backward hooks, as torch's ``BackwardHook``: the outputs' gradients go through
+    the backward pre-hooks and are kept; when the inputs' gradients arrive, the full backward hooks get
+    both and may replace the inputs' gradients."""
+
+    def __init__(self, module):
+        self.module, self.grad_outputs = module, None
+        self.n_inputs, self.input_index = 0, None
+
+    def wrap_inputs(self, args):
+        self.n_inputs = len(args)
+        args, self.input_index = _gate(args, self._on_input_grads)
+        return args
+
+    def wrap_outputs(self, result):
+        values = result if isinstance(result, tuple) else (result,)
+        self.n_outputs = len(values)
+        values, self.output_index = _gate(values, self._on_output_grads)
+        return values if isinstance(result, tuple) else values[0]
+
+    def _on_output_grads(self, grads):
+        grad_outputs = _with_none(self.output_index, grads, self.n_outputs)
+        for hook in list(self.module._backward_pre_hooks.values()):
+            new = hook(self.module, grad_outputs)
+            if new is None:
+                continue
+            if len(new) != len(grad_outputs):
+                raise RuntimeError("Backward pre hook returned an invalid number of grad_output, "
+                                   f"got {len(new)}, but expected {len(grad_outputs)}")
+            grad_outputs = new
+        if self.input_index is None:  # no input needs a gradient: the hooks run here, as in torch
+            warnings.warn("Full backward hook is firing when gradients are computed with respect to module "
+                          "outputs since no inputs require gradients.", UserWarning, stacklevel=2)
+            grad_inputs = (None,) * self.n_inputs
+            for hook in list(self.module._backward_hooks.values()):
+                new = hook(self.module, grad_inputs, grad_outputs)
+                if new is not None and not (isinstance(new, tuple) and all(g is None for g in new)):
+                    raise RuntimeError("Backward hook for Modules where no input requires gradient should "
+                                       "always return None or None for all gradients.")
+        else:
+            self.grad_outputs = grad_outputs
+        return [grad_outputs[i] for i in self.output_index]
+
+    def _on_input_grads(self, grads):
+        if self.grad_outputs is None:  # the gradient reached the inputs without passing the outputs
+            return grads
+        grad_inputs = _with_none(self.input_index, grads, self.n_inputs)
+        for hook in list(self.module._backward_hooks.values()):
+            new = hook(self.module, grad_inputs, self.grad_outputs)
+            if new is None:
+                continue
+            if len(new) != len(grad_inputs):
+                raise RuntimeError("Backward hook returned an invalid number of grad_input, "
+                                   f"got {len(new)}, but expected {len(grad_inputs)}")
+            grad_inputs = new
+        self.grad_outputs = None
+        return [grad_inputs[i] for i in self.input_index]
 
 
 class _LoadPlan:
