@@ -1021,7 +1021,7 @@ class Tensor:
 
     # --- autograd ------------------------------------------------------------------------------
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
-        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``.
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (only into the ``inputs``' when given).
 
         A scalar needs no ``gradient``; any other tensor needs one of its own shape (the vector in
         the vector-Jacobian product). The graph is freed afterwards unless ``retain_graph=True``.
@@ -1029,9 +1029,6 @@ class Tensor:
         if create_graph:
             raise NotImplementedError("backward(create_graph=True) is not supported: minilora's "
                                       "backward runs on raw arrays and records no graph of its own")
-        if inputs is not None:
-            raise NotImplementedError("backward(inputs=...) is not supported; gradients go to every "
-                                      "leaf that requires grad")
         if not self.requires_grad:
             raise RuntimeError("element 0 of tensors does not require grad and does not have a "
                                "grad_fn")
@@ -1047,9 +1044,10 @@ class Tensor:
                 raise RuntimeError(f"backward(): mismatch in shape: gradient has shape "
                                    f"{tuple(gradient.shape)} but the tensor has shape {tuple(self.shape)}")
             gradient = dtypes.cast(gradient, self.dtype) if gradient.dtype != self.dtype else gradient
+        store = None if inputs is None else _InputsGradStore(gradient, inputs)  # .grad of those only
         watched = _grads_before()  # leaves with post-accumulate-grad hooks (DistributedDataParallel)
         with parallel.computing():  # BLAS on one thread while minilora computes (minilora/parallel.py)
-            _run_backward(self, gradient, bool(retain_graph))
+            _run_backward(self, gradient, bool(retain_graph), store)
         _run_post_accumulate_grad_hooks(watched)
 
     def register_hook(self, hook):
@@ -1422,6 +1420,36 @@ class _GradStore:
             grad._bump_version()
 
 
+class _InputsGradStore(_GradStore):
+    """``backward(inputs=...)``: adds into the ``.grad`` of the given tensors only (torch's rule), a
+    non-leaf among them included; other leaves keep theirs. retain_grad() tensors on the way still
+    get theirs, as in torch."""
+
+    def __init__(self, seed, inputs):
+        inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+        if not inputs:
+            raise RuntimeError("`inputs` argument to `backward()` cannot be empty.")
+        for t in inputs:
+            if not t.requires_grad:  # (torch's words for it)
+                raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+        super().__init__(seed)
+        self.leaves = {id(t) for t in inputs if t._ctx is None}
+        self.nodes = {id(t._ctx): t for t in inputs if t._ctx is not None}
+
+    def takes(self, t):
+        """Does a gradient for ``t`` go anywhere? (A left-out leaf's hooks do not run, as in torch.)"""
+        return t._ctx is not None or id(t) in self.leaves
+
+    def add(self, t, g):
+        if self.takes(t):
+            super().add(t, g)
+
+    def add_node(self, ctx, g):
+        t = self.nodes[id(ctx)]
+        if ctx.retained is None or ctx.retained() is not t:  # (else it arrives as a retained tensor)
+            super().add(t, g)
+
+
 class _UnseenGrad(Tensor):
     """A ``.grad`` the engine made that no user code has read yet (``Tensor.grad`` turns it into a
     plain Tensor on the first read). Adding into it in place still counts as a change of version,
@@ -1541,6 +1569,8 @@ def _run_backward(root, gradient, retain_graph, store=None):
         if not retain_graph:
             ctx.free()
     for leaf, g in hooked.values():
+        if hasattr(store, "takes") and not store.takes(leaf):  # backward(inputs=...) left it out
+            continue
         store.add(leaf, _fit(_run_hooks(_hooked_leaf(leaf), g, leaf._device), leaf))
 
 
