@@ -140,8 +140,24 @@ def test_the_same_refusals_as_transformers(pair, options):
     assert isinstance(theirs, ValueError) and isinstance(ours, ValueError), (theirs, ours)
 
 
+@pytest.mark.parametrize("stop_strings", ["5", ["5"], ["555"], ["\x165"], ["\x043", "zz"], ["/?"], ["never"]])
+def test_stop_strings_stop_where_transformers_stops(pair, tmp_path, stop_strings):
+    """stop_strings with the model's tokenizer (each library's, from the same tokenizer.json): a row ends
+    when its text ends with one, also one begun in the prompt ("\x16" is the prompt's last byte)."""
+    from minilora import tokenizer as tokenizers
+    ByteTokenizer().save_pretrained(str(tmp_path))
+    theirs_tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    ours_tok = tokenizers.from_pretrained(str(tmp_path))
+    options = dict(max_new_tokens=20, stop_strings=stop_strings, pad_token_id=0, eos_token_id=[])
+    theirs, _ = both(pair, [PROMPT[0], [40, 41, 42, 43, 44]], tokenizer=theirs_tok, **options)
+    _, ours = both(pair, [PROMPT[0], [40, 41, 42, 43, 44]], tokenizer=ours_tok, **options)
+    assert ours.tolist() == theirs.tolist()
+    _, ours = both(pair, max_new_tokens=4, stop_strings=stop_strings)  # no tokenizer: transformers' ValueError
+    assert isinstance(ours, ValueError) and "tokenizer" in str(ours)
+
+
 @pytest.mark.parametrize("options", [dict(num_beams=2), dict(do_sample=True, typical_p=0.9),
-                                     dict(stop_strings=["x"]), dict(renormalize_logits=True)])
+                                     dict(renormalize_logits=True)])
 def test_what_minilora_does_not_implement_is_refused_by_name(pair, options):
     _, ours = both(pair, max_new_tokens=4, **options)
     assert isinstance(ours, NotImplementedError) and next(iter(options.keys() - {"do_sample"})) in str(ours)

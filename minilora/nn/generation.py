@@ -145,6 +145,7 @@ GENERATION_CONFIG_NAME = "generation_config.json"
 DEFAULTS = {"do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "min_p": None,
             "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "sequence_bias": None, "bad_words_ids": None,
             "suppress_tokens": None, "begin_suppress_tokens": None, "forced_eos_token_id": None,
+            "stop_strings": None,
             "num_return_sequences": 1, "use_cache": True, "return_dict_in_generate": False, "output_scores": False,
             "output_logits": False}
 _LENGTHS_AND_TOKENS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "eos_token_id", "pad_token_id",
@@ -162,7 +163,7 @@ _OFF = {"num_beams": 1, "num_beam_groups": 1, "diversity_penalty": 0.0, "encoder
         "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
         "encoder_repetition_penalty": 1.0, "remove_invalid_values": False, "renormalize_logits": False,
         "output_attentions": False, "output_hidden_states": False, "top_h": None,
-        "forced_bos_token_id": None, "stop_strings": None, "penalty_alpha": None,
+        "forced_bos_token_id": None, "penalty_alpha": None,
         "guidance_scale": None, "watermarking_config": None, "assistant_model": None, "logits_processor": None,
         "stopping_criteria": None, "prefix_allowed_tokens_fn": None, "negative_prompt_ids": None,
         "synced_gpus": None, "custom_generate": None}
@@ -266,7 +267,8 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
              streamer=None, min_new_tokens=None, min_length=None, generation_config=None,
              return_dict_in_generate=DEFAULT, output_scores=DEFAULT, output_logits=DEFAULT, min_p=DEFAULT,
              no_repeat_ngram_size=DEFAULT, bad_words_ids=DEFAULT, sequence_bias=DEFAULT, suppress_tokens=DEFAULT,
-             begin_suppress_tokens=DEFAULT, forced_eos_token_id=DEFAULT, **kwargs):
+             begin_suppress_tokens=DEFAULT, forced_eos_token_id=DEFAULT, stop_strings=DEFAULT, tokenizer=None,
+             **kwargs):
     """Prompt ids followed by the generated ids (an int64 Tensor), with transformers' options.
 
     ``input_ids``: one sequence ``[ids]``-style 1-D, or a batch [B, T] (pad batches on the *left*
@@ -287,7 +289,8 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
     ``.logits``: the raw ones with ``output_logits``). The token rules are transformers' too:
     ``bad_words_ids`` (lists of ids that may never be generated), ``sequence_bias`` (``{(ids...): bias}``
     added to the last id's logit after the rest), ``suppress_tokens`` (never), ``begin_suppress_tokens``
-    (not as the first new token) and ``forced_eos_token_id`` (the last new token).
+    (not as the first new token) and ``forced_eos_token_id`` (the last new token). ``stop_strings`` (with
+    the model's ``tokenizer=``) ends a row whose text ends with one, as transformers' StopStringCriteria.
 
     An option not passed (``DEFAULT``) comes from the ``generation_config=`` passed, else the model's
     ``generation_config`` (its folder's generation_config.json) when that sets it, else from
@@ -360,6 +363,7 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
     # prompt_ignore_length, read from the attention mask).
     padding = (mask != 0).argmax(axis=1)
     rules = _TokenRules(**token_rules, eos=eos, prompt_length=ids.shape[1], last_step=max_new_tokens - 1)
+    stops = _StopStrings(_resolved("stop_strings", stop_strings, own), tokenizer)
     rng = np.random.default_rng(seed) if seed is not None else None
     if streamer is not None:
         streamer.put(ids[0] if single else ids)
@@ -397,7 +401,7 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
             mask = np.concatenate([mask, np.ones_like(token)[:, None]], axis=1)
             if streamer is not None:
                 streamer.put(token)
-            finished |= np.isin(token, eos)
+            finished |= np.isin(token, eos) | stops.found(ids)
             if finished.all():
                 break
     if streamer is not None:
@@ -486,6 +490,49 @@ class _TokenRules:
         suppressed = self.suppress + (self.begin_suppress if step == 0 else [])
         suppressed = [i for i in suppressed if 0 <= i < logits.shape[-1]]  # others are no token: nothing to do
         return _forbid(logits, suppressed) if suppressed else logits
+
+
+class _StopStrings:
+    """transformers' StopStringCriteria: a row stops when one of the strings is in its text and reaches
+    into its last token (``["st", "op"]``, ``["las", "topper"]`` stop at "stop"; ``["stop", "at"]`` does
+    not: that one was found a step before). A token's text is what the tokenizer decodes it to after a
+    fixed prefix, as transformers reads it (a byte-level piece of a character is no letter on its own)."""
+
+    _PREFIX = "abcdef"
+
+    def __init__(self, stop_strings, tokenizer):
+        self.strings = [stop_strings] if isinstance(stop_strings, str) else list(stop_strings or [])
+        if self.strings and tokenizer is None:
+            raise ValueError("There are one or more stop strings, either in the arguments to `generate` or in the "
+                             "model's generation config, but we could not locate a tokenizer. When generating with "
+                             "stop strings, you must pass the model's tokenizer to the `tokenizer` argument of "
+                             "`generate`.")
+        if not all(isinstance(text, str) and text for text in self.strings):
+            raise ValueError(f"stop_strings must be a non-empty string or a list of them, got {stop_strings!r}")
+        self.tokenizer, self.texts = tokenizer, {}
+        if self.strings:
+            self.prefix_ids = list(tokenizer.encode(self._PREFIX, add_special_tokens=False))
+
+    def _text(self, token):
+        if token not in self.texts:
+            text = self.tokenizer.decode(self.prefix_ids + [token])
+            self.texts[token] = text[text.index(self._PREFIX) + len(self._PREFIX):] if self._PREFIX in text else text
+        return self.texts[token]
+
+    def found(self, ids):
+        """Per row: does a stop string end inside (or overhang) the row's last token?"""
+        if not self.strings:
+            return np.zeros(ids.shape[0], dtype=bool)
+        return np.array([any(self._ends_in_last_token(row, text) for text in self.strings) for row in ids.tolist()])
+
+    def _ends_in_last_token(self, row, stop):
+        last = self._text(row[-1])
+        before, i = "", len(row) - 1
+        while len(before) < len(stop) - 1 and i > 0:  # just enough of the earlier text to hold the rest
+            i -= 1
+            before = self._text(row[i]) + before
+        text = before + last
+        return stop in text[max(len(before) - len(stop) + 1, 0):]  # an occurrence that reaches the last token
 
 
 def _check_bad_words(bad_words_ids):
