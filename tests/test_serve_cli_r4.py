@@ -283,3 +283,21 @@ def test_serve_applies_repetition_penalty_and_min_p_from_generation_config_json(
             return client.post("/v1/completions", json=body).json()["choices"][0]["text"]
         assert text() == text(repetition_penalty=1.8)
         assert text() != text(repetition_penalty=1.0)
+
+
+def test_stop_lists_n_and_seeds_as_vllms_protocol(served):
+    """vLLM's ``stop`` is ``str | list[str]`` of any length (minilora refused more than 4, OpenAI's own
+    bound), n > 1 at temperature 0 answers n equal greedy choices, and ``seed`` is an int64 as vLLM's."""
+    client, _ = served
+    ask = lambda **kw: client.post("/v1/completions", json={"prompt": "hi", "max_tokens": 12, **kw})  # noqa: E731
+    whole = ask(temperature=0).json()["choices"][0]["text"]
+    stops = ["zzq", "qqz", "zqz", "qzq", whole[3:5]]  # the fifth one is in the answer
+    r = ask(temperature=0, stop=stops)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["text"] == whole[:whole.index(whole[3:5])]
+    assert r.json()["choices"][0]["finish_reason"] == "stop"
+    choices = ask(temperature=0, n=3).json()["choices"]
+    assert [c["text"] for c in choices] == [whole] * 3
+    assert ask(seed=2**63 - 1).status_code == 200
+    r = ask(seed=2**63)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "seed"
