@@ -1083,8 +1083,7 @@ def _normalized_width(fn, input, normalized_shape, **params):
             getattr(normalized_shape, "ndim", 0) > 0:
         raise TypeError(f"{fn}: normalized_shape must be an int or a sequence of ints, got an array; "
                         f"PyTorch's order is {fn}(input, normalized_shape, weight, ...)")
-    shape = (int(normalized_shape),) if isinstance(normalized_shape, (int, np.integer)) else \
-        tuple(int(n) for n in normalized_shape)
+    shape = _ints_of_normalized_shape(fn, normalized_shape)
     if not shape:
         raise RuntimeError(f"{fn}: expected normalized_shape to be at least 1-dimensional")
     if tuple(input.shape[-len(shape):]) != shape or input.ndim < len(shape):
@@ -1095,6 +1094,20 @@ def _normalized_width(fn, input, normalized_shape, **params):
             raise RuntimeError(f"{fn}: expected {name} to be of same shape as normalized_shape "
                                f"{list(shape)}, but got {name} of shape {list(param.shape)}")
     return math.prod(shape)
+
+
+def _ints_of_normalized_shape(fn, normalized_shape):
+    """``normalized_shape`` as a tuple of ints. A bare int is torch's TypeError here (F.layer_norm and
+    F.rms_norm take a tuple or list; only the nn.LayerNorm / nn.RMSNorm modules take an int), and
+    so is a float or bool element (torch would not round 4.0 or read True as 1)."""
+    if isinstance(normalized_shape, (int, np.integer)):
+        raise TypeError(f"{fn}(): argument 'normalized_shape' (position 2) must be tuple of ints, not "
+                        f"{type(normalized_shape).__name__}")
+    for pos, n in enumerate(normalized_shape):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise TypeError(f"{fn}(): argument 'normalized_shape' (position 2) must be tuple of ints, but "
+                            f"found element of type {type(n).__name__} at pos {pos}")
+    return tuple(int(n) for n in normalized_shape)
 
 
 def rms_norm(input, normalized_shape, weight=None, eps=None):
@@ -1158,13 +1171,12 @@ def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable
                            f"number (>= 2) of dimensions, got {query.shape}, {key.shape}, {value.shape}")
     if not 0.0 <= dropout_p <= 1.0:  # a RuntimeError, as torch's kernels raise
         raise RuntimeError(f"scaled_dot_product_attention: dropout_p must be in [0, 1], got {dropout_p}")
-    if is_causal and attn_mask is not None:  # torch's documented rule (and its error)
-        raise RuntimeError("scaled_dot_product_attention: explicit attn_mask should not be set when "
-                           "is_causal=True; put the causal part into the mask")
     if query.ndim == 4 and dropout_p == 0 and attn_mask is not None and np.ndim(_array(attn_mask)) < 2:
         # torch's 4-D no-dropout kernel reads the mask's [L, S] dimensions: below 2-D it raises
         raise IndexError(f"scaled_dot_product_attention: Dimension out of range: a {np.ndim(_array(attn_mask))}-D "
                          f"attn_mask has no dimension -2 (4-D inputs need a mask of at least [L, S])")
+    if is_causal and attn_mask is not None:
+        _check_causal_with_mask(query, key, value, attn_mask, dropout_p, enable_gqa)
     tq, tk = query.shape[-2], key.shape[-2]
     hq, hkv = (query.shape[-3], key.shape[-3]) if query.ndim >= 3 else (1, 1)
     if hq != hkv and not (enable_gqa and hq % hkv == 0) and hkv != 1:
@@ -1193,14 +1205,39 @@ def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable
     return out if query.ndim == 4 else out.reshape(*query.shape[:-1], value.shape[-1])
 
 
+def _check_causal_with_mask(query, key, value, attn_mask, dropout_p, enable_gqa):
+    """``is_causal=True`` together with ``attn_mask``: torch 2.13's CPU kernel for 4-D inputs without
+    dropout applies both (a key takes part if the mask lets it and it is not in the future); its
+    other path (3-D or 5-D inputs, dropout, a 3-D mask, batches or head sizes that differ between
+    query, key and value) raises this RuntimeError. minilora draws the same line."""
+    fused = (query.ndim == key.ndim == value.ndim == 4 and dropout_p == 0
+             and np.ndim(_array(attn_mask)) in (2, 4)
+             and query.shape[0] == key.shape[0] == value.shape[0]
+             and query.shape[-1] == key.shape[-1] == value.shape[-1]
+             and (query.shape[1] == key.shape[1] or enable_gqa))
+    if not fused:
+        raise RuntimeError("_scaled_dot_product_attention: Explicit attn_mask should not be set when "
+                           "is_causal=True (torch applies both only on its 4-D, no-dropout path with "
+                           "equal batch and head sizes; put the causal part into the mask)")
+
+
 def _attention_bias(attn_mask, query, tq, tk, is_causal):
-    """What is added to the scores (an array, or None): 0 where a key takes part, -inf where not."""
+    """What is added to the scores (an array, or None): 0 where a key takes part, -inf where not;
+    with ``is_causal`` also -inf for the keys after the query's position (top-left aligned)."""
     xp, dtype = xp_of(query._array), query.dtype
+    causal = None
     if is_causal:  # top-left: query i sees keys 0..i
         allowed = np.arange(tk)[None, :] <= np.arange(tq)[:, None]
-        return xp.asarray(np.where(allowed, 0, -np.inf).astype(dtype))
+        causal = xp.asarray(np.where(allowed, 0, -np.inf).astype(dtype))
     if attn_mask is None:
-        return None
+        return causal
+    mask = _mask_bias(attn_mask, query, tq, tk)
+    return mask if causal is None else mask + causal
+
+
+def _mask_bias(attn_mask, query, tq, tk):
+    """``attn_mask`` as a bias to add to the scores (a boolean mask: 0 where True, -inf where False)."""
+    xp, dtype = xp_of(query._array), query.dtype
     if isinstance(attn_mask, Tensor) and attn_mask.requires_grad:
         raise ValueError("scaled_dot_product_attention: the mask requires grad, but minilora computes "
                          "no gradient for it (a learned bias would never train); pass mask.detach()")

@@ -1,0 +1,143 @@
+"""torch.nn / torch.nn.functional conformance, round 4: tutorial-style calls run in torch 2.13 and
+minilora side by side: normalized_shape as a bare int, attention with is_causal and a mask together,
+16-bit pooling gradients bit for bit, bfloat16 batch norm, interpolate / Upsample, the losses
+tutorials reach for, and nn.init.sparse_.
+"""
+import numpy as np
+import pytest
+
+import minilora as ml
+from minilora import nn
+from minilora.nn import functional as F
+from minilora.nn import init
+from minilora.testing import grad_check
+
+torch = pytest.importorskip("torch")
+TF, tnn, tinit = torch.nn.functional, torch.nn, torch.nn.init
+
+
+def _np(x):
+    x = x.detach() if hasattr(x, "detach") else x
+    if isinstance(x, torch.Tensor):
+        return x.float().numpy() if x.dtype in (torch.bfloat16, torch.float16) else x.numpy()
+    return np.asarray(x.numpy(force=True), dtype=np.float32) if x.dtype.itemsize == 2 else x.numpy(force=True)
+
+
+def pair(array, requires_grad=False, dtype="float64"):
+    """The same values as a minilora and a torch tensor (floats as ``dtype``)."""
+    array = np.asarray(array)
+    if array.dtype.kind == "f":
+        ours = ml.tensor(array.astype(np.float64)).to(getattr(ml, dtype))
+        theirs = torch.tensor(array.astype(np.float64)).to(getattr(torch, dtype))
+        return ours.requires_grad_(requires_grad), theirs.requires_grad_(requires_grad)
+    return ml.tensor(array.copy()), torch.tensor(array.copy())
+
+
+def same_error(ml_call, torch_call):
+    """Both raise, minilora with torch's exception type; returns minilora's message."""
+    with pytest.raises(Exception) as theirs:
+        torch_call()
+    with pytest.raises(type(theirs.value)) as ours:
+        ml_call()
+    return str(ours.value)
+
+
+def check(ml_fn, torch_fn, *arrays, dtype="float64", rtol=1e-10, atol=1e-12, exact=False):
+    """Run both on the same inputs; compare outputs (dtype and values) and every floating input's
+    gradient (through a fixed random projection of the output). ``exact``: bit for bit."""
+    ours, theirs = zip(*(pair(a, np.asarray(a).dtype.kind == "f", dtype) for a in arrays))
+    out_ml, out_t = ml_fn(*ours), torch_fn(*theirs)
+    assert str(out_ml.dtype) == str(out_t.dtype).replace("torch.", ""), (out_ml.dtype, out_t.dtype)
+    assert tuple(out_ml.shape) == tuple(out_t.shape)
+    compare = np.testing.assert_array_equal if exact else \
+        lambda a, b, err_msg: np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, err_msg=err_msg)
+    compare(_np(out_ml), _np(out_t), err_msg="forward")
+    if not out_t.requires_grad:
+        return out_ml
+    seed = np.random.default_rng(1).standard_normal(tuple(out_t.shape))
+    seed_ml, seed_t = pair(seed, dtype=dtype)
+    (out_ml * seed_ml).sum().backward()
+    (out_t * seed_t).sum().backward()
+    for i, (m, t) in enumerate(zip(ours, theirs)):
+        if t.grad is not None:
+            compare(_np(m.grad), _np(t.grad), err_msg=f"grad of input {i}")
+    return out_ml
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+# ---- normalized_shape: a bare int is torch's TypeError in F (only the modules take one) -------------
+@pytest.mark.parametrize("fn", ["layer_norm", "rms_norm"])
+@pytest.mark.parametrize("shape", [4, np.int64(4), (4.0,), (True,), [2, 4.0]], ids=repr)
+def test_norm_normalized_shape_int_or_float_is_torchs_type_error(rng, fn, shape):
+    x, tx = pair(rng.standard_normal((3, 2, 4)))
+    message = same_error(lambda: getattr(F, fn)(x, shape), lambda: getattr(TF, fn)(tx, shape))
+    assert "normalized_shape" in message and "tuple of ints" in message
+    same_error(lambda: getattr(F, fn)(x, normalized_shape=shape), lambda: getattr(TF, fn)(tx, normalized_shape=shape))
+
+
+@pytest.mark.parametrize("fn", ["layer_norm", "rms_norm"])
+@pytest.mark.parametrize("shape", [(4,), [4], [2, 4], (np.int64(4),)], ids=repr)
+def test_norm_normalized_shape_sequences_work_as_torch(rng, fn, shape):
+    check(lambda x: getattr(F, fn)(x, shape), lambda x: getattr(TF, fn)(x, shape), rng.standard_normal((3, 2, 4)))
+
+
+@pytest.mark.parametrize("module", ["LayerNorm", "RMSNorm"])
+def test_norm_modules_still_take_an_int_as_torch(rng, module):
+    ours, theirs = getattr(nn, module)(4).double(), getattr(tnn, module)(4).double()
+    assert tuple(ours.normalized_shape) == tuple(theirs.normalized_shape) == (4,)
+    check(ours, theirs, rng.standard_normal((3, 4)))
+
+
+# ---- scaled_dot_product_attention: is_causal and attn_mask together -------------------------------
+_CAUSAL_WITH_MASK = {  # name: (query, key, value shapes, mask shape, options)
+    "4d": ((2, 2, 3, 4), (2, 2, 5, 4), (2, 2, 5, 4), (3, 5), {}),
+    "4d-mask4d": ((2, 2, 3, 4), (2, 2, 5, 4), (2, 2, 5, 4), (2, 1, 3, 5), {}),
+    "4d-square": ((1, 2, 5, 4), (1, 2, 5, 4), (1, 2, 5, 4), (1, 2, 5, 5), {}),
+    "4d-more-queries": ((1, 2, 5, 4), (1, 2, 3, 4), (1, 2, 3, 4), (5, 3), {}),  # rows with no key left
+    "gqa": ((1, 4, 3, 4), (1, 2, 5, 4), (1, 2, 5, 4), (3, 5), {"enable_gqa": True}),
+    "scale": ((2, 2, 3, 4), (2, 2, 5, 4), (2, 2, 5, 4), (3, 5), {"scale": 0.3}),
+    # torch's other path raises: 3-D / 5-D inputs, dropout, a 3-D mask, broadcast batches or heads,
+    # a value head size of its own; a 1-D mask is the IndexError of the 4-D kernel
+    "3d": ((2, 3, 4), (2, 5, 4), (2, 5, 4), (3, 5), {}),
+    "5d": ((1, 1, 2, 3, 4), (1, 1, 2, 5, 4), (1, 1, 2, 5, 4), (3, 5), {}),
+    "dropout": ((1, 2, 3, 4), (1, 2, 5, 4), (1, 2, 5, 4), (3, 5), {"dropout_p": 0.5}),
+    "mask3d": ((2, 2, 3, 4), (2, 2, 5, 4), (2, 2, 5, 4), (2, 3, 5), {}),
+    "mask1d": ((2, 2, 3, 4), (2, 2, 5, 4), (2, 2, 5, 4), (5,), {}),
+    "batch-broadcast": ((2, 2, 3, 4), (1, 2, 5, 4), (1, 2, 5, 4), (3, 5), {}),
+    "heads-broadcast": ((1, 4, 3, 4), (1, 1, 5, 4), (1, 1, 5, 4), (3, 5), {}),
+    "value-width": ((1, 2, 3, 4), (1, 2, 5, 4), (1, 2, 5, 6), (3, 5), {}),
+}
+
+
+@pytest.mark.parametrize("mask_kind", ["bool", "float"])
+@pytest.mark.parametrize("case", list(_CAUSAL_WITH_MASK))
+def test_sdpa_is_causal_with_attn_mask_as_torch(rng, case, mask_kind):
+    q_shape, k_shape, v_shape, mask_shape, options = _CAUSAL_WITH_MASK[case]
+    mask = rng.random(mask_shape) > 0.3 if mask_kind == "bool" else rng.standard_normal(mask_shape)
+    m, tm = pair(mask)
+    arrays = [rng.standard_normal(s) for s in (q_shape, k_shape, v_shape)]
+    ours = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, m, is_causal=True, **options)  # noqa: E731
+    theirs = lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, tm, is_causal=True, **options)  # noqa: E731
+    try:
+        theirs(*(torch.tensor(a) for a in arrays))
+    except Exception:
+        same_error(lambda: ours(*(ml.tensor(a) for a in arrays)), lambda: theirs(*(torch.tensor(a) for a in arrays)))
+        return
+    check(ours, theirs, *arrays)
+    check(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=m, dropout_p=0.0, is_causal=True,
+                                                         **options),
+          lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, attn_mask=tm, dropout_p=0.0, is_causal=True,
+                                                          **options), *arrays)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_sdpa_is_causal_with_attn_mask_in_every_float_dtype(rng, dtype):
+    arrays = [rng.standard_normal((2, 2, 4, 8)) for _ in range(3)]
+    m, tm = pair(rng.random((4, 4)) > 0.3)
+    check(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, m, is_causal=True),
+          lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, tm, is_causal=True), *arrays, dtype=dtype,
+          rtol=1e-2 if dtype != "float32" else 1e-5, atol=1e-2 if dtype != "float32" else 1e-6)
