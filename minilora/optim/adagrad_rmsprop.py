@@ -20,7 +20,7 @@ import numpy as np
 from .. import dtypes
 from ..device import xp_of
 from .adam import _fused_multiply_add
-from .optimizer import Optimizer, _check_range, alpha_16bit, rounds_each_op
+from .optimizer import Optimizer, _check_range, alpha_16bit, new_step_count, rounds_each_op
 
 __all__ = ["RMSprop", "Adagrad", "Adadelta"]
 
@@ -112,7 +112,7 @@ class RMSprop(_StepEach):
     @staticmethod
     def _new_state(p, group):
         zeros = p.device.xp.zeros_like
-        state = dict(step=0, square_avg=zeros(p._array))
+        state = dict(step=new_step_count(), square_avg=zeros(p._array))
         if group["momentum"] > 0:
             state["momentum_buffer"] = zeros(p._array)
         if group["centered"]:
@@ -166,14 +166,14 @@ class Adagrad(_StepEach):
         """``step`` 0 and ``sum`` full of the constructor's ``initial_accumulator_value`` (torch reads it
         from ``defaults``, never from the group: also for a group added after construction)."""
         start = self.defaults["initial_accumulator_value"]
-        return dict(step=0, sum=p.device.xp.full(p.shape, start, dtype=p.dtype))
+        return dict(step=new_step_count(), sum=p.device.xp.full(p.shape, start, dtype=p.dtype))
 
 
     @staticmethod
     def _update(p, state, group):
         ops = _Arithmetic(p.dtype)
         grad = _gradient(p, group, ops)
-        lr = group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
+        lr = group["lr"] / (1 + (float(state["step"]) - 1) * group["lr_decay"])
         total = ops.addcmul(ops.load(state["sum"]), grad, grad, 1)
         state["sum"][...] = total
         std = ops.plus(ops.rounded(ops.sqrt(total)), group["eps"])
@@ -199,7 +199,7 @@ class Adadelta(_StepEach):
     @staticmethod
     def _new_state(p, group):
         zeros = p.device.xp.zeros_like
-        return dict(step=0, square_avg=zeros(p._array), acc_delta=zeros(p._array))
+        return dict(step=new_step_count(), square_avg=zeros(p._array), acc_delta=zeros(p._array))
 
     @staticmethod
     def _update(p, state, group):

@@ -28,7 +28,7 @@ import numpy as np
 from .. import kernels, parallel
 from ..device import CHUNK, cache_slices, xp_of
 from .. import dtypes
-from .optimizer import Optimizer, _check_adam_hyperparameters, alpha_16bit, rounds_each_op
+from .optimizer import Optimizer, _check_adam_hyperparameters, alpha_16bit, new_step_count, rounds_each_op
 
 __all__ = ["Adam", "AdamW", "adamw_update"]
 
@@ -159,7 +159,7 @@ class Adam(Optimizer):
                 state = self.state[p]
                 if not state:  # first step: moments start at zero
                     xp = p.device.xp
-                    state.update(step=0, exp_avg=xp.zeros(p.shape, dtype=p.dtype),
+                    state.update(step=new_step_count(), exp_avg=xp.zeros(p.shape, dtype=p.dtype),
                                  exp_avg_sq=xp.zeros(p.shape, dtype=p.dtype))
                     if group["amsgrad"]:
                         state["max_exp_avg_sq"] = xp.zeros(p.shape, dtype=p.dtype)
@@ -199,7 +199,7 @@ class Adam(Optimizer):
                            lr=[g["lr"] for _, _, g in todo], beta1=[g["betas"][0] for _, _, g in todo],
                            beta2=[g["betas"][1] for _, _, g in todo], eps=[g["eps"] for _, _, g in todo],
                            weight_decay=[g["weight_decay"] for _, _, g in todo],
-                           step=[st["step"] for _, st, _ in todo], device=todo[0][0].device, tables=tables)
+                           step=[int(st["step"]) for _, st, _ in todo], device=todo[0][0].device, tables=tables)
 
     def _update_pieces(self, pieces):
         """The NumPy/CuPy update of ``(param, grad, exp_avg, exp_avg_sq[, max_exp_avg_sq])`` pieces (any device)."""
@@ -211,16 +211,16 @@ class Adam(Optimizer):
             if wd and not decoupled:  # Adam's L2 penalty: a new array, p.grad stays as it is
                 grad = _with_l2(grad, param, wd)
             if rounds_each_op(param.dtype):  # a bf16/fp16 parameter, its state in its dtype (as torch)
-                adamw_update_16bit(param, grad, exp_avg, exp_avg_sq, step=state["step"], lr=group["lr"], beta1=beta1,
+                adamw_update_16bit(param, grad, exp_avg, exp_avg_sq, step=float(state["step"]), lr=group["lr"], beta1=beta1,
                                    beta2=beta2, eps=group["eps"], weight_decay=wd if decoupled else 0.0,
                                    max_exp_avg_sq=amsgrad_max[0] if amsgrad_max else None)
                 continue
             if amsgrad_max:
-                amsgrad_update(param, grad, exp_avg, exp_avg_sq, amsgrad_max[0], step=state["step"], lr=group["lr"],
+                amsgrad_update(param, grad, exp_avg, exp_avg_sq, amsgrad_max[0], step=float(state["step"]), lr=group["lr"],
                                beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=wd if decoupled else 0.0)
                 continue
             adamw_update(param, grad, exp_avg, exp_avg_sq, xp_of(param).empty_like(param),
-                         step=state["step"], lr=group["lr"], beta1=beta1, beta2=beta2,
+                         step=float(state["step"]), lr=group["lr"], beta1=beta1, beta2=beta2,
                          eps=group["eps"], weight_decay=wd if decoupled else 0.0)
 
     @staticmethod

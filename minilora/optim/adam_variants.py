@@ -17,7 +17,7 @@ import numpy as np
 
 from ..device import xp_of
 from .adagrad_rmsprop import _Arithmetic, _gradient, _StepEach
-from .optimizer import _check_adam_hyperparameters, _check_range
+from .optimizer import _check_adam_hyperparameters, _check_range, new_step_count
 
 __all__ = ["Adamax", "NAdam", "RAdam"]
 
@@ -53,7 +53,7 @@ class Adamax(_AdamFamily):
     @staticmethod
     def _new_state(p, group):
         xp = p.device.xp
-        return dict(step=0, exp_avg=xp.zeros_like(p._array), exp_inf=xp.zeros_like(p._array))
+        return dict(step=new_step_count(), exp_avg=xp.zeros_like(p._array), exp_inf=xp.zeros_like(p._array))
 
     def _update(self, p, state, group):
         ops = _Arithmetic(p.dtype)
@@ -63,7 +63,7 @@ class Adamax(_AdamFamily):
         decayed = ops.rounded(ops.load(state["exp_inf"]) * beta2)
         exp_inf = xp_of(decayed).maximum(decayed, ops.plus(ops.rounded(abs(grad)), group["eps"]))
         state["exp_avg"][...], state["exp_inf"][...] = exp_avg, exp_inf
-        step_size = group["lr"] / (1 - beta1 ** state["step"])
+        step_size = group["lr"] / (1 - beta1 ** float(state["step"]))
         p._array[...] = ops.rounded(ops.load(p._array) + -step_size * (exp_avg / exp_inf))
 
 
@@ -87,19 +87,19 @@ class NAdam(_AdamFamily):
     @staticmethod
     def _new_state(p, group):
         xp = p.device.xp
-        return dict(step=0, mu_product=np.float32(1.0), exp_avg=xp.zeros_like(p._array),
+        return dict(step=new_step_count(), mu_product=np.float32(1.0), exp_avg=xp.zeros_like(p._array),
                     exp_avg_sq=xp.zeros_like(p._array))
 
     def _update(self, p, state, group):
         ops = _Arithmetic(p.dtype)
         beta1, beta2 = group["betas"]
-        lr, step, decay = group["lr"], state["step"], group["momentum_decay"]
+        lr, step, decay = group["lr"], float(state["step"]), group["momentum_decay"]
         grad = _gradient(p, self._l2_group(group), ops)
         self._decay_weights(p, group, ops)
         # the momentum coefficient of this step and of the next (Nesterov's look-ahead), warming up
         mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * decay)))
         mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * decay)))
-        mu_product = np.float32(np.float32(state["mu_product"]) * np.float32(mu))  # torch: a float32 tensor
+        mu_product = _times_in_own_dtype(state["mu_product"], mu)  # torch: mu_product *= mu, a 0-d tensor
         state["mu_product"] = mu_product
         exp_avg = ops.lerp(ops.load(state["exp_avg"]), grad, 1 - beta1)
         exp_avg_sq = ops.addcmul(ops.rounded(ops.load(state["exp_avg_sq"]) * beta2), grad, grad, 1 - beta2)
@@ -109,6 +109,15 @@ class NAdam(_AdamFamily):
         param = ops.rounded(ops.load(p._array) + (-lr * (1.0 - mu) / (1.0 - float(mu_product))) * (grad / denom))
         next_product = float(mu_product) * mu_next
         p._array[...] = ops.rounded(param + ((-lr * mu_next) / (1.0 - next_product)) * (exp_avg / denom))
+
+
+def _times_in_own_dtype(number, factor):
+    """``number * factor`` as torch's in-place product of a 0-d tensor and a Python number: in the number's
+    dtype (float32 from the start; the parameter's dtype after a ``load_state_dict``, which casts it, as
+    torch's), a 16-bit one computed in float32 and rounded once."""
+    dtype = np.asarray(number).dtype
+    compute = np.dtype(np.float32) if dtype.itemsize == 2 else dtype
+    return (np.asarray(number).astype(compute) * compute.type(factor)).astype(dtype)[()]
 
 
 class RAdam(_AdamFamily):
@@ -124,12 +133,12 @@ class RAdam(_AdamFamily):
     @staticmethod
     def _new_state(p, group):
         xp = p.device.xp
-        return dict(step=0, exp_avg=xp.zeros_like(p._array), exp_avg_sq=xp.zeros_like(p._array))
+        return dict(step=new_step_count(), exp_avg=xp.zeros_like(p._array), exp_avg_sq=xp.zeros_like(p._array))
 
     def _update(self, p, state, group):
         ops = _Arithmetic(p.dtype)
         beta1, beta2 = group["betas"]
-        lr, step = group["lr"], state["step"]
+        lr, step = group["lr"], float(state["step"])
         grad = _gradient(p, self._l2_group(group), ops)
         self._decay_weights(p, group, ops)
         exp_avg = ops.lerp(ops.load(state["exp_avg"]), grad, 1 - beta1)

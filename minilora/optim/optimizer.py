@@ -115,27 +115,28 @@ class Optimizer:
     # --- memory and checkpoints -----------------------------------------------------------------
     def state_bytes(self):
         """Bytes held in optimizer state arrays (Adam: two per trained parameter)."""
-        return sum(int(v.nbytes) for st in self.state.values() for v in st.values()
-                   if hasattr(v, "nbytes"))
+        return sum(int(v.nbytes) for st in self.state.values() for k, v in st.items()
+                   if hasattr(v, "nbytes") and k != "step")
 
     def state_dict(self):
-        """A snapshot: ``{"state": {index: {...}}, "param_groups": [{..., "params": [indices]}]}``.
+        """``{"state": {index: {...}}, "param_groups": [{..., "params": [indices]}]}``, as torch's.
 
-        PyTorch's layout: parameters numbered in group order (so the snapshot loads into an
-        optimizer built the same way over another model instance), the same state names, and
-        ``step`` as a 0-d float32 array as torch saves it. Arrays are NumPy copies, ready for
-        ``pickle``/``numpy.savez``.
+        PyTorch's layout: parameters numbered in group order (so the state loads into an optimizer
+        built the same way over another model instance), the same state names, and ``step`` as a 0-d
+        float32 array (torch's 0-d float32 tensor). As torch's, it is not a snapshot: each
+        ``state[index]`` IS the parameter's live state dict (its arrays change with every step, and
+        changing them changes the optimizer); only the group dicts are copies. Save it at once, or
+        ``copy.deepcopy`` it to keep the values of now.
         """
-        index = {id(p): i for i, p in enumerate(self._all_params())}
-        groups, start = [], 0
+        index = {}  # id -> number; a parameter listed twice gets its last number, as torch's
+        for i, p in enumerate(self._all_params()):
+            index[id(p)] = i
+        groups = []
         for group in self.param_groups:
             saved = {k: v for k, v in group.items() if k != "params"}
-            saved["params"] = list(range(start, start + len(group["params"])))
-            start += len(group["params"])
+            saved["params"] = [index[id(p)] for p in group["params"]]
             groups.append(saved)
-        state = {index[id(p)]: {k: np.array(v, dtype=np.float32) if k == "step" else _host_copy(v)
-                                for k, v in st.items()}
-                 for p, st in self.state.items() if id(p) in index}
+        state = {index[id(p)]: st for p, st in self.state.items() if id(p) in index}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
@@ -294,6 +295,14 @@ def _as_number(value):
     return value
 
 
+def new_step_count():
+    """A parameter's ``step`` in its state, as torch keeps it: a 0-d float32 array, counted in place
+    (``state["step"] += 1``), so a ``state_dict()`` taken earlier shows the current count, as torch's. Read
+    it as ``float(state["step"])`` (torch's ``step_t.item()``): a float32 power would round the bias
+    corrections."""
+    return np.zeros((), dtype=np.float32)
+
+
 def rounds_each_op(dtype):
     """float16/bfloat16: torch updates such a parameter (and its state, kept in the same dtype) with ops
     that each compute in float32 and round once; NumPy would round a Python scalar like ``lr`` to the
@@ -308,16 +317,6 @@ def alpha_16bit(value, dtype):
     return np.float32(np.asarray(value, np.float32).astype(dtype))
 
 
-def _host_copy(value):
-    if isinstance(value, Tensor):  # state a user's own optimizer keeps as Tensors (torch-style): stays a Tensor
-        return value.detach().clone()
-    if isinstance(value, (np.ndarray, np.generic)):  # (np.generic: a NumPy number, NAdam's mu_product)
-        return value.copy()
-    if hasattr(value, "nbytes"):  # a CuPy array
-        return value.get()
-    return value
-
-
 def _restore(value, param, index, name):
     if isinstance(value, Tensor):  # a minilora Tensor (a user's own optimizer): a Tensor on the parameter's device
         dtype = param.dtype if dtypes.is_floating(value.dtype) and value.shape == param.shape else value.dtype
@@ -325,12 +324,13 @@ def _restore(value, param, index, name):
     if hasattr(value, "detach"):  # a torch tensor (torch's own state_dict)
         value = value.detach().cpu()
         value = (value.float() if str(value.dtype) == "torch.bfloat16" else value).numpy()
-    if name == "step":  # torch saves a 0-d float tensor; minilora counts with an int
-        return int(float(value))
+    if name == "step":  # torch's 0-d float32 tensor, a fresh one (counted in place by the new owner)
+        return np.array(float(value), dtype=np.float32)
     if not hasattr(value, "shape"):  # other numbers (and None: torch's empty momentum buffer)
         return value
-    if tuple(value.shape) == () != param.shape:  # a per-parameter number (NAdam's mu_product), in its dtype
-        return np.asarray(value)[()]
+    if tuple(value.shape) == () != param.shape:  # a per-parameter number (NAdam's mu_product): torch casts
+        value = np.asarray(value)  # a floating one to the parameter's dtype, as every floating state
+        return (value.astype(param.dtype) if dtypes.is_floating(value.dtype) else value)[()]
     if tuple(value.shape) != param.shape:
         raise ValueError(f"loaded state '{name}' of parameter {index} has shape "
                          f"{tuple(value.shape)}, but the parameter has shape {param.shape}")
