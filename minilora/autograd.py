@@ -5,8 +5,9 @@ tensor.py) but hands it a store that keeps the gradients of the chosen ``inputs`
 instead of adding into every leaf's ``.grad``.
 
 A user's ``Function`` (forward/backward on Tensors, as torch's) is not a second engine: ``apply`` runs
-the user's forward without recording, then records one internal node (``_UserNode``, an ordinary
-op of tensor.py's engine) per output, whose backward calls the user's backward.
+the user's forward without recording, then records ordinary ops of tensor.py's engine: one node for
+the call (``_UserCall``, on the inputs), whose backward calls the user's backward once, and one node
+per output (``_UserOutput``) that hands its gradient to it.
 """
 from . import parallel, testing
 from . import tensor as _tensor
@@ -32,6 +33,12 @@ class _CaptureStore:
 
     def add_node(self, ctx, g):
         self._put(self.nodes[id(ctx)], g)
+
+
+def _zeros_like(t):
+    """Zeros of ``t``'s shape, dtype and device (not ``t * 0``: that is -0.0 or nan where t is
+    negative or infinite)."""
+    return Tensor._make(t._device.xp.zeros_like(t._array), t._device, False, None)
 
 
 def _as_tuple(x):
@@ -90,7 +97,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
             if not allow_unused:
                 raise RuntimeError("One of the differentiated Tensors appears to not have been used "
                                    "in the graph. Set allow_unused=True if this is the desired behavior.")
-            result.append(t.detach() * 0 if materialize_grads else None)
+            result.append(_zeros_like(t) if materialize_grads else None)
         else:
             result.append(Tensor._make(g, t._device, False, None))
     return tuple(result)
@@ -140,26 +147,50 @@ class FunctionCtx:
         self.materialize_grads = bool(value)
 
 
-class _UserNode(_tensor.Function):
-    """The engine's node for one output of a user's Function: forward hands back the output the
-    user's forward already computed; backward calls the user's backward (on Tensors)."""
+class _Joint:
+    """What the nodes of one call of a user's Function share: the Function, its ctx, its outputs, and
+    the gradients the outputs have received in the current backward pass (None: none yet)."""
 
-    @staticmethod
-    def forward(ctx, *arrays, user):
-        ctx.user = user
-        return user[3]._array
+    def __init__(self, cls, user_ctx, outputs):
+        self.cls, self.user_ctx, self.outputs = cls, user_ctx, outputs
+        self.received = [None] * len(outputs)
 
-    @staticmethod
-    def backward(ctx, g):
-        cls, user_ctx, index, output, outputs = ctx.user
+    def grads_for_backward(self):
+        """One gradient per output, as torch hands them to backward: the one received, else zeros
+        (None after ``ctx.set_materialize_grads(False)``, and always for a non-Tensor output)."""
         grads = []
-        for k, out in enumerate(outputs):
-            if k == index:
-                grads.append(Tensor._make(g, output._device, False, None))
-            elif user_ctx.materialize_grads and isinstance(out, Tensor):
-                grads.append(out.detach() * 0)
+        for out, g in zip(self.outputs, self.received):
+            if g is not None:
+                grads.append(Tensor._make(g, out._device, False, None))
+            elif self.user_ctx.materialize_grads and isinstance(out, Tensor):
+                grads.append(_zeros_like(out))
             else:
                 grads.append(None)
+        self.received = [None] * len(self.outputs)  # ready for the next pass (retain_graph)
+        return grads
+
+
+def _token(device):
+    """The empty array that links a Function's output nodes to its call node (it carries no numbers)."""
+    return device.xp.zeros((0,), dtype="float32")
+
+
+class _UserCall(_tensor.Function):
+    """The engine's node for one call of a user's Function, on its inputs. Its output is an empty
+    token that every output node (``_UserOutput``) takes as input. The output nodes were made after
+    it, so the engine runs all of them first: each leaves its gradient in the ``_Joint``, and this
+    node then calls the user's backward once, with every output's gradient (torch's rule)."""
+
+    @staticmethod
+    def forward(ctx, *arrays, joint):
+        ctx.joint = joint
+        return _token(ctx.device)
+
+    @staticmethod
+    def backward(ctx, token_grad):
+        joint = ctx.joint
+        cls, user_ctx = joint.cls, joint.user_ctx
+        grads = joint.grads_for_backward()
         with no_grad():
             result = cls.backward(user_ctx, *grads)
         result = result if isinstance(result, tuple) else (result,)
@@ -180,13 +211,28 @@ class _UserNode(_tensor.Function):
         return tuple(r._array if isinstance(r, Tensor) else r for r in result)
 
 
+class _UserOutput(_tensor.Function):
+    """The engine's node for one output of a user's Function: forward hands back the output the
+    user's forward already computed; backward keeps its gradient for the call node (``_UserCall``)."""
+
+    @staticmethod
+    def forward(ctx, token, *, joint, index):
+        ctx.joint, ctx.index = joint, index
+        return joint.outputs[index]._array
+
+    @staticmethod
+    def backward(ctx, g):
+        ctx.joint.received[ctx.index] = g
+        return _token(ctx.device)
+
+
 class Function:
     """torch.autograd.Function: subclass with static ``forward(ctx, *args)`` and
     ``backward(ctx, *grad_outputs)`` on Tensors, then call ``MyFunction.apply(*args)``.
 
-    With several outputs, the user's backward runs once per output that receives a gradient (the
-    other outputs' gradients are zeros, or None after ``ctx.set_materialize_grads(False)``); the
-    gradients it returns are summed by the engine, so the numbers are torch's.
+    With several outputs, the user's backward runs once per backward pass, as torch's, with every
+    output's gradient (zeros for an output that received none, or None after
+    ``ctx.set_materialize_grads(False)``).
     """
 
     @staticmethod
@@ -216,13 +262,11 @@ class Function:
         if not any(needs):
             return output
         outputs = output if isinstance(output, tuple) else (output,)
-        recorded = []
-        for index, out in enumerate(outputs):
-            if not isinstance(out, Tensor) or any(out is t for t in ctx.non_differentiable):
-                recorded.append(out)
-                continue
-            user = (cls, ctx, index, out, outputs)
-            recorded.append(_UserNode.apply(*args, user=user))
+        joint = _Joint(cls, ctx, outputs)
+        token = _UserCall.apply(*args, joint=joint)
+        recorded = [out if not isinstance(out, Tensor) or any(out is t for t in ctx.non_differentiable)
+                    else _UserOutput.apply(token, joint=joint, index=index)
+                    for index, out in enumerate(outputs)]
         return tuple(recorded) if isinstance(output, tuple) else recorded[0]
 
 

@@ -1,0 +1,203 @@
+"""minilora.autograd side by side with torch.autograd, round 4: backward(inputs=...) and a user
+Function with several outputs (its backward runs once, with every output's gradient)."""
+import numpy as np
+import pytest
+import torch
+
+import minilora as ml
+
+A, B = [1.0, 2.0, -0.5], [3.0, -4.0, 0.25]
+
+
+def leaves(lib):
+    dtype = lib.float64
+    return (lib.tensor(A, dtype=dtype, requires_grad=True),
+            lib.tensor(B, dtype=dtype, requires_grad=True))
+
+
+def same(m, t):
+    """minilora's and torch's .grad (or gradient) agree, None included."""
+    if t is None:
+        assert m is None
+        return
+    assert m is not None
+    np.testing.assert_allclose(m.numpy(), t.detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
+def both(fn):
+    """fn(lib) run for minilora and torch; the pairs of results."""
+    return list(zip(fn(ml), fn(torch)))
+
+
+def test_backward_inputs_accumulates_only_into_the_inputs():
+    def run(lib):
+        a, b = leaves(lib)
+        c = a * b
+        c.retain_grad()  # on the path to a: torch fills it too
+        (c * c).sum().backward(inputs=[a])
+        return a.grad, b.grad, c.grad
+    for m, t in both(run):
+        same(m, t)
+
+
+@pytest.mark.parametrize("spelling", ["tensor", "list", "tuple", "positional"])
+def test_backward_inputs_spellings(spelling):
+    def run(lib):
+        a, b = leaves(lib)
+        loss = (a * b.exp()).sum()
+        if spelling == "tensor":
+            loss.backward(inputs=b)
+        elif spelling == "list":
+            loss.backward(inputs=[a, b])
+        elif spelling == "tuple":
+            loss.backward(inputs=(b,))
+        else:
+            loss.backward(None, None, False, [a])
+        return a.grad, b.grad
+    for m, t in both(run):
+        same(m, t)
+
+
+def test_backward_inputs_accumulates_across_calls_and_with_autograd_backward():
+    def run(lib):
+        a, b = leaves(lib)
+        (a * b).sum().backward(inputs=[a])
+        (a * a * b).sum().backward(inputs=[a])
+        lib.autograd.backward([(a * b).sum()], inputs=[b])
+        return a.grad, b.grad
+    for m, t in both(run):
+        same(m, t)
+
+
+def test_backward_inputs_non_leaf_gets_its_grad():
+    def run(lib):
+        a, b = leaves(lib)
+        c = a * b
+        (c * c * 2).sum().backward(inputs=[c])
+        return c.grad, a.grad, b.grad
+    for m, t in both(run):
+        same(m, t)
+
+
+def test_backward_inputs_unused_input_stays_none():
+    def run(lib):
+        a, b = leaves(lib)
+        z = lib.ones(3, dtype=lib.float64, requires_grad=True)
+        (a * b).sum().backward(inputs=[z])
+        return z.grad, a.grad, b.grad
+    for m, t in both(run):
+        same(m, t)
+
+
+def test_backward_inputs_hook_of_a_leaf_left_out_does_not_run():
+    calls = {ml: 0, torch: 0}
+
+    def run(lib):
+        a, b = leaves(lib)
+
+        def hook(g):
+            calls[lib] += 1
+        b.register_hook(hook)
+        (a * b).sum().backward(inputs=[a])
+        return a.grad, b.grad
+    for m, t in both(run):
+        same(m, t)
+    assert calls[ml] == calls[torch] == 0
+
+
+def test_backward_inputs_errors_as_torch():
+    for lib in (ml, torch):
+        a, b = leaves(lib)
+        with pytest.raises(RuntimeError, match="`inputs` argument to `backward\\(\\)` cannot be empty"):
+            (a * b).sum().backward(inputs=[])
+        with pytest.raises(RuntimeError, match="can't retain_grad on Tensor that has requires_grad=False"):
+            (a * b).sum().backward(inputs=[a.detach()])
+
+
+def test_backward_inputs_frees_the_graph_as_torch():
+    for lib in (ml, torch):
+        a, b = leaves(lib)
+        y = (a * b).sum()
+        y.backward(inputs=[a])
+        with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+            y.backward(inputs=[b])
+
+
+def split_function(lib, calls, materialize=True):
+    """Two outputs; its backward counts its calls and is not linear in the gradients, so calling it
+    once per output (and summing) would give another number."""
+    class Split(lib.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.set_materialize_grads(materialize)
+            ctx.save_for_backward(x)
+            return x * 2, x.exp()
+
+        @staticmethod
+        def backward(ctx, g1, g2):
+            calls.append((g1 is None, g2 is None))
+            x, = ctx.saved_tensors
+            both_given = g1 is not None and g2 is not None
+            g1 = 0 if g1 is None else g1
+            g2 = 0 if g2 is None else g2
+            return (g1 * 2 + g2 * x.exp()) * (1 + (g1 * g2 if both_given else 0))
+    return Split
+
+
+@pytest.mark.parametrize("materialize", [True, False])
+@pytest.mark.parametrize("used", ["both", "first", "second"])
+def test_function_with_several_outputs_runs_backward_once(materialize, used):
+    calls = {}
+
+    def run(lib):
+        calls[lib] = []
+        x = lib.tensor(A, dtype=lib.float64, requires_grad=True)
+        p, q = split_function(lib, calls[lib], materialize).apply(x)
+        loss = {"both": (p * q).sum() + p.sum(), "first": (p * p).sum(), "second": q.sum() * 3}[used]
+        loss.backward()
+        return (x.grad,)
+    for m, t in both(run):
+        same(m, t)
+    assert calls[ml] == calls[torch] and len(calls[ml]) == 1
+
+
+def test_function_with_several_outputs_under_grad_and_retain_graph():
+    calls = {}
+
+    def run(lib):
+        calls[lib] = []
+        x = lib.tensor(A, dtype=lib.float64, requires_grad=True)
+        p, q = split_function(lib, calls[lib]).apply(x)
+        loss = (p * q).sum()
+        first = lib.autograd.grad(loss, x, retain_graph=True)[0]
+        second = lib.autograd.grad(loss, [x, p])
+        return first, second[0], second[1]
+    for m, t in both(run):
+        same(m, t)
+    assert calls[ml] == calls[torch] and len(calls[ml]) == 2
+
+
+def test_materialized_zeros_are_zeros_not_x_times_zero():
+    """An output that got no gradient is handed torch's zeros (x * 0 would be -0.0 or nan)."""
+    seen = {}
+
+    def run(lib):
+        class Two(lib.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                return x * 1, x * -1
+
+            @staticmethod
+            def backward(ctx, g1, g2):
+                seen[lib] = g2
+                return g1 + g2
+        x = lib.tensor([float("inf"), -1.0, 2.0], dtype=lib.float64, requires_grad=True)
+        first, _ = Two.apply(x)
+        first.sum().backward()
+        unused = lib.tensor([float("inf"), -1.0], dtype=lib.float64, requires_grad=True)
+        y = lib.tensor([1.0, 2.0], dtype=lib.float64, requires_grad=True)
+        return x.grad, lib.autograd.grad((y * 2).sum(), [unused, y], materialize_grads=True)[0]
+    for m, t in both(run):
+        same(m, t)
+    same(seen[ml], seen[torch])
+    assert not np.signbit(seen[ml].numpy()).any()
