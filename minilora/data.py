@@ -350,6 +350,10 @@ def pad_batch(sequences, pad_id, labels=None):
     see a pad, and the pads' labels are ``-100``. ``labels=None`` means "predict every real token"."""
     if not sequences:
         raise ValueError("pad_batch: no sequences")
+    for row, seq in enumerate(sequences):
+        _check_token_ids(seq, f"sequence {row}")
+        if labels is not None:
+            _check_token_ids(labels[row], f"labels {row}", length=len(seq))
     width = max(len(s) for s in sequences)
     ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
     out_labels = np.full((len(sequences), width), IGNORE_INDEX, dtype=np.int64)
@@ -357,6 +361,18 @@ def pad_batch(sequences, pad_id, labels=None):
         ids[row, :len(seq)] = seq
         out_labels[row, :len(seq)] = seq if labels is None else labels[row]
     return ids, out_labels
+
+
+def _check_token_ids(values, what, length=None):
+    """Refuse what is not a 1-D run of integer token ids (of ``length``): pad_batch would otherwise
+    truncate float features to integers, or broadcast a class label along a row, without a word."""
+    array = np.asarray(values)
+    wrong_kind = array.size and array.dtype.kind not in "iu"  # ([] reads as float64: let it through)
+    if array.ndim != 1 or wrong_kind or (length is not None and len(array) != length):
+        raise TypeError(f"minilora.data batches token ids: {what} should be a 1-D sequence of integers"
+                        f"{'' if length is None else f' of length {length}'}, got {array.dtype} with shape "
+                        f"{array.shape}. For torch's DataLoader(dataset, batch_size, shuffle, drop_last) over "
+                        "a Dataset of (features, label) samples use minilora.utils.data.DataLoader")
 
 
 class DataLoader:

@@ -20,7 +20,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import minilora as ml  # noqa: E402
-from test_torch_conformance import check, expect_error, run_both  # noqa: E402
+from test_torch_conformance import _plain, check, expect_error, run_both  # noqa: E402
 
 
 def f64(lib, array, grad=False):
@@ -34,6 +34,302 @@ def rounded(x):
     if isinstance(x, tuple):
         return tuple(rounded(v) for v in x)
     return np.round(x.detach().numpy().astype(np.float64), 9).tolist()
+
+
+def _assert_close(theirs, ours, rtol, where=""):
+    """``_plain`` results compared as ``check`` does, but floats (float32 training runs) to ``rtol``."""
+    if isinstance(theirs, list):
+        assert isinstance(ours, list) and len(ours) == len(theirs), f"{where}: {ours} vs {theirs}"
+        for i, (a, b) in enumerate(zip(theirs, ours)):
+            _assert_close(a, b, rtol, f"{where}[{i}]")
+    elif isinstance(theirs, tuple) and theirs and theirs[0] == "tensor":
+        assert isinstance(ours, tuple) and ours[0] == "tensor", f"{where}: got {ours!r}"
+        assert (ours[1], ours[2].shape) == (theirs[1], theirs[2].shape), f"{where}: {ours[1:]} vs {theirs[1:]}"
+        np.testing.assert_allclose(ours[2], theirs[2], rtol=rtol, atol=rtol, err_msg=where)
+    elif isinstance(theirs, float):
+        assert type(ours) is float and ours == pytest.approx(theirs, rel=rtol, abs=rtol), f"{where}: {ours} vs {theirs}"
+    else:
+        assert ours == theirs, f"{where}: {ours!r}, torch {theirs!r}"
+
+
+def check_close(snippet, rtol=2e-5):
+    theirs, ours = run_both(snippet)
+    _assert_close(theirs, ours, rtol, snippet.__name__)
+
+
+def copy_weights(lib, model, weights):
+    """Load torch's initial weights (NumPy arrays by name) into ``model``: the same numbers on both sides."""
+    model.load_state_dict({name: lib.tensor(array) for name, array in weights.items()})
+
+
+# ---- 1. the quickstart ------------------------------------------------------------------------------
+DATA_RNG = np.random.default_rng(67)
+IMAGES = DATA_RNG.standard_normal((136, 1, 28, 28)).astype(np.float32)  # FashionMNIST's shape, made up
+LABELS = DATA_RNG.integers(0, 10, 136)
+
+
+def quickstart_network(lib):
+    """The quickstart's NeuralNetwork, with the same initial weights in both libraries."""
+    nn = lib.nn
+
+    class NeuralNetwork(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.flatten = nn.Flatten()
+            self.linear_relu_stack = nn.Sequential(
+                nn.Linear(28 * 28, 512),
+                nn.ReLU(),
+                nn.Linear(512, 512),
+                nn.ReLU(),
+                nn.Linear(512, 10),
+            )
+
+        def forward(self, x):
+            x = self.flatten(x)
+            logits = self.linear_relu_stack(x)
+            return logits
+    return NeuralNetwork
+
+
+_QUICKSTART_WEIGHTS = {}
+
+
+def quickstart_weights():
+    if not _QUICKSTART_WEIGHTS:
+        torch.manual_seed(0)
+        model = quickstart_network(torch)()
+        _QUICKSTART_WEIGHTS.update({k: v.numpy().copy() for k, v in model.state_dict().items()})
+    return _QUICKSTART_WEIGHTS
+
+
+def synthetic_images(lib):
+    class SyntheticImages(lib.utils.data.Dataset):  # in place of datasets.FashionMNIST(transform=ToTensor())
+        def __init__(self, start, stop):
+            self.images, self.img_labels = IMAGES[start:stop], LABELS[start:stop]
+
+        def __len__(self):
+            return len(self.img_labels)
+
+        def __getitem__(self, idx):
+            return lib.tensor(self.images[idx]), int(self.img_labels[idx])
+    return SyntheticImages(0, 96), SyntheticImages(96, 136)
+
+
+def test_quickstart_line_by_line(tmp_path):
+    def snippet(lib):
+        torch = lib  # noqa: F811 -- the tutorial's own spelling from here on
+        from_lib = torch.utils.data
+        DataLoader, nn = from_lib.DataLoader, torch.nn
+        training_data, test_data = synthetic_images(lib)
+        record = []
+        batch_size = 32
+        train_dataloader = DataLoader(training_data, batch_size=batch_size, drop_last=True)
+        test_dataloader = DataLoader(test_data, batch_size=batch_size)
+        for X, y in test_dataloader:
+            record += [tuple(X.shape), X.dtype, tuple(y.shape), y.dtype]
+            break
+        record += [len(train_dataloader), len(test_dataloader), len(train_dataloader.dataset)]
+        model = quickstart_network(lib)()
+        copy_weights(lib, model, quickstart_weights())
+        record.append(repr(model))
+        loss_fn = nn.CrossEntropyLoss()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+        def train(dataloader, model, loss_fn, optimizer):
+            size = len(dataloader.dataset)
+            model.train()
+            for batch, (X, y) in enumerate(dataloader):
+                pred = model(X)
+                loss = loss_fn(pred, y)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+                loss, current = loss.item(), (batch + 1) * len(X)
+                record.append(f"loss: {loss:>7f}  [{current:>5d}/{size:>5d}]"[:12])
+                record.append(loss)
+
+        def test(dataloader, model, loss_fn):
+            size = len(dataloader.dataset)
+            num_batches = len(dataloader)
+            model.eval()
+            test_loss, correct = 0, 0
+            with torch.no_grad():
+                for X, y in dataloader:
+                    pred = model(X)
+                    test_loss += loss_fn(pred, y).item()
+                    correct += (pred.argmax(1) == y).type(torch.float).sum().item()
+            test_loss /= num_batches
+            correct /= size
+            record.extend([type(correct).__name__, correct, test_loss, model.training])
+
+        for t in range(2):
+            train(train_dataloader, model, loss_fn, optimizer)
+            test(test_dataloader, model, loss_fn)
+        path = tmp_path / f"model_{lib.__name__}.pth"
+        torch.save(model.state_dict(), path)
+        model = quickstart_network(lib)()
+        record.append(repr(model.load_state_dict(torch.load(path, weights_only=True))))
+        model.eval()
+        x, y = test_data[0][0], test_data[0][1]
+        with torch.no_grad():
+            pred = model(x)
+            predicted, actual = pred[0].argmax(0), y
+            record += [tuple(pred.shape), int(predicted), actual, f'Predicted: "{predicted}", Actual: "{actual}"']
+        return record
+    check_close(snippet)
+
+
+def test_default_collate_rules_as_torch():
+    """What a batch is made of, sample type by sample type (torch's default_collate)."""
+    from collections import namedtuple
+    Point = namedtuple("Point", "x y")
+
+    def snippet(lib):
+        data = lib.utils.data
+        samples = {
+            "tensor": [lib.tensor([1.0, 2.0]), lib.tensor([3.0, 4.0])],
+            "int": [1, 2], "float": [0.5, 1.5], "bool": [True, False],
+            "numpy float32": [np.float32(1.5), np.float32(2.5)], "numpy int32": [np.int32(1), np.int32(2)],
+            "numpy array": [np.arange(3, dtype=np.float32), np.ones(3, dtype=np.float32)],
+            "str": ["a", "b"],
+            "tuple": [(lib.tensor([1]), 0.5, "x"), (lib.tensor([2]), 1.5, "y")],
+            "list": [[1, 2], [3, 4]],
+            "dict": [{"ids": lib.tensor([1, 2]), "label": 0}, {"ids": lib.tensor([3, 4]), "label": 1}],
+            "namedtuple": [Point(1, 2.0), Point(3, 4.0)],
+        }
+        out = []
+        for name, batch in samples.items():
+            collated = data.default_collate(batch)
+            shown = [[k, v] for k, v in collated.items()] if isinstance(collated, dict) else collated
+            out.append((name, type(collated).__name__, shown))
+        out.append(data.default_convert(np.float32(2.0)))
+        out.append(data.default_convert((np.arange(2), 3)))
+        return out
+    check(snippet)
+
+    def ragged_lists(lib):
+        lib.utils.data.default_collate([[1, 2], [3]])
+    expect_error(ragged_lists)
+
+    def ragged_tensors(lib):
+        lib.utils.data.default_collate([lib.zeros(2), lib.zeros(3)])
+    expect_error(ragged_tensors)
+
+
+def test_dataloader_options_as_torch():
+    def snippet(lib):
+        data = lib.utils.data
+        x = lib.arange(10.0).reshape(5, 2)
+        ds = data.TensorDataset(x, lib.arange(5))
+        out = [len(ds), ds[1], ds[-1]]
+        for kwargs in ({}, {"batch_size": 2}, {"batch_size": 2, "drop_last": True}, {"batch_size": None},
+                       {"batch_size": 3, "shuffle": False, "num_workers": 0},
+                       {"batch_sampler": [[4, 0], [1]]}, {"sampler": [3, 1, 2], "batch_size": 2},
+                       {"batch_size": 2, "collate_fn": lambda batch: len(batch)}):
+            loader = data.DataLoader(ds, **kwargs)
+            out.append((sorted(k for k in kwargs if k != "collate_fn"), list(loader), loader.batch_size,
+                        loader.drop_last))
+            if not isinstance(kwargs.get("sampler"), list):
+                out.append(len(loader))
+        subset = data.Subset(ds, [4, 2])
+        out += [len(subset), subset[0], list(data.DataLoader(subset, batch_size=5))]
+        both = ds + subset
+        out += [len(both), both[5], both[-1], type(both).__name__]
+        return out
+    check(snippet)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"batch_size": 0}, {"batch_size": -1}, {"batch_size": 2.0}, {"batch_size": 2, "drop_last": 1},
+    {"shuffle": True, "sampler": [0, 1]}, {"batch_sampler": [[0]], "batch_size": 2},
+    {"batch_sampler": [[0]], "drop_last": True}, {"batch_size": None, "drop_last": True},
+    {"num_workers": -1}, {"timeout": -1}, {"prefetch_factor": 2}, {"persistent_workers": True}])
+def test_dataloader_refuses_what_torch_refuses(kwargs):
+    def snippet(lib):
+        ds = lib.utils.data.TensorDataset(lib.arange(4))
+        list(lib.utils.data.DataLoader(ds, **kwargs))
+    expect_error(snippet)
+
+
+def test_shuffle_is_a_fresh_permutation_each_epoch_and_follows_manual_seed():
+    """Random streams differ from torch's; what must hold: each epoch visits every sample once, epochs
+    differ, manual_seed (or generator=) replays the order, drop_last drops the short batch."""
+    from minilora.utils.data import DataLoader, TensorDataset
+    ds = TensorDataset(ml.arange(50))
+
+    def epochs(loader, n=3):
+        return [ml.cat([b for (b,) in loader]).tolist() for _ in range(n)]
+    ml.manual_seed(3)
+    first = epochs(DataLoader(ds, batch_size=8, shuffle=True))
+    assert all(sorted(e) == list(range(50)) for e in first) and first[0] != first[1] != first[2]
+    ml.manual_seed(3)
+    assert epochs(DataLoader(ds, batch_size=8, shuffle=True)) == first
+    g = ml.Generator().manual_seed(5)
+    seeded = epochs(DataLoader(ds, batch_size=8, shuffle=True, generator=g), 1)
+    assert epochs(DataLoader(ds, batch_size=8, shuffle=True, generator=ml.Generator().manual_seed(5)), 1) == seeded
+    dropped = DataLoader(ds, batch_size=8, shuffle=True, drop_last=True)
+    assert len(dropped) == 6 and [len(b) for (b,) in dropped] == [8] * 6
+
+
+def test_random_split_lengths_and_fractions():
+    def snippet(lib):
+        data = lib.utils.data
+        ds = data.TensorDataset(lib.arange(10))
+        out = []
+        for lengths in ([7, 3], [0.5, 0.5], [0.33, 0.33, 0.34], [0.1, 0.9], [10, 0]):
+            parts = data.random_split(ds, lengths)
+            out.append(([len(p) for p in parts], type(parts[0]).__name__,
+                        sorted(int(i) for p in parts for (i,) in p) == list(range(10))))
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check(snippet)
+
+    def wrong_sum(lib):
+        lib.utils.data.random_split(lib.utils.data.TensorDataset(lib.arange(10)), [3, 3])
+    expect_error(wrong_sum)
+
+
+def test_iterable_dataset_batches_as_torch():
+    def snippet(lib):
+        data = lib.utils.data
+
+        class Stream(data.IterableDataset):
+            def __iter__(self):
+                return iter(range(7))
+        return [list(data.DataLoader(Stream(), batch_size=3)),
+                list(data.DataLoader(Stream(), batch_size=3, drop_last=True)),
+                list(data.DataLoader(Stream(), batch_size=None))]
+    check(snippet)
+
+    def shuffled_stream(lib):
+        class Stream(lib.utils.data.IterableDataset):
+            def __iter__(self):
+                return iter(range(7))
+        lib.utils.data.DataLoader(Stream(), shuffle=True)
+    expect_error(shuffled_stream)
+
+
+def test_tensor_dataset_size_mismatch_and_bare_dataset():
+    def mismatch(lib):
+        lib.utils.data.TensorDataset(lib.zeros(3), lib.zeros(4))
+    expect_error(mismatch)
+
+    def bare(lib):
+        lib.utils.data.Dataset()[0]
+    expect_error(bare)
+
+
+def test_minilora_data_loader_refuses_features_instead_of_truncating_them():
+    """minilora.data.DataLoader (the token-id loader) given (features, label) samples, as a torch user
+    would write DataLoader(dataset, batch_size): it truncated the float features to integers and
+    broadcast the label along the row. Now a TypeError names minilora.utils.data.DataLoader."""
+    from minilora.data import DataLoader
+    samples = [(ml.tensor([0.5, 1.7, -2.2]), 1) for _ in range(4)]
+    with pytest.raises(TypeError, match="minilora.utils.data.DataLoader"):
+        next(iter(DataLoader(samples, batch_size=2)))
+    with pytest.raises(TypeError, match="length 2"):
+        next(iter(DataLoader([([1, 2], [3])], batch_size=1)))
 
 
 # ---- 3. backward hooks ------------------------------------------------------------------------------

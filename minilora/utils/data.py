@@ -1,0 +1,376 @@
+"""``torch.utils.data`` under its own names: ``Dataset``, ``TensorDataset``, ``Subset``, ``ConcatDataset``,
+``IterableDataset``, ``random_split``, the samplers and ``DataLoader`` with ``default_collate``.
+
+The quickstart's loop runs as written::
+
+    from minilora.utils.data import Dataset, DataLoader
+    train_dataloader = DataLoader(training_data, batch_size=64, shuffle=True, drop_last=True)
+    for X, y in train_dataloader: ...
+
+Batches are made as torch makes them (``default_collate``): tensors are stacked, Python ints become
+an int64 tensor, Python floats a *float64* tensor, NumPy arrays and scalars keep their dtype, strings
+stay a list, dicts, tuples and named tuples are collated field by field (a tuple sample gives a
+*list* of fields, as torch). Shuffling draws from minilora's generator (``minilora.manual_seed`` or
+``generator=``), so the order is reproducible but not torch's order for the same seed.
+
+Everything runs in this process: ``num_workers`` is accepted and only changes nothing (the batches
+are the same ones, in the same order); ``worker_init_fn``, which would need worker processes, is
+refused. ``minilora.data.DataLoader`` is a different thing: the fine-tuning loader of token ids.
+"""
+import bisect
+import collections.abc
+import itertools
+import math
+import warnings
+
+import numpy as np
+
+from .. import factories
+from ..ops import stack
+from ..tensor import Tensor, tensor
+
+__all__ = ["Dataset", "IterableDataset", "TensorDataset", "Subset", "ConcatDataset", "random_split",
+           "Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler", "BatchSampler",
+           "DataLoader", "default_collate", "default_convert"]
+
+
+# ---- datasets ---------------------------------------------------------------------------------------
+class Dataset:
+    """A map-style dataset: subclass it and define ``__getitem__`` (and ``__len__`` for a DataLoader
+    that shuffles or counts batches). ``a + b`` is ``ConcatDataset([a, b])``, as torch."""
+
+    def __getitem__(self, index):
+        raise NotImplementedError("Subclasses of Dataset should implement __getitem__.")
+
+    def __add__(self, other):
+        return ConcatDataset([self, other])
+
+
+class IterableDataset(Dataset):
+    """A dataset that is a stream: subclass it and define ``__iter__``."""
+
+    def __iter__(self):
+        raise NotImplementedError("Subclasses of IterableDataset should implement __iter__.")
+
+    def __add__(self, other):
+        raise TypeError("ChainDataset (adding IterableDatasets) is not supported by minilora; "
+                        "chain the streams with itertools.chain in your own IterableDataset")
+
+
+class TensorDataset(Dataset):
+    """Sample ``i`` is ``(t[i] for t in tensors)``: the tensors must agree in their first dimension."""
+
+    def __init__(self, *tensors):
+        if not all(tensors[0].size(0) == t.size(0) for t in tensors):
+            raise AssertionError("Size mismatch between tensors")
+        self.tensors = tensors
+
+    def __getitem__(self, index):
+        return tuple(t[index] for t in self.tensors)
+
+    def __len__(self):
+        return self.tensors[0].size(0)
+
+
+class Subset(Dataset):
+    """The samples of ``dataset`` at ``indices``, in that order."""
+
+    def __init__(self, dataset, indices):
+        self.dataset, self.indices = dataset, indices
+
+    def __getitem__(self, idx):
+        if isinstance(idx, list):
+            return self.dataset[[self.indices[i] for i in idx]]
+        return self.dataset[self.indices[idx]]
+
+    def __getitems__(self, indices):
+        return [self.dataset[self.indices[i]] for i in indices]
+
+    def __len__(self):
+        return len(self.indices)
+
+
+class ConcatDataset(Dataset):
+    """Several map-style datasets one after the other."""
+
+    def __init__(self, datasets):
+        self.datasets = list(datasets)
+        if not self.datasets:
+            raise AssertionError("datasets should not be an empty iterable")
+        for d in self.datasets:
+            if isinstance(d, IterableDataset):
+                raise AssertionError("ConcatDataset does not support IterableDataset")
+        self.cumulative_sizes = list(itertools.accumulate(len(d) for d in self.datasets))
+
+    def __len__(self):
+        return self.cumulative_sizes[-1]
+
+    def __getitem__(self, idx):
+        if idx < 0:
+            if -idx > len(self):
+                raise ValueError("absolute value of index should not exceed dataset length")
+            idx = len(self) + idx
+        which = bisect.bisect_right(self.cumulative_sizes, idx)
+        start = self.cumulative_sizes[which - 1] if which else 0
+        return self.datasets[which][idx - start]
+
+
+def _split_lengths(n, lengths):
+    """torch's rule: fractions that sum to 1 become counts (floor, then the remainder one by one from
+    the first split on); counts must sum to ``n``."""
+    if math.isclose(sum(lengths), 1) and sum(lengths) <= 1:
+        counts = []
+        for i, fraction in enumerate(lengths):
+            if fraction < 0 or fraction > 1:
+                raise ValueError(f"Fraction at index {i} is not between 0 and 1")
+            counts.append(math.floor(n * fraction))
+        for i in range(n - sum(counts)):
+            counts[i % len(counts)] += 1
+        for i, count in enumerate(counts):
+            if count == 0:
+                warnings.warn(f"Length of split at index {i} is 0. This might result in an empty dataset.",
+                              stacklevel=3)
+        lengths = counts
+    if sum(lengths) != n:
+        raise ValueError("Sum of input lengths does not equal the length of the input dataset!")
+    return lengths
+
+
+def random_split(dataset, lengths, generator=None):
+    """Disjoint random ``Subset``s of the given lengths (or fractions summing to 1)."""
+    lengths = _split_lengths(len(dataset), lengths)
+    indices = factories.randperm(sum(lengths), generator=generator).tolist()
+    return [Subset(dataset, indices[end - length:end])
+            for end, length in zip(itertools.accumulate(lengths), lengths)]
+
+
+# ---- samplers ---------------------------------------------------------------------------------------
+class Sampler:
+    """Yields dataset indices (or, for a batch sampler, lists of them)."""
+
+    def __init__(self, data_source=None):
+        pass
+
+    def __iter__(self):
+        raise NotImplementedError
+
+
+class SequentialSampler(Sampler):
+    def __init__(self, data_source):
+        self.data_source = data_source
+
+    def __iter__(self):
+        return iter(range(len(self.data_source)))
+
+    def __len__(self):
+        return len(self.data_source)
+
+
+class RandomSampler(Sampler):
+    """A fresh permutation each epoch (``replacement=True``: ``num_samples`` independent draws)."""
+
+    def __init__(self, data_source, replacement=False, num_samples=None, generator=None):
+        self.data_source, self.replacement, self.generator = data_source, replacement, generator
+        self._num_samples = num_samples
+        if not isinstance(replacement, bool):
+            raise TypeError(f"replacement should be a boolean value, but got replacement={replacement}")
+        if not isinstance(self.num_samples, int) or self.num_samples <= 0:
+            raise ValueError(f"num_samples should be a positive integer value, but got "
+                             f"num_samples={self.num_samples}")
+
+    @property
+    def num_samples(self):
+        return len(self.data_source) if self._num_samples is None else self._num_samples
+
+    def __iter__(self):
+        n = len(self.data_source)
+        if self.replacement:
+            yield from factories.randint(0, n, (self.num_samples,), generator=self.generator).tolist()
+            return
+        for _ in range(self.num_samples // n):
+            yield from factories.randperm(n, generator=self.generator).tolist()
+        yield from factories.randperm(n, generator=self.generator).tolist()[:self.num_samples % n]
+
+    def __len__(self):
+        return self.num_samples
+
+
+class SubsetRandomSampler(Sampler):
+    """``indices`` in a fresh random order each epoch."""
+
+    def __init__(self, indices, generator=None):
+        self.indices, self.generator = indices, generator
+
+    def __iter__(self):
+        for i in factories.randperm(len(self.indices), generator=self.generator).tolist():
+            yield self.indices[i]
+
+    def __len__(self):
+        return len(self.indices)
+
+
+class BatchSampler(Sampler):
+    """Groups ``sampler``'s indices into lists of ``batch_size`` (the short last one kept unless
+    ``drop_last``)."""
+
+    def __init__(self, sampler, batch_size, drop_last):
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
+            raise ValueError(f"batch_size should be a positive integer value, but got batch_size={batch_size}")
+        if not isinstance(drop_last, bool):
+            raise ValueError(f"drop_last should be a boolean value, but got drop_last={drop_last}")
+        self.sampler, self.batch_size, self.drop_last = sampler, batch_size, drop_last
+
+    def __iter__(self):
+        batch = []
+        for index in self.sampler:
+            batch.append(index)
+            if len(batch) == self.batch_size:
+                yield batch
+                batch = []
+        if batch and not self.drop_last:
+            yield batch
+
+    def __len__(self):
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+# ---- collation --------------------------------------------------------------------------------------
+def _is_namedtuple(value):
+    return isinstance(value, tuple) and hasattr(value, "_fields")
+
+
+def default_collate(batch):
+    """A list of samples -> one batch, by torch's rules (see the module's docstring)."""
+    elem = batch[0]
+    if isinstance(elem, Tensor):
+        return stack(batch, 0)
+    if isinstance(elem, np.ndarray) and type(elem) is not np.str_:
+        if elem.dtype.char in "SaUO":
+            raise TypeError(f"default_collate: batch must contain tensors, numpy arrays, numbers, dicts or "
+                            f"lists; found {elem.dtype}")
+        return default_collate([factories.as_tensor(b) for b in batch])
+    if isinstance(elem, (np.bool_, np.number)):
+        return factories.as_tensor(np.array(batch))
+    if isinstance(elem, bool) or isinstance(elem, int):
+        return tensor(batch)  # int64 (bool if every sample is a bool)
+    if isinstance(elem, float):
+        return tensor(batch, dtype="float64")
+    if isinstance(elem, (str, bytes)):
+        return batch
+    if isinstance(elem, collections.abc.Mapping):
+        return {key: default_collate([d[key] for d in batch]) for key in elem}
+    if _is_namedtuple(elem):
+        return type(elem)(*(default_collate(list(samples)) for samples in zip(*batch)))
+    if isinstance(elem, collections.abc.Sequence):
+        if any(len(sample) != len(elem) for sample in batch):
+            raise RuntimeError("each element in list of batch should be of equal size")
+        return [default_collate(list(samples)) for samples in zip(*batch)]
+    raise TypeError(f"default_collate: batch must contain tensors, numpy arrays, numbers, dicts or lists; "
+                    f"found {type(elem)}")
+
+
+def default_convert(data):
+    """What ``batch_size=None`` does to each sample: NumPy arrays and scalars become tensors, containers
+    are converted element by element, everything else stays."""
+    if isinstance(data, np.ndarray) and data.dtype.char not in "SaUO":
+        return factories.as_tensor(data)
+    if isinstance(data, (np.bool_, np.number)):
+        return factories.as_tensor(data)
+    if isinstance(data, collections.abc.Mapping):
+        return {key: default_convert(value) for key, value in data.items()}
+    if _is_namedtuple(data):
+        return type(data)(*(default_convert(d) for d in data))
+    if isinstance(data, tuple):
+        return [default_convert(d) for d in data]
+    if isinstance(data, collections.abc.Sequence) and not isinstance(data, (str, bytes)):
+        return [default_convert(d) for d in data]
+    return data
+
+
+# ---- the loader -------------------------------------------------------------------------------------
+class DataLoader:
+    """torch's ``DataLoader``: batches of ``dataset`` in the sampler's order, collated by
+    ``collate_fn`` (``default_collate``). ``shuffle=True`` reshuffles at every epoch."""
+
+    def __init__(self, dataset, batch_size=1, shuffle=None, sampler=None, batch_sampler=None, num_workers=0,
+                 collate_fn=None, pin_memory=False, drop_last=False, timeout=0, worker_init_fn=None,
+                 multiprocessing_context=None, generator=None, *, prefetch_factor=None,
+                 persistent_workers=False, pin_memory_device="", in_order=True):
+        _check_workers(num_workers, timeout, worker_init_fn, prefetch_factor, persistent_workers)
+        self.dataset, self.num_workers, self.pin_memory, self.timeout = dataset, num_workers, pin_memory, timeout
+        self.generator, self.prefetch_factor = generator, prefetch_factor
+        if isinstance(dataset, IterableDataset):
+            if shuffle not in (None, False):
+                raise ValueError(f"DataLoader with IterableDataset: expected unspecified shuffle option, but got "
+                                 f"shuffle={shuffle}")
+            if sampler is not None or batch_sampler is not None:
+                raise ValueError("DataLoader with IterableDataset: expected unspecified sampler / batch_sampler "
+                                 "option")
+        elif sampler is not None and shuffle:
+            raise ValueError("sampler option is mutually exclusive with shuffle")
+        if batch_sampler is not None:
+            if batch_size != 1 or shuffle or sampler is not None or drop_last:
+                raise ValueError("batch_sampler option is mutually exclusive with batch_size, shuffle, "
+                                 "sampler, and drop_last")
+            batch_size, drop_last = None, False
+        elif batch_size is None and drop_last:
+            raise ValueError("batch_size=None option disables auto-batching and is mutually exclusive with "
+                             "drop_last")
+        if sampler is None and not isinstance(dataset, IterableDataset):
+            sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+        if batch_size is not None and batch_sampler is None and sampler is not None:
+            batch_sampler = BatchSampler(sampler, batch_size, drop_last)
+        self.batch_size, self.drop_last = batch_size, drop_last
+        self.sampler, self.batch_sampler = sampler, batch_sampler
+        self._auto_collation = batch_sampler is not None or (isinstance(dataset, IterableDataset)
+                                                             and batch_size is not None)
+        if collate_fn is None:
+            collate_fn = default_collate if self._auto_collation else default_convert
+        self.collate_fn = collate_fn
+
+    def __iter__(self):
+        if isinstance(self.dataset, IterableDataset):
+            return self._iter_stream()
+        if self.batch_sampler is None:  # batch_size=None: one converted sample at a time
+            return (self.collate_fn(self.dataset[i]) for i in self.sampler)
+        return (self.collate_fn(self._fetch(indices)) for indices in self.batch_sampler)
+
+    def _fetch(self, indices):
+        getitems = getattr(self.dataset, "__getitems__", None)
+        return getitems(indices) if getitems is not None else [self.dataset[i] for i in indices]
+
+    def _iter_stream(self):
+        if self.batch_size is None:
+            yield from (self.collate_fn(sample) for sample in self.dataset)
+            return
+        stream = iter(self.dataset)
+        while batch := list(itertools.islice(stream, self.batch_size)):
+            if len(batch) < self.batch_size and self.drop_last:
+                return
+            yield self.collate_fn(batch)
+
+    def __len__(self):
+        if isinstance(self.dataset, IterableDataset):
+            n = len(self.dataset)
+            if self.batch_size is None:
+                return n
+            return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return len(self.batch_sampler if self.batch_sampler is not None else self.sampler)
+
+
+def _check_workers(num_workers, timeout, worker_init_fn, prefetch_factor, persistent_workers):
+    """torch's checks on the worker options; what would need worker processes is refused."""
+    if num_workers < 0:
+        raise ValueError("num_workers option should be non-negative; use num_workers=0 to disable "
+                         "multiprocessing.")
+    if timeout < 0:
+        raise ValueError("timeout option should be non-negative")
+    if num_workers == 0 and prefetch_factor is not None:
+        raise ValueError("prefetch_factor option could only be specified in multiprocessing."
+                         "let num_workers > 0 to enable multiprocessing, otherwise set prefetch_factor to None.")
+    if persistent_workers and num_workers == 0:
+        raise ValueError("persistent_workers option needs num_workers > 0")
+    if worker_init_fn is not None:
+        raise NotImplementedError("DataLoader(worker_init_fn=...): minilora loads every batch in this process "
+                                  "(no worker processes), so a worker_init_fn would never run")
