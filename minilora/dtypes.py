@@ -27,6 +27,7 @@ says float64), ``int64 tensor * float32 tensor`` is float32 (NumPy: float64), ``
 is float32 (NumPy: float64). Torch's rules surprise people too; we follow them, not a third rule.
 """
 import builtins
+import math
 
 import numpy as np
 
@@ -244,20 +245,32 @@ def _category(dtype):
 
 def promote_types(a, b):
     """torch.promote_types: within a category the wider type; across categories the higher one as it
-    is (``int64`` with ``float16`` is float16 -- NumPy would say float64)."""
+    is (``int64`` with ``float16`` is float16 -- NumPy would say float64). uint16/32/64 promote with
+    nothing but a float or themselves, as in torch."""
     a, b = to_dtype(a), to_dtype(b)
     ca, cb = _category(a), _category(b)
+    if a != b and ca <= 1 and cb <= 1 and (a in _UNPROMOTED or b in _UNPROMOTED):
+        raise RuntimeError(f"Promotion for uint16, uint32, uint64 types is not supported, attempted "
+                           f"to promote {a} and {b}")
     if ca != cb:
         return a if ca > cb else b
     return np.promote_types(a, b)
 
 
+_UINT64 = np.dtype("uint64")
+_UNPROMOTED = (np.dtype("uint16"), np.dtype("uint32"), _UINT64)
+
+
 def _scalar_dtype(value):
-    """The dtype torch gives a Python number taking part in an op (a "wrapped number")."""
+    """The dtype torch gives a Python number taking part in an op (a "wrapped number"): a Python int
+    is int64, or uint64 from 2**63 up (which torch promotes with no integer type but itself)."""
     if isinstance(value, builtins.bool) or isinstance(value, np.bool_):
         return bool
     if isinstance(value, (builtins.int, np.integer)):
-        return int64
+        if -2**63 <= value < 2**63:
+            return int64
+        _check_python_int(value)
+        return _UINT64
     if isinstance(value, (builtins.float, np.floating)) or (HAS_BFLOAT16 and isinstance(value, bfloat16.type)):
         return _default_float
     if isinstance(value, complex):
@@ -290,3 +303,67 @@ def result_type(*operands):
         else:
             dimensioned = dtype if dimensioned is None else promote_types(dimensioned, dtype)
     return _combine(dimensioned, _combine(zero_dim, wrapped))
+
+
+# ---- Python numbers meeting a tensor's dtype --------------------------------------------------------
+# torch reads a Python int as int64 (as uint64 from 2**63 to 2**64) and then treats it in one of two
+# ways. In an op (``x + 300``, ``x < -1``, ``x & 0xFF``) it becomes a 0-d tensor cast to the op's
+# dtype with C's wrap-around: a uint8 tensor plus 300 adds 44, ``uint8 < -1`` compares with 255.
+# Where it is *stored* (``fill_``, ``full``, ``masked_fill``, ``where``, ``clamp``, ``x[i] = v``, an
+# integer power, ``alpha``) torch first checks that it fits, and raises RuntimeError if not. NumPy
+# does neither: it raises OverflowError for ``uint8 + 300`` and compares ``uint8 < -1`` exactly.
+def _check_python_int(value):
+    """torch's OverflowError for a Python int that neither int64 nor uint64 holds."""
+    if not -2**63 <= value < 2**64:
+        raise OverflowError("int too big to convert")
+
+
+def wrap_int(value, dtype):
+    """The Python int ``value`` taking part in an op of integer ``dtype``, as torch's kernel sees it:
+    cast with C's wrap-around (``wrap_int(300, uint8)`` is 44, ``wrap_int(-1, uint8)`` 255)."""
+    _check_python_int(value)
+    return wrap_around(value, dtype)
+
+
+def wrap_around(value, dtype):
+    """The Python int ``value`` modulo the integer ``dtype``'s range (C's cast), unchecked: for a
+    product of numbers already wrapped, which wraps as the kernel's product does."""
+    bits = dtype.itemsize * 8
+    value %= 2**bits
+    if dtype.kind == "i" and value >= 2**(bits - 1):
+        value -= 2**bits
+    return value
+
+
+_C_NAMES = {"uint8": "uint8_t", "int8": "int8_t", "int16": "int16_t", "int32": "int",
+            "int64": "int64_t", "float16": "c10::Half", "bfloat16": "c10::BFloat16",
+            "float32": "float", "float64": "double"}
+
+
+def checked_number(value, dtype):
+    """The Python number ``value`` stored into a tensor of ``dtype``, as torch stores it: refused
+    (RuntimeError, torch's words) when it does not fit, as c10's ``overflows`` decides -- a float
+    outside the finite range (inf and nan only into floats), an int outside the integer type's range;
+    unsigned types also take an int down to ``-max``, which wraps (uint8 takes -1 as 255). Any
+    number fits a bool. Returns what NumPy should store: an int wrapped to ``dtype``, else ``value``."""
+    if isinstance(value, builtins.int) and not isinstance(value, builtins.bool):
+        _check_python_int(value)
+    if dtype == bool:
+        return builtins.bool(value)  # (any number fits: nonzero is True)
+    if isinstance(value, builtins.bool) or value.__class__ is complex:
+        return value
+    if is_floating(dtype):
+        if math.isfinite(value) and not -finfo(dtype).max <= value <= finfo(dtype).max:
+            raise _overflow(dtype)
+        return value
+    low, high = iinfo(dtype).min, iinfo(dtype).max
+    if isinstance(value, builtins.int) and dtype.kind == "u" and value < 0:
+        low = -high  # (c10 lets a negative number wrap into an unsigned type, as `a - b` needs)
+    if not (math.isfinite(value) and low <= value <= high):
+        raise _overflow(dtype)
+    return wrap_int(value, dtype) if isinstance(value, builtins.int) else value
+
+
+def _overflow(dtype):
+    name = _C_NAMES.get(dtype.name, dtype.name)
+    return RuntimeError(f"value cannot be converted to type {name} without overflow")

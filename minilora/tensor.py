@@ -828,8 +828,9 @@ class Tensor:
                                    f"with {value.ndim} dimensions.")
             if value.requires_grad and _grad_enabled:
                 return self._inplace(_copy_from, value, cast=True)
-            value = value.item()
-        return self._fill_inplace(value)
+            value = value.to(self._device)._array  # a 0-d tensor is copied (so it wraps around)
+            return self._fill_inplace(dtypes.cast(value, self.dtype))
+        return self._fill_inplace(dtypes.checked_number(value, self.dtype))  # (a number: uint8 refuses 300)
 
     def _fill_inplace(self, value):
         if self._array.itemsize == 2 and not hasattr(value, "dtype"):  # a Python number into a 16-bit
@@ -897,6 +898,8 @@ class Tensor:
     def __setitem__(self, index, value):
         """``x[index] = value``: torch's ``index_put_``, differentiable inside the graph."""
         from . import ops
+        if type(value) in (int, float, bool):  # a number is stored: it must fit (uint8: 300 raises)
+            value = dtypes.checked_number(_as_int64(value), self.dtype)
         if _grad_enabled and (self.requires_grad or (isinstance(value, Tensor) and value.requires_grad)):
             self._inplace(ops.index_put, index, value)
             return
@@ -1181,6 +1184,10 @@ class Tensor:
             b = b if b_dtype == common else dtypes.cast(b, common)
         elif type(b) is float and a.dtype.kind in "biu":  # an integer tensor against a float: in the
             a = dtypes.cast(a, dtypes.get_default_dtype())  # default float dtype, as torch (not float64)
+        elif type(b) is int and a.dtype.kind in "iu":  # an int is wrapped around into the tensor's
+            b = dtypes.wrap_int(b, a.dtype)  # dtype, as torch does: uint8 < -1 compares with 255
+        elif type(b) is int:
+            dtypes.result_type(a, b)  # (torch's errors for ints past int64: OverflowError, promotion)
         return Tensor._make(op(a, b), self._device, False, None)
 
     def __lt__(self, other): return self._compare(other, np.less)
@@ -1284,7 +1291,8 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     """``minilora.tensor([[1., 2.]], dtype=minilora.float64, device='cpu', requires_grad=True)``.
 
     As torch.tensor: always a copy; the dtype is inferred from the data -- Python floats give the
-    default dtype (float32), ints int64, bools bool; a NumPy array or Tensor keeps its dtype."""
+    default dtype (float32), ints int64, bools bool; a NumPy array or scalar or a Tensor keeps its
+    dtype, in a list too (``[np.float64(1), 2]`` is float64: see ``_inferred_dtype``)."""
     dev = _get_device(device)
     dtype = _to_dtype(dtype)
     if isinstance(data, Tensor):
@@ -1292,14 +1300,8 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     elif isinstance(data, np.ndarray) and data.dtype.kind in "OUS":
         raise TypeError(f"can't convert np.ndarray of type numpy.{data.dtype.type.__name__}. The only "
                         f"supported types are: numbers and bool")
-    if dtype is None and not hasattr(data, "dtype"):
-        data = np.asarray(data)
-        if data.dtype.kind in "uOUS":  # uint64, strings, None, objects: NumPy keeps them; torch refuses
-            _refuse_non_numbers(data)
-        if data.dtype.kind == "f":
-            data = dtypes.cast(data, dtypes.get_default_dtype())
-        elif data.dtype.kind == "c":
-            data = data.astype(np.complex64)
+    if not hasattr(data, "dtype"):
+        data = _from_python(data, dtype)
     data = _host_data(data, dtype)  # torch tensors (bfloat16 too); rounding into 16-bit floats
     if dev.xp is np and not isinstance(data, np.ndarray) and hasattr(data, "get"):
         data = data.get()  # a CuPy array, to the CPU
@@ -1309,6 +1311,69 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     if requires_grad:
         _check_can_require_grad(array.dtype)
     return Tensor._make(array, dev, bool(requires_grad), None)
+
+
+def _from_python(data, dtype):
+    """Python numbers -- or (nested) lists of them, NumPy scalars and tensors among them -- as the
+    array torch.tensor builds: of ``dtype``, or of torch's inferred dtype. As torch, a Python int past
+    int64 is refused where the dtype is not a float, and a number an integer dtype cannot hold is
+    refused (RuntimeError) rather than wrapped around; -1 into uint8 is 255, as in torch."""
+    inferred = _inferred_dtype(data)
+    array = np.asarray(data)
+    if dtype == dtypes.bool and inferred is not None and array.dtype.kind == "O":  # ints past uint64:
+        return array != 0  # any number fits a bool (torch: nonzero is True)
+    if inferred is None or array.dtype.kind in "OUS":  # strings, None, objects, ints past uint64
+        _refuse_non_numbers(array)
+    target = inferred if dtype is None else dtype
+    if target.kind in "iu" and inferred.kind in "biu" and array.dtype.kind in "fu" \
+            and array.dtype != inferred:  # NumPy made floats or uint64 of Python ints past int64
+        raise ValueError("Overflow when unpacking long long")
+    if target.kind in "iu" and array.size and array.dtype.kind in "fiu":
+        for extreme in (array.min(), array.max()):  # torch checks every number it stores
+            dtypes.checked_number(extreme.item() if array.dtype.kind == "f" else int(extreme), target)
+    return array if array.dtype == target else dtypes.cast(array, target)
+
+
+def _inferred_dtype(data):
+    """torch.tensor's dtype for ``data`` (torch's infer_scalar_type): a Python float is the default
+    dtype, an int int64, a bool bool; NumPy scalars and arrays and tensors keep their dtype; a list
+    promotes its items' dtypes (``[np.float16(1), 2]`` is float16, ``[np.float16(1), 2.0]`` float32)
+    and an empty one is the default dtype. None for anything else (no number: the caller refuses)."""
+    if hasattr(data, "dtype"):  # Tensors, NumPy (and torch) arrays and scalars (np.float64 is a float)
+        return dtypes.to_dtype(data.dtype)
+    if isinstance(data, bool):
+        return dtypes.bool
+    if isinstance(data, int):
+        return dtypes.int64
+    if isinstance(data, float):
+        return dtypes.get_default_dtype()
+    if isinstance(data, complex):
+        return np.dtype(np.complex64 if dtypes.get_default_dtype().itemsize < 8 else np.complex128)
+    if not isinstance(data, (list, tuple, range)):
+        return None
+    if not data:
+        return dtypes.get_default_dtype()
+    types = set(map(type, data))
+    if types <= _PYTHON_NUMBERS:  # the common case, a list of Python numbers: no walk item by item
+        return dtypes.get_default_dtype() if float in types else dtypes.int64 if int in types else dtypes.bool
+    found = None
+    for item in data:
+        dtype = _inferred_dtype(item)
+        if dtype is None:
+            return None
+        found = dtype if found is None else dtypes.promote_types(found, dtype)
+    return found
+
+
+_PYTHON_NUMBERS = {int, float, bool}
+
+
+def _as_int64(value):
+    """``value``, or torch's ValueError for a Python int that int64 cannot hold (torch reads the ints
+    of ``tensor(data)`` and of ``x[i] = v`` as int64, not uint64)."""
+    if _beyond_int64(value):
+        raise ValueError("Overflow when unpacking long long")
+    return value
 
 
 def _beyond_int64(value):

@@ -9,7 +9,8 @@ import numpy as np
 
 from .. import fastmath, parallel
 from ..device import xp_of
-from ..dtypes import bfloat16, cast, float32, get_default_dtype, is_floating, result_type, to_dtype, upcast
+from ..dtypes import (bfloat16, cast, checked_number, float32, get_default_dtype, is_floating, result_type,
+                      to_dtype, upcast, wrap_around, wrap_int)
 from ..tensor import Function, Tensor, ShapeError
 
 __all__ = ["add", "sub", "mul", "div", "floor_divide", "neg", "pow", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
@@ -543,10 +544,10 @@ def add(input, other, *, alpha=1):
     input, other = _promoted(input, other)
     if alpha == 1 and type(alpha) is int:
         return Add.apply(input, other)
-    _check_alpha(input, other, alpha)
+    alpha = _check_alpha(input, other, alpha)
     if _both_16bit_tensors(input, other):
         return AddScaled.apply(input, other, alpha=alpha)
-    return Add.apply(input, _scaled(other, alpha))
+    return Add.apply(input, _scaled(other, alpha, input))
 
 
 _BOOL_SUB_BOTH = ("Subtraction, the `-` operator, with two bool tensors is not supported. Use the `^` "
@@ -556,19 +557,20 @@ _BOOL_SUB_BOTH = ("Subtraction, the `-` operator, with two bool tensors is not s
 def sub(input, other, *, alpha=1):
     """``input - alpha * other``, as torch.sub (torch refuses bool tensors: see _refuse_bool)."""
     a, b = _promoted(input, other)
-    if a is not input or b is not other or alpha != 1:  # a cast (from bool?) or a scaled other: look;
-        _refuse_bool(input, other)  # (bool - bool of one dtype raises in Sub.forward, at no cost here)
-    if alpha == 1 and type(alpha) is int:
+    if a is not input or b is not other or alpha != 1 or bool in (type(input), type(other)):  # a cast,
+        _refuse_bool(input, other)  # a scaled other, a Python bool: look (bool - bool of one dtype
+    if alpha == 1 and type(alpha) is int:  # raises in Sub.forward, at no cost here)
         return Sub.apply(a, b)
-    _check_alpha(a, b, alpha)
+    alpha = _check_alpha(a, b, alpha)
     if _both_16bit_tensors(a, b):
         return AddScaled.apply(a, b, alpha=-alpha)
-    return Sub.apply(a, _scaled(b, alpha))
+    return Sub.apply(a, _scaled(b, alpha, a))
 
 
 def _refuse_bool(input, other):
-    """torch refuses subtraction with a bool tensor on either side, whatever the other operand."""
-    bools = [getattr(getattr(x, "_array", None), "dtype", None) == np.bool_ for x in (input, other)]
+    """torch refuses subtraction with a bool tensor (or a Python bool) on either side, whatever the
+    other operand."""
+    bools = [_is_bool(x) for x in (input, other)]
     if all(bools):
         raise RuntimeError(_BOOL_SUB_BOTH)
     if any(bools):
@@ -579,18 +581,29 @@ def _refuse_bool(input, other):
 
 def _check_alpha(input, other, alpha):
     """torch's rules for ``alpha``: no float alpha for an integer result, no bool alpha but for a
-    bool result (both would silently change the result's dtype or meaning here)."""
+    bool result (both would silently change the result's dtype or meaning here), and an alpha that
+    fits the result's dtype (uint8 takes -1 as 255, refuses 300). Returns alpha as the op uses it."""
     dtypes = [x.dtype for x in (input, other) if hasattr(x, "dtype")]
-    kind = dtypes[0].kind if dtypes else "f"
-    if isinstance(alpha, bool) and kind != "b":
+    dtype = dtypes[0] if dtypes else float32
+    if isinstance(alpha, bool) and dtype.kind != "b":
         raise RuntimeError("Boolean alpha only supported for Boolean results.")
-    if isinstance(alpha, float) and kind in "biu":
+    if isinstance(alpha, float) and dtype.kind in "biu":
         raise RuntimeError("For integral input tensors, argument alpha must not be a floating point "
                            "number.")
+    return bool(alpha) if dtype.kind == "b" else checked_number(alpha, dtype)
 
 
-def _scaled(x, alpha):
-    return Mul.apply(x, alpha) if hasattr(x, "_array") else x * alpha
+def _scaled(x, alpha, like):
+    """``alpha * x`` in the dtype of the op (``like``'s): a Python number times alpha wraps around in
+    an integer dtype, as torch's does (NumPy would raise OverflowError), and stays a bool in a bool one."""
+    if hasattr(x, "_array"):
+        return Mul.apply(x, alpha)
+    dtype = getattr(like, "dtype", None)
+    if dtype is not None and dtype.kind in "iu" and type(x) is int:
+        return wrap_around(x * alpha, dtype)  # (x and alpha fit: the product wraps, as torch's)
+    if dtype is not None and dtype.kind == "b":
+        return bool(x) and alpha
+    return x * alpha
 
 
 def _both_16bit_tensors(a, b):
@@ -691,6 +704,10 @@ def pow(input, exponent):  # noqa: A001  (mirrors torch.pow)
     if type(exponent) is bool and _is_bool(input):  # torch: x ** True is x, x ** False all True
         return input.clone() if exponent else input.new_ones(input.shape, dtype=np.bool_)
     _refuse_bools("pow", input, exponent)
+    if type(exponent) is int and isinstance(input, Tensor) and input.dtype.kind in "iu":
+        if exponent < 0:  # torch checks the exponent as a number to store (no wrap-around)
+            raise RuntimeError("Integers to negative integer powers are not allowed.")
+        checked_number(exponent, input.dtype)
     return Pow.apply(*_promoted(input, exponent))
 
 
@@ -747,6 +764,8 @@ def _promoted(a, b, true_divide=False):
 def _cast(x, array, dtype):
     if isinstance(x, np.generic):  # a NumPy scalar takes part as the Python number it holds
         return x.item()
+    if type(x) is int and dtype.kind in "iu":  # as torch: wrapped around into the op's dtype
+        return wrap_int(x, dtype)  # (uint8 + 300 adds 44; NumPy would raise OverflowError)
     if not hasattr(array, "dtype") or array.dtype == dtype:  # Python numbers: NumPy casts them
         return x
     if hasattr(x, "_array"):
@@ -824,7 +843,14 @@ def where(condition, input=None, other=None):
                            f"dtype {cond.dtype}")
     if not hasattr(input, "_array") and not hasattr(other, "_array"):  # two numbers: torch's dtype,
         input = condition.new_tensor(input, dtype=result_type(input, other))  # condition's device
+    input, other = _stored_numbers(result_type(input, other), input, other)
     return Where.apply(cond, *_promoted(input, other))
+
+
+def _stored_numbers(dtype, *values):
+    """``values`` with each Python number checked to fit ``dtype``: where torch stores a number
+    (where, clamp, masked_fill) it refuses one that does not fit, rather than wrap it around."""
+    return tuple(checked_number(v, dtype) if type(v) in (int, float) else v for v in values)
 
 
 def masked_fill(a, mask, value):
@@ -841,7 +867,7 @@ def masked_fill(a, mask, value):
         if value.requires_grad:  # the gradient flows to the value too (summed over the mask)
             return Where.apply(cond, astype(value, a.dtype), a)
         value = value.item()
-    return Where.apply(cond, a.dtype.type(value), a)
+    return Where.apply(cond, a.dtype.type(checked_number(value, a.dtype)), a)
 
 
 def to_device(a, device):
@@ -952,6 +978,10 @@ def clamp(input, min=None, max=None):  # noqa: A002  (torch's argument names)
     dtype = result_type(*(x for x in (input, min, max) if x is not None))
     if dtype != input.dtype:  # clamp(int tensor, 0.5) is float32 in torch (its result_type)
         input = astype(input, dtype)
+    if dtype.kind == "b":  # NumPy would clamp bools; torch has no kernel for them
+        raise NotImplementedError(f'"clamp_{"min" if min is not None else "max"}_scalar_cpu" not '
+                                  f"implemented for 'Bool'")
+    min, max = _stored_numbers(dtype, min, max)
     # bound tensors too (NumPy would widen float32 by a 0-d int64 bound to float64; torch does not)
     min, max = (astype(b, dtype) if hasattr(b, "_array") and b.dtype != dtype else b for b in (min, max))
     return Clamp.apply(input, min, max)
@@ -1040,8 +1070,7 @@ def _logical(name):
             raise NotImplementedError(f"{name} is only implemented for integer and boolean tensors, "
                                       f"not {dtype}")
         a, b = _raw(input), _raw(other)
-        a = a.astype(dtype) if hasattr(a, "astype") else a
-        b = b.astype(dtype) if hasattr(b, "astype") else b
+        a, b = _cast(a, a, dtype), _cast(b, b, dtype)  # (a Python int wraps around, as in torch)
         template = input if hasattr(input, "_array") else other
         return template._make(getattr(xp_of(template._array), name)(a, b), template._device, False, None)
     op.__name__ = name
