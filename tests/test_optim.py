@@ -384,8 +384,7 @@ def test_clip_grad_norm_edge_cases():
     with pytest.raises(RuntimeError, match="non-finite"):
         optim.clip_grad_norm_([a], 1.0, error_if_nonfinite=True)
     assert np.isnan(optim.clip_grad_norm_([a], 1.0).item())
-    with pytest.raises(ValueError, match="norm_type must be > 0"):
-        optim.clip_grad_norm_([b], 1.0, norm_type=0)
+    # norm_type=0 is torch's count of non-zero (per-parameter) norms, not an error (see the r4 conformance tests)
 
 
 # --- schedules -------------------------------------------------------------------------------------

@@ -107,3 +107,91 @@ def test_load_state_dict_copies_the_state():
     assert opt2.state[params[0]]["exp_avg"] is not sd["state"][0]["exp_avg"]
     assert opt2.state[params[0]]["step"] is not sd["state"][0]["step"]
     np.testing.assert_array_equal(opt2.state[params[0]]["exp_avg"], sd["state"][0]["exp_avg"])
+
+
+# --- clip_grad_norm_ / clip_grad_value_ -----------------------------------------------------------------
+CLIP_GRADS = [[0.0, 2.0, -3.0, 0.1003, 0.09998, -0.1002], np.linspace(-3, 3, 300), [0.0, 0.0]]
+
+
+def _clip_twins(grads, dtype):
+    ours, theirs = [], []
+    for g in grads:
+        p, t = nn.Parameter(ml.zeros(len(g), dtype=dtype)), torch.nn.Parameter(torch.zeros(len(g), dtype=getattr(torch, dtype)))
+        p.grad, t.grad = ml.tensor(np.asarray(g), dtype=dtype), torch.tensor(np.asarray(g)).to(getattr(torch, dtype))
+        ours.append(p)
+        theirs.append(t)
+    return ours, theirs
+
+
+def _same_clip(call, grads, dtype, **kwargs):
+    """``call(params, **kwargs)`` in both libraries: the same returned norm (value and dtype) and gradients,
+    or the same exception type."""
+    ours, theirs = _clip_twins(grads, dtype)
+    try:
+        expected = call(torch.nn.utils, theirs, **kwargs)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            call(optim, ours, **kwargs)
+        return
+    got = call(optim, ours, **kwargs)
+    if expected is None:
+        assert got is None
+    else:
+        assert str(got.dtype) == str(expected.dtype).replace("torch.", "")
+        _close(got.float().item(), expected.float().item(), dtype)
+    for p, t in zip(ours, theirs):
+        if t.grad is None:
+            assert p.grad is None
+            continue
+        assert str(p.grad.dtype) == dtype
+        _close(p.grad.float().numpy(), t.grad.float().numpy(), dtype)
+
+
+def _close(got, expected, dtype):
+    """Bit-equal, but in float32: torch's vectorized sums add in another order (an ulp apart)."""
+    np.testing.assert_allclose(got, expected, rtol=1e-6 if dtype == "float32" else 0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16", "float16"])
+@pytest.mark.parametrize("norm_type", [0, 0.5, 1, 2, 3, -1, -0.5, math.inf, -math.inf, "inf", 2.0])
+def test_clip_grad_norm_any_order_as_torch(norm_type, dtype):
+    """torch's clip_grad_norm_ takes any order of vector_norm: 0 counts the non-zero norms, a negative one or
+    -inf is small when one gradient is; minilora refused norm_type <= 0."""
+    def clip(lib, params, **kw):
+        return lib.clip_grad_norm_(params, 1.0, norm_type=norm_type, **kw)
+    _same_clip(clip, CLIP_GRADS, dtype)
+    _same_clip(clip, CLIP_GRADS[1:2], dtype, foreach=True)
+    _same_clip(clip, [[]] + CLIP_GRADS[:1], dtype)  # an empty gradient: no max/min of nothing (RuntimeError)
+
+
+@pytest.mark.parametrize("spelling", ["generator", "single tensor", "grad None", "no grads", "keywords",
+                                      "negative max_norm", "nonfinite", "nonfinite raises", "tensor max_norm"])
+def test_clip_grad_norm_spellings_as_torch(spelling):
+    def clip(lib, params):
+        if spelling == "generator":
+            return lib.clip_grad_norm_((p for p in params), 1.0)
+        if spelling == "single tensor":
+            return lib.clip_grad_norm_(params[1], 1.0)
+        if spelling in ("grad None", "no grads"):
+            for p in params[:1] if spelling == "grad None" else params:
+                p.grad = None
+            return lib.clip_grad_norm_(params, 1.0)
+        if spelling == "keywords":
+            return lib.clip_grad_norm_(parameters=params, max_norm=2.0, norm_type=1.0, error_if_nonfinite=False,
+                                       foreach=None)
+        if spelling == "negative max_norm":
+            return lib.clip_grad_norm_(params, -1.0)
+        if spelling == "tensor max_norm":
+            return lib.clip_grad_norm_(params, (ml if lib is optim else torch).tensor(0.5))
+        params[0].grad[0] = float("nan")
+        return lib.clip_grad_norm_(params, 1.0, error_if_nonfinite=spelling == "nonfinite raises")
+    _same_clip(clip, CLIP_GRADS, "float32")
+
+
+@pytest.mark.parametrize("clip_value", [0.5, 2, -0.5, 0.0, 0.1])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "float64"])
+def test_clip_grad_value_as_torch(clip_value, dtype):
+    _same_clip(lambda lib, params: lib.clip_grad_value_(params, clip_value), CLIP_GRADS, dtype)
+    _same_clip(lambda lib, params: lib.clip_grad_value_(params[1], clip_value=clip_value), CLIP_GRADS, dtype)
+    _same_clip(lambda lib, params: lib.clip_grad_value_((p for p in params), clip_value, foreach=True), CLIP_GRADS,
+               dtype)

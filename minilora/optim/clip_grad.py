@@ -15,20 +15,28 @@ __all__ = ["clip_grad_norm_", "clip_grad_value_"]
 
 
 def _norm(array, norm_type):
-    """The ``norm_type``-norm of all elements of ``array`` (a 0-d array on its device). A float16/bfloat16
+    """The ``norm_type``-norm (any real order, as torch's ``linalg.vector_norm``) of all elements of ``array`` (a 0-d array on its device). A float16/bfloat16
     array is summed in float32 and its norm rounded to its dtype once, as torch's ``vector_norm``."""
     if array.dtype.itemsize == 2 and dtypes.is_floating(array.dtype):
         return _norm(dtypes.upcast(array), norm_type).astype(array.dtype)
     flat = array.reshape(-1)
     if flat.size == 0:
+        if norm_type == math.inf or norm_type < 0:  # a max or a min of nothing
+            raise RuntimeError(f"linalg.vector_norm cannot compute the {norm_type:g} norm on an empty tensor "
+                               f"because the operation does not have an identity")
         return flat.sum()  # an empty gradient contributes 0
     if norm_type == math.inf:
         return abs(flat).max()
+    if norm_type == -math.inf:
+        return abs(flat).min()
+    if norm_type == 0:  # torch's "0-norm": how many elements are not zero
+        return (flat != 0).sum().astype(flat.dtype)
     if norm_type == 2.0:
         return (flat @ flat) ** 0.5  # a dot product: no temporary array of squares
     if norm_type == 1.0:
         return abs(flat).sum()
-    return (abs(flat) ** norm_type).sum() ** (1.0 / norm_type)
+    with np.errstate(divide="ignore"):  # p < 0: |0| ** p is inf, and the norm 0, as torch's
+        return (abs(flat) ** norm_type).sum() ** (1.0 / norm_type)
 
 
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
@@ -41,9 +49,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if isinstance(parameters, Tensor):
         parameters = [parameters]
     params = [p for p in parameters if p.grad is not None]
-    norm_type = float(norm_type)
-    if not norm_type > 0:
-        raise ValueError(f"clip_grad_norm_: norm_type must be > 0 (or inf), got {norm_type}")
+    norm_type = float(norm_type)  # any order, as torch's vector_norm: 0 counts, -inf is the smallest |g|
     if not params:
         return tensor(0.0)
     xp = params[0].device.xp
@@ -100,4 +106,12 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
     clip_value = float(clip_value)
     for p in parameters:
         if p.grad is not None:
-            p.grad = Tensor._make(p.grad._array.clip(-clip_value, clip_value), p.device, False, None)
+            p.grad = Tensor._make(_clamped(p.grad._array, clip_value), p.device, False, None)
+
+
+def _clamped(grad, clip_value):
+    """``grad.clamp_(-clip_value, clip_value)`` as torch's: the bounds rounded to the gradient's dtype first (a
+    bfloat16 gradient is clamped to bfloat16(0.1) = 0.10009765625), the result in that dtype. (With
+    ``clip_value < 0`` every element becomes ``clip_value``, as torch's clamp with min > max.)"""
+    low, high = (grad.dtype.type(bound) for bound in (-clip_value, clip_value))
+    return grad.clip(low, high).astype(grad.dtype, copy=False)
