@@ -448,3 +448,214 @@ def test_forward_hooks_still_see_the_args_and_backward_hooks_keep_values():
         (out ** 2).sum().backward()
         return [out, total, x.grad, log]
     check(snippet)
+
+
+# ---- 3. the nn.Module API tour ----------------------------------------------------------------------
+def tour_net(lib):
+    """A model with what the tour visits: buffers (persistent, not, integer), a ModuleList, a
+    ModuleDict, a Sequential registered under two names, a weight tied between two modules, an
+    extra_repr."""
+    nn = lib.nn
+
+    class Block(nn.Module):
+        def __init__(self, d):
+            super().__init__()
+            self.fc = nn.Linear(d, d)
+            self.norm = nn.LayerNorm(d)
+            self.register_buffer("running", lib.zeros(d))
+            self.register_buffer("cache", lib.ones(d), persistent=False)
+            self.register_buffer("count", lib.tensor(0))
+
+        def forward(self, x):
+            return self.norm(self.fc(x)) + self.running
+
+        def extra_repr(self):
+            return f"d={self.fc.in_features}"
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+            self.blocks = nn.ModuleList([Block(4) for _ in range(2)])
+            self.heads = nn.ModuleDict({"a": nn.Linear(4, 10, bias=False), "b": nn.Identity()})
+            self.seq = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Dropout(0.1), nn.Linear(4, 4))
+            self.heads["a"].weight = self.emb.weight  # tied, as a language model's head
+            self.alias = self.seq
+
+        def forward(self, idx):
+            x = self.emb(idx)
+            for block in self.blocks:
+                x = block(x)
+            return self.heads["a"](self.seq(x))
+    return Net()
+
+
+def names(pairs):
+    return [name for name, _ in pairs]
+
+
+def test_tour_traversal_names_and_state_dict_keys():
+    def snippet(lib):
+        net = tour_net(lib)
+        return [repr(net),
+                names(net.named_modules()), names(net.named_modules(remove_duplicate=False)),
+                names(net.named_modules(prefix="m")), names(net.named_children()),
+                names(net.named_parameters()), names(net.named_parameters(prefix="model")),
+                names(net.named_parameters(recurse=False)), names(net.blocks[0].named_parameters("x", False)),
+                names(net.named_parameters(remove_duplicate=False)), len(list(net.parameters())),
+                sum(p.numel() for p in net.parameters()), names(net.named_buffers()),
+                names(net.named_buffers(remove_duplicate=False)), list(net.state_dict().keys()),
+                list(net.state_dict(prefix="p.").keys()), [type(m).__name__ for m in net.modules()],
+                [type(m).__name__ for m in net.children()]]
+    check(snippet)
+
+
+def test_tour_apply_init_fn_order_and_result():
+    def snippet(lib):
+        net, order = tour_net(lib), []
+
+        def init_weights(m):
+            order.append(type(m).__name__)
+            if isinstance(m, lib.nn.Linear):
+                lib.nn.init.constant_(m.weight, 0.5)
+                if m.bias is not None:
+                    lib.nn.init.zeros_(m.bias)
+        returned = net.apply(init_weights)
+        return [returned is net, order, net.seq[0].weight, net.seq[0].bias, net.emb.weight.sum().item()]
+    check(snippet)
+
+
+def test_tour_load_state_dict_strict_false_result():
+    def snippet(lib):
+        net = tour_net(lib)
+        sd = {k: v.clone() for k, v in net.state_dict().items()}
+        del sd["blocks.0.fc.bias"]
+        sd["extra.w"] = lib.zeros(2)
+        result = net.load_state_dict(sd, strict=False)
+        missing, unexpected = result
+        return [repr(result), str(result), type(result).__name__, isinstance(result, tuple), result._fields,
+                missing, unexpected, result.missing_keys, repr(net.load_state_dict(net.state_dict()))]
+    check(snippet)
+
+    def strict(lib):
+        net = tour_net(lib)
+        sd = dict(net.state_dict())
+        del sd["emb.weight"]
+        net.load_state_dict(sd)
+    expect_error(strict)
+
+    def wrong_shape_even_if_not_strict(lib):
+        net = tour_net(lib)
+        net.load_state_dict({"emb.weight": lib.zeros(3, 3)}, strict=False)
+    expect_error(wrong_shape_even_if_not_strict)
+
+
+def test_tour_forward_hooks_return_values():
+    def snippet(lib):
+        net, log = tour_net(lib), []
+        torch.manual_seed(1)  # torch's initial weights, the same for both runs
+        copy_weights(lib, net, {k: v.numpy() for k, v in tour_net(torch).state_dict().items()})
+
+        def pre(module, args):
+            log.append(("pre", type(args).__name__, len(args)))
+            return (args[0] * 2,)
+
+        def post(module, args, output):
+            log.append(("post", tuple(output.shape)))
+            return output * 3
+
+        def pre_not_a_tuple(module, args):
+            return args[0] * 0  # a single value is wrapped into a 1-tuple
+        idx = lib.tensor([[1, 2, 3]])
+        net.eval()
+        plain = net(idx)
+        handles = [net.blocks[0].register_forward_pre_hook(pre), net.blocks[0].register_forward_hook(post)]
+        hooked = net(idx)
+        for h in handles:
+            h.remove()
+        with net.blocks[1].fc.register_forward_pre_hook(pre_not_a_tuple):
+            zeroed = net(idx)
+        return [log, plain, hooked, zeroed, net(idx)]
+    check_close(snippet, rtol=1e-5)
+
+
+def test_tour_casts_modes_and_gradients():
+    def snippet(lib):
+        net = tour_net(lib)
+        block = net.blocks[0]
+        out = [block.fc.weight.dtype, block.count.dtype]
+        for cast in (lambda m: m.to(lib.float64), lambda m: m.half(), lambda m: m.bfloat16(),
+                     lambda m: m.double(), lambda m: m.float(), lambda m: m.to(dtype=lib.float16),
+                     lambda m: m.to("cpu", lib.float64), lambda m: m.to(lib.zeros(1, dtype=lib.float16)),
+                     lambda m: m.type(lib.float64)):
+            returned = cast(block)
+            out.append((returned is block, block.fc.weight.dtype, block.running.dtype, block.cache.dtype,
+                        block.count.dtype, type(block.fc.weight).__name__, block.fc.weight.requires_grad))
+        net.float()
+        net.requires_grad_(False)
+        out.append([p.requires_grad for p in net.parameters()])
+        out.append(net.requires_grad_() is net)
+        net(lib.tensor([[1, 2]])).sum().backward()
+        out.append(net.emb.weight.grad is not None)
+        net.zero_grad()
+        out.append(net.emb.weight.grad)
+        net(lib.tensor([[1, 2]])).sum().backward()
+        net.zero_grad(set_to_none=False)
+        out.append(net.emb.weight.grad.abs().sum().item())
+        out.append((net.train(False) is net, net.training, net.seq[2].training))
+        net.train()
+        out.append((net.training, net.blocks[1].norm.training))
+        return out
+    check(snippet)
+
+    def int_dtype(lib):
+        tour_net(lib).to(lib.int32)
+    expect_error(int_dtype)
+
+
+def test_tour_containers_indexing_and_slicing():
+    def snippet(lib):
+        net = tour_net(lib)
+        seq, blocks, heads = net.seq, net.blocks, net.heads
+        return [type(seq[0]).__name__, type(seq[-1]).__name__, type(seq[1:3]).__name__, repr(seq[1:3]),
+                len(seq), len(seq[::2]), [type(m).__name__ for m in seq[::-1]], seq[1:3][0] is seq[1],
+                type(blocks[0:1]).__name__, len(blocks[0:1]), blocks[-1] is blocks[1], repr(blocks[0:1]),
+                list(heads.keys()), type(heads["b"]).__name__, "a" in heads, len(heads),
+                [k for k, _ in heads.items()], repr(heads),
+                net.get_submodule("blocks.0.fc") is blocks[0].fc, net.get_submodule("") is net,
+                tuple(net.get_parameter("blocks.1.norm.weight").shape), tuple(net.get_buffer("blocks.0.running").shape)]
+    check(snippet)
+    for bad in (lambda lib: tour_net(lib).seq[10], lambda lib: tour_net(lib).blocks[-3],
+                lambda lib: tour_net(lib).heads["c"], lambda lib: tour_net(lib).get_submodule("blocks.5"),
+                lambda lib: tour_net(lib).get_submodule("nope"), lambda lib: tour_net(lib).get_parameter("blocks.0.running"),
+                lambda lib: tour_net(lib).get_parameter("blocks.0.fc.nope"), lambda lib: tour_net(lib).get_buffer("emb.weight")):
+        expect_error(bad)
+
+
+def test_tour_tied_weights_counted_once_and_reprs():
+    def snippet(lib):
+        nn = lib.nn
+        tied = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+        tied[1].weight = tied[0].weight
+
+        class NoExtra(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.w = nn.Parameter(lib.zeros(2))
+
+        class TwoLines(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = nn.Linear(1, 1)
+
+            def extra_repr(self):
+                return "first\nsecond"
+        return [len(list(tied.parameters())), list(tied.state_dict().keys()), names(tied.named_parameters()),
+                names(tied.named_parameters(remove_duplicate=False)),
+                repr(nn.Linear(3, 4, bias=False)), repr(nn.Embedding(3, 4, padding_idx=0)),
+                repr(nn.LayerNorm(4, eps=1e-6)), repr(nn.Dropout(0.5)), repr(nn.GELU(approximate="tanh")),
+                repr(nn.ModuleList()), repr(nn.Sequential()), repr(nn.ModuleDict()),
+                repr(nn.ModuleList([nn.Linear(2, 2) for _ in range(3)])),
+                repr(nn.Sequential(*[nn.ReLU() for _ in range(4)])), repr(NoExtra()), repr(TwoLines()),
+                repr(nn.Parameter(lib.zeros(2))), type(nn.Parameter(lib.zeros(2))).__name__]
+    check(snippet)
