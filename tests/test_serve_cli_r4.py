@@ -163,6 +163,27 @@ def test_what_minilora_does_not_implement_is_refused_by_name(pair, options):
     assert isinstance(ours, NotImplementedError) and next(iter(options.keys() - {"do_sample"})) in str(ours)
 
 
+def test_the_prompt_as_inputs_or_nothing_as_transformers(pair):
+    """transformers names generate's first argument ``inputs`` (``generate(inputs=ids)`` was a TypeError);
+    with no prompt it starts from the bos token; both spellings at once is its ValueError."""
+    theirs, ours = both(pair, max_new_tokens=5)  # the ids below are passed as inputs= instead
+    for model, wrap in ((pair[0], torch.tensor), (pair[1], np.array)):
+        with torch.no_grad():
+            assert model.generate(inputs=wrap(PROMPT), max_new_tokens=5).tolist() == theirs.tolist()
+            assert model.generate(max_new_tokens=4).tolist() == pair[0].generate(max_new_tokens=4).tolist()
+    with pytest.raises(ValueError, match="`inputs`.*alongside `input_ids`"):
+        pair[1].generate(np.array(PROMPT), inputs=np.array(PROMPT), max_new_tokens=2)
+
+
+@pytest.mark.parametrize("option", ["max_time", "constraints", "force_words_ids", "exponential_decay_length_penalty",
+                                    "prompt_lookup_num_tokens", "dola_layers"])
+def test_transformers_options_minilora_lacks_are_refused_by_name_not_called_typos(pair, option):
+    """transformers' generate takes these; minilora said 'not used by the model (typos...)'."""
+    value = [[1]] if option in ("constraints", "force_words_ids") else 3
+    _, ours = both(pair, max_new_tokens=2, **{option: value})
+    assert isinstance(ours, NotImplementedError) and option in str(ours)
+
+
 @pytest.mark.parametrize("invalid", [dict(bad_words_ids=[]), dict(bad_words_ids=[7]), dict(bad_words_ids=[[-1]]),
                                      dict(bad_words_ids=[[64]]), dict(suppress_tokens=7),
                                      dict(sequence_bias={(53,): -1}), dict(sequence_bias={(): -1.0}),

@@ -166,7 +166,11 @@ _OFF = {"num_beams": 1, "num_beam_groups": 1, "diversity_penalty": 0.0, "encoder
         "forced_bos_token_id": None, "penalty_alpha": None,
         "guidance_scale": None, "watermarking_config": None, "assistant_model": None, "logits_processor": None,
         "stopping_criteria": None, "prefix_allowed_tokens_fn": None, "negative_prompt_ids": None,
-        "synced_gpus": None, "custom_generate": None}
+        "synced_gpus": None, "custom_generate": None, "negative_prompt_attention_mask": None,
+        "constraints": None, "force_words_ids": None, "exponential_decay_length_penalty": None, "max_time": None,
+        "dola_layers": None, "token_healing": None, "prompt_lookup_num_tokens": None, "max_matching_ngram_size": None,
+        "assistant_early_exit": None, "assistant_ensemble_weight": None, "speculation_type": None, "use_mtp": None,
+        "cache_config": None, "max_cache_len": None, "continuous_batching_config": None}
 
 
 class _Default:
@@ -216,6 +220,26 @@ class GenerationConfig:
         return f"GenerationConfig({self.to_dict()})"
 
 
+def _the_prompt(input_ids, inputs, bos_token_id):
+    """The prompt ids, as ``input_ids`` or under transformers' own name for generate's first argument,
+    ``inputs`` (``model.generate(inputs=ids)``); both at once is transformers' ValueError. Neither: one
+    row holding the bos token, as transformers starts an unconditioned sequence."""
+    if inputs is not None and input_ids is not None:
+        raise ValueError(f"`inputs`: {inputs}` were passed alongside `input_ids` which is not allowed. Make sure to "
+                         "either pass `inputs` or `input_ids`.")
+    prompt = input_ids if input_ids is not None else inputs
+    if prompt is None:
+        if bos_token_id is None:
+            raise ValueError("`bos_token_id` has to be defined when no `input_ids` are provided.")
+        prompt = [[bos_token_id]]
+    return prompt
+
+
+def _bos_id(generation_config, config):
+    own = getattr(generation_config, "bos_token_id", None) if generation_config is not None else None
+    return own if own is not None else getattr(config, "bos_token_id", None)
+
+
 def _check_call_options(options):
     """The other keywords transformers' generate() takes: accepted at the value that turns them off, refused
     by name otherwise (never ignored); an unknown one gets transformers' own ValueError (a typo such as
@@ -261,14 +285,14 @@ def _resolved(name, value, generation_config):
     return own if own is not None else DEFAULTS[name]
 
 
-def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperature=DEFAULT, top_k=DEFAULT,
+def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temperature=DEFAULT, top_k=DEFAULT,
              top_p=DEFAULT, eos_token_id=None, pad_token_id=None, seed=None, attention_mask=None,
              use_cache=DEFAULT, max_length=None, repetition_penalty=DEFAULT, num_return_sequences=DEFAULT,
              streamer=None, min_new_tokens=None, min_length=None, generation_config=None,
              return_dict_in_generate=DEFAULT, output_scores=DEFAULT, output_logits=DEFAULT, min_p=DEFAULT,
              no_repeat_ngram_size=DEFAULT, bad_words_ids=DEFAULT, sequence_bias=DEFAULT, suppress_tokens=DEFAULT,
              begin_suppress_tokens=DEFAULT, forced_eos_token_id=DEFAULT, stop_strings=DEFAULT, tokenizer=None,
-             **kwargs):
+             inputs=None, **kwargs):
     """Prompt ids followed by the generated ids (an int64 Tensor), with transformers' options.
 
     ``input_ids``: one sequence ``[ids]``-style 1-D, or a batch [B, T] (pad batches on the *left*
@@ -298,6 +322,8 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
     eos / pad ids. transformers' other options are accepted at their "off" value and refused otherwise.
     """
     _check_call_options(kwargs)
+    own = _call_config(getattr(model, "generation_config", None), generation_config)
+    input_ids = _the_prompt(input_ids, inputs, _bos_id(own, getattr(model, "config", None)))
     # The answer goes where the prompt came from (transformers returns ids on input_ids' device); the
     # loop itself keeps its ids on the host, where choosing the next token is cheap.
     out_device = input_ids.device if isinstance(input_ids, Tensor) else None
@@ -308,7 +334,6 @@ def generate(model, input_ids, max_new_tokens=None, do_sample=DEFAULT, temperatu
         raise ValueError(f"input_ids must be a non-empty sequence or a [batch, seq_len] batch with "
                          f"batch >= 1 and seq_len >= 1, got shape {ids.shape}")
     config = getattr(model, "config", None)
-    own = _call_config(getattr(model, "generation_config", None), generation_config)
     if own is not None:
         _check_unimplemented(own)
         if max_new_tokens is None and max_length is None:  # the call sets no length: the model's may

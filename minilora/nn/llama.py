@@ -376,6 +376,9 @@ class LlamaAttention(Module):
         self.head_dim = config.head_dim
         heads, kv_heads, hidden = config.num_attention_heads, config.num_key_value_heads, config.hidden_size
         bias = config.attention_bias
+        # transformers' config.attention_dropout (0.0 in Llama's configs): dropout on the attention
+        # weights in training mode
+        self.attention_dropout = float(config.extra.get("attention_dropout", 0.0) or 0.0)
         self.q_proj = Linear(hidden, heads * self.head_dim, bias=bias, dtype=dtype, device=device)
         self.k_proj = Linear(hidden, kv_heads * self.head_dim, bias=bias, dtype=dtype, device=device)
         self.v_proj = Linear(hidden, kv_heads * self.head_dim, bias=bias, dtype=dtype, device=device)
@@ -398,6 +401,7 @@ class LlamaAttention(Module):
         if mask is None and 1 < tq < tk:
             mask = causal_bias(tq, tk, q.dtype, q.device.xp)
         out = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and tq == tk,
+                                               dropout_p=self.attention_dropout if self.training else 0.0,
                                                enable_gqa=True)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
 
@@ -604,6 +608,39 @@ def _device_from_map(device, device_map):
     return str(device_map).split(":")[0]  # "cuda:0", torch.device("cpu") -> the device's name
 
 
+# transformers' config attributes other than LlamaConfig's fields that from_pretrained may override:
+# use_cache is read by the model (config.extra); the others change what forward returns, which
+# minilora's forward takes as its own arguments only, so they are refused rather than ignored.
+_READ_FROM_EXTRA = ("use_cache", "attention_dropout", "pretraining_tp")
+_NOT_READ = ("output_attentions", "output_hidden_states", "return_dict")
+
+
+def _overridden_config(config, overrides):
+    """transformers' rule for from_pretrained(path, **kwargs): a keyword naming a config attribute
+    overrides config.json; any other reaches the model's __init__, which refuses it."""
+    fields = {f.name for f in dataclasses.fields(LlamaConfig)} - {"extra"}
+    for key in overrides:
+        if key in _NOT_READ:
+            raise NotImplementedError(f"from_pretrained({key}=...): minilora's model does not read "
+                                      f"config.{key}; pass it to forward() instead (output_hidden_states=, "
+                                      "return_dict=) -- output_attentions is not supported")
+        if key not in fields and key not in _READ_FROM_EXTRA:
+            raise TypeError(f"LlamaForCausalLM.__init__() got an unexpected keyword argument {key!r}")
+    if not overrides:
+        return config
+    extra = {**config.extra, **{k: v for k, v in overrides.items() if k not in fields}}
+    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if k in fields}, extra=extra)
+
+
+def _without_layers_past(state, num_layers):
+    """The checkpoint without the layers from ``num_layers`` on (from_pretrained(num_hidden_layers=n)
+    loads the first n, as transformers does)."""
+    def layer_of(key):
+        parts = key.split(".")
+        return int(parts[2]) if key.startswith("model.layers.") and parts[2].isdigit() else -1
+    return {k: v for k, v in state.items() if layer_of(k) < num_layers}
+
+
 def _check_loading_options(attn_implementation, use_safetensors, revision):
     if attn_implementation not in (None, "eager", "sdpa"):
         raise NotImplementedError(f"attn_implementation={attn_implementation!r}: minilora has one attention, "
@@ -793,8 +830,8 @@ class LlamaForCausalLM(Module):
                              hidden_states=states[0] if states else None)
         return out if return_dict else out.to_tuple()
 
-    def generate(self, input_ids, **kwargs):
-        """Continue ``input_ids``; see ``minilora.generate.generate`` for the options."""
+    def generate(self, input_ids=None, **kwargs):
+        """Continue ``input_ids`` (or ``inputs=``, transformers' name); see ``minilora.generate.generate``."""
         return generation.generate(self, input_ids, **kwargs)
 
     def num_parameters(self, only_trainable=False):
@@ -867,9 +904,9 @@ class LlamaForCausalLM(Module):
 
     # --- checkpoints ------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path, dtype="auto", device=None, torch_dtype=None, *, device_map=None,
+    def from_pretrained(cls, path, dtype="auto", device=None, torch_dtype=None, *, config=None, device_map=None,
                         attn_implementation=None, low_cpu_mem_usage=None, local_files_only=None,
-                        trust_remote_code=None, use_safetensors=None, revision=None):
+                        trust_remote_code=None, use_safetensors=None, revision=None, **config_overrides):
         """Load a Hugging Face-format folder: config.json + model.safetensors (or its shards).
 
         transformers' loading options as tutorials pass them: ``device_map`` ("auto": the default
@@ -886,13 +923,19 @@ class LlamaForCausalLM(Module):
         transformers 5: a bfloat16 checkpoint loads in bfloat16 unless ``dtype="float32"`` asks for the
         widened copy (transformers 4 defaulted to float32). A checkpoint that does not fit the config
         raises ``StateDictError`` listing missing keys, unexpected keys and shape mismatches.
+
+        As in transformers, ``config=`` replaces config.json, and other keyword arguments that name a
+        config field override it (``num_hidden_layers=1`` loads the first layer: the checkpoint's
+        later layers are left out, as transformers leaves them); any other keyword is transformers'
+        TypeError from the model's ``__init__``.
         """
-        config = LlamaConfig.from_pretrained(path)  # first: a missing folder is named as such
+        base = LlamaConfig.from_pretrained(path)  # first: a missing folder is named as such
+        config = _overridden_config(base if config is None else config, config_overrides)
         device = _device_from_map(device, device_map)
         _check_loading_options(attn_implementation, use_safetensors, revision)
         dtype = _dtype_argument(path, dtype, torch_dtype)
         _check_checkpoint_fits(path, config)  # from the file headers, before allocating anything
-        state = load_checkpoint(path)
+        state = _without_layers_past(load_checkpoint(path), config.num_hidden_layers)
         if config.tie_word_embeddings and "model.embed_tokens.weight" in state:
             # transformers leaves the tied head out of the file (and ignores it when present)
             state["lm_head.weight"] = state["model.embed_tokens.weight"]
