@@ -659,3 +659,137 @@ def test_tour_tied_weights_counted_once_and_reprs():
                 repr(nn.Sequential(*[nn.ReLU() for _ in range(4)])), repr(NoExtra()), repr(TwoLines()),
                 repr(nn.Parameter(lib.zeros(2))), type(nn.Parameter(lib.zeros(2))).__name__]
     check(snippet)
+
+
+# ---- 2. a character-level language model (nanoGPT / makemore) ----------------------------------------
+TEXT = "hello world, this is a tiny corpus for a character level language model. " * 8
+BLOCK_SIZE, N_EMBD = 8, 16
+
+
+def char_lm(lib):
+    nn, F = lib.nn, lib.nn.functional
+    chars = sorted(list(set(TEXT)))
+    vocab_size = len(chars)
+
+    class BigramLanguageModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.token_embedding_table = nn.Embedding(vocab_size, N_EMBD)
+            self.position_embedding_table = nn.Embedding(BLOCK_SIZE, N_EMBD)
+            self.ln_f = nn.LayerNorm(N_EMBD)
+            self.lm_head = nn.Linear(N_EMBD, vocab_size)
+            self.register_buffer("tril", lib.tril(lib.ones(BLOCK_SIZE, BLOCK_SIZE)))
+
+        def forward(self, idx, targets=None):
+            B, T = idx.shape
+            tok_emb = self.token_embedding_table(idx)
+            pos_emb = self.position_embedding_table(lib.arange(T, device=idx.device))
+            x = tok_emb + pos_emb
+            wei = x @ x.transpose(-2, -1) * N_EMBD ** -0.5
+            wei = wei.masked_fill(self.tril[:T, :T] == 0, float("-inf"))
+            wei = F.softmax(wei, dim=-1)
+            logits = self.lm_head(self.ln_f(wei @ x))
+            if targets is None:
+                loss = None
+            else:
+                B, T, C = logits.shape
+                logits = logits.view(B * T, C)
+                targets = targets.view(B * T)
+                loss = F.cross_entropy(logits, targets)
+            return logits, loss
+
+        def generate(self, idx, max_new_tokens):
+            for _ in range(max_new_tokens):
+                idx_cond = idx[:, -BLOCK_SIZE:]
+                logits, loss = self(idx_cond)
+                logits = logits[:, -1, :]
+                probs = F.softmax(logits, dim=-1)
+                idx_next = lib.multinomial(probs, num_samples=1)
+                idx = lib.cat((idx, idx_next), dim=1)
+            return idx
+    return chars, BigramLanguageModel
+
+
+def test_char_lm_training_loop_line_by_line():
+    """Same weights and the same batches (torch's, copied): the logits, the losses of AdamW steps and
+    estimate_loss's means agree; then sampling (each library's own random stream) agrees in shape,
+    dtype and vocabulary."""
+    torch.manual_seed(1337)
+    _, torch_model = char_lm(torch)
+    weights = {k: v.numpy().copy() for k, v in torch_model().state_dict().items()}
+    data = torch.tensor([sorted(set(TEXT)).index(c) for c in TEXT], dtype=torch.long)
+    batches = []
+    for _ in range(4):
+        ix = torch.randint(len(data) - BLOCK_SIZE, (4,))
+        batches.append((torch.stack([data[i:i + BLOCK_SIZE] for i in ix]).numpy(),
+                        torch.stack([data[i + 1:i + BLOCK_SIZE + 1] for i in ix]).numpy()))
+
+    def snippet(lib):
+        lib.manual_seed(1337)
+        chars, BigramLanguageModel = char_lm(lib)
+        stoi = {ch: i for i, ch in enumerate(chars)}
+        itos = {i: ch for i, ch in enumerate(chars)}
+        encode = lambda s: [stoi[c] for c in s]  # noqa: E731
+        decode = lambda l: "".join([itos[i] for i in l])  # noqa: E731
+        data = lib.tensor(encode(TEXT), dtype=lib.long)
+        n = int(0.9 * len(data))
+        train_data = data[:n]
+
+        def get_batch():
+            ix = lib.randint(len(train_data) - BLOCK_SIZE, (4,))
+            x = lib.stack([train_data[i:i + BLOCK_SIZE] for i in ix])
+            y = lib.stack([train_data[i + 1:i + BLOCK_SIZE + 1] for i in ix])
+            return x, y
+        xb, yb = get_batch()
+        record = [data.dtype, tuple(data.shape), xb.dtype, tuple(xb.shape), bool((xb[:, 1:] == yb[:, :-1]).all())]
+        model = BigramLanguageModel()
+        copy_weights(lib, model, weights)
+        record.append(list(model.state_dict().keys()))
+        record.append(sum(p.numel() for p in model.parameters()) / 1e6)
+
+        @lib.no_grad()
+        def estimate_loss():
+            model.eval()
+            losses = lib.zeros(len(batches))
+            for k, (X, Y) in enumerate(batches):
+                logits, loss = model(lib.tensor(X), lib.tensor(Y))
+                losses[k] = loss.item()
+            model.train()
+            return losses.mean()
+        record.append(estimate_loss())
+        optimizer = lib.optim.AdamW(model.parameters(), lr=1e-2)
+        for X, Y in batches:
+            logits, loss = model(lib.tensor(X), lib.tensor(Y))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            record += [tuple(logits.shape), logits.dtype, loss.item()]
+        record.append(estimate_loss())
+        context = lib.zeros((1, 1), dtype=lib.long)
+        out = model.generate(context, max_new_tokens=20)
+        text = decode(out[0].tolist())
+        record += [tuple(out.shape), out.dtype, type(out[0].tolist()[0]).__name__, len(text), set(text) <= set(chars)]
+        return record
+    check_close(snippet, rtol=1e-5)
+
+
+def test_makemore_sampling_draws_as_torch_in_distribution():
+    """multinomial with a Generator, replacement, and one-hot inputs: dtypes and shapes as torch's;
+    the frequencies of many draws match the probabilities (the streams themselves differ)."""
+    def snippet(lib):
+        F = lib.nn.functional
+        g = lib.Generator().manual_seed(2147483647)
+        p = lib.tensor([0.1, 0.2, 0.7])
+        one = lib.multinomial(p, num_samples=1, replacement=True, generator=g)
+        many = lib.multinomial(p, 30000, replacement=True, generator=g)
+        freqs = lib.bincount(many, minlength=3).float() / 30000
+        rows = lib.multinomial(lib.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]), 1)
+        no_repeat = lib.multinomial(lib.tensor([1.0, 1.0, 1.0, 1.0]), 4).sort().values
+        W = lib.randn((27, 27), generator=g, requires_grad=True)
+        xenc = F.one_hot(lib.tensor([1, 2, 3]), num_classes=27).float()
+        ints = lib.randint(3, 10, (2000,), generator=g)
+        return [one.dtype, tuple(one.shape), type(one.item()).__name__, many.dtype,
+                bool((freqs - p).abs().max() < 0.02), rows, no_repeat, W.dtype, W.is_leaf,
+                xenc.dtype, tuple(xenc.shape), ints.dtype, ints.min().item(), ints.max().item(),
+                lib.randint(10, (2,)).dtype, lib.randn(2, 3).dtype, lib.rand(2).dtype]
+    check(snippet)
