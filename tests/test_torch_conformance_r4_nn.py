@@ -141,3 +141,42 @@ def test_sdpa_is_causal_with_attn_mask_in_every_float_dtype(rng, dtype):
     check(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, m, is_causal=True),
           lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, tm, is_causal=True), *arrays, dtype=dtype,
           rtol=1e-2 if dtype != "float32" else 1e-5, atol=1e-2 if dtype != "float32" else 1e-6)
+
+
+# ---- pooling: 16-bit gradients add up in 16 bits, as torch's CPU kernels --------------------------
+_POOLS = {  # name: a call that works the same on minilora's F and torch's
+    "max_pool2d-overlapping": lambda F, x: F.max_pool2d(x, 3, 1),
+    "max_pool2d-padded": lambda F, x: F.max_pool2d(x, 3, 2, 1),
+    "max_pool2d-ceil": lambda F, x: F.max_pool2d(x, kernel_size=3, stride=2, padding=1, ceil_mode=True),
+    "max_pool2d-dilated": lambda F, x: F.max_pool2d(x, 2, 1, 0, 2),
+    "max_pool2d-unbatched": lambda F, x: F.max_pool2d(x[0], (3, 2), (1, 2)),
+    "max_pool1d": lambda F, x: F.max_pool1d(x[:, :, 0], 3, 1, 1),
+    "avg_pool2d-overlapping": lambda F, x: F.avg_pool2d(x, 3, 1),
+    "avg_pool2d-padded": lambda F, x: F.avg_pool2d(x, 3, 2, 1),
+    "avg_pool2d-no-pad-count": lambda F, x: F.avg_pool2d(x, 3, 2, 1, count_include_pad=False),
+    "avg_pool2d-ceil": lambda F, x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True),
+    "avg_pool2d-ceil-no-pad-count": lambda F, x: F.avg_pool2d(x, (3, 2), (2, 1), (1, 0), True, False),
+    "avg_pool2d-divisor": lambda F, x: F.avg_pool2d(x, 3, 1, divisor_override=5),
+    "avg_pool2d-unbatched": lambda F, x: F.avg_pool2d(x[0], 2, 1),
+    "avg_pool1d": lambda F, x: F.avg_pool1d(x[:, :, 0], 3, 1, 1),
+    "adaptive_avg_pool2d": lambda F, x: F.adaptive_avg_pool2d(x, (3, 5)),
+    "adaptive_avg_pool2d-int": lambda F, x: F.adaptive_avg_pool2d(x, 4),
+    "adaptive_avg_pool2d-none": lambda F, x: F.adaptive_avg_pool2d(x, (None, 3)),
+    "adaptive_avg_pool2d-unbatched": lambda F, x: F.adaptive_avg_pool2d(x[0], output_size=(2, 3)),
+}
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32", "float64"])
+@pytest.mark.parametrize("pool", list(_POOLS))
+def test_pooling_forward_and_gradient_bit_for_bit_as_torch(rng, pool, dtype):
+    """torch's CPU pooling backward adds each output's gradient (divided by the divisor, rounded, for
+    the averages) into the input's gradient in the input's dtype, output by output: in 16 bits
+    every addition rounds. minilora adds in the same order with the same roundings (and sums a
+    window element by element, as torch's forward): the same bits in every float dtype."""
+    check(lambda x: _POOLS[pool](F, x), lambda x: _POOLS[pool](TF, x), rng.standard_normal((2, 3, 7, 8)) * 3,
+          dtype=dtype, exact=True)
+
+
+def test_avg_pool2d_divisor_override_zero_is_torchs_error(rng):
+    x, tx = pair(rng.standard_normal((1, 1, 4, 4)))
+    same_error(lambda: F.avg_pool2d(x, 2, divisor_override=0), lambda: TF.avg_pool2d(tx, 2, divisor_override=0))

@@ -13,7 +13,10 @@ output position sees (``stride`` and ``dilation`` are steps through that view). 
 * average pooling is a convolution with a constant kernel, one channel at a time (``groups=C``).
 
 bfloat16 and float16 run in float32 and are rounded once (``float32_inside``), as torch's CPU kernels:
-NumPy's ``einsum`` would sum 16-bit products in 16 bits.
+NumPy's ``einsum`` would sum 16-bit products in 16 bits. The pooling *gradients* are the exception,
+as in torch: its CPU backward kernels add each output's gradient into the input's 16-bit gradient,
+rounding after every addition, output position by output position (``_add_windows_back`` with
+``round_to``), so minilora does the same to give torch's numbers bit for bit.
 """
 import math
 
@@ -21,7 +24,7 @@ import numpy as np
 
 from ..device import xp_of
 from ..tensor import Function, Tensor
-from .nn import float32_inside
+from .nn import _is_16bit_float, float32_inside
 
 __all__ = ["conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
            "adaptive_avg_pool2d"]
@@ -61,17 +64,46 @@ def _windows(xp, padded, kernel, stride, dilation):
     return view[:, :, ::sh, ::sw, ::dh, ::dw]
 
 
-def _add_windows_back(xp, grad_windows, padded_shape, stride, dilation):
-    """The adjoint of ``_windows``: every window's gradient added back where it was read from."""
+def _add_windows_back(xp, grad_windows, padded_shape, stride, dilation, round_to=None):
+    """The adjoint of ``_windows``: every window's gradient added back where it was read from.
+
+    The kernel offsets go last to first: an input element then receives its windows' gradients in
+    the order of their output positions (row by row), the order torch's CPU kernels add them in.
+    ``round_to`` (a 16-bit dtype): round the running sums to it after every addition, as torch's
+    pooling backward does in 16 bits."""
     out = xp.zeros(padded_shape, dtype=grad_windows.dtype)
     (sh, sw), (dh, dw) = stride, dilation
     h_out, w_out, kh, kw = grad_windows.shape[2:]
-    for i in range(kh):
-        for j in range(kw):
+    for i in reversed(range(kh)):
+        for j in reversed(range(kw)):
             rows = slice(i * dh, i * dh + sh * (h_out - 1) + 1, sh)
             cols = slice(j * dw, j * dw + sw * (w_out - 1) + 1, sw)
             out[:, :, rows, cols] += grad_windows[..., i, j]
+            if round_to is not None:
+                out[:, :, rows, cols] = _rounded(out[:, :, rows, cols], round_to)
     return out
+
+
+def _rounded(a, dtype):
+    """``a`` rounded to ``dtype`` (a 16-bit float), kept in its own dtype."""
+    return a.astype(dtype).astype(a.dtype)
+
+
+def _sum_in_order(a):
+    """The sum over ``a``'s last two axes, added one element at a time in row-major order, as torch's
+    CPU pooling kernels add a window (NumPy's pairwise sum can differ in the last bit)."""
+    total = a[..., 0, 0].copy()
+    for i in range(a.shape[-2]):
+        for j in range(a.shape[-1]):
+            if i or j:
+                total += a[..., i, j]
+    return total
+
+
+def _narrow(t):
+    """The dtype a pooling gradient accumulates in when it is not the float32 it is computed in: a
+    16-bit input's own dtype (torch's pooling backward adds in it), else None."""
+    return t.dtype if _is_16bit_float(t) else None
 
 
 def _unpad(a, padding):
@@ -199,13 +231,15 @@ def _window_maxima(xp, x, kernel, stride, padding, dilation):
 
 
 class MaxPool2d(Function):
-    """Max pooling; the gradient of each output goes to the element it was taken from."""
+    """Max pooling; the gradient of each output goes to the element it was taken from (added up in
+    ``round_to``, a 16-bit dtype, where one element is the maximum of several windows)."""
 
     @staticmethod
-    def forward(ctx, x, kernel, stride, padding, dilation):
+    def forward(ctx, x, kernel, stride, padding, dilation, round_to=None):
         out, ctx.choice, padded_shape, window_shape = _window_maxima(xp_of(x), x, kernel, stride, padding,
                                                                      dilation)
         ctx.geometry = (padded_shape, kernel, stride, dilation, padding, window_shape)
+        ctx.round_to = round_to
         return out
 
     @staticmethod
@@ -216,7 +250,8 @@ class MaxPool2d(Function):
         # NumPy's put_along_axis would do it too, but CuPy has no put_along_axis).
         chosen = xp.arange(kh * kw) == ctx.choice[..., None]
         grad_windows = (chosen * g[..., None]).astype(g.dtype, copy=False).reshape(window_shape)
-        return _unpad(_add_windows_back(xp, grad_windows, padded_shape, stride, dilation), padding)
+        summed = _add_windows_back(xp, grad_windows, padded_shape, stride, dilation, ctx.round_to)
+        return _unpad(summed, padding)
 
 
 def _pool_geometry(kernel_size, stride, padding, dilation, fn):
@@ -272,7 +307,6 @@ def _max_indices(input, kernel, stride, padding, dilation, extra):
     return Tensor((rows * x.shape[-1] + cols).astype(np.int64), dtype=np.int64, device=input.device)
 
 
-@float32_inside
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     """PyTorch's ``F.max_pool2d`` over [N, C, H, W] (or [C, H, W]); ``stride`` defaults to the
@@ -280,10 +314,15 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     if input.ndim == 3:
         out = max_pool2d(input.unsqueeze(0), kernel_size, stride, padding, dilation, ceil_mode, return_indices)
         return tuple(t.squeeze(0) for t in out) if return_indices else out.squeeze(0)
+    return _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, _narrow(input))
+
+
+@float32_inside
+def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, round_to):
     kernel, stride, padding, dilation = _pool_geometry(kernel_size, stride, padding, dilation, "max_pool2d")
     extra = _ceil_extra(input.shape[2:], kernel, stride, padding, dilation, ceil_mode)
     out = MaxPool2d.apply(_pad_after(input, extra, -math.inf), kernel=kernel, stride=stride, padding=padding,
-                          dilation=dilation)
+                          dilation=dilation, round_to=round_to)
     if return_indices:
         return out, _max_indices(input, kernel, stride, padding, dilation, extra)
     return out
@@ -299,31 +338,71 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return tuple(t.squeeze(-2) for t in out) if return_indices else out.squeeze(-2)
 
 
-@float32_inside
+class AvgPool2d(Function):
+    """Average pooling: each window's sum divided by its output position's ``divisors`` entry.
+    Backward gives each element of a window that output's gradient divided by its divisor (rounded
+    to ``round_to`` first, and the sums after every addition, as torch's 16-bit kernel)."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding, extra, divisors, round_to=None):
+        xp = xp_of(x)
+        (ph, pw), (eh, ew) = padding, extra
+        padded = xp.pad(x, ((0, 0), (0, 0), (ph, ph + eh), (pw, pw + ew))) if ph or pw or eh or ew else x
+        windows = _windows(xp, padded, kernel, stride, (1, 1))
+        ctx.geometry = (x.shape, padded.shape, stride, padding, windows.shape)
+        ctx.divisors, ctx.round_to = divisors, round_to
+        return _sum_in_order(windows) / divisors
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = xp_of(g)
+        shape, padded_shape, stride, (ph, pw), window_shape = ctx.geometry
+        share = g / ctx.divisors
+        if ctx.round_to is not None:
+            share = _rounded(share, ctx.round_to)
+        grad_windows = xp.broadcast_to(share[..., None, None], window_shape)
+        summed = _add_windows_back(xp, grad_windows, padded_shape, stride, (1, 1), ctx.round_to)
+        return summed[:, :, ph:ph + shape[2], pw:pw + shape[3]]
+
+
+def _avg_divisors(size, out_size, kernel, stride, padding, count_include_pad, divisor_override):
+    """What each output position's window sum is divided by, ``[h_out, w_out]``: torch's rule -- the
+    window's size, clipped to the padded input (``count_include_pad``), or its elements inside the
+    input (not), or ``divisor_override``. The extra ``ceil_mode`` elements never count."""
+    if divisor_override is not None:
+        return np.full(out_size, float(divisor_override))
+    spans = []
+    for n, n_out, k, s, p in zip(size, out_size, kernel, stride, padding):
+        start = np.arange(n_out) * s - p
+        end = np.minimum(start + k, n + p)
+        spans.append(end - start if count_include_pad else np.minimum(end, n) - np.maximum(start, 0))
+    return np.outer(*spans).astype(float)
+
+
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
     """PyTorch's ``F.avg_pool2d``: each window's sum divided by its size (``count_include_pad=False``:
-    by its elements inside the input; ``divisor_override``: by that number). Computed as a
-    convolution of each channel with a kernel of ones."""
+    by its elements inside the input; ``divisor_override``: by that number)."""
     if input.ndim == 3:
         return avg_pool2d(input.unsqueeze(0), kernel_size, stride, padding, ceil_mode, count_include_pad,
                           divisor_override).squeeze(0)
+    return _avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
+                       _narrow(input))
+
+
+@float32_inside
+def _avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, round_to):
+    if divisor_override is not None and divisor_override == 0:
+        raise RuntimeError("divisor must be not zero")
     kernel, stride, padding, _ = _pool_geometry(kernel_size, stride, padding, 1, "avg_pool2d")
     extra = _ceil_extra(input.shape[2:], kernel, stride, padding, (1, 1), ceil_mode)
-    channels = input.shape[1]
-    ones = Tensor(np.ones((channels, 1) + kernel), dtype=input.dtype, device=input.device)
-    sums = conv2d(_pad_after(input, extra, 0.0), ones, None, stride, padding, 1, channels)
-    if divisor_override is not None:
-        return sums / divisor_override
-    if not any(extra) and (count_include_pad or padding == (0, 0)):
-        return sums / (kernel[0] * kernel[1])
-    # Each window's divisor: its elements inside the input (and inside the padding, if counted),
-    # never the extra ceil_mode elements, as torch's.
-    (ph, pw), (eh, ew) = padding, extra
-    counted = np.pad(np.ones(tuple(input.shape[2:])), ((ph, ph), (pw, pw)), constant_values=float(count_include_pad))
-    counted = np.pad(counted, ((0, eh), (0, ew)))[None, None]
-    counts = conv2d(Tensor(counted, dtype=input.dtype, device=input.device), ones[:1], None, stride, 0)
-    return sums / counts
+    out_size = tuple((n + 2 * p + e - k) // s + 1
+                     for n, p, e, k, s in zip(input.shape[2:], padding, extra, kernel, stride))
+    divisors = _avg_divisors(input.shape[2:], out_size, kernel, stride, padding, count_include_pad,
+                             divisor_override)
+    divisors = xp_of(input._array).asarray(divisors.astype(input.dtype))
+    return AvgPool2d.apply(input, kernel=kernel, stride=stride, padding=padding, extra=extra, divisors=divisors,
+                           round_to=round_to)
 
 
 def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
@@ -334,16 +413,46 @@ def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     return out.squeeze(-2)
 
 
-@float32_inside
+class AdaptiveAvgPool2d(Function):
+    """Output cell ``(i, j)``: the mean of input rows ``rows[i]`` and columns ``cols[j]`` (slices).
+    As torch's kernels: the window's sum divided by its height, then by its width; backward adds
+    ``g / height / width`` to every element of the window, cell by cell (in ``round_to``, a 16-bit
+    dtype, rounding each step as torch's 16-bit kernel)."""
+
+    @staticmethod
+    def forward(ctx, x, rows, cols, round_to=None):
+        xp = xp_of(x)
+        out = xp.empty((*x.shape[:-2], len(rows), len(cols)), dtype=x.dtype)
+        for i, r in enumerate(rows):
+            for j, c in enumerate(cols):
+                out[..., i, j] = _sum_in_order(x[..., r, c]) / (r.stop - r.start) / (c.stop - c.start)
+        ctx.shape, ctx.rows, ctx.cols, ctx.round_to = x.shape, rows, cols, round_to
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = xp_of(g)
+        gx = xp.zeros(ctx.shape, dtype=g.dtype)
+        keep = (lambda a: _rounded(a, ctx.round_to)) if ctx.round_to is not None else (lambda a: a)
+        for i, r in enumerate(ctx.rows):
+            for j, c in enumerate(ctx.cols):
+                share = keep(keep(g[..., i, j] / (r.stop - r.start)) / (c.stop - c.start))
+                gx[..., r, c] = keep(gx[..., r, c] + share[..., None, None])
+        return gx
+
+
 def adaptive_avg_pool2d(input, output_size):
     """PyTorch's ``F.adaptive_avg_pool2d``: output cell ``(i, j)`` averages rows
     ``floor(i H / h_out)`` to ``ceil((i + 1) H / h_out)`` (and the same for columns), so any
     input size maps to ``output_size``; ``None`` keeps that dimension."""
-    from .shape import stack
+    return _adaptive_avg_pool2d(input, output_size, _narrow(input))
+
+
+@float32_inside
+def _adaptive_avg_pool2d(input, output_size, round_to):
     h, w = input.shape[-2:]
     h_out, w_out = (output_size, output_size) if isinstance(output_size, int) else output_size
     h_out, w_out = h if h_out is None else h_out, w if w_out is None else w_out
-    rows = [(i * h // h_out, math.ceil((i + 1) * h / h_out)) for i in range(h_out)]
-    cols = [(j * w // w_out, math.ceil((j + 1) * w / w_out)) for j in range(w_out)]
-    cells = [stack([input[..., r0:r1, c0:c1].mean((-2, -1)) for c0, c1 in cols], -1) for r0, r1 in rows]
-    return stack(cells, -2)
+    rows = tuple(slice(i * h // h_out, -(-(i + 1) * h // h_out)) for i in range(h_out))
+    cols = tuple(slice(j * w // w_out, -(-(j + 1) * w // w_out)) for j in range(w_out))
+    return AdaptiveAvgPool2d.apply(input, rows=rows, cols=cols, round_to=round_to)

@@ -1152,7 +1152,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     Inputs ``[..., L, E]``, ``[..., S, E]``, ``[..., S, Ev]`` (4-D ``[B, H, L, E]`` is the fast
     path). ``attn_mask``: boolean (True = the key takes part) or float (added to the scores),
     broadcastable to ``[..., L, S]``. ``is_causal``: query i sees keys ``j <= i`` (aligned top-left,
-    as torch; not together with ``attn_mask``, as torch). A KV cache needs the bottom-right
+    as torch; together with ``attn_mask`` only where torch's CPU kernel takes both: 4-D inputs, no
+    dropout, a 2-D or 4-D mask, equal batch and head sizes). A KV cache needs the bottom-right
     alignment: pass it as ``attn_mask`` (the Llama model does). ``enable_gqa``: key/value heads
     shared by groups of query heads (``scale`` and ``enable_gqa`` are keyword-only, as torch's).
     ``dropout_p`` drops attention weights (always: the caller passes 0 in eval mode, as with
