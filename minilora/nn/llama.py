@@ -1000,7 +1000,7 @@ def _check_checkpoint_fits(path, config):
     """Compare the checkpoint's tensor names and shapes (read from the file headers only) with the
     model ``config`` describes, so a mismatch -- ``{}`` as config.json means Llama-7B -- is refused
     before gigabytes of weights are allocated. Raises ``StateDictError`` like ``load_state_dict``."""
-    found = read_checkpoint_shapes(path)
+    found = _without_layers_past(read_checkpoint_shapes(path), config.num_hidden_layers)
     expected = parameter_shapes(config)
     if config.tie_word_embeddings and "model.embed_tokens.weight" in found:
         found.setdefault("lm_head.weight", found["model.embed_tokens.weight"])  # transformers leaves it out

