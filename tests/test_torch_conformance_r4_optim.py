@@ -33,7 +33,7 @@ def _module(lib):
 
 def _grads(params, seed):
     rng = np.random.default_rng(seed)
-    return [rng.standard_normal(tuple(p.shape)) for p in params]
+    return [rng.standard_normal(tuple(p.shape)).astype(str(p.dtype).replace("torch.", "")) for p in params]
 
 
 def _step(lib, params, opt, seed):
@@ -195,3 +195,32 @@ def test_clip_grad_value_as_torch(clip_value, dtype):
     _same_clip(lambda lib, params: lib.clip_grad_value_(params[1], clip_value=clip_value), CLIP_GRADS, dtype)
     _same_clip(lambda lib, params: lib.clip_grad_value_((p for p in params), clip_value, foreach=True), CLIP_GRADS,
                dtype)
+
+
+# --- a parameter listed twice: torch warns, and steps it once per listing ----------------------------------------
+DUPLICATE_KWARGS = [dict(lr=0.1), dict(lr=0.1, weight_decay=0.1)]
+MORE_KWARGS = {"SGD": [dict(lr=0.1, momentum=0.9), dict(lr=0.1, momentum=0.5, weight_decay=0.1, nesterov=True)],
+               "Adam": [dict(lr=0.1, amsgrad=True), dict(lr=0.1, maximize=True)],
+               "RMSprop": [dict(lr=0.01, momentum=0.5, centered=True)]}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name,kwargs", [(n, k) for n in OPTIMIZERS for k in DUPLICATE_KWARGS + MORE_KWARGS.get(n, [])])
+def test_parameter_listed_twice_is_stepped_twice_as_torch(name, kwargs, dtype):
+    results, states = [], []
+    for lib, (p, q) in zip((ml, torch), _twins(dtype=dtype)):
+        with pytest.warns(UserWarning, match="optimizer contains a parameter group with duplicate parameters"):
+            opt = getattr(_module(lib), name)([p, q, p], **kwargs)
+        for seed in range(3):
+            _step(lib, [p, q], opt, seed)
+        results.append(_values([p, q]))
+        sd = opt.state_dict()
+        assert sd["param_groups"][0]["params"] == [2, 1, 2]  # (torch numbers a parameter by its last listing)
+        states.append({k: {n: float(_as_numpy(v).sum()) for n, v in st.items() if n != "mu_product"}
+                       for k, st in sd["state"].items()})
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12 if dtype == np.float64 else 1e-5, atol=0)
+    assert states[0].keys() == states[1].keys()
+    for k in states[0]:
+        assert states[0][k].keys() == states[1][k].keys()
+        np.testing.assert_allclose(list(states[0][k].values()), list(states[1][k].values()), rtol=1e-5)

@@ -28,7 +28,8 @@ import numpy as np
 from .. import kernels, parallel
 from ..device import CHUNK, cache_slices, xp_of
 from .. import dtypes
-from .optimizer import Optimizer, _check_adam_hyperparameters, alpha_16bit, new_step_count, rounds_each_op
+from .optimizer import (Optimizer, _check_adam_hyperparameters, alpha_16bit, new_step_count, occurrence_passes,
+                        rounds_each_op)
 
 __all__ = ["Adam", "AdamW", "adamw_update"]
 
@@ -167,10 +168,11 @@ class Adam(Optimizer):
                     raise KeyError("'max_exp_avg_sq': the parameter group has amsgrad=True, but a parameter's "
                                    "state was made with amsgrad=False; switch amsgrad on only in a fresh optimizer")
                 todo.append((p, state, group))
-        for _, state, _ in todo:  # (counted once every parameter's state is known to be good)
-            state["step"] += 1
-        if todo:  # update() below, or on emu/cuda kernel_update(): one launch of kernels/adamw.cu
-            kernels.run_update(self, todo)
+        for each_once in occurrence_passes(todo):  # (one pass, unless a parameter is listed twice)
+            for _, state, _ in each_once:  # (counted once every parameter's state is known to be good)
+                state["step"] += 1
+            # update() below, or on emu/cuda kernel_update(): one launch of kernels/adamw.cu
+            kernels.run_update(self, each_once)
         return loss
 
     def update(self, todo):

@@ -16,6 +16,7 @@ alike and the Parameter objects a Module holds stay the ones being trained. Grad
 never changed in place: the autograd engine may hand the same gradient array to two parameters.
 """
 import functools
+import warnings
 from collections import defaultdict
 
 import numpy as np
@@ -242,9 +243,25 @@ def _check_params(params, group_index):
         if not dtypes.is_floating(p.dtype):  # (bfloat16 is kind 'V' to NumPy, not 'f')
             raise TypeError(f"optimizer can only optimize floating-point tensors, but {where} "
                             f"is {p.dtype}")
-    if len({id(p) for p in params}) != len(params):
-        raise ValueError(f"parameter group {group_index} contains the same parameter twice")
+    if len({id(p) for p in params}) != len(params):  # torch warns and steps such a parameter once per listing
+        warnings.warn("optimizer contains a parameter group with duplicate parameters; in future, this will cause "
+                      "an error; see github.com/pytorch/pytorch/issues/40967 for more information", UserWarning,
+                      stacklevel=4)
     return params
+
+
+def occurrence_passes(todo, param_of=lambda entry: entry[0]):
+    """``todo`` (entries of parameters to update) cut into passes: the first listing of each parameter, then
+    the second listing of those listed twice, ... A parameter listed twice in a group (torch warns, and allows
+    it) is stepped once per listing, one step after the other, as torch's loop over the list does. Without
+    duplicates: ``[todo]``."""
+    passes, seen = [], {}
+    for entry in todo:
+        k = seen[id(param_of(entry))] = seen.get(id(param_of(entry)), -1) + 1
+        if k == len(passes):
+            passes.append([])
+        passes[k].append(entry)
+    return passes
 
 
 def _check_ordered(params):

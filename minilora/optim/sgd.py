@@ -42,27 +42,33 @@ class SGD(Optimizer):
         """Update every trainable parameter that has a gradient; returns ``closure()``'s loss."""
         loss = self._evaluate(closure)
         for group in self.param_groups:
-            lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
-            for p in self._params_to_update(group):
+            params = self._params_to_update(group)
+            # As torch: every momentum buffer is read before any update, so a parameter listed twice (torch
+            # warns) starts from two fresh buffers on its first step, then shares one.
+            buffers = [self.state[p].get("momentum_buffer") if group["momentum"] else None for p in params]
+            for p, buf in zip(params, buffers):
                 if rounds_each_op(p.dtype):
-                    self._step_16bit(p, group)
-                    continue
-                d = -p.grad._array if group["maximize"] else p.grad._array  # negated: a new array
-                if wd:
-                    d = d + wd * p._array  # a new array: p.grad itself is never changed
-                if momentum:
-                    state = self.state[p]
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = state["momentum_buffer"] = d.copy()
-                    else:
-                        buf *= momentum
-                        buf += (1 - group["dampening"]) * d
-                    d = d + momentum * buf if group["nesterov"] else buf
-                p._array -= lr * d
+                    self._step_16bit(p, group, buf)
+                else:
+                    self._step(p, group, buf)
         return loss
 
-    def _step_16bit(self, p, group):
+    def _step(self, p, group, buf):
+        lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
+        d = -p.grad._array if group["maximize"] else p.grad._array  # negated: a new array
+        if wd:
+            d = d + wd * p._array  # a new array: p.grad itself is never changed
+        if momentum:
+            if buf is None:
+                buf = d.copy()
+            else:
+                buf *= momentum
+                buf += (1 - group["dampening"]) * d
+            self.state[p]["momentum_buffer"] = buf
+            d = d + momentum * buf if group["nesterov"] else buf
+        p._array -= lr * d
+
+    def _step_16bit(self, p, group, buf):
         """torch's single-tensor SGD on a float16/bfloat16 parameter: each torch op (``grad.add(p, alpha=wd)``,
         ``buf.mul_(momentum).add_(d, alpha=1-dampening)``, ``p.add_(d, alpha=-lr)``) computes in float32
         and rounds to the dtype once; ``alpha=`` scalars are rounded to the dtype first, as torch does."""
@@ -79,11 +85,10 @@ class SGD(Optimizer):
             d = op(d + alpha(group["weight_decay"]) * dtypes.upcast(p._array))
         momentum = group["momentum"]
         if momentum:
-            state = self.state[p]
-            buf = state.get("momentum_buffer")
             if buf is None:
-                buf = state["momentum_buffer"] = d.astype(dtype)
+                buf = d.astype(dtype)
             else:
                 buf[...] = op(op(dtypes.upcast(buf) * np.float32(momentum)) + alpha(1 - group["dampening"]) * d)
+            self.state[p]["momentum_buffer"] = buf
             d = op(d + alpha(momentum) * dtypes.upcast(buf)) if group["nesterov"] else dtypes.upcast(buf)
         p._array[...] = op(dtypes.upcast(p._array) + alpha(-group["lr"]) * d)
