@@ -18,7 +18,7 @@ from . import random as _random
 from .tensor import Tensor
 
 __all__ = ["zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like",
-           "eye", "rand", "randn", "rand_like", "randn_like", "randint", "linspace", "is_tensor",
+           "eye", "rand", "randn", "rand_like", "randn_like", "randint", "linspace", "logspace", "is_tensor",
            "numel", "tril_indices", "triu_indices", "as_tensor", "asarray", "is_floating_point"]
 
 
@@ -274,18 +274,146 @@ def randint(low, high=None, size=None, *, generator=None, dtype=None, device=Non
 
 
 def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False):
-    """``steps`` evenly spaced values from ``start`` to ``end`` inclusive (computed in float64, then
-    cast to ``dtype``; bfloat16 and float16 as torch's CPU kernel computes them, see
-    ``_linspace_16bit``)."""
+    """``steps`` evenly spaced values from ``start`` to ``end`` inclusive, bit for bit torch's CPU
+    kernel: see ``_linspace`` (bfloat16 and float16: ``_linspace_16bit``)."""
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
         raise RuntimeError(f"linspace(): number of steps must be non-negative, got {steps!r}")
     dtype = _float_dtype(dtype)
+    if steps == 0:  # (torch converts neither end then)
+        return _make(np.zeros(0, dtype), dtype, device, requires_grad)
     if dtype.itemsize == 2 and dtypes.is_floating(dtype):
         return _make(_linspace_16bit(start, end, int(steps), dtype), dtype, device, requires_grad)
-    values = np.linspace(float(start), float(end), int(steps))
-    if dtype.kind in "iu":  # torch computes integer linspaces in float and truncates
-        values = np.trunc(values)
-    return _make(values.astype(dtype), dtype, device, requires_grad)
+    return _make(_linspace(start, end, int(steps), dtype), dtype, device, requires_grad)
+
+
+def _linspace(start, end, steps, dtype):
+    """torch's CPU linspace: ``step = (end - start) / (steps - 1)`` in the dtype; the first half of the
+    values counts up from ``start`` (``start + step * i``), the second down from ``end``
+    (``end - step * (steps - 1 - i)``), so both ends are exact. Each value is rounded once: torch's
+    kernel is compiled with fused multiply-adds (``_multiply_add``). Integer dtypes truncate ``start``
+    and ``end``, compute in float64 and truncate the values, as torch does."""
+    if dtype == np.bool_:
+        raise NotImplementedError('"linspace_cpu" not implemented for \'Bool\'')
+    if dtype.kind in "iu":
+        start, end, exact = _to_integer(start, dtype), _to_integer(end, dtype), np.dtype(np.float64)
+    else:
+        start, end, exact = _to_float(start, dtype), _to_float(end, dtype), dtype
+    first, last = exact.type(start), exact.type(end)
+    if steps == 1:
+        return np.full(1, first).astype(dtype)
+    step = exact.type(exact.type(last - first) / exact.type(max(steps - 1, 1)))
+    i = np.arange(steps)
+    up = _multiply_add(step, i.astype(exact), first)
+    down = _multiply_add(-step, (steps - 1 - i).astype(exact), last)
+    return np.where(i < steps // 2, up, down).astype(dtype)
+
+
+def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_grad=False):
+    """``base ** linspace(start, end, steps)``, bit for bit torch's CPU kernel: the exponents in
+    float64 (from ``start`` and ``end`` as values of ``dtype``; the first half counting up from
+    ``start``, the second down from ``end``), each power C's ``pow`` (Python's ``math.pow``: NumPy's
+    vectorised power can differ in the last bit), rounded to ``dtype``. Integer dtypes truncate, and
+    take ``base`` as a float32, as torch does."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise RuntimeError(f"logspace(): number of steps must be non-negative, got {steps!r}")
+    dtype = _float_dtype(dtype)
+    if dtype == np.bool_:
+        raise NotImplementedError('"logspace_cpu" not implemented for \'Bool\'')
+    powers = [math.pow(_base_of(base, dtype), x) for x in _log_exponents(start, end, int(steps), dtype)]
+    values = np.asarray(powers, dtype=np.float64)
+    values = dtypes.cast(values, dtype) if dtype.itemsize == 2 and dtypes.is_floating(dtype) else values.astype(dtype)
+    return _make(values, dtype, device, requires_grad)
+
+
+def _base_of(base, dtype):
+    base = float(base.item() if isinstance(base, Tensor) else base)
+    return float(np.float32(base)) if dtype.kind in "iu" else base
+
+
+def _log_exponents(start, end, steps, dtype):
+    """The float64 exponents of ``logspace``: ``start + step * i`` for the first half, ``end - step *
+    (steps - 1 - i)`` for the second, with ``step = (end - start) / (steps - 1)`` and ``end - start``
+    computed in ``dtype`` (as torch's kernel: its ``scalar_t`` subtraction)."""
+    if steps <= 1:
+        return [float(start)][:steps]
+    if dtype.kind in "iu":
+        first, last = _to_integer(start, dtype), _to_integer(end, dtype)
+        span = last - first
+    else:
+        first, last = (float(dtypes.cast(np.asarray(_to_float(v, dtype)), dtype)) for v in (start, end))
+        span = float(dtypes.cast(np.asarray(last - first), dtype))
+    step = span / (steps - 1)
+    return [first + step * i if i < steps // 2 else last - step * (steps - 1 - i) for i in range(steps)]
+
+
+def _to_integer(value, dtype):
+    """A Python number as torch converts a Scalar to an integer dtype: truncated, its range checked
+    (an unsigned dtype takes negative integers down to -max, wrapping them as two's complement)."""
+    value = value.item() if isinstance(value, Tensor) else value
+    limits = np.iinfo(dtype)
+    if isinstance(value, (int, np.integer)) and limits.min == 0 and -limits.max <= value < 0:
+        return int(value) % (limits.max + 1)
+    _check_fits(value, dtype)
+    return int(value)
+
+
+def _to_float(value, dtype):
+    """A Python number (or 0-d tensor) as a float, refused as torch refuses it where ``dtype``
+    cannot hold it (infinities and NaN pass)."""
+    value = float(value.item() if isinstance(value, Tensor) else value)
+    _check_fits(value, dtype)
+    return value
+
+
+def _check_fits(value, dtype):
+    """torch's range check where it converts a Python number to ``dtype``."""
+    if dtypes.is_floating(dtype):
+        if not math.isfinite(value):
+            return
+        low, high = -dtypes.finfo(dtype).max, dtypes.finfo(dtype).max
+    else:
+        low, high = np.iinfo(dtype).min, np.iinfo(dtype).max
+    if not low <= value <= high:
+        raise RuntimeError(f"value cannot be converted to type {dtype} without overflow")
+
+
+def _multiply_add(a, b, c):
+    """``a * b + c`` rounded once (a fused multiply-add; NumPy has none): the exact product and sum
+    as pairs of floats (Dekker's and Knuth's error-free transformations), then rounded once. ``a``
+    is a scalar, ``b`` and ``c`` arrays or scalars of its float dtype."""
+    mantissa, exponent = np.frexp(a)  # (the product split from a's mantissa: no overflow in _split)
+    p, p_err = (np.ldexp(x, exponent) for x in _two_product(mantissa, b))
+    high, low = _two_sum(c, p)
+    tail, tail_err = _two_sum(low, p_err)
+    r, err = _two_sum(high, tail)  # a * b + c == r + err + tail_err, exactly
+    # r is the rounded result unless high + tail fell exactly halfway between two floats: then the
+    # tiny tail_err says on which side the exact value lies
+    other = np.nextafter(r, np.copysign(np.inf, err))
+    past_halfway = (err != 0) & (other - r == 2 * err) & (tail_err != 0) & (np.sign(tail_err) == np.sign(err))
+    return np.where(past_halfway, other, r)
+
+
+def _two_sum(a, b):
+    """``(s, e)`` with ``s = fl(a + b)`` and ``s + e == a + b`` exactly (Knuth)."""
+    s = a + b
+    b_part = s - a
+    return s, (a - (s - b_part)) + (b - b_part)
+
+
+def _two_product(a, b):
+    """``(p, e)`` with ``p = fl(a * b)`` and ``p + e == a * b`` exactly (Dekker)."""
+    p = a * b
+    a_high, a_low = _split(a)
+    b_high, b_low = _split(b)
+    return p, ((a_high * b_high - p) + a_high * b_low + a_low * b_high) + a_low * b_low
+
+
+def _split(a):
+    """``a`` as high + low halves of its mantissa (Veltkamp), each product of halves exact."""
+    dtype = np.asarray(a).dtype
+    scaled = dtype.type(134217729.0 if dtype == np.float64 else 4097.0) * a  # 2**ceil(p/2) + 1
+    high = scaled - (scaled - a)
+    return high, a - high
 
 
 def _linspace_16bit(start, end, steps, dtype):
@@ -295,7 +423,7 @@ def _linspace_16bit(start, end, steps, dtype):
     ``linspace(0, 1000, 7, dtype=bfloat16)[4]`` is 664 this way; float32 math rounded once says 668."""
     def rounded(x):  # a value of the dtype, held in float32 (which holds every 16-bit float exactly)
         return dtypes.cast(np.asarray(x, dtype=np.float32), dtype).astype(np.float32)
-    first, last = rounded(float(start)), rounded(float(end))
+    first, last = rounded(_to_float(start, dtype)), rounded(_to_float(end, dtype))
     if steps == 1:
         return np.full(1, first).astype(dtype)
     step = rounded(rounded(last - first) / rounded(steps - 1))

@@ -158,3 +158,48 @@ def test_gradients_through_reductions_of_empty_tensors_match_torch(name):
     for shape in EMPTY_SHAPES:
         for d in _dims(shape):
             _same(_grad_of_empty(REDUCTIONS[name], shape, d))
+
+
+# ---- linspace and logspace, bit for bit ------------------------------------------------------------
+def _spaced_cases(seed, count=150):
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        start = float(rng.choice([rng.uniform(-10, 10), rng.integers(-5, 5), rng.uniform(-1e-3, 1e-3)]))
+        end = float(rng.choice([rng.uniform(-1e6, 1e6), rng.integers(-50, 50), 1.0, 0.1]))
+        yield start, end, int(rng.choice([rng.integers(0, 100), rng.integers(2, 5000)]))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16", "int64", "int32",
+                                   "int16", "int8"])
+def test_linspace_matches_torch_bit_for_bit(dtype):
+    """torch: the first half from start, the second from end, each value rounded once (a fused
+    multiply-add); integer dtypes in float64, truncated; out-of-range ends refused."""
+    for start, end, steps in _spaced_cases(0):
+        _same(lambda L: L.linspace(start, end, steps, dtype=getattr(L, dtype)))
+    _same(lambda L: L.linspace(start=-1, end=1, steps=7, dtype=getattr(L, dtype)))
+
+
+def test_linspace_spellings_and_gradients_match_torch():
+    _same(lambda L: L.linspace(0, 1, 5, requires_grad=True).requires_grad)
+    _same(lambda L: L.linspace(0, 1, 5, dtype=L.int64, requires_grad=True))
+    _same(lambda L: L.linspace(L.tensor(0.0), L.tensor(1.0), 3))
+    _same(lambda L: L.linspace(0.3, 7, 1))
+    _same(lambda L: L.linspace(0, 1, 5, dtype=L.bool))
+    _same(lambda L: L.linspace(2, -24, 17, dtype=L.uint8))  # (torch wraps a negative int end)
+    _same(lambda L: L.linspace(-0.5, 1, 17, dtype=L.uint8))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16", "int64", "int32"])
+def test_logspace_matches_torch_bit_for_bit(dtype):
+    rng = np.random.default_rng(1)
+    for _ in range(150):
+        start, end = float(rng.uniform(-3, 3)), float(rng.choice([rng.uniform(-5, 5), rng.integers(0, 5)]))
+        steps, base = int(rng.integers(0, 60)), float(rng.choice([10.0, 2, 2.5, 1.1, np.e]))
+        _same(lambda L: L.logspace(start, end, steps, base=base, dtype=getattr(L, dtype)))
+    _same(lambda L: L.logspace(0, 3, 4, 2, dtype=getattr(L, dtype)))
+
+
+def test_logspace_spellings_match_torch():
+    _same(lambda L: L.logspace(-2, 2, steps=5))
+    _same(lambda L: L.logspace(start=0, end=1, steps=3, base=2.0, requires_grad=True).requires_grad)
+    _same(lambda L: L.logspace(0, 1, 3, dtype=L.bool))
