@@ -14,7 +14,7 @@ from . import autograd, dtypes, ops
 from .device import Device, all_devices, device
 from .parallel import num_threads, set_num_threads
 from .profiler import profile
-from .random import Generator, get_rng_state, manual_seed, set_rng_state
+from .random import Generator, default_generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state
 from .dtypes import to_dtype as _to_dtype
 # dtypes by torch's names (they shadow the builtins bool/float/int inside this module only, as in torch)
 from .dtypes import (bfloat16, bool, double, float, float16, float32, float64, get_default_dtype,  # noqa: E402,F401,A004

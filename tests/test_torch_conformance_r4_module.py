@@ -793,3 +793,43 @@ def test_makemore_sampling_draws_as_torch_in_distribution():
                 xenc.dtype, tuple(xenc.shape), ints.dtype, ints.min().item(), ints.max().item(),
                 lib.randint(10, (2,)).dtype, lib.randn(2, 3).dtype, lib.rand(2).dtype]
     check(snippet)
+
+
+# ---- seeds (minilora/random.py) ----------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 7, -1, -5, -2**63, 2**64 - 1, 2**63])
+def test_manual_seed_accepts_what_torch_accepts_and_returns_the_default_generator(seed):
+    def snippet(lib):
+        returned = lib.manual_seed(seed)
+        g = lib.Generator().manual_seed(seed)
+        return [returned is lib.default_generator, returned.initial_seed(), lib.initial_seed(), g.initial_seed()]
+    check(snippet)
+
+
+@pytest.mark.parametrize("seed", [2**64, -2**63 - 1])
+def test_manual_seed_refuses_seeds_torch_refuses(seed):
+    expect_error(lambda lib: lib.manual_seed(seed))
+    expect_error(lambda lib: lib.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("seed", [np.int64(3), "11", 2.0, True, np.float64(2.0)])
+def test_manual_seed_takes_what_int_takes(seed):
+    check(lambda lib: [lib.manual_seed(seed).initial_seed(), lib.initial_seed()])
+
+
+def test_seed_draws_a_fresh_seed_and_uses_it():
+    """torch.seed() / Generator.seed(): a non-deterministic 64-bit seed, returned and then in force."""
+    def snippet(lib):
+        first, g = lib.seed(), lib.Generator()
+        own = g.seed()
+        return [type(first).__name__, 0 <= first < 2**64, lib.initial_seed() == first, g.initial_seed() == own,
+                type(own).__name__]
+    check(snippet)
+    ml.manual_seed(0)
+    a = ml.rand(3)
+    ml.manual_seed(ml.initial_seed())
+    assert ml.rand(3).tolist() == a.tolist()
+
+
+@pytest.mark.parametrize("seed", [np.int64(3), "11", 2.0, True, np.float64(2.0)])
+def test_generator_manual_seed_takes_only_a_python_int_as_torch(seed):
+    expect_error(lambda lib: lib.Generator().manual_seed(seed))
