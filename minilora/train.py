@@ -122,8 +122,8 @@ def _flatten(value, prefix, arrays):
     if isinstance(value, (list, tuple)):
         out = [_flatten(v, f"{prefix}/{i}", arrays) for i, v in enumerate(value)]
         return {"__tuple__": out} if isinstance(value, tuple) else out
-    if isinstance(value, np.generic):
-        return value.item()
+    if isinstance(value, np.generic):  # a NumPy number (NAdam's float32 mu_product) comes back in its dtype
+        return {"__number__": value.item(), "dtype": str(value.dtype)}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(f"checkpoint: cannot store a value of type {type(value).__name__} at '{prefix}'")
@@ -136,6 +136,8 @@ def _unflatten(value, arrays):
         if "__array__" in value:
             array = arrays[value["__array__"]]
             return array.view(to_dtype(value["dtype"])) if "dtype" in value else array
+        if "__number__" in value:
+            return np.asarray(value["__number__"]).astype(to_dtype(value["dtype"]))[()]
         if "__tuple__" in value:
             return tuple(_unflatten(v, arrays) for v in value["__tuple__"])
         return {_unflatten(k, arrays): _unflatten(v, arrays) for k, v in value["__dict__"]}

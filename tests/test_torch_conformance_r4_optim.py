@@ -224,3 +224,33 @@ def test_parameter_listed_twice_is_stepped_twice_as_torch(name, kwargs, dtype):
     for k in states[0]:
         assert states[0][k].keys() == states[1][k].keys()
         np.testing.assert_allclose(list(states[0][k].values()), list(states[1][k].values()), rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+def test_nadam_resumed_in_16_bits_as_torch(dtype):
+    """torch's load_state_dict casts NAdam's float32 ``mu_product`` to the parameters' dtype (bfloat16 here),
+    then ``mu_product *= mu`` rounds in that dtype: a resumed run, through a saved copy, matches torch's."""
+    rng = np.random.default_rng(3)
+    start, grads = rng.standard_normal(64), [rng.standard_normal(64) for _ in range(6)]
+    finals = []
+    for lib in (ml, torch):
+        def param(values):
+            return (nn.Parameter(ml.tensor(values, dtype=dtype)) if lib is ml else
+                    torch.nn.Parameter(torch.tensor(values).to(getattr(torch, dtype))))
+
+        def grad(values):
+            return ml.tensor(values, dtype=dtype) if lib is ml else torch.tensor(values).to(getattr(torch, dtype))
+        p = param(start)
+        opt = _module(lib).NAdam([p], lr=0.01)
+        for g in grads[:3]:
+            p.grad = grad(g)
+            opt.step()
+        p2 = param(p.detach().float().numpy())
+        opt2 = _module(lib).NAdam([p2], lr=0.01)
+        opt2.load_state_dict(copy_module.deepcopy(opt.state_dict()))
+        assert str(opt2.state[p2]["mu_product"].dtype).replace("torch.", "") == dtype
+        for g in grads[3:]:
+            p2.grad = grad(g)
+            opt2.step()
+        finals.append(p2.detach().float().numpy())
+    np.testing.assert_allclose(*finals, rtol=1e-6 if dtype == "float32" else 0)  # (float32: an ulp, op order)
