@@ -340,12 +340,14 @@ _C_NAMES = {"uint8": "uint8_t", "int8": "int8_t", "int16": "int16_t", "int32": "
             "float32": "float", "float64": "double"}
 
 
-def checked_number(value, dtype):
+def checked_number(value, dtype, check_16bit_floats=True):
     """The Python number ``value`` stored into a tensor of ``dtype``, as torch stores it: refused
     (RuntimeError, torch's words) when it does not fit, as c10's ``overflows`` decides -- a float
     outside the finite range (inf and nan only into floats), an int outside the integer type's range;
     unsigned types also take an int down to ``-max``, which wraps (uint8 takes -1 as 255). Any
-    number fits a bool. Returns what NumPy should store: an int wrapped to ``dtype``, else ``value``."""
+    number fits a bool. Returns what NumPy should store: an int wrapped to ``dtype``, else ``value``.
+    ``check_16bit_floats=False``: any number goes into float16/bfloat16 (inf past its range), as in
+    torch's ``where`` and ``x[i] = v``, which check float32 and the integer types only."""
     if isinstance(value, builtins.int) and not isinstance(value, builtins.bool):
         _check_python_int(value)
     if dtype == bool:
@@ -353,6 +355,8 @@ def checked_number(value, dtype):
     if isinstance(value, builtins.bool) or value.__class__ is complex:
         return value
     if is_floating(dtype):
+        if dtype.itemsize == 2 and not check_16bit_floats:
+            return value
         if math.isfinite(value) and not -finfo(dtype).max <= value <= finfo(dtype).max:
             raise _overflow(dtype)
         return value

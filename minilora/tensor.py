@@ -899,7 +899,7 @@ class Tensor:
         """``x[index] = value``: torch's ``index_put_``, differentiable inside the graph."""
         from . import ops
         if type(value) in (int, float, bool):  # a number is stored: it must fit (uint8: 300 raises)
-            value = dtypes.checked_number(_as_int64(value), self.dtype)
+            value = dtypes.checked_number(_as_int64(value), self.dtype, check_16bit_floats=False)
         if _grad_enabled and (self.requires_grad or (isinstance(value, Tensor) and value.requires_grad)):
             self._inplace(ops.index_put, index, value)
             return
@@ -1320,8 +1320,11 @@ def _from_python(data, dtype):
     refused (RuntimeError) rather than wrapped around; -1 into uint8 is 255, as in torch."""
     inferred = _inferred_dtype(data)
     array = np.asarray(data)
-    if dtype == dtypes.bool and inferred is not None and array.dtype.kind == "O":  # ints past uint64:
-        return array != 0  # any number fits a bool (torch: nonzero is True)
+    if inferred is not None and array.dtype.kind == "O" and dtype is not None:  # ints past uint64:
+        if dtype == dtypes.bool:  # any number fits a bool (torch: nonzero is True)
+            return array != 0
+        if dtypes.is_floating(dtype):  # a float takes them, as torch's does
+            return dtypes.cast(array.astype(np.float64), dtype)
     if inferred is None or array.dtype.kind in "OUS":  # strings, None, objects, ints past uint64
         _refuse_non_numbers(array)
     target = inferred if dtype is None else dtype

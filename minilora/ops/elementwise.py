@@ -9,8 +9,8 @@ import numpy as np
 
 from .. import fastmath, parallel
 from ..device import xp_of
-from ..dtypes import (bfloat16, cast, checked_number, float32, get_default_dtype, is_floating, result_type,
-                      to_dtype, upcast, wrap_around, wrap_int)
+from ..dtypes import (bfloat16, cast, checked_number, float32, get_default_dtype, int64, is_floating,
+                      result_type, to_dtype, upcast, wrap_around, wrap_int)
 from ..tensor import Function, Tensor, ShapeError
 
 __all__ = ["add", "sub", "mul", "div", "floor_divide", "neg", "pow", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
@@ -704,11 +704,25 @@ def pow(input, exponent):  # noqa: A001  (mirrors torch.pow)
     if type(exponent) is bool and _is_bool(input):  # torch: x ** True is x, x ** False all True
         return input.clone() if exponent else input.new_ones(input.shape, dtype=np.bool_)
     _refuse_bools("pow", input, exponent)
-    if type(exponent) is int and isinstance(input, Tensor) and input.dtype.kind in "iu":
-        if exponent < 0:  # torch checks the exponent as a number to store (no wrap-around)
-            raise RuntimeError("Integers to negative integer powers are not allowed.")
-        checked_number(exponent, input.dtype)
+    if type(exponent) in (int, float) and isinstance(input, Tensor):
+        _check_exponent(input.dtype, exponent)
     return Pow.apply(*_promoted(input, exponent))
+
+
+def _check_exponent(dtype, exponent):
+    """torch checks a number raising an integer or 16-bit float tensor as a number to store: it must
+    fit the dtype (no wrap-around: uint8 ** 300 and float16 ** 70000 raise), and an integer one must
+    not be negative. (float32 and float64 take any exponent.)"""
+    if dtype.kind in "iu" and type(exponent) is int and exponent < 0:
+        raise RuntimeError("Integers to negative integer powers are not allowed.")
+    if dtype.kind in "iu" and type(exponent) is int or _is_16bit_dtype(dtype):
+        checked_number(exponent, dtype)
+    elif type(exponent) is int:
+        wrap_int(exponent, int64)  # (torch's OverflowError for an int neither int64 nor uint64 holds)
+
+
+def _is_16bit_dtype(dtype):
+    return dtype.itemsize == 2 and is_floating(dtype)
 
 
 def neg(input): return Neg.apply(input)
@@ -752,13 +766,21 @@ def _promoted(a, b, true_divide=False):
         if a_dtype == b_dtype and (not true_divide or is_floating(a_dtype)):
             return a, b
     elif type(b) in (float, int) and a_dtype is not None and is_floating(a_dtype):
-        return a, b
+        return a, _float_operand(b)
     elif type(a) in (float, int) and b_dtype is not None and is_floating(b_dtype):
-        return a, b
+        return _float_operand(a), b
     dtype = result_type(a_array, b_array)
     if true_divide and dtype.kind in "biu":
         dtype = get_default_dtype()  # int / int is a float in torch, of the default dtype
     return _cast(a, a_array, dtype), _cast(b, b_array, dtype)
+
+
+def _float_operand(x):
+    """A Python number beside a float tensor: NumPy converts it; an int past uint64 (or below int64)
+    raises torch's OverflowError first (NumPy would compute with it)."""
+    if type(x) is int and not -2**63 <= x < 2**64:
+        wrap_int(x, int64)
+    return x
 
 
 def _cast(x, array, dtype):
@@ -800,8 +822,9 @@ class RoundedDiv(Function):
             return quotient.astype(a.dtype)
         if _is_16bit_float(a) or _is_16bit_float(b):
             return _rounded_quotient_in_16_bits(xp, a, b, mode)
-        quotient = xp.true_divide(a, b)
-        return xp.trunc(quotient) if mode == "trunc" else xp.floor(quotient)
+        if mode == "floor":  # NumPy's float floor_divide is Python's algorithm, torch's too: 1.0 // 0.1
+            return xp.floor_divide(a, b)  # is 9 (floor(1.0 / 0.1) would say 10)
+        return xp.trunc(xp.true_divide(a, b))
 
     @staticmethod
     def backward(ctx, g):
@@ -843,13 +866,25 @@ def where(condition, input=None, other=None):
                            f"dtype {cond.dtype}")
     if not hasattr(input, "_array") and not hasattr(other, "_array"):  # two numbers: torch's dtype,
         input = condition.new_tensor(input, dtype=result_type(input, other))  # condition's device
-    input, other = _stored_numbers(result_type(input, other), input, other)
-    return Where.apply(cond, *_promoted(input, other))
+    dtype = result_type(input, other)
+    a, b = _promoted(*(_number_in(dtype, x) for x in (input, other)))
+    return Where.apply(cond, a, b)
+
+
+def _number_in(dtype, value):
+    """A Python number ``where`` stores, as a NumPy scalar of the result's ``dtype`` (NumPy's where
+    would give float32 for a number beside a bfloat16 array): an integer must fit the dtype (torch
+    refuses one that does not, rather than wrap it around); a float is rounded as torch rounds it,
+    inf past a 16-bit float's range."""
+    if type(value) not in (int, float, bool):
+        return value
+    value = checked_number(value, dtype, check_16bit_floats=False)
+    return cast(np.asarray(value), dtype)[()]
 
 
 def _stored_numbers(dtype, *values):
     """``values`` with each Python number checked to fit ``dtype``: where torch stores a number
-    (where, clamp, masked_fill) it refuses one that does not fit, rather than wrap it around."""
+    (clamp, masked_fill) it refuses one that does not fit, rather than wrap it around."""
     return tuple(checked_number(v, dtype) if type(v) in (int, float) else v for v in values)
 
 
