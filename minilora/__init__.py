@@ -100,6 +100,7 @@ from .serialization import load, save  # noqa: E402,F401
 # Sub-packages load on first use (``ml.nn``, ``ml.optim``, ``ml.lora`` ...), as ``torch.nn`` users
 # expect, without making ``import minilora`` pay for all of them.
 _SUBMODULES = {"nn", "optim", "lora", "cuda", "models", "memory", "data", "train", "generate", "tokenizer", "utils",
+               "accelerator",
                "emulator", "kernels", "checkpoint", "testing", "exercises"}
 
 

@@ -129,7 +129,9 @@ def test_quickstart_line_by_line(tmp_path):
             record += [tuple(X.shape), X.dtype, tuple(y.shape), y.dtype]
             break
         record += [len(train_dataloader), len(test_dataloader), len(train_dataloader.dataset)]
-        model = quickstart_network(lib)()
+        device = torch.accelerator.current_accelerator().type if torch.accelerator.is_available() else "cpu"
+        record.append(f"Using {device} device")
+        model = quickstart_network(lib)().to(device)
         copy_weights(lib, model, quickstart_weights())
         record.append(repr(model))
         loss_fn = nn.CrossEntropyLoss()
@@ -139,6 +141,7 @@ def test_quickstart_line_by_line(tmp_path):
             size = len(dataloader.dataset)
             model.train()
             for batch, (X, y) in enumerate(dataloader):
+                X, y = X.to(device), y.to(device)
                 pred = model(X)
                 loss = loss_fn(pred, y)
                 loss.backward()
@@ -155,6 +158,7 @@ def test_quickstart_line_by_line(tmp_path):
             test_loss, correct = 0, 0
             with torch.no_grad():
                 for X, y in dataloader:
+                    X, y = X.to(device), y.to(device)
                     pred = model(X)
                     test_loss += loss_fn(pred, y).item()
                     correct += (pred.argmax(1) == y).type(torch.float).sum().item()
@@ -172,6 +176,7 @@ def test_quickstart_line_by_line(tmp_path):
         model.eval()
         x, y = test_data[0][0], test_data[0][1]
         with torch.no_grad():
+            x = x.to(device)
             pred = model(x)
             predicted, actual = pred[0].argmax(0), y
             record += [tuple(pred.shape), int(predicted), actual, f'Predicted: "{predicted}", Actual: "{actual}"']
@@ -833,3 +838,22 @@ def test_seed_draws_a_fresh_seed_and_uses_it():
 @pytest.mark.parametrize("seed", [np.int64(3), "11", 2.0, True, np.float64(2.0)])
 def test_generator_manual_seed_takes_only_a_python_int_as_torch(seed):
     expect_error(lambda lib: lib.Generator().manual_seed(seed))
+
+
+# ---- torch.accelerator (the quickstart's first line) -------------------------------------------------
+def test_accelerator_without_a_gpu_answers_as_torch_on_a_cpu_machine():
+    def snippet(lib):
+        acc = lib.accelerator
+        device = acc.current_accelerator().type if acc.is_available() else "cpu"
+        return [device, acc.is_available(), acc.current_accelerator(), acc.device_count()]
+    check(snippet)
+    expect_error(lambda lib: lib.accelerator.current_device_index())
+    expect_error(lambda lib: lib.accelerator.synchronize())
+
+
+def test_accelerator_with_the_cuda_stand_in_names_cuda(monkeypatch):
+    import fake_cupy
+    fake_cupy.install(monkeypatch)
+    assert ml.accelerator.is_available() and ml.accelerator.current_accelerator().type == "cuda"
+    assert ml.accelerator.device_count() >= 1 and ml.accelerator.current_device_index() == 0
+    ml.accelerator.synchronize()
