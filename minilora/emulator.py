@@ -102,8 +102,9 @@ class KernelFault(EmulatorError):
     the block and the source line), or ran past its ``timeout=``."""
 
 
-# Error codes of runtime.cpp's emu_launch (4, Ctrl-C, becomes KeyboardInterrupt in _launch).
-_ERRORS = {1: BarrierError, 2: KernelFault, 3: EmulatorError, 5: KernelFault, 6: RaceError}
+# Error codes of runtime.cpp's emu_launch (4, Ctrl-C, becomes KeyboardInterrupt in _launch; 7: what ptxas
+# would refuse, such as static __shared__ arrays over 48 KiB, which the emulator sees only at launch).
+_ERRORS = {1: BarrierError, 2: KernelFault, 3: EmulatorError, 5: KernelFault, 6: RaceError, 7: CompileError}
 _E_FAULT, _E_INTERRUPTED = 2, 4
 _LOCATION_MARK = "\x01LOC\x01"  # runtime.cpp's kLocationMark: where a crash message takes its source line
 
@@ -391,8 +392,10 @@ def _rewrite_shared(src: str) -> _Rewritten:
 # ------------------------------------------------------------------------------------------------
 # Building: g++ into a content-addressed cache, written atomically (temp file + rename).
 # ------------------------------------------------------------------------------------------------
+# -fno-isolate-erroneous-paths-dereference: g++ would replace a division by a constant zero (or a null
+# dereference it can prove) by a trap instruction with no source line; kept, it faults at the user's line.
 _COMMON_FLAGS = ["-std=c++17", "-fPIC", "-fno-strict-aliasing", "-fvisibility=hidden",
-                 "-Wno-unknown-pragmas", "-Wno-attributes"]
+                 "-fno-isolate-erroneous-paths-dereference", "-Wno-unknown-pragmas", "-Wno-attributes"]
 # -g1 (line tables only): a crash's faulting instruction maps back to a source line through addr2line.
 # -fstack-clash-protection: a big local array touches its stack pages in order, so it hits the guard
 # page below the fiber's stack (a KernelFault) rather than jumping over it into another thread's stack.
@@ -492,6 +495,55 @@ def _write_atomic(path: Path, data: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(data)
     os.replace(tmp, path)
+
+
+# CUDA libraries beyond the core headers (kernels/emu/include has stand-ins for those): not emulated.
+_CUDA_LIBRARIES = {"curand": "cuRAND (device random numbers: draw them on the host with NumPy and pass them in)",
+                   "cub/": "CUB", "thrust/": "Thrust", "cuda/": "libcu++ (cuda::std, cuda::pipeline, ...)",
+                   "cublas": "cuBLAS", "cufft": "cuFFT", "cusparse": "cuSPARSE", "cudnn": "cuDNN",
+                   "mma.h": "WMMA (nvcuda::wmma tensor-core fragments)", "cuda_pipeline": "cuda_pipeline.h"}
+
+
+def _missing_header_hint(stderr: str) -> str:
+    """A line naming the CUDA library behind a header g++ could not find, if it is one."""
+    m = re.search(r"fatal error: (\S+): No such file or directory", stderr)
+    if not m:
+        return ""
+    library = next((v for k, v in _CUDA_LIBRARIES.items() if m.group(1).startswith(k)), None)
+    if library is None:
+        return ""
+    return (f"\n{m.group(1)} belongs to {library}, which minilora's CUDA emulator does not provide: it has CUDA's "
+            "core headers only (cuda_runtime.h, cuda_fp16.h, cuda_bf16.h, cooperative_groups.h, cuComplex.h)")
+
+
+def _user_code(preprocessed: str, masked: str):
+    """(file, line number, masked text) of the lines of a preprocessed source that come from the user's files
+    (not from the emulator's stand-in headers nor the system's), following the `# LINE "file"` markers."""
+    current, line = "", 0
+    for raw, text in zip(preprocessed.split("\n"), masked.split("\n")):
+        marker = re.match(r'# (\d+) "([^"]*)"', raw)
+        if marker:
+            line, current = int(marker.group(1)), marker.group(2)
+            continue
+        if current and not current.startswith((str(EMU_DIR), "/usr/", "<")):
+            yield current, line, text
+        line += 1
+
+
+def _refuse_unsupported(preprocessed: str, masked: str) -> None:
+    """CUDA features g++ would reject with a baffling message, refused by name: a kernel launch in device
+    code (dynamic parallelism) and inline PTX (asm statements; guard them with #ifndef __CUDA_EMU__)."""
+    for file, line, text in _user_code(preprocessed, masked):
+        where = f"{os.path.basename(file)}:{line}"
+        if "<<<" in text:
+            raise CompileError(f"{where}: a kernel launch <<<...>>> inside device code (CUDA dynamic parallelism) is "
+                               "not supported by minilora's CUDA emulator (CuPy would also need -rdc=true and "
+                               "cudadevrt): launch the child kernel from the host after the parent returns")
+        if re.search(r"(?<![\w.])(?:asm|__asm__|__asm)\s*(?:volatile|__volatile__)?\s*\(", text):
+            raise CompileError(f"{where}: inline PTX (an asm statement) cannot run on the CPU: the emulator compiles "
+                               "CUDA C++ only. Use the CUDA intrinsic it stands for (%laneid: threadIdx.x % 32, "
+                               "ld.global.nc: __ldg, ...) or keep the asm under #ifndef __CUDA_EMU__ with a plain C++ "
+                               "version beside it")
 
 
 def _run_compiler(cmd: list[str], output: Path, what: str, before_rename=None) -> None:
@@ -753,8 +805,10 @@ class _Module:
                *flags, "-x", "c++", str(self.source_path)]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
-            raise CompileError(f"preprocessing '{self.source_path.name}' failed:\n{res.stderr.strip()}")
+            raise CompileError(f"preprocessing '{self.source_path.name}' failed:\n{res.stderr.strip()}"
+                               f"{_missing_header_hint(res.stderr)}")
         masked, self._bounds, self._template_bounds = _mask(res.stdout), {}, {}
+        _refuse_unsupported(res.stdout, masked)
         self._constants = {**_find_device_globals(masked), **_find_constants(masked)}
         self.cpp_linkage = _cpp_linkage_kernels(masked)
         return (_find_kernels(masked, bounds=self._bounds),
@@ -822,8 +876,10 @@ class _Module:
         if tool is None or not offset:
             return None
         res = subprocess.run([tool, "-e", str(self.product), "-i", hex(offset)], capture_output=True, text=True)
-        first = res.stdout.splitlines()[0] if res.returncode == 0 and res.stdout.strip() else "??:0"
-        path, _, line = first.split(" ")[0].rpartition(":")
+        chain = res.stdout.splitlines() if res.returncode == 0 and res.stdout.strip() else ["??:0"]
+        # Innermost first: an atomicAdd or __ldg inlined from the emulator's headers names the user's line instead.
+        users = [c for c in chain if not c.startswith(str(EMU_DIR))]
+        path, _, line = (users or chain)[0].split(" ")[0].rpartition(":")
         if path in ("", "??") or not line.isdigit() or line == "0":
             return None
         return f"{os.path.basename(path)}:{line}"
@@ -961,6 +1017,7 @@ _SCHEDULES = [("forward", 0, 0), ("reverse", 1, 0), ("random(seed=1)", 2, 1), ("
 
 
 _DEFAULT_DYNAMIC_SHARED = 48 * 1024  # CUDA's per-kernel limit until the kernel opts in to more
+_MAX_SHARED = 227 * 1024  # sm_90's shared memory per block, static + dynamic (runtime.cpp's kMaxShared)
 
 
 class RawKernel:
@@ -979,15 +1036,30 @@ class RawKernel:
                  _name_expressions: tuple = ()):
         self.code, self.name, self.options, self.sanitize = code, name, options, sanitize
         self._name_expressions, self._racecheck = _name_expressions, None
+        self._initcheck = False  # on the racecheck build's kernel: report uninitialized reads instead of hazards
         # As in CuPy: launches are cooperative (every block resident at once), so grid.sync() works.
         self.enable_cooperative_groups = bool(enable_cooperative_groups)
         self._filename, self._variant = filename, _variant
         # As CUDA's cudaFuncAttributeMaxDynamicSharedMemorySize: a launch may ask at most this many bytes
-        # of dynamic shared memory; above 48 KB a kernel must opt in by raising it first.
-        self.max_dynamic_shared_size_bytes = _DEFAULT_DYNAMIC_SHARED
+        # of dynamic shared memory; above 48 KB (static + dynamic) a kernel must opt in by raising it first.
+        self._max_dynamic_shared, self._opted_in = _DEFAULT_DYNAMIC_SHARED, False
         self._mod = _module
         if _module is not None:
             self._bind()
+
+    @property
+    def max_dynamic_shared_size_bytes(self) -> int:
+        """CuPy's name for cudaFuncAttributeMaxDynamicSharedMemorySize: the most dynamic shared memory a launch
+        may ask.  Until set, static + dynamic shared memory must fit in 48 KB, as on CUDA; setting it (up to
+        227 KB less the kernel's static arrays) is the opt-in above that."""
+        return self._max_dynamic_shared
+
+    @max_dynamic_shared_size_bytes.setter
+    def max_dynamic_shared_size_bytes(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= _MAX_SHARED:
+            raise EmulatorError(f"CUDA_ERROR_INVALID_VALUE: invalid argument (max_dynamic_shared_size_bytes must be "
+                                f"an int in 0..{_MAX_SHARED} bytes, got {value!r})")
+        self._max_dynamic_shared, self._opted_in = int(value), True
 
     def _bind(self) -> None:
         found = self._mod.find(self.name)
@@ -1025,8 +1097,8 @@ class RawKernel:
 
     # -- launching ---------------------------------------------------------------------------------
     def __call__(self, grid, block, args, shared_mem: int = 0, *, check_races: bool = False,
-                 racecheck: bool = False, stack_size: int | None = None, timeout: float | None = None,
-                 workers: int | None = None):
+                 racecheck: bool = False, initcheck: bool = False, stack_size: int | None = None,
+                 timeout: float | None = None, workers: int | None = None):
         """Launch.  ``stack_size``: bytes of stack per CUDA thread (default: what the compiler reports
         the kernel file's functions need, plus 64 KiB); a thread that needs more stops the launch with a
         KernelFault.  ``timeout``: seconds after which a launch that has not finished raises KernelFault
@@ -1035,19 +1107,33 @@ class RawKernel:
         results.  ``racecheck``: a build whose every shared-memory access is checked, as
         compute-sanitizer's racecheck does: two threads touching the same byte (one writing) with no
         __syncthreads() -- or, within a warp, no __syncwarp() -- in between raise RaceError naming both
-        threads and both source lines.  ``workers``: how many OS threads may run blocks at once (default:
+        threads and both source lines.  ``initcheck``: the same build, checking instead that no thread reads a
+        __shared__ byte before some thread of its block wrote it (KernelFault naming the thread, the array,
+        the byte and the line); a GPU's shared memory starts out indeterminate.  (compute-sanitizer's
+        initcheck covers global memory, which is always initialized here.)  ``workers``: how many OS threads may run blocks at once (default:
         ``$MINILORA_EMU_WORKERS``, else the number of CPUs this process may use; the extra ones start
         only once the launch looks longer than about 2 ms).  CUDA blocks are
         independent, so the results are the same for any number -- except that float atomics then add
         in a varying order; a cooperative launch, check_races' reverse and random schedules, racecheck
         and sanitize run on one."""
-        if racecheck:
+        if racecheck or initcheck:
+            tool = "racecheck" if racecheck else "initcheck"
+            if racecheck and initcheck:
+                raise ValueError("racecheck=True and initcheck=True are separate tools (as compute-sanitizer's "
+                                 "are): run them one at a time")
             if self.sanitize or self.enable_cooperative_groups or check_races:
-                raise ValueError("racecheck=True cannot be combined with sanitize, check_races or a cooperative "
+                raise ValueError(f"{tool}=True cannot be combined with sanitize, check_races or a cooperative "
                                  "launch; run them separately")
             checked = self._racecheck_kernel()
-            checked.max_dynamic_shared_size_bytes = self.max_dynamic_shared_size_bytes
-            return checked(grid, block, args, shared_mem, stack_size=stack_size, timeout=timeout)
+            checked._initcheck = initcheck
+            checked._max_dynamic_shared, checked._opted_in = self._max_dynamic_shared, self._opted_in
+            # The checking build is another library with its own copy of each __constant__ / __device__
+            # variable: it sees what get_global filled in, and what the kernel writes comes back.
+            _copy_globals(self.compile()._mod, checked._mod)
+            try:
+                return checked(grid, block, args, shared_mem, stack_size=stack_size, timeout=timeout)
+            finally:
+                _copy_globals(checked._mod, self._mod)
         self.compile()
         cfg = self._config(grid, block, shared_mem, stack_size, timeout, workers)
         packed = self._pack(args)
@@ -1067,8 +1153,8 @@ class RawKernel:
             raise ValueError(f"block {b} of kernel '{self.name}' has {b[0] * b[1] * b[2]} threads, but the kernel is "
                              f"declared __launch_bounds__({bound}): CUDA refuses such a launch (too many resources "
                              "requested for launch)")
-        if not isinstance(shared_mem, numbers.Integral) or not 0 <= shared_mem <= 227 * 1024:
-            raise ValueError(f"shared_mem must be an int in 0..{227 * 1024} bytes, got {shared_mem!r}")
+        if not isinstance(shared_mem, numbers.Integral) or not 0 <= shared_mem <= _MAX_SHARED:
+            raise ValueError(f"shared_mem must be an int in 0..{_MAX_SHARED} bytes, got {shared_mem!r}")
         if shared_mem > self.max_dynamic_shared_size_bytes:
             raise EmulatorError(f"CUDA_ERROR_INVALID_VALUE: invalid argument (kernel '{self.name}' asks {shared_mem} "
                                 "bytes of dynamic shared memory, above its max_dynamic_shared_size_bytes "
@@ -1084,7 +1170,9 @@ class RawKernel:
             raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
         timeout_us = 0 if timeout is None else max(1, round(timeout * 1e6))
         workers = default_workers() if workers is None else _check_workers(workers, "workers")
-        return np.array([*g, *b, int(shared_mem), 0, 0, int(stack_size), timeout_us, workers << 8], dtype=np.uint64)
+        opt_in = self._max_dynamic_shared if self._opted_in else 0  # runtime.cpp checks static + dynamic with it
+        return np.array([*g, *b, int(shared_mem), 0, 0, int(stack_size), timeout_us, workers << 8 | opt_in << 16],
+                        dtype=np.uint64)
 
     def _pack(self, args) -> _Packed:
         if not isinstance(args, (tuple, list)):
@@ -1123,8 +1211,9 @@ class RawKernel:
     def _launch(self, cfg: np.ndarray, packed: _Packed, order: int, seed: int, echo: bool) -> None:
         cfg = cfg.copy()
         cfg[7], cfg[8] = order, seed
-        cfg[11] = (cfg[11] & 0xFF00) | (1 if _ctrl_c_raises_keyboard_interrupt() else 0) | \
-            (2 if self.enable_cooperative_groups else 0) | (4 if _START_WORKERS_AT_ONCE else 0)
+        cfg[11] = (int(cfg[11]) & ~0xFF) | (1 if _ctrl_c_raises_keyboard_interrupt() else 0) | \
+            (2 if self.enable_cooperative_groups else 0) | (4 if _START_WORKERS_AT_ONCE else 0) | \
+            (16 if self._initcheck else 0)
         if self._mod.sanitize:
             out = _launch_in_child(self, cfg, packed)
         else:
@@ -1188,6 +1277,12 @@ class RawKernel:
                     f"orders in {count} of {first.size} elements, first at index {index}: "
                     f"{first[index].item()!r} vs {other[index].item()!r}. Some thread reads memory that another thread "
                     "writes without a __syncthreads() in between (or the result depends on block order).")
+
+
+def _copy_globals(source: _Module, target: _Module) -> None:
+    """Copy the bytes of every __constant__ and __device__ variable from one build of a source to another."""
+    for name, raw in source.constants.items():
+        target.constants[name][:] = raw
 
 
 def _check_workers(value, what: str) -> int:
@@ -1293,8 +1388,9 @@ def _launch_in_child(kernel: RawKernel, cfg: np.ndarray, packed: _Packed) -> str
         err = re.sub(r"^EMU_ARG .*\n", "", err, flags=re.M)
         pc = re.search(r"^EMU_FAULT_PC ([0-9a-f]+)\n", err, re.M)
         err = re.sub(r"^EMU_FAULT_PC .*\n", "", err, flags=re.M)
-        if res.returncode in (71, 72, 73):
-            message = err.split("\n", 1)[1].strip() if err.startswith("EMU_ERROR") else err
+        if res.returncode - 70 in _ERRORS:
+            at = err.find("EMU_ERROR")  # (after any sanitizer warning the child printed first)
+            message = err[at:].split("\n", 1)[1].strip() if at >= 0 else err
             line = kernel._mod.source_line(int(pc.group(1), 16)) if pc else None
             message = message.replace(_LOCATION_MARK, f" at {line}" if line else " (source line unknown)")
             raise _ERRORS[res.returncode - 70](message)

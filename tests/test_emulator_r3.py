@@ -540,7 +540,7 @@ def test_launch_limits_are_errors(grid, block, match):
 
 
 def test_static_shared_memory_over_48_kib_is_refused():
-    with pytest.raises(KernelFault, match=r"exceeds CUDA's 48 KiB limit \(52000 bytes, at 'big'"):
+    with pytest.raises(emu.CompileError, match=r"uses too much shared data .*48 KiB limit \(52000 bytes, reached at 'big'"):
         fn("misc.cu", "too_much_static")(1, 256, (zeros(1024, np.float32),))
 
 

@@ -266,18 +266,30 @@ inline T& __emu_shared_var(const char* name, const char* file, int line) {
 
 // ---------------------------------------------------------------------------------------------
 // Atomics.  Real atomics (GCC builtins): blocks run on several OS threads at once (runtime.cpp).
+// Exactly CUDA's overloads (programming guide, "Atomic Functions"; sm_XY_atomic_functions.h), each
+// from the architecture that introduced it, so that a call nvcc rejects does not compile here either
+// and a kernel may define what CUDA lacks (the classic atomicMax for float) without a clash:
+//   atomicAdd            int, unsigned, unsigned long long, float; double (sm_60); __half (sm_70);
+//                        __half2, __nv_bfloat16, __nv_bfloat162 (sm_80); float2, float4 (sm_90)
+//   atomicSub            int, unsigned
+//   atomicExch           int, unsigned, unsigned long long, float
+//   atomicMin, atomicMax int, unsigned, unsigned long long, long long
+//   atomicInc, atomicDec unsigned
+//   atomicCAS            int, unsigned, unsigned long long; unsigned short (sm_70)
+//   atomicAnd, Or, Xor   int, unsigned, unsigned long long
 // ---------------------------------------------------------------------------------------------
-#define __EMU_ATOMIC_INT(T)                                                                              \
+#define __EMU_ATOMIC_BITS(T)                                                                             \
     inline T atomicAdd(T* a, T v) { return __atomic_fetch_add(a, v, __ATOMIC_RELAXED); }                 \
-    inline T atomicSub(T* a, T v) { return __atomic_fetch_sub(a, v, __ATOMIC_RELAXED); }                 \
     inline T atomicExch(T* a, T v) { return __atomic_exchange_n(a, v, __ATOMIC_RELAXED); }               \
     inline T atomicAnd(T* a, T v) { return __atomic_fetch_and(a, v, __ATOMIC_RELAXED); }                 \
     inline T atomicOr(T* a, T v) { return __atomic_fetch_or(a, v, __ATOMIC_RELAXED); }                   \
-    inline T atomicXor(T* a, T v) { return __atomic_fetch_xor(a, v, __ATOMIC_RELAXED); }                 \
+    inline T atomicXor(T* a, T v) { return __atomic_fetch_xor(a, v, __ATOMIC_RELAXED); }
+#define __EMU_ATOMIC_CAS(T)                                                                              \
     inline T atomicCAS(T* a, T cmp, T v) {                                                               \
         __atomic_compare_exchange_n(a, &cmp, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);              \
         return cmp; /* on failure cmp holds the old value; on success it already equals it */           \
-    }                                                                                                    \
+    }
+#define __EMU_ATOMIC_MIN_MAX(T)                                                                          \
     inline T atomicMax(T* a, T v) {                                                                      \
         T old = __atomic_load_n(a, __ATOMIC_RELAXED);                                                    \
         while (old < v && !__atomic_compare_exchange_n(a, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {} \
@@ -288,54 +300,46 @@ inline T& __emu_shared_var(const char* name, const char* file, int line) {
         while (old > v && !__atomic_compare_exchange_n(a, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {} \
         return old;                                                                                      \
     }
-__EMU_ATOMIC_INT(int)
-__EMU_ATOMIC_INT(unsigned int)
-__EMU_ATOMIC_INT(unsigned long long)
-#undef __EMU_ATOMIC_INT
-
-// CUDA has only atomicMin/atomicMax for signed 64-bit integers; nvcc rejects the others on long long,
-// so they are deleted here (a kernel that compiles in the emulator must compile with nvcc too).
-inline long long atomicMax(long long* a, long long v) {
-    long long old = __atomic_load_n(a, __ATOMIC_RELAXED);
-    while (old < v && !__atomic_compare_exchange_n(a, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
-    return old;
-}
-inline long long atomicMin(long long* a, long long v) {
-    long long old = __atomic_load_n(a, __ATOMIC_RELAXED);
-    while (old > v && !__atomic_compare_exchange_n(a, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
-    return old;
-}
-long long atomicAdd(long long*, long long) = delete;  // CUDA: no atomicAdd overload for long long
-long long atomicSub(long long*, long long) = delete;
-long long atomicExch(long long*, long long) = delete;
-long long atomicAnd(long long*, long long) = delete;
-long long atomicOr(long long*, long long) = delete;
-long long atomicXor(long long*, long long) = delete;
-long long atomicCAS(long long*, long long, long long) = delete;
+__EMU_ATOMIC_BITS(int) __EMU_ATOMIC_CAS(int) __EMU_ATOMIC_MIN_MAX(int)
+__EMU_ATOMIC_BITS(unsigned int) __EMU_ATOMIC_CAS(unsigned int) __EMU_ATOMIC_MIN_MAX(unsigned int)
+__EMU_ATOMIC_BITS(unsigned long long) __EMU_ATOMIC_CAS(unsigned long long) __EMU_ATOMIC_MIN_MAX(unsigned long long)
+__EMU_ATOMIC_MIN_MAX(long long)
+#if __CUDA_ARCH__ >= 700
+__EMU_ATOMIC_CAS(unsigned short)
+#endif
+inline int atomicSub(int* a, int v) { return __atomic_fetch_sub(a, v, __ATOMIC_RELAXED); }
+inline unsigned int atomicSub(unsigned int* a, unsigned int v) { return __atomic_fetch_sub(a, v, __ATOMIC_RELAXED); }
+#undef __EMU_ATOMIC_BITS
+#undef __EMU_ATOMIC_CAS
+#undef __EMU_ATOMIC_MIN_MAX
 
 // Floating-point atomics are a compare-and-swap loop on the bit pattern, as on older GPUs.
 template <class F, class U>
-inline F __emu_atomic_float_update(F* a, F v, int op) {
+inline F __emu_atomic_float_update(F* a, F v, bool add) {
     U* p = reinterpret_cast<U*>(a);
     U old_bits = __atomic_load_n(p, __ATOMIC_RELAXED);
     for (;;) {
-        F old_val, new_val;
+        F old_val, new_val = add ? F(0) : v;
         std::memcpy(&old_val, &old_bits, sizeof(F));
-        if (op == 0) new_val = old_val + v;
-        else if (op == 1) new_val = (old_val >= v || std::isnan(v)) ? old_val : v;  // max
-        else if (op == 2) new_val = (old_val <= v || std::isnan(v)) ? old_val : v;  // min
-        else new_val = v;                                                          // exchange
+        if (add) new_val = old_val + v;
         U new_bits;
         std::memcpy(&new_bits, &new_val, sizeof(F));
         if (__atomic_compare_exchange_n(p, &old_bits, new_bits, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
             return old_val;
     }
 }
-inline float atomicAdd(float* a, float v) { return __emu_atomic_float_update<float, uint32_t>(a, v, 0); }
-inline double atomicAdd(double* a, double v) { return __emu_atomic_float_update<double, uint64_t>(a, v, 0); }
-inline float atomicMax(float* a, float v) { return __emu_atomic_float_update<float, uint32_t>(a, v, 1); }
-inline float atomicMin(float* a, float v) { return __emu_atomic_float_update<float, uint32_t>(a, v, 2); }
-inline float atomicExch(float* a, float v) { return __emu_atomic_float_update<float, uint32_t>(a, v, 3); }
+inline float atomicAdd(float* a, float v) { return __emu_atomic_float_update<float, uint32_t>(a, v, true); }
+inline float atomicExch(float* a, float v) { return __emu_atomic_float_update<float, uint32_t>(a, v, false); }
+#if __CUDA_ARCH__ >= 600
+inline double atomicAdd(double* a, double v) { return __emu_atomic_float_update<double, uint64_t>(a, v, true); }
+#endif
+#if __CUDA_ARCH__ >= 900
+// sm_90's vector atomicAdd: each lane is atomic on its own (not the vector as one access), as on the GPU.
+inline float2 atomicAdd(float2* a, float2 v) { return float2{atomicAdd(&a->x, v.x), atomicAdd(&a->y, v.y)}; }
+inline float4 atomicAdd(float4* a, float4 v) {
+    return float4{atomicAdd(&a->x, v.x), atomicAdd(&a->y, v.y), atomicAdd(&a->z, v.z), atomicAdd(&a->w, v.w)};
+}
+#endif
 inline unsigned int atomicInc(unsigned int* a, unsigned int limit) {
     unsigned int old = __atomic_load_n(a, __ATOMIC_RELAXED);
     while (!__atomic_compare_exchange_n(a, &old, old >= limit ? 0u : old + 1u, true, __ATOMIC_RELAXED,
@@ -348,8 +352,29 @@ inline unsigned int atomicDec(unsigned int* a, unsigned int limit) {
                                         __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
     return old;
 }
+// The _block and _system scopes (sm_60) order memory differently on a GPU; here every atomic is global.
 #define atomicAdd_block atomicAdd
 #define atomicAdd_system atomicAdd
+#define atomicSub_block atomicSub
+#define atomicSub_system atomicSub
+#define atomicExch_block atomicExch
+#define atomicExch_system atomicExch
+#define atomicMin_block atomicMin
+#define atomicMin_system atomicMin
+#define atomicMax_block atomicMax
+#define atomicMax_system atomicMax
+#define atomicInc_block atomicInc
+#define atomicInc_system atomicInc
+#define atomicDec_block atomicDec
+#define atomicDec_system atomicDec
+#define atomicCAS_block atomicCAS
+#define atomicCAS_system atomicCAS
+#define atomicAnd_block atomicAnd
+#define atomicAnd_system atomicAnd
+#define atomicOr_block atomicOr
+#define atomicOr_system atomicOr
+#define atomicXor_block atomicXor
+#define atomicXor_system atomicXor
 
 // ---------------------------------------------------------------------------------------------
 // Math: CUDA's fast intrinsics are the ordinary functions here; results agree with the GPU to a
@@ -886,7 +911,7 @@ typedef __nv_bfloat16 nv_bfloat16;
 __EMU_HALF2_TYPE(__half2, __half)
 __EMU_HALF2_TYPE(__nv_bfloat162, __nv_bfloat16)
 
-// 16-bit float atomicAdd (__half: sm_70, __nv_bfloat16 and the pairs: sm_80+): a compare-and-swap loop on
+// 16-bit float atomicAdd (__half2: sm_60, __half: sm_70, __nv_bfloat16 and __nv_bfloat162: sm_80): a compare-and-swap loop on
 // the value's own 2 or 4 bytes; each element's sum is rounded once to 16 bits, as the GPU's red.add.
 template <class V, class Bits>
 inline V __emu_atomic_add_16bit(V* a, V v) {
@@ -903,14 +928,20 @@ inline V __emu_atomic_add_16bit(V* a, V v) {
             return old_val;
     }
 }
+#if __CUDA_ARCH__ >= 600
+inline __half2 atomicAdd(__half2* a, __half2 v) { return __emu_atomic_add_16bit<__half2, uint32_t>(a, v); }
+#endif
+#if __CUDA_ARCH__ >= 700
 inline __half atomicAdd(__half* a, __half v) { return __emu_atomic_add_16bit<__half, uint16_t>(a, v); }
+#endif
+#if __CUDA_ARCH__ >= 800
 inline __nv_bfloat16 atomicAdd(__nv_bfloat16* a, __nv_bfloat16 v) {
     return __emu_atomic_add_16bit<__nv_bfloat16, uint16_t>(a, v);
 }
-inline __half2 atomicAdd(__half2* a, __half2 v) { return __emu_atomic_add_16bit<__half2, uint32_t>(a, v); }
 inline __nv_bfloat162 atomicAdd(__nv_bfloat162* a, __nv_bfloat162 v) {
     return __emu_atomic_add_16bit<__nv_bfloat162, uint32_t>(a, v);
 }
+#endif
 #undef __EMU_HALF2_TYPE
 typedef __half2 half2;
 typedef __nv_bfloat162 nv_bfloat162;

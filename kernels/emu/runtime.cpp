@@ -83,7 +83,9 @@ using namespace __emu;
 // emulator.py replaces this mark in a crash message by " at file.cu:LINE" (found with addr2line).
 #define kLocationMark "\x01LOC\x01"
 // E_RACE: racecheck found a hazard (the runtime built with -DEMU_RACECHECK, see "racecheck" below).
-enum ErrorCode { E_OK = 0, E_BARRIER = 1, E_FAULT = 2, E_INTERNAL = 3, E_INTERRUPTED = 4, E_TIMEOUT = 5, E_RACE = 6 };
+// E_COMPILE: what nvcc (ptxas) would have refused at compile time but only shows when the kernel runs here.
+enum ErrorCode { E_OK = 0, E_BARRIER = 1, E_FAULT = 2, E_INTERNAL = 3, E_INTERRUPTED = 4, E_TIMEOUT = 5, E_RACE = 6,
+                 E_COMPILE = 7 };
 enum State { RUNNABLE, AT_BARRIER, AT_WARP, EXITED, AT_GRID };  // AT_GRID: in grid.sync() (cooperative launch)
 enum Order { ORDER_FORWARD = 0, ORDER_REVERSE = 1, ORDER_RANDOM = 2 };
 
@@ -105,6 +107,9 @@ constexpr unsigned char kCanaryByte = 0xA5;  // fills the bytes around each shar
 constexpr size_t kSharedGuard = 64u << 20;
 constexpr size_t kMaxStaticShared = 48 * 1024;     // CUDA's limit for static __shared__
 constexpr size_t kMaxShared = 227 * 1024;          // sm_90's limit per block, static + dynamic
+// The kernel's cudaFuncAttributeMaxDynamicSharedMemorySize when the program set it (CuPy's
+// max_dynamic_shared_size_bytes), for the launch; 0 when it did not: static + dynamic must then fit 48 KiB.
+size_t g_max_dynamic_attr = 0;
 
 struct Worker;
 
@@ -943,9 +948,12 @@ std::string describe_fault() {
         what = fmt("%s: invalid memory access at address 0x%lx%s", sig == SIGSEGV ? "SIGSEGV" : "SIGBUS",
                    (unsigned long)addr, addr < 4096 ? " (a null pointer)" : " (a wild or freed pointer)");
     } else if (sig == SIGFPE) {
-        what = code == FPE_INTDIV   ? "SIGFPE: integer division by zero"
-               : code == FPE_INTOVF ? "SIGFPE: integer overflow (INT_MIN / -1)"
-                                    : "SIGFPE: arithmetic exception";
+        // x86 raises the same #DE (si_code FPE_INTDIV) for a zero divisor and for INT_MIN / -1.  A GPU
+        // raises nothing for either: the result is an unspecified value, so the bug would pass silently.
+        what = code == FPE_INTDIV || code == FPE_INTOVF
+                   ? "SIGFPE: integer division by zero (x / 0 or x % 0) or INT_MIN / -1 (on a GPU no error but an "
+                     "unspecified value: the bug would pass silently there)"
+                   : "SIGFPE: arithmetic exception";
     } else if (sig == SIGILL) {
         what = "SIGILL: illegal instruction (a trap the compiler put where the code has undefined "
                "behaviour, e.g. a division by a constant zero)";
@@ -1113,6 +1121,11 @@ std::vector<TrackedArray> g_tracked;         // this block's shared arrays
 std::vector<TrackedArray> g_tracked_global;  // the launch's array arguments (emu_racecheck_track_global)
 uint32_t g_barrier_count = 0;
 std::vector<uint32_t> g_warp_syncs;   // per warp of the block
+// initcheck=True (the same build): instead of hazards, report a read of a __shared__ byte that no thread
+// of the block has written yet.  Each block's shared memory starts out indeterminate on a GPU (here:
+// 0xFF bytes, NaN as float), so such a read computes garbage that a one-block test may never notice.
+// compute-sanitizer's initcheck covers only global memory; every array a launch gets here is initialized.
+bool g_initcheck = false;
 
 void track_shared(const char* p, size_t size, const std::string& name) {
     g_tracked.push_back(TrackedArray{uintptr_t(p), uintptr_t(p) + size, "__shared__ '" + name + "'"});
@@ -1147,6 +1160,26 @@ std::string pc_mark(uintptr_t pc) {  // emulator.py turns the mark into file:lin
                               tid_str(*w.cur).c_str(), now_writes ? "writes" : "reads", pc_mark(pc).c_str()));
 }
 
+[[noreturn]] void report_uninitialized(const TrackedArray& array, uintptr_t byte, size_t n, uintptr_t pc) {
+    Worker& w = me();
+    fail_in_fiber(E_FAULT, fmt("initcheck: uninitialized __shared__ read: %s of %s reads byte %lu of %s (a %zu-byte access) at %s, "
+                               "but no thread of the block has written it yet. Shared memory starts out "
+                               "indeterminate on a GPU (here 0xFF bytes: NaN as a float, -1 as an int): write it "
+                               "first, then __syncthreads() before other threads read it.",
+                               tid_str(*w.cur).c_str(), block_str().c_str(),
+                               (unsigned long)(byte - array.lo), array.name.c_str(), n, pc_mark(pc).c_str()));
+}
+
+// initcheck: a write marks its bytes, a read of an unmarked shared byte is reported.
+void initcheck_access(const TrackedArray& array, uintptr_t a, size_t n, bool write, uintptr_t pc) {
+    if (&array < g_tracked.data() || &array >= g_tracked.data() + g_tracked.size()) return;  // global memory
+    for (size_t i = 0; i < n && a + i < array.hi; ++i) {
+        ShadowByte& b = g_shadow[a + i];
+        if (write) b.write.thread = me().cur->linear;
+        else if (b.write.thread < 0) report_uninitialized(array, a + i, n, pc);
+    }
+}
+
 void racecheck_access(const void* p, size_t n, bool write, uintptr_t pc) {
     if (!t_worker) return;
     Worker& w = *t_worker;
@@ -1159,6 +1192,7 @@ void racecheck_access(const void* p, size_t n, bool write, uintptr_t pc) {
         for (const TrackedArray& r : g_tracked_global)
             if (a >= r.lo && a < r.hi) { array = &r; break; }
     if (!array) return;  // a local variable, or memory the kernel was not given
+    if (g_initcheck) return initcheck_access(*array, a, n, write, pc);
     const int t = w.cur->linear, warp = t / 32;
     const Access now{t, g_barrier_count, g_warp_syncs[size_t(warp)], pc};
     auto ordered = [&](const Access& e) {
@@ -1179,6 +1213,12 @@ void racecheck_access(const void* p, size_t n, bool write, uintptr_t pc) {
             b.read[1] = now;  // a second reader of the same interval: keep both
         }
     }
+}
+// An atomic (not checked for races) reads and writes its bytes: initcheck wants them written first.
+void racecheck_atomic(const volatile void* p, size_t n, bool reads, uintptr_t pc) {
+    if (!g_initcheck) return;
+    if (reads) racecheck_access(const_cast<const void*>(p), n, false, pc);
+    racecheck_access(const_cast<const void*>(p), n, true, pc);
 }
 #else
 inline void track_shared(const char*, size_t, const std::string&) {}
@@ -1853,6 +1893,31 @@ unsigned activemask() {
     return m;
 }
 
+// CUDA's limits on a block's shared memory, checked as each static array is first placed (the emulator
+// learns a kernel's static size only by running it).  Static arrays alone over 48 KiB: ptxas refuses the
+// kernel.  Static + dynamic over 48 KiB without the opt-in, or static + the opted-in dynamic size over
+// 227 KiB: the launch (or the cudaFuncSetAttribute call) fails with CUDA_ERROR_INVALID_VALUE.
+static void check_shared_limits(const Worker& w, const char* name, const char* file, int line) {
+    const std::string at = fmt("'%s' declared at %s", name, where(file, line).c_str());
+    if (w.static_bytes > kMaxStaticShared)
+        fail_in_fiber(E_COMPILE, fmt("ptxas error   : Entry function '%s' uses too much shared data (0x%zx bytes, "
+                                     "0xc000 max): its static __shared__ arrays exceed CUDA's 48 KiB limit (%zu "
+                                     "bytes, reached at %s; nvcc refuses this at compile time, the emulator sees it "
+                                     "at launch); use extern __shared__ and shared_mem=", w.kernel->name,
+                                     w.static_bytes, w.static_bytes, at.c_str()));
+    if (!g_max_dynamic_attr && w.static_bytes + w.dyn_shared > kMaxStaticShared)
+        fail_in_fiber(E_INTERNAL, fmt("CUDA_ERROR_INVALID_VALUE: invalid argument (kernel '%s' has %zu bytes of "
+                                      "static __shared__ memory (reached at %s) and asks shared_mem=%zu bytes: "
+                                      "together above CUDA's 48 KB per block; over 48 KB a kernel opts in first, "
+                                      "kernel.max_dynamic_shared_size_bytes = %zu)", w.kernel->name, w.static_bytes,
+                                      at.c_str(), w.dyn_shared, w.dyn_shared));
+    if (g_max_dynamic_attr && w.static_bytes + g_max_dynamic_attr > kMaxShared)
+        fail_in_fiber(E_INTERNAL, fmt("CUDA_ERROR_INVALID_VALUE: invalid argument (kernel '%s': "
+                                      "max_dynamic_shared_size_bytes %zu plus its %zu bytes of static __shared__ "
+                                      "memory (reached at %s) exceed the GPU's %zu bytes per block)", w.kernel->name,
+                                      g_max_dynamic_attr, w.static_bytes, at.c_str(), kMaxShared));
+}
+
 // The block's copy of a __shared__ declaration.  The first thread of a block to reach it allocates the
 // copy; the first use in the module gives the declaration its slot number (under a lock: workers may
 // get there at the same time).
@@ -1877,13 +1942,7 @@ static void* shared_first_touch(Fiber* f, int* slot, size_t size, size_t align, 
     char*& p = w.slot_ptr[size_t(s)];
     if (!p) {  // first thread of this block to reach the declaration allocates the block's copy
         w.static_bytes += size;
-        if (w.static_bytes > kMaxStaticShared)
-            fail_in_fiber(E_FAULT, fmt("static __shared__ memory of %s exceeds CUDA's 48 KiB limit (%zu bytes, "
-                                       "at '%s' declared at %s); use extern __shared__ and shared_mem=",
-                                       block_str().c_str(), w.static_bytes, name, where(file, line).c_str()));
-        if (w.static_bytes + w.dyn_shared > kMaxShared)
-            fail_in_fiber(E_FAULT, fmt("shared memory of %s exceeds 227 KiB (%zu static + %zu dynamic bytes)",
-                                       block_str().c_str(), w.static_bytes, w.dyn_shared));
+        check_shared_limits(w, name, file, line);
         SharedRegion& r = w.slot_region[size_t(s)];
         p = place_shared(r, size, align, block_places_at_start(w));
         if (!p) fail_in_fiber(E_INTERNAL, fmt("could not map %zu bytes for __shared__ '%s' of %s", size, name,
@@ -1917,6 +1976,11 @@ void* dynamic_shared() {
     track_shared(w.dyn, w.dyn_shared, "extern __shared__");
     return w.dyn;
 }
+
+#ifdef EMU_RACECHECK
+// minilora_async_copy.h: a cp.async copy lands with memcpy, which is not instrumented; initcheck sees it here.
+void initcheck_written(void* p, size_t n) { racecheck_atomic(p, n, false, 0); }
+#endif
 
 void grid_sync(const char* file, int line) {
     Fiber* f = current_fiber();
@@ -2031,39 +2095,58 @@ void __tsan_vptr_update(void**, void*) {}
 void __tsan_vptr_read(void**) {}
 void __tsan_atomic_thread_fence(int) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 void __tsan_atomic_signal_fence(int) {}
+#define EMU_TSAN_PC (uintptr_t(__builtin_return_address(0)) - 1)
 #define EMU_TSAN_ATOMIC(BITS, T)                                                                         \
-    T __tsan_atomic##BITS##_load(const volatile T* a, int) { return __atomic_load_n(a, __ATOMIC_SEQ_CST); } \
-    void __tsan_atomic##BITS##_store(volatile T* a, T v, int) { __atomic_store_n(a, v, __ATOMIC_SEQ_CST); } \
-    T __tsan_atomic##BITS##_exchange(volatile T* a, T v, int) { return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST); } \
-    T __tsan_atomic##BITS##_fetch_add(volatile T* a, T v, int) { return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST); } \
-    T __tsan_atomic##BITS##_fetch_sub(volatile T* a, T v, int) { return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST); } \
-    T __tsan_atomic##BITS##_fetch_and(volatile T* a, T v, int) { return __atomic_fetch_and(a, v, __ATOMIC_SEQ_CST); } \
-    T __tsan_atomic##BITS##_fetch_or(volatile T* a, T v, int) { return __atomic_fetch_or(a, v, __ATOMIC_SEQ_CST); } \
-    T __tsan_atomic##BITS##_fetch_xor(volatile T* a, T v, int) { return __atomic_fetch_xor(a, v, __ATOMIC_SEQ_CST); } \
-    T __tsan_atomic##BITS##_fetch_nand(volatile T* a, T v, int) { return __atomic_fetch_nand(a, v, __ATOMIC_SEQ_CST); } \
+    T __tsan_atomic##BITS##_load(const volatile T* a, int) {                                             \
+        racecheck_atomic(a, sizeof(T), true, EMU_TSAN_PC);                                               \
+        return __atomic_load_n(a, __ATOMIC_SEQ_CST);                                                     \
+    }                                                                                                    \
+    void __tsan_atomic##BITS##_store(volatile T* a, T v, int) {                                          \
+        racecheck_atomic(a, sizeof(T), false, EMU_TSAN_PC);                                              \
+        __atomic_store_n(a, v, __ATOMIC_SEQ_CST);                                                        \
+    }                                                                                                    \
+    T __tsan_atomic##BITS##_exchange(volatile T* a, T v, int) {                                          \
+        racecheck_atomic(a, sizeof(T), false, EMU_TSAN_PC);                                              \
+        return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST);                                              \
+    }                                                                                                    \
+    EMU_TSAN_RMW(BITS, T, fetch_add) EMU_TSAN_RMW(BITS, T, fetch_sub) EMU_TSAN_RMW(BITS, T, fetch_and)   \
+    EMU_TSAN_RMW(BITS, T, fetch_or) EMU_TSAN_RMW(BITS, T, fetch_xor) EMU_TSAN_RMW(BITS, T, fetch_nand)   \
     int __tsan_atomic##BITS##_compare_exchange_strong(volatile T* a, T* c, T v, int, int) {             \
+        racecheck_atomic(a, sizeof(T), true, EMU_TSAN_PC);                                               \
         return __atomic_compare_exchange_n(a, c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);          \
     }                                                                                                    \
     int __tsan_atomic##BITS##_compare_exchange_weak(volatile T* a, T* c, T v, int, int) {               \
+        racecheck_atomic(a, sizeof(T), true, EMU_TSAN_PC);                                               \
         return __atomic_compare_exchange_n(a, c, v, true, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);           \
     }                                                                                                    \
     T __tsan_atomic##BITS##_compare_exchange_val(volatile T* a, T c, T v, int, int) {                   \
+        racecheck_atomic(a, sizeof(T), true, EMU_TSAN_PC);                                               \
         __atomic_compare_exchange_n(a, &c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);                \
         return c;                                                                                        \
+    }
+// A read-modify-write atomic: its old value must have been written (initcheck).
+#define EMU_TSAN_RMW(BITS, T, OP)                                                                        \
+    T __tsan_atomic##BITS##_##OP(volatile T* a, T v, int) {                                              \
+        racecheck_atomic(a, sizeof(T), true, EMU_TSAN_PC);                                               \
+        return __atomic_##OP(a, v, __ATOMIC_SEQ_CST);                                                    \
     }
 EMU_TSAN_ATOMIC(8, unsigned char)
 EMU_TSAN_ATOMIC(16, unsigned short)
 EMU_TSAN_ATOMIC(32, unsigned int)
 EMU_TSAN_ATOMIC(64, unsigned long long)
 #undef EMU_TSAN_ATOMIC
+#undef EMU_TSAN_RMW
+#undef EMU_TSAN_PC
 }
 #endif
 
 // ---- the C API emulator.py calls -------------------------------------------------------------------
 // cfg: grid.x, grid.y, grid.z, block.x, block.y, block.z, shared_mem, thread/block order, seed,
 // stack bytes per thread, timeout in microseconds (0: none), flags (bit 0: Ctrl-C stops the launch,
-// bit 1: a cooperative launch, bit 2: start every worker at once (tests), bits 8-15: how many OS
-// threads may run blocks, 0 meaning one).
+// bit 1: a cooperative launch, bit 2: start every worker at once (tests), bit 4: initcheck instead of
+// racecheck (racecheck build only), bits 8-15: how many OS
+// threads may run blocks, 0 meaning one, bits 16-47: the kernel's max_dynamic_shared_size_bytes when
+// the program set it, else 0).
 EMU_EXPORT int emu_launch(int kernel_index, void** args, const uint64_t* cfg, char* err, size_t errlen) {
     int count = 0;
     const KernelInfo* table = emu_kernel_table(&count);
@@ -2084,6 +2167,10 @@ EMU_EXPORT int emu_launch(int kernel_index, void** args, const uint64_t* cfg, ch
     w.dyn_shared = size_t(cfg[6]);
     w.thread_order = int(cfg[7]);
     w.cooperative = (cfg[11] & 2) != 0;
+    g_max_dynamic_attr = size_t(cfg[11] >> 16);
+#ifdef EMU_RACECHECK
+    g_initcheck = (cfg[11] & 16) != 0;
+#endif
     w.rng = cfg[8] * 0x9E3779B97F4A7C15ull + 0x2545F4914F6CDD1Dull;
     if (w.rng == 0) w.rng = 1;
     const size_t page = size_t(sysconf(_SC_PAGESIZE));

@@ -1,0 +1,431 @@
+"""CUDA written by others, run through the emulator unedited (tests/emu_kernels/r4/samples.cu: grid-stride
+loops, vector loads, 3-D blocks, cooperative groups, int templates, __constant__, warp votes, fast math,
+half2, a kernel's own float atomicMax, the padded transpose, printf/assert), each matched to NumPy; then
+what nvcc refuses (CUDA's exact table of atomic overloads, static shared memory over 48 KB, dynamic
+parallelism, inline PTX, CUDA libraries), undefined behaviour (integer division by zero) and initcheck.
+No fault may end Python: every one is an exception.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minilora import emulator as emu
+from minilora.emulator import CompileError, EmulatorError, KernelFault, RawModule
+
+R4 = Path(__file__).parent / "emu_kernels" / "r4"
+pytestmark = pytest.mark.skipif(not emu.is_available(), reason="the CUDA emulator needs g++")
+rng = np.random.default_rng(66)
+BLOCK_SUM = ["block_sum<128, float>", "block_sum<256, double>"]
+
+
+@lru_cache(maxsize=None)
+def samples() -> RawModule:
+    return RawModule(path=R4 / "samples.cu", name_expressions=BLOCK_SUM)
+
+
+def fn(name: str):
+    return samples().get_function(name)
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# ------------------------------------------------------------------------------------------------
+# Kernels in the style of the samples and tutorials, against NumPy
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("grid, block", [(1, 32), (3, 128), (64, 256)])
+def test_grid_stride_saxpy_with_restrict_and_ldg(grid, block):
+    n = 5000
+    x, y = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+    expected = np.float32(2.5) * x + y
+    fn("saxpy")(grid, block, (np.int32(n), np.float32(2.5), x, y))
+    np.testing.assert_array_equal(y, expected)
+
+
+@pytest.mark.parametrize("n", [4096, 4099, 3])
+def test_vectorized_float4_and_int4_loads(n):
+    x = rng.standard_normal(n).astype(np.float32)
+    out = np.full(n, np.nan, np.float32)
+    fn("scale_vec4")(cdiv(max(n // 4, 1), 128), 128, (x, out, np.float32(3.0), np.int32(n)))
+    np.testing.assert_array_equal(out, x * np.float32(3.0))
+    ints = rng.integers(-2**31, 2**31, 4 * 300).astype(np.int32)
+    copied = np.zeros_like(ints)
+    fn("copy_int4")(2, 64, (ints, copied, np.int32(300)))
+    np.testing.assert_array_equal(copied, ints)
+
+
+def test_three_dimensional_blocks_and_grid_with_dim3():
+    nz, ny, nx = 5, 9, 17
+    a = rng.standard_normal((nz, ny, nx)).astype(np.float32)
+    out = np.full_like(a, np.nan)
+    block = (8, 4, 2)
+    fn("volume")((cdiv(nx, 8), cdiv(ny, 4), cdiv(nz, 2)), block, (a, out, np.int32(nx), np.int32(ny), np.int32(nz)))
+    z, y, x = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
+    np.testing.assert_array_equal(out, a * (1 + x).astype(np.float32) + y.astype(np.float32) - z.astype(np.float32))
+
+
+@pytest.mark.parametrize("block", [32, 96, 256])
+def test_cooperative_groups_tiles_and_reduce(block):
+    x = rng.integers(-50, 50, 10_000).astype(np.float32)  # integers: exact in any order
+    total = np.zeros(1, np.float32)
+    fn("cg_sum")(7, block, (x, total, np.int32(x.size)))
+    assert total[0] == x.sum()
+
+
+@pytest.mark.parametrize("expression, dtype, block", [(BLOCK_SUM[0], np.float32, 128), (BLOCK_SUM[1], np.float64, 256)])
+def test_template_kernel_with_int_and_type_parameters(expression, dtype, block):
+    x = rng.integers(-100, 100, 3000).astype(dtype)
+    partial = np.zeros(5, dtype)
+    fn(expression)(5, block, (x, partial, np.int32(x.size)))
+    assert partial.sum() == x.sum()
+
+
+def test_constant_memory_convolution_filled_from_the_host():
+    taps = np.array([0.5, -1.0, 0.25, 2.0, 0.25, -1.0, 0.5], np.float32)
+    samples().get_global("taps")[:] = taps  # CuPy: get_global; the CUDA runtime's cudaMemcpyToSymbol
+    n, block = 1000, 128
+    x = rng.standard_normal(n).astype(np.float32)
+    out = np.full(n, np.nan, np.float32)
+    fn("conv1d")(cdiv(n, block), block, (x, out, np.int32(n)), shared_mem=(block + 6) * 4, racecheck=True)
+    padded = np.pad(x, 3).astype(np.float64)
+    expected = sum(taps[k] * padded[k:k + n] for k in range(7))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_warp_vote_compaction_any_all():
+    n = 200
+    x = rng.standard_normal(n).astype(np.float32)
+    x[64:96] = np.abs(x[64:96]) + 0.1  # one warp with every value positive
+    warps = cdiv(n, 32)
+    kept = np.full(warps * 32, np.nan, np.float32)
+    count, any_neg, all_pos = (np.full(warps, -7, np.int32) for _ in range(3))
+    fn("compact_warp")(cdiv(n, 64), 64, (x, kept, count, any_neg, all_pos, np.int32(n)))
+    per_warp = np.pad(x, (0, warps * 32 - n), constant_values=np.nan).reshape(warps, 32)
+    for w in range(warps):
+        positives = per_warp[w][per_warp[w] > 0]
+        assert count[w] == positives.size
+        np.testing.assert_array_equal(kept[w * 32:w * 32 + positives.size], positives)
+        assert any_neg[w] == (per_warp[w] < 0).any() and all_pos[w] == np.all(per_warp[w][~np.isnan(per_warp[w])] > 0)
+
+
+def test_clz_ffs_brev_popc():
+    x = np.concatenate([[0, 1, 0x80000000, 0xFFFFFFFF, 0x00F0F000], rng.integers(0, 2**32, 59)]).astype(np.uint32)
+    clz, ffs, popc = (np.zeros(64, np.int32) for _ in range(3))
+    brev = np.zeros(64, np.uint32)
+    fn("bits")(1, 64, (x, clz, ffs, brev, popc, np.int32(64)))
+    as_bits = [format(int(v), "032b") for v in x]
+    np.testing.assert_array_equal(clz, [len(b) - len(b.lstrip("0")) for b in as_bits])
+    np.testing.assert_array_equal(ffs, [0 if v == 0 else (int(v) & -int(v)).bit_length() for v in x])
+    np.testing.assert_array_equal(brev, [int(b[::-1], 2) for b in as_bits])
+    np.testing.assert_array_equal(popc, [b.count("1") for b in as_bits])
+
+
+def test_softmax_with_expf_fdividef_and_rmsnorm_with_rsqrtf():
+    rows, cols = 10, 100
+    x = (rng.standard_normal((rows, cols)) * 4).astype(np.float32)
+    y = np.full_like(x, np.nan)
+    fn("softmax_rows")(cdiv(rows, 4), 128, (x, y, np.int32(rows), np.int32(cols)))
+    e = np.exp(x.astype(np.float64) - x.max(1, keepdims=True))
+    np.testing.assert_allclose(y, e / e.sum(1, keepdims=True), rtol=2e-6, atol=1e-9)
+    w = rng.standard_normal(cols).astype(np.float32)
+    fn("rmsnorm")(rows, 32, (x, w, y, np.int32(cols), np.float32(1e-6)))
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(y, x64 / np.sqrt((x64 ** 2).mean(1, keepdims=True) + 1e-6) * w, rtol=2e-6)
+
+
+def test_half2_fma_mul_add_round_as_the_gpu():
+    n2 = 300
+    x = (rng.standard_normal(2 * n2) * 3).astype(np.float16)
+    y = (rng.standard_normal(2 * n2) * 3).astype(np.float16)
+    a = np.float16(1.3)
+    prod, total = np.zeros_like(x), np.zeros_like(x)
+    y0 = y.copy()
+    fn("haxpy")(2, 64, (np.int32(n2), a, x, y, prod, total))
+    x64, y64 = x.astype(np.float64), y0.astype(np.float64)
+    np.testing.assert_array_equal(y, (np.float64(a) * x64 + y64).astype(np.float16))  # __hfma2: one rounding
+    np.testing.assert_array_equal(prod, (x64 * y64).astype(np.float16))
+    np.testing.assert_array_equal(total, (x64 + y64).astype(np.float16))
+
+
+def test_a_kernel_may_define_the_float_atomic_max_cuda_lacks():
+    """It failed to compile ('redefinition of float atomicMax(float*, float)'): the emulator offered a float
+    atomicMax that CUDA does not have, so the programming guide's own version clashed with it."""
+    x = rng.integers(-1000, 1000, 5000).astype(np.float32)
+    mx, total = np.full(1, -np.inf, np.float32), np.zeros(1, np.float64)
+    fn("max_and_sum")(8, 128, (x, mx, total, np.int32(x.size)))
+    assert mx[0] == x.max() and total[0] == x.sum()
+
+
+@pytest.mark.parametrize("width, height", [(64, 32), (100, 37)])
+def test_padded_shared_memory_transpose(width, height):
+    a = rng.standard_normal((height, width)).astype(np.float32)
+    out = np.full((width, height), np.nan, np.float32)
+    fn("transpose")((cdiv(width, 32), cdiv(height, 32)), (32, 8), (out, a, np.int32(width), np.int32(height)))
+    np.testing.assert_array_equal(out, a.T)
+
+
+def test_printf_and_assert(capfd):
+    x = np.array([3, -4, 5, -6], np.int32)
+    fn("report")(2, 2, (x, np.int32(4)))
+    lines = sorted(capfd.readouterr().out.splitlines())
+    assert lines == ["block 0 thread 1: x[1] = -4 is negative", "block 1 thread 1: x[3] = -6 is negative"]
+    with pytest.raises(KernelFault, match=r"assertion `n <= \(int\)\(blockDim.x \* gridDim.x\)` failed at samples\.cu"):
+        fn("report")(1, 2, (x, np.int32(4)))
+
+
+def test_racecheck_and_initcheck_see_the_constants_get_global_filled():
+    """racecheck=True ran another build of the source, whose __constant__ copy get_global had not filled:
+    the filter read 0xFF bytes (NaN) and the result was all NaN, with no error."""
+    src = r'''
+    __constant__ float scale[2];
+    __device__ int calls;
+    extern "C" __global__ void k(float* y) { y[threadIdx.x] *= scale[threadIdx.x % 2]; if (threadIdx.x == 0) calls += 1; }
+    '''
+    mod = RawModule(code=src)
+    mod.get_global("scale")[:] = [2.0, 3.0]
+    mod.get_global("calls")[:] = 10
+    for check in ("racecheck", "initcheck"):
+        y = np.ones(4, np.float32)
+        mod.get_function("k")(1, 4, (y,), **{check: True})
+        np.testing.assert_array_equal(y, [2, 3, 2, 3])
+    assert mod.get_global("calls")[0] == 12  # what the checked launches wrote comes back
+
+
+# ------------------------------------------------------------------------------------------------
+# What nvcc refuses: CUDA's exact table of atomic overloads (sm_90)
+# ------------------------------------------------------------------------------------------------
+TYPES = {"i32": "int", "u32": "unsigned int", "u64": "unsigned long long", "i64": "long long", "f32": "float",
+         "f64": "double", "f16": "__half", "bf16": "__nv_bfloat16", "u16": "unsigned short", "h2": "__half2",
+         "bf2": "__nv_bfloat162", "f2": "float2", "f4": "float4"}
+CUDA_ATOMICS = {  # the programming guide's "Atomic Functions", compute capability 9.0
+    "atomicAdd": {"i32", "u32", "u64", "f32", "f64", "f16", "bf16", "h2", "bf2", "f2", "f4"},
+    "atomicSub": {"i32", "u32"},
+    "atomicExch": {"i32", "u32", "u64", "f32"},
+    "atomicMin": {"i32", "u32", "u64", "i64"},
+    "atomicMax": {"i32", "u32", "u64", "i64"},
+    "atomicInc": {"u32"},
+    "atomicDec": {"u32"},
+    "atomicCAS": {"i32", "u32", "u64", "u16"},
+    "atomicAnd": {"i32", "u32", "u64"},
+    "atomicOr": {"i32", "u32", "u64"},
+    "atomicXor": {"i32", "u32", "u64"},
+}
+SCALARS = ["i32", "u32", "u64", "i64", "f32", "f64", "f16", "bf16", "u16"]
+
+
+def _atomic_calls(valid: bool) -> list[tuple[str, str]]:
+    """(op, type) pairs: those CUDA declares, or those it does not (over the scalar types)."""
+    if valid:
+        return [(op, t) for op, types in CUDA_ATOMICS.items() for t in sorted(types)]
+    return [(op, t) for op in CUDA_ATOMICS for t in SCALARS if t not in CUDA_ATOMICS[op]]
+
+
+def _atomic_source(calls) -> str:
+    lines = ['#include <cuda_fp16.h>', '#include <cuda_bf16.h>', 'template <class T> __device__ void use(T* p, T v) {}']
+    lines.append('extern "C" __global__ void k(char* raw) {')
+    for op, t in calls:
+        ctype = TYPES[t]
+        args = "p, v, v" if op == "atomicCAS" else "p, v"
+        lines.append(f"    {{ {ctype}* p = ({ctype}*)raw; {ctype} v{{}}; {op}({args}); }}  // {op} {t}")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def test_every_atomic_overload_cuda_declares_compiles():
+    RawModule(code=_atomic_source(_atomic_calls(valid=True))).get_function("k")
+
+
+def test_every_atomic_overload_cuda_lacks_is_refused_as_nvcc_refuses_it():
+    """atomicSub on unsigned long long and atomicMax/atomicMin on float compiled before (nvcc: no such overload)."""
+    calls = _atomic_calls(valid=False)
+    with pytest.raises(CompileError) as info:
+        RawModule(code=_atomic_source(calls)).get_function("k")
+    refused = {int(line) for line in __import__("re").findall(r"k\.cu:(\d+):\d+: error", str(info.value))}
+    first = 5  # the line of the first call in _atomic_source
+    missing = [calls[i] for i in range(len(calls)) if first + i not in refused]
+    assert not missing, f"compiled although CUDA has no such overload: {missing}"
+
+
+def test_atomics_appear_with_the_architecture_that_introduced_them():
+    src = '''#include <cuda_fp16.h>
+    extern "C" __global__ void k(double* d, __half* h) { atomicAdd(d, 1.0); atomicAdd(h, __half(1.0f)); }'''
+    with pytest.raises(CompileError, match=r"atomicAdd\(double\*"):
+        RawModule(code=src, options=("-arch=sm_52",)).get_function("k")
+    with pytest.raises(CompileError, match=r"atomicAdd\(__half\*"):
+        RawModule(code=src, options=("-arch=sm_61",)).get_function("k")
+    RawModule(code=src, options=("-arch=sm_70",)).get_function("k")
+    own = samples().code.replace("__CUDA_ARCH__ < 600", "__CUDA_ARCH__ < 600 // (sm_52 here)")
+    mod = RawModule(code=own, options=("-arch=sm_52",), name_expressions=BLOCK_SUM)  # the guide's own double add
+    x = np.arange(100, dtype=np.float32)
+    mx, total = np.full(1, -np.inf, np.float32), np.zeros(1, np.float64)
+    mod.get_function("max_and_sum")(2, 64, (x, mx, total, np.int32(100)))
+    assert mx[0] == 99 and total[0] == 4950
+
+
+# ------------------------------------------------------------------------------------------------
+# Shared memory limits: static arrays count against the 48 KB too
+# ------------------------------------------------------------------------------------------------
+SHARED = r'''
+extern "C" __global__ void mixed(float* out) {
+    __shared__ float tile[8192];          // 32 KB static
+    extern __shared__ float extra[];
+    tile[threadIdx.x] = threadIdx.x;
+    extra[threadIdx.x] = 1.0f;
+    __syncthreads();
+    out[threadIdx.x] = tile[threadIdx.x] + extra[threadIdx.x];
+}
+extern "C" __global__ void two_halves(float* out) {
+    __shared__ float a[6400];
+    __shared__ float b[6400];  // 51,200 bytes together
+    a[threadIdx.x] = 1.0f;
+    b[threadIdx.x] = 2.0f;
+    out[threadIdx.x] = a[threadIdx.x] + b[threadIdx.x];
+}
+'''
+
+
+def test_static_plus_dynamic_shared_memory_over_48kb_needs_the_opt_in():
+    """32 KB static + 20 KB dynamic launched before; CUDA refuses the launch (CUDA_ERROR_INVALID_VALUE) unless
+    the kernel raised cudaFuncAttributeMaxDynamicSharedMemorySize."""
+    kernel = RawModule(code=SHARED).get_function("mixed")
+    out = np.zeros(32, np.float32)
+    kernel(1, 32, (out,), shared_mem=16 * 1024)  # 48 KB together: fine
+    np.testing.assert_array_equal(out, np.arange(32) + 1)
+    for check in ({}, {"racecheck": True}):
+        with pytest.raises(EmulatorError, match=r"CUDA_ERROR_INVALID_VALUE.* 32768 bytes of static __shared__ memory "
+                                                r"\(reached at 'tile' declared at mixed\.cu:3\) and asks shared_mem=20480"):
+            kernel(1, 32, (out,), shared_mem=20 * 1024, **check)
+    kernel.max_dynamic_shared_size_bytes = 20 * 1024
+    kernel(1, 32, (out,), shared_mem=20 * 1024)
+    kernel.max_dynamic_shared_size_bytes = 200 * 1024  # + 32 KB static: more than the GPU's 227 KB
+    with pytest.raises(EmulatorError, match=r"CUDA_ERROR_INVALID_VALUE.*max_dynamic_shared_size_bytes 204800 plus its "
+                                            r"32768 bytes of static"):
+        kernel(1, 32, (out,), shared_mem=20 * 1024)
+    with pytest.raises(EmulatorError, match="CUDA_ERROR_INVALID_VALUE"):
+        kernel.max_dynamic_shared_size_bytes = 300 * 1024
+
+
+@pytest.mark.parametrize("sanitize", [False, True])
+def test_static_shared_arrays_over_48kb_together_are_ptxas_error(sanitize):
+    with pytest.raises(CompileError, match=r"ptxas error   : Entry function 'two_halves' uses too much shared data "
+                                           r"\(0xc800 bytes, 0xc000 max\)"):
+        RawModule(code=SHARED, sanitize=sanitize).get_function("two_halves")(1, 32, (np.zeros(32, np.float32),))
+
+
+# ------------------------------------------------------------------------------------------------
+# Features out of scope: refused by name, not with g++'s puzzlement
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("src, match", [
+    ('extern "C" __global__ void child(float* x) { x[threadIdx.x] *= 2.0f; }\n'
+     'extern "C" __global__ void k(float* x) {\n    if (threadIdx.x == 0) child<<<1, 32>>>(x);\n}',
+     r"child\.cu:3: a kernel launch <<<\.\.\.>>> inside device code \(CUDA dynamic parallelism\) is not supported"),
+    ('__device__ unsigned lane() { unsigned r; asm volatile("mov.u32 %0, %%laneid;" : "=r"(r)); return r; }\n'
+     'extern "C" __global__ void k(unsigned* out) { out[threadIdx.x] = lane(); }',
+     r"k\.cu:1: inline PTX \(an asm statement\) cannot run on the CPU"),
+    ('#include <curand_kernel.h>\nextern "C" __global__ void k(float* out) { curandState s; }',
+     r"curand_kernel\.h belongs to cuRAND .* which minilora's CUDA emulator does not provide"),
+    ('#include <cub/cub.cuh>\nextern "C" __global__ void k(float* out) {}', r"cub/cub\.cuh belongs to CUB"),
+])
+def test_unsupported_features_are_refused_by_name(src, match):
+    with pytest.raises(CompileError, match=match):
+        RawModule(code=src).get_function("k")
+
+
+def test_inline_ptx_behind_cuda_emu_guard_is_fine():
+    src = '''__device__ unsigned lane() {
+    #ifdef __CUDA_EMU__
+        return threadIdx.x % 32;
+    #else
+        unsigned r; asm volatile("mov.u32 %0, %%laneid;" : "=r"(r)); return r;
+    #endif
+    }
+    extern "C" __global__ void k(unsigned* out) { out[threadIdx.x] = lane(); }'''
+    out = np.zeros(64, np.uint32)
+    RawModule(code=src).get_function("k")(1, 64, (out,))
+    np.testing.assert_array_equal(out, np.arange(64) % 32)
+
+
+# ------------------------------------------------------------------------------------------------
+# Undefined behaviour: integer division by zero is an exception naming kernel, thread and line
+# ------------------------------------------------------------------------------------------------
+DIVIDE = r'''
+extern "C" __global__ void int_div(const int* a, const int* b, int* c) { c[threadIdx.x] = a[threadIdx.x] / b[threadIdx.x]; }
+extern "C" __global__ void uint_mod(const unsigned* a, const unsigned* b, unsigned* c) { c[threadIdx.x] = a[threadIdx.x] % b[threadIdx.x]; }
+extern "C" __global__ void ll_div(const long long* a, const long long* b, long long* c) { c[threadIdx.x] = a[threadIdx.x] / b[threadIdx.x]; }
+extern "C" __global__ void by_constant_zero(const int* a, const int* b, int* c) {
+    c[threadIdx.x] = a[threadIdx.x] / 0;
+}
+'''
+
+
+@pytest.mark.parametrize("name, dtype, line", [("int_div", np.int32, 2), ("uint_mod", np.uint32, 3),
+                                               ("ll_div", np.int64, 4), ("by_constant_zero", np.int32, 6)])
+@pytest.mark.parametrize("check", [{}, {"racecheck": True}, {"workers": 2}])
+def test_integer_division_by_zero_is_a_kernel_fault_at_the_line(name, dtype, line, check):
+    """A GPU gives an unspecified value and no error; the emulator stops with a catchable KernelFault.  The
+    constant zero was a trap instruction g++ put in the launcher (reported at wrapper.cpp, SIGILL)."""
+    a, b = np.arange(1, 65).astype(dtype), np.ones(64, dtype)
+    b[37] = 0
+    thread = 0 if name == "by_constant_zero" else 37
+    with pytest.raises(KernelFault, match=rf"thread \({thread},0,0\) of block \(0,0,0\) of kernel '{name}' crashed at "
+                                          rf"int_div\.cu:{line}: SIGFPE: integer division by zero"):
+        RawModule(code=DIVIDE).get_function(name)(1, 64, (a, b, np.zeros(64, dtype)), **check)
+
+
+def test_int_min_divided_by_minus_one_is_named_too():
+    a, b = np.full(32, -2**31, np.int32), np.full(32, -1, np.int32)
+    with pytest.raises(KernelFault, match=r"or INT_MIN / -1 \(on a GPU no error"):
+        RawModule(code=DIVIDE).get_function("int_div")(1, 32, (a, b, np.zeros(32, np.int32)))
+
+
+# ------------------------------------------------------------------------------------------------
+# initcheck: reading shared memory no thread has written
+# ------------------------------------------------------------------------------------------------
+HALO = r'''
+extern "C" __global__ void stencil(const float* x, float* y, int n) {
+    __shared__ float s[130];
+    int t = threadIdx.x, i = blockIdx.x * blockDim.x + t;
+    s[t + 1] = i < n ? x[i] : 0.0f;
+    if (t == 0 && i > 0) s[0] = x[i - 1];  // BUG: block 0 never writes its left halo
+    if (t == blockDim.x - 1) s[t + 2] = i + 1 < n ? x[i + 1] : 0.0f;
+    __syncthreads();
+    if (i < n) y[i] = s[t] + s[t + 1] + s[t + 2];
+}
+extern "C" __global__ void histogram(const int* v, int* out, int n, int zero_first) {
+    __shared__ int bins[16];
+    if (zero_first && threadIdx.x < 16) bins[threadIdx.x] = 0;
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += blockDim.x) atomicAdd(&bins[v[i]], 1);
+    __syncthreads();
+    if (threadIdx.x < 16) out[threadIdx.x] = bins[threadIdx.x];
+}
+'''
+
+
+def test_initcheck_names_a_read_of_shared_memory_no_thread_wrote():
+    """Without it the read gives NaN in one element only, which a test over one block may never see."""
+    mod = RawModule(code=HALO)
+    x, y = np.arange(256, dtype=np.float32), np.zeros(256, np.float32)
+    mod.get_function("stencil")(2, 128, (x, y, np.int32(256)))
+    assert np.isnan(y[0]) and not np.isnan(y[1:]).any()
+    with pytest.raises(KernelFault, match=r"initcheck: uninitialized __shared__ read: thread \(0,0,0\) of block \(0,0,0\) "
+                                          r"of kernel 'stencil' reads byte 0 of __shared__ 's' \(a 4-byte access\) at "
+                                          r"stencil\.cu:9"):
+        mod.get_function("stencil")(2, 128, (x, y, np.int32(256)), initcheck=True)
+
+
+def test_initcheck_counts_atomics_and_accepts_a_correct_kernel():
+    mod = RawModule(code=HALO)
+    v = rng.integers(0, 16, 500).astype(np.int32)
+    out = np.zeros(16, np.int32)
+    mod.get_function("histogram")(1, 64, (v, out, np.int32(500), np.int32(1)), initcheck=True)
+    np.testing.assert_array_equal(out, np.bincount(v, minlength=16))
+    with pytest.raises(KernelFault, match=r"uninitialized __shared__ read.*of __shared__ 'bins' .* at stencil\.cu:15"):
+        mod.get_function("histogram")(1, 64, (v, out, np.int32(500), np.int32(0)), initcheck=True)  # atomicAdd's line
+    with pytest.raises(ValueError, match="racecheck=True and initcheck=True are separate tools"):
+        mod.get_function("histogram")(1, 64, (v, out, np.int32(500), np.int32(0)), initcheck=True, racecheck=True)
