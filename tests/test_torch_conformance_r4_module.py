@@ -857,3 +857,33 @@ def test_accelerator_with_the_cuda_stand_in_names_cuda(monkeypatch):
     assert ml.accelerator.is_available() and ml.accelerator.current_accelerator().type == "cuda"
     assert ml.accelerator.device_count() >= 1 and ml.accelerator.current_device_index() == 0
     ml.accelerator.synchronize()
+
+
+# ---- torch.utils.data, generated --------------------------------------------------------------------
+@pytest.mark.parametrize("n", [0, 1, 5, 8])
+@pytest.mark.parametrize("batch_size", [1, 3, 8, None])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_dataloader_batches_and_len_sweep(n, batch_size, drop_last):
+    def snippet(lib):
+        data = lib.utils.data
+        ds = data.TensorDataset(lib.arange(float(n)).reshape(n, 1), lib.arange(n))
+        loader = data.DataLoader(ds, batch_size=batch_size, drop_last=drop_last)
+        return [len(loader), list(loader), [len(b[0]) if batch_size else 1 for b in loader]]
+    if batch_size is None and drop_last:
+        expect_error(snippet)
+    else:
+        check(snippet)
+
+
+@pytest.mark.parametrize("name", ["Dataset", "IterableDataset", "TensorDataset", "Subset", "ConcatDataset",
+                                  "random_split", "SequentialSampler", "RandomSampler", "SubsetRandomSampler",
+                                  "BatchSampler", "DataLoader", "default_collate", "default_convert"])
+def test_utils_data_signatures_are_torchs(name):
+    import inspect
+    import torch.utils.data as theirs
+    from minilora.utils import data as ours
+    signature = lambda obj: [(p.name, p.kind, p.default) for p in inspect.signature(obj).parameters.values()]  # noqa: E731
+    theirs_sig, ours_sig = signature(getattr(theirs, name)), signature(getattr(ours, name))
+    if name == "random_split":  # torch's default is its default_generator; minilora's None means the same
+        theirs_sig = [(n, k, None if n == "generator" else d) for n, k, d in theirs_sig]
+    assert ours_sig == theirs_sig
