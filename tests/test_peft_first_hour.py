@@ -655,12 +655,12 @@ def test_generation_config_sampling_defaults_and_refusals():
     np.testing.assert_array_equal(model.generate(IDS, max_new_tokens=5, seed=0).numpy(), greedy)  # top-k 1: argmax
     with pytest.raises(ValueError, match="num_return_sequences > 1 needs do_sample=True"):
         model.generate(IDS, max_new_tokens=2, do_sample=False, num_return_sequences=2)  # the call wins
-    model.generation_config = ml.generate.GenerationConfig(num_beams=4, length_penalty=2.0)
-    with pytest.raises(NotImplementedError, match=r"generation_config sets num_beams=4, which minilora's generate\(\) "
-                                                  r"does not implement"):
+    model.generation_config = ml.generate.GenerationConfig(num_beam_groups=2, num_beams=4)
+    with pytest.raises(NotImplementedError, match=r"generation_config sets num_beam_groups=2, which minilora's "
+                                                  r"generate\(\) does not implement"):
         model.generate(IDS, max_new_tokens=2)
-    model.generation_config.other.pop("num_beams")
-    model.generate(IDS, max_new_tokens=2)  # length_penalty only matters with beams
+    model.generation_config.other.pop("num_beam_groups")
+    model.generate(IDS, max_new_tokens=2)  # beam search (tests/test_serve_cli_r4.py)
 
 
 def test_sampling_options_given_to_greedy_decoding_are_warned_about():

@@ -145,21 +145,21 @@ GENERATION_CONFIG_NAME = "generation_config.json"
 DEFAULTS = {"do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "min_p": None,
             "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "sequence_bias": None, "bad_words_ids": None,
             "suppress_tokens": None, "begin_suppress_tokens": None, "forced_eos_token_id": None,
-            "stop_strings": None,
+            "stop_strings": None, "num_beams": 1, "length_penalty": 1.0, "early_stopping": False,
             "num_return_sequences": 1, "use_cache": True, "return_dict_in_generate": False, "output_scores": False,
             "output_logits": False}
 _LENGTHS_AND_TOKENS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "eos_token_id", "pad_token_id",
                        "bos_token_id")
 # generation_config.json entries that change nothing here: bookkeeping, output formats left at their
 # default, beam-search settings (beams themselves are refused below), assisted decoding.
-_IGNORED = {"_from_model_config", "transformers_version", "cache_implementation", "length_penalty", "early_stopping",
+_IGNORED = {"_from_model_config", "transformers_version", "cache_implementation",
             "decoder_start_token_id",
             "num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold",
             "assistant_lookbehind", "target_lookbehind", "is_assistant", "trust_remote_code", "disable_compile",
             "compile_config", "prefill_chunk_size",
             "low_memory"}  # beam and contrastive search's memory saver: greedy and sampling do not read it
 # Options generate() does not implement, at the value that turns them off (any other value is refused).
-_OFF = {"num_beams": 1, "num_beam_groups": 1, "diversity_penalty": 0.0, "encoder_no_repeat_ngram_size": 0,
+_OFF = {"num_beam_groups": 1, "diversity_penalty": 0.0, "encoder_no_repeat_ngram_size": 0,
         "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
         "encoder_repetition_penalty": 1.0, "remove_invalid_values": False, "renormalize_logits": False,
         "output_attentions": False, "output_hidden_states": False, "top_h": None,
@@ -292,7 +292,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
              return_dict_in_generate=DEFAULT, output_scores=DEFAULT, output_logits=DEFAULT, min_p=DEFAULT,
              no_repeat_ngram_size=DEFAULT, bad_words_ids=DEFAULT, sequence_bias=DEFAULT, suppress_tokens=DEFAULT,
              begin_suppress_tokens=DEFAULT, forced_eos_token_id=DEFAULT, stop_strings=DEFAULT, tokenizer=None,
-             inputs=None, **kwargs):
+             inputs=None, num_beams=DEFAULT, length_penalty=DEFAULT, early_stopping=DEFAULT, **kwargs):
     """Prompt ids followed by the generated ids (an int64 Tensor), with transformers' options.
 
     ``input_ids``: one sequence ``[ids]``-style 1-D, or a batch [B, T] (pad batches on the *left*
@@ -349,6 +349,8 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
          ("min_p", min_p), ("use_cache", use_cache), ("repetition_penalty", repetition_penalty),
          ("num_return_sequences", num_return_sequences)))
     no_repeat_ngram_size = _resolved("no_repeat_ngram_size", no_repeat_ngram_size, own)
+    num_beams, length_penalty, early_stopping = (_resolved(name, value, own) for name, value in (
+        ("num_beams", num_beams), ("length_penalty", length_penalty), ("early_stopping", early_stopping)))
     token_rules = {name: _resolved(name, value, own) for name, value in
                    (("bad_words_ids", bad_words_ids), ("sequence_bias", sequence_bias),
                     ("suppress_tokens", suppress_tokens), ("begin_suppress_tokens", begin_suppress_tokens),
@@ -363,7 +365,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
         _warn_unused_sampling_options(**passed)  # only what the call itself set, as transformers
     max_new_tokens = _new_token_budget(max_new_tokens, max_length, ids.shape[1],
                                        getattr(config, "max_position_embeddings", None))
-    _check_sampling_options(do_sample, repetition_penalty, num_return_sequences, streamer, ids.shape[0])
+    _check_sampling_options(do_sample, repetition_penalty, num_return_sequences, streamer, ids.shape[0], num_beams)
     _warn_past_positions(config, ids.shape[1] + max_new_tokens)
     eos = _id_list(eos_token_id if eos_token_id is not None else getattr(config, "eos_token_id", None))
     if pad_token_id is None:
@@ -382,13 +384,17 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     if (mask[:, -1] == 0).any():  # a new token would follow padding: transformers warns the same
         warnings.warn("right-padding was detected in attention_mask: a decoder-only model continues the LAST "
                       "position, so pad batches on the left (tokenizer padding_side='left') for correct results")
-    if num_return_sequences > 1:  # each prompt repeated, its copies side by side (repeat_interleave)
+    if num_return_sequences > 1 and num_beams == 1:  # each prompt repeated, its copies side by side
         ids, mask, single = np.repeat(ids, num_return_sequences, 0), np.repeat(mask, num_return_sequences, 0), False
-    # The left padding of each row is no token of it: the repetition penalty skips it (transformers'
-    # prompt_ignore_length, read from the attention mask).
-    padding = (mask != 0).argmax(axis=1)
-    rules = _TokenRules(**token_rules, eos=eos, prompt_length=ids.shape[1], last_step=max_new_tokens - 1)
+    padding = (mask != 0).argmax(axis=1)  # each row's left padding
+    process = _LogitsProcessors(**token_rules, eos=eos, last_step=max_new_tokens - 1,
+                                repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+                                min_length=min_length, min_new_tokens=min_new_tokens)
     stops = _StopStrings(_resolved("stop_strings", stop_strings, own), tokenizer)
+    if num_beams > 1:
+        return _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens, pad_token_id,
+                            _BeamOptions(num_beams, length_penalty, early_stopping, num_return_sequences),
+                            return_dict_in_generate, output_scores, output_logits, single, out_device)
     rng = np.random.default_rng(seed) if seed is not None else None
     if streamer is not None:
         streamer.put(ids[0] if single else ids)
@@ -408,14 +414,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
                             past_key_values=cache, use_cache=True)
             cache = out.past_key_values if use_cache else None
             logits = out.logits[:, -1, :].cpu().numpy().astype(np.float32)  # transformers' float32 copy
-            # transformers' logits processors, in its order
-            processed = rules.bias_sequences(logits, ids)
-            if repetition_penalty != 1.0:
-                processed = apply_repetition_penalty(processed, ids, repetition_penalty, padding)
-            processed = rules.ban_bad_words(ban_repeated_ngrams(processed, ids, no_repeat_ngram_size), ids)
-            if eos and (ids.shape[1] < min_length or step < min_new_tokens):  # too short to end yet
-                processed = _forbid(processed, eos)
-            processed = rules.force_and_suppress(processed, step)
+            processed = process(logits, ids, padding, step)
             if do_sample:
                 processed = warp_logits(processed, temperature, top_k, top_p, min_p)
             token = _draw(processed, rng) if do_sample else processed.argmax(axis=-1)
@@ -471,6 +470,170 @@ class GenerateDecoderOnlyOutput:
         return self.to_tuple()[key]
 
 
+@dataclass
+class GenerateBeamDecoderOnlyOutput(GenerateDecoderOnlyOutput):
+    """What beam search returns with ``return_dict_in_generate=True`` (transformers' class of that name):
+    besides ``sequences``, ``scores`` (per step: the processed log-probabilities of every beam, [batch *
+    num_beams, vocab]) and ``logits``: ``sequences_scores`` (with ``output_scores``: each returned
+    sequence's summed log-probability divided by its length ** length_penalty) and ``beam_indices``
+    (which beam each new token of a returned sequence came from; -1 past its end)."""
+    sequences_scores: Tensor = None
+    beam_indices: Tensor = None
+
+
+_UNREACHABLE = np.float32(-1.0e9)  # transformers' score for "cannot be chosen" (not -inf: sums stay finite)
+
+
+@dataclass
+class _BeamOptions:
+    num_beams: int
+    length_penalty: float
+    early_stopping: object  # True, False or "never", as transformers
+    num_return_sequences: int
+
+
+def _check_beam_options(do_sample, num_return_sequences, streamer, num_beams):
+    if do_sample:
+        raise NotImplementedError("generate(num_beams > 1, do_sample=True) (beam sampling) is not implemented in "
+                                  "minilora; use num_beams=1 to sample, or do_sample=False for beam search")
+    if num_return_sequences > num_beams:
+        raise ValueError(f"`num_return_sequences` (={num_return_sequences}) has to be smaller or equal to "
+                         f"`num_beams` (={num_beams}).")
+    if streamer is not None:
+        raise ValueError("`streamer` cannot be used with beam search (yet!). Make sure that `num_beams` is set to 1.")
+
+
+def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens, pad_token_id, options,
+                 return_dict_in_generate, output_scores, output_logits, single, out_device):
+    """transformers' beam search (``GenerationMixin._beam_search``), step for step.
+
+    Each prompt keeps ``num_beams`` running sequences ("beams"). A step scores every beam's every next
+    token by the beam's summed log-probability plus the token's, keeps the best ``keep`` candidates (more
+    than num_beams, so that enough remain when some end), continues the best num_beams that did not end,
+    and files the ones that ended (eos, a stop string, the length limit) among the finished sequences,
+    scored by their sum divided by their length ** ``length_penalty``. It stops when no running beam
+    can beat the worst finished one (or, with ``early_stopping=True``, once num_beams have finished).
+    The whole sequence is run again at each step (no KV cache): shorter to read, the same tokens."""
+    batch, prompt_length = ids.shape
+    beams, max_length = options.num_beams, prompt_length + max_new_tokens
+    keep = max(2, 1 + len(eos)) * beams  # candidates per prompt: enough even if many end with an eos
+    fill = (pad_token_id or eos[0]) if eos else -1  # transformers' filler past a sequence's end
+    running = np.full((batch, beams, max_length), fill, dtype=np.int64)
+    running[:, :, :prompt_length] = ids[:, None, :]
+    running_scores = np.zeros((batch, beams), dtype=np.float32)
+    running_scores[:, 1:] = _UNREACHABLE  # at first every beam is the prompt: only one may continue
+    running_origins = np.full((batch, beams, max_new_tokens), -1, dtype=np.int64)
+    finished = _FinishedBeams(running.copy(), running_origins.copy(), batch, beams)
+    flat_mask, flat_padding = np.repeat(mask, beams, 0), np.repeat(padding, beams, 0)
+    improvable = np.ones((batch, 1), dtype=bool)
+    all_scores, raw_logits = [], []
+    with no_grad():
+        for length in range(prompt_length, max_length):
+            step = length - prompt_length
+            flat = running[:, :, :length].reshape(batch * beams, length)
+            step_mask = np.concatenate([flat_mask, np.ones((batch * beams, step), dtype=flat_mask.dtype)], axis=1)
+            positions = np.maximum(np.cumsum(step_mask, axis=1) - 1, 0)
+            out = model(flat, attention_mask=_mask_arg(step_mask), position_ids=positions, use_cache=False)
+            logits = out.logits[:, -1, :].cpu().numpy().astype(np.float32)
+            log_probs = process(_log_softmax(logits), flat, flat_padding, step)
+            all_scores.append(log_probs)
+            raw_logits.append(logits)
+            # every (beam, token) continuation of a prompt, by its summed log-probability
+            totals = (log_probs.reshape(batch, beams, -1) + running_scores[:, :, None]).reshape(batch, -1)
+            best = _top(totals, keep)
+            vocab = log_probs.shape[-1]
+            origin, token = best // vocab, best % vocab
+            scores = np.take_along_axis(totals, best, axis=1)
+            candidates = np.take_along_axis(running, origin[:, :, None], axis=1)
+            candidates[:, :, length] = token
+            origins = np.take_along_axis(running_origins, origin[:, :, None], axis=1)
+            origins[:, :, step] = origin + np.arange(batch)[:, None] * beams  # transformers' flat beam index
+            ended = _ended(candidates[:, :, :length + 1], eos, stops, max_length)
+            # the best num_beams that did not end run on
+            alive = scores + ended * _UNREACHABLE
+            chosen = _top(alive, beams)
+            running = np.take_along_axis(candidates, chosen[:, :, None], axis=1)
+            running_scores = np.take_along_axis(alive, chosen, axis=1)
+            running_origins = np.take_along_axis(origins, chosen[:, :, None], axis=1)
+            # the ones that ended among the best num_beams candidates are filed as finished
+            finished.add(candidates, origins, scores, ended, step + 1, options, improvable)
+            improvable &= finished.can_improve(running_scores, length + 1 - prompt_length, max_new_tokens, options)
+            all_full = finished.done.all() and options.early_stopping is True
+            if not improvable.any() or all_full or ended.all():
+                break
+    return _beam_output(finished, options, prompt_length, all_scores, raw_logits, return_dict_in_generate,
+                        output_scores, output_logits, single, out_device)
+
+
+class _FinishedBeams:
+    """The best num_beams finished sequences of each prompt so far, with their length-penalised scores."""
+
+    def __init__(self, sequences, origins, batch, beams):
+        self.sequences, self.origins = sequences, origins
+        self.scores = np.full((batch, beams), _UNREACHABLE, dtype=np.float32)
+        self.done = np.zeros((batch, beams), dtype=bool)
+
+    def add(self, candidates, origins, scores, ended, generated, options, improvable):
+        beams = options.num_beams
+        just_ended = ended & (np.arange(ended.shape[1]) < beams)[None, :]  # only the top num_beams may be filed
+        scores = scores / np.float32(generated ** options.length_penalty)
+        full = self.done.all(axis=-1, keepdims=True) & (options.early_stopping is True)
+        scores = scores + full * _UNREACHABLE + (~improvable) * _UNREACHABLE + (~just_ended) * _UNREACHABLE
+        merged_scores = np.concatenate([self.scores, scores], axis=1)
+        best = _top(merged_scores, beams)
+        self.scores = np.take_along_axis(merged_scores, best, axis=1)
+        self.sequences = np.take_along_axis(np.concatenate([self.sequences, candidates], axis=1), best[:, :, None], 1)
+        self.origins = np.take_along_axis(np.concatenate([self.origins, origins], axis=1), best[:, :, None], 1)
+        self.done = np.take_along_axis(np.concatenate([self.done, just_ended], axis=1), best, axis=1)
+
+    def can_improve(self, running_scores, generated, max_new_tokens, options):
+        """Could the best running beam still beat the worst finished sequence (transformers' heuristic)?"""
+        if options.early_stopping == "never" and options.length_penalty > 0.0:
+            generated = max_new_tokens  # it may grow to the longest length, which divides by the most
+        best_running = running_scores[:, :1] / np.float32(generated ** options.length_penalty)
+        worst = np.where(self.done, self.scores.min(axis=1, keepdims=True), _UNREACHABLE)
+        return (best_running > worst).any(axis=-1, keepdims=True)
+
+
+def _beam_output(finished, options, prompt_length, all_scores, raw_logits, return_dict_in_generate,
+                 output_scores, output_logits, single, out_device):
+    wanted = options.num_return_sequences
+    sequences = finished.sequences[:, :wanted].reshape(-1, finished.sequences.shape[-1])
+    origins = finished.origins[:, :wanted].reshape(-1, finished.origins.shape[-1])
+    generated = int((origins != -1).sum(axis=1).max())  # the longest returned sequence's new tokens
+    sequences, origins = sequences[:, :prompt_length + generated], origins[:, :generated]
+    result = Tensor(sequences[0] if single and wanted == 1 else sequences, dtype=np.int64, device=out_device)
+    if not return_dict_in_generate:
+        return result
+
+    def per_step(arrays, wanted_here):
+        return tuple(Tensor(a, dtype=np.float32, device=out_device) for a in arrays) if wanted_here else None
+    scores = Tensor(finished.scores[:, :wanted].reshape(-1), dtype=np.float32, device=out_device)
+    return GenerateBeamDecoderOnlyOutput(sequences=result, scores=per_step(all_scores, output_scores),
+                                         logits=per_step(raw_logits, output_logits),
+                                         sequences_scores=scores if output_scores else None,
+                                         beam_indices=Tensor(origins, dtype=np.int64, device=out_device))
+
+
+def _ended(sequences, eos, stops, max_length):
+    """[batch, candidates]: does each candidate sequence end here (eos, a stop string, the length limit)?"""
+    batch, count, length = sequences.shape
+    if length >= max_length:
+        return np.ones((batch, count), dtype=bool)
+    ended = np.isin(sequences[:, :, -1], eos)
+    return ended | stops.found(sequences.reshape(batch * count, length)).reshape(batch, count)
+
+
+def _top(values, k):
+    """Indices of the ``k`` largest values of each row, largest first (ties: the lower index first)."""
+    return np.argsort(-values, axis=1, kind="stable")[:, :k]
+
+
+def _log_softmax(logits):
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
 def _forbid(scores, token_ids):
     """-inf for ``token_ids`` in every row (transformers' MinLength / MinNewTokensLength processors)."""
     scores = scores.copy()
@@ -478,15 +641,18 @@ def _forbid(scores, token_ids):
     return scores
 
 
-class _TokenRules:
-    """transformers' token rules: ``sequence_bias`` and ``bad_words_ids`` (a bad word is a bias of -inf:
-    its last id after the others, or always for one id -- never an eos id alone, as transformers drops
-    those), ``forced_eos_token_id`` at the last step, ``suppress_tokens`` always and
+class _LogitsProcessors:
+    """transformers' logits processors, in its order: ``sequence_bias``, the repetition penalty,
+    ``no_repeat_ngram_size``, ``bad_words_ids`` (a bad word is a bias of -inf: its last id after the
+    others, or always for one id -- never an eos id alone, as transformers drops those), the minimum
+    lengths (no eos yet), ``forced_eos_token_id`` at the last step, ``suppress_tokens`` always and
     ``begin_suppress_tokens`` at the first step. Checked as transformers checks them: a malformed list
-    is a ValueError, not a silently different answer."""
+    is a ValueError, not a silently different answer. ``process(scores, ids, padding, step)``."""
 
     def __init__(self, bad_words_ids, sequence_bias, suppress_tokens, begin_suppress_tokens, forced_eos_token_id,
-                 eos, prompt_length, last_step):
+                 eos, last_step, repetition_penalty, no_repeat_ngram_size, min_length, min_new_tokens):
+        self.eos, self.repetition_penalty, self.no_repeat_ngram_size = eos, repetition_penalty, no_repeat_ngram_size
+        self.min_length, self.min_new_tokens = min_length, min_new_tokens
         self.biases = _sequence_bias(sequence_bias)
         if bad_words_ids is not None:
             _check_bad_words(bad_words_ids)
@@ -502,13 +668,18 @@ class _TokenRules:
             raise ValueError(f"`eos_token_id` has to be a list of positive integers, but is {forced_eos_token_id}")
         self.last_step = last_step
 
-    def bias_sequences(self, logits, ids):
-        return _add_sequence_bias(logits, ids, self.biases)
+    def __call__(self, scores, ids, padding, step):
+        """``padding``: each row's left padding, which the repetition penalty does not look at (transformers'
+        prompt_ignore_length, read from the attention mask)."""
+        scores = _add_sequence_bias(scores, ids, self.biases)
+        if self.repetition_penalty != 1.0:
+            scores = apply_repetition_penalty(scores, ids, self.repetition_penalty, padding)
+        scores = _add_sequence_bias(ban_repeated_ngrams(scores, ids, self.no_repeat_ngram_size), ids, self.bad)
+        if self.eos and (ids.shape[1] < self.min_length or step < self.min_new_tokens):  # too short to end yet
+            scores = _forbid(scores, self.eos)
+        return self._force_and_suppress(scores, step)
 
-    def ban_bad_words(self, logits, ids):
-        return _add_sequence_bias(logits, ids, self.bad)
-
-    def force_and_suppress(self, logits, step):
+    def _force_and_suppress(self, logits, step):
         if self.forced_eos and step == self.last_step:  # the last token is an eos id: every other is -inf
             logits = np.full_like(logits, -np.inf)
             logits[:, self.forced_eos] = 0
@@ -667,14 +838,17 @@ def _warn_unused_sampling_options(**options):
                       "here; set do_sample=True or leave them unset (transformers warns the same)")
 
 
-def _check_sampling_options(do_sample, repetition_penalty, num_return_sequences, streamer, batch):
+def _check_sampling_options(do_sample, repetition_penalty, num_return_sequences, streamer, batch, num_beams=1):
     if isinstance(repetition_penalty, bool) or not isinstance(repetition_penalty, (int, float)) \
             or not repetition_penalty > 0:
         raise ValueError(f"repetition_penalty must be a number > 0, got {repetition_penalty!r}")
     if isinstance(num_return_sequences, bool) or not isinstance(num_return_sequences, (int, np.integer)) \
             or num_return_sequences < 1:
         raise ValueError(f"num_return_sequences must be an integer >= 1, got {num_return_sequences!r}")
-    if num_return_sequences > 1 and not do_sample:
+    _check_count("num_beams", num_beams, minimum=1)
+    if num_beams > 1:
+        _check_beam_options(do_sample, num_return_sequences, streamer, num_beams)
+    elif num_return_sequences > 1 and not do_sample:
         raise ValueError("Greedy decoding gives the same sequence every time: num_return_sequences > 1 "
                          "needs do_sample=True (transformers refuses it too)")
     if streamer is not None and batch * num_return_sequences > 1:
