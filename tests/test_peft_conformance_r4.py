@@ -100,3 +100,54 @@ def test_attention_dropout_in_training_mode_as_transformers():
     assert reference.config.attention_dropout == 0.5
     with torch.no_grad():
         assert not torch.equal(reference(torch.tensor(IDS)).logits, reference(torch.tensor(IDS)).logits)
+
+
+# ==================================================================================================
+# PEFT's handling of fan_in_fan_out and of targets that are not supported layers
+# ==================================================================================================
+def both_models():
+    return hf_model(transformers, TINY, dtype="float32"), LlamaForCausalLM(TINY)
+
+
+def configs(**fields):
+    kind = fields.pop("kind", "LoraConfig")
+    return getattr(peft, kind)(**fields), getattr(ml.lora, kind)(**fields)
+
+
+def fan_warnings(caught):
+    return [str(w.message) for w in caught if "fan_in_fan_out" in str(w.message)]
+
+
+@pytest.mark.parametrize("kind", ["LoraConfig", "VeraConfig"])
+@pytest.mark.parametrize("targets", [["q_proj"], ["embed_tokens", "q_proj", "v_proj"], ["embed_tokens"]])
+def test_fan_in_fan_out_on_linear_warns_and_is_turned_off_as_peft(tmp_path, kind, targets):
+    if kind == "VeraConfig" and "embed_tokens" in targets:
+        pytest.skip("VeRA adapts Linear layers only")
+    results = []
+    for model, config, folder in zip(both_models(), configs(kind=kind, r=2, target_modules=targets,
+                                                            fan_in_fan_out=True), ("peft", "ml")):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            wrapped = (peft if folder == "peft" else ml.lora).get_peft_model(model, config)
+        wrapped.save_pretrained(tmp_path / folder)
+        with open(tmp_path / folder / "adapter_config.json") as f:
+            saved = json.load(f)["fan_in_fan_out"]
+        # (PEFT stores the caller's config object itself and turns it off there too; minilora stores
+        # a copy, so only the stored config is compared)
+        results.append((fan_warnings(caught), wrapped.peft_config["default"].fan_in_fan_out, saved))
+    assert results[0] == results[1]
+
+
+def test_unsupported_target_is_peft_value_error():
+    for model, config in zip(both_models(), configs(r=2, target_modules=["input_layernorm", "q_proj"])):
+        wrap = peft.get_peft_model if isinstance(model, torch.nn.Module) else ml.lora.get_peft_model
+        with pytest.raises(ValueError, match=r"^Target module LlamaRMSNorm\(\(16,\), eps=1e-06.*\) is not supported\. "
+                                             r"Currently, only the following modules are supported: "):
+            wrap(model, config)
+
+
+def test_vera_target_that_is_not_linear_is_peft_type_error():
+    for model, config in zip(both_models(), configs(kind="VeraConfig", r=2, target_modules=["embed_tokens", "q_proj"])):
+        wrap = peft.get_peft_model if isinstance(model, torch.nn.Module) else ml.lora.get_peft_model
+        with pytest.raises(TypeError, match=r"^Target module Embedding\(37, 16\) is not supported\. Currently, only "):
+            wrap(model, config)

@@ -257,7 +257,7 @@ class LoraConfig(_AdapterConfig):
 
     PEFT_TYPE = "LORA"
     _unimplemented = {
-        "fan_in_fan_out": False, "megatron_config": None, "megatron_core": "megatron.core",
+        "megatron_config": None, "megatron_core": "megatron.core",
         "trainable_token_indices": None, "loftq_config": {}, "eva_config": None, "corda_config": None,
         "lora_ga_config": None, "velora_config": None, "alora_invocation_tokens": None,
         "use_qalora": False, "qalora_group_size": 16, "monteclora_config": None,
@@ -331,7 +331,6 @@ class VeraConfig(_AdapterConfig):
     layers_pattern: object = None
 
     PEFT_TYPE = "VERA"
-    _unimplemented = {"fan_in_fan_out": False}
 
     def __post_init__(self):
         super().__post_init__()

@@ -279,9 +279,13 @@ class LoraModel(_Wrapper):
         """The LoRA layer for ``target``: ``lora.Linear`` or ``lora.Embedding``, as PEFT."""
         kinds = {_NNLinear: Linear, _NNEmbedding: Embedding}
         layer = kinds.get(type(target))
-        if layer is None:
-            raise TypeError(f"target module {key!r} is a {type(target).__name__}; LoRA adapts Linear and "
-                            "Embedding layers (choose target_modules that name those)")
+        if layer is None:  # PEFT's ValueError and words
+            raise ValueError(f"Target module {target} is not supported. Currently, only the following modules "
+                             f"are supported: `nn.Linear`, `nn.Embedding` (minilora's; PEFT also adapts "
+                             f"Conv1d/2d/3d, Conv1D and MultiheadAttention). Module {key!r} is a "
+                             f"{type(target).__name__}: choose target_modules that name Linear or Embedding layers.")
+        if layer is Linear:
+            _fan_in_fan_out_off_for_linear(config)
         return layer(target, adapter_name, config, *self._rank_and_alpha(config, key))
 
     def _update_layer(self, layer, adapter_name, config, key):
@@ -510,6 +514,15 @@ class LoraModel(_Wrapper):
                 module.batch_adapter_names = None
 
 
+def _fan_in_fan_out_off_for_linear(config):
+    """fan_in_fan_out describes weights stored [in, out] (GPT-2's Conv1D); a Linear stores [out, in].
+    PEFT warns and turns it off in the config itself (so adapter_config.json says False); so does minilora."""
+    if config.fan_in_fan_out:
+        warnings.warn("fan_in_fan_out is set to True but the target module is `torch.nn.Linear`. "
+                      "Setting fan_in_fan_out to False.")
+        config.fan_in_fan_out = False
+
+
 class VeraModel(LoraModel):
     """VeRA: one pair of frozen random matrices (``vera_A``, ``vera_B``) shared by every adapted layer."""
 
@@ -538,9 +551,11 @@ class VeraModel(LoraModel):
             table[adapter_name] = Tensor(rng.uniform(-bound, bound, shape), dtype=dtype, device=device)
 
     def _create_layer(self, target, adapter_name, config, key):
-        if type(target) is not _NNLinear:
-            raise TypeError(f"target module {key!r} is a {type(target).__name__}; VeRA adapts only Linear "
-                            "layers (choose target_modules that name Linear layers)")
+        if type(target) is not _NNLinear:  # PEFT's TypeError and words
+            raise TypeError(f"Target module {target} is not supported. Currently, only `nn.Linear` is supported "
+                            f"(minilora's; PEFT also adapts Conv1D). Module {key!r} is a {type(target).__name__}: "
+                            "VeRA adapts only Linear layers.")
+        _fan_in_fan_out_off_for_linear(config)
         return VeraLinear(target, adapter_name, config, self.vera_A, self.vera_B)
 
     def _update_layer(self, layer, adapter_name, config, key):
