@@ -9,6 +9,8 @@
 Each step turns the logits of the last position into the next token:
 
 * greedy (``do_sample=False``): the most likely token;
+* beam search (``num_beams=n``): the n most likely sequences so far are kept and extended together,
+  and the best finished one is returned (transformers' algorithm, step for step);
 * sampling: divide the logits by ``temperature`` (< 1 sharper, > 1 flatter), keep the ``top_k``
   most likely tokens, keep the smallest set whose probabilities add up to ``top_p`` (nucleus
   sampling), and draw from what is left -- in that order, as transformers does.
@@ -40,7 +42,7 @@ from ..tensor import Tensor, no_grad
 
 __all__ = ["generate", "sample_next_token", "warp_logits", "top_k_filter", "top_p_filter", "min_p_filter",
            "ban_repeated_ngrams", "apply_repetition_penalty",
-           "TextStreamer", "GenerationConfig", "GenerateDecoderOnlyOutput", "DEFAULTS"]
+           "TextStreamer", "GenerationConfig", "GenerateDecoderOnlyOutput", "GenerateBeamDecoderOnlyOutput", "DEFAULTS"]
 
 
 def top_k_filter(logits, k):
