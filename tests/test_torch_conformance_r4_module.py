@@ -887,3 +887,45 @@ def test_utils_data_signatures_are_torchs(name):
     if name == "random_split":  # torch's default is its default_generator; minilora's None means the same
         theirs_sig = [(n, k, None if n == "generator" else d) for n, k, d in theirs_sig]
     assert ours_sig == theirs_sig
+
+
+LAYERS_WITH_HOOKS = {  # name: (constructor, input shape)
+    "Linear": (lambda nn: nn.Linear(4, 3), (2, 4)),
+    "Conv2d": (lambda nn: nn.Conv2d(2, 3, 3, padding=1), (1, 2, 5, 5)),
+    "LayerNorm": (lambda nn: nn.LayerNorm(4), (2, 4)),
+    "GELU": (lambda nn: nn.GELU(), (2, 4)),
+    "Dropout(eval)": (lambda nn: nn.Dropout(0.5).eval(), (2, 4)),
+    "Sequential": (lambda nn: nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2)), (3, 4)),
+    "MultiheadAttention": (lambda nn: nn.MultiheadAttention(4, 2, batch_first=True), (2, 3, 4)),
+    "LSTM": (lambda nn: nn.LSTM(4, 3, batch_first=True), (2, 3, 4)),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYERS_WITH_HOOKS))
+def test_backward_hooks_on_each_layer_as_torch(name):
+    """Both backward hooks on a layer (multi-output ones too: attention's (output, weights), the
+    LSTM's (output, (h, c))): what they see, and the input's gradient after a hook doubles it."""
+    make, shape = LAYERS_WITH_HOOKS[name]
+    torch.manual_seed(0)
+    weights = {k: v.numpy().copy() for k, v in make(torch.nn).double().state_dict().items()}
+    x_values = np.random.default_rng(1).standard_normal(shape)
+
+    def snippet(lib):
+        layer = make(lib.nn).double()
+        copy_weights(lib, layer, weights)
+        log = []
+
+        def pre(module, grad_output):
+            log.append(("pre", rounded(tuple(g for g in grad_output if isinstance(g, lib.Tensor)))))
+
+        def full(module, grad_input, grad_output):
+            log.append(("full", rounded(grad_input)))
+            return tuple(None if g is None else 2 * g for g in grad_input)
+        layer.register_full_backward_pre_hook(pre)
+        layer.register_full_backward_hook(full)
+        x = f64(lib, x_values, grad=True)
+        out = layer(x, x, x) if name == "MultiheadAttention" else layer(x)
+        first = out[0] if isinstance(out, tuple) else out
+        (first ** 2).sum().backward()
+        return [log, x.grad]
+    check_close(snippet, rtol=1e-9)
