@@ -254,3 +254,50 @@ def test_nadam_resumed_in_16_bits_as_torch(dtype):
             opt2.step()
         finals.append(p2.detach().float().numpy())
     np.testing.assert_allclose(*finals, rtol=1e-6 if dtype == "float32" else 0)  # (float32: an ulp, op order)
+
+
+# --- constructor arguments: the same error type as torch, or the same steps --------------------------------------
+CONSTRUCTOR_KWARGS = [
+    dict(lr=-0.1), dict(lr=0.0), dict(lr=float("inf")), dict(eps=-1e-8), dict(eps=0.0), dict(eps=float("inf")),
+    dict(weight_decay=-0.1), dict(weight_decay=float("inf")), dict(betas=(1.0, 0.9)), dict(betas=(0.9, 1.0)),
+    dict(betas=(-0.1, 0.9)), dict(betas=[0.9, 0.99]), dict(momentum=-0.5), dict(momentum=1.5), dict(nesterov=True),
+    dict(momentum=0.9, nesterov=True, dampening=0.1), dict(momentum=0.9, dampening=1.5), dict(alpha=-0.1),
+    dict(alpha=1.5), dict(rho=1.5), dict(rho=-0.1), dict(lr_decay=-1), dict(initial_accumulator_value=-1),
+    dict(momentum_decay=-1), dict(lr="0.1"), dict(lr=None), dict(weight_decay=None), dict(eps=None),
+    dict(lr=0.1, amsgrad=True), dict(foreach=True), dict(fused=True), dict(maximize=True), dict(centered=True),
+    dict(decoupled_weight_decay=True), dict(lr=0.05, momentum=0.9, dampening=0.5, weight_decay=0.1),
+    dict(lr=0.05, momentum=0.9, nesterov=True, maximize=True), dict(lr=0.01, momentum=0.5, centered=True),
+    dict(lr=0.1, lr_decay=0.1, initial_accumulator_value=0.5), "tensor betas: one", "tensor lr", "unknown kwarg",
+]
+
+
+def _constructor_call(lib, name, kwargs, params):
+    """The optimizer built with ``kwargs`` and stepped 3 times: ``("ok", weights)`` or the exception type."""
+    T = ml if lib is ml else torch
+    if kwargs == "tensor betas: one":
+        kwargs = dict(betas=(T.tensor(0.9), 0.999))
+    elif kwargs == "tensor lr":
+        kwargs = dict(lr=T.tensor(0.01, dtype=T.float64))
+    elif kwargs == "unknown kwarg":
+        kwargs = dict(learning_rate=0.1)
+    try:
+        opt = getattr(_module(lib), name)(params, **kwargs)
+        for seed in range(3):
+            _step(lib, params, opt, seed)
+    except Exception as exc:  # noqa: BLE001 (the type is what is compared)
+        return type(exc)
+    return "ok", _values(params)
+
+
+@pytest.mark.parametrize("kwargs", CONSTRUCTOR_KWARGS, ids=str)
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_constructor_arguments_as_torch(name, kwargs):
+    if kwargs == "tensor betas: one" and name not in ("Adam", "AdamW"):
+        pytest.skip("torch's Adamax/NAdam/RAdam compute with a float32 tensor beta (an ulp apart; not mirrored)")
+    ours, theirs = (_constructor_call(lib, name, kwargs, params) for lib, params in zip((ml, torch), _twins()))
+    if isinstance(theirs, tuple):
+        assert isinstance(ours, tuple), ours
+        for a, b in zip(ours[1], theirs[1]):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    else:
+        assert ours == theirs

@@ -149,6 +149,9 @@ class Adam(Optimizer):
 
     def _check_group(self, group, index):
         super()._check_group(group, index)
+        betas = group["betas"]
+        if isinstance(betas, (tuple, list)) and len({hasattr(beta, "detach") for beta in betas}) > 1:  # (a Tensor)
+            raise ValueError("betas must be either both floats or both Tensors")  # (torch's Adam/AdamW check)
         _check_adam_hyperparameters(group, index)
 
     def step(self, closure=None):
