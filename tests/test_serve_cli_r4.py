@@ -367,3 +367,22 @@ def test_stop_lists_n_and_seeds_as_vllms_protocol(served):
     assert ask(seed=2**63 - 1).status_code == 200
     r = ask(seed=2**63)
     assert r.status_code == 400 and r.json()["error"]["param"] == "seed"
+
+
+@pytest.mark.parametrize("options", [dict(), dict(temperature=0.6, top_k=8), dict(top_p=0.8), dict(min_p=0.05)])
+def test_sampled_first_tokens_follow_transformers_distribution(pair, options):
+    """Seed-free: 4000 rows sampled one step. Their token frequencies must match the probabilities
+    transformers samples from (softmax of its processed scores) within a few standard errors, and no
+    token transformers filters out may appear."""
+    theirs, ours = pair[0], pair[1]
+    rows = 4000
+    with torch.no_grad():
+        ref = theirs.generate(torch.tensor(PROMPT), max_new_tokens=1, do_sample=True, return_dict_in_generate=True,
+                              output_scores=True, **options).scores[0][0]
+    probs = torch.softmax(ref.double(), dim=-1).numpy()
+    drawn = ours.generate(np.repeat(np.array(PROMPT), rows, 0), max_new_tokens=1, do_sample=True, seed=123,
+                          **options).numpy()[:, -1]
+    freq = np.bincount(drawn, minlength=probs.size) / rows
+    assert (freq[probs == 0] == 0).all()
+    tolerance = 5 * np.sqrt(probs * (1 - probs) / rows) + 1e-3
+    assert (np.abs(freq - probs) <= tolerance).all(), np.abs(freq - probs).max()
