@@ -1042,6 +1042,9 @@ class Tensor:
                                    f"tensor has shape {tuple(self.shape)}); pass gradient=")
             gradient = xp.ones_like(self._array)
         else:
+            if isinstance(gradient, (int, float, complex, list, tuple, np.generic)):  # torch takes Tensors
+                raise TypeError(f"gradients can be either Tensors or None, but got "  # (x.backward(2.0)
+                                f"{type(gradient).__name__}")  # would scale silently: torch refuses it)
             gradient = gradient._array if isinstance(gradient, Tensor) else xp.asarray(gradient)
             if gradient.shape != self.shape:
                 raise RuntimeError(f"backward(): mismatch in shape: gradient has shape "

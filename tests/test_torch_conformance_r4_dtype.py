@@ -195,3 +195,40 @@ def test_tensor_of_tensors_in_a_list_keeps_their_dtype():
     _same(lambda lib: lib.tensor([lib.tensor(1.0, dtype=lib.float64), 2]))
     _same(lambda lib: lib.tensor([lib.tensor(1, dtype=lib.int8), True]))
     _same(lambda lib: lib.tensor([np.float64(1), lib.tensor(2.0)]))
+
+
+# ---- dim=None: torch's reductions split into those that take it (reduce all) and those that refuse --
+@pytest.mark.parametrize("name", ["max", "min", "prod", "logsumexp", "argmax", "argmin", "sum", "mean",
+                                  "std", "var", "amax", "amin", "all", "any", "count_nonzero", "norm"])
+@pytest.mark.parametrize("keepdim", [None, True, False])
+def test_dim_none_as_torch(name, keepdim):
+    options = {"dim": None} if keepdim is None else {"dim": None, "keepdim": keepdim}
+    if name == "count_nonzero" and keepdim is not None:
+        return  # (count_nonzero has no keepdim)
+    _same(lambda lib: getattr(lib.tensor([[1.0, 5.0], [3.0, 2.0]]), name)(**options))
+
+
+def test_max_and_min_without_dim_still_reduce_everything():
+    for name in ("max", "min", "prod"):
+        _same(lambda lib: getattr(lib.tensor([[1.0, 5.0], [3.0, 2.0]]), name)())
+        _same(lambda lib: getattr(lib, name)(lib.tensor([[1.0, 5.0], [3.0, 2.0]])))
+    _same(lambda lib: lib.tensor([[1.0, 5.0], [3.0, 2.0]]).max(1).values)
+    _same(lambda lib: lib.tensor([[1.0, 5.0], [3.0, 2.0]]).max(dim=0, keepdim=True).indices)
+
+
+# ---- backward(gradient): torch takes a Tensor (or None), never a Python number ----------------------
+@pytest.mark.parametrize("gradient", [2.0, 2, np.float32(2.0), [2.0]])
+def test_backward_refuses_a_number_as_gradient(gradient):
+    def snippet(lib):
+        x = lib.tensor(2.0, requires_grad=True)
+        (x * 3).backward(gradient)
+        return x.grad
+    _same(snippet)
+
+
+def test_backward_takes_a_tensor_gradient():
+    def snippet(lib):
+        x = lib.tensor([2.0, 1.0], requires_grad=True)
+        (x * 3).backward(lib.tensor([2.0, -1.0]))
+        return x.grad
+    _same(snippet)

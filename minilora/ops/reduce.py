@@ -51,6 +51,19 @@ def _numpy_aliases(fn):
     return wrapper
 
 
+NO_DIM = object()  # the default of max/min/prod/median: torch tells x.max() from x.max(dim=None)
+
+
+def dim_given(name, dim):
+    """``dim`` of torch's max/min/prod/median/logsumexp, which take no dim or an int: an explicit
+    ``dim=None`` is torch's TypeError there (sum and mean take it and reduce everything).
+    Returns None for "no dim"."""
+    if dim is None:
+        raise TypeError(f"{name}() received an invalid combination of arguments - got (dim=NoneType), "
+                        f"but expected (Tensor input) or (Tensor input, int dim, bool keepdim)")
+    return None if dim is NO_DIM else dim
+
+
 def _axes(axis, ndim):
     """Normalise ``axis`` (None, int or tuple, negatives allowed; ``()`` means all, as in torch) to a
     sorted tuple. A 0-d tensor accepts dims 0 and -1, as in torch."""
@@ -381,8 +394,9 @@ def mean(input, dim=None, keepdim=False, *, dtype=None):
 
 
 @_numpy_aliases
-def prod(input, dim=None, keepdim=False, *, dtype=None):
+def prod(input, dim=NO_DIM, keepdim=False, *, dtype=None):
     """Product of all elements, or along one ``dim`` (an int, as in torch)."""
+    dim = dim_given("prod", dim)
     input = _cast(input, dtype)
     if dtype is None and input.dtype.kind in "biu":
         input = input.to(dtype="int64")
@@ -421,16 +435,16 @@ def _extreme(name, input, dim, keepdim, smallest):
 
 
 @_numpy_aliases
-def max(input, dim=None, keepdim=False):  # noqa: A001  (torch.max)
+def max(input, dim=NO_DIM, keepdim=False):  # noqa: A001  (torch.max)
     """``x.max()``: the largest element (ties share the gradient, as torch); ``x.max(dim)``:
     ``(values, indices)`` with the gradient at the returned index; ``x.max(other)``: ``maximum``."""
-    return _extreme("max", input, dim, keepdim, smallest=False)
+    return _extreme("max", input, dim_given("max", dim), keepdim, smallest=False)
 
 
 @_numpy_aliases
-def min(input, dim=None, keepdim=False):  # noqa: A001  (torch.min)
+def min(input, dim=NO_DIM, keepdim=False):  # noqa: A001  (torch.min)
     """As ``max``, for the smallest."""
-    return _extreme("min", input, dim, keepdim, smallest=True)
+    return _extreme("min", input, dim_given("min", dim), keepdim, smallest=True)
 
 
 @_numpy_aliases
@@ -603,6 +617,8 @@ def _float_input(name, input, dtype):
 def logsumexp(input, dim, keepdim=False):
     """``log(sum(exp(x)))`` over ``dim`` (required, as in torch), computed without overflow.
     Integer input computes in the default float dtype, as torch's (not NumPy's float64)."""
+    if dim is None:  # (LogSumExp would reduce everything; torch refuses)
+        raise TypeError("logsumexp(): argument 'dim' must be tuple of ints, not NoneType")
     if not is_floating(input.dtype):
         input = input.to(get_default_dtype())
     return LogSumExp.apply(input, axis=dim, keepdims=keepdim)
