@@ -180,3 +180,72 @@ def test_pooling_forward_and_gradient_bit_for_bit_as_torch(rng, pool, dtype):
 def test_avg_pool2d_divisor_override_zero_is_torchs_error(rng):
     x, tx = pair(rng.standard_normal((1, 1, 4, 4)))
     same_error(lambda: F.avg_pool2d(x, 2, divisor_override=0), lambda: TF.avg_pool2d(tx, 2, divisor_override=0))
+
+
+# ---- batch_norm in bfloat16 / float16 --------------------------------------------------------------
+def _batch_norm_pair(rng, shape, dtype, params_dtype, affine=True):
+    x = rng.standard_normal(shape) * 3 + 1
+    c = shape[1]
+    arrays = {"running_mean": rng.standard_normal(c), "running_var": rng.random(c) + 0.5}
+    if affine:
+        arrays.update(weight=rng.standard_normal(c), bias=rng.standard_normal(c))
+    ours, theirs = {}, {}
+    for name, a in arrays.items():
+        grad = name in ("weight", "bias")
+        ours[name], theirs[name] = pair(a, grad, params_dtype)
+    return pair(x, True, dtype), ours, theirs
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("params_dtype", ["same", "float32"])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(4, 3, 5, 2), (300, 3), (2, 3, 129)], ids=str)
+@pytest.mark.parametrize("affine", [True, False], ids=["affine", "no-affine"])
+def test_batch_norm_16bit_as_torch_running_stats_included(rng, dtype, params_dtype, training, shape, affine):
+    """torch's CPU batch norm with everything in bfloat16 (or float16) keeps the batch mean and 1/std
+    in 16 bits and updates the running statistics in 16-bit arithmetic: minilora gives its bits, the
+    output, every gradient and the updated running_mean / running_var. With float32 parameters
+    (torch's "mixed" kernel) it computes in float32 and rounds once."""
+    params_dtype = dtype if params_dtype == "same" else params_dtype
+    (x, tx), ours, theirs = _batch_norm_pair(rng, shape, dtype, params_dtype, affine)
+    exact = params_dtype == dtype  # float32 parameters: torch sums in its own order (float32 last bits)
+    same = np.testing.assert_array_equal if exact else \
+        lambda a, b, err_msg="": np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-5, err_msg=err_msg)
+    for momentum in (0.1, 0.3):
+        out = F.batch_norm(x, ours["running_mean"], ours["running_var"], ours.get("weight"), ours.get("bias"),
+                           training, momentum, 1e-5)
+        expected = TF.batch_norm(tx, theirs["running_mean"], theirs["running_var"], theirs.get("weight"),
+                                 theirs.get("bias"), training=training, momentum=momentum, eps=1e-5)
+        assert str(out.dtype) == dtype
+        same(_np(out), _np(expected))
+        for name in ("running_mean", "running_var"):
+            assert str(ours[name].dtype) == params_dtype
+            same(_np(ours[name]), _np(theirs[name]), err_msg=name)
+        upstream = np.random.default_rng(2).standard_normal(shape)
+        (out * pair(upstream, dtype=dtype)[0]).sum().backward()
+        (expected * pair(upstream, dtype=dtype)[1]).sum().backward()
+        for mine, theirs_t in [(x, tx)] + [(ours[n], theirs[n]) for n in ("weight", "bias") if n in ours]:
+            same(_np(mine.grad), _np(theirs_t.grad))
+            mine.grad, theirs_t.grad = None, None
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_batch_norm_module_in_16_bits_trains_and_evaluates_as_torch(rng, dtype):
+    ours, theirs = nn.BatchNorm2d(3).to(getattr(ml, dtype)), tnn.BatchNorm2d(3).to(getattr(torch, dtype))
+    for step in range(3):
+        x = rng.standard_normal((4, 3, 5, 5)) * (step + 1)
+        mine, expected = ours(pair(x, dtype=dtype)[0]), theirs(pair(x, dtype=dtype)[1])
+        np.testing.assert_array_equal(_np(mine), _np(expected))
+    for name in ("running_mean", "running_var"):
+        np.testing.assert_array_equal(_np(getattr(ours, name)), _np(getattr(theirs, name)), err_msg=name)
+    ours.eval(), theirs.eval()
+    x = rng.standard_normal((2, 3, 5, 5))
+    np.testing.assert_array_equal(_np(ours(pair(x, dtype=dtype)[0])), _np(theirs(pair(x, dtype=dtype)[1])))
+
+
+@pytest.mark.parametrize("stats, params", [("bfloat16", "float32"), ("float32", "bfloat16")])
+def test_batch_norm_16bit_with_mixed_parameter_dtypes_is_torchs_error(rng, stats, params):
+    (x, tx), ours, theirs = _batch_norm_pair(rng, (4, 3, 2), "bfloat16", stats)
+    w, tw = pair(rng.standard_normal(3), dtype=params)
+    same_error(lambda: F.batch_norm(x, ours["running_mean"], ours["running_var"], w, None, True),
+               lambda: TF.batch_norm(tx, theirs["running_mean"], theirs["running_var"], tw, None, True))

@@ -1685,6 +1685,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     the *unbiased* batch variance."""
     if input.ndim < 2:
         raise ValueError(f"batch_norm: expected an input [N, C, ...], got shape {tuple(input.shape)}")
+    if _is_16bit_float(input) and _all_16bit_parameters(input, running_mean, running_var, weight, bias) \
+            and training:
+        return _batch_norm_16bit_training(input, running_mean, running_var, weight, bias, momentum, eps)
     if _is_16bit_float(input):  # in float32, rounded once; the running statistics updated in place
         up = lambda t: t.float() if _is_16bit_float(t) else t  # noqa: E731
         return batch_norm(input.float(), running_mean, running_var, up(weight), up(bias), training,
@@ -1716,6 +1719,114 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if bias is not None:
         out = out + _per_channel(bias, input.ndim)
     return out
+
+
+def _all_16bit_parameters(input, *params):
+    """torch's two CPU kernels for a 16-bit input: every parameter and statistic given in the input's
+    dtype (True), or every one in float32 (False, the "mixed" kernel: float32 inside, rounded once).
+    Any other mix is torch's RuntimeError."""
+    given = [p for p in params if p is not None]
+    if all(p.dtype == input.dtype for p in given):
+        return True
+    if all(p.dtype == float32 for p in given):
+        return False
+    raise RuntimeError(f"mixed dtype (CPU): expect parameter to have scalar type of Float (batch_norm of a "
+                       f"{input.dtype} input takes its weight, bias and running statistics all in "
+                       f"{input.dtype} or all in float32, got {[str(p.dtype) for p in given]})")
+
+
+def _round(a, dtype):
+    """``a`` (float32) rounded to the 16-bit ``dtype``, kept in float32."""
+    return a.astype(dtype).astype(np.float32)
+
+
+def _batch_norm_16bit_training(input, running_mean, running_var, weight, bias, momentum, eps):
+    """Training batch norm with everything in bfloat16 or everything in float16, as torch's CPU kernel
+    computes it: it keeps the batch mean and 1/std in the 16-bit dtype (bfloat16 also the sum of
+    squared deviations, and it updates the running statistics in bfloat16 arithmetic), then applies
+    ``x * alpha + beta`` in float32, rounded once. Bit for bit torch's numbers, running stats included."""
+    xp, dtype = xp_of(input._array), input.dtype
+    axes = (0,) + tuple(range(2, input.ndim))
+    count = input.numel() // input.shape[1]
+    if count == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size "
+                         f"{list(input.shape)}")
+    x = input._array.astype(np.float32)
+    mean = (x.sum(axes, dtype=np.float64) / count).astype(np.float32)  # float32, as torch's sum / N
+    short_mean = _round(mean, dtype)
+    if dtype == np.float16:  # the squares' sum about the rounded mean, kept in float32
+        squares = ((x - _per_channel_array(short_mean, x.ndim)) ** 2).sum(axes, dtype=np.float64).astype(np.float32)
+        invstd = _round(1 / xp.sqrt(squares / np.float32(count) + np.float32(eps)), dtype)
+    else:  # bfloat16: the sum about the float32 mean, rounded; divided in bfloat16 (count rounded too)
+        squares = ((x - _per_channel_array(mean, x.ndim)) ** 2).sum(axes, dtype=np.float64).astype(np.float32)
+        squares = _round(squares, dtype)
+        variance = _round(squares / _round(np.float32(count), dtype), dtype)
+        invstd = _round(1 / xp.sqrt(variance + np.float32(eps)), dtype)
+    with no_grad():
+        _update_running_16bit(running_mean, running_var, mean, short_mean, squares, count, momentum)
+    return BatchNorm16.apply(input, weight, bias, mean=short_mean, invstd=invstd)
+
+
+def _per_channel_array(a, ndim):
+    return a.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _update_running_16bit(running_mean, running_var, mean, short_mean, squares, count, momentum):
+    """torch's update of 16-bit running statistics: float16 blends in float64 (the float32 mean),
+    rounded once; bfloat16 blends in bfloat16 arithmetic (momentum, 1 - momentum and every product
+    rounded to bfloat16; the unbiased variance's product with momentum kept in float32)."""
+    for stat in (running_mean, running_var):
+        if stat is None:
+            continue
+        old = stat._array.astype(np.float32)
+        dtype = stat.dtype
+        unbiased = squares / np.float32(count - 1) if dtype == np.float16 else \
+            _round(squares / _round(np.float32(count - 1), dtype), dtype)
+        new = mean if stat is running_mean and dtype == np.float16 else \
+            short_mean if stat is running_mean else unbiased
+        if dtype == np.float16:
+            blended = momentum * new.astype(np.float64) + (1 - momentum) * old.astype(np.float64)
+        else:
+            m = _round(np.float32(momentum), dtype)
+            kept = _round(_round(np.float32(1) - m, dtype) * old, dtype)
+            moved = m * new if stat is running_var else _round(m * new, dtype)
+            blended = moved + kept
+        stat._array[...] = blended.astype(dtype)
+        stat._bump_version()
+
+
+class BatchNorm16(Function):
+    """``x * alpha + beta`` per channel with ``alpha = invstd * weight`` and ``beta = bias - mean *
+    alpha`` (float32, fused multiply-add), rounded to the 16-bit dtype; the batch's ``mean`` and
+    ``invstd`` come in already rounded, as torch keeps them. Backward is torch's formula in float32
+    with those same statistics, each gradient rounded once."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, mean, invstd):
+        xf, nd = x.astype(np.float32), x.ndim
+        w = weight.astype(np.float32) if weight is not None else np.float32(1)
+        b = bias.astype(np.float32) if bias is not None else np.float32(0)
+        alpha = (invstd * w).astype(np.float32)
+        beta = (b - mean * alpha).astype(np.float32)
+        fused = xf.astype(np.float64) * _per_channel_array(alpha, nd) + _per_channel_array(beta, nd)
+        ctx.x, ctx.w, ctx.mean, ctx.invstd = xf, w, mean, invstd
+        return fused.astype(np.float32).astype(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        dtype, gf, x, nd = g.dtype, g.astype(np.float32), ctx.x, ctx.x.ndim
+        axes = (0,) + tuple(range(2, nd))
+        count = x.size // x.shape[1]
+        total = gf.sum(axes, dtype=np.float64).astype(np.float32)
+        centred = x - _per_channel_array(ctx.mean, nd)
+        dotp = (centred * gf).sum(axes, dtype=np.float64).astype(np.float32)
+        k = dotp * ctx.invstd * ctx.invstd / np.float32(count)
+        per = lambda a: _per_channel_array(a, nd)  # noqa: E731
+        dx = (gf - per(total / np.float32(count)) - centred * per(k)) * per(ctx.invstd) * per(ctx.w)
+        gx = dx.astype(dtype) if ctx.needs_input_grad[0] else None
+        gw = (dotp * ctx.invstd).astype(dtype) if ctx.needs_input_grad[1] else None
+        gb = total.astype(dtype) if ctx.needs_input_grad[2] else None
+        return gx, gw, gb
 
 
 @float32_inside
