@@ -929,3 +929,34 @@ def test_backward_hooks_on_each_layer_as_torch(name):
         (first ** 2).sum().backward()
         return [log, x.grad]
     check_close(snippet, rtol=1e-9)
+
+
+# ---- copy.deepcopy(model): the "best model so far" snapshot -----------------------------------------
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+def test_deepcopy_of_a_trained_model_copies_values_not_gradients(dtype):
+    """torch's Parameter.__deepcopy__ makes a new Parameter from the values (same requires_grad); the
+    gradient stays behind. minilora copied .grad along (a snapshot kept gradients, and memory)."""
+    import copy
+
+    def snippet(lib):
+        model = lib.nn.Sequential(lib.nn.Linear(2, 2), lib.nn.Linear(2, 1)).to(getattr(lib, dtype))
+        model[0].bias.requires_grad_(False)
+        with lib.no_grad():
+            for p in model.parameters():
+                p.copy_(lib.arange(p.numel()).reshape(p.shape))
+        model(lib.ones(1, 2, dtype=getattr(lib, dtype))).sum().backward()
+        best = copy.deepcopy(model)
+        return [[(type(p).__name__, p.dtype, p.requires_grad, p.grad, p is q) for p, q in
+                 zip(best.parameters(), model.parameters())], list(best.state_dict().items())]
+    check(snippet)
+
+
+def test_deepcopy_keeps_tied_parameters_tied():
+    import copy
+
+    def snippet(lib):
+        model = lib.nn.Sequential(lib.nn.Linear(2, 2), lib.nn.Linear(2, 2))
+        model[1].weight = model[0].weight
+        best = copy.deepcopy(model)
+        return [best[0].weight is best[1].weight, len(list(best.parameters()))]
+    check(snippet)

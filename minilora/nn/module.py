@@ -51,6 +51,13 @@ class Parameter(Tensor):
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
 
+    def __deepcopy__(self, memo):
+        """As torch: a new Parameter holding a copy of the values, with the same ``requires_grad``; the
+        gradient stays behind (``copy.deepcopy(model)`` snapshots weights, not a step in progress)."""
+        if id(self) not in memo:
+            memo[id(self)] = type(self)(self.detach().clone(), self.requires_grad)
+        return memo[id(self)]
+
 
 class StateDictError(RuntimeError):
     """``load_state_dict`` found missing keys, unexpected keys or shape mismatches (a RuntimeError, as
