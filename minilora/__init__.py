@@ -86,6 +86,7 @@ from .ops import (addcdiv, addcmul, broadcast_to, diff, fmod, hstack, log10, log
 from .ops import (acos, acosh, aminmax, arctan2, asin, asinh, atan, atan2, atanh, cosh, cross,  # noqa: E402,F401
                   cummax, cummin, erf, exp2, kthvalue, logaddexp, nan_to_num, sinh, tan)
 from .ops import bucketize, searchsorted  # noqa: E402,F401
+from .ops import index_fill, tensor_split  # noqa: E402,F401
 from .ops import movedim as moveaxis, swapaxes as swapdims  # noqa: E402,F401  (torch's other names)
 from .ops import cat as concat, cat as concatenate  # noqa: E402,F401
 from .ops.index import mode  # noqa: E402,F401

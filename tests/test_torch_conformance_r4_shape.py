@@ -203,3 +203,178 @@ def test_logspace_spellings_match_torch():
     _same(lambda L: L.logspace(-2, 2, steps=5))
     _same(lambda L: L.logspace(start=0, end=1, steps=3, base=2.0, requires_grad=True).requires_grad)
     _same(lambda L: L.logspace(0, 1, 3, dtype=L.bool))
+
+
+# ---- tensor_split, unfold, stride, index_fill ---------------------------------------------------------
+def _grad_snippet(make, fn):
+    """The gradient ``make(L)`` (a leaf) gets through ``fn(L, x)``, weighted so each output counts."""
+    def snippet(L):
+        x = make(L).requires_grad_()
+        out = fn(L, x)
+        pieces = out if isinstance(out, tuple) else (out,)
+        total = sum((p * L.arange(float(p.numel())).reshape(p.shape)).sum() for p in pieces)
+        total.backward()
+        return x.grad
+    return snippet
+
+
+TENSOR_SPLITS = [
+    lambda L, x: L.tensor_split(x, 3), lambda L, x: x.tensor_split([1, 5]),
+    lambda L, x: x.tensor_split((1, 9, 3)), lambda L, x: x.tensor_split([-2, 3]),
+    lambda L, x: L.tensor_split(x, L.tensor(3)), lambda L, x: L.tensor_split(x, L.tensor([2, 4])),
+    lambda L, x: x.tensor_split(9), lambda L, x: x.tensor_split([]), lambda L, x: x.tensor_split(0),
+    lambda L, x: x.tensor_split(-1), lambda L, x: x.tensor_split(2, dim=1),
+    lambda L, x: x.tensor_split(L.tensor([[1]])), lambda L, x: x.tensor_split(L.tensor([1.0])),
+    lambda L, x: x.tensor_split(2.0), lambda L, x: L.tensor(1).tensor_split(1),
+]
+
+
+@pytest.mark.parametrize("split", range(len(TENSOR_SPLITS)))
+def test_tensor_split_matches_torch(split):
+    fn = TENSOR_SPLITS[split]
+    _same(lambda L: fn(L, L.arange(7)))
+    _same(_grad_snippet(lambda L: L.arange(7.0), fn))
+
+
+def test_tensor_split_along_a_dim_and_keywords_match_torch():
+    _same(lambda L: L.tensor_split(L.arange(10.0).reshape(2, 5), 2, dim=1))
+    _same(lambda L: L.tensor_split(L.arange(10.0).reshape(2, 5), indices=[1], dim=-1))
+    _same(lambda L: L.tensor_split(L.arange(10.0).reshape(2, 5), sections=2))
+    _same(lambda L: L.arange(10.0).reshape(2, 5).tensor_split(indices_or_sections=[2, 3], dim=1))
+    _same(lambda L: L.arange(7).tensor_split(tensor_indices_or_sections=L.tensor([2, 3])))
+
+
+UNFOLDS = [(1, 2, 1), (0, 2, 1), (1, 4, 3), (-1, 3, 2), (1, 5, 1), (1, 2, 0), (1, -1, 1), (2, 1, 1),
+           (1, 0, 1), (0, 3, 1), (1, 1, 1)]
+
+
+@pytest.mark.parametrize("dim, size, step", UNFOLDS)
+def test_unfold_and_its_gradient_match_torch(dim, size, step):
+    _same(lambda L: L.arange(12.0).reshape(3, 4).unfold(dim, size, step))
+    _same(lambda L: L.arange(12.0).reshape(3, 4).t().unfold(dimension=dim, size=size, step=step))
+    _same(_grad_snippet(lambda L: L.arange(12.0).reshape(3, 4), lambda L, x: x.unfold(dim, size, step)))
+
+
+def test_unfold_of_0d_and_empty_tensors_match_torch():
+    _same(lambda L: L.tensor(3.0).unfold(0, 1, 1))
+    _same(lambda L: L.tensor(3.0).unfold(0, 2, 1))
+    _same(lambda L: L.ones(3, 0).unfold(1, 0, 1))
+    _same(lambda L: L.arange(6.0).unfold(0, 3, 1).stride())
+
+
+STRIDES = {  # constructions whose layout NumPy and torch share
+    "fresh": lambda L: L.ones(2, 3, 4), "t": lambda L: L.ones(3, 4).t(),
+    "permute": lambda L: L.ones(2, 3, 4).permute(2, 0, 1), "slice": lambda L: L.ones(6, 4)[::2, 1:],
+    "expand": lambda L: L.ones(3, 1).expand(3, 4), "reshape": lambda L: L.ones(2, 6).reshape(3, 4),
+    "contiguous": lambda L: L.ones(3, 4).t().contiguous(), "matmul": lambda L: L.ones(3, 4) @ L.ones(4, 5),
+    "empty": lambda L: L.ones(0, 3), "empty3": lambda L: L.ones(2, 0, 3), "size1": lambda L: L.ones(3, 1, 4),
+    "diagonal": lambda L: L.ones(3, 3).diagonal(), "narrow": lambda L: L.ones(3, 4).narrow(1, 1, 2),
+    "select": lambda L: L.ones(3, 4).select(1, 1), "scalar": lambda L: L.tensor(1.0),
+    "stack": lambda L: L.stack([L.ones(3), L.ones(3)], 1), "chunk": lambda L: L.ones(4, 6).chunk(2, 1)[1],
+    "unsqueeze": lambda L: L.ones(3, 4).unsqueeze(1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STRIDES))
+def test_stride_matches_torch_where_the_layouts_agree(name):
+    make = STRIDES[name]
+    _same(lambda L: make(L).stride())
+    _same(lambda L: [make(L).stride(d) for d in range(-make(L).ndim, make(L).ndim)])
+
+
+def test_stride_refuses_where_numpy_lays_out_what_torch_would_not():
+    # torch: (1, 12, 4) and (3, 1); NumPy's layouts: (1, 0, 4) and (1, 4)
+    for make in (lambda L: L.ones(3, 4).t()[:, None], lambda L: L.ones(3, 4).t().softmax(-1),
+                 lambda L: L.cat([L.ones(3, 4).t(), L.ones(3, 4).t()], 0)):
+        with pytest.raises(NotImplementedError, match="stride"):
+            make(ml).stride()
+    with pytest.raises(IndexError):
+        ml.ones(2, 3).stride(2)
+
+
+INDEX_FILLS = [
+    lambda L, x: x.index_fill(1, L.tensor([0, 2]), -1.0),
+    lambda L, x: L.index_fill(x, 0, L.tensor([-1]), 5),
+    lambda L, x: x.index_fill(dim=1, index=L.tensor([1]), value=L.tensor(7.0)),
+    lambda L, x: x.index_fill(1, L.tensor(1), 1.0),
+    lambda L, x: x.index_fill(1, L.tensor([0, 0, 2]), 3.0),
+    lambda L, x: x.index_fill(1, L.tensor([3]), 1.0),
+    lambda L, x: x.index_fill(1, L.tensor([0], dtype=L.int32), 1.0),
+    lambda L, x: x.index_fill(1, L.tensor([[0]]), 1.0),
+    lambda L, x: x.index_fill(1, L.tensor([0]), L.tensor([1.0])),
+    lambda L, x: x.index_fill(2, L.tensor([0]), 1.0),
+    lambda L, x: x.index_fill(1, L.tensor([0]), L.tensor(1, dtype=L.float64)),
+    lambda L, x: x.clone().index_fill_(1, L.tensor([0, 2]), 2.5),
+]
+
+
+@pytest.mark.parametrize("fill", range(len(INDEX_FILLS)))
+def test_index_fill_matches_torch(fill):
+    fn = INDEX_FILLS[fill]
+    for dtype in ("float32", "float64", "int64", "bool"):
+        _same(lambda L: fn(L, L.arange(6).reshape(2, 3).to(getattr(L, dtype))))
+    _same(_grad_snippet(lambda L: L.arange(6.0).reshape(2, 3), fn))
+
+
+def test_index_fill_sends_the_gradient_to_a_tensor_value_once_per_filled_slice():
+    def snippet(L):
+        value = L.tensor(2.0, requires_grad=True)
+        out = L.ones(2, 3).index_fill(1, L.tensor([0, 0, 2]), value)
+        (out * L.arange(6.0).reshape(2, 3)).sum().backward()
+        return value.grad
+    _same(snippet)
+    _same(lambda L: L.tensor(5.0).index_fill(0, L.tensor([0]), 1.0))
+
+
+# ---- in-place shape methods ---------------------------------------------------------------------------
+IN_PLACE_SHAPES = {
+    "t_": lambda x: x.t_(), "transpose_": lambda x: x.transpose_(0, 1),
+    "swapdims_": lambda x: x.swapdims_(1, 0), "swapaxes_": lambda x: x.swapaxes_(0, -1),
+    "squeeze_": lambda x: x.unsqueeze(1).squeeze_(), "squeeze_dim": lambda x: x.unsqueeze(0).squeeze_(dim=0),
+    "unsqueeze_": lambda x: x.unsqueeze_(0), "unsqueeze_last": lambda x: x.unsqueeze_(-1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(IN_PLACE_SHAPES))
+def test_in_place_shape_methods_match_torch(name):
+    change = IN_PLACE_SHAPES[name]
+
+    def values(L):
+        x = L.arange(6.0).reshape(2, 3)
+        out = change(x)
+        return out, x, out is x
+
+    def through_the_graph(L):  # a non-leaf: it takes the view op's node
+        leaf = L.ones(2, 3, requires_grad=True)
+        y = leaf * L.arange(6.0).reshape(2, 3)
+        version = y._version
+        change(y)
+        (y * L.arange(float(y.numel())).reshape(y.shape)).sum().backward()
+        return leaf.grad, y._version - version
+
+    def saved_then_changed(L):  # exp saved its output: backward must notice the change
+        leaf = L.ones(2, 3, requires_grad=True)
+        y = leaf.exp()
+        change(y)
+        y.sum().backward()
+        return leaf.grad
+
+    def leaf(L):
+        x = L.ones(2, 3, requires_grad=True)
+        change(x)
+
+    def leaf_under_no_grad(L):
+        x = L.ones(2, 3, requires_grad=True)
+        with L.no_grad():
+            change(x)
+        return x, x.requires_grad
+
+    def view_of_a_base(L):
+        base = L.ones(2, 3)
+        view = base[0:2]
+        change(view)
+        return view, base
+
+    for snippet in (values, through_the_graph, saved_then_changed, leaf, leaf_under_no_grad,
+                    view_of_a_base):
+        _same(snippet)

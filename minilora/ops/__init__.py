@@ -44,6 +44,8 @@ from .matmul import cross
 from .conv import (adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d, max_pool1d,
                    max_pool2d)
 from .nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1_loss
+from .shape import squeeze_, stride, t_, tensor_split, transpose_, unfold, unsqueeze_
+from .index import index_fill
 
 
 def _reflected(op):
@@ -261,6 +263,10 @@ def addcdiv_(self, tensor1, tensor2, *, value=1):
     return self._inplace(addcdiv, tensor1, tensor2, value=value)
 
 
+def index_fill_(self, dim, index, value):
+    return self._inplace(index_fill, dim, index, value)
+
+
 _MISSING_METHODS = {
     "unique": unique, "bincount": bincount, "repeat_interleave": repeat_interleave, "roll": roll,
     "median": median, "narrow": narrow, "diagonal": diagonal, "diag": diag,
@@ -278,7 +284,9 @@ _MISSING_METHODS = {
     "sinh": sinh, "cosh": cosh, "asinh": asinh, "acosh": acosh, "atanh": atanh, "exp2": exp2,
     "atan2": atan2, "arctan2": arctan2, "logaddexp": logaddexp, "nan_to_num": nan_to_num,
     "aminmax": aminmax, "kthvalue": kthvalue, "cummax": cummax, "cummin": cummin, "cross": cross,
-    "erf": erf,
+    "erf": erf, "tensor_split": tensor_split, "unfold": unfold, "stride": stride,
+    "index_fill": index_fill, "index_fill_": index_fill_, "t_": t_, "transpose_": transpose_,
+    "swapdims_": transpose_, "swapaxes_": transpose_, "squeeze_": squeeze_, "unsqueeze_": unsqueeze_,
 }
 for _name, _fn in _MISSING_METHODS.items():
     setattr(Tensor, _name, _fn)

@@ -21,7 +21,7 @@ from .shape import add_at
 __all__ = ["gather", "sort", "argsort", "topk", "cumsum", "repeat", "tril", "triu", "nonzero",
            "return_type", "index_select", "index_add", "scatter", "scatter_add", "take_along_dim",
            "masked_select", "count_nonzero", "cumprod", "unique", "bincount", "repeat_interleave",
-           "median", "kthvalue", "cummax", "cummin", "searchsorted", "bucketize", "mode"]
+           "median", "kthvalue", "cummax", "cummin", "searchsorted", "bucketize", "mode", "index_fill"]
 
 _RETURN_TYPES = {}
 
@@ -354,6 +354,50 @@ def index_add(input, dim, index, source, *, alpha=1):
         return IndexAdd.apply(input.reshape(1), source.reshape(1), index=positions, axis=0,
                               alpha=alpha).reshape(())
     return IndexAdd.apply(input, source, index=positions, axis=dim, alpha=alpha)
+
+
+class IndexFill(Function):
+    """``a`` with ``value`` written into the slices at positions ``index`` along ``axis``. The
+    gradient reaches ``a`` everywhere else, and ``value`` from every filled position once (a
+    repeated index fills its slice once: torch's formula sums over the unique indices)."""
+
+    @staticmethod
+    def forward(ctx, a, value, index, axis):
+        ctx.where = _along(axis, xp_of(a).unique(index))
+        ctx.value_dtype = getattr(value, "dtype", None)
+        out = a.copy()
+        out[ctx.where] = value
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        needs_a, needs_value = ctx.needs_input_grad
+        grad_a = grad_value = None
+        if needs_a:
+            grad_a = g.copy()
+            grad_a[ctx.where] = 0
+        if needs_value:
+            grad_value = g[ctx.where].sum(dtype=compute_dtype(g.dtype)).astype(ctx.value_dtype)
+        return grad_a, grad_value
+
+
+def index_fill(input, dim, index, value):
+    """``torch.index_fill``: a copy of ``input`` with ``value`` (a number or a 0-d tensor, which then
+    gets a gradient) in every slice along ``dim`` at the positions of the int64 ``index``.
+    ``x.index_fill_(...)`` is the in-place form."""
+    dim = _dim(dim, input.ndim, "index_fill")
+    if not isinstance(index, Tensor) or index.dtype != np.int64:
+        raise IndexError("index_fill_(): Expected dtype int64 for index.")
+    if index.ndim > 1:
+        raise RuntimeError("Index has to be a vector/scalar")
+    if isinstance(value, Tensor) and value.ndim:
+        raise RuntimeError(f"index_fill_ only supports a 0-dimensional value tensor, but got tensor "
+                           f"with {value.ndim} dimension(s).")
+    positions = index._array.reshape(-1)
+    _check_bounds(positions, input.shape[dim] if input.ndim else 1, dim, "index_fill")
+    if input.ndim == 0:  # torch: a 0-d tensor is one element along dim 0
+        return IndexFill.apply(input.reshape(1), value, index=positions, axis=0).reshape(())
+    return IndexFill.apply(input, value, index=positions, axis=dim)
 
 
 class Scatter(Function):

@@ -5,12 +5,12 @@ import numpy as np
 
 from ..device import xp_of
 from ..dtypes import float32, is_floating, result_type
-from ..tensor import Function, Tensor, ShapeError
+from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, no_grad
 
 __all__ = ["reshape", "transpose", "permute", "getitem", "index_put", "cat", "stack", "split", "chunk",
            "expand", "squeeze", "unsqueeze", "flatten", "flip", "unbind", "roll", "narrow", "diagonal",
            "diag", "movedim", "swapaxes", "tile", "unflatten", "select", "broadcast_to", "hstack",
-           "vstack", "meshgrid", "trace", "diff"]
+           "vstack", "meshgrid", "trace", "diff", "tensor_split", "unfold", "stride"]
 
 
 class Reshape(Function):
@@ -675,3 +675,175 @@ def diff(input, n=1, dim=-1, prepend=None, append=None):
         later, earlier = getitem(x, before + (slice(1, None),)), getitem(x, before + (slice(0, -1),))
         x = (later != earlier) if x.dtype == np.bool_ else later - earlier
     return x
+
+
+# ---- tensor_split, unfold, stride ---------------------------------------------------------------------
+def tensor_split(input, indices_or_sections=None, /, dim=0, *, sections=None, indices=None,
+                 tensor_indices_or_sections=None):
+    """``torch.tensor_split``: views of ``input`` along ``dim``. An int ``n`` (``sections=``) makes
+    ``n`` pieces, the first ``size % n`` one longer (NumPy's ``array_split``); a list of indices
+    (``indices=``) cuts before each, as Python slices do (``x[:i0]``, ``x[i0:i1]``, ..., ``x[ik:]``:
+    negative indices count from the end, an index past the end gives empty pieces). A 0-d int64
+    tensor counts as sections, a 1-D one as indices. (The second argument has no keyword of its
+    own in torch's binding: ``sections=``, ``indices=`` or ``tensor_indices_or_sections=``.)"""
+    given = [v for v in (indices_or_sections, sections, indices, tensor_indices_or_sections)
+             if v is not None]
+    if len(given) != 1:
+        raise TypeError("tensor_split() takes one of sections, indices or tensor_indices_or_sections")
+    how = given[0]
+    if input.ndim == 0:
+        raise RuntimeError("tensor_split expected at least a 1-dimensional tensor, but got a tensor "
+                           "with 0 dims")
+    (axis,) = _dims((dim,), input.ndim)
+    if isinstance(how, Tensor):
+        how = _split_points_of_tensor(how)
+    if isinstance(how, bool) or not isinstance(how, (int, np.integer, tuple, list)):
+        raise TypeError(f"tensor_split(): indices_or_sections must be an int, a tuple of ints or an "
+                        f"int64 tensor, not {type(how).__name__}")
+    if isinstance(how, (int, np.integer)):
+        how = _section_starts(input.shape[axis], int(how))
+    starts, ends = [None, *how], [*how, None]
+    prefix = (slice(None),) * axis
+    return tuple(getitem(input, prefix + (slice(start, end),)) for start, end in zip(starts, ends))
+
+
+def _split_points_of_tensor(t):
+    """torch's reading of a tensor argument: 0-d is a number of sections, 1-D a list of indices."""
+    if t.dtype != np.int64:
+        raise RuntimeError(f"tensor_split expected tensor_indices_or_sections to have dtype of long, "
+                           f"but got {t.dtype}")
+    if t.ndim > 1:
+        raise RuntimeError(f"tensor_split expected tensor_indices_or_sections to be a "
+                           f"zero-dimensional or one-dimensional tensor, but got a tensor with "
+                           f"{t.ndim} dims")
+    return int(t.item()) if t.ndim == 0 else [int(i) for i in t.tolist()]
+
+
+def _section_starts(size, sections):
+    """Where each of ``sections`` pieces after the first begins: the first ``size % sections`` pieces
+    hold one element more."""
+    if sections <= 0:
+        raise RuntimeError(f"number of sections must be larger than 0, got {sections}")
+    small, extra = divmod(size, sections)
+    return [k * small + min(k, extra) for k in range(1, sections)]
+
+
+class Unfold(Function):
+    """Every window of ``size`` elements along ``axis``, ``step`` apart, as a new last dimension: a
+    strided view of the input, as torch's (read-only here: windows that overlap share elements, so
+    writing through them is refused). Each input element's gradient is the sum over the windows
+    that hold it."""
+
+    @staticmethod
+    def forward(ctx, a, axis, size, step):
+        ctx.shape, ctx.axis, ctx.size, ctx.step = a.shape, axis, size, step
+        count = (a.shape[axis] - size) // step + 1
+        shape = a.shape[:axis] + (count,) + a.shape[axis + 1:] + (size,)
+        strides = a.strides[:axis] + (a.strides[axis] * step,) + a.strides[axis + 1:] + (a.strides[axis],)
+        return xp_of(a).lib.stride_tricks.as_strided(a, shape, strides, writeable=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, axis, step = xp_of(g), ctx.axis, ctx.step
+        out = xp.zeros(ctx.shape, dtype=g.dtype)
+        count = g.shape[axis]
+        prefix = (slice(None),) * axis
+        for k in range(ctx.size):  # element k of every window: positions k, k + step, ...
+            out[prefix + (slice(k, k + step * (count - 1) + 1, step),)] += g[..., k]
+        return out
+
+
+def unfold(input, dimension, size, step):
+    """``x.unfold(dimension, size, step)``: the windows of ``size`` elements along ``dimension``,
+    ``step`` apart, as a new last dimension (a 0-d tensor counts as one element)."""
+    if input.ndim == 0:
+        return unfold(input.reshape(1), 0, size, step).reshape(-1)
+    (axis,) = _dims((dimension,), input.ndim)
+    if size < 0:
+        raise RuntimeError(f"size is {size} but must be >= 0")
+    if size > input.shape[axis]:
+        raise RuntimeError(f"maximum size for tensor at dimension {axis} is {input.shape[axis]} but "
+                           f"size is {size}")
+    if step <= 0:
+        raise RuntimeError(f"step is {step} but must be > 0")
+    out = Unfold.apply(input, axis=axis, size=int(size), step=int(step))
+    # NumPy's as_strided hides which array it views, so the view is recorded here: the result
+    # shares the input's storage and version counter, as torch's view does
+    out._base, out._counter = input if input._base is None else input._base, input._version_counter()
+    return out
+
+
+def stride(input, dim=None):
+    """``x.stride()``: how many elements apart consecutive entries of each dimension lie.
+
+    minilora keeps no strides of its own: NumPy lays out each array. Its layout is torch's for a
+    contiguous tensor (torch's contiguous strides are reported, also for dimensions of size 0 or 1)
+    and for a view made by transpose/permute, slicing, expand, narrow, select, diagonal or unfold.
+    Elsewhere NumPy may lay out what torch would not (``x.t()[:, None]``; ``softmax`` or ``cat`` of
+    transposed inputs), so ``stride()`` refuses rather than report strides torch would not. Note
+    that torch keeps a transposed layout through ``clone()`` and elementwise ops, where minilora's
+    results are contiguous (``x.t().clone().stride()``: torch (1, 3), minilora (2, 1))."""
+    array = input._array
+    if array.flags.c_contiguous:
+        strides = _contiguous_strides(array.shape)
+    elif input._base is not None and all(n > 1 for n in array.shape):
+        strides = tuple(s // array.itemsize for s in array.strides)
+    else:
+        raise NotImplementedError(f"stride(): minilora keeps no strides of its own, and NumPy's "
+                                  f"layout of this tensor (shape {tuple(array.shape)}) may not be "
+                                  f"torch's; call .contiguous() first")
+    if dim is None:
+        return strides
+    (axis,) = _dims((dim,), input.ndim)
+    return strides[axis]
+
+
+def _contiguous_strides(shape):
+    """torch's strides of a contiguous tensor: the last dimension 1, each other the product of the
+    sizes after it (a size-0 dimension counting as 1)."""
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= max(n, 1)
+    return tuple(reversed(strides))
+
+
+# ---- in-place shape methods: x.t_(), x.transpose_(0, 1), x.squeeze_(), x.unsqueeze_(0) -------------
+def _reshaped_in_place(tensor, view_op, *args):
+    """``tensor`` becomes ``view_op(tensor, *args)``: a view of its own storage with a new shape, as
+    torch's in-place view methods change a tensor's sizes and strides. torch's rules come with it: a
+    leaf that requires grad refuses (outside ``no_grad``); the storage's version goes up (so an op
+    that saved this tensor for backward raises there); in the graph the tensor takes the view op's
+    node, whose input stands for the tensor as it was."""
+    tensor._check_inplace()
+    graph = tensor.requires_grad and tensor._ctx is not None and is_grad_enabled()
+    if graph:
+        before = Tensor._make(tensor._array, tensor._device, True, tensor._ctx)  # (no cycle: the node's
+        before._counter = tensor._version_counter()  # input is this stand-in, not the tensor itself)
+        result = view_op(before, *args)
+    else:
+        with no_grad():
+            result = view_op(tensor, *args)
+    tensor._array = result._array
+    tensor._bump_version()
+    if graph:
+        tensor._ctx, tensor._view = result._ctx, None  # (a later in-place change through it: refused)
+        tensor._ctx.watch_output(tensor)
+    return tensor
+
+
+def t_(self):
+    """``x.t_()``: ``x`` transposed in place (see ``_reshaped_in_place``)."""
+    return _reshaped_in_place(self, Tensor.t)
+
+
+def transpose_(self, dim0, dim1):
+    return _reshaped_in_place(self, transpose, dim0, dim1)
+
+
+def squeeze_(self, dim=None):
+    return _reshaped_in_place(self, squeeze, dim)
+
+
+def unsqueeze_(self, dim):
+    return _reshaped_in_place(self, unsqueeze, dim)
