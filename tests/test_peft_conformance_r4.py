@@ -6,6 +6,7 @@ write it, run on a tiny random Llama in both, numbers, strings, files and errors
 * PEFT's handling of fan_in_fan_out on Linear targets and of targets that are not supported layers.
 
 Skipped when torch / transformers / peft are not installed."""
+import dataclasses
 import json
 import logging
 import os
@@ -151,3 +152,52 @@ def test_vera_target_that_is_not_linear_is_peft_type_error():
         wrap = peft.get_peft_model if isinstance(model, torch.nn.Module) else ml.lora.get_peft_model
         with pytest.raises(TypeError, match=r"^Target module Embedding\(37, 16\) is not supported\. Currently, only "):
             wrap(model, config)
+
+
+# ==================================================================================================
+# LlamaConfig: what transformers users call on a config
+# ==================================================================================================
+def test_config_json_string_file_and_diff_dict_read_back_by_transformers(tmp_path):
+    ours = LlamaConfig(**TINY.to_dict())
+    text = ours.to_json_string()
+    assert text.endswith("}\n") and text == ours.to_json_string(use_diff=True)
+    assert json.loads(text) == ours.to_diff_dict() == ours.to_dict()
+    ours.to_json_file(tmp_path / "c.json")
+    assert (tmp_path / "c.json").read_text() == text
+    theirs = transformers.LlamaConfig.from_json_file(tmp_path / "c.json")
+    reference = transformers.LlamaConfig.from_dict(TINY.to_dict())
+    assert theirs.to_diff_dict() == reference.to_diff_dict()
+    assert LlamaConfig.from_json_file(tmp_path / "c.json") == ours
+    read_back = LlamaConfig.from_dict(json.loads(reference.to_json_string()))  # theirs, read by minilora
+    assert dataclasses.replace(read_back, extra={}) == ours
+    assert read_back.extra == {"use_cache": True, "attention_dropout": 0.0, "pretraining_tp": 1}
+    for key, value in json.loads(reference.to_json_string()).items():
+        if key not in ("transformers_version", "pretraining_tp", "use_cache", "attention_dropout"):
+            assert json.loads(text)[key] == value, key
+
+
+def test_config_from_pretrained_keywords_as_transformers(saved):
+    theirs, their_unused = transformers.LlamaConfig.from_pretrained(saved, num_hidden_layers=1, use_cache=False,
+                                                                    foo=3, return_unused_kwargs=True)
+    ours, our_unused = LlamaConfig.from_pretrained(saved, num_hidden_layers=1, use_cache=False, foo=3,
+                                                   return_unused_kwargs=True)
+    assert our_unused == their_unused == {"foo": 3}
+    assert ours.num_hidden_layers == theirs.num_hidden_layers == 1
+    assert ours.use_cache is theirs.use_cache is False
+    plain = LlamaConfig.from_pretrained(saved, foo=3)
+    assert not hasattr(plain, "foo") and not hasattr(transformers.LlamaConfig.from_pretrained(saved, foo=3), "foo")
+
+
+def test_config_update_as_transformers():
+    ours, theirs = LlamaConfig(**TINY.to_dict()), transformers.LlamaConfig.from_dict(TINY.to_dict())
+    for config in (ours, theirs):
+        config.update({"num_hidden_layers": 3, "my_note": "x"})
+        assert config.num_hidden_layers == 3 and config.my_note == "x"
+    with pytest.raises(ValueError, match="num_hidden_layers"):
+        ours.update({"num_hidden_layers": 2.5})  # (minilora checks the field types again)
+
+
+def test_from_pretrained_config_object_with_config_keywords_is_type_error(saved):
+    for load, config_cls in ((hf_load, transformers.LlamaConfig), (LlamaForCausalLM.from_pretrained, LlamaConfig)):
+        with pytest.raises(TypeError, match="unexpected keyword argument 'num_hidden_layers'"):
+            load(saved, config=config_cls.from_pretrained(saved), num_hidden_layers=1)

@@ -17,6 +17,7 @@ plain ``nn.Linear`` layers that LoRA can wrap::
 Checkpoints are safetensors (``minilora/checkpoint.py``); generation lives in ``minilora/nn/generation.py``.
 """
 import dataclasses
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -24,8 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import dtypes, ops
-from ..checkpoint import (SAFE_WEIGHTS_NAME, atomic_folder, checkpoint_files, load_checkpoint, load_json,
-                          read_checkpoint_shapes, read_header, save_file, save_json)
+from ..checkpoint import (SAFE_WEIGHTS_NAME, atomic_folder, atomic_write, checkpoint_files, load_checkpoint,
+                          load_json, read_checkpoint_shapes, read_header, save_file, save_json)
 from ..device import xp_of
 from ..random import generator
 from ..tensor import Tensor, _to_dtype
@@ -137,20 +138,73 @@ class LlamaConfig:
             d["rope_scaling"] = scaling  # transformers 4 (rope_theta at the top level)
         return d
 
+    # transformers' config attributes that are not fields here: kept in ``extra`` (use_cache and
+    # attention_dropout are read by the model; LlamaForCausalLM.from_pretrained refuses the last three)
+    _ATTRIBUTES_IN_EXTRA = ("use_cache", "attention_dropout", "pretraining_tp",
+                            "output_attentions", "output_hidden_states", "return_dict")
+
     @classmethod
-    def from_pretrained(cls, path):
-        """Read ``config.json`` from a folder (or the file itself)."""
+    def from_pretrained(cls, path, *, return_unused_kwargs=False, **kwargs):
+        """Read ``config.json`` from a folder (or the file itself). As transformers: keywords that
+        name a config attribute override the file; the others are left unused (returned as a dict
+        with ``return_unused_kwargs=True``)."""
         path = os.fspath(path)
         file = os.path.join(path, "config.json") if os.path.isdir(path) else path
         if not os.path.isfile(file):
             raise FileNotFoundError(f"no config.json at {path}")
-        return cls.from_dict(load_json(file))
+        config = cls.from_dict(load_json(file))
+        used = {k: v for k, v in kwargs.items() if config._has_attribute(k)}
+        config = config._with(used)
+        unused = {k: v for k, v in kwargs.items() if k not in used}
+        return (config, unused) if return_unused_kwargs else config
+
+    @classmethod
+    def from_json_file(cls, json_file):
+        return cls.from_dict(load_json(json_file))
 
     def save_pretrained(self, directory, dtype=None):
         d = self.to_dict()
         if dtype is not None:
             d["dtype"] = str(np.dtype(dtype))
         save_json(d, os.path.join(directory, "config.json"))
+
+    def to_diff_dict(self):
+        """transformers' to_diff_dict: what differs from a bare config. For a Llama that is every Llama
+        field (transformers compares with its base class's defaults), i.e. config.json's dict."""
+        return self.to_dict()
+
+    def to_json_string(self, use_diff=True):
+        """config.json's text, as transformers writes it (indented, keys sorted, a final newline)."""
+        d = self.to_diff_dict() if use_diff else self.to_dict()
+        return json.dumps(d, indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, json_file_path, use_diff=True):
+        with atomic_write(json_file_path, "w") as f:
+            f.write(self.to_json_string(use_diff))
+
+    def update(self, config_dict):
+        """transformers' update: set each key; one that is not a field is kept (``extra``), as an attribute."""
+        for key, value in config_dict.items():
+            if key in self._field_names():
+                setattr(self, key, value)
+            else:
+                self.extra[key] = value
+        _check_field_types(self)
+
+    @classmethod
+    def _field_names(cls):
+        return {f.name for f in dataclasses.fields(cls)} - {"extra"}
+
+    def _has_attribute(self, key):
+        return key in self._field_names() or key in self._ATTRIBUTES_IN_EXTRA or key in self.extra
+
+    def _with(self, overrides):
+        """A copy with ``overrides`` set (fields checked again; other attributes go to ``extra``)."""
+        if not overrides:
+            return self
+        fields = self._field_names()
+        extra = {**self.extra, **{k: v for k, v in overrides.items() if k not in fields}}
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if k in fields}, extra=extra)
 
     def __getattr__(self, name):
         # Only reached for names that are not fields: config.json keys minilora does not use read back
@@ -608,28 +662,26 @@ def _device_from_map(device, device_map):
     return str(device_map).split(":")[0]  # "cuda:0", torch.device("cpu") -> the device's name
 
 
-# transformers' config attributes other than LlamaConfig's fields that from_pretrained may override:
-# use_cache is read by the model (config.extra); the others change what forward returns, which
-# minilora's forward takes as its own arguments only, so they are refused rather than ignored.
-_READ_FROM_EXTRA = ("use_cache", "attention_dropout", "pretraining_tp")
+# Config attributes that change what transformers' forward returns; minilora's forward takes them as
+# its own arguments only, so from_pretrained refuses them rather than ignore them.
 _NOT_READ = ("output_attentions", "output_hidden_states", "return_dict")
 
 
-def _overridden_config(config, overrides):
-    """transformers' rule for from_pretrained(path, **kwargs): a keyword naming a config attribute
-    overrides config.json; any other reaches the model's __init__, which refuses it."""
-    fields = {f.name for f in dataclasses.fields(LlamaConfig)} - {"extra"}
+def _config_to_load(path, config, overrides):
+    """transformers' rule for from_pretrained(path, config=None, **kwargs): keywords naming a config
+    attribute override config.json; any other keyword (every keyword, beside a config object) reaches
+    the model's __init__, which refuses it."""
     for key in overrides:
         if key in _NOT_READ:
             raise NotImplementedError(f"from_pretrained({key}=...): minilora's model does not read "
                                       f"config.{key}; pass it to forward() instead (output_hidden_states=, "
                                       "return_dict=) -- output_attentions is not supported")
-        if key not in fields and key not in _READ_FROM_EXTRA:
-            raise TypeError(f"LlamaForCausalLM.__init__() got an unexpected keyword argument {key!r}")
-    if not overrides:
-        return config
-    extra = {**config.extra, **{k: v for k, v in overrides.items() if k not in fields}}
-    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if k in fields}, extra=extra)
+    from_file, unused = LlamaConfig.from_pretrained(path, return_unused_kwargs=True, **overrides)
+    if config is not None:
+        from_file, unused = config, overrides
+    if unused:
+        raise TypeError(f"LlamaForCausalLM.__init__() got an unexpected keyword argument {next(iter(unused))!r}")
+    return from_file
 
 
 def _without_layers_past(state, num_layers):
@@ -929,8 +981,7 @@ class LlamaForCausalLM(Module):
         later layers are left out, as transformers leaves them); any other keyword is transformers'
         TypeError from the model's ``__init__``.
         """
-        base = LlamaConfig.from_pretrained(path)  # first: a missing folder is named as such
-        config = _overridden_config(base if config is None else config, config_overrides)
+        config = _config_to_load(path, config, config_overrides)  # first: a missing folder is named as such
         device = _device_from_map(device, device_map)
         _check_loading_options(attn_implementation, use_safetensors, revision)
         dtype = _dtype_argument(path, dtype, torch_dtype)
