@@ -877,7 +877,7 @@ def test_dataloader_batches_and_len_sweep(n, batch_size, drop_last):
 
 @pytest.mark.parametrize("name", ["Dataset", "IterableDataset", "TensorDataset", "Subset", "ConcatDataset",
                                   "random_split", "SequentialSampler", "RandomSampler", "SubsetRandomSampler",
-                                  "BatchSampler", "DataLoader", "default_collate", "default_convert"])
+                                  "BatchSampler", "WeightedRandomSampler", "DataLoader", "default_collate", "default_convert"])
 def test_utils_data_signatures_are_torchs(name):
     import inspect
     import torch.utils.data as theirs
@@ -960,3 +960,21 @@ def test_deepcopy_keeps_tied_parameters_tied():
         best = copy.deepcopy(model)
         return [best[0].weight is best[1].weight, len(list(best.parameters()))]
     check(snippet)
+
+
+def test_weighted_random_sampler_as_torch_in_distribution():
+    def snippet(lib):
+        data = lib.utils.data
+        weights = [0.1, 0.0, 0.9]
+        sampler = data.WeightedRandomSampler(weights, 20000)
+        draws = list(sampler)
+        loader = data.DataLoader(data.TensorDataset(lib.arange(3)), batch_size=4,
+                                 sampler=data.WeightedRandomSampler(weights, 10, replacement=True))
+        unique = sorted(data.WeightedRandomSampler([1, 1, 1], 3, replacement=False))
+        return [len(sampler), type(draws[0]).__name__, draws.count(1), abs(draws.count(2) / 20000 - 0.9) < 0.02,
+                sampler.weights.dtype, len(loader), [len(b) for (b,) in loader], unique, data.get_worker_info()]
+    check(snippet)
+    for bad in (lambda lib: lib.utils.data.WeightedRandomSampler([1.0], 0),
+                lambda lib: lib.utils.data.WeightedRandomSampler([1.0], 2, replacement=1),
+                lambda lib: lib.utils.data.WeightedRandomSampler([[1.0]], 2)):
+        expect_error(bad)

@@ -30,8 +30,8 @@ from ..ops import stack
 from ..tensor import Tensor, tensor
 
 __all__ = ["Dataset", "IterableDataset", "TensorDataset", "Subset", "ConcatDataset", "random_split",
-           "Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler", "BatchSampler",
-           "DataLoader", "default_collate", "default_convert"]
+           "Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler", "WeightedRandomSampler",
+           "BatchSampler", "DataLoader", "default_collate", "default_convert", "get_worker_info"]
 
 
 # ---- datasets ---------------------------------------------------------------------------------------
@@ -209,6 +209,28 @@ class SubsetRandomSampler(Sampler):
         return len(self.indices)
 
 
+class WeightedRandomSampler(Sampler):
+    """``num_samples`` indices drawn with probability proportional to ``weights`` (with replacement
+    unless ``replacement=False``): the usual cure for an unbalanced dataset."""
+
+    def __init__(self, weights, num_samples, replacement=True, generator=None):
+        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples <= 0:
+            raise ValueError(f"num_samples should be a positive integer value, but got num_samples={num_samples}")
+        if not isinstance(replacement, bool):
+            raise ValueError(f"replacement should be a boolean value, but got replacement={replacement}")
+        weights = factories.as_tensor(weights, dtype="float64")
+        if weights.ndim != 1:
+            raise ValueError(f"weights should be a 1d sequence but given weights have shape {tuple(weights.shape)}")
+        self.weights, self.num_samples, self.replacement, self.generator = weights, num_samples, replacement, generator
+
+    def __iter__(self):
+        yield from factories.multinomial(self.weights, self.num_samples, self.replacement,
+                                         generator=self.generator).tolist()
+
+    def __len__(self):
+        return self.num_samples
+
+
 class BatchSampler(Sampler):
     """Groups ``sampler``'s indices into lists of ``batch_size`` (the short last one kept unless
     ``drop_last``)."""
@@ -286,6 +308,11 @@ def default_convert(data):
     if isinstance(data, collections.abc.Sequence) and not isinstance(data, (str, bytes)):
         return [default_convert(d) for d in data]
     return data
+
+
+def get_worker_info():
+    """None: minilora loads every batch in the main process, where torch's answer is None too."""
+    return None
 
 
 # ---- the loader -------------------------------------------------------------------------------------
