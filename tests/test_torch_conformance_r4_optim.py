@@ -301,3 +301,71 @@ def test_constructor_arguments_as_torch(name, kwargs):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
     else:
         assert ours == theirs
+
+
+# --- schedulers: state_dict round trips, torch's state loading into minilora -------------------------------------
+def _sgd(lib):
+    params = _twins()[0 if lib is ml else 1]
+    return _module(lib).SGD([{"params": params[:1]}, {"params": params[1:], "lr": 0.05}], lr=0.1, momentum=0.9)
+
+
+SCHEDULES = {
+    "StepLR": lambda M, o: M.StepLR(o, 3, gamma=0.5),
+    "MultiStepLR": lambda M, o: M.MultiStepLR(o, [2, 5], 0.1),
+    "CosineAnnealingLR": lambda M, o: M.CosineAnnealingLR(o, T_max=5, eta_min=0.001),
+    "CosineAnnealingWarmRestarts": lambda M, o: M.CosineAnnealingWarmRestarts(o, T_0=3, T_mult=2, eta_min=0.001),
+    "OneCycleLR": lambda M, o: M.OneCycleLR(o, max_lr=[0.5, 0.2], total_steps=20),
+    "OneCycleLR-linear-3": lambda M, o: M.OneCycleLR(o, 0.5, epochs=2, steps_per_epoch=10, anneal_strategy="linear",
+                                                     three_phase=True),
+    "SequentialLR": lambda M, o: M.SequentialLR(o, [M.LinearLR(o, 0.1, total_iters=3), M.ExponentialLR(o, 0.9)],
+                                                milestones=[3]),
+    "ChainedScheduler": lambda M, o: M.ChainedScheduler([M.ConstantLR(o, 0.5, total_iters=4), M.ExponentialLR(o, 0.9)],
+                                                        optimizer=o),
+    "PolynomialLR": lambda M, o: M.PolynomialLR(o, total_iters=6, power=2.0),
+    "CyclicLR": lambda M, o: M.CyclicLR(o, 0.01, 0.1, step_size_up=3),
+    "LambdaLR": lambda M, o: M.LambdaLR(o, [lambda e: 0.9 ** e, lambda e: 1 / (e + 1)]),
+}
+
+
+def _schedule_run(lib, name, steps, resume_at=None, other_state=None, other_name=None):
+    """``steps`` optimizer+scheduler steps; at ``resume_at``: a fresh optimizer and scheduler (``other_name``'s
+    when given) load the state_dicts (deep copies; the scheduler's ``other_state`` when given) and go on. Every
+    step's (get_last_lr(), the groups' lr and momentum)."""
+    M = L if lib is ml else TL
+    opt = _sgd(lib)
+    sched = SCHEDULES[name](M, opt)
+    seen = []
+    for step in range(steps):
+        opt.step()
+        sched.step()
+        seen.append((sched.get_last_lr(), [(g["lr"], g["momentum"]) for g in opt.param_groups]))
+        if step == resume_at:
+            saved = copy_module.deepcopy((opt.state_dict(), other_state or sched.state_dict()))
+            opt = _sgd(lib)
+            sched = SCHEDULES[other_name or name](M, opt)
+            opt.load_state_dict(saved[0])
+            sched.load_state_dict(saved[1])
+            seen.append((sched.get_last_lr(), [(g["lr"], g["momentum"]) for g in opt.param_groups]))
+    return seen
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_scheduler_resumed_from_its_state_dict_as_torch(name):
+    ours, theirs = _schedule_run(ml, name, 12, resume_at=4), _schedule_run(torch, name, 12, resume_at=4)
+    np.testing.assert_allclose(np.array([s[0] for s in ours]), np.array([s[0] for s in theirs]), rtol=1e-12)
+    np.testing.assert_allclose(np.array([s[1] for s in ours]), np.array([s[1] for s in theirs]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name,other_name", [("OneCycleLR", "OneCycleLR-linear-3"), ("OneCycleLR-linear-3", "OneCycleLR"),
+                                             ("CosineAnnealingWarmRestarts", None), ("StepLR", None)])
+def test_torchs_scheduler_state_dict_loads_into_minilora(name, other_name):
+    """A torch scheduler's state_dict (an HF Trainer's scheduler.pt) loaded into minilora's scheduler goes on as
+    torch's: OneCycleLR keeps its phases under torch's names (``_schedule_phases``, ``_anneal_func_type``)."""
+    theirs = _schedule_run(torch, name, 12)
+    opt = _sgd(torch)
+    sched = SCHEDULES[name](TL, opt)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    ours = _schedule_run(ml, name, 12, resume_at=4, other_state=sched.state_dict(), other_name=other_name)
+    np.testing.assert_allclose(np.array([s[0] for s in ours[6:]]), np.array([s[0] for s in theirs[5:]]), rtol=1e-12)

@@ -210,22 +210,23 @@ class Adam(Optimizer):
         """The NumPy/CuPy update of ``(param, grad, exp_avg, exp_avg_sq[, max_exp_avg_sq])`` pieces (any device)."""
         for (param, grad, exp_avg, exp_avg_sq, *amsgrad_max), state, group in pieces:
             beta1, beta2 = group["betas"]
+            step = float(state["step"])
             wd, decoupled = group["weight_decay"], group["decoupled_weight_decay"]
             if group["maximize"]:
                 grad = -grad  # climb: a new array, p.grad stays as it is
             if wd and not decoupled:  # Adam's L2 penalty: a new array, p.grad stays as it is
                 grad = _with_l2(grad, param, wd)
             if rounds_each_op(param.dtype):  # a bf16/fp16 parameter, its state in its dtype (as torch)
-                adamw_update_16bit(param, grad, exp_avg, exp_avg_sq, step=float(state["step"]), lr=group["lr"], beta1=beta1,
+                adamw_update_16bit(param, grad, exp_avg, exp_avg_sq, step=step, lr=group["lr"], beta1=beta1,
                                    beta2=beta2, eps=group["eps"], weight_decay=wd if decoupled else 0.0,
                                    max_exp_avg_sq=amsgrad_max[0] if amsgrad_max else None)
                 continue
             if amsgrad_max:
-                amsgrad_update(param, grad, exp_avg, exp_avg_sq, amsgrad_max[0], step=float(state["step"]), lr=group["lr"],
+                amsgrad_update(param, grad, exp_avg, exp_avg_sq, amsgrad_max[0], step=step, lr=group["lr"],
                                beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=wd if decoupled else 0.0)
                 continue
             adamw_update(param, grad, exp_avg, exp_avg_sq, xp_of(param).empty_like(param),
-                         step=float(state["step"]), lr=group["lr"], beta1=beta1, beta2=beta2,
+                         step=step, lr=group["lr"], beta1=beta1, beta2=beta2,
                          eps=group["eps"], weight_decay=wd if decoupled else 0.0)
 
     @staticmethod

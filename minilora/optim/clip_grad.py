@@ -15,8 +15,9 @@ __all__ = ["clip_grad_norm_", "clip_grad_value_"]
 
 
 def _norm(array, norm_type):
-    """The ``norm_type``-norm (any real order, as torch's ``linalg.vector_norm``) of all elements of ``array`` (a 0-d array on its device). A float16/bfloat16
-    array is summed in float32 and its norm rounded to its dtype once, as torch's ``vector_norm``."""
+    """The ``norm_type``-norm (any real order, as torch's ``linalg.vector_norm``) of all elements of
+    ``array`` (a 0-d array on its device). A float16/bfloat16 array is summed in float32 and its norm
+    rounded to its dtype once, as torch's ``vector_norm``."""
     if array.dtype.itemsize == 2 and dtypes.is_floating(array.dtype):
         return _norm(dtypes.upcast(array), norm_type).astype(array.dtype)
     flat = array.reshape(-1)
