@@ -978,3 +978,31 @@ def test_weighted_random_sampler_as_torch_in_distribution():
                 lambda lib: lib.utils.data.WeightedRandomSampler([1.0], 2, replacement=1),
                 lambda lib: lib.utils.data.WeightedRandomSampler([[1.0]], 2)):
         expect_error(bad)
+
+
+def test_backward_hooks_on_identity_and_on_a_module_called_twice():
+    def snippet(lib):
+        log = []
+        ident = lib.nn.Identity()
+        ident.register_full_backward_hook(lambda m, gi, go: log.append(("id", rounded(gi), rounded(go))))
+        layer = lib.nn.Linear(2, 2, bias=False, dtype=lib.float64)
+        with lib.no_grad():
+            layer.weight.copy_(f64(lib, [[1.0, 2.0], [3.0, 4.0]]))
+        layer.register_full_backward_hook(lambda m, gi, go: log.append(("lin", rounded(gi), rounded(go))))
+        x = f64(lib, [[1.0, -1.0]], grad=True)
+        y = layer(layer(ident(x)))  # the same module twice: each call's hooks see their own gradients
+        (y * f64(lib, [[1.0, 10.0]])).sum().backward()
+        return [log, x.grad]
+    check(snippet)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "bool"])
+def test_default_collate_keeps_numpy_dtypes(dtype):
+    """Images as uint8 arrays, masks as bool, features as float16...: the batch keeps the sample's dtype
+    (arrays and NumPy scalars alike), as torch's."""
+    def snippet(lib):
+        collate = lib.utils.data.default_collate
+        arrays = [np.arange(4).reshape(2, 2).astype(dtype), np.ones((2, 2), dtype=dtype)]
+        scalars = [np.arange(2).astype(dtype)[1], np.ones(1, dtype=dtype)[0]]
+        return [collate(arrays), collate(scalars), collate([(a, s) for a, s in zip(arrays, scalars)])]
+    check(snippet)
