@@ -369,3 +369,19 @@ def test_torchs_scheduler_state_dict_loads_into_minilora(name, other_name):
         sched.step()
     ours = _schedule_run(ml, name, 12, resume_at=4, other_state=sched.state_dict(), other_name=other_name)
     np.testing.assert_allclose(np.array([s[0] for s in ours[6:]]), np.array([s[0] for s in theirs[5:]]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES) + ["ReduceLROnPlateau"])
+def test_scheduler_state_dict_has_torchs_entries(name):
+    """The same keys with the same plain values (and the same value types) as torch's scheduler state_dict."""
+    entries = []
+    for lib in (ml, torch):
+        M = L if lib is ml else TL
+        opt = _sgd(lib)
+        sched = M.ReduceLROnPlateau(opt, patience=1) if name == "ReduceLROnPlateau" else SCHEDULES[name](M, opt)
+        for _ in range(3):
+            opt.step()
+            sched.step(1.0) if name == "ReduceLROnPlateau" else sched.step()
+        entries.append({k: (type(v).__name__, v if isinstance(v, (int, float, str, bool)) else None)
+                        for k, v in sched.state_dict().items() if k not in ("lr_lambdas", "_schedulers")})
+    assert entries[0] == entries[1]

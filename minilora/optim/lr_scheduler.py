@@ -381,7 +381,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
                 for base in self.base_lrs]
 
     def step(self, epoch=None):
-        self._step_count += 1
+        # (no self._step_count += 1: torch's override counts nothing, so its state_dict says 0, as this one's)
         if epoch is None and self.last_epoch < 0:
             epoch = 0
         if epoch is None:  # one more step: restart when the period is over
