@@ -386,3 +386,13 @@ def test_sampled_first_tokens_follow_transformers_distribution(pair, options):
     assert (freq[probs == 0] == 0).all()
     tolerance = 5 * np.sqrt(probs * (1 - probs) / rows) + 1e-3
     assert (np.abs(freq - probs) <= tolerance).all(), np.abs(freq - probs).max()
+
+
+def test_beam_search_with_one_adapter_per_row_as_peft():
+    """PEFT repeats each row's adapter name num_beams times (the rows are expanded per beam); minilora's
+    PeftModel.generate said the batch had more samples than adapter_names."""
+    model, ids = two_adapters(), np.array([[5, 9, 3], [4, 8, 6]])
+    options = dict(num_beams=2, max_new_tokens=4, eos_token_id=[])
+    together = model.generate(ids, adapter_names=["a", "b"], **options).tolist()
+    alone = [model.generate(ids[i:i + 1], adapter_names=[name], **options).tolist()[0] for i, name in enumerate("ab")]
+    assert together == alone

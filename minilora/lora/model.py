@@ -688,6 +688,9 @@ class PeftModel(_Wrapper):
             return self.get_base_model()(*args, **kwargs)
 
     def generate(self, *args, adapter_names=None, **kwargs):
+        beams = kwargs.get("num_beams")
+        if adapter_names is not None and isinstance(beams, int) and beams > 1:  # each row runs as num_beams rows:
+            adapter_names = [name for name in adapter_names for _ in range(beams)]  # PEFT repeats its name as well
         with self.base_model._enable_peft_forward_hooks(adapter_names):
             return self.get_base_model().generate(*args, **kwargs)
 
