@@ -122,6 +122,29 @@ def _lib_ops(lib):
         "full": lambda x, s: lib.full((2,), s, dtype=x.dtype),
         "tensor_dtype": lambda x, s: lib.tensor([s, 1], dtype=x.dtype),
         "full_like": lambda x, s: lib.full_like(x, s),
+        "new_full": lambda x, s: x.new_full((2,), s),
+        "truediv": lambda x, s: x / s, "rtruediv": lambda x, s: s / x,
+        "div_floor": lambda x, s: lib.div(x, s, rounding_mode="floor"),
+        "div_trunc": lambda x, s: lib.div(x, s, rounding_mode="trunc"),
+        "rdiv_trunc": lambda x, s: lib.div(s, x, rounding_mode="trunc"),
+        "fmod": lambda x, s: lib.fmod(x, s), "remainder_fn": lambda x, s: lib.remainder(s, x),
+        "eq_fn": lambda x, s: lib.eq(x, s), "lt_fn": lambda x, s: lib.lt(x, s),
+        "ge_method": lambda x, s: x.ge(s), "ne_method": lambda x, s: x.ne(s),
+        "mul_fn": lambda x, s: lib.mul(x, s), "sub_fn": lambda x, s: lib.sub(x, s),
+        "pow_fn": lambda x, s: lib.pow(s, x),
+        "bitwise_and_fn": lambda x, s: lib.bitwise_and(x, s), "bitwise_xor_method": lambda x, s: x.bitwise_xor(s),
+        "add_": lambda x, s: x.add_(s), "mul_": lambda x, s: x.mul_(s), "sub_": lambda x, s: x.sub_(s),
+        "iadd": lambda x, s: x.__iadd__(s), "ifloordiv": lambda x, s: x.__ifloordiv__(s),
+        "imod": lambda x, s: x.__imod__(s), "iand": lambda x, s: x.__iand__(s),
+        "clamp_": lambda x, s: x.clamp_(min=s), "clamp_min_fn": lambda x, s: lib.clamp_min(x, s),
+        "clamp_max_fn": lambda x, s: lib.clamp_max(x, s), "clip": lambda x, s: x.clip(max=s),
+        "masked_fill_": lambda x, s: x.masked_fill_(lib.tensor(_MASK), s),
+        "where_numbers": lambda x, s: lib.where(lib.tensor(_MASK), s, 2),
+        "addcmul_value": lambda x, s: lib.addcmul(x, x, x, value=s),
+        "logical_and": lambda x, s: lib.logical_and(x, s),
+        "isclose": lambda x, s: lib.isclose(x, lib.full_like(x, 1), atol=s) if not isinstance(s, int)
+        else lib.isclose(x, x),
+        "lerp_weight": lambda x, s: lib.lerp(x, x, s),
     }
 
 
@@ -152,7 +175,7 @@ def test_float_tensor_with_huge_or_odd_python_number_as_torch(name, dtype):
     """float16/bfloat16 overflow to inf where torch computes (x + 1e6), refuse where torch stores
     (fill_(1e6)); Python ints past int64 and uint64; floor division by 0.1 (Python's algorithm)."""
     # (NumPy's float32 and float64 pow can differ from torch's in the last bit: 3 ** 0.5 in float32)
-    _sweep(name, dtype, _FLOAT_SCALARS, ulps=2 if name in ("pow", "rpow") and dtype in ("float32", "float64") else 0)
+    _sweep(name, dtype, _FLOAT_SCALARS, ulps=2 if name in ("pow", "rpow", "pow_fn") and dtype in ("float32", "float64") else 0)
 
 
 # ---- tensor(): torch's dtype inference through lists, and its checks on stored numbers ------------

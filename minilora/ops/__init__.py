@@ -4,6 +4,7 @@ Lower-case wrappers (``minilora.ops.matmul(a, b)``) are the public names. They a
 operators (``a @ b`` calls ``matmul(a, b)``) and, where PyTorch has them, its methods (``x.sum()``):
 both are attached to ``Tensor`` below, so an operator costs no extra call on the way to its op.
 """
+from .. import dtypes
 from ..tensor import Tensor, tensor
 from .elementwise import (abs, add, astype, clone, div, erf, exp, floor_divide, gelu, log,
                           masked_fill, mul, neg, pow, relu, rsqrt, sigmoid, silu, sqrt, sub, tanh,
@@ -105,7 +106,9 @@ def _new(fill):
 
 
 def new_full(self, size, fill_value, *, dtype=None, device=None, requires_grad=False):
-    dtype = self.dtype if dtype is None else dtype
+    dtype = self.dtype if dtype is None else dtypes.to_dtype(dtype)
+    if isinstance(fill_value, (int, float)):  # it must fit, as torch checks (uint8: 300 raises)
+        fill_value = dtypes.checked_number(fill_value, dtype)
     return Tensor(self.device.xp.full(_sizes((size,)), fill_value), dtype=dtype,
                   device=self.device if device is None else device, requires_grad=requires_grad)
 

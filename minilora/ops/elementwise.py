@@ -4,6 +4,7 @@ Broadcasting rule for backward: an input that was broadcast up to the output's s
 output gradient summed back down over the broadcast axes (``unbroadcast``).
 """
 import math
+import warnings
 
 import numpy as np
 
@@ -864,11 +865,11 @@ def where(condition, input=None, other=None):
     if cond.dtype != np.bool_:  # NumPy would take any truthy value; torch refuses
         raise RuntimeError(f"where expected condition to be a boolean tensor, but got a tensor with "
                            f"dtype {cond.dtype}")
-    if not hasattr(input, "_array") and not hasattr(other, "_array"):  # two numbers: torch's dtype,
-        input = condition.new_tensor(input, dtype=result_type(input, other))  # condition's device
     dtype = result_type(input, other)
-    a, b = _promoted(*(_number_in(dtype, x) for x in (input, other)))
-    return Where.apply(cond, a, b)
+    input, other = (_number_in(dtype, x) for x in (input, other))
+    if not hasattr(input, "_array") and not hasattr(other, "_array"):  # two numbers: a tensor of
+        input = condition.new_tensor(input, dtype=dtype)  # torch's dtype, on condition's device
+    return Where.apply(cond, *_promoted(input, other))
 
 
 def _number_in(dtype, value):
@@ -1128,12 +1129,19 @@ def logical_not(input):
     return input._make(xp_of(input._array).logical_not(input._array), input._device, False, None)
 
 
+def _tensor_operand(name, other):
+    """torch's logical_and/or/xor take a tensor, not a number (NumPy would take 1 as True)."""
+    if not isinstance(other, Tensor):
+        raise TypeError(f"{name}(): argument 'other' (position 2) must be Tensor, not {type(other).__name__}")
+    return other
+
+
 def logical_and(input, other):
-    return bitwise_and(input != 0, other != 0)
+    return bitwise_and(input != 0, _tensor_operand("logical_and", other) != 0)
 
 
 def logical_or(input, other):
-    return bitwise_or(input != 0, other != 0)
+    return bitwise_or(input != 0, _tensor_operand("logical_or", other) != 0)
 
 
 # ---- rounding (piecewise constant: zero gradient, as torch) and closeness tests -------------------
@@ -1176,9 +1184,14 @@ def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
     tensors must share a dtype, as in torch (which raises rather than promote here)."""
     if hasattr(other, "_array") and other.dtype != input.dtype:
         raise RuntimeError(f"isclose: {input.dtype} did not match {other.dtype}")
+    for name, tolerance in (("rtol", rtol), ("atol", atol)):
+        if not tolerance >= 0:  # (NaN too: NumPy would warn and answer)
+            raise RuntimeError(f"{name} must be greater than or equal to zero, but got {tolerance}")
     a, b = _raw(input), _raw(other)
-    return input._make(xp_of(a).isclose(a, b, rtol=rtol, atol=atol, equal_nan=equal_nan),
-                       input._device, False, None)
+    with warnings.catch_warnings():  # an infinite tolerance: NumPy warns ("not valid"), torch answers
+        warnings.simplefilter("ignore", RuntimeWarning)
+        close = xp_of(a).isclose(a, b, rtol=rtol, atol=atol, equal_nan=equal_nan)
+    return input._make(close, input._device, False, None)
 
 
 def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
@@ -1225,6 +1238,10 @@ def lerp(input, end, weight):
         if hasattr(other, "_array") and other.dtype != input.dtype:
             raise RuntimeError(f"lerp: expected dtype {input.dtype} for `{name}` but got dtype "
                                f"{other.dtype}")
+    if type(weight) in (int, float) and is_floating(input.dtype):  # a number must fit the compute
+        weight = checked_number(weight, float32 if _is_16bit_dtype(input.dtype) else input.dtype)  # dtype
+    elif type(weight) is int:
+        wrap_int(weight, int64)  # (torch's OverflowError for an int past uint64 comes first)
     if not is_floating(input.dtype):  # (torch's error type for a dtype it has no kernel for)
         raise NotImplementedError(f"lerp is only implemented for floating tensors, got {input.dtype}")
     return Lerp.apply(input, end, weight)
@@ -1397,7 +1414,7 @@ def fmod(input, other):
 
 
 def logical_xor(input, other):
-    return bitwise_xor(input != 0, other != 0)
+    return bitwise_xor(input != 0, _tensor_operand("logical_xor", other) != 0)
 
 
 def _in_float32(op, input, tensor1, tensor2, value):
@@ -1410,8 +1427,21 @@ def _in_float32(op, input, tensor1, tensor2, value):
     return astype(op(*wide, value=value), dtype)
 
 
+def _checked_value(name, input, tensor1, tensor2, value):
+    """addcmul's and addcdiv's ``value``, as torch takes it: the tensors alone decide the dtype (no
+    kernel for bools), and the number must fit it (float32 for 16-bit floats, torch's compute type);
+    an integer one wraps around like any number stored there (uint8 takes -1 as 255)."""
+    dtype = result_type(input, tensor1, tensor2)
+    if type(value) in (int, float):
+        value = checked_number(value, float32 if _is_16bit_dtype(dtype) else dtype)
+    if dtype.kind == "b":
+        raise NotImplementedError(f'"{name}_cpu_out" not implemented for \'Bool\'')
+    return value
+
+
 def addcmul(input, tensor1, tensor2, *, value=1):
     """``torch.addcmul``: ``input + value * tensor1 * tensor2`` (products in torch's order)."""
+    value = _checked_value("addcmul", input, tensor1, tensor2, value)
     out = _in_float32(addcmul, input, tensor1, tensor2, value)
     if out is not None:
         return out
@@ -1424,6 +1454,7 @@ def addcdiv(input, tensor1, tensor2, *, value=1):
     if all(getattr(t, "dtype", np.dtype(float)).kind in "biu" for t in (tensor1, tensor2)):
         raise RuntimeError("Integer division with addcdiv is no longer supported, and in a future "
                            "release addcdiv will perform a true division of tensor1 and tensor2.")
+    value = _checked_value("addcdiv", input, tensor1, tensor2, value)
     out = _in_float32(addcdiv, input, tensor1, tensor2, value)
     if out is not None:
         return out
