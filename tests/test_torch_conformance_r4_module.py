@@ -1006,3 +1006,19 @@ def test_default_collate_keeps_numpy_dtypes(dtype):
         scalars = [np.arange(2).astype(dtype)[1], np.ones(1, dtype=dtype)[0]]
         return [collate(arrays), collate(scalars), collate([(a, s) for a, s in zip(arrays, scalars)])]
     check(snippet)
+
+
+@pytest.mark.parametrize("device", ["emu", "cuda"])
+def test_backward_hooks_on_the_other_devices(device, monkeypatch):
+    """The gate nodes make their zeros with the device's array library (CuPy on cuda: the stand-in)."""
+    if device == "cuda":
+        import fake_cupy
+        fake_cupy.install(monkeypatch)
+    layer = ml.nn.Linear(3, 2).to(device)
+    log = []
+    layer.register_full_backward_pre_hook(lambda m, go: log.append(go[0].device.type))
+    layer.register_full_backward_hook(lambda m, gi, go: (log.append(gi[0].device.type), (gi[0] * 2,))[1])
+    x = ml.ones(2, 3, requires_grad=True, device=device)
+    layer(x).sum().backward()
+    expected = 2 * layer.weight.sum(0, keepdim=True).expand(2, 3)
+    assert log == [device, device] and ml.allclose(x.grad, expected)

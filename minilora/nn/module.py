@@ -721,7 +721,7 @@ class _Gate(_Node):
     def forward(ctx, *arrays, state):
         ctx.state = state
         first = next(a for a, need in zip(arrays, ctx.needs_input_grad) if need)
-        return first.ravel()[:0].sum()  # a 0-d zero of the same array library and dtype
+        return ctx.device.xp.zeros((), dtype=first.dtype)
 
     @staticmethod
     def backward(ctx, grad):
@@ -741,7 +741,7 @@ class _Carry(_Node):
     @staticmethod
     def backward(ctx, grad):
         ctx.state.grads[ctx.index] = grad
-        return grad.ravel()[:0].sum()
+        return ctx.device.xp.zeros((), dtype=grad.dtype)
 
 
 class _Group:
