@@ -203,7 +203,8 @@ def _options(body, chat, vocab_size, defaults):
                    repetition_penalty=_number(body, "repetition_penalty", defaults["repetition_penalty"], 1e-9, 2**31),
                    logit_bias=_logit_bias(body, vocab_size), logprobs=logprobs,
                    stop_token_ids=_token_ids(body, "stop_token_ids", vocab_size), ignore_eos=_flag(body, "ignore_eos"),
-                   min_p=_number(body, "min_p", defaults["min_p"], 0, 1), min_tokens=_number(body, "min_tokens", 0, 0, 1 << 20, integer=True),
+                   min_p=_number(body, "min_p", defaults["min_p"], 0, 1),
+                   min_tokens=_number(body, "min_tokens", 0, 0, 1 << 20, integer=True),
                    include_stop_str_in_output=_flag(body, "include_stop_str_in_output"),
                    skip_special_tokens=body.get("skip_special_tokens") is None or _flag(body, "skip_special_tokens"))
     return options, n, stream, _include_usage(body, stream), echo
