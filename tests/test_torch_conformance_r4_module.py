@@ -877,7 +877,8 @@ def test_dataloader_batches_and_len_sweep(n, batch_size, drop_last):
 
 @pytest.mark.parametrize("name", ["Dataset", "IterableDataset", "TensorDataset", "Subset", "ConcatDataset",
                                   "random_split", "SequentialSampler", "RandomSampler", "SubsetRandomSampler",
-                                  "BatchSampler", "WeightedRandomSampler", "DataLoader", "default_collate", "default_convert"])
+                                  "BatchSampler", "WeightedRandomSampler", "DistributedSampler", "DataLoader", "default_collate",
+                                  "default_convert"])
 def test_utils_data_signatures_are_torchs(name):
     import inspect
     import torch.utils.data as theirs
@@ -1022,3 +1023,33 @@ def test_backward_hooks_on_the_other_devices(device, monkeypatch):
     layer(x).sum().backward()
     expected = 2 * layer.weight.sum(0, keepdim=True).expand(2, 3)
     assert log == [device, device] and ml.allclose(x.grad, expected)
+
+
+@pytest.mark.parametrize("n", [5, 8, 2])
+@pytest.mark.parametrize("replicas", [1, 3, 4])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_distributed_sampler_without_shuffle_gives_torchs_indices(n, replicas, drop_last):
+    def snippet(lib):
+        data = lib.utils.data
+        ds = data.TensorDataset(lib.arange(n))
+        samplers = [data.DistributedSampler(ds, num_replicas=replicas, rank=r, shuffle=False, drop_last=drop_last)
+                    for r in range(replicas)]
+        loaders = [data.DataLoader(ds, batch_size=2, sampler=s) for s in samplers]
+        return [[list(s) for s in samplers], [len(s) for s in samplers], [len(ld) for ld in loaders],
+                [samplers[0].num_samples, samplers[0].total_size]]
+    check(snippet)
+
+
+def test_distributed_sampler_shuffles_per_epoch_and_refuses_as_torch():
+    from minilora.utils.data import DistributedSampler, TensorDataset
+    ds = TensorDataset(ml.arange(10))
+    ranks = [DistributedSampler(ds, num_replicas=3, rank=r, seed=4) for r in range(3)]
+    epoch0 = [list(s) for s in ranks]
+    assert sorted(sum(epoch0, [])) != list(range(10)) and set(sum(epoch0, [])) == set(range(10))  # 12: padded
+    assert [list(s) for s in ranks] == epoch0  # no set_epoch: the same order again, as torch
+    for s in ranks:
+        s.set_epoch(1)
+    assert [list(s) for s in ranks] != epoch0
+    expect_error(lambda lib: lib.utils.data.DistributedSampler(lib.utils.data.TensorDataset(lib.arange(4))))
+    expect_error(lambda lib: lib.utils.data.DistributedSampler(lib.utils.data.TensorDataset(lib.arange(4)),
+                                                               num_replicas=2, rank=2))

@@ -25,12 +25,13 @@ import warnings
 
 import numpy as np
 
-from .. import factories
+from .. import distributed, factories
 from ..ops import stack
+from ..random import Generator
 from ..tensor import Tensor, tensor
 
 __all__ = ["Dataset", "IterableDataset", "TensorDataset", "Subset", "ConcatDataset", "random_split",
-           "Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler", "WeightedRandomSampler",
+           "Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler", "WeightedRandomSampler", "DistributedSampler",
            "BatchSampler", "DataLoader", "default_collate", "default_convert", "get_worker_info"]
 
 
@@ -229,6 +230,47 @@ class WeightedRandomSampler(Sampler):
 
     def __len__(self):
         return self.num_samples
+
+
+class DistributedSampler(Sampler):
+    """Rank ``rank`` of ``num_replicas`` (by default: this process in ``minilora.distributed``'s group)
+    takes every ``num_replicas``-th index of the epoch's order, from ``rank`` on; the order is padded by
+    repeating its start (or, with ``drop_last``, cut) so every rank gets ``num_samples``. With
+    ``shuffle`` the order is a permutation seeded by ``seed + epoch``: call ``set_epoch(epoch)`` at
+    each epoch, or every epoch repeats the first one's order (as in torch)."""
+
+    def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0, drop_last=False):
+        num_replicas = distributed.get_world_size() if num_replicas is None else num_replicas
+        rank = distributed.get_rank() if rank is None else rank
+        if rank >= num_replicas or rank < 0:
+            raise ValueError(f"Invalid rank {rank}, rank should be in the interval [0, {num_replicas - 1}]")
+        self.dataset, self.num_replicas, self.rank = dataset, num_replicas, rank
+        self.shuffle, self.seed, self.drop_last, self.epoch = shuffle, seed, drop_last, 0
+        if drop_last and len(dataset) % num_replicas:
+            self.num_samples = math.ceil((len(dataset) - num_replicas) / num_replicas)
+        else:
+            self.num_samples = math.ceil(len(dataset) / num_replicas)
+        self.total_size = self.num_samples * num_replicas
+
+    def __iter__(self):
+        n = len(self.dataset)
+        if self.shuffle:
+            order = Generator().manual_seed(self.seed + self.epoch)
+            indices = factories.randperm(n, generator=order).tolist()
+        else:
+            indices = list(range(n))
+        if self.drop_last:
+            indices = indices[:self.total_size]
+        else:
+            padding = self.total_size - n
+            indices += (indices * math.ceil(padding / n))[:padding] if padding > n else indices[:padding]
+        return iter(indices[self.rank:self.total_size:self.num_replicas])
+
+    def __len__(self):
+        return self.num_samples
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
 
 
 class BatchSampler(Sampler):
