@@ -201,3 +201,22 @@ def test_from_pretrained_config_object_with_config_keywords_is_type_error(saved)
     for load, config_cls in ((hf_load, transformers.LlamaConfig), (LlamaForCausalLM.from_pretrained, LlamaConfig)):
         with pytest.raises(TypeError, match="unexpected keyword argument 'num_hidden_layers'"):
             load(saved, config=config_cls.from_pretrained(saved), num_hidden_layers=1)
+
+
+# ==================================================================================================
+# PeftModel files: adapter_config.json as PEFT writes it
+# ==================================================================================================
+def test_adapter_without_task_type_writes_peft_auto_mapping_and_peft_auto_model_loads_it(saved, tmp_path):
+    config = dict(r=2, lora_alpha=4, target_modules=["q_proj"], init_lora_weights=False)
+    theirs = peft.get_peft_model(hf_load(saved), peft.LoraConfig(**config))
+    theirs.save_pretrained(tmp_path / "peft")
+    ours = get_peft_model(LlamaForCausalLM.from_pretrained(saved), LoraConfig(**config))
+    ours.save_pretrained(tmp_path / "ml")
+    written = [json.loads((tmp_path / side / "adapter_config.json").read_text()) for side in ("peft", "ml")]
+    assert written[1]["auto_mapping"] == written[0]["auto_mapping"] == {
+        "base_model_class": "LlamaForCausalLM", "parent_library": "transformers.models.llama.modeling_llama"}
+    loaded = peft.AutoPeftModel.from_pretrained(str(tmp_path / "ml"))  # needs auto_mapping without a task_type
+    np.testing.assert_allclose(logits_of(loaded), logits_of(ours), rtol=1e-4, atol=1e-5)
+    with_task = get_peft_model(LlamaForCausalLM.from_pretrained(saved), LoraConfig(**config, task_type="CAUSAL_LM"))
+    with_task.save_pretrained(tmp_path / "task")
+    assert json.loads((tmp_path / "task" / "adapter_config.json").read_text())["auto_mapping"] is None

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..checkpoint import (atomic_folder, atomic_write, load_file, load_json, read_header, save_file, save_json,
                           warn_non_finite)
+from ..nn.llama import LlamaForCausalLM
 from ..nn.module import IncompatibleKeys
 from .config import CONFIG_NAME
 from .layers import BaseTunerLayer, ModulesToSaveWrapper
@@ -165,6 +166,8 @@ def save_adapters(peft_model, save_directory, selected_adapters=None, overwrite=
         config["inference_mode"] = True  # as PEFT: a saved adapter loads for inference by default
         if config["base_model_name_or_path"] is None:
             config["base_model_name_or_path"] = _name_or_path(peft_model.get_base_model())
+        if config["task_type"] is None:  # PEFT's AutoPeftModel then finds the base model's class here
+            config["auto_mapping"] = _auto_mapping(peft_model.get_base_model())
         if not overwrite:
             _refuse_other_adapter(_adapter_dir(save_directory, name), config, tensors)
         files[name] = tensors, config
@@ -175,6 +178,15 @@ def save_adapters(peft_model, save_directory, selected_adapters=None, overwrite=
             directory = _adapter_dir(tmp, name)
             save_file(tensors, os.path.join(directory, WEIGHTS_NAME), metadata={"format": "pt"})
             save_json(config, os.path.join(directory, CONFIG_NAME))
+
+
+def _auto_mapping(model):
+    """PEFT's auto_mapping for an adapter without a task_type: the base model's class and module.
+    minilora's Llama is written as transformers' (what PEFT writes for the same model), so PEFT's
+    AutoPeftModel.from_pretrained loads the folder with transformers."""
+    if isinstance(model, LlamaForCausalLM):
+        return {"base_model_class": "LlamaForCausalLM", "parent_library": "transformers.models.llama.modeling_llama"}
+    return {"base_model_class": type(model).__name__, "parent_library": type(model).__module__}
 
 
 def _name_or_path(model):
