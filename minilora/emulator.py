@@ -405,11 +405,17 @@ _VARIANT_FLAGS = {
     # the portable fiber switch, for non-x86-64 hosts
     "ucontext": ["-O2", "-g1", "-fstack-clash-protection", "-DEMU_FORCE_UCONTEXT"],
     # -gdwarf-4: with DWARF 5 binutils' addr2line names wrapper.cpp instead of the #line file here
-    "asan": ["-O1", "-g", "-gdwarf-4", "-fno-omit-frame-pointer", "-fsanitize=address,bounds",
+    "asan": ["-O1", "-g", "-gdwarf-4", "-fno-omit-frame-pointer", "-fsanitize=address,bounds,shift-exponent,float-cast-overflow",
              "-fno-sanitize-recover=all"],
     # racecheck=True: the kernel's loads and stores call runtime.cpp's hazard detector (see _build).
     "racecheck": ["-O1", "-g1", "-DEMU_RACECHECK"],
 }
+# Compiled into the kernel only (not the runtime, not the link): undefined behaviour a GPU and the CPU resolve
+# differently, so that it stops the launch instead of silently giving the CPU's answer -- a shift by the
+# type's width or more (the GPU's shl clamps the count, x86 masks it: x << 32 is 0 there and x here) and a
+# float -> int conversion of NaN or of a value out of range (the GPU saturates, x86 gives INT_MIN).
+# runtime.cpp implements the two __ubsan_handle_* hooks; the sanitizer build uses libubsan's.
+_UB_CHECKS = ["-fsanitize=shift-exponent,float-cast-overflow"]
 # Compiled into the kernel only (not the runtime, not the link): GCC's thread-sanitizer instrumentation,
 # whose __tsan_read/__tsan_write hooks runtime.cpp implements itself; libtsan is never linked.
 _RACECHECK_INSTRUMENT = ["-fsanitize=thread", "--param=tsan-instrument-func-entry-exit=0"]
@@ -781,10 +787,11 @@ class _Module:
 
         compile_flags = [*_COMMON_FLAGS, *_VARIANT_FLAGS[self.variant], "-fstack-usage", "-include", str(_HEADER),
                          "-I", str(_INCLUDE), *flags]
-        if self.variant == "racecheck":  # two steps, so that only the kernel is instrumented
+        if not self.sanitize:  # two steps, so that only the kernel is instrumented (and no libubsan linked)
+            instrument = _UB_CHECKS + (_RACECHECK_INSTRUMENT if self.variant == "racecheck" else [])
             wrapper_object = self.product.parent / "wrapper.o"
-            _run_compiler([_CXX, *compile_flags, *_RACECHECK_INSTRUMENT, "-c", str(wrapper)], wrapper_object,
-                          f"'{name}' for the CUDA emulator (racecheck)", record_stack_usage)
+            _run_compiler([_CXX, *compile_flags, *instrument, "-c", str(wrapper)], wrapper_object,
+                          f"'{name}' for the CUDA emulator ({self.variant})", record_stack_usage)
             compile_flags, wrapper, record_stack_usage = [*_COMMON_FLAGS], wrapper_object, None
         for attempt in range(2):
             cmd = [_CXX, *compile_flags, str(wrapper), str(runtime), *_LINK_FLAGS]

@@ -383,6 +383,44 @@ def test_int_min_divided_by_minus_one_is_named_too():
         RawModule(code=DIVIDE).get_function("int_div")(1, 32, (a, b, np.zeros(32, np.int32)))
 
 
+UNDEFINED = r'''
+extern "C" __global__ void lane_mask(const int* width, unsigned* out) {
+    out[threadIdx.x] = (1u << width[threadIdx.x]) - 1u;  // width 32: 0xffffffff on a GPU, 0 on x86
+}
+extern "C" __global__ void to_int(const float* x, int* out) {
+    out[threadIdx.x] = (int)(x[threadIdx.x] * 100.0f);  // NaN: 0 on a GPU, INT_MIN on x86
+}
+extern "C" __global__ void to_int_saturating(const float* x, int* out) {
+    out[threadIdx.x] = __float2int_rz(x[threadIdx.x] * 100.0f);
+}
+'''
+
+
+@pytest.mark.parametrize("sanitize", [False, True])
+def test_a_shift_by_the_width_or_more_stops_instead_of_giving_the_cpus_result(sanitize):
+    """(1u << 32) - 1 gave 0 (x86 masks the count to 0) where a GPU gives 0xffffffff (shl clamps), silently."""
+    mod = RawModule(code=UNDEFINED, sanitize=sanitize)
+    out = np.zeros(4, np.uint32)
+    mod.get_function("lane_mask")(1, 3, (np.array([1, 8, 31], np.int32), out[:3]))
+    np.testing.assert_array_equal(out[:3], [1, 255, 2**31 - 1])
+    match = (r"shift exponent 32 is too large for 32-bit type 'unsigned int' at lane_mask\.cu:3" if sanitize else
+             r"thread \(3,0,0\) of block \(0,0,0\) of kernel 'lane_mask' shifts a 32-bit 'unsigned int' by 32 at "
+             r"lane_mask\.cu:3: undefined in C\+\+ .* A GPU clamps the count")
+    with pytest.raises(KernelFault, match=match):
+        mod.get_function("lane_mask")(1, 4, (np.array([1, 8, 31, 32], np.int32), out))
+
+
+@pytest.mark.parametrize("check", [{}, {"racecheck": True}])
+def test_a_float_to_int_cast_of_nan_or_out_of_range_stops(check):
+    """(int)NaN gave INT_MIN (x86's cvttss2si) where a GPU gives 0 (cvt.rzi saturates), silently."""
+    mod = RawModule(code=UNDEFINED)
+    x, out = np.array([1.5, -2.25, 3e8, np.nan], np.float32), np.zeros(4, np.int32)
+    with pytest.raises(KernelFault, match=r"thread \(2,0,0\) .* converts the 'float' 3e\+10 to 'int' at lane_mask\.cu:6"):
+        mod.get_function("to_int")(1, 4, (x, out), **check)
+    mod.get_function("to_int_saturating")(1, 4, (x, out), **check)  # the intrinsic saturates as the GPU does
+    np.testing.assert_array_equal(out, [150, -225, 2**31 - 1, 0])
+
+
 # ------------------------------------------------------------------------------------------------
 # initcheck: reading shared memory no thread has written
 # ------------------------------------------------------------------------------------------------
@@ -429,3 +467,60 @@ def test_initcheck_counts_atomics_and_accepts_a_correct_kernel():
         mod.get_function("histogram")(1, 64, (v, out, np.int32(500), np.int32(0)), initcheck=True)  # atomicAdd's line
     with pytest.raises(ValueError, match="racecheck=True and initcheck=True are separate tools"):
         mod.get_function("histogram")(1, 64, (v, out, np.int32(500), np.int32(0)), initcheck=True, racecheck=True)
+
+
+@pytest.fixture
+def initcheck_every_launch(monkeypatch):
+    """Every emulator launch in the test runs under initcheck=True; yields the names launched."""
+    real_call, launched = emu.RawKernel.__call__, []
+
+    def with_initcheck(self, grid, block, args, shared_mem=0, **kw):
+        if self._variant == "racecheck":  # already the checked build: launch it
+            return real_call(self, grid, block, args, shared_mem, **kw)
+        launched.append(self.name)
+        kw.pop("check_races", None)
+        return real_call(self, grid, block, args, shared_mem, initcheck=True, **kw)
+
+    monkeypatch.setattr(emu.RawKernel, "__call__", with_initcheck)
+    return launched
+
+
+@pytest.mark.parametrize("version", __import__("minilora.kernels", fromlist=["VERSIONS"]).VERSIONS)
+def test_every_project_kernel_passes_initcheck(version, initcheck_every_launch):
+    """kernels/*.cu read no shared byte before writing it (cp.async copies included), with ragged shapes."""
+    from minilora import kernels
+    M, N, K, r = 37, 45, 29, 5
+    X, W0 = rng.standard_normal((M, K)).astype(np.float32), rng.standard_normal((N, K)).astype(np.float32)
+    A, B = rng.standard_normal((r, K)).astype(np.float32), rng.standard_normal((N, r)).astype(np.float32)
+    Y, U = kernels.lora_forward(X, W0, A, B, 0.5, device="emu", version=version)
+    np.testing.assert_allclose(Y, X @ W0.T + 0.5 * (X @ A.T) @ B.T, rtol=1e-4, atol=1e-4)
+    dY = rng.standard_normal((M, N)).astype(np.float32)
+    dX, dA, dB = kernels.lora_backward(dY, X, W0, A, B, U, 0.5, device="emu", version=version)
+    np.testing.assert_allclose(dX, dY @ W0 + 0.5 * (dY @ B) @ A, rtol=1e-4, atol=1e-4)
+    assert any(name.endswith(version) for name in initcheck_every_launch), initcheck_every_launch
+
+
+def test_cooperative_groups_ranks_and_sizes_have_cudas_types():
+    """They were all unsigned long long: rank 0's `thread_rank() - 1` became 1.8e19 as a float, 4.3e9 on a GPU."""
+    src = r'''
+    #include <cooperative_groups.h>
+    namespace cg = cooperative_groups;
+    extern "C" __global__ void k(int* sizes, float* below) {
+        cg::thread_block block = cg::this_thread_block();
+        cg::thread_block_tile<16> tile = cg::tiled_partition<16>(block);
+        cg::thread_group dynamic_tile = cg::tiled_partition(block, 8);
+        cg::grid_group grid = cg::this_grid();
+        if (block.thread_rank() == 0) {
+            int k = 0;
+            for (int s : {sizeof(block.thread_rank()), sizeof(block.size()), sizeof(block.num_threads()),
+                          sizeof(tile.thread_rank()), sizeof(tile.size()), sizeof(tile.meta_group_rank()),
+                          sizeof(dynamic_tile.thread_rank()), sizeof(dynamic_tile.size()),
+                          sizeof(cg::coalesced_threads().thread_rank()), sizeof(grid.thread_rank()), sizeof(grid.size())})
+                sizes[k++] = s;
+        }
+        below[block.thread_rank()] = (float)(tile.thread_rank() - 1);
+    }'''
+    sizes, below = np.zeros(11, np.int32), np.zeros(32, np.float32)
+    RawModule(code=src).get_function("k")(1, 32, (sizes, below))
+    np.testing.assert_array_equal(sizes, [4] * 9 + [8, 8])
+    assert below[0] == np.float32(2**32 - 1) and below[1] == 0

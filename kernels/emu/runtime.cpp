@@ -2063,6 +2063,62 @@ EMU_WRAP_EXIT(quick_exit, "quick_exit")
 }
 }
 
+#ifndef EMU_ASAN
+// ---- undefined behaviour the GPU and the CPU resolve differently ----------------------------------
+// Kernels are compiled with -fsanitize=shift-exponent,float-cast-overflow (emulator.py's _UB_CHECKS) and
+// these are the hooks the instrumentation calls (libubsan is not linked; the layouts are GCC's).  Both
+// stop the launch with a KernelFault at the user's line: the emulator cannot give the GPU's answer.
+namespace {
+struct UbLocation { const char* file; uint32_t line, column; };
+struct UbType { uint16_t kind, info; char name[1]; };  // kind 0: integer (info: log2 bits << 1 | signed), 1: float (info: bits)
+struct UbShift { UbLocation loc; const UbType* lhs; const UbType* rhs; };
+struct UbFloatCast { UbLocation loc; const UbType* from; const UbType* to; };
+
+std::string ub_where(const UbLocation& l) {
+    const char* base = strrchr(l.file, '/');
+    return fmt("%s:%u", base ? base + 1 : l.file, l.line);
+}
+long long ub_integer(const UbType* t, uintptr_t v) {
+    const unsigned bits = 1u << (t->info >> 1);
+    if (bits >= 64) return (long long)v;
+    const uint64_t m = (1ull << bits) - 1, x = v & m;
+    return (t->info & 1) && (x >> (bits - 1)) ? (long long)(x | ~m) : (long long)x;
+}
+double ub_float(const UbType* t, uintptr_t v) {
+    if (t->info == 32) { float f; const uint32_t b = uint32_t(v); memcpy(&f, &b, 4); return f; }
+    if (t->info == 64) { double d; memcpy(&d, &v, 8); return d; }
+    return NAN;
+}
+[[noreturn]] void ub_stop(const std::string& what) {
+    Worker& w = me();
+    fail_in_fiber(E_FAULT, tid_str(*w.cur) + " of " + block_str() + " " + what);
+}
+void ub_shift(const UbShift* d, uintptr_t rhs) {
+    if (!in_fiber()) return;
+    const long long count = ub_integer(d->rhs, rhs);
+    const unsigned bits = 1u << (d->lhs->info >> 1);
+    ub_stop(fmt("shifts a %u-bit %s by %lld at %s: undefined in C++ (a count of the type's width or more, or "
+                "negative). A GPU clamps the count (x << %u gives 0), the CPU masks it (x << %u gives x), so the "
+                "emulator cannot give the GPU's result and stops: write the edge case out, e.g. "
+                "n >= %u ? 0u : x << n", bits, d->lhs->name, count, ub_where(d->loc).c_str(), bits, bits, bits));
+}
+void ub_float_cast(const UbFloatCast* d, uintptr_t from) {
+    if (!in_fiber()) return;
+    ub_stop(fmt("converts the %s %g to %s at %s, outside its range (or NaN): undefined in C++. A GPU saturates "
+                "(NaN gives 0, too large the type's maximum), the CPU gives another value, so the emulator stops: "
+                "clamp first, or use the intrinsic that saturates as the GPU does (__float2int_rz, "
+                "__float2uint_rz, __float2ll_rz, ...)", d->from->name, ub_float(d->from, from), d->to->name,
+                ub_where(d->loc).c_str()));
+}
+}  // namespace
+extern "C" {
+void __ubsan_handle_shift_out_of_bounds(void* d, void*, void* rhs) { ub_shift((const UbShift*)d, uintptr_t(rhs)); }
+void __ubsan_handle_shift_out_of_bounds_abort(void* d, void*, void* rhs) { ub_shift((const UbShift*)d, uintptr_t(rhs)); }
+void __ubsan_handle_float_cast_overflow(void* d, void* v) { ub_float_cast((const UbFloatCast*)d, uintptr_t(v)); }
+void __ubsan_handle_float_cast_overflow_abort(void* d, void* v) { ub_float_cast((const UbFloatCast*)d, uintptr_t(v)); }
+}
+#endif
+
 #ifdef EMU_RACECHECK
 // Called by emulator.py before a launch, once per array argument; forgotten when the launch ends.
 EMU_EXPORT void emu_racecheck_track_global(const void* p, size_t n, const char* name) {

@@ -12,7 +12,8 @@
 // match-free), coalesced_threads() (the lanes of the warp that call it at the same line before any
 // lane of the warp can run on: the others have exited or wait elsewhere -- CUDA's converged lanes),
 // this_grid() (ranks, sizes and sync() in a cooperative launch), and cg::reduce in
-// <cooperative_groups/reduce.h>.
+// <cooperative_groups/reduce.h>.  Ranks and sizes have CUDA's types: unsigned int within a block,
+// unsigned long long for the grid (rank 0's `thread_rank() - 1` wraps to the same number as on a GPU).
 #pragma once
 #include "../cuda_emu.h"
 
@@ -38,9 +39,9 @@ public:
     void sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
         __emu::syncthreads(__emu::BAR_PLAIN, 0, file, line);
     }
-    unsigned long long thread_rank() const { return __detail::block_rank(); }
-    unsigned long long size() const { return __detail::block_threads(); }
-    unsigned long long num_threads() const { return __detail::block_threads(); }
+    unsigned int thread_rank() const { return __detail::block_rank(); }
+    unsigned int size() const { return __detail::block_threads(); }
+    unsigned int num_threads() const { return __detail::block_threads(); }
     dim3 group_index() const { return dim3(blockIdx.x, blockIdx.y, blockIdx.z); }
     dim3 thread_index() const { return dim3(threadIdx.x, threadIdx.y, threadIdx.z); }
     dim3 group_dim() const { return dim3(blockDim.x, blockDim.y, blockDim.z); }
@@ -55,11 +56,11 @@ public:
     void sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
         __emu::warp_op(__emu::W_SYNC, file, line, __detail::tile_mask(n_), 0, 0, 32);
     }
-    unsigned long long thread_rank() const { return __detail::block_rank() % n_; }
-    unsigned long long size() const { return n_; }
-    unsigned long long num_threads() const { return n_; }
-    unsigned long long meta_group_rank() const { return __detail::block_rank() / n_; }
-    unsigned long long meta_group_size() const { return (__detail::block_threads() + n_ - 1) / n_; }
+    unsigned int thread_rank() const { return __detail::block_rank() % n_; }
+    unsigned int size() const { return n_; }
+    unsigned int num_threads() const { return n_; }
+    unsigned int meta_group_rank() const { return __detail::block_rank() / n_; }
+    unsigned int meta_group_size() const { return (__detail::block_threads() + n_ - 1) / n_; }
 
 protected:
     unsigned n_;
@@ -78,8 +79,8 @@ class thread_block_tile : public thread_group {
 
 public:
     thread_block_tile() : thread_group(N) {}
-    static constexpr unsigned long long num_threads() { return N; }
-    static constexpr unsigned long long size() { return N; }
+    static constexpr unsigned int num_threads() { return N; }
+    static constexpr unsigned int size() { return N; }
     template <class T>
     T shfl(T v, int src, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
         return __emu::shfl(__emu::W_SHFL_IDX, file, line, __detail::tile_mask(N), v, src, N);
@@ -116,9 +117,9 @@ thread_block_tile<N> tiled_partition(const Parent&) { return thread_block_tile<N
 class coalesced_group {
 public:
     explicit coalesced_group(unsigned mask) : mask_(mask) {}
-    unsigned long long size() const { return __builtin_popcount(mask_); }
-    unsigned long long num_threads() const { return size(); }
-    unsigned long long thread_rank() const { return __builtin_popcount(mask_ & ((1u << __detail::lane()) - 1u)); }
+    unsigned int size() const { return __builtin_popcount(mask_); }
+    unsigned int num_threads() const { return size(); }
+    unsigned int thread_rank() const { return __builtin_popcount(mask_ & ((1u << __detail::lane()) - 1u)); }
     void sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
         __emu::warp_op(__emu::W_SYNC, file, line, mask_, 0, 0, 32);
     }
