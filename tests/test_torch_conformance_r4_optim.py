@@ -385,3 +385,47 @@ def test_scheduler_state_dict_has_torchs_entries(name):
         entries.append({k: (type(v).__name__, v if isinstance(v, (int, float, str, bool)) else None)
                         for k, v in sched.state_dict().items() if k not in ("lr_lambdas", "_schedulers")})
     assert entries[0] == entries[1]
+
+
+# --- gradients changed in place, as torch's zero_()/mul_()/clamp_() ----------------------------------------------
+GRAD_CHANGES = {
+    "clip_grad_norm_": lambda lib, ps, opt: (torch.nn.utils if lib is torch else optim).clip_grad_norm_(ps, 1.0),
+    "clip_grad_norm_ inf": lambda lib, ps, opt: (torch.nn.utils if lib is torch else optim).clip_grad_norm_(
+        ps, 0.5, norm_type="inf"),
+    "clip_grad_value_": lambda lib, ps, opt: (torch.nn.utils if lib is torch else optim).clip_grad_value_(ps, 0.3),
+    "zero_grad(set_to_none=False)": lambda lib, ps, opt: opt.zero_grad(set_to_none=False),
+    "zero_grad(False)": lambda lib, ps, opt: opt.zero_grad(False),
+}
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["own grads", "one grad for two params"])
+@pytest.mark.parametrize("change", list(GRAD_CHANGES))
+def test_gradients_change_in_place_as_torch(change, shared):
+    """``held = [p.grad for p in params]`` before clipping or zero_grad(set_to_none=False): torch changes those
+    very Tensors (minilora made new ones, so held gradients kept the old values); a Tensor set as two
+    parameters' .grad is changed once per parameter, as torch's."""
+    seen = []
+    for lib, params in zip((ml, torch), _twins(shapes=((4,), (4,)))):
+        for p, g in zip(params, _grads(params, seed=0)):
+            p.grad = lib.tensor(g * 3)
+        if shared:
+            params[1].grad = params[0].grad
+        opt = _module(lib).SGD(params, lr=0.1)
+        held = [p.grad for p in params]
+        GRAD_CHANGES[change](lib, params, opt)
+        assert all(p.grad is h for p, h in zip(params, held)), lib.__name__
+        seen.append([_as_numpy(h).copy() for h in held])
+    for a, b in zip(*seen):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_clipping_a_read_only_gradient():
+    """A gradient set to an expand()ed tensor (a read-only array here) is clipped all the same, in its Tensor."""
+    p = nn.Parameter(ml.zeros(2, 4, dtype=ml.float64))
+    p.grad = ml.ones(1, 4, dtype=ml.float64).expand(2, 4)
+    held = p.grad
+    total = optim.clip_grad_norm_([p], 1.0)
+    assert p.grad is held and float(total) == pytest.approx(8 ** 0.5)
+    np.testing.assert_allclose(held.numpy(), np.full((2, 4), 8 ** -0.5), rtol=1e-6)
+    optim.SGD([p]).zero_grad(set_to_none=False)
+    assert p.grad is held and not held.numpy().any()

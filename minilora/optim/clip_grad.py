@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import dtypes
 from ..tensor import Tensor, tensor
+from .optimizer import write_in_place
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
 
@@ -65,10 +66,9 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     # BEGIN SOLUTION
     coef = _clip_coef(max_norm, total)  # min(max_norm / (total + 1e-6), 1); NaN stays NaN, as in torch
     for p in params:
-        # A new array rather than `*=`: backward gives each parameter its own gradient array
-        # (tensor._GradStore), but code may assign one tensor to two (`p.grad = q.grad = g`),
-        # and in place that tensor would be scaled twice.
-        p.grad = Tensor._make(_scaled(p.grad._array, coef), p.device, False, None)
+        # In place, as torch's g.mul_(coef): code holding g = p.grad sees the clipped values. (So a
+        # tensor set as two parameters' .grad, p.grad = q.grad = g, is scaled twice, as in torch.)
+        write_in_place(p.grad, _scaled(p.grad._array, coef))
     # END SOLUTION
     return Tensor._make(xp.asarray(total), params[0].device, False, None)
 
@@ -99,15 +99,14 @@ def _times(grad, coef):
 
 
 def clip_grad_value_(parameters, clip_value, foreach=None):
-    """Clamp every gradient element of ``parameters`` into ``[-clip_value, clip_value]``, as
-    ``torch.nn.utils.clip_grad_value_`` (returns None). Each gradient becomes a new array (``.clip``),
-    as in ``clip_grad_norm_``: a tensor assigned as two parameters' ``.grad`` stays unchanged."""
+    """Clamp every gradient element of ``parameters`` into ``[-clip_value, clip_value]``, in place, as
+    ``torch.nn.utils.clip_grad_value_`` (returns None)."""
     if isinstance(parameters, Tensor):
         parameters = [parameters]
     clip_value = float(clip_value)
     for p in parameters:
         if p.grad is not None:
-            p.grad = Tensor._make(_clamped(p.grad._array, clip_value), p.device, False, None)
+            write_in_place(p.grad, _clamped(p.grad._array, clip_value))
 
 
 def _clamped(grad, clip_value):

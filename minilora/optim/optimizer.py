@@ -12,8 +12,9 @@ State is created lazily on the first step a parameter has a gradient, so a froze
 so little of it (``state_bytes()``).
 
 Updates change ``p._array`` (the raw array) in place with the arrays' own methods, so they work on NumPy and CuPy arrays
-alike and the Parameter objects a Module holds stay the ones being trained. Gradients are only read,
-never changed in place: the autograd engine may hand the same gradient array to two parameters.
+alike and the Parameter objects a Module holds stay the ones being trained. A step only reads the
+gradients; ``zero_grad(set_to_none=False)`` and the clipping functions change them in place, as torch's
+``zero_()``/``mul_()``/``clamp_()`` do (``write_in_place``): code holding ``g = p.grad`` sees the change.
 """
 import functools
 import warnings
@@ -82,12 +83,16 @@ class Optimizer:
 
     # --- gradients and steps --------------------------------------------------------------------
     def zero_grad(self, set_to_none=True):
-        """Forget the gradients before the next backward (``set_to_none=False``: zero them)."""
+        """Forget the gradients before the next backward (``set_to_none=False``: zero them in place, as
+        torch's ``p.grad.zero_()``: the same gradient Tensor, now all zeros)."""
         for p in self._all_params():
-            if set_to_none or p.grad is None:
+            grad = p.grad
+            if set_to_none or grad is None:
                 p.grad = None
-            else:  # a fresh array, not an in-place fill: the old one may be shared (see top)
-                p.grad = Tensor._make(p.device.xp.zeros_like(p.grad._array), p.device, False, None)
+            elif grad.requires_grad:  # a gradient with a graph (create_graph=True): torch detaches it, then zeros
+                p.grad = Tensor._make(p.device.xp.zeros_like(grad._array), p.device, False, None)
+            else:
+                write_in_place(grad, 0)
 
     def step(self, closure=None):
         raise NotImplementedError(f"{type(self).__name__} must define step()")  # abstract
@@ -183,6 +188,18 @@ class Optimizer:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+def write_in_place(tensor, values):
+    """Write ``values`` (an array of its shape, or a number) into ``tensor`` itself, as a torch in-place op
+    (``g.zero_()``, ``g.mul_(c)``) changes a gradient: whoever holds the Tensor sees the new values. A
+    read-only array (a gradient set to an ``expand()``ed tensor) is replaced inside the same Tensor."""
+    try:
+        tensor._array[...] = values
+    except ValueError:
+        xp = tensor.device.xp
+        tensor._array = xp.broadcast_to(xp.asarray(values, dtype=tensor.dtype), tensor.shape).copy()
+    tensor._bump_version()
+
+
 def _noting_that_it_ran(step):
     @functools.wraps(step)
     def noted_step(self, *args, **kwargs):
