@@ -42,10 +42,12 @@ def same_error(ml_call, torch_call):
     return str(ours.value)
 
 
-def check(ml_fn, torch_fn, *arrays, dtype="float64", rtol=1e-10, atol=1e-12, exact=False):
+def check(ml_fn, torch_fn, *arrays, dtype="float64", rtol=1e-10, atol=1e-12, exact=False, constant=()):
     """Run both on the same inputs; compare outputs (dtype and values) and every floating input's
-    gradient (through a fixed random projection of the output). ``exact``: bit for bit."""
-    ours, theirs = zip(*(pair(a, np.asarray(a).dtype.kind == "f", dtype) for a in arrays))
+    gradient (through a fixed random projection of the output). ``exact``: bit for bit. The arrays
+    at the positions in ``constant`` do not require grad."""
+    ours, theirs = zip(*(pair(a, np.asarray(a).dtype.kind == "f" and i not in constant, dtype)
+                         for i, a in enumerate(arrays)))
     out_ml, out_t = ml_fn(*ours), torch_fn(*theirs)
     assert str(out_ml.dtype) == str(out_t.dtype).replace("torch.", ""), (out_ml.dtype, out_t.dtype)
     assert tuple(out_ml.shape) == tuple(out_t.shape)
@@ -249,3 +251,209 @@ def test_batch_norm_16bit_with_mixed_parameter_dtypes_is_torchs_error(rng, stats
     w, tw = pair(rng.standard_normal(3), dtype=params)
     same_error(lambda: F.batch_norm(x, ours["running_mean"], ours["running_var"], w, None, True),
                lambda: TF.batch_norm(tx, theirs["running_mean"], theirs["running_var"], tw, None, True))
+
+
+# ---- F.interpolate and nn.Upsample -----------------------------------------------------------------
+_RESIZES = [{"scale_factor": 2}, {"scale_factor": 1.7}, {"scale_factor": 0.5}, {"size": 7}, {"size": 3},
+            {"scale_factor": 2.5, "recompute_scale_factor": True}, {"scale_factor": 1 / 3}]
+_MODES = [((2, 3, 5), "nearest"), ((2, 3, 5), "nearest-exact"), ((2, 3, 5), "linear"), ((2, 3, 5), "area"),
+          ((2, 3, 5, 4), "nearest"), ((2, 3, 5, 4), "nearest-exact"), ((2, 3, 5, 4), "bilinear"),
+          ((2, 3, 5, 4), "area"), ((1, 2, 3, 4, 5), "nearest"), ((1, 2, 3, 4, 5), "trilinear")]
+
+
+@pytest.mark.parametrize("resize", _RESIZES, ids=lambda r: ",".join(f"{k}={v:.3g}" for k, v in r.items()))
+@pytest.mark.parametrize("shape, mode", _MODES, ids=lambda v: v if isinstance(v, str) else f"{len(v)}d")
+@pytest.mark.parametrize("align_corners", [None, True, False])
+def test_interpolate_as_torch_forward_and_gradient_in_float64(rng, shape, mode, resize, align_corners):
+    if align_corners is not None and "linear" not in mode:
+        return  # a ValueError in both: test_interpolate_errors_are_torchs
+    kwargs = dict(resize, mode=mode, align_corners=align_corners)
+    check(lambda x: F.interpolate(x, **kwargs), lambda x: TF.interpolate(x, **kwargs), rng.standard_normal(shape))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("shape, mode", _MODES, ids=lambda v: v if isinstance(v, str) else f"{len(v)}d")
+def test_interpolate_in_narrow_dtypes_within_one_rounding_of_torch(rng, dtype, shape, mode):
+    """Nearest is exact; the linear modes blend in float32 and round once (torch's own 16-bit
+    kernel is up to one 16-bit rounding away from that: compared within it)."""
+    tol = {"float32": 1e-6, "bfloat16": 2 ** -7, "float16": 2 ** -10}[dtype]
+    for resize in ({"scale_factor": 2}, {"size": 7}):
+        check(lambda x: F.interpolate(x, mode=mode, **resize), lambda x: TF.interpolate(x, mode=mode, **resize),
+              rng.standard_normal(shape), dtype=dtype, rtol=tol, atol=4 * tol, exact=mode.startswith("nearest")
+              and dtype != "float32")
+
+
+def test_interpolate_gradients_check_in_float64(rng):
+    x = ml.tensor(rng.standard_normal((1, 2, 3, 4)), requires_grad=True)
+    grad_check(lambda x: F.interpolate(x, scale_factor=1.5, mode="bilinear"), x)
+    grad_check(lambda x: F.interpolate(x, size=(5, 7), mode="bilinear", align_corners=True), x)
+    grad_check(lambda x: F.interpolate(x, scale_factor=2), x)
+    grad_check(lambda x: F.interpolate(x[0], size=6, mode="linear"), x)
+
+
+@pytest.mark.parametrize("call", [
+    lambda F, x: F.interpolate(x, size=4, scale_factor=2),
+    lambda F, x: F.interpolate(x),
+    lambda F, x: F.interpolate(x, scale_factor=2, align_corners=True),
+    lambda F, x: F.interpolate(x, size=(2, 3, 4)),
+    lambda F, x: F.interpolate(x, scale_factor=(2, 3, 4)),
+    lambda F, x: F.interpolate(x, scale_factor=2, mode="linear"),
+    lambda F, x: F.interpolate(x, scale_factor=2, mode="trilinear"),
+    lambda F, x: F.interpolate(x, scale_factor=2, mode="cubic"),
+    lambda F, x: F.interpolate(x[0, 0], scale_factor=2),
+    lambda F, x: F.interpolate(x, size=4, recompute_scale_factor=True),
+    lambda F, x: F.interpolate(x, scale_factor=0.1),
+    lambda F, x: F.interpolate(x, size=(0, 2)),
+], ids=["size-and-scale", "neither", "align-nearest", "size-rank", "scale-rank", "linear-4d", "trilinear-4d",
+        "unknown-mode", "2d-input", "recompute-with-size", "empty-output", "zero-size"])
+def test_interpolate_errors_are_torchs(rng, call):
+    x, tx = pair(rng.standard_normal((1, 2, 5, 4)))
+    same_error(lambda: call(F, x), lambda: call(TF, tx))
+
+
+def test_interpolate_refuses_what_minilora_does_not_implement(rng):
+    x = ml.tensor(rng.standard_normal((1, 2, 5, 4)))
+    for kwargs in ({"mode": "bicubic"}, {"mode": "bilinear", "antialias": True}):
+        with pytest.raises(NotImplementedError, match="minilora"):
+            F.interpolate(x, scale_factor=2, **kwargs)
+
+
+@pytest.mark.parametrize("fn, kwargs", [("upsample", {"scale_factor": 2, "mode": "bilinear"}),
+                                        ("upsample_nearest", {"size": 6}),
+                                        ("upsample_bilinear", {"scale_factor": 1.5})])
+def test_deprecated_upsample_functions_warn_and_resize_as_torch(rng, fn, kwargs):
+    with pytest.warns(UserWarning, match="deprecated"):
+        check(lambda x: getattr(F, fn)(x, **kwargs), lambda x: getattr(TF, fn)(x, **kwargs),
+              rng.standard_normal((1, 2, 3, 4)))
+
+
+@pytest.mark.parametrize("make", [
+    lambda nn: nn.Upsample(scale_factor=2), lambda nn: nn.Upsample(size=(3, 7), mode="bilinear"),
+    lambda nn: nn.Upsample(scale_factor=(1.5, 2), mode="bilinear", align_corners=True),
+    lambda nn: nn.Upsample(None, 3, "nearest"), lambda nn: nn.UpsamplingNearest2d(scale_factor=2),
+    lambda nn: nn.UpsamplingBilinear2d(size=6), lambda nn: nn.UpsamplingBilinear2d(scale_factor=1.5)])
+def test_upsample_modules_as_torch(rng, make):
+    ours, theirs = make(nn), make(tnn)
+    assert repr(ours) == repr(theirs)
+    assert ours.scale_factor == theirs.scale_factor and ours.align_corners == theirs.align_corners
+    check(ours, theirs, rng.standard_normal((2, 3, 4, 5)))
+
+
+# ---- the losses tutorials reach for ----------------------------------------------------------------
+_REDUCTIONS = [{}, {"reduction": "mean"}, {"reduction": "sum"}, {"reduction": "none"}, {"size_average": False},
+               {"reduce": False}, {"size_average": True, "reduce": True}, {"size_average": False, "reduce": True}]
+
+
+def _loss_inputs(rng, name):
+    x = rng.standard_normal((4, 5))
+    signs = np.sign(rng.standard_normal((4, 5)))
+    return {"soft_margin_loss": ([x, signs], ()),
+            "hinge_embedding_loss": ([x, signs], (0.7,)),
+            "poisson_nll_loss": ([x, rng.integers(0, 5, (4, 5)).astype(float)], ()),
+            "multilabel_soft_margin_loss": ([x, (signs > 0).astype(float)], ()),
+            "multi_margin_loss": ([x, rng.integers(0, 5, 4)], ()),
+            "margin_ranking_loss": ([x[:, 0], x[:, 1], signs[:, 0]], (0.2,)),
+            "triplet_margin_loss": ([x, rng.standard_normal((4, 5)), rng.standard_normal((4, 5))], ()),
+            "cosine_embedding_loss": ([x, rng.standard_normal((4, 5)), signs[:, 0]], (0.1,)),
+            "kl_div": ([np.log(rng.dirichlet(np.ones(5), 4)), rng.dirichlet(np.ones(5), 4)], ())}[name]
+
+
+_LOSSES = ["soft_margin_loss", "hinge_embedding_loss", "poisson_nll_loss", "multilabel_soft_margin_loss",
+           "multi_margin_loss", "margin_ranking_loss", "triplet_margin_loss", "cosine_embedding_loss", "kl_div"]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # kl_div's 'mean', the legacy arguments
+@pytest.mark.parametrize("reduction", _REDUCTIONS, ids=lambda r: ",".join(f"{k}={v}" for k, v in r.items()) or "default")
+@pytest.mark.parametrize("name", _LOSSES)
+def test_losses_every_reduction_spelling_as_torch(rng, name, reduction):
+    arrays, extra = _loss_inputs(rng, name)
+    check(lambda *t: getattr(F, name)(*t, *extra, **reduction), lambda *t: getattr(TF, name)(*t, *extra, **reduction),
+          *arrays, constant=(1,) if name == "soft_margin_loss" else ())
+
+
+def test_soft_margin_loss_target_that_requires_grad_is_torchs_error(rng):
+    (x, tx), (y, ty) = pair(rng.standard_normal(4), True), pair(np.sign(rng.standard_normal(4)), True)
+    message = same_error(lambda: F.soft_margin_loss(x, y), lambda: TF.soft_margin_loss(tx, ty))
+    assert "target" in message
+
+
+@pytest.mark.parametrize("kwargs", [{"log_input": False}, {"full": True}, {"log_input": False, "full": True, "eps": 1e-3}])
+def test_poisson_nll_loss_options_as_torch(rng, kwargs):
+    rates = np.abs(rng.standard_normal((4, 5))) + 0.1
+    counts = rng.integers(0, 6, (4, 5)).astype(float)
+    check(lambda x, y: F.poisson_nll_loss(x, y, **kwargs), lambda x, y: TF.poisson_nll_loss(x, y, **kwargs), rates, counts)
+
+
+@pytest.mark.parametrize("var_shape", [(4, 5), (4, 1), (4,), (1, 5)], ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("full", [False, True])
+def test_gaussian_nll_loss_as_torch(rng, var_shape, reduction, full):
+    mean, target = rng.standard_normal((4, 5)), rng.standard_normal((4, 5))
+    var = rng.random(var_shape) + 1e-7 * (rng.random(var_shape) < 0.3)  # some below eps: clamped
+    check(lambda m, t, v: F.gaussian_nll_loss(m, t, v, full, reduction=reduction),
+          lambda m, t, v: TF.gaussian_nll_loss(m, t, v, full, reduction=reduction), mean, target, var, rtol=1e-9)
+    check(lambda m, t: F.gaussian_nll_loss(m, t, 0.5, full=full, eps=1e-3, reduction=reduction),
+          lambda m, t: TF.gaussian_nll_loss(m, t, 0.5, full=full, eps=1e-3, reduction=reduction), mean, target)
+
+
+def test_weighted_margin_losses_as_torch(rng):
+    x, labels, w = rng.standard_normal((4, 5)), rng.integers(0, 5, 4), rng.random(5)
+    for p, margin in ((1, 1.0), (2, 0.5)):
+        check(lambda x, w: F.multi_margin_loss(x, ml.tensor(labels), p, margin, w),
+              lambda x, w: TF.multi_margin_loss(x, torch.tensor(labels), p, margin, w), x, w, constant=(1,))
+    (w_ml, w_t), (x_ml, x_t) = pair(w, True), pair(x)
+    same_error(lambda: F.multi_margin_loss(x_ml, ml.tensor(labels), weight=w_ml),
+               lambda: TF.multi_margin_loss(x_t, torch.tensor(labels), weight=w_t))
+    check(lambda x, w: F.multilabel_soft_margin_loss(x, ml.tensor((x.numpy() > 0) * 1.0), weight=w),
+          lambda x, w: TF.multilabel_soft_margin_loss(x, torch.tensor((x.detach().numpy() > 0) * 1.0), weight=w), x, w)
+    check(lambda x: F.multi_margin_loss(x, ml.tensor(2)), lambda x: TF.multi_margin_loss(x, torch.tensor(2)), x[0])
+
+
+@pytest.mark.parametrize("call", [
+    lambda F, lib, x: F.multi_margin_loss(x, lib.tensor([0, 1, 7, 2])),
+    lambda F, lib, x: F.multi_margin_loss(x, lib.tensor([0, 1, 2])),
+    lambda F, lib, x: F.multi_margin_loss(x, lib.tensor([0, 1, 2, 3]), p=3),
+    lambda F, lib, x: F.multi_margin_loss(x, lib.tensor([0, 1, 2, 3]), weight=lib.ones(2, 5)),
+    lambda F, lib, x: F.gaussian_nll_loss(x, x, -lib.ones(4, 5)),
+    lambda F, lib, x: F.gaussian_nll_loss(x, x, lib.ones(3, 5)),
+    lambda F, lib, x: F.gaussian_nll_loss(x, x, -1.0),
+    lambda F, lib, x: F.gaussian_nll_loss(x, x, lib.ones(4, 5), reduction="foo"),
+    lambda F, lib, x: F.soft_margin_loss(x, x, reduction="foo"),
+    lambda F, lib, x: F.poisson_nll_loss(x, x, reduction="foo"),
+    lambda F, lib, x: F.multilabel_soft_margin_loss(x, x, reduction="foo"),
+], ids=["target-out-of-range", "target-size", "p=3", "weight-2d", "negative-var", "var-shape", "negative-float-var",
+        "gaussian-reduction", "soft-margin-reduction", "poisson-reduction", "multilabel-reduction"])
+def test_loss_errors_are_torchs(rng, call):
+    x = rng.standard_normal((4, 5))
+    same_error(lambda: call(F, ml, ml.tensor(x)), lambda: call(TF, torch, torch.tensor(x)))
+
+
+@pytest.mark.parametrize("make, n_inputs", [
+    (lambda nn, w: nn.SoftMarginLoss(), 2), (lambda nn, w: nn.HingeEmbeddingLoss(margin=0.5, reduction="sum"), 2),
+    (lambda nn, w: nn.PoissonNLLLoss(log_input=True, full=True), 2), (lambda nn, w: nn.GaussianNLLLoss(full=True), 3),
+    (lambda nn, w: nn.MultiLabelSoftMarginLoss(weight=w, reduction="none"), 2),
+    (lambda nn, w: nn.MultiMarginLoss(p=2, margin=0.5, weight=w), 2)])
+def test_loss_modules_as_torch(rng, make, n_inputs):
+    w = rng.random(5)
+    ours, theirs = make(nn, ml.tensor(w)), make(tnn, torch.tensor(w))
+    assert repr(ours) == repr(theirs)
+    x = rng.standard_normal((4, 5))
+    target = rng.integers(0, 5, 4) if isinstance(theirs, tnn.MultiMarginLoss) else \
+        (rng.random((4, 5)) > 0.5) * 1.0 if isinstance(theirs, tnn.MultiLabelSoftMarginLoss) else \
+        rng.integers(2, 5, (4, 5)).astype(float)
+    extra = [rng.random((4, 5)) + 0.1] if n_inputs == 3 else []
+    check(lambda x, *v: ours(x, ml.tensor(target), *v), lambda x, *v: theirs(x, torch.tensor(target), *v), x, *extra)
+
+
+@pytest.mark.parametrize("name, args", [
+    ("soft_margin_loss", lambda x, y: (x, y.sign())), ("hinge_embedding_loss", lambda x, y: (x, y.sign())),
+    ("poisson_nll_loss", lambda x, y: (x, y.abs())), ("multilabel_soft_margin_loss", lambda x, y: (x, (y > 0) * 1.0)),
+    ("gaussian_nll_loss", lambda x, y: (x, y, (y * y + 0.5).detach()))])
+def test_new_losses_gradient_check_in_float64(rng, name, args):
+    x = ml.tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    y = ml.tensor(rng.standard_normal((3, 4)))
+    grad_check(lambda x: getattr(F, name)(*args(x, y)), x)
+    var = ml.tensor(rng.random((3, 4)) + 0.5, requires_grad=True)
+    grad_check(lambda v: F.gaussian_nll_loss(y, y * 0.5, v), var)
+    labels = ml.tensor(rng.integers(0, 4, 3))
+    grad_check(lambda x: F.multi_margin_loss(x, labels, p=2, margin=0.3), x)

@@ -12,6 +12,8 @@ from .layers import BatchNorm1d, BatchNorm2d, GroupNorm  # noqa: F401
 from .layers import (AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, Conv1d, Conv2d, MaxPool1d,  # noqa: F401
                      MaxPool2d)
 from .layers import GRU, LSTM, RNN  # noqa: F401
+from .layers import (GaussianNLLLoss, HingeEmbeddingLoss, MultiLabelSoftMarginLoss, MultiMarginLoss,  # noqa: F401
+                     PoissonNLLLoss, SoftMarginLoss, Upsample, UpsamplingBilinear2d, UpsamplingNearest2d)
 from .layers import TransformerEncoder, TransformerEncoderLayer  # noqa: F401
 from .layers import (GELU, CrossEntropyLoss, Dropout, Embedding, Identity, L1Loss, LayerNorm, Linear,
                      MSELoss, NLLLoss, ReLU, RMSNorm, Sigmoid, SiLU, Tanh)
@@ -27,4 +29,6 @@ __all__ = ["Module", "Parameter", "ParameterList", "ParameterDict", "ModuleList"
            "Mish", "LogSigmoid", "Softsign", "GLU", "Softmin", "LogSoftmax", "PairwiseDistance",
            "MarginRankingLoss", "TripletMarginLoss", "CosineEmbeddingLoss", "Unflatten", "BatchNorm1d",
            "BatchNorm2d", "GroupNorm", "Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d",
-           "AdaptiveAvgPool2d", "RNN", "LSTM", "GRU", "TransformerEncoderLayer", "TransformerEncoder"]
+           "AdaptiveAvgPool2d", "RNN", "LSTM", "GRU", "TransformerEncoderLayer", "TransformerEncoder",
+           "Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d", "SoftMarginLoss", "HingeEmbeddingLoss",
+           "PoissonNLLLoss", "GaussianNLLLoss", "MultiLabelSoftMarginLoss", "MultiMarginLoss"]

@@ -4,6 +4,7 @@ Every function here takes the arguments ``torch.nn.functional``'s namesake takes
 and with the same defaults (``tests/test_torch_conformance_nn.py`` compares the signatures). An
 option minilora does not implement (``inplace=True``, ``sparse=True``) raises rather than being ignored.
 """
+import math
 import warnings
 
 import numpy as np
@@ -14,10 +15,11 @@ from ..ops.nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1
 from ..ops.nn import (cosine_embedding_loss, margin_ranking_loss, pairwise_distance,  # noqa: F401
                       triplet_margin_loss)
 from ..ops.nn import batch_norm, group_norm  # noqa: F401
-from ..ops.nn import _floating_only
+from ..ops.nn import _floating_only, _reduced
+from ..ops.nn import legacy_reduction as _legacy_reduction
 from ..ops.nn import float32_inside as _float32_inside
 from ..ops.conv import (adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d,  # noqa: F401
-                        max_pool1d, max_pool2d)
+                        interpolate, max_pool1d, max_pool2d)
 from ..ops.nn import (_refuse, cross_entropy, dropout, embedding, l1_loss, layer_norm,  # noqa: F401
                       mse_loss, nll_loss, one_hot, pad, rms_norm, rotary_embedding,
                       scaled_dot_product_attention, swiglu)
@@ -31,7 +33,10 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
            "elu", "selu", "celu", "relu6", "hardtanh", "hardswish", "hardsigmoid", "logsigmoid",
            "mish", "softsign", "glu", "softmin", "pairwise_distance", "margin_ranking_loss",
            "triplet_margin_loss", "cosine_embedding_loss", "batch_norm", "group_norm", "conv1d", "conv2d",
-           "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "adaptive_avg_pool2d"]
+           "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "adaptive_avg_pool2d", "interpolate",
+           "upsample", "upsample_nearest", "upsample_bilinear", "soft_margin_loss",
+           "hinge_embedding_loss", "poisson_nll_loss", "gaussian_nll_loss", "multilabel_soft_margin_loss",
+           "multi_margin_loss"]
 
 
 def linear(input, weight, bias=None):
@@ -202,3 +207,140 @@ def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
     if dtype is not None:
         input = ops.astype(input, _to_dtype(dtype))
     return ops.log_softmax(input, _softmax_dim("log_softmax", input.ndim, dim))
+
+
+def _deprecated_upsample(name):
+    warnings.warn(f"`nn.functional.{name}` is deprecated. Use `nn.functional.interpolate` instead.",
+                  UserWarning, stacklevel=3)
+
+
+def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
+    """torch's deprecated name for ``interpolate`` (with its warning)."""
+    _deprecated_upsample("upsample")
+    return interpolate(input, size, scale_factor, mode, align_corners)
+
+
+def upsample_nearest(input, size=None, scale_factor=None):
+    """torch's deprecated ``interpolate(mode='nearest')`` (with its warning)."""
+    _deprecated_upsample("upsample_nearest")
+    return interpolate(input, size, scale_factor, mode="nearest")
+
+
+def upsample_bilinear(input, size=None, scale_factor=None):
+    """torch's deprecated ``interpolate(mode='bilinear', align_corners=True)`` -- corners aligned,
+    unlike ``interpolate``'s default (with its warning)."""
+    _deprecated_upsample("upsample_bilinear")
+    return interpolate(input, size, scale_factor, mode="bilinear", align_corners=True)
+
+
+# ---- losses built from other ops, in torch's order of ops (each op rounds as torch's does) ---------
+def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    """``log(1 + exp(-target * input))`` for targets of +1 / -1 (torch's ``log1p(exp(...))``)."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if getattr(target, "requires_grad", False):  # torch's kernel has no gradient for the target
+        raise RuntimeError("The function 'soft_margin_loss' is not differentiable with respect to argument "
+                           "'target'. This input cannot have requires_grad True.")
+    return _reduced("soft_margin_loss", ops.log1p(ops.exp(-input * target)), reduction)
+
+
+def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=None, reduction="mean"):
+    """``input`` where ``target`` is 1, ``max(0, margin - input)`` where it is -1 (torch adds the
+    two parts, so a target that is neither gets both)."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    zeros = input.new_zeros(())
+    loss = ops.where(target != 1, (margin - input).clamp_min(0), zeros) + ops.where(target != -1, input, zeros)
+    return _reduced("hinge_embedding_loss", loss, reduction)
+
+
+def poisson_nll_loss(input, target, log_input=True, full=False, size_average=None, eps=1e-8, reduce=None,
+                     reduction="mean"):
+    """The negative log-likelihood of ``target`` counts under Poisson rates: ``exp(input) - target *
+    input`` (``log_input``), else ``input - target * log(input + eps)``; ``full`` adds Stirling's
+    approximation of ``log(target!)`` where ``target > 1``."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(reduction + " is not a valid value for reduction")
+    loss = ops.exp(input) - target * input if log_input else input - target * ops.log(input + eps)
+    if full:
+        stirling = target * ops.log(target) - target + 0.5 * ops.log(2 * math.pi * target)
+        loss = loss + stirling.masked_fill(target <= 1, 0)
+    return _reduced("poisson_nll_loss", loss, reduction)
+
+
+def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):
+    """``0.5 (log(var) + (input - target)^2 / var)`` (``full``: plus ``0.5 log(2 pi)``), ``var``
+    clamped to at least ``eps`` for the value but not for the gradient, as torch. ``var`` has the
+    input's shape, or one dimension of size 1 (or the last one dropped): one variance shared."""
+    if isinstance(var, float):
+        if var < 0:
+            raise ValueError("var has negative entry/entries")
+        var = input.new_ones(tuple(input.shape)) * var
+    elif bool((var < 0).any()):
+        raise ValueError("var has negative entry/entries")
+    if tuple(var.shape) != tuple(input.shape):
+        if tuple(input.shape[:-1]) == tuple(var.shape):
+            var = var.unsqueeze(-1)
+        elif not (input.ndim == var.ndim and
+                  sum(v for i, v in zip(input.shape, var.shape) if i != v) == 1):
+            raise ValueError("var is of incorrect size")
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(reduction + " is not valid")
+    var = var + (var.clamp_min(eps) - var).detach()  # torch clamps a copy under no_grad
+    loss = 0.5 * (ops.log(var) + (input - target) ** 2 / var)
+    if full:
+        loss = loss + 0.5 * math.log(2 * math.pi)
+    return loss.mean() if reduction == "mean" else loss.sum() if reduction == "sum" else loss
+
+
+def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
+    """Binary cross-entropy of every class's logit against its 0/1 target, averaged over the classes
+    (the last dimension): one loss per sample, then reduced."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    loss = -(target * logsigmoid(input) + (1 - target) * logsigmoid(-input))
+    if weight is not None:
+        loss = loss * weight
+    loss = loss.sum(input.ndim - 1) / input.shape[-1]
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(reduction + " is not valid")
+    return loss if reduction == "none" else loss.mean() if reduction == "mean" else loss.sum()
+
+
+def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=None, reduce=None,
+                      reduction="mean"):
+    """The multi-class hinge loss: for each sample, ``sum over classes j != y of max(0, margin -
+    x[y] + x[j])^p`` (times ``weight[y]``) divided by the number of classes."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if p not in (1, 2):
+        raise ValueError("only p == 1 and p == 2 supported")
+    if weight is not None and weight.ndim != 1:
+        raise ValueError("weight must be one-dimensional")
+    if getattr(weight, "requires_grad", False):  # torch's kernel has no gradient for the weight
+        raise RuntimeError("The function 'multi_margin_loss' is not differentiable with respect to argument "
+                           "'weight'. This input cannot have requires_grad True.")
+    _check_multi_margin_shapes(input, target, weight)
+    rows = input.reshape(1, -1) if input.ndim <= 1 else input
+    labels = target.reshape(-1, 1).long()
+    others = np.arange(rows.shape[1])[None, :] != labels.numpy(force=True)  # the target's own column: 0
+    z = (margin - rows.gather(1, labels) + rows).clamp_min(0)
+    terms = (z if p == 1 else z * z) * ops.tensor(others, dtype=rows.dtype, device=rows.device)
+    if weight is not None:
+        terms = terms * weight[labels.reshape(-1)].reshape(-1, 1)
+    loss = terms.sum(1) / rows.shape[1]
+    loss = loss.reshape(tuple(target.shape)) if input.ndim <= 1 else loss  # one sample: the target's shape
+    return _reduced("multi_margin_loss", loss, reduction)
+
+
+def _check_multi_margin_shapes(input, target, weight):
+    """torch's checks: a [C] or [N, C] input, a target with one class index per sample, in range."""
+    if input.ndim > 2 or (input.ndim == 2 and input.shape[0] == 0) or input.numel() == 0:
+        raise RuntimeError(f"Expected non-empty vector or matrix with optional 0-dim batch size, but got: "
+                           f"{list(input.shape)}")
+    samples = input.shape[0] if input.ndim == 2 else 1
+    if target.ndim > 1 or target.numel() != samples:
+        raise RuntimeError(f"inconsistent target size, expected {samples} but got {list(target.shape)}")
+    classes = input.shape[-1] if input.ndim else 1
+    if weight is not None and weight.numel() != classes:
+        raise RuntimeError(f"inconsistent weight size, expected {classes} but got {list(weight.shape)}")
+    values = target.numpy(force=True)
+    if values.size and (values.min() < 0 or values.max() >= classes):
+        raise RuntimeError("target out of range")

@@ -27,7 +27,7 @@ from ..tensor import Function, Tensor
 from .nn import _is_16bit_float, float32_inside
 
 __all__ = ["conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
-           "adaptive_avg_pool2d"]
+           "adaptive_avg_pool2d", "interpolate"]
 
 
 def _pair(value, name):
@@ -456,3 +456,138 @@ def _adaptive_avg_pool2d(input, output_size, round_to):
     rows = tuple(slice(i * h // h_out, -(-(i + 1) * h // h_out)) for i in range(h_out))
     cols = tuple(slice(j * w // w_out, -(-(j + 1) * w // w_out)) for j in range(w_out))
     return AdaptiveAvgPool2d.apply(input, rows=rows, cols=cols, round_to=round_to)
+
+
+# ---- resizing: F.interpolate -----------------------------------------------------------------------
+_INTERPOLATE_MODES = {"nearest": None, "nearest-exact": None, "linear": 3, "bilinear": 4, "trilinear": 5,
+                      "area": None}  # mode: the input rank it needs (None: any of 3-D, 4-D, 5-D)
+
+
+def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                recompute_scale_factor=None, antialias=False):
+    """PyTorch's ``F.interpolate`` over [N, C, *spatial] (1 to 3 spatial dimensions): resize to
+    ``size``, or by ``scale_factor`` (output size ``floor(in * scale)``; the source positions use
+    ``1 / scale`` itself unless ``recompute_scale_factor=True``, as torch).
+
+    Each spatial dimension is resized on its own, the last first (torch's kernels nest them so):
+    'nearest' takes element ``floor(dst * in / out)`` ('nearest-exact': ``floor((dst + 0.5) * in /
+    out)``); 'linear', 'bilinear', 'trilinear' blend the two neighbours of the source position
+    ``(dst + 0.5) * in / out - 0.5`` (``align_corners=True``: ``dst * (in - 1) / (out - 1)``, the
+    corner pixels' centres aligned); 'area' is adaptive average pooling. 'bicubic' and
+    ``antialias=True`` are refused."""
+    _check_interpolate_call(input, mode, align_corners, antialias)
+    sizes, scales = _interpolate_sizes(input, size, scale_factor, recompute_scale_factor)
+    if mode == "area":
+        return _area_resize(input, sizes)
+    if mode not in ("nearest", "nearest-exact"):
+        from .nn import _floating_only
+        _floating_only(f"upsample_{mode}", input)
+    return _interpolate(input, tuple(sizes), tuple(scales), mode, bool(align_corners))
+
+
+def _check_interpolate_call(input, mode, align_corners, antialias):
+    """torch's refusals, in torch's order and exception types."""
+    if mode in ("nearest", "area", "nearest-exact") and align_corners is not None:
+        raise ValueError("align_corners option can only be set with the interpolating modes: "
+                         "linear | bilinear | bicubic | trilinear")
+    if mode == "bicubic" or antialias:
+        raise NotImplementedError(f"interpolate: mode={mode!r}{' with antialias=True' if antialias else ''} "
+                                  f"is not implemented in minilora (nearest, nearest-exact, linear, bilinear, "
+                                  f"trilinear and area are)")
+    if mode not in _INTERPOLATE_MODES or input.ndim not in (3, 4, 5):
+        raise NotImplementedError(f"Input Error: Only 3D, 4D and 5D input Tensors supported (got {input.ndim}D) "
+                                  f"for the modes: nearest | linear | bilinear | bicubic | trilinear | area | "
+                                  f"nearest-exact (got {mode})")
+    rank = _INTERPOLATE_MODES[mode]
+    if rank is not None and input.ndim != rank:
+        raise NotImplementedError(f"Got {input.ndim}D input, but {mode} mode needs {rank}D input")
+
+
+def _interpolate_sizes(input, size, scale_factor, recompute_scale_factor):
+    """The output's spatial sizes, and the scale each dimension's source positions use (None: in / out)."""
+    spatial = input.shape[2:]
+    if size is not None and scale_factor is not None:
+        raise ValueError("only one of size or scale_factor should be defined")
+    if size is None and scale_factor is None:
+        raise ValueError("either size or scale_factor should be defined")
+    if size is not None:
+        if recompute_scale_factor:
+            raise ValueError("recompute_scale_factor is not meaningful with an explicit size.")
+        sizes = [size] * len(spatial) if isinstance(size, int) else list(size)
+        _same_rank(spatial, sizes, "output size", size)
+        scales = [None] * len(spatial)
+    else:
+        scales = [scale_factor] * len(spatial) if isinstance(scale_factor, (int, float)) else list(scale_factor)
+        _same_rank(spatial, scales, "scale_factor", scale_factor)
+        sizes = [math.floor(float(n) * float(s)) for n, s in zip(spatial, scales)]
+        scales = [None] * len(spatial) if recompute_scale_factor else [float(s) for s in scales]
+    if min(sizes) <= 0 or min(spatial) <= 0:
+        raise RuntimeError(f"Input and output sizes should be greater than 0, but got input "
+                           f"(D: {list(spatial)}) output (D: {sizes})")
+    return [int(n) for n in sizes], scales
+
+
+def _same_rank(spatial, values, what, given):
+    if len(values) != len(spatial):
+        raise ValueError(f"Input and {what.split()[0]} must have the same number of spatial dimensions, but got "
+                         f"input with spatial dimensions of {list(spatial)} and {what} of {given}. Please provide "
+                         f"input tensor in (N, C, d1, d2, ...,dK) format and {what} in (o1, o2, ...,oK) format.")
+
+
+@float32_inside
+def _interpolate(input, sizes, scales, mode, align_corners):
+    out = input
+    for axis in reversed(range(len(sizes))):  # the last spatial dimension first, as torch nests them
+        dim = 2 + axis
+        n_in, n_out = input.shape[dim], sizes[axis]
+        take = lambda positions: out.index_select(dim, Tensor(positions, dtype=np.int64, device=out.device))  # noqa: E731,B023
+        if mode.startswith("nearest"):
+            out = take(_nearest_sources(n_in, n_out, scales[axis], mode == "nearest-exact"))
+            continue
+        first, second, w_first, w_second = _linear_sources(n_in, n_out, scales[axis], align_corners, out.dtype)
+        shape = [n_out if d == dim else 1 for d in range(out.ndim)]
+        weights = [Tensor(w.reshape(shape), dtype=out.dtype, device=out.device) for w in (w_first, w_second)]
+        out = take(first) * weights[0] + take(second) * weights[1]
+    return out
+
+
+def _source_scale(n_in, n_out, scale, dtype):
+    """torch's ``compute_scales_value``: ``1 / scale_factor`` when one was given, else ``in / out``."""
+    return dtype(1.0 / scale) if scale is not None and scale > 0 else dtype(n_in) / dtype(n_out)
+
+
+def _nearest_sources(n_in, n_out, scale, exact):
+    """The input index each output index copies (torch computes the position in float32)."""
+    if not exact and n_out == n_in:
+        return np.arange(n_out)
+    if not exact and n_out == 2 * n_in:
+        return np.arange(n_out) >> 1
+    step = _source_scale(n_in, n_out, scale, np.float32)
+    positions = np.arange(n_out, dtype=np.float32) + (np.float32(0.5) if exact else np.float32(0))
+    return np.minimum(np.floor(positions * step).astype(np.int64), n_in - 1)
+
+
+def _linear_sources(n_in, n_out, scale, align_corners, dtype):
+    """For each output index: its two neighbours in the input and their weights, computed in the
+    dtype the op runs in (float32, or float64), as torch's ``compute_indices_weights_linear``."""
+    t = np.dtype(dtype).type
+    if align_corners:
+        step = t(n_in - 1) / t(n_out - 1) if n_out > 1 else t(0)
+        source = step * np.arange(n_out, dtype=t)
+    else:
+        step = _source_scale(n_in, n_out, scale, t)
+        source = np.maximum(step * (np.arange(n_out, dtype=t) + t(0.5)) - t(0.5), t(0))
+    first = np.minimum(np.floor(source).astype(np.int64), n_in - 1)
+    w_second = np.clip(source - first.astype(t), t(0), t(1)).astype(t)
+    second = first + (first < n_in - 1)
+    return first, second, t(1) - w_second, w_second
+
+
+def _area_resize(input, sizes):
+    """'area': adaptive average pooling to ``sizes`` (3-D inputs as images of height 1)."""
+    if input.ndim == 3:
+        return adaptive_avg_pool2d(input.unsqueeze(-2), (1, sizes[0])).squeeze(-2)
+    if input.ndim == 4:
+        return adaptive_avg_pool2d(input, tuple(sizes))
+    raise NotImplementedError("interpolate: mode='area' on a 5-D input (adaptive_avg_pool3d) is not "
+                              "implemented in minilora")
