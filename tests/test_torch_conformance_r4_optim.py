@@ -429,3 +429,37 @@ def test_clipping_a_read_only_gradient():
     np.testing.assert_allclose(held.numpy(), np.full((2, 4), 8 ** -0.5), rtol=1e-6)
     optim.SGD([p]).zero_grad(set_to_none=False)
     assert p.grad is held and not held.numpy().any()
+
+
+# --- closures, maximize, add_param_group -----------------------------------------------------------------------
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_closure_maximize_and_add_param_group_as_torch(name):
+    seen = []
+    for lib, (p, q) in zip((ml, torch), _twins()):
+        opt = getattr(_module(lib), name)([p], lr=0.1)
+
+        def closure():
+            opt.zero_grad()
+            loss = (p * p).sum()
+            loss.backward()
+            return loss
+        loss = opt.step(closure)
+        row = [type(loss).__name__, loss.requires_grad, opt.step(lambda: 3.5), opt.step()]
+        climber = nn.Parameter(np.ones(3)) if lib is ml else torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+        up = getattr(_module(lib), name)([climber], lr=0.1, maximize=True)
+        for _ in range(3):
+            climber.grad = lib.tensor(np.arange(3.0) - 1)
+            up.step()
+        row.append(_values([climber])[0])
+        for group in ({"params": [p]}, {"lr": 0.1}, [q], {"params": {q}}):
+            with pytest.raises(Exception) as info:
+                opt.add_param_group(group)
+            row.append(info.type)
+        opt.add_param_group({"params": q, "lr": 0.5})  # a single Tensor is a group of one
+        # (the same entries and values; minilora keeps a number given as 0 as 0.0, torch as 0)
+        row.append(sorted((k, v if isinstance(v, (bool, type(None), tuple)) else float(v))
+                          for k, v in opt.param_groups[-1].items() if k != "params"))
+        seen.append(row)
+    ours, theirs = seen
+    np.testing.assert_allclose(ours.pop(4), theirs.pop(4), rtol=1e-13)
+    assert ours == theirs

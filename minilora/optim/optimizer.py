@@ -55,8 +55,8 @@ class Optimizer:
         if not isinstance(param_group, dict):
             raise TypeError(f"a parameter group must be a dict, got {type(param_group).__name__}")
         group = dict(param_group)
-        if "params" not in group:
-            raise ValueError("a parameter group needs a 'params' entry")
+        if "params" not in group:  # (torch: a KeyError, from param_group["params"])
+            raise KeyError("params: a parameter group needs a 'params' entry")
         index = len(self.param_groups)
         group["params"] = _check_params(_split_names(group), index)
         if self.param_groups and ("param_names" in group) != ("param_names" in self.param_groups[0]):
