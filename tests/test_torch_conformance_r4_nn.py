@@ -457,3 +457,22 @@ def test_new_losses_gradient_check_in_float64(rng, name, args):
     grad_check(lambda v: F.gaussian_nll_loss(y, y * 0.5, v), var)
     labels = ml.tensor(rng.integers(0, 4, 3))
     grad_check(lambda x: F.multi_margin_loss(x, labels, p=2, margin=0.3), x)
+
+
+# ---- nn.init.sparse_ -------------------------------------------------------------------------------
+@pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.35, 1.0])
+def test_init_sparse_zeros_per_column_and_scale_as_torch(sparsity):
+    """The random draws differ (NumPy's generator): the structure is torch's -- ceil(sparsity * rows)
+    zeros in every column, the rest N(0, std); same shape, dtype, in place, same return."""
+    ours, theirs = ml.empty(40, 30), torch.empty(40, 30)
+    assert init.sparse_(ours, sparsity, std=0.5) is ours and tinit.sparse_(theirs, sparsity, std=0.5) is theirs
+    for w in (ours.numpy(), theirs.numpy()):
+        assert ((w == 0).sum(0) == int(np.ceil(sparsity * 40))).all()
+    kept = ours.numpy()[ours.numpy() != 0]
+    if kept.size > 100:
+        assert 0.4 < kept.std() < 0.6
+
+
+def test_init_sparse_refuses_what_torch_refuses():
+    same_error(lambda: init.sparse_(ml.empty(3), 0.1), lambda: tinit.sparse_(torch.empty(3), 0.1))
+    same_error(lambda: init.sparse_(ml.empty(2, 3, 4), 0.1), lambda: tinit.sparse_(torch.empty(2, 3, 4), 0.1))

@@ -17,7 +17,7 @@ from ..tensor import no_grad
 
 __all__ = ["calculate_gain", "uniform_", "normal_", "trunc_normal_", "zeros_", "ones_", "constant_",
            "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "xavier_normal_", "orthogonal_", "eye_",
-           "dirac_", "fan_in_and_fan_out"]
+           "dirac_", "sparse_", "fan_in_and_fan_out"]
 
 
 def fan_in_and_fan_out(tensor):
@@ -227,4 +227,18 @@ def dirac_(tensor, groups=1):
     for g in range(groups):
         for d in range(min(per_group, tensor.shape[1])):
             values[(g * per_group + d, d) + centre] = 1
+    return _fill(tensor, values)
+
+
+def sparse_(tensor, sparsity, std=0.01, generator=None):
+    """A 2-D weight drawn from N(0, std) with ``ceil(sparsity * rows)`` zeros in every column, at
+    rows chosen at random per column (Martens 2010, torch's ``sparse_``)."""
+    if tensor.ndim != 2:
+        raise ValueError("Only tensors with 2 dimensions are supported")
+    rows, cols = tensor.shape
+    rng = _rng(generator)
+    values = rng.normal(0.0, std, (rows, cols))
+    zeros_per_column = int(math.ceil(sparsity * rows))
+    for col in range(cols):
+        values[rng.permutation(rows)[:zeros_per_column], col] = 0
     return _fill(tensor, values)
