@@ -312,6 +312,20 @@ def result_type(*operands):
 # Where it is *stored* (``fill_``, ``full``, ``masked_fill``, ``where``, ``clamp``, ``x[i] = v``, an
 # integer power, ``alpha``) torch first checks that it fits, and raises RuntimeError if not. NumPy
 # does neither: it raises OverflowError for ``uint8 + 300`` and compares ``uint8 < -1`` exactly.
+def python_number(value):
+    """A NumPy scalar as the Python number torch takes it for (``np.int64(300)`` is 300, which wraps or
+    is checked like any int; ``np.float32(2.5)`` is 2.5) -- and, torch's quirk, a NumPy bool as the
+    float 1.0 or 0.0 (torch reads it through ``float()``: ``int tensor + np.True_`` is float32).
+    Anything else comes back unchanged."""
+    if not isinstance(value, np.generic):
+        return value
+    if isinstance(value, np.integer):
+        return builtins.int(value)
+    if isinstance(value, (np.floating, np.bool_)) or _is_bfloat16(value.dtype):
+        return builtins.float(value)
+    return value
+
+
 def _check_python_int(value):
     """torch's OverflowError for a Python int that neither int64 nor uint64 holds."""
     if not -2**63 <= value < 2**64:

@@ -48,6 +48,7 @@ def _make(array, dtype, device, requires_grad):
 def _filled(shape, fill_value, dtype):
     """``np.full``, with a Python number rounded into a 16-bit float as torch rounds it (through
     float32: ``dtypes.cast``), and refused as torch refuses one that ``dtype`` cannot hold (uint8: 300)."""
+    fill_value = dtypes.python_number(fill_value)  # (np.int64(300) is 300, as in torch)
     if isinstance(fill_value, (int, float)):
         fill_value = dtypes.checked_number(fill_value, dtype)
     if dtype.itemsize == 2 and dtypes.is_floating(dtype):

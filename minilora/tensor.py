@@ -830,7 +830,8 @@ class Tensor:
                 return self._inplace(_copy_from, value, cast=True)
             value = value.to(self._device)._array  # a 0-d tensor is copied (so it wraps around)
             return self._fill_inplace(dtypes.cast(value, self.dtype))
-        return self._fill_inplace(dtypes.checked_number(value, self.dtype))  # (a number: uint8 refuses 300)
+        value = dtypes.checked_number(dtypes.python_number(value), self.dtype)  # (a number: uint8 refuses 300)
+        return self._fill_inplace(value)
 
     def _fill_inplace(self, value):
         if self._array.itemsize == 2 and not hasattr(value, "dtype"):  # a Python number into a 16-bit
@@ -898,6 +899,8 @@ class Tensor:
     def __setitem__(self, index, value):
         """``x[index] = value``: torch's ``index_put_``, differentiable inside the graph."""
         from . import ops
+        if isinstance(value, np.generic):
+            value = _assignable_numpy_scalar(value, self.dtype)
         if type(value) in (int, float, bool):  # a number is stored: it must fit (uint8: 300 raises)
             value = dtypes.checked_number(_as_int64(value), self.dtype, check_16bit_floats=False)
         if _grad_enabled and (self.requires_grad or (isinstance(value, Tensor) and value.requires_grad)):
@@ -1179,7 +1182,7 @@ class Tensor:
         if other is None or isinstance(other, str):  # torch: t == None is False, t < None TypeError
             return NotImplemented
         a = self._array
-        b = other._array if isinstance(other, Tensor) else other
+        b = other._array if isinstance(other, Tensor) else dtypes.python_number(other)
         b_dtype = getattr(b, "dtype", None)
         if b_dtype is not None and b_dtype != a.dtype:
             common = dtypes.result_type(a, b)
@@ -1372,6 +1375,20 @@ def _inferred_dtype(data):
 
 
 _PYTHON_NUMBERS = {int, float, bool}
+
+
+_TENSOR_TYPES = {"uint8": "Byte", "int8": "Char", "int16": "Short", "int32": "Int", "int64": "Long",
+                 "bool": "Bool", "float16": "Half", "bfloat16": "BFloat16", "float32": "Float",
+                 "float64": "Double"}
+
+
+def _assignable_numpy_scalar(value, dtype):
+    """``x[i] = v`` with a NumPy scalar, as torch takes it: NumPy ints and float64 (a Python float's
+    subclass) as the Python number they hold; the other NumPy scalars are torch's TypeError."""
+    if isinstance(value, (np.integer, np.float64)):
+        return dtypes.python_number(value)
+    raise TypeError(f"can't assign a numpy.{type(value).__name__} to a "
+                    f"torch.{_TENSOR_TYPES.get(dtype.name, dtype.name)}Tensor")
 
 
 def _as_int64(value):

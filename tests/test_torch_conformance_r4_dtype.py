@@ -178,6 +178,22 @@ def test_float_tensor_with_huge_or_odd_python_number_as_torch(name, dtype):
     _sweep(name, dtype, _FLOAT_SCALARS, ulps=2 if name in ("pow", "rpow", "pow_fn") and dtype in ("float32", "float64") else 0)
 
 
+_NP_OPERANDS = [np.int64(300), np.int64(-1), np.float64(2.5), np.float64(1e39), np.uint8(200), np.int8(-1),
+                np.float32(2.5), np.bool_(True), np.float16(0.1), np.int32(7)]
+_LAST_BIT = {"pow", "rpow", "pow_fn", "addcmul_value"}  # NumPy's pow, torch's fused multiply-add
+# left out, with torch's reason: tensor([np.float32(2.5)], dtype=int) is a TypeError in torch (minilora
+# stores 2); x &= np.float64(2.5) is a RuntimeError in torch (minilora: NotImplementedError)
+_NP_LEFT_OUT = {"tensor_dtype", "iand"}
+
+
+@pytest.mark.parametrize("dtype", _INT_DTYPES + _FLOAT_DTYPES)
+@pytest.mark.parametrize("name", [n for n in _OPS if n not in _NP_LEFT_OUT])
+def test_numpy_scalar_operand_as_torch(name, dtype):
+    """torch takes a NumPy scalar as the Python number it holds (np.int64(300) wraps into uint8 like
+    300) -- and a NumPy bool as a float (int tensor + np.True_ is float32)."""
+    _sweep(name, dtype, _NP_OPERANDS, ulps=4 if name in _LAST_BIT else 0)
+
+
 # ---- tensor(): torch's dtype inference through lists, and its checks on stored numbers ------------
 _NP_SCALARS = [np.float64(1.5), np.float32(1.5), np.float16(1.5), np.int64(3), np.int32(3), np.int16(3),
                np.int8(3), np.uint8(3), np.bool_(True)]

@@ -47,6 +47,9 @@ from .conv import (adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d, 
 from .nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1_loss
 from .shape import squeeze_, stride, t_, tensor_split, transpose_, unfold, unsqueeze_
 from .index import index_fill
+from .shape import (atleast_1d, atleast_2d, atleast_3d, column_stack, diag_embed, dsplit, dstack,
+                    fliplr, flipud, hsplit, narrow_copy, ravel, rot90, split_with_sizes, vsplit)
+from .index import index_copy, masked_scatter, put, scatter_reduce, take
 
 
 def _reflected(op):
@@ -107,6 +110,7 @@ def _new(fill):
 
 def new_full(self, size, fill_value, *, dtype=None, device=None, requires_grad=False):
     dtype = self.dtype if dtype is None else dtypes.to_dtype(dtype)
+    fill_value = dtypes.python_number(fill_value)
     if isinstance(fill_value, (int, float)):  # it must fit, as torch checks (uint8: 300 raises)
         fill_value = dtypes.checked_number(fill_value, dtype)
     return Tensor(self.device.xp.full(_sizes((size,)), fill_value), dtype=dtype,
@@ -270,6 +274,26 @@ def index_fill_(self, dim, index, value):
     return self._inplace(index_fill, dim, index, value)
 
 
+def index_copy_(self, dim, index, source):
+    return self._inplace(index_copy, dim, index, source)
+
+
+def masked_scatter_(self, mask, source):
+    return self._inplace(masked_scatter, mask, source)
+
+
+def put_(self, index, source, accumulate=False):
+    return self._inplace(put, index, source, accumulate)
+
+
+def scatter_reduce_(self, dim, index, src, reduce, *, include_self=True):
+    return self._inplace(scatter_reduce, dim, index, src, reduce, include_self=include_self)
+
+
+def index_put_(self, indices, values, accumulate=False):
+    return self._inplace(index_put, indices, values, accumulate)
+
+
 _MISSING_METHODS = {
     "unique": unique, "bincount": bincount, "repeat_interleave": repeat_interleave, "roll": roll,
     "median": median, "narrow": narrow, "diagonal": diagonal, "diag": diag,
@@ -290,6 +314,12 @@ _MISSING_METHODS = {
     "erf": erf, "tensor_split": tensor_split, "unfold": unfold, "stride": stride,
     "index_fill": index_fill, "index_fill_": index_fill_, "t_": t_, "transpose_": transpose_,
     "swapdims_": transpose_, "swapaxes_": transpose_, "squeeze_": squeeze_, "unsqueeze_": unsqueeze_,
+    "ravel": ravel, "fliplr": fliplr, "flipud": flipud, "rot90": rot90, "hsplit": hsplit,
+    "vsplit": vsplit, "dsplit": dsplit, "narrow_copy": narrow_copy, "split_with_sizes": split_with_sizes,
+    "diag_embed": diag_embed, "index_copy": index_copy, "index_copy_": index_copy_,
+    "masked_scatter": masked_scatter, "masked_scatter_": masked_scatter_, "take": take, "put": put,
+    "put_": put_, "scatter_reduce": scatter_reduce, "scatter_reduce_": scatter_reduce_,
+    "index_put": index_put, "index_put_": index_put_,
 }
 for _name, _fn in _MISSING_METHODS.items():
     setattr(Tensor, _name, _fn)

@@ -11,7 +11,7 @@ import numpy as np
 from .. import fastmath, parallel
 from ..device import xp_of
 from ..dtypes import (bfloat16, cast, checked_number, float32, get_default_dtype, int64, is_floating,
-                      result_type, to_dtype, upcast, wrap_around, wrap_int)
+                      python_number, result_type, to_dtype, upcast, wrap_around, wrap_int)
 from ..tensor import Function, Tensor, ShapeError
 
 __all__ = ["add", "sub", "mul", "div", "floor_divide", "neg", "pow", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
@@ -584,6 +584,7 @@ def _check_alpha(input, other, alpha):
     """torch's rules for ``alpha``: no float alpha for an integer result, no bool alpha but for a
     bool result (both would silently change the result's dtype or meaning here), and an alpha that
     fits the result's dtype (uint8 takes -1 as 255, refuses 300). Returns alpha as the op uses it."""
+    alpha = python_number(alpha)
     dtypes = [x.dtype for x in (input, other) if hasattr(x, "dtype")]
     dtype = dtypes[0] if dtypes else float32
     if isinstance(alpha, bool) and dtype.kind != "b":
@@ -702,6 +703,7 @@ def _refuse_bools(name, input, other):
 
 
 def pow(input, exponent):  # noqa: A001  (mirrors torch.pow)
+    input, exponent = python_number(input), python_number(exponent)
     if type(exponent) is bool and _is_bool(input):  # torch: x ** True is x, x ** False all True
         return input.clone() if exponent else input.new_ones(input.shape, dtype=np.bool_)
     _refuse_bools("pow", input, exponent)
@@ -761,6 +763,7 @@ def _promoted(a, b, true_divide=False):
                 return a, b
         elif type(b) is float and (a_dtype.kind == "f" or a_dtype is bfloat16):
             return a, b
+    a, b = python_number(a), python_number(b)  # (NumPy scalars take part as Python numbers, as in torch)
     a_array, b_array = getattr(a, "_array", a), getattr(b, "_array", b)
     a_dtype, b_dtype = getattr(a_array, "dtype", None), getattr(b_array, "dtype", None)
     if a_dtype is not None and b_dtype is not None:
@@ -785,8 +788,6 @@ def _float_operand(x):
 
 
 def _cast(x, array, dtype):
-    if isinstance(x, np.generic):  # a NumPy scalar takes part as the Python number it holds
-        return x.item()
     if type(x) is int and dtype.kind in "iu":  # as torch: wrapped around into the op's dtype
         return wrap_int(x, dtype)  # (uint8 + 300 adds 44; NumPy would raise OverflowError)
     if not hasattr(array, "dtype") or array.dtype == dtype:  # Python numbers: NumPy casts them
@@ -865,22 +866,23 @@ def where(condition, input=None, other=None):
     if cond.dtype != np.bool_:  # NumPy would take any truthy value; torch refuses
         raise RuntimeError(f"where expected condition to be a boolean tensor, but got a tensor with "
                            f"dtype {cond.dtype}")
+    input, other = python_number(input), python_number(other)
     dtype = result_type(input, other)
-    input, other = (_number_in(dtype, x) for x in (input, other))
-    if not hasattr(input, "_array") and not hasattr(other, "_array"):  # two numbers: a tensor of
-        input = condition.new_tensor(input, dtype=dtype)  # torch's dtype, on condition's device
+    if not hasattr(input, "_array") and not hasattr(other, "_array"):  # two numbers: one a tensor
+        input = condition.new_tensor(checked_number(input, dtype), dtype=dtype)  # on condition's device
+    input, other = (_number_in(dtype, x, xp_of(cond)) for x in (input, other))
     return Where.apply(cond, *_promoted(input, other))
 
 
-def _number_in(dtype, value):
-    """A Python number ``where`` stores, as a NumPy scalar of the result's ``dtype`` (NumPy's where
+def _number_in(dtype, value, xp):
+    """A Python number ``where`` stores, as a 0-d array of the result's ``dtype`` (NumPy's where
     would give float32 for a number beside a bfloat16 array): an integer must fit the dtype (torch
     refuses one that does not, rather than wrap it around); a float is rounded as torch rounds it,
     inf past a 16-bit float's range."""
     if type(value) not in (int, float, bool):
         return value
     value = checked_number(value, dtype, check_16bit_floats=False)
-    return cast(np.asarray(value), dtype)[()]
+    return xp.asarray(cast(np.asarray(value), dtype))
 
 
 def _stored_numbers(dtype, *values):
@@ -903,7 +905,7 @@ def masked_fill(a, mask, value):
         if value.requires_grad:  # the gradient flows to the value too (summed over the mask)
             return Where.apply(cond, astype(value, a.dtype), a)
         value = value.item()
-    return Where.apply(cond, a.dtype.type(checked_number(value, a.dtype)), a)
+    return Where.apply(cond, a.dtype.type(checked_number(python_number(value), a.dtype)), a)
 
 
 def to_device(a, device):
@@ -1011,6 +1013,7 @@ def clamp(input, min=None, max=None):  # noqa: A002  (torch's argument names)
     """``torch.clamp``: every element into ``[min, max]`` (numbers or tensors; either may be None)."""
     if min is None and max is None:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
+    min, max = python_number(min), python_number(max)
     dtype = result_type(*(x for x in (input, min, max) if x is not None))
     if dtype != input.dtype:  # clamp(int tensor, 0.5) is float32 in torch (its result_type)
         input = astype(input, dtype)
@@ -1101,6 +1104,7 @@ def _logical(name):
     """``&``, ``|``, ``^`` of bool or integer tensors (torch's bitwise ops; no gradient). Floats
     raise as in torch, rather than NumPy's silent cast."""
     def op(input, other):
+        input, other = python_number(input), python_number(other)
         dtype = result_type(input, other)
         if dtype.kind not in "biu":
             raise NotImplementedError(f"{name} is only implemented for integer and boolean tensors, "
@@ -1238,6 +1242,7 @@ def lerp(input, end, weight):
         if hasattr(other, "_array") and other.dtype != input.dtype:
             raise RuntimeError(f"lerp: expected dtype {input.dtype} for `{name}` but got dtype "
                                f"{other.dtype}")
+    weight = python_number(weight)
     if type(weight) in (int, float) and is_floating(input.dtype):  # a number must fit the compute
         weight = checked_number(weight, float32 if _is_16bit_dtype(input.dtype) else input.dtype)  # dtype
     elif type(weight) is int:
@@ -1431,9 +1436,11 @@ def _checked_value(name, input, tensor1, tensor2, value):
     """addcmul's and addcdiv's ``value``, as torch takes it: the tensors alone decide the dtype (no
     kernel for bools), and the number must fit it (float32 for 16-bit floats, torch's compute type);
     an integer one wraps around like any number stored there (uint8 takes -1 as 255)."""
-    dtype = result_type(input, tensor1, tensor2)
+    dtype, value = result_type(input, tensor1, tensor2), python_number(value)
     if type(value) in (int, float):
         value = checked_number(value, float32 if _is_16bit_dtype(dtype) else dtype)
+    if dtype.kind in "iu":  # (a float value is truncated into an integer dtype, as torch's C cast)
+        value = int(value)
     if dtype.kind == "b":
         raise NotImplementedError(f'"{name}_cpu_out" not implemented for \'Bool\'')
     return value
