@@ -21,7 +21,7 @@ from .shape import add_at
 __all__ = ["gather", "sort", "argsort", "topk", "cumsum", "repeat", "tril", "triu", "nonzero",
            "return_type", "index_select", "index_add", "scatter", "scatter_add", "take_along_dim",
            "masked_select", "count_nonzero", "cumprod", "unique", "bincount", "repeat_interleave",
-           "median", "kthvalue", "cummax", "cummin", "searchsorted", "bucketize", "mode", "index_fill"]
+           "median", "kthvalue", "cummax", "cummin", "searchsorted", "bucketize", "mode", "index_fill", "index_copy", "masked_scatter", "take", "put", "scatter_reduce"]
 
 _RETURN_TYPES = {}
 
@@ -456,11 +456,17 @@ def scatter(input, dim, index, src=None, *, value=None, reduce=None):
     """``torch.scatter``: a copy of ``input`` with ``src[i][j]`` written to
     ``out[i][index[i][j]]`` (for ``dim=1``); ``src`` may be a number (``value=``, torch's other
     spelling). ``x.scatter_(...)`` is the in-place form."""
-    if reduce is not None:
-        raise NotImplementedError(f"scatter(reduce={reduce!r}) is not supported by minilora; "
-                                  f"use scatter_add for sums")
     if (src is None) == (value is None):
         raise TypeError("scatter() needs exactly one of src (a tensor or number) and value")
+    if reduce is not None:  # torch's older spelling of scatter_reduce
+        if reduce not in ("add", "multiply"):
+            raise RuntimeError(f"reduce argument must be either add or multiply, got {reduce}")
+        src = value if src is None else src
+        if not isinstance(src, Tensor):
+            src = input.new_full(tuple(index.shape), src)
+        with no_grad():
+            out = scatter_reduce(input, dim, index, src, "sum" if reduce == "add" else "prod")
+        return NoDerivative.apply(input, result=out._array, name="scatter")  # (torch has none either)
     return _scatter("scatter", input, dim, index, value if src is None else src, add=False)
 
 
@@ -472,6 +478,199 @@ def scatter_add(input, dim, index, src):
     return _scatter("scatter_add", input, dim, index, src, add=True)
 
 
+class IndexCopy(Function):
+    """``a`` with the slices at positions ``index`` along ``axis`` replaced by ``source``'s; the
+    gradient reaches ``a`` everywhere else and ``source`` from where it was written."""
+
+    @staticmethod
+    def forward(ctx, a, source, index, axis):
+        ctx.where = _along(axis, index)
+        out = a.copy()
+        out[ctx.where] = source
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        needs_a, needs_source = ctx.needs_input_grad
+        grad_a = None
+        if needs_a:
+            grad_a = g.copy()
+            grad_a[ctx.where] = 0
+        return grad_a, (g[ctx.where] if needs_source else None)
+
+
+def index_copy(input, dim, index, source):
+    """``torch.index_copy``: a copy of ``input`` whose slices at the int64 positions ``index`` along
+    ``dim`` are ``source``'s, in order (a repeated index: one of the writes, as torch leaves it open).
+    ``x.index_copy_(...)`` is the in-place form."""
+    dim = _dim(dim, input.ndim, "index_copy_")
+    if not isinstance(index, Tensor) or index.dtype != np.int64:
+        raise RuntimeError(f"index_copy_(): Expected a long tensor for index, but got "
+                           f"{getattr(index, 'dtype', type(index).__name__)}")
+    if source.dtype != input.dtype:
+        raise RuntimeError(f"index_copy_(): self and source expected to have the same dtype, but got "
+                           f"(self) {input.dtype} and (source) {source.dtype}")
+    if source.ndim != input.ndim and input.ndim and source.ndim:
+        raise IndexError(f"index_copy_(): When source and destination are not scalars, their "
+                         f"dimensionality must match. Source dimensionality ({source.ndim}), "
+                         f"destination dimensionality ({input.ndim})")
+    positions = index._array.reshape(-1)
+    size = input.shape[dim] if input.ndim else 1
+    if positions.size and (int(positions.min()) < 0 or int(positions.max()) >= size):
+        bad = int(positions.max()) if int(positions.max()) >= size else int(positions.min())
+        raise IndexError(f"index_copy_(): index {bad} is out of bounds for dimension {dim} with size "
+                         f"{size}")
+    if input.ndim == 0:
+        return IndexCopy.apply(input.reshape(1), source.reshape(1), index=positions, axis=0).reshape(())
+    if source.shape[dim] != positions.size:
+        raise IndexError(f"index_copy_(): Number of indices ({positions.size}) should be equal to "
+                         f"source.size(dim) ({source.shape[dim]})")
+    return IndexCopy.apply(input, source, index=positions, axis=dim)
+
+
+class MaskedScatter(Function):
+    """``a`` with the positions where ``mask`` is True filled, in row-major order, by ``source``'s
+    first elements; the gradient reaches ``a`` where the mask is False and those first elements of
+    ``source`` from the positions they filled."""
+
+    @staticmethod
+    def forward(ctx, a, source, mask):
+        ctx.mask, ctx.source_shape = mask, source.shape
+        ctx.count = int(mask.sum())
+        out = a.copy()
+        out[mask] = source.reshape(-1)[:ctx.count]
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        needs_a, needs_source = ctx.needs_input_grad
+        grad_a = grad_source = None
+        if needs_a:
+            grad_a = g.copy()
+            grad_a[ctx.mask] = 0
+        if needs_source:
+            flat = xp_of(g).zeros(int(np.prod(ctx.source_shape)), dtype=g.dtype)
+            flat[:ctx.count] = g[ctx.mask]
+            grad_source = flat.reshape(ctx.source_shape)
+        return grad_a, grad_source
+
+
+def masked_scatter(input, mask, source):
+    """``torch.masked_scatter``: a copy of ``input`` whose positions where the bool ``mask``
+    (broadcast to ``input``) is True take ``source``'s elements one after another, row by row."""
+    if mask.dtype != np.bool_:
+        raise RuntimeError(f"masked_scatter_ only supports boolean masks, but got mask with dtype "
+                           f"{mask.dtype}")
+    if source.dtype != input.dtype:
+        raise RuntimeError(f"masked_scatter: expected self and source to have same dtypes but got "
+                           f"{input.dtype} and {source.dtype}")
+    shape = np.broadcast_shapes(input.shape, mask.shape)
+    full_mask = xp_of(mask._array).broadcast_to(mask._array, shape)
+    if int(full_mask.sum()) > source.numel():
+        raise RuntimeError("Number of elements of source < number of ones in mask")
+    return MaskedScatter.apply(input.expand(shape), source, mask=full_mask)
+
+
+_REDUCERS = {"sum": np.add, "mean": np.add, "prod": np.multiply, "amax": np.maximum, "amin": np.minimum}
+
+
+class ScatterReduce(Function):
+    """``torch.scatter_reduce``: ``src[i][j]`` reduced into ``out[i][index[i][j]]`` (``axis=1``) with
+    ``reduce`` (sum, prod, mean, amax, amin), ``a``'s own value taking part where
+    ``include_self``. The gradient is written out for sum and mean; for prod, amax and amin it is
+    refused (torch splits it between ties and zeros; minilora does not implement that)."""
+
+    @staticmethod
+    def forward(ctx, a, src, index, axis, reduce, include_self):
+        xp = xp_of(a)
+        where = _full_index(index, axis)
+        values = upcast(src[tuple(slice(0, n) for n in index.shape)])
+        out = a.astype(compute_dtype(a.dtype))  # (a copy: 16-bit floats reduce in float32)
+        hit = xp.zeros(a.shape, dtype=np.int64)
+        xp.add.at(hit, where, 1)  # how many values each position receives
+        if not include_self:  # start those positions from the reduction's identity
+            out[hit > 0] = _identity(reduce, out.dtype)
+        _REDUCERS[reduce].at(out, where, values)
+        if reduce == "mean":
+            count = xp.maximum(hit + include_self, 1)
+            out = out // count if out.dtype.kind in "iu" else out / count
+        ctx.where, ctx.hit, ctx.reduce, ctx.include_self = where, hit, reduce, include_self
+        ctx.count = count if reduce == "mean" else None
+        return out.astype(a.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        if ctx.reduce not in ("sum", "mean"):
+            raise NotImplementedError(f"the gradient of scatter_reduce(reduce={ctx.reduce!r}) is not "
+                                      f"implemented in minilora (sum and mean are)")
+        needs_a, needs_src = ctx.needs_input_grad
+        share = g / ctx.count if ctx.reduce == "mean" else g  # each contribution's part of g
+        grad_a = grad_src = None
+        if needs_a:  # (without include_self a position's old value is gone where something came)
+            grad_a = share if ctx.include_self else xp_of(g).where(ctx.hit > 0, 0, g)
+            grad_a = grad_a.astype(g.dtype, copy=False)
+        if needs_src:
+            grad_src = share[ctx.where].astype(g.dtype, copy=False)
+        return grad_a, grad_src
+
+
+def _identity(reduce, dtype):
+    """The value that leaves ``reduce`` unchanged, in ``dtype``."""
+    if reduce in ("sum", "mean"):
+        return 0
+    if reduce == "prod":
+        return 1
+    limits = np.finfo(dtype) if dtype.kind == "f" else np.iinfo(dtype)
+    if dtype.kind == "f":
+        return -np.inf if reduce == "amax" else np.inf
+    return limits.min if reduce == "amax" else limits.max
+
+
+def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
+    """``torch.scatter_reduce``: a copy of ``input`` with each ``src[i][j]`` reduced into
+    ``out[i][index[i][j]]`` (for ``dim=1``) by ``reduce``: ``'sum'``, ``'prod'``, ``'mean'``
+    (integers: floor division), ``'amax'`` or ``'amin'``; with ``include_self=False`` a position's
+    old value does not take part where something is scattered to it."""
+    if reduce not in _REDUCERS:
+        raise RuntimeError(f"reduce argument must be either sum, prod, mean, amax or amin, got {reduce}")
+    dim = _dim(dim, input.ndim, "scatter_reduce")
+    _check_index(input, dim, index, "scatter_reduce")
+    if not isinstance(src, Tensor) or src.dtype != input.dtype:
+        raise RuntimeError(f"scatter_reduce(): Expected self.dtype to be equal to src.dtype "
+                           f"({input.dtype} vs {getattr(src, 'dtype', type(src).__name__)})")
+    if input.ndim == 0:
+        return ScatterReduce.apply(input.reshape(1), src.reshape(1), index=index._array.reshape(1), axis=0,
+                                   reduce=reduce, include_self=bool(include_self)).reshape(())
+    return ScatterReduce.apply(input, src, index=index._array, axis=dim, reduce=reduce,
+                               include_self=bool(include_self))
+
+
+def take(input, index):
+    """``torch.take``: the elements of the flattened ``input`` at ``index`` (negative counts from the
+    end), in ``index``'s shape."""
+    flat, positions = input.reshape(-1), index._array
+    n = flat.shape[0]
+    if positions.size and (int(positions.min()) < -n or int(positions.max()) >= n):
+        bad = int(positions.max()) if int(positions.max()) >= n else int(positions.min())
+        raise IndexError(f"out of range: tried to access index {bad} on a tensor of {n} elements.")
+    return flat[index]
+
+
+def put(input, index, source, accumulate=False):
+    """``torch.put``: a copy of ``input`` with the flattened positions ``index`` set to (or, with
+    ``accumulate``, increased by) ``source``'s elements. ``x.put_(...)`` is the in-place form."""
+    from .shape import index_put
+    if source.dtype != input.dtype:
+        raise RuntimeError(f"put_(): self and source expected to have the same dtype, but got "
+                           f"self.dtype = {input.dtype} and source.dtype = {source.dtype}")
+    if index.numel() != source.numel():
+        raise IndexError(f"put_(): Expected source and index to have the same number of elements, but "
+                         f"got source.numel() = {source.numel()}, index.numel() = {index.numel()}")
+    take(input, index)  # (the same bounds check)
+    flat = index_put(input.reshape(-1), (index.reshape(-1),), source.reshape(-1), accumulate)
+    return flat.reshape(input.shape)
+
+
 def take_along_dim(input, indices, dim=None):
     """``torch.take_along_dim``: ``gather`` where ``input`` and ``indices`` broadcast against each
     other away from ``dim``; with ``dim=None`` both are flattened first."""
@@ -481,7 +680,11 @@ def take_along_dim(input, indices, dim=None):
         raise RuntimeError(f"take_along_dim(): input and indices should have the same number of "
                            f"dimensions, but got {input.ndim} and {indices.ndim} dimensions")
     dim = _dim(dim, input.ndim, "take_along_dim")
-    others = np.broadcast_shapes(*(t.shape[:dim] + (1,) + t.shape[dim + 1:] for t in (input, indices)))
+    try:
+        others = np.broadcast_shapes(*(t.shape[:dim] + (1,) + t.shape[dim + 1:] for t in (input, indices)))
+    except ValueError:
+        raise RuntimeError(f"take_along_dim(): input {tuple(input.shape)} and indices "
+                           f"{tuple(indices.shape)} do not broadcast away from dim {dim}") from None
     def grown(t):
         return t.expand(others[:dim] + (t.shape[dim],) + others[dim + 1:])
     return gather(grown(input), dim, grown(indices))

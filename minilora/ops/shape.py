@@ -10,7 +10,9 @@ from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, no_grad
 __all__ = ["reshape", "transpose", "permute", "getitem", "index_put", "cat", "stack", "split", "chunk",
            "expand", "squeeze", "unsqueeze", "flatten", "flip", "unbind", "roll", "narrow", "diagonal",
            "diag", "movedim", "swapaxes", "tile", "unflatten", "select", "broadcast_to", "hstack",
-           "vstack", "meshgrid", "trace", "diff", "tensor_split", "unfold", "stride"]
+           "vstack", "meshgrid", "trace", "diff", "tensor_split", "unfold", "stride", "ravel", "fliplr", "flipud", "rot90", "hsplit",
+           "vsplit", "dsplit", "atleast_1d", "atleast_2d", "atleast_3d", "column_stack", "dstack",
+           "narrow_copy", "split_with_sizes", "diag_embed"]
 
 
 class Reshape(Function):
@@ -369,7 +371,7 @@ def split(tensor, split_size_or_sections, dim=0, *, axis=None):
     (axis,) = _dims((axis,), tensor.ndim)
     n = tensor.shape[axis]
     if isinstance(split_size_or_sections, int):
-        sizes = [min(split_size_or_sections, n - s) for s in range(0, n, split_size_or_sections)]
+        sizes = _split_sizes(n, split_size_or_sections)
     else:
         sizes = list(split_size_or_sections)
         if sum(sizes) != n:
@@ -383,11 +385,28 @@ def split(tensor, split_size_or_sections, dim=0, *, axis=None):
     return tuple(pieces)
 
 
+def _split_sizes(n, size):
+    """The pieces ``split(size)`` cuts ``n`` elements into: ``size`` each, the last smaller (torch
+    takes ``size=0`` only for an empty dimension: one empty piece)."""
+    if size < 0:
+        raise RuntimeError(f"split expects split_size be non-negative, but got split_size={size}")
+    if size == 0:
+        if n:
+            raise RuntimeError(f"split_size can only be 0 if dimension size is 0, but got dimension "
+                               f"size of {n}")
+        return [0]
+    return [min(size, n - s) for s in range(0, n, size)]
+
+
 def chunk(input, chunks, dim=0, *, axis=None):
-    """``torch.chunk``: ``chunks`` pieces of ``ceil(n / chunks)`` along ``dim`` (the last smaller)."""
+    """``torch.chunk``: ``chunks`` pieces of ``ceil(n / chunks)`` along ``dim`` (the last smaller;
+    an empty dimension gives ``chunks`` empty pieces, as torch)."""
     dim = dim if axis is None else axis
-    size = -(-input.shape[dim] // chunks)
-    return split(input, size, dim)
+    if chunks <= 0:
+        raise RuntimeError(f"chunk expects `chunks` to be greater than 0, got: {chunks}")
+    (axis_,) = _dims((dim,), input.ndim)
+    n = input.shape[axis_]
+    return split(input, -(-n // chunks) if n else [0] * chunks, dim)
 
 
 def expand(input, *sizes):
@@ -533,21 +552,22 @@ def diagonal(input, offset=0, dim1=0, dim2=1):
 
 
 class DiagEmbed(Function):
-    """A square matrix with vector ``a`` on its ``offset`` diagonal and zeros elsewhere."""
+    """Square matrices with the vectors along ``a``'s last dimension on their ``offset`` diagonal
+    and zeros elsewhere (a vector gives one matrix)."""
 
     @staticmethod
     def forward(ctx, a, offset):
-        n = a.shape[0] + abs(offset)
+        n = a.shape[-1] + abs(offset)
         ctx.offset = offset
         xp = xp_of(a)
-        out = xp.zeros((n, n), dtype=a.dtype)
+        out = xp.zeros(a.shape[:-1] + (n, n), dtype=a.dtype)
         rows, cols = map(xp.asarray, _diagonal_positions((n, n), offset))
-        out[rows, cols] = a
+        out[..., rows, cols] = a
         return out
 
     @staticmethod
     def backward(ctx, g):
-        return xp_of(g).diagonal(g, ctx.offset).copy()
+        return xp_of(g).diagonal(g, ctx.offset, -2, -1).copy()
 
 
 def diag(input, diagonal=0):
@@ -558,6 +578,16 @@ def diag(input, diagonal=0):
     if input.ndim == 2:
         return Diagonal.apply(input, offset=int(diagonal), axis1=0, axis2=1).clone()
     raise RuntimeError(f"diag(): Supports 1D or 2D tensors. Got {input.ndim}D")
+
+
+def diag_embed(input, offset=0, dim1=-2, dim2=-1):
+    """``torch.diag_embed``: each vector along ``input``'s last dimension put on the ``offset``
+    diagonal of a matrix spanning output dimensions ``dim1`` and ``dim2`` (zeros elsewhere)."""
+    first, second = _dims((dim1, dim2), input.ndim + 1)
+    if first == second:
+        raise RuntimeError(f"diagonal dimensions cannot be identical {dim1}, {dim2}")
+    matrices = DiagEmbed.apply(input.reshape(1) if input.ndim == 0 else input, offset=int(offset))
+    return movedim(matrices, (-2, -1), (first, second))
 
 
 def movedim(input, source, destination):
@@ -847,3 +877,121 @@ def squeeze_(self, dim=None):
 
 def unsqueeze_(self, dim):
     return _reshaped_in_place(self, unsqueeze, dim)
+
+
+# ---- NumPy-named neighbours torch has: ravel, fliplr/flipud, rot90, hsplit/vsplit/dsplit, ... ---------
+def ravel(input):
+    """``torch.ravel``: the elements in one dimension, row by row (a view where the layout allows)."""
+    return reshape(input, (-1,))
+
+
+def fliplr(input):
+    """``torch.fliplr``: the columns (dim 1) reversed."""
+    if input.ndim < 2:
+        raise RuntimeError("Input must be >= 2-d.")
+    return flip(input, 1)
+
+
+def flipud(input):
+    """``torch.flipud``: the rows (dim 0) reversed."""
+    if input.ndim < 1:
+        raise RuntimeError("Input must be >= 1-d.")
+    return flip(input, 0)
+
+
+def rot90(input, k=1, dims=(0, 1)):
+    """``torch.rot90``: rotated ``k`` quarter turns in the plane of ``dims``, from the first
+    towards the second (k < 0: the other way), as a flip and a transpose."""
+    dims = tuple(dims)
+    if len(dims) != 2:
+        raise RuntimeError(f"expected total rotation dims == 2, but got dims = {len(dims)}")
+    if input.ndim < 2:
+        raise RuntimeError(f"expected total dims >= 2, but got total dims = {input.ndim}")
+    first, second = _dims(dims, input.ndim)
+    if first == second:
+        raise RuntimeError(f"expected rotation dims to be different, but got dim0 = {dims[0]} and "
+                           f"dim1 = {dims[1]}")
+    turns = k % 4
+    if turns == 1:
+        return transpose(flip(input, second), first, second)
+    if turns == 2:
+        return flip(input, (first, second))
+    if turns == 3:
+        return transpose(flip(input, first), first, second)
+    return input.clone()  # (torch returns a copy for no rotation)
+
+
+def _split_named(name, input, indices_or_sections, dim, least_ndim):
+    """hsplit / vsplit / dsplit: ``tensor_split`` along ``dim``, where a number of sections must
+    divide the dimension evenly (NumPy's rule, torch's error)."""
+    if input.ndim < least_ndim:
+        raise RuntimeError(f"torch.{name} requires a tensor with at least {least_ndim} dimension, but "
+                           f"got a tensor with {input.ndim} dimensions!")
+    if isinstance(indices_or_sections, (int, np.integer)):
+        size = input.shape[dim]
+        if indices_or_sections == 0 or size % indices_or_sections:
+            raise RuntimeError(f"torch.{name} attempted to split along dimension {dim}, but the size "
+                               f"of the dimension {size} is not divisible by the split_size "
+                               f"{indices_or_sections}!")
+    return tensor_split(input, indices_or_sections, dim)
+
+
+def hsplit(input, indices_or_sections):
+    """``torch.hsplit``: split along dim 1 (dim 0 of a 1-D tensor)."""
+    return _split_named("hsplit", input, indices_or_sections, 1 if input.ndim > 1 else 0, 1)
+
+
+def vsplit(input, indices_or_sections):
+    """``torch.vsplit``: split along dim 0 of a tensor of at least 2 dimensions."""
+    return _split_named("vsplit", input, indices_or_sections, 0, 2)
+
+
+def dsplit(input, indices_or_sections):
+    """``torch.dsplit``: split along dim 2 of a tensor of at least 3 dimensions."""
+    return _split_named("dsplit", input, indices_or_sections, 2, 3)
+
+
+def _at_least(ndim, tensors):
+    """atleast_1d/2d/3d: each tensor with leading (and for 3-D, trailing) size-1 dimensions added,
+    as NumPy's: a vector becomes [1, n] and [1, n, 1], a matrix [m, n, 1]."""
+    many = len(tensors) != 1 or isinstance(tensors[0], (list, tuple))
+    flat = tuple(tensors[0]) if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)) else tensors
+    grown = []
+    for t in flat:
+        shape = t.shape
+        if len(shape) < ndim:
+            shape = {0: (1,) * ndim, 1: (1,) + shape + (1,) * (ndim - 2)}.get(len(shape), shape + (1,))
+        grown.append(reshape(t, shape))
+    return tuple(grown) if many else grown[0]
+
+
+def atleast_1d(*tensors):
+    return _at_least(1, tensors)
+
+
+def atleast_2d(*tensors):
+    return _at_least(2, tensors)
+
+
+def atleast_3d(*tensors):
+    return _at_least(3, tensors)
+
+
+def column_stack(tensors):
+    """``torch.column_stack``: 0-D and 1-D tensors as columns, joined along dim 1."""
+    return cat([reshape(t, (t.numel(), 1)) if t.ndim < 2 else t for t in tensors], 1)
+
+
+def dstack(tensors):
+    """``torch.dstack``: joined along dim 2, each first made at least 3-D."""
+    return cat(list(atleast_3d(list(tensors))), 2)
+
+
+def narrow_copy(input, dim, start, length):
+    """``torch.narrow_copy``: ``narrow``, as a new tensor."""
+    return narrow(input, dim, start, length).clone()
+
+
+def split_with_sizes(input, split_sizes, dim=0):
+    """``x.split_with_sizes(sizes, dim)``: ``split`` with a list of sizes."""
+    return split(input, list(split_sizes), dim)
