@@ -220,3 +220,56 @@ def test_adapter_without_task_type_writes_peft_auto_mapping_and_peft_auto_model_
     with_task = get_peft_model(LlamaForCausalLM.from_pretrained(saved), LoraConfig(**config, task_type="CAUSAL_LM"))
     with_task.save_pretrained(tmp_path / "task")
     assert json.loads((tmp_path / "task" / "adapter_config.json").read_text())["auto_mapping"] is None
+
+
+# ==================================================================================================
+# unload() as PEFT's code does it
+# ==================================================================================================
+def adapted_pair(**fields):
+    """PEFT's and minilora's LoRA on the same base with the same random adapter weights."""
+    reference = hf_model(transformers, TINY, dtype="float32")
+    model = LlamaForCausalLM(TINY)
+    model.load_state_dict({k: v.numpy() for k, v in reference.state_dict().items()})
+    theirs = peft.get_peft_model(reference, peft.LoraConfig(**fields))
+    ours = get_peft_model(model, LoraConfig(**fields))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in theirs.named_parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn_like(p) * 0.3)
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    np.testing.assert_allclose(logits_of(ours), logits_of(theirs), rtol=1e-4, atol=1e-5)
+    return theirs, ours
+
+
+def test_unload_keeps_what_merge_adapter_merged_as_peft():
+    theirs, ours = adapted_pair(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"])
+    adapted = logits_of(theirs)
+    theirs.merge_adapter(), ours.merge_adapter()
+    unloaded = theirs.unload(), ours.unload()
+    np.testing.assert_allclose(logits_of(unloaded[0]), adapted, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(logits_of(unloaded[1]), adapted, rtol=1e-4, atol=1e-5)
+
+
+def test_unload_keeps_the_trained_modules_to_save_copy_as_peft():
+    theirs, ours = adapted_pair(r=2, target_modules=["q_proj"], modules_to_save=["lm_head"])
+    for method in ("unload", "merge_and_unload"):
+        if method == "merge_and_unload":
+            theirs, ours = adapted_pair(r=2, target_modules=["q_proj"], modules_to_save=["lm_head"])
+        head = theirs.base_model.model.lm_head.modules_to_save["default"].weight.detach().numpy().copy()
+        unloaded = getattr(theirs, method)(), getattr(ours, method)()
+        for model in unloaded:
+            weight = model.lm_head.weight
+            np.testing.assert_allclose(weight.detach().numpy(), head, rtol=1e-6)
+        np.testing.assert_allclose(logits_of(unloaded[1]), logits_of(unloaded[0]), rtol=1e-4, atol=1e-5)
+
+
+def test_failed_adapter_load_gives_the_model_back_untouched(tmp_path):
+    _, ours = adapted_pair(r=2, target_modules=["q_proj"], modules_to_save=["lm_head"])
+    ours.save_pretrained(tmp_path)
+    model = LlamaForCausalLM(TINY)
+    original_head = model.lm_head
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"broken")
+    with pytest.raises(Exception):
+        ml.lora.PeftModel.from_pretrained(model, tmp_path)
+    assert model.lm_head is original_head and type(model.model.layers[0].self_attn.q_proj) is ml.nn.Linear

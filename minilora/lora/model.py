@@ -472,21 +472,35 @@ class LoraModel(_Wrapper):
         return self._unload(merge=True, adapter_names=adapter_names)
 
     def unload(self):
-        """Remove the adapters without merging: returns the original model with its original weights."""
+        """Remove the adapter layers without merging: returns the model's own class.
+
+        As PEFT's code does (its docstring says "the original base model"): weights that
+        ``merge_adapter()`` merged stay merged, and a ``modules_to_save`` module is replaced by the
+        active adapter's trained copy. For the untouched base, ``unmerge_adapter()`` first, or use
+        ``disable_adapter()``."""
         return self._unload(merge=False)
+
+    def _restore_base_model(self):
+        """The model exactly as it was before the adapters (nothing merged, the original
+        modules_to_save modules): what minilora's own callers need (a failed load, the server
+        dropping its last adapter), where PEFT's unload() would keep merged or trained weights."""
+        for key, module in list(self._candidate_modules()):
+            if isinstance(module, BaseTunerLayer):
+                module.unmerge()
+                self._replace(key, module.base_layer)
+            elif isinstance(module, ModulesToSaveWrapper):
+                self._replace(key, module.original_module)
+        return self.model
 
     def _unload(self, merge, adapter_names=None):
         for key, module in list(self._candidate_modules()):
             if isinstance(module, BaseTunerLayer):
                 if merge:
                     module.merge(adapter_names=adapter_names)
-                else:
-                    module.unmerge()
                 self._replace(key, module.base_layer)
-            elif isinstance(module, ModulesToSaveWrapper):
-                keep = module.modules_to_save[module.active_adapter] if module.active_adapter and merge \
-                    else module.original_module
-                self._replace(key, keep)
+            elif isinstance(module, ModulesToSaveWrapper):  # PEFT: the active copy, merged or not
+                active = module.active_adapter
+                self._replace(key, module.modules_to_save[active] if active else module.original_module)
         return self.model
 
     # --- per-sample adapters ---------------------------------------------------------------------
@@ -789,7 +803,7 @@ class PeftModel(_Wrapper):
         try:
             _io.load_adapter_weights(peft_model, model_id, adapter_name)
         except Exception:  # an adapter that does not fit: give the caller's model back as it came
-            peft_model.base_model.unload()
+            peft_model.base_model._restore_base_model()
             for param, flag in trainable:
                 param.requires_grad = flag
             raise

@@ -210,7 +210,7 @@ class Engine:
         if problem:  # take it out again: the model stays as it was
             if len(self.model.peft_config) == 1:
                 self.batch.close()
-                self.model = self.model.unload()
+                self.model = self.model.base_model._restore_base_model()  # (unload() keeps trained modules_to_save)
             else:
                 self.model.delete_adapter(name)
             self.batch.adapters_changed(self.model)
@@ -249,7 +249,7 @@ class Engine:
             self.adapter_paths.pop(name, None)
         if not self._adapter_names:  # it was the last adapter: back to the plain base model
             self.batch.close()
-            self.model = self.model.unload()
+            self.model = self.model.base_model._restore_base_model()  # (unload() keeps trained modules_to_save)
         else:
             self.model.delete_adapter(name)
         self.batch.adapters_changed(self.model)
