@@ -109,3 +109,33 @@ def test_a_save_that_dies_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     assert open(path, "rb").read() == before
     assert sorted(os.listdir(tmp_path)) == ["checkpoint.npz"]
     assert load_training_state(path)["step"] == 1
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
+def test_a_save_killed_by_sigkill_leaves_the_previous_checkpoint(tmp_path):
+    """A process killed (SIGKILL: no cleanup runs) while it writes a checkpoint leaves the previous one whole;
+    the next save removes the dead writer's temporary file."""
+    import signal
+    import subprocess
+    import sys
+    path = str(tmp_path / "checkpoint.npz")
+    save_training_state(path, {"step": 1, "w": np.arange(4.0)})
+    before = open(path, "rb").read()
+    child = ("import sys, time, numpy as np\n"
+             "from minilora.train import save_training_state\n"
+             "def slow(f, **arrays):\n"
+             "    f.write(b'PK half a zip'); f.flush(); print('writing', flush=True); time.sleep(120)\n"
+             "np.savez = slow\n"
+             "save_training_state(sys.argv[1], {'step': 2, 'w': np.arange(4.0) * 2})\n")
+    proc = subprocess.Popen([sys.executable, "-c", child, path], stdout=subprocess.PIPE, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert open(path, "rb").read() == before
+    assert load_training_state(path)["step"] == 1
+    assert len(os.listdir(tmp_path)) == 2  # the dead writer's temporary file is still there
+    save_training_state(path, {"step": 3, "w": np.arange(4.0)})
+    assert os.listdir(tmp_path) == ["checkpoint.npz"] and load_training_state(path)["step"] == 3
