@@ -22,6 +22,7 @@ __all__ = ["save", "load"]
 _META_KEY = "minilora"  # metadata entry: {name: [device, requires_grad]} for tensors not plain cpu
 _TREE_KEY = "minilora.structure"  # metadata entry: the saved object as JSON, tensors and arrays by entry name
 _SHARED_KEY = "minilora.shared"  # metadata entry: {name: name of the same tensor} in a state dict
+_ORDER_KEY = "minilora.order"  # metadata entry: a state dict's names in its order (safetensors sorts them)
 
 
 def _is_state_dict(obj):
@@ -137,6 +138,7 @@ def save(obj, f):
     metadata = {"format": "pt"}
     if _is_state_dict(obj):
         entries = obj
+        metadata[_ORDER_KEY] = json.dumps(list(obj))
         if _aliases(obj):
             metadata[_SHARED_KEY] = json.dumps(_aliases(obj))
     else:
@@ -285,4 +287,7 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=No
         out[name] = loaded.requires_grad_(requires_grad) if requires_grad else loaded
     for name, first in json.loads(header.get("__metadata__", {}).get(_SHARED_KEY, "{}")).items():
         out[name] = out[first]  # tied when saved: one tensor again
+    order = json.loads(header.get("__metadata__", {}).get(_ORDER_KEY, "[]"))
+    if sorted(order) == sorted(out):  # the state dict's own order, as torch.load gives it back
+        out = {name: out[name] for name in order}
     return out if structure is None else _decode(json.loads(structure), out)
