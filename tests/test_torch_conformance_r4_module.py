@@ -1053,3 +1053,55 @@ def test_distributed_sampler_shuffles_per_epoch_and_refuses_as_torch():
     expect_error(lambda lib: lib.utils.data.DistributedSampler(lib.utils.data.TensorDataset(lib.arange(4))))
     expect_error(lambda lib: lib.utils.data.DistributedSampler(lib.utils.data.TensorDataset(lib.arange(4)),
                                                                num_replicas=2, rank=2))
+
+
+# ---- "Build the Neural Network": printing a ReLU's output ---------------------------------------------
+@pytest.mark.xfail(strict=True, reason="ops/elementwise.py's Relu returns a * mask (fix pending)")
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("spelling", ["nn.ReLU", "F.relu", "torch.relu", "Tensor.relu"])
+def test_relu_of_negatives_is_plus_zero_as_torch(dtype, spelling):
+    """The tutorial prints ``After ReLU: tensor([[0., 0., ...`` -- minilora printed ``[[-0., -0., ...``:
+    its ReLU multiplied by the mask, and -2 * 0 is -0.0 (1 / relu(x) was -inf where torch gives inf).
+    torch's ReLU is clamp_min: a negative becomes +0, -0.0 and NaN stay."""
+    values = [-2.0, -0.5, -0.0, 0.0, 3.0, float("nan")]
+
+    def snippet(lib):
+        x = lib.tensor(values, dtype=getattr(lib, dtype), requires_grad=True)
+        y = {"nn.ReLU": lambda: lib.nn.ReLU()(x), "F.relu": lambda: lib.nn.functional.relu(x),
+             "torch.relu": lambda: lib.relu(x), "Tensor.relu": lambda: x.relu()}[spelling]()
+        y.sum().backward()
+        return [y, lib.signbit(y.float()) if hasattr(lib, "signbit") else (y.float() < 0) | (1 / y.float() < 0),
+                x.grad, repr(y.detach().float()[:4])]
+    check(snippet)
+
+
+# ---- save / load of a state_dict keeps its order -------------------------------------------------------
+@pytest.mark.parametrize("to_memory", [False, True])
+def test_a_saved_state_dict_loads_back_in_the_models_order(tmp_path, to_memory):
+    """torch.load gives the keys in the order state_dict() had them (buffers of a module before its
+    children's parameters, weight before bias). minilora's plain safetensors file came back sorted
+    ('0.bias' before '0.weight'), so code zipping the loaded items with model.parameters() paired the
+    wrong tensors, silently."""
+    import io
+
+    def snippet(lib):
+        model = lib.nn.Sequential(lib.nn.Linear(2, 3), lib.nn.LayerNorm(3), lib.nn.Linear(3, 1))
+        model.register_buffer("z_first", lib.ones(1))
+        target = io.BytesIO() if to_memory else tmp_path / f"{lib.__name__}.pth"
+        lib.save(model.state_dict(), target)
+        if to_memory:
+            target.seek(0)
+        loaded = lib.load(target, weights_only=True)
+        return [list(loaded.keys()), [tuple(v.shape) for v in loaded.values()]]
+    check(snippet)
+
+
+def test_a_state_dict_with_tied_weights_loads_back_in_order(tmp_path):
+    def snippet(lib):
+        model = lib.nn.Sequential(lib.nn.Embedding(4, 2), lib.nn.Linear(2, 4, bias=False), lib.nn.LayerNorm(4),
+                                  lib.nn.Linear(2, 4, bias=False))
+        model[3].weight = model[0].weight  # the LM head tied to the embedding, after a norm
+        lib.save(model.state_dict(), tmp_path / f"tied_{lib.__name__}.pth")
+        loaded = lib.load(tmp_path / f"tied_{lib.__name__}.pth", weights_only=True)
+        return [list(loaded.keys()), loaded["0.weight"] is loaded["3.weight"]]
+    check(snippet)
