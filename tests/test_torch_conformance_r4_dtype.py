@@ -145,6 +145,8 @@ def _lib_ops(lib):
         "isclose": lambda x, s: lib.isclose(x, lib.full_like(x, 1), atol=s) if not isinstance(s, int)
         else lib.isclose(x, x),
         "lerp_weight": lambda x, s: lib.lerp(x, x, s),
+        "index_fill": lambda x, s: x.index_fill(0, lib.tensor([0, 2]), s),
+        "index_fill_": lambda x, s: x.index_fill_(0, lib.tensor([1]), s),
     }
 
 

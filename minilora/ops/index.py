@@ -13,7 +13,7 @@ import collections
 import numpy as np
 
 from ..device import xp_of
-from ..dtypes import compute_dtype, is_floating, upcast
+from ..dtypes import checked_number, compute_dtype, is_floating, python_number, upcast
 from ..tensor import Function, Tensor, no_grad
 from .elementwise import computes_in_float32
 from .shape import add_at
@@ -393,6 +393,8 @@ def index_fill(input, dim, index, value):
     if isinstance(value, Tensor) and value.ndim:
         raise RuntimeError(f"index_fill_ only supports a 0-dimensional value tensor, but got tensor "
                            f"with {value.ndim} dimension(s).")
+    if not isinstance(value, Tensor):  # a number must fit, as torch checks (uint8: 300 raises, -1 is 255)
+        value = checked_number(python_number(value), input.dtype)
     positions = index._array.reshape(-1)
     _check_bounds(positions, input.shape[dim] if input.ndim else 1, dim, "index_fill")
     if input.ndim == 0:  # torch: a 0-d tensor is one element along dim 0
