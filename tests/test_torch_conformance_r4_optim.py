@@ -463,3 +463,26 @@ def test_closure_maximize_and_add_param_group_as_torch(name):
     ours, theirs = seen
     np.testing.assert_allclose(ours.pop(4), theirs.pop(4), rtol=1e-13)
     assert ours == theirs
+
+
+def test_parameter_listed_twice_on_emu_follows_torch():
+    """On ``emu`` AdamW runs the fused kernel: a parameter listed twice is one more launch (its second listing),
+    stepped after the first, as torch's loop: the weights follow torch's."""
+    rng = np.random.default_rng(5)
+    values = [rng.standard_normal(s).astype(np.float32) for s in [(5, 3), (7,)]]
+    grads = [[rng.standard_normal(v.shape).astype(np.float32) for v in values] for _ in range(3)]
+    finals = []
+    for lib in (ml, torch):
+        if lib is ml:
+            ps = [ml.tensor(v, device="emu", requires_grad=True) for v in values]
+        else:
+            ps = [torch.tensor(v, requires_grad=True) for v in values]
+        with pytest.warns(UserWarning, match="duplicate parameters"):
+            opt = _module(lib).AdamW([ps[0], ps[1], ps[0]], lr=1e-2)
+        for step_grads in grads:
+            for p, g in zip(ps, step_grads):
+                p.grad = ml.tensor(g, device="emu") if lib is ml else torch.tensor(g)
+            opt.step()
+        finals.append(_values(ps))
+    for a, b in zip(*finals):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
