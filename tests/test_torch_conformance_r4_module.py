@@ -20,7 +20,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import minilora as ml  # noqa: E402
-from test_torch_conformance import _plain, check, expect_error, run_both  # noqa: E402
+from test_torch_conformance import check, expect_error, run_both  # noqa: E402
 
 
 def f64(lib, array, grad=False):
