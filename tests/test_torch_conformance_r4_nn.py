@@ -476,3 +476,62 @@ def test_init_sparse_zeros_per_column_and_scale_as_torch(sparsity):
 def test_init_sparse_refuses_what_torch_refuses():
     same_error(lambda: init.sparse_(ml.empty(3), 0.1), lambda: tinit.sparse_(torch.empty(3), 0.1))
     same_error(lambda: init.sparse_(ml.empty(2, 3, 4), 0.1), lambda: tinit.sparse_(torch.empty(2, 3, 4), 0.1))
+
+
+# ---- sweep: the losses minilora had, every reduction spelling, every float dtype, target dtypes ------
+def _older_loss_inputs(rng, name):
+    x, y = rng.standard_normal((6, 4)), rng.standard_normal((6, 4))
+    probabilities = 1 / (1 + np.exp(-x))
+    labels = rng.integers(0, 4, 6)
+    return {"cross_entropy": [x, labels], "nll_loss": [np.log(probabilities), labels], "mse_loss": [x, y],
+            "l1_loss": [x, y], "smooth_l1_loss": [x, y], "binary_cross_entropy": [probabilities, (y > 0) * 1.0],
+            "binary_cross_entropy_with_logits": [x, (y > 0) * 1.0],
+            "kl_div": [np.log(probabilities), probabilities]}[name]
+
+
+_OLDER_LOSSES = ["cross_entropy", "nll_loss", "mse_loss", "l1_loss", "smooth_l1_loss", "binary_cross_entropy",
+                 "binary_cross_entropy_with_logits", "kl_div"]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("reduction", _REDUCTIONS, ids=lambda r: ",".join(f"{k}={v}" for k, v in r.items()) or "default")
+@pytest.mark.parametrize("name", _OLDER_LOSSES)
+def test_older_losses_every_reduction_spelling_and_dtype_as_torch(rng, name, reduction, dtype):
+    tol = {"float64": 1e-10, "float32": 1e-5, "bfloat16": 2e-2, "float16": 4e-3}[dtype]
+    check(lambda x, y: getattr(F, name)(x, y, **reduction), lambda x, y: getattr(TF, name)(x, y, **reduction),
+          *_older_loss_inputs(rng, name), dtype=dtype, rtol=tol, atol=tol, constant=(1,))
+
+
+@pytest.mark.parametrize("target_dtype", ["int32", "int16", "int8", "uint8", "int64"])
+@pytest.mark.parametrize("name", ["cross_entropy", "nll_loss"])
+def test_class_index_target_dtypes_as_torch(rng, name, target_dtype):
+    """torch takes class indices as int64 (Long) or uint8 (Byte) only: an int32 target is its
+    RuntimeError, not silently read."""
+    x, labels = _older_loss_inputs(rng, name)
+    labels = labels.astype(target_dtype)
+    try:
+        getattr(TF, name)(torch.tensor(x), torch.tensor(labels))
+    except RuntimeError:
+        message = same_error(lambda: getattr(F, name)(ml.tensor(x), ml.tensor(labels)),
+                             lambda: getattr(TF, name)(torch.tensor(x), torch.tensor(labels)))
+        assert "Long or Byte" in message
+        return
+    check(lambda x: getattr(F, name)(x, ml.tensor(labels)), lambda x: getattr(TF, name)(x, torch.tensor(labels)), x)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("ignore_index", [-100, 1])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("name", ["cross_entropy", "nll_loss"])
+def test_class_weight_and_ignore_index_in_every_float_dtype_as_torch(rng, name, ignore_index, reduction, dtype):
+    x, labels = _older_loss_inputs(rng, name)
+    labels[1] = ignore_index
+    w, tw = pair(rng.random(4), dtype=dtype)
+    tol = {"float64": 1e-10, "float32": 1e-5, "bfloat16": 2e-2, "float16": 4e-3}[dtype]
+    check(lambda x: getattr(F, name)(x, ml.tensor(labels), w, ignore_index=ignore_index, reduction=reduction),
+          lambda x: getattr(TF, name)(x, torch.tensor(labels), tw, ignore_index=ignore_index, reduction=reduction),
+          x, dtype=dtype, rtol=tol, atol=tol)
+    labels[1] = -100 if ignore_index != -100 else 7  # a target neither in range nor ignored: torch's error
+    same_error(lambda: getattr(F, name)(ml.tensor(x), ml.tensor(labels), ignore_index=ignore_index),
+               lambda: getattr(TF, name)(torch.tensor(x), torch.tensor(labels), ignore_index=ignore_index))

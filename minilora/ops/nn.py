@@ -671,6 +671,9 @@ def _class_targets(fn, input, targets):
         raise RuntimeError(f"{fn}: expected class indices (an integer target) or class probabilities "
                            f"(a float target shaped as the input {input.shape}), got {targets.dtype} "
                            f"of shape {targets.shape}")
+    if targets.dtype not in (np.int64, np.uint8):  # torch's rule: no int32 (or other) class indices
+        raise RuntimeError(f"{fn}: expected target dtype to be Long or Byte (int64 or uint8), but got "
+                           f"{targets.dtype}")
     expected = () if input.ndim == 1 else (input.shape[0],) + input.shape[2:]
     if input.ndim >= 2 and (targets.ndim == 0 or targets.shape[0] != input.shape[0]):
         raise ValueError(f"{fn}: expected input batch_size ({input.shape[0]}) to match target "
