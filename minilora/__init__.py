@@ -70,6 +70,7 @@ from .ops import (abs, add, argmax, cat, clone, div, exp, log, log_softmax, logs
                   max, mean, mul, neg, pow, relu, reshape, rsqrt, sigmoid, softmax, split, sqrt,
                   stack, sub, sum, tanh, transpose, var, where)
 from .ops import floor_divide, index_put, permute  # noqa: E402,F401
+from .ops import bitwise_left_shift, bitwise_right_shift  # noqa: E402,F401
 from .ops import (bitwise_and, bitwise_not, bitwise_or, bitwise_xor, einsum, flip,  # noqa: E402,F401
                   logical_and, logical_not, logical_or, remainder)
 from .ops import (allclose, bmm, ceil, dot, equal, floor, isclose, mm, outer, round, trunc,  # noqa: E402,F401,A004

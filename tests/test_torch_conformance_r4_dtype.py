@@ -93,6 +93,8 @@ _BINARY = {
     "ge": lambda x, s: x >= s, "rge": lambda x, s: s >= x,
     "eq": lambda x, s: x == s, "req": lambda x, s: s == x,
     "ne": lambda x, s: x != s, "rne": lambda x, s: s != x,
+    "lshift": lambda x, s: x << s, "rlshift": lambda x, s: s << x,
+    "rshift": lambda x, s: x >> s, "rrshift": lambda x, s: s >> x,
 }
 
 
@@ -145,6 +147,10 @@ def _lib_ops(lib):
         "isclose": lambda x, s: lib.isclose(x, lib.full_like(x, 1), atol=s) if not isinstance(s, int)
         else lib.isclose(x, x),
         "lerp_weight": lambda x, s: lib.lerp(x, x, s),
+        "left_shift_fn": lambda x, s: lib.bitwise_left_shift(x, s),
+        "right_shift_": lambda x, s: x.bitwise_right_shift_(s), "ilshift": lambda x, s: x.__ilshift__(s),
+        "lshift_tensor": lambda x, s: x << lib.tensor([1, 9, -1, 70]).to(x.dtype),
+        "rshift_tensor": lambda x, s: x >> lib.tensor([1, 9, -1, 70]).to(x.dtype),
         "index_fill": lambda x, s: x.index_fill(0, lib.tensor([0, 2]), s),
         "index_fill_": lambda x, s: x.index_fill_(0, lib.tensor([1]), s),
     }

@@ -16,6 +16,7 @@ from .nn import (cross_entropy, dropout, embedding, layer_norm, rms_norm, rotary
                  rotate_half, scaled_dot_product_attention, swiglu)
 from .elementwise import (clamp, clip, cos, isfinite, isinf, isnan, maximum, minimum, sign,
                           sin)
+from .elementwise import bitwise_left_shift, bitwise_right_shift
 from .elementwise import (bitwise_and, bitwise_not, bitwise_or, bitwise_xor, logical_and,
                           logical_not, logical_or, remainder)
 from .elementwise import allclose, ceil, equal, floor, isclose, round, trunc
@@ -238,6 +239,11 @@ _OPERATOR_METHODS = {
     "__iand__": _in_place(bitwise_and), "bitwise_and_": _in_place(bitwise_and),
     "__ior__": _in_place(bitwise_or), "bitwise_or_": _in_place(bitwise_or),
     "__ixor__": _in_place(bitwise_xor), "bitwise_xor_": _in_place(bitwise_xor),
+    "__lshift__": bitwise_left_shift, "__rlshift__": _reflected(bitwise_left_shift),
+    "__rshift__": bitwise_right_shift, "__rrshift__": _reflected(bitwise_right_shift),
+    "bitwise_left_shift": bitwise_left_shift, "bitwise_right_shift": bitwise_right_shift,
+    "__ilshift__": _in_place(bitwise_left_shift), "bitwise_left_shift_": _in_place(bitwise_left_shift),
+    "__irshift__": _in_place(bitwise_right_shift), "bitwise_right_shift_": _in_place(bitwise_right_shift),
 }
 for _name, _fn in _OPERATOR_METHODS.items():
     setattr(Tensor, _name, _fn)

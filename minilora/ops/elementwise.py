@@ -1122,6 +1122,39 @@ bitwise_or = _logical("bitwise_or")
 bitwise_xor = _logical("bitwise_xor")
 
 
+_TORCH_DTYPE_NAMES = {"bool": "Bool", "float16": "Half", "bfloat16": "BFloat16", "float32": "Float",
+                      "float64": "Double"}
+
+
+def _shift(name, left):
+    """``<<`` and ``>>`` of integer tensors as torch's kernels shift: by a negative amount or by the
+    bit width or more, ``<<`` gives 0 and ``>>`` the sign (-1 or 0), where C and NumPy leave it
+    undefined; bits shifted past the top are dropped. A Python int wraps into the dtype first, as for
+    ``+`` (``uint8 >> 300`` shifts by 44: 0)."""
+    def op(input, other):
+        input, other = python_number(input), python_number(other)
+        dtype = result_type(input, other)
+        if dtype.kind not in "iu":
+            kernel = "lshift" if left else "rshift"
+            raise NotImplementedError(f'"{kernel}_cpu" not implemented for '
+                                      f"'{_TORCH_DTYPE_NAMES.get(dtype.name, dtype.name)}'")
+        template = input if hasattr(input, "_array") else other
+        xp = xp_of(template._array)
+        a, b = (xp.asarray(_cast(x, x, dtype), dtype) for x in (_raw(input), _raw(other)))
+        bits = dtype.itemsize * 8
+        outside = (b < 0) | (b >= bits)
+        shifted = (xp.left_shift if left else xp.right_shift)(a, xp.where(outside, 0, b).astype(dtype))
+        signed_right = not left and dtype.kind == "i"
+        beyond = xp.right_shift(a, dtype.type(bits - 1)) if signed_right else xp.zeros_like(shifted)
+        return template._make(xp.where(outside, beyond, shifted), template._device, False, None)
+    op.__name__ = name
+    return op
+
+
+bitwise_left_shift = _shift("bitwise_left_shift", left=True)
+bitwise_right_shift = _shift("bitwise_right_shift", left=False)
+
+
 def bitwise_not(input):
     """``~mask``: logical not of a bool tensor, bitwise not of an integer one (as torch)."""
     if input.dtype.kind not in "biu":
