@@ -486,3 +486,40 @@ def test_parameter_listed_twice_on_emu_follows_torch():
         finals.append(_values(ps))
     for a, b in zip(*finals):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_users_own_optimizer_as_torch():
+    """The tutorial's own optimizer (state: a Python int step and a Tensor buffer): state_dict is live, and
+    load_state_dict keeps the int an int (torch casts only tensors), the buffer on the parameter's dtype."""
+    results = []
+    for lib, params in zip((ml, torch), _twins()):
+        class MomentumSGD(_module(lib).Optimizer):
+            def __init__(self, params, lr=0.1, momentum=0.9):
+                super().__init__(params, dict(lr=lr, momentum=momentum))
+
+            @lib.no_grad()
+            def step(self, closure=None):
+                for group in self.param_groups:
+                    for p in group["params"]:
+                        if p.grad is None:
+                            continue
+                        state = self.state[p]
+                        if len(state) == 0:
+                            state["step"] = 0
+                            state["buf"] = lib.zeros_like(p)
+                        state["step"] += 1
+                        state["buf"].mul_(group["momentum"]).add_(p.grad)
+                        p.add_(state["buf"], alpha=-group["lr"])
+
+        opt = MomentumSGD(params)
+        for seed in range(2):
+            _step(lib, params, opt, seed)
+        saved = copy_module.deepcopy(opt.state_dict())
+        opt2 = MomentumSGD(params)
+        opt2.load_state_dict(saved)
+        assert type(opt2.state[params[0]]["step"]) is int and opt2.state[params[0]]["step"] == 2
+        for seed in range(2, 4):
+            _step(lib, params, opt2, seed)
+        results.append(_values(params))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12)

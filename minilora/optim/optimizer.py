@@ -358,8 +358,8 @@ def _restore(value, param, index, name):
     if hasattr(value, "detach"):  # a torch tensor (torch's own state_dict)
         value = value.detach().cpu()
         value = (value.float() if str(value.dtype) == "torch.bfloat16" else value).numpy()
-    if name == "step":  # torch's 0-d float32 tensor, a fresh one (counted in place by the new owner)
-        return np.array(float(value), dtype=np.float32)
+    if name == "step" and hasattr(value, "shape"):  # torch's 0-d float32 tensor: a fresh 0-d float32 array
+        return np.array(float(value), dtype=np.float32)  # (a plain number stays itself, as in torch's load)
     if not hasattr(value, "shape"):  # other numbers (and None: torch's empty momentum buffer)
         return value
     if tuple(value.shape) == () != param.shape:  # a per-parameter number (NAdam's mu_product): torch casts
