@@ -9,6 +9,7 @@ Skipped when torch / transformers / peft are not installed."""
 import dataclasses
 import json
 import logging
+import re
 import os
 import warnings
 
@@ -273,3 +274,14 @@ def test_failed_adapter_load_gives_the_model_back_untouched(tmp_path):
     with pytest.raises(Exception):
         ml.lora.PeftModel.from_pretrained(model, tmp_path)
     assert model.lm_head is original_head and type(model.model.layers[0].self_attn.q_proj) is ml.nn.Linear
+
+
+@pytest.mark.parametrize("targets", [["q"], "q_proj", ".*q"])
+def test_targets_that_match_nothing_start_with_peft_words(targets):
+    reference = hf_model(transformers, TINY, dtype="float32")
+    for wrap, model, config in ((peft.get_peft_model, reference, peft.LoraConfig(r=2, target_modules=targets)),
+                                (get_peft_model, LlamaForCausalLM(TINY), LoraConfig(r=2, target_modules=targets))):
+        shown = targets if isinstance(targets, str) else set(targets)
+        with pytest.raises(ValueError, match="^" + re.escape(
+                f"Target modules {shown} not found in the base model. Please check the target modules and try again.")):
+            wrap(model, config)

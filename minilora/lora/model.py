@@ -255,7 +255,9 @@ class LoraModel(_Wrapper):
         names = [key for key, _ in self._candidate_modules()]
         short = sorted({key.rsplit(".", 1)[-1] for key in names if not key.rsplit(".", 1)[-1].isdigit()})
         filters = config.layers_to_transform is not None or getattr(config, "exclude_modules", None)
-        return (f"target_modules={config.target_modules!r} matched no module of {type(self.model).__name__}"
+        targets = config.target_modules if isinstance(config.target_modules, str) else set(config.target_modules or ())
+        return (f"Target modules {targets} not found in the base model. Please check the target modules and "  # PEFT's words
+                f"try again. target_modules={config.target_modules!r} matched no module of {type(self.model).__name__}"
                 f"{' (after layers_to_transform / exclude_modules)' if filters else ''}. "
                 f"Module names in this model: {', '.join(short)} "
                 f"(full names look like {names[len(names) // 2]!r})")
