@@ -492,3 +492,73 @@ def test_scatter_reduce_refuses_the_gradients_it_does_not_implement():
     out = ml.zeros(2).scatter_reduce(0, ml.tensor([0, 0, 1]), x, "amax")
     with pytest.raises(NotImplementedError, match="amax"):
         out.sum().backward()
+
+
+# ---- shape and index ops on empty, 0-d and size-1 tensors -------------------------------------------------
+EDGE_OPS = {
+    "reshape": lambda L, x: x.reshape(-1), "reshape0": lambda L, x: x.reshape(0, -1),
+    "view": lambda L, x: x.view(-1), "flatten": lambda L, x: x.flatten(),
+    "squeeze": lambda L, x: x.squeeze(), "unsqueeze": lambda L, x: x.unsqueeze(-1),
+    "transpose": lambda L, x: x.transpose(0, -1),
+    "permute": lambda L, x: x.permute(*reversed(range(x.ndim))),
+    "expand": lambda L, x: x.expand(2, *x.shape), "cat": lambda L, x: L.cat([x, x], -1),
+    "cat0": lambda L, x: L.cat([x, x]), "stack": lambda L, x: L.stack([x, x], -1),
+    "split": lambda L, x: x.split(1, -1), "split2": lambda L, x: x.split(2),
+    "chunk": lambda L, x: x.chunk(3, -1), "unbind": lambda L, x: x.unbind(-1),
+    "roll": lambda L, x: x.roll(1, -1), "rollflat": lambda L, x: x.roll(1), "flip": lambda L, x: x.flip(-1),
+    "narrow": lambda L, x: x.narrow(-1, 0, 0), "diagonal": lambda L, x: x.diagonal(),
+    "diag": lambda L, x: L.diag(x), "movedim": lambda L, x: x.movedim(0, -1), "tile": lambda L, x: x.tile(2),
+    "repeat": lambda L, x: x.repeat(*([2]*x.ndim)), "ri": lambda L, x: x.repeat_interleave(2, dim=-1),
+    "ri_flat": lambda L, x: x.repeat_interleave(2), "unflatten": lambda L, x: x.unflatten(-1, (1, -1)),
+    "select": lambda L, x: x.select(-1, 0), "tril": lambda L, x: x.tril(), "triu": lambda L, x: L.triu(x, 1),
+    "gather": lambda L, x: x.gather(-1, L.zeros(x.shape, dtype=L.int64)),
+    "index_select": lambda L, x: x.index_select(-1, L.tensor([], dtype=L.int64)),
+    "index_select0": lambda L, x: x.index_select(0, L.tensor([0])),
+    "masked_select": lambda L, x: x.masked_select(x > 0), "nonzero": lambda L, x: x.nonzero(),
+    "nonzero_t": lambda L, x: x.nonzero(as_tuple=True), "sort": lambda L, x: tuple(x.sort()),
+    "argsort": lambda L, x: x.argsort(dim=0), "cumsum": lambda L, x: x.cumsum(-1),
+    "cumprod": lambda L, x: x.cumprod(0), "cummin": lambda L, x: tuple(x.cummin(-1)),
+    "unique": lambda L, x: x.unique(return_counts=True), "tensor_split": lambda L, x: x.tensor_split(2, -1),
+    "tensor_split_idx": lambda L, x: x.tensor_split([1], 0), "unfold": lambda L, x: x.unfold(-1, 0, 1),
+    "unfold1": lambda L, x: x.unfold(0, 1, 1), "rot90": lambda L, x: x.rot90(),
+    "diag_embed": lambda L, x: x.diag_embed(), "take": lambda L, x: x.take(L.tensor([], dtype=L.int64)),
+    "trace": lambda L, x: x.trace(), "diff": lambda L, x: x.diff(), "diff0": lambda L, x: x.diff(dim=0),
+    "hstack": lambda L, x: L.hstack([x, x]), "vstack": lambda L, x: L.vstack([x, x]),
+    "searchsorted": lambda L, x: L.searchsorted(L.tensor([1., 2.]), x), "clone": lambda L, x: x.clone(),
+    "contiguous_t": lambda L, x: x.t().contiguous() if x.ndim == 2 else x,
+    "where": lambda L, x: L.where(x > 0, x, 0.), "masked_fill": lambda L, x: x.masked_fill(x > 0, 1.),
+    "index_fill": lambda L, x: x.index_fill(-1, L.tensor([], dtype=L.int64), 1.),
+    "scatter": lambda L, x: x.scatter(-1, L.zeros(x.shape, dtype=L.int64), 1.),
+    "topk": lambda L, x: tuple(x.topk(0, dim=0)), "std0": lambda L, x: x.std(dim=0),
+    "einsum": lambda L, x: L.einsum("...->", x), "flip_all": lambda L, x: x.flip(tuple(range(x.ndim))),
+    "broadcast_to": lambda L, x: L.broadcast_to(x, (1, ) + tuple(x.shape)),
+    "bincount": lambda L, x: L.bincount(x.long().reshape(-1)),
+    "repeat_interleave_t": lambda L, x: x.repeat_interleave(L.tensor([2] * x.shape[0]) if x.ndim else L.tensor([2]), dim=0) if x.ndim else x,
+    "mean_keep": lambda L, x: x.mean(-1, keepdim=True), "swapaxes": lambda L, x: x.swapaxes(0, -1),
+    "index_put": lambda L, x: x.index_put((L.tensor([], dtype=L.int64), ), L.tensor(1.)),
+    "getitem_empty_list": lambda L, x: x[[]], "getitem_bool": lambda L, x: x[x > 1],
+    "setitem": lambda L, x: x.clone().__setitem__(x > 1, 2.0),
+}
+EDGE_SHAPES = [(0,), (2, 0), (0, 3), (), (1,), (3, 1)]
+NO_GRADIENT = {"bincount", "nonzero", "nonzero_t", "argsort", "unique", "searchsorted", "take",
+               "index_select", "index_select0"}
+
+
+def _edge_input(shape):
+    def make(L):
+        if shape == ():
+            return L.tensor(2.0)
+        if 0 in shape:
+            return L.zeros(shape)
+        return L.arange(float(np.prod(shape))).reshape(shape)
+    return make
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_OPS))
+def test_shape_ops_on_empty_0d_and_size_1_tensors_match_torch(name):
+    fn = EDGE_OPS[name]
+    for shape in EDGE_SHAPES:
+        make = _edge_input(shape)
+        _same(lambda L: fn(L, make(L)))
+        if 0 not in shape and shape and name not in NO_GRADIENT:
+            _same(_grad_snippet(make, fn))

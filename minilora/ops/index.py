@@ -243,6 +243,8 @@ class Repeat(Function):
 def repeat(input, *repeats):
     """``x.repeat(2, 1)``: ``input`` tiled ``repeats[d]`` times along each dimension ``d``."""
     sizes = tuple(repeats[0]) if len(repeats) == 1 and isinstance(repeats[0], (tuple, list)) else repeats
+    if not repeats:
+        raise TypeError("repeat() missing 1 required positional argument: 'repeats'")
     if len(sizes) < input.ndim:
         raise RuntimeError(f"repeat(): Number of dimensions of repeat dims ({len(sizes)}) can not be "
                            f"smaller than number of dimensions of tensor ({input.ndim})")
@@ -317,6 +319,8 @@ def index_select(input, dim, index):
         return index_select(input.reshape(1), dim, index).reshape(())
     dim = _dim(dim, input.ndim, "index_select")
     positions = _index_vector(index, "index_select")
+    if input.shape[dim] == 0 and positions.size and input.ndim > 1:  # (1-D: the IndexError below)
+        raise RuntimeError("index_select(): self indexing axis dim should be positive")
     _check_bounds(positions, input.shape[dim], dim, "index_select")
     return IndexSelect.apply(input, index=positions, axis=dim)
 
@@ -811,9 +815,14 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
         counts = repeats
     if dim is None:
         input, dim = input.reshape(-1), 0
+    elif input.ndim == 0:  # (torch: a 0-d tensor has no dim to repeat along; dim=None flattens it)
+        raise IndexError(f"repeat_interleave(): Dimension out of range (expected to be in range of "
+                         f"[-1, 0], but got {dim})")
     dim = _dim(dim, input.ndim, "repeat_interleave")
     size = input.shape[dim] if input.ndim else 1
     counts = counts.detach().cpu().numpy() if isinstance(counts, Tensor) else np.asarray(counts)
+    if counts.dtype.kind == "f":
+        raise NotImplementedError(f'"repeat_interleave_cpu" not implemented for \'{counts.dtype}\'')
     if counts.dtype.kind not in "iu" or counts.ndim > 1 or counts.size not in (1, size):
         raise RuntimeError(f"repeat_interleave: repeats must be an int or a 1-D integer tensor of "
                            f"{size} counts (or one), got shape {tuple(counts.shape)}")

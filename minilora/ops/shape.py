@@ -1,4 +1,5 @@
 """Shape ops: they move numbers around without changing them, so backward moves the gradient back."""
+import math
 import warnings
 
 import numpy as np
@@ -293,11 +294,16 @@ def _dims(dims, ndim):
 
 def permute(input, *dims):
     """``torch.permute(input, dims)`` and ``x.permute(*dims)``: a view with the axes reordered."""
+    if not dims:
+        raise TypeError("permute() missing 1 required positional argument: 'dims'")
     return Permute.apply(input, axes=_shape_arg(dims))
 
 
 def transpose(input, dim0=-2, dim1=-1):
     """``torch.transpose(input, dim0, dim1)``: a view with two axes swapped."""
+    if input.ndim == 0:  # torch: dims 0 and -1 name the 0-d tensor's one place; nothing to swap
+        _dims((dim0, dim1), 0)
+        return reshape(input, ())
     axes = list(range(input.ndim))
     axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
     return Permute.apply(input, axes=tuple(axes))
@@ -345,6 +351,9 @@ def cat(tensors, dim=0, *, axis=None):
         tensors = [t if t.dtype == dtype else t.to(dtype) for t in tensors]
     # torch's legacy rule: 1-D empty tensors (shape (0,)) are skipped when joined to others, so
     # `out = cat([out, new])` can start from `out = tensor([])` whatever the shape of `new`
+    for i, t in enumerate(tensors):
+        if t.ndim == 0:
+            raise RuntimeError(f"zero-dimensional tensor (at position {i}) cannot be concatenated")
     kept = [t for t in tensors if t.shape != (0,)]
     if kept and len(kept) < len(tensors):
         tensors = kept
@@ -368,6 +377,8 @@ def split(tensor, split_size_or_sections, dim=0, *, axis=None):
     """A tuple of pieces along ``dim`` of ``split_size_or_sections`` elements each (an int: the last
     may be smaller) or of the listed sizes. Each is a slice with its own small backward."""
     axis = dim if axis is None else axis  # (NumPy's name, accepted as torch does)
+    if tensor.ndim == 0:
+        raise RuntimeError("split expects at least a 1-dimensional tensor")
     (axis,) = _dims((axis,), tensor.ndim)
     n = tensor.shape[axis]
     if isinstance(split_size_or_sections, int):
@@ -390,10 +401,10 @@ def _split_sizes(n, size):
     takes ``size=0`` only for an empty dimension: one empty piece)."""
     if size < 0:
         raise RuntimeError(f"split expects split_size be non-negative, but got split_size={size}")
-    if size == 0:
-        if n:
-            raise RuntimeError(f"split_size can only be 0 if dimension size is 0, but got dimension "
-                               f"size of {n}")
+    if size == 0 and n:
+        raise RuntimeError(f"split_size can only be 0 if dimension size is 0, but got dimension "
+                           f"size of {n}")
+    if n == 0:  # an empty dimension: one empty piece
         return [0]
     return [min(size, n - s) for s in range(0, n, size)]
 
@@ -402,6 +413,8 @@ def chunk(input, chunks, dim=0, *, axis=None):
     """``torch.chunk``: ``chunks`` pieces of ``ceil(n / chunks)`` along ``dim`` (the last smaller;
     an empty dimension gives ``chunks`` empty pieces, as torch)."""
     dim = dim if axis is None else axis
+    if input.ndim == 0:
+        raise RuntimeError("chunk expects at least a 1-dimensional tensor")
     if chunks <= 0:
         raise RuntimeError(f"chunk expects `chunks` to be greater than 0, got: {chunks}")
     (axis_,) = _dims((dim,), input.ndim)
@@ -448,6 +461,9 @@ def flip(input, dims):
     """``torch.flip(x, dims)`` / ``x.flip(0)``: reversed along each of ``dims`` (torch's way to write
     NumPy's ``x[::-1]``, which torch and minilora refuse)."""
     dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    if input.ndim == 0:  # (torch: one element, nothing to reverse; a copy, as flip always is)
+        _dims(dims, 0)
+        return input.clone()
     if len(set(_dims(dims, input.ndim))) != len(dims):
         raise RuntimeError(f"flip: dims {dims} has a repeated dimension")
     return Flip.apply(input, dims=_dims(dims, input.ndim))
@@ -602,6 +618,8 @@ def movedim(input, source, destination):
                            f"({list(destination)} dims)")
     if len(set(source)) != len(source) or len(set(destination)) != len(destination):
         raise RuntimeError("movedim: repeated dim in source or destination")
+    if input.ndim == 0:
+        return reshape(input, ())
     order = [d for d in range(input.ndim) if d not in source]
     for dest, src in sorted(zip(destination, source)):
         order.insert(dest, src)
@@ -624,8 +642,22 @@ def tile(input, dims):
 # ---- unflatten, select, broadcast_to, hstack/vstack, meshgrid, trace, diff ---------------------------
 def unflatten(input, dim, sizes):
     """``torch.unflatten``: dimension ``dim`` split into ``sizes`` (one may be -1): a view."""
+    if input.ndim == 0:
+        raise RuntimeError("unflatten: Dimension specified as 0 but tensor has no dimensions")
     (axis,) = _dims((dim,), input.ndim)
-    sizes = tuple(sizes)
+    sizes = asked = tuple(int(n) for n in sizes)
+    n, known = input.shape[axis], math.prod(k for k in sizes if k != -1)
+    if sizes.count(-1) > 1:
+        raise RuntimeError("unflatten: only one dimension can be inferred")
+    if -1 in sizes:
+        if known == 0:
+            raise RuntimeError(f"unflatten: cannot reshape tensor of 0 elements into shape "
+                               f"{list(sizes)} because the unspecified dimension size -1 can be any "
+                               f"value and is ambiguous")
+        sizes = tuple(n // known if k == -1 else k for k in sizes)  # (resolved here: NumPy cannot
+    if math.prod(sizes) != n:                                       # when the tensor is empty)
+        raise RuntimeError(f"unflatten: Provided sizes {list(asked)} don't multiply up to the size of "
+                           f"dim {dim} ({n}) in the input tensor")
     return reshape(input, input.shape[:axis] + sizes + input.shape[axis + 1:])
 
 
