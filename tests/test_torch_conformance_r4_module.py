@@ -1284,3 +1284,11 @@ def test_nanogpt_model_trains_and_generates_as_torch(flash):
         record += [tuple(out.shape), out.dtype, model(lib.tensor(X))[0]]
         return record
     check_close(snippet, rtol=2e-5)
+
+
+def test_default_collate_keeps_the_mapping_type():
+    def snippet(lib):
+        from collections import OrderedDict
+        batch = lib.utils.data.default_collate([OrderedDict(b=1, a=2.0), OrderedDict(b=3, a=4.0)])
+        return [type(batch).__name__, list(batch.items())]
+    check(snippet)

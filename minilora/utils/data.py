@@ -309,21 +309,25 @@ def default_collate(batch):
     elem = batch[0]
     if isinstance(elem, Tensor):
         return stack(batch, 0)
-    if isinstance(elem, np.ndarray) and type(elem) is not np.str_:
+    if isinstance(elem, np.ndarray):
         if elem.dtype.char in "SaUO":
             raise TypeError(f"default_collate: batch must contain tensors, numpy arrays, numbers, dicts or "
                             f"lists; found {elem.dtype}")
         return default_collate([factories.as_tensor(b) for b in batch])
     if isinstance(elem, (np.bool_, np.number)):
         return factories.as_tensor(np.array(batch))
-    if isinstance(elem, bool) or isinstance(elem, int):
+    if isinstance(elem, int):
         return tensor(batch)  # int64 (bool if every sample is a bool)
     if isinstance(elem, float):
         return tensor(batch, dtype="float64")
     if isinstance(elem, (str, bytes)):
         return batch
     if isinstance(elem, collections.abc.Mapping):
-        return {key: default_collate([d[key] for d in batch]) for key in elem}
+        collated = {key: default_collate([d[key] for d in batch]) for key in elem}
+        try:
+            return type(elem)(collated)  # an OrderedDict stays one, as in torch
+        except TypeError:
+            return collated
     if _is_namedtuple(elem):
         return type(elem)(*(default_collate(list(samples)) for samples in zip(*batch)))
     if isinstance(elem, collections.abc.Sequence):
