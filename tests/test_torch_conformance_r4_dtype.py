@@ -7,8 +7,13 @@ checks the value fits and raises RuntimeError. NumPy does neither (it raises Ove
 the exact values): these tests sweep every integer dtype, every binary op and numbers at and past the
 bounds, in both orders, and compare values, dtypes and exception types with torch.
 
+The same sweep runs over float16/bfloat16/float32/float64 tensors with huge and odd Python numbers
+(``float16 + 1e6`` is inf, ``fill_(1e6)`` raises, ``1.0 // 0.1`` is 9) and over NumPy scalars, which
+torch takes as the Python numbers they hold (a NumPy bool as a float: torch's quirk, kept).
+
 ``tensor(data)`` infers torch's dtype: NumPy scalars keep theirs inside a list (``[np.float64(1), 2]``
-is float64), Python ints past int64 are an error.
+is float64), Python ints past int64 are an error. Also here: which reductions take ``dim=None``, and
+``backward(gradient)`` with a number (torch: TypeError).
 """
 import warnings
 
@@ -60,8 +65,6 @@ def _same(snippet, ulps=0):
 _INT_DTYPES = ["uint8", "int8", "int16", "int32", "int64", "bool"]
 _SCALARS = [-1, 0, 2, 127, 128, -128, -129, 255, 256, 300, -255, -256, 2**31, -2**31 - 1, 2**40,
             2**63 - 1, -2**63, 2**63, 2**64, True]
-
-
 _FLOAT_DTYPES = ["float16", "bfloat16", "float32", "float64"]
 _FLOAT_SCALARS = [1e6, -1e6, 70000, 65504, 65520.0, -65520.0, 1e39, -1e39, 2**63, 2**64, -2**63 - 1, 1e-8,
                   float("inf"), float("nan"), 0.1, 3, True]
