@@ -123,6 +123,7 @@ class FunctionCtx:
         self.needs_input_grad = needs_input_grad
         self.materialize_grads = True
         self.non_differentiable = ()
+        self.dirty = ()
         self._saved = ()
         self._versions = ()
 
@@ -142,6 +143,11 @@ class FunctionCtx:
 
     def mark_non_differentiable(self, *tensors):
         self.non_differentiable += tensors
+
+    def mark_dirty(self, *tensors):
+        """The inputs forward changed in place (and returns): they come back as themselves, now
+        computed by this Function (torch's)."""
+        self.dirty += tensors
 
     def set_materialize_grads(self, value):
         self.materialize_grads = bool(value)
@@ -265,9 +271,24 @@ class Function:
         joint = _Joint(cls, ctx, outputs)
         token = _UserCall.apply(*args, joint=joint)
         recorded = [out if not isinstance(out, Tensor) or any(out is t for t in ctx.non_differentiable)
-                    else _UserOutput.apply(token, joint=joint, index=index)
+                    else _as_output(out, _UserOutput.apply(token, joint=joint, index=index), ctx)
                     for index, out in enumerate(outputs)]
         return tuple(recorded) if isinstance(output, tuple) else recorded[0]
+
+
+def _as_output(out, recorded, ctx):
+    """What the caller gets for output ``out`` of a user's forward, given its recorded node's tensor.
+
+    A tensor marked dirty comes back as itself, now computed by this node (torch's mark_dirty).
+    Otherwise the recorded tensor shares ``out``'s version counter: a saved output changed in place
+    afterwards is then caught by ``saved_tensors``, as in torch, instead of giving a wrong gradient."""
+    if any(out is t for t in ctx.dirty):
+        if out._ctx is None and out.requires_grad:
+            raise RuntimeError("a leaf Variable that requires grad has been used in an in-place operation.")
+        out._ctx, out.requires_grad = recorded._ctx, True
+        return out
+    recorded._counter = out._version_counter()
+    return recorded
 
 
 class GradcheckError(RuntimeError):

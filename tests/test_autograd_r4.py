@@ -201,3 +201,49 @@ def test_materialized_zeros_are_zeros_not_x_times_zero():
         same(m, t)
     same(seen[ml], seen[torch])
     assert not np.signbit(seen[ml].numpy()).any()
+
+
+def test_saved_output_changed_in_place_is_caught_as_torch():
+    for lib in (ml, torch):
+        class Exp(lib.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                y = x.exp()
+                ctx.save_for_backward(y)
+                return y
+
+            @staticmethod
+            def backward(ctx, g):
+                y, = ctx.saved_tensors
+                return g * y
+        x = lib.tensor(A, dtype=lib.float64, requires_grad=True)
+        y = Exp.apply(x)
+        y.add_(1)  # the saved output: its gradient would be wrong
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.sum().backward()
+
+
+def test_mark_dirty_returns_the_input_itself_as_torch():
+    def run(lib):
+        class AddInto(lib.autograd.Function):
+            @staticmethod
+            def forward(ctx, x, y):
+                x.add_(y)
+                ctx.mark_dirty(x)
+                return x, y * 2
+
+            @staticmethod
+            def backward(ctx, g1, g2):
+                return g1, g1 + 2 * g2
+        a, y = leaves(lib)
+        b = a * 1
+        p, q = AddInto.apply(b, y)
+        assert p is b and b.requires_grad and b.grad_fn is not None
+        (p * q).sum().backward()
+        with pytest.raises(RuntimeError, match="a leaf Variable that requires grad has been used in an in-place"):
+            AddInto.apply(a, y)
+        plain = lib.tensor(A, dtype=lib.float64)
+        assert AddInto.apply(plain, lib.tensor(B, dtype=lib.float64))[0] is plain  # nothing to record
+        return a.grad, y.grad, b.detach()
+    for m, t in both(run):
+        same(m, t)
