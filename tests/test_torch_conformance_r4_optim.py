@@ -3,7 +3,6 @@
 order, constructor errors, and schedulers' state round trips."""
 import copy as copy_module
 import math
-import warnings
 
 import numpy as np
 import pytest
