@@ -1056,7 +1056,6 @@ def test_distributed_sampler_shuffles_per_epoch_and_refuses_as_torch():
 
 
 # ---- "Build the Neural Network": printing a ReLU's output ---------------------------------------------
-@pytest.mark.xfail(strict=True, reason="ops/elementwise.py's Relu returns a * mask (fix pending)")
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
 @pytest.mark.parametrize("spelling", ["nn.ReLU", "F.relu", "torch.relu", "Tensor.relu"])
 def test_relu_of_negatives_is_plus_zero_as_torch(dtype, spelling):

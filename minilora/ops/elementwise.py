@@ -378,10 +378,14 @@ class Sigmoid(Function):
 
 
 class Relu(Function):
+    """torch's ``clamp_min(x, 0)``: a negative becomes +0 (``a * mask`` made it -0.0, which prints as
+    ``-0.``), while -0.0 and NaN pass through; the gradient flows where not ``a <= 0`` (NaN too, as
+    torch's threshold_backward)."""
+
     @staticmethod
     def forward(ctx, a):
-        ctx.mask = a > 0
-        return a * ctx.mask
+        ctx.mask = ~(a <= 0)
+        return xp_of(a).where(a < 0, a.dtype.type(0), a)
 
     @staticmethod
     def backward(ctx, g):
