@@ -535,3 +535,59 @@ def test_class_weight_and_ignore_index_in_every_float_dtype_as_torch(rng, name, 
     labels[1] = -100 if ignore_index != -100 else 7  # a target neither in range nor ignored: torch's error
     same_error(lambda: getattr(F, name)(ml.tensor(x), ml.tensor(labels), ignore_index=ignore_index),
                lambda: getattr(TF, name)(torch.tensor(x), torch.tensor(labels), ignore_index=ignore_index))
+
+
+# ---- pooling / resizing: torch's refusals and integer dtypes ---------------------------------------
+def _lib_of(F_):
+    return torch if F_ is TF else ml
+
+
+_POOL_ERRORS = {
+    "max_pool2d-2d-input": lambda F, x: F.max_pool2d(x[0, 0], 2),
+    "max_pool2d-5d-input": lambda F, x: F.max_pool2d(x[None], 2),
+    "max_pool2d-kernel-too-big": lambda F, x: F.max_pool2d(x, 7),
+    "max_pool2d-empty-plane": lambda F, x: F.max_pool2d(x[:, :, :0], 2),
+    "max_pool2d-bool": lambda F, x: F.max_pool2d(x > 0, 2),
+    "max_pool1d-4d-input": lambda F, x: F.max_pool1d(x, 2),
+    "avg_pool2d-2d-input": lambda F, x: F.avg_pool2d(x[0, 0], 2),
+    "avg_pool2d-kernel-too-big": lambda F, x: F.avg_pool2d(x, 7),
+    "avg_pool2d-int32": lambda F, x: F.avg_pool2d((x * 10).to(_lib_of(F).int32), 2),
+    "avg_pool1d-4d-input": lambda F, x: F.avg_pool1d(x, 2),
+    "adaptive-2d-input": lambda F, x: F.adaptive_avg_pool2d(x[0, 0], 2),
+    "adaptive-5d-input": lambda F, x: F.adaptive_avg_pool2d(x[None], 2),
+    "adaptive-negative-size": lambda F, x: F.adaptive_avg_pool2d(x, -1),
+    "adaptive-three-sizes": lambda F, x: F.adaptive_avg_pool2d(x, (1, 2, 3)),
+    "adaptive-empty-plane": lambda F, x: F.adaptive_avg_pool2d(x[:, :, :0], 2),
+    "adaptive-int64": lambda F, x: F.adaptive_avg_pool2d((x * 10).long(), 2),
+    "interpolate-nearest-int64": lambda F, x: F.interpolate((x * 10).long(), scale_factor=2),
+    "interpolate-bilinear-int64": lambda F, x: F.interpolate((x * 10).long(), scale_factor=2, mode="bilinear"),
+    "batch_norm-1d-input": lambda F, x: F.batch_norm(x[0, 0, 0], _lib_of(F).zeros(6), _lib_of(F).ones(6)),
+}
+
+
+@pytest.mark.parametrize("call", list(_POOL_ERRORS))
+def test_pooling_and_resizing_refusals_are_torchs(rng, call):
+    x, tx = pair(rng.standard_normal((1, 2, 5, 6)))
+    same_error(lambda: _POOL_ERRORS[call](F, x), lambda: _POOL_ERRORS[call](TF, tx))
+
+
+@pytest.mark.parametrize("call", [
+    lambda F, x: F.avg_pool2d(x, 2), lambda F, x: F.avg_pool2d(x, 3, 2, 1, count_include_pad=False),
+    lambda F, x: F.avg_pool2d(x, 2, divisor_override=3), lambda F, x: F.max_pool2d(x, 2),
+    lambda F, x: F.max_pool2d(x.to(_lib_of(F).int32), 3, 1)])
+def test_integer_pooling_as_torch(rng, call):
+    """torch's int64 average pooling divides as C++ integers do (toward zero) and stays int64."""
+    x = (rng.standard_normal((1, 2, 5, 6)) * 10).astype(np.int64)
+    ours, theirs = call(F, ml.tensor(x)), call(TF, torch.tensor(x))
+    assert str(ours.dtype) == str(theirs.dtype).replace("torch.", "")
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+def test_interpolate_nearest_on_uint8_images_as_torch(rng):
+    image = rng.integers(0, 256, (1, 3, 4, 5)).astype(np.uint8)
+    ours = F.interpolate(ml.tensor(image), scale_factor=2.5)
+    theirs = TF.interpolate(torch.tensor(image), scale_factor=2.5)
+    assert ours.dtype == ml.uint8
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    with pytest.raises(NotImplementedError, match="minilora"):  # torch's own rounded uint8 kernel
+        F.interpolate(ml.tensor(image), scale_factor=2, mode="bilinear")

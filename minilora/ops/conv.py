@@ -275,6 +275,31 @@ def _pool_geometry(kernel_size, stride, padding, dilation, fn):
     return kernel, stride, padding, dilation
 
 
+_TORCH_DTYPE_NAMES = {"int64": "Long", "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte",
+                      "bool": "Bool", "uint16": "UInt16", "uint32": "UInt32", "uint64": "UInt64"}
+
+
+def _dtypes_taken(fn, input, integers=()):
+    """torch's NotImplementedError for a dtype its kernel has no version of: floats, plus ``integers``."""
+    name = str(input.dtype)
+    if name in _TORCH_DTYPE_NAMES and name not in integers:
+        raise NotImplementedError(f'"{fn}" not implemented for \'{_TORCH_DTYPE_NAMES[name]}\'')
+
+
+def _check_pool_input(fn, input):
+    """A [C, H, W] or [N, C, H, W] input with non-empty planes (torch's RuntimeError otherwise)."""
+    if input.ndim not in (3, 4) or 0 in tuple(input.shape[-3:]):
+        raise RuntimeError(f"{fn}: non-empty 3D or 4D (batch mode) tensor expected for input, got "
+                           f"{list(input.shape)}")
+
+
+def _check_output_size(input, out_size):
+    if min(out_size) <= 0:
+        c, (h, w) = input.shape[1], input.shape[2:]
+        raise RuntimeError(f"Given input size: ({c}x{h}x{w}). Calculated output size: "
+                           f"({c}x{out_size[0]}x{out_size[1]}). Output size is too small")
+
+
 def _ceil_extra(shape, kernel, stride, padding, dilation, ceil_mode):
     """``ceil_mode``: how many elements to add after the padded input (bottom, right) so that a last,
     partial window exists -- torch's rule: round the output size up, unless that window would
@@ -311,6 +336,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
                return_indices=False):
     """PyTorch's ``F.max_pool2d`` over [N, C, H, W] (or [C, H, W]); ``stride`` defaults to the
     kernel size. ``return_indices=True`` also gives each maximum's flat index in its plane."""
+    _check_pool_input("max_pool2d", input)
+    _dtypes_taken("max_pool2d", input, integers=("int64", "int32", "int16", "int8", "uint8"))
     if input.ndim == 3:
         out = max_pool2d(input.unsqueeze(0), kernel_size, stride, padding, dilation, ceil_mode, return_indices)
         return tuple(t.squeeze(0) for t in out) if return_indices else out.squeeze(0)
@@ -321,6 +348,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, round_to):
     kernel, stride, padding, dilation = _pool_geometry(kernel_size, stride, padding, dilation, "max_pool2d")
     extra = _ceil_extra(input.shape[2:], kernel, stride, padding, dilation, ceil_mode)
+    _check_output_size(input, [(n + 2 * p + e - d * (k - 1) - 1) // s_ + 1 for n, p, e, d, k, s_ in
+                               zip(input.shape[2:], padding, extra, dilation, kernel, stride)])
     out = MaxPool2d.apply(_pad_after(input, extra, -math.inf), kernel=kernel, stride=stride, padding=padding,
                           dilation=dilation, round_to=round_to)
     if return_indices:
@@ -331,6 +360,9 @@ def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     """PyTorch's ``F.max_pool1d`` over [N, C, L]: ``max_pool2d`` of height 1."""
+    if input.ndim not in (2, 3):
+        raise RuntimeError(f"max_pool1d: Expected 2D or 3D (batch mode) tensor with optional 0 dim batch size "
+                           f"for input, but got: {list(input.shape)}")
     one = lambda v: (1, v if isinstance(v, int) else v[0])  # noqa: E731
     out = max_pool2d(_as_image(input), one(kernel_size), None if stride is None else one(stride),
                      (0, padding if isinstance(padding, int) else padding[0]), one(dilation), ceil_mode,
@@ -351,7 +383,10 @@ class AvgPool2d(Function):
         windows = _windows(xp, padded, kernel, stride, (1, 1))
         ctx.geometry = (x.shape, padded.shape, stride, padding, windows.shape)
         ctx.divisors, ctx.round_to = divisors, round_to
-        return _sum_in_order(windows) / divisors
+        sums = _sum_in_order(windows)
+        if sums.dtype.kind == "i":  # torch's int64 kernel: C++ integer division, toward zero
+            return xp.sign(sums) * (xp.abs(sums) // divisors)
+        return sums / divisors
 
     @staticmethod
     def backward(ctx, g):
@@ -383,6 +418,11 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
                divisor_override=None):
     """PyTorch's ``F.avg_pool2d``: each window's sum divided by its size (``count_include_pad=False``:
     by its elements inside the input; ``divisor_override``: by that number)."""
+    if input.ndim < 3:  # torch indexes dimension -3 first
+        raise IndexError(f"avg_pool2d: Dimension out of range (expected to be in range of [-{input.ndim}, "
+                         f"{input.ndim - 1}], but got -3): the input must be [C, H, W] or [N, C, H, W]")
+    _check_pool_input("avg_pool2d", input)
+    _dtypes_taken("avg_pool2d", input, integers=("int64",))
     if input.ndim == 3:
         return avg_pool2d(input.unsqueeze(0), kernel_size, stride, padding, ceil_mode, count_include_pad,
                           divisor_override).squeeze(0)
@@ -398,6 +438,7 @@ def _avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pa
     extra = _ceil_extra(input.shape[2:], kernel, stride, padding, (1, 1), ceil_mode)
     out_size = tuple((n + 2 * p + e - k) // s + 1
                      for n, p, e, k, s in zip(input.shape[2:], padding, extra, kernel, stride))
+    _check_output_size(input, out_size)
     divisors = _avg_divisors(input.shape[2:], out_size, kernel, stride, padding, count_include_pad,
                              divisor_override)
     divisors = xp_of(input._array).asarray(divisors.astype(input.dtype))
@@ -407,6 +448,9 @@ def _avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pa
 
 def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
     """PyTorch's ``F.avg_pool1d`` over [N, C, L]: ``avg_pool2d`` of height 1."""
+    if input.ndim not in (2, 3):
+        raise RuntimeError(f"Expected 2 to 3 dimensions, but got {input.ndim}-dimensional tensor for argument "
+                           f"#1 'self' (while checking arguments for avg_pool1d)")
     one = lambda v: (1, v if isinstance(v, int) else v[0])  # noqa: E731
     out = avg_pool2d(_as_image(input), one(kernel_size), None if stride is None else one(stride),
                      (0, padding if isinstance(padding, int) else padding[0]), ceil_mode, count_include_pad)
@@ -445,13 +489,25 @@ def adaptive_avg_pool2d(input, output_size):
     """PyTorch's ``F.adaptive_avg_pool2d``: output cell ``(i, j)`` averages rows
     ``floor(i H / h_out)`` to ``ceil((i + 1) H / h_out)`` (and the same for columns), so any
     input size maps to ``output_size``; ``None`` keeps that dimension."""
-    return _adaptive_avg_pool2d(input, output_size, _narrow(input))
+    if input.ndim not in (3, 4):
+        raise RuntimeError(f"adaptive_avg_pool2d(): Expected 3D or 4D tensor, but got {list(input.shape)}")
+    if 0 in tuple(input.shape[-3:]):
+        raise RuntimeError(f"adaptive_avg_pool2d(): Expected input to have non-zero size for non-batch "
+                           f"dimensions, but input has sizes {list(input.shape)}")
+    sizes = (output_size, output_size) if isinstance(output_size, int) or output_size is None else tuple(output_size)
+    if len(sizes) != 2:
+        raise RuntimeError("adaptive_avg_pool2d: output_size must be 2")
+    if any(n is not None and n < 0 for n in sizes):
+        raise RuntimeError(f"adaptive_avg_pool2d: elements of output_size must be greater than or equal to 0 "
+                           f"but received {list(sizes)}")
+    _dtypes_taken("adaptive_avg_pool2d", input)
+    return _adaptive_avg_pool2d(input, sizes, _narrow(input))
 
 
 @float32_inside
 def _adaptive_avg_pool2d(input, output_size, round_to):
     h, w = input.shape[-2:]
-    h_out, w_out = (output_size, output_size) if isinstance(output_size, int) else output_size
+    h_out, w_out = output_size
     h_out, w_out = h if h_out is None else h_out, w if w_out is None else w_out
     rows = tuple(slice(i * h // h_out, -(-(i + 1) * h // h_out)) for i in range(h_out))
     cols = tuple(slice(j * w // w_out, -(-(j + 1) * w // w_out)) for j in range(w_out))
@@ -479,9 +535,11 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     sizes, scales = _interpolate_sizes(input, size, scale_factor, recompute_scale_factor)
     if mode == "area":
         return _area_resize(input, sizes)
-    if mode not in ("nearest", "nearest-exact"):
-        from .nn import _floating_only
-        _floating_only(f"upsample_{mode}", input)
+    if mode.startswith("nearest"):
+        _dtypes_taken(f"upsample_{mode.replace('-', '_')}{input.ndim - 2}d", input, integers=("uint8",))
+    elif str(input.dtype) in _TORCH_DTYPE_NAMES:  # torch: a uint8 image path (rounded), refused here
+        raise NotImplementedError(f"interpolate: mode={mode!r} on a {input.dtype} input is not implemented in "
+                                  f"minilora (torch has none for other integers); convert to float first")
     return _interpolate(input, tuple(sizes), tuple(scales), mode, bool(align_corners))
 
 

@@ -1686,8 +1686,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     by ``running_mean``/``running_var``; then ``* weight + bias``. In training, the running
     statistics are updated in place as torch does: ``(1 - momentum) * old + momentum * new`` with
     the *unbiased* batch variance."""
-    if input.ndim < 2:
-        raise ValueError(f"batch_norm: expected an input [N, C, ...], got shape {tuple(input.shape)}")
+    if input.ndim < 2:  # torch's RuntimeError (it reads a 1-D input as having no channels)
+        raise RuntimeError(f"batch_norm: expected an input [N, C, ...], got shape {tuple(input.shape)}")
     if _is_16bit_float(input) and _all_16bit_parameters(input, running_mean, running_var, weight, bias) \
             and training:
         return _batch_norm_16bit_training(input, running_mean, running_var, weight, bias, momentum, eps)
