@@ -9,9 +9,12 @@ the user's forward without recording, then records ordinary ops of tensor.py's e
 the call (``_UserCall``, on the inputs), whose backward calls the user's backward once, and one node
 per output (``_UserOutput``) that hands its gradient to it.
 """
+import sys
+import types
+
 from . import parallel, testing
 from . import tensor as _tensor
-from .tensor import Tensor, _run_backward, no_grad
+from .tensor import Tensor, _run_backward, enable_grad, inference_mode, no_grad, set_grad_enabled  # noqa: F401
 
 
 class _CaptureStore:
@@ -318,3 +321,16 @@ def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=T
         for t, g in kept:
             t.grad = g
     return True
+
+
+def once_differentiable(backward):
+    """torch.autograd.function.once_differentiable: a backward that is not itself differentiable.
+    minilora runs every backward without recording (no double backward), so it is backward as is."""
+    return backward
+
+
+# torch.autograd.function, for ``from torch.autograd.function import once_differentiable`` spelled
+# with minilora: a module of the names it holds
+function = types.ModuleType(__name__ + ".function", "torch.autograd.function's names on minilora")
+function.Function, function.FunctionCtx, function.once_differentiable = Function, FunctionCtx, once_differentiable
+sys.modules[function.__name__] = function

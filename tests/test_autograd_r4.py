@@ -247,3 +247,29 @@ def test_mark_dirty_returns_the_input_itself_as_torch():
         return a.grad, y.grad, b.detach()
     for m, t in both(run):
         same(m, t)
+
+
+def test_torch_autograd_namespace_spellings():
+    """torch.autograd.function.once_differentiable, FunctionCtx and torch.autograd's grad-mode names."""
+    from minilora.autograd.function import FunctionCtx, once_differentiable  # noqa: F401 (the import works)
+
+    def run(lib):
+        class Triple(lib.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                return x * 3
+
+            @staticmethod
+            @lib.autograd.function.once_differentiable
+            def backward(ctx, g):
+                return g * 3
+        x = lib.tensor(A, dtype=lib.float64, requires_grad=True)
+        with lib.autograd.set_grad_enabled(True), lib.autograd.enable_grad():
+            Triple.apply(x).sum().backward()
+        with lib.autograd.no_grad():
+            assert not Triple.apply(x).requires_grad
+        with lib.autograd.inference_mode():
+            assert not Triple.apply(x).requires_grad
+        return (x.grad,)
+    for m, t in both(run):
+        same(m, t)
