@@ -591,3 +591,10 @@ def test_interpolate_nearest_on_uint8_images_as_torch(rng):
     np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
     with pytest.raises(NotImplementedError, match="minilora"):  # torch's own rounded uint8 kernel
         F.interpolate(ml.tensor(image), scale_factor=2, mode="bilinear")
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: F.avg_pool2d(x, 3, 1), lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
+    lambda x: F.adaptive_avg_pool2d(x, (2, 3)), lambda x: F.max_pool2d(x, 2, 1, ceil_mode=True)])
+def test_pooling_nodes_gradient_check_in_float64(rng, call):
+    grad_check(call, ml.tensor(rng.standard_normal((1, 2, 5, 6)), requires_grad=True))
