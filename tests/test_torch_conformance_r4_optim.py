@@ -522,3 +522,20 @@ def test_a_users_own_optimizer_as_torch():
         results.append(_values(params))
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+@pytest.mark.parametrize("norm_type", [2.0, 1, math.inf, 0.5, 0])
+def test_get_total_norm_and_clip_grads_with_norm_as_torch(norm_type, dtype):
+    """torch 2.6's two halves of clip_grad_norm_, under torch.nn.utils' names (minilora had neither): the
+    total norm of some tensors, then the clipping with a given total (e.g. one all-reduced across ranks)."""
+    def two_steps(lib, params):
+        utils = ml.nn.utils if lib is optim else torch.nn.utils
+        total = utils.get_total_norm([p.grad for p in params], norm_type=norm_type)
+        assert utils.clip_grads_with_norm_(params, 1.0, total) is None
+        return total
+    _same_clip(two_steps, CLIP_GRADS, dtype)
+    _same_clip(lambda lib, params: (ml.nn.utils if lib is optim else torch.nn.utils).get_total_norm(params[1].grad),
+               CLIP_GRADS, dtype)
+    _same_clip(lambda lib, params: (ml.nn.utils if lib is optim else torch.nn.utils).get_total_norm([]), CLIP_GRADS,
+               dtype)

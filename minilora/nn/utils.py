@@ -5,7 +5,7 @@ The code lives in ``minilora/optim/clip_grad.py``, next to the optimizers (exerc
 ``minilora.nn`` is.
 """
 
-__all__ = ["clip_grad_norm_", "clip_grad_value_"]
+__all__ = ["clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm"]
 
 
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
@@ -18,3 +18,15 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
     """Clamp every gradient element into ``[-clip_value, clip_value]``."""
     from ..optim import clip_grad
     return clip_grad.clip_grad_value_(parameters, clip_value, foreach)
+
+
+def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=None):
+    """The total ``norm_type``-norm of ``tensors`` (usually the gradients), a 0-d Tensor."""
+    from ..optim import clip_grad
+    return clip_grad.get_total_norm(tensors, norm_type, error_if_nonfinite, foreach)
+
+
+def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
+    """Scale the gradients by ``min(1, max_norm / (total_norm + 1e-6))``, in place."""
+    from ..optim import clip_grad
+    return clip_grad.clip_grads_with_norm_(parameters, max_norm, total_norm, foreach)

@@ -12,7 +12,7 @@ from .. import dtypes
 from ..tensor import Tensor, tensor
 from .optimizer import write_in_place
 
-__all__ = ["clip_grad_norm_", "clip_grad_value_"]
+__all__ = ["clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm"]
 
 
 def _norm(array, norm_type):
@@ -45,23 +45,43 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     """Scale the gradients of ``parameters`` (a Tensor or an iterable of them) so their total
     ``norm_type``-norm is at most ``max_norm``. Returns the total norm *before* clipping, as a
     0-d Tensor (``.item()`` for a float), like ``torch.nn.utils.clip_grad_norm_`` (also reachable
-    as ``minilora.nn.utils.clip_grad_norm_``). ``foreach`` is accepted and changes nothing: it
-    picks one of torch's implementations, and minilora has one.
+    as ``minilora.nn.utils.clip_grad_norm_``). As torch's, it is ``get_total_norm`` of the gradients,
+    then ``clip_grads_with_norm_``. ``foreach`` is accepted and changes nothing: it picks one of
+    torch's implementations, and minilora has one.
     """
-    if isinstance(parameters, Tensor):
-        parameters = [parameters]
-    params = [p for p in parameters if p.grad is not None]
+    parameters = [parameters] if isinstance(parameters, Tensor) else list(parameters)  # (a generator: read once)
+    grads = [p.grad for p in parameters if p.grad is not None]
+    total = get_total_norm(grads, norm_type, error_if_nonfinite, foreach)
+    clip_grads_with_norm_(parameters, max_norm, total, foreach)
+    return total
+
+
+def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=None):
+    """The ``norm_type``-norm of all elements of ``tensors`` (a Tensor or an iterable of them, usually the
+    gradients) together, a 0-d Tensor, as ``torch.nn.utils.get_total_norm``: the norm of the per-tensor norms
+    (in the promoted dtype: bfloat16 with float32 gives float32)."""
+    tensors = [tensors] if isinstance(tensors, Tensor) else list(tensors)
     norm_type = float(norm_type)  # any order, as torch's vector_norm: 0 counts, -inf is the smallest |g|
-    if not params:
+    if not tensors:
         return tensor(0.0)
-    xp = params[0].device.xp
-    norms = [_norm(p.grad._array, norm_type) for p in params]
+    xp = tensors[0].device.xp
+    norms = [_norm(t._array, norm_type) for t in tensors]
     dtype = dtypes.result_type(*(n.reshape(1) for n in norms))  # torch.stack promotes: bf16 with fp32 is fp32
     total = _norm(xp.stack([n.astype(dtype) for n in norms]), norm_type)
     if error_if_nonfinite and not math.isfinite(float(total)):
         raise RuntimeError(f"The total norm of order {norm_type} for gradients from `parameters` is non-finite "
                            f"({float(total)}), so it cannot be clipped. To disable this error and scale the "
                            f"gradients by the non-finite norm anyway, set `error_if_nonfinite=False`")
+    return Tensor._make(xp.asarray(total), tensors[0].device, False, None)
+
+
+def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
+    """Scale the gradients of ``parameters`` by ``min(1, max_norm / (total_norm + 1e-6))``, in place, as
+    ``torch.nn.utils.clip_grads_with_norm_`` (``total_norm``: a 0-d Tensor, e.g. from ``get_total_norm``)."""
+    params = [p for p in ([parameters] if isinstance(parameters, Tensor) else parameters) if p.grad is not None]
+    if not params:
+        return
+    total = total_norm._array if isinstance(total_norm, Tensor) else np.asarray(total_norm)
     # EXERCISE 6.2: scale every gradient so the total norm is at most max_norm
     # BEGIN SOLUTION
     coef = _clip_coef(max_norm, total)  # min(max_norm / (total + 1e-6), 1); NaN stays NaN, as in torch
@@ -70,7 +90,6 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         # tensor set as two parameters' .grad, p.grad = q.grad = g, is scaled twice, as in torch.)
         write_in_place(p.grad, _scaled(p.grad._array, coef))
     # END SOLUTION
-    return Tensor._make(xp.asarray(total), params[0].device, False, None)
 
 
 def _clip_coef(max_norm, total):
