@@ -326,6 +326,16 @@ def python_number(value):
     return value
 
 
+_TORCH_NAMES = {"uint8": "Byte", "int8": "Char", "int16": "Short", "int32": "Int", "int64": "Long",
+                "bool": "Bool", "float16": "Half", "bfloat16": "BFloat16", "float32": "Float",
+                "float64": "Double"}
+
+
+def torch_name(dtype):
+    """The name torch's messages give ``dtype`` ("Byte" for uint8, "Float" for float32 ...)."""
+    return _TORCH_NAMES.get(dtype.name, dtype.name)
+
+
 def _check_python_int(value):
     """torch's OverflowError for a Python int that neither int64 nor uint64 holds."""
     if not -2**63 <= value < 2**64:

@@ -1377,18 +1377,13 @@ def _inferred_dtype(data):
 _PYTHON_NUMBERS = {int, float, bool}
 
 
-_TENSOR_TYPES = {"uint8": "Byte", "int8": "Char", "int16": "Short", "int32": "Int", "int64": "Long",
-                 "bool": "Bool", "float16": "Half", "bfloat16": "BFloat16", "float32": "Float",
-                 "float64": "Double"}
-
-
 def _assignable_numpy_scalar(value, dtype):
     """``x[i] = v`` with a NumPy scalar, as torch takes it: NumPy ints and float64 (a Python float's
     subclass) as the Python number they hold; the other NumPy scalars are torch's TypeError."""
     if isinstance(value, (np.integer, np.float64)):
         return dtypes.python_number(value)
     raise TypeError(f"can't assign a numpy.{type(value).__name__} to a "
-                    f"torch.{_TENSOR_TYPES.get(dtype.name, dtype.name)}Tensor")
+                    f"torch.{dtypes.torch_name(dtype)}Tensor")
 
 
 def _as_int64(value):

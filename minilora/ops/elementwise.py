@@ -11,7 +11,7 @@ import numpy as np
 from .. import fastmath, parallel
 from ..device import xp_of
 from ..dtypes import (bfloat16, cast, checked_number, float32, get_default_dtype, int64, is_floating,
-                      python_number, result_type, to_dtype, upcast, wrap_around, wrap_int)
+                      python_number, result_type, to_dtype, torch_name, upcast, wrap_around, wrap_int)
 from ..tensor import Function, Tensor, ShapeError
 
 __all__ = ["add", "sub", "mul", "div", "floor_divide", "neg", "pow", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
@@ -1126,10 +1126,6 @@ bitwise_or = _logical("bitwise_or")
 bitwise_xor = _logical("bitwise_xor")
 
 
-_TORCH_DTYPE_NAMES = {"bool": "Bool", "float16": "Half", "bfloat16": "BFloat16", "float32": "Float",
-                      "float64": "Double"}
-
-
 def _shift(name, left):
     """``<<`` and ``>>`` of integer tensors as torch's kernels shift: by a negative amount or by the
     bit width or more, ``<<`` gives 0 and ``>>`` the sign (-1 or 0), where C and NumPy leave it
@@ -1140,8 +1136,7 @@ def _shift(name, left):
         dtype = result_type(input, other)
         if dtype.kind not in "iu":
             kernel = "lshift" if left else "rshift"
-            raise NotImplementedError(f'"{kernel}_cpu" not implemented for '
-                                      f"'{_TORCH_DTYPE_NAMES.get(dtype.name, dtype.name)}'")
+            raise NotImplementedError(f'"{kernel}_cpu" not implemented for \'{torch_name(dtype)}\'')
         template = input if hasattr(input, "_array") else other
         xp = xp_of(template._array)
         a, b = (xp.asarray(_cast(x, x, dtype), dtype) for x in (_raw(input), _raw(other)))
@@ -1300,8 +1295,8 @@ class XLogY(Function):
     def forward(ctx, x, y):
         xp = xp_of(x if hasattr(x, "shape") else y)
         dtype = result_type(x, y)  # torch's (NumPy's: float32 for 0.5 and a bfloat16 y)
-        if type(y) in _NUMBERS and _is_16bit_float(x):  # torch rounds the number to x's dtype, and
-            y = x.dtype.type(y)  # its log to 16 bits as for a tensor y
+        if type(y) in _NUMBERS and hasattr(x, "dtype"):  # torch rounds the number to x's dtype, and
+            y = x.dtype.type(y)  # its log too, as for a tensor y (NumPy: log(300) in float64)
         ctx.x, ctx.y, ctx.shapes = x, y, (_shape(x), _shape(y))
         with np.errstate(divide="ignore", invalid="ignore"):
             out = xp.where(x == 0, 0, x * xp.log(y))
@@ -1321,6 +1316,7 @@ class XLogY(Function):
 def xlogy(input, other):
     """``torch.xlogy``: ``input * log(other)``, with 0 where ``input`` is 0 (the convention that
     makes ``p log p`` terms vanish at p = 0, as entropies and ``kl_div`` need)."""
+    result_type(input, other)  # (torch's promotion errors first: a bool tensor and 2**63)
     return XLogY.apply(*_promoted(_floating(input), other, true_divide=True))
 
 
@@ -1743,8 +1739,12 @@ class LogAddExp(Function):
 
 
 def logaddexp(input, other):
-    """``torch.logaddexp``: ``log(exp(input) + exp(other))`` without overflow."""
-    return LogAddExp.apply(*_promoted(_floating(input), other))
+    """``torch.logaddexp``: ``log(exp(input) + exp(other))`` without overflow (floats only, as in
+    torch: no kernel for integers or bools)."""
+    dtype = result_type(input, other)
+    if not is_floating(dtype):
+        raise NotImplementedError(f'"logaddexp_cpu" not implemented for \'{torch_name(dtype)}\'')
+    return LogAddExp.apply(*_promoted(input, other))
 
 
 @computes_in_float32  # (NumPy's nan_to_num leaves a bfloat16 array as it is: not an 'inexact' type to it)
@@ -1755,7 +1755,8 @@ class NanToNum(Function):
     def forward(ctx, a, nan, posinf, neginf):
         xp = xp_of(a)
         ctx.finite = xp.isfinite(a)
-        return xp.nan_to_num(a, nan=nan, posinf=posinf, neginf=neginf)
+        with np.errstate(over="ignore"):  # a replacement too large for the dtype is inf, silently (torch)
+            return xp.nan_to_num(a, nan=nan, posinf=posinf, neginf=neginf)
 
     @staticmethod
     def backward(ctx, g):
