@@ -1291,3 +1291,39 @@ def test_default_collate_keeps_the_mapping_type():
         batch = lib.utils.data.default_collate([OrderedDict(b=1, a=2.0), OrderedDict(b=3, a=4.0)])
         return [type(batch).__name__, list(batch.items())]
     check(snippet)
+
+
+# ---- model.double() and a float32 batch: the norms refuse mixed dtypes as torch -------------------------
+NORM_CALLS = {
+    "layer_norm": lambda F, x, p: F.layer_norm(x[:, :, 0], (4,), p(1.0), p(0.0)),
+    "group_norm": lambda F, x, p: F.group_norm(x, 2, p(1.0), p(0.0)),
+    "batch_norm(training)": lambda F, x, p: F.batch_norm(x, p(0.0), p(1.0), p(1.0), p(0.0), training=True),
+    "batch_norm(eval)": lambda F, x, p: F.batch_norm(x, p(0.0), p(1.0), p(1.0), p(0.0)),
+    "batch_norm(statistics only)": lambda F, x, p: F.batch_norm(x, p(0.0), p(1.0)),
+}
+
+
+@pytest.mark.parametrize("call", list(NORM_CALLS))
+@pytest.mark.parametrize("x_dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("p_dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_norms_take_the_parameter_dtypes_torch_takes(call, x_dtype, p_dtype):
+    """LayerNorm/GroupNorm/BatchNorm with parameters of another dtype than the input (a model cast with
+    .double() fed a float32 batch): torch's CPU kernels take only the same dtype, or float32 parameters
+    for a 16-bit input; minilora promoted silently (a float64 result where torch raises)."""
+    def snippet(lib):
+        x = lib.tensor(np.linspace(-1, 1, 24).reshape(3, 4, 2), dtype=getattr(lib, x_dtype))
+        p = lambda value: lib.full((4,), value, dtype=getattr(lib, p_dtype))  # noqa: E731
+        return NORM_CALLS[call](lib.nn.functional, x, p).dtype
+    if x_dtype == p_dtype or (x_dtype in ("float16", "bfloat16") and p_dtype == "float32"):
+        check(snippet)
+    else:
+        expect_error(snippet)
+
+
+@pytest.mark.parametrize("layer", ["LayerNorm", "BatchNorm1d", "GroupNorm"])
+def test_a_double_model_fed_a_float_batch_raises_as_torch(layer):
+    def snippet(lib):
+        make = {"LayerNorm": lambda: lib.nn.LayerNorm(4), "BatchNorm1d": lambda: lib.nn.BatchNorm1d(4),
+                "GroupNorm": lambda: lib.nn.GroupNorm(2, 4)}[layer]
+        make().double()(lib.ones(3, 4))
+    expect_error(snippet)

@@ -28,6 +28,19 @@ def _is_16bit_float(x):
     return isinstance(x, Tensor) and x.dtype.itemsize == 2 and is_floating(x.dtype)
 
 
+def _check_parameter_dtypes(input, *params):
+    """torch's CPU norm kernels take parameters (weight, bias, running statistics) of the input's dtype,
+    or float32 ones for a float16/bfloat16 input, and raise for any other mix (a model cast with
+    ``.double()`` fed a float32 batch); minilora's math would promote silently."""
+    for param in params:
+        if param is None or param.dtype == input.dtype or (param.dtype == float32 and _is_16bit_float(input)):
+            continue
+        if input.dtype == np.float64 and param.dtype == float32:
+            raise RuntimeError("mixed dtype (CPU): all inputs must share same datatype.")
+        raise RuntimeError(f"mixed dtype (CPU): expect parameter to have scalar type of Float (input "
+                           f"{input.dtype}, parameter {param.dtype})")
+
+
 def float32_inside(fn=None, *, promote=False):
     """Run ``fn`` (an op on tensors) as torch's CPU kernels run it for bfloat16/float16: in float32,
     with the result rounded to the 16-bit dtype once.
@@ -1131,9 +1144,14 @@ def _rms_norm(input, normalized_shape, weight, eps):
     return RMSNorm.apply(input, weight, eps=eps, width=width)
 
 
-@float32_inside
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """PyTorch's ``F.layer_norm`` over the trailing ``normalized_shape`` dimensions."""
+    _check_parameter_dtypes(input, weight, bias)
+    return _layer_norm(input, normalized_shape, weight, bias, eps)
+
+
+@float32_inside
+def _layer_norm(input, normalized_shape, weight, bias, eps):
     _floating_only("layer_norm", input)
     width = _normalized_width("layer_norm", input, normalized_shape, weight=weight, bias=bias)
     return LayerNorm.apply(input, weight, bias, eps=eps, width=width)
@@ -1688,13 +1706,18 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     the *unbiased* batch variance."""
     if input.ndim < 2:  # torch's RuntimeError (it reads a 1-D input as having no channels)
         raise RuntimeError(f"batch_norm: expected an input [N, C, ...], got shape {tuple(input.shape)}")
+    _check_parameter_dtypes(input, running_mean, running_var, weight, bias)
+    return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+def _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps):
     if _is_16bit_float(input) and _all_16bit_parameters(input, running_mean, running_var, weight, bias) \
             and training:
         return _batch_norm_16bit_training(input, running_mean, running_var, weight, bias, momentum, eps)
     if _is_16bit_float(input):  # in float32, rounded once; the running statistics updated in place
         up = lambda t: t.float() if _is_16bit_float(t) else t  # noqa: E731
-        return batch_norm(input.float(), running_mean, running_var, up(weight), up(bias), training,
-                          momentum, eps).to(input.dtype)
+        return _batch_norm(input.float(), running_mean, running_var, up(weight), up(bias), training,
+                           momentum, eps).to(input.dtype)
     for name, stat in (("running_mean", running_mean), ("running_var", running_var)):
         if stat is not None and stat.requires_grad:  # statistics, not parameters (torch's rule)
             raise RuntimeError(f"batch_norm is not differentiable with respect to argument '{name}'. "
@@ -1832,11 +1855,16 @@ class BatchNorm16(Function):
         return gx, gw, gb
 
 
-@float32_inside
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05):
     """PyTorch's ``F.group_norm``: the channels of an input [N, C, ...] split into ``num_groups``
     groups, each normalised by its own mean and biased variance (per sample), then ``* weight +
     bias`` per channel."""
+    _check_parameter_dtypes(input, weight, bias)
+    return _group_norm(input, num_groups, weight, bias, eps)
+
+
+@float32_inside
+def _group_norm(input, num_groups, weight, bias, eps):
     if input.ndim < 2:
         raise RuntimeError(f"group_norm: expected an input [N, C, ...], got shape {tuple(input.shape)}")
     _floating_only("group_norm", input)
