@@ -9,8 +9,8 @@ Skipped when torch / transformers / peft are not installed."""
 import dataclasses
 import json
 import logging
-import re
 import os
+import re
 import warnings
 
 import numpy as np
@@ -285,3 +285,50 @@ def test_targets_that_match_nothing_start_with_peft_words(targets):
         with pytest.raises(ValueError, match="^" + re.escape(
                 f"Target modules {shown} not found in the base model. Please check the target modules and try again.")):
             wrap(model, config)
+
+
+# ==================================================================================================
+# LlamaForCausalLM: what transformers users call on a model
+# ==================================================================================================
+def test_model_counts_and_class_attributes_as_transformers(saved):
+    theirs, ours = hf_load(saved), LlamaForCausalLM.from_pretrained(saved)
+    for kwargs in ({}, {"exclude_embeddings": True}, {"only_trainable": True}):
+        assert ours.num_parameters(**kwargs) == theirs.num_parameters(**kwargs), kwargs
+    assert ours.get_memory_footprint(return_buffers=False) == theirs.get_memory_footprint(return_buffers=False)
+    assert ours.can_generate() is theirs.can_generate() is True
+    assert type(ours.get_decoder()).__name__ == type(theirs.get_decoder()).__name__ == "LlamaModel"
+    for name in ("main_input_name", "base_model_prefix"):
+        assert getattr(ours, name) == getattr(theirs, name)
+    assert ours.config_class is LlamaConfig
+
+
+@pytest.mark.parametrize("size", ["20KB", 20000, "0.02mb", "5KB"])
+def test_save_pretrained_max_shard_size_shards_as_transformers(saved, tmp_path, size):
+    theirs, ours = hf_load(saved), LlamaForCausalLM.from_pretrained(saved)
+    theirs.save_pretrained(tmp_path / "theirs", max_shard_size=size)
+    ours.save_pretrained(tmp_path / "ours", max_shard_size=size)
+    index = [json.loads((tmp_path / side / "model.safetensors.index.json").read_text()) for side in ("theirs", "ours")]
+    assert index[1]["metadata"] == index[0]["metadata"]
+    assert set(index[1]["weight_map"]) == set(index[0]["weight_map"])
+    assert len(set(index[1]["weight_map"].values())) == len(set(index[0]["weight_map"].values()))
+    for folder in ("theirs", "ours"):  # each reads the other's
+        for load in (hf_load, LlamaForCausalLM.from_pretrained):
+            np.testing.assert_allclose(logits_of(load(str(tmp_path / folder))), logits_of(theirs), rtol=1e-5, atol=1e-6)
+
+
+def test_save_pretrained_other_arguments_as_transformers(saved, tmp_path):
+    ours = LlamaForCausalLM.from_pretrained(saved)
+    ours.save_pretrained(tmp_path / "rank1", is_main_process=False)
+    assert list((tmp_path / "rank1").iterdir()) == []
+    ours.save_pretrained(tmp_path / "plain", safe_serialization=True)
+    ours.save_pretrained(tmp_path / "plain2", safe_serialization=False)  # transformers 5: safetensors anyway
+    assert (tmp_path / "plain2" / "model.safetensors").is_file()
+    zeros = {k: v * 0 for k, v in ours.state_dict().items()}
+    ours.save_pretrained(tmp_path / "zeros", state_dict=zeros)
+    assert not hf_load(str(tmp_path / "zeros")).model.norm.weight.detach().any()
+    with pytest.raises(NotImplementedError, match="push_to_hub"):
+        ours.save_pretrained(tmp_path / "hub", push_to_hub=True)
+    for bad, words in (("19KiB", "Unit 'IB' not supported"), ("two GB", "Could not parse the size value")):
+        for model in (ours, hf_load(saved)):
+            with pytest.raises(ValueError, match=words):
+                model.save_pretrained(tmp_path / "bad", max_shard_size=bad)

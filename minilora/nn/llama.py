@@ -886,8 +886,26 @@ class LlamaForCausalLM(Module):
         """Continue ``input_ids`` (or ``inputs=``, transformers' name); see ``minilora.generate.generate``."""
         return generation.generate(self, input_ids, **kwargs)
 
-    def num_parameters(self, only_trainable=False):
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not only_trainable)
+    def num_parameters(self, only_trainable=False, exclude_embeddings=False):
+        """transformers': the parameter count; ``exclude_embeddings`` leaves the Embedding tables out."""
+        skipped = {id(m.weight) for m in self.modules() if isinstance(m, Embedding)} if exclude_embeddings else set()
+        return sum(p.numel() for p in self.parameters()
+                   if (p.requires_grad or not only_trainable) and id(p) not in skipped)
+
+    def get_memory_footprint(self, return_buffers=True):
+        """transformers': the bytes the parameters (and buffers) take."""
+        tensors = list(self.parameters()) + (list(self.buffers()) if return_buffers else [])
+        return sum(t.nbytes for t in tensors)
+
+    def can_generate(self):
+        return True
+
+    def get_decoder(self):
+        return self.model
+
+    main_input_name = "input_ids"  # transformers' class attributes
+    base_model_prefix = "model"
+    config_class = LlamaConfig
 
     # --- embeddings (transformers' names) ---------------------------------------------------------
     def get_input_embeddings(self):
@@ -1000,20 +1018,80 @@ class LlamaForCausalLM(Module):
         model.generation_config = generation.GenerationConfig.from_pretrained(path)  # generation_config.json
         return model.to(device=device) if device is not None else model
 
-    def save_pretrained(self, directory):
+    def save_pretrained(self, save_directory, is_main_process=True, state_dict=None, push_to_hub=False,
+                        max_shard_size="50GB", variant=None, token=None, safe_serialization=True):
         """Write config.json and model.safetensors, readable by transformers.
+
+        transformers' arguments: ``is_main_process=False`` writes nothing (the other processes of a
+        distributed run); ``state_dict`` is saved instead of the model's own; ``max_shard_size`` (an
+        int, or "5GB", "500MiB", ...) splits the weights into ``model-0000i-of-0000n.safetensors`` with
+        a ``model.safetensors.index.json`` (a tensor bigger than that gets a shard of its own);
+        ``safe_serialization`` is accepted (transformers 5 writes
+        safetensors either way). ``push_to_hub`` and ``variant`` are refused (a local folder only).
 
         The folder is replaced as one unit (``atomic_folder``): a crash or a full disk mid-save
         leaves the previous model whole, never the new config beside the old weights. Other files
         in the folder (a tokenizer, a README) are kept; old weight files are not."""
-        state = dict(self.state_dict())
+        if push_to_hub:
+            raise NotImplementedError("save_pretrained(push_to_hub=True): minilora saves to a local folder only")
+        if variant is not None:
+            raise NotImplementedError(f"save_pretrained(variant={variant!r}): minilora writes model.safetensors only")
+        max_bytes = _file_size(max_shard_size)  # (a bad size is an error before anything is written)
+        os.makedirs(save_directory, exist_ok=True)
+        if not is_main_process:
+            return
+        state = dict(self.state_dict() if state_dict is None else state_dict)
         if self.config.tie_word_embeddings:
-            state.pop("lm_head.weight")
-        with atomic_folder(directory, replaces=_MODEL_FILES) as tmp:
+            state.pop("lm_head.weight", None)
+        with atomic_folder(save_directory, replaces=_MODEL_FILES) as tmp:
             self.config.save_pretrained(tmp, dtype=self.dtype)
-            save_file(state, os.path.join(tmp, SAFE_WEIGHTS_NAME))
+            _save_weights(state, tmp, max_bytes)
             if self.generation_config.to_dict():  # the model's own generation defaults, if it has any
                 self.generation_config.save_pretrained(tmp)
+
+
+def _file_size(size):
+    """The bytes in ``max_shard_size`` as transformers 5 reads it (huggingface_hub's parse_size_to_int):
+    an int, or a number with TB, GB, MB or KB (powers of 1000, any case: "5GB", "0.5gb")."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        return size
+    text = str(size).strip()
+    units = {"TB": 10 ** 12, "GB": 10 ** 9, "MB": 10 ** 6, "KB": 10 ** 3}
+    unit = text[-2:].upper()
+    if unit not in units:
+        raise ValueError(f"Unit '{unit}' not supported. Supported units are TB, GB, MB, KB. Got '{text}'.")
+    try:
+        return int(float(text[:-2].strip()) * units[unit])
+    except ValueError as exc:
+        raise ValueError(f"Could not parse the size value from '{text}': {exc}") from None
+
+
+def _save_weights(state, folder, max_bytes):
+    """model.safetensors, or shards of at most ``max_bytes`` each (a bigger tensor gets its own) and
+    transformers' index, as its save_pretrained writes them."""
+    shards, filling, size = [], {}, 0  # (huggingface_hub's split_state_dict_into_shards)
+    for name, tensor in state.items():
+        if tensor.nbytes > max_bytes:  # alone, in the order transformers gives it
+            shards.append({name: tensor})
+            continue
+        if filling and size + tensor.nbytes > max_bytes:
+            shards.append(filling)
+            filling, size = {}, 0
+        filling[name] = tensor
+        size += tensor.nbytes
+    shards = [shard for shard in shards + [filling] if shard]
+    if len(shards) <= 1:
+        save_file(state, os.path.join(folder, SAFE_WEIGHTS_NAME))
+        return
+    weight_map = {}
+    for i, shard in enumerate(shards, 1):
+        file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, os.path.join(folder, file))
+        weight_map.update(dict.fromkeys(shard, file))
+    metadata = {"total_parameters": sum(t.numel() for t in state.values()),
+                "total_size": sum(t.nbytes for t in state.values())}
+    save_json({"metadata": metadata, "weight_map": dict(sorted(weight_map.items()))},
+              os.path.join(folder, "model.safetensors.index.json"))
 
 
 # The files a model save replaces: an older save's weights may be sharded, and its shards must not
