@@ -91,6 +91,7 @@ from .ops import index_fill, tensor_split  # noqa: E402,F401
 from .ops import (atleast_1d, atleast_2d, atleast_3d, column_stack, diag_embed, dsplit, dstack,  # noqa: E402,F401
                   fliplr, flipud, hsplit, index_copy, masked_scatter, narrow_copy, put, ravel, rot90,
                   scatter_reduce, take, vsplit)
+from .ops import nanmean, nansum  # noqa: E402,F401
 from .ops import movedim as moveaxis, swapaxes as swapdims  # noqa: E402,F401  (torch's other names)
 from .ops import cat as concat, cat as concatenate  # noqa: E402,F401
 from .ops.index import mode  # noqa: E402,F401

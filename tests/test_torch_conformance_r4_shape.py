@@ -34,7 +34,9 @@ def _result(snippet, lib):
     them element by element, an exception as its type."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", RuntimeWarning)  # (NumPy's: torch prints none)
+            warnings.simplefilter("error", RuntimeWarning)  # (NumPy's: torch prints none) but those
+            warnings.filterwarnings("ignore", r"(divide by zero|invalid value|overflow|underflow) "
+                                    r"encountered", RuntimeWarning, r"minilora\.")  # minilora silences
             out = snippet(lib)
     except Exception as exc:  # noqa: BLE001  (comparing which exception)
         return type(exc)
@@ -562,3 +564,43 @@ def test_shape_ops_on_empty_0d_and_size_1_tensors_match_torch(name):
         _same(lambda L: fn(L, make(L)))
         if 0 not in shape and shape and name not in NO_GRADIENT:
             _same(_grad_snippet(make, fn))
+
+
+# ---- NaN and infinities: the values, and no NumPy warning (torch prints none) ---------------------------
+SPECIAL_ROWS = [[1.0, float("nan"), 3.0, -1.0], [float("inf"), 2.0, float("-inf"), 2.0],
+                [float("nan"), float("nan"), 1.0, 1.0], [float("-inf")] * 4]
+TIES_ORDER_OPEN = {"kthvalue", "topk"}  # (which of equal values' indices: torch leaves it open)
+
+
+@pytest.mark.parametrize("name", sorted(set(REDUCTIONS) - TIES_ORDER_OPEN))
+def test_reductions_of_nan_and_infinities_match_torch_without_warnings(name):
+    reduce = REDUCTIONS[name]
+    for row in SPECIAL_ROWS:
+        if name == "std_mean" and row == SPECIAL_ROWS[3]:
+            continue  # torch's std_mean gives mean NaN for all -inf (its Welford update); mean() gives -inf
+        for dtype in ("float32", "float64", "bfloat16"):
+            for d in (None, 0):
+                _same(lambda L: reduce(L, L.tensor(row).to(getattr(L, dtype)), d), ROUNDING_ULPS.get(name, 0))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")  # any warning at all, from NumPy's modules too
+                    reduce(ml, ml.tensor(row).to(getattr(ml, dtype)), d)
+
+
+def test_gradients_through_infinities_give_no_warning():
+    x = ml.tensor([float("inf"), 2.0, float("-inf")], requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for out in (x.sum(), x.mean(), x.cumsum(0), x.var(), x.softmax(0), x.log_softmax(0),
+                    x.logsumexp(0), x.norm(3), x.prod(), x.cumprod(0)):
+            out.sum().backward()
+
+
+@pytest.mark.parametrize("fn", ["nansum", "nanmean"])
+def test_nansum_and_nanmean_match_torch(fn):
+    for row in SPECIAL_ROWS + [[[1.0, float("nan")], [2.0, 4.0]]]:
+        for dtype in ("float32", "float64", "bfloat16", "float16"):
+            _same(lambda L: getattr(L.tensor(row).to(getattr(L, dtype)), fn)())
+            _same(lambda L: getattr(L, fn)(L.tensor(row).to(getattr(L, dtype)), dim=0, keepdim=True))
+            _same(lambda L: getattr(L, fn)(L.tensor(row).to(getattr(L, dtype)), 0, dtype=L.float64))
+        _same(_grad_snippet(lambda L: L.tensor(row), lambda L, x: getattr(x, fn)(-1)))
+    _same(lambda L: getattr(L.tensor([1, 2]), fn)())

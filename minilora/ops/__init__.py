@@ -51,6 +51,7 @@ from .index import index_fill
 from .shape import (atleast_1d, atleast_2d, atleast_3d, column_stack, diag_embed, dsplit, dstack,
                     fliplr, flipud, hsplit, narrow_copy, ravel, rot90, split_with_sizes, vsplit)
 from .index import index_copy, masked_scatter, put, scatter_reduce, take
+from .reduce import nanmean, nansum
 
 
 def _reflected(op):
@@ -325,7 +326,7 @@ _MISSING_METHODS = {
     "diag_embed": diag_embed, "index_copy": index_copy, "index_copy_": index_copy_,
     "masked_scatter": masked_scatter, "masked_scatter_": masked_scatter_, "take": take, "put": put,
     "put_": put_, "scatter_reduce": scatter_reduce, "scatter_reduce_": scatter_reduce_,
-    "index_put": index_put, "index_put_": index_put_,
+    "index_put": index_put, "index_put_": index_put_, "nansum": nansum, "nanmean": nanmean,
 }
 for _name, _fn in _MISSING_METHODS.items():
     setattr(Tensor, _name, _fn)

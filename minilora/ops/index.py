@@ -46,6 +46,21 @@ def _dim(dim, ndim, fn):
     return int(dim) % rank
 
 
+def quiet_float_errors(op):
+    """Class decorator: NumPy's floating-point warnings (``inf - inf`` in a sum, an overflowing
+    product) silenced in ``op``'s forward and backward, as torch prints none. minilora's filter (in
+    tensor.py) cannot catch these: NumPy issues them from its own modules for reductions
+    (``arr.sum()``, ``np.cumsum``), not from minilora's."""
+    for name in ("forward", "backward"):
+        method = getattr(op, name)
+
+        def quiet(*args, _method=method, **kwargs):
+            with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+                return _method(*args, **kwargs)
+        setattr(op, name, staticmethod(quiet))
+    return op
+
+
 def _no_grad_apply(op, *args, **options):
     """Run an op whose result is an index or a mask: it never carries a gradient."""
     with no_grad():
@@ -187,6 +202,7 @@ def nonzero(input, *, as_tuple=False):
 
 
 # ---- cumsum --------------------------------------------------------------------------------------
+@quiet_float_errors
 @computes_in_float32  # running sums of 16-bit floats in float32, each rounded once (torch)
 class CumSum(Function):
     @staticmethod
@@ -711,6 +727,7 @@ def count_nonzero(input, dim=None):
 
 
 # ---- cumprod -------------------------------------------------------------------------------------
+@quiet_float_errors
 @computes_in_float32
 class CumProd(Function):
     """Running products along ``axis``. Input ``k``'s gradient is ``sum_{j>=k} g_j * prod_{i<=j,

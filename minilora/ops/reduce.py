@@ -30,10 +30,11 @@ from ..device import xp_of
 from ..dtypes import compute_dtype, get_default_dtype, is_floating
 from ..tensor import Function, Tensor, no_grad
 from .elementwise import AsType, backward_in_float32, computes_in_float32
-from .index import gather, return_type
+from .index import gather, quiet_float_errors, return_type
 
 __all__ = ["sum", "mean", "prod", "max", "min", "amax", "amin", "argmax", "argmin", "var", "std",
-           "norm", "all", "any", "softmax", "log_softmax", "logsumexp", "var_mean", "std_mean", "aminmax"]
+           "norm", "all", "any", "softmax", "log_softmax", "logsumexp", "var_mean", "std_mean", "aminmax",
+           "nansum", "nanmean"]
 
 
 def _numpy_aliases(fn):
@@ -101,6 +102,7 @@ def _count(shape, axes):
     return math.prod(shape[ax] for ax in axes)
 
 
+@quiet_float_errors
 class Sum(Function):
     @staticmethod
     def forward(ctx, a, axis=None, keepdims=False):
@@ -123,6 +125,7 @@ def _mean(a, axes, keepdims, dtype=None):
     return a.mean(axis=axes, keepdims=keepdims, dtype=dtype)
 
 
+@quiet_float_errors
 @backward_in_float32  # (g / count, with count not rounded to 16 bits first)
 class Mean(Function):
     @staticmethod
@@ -138,6 +141,7 @@ class Mean(Function):
         return xp_of(g).broadcast_to(g, ctx.shape).astype(g.dtype, copy=False)
 
 
+@quiet_float_errors
 @backward_in_float32
 class Prod(Function):
     """Product along one axis. The gradient of each element is the product of all the *others*,
@@ -220,6 +224,7 @@ class ArgMax(Function):
         return pick(axis=axis, keepdims=keepdims)
 
 
+@quiet_float_errors
 @computes_in_float32
 class Var(Function):
     """Variance with Bessel's ``correction`` (PyTorch's default 1: the unbiased estimate); with
@@ -249,6 +254,7 @@ class Var(Function):
             return g * ctx.centered * (2.0 / ctx.denom if ctx.denom else float("nan"))
 
 
+@quiet_float_errors
 @computes_in_float32
 class PNorm(Function):
     """``(sum |a|^p)^(1/p)`` over axes for a finite ``p`` other than 0 and 1.
@@ -294,6 +300,7 @@ def _max_for_shift(a, axis):
     return a.max(axis=axes, keepdims=True)
 
 
+@quiet_float_errors
 @computes_in_float32
 class Softmax(Function):
     @staticmethod
@@ -313,6 +320,7 @@ class Softmax(Function):
         # END SOLUTION
 
 
+@quiet_float_errors
 @computes_in_float32
 class LogSoftmax(Function):
     """``a - max - log(sum(exp(a - max)))``. ``round_to``: torch's 16-bit kernel along the last axis
@@ -336,6 +344,7 @@ class LogSoftmax(Function):
         # END SOLUTION
 
 
+@quiet_float_errors
 class LogSumExp(Function):
     """``m + log(sum(exp(a - m)))`` with ``m`` the max. For 16-bit floats torch runs these as separate
     ops, each rounding, with the sum accumulated in float32, and its backward ``g * exp(a - lse)`` as
@@ -382,6 +391,25 @@ def sum(input, dim=None, keepdim=False, *, dtype=None):  # noqa: A001  (torch.su
     if dtype is None and input.dtype.kind in "biu":
         input = input.to(dtype="int64")
     return Sum.apply(input, axis=dim, keepdims=keepdim)
+
+
+@_numpy_aliases
+def nansum(input, dim=None, keepdim=False, *, dtype=None):
+    """``torch.nansum``: ``sum`` with every NaN counted as zero (and given no gradient)."""
+    from .elementwise import isnan, where
+    return sum(where(isnan(input), 0, input) if is_floating(input.dtype) else input, dim, keepdim,
+               dtype=dtype)
+
+
+@_numpy_aliases
+def nanmean(input, dim=None, keepdim=False, *, dtype=None):
+    """``torch.nanmean``: the mean of the elements that are not NaN, as torch composes it:
+    ``nansum / count of non-NaN``."""
+    from .elementwise import isnan, logical_not
+    if not is_floating(input.dtype):
+        raise RuntimeError(f"nanmean(): expected input to have floating point or complex dtype but "
+                           f"got {input.dtype}")
+    return nansum(input, dim, keepdim, dtype=dtype) / sum(logical_not(isnan(input)), dim, keepdim)
 
 
 @_numpy_aliases
