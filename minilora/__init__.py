@@ -20,7 +20,7 @@ from .dtypes import to_dtype as _to_dtype
 from .dtypes import (bfloat16, bool, double, float, float16, float32, float64, get_default_dtype,  # noqa: E402,F401,A004
                      half, int, int8, int16, int32, int64, long, promote_types, result_type,
                      set_default_dtype, short, uint8)
-from .dtypes import finfo, iinfo  # noqa: E402,F401  (torch.finfo / torch.iinfo)
+from .dtypes import can_cast, finfo, iinfo  # noqa: E402,F401  (torch.can_cast, torch.finfo, torch.iinfo)
 from .tensor import Size  # noqa: E402,F401
 from .tensor import (Tensor, enable_grad, inference_mode, is_grad_enabled,
                      is_inference_mode_enabled, no_grad, set_grad_enabled, tensor)

@@ -34,7 +34,7 @@ import numpy as np
 __all__ = ["float16", "float32", "float64", "bfloat16", "half", "float", "double", "int8", "uint8",
            "int16", "int32", "int64", "int", "long", "short", "bool", "get_default_dtype",
            "set_default_dtype", "result_type", "promote_types", "to_dtype", "is_floating_point", "HAS_BFLOAT16",
-           "finfo", "iinfo"]
+           "finfo", "iinfo", "can_cast"]
 
 float16 = half = np.dtype("float16")
 float32 = float = np.dtype("float32")  # noqa: A001  (torch.float)
@@ -255,6 +255,14 @@ def promote_types(a, b):
     if ca != cb:
         return a if ca > cb else b
     return np.promote_types(a, b)
+
+
+def can_cast(from_, to):
+    """``torch.can_cast``: whether an in-place op may write a result of dtype ``from_`` into a tensor
+    of dtype ``to``: never down a category (float into an integer, an integer into bool), any width
+    within one (int64 into uint8 wraps, float64 into bfloat16 rounds; NumPy's "same_kind" refuses
+    int64 into uint8)."""
+    return _category(to_dtype(from_)) <= _category(to_dtype(to))
 
 
 _UINT64 = np.dtype("uint64")

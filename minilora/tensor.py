@@ -1003,8 +1003,7 @@ class Tensor:
 
     def _write(self, values, cast):
         """Store ``values`` into this tensor's storage; torch's shape and dtype rules for in-place."""
-        if not cast and values.dtype != self.dtype and not np.can_cast(values.dtype, self.dtype,
-                                                                       "same_kind"):
+        if not cast and values.dtype != self.dtype and not dtypes.can_cast(values.dtype, self.dtype):
             raise RuntimeError(f"result type {values.dtype} can't be cast to the desired output "
                                f"type {self.dtype}")
         if values.shape != self.shape:

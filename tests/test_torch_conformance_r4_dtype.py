@@ -288,3 +288,21 @@ def test_backward_takes_a_tensor_gradient():
         (x * 3).backward(lib.tensor([2.0, -1.0]))
         return x.grad
     _same(snippet)
+
+
+# ---- in-place ops write any result their dtype's category can hold (torch.can_cast) ---------------
+_ALL_DTYPES = _INT_DTYPES + _FLOAT_DTYPES
+
+
+@pytest.mark.parametrize("source", _ALL_DTYPES)
+@pytest.mark.parametrize("target", _ALL_DTYPES)
+def test_in_place_add_casts_as_torch(target, source):
+    """uint8.add_(int64 tensor) wraps, as torch (NumPy's "same_kind" rule refused it); int.add_(float
+    tensor) and bool.add_(int tensor) raise RuntimeError, as torch."""
+    def snippet(lib):
+        x = lib.tensor([1, 0, 1], dtype=getattr(lib, target))
+        return x.add_(lib.tensor([255, 1, 0], dtype=getattr(lib, source)) if source != "bool"
+                      else lib.tensor([True, False, True]))
+    _same(snippet)
+    assert ml.can_cast(getattr(ml, source), getattr(ml, target)) == torch.can_cast(
+        getattr(torch, source), getattr(torch, target))
