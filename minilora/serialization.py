@@ -52,6 +52,8 @@ class _Tree:
 
     def encode(self, obj, where="obj"):
         import numpy as np
+        if type(obj).__module__.startswith("cupy") and hasattr(obj, "get"):  # a device array (a cuda optimizer's
+            obj = obj.get()  # live state): stored as its host copy; load_state_dict puts it back on the device
         if isinstance(obj, (Tensor, np.ndarray)):
             kind = "tensor" if isinstance(obj, Tensor) else "array"
             name = self.names.setdefault(id(obj), str(len(self.names)))

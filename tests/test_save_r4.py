@@ -164,3 +164,36 @@ def test_resumed_through_minilora_save_and_load(tmp_path, dtype, opt_name):
         return  # (mu_product rounded to bfloat16 by the load, as torch's: see the test above)
     for a, b in zip(params, params2):
         np.testing.assert_array_equal(a.float().numpy(), b.float().numpy())
+
+
+@pytest.mark.parametrize("opt_name", ["adamw", "sgd-momentum", "nadam"])
+def test_a_cuda_optimizers_live_state_saves_and_loads(monkeypatch, tmp_path, opt_name):
+    """On ``cuda`` (the CuPy stand-in) state_dict() holds the live device arrays, as torch's holds cuda tensors:
+    minilora.save and save_training_state store their host copies, and load_state_dict puts them back on the
+    device; the resumed run follows the one that never stopped."""
+    import sys
+    sys.path.insert(0, os.path.dirname(__file__))
+    import fake_cupy
+    fake_cupy.install(monkeypatch)
+    monkeypatch.setattr(ml.device("cuda"), "uses_kernels", False)  # (the stand-in launches no kernels)
+
+    def build():
+        params = [nn.Parameter(ml.tensor(np.linspace(-1, 1, 6, dtype=np.float32), device="cuda"))]
+        return params, OPTIMIZERS[opt_name](params)
+
+    def train(params, opt, steps):
+        for step in steps:
+            params[0].grad = ml.tensor(np.random.default_rng(step).standard_normal(6).astype(np.float32), device="cuda")
+            opt.step()
+    params, opt = build()
+    train(params, opt, range(2))
+    assert any(type(v).__module__ == "cupy" for v in opt.state_dict()["state"][0].values())
+    ml.save({"optimizer": opt.state_dict(), "w": params[0].detach().clone()}, str(tmp_path / "a.pt"))
+    save_training_state(str(tmp_path / "b.npz"), {"optimizer": opt.state_dict()})
+    train(params, opt, range(2, 4))
+    for saved in (ml.load(str(tmp_path / "a.pt")), load_training_state(str(tmp_path / "b.npz"))):
+        params2, opt2 = build()
+        params2[0]._array[...] = ml.load(str(tmp_path / "a.pt"))["w"]._array
+        opt2.load_state_dict(saved["optimizer"])
+        train(params2, opt2, range(2, 4))
+        np.testing.assert_array_equal(params2[0].numpy(force=True), params[0].numpy(force=True))
