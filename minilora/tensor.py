@@ -1004,8 +1004,8 @@ class Tensor:
     def _write(self, values, cast):
         """Store ``values`` into this tensor's storage; torch's shape and dtype rules for in-place."""
         if not cast and values.dtype != self.dtype and not dtypes.can_cast(values.dtype, self.dtype):
-            raise RuntimeError(f"result type {values.dtype} can't be cast to the desired output "
-                               f"type {self.dtype}")
+            raise RuntimeError(f"result type {dtypes.torch_name(values.dtype)} can't be cast to the "
+                               f"desired output type {dtypes.torch_name(self.dtype)}")
         if values.shape != self.shape:
             if np.broadcast_shapes(values.shape, self.shape) != self.shape:
                 raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the "
