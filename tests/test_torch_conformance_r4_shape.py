@@ -604,3 +604,13 @@ def test_nansum_and_nanmean_match_torch(fn):
             _same(lambda L: getattr(L, fn)(L.tensor(row).to(getattr(L, dtype)), 0, dtype=L.float64))
         _same(_grad_snippet(lambda L: L.tensor(row), lambda L, x: getattr(x, fn)(-1)))
     _same(lambda L: getattr(L.tensor([1, 2]), fn)())
+
+
+def test_variance_without_degrees_of_freedom_warns_as_torch():
+    def warned(L):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            L.ones(1).var(), L.ones(3).std(correction=3), L.std_mean(L.ones(2, 1), 1)
+            L.var_mean(L.zeros(0)), L.ones(2).var(), L.ones(2, 3).var(0, correction=2)
+        return [(w.category, str(w.message).split(" (Triggered internally")[0]) for w in caught]
+    assert warned(ml) == warned(torch)

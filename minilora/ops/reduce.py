@@ -23,6 +23,7 @@ import collections
 import functools
 import math
 import operator
+import warnings
 
 import numpy as np
 
@@ -535,6 +536,10 @@ def _variance(fn, input, dim, unbiased, keepdim, correction, root):
     dim, correction = _correction(fn, dim, unbiased, correction)
     if not is_floating(input.dtype):  # NumPy would compute a float64 variance of integers; torch refuses
         raise RuntimeError("std and var only support floating point and complex dtypes")
+    if _count(input.shape, _axes(dim, input.ndim)) - correction <= 0:  # (the result is inf or NaN)
+        warnings.warn(f"{fn}(): degrees of freedom is <= 0. Correction should be strictly less than "
+                      f"the reduction factor (input numel divided by output numel).", UserWarning,
+                      stacklevel=3)
     return Var.apply(input, axis=dim, keepdims=keepdim, correction=correction, root=root)
 
 
@@ -654,13 +659,13 @@ def logsumexp(input, dim, keepdim=False):
 
 def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """``torch.var_mean``: the tuple ``(var, mean)`` over ``dim``, with ``var``'s arguments."""
-    return (var(input, dim, unbiased, keepdim, correction=correction),
+    return (_variance("var_mean", input, dim, unbiased, keepdim, correction, root=False),
             mean(input, dim if not isinstance(dim, bool) else None, keepdim))
 
 
 def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """``torch.std_mean``: the tuple ``(std, mean)`` over ``dim``, with ``std``'s arguments."""
-    return (std(input, dim, unbiased, keepdim, correction=correction),
+    return (_variance("std_mean", input, dim, unbiased, keepdim, correction, root=True),
             mean(input, dim if not isinstance(dim, bool) else None, keepdim))
 
 
