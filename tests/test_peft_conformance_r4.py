@@ -332,3 +332,26 @@ def test_save_pretrained_other_arguments_as_transformers(saved, tmp_path):
         for model in (ours, hf_load(saved)):
             with pytest.raises(ValueError, match=words):
                 model.save_pretrained(tmp_path / "bad", max_shard_size=bad)
+
+
+# ==================================================================================================
+# PeftConfig: the docs' loading flow
+# ==================================================================================================
+def test_peft_config_from_pretrained_flow_as_peft_docs(saved, tmp_path):
+    """config = PeftConfig.from_pretrained(id); base from config.base_model_name_or_path; PeftModel on it."""
+    _, ours = adapted_pair(r=2, target_modules=["q_proj"])
+    ours.base_model.model.name_or_path = saved
+    ours.save_pretrained(tmp_path / "adapter")
+    for lib, load_base in ((peft, hf_load), (ml.lora, LlamaForCausalLM.from_pretrained)):
+        config = lib.PeftConfig.from_pretrained(str(tmp_path / "adapter"))
+        assert type(config).__name__ == "LoraConfig" and isinstance(config, lib.PeftConfig)
+        assert config.base_model_name_or_path == saved and config.is_prompt_learning is False
+        model = lib.PeftModel.from_pretrained(load_base(config.base_model_name_or_path), str(tmp_path / "adapter"))
+        assert lib.PeftConfig.from_json_file(str(tmp_path / "adapter" / "adapter_config.json"))["r"] == 2
+        np.testing.assert_allclose(logits_of(model), logits_of(ours), rtol=1e-4, atol=1e-5)
+
+
+def test_config_class_from_pretrained_follows_the_file_peft_type(tmp_path):
+    for lib in (peft, ml.lora):
+        lib.VeraConfig(r=2, target_modules=["q_proj"]).save_pretrained(str(tmp_path / lib.__name__))
+        assert type(lib.LoraConfig.from_pretrained(str(tmp_path / lib.__name__))).__name__ == "VeraConfig"

@@ -12,7 +12,7 @@ Linear and on Embedding layers: the forward and the merge math), ``model.py`` (i
 (PEFT's get_layer_status / get_model_status).
 The op every LoRA forward runs is ``minilora.ops.lora_linear``.
 """
-from .config import LoraConfig, PeftType, TaskType, VeraConfig, config_from_dict
+from .config import LoraConfig, PeftConfig, PeftType, TaskType, VeraConfig, config_from_dict
 from .layers import BASE_ADAPTER, DoraMagnitude, Embedding, Linear, LoraLayer, ModulesToSaveWrapper, VeraLinear
 from .loraplus import create_loraplus_optimizer
 from .model import (AutoPeftModelForCausalLM, LoraModel, PeftModel, PeftModelForCausalLM,
@@ -21,7 +21,7 @@ from .save import (AdapterMismatchError, get_peft_model_state_dict, set_peft_mod
 from .status import TunerLayerStatus, TunerModelStatus, get_layer_status, get_model_status
 from .adalora import AdaLoraConfig, AdaLoraModel, RankAllocator, SVDLinear  # registers "ADALORA"
 
-__all__ = ["LoraConfig", "VeraConfig", "TaskType", "PeftType", "config_from_dict", "get_peft_model", "PeftModel",
+__all__ = ["LoraConfig", "PeftConfig", "VeraConfig", "TaskType", "PeftType", "config_from_dict", "get_peft_model", "PeftModel",
            "PeftModelForCausalLM", "AutoPeftModelForCausalLM", "LoraModel",
            "VeraModel", "Linear", "Embedding", "LoraLayer", "VeraLinear", "DoraMagnitude", "ModulesToSaveWrapper",
            "BASE_ADAPTER", "target_module_matches", "get_peft_model_state_dict",

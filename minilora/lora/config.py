@@ -167,9 +167,27 @@ class _AdapterConfig:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, subfolder=None):
-        """Read ``adapter_config.json`` from a folder (or its ``subfolder``, e.g. a second adapter's)."""
+        """Read ``adapter_config.json`` from a folder (or its ``subfolder``, e.g. a second adapter's).
+
+        As PEFT, the file's ``peft_type`` picks the class: ``PeftConfig.from_pretrained(folder)`` (the
+        docs' first step to find ``base_model_name_or_path``) gives a LoraConfig for a LoRA adapter."""
         directory = os.fspath(pretrained_model_name_or_path)
-        return cls.from_dict(_read_json(os.path.join(directory, subfolder) if subfolder else directory))
+        data = _read_json(os.path.join(directory, subfolder) if subfolder else directory)
+        return config_from_dict(data) if isinstance(data, dict) and "peft_type" in data else cls.from_dict(data)
+
+    @classmethod
+    def from_json_file(cls, path_json_file):
+        """PEFT's: the JSON object in the file, as a dict."""
+        with open(path_json_file, encoding="utf-8") as f:
+            return json.load(f)
+
+    @property
+    def is_prompt_learning(self):
+        return False  # (PEFT's prompt-tuning methods are not implemented in minilora)
+
+    @property
+    def is_adaption_prompt(self):
+        return False
 
     def save_pretrained(self, save_directory):
         """Write ``save_directory/adapter_config.json`` (PEFT's method; the folder is made if missing)."""
@@ -179,6 +197,9 @@ class _AdapterConfig:
 
     def to_json_string(self):
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+PeftConfig = _AdapterConfig  # PEFT's base class name: PeftConfig.from_pretrained(folder), isinstance checks
 
 
 def _require_object(data, where):
