@@ -98,6 +98,12 @@ BUILTIN_SIGNATURES = {
     "avg_pool2d": [("input", inspect.Parameter.empty), ("kernel_size", inspect.Parameter.empty), ("stride", None),
                    ("padding", 0), ("ceil_mode", False), ("count_include_pad", True), ("divisor_override", None)],
 }
+BUILTIN_SIGNATURES.update({  # torch builtins without an inspectable signature (their docstrings')
+    "hardshrink": [("input", inspect.Parameter.empty), ("lambd", 0.5)],
+    "softshrink": [("input", inspect.Parameter.empty), ("lambd", 0.5)],
+    "prelu": [("input", inspect.Parameter.empty), ("weight", inspect.Parameter.empty)],
+    "adaptive_avg_pool1d": [("input", inspect.Parameter.empty), ("output_size", inspect.Parameter.empty)],
+})
 MINILORA_ONLY = {"rotary_embedding", "swiglu"}  # no torch.nn.functional counterpart
 
 

@@ -598,3 +598,73 @@ def test_interpolate_nearest_on_uint8_images_as_torch(rng):
     lambda x: F.adaptive_avg_pool2d(x, (2, 3)), lambda x: F.max_pool2d(x, 2, 1, ceil_mode=True)])
 def test_pooling_nodes_gradient_check_in_float64(rng, call):
     grad_check(call, ml.tensor(rng.standard_normal((1, 2, 5, 6)), requires_grad=True))
+
+
+# ---- threshold, the shrink functions, PReLU, adaptive_avg_pool1d, the padding layers ---------------
+_ELEMENTWISE = {
+    "threshold": lambda F, x: F.threshold(x, 0.1, 20.0), "threshold-kw": lambda F, x: F.threshold(x, threshold=-0.2, value=0.5),
+    "hardshrink": lambda F, x: F.hardshrink(x), "hardshrink-lambd": lambda F, x: F.hardshrink(x, 0.3),
+    "softshrink": lambda F, x: F.softshrink(x), "softshrink-lambd": lambda F, x: F.softshrink(x, lambd=0.25),
+    "tanhshrink": lambda F, x: F.tanhshrink(x),
+    "prelu-one": lambda F, x: F.prelu(x, x.new_full((1,), 0.25)),
+    "prelu-channels": lambda F, x: F.prelu(x, x.new_full((3,), 0.1) * _lib_of(F).arange(3).to(x.dtype)),
+    "adaptive_avg_pool1d": lambda F, x: F.adaptive_avg_pool1d(x, 3), "adaptive_avg_pool1d-tuple": lambda F, x: F.adaptive_avg_pool1d(x[0], (2,)),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("name", list(_ELEMENTWISE))
+def test_shrink_threshold_prelu_as_torch(rng, name, dtype):
+    x = rng.standard_normal((2, 3, 7))
+    x[0, 0, :5] = [0.5, -0.5, 0.1, 0.3, -0.25]  # on the thresholds
+    # bit for bit in 16 bits (float32's tanh differs from torch's in the last bit: NumPy's vs SLEEF's)
+    exact = dtype in ("bfloat16", "float16") and not name.startswith("adaptive")
+    tol = {"float64": 1e-10, "float32": 1e-6, "bfloat16": 1e-2, "float16": 1e-3}[dtype]
+    check(lambda x: _ELEMENTWISE[name](F, x), lambda x: _ELEMENTWISE[name](TF, x), x, dtype=dtype, exact=exact,
+          rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name", ["threshold", "hardshrink", "softshrink", "tanhshrink", "prelu-channels",
+                                  "adaptive_avg_pool1d"])
+def test_shrink_threshold_prelu_gradient_check_in_float64(rng, name):
+    x = ml.tensor(rng.standard_normal((2, 3, 7)), requires_grad=True)
+    grad_check(lambda x: _ELEMENTWISE[name](F, x), x)
+    weight = ml.tensor(rng.random(3), requires_grad=True)
+    grad_check(lambda w: F.prelu(x.detach(), w), weight)
+
+
+@pytest.mark.parametrize("call", [
+    lambda F, x: F.hardshrink(x.long()), lambda F, x: F.softshrink(x.long()), lambda F, x: F.softshrink(x, -1.0),
+    lambda F, x: F.prelu(x, x.new_ones(2)), lambda F, x: F.prelu(x[0, 0], x.new_ones(7)),
+    lambda F, x: F.prelu(x, x.new_ones(1, 3)), lambda F, x: F.prelu(x, x.new_ones(3).float()),
+    lambda F, x: F.adaptive_avg_pool1d(x[None], 2)],
+    ids=["hardshrink-int", "softshrink-int", "softshrink-negative", "prelu-channels", "prelu-1d",
+         "prelu-2d-weight", "prelu-dtypes", "adaptive1d-4d"])
+def test_shrink_threshold_prelu_errors_are_torchs(rng, call):
+    x, tx = pair(rng.standard_normal((2, 3, 7)))
+    same_error(lambda: call(F, x), lambda: call(TF, tx))
+
+
+def test_threshold_keeps_an_integer_dtype_as_torch():
+    x = np.arange(-3, 4)
+    ours, theirs = F.threshold(ml.tensor(x), 0, 9.7), TF.threshold(torch.tensor(x), 0, 9.7)
+    assert ours.dtype == ml.int64
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+@pytest.mark.parametrize("make", [
+    lambda nn: nn.Threshold(0.1, 20), lambda nn: nn.Hardshrink(), lambda nn: nn.Softshrink(0.3), lambda nn: nn.Tanhshrink(),
+    lambda nn: nn.PReLU(), lambda nn: nn.PReLU(3, 0.1), lambda nn: nn.AdaptiveAvgPool1d(3),
+    lambda nn: nn.ZeroPad1d((1, 2)), lambda nn: nn.ZeroPad2d(1), lambda nn: nn.ConstantPad1d(2, 3.5),
+    lambda nn: nn.ConstantPad2d((1, 0, 2, 1), -1.0), lambda nn: nn.ReflectionPad1d(2), lambda nn: nn.ReflectionPad2d((1, 0, 2, 1)),
+    lambda nn: nn.ReplicationPad1d((0, 3)), lambda nn: nn.ReplicationPad2d(2), lambda nn: nn.CircularPad1d(1),
+    lambda nn: nn.CircularPad2d((1, 2, 0, 1))])
+def test_new_layers_as_torch(rng, make):
+    ours, theirs = make(nn).double(), make(tnn).double()
+    assert repr(ours) == repr(theirs)
+    assert getattr(ours, "padding", None) == getattr(theirs, "padding", None)
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+    shape = (2, 3, 5) if "1d" in type(theirs).__name__.lower() or isinstance(theirs, tnn.PReLU) else (2, 3, 4, 5)
+    check(ours, theirs, rng.standard_normal(shape))
+    if isinstance(theirs, tnn.PReLU):
+        np.testing.assert_array_equal(ours.weight.numpy(), theirs.weight.detach().numpy())

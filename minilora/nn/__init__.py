@@ -12,6 +12,9 @@ from .layers import BatchNorm1d, BatchNorm2d, GroupNorm  # noqa: F401
 from .layers import (AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, Conv1d, Conv2d, MaxPool1d,  # noqa: F401
                      MaxPool2d)
 from .layers import GRU, LSTM, RNN  # noqa: F401
+from .layers import (AdaptiveAvgPool1d, CircularPad1d, CircularPad2d, ConstantPad1d, ConstantPad2d,  # noqa: F401
+                     Hardshrink, PReLU, ReflectionPad1d, ReflectionPad2d, ReplicationPad1d, ReplicationPad2d,
+                     Softshrink, Tanhshrink, Threshold, ZeroPad1d, ZeroPad2d)
 from .layers import (GaussianNLLLoss, HingeEmbeddingLoss, MultiLabelSoftMarginLoss, MultiMarginLoss,  # noqa: F401
                      PoissonNLLLoss, SoftMarginLoss, Upsample, UpsamplingBilinear2d, UpsamplingNearest2d)
 from .layers import TransformerEncoder, TransformerEncoderLayer  # noqa: F401
@@ -31,4 +34,7 @@ __all__ = ["Module", "Parameter", "ParameterList", "ParameterDict", "ModuleList"
            "BatchNorm2d", "GroupNorm", "Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d",
            "AdaptiveAvgPool2d", "RNN", "LSTM", "GRU", "TransformerEncoderLayer", "TransformerEncoder",
            "Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d", "SoftMarginLoss", "HingeEmbeddingLoss",
-           "PoissonNLLLoss", "GaussianNLLLoss", "MultiLabelSoftMarginLoss", "MultiMarginLoss"]
+           "PoissonNLLLoss", "GaussianNLLLoss", "MultiLabelSoftMarginLoss", "MultiMarginLoss", "Threshold",
+           "Hardshrink", "Softshrink", "Tanhshrink", "PReLU", "AdaptiveAvgPool1d", "ConstantPad1d", "ConstantPad2d",
+           "ZeroPad1d", "ZeroPad2d", "ReflectionPad1d", "ReflectionPad2d", "ReplicationPad1d", "ReplicationPad2d",
+           "CircularPad1d", "CircularPad2d"]

@@ -23,6 +23,7 @@ from ..ops.conv import (adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, con
 from ..ops.nn import (_refuse, cross_entropy, dropout, embedding, l1_loss, layer_norm,  # noqa: F401
                       mse_loss, nll_loss, one_hot, pad, rms_norm, rotary_embedding,
                       scaled_dot_product_attention, swiglu)
+from ..dtypes import is_floating as _is_floating
 from ..tensor import _to_dtype
 
 __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_attention", "dropout",
@@ -36,7 +37,7 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
            "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "adaptive_avg_pool2d", "interpolate",
            "upsample", "upsample_nearest", "upsample_bilinear", "soft_margin_loss",
            "hinge_embedding_loss", "poisson_nll_loss", "gaussian_nll_loss", "multilabel_soft_margin_loss",
-           "multi_margin_loss"]
+           "multi_margin_loss", "threshold", "hardshrink", "softshrink", "tanhshrink", "prelu", "adaptive_avg_pool1d"]
 
 
 def linear(input, weight, bias=None):
@@ -344,3 +345,70 @@ def _check_multi_margin_shapes(input, target, weight):
     values = target.numpy(force=True)
     if values.size and (values.min() < 0 or values.max() >= classes):
         raise RuntimeError("target out of range")
+
+
+# ---- shrinkage and thresholds, PReLU ---------------------------------------------------------------
+def threshold(input, threshold, value, inplace=False):
+    """``input`` where it is above ``threshold``, else ``value`` (in the input's dtype, as torch). A
+    16-bit input is compared in float32, as torch's kernel does (0.1 is not rounded to bfloat16's
+    0.1001 first)."""
+    _refuse("threshold", inplace=(inplace, False))
+    compared = input.float() if input.dtype.itemsize == 2 and _is_floating(input.dtype) else input
+    return input.masked_fill(~(compared > threshold), value)
+
+
+def hardshrink(input, lambd=0.5):
+    """0 where ``-lambd <= x <= lambd``, else ``x``."""
+    _float_kernel_only("hardshrink_cpu", input)
+    return input.masked_fill((input >= -lambd) & (input <= lambd), 0)
+
+
+def softshrink(input, lambd=0.5):
+    """``x - lambd`` above ``lambd``, ``x + lambd`` below ``-lambd``, 0 between (one kernel in torch:
+    a 16-bit input computed in float32, rounded once)."""
+    _float_kernel_only("softshrink_cpu", input)
+    if lambd < 0:
+        raise RuntimeError(f"lambda must be in range [0, inf) for input dtype {input.dtype}, but found {lambd}")
+    return _softshrink(input, lambd)
+
+
+@_float32_inside
+def _softshrink(input, lambd):
+    zeros = input.new_zeros(())
+    return ops.where(input > lambd, input - lambd, ops.where(input < -lambd, input + lambd, zeros))
+
+
+def tanhshrink(input):
+    """``x - tanh(x)`` (two ops in torch, each rounding: the same here)."""
+    return input - input.tanh()
+
+
+def prelu(input, weight):
+    """``x`` where positive, ``weight * x`` elsewhere: one learned slope, or one per channel (dim 1)."""
+    if weight.ndim > 1:
+        raise RuntimeError(f"prelu: Expected `weight` to be a scalar or 1D tensor, but got: ndim = {weight.ndim}")
+    if weight.dtype != input.dtype:
+        raise RuntimeError(f"prelu: Type promoting not supported. Got {input.dtype} and {weight.dtype}")
+    channels = input.shape[1] if input.ndim >= 2 else 1
+    if weight.numel() not in (1, channels):
+        raise RuntimeError(f"Mismatch of parameter numbers and input channel size. Found parameter numbers = "
+                           f"{weight.numel()} and channel size = {channels}.")
+    slopes = weight.reshape((1, -1) + (1,) * (input.ndim - 2)) if input.ndim >= 2 and weight.numel() > 1 \
+        else weight.reshape(())
+    return ops.where(input > 0, input, slopes * input)
+
+
+def _float_kernel_only(kernel, input):
+    """torch's NotImplementedError for an integer input of a float-only kernel."""
+    if not np.issubdtype(np.dtype(input.dtype), np.floating) and str(input.dtype) != "bfloat16":
+        raise NotImplementedError(f'"{kernel}" not implemented for \'{input.dtype}\'')
+
+
+def adaptive_avg_pool1d(input, output_size):
+    """``adaptive_avg_pool2d`` of a [N, C, L] (or [C, L]) input seen as images of height 1."""
+    if input.ndim not in (2, 3):
+        raise RuntimeError(f"adaptive_avg_pool1d(): Expected 2D or 3D tensor, but got {list(input.shape)}")
+    size = output_size if isinstance(output_size, int) else tuple(output_size)
+    if not isinstance(size, int) and len(size) != 1:
+        raise RuntimeError(f"adaptive_avg_pool1d: output_size must be 1, got {list(size)}")
+    return adaptive_avg_pool2d(input.unsqueeze(-2), (1, size if isinstance(size, int) else size[0])).squeeze(-2)
