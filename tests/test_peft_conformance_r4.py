@@ -355,3 +355,16 @@ def test_config_class_from_pretrained_follows_the_file_peft_type(tmp_path):
     for lib in (peft, ml.lora):
         lib.VeraConfig(r=2, target_modules=["q_proj"]).save_pretrained(str(tmp_path / lib.__name__))
         assert type(lib.LoraConfig.from_pretrained(str(tmp_path / lib.__name__))).__name__ == "VeraConfig"
+
+
+def test_new_model_pad_row_is_zero_and_gets_no_gradient_as_transformers():
+    fields = dict(vocab_size=37, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+                  num_attention_heads=4, num_key_value_heads=2, pad_token_id=3)
+    theirs, ours = transformers.LlamaForCausalLM(transformers.LlamaConfig(**fields)), LlamaForCausalLM(LlamaConfig(**fields))
+    assert not theirs.model.embed_tokens.weight[3].any()
+    assert not ours.model.embed_tokens.weight.detach().numpy()[3].any()
+    assert ours.model.embed_tokens.weight.detach().numpy()[4].any()
+    ids = np.array([[3, 5, 3, 7]])
+    ours(ml.tensor(ids), labels=ml.tensor(ids)).loss.backward()
+    theirs(torch.tensor(ids), labels=torch.tensor(ids)).loss.backward()
+    assert not theirs.model.embed_tokens.weight.grad[3].any() and not ours.model.embed_tokens.weight.grad.numpy()[3].any()

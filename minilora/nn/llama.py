@@ -836,11 +836,14 @@ class LlamaForCausalLM(Module):
         self.generation_config = generation.GenerationConfig()  # generate()'s model defaults (none set yet)
 
     def _init_weights(self):
-        """transformers' init: N(0, initializer_range) for every matrix, zero biases, unit norms."""
+        """transformers' init: N(0, initializer_range) for every matrix, zero biases, unit norms, and
+        the embedding's padding row (config.pad_token_id) zero."""
         std = self.config.initializer_range
         for module in self.modules():
             if isinstance(module, (Linear, Embedding)):
                 init.normal_(module.weight, 0.0, std)
+            if isinstance(module, Embedding) and module.padding_idx is not None:
+                module.weight._array[module.padding_idx] = 0
             if isinstance(module, Linear) and module.bias is not None:
                 init.zeros_(module.bias)
 
