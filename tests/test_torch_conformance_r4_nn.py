@@ -668,3 +668,68 @@ def test_new_layers_as_torch(rng, make):
     check(ours, theirs, rng.standard_normal(shape))
     if isinstance(theirs, tnn.PReLU):
         np.testing.assert_array_equal(ours.weight.numpy(), theirs.weight.detach().numpy())
+
+
+# ---- channel-wise dropout: dropout1d / 2d / 3d and their layers -------------------------------------
+_FEATURE_DROPOUT = {"dropout1d": (4, 6, 5), "dropout2d": (4, 6, 3, 5), "dropout3d": (4, 6, 2, 3, 5)}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("p", [0.1, 0.5])
+@pytest.mark.parametrize("name", list(_FEATURE_DROPOUT))
+def test_feature_dropout_zeroes_whole_channels_scaled_as_torch(name, p, dtype):
+    """The random draws differ (NumPy's generator): the structure is torch's -- each [sample, channel]
+    kept or zeroed as a whole, the kept ones scaled by 1/(1-p) rounded as torch rounds it, the
+    gradient the same mask."""
+    shape = _FEATURE_DROPOUT[name]
+    x, tx = pair(np.ones(shape), True, dtype)
+    ours, theirs = getattr(F, name)(x, p), getattr(TF, name)(tx, p)
+    assert str(ours.dtype) == dtype and tuple(ours.shape) == shape
+    values = _np(ours).reshape(shape[0], shape[1], -1)
+    assert (values == values[..., :1]).all()  # one decision per channel
+    kept = np.unique(values[values != 0])
+    np.testing.assert_array_equal(kept, np.unique(_np(theirs)[_np(theirs) != 0]))
+    ours.sum().backward()
+    np.testing.assert_array_equal(_np(x.grad), values.reshape(shape))
+
+
+@pytest.mark.parametrize("name", list(_FEATURE_DROPOUT))
+def test_feature_dropout_eval_p0_p1_unbatched_as_torch(rng, name):
+    shape = _FEATURE_DROPOUT[name]
+    x, tx = pair(rng.standard_normal(shape))
+    assert getattr(F, name)(x, 0.5, training=False) is x
+    np.testing.assert_array_equal(_np(getattr(F, name)(x, p=0.0)), _np(x))
+    np.testing.assert_array_equal(_np(getattr(F, name)(x, p=1.0)), _np(getattr(TF, name)(tx, p=1.0)))
+    if name != "dropout2d":  # dropout1d/3d read an unbatched input as one sample
+        unbatched = getattr(F, name)(ml.ones(*shape[1:]), 0.5)
+        assert tuple(unbatched.shape) == shape[1:]
+        values = _np(unbatched).reshape(shape[1], -1)
+        assert (values == values[:, :1]).all()
+
+
+@pytest.mark.parametrize("call", [
+    lambda F, x: F.dropout1d(x, 1.5), lambda F, x: F.dropout2d(x, -0.1), lambda F, x: F.dropout1d(x[None]),
+    lambda F, x: F.dropout1d(x[0, 0, 0])], ids=["p>1", "p<0", "dropout1d-4d", "dropout1d-1d"])
+def test_feature_dropout_errors_are_torchs(rng, call):
+    x, tx = pair(rng.standard_normal((2, 3, 4)))
+    same_error(lambda: call(F, x), lambda: call(TF, tx))
+
+
+@pytest.mark.parametrize("name, shape", [("dropout2d", (2, 3, 4)), ("dropout2d", (2, 3)), ("dropout3d", (2, 3, 4))])
+def test_feature_dropout_warnings_as_torch(rng, name, shape):
+    x, tx = pair(rng.standard_normal(shape))
+    with pytest.warns(UserWarning) as theirs:
+        getattr(TF, name)(tx)
+    with pytest.warns(UserWarning) as ours:
+        getattr(F, name)(x)
+    assert [str(w.message) for w in ours] == [str(w.message) for w in theirs]
+
+
+@pytest.mark.parametrize("name", ["Dropout1d", "Dropout2d", "Dropout3d"])
+def test_feature_dropout_layers_as_torch(name):
+    ours, theirs = getattr(nn, name)(0.3), getattr(tnn, name)(0.3)
+    assert repr(ours) == repr(theirs)
+    x = ml.ones(*_FEATURE_DROPOUT[name.lower()])
+    assert (ours(x).numpy() != 1).any()
+    ours.eval()
+    assert ours(x) is x

@@ -17,6 +17,7 @@ from ..ops.nn import (cosine_embedding_loss, margin_ranking_loss, pairwise_dista
 from ..ops.nn import batch_norm, group_norm  # noqa: F401
 from ..ops.nn import _floating_only, _reduced
 from ..ops.nn import legacy_reduction as _legacy_reduction
+from ..ops.nn import feature_dropout as _feature_dropout
 from ..ops.nn import float32_inside as _float32_inside
 from ..ops.conv import (adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d,  # noqa: F401
                         interpolate, max_pool1d, max_pool2d)
@@ -37,7 +38,8 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
            "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "adaptive_avg_pool2d", "interpolate",
            "upsample", "upsample_nearest", "upsample_bilinear", "soft_margin_loss",
            "hinge_embedding_loss", "poisson_nll_loss", "gaussian_nll_loss", "multilabel_soft_margin_loss",
-           "multi_margin_loss", "threshold", "hardshrink", "softshrink", "tanhshrink", "prelu", "adaptive_avg_pool1d"]
+           "multi_margin_loss", "threshold", "hardshrink", "softshrink", "tanhshrink", "prelu", "adaptive_avg_pool1d", "dropout1d", "dropout2d",
+           "dropout3d"]
 
 
 def linear(input, weight, bias=None):
@@ -412,3 +414,58 @@ def adaptive_avg_pool1d(input, output_size):
     if not isinstance(size, int) and len(size) != 1:
         raise RuntimeError(f"adaptive_avg_pool1d: output_size must be 1, got {list(size)}")
     return adaptive_avg_pool2d(input.unsqueeze(-2), (1, size if isinstance(size, int) else size[0])).squeeze(-2)
+
+
+# ---- channel-wise dropout --------------------------------------------------------------------------
+def _dropout_prob(p):
+    if p < 0.0 or p > 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+
+
+def dropout1d(input, p=0.5, training=True, inplace=False):
+    """Whole channels of a [N, C, L] (or [C, L]) input zeroed with probability ``p``, the rest scaled
+    by ``1/(1-p)``."""
+    _dropout_prob(p)
+    _refuse("dropout1d", inplace=(inplace, False))
+    if input.ndim not in (2, 3):
+        raise RuntimeError(f"dropout1d: Expected 2D or 3D input, but received a {input.ndim}D input. Note that "
+                           f"dropout1d exists to provide channel-wise dropout on inputs with 1 spatial dimension, "
+                           f"a channel dimension, and an optional batch dimension (i.e. 2D or 3D inputs).")
+    if input.ndim == 2:
+        return _feature_dropout(input.unsqueeze(0), p, training).squeeze(0)
+    return _feature_dropout(input, p, training)
+
+
+def dropout2d(input, p=0.5, training=True, inplace=False):
+    """Whole channels of a [N, C, H, W] input zeroed with probability ``p`` (torch's warnings for
+    other ranks; a 3-D input is read as [N, C, L], as torch still does)."""
+    _dropout_prob(p)
+    _refuse("dropout2d", inplace=(inplace, False))
+    if input.ndim not in (3, 4):
+        warnings.warn(f"dropout2d: Received a {input.ndim}-D input to dropout2d, which is deprecated and will "
+                      f"result in an error in a future release. To retain the behavior and silence this "
+                      f"warning, please use dropout instead. Note that dropout2d exists to provide "
+                      f"channel-wise dropout on inputs with 2 spatial dimensions, a channel dimension, and an "
+                      f"optional batch dimension (i.e. 3D or 4D inputs).", stacklevel=2)
+    if input.ndim == 3:
+        warnings.warn("dropout2d: Received a 3D input to dropout2d and assuming that channel-wise 1D dropout "
+                      "behavior is desired - input is interpreted as shape (N, C, L), where C is the channel "
+                      "dim. This behavior will change in a future release to interpret the input as one "
+                      "without a batch dimension, i.e. shape (C, H, W). To maintain the 1D channel-wise "
+                      "dropout behavior, please switch to using dropout1d instead.", stacklevel=2)
+    return _feature_dropout(input, p, training)
+
+
+def dropout3d(input, p=0.5, training=True, inplace=False):
+    """Whole channels of a [N, C, D, H, W] (or [C, D, H, W]) input zeroed with probability ``p``."""
+    _dropout_prob(p)
+    _refuse("dropout3d", inplace=(inplace, False))
+    if input.ndim not in (4, 5):
+        warnings.warn(f"dropout3d: Received a {input.ndim}-D input to dropout3d, which is deprecated and will "
+                      f"result in an error in a future release. To retain the behavior and silence this "
+                      f"warning, please use dropout instead. Note that dropout3d exists to provide "
+                      f"channel-wise dropout on inputs with 3 spatial dimensions, a channel dimension, and an "
+                      f"optional batch dimension (i.e. 4D or 5D inputs).", stacklevel=2)
+    if input.ndim == 4:
+        return _feature_dropout(input.unsqueeze(0), p, training).squeeze(0)
+    return _feature_dropout(input, p, training)

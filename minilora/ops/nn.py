@@ -213,9 +213,11 @@ class Dropout(Function):
     """Zero each element with probability ``p``, scale the rest by ``1/(1-p)`` (inverted dropout)."""
 
     @staticmethod
-    def forward(ctx, a, p, seed):
+    def forward(ctx, a, p, seed, channels=False):
         xp = xp_of(a)
-        keep = np.random.default_rng(seed).random(a.shape) >= p
+        # channels (torch's feature dropout): one draw per [sample, channel], shared by its positions
+        shape = a.shape[:2] + (1,) * (a.ndim - 2) if channels else a.shape
+        keep = np.random.default_rng(seed).random(shape) >= p
         scale = a.dtype.type(1.0 / (1.0 - p) if p < 1 else 0.0)  # p = 1 drops everything, as in PyTorch
         ctx.mask = xp.asarray(keep) * scale
         return a * ctx.mask
@@ -720,12 +722,13 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     if not 0.0 <= label_smoothing <= 1.0:
         raise RuntimeError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
     logits = _classes_last(input, "cross_entropy")
-    weight = _class_weight("cross_entropy", weight, logits)
+    weight_given, weight = weight, _class_weight("cross_entropy", weight, logits)
     if is_floating(getattr(_array(target), "dtype", np.dtype(np.int64))):  # class probabilities
         if ignore_index >= 0:  # a class to ignore: torch refuses rather than ignoring the option silently
             raise RuntimeError("ignore_index is not supported for floating point target")
         loss = _soft_cross_entropy(input, logits, target, weight, reduction, label_smoothing)
     else:
+        _check_class_weight_dtype(input, weight_given)
         targets = _class_targets("cross_entropy", input, _array(target))
         logp = logits.log_softmax(-1) if label_smoothing or _is_16bit_float(logits) else None
         if _is_16bit_float(logits):  # torch's two ops, each rounded to 16 bits
@@ -739,6 +742,20 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     if reduction == "none":
         return loss.reshape(() if input.ndim == 1 else (input.shape[0],) + input.shape[2:])
     return loss
+
+
+_SCALAR_NAMES = {"float16": "Half", "bfloat16": "BFloat16", "float32": "Float", "float64": "Double"}
+
+
+def _scalar_name(dtype):
+    """torch's C++ name of a dtype, as its dtype errors say it (float32: Float)."""
+    return _SCALAR_NAMES.get(str(dtype), str(dtype))
+
+
+def _check_class_weight_dtype(input, weight):
+    """torch's class-index losses take a ``weight`` of the logits' dtype only (minilora cast it)."""
+    if isinstance(weight, Tensor) and weight.dtype != input.dtype:
+        raise RuntimeError(f"expected scalar type {_scalar_name(input.dtype)} but found {_scalar_name(weight.dtype)}")
 
 
 def _class_weight(fn, weight, logits):
@@ -881,6 +898,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     reduction = legacy_reduction(size_average, reduce, reduction)
     _check_reduction("nll_loss", reduction)
     _floating_only("nll_loss", input)
+    _check_class_weight_dtype(input, weight)
     logp = _classes_last(input, "nll_loss")
     targets = _class_targets("nll_loss", input, _array(target))
     loss = NllLoss.apply(logp, targets, weight=_class_weight("nll_loss", weight, logp),
@@ -1050,10 +1068,8 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     kernel rounds every step of ``(y - 1) max(log1p(-x), -100) - y max(log x, -100)`` to 16 bits,
     and so do NumPy's ufuncs here (bit for bit); dtypes promoted as torch's."""
     _binary_dtypes("binary_cross_entropy", input, target)
-    floating = [a for a in (input, target, weight) if isinstance(a, Tensor)]
-    dtype = result_type(*floating)
-    input, target, weight = (a if not isinstance(a, Tensor) or a.dtype == dtype else a.to(dtype)
-                             for a in (input, target, weight))
+    if isinstance(target, Tensor) and target.dtype != input.dtype:  # torch's kernel: one dtype, no promotion
+        raise RuntimeError(f"Found dtype {_scalar_name(target.dtype)} but expected {_scalar_name(input.dtype)}")
     if tuple(target.shape) != tuple(input.shape):
         raise ValueError(f"Using a target size ({tuple(target.shape)}) that is different to the "
                          f"input size ({tuple(input.shape)}) is deprecated. Please ensure they "
@@ -1063,8 +1079,8 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     if target.numel() and (target.detach().min().item() < 0 or target.detach().max().item() > 1):
         raise RuntimeError("all elements of target should be between 0 and 1")  # (a silent loss once)
     loss = BinaryCrossEntropy.apply(input, target)
-    if weight is not None:
-        loss = loss * weight
+    if weight is not None:  # torch's loss.mul_(weight): in the promoted dtype, stored in the input's
+        loss = loss * weight if weight.dtype == loss.dtype else (loss * weight).to(loss.dtype)
     return _reduced("binary_cross_entropy", loss, legacy_reduction(size_average, reduce, reduction))
 
 
@@ -1080,6 +1096,20 @@ def dropout(input, p=0.5, training=True, inplace=False, *, seed=None):
         raise RuntimeError(f"dropout: result type float can't be cast to the desired output type "
                            f"{input.dtype}")
     return Dropout.apply(input, p=p, seed=fresh_seed() if seed is None else seed)
+
+
+def feature_dropout(input, p, training, seed=None):
+    """torch's ``feature_dropout``: whole channels (dimension 1 of [N, C, ...]) zeroed with
+    probability ``p``, the rest scaled by ``1/(1-p)``: ``dropout1d/2d/3d``."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if input.ndim < 2:
+        raise RuntimeError("Feature dropout requires at least 2 dimensions in the input")
+    if not training or p == 0:
+        return input
+    if not is_floating(input.dtype) and p < 1:
+        raise RuntimeError(f"dropout: result type float can't be cast to the desired output type {input.dtype}")
+    return Dropout.apply(input, p=p, seed=fresh_seed() if seed is None else seed, channels=True)
 
 
 def swiglu(gate, up):
@@ -1183,6 +1213,10 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if not query.dtype == key.dtype == value.dtype:  # checked before 16-bit inputs become float32
         raise RuntimeError(f"Expected query, key, and value to have the same dtype, but got query.dtype: "
                            f"{query.dtype} key.dtype: {key.dtype} and value.dtype: {value.dtype} instead.")
+    mask_dtype = getattr(attn_mask, "dtype", None)
+    if mask_dtype is not None and mask_dtype not in (np.bool_, float32, query.dtype):  # (minilora cast it)
+        raise RuntimeError(f"Expected attn_mask dtype to be bool or float or to match query dtype, but got "
+                           f"attn_mask.dtype: {mask_dtype} and  query.dtype: {query.dtype} instead.")
     return _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
 
 
