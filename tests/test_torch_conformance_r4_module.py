@@ -1327,3 +1327,39 @@ def test_a_double_model_fed_a_float_batch_raises_as_torch(layer):
                 "GroupNorm": lambda: lib.nn.GroupNorm(2, 4)}[layer]
         make().double()(lib.ones(3, 4))
     expect_error(snippet)
+
+
+# ---- losses and attention given tensors of two float dtypes (a .double() model, float32 labels) --------
+MIXED_LOSS_CALLS = {
+    "cross_entropy(weight=)": lambda F, lib, a, b: F.cross_entropy(a(3, 4), lib.tensor([0, 1, 2]), weight=b(4)),
+    "CrossEntropyLoss(weight=)": lambda F, lib, a, b: lib.nn.CrossEntropyLoss(weight=b(4))(a(3, 4), lib.tensor([0, 1, 3])),
+    "cross_entropy(weight=, label_smoothing=)": lambda F, lib, a, b: F.cross_entropy(
+        a(3, 4), lib.tensor([0, 1, 2]), weight=b(4), label_smoothing=0.1),
+    "nll_loss(weight=)": lambda F, lib, a, b: F.nll_loss(a(3, 4), lib.tensor([0, 1, 2]), weight=b(4)),
+    "binary_cross_entropy": lambda F, lib, a, b: F.binary_cross_entropy(a(3), b(3)),
+    "binary_cross_entropy(weight=)": lambda F, lib, a, b: F.binary_cross_entropy(a(3), a(3), weight=b(3)),
+    "sdpa(attn_mask=)": lambda F, lib, a, b: F.scaled_dot_product_attention(a(1, 2, 3, 4), a(1, 2, 3, 4),
+                                                                           a(1, 2, 3, 4), attn_mask=b(3, 3)),
+}
+
+
+@pytest.mark.parametrize("call", list(MIXED_LOSS_CALLS))
+@pytest.mark.parametrize("a_dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("b_dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_losses_and_attention_with_two_float_dtypes_as_torch(call, a_dtype, b_dtype):
+    """torch refuses a class weight of another dtype than the logits, a BCE target of another dtype than
+    the input, a float attention mask that is neither float32 nor the query's dtype -- minilora cast
+    or promoted silently. Where torch computes, the result's dtype and values must be torch's."""
+    def snippet(lib):
+        def make(dtype):
+            return lambda *shape: lib.tensor(np.linspace(0.1, 0.9, int(np.prod(shape))).reshape(shape),
+                                             dtype=getattr(lib, dtype))
+        return MIXED_LOSS_CALLS[call](lib.nn.functional, lib, make(a_dtype), make(b_dtype))
+    try:
+        expected = snippet(torch)
+    except RuntimeError:
+        expect_error(snippet)
+        return
+    ours = snippet(ml)
+    assert str(ours.dtype) == str(expected.dtype).removeprefix("torch.")
+    np.testing.assert_allclose(ours.float().numpy(), expected.float().numpy(), rtol=1e-2 if "16" in a_dtype + b_dtype else 1e-6)
