@@ -29,12 +29,17 @@ How it works (details in kernels/README.md):
 3. Bugs become Python exceptions: ``BarrierError`` (divergent barriers), ``RaceError`` (results that
    depend on the thread schedule, with ``check_races=True``; shared- or global-memory hazards between
    threads with no barrier in between, with ``racecheck=True``), ``KernelFault`` (out-of-bounds accesses,
-   with ``sanitize=True`` under AddressSanitizer in a child process; assertions; crashes -- a null or
-   wild pointer, an integer division by zero, a stack overflow, ``__trap()``, ``exit()`` -- named with
-   the thread, block and source line; a launch past its ``timeout=``), ``KeyboardInterrupt`` (Ctrl-C
-   during a launch), ``TypeError`` and ``ValueError`` for wrong arguments or launch shapes.  The
-   process keeps running.  What the fast mode cannot see: an out-of-bounds access that lands in other
-   valid memory (use ``sanitize=True``).
+   with ``sanitize=True`` under AddressSanitizer in a child process; a read of shared memory no thread
+   wrote, with ``initcheck=True``; assertions; crashes -- a null or wild pointer, an integer division by
+   zero, a stack overflow, ``__trap()``, ``exit()`` -- and the undefined behaviour a GPU resolves
+   differently from the CPU -- a misaligned access, a shift by the type's width or more, a float -> int
+   cast of NaN or out of range -- named with the thread, block and source line; a launch past its
+   ``timeout=``), ``CompileError`` (what nvcc refuses, including what only shows at launch: static
+   ``__shared__`` arrays over 48 KB), ``EmulatorError`` ("CUDA_ERROR_INVALID_VALUE": more shared memory
+   than the kernel opted in to), ``KeyboardInterrupt`` (Ctrl-C during a launch), ``TypeError`` and
+   ``ValueError`` for wrong arguments or launch shapes.  The process keeps running.  What the fast mode
+   cannot see: an out-of-bounds access that lands in other valid memory (use ``sanitize=True``).
+   Refused by name: dynamic parallelism, inline PTX, CUDA libraries (cuRAND, CUB, Thrust, WMMA, ...).
 """
 from __future__ import annotations
 
@@ -405,7 +410,7 @@ _VARIANT_FLAGS = {
     # the portable fiber switch, for non-x86-64 hosts
     "ucontext": ["-O2", "-g1", "-fstack-clash-protection", "-DEMU_FORCE_UCONTEXT"],
     # -gdwarf-4: with DWARF 5 binutils' addr2line names wrapper.cpp instead of the #line file here
-    "asan": ["-O1", "-g", "-gdwarf-4", "-fno-omit-frame-pointer", "-fsanitize=address,bounds,shift-exponent,float-cast-overflow",
+    "asan": ["-O1", "-g", "-gdwarf-4", "-fno-omit-frame-pointer", "-fsanitize=address,bounds,shift-exponent,float-cast-overflow,alignment",
              "-fno-sanitize-recover=all"],
     # racecheck=True: the kernel's loads and stores call runtime.cpp's hazard detector (see _build).
     "racecheck": ["-O1", "-g1", "-DEMU_RACECHECK"],
@@ -413,9 +418,10 @@ _VARIANT_FLAGS = {
 # Compiled into the kernel only (not the runtime, not the link): undefined behaviour a GPU and the CPU resolve
 # differently, so that it stops the launch instead of silently giving the CPU's answer -- a shift by the
 # type's width or more (the GPU's shl clamps the count, x86 masks it: x << 32 is 0 there and x here) and a
-# float -> int conversion of NaN or of a value out of range (the GPU saturates, x86 gives INT_MIN).
-# runtime.cpp implements the two __ubsan_handle_* hooks; the sanitizer build uses libubsan's.
-_UB_CHECKS = ["-fsanitize=shift-exponent,float-cast-overflow"]
+# float -> int conversion of NaN or of a value out of range (the GPU saturates, x86 gives INT_MIN) -- and a
+# misaligned access (a float4 load from x + 1: the GPU stops with "misaligned address", x86 just loads it).
+# runtime.cpp implements the __ubsan_handle_* hooks; the sanitizer build uses libubsan's.
+_UB_CHECKS = ["-fsanitize=shift-exponent,float-cast-overflow,alignment"]
 # Compiled into the kernel only (not the runtime, not the link): GCC's thread-sanitizer instrumentation,
 # whose __tsan_read/__tsan_write hooks runtime.cpp implements itself; libtsan is never linked.
 _RACECHECK_INSTRUMENT = ["-fsanitize=thread", "--param=tsan-instrument-func-entry-exit=0"]
@@ -712,7 +718,7 @@ class _Module:
             rewritten.text = f'#line 1 "{filename}"\n' + rewritten.text
         runtime = _runtime_object(self.variant)
         key = _digest(_VERSION, runtime.name, rewritten.text, rewritten.prelude, name, *flags, *name_expressions,
-                      *_VARIANT_FLAGS[self.variant], *_included_files(code, flags))
+                      *_VARIANT_FLAGS[self.variant], *_UB_CHECKS, *_included_files(code, flags))
         folder = cache_dir() / key
         _make_cache_folder(folder)
         self.source_path = folder / name

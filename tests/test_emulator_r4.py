@@ -421,6 +421,44 @@ def test_a_float_to_int_cast_of_nan_or_out_of_range_stops(check):
     np.testing.assert_array_equal(out, [150, -225, 2**31 - 1, 0])
 
 
+MISALIGNED = r'''
+extern "C" __global__ void vec_load(const float* x, float* y, int offset) {
+    float4 v = reinterpret_cast<const float4*>(x + offset)[threadIdx.x];
+    y[threadIdx.x] = v.x + v.y + v.z + v.w;
+}
+extern "C" __global__ void vec_store(float* y, int offset) {
+    reinterpret_cast<float4*>(y + offset)[threadIdx.x] = make_float4(1, 2, 3, 4);
+}
+extern "C" __global__ void int_from_bytes(const char* x, int* y, int offset) {
+    y[threadIdx.x] = *reinterpret_cast<const int*>(x + offset + 4 * threadIdx.x);
+}
+'''
+
+
+@pytest.mark.parametrize("sanitize", [False, True])
+def test_a_misaligned_vector_or_int_access_is_refused_as_the_gpu_refuses_it(sanitize):
+    """A float4 load from x + 1 and an int load from an odd byte ran (x86 loads anything) and a float4 store
+    faulted as 'a null pointer' (movaps); a GPU stops each with CUDA_ERROR_MISALIGNED_ADDRESS."""
+    mod = RawModule(code=MISALIGNED, sanitize=sanitize)
+    x, y = np.arange(64, dtype=np.float32), np.zeros(64, np.float32)
+    mod.get_function("vec_load")(1, 8, (x, y, np.int32(4)))  # aligned: fine
+    np.testing.assert_array_equal(y[:8], x[4:36].reshape(8, 4).sum(1))
+    if sanitize:
+        what = [r"reference binding to misaligned address .* 'const struct float4', which requires 16 byte alignment",
+                r"store to misaligned address .* 'struct float4'", r"load of misaligned address .* 'const int'"]
+    else:
+        what = [r"thread \(0,0,0\) of block \(0,0,0\) of kernel 'vec_load' accesses a 'const struct float4' at address "
+                r"0x[0-9a-f]+, which is not a multiple of its 16-byte alignment, at vec_load\.cu:3: a GPU stops the kernel "
+                r"there \(CUDA_ERROR_MISALIGNED_ADDRESS", r"stores a 'struct float4' .* at vec_load\.cu:7",
+                r"loads a 'const int' .* 4-byte alignment, at vec_load\.cu:10"]
+    with pytest.raises(KernelFault, match=what[0]):
+        mod.get_function("vec_load")(1, 8, (x, y, np.int32(1)))
+    with pytest.raises(KernelFault, match=what[1]):
+        mod.get_function("vec_store")(1, 8, (y, np.int32(2)))
+    with pytest.raises(KernelFault, match=what[2]):
+        mod.get_function("int_from_bytes")(1, 8, (x.view(np.uint8), y.view(np.int32), np.int32(1)))
+
+
 # ------------------------------------------------------------------------------------------------
 # initcheck: reading shared memory no thread has written
 # ------------------------------------------------------------------------------------------------
@@ -524,3 +562,30 @@ def test_cooperative_groups_ranks_and_sizes_have_cudas_types():
     RawModule(code=src).get_function("k")(1, 32, (sizes, below))
     np.testing.assert_array_equal(sizes, [4] * 9 + [8, 8])
     assert below[0] == np.float32(2**32 - 1) and below[1] == 0
+
+
+def test_integer_min_max_norms_and_directed_conversions_of_cudas_math_api():
+    """umin/umax/llmin/..., norm3df/rnorm3df/norm4df/rhypotf, __int2float_rz/rd/ru, __ll2float_*, __double2float_*,
+    __double2int_rd/ru, __float2ull_rn, __double2hiint/__hiloint2double did not compile."""
+    src = r'''
+    extern "C" __global__ void k(const float* v, float* f, long long* i, const double* d) {
+        i[0] = umin(3u, 0xffffffffu); i[1] = umax(3u, 0xffffffffu); i[2] = llmin(-5ll, 7ll); i[3] = llmax(-5ll, 7ll);
+        i[4] = (long long)ullmin(1ull << 63, 5ull); i[5] = __double2int_rd(-2.5); i[6] = __double2int_ru(-2.5);
+        i[7] = (long long)__float2ull_rn(1e19f); i[8] = __double2hiint(d[0]); i[9] = (unsigned)__double2loint(d[0]);
+        f[0] = norm3df(v[0], v[1], v[2]); f[1] = rnorm3df(v[0], v[1], v[2]);
+        f[2] = norm4df(v[0], v[1], v[2], v[3]); f[3] = rhypotf(v[0], v[1]);
+        f[4] = __int2float_rz(16777217); f[5] = __int2float_rd(-16777217); f[6] = __int2float_ru(16777217);
+        f[7] = __ll2float_rz(9223372036854775807ll); f[8] = __ull2float_rn(18446744073709551615ull);
+        f[9] = __double2float_rd(d[1]); f[10] = __double2float_ru(d[1]); f[11] = __double2float_rz(-d[1]);
+        f[12] = (float)__hiloint2double(__double2hiint(d[0]), __double2loint(d[0]));
+    }'''
+    v = np.array([3.0, 4.0, 12.0, 84.0], np.float32)
+    f, i, d = np.zeros(13, np.float32), np.zeros(10, np.int64), np.array([-1.75, 0.1])
+    RawModule(code=src).get_function("k")(1, 1, (v, f, i, d))
+    bits = int(np.float64(-1.75).view(np.uint64))
+    np.testing.assert_array_equal(i, [3, 0xffffffff, -5, 7, 5, -3, -2, int(np.float32(1e19)) - 2**64, np.int32(np.uint32(bits >> 32)),
+                                      bits & 0xffffffff])
+    tenth = np.float32(0.1)  # 0.100000001490116: above 0.1
+    np.testing.assert_array_equal(f, np.array([13, 1 / 13, 85, 1 / 5, 16777216, -16777218, 16777218,
+                                               2.0**63 - 2.0**39, 2.0**64, np.nextafter(tenth, np.float32(0)), tenth,
+                                               -np.nextafter(tenth, np.float32(0)), -1.75], np.float32))

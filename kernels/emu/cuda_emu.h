@@ -244,6 +244,7 @@ struct ReduceAt {
 // Real fences: the threads of one block run one at a time, but blocks run on several OS threads.
 inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+inline void __threadfence_system() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __nanosleep(unsigned) {}
 // __trap() ends the launch with a KernelFault naming the line (on a GPU: an unspecified launch failure).
 namespace __emu { [[noreturn]] void trap(const char* file, int line); }
@@ -594,6 +595,69 @@ inline double __int2double_rn(int x) { return (double)x; }
 inline float __int2float_rn(int x) { return (float)x; }
 inline float __uint2float_rn(unsigned x) { return (float)x; }
 inline float __double2float_rn(double x) { return (float)x; }
+inline long long __double2ll_rd(double x) { return __emu::saturate_to<long long>(floor(x)); }
+inline long long __double2ll_ru(double x) { return __emu::saturate_to<long long>(ceil(x)); }
+inline int __double2int_rd(double x) { return __emu::saturate_to<int>(floor(x)); }
+inline int __double2int_ru(double x) { return __emu::saturate_to<int>(ceil(x)); }
+inline unsigned __double2uint_rn(double x) { return __emu::saturate_to<unsigned>(nearbyint(x)); }
+inline unsigned __double2uint_rz(double x) { return __emu::saturate_to<unsigned>(trunc(x)); }
+inline unsigned long long __double2ull_rn(double x) { return __emu::saturate_to<unsigned long long>(nearbyint(x)); }
+inline unsigned long long __double2ull_rz(double x) { return __emu::saturate_to<unsigned long long>(trunc(x)); }
+inline unsigned long long __float2ull_rn(float x) { return __emu::saturate_to<unsigned long long>(nearbyint((double)x)); }
+inline unsigned long long __float2ull_rz(float x) { return __emu::saturate_to<unsigned long long>(trunc((double)x)); }
+inline double __uint2double_rn(unsigned x) { return (double)x; }
+inline double __ll2double_rn(long long x) { return (double)x; }
+inline double __ull2double_rn(unsigned long long x) { return (double)x; }
+inline float __ull2float_rn(unsigned long long x) { return (float)x; }
+// Integer -> float and double -> float with directed rounding: the nearest float, stepped when the exact
+// value lies on the other side of it (the difference is exact in __int128 / by Sterbenz's lemma).
+namespace __emu {
+inline float int_to_float_dir(__int128 i, Directed m) { const float r = (float)i; return directed(r, (double)(i - (__int128)r), m); }
+inline float double_to_float_dir(double x, Directed m) {
+    const float r = (float)x;
+    return std::isinf(x) || x != x ? r : directed(r, std::isinf(r) ? 0.0 : x - (double)r, m);
+}
+}  // namespace __emu
+#define __EMU_TO_FLOAT_DIRECTED(SUFFIX, MODE)                                                            \
+    inline float __int2float_##SUFFIX(int x) { return __emu::int_to_float_dir(x, __emu::MODE); }          \
+    inline float __uint2float_##SUFFIX(unsigned x) { return __emu::int_to_float_dir(x, __emu::MODE); }    \
+    inline float __ll2float_##SUFFIX(long long x) { return __emu::int_to_float_dir(x, __emu::MODE); }     \
+    inline float __ull2float_##SUFFIX(unsigned long long x) { return __emu::int_to_float_dir(x, __emu::MODE); } \
+    inline float __double2float_##SUFFIX(double x) { return __emu::double_to_float_dir(x, __emu::MODE); }
+__EMU_TO_FLOAT_DIRECTED(rz, RZ)
+__EMU_TO_FLOAT_DIRECTED(rd, RD)
+__EMU_TO_FLOAT_DIRECTED(ru, RU)
+#undef __EMU_TO_FLOAT_DIRECTED
+inline int __double2hiint(double x) { unsigned long long b; std::memcpy(&b, &x, 8); return (int)(unsigned)(b >> 32); }
+inline int __double2loint(double x) { unsigned long long b; std::memcpy(&b, &x, 8); return (int)(unsigned)b; }
+inline double __hiloint2double(int hi, int lo) {
+    const unsigned long long b = ((unsigned long long)(unsigned)hi << 32) | (unsigned)lo;
+    double x;
+    std::memcpy(&x, &b, 8);
+    return x;
+}
+// Integer min/max of CUDA's math API, and the vector norms (computed in double: within CUDA's few ulp).
+inline unsigned umin(unsigned a, unsigned b) { return a < b ? a : b; }
+inline unsigned umax(unsigned a, unsigned b) { return a < b ? b : a; }
+inline long long llmin(long long a, long long b) { return a < b ? a : b; }
+inline long long llmax(long long a, long long b) { return a < b ? b : a; }
+inline unsigned long long ullmin(unsigned long long a, unsigned long long b) { return a < b ? a : b; }
+inline unsigned long long ullmax(unsigned long long a, unsigned long long b) { return a < b ? b : a; }
+inline float norm3df(float a, float b, float c) { return (float)std::sqrt((double)a * a + (double)b * b + (double)c * c); }
+inline float rnorm3df(float a, float b, float c) { return (float)(1.0 / std::sqrt((double)a * a + (double)b * b + (double)c * c)); }
+inline float norm4df(float a, float b, float c, float d) {
+    return (float)std::sqrt((double)a * a + (double)b * b + (double)c * c + (double)d * d);
+}
+inline float rnorm4df(float a, float b, float c, float d) {
+    return (float)(1.0 / std::sqrt((double)a * a + (double)b * b + (double)c * c + (double)d * d));
+}
+inline float rhypotf(float a, float b) { return (float)(1.0 / std::hypot((double)a, (double)b)); }
+inline float normf(int n, const float* a) {
+    double s = 0.0;
+    for (int k = 0; k < n; ++k) s += (double)a[k] * a[k];
+    return (float)std::sqrt(s);
+}
+inline float rnormf(int n, const float* a) { return 1.0f / normf(n, a); }
 inline int __float_as_int(float x) { int i; std::memcpy(&i, &x, 4); return i; }
 inline unsigned __float_as_uint(float x) { unsigned i; std::memcpy(&i, &x, 4); return i; }
 inline float __int_as_float(int i) { float x; std::memcpy(&x, &i, 4); return x; }

@@ -2065,9 +2065,10 @@ EMU_WRAP_EXIT(quick_exit, "quick_exit")
 
 #ifndef EMU_ASAN
 // ---- undefined behaviour the GPU and the CPU resolve differently ----------------------------------
-// Kernels are compiled with -fsanitize=shift-exponent,float-cast-overflow (emulator.py's _UB_CHECKS) and
-// these are the hooks the instrumentation calls (libubsan is not linked; the layouts are GCC's).  Both
-// stop the launch with a KernelFault at the user's line: the emulator cannot give the GPU's answer.
+// Kernels are compiled with -fsanitize=shift-exponent,float-cast-overflow,alignment (emulator.py's
+// _UB_CHECKS) and these are the hooks the instrumentation calls (libubsan is not linked; the layouts are
+// GCC's).  Each stops the launch with a KernelFault at the user's line: the emulator cannot give the GPU's
+// answer (or, for a misaligned access, the GPU gives none: the x86 CPU would just load it).
 namespace {
 struct UbLocation { const char* file; uint32_t line, column; };
 struct UbType { uint16_t kind, info; char name[1]; };  // kind 0: integer (info: log2 bits << 1 | signed), 1: float (info: bits)
@@ -2110,8 +2111,20 @@ void ub_float_cast(const UbFloatCast* d, uintptr_t from) {
                 "__float2uint_rz, __float2ll_rz, ...)", d->from->name, ub_float(d->from, from), d->to->name,
                 ub_where(d->loc).c_str()));
 }
+struct UbTypeMismatch { UbLocation loc; const UbType* type; unsigned char log_alignment, kind; };
+void ub_misaligned(const UbTypeMismatch* d, uintptr_t address) {
+    if (!in_fiber()) return;
+    const unsigned align = 1u << d->log_alignment;
+    const char* access = d->kind == 0 ? "loads" : d->kind == 1 ? "stores" : "accesses";
+    ub_stop(fmt("%s a %s at address 0x%lx, which is not a multiple of its %u-byte alignment, at %s: a GPU stops the "
+                "kernel there (CUDA_ERROR_MISALIGNED_ADDRESS: misaligned address). A vector load such as "
+                "reinterpret_cast<const float4*>(x + k) needs k a multiple of 4 (and the array itself aligned)",
+                access, d->type->name, (unsigned long)address, align, ub_where(d->loc).c_str()));
+}
 }  // namespace
 extern "C" {
+void __ubsan_handle_type_mismatch_v1(void* d, void* p) { ub_misaligned((const UbTypeMismatch*)d, uintptr_t(p)); }
+void __ubsan_handle_type_mismatch_v1_abort(void* d, void* p) { ub_misaligned((const UbTypeMismatch*)d, uintptr_t(p)); }
 void __ubsan_handle_shift_out_of_bounds(void* d, void*, void* rhs) { ub_shift((const UbShift*)d, uintptr_t(rhs)); }
 void __ubsan_handle_shift_out_of_bounds_abort(void* d, void*, void* rhs) { ub_shift((const UbShift*)d, uintptr_t(rhs)); }
 void __ubsan_handle_float_cast_overflow(void* d, void* v) { ub_float_cast((const UbFloatCast*)d, uintptr_t(v)); }
