@@ -213,9 +213,11 @@ class Dropout(Function):
     """Zero each element with probability ``p``, scale the rest by ``1/(1-p)`` (inverted dropout)."""
 
     @staticmethod
-    def forward(ctx, a, p, seed):
+    def forward(ctx, a, p, seed, channels=False):
         xp = xp_of(a)
-        keep = np.random.default_rng(seed).random(a.shape) >= p
+        # channels (torch's feature dropout): one draw per [sample, channel], shared by its positions
+        shape = a.shape[:2] + (1,) * (a.ndim - 2) if channels else a.shape
+        keep = np.random.default_rng(seed).random(shape) >= p
         scale = a.dtype.type(1.0 / (1.0 - p) if p < 1 else 0.0)  # p = 1 drops everything, as in PyTorch
         ctx.mask = xp.asarray(keep) * scale
         return a * ctx.mask
@@ -1094,6 +1096,20 @@ def dropout(input, p=0.5, training=True, inplace=False, *, seed=None):
         raise RuntimeError(f"dropout: result type float can't be cast to the desired output type "
                            f"{input.dtype}")
     return Dropout.apply(input, p=p, seed=fresh_seed() if seed is None else seed)
+
+
+def feature_dropout(input, p, training, seed=None):
+    """torch's ``feature_dropout``: whole channels (dimension 1 of [N, C, ...]) zeroed with
+    probability ``p``, the rest scaled by ``1/(1-p)``: ``dropout1d/2d/3d``."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if input.ndim < 2:
+        raise RuntimeError("Feature dropout requires at least 2 dimensions in the input")
+    if not training or p == 0:
+        return input
+    if not is_floating(input.dtype) and p < 1:
+        raise RuntimeError(f"dropout: result type float can't be cast to the desired output type {input.dtype}")
+    return Dropout.apply(input, p=p, seed=fresh_seed() if seed is None else seed, channels=True)
 
 
 def swiglu(gate, up):
