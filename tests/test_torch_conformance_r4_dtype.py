@@ -254,18 +254,19 @@ def test_tensor_of_tensors_in_a_list_keeps_their_dtype():
 
 
 # ---- dim=None: torch's reductions split into those that take it (reduce all) and those that refuse --
-@pytest.mark.parametrize("name", ["max", "min", "prod", "logsumexp", "argmax", "argmin", "sum", "mean",
-                                  "std", "var", "amax", "amin", "all", "any", "count_nonzero", "norm"])
+@pytest.mark.parametrize("name", ["max", "min", "prod", "logsumexp", "median", "argmax", "argmin", "sum",
+                                  "mean", "std", "var", "amax", "amin", "all", "any", "count_nonzero", "norm",
+                                  "squeeze"])
 @pytest.mark.parametrize("keepdim", [None, True, False])
 def test_dim_none_as_torch(name, keepdim):
     options = {"dim": None} if keepdim is None else {"dim": None, "keepdim": keepdim}
-    if name == "count_nonzero" and keepdim is not None:
-        return  # (count_nonzero has no keepdim)
+    if name in ("count_nonzero", "squeeze") and keepdim is not None:
+        return  # (no keepdim)
     _same(lambda lib: getattr(lib.tensor([[1.0, 5.0], [3.0, 2.0]]), name)(**options))
 
 
 def test_max_and_min_without_dim_still_reduce_everything():
-    for name in ("max", "min", "prod"):
+    for name in ("max", "min", "prod", "median", "squeeze"):
         _same(lambda lib: getattr(lib.tensor([[1.0, 5.0], [3.0, 2.0]]), name)())
         _same(lambda lib: getattr(lib, name)(lib.tensor([[1.0, 5.0], [3.0, 2.0]])))
     _same(lambda lib: lib.tensor([[1.0, 5.0], [3.0, 2.0]]).max(1).values)

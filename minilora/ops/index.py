@@ -16,7 +16,7 @@ from ..device import xp_of
 from ..dtypes import checked_number, compute_dtype, is_floating, python_number, upcast
 from ..tensor import Function, Tensor, no_grad
 from .elementwise import computes_in_float32
-from .shape import add_at
+from .shape import NO_DIM, add_at, dim_given
 
 __all__ = ["gather", "sort", "argsort", "topk", "cumsum", "repeat", "tril", "triu", "nonzero",
            "return_type", "index_select", "index_add", "scatter", "scatter_add", "take_along_dim",
@@ -883,9 +883,10 @@ class MedianAll(Function):
             return ctx.picked * (g / ctx.picked.sum())
 
 
-def median(input, dim=None, keepdim=False):
+def median(input, dim=NO_DIM, keepdim=False):
     """``torch.median``: without ``dim`` the lower median of all elements; with ``dim`` a named tuple
     ``(values, indices)`` along it, each value's gradient to the returned index, as torch."""
+    dim = dim_given("median", dim)
     if dim is None:
         return MedianAll.apply(input)
     dim_ = _dim(dim, input.ndim, "median")

@@ -32,6 +32,7 @@ from ..dtypes import compute_dtype, get_default_dtype, is_floating
 from ..tensor import Function, Tensor, no_grad
 from .elementwise import AsType, backward_in_float32, computes_in_float32
 from .index import gather, quiet_float_errors, return_type
+from .shape import NO_DIM, dim_given
 
 __all__ = ["sum", "mean", "prod", "max", "min", "amax", "amin", "argmax", "argmin", "var", "std",
            "norm", "all", "any", "softmax", "log_softmax", "logsumexp", "var_mean", "std_mean", "aminmax",
@@ -51,19 +52,6 @@ def _numpy_aliases(fn):
                 kwargs[name] = kwargs.pop(alias)
         return fn(*args, **kwargs)
     return wrapper
-
-
-NO_DIM = object()  # the default of max/min/prod/median: torch tells x.max() from x.max(dim=None)
-
-
-def dim_given(name, dim):
-    """``dim`` of torch's max/min/prod/median/logsumexp, which take no dim or an int: an explicit
-    ``dim=None`` is torch's TypeError there (sum and mean take it and reduce everything).
-    Returns None for "no dim"."""
-    if dim is None:
-        raise TypeError(f"{name}() received an invalid combination of arguments - got (dim=NoneType), "
-                        f"but expected (Tensor input) or (Tensor input, int dim, bool keepdim)")
-    return None if dim is NO_DIM else dim
 
 
 def _axes(axis, ndim):

@@ -8,6 +8,18 @@ from ..device import xp_of
 from ..dtypes import float32, is_floating, result_type
 from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, no_grad
 
+NO_DIM = object()  # the default dim of max/min/prod/median/squeeze: torch tells x.max() from x.max(dim=None)
+
+
+def dim_given(name, dim):
+    """``dim`` of torch's max/min/prod/median/squeeze, which take no dim or an int: an explicit
+    ``dim=None`` is torch's TypeError there (sum and mean take it and reduce everything).
+    Returns None for "no dim"."""
+    if dim is None:
+        raise TypeError(f"{name}() received an invalid combination of arguments - got (dim=NoneType), "
+                        f"but expected no dim, or an int dim")
+    return None if dim is NO_DIM else dim
+
 __all__ = ["reshape", "transpose", "permute", "getitem", "index_put", "cat", "stack", "split", "chunk",
            "expand", "squeeze", "unsqueeze", "flatten", "flip", "unbind", "roll", "narrow", "diagonal",
            "diag", "movedim", "swapaxes", "tile", "unflatten", "select", "broadcast_to", "hstack",
@@ -433,9 +445,10 @@ def unsqueeze(input, dim):
     return reshape(input, input.shape[:dim] + (1,) + input.shape[dim:])
 
 
-def squeeze(input, dim=None):
+def squeeze(input, dim=NO_DIM):
     """Size-1 dimensions removed: all of them, or those of ``dim`` (an int or a tuple) that have size
     1 (others are kept, as in torch)."""
+    dim = dim_given("squeeze", dim)
     if dim is None:
         return reshape(input, tuple(n for n in input.shape if n != 1))
     dims = _dims(tuple(dim) if isinstance(dim, (tuple, list)) else (dim,), input.ndim)
@@ -903,7 +916,7 @@ def transpose_(self, dim0, dim1):
     return _reshaped_in_place(self, transpose, dim0, dim1)
 
 
-def squeeze_(self, dim=None):
+def squeeze_(self, dim=NO_DIM):
     return _reshaped_in_place(self, squeeze, dim)
 
 
