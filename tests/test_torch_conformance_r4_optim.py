@@ -539,3 +539,37 @@ def test_get_total_norm_and_clip_grads_with_norm_as_torch(norm_type, dtype):
                CLIP_GRADS, dtype)
     _same_clip(lambda lib, params: (ml.nn.utils if lib is optim else torch.nn.utils).get_total_norm([]), CLIP_GRADS,
                dtype)
+
+
+# --- hooks ---------------------------------------------------------------------------------------------------------
+def test_optimizer_hooks_as_torch():
+    """register_step_pre/post_hook (a pre-hook may replace step's arguments), the state_dict and load_state_dict
+    hooks (a returned dict replaces), handles that remove: the same calls, in the same order, as torch's."""
+    traces = []
+    for lib, params in zip((ml, torch), _twins()):
+        trace = []
+        opt = _module(lib).SGD(params, lr=0.1)
+        for p in params:
+            p.grad = lib.ones(p.shape, dtype=lib.float64)
+        handle = opt.register_step_pre_hook(
+            lambda o, args, kwargs: trace.append(("pre", o is opt, len(args), args[0] is opt, sorted(kwargs))))
+        opt.register_step_post_hook(lambda o, args, kwargs: trace.append(("post", len(args), sorted(kwargs))))
+        opt.step()
+        opt.step(closure=lambda: 1.0)
+        handle.remove()
+        opt.step()
+        opt.register_state_dict_pre_hook(lambda o: trace.append("state_dict pre"))
+        opt.register_state_dict_post_hook(lambda o, sd: {**sd, "extra": 1})
+        opt.register_state_dict_post_hook(lambda o, sd: trace.append(("first", sorted(sd))), prepend=True)
+        trace.append(sorted(opt.state_dict()))
+        opt.register_load_state_dict_pre_hook(
+            lambda o, sd: trace.append(("load pre", sorted(sd))) or {k: v for k, v in sd.items() if k != "extra"})
+        opt.register_load_state_dict_post_hook(lambda o: trace.append("load post"))
+        opt.load_state_dict(copy_module.deepcopy(opt.state_dict()))
+        opt.register_step_pre_hook(lambda o, args, kwargs: (args, {"closure": lambda: 7.0}))
+        trace.append(opt.step())
+        opt.register_step_pre_hook(lambda o, args, kwargs: 5)
+        with pytest.raises(RuntimeError, match="must return None or a tuple of"):
+            opt.step()
+        traces.append(trace)
+    assert traces[0] == traces[1]

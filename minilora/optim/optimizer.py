@@ -118,6 +118,35 @@ class Optimizer:
     def _all_params(self):
         return [p for group in self.param_groups for p in group["params"]]
 
+    # --- hooks, as torch's ------------------------------------------------------------------------
+    def register_step_pre_hook(self, hook):
+        """``hook(optimizer, args, kwargs)`` before each ``step()``; it may return ``(new_args, new_kwargs)``."""
+        return _register(self._hooks("step_pre"), hook)
+
+    def register_step_post_hook(self, hook):
+        """``hook(optimizer, args, kwargs)`` after each ``step()``."""
+        return _register(self._hooks("step_post"), hook)
+
+    def register_state_dict_pre_hook(self, hook, prepend=False):
+        """``hook(optimizer)`` before ``state_dict()`` builds its result."""
+        return _register(self._hooks("state_dict_pre"), hook, prepend)
+
+    def register_state_dict_post_hook(self, hook, prepend=False):
+        """``hook(optimizer, state_dict)`` after ``state_dict()``; a returned dict replaces the result."""
+        return _register(self._hooks("state_dict_post"), hook, prepend)
+
+    def register_load_state_dict_pre_hook(self, hook, prepend=False):
+        """``hook(optimizer, state_dict)`` before ``load_state_dict()``; a returned dict is loaded instead."""
+        return _register(self._hooks("load_state_dict_pre"), hook, prepend)
+
+    def register_load_state_dict_post_hook(self, hook, prepend=False):
+        """``hook(optimizer)`` after ``load_state_dict()``."""
+        return _register(self._hooks("load_state_dict_post"), hook, prepend)
+
+    def _hooks(self, kind):
+        """The ordered ``{handle id: hook}`` of one kind (made on first use: a subclass may skip __init__)."""
+        return self.__dict__.setdefault("_optimizer_hooks", {}).setdefault(kind, {})
+
     # --- memory and checkpoints -----------------------------------------------------------------
     def state_bytes(self):
         """Bytes held in optimizer state arrays (Adam: two per trained parameter)."""
@@ -134,6 +163,8 @@ class Optimizer:
         changing them changes the optimizer); only the group dicts are copies. Save it at once, or
         ``copy.deepcopy`` it to keep the values of now.
         """
+        for hook in list(self._hooks("state_dict_pre").values()):
+            hook(self)
         index = {}  # id -> number; a parameter listed twice gets its last number, as torch's
         for i, p in enumerate(self._all_params()):
             index[id(p)] = i
@@ -142,8 +173,12 @@ class Optimizer:
             saved = {k: v for k, v in group.items() if k != "params"}
             saved["params"] = [index[id(p)] for p in group["params"]]
             groups.append(saved)
-        state = {index[id(p)]: st for p, st in self.state.items() if id(p) in index}
-        return {"state": state, "param_groups": groups}
+        state_dict = {"state": {index[id(p)]: st for p, st in self.state.items() if id(p) in index},
+                      "param_groups": groups}
+        for hook in list(self._hooks("state_dict_post").values()):
+            result = hook(self, state_dict)
+            state_dict = state_dict if result is None else result
+        return state_dict
 
     def load_state_dict(self, state_dict):
         """Restore a ``state_dict()`` snapshot: hyperparameters and state (onto each parameter's
@@ -152,6 +187,9 @@ class Optimizer:
         Also takes torch's own ``optimizer.state_dict()`` (tensors, or the same converted to NumPy
         arrays): ``step`` may be a 0-d tensor/array, and torch's extra group entries (``foreach``,
         ``fused``, ...) are kept; one minilora cannot honour (``differentiable=True``) raises."""
+        for hook in list(self._hooks("load_state_dict_pre").values()):
+            result = hook(self, state_dict)
+            state_dict = state_dict if result is None else result
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
             raise ValueError(f"loaded state dict has a different number of parameter groups: "
@@ -178,6 +216,8 @@ class Optimizer:
         for group, own in zip(merged, self.param_groups):
             own.update(group)
         self.state = new_state
+        for hook in list(self._hooks("load_state_dict_post").values()):
+            hook(self)
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
@@ -201,11 +241,46 @@ def write_in_place(tensor, values):
 
 
 def _noting_that_it_ran(step):
+    """``step`` with what torch's wrapper adds: the step pre-hooks (which may replace its arguments), the
+    mark that it ran, and the post-hooks."""
     @functools.wraps(step)
-    def noted_step(self, *args, **kwargs):
-        self._opt_called = True
-        return step(self, *args, **kwargs)
+    def noted_step(*args, **kwargs):
+        self = args[0]
+        if self.__dict__.get("_in_step"):  # a subclass's step calling super().step(): the hooks ran already
+            return step(*args, **kwargs)
+        self._in_step = True
+        try:
+            return _step_with_hooks(self, step, args, kwargs)
+        finally:
+            self._in_step = False
     return noted_step
+
+
+def _step_with_hooks(self, step, args, kwargs):
+    """Run ``step(*args, **kwargs)`` between the optimizer's step pre- and post-hooks."""
+    for hook in list(self._hooks("step_pre").values()):
+        result = hook(self, args, kwargs)  # (args start with the optimizer itself, as torch's)
+        if result is not None:
+            if not (isinstance(result, tuple) and len(result) == 2):
+                raise RuntimeError(f"{step} must return None or a tuple of (new_args, new_kwargs), but got "
+                                   f"{result}.")
+            args, kwargs = result
+    self._opt_called = True
+    out = step(*args, **kwargs)
+    for hook in list(self._hooks("step_post").values()):
+        hook(self, args, kwargs)
+    return out
+
+
+def _register(hooks, hook, prepend=False):
+    """Add ``hook`` to ``hooks`` (first if ``prepend``); the handle's ``remove()`` takes it out."""
+    from ..nn.module import RemovableHandle  # (nn sits below optim; imported here to keep import order light)
+    handle = RemovableHandle(hooks)
+    hooks[handle.id] = hook
+    if prepend:
+        for key in [k for k in hooks if k != handle.id]:
+            hooks[key] = hooks.pop(key)  # (move every other hook behind the new one)
+    return handle
 
 
 def _as_groups(params):
