@@ -10,6 +10,7 @@ Every value is made on the host with NumPy (random draws from minilora's one see
 ``minilora.manual_seed``) and then moved to the device.
 """
 import math
+import operator
 
 import numpy as np
 
@@ -35,6 +36,18 @@ def _size(size, fn):
             raise RuntimeError(f"{fn}(): Trying to create tensor with negative dimension {int(n)}: "
                                f"{list(map(int, size))}")
     return tuple(int(n) for n in size)
+
+
+def _sizes(size, keywords, fn):
+    """The shape from ``f(2, 3)``, ``f((2, 3))`` or torch's keyword spelling ``f(size=(2, 3))``
+    (which ``**keywords`` holds: Python cannot also name the ``*size`` parameter as a keyword)."""
+    if keywords:
+        if set(keywords) != {"size"}:
+            raise TypeError(f"{fn}() got an unexpected keyword argument '{sorted(keywords)[0]}'")
+        if size:
+            raise TypeError(f"{fn}() got multiple values for argument 'size'")
+        size = (keywords["size"],)
+    return _size(size, fn)
 
 
 def _float_dtype(dtype):
@@ -123,20 +136,20 @@ def _device_of(device):
 
 
 # ---- filled with one value -----------------------------------------------------------------------
-def zeros(*size, dtype=None, device=None, requires_grad=False):
+def zeros(*size, dtype=None, device=None, requires_grad=False, **keywords):
     dtype = _float_dtype(dtype)
-    return _make(np.zeros(_size(size, "zeros"), dtype), dtype, device, requires_grad)
+    return _make(np.zeros(_sizes(size, keywords, "zeros"), dtype), dtype, device, requires_grad)
 
 
-def ones(*size, dtype=None, device=None, requires_grad=False):
+def ones(*size, dtype=None, device=None, requires_grad=False, **keywords):
     dtype = _float_dtype(dtype)
-    return _make(np.ones(_size(size, "ones"), dtype), dtype, device, requires_grad)
+    return _make(np.ones(_sizes(size, keywords, "ones"), dtype), dtype, device, requires_grad)
 
 
-def empty(*size, dtype=None, device=None, requires_grad=False):
+def empty(*size, dtype=None, device=None, requires_grad=False, **keywords):
     """As ``torch.empty``, but zero-filled: a teaching framework shows no stale memory."""
     dtype = _float_dtype(dtype)
-    return _make(np.zeros(_size(size, "empty"), dtype), dtype, device, requires_grad)
+    return _make(np.zeros(_sizes(size, keywords, "empty"), dtype), dtype, device, requires_grad)
 
 
 def _fill_dtype(fill_value):
@@ -192,6 +205,9 @@ def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False
 
 def eye(n, m=None, *, dtype=None, device=None, requires_grad=False):
     """The ``n x m`` identity (``m`` defaults to ``n``)."""
+    for name, value in (("n", n), ("m", m)):
+        if value is not None and value < 0:
+            raise RuntimeError(f"{name} must be greater or equal to 0, got {value}")
     dtype = _float_dtype(dtype)
     return _make(np.eye(n, n if m is None else m, dtype=dtype), dtype, device, requires_grad)
 
@@ -223,24 +239,24 @@ def _rng(generator):
     return getattr(generator, "_rng", generator)  # a minilora Generator, or a NumPy one
 
 
-def _random_float(draw, dtype, fn):
+def _random_float(draw, dtype, kernel):
     dtype = _float_dtype(dtype)
-    if not dtypes.is_floating(dtype):
-        raise RuntimeError(f"{fn}(): expected a floating point dtype, got {dtype}")
+    if not dtypes.is_floating(dtype):  # (torch names its kernel that has no such dtype)
+        raise NotImplementedError(f'"{kernel}" not implemented for \'{dtypes.torch_name(dtype)}\'')
     return dtypes.cast(draw(), dtype), dtype  # drawn in float64 (rounded to 16 bits through float32)
 
 
-def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
+def rand(*size, generator=None, dtype=None, device=None, requires_grad=False, **keywords):
     """Uniform on [0, 1)."""
-    shape = _size(size, "rand")
-    array, dtype = _random_float(lambda: _rng(generator).random(shape), dtype, "rand")
+    shape = _sizes(size, keywords, "rand")
+    array, dtype = _random_float(lambda: _rng(generator).random(shape), dtype, "check_uniform_bounds")
     return _make(array, dtype, device, requires_grad)
 
 
-def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):
+def randn(*size, generator=None, dtype=None, device=None, requires_grad=False, **keywords):
     """Standard normal."""
-    shape = _size(size, "randn")
-    array, dtype = _random_float(lambda: _rng(generator).standard_normal(shape), dtype, "randn")
+    shape = _sizes(size, keywords, "randn")
+    array, dtype = _random_float(lambda: _rng(generator).standard_normal(shape), dtype, "normal_kernel_cpu")
     return _make(array, dtype, device, requires_grad)
 
 
@@ -277,14 +293,28 @@ def randint(low, high=None, size=None, *, generator=None, dtype=None, device=Non
 def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False):
     """``steps`` evenly spaced values from ``start`` to ``end`` inclusive, bit for bit torch's CPU
     kernel: see ``_linspace`` (bfloat16 and float16: ``_linspace_16bit``)."""
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise RuntimeError(f"linspace(): number of steps must be non-negative, got {steps!r}")
+    steps = _check_steps("linspace", steps)
     dtype = _float_dtype(dtype)
     if steps == 0:  # (torch converts neither end then)
         return _make(np.zeros(0, dtype), dtype, device, requires_grad)
     if dtype.itemsize == 2 and dtypes.is_floating(dtype):
         return _make(_linspace_16bit(start, end, int(steps), dtype), dtype, device, requires_grad)
     return _make(_linspace(start, end, int(steps), dtype), dtype, device, requires_grad)
+
+
+def _check_steps(fn, steps):
+    """``steps`` as an int, with torch's checks: an int or a 0-d integer tensor (TypeError
+    otherwise), not negative."""
+    try:
+        if isinstance(steps, bool):
+            raise TypeError
+        steps = operator.index(steps)
+    except TypeError:
+        raise TypeError(f"{fn}(): argument 'steps' (position 3) must be int, not "
+                        f"{type(steps).__name__}") from None
+    if steps < 0:
+        raise RuntimeError("number of steps must be non-negative")
+    return steps
 
 
 def _linspace(start, end, steps, dtype):
@@ -315,8 +345,7 @@ def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_
     ``start``, the second down from ``end``), each power C's ``pow`` (Python's ``math.pow``: NumPy's
     vectorised power can differ in the last bit), rounded to ``dtype``. Integer dtypes truncate, and
     take ``base`` as a float32, as torch does."""
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise RuntimeError(f"logspace(): number of steps must be non-negative, got {steps!r}")
+    steps = _check_steps("logspace", steps)
     dtype = _float_dtype(dtype)
     if dtype == np.bool_:
         raise NotImplementedError('"logspace_cpu" not implemented for \'Bool\'')

@@ -614,3 +614,49 @@ def test_variance_without_degrees_of_freedom_warns_as_torch():
             L.var_mean(L.zeros(0)), L.ones(2).var(), L.ones(2, 3).var(0, correction=2)
         return [(w.category, str(w.message).split(" (Triggered internally")[0]) for w in caught]
     assert warned(ml) == warned(torch)
+
+
+# ---- factories: spellings, dtypes and errors ----------------------------------------------------------------
+FACTORIES = {
+    "eye0": lambda L: L.eye(0), "eye_neg": lambda L: L.eye(-1),
+    "eye23i": lambda L: L.eye(2, 3, dtype=L.int64), "eye_b": lambda L: L.eye(2, dtype=L.bool),
+    "eye_m_neg": lambda L: L.eye(2, -1), "eye_grad": lambda L: L.eye(2, requires_grad=True).requires_grad,
+    "eye_kw": lambda L: L.eye(n=2, m=3), "full_bool": lambda L: L.full((2,), True),
+    "full_f_int": lambda L: L.full((2,), 2.5, dtype=L.int64), "full_list": lambda L: L.full([2, 1], 1),
+    "full_int_grad": lambda L: L.full((2,), 1, requires_grad=True), "zeros_neg": lambda L: L.zeros(2, -1),
+    "zeros_float": lambda L: L.zeros(2.0), "zeros_empty": lambda L: L.zeros(()),
+    "zeros_none": lambda L: L.zeros([]), "ones_bool": lambda L: L.ones(2, dtype=L.bool),
+    "ones_int_grad": lambda L: L.ones(2, dtype=L.int64, requires_grad=True),
+    "empty_size": lambda L: L.empty(2, 3).shape,
+    "zeros_like_int_grad": lambda L: L.zeros_like(L.ones(2, dtype=L.int64), requires_grad=True),
+    "full_like_dtype": lambda L: L.full_like(L.ones(2), 7, dtype=L.int32),
+    "full_like_float_on_int": lambda L: L.full_like(L.ones(2, dtype=L.int64), 2.7),
+    "ones_like_bool": lambda L: L.ones_like(L.zeros(2, dtype=L.bool)),
+    "zeros_size_kw": lambda L: L.zeros(size=(2,3)), "ones_size_kw": lambda L: L.ones(size=[2]),
+    "tril_idx": lambda L: L.tril_indices(3, 3, -1), "triu_idx": lambda L: L.triu_indices(3, 4, 1),
+    "triu0": lambda L: L.triu_indices(0, 0), "tril_neg": lambda L: L.tril_indices(-1, 3),
+    "tril_int32": lambda L: L.tril_indices(2, 2, dtype=L.int32), "lin_neg": lambda L: L.linspace(0, 1, -1),
+    "lin_float_steps": lambda L: L.linspace(0, 1, 2.0), "log_neg": lambda L: L.logspace(0, 1, -1),
+    "lin_int_inf": lambda L: L.linspace(0, float('inf'), 3),
+    "lin_nan": lambda L: L.linspace(0, float('nan'), 3),
+    "lin_f16_big": lambda L: L.linspace(0, 1e5, 3, dtype=L.float16),
+    "lin_tensor_steps": lambda L: L.linspace(0, 1, L.tensor(3)),
+    "lin_kw": lambda L: L.linspace(start=0, end=1, steps=3, dtype=L.float64),
+    "rand_int": lambda L: L.rand(2, dtype=L.int64), "randn_neg": lambda L: L.randn(-1),
+    "randint_shape": lambda L: L.randint(5, (2, 3)).shape,
+    "randint_kw": lambda L: L.randint(low=0, high=5, size=(3,)).shape,
+    "randint_bad": lambda L: L.randint(5, 2, (3,)), "randperm": lambda L: L.randperm(4).sort().values,
+    "arange_kw": lambda L: L.arange(start=1, end=4), "numel": lambda L: L.numel(L.ones(2,3)),
+    "is_fp": lambda L: L.is_floating_point(L.ones(2)), "as_tensor_list": lambda L: L.as_tensor([1, 2.5]),
+    "as_tensor_dtype": lambda L: L.as_tensor([1, 2], dtype=L.float16),
+    "asarray_list": lambda L: L.asarray([[1, 2], [3, 4]]),
+    "empty_like_shape": lambda L: L.empty_like(L.ones(2, 3)).shape,
+    "full_scalar_shape": lambda L: L.full((), 3.0), "full_tensor_fill": lambda L: L.full((2,), L.tensor(3)),
+    "zeros_tuple_list": lambda L: L.zeros((2,), dtype=L.float64), "eye_float_n": lambda L: L.eye(2.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_factories_match_torch(name):
+    _same(FACTORIES[name])
+    _same(lambda L: str(FACTORIES[name](L).dtype).replace("torch.", "") if name.startswith("rand") else 0)
