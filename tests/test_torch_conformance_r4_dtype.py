@@ -157,6 +157,8 @@ def _lib_ops(lib):
         "right_shift_": lambda x, s: x.bitwise_right_shift_(s), "ilshift": lambda x, s: x.__ilshift__(s),
         "lshift_tensor": lambda x, s: x << lib.tensor([1, 9, -1, 70]).to(x.dtype),
         "rshift_tensor": lambda x, s: x >> lib.tensor([1, 9, -1, 70]).to(x.dtype),
+        "scatter_value": lambda x, s: x.scatter(0, lib.tensor([0, 2]), s),
+        "scatter_value_": lambda x, s: x.scatter_(0, lib.tensor([1]), s),
         "index_fill": lambda x, s: x.index_fill(0, lib.tensor([0, 2]), s),
         "index_fill_": lambda x, s: x.index_fill_(0, lib.tensor([1]), s),
     }

@@ -467,6 +467,8 @@ def _scatter(fn, input, dim, index, src, add):
         if src.dtype != input.dtype:
             raise RuntimeError(f"{fn}(): Expected self.dtype to be equal to src.dtype "
                                f"({input.dtype} vs {src.dtype})")
+    else:  # a number must fit, as torch checks (uint8: 300 raises, -1 is 255)
+        src = checked_number(python_number(src), input.dtype)
     if input.ndim == 0:
         src = src.reshape(1) if isinstance(src, Tensor) else src
         return Scatter.apply(input.reshape(1), src, index=index._array.reshape(1), axis=0,
