@@ -1516,7 +1516,7 @@ class _InputsGradStore(_GradStore):
                 raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
         super().__init__(seed)
         self.leaves = {id(t) for t in inputs if t._ctx is None}
-        self.nodes = {id(t._ctx): t for t in inputs if t._ctx is not None}
+        self.nodes_after_hooks = {id(t._ctx): t for t in inputs if t._ctx is not None}
 
     def takes(self, t):
         """Does a gradient for ``t`` go anywhere? (A left-out leaf's hooks do not run, as in torch.)"""
@@ -1527,7 +1527,7 @@ class _InputsGradStore(_GradStore):
             super().add(t, g)
 
     def add_node(self, ctx, g):
-        t = self.nodes[id(ctx)]
+        t = self.nodes_after_hooks[id(ctx)]
         if ctx.retained is None or ctx.retained() is not t:  # (else it arrives as a retained tensor)
             super().add(t, g)
 
@@ -1601,6 +1601,7 @@ def _run_backward(root, gradient, retain_graph, store=None):
     # (with `.nodes`: the non-leaf tensors' nodes whose gradient it wants) and .grad stays untouched
     store = _GradStore(gradient) if store is None else store
     wanted = getattr(store, "nodes", None)
+    wanted_after_hooks = getattr(store, "nodes_after_hooks", None)  # backward(inputs=[a non-leaf])
     if root._ctx is None:  # backward on a leaf: its gradient is the seed itself
         hooks = _hooked_leaf(root) if _leaf_hooks else None
         store.add(root, gradient if hooks is None else _fit(_run_hooks(hooks, gradient, root._device), root))
@@ -1625,6 +1626,8 @@ def _run_backward(root, gradient, retain_graph, store=None):
                 g = _run_hooks(ctx.hooks, g, ctx.device)
             if ctx.retained() is not None:
                 store.add(ctx.retained(), g)
+        if wanted_after_hooks and id(ctx) in wanted_after_hooks:  # its .grad: after its hooks, as torch
+            store.add_node(ctx, g)
         if g.itemsize == 2:  # a 16-bit gradient: overflow to inf silently, as torch (NumPy would warn)
             with np.errstate(all="ignore"):
                 in_grads = _backward(ctx, g, prof)

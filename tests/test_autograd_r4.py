@@ -273,3 +273,16 @@ def test_torch_autograd_namespace_spellings():
         return (x.grad,)
     for m, t in both(run):
         same(m, t)
+
+
+def test_backward_inputs_non_leaf_grad_is_after_its_hooks_as_torch():
+    """backward(inputs=[c]) fills c.grad after c's hooks; autograd.grad returns it before them."""
+    def run(lib):
+        a, _ = leaves(lib)
+        c = a * 3
+        c.register_hook(lambda g: g * 10)
+        (c * c).sum().backward(inputs=[c], retain_graph=True)
+        before_hooks = lib.autograd.grad((c * c).sum(), [c])[0]
+        return c.grad, before_hooks, a.grad
+    for m, t in both(run):
+        same(m, t)
