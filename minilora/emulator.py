@@ -317,6 +317,33 @@ class _Rewritten:
     constants: dict = None  # __constant__ name -> has an initializer (filled in by the build)
 
 
+def _bracket_depths(text: str) -> list[int]:
+    """How deep inside () or [] each character of `text` is (a bracket itself counts as inside).  Not <>:
+    `BLOCK >= 64` in an array size would close a template bracket that never opened."""
+    depths, depth = [], 0
+    for ch in text:
+        depth += ch in "(["
+        depths.append(depth)
+        depth -= ch in ")]"
+    return depths
+
+
+def _check_shared_declaration(text: str, line: int) -> None:
+    """Refuse, in nvcc's words where nvcc refuses too, the __shared__ declarations the rewriting cannot take."""
+    if not text.strip():
+        raise CompileError(f"line {line}: cannot parse this __shared__ declaration (no ';' ends it)")
+    if re.match(r"\s*(?:struct|class|union)\b[^;]*\{", text):
+        raise CompileError(f"line {line}: a __shared__ declaration that defines its struct in place is not supported "
+                           "by minilora's CUDA emulator: define the struct first, then declare `__shared__ Name s;`")
+    outside = "".join(ch for ch, depth in zip(text, _bracket_depths(text)) if depth == 0)
+    if re.search(r"(?<![=<>!])=(?!=)", outside) or re.search(r"[\w\]]\s*\{", text):
+        raise CompileError(f"line {line}: initializer not allowed for __shared__ variable (nvcc refuses it too): "
+                           "shared memory starts out indeterminate in every block; let the threads write it, then "
+                           "__syncthreads()")
+    if "{" in text or "}" in text:
+        raise CompileError(f"line {line}: cannot parse this __shared__ declaration")
+
+
 def _rewrite_shared(src: str) -> _Rewritten:
     """Replace every __shared__ declaration by per-block storage provided by the runtime.
 
@@ -350,8 +377,7 @@ def _rewrite_shared(src: str) -> _Rewritten:
                 start = line_start + len(words.group(1))
         end = masked.find(";", m.end())
         line = _line_of(src, start)
-        if end < 0 or "{" in masked[m.end():end] or "}" in masked[m.end():end]:
-            raise CompileError(f"line {line}: cannot parse this __shared__ declaration")
+        _check_shared_declaration(masked[m.end():end] if end >= 0 else "", line)
         quals = _ATTRS.sub(" ", masked[start:m.start()])
         body = (type_first + " " + _ATTRS.sub(" ", masked[m.end():end])).strip()
         cv = " ".join(q for q in ("volatile", "const") if re.search(rf"\b{q}\b", quals))

@@ -589,3 +589,27 @@ def test_integer_min_max_norms_and_directed_conversions_of_cudas_math_api():
     np.testing.assert_array_equal(f, np.array([13, 1 / 13, 85, 1 / 5, 16777216, -16777218, 16777218,
                                                2.0**63 - 2.0**39, 2.0**64, np.nextafter(tenth, np.float32(0)), tenth,
                                                -np.nextafter(tenth, np.float32(0)), -1.75], np.float32))
+
+
+@pytest.mark.parametrize("declaration, match", [
+    ("__shared__ float s[32] = {0};", r"line 2: initializer not allowed for __shared__ variable \(nvcc refuses it too\)"),
+    ("__shared__ float s[32]{};", "initializer not allowed for __shared__ variable"),
+    ("__shared__ struct { float v[32]; } s_;\n    float* s = s_.v;", r"defines its struct in place is not supported"),
+])
+def test_shared_declarations_the_rewriting_cannot_take_are_named(declaration, match):
+    """Both said only 'cannot parse this __shared__ declaration'."""
+    src = f'extern "C" __global__ void k(float* out) {{\n    {declaration}\n    out[threadIdx.x] = s[threadIdx.x];\n}}'
+    with pytest.raises(CompileError, match=match):
+        RawModule(code=src).get_function("k")
+
+
+def test_a_comparison_in_a_shared_array_size_is_not_an_initializer():
+    src = '''template <int BLOCK> __global__ void k(float* out) {
+        __shared__ float s[BLOCK >= 64 ? 64 : (BLOCK == 32 ? 32 : 16)];
+        s[threadIdx.x] = threadIdx.x;
+        __syncthreads();
+        out[threadIdx.x] = s[BLOCK - 1 - threadIdx.x];
+    }'''
+    out = np.zeros(32, np.float32)
+    RawModule(code=src, name_expressions=["k<32>"]).get_function("k<32>")(1, 32, (out,))
+    np.testing.assert_array_equal(out, np.arange(31, -1, -1))
