@@ -1504,8 +1504,8 @@ class _GradStore:
 
 class _InputsGradStore(_GradStore):
     """``backward(inputs=...)``: adds into the ``.grad`` of the given tensors only (torch's rule), a
-    non-leaf among them included; other leaves keep theirs. retain_grad() tensors on the way still
-    get theirs, as in torch."""
+    non-leaf among them included (as torch, by turning its retain_grad() on); other leaves keep theirs.
+    retain_grad() tensors on the way still get theirs, as in torch."""
 
     def __init__(self, seed, inputs):
         inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
@@ -1516,7 +1516,9 @@ class _InputsGradStore(_GradStore):
                 raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
         super().__init__(seed)
         self.leaves = {id(t) for t in inputs if t._ctx is None}
-        self.nodes_after_hooks = {id(t._ctx): t for t in inputs if t._ctx is not None}
+        for t in inputs:
+            if t._ctx is not None:  # torch turns retain_grad() on: .grad filled after its hooks, and kept on
+                t.retain_grad()
 
     def takes(self, t):
         """Does a gradient for ``t`` go anywhere? (A left-out leaf's hooks do not run, as in torch.)"""
@@ -1524,11 +1526,6 @@ class _InputsGradStore(_GradStore):
 
     def add(self, t, g):
         if self.takes(t):
-            super().add(t, g)
-
-    def add_node(self, ctx, g):
-        t = self.nodes_after_hooks[id(ctx)]
-        if ctx.retained is None or ctx.retained() is not t:  # (else it arrives as a retained tensor)
             super().add(t, g)
 
 
@@ -1601,7 +1598,6 @@ def _run_backward(root, gradient, retain_graph, store=None):
     # (with `.nodes`: the non-leaf tensors' nodes whose gradient it wants) and .grad stays untouched
     store = _GradStore(gradient) if store is None else store
     wanted = getattr(store, "nodes", None)
-    wanted_after_hooks = getattr(store, "nodes_after_hooks", None)  # backward(inputs=[a non-leaf])
     if root._ctx is None:  # backward on a leaf: its gradient is the seed itself
         hooks = _hooked_leaf(root) if _leaf_hooks else None
         store.add(root, gradient if hooks is None else _fit(_run_hooks(hooks, gradient, root._device), root))
@@ -1626,8 +1622,6 @@ def _run_backward(root, gradient, retain_graph, store=None):
                 g = _run_hooks(ctx.hooks, g, ctx.device)
             if ctx.retained() is not None:
                 store.add(ctx.retained(), g)
-        if wanted_after_hooks and id(ctx) in wanted_after_hooks:  # its .grad: after its hooks, as torch
-            store.add_node(ctx, g)
         if g.itemsize == 2:  # a 16-bit gradient: overflow to inf silently, as torch (NumPy would warn)
             with np.errstate(all="ignore"):
                 in_grads = _backward(ctx, g, prof)

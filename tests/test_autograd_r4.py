@@ -275,14 +275,17 @@ def test_torch_autograd_namespace_spellings():
         same(m, t)
 
 
-def test_backward_inputs_non_leaf_grad_is_after_its_hooks_as_torch():
-    """backward(inputs=[c]) fills c.grad after c's hooks; autograd.grad returns it before them."""
+def test_backward_inputs_non_leaf_grad_is_after_its_hooks_and_retained_as_torch():
+    """backward(inputs=[c]) turns c's retain_grad() on (torch's way): c.grad comes after c's hooks,
+    and a later backward fills it too."""
     def run(lib):
         a, _ = leaves(lib)
         c = a * 3
         c.register_hook(lambda g: g * 10)
         (c * c).sum().backward(inputs=[c], retain_graph=True)
-        before_hooks = lib.autograd.grad((c * c).sum(), [c])[0]
-        return c.grad, before_hooks, a.grad
+        first = c.grad.clone()
+        assert c.retains_grad
+        (c * c).sum().backward()
+        return first, c.grad, a.grad
     for m, t in both(run):
         same(m, t)
