@@ -103,6 +103,9 @@ BUILTIN_SIGNATURES.update({  # torch builtins without an inspectable signature (
     "softshrink": [("input", inspect.Parameter.empty), ("lambd", 0.5)],
     "prelu": [("input", inspect.Parameter.empty), ("weight", inspect.Parameter.empty)],
     "adaptive_avg_pool1d": [("input", inspect.Parameter.empty), ("output_size", inspect.Parameter.empty)],
+    **{name: [("input", inspect.Parameter.empty), ("weight", inspect.Parameter.empty), ("bias", None), ("stride", 1),
+              ("padding", 0), ("output_padding", 0), ("groups", 1), ("dilation", 1)]
+       for name in ("conv_transpose1d", "conv_transpose2d")},
 })
 MINILORA_ONLY = {"rotary_embedding", "swiglu"}  # no torch.nn.functional counterpart
 

@@ -733,3 +733,77 @@ def test_feature_dropout_layers_as_torch(name):
     assert (ours(x).numpy() != 1).any()
     ours.eval()
     assert ours(x) is x
+
+
+# ---- conv_transpose1d / conv_transpose2d and their layers ------------------------------------------
+_TRANSPOSED = [((2, 4, 5, 6), (4, 3, 3, 3), {}), ((2, 4, 5, 6), (4, 3, 3, 3), {"stride": 2}),
+               ((2, 4, 5, 6), (4, 3, 4, 4), {"stride": 2, "padding": 1, "output_padding": 1}),
+               ((2, 4, 5, 6), (4, 3, 3, 3), {"stride": (2, 3), "padding": (1, 0), "output_padding": (1, 2)}),
+               ((2, 4, 5, 6), (4, 3, 3, 3), {"dilation": 2, "padding": 1}),
+               ((2, 4, 5, 6), (4, 3, 3, 3), {"dilation": 2, "stride": 2, "output_padding": 1}),
+               ((2, 4, 5, 6), (4, 2, 3, 3), {"groups": 2, "stride": 2}), ((4, 5, 6), (4, 3, 3, 3), {}),
+               ((2, 4, 7), (4, 3, 3), {"stride": 2, "padding": 1, "output_padding": 1}), ((4, 7), (4, 3, 3), {})]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", _TRANSPOSED, ids=lambda v: str(v).replace(" ", ""))
+def test_conv_transpose_as_torch_forward_and_gradients(rng, x_shape, w_shape, kwargs):
+    fn = "conv_transpose2d" if len(w_shape) == 4 else "conv_transpose1d"
+    bias = rng.standard_normal(w_shape[1] * kwargs.get("groups", 1))
+    check(lambda x, w, b: getattr(F, fn)(x, w, b, **kwargs), lambda x, w, b: getattr(TF, fn)(x, w, b, **kwargs),
+          rng.standard_normal(x_shape), rng.standard_normal(w_shape), bias)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_conv_transpose_in_narrow_dtypes_as_torch(rng, dtype):
+    tol = {"float32": 1e-5, "bfloat16": 2e-2, "float16": 2e-3}[dtype]
+    check(lambda x, w: F.conv_transpose2d(x, w, stride=2, padding=1), lambda x, w: TF.conv_transpose2d(x, w, stride=2, padding=1),
+          rng.standard_normal((2, 4, 5, 6)), rng.standard_normal((4, 3, 3, 3)) * 0.3, dtype=dtype, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("call", [
+    lambda F, x, w: F.conv_transpose2d(x, w, output_padding=1), lambda F, x, w: F.conv_transpose2d(x[:, :3], w),
+    lambda F, x, w: F.conv_transpose2d(x[:, :, :1, :1], w, padding=2), lambda F, x, w: F.conv_transpose2d(x, w, groups=3),
+    lambda F, x, w: F.conv_transpose2d(x, w.float()), lambda F, x, w: F.conv_transpose2d(x, w, stride=0)],
+    ids=["output-padding-too-big", "channels", "output-too-small", "groups", "dtypes", "stride-0"])
+def test_conv_transpose_errors_are_torchs(rng, call):
+    (x, tx), (w, tw) = pair(rng.standard_normal((2, 4, 5, 6))), pair(rng.standard_normal((4, 3, 3, 3)))
+    same_error(lambda: call(F, x, w), lambda: call(TF, tx, tw))
+
+
+def test_conv_transpose_gradient_check_in_float64(rng):
+    x = ml.tensor(rng.standard_normal((1, 2, 3, 4)), requires_grad=True)
+    w = ml.tensor(rng.standard_normal((2, 3, 3, 2)), requires_grad=True)
+    grad_check(lambda x, w: F.conv_transpose2d(x, w, stride=2, padding=1, output_padding=1), x, w)
+    grad_check(lambda x, w: F.conv_transpose2d(x, w, dilation=2, groups=2, padding=(0, 1)), x,
+               ml.tensor(rng.standard_normal((2, 2, 2, 2)), requires_grad=True))
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda nn: nn.ConvTranspose2d(16, 3, 4, 2, 1, bias=False), (2, 16, 4, 5)),
+    (lambda nn: nn.ConvTranspose2d(4, 6, 3, output_padding=1, stride=2, groups=2, dilation=2), (2, 4, 3, 3)),
+    (lambda nn: nn.ConvTranspose1d(4, 6, 3), (2, 4, 7)), (lambda nn: nn.ConvTranspose1d(4, 6, 3, stride=2), (4, 7))])
+def test_conv_transpose_layers_as_torch(rng, make, shape):
+    ours, theirs = make(nn).double(), make(tnn).double()
+    assert repr(ours) == repr(theirs)
+    for name, param in theirs.named_parameters():
+        mine = getattr(ours, name)
+        assert tuple(mine.shape) == tuple(param.shape)
+        bound = 1 / np.sqrt(theirs.weight.shape[1] * np.prod(theirs.kernel_size))  # torch's fan_in
+        assert np.abs(mine.numpy()).max() <= bound + 1e-12
+        mine.data = ml.tensor(param.detach().numpy().copy())
+    check(ours, theirs, rng.standard_normal(shape))
+
+
+def test_conv_transpose_output_size_as_torch(rng):
+    ours, theirs = nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1).double(), tnn.ConvTranspose2d(3, 2, 3, stride=2, padding=1).double()
+    ours.weight.data, ours.bias.data = (ml.tensor(p.detach().numpy().copy()) for p in (theirs.weight, theirs.bias))
+    x, tx = pair(rng.standard_normal((1, 3, 4, 5)))
+    for size in ([8, 10], [1, 3, 7, 9], (7, 9)):
+        np.testing.assert_allclose(ours(x, output_size=size).numpy(), theirs(tx, output_size=size).detach().numpy(),
+                                   rtol=1e-12)
+    same_error(lambda: ours(x, output_size=[20, 20]), lambda: theirs(tx, output_size=[20, 20]))
+
+
+def test_conv_transpose_layer_refuses_other_padding_modes_as_torch():
+    same_error(lambda: nn.ConvTranspose2d(4, 6, 3, padding_mode="reflect"),
+               lambda: tnn.ConvTranspose2d(4, 6, 3, padding_mode="reflect"))

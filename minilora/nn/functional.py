@@ -20,7 +20,7 @@ from ..ops.nn import legacy_reduction as _legacy_reduction
 from ..ops.nn import feature_dropout as _feature_dropout
 from ..ops.nn import float32_inside as _float32_inside
 from ..ops.conv import (adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d,  # noqa: F401
-                        interpolate, max_pool1d, max_pool2d)
+                        conv_transpose1d, conv_transpose2d, interpolate, max_pool1d, max_pool2d)
 from ..ops.nn import (_refuse, cross_entropy, dropout, embedding, l1_loss, layer_norm,  # noqa: F401
                       mse_loss, nll_loss, one_hot, pad, rms_norm, rotary_embedding,
                       scaled_dot_product_attention, swiglu)
@@ -39,7 +39,7 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
            "upsample", "upsample_nearest", "upsample_bilinear", "soft_margin_loss",
            "hinge_embedding_loss", "poisson_nll_loss", "gaussian_nll_loss", "multilabel_soft_margin_loss",
            "multi_margin_loss", "threshold", "hardshrink", "softshrink", "tanhshrink", "prelu", "adaptive_avg_pool1d", "dropout1d", "dropout2d",
-           "dropout3d"]
+           "dropout3d", "conv_transpose1d", "conv_transpose2d"]
 
 
 def linear(input, weight, bias=None):

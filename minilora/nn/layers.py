@@ -27,7 +27,7 @@ __all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity",
            "Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d", "SoftMarginLoss", "HingeEmbeddingLoss",
            "PoissonNLLLoss", "GaussianNLLLoss", "MultiLabelSoftMarginLoss", "MultiMarginLoss",
            "Threshold", "Hardshrink", "Softshrink", "Tanhshrink", "PReLU", "AdaptiveAvgPool1d", "ConstantPad1d", "ConstantPad2d",
-           "ZeroPad1d", "ZeroPad2d", "ReflectionPad1d", "ReflectionPad2d", "ReplicationPad1d", "ReplicationPad2d", "CircularPad1d", "CircularPad2d", "Dropout1d", "Dropout2d", "Dropout3d"]
+           "ZeroPad1d", "ZeroPad2d", "ReflectionPad1d", "ReflectionPad2d", "ReplicationPad1d", "ReplicationPad2d", "CircularPad1d", "CircularPad2d", "Dropout1d", "Dropout2d", "Dropout3d", "ConvTranspose1d", "ConvTranspose2d"]
 
 
 def _float_dtype(dtype):
@@ -990,6 +990,8 @@ class _ConvNd(Module):
             text += f", padding={self.padding}"
         if self.dilation != (1,) * self._rank:
             text += f", dilation={self.dilation}"
+        if getattr(self, "output_padding", (0,) * self._rank) != (0,) * self._rank:  # transposed only
+            text += f", output_padding={self.output_padding}"
         if self.groups != 1:
             text += f", groups={self.groups}"
         if self.bias is None:
@@ -1006,6 +1008,59 @@ class Conv1d(_ConvNd):
 
 class Conv2d(_ConvNd):
     """Over [N, C, H, W] (or [C, H, W])."""
+    _rank = 2
+
+
+class _ConvTransposeNd(_ConvNd):
+    """torch's ``ConvTranspose1d/2d``: ``weight`` [in, out / groups, *kernel] (the transposed layout),
+    initialised as torch's; ``forward(input, output_size=None)`` picks the ``output_padding`` that
+    gives ``output_size``, as torch does."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
+                 bias=True, dilation=1, padding_mode="zeros", device=None, dtype=None):
+        if padding_mode != "zeros":
+            raise ValueError(f'Only "zeros" padding mode is supported for {type(self).__name__}')
+        if isinstance(padding, str):
+            raise ValueError(f"{type(self).__name__}: padding={padding!r} is not supported (an int or a tuple)")
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode, device, dtype)
+        self.output_padding = (output_padding,) * self._rank if isinstance(output_padding, int) \
+            else tuple(output_padding)
+        self.weight = _empty((in_channels, out_channels // groups) + self.kernel_size, dtype, device)
+        self.reset_parameters()
+
+    def _output_padding(self, input, output_size):
+        if output_size is None:
+            return self.output_padding
+        sizes = list(output_size)[-self._rank:] if len(output_size) > self._rank else list(output_size)
+        if len(sizes) != self._rank:
+            raise ValueError(f"ConvTranspose{self._rank}D: for {input.ndim}D input, output_size must have "
+                             f"{self._rank} or {self._rank + 2} elements (got {len(output_size)})")
+        spatial = input.shape[-self._rank:]
+        smallest = [(n - 1) * s - 2 * p + d * (k - 1) + 1 for n, s, p, d, k in
+                    zip(spatial, self.stride, self.padding, self.dilation, self.kernel_size)]
+        largest = [m + s - 1 for m, s in zip(smallest, self.stride)]
+        if any(not lo <= n <= hi for n, lo, hi in zip(sizes, smallest, largest)):
+            raise ValueError(f"requested an output size of {sizes}, but valid sizes range from {smallest} to "
+                             f"{largest} (for an input of {list(spatial)})")
+        return tuple(n - m for n, m in zip(sizes, smallest))
+
+    def forward(self, input, output_size=None):
+        conv = F.conv_transpose2d if self._rank == 2 else F.conv_transpose1d
+        output_padding = self._output_padding(input, output_size)
+        if self._rank == 1:
+            output_padding = output_padding[0]
+        return conv(input, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups,
+                    self.dilation)
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    """Over [N, C, L] (or [C, L])."""
+    _rank = 1
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    """Over [N, C, H, W] (or [C, H, W]): DCGAN's upsampling layer."""
     _rank = 2
 
 

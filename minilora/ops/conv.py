@@ -27,7 +27,7 @@ from ..tensor import Function, Tensor
 from .nn import _is_16bit_float, float32_inside
 
 __all__ = ["conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
-           "adaptive_avg_pool2d", "interpolate"]
+           "adaptive_avg_pool2d", "interpolate", "conv_transpose1d", "conv_transpose2d"]
 
 
 def _pair(value, name):
@@ -649,3 +649,87 @@ def _area_resize(input, sizes):
         return adaptive_avg_pool2d(input, tuple(sizes))
     raise NotImplementedError("interpolate: mode='area' on a 5-D input (adaptive_avg_pool3d) is not "
                               "implemented in minilora")
+
+
+# ---- transposed convolution ------------------------------------------------------------------------
+class ConvTranspose2d(Function):
+    """The adjoint of ``Conv2d`` with respect to its input: each input pixel ``x[n, c, h, w]`` adds
+    ``x * weight[c, o]`` into the output window at ``(h * stride, w * stride)`` (``weight`` [C_in,
+    C_out / groups, kh, kw], torch's layout). Forward is ``Conv2d``'s input gradient; backward is a
+    ``Conv2d`` forward (for the input) and ``Conv2d``'s weight gradient (for the weight)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, stride, padding, dilation, groups, output_padding):
+        xp = xp_of(x)
+        n, c_in, h, w = x.shape
+        kh, kw = weight.shape[2:]
+        ctx.x = x.reshape(n, groups, c_in // groups, h, w)
+        ctx.weight = weight.reshape(groups, c_in // groups, -1, kh, kw)
+        grad_windows = xp.einsum("ngchw,gcoij->ngohwij", ctx.x, ctx.weight, optimize=True)
+        grad_windows = grad_windows.reshape(n, -1, h, w, kh, kw)
+        full = tuple((size - 1) * s + d * (k - 1) + 1 + extra
+                     for size, s, d, k, extra in zip((h, w), stride, dilation, (kh, kw), output_padding))
+        ctx.geometry = (stride, padding, dilation, (h, w))
+        summed = _add_windows_back(xp, grad_windows, (n, grad_windows.shape[1]) + full, stride, dilation)
+        return _unpad(summed, padding)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, (nx, nw) = xp_of(g), ctx.needs_input_grad
+        stride, (ph, pw), dilation, (h, w) = ctx.geometry
+        groups, kh, kw = ctx.weight.shape[0], ctx.weight.shape[3], ctx.weight.shape[4]
+        padded = xp.pad(g, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else g
+        windows = _windows(xp, padded, (kh, kw), stride, dilation)[:, :, :h, :w]
+        windows = windows.reshape(g.shape[0], groups, -1, h, w, kh, kw)
+        gx = xp.einsum("ngohwij,gcoij->ngchw", windows, ctx.weight, optimize=True).reshape(
+            g.shape[0], -1, h, w) if nx else None
+        gw = xp.einsum("ngchw,ngohwij->gcoij", ctx.x, windows, optimize=True).reshape(
+            -1, ctx.weight.shape[2], kh, kw) if nw else None
+        return gx, gw
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """PyTorch's ``F.conv_transpose2d`` ("deconvolution", the upsampling layer of DCGAN's generator):
+    ``input`` [N, C_in, H, W] (or [C_in, H, W]) with ``weight`` [C_in, C_out / groups, kh, kw];
+    output size ``(H - 1) * stride - 2 * padding + dilation * (kh - 1) + output_padding + 1``."""
+    if input.dtype != weight.dtype:
+        raise RuntimeError(f"Input type ({input.dtype}) and weight type ({weight.dtype}) should be the same")
+    return _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
+
+
+@float32_inside
+def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation):
+    if input.ndim == 3:
+        return _conv_transpose2d(input.unsqueeze(0), weight, bias, stride, padding, output_padding, groups,
+                                 dilation).squeeze(0)
+    if input.ndim != 4 or weight.ndim != 4:
+        raise RuntimeError(f"conv_transpose2d: expected a 3-D or 4-D input and a 4-D weight, got "
+                           f"{tuple(input.shape)} and {tuple(weight.shape)}")
+    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    output_padding = _pair(output_padding, "output_padding")
+    _check_conv_geometry(stride, padding, dilation, groups)
+    if any(op >= s and op >= d for op, s, d in zip(output_padding, stride, dilation)):
+        raise RuntimeError(f"output padding must be smaller than either stride or dilation, but got "
+                           f"output_padding_height: {output_padding[0]} output_padding_width: {output_padding[1]} "
+                           f"stride_height: {stride[0]} stride_width: {stride[1]} dilation_height: {dilation[0]} "
+                           f"dilation_width: {dilation[1]}")
+    if input.shape[1] != weight.shape[0] or weight.shape[0] % groups:
+        raise RuntimeError(f"Given transposed=1, weight of size {list(weight.shape)}, expected input"
+                           f"{list(input.shape)} to have {weight.shape[0]} channels, but got {input.shape[1]} "
+                           f"channels instead")
+    sizes = [(n - 1) * s - 2 * p + d * (k - 1) + op + 1 for n, s, p, d, k, op in
+             zip(input.shape[2:], stride, padding, dilation, weight.shape[2:], output_padding)]
+    if min(sizes) <= 0:
+        raise RuntimeError(f"Given input size per channel: ({input.shape[2]} x {input.shape[3]}). Calculated "
+                           f"output size per channel: ({sizes[0]} x {sizes[1]}). Output size is too small")
+    out = ConvTranspose2d.apply(input, weight, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                                output_padding=output_padding)
+    return out if bias is None else out + bias.reshape(1, -1, 1, 1)
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """PyTorch's ``F.conv_transpose1d`` over [N, C_in, L]: ``conv_transpose2d`` of height 1."""
+    one = lambda v: (v if isinstance(v, int) else v[0])  # noqa: E731
+    out = conv_transpose2d(_as_image(input), _as_image(weight), bias, (1, one(stride)), (0, one(padding)),
+                           (0, one(output_padding)), groups, (1, one(dilation)))
+    return out.squeeze(-2)
