@@ -157,6 +157,10 @@ def _lib_ops(lib):
         "right_shift_": lambda x, s: x.bitwise_right_shift_(s), "ilshift": lambda x, s: x.__ilshift__(s),
         "lshift_tensor": lambda x, s: x << lib.tensor([1, 9, -1, 70]).to(x.dtype),
         "rshift_tensor": lambda x, s: x >> lib.tensor([1, 9, -1, 70]).to(x.dtype),
+        "init_constant_": lambda x, s: lib.nn.init.constant_(x, s),
+        "leaky_relu_slope": lambda x, s: lib.nn.functional.leaky_relu(x.float(), s),
+        "elu_alpha": lambda x, s: lib.nn.functional.elu(x.to(lib.float16), s),
+        "softplus_beta": lambda x, s: lib.nn.functional.softplus(x.to(lib.float64), s),
         "scatter_value": lambda x, s: x.scatter(0, lib.tensor([0, 2]), s),
         "scatter_value_": lambda x, s: x.scatter_(0, lib.tensor([1]), s),
         "index_fill": lambda x, s: x.index_fill(0, lib.tensor([0, 2]), s),
@@ -173,7 +177,7 @@ def _op(lib, name):
 
 # where the last bit may differ from torch, for reasons outside this file: NumPy's float32/float64 pow
 # and log (3 ** 0.5 and log(7) in float32), and torch's addcmul, which rounds value * t1 * t2 + input once (a fused multiply-add)
-_LAST_BIT = {"pow", "rpow", "pow_fn", "addcmul_value", "xlogy"}
+_LAST_BIT = {"pow", "rpow", "pow_fn", "addcmul_value", "xlogy", "softplus_beta"}
 
 
 def _sweep(name, dtype, scalars, ulps=0):

@@ -136,6 +136,7 @@ def _uniform_rejection(rng, shape, mean, std, a, b):
 
 
 def constant_(tensor, val):
+    val = dtypes.checked_number(dtypes.python_number(val), tensor.dtype)  # as torch's fill_: 300 into uint8 raises
     return _fill(tensor, np.full(tensor.shape, val))
 
 

@@ -1375,8 +1375,19 @@ class Softplus(Function):
             return xp.where(ctx.a * ctx.beta > ctx.threshold, g, g * z / (z + 1))
 
 
+def _checked_parameters(input, *values):
+    """An activation's numbers (leaky_relu's slope, elu's alpha, softplus's beta and threshold) as
+    torch takes them: in the op's compute type -- float32 for 16-bit floats -- and refused
+    (RuntimeError) past its range, where NumPy would compute with inf."""
+    dtype = float32 if _is_16bit_dtype(input.dtype) else input.dtype
+    return tuple(checked_number(python_number(v), dtype) if type(python_number(v)) in (int, float) else v
+                 for v in values)
+
+
 def softplus(input, beta=1.0, threshold=20.0):
-    return Softplus.apply(_floating(input), beta=beta, threshold=threshold)
+    input = _floating(input)
+    beta, threshold = _checked_parameters(input, beta, threshold)
+    return Softplus.apply(input, beta=beta, threshold=threshold)
 
 
 @computes_in_float32
@@ -1394,6 +1405,7 @@ class LeakyRelu(Function):
 
 
 def leaky_relu(input, negative_slope=0.01):
+    negative_slope, = _checked_parameters(input, negative_slope)
     return LeakyRelu.apply(input, slope=negative_slope)
 
 
@@ -1528,7 +1540,9 @@ class Elu(Function):
 
 
 def _elu(input, alpha, scale, input_scale):
-    return Elu.apply(_floating(input), alpha=alpha, scale=scale, input_scale=input_scale)
+    input = _floating(input)
+    alpha, = _checked_parameters(input, alpha)
+    return Elu.apply(input, alpha=alpha, scale=scale, input_scale=input_scale)
 
 
 _SELU_ALPHA, _SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
