@@ -106,6 +106,8 @@ BUILTIN_SIGNATURES.update({  # torch builtins without an inspectable signature (
     **{name: [("input", inspect.Parameter.empty), ("weight", inspect.Parameter.empty), ("bias", None), ("stride", 1),
               ("padding", 0), ("output_padding", 0), ("groups", 1), ("dilation", 1)]
        for name in ("conv_transpose1d", "conv_transpose2d")},
+    "pixel_shuffle": [("input", inspect.Parameter.empty), ("upscale_factor", inspect.Parameter.empty)],
+    "pixel_unshuffle": [("input", inspect.Parameter.empty), ("downscale_factor", inspect.Parameter.empty)],
 })
 MINILORA_ONLY = {"rotary_embedding", "swiglu"}  # no torch.nn.functional counterpart
 

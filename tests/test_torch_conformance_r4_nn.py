@@ -807,3 +807,37 @@ def test_conv_transpose_output_size_as_torch(rng):
 def test_conv_transpose_layer_refuses_other_padding_modes_as_torch():
     same_error(lambda: nn.ConvTranspose2d(4, 6, 3, padding_mode="reflect"),
                lambda: tnn.ConvTranspose2d(4, 6, 3, padding_mode="reflect"))
+
+
+# ---- pixel_shuffle / pixel_unshuffle, PixelShuffle, PixelUnshuffle, Softmax2d ------------------------
+@pytest.mark.parametrize("shape, r", [((2, 8, 3, 4), 2), ((9, 2, 3), 3), ((1, 2, 4, 3, 5), 2), ((2, 3, 4, 5), 1)])
+def test_pixel_shuffle_and_unshuffle_as_torch(rng, shape, r):
+    check(lambda x: F.pixel_shuffle(x, r), lambda x: TF.pixel_shuffle(x, r), rng.standard_normal(shape))
+    spatial = shape[:-2] + (shape[-2] * r, shape[-1] * r)
+    check(lambda x: F.pixel_unshuffle(x, downscale_factor=r), lambda x: TF.pixel_unshuffle(x, downscale_factor=r),
+          rng.standard_normal(spatial))
+    x = (rng.standard_normal(shape) * 10).astype(np.int64)
+    np.testing.assert_array_equal(F.pixel_shuffle(ml.tensor(x), r).numpy(), TF.pixel_shuffle(torch.tensor(x), r).numpy())
+
+
+@pytest.mark.parametrize("call", [
+    lambda F, x: F.pixel_shuffle(x[0, 0], 2), lambda F, x: F.pixel_shuffle(x[:, :5], 2), lambda F, x: F.pixel_shuffle(x, 0),
+    lambda F, x: F.pixel_unshuffle(x, 2), lambda F, x: F.pixel_unshuffle(x[0, 0], 2), lambda F, x: F.pixel_unshuffle(x, -1)],
+    ids=["shuffle-2d", "shuffle-channels", "shuffle-0", "unshuffle-height", "unshuffle-2d", "unshuffle-negative"])
+def test_pixel_shuffle_errors_are_torchs(rng, call):
+    x, tx = pair(rng.standard_normal((2, 8, 3, 3)))
+    same_error(lambda: call(F, x), lambda: call(TF, tx))
+
+
+@pytest.mark.parametrize("make, shape", [(lambda nn: nn.PixelShuffle(2), (2, 8, 3, 3)),
+                                         (lambda nn: nn.PixelUnshuffle(3), (2, 1, 6, 9)),
+                                         (lambda nn: nn.Softmax2d(), (2, 3, 4, 5)), (lambda nn: nn.Softmax2d(), (3, 4, 5))])
+def test_shuffle_and_softmax2d_layers_as_torch(rng, make, shape):
+    ours, theirs = make(nn), make(tnn)
+    assert repr(ours) == repr(theirs)
+    check(ours, theirs, rng.standard_normal(shape))
+
+
+def test_softmax2d_refuses_other_ranks_as_torch(rng):
+    x, tx = pair(rng.standard_normal((3, 4)))
+    same_error(lambda: nn.Softmax2d()(x), lambda: tnn.Softmax2d()(tx))

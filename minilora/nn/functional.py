@@ -39,7 +39,8 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
            "upsample", "upsample_nearest", "upsample_bilinear", "soft_margin_loss",
            "hinge_embedding_loss", "poisson_nll_loss", "gaussian_nll_loss", "multilabel_soft_margin_loss",
            "multi_margin_loss", "threshold", "hardshrink", "softshrink", "tanhshrink", "prelu", "adaptive_avg_pool1d", "dropout1d", "dropout2d",
-           "dropout3d", "conv_transpose1d", "conv_transpose2d"]
+           "dropout3d", "conv_transpose1d", "conv_transpose2d", "pixel_shuffle",
+           "pixel_unshuffle"]
 
 
 def linear(input, weight, bias=None):
@@ -469,3 +470,40 @@ def dropout3d(input, p=0.5, training=True, inplace=False):
     if input.ndim == 4:
         return _feature_dropout(input.unsqueeze(0), p, training).squeeze(0)
     return _feature_dropout(input, p, training)
+
+
+# ---- pixel (un)shuffle: channels <-> space (super-resolution's sub-pixel convolution) -----------------
+def pixel_shuffle(input, upscale_factor):
+    """[*, C r^2, H, W] -> [*, C, H r, W r]: each group of r^2 channels becomes an r x r block."""
+    r = _check_shuffle("pixel_shuffle", "upscale_factor", input, upscale_factor)
+    *batch, c, h, w = input.shape
+    if c % (r * r):
+        raise RuntimeError(f"pixel_shuffle expects its input's 'channel' dimension to be divisible by the square "
+                           f"of upscale_factor, but input.size(-3)={c} is not divisible by {r * r}")
+    k = len(batch)
+    blocks = input.reshape(*batch, c // (r * r), r, r, h, w)
+    order = list(range(k)) + [k, k + 3, k + 1, k + 4, k + 2]  # [*, C, H, r, W, r]
+    return blocks.permute(*order).reshape(*batch, c // (r * r), h * r, w * r)
+
+
+def pixel_unshuffle(input, downscale_factor):
+    """[*, C, H r, W r] -> [*, C r^2, H, W]: the inverse of ``pixel_shuffle``."""
+    r = _check_shuffle("pixel_unshuffle", "downscale_factor", input, downscale_factor)
+    *batch, c, h, w = input.shape
+    for name, size, dim in (("height", h, -2), ("width", w, -1)):
+        if size % r:
+            raise RuntimeError(f"pixel_unshuffle expects {name} to be divisible by downscale_factor, but "
+                               f"input.size({dim})={size} is not divisible by {r}")
+    k = len(batch)
+    blocks = input.reshape(*batch, c, h // r, r, w // r, r)
+    order = list(range(k)) + [k, k + 2, k + 4, k + 1, k + 3]  # [*, C, r, r, H, W]
+    return blocks.permute(*order).reshape(*batch, c * r * r, h // r, w // r)
+
+
+def _check_shuffle(fn, name, input, factor):
+    if input.ndim < 3:
+        raise RuntimeError(f"{fn} expects input to have at least 3 dimensions, but got input with {input.ndim} "
+                           f"dimension(s)")
+    if factor <= 0:
+        raise RuntimeError(f"{fn} expects a positive {name}, but got {factor}")
+    return int(factor)

@@ -27,7 +27,7 @@ __all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity",
            "Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d", "SoftMarginLoss", "HingeEmbeddingLoss",
            "PoissonNLLLoss", "GaussianNLLLoss", "MultiLabelSoftMarginLoss", "MultiMarginLoss",
            "Threshold", "Hardshrink", "Softshrink", "Tanhshrink", "PReLU", "AdaptiveAvgPool1d", "ConstantPad1d", "ConstantPad2d",
-           "ZeroPad1d", "ZeroPad2d", "ReflectionPad1d", "ReflectionPad2d", "ReplicationPad1d", "ReplicationPad2d", "CircularPad1d", "CircularPad2d", "Dropout1d", "Dropout2d", "Dropout3d", "ConvTranspose1d", "ConvTranspose2d"]
+           "ZeroPad1d", "ZeroPad2d", "ReflectionPad1d", "ReflectionPad2d", "ReplicationPad1d", "ReplicationPad2d", "CircularPad1d", "CircularPad2d", "Dropout1d", "Dropout2d", "Dropout3d", "ConvTranspose1d", "ConvTranspose2d", "PixelShuffle", "PixelUnshuffle", "Softmax2d"]
 
 
 def _float_dtype(dtype):
@@ -1167,6 +1167,39 @@ class UpsamplingBilinear2d(Upsample):
 
     def __init__(self, size=None, scale_factor=None):
         super().__init__(size, scale_factor, mode="bilinear", align_corners=True)
+
+
+class PixelShuffle(Module):
+    def __init__(self, upscale_factor):
+        super().__init__()
+        self.upscale_factor = upscale_factor
+
+    def forward(self, input):
+        return F.pixel_shuffle(input, self.upscale_factor)
+
+    def extra_repr(self):
+        return f"upscale_factor={self.upscale_factor}"
+
+
+class PixelUnshuffle(Module):
+    def __init__(self, downscale_factor):
+        super().__init__()
+        self.downscale_factor = downscale_factor
+
+    def forward(self, input):
+        return F.pixel_unshuffle(input, self.downscale_factor)
+
+    def extra_repr(self):
+        return f"downscale_factor={self.downscale_factor}"
+
+
+class Softmax2d(Module):
+    """Softmax over the channels (dimension -3) of [C, H, W] or [N, C, H, W]."""
+
+    def forward(self, input):
+        if input.ndim not in (3, 4):
+            raise ValueError(f"Softmax2d: expected input to be 3D or 4D, got {input.ndim}D instead")
+        return F.softmax(input, -3)
 
 
 class AdaptiveAvgPool1d(Module):
