@@ -1233,6 +1233,10 @@ class RawKernel:
                 if not a.flags.c_contiguous:
                     raise ValueError(f"{where} is not C-contiguous, but a kernel sees only a flat pointer; "
                                      "pass np.ascontiguousarray(x)")
+                if not a.flags.aligned:
+                    raise ValueError(f"{where} is not aligned to its dtype ({a.dtype}, {a.dtype.alignment} bytes), so "
+                                     "every load through it would be a misaligned access (device memory always is "
+                                     "aligned); pass np.require(x, requirements='A')")
                 if not _dtype_ok_for_pointer(p, a.dtype):
                     raise TypeError(f"{where} is {_ctype(p)} but the array has dtype {a.dtype}")
                 if not a.flags.writeable and not p.elem_const:

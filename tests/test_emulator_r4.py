@@ -613,3 +613,13 @@ def test_a_comparison_in_a_shared_array_size_is_not_an_initializer():
     out = np.zeros(32, np.float32)
     RawModule(code=src, name_expressions=["k<32>"]).get_function("k<32>")(1, 32, (out,))
     np.testing.assert_array_equal(out, np.arange(31, -1, -1))
+
+
+def test_an_unaligned_numpy_array_is_refused_at_the_call():
+    """np.frombuffer(..., offset=1) is a valid float32 array NumPy-side but no device array is ever unaligned:
+    the kernel's first load would be a misaligned access."""
+    raw = np.zeros(4 * 64 + 1, np.uint8)
+    x = np.frombuffer(raw.data, np.float32, count=64, offset=1)
+    y = np.zeros(64, np.float32)
+    with pytest.raises(ValueError, match=r"argument 0 \('x'\) of kernel 'vec_load' is not aligned to its dtype"):
+        RawModule(code=MISALIGNED).get_function("vec_load")(1, 8, (x, y, np.int32(0)))
