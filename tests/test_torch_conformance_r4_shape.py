@@ -660,3 +660,61 @@ FACTORIES = {
 def test_factories_match_torch(name):
     _same(FACTORIES[name])
     _same(lambda L: str(FACTORIES[name](L).dtype).replace("torch.", "") if name.startswith("rand") else 0)
+
+
+# ---- reductions as tutorials spell them: keywords, tuples of dims, NumPy's aliases, dtype= -----------------
+def _X(L):
+    return L.tensor([[3.0, 1.0, 2.0, 5.0], [0.0, 2.0, 2.0, -1.0], [4.0, 4.0, 0.0, 1.0]])
+
+
+SPELLINGS = {
+    "sum_kw": lambda L: _X(L).sum(dim=1, keepdim=True),
+    "max_kw": lambda L: tuple(L.max(_X(L), dim=1, keepdim=True)),
+    "max_values": lambda L: _X(L).max(dim=0).values, "max_indices": lambda L: _X(L).max(0).indices,
+    "std_pos_unbiased": lambda L: L.std(_X(L), 0, True),
+    "var_kw": lambda L: L.var(_X(L), dim=0, unbiased=False), "std_unb_only": lambda L: _X(L).std(False),
+    "var_corr": lambda L: _X(L).var(1, correction=2, keepdim=True),
+    "norm_kw": lambda L: _X(L).norm(p=2, dim=1), "norm_fn_kw": lambda L: L.norm(_X(L), dim=1, p=1),
+    "norm_fro_dims": lambda L: L.norm(_X(L), "fro", (0, 1)), "norm_keep": lambda L: _X(L).norm(2, 1, True),
+    "argmax_kw": lambda L: L.argmax(_X(L), dim=1, keepdim=True),
+    "lse_tuple": lambda L: L.logsumexp(_X(L), dim=(0, 1)),
+    "cumsum_dtype": lambda L: L.cumsum(_X(L), dim=0, dtype=L.float64),
+    "prod_kw": lambda L: L.prod(_X(L), 1, keepdim=True, dtype=L.float64),
+    "mean_tuple": lambda L: L.mean(_X(L), (0, 1)), "mean_axis": lambda L: _X(L).mean(axis=0),
+    "sum_keepdims": lambda L: _X(L).sum(axis=0, keepdims=True), "all_kw": lambda L: L.all(_X(L), dim=1),
+    "any_pos": lambda L: L.any(_X(L), 0, True), "amax_tuple": lambda L: _X(L).amax(dim=(0, 1)),
+    "min_idx0": lambda L: L.min(_X(L), 1)[0],
+    "median_kw": lambda L: tuple(L.median(_X(L), dim=1, keepdim=True)),
+    "mode_pos": lambda L: tuple(L.mode(_X(L), 0)), "softmax_dtype": lambda L: L.softmax(_X(L), 1, L.float64),
+    "softmax_kw": lambda L: _X(L).softmax(dim=-1, dtype=L.float64),
+    "log_softmax_kw": lambda L: L.log_softmax(_X(L), dim=1),
+    "sum_dtype": lambda L: L.sum(_X(L).long(), dtype=L.int32), "sum_empty_tuple": lambda L: _X(L).sum(()),
+    "count_nz_tuple": lambda L: _X(L).count_nonzero(dim=(0, 1)),
+    "max_other": lambda L: L.max(_X(L), _X(L).flip(0)),
+    "min_other": lambda L: L.min(_X(L), _X(L).t().t().flip(1)), "sum_list_dim": lambda L: _X(L).sum([0, 1]),
+    "mean_neg_tuple": lambda L: _X(L).mean((-1, -2), True), "var_tuple": lambda L: _X(L).var((0, 1)),
+    "std_tuple_kw": lambda L: _X(L).std(dim=(0,), correction=0),
+    "sort_kw": lambda L: tuple(L.sort(_X(L), dim=0, descending=True)),
+    "sort_stable": lambda L: tuple(_X(L).sort(stable=True, dim=1)),
+    "topk_kw": lambda L: tuple(L.topk(_X(L), k=2, dim=0, largest=False)),
+    "argsort_kw": lambda L: L.argsort(_X(L), dim=1, descending=True),
+    "argsort_stable": lambda L: L.argsort(_X(L), stable=True),
+    "cummax_kw": lambda L: tuple(L.cummax(_X(L), dim=1)),
+    "kthvalue_kw": lambda L: tuple(L.kthvalue(_X(L), k=2, dim=0, keepdim=True)),
+    "aminmax_kw": lambda L: tuple(L.aminmax(_X(L), dim=0, keepdim=True)),
+    "var_mean_kw": lambda L: L.var_mean(_X(L), dim=1, correction=0),
+    "unique_dim": lambda L: tuple(L.unique(_X(L), dim=0, return_inverse=True)),
+    "unique_sorted_false": lambda L: L.unique(_X(L), sorted=False),
+    "argmin_none_keep": lambda L: _X(L).argmin(keepdim=True), "max_dim_neg": lambda L: tuple(_X(L).max(-1)),
+    "logsumexp_keep": lambda L: _X(L).logsumexp(1, True), "prod_neg": lambda L: _X(L).prod(-1),
+    "cumprod_neg": lambda L: _X(L).cumprod(dim=-1), "nanmean_tuple": lambda L: _X(L).nanmean((0, 1)),
+    "std_mean_tuple": lambda L: L.std_mean(_X(L), (0, 1), keepdim=True),
+    "median_neg": lambda L: tuple(_X(L).median(-1)), "all_tuple": lambda L: _X(L).all(dim=(0, 1)),
+    "any_tuple": lambda L: L.any(_X(L), (0, 1), keepdim=True),
+    "max_keepdim_nodim": lambda L: _X(L).max(keepdim=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SPELLINGS))
+def test_reduction_spellings_match_torch(name):
+    _same(SPELLINGS[name], ulps=2)
