@@ -1038,18 +1038,30 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     if tuple(target.shape) != tuple(input.shape):
         raise ValueError(f"Target size ({tuple(target.shape)}) must be the same as input size "
                          f"({tuple(input.shape)})")
-    floating = [a for a in (input, target, pos_weight) if isinstance(a, Tensor)]
-    dtype = result_type(*floating)  # torch's promotion (a float32 target makes a float32 loss)
-    input, target, pos_weight = (a if not isinstance(a, Tensor) or a.dtype == dtype else a.to(dtype)
-                                 for a in (input, target, pos_weight))
     reduction = legacy_reduction(size_average, reduce, reduction)
     _check_reduction("binary_cross_entropy_with_logits", reduction)
     for name, tensor in (("weight", weight), ("pos_weight", pos_weight)):
         if isinstance(tensor, Tensor) and tensor.requires_grad:  # (torch's words)
             raise RuntimeError(f"The function 'binary_cross_entropy_with_logits' is not differentiable with "
                                f"respect to argument '{name}'. This input cannot have requires_grad True.")
-    weight = weight if not isinstance(weight, Tensor) or weight.dtype == dtype else weight.to(dtype)
+    if any(isinstance(a, Tensor) and a.dtype != input.dtype for a in (target, weight, pos_weight)):
+        return _reduced("binary_cross_entropy_with_logits",
+                        _bce_with_logits_of_mixed_dtypes(input, target, weight, pos_weight), reduction)
     return BinaryCrossEntropyWithLogits.apply(input, target, weight, pos_weight, reduction)
+
+
+def _bce_with_logits_of_mixed_dtypes(input, target, weight, pos_weight):
+    """torch's composite op by op, for tensors of several dtypes: its in-place steps keep their left
+    operand's dtype, so the loss comes out in the *target's* dtype (float64 logits and float32 labels:
+    a float32 loss), each step computed in the promoted dtype and stored."""
+    from .elementwise import logsigmoid
+    log_sigmoid_input = logsigmoid(input)
+    if pos_weight is not None:
+        log_weight = (pos_weight - 1) * target + 1
+        log_sigmoid_input = (log_sigmoid_input * log_weight).to(input.dtype)
+    loss = ((1 - target) * input).to(target.dtype)
+    loss = (loss - log_sigmoid_input).to(target.dtype)
+    return loss if weight is None else (loss * weight).to(target.dtype)
 
 
 def _binary_dtypes(fn, input, target):
