@@ -147,6 +147,13 @@ class Optimizer:
         """The ordered ``{handle id: hook}`` of one kind (made on first use: a subclass may skip __init__)."""
         return self.__dict__.setdefault("_optimizer_hooks", {}).setdefault(kind, {})
 
+    def _through_hooks(self, kind, state_dict):
+        """``state_dict`` passed through the hooks of ``kind`` in turn: a hook's non-None result replaces it."""
+        for hook in list(self._hooks(kind).values()):
+            result = hook(self, state_dict)
+            state_dict = state_dict if result is None else result
+        return state_dict
+
     # --- memory and checkpoints -----------------------------------------------------------------
     def state_bytes(self):
         """Bytes held in optimizer state arrays (Adam: two per trained parameter)."""
@@ -175,10 +182,7 @@ class Optimizer:
             groups.append(saved)
         state_dict = {"state": {index[id(p)]: st for p, st in self.state.items() if id(p) in index},
                       "param_groups": groups}
-        for hook in list(self._hooks("state_dict_post").values()):
-            result = hook(self, state_dict)
-            state_dict = state_dict if result is None else result
-        return state_dict
+        return self._through_hooks("state_dict_post", state_dict)
 
     def load_state_dict(self, state_dict):
         """Restore a ``state_dict()`` snapshot: hyperparameters and state (onto each parameter's
@@ -187,9 +191,7 @@ class Optimizer:
         Also takes torch's own ``optimizer.state_dict()`` (tensors, or the same converted to NumPy
         arrays): ``step`` may be a 0-d tensor/array, and torch's extra group entries (``foreach``,
         ``fused``, ...) are kept; one minilora cannot honour (``differentiable=True``) raises."""
-        for hook in list(self._hooks("load_state_dict_pre").values()):
-            result = hook(self, state_dict)
-            state_dict = state_dict if result is None else result
+        state_dict = self._through_hooks("load_state_dict_pre", state_dict)
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
             raise ValueError(f"loaded state dict has a different number of parameter groups: "
