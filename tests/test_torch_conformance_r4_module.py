@@ -1389,3 +1389,40 @@ def test_bce_with_logits_of_two_dtypes_is_in_the_targets_dtype(reduction, x_dtyp
         expected = a.detach().float().numpy()
         tolerance = 2e-2 * np.abs(expected).max() if "16" in x_dtype + t_dtype else 1e-6
         np.testing.assert_allclose(b.detach().float().numpy(), expected, rtol=tolerance, atol=tolerance)
+
+
+def conv_with_bias(x_dtype, b_dtype, call):
+    def snippet(lib):
+        F, dtype = lib.nn.functional, lambda name: getattr(lib, name)
+        if call == "conv1d":
+            out = F.conv1d(lib.ones(1, 2, 5, dtype=dtype(x_dtype)), lib.ones(3, 2, 3, dtype=dtype(x_dtype)),
+                           lib.ones(3, dtype=dtype(b_dtype)))
+        elif call == "conv2d":
+            out = F.conv2d(lib.ones(1, 2, 4, 4, dtype=dtype(x_dtype)), lib.ones(3, 2, 3, 3, dtype=dtype(x_dtype)),
+                           lib.ones(3, dtype=dtype(b_dtype)))
+        else:
+            layer = lib.nn.Conv2d(2, 3, 3).to(dtype(x_dtype))
+            layer.bias.data = layer.bias.data.to(dtype(b_dtype))
+            out = layer(lib.ones(1, 2, 4, 4, dtype=dtype(x_dtype)))
+        return out.dtype
+    return snippet
+
+
+CONV_CALLS = ["conv1d", "conv2d", "Conv2d with a bias cast alone"]
+DTYPE_PAIRS = [(a, b) for a in ("float16", "bfloat16", "float32", "float64")
+               for b in ("float16", "bfloat16", "float32", "float64")]
+
+
+@pytest.mark.parametrize("call", CONV_CALLS)
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_conv_bias_of_the_inputs_dtype(call, dtype):
+    check(conv_with_bias(dtype, dtype, call))
+
+
+@pytest.mark.xfail(strict=True, reason="ops/conv.py adds a bias of another dtype (fix pending)")
+@pytest.mark.parametrize("call", CONV_CALLS)
+@pytest.mark.parametrize("x_dtype,b_dtype", [pair for pair in DTYPE_PAIRS if pair[0] != pair[1]])
+def test_conv_bias_of_another_dtype_is_refused_as_torch(call, x_dtype, b_dtype):
+    """torch: 'Input type (float) and bias type (double) should be the same'; minilora added the bias in
+    the promoted dtype (a float64 result)."""
+    expect_error(conv_with_bias(x_dtype, b_dtype, call))
