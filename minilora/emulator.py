@@ -570,13 +570,21 @@ def _user_code(preprocessed: str, masked: str):
 
 def _refuse_unsupported(preprocessed: str, masked: str) -> None:
     """CUDA features g++ would reject with a baffling message, refused by name: a kernel launch in device
-    code (dynamic parallelism) and inline PTX (asm statements; guard them with #ifndef __CUDA_EMU__)."""
+    code (dynamic parallelism), host API calls (cudaMemcpyToSymbol, ...) and inline PTX (asm statements;
+    guard them with #ifndef __CUDA_EMU__)."""
     for file, line, text in _user_code(preprocessed, masked):
         where = f"{os.path.basename(file)}:{line}"
         if "<<<" in text:
             raise CompileError(f"{where}: a kernel launch <<<...>>> inside device code (CUDA dynamic parallelism) is "
                                "not supported by minilora's CUDA emulator (CuPy would also need -rdc=true and "
                                "cudadevrt): launch the child kernel from the host after the parent returns")
+        host = re.search(r"\b(cuda(?:Malloc|Memcpy|Memset|Free|DeviceSynchronize|GetLastError|LaunchKernel|"
+                         r"FuncSetAttribute|StreamCreate|EventCreate)\w*)\s*\(", text)
+        if host:
+            raise CompileError(f"{where}: {host.group(1)}() is the CUDA runtime's host API, and a RawModule source holds "
+                               "device code only (as CuPy's NVRTC compiles it): allocate and copy with NumPy arrays, "
+                               "and fill a __constant__ or __device__ variable with module.get_global('name')[...] = "
+                               "values (CuPy's get_global), the counterpart of cudaMemcpyToSymbol")
         if re.search(r"(?<![\w.])(?:asm|__asm__|__asm)\s*(?:volatile|__volatile__)?\s*\(", text):
             raise CompileError(f"{where}: inline PTX (an asm statement) cannot run on the CPU: the emulator compiles "
                                "CUDA C++ only. Use the CUDA intrinsic it stands for (%laneid: threadIdx.x % 32, "
