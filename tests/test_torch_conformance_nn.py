@@ -108,6 +108,8 @@ BUILTIN_SIGNATURES.update({  # torch builtins without an inspectable signature (
        for name in ("conv_transpose1d", "conv_transpose2d")},
     "pixel_shuffle": [("input", inspect.Parameter.empty), ("upscale_factor", inspect.Parameter.empty)],
     "pixel_unshuffle": [("input", inspect.Parameter.empty), ("downscale_factor", inspect.Parameter.empty)],
+    **{name: [("input", inspect.Parameter.empty), ("output_size", inspect.Parameter.empty), ("return_indices", False)]
+       for name in ("adaptive_max_pool1d", "adaptive_max_pool2d")},
 })
 MINILORA_ONLY = {"rotary_embedding", "swiglu"}  # no torch.nn.functional counterpart
 

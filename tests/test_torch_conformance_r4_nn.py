@@ -841,3 +841,50 @@ def test_shuffle_and_softmax2d_layers_as_torch(rng, make, shape):
 def test_softmax2d_refuses_other_ranks_as_torch(rng):
     x, tx = pair(rng.standard_normal((3, 4)))
     same_error(lambda: nn.Softmax2d()(x), lambda: tnn.Softmax2d()(tx))
+
+
+# ---- adaptive max pooling --------------------------------------------------------------------------
+_ADAPTIVE_MAX = {
+    "2d": lambda F, x: F.adaptive_max_pool2d(x, (2, 3)), "2d-int": lambda F, x: F.adaptive_max_pool2d(x, 3),
+    "2d-none": lambda F, x: F.adaptive_max_pool2d(x, (None, 4)), "2d-unbatched": lambda F, x: F.adaptive_max_pool2d(x[0], (4, 4)),
+    "2d-indices": lambda F, x: F.adaptive_max_pool2d(x, (3, 3), return_indices=True)[0],
+    "1d": lambda F, x: F.adaptive_max_pool1d(x[:, :, 0], 3), "1d-tuple": lambda F, x: F.adaptive_max_pool1d(x[0, :, 0], (4,)),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("name", list(_ADAPTIVE_MAX))
+def test_adaptive_max_pool_as_torch_bit_for_bit(rng, name, dtype):
+    """The windows overlap when the sizes do not divide: a 16-bit gradient adds up in 16 bits, in
+    output order, as torch's kernel -- the same bits."""
+    x = rng.standard_normal((2, 3, 5, 7))
+    x[0, 0, 0, :2] = 3.0  # a tie: the first wins
+    check(lambda x: _ADAPTIVE_MAX[name](F, x), lambda x: _ADAPTIVE_MAX[name](TF, x), x, dtype=dtype, exact=True)
+
+
+def test_adaptive_max_pool_indices_and_gradient_check(rng):
+    x = rng.standard_normal((2, 3, 5, 7))
+    _, ours = F.adaptive_max_pool2d(ml.tensor(x), (3, 4), True)
+    _, theirs = TF.adaptive_max_pool2d(torch.tensor(x), (3, 4), True)
+    assert ours.dtype == ml.int64
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    _, ours1 = F.adaptive_max_pool1d(ml.tensor(x[:, :, 0]), 3, return_indices=True)
+    np.testing.assert_array_equal(ours1.numpy(), TF.adaptive_max_pool1d(torch.tensor(x[:, :, 0]), 3, True)[1].numpy())
+    grad_check(lambda t: F.adaptive_max_pool2d(t, (3, 4)), ml.tensor(x, requires_grad=True))
+
+
+@pytest.mark.parametrize("call", [
+    lambda F, x: F.adaptive_max_pool2d(x.long(), 2), lambda F, x: F.adaptive_max_pool2d(x[0, 0], 2),
+    lambda F, x: F.adaptive_max_pool2d(x[:, :, :0], 2), lambda F, x: F.adaptive_max_pool1d(x, 2)],
+    ids=["int64", "2d-input", "empty", "1d-4d-input"])
+def test_adaptive_max_pool_errors_are_torchs(rng, call):
+    x, tx = pair(rng.standard_normal((2, 3, 5, 7)))
+    same_error(lambda: call(F, x), lambda: call(TF, tx))
+
+
+@pytest.mark.parametrize("make, shape", [(lambda nn: nn.AdaptiveMaxPool2d((2, 3)), (2, 3, 5, 7)),
+                                         (lambda nn: nn.AdaptiveMaxPool1d(3), (2, 3, 7))])
+def test_adaptive_max_pool_layers_as_torch(rng, make, shape):
+    ours, theirs = make(nn), make(tnn)
+    assert repr(ours) == repr(theirs)
+    check(ours, theirs, rng.standard_normal(shape))

@@ -13,7 +13,7 @@ from .layers import (AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, Conv1d, Conv2d, Ma
                      MaxPool2d)
 from .layers import GRU, LSTM, RNN  # noqa: F401
 from .layers import ConvTranspose1d, ConvTranspose2d, Dropout1d, Dropout2d, Dropout3d  # noqa: F401
-from .layers import PixelShuffle, PixelUnshuffle, Softmax2d  # noqa: F401
+from .layers import AdaptiveMaxPool1d, AdaptiveMaxPool2d, PixelShuffle, PixelUnshuffle, Softmax2d  # noqa: F401
 from .layers import (AdaptiveAvgPool1d, CircularPad1d, CircularPad2d, ConstantPad1d, ConstantPad2d,  # noqa: F401
                      Hardshrink, PReLU, ReflectionPad1d, ReflectionPad2d, ReplicationPad1d, ReplicationPad2d,
                      Softshrink, Tanhshrink, Threshold, ZeroPad1d, ZeroPad2d)
@@ -40,4 +40,5 @@ __all__ = ["Module", "Parameter", "ParameterList", "ParameterDict", "ModuleList"
            "Hardshrink", "Softshrink", "Tanhshrink", "PReLU", "AdaptiveAvgPool1d", "ConstantPad1d", "ConstantPad2d",
            "ZeroPad1d", "ZeroPad2d", "ReflectionPad1d", "ReflectionPad2d", "ReplicationPad1d", "ReplicationPad2d",
            "CircularPad1d", "CircularPad2d", "Dropout1d", "Dropout2d", "Dropout3d",
-           "ConvTranspose1d", "ConvTranspose2d", "PixelShuffle", "PixelUnshuffle", "Softmax2d"]
+           "ConvTranspose1d", "ConvTranspose2d", "PixelShuffle", "PixelUnshuffle", "Softmax2d",
+           "AdaptiveMaxPool1d", "AdaptiveMaxPool2d"]

@@ -27,7 +27,8 @@ from ..tensor import Function, Tensor
 from .nn import _is_16bit_float, float32_inside
 
 __all__ = ["conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
-           "adaptive_avg_pool2d", "interpolate", "conv_transpose1d", "conv_transpose2d"]
+           "adaptive_avg_pool2d", "interpolate", "conv_transpose1d", "conv_transpose2d",
+           "adaptive_max_pool1d", "adaptive_max_pool2d"]
 
 
 def _pair(value, name):
@@ -489,29 +490,110 @@ def adaptive_avg_pool2d(input, output_size):
     """PyTorch's ``F.adaptive_avg_pool2d``: output cell ``(i, j)`` averages rows
     ``floor(i H / h_out)`` to ``ceil((i + 1) H / h_out)`` (and the same for columns), so any
     input size maps to ``output_size``; ``None`` keeps that dimension."""
+    sizes = _adaptive_checks("adaptive_avg_pool2d", input, output_size)
+    _dtypes_taken("adaptive_avg_pool2d", input)
+    rows, cols = _adaptive_cells(input, sizes)
+    return _adaptive_avg_pool2d(input, rows, cols, _narrow(input))
+
+
+def _adaptive_checks(fn, input, output_size):
+    """torch's checks of an adaptive pooling call; the two output sizes (None: the input's)."""
     if input.ndim not in (3, 4):
-        raise RuntimeError(f"adaptive_avg_pool2d(): Expected 3D or 4D tensor, but got {list(input.shape)}")
+        raise RuntimeError(f"{fn}(): Expected 3D or 4D tensor, but got {list(input.shape)}")
     if 0 in tuple(input.shape[-3:]):
-        raise RuntimeError(f"adaptive_avg_pool2d(): Expected input to have non-zero size for non-batch "
-                           f"dimensions, but input has sizes {list(input.shape)}")
+        raise RuntimeError(f"{fn}(): Expected input to have non-zero size for non-batch dimensions, but input "
+                           f"has sizes {list(input.shape)}")
     sizes = (output_size, output_size) if isinstance(output_size, int) or output_size is None else tuple(output_size)
     if len(sizes) != 2:
-        raise RuntimeError("adaptive_avg_pool2d: output_size must be 2")
+        raise RuntimeError(f"{fn}: output_size must be 2")
     if any(n is not None and n < 0 for n in sizes):
-        raise RuntimeError(f"adaptive_avg_pool2d: elements of output_size must be greater than or equal to 0 "
-                           f"but received {list(sizes)}")
-    _dtypes_taken("adaptive_avg_pool2d", input)
-    return _adaptive_avg_pool2d(input, sizes, _narrow(input))
+        raise RuntimeError(f"{fn}: elements of output_size must be greater than or equal to 0 but received "
+                           f"{list(sizes)}")
+    return sizes
+
+
+def _adaptive_cells(input, sizes):
+    """Each output row's and column's input slice: ``floor(i H / h_out)`` to ``ceil((i + 1) H / h_out)``."""
+    h, w = input.shape[-2:]
+    h_out, w_out = (h if sizes[0] is None else sizes[0]), (w if sizes[1] is None else sizes[1])
+    rows = tuple(slice(i * h // h_out, -(-(i + 1) * h // h_out)) for i in range(h_out))
+    cols = tuple(slice(j * w // w_out, -(-(j + 1) * w // w_out)) for j in range(w_out))
+    return rows, cols
 
 
 @float32_inside
-def _adaptive_avg_pool2d(input, output_size, round_to):
-    h, w = input.shape[-2:]
-    h_out, w_out = output_size
-    h_out, w_out = h if h_out is None else h_out, w if w_out is None else w_out
-    rows = tuple(slice(i * h // h_out, -(-(i + 1) * h // h_out)) for i in range(h_out))
-    cols = tuple(slice(j * w // w_out, -(-(j + 1) * w // w_out)) for j in range(w_out))
+def _adaptive_avg_pool2d(input, rows, cols, round_to):
     return AdaptiveAvgPool2d.apply(input, rows=rows, cols=cols, round_to=round_to)
+
+
+class AdaptiveMaxPool2d(Function):
+    """Output cell ``(i, j)``: the largest element of input rows ``rows[i]`` and columns ``cols[j]``
+    (the first of equal ones; a NaN wins). Backward adds each cell's gradient to its element, cell by
+    cell (in ``round_to``, a 16-bit dtype, rounding after each addition, as torch's kernel)."""
+
+    @staticmethod
+    def forward(ctx, x, rows, cols, round_to=None):
+        xp = xp_of(x)
+        h, w = x.shape[-2:]
+        out = xp.empty((*x.shape[:-2], len(rows), len(cols)), dtype=x.dtype)
+        where = xp.empty(out.shape, dtype=np.int64)  # each maximum's flat index in its H x W plane
+        for i, r in enumerate(rows):
+            for j, c in enumerate(cols):
+                block = x[..., r, c].reshape(*x.shape[:-2], -1)
+                nan = xp.isnan(block)
+                choice = xp.where(nan.any(-1), nan.argmax(-1), block.argmax(-1))
+                out[..., i, j] = xp.take_along_axis(block, choice[..., None], -1)[..., 0]
+                width = c.stop - c.start
+                where[..., i, j] = (r.start + choice // width) * w + c.start + choice % width
+        ctx.shape, ctx.where, ctx.round_to = x.shape, where, round_to
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = xp_of(g)
+        planes = int(np.prod(ctx.shape[:-2]))
+        gx = xp.zeros((planes, ctx.shape[-2] * ctx.shape[-1]), dtype=g.dtype)
+        g2, where = g.reshape(planes, -1), ctx.where.reshape(planes, -1)
+        every = xp.arange(planes)
+        for cell in range(g2.shape[1]):  # in output order: torch's order of additions
+            gx[every, where[:, cell]] += g2[:, cell]
+            if ctx.round_to is not None:
+                gx[every, where[:, cell]] = _rounded(gx[every, where[:, cell]], ctx.round_to)
+        return gx.reshape(ctx.shape)
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False):
+    """PyTorch's ``F.adaptive_max_pool2d``: the maximum over the cells ``adaptive_avg_pool2d``
+    averages; ``return_indices=True`` also gives each maximum's flat index in its H x W plane."""
+    sizes = _adaptive_checks("adaptive_max_pool2d", input, output_size)
+    _dtypes_taken("adaptive_max_pool2d", input)
+    rows, cols = _adaptive_cells(input, sizes)
+    out = _adaptive_max_pool2d(input, rows, cols, _narrow(input))
+    if return_indices:
+        return out, Tensor(_adaptive_max_indices(input, rows, cols), dtype=np.int64, device=input.device)
+    return out
+
+
+@float32_inside
+def _adaptive_max_pool2d(input, rows, cols, round_to):
+    return AdaptiveMaxPool2d.apply(input, rows=rows, cols=cols, round_to=round_to)
+
+
+def _adaptive_max_indices(input, rows, cols):
+    """The flat indices of the maxima (a no-grad recomputation on the host)."""
+    ctx = type("Ctx", (), {})()
+    AdaptiveMaxPool2d.forward(ctx, input.numpy(force=True), rows, cols)
+    return ctx.where
+
+
+def adaptive_max_pool1d(input, output_size, return_indices=False):
+    """``adaptive_max_pool2d`` of a [N, C, L] (or [C, L]) input seen as images of height 1."""
+    if input.ndim not in (2, 3):
+        raise RuntimeError(f"Expected 2 to 3 dimensions, but got {input.ndim}-dimensional tensor for argument "
+                           f"#1 'self' (while checking arguments for adaptive_max_pool1d)")
+    size = output_size if isinstance(output_size, int) else tuple(output_size)[0]
+    out = adaptive_max_pool2d(input.unsqueeze(-2), (1, size), return_indices)
+    return tuple(t.squeeze(-2) for t in out) if return_indices else out.squeeze(-2)
 
 
 # ---- resizing: F.interpolate -----------------------------------------------------------------------
