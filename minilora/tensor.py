@@ -1364,8 +1364,9 @@ def _inferred_dtype(data):
     types = set(map(type, data))
     if types <= _PYTHON_NUMBERS:  # the common case, a list of Python numbers: no walk item by item
         return dtypes.get_default_dtype() if float in types else dtypes.int64 if int in types else dtypes.bool
-    found = None
+    found, first_is_sequence = None, _is_sequence(data[0])
     for item in data:
+        _check_item(item, first_is_sequence, data[0])
         dtype = _inferred_dtype(item)
         if dtype is None:
             return None
@@ -1374,6 +1375,23 @@ def _inferred_dtype(data):
 
 
 _PYTHON_NUMBERS = {int, float, bool}
+
+
+def _is_sequence(item):
+    return isinstance(item, (list, tuple, range)) or getattr(item, "ndim", 0) > 0
+
+
+def _check_item(item, first_is_sequence, first):
+    """torch's TypeErrors for a list whose items are not alike (NumPy would raise ValueError, or take
+    them): a number where the first item was a list ([[1], 2]), a list where it was a number
+    ([1, [2]]), a string among numbers, a 0-d NumPy array."""
+    if isinstance(item, np.ndarray) and item.ndim == 0:
+        raise TypeError("len() of unsized object")
+    if isinstance(item, str) and not isinstance(first, str):
+        raise TypeError("new(): invalid data type 'str'")
+    if _is_sequence(item) != first_is_sequence and not isinstance(item, str):
+        raise TypeError("not a sequence" if first_is_sequence else
+                        f"'{type(item).__name__}' object cannot be interpreted as a number")
 
 
 def _assignable_numpy_scalar(value, dtype):

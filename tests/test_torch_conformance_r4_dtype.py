@@ -313,3 +313,14 @@ def test_in_place_add_casts_as_torch(target, source):
     _same(snippet)
     assert ml.can_cast(getattr(ml, source), getattr(ml, target)) == torch.can_cast(
         getattr(torch, source), getattr(torch, target))
+
+
+@pytest.mark.parametrize("data", [[[1, 2], [3]], [[1], 2], [1, [2]], [1, "a"], ["a", 1], ["a", "b"], [None],
+                                  [1, None], [np.array(1.5)], [np.array(1.5), 2], [[1, 2], [3, "a"]],
+                                  [[np.array(1.0)]], [[1, 2], np.array([3, 4])], [[1, 2], (3, 4)], [[[]]],
+                                  [np.array([1, 2]), np.array([3])], {1, 2}, "a"])
+def test_tensor_refuses_what_torch_refuses(data):
+    """A number where a list was, a list where a number was, a string among numbers, a 0-d NumPy
+    array in a list: torch's TypeError (NumPy says ValueError, or takes them); ragged lists:
+    ValueError, as torch."""
+    _same(lambda lib: lib.tensor(data))
