@@ -1426,3 +1426,22 @@ def test_conv_bias_of_another_dtype_is_refused_as_torch(call, x_dtype, b_dtype):
     """torch: 'Input type (float) and bias type (double) should be the same'; minilora added the bias in
     the promoted dtype (a float64 result)."""
     expect_error(conv_with_bias(x_dtype, b_dtype, call))
+
+
+@pytest.mark.parametrize("x_dtype,w_dtype", DTYPE_PAIRS)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_cross_entropy_with_probabilities_promotes_the_weight_as_torch(x_dtype, w_dtype, label_smoothing, reduction):
+    """Class-probability targets: torch multiplies by the weight in its own dtype (a float64 weight makes a
+    float64 loss); minilora cast the weight to the logits' dtype first."""
+    rng = np.random.default_rng(3)
+    logits, probs, weights = rng.standard_normal((3, 4)), rng.random((3, 4)), rng.random(4)
+
+    def snippet(lib):
+        dtype = getattr(lib, x_dtype)
+        return lib.nn.functional.cross_entropy(lib.tensor(logits, dtype=dtype), lib.tensor(probs, dtype=dtype),
+                                               weight=lib.tensor(weights, dtype=getattr(lib, w_dtype)),
+                                               label_smoothing=label_smoothing, reduction=reduction)
+    theirs, ours = snippet(torch), snippet(ml)
+    assert str(ours.dtype) == str(theirs.dtype).removeprefix("torch.")
+    np.testing.assert_allclose(ours.float().numpy(), theirs.float().numpy(), rtol=2e-2 if "16" in x_dtype + w_dtype else 1e-6)

@@ -726,7 +726,9 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     if is_floating(getattr(_array(target), "dtype", np.dtype(np.int64))):  # class probabilities
         if ignore_index >= 0:  # a class to ignore: torch refuses rather than ignoring the option silently
             raise RuntimeError("ignore_index is not supported for floating point target")
-        loss = _soft_cross_entropy(input, logits, target, weight, reduction, label_smoothing)
+        own = weight_given if isinstance(weight_given, Tensor) else None  # its own dtype: torch promotes
+        loss = _soft_cross_entropy(input, logits, target, weight if own is None else own, reduction,
+                                   label_smoothing)
     else:
         _check_class_weight_dtype(input, weight_given)
         targets = _class_targets("cross_entropy", input, _array(target))
@@ -799,8 +801,8 @@ def _soft_cross_entropy(input, logits, target, weight, reduction, label_smoothin
     if label_smoothing:
         target = target * (1 - label_smoothing) + label_smoothing / n_classes
     terms = logits.log_softmax(-1) * target  # torch's order (each product rounded in 16-bit dtypes)
-    if weight is not None:
-        terms = terms * Tensor._make(weight, logits.device, False, None)
+    if weight is not None:  # a Tensor keeps its dtype (float64 weights: a float64 loss, as torch)
+        terms = terms * (weight if isinstance(weight, Tensor) else Tensor._make(weight, logits.device, False, None))
     if reduction == "none":
         return -terms.sum(-1)
     # one sum over every term, as torch; 'mean' divides by the number of rows (samples), with or
