@@ -1419,7 +1419,6 @@ def test_conv_bias_of_the_inputs_dtype(call, dtype):
     check(conv_with_bias(dtype, dtype, call))
 
 
-@pytest.mark.xfail(strict=True, reason="ops/conv.py adds a bias of another dtype (fix pending)")
 @pytest.mark.parametrize("call", CONV_CALLS)
 @pytest.mark.parametrize("x_dtype,b_dtype", [pair for pair in DTYPE_PAIRS if pair[0] != pair[1]])
 def test_conv_bias_of_another_dtype_is_refused_as_torch(call, x_dtype, b_dtype):

@@ -172,6 +172,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     [O, C / groups, kh, kw], plus ``bias`` [O]."""
     if input.dtype != weight.dtype:  # checked before a 16-bit input is computed in float32
         raise RuntimeError(f"Input type ({input.dtype}) and weight type ({weight.dtype}) should be the same")
+    if bias is not None and bias.dtype != input.dtype:  # (adding it would promote the result silently)
+        raise RuntimeError(f"Input type ({input.dtype}) and bias type ({bias.dtype}) should be the same")
     return _conv2d(input, weight, bias, stride, padding, dilation, groups)
 
 
