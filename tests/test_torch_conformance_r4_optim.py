@@ -573,3 +573,11 @@ def test_optimizer_hooks_as_torch():
             opt.step()
         traces.append(trace)
     assert traces[0] == traces[1]
+
+
+@pytest.mark.parametrize("kwargs", [{}, dict(lr=1), dict(lr=0.5, weight_decay=0)], ids=str)
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_print_optimizer_as_torch(name, kwargs):
+    """print(optimizer) as torch's: a hyperparameter given (or defaulting) as the int 0 shows as 0, not 0.0."""
+    (p,), (t,) = _twins(shapes=((2,),))
+    assert repr(getattr(optim, name)([p], **kwargs)) == repr(getattr(torch.optim, name)([t], **kwargs))

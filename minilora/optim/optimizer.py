@@ -382,7 +382,9 @@ def _check_range(group, index, name, low=None, high=None, high_open=False):
         bound = f"[{low}, {high}{')' if high_open else ']'}" if high is not None else f">= {low}"
         raise ValueError(f"Invalid {_TORCH_LABELS.get(name, name + ' value')}: {value}; invalid {name}: {value} "
                          f"(must be {bound}; parameter group {index})")
-    group[name] = float(value)  # Python floats keep float32 updates in float32 (NumPy 2 rules)
+    # Python numbers keep float32 updates in float32 (NumPy 2 rules); an int stays an int, as torch keeps it
+    # (print(optimizer) says "momentum: 0", as torch's)
+    group[name] = value if type(value) is int else float(value)
 
 
 def _check_adam_hyperparameters(group, index):
