@@ -1444,3 +1444,34 @@ def test_cross_entropy_with_probabilities_promotes_the_weight_as_torch(x_dtype, 
     theirs, ours = snippet(torch), snippet(ml)
     assert str(ours.dtype) == str(theirs.dtype).removeprefix("torch.")
     np.testing.assert_allclose(ours.float().numpy(), theirs.float().numpy(), rtol=2e-2 if "16" in x_dtype + w_dtype else 1e-6)
+
+
+@pytest.mark.parametrize("fn", ["conv_transpose1d", "conv_transpose2d"])
+@pytest.mark.parametrize("x_dtype,b_dtype", DTYPE_PAIRS)
+@pytest.mark.parametrize("batched", [True, False])
+def test_conv_transpose_bias_of_another_dtype_as_torch(fn, x_dtype, b_dtype, batched):
+    """torch adds a transposed convolution's bias in place: a float64 bias on a float32 input gives a
+    float32 result (minilora's was float64); a 16-bit input takes only its own dtype."""
+    x_shape, w_shape = ((2, 5), (2, 3, 3)) if fn == "conv_transpose1d" else ((2, 4, 4), (2, 3, 3, 3))
+    rng = np.random.default_rng(4)
+    x_values, w_values, b_values = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(3)
+
+    def snippet(lib):
+        x = lib.tensor(x_values if not batched else x_values[None], dtype=getattr(lib, x_dtype))
+        out = getattr(lib.nn.functional, fn)(x, lib.tensor(w_values, dtype=getattr(lib, x_dtype)),
+                                             lib.tensor(b_values, dtype=getattr(lib, b_dtype)))
+        return out.float()
+    try:
+        expected = snippet(torch)
+    except RuntimeError:
+        expect_error(snippet)
+        return
+    ours = snippet(ml)
+    assert tuple(ours.shape) == tuple(expected.shape)
+    np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=1e-2 if "16" in x_dtype else 1e-6, atol=1e-2)
+
+    def dtype_only(lib):
+        x = lib.ones(*((1,) if batched else ()), *x_shape, dtype=getattr(lib, x_dtype))
+        return getattr(lib.nn.functional, fn)(x, lib.ones(*w_shape, dtype=getattr(lib, x_dtype)),
+                                              lib.ones(3, dtype=getattr(lib, b_dtype))).dtype
+    check(dtype_only)

@@ -778,7 +778,13 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     output size ``(H - 1) * stride - 2 * padding + dilation * (kh - 1) + output_padding + 1``."""
     if input.dtype != weight.dtype:
         raise RuntimeError(f"Input type ({input.dtype}) and weight type ({weight.dtype}) should be the same")
-    return _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    if bias is None or bias.dtype == input.dtype:
+        return _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    if input.dtype.itemsize == 2:  # torch's 16-bit kernel takes one dtype
+        raise RuntimeError(f"Input type ({input.dtype}) and bias type ({bias.dtype}) should be the same")
+    # torch adds a bias of another dtype in place: the result keeps the input's dtype
+    out = _conv_transpose2d(input, weight, None, stride, padding, output_padding, groups, dilation)
+    return (out + bias.reshape(-1, 1, 1)).to(input.dtype)  # ([C, 1, 1]: batched or not)
 
 
 @float32_inside
