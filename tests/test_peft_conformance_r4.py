@@ -368,3 +368,32 @@ def test_new_model_pad_row_is_zero_and_gets_no_gradient_as_transformers():
     ours(ml.tensor(ids), labels=ml.tensor(ids)).loss.backward()
     theirs(torch.tensor(ids), labels=torch.tensor(ids)).loss.backward()
     assert not theirs.model.embed_tokens.weight.grad[3].any() and not ours.model.embed_tokens.weight.grad.numpy()[3].any()
+
+
+# ==================================================================================================
+# Several adapters
+# ==================================================================================================
+def test_a_second_adapter_with_bias_is_refused_as_peft():
+    for lib, model in ((peft, hf_model(transformers, TINY, dtype="float32")), (ml.lora, LlamaForCausalLM(TINY))):
+        wrapped = lib.get_peft_model(model, lib.LoraConfig(r=2, target_modules=["q_proj"], bias="lora_only"))
+        with pytest.raises(ValueError, match="LoraModel supports only 1 adapter with bias"):
+            wrapped.add_adapter("other", lib.LoraConfig(r=2, target_modules=["q_proj"], bias="all"))
+        assert list(wrapped.peft_config) == ["default"]
+        wrapped.add_adapter("plain", lib.LoraConfig(r=2, target_modules=["q_proj"]))  # bias="none" is fine
+
+
+@pytest.mark.parametrize("kinds", [("dora", "dora"), ("lora", "dora"), ("dora", "lora")])
+def test_several_active_dora_adapters_as_peft(kinds):
+    """PEFT's DoRA rescales the output so far, the adapters before it included (lora_dropout=0)."""
+    theirs, ours = adapted_pair(r=2, lora_alpha=4, target_modules=["q_proj", "down_proj"], use_dora=kinds[0] == "dora")
+    second = dict(r=2, lora_alpha=4, target_modules=["q_proj", "down_proj"], use_dora=kinds[1] == "dora")
+    theirs.add_adapter("other", peft.LoraConfig(**second)), ours.add_adapter("other", LoraConfig(**second))
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for name, p in theirs.named_parameters():
+            if ".other." in name:
+                p.copy_(torch.randn_like(p) * 0.3 + (1.0 if "magnitude" in name else 0.0))
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    for model in (theirs, ours):
+        model.base_model.set_adapter(["default", "other"])
+    np.testing.assert_allclose(logits_of(ours), logits_of(theirs), rtol=1e-4, atol=1e-5)

@@ -392,6 +392,10 @@ class Linear(BaseTunerLayer):
         if result is None and p == 0:
             h = mag_scale * ops.lora_linear(x, W0, A, B, s)
             return (h + bias if bias is not None else h).to(out_dtype)
+        if p == 0:  # after another adapter, PEFT's formula: it rescales the output so far (that adapter's
+            base_result = result - bias if bias is not None else result  # part included), not W0 x alone
+            lora_result = self.lora_B[name](self.lora_A[name](x)) * s
+            return (result + (mag_scale - 1) * base_result + mag_scale * lora_result).to(out_dtype)
         # With dropout (PEFT's formula): h = result + (m/n - 1) W0 x' + (m/n) s B A x', x' = dropout(x)
         base = result if result is not None else ops.linear(x, W0, bias)
         xd = ops.dropout(x, p)

@@ -272,6 +272,10 @@ class LoraModel(_Wrapper):
             if existing.peft_type != config.peft_type:
                 raise ValueError(f"cannot add a {config.peft_type} adapter to a model with "
                                  f"{existing.peft_type} adapters (one method per model, as in PEFT)")
+        biases = [getattr(c, "bias", "none") for c in [*self.peft_config.values(), config]]
+        if sum(bias != "none" for bias in biases) > 1:  # they would all train the base layers' one bias
+            raise ValueError(f"{type(self).__name__} supports only 1 adapter with bias. When using multiple "
+                             "adapters, set bias to 'none' for all adapters.")
 
     def _rank_and_alpha(self, config, key):
         return (_pattern_value(config.rank_pattern, key, config.r),
