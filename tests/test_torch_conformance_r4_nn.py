@@ -888,3 +888,59 @@ def test_adaptive_max_pool_layers_as_torch(rng, make, shape):
     ours, theirs = make(nn), make(tnn)
     assert repr(ours) == repr(theirs)
     check(ours, theirs, rng.standard_normal(shape))
+
+
+# ---- instance_norm and InstanceNorm1d/2d -----------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("use_input_stats", [True, False])
+@pytest.mark.parametrize("with_stats", [True, False])
+@pytest.mark.parametrize("affine", [True, False])
+def test_instance_norm_as_torch(rng, dtype, use_input_stats, with_stats, affine):
+    if not use_input_stats and not with_stats:
+        return  # test_instance_norm_errors_are_torchs
+    x = rng.standard_normal((2, 3, 4, 5)) * 2 + 1
+    stats = [pair(rng.standard_normal(3) * 0.1, dtype=dtype), pair(rng.random(3) + 0.5, dtype=dtype)] if with_stats else None
+    params = [rng.standard_normal(3), rng.standard_normal(3)] if affine else []
+    exact = dtype in ("bfloat16", "float16")
+    tol = {"float64": 1e-10, "float32": 1e-5, "bfloat16": 0, "float16": 0}[dtype]
+
+    def call(F_, x, *wb):
+        m, v = (None, None) if stats is None else (s[0 if F_ is F else 1] for s in stats)
+        return F_.instance_norm(x, m, v, *(wb or (None, None)), use_input_stats, 0.3, 1e-5)
+    check(lambda x, *wb: call(F, x, *wb), lambda x, *wb: call(TF, x, *wb), x, *params, dtype=dtype, exact=exact,
+          rtol=tol, atol=tol)
+    if stats is not None:
+        for ours, theirs in stats:
+            np.testing.assert_allclose(_np(ours), _np(theirs), rtol=max(tol, 1e-2 if exact else 0), atol=tol)
+
+
+@pytest.mark.parametrize("call", [lambda F, lib, x: F.instance_norm(x[:, :, :1, :1]),
+                                  lambda F, lib, x: F.instance_norm(x, use_input_stats=False)],
+                         ids=["one-spatial-element", "no-stats-without-input-stats"])
+def test_instance_norm_errors_are_torchs(rng, call):
+    x, tx = pair(rng.standard_normal((2, 3, 4, 5)))
+    same_error(lambda: call(F, ml, x), lambda: call(TF, torch, tx))
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda nn: nn.InstanceNorm2d(3), (2, 3, 4, 5)), (lambda nn: nn.InstanceNorm2d(3, affine=True), (3, 4, 5)),
+    (lambda nn: nn.InstanceNorm1d(4, affine=True, track_running_stats=True), (2, 4, 6)),
+    (lambda nn: nn.InstanceNorm1d(4, momentum=None, track_running_stats=True), (4, 6))])
+def test_instance_norm_layers_as_torch(rng, make, shape):
+    ours, theirs = make(nn).double(), make(tnn).double()
+    assert repr(ours) == repr(theirs)
+    assert [n for n, _ in ours.named_buffers()] == [n for n, _ in theirs.named_buffers()]
+    for _ in range(2):
+        check(ours, theirs, rng.standard_normal(shape))
+    for name, buffer in theirs.named_buffers():
+        np.testing.assert_allclose(_np(getattr(ours, name)), _np(buffer), rtol=1e-10)
+    ours.eval(), theirs.eval()
+    check(ours, theirs, rng.standard_normal(shape))
+
+
+def test_instance_norm_layer_channel_checks_as_torch(rng):
+    x, tx = pair(rng.standard_normal((2, 5, 4, 4)))
+    same_error(lambda: nn.InstanceNorm2d(3, affine=True)(x), lambda: tnn.InstanceNorm2d(3, affine=True)(tx))
+    same_error(lambda: nn.InstanceNorm2d(3)(x[0, 0, 0]), lambda: tnn.InstanceNorm2d(3)(tx[0, 0, 0]))
+    with pytest.warns(UserWarning, match="does not match num_features"):
+        nn.InstanceNorm2d(3)(x)

@@ -27,6 +27,7 @@ from ..ops.nn import (_refuse, cross_entropy, dropout, embedding, l1_loss, layer
                       scaled_dot_product_attention, swiglu)
 from ..dtypes import is_floating as _is_floating
 from ..tensor import _to_dtype
+from ..tensor import no_grad as _no_grad
 
 __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_attention", "dropout",
            "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
@@ -41,7 +42,8 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
            "hinge_embedding_loss", "poisson_nll_loss", "gaussian_nll_loss", "multilabel_soft_margin_loss",
            "multi_margin_loss", "threshold", "hardshrink", "softshrink", "tanhshrink", "prelu", "adaptive_avg_pool1d", "dropout1d", "dropout2d",
            "dropout3d", "conv_transpose1d", "conv_transpose2d", "pixel_shuffle",
-           "pixel_unshuffle", "adaptive_max_pool1d", "adaptive_max_pool2d"]
+           "pixel_unshuffle", "adaptive_max_pool1d", "adaptive_max_pool2d",
+           "instance_norm"]
 
 
 def linear(input, weight, bias=None):
@@ -508,3 +510,24 @@ def _check_shuffle(fn, name, input, factor):
     if factor <= 0:
         raise RuntimeError(f"{fn} expects a positive {name}, but got {factor}")
     return int(factor)
+
+
+# ---- instance normalisation ------------------------------------------------------------------------
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
+                  momentum=0.1, eps=1e-5):
+    """Each sample's channels normalised on their own: torch's way, ``batch_norm`` of the input seen
+    as one sample with N * C channels (weight, bias and running statistics repeated N times); the
+    running statistics then take the mean over the samples of their updates."""
+    if use_input_stats and int(np.prod(input.shape[2:])) == 1:
+        raise ValueError(f"Expected more than 1 spatial element when training, got input size {tuple(input.shape)}")
+    if not use_input_stats and (running_mean is None or running_var is None):
+        raise RuntimeError("Expected running_mean and running_var to be defined when use_input_stats is false")
+    n, c = input.shape[:2]
+    repeated = [None if t is None else t.repeat(n) for t in (weight, bias, running_mean, running_var)]
+    out = batch_norm(input.reshape(1, n * c, *input.shape[2:]), repeated[2], repeated[3], repeated[0],
+                     repeated[1], use_input_stats, momentum, eps)
+    with _no_grad():
+        for stat, updated in ((running_mean, repeated[2]), (running_var, repeated[3])):
+            if stat is not None:
+                stat.copy_(updated.reshape(n, c).mean(0))
+    return out.reshape(input.shape)

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import fastmath, parallel
 from ..device import xp_of
-from ..dtypes import compute_dtype, float32, is_floating, result_type, upcast
+from ..dtypes import checked_number, compute_dtype, float32, is_floating, python_number, result_type, upcast
 from ..random import fresh_seed
 from ..tensor import Function, ShapeError, Tensor, no_grad
 
@@ -1447,6 +1447,8 @@ def pad(input, pad, mode="constant", value=None):
     widths = [(0, 0)] * input.ndim
     for i in range(len(pad) // 2):  # pairs from the last dimension backwards
         widths[input.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    if value is not None:  # torch's value is a float, which must fit the dtype (uint8: -1 and 300 raise)
+        value = checked_number(float(python_number(value)), input.dtype)
     return Pad.apply(input, widths=tuple(widths), value=0 if value is None else value)
 
 
@@ -1759,9 +1761,13 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 
 
 def _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps):
-    if _is_16bit_float(input) and _all_16bit_parameters(input, running_mean, running_var, weight, bias) \
-            and training:
-        return _batch_norm_16bit_training(input, running_mean, running_var, weight, bias, momentum, eps)
+    if _is_16bit_float(input) and _all_16bit_parameters(input, running_mean, running_var, weight, bias):
+        if training:
+            return _batch_norm_16bit_training(input, running_mean, running_var, weight, bias, momentum, eps)
+        if running_mean is not None and running_var is not None:  # torch: 1/std in float32, not rounded
+            mean = running_mean._array.astype(np.float32)
+            invstd = (1 / xp_of(mean).sqrt(running_var._array.astype(np.float32) + np.float32(eps))).astype(np.float32)
+            return BatchNorm16.apply(input, weight, bias, mean=mean, invstd=invstd, training=False)
     if _is_16bit_float(input):  # in float32, rounded once; the running statistics updated in place
         up = lambda t: t.float() if _is_16bit_float(t) else t  # noqa: E731
         return _batch_norm(input.float(), running_mean, running_var, up(weight), up(bias), training,
@@ -1871,13 +1877,15 @@ def _update_running_16bit(running_mean, running_var, mean, short_mean, squares, 
 
 class BatchNorm16(Function):
     """``x * alpha + beta`` per channel with ``alpha = invstd * weight`` and ``beta = bias - mean *
-    alpha`` (float32, fused multiply-add), rounded to the 16-bit dtype; the batch's ``mean`` and
-    ``invstd`` come in already rounded, as torch keeps them. Backward is torch's formula in float32
-    with those same statistics, each gradient rounded once."""
+    alpha`` (float32, fused multiply-add), rounded to the 16-bit dtype; in training the batch's
+    ``mean`` and ``invstd`` come in already rounded, as torch keeps them (in eval: the running
+    statistics, 1/std in float32). Backward is torch's formula in float32 with those same
+    statistics, each gradient rounded once."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, mean, invstd):
+    def forward(ctx, x, weight, bias, mean, invstd, training=True):
         xf, nd = x.astype(np.float32), x.ndim
+        ctx.training = training
         w = weight.astype(np.float32) if weight is not None else np.float32(1)
         b = bias.astype(np.float32) if bias is not None else np.float32(0)
         alpha = (invstd * w).astype(np.float32)
@@ -1896,7 +1904,10 @@ class BatchNorm16(Function):
         dotp = (centred * gf).sum(axes, dtype=np.float64).astype(np.float32)
         k = dotp * ctx.invstd * ctx.invstd / np.float32(count)
         per = lambda a: _per_channel_array(a, nd)  # noqa: E731
-        dx = (gf - per(total / np.float32(count)) - centred * per(k)) * per(ctx.invstd) * per(ctx.w)
+        if ctx.training:
+            dx = (gf - per(total / np.float32(count)) - centred * per(k)) * per(ctx.invstd) * per(ctx.w)
+        else:  # the running statistics are constants: a per-channel scale
+            dx = gf * per(ctx.invstd) * per(ctx.w)
         gx = dx.astype(dtype) if ctx.needs_input_grad[0] else None
         gw = (dotp * ctx.invstd).astype(dtype) if ctx.needs_input_grad[1] else None
         gb = total.astype(dtype) if ctx.needs_input_grad[2] else None
