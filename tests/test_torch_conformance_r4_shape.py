@@ -718,3 +718,36 @@ SPELLINGS = {
 @pytest.mark.parametrize("name", sorted(SPELLINGS))
 def test_reduction_spellings_match_torch(name):
     _same(SPELLINGS[name], ulps=2)
+
+
+# ---- running sums and products, and prod's gradient, bit for bit ---------------------------------------
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16", "float16", "int64", "int32"])
+def test_cumsum_and_cumprod_match_torch_bit_for_bit(dtype):
+    """torch accumulates float32 in float64 (its CPU accumulate type) and 16-bit floats in float32."""
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        x = rng.standard_normal(int(rng.integers(2, 200))) * (1.0 if dtype[0] in "fb" else 5.0)
+        _same(lambda L: L.tensor(x).to(getattr(L, dtype)).cumsum(0))
+        _same(lambda L: L.cumprod(L.tensor(x).to(getattr(L, dtype)), dim=0))
+        if dtype[0] in "fb":
+            w = rng.standard_normal(x.shape)
+            _same(_grad_snippet(lambda L: L.tensor(x).to(getattr(L, dtype)),
+                                lambda L, t: t.cumsum(-1) * L.tensor(w).to(t.dtype)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16", "float16"])
+def test_prod_gradient_along_a_dim_matches_torch_bit_for_bit(dtype):
+    """torch: g * (result / input) without zeros; the exclusive running products with zeros."""
+    rng = np.random.default_rng(1)
+    for trial in range(60):
+        x = rng.standard_normal((3, int(rng.integers(2, 12)))) * 1.3
+        if trial % 3 == 0:
+            x[1, rng.integers(0, x.shape[1])] = 0
+        if trial % 5 == 0:
+            x[2, 0] = x[2, -1] = 0
+        for dim, keepdim in ((1, False), (0, False), (-1, True)):
+            w = rng.standard_normal((3, 1) if dim != 0 else (x.shape[1],))
+            w = w[:, 0] if dim == 1 and not keepdim else w
+            _same(_grad_snippet(lambda L: L.tensor(x).to(getattr(L, dtype)),
+                                lambda L, t: t.prod(dim, keepdim=keepdim) * L.tensor(w).to(t.dtype)))
+        _same(_grad_snippet(lambda L: L.tensor(x[:, :3]).to(getattr(L, dtype)), lambda L, t: t.prod()))

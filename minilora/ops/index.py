@@ -15,7 +15,7 @@ import numpy as np
 from ..device import xp_of
 from ..dtypes import checked_number, compute_dtype, is_floating, python_number, upcast
 from ..tensor import Function, Tensor, no_grad
-from .elementwise import computes_in_float32
+from .elementwise import backward_in_float32
 from .shape import NO_DIM, add_at, dim_given
 
 __all__ = ["gather", "sort", "argsort", "topk", "cumsum", "repeat", "tril", "triu", "nonzero",
@@ -202,18 +202,27 @@ def nonzero(input, *, as_tuple=False):
 
 
 # ---- cumsum --------------------------------------------------------------------------------------
+def cumulative(running, a, axis):
+    """``running`` (``cumsum`` or ``cumprod``) as torch's CPU kernel runs it: the running value kept
+    in a wider type -- float64 for float32 (torch's CPU accumulate type), float32 for 16-bit floats
+    -- and each output rounded once to ``a``'s dtype. NumPy alone would accumulate float32 in float32
+    and differ from torch in the last bits of almost every long cumsum."""
+    wide = {"float32": np.float64, "float16": np.float32, "bfloat16": np.float32}.get(a.dtype.name)
+    out = running(a if wide is None else a.astype(wide), axis=axis)
+    return out.astype(a.dtype, copy=False)
+
+
 @quiet_float_errors
-@computes_in_float32  # running sums of 16-bit floats in float32, each rounded once (torch)
 class CumSum(Function):
     @staticmethod
     def forward(ctx, a, axis):
         ctx.axis = axis
-        return xp_of(a).cumsum(a, axis=axis)
+        return cumulative(xp_of(a).cumsum, a, axis)
 
     @staticmethod
     def backward(ctx, g):  # each input feeds every later output: a reversed cumulative sum
         xp = xp_of(g)
-        return xp.flip(xp.cumsum(xp.flip(g, axis=ctx.axis), axis=ctx.axis), axis=ctx.axis)
+        return xp.flip(cumulative(xp.cumsum, xp.flip(g, axis=ctx.axis), ctx.axis), axis=ctx.axis)
 
 
 def cumsum(input, dim, *, dtype=None):
@@ -730,7 +739,7 @@ def count_nonzero(input, dim=None):
 
 # ---- cumprod -------------------------------------------------------------------------------------
 @quiet_float_errors
-@computes_in_float32
+@backward_in_float32
 class CumProd(Function):
     """Running products along ``axis``. Input ``k``'s gradient is ``sum_{j>=k} g_j * prod_{i<=j,
     i!=k} a_i``, computed as it reads (products *without* ``a_k``, not ``out_j / a_k``), so a zero
@@ -739,7 +748,7 @@ class CumProd(Function):
     @staticmethod
     def forward(ctx, a, axis):
         ctx.a, ctx.axis = a, axis
-        return xp_of(a).cumprod(a, axis=axis)
+        return cumulative(xp_of(a).cumprod, a, axis)
 
     @staticmethod
     def backward(ctx, g):

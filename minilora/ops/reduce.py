@@ -31,7 +31,7 @@ from ..device import xp_of
 from ..dtypes import compute_dtype, get_default_dtype, is_floating
 from ..tensor import Function, Tensor, no_grad
 from .elementwise import AsType, backward_in_float32, computes_in_float32
-from .index import gather, quiet_float_errors, return_type
+from .index import cumulative, gather, quiet_float_errors, return_type
 from .shape import NO_DIM, dim_given
 
 __all__ = ["sum", "mean", "prod", "max", "min", "amax", "amin", "argmax", "argmin", "var", "std",
@@ -131,36 +131,43 @@ class Mean(Function):
 
 
 @quiet_float_errors
-@backward_in_float32
 class Prod(Function):
-    """Product along one axis. The gradient of each element is the product of all the *others*,
-    computed as (product of those before it) * (product of those after it): correct with zeros,
-    where dividing the total by the element would give 0/0.
+    """Product along one axis, and its gradient as torch computes it: with no zero in the input,
+    ``g * (result / input)``; otherwise the product of all the *other* elements, as (product of
+    those before it) * (product of those after it), which stays right where dividing by a zero
+    would give 0/0 (the running products accumulated as torch's cumprod, see ``cumulative``).
 
     torch multiplies 16-bit floats one at a time, each product rounded to 16 bits (unlike its sums);
-    NumPy's float16 product runs in float32, so for 16-bit floats the loop is written out."""
+    NumPy's float16 product runs in float32, so for 16-bit floats the loop is written out. The
+    backward's steps are separate 16-bit ops in torch, each rounded: NumPy's 16-bit arithmetic
+    rounds the same way."""
 
     @staticmethod
     def forward(ctx, a, axis, keepdims=False):
         ctx.a, ctx.axis, ctx.keepdims = a, axis, keepdims
         if a.itemsize != 2 or not is_floating(a.dtype) or a.shape[axis] == 0:
-            return a.prod(axis=axis, keepdims=keepdims)
-        out = a.take(0, axis=axis)
-        for k in range(1, a.shape[axis]):
-            out = out * a.take(k, axis=axis)  # (one ufunc: rounded once per step)
-        return xp_of(a).expand_dims(out, axis) if keepdims else out
+            out = a.prod(axis=axis, keepdims=True)
+        else:
+            out = a.take([0], axis=axis)
+            for k in range(1, a.shape[axis]):
+                out = out * a.take([k], axis=axis)  # (one ufunc: rounded once per step)
+        ctx.out = out
+        return out if keepdims else out.squeeze(axis)
 
     @staticmethod
     def backward(ctx, g):
         xp, a, axis = xp_of(g), ctx.a, ctx.axis
         if a.shape[axis] == 0:  # an empty product (1) has no factors to send a gradient to
             return xp.zeros(a.shape, dtype=g.dtype)
+        g = _expand_reduced(g, (axis,), ctx.keepdims)
+        if not (a == 0).any():
+            return g * (ctx.out / a)
         ones = xp.ones_like(a.take([0], axis=axis))
-        before = xp.cumprod(xp.concatenate([ones, a.take(range(a.shape[axis] - 1), axis=axis)], axis), axis)
+        before = cumulative(xp.cumprod, xp.concatenate([ones, a.take(range(a.shape[axis] - 1), axis=axis)], axis), axis)
         flipped = xp.flip(a, axis=axis)
-        after = xp.flip(xp.cumprod(xp.concatenate(
+        after = xp.flip(cumulative(xp.cumprod, xp.concatenate(
             [ones, flipped.take(range(a.shape[axis] - 1), axis=axis)], axis), axis), axis=axis)
-        return _expand_reduced(g, (axis,), ctx.keepdims) * before * after
+        return g * (before * after)
 
 
 class AMax(Function):
