@@ -751,3 +751,11 @@ def test_prod_gradient_along_a_dim_matches_torch_bit_for_bit(dtype):
             _same(_grad_snippet(lambda L: L.tensor(x).to(getattr(L, dtype)),
                                 lambda L, t: t.prod(dim, keepdim=keepdim) * L.tensor(w).to(t.dtype)))
         _same(_grad_snippet(lambda L: L.tensor(x[:, :3]).to(getattr(L, dtype)), lambda L, t: t.prod()))
+
+
+@pytest.mark.parametrize("row", [[float("nan"), 1.0, float("nan"), 3.0], [1.0, float("nan"), 3.0], [2.0, 5.0, 5.0]])
+def test_max_and_amax_gradients_with_nan_and_ties_match_torch(row):
+    """torch's max() (no dim) shares the gradient between the NaNs it returns; amax gives NaN."""
+    for fn in (lambda L, x: x.max(), lambda L, x: x.min(), lambda L, x: x.amax(), lambda L, x: L.amin(x),
+               lambda L, x: x.reshape(1, -1).amax(1), lambda L, x: x.max(0).values):
+        _same(_grad_snippet(lambda L: L.tensor(row), fn))

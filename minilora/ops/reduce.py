@@ -172,15 +172,18 @@ class Prod(Function):
 
 class AMax(Function):
     """Max over axes. Ties share the gradient equally (``torch.amax``, and ``torch.max`` without a
-    dim). ``smallest=True`` is the min."""
+    dim). ``smallest=True`` is the min. A NaN max: ``amax``'s gradient is NaN everywhere, as
+    torch's; with ``nan_shares=True`` (``max()`` without a dim) the NaNs share it, as torch's."""
 
     @staticmethod
-    def forward(ctx, a, axis=None, keepdims=False, smallest=False):
+    def forward(ctx, a, axis=None, keepdims=False, smallest=False, nan_shares=False):
         ctx.axes, ctx.keepdims = _axes(axis, a.ndim), keepdims
         if a.size == 0:  # (reducing other dims of an empty tensor is fine: an empty result)
             _refuse_empty_reduction("amin" if smallest else "amax", a.shape, axis, ctx.axes)
         out = (a.min if smallest else a.max)(axis=ctx.axes, keepdims=True)
         ctx.is_max = a == out
+        if nan_shares and is_floating(a.dtype):
+            ctx.is_max = ctx.is_max | (xp_of(a).isnan(a) & xp_of(a).isnan(out))
         return out if keepdims else out.squeeze(axis=ctx.axes)
 
     @staticmethod
@@ -443,7 +446,7 @@ def _extreme(name, input, dim, keepdim, smallest):
     if dim is None:
         if keepdim:
             raise TypeError(f"{name}(): keepdim=True needs a dim (torch has no {name}(keepdim=True))")
-        return AMax.apply(input, axis=None, keepdims=False, smallest=smallest)
+        return AMax.apply(input, axis=None, keepdims=False, smallest=smallest, nan_shares=True)
     if isinstance(dim, (tuple, list)):
         raise TypeError(f"{name}(): dim must be an int; for several dims use amax/amin "
                         f"(which return values only)")
