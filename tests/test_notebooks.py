@@ -198,3 +198,54 @@ def test_student_copy_notebook_stops_at_the_first_unsolved_exercise(student_copy
     message = str(info.value)
     assert "NotImplementedError" in message and "Exercise 1." in message, message[-2000:]
     assert str(student_copy) in message, "the notebook did not import the student copy's minilora"
+
+
+# ------------------------------------------------------------------------------------------------
+# Numbers a notebook quotes from a file it cannot run: the H200 table of notebook 5
+# ------------------------------------------------------------------------------------------------
+def _results_forward_rows():
+    """``{(r, path): (ms, vs_base)}`` from the first table of benchmarks/RESULTS.md (the LoRA forward,
+    M = 8192, K = N = 4096, float32)."""
+    text = (ROOT / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
+    table = text.split("## LoRA forward:", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 8 and cells[0].isdigit():
+            rows[int(cells[0]), cells[1]] = (float(cells[2]), float(cells[6].rstrip("x")))
+    return rows
+
+
+def _notebook_table_rows(text):
+    """``{version: (time cell, ratio cell)}`` of the markdown table in notebook 5's source."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.lstrip("# ").strip().strip("|").split("|")]
+        if len(cells) == 4 and (cells[0].startswith("v") or cells[0] == "unfused") and cells[2].endswith("ms"):
+            rows[cells[0]] = (cells[2], cells[3])
+    return rows
+
+
+def test_notebook_5_quotes_the_measured_h200_table():
+    """Notebook 5's table of kernel versions on an H200 shows benchmarks/RESULTS.md's numbers: the time
+    at r = 16 (0.1 ms) and the range of "vs base GEMM" over r = 8, 16, 64. A new benchmark run that
+    changes them fails here until the notebook says the same."""
+    results = _results_forward_rows()
+    shown = _notebook_table_rows((builder.SRC / "05_cuda_kernels.py").read_text(encoding="utf-8"))
+    paths = {"v2": "fused v2", "v3": "fused v3", "v4": "fused v4", "v5": "fused v5",
+             "unfused": "unfused (PEFT's 3 GEMMs + add)"}
+    assert set(shown) == set(paths), shown
+    for version, path in paths.items():
+        ratios = [results[r, path][1] for r in (8, 16, 64)]
+        expected = (f"{results[16, path][0]:.1f} ms", f"{min(ratios):.2f}-{max(ratios):.2f}x")
+        assert shown[version] == expected, f"{version}: the notebook shows {shown[version]}, RESULTS.md gives {expected}"
+    base = results[16, "base GEMM (cuBLAS)"][0]
+    source = (builder.SRC / "05_cuda_kernels.py").read_text(encoding="utf-8")
+    assert f"alone, {base:.1f} ms" in source and f"base_ms, unfused_ms = 4.8e12, {base}, " \
+        f"{results[16, paths['unfused']][0]}" in source and f"v5_ms = {results[16, 'fused v5'][0]}" in source
+
+
+def test_notebook_table_reader_sees_a_wrong_number():
+    """The check above can fail: a row with a stale time is read as such."""
+    rows = _notebook_table_rows("# | v2 | 16 x 16 tiles | 45.7 ms | 8.4x |\n# | v3 | more | 9.4 ms | 1.67-1.72x |")
+    assert rows == {"v2": ("45.7 ms", "8.4x"), "v3": ("9.4 ms", "1.67-1.72x")}

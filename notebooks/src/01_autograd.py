@@ -3,7 +3,7 @@
 #
 # Fine-tuning is gradient descent, and LoRA is a statement about *which* gradients we bother to
 # compute. So the whole project starts with the machine that computes gradients. minilora's is
-# about 500 lines of NumPy in one file, and this notebook takes it apart:
+# written in NumPy, its core in one file (`minilora/tensor.py`), and this notebook takes it apart:
 #
 # 1. a `Tensor` and what it remembers,
 # 2. the graph that arithmetic builds behind your back,
@@ -58,6 +58,8 @@ print("the raw array:", type(x.numpy()).__name__, x.numpy())
 # whatever the op saved to compute its backward later. Nothing else is stored -- there is no global
 # "tape". The output tensor points at its node (`grad_fn`), the node points at its inputs, and so the
 # graph is simply the set of nodes reachable from the loss.
+#
+# **Predict:** which nodes does `walk(loss)` print, and which node appears twice?
 
 # %%
 h = x @ w.T          # [1, 4]
@@ -97,6 +99,8 @@ walk(loss)
 # Here the gradients are easy to derive by hand: with `h = x W^T`, `a = relu(h)` and
 # `loss = sum(a^2)`, we get `d loss / d h = 2 a * [h > 0]`, then `d loss / d x = (2 a * [h > 0]) W`
 # and `d loss / d W = (2 a * [h > 0])^T x`.
+#
+# **Predict:** will `backward()`'s `x.grad` equal the hand-derived one exactly, or only to rounding?
 
 # %%
 loss.backward()
@@ -113,6 +117,8 @@ print("W.grad matches by hand:", np.allclose(w.grad, dh.T @ x.numpy()))
 #   soon as they are used. A second `backward()` through the same graph is an error that says so.
 # * Gradients of leaves *accumulate* in `.grad`. That is what makes gradient accumulation over
 #   micro-batches work, and why an optimizer step is followed by `zero_grad()`.
+#
+# **Predict:** what happens when we call `loss.backward()` a second time?
 
 # %%
 try:
@@ -128,6 +134,8 @@ except RuntimeError as err:
 # gradient is the sum over the rows. In general: sum the incoming gradient over every axis that was
 # added in front, and over every axis where the input had size 1 -- `unbroadcast` in
 # `ops/elementwise.py` (exercise 1.1). Every elementwise backward ends with it.
+#
+# **Predict:** for the input shape `(3, 1)`, what are the gradient's shape and first value?
 
 # %%
 from minilora.ops import unbroadcast
@@ -148,6 +156,9 @@ for shape in [(2, 3, 2), (3, 2), (3, 1), (1,), ()]:
 # element by `+-eps` and measure `(f(x + eps) - f(x - eps)) / 2 eps`. `minilora.testing.grad_check`
 # does exactly this for every element of every input (after projecting the output onto a random
 # direction, so any output shape works) and, on failure, names the element and both values.
+#
+# **Predict:** the buggy backward returns `sigmoid(-x)` instead of `sigmoid(x)`. Where are the two
+# equal, and so where would a check at a single point miss the bug?
 
 # %%
 class Softplus(Function):
@@ -183,8 +194,11 @@ except GradCheckError as err:
     print(err)
 
 # %% [markdown]
-# Every op in minilora passes this check in the test suite (`tests/test_nn.py`, `tests/test_lora_op.py`).
-# A few of them, straight from the library:
+# minilora's ops are checked this way in the test suite (for example `tests/test_lora_op.py`,
+# `tests/test_exercises_autograd.py`). A few of them, straight from the library:
+#
+# **Predict:** in float64, how far apart do you expect analytic and numeric gradients to be for a
+# correct op -- about 1e-3, 1e-6 or 1e-10?
 
 # %%
 A = ml.randn(3, 5, dtype="float64", requires_grad=True)
@@ -209,9 +223,13 @@ for name, (fn, *inputs) in checks.items():
 # central difference shrinks like `eps^2`; the *rounding* error -- two nearly equal numbers subtracted,
 # then divided by `eps` -- grows like `machine epsilon / eps`. The best `eps` balances them. In float32
 # (machine epsilon about 1e-7) a small `eps` such as 1e-6 leaves an error of about 1e-2, and even the
-# best `eps` (about 1e-2, usable only on gently curved functions) reaches only about 1e-5: too
-# coarse to tell a right gradient from a slightly wrong one. In float64 the error at `eps = 1e-6` is
-# about 1e-10. That is why `grad_check` refuses float32 inputs.
+# best `eps` (a few 1e-3, usable only on gently curved functions) reaches only about 1e-6 on the
+# function below: too coarse to tell a right gradient from a slightly wrong one. In float64 the error
+# at `eps = 1e-6` is about 1e-10. That is why `grad_check` refuses float32 inputs. The cell below
+# measures all three numbers.
+#
+# **Predict:** on a log-log plot of error against `eps`, what shape does each curve have, and where
+# is its lowest point?
 
 # %%
 def fd_error(dtype, eps):
@@ -231,6 +249,17 @@ ax.set(xlabel="eps", ylabel="|central difference - exact|",
        title="finite-difference error of d/dx [x tanh x] at x = 0.7")
 ax.legend()
 plt.show()
+
+err32 = [fd_error(np.float32, e) for e in eps]
+at_1e6 = {d.__name__: fd_error(d, 1e-6) for d in (np.float32, np.float64)}
+print(f"error at eps=1e-6: float32 {at_1e6['float32']:.1e}, float64 {at_1e6['float64']:.1e}; "
+      f"float32's best: {min(err32):.1e} at eps={eps[int(np.argmin(err32))]:.0e}")
+assert 1e-3 < at_1e6["float32"] < 1e-1 and at_1e6["float64"] < 1e-9
+assert 1e-7 < min(err32) < 1e-5 and 1e-3 < eps[int(np.argmin(err32))] < 1e-1
+try:
+    grad_check(softplus, ml.randn(3, dtype="float32", requires_grad=True))
+except TypeError as err:
+    print("float32 refused:", str(err)[:80], "...")
 
 # %% [markdown]
 # ## Frozen weights: the gradient that is never computed
@@ -268,6 +297,7 @@ for trainable in (True, False):
           f"W.grad is {'filled' if W.grad is not None else 'None'}")
 print(f"frozen / trainable: {backward_flops[False] / backward_flops[True]:.2f}"
       + ("" if prediction is None else f" | you predicted {prediction}"))
+assert backward_flops[False] * 2 == backward_flops[True]   # dX stays, dW is skipped
 
 # %% [markdown]
 # Half of the backward work disappears, and with it the gradient array. The second half of LoRA's

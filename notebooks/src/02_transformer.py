@@ -48,6 +48,9 @@ np.set_printoptions(precision=4, suppress=True)
 #
 # Shapes are `[batch, heads, positions, head_dim]`. Below: the same computation in five lines of NumPy,
 # compared with `ops.scaled_dot_product_attention`.
+#
+# **Predict:** in the attention-weight picture, which cells will be exactly zero, and what does each
+# row sum to?
 
 # %%
 B, H, T, D = 1, 2, 6, 8
@@ -63,6 +66,8 @@ def attention_numpy(q, k, v):
 ours = ops.scaled_dot_product_attention(q, k, v, is_causal=True)   # torch's F.scaled_dot_product_attention
 reference, probs = attention_numpy(q.numpy(), k.numpy(), v.numpy())
 print("max |minilora - numpy| =", np.abs(ours.numpy() - reference).max())
+assert np.abs(ours.numpy() - reference).max() < 1e-12
+assert np.allclose(probs.sum(-1), 1) and not probs[..., np.triu_indices(T, 1)[0], np.triu_indices(T, 1)[1]].any()
 
 fig, axes = plt.subplots(1, 2, figsize=(7, 3))
 for h, ax in enumerate(axes):
@@ -76,9 +81,13 @@ plt.show()
 # to itself.
 #
 # **Grouped-query attention (GQA).** Large Llamas keep fewer key/value heads than query heads: in
-# Llama-2-70B, 64 query heads share 8 key/value heads, which shrinks the KV cache eightfold. minilora's
-# attention takes `k` and `v` with fewer heads and lets each group of query heads read its shared head
-# without copying it. The result must equal the naive version, which repeats each KV head for its group:
+# Llama-2-70B, 64 query heads share 8 key/value heads (its `config.json`: `num_attention_heads=64`,
+# `num_key_value_heads=8`; Llama 2 paper, Touvron et al. 2023, section 2.2), which shrinks the KV cache
+# eightfold. minilora's attention takes `k` and `v` with fewer heads and lets each group of query heads
+# read its shared head without copying it. The result must equal the naive version, which repeats each
+# KV head for its group.
+#
+# **Predict:** equal exactly, or only to rounding?
 
 # %%
 q4 = ml.tensor(rng.standard_normal((1, 4, T, D)), dtype="float64")
@@ -86,6 +95,7 @@ k2, v2 = (ml.tensor(rng.standard_normal((1, 2, T, D)), dtype="float64") for _ in
 gqa = ops.scaled_dot_product_attention(q4, k2, v2, is_causal=True, enable_gqa=True)
 repeated, _ = attention_numpy(q4.numpy(), np.repeat(k2.numpy(), 2, axis=1), np.repeat(v2.numpy(), 2, axis=1))
 print("GQA == repeated heads:", np.allclose(gqa.numpy(), repeated))
+assert np.allclose(gqa.numpy(), repeated)
 
 # %% [markdown]
 # Its backward (exercise 2.4) is checked like every op: against central differences, in float64.
@@ -105,13 +115,17 @@ print(f"attention backward, worst error: {grad_check(causal_gqa, qs, ks, vs):.1e
 # row of the output has RMS 1 (before the gain), and scaling the input by a positive number changes
 # almost nothing (only through the tiny `eps`) -- which keeps the residual stream's growing magnitude
 # out of each block's input.
+#
+# **Predict:** input rows with RMS 0.1, 1 and 30 go in. What RMS comes out of each?
 
 # %%
 x = ml.tensor(rng.standard_normal((3, 16)) * [[0.1], [1.0], [30.0]], dtype="float64")
 y = ops.rms_norm(x, (16,), eps=1e-6)   # torch's F.rms_norm(input, normalized_shape, weight, eps)
 print("RMS of the input rows: ", np.sqrt((x.numpy() ** 2).mean(-1)))
 print("RMS of the output rows:", np.sqrt((y.numpy() ** 2).mean(-1)))
-print(f"max |rms_norm(5 x) - rms_norm(x)| = {np.abs(ops.rms_norm(x * 5.0, (16,), eps=1e-6).numpy() - y.numpy()).max():.1e}")
+scale_change = np.abs(ops.rms_norm(x * 5.0, (16,), eps=1e-6).numpy() - y.numpy()).max()
+print(f"max |rms_norm(5 x) - rms_norm(x)| = {scale_change:.1e}")
+assert np.allclose(np.sqrt((y.numpy() ** 2).mean(-1)), 1, atol=1e-3) and scale_change < 1e-3
 
 xg = ml.tensor(rng.standard_normal((2, 5)), dtype="float64", requires_grad=True)
 wg = ml.tensor(rng.standard_normal(5), dtype="float64", requires_grad=True)
@@ -126,8 +140,10 @@ print(f"rms_norm backward (x and w), worst error: {grad_check(lambda x, w: ops.r
 # `theta_i = 10000^(-2i/d)` from fast to very slow. Rotating two vectors by the *same* angle leaves
 # their dot product unchanged; rotating `q` by `m * theta_i` and `k` by `n * theta_i` is the same, for
 # their dot product, as rotating `q` alone by `(m - n) * theta_i`. So the score of a query at position
-# `m` against a key at position `n` depends only on the *offset* `m - n`. The plot below computes the full score matrix for one fixed pair of
-# vectors placed at every position: it is constant along every diagonal.
+# `m` against a key at position `n` depends only on the *offset* `m - n`. The plot below computes the
+# full score matrix for one fixed pair of vectors placed at every position.
+#
+# **Predict:** along which lines of the score matrix will the score be constant?
 
 # %%
 config = LlamaConfig(hidden_size=64, num_attention_heads=1, num_hidden_layers=1, intermediate_size=128, vocab_size=16)
@@ -141,6 +157,7 @@ scores = q_rot @ k_rot.T                                       # scores[m, n]
 
 offsets = [np.diagonal(scores, -d) for d in range(0, 40, 8)]
 print("spread along each diagonal (max - min):", [f"{np.ptp(o):.1e}" for o in offsets])
+assert max(np.ptp(o) for o in offsets) < 1e-9 * np.abs(scores).max()   # constant along every diagonal
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
 axes[0].imshow(scores, cmap="RdBu")
 axes[0].set(title="q at m, k at n: score", xlabel="key position n", ylabel="query position m")
@@ -167,6 +184,8 @@ plt.show()
 #
 # Those seven `*_proj` layers are plain `Linear` layers -- exactly the modules LoRA's `target_modules`
 # names. Let us build one layer at a small size and look at its parameters.
+#
+# **Predict:** with 4 query heads and 2 key/value heads, how does `k_proj`'s shape compare with `q_proj`'s?
 
 # %%
 small = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=88, num_hidden_layers=2,
@@ -174,6 +193,7 @@ small = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=88, num_hid
 layer = LlamaDecoderLayer(small, layer_idx=0)
 for name, p in layer.named_parameters():
     print(f"{name:<32} {str(tuple(p.shape)):<10} {p.numel():>6,d}")
+assert layer.self_attn.k_proj.weight.numel() * 2 == layer.self_attn.q_proj.weight.numel()
 
 # %% [markdown]
 # With `num_key_value_heads=2` of 4 heads, `k_proj` and `v_proj` are half the size of `q_proj`.
@@ -197,6 +217,7 @@ with ml.no_grad():
 print("max change of the logits at each position:", np.abs(a - b).max(-1).round(4))
 moved = [int(i) for i in np.nonzero(np.abs(a - b).max(-1)[0] > 0)[0]]
 print("positions that changed:", moved, "" if prediction is None else f"| you predicted {prediction}")
+assert moved == [5, 6, 7, 8, 9]
 
 # %% [markdown]
 # ## The pretrained base model
@@ -206,6 +227,8 @@ print("positions that changed:", moved, "" if prediction is None else f"| you pr
 # `minilora/assets/base/README.md`). It is tiny -- four layers, hidden size 128 -- but it is a real
 # pretrained language model, which is what fine-tuning needs: knowledge to keep, and a new task to learn.
 # `load_base()` reads its `config.json` and `model.safetensors`.
+#
+# **Predict:** what share of its parameters sits in the attention and MLP matrices?
 
 # %%
 from minilora.memory import summarize_parameters
@@ -217,11 +240,22 @@ print(base.config)
 print()
 print(summarize_parameters([(n, p.shape) for n, p in base.named_parameters()], bytes_per_value=4))
 
+# the claims of the next cell, computed: byte vocabulary, tied head, where the parameters are
+c = base.config
+assert (c.vocab_size, c.num_hidden_layers, c.hidden_size, c.tie_word_embeddings) == (259, 4, 128, True)
+total = sum(p.numel() for p in base.parameters())
+in_blocks = sum(p.numel() for n, p in base.named_parameters() if n.endswith("_proj.weight"))
+print(f"attention + MLP matrices: {in_blocks / total:.0%} of {total:,d} parameters")
+llama2_7b, embed_and_head = 6_738_415_616, 2 * 32_000 * 4_096     # Llama-2-7B's count, its untied head
+print(f"Llama-2-7B: embedding + output head = {embed_and_head / llama2_7b:.1%} of its weights")
+assert in_blocks / total > 0.9 and embed_and_head / llama2_7b < 0.04
+
 # %% [markdown]
 # The vocabulary is bytes (259 tokens: 256 byte values plus three special tokens), so the embedding is
 # small and the attention and MLP matrices hold almost all the parameters -- the same balance as in a
-# 7B model, whose 32,000-token embedding and output head together are under 4% of its weights. The output head is tied to the
-# embedding (`tie_word_embeddings=True`): one matrix used twice, counted once.
+# 7B model, whose 32,000-token embedding and output head together are under 4% of its weights (both
+# computed above). The output head is tied to the embedding (`tie_word_embeddings=True`): one matrix
+# used twice, counted once.
 #
 # What does it know? Let it complete a sentence in the corpus's style, and look at its next-token
 # probabilities. After `"... is"` the next byte is a space with probability 1 -- that teaches nothing --
@@ -250,6 +284,7 @@ def next_token_probs(text):
     p = np.exp(logits - logits.max())
     return p / p.sum()
 
+assert next_token_probs(prompt[:-1])[tok.encode(" ", add_special_tokens=False)[0]] > 0.99   # after "is": a space
 p = next_token_probs(prompt)
 first = tok.encode(answer, add_special_tokens=False)[0]
 print(f"P(first letter {answer[0]!r}) = {p[first]:.2f}" + ("" if prediction is None else f" | you predicted {prediction}"))
@@ -281,7 +316,9 @@ plt.show()
 # A checkpoint is a folder with `config.json` and `model.safetensors`: a JSON header naming every
 # tensor (`model.layers.0.self_attn.q_proj.weight`, ...) followed by the raw bytes. Those are the
 # names and the format `transformers` uses, so `LlamaForCausalLM.from_pretrained` in either library
-# reads the other's folders. A round trip must give back the same numbers, bit for bit:
+# reads the other's folders. A round trip must give back the same numbers, bit for bit.
+#
+# **Predict:** how big is the `model.safetensors` file, from the parameter count above?
 
 # %%
 base.save_pretrained("saved-base")
@@ -291,6 +328,7 @@ reloaded = LlamaForCausalLM.from_pretrained("saved-base")
 with ml.no_grad():
     same = np.array_equal(base(ids).logits.numpy(), reloaded(ids).logits.numpy())
 print("identical logits after save + load:", same)
+assert same
 
 from minilora.checkpoint import read_header
 header, data_start = read_header("saved-base/model.safetensors")

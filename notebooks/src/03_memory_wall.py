@@ -50,7 +50,10 @@ print(f"{'total':<24}{16:>3} bytes x {n:,d} = {format_bytes(16 * n):>9}")
 # %% [markdown]
 # LoRA freezes that matrix (`W0`) and trains a pair `A` (`r x 4096`) and `B` (`4096 x r`) instead. The
 # frozen matrix still has to be in memory -- the forward pass needs it -- but only at 4 bytes per
-# number; the 16 bytes apply to `A` and `B` alone. `memory.matrix_lora_params` counts the pair:
+# number; the 16 bytes apply to `A` and `B` alone. `memory.matrix_lora_params` counts the pair.
+#
+# **Predict:** going from r = 4 to r = 64 multiplies the LoRA parameters by 16. What does it do to the
+# training memory of this matrix?
 
 # %%
 print(f"{'r':>4}{'LoRA params':>14}{'fewer':>8}{'training memory':>18}  (W0 frozen + A, B trained)")
@@ -58,6 +61,7 @@ for r in (4, 8, 16, 32, 64):
     full, lora, ratio = memory.matrix_lora_params(d, d, r)
     print(f"{r:>4}{lora:>14,d}{ratio:>7.0f}x{format_bytes(4 * full + 16 * lora):>18}")
 print(f"\nfull fine-tuning of the same matrix: {format_bytes(16 * n)}")
+assert 16 * n / (4 * n + 16 * memory.matrix_lora_params(d, d, 4)[1]) < 4   # the frozen W0 is the floor
 
 # %% [markdown]
 # For one matrix the saving is at most 4x (268 MB -> 68 MB): the frozen weight itself becomes the
@@ -73,6 +77,7 @@ print(f"\nfull fine-tuning of the same matrix: {format_bytes(16 * n)}")
 print(f"16 bytes x 1e9 parameters = {format_bytes(16 * 1e9)} per billion parameters")
 print(f"GPT-3's W_q: 12288 x 12288 = {12288 ** 2:,d} numbers = {12288 ** 2 / n:.1f} matrices of 4096 x 4096")
 print(f"175e9 parameters = {175e9 / n:,.0f} matrices of 4096 x 4096")
+assert 16 * 175e9 == 2.8e12 and round(12288 ** 2 / n) == 9
 
 # %% [markdown]
 # ## GPT-3: the wall
@@ -102,10 +107,14 @@ if prediction is not None:
 # %%
 per_rank = memory.lora_params_per_rank("gpt-3-175b", target_modules=["q_proj", "v_proj"])
 print(f"trainable parameters per unit of rank: {per_rank:,d}")
+assert per_rank == 2 * 96 * 24_576 == 4_718_592
 print(f"{'r':>4}{'trainable':>14}{'of 175B':>10}{'memory (W0 frozen)':>21}")
 for r in (1, 2, 4, 8, 16):
     e = memory.estimate("gpt-3-175b", LoraConfig(r=r, target_modules=["q_proj", "v_proj"]))
     print(f"{r:>4}{e.trainable_params:>14,d}{e.trainable_percent:>9.4f}%{format_bytes(e.total_bytes):>21}")
+    if r == 8:   # the lesson's "about 526M" and "0.3%"
+        assert e.trainable_params == 37_748_736 and round(e.trainable_percent, 2) == 0.02
+        assert 690 * GB < e.total_bytes < 710 * GB and 8 < e.total_bytes / (80 * GB) <= 9   # nine GPUs
 
 # %% [markdown]
 # **The lesson gets these wrong.** It says LoRA with r = 8 "reduces trainable parameters from 175B to
@@ -122,6 +131,8 @@ for r in (1, 2, 4, 8, 16):
 #
 # `estimate` produces the same line as PEFT's `print_trainable_parameters()`, so it can be checked
 # against PEFT without downloading anything (`tests/test_memory.py` does).
+#
+# **Predict:** all seven modules at r = 16 against q, k, v, o at r = 16: how many times more parameters?
 
 # %%
 targets = {
@@ -129,17 +140,28 @@ targets = {
     "q, k, v, o": ["q_proj", "k_proj", "v_proj", "o_proj"],
     "all seven": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
+exact = {}
 for (label, modules), r in zip(targets.items(), (8, 16, 16)):
-    print(f"{label:<11} r={r:<3} {memory.estimate('llama-2-7b', LoraConfig(r=r, target_modules=modules)).peft_line()}")
+    e = memory.estimate('llama-2-7b', LoraConfig(r=r, target_modules=modules))
+    exact[label] = e.trainable_params
+    print(f"{label:<11} r={r:<3} {e.peft_line()}")
+assert exact == {"q, v": 4_194_304, "q, k, v, o": 16_777_216, "all seven": 39_976_960}
 
 # %% [markdown]
 # The lesson's rank table for "a 7B model" (r = 4: ~8M, r = 8: ~16M, ..., r = 128: ~256M) assumes
 # about 2M parameters per unit of rank, which matches no particular choice of target modules:
 # q, k, v, o gives 1.05M per rank and all seven give 2.5M. Its code example prints
 # `trainable params: 33,554,432 || all params: 6,771,970,048` for r = 16 on all seven modules, but that
-# line belongs to q, k, v, o at **r = 32**; the config in its code gives 39,976,960 (above).
+# line belongs to q, k, v, o at **r = 32**; the config in its code gives 39,976,960 (above). The
+# cell below checks these numbers before plotting them.
 
 # %%
+qkvo_r32 = memory.estimate("llama-2-7b", LoraConfig(r=32, target_modules=targets["q, k, v, o"]))
+print("q, k, v, o at r = 32:", qkvo_r32.peft_line())
+assert (qkvo_r32.trainable_params, qkvo_r32.total_params) == (33_554_432, 6_771_970_048)
+assert memory.lora_params_per_rank("llama-2-7b", target_modules=targets["q, k, v, o"]) == 1_048_576
+assert memory.lora_params_per_rank("llama-2-7b", target_modules=targets["all seven"]) == 2_498_560
+
 ranks = np.array([4, 8, 16, 32, 64, 128])
 lesson = np.array([8, 16, 32, 64, 128, 256]) * 1e6
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
@@ -155,13 +177,18 @@ plt.show()
 
 # %% [markdown]
 # Where the memory goes, full fine-tuning against LoRA (r = 16, all seven modules), in float32 with
-# AdamW and before activations:
+# AdamW and before activations.
+#
+# **Predict:** the lesson says LoRA saves "approximately 3-4x" for a typical model. Where in that range
+# will Llama-2-7B land, and what is the floor?
 
 # %%
 llama_full = memory.estimate("llama-2-7b")
 llama_lora = memory.estimate("llama-2-7b", LoraConfig(r=16, target_modules=targets["all seven"]))
 print(memory.comparison_table({"full fine-tuning": llama_full, "LoRA r=16, all seven": llama_lora}))
 print(f"\nsaving: {llama_full.total_bytes / llama_lora.total_bytes:.1f}x")
+assert round(llama_full.total_bytes / llama_lora.total_bytes, 1) == 3.9
+assert round(llama_lora.frozen_weight_bytes / GB) == 27
 
 def stacked(ax, columns, title, unit=GB):
     parts = [("frozen weights", "frozen_weight_bytes", "#9e9e9e"), ("trainable weights", "trainable_weight_bytes", "#1f77b4"),
@@ -189,12 +216,15 @@ plt.show()
 # ## The frozen weights' dtype: sizing a GPU
 #
 # Nothing forces the frozen `W0` to be float32: it is only read. Stored in bfloat16 it takes 2 bytes a
-# number; **QLoRA** (Dettmers et al., 2023) stores it in 4 bits, as "NormalFloat4" (NF4): 16 levels
+# number; **QLoRA** (Dettmers et al., 2023, section 3) stores it in 4 bits, as "NormalFloat4" (NF4): 16 levels
 # placed at the quantiles of a normal distribution, one scale (absmax) per block of 64 weights, and
 # those scales themselves quantised to 8 bits ("double quantisation", about 0.127 bits a weight instead
 # of 0.5). Only the linear layers are quantised; embeddings, norms and the LoRA matrices stay in 16 or
 # 32 bits. In the forward and backward each 4-bit block is expanded to bfloat16 just before its
 # matrix product. The adapter (`A`, `B`), its gradients and Adam's moments are counted as before.
+#
+# **Predict:** which of 16, 24, 48 and 80 GB hold Llama-2-7B's LoRA training state with a float32, a
+# bfloat16 and an NF4 base?
 
 # %%
 preset7b = memory.get_preset("llama-2-7b")
@@ -212,6 +242,7 @@ for name, b in frozen.items():
     total = b + training_state
     fits = ", ".join(f"{gb} GB" for gb in (16, 24, 48, 80) if total < gb * GB) or "none of 16-80 GB"
     print(f"{name:<14}{format_bytes(b):>10}{format_bytes(training_state):>19}{format_bytes(total):>10}   {fits}")
+assert round(8 / 64 + 32 / (64 * 256), 3) == 0.127 and frozen["NF4 (QLoRA)"] < 4 * GB   # QLoRA's numbers
 
 # %% [markdown]
 # The 4-bit base is what lets a 7B model -- and, in the QLoRA paper, a 65B model on one 48 GB GPU --
@@ -228,7 +259,8 @@ for name, b in frozen.items():
 # about 3.4e38), but 8 significant bits instead of 24 -- about 2-3 decimal digits. float16 spends its
 # 16 bits differently: 11 significant bits but a 5-bit exponent, so nothing above 65,504. Mixed-precision
 # training keeps the big, frozen things (W0, activations) in bfloat16 and the small, *changing* things
-# (the adapter, its gradients, Adam's moments) in float32. Three questions show why.
+# (the adapter, its gradients, Adam's moments) in float32 (`ml.finfo` below shows both formats). Three
+# questions show why.
 #
 # **Predict first.** (a) What is `1 + 1/256` stored in bfloat16? (b) Add 1.0 to a bfloat16 running
 # total 4,096 times: what is the total? (c) A weight of 1.0 takes an AdamW step of size `lr = 1e-3`:
@@ -252,6 +284,11 @@ print("range: 70,000 in float16:", ml.tensor(70000.0, dtype=ml.float16).item(),
       "  in bfloat16:", ml.tensor(70000.0, dtype=bf16).item())
 if prediction is not None:
     print(f"you predicted {prediction}")
+for name, t in (("bfloat16", bf16), ("float16", ml.float16)):
+    print(f"{name}: largest {ml.finfo(t).max:.4g}, spacing at 1.0 {ml.finfo(t).eps}")
+assert ml.tensor(1 + 1 / 256, dtype=bf16).item() == 1.0 and float(total) == 256.0
+assert ml.ones(4096, dtype=bf16).sum().item() == 4096.0 and (weight - 1e-3).item() == 1.0
+assert ml.finfo(ml.float16).max == 65504 and ml.finfo(bf16).max > 3.3e38
 
 # %% [markdown]
 # (a) Between 1 and 2 bfloat16 has 128 steps of 1/128, so `1 + 1/256` lies exactly halfway and rounds
@@ -272,6 +309,8 @@ if prediction is not None:
 # once (`graph_bytes`), plus the peak of all NumPy allocations during the step (`tracemalloc`).
 #
 # The batch is 8 sequences of 128 tokens of the base model's own corpus.
+#
+# **Predict:** which rows of the table will LoRA shrink, and which will it leave as they are?
 
 # %%
 from minilora import data
@@ -308,6 +347,8 @@ print(memory.comparison_table(measured))
 predicted = memory.estimate(memory.get_preset("base"), LoraConfig(r=8, target_modules="all-linear"))
 print("estimate:", predicted.peft_line())
 print("measured trainable params:", f"{measured['LoRA r=8, all-linear'].trainable_params:,d}")
+assert predicted.trainable_params == measured["LoRA r=8, all-linear"].trainable_params == 78_848
+assert measured["full fine-tuning"].trainable_params == 837_120
 
 # %% [markdown]
 # * **Activations dominate this small model, and LoRA does not shrink them.** The backward pass still
@@ -316,7 +357,9 @@ print("measured trainable params:", f"{measured['LoRA r=8, all-linear'].trainabl
 #   grows with parameters. At 7B parameters and short sequences the weights win, which is LoRA's case;
 #   for long sequences the tool is activation (gradient) checkpointing, not LoRA.
 #
-# Which ops hold the activations, and how they grow with the batch:
+# Which ops hold the activations, and how they grow with the batch.
+#
+# **Predict:** from 1 to 8 sequences, do the activations grow linearly, or faster?
 
 # %%
 for name, stats in (("full", measured["full fine-tuning"].activations), ("LoRA", measured["LoRA r=8, all-linear"].activations)):
@@ -340,6 +383,10 @@ axes[1].set(xlabel="tokens per batch", ylabel="MB", title="activations grow with
 axes[1].legend(fontsize=8)
 plt.tight_layout()
 plt.show()
+for label in acts:   # LoRA does not shrink activations, and they grow with the batch
+    assert acts["LoRA"][-1] > 0.95 * acts["full"][-1] and acts[label][-1] > 6 * acts[label][0]
+lora_row = measured["LoRA r=8, all-linear"]
+assert lora_row.activation_bytes > 0.9 * lora_row.total_bytes   # activations dominate this small model
 
 # %% [markdown]
 # ## Gradient checkpointing: activations for compute
@@ -349,10 +396,13 @@ plt.show()
 # recording this time -- and backpropagates through the fresh graph, so only one layer's activations
 # exist at a time. The code is `minilora/nn/checkpointing.py`; the gradients come out bit for bit the
 # same (dropout masks are replayed from the saved random state).
+#
+# **Predict:** how much less does checkpointing keep for backward, and how much lower is the peak?
 
 # %%
 import time
 
+kept = {}
 ckpt_model = get_peft_model(load_base(), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
 ckpt_model.gradient_checkpointing_enable()
 for label, model in (("LoRA", lora_model), ("LoRA + checkpointing", ckpt_model)):
@@ -362,6 +412,10 @@ for label, model in (("LoRA", lora_model), ("LoRA + checkpointing", ckpt_model))
     seconds = time.perf_counter() - start
     print(f"{label:<21} kept for backward {stats.graph_bytes / 1e6:5.1f} MB, peak {stats.peak_bytes / 1e6:5.1f} MB, "
           f"forward + backward {1000 * seconds:4.0f} ms")
+    kept[label] = stats
+plain, ckpt = kept["LoRA"], kept["LoRA + checkpointing"]
+print(f"kept: {plain.graph_bytes / ckpt.graph_bytes:.1f}x less, peak: {plain.peak_bytes / ckpt.peak_bytes:.1f}x lower")
+assert plain.graph_bytes > 8 * ckpt.graph_bytes and plain.peak_bytes > 2.5 * ckpt.peak_bytes
 
 # %% [markdown]
 # What is left after the forward is the layers' inputs and the output head's work; the peak is now
@@ -394,14 +448,18 @@ for name, (fwd, bwd) in flops.items():
     print(f"{name:<22}{fwd / 1e9:>14.2f}{bwd / 1e9:>16.2f}{bwd / fwd:>18.2f}{extra:>8.0%}")
 if prediction is not None:
     print(f"you predicted: {prediction}")
+extra = {name: (fwd + bwd) / sum(flops[name.split(" +")[0]]) - 1 for name, (fwd, bwd) in flops.items()}
+assert abs(flops["full"][1] / flops["full"][0] - 2) < 0.05 and 0.28 < extra["full + checkpointing"] < 0.36
+assert flops["LoRA"][1] / flops["LoRA"][0] < 1.25 and 0.4 < extra["LoRA + checkpointing"] < 0.5
 
 # %% [markdown]
 # For full fine-tuning backward is about twice the forward, so one recomputed forward adds about a
 # third. For LoRA the backward is about *one* forward (`dX` only, plus the small rank-r products), so
 # the same recomputation adds nearly half: the cheaper the backward, the larger the share of the
 # recompute. (The profiler counts only what ops report; the output head and loss are not recomputed.)
-# The time per step above grows by more than that on this small model, where every op's fixed Python
-# cost is paid twice too. With long sequences checkpointing, not LoRA, is what makes training fit.
+# The measured time per step can grow by more than that on a small model, where every op's fixed
+# Python cost is paid twice too (timings vary from run to run on a shared machine; the FLOP counts do
+# not). With long sequences checkpointing, not LoRA, is what makes training fit.
 #
 # ## Summary
 #

@@ -48,6 +48,8 @@ np.set_printoptions(precision=4, suppress=True)
 #
 # Built by hand like this (as with PEFT's `lora.Linear`), the new adapter is active and trainable at once,
 # but nothing freezes `W0`: that is what `get_peft_model` does for a whole model (below). We do it here.
+#
+# **Predict:** which parameters does the layer list, with which shapes, and which are trainable?
 
 # %%
 base = nn.Linear(64, 48, bias=False)
@@ -70,6 +72,8 @@ print("scale s = lora_alpha / r =", layer.scaling["default"])
 # CUDA kernels of notebook 5 on a GPU.
 #
 # To see the LoRA branch at work, give `B` random values first (at initialisation it is zero; next section).
+#
+# **Predict:** for a 4096 x 4096 layer at r = 8, how many percent more multiply-adds per token?
 
 # %%
 with ml.no_grad():
@@ -83,6 +87,7 @@ print("matches x W0^T + s (x A^T) B^T:", np.allclose(h, x.numpy() @ W0.T + s * (
 print("matches x (W0 + s B A)^T:     ", np.allclose(h, x.numpy() @ (W0 + s * B @ A).T, atol=1e-5))
 d = 4096
 print(f"extra multiply-adds per token for a {d}x{d} layer at r=8: {8 * 2 * d:,d} vs {d * d:,d} (+{2 * 8 / d:.2%})")
+assert np.allclose(h, x.numpy() @ (W0 + s * B @ A).T, atol=1e-5)
 
 # %% [markdown]
 # Its backward (exercise 4.3) follows the same split and never computes a gradient for `W0`:
@@ -126,6 +131,7 @@ dB_max = float(np.abs(fresh.lora_B["default"].weight.grad).max())
 print("|dA| =", dA_max, "  |dB| =", round(dB_max, 3))
 zero = {(True, True): "both", (True, False): "dA", (False, True): "dB", (False, False): "neither"}[(dA_max == 0, dB_max == 0)]
 print(f"exactly zero: {zero}" + (f"; you predicted {prediction}" if prediction is not None else ""))
+assert zero == "dA"
 
 # %% [markdown]
 # ## What rank `r` can learn
@@ -136,7 +142,7 @@ print(f"exactly zero: {zero}" + (f"; you predicted {prediction}" if prediction i
 #
 # A toy makes it concrete. A frozen random `W0` (64 x 64), and a target layer `W0 + delta` with a
 # known `delta`; the adapter sees inputs `x` and targets `(W0 + delta) x` and minimises the squared
-# error. The loss is normalised so that it starts at 1 and, once training converges, equals the
+# error. The loss is normalised so that it starts at 1 and, once training converges, is close to the
 # energy left out -- the dashed lines, computed from the SVD of `delta` alone.
 #
 # **Predict first.** The change has rank 4. Where will the loss of a rank-1 adapter stop: near 3/4,
@@ -173,25 +179,37 @@ def energy_left(delta, r):
     return (S[r:] ** 2).sum() / (S ** 2).sum()
 
 delta4 = make_delta(4)
+final = {}
 fig, ax = plt.subplots(figsize=(6.5, 3.6))
 for r, color in zip((1, 2, 4, 8), ("C0", "C1", "C2", "C3")):
-    ax.semilogy(fit(delta4, r, lora_alpha=2 * r), color=color, label=f"r = {r}")
+    losses = fit(delta4, r, lora_alpha=2 * r)
+    final[r] = losses[-1]
+    ax.semilogy(losses, color=color, label=f"r = {r}")
     if energy_left(delta4, r) > 1e-6:
         ax.axhline(energy_left(delta4, r), color=color, ls="--", lw=1)
 ax.set(xlabel="step", ylabel="loss (1 = nothing learned)", title="learning a rank-4 change", ylim=(1e-9, 2))
 ax.legend()
 plt.show()
+for r in (1, 2):   # stops at the energy outside the top r singular values ...
+    print(f"r = {r}: final loss {final[r]:.4f}, energy left out {energy_left(delta4, r):.4f}")
+    assert abs(final[r] - energy_left(delta4, r)) < 0.05
+print(f"r = 4: {final[4]:.0e}, r = 8: {final[8]:.0e}")
+assert final[4] < 1e-4 and final[8] < 1e-4   # ... while ranks 4 and 8 learn the whole change
 
 # %% [markdown]
-# Ranks 1 and 2 stop exactly at the energy their missing directions hold (it depends on `delta`'s
-# singular values, not on `r / 4`). Ranks 4 and 8 can represent the change *exactly*: their dashed line
-# is at zero, and both fall far below 1e-4 -- more than 99.99% of the change learned.
+# Ranks 1 and 2 stop near the energy their missing directions hold (it depends on `delta`'s singular
+# values, not on `r / 4`; near, not exactly on the dashed line, because the loss is measured on 256
+# sample inputs rather than on the matrix itself, and 250 steps are not quite convergence). Ranks 4
+# and 8 can represent the change *exactly*: their dashed line is at zero, and both fall far below
+# 1e-4 -- more than 99.99% of the change learned.
 #
 # But the two curves do not end at the same level, and that is worth a look rather than a shrug.
 # Below zero-error, how low a run goes is no longer a question of rank but of the optimiser: AdamW
 # with a constant learning rate never settles -- it scales every step to about `lr` whatever the size
 # of the gradient, so the weights keep jittering around the solution, and the loss floor they jitter at
-# differs from run to run. The same fit from six random initialisations per rank:
+# differs from run to run. The same fit from six random initialisations per rank.
+#
+# **Predict:** will rank 16 always end lower than rank 4?
 
 # %%
 seeds = range(6)
@@ -200,12 +218,15 @@ print(f"{'r':>4}  final loss after 250 steps, seeds 0-5")
 for r, values in floors.items():
     print(f"{r:>4}  " + "  ".join(f"{v:.0e}" for v in values) + f"   (median {np.median(values):.0e})")
 print(f"worst of all {3 * len(seeds)} runs: {max(max(v) for v in floors.values()):.0e} of the change's energy left")
+assert max(max(v) for v in floors.values()) < 1e-4
 
 # %% [markdown]
 # The plot above was one of these draws. The floor moves by orders of magnitude with the seed (and
 # again with the learning rate or the number of steps: try `lr=3e-3, steps=1000`), so below about 1e-5
 # the optimiser decides, not the rank. Where does the leftover come from? Look at what a rank-16
-# adapter learned, after `fit` -- the singular values of its update `s B A`:
+# adapter learned, after `fit` -- the singular values of its update `s B A`.
+#
+# **Predict:** how many of its sixteen singular values will be large?
 
 # %%
 def fitted_layer(delta, r, seed=0, steps=250, lr=1e-2):
@@ -228,6 +249,7 @@ S16 = np.linalg.svd(learned, compute_uv=False)
 print("singular values of the learned update:", np.array2string(S16[:8], precision=4), "...")
 print(f"energy in directions 5..16: {(S16[4:] ** 2).sum() / (np.linalg.svd(delta4, compute_uv=False) ** 2).sum():.1e}"
       f" of the change's energy; final loss {final16:.1e}")
+assert S16[3] > 100 * S16[4]   # four large singular values, then small ones
 
 # %% [markdown]
 # Four large singular values -- the change -- and twelve small ones that should be exactly zero. The
@@ -244,7 +266,8 @@ print(f"energy in directions 5..16: {(S16[4:] ** 2).sum() / (np.linalg.svd(delta
 # The branch is multiplied by `s`. With Adam, every trained number moves by about the learning rate per
 # step whatever its gradient's size, so `s` acts like a learning-rate multiplier for the adapter.
 # PEFT's default `s = lora_alpha / r` was chosen so that, at a fixed `lora_alpha`, changing `r` would
-# not require retuning the learning rate. rsLoRA (Kalajdzievski, 2023) shows this over-corrects: the
+# not require retuning the learning rate (LoRA paper, section 4.1). rsLoRA (Kalajdzievski, 2023,
+# "A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA", section 3) shows this over-corrects: the
 # update `B A x` sums `r` terms, which grows like `sqrt(r)`, not `r`, so at large ranks `alpha / r`
 # shrinks the update too much and high ranks learn slowly. It uses `s = lora_alpha / sqrt(r)`
 # (`LoraConfig(use_rslora=True)`, exercise 4.1).
@@ -257,14 +280,19 @@ for r in (4, 16, 64, 256):
 
 # %% [markdown]
 # Now a change that needs many directions (a full-rank `delta`), the same `lora_alpha = 16` and learning
-# rate for every run, and three ranks, with each scaling rule:
+# rate for every run, and three ranks, with each scaling rule.
+#
+# **Predict:** under `alpha / r`, will rank 64 learn faster or slower than rank 4 in the first steps?
+# And under `alpha / sqrt(r)`?
 
 # %%
 delta_full = make_delta(64)
+curves = {}
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
 for ax, rs in zip(axes, (False, True)):
     for r, color in zip((4, 16, 64), ("C0", "C1", "C2")):
-        ax.semilogy(fit(delta_full, r, 16, use_rslora=rs, steps=200, lr=2e-3), color=color, label=f"r = {r}")
+        curves[rs, r] = fit(delta_full, r, 16, use_rslora=rs, steps=200, lr=2e-3)
+        ax.semilogy(curves[rs, r], color=color, label=f"r = {r}")
         if energy_left(delta_full, r) > 1e-6:
             ax.axhline(energy_left(delta_full, r), color=color, ls="--", lw=1)
     ax.set(title="rsLoRA: alpha / sqrt(r)" if rs else "LoRA: alpha / r", xlabel="step")
@@ -272,9 +300,18 @@ for ax, rs in zip(axes, (False, True)):
 axes[0].set_ylabel("loss")
 plt.tight_layout()
 plt.show()
+for rs in (False, True):
+    print(("alpha / sqrt(r)" if rs else "alpha / r      ") + ": loss at step 10 / step 200: "
+          + ", ".join(f"r={r} {curves[rs, r][9]:.3f} / {curves[rs, r][-1]:.4f}" for r in (4, 16, 64)))
+for r in (4, 16):   # the energy they cannot represent, whatever the scale
+    assert all(abs(curves[rs, r][-1] - energy_left(delta_full, r)) < 0.05 for rs in (False, True))
+    assert abs(curves[False, r][-1] - curves[True, r][-1]) < 0.02
+assert curves[False, 64][9] >= curves[False, 16][9] - 0.01           # alpha / r: r = 64 starts no faster than 16
+assert curves[True, 64][9] < min(curves[True, 4][9], curves[True, 16][9])   # sqrt: fastest from the start
+assert curves[True, 64][-1] < curves[False, 64][-1] / 3                    # ... and ends far lower
 
 # %% [markdown]
-# Ranks 4 and 16 stop at the energy they cannot represent (dashed), whatever the scale. Rank 64 can
+# Ranks 4 and 16 stop near the energy they cannot represent (dashed), whatever the scale. Rank 64 can
 # represent everything, and here the rule matters. With `alpha / r` (left) its scale is 16 times
 # smaller than rank 4's, so it starts slowly: in its first steps it is no faster than rank 16. With
 # `alpha / sqrt(r)` (right) it learns fastest from the first step and ends far lower. (The lesson's advice -- keep
@@ -285,13 +322,16 @@ plt.show()
 #
 # `get_peft_model` does for a whole model what we did by hand above: it finds every `Linear` whose
 # name matches `target_modules`, wraps it, activates the adapter and freezes everything else. On the
-# shipped base model, LoRA's parameter count is linear in `r` and in the number of targeted matrices:
+# shipped base model, LoRA's parameter count is linear in `r` and in the number of targeted matrices.
+#
+# **Predict:** LoRA r = 8 on `q_proj` and `v_proj` of 4 layers of width 128: how many trainable parameters?
 
 # %%
 from minilora.models import load_base
 
 model = get_peft_model(load_base(), LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
 model.print_trainable_parameters()
+assert model.get_nb_trainable_parameters()[0] == 4 * 2 * 8 * (128 + 128)
 print([n for n, p in model.named_parameters() if p.requires_grad][:2])
 layer0 = model.base_model.model.model.layers[0].self_attn.q_proj
 print(f"{type(layer0).__module__}.{type(layer0).__name__} around "
@@ -300,6 +340,8 @@ print(f"{type(layer0).__module__}.{type(layer0).__name__} around "
 # %% [markdown]
 # The names carry PEFT's prefixes (`base_model.model.` in front of the original name, `.default` for
 # the adapter), so an adapter file written from this model loads into PEFT (notebook 7).
+#
+# **Predict:** at r = 64, how does "all-linear" compare with the whole base model?
 
 # %%
 ranks = [1, 2, 4, 8, 16, 32, 64]
@@ -311,12 +353,18 @@ for label, targets in choices.items():
     counts = [get_peft_model(load_base(), LoraConfig(r=r, target_modules=targets)).get_nb_trainable_parameters()[0]
               for r in ranks]
     ax.plot(ranks, counts, "o-", label=label)
+    if label == "all-linear":
+        print(f"all-linear at r = 64: {counts[-1]:,d} trainable, {counts[-1] / total:.2f} of the base model")
+        assert round(counts[-1] / total, 2) == 0.75
 ax.axhline(total, color="grey", ls="--", label="the whole base model")
 ax.set(xscale="log", yscale="log", xlabel="rank r", ylabel="trainable parameters",
        title=f"LoRA on the base model ({total:,d} parameters)")
 ax.set_xticks(ranks, [str(r) for r in ranks])
 ax.legend(fontsize=8)
 plt.show()
+print(f"r = 64 on a 128 x 128 matrix: {64 * 256:,d} = {128 * 128:,d}; "
+      f"on 4096 x 4096: +{64 * 8192 / 4096 ** 2:.1%}")
+assert 64 * 256 == 128 * 128 and round(64 * 8192 / 4096 ** 2, 2) == 0.03
 
 # %% [markdown]
 # The base model is only 128 wide, so `2r / d` is large: at r = 64 the LoRA pair of a 128 x 128
@@ -328,7 +376,8 @@ plt.show()
 #
 # Parameters are one thing; what do they buy? The LoRA paper (Table 5) fixed a budget of trainable
 # parameters on GPT-3 and compared spending it on one attention matrix at a high rank or on several at
-# a low rank; adapting `W_q` and `W_v` together (or all four at r = 2) beat any single matrix at r = 8.
+# a low rank; adapting `W_q` and `W_v` together at r = 4 (or all four at r = 2) did as well as or better
+# than any single matrix at r = 8 (section 7.1).
 # The same question on the base model: `q, v` against all seven linear layers, with the rank of each
 # chosen so that both train (almost) the same number of parameters, 30 steps on the `qa` task of
 # notebook 6.
@@ -358,6 +407,9 @@ for label, targets, r in (("q, v", ["q_proj", "v_proj"], r_qv), ("all-linear", "
 print(f"{'targets':<12}{'r':>4}{'trainable':>11}{'eval loss':>11}{'qa accuracy':>13}")
 for label, (r, n, loss, acc) in budget.items():
     print(f"{label:<12}{r:>4}{n:>11,d}{loss:>11.3f}{acc:>13.0%}")
+assert abs(budget["q, v"][1] / budget["all-linear"][1] - 1) < 0.01      # the same budget
+assert budget["all-linear"][2] < budget["q, v"][2]                      # spreading reaches the lower loss
+assert abs(budget["all-linear"][3] - budget["q, v"][3]) <= 0.1          # accuracies close
 
 # %% [markdown]
 # At the same budget, spreading the rank over every linear layer reaches a lower evaluation loss
@@ -371,7 +423,10 @@ for label, (r, n, loss, acc) in budget.items():
 # `lora_embedding_A` (`r x vocab`) and `lora_embedding_B` (`dim x r`): the update is a low-rank change
 # of the lookup table, `delta E = s (B A)^T`, and one token's row of it is `s B A[:, token]`. Here the
 # *A* starts at zero instead of `B` (PEFT's choice for embeddings), so the model again starts exactly
-# at the base:
+# at the base. (The base model ties `embed_tokens` to the output head; PEFT warns that the adapter is
+# not tied to the head too, and minilora warns with PEFT's words.)
+#
+# **Predict:** which of `lora_embedding_A` and `lora_embedding_B` is all zeros at the start?
 
 # %%
 emb = get_peft_model(load_base(), LoraConfig(r=4, lora_alpha=8, target_modules=["embed_tokens"]))
@@ -382,6 +437,10 @@ ids = tok(["The capital of"])["input_ids"]
 with ml.no_grad():
     same = np.array_equal(emb(ids).logits.numpy(), load_base()(ids).logits.numpy())
 print("starts exactly at the base model:", same)
+emb_A = emb.base_model.model.model.embed_tokens.lora_embedding_A["default"]
+emb_B = emb.base_model.model.model.embed_tokens.lora_embedding_B["default"]
+print("A all zeros:", not np.asarray(emb_A.detach()).any(), "| B all zeros:", not np.asarray(emb_B.detach()).any())
+assert same and not np.asarray(emb_A.detach()).any() and np.asarray(emb_B.detach()).any()
 
 # %% [markdown]
 # With a byte vocabulary this table is tiny; in a 7B model with 32,000 tokens an embedding adapter is

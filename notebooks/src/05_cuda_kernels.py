@@ -89,9 +89,13 @@ plt.show()
 # `kernels.lora_forward` and `kernels.lora_backward` check every argument (shape, dtype float32,
 # contiguity) and launch the kernels of one version: v1 (naive), v2 (16 x 16 tiles through shared
 # memory), v3 (128 x 128 tiles, 8 x 8 outputs per thread in registers, float4 loads), v4 (v3 with the
-# next tile's loads in flight during the multiply) and v5 (v4 with warp tiles: conflict-free shared
-# memory reads; the fastest on an H200). All must agree with a float64 NumPy reference -- here on
-# ragged shapes that are not multiples of any tile.
+# next tile's loads in flight during the multiply), v5 (v4 with warp tiles: conflict-free shared
+# memory reads; the fastest of those timed on an H200, below) and v6-v9 (rank tiles sized to `r` and
+# `cp.async` pipelines; newer, and not yet timed on a GPU: the header of `kernels/lora_forward.cu`
+# describes each). All must agree with a float64 NumPy reference -- here on ragged shapes that are not
+# multiples of any tile.
+#
+# **Predict:** how large a relative error do you expect from a correct float32 kernel?
 
 # %%
 M, N, K, r, s = 37, 45, 53, 4, 2.0
@@ -115,6 +119,7 @@ for version in kernels.VERSIONS:
     dX, dA, dB = kernels.lora_backward(dY, X, W0, A, B, U, s, device="emu", version=version)
     errors = ", ".join(f"{k} {rel_err(v, reference[k]):.1e}" for k, v in zip(("Y", "dX", "dA", "dB"), (Y, dX, dA, dB)))
     print(f"{version}: relative errors {errors}")
+    assert max(rel_err(v, reference[k]) for k, v in zip(("Y", "dX", "dA", "dB"), (Y, dX, dA, dB))) < 1e-5
 
 # %% [markdown]
 # Relative errors around 1e-7 are float32 rounding: the kernels are right. (`tests/test_kernels.py`
@@ -127,7 +132,9 @@ for version in kernels.VERSIONS:
 # ## The same kernels behind autograd
 #
 # On the `emu` device, `ops.lora_linear` -- the op every LoRA layer calls -- runs these kernels for its
-# forward and backward. Same numbers as the NumPy path on `cpu`, gradients included:
+# forward and backward. Same numbers as the NumPy path on `cpu`, gradients included.
+#
+# **Predict:** bit for bit the same as `cpu`, or only to float32 rounding?
 
 # %%
 results = {}
@@ -140,6 +147,7 @@ for dev in ("cpu", "emu"):
     results[dev] = (out.numpy(), np.asarray(x.grad), np.asarray(a.grad), np.asarray(b.grad))
 for name, c, e in zip(("Y", "dX", "dA", "dB"), results["cpu"], results["emu"]):
     print(f"{name}: max |emu - cpu| / max |cpu| = {rel_err(e, c):.1e}")
+    assert rel_err(e, c) < 1e-5
 
 # %% [markdown]
 # ## Catching a race
@@ -190,8 +198,10 @@ c = np.zeros((40, 40), np.float32)
 buggy((3, 3), (16, 16), args(c))
 print(f"buggy kernel: max error against a @ b = {np.abs(c - a @ b).max():.2f}"
       + (f" (you predicted: {race_prediction})" if race_prediction is not None else ""))
+assert np.abs(c - a @ b).max() > 1           # wrong, every time
 try:
     buggy((3, 3), (16, 16), args(c), check_races=True)
+    raise AssertionError("the race was not caught")
 except RaceError as err:
     print("RaceError:", err)
 
@@ -204,11 +214,14 @@ except RaceError as err:
 c = np.zeros((40, 40), np.float32)
 fixed((3, 3), (16, 16), args(c), check_races=True)
 print(f"fixed kernel: max error against a @ b = {np.abs(c - a @ b).max():.1e}, same result in every order")
+assert np.abs(c - a @ b).max() < 1e-4
 
 # %% [markdown]
 # A barrier in the wrong place is caught too, without any option: here only the threads that take the
 # `if` reach the `__syncthreads()`, and on a GPU the block would hang or misbehave. The emulator
-# sees every thread of the block and reports where each one is:
+# sees every thread of the block and reports where each one is.
+#
+# **Predict:** which threads will the error say are waiting, and which have gone?
 
 # %%
 divergent = RawKernel(r'''
@@ -220,6 +233,7 @@ extern "C" __global__ void halve_first(float* x) {
 }''', "halve_first")
 try:
     divergent(1, 32, (np.ones(32, np.float32),))
+    raise AssertionError("the divergent barrier was not caught")
 except BarrierError as err:
     print("BarrierError:", err)
 
@@ -234,6 +248,8 @@ except BarrierError as err:
 # `sanitize=True`: a build with AddressSanitizer, run in a child process, which reports the first
 # stray byte with the file, the line and the argument's name. (It includes the real `common.cuh`,
 # through the same `-I` option NVRTC takes.)
+#
+# **Predict:** which thread writes out of bounds, and how many bytes past the end?
 
 # %%
 MASK = r'''
@@ -251,6 +267,7 @@ start = time.perf_counter()
 oob = RawKernel(MASK.replace("GUARD", "<="), "dropout_mask", options=include, sanitize=True)
 try:
     oob((n + 255) // 256, 256, launch_args(np.zeros(n, np.float32)))
+    raise AssertionError("the out-of-bounds write was not caught")
 except KernelFault as err:
     print("KernelFault:", str(err).split("; report:")[0])
 print(f"(sanitized build and run: {time.perf_counter() - start:.1f} s)")
@@ -258,6 +275,8 @@ print(f"(sanitized build and run: {time.perf_counter() - start:.1f} s)")
 # %% [markdown]
 # Fixed, the kernel runs clean under the sanitizer, and its mask is bit for bit the one the NumPy path
 # uses (`ops.lora_dropout_mask`): the CPU, the emulator and a GPU drop exactly the same elements.
+#
+# **Predict:** with `p = 0.25` and 1000 elements, will exactly 750 be kept?
 
 # %%
 good = RawKernel(MASK.replace("GUARD", "<"), "dropout_mask", options=include, sanitize=True)
@@ -266,6 +285,7 @@ good((n + 255) // 256, 256, launch_args(mask))
 numpy_keep = ops.lora_dropout_mask(seed, 1, n, p)[0]
 print("same mask as ops.lora_dropout_mask:", np.array_equal(mask > 0, numpy_keep),
       f"| kept {(mask > 0).mean():.1%} (expected {1 - p:.0%})")
+assert np.array_equal(mask > 0, numpy_keep)
 
 # %% [markdown]
 # ## What the emulator cannot tell you
@@ -279,20 +299,22 @@ print("same mask as ops.lora_dropout_mask:", np.array_equal(mask > 0, numpy_keep
 # ## What the versions did on a real GPU
 #
 # The same files, timed on an NVIDIA H200 (`bash benchmarks/gpu_check.sh`, results in
-# `benchmarks/RESULTS.md`): the LoRA forward for M = 8192 tokens, K = N = 4096 features, r = 16, float32.
-# The floor is cuBLAS's `X W0^T` alone, 5.5 ms (50 TFLOP/s, 75% of the chip's fp32 peak).
+# `benchmarks/RESULTS.md`): the LoRA forward for M = 8192 tokens, K = N = 4096 features, float32; the
+# time at r = 16, the ratio at r = 8, 16 and 64. The floor is cuBLAS's `X W0^T` alone, 5.6 ms
+# (50 TFLOP/s, 74% of the chip's fp32 peak). (`tests/test_notebooks.py` checks this table against
+# `benchmarks/RESULTS.md`.)
 #
 # | version | what it adds | time | vs cuBLAS alone |
 # |---|---|---|---|
-# | v2 | 16 x 16 tiles in shared memory | 45.7 ms | 8.4x |
-# | v3 | 128 x 128 tiles, 8 x 8 outputs per thread in registers, float4 loads | 9.2 ms | 1.64-1.70x |
-# | v4 | + the next tile's loads in flight during the multiply (pipelining) | 9.0 ms | 1.61-1.67x |
-# | v5 | + warp tiles: each warp's shared-memory reads in one transaction | 8.0 ms | 1.43-1.51x |
-# | unfused | PEFT's path: cuBLAS `X W0^T`, then `X A^T`, `U B^T` and an add | 5.9-6.0 ms | 1.08x |
+# | v2 | 16 x 16 tiles in shared memory | 47.7 ms | 8.54-8.85x |
+# | v3 | 128 x 128 tiles, 8 x 8 outputs per thread in registers, float4 loads | 9.4 ms | 1.67-1.72x |
+# | v4 | + the next tile's loads in flight during the multiply (pipelining) | 9.2 ms | 1.64-1.69x |
+# | v5 | + warp tiles: each warp's shared-memory reads in one transaction | 8.1 ms | 1.45-1.51x |
+# | unfused | PEFT's path: cuBLAS `X W0^T`, then `X A^T`, `U B^T` and an add | 6.0 ms | 1.08-1.10x |
 #
 # Two lessons a CPU cannot teach. Register blocking is worth 5x: each value read from shared memory
 # feeds 8 multiply-adds instead of 1. And the next bottleneck was not where one would guess: hiding
-# memory latency (v4) bought 2%, while removing shared-memory bank conflicts (v5) bought 12%.
+# memory latency (v4) saved 2% of the time, while removing shared-memory bank conflicts (v5) saved 11%.
 #
 # **Predict first.** What does fusing the LoRA term into the main GEMM save: FLOPs, memory traffic,
 # kernel launches? And at best, how much faster than the unfused path could a fused kernel be?
@@ -315,12 +337,16 @@ extra_bytes = 4 * (M_ * K_ + M_ * r_          # read X again, write U
                    + M_ * r_ + M_ * N_         # read U, write the partial U B^T
                    + 3 * M_ * N_)              # read Y and the partial, write Y
 bandwidth, base_ms, unfused_ms = 4.8e12, 5.581, 6.029   # H200 peak; measured (benchmarks/RESULTS.md, r = 16)
+v5_ms = 8.141                                            # fused v5, the same table
 print(f"rank-r share of the FLOPs (fused or not): {lora_flops / base_flops:.1%}")
 print(f"extra memory traffic of the unfused path: {extra_bytes / 1e9:.2f} GB = "
       f"{extra_bytes / bandwidth * 1e3:.2f} ms at {bandwidth / 1e12:.1f} TB/s ({extra_bytes / bandwidth * 1e3 / base_ms:.1%} of the base GEMM)")
 print(f"measured unfused overhead: {unfused_ms - base_ms:.2f} ms = {unfused_ms / base_ms - 1:.1%}: the most a fused kernel can win")
 if fusion_prediction is not None:
     print(f"you predicted: {fusion_prediction}")
+print(f"our fused v5: {v5_ms / base_ms:.2f}x cuBLAS's time, {v5_ms / unfused_ms:.2f}x the unfused path's")
+assert lora_flops / base_flops < 0.01 and extra_bytes / bandwidth * 1e3 < unfused_ms - base_ms
+assert round(unfused_ms / base_ms - 1, 2) == 0.08 and round(v5_ms / base_ms, 2) == 1.46
 
 # %% [markdown]
 # The extra passes alone, at full bandwidth, explain part of the measured 8%; the rest is that the
