@@ -397,3 +397,13 @@ def test_several_active_dora_adapters_as_peft(kinds):
     for model in (theirs, ours):
         model.base_model.set_adapter(["default", "other"])
     np.testing.assert_allclose(logits_of(ours), logits_of(theirs), rtol=1e-4, atol=1e-5)
+
+
+def test_two_active_adapters_with_modules_to_save_on_one_module_are_refused_as_peft():
+    for lib, model in ((peft, hf_model(transformers, TINY, dtype="float32")), (ml.lora, LlamaForCausalLM(TINY))):
+        config = dict(r=2, target_modules=["q_proj"], modules_to_save=["lm_head"])
+        wrapped = lib.get_peft_model(model, lib.LoraConfig(**config))
+        wrapped.add_adapter("other", lib.LoraConfig(**config))
+        with pytest.raises(ValueError, match="Only one adapter can be set at a time for ModulesToSaveWrapper"):
+            wrapped.base_model.set_adapter(["default", "other"])
+        assert wrapped.active_adapters == ["default"]

@@ -704,9 +704,16 @@ class ModulesToSaveWrapper(Module):
     def adapter_names(self):
         return list(self.modules_to_save.keys())
 
-    def set_adapter(self, adapter_names, inference_mode=False):
+    def check_set_adapter(self, adapter_names):
+        """PEFT's: one module copy runs at a time, so at most one of the adapters may have one here."""
         names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
         names = [n for n in names if n in self.modules_to_save]
+        if len(names) > 1:
+            raise ValueError(f"Only one adapter can be set at a time for {self}, got {len(names)}")
+        return names
+
+    def set_adapter(self, adapter_names, inference_mode=False):
+        names = self.check_set_adapter(adapter_names)
         for key, module in self.modules_to_save.items():
             module.requires_grad_(key in names and not inference_mode)
         self.active_adapters = names

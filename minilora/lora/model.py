@@ -345,6 +345,9 @@ class LoraModel(_Wrapper):
         if inference_mode is None:
             inference_mode = all(self.peft_config[name].inference_mode for name in names)
         modules = self._adapter_modules()
+        for module in modules:  # before anything switches
+            if isinstance(module, ModulesToSaveWrapper):
+                module.check_set_adapter(names)
         if any(isinstance(m, BaseTunerLayer) and m.merged for m in modules):  # PEFT's warning
             warnings.warn("Adapter cannot be set when the model is merged. Unmerging the model first.")
         for module in modules:
