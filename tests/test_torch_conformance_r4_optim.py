@@ -581,3 +581,18 @@ def test_print_optimizer_as_torch(name, kwargs):
     """print(optimizer) as torch's: a hyperparameter given (or defaulting) as the int 0 shows as 0, not 0.0."""
     (p,), (t,) = _twins(shapes=((2,),))
     assert repr(getattr(optim, name)([p], **kwargs)) == repr(getattr(torch.optim, name)([t], **kwargs))
+
+
+@pytest.mark.parametrize("betas", [[0.9, 0.99], (0, 0.9), (0.9, 0.999), [0.5, 0]], ids=str)
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "Adamax", "NAdam", "RAdam"])
+def test_betas_spellings_as_torch(name, betas):
+    """Adam/AdamW want two floats (an int is torch's ValueError) and keep a tuple; Adamax/NAdam/RAdam keep the
+    list or tuple and the numbers as given: the same error or the same print(optimizer) as torch's."""
+    (p,), (t,) = _twins(shapes=((2,),))
+    try:
+        expected = repr(getattr(torch.optim, name)([t], betas=betas))
+    except ValueError:
+        with pytest.raises(ValueError, match="betas must be either both floats or both Tensors"):
+            getattr(optim, name)([p], betas=betas)
+        return
+    assert repr(getattr(optim, name)([p], betas=betas)) == expected

@@ -28,8 +28,8 @@ import numpy as np
 from .. import kernels, parallel
 from ..device import CHUNK, cache_slices, xp_of
 from .. import dtypes
-from .optimizer import (Optimizer, _check_adam_hyperparameters, alpha_16bit, new_step_count, occurrence_passes,
-                        rounds_each_op)
+from .optimizer import (Optimizer, _as_number, _check_adam_hyperparameters, alpha_16bit, new_step_count,
+                        occurrence_passes, rounds_each_op)
 
 __all__ = ["Adam", "AdamW", "adamw_update"]
 
@@ -149,10 +149,12 @@ class Adam(Optimizer):
 
     def _check_group(self, group, index):
         super()._check_group(group, index)
-        betas = group["betas"]
-        if isinstance(betas, (tuple, list)) and len({hasattr(beta, "detach") for beta in betas}) > 1:  # (a Tensor)
-            raise ValueError("betas must be either both floats or both Tensors")  # (torch's Adam/AdamW check)
+        betas = group["betas"]  # torch's Adam/AdamW check: two Python floats (not ints) or two Tensors
+        if isinstance(betas, (tuple, list)) and not (all(isinstance(beta, float) for beta in betas)
+                                                     or all(hasattr(beta, "detach") for beta in betas)):
+            raise ValueError("betas must be either both floats or both Tensors")
         _check_adam_hyperparameters(group, index)
+        group["betas"] = tuple(float(_as_number(beta)) for beta in group["betas"])  # (a list too, as torch's)
 
     def step(self, closure=None):
         """Update every trainable parameter that has a gradient; returns ``closure()``'s loss."""

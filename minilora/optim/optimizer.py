@@ -389,7 +389,7 @@ def _check_range(group, index, name, low=None, high=None, high_open=False):
 
 def _check_adam_hyperparameters(group, index):
     """eps, weight_decay and the pair betas of the Adam family (Adam, AdamW, Adamax, NAdam, RAdam), in
-    torch's words; betas are stored as a pair of floats."""
+    torch's words."""
     _check_range(group, index, "eps", low=0.0)
     _check_range(group, index, "weight_decay", low=0.0)
     betas = group["betas"]
@@ -397,7 +397,8 @@ def _check_adam_hyperparameters(group, index):
         raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r} (parameter group {index})")
     for i, beta in enumerate(betas):
         _check_range({f"betas[{i}]": beta}, index, f"betas[{i}]", low=0.0, high=1.0, high_open=True)
-    group["betas"] = (float(betas[0]), float(betas[1]))
+    # numbers as _check_range keeps them, in the container given (a list stays a list, as in torch)
+    group["betas"] = type(betas)(beta if type(beta) is int else float(_as_number(beta)) for beta in betas)
 
 
 def _as_number(value):
