@@ -377,7 +377,8 @@ def checked_number(value, dtype, check_16bit_floats=True):
     (RuntimeError, torch's words) when it does not fit, as c10's ``overflows`` decides -- a float
     outside the finite range (inf and nan only into floats), an int outside the integer type's range;
     unsigned types also take an int down to ``-max``, which wraps (uint8 takes -1 as 255). Any
-    number fits a bool. Returns what NumPy should store: an int wrapped to ``dtype``, else ``value``.
+    number fits a bool. Returns what NumPy should store: for an integer dtype an int, truncated and
+    wrapped to it; else ``value``.
     ``check_16bit_floats=False``: any number goes into float16/bfloat16 (inf past its range), as in
     torch's ``where`` and ``x[i] = v``, which check float32 and the integer types only."""
     if isinstance(value, builtins.int) and not isinstance(value, builtins.bool):
@@ -395,9 +396,11 @@ def checked_number(value, dtype, check_16bit_floats=True):
     low, high = iinfo(dtype).min, iinfo(dtype).max
     if isinstance(value, builtins.int) and dtype.kind == "u" and value < 0:
         low = -high  # (c10 lets a negative number wrap into an unsigned type, as `a - b` needs)
+    elif not isinstance(value, builtins.int):  # a float is compared with the limits as doubles, as c10
+        low, high = builtins.float(low), builtins.float(high)  # does (2**63 - 1 is 2.0**63 there)
     if not (math.isfinite(value) and low <= value <= high):
         raise _overflow(dtype)
-    return wrap_int(value, dtype) if isinstance(value, builtins.int) else value
+    return wrap_around(builtins.int(value), dtype)  # (a float truncated, as C casts: 2.0**63 into int64 wraps)
 
 
 def _overflow(dtype):

@@ -161,6 +161,7 @@ def _lib_ops(lib):
         "leaky_relu_slope": lambda x, s: lib.nn.functional.leaky_relu(x.float(), s),
         "elu_alpha": lambda x, s: lib.nn.functional.elu(x.to(lib.float16), s),
         "softplus_beta": lambda x, s: lib.nn.functional.softplus(x.to(lib.float64), s),
+        "pad_value": lambda x, s: lib.nn.functional.pad(x, (1, 1), value=s),
         "scatter_value": lambda x, s: x.scatter(0, lib.tensor([0, 2]), s),
         "scatter_value_": lambda x, s: x.scatter_(0, lib.tensor([1]), s),
         "index_fill": lambda x, s: x.index_fill(0, lib.tensor([0, 2]), s),

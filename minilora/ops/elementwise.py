@@ -1482,10 +1482,8 @@ def _checked_value(name, input, tensor1, tensor2, value):
     kernel for bools), and the number must fit it (float32 for 16-bit floats, torch's compute type);
     an integer one wraps around like any number stored there (uint8 takes -1 as 255)."""
     dtype, value = result_type(input, tensor1, tensor2), python_number(value)
-    if type(value) in (int, float):
+    if type(value) in (int, float):  # (into an integer dtype a float value is truncated, as torch's)
         value = checked_number(value, float32 if _is_16bit_dtype(dtype) else dtype)
-    if dtype.kind in "iu":  # (a float value is truncated into an integer dtype, as torch's C cast)
-        value = int(value)
     if dtype.kind == "b":
         raise NotImplementedError(f'"{name}_cpu_out" not implemented for \'Bool\'')
     return value
