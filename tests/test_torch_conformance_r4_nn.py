@@ -944,3 +944,63 @@ def test_instance_norm_layer_channel_checks_as_torch(rng):
     same_error(lambda: nn.InstanceNorm2d(3)(x[0, 0, 0]), lambda: tnn.InstanceNorm2d(3)(tx[0, 0, 0]))
     with pytest.warns(UserWarning, match="does not match num_features"):
         nn.InstanceNorm2d(3)(x)
+
+
+# ---- RNNCell, LSTMCell, GRUCell --------------------------------------------------------------------
+_CELLS = [lambda nn: nn.RNNCell(3, 4), lambda nn: nn.RNNCell(3, 4, nonlinearity="relu"),
+          lambda nn: nn.LSTMCell(3, 4), lambda nn: nn.LSTMCell(3, 4, bias=False), lambda nn: nn.GRUCell(3, 4)]
+
+
+def _same_weights(ours, theirs):
+    for name, param in theirs.named_parameters():
+        getattr(ours, name).data = ml.tensor(param.detach().numpy().copy())
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16"])
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("with_state", [True, False])
+@pytest.mark.parametrize("make", _CELLS)
+def test_rnn_cells_as_torch(rng, make, with_state, batched, dtype):
+    ours, theirs = make(nn).double(), make(tnn).double()
+    assert repr(ours) == repr(theirs)
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+    bound = 1 / np.sqrt(4)
+    assert all(np.abs(_np(p)).max() <= bound for p in ours.parameters())
+    _same_weights(ours, theirs)
+    ours, theirs = ours.to(getattr(ml, dtype)), theirs.to(getattr(torch, dtype))
+    lstm = isinstance(theirs, tnn.LSTMCell)
+    shape = (2,) if batched else ()
+    x = rng.standard_normal(shape + (3,))
+    h = [rng.standard_normal(shape + (4,)) for _ in range(2 if lstm else 1)] if with_state else []
+    tol = {"float64": 1e-10, "float32": 1e-5, "bfloat16": 2e-2}[dtype]
+
+    def run(cell, lib):
+        def call(x, *h):
+            out = cell(x, (tuple(h) if lstm else h[0]) if h else None)
+            return lib.cat([t.reshape(-1) for t in out]) if lstm else out
+        return call
+    check(run(ours, ml), run(theirs, torch), x, *h, dtype=dtype, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("call", [
+    lambda nn, lib: nn.RNNCell(3, 4)(lib.zeros(2, 2, 3)), lambda nn, lib: nn.RNNCell(3, 4)(lib.zeros(2, 5)),
+    lambda nn, lib: nn.GRUCell(3, 4)(lib.zeros(2, 3), lib.zeros(3, 4)), lambda nn, lib: nn.RNNCell(3, 4)(lib.zeros(3), lib.zeros(2, 4)),
+    lambda nn, lib: nn.LSTMCell(3, 4)(lib.zeros(2, 3), (lib.zeros(2, 5), lib.zeros(2, 4))),
+    lambda nn, lib: nn.RNNCell(3, 4, nonlinearity="foo")(lib.zeros(2, 3))],
+    ids=["3d-input", "input-size", "batch", "unbatched-input-batched-state", "hidden-size", "nonlinearity"])
+def test_rnn_cell_errors_are_torchs(call):
+    same_error(lambda: call(nn, ml), lambda: call(tnn, torch))
+
+
+def test_lstm_cell_steps_as_one_lstm_layer(rng):
+    """A cell stepped over time gives the LSTM layer's outputs (same weights)."""
+    layer = nn.LSTM(3, 4).double()
+    cell = nn.LSTMCell(3, 4).double()
+    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        getattr(cell, name).data = getattr(layer, f"{name}_l0").detach()
+    x = ml.tensor(rng.standard_normal((5, 2, 3)))
+    out, _ = layer(x)
+    state = None
+    for t in range(5):
+        state = cell(x[t], state)
+        np.testing.assert_allclose(state[0].numpy(), out[t].numpy(), rtol=1e-12)

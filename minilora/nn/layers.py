@@ -27,7 +27,7 @@ __all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity",
            "Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d", "SoftMarginLoss", "HingeEmbeddingLoss",
            "PoissonNLLLoss", "GaussianNLLLoss", "MultiLabelSoftMarginLoss", "MultiMarginLoss",
            "Threshold", "Hardshrink", "Softshrink", "Tanhshrink", "PReLU", "AdaptiveAvgPool1d", "ConstantPad1d", "ConstantPad2d",
-           "ZeroPad1d", "ZeroPad2d", "ReflectionPad1d", "ReflectionPad2d", "ReplicationPad1d", "ReplicationPad2d", "CircularPad1d", "CircularPad2d", "Dropout1d", "Dropout2d", "Dropout3d", "ConvTranspose1d", "ConvTranspose2d", "PixelShuffle", "PixelUnshuffle", "Softmax2d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "InstanceNorm1d", "InstanceNorm2d"]
+           "ZeroPad1d", "ZeroPad2d", "ReflectionPad1d", "ReflectionPad2d", "ReplicationPad1d", "ReplicationPad2d", "CircularPad1d", "CircularPad2d", "Dropout1d", "Dropout2d", "Dropout3d", "ConvTranspose1d", "ConvTranspose2d", "PixelShuffle", "PixelUnshuffle", "Softmax2d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "InstanceNorm1d", "InstanceNorm2d", "RNNCell", "LSTMCell", "GRUCell"]
 
 
 def _float_dtype(dtype):
@@ -1535,6 +1535,108 @@ def _activation_fn(activation):
         return F.relu if activation == "relu" else F.gelu
     return activation
 
+
+
+# ---- one step of a recurrent layer: RNNCell, LSTMCell, GRUCell -----------------------------------------
+class _RNNCellBase(Module):
+    """torch's ``RNNCellBase``: ``weight_ih`` [gates * H, input], ``weight_hh`` [gates * H, H],
+    ``bias_ih``/``bias_hh`` (``bias=True``), all U(-1/sqrt(H), 1/sqrt(H)); ``forward(input, hx=None)``
+    on [N, input] or an unbatched [input], ``hx`` zeros by default. The step is the recurrent layer's
+    own (``RNN._cell``, ``GRU._cell``, ``LSTM._cell``): the same numbers as one step of it."""
+
+    _gates = 1
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
+        super().__init__()
+        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+        rows = self._gates * hidden_size
+        self.weight_ih = _empty((rows, input_size), dtype, device)
+        self.weight_hh = _empty((rows, hidden_size), dtype, device)
+        self.register_parameter("bias_ih", _empty((rows,), dtype, device) if bias else None)
+        self.register_parameter("bias_hh", _empty((rows,), dtype, device) if bias else None)
+        self.reset_parameters()
+
+    reset_parameters = _RNNBase.reset_parameters
+
+    def _check(self, input, hx):
+        name = type(self).__name__
+        if input.ndim not in (1, 2):
+            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.ndim}D instead")
+        for h in (hx if isinstance(hx, tuple) else (hx,)):
+            if h is not None and h.ndim not in (1, 2):
+                raise ValueError(f"{name}: Expected hidden to be 1D or 2D, got {h.ndim}D instead")
+        if input.shape[-1] != self.input_size:
+            raise RuntimeError(f"input has inconsistent input_size: got {input.shape[-1]} expected {self.input_size}")
+        for i, h in enumerate(hx if isinstance(hx, tuple) else (hx,)):
+            if h is None:
+                continue
+            if h.shape[-1] != self.hidden_size:
+                raise RuntimeError(f"hidden{i} has inconsistent hidden_size: got {h.shape[-1]}, expected "
+                                   f"{self.hidden_size}")
+            if input.ndim == 2 and (h.ndim != 2 or h.shape[0] != input.shape[0]):
+                raise RuntimeError(f"Input batch size {input.shape[0]} doesn't match hidden{i} batch size "
+                                   f"{h.shape[0] if h.ndim == 2 else 'none (unbatched)'}")
+            if input.ndim == 1 and h.ndim != 1:
+                raise RuntimeError(f"hidden{i} of shape {list(h.shape)} for an unbatched input: expected "
+                                   f"[{self.hidden_size}]")
+
+    def _zeros(self, input):
+        return input.new_zeros((*input.shape[:-1], self.hidden_size))
+
+    def forward(self, input, hx=None):
+        self._check(input, hx)
+        batched = input.ndim == 2
+        if not batched:  # one sample: as a batch of one, as torch
+            input = input.unsqueeze(0)
+            hx = None if hx is None else tuple(h.unsqueeze(0) for h in hx) if isinstance(hx, tuple) else hx.unsqueeze(0)
+        state = self._step(F.linear(input, self.weight_ih, self.bias_ih), hx if hx is not None else
+                           self._initial(input))
+        if batched:
+            return state
+        return tuple(t.squeeze(0) for t in state) if isinstance(state, tuple) else state.squeeze(0)
+
+    def _initial(self, input):
+        return self._zeros(input)
+
+    def _step(self, projected, state):
+        return self._cell(projected, state, self.weight_hh, self.bias_hh)
+
+    def extra_repr(self):
+        text = f"{self.input_size}, {self.hidden_size}"
+        if not self.bias:
+            text += ", bias=False"
+        if getattr(self, "nonlinearity", "tanh") != "tanh":
+            text += f", nonlinearity={self.nonlinearity}"
+        return text
+
+
+class RNNCell(_RNNCellBase):
+    """``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`` (``nonlinearity='relu'``: relu)."""
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", device=None, dtype=None):
+        super().__init__(input_size, hidden_size, bias, device, dtype)
+        self.nonlinearity = nonlinearity
+
+    def _step(self, projected, state):
+        if self.nonlinearity not in ("tanh", "relu"):
+            raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
+        return RNN._cell(self, projected, state, self.weight_hh, self.bias_hh)
+
+
+class GRUCell(_RNNCellBase):
+    _gates = 3
+    _cell = GRU._cell
+
+
+class LSTMCell(_RNNCellBase):
+    """Returns ``(h', c')``; ``hx`` is the pair ``(h, c)``."""
+
+    _gates = 4
+    _cell = LSTM._cell
+
+    def _initial(self, input):
+        zeros = self._zeros(input)
+        return zeros, zeros
 
 class TransformerEncoderLayer(Module):
     """``torch.nn.TransformerEncoderLayer``: self-attention then a feed-forward block
