@@ -334,3 +334,115 @@ def once_differentiable(backward):
 function = types.ModuleType(__name__ + ".function", "torch.autograd.function's names on minilora")
 function.Function, function.FunctionCtx, function.once_differentiable = Function, FunctionCtx, once_differentiable
 sys.modules[function.__name__] = function
+
+
+# torch.autograd.functional: Jacobians and vector products of a function, by reverse mode on the one engine
+def _leaves(inputs):
+    """``inputs`` (a Tensor or a tuple of them) as fresh leaves that require grad, and whether it was a tuple."""
+    is_tuple = isinstance(inputs, (tuple, list))
+    return tuple(x.detach().requires_grad_() for x in (inputs if is_tuple else (inputs,))), is_tuple
+
+
+def _outputs_of(func, leaves, create_graph):
+    if create_graph:
+        raise NotImplementedError("create_graph=True is not supported: minilora's backward records no graph")
+    with _tensor.enable_grad():
+        out = func(*leaves)
+    return _as_tuple(out), isinstance(out, tuple)
+
+
+def _input_grads(output, leaves, grad_output, strict, k):
+    """d(output . grad_output)/d(each leaf): zeros for a leaf it does not depend on (an error in strict mode)."""
+    found = grad(output, leaves, grad_output, retain_graph=True, allow_unused=True) if output.requires_grad \
+        else (None,) * len(leaves)
+    for i, g in enumerate(found):
+        if g is None and strict:
+            raise RuntimeError(f"Output {k} of the user-provided function is independent of input {i}. "
+                               "This is not allowed in strict mode.")
+    return [(_zeros_like(x) if g is None else g) for g, x in zip(found, leaves)]
+
+
+def _shaped(nested, outer_tuple, inner_tuple):
+    """torch's nesting: a tuple level only where the function's outputs / inputs were a tuple."""
+    rows = [tuple(row) if inner_tuple else row[0] for row in nested]
+    return tuple(rows) if outer_tuple else rows[0]
+
+
+def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False, strategy="reverse-mode"):
+    """torch.autograd.functional.jacobian: for each output and input, a Tensor of shape
+    ``output.shape + input.shape`` (one backward pass per output element)."""
+    if strategy != "reverse-mode":
+        raise NotImplementedError(f"jacobian(strategy={strategy!r}): minilora has reverse mode only")
+    leaves, inputs_tuple = _leaves(inputs)
+    outputs, outputs_tuple = _outputs_of(func, leaves, create_graph)
+    table = []
+    for k, out in enumerate(outputs):
+        xp = out._device.xp
+        rows = [[] for _ in leaves]
+        for index in range(out._array.size):
+            onehot = xp.zeros(out._array.size, dtype=out._array.dtype)
+            onehot[index] = 1
+            seed = Tensor._make(onehot.reshape(out._array.shape), out._device, False, None)
+            for i, g in enumerate(_input_grads(out, leaves, seed, strict, k)):
+                rows[i].append(g._array)
+        table.append([Tensor._make(xp.stack(r).reshape(out._array.shape + x._array.shape) if r else
+                                   xp.zeros(out._array.shape + x._array.shape, dtype=x._array.dtype),
+                                   x._device, False, None) for r, x in zip(rows, leaves)])
+    return _shaped(table, outputs_tuple, inputs_tuple)
+
+
+def vjp(func, inputs, v=None, create_graph=False, strict=False):
+    """torch.autograd.functional.vjp: ``(func(inputs), v^T J)``, the second shaped as the inputs."""
+    leaves, inputs_tuple = _leaves(inputs)
+    outputs, outputs_tuple = _outputs_of(func, leaves, create_graph)
+    if v is None:
+        if len(outputs) != 1 or outputs[0]._array.size != 1:
+            raise RuntimeError("The vector v can only be None if the user-provided function returns a single "
+                               "Tensor with a single element.")
+        v = (None,)
+    total = None
+    for k, (out, seed) in enumerate(zip(outputs, _as_tuple(v))):
+        grads = _input_grads(out, leaves, seed, strict, k)
+        total = grads if total is None else [a + b for a, b in zip(total, grads)]
+    detached = tuple(o.detach() for o in outputs)
+    return (detached if outputs_tuple else detached[0]), (tuple(total) if inputs_tuple else total[0])
+
+
+def jvp(func, inputs, v=None, create_graph=False, strict=False):
+    """torch.autograd.functional.jvp: ``(func(inputs), J v)``, the second shaped as the outputs (from
+    the Jacobian: minilora has no forward mode)."""
+    leaves, inputs_tuple = _leaves(inputs)
+    if v is None:
+        if len(leaves) != 1 or leaves[0]._array.size != 1:
+            raise RuntimeError("The vector v can only be None if the input to the user-provided function is a "
+                               "single Tensor with a single element.")
+        v = (Tensor._make(leaves[0]._device.xp.ones_like(leaves[0]._array), leaves[0]._device, False, None),)
+    table = jacobian(func, tuple(leaves), create_graph, strict)
+    outputs, outputs_tuple = _outputs_of(func, leaves, create_graph)
+    table = table if outputs_tuple else (table,)
+    products = []
+    for out, row in zip(outputs, table):
+        acc = None
+        for J, vec in zip(row, _as_tuple(v)):
+            flat = J._array.reshape(out._array.size, -1) @ vec._array.reshape(-1).astype(J._array.dtype, copy=False)
+            acc = flat if acc is None else acc + flat
+        products.append(Tensor._make(acc.reshape(out._array.shape), out._device, False, None))
+    detached = tuple(o.detach() for o in outputs)
+    return ((detached if outputs_tuple else detached[0]),
+            (tuple(products) if outputs_tuple else products[0]))
+
+
+def _needs_double_backward(name):
+    def refuse(*args, **kwargs):
+        raise NotImplementedError(f"{name} needs a backward of the backward (create_graph=True), which "
+                                  "minilora does not record")
+    refuse.__name__ = name.rsplit(".", 1)[-1]
+    return refuse
+
+
+functional = types.ModuleType(__name__ + ".functional", "torch.autograd.functional's names on minilora")
+functional.jacobian, functional.vjp, functional.jvp = jacobian, vjp, jvp
+for _name in ("hessian", "hvp", "vhp"):
+    setattr(functional, _name, _needs_double_backward(f"autograd.functional.{_name}"))
+gradgradcheck = _needs_double_backward("autograd.gradgradcheck")
+sys.modules[functional.__name__] = functional

@@ -289,3 +289,40 @@ def test_backward_inputs_non_leaf_grad_is_after_its_hooks_and_retained_as_torch(
         return first, c.grad, a.grad
     for m, t in both(run):
         same(m, t)
+
+
+FUNCTIONAL_CASES = {
+    "tensor to tensor": lambda F, lib, x, y: [F.jacobian(lambda a: a * a.sin(), x)],
+    "tuple to tensor": lambda F, lib, x, y: list(F.jacobian(lambda a, b: a.sum() * b.exp(), (x, y))),
+    "tuple to tuple": lambda F, lib, x, y: [t for row in F.jacobian(lambda a, b: (a * 2, (b * b).sum()), (x, y))
+                                            for t in row],
+    "tensor to scalar": lambda F, lib, x, y: [F.jacobian(lambda a: (a ** 3).sum(), x)],
+    "independent input": lambda F, lib, x, y: list(F.jacobian(lambda a, b: a * 2, (x, y))),
+    "vjp": lambda F, lib, x, y: list(F.vjp(lambda a: a * a.cos(), x, lib.ones(3, dtype=lib.float64))),
+    "vjp scalar, tuple inputs": lambda F, lib, x, y: [F.vjp(lambda a, b: (a * b).sum(), (x, y))[0],
+                                                      *F.vjp(lambda a, b: (a * b).sum(), (x, y))[1]],
+    "jvp": lambda F, lib, x, y: list(F.jvp(lambda a: a.exp() * 2, x, y)),
+    "jvp to scalar": lambda F, lib, x, y: list(F.jvp(lambda a: (a * a).sum(), x, y)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FUNCTIONAL_CASES))
+def test_autograd_functional_as_torch(case):
+    def run(lib):
+        x = lib.tensor(A, dtype=lib.float64)
+        y = lib.tensor(B, dtype=lib.float64)
+        return FUNCTIONAL_CASES[case](lib.autograd.functional, lib, x, y)
+    for m, t in both(run):
+        assert tuple(m.shape) == tuple(t.shape)
+        same(m, t)
+
+
+def test_autograd_functional_errors_as_torch():
+    for lib in (ml, torch):
+        F = lib.autograd.functional
+        with pytest.raises(RuntimeError, match="Output 0 of the user-provided function is independent of input 1"):
+            F.jacobian(lambda a, b: a * 2, (lib.ones(2), lib.ones(3)), strict=True)
+        with pytest.raises(RuntimeError, match="The vector v can only be None"):
+            F.vjp(lambda a: a * a, lib.ones(2))
+    with pytest.raises(NotImplementedError, match="backward of the backward"):
+        ml.autograd.functional.hessian(lambda a: (a * a).sum(), ml.ones(2))
