@@ -1004,3 +1004,19 @@ def test_lstm_cell_steps_as_one_lstm_layer(rng):
     for t in range(5):
         state = cell(x[t], state)
         np.testing.assert_allclose(state[0].numpy(), out[t].numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("make, shape", [(lambda nn: nn.BatchNorm3d(3), (2, 3, 2, 3, 4)),
+                                         (lambda nn: nn.BatchNorm3d(3, affine=False, momentum=None), (2, 3, 2, 2, 2)),
+                                         (lambda nn: nn.InstanceNorm3d(3, affine=True), (2, 3, 2, 3, 4)),
+                                         (lambda nn: nn.InstanceNorm3d(3, track_running_stats=True), (3, 2, 3, 4))])
+def test_3d_normalisation_layers_as_torch(rng, make, shape):
+    ours, theirs = make(nn).double(), make(tnn).double()
+    assert repr(ours) == repr(theirs)
+    for _ in range(2):
+        check(ours, theirs, rng.standard_normal(shape))
+    for name, buffer in theirs.named_buffers():
+        np.testing.assert_allclose(_np(getattr(ours, name)), _np(buffer), rtol=1e-10)
+    ours.eval(), theirs.eval()
+    check(ours, theirs, rng.standard_normal(shape))
+    same_error(lambda: ours(ml.zeros(3, 4)), lambda: theirs(torch.zeros(3, 4, dtype=torch.float64)))
