@@ -47,7 +47,8 @@ def arange(start=0, end=None, step=1, *, dtype=None, device=None, requires_grad=
         raise RuntimeError("upper bound and lower bound inconsistent with step sign")
     count = _builtins.max(0, _math.ceil((end - start) / step))  # (max is ml.max here)
     if dtype.kind in "iu" and _builtins.all(isinstance(b, _builtins.int) for b in bounds):
-        values = _np.arange(start, end, step, dtype=dtype)  # exact integers
+        values = _np.arange(start, end, step, dtype=_np.int64).astype(dtype)  # exact integers, wrapped
+        # into the dtype as torch's kernel casts them (uint8 from 250 to 300: 250, 4, 14 ...)
     elif dtype.itemsize == 2 and dtypes.is_floating(dtype):  # torch accumulates 16-bit floats in float32
         f32 = _np.float32
         values = dtypes.cast(f32(start) + f32(step) * _np.arange(count, dtype=f32), dtype)

@@ -325,3 +325,9 @@ def test_tensor_refuses_what_torch_refuses(data):
     array in a list: torch's TypeError (NumPy says ValueError, or takes them); ragged lists:
     ValueError, as torch."""
     _same(lambda lib: lib.tensor(data))
+
+
+@pytest.mark.parametrize("dtype", _INT_DTYPES[:-1])
+@pytest.mark.parametrize("bounds", [(250, 300, 10), (-2, 2), (120, 140, 7), (2**31 - 2, 2**31 + 2), (0, 5)])
+def test_arange_wraps_into_an_integer_dtype_as_torch(bounds, dtype):
+    _same(lambda lib: lib.arange(*bounds, dtype=getattr(lib, dtype)))
