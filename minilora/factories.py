@@ -286,8 +286,24 @@ def randint(low, high=None, size=None, *, generator=None, dtype=None, device=Non
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= "
                            f"to={high}")
     dtype = dtypes.int64 if dtype is None else dtypes.to_dtype(dtype)
+    _check_random_range(low, high, dtype)
     values = _rng(generator).integers(low, high, _size((size,), "randint"))
     return _make(dtypes.cast(values, dtype), dtype, device, requires_grad)
+
+
+_C_TYPES = {"uint8": "unsigned char", "int8": "signed char", "int16": "short", "int32": "int",
+            "int64": "long", "bool": "bool"}
+
+
+def _check_random_range(low, high, dtype):
+    """torch's randint refuses a range an integer (or bool) dtype cannot hold, rather than wrap the
+    numbers drawn (randint(0, 300, dtype=uint8) would give 44 for 300 - 256)."""
+    if dtype.kind not in "biu":
+        return
+    info = (0, 1) if dtype.kind == "b" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+    for name, value in (("from", low), ("to - 1", high - 1)):
+        if not info[0] <= value <= info[1]:
+            raise RuntimeError(f"{name} is out of bounds for {_C_TYPES[dtype.name]}")
 
 
 def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False):

@@ -331,3 +331,11 @@ def test_tensor_refuses_what_torch_refuses(data):
 @pytest.mark.parametrize("bounds", [(250, 300, 10), (-2, 2), (120, 140, 7), (2**31 - 2, 2**31 + 2), (0, 5)])
 def test_arange_wraps_into_an_integer_dtype_as_torch(bounds, dtype):
     _same(lambda lib: lib.arange(*bounds, dtype=getattr(lib, dtype)))
+
+
+@pytest.mark.parametrize("dtype", _INT_DTYPES)
+@pytest.mark.parametrize("bounds", [(0, 300), (-1, 5), (0, 256), (250, 256), (0, 2**31), (0, 2)])
+def test_randint_refuses_a_range_the_dtype_cannot_hold(bounds, dtype):
+    """torch raises where NumPy's draws would wrap around (randint(0, 300, dtype=uint8))."""
+    _same(lambda lib: lib.randint(*bounds, (50,), dtype=getattr(lib, dtype)).shape == (50,)
+          and lib.tensor(0))
