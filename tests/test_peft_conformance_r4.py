@@ -82,7 +82,16 @@ def test_from_pretrained_unknown_keyword_is_transformers_type_error(saved):
             load(saved, foo=1)
 
 
-def test_from_pretrained_config_attribute_minilora_does_not_read_is_refused(saved):
+def test_config_output_hidden_states_is_read_as_transformers(saved):
+    for load in (hf_load, LlamaForCausalLM.from_pretrained):
+        model = load(saved, output_hidden_states=True).eval()
+        ids = torch.tensor(IDS) if load is hf_load else ml.tensor(IDS)
+        with torch.no_grad():
+            assert len(model(ids).hidden_states) == TINY.num_hidden_layers + 1
+            assert model(ids, output_hidden_states=False).hidden_states is None
+    # (transformers 5.25 itself fails on config.return_dict=False: its LlamaModel hands a tuple to
+    # LlamaForCausalLM; minilora gives the tuple)
+    assert isinstance(LlamaForCausalLM.from_pretrained(saved, return_dict=False).eval()(ml.tensor(IDS)), tuple)
     with pytest.raises(NotImplementedError, match="output_attentions"):
         LlamaForCausalLM.from_pretrained(saved, output_attentions=True)
 

@@ -138,8 +138,8 @@ class LlamaConfig:
             d["rope_scaling"] = scaling  # transformers 4 (rope_theta at the top level)
         return d
 
-    # transformers' config attributes that are not fields here: kept in ``extra`` (use_cache and
-    # attention_dropout are read by the model; LlamaForCausalLM.from_pretrained refuses the last three)
+    # transformers' config attributes that are not fields here: kept in ``extra`` and read by the model
+    # (pretraining_tp changes nothing in transformers 5; output_attentions=True is refused by the model)
     _ATTRIBUTES_IN_EXTRA = ("use_cache", "attention_dropout", "pretraining_tp",
                             "output_attentions", "output_hidden_states", "return_dict")
 
@@ -525,15 +525,21 @@ class LlamaModel(Module):
         self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps, dtype=dtype, device=device)
         self.rotary_emb = LlamaRotaryEmbedding(config)
         self.gradient_checkpointing = False  # LlamaForCausalLM.gradient_checkpointing_enable()
+        if config.extra.get("output_attentions"):  # transformers would return every layer's attention weights
+            raise NotImplementedError("config.output_attentions=True: minilora's attention does not return "
+                                      "its weights (set it to False)")
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                use_cache=False, inputs_embeds=None, output_hidden_states=False):
+                use_cache=False, inputs_embeds=None, output_hidden_states=None):
         """Hidden states [B, T, hidden_size] and the cache (``None`` unless one is in use).
 
         ``inputs_embeds`` [B, T, hidden_size] replaces ``input_ids`` (exactly one of the two, as in
         transformers): vectors fed in place of the embedding lookup, e.g. learned soft prompts.
         ``output_hidden_states=True`` adds a third item, transformers' ``hidden_states``: the
-        embeddings, then each layer's output, the last one after the final norm (layers + 1 tensors)."""
+        embeddings, then each layer's output, the last one after the final norm (layers + 1 tensors);
+        None: config.output_hidden_states, as transformers."""
+        if output_hidden_states is None:
+            output_hidden_states = bool(self.config.extra.get("output_hidden_states", False))
         weight = self.embed_tokens.weight
         xp, dtype = weight.device.xp, weight.dtype
         if (input_ids is None) == (inputs_embeds is None):
@@ -662,20 +668,10 @@ def _device_from_map(device, device_map):
     return str(device_map).split(":")[0]  # "cuda:0", torch.device("cpu") -> the device's name
 
 
-# Config attributes that change what transformers' forward returns; minilora's forward takes them as
-# its own arguments only, so from_pretrained refuses them rather than ignore them.
-_NOT_READ = ("output_attentions", "output_hidden_states", "return_dict")
-
-
 def _config_to_load(path, config, overrides):
     """transformers' rule for from_pretrained(path, config=None, **kwargs): keywords naming a config
     attribute override config.json; any other keyword (every keyword, beside a config object) reaches
     the model's __init__, which refuses it."""
-    for key in overrides:
-        if key in _NOT_READ:
-            raise NotImplementedError(f"from_pretrained({key}=...): minilora's model does not read "
-                                      f"config.{key}; pass it to forward() instead (output_hidden_states=, "
-                                      "return_dict=) -- output_attentions is not supported")
     from_file, unused = LlamaConfig.from_pretrained(path, return_unused_kwargs=True, **overrides)
     if config is not None:
         from_file, unused = config, overrides
@@ -857,7 +853,7 @@ class LlamaForCausalLM(Module):
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, labels=None, use_cache=None, logits_to_keep=0, *, cache=None,
-                num_items_in_batch=None, return_dict=True, output_hidden_states=False):
+                num_items_in_batch=None, return_dict=None, output_hidden_states=None):
         """transformers' argument order: ``model(ids, mask)`` passes the attention mask.
 
         As transformers 5: ``cache=`` is the new name of ``past_key_values=``; ``logits_to_keep=k``
@@ -866,7 +862,10 @@ class LlamaForCausalLM(Module):
         ``use_cache`` (None) is on in eval mode, as transformers' config.use_cache, so ``out.past_key_values``
         continues a hand-written decoding loop (in training mode it is off: nothing would use it);
         ``num_items_in_batch`` (the Trainer's, under gradient accumulation) makes the loss the sum
-        over the labelled tokens divided by it, not their mean; ``return_dict=False`` gives a tuple."""
+        over the labelled tokens divided by it, not their mean; ``return_dict=False`` gives a tuple.
+        ``return_dict`` and ``output_hidden_states`` left at None follow the config, as transformers."""
+        if return_dict is None:
+            return_dict = bool(self.config.extra.get("return_dict", True))
         if cache is not None:
             if past_key_values is not None:
                 raise ValueError("pass the cache once: cache= (transformers 5's name) or past_key_values=")
