@@ -1020,3 +1020,47 @@ def test_3d_normalisation_layers_as_torch(rng, make, shape):
     ours.eval(), theirs.eval()
     check(ours, theirs, rng.standard_normal(shape))
     same_error(lambda: ours(ml.zeros(3, 4)), lambda: theirs(torch.zeros(3, 4, dtype=torch.float64)))
+
+
+# ---- unfold / fold (im2col / col2im) ---------------------------------------------------------------
+_BLOCKS = [{"kernel_size": 2}, {"kernel_size": 3, "padding": 1, "stride": 2},
+           {"kernel_size": (2, 3), "dilation": 2, "padding": 1, "stride": (1, 2)}]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("blocks", _BLOCKS, ids=str)
+def test_unfold_and_fold_bit_for_bit_as_torch(rng, blocks, dtype):
+    """Overlapping blocks add up in the order of torch's col2im (kernel offset by offset), rounding
+    each addition in 16 bits as it does: the same bits in every float dtype, values and gradients."""
+    check(lambda x: F.unfold(x, **blocks), lambda x: TF.unfold(x, **blocks), rng.standard_normal((2, 3, 6, 7)),
+          dtype=dtype, exact=True)
+    columns = TF.unfold(torch.zeros(2, 3, 6, 7), **blocks).shape
+    check(lambda c: F.fold(c, (6, 7), **blocks), lambda c: TF.fold(c, (6, 7), **blocks),
+          rng.standard_normal(tuple(columns)), dtype=dtype, exact=True)
+    check(lambda x: F.unfold(x, **blocks), lambda x: TF.unfold(x, **blocks), rng.standard_normal((3, 6, 7)), dtype=dtype,
+          exact=True)
+
+
+def test_unfold_fold_gradient_check_in_float64(rng):
+    grad_check(lambda x: F.unfold(x, 3, padding=1, stride=2), ml.tensor(rng.standard_normal((1, 2, 5, 4)), requires_grad=True))
+    grad_check(lambda c: F.fold(c, (5, 4), 2), ml.tensor(rng.standard_normal((1, 8, 12)), requires_grad=True))
+
+
+@pytest.mark.parametrize("call", [
+    lambda F, x: F.unfold(x[0, 0], 2), lambda F, x: F.unfold(x[None], 2), lambda F, x: F.unfold(x, 8),
+    lambda F, x: F.unfold(x.long(), 2),
+    lambda F, x: F.fold(x[0, :2].reshape(2, 12, 7)[:, :, :6], (4, 5), 2), lambda F, x: F.fold(x[0, :2].reshape(2, 10, 8)[:, :, :8], (4, 5), 2),
+    lambda F, x: F.fold(x, (4, 5), 2)],
+    ids=["unfold-2d", "unfold-5d", "unfold-too-big", "unfold-int", "fold-blocks", "fold-channels", "fold-4d"])
+def test_unfold_fold_errors_are_torchs(rng, call):
+    x, tx = pair(rng.standard_normal((2, 3, 6, 7)))
+    same_error(lambda: call(F, x), lambda: call(TF, tx))
+
+
+@pytest.mark.parametrize("make, shape", [(lambda nn: nn.Unfold(2), (2, 3, 4, 5)),
+                                         (lambda nn: nn.Unfold((2, 3), dilation=2, padding=1, stride=(1, 2)), (2, 3, 4, 5)),
+                                         (lambda nn: nn.Fold((4, 5), 2, stride=2), (2, 8, 4))])
+def test_unfold_fold_layers_as_torch(rng, make, shape):
+    ours, theirs = make(nn), make(tnn)
+    assert repr(ours) == repr(theirs)
+    check(ours, theirs, rng.standard_normal(shape))

@@ -19,7 +19,7 @@ from ..ops.nn import _floating_only, _reduced
 from ..ops.nn import legacy_reduction as _legacy_reduction
 from ..ops.nn import feature_dropout as _feature_dropout
 from ..ops.nn import float32_inside as _float32_inside
-from ..ops.conv import adaptive_max_pool1d, adaptive_max_pool2d  # noqa: F401
+from ..ops.conv import adaptive_max_pool1d, adaptive_max_pool2d, fold, unfold  # noqa: F401
 from ..ops.conv import (adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d,  # noqa: F401
                         conv_transpose1d, conv_transpose2d, interpolate, max_pool1d, max_pool2d)
 from ..ops.nn import (_refuse, cross_entropy, dropout, embedding, l1_loss, layer_norm,  # noqa: F401
@@ -43,7 +43,7 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
            "multi_margin_loss", "threshold", "hardshrink", "softshrink", "tanhshrink", "prelu", "adaptive_avg_pool1d", "dropout1d", "dropout2d",
            "dropout3d", "conv_transpose1d", "conv_transpose2d", "pixel_shuffle",
            "pixel_unshuffle", "adaptive_max_pool1d", "adaptive_max_pool2d",
-           "instance_norm"]
+           "instance_norm", "unfold", "fold"]
 
 
 def linear(input, weight, bias=None):

@@ -28,7 +28,7 @@ from .nn import _is_16bit_float, float32_inside
 
 __all__ = ["conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
            "adaptive_avg_pool2d", "interpolate", "conv_transpose1d", "conv_transpose2d",
-           "adaptive_max_pool1d", "adaptive_max_pool2d"]
+           "adaptive_max_pool1d", "adaptive_max_pool2d", "unfold", "fold"]
 
 
 def _pair(value, name):
@@ -65,18 +65,19 @@ def _windows(xp, padded, kernel, stride, dilation):
     return view[:, :, ::sh, ::sw, ::dh, ::dw]
 
 
-def _add_windows_back(xp, grad_windows, padded_shape, stride, dilation, round_to=None):
+def _add_windows_back(xp, grad_windows, padded_shape, stride, dilation, round_to=None, by_offset=False):
     """The adjoint of ``_windows``: every window's gradient added back where it was read from.
 
     The kernel offsets go last to first: an input element then receives its windows' gradients in
-    the order of their output positions (row by row), the order torch's CPU kernels add them in.
-    ``round_to`` (a 16-bit dtype): round the running sums to it after every addition, as torch's
-    pooling backward does in 16 bits."""
+    the order of their output positions (row by row), the order torch's CPU pooling kernels add them
+    in (``by_offset``: first to last, the order of torch's col2im, ``F.fold``). ``round_to`` (a 16-bit
+    dtype): round the running sums to it after every addition, as torch's kernels do in 16 bits."""
     out = xp.zeros(padded_shape, dtype=grad_windows.dtype)
     (sh, sw), (dh, dw) = stride, dilation
     h_out, w_out, kh, kw = grad_windows.shape[2:]
-    for i in reversed(range(kh)):
-        for j in reversed(range(kw)):
+    order = (lambda n: range(n)) if by_offset else (lambda n: reversed(range(n)))  # noqa: E731
+    for i in order(kh):
+        for j in order(kw):
             rows = slice(i * dh, i * dh + sh * (h_out - 1) + 1, sh)
             cols = slice(j * dw, j * dw + sw * (w_out - 1) + 1, sw)
             out[:, :, rows, cols] += grad_windows[..., i, j]
@@ -596,6 +597,120 @@ def adaptive_max_pool1d(input, output_size, return_indices=False):
     size = output_size if isinstance(output_size, int) else tuple(output_size)[0]
     out = adaptive_max_pool2d(input.unsqueeze(-2), (1, size), return_indices)
     return tuple(t.squeeze(-2) for t in out) if return_indices else out.squeeze(-2)
+
+
+# ---- unfold / fold: sliding blocks as columns (im2col) and back (col2im) -----------------------------
+class Unfold(Function):
+    """[N, C, H, W] -> [N, C * kh * kw, L]: every block of the (padded) input as a column, blocks in
+    row-major order, a column's entries channel by channel then row by row of the block (torch's).
+    Its adjoint is ``Fold``: each is the other's backward."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding, dilation, round_to=None):
+        ctx.geometry = (x.shape[2:], kernel, stride, padding, dilation, round_to)
+        return _im2col(xp_of(x), x, kernel, stride, padding, dilation)
+
+    @staticmethod
+    def backward(ctx, g):
+        size, kernel, stride, padding, dilation, round_to = ctx.geometry
+        return _col2im(xp_of(g), g, size, kernel, stride, padding, dilation, round_to)
+
+
+class Fold(Function):
+    """[N, C * kh * kw, L] -> [N, C, H, W]: each column added back where its block lies (sums where
+    blocks overlap; in ``round_to``, a 16-bit dtype, rounding each addition, as torch's col2im)."""
+
+    @staticmethod
+    def forward(ctx, x, size, kernel, stride, padding, dilation, round_to=None):
+        ctx.geometry = (kernel, stride, padding, dilation)
+        return _col2im(xp_of(x), x, size, kernel, stride, padding, dilation, round_to)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _im2col(xp_of(g), g, *ctx.geometry)
+
+
+def _im2col(xp, x, kernel, stride, padding, dilation):
+    (ph, pw) = padding
+    padded = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
+    windows = _windows(xp, padded, kernel, stride, dilation)  # [N, C, oh, ow, kh, kw]
+    n, c, oh, ow, kh, kw = windows.shape
+    return xp.ascontiguousarray(windows.transpose(0, 1, 4, 5, 2, 3)).reshape(n, c * kh * kw, oh * ow)
+
+
+def _col2im(xp, columns, size, kernel, stride, padding, dilation, round_to):
+    (kh, kw), (ph, pw) = kernel, padding
+    n, rows, _ = columns.shape
+    oh, ow = _blocks(size, kernel, stride, padding, dilation)
+    windows = columns.reshape(n, rows // (kh * kw), kh, kw, oh, ow).transpose(0, 1, 4, 5, 2, 3)
+    padded = (n, rows // (kh * kw), size[0] + 2 * ph, size[1] + 2 * pw)
+    summed = _add_windows_back(xp, windows, padded, stride, dilation, round_to, by_offset=True)
+    return _unpad(summed, padding)
+
+
+def _blocks(size, kernel, stride, padding, dilation):
+    """How many blocks fit along each dimension."""
+    return tuple(_out_size(n, k, s, p, d) for n, k, s, p, d in zip(size, kernel, stride, padding, dilation))
+
+
+def _block_geometry(kernel_size, dilation, padding, stride):
+    return (_pair(kernel_size, "kernel_size"), _pair(stride, "stride"), _pair(padding, "padding"),
+            _pair(dilation, "dilation"))
+
+
+def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
+    """PyTorch's ``F.unfold`` (im2col): [N, C, H, W] (or [C, H, W]) -> [N, C * kh * kw, L], every
+    sliding block of the input as a column (a convolution is then a matrix product)."""
+    if input.ndim < 3:  # torch reads dimensions 1 and 2 first
+        raise IndexError(f"unfold: Dimension out of range: a {input.ndim}-D input has no spatial dimensions "
+                         f"(expected [C, H, W] or [N, C, H, W])")
+    if input.ndim > 4 or 0 in tuple(input.shape[-3:]):
+        raise RuntimeError(f"Expected 3D or 4D (batch mode) tensor with possibly 0 batch size and other non-zero "
+                           f"dimensions for input, but got: {list(input.shape)}")
+    _dtypes_taken("im2col_out_cpu", input)
+    if input.ndim == 3:
+        return unfold(input.unsqueeze(0), kernel_size, dilation, padding, stride).squeeze(0)
+    kernel, stride, padding, dilation = _block_geometry(kernel_size, dilation, padding, stride)
+    blocks = _blocks(input.shape[2:], kernel, stride, padding, dilation)
+    if min(blocks) <= 0:
+        raise RuntimeError(f"Given input with spatial size {tuple(input.shape[2:])}, kernel_size={kernel}, "
+                           f"dilation={dilation}, padding={padding}, calculated shape of the array of sliding "
+                           f"blocks as {blocks}, but its components must be at least one.")
+    return _unfold(input, kernel, stride, padding, dilation, _narrow(input))
+
+
+@float32_inside
+def _unfold(input, kernel, stride, padding, dilation, round_to):
+    return Unfold.apply(input, kernel=kernel, stride=stride, padding=padding, dilation=dilation, round_to=round_to)
+
+
+def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
+    """PyTorch's ``F.fold`` (col2im), the adjoint of ``unfold``: [N, C * kh * kw, L] (or unbatched)
+    -> [N, C, *output_size], overlapping blocks summed."""
+    if input.ndim not in (2, 3) or 0 in tuple(input.shape[-2:]):
+        raise RuntimeError(f"Expected 2D or 3D (batch mode) tensor for input with possibly 0 batch size and "
+                           f"non-zero dimensions for input, but got: {list(input.shape)}")
+    _dtypes_taken("col2im_out_cpu", input)
+    if input.ndim == 2:
+        return fold(input.unsqueeze(0), output_size, kernel_size, dilation, padding, stride).squeeze(0)
+    kernel, stride, padding, dilation = _block_geometry(kernel_size, dilation, padding, stride)
+    size = _pair(output_size, "output_size")
+    if input.shape[1] % (kernel[0] * kernel[1]):
+        raise RuntimeError(f"Expected size of input's dimension 1 to be divisible by the product of kernel_size, "
+                           f"but got input.size(1)={input.shape[1]} and kernel_size={kernel}.")
+    blocks = _blocks(size, kernel, stride, padding, dilation)
+    if min(blocks) <= 0 or blocks[0] * blocks[1] != input.shape[2]:
+        raise RuntimeError(f"Given output_size={size}, kernel_size={kernel}, dilation={dilation}, padding="
+                           f"{padding}, stride={stride}, expected size of input's dimension 2 to match the "
+                           f"calculated number of sliding blocks {blocks[0]} * {blocks[1]} = "
+                           f"{blocks[0] * blocks[1]}, but got input.size(2)={input.shape[2]}.")
+    return _fold(input, size, kernel, stride, padding, dilation, _narrow(input))
+
+
+@float32_inside
+def _fold(input, size, kernel, stride, padding, dilation, round_to):
+    return Fold.apply(input, size=size, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
+                      round_to=round_to)
 
 
 # ---- resizing: F.interpolate -----------------------------------------------------------------------
