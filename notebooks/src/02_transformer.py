@@ -99,6 +99,8 @@ assert np.allclose(gqa.numpy(), repeated)
 
 # %% [markdown]
 # Its backward (exercise 2.4) is checked like every op: against central differences, in float64.
+#
+# **Predict:** for a correct backward in float64, about how large is the worst error?
 
 # %%
 qs, ks, vs = (ml.tensor(rng.standard_normal((1, 4 if i == 0 else 2, 3, 4)), dtype="float64", requires_grad=True)

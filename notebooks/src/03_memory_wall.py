@@ -38,6 +38,8 @@ GB = 1e9
 # and Adam's two running averages (the first moment `m` and the second moment `v`). That is 16 bytes
 # per trained number. A 4096 x 4096 projection -- the size of a Llama-2-7B attention matrix -- has
 # 16,777,216 numbers:
+#
+# **Predict:** how many bytes does training this one matrix with AdamW in float32 take?
 
 # %%
 d = 4096
@@ -103,6 +105,8 @@ if prediction is not None:
 # %% [markdown]
 # The LoRA paper adapted GPT-3's query and value projections, `W_q` and `W_v`, in all 96 layers. Each
 # adds `r x (12288 + 12288)` parameters, so the count is `2 x 96 x 24,576 x r = 4,718,592 x r`:
+#
+# **Predict:** how many trainable parameters at r = 8, and what percentage of 175B?
 
 # %%
 per_rank = memory.lora_params_per_rank("gpt-3-175b", target_modules=["q_proj", "v_proj"])
@@ -342,6 +346,8 @@ print(memory.comparison_table(measured))
 # * **Weights, gradients and optimizer state behave exactly as counted**: LoRA trains 78,848 numbers
 #   instead of 837,120 and keeps gradients and moments only for those. `estimate` predicted the same
 #   count from the config alone:
+#
+# **Predict:** will the count from the config alone equal the measured one?
 
 # %%
 predicted = memory.estimate(memory.get_preset("base"), LoraConfig(r=8, target_modules="all-linear"))

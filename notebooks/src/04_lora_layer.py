@@ -93,6 +93,8 @@ assert np.allclose(h, x.numpy() @ (W0 + s * B @ A).T, atol=1e-5)
 # Its backward (exercise 4.3) follows the same split and never computes a gradient for `W0`:
 # `V = s dY B` (rank `r`), then `dB = s dY^T U`, `dA = V^T x`, `dx = dY W0 + V A`. The gradient check
 # covers `x`, `A` and `B` together, with `W0` frozen:
+#
+# **Predict:** how large is the worst error of a correct backward in float64?
 
 # %%
 x64 = ml.randn(3, 6, dtype="float64", requires_grad=True)
@@ -271,6 +273,8 @@ assert S16[3] > 100 * S16[4]   # four large singular values, then small ones
 # update `B A x` sums `r` terms, which grows like `sqrt(r)`, not `r`, so at large ranks `alpha / r`
 # shrinks the update too much and high ranks learn slowly. It uses `s = lora_alpha / sqrt(r)`
 # (`LoraConfig(use_rslora=True)`, exercise 4.1).
+#
+# **Predict:** at r = 256 and `lora_alpha = 16`, what is each scale?
 
 # %%
 print(f"{'r':>4}{'alpha / r':>12}{'alpha / sqrt(r)':>18}   (lora_alpha = 16)")

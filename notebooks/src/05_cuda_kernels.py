@@ -62,6 +62,8 @@ print(source[start:source.index("\n", task)] + "\n    ...\n}")
 # that land outside the matrix (the grid is rounded up to whole blocks) must do nothing: that is the
 # `if (m >= M || n >= N) return;` guard. A small kernel of our own makes the mapping visible: each
 # thread writes the number of its block into the element it owns.
+#
+# **Predict:** for a 37 x 45 output and 16 x 16 blocks, how many blocks and threads are launched?
 
 # %%
 who = RawKernel(r'''
@@ -209,6 +211,8 @@ except RaceError as err:
 # The message says it all: the output depends on the schedule, and "reads memory that another thread
 # writes without a `__syncthreads()` in between" points at the missing barrier. With it restored, all
 # four orders agree, and the answer is right:
+#
+# **Predict:** with the barrier back, will all four schedules agree?
 
 # %%
 c = np.zeros((40, 40), np.float32)
