@@ -448,6 +448,9 @@ _VARIANT_FLAGS = {
 # misaligned access (a float4 load from x + 1: the GPU stops with "misaligned address", x86 just loads it).
 # runtime.cpp implements the __ubsan_handle_* hooks; the sanitizer build uses libubsan's.
 _UB_CHECKS = ["-fsanitize=shift-exponent,float-cast-overflow,alignment"]
+# For the kernel's file only.  -fno-exceptions: throw/try in device code is a compile error at the user's line,
+# as nvcc's (a throw ended the launch in abort(), with no line).
+_KERNEL_FLAGS = ["-fno-exceptions"]
 # Compiled into the kernel only (not the runtime, not the link): GCC's thread-sanitizer instrumentation,
 # whose __tsan_read/__tsan_write hooks runtime.cpp implements itself; libtsan is never linked.
 _RACECHECK_INSTRUMENT = ["-fsanitize=thread", "--param=tsan-instrument-func-entry-exit=0"]
@@ -752,7 +755,7 @@ class _Module:
             rewritten.text = f'#line 1 "{filename}"\n' + rewritten.text
         runtime = _runtime_object(self.variant)
         key = _digest(_VERSION, runtime.name, rewritten.text, rewritten.prelude, name, *flags, *name_expressions,
-                      *_VARIANT_FLAGS[self.variant], *_UB_CHECKS, *_included_files(code, flags))
+                      *_VARIANT_FLAGS[self.variant], *_KERNEL_FLAGS, *_UB_CHECKS, *_included_files(code, flags))
         folder = cache_dir() / key
         _make_cache_folder(folder)
         self.source_path = folder / name
@@ -825,8 +828,8 @@ class _Module:
         def record_stack_usage(tmp: Path) -> None:
             _write_atomic(self._stack_file, str(_stack_usage(tmp)))
 
-        compile_flags = [*_COMMON_FLAGS, *_VARIANT_FLAGS[self.variant], "-fstack-usage", "-include", str(_HEADER),
-                         "-I", str(_INCLUDE), *flags]
+        compile_flags = [*_COMMON_FLAGS, *_VARIANT_FLAGS[self.variant], *_KERNEL_FLAGS, "-fstack-usage",
+                         "-include", str(_HEADER), "-I", str(_INCLUDE), *flags]
         if not self.sanitize:  # two steps, so that only the kernel is instrumented (and no libubsan linked)
             instrument = _UB_CHECKS + (_RACECHECK_INSTRUMENT if self.variant == "racecheck" else [])
             wrapper_object = self.product.parent / "wrapper.o"

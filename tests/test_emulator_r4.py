@@ -626,3 +626,10 @@ def test_an_unaligned_numpy_array_is_refused_at_the_call():
     y = np.zeros(64, np.float32)
     with pytest.raises(ValueError, match=r"argument 0 \('x'\) of kernel 'vec_load' is not aligned to its dtype"):
         RawModule(code=MISALIGNED).get_function("vec_load")(1, 8, (x, y, np.int32(0)))
+
+
+def test_throw_in_device_code_is_a_compile_error_as_with_nvcc():
+    """It compiled, and the throw ended the launch in abort() (a KernelFault with no source line)."""
+    src = 'extern "C" __global__ void k(float* y) {\n    if (threadIdx.x == 3) throw 42;\n    y[threadIdx.x] = 1;\n}'
+    with pytest.raises(CompileError, match=r"k\.cu:2:\d+: error: exception handling disabled"):
+        RawModule(code=src).get_function("k")
