@@ -12,6 +12,8 @@ per output (``_UserOutput``) that hands its gradient to it.
 import sys
 import types
 
+import numpy as np
+
 from . import parallel, testing
 from . import tensor as _tensor
 from .tensor import Tensor, _run_backward, enable_grad, inference_mode, no_grad, set_grad_enabled  # noqa: F401
@@ -131,6 +133,10 @@ class FunctionCtx:
         self._versions = ()
 
     def save_for_backward(self, *tensors):
+        for i, t in enumerate(tensors):
+            if t is not None and not isinstance(t, Tensor):
+                raise TypeError(f"save_for_backward can only save variables, but argument {i} is of type "
+                                f"{type(t).__name__}")
         self._saved = tensors
         self._versions = tuple(None if t is None else t._version for t in tensors)
 
@@ -217,7 +223,28 @@ class _UserCall(_tensor.Function):
                 raise RuntimeError(f"function {cls.__name__}Backward returned a gradient different than "
                                    f"None at position {position}, but the corresponding forward input "
                                    f"was not a Variable")
-        return tuple(r._array if isinstance(r, Tensor) else r for r in result)
+        return tuple(None if r is None or not isinstance(x, Tensor) else _gradient_for(r, x, cls, i)
+                     for i, (r, x) in enumerate(zip(result, ctx.inputs)))
+
+
+def _gradient_for(r, x, cls, index):
+    """The array of a user backward's gradient ``r`` for input ``x``, checked as torch checks it: a
+    Tensor of x's shape, or of a shape x broadcasts to (then summed down to x's shape)."""
+    if not isinstance(r, Tensor):
+        raise RuntimeError(f"expected Variable or None (got {type(r).__name__})")
+    g, shape = r._array, x._array.shape
+    if g.shape == shape:
+        return g
+    try:
+        expandable = np.broadcast_shapes(shape, g.shape) == g.shape
+    except ValueError:
+        expandable = False
+    if not expandable:
+        raise RuntimeError(f"Function {cls.__name__}Backward returned an invalid gradient at index {index} - "
+                           f"got {list(g.shape)} but expected shape compatible with {list(shape)}")
+    extra = g.ndim - len(shape)
+    summed = tuple(range(extra)) + tuple(i + extra for i, n in enumerate(shape) if n == 1 and g.shape[i + extra] != 1)
+    return g.sum(axis=summed, keepdims=True).reshape(shape)
 
 
 class _UserOutput(_tensor.Function):

@@ -326,3 +326,43 @@ def test_autograd_functional_errors_as_torch():
             F.vjp(lambda a: a * a, lib.ones(2))
     with pytest.raises(NotImplementedError, match="backward of the backward"):
         ml.autograd.functional.hessian(lambda a: (a * a).sum(), ml.ones(2))
+
+
+def gradient_returning(lib, make_gradient):
+    class Custom(lib.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            return make_gradient(g)
+    return Custom
+
+
+def test_user_backward_gradient_checked_and_summed_as_torch():
+    def run(lib):
+        x = lib.tensor(A, dtype=lib.float64, requires_grad=True)
+        gradient_returning(lib, lambda g: g.expand(4, 3) * 1.5).apply(x).sum().backward()  # summed to x's shape
+        return (x.grad,)
+    for m, t in both(run):
+        same(m, t)
+    for lib in (ml, torch):
+        x = lib.tensor(A, dtype=lib.float64, requires_grad=True)
+        with pytest.raises(RuntimeError, match=r"Function CustomBackward returned an invalid gradient at index 0 - "
+                                               r"got \[\] but expected shape compatible with \[3\]"):
+            gradient_returning(lib, lambda g: g.sum()).apply(x).sum().backward()
+        with pytest.raises(RuntimeError, match=r"expected Variable or None \(got float\)"):
+            gradient_returning(lib, lambda g: 5.0).apply(x).sum().backward()
+
+        class SavesANumber(lib.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                ctx.save_for_backward(x, 3)
+                return x * 2
+
+            @staticmethod
+            def backward(ctx, g):
+                return g
+        with pytest.raises(TypeError, match="save_for_backward can only save variables, but argument 1 is of type int"):
+            SavesANumber.apply(x)
