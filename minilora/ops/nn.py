@@ -1852,27 +1852,40 @@ def _per_channel_array(a, ndim):
 
 
 def _update_running_16bit(running_mean, running_var, mean, short_mean, squares, count, momentum):
-    """torch's update of 16-bit running statistics: float16 blends in float64 (the float32 mean),
-    rounded once; bfloat16 blends in bfloat16 arithmetic (momentum, 1 - momentum and every product
-    rounded to bfloat16; the unbiased variance's product with momentum kept in float32)."""
-    for stat in (running_mean, running_var):
-        if stat is None:
-            continue
-        old = stat._array.astype(np.float32)
-        dtype = stat.dtype
-        unbiased = squares / np.float32(count - 1) if dtype == np.float16 else \
-            _round(squares / _round(np.float32(count - 1), dtype), dtype)
-        new = mean if stat is running_mean and dtype == np.float16 else \
-            short_mean if stat is running_mean else unbiased
-        if dtype == np.float16:
-            blended = momentum * new.astype(np.float64) + (1 - momentum) * old.astype(np.float64)
-        else:
-            m = _round(np.float32(momentum), dtype)
-            kept = _round(_round(np.float32(1) - m, dtype) * old, dtype)
-            moved = m * new if stat is running_var else _round(m * new, dtype)
-            blended = moved + kept
-        stat._array[...] = blended.astype(dtype)
-        stat._bump_version()
+    """torch's update of 16-bit running statistics, in place. float16: ``momentum * new + (1 -
+    momentum) * old`` in float64 (the float32 mean), rounded once. bfloat16: the same in bfloat16
+    arithmetic (the momentum, 1 - momentum and each product rounded to bfloat16; the variance's
+    product with the momentum kept in float32), with the rounded mean and variance sum."""
+    stats = [t for t in (running_mean, running_var) if t is not None]
+    if not stats:
+        return
+    dtype = stats[0].dtype
+    if dtype == np.float16:
+        updates = ((running_mean, mean), (running_var, squares / np.float32(count - 1)))
+    else:
+        unbiased = _round(squares / _round(np.float32(count - 1), dtype), dtype)
+        updates = ((running_mean, short_mean), (running_var, unbiased))
+    for stat, new in updates:
+        if stat is not None:
+            old = stat._array.astype(np.float32)
+            blended = _blend_float16(old, new, momentum) if dtype == np.float16 else \
+                _blend_bfloat16(old, new, momentum, dtype, keep_product=stat is running_var)
+            stat._array[...] = blended.astype(dtype)
+            stat._bump_version()
+
+
+def _blend_float16(old, new, momentum):
+    """``momentum * new + (1 - momentum) * old`` in float64."""
+    return momentum * new.astype(np.float64) + (1 - momentum) * old.astype(np.float64)
+
+
+def _blend_bfloat16(old, new, momentum, dtype, keep_product):
+    """The same blend in bfloat16 arithmetic: every operand and product rounded to ``dtype``
+    (``keep_product``: ``momentum * new`` stays float32, as torch's float variance times it)."""
+    m = _round(np.float32(momentum), dtype)
+    kept = _round(_round(np.float32(1) - m, dtype) * old, dtype)
+    moved = m * new if keep_product else _round(m * new, dtype)
+    return moved + kept
 
 
 class BatchNorm16(Function):
