@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 
 from ..device import xp_of
-from ..dtypes import float32, is_floating, result_type
+from ..dtypes import float32, is_floating, result_type, torch_name
 from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, no_grad
 
 NO_DIM = object()  # the default dim of max/min/prod/median/squeeze: torch tells x.max() from x.max(dim=None)
@@ -328,8 +328,34 @@ def getitem(input, index):
 def index_put(input, indices, values, accumulate=False):
     """``torch.index_put``: ``input`` with ``values`` put (or added) at ``indices``, out of place;
     ``x[idx] = v`` is its in-place form (``Tensor.__setitem__``)."""
+    if isinstance(values, Tensor) and values.dtype != input.dtype:  # torch's rule (minilora cast silently)
+        raise RuntimeError(_index_put_dtype_message(input.dtype, values.dtype))
     return IndexPut.apply(input, values, index=_raw_index(indices, input.device),
                           accumulate=bool(accumulate))
+
+
+def _index_put_dtype_message(destination, source):
+    return (f"Index put requires the source and destination dtypes match, got {torch_name(destination)} for "
+            f"the destination and {torch_name(source)} for the source.")
+
+
+def _is_advanced(part):
+    return isinstance(part, (list, np.ndarray)) or (isinstance(part, Tensor) and part.ndim > 0)
+
+
+def _is_mask(part):
+    dtype = getattr(part, "dtype", None)
+    return dtype == np.bool_ or (isinstance(part, list) and all(type(v) is bool for v in part))
+
+
+def setitem_value(index, value, dtype):
+    """``value`` ready for ``x[index] = value`` into a ``dtype`` tensor, as torch: basic indexing (ints,
+    slices, a 0-d index) copies and casts; advanced indexing is ``index_put_``, which refuses another
+    dtype -- unless every index tensor is a boolean mask and the value has one element (torch fills)."""
+    parts = [p for p in (index if isinstance(index, tuple) else (index,)) if _is_advanced(p)]
+    if parts and not (all(_is_mask(p) for p in parts) and value.numel() == 1):
+        raise RuntimeError(_index_put_dtype_message(dtype, value.dtype))
+    return value.to(dtype)
 
 
 def _raw_index(index, device=None):
