@@ -903,6 +903,8 @@ class Tensor:
             value = _assignable_numpy_scalar(value, self.dtype)
         if type(value) in (int, float, bool):  # a number is stored: it must fit (uint8: 300 raises)
             value = dtypes.checked_number(_as_int64(value), self.dtype, check_16bit_floats=False)
+        if isinstance(value, Tensor) and value.dtype != self.dtype:  # cast, or torch's index_put_ error
+            value = ops.shape.setitem_value(index, value, self.dtype)
         if _grad_enabled and (self.requires_grad or (isinstance(value, Tensor) and value.requires_grad)):
             self._inplace(ops.index_put, index, value)
             return

@@ -1475,3 +1475,43 @@ def test_conv_transpose_bias_of_another_dtype_as_torch(fn, x_dtype, b_dtype, bat
         return getattr(lib.nn.functional, fn)(x, lib.ones(*w_shape, dtype=getattr(lib, x_dtype)),
                                               lib.ones(3, dtype=getattr(lib, b_dtype))).dtype
     check(dtype_only)
+
+
+# ---- x[index] = value of another dtype ------------------------------------------------------------------
+SETITEM_CASES = {
+    "tensor index, float64 values": lambda lib, a: a.__setitem__(lib.tensor([0]), lib.ones(1, 3, dtype=lib.float64)),
+    "tensor index, 0-d float64": lambda lib, a: a.__setitem__(lib.tensor([0]), lib.tensor(2.0, dtype=lib.float64)),
+    "list index, float16 values": lambda lib, a: a.__setitem__([0, 1], lib.ones(2, 3, dtype=lib.float16)),
+    "NumPy index": lambda lib, a: a.__setitem__(np.array([0]), lib.ones(1, 3, dtype=lib.float64)),
+    "(int, list)": lambda lib, a: a.__setitem__((0, [0, 1]), lib.ones(2, dtype=lib.float64)),
+    "(slice, tensor)": lambda lib, a: a.__setitem__((slice(None), lib.tensor([0])), lib.ones(3, 1, dtype=lib.float64)),
+    "int64 values": lambda lib, a: a.__setitem__(lib.tensor([0]), lib.ones(1, 3, dtype=lib.int64)),
+    "index_put_": lambda lib, a: a.index_put_((lib.tensor([0]),), lib.ones(3, dtype=lib.float64)),
+    "index_put": lambda lib, a: a.index_put((lib.tensor([0]),), lib.ones(3, dtype=lib.float64)),
+    "bool mask, 3 float64 values": lambda lib, a: a.__setitem__(a[:, 0] > -1, lib.ones(3, 3, dtype=lib.float64)),
+    # where torch takes another dtype: basic indexing copies, a one-element value under a mask fills
+    "0-d int tensor index": lambda lib, a: a.__setitem__(lib.tensor(0), lib.ones(3, dtype=lib.float64)),
+    "slice": lambda lib, a: a.__setitem__(slice(0, 2), lib.ones(2, 3, dtype=lib.float64)),
+    "bool mask, 0-d float64": lambda lib, a: a.__setitem__(a > -1, lib.tensor(2.0, dtype=lib.float64)),
+    "bool mask, one float64": lambda lib, a: a.__setitem__(a > -1, lib.ones(1, dtype=lib.float64)),
+    "row mask and slice, 0-d": lambda lib, a: a.__setitem__((lib.tensor([True, False, True]), slice(None)),
+                                                           lib.tensor(2.0, dtype=lib.float64)),
+    "tensor index, Python number": lambda lib, a: a.__setitem__(lib.tensor([0]), 5.0),
+}
+
+
+@pytest.mark.parametrize("in_graph", [False, True])
+@pytest.mark.parametrize("case", list(SETITEM_CASES))
+def test_advanced_index_assignment_of_another_dtype_raises_as_torch(case, in_graph):
+    """x[idx] = v with an index tensor/list and v of another dtype is torch's index_put_, which refuses
+    ('Index put requires the source and destination dtypes match'); minilora cast v silently."""
+    def snippet(lib):
+        a = lib.zeros(3, 3, requires_grad=in_graph).clone() if in_graph else lib.zeros(3, 3)
+        SETITEM_CASES[case](lib, a)
+        return a
+    try:
+        snippet(torch)
+    except RuntimeError:
+        expect_error(snippet)
+        return
+    check(snippet)
