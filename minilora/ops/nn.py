@@ -1761,9 +1761,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 
 
 def _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps):
-    if _is_16bit_float(input) and _all_16bit_parameters(input, running_mean, running_var, weight, bias):
+    if _is_16bit_float(input):  # torch's two 16-bit kernels: parameters in the input's dtype, or float32
+        mixed = not _all_16bit_parameters(input, running_mean, running_var, weight, bias)
         if training:
-            return _batch_norm_16bit_training(input, running_mean, running_var, weight, bias, momentum, eps)
+            return _batch_norm_16bit_training(input, running_mean, running_var, weight, bias, momentum, eps, mixed)
         if running_mean is not None and running_var is not None:  # torch: 1/std in float32, not rounded
             mean = running_mean._array.astype(np.float32)
             invstd = (1 / xp_of(mean).sqrt(running_var._array.astype(np.float32) + np.float32(eps))).astype(np.float32)
@@ -1820,11 +1821,13 @@ def _round(a, dtype):
     return a.astype(dtype).astype(np.float32)
 
 
-def _batch_norm_16bit_training(input, running_mean, running_var, weight, bias, momentum, eps):
-    """Training batch norm with everything in bfloat16 or everything in float16, as torch's CPU kernel
-    computes it: it keeps the batch mean and 1/std in the 16-bit dtype (bfloat16 also the sum of
-    squared deviations, and it updates the running statistics in bfloat16 arithmetic), then applies
-    ``x * alpha + beta`` in float32, rounded once. Bit for bit torch's numbers, running stats included."""
+def _batch_norm_16bit_training(input, running_mean, running_var, weight, bias, momentum, eps, mixed=False):
+    """Training batch norm of a bfloat16/float16 input as torch's CPU kernels compute it. With every
+    parameter in the input's dtype it keeps the batch mean and 1/std in the 16-bit dtype (bfloat16
+    also the sum of squared deviations, and it updates the running statistics in bfloat16
+    arithmetic); with float32 parameters (``mixed``, autocast's case) it keeps them in float32 and
+    updates in float32. Then ``x * alpha + beta`` in float32, rounded once. Bit for bit torch's
+    numbers in the first case, running stats included."""
     xp, dtype = xp_of(input._array), input.dtype
     axes = (0,) + tuple(range(2, input.ndim))
     count = input.numel() // input.shape[1]
@@ -1833,6 +1836,12 @@ def _batch_norm_16bit_training(input, running_mean, running_var, weight, bias, m
                          f"{list(input.shape)}")
     x = input._array.astype(np.float32)
     mean = (x.sum(axes, dtype=np.float64) / count).astype(np.float32)  # float32, as torch's sum / N
+    if mixed:
+        squares = ((x - _per_channel_array(mean, x.ndim)) ** 2).sum(axes, dtype=np.float64).astype(np.float32)
+        invstd = (1 / xp.sqrt(squares / np.float32(count) + np.float32(eps))).astype(np.float32)
+        with no_grad():
+            _update_running_float32(running_mean, running_var, mean, squares / np.float32(count - 1), momentum)
+        return BatchNorm16.apply(input, weight, bias, mean=mean, invstd=invstd)
     short_mean = _round(mean, dtype)
     if dtype == np.float16:  # the squares' sum about the rounded mean, kept in float32
         squares = ((x - _per_channel_array(short_mean, x.ndim)) ** 2).sum(axes, dtype=np.float64).astype(np.float32)
@@ -1874,6 +1883,16 @@ def _update_running_16bit(running_mean, running_var, mean, short_mean, squares, 
             stat._bump_version()
 
 
+def _update_running_float32(running_mean, running_var, mean, unbiased, momentum):
+    """torch's "mixed" kernel (float32 statistics of a 16-bit input): ``m * new + (1 - m) * old``
+    in float32 arithmetic, ``m`` the momentum as a float32."""
+    m = np.float32(momentum)
+    for stat, new in ((running_mean, mean), (running_var, unbiased)):
+        if stat is not None:
+            stat._array[...] = m * new + (np.float32(1) - m) * stat._array
+            stat._bump_version()
+
+
 def _blend_float16(old, new, momentum):
     """``momentum * new + (1 - momentum) * old`` in float64."""
     return momentum * new.astype(np.float64) + (1 - momentum) * old.astype(np.float64)
@@ -1905,6 +1924,7 @@ class BatchNorm16(Function):
         beta = (b - mean * alpha).astype(np.float32)
         fused = xf.astype(np.float64) * _per_channel_array(alpha, nd) + _per_channel_array(beta, nd)
         ctx.x, ctx.w, ctx.mean, ctx.invstd = xf, w, mean, invstd
+        ctx.param_dtype = (weight if weight is not None else bias if bias is not None else x).dtype
         return fused.astype(np.float32).astype(x.dtype)
 
     @staticmethod
@@ -1922,8 +1942,8 @@ class BatchNorm16(Function):
         else:  # the running statistics are constants: a per-channel scale
             dx = gf * per(ctx.invstd) * per(ctx.w)
         gx = dx.astype(dtype) if ctx.needs_input_grad[0] else None
-        gw = (dotp * ctx.invstd).astype(dtype) if ctx.needs_input_grad[1] else None
-        gb = total.astype(dtype) if ctx.needs_input_grad[2] else None
+        gw = (dotp * ctx.invstd).astype(ctx.param_dtype) if ctx.needs_input_grad[1] else None
+        gb = total.astype(ctx.param_dtype) if ctx.needs_input_grad[2] else None
         return gx, gw, gb
 
 
