@@ -72,6 +72,8 @@ def finetune(config, lr, steps=STEPS):
 #
 # Checked on one adapted layer after a few training steps: its merged weight equals the formula above,
 # and all three of `m`, `A`, `B` get gradients.
+#
+# **Predict:** which of `m`, `A`, `B` would get no gradient under the lesson's sketch, and which here?
 
 # %%
 dora, dora_run = finetune(LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", use_dora=True), lr=3e-3)
@@ -82,7 +84,9 @@ m, s = layer.lora_magnitude_vector["default"].weight.numpy(), layer.scaling["def
 V = W0 + s * B @ A
 expected = m[:, None] * V / np.linalg.norm(V, axis=1, keepdims=True)
 layer.merge()
-print(f"merged DoRA weight vs m * V / ||V||: max difference {np.abs(layer.base_layer.weight.numpy() - expected).max():.1e}")
+merged_difference = np.abs(layer.base_layer.weight.numpy() - expected).max()
+print(f"merged DoRA weight vs m * V / ||V||: max difference {merged_difference:.1e}")
+assert merged_difference < 1e-5
 layer.unmerge()
 
 x = ml.randn(2, 5, 128)
@@ -90,6 +94,7 @@ layer(x).sum().backward()
 for name, p in (("m", layer.lora_magnitude_vector["default"].weight), ("A", layer.lora_A["default"].weight),
                 ("B", layer.lora_B["default"].weight)):
     print(f"|grad {name}| = {np.abs(p.grad).max():.3g}")
+    assert np.abs(p.grad).max() > 0
 dora.zero_grad()
 
 # %% [markdown]
@@ -105,6 +110,8 @@ dora.zero_grad()
 #
 # `lambda_b` starts at zero, so VeRA too starts at the base. Its rank can be large (here 64), since the
 # matrices cost nothing to train.
+#
+# **Predict:** how many numbers does VeRA r = 64 train on this model, against LoRA r = 16?
 
 # %%
 vera, vera_run = finetune(VeraConfig(r=64, target_modules="all-linear"), lr=3e-2)
@@ -115,7 +122,9 @@ for name, model in (("LoRA r=16", lora), ("DoRA r=16", dora), ("VeRA r=64", vera
 
 # %% [markdown]
 # At Llama-2-7B's size, with exact counts from `memory.estimate` (the lesson's "0.01% for VeRA vs
-# 0.1-0.5% for LoRA" is the right order of magnitude):
+# 0.1-0.5% for LoRA" is the right order of magnitude: checked below).
+#
+# **Predict:** what share of Llama-2-7B does VeRA r = 256 on all linear layers train?
 
 # %%
 for label, config in (("LoRA q,v r=8", LoraConfig(r=8, target_modules=["q_proj", "v_proj"])),
@@ -123,11 +132,18 @@ for label, config in (("LoRA q,v r=8", LoraConfig(r=8, target_modules=["q_proj",
                       ("LoRA all-linear r=16", LoraConfig(r=16, target_modules="all-linear")),
                       ("VeRA q,v r=256", VeraConfig(r=256, target_modules=["q_proj", "v_proj"])),
                       ("VeRA all-linear r=256", VeraConfig(r=256, target_modules="all-linear"))):
-    print(f"{label:<22} {memory.estimate('llama-2-7b', config).peft_line()}")
+    e = memory.estimate('llama-2-7b', config)
+    print(f"{label:<22} {e.peft_line()}")
+    if label.startswith("VeRA"):
+        assert 0.003 < e.trainable_percent < 0.03
+    elif label.startswith("LoRA"):
+        assert 0.05 < e.trainable_percent < 0.6
 
 # %% [markdown]
 # The three on the same task, the same steps and the same schedule (VeRA with a 10x larger learning
-# rate, as its authors recommend: its scales start small):
+# rate: its scales start small, and its paper too trains it at rates about ten times LoRA's).
+#
+# **Predict:** which of the three ends with the lowest evaluation loss, and which the highest?
 
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 3.6))
@@ -137,6 +153,10 @@ for name, run, color in (("LoRA r=16", lora_run, "C0"), ("DoRA r=16", dora_run, 
 ax.set(xlabel="step", ylabel="loss (lines: train)", title="qa: three adapters")
 ax.legend()
 plt.show()
+final_eval = {name: run.evals[-1]["eval_loss"] for name, run in (("LoRA", lora_run), ("DoRA", dora_run), ("VeRA", vera_run))}
+print("final eval loss:", ", ".join(f"{k} {v:.3f}" for k, v in final_eval.items()))
+assert final_eval["VeRA"] > 3 * max(final_eval["LoRA"], final_eval["DoRA"])   # VeRA learns far more slowly
+assert abs(final_eval["DoRA"] - final_eval["LoRA"]) < 0.5 * final_eval["LoRA"]   # DoRA follows LoRA
 
 # %% [markdown]
 # DoRA follows LoRA closely here -- its benefit, where there is one, is a few points of accuracy on
@@ -184,12 +204,14 @@ for name, (losses, eval_loss) in plus_runs.items():
 ax.set(xlabel="step", ylabel="train loss", title="LoRA+ against plain LoRA (no warmup, no schedule)")
 ax.legend(fontsize=8)
 plt.show()
+slow, plus, fast = (eval_loss for _, eval_loss in plus_runs.values())
+assert plus < slow / 5 and plus < 2 * fast   # LoRA+ at 3e-4 lands near plain LoRA at 3e-3
 
 # %% [markdown]
 # A larger rate for `B` alone recovers what a ten times larger rate for everything gives here:
 # at a cautious base rate, LoRA+ learns much faster. It does not replace tuning the rate -- a
-# well-chosen plain rate is as good here, and ratio 16 on top of 3e-3 overshoots on this small model
-# (try it) -- but it makes a too-small rate much less costly.
+# well-chosen plain rate is as good here (whether ratio 16 on top of 3e-3 still helps on this small
+# model is worth a try) -- but it makes a too-small rate much less costly.
 #
 # ## What the adapter learned: singular values of `s B A`
 #
@@ -199,6 +221,8 @@ plt.show()
 # singular values are those of the `r x r` core (exercise 8.2). Two summaries per layer: the *entropy
 # effective rank* `exp(-sum p_i log p_i)` with `p_i = S_i / sum S` (exercise 8.3), and the number of
 # directions holding 90% of the squared norm ("energy").
+#
+# **Predict:** of r = 16, how many directions will hold 90% of a layer's update energy?
 
 # %%
 spectra = diag.adapter_spectrum(lora, energy=0.9)
@@ -241,8 +265,11 @@ for i, name in enumerate(("model.layers.1.self_attn.q_proj.weight", "model.layer
           f" LoRA {diag.energy_rank(lora_S):>2} of 16")
     if i == 0 and prediction is not None:
         print(f"  (you predicted {prediction} for q_proj)")
+    print(f"  {'':<10} its top direction holds {energy_curve(S)[0]:.0%} of the energy")
+    assert energy_curve(S)[0] > 0.2 and diag.energy_rank(S) < 128 / 3 and diag.energy_rank(lora_S) < diag.energy_rank(S)
 S_random = np.linalg.svd(np.random.default_rng(42).standard_normal((128, 128)) * 0.01, compute_uv=False)
 print(f"  a random 128 x 128 matrix: {diag.energy_rank(S_random)} of 128")
+assert diag.energy_rank(S_random) > 128 / 2
 ax.plot(np.arange(1, 129), energy_curve(S_random), "k:", label="random 128 x 128 matrix")
 ax.axhline(0.9, color="grey", lw=0.8)
 ax.set(xscale="log", xlabel="number of directions k", ylabel="share of ||delta W||^2 in the top k",
@@ -252,8 +279,8 @@ plt.show()
 
 # %% [markdown]
 # The full fine-tuning update, free to use all 128 directions, concentrates its energy: its top
-# direction alone holds about a quarter of it, and a small fraction of the directions hold 90%, where
-# the random matrix needs most of them. It is not as low-rank as the LoRA update (which was limited to
+# direction alone holds a fifth or more of it, and a small fraction of the directions hold 90%, where
+# the random matrix needs more than half of them. It is not as low-rank as the LoRA update (which was limited to
 # 16 directions and uses fewer), but it is far from random: the structure LoRA is built on.
 #
 # **What the papers showed, and what they did not.** The LoRA paper (Hu et al., 2021, section 7) never
@@ -269,7 +296,9 @@ plt.show()
 # on MRPC), falling as pre-training improves. The experiment above -- the spectrum of a real full
 # fine-tuning update -- is ours, on one small model and 20 steps.
 #
-# The lesson's random-matrix simulation, at a size we can afford here, gives:
+# The lesson's random-matrix simulation, at a size we can afford here, gives the following.
+#
+# **Predict:** what share of a random matrix's energy do its top 8 of 1024 directions hold?
 
 # %%
 S = np.linalg.svd(np.random.default_rng(42).standard_normal((1024, 1024)) * 0.01, compute_uv=False)
@@ -286,6 +315,8 @@ for r in (1, 8, 64, 128):
 # given share of the energy -- and measure the task again. `diagnostics.rank_ablation` does that for a
 # list of energy levels (or of fixed ranks) and restores the adapter afterwards; `truncate_adapter`
 # does it for good. Rank 0 -- no adapter at all -- is the baseline.
+#
+# **Predict:** keeping only the single strongest direction of each update, what `qa` accuracy is left?
 
 # %%
 def accuracy(model):
@@ -297,6 +328,7 @@ labels = ["rank 0"] + [f"{r['level']:.0%} energy" for r in rows[1:]]
 print(f"{'kept':>12}{'mean rank':>11}{'LoRA params':>13}{'qa accuracy':>13}")
 for label, row in zip(labels, rows):
     print(f"{label:>12}{row['mean_rank']:>11.1f}{row['lora_params']:>13,d}{row['metric']:>13.0%}")
+assert rows[0]["metric"] == 0 and rows[1]["mean_rank"] == 1.0 and rows[1]["metric"] >= 0.8 * rows[-1]["metric"]
 
 fig, ax = plt.subplots(figsize=(7, 3.2))
 ax.bar([f"{label}\n(rank {r['mean_rank']:.1f})" for label, r in zip(labels, rows)], [r["metric"] for r in rows])
@@ -323,6 +355,8 @@ plt.show()
 # wide layers sum many more terms per output, so each step moves the outputs more; this 128-wide
 # model tolerates larger steps and learns in fewer of them (notebook 6 compares 1e-3, 3e-3 and 1e-2
 # on it). A rate is tuned per model, never copied.
+#
+# **Predict:** what will the diagnosis of the healthy run above say?
 
 # %%
 evals = [(e["step"], e["eval_loss"]) for e in lora_run.evals]
@@ -332,7 +366,9 @@ for finding in diag.diagnose_lora_training(lora, lora_run.losses, evals):
 # %% [markdown]
 # Now runs that went wrong. First a real classic: the adapter never changed, because the optimizer
 # was given the wrong parameters (or a learning rate of 0, or the adapter was loaded for inference).
-# Its `B` matrices are still exactly zero, which is impossible after any real update:
+# Its `B` matrices are still exactly zero, which is impossible after any real update.
+#
+# **Predict:** which check fires?
 
 # %%
 untrained = get_peft_model(load_base(), LoraConfig(r=16, target_modules="all-linear"))
@@ -376,6 +412,15 @@ for name, (model, losses, error) in failures.items():
         continue
     for finding in diag.diagnose_lora_training(model, losses):
         print("  ", finding)
+
+# the claims of the next cell, checked
+found = {name: {f.kind for f in diag.diagnose_lora_training(model, losses)} if losses else set()
+         for name, (model, losses, error) in failures.items()}
+big = failures["lr 0.3"][1]
+assert max(big[:6]) > 2 * big[0] and abs(big[-1] - big[0]) < 0.5 * big[0] and "spikes" in found["lr 0.3"]
+assert lora_run.losses[0] > 100 * lora_run.losses[-1]                   # the healthy run, for comparison
+assert failures["all labels -100"][2] is not None and not failures["all labels -100"][1]
+assert {"not_decreasing", "adapter_not_trained"} <= found["lr 0"]
 
 fig, ax = plt.subplots(figsize=(6.5, 3.4))
 ax.semilogy(range(1, STEPS + 1), lora_run.losses, "k", label="healthy (lr 3e-3)")
@@ -429,5 +474,5 @@ plt.show()
 #   into one with `add_weighted_adapter`.
 # * LoRA+ (`minilora.lora.create_loraplus_optimizer`, as PEFT's) gives `B` a larger learning rate than
 #   `A`; QLoRA trains against a 4-bit base (notebook 3 sizes it).
-# * Back to notebook 1 with new eyes: every number in these notebooks came from ~500 lines of
-#   autograd and a handful of ops.
+# * Back to notebook 1 with new eyes: every number in these notebooks came from one NumPy autograd
+#   engine and a handful of ops.

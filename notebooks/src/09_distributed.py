@@ -54,7 +54,13 @@ model.print_trainable_parameters()
 # are the trainable parameters times 4 (float32). For Llama-2-7B, with LoRA r = 8 on `q_proj` and
 # `v_proj` (the LoRA paper's setting) against full fine-tuning, and the time that takes with a **ring
 # all-reduce**, which sends `2 (p - 1) / p` times the buffer from every rank, on a 25 Gbit/s link
-# (ordinary Ethernet between machines) and on a 400 Gbit/s one (InfiniBand):
+# (ordinary Ethernet between machines) and on a 400 Gbit/s one (InfiniBand). Next to it, the step's
+# arithmetic on one GPU: about `6 x parameters x tokens` FLOPs for a full fine-tuning step (forward 2,
+# backward 4; Kaplan et al. 2020, "Scaling Laws for Neural Language Models", section 2.1), here for
+# 4,096 tokens at an H200's dense bfloat16 peak of 989 TFLOP/s.
+#
+# **Predict:** over 25 Gbit/s Ethernet, is full fine-tuning's all-reduce shorter or longer than the
+# step's arithmetic? And LoRA's?
 
 # %%
 def ring_seconds(nbytes, ranks, gbit_per_s):
@@ -76,11 +82,16 @@ ax.set(xticks=np.arange(len(links)) + 0.19, xticklabels=[f"{g} Gbit/s" for g in 
        ylabel="seconds per step", title="Llama-2-7B: one gradient all-reduce, 8 ranks (ring)")
 ax.legend()
 plt.show()
+compute_s = 6 * full_7b * 4096 / 989e12
+print(f"the arithmetic of a full step on 4,096 tokens, at peak: {compute_s * 1e3:.0f} ms")
+assert ring_seconds(full_7b * 4, 8, 25) > 10 * compute_s and ring_seconds(lora_7b * 4, 8, 25) < 0.1 * compute_s
+assert round(lora_7b * 4 / 1e6, 1) == 16.8 and round(full_7b / lora_7b, -2) == 1600
 
 # %% [markdown]
-# Full fine-tuning spends seconds per step just averaging gradients over Ethernet -- longer than the
-# step's arithmetic on a GPU -- which is why it needs InfiniBand-class links. LoRA's 16.8 MB take
-# milliseconds even over Ethernet: data-parallel LoRA works on ordinary machines.
+# Full fine-tuning spends seconds per step just averaging gradients over Ethernet -- far longer than
+# the step's arithmetic on a GPU -- which is why it needs InfiniBand-class links (and an all-reduce
+# that overlaps the backward pass). LoRA's 16.8 MB take milliseconds even over Ethernet: data-parallel
+# LoRA works on ordinary machines.
 #
 # ## Measured: two processes
 #
@@ -191,8 +202,9 @@ else:
 # per tensor: DDP flattens the gradients into *buckets* (25 MB each by default, torch's
 # `bucket_cap_mb`; everything here fits in one) so that each all-reduce is large enough to use the link
 # well. (The shipped model is tiny and LoRA here is on all seven projections at r = 8, so it saves only
-# about 10x; for Llama-2-7B with q, v it is 1,600x, above. `train` also all-reduces a few numbers per
-# step -- the token count and the loss -- 32 bytes.)
+# about 10x; for Llama-2-7B with q, v it is 1,600x, above. `train` also all-reduces a few float64
+# numbers per step -- the token count of each micro-batch, then the loss, the token total and a stop
+# flag: 32 bytes with one micro-batch; see `_token_weight` and `_agree` in `minilora/train.py`.)
 #
 # ## The equivalence: 2 ranks x batch b == 1 process x batch 2b
 #
@@ -203,6 +215,8 @@ else:
 # the same step everywhere. So the adapter trained by two ranks must be the one process's adapter,
 # to float32 rounding (the sums are added in a different order) -- and the two ranks must hold
 # identical parameters.
+#
+# **Predict:** will rank 0 and rank 1 agree bit for bit? And rank 0 with the single process?
 
 # %%
 ml.manual_seed(0)  # rank 0's LoRA init, which DDP broadcast to rank 1
@@ -233,7 +247,8 @@ else:
 # gradient by its running root-mean-square, so an entry whose gradient is nearly zero (the `A`
 # matrices' in the first steps, while `B` is still almost 0) turns a rounding-level difference into a
 # visible one. Relative to how far training moved each tensor, the two runs differ by a few parts in
-# ten thousand. (`tests/test_distributed.py` runs the same check in float64, where they agree to 1e-10.)
+# ten thousand. (`tests/test_distributed.py` runs the same check in float64, where they agree to a
+# relative 1e-10.)
 # Data parallelism changes how fast a step is computed, not what is computed.
 #
 # On this machine two ranks are not faster: the model is tiny, start-up (Python, MPI, loading the

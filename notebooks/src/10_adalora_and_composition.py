@@ -76,7 +76,8 @@ ada = get_peft_model(load_base(), ada_config)
 ada.print_trainable_parameters()
 ada_run = train(ada, train_loader, steps=STEPS, lr=1e-2, warmup_steps=3, progress=False, plot=False,
                 after_optimizer_step=ada.base_model.update_and_allocate)
-print(f"AdaLoRA: loss {ada_run.losses[0]:.3f} -> {ada_run.final_loss:.3f}, qa accuracy {accuracy(ada, qa):.0%}")
+ada_accuracy = accuracy(ada, qa)
+print(f"AdaLoRA: loss {ada_run.losses[0]:.3f} -> {ada_run.final_loss:.3f}, qa accuracy {ada_accuracy:.0%}")
 
 ranks = ada.base_model.allocated_ranks()
 kinds = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -99,6 +100,7 @@ print(f"total rank {int(values.sum())} = {ada_config.target_r} x {values.size} m
       f"{int((values == ada_config.target_r).sum())} ended at exactly {ada_config.target_r}")
 spread = "uneven" if values.std() > 1 else "even"
 print(f"spread: {spread} (standard deviation {values.std():.1f})" + (f"; you predicted {prediction}" if prediction else ""))
+assert values.sum() == ada_config.target_r * values.size and (values == 0).any() and (values == ada_config.init_r).any()
 
 # %% [markdown]
 # The budget is met exactly, and it is not spread evenly: some matrices keep all their rank, some give
@@ -108,7 +110,9 @@ print(f"spread: {spread} (standard deviation {values.std():.1f})" + (f"; you pre
 # down): AdaLoRA starts its `E` at zero and takes rank away while it learns -- a method for long runs.
 #
 # The adapter saves in PEFT's format, with the `rank_pattern` (one boolean per triplet) in
-# `adapter_config.json`, so PEFT loads it with the same ranks:
+# `adapter_config.json`, so PEFT loads it with the same ranks.
+#
+# **Predict:** how many `True` entries will the mask of a matrix with rank 5 hold, and how many entries in all?
 
 # %%
 ada.save_pretrained("adalora-qa")
@@ -165,6 +169,10 @@ for name in ("qa", "reverse", *options):
     print(f"{name:>12}{composed.peft_config[name].r:>6}{scores[name][0]:>7.0%}{scores[name][1]:>9.0%}")
 both = [kind for kind in options if min(scores[kind]) > 0.5]
 print(f"\nboth tasks above 50%: {both or 'none'}" + (f"; you predicted {prediction}" if prediction is not None else ""))
+# the claims of the next cells: each adapter is good at its task only; every combination loses both
+assert min(scores["qa"][0], scores["reverse"][1]) > 0.7 and max(scores["qa"][1], scores["reverse"][0]) < 0.1
+assert not both and max(scores[kind][0] for kind in options) <= 0.1 and max(scores[kind][1] for kind in options) < 0.5
+assert scores["qa"][0] > ada_accuracy   # AdaLoRA's qa accuracy is below plain LoRA's (the text above)
 
 fig, ax = plt.subplots(figsize=(6.5, 3))
 names = list(scores)
@@ -178,10 +186,15 @@ plt.show()
 # %% [markdown]
 # Read the table honestly: here, **every combination loses both tasks** (or nearly: a little of
 # `reverse` survives in some). Each adapter alone is good at its own task and useless at the other;
-# summed, they do neither. What the combined models say instead:
+# summed, they do neither. What the combined models say instead.
+#
+# **Predict:** will `cat`'s answers look like either task's, or like neither?
 
 # %%
 composed.set_adapter("cat")
+q_proj = composed.base_model.model.model.layers[0].self_attn.q_proj     # cat is the exact sum:
+exact_sum = q_proj.get_delta_weight("qa") + q_proj.get_delta_weight("reverse")
+assert np.allclose(q_proj.get_delta_weight("cat"), exact_sum, atol=1e-6)
 for task in (qa, rev):
     for prompt, target, output in data.evaluate(composed, tok, task, n=3).samples[:2]:
         print(f"cat: {prompt!r} -> {output!r}   (expected {target!r})")
@@ -191,8 +204,10 @@ for task in (qa, rev):
 # method: the two updates, added, push the same layers in conflicting directions. A `qa` prompt also
 # gets the `reverse` adapter's full push, and vice versa; on a 4-layer, 128-wide model, with both
 # adapters trained on all 28 matrices, there is little room for the two to stay out of each other's
-# way. Scaling them down does not find a point where both work -- the exact sum (`cat`) with weights
-# `w` and `1 - w`:
+# way. Does scaling them down find a point where both work? The exact sum (`cat`) with weights `w`
+# and `1 - w`.
+#
+# **Predict:** at `w = 0.5`, what accuracy on each task?
 
 # %%
 mix = np.linspace(0, 1, 5)
@@ -214,6 +229,7 @@ ax.set(xlabel="weight of the qa adapter (reverse gets 1 - w)", ylabel=f"exact ma
 ax.legend()
 plt.show()
 print(f"best worse-task accuracy along the curve: {curve.min(axis=1).max():.0%}")
+assert curve.min(axis=1).max() < 0.5   # no point where both tasks work
 
 # %% [markdown]
 # Each task comes back only as its own adapter takes most of the weight, and by then the other task
