@@ -416,3 +416,18 @@ def test_two_active_adapters_with_modules_to_save_on_one_module_are_refused_as_p
         with pytest.raises(ValueError, match="Only one adapter can be set at a time for ModulesToSaveWrapper"):
             wrapped.base_model.set_adapter(["default", "other"])
         assert wrapped.active_adapters == ["default"]
+
+
+def test_config_attributes_set_later_are_read_and_saved_as_transformers(saved, tmp_path):
+    """model.config.use_cache = False (training scripts' line) and friends, read at forward time."""
+    for load in (hf_load, LlamaForCausalLM.from_pretrained):
+        model = load(saved).eval()
+        ids = torch.tensor(IDS) if load is hf_load else ml.tensor(IDS)
+        model.config.use_cache = False
+        model.config.output_hidden_states = True
+        model.config.my_note = "kept"
+        with torch.no_grad():
+            out = model(ids)
+        assert out.past_key_values is None and len(out.hidden_states) == TINY.num_hidden_layers + 1
+        saved_dict = model.config.to_dict()
+        assert saved_dict["use_cache"] is False and saved_dict["my_note"] == "kept"

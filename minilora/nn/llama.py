@@ -206,6 +206,14 @@ class LlamaConfig:
         extra = {**self.extra, **{k: v for k, v in overrides.items() if k not in fields}}
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if k in fields}, extra=extra)
 
+    def __setattr__(self, name, value):
+        # transformers' configs take any attribute and save it (model.config.use_cache = False, read by
+        # forward): a name that is not a field goes to ``extra``, where the model and to_dict look
+        if name.startswith("_") or name in _LLAMA_FIELDS:
+            object.__setattr__(self, name, value)
+        else:
+            self.extra[name] = value
+
     def __getattr__(self, name):
         # Only reached for names that are not fields: config.json keys minilora does not use read back
         # as attributes, as on transformers' configs (config.my_note after LlamaConfig(my_note=...)).
@@ -213,6 +221,9 @@ class LlamaConfig:
         if name in extra:
             return extra[name]
         raise AttributeError(f"'LlamaConfig' object has no attribute {name!r}")
+
+
+_LLAMA_FIELDS = frozenset(f.name for f in dataclasses.fields(LlamaConfig))
 
 
 def _accepting_config_json_keys(dataclass_init):
