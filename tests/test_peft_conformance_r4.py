@@ -431,3 +431,13 @@ def test_config_attributes_set_later_are_read_and_saved_as_transformers(saved, t
         assert out.past_key_values is None and len(out.hidden_states) == TINY.num_hidden_layers + 1
         saved_dict = model.config.to_dict()
         assert saved_dict["use_cache"] is False and saved_dict["my_note"] == "kept"
+
+
+def test_tie_weights_as_transformers():
+    fields = dict(vocab_size=37, hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=4)
+    for lib, model in ((torch.nn, transformers.LlamaForCausalLM(transformers.LlamaConfig(**fields, tie_word_embeddings=True))),
+                       (ml.nn, LlamaForCausalLM(LlamaConfig(**fields, tie_word_embeddings=True)))):
+        model.set_input_embeddings(lib.Embedding(37, 16))
+        assert model.lm_head.weight is not model.model.embed_tokens.weight
+        model.tie_weights()
+        assert model.lm_head.weight is model.model.embed_tokens.weight

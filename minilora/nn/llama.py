@@ -927,6 +927,12 @@ class LlamaForCausalLM(Module):
     def set_input_embeddings(self, value):
         self.model.embed_tokens = value
 
+    def tie_weights(self, missing_keys=None, recompute_mapping=True):
+        """transformers': with ``tie_word_embeddings``, make the head share the embedding matrix again
+        (after ``set_input_embeddings``, say); otherwise nothing."""
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
     def get_output_embeddings(self):
         return self.lm_head
 
