@@ -1064,3 +1064,54 @@ def test_unfold_fold_layers_as_torch(rng, make, shape):
     ours, theirs = make(nn), make(tnn)
     assert repr(ours) == repr(theirs)
     check(ours, theirs, rng.standard_normal(shape))
+
+
+# ---- multilabel_margin_loss, triplet_margin_with_distance_loss -------------------------------------
+_MULTILABEL_TARGETS = np.array([[0, 1, -1, 2], [3, -1, 0, 0], [1, 2, 3, 0], [2, 2, -1, 1]])  # a repeat, a full row
+
+
+@pytest.mark.parametrize("reduction", _REDUCTIONS, ids=lambda r: ",".join(f"{k}={v}" for k, v in r.items()) or "default")
+def test_multilabel_margin_loss_as_torch(rng, reduction):
+    targets = _MULTILABEL_TARGETS
+    check(lambda x: F.multilabel_margin_loss(x, ml.tensor(targets), **reduction),
+          lambda x: TF.multilabel_margin_loss(x, torch.tensor(targets), **reduction), rng.standard_normal((4, 4)))
+    check(lambda x: F.multilabel_margin_loss(x, ml.tensor(targets[0]), **reduction),
+          lambda x: TF.multilabel_margin_loss(x, torch.tensor(targets[0]), **reduction), rng.standard_normal(4))
+
+
+@pytest.mark.parametrize("call", [
+    lambda F, lib, x: F.multilabel_margin_loss(x, lib.tensor([[0, 1, -1, 2]])),
+    lambda F, lib, x: F.multilabel_margin_loss(x, lib.tensor(_MULTILABEL_TARGETS) * 2),
+    lambda F, lib, x: F.multilabel_margin_loss(x, lib.tensor(_MULTILABEL_TARGETS).int()),
+    lambda F, lib, x: F.triplet_margin_with_distance_loss(x, x, x, margin=0),
+    lambda F, lib, x: F.triplet_margin_with_distance_loss(x, x[0], x),
+    lambda F, lib, x: F.triplet_margin_with_distance_loss(x, x, x, reduction="foo")],
+    ids=["target-shape", "target-range", "target-int32", "margin-0", "ranks", "reduction"])
+def test_margin_loss_errors_are_torchs(rng, call):
+    x, tx = pair(rng.standard_normal((4, 4)))
+    same_error(lambda: call(F, ml, x), lambda: call(TF, torch, tx))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"swap": True}, {"margin": 0.3, "reduction": "sum"}, {"reduction": "none"},
+                                    {"distance": "cosine"}])
+def test_triplet_margin_with_distance_loss_as_torch(rng, kwargs):
+    kwargs = dict(kwargs)
+    if kwargs.pop("distance", None):
+        ours_d = lambda a, b: 1 - F.cosine_similarity(a, b)  # noqa: E731
+        theirs_d = lambda a, b: 1 - TF.cosine_similarity(a, b)  # noqa: E731
+    else:
+        ours_d = theirs_d = None
+    check(lambda a, p, n: F.triplet_margin_with_distance_loss(a, p, n, distance_function=ours_d, **kwargs),
+          lambda a, p, n: TF.triplet_margin_with_distance_loss(a, p, n, distance_function=theirs_d, **kwargs),
+          *(rng.standard_normal((5, 3)) for _ in range(3)))
+    ours, theirs = nn.TripletMarginWithDistanceLoss(**kwargs), tnn.TripletMarginWithDistanceLoss(**kwargs)
+    assert repr(ours) == repr(theirs)
+    check(ours, theirs, *(rng.standard_normal((5, 3)) for _ in range(3)))
+
+
+def test_multilabel_margin_loss_module_and_gradient_check(rng):
+    assert repr(nn.MultiLabelMarginLoss(reduction="sum")) == repr(tnn.MultiLabelMarginLoss(reduction="sum"))
+    check(lambda x: nn.MultiLabelMarginLoss()(x, ml.tensor(_MULTILABEL_TARGETS)),
+          lambda x: tnn.MultiLabelMarginLoss()(x, torch.tensor(_MULTILABEL_TARGETS)), rng.standard_normal((4, 4)))
+    grad_check(lambda x: F.multilabel_margin_loss(x, ml.tensor(_MULTILABEL_TARGETS)),
+               ml.tensor(rng.standard_normal((4, 4)), requires_grad=True))

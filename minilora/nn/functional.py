@@ -43,7 +43,8 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
            "multi_margin_loss", "threshold", "hardshrink", "softshrink", "tanhshrink", "prelu", "adaptive_avg_pool1d", "dropout1d", "dropout2d",
            "dropout3d", "conv_transpose1d", "conv_transpose2d", "pixel_shuffle",
            "pixel_unshuffle", "adaptive_max_pool1d", "adaptive_max_pool2d",
-           "instance_norm", "unfold", "fold"]
+           "instance_norm", "unfold", "fold", "multilabel_margin_loss",
+           "triplet_margin_with_distance_loss"]
 
 
 def linear(input, weight, bias=None):
@@ -531,3 +532,53 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
             if stat is not None:
                 stat.copy_(updated.reshape(n, c).mean(0))
     return out.reshape(input.shape)
+
+
+# ---- two more margin losses ------------------------------------------------------------------------
+def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    """For each sample, its target classes are ``target``'s entries up to the first -1; the loss is
+    ``sum over target classes j and non-target classes i of max(0, 1 - (x[j] - x[i]))`` over the
+    number of classes (a class listed twice counts twice, as in torch's kernel)."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    rows, labels = _multilabel_rows(input, target)
+    classes = rows.shape[1]
+    listed = np.zeros(rows.shape)  # how many times each class is listed as a target
+    for n, row in enumerate(labels):
+        valid = row[:np.argmax(row == -1)] if (row == -1).any() else row
+        np.add.at(listed[n], valid, 1)
+    others = ops.tensor((listed == 0)[:, None, :] * listed[:, :, None], dtype=rows.dtype, device=rows.device)
+    margins = (1 - rows.unsqueeze(2) + rows.unsqueeze(1)).clamp_min(0)  # [N, target j, other i]
+    loss = (margins * others).sum((1, 2)) / classes
+    return _reduced("multilabel_margin_loss", loss.reshape(()) if input.ndim <= 1 else loss, reduction)
+
+
+def _multilabel_rows(input, target):
+    """The input as [N, C] and the targets as a host array [N, C], checked as torch does."""
+    if target.dtype != np.int64:
+        raise RuntimeError(f"expected scalar type Long but found {target.dtype}")
+    if tuple(target.shape) != tuple(input.shape) or input.ndim > 2:
+        raise RuntimeError(f"inconsistent target size: {list(target.shape)} for input of size: {list(input.shape)}")
+    labels = target.numpy(force=True).reshape(-1, input.shape[-1] if input.ndim else 1)
+    if labels.size and (labels.min() < -1 or labels.max() >= labels.shape[1]):
+        raise RuntimeError("argument #2 'target' is out of range")
+    return input.reshape(labels.shape), labels
+
+
+def triplet_margin_with_distance_loss(anchor, positive, negative, *, distance_function=None, margin=1.0,
+                                      swap=False, reduction="mean"):
+    """``max(d(a, p) - d(a, n) + margin, 0)`` with any distance ``d`` (default: ``pairwise_distance``);
+    ``swap=True`` takes the smaller of ``d(a, n)`` and ``d(p, n)``."""
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    if margin <= 0:
+        raise ValueError(f"margin must be greater than 0, got {margin}")
+    if not anchor.ndim == positive.ndim == negative.ndim:
+        raise RuntimeError(f"The anchor, positive, and negative tensors are expected to have the same number of "
+                           f"dimensions, but got: anchor {anchor.ndim}D, positive {positive.ndim}D, and negative "
+                           f"{negative.ndim}D inputs")
+    distance = distance_function if distance_function is not None else pairwise_distance
+    to_positive, to_negative = distance(anchor, positive), distance(anchor, negative)
+    if swap:
+        to_negative = ops.minimum(to_negative, distance(positive, negative))
+    loss = (margin + to_positive - to_negative).clamp_min(0)
+    return loss.sum() if reduction == "sum" else loss.mean() if reduction == "mean" else loss

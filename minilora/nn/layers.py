@@ -16,18 +16,21 @@ from . import functional as F
 from . import init
 from .module import Module, Parameter
 
-__all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity", "GELU", "SiLU",
-           "ReLU", "Tanh", "Sigmoid", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "Softplus",
-           "LeakyReLU", "CosineSimilarity", "SmoothL1Loss", "HuberLoss", "KLDivLoss", "MultiheadAttention",
-           "ELU", "CELU", "SELU", "Hardtanh", "ReLU6", "Hardswish", "Hardsigmoid", "Mish", "LogSigmoid",
-           "Softsign", "GLU", "Softmin", "LogSoftmax", "PairwiseDistance", "MarginRankingLoss",
-           "TripletMarginLoss", "CosineEmbeddingLoss", "Unflatten", "BatchNorm1d", "BatchNorm2d", "GroupNorm",
-           "Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool2d",
-           "RNN", "LSTM", "GRU", "TransformerEncoderLayer", "TransformerEncoder",
+__all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity", "GELU", "SiLU", "ReLU", "Tanh",
+           "Sigmoid", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "Softplus", "LeakyReLU", "CosineSimilarity",
+           "SmoothL1Loss", "HuberLoss", "KLDivLoss", "MultiheadAttention", "ELU", "CELU", "SELU", "Hardtanh", "ReLU6",
+           "Hardswish", "Hardsigmoid", "Mish", "LogSigmoid", "Softsign", "GLU", "Softmin", "LogSoftmax",
+           "PairwiseDistance", "MarginRankingLoss", "TripletMarginLoss", "CosineEmbeddingLoss", "Unflatten",
+           "BatchNorm1d", "BatchNorm2d", "GroupNorm", "Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d",
+           "AvgPool2d", "AdaptiveAvgPool2d", "RNN", "LSTM", "GRU", "TransformerEncoderLayer", "TransformerEncoder",
            "Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d", "SoftMarginLoss", "HingeEmbeddingLoss",
-           "PoissonNLLLoss", "GaussianNLLLoss", "MultiLabelSoftMarginLoss", "MultiMarginLoss",
-           "Threshold", "Hardshrink", "Softshrink", "Tanhshrink", "PReLU", "AdaptiveAvgPool1d", "ConstantPad1d", "ConstantPad2d",
-           "ZeroPad1d", "ZeroPad2d", "ReflectionPad1d", "ReflectionPad2d", "ReplicationPad1d", "ReplicationPad2d", "CircularPad1d", "CircularPad2d", "Dropout1d", "Dropout2d", "Dropout3d", "ConvTranspose1d", "ConvTranspose2d", "PixelShuffle", "PixelUnshuffle", "Softmax2d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "InstanceNorm1d", "InstanceNorm2d", "RNNCell", "LSTMCell", "GRUCell", "BatchNorm3d", "InstanceNorm3d", "Unfold", "Fold"]
+           "PoissonNLLLoss", "GaussianNLLLoss", "MultiLabelSoftMarginLoss", "MultiMarginLoss", "Threshold",
+           "Hardshrink", "Softshrink", "Tanhshrink", "PReLU", "AdaptiveAvgPool1d", "ConstantPad1d", "ConstantPad2d",
+           "ZeroPad1d", "ZeroPad2d", "ReflectionPad1d", "ReflectionPad2d", "ReplicationPad1d", "ReplicationPad2d",
+           "CircularPad1d", "CircularPad2d", "Dropout1d", "Dropout2d", "Dropout3d", "ConvTranspose1d",
+           "ConvTranspose2d", "PixelShuffle", "PixelUnshuffle", "Softmax2d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d",
+           "InstanceNorm1d", "InstanceNorm2d", "RNNCell", "LSTMCell", "GRUCell", "BatchNorm3d", "InstanceNorm3d",
+           "Unfold", "Fold", "MultiLabelMarginLoss", "TripletMarginWithDistanceLoss"]
 
 
 def _float_dtype(dtype):
@@ -817,6 +820,26 @@ class MultiMarginLoss(_WeightedLoss):
     def forward(self, input, target):
         return F.multi_margin_loss(input, target, p=self.p, margin=self.margin, weight=self.weight,
                                    reduction=self.reduction)
+
+
+class MultiLabelMarginLoss(_Loss):
+    def forward(self, input, target):
+        return F.multilabel_margin_loss(input, target, reduction=self.reduction)
+
+
+class TripletMarginWithDistanceLoss(_Loss):
+    def __init__(self, *, distance_function=None, margin=1.0, swap=False, reduction="mean"):
+        super().__init__(None, None, reduction)
+        if margin <= 0:
+            raise ValueError(f"TripletMarginWithDistanceLoss: expected margin to be greater than 0, got {margin} "
+                             f"instead")
+        self.distance_function = distance_function if distance_function is not None else PairwiseDistance()
+        self.margin, self.swap = margin, swap
+
+    def forward(self, anchor, positive, negative):
+        return F.triplet_margin_with_distance_loss(anchor, positive, negative,
+                                                   distance_function=self.distance_function, margin=self.margin,
+                                                   swap=self.swap, reduction=self.reduction)
 
 
 class Unflatten(Module):
