@@ -1340,6 +1340,11 @@ MIXED_LOSS_CALLS = {
     "binary_cross_entropy(weight=)": lambda F, lib, a, b: F.binary_cross_entropy(a(3), a(3), weight=b(3)),
     "sdpa(attn_mask=)": lambda F, lib, a, b: F.scaled_dot_product_attention(a(1, 2, 3, 4), a(1, 2, 3, 4),
                                                                            a(1, 2, 3, 4), attn_mask=b(3, 3)),
+    "multi_margin_loss(weight=)": lambda F, lib, a, b: F.multi_margin_loss(a(3, 4), lib.tensor([0, 1, 2]),
+                                                                           weight=b(4)),
+    "soft_margin_loss": lambda F, lib, a, b: F.soft_margin_loss(a(3), b(3) * 2 - 1),
+    "soft_margin_loss(reduction='none')": lambda F, lib, a, b: F.soft_margin_loss(a(3), b(3) * 2 - 1,
+                                                                                  reduction="none"),
 }
 
 

@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 
 from .. import ops
+from ..dtypes import torch_name
 from ..ops.nn import binary_cross_entropy, binary_cross_entropy_with_logits  # noqa: F401
 from ..ops.nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1_loss  # noqa: F401
 from ..ops.nn import (cosine_embedding_loss, margin_ranking_loss, pairwise_distance,  # noqa: F401
@@ -248,7 +249,10 @@ def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="m
     if getattr(target, "requires_grad", False):  # torch's kernel has no gradient for the target
         raise RuntimeError("The function 'soft_margin_loss' is not differentiable with respect to argument "
                            "'target'. This input cannot have requires_grad True.")
-    return _reduced("soft_margin_loss", ops.log1p(ops.exp(-input * target)), reduction)
+    margin = -input * target
+    if margin.dtype != input.dtype:  # torch's kernel writes into a buffer of the input's dtype
+        margin = margin.to(input.dtype)
+    return _reduced("soft_margin_loss", ops.log1p(ops.exp(margin)), reduction)
 
 
 def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=None, reduction="mean"):
@@ -320,6 +324,10 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
     reduction = _legacy_reduction(size_average, reduce, reduction)
     if p not in (1, 2):
         raise ValueError("only p == 1 and p == 2 supported")
+    if input.dtype.itemsize == 2 and input.device.type == "cpu":  # torch's CPU kernel has no 16-bit version
+        raise NotImplementedError(f'"multi_margin_loss_cpu_kernel" not implemented for \'{torch_name(input.dtype)}\'')
+    if weight is not None and weight.dtype != input.dtype:  # (minilora promoted silently)
+        raise RuntimeError(f"expected scalar type {torch_name(input.dtype)} but found {torch_name(weight.dtype)}")
     if weight is not None and weight.ndim != 1:
         raise ValueError("weight must be one-dimensional")
     if getattr(weight, "requires_grad", False):  # torch's kernel has no gradient for the weight
