@@ -1520,3 +1520,15 @@ def test_advanced_index_assignment_of_another_dtype_raises_as_torch(case, in_gra
         expect_error(snippet)
         return
     check(snippet)
+
+
+@pytest.mark.parametrize("a_dtype,b_dtype", [("float32", "float64"), ("float16", "float32"), ("int64", "float32"),
+                                             ("int32", "int64"), ("bfloat16", "float64"), ("float64", "float64")])
+def test_cross_takes_one_dtype_as_torch(a_dtype, b_dtype):
+    """torch.cross refuses two dtypes ('expected scalar type Float but found Double'); minilora promoted."""
+    def snippet(lib):
+        return lib.cross(lib.ones(2, 3, dtype=getattr(lib, a_dtype)), lib.ones(2, 3, dtype=getattr(lib, b_dtype)), dim=1)
+    if a_dtype == b_dtype:
+        check(snippet)
+    else:
+        expect_error(snippet)

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import parallel
 from ..device import xp_of
-from ..dtypes import is_floating, upcast
+from ..dtypes import is_floating, torch_name, upcast
 from ..tensor import Function, ShapeError
 from .elementwise import unbroadcast
 from .shape import stack
@@ -421,6 +421,8 @@ def cross(input, other, dim=None):
     torch takes the first dimension of size 3, with a deprecation warning; so do we."""
     if input.ndim != other.ndim:
         raise RuntimeError("linalg.cross: inputs must have the same number of dimensions.")
+    if input.dtype != other.dtype:  # torch's kernel takes one dtype (minilora promoted silently)
+        raise RuntimeError(f"expected scalar type {torch_name(input.dtype)} but found {torch_name(other.dtype)}")
     shape = np.broadcast_shapes(tuple(input.shape), tuple(other.shape))
     if dim is None:
         warnings.warn("Using torch.cross without specifying the dim arg is deprecated. Please either "
