@@ -441,3 +441,19 @@ def test_tie_weights_as_transformers():
         assert model.lm_head.weight is not model.model.embed_tokens.weight
         model.tie_weights()
         assert model.lm_head.weight is model.model.embed_tokens.weight
+
+
+def test_from_pretrained_loading_options_as_transformers(saved, tmp_path):
+    parent, child = os.path.split(saved)
+    for load in (hf_load, LlamaForCausalLM.from_pretrained):
+        model = load(parent, subfolder=child, cache_dir=str(tmp_path), token=None, force_download=False,
+                     ignore_mismatched_sizes=False, quantization_config=None)
+        np.testing.assert_allclose(logits_of(model), logits_of(hf_load(saved)), rtol=1e-5, atol=1e-6)
+        model, info = load(saved, output_loading_info=True, num_hidden_layers=1)
+        assert set(info) >= {"missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"}
+        assert info["unexpected_keys"] == {k for k in hf_load(saved).state_dict() if k.startswith("model.layers.1.")}
+        assert not info["missing_keys"] and not info["mismatched_keys"] and not info["error_msgs"]
+    for option in (dict(ignore_mismatched_sizes=True), dict(quantization_config={"load_in_4bit": True}),
+                   dict(variant="fp16")):
+        with pytest.raises(NotImplementedError, match=next(iter(option))):
+            LlamaForCausalLM.from_pretrained(saved, **option)

@@ -679,10 +679,25 @@ def _device_from_map(device, device_map):
     return str(device_map).split(":")[0]  # "cuda:0", torch.device("cpu") -> the device's name
 
 
+# transformers' from_pretrained options for the Hub: nothing to do for a local folder
+_HUB_OPTIONS = ("cache_dir", "force_download", "token", "proxies", "weights_only", "disable_mmap", "tqdm_class")
+# transformers' loading options minilora does not implement -> transformers' default (the only value taken)
+_UNSUPPORTED_LOADING = {"quantization_config": None, "gguf_file": None, "variant": None, "tp_plan": None,
+                        "tp_size": None, "device_mesh": None, "state_dict": None, "key_mapping": None,
+                        "adapter_kwargs": None, "adapter_name": None, "offload_folder": None,
+                        "offload_buffers": False, "max_memory": None, "use_kernels": False, "fusion_config": None,
+                        "ignore_mismatched_sizes": False, "load_in_8bit": False, "load_in_4bit": False}
+
+
 def _config_to_load(path, config, overrides):
     """transformers' rule for from_pretrained(path, config=None, **kwargs): keywords naming a config
     attribute override config.json; any other keyword (every keyword, beside a config object) reaches
-    the model's __init__, which refuses it."""
+    the model's __init__, which refuses it. Loading options are taken out first."""
+    overrides = {k: v for k, v in overrides.items() if k not in _HUB_OPTIONS}
+    for key, default in _UNSUPPORTED_LOADING.items():
+        if key in overrides and overrides.pop(key) != default:
+            raise NotImplementedError(f"from_pretrained({key}=...) is not supported by minilora: it loads a "
+                                      "local safetensors folder as it is, whole, onto one device")
     from_file, unused = LlamaConfig.from_pretrained(path, return_unused_kwargs=True, **overrides)
     if config is not None:
         from_file, unused = config, overrides
@@ -995,7 +1010,8 @@ class LlamaForCausalLM(Module):
     @classmethod
     def from_pretrained(cls, path, dtype="auto", device=None, torch_dtype=None, *, config=None, device_map=None,
                         attn_implementation=None, low_cpu_mem_usage=None, local_files_only=None,
-                        trust_remote_code=None, use_safetensors=None, revision=None, **config_overrides):
+                        trust_remote_code=None, use_safetensors=None, revision=None, subfolder="",
+                        output_loading_info=False, **config_overrides):
         """Load a Hugging Face-format folder: config.json + model.safetensors (or its shards).
 
         transformers' loading options as tutorials pass them: ``device_map`` ("auto": the default
@@ -1015,15 +1031,21 @@ class LlamaForCausalLM(Module):
 
         As in transformers, ``config=`` replaces config.json, and other keyword arguments that name a
         config field override it (``num_hidden_layers=1`` loads the first layer: the checkpoint's
-        later layers are left out, as transformers leaves them); any other keyword is transformers'
+        later layers are left out, as transformers leaves them; ``output_loading_info=True`` returns
+        ``(model, info)`` with them as ``unexpected_keys``); the Hub's options (``cache_dir``, ``token``,
+        ``force_download``, ``proxies``) change nothing for a local folder, ``subfolder`` is a folder
+        inside it, and options minilora does not implement (``quantization_config``, ``variant``,
+        ``ignore_mismatched_sizes=True``, ...) are refused by name; any other keyword is transformers'
         TypeError from the model's ``__init__``.
         """
+        path = os.path.join(os.fspath(path), subfolder) if subfolder else path
         config = _config_to_load(path, config, config_overrides)  # first: a missing folder is named as such
         device = _device_from_map(device, device_map)
         _check_loading_options(attn_implementation, use_safetensors, revision)
         dtype = _dtype_argument(path, dtype, torch_dtype)
         _check_checkpoint_fits(path, config)  # from the file headers, before allocating anything
-        state = _without_layers_past(load_checkpoint(path), config.num_hidden_layers)
+        everything = load_checkpoint(path)
+        state = _without_layers_past(everything, config.num_hidden_layers)
         if config.tie_word_embeddings and "model.embed_tokens.weight" in state:
             # transformers leaves the tied head out of the file (and ignores it when present)
             state["lm_head.weight"] = state["model.embed_tokens.weight"]
@@ -1035,7 +1057,11 @@ class LlamaForCausalLM(Module):
             raise
         model.name_or_path = os.fspath(path)  # as transformers: an adapter records it as its base model
         model.generation_config = generation.GenerationConfig.from_pretrained(path)  # generation_config.json
-        return model.to(device=device) if device is not None else model
+        model = model.to(device=device) if device is not None else model
+        if output_loading_info:  # transformers' report: here only the layers a smaller config left out
+            return model, {"missing_keys": set(), "unexpected_keys": set(everything) - set(state),
+                           "mismatched_keys": set(), "error_msgs": []}
+        return model
 
     def save_pretrained(self, save_directory, is_main_process=True, state_dict=None, push_to_hub=False,
                         max_shard_size="50GB", variant=None, token=None, safe_serialization=True):
@@ -1043,7 +1069,7 @@ class LlamaForCausalLM(Module):
 
         transformers' arguments: ``is_main_process=False`` writes nothing (the other processes of a
         distributed run); ``state_dict`` is saved instead of the model's own; ``max_shard_size`` (an
-        int, or "5GB", "500MiB", ...) splits the weights into ``model-0000i-of-0000n.safetensors`` with
+        int, or "5GB", "500MB", ...) splits the weights into ``model-0000i-of-0000n.safetensors`` with
         a ``model.safetensors.index.json`` (a tensor bigger than that gets a shard of its own);
         ``safe_serialization`` is accepted (transformers 5 writes
         safetensors either way). ``push_to_hub`` and ``variant`` are refused (a local folder only).
