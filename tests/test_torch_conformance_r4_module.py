@@ -1532,3 +1532,19 @@ def test_cross_takes_one_dtype_as_torch(a_dtype, b_dtype):
         check(snippet)
     else:
         expect_error(snippet)
+
+
+@pytest.mark.parametrize("x_dtype,t_dtype", [pair for pair in DTYPE_PAIRS if pair[0] != pair[1]])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_huber_loss_of_two_dtypes_is_in_the_inputs_dtype(x_dtype, t_dtype, reduction):
+    """torch's huber kernel computes in the promoted dtype and writes each element in the input's dtype
+    (float32 input, float64 target: a float32 loss); minilora promoted the result."""
+    rng = np.random.default_rng(8)
+    x_values, t_values = rng.standard_normal(50) * 2, rng.standard_normal(50) * 2
+
+    def snippet(lib):
+        x = lib.tensor(x_values, dtype=getattr(lib, x_dtype))
+        return lib.nn.functional.huber_loss(x, lib.tensor(t_values, dtype=getattr(lib, t_dtype)), reduction=reduction)
+    theirs, ours = snippet(torch), snippet(ml)
+    assert str(ours.dtype) == str(theirs.dtype).removeprefix("torch.")
+    np.testing.assert_allclose(ours.float().numpy(), theirs.float().numpy(), rtol=1e-2 if "16" in x_dtype + t_dtype else 1e-6)

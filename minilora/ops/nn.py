@@ -1557,6 +1557,11 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     if delta <= 0:
         raise RuntimeError("huber_loss does not support non-positive values for delta.")
     _floating_result("huber_loss", input, target)
+    if isinstance(target, Tensor) and target.dtype != input.dtype and weight is None:
+        # torch's kernel: each element computed in the promoted dtype, written in the input's dtype
+        wide = result_type(input, target)
+        per_element = huber_loss(input.to(wide), target.to(wide), "none", delta).to(input.dtype)
+        return _reduced("huber_loss", per_element, reduction)
     if _bfloat16_on_cpu(input, target):
         input, target = _broadcast_target("huber_loss", input, target)
         if weight is None:
