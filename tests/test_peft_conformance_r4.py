@@ -457,3 +457,16 @@ def test_from_pretrained_loading_options_as_transformers(saved, tmp_path):
                    dict(variant="fp16")):
         with pytest.raises(NotImplementedError, match=next(iter(option))):
             LlamaForCausalLM.from_pretrained(saved, **option)
+
+
+def test_peft_model_from_pretrained_and_load_adapter_hub_keywords_as_peft(saved, tmp_path):
+    _, ours = adapted_pair(r=2, target_modules=["q_proj"])
+    ours.save_pretrained(tmp_path / "adapters" / "one")
+    options = dict(subfolder="one", revision="main", token=None, cache_dir=str(tmp_path / "cache"))
+    results = []
+    for lib, load in ((peft, hf_load), (ml.lora, LlamaForCausalLM.from_pretrained)):
+        model = lib.PeftModel.from_pretrained(load(saved), str(tmp_path / "adapters"), **options)
+        model.load_adapter(str(tmp_path / "adapters"), adapter_name="two", **options)
+        assert sorted(model.peft_config) == ["default", "two"]
+        results.append(logits_of(model))
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-4, atol=1e-5)

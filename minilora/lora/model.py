@@ -797,12 +797,14 @@ class PeftModel(_Wrapper):
     @classmethod
     def from_pretrained(cls, model, model_id, adapter_name="default", is_trainable=False, config=None,
                         autocast_adapter_dtype=True, ephemeral_gpu_offload=False, low_cpu_mem_usage=False,
-                        key_mapping=None):
+                        key_mapping=None, **kwargs):
         """Wrap ``model`` with the adapter saved in directory ``model_id`` (by minilora or PEFT).
 
         As PEFT: ``PeftModel.from_pretrained`` returns the class of the adapter's ``task_type``
-        (``PeftModelForCausalLM`` for "CAUSAL_LM"); loaded for inference unless ``is_trainable``."""
+        (``PeftModelForCausalLM`` for "CAUSAL_LM"); loaded for inference unless ``is_trainable``.
+        ``subfolder`` and the Hub's keywords as in PEFT (see ``_adapter_folder``)."""
         _refuse_load_options(ephemeral_gpu_offload, low_cpu_mem_usage, key_mapping, "PeftModel.from_pretrained")
+        model_id = _adapter_folder(model_id, kwargs, "PeftModel.from_pretrained")
         config = config if config is not None else config_from_dict(_io.read_adapter_config(model_id))
         config = copy.deepcopy(config)
         config.inference_mode = not is_trainable
@@ -822,11 +824,12 @@ class PeftModel(_Wrapper):
 
     def load_adapter(self, model_id, adapter_name, is_trainable=False, torch_device=None,
                      autocast_adapter_dtype=True, ephemeral_gpu_offload=False, low_cpu_mem_usage=False,
-                     key_mapping=None):
+                     key_mapping=None, **kwargs):
         """Load another saved adapter under ``adapter_name`` (not activated: use ``set_adapter``); with
         ``is_trainable=True`` its weights train already, as in PEFT (the active adapter's stay as they are)."""
         _refuse("torch_device", torch_device, None, "load_adapter")
         _refuse_load_options(ephemeral_gpu_offload, low_cpu_mem_usage, key_mapping, "load_adapter")
+        model_id = _adapter_folder(model_id, kwargs, "load_adapter")
         config = config_from_dict(_io.read_adapter_config(model_id))
         config.inference_mode = not is_trainable
         wrapped = self.base_model.wrapped_layer_names()
@@ -900,6 +903,23 @@ def cast_adapter_dtype(tuner, adapter_name, autocast_adapter_dtype=True):
 def _is_16_bit(dtype):
     """float16 or bfloat16 (PEFT's dtypes_to_convert_to_fp32)."""
     return dtype.itemsize == 2 and dtypes.is_floating(dtype)
+
+
+_HUB_OPTIONS = ("token", "use_auth_token", "cache_dir", "force_download", "proxies", "local_files_only")
+
+
+def _adapter_folder(model_id, options, what):
+    """The folder an adapter is read from, with PEFT's Hub keywords: ``subfolder`` is a folder inside
+    ``model_id``; ``revision`` may only be "main"; the download options (token, cache_dir, ...) change
+    nothing for a local folder. Another keyword is Python's TypeError (PEFT would pass it on to the Hub)."""
+    options = dict(options)
+    subfolder, revision = options.pop("subfolder", None), options.pop("revision", None)
+    for key in options:
+        if key not in _HUB_OPTIONS:
+            raise TypeError(f"{what}() got an unexpected keyword argument {key!r}")
+    if revision not in (None, "main"):
+        raise NotImplementedError(f"{what}(revision={revision!r}): minilora reads a local folder as it is")
+    return os.path.join(os.fspath(model_id), subfolder) if subfolder else model_id
 
 
 def _refuse_load_options(ephemeral_gpu_offload, low_cpu_mem_usage, key_mapping, what):
