@@ -1548,3 +1548,28 @@ def test_huber_loss_of_two_dtypes_is_in_the_inputs_dtype(x_dtype, t_dtype, reduc
     theirs, ours = snippet(torch), snippet(ml)
     assert str(ours.dtype) == str(theirs.dtype).removeprefix("torch.")
     np.testing.assert_allclose(ours.float().numpy(), theirs.float().numpy(), rtol=1e-2 if "16" in x_dtype + t_dtype else 1e-6)
+
+
+def test_typed_dataset_subclass_as_torch():
+    """``class Pairs(Dataset[tuple])`` -- typed datasets (and samplers) subscript as torch's Generic ones."""
+    def snippet(lib):
+        data = lib.utils.data
+
+        class Pairs(data.Dataset[tuple]):
+            def __len__(self):
+                return 3
+
+            def __getitem__(self, i):
+                return i, float(i)
+
+        class Evens(data.Sampler[int]):
+            def __init__(self, n):
+                self.n = n
+
+            def __iter__(self):
+                return iter(range(0, self.n, 2))
+
+            def __len__(self):
+                return (self.n + 1) // 2
+        return [list(data.DataLoader(Pairs(), batch_size=2)), list(data.DataLoader(Pairs(), sampler=Evens(3)))]
+    check(snippet)

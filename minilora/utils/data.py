@@ -22,6 +22,7 @@ import collections.abc
 import itertools
 import math
 import warnings
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -35,8 +36,11 @@ __all__ = ["Dataset", "IterableDataset", "TensorDataset", "Subset", "ConcatDatas
            "BatchSampler", "DataLoader", "default_collate", "default_convert", "get_worker_info"]
 
 
+_T = TypeVar("_T")  # what a dataset or sampler yields: Dataset[tuple], Sampler[int], as torch's
+
+
 # ---- datasets ---------------------------------------------------------------------------------------
-class Dataset:
+class Dataset(Generic[_T]):
     """A map-style dataset: subclass it and define ``__getitem__`` (and ``__len__`` for a DataLoader
     that shuffles or counts batches). ``a + b`` is ``ConcatDataset([a, b])``, as torch."""
 
@@ -146,7 +150,7 @@ def random_split(dataset, lengths, generator=None):
 
 
 # ---- samplers ---------------------------------------------------------------------------------------
-class Sampler:
+class Sampler(Generic[_T]):
     """Yields dataset indices (or, for a batch sampler, lists of them)."""
 
     def __init__(self, data_source=None):
