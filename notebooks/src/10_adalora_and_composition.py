@@ -105,7 +105,8 @@ assert values.sum() == ada_config.target_r * values.size and (values == 0).any()
 # %% [markdown]
 # The budget is met exactly, and it is not spread evenly: some matrices keep all their rank, some give
 # it all away. Which ones is not a law of nature: 30 steps is short for the importance averages to
-# settle, and another seed moves parts of the map (try it). Long runs agree much more. Short is also
+# settle, and another seed moves parts of the map (try it; a longer run gives the averages time to
+# settle). Short is also
 # why its `qa` accuracy is below plain LoRA's after as many steps (the `qa` row of the table further
 # down): AdaLoRA starts its `E` at zero and takes rank away while it learns -- a method for long runs.
 #
@@ -233,10 +234,10 @@ assert curve.min(axis=1).max() < 0.5   # no point where both tasks work
 
 # %% [markdown]
 # Each task comes back only as its own adapter takes most of the weight, and by then the other task
-# is gone. Composition methods were
-# designed for, and are reported on, large models whose adapters change few shared directions -- and
-# TIES/DARE pay off mostly with many adapters, where pruning each one's small entries removes most of
-# the interference. On a model this small, serving both adapters *side by side* (notebook 7: one base,
+# is gone. Composition methods were designed for, and are reported on, large models whose adapters
+# change few shared directions -- and TIES (Yadav et al., 2023) and DARE (Yu et al., 2024) were
+# proposed for merging several fine-tuned models at once, where pruning each one's small entries
+# removes much of the interference. On a model this small, serving both adapters *side by side* (notebook 7: one base,
 # one adapter per request) keeps both tasks at full accuracy; merging them into one does not.
 #
 # ## Summary
