@@ -5,6 +5,8 @@
 * every notebook runs again from scratch with nbclient (kernel ``python3``), in a temporary working
   folder so that what it writes (adapter folders, checkpoints) never lands in the repository; any
   error fails, and a notebook gets 120 seconds in all (``notebooks/build_notebooks.py``'s ``TIMEOUT``).
+* numbers a notebook quotes from a file it cannot run (notebook 5's H200 table) are that file's
+  (``benchmarks/RESULTS.md``); the notebooks assert the numbers they compute themselves;
 * the student copy (``minilora exercises build``) shows no line of any solution in its notebooks --
   cells or committed outputs -- and, run there, notebook 1 stops at its first stub with the
   exercise's own message.
