@@ -5,6 +5,8 @@
 differ from torch's for the same seed. Seeds are torch's: an integer in ``[-2**63, 2**64)``, a negative
 one standing for ``2**64 + seed``.
 """
+import contextlib
+
 import numpy as np
 
 _SEED_RANGE = 1 << 64
@@ -97,3 +99,19 @@ def get_rng_state():
 def set_rng_state(state):
     """Restore a state from ``get_rng_state``."""
     generator().bit_generator.state = state
+
+
+@contextlib.contextmanager
+def fork_rng(devices=None, enabled=True, _caller="fork_rng", _devices_kw="devices", device_type=None):
+    """``torch.random.fork_rng``: what the block draws (a ``manual_seed`` in it too) leaves the global
+    generator as it was before the block. minilora has one generator for every device, so ``devices``
+    and ``device_type`` change nothing."""
+    if not enabled:
+        yield
+        return
+    seed, state = default_generator.initial_seed(), get_rng_state()
+    try:
+        yield
+    finally:
+        default_generator.manual_seed(seed)
+        set_rng_state(state)

@@ -1573,3 +1573,20 @@ def test_typed_dataset_subclass_as_torch():
                 return (self.n + 1) // 2
         return [list(data.DataLoader(Pairs(), batch_size=2)), list(data.DataLoader(Pairs(), sampler=Evens(3)))]
     check(snippet)
+
+
+def test_fork_rng_leaves_the_global_stream_as_it_was():
+    def snippet(lib):
+        lib.manual_seed(3)
+        lib.rand(1)
+        expected = lib.rand(4)
+        lib.manual_seed(3)
+        lib.rand(1)
+        with lib.random.fork_rng():
+            lib.manual_seed(99)
+            lib.rand(5)
+            inside = lib.initial_seed()
+        with lib.random.fork_rng(enabled=False):
+            pass
+        return [inside, lib.initial_seed(), bool((lib.rand(4) == expected).all())]
+    check(snippet)
