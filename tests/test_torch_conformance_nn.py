@@ -110,6 +110,8 @@ BUILTIN_SIGNATURES.update({  # torch builtins without an inspectable signature (
     "pixel_unshuffle": [("input", inspect.Parameter.empty), ("downscale_factor", inspect.Parameter.empty)],
     **{name: [("input", inspect.Parameter.empty), ("output_size", inspect.Parameter.empty), ("return_indices", False)]
        for name in ("adaptive_max_pool1d", "adaptive_max_pool2d")},
+    "bilinear": [("input1", inspect.Parameter.empty), ("input2", inspect.Parameter.empty),
+                 ("weight", inspect.Parameter.empty), ("bias", None)],
 })
 MINILORA_ONLY = {"rotary_embedding", "swiglu"}  # no torch.nn.functional counterpart
 

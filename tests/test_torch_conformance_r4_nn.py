@@ -1115,3 +1115,65 @@ def test_multilabel_margin_loss_module_and_gradient_check(rng):
           lambda x: tnn.MultiLabelMarginLoss()(x, torch.tensor(_MULTILABEL_TARGETS)), rng.standard_normal((4, 4)))
     grad_check(lambda x: F.multilabel_margin_loss(x, ml.tensor(_MULTILABEL_TARGETS)),
                ml.tensor(rng.standard_normal((4, 4)), requires_grad=True))
+
+
+# ---- max_unpool1d/2d, MaxUnpool1d/2d, bilinear, Bilinear ------------------------------------------
+@pytest.mark.parametrize("pool, output_size", [({"kernel_size": 2}, None), ({"kernel_size": 2}, (5, 6)),
+                                              ({"kernel_size": 3, "stride": 2, "padding": 1}, (5, 6)),
+                                              ({"kernel_size": (2, 3), "stride": (2, 2)}, [2, 3, 4, 6])], ids=str)
+def test_max_unpool2d_inverts_max_pool2d_as_torch(rng, pool, output_size):
+    x = rng.standard_normal((2, 3, 5, 6))
+    pooled, indices = TF.max_pool2d(torch.tensor(x), return_indices=True, **pool)
+    check(lambda p: F.max_unpool2d(p, ml.tensor(indices.numpy()), output_size=output_size, **pool),
+          lambda p: TF.max_unpool2d(p, indices, output_size=output_size, **pool), pooled.numpy())
+    ours, theirs = nn.MaxUnpool2d(**pool), tnn.MaxUnpool2d(**pool)
+    assert repr(ours) == repr(theirs)
+    check(lambda p: ours(p, ml.tensor(indices.numpy()), output_size), lambda p: theirs(p, indices, output_size),
+          pooled.numpy())
+
+
+def test_max_unpool1d_as_torch(rng):
+    pooled, indices = TF.max_pool1d(torch.tensor(rng.standard_normal((2, 3, 9))), 3, 2, 1, return_indices=True)
+    check(lambda p: F.max_unpool1d(p, ml.tensor(indices.numpy()), 3, 2, 1),
+          lambda p: TF.max_unpool1d(p, indices, 3, 2, 1), pooled.numpy())
+    check(lambda p: nn.MaxUnpool1d(3, 2, 1)(p, ml.tensor(indices.numpy()), [10]),
+          lambda p: tnn.MaxUnpool1d(3, 2, 1)(p, indices, [10]), pooled.numpy())
+
+
+@pytest.mark.parametrize("call", [
+    lambda F, lib, p, i: F.max_unpool2d(p, i, 2, output_size=(7, 7)), lambda F, lib, p, i: F.max_unpool2d(p, i * 5, 2),
+    lambda F, lib, p, i: F.max_unpool2d(p, i.int(), 2), lambda F, lib, p, i: F.max_unpool2d(p, i[:, :1], 2),
+    lambda F, lib, p, i: F.max_unpool2d(p, i, 2, output_size=(4, 4, 4))],
+    ids=["output-size-range", "index-range", "int32-indices", "indices-shape", "output-size-length"])
+def test_max_unpool_errors_are_torchs(rng, call):
+    pooled, indices = TF.max_pool2d(torch.tensor(rng.standard_normal((1, 2, 4, 4))), 2, return_indices=True)
+    ours = (ml.tensor(pooled.numpy()), ml.tensor(indices.numpy()))
+    same_error(lambda: call(F, ml, *ours), lambda: call(TF, torch, pooled, indices))
+
+
+@pytest.mark.parametrize("shapes", [((2, 3), (2, 4)), ((3,), (4,)), ((2, 7, 3), (2, 7, 4))], ids=str)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_bilinear_as_torch(rng, shapes, with_bias):
+    arrays = [rng.standard_normal(shapes[0]), rng.standard_normal(shapes[1]), rng.standard_normal((5, 3, 4))]
+    if with_bias:
+        arrays.append(rng.standard_normal(5))
+    check(F.bilinear, TF.bilinear, *arrays)
+
+
+@pytest.mark.parametrize("call", [
+    lambda F, lib: F.bilinear(lib.zeros(2, 3), lib.zeros(2, 4), lib.zeros(5, 3, 4), lib.zeros(4)),
+    lambda F, lib: F.bilinear(lib.zeros(2, 3), lib.zeros(3, 4), lib.zeros(5, 3, 4)),
+    lambda F, lib: F.bilinear(lib.zeros(2, 3), lib.zeros(2, 4), lib.zeros(5, 4, 4))],
+    ids=["bias-size", "batch", "input1-size"])
+def test_bilinear_errors_are_torchs(call):
+    same_error(lambda: call(F, ml), lambda: call(TF, torch))
+
+
+def test_bilinear_layer_as_torch(rng):
+    ours, theirs = nn.Bilinear(3, 4, 5).double(), tnn.Bilinear(3, 4, 5).double()
+    assert repr(ours) == repr(theirs)
+    assert all(np.abs(p.numpy()).max() <= 1 / np.sqrt(3) for p in ours.parameters())
+    _same_weights(ours, theirs)
+    check(ours, theirs, rng.standard_normal((2, 3)), rng.standard_normal((2, 4)))
+    grad_check(lambda a, b: ours(a, b), ml.tensor(rng.standard_normal((2, 3)), requires_grad=True),
+               ml.tensor(rng.standard_normal((2, 4)), requires_grad=True))

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 from .. import ops
-from ..dtypes import torch_name
+from ..dtypes import torch_name as _torch_name
 from ..ops.nn import binary_cross_entropy, binary_cross_entropy_with_logits  # noqa: F401
 from ..ops.nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1_loss  # noqa: F401
 from ..ops.nn import (cosine_embedding_loss, margin_ranking_loss, pairwise_distance,  # noqa: F401
@@ -21,6 +21,7 @@ from ..ops.nn import legacy_reduction as _legacy_reduction
 from ..ops.nn import feature_dropout as _feature_dropout
 from ..ops.nn import float32_inside as _float32_inside
 from ..ops.conv import adaptive_max_pool1d, adaptive_max_pool2d, fold, unfold  # noqa: F401
+from ..ops.conv import max_unpool1d, max_unpool2d  # noqa: F401
 from ..ops.conv import (adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d,  # noqa: F401
                         conv_transpose1d, conv_transpose2d, interpolate, max_pool1d, max_pool2d)
 from ..ops.nn import (_refuse, cross_entropy, dropout, embedding, l1_loss, layer_norm,  # noqa: F401
@@ -45,7 +46,7 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
            "dropout3d", "conv_transpose1d", "conv_transpose2d", "pixel_shuffle",
            "pixel_unshuffle", "adaptive_max_pool1d", "adaptive_max_pool2d",
            "instance_norm", "unfold", "fold", "multilabel_margin_loss",
-           "triplet_margin_with_distance_loss"]
+           "triplet_margin_with_distance_loss", "max_unpool1d", "max_unpool2d", "bilinear"]
 
 
 def linear(input, weight, bias=None):
@@ -324,12 +325,12 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
     reduction = _legacy_reduction(size_average, reduce, reduction)
     if p not in (1, 2):
         raise ValueError("only p == 1 and p == 2 supported")
-    if input.dtype.itemsize == 2 and input.device.type == "cpu":  # torch's CPU kernel has no 16-bit version
-        raise NotImplementedError(f'"multi_margin_loss_cpu_kernel" not implemented for \'{torch_name(input.dtype)}\'')
-    if weight is not None and weight.dtype != input.dtype:  # (minilora promoted silently)
-        raise RuntimeError(f"expected scalar type {torch_name(input.dtype)} but found {torch_name(weight.dtype)}")
-    if weight is not None and weight.ndim != 1:
+    if weight is not None and weight.ndim != 1:  # torch's Python checks come before its kernel's
         raise ValueError("weight must be one-dimensional")
+    if input.dtype.itemsize == 2 and input.device.type == "cpu":  # torch's CPU kernel has no 16-bit version
+        raise NotImplementedError(f'"multi_margin_loss_cpu_kernel" not implemented for \'{_torch_name(input.dtype)}\'')
+    if weight is not None and weight.dtype != input.dtype:  # (minilora promoted silently)
+        raise RuntimeError(f"expected scalar type {_torch_name(input.dtype)} but found {_torch_name(weight.dtype)}")
     if getattr(weight, "requires_grad", False):  # torch's kernel has no gradient for the weight
         raise RuntimeError("The function 'multi_margin_loss' is not differentiable with respect to argument "
                            "'weight'. This input cannot have requires_grad True.")
@@ -590,3 +591,22 @@ def triplet_margin_with_distance_loss(anchor, positive, negative, *, distance_fu
         to_negative = ops.minimum(to_negative, distance(positive, negative))
     loss = (margin + to_positive - to_negative).clamp_min(0)
     return loss.sum() if reduction == "sum" else loss.mean() if reduction == "mean" else loss
+
+
+def bilinear(input1, input2, weight, bias=None):
+    """``y[..., o] = sum over i, j of x1[..., i] weight[o, i, j] x2[..., j] + bias[o]``."""
+    if weight.ndim != 3:
+        raise RuntimeError(f"bilinear(): weight must be three-dimensional, got {weight.ndim}D")
+    if input1.ndim != input2.ndim or tuple(input1.shape[:-1]) != tuple(input2.shape[:-1]):
+        dim = next((d for d, (a, b) in enumerate(zip(input1.shape, input2.shape)) if a != b), 0)
+        raise RuntimeError(f"bilinear(): input batch dimensions do not match at dim {dim}: got "
+                           f"{input1.shape[dim]} and {input2.shape[dim]}")
+    for name, x, axis in (("input1", input1, 1), ("input2", input2, 2)):
+        if x.shape[-1] != weight.shape[axis]:
+            raise RuntimeError(f"bilinear(): {name} size does not match weight size: got {x.shape[-1]} but "
+                               f"expected {weight.shape[axis]}")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise RuntimeError(f"bilinear(): bias size does not match weight size: got {bias.shape[-1]} but expected "
+                           f"{weight.shape[0]}")
+    out = ops.einsum("...i,oij,...j->...o", input1, weight, input2)
+    return out if bias is None else out + bias

@@ -30,7 +30,8 @@ __all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity",
            "CircularPad1d", "CircularPad2d", "Dropout1d", "Dropout2d", "Dropout3d", "ConvTranspose1d",
            "ConvTranspose2d", "PixelShuffle", "PixelUnshuffle", "Softmax2d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d",
            "InstanceNorm1d", "InstanceNorm2d", "RNNCell", "LSTMCell", "GRUCell", "BatchNorm3d", "InstanceNorm3d",
-           "Unfold", "Fold", "MultiLabelMarginLoss", "TripletMarginWithDistanceLoss"]
+           "Unfold", "Fold", "MultiLabelMarginLoss", "TripletMarginWithDistanceLoss", "MaxUnpool1d",
+           "MaxUnpool2d", "Bilinear"]
 
 
 def _float_dtype(dtype):
@@ -1285,6 +1286,55 @@ class Fold(Unfold):
 
     def extra_repr(self):
         return f"output_size={self.output_size}, " + super().extra_repr()
+
+
+class MaxUnpool2d(Module):
+    """``F.max_unpool2d`` as a layer: ``forward(input, indices, output_size=None)``."""
+
+    _rank = 2
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        as_tuple = lambda v: (v,) * self._rank if isinstance(v, int) else tuple(v)  # noqa: E731
+        self.kernel_size = as_tuple(kernel_size)
+        self.stride = as_tuple(stride if stride is not None else kernel_size)
+        self.padding = as_tuple(padding)
+
+    def forward(self, input, indices, output_size=None):
+        unpool = F.max_unpool2d if self._rank == 2 else F.max_unpool1d
+        return unpool(input, indices, self.kernel_size, self.stride, self.padding, output_size)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class MaxUnpool1d(MaxUnpool2d):
+    _rank = 1
+
+
+class Bilinear(Module):
+    """``y = x1^T A x2 + b`` with ``weight`` [out, in1, in2] and ``bias`` [out], both
+    U(-1/sqrt(in1), 1/sqrt(in1)) as torch's."""
+
+    def __init__(self, in1_features, in2_features, out_features, bias=True, device=None, dtype=None):
+        super().__init__()
+        self.in1_features, self.in2_features, self.out_features = in1_features, in2_features, out_features
+        self.weight = _empty((out_features, in1_features, in2_features), dtype, device)
+        self.register_parameter("bias", _empty((out_features,), dtype, device) if bias else None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        bound = 1 / math.sqrt(self.weight.shape[1])
+        init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, input1, input2):
+        return F.bilinear(input1, input2, self.weight, self.bias)
+
+    def extra_repr(self):
+        return (f"in1_features={self.in1_features}, in2_features={self.in2_features}, "
+                f"out_features={self.out_features}, bias={self.bias is not None}")
 
 
 class PixelShuffle(Module):

@@ -28,7 +28,7 @@ from .nn import _is_16bit_float, float32_inside
 
 __all__ = ["conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
            "adaptive_avg_pool2d", "interpolate", "conv_transpose1d", "conv_transpose2d",
-           "adaptive_max_pool1d", "adaptive_max_pool2d", "unfold", "fold"]
+           "adaptive_max_pool1d", "adaptive_max_pool2d", "unfold", "fold", "max_unpool1d", "max_unpool2d"]
 
 
 def _pair(value, name):
@@ -711,6 +711,72 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
 def _fold(input, size, kernel, stride, padding, dilation, round_to):
     return Fold.apply(input, size=size, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
                       round_to=round_to)
+
+
+# ---- max unpooling: the maxima put back where max_pool2d(return_indices=True) found them -------------
+class MaxUnpool2d(Function):
+    """Each input value written at its flat index in an output plane of zeros (a later one wins where
+    indices repeat); backward reads the gradient back at those indices."""
+
+    @staticmethod
+    def forward(ctx, x, indices, size):
+        xp = xp_of(x)
+        planes = int(np.prod(x.shape[:-2]))
+        flat = indices.reshape(planes, -1)
+        out = xp.zeros((planes, size[0] * size[1]), dtype=x.dtype)
+        out[xp.arange(planes)[:, None], flat] = x.reshape(planes, -1)
+        ctx.flat, ctx.shape = flat, x.shape
+        return out.reshape(*x.shape[:-2], *size)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = xp_of(g)
+        rows = xp.arange(ctx.flat.shape[0])[:, None]
+        return g.reshape(ctx.flat.shape[0], -1)[rows, ctx.flat].reshape(ctx.shape), None
+
+
+def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """PyTorch's ``F.max_unpool2d``: the inverse of ``max_pool2d(..., return_indices=True)`` -- the
+    pooled values put back at their positions, zeros elsewhere. The output size defaults to
+    ``(H - 1) * stride - 2 * padding + kernel``; ``output_size`` picks another within one stride."""
+    kernel = _pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else _pair(stride, "stride")
+    size = _unpool_size(input, kernel, stride, _pair(padding, "padding"), output_size)
+    if indices.dtype != np.int64:
+        raise RuntimeError(f"elements in indices should be type int64 but got: {indices.dtype}")
+    if tuple(indices.shape) != tuple(input.shape):
+        raise RuntimeError(f"Expected shape of indices to be same as that of the input tensor ({list(input.shape)}) "
+                           f"but got indices tensor with shape: {list(indices.shape)}")
+    positions = indices.numpy(force=True)
+    if positions.size and (positions.min() < 0 or positions.max() >= size[0] * size[1]):
+        bad = positions.max() if positions.max() >= size[0] * size[1] else positions.min()
+        raise RuntimeError(f"Found an invalid max index: {bad} (output volumes are of size {size[0]}x{size[1]}")
+    return MaxUnpool2d.apply(input, indices, size=size)
+
+
+def _unpool_size(input, kernel, stride, padding, output_size):
+    """torch's ``_unpool_output_size``: the default size, or ``output_size`` (its last dimensions)
+    when it lies strictly within one stride of it."""
+    default = [(n - 1) * s + k - 2 * p for n, s, k, p in zip(input.shape[-2:], stride, kernel, padding)]
+    if output_size is None:
+        return tuple(default)
+    sizes = list(output_size)[2:] if len(output_size) == 4 else list(output_size)
+    if len(sizes) != 2:
+        raise ValueError(f"output_size should be a sequence containing 2 or 4 elements, but it has a length of "
+                         f"'{len(sizes)}'")
+    for d, (n, m, s) in enumerate(zip(sizes, default, stride)):
+        if not m - s < n < m + s:
+            raise ValueError(f'invalid output_size "{sizes}" (dim {d} must be between {m - s} and {m + s})')
+    return tuple(int(n) for n in sizes)
+
+
+def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """PyTorch's ``F.max_unpool1d``: ``max_unpool2d`` of height 1."""
+    one = lambda v: v if isinstance(v, int) else v[0]  # noqa: E731
+    size = None if output_size is None else (1, list(output_size)[-1])
+    out = max_unpool2d(_as_image(input), _as_image(indices), (1, one(kernel_size)),
+                       None if stride is None else (1, one(stride)), (0, one(padding)), size)
+    return out.squeeze(-2)
 
 
 # ---- resizing: F.interpolate -----------------------------------------------------------------------
