@@ -369,14 +369,16 @@ def test_config_class_from_pretrained_follows_the_file_peft_type(tmp_path):
 def test_new_model_pad_row_is_zero_and_gets_no_gradient_as_transformers():
     fields = dict(vocab_size=37, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
                   num_attention_heads=4, num_key_value_heads=2, pad_token_id=3)
-    theirs, ours = transformers.LlamaForCausalLM(transformers.LlamaConfig(**fields)), LlamaForCausalLM(LlamaConfig(**fields))
+    theirs = transformers.LlamaForCausalLM(transformers.LlamaConfig(**fields))
+    ours = LlamaForCausalLM(LlamaConfig(**fields))
     assert not theirs.model.embed_tokens.weight[3].any()
     assert not ours.model.embed_tokens.weight.detach().numpy()[3].any()
     assert ours.model.embed_tokens.weight.detach().numpy()[4].any()
     ids = np.array([[3, 5, 3, 7]])
     ours(ml.tensor(ids), labels=ml.tensor(ids)).loss.backward()
     theirs(torch.tensor(ids), labels=torch.tensor(ids)).loss.backward()
-    assert not theirs.model.embed_tokens.weight.grad[3].any() and not ours.model.embed_tokens.weight.grad.numpy()[3].any()
+    assert not theirs.model.embed_tokens.weight.grad[3].any()
+    assert not ours.model.embed_tokens.weight.grad.numpy()[3].any()
 
 
 # ==================================================================================================
@@ -435,8 +437,8 @@ def test_config_attributes_set_later_are_read_and_saved_as_transformers(saved, t
 
 def test_tie_weights_as_transformers():
     fields = dict(vocab_size=37, hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=4)
-    for lib, model in ((torch.nn, transformers.LlamaForCausalLM(transformers.LlamaConfig(**fields, tie_word_embeddings=True))),
-                       (ml.nn, LlamaForCausalLM(LlamaConfig(**fields, tie_word_embeddings=True)))):
+    theirs = transformers.LlamaForCausalLM(transformers.LlamaConfig(**fields, tie_word_embeddings=True))
+    for lib, model in ((torch.nn, theirs), (ml.nn, LlamaForCausalLM(LlamaConfig(**fields, tie_word_embeddings=True)))):
         model.set_input_embeddings(lib.Embedding(37, 16))
         assert model.lm_head.weight is not model.model.embed_tokens.weight
         model.tie_weights()

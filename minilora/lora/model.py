@@ -256,7 +256,7 @@ class LoraModel(_Wrapper):
         short = sorted({key.rsplit(".", 1)[-1] for key in names if not key.rsplit(".", 1)[-1].isdigit()})
         filters = config.layers_to_transform is not None or getattr(config, "exclude_modules", None)
         targets = config.target_modules if isinstance(config.target_modules, str) else set(config.target_modules or ())
-        return (f"Target modules {targets} not found in the base model. Please check the target modules and "  # PEFT's words
+        return (f"Target modules {targets} not found in the base model. Please check the target modules and "
                 f"try again. target_modules={config.target_modules!r} matched no module of {type(self.model).__name__}"
                 f"{' (after layers_to_transform / exclude_modules)' if filters else ''}. "
                 f"Module names in this model: {', '.join(short)} "
