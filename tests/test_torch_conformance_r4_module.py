@@ -1590,3 +1590,45 @@ def test_fork_rng_leaves_the_global_stream_as_it_was():
             pass
         return [inside, lib.initial_seed(), bool((lib.rand(4) == expected).all())]
     check(snippet)
+
+
+def test_makemore_bigram_counts_and_neural_net_as_torch():
+    """makemore part 1, line by line: counting bigrams into an int32 tensor with N[i, j] += 1, smoothing,
+    P /= P.sum(1, keepdims=True), the average negative log likelihood, then the one-layer net on
+    one-hot inputs with W.data += -50 * W.grad (W copied from the same NumPy numbers)."""
+    words = ["emma", "olivia", "ava", "isabella", "sophia", "charlotte", "mia", "amelia"]
+    w_values = np.random.default_rng(0).standard_normal((27, 27)).astype(np.float32)
+
+    def snippet(lib):
+        F = lib.nn.functional
+        chars = sorted(list(set("".join(words))))
+        stoi = {s: i + 1 for i, s in enumerate(chars)}
+        stoi["."] = 0
+        N = lib.zeros((27, 27), dtype=lib.int32)
+        xs, ys = [], []
+        for w in words:
+            chs = ["."] + list(w) + ["."]
+            for ch1, ch2 in zip(chs, chs[1:]):
+                N[stoi[ch1], stoi[ch2]] += 1
+                xs.append(stoi[ch1])
+                ys.append(stoi[ch2])
+        P = (N + 1).float()
+        P /= P.sum(1, keepdims=True)
+        log_likelihood = 0.0
+        for ix1, ix2 in zip(xs, ys):
+            log_likelihood += lib.log(P[ix1, ix2])
+        xs, ys = lib.tensor(xs), lib.tensor(ys)
+        num = xs.nelement()
+        W = lib.tensor(w_values, requires_grad=True)
+        losses = []
+        for _ in range(3):
+            xenc = F.one_hot(xs, num_classes=27).float()
+            counts = (xenc @ W).exp()
+            probs = counts / counts.sum(1, keepdims=True)
+            loss = -probs[lib.arange(num), ys].log().mean() + 0.01 * (W ** 2).mean()
+            W.grad = None
+            loss.backward()
+            W.data += -50 * W.grad
+            losses.append(loss.item())
+        return [N, N.dtype, P, -log_likelihood / num, losses, W]
+    check_close(snippet, rtol=1e-5)
