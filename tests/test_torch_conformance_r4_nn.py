@@ -1177,3 +1177,34 @@ def test_bilinear_layer_as_torch(rng):
     check(ours, theirs, rng.standard_normal((2, 3)), rng.standard_normal((2, 4)))
     grad_check(lambda a, b: ours(a, b), ml.tensor(rng.standard_normal((2, 3)), requires_grad=True),
                ml.tensor(rng.standard_normal((2, 4)), requires_grad=True))
+
+
+# ---- lp_pool1d/2d, local_response_norm and their layers ---------------------------------------------
+_LP_AND_LRN = {
+    "lp_pool2d-p2": lambda F, x: F.lp_pool2d(x, 2, 2), "lp_pool2d-p3-stride": lambda F, x: F.lp_pool2d(x, 3.0, (2, 3), 1),
+    "lp_pool2d-ceil": lambda F, x: F.lp_pool2d(x, 1.5, 3, 2, ceil_mode=True),
+    "lp_pool2d-inf": lambda F, x: F.lp_pool2d(x, float("inf"), 2), "lp_pool1d": lambda F, x: F.lp_pool1d(x[:, :, 0], 2, 3, 1),
+    "lrn-4d": lambda F, x: F.local_response_norm(x, 2), "lrn-3d": lambda F, x: F.local_response_norm(x[0], 3, 1e-2, 0.5, 2.0),
+    "lrn-5d": lambda F, x: F.local_response_norm(x[None], size=4, alpha=0.1),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", list(_LP_AND_LRN))
+def test_lp_pool_and_local_response_norm_as_torch(rng, name, dtype):
+    x = np.abs(rng.standard_normal((2, 5, 6, 7))) + 0.1 if name.startswith("lp") else rng.standard_normal((2, 5, 6, 7))
+    tol = 1e-10 if dtype == "float64" else 1e-5
+    check(lambda x: _LP_AND_LRN[name](F, x), lambda x: _LP_AND_LRN[name](TF, x), x, dtype=dtype, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("make, shape", [(lambda nn: nn.LPPool2d(2, 3), (2, 3, 6, 7)), (lambda nn: nn.LPPool1d(1.5, 2, stride=1), (2, 3, 7)),
+                                         (lambda nn: nn.LocalResponseNorm(2), (2, 5, 4, 4))])
+def test_lp_pool_and_local_response_norm_layers_as_torch(rng, make, shape):
+    ours, theirs = make(nn), make(tnn)
+    assert repr(ours) == repr(theirs)
+    check(ours, theirs, np.abs(rng.standard_normal(shape)) + 0.1)
+
+
+def test_local_response_norm_refuses_2d_as_torch(rng):
+    x, tx = pair(rng.standard_normal((2, 5)))
+    same_error(lambda: F.local_response_norm(x, 2), lambda: TF.local_response_norm(tx, 2))

@@ -46,7 +46,8 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
            "dropout3d", "conv_transpose1d", "conv_transpose2d", "pixel_shuffle",
            "pixel_unshuffle", "adaptive_max_pool1d", "adaptive_max_pool2d",
            "instance_norm", "unfold", "fold", "multilabel_margin_loss",
-           "triplet_margin_with_distance_loss", "max_unpool1d", "max_unpool2d", "bilinear"]
+           "triplet_margin_with_distance_loss", "max_unpool1d", "max_unpool2d", "bilinear",
+           "lp_pool1d", "lp_pool2d", "local_response_norm"]
 
 
 def linear(input, weight, bias=None):
@@ -610,3 +611,44 @@ def bilinear(input1, input2, weight, bias=None):
                            f"{weight.shape[0]}")
     out = ops.einsum("...i,oij,...j->...o", input1, weight, input2)
     return out if bias is None else out + bias
+
+
+# ---- power-average pooling and local response normalisation (torch's Python, op for op) -----------
+def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """``(sum over a window of x^p)^(1/p)`` (p = ``norm_type``; inf: the max of |x|)."""
+    return _lp_pool(input, norm_type, kernel_size, stride, ceil_mode, avg_pool1d, max_pool1d,
+                    kernel_size if isinstance(kernel_size, int) else kernel_size[0])
+
+
+def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """``(sum over a window of x^p)^(1/p)`` over [N, C, H, W] (p = ``norm_type``; inf: the max of |x|)."""
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+    return _lp_pool(input, norm_type, kernel_size, stride, ceil_mode, avg_pool2d, max_pool2d, kw * kh)
+
+
+def _lp_pool(input, norm_type, kernel_size, stride, ceil_mode, average, maximum, window):
+    if norm_type == float("inf"):
+        return maximum(input.abs(), kernel_size, stride, 0, 1, ceil_mode)
+    if norm_type == -float("inf"):
+        return -maximum(-input.abs(), kernel_size, stride, 0, 1, ceil_mode)
+    out = average(input.pow(norm_type), kernel_size, stride, 0, ceil_mode)
+    return (out.sign() * relu(out.abs())).mul(window).pow(1.0 / norm_type)
+
+
+def local_response_norm(input, size, alpha=0.0001, beta=0.75, k=1.0):
+    """Each value divided by ``(k + alpha * mean of x^2 over the ``size`` neighbouring channels)^beta``
+    (AlexNet's normalisation; the window padded with zeros at the channel ends)."""
+    if input.ndim < 3:
+        raise ValueError(f"Expected 3D or higher dimensionality                          input (got {input.ndim} "
+                         f"dimensions)")
+    if input.numel() == 0:
+        return input
+    squares = input.mul(input)
+    n, c = input.shape[:2]
+    # torch: avg_pool over a window of `size` channels (2-D for [N, C, L], 3-D beyond): an average
+    # pool of [N, 1, C, rest] with a (size, 1) window computes the same sums
+    squares = squares.reshape(n, 1, c, -1)
+    squares = pad(squares, (0, 0, size // 2, (size - 1) // 2))
+    div = avg_pool2d(squares, (size, 1), stride=1).reshape(input.shape)
+    div = div.mul(alpha).add(k).pow(beta)
+    return input / div
