@@ -472,3 +472,11 @@ def test_peft_model_from_pretrained_and_load_adapter_hub_keywords_as_peft(saved,
         assert sorted(model.peft_config) == ["default", "two"]
         results.append(logits_of(model))
     np.testing.assert_allclose(results[1], results[0], rtol=1e-4, atol=1e-5)
+
+
+def test_config_from_dict_keywords_as_transformers():
+    for cls in (transformers.LlamaConfig, LlamaConfig):
+        config, unused = cls.from_dict({"hidden_size": 16, "num_attention_heads": 4}, num_hidden_layers=3, foo=1,
+                                       return_unused_kwargs=True)
+        assert config.num_hidden_layers == 3 and unused == {"foo": 1}
+        assert not hasattr(cls.from_dict({"hidden_size": 16, "num_attention_heads": 4}, foo=1), "foo")

@@ -97,8 +97,18 @@ class LlamaConfig:
                 "transformers_version")
 
     @classmethod
-    def from_dict(cls, d):
-        """From a config.json dict, old style (``rope_theta``) or new (``rope_parameters``)."""
+    def from_dict(cls, d, *, return_unused_kwargs=False, **kwargs):
+        """From a config.json dict, old style (``rope_theta``) or new (``rope_parameters``). As
+        transformers: keywords naming a config attribute override the dict; the others are left
+        unused (returned as a dict with ``return_unused_kwargs=True``)."""
+        config = cls._from_json_dict(d)
+        used = {k: v for k, v in kwargs.items() if config._has_attribute(k)}
+        config = config._with(used)
+        unused = {k: v for k, v in kwargs.items() if k not in used}
+        return (config, unused) if return_unused_kwargs else config
+
+    @classmethod
+    def _from_json_dict(cls, d):
         if not isinstance(d, dict):
             raise ValueError(f"a Llama config must be a JSON object of field: value, got a "
                              f"{type(d).__name__}")
@@ -152,11 +162,7 @@ class LlamaConfig:
         file = os.path.join(path, "config.json") if os.path.isdir(path) else path
         if not os.path.isfile(file):
             raise FileNotFoundError(f"no config.json at {path}")
-        config = cls.from_dict(load_json(file))
-        used = {k: v for k, v in kwargs.items() if config._has_attribute(k)}
-        config = config._with(used)
-        unused = {k: v for k, v in kwargs.items() if k not in used}
-        return (config, unused) if return_unused_kwargs else config
+        return cls.from_dict(load_json(file), return_unused_kwargs=return_unused_kwargs, **kwargs)
 
     @classmethod
     def from_json_file(cls, json_file):
