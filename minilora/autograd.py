@@ -402,6 +402,11 @@ def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False, st
         raise NotImplementedError(f"jacobian(strategy={strategy!r}): minilora has reverse mode only")
     leaves, inputs_tuple = _leaves(inputs)
     outputs, outputs_tuple = _outputs_of(func, leaves, create_graph)
+    return _shaped(_jacobians(outputs, leaves, strict), outputs_tuple, inputs_tuple)
+
+
+def _jacobians(outputs, leaves, strict):
+    """[output][input] -> the Jacobian block, of shape output.shape + input.shape."""
     table = []
     for k, out in enumerate(outputs):
         xp = out._device.xp
@@ -415,7 +420,7 @@ def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False, st
         table.append([Tensor._make(xp.stack(r).reshape(out._array.shape + x._array.shape) if r else
                                    xp.zeros(out._array.shape + x._array.shape, dtype=x._array.dtype),
                                    x._device, False, None) for r, x in zip(rows, leaves)])
-    return _shaped(table, outputs_tuple, inputs_tuple)
+    return table
 
 
 def vjp(func, inputs, v=None, create_graph=False, strict=False):
@@ -444,9 +449,8 @@ def jvp(func, inputs, v=None, create_graph=False, strict=False):
             raise RuntimeError("The vector v can only be None if the input to the user-provided function is a "
                                "single Tensor with a single element.")
         v = (Tensor._make(leaves[0]._device.xp.ones_like(leaves[0]._array), leaves[0]._device, False, None),)
-    table = jacobian(func, tuple(leaves), create_graph, strict)
-    outputs, outputs_tuple = _outputs_of(func, leaves, create_graph)
-    table = table if outputs_tuple else (table,)
+    outputs, outputs_tuple = _outputs_of(func, leaves, create_graph)  # (func runs once)
+    table = _jacobians(outputs, leaves, strict)
     products = []
     for out, row in zip(outputs, table):
         acc = None
