@@ -1632,3 +1632,22 @@ def test_makemore_bigram_counts_and_neural_net_as_torch():
             losses.append(loss.item())
         return [N, N.dtype, P, -log_likelihood / num, losses, W]
     check_close(snippet, rtol=1e-5)
+
+
+# ---- "Transforms": the one-hot target_transform ---------------------------------------------------------
+SCATTER_0D = {
+    "target_transform": lambda lib: lib.zeros(10, dtype=lib.float).scatter_(0, lib.tensor(3), value=1),
+    "scatter, 0-d src": lambda lib: lib.zeros(10).scatter(0, lib.tensor(3), lib.tensor(5.0)),
+    "scatter, 1-d src": lambda lib: lib.zeros(10).scatter(0, lib.tensor(3), lib.ones(4)),
+    "scatter_add, 0-d": lambda lib: lib.zeros(10).scatter_add(0, lib.tensor(3), lib.tensor(5.0)),
+    "1-d index, 0-d src": lambda lib: lib.zeros(10).scatter_(0, lib.tensor([3]), lib.tensor(5.0)),
+    "gather, 0-d": lambda lib: lib.arange(10.0).gather(0, lib.tensor(3)),
+}
+
+
+@pytest.mark.parametrize("case", list(SCATTER_0D))
+def test_scatter_with_a_0d_index_on_a_1d_tensor_as_torch(case):
+    """Learn the Basics' Transforms page one-hot encodes a label with
+    ``torch.zeros(10, dtype=torch.float).scatter_(0, torch.tensor(y), value=1)``: a 0-d index, which torch
+    reads as one position. minilora raised IndexError inside its kernel."""
+    check(SCATTER_0D[case])

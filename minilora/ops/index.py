@@ -119,8 +119,8 @@ def gather(input, dim, index, *, sparse_grad=False):
         raise NotImplementedError("gather(sparse_grad=True): minilora has no sparse tensors")
     dim = _dim(dim, input.ndim, "gather")
     _check_index(input, dim, index, "gather")
-    if input.ndim == 0:  # torch treats a 0-d tensor as one element along dim 0
-        return Gather.apply(input.reshape(1), index.reshape(1), axis=0).reshape(index.shape)
+    if input.ndim == 0 or index.ndim == 0:  # torch reads a 0-d tensor as one element along dim 0
+        return Gather.apply(input.reshape(-1), index.reshape(1), axis=0).reshape(index.shape)
     return Gather.apply(input, index, axis=dim)
 
 
@@ -467,6 +467,9 @@ class Scatter(Function):
 
 def _scatter(fn, input, dim, index, src, add):
     dim = _dim(dim, input.ndim, fn)
+    if input.ndim == 1:  # torch reads a 0-d index or src as one position (the one-hot of a label)
+        index = index.reshape(1) if index.ndim == 0 else index
+        src = src.reshape(1) if isinstance(src, Tensor) and src.ndim == 0 else src
     _check_index(input, dim, index, fn)
     if isinstance(src, Tensor):
         if src.ndim != index.ndim or any(n > m for n, m in zip(index.shape, src.shape)):
