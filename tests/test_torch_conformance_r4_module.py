@@ -1651,3 +1651,17 @@ def test_scatter_with_a_0d_index_on_a_1d_tensor_as_torch(case):
     ``torch.zeros(10, dtype=torch.float).scatter_(0, torch.tensor(y), value=1)``: a 0-d index, which torch
     reads as one position. minilora raised IndexError inside its kernel."""
     check(SCATTER_0D[case])
+
+
+def test_backward_hooks_fire_on_each_backward_of_a_retained_graph():
+    def snippet(lib):
+        layer, log = lib.nn.Linear(2, 1, dtype=lib.float64), []
+        with lib.no_grad():
+            layer.weight.copy_(f64(lib, [[1.0, -2.0]]))
+        layer.register_full_backward_hook(lambda m, gi, go: log.append((rounded(gi), rounded(go))))
+        x = f64(lib, [[0.5, 1.5]], grad=True)
+        y = layer(x).sum()
+        y.backward(retain_graph=True)
+        (2 * y).backward()
+        return [log, x.grad]
+    check(snippet)
