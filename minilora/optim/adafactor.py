@@ -1,0 +1,124 @@
+"""Adafactor, as ``torch.optim.Adafactor`` computes it (Shazeer & Stern, 2018, with torch's choices).
+
+Adam keeps a second moment per weight; for a matrix of R x C weights Adafactor keeps only R + C numbers: a
+running mean of the squared gradient over each row (``row_var``) and over each column (``col_var``), and
+estimates the full second moment as their outer product divided by the mean of ``row_var``. A vector keeps a
+full ``variance``. There is no first moment at all, so the state is tiny.
+
+The rest, as torch:
+
+* the running means' weight is ``step ** beta2_decay`` (1 at step 1: the first mean is the gradient's);
+* the step is relative to the weights' size: ``alpha = max(eps2, rms(p)) * min(lr, 1 / sqrt(step))``;
+* the update ``g / sqrt(v)`` is scaled down when its root mean square is above ``d`` (update clipping);
+* ``weight_decay`` is decoupled, as AdamW's.
+
+Order of operations as torch's single-tensor code; the norms and means are reductions, whose summation order
+NumPy and torch choose differently, so results agree with torch to rounding, not bit for bit.
+"""
+import numpy as np
+
+from .. import dtypes
+from ..device import xp_of
+from .adagrad_rmsprop import _Arithmetic, _StepEach
+from .optimizer import _as_number, new_step_count
+
+__all__ = ["Adafactor"]
+
+
+class Adafactor(_StepEach):
+    """``Adafactor(params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0, *,
+    foreach=None, maximize=False)``, as in PyTorch. State per trained parameter: ``step``, and ``row_var`` and
+    ``col_var`` (2 or more dimensions: shapes ``(..., R, 1)`` and ``(..., 1, C)``) or ``variance`` (a vector).
+    ``eps[0]=None`` means the machine epsilon of the parameters' dtype (torch takes the first updated
+    parameter's of each group, for the whole group)."""
+
+    def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0, *,
+                 foreach=None, maximize=False):
+        super().__init__(params, dict(lr=lr, beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay,
+                                      foreach=foreach, maximize=maximize))
+
+    def _check_group(self, group, index):
+        """torch's checks, in its words (which differ from the other optimizers')."""
+        eps1, eps2 = group["eps"]
+        checks = [(0.0 <= _as_number(group["lr"]), "Learning rate should be >= 0 but is", group["lr"]),
+                  (0.0 >= group["beta2_decay"], "beta2_decay should be <= 0 but is", group["beta2_decay"]),
+                  (eps1 is None or 0.0 <= eps1, "epsilon1 should be >= 0 but is", eps1),
+                  (0.0 <= eps2, "epsilon2 should be >= 0 but is", eps2),
+                  (1.0 <= group["d"], "Clipping threshold d should be >= 1 but is", group["d"]),
+                  (0.0 <= group["weight_decay"], "weight_decay should be >= 0 but is", group["weight_decay"])]
+        for ok, words, value in checks:
+            if not ok:
+                raise ValueError(f"{words}: {value} (parameter group {index})")
+        super()._check_group(group, index)
+
+    def step(self, closure=None):
+        """As ``_StepEach.step``; first notes each group's ``eps1`` (torch's: the first updated parameter's
+        machine epsilon when ``eps[0]`` is None)."""
+        for group in self.param_groups:
+            first = next((p for p in group["params"] if p.grad is not None), None)
+            eps1 = group["eps"][0]
+            group_eps1 = eps1 if eps1 is not None or first is None else float(dtypes.finfo(first.dtype).eps)
+            self._eps1[id(group)] = group_eps1
+        return super().step(closure)
+
+    @property
+    def _eps1(self):
+        return self.__dict__.setdefault("_eps1_of_group", {})
+
+    @staticmethod
+    def _new_state(p, group):
+        xp, shape = p.device.xp, p.grad.shape
+        if len(shape) > 1:
+            return dict(step=new_step_count(), row_var=xp.zeros(shape[:-1] + (1,), p.grad.dtype),
+                        col_var=xp.zeros(shape[:-2] + (1,) + shape[-1:], p.grad.dtype))
+        return dict(step=new_step_count(), variance=xp.zeros(shape, p.grad.dtype))
+
+    def _update(self, p, state, group):
+        ops = _Arithmetic(p.dtype)
+        lr, eps2 = float(_as_number(group["lr"])), group["eps"][1]
+        eps1 = self._eps1[id(group)]
+        grad = ops.load(p.grad._array)
+        if group["maximize"]:
+            grad = -grad
+        step = float(state["step"])
+        weight = step ** group["beta2_decay"]  # the running means' weight: 1 - beta2 at this step
+        rho = min(lr, 1 / step ** 0.5)
+        param = ops.load(p._array)
+        alpha = max(eps2, float(ops.rounded(_norm(param))) / (param.size ** 0.5)) * rho
+        if group["weight_decay"] != 0:
+            param = ops.rounded(param * (1 - lr * group["weight_decay"]))
+        if grad.ndim > 1:
+            var_estimate = self._factored_estimate(grad, state, weight, eps1, ops)
+        else:
+            variance = ops.lerp(ops.load(state["variance"]), ops.rounded(grad * grad), weight)
+            state["variance"][...] = variance
+            var_estimate = variance
+        xp = xp_of(grad)
+        update = ops.rounded(1 / xp.sqrt(xp.maximum(var_estimate, eps1 * eps1)))  # clamp_(min=eps1 ** 2).rsqrt_()
+        update = ops.rounded(update * grad)
+        denom = max(1.0, float(ops.rounded(_norm(update))) / ((update.size ** 0.5) * group["d"]))
+        p._array[...] = ops.rounded(param + ops.alpha(-alpha / denom) * update)
+
+    @staticmethod
+    def _factored_estimate(grad, state, weight, eps1, ops):
+        """The second moment from the row and column means of ``g * g`` (``row_var @ col_var``, normalized by
+        the mean of ``row_var``); updates both running means."""
+        xp = xp_of(grad)
+        row_var = ops.lerp(ops.load(state["row_var"]), _mean_square(grad, -1, ops), weight)
+        col_var = ops.lerp(ops.load(state["col_var"]), _mean_square(grad, -2, ops), weight)
+        state["row_var"][...], state["col_var"][...] = row_var, col_var
+        var_estimate = ops.rounded(row_var * col_var)  # (R, 1) @ (1, C): an outer product
+        row_mean = ops.rounded(xp.maximum(ops.rounded(row_var.mean(axis=-2, keepdims=True)), eps1))
+        return ops.rounded(var_estimate / row_mean)
+
+
+def _norm(array, axis=None):
+    """torch's 2-norm (``torch.norm``): the root of the sum of squares, in the array's dtype."""
+    xp = xp_of(array)
+    return xp.sqrt((array * array).sum(axis=axis, keepdims=axis is not None))
+
+
+def _mean_square(grad, axis, ops):
+    """``torch.norm(grad, dim=axis, keepdim=True).square_().div_(n)``: torch's spelling of ``mean(g * g)``."""
+    norm = ops.rounded(_norm(grad, axis))
+    return ops.rounded(ops.rounded(norm * norm) / grad.shape[axis])

@@ -1,0 +1,104 @@
+"""Rprop and ASGD, as ``torch.optim`` computes them.
+
+* ``Rprop`` (resilient backpropagation) ignores the gradient's size and keeps only its sign: each weight has
+  its own step size, grown by ``etas[1]`` while the gradient keeps its sign and shrunk by ``etas[0]`` when
+  it flips (the last step jumped over a minimum; that step's gradient then counts as zero), clamped to
+  ``step_sizes``. Made for full-batch training: mini-batch noise flips signs at random.
+* ``ASGD`` (averaged SGD) takes plain SGD steps with a slowly decaying learning rate ``eta`` and keeps a
+  running average of the weights in ``ax`` (from step ``t0`` on; before it ``ax`` is the weights). The
+  average, not the weights, is the answer it converges to (Polyak & Juditsky).
+
+Both follow torch's single-tensor code op for op (float16/bfloat16: each op in float32, rounded once, through
+``adagrad_rmsprop._Arithmetic``).
+"""
+import numpy as np
+
+from .adagrad_rmsprop import _Arithmetic, _gradient, _StepEach
+from .optimizer import _as_number, _check_range, new_step_count
+
+__all__ = ["Rprop", "ASGD"]
+
+
+class Rprop(_StepEach):
+    """``Rprop(params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *, capturable=False, foreach=None,
+    maximize=False, differentiable=False)``, as in PyTorch. State per trained parameter: ``step``, ``prev``
+    (the last gradient used) and ``step_size`` (each weight's own, starting at ``lr``)."""
+
+    def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *, capturable=False, foreach=None,
+                 maximize=False, differentiable=False):
+        super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes, foreach=foreach, maximize=maximize,
+                                      differentiable=differentiable, capturable=capturable))
+
+    def _check_group(self, group, index):
+        super()._check_group(group, index)
+        etaminus, etaplus = group["etas"]
+        if not 0.0 < etaminus < 1.0 < etaplus:
+            raise ValueError(f"Invalid eta values: {etaminus}, {etaplus} (need 0 < etas[0] < 1 < etas[1]; "
+                             f"parameter group {index})")
+
+    @staticmethod
+    def _new_state(p, group):
+        xp = p.device.xp
+        return dict(step=new_step_count(), prev=xp.zeros_like(p._array),
+                    step_size=xp.full(p.shape, float(_as_number(group["lr"])), dtype=p.grad.dtype))
+
+    @staticmethod
+    def _update(p, state, group):
+        ops, dtype = _Arithmetic(p.dtype), p.dtype
+        xp = p.device.xp
+        etaminus, etaplus = group["etas"]
+        grad = ops.load(p.grad._array)
+        if group["maximize"]:
+            grad = -grad
+        sign = xp.sign(ops.rounded(grad * ops.load(state["prev"])))
+        # torch writes etaplus / etaminus / 1 into the sign tensor (so they are rounded to its dtype); a NaN stays
+        factor = xp.where(sign > 0, etaplus, xp.where(sign < 0, etaminus, xp.where(sign == 0, 1.0, sign))).astype(dtype)
+        low, high = group["step_sizes"]
+        step_size = ops.rounded(xp.clip(ops.rounded(ops.load(state["step_size"]) * ops.load(factor)), low, high))
+        state["step_size"][...] = step_size
+        # where the sign flipped, this step's gradient counts as zero (no step, and no flip next time)
+        grad = xp.where(factor == xp.asarray(etaminus).astype(dtype), 0, grad).astype(grad.dtype)
+        p._array[...] = ops.addcmul(ops.load(p._array), xp.sign(grad), step_size, -1)
+        state["prev"][...] = grad
+
+
+class ASGD(_StepEach):
+    """``ASGD(params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0, foreach=None, maximize=False,
+    differentiable=False, capturable=False)``, as in PyTorch. State per trained parameter: ``step``, ``eta``
+    (the current learning rate), ``mu`` (the averaging weight) -- both 0-d float32, as torch's -- and ``ax``
+    (the averaged weights)."""
+
+    def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0, foreach=None, maximize=False,
+                 differentiable=False, capturable=False):
+        super().__init__(params, dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
+                                      foreach=foreach, maximize=maximize, differentiable=differentiable,
+                                      capturable=capturable))
+
+    def _check_group(self, group, index):
+        super()._check_group(group, index)
+        _check_range(group, index, "weight_decay", low=0.0)
+
+    @staticmethod
+    def _new_state(p, group):
+        return dict(step=new_step_count(), eta=np.array(group["lr"], dtype=np.float32),
+                    mu=np.ones((), dtype=np.float32), ax=p.device.xp.zeros_like(p._array))
+
+    @staticmethod
+    def _update(p, state, group):
+        ops = _Arithmetic(p.dtype)
+        lr, lambd, alpha = group["lr"], group["lambd"], group["alpha"]
+        grad = _gradient(p, group, ops)
+        eta = float(state["eta"])
+        param = ops.rounded(ops.load(p._array) * (1 - lambd * eta))  # the decay term
+        param = ops.rounded(param + ops.alpha(-eta) * grad)
+        p._array[...] = param
+        mu = state["mu"]
+        if float(mu) != 1:  # averaging: ax += (p - ax) * mu
+            ax = ops.load(state["ax"])
+            state["ax"][...] = ops.rounded(ax + ops.rounded(ops.rounded(param - ax) * mu))
+        else:  # (before t0: ax is the weights)
+            state["ax"][...] = p._array
+        step = float(state["step"])
+        # torch writes the new values into the 0-d tensors: rounded to their dtype (float32 from the start)
+        state["eta"] = np.asarray(lr / ((1 + lambd * lr * step) ** alpha)).astype(np.asarray(state["eta"]).dtype)
+        state["mu"] = np.asarray(1 / max(1, step - group["t0"])).astype(np.asarray(mu).dtype)
