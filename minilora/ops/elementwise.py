@@ -342,8 +342,17 @@ class Abs(Function):
         return xp_of(a).abs(a)  # (not `abs`: in this module that name is the wrapper below)
 
     @staticmethod
-    def backward(ctx, g):  # sign(0) = 0, as PyTorch
-        return g * xp_of(g).sign(ctx.a)
+    def backward(ctx, g):  # sign(0) = 0, and sign(NaN) = 0, as PyTorch
+        return g * _torch_sign(ctx.a)
+
+
+def _torch_sign(a):
+    """torch.sign: -1, 0 or 1, and +0 for NaN and -0 (NumPy's sign of NaN is NaN; bfloat16's of -0 -0)."""
+    xp = xp_of(a)
+    out = xp.asarray(xp.sign(a))
+    if not is_floating(out.dtype):
+        return out
+    return xp.where(xp.abs(out) == 1, out, xp.zeros((), out.dtype))
 
 
 @backward_in_float32
@@ -1036,7 +1045,7 @@ clip = clamp  # torch.clip is an alias of clamp
 class Sign(Function):
     @staticmethod
     def forward(ctx, a):
-        return xp_of(a).sign(a)
+        return _torch_sign(a)
 
     @staticmethod
     def backward(ctx, g):  # piecewise constant: zero gradient, as torch

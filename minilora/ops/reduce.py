@@ -30,7 +30,7 @@ import numpy as np
 from ..device import xp_of
 from ..dtypes import compute_dtype, get_default_dtype, is_floating
 from ..tensor import Function, Tensor, no_grad
-from .elementwise import AsType, backward_in_float32, computes_in_float32
+from .elementwise import AsType, _torch_sign, backward_in_float32, computes_in_float32
 from .index import cumulative, gather, quiet_float_errors, return_type
 from .shape import NO_DIM, dim_given
 
@@ -276,7 +276,7 @@ class PNorm(Function):
         g = _expand_reduced(g, ctx.axes, ctx.keepdims)
         safe = xp.where(ctx.out == 0, 1, ctx.out)
         scale = xp.where(ctx.out == 0, 0, g / safe ** (p - 1))
-        return xp.sign(a) * xp.abs(a) ** (p - 1) * scale
+        return _torch_sign(a) * xp.abs(a) ** (p - 1) * scale
 
 
 class Logical(Function):
@@ -567,10 +567,11 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
         p = 2
     if p == math.inf or p == -math.inf:
         _refuse_empty_inf_norm(p, input.shape, dim)
-        return AMax.apply(abs_(input), axis=dim, keepdims=keepdim, smallest=p < 0)
-    if p == 0:  # the count of non-zeros; |sign(x)| keeps it in the graph with a zero gradient (torch)
-        from .elementwise import sign
-        return sum(abs_(sign(input)), dim, keepdim)
+        # a NaN is the largest magnitude: its gradient goes there (times sign(NaN) = 0), as torch's
+        return AMax.apply(abs_(input), axis=dim, keepdims=keepdim, smallest=p < 0, nan_shares=True)
+    if p == 0:  # the count of non-zeros (NaN too); |sign(x)| keeps it in the graph with a zero gradient
+        from .elementwise import isnan, sign, where
+        return sum(where(isnan(input), 1.0, abs_(sign(input))), dim, keepdim)
     if p == 1:
         return sum(abs_(input), dim, keepdim)
     return PNorm.apply(input, p=float(p), axis=dim, keepdims=keepdim)

@@ -1,0 +1,82 @@
+"""Leftovers of the round-4 torch sweep, side by side with torch (values, dtypes, shapes, errors).
+
+sign(NaN) is 0 in torch (NumPy's is NaN), and so are the gradients that use it (abs, the 1-, p- and
+inf-norms at a NaN); ``tensor()`` of lists holding tensors; NumPy scalars torch cannot store; ``max(other=)``
+and the other keyword spellings; cumulative and nan-ignoring reductions torch has (``logcumsumexp``,
+``nanmedian``); ``addcmul`` rounded once in float32; and torch's exception types where they differ.
+"""
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import minilora as ml  # noqa: E402
+
+NAN = float("nan")
+
+
+def _values(t):
+    """(dtype name, shape, values) of a torch or minilora tensor; NaN as a string, -0.0 kept apart."""
+    if isinstance(t, torch.Tensor):
+        dtype = str(t.dtype).replace("torch.", "")
+        array = t.detach().float().numpy() if t.dtype == torch.bfloat16 else t.detach().numpy()
+    else:
+        dtype, array = str(t.dtype), np.asarray(t._array)
+        array = array.astype(np.float32) if dtype == "bfloat16" else array
+    values = [("nan" if v != v else (v, math.copysign(1, v)) if isinstance(v, float) else v)
+              for v in np.ravel(array).tolist()]
+    return dtype, tuple(t.shape), values
+
+
+def _same(snippet):
+    """``snippet(lib)`` with torch and minilora: equal tensors (tuples of them), or the same exception
+    type. Returns the torch result (or exception) for further checks."""
+    try:
+        expected = snippet(torch)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            snippet(ml)
+        return exc
+    got = snippet(ml)
+    if isinstance(expected, torch.Tensor):
+        assert _values(got) == _values(expected)
+    elif isinstance(expected, tuple):
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected):
+            assert _values(g) == _values(e)
+    else:
+        assert got == expected and type(got) is type(expected)
+    return expected
+
+
+_FLOATS = ["float16", "bfloat16", "float32", "float64"]
+
+
+# ---- sign(NaN) is 0, and the gradients built on it ----------------------------------------------
+@pytest.mark.parametrize("dtype", _FLOATS)
+def test_sign_of_nan_is_zero(dtype):
+    _same(lambda L: L.sign(L.tensor([1.0, NAN, -2.0, 0.0, -0.0], dtype=getattr(L, dtype))))
+    _same(lambda L: L.tensor(NAN, dtype=getattr(L, dtype)).sign())
+
+
+def _grad(L, op, values=(1.0, NAN, -2.0, 0.0)):
+    x = L.tensor(list(values), requires_grad=True)
+    op(x).backward()
+    return x.grad
+
+
+def test_zero_norm_counts_nans():  # (torch's gradient of the 0-norm is None, minilora's zeros: left)
+    _same(lambda L: L.tensor([1.0, NAN, -2.0, 0.0]).norm(p=0))
+
+
+@pytest.mark.parametrize("p", [1, 2, 3, 0.5, math.inf, -math.inf])
+def test_norm_gradient_at_a_nan(p):
+    _same(lambda L: _grad(L, lambda x: x.norm(p=p)))
+    _same(lambda L: _grad(L, lambda x: x.norm(p=p), values=(1.0, NAN, -2.0, NAN)))
+
+
+def test_abs_gradient_at_a_nan():
+    _same(lambda L: _grad(L, lambda x: x.abs().sum()))
