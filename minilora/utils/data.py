@@ -13,8 +13,8 @@ stay a list, dicts, tuples and named tuples are collated field by field (a tuple
 *list* of fields, as torch). Shuffling draws from minilora's generator (``minilora.manual_seed`` or
 ``generator=``), so the order is reproducible but not torch's order for the same seed.
 
-Everything runs in this process: ``num_workers`` is accepted and only changes nothing (the batches
-are the same ones, in the same order); ``worker_init_fn``, which would need worker processes, is
+Everything runs in this process: ``num_workers`` is accepted and changes nothing (the batches are
+the same ones, in the same order); ``worker_init_fn``, which would need worker processes, is
 refused. ``minilora.data.DataLoader`` is a different thing: the fine-tuning loader of token ids.
 """
 import bisect
@@ -32,8 +32,9 @@ from ..random import Generator
 from ..tensor import Tensor, tensor
 
 __all__ = ["Dataset", "IterableDataset", "TensorDataset", "Subset", "ConcatDataset", "random_split",
-           "Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler", "WeightedRandomSampler", "DistributedSampler",
-           "BatchSampler", "DataLoader", "default_collate", "default_convert", "get_worker_info"]
+           "Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler", "WeightedRandomSampler",
+           "DistributedSampler", "BatchSampler", "DataLoader", "default_collate", "default_convert",
+           "get_worker_info"]
 
 
 _T = TypeVar("_T")  # what a dataset or sampler yields: Dataset[tuple], Sampler[int], as torch's
