@@ -1208,3 +1208,60 @@ def test_lp_pool_and_local_response_norm_layers_as_torch(rng, make, shape):
 def test_local_response_norm_refuses_2d_as_torch(rng):
     x, tx = pair(rng.standard_normal((2, 5)))
     same_error(lambda: F.local_response_norm(x, 2), lambda: TF.local_response_norm(tx, 2))
+
+
+# ---- embedding_bag / EmbeddingBag (torch's text-classification tutorial) ----------------------------
+_BAG_IDS, _BAG_OFFSETS = np.array([1, 2, 4, 5, 4, 3, 2, 9]), np.array([0, 4, 4])  # the middle bag is empty
+
+
+@pytest.mark.parametrize("kwargs", [{"mode": "mean"}, {"mode": "sum"}, {"mode": "max"}, {"mode": "mean", "padding_idx": 2},
+                                    {"mode": "max", "padding_idx": 4}],
+                         ids=str)
+def test_embedding_bag_with_offsets_as_torch(rng, kwargs):
+    check(lambda w: F.embedding_bag(ml.tensor(_BAG_IDS), w, ml.tensor(_BAG_OFFSETS), **kwargs),
+          lambda w: TF.embedding_bag(torch.tensor(_BAG_IDS), w, torch.tensor(_BAG_OFFSETS), **kwargs),
+          rng.standard_normal((10, 3)))
+
+
+def test_embedding_bag_2d_input_per_sample_weights_and_last_offset_as_torch(rng):
+    ids = _BAG_IDS.reshape(2, 4)
+    check(lambda w: F.embedding_bag(ml.tensor(ids), w), lambda w: TF.embedding_bag(torch.tensor(ids), w),
+          rng.standard_normal((10, 3)))
+    check(lambda w, p: F.embedding_bag(ml.tensor(_BAG_IDS), w, ml.tensor(_BAG_OFFSETS), mode="sum", per_sample_weights=p),
+          lambda w, p: TF.embedding_bag(torch.tensor(_BAG_IDS), w, torch.tensor(_BAG_OFFSETS), mode="sum",
+                                        per_sample_weights=p), rng.standard_normal((10, 3)), rng.random(8))
+    last = np.array([0, 4, 4, 8])
+    check(lambda w: F.embedding_bag(ml.tensor(_BAG_IDS), w, ml.tensor(last), include_last_offset=True),
+          lambda w: TF.embedding_bag(torch.tensor(_BAG_IDS), w, torch.tensor(last), include_last_offset=True),
+          rng.standard_normal((10, 3)))
+
+
+@pytest.mark.parametrize("call", [
+    lambda F, lib, w: F.embedding_bag(lib.tensor(_BAG_IDS.reshape(2, 4)), w, lib.tensor(_BAG_OFFSETS)),
+    lambda F, lib, w: F.embedding_bag(lib.tensor(_BAG_IDS), w),
+    lambda F, lib, w: F.embedding_bag(lib.tensor(_BAG_IDS), w, lib.tensor(_BAG_OFFSETS), per_sample_weights=w[0, :1].expand(8)),
+    lambda F, lib, w: F.embedding_bag(lib.tensor(_BAG_IDS.reshape(1, 2, 4)), w),
+    lambda F, lib, w: F.embedding_bag(lib.tensor(_BAG_IDS), w, lib.tensor([[0], [4]])),
+    lambda F, lib, w: F.embedding_bag(lib.tensor(_BAG_IDS), w, lib.tensor([1, 4])),
+    lambda F, lib, w: F.embedding_bag(lib.tensor(_BAG_IDS), w, lib.tensor([0, 9]))],
+    ids=["2d-with-offsets", "1d-without-offsets", "weights-in-mean-mode", "3d", "2d-offsets", "offset-0", "offset-past-end"])
+def test_embedding_bag_errors_are_torchs(rng, call):
+    w, tw = pair(rng.standard_normal((10, 3)))
+    same_error(lambda: call(F, ml, w), lambda: call(TF, torch, tw))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"mode": "sum", "padding_idx": 2}, {"mode": "max"}])
+def test_embedding_bag_layer_as_torch(rng, kwargs):
+    ours, theirs = nn.EmbeddingBag(10, 3, **kwargs).double(), tnn.EmbeddingBag(10, 3, **kwargs).double()
+    assert repr(ours) == repr(theirs)
+    if "padding_idx" in kwargs:
+        assert not ours.weight.numpy()[2].any()
+    _same_weights(ours, theirs)
+    out = ours(ml.tensor(_BAG_IDS), ml.tensor(_BAG_OFFSETS))
+    np.testing.assert_allclose(out.numpy(), theirs(torch.tensor(_BAG_IDS), torch.tensor(_BAG_OFFSETS)).detach().numpy(),
+                               rtol=1e-12)
+
+
+def test_embedding_bag_refuses_scale_grad_by_freq():
+    with pytest.raises(NotImplementedError, match="scale_grad_by_freq"):
+        F.embedding_bag(ml.tensor(_BAG_IDS), ml.randn(10, 3), ml.tensor(_BAG_OFFSETS), scale_grad_by_freq=True)

@@ -47,7 +47,7 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
            "pixel_unshuffle", "adaptive_max_pool1d", "adaptive_max_pool2d",
            "instance_norm", "unfold", "fold", "multilabel_margin_loss",
            "triplet_margin_with_distance_loss", "max_unpool1d", "max_unpool2d", "bilinear",
-           "lp_pool1d", "lp_pool2d", "local_response_norm"]
+           "lp_pool1d", "lp_pool2d", "local_response_norm", "embedding_bag"]
 
 
 def linear(input, weight, bias=None):
@@ -652,3 +652,63 @@ def local_response_norm(input, size, alpha=0.0001, beta=0.75, k=1.0):
     div = avg_pool2d(squares, (size, 1), stride=1).reshape(input.shape)
     div = div.mul(alpha).add(k).pow(beta)
     return input / div
+
+
+# ---- embedding_bag: the sum / mean / max of each bag of embeddings ----------------------------------
+def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale_grad_by_freq=False, mode="mean",
+                  sparse=False, per_sample_weights=None, include_last_offset=False, padding_idx=None):
+    """PyTorch's ``F.embedding_bag`` (the text classifier of torch's tutorial): the rows of a 2-D
+    ``input`` are bags, or a 1-D ``input`` is cut into bags at ``offsets``; each bag's embeddings are
+    summed, averaged or max-pooled (``padding_idx`` entries left out; an empty bag gives zeros),
+    ``per_sample_weights`` scaling each one in 'sum' mode."""
+    ids, starts = _bags(input, offsets, include_last_offset)
+    if scale_grad_by_freq:  # torch's bag kernel counts frequencies its own way: not reproduced here
+        raise NotImplementedError("embedding_bag: scale_grad_by_freq=True is not implemented in minilora")
+    if mode not in ("sum", "mean", "max"):
+        raise ValueError(f"mode has to be one of sum, mean or max, but got {mode}")
+    if per_sample_weights is not None and mode != "sum":
+        raise NotImplementedError(f"embedding_bag: per_sample_weights was not None. per_sample_weights is only "
+                                  f"supported for mode='sum' (got mode='{mode}'). Please open a feature request "
+                                  f"on GitHub.")
+    if per_sample_weights is not None and tuple(per_sample_weights.shape) != tuple(input.shape):
+        raise ValueError(f"embedding_bag: If per_sample_weights ({tuple(per_sample_weights.shape)}) is not None, "
+                         f"then it must have the same shape as the input ({tuple(input.shape)})")
+    flat = ids.reshape(-1)
+    rows = embedding(ops.tensor(flat, device=weight.device), weight, None, max_norm, norm_type, scale_grad_by_freq,
+                     sparse)
+    if per_sample_weights is not None:
+        rows = rows * per_sample_weights.reshape(-1, 1)
+    ends = list(starts[1:]) + [flat.size]
+    kept = [[i for i in range(a, b) if flat[i] != padding_idx] for a, b in zip(starts, ends)]
+    if mode == "max":
+        empty = rows.new_zeros((weight.shape[1],))
+        return ops.stack([rows[ops.tensor(np.array(bag), device=weight.device)].max(0)[0] if bag else empty
+                          for bag in kept], 0)
+    share = np.zeros((len(kept), flat.size))
+    for b, bag in enumerate(kept):
+        share[b, bag] = 1.0 / len(bag) if mode == "mean" and bag else 1.0
+    return ops.tensor(share, dtype=rows.dtype, device=rows.device) @ rows
+
+
+def _bags(input, offsets, include_last_offset):
+    """The ids (a host array) and where each bag starts, checked as torch checks them."""
+    if input.ndim == 2:
+        if offsets is not None:
+            raise ValueError(f"if input is 2D, then offsets has to be None, as input is treated is a mini-batch of "
+                             f"fixed length sequences. However, found offsets of type {type(offsets)}")
+        ids = input.numpy(force=True)
+        return ids, list(range(0, ids.size, ids.shape[1])) if ids.shape[1] else [0] * ids.shape[0]
+    if input.ndim != 1:
+        raise ValueError(f"input has to be 1D or 2D Tensor, but got Tensor of dimension {input.ndim}")
+    if offsets is None:
+        raise ValueError("offsets has to be a 1D Tensor but got None")
+    if offsets.ndim != 1:
+        raise ValueError("offsets has to be a 1D Tensor")
+    ids, starts = input.numpy(force=True), [int(o) for o in offsets.numpy(force=True)]
+    if starts and starts[0] != 0:
+        raise RuntimeError(f"offsets[0] has to be 0, i.e., the first sequence in the mini-batch has to start from "
+                           f"position 0. However, got {starts[0]}")
+    if starts and starts[-1] > ids.size:
+        raise RuntimeError(f"offsets[-1] can not be greater than input's length {ids.size} but got offsets[-1] of "
+                           f"{starts[-1]}")
+    return ids, starts[:-1] if include_last_offset else starts

@@ -31,7 +31,7 @@ __all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity",
            "ConvTranspose2d", "PixelShuffle", "PixelUnshuffle", "Softmax2d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d",
            "InstanceNorm1d", "InstanceNorm2d", "RNNCell", "LSTMCell", "GRUCell", "BatchNorm3d", "InstanceNorm3d",
            "Unfold", "Fold", "MultiLabelMarginLoss", "TripletMarginWithDistanceLoss", "MaxUnpool1d",
-           "MaxUnpool2d", "Bilinear", "LPPool1d", "LPPool2d", "LocalResponseNorm"]
+           "MaxUnpool2d", "Bilinear", "LPPool1d", "LPPool2d", "LocalResponseNorm", "EmbeddingBag"]
 
 
 def _float_dtype(dtype):
@@ -213,6 +213,46 @@ class Dropout2d(Dropout):
 class Dropout3d(Dropout):
     def forward(self, input):
         return F.dropout3d(input, self.p, self.training)
+
+
+class EmbeddingBag(Module):
+    """``F.embedding_bag`` over a table ``weight`` [num_embeddings, embedding_dim] (init N(0, 1), the
+    ``padding_idx`` row zeroed): ``forward(input, offsets=None, per_sample_weights=None)``."""
+
+    def __init__(self, num_embeddings, embedding_dim, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
+                 mode="mean", sparse=False, _weight=None, include_last_offset=False, padding_idx=None, device=None,
+                 dtype=None):
+        super().__init__()
+        _refuse("EmbeddingBag", sparse=(sparse, False))
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.max_norm, self.norm_type, self.scale_grad_by_freq = max_norm, norm_type, scale_grad_by_freq
+        self.mode, self.sparse, self.include_last_offset = mode, sparse, include_last_offset
+        self.padding_idx = _row_index("EmbeddingBag", padding_idx, num_embeddings)
+        if _weight is not None:
+            self.weight = Parameter(_weight, device=device, dtype=dtype)
+            return
+        self.weight = _empty((num_embeddings, embedding_dim), dtype, device)
+        init.normal_(self.weight)
+        if self.padding_idx is not None:
+            self.weight._array[self.padding_idx] = 0
+
+    def forward(self, input, offsets=None, per_sample_weights=None):
+        return F.embedding_bag(input, self.weight, offsets, self.max_norm, self.norm_type, self.scale_grad_by_freq,
+                               self.mode, self.sparse, per_sample_weights, self.include_last_offset,
+                               self.padding_idx)
+
+    def extra_repr(self):
+        text = f"{self.num_embeddings}, {self.embedding_dim}"
+        if self.max_norm is not None:
+            text += f", max_norm={self.max_norm}"
+        if self.norm_type != 2:
+            text += f", norm_type={self.norm_type}"
+        if self.scale_grad_by_freq:
+            text += f", scale_grad_by_freq={self.scale_grad_by_freq}"
+        text += f", mode={self.mode!r}"
+        if self.padding_idx is not None:
+            text += f", padding_idx={self.padding_idx}"
+        return text
 
 
 class Identity(Module):
