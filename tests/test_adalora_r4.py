@@ -1,0 +1,123 @@
+"""AdaLoRA trained as PEFT's docs write it, side by side with PEFT 0.21 on a tiny float64 Llama:
+
+    config = AdaLoraConfig(init_r=..., target_r=..., tinit=..., tfinal=..., deltaT=..., beta1=..., beta2=...,
+                           orth_reg_weight=..., total_step=..., target_modules=[...], lora_alpha=..., lora_dropout=0.0)
+    model = get_peft_model(base, config)
+    optimizer = AdamW(model.parameters(), lr=...)
+    for step, batch in enumerate(batches):
+        loss = model(**batch).loss          # includes AdaLoraModel.forward's orthogonal regulariser
+        loss.backward()
+        optimizer.step()
+        model.base_model.update_and_allocate(step)
+        optimizer.zero_grad()
+
+Compared after every step: the loss, every lora_A / lora_E / lora_B / ranknum value, which triplets are
+masked and the rank_pattern; then the saved files, loading them back into PEFT, merge_and_unload, and
+PEFT's errors. Skipped when torch / transformers / peft are not installed."""
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+import torch  # noqa: E402
+
+import minilora as ml  # noqa: E402
+from minilora.checkpoint import load_file  # noqa: E402
+from minilora.lora import AdaLoraConfig, PeftModel, get_peft_model  # noqa: E402
+from minilora.testing import assert_close  # noqa: E402
+
+from test_llama import hf  # noqa: E402,F401  (transformers computing in float64)
+from test_lora_interop import CONFIG, base_pair  # noqa: E402
+
+OPTIONS = dict(init_r=4, target_r=2, tinit=1, tfinal=2, deltaT=2, beta1=0.85, beta2=0.85, orth_reg_weight=0.5,
+               total_step=9, target_modules=["q_proj", "v_proj", "down_proj"], lora_alpha=8, lora_dropout=0.0,
+               task_type="CAUSAL_LM")
+BATCHES = [np.random.default_rng(seed).integers(0, CONFIG.vocab_size, (2, 6)) for seed in range(3)]
+
+
+@pytest.fixture
+def hf64(hf, monkeypatch):
+    """transformers with its causal-LM loss in the logits' dtype (stock transformers upcasts to float32
+    even in a float64 model; minilora keeps float64 there, see the report), so the float64 run compares
+    at 1e-10: PEFT's own forward (with its regulariser) is otherwise untouched."""
+    from transformers.models.llama import modeling_llama as llama
+
+    def loss_function(self):
+        def causal_lm_loss(logits, labels, vocab_size, **kwargs):
+            targets = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
+            return torch.nn.functional.cross_entropy(logits.reshape(-1, vocab_size), targets.reshape(-1),
+                                                     ignore_index=-100)
+        return causal_lm_loss
+    monkeypatch.setattr(llama.LlamaForCausalLM, "loss_function", property(loss_function))
+    return hf
+
+
+def adalora_pair(transformers, **changes):
+    """PEFT's and minilora's AdaLoRA on the same base weights; PEFT's initial adapter copied into minilora."""
+    reference, model = base_pair(transformers)
+    options = dict(OPTIONS, **changes)
+    theirs = peft.get_peft_model(reference, peft.AdaLoraConfig(**options))
+    ours = get_peft_model(model, AdaLoraConfig(**options))
+    ours.load_state_dict(theirs.state_dict())
+    return theirs, ours
+
+
+def user_step(model, optimizer, batch, step, tensor):
+    """One step of PEFT's documented loop; returns the loss."""
+    ids = tensor(batch)
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    optimizer.step()
+    model.base_model.update_and_allocate(step)
+    optimizer.zero_grad()
+    return loss.item()
+
+
+def adapter_values(model):
+    """{name: array} of every adapter entry (lora_A/E/B and ranknum)."""
+    return {n: (p.detach().numpy() if isinstance(p, torch.Tensor) else p.numpy()).copy()
+            for n, p in model.named_parameters() if "lora_" in n or "ranknum" in n}
+
+
+def train_both(theirs, ours, make_optimizer=None):
+    """The same loop on both sides, checked after every step; returns nothing (asserts inside)."""
+    make_optimizer = make_optimizer or (lambda lib, params: lib.optim.AdamW(params, lr=0.05))
+    opt_theirs = make_optimizer(torch, theirs.parameters())
+    opt_ours = make_optimizer(ml, ours.parameters())
+    for step in range(OPTIONS["total_step"]):
+        batch = BATCHES[step % len(BATCHES)]
+        ref_loss = user_step(theirs, opt_theirs, batch, step, torch.as_tensor)
+        our_loss = user_step(ours, opt_ours, batch, step, ml.tensor)
+        assert abs(our_loss - ref_loss) < 1e-10 * max(1.0, abs(ref_loss)), (step, our_loss, ref_loss)
+        want, got = adapter_values(theirs), adapter_values(ours)
+        assert set(got) == set(want)
+        for name, value in want.items():
+            assert_close(got[name], value, rtol=1e-8, atol=1e-10, name=f"{name} @ step {step}")
+            if ".lora_E." in name:  # the masked triplets: exactly the same ones
+                assert ((got[name] == 0) == (value == 0)).all(), (name, step)
+        assert ours.peft_config["default"].rank_pattern == theirs.peft_config["default"].rank_pattern, step
+
+
+def test_trainable_parameters_are_peft_s(hf64):
+    """The set the user's optimizer receives: model.parameters() with requires_grad."""
+    theirs, ours = adalora_pair(hf64)
+    want = {n for n, p in theirs.named_parameters() if p.requires_grad}
+    assert {n for n, p in ours.named_parameters() if p.requires_grad} == want
+    assert ours.get_nb_trainable_parameters() == theirs.get_nb_trainable_parameters()
+
+
+def test_documented_loop_with_adamw_equals_peft(hf64):
+    theirs, ours = adalora_pair(hf64)
+    train_both(theirs, ours)
+    pattern = ours.peft_config["default"].rank_pattern
+    assert sum(sum(keep) for keep in pattern.values()) == OPTIONS["target_r"] * len(pattern)
+
+
+def test_documented_loop_with_sgd_and_peft_init_equals_peft(hf64):
+    """PEFT's default init (E = 0: A and B get no gradient at the first step)."""
+    theirs, ours = adalora_pair(hf64)
+    train_both(theirs, ours, lambda lib, params: lib.optim.SGD(params, lr=0.5, momentum=0.9))
