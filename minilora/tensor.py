@@ -1304,6 +1304,8 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     dtype = _to_dtype(dtype)
     if isinstance(data, Tensor):
         data = data._array
+    elif isinstance(data, np.generic) and dtype is not None:
+        _check_numpy_scalar(data, dtype)
     elif isinstance(data, np.ndarray) and data.dtype.kind in "OUS":
         raise TypeError(f"can't convert np.ndarray of type numpy.{data.dtype.type.__name__}. The only "
                         f"supported types are: numbers and bool")
@@ -1326,7 +1328,8 @@ def _from_python(data, dtype):
     int64 is refused where the dtype is not a float, and a number an integer dtype cannot hold is
     refused (RuntimeError) rather than wrapped around; -1 into uint8 is 255, as in torch."""
     inferred = _inferred_dtype(data)
-    array = np.asarray(data)
+    target = inferred if dtype is None else dtype
+    array = np.asarray(_storable_items(data, target))
     if inferred is not None and array.dtype.kind == "O" and dtype is not None:  # ints past uint64:
         if dtype == dtypes.bool:  # any number fits a bool (torch: nonzero is True)
             return array != 0
@@ -1334,7 +1337,6 @@ def _from_python(data, dtype):
             return dtypes.cast(array.astype(np.float64), dtype)
     if inferred is None or array.dtype.kind in "OUS":  # strings, None, objects, ints past uint64
         _refuse_non_numbers(array)
-    target = inferred if dtype is None else dtype
     if target.kind in "iu" and inferred.kind in "biu" and array.dtype.kind in "fu" \
             and array.dtype != inferred:  # NumPy made floats or uint64 of Python ints past int64
         raise ValueError("Overflow when unpacking long long")
@@ -1380,7 +1382,49 @@ _PYTHON_NUMBERS = {int, float, bool}
 
 
 def _is_sequence(item):
-    return isinstance(item, (list, tuple, range)) or getattr(item, "ndim", 0) > 0
+    """A list's item that is a list of numbers, not a number; a tensor in a list is a number (torch)."""
+    return isinstance(item, (list, tuple, range)) or (getattr(item, "ndim", 0) > 0
+                                                      and not isinstance(item, Tensor))
+
+
+def _storable_items(data, target):
+    """``data`` with each tensor among its (nested) items replaced by the number it holds: torch reads
+    a tensor in a list as a number, whatever its shape (``[tensor([1.]), 2]`` has shape (2,)), and
+    refuses one of more than one element (ValueError), where NumPy would stack them. NumPy scalars
+    torch cannot store as ``target`` are its TypeError (see ``_check_numpy_scalar``)."""
+    if target is None or not isinstance(data, (list, tuple)) or set(map(type, data)) <= _PYTHON_NUMBERS:
+        return data  # (a number, or a list of Python numbers: the common case, no walk)
+    items = []
+    for item in data:
+        if isinstance(item, Tensor):
+            item = _tensor_as_number(item, target)
+        elif isinstance(item, np.generic):
+            _check_numpy_scalar(item, target)
+        items.append(_storable_items(item, target))
+    return items
+
+
+def _check_numpy_scalar(item, target):
+    """torch stores an integer or bool only from what Python reads as an int (``__index__``) or a
+    float: a NumPy bool into an integer dtype, a NumPy float16/float32 into an integer or bool dtype
+    are its TypeError (NumPy float64 is a Python float: it is taken)."""
+    is_bool, is_float = isinstance(item, np.bool_), isinstance(item, np.floating)
+    if (target.kind in "iu" and is_bool) or (target.kind in "biu" and is_float
+                                             and not isinstance(item, float)):
+        raise TypeError(f"'numpy.{type(item).__name__}' object cannot be interpreted as an integer")
+
+
+def _tensor_as_number(t, target):
+    """The number a tensor in ``tensor()``'s list holds; torch reads an integer or bool dtype's
+    number through ``__index__``, which a floating tensor refuses (TypeError)."""
+    if target.kind in "biu" and dtypes.is_floating(t.dtype):
+        raise TypeError("only integer tensors of a single element can be converted to an index")
+    if t.numel() != 1:
+        raise ValueError("only one element tensors can be converted to Python scalars")
+    if t.requires_grad:  # torch's warning, word for word
+        warnings.warn("Converting a tensor with requires_grad=True to a scalar may lead to unexpected "
+                      "behavior.\nConsider using tensor.detach() first.", UserWarning, stacklevel=4)
+    return t.item()
 
 
 def _check_item(item, first_is_sequence, first):

@@ -80,3 +80,50 @@ def test_norm_gradient_at_a_nan(p):
 
 def test_abs_gradient_at_a_nan():
     _same(lambda L: _grad(L, lambda x: x.abs().sum()))
+
+
+# ---- tensor(data): tensors in a list are numbers; NumPy scalars torch cannot store --------------
+_TENSOR_LISTS = {
+    "one-element tensor and a number": lambda L: [L.tensor([1.0]), 2],
+    "0-d tensors": lambda L: [L.tensor(1.0), L.tensor(2.0)],
+    "a tuple of one-element tensors": lambda L: (L.tensor([1.0]), L.tensor([2.0])),
+    "a 1x1 tensor": lambda L: [L.tensor([[1.0]]), 2],
+    "nested": lambda L: [[L.tensor([1.0]), 2], [3, 4]],
+    "int32 tensor and an int": lambda L: [L.tensor([1], dtype=L.int32), 2],
+    "int32 tensors": lambda L: [L.tensor(1, dtype=L.int32), L.tensor(2, dtype=L.int32)],
+    "float64 tensor": lambda L: [L.tensor([1.0], dtype=L.float64), 2],
+    "bfloat16 tensor": lambda L: [L.tensor([1.5], dtype=L.bfloat16), L.tensor(2.0, dtype=L.bfloat16)],
+    "bool tensor and an int": lambda L: [L.tensor([True]), 2],
+    "two-element tensors": lambda L: [L.tensor([1.0, 2.0]), L.tensor([3.0, 4.0])],
+}
+
+
+@pytest.mark.parametrize("dtype", [None, "int64", "float64", "bool"])
+@pytest.mark.parametrize("case", sorted(_TENSOR_LISTS))
+def test_tensor_of_a_list_of_tensors(case, dtype):
+    _same(lambda L: L.tensor(_TENSOR_LISTS[case](L), dtype=dtype and getattr(L, dtype)))
+
+
+def test_tensor_of_a_list_with_a_tensor_requiring_grad_warns_as_torch():
+    for lib in (torch, ml):
+        with pytest.warns(UserWarning, match="requires_grad=True to a scalar"):
+            lib.tensor([lib.tensor(1.0, requires_grad=True), 2.0])
+
+
+_NUMPY_SCALARS = [np.bool_(True), np.int8(3), np.uint8(3), np.int64(3), np.float16(2.5), np.float32(2.5),
+                  np.float64(2.5)]
+_DTYPES = [None, "bool", "uint8", "int8", "int32", "int64", "float16", "float32", "float64"]
+
+
+@pytest.mark.parametrize("dtype", _DTYPES)
+@pytest.mark.parametrize("scalar", _NUMPY_SCALARS, ids=lambda s: type(s).__name__)
+def test_tensor_of_a_numpy_scalar(scalar, dtype):  # torch: no bool into ints, no float32 into ints/bool
+    _same(lambda L: L.tensor([[scalar], [scalar]], dtype=dtype and getattr(L, dtype)))
+    _same(lambda L: L.tensor(scalar, dtype=dtype and getattr(L, dtype)))
+
+
+@pytest.mark.parametrize("pair", [(np.int8(3), np.True_), (np.True_, np.int8(3)), (np.True_, 2),
+                                  (np.float32(1), np.True_), (np.int8(3), True), (np.True_, np.False_)],
+                         ids=str)
+def test_tensor_of_mixed_numpy_scalars(pair):
+    _same(lambda L: L.tensor(list(pair)))
