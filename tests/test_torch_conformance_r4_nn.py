@@ -1265,3 +1265,45 @@ def test_embedding_bag_layer_as_torch(rng, kwargs):
 def test_embedding_bag_refuses_scale_grad_by_freq():
     with pytest.raises(NotImplementedError, match="scale_grad_by_freq"):
         F.embedding_bag(ml.tensor(_BAG_IDS), ml.randn(10, 3), ml.tensor(_BAG_OFFSETS), scale_grad_by_freq=True)
+
+
+# ---- alpha_dropout / feature_alpha_dropout, AlphaDropout / FeatureAlphaDropout ----------------------
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("p", [0.1, 0.3])
+@pytest.mark.parametrize("value", [1.0, -2.5])
+@pytest.mark.parametrize("name", ["alpha_dropout", "feature_alpha_dropout"])
+def test_alpha_dropout_values_as_torch(name, value, p, dtype):
+    """The draws differ (NumPy's generator): the two values a constant input can become (kept: a x + b,
+    dropped: SELU's saturation mapped alike) are torch's, bit for bit, computed in torch's steps; the
+    feature version decides per channel; the gradient is the scale a where kept, 0 where dropped."""
+    x, tx = pair(np.full((200, 6, 5), value), True, dtype)
+    out, expected = getattr(F, name)(x, p, True), getattr(TF, name)(tx, p, True)
+    assert str(out.dtype) == dtype
+    assert set(np.unique(_np(out))) == set(np.unique(_np(expected)))
+    if name == "feature_alpha_dropout":
+        values = _np(out).reshape(200, 6, -1)
+        assert (values == values[:, :, :1]).all()
+    out.sum().backward()
+    expected.sum().backward()
+    assert set(np.unique(_np(x.grad))) == set(np.unique(_np(tx.grad)))
+
+
+@pytest.mark.parametrize("name", ["alpha_dropout", "feature_alpha_dropout"])
+def test_alpha_dropout_defaults_and_edges_as_torch(rng, name):
+    x, tx = pair(rng.standard_normal((4, 6, 5)))
+    assert getattr(F, name)(x) is x  # torch's default: training=False
+    np.testing.assert_array_equal(_np(getattr(F, name)(x, 1.0, True)), _np(getattr(TF, name)(tx, 1.0, True)))
+    np.testing.assert_array_equal(_np(getattr(F, name)(x, 0.0, True)), _np(x))
+    same_error(lambda: getattr(F, name)(x, 1.5, True), lambda: getattr(TF, name)(tx, 1.5, True))
+    ones, tones = pair(np.ones((200, 6, 5)))
+    assert set(np.unique(_np(getattr(F, name)(ones, 0.3, True)))) == set(np.unique(_np(getattr(TF, name)(tones, 0.3, True))))
+
+
+@pytest.mark.parametrize("name", ["AlphaDropout", "FeatureAlphaDropout"])
+def test_alpha_dropout_layers_as_torch(name):
+    ours, theirs = getattr(nn, name)(0.2), getattr(tnn, name)(0.2)
+    assert repr(ours) == repr(theirs)
+    x = ml.ones(4, 6, 5)
+    assert (ours(x).numpy() != 1).any()
+    ours.eval()
+    assert ours(x) is x

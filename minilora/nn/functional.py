@@ -28,6 +28,7 @@ from ..ops.nn import (_refuse, cross_entropy, dropout, embedding, l1_loss, layer
                       mse_loss, nll_loss, one_hot, pad, rms_norm, rotary_embedding,
                       scaled_dot_product_attention, swiglu)
 from ..dtypes import is_floating as _is_floating
+from ..random import fresh_seed as _fresh_seed
 from ..tensor import _to_dtype
 from ..tensor import no_grad as _no_grad
 
@@ -47,7 +48,8 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
            "pixel_unshuffle", "adaptive_max_pool1d", "adaptive_max_pool2d",
            "instance_norm", "unfold", "fold", "multilabel_margin_loss",
            "triplet_margin_with_distance_loss", "max_unpool1d", "max_unpool2d", "bilinear",
-           "lp_pool1d", "lp_pool2d", "local_response_norm", "embedding_bag"]
+           "lp_pool1d", "lp_pool2d", "local_response_norm", "embedding_bag", "alpha_dropout",
+           "feature_alpha_dropout"]
 
 
 def linear(input, weight, bias=None):
@@ -712,3 +714,37 @@ def _bags(input, offsets, include_last_offset):
         raise RuntimeError(f"offsets[-1] can not be greater than input's length {ids.size} but got offsets[-1] of "
                            f"{starts[-1]}")
     return ids, starts[:-1] if include_last_offset else starts
+
+
+# ---- alpha dropout: dropout that keeps SELU's zero mean and unit variance ---------------------------
+_SELU_ALPHA = 1.7580993408473766  # -SELU's negative saturation value, torch's constant
+
+
+def alpha_dropout(input, p=0.5, training=False, inplace=False):
+    """Dropped elements set to SELU's saturation value, then everything scaled and shifted back to
+    mean 0, variance 1 (torch's formula). Note torch's default here: ``training=False``."""
+    return _alpha_dropout("alpha_dropout", input, p, training, inplace, channels=False)
+
+
+def feature_alpha_dropout(input, p=0.5, training=False, inplace=False):
+    """``alpha_dropout`` of whole channels (dimension 1)."""
+    return _alpha_dropout("feature_alpha_dropout", input, p, training, inplace, channels=True)
+
+
+def _alpha_dropout(fn, input, p, training, inplace, channels):
+    _dropout_prob(p)
+    _refuse(fn, inplace=(inplace, False))
+    if not training or p == 0:
+        return input
+    if p == 1:
+        return input * input.new_zeros(())
+    shape = tuple(input.shape[:2]) + (1,) * (input.ndim - 2) if channels else tuple(input.shape)
+    a = 1.0 / math.sqrt((_SELU_ALPHA * _SELU_ALPHA * p + 1) * (1 - p))
+    # torch's steps, each stored in the input's dtype: b = (noise - 1) * alpha a + alpha a p; noise *= a
+    work = np.float64 if input.dtype == np.float64 else np.float32
+    stored = lambda v: np.asarray(v).astype(input.dtype).astype(work)  # noqa: E731
+    noise = (np.random.default_rng(_fresh_seed()).random(shape) >= p).astype(work)
+    shift = stored(stored(stored(noise - 1) * work(_SELU_ALPHA * a)) + work(_SELU_ALPHA * a * p))
+    noise = stored(noise * work(a))
+    as_input = lambda values: ops.tensor(values, dtype=input.dtype, device=input.device)  # noqa: E731
+    return input * as_input(noise) + as_input(shift)

@@ -31,7 +31,8 @@ __all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity",
            "ConvTranspose2d", "PixelShuffle", "PixelUnshuffle", "Softmax2d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d",
            "InstanceNorm1d", "InstanceNorm2d", "RNNCell", "LSTMCell", "GRUCell", "BatchNorm3d", "InstanceNorm3d",
            "Unfold", "Fold", "MultiLabelMarginLoss", "TripletMarginWithDistanceLoss", "MaxUnpool1d",
-           "MaxUnpool2d", "Bilinear", "LPPool1d", "LPPool2d", "LocalResponseNorm", "EmbeddingBag"]
+           "MaxUnpool2d", "Bilinear", "LPPool1d", "LPPool2d", "LocalResponseNorm", "EmbeddingBag", "AlphaDropout",
+           "FeatureAlphaDropout"]
 
 
 def _float_dtype(dtype):
@@ -253,6 +254,16 @@ class EmbeddingBag(Module):
         if self.padding_idx is not None:
             text += f", padding_idx={self.padding_idx}"
         return text
+
+
+class AlphaDropout(Dropout):
+    def forward(self, input):
+        return F.alpha_dropout(input, self.p, self.training)
+
+
+class FeatureAlphaDropout(Dropout):
+    def forward(self, input):
+        return F.feature_alpha_dropout(input, self.p, self.training)
 
 
 class Identity(Module):
