@@ -25,7 +25,9 @@ How it works (details in kernels/README.md):
    a shared library.  The library is cached by content hash, so each source compiles once per machine.
 2. A launch hands its blocks to one or more OS threads (``workers=``), each running its blocks one
    after another; inside a block every CUDA thread is a fiber, and ``__syncthreads()`` / warp
-   shuffles are real barriers between the fibers.
+   shuffles are real barriers between the fibers.  In a source that uses ``volatile``, each volatile
+   load or store passes the turn to the next thread, so a warp's lanes take them in lockstep as on a
+   GPU (the legacy unrolled last warp of a reduction sums right; ``racecheck=True`` still reports it).
 3. Bugs become Python exceptions: ``BarrierError`` (divergent barriers), ``RaceError`` (results that
    depend on the thread schedule, with ``check_races=True``; shared- or global-memory hazards between
    threads with no barrier in between, with ``racecheck=True``), ``KernelFault`` (out-of-bounds accesses,
@@ -440,6 +442,9 @@ _VARIANT_FLAGS = {
              "-fno-sanitize-recover=all"],
     # racecheck=True: the kernel's loads and stores call runtime.cpp's hazard detector (see _build).
     "racecheck": ["-O1", "-g1", "-DEMU_RACECHECK"],
+    # A source that uses volatile (outside asm): its volatile loads and stores take turns across the
+    # lanes of a warp, as in a GPU warp's lockstep (runtime.cpp, "lockstep").
+    "lockstep": ["-O2", "-g1", "-fstack-clash-protection", "-DEMU_LOCKSTEP"],
 }
 # Compiled into the kernel only (not the runtime, not the link): undefined behaviour a GPU and the CPU resolve
 # differently, so that it stops the launch instead of silently giving the CPU's answer -- a shift by the
@@ -454,6 +459,12 @@ _KERNEL_FLAGS = ["-fno-exceptions"]
 # Compiled into the kernel only (not the runtime, not the link): GCC's thread-sanitizer instrumentation,
 # whose __tsan_read/__tsan_write hooks runtime.cpp implements itself; libtsan is never linked.
 _RACECHECK_INSTRUMENT = ["-fsanitize=thread", "--param=tsan-instrument-func-entry-exit=0"]
+_LOCKSTEP_INSTRUMENT = _RACECHECK_INSTRUMENT + ["--param=tsan-distinguish-volatile=1"]
+
+
+def _uses_volatile(masked: str) -> bool:
+    """Whether kernel code (comments and strings blanked) declares something volatile; `asm volatile` aside."""
+    return re.search(r"\bvolatile\b", re.sub(r"\b(?:asm|__asm__|__asm)\s+(?:volatile|__volatile__)", "", masked)) is not None
 _IGNORED_OPTIONS = ("--use_fast_math", "-use_fast_math", "-lineinfo", "--generate-line-info", "-G",
                     "--device-debug", "-restrict", "--restrict", "-dopt", "-dlto", "-rdc", "--relocatable")
 _IGNORED_PREFIXES = ("-arch", "--gpu-architecture", "-code", "--gpu-code", "-maxrregcount", "--maxrregcount",
@@ -753,6 +764,8 @@ class _Module:
                                                            _include_dirs(flags)))
         if filename and os.path.isabs(filename):  # errors and reports then name the user's own file
             rewritten.text = f'#line 1 "{filename}"\n' + rewritten.text
+        if self.variant == "fast" and _uses_volatile(_mask(rewritten.text)):
+            self.variant = "lockstep"  # volatile loads and stores take turns across a warp's lanes
         runtime = _runtime_object(self.variant)
         key = _digest(_VERSION, runtime.name, rewritten.text, rewritten.prelude, name, *flags, *name_expressions,
                       *_VARIANT_FLAGS[self.variant], *_KERNEL_FLAGS, *_UB_CHECKS, *_included_files(code, flags))
@@ -831,7 +844,8 @@ class _Module:
         compile_flags = [*_COMMON_FLAGS, *_VARIANT_FLAGS[self.variant], *_KERNEL_FLAGS, "-fstack-usage",
                          "-include", str(_HEADER), "-I", str(_INCLUDE), *flags]
         if not self.sanitize:  # two steps, so that only the kernel is instrumented (and no libubsan linked)
-            instrument = _UB_CHECKS + (_RACECHECK_INSTRUMENT if self.variant == "racecheck" else [])
+            instrument = _UB_CHECKS + {"racecheck": _RACECHECK_INSTRUMENT,
+                                       "lockstep": _LOCKSTEP_INSTRUMENT}.get(self.variant, [])
             wrapper_object = self.product.parent / "wrapper.o"
             _run_compiler([_CXX, *compile_flags, *instrument, "-c", str(wrapper)], wrapper_object,
                           f"'{name}' for the CUDA emulator ({self.variant})", record_stack_usage)

@@ -633,3 +633,47 @@ def test_throw_in_device_code_is_a_compile_error_as_with_nvcc():
     src = 'extern "C" __global__ void k(float* y) {\n    if (threadIdx.x == 3) throw 42;\n    y[threadIdx.x] = 1;\n}'
     with pytest.raises(CompileError, match=r"k\.cu:2:\d+: error: exception handling disabled"):
         RawModule(code=src).get_function("k")
+
+
+LEGACY_REDUCE = r'''
+// "Optimizing Parallel Reduction in CUDA" (reduce5): the last warp unrolled through a volatile pointer,
+// with no __syncwarp -- written for lockstep warps, and still giving the right sum on a GPU in practice.
+template <unsigned int blockSize>
+__device__ void warpReduce(volatile int* sdata, unsigned int tid) {
+    if (blockSize >= 64) sdata[tid] += sdata[tid + 32];
+    if (blockSize >= 32) sdata[tid] += sdata[tid + 16];
+    if (blockSize >= 16) sdata[tid] += sdata[tid + 8];
+    if (blockSize >= 8) sdata[tid] += sdata[tid + 4];
+    if (blockSize >= 4) sdata[tid] += sdata[tid + 2];
+    if (blockSize >= 2) sdata[tid] += sdata[tid + 1];
+}
+template <unsigned int blockSize>
+__global__ void reduce5(const int* g_idata, int* g_odata, unsigned int n) {
+    __shared__ int sdata[blockSize];
+    unsigned int tid = threadIdx.x, i = blockIdx.x * (blockSize * 2) + threadIdx.x;
+    sdata[tid] = (i < n ? g_idata[i] : 0) + (i + blockSize < n ? g_idata[i + blockSize] : 0);
+    __syncthreads();
+    if (blockSize >= 512) { if (tid < 256) sdata[tid] += sdata[tid + 256]; __syncthreads(); }
+    if (blockSize >= 256) { if (tid < 128) sdata[tid] += sdata[tid + 128]; __syncthreads(); }
+    if (blockSize >= 128) { if (tid < 64) sdata[tid] += sdata[tid + 64]; __syncthreads(); }
+    if (tid < 32) warpReduce<blockSize>(sdata, tid);
+    if (tid == 0) g_odata[blockIdx.x] = sdata[0];
+}
+'''
+
+
+@pytest.mark.parametrize("block", [64, 256])
+def test_the_legacy_volatile_warp_unroll_sums_as_on_a_gpu_and_racecheck_reports_it(block):
+    """Each lane ran alone up to its next barrier, so the unrolled last warp read stale partial sums and the
+    total was silently wrong; now volatile loads and stores take turns across the lanes (a GPU warp's lockstep)."""
+    expression = f"reduce5<{block}>"
+    mod = RawModule(code=LEGACY_REDUCE, name_expressions=[expression])
+    x = rng.integers(-1000, 1000, 5000).astype(np.int32)
+    blocks = cdiv(x.size, 2 * block)
+    out = np.zeros(blocks, np.int32)
+    for check in ({}, {"check_races": True}, {"workers": 2}):
+        out[:] = 0
+        mod.get_function(expression)(blocks, block, (x, out, np.uint32(x.size)), **check)
+        np.testing.assert_array_equal(out, np.pad(x, (0, blocks * 2 * block - x.size)).reshape(blocks, -1).sum(1))
+    with pytest.raises(emu.RaceError, match=r"racecheck: .* hazard on __shared__ 'sdata'"):
+        mod.get_function(expression)(blocks, block, (x, out, np.uint32(x.size)), racecheck=True)

@@ -2137,26 +2137,51 @@ void __ubsan_handle_float_cast_overflow_abort(void* d, void* v) { ub_float_cast(
 EMU_EXPORT void emu_racecheck_track_global(const void* p, size_t n, const char* name) {
     g_tracked_global.push_back(TrackedArray{uintptr_t(p), uintptr_t(p) + n, name});
 }
+#define EMU_PLAIN_ACCESS(p, n, write) racecheck_access(p, n, write, uintptr_t(__builtin_return_address(0)) - 1)
+#define EMU_VOLATILE_ACCESS(p, n, write) racecheck_access(p, n, write, uintptr_t(__builtin_return_address(0)) - 1)
+#endif
 
+#ifdef EMU_LOCKSTEP
+// ---- lockstep: warp-synchronous code that leans on volatile ---------------------------------------
+// A source that uses volatile is built this way (emulator.py's "lockstep" variant): with GCC's
+// thread-sanitizer instrumentation, volatile accesses told apart, and these hooks.  A plain load or
+// store costs a call that does nothing; a volatile one passes the turn to the next thread, so the lanes
+// of a warp take their volatile loads and stores in turns, as a GPU's warp does in converged code.  The
+// legacy unrolled last warp of a reduction (v[t] += v[t + 16] through a volatile pointer, no __syncwarp)
+// then sums as on a GPU, where fibers running each lane alone up to its next barrier read stale values.
+// CUDA does not promise that lockstep since Volta: racecheck=True still reports the hazard.
+void lockstep_turn() {
+    if (!t_worker) return;
+    Worker& w = *t_worker;
+    if (!w.in_fiber || !w.cur || w.cur->in_runtime || w.cur->state != RUNNABLE) return;
+    yield_to_scheduler(w.cur, w);
+}
+inline void racecheck_atomic(const volatile void*, size_t, bool, uintptr_t) {}
+#define EMU_PLAIN_ACCESS(p, n, write) ((void)(p))
+#define EMU_VOLATILE_ACCESS(p, n, write) lockstep_turn()
+#endif
+
+#if defined(EMU_RACECHECK) || defined(EMU_LOCKSTEP)
 // ---- the hooks GCC's -fsanitize=thread instrumentation calls (we are their runtime) ---------------
-// Loads and stores go to racecheck_access; the __tsan_atomic* functions must really perform the
-// atomic operation (they replace the builtins in instrumented code); the rest have nothing to do.
+// Loads and stores go to racecheck_access (or, in the lockstep build, volatile ones to lockstep_turn);
+// the __tsan_atomic* functions must really perform the atomic operation (they replace the builtins in
+// instrumented code); the rest have nothing to do.
 extern "C" {
 #define EMU_TSAN_ACCESS(N)                                                                               \
-    void __tsan_read##N(void* p) { racecheck_access(p, N, false, uintptr_t(__builtin_return_address(0)) - 1); } \
-    void __tsan_write##N(void* p) { racecheck_access(p, N, true, uintptr_t(__builtin_return_address(0)) - 1); } \
-    void __tsan_unaligned_read##N(void* p) { racecheck_access(p, N, false, uintptr_t(__builtin_return_address(0)) - 1); } \
-    void __tsan_unaligned_write##N(void* p) { racecheck_access(p, N, true, uintptr_t(__builtin_return_address(0)) - 1); } \
-    void __tsan_volatile_read##N(void* p) { racecheck_access(p, N, false, uintptr_t(__builtin_return_address(0)) - 1); } \
-    void __tsan_volatile_write##N(void* p) { racecheck_access(p, N, true, uintptr_t(__builtin_return_address(0)) - 1); }
+    void __tsan_read##N(void* p) { EMU_PLAIN_ACCESS(p, N, false); }                                      \
+    void __tsan_write##N(void* p) { EMU_PLAIN_ACCESS(p, N, true); }                                      \
+    void __tsan_unaligned_read##N(void* p) { EMU_PLAIN_ACCESS(p, N, false); }                            \
+    void __tsan_unaligned_write##N(void* p) { EMU_PLAIN_ACCESS(p, N, true); }                            \
+    void __tsan_volatile_read##N(void* p) { EMU_VOLATILE_ACCESS(p, N, false); }                          \
+    void __tsan_volatile_write##N(void* p) { EMU_VOLATILE_ACCESS(p, N, true); }
 EMU_TSAN_ACCESS(1)
 EMU_TSAN_ACCESS(2)
 EMU_TSAN_ACCESS(4)
 EMU_TSAN_ACCESS(8)
 EMU_TSAN_ACCESS(16)
 #undef EMU_TSAN_ACCESS
-void __tsan_read_range(void* p, unsigned long n) { racecheck_access(p, n, false, uintptr_t(__builtin_return_address(0)) - 1); }
-void __tsan_write_range(void* p, unsigned long n) { racecheck_access(p, n, true, uintptr_t(__builtin_return_address(0)) - 1); }
+void __tsan_read_range(void* p, unsigned long n) { EMU_PLAIN_ACCESS(p, n, false); }
+void __tsan_write_range(void* p, unsigned long n) { EMU_PLAIN_ACCESS(p, n, true); }
 void __tsan_init() {}
 void __tsan_func_entry(void*) {}
 void __tsan_func_exit() {}
@@ -2206,6 +2231,8 @@ EMU_TSAN_ATOMIC(64, unsigned long long)
 #undef EMU_TSAN_ATOMIC
 #undef EMU_TSAN_RMW
 #undef EMU_TSAN_PC
+#undef EMU_PLAIN_ACCESS
+#undef EMU_VOLATILE_ACCESS
 }
 #endif
 
