@@ -936,6 +936,10 @@ def _train_command(args, rank=0, world=1):
             except ValueError as exc:
                 print(f"minilora train: {exc}", file=sys.stderr)
                 return 2
+            if args.target_r >= args.init_r:  # PEFT's allocator fails at its first masking step: say so now
+                print(f"minilora train: --target-r ({args.target_r}) must be below --init-r ({args.init_r}): "
+                      "AdaLoRA's rank budget falls from init_r to target_r", file=sys.stderr)
+                return 2
         model = get_peft_model(model, config)
         model.print_trainable_parameters()
         if method == "adalora":

@@ -30,6 +30,7 @@ from minilora.checkpoint import load_file  # noqa: E402
 from minilora.lora import AdaLoraConfig, PeftModel, get_peft_model  # noqa: E402
 from minilora.testing import assert_close  # noqa: E402
 
+from test_cli import FAST, run_cli, tiny_model_dir  # noqa: E402,F401  (a fixture)
 from test_llama import hf  # noqa: E402,F401  (transformers computing in float64)
 from test_lora_interop import CONFIG, base_pair  # noqa: E402
 
@@ -121,3 +122,123 @@ def test_documented_loop_with_sgd_and_peft_init_equals_peft(hf64):
     """PEFT's default init (E = 0: A and B get no gradient at the first step)."""
     theirs, ours = adalora_pair(hf64)
     train_both(theirs, ours, lambda lib, params: lib.optim.SGD(params, lr=0.5, momentum=0.9))
+
+
+def trained_pair(transformers):
+    theirs, ours = adalora_pair(transformers)
+    train_both(theirs, ours)
+    return theirs, ours
+
+
+def logits(model, lib, ids=BATCHES[0]):
+    out = model(input_ids=lib.tensor(ids)).logits
+    return out.detach().numpy() if lib is torch else out.numpy(force=True)
+
+
+def test_saved_files_equal_peft_and_load_back_both_ways(hf64, tmp_path):
+    theirs, ours = trained_pair(hf64)
+    theirs.save_pretrained(tmp_path / "peft")
+    ours.save_pretrained(tmp_path / "ours")
+    want_config, got_config = (json.loads((tmp_path / side / "adapter_config.json").read_text()) for side in ("peft", "ours"))
+    for config in (want_config, got_config):  # PEFT keeps target_modules as a set: its file order is random
+        config["target_modules"] = sorted(config["target_modules"])
+    for key in sorted(set(want_config) | set(got_config)):
+        if key not in ("peft_version", "revision", "auto_mapping"):
+            assert got_config.get(key) == want_config.get(key), key
+    want, got = (load_file(tmp_path / side / "adapter_model.safetensors") for side in ("peft", "ours"))
+    assert {k: tuple(v.shape) for k, v in got.items()} == {k: tuple(v.shape) for k, v in want.items()}
+    for key in want:
+        assert_close(got[key], want[key], rtol=1e-8, atol=1e-10, name=key)
+    # a saved AdaLoRA adapter has no ranknum (PEFT: "deterministic"), so a reload is init_r's scale on both sides
+    reference, model = base_pair(hf64)
+    from_ours = peft.PeftModel.from_pretrained(reference, tmp_path / "ours")
+    from_peft = PeftModel.from_pretrained(model, tmp_path / "peft")
+    assert_close(logits(from_peft, ml), logits(from_ours, torch), rtol=1e-9, atol=1e-9)
+    assert {n: tuple(p.shape) for n, p in from_peft.named_parameters()} == \
+        {n: tuple(p.shape) for n, p in from_ours.named_parameters()}
+    assert {n for n, p in from_peft.named_parameters() if p.requires_grad} == \
+        {n for n, p in from_ours.named_parameters() if p.requires_grad}
+
+
+def test_merge_and_unload_after_training_equals_peft(hf64):
+    theirs, ours = trained_pair(hf64)
+    with torch.no_grad():
+        want = logits(theirs.merge_and_unload(), torch)
+    merged = ours.merge_and_unload()
+    assert_close(logits(merged, ml), want, rtol=1e-9, atol=1e-9)
+
+
+def error_of(call):
+    try:
+        call()
+    except Exception as error:  # noqa: BLE001  (the type is what is compared)
+        return type(error)
+    return None
+
+
+def backward_once(model, lib):
+    ids = lib.tensor(BATCHES[0])
+    model(input_ids=ids, labels=ids).loss.backward()
+
+
+@pytest.mark.parametrize("schedule", [dict(target_r=4), dict(target_r=6), dict(target_r=2, tinit=0)])
+def test_budget_at_or_above_init_r_fails_as_peft_at_the_first_allocation(hf64, schedule):
+    """target_r >= init_r: PEFT's torch.kthvalue(k = init_budget - budget <= 0) raises RuntimeError at the
+    first masking step (minilora masked nothing and went on). target_r < init_r: both go on."""
+    theirs, ours = adalora_pair(hf64, **schedule)
+    for model, lib in ((theirs, torch), (ours, ml)):
+        backward_once(model, lib)
+    for step in range(OPTIONS["total_step"]):
+        want = error_of(lambda: theirs.base_model.update_and_allocate(step))
+        assert error_of(lambda: ours.base_model.update_and_allocate(step)) is want, step
+        if want is not None:
+            break
+    assert (want is RuntimeError) == (schedule["target_r"] >= OPTIONS["init_r"])
+
+
+def test_update_and_allocate_errors_as_peft(hf64, tmp_path):
+    theirs, ours = adalora_pair(hf64)
+    # before any backward: PEFT multiplies p by p.grad = None (TypeError)
+    want = error_of(lambda: theirs.base_model.update_and_allocate(0))
+    assert want is TypeError
+    with pytest.raises(TypeError, match="after loss.backward"):
+        ours.base_model.update_and_allocate(0)
+    # in eval mode it runs as in train mode (PEFT does not look at it): same masks
+    theirs.eval(), ours.eval()
+    for model, lib in ((theirs, torch), (ours, ml)):
+        backward_once(model, lib)
+        model.base_model.update_and_allocate(4)  # a masking step (deltaT=2)
+    assert ours.peft_config["default"].rank_pattern == theirs.peft_config["default"].rank_pattern is not None
+    # a second trainable adapter is refused; one in inference_mode is not
+    for model, config in ((theirs, peft.AdaLoraConfig), (ours, AdaLoraConfig)):
+        with pytest.raises(ValueError, match="only 1 trainable adapter"):
+            model.add_adapter("second", config(**OPTIONS))
+        model.add_adapter("frozen", config(inference_mode=True, **OPTIONS))
+    assert {n for n, p in ours.named_parameters() if p.requires_grad} == \
+        {n for n, p in theirs.named_parameters() if p.requires_grad}
+    # an adapter loaded for inference has no allocator: the same AttributeError
+    theirs.save_pretrained(tmp_path, selected_adapters=["default"])
+    reference, model = base_pair(hf64)
+    loaded = (peft.PeftModel.from_pretrained(reference, tmp_path), PeftModel.from_pretrained(model, tmp_path))
+    for side in loaded:
+        with pytest.raises(AttributeError, match="trainable_adapter_name"):
+            side.base_model.update_and_allocate(0)
+
+
+@pytest.mark.parametrize("bad", [dict(), dict(total_step=None), dict(total_step=0), dict(total_step=-3),
+                                 dict(total_step=10, tinit=8, tfinal=2), dict(total_step=10, tinit=12),
+                                 dict(total_step=10, tfinal=10), dict(total_step=10, orth_reg_weight=-0.1)])
+def test_config_errors_as_peft(bad):
+    """PEFT 0.21 requires total_step (> 0) and a budgeting phase: tinit < total_step - tfinal."""
+    with pytest.raises(ValueError) as want:
+        peft.AdaLoraConfig(**bad)
+    with pytest.raises(ValueError) as got:
+        AdaLoraConfig(**bad)
+    assert str(got.value) == str(want.value)
+
+
+def test_cli_refuses_target_r_at_or_above_init_r_before_training(tiny_model_dir, tmp_path, capsys):
+    """The same schedule in ``minilora train`` would fail at PEFT's first masking step: refused up front."""
+    code, text = run_cli(["train", "--task", "reverse", "--model", tiny_model_dir, "--out", str(tmp_path / "run"),
+                          "--steps", "4", "--method", "adalora", "--init-r", "4", "--target-r", "4", *FAST], capsys)
+    assert code == 2 and "--target-r (4) must be below --init-r (4)" in text

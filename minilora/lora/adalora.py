@@ -213,8 +213,8 @@ class RankAllocator:
         for n, p in model.named_parameters():
             if "lora_" not in n or self.adapter_name not in n:
                 continue
-            if p.grad is None:
-                raise RuntimeError(f"update_and_allocate needs the gradients: {n} has none (call it after "
+            if p.grad is None:  # PEFT's p * p.grad fails on None with a TypeError
+                raise TypeError(f"update_and_allocate needs the gradients: {n} has none (call it after "
                                    "loss.backward() and before zero_grad())")
             if n not in self.ipt:
                 self.exp_avg_ipt[n] = np.zeros_like(p._array)
@@ -245,7 +245,11 @@ class RankAllocator:
         scores = self._triplet_scores(model)
         everything = np.concatenate(list(scores.values()))
         k = self.init_bgt - budget  # torch.kthvalue(k) is the k-th smallest, k counted from 1
-        threshold = np.partition(everything, k - 1)[k - 1] if k >= 1 else -np.inf
+        if k < 1:  # target_r >= init_r: nothing to drop, and PEFT's kthvalue(k <= 0) raises
+            raise RuntimeError(f"kthvalue(): selected number k out of range for dimension 0 (AdaLoRA's budget "
+                               f"{budget} does not fall below the initial {self.init_bgt} ranks: choose "
+                               f"target_r < init_r, as PEFT needs)")
+        threshold = np.partition(everything, k - 1)[k - 1]
         rank_pattern = {}
         for n, p in model.named_parameters():
             if n in scores:
