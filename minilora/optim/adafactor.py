@@ -15,6 +15,8 @@ The rest, as torch:
 Order of operations as torch's single-tensor code; the norms and means are reductions, whose summation order
 NumPy and torch choose differently, so results agree with torch to rounding, not bit for bit.
 """
+from types import SimpleNamespace
+
 import numpy as np
 
 from .. import dtypes
@@ -69,9 +71,15 @@ class Adafactor(_StepEach):
     def _new_state(p, group):
         xp, shape = p.device.xp, p.grad.shape
         if len(shape) > 1:
-            return dict(step=new_step_count(), row_var=xp.zeros(shape[:-1] + (1,), p.grad.dtype),
-                        col_var=xp.zeros(shape[:-2] + (1,) + shape[-1:], p.grad.dtype))
+            return dict(step=new_step_count(), **{name: xp.zeros(factored_shape, p.grad.dtype)
+                                                  for name, factored_shape in _factored_shapes(shape).items()})
         return dict(step=new_step_count(), variance=xp.zeros(shape, p.grad.dtype))
+
+    def _restore_value(self, value, param, index, name):
+        """A loaded ``row_var`` / ``col_var`` is checked against its own shape, not the parameter's."""
+        if name in ("row_var", "col_var"):  # (a stand-in parameter of that shape, for the shared conversion)
+            param = SimpleNamespace(shape=_factored_shapes(param.shape)[name], dtype=param.dtype, device=param.device)
+        return super()._restore_value(value, param, index, name)
 
     def _update(self, p, state, group):
         ops = _Arithmetic(p.dtype)
@@ -110,6 +118,11 @@ class Adafactor(_StepEach):
         var_estimate = ops.rounded(row_var * col_var)  # (R, 1) @ (1, C): an outer product
         row_mean = ops.rounded(xp.maximum(ops.rounded(row_var.mean(axis=-2, keepdims=True)), eps1))
         return ops.rounded(var_estimate / row_mean)
+
+
+def _factored_shapes(shape):
+    """The shapes of a matrix's (or a stack of matrices') running means: ``(..., R, 1)`` and ``(..., 1, C)``."""
+    return {"row_var": tuple(shape[:-1]) + (1,), "col_var": tuple(shape[:-2]) + (1,) + tuple(shape[-1:])}
 
 
 def _norm(array, axis=None):

@@ -210,7 +210,7 @@ class Optimizer:
             if i not in by_number:
                 raise ValueError(f"loaded state refers to parameter {i}, which no parameter group of the loaded "
                                  f"state dict lists (they list {sorted(by_number)})")
-            new_state[by_number[i]] = {name: _restore(value, by_number[i], i, name) for name, value in st.items()}
+            new_state[by_number[i]] = {name: self._restore_value(value, by_number[i], i, name) for name, value in st.items()}
         merged = [dict(own, **{k: v for k, v in saved.items() if k != "params"})
                   for saved, own in zip(groups, self.param_groups)]
         for i, group in enumerate(merged):
@@ -220,6 +220,10 @@ class Optimizer:
         self.state = new_state
         for hook in list(self._hooks("load_state_dict_post").values()):
             hook(self)
+
+    def _restore_value(self, value, param, index, name):
+        """One loaded state value on ``param``'s device and dtype (an optimizer with other state overrides it)."""
+        return _restore(value, param, index, name)
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]

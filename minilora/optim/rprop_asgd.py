@@ -99,6 +99,12 @@ class ASGD(_StepEach):
         else:  # (before t0: ax is the weights)
             state["ax"][...] = p._array
         step = float(state["step"])
-        # torch writes the new values into the 0-d tensors: rounded to their dtype (float32 from the start)
-        state["eta"] = np.asarray(lr / ((1 + lambd * lr * step) ** alpha)).astype(np.asarray(state["eta"]).dtype)
-        state["mu"] = np.asarray(1 / max(1, step - group["t0"])).astype(np.asarray(mu).dtype)
+        # torch makes each new value a float32 tensor (torch.as_tensor of a Python float), then copies it into
+        # the state's 0-d tensor (float32; the parameter's dtype after a load_state_dict): float32 precision
+        state["eta"] = _as_float32_into(lr / ((1 + lambd * lr * step) ** alpha), state["eta"])
+        state["mu"] = _as_float32_into(1 / max(1, step - group["t0"]), mu)
+
+
+def _as_float32_into(number, old):
+    """``old.copy_(torch.as_tensor(number))``: ``number`` rounded to float32, then to ``old``'s dtype."""
+    return np.asarray(np.float32(number)).astype(np.asarray(old).dtype)
