@@ -34,22 +34,19 @@ from ..tensor import no_grad as _no_grad
 
 __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_attention", "dropout",
            "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
-           "binary_cross_entropy_with_logits", "pad", "one_hot", "relu", "gelu", "silu",
-           "sigmoid", "tanh", "softmax", "log_softmax", "rotary_embedding", "swiglu", "softplus",
-           "leaky_relu", "normalize", "cosine_similarity", "smooth_l1_loss", "huber_loss", "kl_div",
-           "elu", "selu", "celu", "relu6", "hardtanh", "hardswish", "hardsigmoid", "logsigmoid",
-           "mish", "softsign", "glu", "softmin", "pairwise_distance", "margin_ranking_loss",
-           "triplet_margin_loss", "cosine_embedding_loss", "batch_norm", "group_norm", "conv1d", "conv2d",
-           "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "adaptive_avg_pool2d", "interpolate",
-           "upsample", "upsample_nearest", "upsample_bilinear", "soft_margin_loss",
+           "binary_cross_entropy_with_logits", "pad", "one_hot", "relu", "gelu", "silu", "sigmoid", "tanh", "softmax",
+           "log_softmax", "rotary_embedding", "swiglu", "softplus", "leaky_relu", "normalize", "cosine_similarity",
+           "smooth_l1_loss", "huber_loss", "kl_div", "elu", "selu", "celu", "relu6", "hardtanh", "hardswish",
+           "hardsigmoid", "logsigmoid", "mish", "softsign", "glu", "softmin", "pairwise_distance",
+           "margin_ranking_loss", "triplet_margin_loss", "cosine_embedding_loss", "batch_norm", "group_norm",
+           "conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "adaptive_avg_pool2d",
+           "interpolate", "upsample", "upsample_nearest", "upsample_bilinear", "soft_margin_loss",
            "hinge_embedding_loss", "poisson_nll_loss", "gaussian_nll_loss", "multilabel_soft_margin_loss",
-           "multi_margin_loss", "threshold", "hardshrink", "softshrink", "tanhshrink", "prelu", "adaptive_avg_pool1d", "dropout1d", "dropout2d",
-           "dropout3d", "conv_transpose1d", "conv_transpose2d", "pixel_shuffle",
-           "pixel_unshuffle", "adaptive_max_pool1d", "adaptive_max_pool2d",
-           "instance_norm", "unfold", "fold", "multilabel_margin_loss",
-           "triplet_margin_with_distance_loss", "max_unpool1d", "max_unpool2d", "bilinear",
-           "lp_pool1d", "lp_pool2d", "local_response_norm", "embedding_bag", "alpha_dropout",
-           "feature_alpha_dropout"]
+           "multi_margin_loss", "threshold", "hardshrink", "softshrink", "tanhshrink", "prelu", "adaptive_avg_pool1d",
+           "dropout1d", "dropout2d", "dropout3d", "conv_transpose1d", "conv_transpose2d", "pixel_shuffle",
+           "pixel_unshuffle", "adaptive_max_pool1d", "adaptive_max_pool2d", "instance_norm", "unfold", "fold",
+           "multilabel_margin_loss", "triplet_margin_with_distance_loss", "max_unpool1d", "max_unpool2d", "bilinear",
+           "lp_pool1d", "lp_pool2d", "local_response_norm", "embedding_bag", "alpha_dropout", "feature_alpha_dropout"]
 
 
 def linear(input, weight, bias=None):

@@ -863,15 +863,19 @@ def _interpolate(input, sizes, scales, mode, align_corners):
     for axis in reversed(range(len(sizes))):  # the last spatial dimension first, as torch nests them
         dim = 2 + axis
         n_in, n_out = input.shape[dim], sizes[axis]
-        take = lambda positions: out.index_select(dim, Tensor(positions, dtype=np.int64, device=out.device))  # noqa: E731,B023
         if mode.startswith("nearest"):
-            out = take(_nearest_sources(n_in, n_out, scales[axis], mode == "nearest-exact"))
+            out = _take(out, dim, _nearest_sources(n_in, n_out, scales[axis], mode == "nearest-exact"))
             continue
         first, second, w_first, w_second = _linear_sources(n_in, n_out, scales[axis], align_corners, out.dtype)
         shape = [n_out if d == dim else 1 for d in range(out.ndim)]
         weights = [Tensor(w.reshape(shape), dtype=out.dtype, device=out.device) for w in (w_first, w_second)]
-        out = take(first) * weights[0] + take(second) * weights[1]
+        out = _take(out, dim, first) * weights[0] + _take(out, dim, second) * weights[1]
     return out
+
+
+def _take(t, dim, positions):
+    """The slices of ``t`` at ``positions`` (a host index array) along ``dim``, differentiably."""
+    return t.index_select(dim, Tensor(positions, dtype=np.int64, device=t.device))
 
 
 def _source_scale(n_in, n_out, scale, dtype):
