@@ -127,3 +127,35 @@ def test_tensor_of_a_numpy_scalar(scalar, dtype):  # torch: no bool into ints, n
                          ids=str)
 def test_tensor_of_mixed_numpy_scalars(pair):
     _same(lambda L: L.tensor(list(pair)))
+
+
+# ---- addcmul in float32: one fused multiply-add, as torch's kernel -------------------------------
+def _addcmul_random(L, dtype, value):
+    rng = np.random.default_rng(0)
+    scale = 1 if dtype in ("float16", "bfloat16") else 100
+    arrays = [rng.standard_normal(2000).astype(np.float32) * s for s in (scale * scale, scale, scale)]
+    return L.addcmul(*(L.tensor(a, dtype=getattr(L, dtype)) for a in arrays), value=value)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("value", [1, 2.5, 0.1, -3])
+def test_addcmul_rounds_once_as_torch(dtype, value):
+    _same(lambda L: _addcmul_random(L, dtype, value))
+
+
+@pytest.mark.parametrize("value", [1, 2.5, 0.1, -3])
+def test_addcmul_float64_within_an_ulp(value):  # torch's float64 FMA is not emulated (no wider float)
+    got, want = (_addcmul_random(L, "float64", value) for L in (ml, torch))
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-10)  # terms ~1e5: an ulp 1e-11
+
+
+def test_addcmul_float32_fma_example_and_gradients():
+    _same(lambda L: L.addcmul(*(L.tensor([-60000.0]) for _ in range(3)), value=2.5))
+
+    def grads(L):
+        t = [L.tensor(v, requires_grad=True) for v in ([[1.5, -2.0]], [[3.0], [0.25]], [2.0, 5.0])]
+        (L.addcmul(*t, value=2.5) * L.tensor([[1.0, 2.0], [3.0, 4.0]])).sum().backward()
+        return tuple(x.grad for x in t)
+    _same(grads)
+    _same(lambda L: L.addcmul(L.ones(2, 3), L.ones(4), L.ones(4)))  # cannot broadcast: RuntimeError
+    _same(lambda L: L.addcmul(L.ones(3), L.ones(2, 1, dtype=L.int64), L.ones(3), value=2))

@@ -1504,7 +1504,41 @@ def addcmul(input, tensor1, tensor2, *, value=1):
     out = _in_float32(addcmul, input, tensor1, tensor2, value)
     if out is not None:
         return out
-    return add(input, mul(mul(tensor1, value), tensor2) if value != 1 else mul(tensor1, tensor2))
+    scaled = mul(tensor1, value) if value != 1 else tensor1
+    if result_type(input, tensor1, tensor2) == float32:
+        return _fused_multiply_add(input, scaled, tensor2)
+    return add(input, mul(scaled, tensor2))
+
+
+def _fused_multiply_add(input, a, b):
+    """``input + a * b`` in float32 rounded once: torch's float32 addcmul kernel is a fused multiply-add,
+    ``fmadd(value * tensor1, tensor2, input)`` (``-60000 + 2.5 * -60000 * -60000`` is 8999940096, where
+    rounding the product first gives 8999939072)."""
+    operands = [x if x.dtype == float32 else astype(x, float32) for x in (input, a, b)]
+    return FusedMulAdd.apply(*operands)
+
+
+class FusedMulAdd(Function):
+    """``c + a * b`` of float32 arrays rounded once: the product of two float32 is exact in float64, the
+    sum is rounded to float32 from there (as an FMA instruction, all but never twice off).
+    The gradients are those of ``c + a * b``: g, g * b and g * a."""
+
+    @staticmethod
+    def forward(ctx, c, a, b):
+        xp = xp_of(a)
+        ctx.a, ctx.b, ctx.c_shape = a, b, c.shape
+        try:
+            return xp.add(xp.multiply(a, b, dtype=xp.float64), c).astype(xp.float32)
+        except ValueError:
+            raise ShapeError(f"addcmul: shapes {c.shape}, {a.shape} and {b.shape} cannot be broadcast "
+                             f"together") from None
+
+    @staticmethod
+    def backward(ctx, g):
+        nc, na, nb = ctx.needs_input_grad
+        return (unbroadcast(g, ctx.c_shape) if nc else None,
+                unbroadcast(g * ctx.b, ctx.a.shape) if na else None,
+                unbroadcast(g * ctx.a, ctx.b.shape) if nb else None)
 
 
 def addcdiv(input, tensor1, tensor2, *, value=1):
