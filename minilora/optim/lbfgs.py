@@ -20,7 +20,7 @@ import numpy as np
 
 from ..device import xp_of
 from ..tensor import enable_grad, no_grad
-from .optimizer import Optimizer, _as_number, _check_range
+from .optimizer import Optimizer, _as_number, _check_range, rounds_each_op
 
 __all__ = ["LBFGS"]
 
@@ -28,7 +28,8 @@ __all__ = ["LBFGS"]
 class LBFGS(Optimizer):
     """``LBFGS(params, lr=1, max_iter=20, max_eval=None, tolerance_grad=1e-7, tolerance_change=1e-9,
     history_size=100, line_search_fn=None)``, as in PyTorch (``max_eval`` defaults to ``max_iter * 5 // 4``;
-    ``line_search_fn``: None or ``'strong_wolfe'``). ``step(closure)`` needs the closure."""
+    ``line_search_fn``: None or ``'strong_wolfe'``). ``step(closure)`` needs the closure. float16/bfloat16
+    parameters are refused (``NotImplementedError``)."""
 
     def __init__(self, params, lr=1, max_iter=20, max_eval=None, tolerance_grad=1e-7, tolerance_change=1e-9,
                  history_size=100, line_search_fn=None):
@@ -40,6 +41,11 @@ class LBFGS(Optimizer):
         if len(self.param_groups) != 1:
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
         self._params = self.param_groups[0]["params"]
+        low_precision = [str(p.dtype) for p in self._params if rounds_each_op(p.dtype)]
+        if low_precision:  # torch rounds each vector op (and its dot products) its own way: not reproduced here
+            raise NotImplementedError(f"LBFGS on {low_precision[0]} parameters is not implemented in minilora (torch's "
+                                      f"16-bit rounding of its vector ops and dot products is not reproduced); "
+                                      f"optimize float32 or float64 parameters")
 
     def _check_group(self, group, index):
         super()._check_group(group, index)
