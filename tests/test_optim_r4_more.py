@@ -211,6 +211,8 @@ def test_lbfgs_matches_torch(case, dtype, steps, rtol):
         assert st[key] == tst[key], key
     assert len(st["old_dirs"]) == len(tst["old_dirs"]) and np.asarray(st["d"]).dtype == np.dtype(dtype)
     assert opt.state_dict()["param_groups"] == topt.state_dict()["param_groups"]
+    vectors = 2 + 2 * len(st["old_dirs"])  # d, prev_flat_grad and the remembered pairs, 7 numbers each
+    assert opt.state_bytes() == vectors * 7 * np.dtype(dtype).itemsize
 
 
 def test_lbfgs_trains_a_model_written_as_in_torch_tutorials():

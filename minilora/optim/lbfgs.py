@@ -178,6 +178,13 @@ class LBFGS(Optimizer):
             r = r + _in_dtype(al[i] - be_i, r) * old_stps[i]
         return r
 
+    def state_bytes(self):
+        """Bytes of the state's vectors: ``d``, ``prev_flat_grad`` and up to ``2 * history_size`` remembered ones
+        (torch's warning: ``param_bytes * (history_size + 1)`` and more)."""
+        values = [v for st in self.state.values() for v in st.values()]
+        arrays = [a for v in values for a in (v if isinstance(v, list) else [v])]
+        return sum(int(a.nbytes) for a in arrays if hasattr(a, "nbytes") and getattr(a, "ndim", 0) > 0)
+
     def load_state_dict(self, state_dict):
         """As ``Optimizer.load_state_dict``; LBFGS's state (flat vectors, lists of them) is converted whole,
         torch's tensors to arrays of the parameters' dtype and 0-d ones to NumPy scalars."""
