@@ -159,3 +159,20 @@ def test_addcmul_float32_fma_example_and_gradients():
     _same(grads)
     _same(lambda L: L.addcmul(L.ones(2, 3), L.ones(4), L.ones(4)))  # cannot broadcast: RuntimeError
     _same(lambda L: L.addcmul(L.ones(3), L.ones(2, 1, dtype=L.int64), L.ones(3), value=2))
+
+
+# ---- var_mean / std_mean: torch's one-pass mean of infinities --------------------------------------
+INF = float("inf")
+
+
+@pytest.mark.parametrize("values", [[-INF] * 3, [INF] * 3, [-INF, 1.0], [1.0, -INF], [INF, -INF], [1.0, NAN],
+                                    [INF], [1.0, 2.0, INF, 3.0], [1.0, 2.0, 3.0, INF], [1e38] * 3],
+                         ids=str)
+@pytest.mark.parametrize("fn", ["var_mean", "std_mean"])
+def test_var_mean_of_infinities(fn, values):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (one element: torch's and minilora's degrees-of-freedom warning)
+        _same(lambda L: getattr(L, fn)(L.tensor(values)))
+        _same(lambda L: getattr(L, fn)(L.tensor([values, values[::-1]]).T, dim=0))
+        _same(lambda L: getattr(L, fn)(L.tensor([values, values[::-1]]), dim=1, keepdim=True))
+        _same(lambda L: getattr(L, fn)(L.tensor([values, values[::-1]]).reshape(2, -1, 1), dim=(1, 2)))

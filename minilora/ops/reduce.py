@@ -659,13 +659,32 @@ def logsumexp(input, dim, keepdim=False):
 def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """``torch.var_mean``: the tuple ``(var, mean)`` over ``dim``, with ``var``'s arguments."""
     return (_variance("var_mean", input, dim, unbiased, keepdim, correction, root=False),
-            mean(input, dim if not isinstance(dim, bool) else None, keepdim))
+            _welford_mean(input, dim if not isinstance(dim, bool) else None, keepdim))
 
 
 def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """``torch.std_mean``: the tuple ``(std, mean)`` over ``dim``, with ``std``'s arguments."""
     return (_variance("std_mean", input, dim, unbiased, keepdim, correction, root=True),
-            mean(input, dim if not isinstance(dim, bool) else None, keepdim))
+            _welford_mean(input, dim if not isinstance(dim, bool) else None, keepdim))
+
+
+def _welford_mean(input, dim, keepdim):
+    """The mean var_mean/std_mean return: torch's one-pass (Welford) kernel updates the mean by
+    ``(x - mean) / n``, so an infinity followed by any other element gives NaN (``inf - inf``), where
+    ``mean()`` gives the infinity: ``var_mean([-inf, -inf])`` has mean NaN, ``var_mean([1, -inf])`` -inf."""
+    out = mean(input, dim, keepdim)
+    array = input._array
+    xp = xp_of(array)
+    if xp.isfinite(array).all():  # (the common case: one pass, nothing to change)
+        return out
+    axes = _axes(dim, input.ndim)
+    non_finite = ~xp.isfinite(array)
+    count = non_finite.sum(axis=axes, keepdims=keepdim)
+    last = non_finite[tuple(-1 if i in axes else slice(None) for i in range(input.ndim))]
+    last_only = (count == 1) & (xp.expand_dims(last, axes) if keepdim else last)  # (an inf last: kept)
+    nan_out = Tensor._make(xp.asarray((count > 0) & ~last_only), input._device, False, None)
+    from .elementwise import where
+    return where(nan_out, float("nan"), out)
 
 
 _AminMax = collections.namedtuple("aminmax", ["min", "max"])  # torch.return_types.aminmax
