@@ -48,6 +48,7 @@ import numpy as np
 from . import dtypes, parallel, profiler
 from ._tensor_str import tensor_repr
 from .device import Device, device as _get_device
+from .size import Size, _from_tuple as _size  # x.shape: torch.Size's tuple with numel()
 from .dtypes import to_dtype as _to_dtype  # noqa: F401  (nn imports it from here)
 
 __all__ = ["Tensor", "Function", "Context", "ShapeError", "Size", "tensor", "no_grad", "enable_grad", "set_grad_enabled",
@@ -61,16 +62,6 @@ __all__ = ["Tensor", "Function", "Context", "ShapeError", "Size", "tensor", "no_
 # later, e.g. warnings.simplefilter("error"), is checked first and still applies.)
 warnings.filterwarnings("ignore", r"(divide by zero|invalid value|overflow|underflow) encountered",
                         RuntimeWarning, r"minilora\.")
-
-
-class Size(tuple):
-    """``torch.Size``: a tuple of sizes with ``numel()`` (shapes themselves are plain tuples here)."""
-
-    def numel(self):
-        n = 1
-        for size in self:
-            n *= size
-        return n
 
 
 class ShapeError(RuntimeError, ValueError):
@@ -574,7 +565,7 @@ class Tensor:
 
     @property
     def shape(self):
-        return self._array.shape
+        return _size(self._array.shape)
 
     @property
     def dtype(self):
@@ -637,7 +628,7 @@ class Tensor:
         return dtypes.is_floating(self._array.dtype)
 
     def size(self, dim=None):
-        return self._array.shape if dim is None else self._array.shape[dim]
+        return _size(self._array.shape) if dim is None else self._array.shape[dim]
 
     def numel(self):
         return int(self._array.size)
