@@ -178,6 +178,8 @@ LBFGS_CASES = {
     "defaults": {}, "short history": dict(lr=0.5, max_iter=7, history_size=3),
     "strong_wolfe": dict(line_search_fn="strong_wolfe"),
     "strong_wolfe, positional": (1, 5, None, 1e-7, 1e-12, 2, "strong_wolfe"),
+    "one iteration": dict(max_iter=1), "max_eval": dict(max_iter=6, max_eval=3, line_search_fn="strong_wolfe"),
+    "tolerance_change": dict(tolerance_change=1e-2),
 }
 
 
@@ -209,6 +211,7 @@ def test_lbfgs_matches_torch(case, dtype, steps, rtol):
     assert sorted(st) == sorted(tst) and list(opt.state_dict()["state"]) == list(topt.state_dict()["state"]) == [0]
     for key in ("func_evals", "n_iter"):
         assert st[key] == tst[key], key
+    assert isinstance(st["t"], int) == isinstance(tst["t"], int)  # lr=1: torch's t stays the int 1
     assert len(st["old_dirs"]) == len(tst["old_dirs"]) and np.asarray(st["d"]).dtype == np.dtype(dtype)
     assert opt.state_dict()["param_groups"] == topt.state_dict()["param_groups"]
     vectors = 2 + 2 * len(st["old_dirs"])  # d, prev_flat_grad and the remembered pairs, 7 numbers each

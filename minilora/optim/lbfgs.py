@@ -91,7 +91,7 @@ class LBFGS(Optimizer):
             return self._iterate(_with_grad(closure), group, self.state[self._params[0]])
 
     def _iterate(self, closure, group, state):
-        lr, max_iter, max_eval = float(_as_number(group["lr"])), group["max_iter"], group["max_eval"]
+        lr, max_iter, max_eval = _as_number(group["lr"]), group["max_iter"], group["max_eval"]
         tolerance_grad, tolerance_change = group["tolerance_grad"], group["tolerance_change"]
         state.setdefault("func_evals", 0)
         state.setdefault("n_iter", 0)
