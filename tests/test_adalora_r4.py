@@ -111,6 +111,25 @@ def test_trainable_parameters_are_peft_s(hf64):
     assert ours.get_nb_trainable_parameters() == theirs.get_nb_trainable_parameters()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("autocast", [True, False])
+def test_ranknum_trains_on_the_bases_where_peft_s_does(dtype, autocast):
+    """PEFT's ranknum is re-wrapped as a trainable Parameter when moved to a non-float32 base (see
+    adalora._ranknum_trains): the same trainable set, the same adapter dtypes, either autocast."""
+    from test_llama import hf_model
+    import transformers
+    reference = hf_model(transformers, CONFIG, dtype=dtype)
+    model = ml.models.LlamaForCausalLM(CONFIG, dtype=dtype)
+    model.load_state_dict(reference.state_dict())
+    theirs = peft.get_peft_model(reference, peft.AdaLoraConfig(**OPTIONS), autocast_adapter_dtype=autocast)
+    ours = get_peft_model(model, AdaLoraConfig(**OPTIONS), autocast_adapter_dtype=autocast)
+    want = {n: (p.requires_grad, str(p.dtype).replace("torch.", "")) for n, p in theirs.named_parameters()
+            if "lora_" in n or "ranknum" in n}
+    got = {n: (p.requires_grad, str(p.dtype).replace("minilora.", "")) for n, p in ours.named_parameters()
+           if "lora_" in n or "ranknum" in n}
+    assert got == want
+
+
 def test_documented_loop_with_adamw_equals_peft(hf64):
     theirs, ours = adalora_pair(hf64)
     train_both(theirs, ours)
