@@ -659,10 +659,17 @@ TORCH_SIGNATURES = {
     "prod": "prod(dim=None, keepdim=False, *, dtype=None)",
     "cumsum": "cumsum(dim, *, dtype=None)",
     "type_as": None,  # owned by tensor.py ('other' there; torch says 'tensor'): checked elsewhere
+    # max/min have three overloads; the docstring's first line shows max(input) only. The others are
+    # max(input, dim, keepdim=False) and max(input, other), which takes other= by keyword too
+    # (x.max(other=y) is torch.maximum): other is keyword-only in ours, as dim holds its position.
+    "max": "max(dim=None, keepdim=False, *, other=None)",
+    "min": "min(dim=None, keepdim=False, *, other=None)",
 }
 FUNCTION_SIGNATURES = {
     "var": "var(input, dim=None, unbiased=True, keepdim=False, *, correction=None)",
     "std": "std(input, dim=None, unbiased=True, keepdim=False, *, correction=None)",
+    "max": "max(input, dim=None, keepdim=False, *, other=None)",  # the overloads: see TORCH_SIGNATURES
+    "min": "min(input, dim=None, keepdim=False, *, other=None)",
 }
 METHODS = ["sum", "mean", "prod", "max", "min", "amax", "amin", "argmax", "argmin", "var", "std",
            "logsumexp", "norm", "all", "any", "softmax", "log_softmax", "clamp", "clip", "maximum",

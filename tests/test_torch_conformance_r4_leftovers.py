@@ -176,3 +176,34 @@ def test_var_mean_of_infinities(fn, values):
         _same(lambda L: getattr(L, fn)(L.tensor([values, values[::-1]]).T, dim=0))
         _same(lambda L: getattr(L, fn)(L.tensor([values, values[::-1]]), dim=1, keepdim=True))
         _same(lambda L: getattr(L, fn)(L.tensor([values, values[::-1]]).reshape(2, -1, 1), dim=(1, 2)))
+
+
+# ---- keyword spellings: max(other=), min(other=), matmul(other=); matmul of 0-d tensors -----------
+_A, _B = [1.0, 5.0, NAN], [3.0, 3.0, 1.0]
+_KEYWORD_CALLS = {
+    "x.max(other=y)": lambda L: L.tensor(_A).max(other=L.tensor(_B)),
+    "x.min(other=y)": lambda L: L.tensor(_A).min(other=L.tensor(_B)),
+    "max(x, other=y)": lambda L: L.max(L.tensor(_A), other=L.tensor(_B)),
+    "min(input=x, other=y)": lambda L: L.min(input=L.tensor(_A), other=L.tensor(_B)),
+    "max(x, 0, other=y)": lambda L: L.max(L.tensor(_A), 0, other=L.tensor(_B)),
+    "max(x, other=y, keepdim=True)": lambda L: L.max(L.tensor(_A), other=L.tensor(_B), keepdim=True),
+    "max(x, other=3)": lambda L: L.max(L.tensor(_A), other=3),
+    "x.matmul(other=y)": lambda L: L.tensor(_B).matmul(other=L.tensor(_B)),
+    "matmul(input=x, other=y)": lambda L: L.matmul(input=L.ones(2, 3), other=L.ones(3)),
+    "0-d @ 1-d": lambda L: L.tensor(2.0) @ L.tensor([3.0]),
+    "matmul(1-d, 0-d)": lambda L: L.matmul(L.tensor([2.0]), L.tensor(3.0)),
+    "matmul(0-d, 0-d)": lambda L: L.matmul(L.tensor(2.0), L.tensor(3.0)),
+}
+
+
+@pytest.mark.parametrize("call", sorted(_KEYWORD_CALLS))
+def test_keyword_spellings_and_errors(call):
+    _same(_KEYWORD_CALLS[call])
+
+
+def test_max_other_gradient():
+    def grads(L):
+        x, y = L.tensor([1.0, 5.0, 2.0], requires_grad=True), L.tensor([3.0, 3.0, 2.0], requires_grad=True)
+        x.max(other=y).sum().backward()
+        return x.grad, y.grad
+    _same(grads)

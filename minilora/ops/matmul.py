@@ -94,8 +94,8 @@ class MatMul(Function):
     def forward(ctx, a, b):
         _check_dtypes("matmul", a, b)
         if a.ndim == 0 or b.ndim == 0:
-            raise ValueError("matmul: both operands need at least one dimension "
-                             f"(got shapes {a.shape} and {b.shape}); use mul for scalars")
+            raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are "
+                               f"{a.ndim}D and {b.ndim}D (use mul for scalars)")
         if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
             raise ShapeError(f"matmul: shapes {a.shape} and {b.shape} do not match: "
                              f"{a.shape[-1]} != {b.shape[-2 if b.ndim > 1 else 0]}")
@@ -200,8 +200,9 @@ def _linear_in_float32(x2, w, b):
     return out.astype(x2.dtype)
 
 
-def matmul(a, b):
-    return MatMul.apply(a, b)
+def matmul(input, other):
+    """``torch.matmul(input, other)``: ``input @ other`` (keywords as torch names them)."""
+    return MatMul.apply(input, other)
 
 
 def linear(x, weight, bias=None):

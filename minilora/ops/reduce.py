@@ -437,9 +437,14 @@ def prod(input, dim=NO_DIM, keepdim=False, *, dtype=None):
     return Prod.apply(input, axis=axis[0], keepdims=keepdim)
 
 
-def _extreme(name, input, dim, keepdim, smallest):
+def _extreme(name, input, dim, keepdim, smallest, other=None):
     """``max``/``min`` with torch's three forms: everything, ``(values, indices)`` along a dim, or
-    elementwise against another tensor."""
+    elementwise against another tensor (positional, or torch's keyword ``other=``)."""
+    if other is not None:
+        if dim is not None or keepdim or not isinstance(other, Tensor):
+            raise TypeError(f"{name}() received an invalid combination of arguments: other= takes a "
+                            f"tensor, without dim or keepdim")
+        dim = other
     if isinstance(dim, Tensor):  # x.max(other): the elementwise maximum
         from .elementwise import maximum, minimum
         return (minimum if smallest else maximum)(input, dim)
@@ -462,16 +467,17 @@ def _extreme(name, input, dim, keepdim, smallest):
 
 
 @_numpy_aliases
-def max(input, dim=NO_DIM, keepdim=False):  # noqa: A001  (torch.max)
+def max(input, dim=NO_DIM, keepdim=False, *, other=None):  # noqa: A001  (torch.max)
     """``x.max()``: the largest element (ties share the gradient, as torch); ``x.max(dim)``:
-    ``(values, indices)`` with the gradient at the returned index; ``x.max(other)``: ``maximum``."""
-    return _extreme("max", input, dim_given("max", dim), keepdim, smallest=False)
+    ``(values, indices)`` with the gradient at the returned index; ``x.max(other)`` or
+    ``x.max(other=t)``: ``maximum``."""
+    return _extreme("max", input, dim_given("max", dim), keepdim, smallest=False, other=other)
 
 
 @_numpy_aliases
-def min(input, dim=NO_DIM, keepdim=False):  # noqa: A001  (torch.min)
+def min(input, dim=NO_DIM, keepdim=False, *, other=None):  # noqa: A001  (torch.min)
     """As ``max``, for the smallest."""
-    return _extreme("min", input, dim_given("min", dim), keepdim, smallest=True)
+    return _extreme("min", input, dim_given("min", dim), keepdim, smallest=True, other=other)
 
 
 @_numpy_aliases
