@@ -148,6 +148,8 @@ assert lora_run.losses[0] > 100 * lora_run.final_loss and lora_evals[-1] < lora_
 # The loss falls by two orders of magnitude in a few dozen steps (printed above), and the evaluation
 # loss -- on questions about people and countries the adapter never saw -- falls with it. The learning rate
 # rises linearly for the warmup steps and then follows half a cosine down to zero (exercise 6.3).
+#
+# **Predict:** what shape will the learning-rate curve have over the 60 steps?
 
 # %%
 def eval_points(run, key="eval_loss"):
