@@ -74,8 +74,6 @@ assert 16 * n / (4 * n + 16 * memory.matrix_lora_params(d, d, 4)[1]) < 4   # the
 # billion**, and 175 billion parameters at 16 GB per billion is exactly the 2.8 TB it then quotes. And
 # GPT-3 does not have "about 1,000 such matrices": its model width is 12,288, so one of its attention
 # projections alone is 12,288^2 = 151 million numbers, nine times a 4096 x 4096 matrix.
-#
-# **Predict:** at 16 bytes a parameter, how many GB per billion parameters, and how many 4096 x 4096 matrices make 175B?
 
 # %%
 print(f"16 bytes x 1e9 parameters = {format_bytes(16 * 1e9)} per billion parameters")
@@ -160,8 +158,6 @@ assert exact == {"q, v": 4_194_304, "q, k, v, o": 16_777_216, "all seven": 39_97
 # `trainable params: 33,554,432 || all params: 6,771,970,048` for r = 16 on all seven modules, but that
 # line belongs to q, k, v, o at **r = 32**; the config in its code gives 39,976,960 (above). The
 # cell below checks these numbers before plotting them.
-#
-# **Predict:** which target modules and rank give the lesson's `33,554,432` line?
 
 # %%
 qkvo_r32 = memory.estimate("llama-2-7b", LoraConfig(r=32, target_modules=targets["q, k, v, o"]))
