@@ -179,6 +179,16 @@ def test_saved_files_equal_peft_and_load_back_both_ways(hf64, tmp_path):
         {n for n, p in from_ours.named_parameters() if p.requires_grad}
 
 
+def test_training_on_from_a_saved_adapter_equals_peft(hf64, tmp_path):
+    """PeftModel.from_pretrained(..., is_trainable=True) of a shrunk (rank_pattern) adapter, then the same
+    loop again: the allocator restarts on the shrunk layers identically on both sides."""
+    theirs, _ = trained_pair(hf64)
+    theirs.save_pretrained(tmp_path)
+    reference, model = base_pair(hf64)
+    train_both(peft.PeftModel.from_pretrained(reference, tmp_path, is_trainable=True),
+               PeftModel.from_pretrained(model, tmp_path, is_trainable=True))
+
+
 def test_merge_and_unload_after_training_equals_peft(hf64):
     theirs, ours = trained_pair(hf64)
     with torch.no_grad():
