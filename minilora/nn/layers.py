@@ -79,6 +79,29 @@ class Linear(Module):
                 f"bias={self.bias is not None}")
 
 
+def _embedding_table(num_embeddings, embedding_dim, padding_idx, dtype, device):
+    """A new lookup table for Embedding / EmbeddingBag: [num_embeddings, embedding_dim], N(0, 1) as
+    torch's, the ``padding_idx`` row zeroed."""
+    weight = _empty((num_embeddings, embedding_dim), dtype, device)
+    init.normal_(weight)
+    if padding_idx is not None:
+        weight._array[padding_idx] = 0
+    return weight
+
+
+def _lookup_options_repr(module):
+    """The ``max_norm`` / ``norm_type`` / ``scale_grad_by_freq`` part of Embedding's and
+    EmbeddingBag's repr: only the options that differ from torch's defaults."""
+    text = ""
+    if module.max_norm is not None:
+        text += f", max_norm={module.max_norm}"
+    if module.norm_type != 2:
+        text += f", norm_type={module.norm_type}"
+    if module.scale_grad_by_freq:
+        text += f", scale_grad_by_freq={module.scale_grad_by_freq}"
+    return text
+
+
 class Embedding(Module):
     """A lookup table ``weight[ids]`` of shape ``[num_embeddings, embedding_dim]``, init N(0, 1).
 
@@ -100,10 +123,7 @@ class Embedding(Module):
                                  f"{(num_embeddings, embedding_dim)}")
             self.weight = Parameter(_weight, requires_grad=not _freeze, device=device, dtype=dtype)
             return
-        self.weight = _empty((num_embeddings, embedding_dim), dtype, device)
-        init.normal_(self.weight)
-        if padding_idx is not None:
-            self.weight._array[padding_idx] = 0
+        self.weight = _embedding_table(num_embeddings, embedding_dim, self.padding_idx, dtype, device)
 
     @classmethod
     def from_pretrained(cls, embeddings, freeze=True, padding_idx=None, max_norm=None, norm_type=2.0,
@@ -126,12 +146,7 @@ class Embedding(Module):
         text = f"{self.num_embeddings}, {self.embedding_dim}"
         if self.padding_idx is not None:
             text += f", padding_idx={self.padding_idx}"
-        if self.max_norm is not None:
-            text += f", max_norm={self.max_norm}"
-        if self.norm_type != 2:
-            text += f", norm_type={self.norm_type}"
-        if self.scale_grad_by_freq:
-            text += f", scale_grad_by_freq={self.scale_grad_by_freq}"
+        text += _lookup_options_repr(self)
         if self.sparse:
             text += ", sparse=True"
         return text
@@ -232,10 +247,7 @@ class EmbeddingBag(Module):
         if _weight is not None:
             self.weight = Parameter(_weight, device=device, dtype=dtype)
             return
-        self.weight = _empty((num_embeddings, embedding_dim), dtype, device)
-        init.normal_(self.weight)
-        if self.padding_idx is not None:
-            self.weight._array[self.padding_idx] = 0
+        self.weight = _embedding_table(num_embeddings, embedding_dim, self.padding_idx, dtype, device)
 
     def forward(self, input, offsets=None, per_sample_weights=None):
         return F.embedding_bag(input, self.weight, offsets, self.max_norm, self.norm_type, self.scale_grad_by_freq,
@@ -243,13 +255,7 @@ class EmbeddingBag(Module):
                                self.padding_idx)
 
     def extra_repr(self):
-        text = f"{self.num_embeddings}, {self.embedding_dim}"
-        if self.max_norm is not None:
-            text += f", max_norm={self.max_norm}"
-        if self.norm_type != 2:
-            text += f", norm_type={self.norm_type}"
-        if self.scale_grad_by_freq:
-            text += f", scale_grad_by_freq={self.scale_grad_by_freq}"
+        text = f"{self.num_embeddings}, {self.embedding_dim}" + _lookup_options_repr(self)
         text += f", mode={self.mode!r}"
         if self.padding_idx is not None:
             text += f", padding_idx={self.padding_idx}"
@@ -1244,16 +1250,20 @@ class AvgPool1d(Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
-class AdaptiveAvgPool2d(Module):
+class _AdaptiveAvgPoolNd(Module):
+    """torch's base of AdaptiveAvgPool1d/2d: the output size and its repr; each subclass pools."""
+
     def __init__(self, output_size):
         super().__init__()
         self.output_size = output_size
 
-    def forward(self, input):
-        return F.adaptive_avg_pool2d(input, self.output_size)
-
     def extra_repr(self):
         return f"output_size={self.output_size}"
+
+
+class AdaptiveAvgPool2d(_AdaptiveAvgPoolNd):
+    def forward(self, input):
+        return F.adaptive_avg_pool2d(input, self.output_size)
 
 
 class Upsample(Module):
@@ -1454,16 +1464,9 @@ class Softmax2d(Module):
         return F.softmax(input, -3)
 
 
-class AdaptiveAvgPool1d(Module):
-    def __init__(self, output_size):
-        super().__init__()
-        self.output_size = output_size
-
+class AdaptiveAvgPool1d(_AdaptiveAvgPoolNd):
     def forward(self, input):
         return F.adaptive_avg_pool1d(input, self.output_size)
-
-    def extra_repr(self):
-        return f"output_size={self.output_size}"
 
 
 # ---- padding layers: F.pad with a fixed padding (an int pads every side) ---------------------------
