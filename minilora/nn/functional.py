@@ -450,17 +450,23 @@ def dropout1d(input, p=0.5, training=True, inplace=False):
     return _feature_dropout(input, p, training)
 
 
+def _warn_feature_dropout_rank(name, ndim, spatial):
+    """torch's deprecation warning for dropout2d / dropout3d given an input of another rank (it still
+    runs); the warning points at the caller of ``name``, as torch's."""
+    warnings.warn(f"{name}: Received a {ndim}-D input to {name}, which is deprecated and will result in an "
+                  f"error in a future release. To retain the behavior and silence this warning, please use "
+                  f"dropout instead. Note that {name} exists to provide channel-wise dropout on inputs with "
+                  f"{spatial} spatial dimensions, a channel dimension, and an optional batch dimension (i.e. "
+                  f"{spatial + 1}D or {spatial + 2}D inputs).", stacklevel=3)
+
+
 def dropout2d(input, p=0.5, training=True, inplace=False):
     """Whole channels of a [N, C, H, W] input zeroed with probability ``p`` (torch's warnings for
     other ranks; a 3-D input is read as [N, C, L], as torch still does)."""
     _dropout_prob(p)
     _refuse("dropout2d", inplace=(inplace, False))
     if input.ndim not in (3, 4):
-        warnings.warn(f"dropout2d: Received a {input.ndim}-D input to dropout2d, which is deprecated and will "
-                      f"result in an error in a future release. To retain the behavior and silence this "
-                      f"warning, please use dropout instead. Note that dropout2d exists to provide "
-                      f"channel-wise dropout on inputs with 2 spatial dimensions, a channel dimension, and an "
-                      f"optional batch dimension (i.e. 3D or 4D inputs).", stacklevel=2)
+        _warn_feature_dropout_rank("dropout2d", input.ndim, spatial=2)
     if input.ndim == 3:
         warnings.warn("dropout2d: Received a 3D input to dropout2d and assuming that channel-wise 1D dropout "
                       "behavior is desired - input is interpreted as shape (N, C, L), where C is the channel "
@@ -475,11 +481,7 @@ def dropout3d(input, p=0.5, training=True, inplace=False):
     _dropout_prob(p)
     _refuse("dropout3d", inplace=(inplace, False))
     if input.ndim not in (4, 5):
-        warnings.warn(f"dropout3d: Received a {input.ndim}-D input to dropout3d, which is deprecated and will "
-                      f"result in an error in a future release. To retain the behavior and silence this "
-                      f"warning, please use dropout instead. Note that dropout3d exists to provide "
-                      f"channel-wise dropout on inputs with 3 spatial dimensions, a channel dimension, and an "
-                      f"optional batch dimension (i.e. 4D or 5D inputs).", stacklevel=2)
+        _warn_feature_dropout_rank("dropout3d", input.ndim, spatial=3)
     if input.ndim == 4:
         return _feature_dropout(input.unsqueeze(0), p, training).squeeze(0)
     return _feature_dropout(input, p, training)
