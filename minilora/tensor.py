@@ -869,16 +869,8 @@ class Tensor:
 
     clip_ = clamp_
 
-    def normal_(self, mean=0.0, std=1.0, *, generator=None):
-        from .random import generator as _global
-        rng = generator if generator is not None else _global()
-        values = rng.normal(mean, std, self.shape)
-        return self._fill_inplace_array(values)
-
-    def uniform_(self, a=0.0, b=1.0, *, generator=None):
-        from .random import generator as _global
-        rng = generator if generator is not None else _global()
-        return self._fill_inplace_array(rng.uniform(a, b, self.shape))
+    # normal_, uniform_ and torch's other random fills (exponential_, random_, bernoulli_, ...) are
+    # set on Tensor by factories.py, next to the random factories they share their checks with.
 
     def _fill_inplace_array(self, values):
         """Random fills: new values from nowhere, so no gradient flows through them."""
@@ -936,6 +928,15 @@ class Tensor:
         if base is not None and base.requires_grad and base._ctx is None:
             raise RuntimeError("a view of a leaf Variable that requires grad is being used in an "
                                "in-place operation.")
+
+    def _check_promoted_fits(self, other):
+        """torch's check before an in-place binary op runs: the promoted dtype of ``self`` and ``other``
+        must be castable to ``self``'s (``int_tensor &= 2.5`` is this RuntimeError, not the kernel's
+        NotImplementedError for floats)."""
+        promoted = dtypes.result_type(self, other)
+        if not dtypes.can_cast(promoted, self.dtype):
+            raise RuntimeError(f"result type {dtypes.torch_name(promoted)} can't be cast to the "
+                               f"desired output type {dtypes.torch_name(self.dtype)}")
 
     def _inplace(self, op, *args, cast=False, **kwargs):
         """Run ``op(self, *args)`` and write the result into ``self``'s storage.

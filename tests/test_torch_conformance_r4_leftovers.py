@@ -207,3 +207,19 @@ def test_max_other_gradient():
         x.max(other=y).sum().backward()
         return x.grad, y.grad
     _same(grads)
+
+
+# ---- in-place binary ops: the promoted dtype must fit self before the kernel runs ----------------
+_INPLACE = ["__iand__", "__ior__", "__ixor__", "__ifloordiv__", "__imod__", "__ilshift__", "__irshift__",
+            "bitwise_and_", "bitwise_or_", "remainder_", "floor_divide_", "__iadd__", "__imul__"]
+
+
+@pytest.mark.parametrize("other", [2.5, True, 2, -1, "float32 tensor", "int64 tensor", "bool tensor"])
+@pytest.mark.parametrize("dtype", ["int64", "uint8", "bool", "float32"])
+@pytest.mark.parametrize("op", _INPLACE)
+def test_in_place_result_type_check(op, dtype, other):
+    def run(L):
+        x = L.tensor([3, 4], dtype=getattr(L, dtype))
+        y = L.tensor([1, 2], dtype=getattr(L, other.split()[0])) if isinstance(other, str) else other
+        return getattr(x, op)(y)
+    _same(run)

@@ -220,6 +220,7 @@ def _in_place(op):
     """``x //= y``, ``x %= y``, ``mask |= other`` ... write into ``x`` as torch does (without these
     methods Python would fall back to ``x = x // y``: a new tensor, and a view's base unchanged)."""
     def method(self, other):
+        self._check_promoted_fits(other)  # (before the op: torch's RuntimeError for int &= 2.5)
         return self._inplace(op, other)
     return method
 
@@ -330,3 +331,112 @@ _MISSING_METHODS = {
 }
 for _name, _fn in _MISSING_METHODS.items():
     setattr(Tensor, _name, _fn)
+
+
+# ---- out=: torch.add(a, b, out=y) and its kin ----------------------------------------------------
+# torch's functions take ``out=``: the result is written into that tensor, which is returned. The
+# rules are torch's, kept in one place (``_write_out``) and given to each top-level function torch
+# gives out= (not to the Tensor methods, which torch's do not take it, nor to a + b, which stays one
+# call). The functions are rebound here, after the methods above took the plain ones.
+import functools as _functools  # noqa: E402
+import warnings as _warnings  # noqa: E402
+
+# Ops whose out tensor must have exactly the result's dtype (torch: "Expected out tensor to have dtype
+# float, but got double instead"); the others cast their result into out's dtype where torch.can_cast
+# allows it.
+_EXACT_OUT_DTYPE = {"matmul", "mm", "bmm", "dot", "outer", "mv", "addmm", "baddbmm", "argmax", "argmin"}
+# Ops whose dtype= argument out's dtype stands for: they compute in it (a float32 tensor summed into a
+# float64 out accumulates in float64, as torch.sum(x, dtype=torch.float64)).
+_DTYPE_FROM_OUT = {"sum", "mean", "prod", "cumsum", "cumprod", "nansum", "nanmean"}
+
+
+def _with_out(fn, name):
+    """``fn`` taking torch's keyword ``out=`` as well (without it, ``fn`` itself is called)."""
+    @_functools.wraps(fn)
+    def call(*args, out=None, **kwargs):
+        if out is None:
+            return fn(*args, **kwargs)
+        return _write_out(fn, name, args, kwargs, out)
+    return call
+
+
+def _write_out(fn, name, args, kwargs, out):
+    """``fn(*args, **kwargs)`` written into ``out`` (a tensor, or a tuple of them for an op that
+    returns several), as torch writes it; returns ``out``."""
+    outs = (out,) if isinstance(out, Tensor) else tuple(out) if isinstance(out, (tuple, list)) else None
+    if outs is None or not builtins_all(isinstance(o, Tensor) for o in outs):
+        raise TypeError(f"{name}(): argument 'out' must be Tensor or a tuple of Tensors, not "
+                        f"{type(out).__name__}")
+    if name in _DTYPE_FROM_OUT and kwargs.get("dtype") is None:
+        kwargs = dict(kwargs, dtype=outs[0].dtype)
+    result = fn(*args, **kwargs)
+    results = result if isinstance(result, tuple) else (result,)
+    if len(results) != len(outs):
+        raise TypeError(f"{name}(): expected {len(results)} out tensor(s), got {len(outs)}")
+    if is_grad_enabled() and builtins_any(t.requires_grad for t in results + outs):
+        raise RuntimeError(f"{name}(): functions with out=... arguments don't support automatic "
+                           f"differentiation, but one of the arguments requires grad.")
+    for o, r in zip(outs, results):
+        _copy_into(o, r, name)
+    return out if isinstance(out, Tensor) else type(result)(*outs) if hasattr(result, "_fields") \
+        else tuple(outs)
+
+
+def _copy_into(out, result, name):
+    """One result written into its out tensor: dtype checked, resized if its shape differs (with
+    torch's warning when it held elements), then the values cast in place."""
+    if name in _EXACT_OUT_DTYPE and result.dtype != out.dtype:
+        raise RuntimeError(f"Expected out tensor to have dtype {_c_name(result.dtype)}, but got "
+                           f"{_c_name(out.dtype)} instead")
+    if not dtypes.can_cast(result.dtype, out.dtype):
+        raise RuntimeError(f"result type {dtypes.torch_name(result.dtype)} can't be cast to the "
+                           f"desired output type {dtypes.torch_name(out.dtype)}")
+    if out.device != result.device:
+        raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two "
+                           f"devices, {out.device} and {result.device}!")
+    if out.shape != result.shape:
+        if out.numel():
+            _warnings.warn(f"An output with one or more elements was resized since it had shape "
+                           f"{list(out.shape)}, which does not match the required output shape "
+                           f"{list(result.shape)}. This behavior is deprecated, and in a future "
+                           f"PyTorch release outputs will not be resized unless they have zero "
+                           f"elements. You can explicitly reuse an out tensor t by resizing it, "
+                           f"inplace, to zero elements with t.resize_(0).", UserWarning, stacklevel=4)
+        out._array = out.device.xp.empty(result._array.shape, out.dtype)  # (torch's resize_)
+    out._check_inplace()
+    out._array[...] = dtypes.cast(result._array, out.dtype)
+    out._bump_version()
+
+
+def _c_name(dtype):
+    """The C type name torch's "Expected out tensor to have dtype ..." message gives."""
+    return {"float32": "float", "float64": "double", "float16": "c10::Half", "bfloat16": "c10::BFloat16",
+            "int64": "long int", "int32": "int", "int16": "short int", "int8": "signed char",
+            "uint8": "unsigned char", "bool": "bool"}.get(dtype.name, dtype.name)
+
+
+import builtins as _builtins  # noqa: E402
+builtins_all, builtins_any = _builtins.all, _builtins.any  # (all/any here are minilora's ops)
+from ..tensor import is_grad_enabled  # noqa: E402
+
+_OUT_FUNCTIONS = (
+    # elementwise
+    "abs acos acosh add addcdiv addcmul arctan2 asin asinh atan atan2 atanh bitwise_and "
+    "bitwise_left_shift bitwise_not bitwise_or bitwise_right_shift bitwise_xor ceil clamp clamp_max "
+    "clamp_min clip cos cosh div erf exp exp2 expm1 floor floor_divide fmod lerp log log10 log1p log2 "
+    "logaddexp logical_and logical_not logical_or logical_xor maximum minimum mul nan_to_num neg pow "
+    "reciprocal remainder round rsqrt sigmoid sign sin sinh sqrt square sub tan tanh trunc where xlogy "
+    "eq ne lt gt le ge "
+    # products
+    "addmm baddbmm bmm cross dot matmul mm outer "
+    # reductions
+    "all amax amin aminmax any argmax argmin log_softmax logsumexp max mean min nanmean nansum norm "
+    "prod softmax std sum var "
+    # index
+    "argsort bucketize cummax cummin cumprod cumsum gather index_add index_copy index_select "
+    "kthvalue masked_select median mode nonzero scatter scatter_add scatter_reduce searchsorted sort "
+    "take take_along_dim topk tril triu "
+    # shape
+    "cat column_stack diag diff dstack hstack narrow_copy stack vstack").split()
+for _name in _OUT_FUNCTIONS:
+    globals()[_name] = _with_out(globals()[_name], _name)
