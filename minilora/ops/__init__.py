@@ -434,7 +434,7 @@ _OUT_FUNCTIONS = (
     "prod softmax std sum var "
     # index
     "argsort bucketize cummax cummin cumprod cumsum gather index_add index_copy index_select "
-    "kthvalue masked_select median mode nonzero scatter scatter_add scatter_reduce searchsorted sort "
+    "kthvalue masked_select median nonzero scatter scatter_add scatter_reduce searchsorted sort "
     "take take_along_dim topk tril triu "
     # shape
     "cat column_stack diag diff dstack hstack narrow_copy stack vstack").split()
