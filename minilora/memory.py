@@ -234,7 +234,7 @@ def _adapter_params(module, config, adapter):
     return out
 
 
-def peft_layout(model_config, peft_config, adapter_name="default"):
+def peft_layout(model_config, peft_config, adapter_name="default", dtype="float32"):
     """The parameters of ``get_peft_model(LlamaForCausalLM(model_config), peft_config)``: PEFT's names
     (``base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight``), shapes and which
     ones train -- computed from names alone, with the matching rules of ``minilora.lora``.
@@ -260,8 +260,10 @@ def peft_layout(model_config, peft_config, adapter_name="default"):
             out += [ParamSpec(f"{prefix}.base_layer.{p}", s, p == "bias" and bias_trains) for p, s in m.params]
             out += [ParamSpec(f"{prefix}.{p}", s, train, adapter=True)
                     for p, s in _adapter_params(m, config, adapter_name)]
-            if config.peft_type == "ADALORA":  # the initial rank, a frozen [1] (never saved)
-                out.append(ParamSpec(f"{prefix}.ranknum.{adapter_name}", (1,), False))
+            if config.peft_type == "ADALORA":  # the initial rank, a [1] (never saved); trains as PEFT's on a
+                # base that is not float32 (lora.adalora._ranknum_trains)
+                ranknum_trains = train and _dtype_name(dtype) != "float32"
+                out.append(ParamSpec(f"{prefix}.ranknum.{adapter_name}", (1,), ranknum_trains))
         else:
             out += [ParamSpec(f"{prefix}.{p}", s, train and config.bias == "all" and p == "bias")
                     for p, s in m.params]
@@ -381,7 +383,7 @@ def estimate(model_config, lora_config=None, dtype="float32", optimizer="adamw",
         raise ValueError(f"unknown optimizer {optimizer!r}: choose one of {sorted(OPTIMIZER_SLOTS)}")
     dtype = _dtype_name(dtype)
     layout = (parameter_layout(model_config) if lora_config is None
-              else peft_layout(model_config, lora_config, adapter_name))
+              else peft_layout(model_config, lora_config, adapter_name, dtype))
     total = sum(p.numel for p in layout)
     trainable = sum(p.numel for p in layout if p.trainable)
     upcast = lora_config is not None and autocast_adapter_dtype and dtype in ("float16", "bfloat16")

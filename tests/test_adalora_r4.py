@@ -271,3 +271,18 @@ def test_cli_refuses_target_r_at_or_above_init_r_before_training(tiny_model_dir,
     code, text = run_cli(["train", "--task", "reverse", "--model", tiny_model_dir, "--out", str(tmp_path / "run"),
                           "--steps", "4", "--method", "adalora", "--init-r", "4", "--target-r", "4", *FAST], capsys)
     assert code == 2 and "--target-r (4) must be below --init-r (4)" in text
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64"])
+def test_memory_estimate_counts_ranknum_where_peft_trains_it(dtype):
+    """`minilora memory` / memory.estimate promise PEFT's get_nb_trainable_parameters(): on a 16-bit or
+    float64 base that includes one ranknum per adapted layer."""
+    from minilora import memory
+    import transformers
+    from test_llama import hf_model
+    config = AdaLoraConfig(**OPTIONS)
+    theirs = peft.get_peft_model(hf_model(transformers, CONFIG, dtype=dtype), peft.AdaLoraConfig(**OPTIONS))
+    assert memory.estimate(CONFIG, config, dtype=dtype).trainable_params == theirs.get_nb_trainable_parameters()[0]
+    ours = get_peft_model(ml.models.LlamaForCausalLM(CONFIG, dtype=dtype), config)
+    layout = {p.name: (tuple(p.shape), p.trainable) for p in memory.peft_layout(CONFIG, config, dtype=dtype)}
+    assert layout == {n: (tuple(p.shape), p.requires_grad) for n, p in ours.named_parameters()}
