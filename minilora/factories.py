@@ -20,7 +20,8 @@ from .tensor import Tensor
 
 __all__ = ["zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like",
            "eye", "rand", "randn", "rand_like", "randn_like", "randint", "linspace", "logspace", "is_tensor",
-           "numel", "tril_indices", "triu_indices", "as_tensor", "asarray", "is_floating_point"]
+           "numel", "tril_indices", "triu_indices", "as_tensor", "asarray", "is_floating_point",
+           "normal", "bernoulli", "poisson", "randint_like", "histc"]
 
 
 def _size(size, fn):
@@ -503,26 +504,40 @@ def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False)
 def multinomial(input, num_samples, replacement=False, *, generator=None):
     """``torch.multinomial``: ``num_samples`` category indices (int64) drawn from each row of
     ``input``, a 1-D or 2-D tensor of non-negative weights (they need not sum to one). Without
-    replacement a category is drawn at most once, so ``num_samples`` may not exceed the categories
-    of nonzero weight. No gradient, as in torch."""
-    weights = np.asarray(input.detach().cpu().numpy(), dtype=np.float64)
+    replacement a category is drawn at most once; once the categories of nonzero weight are used up,
+    the zero-weight ones follow (torch's draw is a top-k of ``weight / Exp(1)``, where they tie at 0;
+    minilora takes them in index order, torch in its top-k's order of ties). No gradient, as in torch."""
+    if not dtypes.is_floating(input.dtype):
+        raise RuntimeError(f"multinomial only supports floating-point dtypes for input, got: "
+                           f"{dtypes.torch_name(input.dtype)}")
+    weights = _host(input)
     if weights.ndim not in (1, 2):
         raise RuntimeError("prob_dist must be 1 or 2 dim")
+    if num_samples <= 0:
+        raise RuntimeError("cannot sample n_sample <= 0 samples")
+    if not replacement and num_samples > weights.shape[-1]:
+        raise RuntimeError("cannot sample n_sample > prob_dist.size(-1) samples without replacement")
     if not np.all(np.isfinite(weights)) or np.any(weights < 0):
         raise RuntimeError("probability tensor contains either `inf`, `nan` or element < 0")
     rows = weights.reshape(-1, weights.shape[-1])
     if np.any(rows.sum(axis=1) <= 0):
         raise RuntimeError("invalid multinomial distribution (sum of probabilities <= 0)")
-    if not replacement and num_samples > rows.shape[1]:
-        raise RuntimeError("cannot sample n_sample > prob_dist.size(-1) samples without replacement")
-    if not replacement and num_samples > np.count_nonzero(rows, axis=1).min():
-        raise RuntimeError("invalid multinomial distribution (with replacement=False, not enough "
-                           "non-negative category to sample)")
     rng = _rng(generator)
-    draws = np.stack([rng.choice(row.size, num_samples, replace=replacement, p=row / row.sum())
-                      for row in rows]).astype(np.int64)
-    draws = draws.reshape(weights.shape[:-1] + (num_samples,))
-    return Tensor(draws, dtype=np.int64, device=input.device)
+    draw = _draw_with_replacement if replacement else _draw_without_replacement
+    draws = np.stack([draw(rng, row, num_samples) for row in rows]) if len(rows) else \
+        np.zeros((0, num_samples), np.int64)
+    return Tensor(draws.reshape(weights.shape[:-1] + (num_samples,)), dtype=np.int64, device=input.device)
+
+
+def _draw_with_replacement(rng, row, num_samples):
+    return rng.choice(row.size, num_samples, replace=True, p=row / row.sum()).astype(np.int64)
+
+
+def _draw_without_replacement(rng, row, num_samples):
+    """The nonzero-weight categories in a weighted random order, then the zero-weight ones."""
+    nonzero = np.flatnonzero(row)
+    order = rng.choice(nonzero, nonzero.size, replace=False, p=row[nonzero] / row[nonzero].sum())
+    return np.concatenate([order, np.flatnonzero(row == 0)])[:num_samples].astype(np.int64)
 
 
 def _multinomial_method(self, num_samples, replacement=False, *, generator=None):
@@ -530,3 +545,311 @@ def _multinomial_method(self, num_samples, replacement=False, *, generator=None)
 
 
 Tensor.multinomial = _multinomial_method  # x.multinomial(n), as torch
+
+
+# ---- torch's sampling family: normal, bernoulli, poisson, randint_like, Tensor.*_ fills ---------
+# Every draw is NumPy's stream (not torch's numbers for the same seed), in float64 rounded once to the
+# dtype. No gradient flows through a draw, but torch still links a drawn tensor to the graph of the
+# tensors it was drawn from (their gradient is zero), so it requires grad when one of them does.
+def _refuse_integer(input, kernel):
+    """torch's NotImplementedError for a sampling kernel that has no integer (or bool) version."""
+    if not dtypes.is_floating(input.dtype):
+        raise NotImplementedError(f'"{kernel}" not implemented for \'{dtypes.torch_name(input.dtype)}\'')
+
+
+def _drawn(values, dtype, device, sources=()):
+    """``values`` (a NumPy array) as a tensor of ``dtype``; in the graph (with a zero gradient) of
+    the tensors among ``sources`` that require grad, as torch's sampling ops are."""
+    linked = [s for s in sources if isinstance(s, Tensor) and s.requires_grad]
+    if not linked or not _grad_enabled():
+        return _make(dtypes.cast(values, dtype), dtype, device, False)
+    anchor = sum(s.sum() for s in linked)  # any node that reads them: its values are replaced below
+    out = anchor.to(dtype).expand(values.shape).clone()
+    return out._fill_inplace(out._device.xp.asarray(dtypes.cast(values, dtype)))
+
+
+def _grad_enabled():
+    from .tensor import is_grad_enabled
+    return is_grad_enabled()
+
+
+def _host(t):
+    return np.asarray(t.detach().cpu().numpy(), dtype=np.float64)
+
+
+def _broadcast(a, b):
+    """The broadcast shape of two shapes, or torch's RuntimeError naming the first mismatch."""
+    try:
+        return np.broadcast_shapes(a, b)
+    except ValueError:
+        for i in range(1, min(len(a), len(b)) + 1):
+            if a[-i] != b[-i] and 1 not in (a[-i], b[-i]):
+                raise RuntimeError(f"The size of tensor a ({a[-i]}) must match the size of tensor b "
+                                   f"({b[-i]}) at non-singleton dimension {max(len(a), len(b)) - i}") from None
+        raise
+
+
+def normal(mean, std=1.0, size=None, *, generator=None, dtype=None, device=None, requires_grad=False):
+    """``torch.normal``, its four overloads: ``normal(mean_tensor, std_tensor)`` (broadcast),
+    ``normal(mean_tensor, std=1.0)``, ``normal(mean, std_tensor)``, and ``normal(mean, std, size)``
+    (with ``dtype``, ``device``, ``requires_grad`` as ``randn``). A tensor result takes ``mean``'s
+    dtype (``std``'s when ``mean`` is a number); no gradient flows through the draw."""
+    if not isinstance(mean, Tensor) and not isinstance(std, Tensor):
+        if size is None:
+            raise TypeError("normal() received an invalid combination of arguments - got (float, float): "
+                            "with numbers for mean and std it needs a size: normal(mean, std, size)")
+        _check_std(std)
+        shape = _size((size,) if not isinstance(size, (tuple, list)) else (size,), "normal")
+        array, dtype = _random_float(lambda: _rng(generator).normal(float(mean), float(std), shape),
+                                     dtype, "normal_kernel_cpu")
+        return _make(array, dtype, device, requires_grad)
+    if size is not None:
+        raise TypeError("normal(): size is given only with numbers for mean and std")
+    like = mean if isinstance(mean, Tensor) else std
+    _refuse_integer(like, "normal_kernel_cpu")
+    if isinstance(std, Tensor):
+        if np.any(_host(std) < 0):  # (NaN passes, as in torch)
+            raise RuntimeError("normal expects all elements of std >= 0.0")
+    else:
+        _check_std(std)
+    means, stds = (_host(v) if isinstance(v, Tensor) else np.float64(v) for v in (mean, std))
+    shape = _broadcast(np.shape(means), np.shape(stds))
+    values = means + stds * _rng(generator).standard_normal(shape)
+    return _drawn(values, like.dtype, like.device, (mean, std))
+
+
+def _check_std(std):
+    if std < 0:
+        raise RuntimeError(f"normal expects std >= 0.0, but found std {_number(std)}")
+
+
+def _number(x):
+    """A number as torch prints it in an error message (``-1.0`` as ``-1``)."""
+    return int(x) if float(x).is_integer() else x
+
+
+def bernoulli(input, p=None, *, generator=None):
+    """``torch.bernoulli(input)``: 1 with probability ``input[i]`` (each in [0, 1]), else 0, in
+    ``input``'s dtype (a floating one). ``bernoulli(input, p)``: a tensor like ``input`` (any dtype)
+    drawn with the one probability ``p``."""
+    if p is not None:
+        return _drawn(_bernoulli_draws(p, input.shape, generator), input.dtype, input.device, (input,))
+    _refuse_integer(input, "bernoulli_tensor_cpu_p_")
+    probs = _host(input)
+    if not np.all((probs >= 0) & (probs <= 1)):  # (NaN fails too)
+        raise RuntimeError("Expected p_in >= 0 && p_in <= 1 to be true, but got false.")
+    return _drawn(_rng(generator).random(probs.shape) < probs, input.dtype, input.device, (input,))
+
+
+def _bernoulli_draws(p, shape, generator):
+    """0/1 draws (float64) of ``shape``: ``p`` a number in [0, 1], or a tensor broadcast to ``shape``."""
+    if isinstance(p, Tensor):
+        probs = _host(p)
+        if probs.ndim > len(shape) or np.broadcast_shapes(probs.shape, shape) != tuple(shape):
+            raise RuntimeError(f"expand({list(probs.shape)}, size={list(shape)}): the probabilities "
+                               f"cannot be broadcast to the tensor's shape")
+    else:
+        if not 0 <= p <= 1:
+            raise RuntimeError(f"bernoulli_ expects p to be in [0, 1], but got p={_number(p)}")
+        probs = p
+    return (_rng(generator).random(shape) < probs).astype(np.float64)
+
+
+def poisson(input, generator=None):
+    """``torch.poisson(rates)``: a Poisson draw for each rate (non-negative), in ``rates``' dtype. An
+    infinite rate gives torch's -2**63 (its int64 overflow)."""
+    _refuse_integer(input, "poisson_cpu")
+    rates = _host(input)
+    if not np.all(rates >= 0):  # (NaN fails too)
+        raise RuntimeError("invalid Poisson rate, expected rate to be non-negative")
+    infinite = np.isinf(rates)
+    values = _rng(generator).poisson(np.where(infinite, 0, rates)).astype(np.float64)
+    return _drawn(np.where(infinite, -2.0 ** 63, values), input.dtype, input.device, (input,))
+
+
+def randint_like(input, low=0, high=None, *, generator=None, dtype=None, device=None,
+                 requires_grad=False):
+    """``randint_like(input, high)`` or ``randint_like(input, low, high)``: integers in
+    ``[low, high)`` shaped like ``input``, in its dtype unless told (a float tensor gets whole floats)."""
+    if high is None:
+        low, high = 0, low
+    dtype, device = _like(input, dtype, device)
+    return randint(low, high, input.shape, generator=generator, dtype=dtype, device=device,
+                   requires_grad=requires_grad)
+
+
+# ---- histc -------------------------------------------------------------------------------------
+def histc(input, bins=100, min=0, max=0, *, out=None):
+    """``torch.histc``: counts of ``input``'s elements in ``bins`` equal-width bins over
+    ``[min, max]`` (values outside are left out; ``max`` itself falls in the last bin). ``min == max``
+    (the default 0, 0) takes the data's range; a range of one value widens to ``[v - 1, v + 1]``. The
+    counts are in ``input``'s dtype, without gradient. A bin index is torch's:
+    ``int((x - left) * bins / (right - left))`` computed in the dtype."""
+    if out is not None:
+        raise TypeError("histc(): minilora has no out= (use the returned tensor)")
+    _refuse_integer(input, "histogram_cpu")
+    if bins <= 0:
+        raise RuntimeError(f"torch.histogram(): bins must be > 0, but got {bins} for dimension 0")
+    values = input.detach().cpu().numpy().reshape(-1)
+    left, right = _histc_range(values, float(min), float(max))
+    edges = linspace(left, right, bins + 1, dtype=input.dtype).numpy()
+    counts = np.bincount(_histc_bins(values, edges, bins), minlength=bins + 1)[:bins]
+    return _make(counts.astype(input.dtype), input.dtype, input.device, False)
+
+
+def _histc_range(values, left, right):
+    """torch's histc range: the given one, or the data's when ``min == max``; widened by 1 each way
+    when it is a single value; refused when not finite or reversed."""
+    if left == right and values.size:
+        left, right = float(np.min(values)), float(np.max(values))  # (a NaN gives NaN: refused below)
+    if left == right:
+        left, right = left - 1, right + 1
+    if not (math.isfinite(left) and math.isfinite(right)):
+        shown = ("-nan" if math.isnan(v) else _number(v) for v in (left, right))  # (C prints -nan)
+        raise RuntimeError("torch.histc: range of [{}, {}] is not finite".format(*shown))
+    if not left < right:
+        raise RuntimeError("torch.histc: max must be larger than min")
+    return left, right
+
+
+def _histc_bins(values, edges, bins):
+    """Each value's bin (``bins`` for one left out), computed in the values' dtype as torch's kernel
+    (each step of a 16-bit float rounded to it: c10::Half arithmetic)."""
+    dtype = values.dtype
+    def rounded(x):
+        return dtypes.cast(np.asarray(x, dtype=np.float32), dtype).astype(np.float32) \
+            if dtype.itemsize == 2 else np.asarray(x, dtype=dtype)
+    left, right = rounded(edges[0]), rounded(edges[-1])
+    x = rounded(values)
+    with np.errstate(invalid="ignore"):
+        inside = (x >= left) & (x <= right)  # (NaN is outside)
+        position = rounded(rounded(rounded(x - left) * rounded(bins)) / rounded(right - left))
+    # (x == right, or a position rounded up to bins, lands in the last bin, as in torch's kernel)
+    return np.where(inside, np.minimum(np.nan_to_num(position), bins - 1), bins).astype(np.int64)
+
+
+# ---- in-place random fills: Tensor.normal_, uniform_, exponential_, random_, bernoulli_, ... -----
+def _fill_drawn(self, values):
+    """Write ``values`` (drawn on the host, float64) into ``self``: a leaf requiring grad refuses; in
+    the graph the node stays and the gradient to the old values is zero, as torch's."""
+    return self._fill_inplace(self._device.xp.asarray(dtypes.cast(values, self.dtype)))
+
+
+def _continuous(self, name, type_name):
+    """torch's error for a continuous distribution asked to fill an integer (or bool) tensor."""
+    if not dtypes.is_floating(self.dtype):
+        raise RuntimeError(f"{name} distribution is a continuous probability distribution. dtype must "
+                           f"be a floating point but you specified {type_name(self.dtype)}")
+
+
+_GCC_TYPES = {"int64": "long int", "uint8": "unsigned char", "bool": "bool"}  # (typeid names torch prints)
+
+
+def _normal_(self, mean=0.0, std=1.0, *, generator=None):
+    _check_std(std)
+    _refuse_integer(self, "normal_kernel_cpu")
+    return _fill_drawn(self, _rng(generator).normal(mean, std, self.shape))
+
+
+def _uniform_(self, a=0.0, b=1.0, *, generator=None):
+    _refuse_integer(self, "check_uniform_bounds")
+    if a > b:
+        raise RuntimeError(f"uniform_ expects to return a [from, to) range, but found from={_number(a)} "
+                           f"> to={_number(b)}")
+    return _fill_drawn(self, a + (b - a) * _rng(generator).random(self.shape))
+
+
+def _exponential_(self, lambd=1.0, *, generator=None):
+    if not lambd > 0:
+        raise RuntimeError(f"exponential_ expects lambda > 0.0, but found lambda={_number(lambd)}")
+    _continuous(self, "Exponential", dtypes.torch_name)
+    return _fill_drawn(self, _rng(generator).exponential(1 / lambd, self.shape))
+
+
+def _cauchy_(self, median=0.0, sigma=1.0, *, generator=None):
+    if not sigma > 0:
+        raise RuntimeError(f"cauchy_ expects sigma > 0.0, but found sigma={_number(sigma)}")
+    _continuous(self, "Cauchy", lambda d: _GCC_TYPES.get(d.name, _C_TYPES.get(d.name)))
+    return _fill_drawn(self, median + sigma * _rng(generator).standard_cauchy(self.shape))
+
+
+def _log_normal_(self, mean=1.0, std=2.0, *, generator=None):
+    if not std > 0:
+        raise RuntimeError(f"log_normal_ expects std > 0.0, but found std={_number(std)}")
+    _refuse_integer(self, "log_normal_cpu")
+    return _fill_drawn(self, _rng(generator).lognormal(mean, std, self.shape))
+
+
+def _geometric_(self, p, *, generator=None):
+    """The number of Bernoulli(p) trials up to the first success (1, 2, ...), any dtype."""
+    if not 0 < p < 1:
+        raise RuntimeError(f"geometric_ expects p to be in (0, 1), but got p={_number(p)}")
+    if self.dtype == np.bool_:
+        raise NotImplementedError('"geometric_cpu" not implemented for \'Bool\'')
+    return _fill_drawn(self, _rng(generator).geometric(p, self.shape).astype(np.float64))
+
+
+def _bernoulli_(self, p=0.5, *, generator=None):
+    return _fill_drawn(self, _bernoulli_draws(p, self.shape, generator))
+
+
+def _bernoulli_method(self, p=None, *, generator=None):
+    return bernoulli(self, p, generator=generator)
+
+
+def _random_(self, *args, generator=None, **keywords):
+    """``random_()``: integers in ``[0, top]`` (top: 2**mantissa bits for a float dtype, the dtype's
+    max for an integer one); ``random_(to)``: ``[0, to)``; ``random_(from, to)``: ``[from, to)``
+    (``to=None``: ``[from, top]``). Whole numbers even in a float tensor."""
+    low, high = _random_range(self.dtype, *args, **keywords)
+    if high <= low:
+        raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
+    _check_random_range(low, high, self.dtype)
+    _warn_float_precision(high, self.dtype)
+    draws = _rng(generator).integers(low, high, self.shape, dtype=np.int64 if high <= 2 ** 63 else np.uint64)
+    return self._fill_inplace(self._device.xp.asarray(draws.astype(self.dtype)))
+
+
+def _random_range(dtype, *args, **keywords):
+    """``(low, high)`` (high exclusive) from torch's spellings: ``()``, ``(to)``, ``(from, to)``."""
+    if len(args) > 2 or set(keywords) - {"from", "to"}:
+        raise TypeError("random_() takes (), (to) or (from, to)")
+    if len(args) == 1 and not keywords:  # random_(to)
+        args = (0, args[0])
+    named = dict(zip(("from", "to"), args), **keywords)
+    low, high = named.get("from", 0), named.get("to")
+    return int(low), _random_top(dtype) + 1 if high is None else int(high)
+
+
+_MANTISSA_DIGITS = {"float16": 11, "bfloat16": 8, "float32": 24, "float64": 53}
+_C_FLOAT_NAMES = {"float16": "c10::Half", "bfloat16": "c10::BFloat16", "float32": "float", "float64": "double"}
+
+
+def _random_top(dtype):
+    if dtype.kind == "b":
+        return 1
+    if dtypes.is_floating(dtype):
+        return 2 ** _MANTISSA_DIGITS[dtype.name]
+    return int(np.iinfo(dtype).max)
+
+
+def _warn_float_precision(high, dtype):
+    """torch's warning when a float dtype cannot hold every integer of the range."""
+    if dtypes.is_floating(dtype) and high - 1 > 2 ** _MANTISSA_DIGITS[dtype.name]:
+        import warnings
+        digits = _MANTISSA_DIGITS[dtype.name]
+        warnings.warn(f"to - 1 is out of bounds [-(2^{digits}), 2^{digits}]. Due to precision limitations "
+                      f"{_C_FLOAT_NAMES[dtype.name]} can support discrete uniform distribution only within "
+                      f"this range.", UserWarning, stacklevel=3)
+
+
+def _histc_method(self, bins=100, min=0, max=0):
+    return histc(self, bins, min, max)
+
+
+for _name, _method in (("normal_", _normal_), ("uniform_", _uniform_), ("exponential_", _exponential_),
+                       ("cauchy_", _cauchy_), ("log_normal_", _log_normal_), ("geometric_", _geometric_),
+                       ("bernoulli_", _bernoulli_), ("bernoulli", _bernoulli_method), ("random_", _random_),
+                       ("histc", _histc_method)):
+    _method.__name__ = _name  # (so a wrong argument's TypeError names torch's method)
+    setattr(Tensor, _name, _method)

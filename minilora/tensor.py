@@ -882,6 +882,10 @@ class Tensor:
     def __setitem__(self, index, value):
         """``x[index] = value``: torch's ``index_put_``, differentiable inside the graph."""
         from . import ops
+        if isinstance(value, (list, tuple, np.ndarray)):  # torch takes a tensor or a number only
+            name = "numpy.ndarray" if isinstance(value, np.ndarray) else type(value).__name__
+            raise TypeError(f"can't assign a {name} to a torch.{dtypes.torch_name(self.dtype)}Tensor "
+                            f"(wrap it in minilora.tensor() first)")
         if isinstance(value, np.generic):
             value = _assignable_numpy_scalar(value, self.dtype)
         if type(value) in (int, float, bool):  # a number is stored: it must fit (uint8: 300 raises)
