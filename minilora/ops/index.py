@@ -16,7 +16,7 @@ from ..device import xp_of
 from ..dtypes import checked_number, compute_dtype, is_floating, python_number, upcast
 from ..tensor import Function, Tensor, no_grad
 from .elementwise import backward_in_float32
-from .shape import NO_DIM, add_at, dim_given
+from .shape import NO_DIM, add_at, dim_given, put_into_copy, zeroed_at
 
 __all__ = ["gather", "sort", "argsort", "topk", "cumsum", "repeat", "tril", "triu", "nonzero",
            "return_type", "index_select", "index_add", "scatter", "scatter_add", "take_along_dim",
@@ -394,17 +394,13 @@ class IndexFill(Function):
     def forward(ctx, a, value, index, axis):
         ctx.where = _along(axis, xp_of(a).unique(index))
         ctx.value_dtype = getattr(value, "dtype", None)
-        out = a.copy()
-        out[ctx.where] = value
-        return out
+        return put_into_copy(a, ctx.where, value)
 
     @staticmethod
     def backward(ctx, g):
         needs_a, needs_value = ctx.needs_input_grad
-        grad_a = grad_value = None
-        if needs_a:
-            grad_a = g.copy()
-            grad_a[ctx.where] = 0
+        grad_a = zeroed_at(g, ctx.where) if needs_a else None
+        grad_value = None
         if needs_value:
             grad_value = g[ctx.where].sum(dtype=compute_dtype(g.dtype)).astype(ctx.value_dtype)
         return grad_a, grad_value
@@ -446,19 +442,14 @@ class Scatter(Function):
             out = a.astype(compute_dtype(a.dtype))  # a copy (16-bit floats: widened)
             add_at(out, ctx.where, upcast(values) if hasattr(values, "dtype") else values)
             return out.astype(a.dtype, copy=False)
-        out = a.copy()
-        out[ctx.where] = values
-        return out
+        return put_into_copy(a, ctx.where, values)
 
     @staticmethod
     def backward(ctx, g):
         na, ns = ctx.needs_input_grad
         ga = gs = None
         if na:
-            ga = g
-            if not ctx.add:
-                ga = g.copy()
-                ga[ctx.where] = 0
+            ga = g if ctx.add else zeroed_at(g, ctx.where)
         if ns:
             gs = xp_of(g).zeros(ctx.src_shape, dtype=g.dtype)
             gs[ctx.block] = g[ctx.where]
@@ -521,18 +512,12 @@ class IndexCopy(Function):
     @staticmethod
     def forward(ctx, a, source, index, axis):
         ctx.where = _along(axis, index)
-        out = a.copy()
-        out[ctx.where] = source
-        return out
+        return put_into_copy(a, ctx.where, source)
 
     @staticmethod
     def backward(ctx, g):
         needs_a, needs_source = ctx.needs_input_grad
-        grad_a = None
-        if needs_a:
-            grad_a = g.copy()
-            grad_a[ctx.where] = 0
-        return grad_a, (g[ctx.where] if needs_source else None)
+        return (zeroed_at(g, ctx.where) if needs_a else None), (g[ctx.where] if needs_source else None)
 
 
 def index_copy(input, dim, index, source):
@@ -573,17 +558,13 @@ class MaskedScatter(Function):
     def forward(ctx, a, source, mask):
         ctx.mask, ctx.source_shape = mask, source.shape
         ctx.count = int(mask.sum())
-        out = a.copy()
-        out[mask] = source.reshape(-1)[:ctx.count]
-        return out
+        return put_into_copy(a, mask, source.reshape(-1)[:ctx.count])
 
     @staticmethod
     def backward(ctx, g):
         needs_a, needs_source = ctx.needs_input_grad
-        grad_a = grad_source = None
-        if needs_a:
-            grad_a = g.copy()
-            grad_a[ctx.mask] = 0
+        grad_a = zeroed_at(g, ctx.mask) if needs_a else None
+        grad_source = None
         if needs_source:
             flat = xp_of(g).zeros(int(np.prod(ctx.source_shape)), dtype=g.dtype)
             flat[:ctx.count] = g[ctx.mask]

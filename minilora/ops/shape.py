@@ -147,6 +147,20 @@ def put_indexed(array, index, values):
         array[split[0]][split[1]] = values
 
 
+def put_into_copy(array, index, values):
+    """A copy of ``array`` with ``values`` written at ``index`` (``put_indexed``): the forward of the
+    ops that overwrite part of their input (index_put, scatter, index_fill, index_copy, ...)."""
+    out = array.copy()
+    put_indexed(out, index, values)
+    return out
+
+
+def zeroed_at(g, index):
+    """The gradient such an op passes to the input it overwrote: ``g`` with the overwritten positions
+    zeroed (their old values no longer reach the output)."""
+    return put_into_copy(g, index, 0)
+
+
 # CuPy's add.at is an atomicAdd kernel, for these dtypes only
 _CUPY_ADD_AT = tuple(np.dtype(t) for t in ("float16", "float32", "float64", "int32", "uint32", "uint64"))
 
@@ -180,11 +194,10 @@ class IndexPut(Function):
     @staticmethod
     def forward(ctx, a, values, index, accumulate):
         ctx.index, ctx.accumulate, ctx.values_shape = index, accumulate, getattr(values, "shape", ())
+        if not accumulate:
+            return put_into_copy(a, index, values)
         out = a.copy()
-        if accumulate:
-            _add_indexed(out, index, values)
-        else:
-            put_indexed(out, index, values)
+        _add_indexed(out, index, values)
         return out
 
     @staticmethod
@@ -193,10 +206,7 @@ class IndexPut(Function):
         needs_a, needs_values = ctx.needs_input_grad
         grad_a = grad_values = None
         if needs_a:
-            grad_a = g
-            if not ctx.accumulate:
-                grad_a = g.copy()
-                put_indexed(grad_a, ctx.index, 0)
+            grad_a = g if ctx.accumulate else zeroed_at(g, ctx.index)
         if needs_values:
             grad_values = unbroadcast(take_indexed(g, ctx.index), ctx.values_shape)
         return grad_a, grad_values
