@@ -138,7 +138,8 @@ def test_documented_loop_with_adamw_equals_peft(hf64):
 
 
 def test_documented_loop_with_sgd_and_peft_init_equals_peft(hf64):
-    """PEFT's default init (E = 0: A and B get no gradient at the first step)."""
+    """The same loop with SGD + momentum (PEFT's default init, as everywhere here: E = 0, so A and B get
+    no gradient at the first step and the masks start from E's own scores)."""
     theirs, ours = adalora_pair(hf64)
     train_both(theirs, ours, lambda lib, params: lib.optim.SGD(params, lr=0.5, momentum=0.9))
 
@@ -158,7 +159,8 @@ def test_saved_files_equal_peft_and_load_back_both_ways(hf64, tmp_path):
     theirs, ours = trained_pair(hf64)
     theirs.save_pretrained(tmp_path / "peft")
     ours.save_pretrained(tmp_path / "ours")
-    want_config, got_config = (json.loads((tmp_path / side / "adapter_config.json").read_text()) for side in ("peft", "ours"))
+    want_config, got_config = (json.loads((tmp_path / side / "adapter_config.json").read_text())
+                               for side in ("peft", "ours"))
     for config in (want_config, got_config):  # PEFT keeps target_modules as a set: its file order is random
         config["target_modules"] = sorted(config["target_modules"])
     for key in sorted(set(want_config) | set(got_config)):
