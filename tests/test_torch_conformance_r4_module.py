@@ -1665,3 +1665,21 @@ def test_backward_hooks_fire_on_each_backward_of_a_retained_graph():
         (2 * y).backward()
         return [log, x.grad]
     check(snippet)
+
+
+@pytest.mark.parametrize("kind", ["pre", "full"])
+def test_backward_hook_returning_too_many_gradients_is_torchs_error(kind):
+    """A backward pre-hook (or full backward hook) that returns more gradients than it got: torch's
+    RuntimeError, word for word."""
+    def snippet(lib):
+        layer = lib.nn.Linear(2, 2)
+        if kind == "pre":
+            layer.register_full_backward_pre_hook(lambda module, grad_output: (grad_output[0],) * 2)
+        else:
+            layer.register_full_backward_hook(lambda module, grad_input, grad_output: (grad_input[0],) * 2)
+        with pytest.raises(RuntimeError) as error:
+            layer(lib.ones(1, 2, requires_grad=True)).sum().backward()
+        return str(error.value)
+
+    theirs, ours = run_both(snippet)
+    assert ours == theirs

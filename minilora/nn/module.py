@@ -781,6 +781,20 @@ def _with_none(index, values, size):
     return tuple(out)
 
 
+def _run_replacing_hooks(hooks, grads, call, error):
+    """Each hook of the dict ``hooks`` in turn, as ``call(hook, grads)``: one that returns a tuple
+    replaces ``grads`` for the next ones (it must hold as many gradients: else torch's RuntimeError,
+    ``error`` and the counts); the gradients after the last."""
+    for hook in list(hooks.values()):
+        new = call(hook, grads)
+        if new is None:
+            continue
+        if len(new) != len(grads):
+            raise RuntimeError(f"{error}, got {len(new)}, but expected {len(grads)}")
+        grads = new
+    return grads
+
+
 class _BackwardHooks:
     """One call's module backward hooks, as torch's ``BackwardHook``: the outputs' gradients go through
     the backward pre-hooks and are kept; when the inputs' gradients arrive, the full backward hooks get
@@ -803,14 +817,9 @@ class _BackwardHooks:
 
     def _on_output_grads(self, grads):
         grad_outputs = _with_none(self.output_index, grads, self.n_outputs)
-        for hook in list(self.module._backward_pre_hooks.values()):
-            new = hook(self.module, grad_outputs)
-            if new is None:
-                continue
-            if len(new) != len(grad_outputs):
-                raise RuntimeError("Backward pre hook returned an invalid number of grad_output, "
-                                   f"got {len(new)}, but expected {len(grad_outputs)}")
-            grad_outputs = new
+        grad_outputs = _run_replacing_hooks(self.module._backward_pre_hooks, grad_outputs,
+                                            lambda hook, g: hook(self.module, g),
+                                            "Backward pre hook returned an invalid number of grad_output")
         if self.input_index is None:  # no input needs a gradient: the hooks run here, as in torch
             warnings.warn("Full backward hook is firing when gradients are computed with respect to module "
                           "outputs since no inputs require gradients.", UserWarning, stacklevel=2)
@@ -828,14 +837,9 @@ class _BackwardHooks:
         if self.grad_outputs is None:  # the gradient reached the inputs without passing the outputs
             return grads
         grad_inputs = _with_none(self.input_index, grads, self.n_inputs)
-        for hook in list(self.module._backward_hooks.values()):
-            new = hook(self.module, grad_inputs, self.grad_outputs)
-            if new is None:
-                continue
-            if len(new) != len(grad_inputs):
-                raise RuntimeError("Backward hook returned an invalid number of grad_input, "
-                                   f"got {len(new)}, but expected {len(grad_inputs)}")
-            grad_inputs = new
+        grad_inputs = _run_replacing_hooks(self.module._backward_hooks, grad_inputs,
+                                           lambda hook, g: hook(self.module, g, self.grad_outputs),
+                                           "Backward hook returned an invalid number of grad_input")
         self.grad_outputs = None
         return [grad_inputs[i] for i in self.input_index]
 
