@@ -276,3 +276,68 @@ def test_histc_random_data_and_keywords_as_torch(dtype):
     np.testing.assert_array_equal(_values(mine), _values(theirs))
     np.testing.assert_array_equal(_values(ml.histc(ml.tensor(data, dtype=getattr(ml, dtype)), 23)),
                                   _values(torch.histc(torch.tensor(data, dtype=getattr(torch, dtype)), 23)))
+
+
+# ---- nn.utils.rnn ------------------------------------------------------------------------------------
+def _sequences(lib, dtype, trailing):
+    rng = np.random.default_rng(5)
+    return [lib.tensor(rng.normal(size=(n,) + trailing) * 3, dtype=getattr(lib, dtype)) for n in (3, 1, 4, 0)]
+
+
+@pytest.mark.parametrize("dtype", FLOATS + ["int64"])
+@pytest.mark.parametrize("trailing", [(), (2,), (2, 3)])
+@pytest.mark.parametrize("keywords", [{}, {"batch_first": True}, {"padding_value": -1.5},
+                                      {"padding_side": "left"}, {"batch_first": True, "padding_side": "left",
+                                                                 "padding_value": 2.5}])
+def test_pad_sequence_as_torch(dtype, trailing, keywords):
+    mine = ml.nn.utils.rnn.pad_sequence(_sequences(ml, dtype, trailing), **keywords)
+    theirs = torch.nn.utils.rnn.pad_sequence(_sequences(torch, dtype, trailing), **keywords)
+    assert str(mine.dtype).replace("torch.", "") == str(theirs.dtype).replace("torch.", "")
+    np.testing.assert_array_equal(_values(mine), _values(theirs))
+
+
+def test_pad_sequence_positional_mixed_dtypes_and_gradient_as_torch():
+    grads = []
+    for lib in (ml, torch):
+        x = lib.tensor([1.0, 2.0], requires_grad=True, dtype=lib.float64)
+        out = lib.nn.utils.rnn.pad_sequence((lib.tensor([5, 6, 7]), x, lib.ones(1)), True, 9.0, "left")
+        assert str(out.dtype).endswith("int64")  # (the first sequence's dtype)
+        x2 = lib.tensor([1.0, 2.0], requires_grad=True)
+        out = lib.nn.utils.rnn.pad_sequence([x2, lib.ones(3)])
+        (out * lib.arange(6.0).reshape(3, 2)).sum().backward()
+        grads.append(x2.grad.numpy())
+    np.testing.assert_array_equal(*grads)
+
+
+@pytest.mark.parametrize("call", [
+    lambda t: t.nn.utils.rnn.pad_sequence([]),
+    lambda t: t.nn.utils.rnn.pad_sequence([t.ones(2)], padding_side="middle"),
+    lambda t: t.nn.utils.rnn.pad_sequence(5),
+])
+def test_pad_sequence_errors_as_torch(call):
+    errors = []
+    for lib in (ml, torch):
+        with pytest.raises(Exception) as info:
+            call(lib)
+        errors.append((type(info.value), str(info.value)[:40]))
+    assert errors[0] == errors[1]
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_unpad_sequence_as_torch(batch_first):
+    results = []
+    for lib in (ml, torch):
+        seqs = _sequences(lib, "float32", (2,))
+        padded = lib.nn.utils.rnn.pad_sequence(seqs, batch_first=batch_first)
+        out = lib.nn.utils.rnn.unpad_sequence(padded, lib.tensor([3, 1, 4, 0]), batch_first=batch_first)
+        results.append(([s.numpy() for s in out], tuple(padded.shape)))  # (torch transposes padded in place)
+    for a, b in zip(results[0][0], results[1][0]):
+        np.testing.assert_array_equal(a, b)
+    assert results[0][1] == results[1][1]
+
+
+@pytest.mark.parametrize("name", ["pack_padded_sequence", "pad_packed_sequence", "pack_sequence", "unpack_sequence"])
+def test_packing_is_refused_with_a_clear_error(name):
+    with pytest.raises(NotImplementedError, match=f"{name}: minilora has no PackedSequence"):
+        getattr(ml.nn.utils.rnn, name)([ml.ones(2)], [2])
+    from minilora.nn.utils.rnn import pad_sequence  # noqa: F401 -- torch's import path works

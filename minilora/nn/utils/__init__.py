@@ -1,32 +1,35 @@
-"""``minilora.nn.utils``: gradient clipping under ``torch.nn.utils``' names.
+"""``minilora.nn.utils``: gradient clipping under ``torch.nn.utils``' names, and ``rnn``
+(``pad_sequence``: ``minilora.nn.utils.rnn``).
 
 The code lives in ``minilora/optim/clip_grad.py``, next to the optimizers (exercise 6.2 is there).
 ``optim`` sits above ``nn`` in the layers, so it is imported when a function is called, not when
 ``minilora.nn`` is.
 """
 
-__all__ = ["clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm"]
+from . import rnn
+
+__all__ = ["rnn", "clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm"]
 
 
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
     """Scale the gradients so their total norm is at most ``max_norm``; returns the norm before."""
-    from ..optim import clip_grad
+    from ...optim import clip_grad
     return clip_grad.clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite, foreach)
 
 
 def clip_grad_value_(parameters, clip_value, foreach=None):
     """Clamp every gradient element into ``[-clip_value, clip_value]``."""
-    from ..optim import clip_grad
+    from ...optim import clip_grad
     return clip_grad.clip_grad_value_(parameters, clip_value, foreach)
 
 
 def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=None):
     """The total ``norm_type``-norm of ``tensors`` (usually the gradients), a 0-d Tensor."""
-    from ..optim import clip_grad
+    from ...optim import clip_grad
     return clip_grad.get_total_norm(tensors, norm_type, error_if_nonfinite, foreach)
 
 
 def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
     """Scale the gradients by ``min(1, max_norm / (total_norm + 1e-6))``, in place."""
-    from ..optim import clip_grad
+    from ...optim import clip_grad
     return clip_grad.clip_grads_with_norm_(parameters, max_norm, total_norm, foreach)
