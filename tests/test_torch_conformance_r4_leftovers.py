@@ -223,3 +223,16 @@ def test_in_place_result_type_check(op, dtype, other):
         y = L.tensor([1, 2], dtype=getattr(L, other.split()[0])) if isinstance(other, str) else other
         return getattr(x, op)(y)
     _same(run)
+
+
+# ---- x[i] = value: torch takes a tensor or a number, never a list, tuple or ndarray ----------------
+@pytest.mark.parametrize("value", [[300, 1], [3.0, 1.0], (3, 1), np.array([300, 1]), np.array(2.0), [[3, 1]],
+                                   2, 2.5, np.int64(3), np.float32(2.5)],
+                         ids=repr)
+@pytest.mark.parametrize("dtype", ["int8", "float32"])
+def test_setitem_value_kinds(dtype, value):
+    def run(L):
+        x = L.zeros(3, dtype=getattr(L, dtype))
+        x[:2] = value
+        return x
+    _same(run)
