@@ -181,10 +181,23 @@ def forward_seconds(m, repeats=20):
 
 print(f"forward of 4 prompts: with adapter {forward_seconds(model) * 1e3:.1f} ms, merged {forward_seconds(plain) * 1e3:.1f} ms")
 
+def forward_cost(m):
+    """(ops run, FLOPs) of one forward: unlike a time, the same on every machine."""
+    with ml.profile() as prof:
+        logits(m, batch)
+    return sum(row.calls for (_, direction), row in prof.rows.items() if direction == "forward"), prof.flops()
+
+(ops_adapter, flops_adapter), (ops_merged, flops_merged) = forward_cost(model), forward_cost(plain)
+print(f"ops per forward: with adapter {ops_adapter}, merged {ops_merged}; "
+      f"FLOPs: {flops_adapter / flops_merged - 1:+.0%} with the adapter")
+assert ops_adapter == ops_merged and 1.05 < flops_adapter / flops_merged < 1.15
+
 # %% [markdown]
-# On this small model the separate adapter costs a noticeable share of the forward pass, because every
-# op has a fixed overhead and LoRA adds ops. On a 4096-wide layer at r = 8 the extra arithmetic is 0.4%
-# (notebook 4), and the fused kernel (notebook 5) hides most of the rest.
+# The same number of ops runs either way -- each LoRA layer is one fused op -- but on this small model
+# the adapter adds 9% to the FLOPs (`2r / d` is large at width 128), and inside each fused op a few
+# more small NumPy calls, each with its fixed cost: the time with the adapter is usually the larger
+# one, though single timings on a shared machine vary. On a 4096-wide layer at r = 8 the extra
+# arithmetic is 0.4% (notebook 4), and the fused kernel (notebook 5) hides most of the rest.
 
 # %% [markdown]
 # ## Several adapters on one base model
