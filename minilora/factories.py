@@ -157,7 +157,7 @@ def _fill_dtype(fill_value):
     """torch's rule for ``full`` without a dtype: bool, int64, or the default float."""
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
-    if isinstance(fill_value, (bool, np.bool_)):
+    if isinstance(fill_value, bool):  # (a NumPy bool is not: torch fills the default float with it)
         return dtypes.bool
     if isinstance(fill_value, (int, np.integer)):
         return dtypes.int64

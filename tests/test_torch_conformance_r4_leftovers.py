@@ -236,3 +236,10 @@ def test_setitem_value_kinds(dtype, value):
         x[:2] = value
         return x
     _same(run)
+
+
+@pytest.mark.parametrize("value", [np.True_, True, np.int8(3), np.float16(2.5), np.float64(2.5), np.uint8(3), 3, 2.5],
+                         ids=repr)
+def test_full_dtype_of_a_numpy_scalar(value):  # torch: a NumPy bool fills the default float dtype
+    _same(lambda L: L.full((2,), value))
+    _same(lambda L: L.full_like(L.zeros(2, dtype=L.int32), value))
