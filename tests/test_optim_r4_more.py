@@ -1,5 +1,5 @@
 """The rest of torch.optim, side by side with torch 2.x: Rprop, ASGD, Adafactor, LBFGS (closure-based, with and
-without the strong-Wolfe line search), and SparseAdam (refused: minilora has no sparse gradients).
+without the strong-Wolfe line search), Muon, and SparseAdam (refused: minilora has no sparse gradients).
 
 Same parameters, same gradients, several steps, in float64 and float32 (and 16-bit where torch rounds each op):
 signatures, constructor errors, state names and a torch state_dict loaded and continued. Where the results are
@@ -12,6 +12,8 @@ not bit for bit, torch's order of operations is out of reach and the tolerance s
 * LBFGS: dot products are BLAS calls (torch's MKL, NumPy's OpenBLAS): float64 within 1e-12 over three steps
   with the same iteration and evaluation counts; float32 within 1e-4 over one step (an ill-conditioned
   recursion amplifies float32's rounding; over long runs a branch may go the other way).
+* Muon: its Newton-Schulz iterations run in bfloat16 as torch's; bit for bit on small matrices, a few bfloat16
+  units apart on large ones (torch's oneDNN sums in another order): steps within 2% of the largest.
 """
 import inspect
 
@@ -111,7 +113,7 @@ def _described(cls):
     return [(p.name, p.kind, p.default) for p in inspect.signature(cls.__init__).parameters.values()][1:]
 
 
-@pytest.mark.parametrize("name", ["Rprop", "ASGD", "Adafactor", "LBFGS", "SparseAdam"])
+@pytest.mark.parametrize("name", ["Rprop", "ASGD", "Adafactor", "LBFGS", "Muon", "SparseAdam"])
 def test_signatures_match_torch(name):
     assert _described(getattr(optim, name)) == _described(getattr(torch.optim, name))
     assert name in optim.__all__
@@ -310,3 +312,62 @@ def test_sparse_adam_is_refused_naming_sparse_gradients():
     with pytest.raises(RuntimeError, match="does not support dense gradients") as info:
         optim.SparseAdam(ours, lr=1e-3)
     assert isinstance(info.value, NotImplementedError) and "no sparse gradients" in str(info.value)
+
+
+# --- Muon ---------------------------------------------------------------------------------------------------
+MUONS = {"defaults": {}, "positional": (0.02, 0.05, 0.9, False, (3.0, -4.0, 2.0), 1e-6, 3, "match_rms_adamw"),
+         "plain momentum": dict(lr=0.02, nesterov=False, weight_decay=0.0, adjust_lr_fn="original")}
+
+
+def _muon_twins(shapes, dtype, arguments):
+    rng = np.random.default_rng(0)
+    values = [rng.standard_normal(s) for s in shapes]
+    ours = [nn.Parameter(ml.tensor(v, dtype=dtype)) for v in values]
+    theirs = [torch.nn.Parameter(torch.tensor(v).to(getattr(torch, dtype))) for v in values]
+    args, kwargs = (arguments, {}) if isinstance(arguments, tuple) else ((), arguments)
+    return ours, theirs, optim.Muon(ours, *args, **kwargs), torch.optim.Muon(theirs, *args, **kwargs), rng
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("case", list(MUONS))
+def test_muon_matches_torch(case, dtype):
+    """Small matrices: the bfloat16 Newton-Schulz products are bit for bit torch's (short sums), so float64 and
+    float32 weights agree to 1e-6 relative; a 16-bit weight within one unit of its last place."""
+    ours, theirs, opt, topt, rng = _muon_twins(((4, 6), (8, 3), (16, 16)), dtype, MUONS[case])
+    for _ in range(5):
+        for p, t in zip(ours, theirs):
+            g = rng.standard_normal(tuple(t.shape))
+            p.grad, t.grad = ml.tensor(g, dtype=dtype), torch.tensor(g).to(getattr(torch, dtype))
+        opt.step()
+        topt.step()
+    for p, t in zip(ours, theirs):
+        a, b = p.float().numpy(force=True), t.detach().float().numpy()
+        ulp = {"bfloat16": 2 ** -7, "float16": 2 ** -10}.get(dtype)
+        np.testing.assert_allclose(a, b, rtol=ulp or 1e-6, atol=1e-7 if ulp is None else 1e-3)
+        assert sorted(opt.state[p]) == sorted(topt.state[t]) == ["momentum_buffer"]
+    assert opt.state_dict()["param_groups"] == topt.state_dict()["param_groups"]
+
+
+def test_muon_on_a_large_matrix_agrees_to_a_bfloat16_rounding():
+    """64 x 128: torch's bfloat16 matmuls (oneDNN) sum in another order than NumPy's float32 ones, so after 5
+    Newton-Schulz steps most entries of the orthogonalized update differ by a few bfloat16 units (2^-8 each):
+    the steps agree within 2% of the largest one."""
+    ours, theirs, opt, topt, rng = _muon_twins(((64, 128),), "float32", {"lr": 0.02})
+    g = rng.standard_normal((64, 128))
+    ours[0].grad, theirs[0].grad = ml.tensor(g, dtype="float32"), torch.tensor(g, dtype=torch.float32)
+    start = ours[0].numpy(force=True).copy()
+    opt.step()
+    topt.step()
+    step, tstep = ours[0].numpy(force=True) - start, theirs[0].detach().numpy() - start
+    np.testing.assert_allclose(step, tstep, rtol=0, atol=0.02 * np.abs(tstep).max())  # (1.2% here)
+
+
+def test_muon_refuses_what_torch_refuses():
+    make = {ml: lambda *a, **k: optim.Muon(*a, **k), torch: lambda *a, **k: torch.optim.Muon(*a, **k)}
+    for params, kwargs in ((lambda lib: [nn.Parameter(ml.zeros(2, 3))] if lib is ml else [torch.nn.Parameter(torch.zeros(2, 3))],
+                            kw) for kw in ({"lr": -1}, {"momentum": -0.5}, {"weight_decay": -1}, {"adjust_lr_fn": "x"})):
+        mine, torchs = _error(lambda: make[ml](params(ml), **kwargs)), _error(lambda: make[torch](params(torch), **kwargs))
+        assert type(mine) is type(torchs) and str(torchs) in str(mine), (mine, torchs)
+    mine = _error(lambda: optim.Muon([nn.Parameter(ml.zeros(2, 3)), nn.Parameter(ml.zeros(3))]))
+    torchs = _error(lambda: torch.optim.Muon([torch.nn.Parameter(torch.zeros(2, 3)), torch.nn.Parameter(torch.zeros(3))]))
+    assert type(mine) is type(torchs) and str(torchs) in str(mine), (mine, torchs)

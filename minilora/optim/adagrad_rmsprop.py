@@ -61,7 +61,8 @@ class _Arithmetic:
         """``start.lerp_(end, weight)`` with torch's two formulas (the one that stays exact near each end)."""
         if weight < 0.5:
             return self.rounded(start + weight * (end - start))
-        return self.rounded(end - (end - start) * (1 - weight))
+        # 1 - weight in the compute dtype, as torch's kernel (float32 for float16: 1 - 0.95 is 0.050000012)
+        return self.rounded(end - (end - start) * (1 - start.dtype.type(weight)))
 
 
 def _gradient(p, group, ops):
@@ -87,7 +88,8 @@ class _StepEach(Optimizer):
                 state = self.state[p]
                 if not state:
                     state.update(self._new_state(p, group))
-                state["step"] += 1
+                if "step" in state:  # (Muon keeps no step count)
+                    state["step"] += 1
                 self._update(p, state, group)
         return loss
 

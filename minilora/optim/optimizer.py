@@ -451,6 +451,6 @@ def _restore(value, param, index, name):
         return (value.astype(param.dtype) if dtypes.is_floating(value.dtype) else value)[()]
     if tuple(value.shape) != param.shape:
         raise ValueError(f"loaded state '{name}' of parameter {index} has shape "
-                         f"{tuple(value.shape)}, but the parameter has shape {param.shape}")
+                         f"{tuple(value.shape)}, but the parameter has shape {tuple(param.shape)}")
     dtype = param.dtype if dtypes.is_floating(value.dtype) else value.dtype
     return param.device.xp.array(value, dtype=dtype)  # a copy: the snapshot stays untouched
