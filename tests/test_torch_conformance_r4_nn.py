@@ -15,6 +15,8 @@ from minilora.testing import grad_check
 torch = pytest.importorskip("torch")
 TF, tnn, tinit = torch.nn.functional, torch.nn, torch.nn.init
 
+from test_torch_conformance_r3_nn import rng, same_error  # noqa: E402,F401  (rng: a fixture, seed 0)
+
 
 def _np(x):
     x = x.detach() if hasattr(x, "detach") else x
@@ -31,15 +33,6 @@ def pair(array, requires_grad=False, dtype="float64"):
         theirs = torch.tensor(array.astype(np.float64)).to(getattr(torch, dtype))
         return ours.requires_grad_(requires_grad), theirs.requires_grad_(requires_grad)
     return ml.tensor(array.copy()), torch.tensor(array.copy())
-
-
-def same_error(ml_call, torch_call):
-    """Both raise, minilora with torch's exception type; returns minilora's message."""
-    with pytest.raises(Exception) as theirs:
-        torch_call()
-    with pytest.raises(type(theirs.value)) as ours:
-        ml_call()
-    return str(ours.value)
 
 
 def check(ml_fn, torch_fn, *arrays, dtype="float64", rtol=1e-10, atol=1e-12, exact=False, constant=()):
@@ -64,11 +57,6 @@ def check(ml_fn, torch_fn, *arrays, dtype="float64", rtol=1e-10, atol=1e-12, exa
         if t.grad is not None:
             compare(_np(m.grad), _np(t.grad), err_msg=f"grad of input {i}")
     return out_ml
-
-
-@pytest.fixture
-def rng():
-    return np.random.default_rng(0)
 
 
 # ---- normalized_shape: a bare int is torch's TypeError in F (only the modules take one) -------------
@@ -928,8 +916,14 @@ def test_instance_norm_errors_are_torchs(rng, call):
     (lambda nn: nn.InstanceNorm1d(4, momentum=None, track_running_stats=True), (4, 6))])
 def test_instance_norm_layers_as_torch(rng, make, shape):
     ours, theirs = make(nn).double(), make(tnn).double()
-    assert repr(ours) == repr(theirs)
     assert [n for n, _ in ours.named_buffers()] == [n for n, _ in theirs.named_buffers()]
+    check_norm_layer(ours, theirs, rng, shape)
+
+
+def check_norm_layer(ours, theirs, rng, shape):
+    """A normalisation layer and torch's (float64): the same repr, two training steps with the same
+    outputs, gradients and running statistics, then one step in eval mode."""
+    assert repr(ours) == repr(theirs)
     for _ in range(2):
         check(ours, theirs, rng.standard_normal(shape))
     for name, buffer in theirs.named_buffers():
@@ -1012,13 +1006,7 @@ def test_lstm_cell_steps_as_one_lstm_layer(rng):
                                          (lambda nn: nn.InstanceNorm3d(3, track_running_stats=True), (3, 2, 3, 4))])
 def test_3d_normalisation_layers_as_torch(rng, make, shape):
     ours, theirs = make(nn).double(), make(tnn).double()
-    assert repr(ours) == repr(theirs)
-    for _ in range(2):
-        check(ours, theirs, rng.standard_normal(shape))
-    for name, buffer in theirs.named_buffers():
-        np.testing.assert_allclose(_np(getattr(ours, name)), _np(buffer), rtol=1e-10)
-    ours.eval(), theirs.eval()
-    check(ours, theirs, rng.standard_normal(shape))
+    check_norm_layer(ours, theirs, rng, shape)
     same_error(lambda: ours(ml.zeros(3, 4)), lambda: theirs(torch.zeros(3, 4, dtype=torch.float64)))
 
 
