@@ -118,7 +118,7 @@ print(f"attention backward, worst error: {grad_check(causal_gqa, qs, ks, vs):.1e
 # almost nothing (only through the tiny `eps`) -- which keeps the residual stream's growing magnitude
 # out of each block's input.
 #
-# **Predict:** input rows with RMS 0.1, 1 and 30 go in. What RMS comes out of each?
+# **Predict:** three random rows scaled by 0.1, 1 and 30 go in. What RMS comes out of each?
 
 # %%
 x = ml.tensor(rng.standard_normal((3, 16)) * [[0.1], [1.0], [30.0]], dtype="float64")
