@@ -243,3 +243,13 @@ def test_setitem_value_kinds(dtype, value):
 def test_full_dtype_of_a_numpy_scalar(value):  # torch: a NumPy bool fills the default float dtype
     _same(lambda L: L.full((2,), value))
     _same(lambda L: L.full_like(L.zeros(2, dtype=L.int32), value))
+
+
+# ---- softmax / log_softmax of integer tensors: refused, unless empty (torch's kernel never runs) ---
+@pytest.mark.parametrize("shape", [(0, 3), (0,), (3, 0), (2, 3)])
+@pytest.mark.parametrize("dtype", ["int64", "bool", "uint8"])
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
+def test_integer_softmax(fn, dtype, shape):
+    _same(lambda L: getattr(L, fn)(L.zeros(shape, dtype=getattr(L, dtype)), dim=-1))
+    _same(lambda L: getattr(L.nn.functional, fn)(L.zeros(shape, dtype=getattr(L, dtype)), dim=0))
+    _same(lambda L: getattr(L.zeros(shape, dtype=getattr(L, dtype)), fn)(0, dtype=L.float64))

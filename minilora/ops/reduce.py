@@ -630,22 +630,27 @@ def _one_axis(fn, dim, ndim):
 @_numpy_aliases
 def softmax(input, dim, dtype=None):
     """Softmax along ``dim`` (required, as ``Tensor.softmax``)."""
-    return Softmax.apply(_float_input("softmax", input, dtype), axis=_one_axis("softmax", dim, input.ndim))
+    input = _float_input("softmax", input, dtype)
+    axis = _one_axis("softmax", dim, input.ndim)
+    return Softmax.apply(input, axis=axis) if is_floating(input.dtype) else input.clone()
 
 
 @_numpy_aliases
 def log_softmax(input, dim, dtype=None):
     input = _float_input("log_softmax", input, dtype)
     axis = _one_axis("log_softmax", dim, input.ndim)
+    if not is_floating(input.dtype):  # (empty: see _float_input)
+        return input.clone()
     last = axis in (-1, input.ndim - 1) and input.dtype.itemsize == 2  # 16-bit, along the last axis
     return LogSoftmax.apply(input, axis=axis, round_to=input.dtype if last else None)
 
 
 def _float_input(name, input, dtype):
     """``input`` cast to ``dtype``; an integer tensor without a float ``dtype`` is refused, as in
-    torch (``x.softmax(0, dtype=torch.float32)`` is its way), not computed in NumPy's float64."""
+    torch (``x.softmax(0, dtype=torch.float32)`` is its way), not computed in NumPy's float64.
+    An empty one is returned as it is: torch's kernel never runs on no element (an empty int64 result)."""
     input = _cast(input, dtype)
-    if not is_floating(input.dtype):
+    if not is_floating(input.dtype) and input.numel():
         raise NotImplementedError(f'"{name}" not implemented for {input.dtype} tensors: pass a '
                                   f'floating dtype= or call .float() first')
     return input
