@@ -37,10 +37,10 @@ rng = np.random.default_rng(0)
 # %% [markdown]
 # ## Reading the fused forward
 #
-# Every kernel file opens with the math it computes, the shapes, and its numbered versions. The LoRA
-# forward is two launches: a thin one for `U = X A^T` (rank `r`, computed once), and one GEMM for
-# `Y = X W0^T + s U B^T + bias` whose rank-`r` term is added to the same accumulators after the main
-# loop -- so `B A` is never formed and `X` is read once.
+# Every kernel file opens with the math it computes and the shapes, then (where there are several)
+# its numbered versions. The LoRA forward is two launches: a thin one for `U = X A^T` (rank `r`,
+# computed once), and one GEMM for `Y = X W0^T + s U B^T + bias` whose rank-`r` term is added to the
+# same accumulators after the main loop -- so `B A` is never formed and `X A^T` is never recomputed.
 
 # %%
 source = (kernels.kernel_dir() / "lora_forward.cu").read_text()
