@@ -338,16 +338,30 @@ for _name, _fn in _MISSING_METHODS.items():
 # rules are torch's, kept in one place (``_write_out``) and given to each top-level function torch
 # gives out= (not to the Tensor methods, which torch's do not take it, nor to a + b, which stays one
 # call). The functions are rebound here, after the methods above took the plain ones.
+import builtins as _builtins  # noqa: E402  (all/any in this module are minilora's ops)
 import functools as _functools  # noqa: E402
 import warnings as _warnings  # noqa: E402
+
+from ..tensor import is_grad_enabled  # noqa: E402
 
 # Ops whose out tensor must have exactly the result's dtype (torch: "Expected out tensor to have dtype
 # float, but got double instead"); the others cast their result into out's dtype where torch.can_cast
 # allows it.
-_EXACT_OUT_DTYPE = {"matmul", "mm", "bmm", "dot", "outer", "mv", "addmm", "baddbmm", "argmax", "argmin"}
+_EXACT_OUT_DTYPE = set((
+    "matmul mm bmm dot addmm baddbmm cross argmax argmin amax amin all any norm softmax log_softmax "
+    "abs neg sign ceil floor round trunc nan_to_num clamp clip clamp_min clamp_max where bitwise_not "
+    "tril triu diag narrow_copy nonzero argsort bucketize searchsorted gather take take_along_dim "
+    "index_select index_add index_copy scatter scatter_add scatter_reduce masked_select").split())
+# Ops that refuse an out dtype they cannot cast into with TypeError (torch.cat's "input types can't be
+# cast to the desired output type Long"), not RuntimeError.
+_TYPE_ERROR_OUT_DTYPE = {"cat", "stack", "hstack", "vstack", "dstack", "column_stack"}
 # Ops whose dtype= argument out's dtype stands for: they compute in it (a float32 tensor summed into a
 # float64 out accumulates in float64, as torch.sum(x, dtype=torch.float64)).
 _DTYPE_FROM_OUT = {"sum", "mean", "prod", "cumsum", "cumprod", "nansum", "nanmean"}
+# Ops with no dtype= that torch computes in out's (floating) dtype all the same: their input is cast.
+_INPUT_TO_OUT_DTYPE = {"std", "var"}
+# torch's argsort(out=) is sort's out= underneath: it refuses an input that requires grad, as sort does.
+_REFUSES_GRAD_INPUT = {"argsort"}
 
 
 def _with_out(fn, name):
@@ -364,16 +378,19 @@ def _write_out(fn, name, args, kwargs, out):
     """``fn(*args, **kwargs)`` written into ``out`` (a tensor, or a tuple of them for an op that
     returns several), as torch writes it; returns ``out``."""
     outs = (out,) if isinstance(out, Tensor) else tuple(out) if isinstance(out, (tuple, list)) else None
-    if outs is None or not builtins_all(isinstance(o, Tensor) for o in outs):
+    if outs is None or not _builtins.all(isinstance(o, Tensor) for o in outs):
         raise TypeError(f"{name}(): argument 'out' must be Tensor or a tuple of Tensors, not "
                         f"{type(out).__name__}")
     if name in _DTYPE_FROM_OUT and kwargs.get("dtype") is None:
         kwargs = dict(kwargs, dtype=outs[0].dtype)
+    elif name in _INPUT_TO_OUT_DTYPE and dtypes.is_floating(outs[0].dtype) and args:
+        args = (args[0].to(outs[0].dtype),) + args[1:]
     result = fn(*args, **kwargs)
     results = result if isinstance(result, tuple) else (result,)
     if len(results) != len(outs):
         raise TypeError(f"{name}(): expected {len(results)} out tensor(s), got {len(outs)}")
-    if is_grad_enabled() and builtins_any(t.requires_grad for t in results + outs):
+    watched = results + outs + (args if name in _REFUSES_GRAD_INPUT else ())
+    if is_grad_enabled() and _builtins.any(isinstance(t, Tensor) and t.requires_grad for t in watched):
         raise RuntimeError(f"{name}(): functions with out=... arguments don't support automatic "
                            f"differentiation, but one of the arguments requires grad.")
     for o, r in zip(outs, results):
@@ -389,6 +406,9 @@ def _copy_into(out, result, name):
         raise RuntimeError(f"Expected out tensor to have dtype {_c_name(result.dtype)}, but got "
                            f"{_c_name(out.dtype)} instead")
     if not dtypes.can_cast(result.dtype, out.dtype):
+        if name in _TYPE_ERROR_OUT_DTYPE:
+            raise TypeError(f"torch.{name}(): input types can't be cast to the desired output type "
+                            f"{dtypes.torch_name(out.dtype)}")
         raise RuntimeError(f"result type {dtypes.torch_name(result.dtype)} can't be cast to the "
                            f"desired output type {dtypes.torch_name(out.dtype)}")
     if out.device != result.device:
@@ -414,10 +434,6 @@ def _c_name(dtype):
             "int64": "long int", "int32": "int", "int16": "short int", "int8": "signed char",
             "uint8": "unsigned char", "bool": "bool"}.get(dtype.name, dtype.name)
 
-
-import builtins as _builtins  # noqa: E402
-builtins_all, builtins_any = _builtins.all, _builtins.any  # (all/any here are minilora's ops)
-from ..tensor import is_grad_enabled  # noqa: E402
 
 _OUT_FUNCTIONS = (
     # elementwise
