@@ -261,14 +261,14 @@ def randn(*size, generator=None, dtype=None, device=None, requires_grad=False, *
     return _make(array, dtype, device, requires_grad)
 
 
-def rand_like(input, *, dtype=None, device=None, requires_grad=False):
+def rand_like(input, *, generator=None, dtype=None, device=None, requires_grad=False):
     dtype, device = _like(input, dtype, device)
-    return rand(input.shape, dtype=dtype, device=device, requires_grad=requires_grad)
+    return rand(input.shape, generator=generator, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
-def randn_like(input, *, dtype=None, device=None, requires_grad=False):
+def randn_like(input, *, generator=None, dtype=None, device=None, requires_grad=False):
     dtype, device = _like(input, dtype, device)
-    return randn(input.shape, dtype=dtype, device=device, requires_grad=requires_grad)
+    return randn(input.shape, generator=generator, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
 def randint(low, high=None, size=None, *, generator=None, dtype=None, device=None,
@@ -497,8 +497,28 @@ def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False)
     """``torch.randperm(n)``: a random permutation of ``0 .. n-1`` (int64 unless ``dtype``), from
     minilora's generator (NumPy's stream: not torch's numbers for the same seed)."""
     dtype = dtypes.int64 if dtype is None else dtypes.to_dtype(dtype)
-    return Tensor(_rng(generator).permutation(int(n)), dtype=dtype, device=device,
+    n = operator.index(n)
+    if n < 0:
+        raise RuntimeError(f"Trying to create tensor with negative dimension {n}: [{n}]")
+    _check_randperm_fits(n, dtype)
+    return Tensor(_rng(generator).permutation(n).astype(dtype), dtype=dtype, device=device,
                   requires_grad=requires_grad)
+
+
+_RANDPERM_FLOAT_LIMITS = {"float16": (2049, "2049", "Half"), "float32": (2 ** 24 + 1, "2^24+1", "Float"),
+                          "float64": (2 ** 53 + 1, "2^53+1", "Double")}
+
+
+def _check_randperm_fits(n, dtype):
+    """torch's refusal of a permutation ``dtype`` cannot hold (the last value ``n - 1``)."""
+    if dtype == np.bool_:
+        raise NotImplementedError('"randperm" not implemented for \'Bool\'')
+    if dtype.name in _RANDPERM_FLOAT_LIMITS:
+        limit, shown, name = _RANDPERM_FLOAT_LIMITS[dtype.name]
+        if n > limit:
+            raise RuntimeError(f"n cannot be greater than {shown} for {name} type.")
+    elif dtype.kind in "iu" and n - 1 > np.iinfo(dtype).max:
+        raise RuntimeError(f"value cannot be converted to type {dtype.name}_t without overflow")
 
 
 def multinomial(input, num_samples, replacement=False, *, generator=None):
@@ -507,6 +527,7 @@ def multinomial(input, num_samples, replacement=False, *, generator=None):
     replacement a category is drawn at most once; once the categories of nonzero weight are used up,
     the zero-weight ones follow (torch's draw is a top-k of ``weight / Exp(1)``, where they tie at 0;
     minilora takes them in index order, torch in its top-k's order of ties). No gradient, as in torch."""
+    _check_int(num_samples, "multinomial", "num_samples", 2)
     if not dtypes.is_floating(input.dtype):
         raise RuntimeError(f"multinomial only supports floating-point dtypes for input, got: "
                            f"{dtypes.torch_name(input.dtype)}")
@@ -527,6 +548,13 @@ def multinomial(input, num_samples, replacement=False, *, generator=None):
     draws = np.stack([draw(rng, row, num_samples) for row in rows]) if len(rows) else \
         np.zeros((0, num_samples), np.int64)
     return Tensor(draws.reshape(weights.shape[:-1] + (num_samples,)), dtype=np.int64, device=input.device)
+
+
+def _check_int(value, fn, name, position):
+    """torch's TypeError for a float (or bool) where an int argument goes."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{fn}(): argument '{name}' (position {position}) must be int, not "
+                        f"{type(value).__name__}")
 
 
 def _draw_with_replacement(rng, row, num_samples):
@@ -571,6 +599,22 @@ def _drawn(values, dtype, device, sources=()):
 def _grad_enabled():
     from .tensor import is_grad_enabled
     return is_grad_enabled()
+
+
+def _without_derivative(out, source, name):
+    """``out`` in ``source``'s graph through a node whose backward raises torch's error (the
+    op it came from has no derivative in torch)."""
+    from .autograd import Function
+
+    class NoDerivative(Function):
+        @staticmethod
+        def forward(ctx, source):
+            return out
+
+        @staticmethod
+        def backward(ctx, grad):
+            raise RuntimeError(f"derivative for aten::{name} is not implemented")
+    return NoDerivative.apply(source)
 
 
 def _host(t):
@@ -632,8 +676,9 @@ def bernoulli(input, p=None, *, generator=None):
     """``torch.bernoulli(input)``: 1 with probability ``input[i]`` (each in [0, 1]), else 0, in
     ``input``'s dtype (a floating one). ``bernoulli(input, p)``: a tensor like ``input`` (any dtype)
     drawn with the one probability ``p``."""
-    if p is not None:
-        return _drawn(_bernoulli_draws(p, input.shape, generator), input.dtype, input.device, (input,))
+    if p is not None:  # (torch's graph of this one has no derivative: backward raises)
+        out = _drawn(_bernoulli_draws(p, input.shape, generator), input.dtype, input.device)
+        return _without_derivative(out, input, "bernoulli") if input.requires_grad and _grad_enabled() else out
     _refuse_integer(input, "bernoulli_tensor_cpu_p_")
     probs = _host(input)
     if not np.all((probs >= 0) & (probs <= 1)):  # (NaN fails too)
@@ -644,7 +689,10 @@ def bernoulli(input, p=None, *, generator=None):
 def _bernoulli_draws(p, shape, generator):
     """0/1 draws (float64) of ``shape``: ``p`` a number in [0, 1], or a tensor broadcast to ``shape``."""
     if isinstance(p, Tensor):
+        _refuse_integer(p, "bernoulli_tensor_cpu_p_")
         probs = _host(p)
+        if not np.all((probs >= 0) & (probs <= 1)):  # (NaN fails too)
+            raise RuntimeError("Expected p_in >= 0 && p_in <= 1 to be true, but got false.")
         if probs.ndim > len(shape) or np.broadcast_shapes(probs.shape, shape) != tuple(shape):
             raise RuntimeError(f"expand({list(probs.shape)}, size={list(shape)}): the probabilities "
                                f"cannot be broadcast to the tensor's shape")
@@ -656,15 +704,19 @@ def _bernoulli_draws(p, shape, generator):
 
 
 def poisson(input, generator=None):
-    """``torch.poisson(rates)``: a Poisson draw for each rate (non-negative), in ``rates``' dtype. An
-    infinite rate gives torch's -2**63 (its int64 overflow)."""
+    """``torch.poisson(rates)``: a Poisson draw for each rate (non-negative), in ``rates``' dtype. A rate
+    past int64 (infinity too) gives torch's -2**63 (its int64 overflow)."""
     _refuse_integer(input, "poisson_cpu")
     rates = _host(input)
     if not np.all(rates >= 0):  # (NaN fails too)
         raise RuntimeError("invalid Poisson rate, expected rate to be non-negative")
-    infinite = np.isinf(rates)
-    values = _rng(generator).poisson(np.where(infinite, 0, rates)).astype(np.float64)
-    return _drawn(np.where(infinite, -2.0 ** 63, values), input.dtype, input.device, (input,))
+    overflows = rates > _POISSON_MAX_RATE  # (infinity too)
+    values = _rng(generator).poisson(np.where(overflows, 0, rates)).astype(np.float64)
+    return _drawn(np.where(overflows, -2.0 ** 63, values), input.dtype, input.device, (input,))
+
+
+# NumPy's largest Poisson rate; torch's draws overflow int64 there (to -2**63), at 1e20 for certain
+_POISSON_MAX_RATE = 2.0 ** 63 - 1 - 10 * (2.0 ** 63 - 1) ** 0.5
 
 
 def randint_like(input, low=0, high=None, *, generator=None, dtype=None, device=None,
@@ -687,6 +739,7 @@ def histc(input, bins=100, min=0, max=0, *, out=None):
     ``int((x - left) * bins / (right - left))`` computed in the dtype."""
     if out is not None:
         raise TypeError("histc(): minilora has no out= (use the returned tensor)")
+    _check_int(bins, "histc", "bins", 2)
     _refuse_integer(input, "histogram_cpu")
     if bins <= 0:
         raise RuntimeError(f"torch.histogram(): bins must be > 0, but got {bins} for dimension 0")
@@ -745,13 +798,20 @@ def _continuous(self, name, type_name):
 _GCC_TYPES = {"int64": "long int", "uint8": "unsigned char", "bool": "bool"}  # (typeid names torch prints)
 
 
+def _scalars(*values):
+    """The numbers of a random fill, a 0-d tensor read as its value (as torch takes one)."""
+    return [v.item() if isinstance(v, Tensor) else v for v in values]
+
+
 def _normal_(self, mean=0.0, std=1.0, *, generator=None):
+    mean, std = _scalars(mean, std)
     _check_std(std)
     _refuse_integer(self, "normal_kernel_cpu")
     return _fill_drawn(self, _rng(generator).normal(mean, std, self.shape))
 
 
 def _uniform_(self, a=0.0, b=1.0, *, generator=None):
+    a, b = _scalars(a, b)
     _refuse_integer(self, "check_uniform_bounds")
     if a > b:
         raise RuntimeError(f"uniform_ expects to return a [from, to) range, but found from={_number(a)} "
@@ -760,6 +820,7 @@ def _uniform_(self, a=0.0, b=1.0, *, generator=None):
 
 
 def _exponential_(self, lambd=1.0, *, generator=None):
+    lambd, = _scalars(lambd)
     if not lambd > 0:
         raise RuntimeError(f"exponential_ expects lambda > 0.0, but found lambda={_number(lambd)}")
     _continuous(self, "Exponential", dtypes.torch_name)
@@ -767,6 +828,7 @@ def _exponential_(self, lambd=1.0, *, generator=None):
 
 
 def _cauchy_(self, median=0.0, sigma=1.0, *, generator=None):
+    median, sigma = _scalars(median, sigma)
     if not sigma > 0:
         raise RuntimeError(f"cauchy_ expects sigma > 0.0, but found sigma={_number(sigma)}")
     _continuous(self, "Cauchy", lambda d: _GCC_TYPES.get(d.name, _C_TYPES.get(d.name)))
@@ -774,6 +836,7 @@ def _cauchy_(self, median=0.0, sigma=1.0, *, generator=None):
 
 
 def _log_normal_(self, mean=1.0, std=2.0, *, generator=None):
+    mean, std = _scalars(mean, std)
     if not std > 0:
         raise RuntimeError(f"log_normal_ expects std > 0.0, but found std={_number(std)}")
     _refuse_integer(self, "log_normal_cpu")
@@ -782,6 +845,7 @@ def _log_normal_(self, mean=1.0, std=2.0, *, generator=None):
 
 def _geometric_(self, p, *, generator=None):
     """The number of Bernoulli(p) trials up to the first success (1, 2, ...), any dtype."""
+    p, = _scalars(p)
     if not 0 < p < 1:
         raise RuntimeError(f"geometric_ expects p to be in (0, 1), but got p={_number(p)}")
     if self.dtype == np.bool_:
@@ -818,6 +882,13 @@ def _random_range(dtype, *args, **keywords):
         args = (0, args[0])
     named = dict(zip(("from", "to"), args), **keywords)
     low, high = named.get("from", 0), named.get("to")
+    for value in (low, high):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+            kinds = ", ".join(type(a).__name__ for a in args)
+            raise TypeError(f"random_() received an invalid combination of arguments - got ({kinds}): "
+                            f"'from' and 'to' must be ints")
+        if value is not None and not -2 ** 63 <= value < 2 ** 63:
+            raise ValueError("Overflow when unpacking long long")
     return int(low), _random_top(dtype) + 1 if high is None else int(high)
 
 

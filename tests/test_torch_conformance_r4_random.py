@@ -25,7 +25,7 @@ def _outcome(lib, fn):
             warnings.simplefilter("ignore")
             out = fn(lib)
     except Exception as e:  # noqa: BLE001 -- the exception type is what is compared
-        return type(e).__name__, str(e).split("  (Could")[0][:60]
+        return type(e).__name__, str(e).split("  (Could")[0][:36]
     return "ok", str(out.dtype).replace("torch.", ""), tuple(out.shape), out.requires_grad
 
 
@@ -86,6 +86,28 @@ CALLS = {
     "histc_nan_range": lambda t: t.histc(t.tensor([1.0, float("nan")]), 4),
     "histc_inf_range": lambda t: t.histc(t.tensor([1.0, float("inf")]), 4),
     "histc_requires_grad": lambda t: t.histc(t.tensor([1.0, 2.0], requires_grad=True), 4),
+    "histc_float_bins": lambda t: t.histc(t.tensor([1.0, 2.0]), 3.5),
+    "histc_tensor_min": lambda t: t.histc(t.tensor([1.0, 2.0]), 3, t.tensor(0.0), 3),
+    "multinomial_float_samples": lambda t: t.multinomial(t.ones(3), 2.0),
+    "multinomial_bool_samples": lambda t: t.multinomial(t.ones(3), True),
+    "poisson_past_int64": lambda t: t.poisson(t.full((3,), 1e20)),
+    "rand_like_generator": lambda t: t.rand_like(t.zeros(3), generator=t.Generator()),
+    "randn_like_generator": lambda t: t.randn_like(t.zeros(3, dtype=t.float64), generator=t.Generator()),
+    "randperm_negative": lambda t: t.randperm(-1),
+    "randperm_uint8_overflow": lambda t: t.randperm(257, dtype=t.uint8),
+    "randperm_uint8_fits": lambda t: t.randperm(256, dtype=t.uint8),
+    "randperm_float16_overflow": lambda t: t.randperm(2050, dtype=t.float16),
+    "randperm_bool": lambda t: t.randperm(2, dtype=t.bool),
+    "bernoulli_p_tensor_above_one": lambda t: t.zeros(3).bernoulli_(t.full((3,), 1.5)),
+    "bernoulli_p_tensor_long": lambda t: t.zeros(3).bernoulli_(t.ones(3, dtype=t.long)),
+    "bernoulli_p_tensor_float64": lambda t: t.zeros(3, dtype=t.long).bernoulli_(t.full((3,), 0.5, dtype=t.float64)),
+    "random_float_args": lambda t: t.zeros(3).random_(2.5, 7.9),
+    "random_past_int64": lambda t: t.zeros(3, dtype=t.int64).random_(0, 2 ** 63),
+    "uniform_tensor_args": lambda t: t.zeros(3).uniform_(t.tensor(1.0), 2.0),
+    "normal_tensor_args": lambda t: t.zeros(3).normal_(t.tensor(1.0), t.tensor(2.0)),
+    "exponential_tensor_arg": lambda t: t.zeros(3).exponential_(t.tensor(-2.0)),
+    "init_uniform_generator": lambda t: t.nn.init.uniform_(t.zeros(3), generator=t.Generator()),
+    "init_normal_generator": lambda t: t.nn.init.normal_(t.zeros(3), 0.0, 1.0, t.Generator()),
 }
 
 
@@ -145,6 +167,15 @@ def test_no_gradient_through_a_draw(name, make):
         np.testing.assert_array_equal(x.grad.numpy(), np.zeros(3))
         with lib.no_grad():
             assert not make(lib, x).requires_grad
+
+
+def test_bernoulli_with_p_has_no_derivative_as_torch():
+    """torch records bernoulli(x, p) in x's graph, but its backward raises."""
+    for lib in (ml, torch):
+        out = lib.bernoulli(lib.full((3,), 0.5, requires_grad=True), 0.5)
+        assert out.requires_grad
+        with pytest.raises(RuntimeError, match="derivative for aten::bernoulli is not implemented"):
+            out.sum().backward()
 
 
 def _check_moments(values, mean, var):
@@ -210,6 +241,8 @@ def test_random_warns_beyond_float_precision_as_torch():
     lambda g: ml.zeros(5).geometric_(0.3, generator=g), lambda g: ml.zeros(5).log_normal_(generator=g),
     lambda g: ml.zeros(5).bernoulli_(0.5, generator=g),
     lambda g: ml.multinomial(ml.ones(50), 20, generator=g),
+    lambda g: ml.rand_like(ml.zeros(5), generator=g), lambda g: ml.randn_like(ml.zeros(5), generator=g),
+    lambda g: ml.nn.init.normal_(ml.zeros(5), generator=g), lambda g: ml.nn.init.uniform_(ml.zeros(5), generator=g),
 ])
 def test_generator_makes_draws_reproducible(draw):
     first = draw(ml.Generator().manual_seed(7)).numpy()

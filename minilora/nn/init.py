@@ -73,9 +73,11 @@ def _fan(tensor, mode):
 
 
 def _rng(gen):
-    """The generator to draw from: ``generator=`` (a ``numpy.random.Generator``) or the global one."""
+    """The generator to draw from: ``generator=`` (a minilora ``Generator`` or a
+    ``numpy.random.Generator``) or the global one."""
     if gen is None:
         return generator()
+    gen = getattr(gen, "_rng", gen)  # a minilora Generator (torch.Generator's stand-in) draws with its own
     if not isinstance(gen, np.random.Generator):
         raise TypeError(f"generator must be a numpy.random.Generator (minilora draws with NumPy), "
                         f"got {type(gen).__module__}.{type(gen).__name__}")
