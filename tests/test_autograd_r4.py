@@ -29,6 +29,12 @@ def both(fn):
     return list(zip(fn(ml), fn(torch)))
 
 
+def check_both(fn):
+    """fn(lib) run for minilora and torch: each pair of results agrees (``same``)."""
+    for m, t in both(fn):
+        same(m, t)
+
+
 def test_backward_inputs_accumulates_only_into_the_inputs():
     def run(lib):
         a, b = leaves(lib)
@@ -36,8 +42,7 @@ def test_backward_inputs_accumulates_only_into_the_inputs():
         c.retain_grad()  # on the path to a: torch fills it too
         (c * c).sum().backward(inputs=[a])
         return a.grad, b.grad, c.grad
-    for m, t in both(run):
-        same(m, t)
+    check_both(run)
 
 
 @pytest.mark.parametrize("spelling", ["tensor", "list", "tuple", "positional"])
@@ -54,8 +59,7 @@ def test_backward_inputs_spellings(spelling):
         else:
             loss.backward(None, None, False, [a])
         return a.grad, b.grad
-    for m, t in both(run):
-        same(m, t)
+    check_both(run)
 
 
 def test_backward_inputs_accumulates_across_calls_and_with_autograd_backward():
@@ -65,8 +69,7 @@ def test_backward_inputs_accumulates_across_calls_and_with_autograd_backward():
         (a * a * b).sum().backward(inputs=[a])
         lib.autograd.backward([(a * b).sum()], inputs=[b])
         return a.grad, b.grad
-    for m, t in both(run):
-        same(m, t)
+    check_both(run)
 
 
 def test_backward_inputs_non_leaf_gets_its_grad():
@@ -75,8 +78,7 @@ def test_backward_inputs_non_leaf_gets_its_grad():
         c = a * b
         (c * c * 2).sum().backward(inputs=[c])
         return c.grad, a.grad, b.grad
-    for m, t in both(run):
-        same(m, t)
+    check_both(run)
 
 
 def test_backward_inputs_unused_input_stays_none():
@@ -85,8 +87,7 @@ def test_backward_inputs_unused_input_stays_none():
         z = lib.ones(3, dtype=lib.float64, requires_grad=True)
         (a * b).sum().backward(inputs=[z])
         return z.grad, a.grad, b.grad
-    for m, t in both(run):
-        same(m, t)
+    check_both(run)
 
 
 def test_backward_inputs_hook_of_a_leaf_left_out_does_not_run():
@@ -100,8 +101,7 @@ def test_backward_inputs_hook_of_a_leaf_left_out_does_not_run():
         b.register_hook(hook)
         (a * b).sum().backward(inputs=[a])
         return a.grad, b.grad
-    for m, t in both(run):
-        same(m, t)
+    check_both(run)
     assert calls[ml] == calls[torch] == 0
 
 
@@ -144,37 +144,38 @@ def split_function(lib, calls, materialize=True):
     return Split
 
 
-@pytest.mark.parametrize("materialize", [True, False])
-@pytest.mark.parametrize("used", ["both", "first", "second"])
-def test_function_with_several_outputs_runs_backward_once(materialize, used):
+def split_backward_calls(results, materialize=True):
+    """``p, q = Split.apply(x)`` (split_function) in minilora and torch, then ``results(lib, x, p, q)``,
+    whose values must agree; the calls of Split's backward, the same in both, are returned."""
     calls = {}
 
     def run(lib):
         calls[lib] = []
         x = lib.tensor(A, dtype=lib.float64, requires_grad=True)
         p, q = split_function(lib, calls[lib], materialize).apply(x)
+        return results(lib, x, p, q)
+    check_both(run)
+    assert calls[ml] == calls[torch]
+    return calls[ml]
+
+
+@pytest.mark.parametrize("materialize", [True, False])
+@pytest.mark.parametrize("used", ["both", "first", "second"])
+def test_function_with_several_outputs_runs_backward_once(materialize, used):
+    def results(lib, x, p, q):
         loss = {"both": (p * q).sum() + p.sum(), "first": (p * p).sum(), "second": q.sum() * 3}[used]
         loss.backward()
         return (x.grad,)
-    for m, t in both(run):
-        same(m, t)
-    assert calls[ml] == calls[torch] and len(calls[ml]) == 1
+    assert len(split_backward_calls(results, materialize)) == 1
 
 
 def test_function_with_several_outputs_under_grad_and_retain_graph():
-    calls = {}
-
-    def run(lib):
-        calls[lib] = []
-        x = lib.tensor(A, dtype=lib.float64, requires_grad=True)
-        p, q = split_function(lib, calls[lib]).apply(x)
+    def results(lib, x, p, q):
         loss = (p * q).sum()
         first = lib.autograd.grad(loss, x, retain_graph=True)[0]
         second = lib.autograd.grad(loss, [x, p])
         return first, second[0], second[1]
-    for m, t in both(run):
-        same(m, t)
-    assert calls[ml] == calls[torch] and len(calls[ml]) == 2
+    assert len(split_backward_calls(results)) == 2
 
 
 def test_materialized_zeros_are_zeros_not_x_times_zero():
@@ -197,8 +198,7 @@ def test_materialized_zeros_are_zeros_not_x_times_zero():
         unused = lib.tensor([float("inf"), -1.0], dtype=lib.float64, requires_grad=True)
         y = lib.tensor([1.0, 2.0], dtype=lib.float64, requires_grad=True)
         return x.grad, lib.autograd.grad((y * 2).sum(), [unused, y], materialize_grads=True)[0]
-    for m, t in both(run):
-        same(m, t)
+    check_both(run)
     same(seen[ml], seen[torch])
     assert not np.signbit(seen[ml].numpy()).any()
 
@@ -245,8 +245,7 @@ def test_mark_dirty_returns_the_input_itself_as_torch():
         plain = lib.tensor(A, dtype=lib.float64)
         assert AddInto.apply(plain, lib.tensor(B, dtype=lib.float64))[0] is plain  # nothing to record
         return a.grad, y.grad, b.detach()
-    for m, t in both(run):
-        same(m, t)
+    check_both(run)
 
 
 def test_torch_autograd_namespace_spellings():
@@ -271,8 +270,7 @@ def test_torch_autograd_namespace_spellings():
         with lib.autograd.inference_mode():
             assert not Triple.apply(x).requires_grad
         return (x.grad,)
-    for m, t in both(run):
-        same(m, t)
+    check_both(run)
 
 
 def test_backward_inputs_non_leaf_grad_is_after_its_hooks_and_retained_as_torch():
@@ -287,8 +285,7 @@ def test_backward_inputs_non_leaf_grad_is_after_its_hooks_and_retained_as_torch(
         assert c.retains_grad
         (c * c).sum().backward()
         return first, c.grad, a.grad
-    for m, t in both(run):
-        same(m, t)
+    check_both(run)
 
 
 FUNCTIONAL_CASES = {
@@ -345,8 +342,7 @@ def test_user_backward_gradient_checked_and_summed_as_torch():
         x = lib.tensor(A, dtype=lib.float64, requires_grad=True)
         gradient_returning(lib, lambda g: g.expand(4, 3) * 1.5).apply(x).sum().backward()  # summed to x's shape
         return (x.grad,)
-    for m, t in both(run):
-        same(m, t)
+    check_both(run)
     for lib in (ml, torch):
         x = lib.tensor(A, dtype=lib.float64, requires_grad=True)
         with pytest.raises(RuntimeError, match=r"Function CustomBackward returned an invalid gradient at index 0 - "
