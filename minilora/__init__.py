@@ -95,8 +95,7 @@ from .ops import (atleast_1d, atleast_2d, atleast_3d, column_stack, diag_embed, 
 from .ops import nanmean, nansum  # noqa: E402,F401
 from .ops import movedim as moveaxis, swapaxes as swapdims  # noqa: E402,F401  (torch's other names)
 from .ops import cat as concat, cat as concatenate  # noqa: E402,F401
-from .ops.index import mode  # noqa: E402,F401
-from .ops.matmul import mv  # noqa: E402,F401
+from .ops import mode, mv  # noqa: E402,F401  (from ops: with torch's out=)
 from .factories import as_tensor, asarray  # noqa: E402,F401
 from .factories import is_floating_point  # noqa: E402,F401
 from .factories import (empty, empty_like, eye, full, full_like, is_tensor, linspace, logspace,  # noqa: E402,F401

@@ -187,6 +187,7 @@ OUT_CALLS.update({
     "mm": lambda lib, t, out: lib.mm(t["x"], t["m3"], out=out),
     "bmm": lambda lib, t, out: lib.bmm(t["b3"], t["c3"], out=out),
     "dot": lambda lib, t, out: lib.dot(t["v"], t["w"], out=out),
+    "mv": lambda lib, t, out: lib.mv(t["x"], t["v"], out=out),
     "outer": lambda lib, t, out: lib.outer(t["v"], t["w"], out=out),
     "addmm": lambda lib, t, out: lib.addmm(t["x"][:, :2], t["x"], t["m3"], out=out),
     "baddbmm": lambda lib, t, out: lib.baddbmm(t["c3"][:, :3], t["b3"], t["c3"], out=out),
@@ -245,6 +246,7 @@ OUT_PAIRS = {
     "cummax": lambda lib, t, out: lib.cummax(t["x"], 1, out=out),
     "cummin": lambda lib, t, out: lib.cummin(t["x"], 0, out=out),
     "aminmax": lambda lib, t, out: lib.aminmax(t["x"], dim=0, out=out),
+    "mode": lambda lib, t, out: lib.mode(lib.round(t["x"] * 4), 1, out=out),
 }
 
 

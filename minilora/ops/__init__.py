@@ -51,6 +51,8 @@ from .index import index_fill
 from .shape import (atleast_1d, atleast_2d, atleast_3d, column_stack, diag_embed, dsplit, dstack,
                     fliplr, flipud, hsplit, narrow_copy, ravel, rot90, split_with_sizes, vsplit)
 from .index import index_copy, masked_scatter, put, scatter_reduce, take
+from .index import mode
+from .matmul import mv
 from .reduce import nanmean, nansum
 
 
@@ -348,7 +350,7 @@ from ..tensor import is_grad_enabled  # noqa: E402
 # float, but got double instead"); the others cast their result into out's dtype where torch.can_cast
 # allows it.
 _EXACT_OUT_DTYPE = set((
-    "matmul mm bmm dot addmm baddbmm cross argmax argmin amax amin all any norm softmax log_softmax "
+    "matmul mm mv bmm dot addmm baddbmm cross argmax argmin amax amin all any norm softmax log_softmax "
     "abs neg sign ceil floor round trunc nan_to_num clamp clip clamp_min clamp_max where bitwise_not "
     "tril triu diag narrow_copy nonzero argsort bucketize searchsorted gather take take_along_dim "
     "index_select index_add index_copy scatter scatter_add scatter_reduce masked_select").split())
@@ -444,13 +446,13 @@ _OUT_FUNCTIONS = (
     "reciprocal remainder round rsqrt sigmoid sign sin sinh sqrt square sub tan tanh trunc where xlogy "
     "eq ne lt gt le ge "
     # products
-    "addmm baddbmm bmm cross dot matmul mm outer "
+    "addmm baddbmm bmm cross dot matmul mm mv outer "
     # reductions
     "all amax amin aminmax any argmax argmin log_softmax logsumexp max mean min nanmean nansum norm "
     "prod softmax std sum var "
     # index
     "argsort bucketize cummax cummin cumprod cumsum gather index_add index_copy index_select "
-    "kthvalue masked_select median nonzero scatter scatter_add scatter_reduce searchsorted sort "
+    "kthvalue masked_select median mode nonzero scatter scatter_add scatter_reduce searchsorted sort "
     "take take_along_dim topk tril triu "
     # shape
     "cat column_stack diag diff dstack hstack narrow_copy stack vstack").split()
