@@ -164,6 +164,8 @@ axes[1].plot(range(1, STEPS + 1), lora_run.lrs)
 axes[1].set(xlabel="step", ylabel="learning rate", title="warmup, then cosine decay")
 plt.tight_layout()
 plt.show()
+peak = int(np.argmax(lora_run.lrs))   # 0, lr/6, ..., lr at step 7, then down towards 0
+assert peak == 6 and np.allclose(np.diff(lora_run.lrs[:peak + 1]), 3e-3 / 6) and lora_run.lrs[-1] < 0.01 * 3e-3
 
 # %% [markdown]
 # ## After: the task, and what the model knew
