@@ -25,10 +25,7 @@ from minilora.lora import LoraConfig, get_peft_model  # noqa: E402
 from minilora.models import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from test_llama import hf_model  # noqa: E402
-
-TINY = LlamaConfig(vocab_size=37, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
-                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-IDS = np.random.default_rng(0).integers(0, TINY.vocab_size, (2, 6))
+from test_peft_conformance_r3 import IDS, TINY  # noqa: E402  (the tiny random Llama and its token ids)
 
 
 @pytest.fixture(scope="module")
