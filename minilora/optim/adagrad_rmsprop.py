@@ -59,6 +59,11 @@ class _Arithmetic:
 
     def lerp(self, start, end, weight):
         """``start.lerp_(end, weight)`` with torch's two formulas (the one that stays exact near each end)."""
+        if self.low_precision:  # float32 scalars and fused multiply-adds, as torch's vectorized kernel
+            weight = np.float32(weight)
+            if weight < 0.5:
+                return self.rounded(_fused_multiply_add(weight, end - start, start))
+            return self.rounded(_fused_multiply_add(-(np.float32(1) - weight), end - start, end))
         if weight < 0.5:
             return self.rounded(start + weight * (end - start))
         # 1 - weight in the compute dtype, as torch's kernel (float32 for float16: 1 - 0.95 is 0.050000012)
