@@ -736,7 +736,11 @@ def histc(input, bins=100, min=0, max=0, *, out=None):
     ``[min, max]`` (values outside are left out; ``max`` itself falls in the last bin). ``min == max``
     (the default 0, 0) takes the data's range; a range of one value widens to ``[v - 1, v + 1]``. The
     counts are in ``input``'s dtype, without gradient. A bin index is torch's:
-    ``int((x - left) * bins / (right - left))`` computed in the dtype."""
+    ``int((x - left) * bins / (right - left))`` computed in the dtype.
+
+    The counts are exact. torch counts in the input's dtype, once per CPU thread: a 16-bit count
+    stops growing at 256 (bfloat16) or 2048 (float16) per thread, so its result depends on the
+    machine (``histc(ones(1000, dtype=bfloat16), 3)[1]`` is 512 on 2 threads, 256 on 1)."""
     if out is not None:
         raise TypeError("histc(): minilora has no out= (use the returned tensor)")
     _check_int(bins, "histc", "bins", 2)
@@ -777,8 +781,11 @@ def _histc_bins(values, edges, bins):
     with np.errstate(invalid="ignore"):
         inside = (x >= left) & (x <= right)  # (NaN is outside)
         position = rounded(rounded(rounded(x - left) * rounded(bins)) / rounded(right - left))
-    # (x == right, or a position rounded up to bins, lands in the last bin, as in torch's kernel)
-    return np.where(inside, np.minimum(np.nan_to_num(position), bins - 1), bins).astype(np.int64)
+    # x == right (or a position rounded up to bins) lands in the last bin, as in torch's kernel. A
+    # 16-bit product (x - left) * bins past the dtype's range is inf: torch's cast of it to int64 is
+    # INT64_MIN, an offset that wraps around to bin 0 (so those values count in the first bin)
+    position = np.where(np.isinf(position), 0, np.minimum(np.nan_to_num(position), bins - 1))
+    return np.where(inside, position, bins).astype(np.int64)
 
 
 # ---- in-place random fills: Tensor.normal_, uniform_, exponential_, random_, bernoulli_, ... -----
