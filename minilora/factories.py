@@ -638,17 +638,20 @@ def normal(mean, std=1.0, size=None, *, generator=None, dtype=None, device=None,
     ``normal(mean_tensor, std=1.0)``, ``normal(mean, std_tensor)``, and ``normal(mean, std, size)``
     (with ``dtype``, ``device``, ``requires_grad`` as ``randn``). A tensor result takes ``mean``'s
     dtype (``std``'s when ``mean`` is a number); no gradient flows through the draw."""
+    if size is not None:  # normal(mean, std, size): numbers (a 0-d tensor reads as one, as in torch)
+        if not isinstance(size, (tuple, list)) or any(isinstance(v, Tensor) and v.ndim for v in (mean, std)):
+            raise TypeError("normal() received an invalid combination of arguments: with a size, mean and "
+                            "std are numbers and size a tuple of ints")
+        mean, std = _scalars(mean, std)
     if not isinstance(mean, Tensor) and not isinstance(std, Tensor):
         if size is None:
             raise TypeError("normal() received an invalid combination of arguments - got (float, float): "
                             "with numbers for mean and std it needs a size: normal(mean, std, size)")
         _check_std(std)
-        shape = _size((size,) if not isinstance(size, (tuple, list)) else (size,), "normal")
+        shape = _size((size,), "normal")
         array, dtype = _random_float(lambda: _rng(generator).normal(float(mean), float(std), shape),
                                      dtype, "normal_kernel_cpu")
         return _make(array, dtype, device, requires_grad)
-    if size is not None:
-        raise TypeError("normal(): size is given only with numbers for mean and std")
     like = mean if isinstance(mean, Tensor) else std
     _refuse_integer(like, "normal_kernel_cpu")
     if isinstance(std, Tensor):
