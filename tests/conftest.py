@@ -57,24 +57,38 @@ def split_into_blocks(monkeypatch):
     parallel.set_num_threads(threads)
 
 
-@pytest.fixture
-def racecheck_every_launch(monkeypatch):
-    """Every emulator launch in the test runs under racecheck=True (compute-sanitizer's racecheck: two
-    threads touching one shared byte, one writing, with no barrier between). Yields the list of the
-    kernel names launched, for the test to check that the kernels it means were reached."""
+def _every_launch_under(monkeypatch, tool):
+    """Every emulator launch from now on runs with ``tool=True`` ('racecheck' or 'initcheck', both on the
+    racecheck build); returns the list of the kernel names launched, for the test to check that the
+    kernels it means were reached."""
     from minilora import emulator as emu
     real_call = emu.RawKernel.__call__
     launched = []
 
-    def with_racecheck(self, grid, block, args, shared_mem=0, **kw):
+    def with_tool(self, grid, block, args, shared_mem=0, **kw):
         if self._variant == "racecheck":  # already the checked build: launch it
             return real_call(self, grid, block, args, shared_mem, **kw)
         launched.append(self.name)
         kw.pop("check_races", None)
-        return real_call(self, grid, block, args, shared_mem, racecheck=True, **kw)
+        return real_call(self, grid, block, args, shared_mem, **{tool: True}, **kw)
 
-    monkeypatch.setattr(emu.RawKernel, "__call__", with_racecheck)
+    monkeypatch.setattr(emu.RawKernel, "__call__", with_tool)
     return launched
+
+
+@pytest.fixture
+def racecheck_every_launch(monkeypatch):
+    """Every emulator launch in the test runs under racecheck=True (compute-sanitizer's racecheck: two
+    threads touching one shared byte, one writing, with no barrier between). Yields the list of the
+    kernel names launched."""
+    return _every_launch_under(monkeypatch, "racecheck")
+
+
+@pytest.fixture
+def initcheck_every_launch(monkeypatch):
+    """Every emulator launch in the test runs under initcheck=True (no thread reads a shared byte
+    before one is written); yields the names launched."""
+    return _every_launch_under(monkeypatch, "initcheck")
 
 
 @pytest.fixture

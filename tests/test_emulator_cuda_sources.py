@@ -452,11 +452,10 @@ def test_racecheck_passes_the_teaching_kernels_and_catches_the_missing_matmul_ba
         fn("warp_races.cu", "rotate_lanes")(1, 32, (x[:32], C.ravel()[:32].copy()), racecheck=True, check_races=True)
 
 
-@pytest.mark.parametrize("version", kernels.VERSIONS)
-def test_every_project_kernel_passes_racecheck(version, racecheck_every_launch):
-    """kernels/*.cu (LoRA forward/backward in every version, AdamW, BGMV) with every launch under racecheck."""
-    launched = racecheck_every_launch
-    M, N, K, r = 37, 45, 29, 5  # ragged: not multiples of any tile
+def check_lora_kernels(version, rng):
+    """LoRA forward and backward of kernel ``version`` on the emulator, on ragged shapes (not multiples
+    of any tile) drawn from ``rng``, checked against NumPy; returns the input X [M, K]."""
+    M, N, K, r = 37, 45, 29, 5
     X, W0 = rng.standard_normal((M, K)).astype(np.float32), rng.standard_normal((N, K)).astype(np.float32)
     A, B = rng.standard_normal((r, K)).astype(np.float32), rng.standard_normal((N, r)).astype(np.float32)
     Y, U = kernels.lora_forward(X, W0, A, B, 0.5, device="emu", version=version)
@@ -464,6 +463,15 @@ def test_every_project_kernel_passes_racecheck(version, racecheck_every_launch):
     dY = rng.standard_normal((M, N)).astype(np.float32)
     dX, dA, dB = kernels.lora_backward(dY, X, W0, A, B, U, 0.5, device="emu", version=version)
     np.testing.assert_allclose(dX, dY @ W0 + 0.5 * (dY @ B) @ A, rtol=1e-4, atol=1e-4)
+    return X
+
+
+@pytest.mark.parametrize("version", kernels.VERSIONS)
+def test_every_project_kernel_passes_racecheck(version, racecheck_every_launch):
+    """kernels/*.cu (LoRA forward/backward in every version, AdamW, BGMV) with every launch under racecheck."""
+    launched = racecheck_every_launch
+    X = check_lora_kernels(version, rng)
+    (M, K), N = X.shape, 45  # the shapes check_lora_kernels drew
     if version == "v1":
         p = [rng.standard_normal(s).astype(np.float32) for s in [(7,), (3, 5)]]
         g = [rng.standard_normal(x.shape).astype(np.float32) for x in p]

@@ -16,6 +16,8 @@ import pytest
 from minilora import emulator as emu
 from minilora.emulator import CompileError, EmulatorError, KernelFault, RawModule
 
+from test_emulator_cuda_sources import check_lora_kernels
+
 R4 = Path(__file__).parent / "emu_kernels" / "r4"
 pytestmark = pytest.mark.skipif(not emu.is_available(), reason="the CUDA emulator needs g++")
 rng = np.random.default_rng(66)
@@ -510,34 +512,10 @@ def test_initcheck_counts_atomics_and_accepts_a_correct_kernel():
         mod.get_function("histogram")(1, 64, (v, out, np.int32(500), np.int32(0)), initcheck=True, racecheck=True)
 
 
-@pytest.fixture
-def initcheck_every_launch(monkeypatch):
-    """Every emulator launch in the test runs under initcheck=True; yields the names launched."""
-    real_call, launched = emu.RawKernel.__call__, []
-
-    def with_initcheck(self, grid, block, args, shared_mem=0, **kw):
-        if self._variant == "racecheck":  # already the checked build: launch it
-            return real_call(self, grid, block, args, shared_mem, **kw)
-        launched.append(self.name)
-        kw.pop("check_races", None)
-        return real_call(self, grid, block, args, shared_mem, initcheck=True, **kw)
-
-    monkeypatch.setattr(emu.RawKernel, "__call__", with_initcheck)
-    return launched
-
-
 @pytest.mark.parametrize("version", __import__("minilora.kernels", fromlist=["VERSIONS"]).VERSIONS)
 def test_every_project_kernel_passes_initcheck(version, initcheck_every_launch):
     """kernels/*.cu read no shared byte before writing it (cp.async copies included), with ragged shapes."""
-    from minilora import kernels
-    M, N, K, r = 37, 45, 29, 5
-    X, W0 = rng.standard_normal((M, K)).astype(np.float32), rng.standard_normal((N, K)).astype(np.float32)
-    A, B = rng.standard_normal((r, K)).astype(np.float32), rng.standard_normal((N, r)).astype(np.float32)
-    Y, U = kernels.lora_forward(X, W0, A, B, 0.5, device="emu", version=version)
-    np.testing.assert_allclose(Y, X @ W0.T + 0.5 * (X @ A.T) @ B.T, rtol=1e-4, atol=1e-4)
-    dY = rng.standard_normal((M, N)).astype(np.float32)
-    dX, dA, dB = kernels.lora_backward(dY, X, W0, A, B, U, 0.5, device="emu", version=version)
-    np.testing.assert_allclose(dX, dY @ W0 + 0.5 * (dY @ B) @ A, rtol=1e-4, atol=1e-4)
+    check_lora_kernels(version, rng)
     assert any(name.endswith(version) for name in initcheck_every_launch), initcheck_every_launch
 
 
