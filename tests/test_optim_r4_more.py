@@ -385,3 +385,29 @@ def test_16_bit_lerp_of_the_optimizers_is_torchs(dtype, weight):
     mine = ops.lerp(ops.load(ml.tensor(start, dtype=dtype)._array), ops.load(ml.tensor(end, dtype=dtype)._array), weight)
     theirs = torch.tensor(start).to(getattr(torch, dtype)).lerp(torch.tensor(end).to(getattr(torch, dtype)), weight)
     np.testing.assert_array_equal(mine, theirs.float().numpy())
+
+
+@pytest.mark.parametrize("name", ["Rprop", "ASGD", "Adafactor", "Muon", "LBFGS"])
+def test_on_the_cuda_stand_in(name, monkeypatch):
+    """The parameters on ``cuda`` (tests/fake_cupy.py: CuPy's API, NumPy inside): the same weights as on the CPU."""
+    import fake_cupy
+
+    def train():
+        rng = np.random.default_rng(0)
+        w = nn.Parameter(ml.tensor(rng.standard_normal((4, 6))))
+        opt = getattr(optim, name)([w], lr=0.1)
+
+        def closure():
+            opt.zero_grad()
+            loss = ((w - 0.5) ** 4).sum()
+            loss.backward()
+            return loss
+        for _ in range(3):
+            opt.step(closure)
+        return w.device.type, w.numpy(force=True)
+    device, on_cpu = train()
+    fake_cupy.install(monkeypatch)
+    monkeypatch.setenv("MINILORA_DEVICE", "cuda")
+    device, on_cuda = train()
+    assert device == "cuda"
+    np.testing.assert_allclose(on_cuda, on_cpu, rtol=1e-12)

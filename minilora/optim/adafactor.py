@@ -53,19 +53,14 @@ class Adafactor(_StepEach):
                 raise ValueError(f"{words}: {value} (parameter group {index})")
         super()._check_group(group, index)
 
-    def step(self, closure=None):
-        """As ``_StepEach.step``; first notes each group's ``eps1`` (torch's: the first updated parameter's
-        machine epsilon when ``eps[0]`` is None)."""
-        for group in self.param_groups:
-            first = next((p for p in group["params"] if p.grad is not None), None)
-            eps1 = group["eps"][0]
-            group_eps1 = eps1 if eps1 is not None or first is None else float(dtypes.finfo(first.dtype).eps)
-            self._eps1[id(group)] = group_eps1
-        return super().step(closure)
-
-    @property
-    def _eps1(self):
-        return self.__dict__.setdefault("_eps1_of_group", {})
+    @staticmethod
+    def _group_eps1(group):
+        """``eps[0]``, or when it is None, torch's choice for the whole group: the machine epsilon of the dtype
+        of the group's first parameter with a gradient (read after the closure has made the gradients)."""
+        if group["eps"][0] is not None:
+            return group["eps"][0]
+        first = next(p for p in group["params"] if p.grad is not None)
+        return float(dtypes.finfo(first.dtype).eps)
 
     @staticmethod
     def _new_state(p, group):
@@ -84,7 +79,7 @@ class Adafactor(_StepEach):
     def _update(self, p, state, group):
         ops = _Arithmetic(p.dtype)
         lr, eps2 = float(_as_number(group["lr"])), group["eps"][1]
-        eps1 = self._eps1[id(group)]
+        eps1 = self._group_eps1(group)
         grad = ops.load(p.grad._array)
         if group["maximize"]:
             grad = -grad

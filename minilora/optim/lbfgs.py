@@ -207,7 +207,11 @@ def _with_grad(closure):
 def _in_dtype(number, array):
     """A Python number or 0-d value as torch uses it beside a tensor (``alpha=``, ``mul(t)``): in the array's
     dtype (a float32 problem stays in float32)."""
-    return np.asarray(number).astype(array.dtype)[()] if not isinstance(number, (int, float)) else number
+    if isinstance(number, (int, float)):
+        return number
+    if isinstance(number, (np.ndarray, np.generic)):
+        return np.asarray(number).astype(array.dtype)[()]
+    return number.astype(array.dtype)  # a 0-d CuPy array (a dot product's result on the GPU)
 
 
 def _to_arrays(value, param):

@@ -81,8 +81,14 @@ class Muon(_StepEach):
 
 
 def _bfloat16(values):
-    """One op's float32 result rounded to bfloat16 (as float32 values): torch's bfloat16 CPU kernels."""
-    return dtypes.cast(values, dtypes.bfloat16).astype(np.float32)
+    """One op's float32 result rounded to bfloat16, kept as float32 values (torch's bfloat16 CPU kernels): the
+    low 16 bits of each float32 rounded off to nearest, ties to even -- on the bits, so it runs on any device
+    (CuPy may lack a bfloat16 dtype)."""
+    xp = xp_of(values)
+    values = xp.asarray(dtypes.cast(values, np.dtype(np.float32)) if values.dtype != np.float32 else values)
+    bits = values.view(np.uint32)
+    rounded = ((bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000))
+    return xp.where(xp.isnan(values), values, rounded.view(np.float32))
 
 
 def _normalized(matrix, eps):
