@@ -17,8 +17,6 @@ NumPy and torch choose differently, so results agree with torch to rounding, not
 """
 from types import SimpleNamespace
 
-import numpy as np
-
 from .. import dtypes
 from ..device import xp_of
 from .adagrad_rmsprop import _Arithmetic, _StepEach

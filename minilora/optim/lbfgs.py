@@ -18,7 +18,6 @@ summation order may differ: results agree with torch to rounding.
 """
 import numpy as np
 
-from ..device import xp_of
 from ..tensor import enable_grad, no_grad
 from .optimizer import Optimizer, _as_number, _check_range, rounds_each_op
 
