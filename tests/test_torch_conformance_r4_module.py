@@ -22,6 +22,7 @@ torch = pytest.importorskip("torch")
 import minilora as ml  # noqa: E402
 from test_torch_conformance import check, expect_error, run_both  # noqa: E402
 from test_torch_conformance_module import names  # noqa: E402
+from test_torch_conformance_r3_tensor import REFUSED, torch_result  # noqa: E402
 
 
 def f64(lib, array, grad=False):
@@ -1345,16 +1346,6 @@ MIXED_LOSS_CALLS = {
 }
 
 
-def torch_result_or_same_error(snippet):
-    """``snippet(torch)``; None where torch raises a RuntimeError, once minilora is seen raising the same
-    type (the mixed-dtype tests below: where torch refuses, minilora must refuse too)."""
-    try:
-        return snippet(torch)
-    except RuntimeError:
-        expect_error(snippet)
-        return None
-
-
 @pytest.mark.parametrize("call", list(MIXED_LOSS_CALLS))
 @pytest.mark.parametrize("a_dtype", ["float16", "bfloat16", "float32", "float64"])
 @pytest.mark.parametrize("b_dtype", ["float16", "bfloat16", "float32", "float64"])
@@ -1367,8 +1358,8 @@ def test_losses_and_attention_with_two_float_dtypes_as_torch(call, a_dtype, b_dt
             return lambda *shape: lib.tensor(np.linspace(0.1, 0.9, int(np.prod(shape))).reshape(shape),
                                              dtype=getattr(lib, dtype))
         return MIXED_LOSS_CALLS[call](lib.nn.functional, lib, make(a_dtype), make(b_dtype))
-    expected = torch_result_or_same_error(snippet)
-    if expected is None:
+    expected = torch_result(snippet, RuntimeError)
+    if expected is REFUSED:
         return
     ours = snippet(ml)
     assert str(ours.dtype) == str(expected.dtype).removeprefix("torch.")
@@ -1471,8 +1462,8 @@ def test_conv_transpose_bias_of_another_dtype_as_torch(fn, x_dtype, b_dtype, bat
         out = getattr(lib.nn.functional, fn)(x, lib.tensor(w_values, dtype=getattr(lib, x_dtype)),
                                              lib.tensor(b_values, dtype=getattr(lib, b_dtype)))
         return out.float()
-    expected = torch_result_or_same_error(snippet)
-    if expected is None:
+    expected = torch_result(snippet, RuntimeError)
+    if expected is REFUSED:
         return
     ours = snippet(ml)
     assert tuple(ours.shape) == tuple(expected.shape)
@@ -1517,7 +1508,7 @@ def test_advanced_index_assignment_of_another_dtype_raises_as_torch(case, in_gra
         a = lib.zeros(3, 3, requires_grad=in_graph).clone() if in_graph else lib.zeros(3, 3)
         SETITEM_CASES[case](lib, a)
         return a
-    if torch_result_or_same_error(snippet) is not None:
+    if torch_result(snippet, RuntimeError) is not REFUSED:
         check(snippet)
 
 
