@@ -7,7 +7,13 @@ default float dtype (``minilora.get_default_dtype()``, float32), ``full`` infers
 The ``*_like`` versions take the dtype and device of ``input`` unless told otherwise.
 
 Every value is made on the host with NumPy (random draws from minilora's one seeded generator,
-``minilora.manual_seed``) and then moved to the device.
+``minilora.manual_seed``, or a ``generator=``) and then moved to the device.
+
+The random family is here too: ``rand``/``randn``/``randint``/``randperm``/``multinomial``, torch's
+sampling ops (``normal``, ``bernoulli``, ``poisson``, ``randint_like``), ``histc``, and the in-place
+fills set on ``Tensor`` (``normal_``, ``uniform_``, ``exponential_``, ``random_``, ``bernoulli_``,
+``geometric_``, ``cauchy_``, ``log_normal_``). They check their arguments as torch does; their numbers
+are NumPy's stream, not torch's.
 """
 import math
 import operator
