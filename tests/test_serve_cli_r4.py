@@ -12,7 +12,7 @@ import pytest
 import minilora as ml
 from minilora.models import LlamaForCausalLM
 from minilora.tokenizer import ByteTokenizer
-from test_serve import CHAT_TEMPLATE, model_dirs, serve_command, two_adapters  # noqa: F401 -- fixtures
+from test_serve import model_dirs, serve_command, served, two_adapters  # noqa: F401 -- fixtures
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -287,27 +287,12 @@ def test_generate_and_serve_choose_the_tokenizer_by_one_rule(monkeypatch, tmp_pa
 # ---------------------------------------------------------------------------------------------------
 # the OpenAI server, as vLLM's
 # ---------------------------------------------------------------------------------------------------
-@pytest.fixture
-def served():
-    pytest.importorskip("starlette")
-    pytest.importorskip("httpx")
-    from starlette.testclient import TestClient
-    from minilora.serve import Engine
-    from minilora.serve.app import create_app
-    model, tok = two_adapters(), ByteTokenizer()
-    tok.chat_template = CHAT_TEMPLATE
-    engine = Engine(model, tok, max_batch_size=4, max_queue=8)
-    engine.eos = set()  # random weights: run to max_tokens, so lengths are known
-    with TestClient(create_app(engine, model_name="tiny")) as client:
-        yield client, engine
-
-
 @pytest.mark.parametrize("route", ["/v1/completions", "/v1/chat/completions"])
 @pytest.mark.parametrize("model", ["absent", None, ""])
 def test_a_request_without_model_is_for_the_base_model_as_vllm(served, route, model):
     """vLLM's ChatCompletionRequest / CompletionRequest have ``model: Optional[str] = None``, and a
     request without one is served by the base model (minilora answered 400 "model is required")."""
-    client, engine = served
+    client, engine, _, _ = served
     body = {"prompt": "hi"} if "chat" not in route else {"messages": [{"role": "user", "content": "hi"}]}
     body.update(max_tokens=4, temperature=0)
     named = client.post(route, json={**body, "model": "tiny"}).json()
@@ -322,7 +307,7 @@ def test_a_request_without_model_is_for_the_base_model_as_vllm(served, route, mo
 @pytest.mark.parametrize("body, kind", [(b"{bad json", "Bad Request"), (b"[1, 2]", "Bad Request"),
                                         (b'{"model": "tiny", "prompt": "hi", "n": 0}', "BadRequestError")])
 def test_bad_requests_answer_vllms_error_json(served, body, kind):
-    client, _ = served
+    client, *_ = served
     r = client.post("/v1/completions", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400
     error = r.json()["error"]
@@ -354,7 +339,7 @@ def test_serve_applies_repetition_penalty_and_min_p_from_generation_config_json(
 def test_stop_lists_n_and_seeds_as_vllms_protocol(served):
     """vLLM's ``stop`` is ``str | list[str]`` of any length (minilora refused more than 4, OpenAI's own
     bound), n > 1 at temperature 0 answers n equal greedy choices, and ``seed`` is an int64 as vLLM's."""
-    client, _ = served
+    client, *_ = served
     ask = lambda **kw: client.post("/v1/completions", json={"prompt": "hi", "max_tokens": 12, **kw})  # noqa: E731
     whole = ask(temperature=0).json()["choices"][0]["text"]
     stops = ["zzq", "qqz", "zqz", "qzq", whole[3:5]]  # the fifth one is in the answer
