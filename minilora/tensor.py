@@ -1318,6 +1318,13 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     return Tensor._make(array, dev, bool(requires_grad), None)
 
 
+def scalar_tensor(s, *, dtype=None, device=None, requires_grad=False):
+    """``torch.scalar_tensor(3)``: a 0-d tensor of the default float dtype, whatever the number
+    (``tensor(3)`` would be int64)."""
+    return tensor(s, dtype=dtypes.get_default_dtype() if dtype is None else dtype, device=device,
+                  requires_grad=requires_grad)
+
+
 def _from_python(data, dtype):
     """Python numbers -- or (nested) lists of them, NumPy scalars and tensors among them -- as the
     array torch.tensor builds: of ``dtype``, or of torch's inferred dtype. As torch, a Python int past

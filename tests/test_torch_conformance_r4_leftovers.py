@@ -253,3 +253,84 @@ def test_integer_softmax(fn, dtype, shape):
     _same(lambda L: getattr(L, fn)(L.zeros(shape, dtype=getattr(L, dtype)), dim=-1))
     _same(lambda L: getattr(L.nn.functional, fn)(L.zeros(shape, dtype=getattr(L, dtype)), dim=0))
     _same(lambda L: getattr(L.zeros(shape, dtype=getattr(L, dtype)), fn)(0, dtype=L.float64))
+
+
+# ---- functions torch has: rsub, scalar_tensor, nanmedian, logcumsumexp -----------------------------
+@pytest.mark.parametrize("call", [
+    lambda L: L.rsub(L.tensor([1.0, 2.0]), L.tensor([5.0, 5.0]), alpha=2),
+    lambda L: L.rsub(L.tensor([1, 2]), 2.5, alpha=2),
+    lambda L: L.rsub(L.tensor([1, 2]), L.tensor([5])),
+    lambda L: L.rsub(L.tensor([1.0]), 2, alpha=0.5),
+    lambda L: L.rsub(L.tensor([True]), True),
+    lambda L: L.scalar_tensor(3),
+    lambda L: L.scalar_tensor(True),
+    lambda L: L.scalar_tensor(2.5, dtype=L.float64),
+    lambda L: L.scalar_tensor(3, dtype=L.int64),
+])
+def test_rsub_and_scalar_tensor(call):
+    _same(call)
+
+
+_NANS = [[NAN, NAN, NAN], [1.0, NAN, 2.0], [3.0, 1.0, 2.0], [2.0, 2.0, NAN]]
+
+
+@pytest.mark.parametrize("call", [
+    lambda L: L.nanmedian(L.tensor(_NANS), 1),
+    lambda L: L.nanmedian(L.tensor(_NANS), dim=0, keepdim=True),
+    lambda L: L.tensor(_NANS).nanmedian(-1),
+    lambda L: L.tensor(_NANS).nanmedian(),
+    lambda L: L.tensor([NAN, NAN]).nanmedian(),
+    lambda L: L.tensor([3, 1, 2, 2]).nanmedian(),
+    lambda L: L.nanmedian(L.tensor([[3, 1, 2, 2]]), 1),
+    lambda L: L.nanmedian(L.tensor(2.0), 0),
+    lambda L: L.nanmedian(L.zeros(0)),
+    lambda L: L.nanmedian(L.zeros(0, 2), 0),
+    lambda L: L.nanmedian(L.tensor(_NANS), None),
+], ids=range(11))
+def test_nanmedian(call):
+    _same(call)
+
+
+@pytest.mark.parametrize("values", [[1.0, NAN, 2.0, 2.0], [NAN, NAN], [4.0, NAN, 1.0, 3.0]], ids=str)
+def test_nanmedian_gradients(values):
+    def grads(L):
+        x = L.tensor(values, requires_grad=True)
+        x.nanmedian().backward()
+        y = L.tensor([values, values[::-1]], requires_grad=True)
+        y.nanmedian(1).values.sum().backward()
+        return x.grad, y.grad
+    _same(grads)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16", "int64"])
+@pytest.mark.parametrize("case", ["vector", "rows", "columns", "0-d", "infinities", "empty"])
+def test_logcumsumexp(case, dtype):
+    def run(L):
+        x = {"vector": lambda: L.tensor([1.0, 2.0, 3.0]),
+             "rows": lambda: L.tensor([[1.0, -3.0, 200.0], [1000.0, 2.0, 2.0]]),
+             "columns": lambda: L.tensor([[1.0, -3.0, 200.0], [1000.0, 2.0, 2.0]]).T,
+             "0-d": lambda: L.tensor(2.0),
+             "infinities": lambda: L.tensor([-INF, 1.0, INF, 2.0]),
+             "empty": lambda: L.zeros(0, 3)}[case]().to(getattr(L, dtype))
+        return L.logcumsumexp(x, 0), x.logcumsumexp(dim=-1)
+    _same(run) if dtype in ("int64", "float64") else _close(run)
+
+
+def _close(snippet):
+    """As ``_same``, within a few float32 units in the last place (NumPy's logaddexp is not torch's)."""
+    got, want = snippet(ml), snippet(torch)
+    for g, w in zip(got, want):
+        assert (str(g.dtype), tuple(g.shape)) == (str(w.dtype).replace("torch.", ""), tuple(w.shape))
+        np.testing.assert_allclose(g.float().numpy(), w.float().numpy(), rtol=4e-7, atol=0)
+
+
+def test_logcumsumexp_gradient_matches_torch_and_gradchecks():
+    def grads(L):
+        x = L.tensor([[1.0, -3.0, 200.0], [1000.0, 2.0, 2.0]], dtype=L.float64, requires_grad=True)
+        (L.logcumsumexp(x, 1) * L.tensor([[1.0, -2.0, 3.0], [0.5, 4.0, -1.0]], dtype=L.float64)).sum().backward()
+        return x.grad
+    np.testing.assert_allclose(grads(ml).numpy(), grads(torch).numpy(), rtol=1e-12, atol=1e-300)
+    rng = np.random.default_rng(0)
+    x = ml.tensor(rng.standard_normal((3, 4)), dtype=ml.float64, requires_grad=True)
+    assert ml.autograd.gradcheck(lambda t: ml.logcumsumexp(t, 1), (x,))
+    assert ml.autograd.gradcheck(lambda t: ml.logcumsumexp(t, 0), (x,))

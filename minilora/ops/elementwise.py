@@ -568,6 +568,11 @@ _BOOL_SUB_BOTH = ("Subtraction, the `-` operator, with two bool tensors is not s
                   "or `logical_xor()` operator instead.")
 
 
+def rsub(input, other, *, alpha=1):
+    """``torch.rsub``: ``other - alpha * input`` (sub with its operands swapped)."""
+    return sub(other, input, alpha=alpha)
+
+
 def sub(input, other, *, alpha=1):
     """``input - alpha * other``, as torch.sub (torch refuses bool tensors: see _refuse_bool)."""
     a, b = _promoted(input, other)

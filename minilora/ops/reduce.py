@@ -28,7 +28,7 @@ import warnings
 import numpy as np
 
 from ..device import xp_of
-from ..dtypes import compute_dtype, get_default_dtype, is_floating
+from ..dtypes import compute_dtype, get_default_dtype, is_floating, torch_name
 from ..tensor import Function, Tensor, no_grad
 from .elementwise import AsType, _torch_sign, backward_in_float32, computes_in_float32
 from .index import cumulative, gather, quiet_float_errors, return_type
@@ -709,3 +709,72 @@ def aminmax(input, *, dim=None, keepdim=False):
         raise RuntimeError("aminmax(): cannot compute aminmax over an empty dimension as the "
                            "operation has no identity.")
     return _AminMax(amin(input, dim, keepdim), amax(input, dim, keepdim))
+
+
+# ---- logcumsumexp, nanmedian -----------------------------------------------------------------------
+@quiet_float_errors
+@computes_in_float32
+class LogCumSumExp(Function):
+    """``log(cumsum(exp(a)))`` along ``axis`` without overflow (NumPy's ``logaddexp.accumulate``).
+
+    d out_j / d a_i = exp(a_i - out_j) for i <= j, so a_i's gradient is ``sum_{j >= i} g_j
+    exp(a_i - out_j)``: summed in log space, the positive and the negative g apart (as torch's formula),
+    so that no ``exp`` overflows."""
+
+    @staticmethod
+    def forward(ctx, a, axis):
+        ctx.a, ctx.axis = a, axis
+        ctx.out = xp_of(a).logaddexp.accumulate(a, axis=axis) if a.size else a.copy()
+        return ctx.out
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, axis = xp_of(g), ctx.axis
+        if not g.size:
+            return g
+
+        def reversed_logcumsumexp(x):  # log(sum_{j >= i} exp(x_j)), along axis
+            return xp.flip(xp.logaddexp.accumulate(xp.flip(x, axis), axis=axis), axis)
+        positive = reversed_logcumsumexp(xp.log(xp.where(g > 0, g, 0)) - ctx.out)
+        negative = reversed_logcumsumexp(xp.log(xp.where(g < 0, -g, 0)) - ctx.out)
+        return xp.exp(ctx.a + positive) - xp.exp(ctx.a + negative)
+
+
+def logcumsumexp(input, dim):
+    """``torch.logcumsumexp``: ``log(cumsum(exp(input)))`` along ``dim``, computed without overflow
+    (floating dtypes only, as torch's kernel)."""
+    if not is_floating(input.dtype):
+        raise NotImplementedError(f'"logcumsumexp_out_cpu" not implemented for '
+                                  f'\'{torch_name(input.dtype)}\'')
+    axis = _one_axis("logcumsumexp", dim, input.ndim)
+    if input.ndim == 0:
+        return input.clone()
+    return LogCumSumExp.apply(input, axis=axis)
+
+
+def nanmedian(input, dim=NO_DIM, keepdim=False):
+    """``torch.nanmedian``: ``median`` of the elements that are not NaN (NaN where all are).
+    Without ``dim`` the lower median of all elements (ties share the gradient, as ``median``);
+    with ``dim`` the named tuple ``(values, indices)``, each value's gradient to its index."""
+    from .index import argsort, median
+    dim = dim_given("nanmedian", dim)
+    if not is_floating(input.dtype):  # (no NaN to leave out: torch's median, under its own name)
+        out = median(input) if dim is None else median(input, dim, keepdim)
+        return out if dim is None else return_type("nanmedian")(*out)
+    if dim is None:
+        nan = input.isnan()
+        if bool(nan.any()) and not bool(nan.all()):  # (all NaN: median's NaN, as torch)
+            return median(input[~nan])
+        return median(input)
+    if input.ndim == 0 or input.shape[_axes(dim, input.ndim)[0]] == 0:
+        return return_type("nanmedian")(*median(input, dim, keepdim))
+    axis = _axes(dim, input.ndim)[0]
+    xp = xp_of(input._array)
+    order = argsort(input, axis, stable=True)._array  # NaN sorts last
+    counts = (~xp.isnan(input._array)).sum(axis=axis, keepdims=True)
+    middle = xp.take_along_axis(order, xp.maximum(counts - 1, 0) // 2, axis=axis)
+    indices = Tensor(middle.astype(np.int64), dtype=np.int64, device=input.device)
+    values = gather(input, axis, indices)
+    if not keepdim:
+        values, indices = values.squeeze(axis), indices.squeeze(axis)
+    return return_type("nanmedian")(values, indices)
