@@ -334,3 +334,30 @@ def test_logcumsumexp_gradient_matches_torch_and_gradchecks():
     x = ml.tensor(rng.standard_normal((3, 4)), dtype=ml.float64, requires_grad=True)
     assert ml.autograd.gradcheck(lambda t: ml.logcumsumexp(t, 1), (x,))
     assert ml.autograd.gradcheck(lambda t: ml.logcumsumexp(t, 0), (x,))
+
+
+# ---- neighbours: fmax / fmin (NaN-ignoring, other= too), sgn, signbit ------------------------------
+_PAIRS = [([1, -2], [1, -2]), ([1, -2], [1.5, NAN]), ([1.5, NAN, NAN, 2.0], [1, -2, NAN, 2.0]),
+          ([True, False], [True, True])]
+
+
+@pytest.mark.parametrize("pair", _PAIRS, ids=str)
+@pytest.mark.parametrize("name", ["fmax", "fmin"])
+def test_fmax_fmin(name, pair):
+    a, b = pair
+    _same(lambda L: getattr(L, name)(L.tensor(a), L.tensor(b)))
+    _same(lambda L: getattr(L.tensor(a), name)(other=L.tensor(b)))
+    _same(lambda L: getattr(L, name)(L.tensor([1.0]), 2.0))  # a number: torch's TypeError
+
+    def grads(L):
+        x = L.tensor([1.0, NAN, 2.0, 3.0], requires_grad=True)
+        y = L.tensor([NAN, 1.0, 2.0, 4.0], requires_grad=True)
+        getattr(L, name)(x, y).sum().backward()
+        return x.grad, y.grad
+    _same(grads)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "int64", "bool"])
+def test_sgn_and_signbit(dtype):  # (bfloat16 left out: torch's float32 NaN -> bfloat16 sets the sign bit)
+    _same(lambda L: L.signbit(L.tensor([-0.0, 0.0, NAN, -NAN, -2.0, 3.0]).to(getattr(L, dtype))))
+    _same(lambda L: L.tensor([-0.0, 0.0, NAN, -2.0, 3.0]).to(getattr(L, dtype)).sgn())

@@ -304,11 +304,13 @@ def index_put_(self, indices, values, accumulate=False):
     return self._inplace(index_put, indices, values, accumulate)
 
 
-from . import reduce as _reduce  # noqa: E402
+from . import elementwise as _elementwise, reduce as _reduce  # noqa: E402
 _MISSING_METHODS = {
     "unique": unique, "bincount": bincount, "repeat_interleave": repeat_interleave, "roll": roll,
     "median": median, "narrow": narrow, "diagonal": diagonal, "diag": diag,
     "nanmedian": _reduce.nanmedian, "logcumsumexp": _reduce.logcumsumexp,
+    "fmax": _elementwise.fmax, "fmin": _elementwise.fmin, "sgn": _elementwise.sgn,
+    "signbit": _elementwise.signbit,
     "index_add": index_add, "index_add_": index_add_, "index_select": index_select,
     "scatter": scatter, "scatter_": scatter_, "scatter_add": scatter_add,
     "scatter_add_": scatter_add_, "take_along_dim": take_along_dim,

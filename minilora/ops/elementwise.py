@@ -994,6 +994,26 @@ def minimum(input, other):
     return Maximum.apply(*_promoted(input, other), smallest=True)
 
 
+def fmax(input, other):
+    """``torch.fmax``: ``maximum`` that ignores a NaN (NaN only where both are). As torch's gradient,
+    all of it goes to ``input`` where ``input >= other`` or ``other`` is NaN (ties too), else to ``other``."""
+    return _nan_ignoring("fmax", input, other, larger=True)
+
+
+def fmin(input, other):
+    """``torch.fmin``: ``minimum`` that ignores a NaN (see ``fmax``)."""
+    return _nan_ignoring("fmin", input, other, larger=False)
+
+
+def _nan_ignoring(name, input, other, larger):
+    if not isinstance(other, Tensor):
+        raise TypeError(f"{name}(): argument 'other' (position 2) must be Tensor, not "
+                        f"{type(other).__name__}")
+    a, b = _promoted(input, other)
+    keeps_input = (a >= b if larger else a <= b) | isnan(b)
+    return where(keeps_input, a, b)
+
+
 class Clamp(Function):
     """``min(max(a, low), high)``; ``low``/``high`` are numbers, arrays or None.
 
@@ -1061,6 +1081,14 @@ def sin(input): return Sin.apply(_floating(input))
 def cos(input): return Cos.apply(_floating(input))
 def sign(input):
     return clone(input) if input.dtype == np.bool_ else Sign.apply(input)  # bool: itself (torch)
+
+
+sgn = sign  # torch.sgn: sign, extended to complex numbers (which minilora does not have)
+
+
+def signbit(input):
+    """``torch.signbit``: True where the sign bit is set (-0.0 and -NaN too); no gradient."""
+    return _elementwise_test(input, "signbit")
 
 
 class _Test(Function):
