@@ -663,6 +663,8 @@ TORCH_SIGNATURES = {
     # max(input, dim, keepdim=False) and max(input, other), which takes other= by keyword too
     # (x.max(other=y) is torch.maximum): other is keyword-only in ours, as dim holds its position.
     "max": "max(dim=None, keepdim=False, *, other=None)",
+    # the docstring says where(condition, y); torch 2.13 takes other= (x.where(c, other=0.); y= fails)
+    "where": "where(condition, other)",
     "min": "min(dim=None, keepdim=False, *, other=None)",
 }
 FUNCTION_SIGNATURES = {

@@ -361,3 +361,8 @@ def test_fmax_fmin(name, pair):
 def test_sgn_and_signbit(dtype):  # (bfloat16 left out: torch's float32 NaN -> bfloat16 sets the sign bit)
     _same(lambda L: L.signbit(L.tensor([-0.0, 0.0, NAN, -NAN, -2.0, 3.0]).to(getattr(L, dtype))))
     _same(lambda L: L.tensor([-0.0, 0.0, NAN, -2.0, 3.0]).to(getattr(L, dtype)).sgn())
+
+
+def test_where_method_other_keyword():  # torch's name is other (its docstring says y, which it refuses)
+    _same(lambda L: L.tensor([1.0, -2.0]).where(L.tensor([True, False]), other=0.0))
+    _same(lambda L: L.tensor([1.0, -2.0]).where(L.tensor([True, False]), L.tensor([5.0, 6.0])))

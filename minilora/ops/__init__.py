@@ -129,9 +129,9 @@ def new_tensor(self, data, *, dtype=None, device=None, requires_grad=False):
                   device=self.device if device is None else device, requires_grad=requires_grad)
 
 
-def _where_method(self, condition, y):
-    """``x.where(condition, y)`` is ``where(condition, x, y)`` (torch's order)."""
-    return where(condition, self, y)
+def _where_method(self, condition, other):
+    """``x.where(condition, y)`` is ``where(condition, x, y)`` (torch's order; ``other=`` as torch names it)."""
+    return where(condition, self, other)
 
 
 def _mT(self):
