@@ -1295,3 +1295,13 @@ def test_alpha_dropout_layers_as_torch(name):
     assert (ours(x).numpy() != 1).any()
     ours.eval()
     assert ours(x) is x
+
+
+@pytest.mark.parametrize("cls", ["Embedding", "EmbeddingBag"])
+@pytest.mark.parametrize("shape", [(4, 2), (3, 3), (6,)])
+def test_embedding_given_a_table_of_another_shape_is_torchs_assertion(cls, shape):
+    """``nn.Embedding(3, 2, _weight=w)`` / ``nn.EmbeddingBag(...)`` with ``w`` not [3, 2]: torch's
+    AssertionError (EmbeddingBag took any table silently, Embedding raised ValueError)."""
+    message = same_error(lambda: getattr(nn, cls)(3, 2, _weight=ml.ones(*shape)),
+                         lambda: getattr(tnn, cls)(3, 2, _weight=torch.ones(*shape)))
+    assert message == "Shape of weight does not match num_embeddings and embedding_dim"

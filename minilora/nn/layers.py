@@ -89,6 +89,13 @@ def _embedding_table(num_embeddings, embedding_dim, padding_idx, dtype, device):
     return weight
 
 
+def _check_table(weight, num_embeddings, embedding_dim):
+    """A table given to Embedding / EmbeddingBag (``_weight``) must be [num_embeddings, embedding_dim]:
+    torch asserts it (a larger one would be used as it is, silently)."""
+    if tuple(weight.shape) != (num_embeddings, embedding_dim):
+        raise AssertionError("Shape of weight does not match num_embeddings and embedding_dim")
+
+
 def _lookup_options_repr(module):
     """The ``max_norm`` / ``norm_type`` / ``scale_grad_by_freq`` part of Embedding's and
     EmbeddingBag's repr: only the options that differ from torch's defaults."""
@@ -118,9 +125,7 @@ class Embedding(Module):
         self.max_norm, self.norm_type = max_norm, norm_type
         self.scale_grad_by_freq, self.sparse = scale_grad_by_freq, sparse
         if _weight is not None:  # from_pretrained: the given table, as it is (shared, not copied)
-            if tuple(_weight.shape) != (num_embeddings, embedding_dim):
-                raise ValueError(f"Embedding: _weight has shape {tuple(_weight.shape)}, expected "
-                                 f"{(num_embeddings, embedding_dim)}")
+            _check_table(_weight, num_embeddings, embedding_dim)
             self.weight = Parameter(_weight, requires_grad=not _freeze, device=device, dtype=dtype)
             return
         self.weight = _embedding_table(num_embeddings, embedding_dim, self.padding_idx, dtype, device)
@@ -245,6 +250,7 @@ class EmbeddingBag(Module):
         self.mode, self.sparse, self.include_last_offset = mode, sparse, include_last_offset
         self.padding_idx = _row_index("EmbeddingBag", padding_idx, num_embeddings)
         if _weight is not None:
+            _check_table(_weight, num_embeddings, embedding_dim)
             self.weight = Parameter(_weight, device=device, dtype=dtype)
             return
         self.weight = _embedding_table(num_embeddings, embedding_dim, self.padding_idx, dtype, device)
