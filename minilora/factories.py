@@ -22,7 +22,7 @@ import numpy as np
 
 from . import dtypes
 from . import random as _random
-from .tensor import Tensor
+from .tensor import Function, Tensor
 
 __all__ = ["zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like",
            "eye", "rand", "randn", "rand_like", "randn_like", "randint", "linspace", "logspace", "is_tensor",
@@ -610,20 +610,22 @@ def _grad_enabled():
     return is_grad_enabled()
 
 
+class _NoDerivative(Function):
+    """A node whose backward raises torch's error: the op it stands for has no derivative in torch."""
+
+    @staticmethod
+    def forward(ctx, source, *, values, name):
+        ctx.name = name
+        return values
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError(f"derivative for aten::{ctx.name} is not implemented")
+
+
 def _without_derivative(out, source, name):
-    """``out`` in ``source``'s graph through a node whose backward raises torch's error (the
-    op it came from has no derivative in torch)."""
-    from .autograd import Function
-
-    class NoDerivative(Function):
-        @staticmethod
-        def forward(ctx, source):
-            return out
-
-        @staticmethod
-        def backward(ctx, grad):
-            raise RuntimeError(f"derivative for aten::{name} is not implemented")
-    return NoDerivative.apply(source)
+    """``out``'s values in ``source``'s graph through a node whose backward raises torch's error."""
+    return _NoDerivative.apply(source, values=out._array, name=name)
 
 
 def _host(t):
