@@ -23,7 +23,7 @@ __all__ = ["calculate_gain", "uniform_", "normal_", "trunc_normal_", "zeros_", "
 def fan_in_and_fan_out(tensor):
     """``(fan_in, fan_out)`` of a weight ``[out, in, *kernel]`` (PyTorch's convention)."""
     if tensor.ndim < 2:
-        raise ValueError(f"fan in/out needs at least 2 dimensions, got shape {tensor.shape}")
+        raise ValueError(f"fan in/out needs at least 2 dimensions, got shape {tuple(tensor.shape)}")
     receptive = int(np.prod(tensor.shape[2:])) if tensor.ndim > 2 else 1
     return tensor.shape[1] * receptive, tensor.shape[0] * receptive
 
