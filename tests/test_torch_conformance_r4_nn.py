@@ -1305,3 +1305,21 @@ def test_embedding_given_a_table_of_another_shape_is_torchs_assertion(cls, shape
     message = same_error(lambda: getattr(nn, cls)(3, 2, _weight=ml.ones(*shape)),
                          lambda: getattr(tnn, cls)(3, 2, _weight=torch.ones(*shape)))
     assert message == "Shape of weight does not match num_embeddings and embedding_dim"
+
+
+@pytest.mark.parametrize("options", [dict(), dict(freeze=False, mode="sum"), dict(mode="max", padding_idx=1),
+                                     dict(max_norm=1.0, include_last_offset=True)], ids=repr)
+def test_embedding_bag_from_pretrained_as_torch(options):
+    """``nn.EmbeddingBag.from_pretrained(table, ...)`` (GloVe vectors into a text classifier): the table
+    as it is, frozen by default; it was an AttributeError."""
+    table = np.arange(12, dtype=np.float64).reshape(4, 3) / 7
+    ours = nn.EmbeddingBag.from_pretrained(ml.tensor(table), **options)
+    theirs = tnn.EmbeddingBag.from_pretrained(torch.tensor(table), **options)
+    assert repr(ours) == repr(theirs)
+    assert ours.weight.requires_grad == theirs.weight.requires_grad
+    ids, offsets = [0, 2, 1, 3, 3], [0, 2, 5]
+    out = ours(ml.tensor(ids), ml.tensor(offsets))
+    expected = theirs(torch.tensor(ids), torch.tensor(offsets))
+    np.testing.assert_allclose(_np(out), _np(expected), rtol=1e-12)
+    np.testing.assert_allclose(_np(ours.weight), _np(theirs.weight), rtol=1e-12)  # max_norm renormalises both
+    same_error(lambda: nn.EmbeddingBag.from_pretrained(ml.ones(4)), lambda: tnn.EmbeddingBag.from_pretrained(torch.ones(4)))

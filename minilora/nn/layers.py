@@ -93,7 +93,15 @@ def _check_table(weight, num_embeddings, embedding_dim):
     """A table given to Embedding / EmbeddingBag (``_weight``) must be [num_embeddings, embedding_dim]:
     torch asserts it (a larger one would be used as it is, silently)."""
     if tuple(weight.shape) != (num_embeddings, embedding_dim):
-        raise AssertionError("Shape of weight does not match num_embeddings and embedding_dim")
+        raise EmbeddingArgumentError("Shape of weight does not match num_embeddings and embedding_dim")
+
+
+def _pretrained_size(embeddings):
+    """``(rows, columns)`` of a table given to ``from_pretrained``: it must be 2-D (torch asserts)."""
+    if len(embeddings.shape) != 2:
+        raise EmbeddingArgumentError(f"Embeddings parameter is expected to be 2-dimensional, got "
+                                     f"shape {tuple(embeddings.shape)}")
+    return tuple(embeddings.shape)
 
 
 def _lookup_options_repr(module):
@@ -135,10 +143,7 @@ class Embedding(Module):
                         scale_grad_by_freq=False, sparse=False):
         """An Embedding over the 2-D table ``embeddings`` (frozen unless ``freeze=False``), as torch:
         the table is used as it is, the ``padding_idx`` row is not zeroed."""
-        if len(embeddings.shape) != 2:
-            raise EmbeddingArgumentError(f"Embeddings parameter is expected to be 2-dimensional, got "
-                                         f"shape {tuple(embeddings.shape)}")
-        rows, cols = embeddings.shape
+        rows, cols = _pretrained_size(embeddings)
         return cls(rows, cols, padding_idx=padding_idx, max_norm=max_norm, norm_type=norm_type,
                    scale_grad_by_freq=scale_grad_by_freq, sparse=sparse, _weight=embeddings, _freeze=freeze)
 
@@ -254,6 +259,17 @@ class EmbeddingBag(Module):
             self.weight = Parameter(_weight, device=device, dtype=dtype)
             return
         self.weight = _embedding_table(num_embeddings, embedding_dim, self.padding_idx, dtype, device)
+
+    @classmethod
+    def from_pretrained(cls, embeddings, freeze=True, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
+                        mode="mean", sparse=False, include_last_offset=False, padding_idx=None):
+        """An EmbeddingBag over the 2-D table ``embeddings`` (frozen unless ``freeze=False``), as torch:
+        the table is used as it is, the ``padding_idx`` row is not zeroed."""
+        rows, cols = _pretrained_size(embeddings)
+        bag = cls(rows, cols, max_norm, norm_type, scale_grad_by_freq, mode, sparse, embeddings,
+                  include_last_offset, padding_idx)
+        bag.weight.requires_grad = not freeze
+        return bag
 
     def forward(self, input, offsets=None, per_sample_weights=None):
         return F.embedding_bag(input, self.weight, offsets, self.max_norm, self.norm_type, self.scale_grad_by_freq,
