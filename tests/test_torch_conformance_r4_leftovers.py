@@ -366,3 +366,54 @@ def test_sgn_and_signbit(dtype):  # (bfloat16 left out: torch's float32 NaN -> b
 def test_where_method_other_keyword():  # torch's name is other (its docstring says y, which it refuses)
     _same(lambda L: L.tensor([1.0, -2.0]).where(L.tensor([True, False]), other=0.0))
     _same(lambda L: L.tensor([1.0, -2.0]).where(L.tensor([True, False]), L.tensor([5.0, 6.0])))
+
+
+# ---- in-place forms torch has: x.fmod_(y), x.eq_(y), x.logical_and_(y), x.tril_(), x.acos_() ... --
+_UNARY_INPLACE = "acos_ acosh_ asin_ asinh_ atan_ atanh_ cosh_ sinh_ tan_ erf_ exp2_ log10_ log2_ sgn_ " \
+                 "negative_ bitwise_not_ logical_not_".split()
+_BINARY_INPLACE = "fmod_ atan2_ arctan2_ xlogy_ logical_and_ logical_or_ logical_xor_ eq_ ne_ lt_ le_ gt_ " \
+                  "ge_".split()
+
+
+def _inplace_operand(L, dtype):
+    return L.tensor([[0.5, -0.25, 2.0], [0.0, 1.0, 3.0]]).to(getattr(L, dtype))
+
+
+def _close_or_same(snippet):
+    """Equal dtype, shape and exception type; values within 2 float32 ulps (libm's last bit differs)."""
+    try:
+        want = snippet(torch)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            snippet(ml)
+        return
+    got = snippet(ml)
+    assert _values(got)[:2] == _values(want)[:2]
+    np.testing.assert_allclose(got.float().numpy(), want.float().numpy(), rtol=2.5e-7, atol=0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64", "uint8", "bool", "float16"])
+@pytest.mark.parametrize("name", _UNARY_INPLACE)
+def test_unary_in_place_forms(name, dtype):
+    def run(L):
+        x = _inplace_operand(L, dtype)
+        assert getattr(x, name)() is x
+        return x
+    _close_or_same(run)
+
+
+@pytest.mark.parametrize("other", [2.5, "float", "int"])
+@pytest.mark.parametrize("dtype", ["float32", "int64", "bool"])
+@pytest.mark.parametrize("name", _BINARY_INPLACE)
+def test_binary_in_place_forms(name, dtype, other):
+    def run(L):
+        x = _inplace_operand(L, dtype)
+        y = {"float": L.tensor([1.0, 0.0, -2.0]), "int": L.tensor([1, 0, 2])}.get(other, other)
+        assert getattr(x, name)(y) is x
+        return x
+    _close_or_same(run)
+
+
+def test_tril_triu_in_place():
+    _same(lambda L: _inplace_operand(L, "float32").tril_(1))
+    _same(lambda L: _inplace_operand(L, "int64").triu_(diagonal=-1))

@@ -1199,7 +1199,8 @@ bitwise_right_shift = _shift("bitwise_right_shift", left=False)
 def bitwise_not(input):
     """``~mask``: logical not of a bool tensor, bitwise not of an integer one (as torch)."""
     if input.dtype.kind not in "biu":
-        raise TypeError("~ (bitwise_not) is only implemented on integer and boolean tensors")
+        raise NotImplementedError(f'"bitwise_not_cpu" not implemented for \'{torch_name(input.dtype)}\' '
+                                  f'(~ is for integer and boolean tensors)')
     return input._make(xp_of(input._array).invert(input._array), input._device, False, None)
 
 
