@@ -417,3 +417,10 @@ def test_binary_in_place_forms(name, dtype, other):
 def test_tril_triu_in_place():
     _same(lambda L: _inplace_operand(L, "float32").tril_(1))
     _same(lambda L: _inplace_operand(L, "int64").triu_(diagonal=-1))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16", "int64", "bool"])
+def test_invert_and_bitwise_not_errors(dtype):  # ~x: TypeError; bitwise_not(x): NotImplementedError
+    _same(lambda L: ~L.ones(2, dtype=getattr(L, dtype)))
+    _same(lambda L: L.bitwise_not(L.ones(2, dtype=getattr(L, dtype))))
+    _same(lambda L: L.ones(2, dtype=getattr(L, dtype)).bitwise_not_())

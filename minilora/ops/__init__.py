@@ -227,10 +227,18 @@ def _in_place(op):
     return method
 
 
+def _invert(self):
+    """``~x``: torch's operator checks the dtype first (TypeError), where ``bitwise_not`` leaves it
+    to the kernel (NotImplementedError)."""
+    if self.dtype.kind not in "biu":
+        raise TypeError("~ (operator.invert) is only implemented on integer and Boolean-type tensors")
+    return bitwise_not(self)
+
+
 _OPERATOR_METHODS = {
     "__mod__": remainder, "__rmod__": _reflected(remainder), "remainder": remainder,
     "__and__": bitwise_and, "__rand__": bitwise_and, "__or__": bitwise_or, "__ror__": bitwise_or,
-    "__xor__": bitwise_xor, "__rxor__": bitwise_xor, "__invert__": bitwise_not,
+    "__xor__": bitwise_xor, "__rxor__": bitwise_xor, "__invert__": _invert,
     "bitwise_and": bitwise_and, "bitwise_or": bitwise_or, "bitwise_xor": bitwise_xor,
     "bitwise_not": bitwise_not, "logical_and": logical_and, "logical_or": logical_or,
     "logical_not": logical_not, "__abs__": abs, "t": _t, "type": _type,
