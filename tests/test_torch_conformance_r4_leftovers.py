@@ -424,3 +424,29 @@ def test_invert_and_bitwise_not_errors(dtype):  # ~x: TypeError; bitwise_not(x):
     _same(lambda L: ~L.ones(2, dtype=getattr(L, dtype)))
     _same(lambda L: L.bitwise_not(L.ones(2, dtype=getattr(L, dtype))))
     _same(lambda L: L.ones(2, dtype=getattr(L, dtype)).bitwise_not_())
+
+
+_SIGN_PAIRS = {"ints": (lambda L: L.tensor([1, -2]), lambda L: L.tensor([1, -2])),
+               "int, float": (lambda L: L.tensor([1, -2]), lambda L: L.tensor([1.5, NAN])),
+               "float, int": (lambda L: L.tensor([1.5, NAN]), lambda L: L.tensor([1, -2])),
+               "bools": (lambda L: L.tensor([True, False]), lambda L: L.tensor([True, True])),
+               "float16, float32": (lambda L: L.tensor([3.0, 4.0]).half(), lambda L: L.tensor([4.0, -3.0])),
+               "signed zeros": (lambda L: L.tensor([0.0, -0.0, 3.0]), lambda L: L.tensor([-0.0, 0.0, -NAN])),
+               "a number": (lambda L: L.tensor([1.5, NAN]), lambda L: -2.0),
+               "minus zero": (lambda L: L.tensor([1.5, -2.0]), lambda L: -0.0)}
+
+
+@pytest.mark.parametrize("case", sorted(_SIGN_PAIRS))
+@pytest.mark.parametrize("name", ["hypot", "copysign"])
+def test_hypot_copysign(name, case):
+    a, b = _SIGN_PAIRS[case]
+    _same(lambda L: getattr(L, name)(a(L), b(L)))
+    _same(lambda L: getattr(a(L), name)(other=b(L)))
+
+    def grads(L):
+        x = L.tensor([[1.0, 0.5, -3.0]], requires_grad=True)
+        y = L.tensor([[2.0], [-0.5]], requires_grad=True)
+        getattr(L, name)(x, y).sum().backward()
+        return x.grad.numpy(), (y.grad if y.grad is not None else L.zeros(2, 1)).numpy()
+    for got, want in zip(grads(ml), grads(torch)):  # (copysign: torch's other.grad is zeros, ours None)
+        np.testing.assert_allclose(got, want, rtol=1e-6)

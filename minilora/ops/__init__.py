@@ -318,7 +318,7 @@ _MISSING_METHODS = {
     "median": median, "narrow": narrow, "diagonal": diagonal, "diag": diag,
     "nanmedian": _reduce.nanmedian, "logcumsumexp": _reduce.logcumsumexp,
     "fmax": _elementwise.fmax, "fmin": _elementwise.fmin, "sgn": _elementwise.sgn,
-    "signbit": _elementwise.signbit,
+    "signbit": _elementwise.signbit, "hypot": _elementwise.hypot, "copysign": _elementwise.copysign,
     "index_add": index_add, "index_add_": index_add_, "index_select": index_select,
     "scatter": scatter, "scatter_": scatter_, "scatter_add": scatter_add,
     "scatter_add_": scatter_add_, "take_along_dim": take_along_dim,

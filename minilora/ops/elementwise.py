@@ -994,6 +994,43 @@ def minimum(input, other):
     return Maximum.apply(*_promoted(input, other), smallest=True)
 
 
+@computes_in_float32
+class Hypot(Function):
+    """``sqrt(a^2 + b^2)`` without overflow (NumPy's hypot); the gradients ``g a / out``, ``g b / out``."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.a, ctx.b = a, b
+        ctx.out = xp_of(a).hypot(a, b)
+        return ctx.out
+
+    @staticmethod
+    def backward(ctx, g):
+        with np.errstate(divide="ignore", invalid="ignore"):  # (0 / 0 where both are 0: NaN, as torch)
+            return unbroadcast(g * ctx.a / ctx.out, ctx.a.shape), unbroadcast(g * ctx.b / ctx.out, ctx.b.shape)
+
+
+def hypot(input, other):
+    """``torch.hypot``: the length ``sqrt(input^2 + other^2)`` of two tensors (floating dtypes only)."""
+    if not isinstance(other, Tensor):
+        raise TypeError(f"hypot(): argument 'other' (position 2) must be Tensor, not {type(other).__name__}")
+    a, b = _promoted(input, other)
+    if not is_floating(a.dtype):
+        raise NotImplementedError(f'"hypot_cpu" not implemented for \'{torch_name(a.dtype)}\'')
+    return Hypot.apply(a, b)
+
+
+def copysign(input, other):
+    """``torch.copysign``: ``|input|`` with ``other``'s sign (its sign bit: -0.0 counts as negative).
+    Integers compute in the default float dtype. The gradient goes to ``input`` only (0 where it is 0)."""
+    if not isinstance(other, Tensor):  # a number: one sign for all
+        magnitude = abs(_floating(input))
+        return -magnitude if math.copysign(1.0, other) < 0 else magnitude
+    a, b = _promoted(_floating(input), _floating(other))
+    magnitude = abs(a)
+    return where(signbit(b), -magnitude, magnitude)
+
+
 def fmax(input, other):
     """``torch.fmax``: ``maximum`` that ignores a NaN (NaN only where both are). As torch's gradient,
     all of it goes to ``input`` where ``input >= other`` or ``other`` is NaN (ties too), else to ``other``."""
