@@ -450,3 +450,19 @@ def test_hypot_copysign(name, case):
         return x.grad.numpy(), (y.grad if y.grad is not None else L.zeros(2, 1)).numpy()
     for got, want in zip(grads(ml), grads(torch)):  # (copysign: torch's other.grad is zeros, ours None)
         np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+# ---- var / std in float32: torch's CPU kernel accumulates in float64, rounds once -----------------
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])  # (float64: last bits differ, left)
+@pytest.mark.parametrize("dim", [1, 0, None, (0, 2)])
+@pytest.mark.parametrize("fn", ["var", "std"])
+def test_var_std_round_once(fn, dim, dtype):
+    x = np.random.default_rng(1).standard_normal((20, 37, 3)).astype(np.float32) * 3 + 1
+    _same(lambda L: getattr(L, fn)(L.tensor(x).to(getattr(L, dtype)), dim=dim))
+    _same(lambda L: getattr(L, fn)(L.tensor([[2.0, 0.0, -1.0]]).to(getattr(L, dtype)), dim=1))
+
+    def grads(L):
+        t = L.tensor(x[:4, :5, 0], requires_grad=True)
+        getattr(L, fn)(t, dim=1).sum().backward()
+        return t.grad.numpy()
+    np.testing.assert_allclose(grads(ml), grads(torch), rtol=2e-6)

@@ -236,11 +236,14 @@ class Var(Function):
         xp = xp_of(a)
         ctx.axes, ctx.keepdims = _axes(axis, a.ndim), keepdims
         ctx.denom = builtins.max(_count(a.shape, ctx.axes) - correction, 0)
-        ctx.centered = a - _mean(a, ctx.axes, keepdims=True)
+        ctx.centered = a - _mean(a, ctx.axes, keepdims=True)  # (what backward uses, as torch's: in a's dtype)
+        # torch's CPU kernel accumulates float32 in float64 and rounds the result once
+        wide = a.astype(np.float64) if a.dtype == np.float32 else a
+        centered = ctx.centered if wide is a else wide - _mean(wide, ctx.axes, keepdims=True)
         with np.errstate(divide="ignore", invalid="ignore"):  # one sample: NaN, as torch (CuPy never warns)
-            out = (ctx.centered ** 2).sum(axis=ctx.axes, keepdims=True) / ctx.denom
-        ctx.std = xp.sqrt(out) if root else None
-        out = out if ctx.std is None else ctx.std
+            out = (centered ** 2).sum(axis=ctx.axes, keepdims=True) / ctx.denom
+        out = (xp.sqrt(out) if root else out).astype(a.dtype, copy=False)
+        ctx.std = out if root else None
         return out if keepdims else out.squeeze(axis=ctx.axes)
 
     @staticmethod
