@@ -466,3 +466,11 @@ def test_var_std_round_once(fn, dim, dtype):
         getattr(L, fn)(t, dim=1).sum().backward()
         return t.grad.numpy()
     np.testing.assert_allclose(grads(ml), grads(torch), rtol=2e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("dim", [1, 0, None])
+@pytest.mark.parametrize("fn", ["var_mean", "std_mean"])
+def test_var_mean_mean_rounds_once(fn, dim, dtype):  # (the mean accumulated in float64, as var)
+    x = np.random.default_rng(0).standard_normal((200, 37)).astype(np.float32) * 3 + 1
+    _same(lambda L: getattr(L, fn)(L.tensor(x).to(getattr(L, dtype)), dim=dim))

@@ -685,8 +685,13 @@ def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
 def _welford_mean(input, dim, keepdim):
     """The mean var_mean/std_mean return: torch's one-pass (Welford) kernel updates the mean by
     ``(x - mean) / n``, so an infinity followed by any other element gives NaN (``inf - inf``), where
-    ``mean()`` gives the infinity: ``var_mean([-inf, -inf])`` has mean NaN, ``var_mean([1, -inf])`` -inf."""
-    out = mean(input, dim, keepdim)
+    ``mean()`` gives the infinity: ``var_mean([-inf, -inf])`` has mean NaN, ``var_mean([1, -inf])`` -inf.
+    As var's, a float32 mean is accumulated in float64 and rounded once."""
+    if input.dtype == np.float32:
+        wide = AsType.apply(input, dtype=np.dtype(np.float64))
+        out = AsType.apply(mean(wide, dim, keepdim), dtype=input.dtype)
+    else:
+        out = mean(input, dim, keepdim)
     array = input._array
     xp = xp_of(array)
     if xp.isfinite(array).all():  # (the common case: one pass, nothing to change)
