@@ -35,7 +35,8 @@ def _lora_model(rng, **config):
     model = get_peft_model(_OneLayer(), LoraConfig(**dict(dict(r=2, lora_alpha=4, target_modules=["q_proj"]),
                                                           **config)))
     layer = model.base_model.model.q_proj
-    layer.lora_B["default"].weight.data[...] = rng.standard_normal(layer.lora_B["default"].weight.shape)
+    weight = layer.lora_B["default"].weight  # (torch takes a tensor, not an ndarray, in x[...] = v)
+    weight.data[...] = ml.tensor(rng.standard_normal(weight.shape), dtype=weight.dtype)
     return model, layer
 
 
@@ -166,8 +167,8 @@ def test_vera_delta_weight(rng):
     model = get_peft_model(_OneLayer(), VeraConfig(r=3, target_modules=["q_proj"]))
     layer = model.base_model.model.q_proj
     lambda_b, lambda_d = layer.vera_lambda_b["default"], layer.vera_lambda_d["default"]
-    lambda_b.data[...] = rng.standard_normal(lambda_b.shape)
-    lambda_d.data[...] = rng.standard_normal(lambda_d.shape)
+    lambda_b.data[...] = ml.tensor(rng.standard_normal(lambda_b.shape), dtype=lambda_b.dtype)
+    lambda_d.data[...] = ml.tensor(rng.standard_normal(lambda_d.shape), dtype=lambda_d.dtype)
     A, B = (t.numpy() for t in layer._projections("default"))
     expected = np.diag(lambda_b.numpy()) @ B @ np.diag(lambda_d.numpy()) @ A
     assert_close(layer.get_delta_weight("default"), expected, rtol=1e-12, atol=1e-12, name="VeRA delta W")
