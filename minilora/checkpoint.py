@@ -37,7 +37,7 @@ import numpy as np
 
 from .dtypes import HAS_BFLOAT16, bfloat16, is_floating
 
-__all__ = ["CheckpointError", "atomic_write", "atomic_folder", "remove_leftovers", "save_json", "load_json",
+__all__ = ["CheckpointError", "MissingShardError", "atomic_write", "atomic_folder", "remove_leftovers", "save_json", "load_json",
            "read_header", "save_file", "load_file", "load_checkpoint", "read_checkpoint_shapes",
            "checkpoint_files", "non_finite_names", "warn_non_finite", "SAFE_WEIGHTS_NAME",
            "SAFE_WEIGHTS_INDEX_NAME"]
@@ -55,6 +55,11 @@ _ITEMSIZE = {name: np.dtype(dt).itemsize for name, dt in _DTYPES.items()} | {"BF
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, corrupted or holds something we cannot read."""
+
+
+class MissingShardError(CheckpointError, FileNotFoundError):
+    """A shard named in ``model.safetensors.index.json`` is not there: a FileNotFoundError, as transformers
+    raises for it."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -533,7 +538,7 @@ def checkpoint_files(directory):
                                       "folder; shards must be files inside it")
             shard_path = os.path.join(directory, shard)
             if not os.path.isfile(shard_path):
-                raise CheckpointError(f"{index} lists shard '{shard}', but {shard_path} does not exist")
+                raise MissingShardError(f"{index} lists shard '{shard}', but {shard_path} does not exist")
             paths.append(shard_path)
         return paths
     found = sorted(os.listdir(directory)) if os.path.isdir(directory) else None

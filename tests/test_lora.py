@@ -477,7 +477,8 @@ def test_refuses_to_overwrite_a_different_adapter(tmp_path, safetensors):
 def test_wrong_base_model_names_the_first_mismatch(tmp_path, safetensors):
     lora(tiny_llama()).save_pretrained(tmp_path)
     with pytest.raises(AdapterMismatchError, match=r"'base_model\.model\.model\.layers\.0\.self_attn\.q_proj"
-                                                   r"\.lora_A\.weight' has shape \(4, 16\) but the model expects \(4, 32\)"):
+                                                   r"\.lora_A\.weight': copying a param with shape \(4, 16\) from "
+                                                   r"checkpoint, the shape in current model is \(4, 32\)"):
         PeftModel.from_pretrained(tiny_llama(hidden_size=32), tmp_path)
     with pytest.raises(AdapterMismatchError, match=r"layers\.1\.self_attn\.q_proj.*which this model does not have"):
         PeftModel.from_pretrained(tiny_llama(num_hidden_layers=1), tmp_path)

@@ -25,15 +25,23 @@ from .layers import BaseTunerLayer, ModulesToSaveWrapper
 from .layers import Embedding as LoraEmbedding
 
 __all__ = ["WEIGHTS_NAME", "get_peft_model_state_dict", "set_peft_model_state_dict", "save_adapters",
-           "read_adapter_config", "load_adapter_weights", "AdapterMismatchError", "write_model_card"]
+           "read_adapter_config", "load_adapter_weights", "AdapterMismatchError", "AdapterFileNotFoundError",
+           "write_model_card"]
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 # Config keys that may differ between two saves of the *same* adapter.
 _VOLATILE_KEYS = {"peft_version", "inference_mode", "auto_mapping", "revision"}
 
 
-class AdapterMismatchError(ValueError):
-    """An adapter file does not fit the model (another base model, other target modules or ranks)."""
+class AdapterMismatchError(ValueError, RuntimeError):
+    """An adapter file does not fit the model (another base model, other target modules or ranks). A
+    RuntimeError as PEFT's "size mismatch for ..." (torch's load_state_dict), a ValueError as minilora's
+    error always was."""
+
+
+class AdapterFileNotFoundError(FileNotFoundError, ValueError):
+    """An adapter folder lacks a file. PEFT's ``Can't find 'adapter_config.json' at ...`` is a ValueError;
+    a FileNotFoundError is what the missing file is."""
 
 
 def _embedding_base_weights(peft_model, adapter_name):
@@ -126,10 +134,10 @@ def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="defaul
     targets = {k: t for k, (t, _) in entries.items() if k in state}
     for key, target in targets.items():
         shape = tuple(np.shape(state[key]))
-        if shape != target.shape:
-            raise AdapterMismatchError(f"{source}: {key!r} has shape {shape} but the model expects "
-                                       f"{target.shape}: the adapter was made for another base model "
-                                       "(or another rank)")
+        if shape != tuple(target.shape):  # PEFT's (torch's load_state_dict's) words
+            raise AdapterMismatchError(f"{source}: size mismatch for {key!r}: copying a param with shape {shape} "
+                                       f"from checkpoint, the shape in current model is {tuple(target.shape)}: "
+                                       "the adapter was made for another base model (or another rank r)")
     for key, target in targets.items():
         target._array[...] = target.device.xp.asarray(state[key], dtype=target.dtype)
         target._bump_version()  # an in-place change, as PEFT's load_state_dict (param.copy_)
@@ -221,8 +229,9 @@ def _normalised(value):
 def read_adapter_config(directory):
     path = os.path.join(os.fspath(directory), CONFIG_NAME)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no {CONFIG_NAME} in {directory!r}: not an adapter directory "
-                                "(adapters other than 'default' are saved in a subdirectory named after them)")
+        raise AdapterFileNotFoundError(f"Can't find '{CONFIG_NAME}' at '{os.fspath(directory)}': not an adapter "
+                                       "directory (adapters other than 'default' are saved in a subdirectory "
+                                       "named after them)")
     config = load_json(path)
     if not isinstance(config, dict):
         raise ValueError(f"{path}: an adapter config must be a JSON object of field: value, got a "
@@ -233,7 +242,7 @@ def read_adapter_config(directory):
 def load_adapter_weights(peft_model, directory, adapter_name):
     path = os.path.join(os.fspath(directory), WEIGHTS_NAME)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no {WEIGHTS_NAME} in {directory!r} (minilora reads safetensors adapters only)")
+        raise AdapterFileNotFoundError(f"no {WEIGHTS_NAME} in {directory!r}{_pickle_hint(directory)}")
     config = peft_model.peft_config[adapter_name]
     if config.peft_type == "VERA" and not config.save_projection and \
             not str(config.peft_version).startswith("minilora"):
@@ -245,6 +254,17 @@ def load_adapter_weights(peft_model, directory, adapter_name):
     tensors = load_file(path)
     warn_non_finite(tensors, f"adapter {path}")  # PEFT loads NaN silently; every output would be NaN
     set_peft_model_state_dict(peft_model, tensors, adapter_name, source=path)
+
+
+def _pickle_hint(directory):
+    """What to do with the pickled ``adapter_model.bin`` older PEFT versions wrote (PEFT reads it with
+    torch.load): minilora never unpickles, as unpickling can run any code the file holds."""
+    if not os.path.isfile(os.path.join(os.fspath(directory), "adapter_model.bin")):
+        return " (minilora reads safetensors adapters only)"
+    return (": it has adapter_model.bin, a pickle (torch.save), which minilora never loads: unpickling can run "
+            "any code the file holds. Convert it where torch is installed: safetensors.torch.save_file("
+            "torch.load('adapter_model.bin', weights_only=True), 'adapter_model.safetensors', "
+            "metadata={'format': 'pt'})")
 
 
 def write_model_card(save_directory, base_model, peft_type, causal_lm):
