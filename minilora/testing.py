@@ -68,7 +68,7 @@ def grad_check(fn, *inputs, eps=1e-6, atol=1e-7, rtol=1e-5, seed=0, name=None):
         if bad.any():
             k = np.unravel_index(np.argmax(err - rtol * np.abs(numeric)), t.shape)
             raise GradCheckError(
-                f"grad_check({name or _name(fn)}): input {i} (shape {t.shape}) has a wrong gradient at "
+                f"grad_check({name or _name(fn)}): input {i} (shape {tuple(t.shape)}) has a wrong gradient at "
                 f"index {tuple(int(x) for x in k)}: backward gave {analytic[k]:.10g}, central "
                 f"differences give {numeric[k]:.10g} (|diff| {err[k]:.3g}; {int(bad.sum())} of "
                 f"{bad.size} elements off)")
