@@ -872,13 +872,6 @@ class Tensor:
     # normal_, uniform_ and torch's other random fills (exponential_, random_, bernoulli_, ...) are
     # set on Tensor by factories.py, next to the random factories they share their checks with.
 
-    def _fill_inplace_array(self, values):
-        """Random fills: new values from nowhere, so no gradient flows through them."""
-        if not dtypes.is_floating(self.dtype):
-            raise RuntimeError(f"random fill expects a floating point tensor, got {self.dtype}")
-        # the generator draws (float64) on the host; CuPy fills x[...] from a device array only
-        return self._fill_inplace(self._device.xp.asarray(dtypes.cast(values, self.dtype)))
-
     def __setitem__(self, index, value):
         """``x[index] = value``: torch's ``index_put_``, differentiable inside the graph."""
         from . import ops
