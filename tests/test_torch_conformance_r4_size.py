@@ -324,22 +324,11 @@ def test_out_writes_and_returns_out(name):
     assert got[2] == expected[2]  # (no warning for an empty out)
 
 
-# Known differences, from the reductions' own dtype= (ops/reduce.py, ops/index.py), which out= passes
-# out's dtype to as torch does: ml.prod(x, 1, dtype=ml.bool) is int64 [1, 1, 1] (torch: bool [True,
-# True, True]); ml.cumsum(x, 1, dtype=ml.bool) is a bool tensor (torch: NotImplementedError);
-# ml.nanmean(x, 0, dtype=ml.int64) is float32 (torch: RuntimeError); torch's nansum(out=int) is
-# NotImplementedError where its nansum(dtype=int64) computes.
-_KNOWN_OUT_DTYPE_DIFFERENCES = {("prod", "bool"), ("cumsum", "bool"), ("cumprod", "bool")} | {
-    (name, d) for name in ("nansum", "nanmean") for d in ("int64", "int32", "bool")}
-
-
 @pytest.mark.parametrize("out_dtype", ["float64", "float16", "bfloat16", "int64", "int32", "bool"])
 @pytest.mark.parametrize("name", list(OUT_CALLS))
 def test_out_dtype_like_torch(name, out_dtype):
     """Out in another dtype: torch casts the result into it where it can, or refuses (RuntimeError /
     TypeError); some ops (matmul, argmax ...) want exactly their own dtype."""
-    if (name, out_dtype) in _KNOWN_OUT_DTYPE_DIFFERENCES:
-        pytest.xfail("the reduction's own dtype= differs from torch (see _KNOWN_OUT_DTYPE_DIFFERENCES)")
     expected, got = _run_out(OUT_CALLS[name], lambda lib: _empty(lib, out_dtype))
     if isinstance(expected, type) or isinstance(got, type):
         assert got == expected

@@ -374,6 +374,9 @@ _TYPE_ERROR_OUT_DTYPE = {"cat", "stack", "hstack", "vstack", "dstack", "column_s
 _DTYPE_FROM_OUT = {"sum", "mean", "prod", "cumsum", "cumprod", "nansum", "nanmean"}
 # Ops with no dtype= that torch computes in out's (floating) dtype all the same: their input is cast.
 _INPUT_TO_OUT_DTYPE = {"std", "var"}
+# torch's nansum/nanmean(out=) run its floating kernel in out's dtype: a floating input into an integer
+# or bool out is refused ("nansum_cpu" not implemented for 'Long'), though nansum(dtype=torch.long) runs.
+_NAN_KERNEL_OUT = {"nansum", "nanmean"}
 # torch's argsort(out=) is sort's out= underneath: it refuses an input that requires grad, as sort does.
 _REFUSES_GRAD_INPUT = {"argsort"}
 
@@ -395,6 +398,10 @@ def _write_out(fn, name, args, kwargs, out):
     if outs is None or not _builtins.all(isinstance(o, Tensor) for o in outs):
         raise TypeError(f"{name}(): argument 'out' must be Tensor or a tuple of Tensors, not "
                         f"{type(out).__name__}")
+    if name in _NAN_KERNEL_OUT and args and isinstance(args[0], Tensor) and \
+            dtypes.is_floating(args[0].dtype) and not dtypes.is_floating(outs[0].dtype):
+        out_name = dtypes.torch_name(outs[0].dtype)
+        raise NotImplementedError(f'"nansum_cpu" not implemented for \'{out_name}\'')
     if name in _DTYPE_FROM_OUT and kwargs.get("dtype") is None:
         kwargs = dict(kwargs, dtype=outs[0].dtype)
     elif name in _INPUT_TO_OUT_DTYPE and dtypes.is_floating(outs[0].dtype) and args:

@@ -235,6 +235,8 @@ def _running(op, name, input, dim, dtype):
     returned as a copy."""
     if dtype is not None:
         input = input.to(dtype=dtype)
+        if input.dtype == np.bool_:  # (NumPy would run it as logical or/and; torch has no bool kernel)
+            raise NotImplementedError(f'"{name}_out_cpu" not implemented for \'Bool\'')
     elif input.dtype.kind in "biu":
         input = input.long()
     if input.ndim == 0:

@@ -28,7 +28,7 @@ import warnings
 import numpy as np
 
 from ..device import xp_of
-from ..dtypes import compute_dtype, get_default_dtype, is_floating, torch_name
+from ..dtypes import compute_dtype, get_default_dtype, is_floating, promote_types, to_dtype, torch_name
 from ..tensor import Function, Tensor, no_grad
 from .elementwise import AsType, _torch_sign, backward_in_float32, computes_in_float32
 from .index import cumulative, gather, quiet_float_errors, return_type
@@ -146,7 +146,7 @@ class Prod(Function):
     def forward(ctx, a, axis, keepdims=False):
         ctx.a, ctx.axis, ctx.keepdims = a, axis, keepdims
         if a.itemsize != 2 or not is_floating(a.dtype) or a.shape[axis] == 0:
-            out = a.prod(axis=axis, keepdims=True)
+            out = a.prod(axis=axis, keepdims=True, dtype=a.dtype)  # (NumPy: int8 -> int64, bool -> int64)
         else:
             out = a.take([0], axis=axis)
             for k in range(1, a.shape[axis]):
@@ -408,6 +408,9 @@ def nanmean(input, dim=None, keepdim=False, *, dtype=None):
     """``torch.nanmean``: the mean of the elements that are not NaN, as torch composes it:
     ``nansum / count of non-NaN``."""
     from .elementwise import isnan, logical_not
+    if dtype is not None and not is_floating(to_dtype(dtype)):
+        raise RuntimeError(f"nanmean(): could not infer output dtype. Optional dtype must be either a "
+                           f"floating point or complex dtype. Got: {torch_name(to_dtype(dtype))}")
     if not is_floating(input.dtype):
         raise RuntimeError(f"nanmean(): expected input to have floating point or complex dtype but "
                            f"got {input.dtype}")
@@ -564,9 +567,13 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     share the gradient as in torch), 0 (the count of non-zeros), or ``'fro'`` (the 2-norm over at
     most two dims)."""
     from .elementwise import abs as abs_
-    input = _cast(input, dtype)
     if not is_floating(input.dtype):
         raise RuntimeError(f"norm(): input dtype should be floating point, but got {input.dtype}")
+    if dtype is not None and promote_types(input.dtype, to_dtype(dtype)) != to_dtype(dtype):
+        raise RuntimeError(f"linalg.vector_norm: the dtype of the input ({torch_name(input.dtype)}) "
+                           f"should be convertible without narrowing to the specified dtype "
+                           f"({torch_name(to_dtype(dtype))})")
+    input = _cast(input, dtype)
     if isinstance(p, str):
         if p != "fro":
             raise NotImplementedError(f"norm(p={p!r}): only vector norms and 'fro' are implemented "
