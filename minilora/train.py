@@ -435,7 +435,10 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
     from .optim import AdamW, clip_grad_norm_, get_cosine_schedule_with_warmup
 
     _check_counts(steps=(steps, 1), grad_accum=(grad_accum, 1), batch_size=(batch_size, 1),
-                  eval_every=(eval_every or 0, 0), save_every=(save_every or 0, 0))
+                  eval_every=(eval_every or 0, 0), save_every=(save_every or 0, 0),
+                  warmup_steps=(warmup_steps, 0))
+    _check_clip_norm_and_lr(clip_norm, lr)
+    _check_out_dir(out_dir)
     ddp, model = _unwrap(model)  # with DistributedDataParallel: `ddp` runs the steps, `model` is what it wraps
     writer = ddp is None or _rank() == 0  # with several ranks, rank 0 alone writes files and shows progress
     named = _trainable(model)
@@ -443,6 +446,7 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
         raise ValueError("train: the model has no parameter with requires_grad=True -- nothing to train")
     params = [p for _, p in named]
     loader = _as_loader(train_data, batch_size, seed)
+    _check_every_example_has_a_target(loader, "train_data")
     eval_loader = _as_loader(eval_data, batch_size, seed, shuffle=False)
     optimizer = AdamW(_param_groups(named, weight_decay), lr=lr, betas=betas, weight_decay=weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup_steps, steps)
@@ -624,6 +628,41 @@ def _check_counts(**counts):
     for name, (value, smallest) in counts.items():
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < smallest:
             raise ValueError(f"train: {name} must be an integer >= {smallest}, got {value!r}")
+
+
+def _is_number(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _check_clip_norm_and_lr(clip_norm, lr):
+    """NaN clipped every gradient to NaN; a negative max norm flipped every gradient's sign (torch's
+    clip_grad_norm_ multiplies by max_norm / norm) and trained uphill. Both went on without a word.
+    An infinite lr (which torch's AdamW takes) made the first update NaN. The optimizer names the rest."""
+    if not _is_number(clip_norm) or not clip_norm >= 0:  # (`not >=` is also true for NaN)
+        raise ValueError(f"train: clip_norm must be a number >= 0 (0 turns clipping off), got {clip_norm!r}")
+    if _is_number(lr) and not math.isfinite(lr):
+        raise ValueError(f"train: lr must be a finite number >= 0, got {lr!r}")
+
+
+def _check_out_dir(out_dir):
+    if out_dir and os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise NotADirectoryError(f"train: out_dir {os.fspath(out_dir)!r} is a file; the run folder must be a "
+                                 "folder (or a new name)")
+
+
+def _check_every_example_has_a_target(loader, what):
+    """Refuse, before any step, an example whose labels leave nothing to predict: every label after
+    the first is -100 (the model predicts positions 1..; a prompt cut at max_length leaves no answer).
+    It adds nothing to the loss, and a batch made only of such examples has a mean over zero tokens:
+    NaN, as in torch, which would stop the run blaming the learning rate."""
+    if isinstance(loader.items, np.ndarray):  # packed rows: every token is a target
+        return
+    empty = [i for i, (_, labels) in enumerate(loader.items)
+             if not np.any(np.asarray(labels)[1:] != IGNORE_INDEX)]
+    if empty:
+        raise ValueError(f"{what} example {empty[0]} has no token to learn from: its labels after the first "
+                         f"are all {IGNORE_INDEX} (a prompt truncated past its answer?); {len(empty)} of "
+                         f"{len(loader.items)} examples are so. Drop them or raise the maximum length")
 
 
 def _check_divergence(step, loss, losses, stop):

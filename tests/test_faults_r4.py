@@ -1,0 +1,97 @@
+"""Bad input to the training tools, round 4: each mistake is refused before any work, naming it.
+
+Covers what ``test_faults.py`` does not: learning-rate schedule and clipping values, data with no token
+to learn from (torch's cross_entropy over zero targets is NaN: minilora refuses the data, naming the
+example, instead of stopping with a NaN loss blamed on the learning rate), and an ``out_dir`` that is a file.
+"""
+import numpy as np
+import pytest
+import torch
+
+import minilora as ml
+from minilora import nn
+from minilora.data import DataLoader
+from minilora.train import train
+
+
+class TinyLM(nn.Module):
+    """An embedding and a head: enough for train() (the loss shifts labels as Llama's does)."""
+
+    def __init__(self, vocab=10):
+        super().__init__()
+        self.vocab = vocab
+        self.embed = nn.Embedding(vocab, 4)
+        self.head = nn.Linear(4, vocab)
+
+    def forward(self, input_ids, labels=None):
+        logits = self.head(self.embed(ml.tensor(input_ids)))
+        loss = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, self.vocab),
+                                           ml.tensor(labels)[:, 1:].reshape(-1))
+
+        class Output:
+            pass
+        out = Output()
+        out.loss = loss
+        return out
+
+
+DATA = [([1, 2, 3], [1, 2, 3]), ([2, 3, 4], [-100, 3, 4])]
+KW = dict(steps=2, batch_size=2, progress=False, plot=False)
+
+
+def test_zero_targets_is_nan_in_torch_too():
+    """The oracle: torch's mean cross-entropy over no target is NaN, so a step on such a batch cannot work."""
+    loss = torch.nn.functional.cross_entropy(torch.zeros(2, 5), torch.tensor([-100, -100]))
+    assert torch.isnan(loss)
+
+
+@pytest.mark.parametrize("labels", [[-100, -100, -100], [5, -100, -100], []])
+def test_example_with_no_token_to_learn_from_is_named_before_training(labels):
+    """All labels -100 (a prompt truncated past the answer), the only label on the first position (the
+    model predicts positions 1..), or an empty example: refused by index, before any step."""
+    ids = [5, 6, 7][:len(labels)]
+    data = [([1, 2, 3], [1, 2, 3]), (ids, labels)]
+    model = TinyLM()
+    before = model.head.weight.numpy().copy()
+    with pytest.raises(ValueError, match=r"train_data example 1 has no token to learn from"):
+        train(model, data, lr=1e-2, **KW)
+    assert np.array_equal(model.head.weight.numpy(), before)
+
+
+def test_example_with_no_target_is_named_through_a_dataloader_too():
+    loader = DataLoader([([1, 2, 3], [1, 2, 3])] * 3 + [([1, 2], [-100, -100])], batch_size=2)
+    with pytest.raises(ValueError, match=r"train_data example 3 has no token to learn from"):
+        train(TinyLM(), loader, lr=1e-2, **KW)
+
+
+def test_batch_larger_than_the_data_still_trains():
+    result = train(TinyLM(), DATA, lr=1e-2, **{**KW, "batch_size": 5})
+    assert len(result.losses) == 2 and all(np.isfinite(result.losses))
+
+
+@pytest.mark.parametrize("value", [-1, 2.5, True, "3"])
+def test_warmup_steps_must_be_a_whole_number(value):
+    with pytest.raises(ValueError, match=rf"warmup_steps must be an integer >= 0, got {value!r}"):
+        train(TinyLM(), DATA, lr=1e-2, warmup_steps=value, **KW)
+
+
+@pytest.mark.parametrize("value", [float("nan"), -1.0, "1", None])
+def test_clip_norm_must_be_a_number_at_least_zero(value):
+    """clip_norm=nan gave a NaN loss at step 2 blamed on the learning rate; -1 flipped every gradient's
+    sign (torch's clip_grad_norm_ multiplies by max_norm / norm, unclamped below) and trained uphill."""
+    with pytest.raises(ValueError, match=r"clip_norm must be a number >= 0 \(0 turns clipping off\)"):
+        train(TinyLM(), DATA, lr=1e-2, clip_norm=value, **KW)
+
+
+@pytest.mark.parametrize("lr", [float("nan"), -1.0, float("inf")])
+def test_bad_learning_rate_is_named(lr):
+    with pytest.raises(ValueError, match="(?i)invalid learning rate|lr must be"):
+        train(TinyLM(), DATA, lr=lr, **KW)
+
+
+def test_out_dir_that_is_a_file_is_named(tmp_path):
+    path = tmp_path / "a_file"
+    path.write_text("keep me")
+    with pytest.raises(NotADirectoryError, match="out_dir .*a_file' is a file"):
+        train(TinyLM(), DATA, lr=1e-2, out_dir=str(path), **KW)
+    assert path.read_text() == "keep me"
