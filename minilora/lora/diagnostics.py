@@ -122,10 +122,10 @@ def _adapter_names(layer, adapter_name):
 
 def _factors(layer, name):
     """``(A, B, scale)`` with ``delta W = scale * B @ A`` for a LoRA or a VeRA layer (float64)."""
+    if name in getattr(layer, "lora_embedding_A", ()):  # the table's update is (s B A)^T: the same singular values
+        return layer.lora_embedding_A[name], layer.lora_embedding_B[name], layer.scaling[name]
     if hasattr(layer, "lora_A"):
         return layer.lora_A[name].weight, layer.lora_B[name].weight, layer.scaling[name]
-    if hasattr(layer, "lora_embedding_A"):  # the table's update is (s B A)^T: the same singular values
-        return layer.lora_embedding_A[name], layer.lora_embedding_B[name], layer.scaling[name]
     # VeRA: delta W = diag(lambda_b) B diag(lambda_d) A, with this layer's block of the shared A, B
     A = _host(layer.vera_A[name])[:, :layer.in_features] * _host(layer.vera_lambda_d[name])[:, None]
     B = _host(layer.vera_B[name])[:layer.out_features, :] * _host(layer.vera_lambda_b[name])[:, None]
@@ -174,7 +174,7 @@ def spectrum_table(spectra, energy=0.9, top=4):
 # --- truncation and ablation -----------------------------------------------------------------------
 def _lora_layers(model, adapter_name):
     for name, layer in _adapter_layers(model):
-        if not hasattr(layer, "lora_A"):
+        if not hasattr(layer, "lora_A") or layer.lora_embedding_A:  # (a LoRA Embedding has an empty lora_A)
             raise TypeError(f"{name} is a {type(layer).__name__}: only LoRA adapters of Linear layers can be "
                             "truncated (VeRA's A and B are shared by all layers; embedding LoRA is not handled)")
         if layer.merged:

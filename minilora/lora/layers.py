@@ -58,11 +58,20 @@ class ParameterDict(Module):
     def values(self):
         return self._entries().values()
 
+    _kind = "Parameter"  # what torch's ParameterDict (PEFT's BufferDict: "Buffer") calls an entry in print()
+
+    def extra_repr(self):
+        """One line per entry, as torch prints ``nn.ParameterDict``:
+        ``  (default): Parameter containing: [torch.FloatTensor of size 4x37]``."""
+        return "\n".join(f"  ({key}): {self._kind} containing: [{value.type()} of size "
+                         f"{'x'.join(str(n) for n in value.shape)}]" for key, value in self._entries().items())
+
 
 class BufferDict(ParameterDict):
     """Frozen tensors registered under their keys (VeRA's shared ``vera_A`` / ``vera_B``)."""
 
     _table = "_buffers"
+    _kind = "Buffer"
 
 
 def _row_norm(W):
@@ -106,6 +115,10 @@ class BaseTunerLayer(Module):
 
     adapter_layer_names = ()  # the dicts holding trainable per-adapter weights
     base_types = (_NNLinear,)  # what this kind of layer can wrap
+    repr_prefix = ""  # print(model) shows PEFT's names: "lora.Linear(", "vera.Linear(", ...
+
+    def __repr__(self):
+        return self.repr_prefix + super().__repr__()
 
     def __init__(self, base_layer):
         super().__init__()
@@ -285,6 +298,23 @@ class DoraMagnitude(Module):
         self.weight = Parameter(row_norms)
 
 
+def _dropout_module(config):
+    """``Dropout(lora_dropout)``, or ``Identity()`` when it is 0 (PEFT's choice, seen in print(model))."""
+    return Dropout(config.lora_dropout) if config.lora_dropout > 0 else Identity()
+
+
+def _add_lora_dicts(layer):
+    """The per-adapter dicts PEFT's ``LoraLayer`` gives every LoRA layer, Linear or Embedding, in its
+    order (so ``print(model)`` lists the same children; a Linear's embedding dicts stay empty)."""
+    layer.r, layer.lora_alpha, layer.scaling = {}, {}, {}
+    layer.lora_dropout = ModuleDict()  # Dropout modules hold p; the fused op applies the mask
+    layer.lora_A = ModuleDict()
+    layer.lora_B = ModuleDict()
+    layer.lora_embedding_A = ParameterDict()
+    layer.lora_embedding_B = ParameterDict()
+    layer.lora_magnitude_vector = ModuleDict()
+
+
 class Linear(BaseTunerLayer):
     """LoRA around a frozen Linear: ``h = W0 x + b + (alpha/r) * B A dropout(x)``.
 
@@ -292,16 +322,13 @@ class Linear(BaseTunerLayer):
     ``r -> out`` (weight ``[out, r]``). With DoRA, ``lora_magnitude_vector[name].weight`` ``[out]``.
     """
 
+    repr_prefix = "lora."
     adapter_layer_names = ("lora_A", "lora_B", "lora_magnitude_vector")
     other_param_names = ("lora_dropout",)
 
     def __init__(self, base_layer, adapter_name, config, r, lora_alpha):
         super().__init__(base_layer)
-        self.r, self.lora_alpha, self.scaling = {}, {}, {}
-        self.lora_dropout = ModuleDict()  # Dropout modules hold p; the fused op applies the mask
-        self.lora_A = ModuleDict()
-        self.lora_B = ModuleDict()
-        self.lora_magnitude_vector = ModuleDict()
+        _add_lora_dicts(self)
         self._dora_merge_norms = {}  # row norms used when merging a DoRA adapter, needed to unmerge
         self.active_adapters = [adapter_name]  # a new layer uses its adapter at once, as PEFT's does
         self.update_layer(adapter_name, config, r, lora_alpha)
@@ -312,7 +339,7 @@ class Linear(BaseTunerLayer):
         W0 = self.base_layer.weight
         self.r[adapter_name], self.lora_alpha[adapter_name] = r, lora_alpha
         self.scaling[adapter_name] = config.scaling(r, lora_alpha)
-        self.lora_dropout[adapter_name] = Dropout(config.lora_dropout) if config.lora_dropout > 0 else Identity()
+        self.lora_dropout[adapter_name] = _dropout_module(config)
         # nn.Linear initialises its weight kaiming-uniform(a=sqrt(5)): PEFT's init for A (and for B
         # when init_lora_weights=False, so that the adapter changes the output from the start).
         self.lora_A[adapter_name] = _NNLinear(self.in_features, r, bias=False, dtype=W0.dtype, device=W0.device)
@@ -518,8 +545,9 @@ class Embedding(BaseTunerLayer):
     PEFT's embedding LoRA has none. The base layer's ``padding_idx`` applies to the A lookup too.
     """
 
+    repr_prefix = "lora."
     adapter_layer_names = ("lora_embedding_A", "lora_embedding_B")
-    other_param_names = ()
+    other_param_names = ("lora_dropout",)  # PEFT keeps a (never applied) dropout per adapter here too
     base_types = (_NNEmbedding,)
 
     def __init__(self, base_layer, adapter_name, config, r, lora_alpha):
@@ -527,9 +555,7 @@ class Embedding(BaseTunerLayer):
         if config.use_dora:
             raise NotImplementedError(f"use_dora is not supported for Embedding layers in minilora "
                                       f"(target {type(base_layer).__name__}); target Linear layers for DoRA")
-        self.r, self.lora_alpha, self.scaling = {}, {}, {}
-        self.lora_embedding_A = ParameterDict()
-        self.lora_embedding_B = ParameterDict()
+        _add_lora_dicts(self)
         self.active_adapters = [adapter_name]  # a new layer uses its adapter at once, as PEFT's does
         self.update_layer(adapter_name, config, r, lora_alpha)
 
@@ -537,6 +563,7 @@ class Embedding(BaseTunerLayer):
         W0 = self.base_layer.weight
         self.r[adapter_name], self.lora_alpha[adapter_name] = r, lora_alpha
         self.scaling[adapter_name] = config.scaling(r, lora_alpha)
+        self.lora_dropout[adapter_name] = _dropout_module(config)  # PEFT's; its embedding LoRA never applies it
         rng = generator()
         A = rng.standard_normal((r, self.in_features))  # init_lora_weights=False keeps these (PEFT: randn)
         B = rng.standard_normal((self.out_features, r))
@@ -609,6 +636,7 @@ class VeraLinear(BaseTunerLayer):
     ``vera_lambda_b`` ``[out]`` are trained -- r + out numbers per layer.
     """
 
+    repr_prefix = "vera."
     adapter_layer_names = ("vera_lambda_b", "vera_lambda_d")
     other_param_names = ("vera_dropout",)
 

@@ -32,7 +32,7 @@ from ..random import generator
 from ..tensor import Tensor, _to_dtype
 from . import generation, init
 from .checkpointing import checkpoint
-from .layers import Embedding, Linear, RMSNorm
+from .layers import Embedding, Linear, RMSNorm, SiLU
 from .module import Module, ModuleList, StateDictError
 
 __all__ = ["LlamaConfig", "KVCache", "CausalLMOutput", "LlamaRotaryEmbedding", "rope_inverse_frequencies",
@@ -477,6 +477,10 @@ class LlamaAttention(Module):
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
 
 
+class SiLUActivation(SiLU):
+    """``silu(x)`` under transformers' name, so that ``print(model)`` lists ``(act_fn): SiLUActivation()``."""
+
+
 class LlamaMLP(Module):
     """SwiGLU feed-forward: ``down_proj(silu(gate_proj(x)) * up_proj(x))``.
 
@@ -488,6 +492,7 @@ class LlamaMLP(Module):
         self.gate_proj = Linear(hidden, inner, bias=bias, dtype=dtype, device=device)
         self.up_proj = Linear(hidden, inner, bias=bias, dtype=dtype, device=device)
         self.down_proj = Linear(inner, hidden, bias=bias, dtype=dtype, device=device)
+        self.act_fn = SiLUActivation()  # transformers' ACT2FN["silu"]; forward fuses it into ops.swiglu
 
     def forward(self, x):
         # EXERCISE 2.6: the SwiGLU feed-forward of the class docstring, from gate_proj, up_proj and down_proj
@@ -502,6 +507,9 @@ class LlamaRMSNorm(RMSNorm):
     torch's ``F.rms_norm`` (``nn.RMSNorm``, the fused op) rounds once, after the weight, so now and
     then a bfloat16 result would differ in its last bit from the checkpoint's own model. In float32
     and float64 the two agree to rounding, and the fused op (one node, one saved array) is used."""
+
+    def extra_repr(self):
+        return f"{tuple(self.normalized_shape)}, eps={self.eps}"  # transformers' (no elementwise_affine)
 
     def forward(self, x):
         if x.dtype.itemsize != 2 or self.weight is None:
