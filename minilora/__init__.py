@@ -57,6 +57,11 @@ def arange(start=0, end=None, step=1, *, dtype=None, device=None, requires_grad=
     return Tensor(values, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
+from .factories import with_out as _with_out  # noqa: E402
+
+arange = _with_out(arange)  # (torch.arange(5, out=t))
+
+
 def from_numpy(ndarray):
     """``torch.from_numpy``: a CPU tensor sharing ``ndarray``'s memory (whatever the default device:
     sharing memory with a NumPy array is only possible on the CPU)."""

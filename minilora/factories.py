@@ -945,3 +945,43 @@ for _name, _method in (("normal_", _normal_), ("uniform_", _uniform_), ("exponen
                        ("histc", _histc_method)):
     _method.__name__ = _name  # (so a wrong argument's TypeError names torch's method)
     setattr(Tensor, _name, _method)
+
+
+# ---- out=: torch.zeros(2, 3, out=t) and the other factories torch gives it ------------------------
+def with_out(factory):
+    """``factory`` taking torch's keyword ``out=``: the values are made in out's dtype (a ``dtype=``
+    that differs is torch's RuntimeError) and written into ``out``, resized to them without a
+    warning as torch's factories resize; ``out`` itself is returned."""
+    import functools
+
+    @functools.wraps(factory)
+    def call(*args, out=None, **kwargs):
+        if out is None:
+            return factory(*args, **kwargs)
+        name = factory.__name__
+        if not isinstance(out, Tensor):
+            raise TypeError(f"{name}(): argument 'out' must be Tensor, not {type(out).__name__}")
+        dtype = kwargs.pop("dtype", None)
+        if dtype is not None and dtypes.to_dtype(dtype) != out.dtype:
+            raise RuntimeError(f"dtype {dtypes.torch_name(dtypes.to_dtype(dtype))} does not match dtype "
+                               f"of out parameter ({dtypes.torch_name(out.dtype)})")
+        if out.requires_grad and _grad_enabled():
+            raise RuntimeError(f"{name}(): functions with out=... arguments don't support automatic "
+                               f"differentiation, but one of the arguments requires grad.")
+        result = factory(*args, dtype=out.dtype, **kwargs)
+        if result.device != out.device:
+            raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two "
+                               f"devices, {out.device} and {result.device}!")
+        out._check_inplace()
+        if out.shape == result.shape:
+            out._array[...] = result._array
+        else:
+            out._array = result._array  # (torch's resize_: a fresh buffer of the new shape)
+        out._bump_version()
+        return out
+    return call
+
+
+for _name in ("zeros", "ones", "empty", "full", "eye", "rand", "randn", "randint", "linspace",
+              "logspace", "randperm"):
+    globals()[_name] = with_out(globals()[_name])

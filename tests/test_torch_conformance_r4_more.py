@@ -77,3 +77,62 @@ def test_nan_reductions_out_dtype_like_torch(name, x_dtype, out_dtype):
         return
     assert got[0] == expected[0]
     np.testing.assert_allclose(got[1], expected[1], rtol=1e-3)
+
+
+# ---- out= of the factories -----------------------------------------------------------------------
+FACTORY_OUT_CALLS = {
+    "zeros": lambda L, O: L.zeros(2, 3, out=O),
+    "zeros_tuple_dtype": lambda L, O: L.zeros((2, 3), out=O, dtype=L.float64),
+    "ones": lambda L, O: L.ones(2, out=O),
+    "empty": lambda L, O: L.empty(4, out=O).shape,  # (values: torch's are whatever was there)
+    "full_float": lambda L, O: L.full((2,), 3.5, out=O),
+    "full_bool": lambda L, O: L.full((2,), True, out=O),
+    "eye": lambda L, O: L.eye(2, 3, out=O),
+    "arange": lambda L, O: L.arange(3, out=O),
+    "arange_float": lambda L, O: L.arange(0.0, 3.0, out=O),
+    "linspace": lambda L, O: L.linspace(0, 1, 3, out=O),
+    "logspace": lambda L, O: L.logspace(0, 1, 3, out=O),
+    "rand": lambda L, O: L.rand(2, out=O).shape,
+    "randn": lambda L, O: L.randn(2, 2, out=O).shape,
+    "randint": lambda L, O: L.randint(5, (3,), out=O).shape,
+    "randperm": lambda L, O: L.randperm(3, out=O).sort()[0],
+}
+
+
+def _factory_outcome(lib, call, out_dtype):
+    out = lib.ones(3, dtype=getattr(lib, out_dtype))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = call(lib, out)
+    except Exception as e:  # noqa: BLE001
+        return type(e).__name__
+    values = list(r) if not hasattr(r, "dtype") else r.tolist()
+    return values, str(out.dtype).split(".")[-1], list(out.shape)
+
+
+@pytest.mark.parametrize("out_dtype", ["float32", "float64", "float16", "int64", "int32", "bool"])
+@pytest.mark.parametrize("name", list(FACTORY_OUT_CALLS))
+def test_factory_out_like_torch(name, out_dtype):
+    """torch.zeros(2, 3, out=t): made in out's dtype, out resized and returned; a dtype= that differs
+    from out's is RuntimeError."""
+    if name.startswith("arange") and out_dtype == "bool":
+        pytest.skip("arange(dtype=torch.bool) is torch's NotImplementedError (ml.arange: left to its owner)")
+    expected = _factory_outcome(torch, FACTORY_OUT_CALLS[name], out_dtype)
+    got = _factory_outcome(ml, FACTORY_OUT_CALLS[name], out_dtype)
+    if isinstance(expected, str) or isinstance(got, str):
+        assert got == expected
+        return
+    assert got[1:3] == expected[1:3]
+    np.testing.assert_allclose(np.array(got[0], dtype=float), np.array(expected[0], dtype=float), rtol=1e-3)
+
+
+@pytest.mark.parametrize("lib", [torch, ml], ids=["torch", "minilora"])
+def test_factory_out_returns_out_and_refuses_grad(lib):
+    out = lib.ones(3)
+    assert lib.zeros(2, out=out) is out and out.tolist() == [0.0, 0.0]
+    assert lib.full((3,), 2.0, out=out) is out and out.tolist() == [2.0, 2.0, 2.0]
+    with pytest.raises(RuntimeError):
+        lib.zeros(2, out=lib.ones(2, requires_grad=True))
+    with pytest.raises(RuntimeError):
+        lib.ones(2, out=lib.ones(2), dtype=lib.float64)
