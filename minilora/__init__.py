@@ -101,8 +101,9 @@ from .ops import nanmean, nansum  # noqa: E402,F401
 from .ops import movedim as moveaxis, swapaxes as swapdims  # noqa: E402,F401  (torch's other names)
 from .ops import cat as concat, cat as concatenate  # noqa: E402,F401
 from .ops import mode, mv  # noqa: E402,F401  (from ops: with torch's out=)
-from .ops.elementwise import copysign, fmax, fmin, hypot, rsub, sgn, signbit  # noqa: E402,F401
-from .ops.reduce import logcumsumexp, nanmedian  # noqa: E402,F401
+from .ops.elementwise import rsub  # noqa: E402,F401
+from .ops import copysign, fmax, fmin, hypot, sgn, signbit  # noqa: E402,F401  (from ops: with out=)
+from .ops import logcumsumexp, nanmedian  # noqa: E402,F401
 from .tensor import scalar_tensor  # noqa: E402,F401
 from .factories import as_tensor, asarray  # noqa: E402,F401
 from .factories import is_floating_point  # noqa: E402,F401

@@ -136,3 +136,44 @@ def test_factory_out_returns_out_and_refuses_grad(lib):
         lib.zeros(2, out=lib.ones(2, requires_grad=True))
     with pytest.raises(RuntimeError):
         lib.ones(2, out=lib.ones(2), dtype=lib.float64)
+
+
+# ---- out= of the functions minilora/__init__.py took from their modules --------------------------
+OUT_CALLS = {
+    "fmax": lambda L, x, y, O: L.fmax(x, y, out=O),
+    "fmin": lambda L, x, y, O: L.fmin(x, y, out=O),
+    "sgn": lambda L, x, y, O: L.sgn(x, out=O),
+    "signbit": lambda L, x, y, O: L.signbit(x, out=O),
+    "hypot": lambda L, x, y, O: L.hypot(x, y, out=O),
+    "copysign": lambda L, x, y, O: L.copysign(x, y, out=O),
+    "logcumsumexp": lambda L, x, y, O: L.logcumsumexp(x, 1, out=O),
+}
+
+
+@pytest.mark.parametrize("out_dtype", ["float32", "float64", "int64", "bool"])
+@pytest.mark.parametrize("name", list(OUT_CALLS))
+def test_more_functions_take_out_like_torch(name, out_dtype):
+    def outcome(lib):
+        x = lib.tensor([[1.0, -2.0, float("nan")], [3.0, -0.0, 2.0]])
+        y = lib.tensor([[2.0, 1.0, 1.0], [float("nan"), 1.0, -1.0]])
+        out = lib.empty(0, dtype=getattr(lib, out_dtype))
+        try:
+            r = OUT_CALLS[name](lib, x, y, out)
+        except Exception as e:  # noqa: BLE001
+            return type(e).__name__
+        return r is out, str(out.dtype).split(".")[-1], np.array(out.double().tolist())
+    expected, got = outcome(torch), outcome(ml)
+    if isinstance(expected, str) or isinstance(got, str):
+        assert got == expected
+        return
+    assert got[:2] == expected[:2]
+    np.testing.assert_allclose(got[2], expected[2], rtol=1e-6)
+
+
+@pytest.mark.parametrize("lib", [torch, ml], ids=["torch", "minilora"])
+def test_nanmedian_out(lib):
+    x = lib.tensor([[1.0, -2.0, float("nan")], [3.0, 0.0, 2.0]])
+    out = (lib.empty(0), lib.empty(0, dtype=lib.int64))
+    values, indices = lib.nanmedian(x, 1, out=out)
+    assert values is out[0] and indices is out[1]
+    assert values.tolist() == [-2.0, 2.0] and indices.tolist() == [1, 2]

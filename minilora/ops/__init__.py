@@ -363,7 +363,8 @@ from ..tensor import is_grad_enabled  # noqa: E402
 # allows it.
 _EXACT_OUT_DTYPE = set((
     "matmul mm mv bmm dot addmm baddbmm cross argmax argmin amax amin all any norm softmax log_softmax "
-    "abs neg sign ceil floor round trunc nan_to_num clamp clip clamp_min clamp_max where bitwise_not "
+    "abs neg sign signbit ceil floor round trunc nan_to_num clamp clip clamp_min clamp_max where "
+    "bitwise_not sgn logcumsumexp "
     "tril triu diag narrow_copy nonzero argsort bucketize searchsorted gather take take_along_dim "
     "index_select index_add index_copy scatter scatter_add scatter_reduce masked_select").split())
 # Ops that refuse an out dtype they cannot cast into with TypeError (torch.cat's "input types can't be
@@ -474,6 +475,10 @@ _OUT_FUNCTIONS = (
     "kthvalue masked_select median mode nonzero scatter scatter_add scatter_reduce searchsorted sort "
     "take take_along_dim topk tril triu "
     # shape
-    "cat column_stack diag diff dstack hstack narrow_copy stack vstack").split()
+    "cat column_stack diag diff dstack hstack narrow_copy stack vstack "
+    # kept in their modules until here (not Tensor methods above): top-level with out= from this module
+    "copysign fmax fmin hypot sgn signbit logcumsumexp nanmedian").split()
+from .elementwise import copysign, fmax, fmin, hypot, sgn, signbit  # noqa: E402
+from .reduce import logcumsumexp, nanmedian  # noqa: E402
 for _name in _OUT_FUNCTIONS:
     globals()[_name] = _with_out(globals()[_name], _name)
