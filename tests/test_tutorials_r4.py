@@ -286,3 +286,18 @@ def test_causal_lm_loss_by_hand_accumulation_clipping_and_perplexity_as_torch():
     got = loss_by_hand(ml, ml_peft, model, ml.nn.CrossEntropyLoss, ml.optim)
     for e, g in zip(expected, got):
         same_text(str(e), str(g))
+
+
+@pytest.mark.parametrize("target_modules", [None, "all-linear", ["q_proj", "v_proj"]])
+def test_get_peft_model_keeps_the_users_config_as_peft(target_modules):
+    """PEFT stores the LoraConfig it was given (``model.peft_config["default"] is config``) and resolves
+    ``target_modules`` in it, so ``print(config)`` after get_peft_model names the adapted modules."""
+    reference, model = llama_pair()
+    theirs = peft.LoraConfig(task_type=peft.TaskType.CAUSAL_LM, r=8, target_modules=target_modules)
+    ours = ml_peft.LoraConfig(task_type=ml_peft.TaskType.CAUSAL_LM, r=8, target_modules=target_modules)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        their_model = peft.get_peft_model(reference, theirs)
+    our_model = ml_peft.get_peft_model(model, ours)
+    assert (our_model.peft_config["default"] is ours) == (their_model.peft_config["default"] is theirs)
+    assert sorted(ours.target_modules) == sorted(theirs.target_modules)

@@ -179,7 +179,7 @@ class LoraModel(_Wrapper):
             raise ValueError(f"{BASE_ADAPTER!r} is reserved: it means 'no adapter' in adapter_names")
         _check_adapter_name(adapter_name)
         self._refuse_foreign_adapter(adapter_name)
-        config = self._resolve_targets(copy.deepcopy(config))
+        config = self._resolve_targets(config)  # PEFT keeps (and resolves) the caller's own config object
         self._before_injection(adapter_name, config)
         matched = []
         for key, module in self._candidate_modules():
