@@ -37,7 +37,7 @@ import numpy as np
 
 from .dtypes import HAS_BFLOAT16, bfloat16, is_floating
 
-__all__ = ["CheckpointError", "MissingShardError", "atomic_write", "atomic_folder", "remove_leftovers", "save_json", "load_json",
+__all__ = ["CheckpointError", "InvalidJSONError", "MissingShardError", "atomic_write", "atomic_folder", "remove_leftovers", "save_json", "load_json",
            "read_header", "save_file", "load_file", "load_checkpoint", "read_checkpoint_shapes",
            "checkpoint_files", "non_finite_names", "warn_non_finite", "SAFE_WEIGHTS_NAME",
            "SAFE_WEIGHTS_INDEX_NAME"]
@@ -55,6 +55,11 @@ _ITEMSIZE = {name: np.dtype(dt).itemsize for name, dt in _DTYPES.items()} | {"BF
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, corrupted or holds something we cannot read."""
+
+
+class InvalidJSONError(CheckpointError, OSError):
+    """A JSON file (config.json, an index, an adapter config) that does not parse: an OSError too, as
+    transformers' "It looks like the config file at ... is not a valid JSON file"."""
 
 
 class MissingShardError(CheckpointError, FileNotFoundError):
@@ -272,10 +277,10 @@ def load_json(path):
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+        raise InvalidJSONError(f"{path}: not valid JSON ({exc})") from None
     except UnicodeDecodeError as exc:  # JSON files are UTF-8 (RFC 8259); say which file is not
-        raise CheckpointError(f"{path}: not valid JSON (not UTF-8 text: byte {exc.start} is "
-                              f"{exc.object[exc.start:exc.start + 1]!r})") from None
+        raise InvalidJSONError(f"{path}: not valid JSON (not UTF-8 text: byte {exc.start} is "
+                               f"{exc.object[exc.start:exc.start + 1]!r})") from None
 
 
 # --------------------------------------------------------------------------------------------------

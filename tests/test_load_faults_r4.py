@@ -315,6 +315,59 @@ def test_a_config_with_another_hidden_size_is_a_runtime_error(hf_model_dir, tmp_
         LlamaForCausalLM.from_pretrained(folder)
 
 
+def test_a_config_that_is_not_json_is_transformers_os_error(hf_model_dir, tmp_path):
+    folder = _copy(hf_model_dir, tmp_path)
+    path = os.path.join(folder, "config.json")
+    text = open(path).read()
+    open(path, "w").write(text[:len(text) // 2])
+    assert isinstance(_hf_error(folder), OSError)
+    with pytest.raises(OSError, match=r"config\.json: not valid JSON") as info:
+        LlamaForCausalLM.from_pretrained(folder)
+    assert isinstance(info.value, CheckpointError)  # and a ValueError, as minilora's error was
+
+
+@pytest.mark.parametrize("field", ["dtype", "torch_dtype"])
+def test_a_config_dtype_that_is_no_dtype_names_the_file(hf_model_dir, tmp_path, field):
+    """transformers: ``AttributeError: module 'torch' has no attribute 'float17'``; minilora's TypeError
+    names config.json."""
+    folder = _copy(hf_model_dir, tmp_path)
+    path = os.path.join(folder, "config.json")
+    config = json.load(open(path))
+    config.pop("dtype", None)
+    json.dump(config | {field: "float17"}, open(path, "w"))
+    assert _hf_error(folder) is not None
+    with pytest.raises(TypeError, match=r"config\.json: its dtype 'float17' is not a dtype"):
+        LlamaForCausalLM.from_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def hf_sharded_dir(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("hf") / "sharded")
+    _hf_base().save_pretrained(folder, max_shard_size="3KB")
+    return folder
+
+
+def test_a_truncated_shard_is_an_error_naming_it(hf_sharded_dir, tmp_path):
+    folder = _copy(hf_sharded_dir, tmp_path)
+    shard = sorted(name for name in os.listdir(folder) if name.startswith("model-"))[0]
+    _truncate(os.path.join(folder, shard))
+    assert isinstance(_hf_error(folder), SafetensorError)
+    with pytest.raises(CheckpointError, match=f"{shard}: truncated"):
+        LlamaForCausalLM.from_pretrained(folder)
+
+
+def test_an_index_naming_a_tensor_in_no_shard_is_refused(hf_sharded_dir, tmp_path):
+    """transformers loads such a folder without a word; the index then does not describe the files."""
+    folder = _copy(hf_sharded_dir, tmp_path)
+    path = os.path.join(folder, "model.safetensors.index.json")
+    index = json.load(open(path))
+    index["weight_map"]["model.extra.weight"] = index["weight_map"]["lm_head.weight"]
+    json.dump(index, open(path, "w"))
+    assert _hf_error(folder) is None
+    with pytest.raises(CheckpointError, match="listed in the index are in no shard: model.extra.weight"):
+        LlamaForCausalLM.from_pretrained(folder)
+
+
 @pytest.mark.parametrize("config_dtype", ["float32", "bfloat16", "float16", None])
 @pytest.mark.parametrize("file_dtype", ["float32", "float16"])
 @pytest.mark.parametrize("kwargs", [{}, {"dtype": "auto"}, {"dtype": "float32"}, {"torch_dtype": "auto"}])

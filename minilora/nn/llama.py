@@ -760,7 +760,10 @@ def _dtype_argument(path, dtype, torch_dtype):
         warnings.warn("dtype='auto': the checkpoint is bfloat16, which NumPy cannot hold without ml_dtypes "
                       "(pip install 'minilora[bf16]'); loading float32")
         return dtypes.float32
-    return _to_dtype(saved)
+    try:
+        return _to_dtype(saved)
+    except TypeError as exc:  # a typo in config.json: name the file, not only the dtype
+        raise TypeError(f"{file}: its dtype {saved!r} is not a dtype ({exc})") from None
 
 
 def _dtype_or_auto(dtype):
