@@ -210,6 +210,34 @@ def test_keys_that_match_no_module_are_refused(adapter):
         _ml_load(adapter)
 
 
+def test_a_missing_adapter_tensor_is_refused(adapter):
+    """PEFT 0.21 warns "Found missing adapter keys" and loads (lora_B keeps its initial value: not the
+    trained adapter); minilora refuses, naming the tensor."""
+    path = os.path.join(adapter, ADAPTER)
+    tensors = {k: v for k, v in st_numpy.load_file(path).items() if "v_proj.lora_B" not in k}
+    st_numpy.save_file(tensors, path, metadata={"format": "pt"})
+    assert _loads_in_peft(adapter) is None
+    with pytest.raises(ValueError, match=r"has no tensor '.*v_proj\.lora_B\.weight'"):
+        _ml_load(adapter)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
+def test_an_adapter_saved_in_another_dtype_loads_the_values_peft_loads(adapter, dtype):
+    path = os.path.join(adapter, ADAPTER)
+    from safetensors.torch import load_file, save_file
+    save_file({k: v.to(getattr(torch, dtype)) for k, v in load_file(path).items()}, path, metadata={"format": "pt"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        oracle = peft.PeftModel.from_pretrained(_hf_base(), adapter)
+    model = _ml_load(adapter)
+    for name in ("q_proj", "v_proj"):
+        for part in ("lora_A", "lora_B"):
+            expected = getattr(getattr(oracle.base_model.model.model.layers[0].self_attn, name), part)["default"]
+            got = getattr(getattr(model.get_base_model().model.layers[0].self_attn, name), part)["default"]
+            assert str(got.weight.dtype) == str(expected.weight.dtype).replace("torch.", "")
+            np.testing.assert_array_equal(got.weight.numpy(), expected.weight.detach().numpy())
+
+
 def test_an_unknown_config_field_is_ignored_with_a_warning_as_peft(adapter):
     path = os.path.join(adapter, ADAPTER_CONFIG)
     config = json.load(open(path)) | {"some_future_field": 3}
