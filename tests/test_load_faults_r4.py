@@ -186,6 +186,22 @@ def test_a_mis_sized_adapter_is_peft_s_size_mismatch_runtime_error(tmp_path, ada
         _ml_load(adapter)
 
 
+@pytest.mark.parametrize("fault", ["truncated", "other rank", "no config"])
+def test_load_adapter_of_a_broken_adapter_leaves_the_model_as_it_was(adapter, fault):
+    path = os.path.join(adapter, ADAPTER)
+    if fault == "truncated":
+        _truncate(path)
+    elif fault == "other rank":
+        _save_resized(path, lambda k, v: np.ascontiguousarray(v[:2] if "lora_A" in k else v[:, :2]))
+    else:
+        os.remove(os.path.join(adapter, ADAPTER_CONFIG))
+    model = _ml_peft_model()
+    names = sorted(model.state_dict())
+    with pytest.raises((CheckpointError, RuntimeError, ValueError)):
+        model.load_adapter(adapter, "other")
+    assert list(model.peft_config) == ["default"] and sorted(model.state_dict()) == names
+
+
 def test_a_mis_sized_adapter_leaves_the_base_model_as_it_was(adapter):
     _save_resized(os.path.join(adapter, ADAPTER),
                   lambda k, v: np.ascontiguousarray(v[:2] if "lora_A" in k else v[:, :2]))
