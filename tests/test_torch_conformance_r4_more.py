@@ -177,3 +177,117 @@ def test_nanmedian_out(lib):
     values, indices = lib.nanmedian(x, 1, out=out)
     assert values is out[0] and indices is out[1]
     assert values.tolist() == [-2.0, 2.0] and indices.tolist() == [1, 2]
+
+
+# ---- inner, vdot, dist, tensordot, kron, true_divide ---------------------------------------------
+_R = np.random.default_rng(0)
+A3, B3 = _R.standard_normal((2, 3, 4)), _R.standard_normal((4, 3, 2))
+V, W = _R.standard_normal(4), _R.standard_normal(4)
+M, N = _R.standard_normal((2, 3)), _R.standard_normal((3, 2))
+PRODUCT_CALLS = {
+    "inner": lambda L, t: L.inner(t(A3), t(V)),
+    "inner_nd": lambda L, t: L.inner(t(A3), t(A3)),
+    "inner_0d": lambda L, t: L.inner(t(V), t(np.array(2.0))),
+    "Tensor.inner": lambda L, t: t(A3).inner(t(B3.transpose(2, 1, 0))),
+    "inner_mismatch": lambda L, t: L.inner(t(M), t(V)),
+    "vdot": lambda L, t: L.vdot(t(V), t(W)),
+    "Tensor.vdot": lambda L, t: t(V).vdot(t(W)),
+    "vdot_2d": lambda L, t: L.vdot(t(M), t(V)),
+    "dist": lambda L, t: L.dist(t(A3), t(V)),
+    "dist_p1": lambda L, t: L.dist(t(A3), t(V), 1),
+    "dist_inf": lambda L, t: t(A3).dist(t(V), p=float("inf")),
+    "dist_p0": lambda L, t: L.dist(t(A3), t(V), 0),
+    "dist_p3": lambda L, t: L.dist(t(M), t(N.T), p=3),
+    "tensordot_int": lambda L, t: L.tensordot(t(M), t(N), dims=1),
+    "tensordot_0": lambda L, t: L.tensordot(t(M), t(N), 0),
+    "tensordot_lists": lambda L, t: L.tensordot(t(A3), t(B3), dims=([1, 2], [1, 0])),
+    "tensordot_negative": lambda L, t: L.tensordot(t(A3), t(B3), ([-1], [0])),
+    "tensordot_mismatch": lambda L, t: L.tensordot(t(A3), t(B3), 2),
+    "kron": lambda L, t: L.kron(t(M), t(N)),
+    "kron_ranks": lambda L, t: L.kron(t(A3), t(M)),
+    "Tensor.kron": lambda L, t: t(V).kron(t(M)),
+    "true_divide": lambda L, t: L.true_divide(t(M), t(N.T)),
+    "true_divide_int": lambda L, t: L.true_divide(L.tensor([3, 4]), 2),
+    "searchsorted_input_kw": lambda L, t: L.searchsorted(t(np.array([1.0, 3, 5])), input=t(np.array([2.0, 5]))),
+}
+
+
+@pytest.mark.parametrize("name", list(PRODUCT_CALLS))
+def test_products_like_torch(name):
+    def outcome(lib):
+        try:
+            r = PRODUCT_CALLS[name](lib, lambda a: lib.tensor(a, dtype=lib.float64))
+        except Exception as e:  # noqa: BLE001
+            return type(e).__name__
+        return list(r.shape), str(r.dtype).split(".")[-1], np.array(r.tolist())
+    expected, got = outcome(torch), outcome(ml)
+    if isinstance(expected, str) or isinstance(got, str):
+        assert got == expected
+        return
+    assert got[:2] == expected[:2]
+    np.testing.assert_allclose(got[2], expected[2], rtol=1e-12, atol=1e-12)
+
+
+GRAD_CALLS = {
+    "inner": (lambda a, b: ml.inner(a, b), (A3, V)),
+    "vdot": (lambda a, b: ml.vdot(a, b), (V, W)),
+    "dist": (lambda a, b: ml.dist(a, b), (A3, V)),
+    "dist_p3": (lambda a, b: ml.dist(a, b, 3), (M, N.T)),
+    "tensordot": (lambda a, b: ml.tensordot(a, b, dims=([1, 2], [1, 0])), (A3, B3)),
+    "kron": (lambda a, b: ml.kron(a, b), (A3, M)),
+    "true_divide": (lambda a, b: ml.true_divide(a, b), (M, N.T + 3)),
+}
+
+
+@pytest.mark.parametrize("name", list(GRAD_CALLS))
+def test_product_gradients(name):
+    fn, arrays = GRAD_CALLS[name]
+    inputs = [ml.tensor(a, dtype=ml.float64, requires_grad=True) for a in arrays]
+    ml.testing.grad_check(fn, *inputs)
+    inputs = [ml.tensor(a, dtype=ml.float64, requires_grad=True) for a in arrays]  # (fresh .grad)
+    expected = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in arrays]
+    getattr(torch, name.split("_p")[0])(*expected, *([3] if name == "dist_p3" else []),
+                                         **({"dims": ([1, 2], [1, 0])} if name == "tensordot" else {})
+                                         ).sum().backward()
+    fn(*inputs).sum().backward()
+    for got, want in zip(inputs, expected):
+        np.testing.assert_allclose(np.array(got.grad.tolist()), want.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+# ---- in-place forms ------------------------------------------------------------------------------
+INPLACE_CALLS = {
+    "cumsum_int32": lambda L: L.tensor([[1, 2, 3], [4, 5, 6]], dtype=L.int32).cumsum_(1),
+    "cumsum_float": lambda L: L.tensor([[1.0, 2, 3], [4, 5, 6]]).cumsum_(dim=0),
+    "cumprod": lambda L: L.tensor([[1.0, 2], [3, 4]]).cumprod_(0),
+    "cumprod_int8": lambda L: L.tensor([100, 100], dtype=L.int8).cumprod_(0),
+    "addmm_": lambda L: L.ones(2, 2).addmm_(L.ones(2, 3), L.ones(3, 2), beta=2, alpha=0.5),
+    "divide_": lambda L: L.tensor([3.0, 4]).divide_(2),
+    "divide_floor": lambda L: L.tensor([3.0, -4]).divide_(2, rounding_mode="floor"),
+    "true_divide_": lambda L: L.tensor([3.0, 4]).true_divide_(L.tensor([2.0, 8])),
+    "true_divide_int": lambda L: L.tensor([3, 4]).true_divide_(2),
+    "nan_to_num_": lambda L: L.tensor([1.0, float("nan"), float("inf"), -float("inf")]).nan_to_num_(),
+    "nan_to_num_args": lambda L: L.tensor([float("nan"), float("inf"), -float("inf")]).nan_to_num_(
+        nan=1.0, posinf=2.0, neginf=-3.0),
+    "clamp_min_": lambda L: L.tensor([1.0, -2, 3]).clamp_min_(0),
+    "clamp_max_": lambda L: L.tensor([1.0, -2, 3]).clamp_max_(0.5),
+}
+
+
+@pytest.mark.parametrize("name", list(INPLACE_CALLS))
+def test_inplace_forms_like_torch(name):
+    def outcome(lib):
+        try:
+            r = INPLACE_CALLS[name](lib)
+        except Exception as e:  # noqa: BLE001
+            return type(e).__name__
+        return str(r.dtype).split(".")[-1], r.tolist()
+    assert outcome(ml) == outcome(torch)
+
+
+@pytest.mark.parametrize("lib", [torch, ml], ids=["torch", "minilora"])
+def test_inplace_cumsum_gradient(lib):
+    x = lib.tensor([[1.0, 2, 3], [4, 5, 6]], dtype=lib.float64, requires_grad=True)
+    y = x * 1
+    assert y.cumsum_(1) is y
+    (y * lib.tensor([1.0, 2, 3], dtype=lib.float64)).sum().backward()
+    assert x.grad.tolist() == [[6.0, 5.0, 3.0], [6.0, 5.0, 3.0]]

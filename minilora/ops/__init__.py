@@ -347,6 +347,39 @@ for _name, _fn in _MISSING_METHODS.items():
     setattr(Tensor, _name, _fn)
 
 
+# ---- products and in-place forms added in round 4 ------------------------------------------------
+from .matmul import inner, kron, tensordot, vdot  # noqa: E402
+
+true_divide = div  # (torch's other name for div; divide is the third)
+
+
+def dist(input, other, p=2):  # noqa: A002
+    """``torch.dist``: the p-norm of ``input - other`` (broadcast), over all elements."""
+    return norm(input - other, p)
+
+
+def _cumsum_(self, dim, *, dtype=None):
+    return self._inplace(cumsum, dim, dtype=dtype, cast=True)  # (int32 stays int32, as torch)
+
+
+def _cumprod_(self, dim, *, dtype=None):
+    return self._inplace(cumprod, dim, dtype=dtype, cast=True)
+
+
+def _addmm_(self, mat1, mat2, *, beta=1, alpha=1):
+    return self._inplace(addmm, mat1, mat2, beta=beta, alpha=alpha)
+
+
+def _nan_to_num_(self, nan=0.0, posinf=None, neginf=None):
+    return self._inplace(nan_to_num, nan=nan, posinf=posinf, neginf=neginf)
+
+
+for _name, _fn in {"inner": inner, "kron": kron, "vdot": vdot, "dist": dist, "cumsum_": _cumsum_,
+                   "cumprod_": _cumprod_, "addmm_": _addmm_, "nan_to_num_": _nan_to_num_,
+                   "divide_": Tensor.div_, "true_divide_": Tensor.div_}.items():
+    setattr(Tensor, _name, _fn)
+
+
 # ---- out=: torch.add(a, b, out=y) and its kin ----------------------------------------------------
 # torch's functions take ``out=``: the result is written into that tensor, which is returned. The
 # rules are torch's, kept in one place (``_write_out``) and given to each top-level function torch
@@ -477,7 +510,8 @@ _OUT_FUNCTIONS = (
     # shape
     "cat column_stack diag diff dstack hstack narrow_copy stack vstack "
     # kept in their modules until here (not Tensor methods above): top-level with out= from this module
-    "copysign fmax fmin hypot sgn signbit logcumsumexp nanmedian").split()
+    "copysign fmax fmin hypot sgn signbit logcumsumexp nanmedian inner kron vdot tensordot "
+    "true_divide").split()
 from .elementwise import copysign, fmax, fmin, hypot, sgn, signbit  # noqa: E402
 from .reduce import logcumsumexp, nanmedian  # noqa: E402
 for _name in _OUT_FUNCTIONS:

@@ -1003,11 +1003,13 @@ def _side(right, side):
     return side or ("right" if right else "left")
 
 
-def searchsorted(sorted_sequence, values, *, out_int32=False, right=False, side=None, sorter=None):
+def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=None, sorter=None):  # noqa: A002
     """``torch.searchsorted``: where each of ``values`` would be inserted into the sorted
     innermost dimension of ``sorted_sequence`` to keep it sorted (``side='right'`` / ``right=True``:
     after equal values). An N-D sequence searches row by row (its leading dims match ``values``').
-    ``sorter`` gives the order that sorts an unsorted sequence. An index: no gradient."""
+    ``sorter`` gives the order that sorts an unsorted sequence. An index: no gradient.
+    (The values' keyword is ``input=``, as torch's.)"""
+    values = input
     side = _side(right, side)
     sequence = sorted_sequence.detach().cpu().numpy()
     if sorter is not None:

@@ -19,7 +19,8 @@ from ..tensor import Function, ShapeError
 from .elementwise import unbroadcast
 from .shape import stack
 
-__all__ = ["matmul", "linear", "einsum", "mm", "bmm", "dot", "outer", "addmm", "baddbmm", "cross", "mv"]
+__all__ = ["matmul", "linear", "einsum", "mm", "bmm", "dot", "outer", "addmm", "baddbmm", "cross", "mv",
+           "inner", "vdot", "tensordot", "kron"]
 
 
 class DTypeMismatchError(RuntimeError, TypeError):
@@ -441,3 +442,63 @@ def cross(input, other, dim=None):
     a0, a1, a2 = input.expand(*shape).unbind(dim)
     b0, b1, b2 = other.expand(*shape).unbind(dim)
     return stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], dim)
+
+
+# ---- products composed of the ones above (their gradients come from matmul, mul and reshape) -------
+def inner(input, other):  # noqa: A002
+    """``torch.inner``: sums over the last dimension of both, ``[..., n] x [..., n] -> a.shape[:-1] +
+    b.shape[:-1]``; a 0-d operand multiplies."""
+    if input.ndim == 0 or getattr(other, "ndim", 0) == 0:
+        return input * other
+    n = input.shape[-1]
+    if other.shape[-1] != n:
+        raise RuntimeError(f"inner() the last dimension must match on both input tensors but got "
+                           f"shapes {list(input.shape)} and {list(other.shape)}.")
+    rows = matmul(input.reshape(-1, n), other.reshape(-1, n).transpose(0, 1))
+    return rows.reshape(tuple(input.shape[:-1]) + tuple(other.shape[:-1]))
+
+
+def vdot(input, other):  # noqa: A002
+    """``torch.vdot``: ``dot`` with the first operand conjugated (minilora has no complex dtypes)."""
+    _products_check("vdot", (1, 1), input, other)
+    return matmul(input, other)
+
+
+def tensordot(a, b, dims=2):
+    """``torch.tensordot``: contracts ``dims`` (an int: a's last ``dims`` dimensions with b's first
+    ones; or two lists of dimensions) by moving them together and calling ``matmul``."""
+    if isinstance(dims, int):
+        if dims < 0:
+            raise RuntimeError(f"tensordot expects dims >= 0, but got dims={dims}")
+        dims_a, dims_b = list(range(a.ndim - dims, a.ndim)), list(range(dims))
+    else:
+        dims_a, dims_b = ([d] if isinstance(d, int) else list(d) for d in dims)
+    dims_a = [d % a.ndim for d in dims_a]
+    dims_b = [d % b.ndim for d in dims_b]
+    if len(dims_a) != len(dims_b):
+        raise RuntimeError("both dimension lists should have same length")
+    for da, db in zip(dims_a, dims_b):
+        if a.shape[da] != b.shape[db]:
+            raise RuntimeError(f"contracted dimensions need to match, but first has size "
+                               f"{a.shape[da]} in dim {da} and second has size {b.shape[db]} in dim {db}")
+    free_a = [d for d in range(a.ndim) if d not in dims_a]
+    free_b = [d for d in range(b.ndim) if d not in dims_b]
+    k = 1
+    for d in dims_a:
+        k *= a.shape[d]
+    left = a.permute(*free_a, *dims_a).reshape(-1, k)
+    right = b.permute(*dims_b, *free_b).reshape(k, -1)
+    shape = tuple(a.shape[d] for d in free_a) + tuple(b.shape[d] for d in free_b)
+    return matmul(left, right).reshape(shape)
+
+
+def kron(input, other):  # noqa: A002
+    """``torch.kron``: the Kronecker product. Both are given the same number of dims (leading 1s),
+    then every element of ``input`` scales a whole copy of ``other``: shape ``a_i * b_i``."""
+    ndim = max(input.ndim, other.ndim)
+    a = input.reshape((1,) * (ndim - input.ndim) + tuple(input.shape))
+    b = other.reshape((1,) * (ndim - other.ndim) + tuple(other.shape))
+    interleaved_a = [s for n in a.shape for s in (n, 1)]  # a's dims at even places
+    interleaved_b = [s for n in b.shape for s in (1, n)]  # b's at odd places
+    product = a.reshape(interleaved_a) * b.reshape(interleaved_b)
+    return product.reshape(tuple(p * q for p, q in zip(a.shape, b.shape)))
