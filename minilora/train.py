@@ -874,6 +874,18 @@ def _checkpoint_step(out):
     return int(load_training_state(os.path.join(out, CHECKPOINT_NAME))["step"])
 
 
+def _checkpoint_learning_rate(path):
+    """The learning rate of the run checkpointed at ``path``; a missing or unreadable checkpoint is the
+    user's to fix (``UsageError``), found before any work -- also when ``--lr`` makes the value unneeded."""
+    from .cli import UsageError
+    if not os.path.isfile(path):
+        raise UsageError(f"--resume, but there is no checkpoint at {path}")
+    try:
+        return float(load_training_state(path)["scheduler"]["base_lrs"][0])
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise UsageError(f"--resume: {exc}") from None
+
+
 def cli_main(args):
     """``minilora train``; under ``mpirun -n N`` every rank runs it and they train together: data
     parallelism, ``--batch-size`` split over the ranks, rank 0 writing and printing. A rank that fails
@@ -920,17 +932,10 @@ def _train_command(args, rank=0, world=1):
     steps = args.steps if args.steps is not None else recommended["steps"]
     lr = args.lr if args.lr is not None else recommended["lr"]
     out = args.out or os.path.join("runs", f"{task_name}-{method}")
-    if args.resume and not os.path.isfile(os.path.join(out, CHECKPOINT_NAME)):
-        print(f"minilora train: --resume, but there is no checkpoint at "
-              f"{os.path.join(out, CHECKPOINT_NAME)}", file=sys.stderr)
-        return 1
-    if args.resume and args.lr is None:  # no --lr: the interrupted run's own, not the recommended one
-        try:
-            lr = float(load_training_state(os.path.join(out, CHECKPOINT_NAME))["scheduler"]["base_lrs"][0])
-        except (ValueError, KeyError, IndexError) as exc:
-            print(f"minilora train: {exc}", file=sys.stderr)
-            return 1
     from .cli import UsageError
+    if args.resume:
+        saved_lr = _checkpoint_learning_rate(os.path.join(out, CHECKPOINT_NAME))
+        lr = saved_lr if args.lr is None else lr  # no --lr: the interrupted run's own, not the recommended one
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out {out} is a file; the run folder must be a folder (or a new name)")
     _refuse_to_replace_a_run(args, out)

@@ -95,3 +95,31 @@ def test_out_dir_that_is_a_file_is_named(tmp_path):
     with pytest.raises(NotADirectoryError, match="out_dir .*a_file' is a file"):
         train(TinyLM(), DATA, lr=1e-2, out_dir=str(path), **KW)
     assert path.read_text() == "keep me"
+
+
+def run_cli(argv, capsys):
+    from minilora.cli import main
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.mark.parametrize("extra", [[], ["--lr", "1e-3"]])
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 cut short", bytes(range(100))],
+                         ids=["empty", "cut-zip", "not-a-zip"])
+def test_resume_from_a_truncated_checkpoint_is_a_usage_error(tmp_path, capsys, content, extra):
+    """With or without --lr (which skips reading the old run's lr): one line naming the file, exit 2,
+    before any work (with --lr it was a traceback from deep inside np.load)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.npz").write_bytes(content)
+    code, text = run_cli(["train", "--resume", "--out", str(run), "--steps", "2", *extra], capsys)
+    assert code == 2 and "Traceback" not in text, text
+    assert "minilora train: error: " in text and "checkpoint.npz" in text and "truncated or corrupted" in text, text
+    assert (run / "checkpoint.npz").read_bytes() == content  # nothing the user saved is touched
+
+
+def test_resume_without_a_checkpoint_is_a_usage_error(tmp_path, capsys):
+    code, text = run_cli(["train", "--resume", "--out", str(tmp_path / "none"), "--steps", "2"], capsys)
+    assert code == 2 and "minilora train: error: --resume, but there is no checkpoint at" in text, text
+    assert not (tmp_path / "none").exists()
