@@ -114,5 +114,6 @@ def main(argv=None):
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m minilora.cli`: run minilora.cli's main, whose UsageError the
+    # commands raise (this file, run as __main__, is a second module with a UsageError of its own)
+    sys.exit(importlib.import_module("minilora.cli").main())

@@ -847,7 +847,12 @@ def _check_same_run(args, out, write=True):
             os.makedirs(out, exist_ok=True)
             save_json(options, path)
         return
-    before = load_json(path)
+    try:
+        before = load_json(path)
+    except OSError as exc:  # (InvalidJSONError: the message names the file)
+        raise UsageError(f"--resume: {exc}") from None
+    if not isinstance(before, dict):
+        raise UsageError(f"--resume: {path} must be a JSON object, got a {type(before).__name__}")
     before.setdefault("dtype", "float32")  # a run.json from before --dtype: such runs were float32
     changed = [k for k in SAME_RUN_OPTIONS if k in before or k in options if before.get(k) != options.get(k)]
     if changed:

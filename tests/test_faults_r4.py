@@ -123,3 +123,37 @@ def test_resume_without_a_checkpoint_is_a_usage_error(tmp_path, capsys):
     code, text = run_cli(["train", "--resume", "--out", str(tmp_path / "none"), "--steps", "2"], capsys)
     assert code == 2 and "minilora train: error: --resume, but there is no checkpoint at" in text, text
     assert not (tmp_path / "none").exists()
+
+
+def saved_run(folder, run_json):
+    from minilora.train import save_training_state
+    folder.mkdir()
+    save_training_state(str(folder / "checkpoint.npz"), {"step": 1, "scheduler": {"base_lrs": [1e-3]}})
+    (folder / "run.json").write_bytes(run_json)
+    return folder
+
+
+@pytest.mark.parametrize("run_json, words", [(b"[1, 2]", "must be a JSON object, got a list"),
+                                             (b"{bad", "not valid JSON"),
+                                             (b'{"method": "\xff"}', "not valid JSON")],
+                         ids=["list", "syntax", "not-utf8"])
+def test_resume_with_a_damaged_run_json_is_a_usage_error(tmp_path, capsys, run_json, words):
+    run = saved_run(tmp_path / "run", run_json)
+    code, text = run_cli(["train", "--resume", "--out", str(run), "--steps", "2"], capsys)
+    assert code == 2 and "Traceback" not in text and "run.json" in text and words in text, text
+    assert (run / "run.json").read_bytes() == run_json
+
+
+def test_python_dash_m_minilora_cli_reports_usage_errors_in_one_line(tmp_path):
+    """`python -m minilora.cli` ran the file as __main__, whose UsageError is another class than the one
+    the commands raise (minilora.cli's): every usage error found late was a traceback with exit 1."""
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    (tmp_path / "a_file").write_text("")
+    done = subprocess.run([sys.executable, "-m", "minilora.cli", "train", "--out", str(tmp_path / "a_file"),
+                           "--steps", "1"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "minilora train: error: --out" in done.stderr
