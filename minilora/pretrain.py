@@ -116,6 +116,18 @@ All numbers: `pretrain.json`.
         f.write(text)
 
 
+def _check_arguments(parser, args):
+    """Refuse, before hours of work, a block the model's positions do not cover (its config.json would
+    claim max_position_embeddings it was trained past) and an output path that is a file."""
+    most = BASE_CONFIG["max_position_embeddings"]
+    if args.block_size > most:
+        parser.error(f"argument --block-size: must be at most the model's max_position_embeddings {most}, "
+                     f"got {args.block_size}")
+    for flag, path in (("--out", args.out), ("--run-dir", args.run_dir)):
+        if os.path.exists(path) and not os.path.isdir(path):
+            parser.error(f"argument {flag}: {path} is a file; it must be a folder (or a new name)")
+
+
 def main(argv=None):
     from .cli import non_negative_int, positive_float, positive_int
     p = argparse.ArgumentParser(prog="python -m minilora.pretrain", description=__doc__.split("\n\n")[0],
@@ -132,6 +144,7 @@ def main(argv=None):
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     p.add_argument("--no-progress", action="store_true", help="plain log lines instead of a bar")
     args = p.parse_args(argv)
+    _check_arguments(p, args)
     meta = pretrain(args.steps, args.out, args.run_dir, args.seed, args.batch_size, args.block_size,
                     args.lr, resume=args.resume, progress=not args.no_progress)
     print(f"wrote {args.out}: {meta['file_bytes'] / 1e6:.2f} MB, {meta['minutes']} min, "

@@ -157,3 +157,20 @@ def test_python_dash_m_minilora_cli_reports_usage_errors_in_one_line(tmp_path):
                            "--steps", "1"], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "minilora train: error: --out" in done.stderr
+
+
+@pytest.mark.parametrize("make_argv, words", [
+    (lambda tmp: ["--block-size", "257"], "--block-size: must be at most the model's max_position_embeddings 256"),
+    (lambda tmp: ["--out", str(tmp / "a_file")], "--out: "),
+    (lambda tmp: ["--run-dir", str(tmp / "a_file")], "--run-dir: ")], ids=["block", "out", "run-dir"])
+def test_pretrain_refuses_bad_arguments_before_any_work(tmp_path, capsys, monkeypatch, make_argv, words):
+    """A block past the positions the saved config declares trained silently past them; an --out or
+    --run-dir that is a file failed after the run (or at its first checkpoint)."""
+    from minilora import pretrain
+    monkeypatch.setattr(pretrain, "pretrain", lambda *a, **k: pytest.fail("pretraining started"))
+    (tmp_path / "a_file").write_text("keep me")
+    with pytest.raises(SystemExit) as stop:
+        pretrain.main(["--steps", "1", "--out", str(tmp_path / "o"), "--run-dir", str(tmp_path / "r"),
+                       *make_argv(tmp_path)])
+    assert stop.value.code == 2 and words in capsys.readouterr().err
+    assert (tmp_path / "a_file").read_text() == "keep me"
