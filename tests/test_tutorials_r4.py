@@ -301,3 +301,21 @@ def test_get_peft_model_keeps_the_users_config_as_peft(target_modules):
     our_model = ml_peft.get_peft_model(model, ours)
     assert (our_model.peft_config["default"] is ours) == (their_model.peft_config["default"] is theirs)
     assert sorted(ours.target_modules) == sorted(theirs.target_modules)
+
+
+def test_causal_lm_output_names_its_fields_as_transformers_5():
+    """transformers 5's CausalLMOutputWithPast: keys() say 'cache', and ``past_key_values`` (the old
+    name) still reads it, as an attribute, a key and in ``in``."""
+    reference, model = llama_pair()
+    reference.eval()
+    model.eval()
+    ids = [[3, 4, 5]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = reference(input_ids=torch.tensor(ids), labels=torch.tensor(ids))
+        expected = [type(theirs).__name__, list(theirs.keys()), "logits" in theirs, "past_key_values" in theirs,
+                    "hidden_states" in theirs, theirs["past_key_values"] is theirs.cache, len(theirs.to_tuple())]
+    ours = model(input_ids=ml.tensor(ids), labels=ml.tensor(ids))
+    assert [type(ours).__name__, list(ours.keys()), "logits" in ours, "past_key_values" in ours,
+            "hidden_states" in ours, ours["past_key_values"] is ours.cache, len(ours.to_tuple())] == expected
+    assert ours.past_key_values is ours.cache is ours[2]

@@ -35,7 +35,7 @@ from .checkpointing import checkpoint
 from .layers import Embedding, Linear, RMSNorm, SiLU
 from .module import Module, ModuleList, StateDictError
 
-__all__ = ["LlamaConfig", "KVCache", "CausalLMOutput", "LlamaRotaryEmbedding", "rope_inverse_frequencies",
+__all__ = ["LlamaConfig", "KVCache", "CausalLMOutput", "CausalLMOutputWithPast", "LlamaRotaryEmbedding", "rope_inverse_frequencies",
            "LlamaAttention", "LlamaRMSNorm",
            "LlamaMLP", "LlamaDecoderLayer", "LlamaModel", "LlamaForCausalLM", "causal_lm_loss", "parameter_shapes"]
 
@@ -784,16 +784,19 @@ def _first_float_dtype(folder):
 
 
 @dataclass
-class CausalLMOutput:
-    """What ``LlamaForCausalLM.__call__`` returns (transformers' ``CausalLMOutputWithPast``).
+class CausalLMOutputWithPast:
+    """What ``LlamaForCausalLM.__call__`` returns (transformers 5's ``CausalLMOutputWithPast``).
 
     As transformers' model outputs: ``out.logits``, ``out["logits"]``, and ``out[0]`` -- an index
     counts only the fields that are set, so ``out[0]`` is the loss when labels were given, else the
-    logits."""
+    logits. transformers 5 calls the KV cache ``cache``; ``past_key_values``, its old name, still
+    reads it (attribute, key, ``in``)."""
     loss: Tensor = None
     logits: Tensor = None
-    past_key_values: KVCache = None
+    cache: KVCache = None
     hidden_states: tuple = None  # with output_hidden_states=True
+
+    _OLD_NAMES = {"past_key_values": "cache"}
 
     def to_tuple(self):
         return tuple(getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None)
@@ -801,17 +804,23 @@ class CausalLMOutput:
     def keys(self):
         return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
 
+    def __contains__(self, key):
+        return self._OLD_NAMES.get(key, key) in self.keys()
+
     def __getitem__(self, key):
         if isinstance(key, str):
-            if key not in self.keys():
+            if key not in self:
                 raise KeyError(f"{key!r} is not set in this output; it has {self.keys()}")
-            return getattr(self, key)
+            return getattr(self, self._OLD_NAMES.get(key, key))
         return self.to_tuple()[key]
 
     @property
-    def cache(self):
-        """transformers 5's name for ``past_key_values``."""
-        return self.past_key_values
+    def past_key_values(self):
+        """transformers 4's name for ``cache``."""
+        return self.cache
+
+
+CausalLMOutput = CausalLMOutputWithPast  # minilora's earlier name
 
 
 def _last_positions(hidden, logits_to_keep):
@@ -923,7 +932,7 @@ class LlamaForCausalLM(Module):
         if labels is not None:
             loss = causal_lm_loss(logits, labels, reduction="mean" if num_items_in_batch is None else "sum")
             loss = loss if num_items_in_batch is None else loss / num_items_in_batch
-        out = CausalLMOutput(loss=loss, logits=logits, past_key_values=cache,
+        out = CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache,
                              hidden_states=states[0] if states else None)
         return out if return_dict else out.to_tuple()
 
