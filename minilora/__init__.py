@@ -105,6 +105,7 @@ from .ops.elementwise import rsub  # noqa: E402,F401
 from .ops import copysign, fmax, fmin, hypot, sgn, signbit  # noqa: E402,F401  (from ops: with out=)
 from .ops import logcumsumexp, nanmedian  # noqa: E402,F401
 from .ops import dist, inner, kron, tensordot, true_divide, vdot  # noqa: E402,F401
+from .ops import nanquantile, quantile  # noqa: E402,F401
 from .tensor import scalar_tensor  # noqa: E402,F401
 from .factories import as_tensor, asarray  # noqa: E402,F401
 from .factories import is_floating_point  # noqa: E402,F401

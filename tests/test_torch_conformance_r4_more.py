@@ -291,3 +291,75 @@ def test_inplace_cumsum_gradient(lib):
     assert y.cumsum_(1) is y
     (y * lib.tensor([1.0, 2, 3], dtype=lib.float64)).sum().backward()
     assert x.grad.tolist() == [[6.0, 5.0, 3.0], [6.0, 5.0, 3.0]]
+
+
+# ---- quantile / nanquantile ----------------------------------------------------------------------
+_Q = _R.standard_normal((3, 5, 4))
+_QN = _Q.copy()
+_QN[0, 1, 2] = np.nan
+_QN[1, :, 0] = np.nan  # (a whole row of NaN along dim 1)
+_Q_VALUES = {"0.3": 0.3, "0.5": 0.5, "1": 1.0, "0": 0, "vector": [0.1, 0.5, 0.75, 0.125], "0-d": 0.25}
+
+
+def _q_of(lib, key):
+    q = _Q_VALUES[key]
+    return lib.tensor(q, dtype=lib.float64) if key in ("vector", "0-d") else q
+
+
+@pytest.mark.parametrize("interpolation", ["linear", "lower", "higher", "midpoint", "nearest"])
+@pytest.mark.parametrize("dim,keepdim", [(None, False), (None, True), (0, False), (1, True), (-1, False)])
+@pytest.mark.parametrize("q", list(_Q_VALUES))
+@pytest.mark.parametrize("with_nan", [False, True], ids=["finite", "nan"])
+@pytest.mark.parametrize("name", ["quantile", "nanquantile"])
+def test_quantile_like_torch(name, with_nan, q, dim, keepdim, interpolation):
+    def outcome(lib):
+        x = lib.tensor(_QN if with_nan else _Q, dtype=lib.float64)
+        r = getattr(lib, name)(x, _q_of(lib, q), dim=dim, keepdim=keepdim, interpolation=interpolation)
+        return list(r.shape), np.array(r.tolist())
+    expected, got = outcome(torch), outcome(ml)
+    assert got[0] == expected[0]
+    # (1 ulp: torch's vectorised lerp uses a fused multiply-add, see the report on ml.lerp)
+    np.testing.assert_allclose(got[1], expected[1], rtol=1e-15, atol=1e-15, equal_nan=True)
+
+
+QUANTILE_ERRORS = {
+    "int input": lambda L: L.quantile(L.tensor([1, 2, 3]), 0.5),
+    "float16 input": lambda L: L.quantile(L.tensor([1.0, 2.0], dtype=L.float16), 0.5),
+    "q above 1": lambda L: L.quantile(L.tensor([1.0, 2.0]), 1.5),
+    "q below 0": lambda L: L.nanquantile(L.tensor([1.0, 2.0]), L.tensor([-0.1, 0.5])),
+    "q of another dtype": lambda L: L.quantile(L.tensor([1.0, 2.0]), L.tensor([0.5], dtype=L.float64)),
+    "q 2-d": lambda L: L.quantile(L.tensor([1.0, 2.0]), L.tensor([[0.5]])),
+    "unknown interpolation": lambda L: L.quantile(L.tensor([1.0, 2.0]), 0.5, interpolation="cubic"),
+    "empty": lambda L: L.quantile(L.tensor([]), 0.5),
+    "empty row": lambda L: L.quantile(L.empty(2, 0), 0.5, dim=1),
+    "0-d": lambda L: L.quantile(L.tensor(3.0), 0.5, dim=0, keepdim=True),
+    "0-d, q vector": lambda L: L.quantile(L.tensor(3.0), L.tensor([0.5, 0.2]), keepdim=True),
+    "out=": lambda L: L.quantile(L.tensor([[1.0, 5.0, 2.0]]), 0.5, 1, out=L.empty(0)),
+    "float32 method": lambda L: L.tensor([[1.0, 5.0, 2.0]]).quantile(0.5, dim=1, keepdim=True),
+    "nanquantile method": lambda L: L.tensor([[1.0, float("nan"), 2.0]]).nanquantile(0.5, 1),
+}
+
+
+@pytest.mark.parametrize("name", list(QUANTILE_ERRORS))
+def test_quantile_arguments_like_torch(name):
+    def outcome(lib):
+        try:
+            r = QUANTILE_ERRORS[name](lib)
+        except Exception as e:  # noqa: BLE001
+            return type(e).__name__
+        return str(r.dtype).split(".")[-1], r.tolist()
+    assert outcome(ml) == outcome(torch)
+
+
+@pytest.mark.parametrize("interpolation", ["linear", "lower", "higher", "midpoint", "nearest"])
+@pytest.mark.parametrize("name", ["quantile", "nanquantile"])
+def test_quantile_gradient(name, interpolation):
+    x = ml.tensor(_Q, dtype=ml.float64, requires_grad=True)
+    q = ml.tensor([0.1, 0.5, 0.8], dtype=ml.float64)
+    ml.testing.grad_check(lambda t: getattr(ml, name)(t, q, dim=1, interpolation=interpolation), x)
+    x = ml.tensor(_QN, dtype=ml.float64, requires_grad=True)
+    tx = torch.tensor(_QN, dtype=torch.float64, requires_grad=True)
+    getattr(ml, name)(x, q, dim=1, interpolation=interpolation).nansum().backward()
+    getattr(torch, name)(tx, torch.tensor([0.1, 0.5, 0.8], dtype=torch.float64), dim=1,
+                         interpolation=interpolation).nansum().backward()
+    np.testing.assert_allclose(np.array(x.grad.tolist()), tx.grad.numpy(), rtol=1e-12, equal_nan=True)

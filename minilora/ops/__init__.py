@@ -349,6 +349,7 @@ for _name, _fn in _MISSING_METHODS.items():
 
 # ---- products and in-place forms added in round 4 ------------------------------------------------
 from .matmul import inner, kron, tensordot, vdot  # noqa: E402
+from .reduce import nanquantile, quantile  # noqa: E402
 
 true_divide = div  # (torch's other name for div; divide is the third)
 
@@ -374,8 +375,8 @@ def _nan_to_num_(self, nan=0.0, posinf=None, neginf=None):
     return self._inplace(nan_to_num, nan=nan, posinf=posinf, neginf=neginf)
 
 
-for _name, _fn in {"inner": inner, "kron": kron, "vdot": vdot, "dist": dist, "cumsum_": _cumsum_,
-                   "cumprod_": _cumprod_, "addmm_": _addmm_, "nan_to_num_": _nan_to_num_,
+for _name, _fn in {"quantile": quantile, "nanquantile": nanquantile, "inner": inner, "kron": kron,
+                   "vdot": vdot, "dist": dist, "cumsum_": _cumsum_, "cumprod_": _cumprod_, "addmm_": _addmm_, "nan_to_num_": _nan_to_num_,
                    "divide_": Tensor.div_, "true_divide_": Tensor.div_}.items():
     setattr(Tensor, _name, _fn)
 
@@ -511,7 +512,7 @@ _OUT_FUNCTIONS = (
     "cat column_stack diag diff dstack hstack narrow_copy stack vstack "
     # kept in their modules until here (not Tensor methods above): top-level with out= from this module
     "copysign fmax fmin hypot sgn signbit logcumsumexp nanmedian inner kron vdot tensordot "
-    "true_divide").split()
+    "true_divide quantile nanquantile").split()
 from .elementwise import copysign, fmax, fmin, hypot, sgn, signbit  # noqa: E402
 from .reduce import logcumsumexp, nanmedian  # noqa: E402
 for _name in _OUT_FUNCTIONS:

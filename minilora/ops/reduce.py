@@ -793,3 +793,85 @@ def nanmedian(input, dim=NO_DIM, keepdim=False):
     if not keepdim:
         values, indices = values.squeeze(axis), indices.squeeze(axis)
     return return_type("nanmedian")(values, indices)
+
+
+# ---- quantile / nanquantile ----------------------------------------------------------------------
+_INTERPOLATIONS = ("linear", "lower", "higher", "midpoint", "nearest")
+
+
+@_numpy_aliases
+def quantile(input, q, dim=None, keepdim=False, *, interpolation="linear"):  # noqa: A002
+    """``torch.quantile``: the ``q``-th quantiles along ``dim`` (all elements when None), as torch
+    computes them: sort, take the values at ranks ``q * (n - 1)`` and interpolate between the two
+    around it. A row with a NaN gives NaN. ``q`` is a number or a 1-D tensor (then the result has a
+    leading dimension of its length). The gradient reaches the (at most two) elements used."""
+    return _quantile("quantile", input, q, dim, keepdim, interpolation, ignore_nan=False)
+
+
+@_numpy_aliases
+def nanquantile(input, q, dim=None, keepdim=False, *, interpolation="linear"):  # noqa: A002
+    """``torch.nanquantile``: ``quantile`` of the elements that are not NaN (NaN where all are)."""
+    return _quantile("nanquantile", input, q, dim, keepdim, interpolation, ignore_nan=True)
+
+
+def _quantile_q(name, input, q):
+    """``q`` as a float64 NumPy vector, and whether it was a scalar (no leading dimension)."""
+    if isinstance(q, Tensor):
+        if q.ndim > 1:
+            raise RuntimeError(f"{name}() q must be a scalar or 1D tensor")
+        if q.dtype != input.dtype:
+            raise RuntimeError(f"{name}() q tensor must be same dtype as the input tensor")
+        values, scalar = np.asarray(q.detach().cpu().numpy(), dtype=np.float64), q.ndim == 0
+    else:
+        values, scalar = np.asarray(float(q)), True
+    if ((values < 0) | (values > 1)).any():
+        raise RuntimeError(f"{name}() q values must be in the range [0, 1]")
+    return values.reshape(-1), scalar
+
+
+def _quantile(name, input, q, dim, keepdim, interpolation, ignore_nan):
+    from .elementwise import lerp
+    from .index import sort
+    from .shape import movedim
+    if input.dtype not in (np.float32, np.float64):
+        raise RuntimeError(f"{name}() input tensor must be either float or double dtype")
+    if interpolation not in _INTERPOLATIONS:
+        raise RuntimeError(f"{name}() interpolation must be one of linear, lower, higher, midpoint or "
+                           f"nearest. Got {interpolation}")
+    qs, scalar_q = _quantile_q(name, input, q)
+    if input.numel() == 0:
+        raise RuntimeError(f"{name}() input tensor must be non-empty")
+    if input.ndim == 0:  # (its one element is every quantile; dim 0 / -1 names it)
+        _axes(dim, 1)
+        dim = None
+    axis = None if dim is None else _axes(dim, input.ndim)[0]
+    rows = input.reshape(-1) if axis is None else movedim(input, axis, -1)
+    ordered = sort(rows, dim=-1).values  # (NaN sorts last)
+    ranks = _quantile_ranks(ordered, qs, ignore_nan)  # (..., len(q)), float64, outside the graph
+    below, above = np.floor(ranks), np.ceil(ranks)
+    if interpolation == "nearest":
+        below = above = np.round(ranks)  # (half to even, as torch's round)
+    weights = {"lower": 0.0 * ranks, "higher": 1.0 + 0.0 * ranks, "midpoint": 0.5 + 0.0 * ranks
+               }.get(interpolation, ranks - below)
+    take = lambda idx: gather(ordered, -1, Tensor(idx.astype(np.int64), dtype=np.int64,  # noqa: E731
+                                                  device=input.device))
+    weight = Tensor(weights.astype(input.dtype), dtype=input.dtype, device=input.device)
+    out = lerp(take(below), take(above), weight)  # (..., len(q))
+    out = movedim(out, -1, 0)
+    if keepdim:
+        keep_axes = range(input.ndim) if axis is None else (axis,)
+        for a in keep_axes:
+            out = out.unsqueeze(a + 1)
+    return out[0] if scalar_q else out
+
+
+def _quantile_ranks(ordered, qs, ignore_nan):
+    """torch's ranks: ``q * (count - 1)``, with the last index (a NaN) for a row torch answers NaN."""
+    values = ordered.detach().cpu().numpy()
+    last = values.shape[-1] - 1
+    nan = np.isnan(values)
+    if ignore_nan:
+        ranks = qs * (np.sum(~nan, axis=-1, keepdims=True) - 1)
+        return np.where(ranks < 0, last, ranks)
+    ranks = np.broadcast_to(qs * last, values.shape[:-1] + qs.shape)
+    return np.where(nan.any(axis=-1, keepdims=True), last, ranks)
