@@ -319,3 +319,20 @@ def test_causal_lm_output_names_its_fields_as_transformers_5():
     assert [type(ours).__name__, list(ours.keys()), "logits" in ours, "past_key_values" in ours,
             "hidden_states" in ours, ours["past_key_values"] is ours.cache, len(ours.to_tuple())] == expected
     assert ours.past_key_values is ours.cache is ours[2]
+
+
+@pytest.mark.parametrize("config_name, fields", [
+    ("VeraConfig", dict(r=4, target_modules=["q_proj"])),
+    ("AdaLoraConfig", dict(init_r=4, target_r=2, target_modules=["q_proj"], total_step=8))])
+def test_print_other_adapters_names_the_layer_as_peft(config_name, fields):
+    """PEFT prints ``vera.Linear(`` and ``adalora.SVDLinear(`` (the class name with the tuner's prefix)."""
+    reference, model = llama_pair()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = str(peft.get_peft_model(reference, getattr(peft, config_name)(**fields)))
+    got = str(ml_peft.get_peft_model(model, getattr(ml_peft, config_name)(**fields)))
+    def q_proj_line(text):
+        return next(line.strip() for line in text.splitlines() if "(q_proj)" in line)
+    assert q_proj_line(got) == q_proj_line(expected)
+    if config_name == "VeraConfig":
+        same_text(expected, got)

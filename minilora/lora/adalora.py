@@ -106,6 +106,7 @@ class SVDLinear(BaseTunerLayer):
     ``lora_A.<name>`` [r, in], ``lora_E.<name>`` [r, 1], ``lora_B.<name>`` [out, r] are plain Parameters
     (file keys ``...q_proj.lora_A``), ``ranknum.<name>`` a frozen [1] holding the initial rank."""
 
+    peft_name = "adalora.SVDLinear"  # as print(model) shows it in PEFT
     adapter_layer_names = ("lora_A", "lora_B", "lora_E")
     other_param_names = ("ranknum", "lora_dropout")
 

@@ -115,10 +115,11 @@ class BaseTunerLayer(Module):
 
     adapter_layer_names = ()  # the dicts holding trainable per-adapter weights
     base_types = (_NNLinear,)  # what this kind of layer can wrap
-    repr_prefix = ""  # print(model) shows PEFT's names: "lora.Linear(", "vera.Linear(", ...
+    peft_name = None  # the name print(model) shows, PEFT's: "lora.Linear", "vera.Linear", ...
 
     def __repr__(self):
-        return self.repr_prefix + super().__repr__()
+        text = super().__repr__()
+        return text if self.peft_name is None else self.peft_name + text[len(self._get_name()):]
 
     def __init__(self, base_layer):
         super().__init__()
@@ -322,7 +323,7 @@ class Linear(BaseTunerLayer):
     ``r -> out`` (weight ``[out, r]``). With DoRA, ``lora_magnitude_vector[name].weight`` ``[out]``.
     """
 
-    repr_prefix = "lora."
+    peft_name = "lora.Linear"
     adapter_layer_names = ("lora_A", "lora_B", "lora_magnitude_vector")
     other_param_names = ("lora_dropout",)
 
@@ -545,7 +546,7 @@ class Embedding(BaseTunerLayer):
     PEFT's embedding LoRA has none. The base layer's ``padding_idx`` applies to the A lookup too.
     """
 
-    repr_prefix = "lora."
+    peft_name = "lora.Embedding"
     adapter_layer_names = ("lora_embedding_A", "lora_embedding_B")
     other_param_names = ("lora_dropout",)  # PEFT keeps a (never applied) dropout per adapter here too
     base_types = (_NNEmbedding,)
@@ -636,7 +637,7 @@ class VeraLinear(BaseTunerLayer):
     ``vera_lambda_b`` ``[out]`` are trained -- r + out numbers per layer.
     """
 
-    repr_prefix = "vera."
+    peft_name = "vera.Linear"
     adapter_layer_names = ("vera_lambda_b", "vera_lambda_d")
     other_param_names = ("vera_dropout",)
 
