@@ -324,6 +324,10 @@ def encode_prompt(tokenizer, text):
 def encode_example(tokenizer, example):
     """``[bos] prompt answer [eos]`` with labels ``-100`` on ``[bos] prompt``: the loss (and so the
     gradient) comes from the answer and the EOS only -- the model learns to answer and to stop."""
+    for field in ("prompt", "answer"):  # (None or a number failed deep in the tokenizer)
+        value = getattr(example, field)
+        if not isinstance(value, str):
+            raise TypeError(f"Example.{field} must be a str, got {type(value).__name__}: {value!r}")
     prompt = encode_prompt(tokenizer, example.prompt)
     answer = tokenizer.encode(example.answer, add_special_tokens=False) + [tokenizer.eos_token_id]
     return prompt + answer, [IGNORE_INDEX] * len(prompt) + answer
@@ -336,6 +340,8 @@ def encode_document(tokenizer, text):
 def pack(token_ids, block_size):
     """Cut one long token stream into ``[N, block_size]`` rows (the tail that does not fill a row
     is dropped). Pretraining packs documents back to back: no padding is wasted."""
+    if not isinstance(block_size, (int, np.integer)) or isinstance(block_size, bool) or block_size < 1:
+        raise ValueError(f"pack: block_size must be an integer >= 1, got {block_size!r}")
     ids = np.asarray(token_ids, dtype=np.int64)
     n = len(ids) // block_size
     if n == 0:
@@ -375,6 +381,21 @@ def _check_token_ids(values, what, length=None):
                         "a Dataset of (features, label) samples use minilora.utils.data.DataLoader")
 
 
+def _check_items(items):
+    """What ``DataLoader`` batches: ``[N, T]`` packed rows, or ``(ids, labels)`` pairs of token ids of one
+    length. Checked when the loader is made, so a bad item is named before any step, not when first drawn."""
+    if isinstance(items, np.ndarray):
+        if items.ndim != 2:
+            raise ValueError(f"DataLoader: an array of items must be [N, T] packed rows, got shape {items.shape}")
+        return
+    for index, item in enumerate(items):
+        if isinstance(item, (str, bytes)) or not hasattr(item, "__len__") or len(item) != 2:
+            kind = type(item).__name__ + (f" of length {len(item)}" if hasattr(item, "__len__") else "")
+            raise TypeError(f"DataLoader: item {index} should be an (ids, labels) pair, got {kind}")
+        _check_token_ids(item[0], f"sequence {index}")
+        _check_token_ids(item[1], f"labels {index}", length=len(item[0]))
+
+
 class DataLoader:
     """Seeded batches over a list of ``(ids, labels)`` pairs (or an ``[N, T]`` array of packed rows).
 
@@ -388,6 +409,7 @@ class DataLoader:
             raise ValueError("DataLoader: no items")
         if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be an integer >= 1, got {batch_size!r}")
+        _check_items(items)
         self.items, self.batch_size, self.seed = items, int(batch_size), int(seed)
         self.pad_id, self.shuffle = pad_id, shuffle
         if not 0 <= rank < num_replicas:

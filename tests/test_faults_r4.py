@@ -174,3 +174,34 @@ def test_pretrain_refuses_bad_arguments_before_any_work(tmp_path, capsys, monkey
                        *make_argv(tmp_path)])
     assert stop.value.code == 2 and words in capsys.readouterr().err
     assert (tmp_path / "a_file").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("items, words", [
+    (["abc", "def"], r"item 0 should be an \(ids, labels\) pair, got str"),
+    ([([1, 2], [1, 2]), [3]], r"item 1 should be an \(ids, labels\) pair, got list of length 1"),
+    ([([1, 2], [1, 2]), ([1, 2], [1])], "labels 1 should be a 1-D sequence of integers of length 2"),
+    ([([1, 2.5], [1, 2])], "sequence 0 should be a 1-D sequence of integers"),
+    (np.arange(5), r"an array of items must be \[N, T\] packed rows, got shape \(5,\)")],
+    ids=["strings", "not-a-pair", "labels-length", "float-ids", "1-d-array"])
+def test_dataloader_names_a_bad_item_when_built(items, words):
+    """Found when the loader is made, not at the batch that first draws the item (a 1-D array batched
+    into 1-D 'rows' with no error at all)."""
+    with pytest.raises((TypeError, ValueError), match=words):
+        DataLoader(items, batch_size=2)
+
+
+@pytest.mark.parametrize("block_size", [0, -1, 2.5, True])
+def test_pack_block_size_must_be_a_whole_number(block_size):
+    from minilora.data import pack
+    with pytest.raises(ValueError, match=rf"pack: block_size must be an integer >= 1, got {block_size!r}"):
+        pack([1, 2, 3], block_size)
+
+
+@pytest.mark.parametrize("field", ["prompt", "answer"])
+@pytest.mark.parametrize("value", [None, 5, ["a"]])
+def test_example_text_of_the_wrong_type_is_named(field, value):
+    from minilora.data import Example, encode_example
+    from minilora.tokenizer import ByteTokenizer
+    example = Example(**{"prompt": "Q", "answer": "A", field: value})
+    with pytest.raises(TypeError, match=rf"Example\.{field} must be a str, got {type(value).__name__}"):
+        encode_example(ByteTokenizer(), example)
