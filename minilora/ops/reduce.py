@@ -847,7 +847,8 @@ def _quantile(name, input, q, dim, keepdim, interpolation, ignore_nan):
     axis = None if dim is None else _axes(dim, input.ndim)[0]
     rows = input.reshape(-1) if axis is None else movedim(input, axis, -1)
     ordered = sort(rows, dim=-1).values  # (NaN sorts last)
-    ranks = _quantile_ranks(ordered, qs, ignore_nan)  # (..., len(q)), float64, outside the graph
+    ranks = _quantile_ranks(ordered, qs.astype(input.dtype), ignore_nan)  # (..., len(q)), in input's
+    # dtype as torch's (q * (n - 1) and the weights rounded to float32 for float32), outside the graph
     below, above = np.floor(ranks), np.ceil(ranks)
     if interpolation == "nearest":
         below = above = np.round(ranks)  # (half to even, as torch's round)
@@ -871,7 +872,7 @@ def _quantile_ranks(ordered, qs, ignore_nan):
     last = values.shape[-1] - 1
     nan = np.isnan(values)
     if ignore_nan:
-        ranks = qs * (np.sum(~nan, axis=-1, keepdims=True) - 1)
-        return np.where(ranks < 0, last, ranks)
-    ranks = np.broadcast_to(qs * last, values.shape[:-1] + qs.shape)
-    return np.where(nan.any(axis=-1, keepdims=True), last, ranks)
+        ranks = qs * (np.sum(~nan, axis=-1, keepdims=True) - 1).astype(qs.dtype)
+        return np.where(ranks < 0, last, ranks).astype(qs.dtype)
+    ranks = np.broadcast_to(qs * qs.dtype.type(last), values.shape[:-1] + qs.shape)
+    return np.where(nan.any(axis=-1, keepdims=True), last, ranks).astype(qs.dtype)
