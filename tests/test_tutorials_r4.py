@@ -336,3 +336,12 @@ def test_print_other_adapters_names_the_layer_as_peft(config_name, fields):
     assert q_proj_line(got) == q_proj_line(expected)
     if config_name == "VeraConfig":
         same_text(expected, got)
+
+
+def test_print_dora_model_shows_what_peft_shows():
+    reference, model = llama_pair()
+    config = dict(r=4, lora_alpha=8, target_modules=["q_proj"], use_dora=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = str(peft.get_peft_model(reference, peft.LoraConfig(**config)))
+    same_text(expected, str(ml_peft.get_peft_model(model, ml_peft.LoraConfig(**config))))

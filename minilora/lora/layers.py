@@ -298,6 +298,9 @@ class DoraMagnitude(Module):
         super().__init__()
         self.weight = Parameter(row_norms)
 
+    def __repr__(self):  # PEFT's class for it, as print(model) shows it there
+        return "lora.dora.DoraLinearLayer" + super().__repr__()[len(self._get_name()):]
+
 
 def _dropout_module(config):
     """``Dropout(lora_dropout)``, or ``Identity()`` when it is 0 (PEFT's choice, seen in print(model))."""
