@@ -122,11 +122,9 @@ class _Tokenizer:
         single = isinstance(text, str)
         if not single and not (isinstance(text, (list, tuple)) and all(isinstance(t, str) for t in text)):
             raise TypeError(f"text must be a string or a list of strings, got {type(text).__name__}")
-        rows = [self.encode(t, add_special_tokens) for t in ([text] if single else text)]
         padding, truncation = _strategies(padding, truncation, max_length)
-        if truncation:
-            rows = [self._truncate(r, max_length if max_length is not None else self.model_max_length)
-                    for r in rows]
+        length = (max_length if max_length is not None else self.model_max_length) if truncation else None
+        rows = [self._encode_truncated(t, add_special_tokens, length) for t in ([text] if single else text)]
         out = self.pad({"input_ids": rows}, padding=padding or False, max_length=max_length,
                        pad_to_multiple_of=pad_to_multiple_of, padding_side=padding_side,
                        return_attention_mask=return_attention_mask, return_tensors=return_tensors)
@@ -134,10 +132,18 @@ class _Tokenizer:
             out = BatchEncoding({k: v[0] for k, v in out.items()})
         return out
 
-    def _truncate(self, ids, length):
-        if len(ids) <= length:
+    def _encode_truncated(self, text, add_special_tokens, length):
+        """``encode``, cut to ``length`` (None: not cut) as transformers cuts: the text's tokens on
+        ``truncation_side``, the special tokens (BOS, EOS) always kept -- a left cut never drops the BOS."""
+        ids = self.encode(text, add_special_tokens)
+        if length is None or len(ids) <= length:
             return ids
-        return ids[:length] if self.truncation_side == "right" else ids[len(ids) - length:]
+        plain = self.encode(text, False)
+        start = next((k for k in range(len(ids) - len(plain) + 1) if ids[k:k + len(plain)] == plain), 0)
+        prefix, suffix = ids[:start], ids[start + len(plain):]
+        keep = max(length - len(prefix) - len(suffix), 0)
+        kept = plain[:keep] if self.truncation_side == "right" else plain[len(plain) - keep:]
+        return prefix + kept + suffix
 
     def pad(self, encoded_inputs, padding=True, max_length=None, pad_to_multiple_of=None, padding_side=None,
             return_attention_mask=None, return_tensors=None):

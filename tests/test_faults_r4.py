@@ -205,3 +205,20 @@ def test_example_text_of_the_wrong_type_is_named(field, value):
     example = Example(**{"prompt": "Q", "answer": "A", field: value})
     with pytest.raises(TypeError, match=rf"Example\.{field} must be a str, got {type(value).__name__}"):
         encode_example(ByteTokenizer(), example)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("add_special_tokens", [True, False])
+def test_truncation_keeps_special_tokens_as_transformers(tmp_path, side, add_special_tokens):
+    """A prompt longer than max_length, truncation=True: transformers cuts the text and keeps the BOS;
+    minilora cut the row with its BOS, so truncation_side='left' silently dropped the BOS."""
+    transformers = pytest.importorskip("transformers")
+    from minilora import tokenizer as mt
+    mt.ByteTokenizer().save_pretrained(str(tmp_path))
+    hf = transformers.PreTrainedTokenizerFast.from_pretrained(str(tmp_path))
+    for mine in (mt.ByteTokenizer(), mt.from_pretrained(str(tmp_path))):
+        mine.truncation_side = hf.truncation_side = side
+        for max_length in range(1, 8):
+            kw = dict(truncation=True, max_length=max_length, add_special_tokens=add_special_tokens)
+            for text in ("hello world", ["hello world", "hi"]):
+                assert dict(mine(text, **kw)) == dict(hf(text, **kw)), (type(mine).__name__, kw, text)
