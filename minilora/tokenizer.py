@@ -301,6 +301,14 @@ def _render_chat(template, messages, add_generation_prompt, continue_final_messa
     return text
 
 
+def _check_text(text):
+    """encode() takes one string; anything else is transformers' ValueError (it was an AttributeError on
+    bytes, None or a number, or the tokenizers library's TypeError)."""
+    if not isinstance(text, str):
+        raise ValueError("text input must be of type `str` (single example), got "
+                         f"{type(text).__name__}: {text!r:.60}")
+
+
 def _id_list(ids):
     """Ids as a list of Python ints, from an int, a list, an array or a minilora Tensor."""
     if hasattr(ids, "tolist"):
@@ -329,6 +337,7 @@ class ByteTokenizer(_Tokenizer):
     vocab_size = 259
 
     def encode(self, text, add_special_tokens=True):
+        _check_text(text)
         ids = list(text.encode("utf-8"))
         return [self.bos_token_id] + ids if add_special_tokens else ids
 
@@ -412,6 +421,7 @@ class HFTokenizer(_Tokenizer):
     def encode(self, text, add_special_tokens=True):
         """Ids of ``text``; ``add_special_tokens`` runs the tokenizer's post-processor (which is what
         adds BOS for Llama tokenizers)."""
+        _check_text(text)
         return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
 
     def decode(self, token_ids, skip_special_tokens=False):

@@ -222,3 +222,16 @@ def test_truncation_keeps_special_tokens_as_transformers(tmp_path, side, add_spe
             kw = dict(truncation=True, max_length=max_length, add_special_tokens=add_special_tokens)
             for text in ("hello world", ["hello world", "hi"]):
                 assert dict(mine(text, **kw)) == dict(hf(text, **kw)), (type(mine).__name__, kw, text)
+
+
+@pytest.mark.parametrize("text", [5, None, b"ab"], ids=["int", "None", "bytes"])
+def test_encode_of_what_is_not_text_is_transformers_value_error(tmp_path, text):
+    transformers = pytest.importorskip("transformers")
+    from minilora import tokenizer as mt
+    mt.ByteTokenizer().save_pretrained(str(tmp_path))
+    hf = transformers.PreTrainedTokenizerFast.from_pretrained(str(tmp_path))
+    with pytest.raises(ValueError, match="text input must be of type `str`"):
+        hf.encode(text)
+    for mine in (mt.ByteTokenizer(), mt.from_pretrained(str(tmp_path))):
+        with pytest.raises(ValueError, match="text input must be of type `str`"):
+            mine.encode(text)
