@@ -672,6 +672,9 @@ FUNCTION_SIGNATURES = {
     "std": "std(input, dim=None, unbiased=True, keepdim=False, *, correction=None)",
     "max": "max(input, dim=None, keepdim=False, *, other=None)",  # the overloads: see TORCH_SIGNATURES
     "min": "min(input, dim=None, keepdim=False, *, other=None)",
+    # torch's docstring says `values`; its argument parser takes input= (values= is a TypeError)
+    "searchsorted": "searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=None, "
+                    "sorter=None)",
 }
 METHODS = ["sum", "mean", "prod", "max", "min", "amax", "amin", "argmax", "argmin", "var", "std",
            "logsumexp", "norm", "all", "any", "softmax", "log_softmax", "clamp", "clip", "maximum",
