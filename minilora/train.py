@@ -43,12 +43,17 @@ from .dtypes import HAS_BFLOAT16, bfloat16, is_floating, to_dtype
 from .data import IGNORE_INDEX, DataLoader, mean_loss
 from .tensor import Tensor, no_grad
 
-__all__ = ["train", "TrainResult", "TrainingDivergedError", "NonFiniteLossError", "save_training_state",
-           "load_training_state", "CHECKPOINT_NAME", "add_cli_arguments", "cli_main"]
+__all__ = ["train", "TrainResult", "TrainingDivergedError", "NonFiniteLossError", "ResumeError",
+           "save_training_state", "load_training_state", "CHECKPOINT_NAME", "add_cli_arguments", "cli_main"]
 
 CHECKPOINT_NAME = "checkpoint.npz"
 METRICS_NAME = "metrics.jsonl"
 PLOT_NAME = "loss.png"
+
+
+class ResumeError(ValueError):
+    """``train(resume=...)`` refused the checkpoint: it does not fit this model and setup (another
+    rank, model or method), or lacks an entry. ``minilora train --resume`` reports it as a usage error."""
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -471,7 +476,10 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
         try:
             start, losses = _restore(state, named, optimizer, scheduler)
         except ValueError as exc:  # name the file: the message alone does not say which run it was
-            raise ValueError(f"resume from {path}: {exc}") from None
+            raise ResumeError(f"resume from {path}: {exc}") from None
+        except KeyError as exc:  # a file save_training_state did not write (or an edited one)
+            raise ResumeError(f"resume from {path}: the checkpoint has no {exc.args[0]!r} entry; it was not "
+                              "written by minilora.train") from None
         if start > steps:
             raise ValueError(f"resume: the checkpoint is already at step {start} > steps={steps}")
         _use_new_learning_rate(scheduler, lr, start)
@@ -1022,6 +1030,8 @@ def _train_command(args, rank=0, world=1):
                        save_every=args.eval_every, out_dir=out, seed=args.seed, resume=args.resume,
                        progress="lines" if args.no_progress else True,
                        after_optimizer_step=after_optimizer_step)
+    except ResumeError as exc:  # checked before the first step: the run folder is the user's to fix
+        raise UsageError(f"--resume: {exc}") from None
     except TrainingInterrupted as exc:
         print(f"minilora train: interrupted after step {exc.step} of {steps}; checkpoint {exc.checkpoint} holds "
               f"it. To continue, run the same command with --resume.", file=sys.stderr)

@@ -235,3 +235,19 @@ def test_encode_of_what_is_not_text_is_transformers_value_error(tmp_path, text):
     for mine in (mt.ByteTokenizer(), mt.from_pretrained(str(tmp_path))):
         with pytest.raises(ValueError, match="text input must be of type `str`"):
             mine.encode(text)
+
+
+def test_resume_from_a_checkpoint_that_train_did_not_write_is_named(tmp_path, capsys):
+    """A checkpoint without the model's entry (hand-made, or another program's .npz): a KeyError
+    traceback from inside train() before; now ResumeError (a ValueError) naming the file and the entry,
+    and `minilora train --resume` reports it in one line with exit 2."""
+    from minilora.train import ResumeError, save_training_state
+    path = tmp_path / "checkpoint.npz"
+    save_training_state(str(path), {"step": 1, "scheduler": {"base_lrs": [1e-3]}})
+    with pytest.raises(ResumeError, match=r"checkpoint.npz: the checkpoint has no 'model' entry"):
+        train(TinyLM(), DATA, lr=1e-2, resume=str(path), **KW)
+    run = saved_run(tmp_path / "run", b"{}")
+    (run / "run.json").unlink()
+    code, text = run_cli(["train", "--resume", "--out", str(run), "--steps", "2", "--no-progress"], capsys)
+    assert code == 2 and "Traceback" not in text, text
+    assert "minilora train: error: --resume: resume from" in text and "no 'model' entry" in text, text
