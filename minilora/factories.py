@@ -958,30 +958,85 @@ def with_out(factory):
     def call(*args, out=None, **kwargs):
         if out is None:
             return factory(*args, **kwargs)
-        name = factory.__name__
-        if not isinstance(out, Tensor):
-            raise TypeError(f"{name}(): argument 'out' must be Tensor, not {type(out).__name__}")
+        _check_out(factory.__name__, out)
         dtype = kwargs.pop("dtype", None)
         if dtype is not None and dtypes.to_dtype(dtype) != out.dtype:
             raise RuntimeError(f"dtype {dtypes.torch_name(dtypes.to_dtype(dtype))} does not match dtype "
                                f"of out parameter ({dtypes.torch_name(out.dtype)})")
-        if out.requires_grad and _grad_enabled():
-            raise RuntimeError(f"{name}(): functions with out=... arguments don't support automatic "
-                               f"differentiation, but one of the arguments requires grad.")
-        result = factory(*args, dtype=out.dtype, **kwargs)
-        if result.device != out.device:
-            raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two "
-                               f"devices, {out.device} and {result.device}!")
-        out._check_inplace()
-        if out.shape == result.shape:
-            out._array[...] = result._array
-        else:
-            out._array = result._array  # (torch's resize_: a fresh buffer of the new shape)
-        out._bump_version()
-        return out
+        return _write_into(out, factory(*args, dtype=out.dtype, **kwargs))
     return call
+
+
+def _random_with_out(draw, drawn_for_out):
+    """``draw`` (bernoulli, multinomial, normal) taking ``out=``: ``drawn_for_out(out, args, kwargs)``
+    refuses an out torch refuses and draws; the draw is then written into ``out`` in its dtype."""
+    import functools
+
+    @functools.wraps(draw)
+    def call(*args, out=None, **kwargs):
+        if out is None:
+            return draw(*args, **kwargs)
+        _check_out(draw.__name__, out)
+        result = drawn_for_out(out, args, kwargs)
+        return _write_into(out, Tensor(dtypes.cast(result._array, out.dtype), dtype=out.dtype,
+                                       device=result.device))
+    return call
+
+
+def _normal_for_out(out, args, kwargs):
+    """normal(0., 1., size, out=t) draws in out's dtype; normal(mean_tensor, ...) wants out of the
+    result's shape (torch broadcasts out with mean and std rather than resizing it)."""
+    if not _any_tensor(args, kwargs):
+        _refuse_integer(out, "normal_kernel_cpu")
+        return _plain_normal(*args, dtype=out.dtype, **kwargs)
+    result = _plain_normal(*args, **kwargs)
+    if out.shape != result.shape:
+        raise RuntimeError(f"The size of out {list(out.shape)} must match the size of the normal's "
+                           f"result {list(result.shape)}")
+    _refuse_integer(out, "normal_kernel_cpu")
+    return result
+
+
+def _bernoulli_for_out(out, args, kwargs):
+    return _plain_bernoulli(*args, **kwargs)  # (0 and 1 go into an out of any dtype)
+
+
+def _multinomial_for_out(out, args, kwargs):
+    if out.dtype != dtypes.int64:
+        raise RuntimeError(f"multinomial expects Long tensor out, got: {dtypes.torch_name(out.dtype)}")
+    return _plain_multinomial(*args, **kwargs)
+
+
+def _any_tensor(args, kwargs):
+    return any(isinstance(a, Tensor) for a in (*args, *kwargs.values()))
+
+
+def _check_out(name, out):
+    if not isinstance(out, Tensor):
+        raise TypeError(f"{name}(): argument 'out' must be Tensor, not {type(out).__name__}")
+    if out.requires_grad and _grad_enabled():
+        raise RuntimeError(f"{name}(): functions with out=... arguments don't support automatic "
+                           f"differentiation, but one of the arguments requires grad.")
+
+
+def _write_into(out, result):
+    """``result``'s values written into ``out`` (resized to its shape); returns ``out``."""
+    if result.device != out.device:
+        raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two "
+                           f"devices, {out.device} and {result.device}!")
+    out._check_inplace()
+    if out.shape == result.shape:
+        out._array[...] = result._array
+    else:
+        out._array = result._array  # (torch's resize_: a fresh buffer of the new shape)
+    out._bump_version()
+    return out
 
 
 for _name in ("zeros", "ones", "empty", "full", "eye", "rand", "randn", "randint", "linspace",
               "logspace", "randperm"):
     globals()[_name] = with_out(globals()[_name])
+_plain_normal, _plain_bernoulli, _plain_multinomial = normal, bernoulli, multinomial
+normal = _random_with_out(normal, _normal_for_out)
+bernoulli = _random_with_out(bernoulli, _bernoulli_for_out)
+multinomial = _random_with_out(multinomial, _multinomial_for_out)

@@ -377,3 +377,26 @@ def test_quantile_float32_ranks_rounded_as_torch(name, q):
     finite = ~np.isnan(expected)
     assert (np.isnan(got) == ~finite).all()
     np.testing.assert_array_max_ulp(got[finite], expected[finite], maxulp=1)
+
+
+RANDOM_OUT_CALLS = {
+    "bernoulli": lambda L, O: L.bernoulli(L.full((2, 3), 0.5), out=O),
+    "multinomial": lambda L, O: L.multinomial(L.ones(2, 3), 2, out=O),
+    "normal_numbers": lambda L, O: L.normal(0.0, 1.0, (2,), out=O),
+    "normal_tensor": lambda L, O: L.normal(L.zeros(2, 3), 1.0, out=O),  # (an empty out: refused)
+    "normal_tensor_sized": lambda L, O: L.normal(L.zeros(2, 3), 1.0, out=O),
+}
+
+
+@pytest.mark.parametrize("out_dtype", ["float32", "float64", "int64", "int32", "bool"])
+@pytest.mark.parametrize("name", list(RANDOM_OUT_CALLS))
+def test_random_out_like_torch(name, out_dtype):
+    """bernoulli/multinomial/normal(out=): out's dtype and shape as torch (values: minilora's stream)."""
+    def outcome(lib):
+        out = lib.empty((2, 3) if name.endswith("sized") else (0,), dtype=getattr(lib, out_dtype))
+        try:
+            r = RANDOM_OUT_CALLS[name](lib, out)
+        except Exception as e:  # noqa: BLE001
+            return type(e).__name__
+        return r is out, str(out.dtype).split(".")[-1], list(out.shape)
+    assert outcome(ml) == outcome(torch)
