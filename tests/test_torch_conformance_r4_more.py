@@ -208,7 +208,8 @@ PRODUCT_CALLS = {
     "Tensor.kron": lambda L, t: t(V).kron(t(M)),
     "true_divide": lambda L, t: L.true_divide(t(M), t(N.T)),
     "true_divide_int": lambda L, t: L.true_divide(L.tensor([3, 4]), 2),
-    "searchsorted_input_kw": lambda L, t: L.searchsorted(t(np.array([1.0, 3, 5])), input=t(np.array([2.0, 5]))),
+    "searchsorted_input_kw": lambda L, t: L.searchsorted(t(np.array([1.0, 3, 5])),
+                                                         input=t(np.array([2.0, 5]))),
 }
 
 

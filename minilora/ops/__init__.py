@@ -376,7 +376,8 @@ def _nan_to_num_(self, nan=0.0, posinf=None, neginf=None):
 
 
 for _name, _fn in {"quantile": quantile, "nanquantile": nanquantile, "inner": inner, "kron": kron,
-                   "vdot": vdot, "dist": dist, "cumsum_": _cumsum_, "cumprod_": _cumprod_, "addmm_": _addmm_, "nan_to_num_": _nan_to_num_,
+                   "vdot": vdot, "dist": dist, "cumsum_": _cumsum_, "cumprod_": _cumprod_,
+                   "addmm_": _addmm_, "nan_to_num_": _nan_to_num_,
                    "divide_": Tensor.div_, "true_divide_": Tensor.div_}.items():
     setattr(Tensor, _name, _fn)
 
