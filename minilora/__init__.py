@@ -41,14 +41,23 @@ def arange(start=0, end=None, step=1, *, dtype=None, device=None, requires_grad=
         dtype = dtypes.get_default_dtype() if floating else dtypes.int64
     dtype = _to_dtype(dtype)
     start, end, step = bounds
+    if dtype == dtypes.bool:
+        raise NotImplementedError("\"arange_cpu\" not implemented for 'Bool'")
     if step == 0:
         raise RuntimeError("step must be nonzero")
+    if dtype == dtypes.int64 and not _builtins.all(isinstance(b, _builtins.int) for b in bounds):
+        # torch reads int64 bounds as integers first: arange(0.5, 5, 1.5, dtype=int64) is arange(0, 5, 1)
+        start, end, step = (_builtins.int(b) for b in bounds)
+        if step == 0:
+            raise ValueError("step must be nonzero")
     if (end - start) * step < 0:  # arange(4, 1): torch refuses rather than return nothing
         raise RuntimeError("upper bound and lower bound inconsistent with step sign")
-    count = _builtins.max(0, _math.ceil((end - start) / step))  # (max is ml.max here)
-    if dtype.kind in "iu" and _builtins.all(isinstance(b, _builtins.int) for b in bounds):
-        values = _np.arange(start, end, step, dtype=_np.int64).astype(dtype)  # exact integers, wrapped
-        # into the dtype as torch's kernel casts them (uint8 from 250 to 300: 250, 4, 14 ...)
+    exact = dtype == dtypes.int64  # torch counts int64 ranges in integers, every other dtype's in float64
+    count = _builtins.max(0, -((start - end) // step) if exact else
+                         _math.ceil((_builtins.float(end) - _builtins.float(start)) / _builtins.float(step)))
+    if dtype.kind in "iu":  # the count from the real bounds, the values from start and step cut to
+        # integers, wrapped into the dtype as torch's kernel casts them (uint8 from 250 by 10: 250, 4, 14 ...)
+        values = (_builtins.int(start) + _np.arange(count, dtype=_np.int64) * _builtins.int(step)).astype(dtype)
     elif dtype.itemsize == 2 and dtypes.is_floating(dtype):  # torch accumulates 16-bit floats in float32
         f32 = _np.float32
         values = dtypes.cast(f32(start) + f32(step) * _np.arange(count, dtype=f32), dtype)

@@ -401,3 +401,26 @@ def test_random_out_like_torch(name, out_dtype):
             return type(e).__name__
         return r is out, str(out.dtype).split(".")[-1], list(out.shape)
     assert outcome(ml) == outcome(torch)
+
+
+# ---- arange with an integer dtype and real-number bounds -------------------------------------------
+# torch counts the range from the float64 bounds and steps from start and step cut to integers (int64
+# cuts all three first): arange(0, 2.5, 0.5, dtype=int32) is five zeros, with int64 an error.  minilora
+# gave [0, 0, 1, 1, 2], silently.
+
+ARANGE_BOUNDS = [(0, 2.5, 0.5), (0.5, 5, 1.5), (-2.5, 3, 1.7), (1.9, 10, 2.9), (0, 1, 0.25), (-3.7, 2, 1),
+                 (0, 5.5, 1), (250, 300.5, 10.2), (0, 5, 0), (3, 1, 1), (0.5, -1, 1), (-0.5, 3, 1),
+                 (5, 0.5, -1.5), (0, -2.5, -0.5), (250, 300, 10), (5,), (10, 0, -3), (2**53, 2**53 + 5)]
+
+
+@pytest.mark.parametrize("bounds", ARANGE_BOUNDS, ids=str)
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "int32", "int64", "bool", "float32", "float64",
+                                   "bfloat16"])
+def test_arange_bounds_and_dtypes_as_torch(bounds, dtype):
+    results = []
+    for lib in (torch, ml):
+        try:
+            results.append(lib.arange(*bounds, dtype=getattr(lib, dtype)).tolist())
+        except Exception as error:  # noqa: BLE001  (the error's type is what is compared)
+            results.append(type(error).__name__)
+    assert results[1] == results[0]
