@@ -397,6 +397,8 @@ def broken_run(lr=3e-3, loader=train_loader):
         return model, run.losses, None
     except FloatingPointError as err:        # train() stops on a NaN/inf loss, before saving anything
         return model, err.result.losses, err
+    except ValueError as err:                # ... and refuses data with nothing to learn before step 1
+        return model, [], err
 
 masked_items = [(ids, [-100] * len(labels)) for ids, labels in
                 (data.encode_example(tok, ex) for ex in qa.train)]
@@ -419,7 +421,7 @@ found = {name: {f.kind for f in diag.diagnose_lora_training(model, losses)} if l
 big = failures["lr 0.3"][1]
 assert max(big[:6]) > 2 * big[0] and abs(big[-1] - big[0]) < 0.5 * big[0] and "spikes" in found["lr 0.3"]
 assert lora_run.losses[0] > 100 * lora_run.losses[-1]                   # the healthy run, for comparison
-assert failures["all labels -100"][2] is not None and not failures["all labels -100"][1]
+assert isinstance(failures["all labels -100"][2], ValueError) and not failures["all labels -100"][1]
 assert {"not_decreasing", "adapter_not_trained"} <= found["lr 0"]
 
 fig, ax = plt.subplots(figsize=(6.5, 3.4))
@@ -439,8 +441,10 @@ plt.show()
 #   started, while the healthy run falls by two orders of magnitude. The spike check fires. Read the
 #   "no problem found" line, if it appears, with care: it compares the first quarter of the run (which
 #   the spikes inflated) with the last. A diagnosis is a summary; look at the curve too.
-# * **all labels -100**: the loss is `0 / 0` -- no target token in the batch -- so it is NaN at the
-#   very first step and `train` stops with an error that says so. Counting target tokens finds the bug.
+# * **all labels -100**: the loss would be `0 / 0` -- no target token in the batch -- so NaN at the
+#   very first step. `train` counts target tokens per example before it starts and refuses, naming
+#   the first example with none: no step is taken, no loss is recorded. Counting target tokens finds
+#   the bug, and is cheap enough to do before every run.
 # * **lr 0**: the loss wanders around its first value and every `B` is still exactly zero; both the
 #   loss check and the adapter check fire, and the adapter check names the cause.
 #
