@@ -274,15 +274,18 @@ INPLACE_CALLS = {
 }
 
 
+def _outcome(call, lib):
+    """What ``call(lib)`` gives: its result's dtype name and values, or the type of the error it raised."""
+    try:
+        r = call(lib)
+    except Exception as e:  # noqa: BLE001  (the error's type is what is compared)
+        return type(e).__name__
+    return str(r.dtype).split(".")[-1], r.tolist()
+
+
 @pytest.mark.parametrize("name", list(INPLACE_CALLS))
 def test_inplace_forms_like_torch(name):
-    def outcome(lib):
-        try:
-            r = INPLACE_CALLS[name](lib)
-        except Exception as e:  # noqa: BLE001
-            return type(e).__name__
-        return str(r.dtype).split(".")[-1], r.tolist()
-    assert outcome(ml) == outcome(torch)
+    assert _outcome(INPLACE_CALLS[name], ml) == _outcome(INPLACE_CALLS[name], torch)
 
 
 @pytest.mark.parametrize("lib", [torch, ml], ids=["torch", "minilora"])
@@ -343,13 +346,7 @@ QUANTILE_ERRORS = {
 
 @pytest.mark.parametrize("name", list(QUANTILE_ERRORS))
 def test_quantile_arguments_like_torch(name):
-    def outcome(lib):
-        try:
-            r = QUANTILE_ERRORS[name](lib)
-        except Exception as e:  # noqa: BLE001
-            return type(e).__name__
-        return str(r.dtype).split(".")[-1], r.tolist()
-    assert outcome(ml) == outcome(torch)
+    assert _outcome(QUANTILE_ERRORS[name], ml) == _outcome(QUANTILE_ERRORS[name], torch)
 
 
 @pytest.mark.parametrize("interpolation", ["linear", "lower", "higher", "midpoint", "nearest"])
@@ -417,10 +414,6 @@ ARANGE_BOUNDS = [(0, 2.5, 0.5), (0.5, 5, 1.5), (-2.5, 3, 1.7), (1.9, 10, 2.9), (
 @pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "int32", "int64", "bool", "float32", "float64",
                                    "bfloat16"])
 def test_arange_bounds_and_dtypes_as_torch(bounds, dtype):
-    results = []
-    for lib in (torch, ml):
-        try:
-            results.append(lib.arange(*bounds, dtype=getattr(lib, dtype)).tolist())
-        except Exception as error:  # noqa: BLE001  (the error's type is what is compared)
-            results.append(type(error).__name__)
-    assert results[1] == results[0]
+    def call(lib):
+        return lib.arange(*bounds, dtype=getattr(lib, dtype))
+    assert _outcome(call, ml) == _outcome(call, torch)
