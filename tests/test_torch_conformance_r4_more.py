@@ -274,7 +274,7 @@ INPLACE_CALLS = {
 }
 
 
-def _outcome(call, lib):
+def _result_or_error(call, lib):
     """What ``call(lib)`` gives: its result's dtype name and values, or the type of the error it raised."""
     try:
         r = call(lib)
@@ -285,7 +285,7 @@ def _outcome(call, lib):
 
 @pytest.mark.parametrize("name", list(INPLACE_CALLS))
 def test_inplace_forms_like_torch(name):
-    assert _outcome(INPLACE_CALLS[name], ml) == _outcome(INPLACE_CALLS[name], torch)
+    assert _result_or_error(INPLACE_CALLS[name], ml) == _result_or_error(INPLACE_CALLS[name], torch)
 
 
 @pytest.mark.parametrize("lib", [torch, ml], ids=["torch", "minilora"])
@@ -346,7 +346,7 @@ QUANTILE_ERRORS = {
 
 @pytest.mark.parametrize("name", list(QUANTILE_ERRORS))
 def test_quantile_arguments_like_torch(name):
-    assert _outcome(QUANTILE_ERRORS[name], ml) == _outcome(QUANTILE_ERRORS[name], torch)
+    assert _result_or_error(QUANTILE_ERRORS[name], ml) == _result_or_error(QUANTILE_ERRORS[name], torch)
 
 
 @pytest.mark.parametrize("interpolation", ["linear", "lower", "higher", "midpoint", "nearest"])
@@ -416,4 +416,4 @@ ARANGE_BOUNDS = [(0, 2.5, 0.5), (0.5, 5, 1.5), (-2.5, 3, 1.7), (1.9, 10, 2.9), (
 def test_arange_bounds_and_dtypes_as_torch(bounds, dtype):
     def call(lib):
         return lib.arange(*bounds, dtype=getattr(lib, dtype))
-    assert _outcome(call, ml) == _outcome(call, torch)
+    assert _result_or_error(call, ml) == _result_or_error(call, torch)
