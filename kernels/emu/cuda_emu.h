@@ -29,6 +29,7 @@
 #include <cmath>
 #include <math.h>
 #include <cfloat>
+#include <cfenv>
 #include <climits>
 #include <ctime>
 #include <limits>
@@ -441,9 +442,16 @@ inline float directed(float r, double exact_minus_r, Directed mode) {
     return r;
 }
 inline bool all_finite(float a, float b, float c = 0.0f) { return std::isfinite(a) && std::isfinite(b) && std::isfinite(c); }
+// An exact zero sum x + y is -0 when rounding down unless both terms are +0 (IEEE 754: x - x is -0 in
+// the round-down mode only; to nearest it is +0 unless both terms are -0).
+inline float zero_sum(float r, bool both_plus_zero, Directed m) {
+    return m == RD && !both_plus_zero ? -0.0f : r;
+}
+inline bool is_plus_zero(double x) { return x == 0.0 && !std::signbit(x); }
 inline float add_dir(float a, float b, Directed m) {
     const float s = a + b;
     if (!all_finite(a, b) || std::isinf(s)) return std::isinf(s) && all_finite(a, b) ? directed(s, 0, m) : s;
+    if (s == 0.0f) return zero_sum(s, is_plus_zero(a) && is_plus_zero(b), m);  // a sum that cancels is exact
     const float bb = s - a;
     return directed(s, (double)((a - (s - bb)) + (b - bb)), m);
 }
@@ -468,6 +476,7 @@ inline float fma_dir(float a, float b, float c, Directed m) {
     if (!all_finite(a, b, c)) return r;
     const double p = (double)a * b, s = p + c, bb = s - p, err = (p - (s - bb)) + ((double)c - bb);
     if (std::isinf(r)) return directed(r, 0, m);
+    if (s == 0.0 && err == 0.0) return zero_sum(r, is_plus_zero(p) && is_plus_zero(c), m);  // exactly zero
     const double left = s - (double)r;  // exact: r is s rounded
     return directed(r, left != 0.0 ? left : err, m);
 }
@@ -485,6 +494,51 @@ __EMU_DIRECTED(rd, RD)
 __EMU_DIRECTED(ru, RU)
 #undef __EMU_DIRECTED
 inline double __fma_rn(double a, double b, double c) { return fma(a, b, c); }
+
+// The double-precision directed roundings run their one operation in the host's matching rounding mode:
+// SSE arithmetic, sqrt and glibc's fma round exactly in every mode, as the GPU's .rz/.rd/.ru modifiers.
+// (The float ones above use error terms computed in double; a double has no wider type to hold them.)
+// The empty asm statements pin the operands and the result inside the window where the mode is set (g++
+// assumes round-to-nearest and would otherwise be free to move the arithmetic out of it); no fiber can
+// switch in between, so no other CUDA thread ever runs in the directed mode.
+namespace __emu {
+template <class Op>
+inline double rounded_as(int mode, Op op, double a, double b = 0.0, double c = 0.0) {
+    const int saved = std::fegetround();
+    std::fesetround(mode);
+    asm volatile("" : "+m"(a), "+m"(b), "+m"(c) : : "memory");
+    double r = op(a, b, c);
+    asm volatile("" : "+m"(r) : : "memory");
+    std::fesetround(saved);
+    return r;
+}
+}  // namespace __emu
+#define __EMU_DIRECTED_DOUBLE(SUFFIX, MODE)                                                              \
+    inline double __dadd_##SUFFIX(double a, double b) {                                                 \
+        return __emu::rounded_as(MODE, [](double x, double y, double) { return x + y; }, a, b);         \
+    }                                                                                                   \
+    inline double __dsub_##SUFFIX(double a, double b) {                                                 \
+        return __emu::rounded_as(MODE, [](double x, double y, double) { return x - y; }, a, b);         \
+    }                                                                                                   \
+    inline double __dmul_##SUFFIX(double a, double b) {                                                 \
+        return __emu::rounded_as(MODE, [](double x, double y, double) { return x * y; }, a, b);         \
+    }                                                                                                   \
+    inline double __ddiv_##SUFFIX(double a, double b) {                                                 \
+        return __emu::rounded_as(MODE, [](double x, double y, double) { return x / y; }, a, b);         \
+    }                                                                                                   \
+    inline double __drcp_##SUFFIX(double a) {                                                           \
+        return __emu::rounded_as(MODE, [](double x, double, double) { return 1.0 / x; }, a);            \
+    }                                                                                                   \
+    inline double __dsqrt_##SUFFIX(double a) {                                                          \
+        return __emu::rounded_as(MODE, [](double x, double, double) { return std::sqrt(x); }, a);       \
+    }                                                                                                   \
+    inline double __fma_##SUFFIX(double a, double b, double c) {                                        \
+        return __emu::rounded_as(MODE, [](double x, double y, double z) { return std::fma(x, y, z); }, a, b, c); \
+    }
+__EMU_DIRECTED_DOUBLE(rz, FE_TOWARDZERO)
+__EMU_DIRECTED_DOUBLE(rd, FE_DOWNWARD)
+__EMU_DIRECTED_DOUBLE(ru, FE_UPWARD)
+#undef __EMU_DIRECTED_DOUBLE
 
 // sin(pi x) and cos(pi x), exact at integers and half-integers as CUDA's: x is reduced exactly to
 // x = n/2 + f with |f| <= 1/4, then sin/cos of pi*f in double pick the quadrant's value.
@@ -724,6 +778,99 @@ inline unsigned __dp4a(unsigned a, unsigned b, unsigned c) {
     for (int n = 0; n < 4; ++n) r += ((a >> (8 * n)) & 0xffu) * ((b >> (8 * n)) & 0xffu);
     return r;
 }
+// SIMD video intrinsics: each 16-bit (the ...2 forms) or 8-bit (the ...4 forms) part of the operands is a
+// lane, read as signed (s) or unsigned (u); a lane's result keeps its low bits (wrap-around) unless the name
+// says it saturates (ss: to the signed range, us: to the unsigned range).  __vcmp* lanes are all ones when
+// true, __vset* lanes are 1; __vsads/__vsadu return the sum over the lanes.
+namespace __emu {
+template <int LANES, bool SIGNED>
+inline int simd_lane(unsigned x, int i) {
+    constexpr int bits = 32 / LANES;
+    const unsigned v = (x >> (bits * i)) & ((1u << bits) - 1u);
+    return SIGNED ? (int)(v << (32 - bits)) >> (32 - bits) : (int)v;
+}
+template <int LANES, bool SIGNED, class F>
+inline unsigned simd(unsigned a, unsigned b, F f) {
+    constexpr int bits = 32 / LANES;
+    unsigned r = 0;
+    for (int i = 0; i < LANES; ++i)
+        r |= ((unsigned)f(simd_lane<LANES, SIGNED>(a, i), simd_lane<LANES, SIGNED>(b, i)) & ((1u << bits) - 1u)) << (bits * i);
+    return r;
+}
+template <int LANES, bool SIGNED>
+inline int simd_saturate(int v) {
+    constexpr int bits = 32 / LANES;
+    const int lo = SIGNED ? -(1 << (bits - 1)) : 0, hi = SIGNED ? (1 << (bits - 1)) - 1 : (1 << bits) - 1;
+    return v < lo ? lo : v > hi ? hi : v;
+}
+template <int LANES, bool SIGNED>
+inline unsigned simd_sad(unsigned a, unsigned b) {
+    unsigned sum = 0;
+    for (int i = 0; i < LANES; ++i) {
+        const int d = simd_lane<LANES, SIGNED>(a, i) - simd_lane<LANES, SIGNED>(b, i);
+        sum += (unsigned)(d < 0 ? -d : d);
+    }
+    return sum;
+}
+}  // namespace __emu
+#define __EMU_SIMD(NAME, LANES, SIGNED, EXPR)                                                           \
+    inline unsigned NAME(unsigned a, unsigned b) {                                                      \
+        return __emu::simd<LANES, SIGNED>(a, b, [](int x, int y) { (void)y; return EXPR; });            \
+    }
+#define __EMU_SIMD_UNARY(NAME, LANES, EXPR)                                                             \
+    inline unsigned NAME(unsigned a) {                                                                  \
+        return __emu::simd<LANES, true>(a, 0u, [](int x, int) { return EXPR; });                        \
+    }
+#define __EMU_SAT(LANES, SIGNED, V) __emu::simd_saturate<LANES, SIGNED>(V)
+#define __EMU_SIMD_ALL(N, L)                                                                            \
+    __EMU_SIMD(__vadd##N, L, false, x + y)                                                              \
+    __EMU_SIMD(__vaddss##N, L, true, __EMU_SAT(L, true, x + y))                                         \
+    __EMU_SIMD(__vaddus##N, L, false, __EMU_SAT(L, false, x + y))                                       \
+    __EMU_SIMD(__vsub##N, L, false, x - y)                                                              \
+    __EMU_SIMD(__vsubss##N, L, true, __EMU_SAT(L, true, x - y))                                         \
+    __EMU_SIMD(__vsubus##N, L, false, __EMU_SAT(L, false, x - y))                                       \
+    __EMU_SIMD(__vabsdiffs##N, L, true, x > y ? x - y : y - x)                                          \
+    __EMU_SIMD(__vabsdiffu##N, L, false, x > y ? x - y : y - x)                                         \
+    /* signed: rounded half away from zero, (a + b) >> 1 below zero and (a + b + 1) >> 1 from zero up */ \
+    __EMU_SIMD(__vavgs##N, L, true, x + y < 0 ? (x + y) >> 1 : (x + y + 1) >> 1)                       \
+    __EMU_SIMD(__vavgu##N, L, false, (x + y + 1) >> 1)                                                  \
+    __EMU_SIMD(__vhaddu##N, L, false, (x + y) >> 1)                                                     \
+    __EMU_SIMD(__vmaxs##N, L, true, x > y ? x : y)                                                      \
+    __EMU_SIMD(__vmaxu##N, L, false, x > y ? x : y)                                                     \
+    __EMU_SIMD(__vmins##N, L, true, x < y ? x : y)                                                      \
+    __EMU_SIMD(__vminu##N, L, false, x < y ? x : y)                                                     \
+    __EMU_SIMD(__vcmpeq##N, L, false, -(x == y))                                                        \
+    __EMU_SIMD(__vcmpne##N, L, false, -(x != y))                                                        \
+    __EMU_SIMD(__vcmpges##N, L, true, -(x >= y))                                                        \
+    __EMU_SIMD(__vcmpgeu##N, L, false, -(x >= y))                                                       \
+    __EMU_SIMD(__vcmpgts##N, L, true, -(x > y))                                                         \
+    __EMU_SIMD(__vcmpgtu##N, L, false, -(x > y))                                                        \
+    __EMU_SIMD(__vcmples##N, L, true, -(x <= y))                                                        \
+    __EMU_SIMD(__vcmpleu##N, L, false, -(x <= y))                                                       \
+    __EMU_SIMD(__vcmplts##N, L, true, -(x < y))                                                         \
+    __EMU_SIMD(__vcmpltu##N, L, false, -(x < y))                                                        \
+    __EMU_SIMD(__vseteq##N, L, false, x == y)                                                           \
+    __EMU_SIMD(__vsetne##N, L, false, x != y)                                                           \
+    __EMU_SIMD(__vsetges##N, L, true, x >= y)                                                           \
+    __EMU_SIMD(__vsetgeu##N, L, false, x >= y)                                                          \
+    __EMU_SIMD(__vsetgts##N, L, true, x > y)                                                            \
+    __EMU_SIMD(__vsetgtu##N, L, false, x > y)                                                           \
+    __EMU_SIMD(__vsetles##N, L, true, x <= y)                                                           \
+    __EMU_SIMD(__vsetleu##N, L, false, x <= y)                                                          \
+    __EMU_SIMD(__vsetlts##N, L, true, x < y)                                                            \
+    __EMU_SIMD(__vsetltu##N, L, false, x < y)                                                           \
+    __EMU_SIMD_UNARY(__vabs##N, L, x < 0 ? -x : x)                                                      \
+    __EMU_SIMD_UNARY(__vabsss##N, L, __EMU_SAT(L, true, x < 0 ? -x : x))                                \
+    __EMU_SIMD_UNARY(__vneg##N, L, -x)                                                                  \
+    __EMU_SIMD_UNARY(__vnegss##N, L, __EMU_SAT(L, true, -x))                                            \
+    inline unsigned __vsads##N(unsigned a, unsigned b) { return __emu::simd_sad<L, true>(a, b); }       \
+    inline unsigned __vsadu##N(unsigned a, unsigned b) { return __emu::simd_sad<L, false>(a, b); }
+__EMU_SIMD_ALL(2, 2)
+__EMU_SIMD_ALL(4, 4)
+#undef __EMU_SIMD_ALL
+#undef __EMU_SAT
+#undef __EMU_SIMD_UNARY
+#undef __EMU_SIMD
 template <class T>
 inline T __ldg(const T* p) { return *p; }
 template <class T>

@@ -1,0 +1,101 @@
+// Round 5: CUDA's directed-rounding double intrinsics and the SIMD video intrinsics, one launch each:
+// thread i applies every variant to element i of the operands.
+
+// out[8 * i + k]: op k of {add, sub, mul, div, rcp, sqrt, fma, fma with -c} in one rounding mode.
+#define DIRECTED_DOUBLE(SUFFIX)                                                                      \
+extern "C" __global__ void double_##SUFFIX(const double* a, const double* b, const double* c,        \
+                                           double* out, int n) {                                     \
+    int i = blockIdx.x * blockDim.x + threadIdx.x;                                                   \
+    if (i >= n) return;                                                                              \
+    double* o = out + 8 * i;                                                                         \
+    o[0] = __dadd_##SUFFIX(a[i], b[i]);                                                              \
+    o[1] = __dsub_##SUFFIX(a[i], b[i]);                                                              \
+    o[2] = __dmul_##SUFFIX(a[i], b[i]);                                                              \
+    o[3] = __ddiv_##SUFFIX(a[i], b[i]);                                                              \
+    o[4] = __drcp_##SUFFIX(b[i]);                                                                    \
+    o[5] = __dsqrt_##SUFFIX(fabs(a[i]));                                                             \
+    o[6] = __fma_##SUFFIX(a[i], b[i], c[i]);                                                         \
+    o[7] = __fma_##SUFFIX(a[i], b[i], -c[i]);                                                        \
+}
+DIRECTED_DOUBLE(rn)
+DIRECTED_DOUBLE(rz)
+DIRECTED_DOUBLE(rd)
+DIRECTED_DOUBLE(ru)
+
+// The float ones, same layout (rn first).
+#define DIRECTED_FLOAT(SUFFIX)                                                                       \
+extern "C" __global__ void float_##SUFFIX(const float* a, const float* b, const float* c,            \
+                                          float* out, int n) {                                       \
+    int i = blockIdx.x * blockDim.x + threadIdx.x;                                                   \
+    if (i >= n) return;                                                                              \
+    float* o = out + 8 * i;                                                                          \
+    o[0] = __fadd_##SUFFIX(a[i], b[i]);                                                              \
+    o[1] = __fsub_##SUFFIX(a[i], b[i]);                                                              \
+    o[2] = __fmul_##SUFFIX(a[i], b[i]);                                                              \
+    o[3] = __fdiv_##SUFFIX(a[i], b[i]);                                                              \
+    o[4] = __frcp_##SUFFIX(b[i]);                                                                    \
+    o[5] = __fsqrt_##SUFFIX(fabsf(a[i]));                                                            \
+    o[6] = __fmaf_##SUFFIX(a[i], b[i], c[i]);                                                        \
+    o[7] = __fmaf_##SUFFIX(a[i], b[i], -c[i]);                                                       \
+}
+DIRECTED_FLOAT(rn)
+DIRECTED_FLOAT(rz)
+DIRECTED_FLOAT(rd)
+DIRECTED_FLOAT(ru)
+
+// SIMD: out[N_SIMD * i + k] = intrinsic k of (a[i], b[i]).
+#define SIMD_BOTH(F) F##2(x, y), F##4(x, y)
+#define N_SIMD 87
+extern "C" __global__ void simd(const unsigned* a, const unsigned* b, unsigned* out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const unsigned x = a[i], y = b[i];
+    const unsigned r[N_SIMD] = {
+        SIMD_BOTH(__vadd), SIMD_BOTH(__vaddss), SIMD_BOTH(__vaddus),
+        SIMD_BOTH(__vsub), SIMD_BOTH(__vsubss), SIMD_BOTH(__vsubus),
+        SIMD_BOTH(__vabsdiffs), SIMD_BOTH(__vabsdiffu),
+        SIMD_BOTH(__vavgs), SIMD_BOTH(__vavgu), SIMD_BOTH(__vhaddu),
+        SIMD_BOTH(__vmaxs), SIMD_BOTH(__vmaxu), SIMD_BOTH(__vmins), SIMD_BOTH(__vminu),
+        SIMD_BOTH(__vcmpeq), SIMD_BOTH(__vcmpne),
+        SIMD_BOTH(__vcmpges), SIMD_BOTH(__vcmpgeu), SIMD_BOTH(__vcmpgts), SIMD_BOTH(__vcmpgtu),
+        SIMD_BOTH(__vcmples), SIMD_BOTH(__vcmpleu), SIMD_BOTH(__vcmplts), SIMD_BOTH(__vcmpltu),
+        SIMD_BOTH(__vseteq), SIMD_BOTH(__vsetne),
+        SIMD_BOTH(__vsetges), SIMD_BOTH(__vsetgeu), SIMD_BOTH(__vsetgts), SIMD_BOTH(__vsetgtu),
+        SIMD_BOTH(__vsetles), SIMD_BOTH(__vsetleu), SIMD_BOTH(__vsetlts), SIMD_BOTH(__vsetltu),
+        SIMD_BOTH(__vsads), SIMD_BOTH(__vsadu),
+        __vabs2(x), __vabs4(x), __vabsss2(x), __vabsss4(x), __vneg2(x), __vneg4(x), __vnegss2(x), __vnegss4(x),
+        __byte_perm(x, y, 0x3210 ^ (i & 0x7777)), __sad((int)x, (int)y, 7u), __usad(x, y, 7u),
+        __funnelshift_l(x, y, i), __funnelshift_r(x, y, i),
+    };
+    for (int k = 0; k < N_SIMD; ++k) out[N_SIMD * i + k] = r[k];
+}
+
+// 32- and 64-bit integer intrinsics: out[12 * i + k].
+extern "C" __global__ void bits(const unsigned long long* a, const unsigned long long* b, unsigned long long* out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const unsigned long long x = a[i], y = b[i];
+    unsigned long long* o = out + 12 * i;
+    o[0] = __popc((unsigned)x);
+    o[1] = __popcll(x);
+    o[2] = __clz((int)x);
+    o[3] = __clzll((long long)x);
+    o[4] = __ffs((int)x);
+    o[5] = __ffsll((long long)x);
+    o[6] = __brev((unsigned)x);
+    o[7] = __brevll(x);
+    o[8] = (unsigned)__mulhi((int)x, (int)y);
+    o[9] = __umulhi((unsigned)x, (unsigned)y);
+    o[10] = (unsigned long long)__mul64hi((long long)x, (long long)y);
+    o[11] = __umul64hi(x, y);
+}
+
+// __hadd/__rhadd/__uhadd/__urhadd: out[4 * i + k].
+extern "C" __global__ void halving(const int* a, const int* b, int* out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    out[4 * i + 0] = __hadd(a[i], b[i]);
+    out[4 * i + 1] = __rhadd(a[i], b[i]);
+    out[4 * i + 2] = (int)__uhadd((unsigned)a[i], (unsigned)b[i]);
+    out[4 * i + 3] = (int)__urhadd((unsigned)a[i], (unsigned)b[i]);
+}

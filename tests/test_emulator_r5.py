@@ -1,0 +1,257 @@
+"""Round 5 of CUDA written by others on the emulator: CUDA's directed-rounding intrinsics (double and float,
+checked against exact rational arithmetic), the SIMD video intrinsics and the integer bit intrinsics
+(checked lane by lane against NumPy), then __shared__ structs and unions defined in place, kernels named like
+C library functions, and kernels of the kind public CUDA code is made of (tests/emu_kernels/r5/*.cu), each
+against a NumPy reference.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minilora import emulator as emu
+from minilora.emulator import CompileError, RawKernel, RawModule
+
+R5 = Path(__file__).parent / "emu_kernels" / "r5"
+pytestmark = pytest.mark.skipif(not emu.is_available(), reason="the CUDA emulator needs g++")
+rng = np.random.default_rng(55)
+
+
+@lru_cache(maxsize=None)
+def module(name: str, name_expressions: tuple = ()) -> RawModule:
+    return RawModule(path=R5 / name, name_expressions=list(name_expressions)).compile()
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# ------------------------------------------------------------------------------------------------
+# Directed rounding: each result r must bracket the exact value as its mode says
+# ------------------------------------------------------------------------------------------------
+OPS = ["add", "sub", "mul", "div", "rcp", "sqrt", "fma", "fms"]
+
+
+def exact_result(op: str, a, b, c):
+    """The exact value as a Fraction, or ('sqrt', x) for a square root (compared through squares)."""
+    fa, fb, fc = Fraction(float(a)), Fraction(float(b)), Fraction(float(c))
+    if op == "sqrt":
+        return ("sqrt", abs(fa))
+    return {"add": lambda: fa + fb, "sub": lambda: fa - fb, "mul": lambda: fa * fb,
+            "div": lambda: fa / fb, "rcp": lambda: 1 / fb, "fma": lambda: fa * fb + fc,
+            "fms": lambda: fa * fb - fc}[op]()
+
+
+def compare(value, exact) -> int:
+    """sign(value - exact) for a float value (inf included) and an exact result."""
+    if np.isinf(value):
+        return 1 if value > 0 else -1
+    v = Fraction(float(value))
+    if isinstance(exact, tuple):  # sqrt(x): compare v^2 with x (v >= 0)
+        target, v = exact[1], v * v if v >= 0 else -v * v
+    else:
+        target = exact
+    return (v > target) - (v < target)
+
+
+def check_directed(r, exact, mode: str, dtype) -> bool:
+    """r is the exact result rounded down (rd), up (ru) or toward zero (rz): no float lies between them."""
+    c = compare(r, exact)
+    if c == 0:
+        return True
+    if mode == "rz":
+        mode = "rd" if compare(dtype(0), exact) < 0 else "ru"
+    with np.errstate(over="ignore"):
+        if mode == "rd":
+            return c < 0 and compare(np.nextafter(r, dtype(np.inf)), exact) > 0
+        return c > 0 and compare(np.nextafter(r, dtype(-np.inf)), exact) < 0
+
+
+def zero_sum_is_negative(terms, mode: str) -> bool:
+    """IEEE 754's sign of an exact zero sum of terms given as (is zero, sign bit): -0 when every term is -0,
+    and in the round-down mode whenever not every term is +0."""
+    if all(zero and negative for zero, negative in terms):
+        return True
+    return mode == "rd" and not all(zero and not negative for zero, negative in terms)
+
+
+def sum_terms(op: str, a, b, c):
+    product = (a == 0 or b == 0, bool(np.signbit(a) ^ np.signbit(b)))
+    return {"add": [(a == 0, np.signbit(a)), (b == 0, np.signbit(b))],
+            "sub": [(a == 0, np.signbit(a)), (b == 0, not np.signbit(b))],
+            "fma": [product, (c == 0, np.signbit(c))],
+            "fms": [product, (c == 0, not np.signbit(c))]}[op]
+
+
+def directed_operands(dtype, n: int):
+    info = np.finfo(dtype)
+    a = rng.standard_normal(n) * np.exp2(rng.integers(-30, 30, n))
+    b = rng.standard_normal(n) * np.exp2(rng.integers(-30, 30, n))
+    c = rng.standard_normal(n) * np.exp2(rng.integers(-30, 30, n))
+    a, b, c = a.astype(dtype), b.astype(dtype), c.astype(dtype)
+    # corners: overflow, subnormal results, exact results, cancellation to zero, a*b == c
+    special = [(info.max, info.max, info.max), (-info.max, 2, 0), (info.tiny, info.tiny, info.tiny),
+               (info.smallest_subnormal * 3, 0.5, 0), (1.5, 2, 3), (1, 3, 0), (2, 2, 4), (-2, 2, -4),
+               (0.0, -0.0, 0.0), (-0.0, 0.0, -0.0), (3, 3, 9), (1e-3, 7, 7e-3), (info.max, 0.5, -info.max)]
+    for k, (x, y, z) in enumerate(special):
+        a[k], b[k], c[k] = x, y, z
+    return a, b, c
+
+
+@pytest.mark.parametrize("dtype, prefix", [(np.float64, "double"), (np.float32, "float")])
+def test_directed_rounding_intrinsics_bracket_the_exact_result(dtype, prefix):
+    n = 300
+    a, b, c = directed_operands(dtype, n)
+    results = {}
+    for mode in ("rn", "rz", "rd", "ru"):
+        out = np.zeros((n, 8), dtype)
+        module("intrinsics.cu").get_function(f"{prefix}_{mode}")(cdiv(n, 64), 64, (a, b, c, out, np.int32(n)))
+        results[mode] = out
+    with np.errstate(all="ignore"):
+        native = np.stack([a + b, a - b, a * b, a / b, dtype(1) / b, np.sqrt(np.abs(a))], axis=1)
+    np.testing.assert_array_equal(results["rn"][:, :6], native)
+    bad = []
+    for mode in ("rz", "rd", "ru"):
+        for i in range(n):
+            for k, op in enumerate(OPS):
+                r = results[mode][i, k]
+                if op in ("div", "rcp") and b[i] == 0:
+                    continue
+                exact = exact_result(op, a[i], b[i], c[i])
+                if not check_directed(r, exact, mode, dtype):
+                    bad.append((mode, op, a[i], b[i], c[i], r))
+                elif r == 0 and op in ("add", "sub", "fma", "fms") and exact == 0:
+                    if np.signbit(r) != zero_sum_is_negative(sum_terms(op, a[i], b[i], c[i]), mode):
+                        bad.append((mode, op, a[i], b[i], c[i], r, "sign of zero"))
+    assert not bad, bad[:10]
+
+
+# ------------------------------------------------------------------------------------------------
+# SIMD video intrinsics and integer bit intrinsics, lane by lane against NumPy
+# ------------------------------------------------------------------------------------------------
+def simd_lanes(x: np.ndarray, lanes: int, signed: bool) -> np.ndarray:
+    bits = 32 // lanes
+    v = (x[:, None].astype(np.int64) >> (bits * np.arange(lanes))) & ((1 << bits) - 1)
+    return np.where(v >= 1 << (bits - 1), v - (1 << bits), v) if signed else v
+
+
+def simd_pack(v: np.ndarray, lanes: int) -> np.ndarray:
+    bits = 32 // lanes
+    return ((v & ((1 << bits) - 1)) << (bits * np.arange(lanes))).sum(axis=1).astype(np.uint32)
+
+
+def saturate(v, lanes: int, signed: bool):
+    bits = 32 // lanes
+    return np.clip(v, -(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else np.clip(v, 0, (1 << bits) - 1)
+
+
+def halving_avg_away_from_zero(s):
+    return np.where(s < 0, s >> 1, (s + 1) >> 1)
+
+
+# (name, lanes read as signed, lane function) in the order of the `simd` kernel's results, each for ...2 and ...4
+SIMD_BINARY = [
+    ("vadd", False, lambda x, y, L: x + y), ("vaddss", True, lambda x, y, L: saturate(x + y, L, True)),
+    ("vaddus", False, lambda x, y, L: saturate(x + y, L, False)),
+    ("vsub", False, lambda x, y, L: x - y), ("vsubss", True, lambda x, y, L: saturate(x - y, L, True)),
+    ("vsubus", False, lambda x, y, L: saturate(x - y, L, False)),
+    ("vabsdiffs", True, lambda x, y, L: abs(x - y)), ("vabsdiffu", False, lambda x, y, L: abs(x - y)),
+    ("vavgs", True, lambda x, y, L: halving_avg_away_from_zero(x + y)),
+    ("vavgu", False, lambda x, y, L: (x + y + 1) >> 1), ("vhaddu", False, lambda x, y, L: (x + y) >> 1),
+    ("vmaxs", True, lambda x, y, L: np.maximum(x, y)), ("vmaxu", False, lambda x, y, L: np.maximum(x, y)),
+    ("vmins", True, lambda x, y, L: np.minimum(x, y)), ("vminu", False, lambda x, y, L: np.minimum(x, y)),
+]
+COMPARISONS = [("eq", None, np.equal), ("ne", None, np.not_equal), ("ges", True, np.greater_equal),
+               ("geu", False, np.greater_equal), ("gts", True, np.greater), ("gtu", False, np.greater),
+               ("les", True, np.less_equal), ("leu", False, np.less_equal), ("lts", True, np.less),
+               ("ltu", False, np.less)]
+SIMD_BINARY += [(f"vcmp{c}", bool(s), lambda x, y, L, f=f: -f(x, y).astype(np.int64)) for c, s, f in COMPARISONS]
+SIMD_BINARY += [(f"vset{c}", bool(s), lambda x, y, L, f=f: f(x, y).astype(np.int64)) for c, s, f in COMPARISONS]
+SIMD_UNARY = [("vabs", lambda x, L: abs(x)), ("vabsss", lambda x, L: saturate(abs(x), L, True)),
+              ("vneg", lambda x, L: -x), ("vnegss", lambda x, L: saturate(-x, L, True))]
+
+
+def simd_expected(x: np.ndarray, y: np.ndarray) -> dict:
+    expected = {}
+    for name, signed, f in SIMD_BINARY:
+        for L in (2, 4):
+            expected[f"__{name}{L}"] = simd_pack(
+                f(simd_lanes(x, L, signed), simd_lanes(y, L, signed), L), L)
+    for name, signed in (("vsads", True), ("vsadu", False)):
+        for L in (2, 4):
+            expected[f"__{name}{L}"] = abs(simd_lanes(x, L, signed) - simd_lanes(y, L, signed)).sum(axis=1).astype(np.uint32)
+    for name, f in SIMD_UNARY:
+        for L in (2, 4):
+            expected[f"__{name}{L}"] = simd_pack(f(simd_lanes(x, L, True), L), L)
+    return expected
+
+
+def byte_perm(x: int, y: int, s: int) -> int:
+    data = (y << 32) | x
+    return sum(((data >> (8 * ((s >> (4 * n)) & 7))) & 0xFF) << (8 * n) for n in range(4))
+
+
+def test_simd_video_intrinsics_lane_by_lane():
+    corners = [0, 0xFFFFFFFF, 0x80008000, 0x7FFF7FFF, 0x80808080, 0x7F7F7F7F, 0x00FF00FF, 0x01010101, 0xFFFF0001]
+    x = np.concatenate([rng.integers(0, 2**32, 200, dtype=np.uint64), np.repeat(corners, len(corners))]).astype(np.uint32)
+    y = np.concatenate([rng.integers(0, 2**32, 200, dtype=np.uint64), np.tile(corners, len(corners))]).astype(np.uint32)
+    y[:20] = x[:20]  # equal operands: the comparisons' other branch
+    n = x.size
+    out = np.zeros((n, 87), np.uint32)
+    module("intrinsics.cu").get_function("simd")(cdiv(n, 128), 128, (x, y, out, np.int32(n)))
+    expected = simd_expected(x, y)
+    names = [f"__{name}{L}" for name, _, _ in SIMD_BINARY for L in (2, 4)]
+    names += [f"__{name}{L}" for name in ("vsads", "vsadu") for L in (2, 4)]
+    names += [f"__{name}{L}" for name, _ in SIMD_UNARY for L in (2, 4)]
+    for k, name in enumerate(names):
+        np.testing.assert_array_equal(out[:, k], expected[name], err_msg=name)
+    xi, yi = x.astype(np.int64), y.astype(np.int64)
+    tail = out[:, len(names):]
+    perm = [byte_perm(int(a), int(b), 0x3210 ^ (i & 0x7777)) for i, (a, b) in enumerate(zip(x, y))]
+    np.testing.assert_array_equal(tail[:, 0], np.array(perm, np.uint32))
+    signed_x, signed_y = x.view(np.int32).astype(np.int64), y.view(np.int32).astype(np.int64)
+    np.testing.assert_array_equal(tail[:, 1], ((abs(signed_x - signed_y) + 7) % 2**32).astype(np.uint32))
+    np.testing.assert_array_equal(tail[:, 2], ((abs(xi - yi) + 7) % 2**32).astype(np.uint32))
+    shift = np.arange(n) & 31
+    funnel = [((int(b) << 32 | int(a)) << int(s) >> 32) & 0xFFFFFFFF for a, b, s in zip(x, y, shift)]
+    np.testing.assert_array_equal(tail[:, 3], np.array(funnel, np.uint32))
+    funnel = [((int(b) << 32 | int(a)) >> int(s)) & 0xFFFFFFFF for a, b, s in zip(x, y, shift)]
+    np.testing.assert_array_equal(tail[:, 4], np.array(funnel, np.uint32))
+
+
+def signed(v: int, bits: int) -> int:
+    return v - (1 << bits) if v >= 1 << (bits - 1) else v
+
+
+def test_bit_intrinsics_32_and_64_bit():
+    corners = [0, 1, 2**31, 2**32 - 1, 2**63, 2**64 - 1, 0x00F0_0000_0000_0000, 12345]
+    x = np.array(corners + list(rng.integers(0, 2**64, 56, dtype=np.uint64)), np.uint64)
+    y = np.array(corners[::-1] + list(rng.integers(0, 2**64, 56, dtype=np.uint64)), np.uint64)
+    n = x.size
+    out = np.zeros((n, 12), np.uint64)
+    module("intrinsics.cu").get_function("bits")(1, 64, (x, y, out, np.int32(n)))
+    for i in range(n):
+        a, b = int(x[i]), int(y[i])
+        lo_a, lo_b = a & 0xFFFFFFFF, b & 0xFFFFFFFF
+        expected = [bin(lo_a).count("1"), bin(a).count("1"), 32 - lo_a.bit_length(), 64 - a.bit_length(),
+                    (lo_a & -lo_a).bit_length(), (a & -a).bit_length(),
+                    int(f"{lo_a:032b}"[::-1], 2), int(f"{a:064b}"[::-1], 2),
+                    (signed(lo_a, 32) * signed(lo_b, 32) >> 32) & 0xFFFFFFFF, lo_a * lo_b >> 32,
+                    (signed(a, 64) * signed(b, 64) >> 64) % 2**64, a * b >> 64]
+        assert [int(v) for v in out[i]] == expected, (hex(a), hex(b))
+
+
+def test_halving_adds_do_not_overflow():
+    ints = np.array([2**31 - 1, -2**31, -1, 0, 1, 7, -7, 2**31 - 2], np.int32)
+    a, b = np.repeat(ints, ints.size), np.tile(ints, ints.size)
+    out = np.zeros((a.size, 4), np.int32)
+    module("intrinsics.cu").get_function("halving")(1, a.size, (a, b, out, np.int32(a.size)))
+    s, us = a.astype(np.int64) + b, a.view(np.uint32).astype(np.int64) + b.view(np.uint32)
+    np.testing.assert_array_equal(out[:, 0], s >> 1)
+    np.testing.assert_array_equal(out[:, 1], (s + 1) >> 1)
+    np.testing.assert_array_equal(out[:, 2].view(np.uint32), us >> 1)
+    np.testing.assert_array_equal(out[:, 3].view(np.uint32), (us + 1) >> 1)
