@@ -127,7 +127,7 @@ def tensor_repr(tensor):
         formatter = _Formatter(_summarized(values) if summarize else values)
         body = _nested(values, indent, summarize, formatter)
     if tensor.grad_fn is not None:
-        suffixes.append(f"grad_fn=<{tensor.grad_fn.fn.__name__}Backward0>")
+        suffixes.append(f"grad_fn=<{tensor.grad_fn.name()}>")
     elif tensor.requires_grad:
         suffixes.append("requires_grad=True")
     return _add_suffixes(prefix + body, suffixes, indent)

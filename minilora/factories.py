@@ -615,12 +615,12 @@ class _NoDerivative(Function):
 
     @staticmethod
     def forward(ctx, source, *, values, name):
-        ctx.name = name
+        ctx.op_name = name
         return values
 
     @staticmethod
     def backward(ctx, grad):
-        raise RuntimeError(f"derivative for aten::{ctx.name} is not implemented")
+        raise RuntimeError(f"derivative for aten::{ctx.op_name} is not implemented")
 
 
 def _without_derivative(out, source, name):

@@ -211,11 +211,45 @@ class Context:
     def save_for_backward(self, *arrays):
         self.saved = arrays
 
+    # torch's view of a node (``print(loss.grad_fn)``, ``grad_fn.next_functions`` in its tutorials).
+    # Ops save their own fields on the node, so none may be called ``name`` or ``next_functions``.
+    def name(self):
+        """The node's name as torch prints it: the op's name and ``Backward0`` (``AddBackward0``)."""
+        return f"{self.fn.__name__}Backward0"
+
+    def __repr__(self):
+        return f"<{self.name()} object at {id(self):#x}>"
+
+    @property
+    def next_functions(self):
+        """One ``(node, 0)`` per input, as torch's: the node that made the input, an ``AccumulateGrad``
+        for a leaf that requires grad, ``None`` for anything else. Empty once backward has freed the node
+        (torch keeps the links; minilora drops them with the saved values)."""
+        def node(x, parent):
+            if parent is not None:
+                return parent
+            return AccumulateGrad(x) if isinstance(x, Tensor) and x.requires_grad else None
+        return tuple((node(x, parent), 0) for x, parent in zip(self.inputs, self.parents))
+
     def free(self):
         """Drop everything saved: the graph has been used once (see ``retain_graph``)."""
         self.__dict__.clear()
         self.inputs = self.parents = ()
         self.freed = True
+
+
+class AccumulateGrad:
+    """torch's node for a leaf tensor in ``next_functions``: backward adds into ``variable.grad``."""
+
+    def __init__(self, variable):
+        self.variable = variable
+        self.next_functions = ()
+
+    def name(self):
+        return "torch::autograd::AccumulateGrad"
+
+    def __repr__(self):
+        return f"<AccumulateGrad object at {id(self):#x}>"
 
 
 _sequence = itertools.count(1)  # numbers recorded nodes (and in-place changes) in creation order

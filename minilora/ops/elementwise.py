@@ -1785,7 +1785,7 @@ class Pointwise(Function):
     @staticmethod
     def forward(ctx, a, name):
         xp = xp_of(a)
-        ctx.a, ctx.name = a, name
+        ctx.a, ctx.op_name = a, name
         with np.errstate(invalid="ignore", divide="ignore"):  # NaN/inf outside the domain, as torch
             ctx.out = getattr(xp, name)(a)
         return ctx.out
@@ -1794,7 +1794,7 @@ class Pointwise(Function):
     def backward(ctx, g):
         xp = xp_of(g)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return g * _DERIVATIVES[ctx.name](xp, ctx.a, ctx.out)
+            return g * _DERIVATIVES[ctx.op_name](xp, ctx.a, ctx.out)
 
 
 def _pointwise(name, numpy_name):

@@ -762,12 +762,12 @@ class NoDerivative(Function):
 
     @staticmethod
     def forward(ctx, a, result, name):
-        ctx.name = name
+        ctx.op_name = name
         return result
 
     @staticmethod
     def backward(ctx, g):
-        raise RuntimeError(f"the derivative for '{ctx.name}' is not implemented (torch has none "
+        raise RuntimeError(f"the derivative for '{ctx.op_name}' is not implemented (torch has none "
                            f"either)")
 
 
