@@ -1,0 +1,574 @@
+"""PyTorch's own tutorials -- the code a learner copies first -- ported line by line and run twice, once
+with ``T = torch`` and once with ``T = minilora``, from the same initial weights (copied through
+``state_dict``) and the same synthetic data (no downloads). Every printed value, shape, dtype, grad_fn
+name and error is recorded and compared:
+
+* "Learn the Basics": tensors, Dataset/DataLoader with transforms as plain functions, building a model,
+  autograd (``retain_graph``, ``no_grad``, ``detach``, a vector-Jacobian product), the optimization
+  loop (train_loop / test_loop), saving and loading weights;
+* "What is torch.nn really?": logistic regression from scratch (``weights -= weights.grad * lr`` under
+  no_grad), then nn.Module / nn.Linear / optim / TensorDataset / DataLoader / validation, the CNN;
+* the 60-minute blitz: "Neural Networks" (LeNet, ``num_flat_features``, ``next_functions``) and autograd
+  (``Q.backward(gradient=...)``, freezing a model);
+* the char-RNN name classifier (hand-written cell with ``torch.cat``, and ``nn.RNN``);
+* the nn.TransformerEncoder language model (PositionalEncoding, generate_square_subsequent_mask).
+
+Dropout is 0 (or the model is in eval mode) where numbers must match; where a tutorial shuffles, the
+shuffle is off (the two libraries' random streams differ by design)."""
+import math
+import re
+import string
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import minilora as ml  # noqa: E402
+
+LIBRARIES = [pytest.param(torch, id="torch"), pytest.param(ml, id="minilora")]
+
+
+# ==================================================================================================
+# helpers: one start for both runs, and a comparison of everything a tutorial printed
+# ==================================================================================================
+def same_start(T, model, start, key="model"):
+    """The torch run records its freshly built model's weights in ``start[key]``; the minilora run loads
+    them (strict: the same names and shapes). Returns the model."""
+    if T is torch:
+        start[key] = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    else:
+        model.load_state_dict({k: T.tensor(v) for k, v in start[key].items()})
+    return model
+
+
+def bare(text):
+    """Printed text, the library's name aside (torch.Size / minilora.Size, torch.float32 / float32), torch's
+    node names in minilora's words (see NODE_NAMES)."""
+    text = str(text).replace("minilora.", "").replace("torch.", "")
+    return re.sub(r"\b\w+Backward0\b", lambda m: NODE_NAMES.get(m.group(), m.group()), text)
+
+
+def is_tensor(value):
+    return isinstance(value, (torch.Tensor, ml.Tensor))
+
+
+def assert_same(expected, got, where="", rtol=1e-4, atol=1e-5):
+    """A torch result and minilora's: tensors by type, shape, dtype, requires_grad and values; floats
+    nearly equal (float32 sums run in another order); everything else as printed."""
+    if is_tensor(expected):
+        assert isinstance(got, ml.Tensor), (where, type(got))
+        assert (tuple(got.shape), bare(got.dtype), got.requires_grad) == \
+            (tuple(expected.shape), bare(expected.dtype), expected.requires_grad), where
+        np.testing.assert_allclose(got.detach().numpy(), expected.detach().numpy(), rtol=rtol, atol=atol,
+                                   err_msg=where)
+    elif isinstance(expected, float):
+        assert type(got) is float and got == pytest.approx(expected, rel=rtol, abs=atol), (where, got, expected)
+    elif isinstance(expected, (list, tuple)):
+        assert type(got).__name__ == type(expected).__name__ and len(got) == len(expected), (where, got, expected)
+        for i, (e, g) in enumerate(zip(expected, got)):
+            assert_same(e, g, f"{where}[{i}]", rtol, atol)
+    else:
+        if type(expected).__module__ == "builtins":  # a Python int, bool, str, None, type: exactly that
+            assert type(got) is type(expected), (where, type(got), type(expected))
+        assert bare(got) == bare(expected), where
+
+
+def run_both(tutorial, *args, **kwargs):
+    """The tutorial's printed values with torch, then with minilora (which starts from torch's weights)."""
+    start = {}
+    expected = tutorial(torch, start, *args, **kwargs)
+    got = tutorial(ml, start, *args, **kwargs)
+    assert len(got) == len(expected)
+    for i, (e, g) in enumerate(zip(expected, got)):
+        assert_same(e, g, f"printed[{i}]")
+    return expected, got
+
+
+# minilora names a node after its own op, and some of its ops are torch's under another name or made of
+# other pieces (torch's Linear is addmm, its mse_loss one node; minilora's matmul is one op for mm/mv).
+# Those names differ; any other difference fails.
+NODE_NAMES = {"AddmmBackward0": "LinearBackward0", "MseLossBackward0": "MeanBackward0",
+              "SliceBackward0": "GetItemBackward0", "SelectBackward0": "GetItemBackward0",
+              "MmBackward0": "MatMulBackward0", "TBackward0": "PermuteBackward0",
+              "NllLossBackward0": "CrossEntropyBackward0", "ViewBackward0": "ReshapeBackward0"}
+
+
+def grad_fn_name(tensor):
+    """What ``print(t.grad_fn)`` names (``<AddBackward0 object at 0x...>``), torch's name for minilora's."""
+    if tensor.grad_fn is None:
+        return None
+    name = repr(tensor.grad_fn).split()[0].lstrip("<")
+    assert tensor.grad_fn.name() == name
+    if isinstance(tensor, torch.Tensor):
+        return NODE_NAMES.get(name, name)
+    return name
+
+
+def error_of(call):
+    try:
+        call()
+    except Exception as error:  # noqa: BLE001 -- the type is what is compared
+        return type(error).__name__
+    return None
+
+
+def images(n, seed, side=28):
+    """Synthetic MNIST: n float32 images in [0, 1) flattened to side*side, labels 0..9 that depend on
+    the pixels (so a model can learn something)."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, side * side), dtype=np.float32)
+    y = (x[:, : side * side // 2].sum(1) * 7).astype(np.int64) % 10
+    return x, y
+
+
+# ==================================================================================================
+# Learn the Basics (1): tensors
+# ==================================================================================================
+def tensors_tutorial(T, start):
+    printed = []
+    data = [[1, 2], [3, 4]]
+    x_data = T.tensor(data)
+    np_array = np.array(data)
+    x_np = T.from_numpy(np_array)
+    x_ones = T.ones_like(x_data)
+    x_rand = T.rand_like(x_data, dtype=T.float)
+    printed += [x_data, x_np, f"Ones Tensor: \n {x_ones} \n", (x_rand.shape, x_rand.dtype)]
+    shape = (2, 3,)
+    rand_tensor, ones_tensor, zeros_tensor = T.rand(shape), T.ones(shape), T.zeros(shape)
+    printed += [(rand_tensor.shape, rand_tensor.dtype), f"{ones_tensor}", f"{zeros_tensor}"]
+    tensor = T.rand(3, 4)
+    printed += [f"Shape of tensor: {tensor.shape}", f"Datatype of tensor: {tensor.dtype}",
+                f"Device tensor is stored on: {tensor.device}"]
+    tensor = T.ones(4, 4)
+    printed += [f"First row: {tensor[0]}", f"First column: {tensor[:, 0]}", f"Last column: {tensor[..., -1]}"]
+    tensor[:, 1] = 0
+    printed.append(str(tensor))
+    t1 = T.cat([tensor, tensor, tensor], dim=1)
+    printed.append(str(t1))
+    y1 = tensor @ tensor.T
+    y2 = tensor.matmul(tensor.T)
+    y3 = T.rand_like(y1)
+    T.matmul(tensor, tensor.T, out=y3)
+    z1 = tensor * tensor
+    z2 = tensor.mul(tensor)
+    z3 = T.rand_like(tensor)
+    T.mul(tensor, tensor, out=z3)
+    printed += [y1, y2, y3, z1, z2, z3]
+    agg = tensor.sum()
+    agg_item = agg.item()
+    printed += [agg_item, type(agg_item)]
+    printed.append(f"{tensor} \n")
+    tensor.add_(5)
+    printed.append(str(tensor))
+    # the NumPy bridge: a CPU tensor and its NumPy array share memory both ways
+    t = T.ones(5)
+    n = t.numpy()
+    t.add_(1)
+    printed += [f"t: {t}", f"n: {n}"]
+    n = np.ones(5)
+    t = T.from_numpy(n)
+    np.add(n, 1, out=n)
+    printed += [f"t: {t}", f"n: {n}"]
+    return printed
+
+
+def test_tensors_tutorial_prints_what_torch_prints():
+    run_both(tensors_tutorial)
+
+
+# ==================================================================================================
+# Learn the Basics (2): datasets and dataloaders, transforms as plain functions
+# ==================================================================================================
+def datasets_tutorial(T, start):
+    from_library = T.utils.data
+
+    class SyntheticImageDataset(from_library.Dataset):
+        def __init__(self, images, labels, transform=None, target_transform=None):
+            self.img_labels = labels
+            self.images = images
+            self.transform = transform
+            self.target_transform = target_transform
+
+        def __len__(self):
+            return len(self.img_labels)
+
+        def __getitem__(self, idx):
+            image = self.images[idx]
+            label = self.img_labels[idx]
+            if self.transform:
+                image = self.transform(image)
+            if self.target_transform:
+                label = self.target_transform(label)
+            return image, label
+
+    def to_tensor(image):  # ToTensor: HxW uint8 -> 1xHxW float in [0, 1]
+        return T.tensor(image, dtype=T.float32).unsqueeze(0) / 255
+
+    def one_hot(y):  # the tutorial's Lambda target transform
+        return T.zeros(10, dtype=T.float).scatter_(0, T.tensor(y), value=1)
+
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 256, (20, 28, 28)).astype(np.uint8)
+    labels = [int(v) for v in rng.integers(0, 10, 20)]
+    training_data = SyntheticImageDataset(pixels, labels, transform=to_tensor)
+    one_hot_data = SyntheticImageDataset(pixels, labels, transform=to_tensor, target_transform=one_hot)
+    printed = [len(training_data)]
+    img, label = training_data[3]
+    printed += [img.shape, img.dtype, label, img.squeeze().shape, one_hot_data[3][1]]
+    train_dataloader = from_library.DataLoader(training_data, batch_size=8, shuffle=False)
+    train_features, train_labels = next(iter(train_dataloader))
+    printed += [f"Feature batch shape: {train_features.size()}", f"Labels batch shape: {train_labels.size()}",
+                train_features, train_labels]
+    img = train_features[0].squeeze()
+    label = train_labels[0]
+    printed += [img.shape, f"Label: {label}"]
+    printed.append([tuple(x.shape) for x, y in train_dataloader])  # the last batch is short
+    printed.append(len(train_dataloader))
+    for features, targets in from_library.DataLoader(one_hot_data, batch_size=8, drop_last=True):
+        printed += [features.shape, targets]
+    shuffled = from_library.DataLoader(training_data, batch_size=20, shuffle=True)
+    _, every_label = next(iter(shuffled))
+    printed.append(sorted(every_label.tolist()))  # shuffled: the same labels, in some order
+    return printed
+
+
+def test_datasets_and_dataloaders_tutorial_prints_what_torch_prints():
+    run_both(datasets_tutorial)
+
+
+# ==================================================================================================
+# Learn the Basics (3): build the model
+# ==================================================================================================
+def build_model_tutorial(T, start):
+    nn = T.nn
+    printed = []
+    device = T.accelerator.current_accelerator().type if T.accelerator.is_available() else "cpu"
+    printed.append(f"Using {device} device")
+
+    class NeuralNetwork(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.flatten = nn.Flatten()
+            self.linear_relu_stack = nn.Sequential(
+                nn.Linear(28 * 28, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+
+        def forward(self, x):
+            x = self.flatten(x)
+            logits = self.linear_relu_stack(x)
+            return logits
+
+    model = same_start(T, NeuralNetwork().to(device), start)
+    printed.append(str(model))
+    X = T.tensor(np.random.default_rng(0).random((1, 28, 28), dtype=np.float32), device=device)
+    logits = model(X)
+    pred_probab = nn.Softmax(dim=1)(logits)
+    y_pred = pred_probab.argmax(1)
+    printed += [logits, pred_probab, f"Predicted class: {y_pred}", grad_fn_name(logits), grad_fn_name(pred_probab)]
+
+    input_image = T.tensor(np.random.default_rng(1).random((3, 28, 28), dtype=np.float32))
+    printed.append(input_image.size())
+    flatten = nn.Flatten()
+    flat_image = flatten(input_image)
+    printed.append(flat_image.size())
+    layer1 = same_start(T, nn.Linear(in_features=28 * 28, out_features=20), start, "layer1")
+    hidden1 = layer1(flat_image)
+    printed.append(hidden1.size())
+    printed.append(f"Before ReLU: {hidden1}\n\n")
+    hidden1 = nn.ReLU()(hidden1)
+    printed.append(f"After ReLU: {hidden1}")
+    seq_modules = nn.Sequential(flatten, layer1, nn.ReLU(), nn.Linear(20, 10))
+    same_start(T, seq_modules[3], start, "last")
+    logits = seq_modules(input_image)
+    softmax = nn.Softmax(dim=1)
+    pred_probab = softmax(logits)
+    printed += [pred_probab, str(seq_modules)]
+    printed.append(f"Model structure: {model}\n\n")
+    for name, param in model.named_parameters():
+        printed.append(f"Layer: {name} | Size: {param.size()} | Values : {param[:2]} \n")
+    return printed
+
+
+def test_build_model_tutorial_prints_what_torch_prints():
+    run_both(build_model_tutorial)
+
+
+# ==================================================================================================
+# Learn the Basics (4): automatic differentiation
+# ==================================================================================================
+def autograd_tutorial(T, start):
+    printed = []
+    rng = np.random.default_rng(2)
+    x = T.ones(5)  # input tensor
+    y = T.zeros(3)  # expected output
+    w = T.tensor(rng.standard_normal((5, 3)).astype(np.float32), requires_grad=True)
+    b = T.tensor(rng.standard_normal(3).astype(np.float32), requires_grad=True)
+    z = T.matmul(x, w) + b
+    loss = T.nn.functional.binary_cross_entropy_with_logits(z, y)
+    printed += [f"Gradient function for z = {grad_fn_name(z)}", f"Gradient function for loss = {grad_fn_name(loss)}"]
+    printed += [z, loss, str(loss)]
+    loss.backward()
+    printed += [w.grad, b.grad, w.grad.requires_grad, w.is_leaf, z.is_leaf]
+    printed.append(error_of(loss.backward))  # the graph was freed: a second backward is refused
+
+    z = T.matmul(x, w) + b
+    printed.append(z.requires_grad)
+    with T.no_grad():
+        z = T.matmul(x, w) + b
+    printed += [z.requires_grad, grad_fn_name(z)]
+    z = T.matmul(x, w) + b
+    z_det = z.detach()
+    printed += [z_det.requires_grad, grad_fn_name(z_det), z_det.is_leaf]
+
+    # the optional reading: a vector-Jacobian product, gradients accumulate, retain_graph
+    inp = T.eye(4, 5, requires_grad=True)
+    out = (inp + 1).pow(2).t()
+    out.backward(T.ones_like(out), retain_graph=True)
+    printed.append(f"First call\n{inp.grad}")
+    out.backward(T.ones_like(out), retain_graph=True)
+    printed.append(f"\nSecond call\n{inp.grad}")
+    inp.grad.zero_()
+    out.backward(T.ones_like(out), retain_graph=True)
+    printed.append(f"\nCall after zeroing gradients\n{inp.grad}")
+    printed.append(error_of(out.backward))  # a non-scalar output needs its gradient
+    printed.append(grad_fn_name(out))
+    return printed
+
+
+def test_autograd_tutorial_prints_what_torch_prints():
+    run_both(autograd_tutorial)
+
+
+# ==================================================================================================
+# Learn the Basics (5, 6): the optimization loop, saving and loading the weights
+# ==================================================================================================
+def optimization_tutorial(T, start, tmp_path):
+    nn = T.nn
+    printed = []
+
+    class NeuralNetwork(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.flatten = nn.Flatten()
+            self.linear_relu_stack = nn.Sequential(
+                nn.Linear(28 * 28, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+
+        def forward(self, x):
+            return self.linear_relu_stack(self.flatten(x))
+
+    model = same_start(T, NeuralNetwork(), start)
+    learning_rate = 1e-1
+    batch_size = 16
+    epochs = 2
+    x_train, y_train = images(96, seed=0)
+    x_test, y_test = images(40, seed=1)
+    data = T.utils.data
+    train_dataloader = data.DataLoader(data.TensorDataset(T.tensor(x_train).view(-1, 28, 28), T.tensor(y_train)),
+                                       batch_size=batch_size)
+    test_dataloader = data.DataLoader(data.TensorDataset(T.tensor(x_test).view(-1, 28, 28), T.tensor(y_test)),
+                                      batch_size=batch_size)
+
+    def train_loop(dataloader, model, loss_fn, optimizer):
+        size = len(dataloader.dataset)
+        model.train()
+        for batch, (X, y) in enumerate(dataloader):
+            pred = model(X)
+            loss = loss_fn(pred, y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            if batch % 2 == 0:
+                loss, current = loss.item(), batch * batch_size + len(X)
+                printed.append((loss, f"[{current:>5d}/{size:>5d}]"))
+
+    def test_loop(dataloader, model, loss_fn):
+        model.eval()
+        size = len(dataloader.dataset)
+        num_batches = len(dataloader)
+        test_loss, correct = 0, 0
+        with T.no_grad():
+            for X, y in dataloader:
+                pred = model(X)
+                test_loss += loss_fn(pred, y).item()
+                correct += (pred.argmax(1) == y).type(T.float).sum().item()
+        test_loss /= num_batches
+        correct /= size
+        printed.append((f"Test Error: \n Accuracy: {(100 * correct):>0.1f}%", test_loss))
+
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = T.optim.SGD(model.parameters(), lr=learning_rate)
+    for t in range(epochs):
+        printed.append(f"Epoch {t + 1}\n-------------------------------")
+        train_loop(train_dataloader, model, loss_fn, optimizer)
+        test_loop(test_dataloader, model, loss_fn)
+
+    # save and load the weights: the tutorial's two lines, then a fresh model in eval mode
+    path = tmp_path / f"model_weights_{T.__name__}.pth"
+    T.save(model.state_dict(), path)
+    fresh = NeuralNetwork()
+    printed.append(str(fresh.load_state_dict(T.load(path, weights_only=True))))
+    printed.append(str(fresh.eval()))
+    printed.append(fresh.training)
+    X = T.tensor(x_test[:3]).view(-1, 28, 28)
+    with T.no_grad():
+        printed += [fresh(X), model(X)]
+    printed.append(sorted(T.load(path, weights_only=True).keys()))
+    return printed
+
+
+def test_optimization_loop_and_save_load_tutorial_prints_what_torch_prints(tmp_path):
+    run_both(optimization_tutorial, tmp_path)
+
+
+def test_saving_the_whole_model_is_refused_by_name(tmp_path):
+    """The tutorial's ``torch.save(model, 'model.pth')`` pickles the Module; minilora never pickles, and
+    says so (``torch.load(..., weights_only=True)`` refuses the same file in torch)."""
+    model = ml.nn.Linear(3, 2)
+    with pytest.raises((TypeError, ValueError), match="state_dict|pickle|Module"):
+        ml.save(model, tmp_path / "model.pth")
+    torch.save(torch.nn.Linear(3, 2), tmp_path / "torch_model.pth")
+    with pytest.raises(Exception, match="pickle|weights_only"):
+        ml.load(tmp_path / "torch_model.pth", weights_only=False)
+
+
+# ==================================================================================================
+# 60-minute blitz: Neural Networks (LeNet) and autograd
+# ==================================================================================================
+def lenet_tutorial(T, start):
+    nn, F, optim = T.nn, T.nn.functional, T.optim
+    printed = []
+
+    class Net(nn.Module):
+        def __init__(self):
+            super(Net, self).__init__()
+            self.conv1 = nn.Conv2d(1, 6, 5)
+            self.conv2 = nn.Conv2d(6, 16, 5)
+            self.fc1 = nn.Linear(16 * 5 * 5, 120)
+            self.fc2 = nn.Linear(120, 84)
+            self.fc3 = nn.Linear(84, 10)
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(self.conv1(x)), (2, 2))
+            x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+            x = x.view(-1, self.num_flat_features(x))
+            x = F.relu(self.fc1(x))
+            x = F.relu(self.fc2(x))
+            x = self.fc3(x)
+            return x
+
+        def num_flat_features(self, x):
+            size = x.size()[1:]  # all dimensions except the batch dimension
+            num_features = 1
+            for s in size:
+                num_features *= s
+            return num_features
+
+    net = same_start(T, Net(), start)
+    printed.append(str(net))
+    params = list(net.parameters())
+    printed += [len(params), params[0].size()]
+    rng = np.random.default_rng(3)
+    input = T.tensor(rng.standard_normal((1, 1, 32, 32)).astype(np.float32))
+    out = net(input)
+    printed.append(out)
+    net.zero_grad()
+    out.backward(T.tensor(rng.standard_normal((1, 10)).astype(np.float32)))
+    printed += [net.conv1.bias.grad, net.fc3.weight.grad]
+
+    output = net(input)
+    target = T.tensor(rng.standard_normal(10).astype(np.float32))
+    target = target.view(1, -1)
+    criterion = nn.MSELoss()
+    loss = criterion(output, target)
+    printed.append(loss)
+    printed.append(grad_fn_name(loss))  # MSELoss
+    printed.append(grad_fn_name(output))  # Linear (its node, whatever the library names it)
+    node = loss.grad_fn.next_functions[0][0]  # torch's mse_loss is one node, minilora's a few: not compared
+    printed.append(isinstance(node.next_functions, tuple))
+    printed.append(net.zero_grad())
+    printed.append(f"conv1.bias.grad before backward\n{net.conv1.bias.grad}")
+    loss.backward()
+    printed.append(f"conv1.bias.grad after backward\n{net.conv1.bias.grad}")
+
+    learning_rate = 0.01
+    for f in net.parameters():
+        f.data.sub_(f.grad.data * learning_rate)
+    printed.append(net(input))
+    optimizer = optim.SGD(net.parameters(), lr=0.01)
+    for _ in range(3):
+        optimizer.zero_grad()
+        output = net(input)
+        loss = criterion(output, target)
+        loss.backward()
+        optimizer.step()
+        printed.append(loss.item())
+    return printed
+
+
+def test_neural_networks_blitz_lenet_prints_what_torch_prints():
+    run_both(lenet_tutorial)
+
+
+def test_grad_fn_next_functions_walks_back_to_the_leaves_as_torch():
+    """``loss.grad_fn.next_functions``: the node that made each input, ``AccumulateGrad`` (whose
+    ``variable`` is the leaf) for a leaf that requires grad, None for a constant."""
+    def walk(T):
+        w = T.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+        x = T.tensor([[0.5, -1.0]])
+        h = T.relu(x @ w)
+        loss = (h * 3).sum()
+        first = loss.grad_fn.next_functions
+        second = first[0][0].next_functions
+        third = second[0][0].next_functions
+        fourth = third[0][0].next_functions
+        leaf = fourth[1][0]
+        return [repr(loss.grad_fn).split()[0], len(first), repr(first[0][0]).split()[0], len(second),
+                repr(second[0][0]).split()[0], repr(third[0][0]).split()[0], fourth[0][0],
+                repr(leaf).split()[0], leaf.variable is w, leaf.name(), first[0][1]]
+    expected, got = walk(torch), walk(ml)
+    expected = [NODE_NAMES.get(e.lstrip("<"), e.lstrip("<")) if isinstance(e, str) and "Backward" in e else e
+                for e in expected]
+    got = [g.lstrip("<") if isinstance(g, str) and "Backward" in g else g for g in got]
+    assert got == expected
+
+
+def blitz_autograd_tutorial(T, start):
+    nn, optim = T.nn, T.optim
+    printed = []
+    a = T.tensor([2., 3.], requires_grad=True)
+    b = T.tensor([6., 4.], requires_grad=True)
+    Q = 3 * a**3 - b**2
+    external_grad = T.tensor([1., 1.])
+    Q.backward(gradient=external_grad)
+    printed += [9 * a**2 == a.grad, -2 * b == b.grad, a.grad, b.grad, grad_fn_name(Q)]
+    rng = np.random.default_rng(4)
+    x = T.tensor(rng.random((5, 5), dtype=np.float32))
+    y = T.tensor(rng.random((5, 5), dtype=np.float32))
+    z = T.tensor(rng.random((5, 5), dtype=np.float32), requires_grad=True)
+    a = x + y
+    printed.append(f"Does `a` require gradients?: {a.requires_grad}")
+    b = x + z
+    printed.append(f"Does `b` require gradients?: {b.requires_grad}")
+
+    # freeze a (small) pretrained network, replace its classifier, fine-tune only that
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    same_start(T, model, start)
+    for param in model.parameters():
+        param.requires_grad = False
+    model[2] = nn.Linear(16, 10)
+    same_start(T, model[2], start, "classifier")
+    optimizer = optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
+    data = T.tensor(rng.random((3, 8), dtype=np.float32))
+    labels = T.tensor(rng.random((3, 10), dtype=np.float32))
+    for _ in range(2):
+        prediction = model(data)
+        loss = (prediction - labels).sum()
+        loss.backward()
+        optimizer.step()
+        printed += [loss, model[0].weight.grad, model[2].bias.grad is not None]
+    printed.append([(n, p.requires_grad) for n, p in model.named_parameters()])
+    return printed
+
+
+def test_autograd_blitz_prints_what_torch_prints():
+    run_both(blitz_autograd_tutorial)
