@@ -572,3 +572,388 @@ def blitz_autograd_tutorial(T, start):
 
 def test_autograd_blitz_prints_what_torch_prints():
     run_both(blitz_autograd_tutorial)
+
+
+# ==================================================================================================
+# What is torch.nn really? From scratch, then refactored step by step
+# ==================================================================================================
+def nn_really_from_scratch(T, start):
+    printed = []
+    x_train, y_train = images(192, seed=10)
+    x_train, y_train = map(T.tensor, (x_train, y_train))
+    n, c = x_train.shape
+    printed += [x_train, y_train, x_train.shape, y_train.min(), y_train.max(), (n, c)]
+
+    weights = T.tensor(np.random.default_rng(11).standard_normal((784, 10)).astype(np.float32)) / math.sqrt(784)
+    weights.requires_grad_()
+    bias = T.zeros(10, requires_grad=True)
+
+    def log_softmax(x):
+        return x - x.exp().sum(-1).log().unsqueeze(-1)
+
+    def model(xb):
+        return log_softmax(xb @ weights + bias)
+
+    bs = 64
+    xb = x_train[0:bs]
+    preds = model(xb)
+    printed += [preds[0], preds.shape]
+
+    def nll(input, target):
+        return -input[range(target.shape[0]), target].mean()
+
+    loss_func = nll
+    yb = y_train[0:bs]
+    printed.append(loss_func(preds, yb))
+
+    def accuracy(out, yb):
+        preds = T.argmax(out, dim=1)
+        return (preds == yb).float().mean()
+
+    printed.append(accuracy(preds, yb))
+    lr = 0.5
+    epochs = 2
+    for epoch in range(epochs):
+        for i in range((n - 1) // bs + 1):
+            start_i = i * bs
+            end_i = start_i + bs
+            xb = x_train[start_i:end_i]
+            yb = y_train[start_i:end_i]
+            pred = model(xb)
+            loss = loss_func(pred, yb)
+            loss.backward()
+            with T.no_grad():
+                weights -= weights.grad * lr
+                bias -= bias.grad * lr
+                weights.grad.zero_()
+                bias.grad.zero_()
+    printed += [loss_func(model(xb), yb), accuracy(model(xb), yb), weights.is_leaf, weights.requires_grad]
+    return printed
+
+
+def test_nn_really_logistic_regression_from_scratch_as_torch():
+    run_both(nn_really_from_scratch)
+
+
+def nn_really_refactored(T, start):
+    """nn.functional, nn.Module with nn.Parameter, nn.Linear, optim, TensorDataset, DataLoader, validation,
+    loss_batch / fit / get_data, the CNN, nn.Sequential with a Lambda layer and AdaptiveAvgPool2d."""
+    nn, F, optim = T.nn, T.nn.functional, T.optim
+    TensorDataset, DataLoader = T.utils.data.TensorDataset, T.utils.data.DataLoader
+    printed = []
+    x_train, y_train = map(T.tensor, images(128, seed=12))
+    x_valid, y_valid = map(T.tensor, images(64, seed=13))
+    n, c = x_train.shape
+    bs, lr, epochs = 32, 0.5, 2
+    loss_func = F.cross_entropy
+
+    def accuracy(out, yb):
+        return (T.argmax(out, dim=1) == yb).float().mean()
+
+    class Mnist_Logistic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weights = nn.Parameter(T.randn(784, 10) / math.sqrt(784))
+            self.bias = nn.Parameter(T.zeros(10))
+
+        def forward(self, xb):
+            return xb @ self.weights + self.bias
+
+    model = same_start(T, Mnist_Logistic(), start, "logistic")
+    printed.append(loss_func(model(x_train[:bs]), y_train[:bs]))
+
+    def fit_by_hand():
+        for epoch in range(epochs):
+            for i in range((n - 1) // bs + 1):
+                xb, yb = x_train[i * bs: i * bs + bs], y_train[i * bs: i * bs + bs]
+                loss = loss_func(model(xb), yb)
+                loss.backward()
+                with T.no_grad():
+                    for p in model.parameters():
+                        p -= p.grad * lr
+                    model.zero_grad()
+
+    fit_by_hand()
+    printed += [loss_func(model(x_train[:bs]), y_train[:bs]), accuracy(model(x_train[:bs]), y_train[:bs])]
+    printed.append([p.grad for p in model.parameters()])  # zero_grad set them to None
+
+    class Mnist_Logistic_Linear(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(784, 10)
+
+        def forward(self, xb):
+            return self.lin(xb)
+
+    def get_model():
+        model = same_start(T, Mnist_Logistic_Linear(), start, "linear")
+        return model, optim.SGD(model.parameters(), lr=lr)
+
+    def loss_batch(model, loss_func, xb, yb, opt=None):
+        loss = loss_func(model(xb), yb)
+        if opt is not None:
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        return loss.item(), len(xb)
+
+    def fit(epochs, model, loss_func, opt, train_dl, valid_dl):
+        for epoch in range(epochs):
+            model.train()
+            for xb, yb in train_dl:
+                loss_batch(model, loss_func, xb, yb, opt)
+            model.eval()
+            with T.no_grad():
+                losses, nums = zip(*[loss_batch(model, loss_func, xb, yb) for xb, yb in valid_dl])
+            val_loss = np.sum(np.multiply(losses, nums)) / np.sum(nums)
+            printed.append((epoch, float(val_loss)))
+
+    def get_data(train_ds, valid_ds, bs):
+        return DataLoader(train_ds, batch_size=bs, shuffle=False), DataLoader(valid_ds, batch_size=bs * 2)
+
+    train_ds, valid_ds = TensorDataset(x_train, y_train), TensorDataset(x_valid, y_valid)
+    printed += [len(train_ds), train_ds[0][1], train_ds[3:5][0].shape]
+    model, opt = get_model()
+    # the validation step as first written: the sum of the batch losses over the loader
+    model.eval()
+    with T.no_grad():
+        valid_loss = sum(loss_func(model(xb), yb) for xb, yb in get_data(train_ds, valid_ds, bs)[1])
+    printed.append(valid_loss / len(get_data(train_ds, valid_ds, bs)[1]))
+    fit(epochs, model, loss_func, opt, *get_data(train_ds, valid_ds, bs))
+
+    # the CNN: view as images, three stride-2 convolutions, average pooling
+    class Mnist_CNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 16, kernel_size=3, stride=2, padding=1)
+            self.conv2 = nn.Conv2d(16, 16, kernel_size=3, stride=2, padding=1)
+            self.conv3 = nn.Conv2d(16, 10, kernel_size=3, stride=2, padding=1)
+
+        def forward(self, xb):
+            xb = xb.view(-1, 1, 28, 28)
+            xb = F.relu(self.conv1(xb))
+            xb = F.relu(self.conv2(xb))
+            xb = F.relu(self.conv3(xb))
+            xb = F.avg_pool2d(xb, 4)
+            return xb.view(-1, xb.size(1))
+
+    model = same_start(T, Mnist_CNN(), start, "cnn")
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    fit(1, model, loss_func, opt, *get_data(train_ds, valid_ds, bs))
+
+    class Lambda(nn.Module):
+        def __init__(self, func):
+            super().__init__()
+            self.func = func
+
+        def forward(self, x):
+            return self.func(x)
+
+    def preprocess(x, y):
+        return x.view(-1, 1, 28, 28), y
+
+    class WrappedDataLoader:
+        def __init__(self, dl, func):
+            self.dl = dl
+            self.func = func
+
+        def __len__(self):
+            return len(self.dl)
+
+        def __iter__(self):
+            for b in self.dl:
+                yield (self.func(*b))
+
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, kernel_size=3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 16, kernel_size=3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 10, kernel_size=3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), Lambda(lambda x: x.view(x.size(0), -1)))
+    same_start(T, model, start, "sequential")
+    printed.append(str(model))
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    train_dl, valid_dl = get_data(train_ds, valid_ds, bs)
+    train_dl, valid_dl = WrappedDataLoader(train_dl, preprocess), WrappedDataLoader(valid_dl, preprocess)
+    fit(1, model, loss_func, opt, train_dl, valid_dl)
+    with T.no_grad():
+        printed.append(model(x_valid[:4].view(-1, 1, 28, 28)))
+    return printed
+
+
+def test_nn_really_refactored_step_by_step_as_torch():
+    run_both(nn_really_refactored)
+
+
+# ==================================================================================================
+# NLP from scratch: classifying names with a character-level RNN
+# ==================================================================================================
+ALL_LETTERS = string.ascii_letters + " .,;'"
+NAMES = {"English": ["Smith", "Jones", "Abbott"], "German": ["Schmidt", "Muller", "Becker"],
+         "Italian": ["Rossi", "Abbadelli", "Bianchi"]}
+
+
+def char_rnn_by_hand(T, start):
+    nn, F = T.nn, T.nn.functional
+    printed = []
+    n_letters = len(ALL_LETTERS)
+    all_categories = list(NAMES)
+    n_categories = len(all_categories)
+
+    def letterToIndex(letter):
+        return ALL_LETTERS.find(letter)
+
+    def letterToTensor(letter):
+        tensor = T.zeros(1, n_letters)
+        tensor[0][letterToIndex(letter)] = 1
+        return tensor
+
+    def lineToTensor(line):
+        tensor = T.zeros(len(line), 1, n_letters)
+        for li, letter in enumerate(line):
+            tensor[li][0][letterToIndex(letter)] = 1
+        return tensor
+
+    printed += [letterToTensor("J"), lineToTensor("Jones").size()]
+
+    class RNN(nn.Module):
+        def __init__(self, input_size, hidden_size, output_size):
+            super(RNN, self).__init__()
+            self.hidden_size = hidden_size
+            self.i2h = nn.Linear(input_size + hidden_size, hidden_size)
+            self.h2o = nn.Linear(hidden_size, output_size)
+            self.softmax = nn.LogSoftmax(dim=1)
+
+        def forward(self, input, hidden):
+            combined = T.cat((input, hidden), 1)
+            hidden = F.tanh(self.i2h(combined))
+            output = self.h2o(hidden)
+            output = self.softmax(output)
+            return output, hidden
+
+        def initHidden(self):
+            return T.zeros(1, self.hidden_size)
+
+    n_hidden = 32
+    rnn = same_start(T, RNN(n_letters, n_hidden, n_categories), start)
+    input = letterToTensor("A")
+    hidden = T.zeros(1, n_hidden)
+    output, next_hidden = rnn(input, hidden)
+    input = lineToTensor("Albert")
+    output, next_hidden = rnn(input[0], hidden)
+    printed += [output, next_hidden.shape]
+
+    def categoryFromOutput(output):
+        top_n, top_i = output.topk(1)
+        category_i = top_i[0].item()
+        return all_categories[category_i], category_i
+
+    printed += [categoryFromOutput(output), output.topk(2)[0], output.topk(2)[1]]
+    criterion = nn.NLLLoss()
+    learning_rate = 0.05
+
+    def train(category_tensor, line_tensor):
+        hidden = rnn.initHidden()
+        rnn.zero_grad()
+        for i in range(line_tensor.size()[0]):
+            output, hidden = rnn(line_tensor[i], hidden)
+        loss = criterion(output, category_tensor)
+        loss.backward()
+        for p in rnn.parameters():
+            p.data.add_(p.grad.data, alpha=-learning_rate)
+        return output, loss.item()
+
+    for _ in range(2):
+        for category in all_categories:
+            for line in NAMES[category]:
+                category_tensor = T.tensor([all_categories.index(category)], dtype=T.long)
+                output, loss = train(category_tensor, lineToTensor(line))
+                guess, guess_i = categoryFromOutput(output)
+                printed.append((loss, guess, "✓" if guess == category else f"✗ ({category})"))
+
+    def evaluate(line_tensor):
+        hidden = rnn.initHidden()
+        for i in range(line_tensor.size()[0]):
+            output, hidden = rnn(line_tensor[i], hidden)
+        return output
+
+    confusion = T.zeros(n_categories, n_categories)
+    with T.no_grad():
+        for category in all_categories:
+            for line in NAMES[category]:
+                guess, guess_i = categoryFromOutput(evaluate(lineToTensor(line)))
+                confusion[all_categories.index(category)][guess_i] += 1
+        for i in range(n_categories):
+            confusion[i] = confusion[i] / confusion[i].sum()
+        topv, topi = evaluate(lineToTensor("Dovesky")).topk(3, 1, True)
+    printed += [confusion, topv, topi, [(topv[0][i].item(), all_categories[topi[0][i].item()]) for i in range(3)]]
+    return printed
+
+
+def test_char_rnn_hand_written_cell_as_torch():
+    run_both(char_rnn_by_hand)
+
+
+def char_rnn_with_nn_rnn(T, start):
+    """The 2024 rewrite: ``nn.RNN`` over a (letters, 1, n_letters) tensor, batches of names summed into
+    one loss, ``clip_grad_norm_``, ``label_from_output``."""
+    nn = T.nn
+    printed = []
+    n_letters = len(ALL_LETTERS)
+    labels_uniq = list(NAMES)
+
+    def lineToTensor(line):
+        tensor = T.zeros(len(line), 1, n_letters)
+        for li, letter in enumerate(line):
+            tensor[li][0][ALL_LETTERS.find(letter)] = 1
+        return tensor
+
+    class CharRNN(nn.Module):
+        def __init__(self, input_size, hidden_size, output_size):
+            super(CharRNN, self).__init__()
+            self.rnn = nn.RNN(input_size, hidden_size)
+            self.h2o = nn.Linear(hidden_size, output_size)
+            self.softmax = nn.LogSoftmax(dim=1)
+
+        def forward(self, line_tensor):
+            rnn_out, hidden = self.rnn(line_tensor)
+            output = self.h2o(hidden[0])
+            output = self.softmax(output)
+            return output
+
+    rnn = same_start(T, CharRNN(n_letters, 24, len(labels_uniq)), start)
+    printed.append(str(rnn))
+
+    def label_from_output(output, output_labels):
+        top_n, top_i = output.topk(1)
+        label_i = top_i[0].item()
+        return output_labels[label_i], label_i
+
+    output = rnn(lineToTensor("Albert"))
+    printed += [output, label_from_output(output, labels_uniq)]
+    training_data = [(T.tensor([labels_uniq.index(label)], dtype=T.long), lineToTensor(text), label, text)
+                     for label in labels_uniq for text in NAMES[label]]
+    criterion = nn.NLLLoss()
+    optimizer = T.optim.SGD(rnn.parameters(), lr=0.15)
+    rnn.train()
+    batches = np.array_split(list(range(len(training_data))), 3)
+    for epoch in range(2):
+        for batch in batches:
+            batch_loss = 0
+            for i in batch:
+                (label_tensor, text_tensor, label, text) = training_data[i]
+                output = rnn.forward(text_tensor)
+                loss = criterion(output, label_tensor)
+                batch_loss += loss
+            batch_loss.backward()
+            norm = nn.utils.clip_grad_norm_(rnn.parameters(), 3)
+            optimizer.step()
+            optimizer.zero_grad()
+            printed += [batch_loss.item() / len(batch), norm]
+    rnn.eval()
+    with T.no_grad():
+        printed += [label_from_output(rnn(text_tensor), labels_uniq) for _, text_tensor, _, _ in training_data]
+    return printed
+
+
+def test_char_rnn_with_nn_rnn_as_torch():
+    run_both(char_rnn_with_nn_rnn)
