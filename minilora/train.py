@@ -215,17 +215,30 @@ def _trainable(model):
     return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
 
 
-def _training_state(step, named_params, optimizer, scheduler, losses):
-    return {"step": step,
-            "model": {name: p for name, p in named_params},
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": ml_random.generator().bit_generator.state,
-            "losses": list(losses)}
+def _allocator_owner(model):
+    """The AdaLoRA tuner in ``model`` (its rank allocator's state decides which ranks the next steps
+    mask, so it belongs in the checkpoint), or None."""
+    for owner in (model, getattr(model, "base_model", None)):
+        if callable(getattr(owner, "allocator_state_dict", None)) and owner.allocator_state_dict() is not None:
+            return owner
+    return None
 
 
-def _restore(state, named_params, optimizer, scheduler):
-    """Load a checkpoint's state into the model, optimizer, scheduler and random generator."""
+def _training_state(step, named_params, optimizer, scheduler, losses, allocator_owner=None):
+    state = {"step": step,
+             "model": {name: p for name, p in named_params},
+             "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(),
+             "rng": ml_random.generator().bit_generator.state,
+             "losses": list(losses)}
+    if allocator_owner is not None:
+        state["allocator"] = allocator_owner.allocator_state_dict()
+    return state
+
+
+def _restore(state, named_params, optimizer, scheduler, allocator_owner=None):
+    """Load a checkpoint's state into the model, optimizer, scheduler, random generator and (AdaLoRA)
+    rank allocator."""
     saved, own = state["model"], dict(named_params)
     missing = [k for k in own if k not in saved]
     unexpected = [k for k in saved if k not in own]
@@ -242,12 +255,24 @@ def _restore(state, named_params, optimizer, scheduler):
     # leaves the caller's model as it was, not holding half the checkpoint's weights.
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if allocator_owner is not None:
+        _restore_allocator(state, allocator_owner)
     with no_grad():
         for name, p in own.items():
             p._array[...] = p.device.xp.asarray(saved[name], dtype=p.dtype)
             p._bump_version()
     ml_random.generator().bit_generator.state = state["rng"]
     return int(state["step"]), [float(x) for x in state["losses"]]
+
+
+def _restore_allocator(state, owner):
+    if "allocator" in state:
+        owner.load_allocator_state_dict(state["allocator"])
+        return
+    import warnings  # a checkpoint from before allocator states were saved: resumable, but not the same run
+    warnings.warn("resume: the checkpoint has no AdaLoRA rank-allocator state (it predates them); the "
+                  "importance averages restart from zero, so the ranks kept can differ from an uninterrupted run",
+                  stacklevel=4)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -450,6 +475,7 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
     if not named:
         raise ValueError("train: the model has no parameter with requires_grad=True -- nothing to train")
     params = [p for _, p in named]
+    allocator_owner = _allocator_owner(model)
     loader = _as_loader(train_data, batch_size, seed)
     _check_every_example_has_a_target(loader, "train_data")
     eval_loader = _as_loader(eval_data, batch_size, seed, shuffle=False)
@@ -474,7 +500,7 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
             raise ValueError(f"resume from {path}: {len(bad)} weight/optimizer arrays hold NaN or inf (first: "
                              f"{bad[0]}); training on them gives NaN at once. Resume from another checkpoint")
         try:
-            start, losses = _restore(state, named, optimizer, scheduler)
+            start, losses = _restore(state, named, optimizer, scheduler, allocator_owner)
         except ValueError as exc:  # name the file: the message alone does not say which run it was
             raise ResumeError(f"resume from {path}: {exc}") from None
         except KeyError as exc:  # a file save_training_state did not write (or an edited one)
@@ -512,7 +538,7 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
 
     def checkpoint(step):
         nonlocal last_good
-        state = _training_state(step, named, optimizer, scheduler, losses)
+        state = _training_state(step, named, optimizer, scheduler, losses, allocator_owner)
         bad = _non_finite_arrays(state)
         if bad:  # never let a broken state become "the last good checkpoint"
             stop(step, f"after the update, {len(bad)} weight/optimizer arrays hold NaN or inf "
@@ -570,6 +596,7 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
             if ((eval_every and step % eval_every == 0) or step == steps) and \
                     (eval_loader is not None or eval_fn is not None):
                 evals.append(_evaluate(model, step, eval_loader, eval_fn))
+                model.train()  # an eval_fn may leave it in eval mode: the next steps still train with dropout
                 log.write(evals[-1])
                 bar.write("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                     for k, v in evals[-1].items() if k != "kind"))
@@ -582,7 +609,20 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
         ctrl_c.restore()
         bar.close()
         if out_dir and plot and losses and writer:
-            plot_losses(os.path.join(out_dir, PLOT_NAME), losses, evals)
+            _plot_on_the_way_out(os.path.join(out_dir, PLOT_NAME), losses, evals)
+
+
+def _plot_on_the_way_out(path, losses, evals):
+    """The loss plot, written as ``train`` returns or raises. When it raises, the plot must not hide
+    why: with the disk full the plot fails too, and its error would replace the checkpoint's."""
+    failing = sys.exc_info()[1] is not None
+    try:
+        plot_losses(path, losses, evals)
+    except Exception as exc:
+        if not failing:
+            raise
+        print(f"train: the loss plot {path} was not written either ({type(exc).__name__}: {exc})",
+              file=sys.stderr, flush=True)
 
 
 def _unwrap(model):
@@ -830,17 +870,22 @@ def _load_model(args):
 
 
 # The options that make a run what it is: --resume with other values would mix two runs.
-SAME_RUN_OPTIONS = ("method", "task", "model", "seed", "r", "lora_alpha", "target_modules", "dtype")
+SAME_RUN_OPTIONS = ("method", "task", "model", "seed", "r", "lora_alpha", "target_modules", "dtype",
+                    "init_r", "target_r", "tinit", "tfinal", "orth_reg_weight")
+_ADAPTER_OPTIONS = {"lora": ("r", "lora_alpha", "target_modules"),
+                    "adalora": ("init_r", "target_r", "tinit", "tfinal", "orth_reg_weight", "lora_alpha",
+                                "target_modules")}
 RUN_OPTIONS_NAME = "run.json"
 
 
 def _run_options(args):
-    options = {name: getattr(args, name) for name in SAME_RUN_OPTIONS}
-    if options["method"] == "lora" and options["lora_alpha"] is None:
-        options["lora_alpha"] = 2 * options["r"]  # the default, written as the number it became
-    if options["method"] != "lora":
-        for name in ("r", "lora_alpha", "target_modules"):
-            options.pop(name)
+    options = {name: getattr(args, name, None) for name in SAME_RUN_OPTIONS}
+    method = options["method"]
+    if options["lora_alpha"] is None and method in _ADAPTER_OPTIONS:  # the default, as the number it became
+        options["lora_alpha"] = 2 * options["r" if method == "lora" else "init_r"]
+    kept = _ADAPTER_OPTIONS.get(method, ())
+    for name in {n for names in _ADAPTER_OPTIONS.values() for n in names} - set(kept):
+        options.pop(name)
     return options
 
 
@@ -862,6 +907,9 @@ def _check_same_run(args, out, write=True):
     if not isinstance(before, dict):
         raise UsageError(f"--resume: {path} must be a JSON object, got a {type(before).__name__}")
     before.setdefault("dtype", "float32")  # a run.json from before --dtype: such runs were float32
+    if before.get("method") == "adalora":  # a run.json from before AdaLoRA runs could resume kept no options
+        for name in _ADAPTER_OPTIONS["adalora"]:
+            before.setdefault(name, options.get(name))
     changed = [k for k in SAME_RUN_OPTIONS if k in before or k in options if before.get(k) != options.get(k)]
     if changed:
         flag = changed[0].replace("_", "-")
@@ -966,9 +1014,9 @@ def _train_command(args, rank=0, world=1):
         return 2
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    if method == "adalora" and (args.resume or world > 1):
-        print("minilora train --method adalora: --resume and mpirun are not supported (the rank allocator's "
-              "importance averages are not in the checkpoint, and it runs in one process)", file=sys.stderr)
+    if method == "adalora" and world > 1:
+        print("minilora train --method adalora: mpirun is not supported (the rank allocator runs in one "
+              "process)", file=sys.stderr)
         return 2
     after_optimizer_step = None
     if method in ("lora", "adalora"):

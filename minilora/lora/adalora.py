@@ -371,6 +371,36 @@ class AdaLoraModel(LoraModel):
         else:
             self.rankallocator.mask_using_rank_pattern(self.model, config.rank_pattern)
 
+    # --- resuming a run: what the allocator carries from step to step besides the weights ------------
+    def allocator_state_dict(self):
+        """The importance scores and their averages, and the rank pattern so far (``None`` without a
+        trainable adapter). ``minilora.train`` keeps it in its checkpoints: without it a resumed run
+        restarts the averages from zero (other ranks get masked) and, past ``total_step - tfinal``,
+        has no pattern to re-apply."""
+        if not hasattr(self, "trainable_adapter_name"):
+            return None
+        allocator = self.rankallocator
+        return {"ipt": dict(allocator.ipt), "exp_avg_ipt": dict(allocator.exp_avg_ipt),
+                "exp_avg_unc": dict(allocator.exp_avg_unc),
+                "rank_pattern": self.peft_config[self.trainable_adapter_name].rank_pattern}
+
+    def load_allocator_state_dict(self, state):
+        """Restore what ``allocator_state_dict`` returned; a state of another model is refused (ValueError)
+        before anything changes."""
+        params = dict(self.model.named_parameters())
+        tables = {name: state[name] for name in ("ipt", "exp_avg_ipt", "exp_avg_unc")}
+        for table in tables.values():
+            for n, value in table.items():
+                if n not in params or tuple(params[n].shape) != tuple(np.shape(value)):
+                    raise ValueError(f"the AdaLoRA allocator state holds {n!r} of shape {np.shape(value)}, which "
+                                     "this model's adapter does not have")
+        allocator = self.rankallocator
+        for name, table in tables.items():
+            setattr(allocator, name, {n: params[n].device.xp.asarray(v) for n, v in table.items()})
+        pattern = state["rank_pattern"]
+        self.peft_config[self.trainable_adapter_name].rank_pattern = \
+            None if pattern is None else {n: [bool(k) for k in keep] for n, keep in pattern.items()}
+
     def allocated_ranks(self, adapter_name=None):
         """{module path: rank} after allocation (the initial ranks before any masking)."""
         adapter_name = adapter_name or self.active_adapter

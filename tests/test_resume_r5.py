@@ -1,0 +1,307 @@
+"""A killed run resumes to the same result, round 5: the training options users combine.
+
+Each case trains a reference run straight through, then the same run killed (a KeyboardInterrupt raised
+where the data loader hands out a batch: mid-accumulation or at a step's first micro-batch; or a save
+that fails with a full disk) and resumed from its last checkpoint into a model whose adapters start
+elsewhere. The final weights, the optimizer state, the losses/lrs/gradient norms, the evaluations and
+the metrics log must equal the reference bit for bit.
+"""
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import minilora as ml
+from minilora import train as train_mod
+from minilora.lora import AdaLoraConfig, LoraConfig, get_peft_model
+from minilora.train import load_training_state, train
+
+from test_faults import ENV, ROOT, byte_model_dir, leftovers, posix_only  # noqa: F401 (a fixture)
+from test_train import DropoutLM, counting_rows, crash_at, tiny_llama
+
+STEPS = 8
+# Gradient accumulation, warmup then cosine, clipping that bites, evaluation every 2 steps and a
+# checkpoint every 3: evaluations and checkpoints fall on different steps.
+KW = dict(batch_size=4, lr=1e-2, warmup_steps=2, grad_accum=2, clip_norm=0.5, eval_every=2, save_every=3,
+          progress=False, plot=False)
+
+
+def lora(init_seed, **config):
+    model = tiny_llama(0)  # the same frozen base every time: it is not in the checkpoint
+    ml.manual_seed(init_seed)  # where the adapters start: the checkpoint must overwrite it
+    return get_peft_model(model, LoraConfig(r=2, lora_alpha=4, lora_dropout=0.2, **config))
+
+
+MODELS = {
+    "lora-dropout": lambda seed: lora(seed, target_modules="all-linear"),
+    "dora": lambda seed: lora(seed, use_dora=True, target_modules=["q_proj", "v_proj", "down_proj"]),
+    "lora-bf16-base": lambda seed: get_peft_model(
+        tiny_llama(0).to(ml.bfloat16), LoraConfig(r=2, lora_alpha=4, lora_dropout=0.2, target_modules="all-linear")),
+    "full-dropout": lambda seed: DropoutLM(seed),
+}
+# batch index -> where the kill falls (2 micro-batches a step; checkpoints at steps 3 and 6)
+KILLS = {"mid-accumulation": 9, "first-micro-batch": 12}
+
+
+def run(make, out, init_seed=0, crash=None, **kw):
+    model = make(init_seed)
+    rows = counting_rows()
+    data = crash_at(rows, crash, batch_size=KW["batch_size"]) if crash is not None else rows
+    options = {**KW, **kw}
+    hook = options.pop("after_optimizer_step", None)
+    result = train(model, data, rows[:8], steps=STEPS, out_dir=str(out),
+                   after_optimizer_step=hook(model) if hook else None, **options)
+    return model, result
+
+
+def killed_and_resumed(make, out, crash, **kw):
+    with pytest.raises(KeyboardInterrupt):
+        run(make, out, crash=crash, **kw)
+    return run(make, out, init_seed=7, resume=True, **kw)
+
+
+def assert_equal_tree(a, b, where="state"):
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b), where
+        for key in a:
+            assert_equal_tree(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_equal_tree(x, y, f"{where}.{i}")
+    elif isinstance(a, (np.ndarray, np.generic)):
+        assert a.dtype == b.dtype and a.shape == b.shape, where
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    else:
+        assert a == b, where
+
+
+def train_records(out):
+    records = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    return [{k: v for k, v in r.items() if k != "time"} for r in records]
+
+
+def assert_same_run(reference, resumed):
+    (ref_model, ref, ref_out), (model, res, out) = reference, resumed
+    assert res.steps_run < STEPS  # it did resume
+    assert (res.losses, res.lrs, res.grad_norms, res.evals) == (ref.losses, ref.lrs, ref.grad_norms, ref.evals)
+    for (name, a), (_, b) in zip(ref_model.named_parameters(), model.named_parameters()):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a.numpy(force=True), b.numpy(force=True), err_msg=name)
+    final, ref_final = (load_training_state(os.path.join(d, "checkpoint.npz")) for d in (out, ref_out))
+    for key in ("optimizer", "scheduler", "rng", "losses", "model"):
+        assert_equal_tree(ref_final[key], final[key], key)
+    assert train_records(out) == train_records(ref_out)
+    assert leftovers(out) == []
+
+
+_references = {}
+
+
+def reference(name, tmp_path_factory, **kw):
+    key = (name, tuple(sorted(kw)))
+    if key not in _references:
+        out = tmp_path_factory.mktemp(f"reference-{name}")
+        _references[key] = (*run(MODELS[name], out, **kw), str(out))
+    return _references[key]
+
+
+@pytest.mark.parametrize("kill", list(KILLS))
+@pytest.mark.parametrize("name", list(MODELS))
+def test_killed_run_resumes_bit_for_bit(tmp_path, tmp_path_factory, name, kill):
+    resumed = killed_and_resumed(MODELS[name], tmp_path, KILLS[kill])
+    assert_same_run(reference(name, tmp_path_factory), (*resumed, str(tmp_path)))
+
+
+# --- an eval_fn that leaves the model in eval mode ---------------------------------------------------
+def leaves_eval_mode(model):
+    model.eval()  # what many hand-written evaluation functions do, without switching back
+    return {"mode": "eval"}
+
+
+def test_training_goes_on_in_train_mode_after_an_eval_fn(tmp_path):
+    """The Hugging Face Trainer puts the model back in train mode for every step. minilora's loop set it
+    once: after an eval_fn that called model.eval(), the rest of the run trained without dropout -- and a
+    resumed run (which starts in train mode) trained with it, so resuming changed the result."""
+    ref_model, ref = run(MODELS["full-dropout"], tmp_path / "ref", eval_fn=leaves_eval_mode)
+    straight_without_eval = run(MODELS["full-dropout"], tmp_path / "plain", eval_every=0)[1]
+    assert ref.losses == straight_without_eval.losses  # evaluating changes nothing in the training
+    assert ref_model.training
+    resumed = killed_and_resumed(MODELS["full-dropout"], tmp_path / "run", KILLS["mid-accumulation"],
+                                 eval_fn=leaves_eval_mode)
+    assert_same_run((ref_model, ref, str(tmp_path / "ref")), (*resumed, str(tmp_path / "run")))
+
+
+# --- AdaLoRA: the rank allocator's state is part of the run ------------------------------------------
+def adalora(init_seed, total_step=STEPS):
+    model = tiny_llama(0)
+    ml.manual_seed(init_seed)
+    return get_peft_model(model, AdaLoraConfig(init_r=4, target_r=2, tinit=1, tfinal=2, deltaT=2, total_step=total_step,
+                                               target_modules="all-linear"))
+
+
+def allocate(model):
+    return model.base_model.update_and_allocate
+
+
+@pytest.mark.parametrize("crash", [9, 13], ids=["during-the-budget-fall", "after-the-final-mask"])
+def test_adalora_resumes_with_its_allocator_state(tmp_path, crash):
+    """Killed after total_step - tfinal, a resumed run had no rank pattern to re-apply (TypeError:
+    'NoneType' object is not iterable); killed earlier, its importance averages restarted from zero."""
+    ref_model, ref = run(adalora, tmp_path / "ref", after_optimizer_step=allocate)
+    model, resumed = killed_and_resumed(adalora, tmp_path / "run", crash, after_optimizer_step=allocate)
+    assert_same_run((ref_model, ref, str(tmp_path / "ref")), (model, resumed, str(tmp_path / "run")))
+    pattern = model.peft_config["default"].rank_pattern
+    assert pattern == ref_model.peft_config["default"].rank_pattern and pattern is not None
+
+
+def test_adalora_importance_averages_survive_a_resume(tmp_path):
+    """Before the final mask the allocator's exponential averages carry the run's history: the resumed
+    allocator holds the very arrays of the uninterrupted one."""
+    def make(seed):
+        return adalora(seed, total_step=40)  # the 8 steps stay inside the budget schedule
+    ref_model, _ = run(make, tmp_path / "ref", after_optimizer_step=allocate)
+    model, _ = killed_and_resumed(make, tmp_path / "run", KILLS["first-micro-batch"], after_optimizer_step=allocate)
+    ref_state, state = ref_model.base_model.allocator_state_dict(), model.base_model.allocator_state_dict()
+    assert ref_state["exp_avg_ipt"]  # (not empty: the test compares something)
+    assert_equal_tree(ref_state, state, "allocator")
+
+
+def test_adalora_allocator_state_of_another_model_is_refused(tmp_path):
+    def make(seed):
+        return adalora(seed, total_step=40)  # the final checkpoint still holds importance averages
+    run(make, tmp_path, after_optimizer_step=allocate)
+    path = os.path.join(tmp_path, "checkpoint.npz")
+    state = load_training_state(path)
+    name = next(iter(state["allocator"]["exp_avg_ipt"]))
+    state["allocator"]["exp_avg_ipt"][name] = np.zeros((3, 3), np.float32)
+    train_mod.save_training_state(path, state)
+    model = make(7)
+    before = {n: p.numpy().copy() for n, p in model.named_parameters()}
+    with pytest.raises(train_mod.ResumeError, match="allocator state holds"):
+        train(model, counting_rows(), steps=STEPS, out_dir=str(tmp_path), resume=True, **KW)
+    for n, p in model.named_parameters():  # refused before any weight changed
+        np.testing.assert_array_equal(p.numpy(), before[n], err_msg=n)
+
+
+# --- saves that fail: the previous checkpoint stays, and the run resumes from it ---------------------
+def disk_full_on_second_checkpoint(where, monkeypatch):
+    """Make the second checkpoint save (step 6) fail with ENOSPC: in ``os.replace`` (the new file was
+    written whole) or in ``np.savez`` (half of it was written)."""
+    calls = []
+    if where == "os.replace":
+        real_replace = os.replace
+
+        def replace(src, dst, *args, **kwargs):
+            if str(dst).endswith("checkpoint.npz"):
+                calls.append(dst)
+                if len(calls) == 2:
+                    raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+            return real_replace(src, dst, *args, **kwargs)
+        monkeypatch.setattr(os, "replace", replace)
+    else:
+        real_savez = np.savez
+
+        def savez(file, *args, **kwargs):
+            calls.append(file)
+            if len(calls) == 2:
+                file.write(b"PK\x03\x04 half a checkpoint")
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_savez(file, *args, **kwargs)
+        monkeypatch.setattr(np, "savez", savez)
+
+
+@pytest.mark.parametrize("where", ["os.replace", "np.savez"])
+def test_a_checkpoint_save_that_fails_keeps_the_previous_one(tmp_path, tmp_path_factory, monkeypatch, where):
+    disk_full_on_second_checkpoint(where, monkeypatch)
+    with pytest.raises(OSError) as caught:
+        run(MODELS["lora-dropout"], tmp_path, plot=True)
+    assert caught.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert load_training_state(os.path.join(tmp_path, "checkpoint.npz"))["step"] == 3
+    assert leftovers(tmp_path) == []
+    resumed = run(MODELS["lora-dropout"], tmp_path, init_seed=7, resume=True)
+    assert_same_run(reference("lora-dropout", tmp_path_factory), (*resumed, str(tmp_path)))
+
+
+def test_a_failed_checkpoint_is_reported_not_the_plot_after_it(tmp_path, monkeypatch):
+    """With the disk full, the loss plot written on the way out fails too: the error the user sees
+    must be the checkpoint's, not the plot's."""
+    pytest.importorskip("matplotlib")
+    real_replace = os.replace
+
+    def full_disk(src, dst, *args, **kwargs):
+        if str(dst).endswith(("checkpoint.npz", "loss.png")):
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real_replace(src, dst, *args, **kwargs)
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError) as caught:
+        run(MODELS["full-dropout"], tmp_path, plot=True)
+    assert caught.value.filename.endswith("checkpoint.npz")
+
+
+# --- minilora train --method adalora --resume, killed with SIGKILL --------------------------------
+ADALORA_ARGV = ["--method", "adalora", "--init-r", "4", "--target-r", "2", "--tinit", "1", "--tfinal", "2",
+                "--target-modules", "q_proj,v_proj", "--lora-dropout", "0.1", "--grad-accum", "2",
+                "--warmup-steps", "2", "--steps", "8", "--eval-every", "2", "--eval-n", "1", "--batch-size", "4",
+                "--no-progress", "--task", "reverse"]
+
+
+def cli(model_dir, out, *extra, timeout=60):
+    return subprocess.run([sys.executable, "-m", "minilora", "train", "--model", model_dir, "--out", out,
+                           *ADALORA_ARGV, *extra], env=ENV, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def files_of(out):
+    adapter = os.path.join(out, "adapter")
+    return {name: open(os.path.join(adapter, name), "rb").read() for name in sorted(os.listdir(adapter))}
+
+
+@posix_only
+def test_cli_adalora_killed_with_sigkill_resumes_to_the_same_adapter(byte_model_dir, tmp_path):
+    reference_out = str(tmp_path / "reference")
+    done = cli(byte_model_dir, reference_out)
+    assert done.returncode == 0, done.stderr
+    out = str(tmp_path / "killed")
+    child = subprocess.Popen([sys.executable, "-m", "minilora", "train", "--model", byte_model_dir, "--out", out,
+                              *ADALORA_ARGV], env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    start = time.perf_counter()
+    checkpoint = os.path.join(out, "checkpoint.npz")
+    while child.poll() is None and time.perf_counter() - start < 60:  # after the checkpoint of step 4
+        if os.path.isfile(checkpoint) and load_training_state(checkpoint)["step"] >= 4:
+            break
+        time.sleep(0.002)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert not os.path.isdir(os.path.join(out, "adapter")), "killed too late: the run had finished"
+    again = cli(byte_model_dir, out, "--resume")
+    assert again.returncode == 0, again.stderr
+    assert "resume: continuing" in again.stdout
+    assert files_of(out) == files_of(reference_out)
+    assert train_records(out) == train_records(reference_out)
+    assert leftovers(out) == []
+
+
+def test_cli_adalora_resume_with_other_budget_options_is_refused(byte_model_dir, tmp_path, capsys):
+    """The rank budget is part of the run: resuming with another --target-r would mix two schedules."""
+    from test_cli import run_cli
+    out = str(tmp_path / "run")
+    argv = ["train", "--model", byte_model_dir, "--out", out, *ADALORA_ARGV]
+    argv[argv.index("--steps") + 1] = "4"
+    code, text = run_cli(argv, capsys)
+    assert code == 0, text
+    with open(os.path.join(out, "run.json")) as f:
+        options = json.load(f)
+    assert (options["init_r"], options["target_r"], options["tinit"], options["lora_alpha"]) == (4, 2, 1, 8)
+    assert "r" not in options  # LoRA's --r does not apply to AdaLoRA
+    argv[argv.index("--target-r") + 1] = "3"
+    code, text = run_cli([*argv, "--resume"], capsys)
+    assert code == 2 and "--target-r 2, not --target-r 3" in text, text
