@@ -957,3 +957,133 @@ def char_rnn_with_nn_rnn(T, start):
 
 def test_char_rnn_with_nn_rnn_as_torch():
     run_both(char_rnn_with_nn_rnn)
+
+
+# ==================================================================================================
+# Language modeling with nn.TransformerEncoder
+# ==================================================================================================
+def transformer_lm_tutorial(T, start, tmp_path):
+    nn = T.nn
+    printed = []
+
+    class PositionalEncoding(nn.Module):
+        def __init__(self, d_model, dropout=0.1, max_len=5000):
+            super().__init__()
+            self.dropout = nn.Dropout(p=dropout)
+            position = T.arange(max_len).unsqueeze(1)
+            div_term = T.exp(T.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))
+            pe = T.zeros(max_len, 1, d_model)
+            pe[:, 0, 0::2] = T.sin(position * div_term)
+            pe[:, 0, 1::2] = T.cos(position * div_term)
+            self.register_buffer("pe", pe)
+
+        def forward(self, x):
+            x = x + self.pe[:x.size(0)]
+            return self.dropout(x)
+
+    def generate_square_subsequent_mask(sz):
+        return T.triu(T.ones(sz, sz) * float("-inf"), diagonal=1)
+
+    class TransformerModel(nn.Module):
+        def __init__(self, ntoken, d_model, nhead, d_hid, nlayers, dropout=0.5):
+            super().__init__()
+            self.model_type = "Transformer"
+            self.pos_encoder = PositionalEncoding(d_model, dropout)
+            encoder_layers = nn.TransformerEncoderLayer(d_model, nhead, d_hid, dropout)
+            self.transformer_encoder = nn.TransformerEncoder(encoder_layers, nlayers)
+            self.embedding = nn.Embedding(ntoken, d_model)
+            self.d_model = d_model
+            self.linear = nn.Linear(d_model, ntoken)
+            self.init_weights()
+
+        def init_weights(self):
+            initrange = 0.1
+            self.embedding.weight.data.uniform_(-initrange, initrange)
+            self.linear.bias.data.zero_()
+            self.linear.weight.data.uniform_(-initrange, initrange)
+
+        def forward(self, src, src_mask=None):
+            src = self.embedding(src) * math.sqrt(self.d_model)
+            src = self.pos_encoder(src)
+            if src_mask is None:
+                src_mask = generate_square_subsequent_mask(len(src))
+            output = self.transformer_encoder(src, src_mask)
+            output = self.linear(output)
+            return output
+
+    printed.append(generate_square_subsequent_mask(4))
+
+    def batchify(data, bsz):
+        seq_len = data.size(0) // bsz
+        data = data[:seq_len * bsz]
+        data = data.view(bsz, seq_len).t().contiguous()
+        return data
+
+    bptt = 6
+
+    def get_batch(source, i):
+        seq_len = min(bptt, len(source) - 1 - i)
+        data = source[i:i + seq_len]
+        target = source[i + 1:i + 1 + seq_len].reshape(-1)
+        return data, target
+
+    tokens = T.tensor(np.random.default_rng(20).integers(0, 30, 150), dtype=T.long)
+    train_data = batchify(tokens[:100], 4)
+    val_data = batchify(tokens[100:], 2)
+    printed += [train_data.shape, train_data.is_contiguous(), val_data[:3]]
+    data, targets = get_batch(train_data, 0)
+    printed += [data, targets]
+
+    ntokens, emsize, d_hid, nlayers, nhead, dropout = 30, 16, 32, 2, 2, 0.0
+    model = same_start(T, TransformerModel(ntokens, emsize, nhead, d_hid, nlayers, dropout), start)
+    printed.append(sorted(name for name, _ in model.named_buffers()))
+    printed.append(sum(p.numel() for p in model.parameters()))
+    criterion = nn.CrossEntropyLoss()
+    lr = 1.0
+    optimizer = T.optim.SGD(model.parameters(), lr=lr)
+    scheduler = T.optim.lr_scheduler.StepLR(optimizer, 1.0, gamma=0.95)
+
+    def train(model):
+        model.train()
+        total_loss = 0.
+        for batch, i in enumerate(range(0, train_data.size(0) - 1, bptt)):
+            data, targets = get_batch(train_data, i)
+            output = model(data)
+            output_flat = output.view(-1, ntokens)
+            loss = criterion(output_flat, targets)
+            optimizer.zero_grad()
+            loss.backward()
+            norm = T.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+            optimizer.step()
+            total_loss += loss.item()
+            printed.append((scheduler.get_last_lr()[0], loss.item(), math.exp(loss.item()), norm))
+
+    def evaluate(model, eval_data):
+        model.eval()
+        total_loss = 0.
+        with T.no_grad():
+            for i in range(0, eval_data.size(0) - 1, bptt):
+                data, targets = get_batch(eval_data, i)
+                seq_len = data.size(0)
+                output = model(data)
+                output_flat = output.view(-1, ntokens)
+                total_loss += seq_len * criterion(output_flat, targets).item()
+        return total_loss / (len(eval_data) - 1)
+
+    best_model_params_path = tmp_path / f"best_model_params_{T.__name__}.pt"
+    best_val_loss = float("inf")
+    for epoch in range(1, 3):
+        train(model)
+        val_loss = evaluate(model, val_data)
+        printed += [val_loss, math.exp(val_loss)]
+        if val_loss < best_val_loss:
+            best_val_loss = val_loss
+            T.save(model.state_dict(), best_model_params_path)
+        scheduler.step()
+    model.load_state_dict(T.load(best_model_params_path))
+    printed.append(evaluate(model, val_data))
+    return printed
+
+
+def test_transformer_language_model_tutorial_as_torch(tmp_path):
+    run_both(transformer_lm_tutorial, tmp_path)
