@@ -12,7 +12,8 @@ One optimizer step is:
 
 Around it: a progress bar, a metrics log (``metrics.jsonl``), a loss-curve PNG, periodic evaluation,
 and checkpoints. A checkpoint holds everything that decides the rest of the run -- the trainable
-weights, the optimizer's moments, the scheduler, the random generator and the step -- so a run resumed
+weights and the buffers training changes (BatchNorm's running statistics), the optimizer's moments, the
+scheduler, the random generator, AdaLoRA's rank allocator and the step -- so a run resumed
 from step 3 produces the same losses, bit for bit, as a run that never stopped (batches are a pure
 function of ``(seed, step)``, see ``minilora.data.DataLoader``). Checkpoints are written to a temporary
 file and renamed over the old one, so a crash mid-write never destroys the previous checkpoint.
@@ -224,7 +225,7 @@ def _allocator_owner(model):
     return None
 
 
-def _training_state(step, named_params, optimizer, scheduler, losses, allocator_owner=None):
+def _training_state(step, named_params, optimizer, scheduler, losses, allocator_owner=None, buffers=()):
     state = {"step": step,
              "model": {name: p for name, p in named_params},
              "optimizer": optimizer.state_dict(),
@@ -233,12 +234,21 @@ def _training_state(step, named_params, optimizer, scheduler, losses, allocator_
              "losses": list(losses)}
     if allocator_owner is not None:
         state["allocator"] = allocator_owner.allocator_state_dict()
+    if buffers:
+        state["buffers"] = dict(buffers)
     return state
 
 
-def _restore(state, named_params, optimizer, scheduler, allocator_owner=None):
-    """Load a checkpoint's state into the model, optimizer, scheduler, random generator and (AdaLoRA)
-    rank allocator."""
+def _persistent_buffers(model):
+    """``[(name, buffer)]`` of the buffers in ``model.state_dict()``: training can change them (BatchNorm's
+    running statistics), so a checkpoint holds them. (minilora's Llama has none.)"""
+    saved = set(model.state_dict())
+    return [(name, b) for name, b in model.named_buffers() if name in saved]
+
+
+def _restore(state, named_params, optimizer, scheduler, allocator_owner=None, buffers=()):
+    """Load a checkpoint's state into the model (trainable parameters and buffers), optimizer, scheduler,
+    random generator and (AdaLoRA) rank allocator."""
     saved, own = state["model"], dict(named_params)
     missing = [k for k in own if k not in saved]
     unexpected = [k for k in saved if k not in own]
@@ -251,6 +261,10 @@ def _restore(state, named_params, optimizer, scheduler, allocator_owner=None):
         if saved[name].shape != p.shape:
             raise ValueError(f"checkpoint: {name} has shape {saved[name].shape}, "
                              f"model has {p.shape}")
+    saved_buffers, own_buffers = state.get("buffers", {}), dict(buffers)  # (older checkpoints have none)
+    for name, array in saved_buffers.items():
+        if name not in own_buffers or tuple(array.shape) != tuple(own_buffers[name].shape):
+            raise ValueError(f"checkpoint: buffer {name} of shape {array.shape} is not one of the model's")
     # Everything that can refuse the checkpoint runs before the model changes: a refused resume
     # leaves the caller's model as it was, not holding half the checkpoint's weights.
     optimizer.load_state_dict(state["optimizer"])
@@ -259,10 +273,16 @@ def _restore(state, named_params, optimizer, scheduler, allocator_owner=None):
         _restore_allocator(state, allocator_owner)
     with no_grad():
         for name, p in own.items():
-            p._array[...] = p.device.xp.asarray(saved[name], dtype=p.dtype)
-            p._bump_version()
+            _copy_into(p, saved[name])
+        for name, array in saved_buffers.items():
+            _copy_into(own_buffers[name], array)
     ml_random.generator().bit_generator.state = state["rng"]
     return int(state["step"]), [float(x) for x in state["losses"]]
+
+
+def _copy_into(tensor, array):
+    tensor._array[...] = tensor.device.xp.asarray(array, dtype=tensor.dtype)
+    tensor._bump_version()
 
 
 def _restore_allocator(state, owner):
@@ -475,7 +495,7 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
     if not named:
         raise ValueError("train: the model has no parameter with requires_grad=True -- nothing to train")
     params = [p for _, p in named]
-    allocator_owner = _allocator_owner(model)
+    allocator_owner, buffers = _allocator_owner(model), _persistent_buffers(model)
     loader = _as_loader(train_data, batch_size, seed)
     _check_every_example_has_a_target(loader, "train_data")
     eval_loader = _as_loader(eval_data, batch_size, seed, shuffle=False)
@@ -500,7 +520,7 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
             raise ValueError(f"resume from {path}: {len(bad)} weight/optimizer arrays hold NaN or inf (first: "
                              f"{bad[0]}); training on them gives NaN at once. Resume from another checkpoint")
         try:
-            start, losses = _restore(state, named, optimizer, scheduler, allocator_owner)
+            start, losses = _restore(state, named, optimizer, scheduler, allocator_owner, buffers)
         except ValueError as exc:  # name the file: the message alone does not say which run it was
             raise ResumeError(f"resume from {path}: {exc}") from None
         except KeyError as exc:  # a file save_training_state did not write (or an edited one)
@@ -538,7 +558,7 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
 
     def checkpoint(step):
         nonlocal last_good
-        state = _training_state(step, named, optimizer, scheduler, losses, allocator_owner)
+        state = _training_state(step, named, optimizer, scheduler, losses, allocator_owner, buffers)
         bad = _non_finite_arrays(state)
         if bad:  # never let a broken state become "the last good checkpoint"
             stop(step, f"after the update, {len(bad)} weight/optimizer arrays hold NaN or inf "

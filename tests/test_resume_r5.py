@@ -13,12 +13,15 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
 
 import minilora as ml
+from minilora import nn
 from minilora import train as train_mod
+from minilora.nn.llama import causal_lm_loss
 from minilora.lora import AdaLoraConfig, LoraConfig, get_peft_model
 from minilora.train import load_training_state, train
 
@@ -305,3 +308,29 @@ def test_cli_adalora_resume_with_other_budget_options_is_refused(byte_model_dir,
     argv[argv.index("--target-r") + 1] = "3"
     code, text = run_cli([*argv, "--resume"], capsys)
     assert code == 2 and "--target-r 2, not --target-r 3" in text, text
+
+
+# --- buffers that training changes: BatchNorm's running statistics ---------------------------------
+class BatchNormLM(nn.Module):
+    """Embedding -> BatchNorm1d -> Linear: its running mean/var (buffers, not parameters) change every
+    training step and decide the evaluation loss, so they are part of the run."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        ml.manual_seed(seed)
+        self.embed = nn.Embedding(16, 12)
+        self.norm = nn.BatchNorm1d(12)
+        self.head = nn.Linear(12, 16)
+
+    def forward(self, input_ids, labels=None):
+        hidden = self.norm(self.embed(input_ids).transpose(1, 2)).transpose(1, 2)
+        logits = self.head(hidden)
+        return types.SimpleNamespace(logits=logits, loss=causal_lm_loss(logits, labels))
+
+
+def test_buffers_changed_by_training_resume_too(tmp_path):
+    ref_model, ref = run(BatchNormLM, tmp_path / "ref")
+    model, resumed = killed_and_resumed(BatchNormLM, tmp_path / "run", KILLS["first-micro-batch"])
+    assert_same_run((ref_model, ref, str(tmp_path / "ref")), (model, resumed, str(tmp_path / "run")))
+    for (name, a), (_, b) in zip(ref_model.named_buffers(), model.named_buffers()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
