@@ -317,6 +317,7 @@ class _Rewritten:
     prelude: str         # #defines for file-scope __shared__ variables
     kernels: dict        # kernel name -> parameter names
     constants: dict = None  # __constant__ name -> has an initializer (filled in by the build)
+    renamed: set = frozenset()  # kernels given a new name in the text (_rename_kernels)
 
 
 def _bracket_depths(text: str) -> list[int]:
@@ -334,9 +335,6 @@ def _check_shared_declaration(text: str, line: int) -> None:
     """Refuse, in nvcc's words where nvcc refuses too, the __shared__ declarations the rewriting cannot take."""
     if not text.strip():
         raise CompileError(f"line {line}: cannot parse this __shared__ declaration (no ';' ends it)")
-    if re.match(r"\s*(?:struct|class|union)\b[^;]*\{", text):
-        raise CompileError(f"line {line}: a __shared__ declaration that defines its struct in place is not supported "
-                           "by minilora's CUDA emulator: define the struct first, then declare `__shared__ Name s;`")
     outside = "".join(ch for ch, depth in zip(text, _bracket_depths(text)) if depth == 0)
     if re.search(r"(?<![=<>!])=(?!=)", outside) or re.search(r"[\w\]]\s*\{", text):
         raise CompileError(f"line {line}: initializer not allowed for __shared__ variable (nvcc refuses it too): "
@@ -377,11 +375,21 @@ def _rewrite_shared(src: str) -> _Rewritten:
             if words:
                 type_first = words.group(3)
                 start = line_start + len(words.group(1))
-        end = masked.find(";", m.end())
         line = _line_of(src, start)
-        _check_shared_declaration(masked[m.end():end] if end >= 0 else "", line)
+        # `__shared__ struct [Name] {...} s;` (or union, class): the type is defined on its own, with the same
+        # text, and the declaration then names it; an anonymous one gets a name.
+        type_def, declared_from = "", m.end()
+        struct = re.match(r"\s*(struct|union|class)\b(\s*[A-Za-z_]\w*)?[^;{]*\{", masked[m.end():])
+        if struct and not type_first:
+            close = _close_paren(masked, m.end() + struct.end() - 1)
+            type_name = (struct.group(2) or "").strip() or f"__emu_shared_{struct.group(1)}_{ident}"
+            keyword_end = m.end() + struct.end(1)
+            type_def = src[m.end():keyword_end] + ("" if struct.group(2) else " " + type_name) + src[keyword_end:close + 1] + ";"
+            type_first, declared_from = f"{struct.group(1)} {type_name}", close + 1
+        end = masked.find(";", declared_from)
+        _check_shared_declaration(masked[declared_from:end] if end >= 0 else "", line)
         quals = _ATTRS.sub(" ", masked[start:m.start()])
-        body = (type_first + " " + _ATTRS.sub(" ", masked[m.end():end])).strip()
+        body = (type_first + " " + _ATTRS.sub(" ", masked[declared_from:end])).strip()
         cv = " ".join(q for q in ("volatile", "const") if re.search(rf"\b{q}\b", quals))
         is_extern = re.search(r"\bextern\b", quals) is not None
         file_scope = masked.count("{", 0, start) - masked.count("}", 0, start) <= 0
@@ -413,10 +421,10 @@ def _rewrite_shared(src: str) -> _Rewritten:
             else:
                 stmts.append(decl)
         original = src[start:end + 1]
-        newlines = original.count("\n")
+        newlines = original.count("\n") - type_def.count("\n")
         tail = (" \\\n" if "\\\n" in original else "\n") * newlines
         out.append(src[last:start])
-        out.append(" ".join(stmts) + tail)
+        out.append(type_def + " ".join(stmts) + tail)
         last = end + 1
     out.append(src[last:])
     return _Rewritten("".join(out), "\n".join(prelude), _find_kernels(masked))
@@ -568,18 +576,58 @@ def _missing_header_hint(stderr: str) -> str:
             "core headers only (cuda_runtime.h, cuda_fp16.h, cuda_bf16.h, cooperative_groups.h, cuComplex.h)")
 
 
-def _user_code(preprocessed: str, masked: str):
-    """(file, line number, masked text) of the lines of a preprocessed source that come from the user's files
-    (not from the emulator's stand-in headers nor the system's), following the `# LINE "file"` markers."""
+def _code_lines(preprocessed: str, masked: str):
+    """(file, line number, masked text) of each line of a preprocessed source, following the `# LINE "file"`
+    markers."""
     current, line = "", 0
     for raw, text in zip(preprocessed.split("\n"), masked.split("\n")):
         marker = re.match(r'# (\d+) "([^"]*)"', raw)
         if marker:
             line, current = int(marker.group(1)), marker.group(2)
             continue
-        if current and not current.startswith((str(EMU_DIR), "/usr/", "<")):
-            yield current, line, text
+        yield current, line, text
         line += 1
+
+
+def _is_user_file(file: str) -> bool:
+    """Not the emulator's stand-in headers nor the system's (nor the compiler's <built-in>)."""
+    return bool(file) and not file.startswith((str(EMU_DIR), "/usr/", "<"))
+
+
+def _user_code(preprocessed: str, masked: str):
+    """(file, line number, masked text) of the lines of a preprocessed source that come from the user's files."""
+    return ((file, line, text) for file, line, text in _code_lines(preprocessed, masked) if _is_user_file(file))
+
+
+def _names_taken_by_headers(preprocessed: str, masked: str, names) -> set[str]:
+    """Which of `names` the headers under the kernel (the C and C++ libraries, the emulator's own) also declare:
+    a kernel called abs, exp or copy would clash with them on the CPU, where nvcc's device code has no libc."""
+    library = "\n".join(text for file, _, text in _code_lines(preprocessed, masked) if not _is_user_file(file))
+    return {name for name in names if re.search(rf"\b{re.escape(name)}\b", library)}
+
+
+_RENAMED_KERNEL = "__emu_kernel_"  # prefix of a kernel renamed away from a library name
+
+
+def _rename_kernels(text: str, names: set[str]) -> str:
+    """Give each __global__ function called one of `names` the name _RENAMED_KERNEL + name (at its
+    declarations and definition; a kernel is never called from device code)."""
+    if not names:
+        return text
+    masked, edits = _mask(text), []
+    for m in re.finditer(r"\b__global__\b", masked):
+        j = m.end()
+        while True:
+            mm = re.compile(r"([A-Za-z_]\w*)\s*[(<]").search(masked, j)
+            if mm is None or mm.group(1) not in ("__launch_bounds__", "__attribute__", "alignas", "__align__",
+                                                 "__maxnreg__", "__cluster_dims__"):
+                break
+            j = _close_paren(masked, mm.end() - 1) + 1
+        if mm is not None and mm.group(1) in names:
+            edits.append(mm.start(1))
+    for pos in reversed(edits):
+        text = text[:pos] + _RENAMED_KERNEL + text[pos:]
+    return text
 
 
 def _refuse_unsupported(preprocessed: str, masked: str) -> None:
@@ -716,7 +764,12 @@ def _wrapper_source(source_path: Path, rewritten: _Rewritten) -> str:
     lines = ["// Generated by minilora.emulator: the kernel source plus one launcher per __global__.",
              rewritten.prelude,
              f'#include "{source_path}"']
-    entries = [f'    {{"{k}", &__emu::trampoline<&{k}>, __emu::params_of(&{k})}},' for k in rewritten.kernels]
+    def symbol(kernel: str) -> str:  # "ns::k<float>" -> "ns::__emu_kernel_k<float>" where k was renamed
+        m = re.match(r"(\s*(?:[A-Za-z_]\w*\s*::\s*)*)([A-Za-z_]\w*)(.*)", kernel, re.S)
+        return m.group(1) + _RENAMED_KERNEL + m.group(2) + m.group(3) if m and m.group(2) in rewritten.renamed else kernel
+
+    entries = [f'    {{"{k}", &__emu::trampoline<&{symbol(k)}>, __emu::params_of(&{symbol(k)})}},'
+               for k in rewritten.kernels]
     if entries:
         lines += ["static const __emu::KernelInfo __emu_kernel_list[] = {", *entries, "};"]
     table = "__emu_kernel_list" if entries else "nullptr"
@@ -821,6 +874,9 @@ class _Module:
     def _build(self, rewritten: _Rewritten, name: str, flags: list[str], runtime: Path) -> None:
         _write_atomic(self.source_path, rewritten.text)
         rewritten.kernels, templates = self._discover_kernels(flags)
+        if self._renamed:  # a kernel called abs or exp: renamed, so that it does not clash with the C library's
+            rewritten.text, rewritten.renamed = _rename_kernels(rewritten.text, self._renamed), self._renamed
+            _write_atomic(self.source_path, rewritten.text)
         for expression in self.name_expressions:  # "k<float, 128>": an instance of the template k
             base = re.sub(r"\s+", "", expression.split("<", 1)[0]).split("::")[-1]
             if base not in templates and base not in rewritten.kernels:
@@ -875,8 +931,10 @@ class _Module:
         _refuse_unsupported(res.stdout, masked)
         self._constants = {**_find_device_globals(masked), **_find_constants(masked)}
         self.cpp_linkage = _cpp_linkage_kernels(masked)
-        return (_find_kernels(masked, bounds=self._bounds),
-                _find_kernels(masked, templates=True, bounds=self._template_bounds))
+        kernels = _find_kernels(masked, bounds=self._bounds)
+        templates = _find_kernels(masked, templates=True, bounds=self._template_bounds)
+        self._renamed = _names_taken_by_headers(res.stdout, masked, {*kernels, *templates})
+        return kernels, templates
 
     def _load(self) -> str:
         """Open the compiled product; returns its kernel table (one line per kernel)."""

@@ -255,3 +255,74 @@ def test_halving_adds_do_not_overflow():
     np.testing.assert_array_equal(out[:, 1], (s + 1) >> 1)
     np.testing.assert_array_equal(out[:, 2].view(np.uint32), us >> 1)
     np.testing.assert_array_equal(out[:, 3].view(np.uint32), (us + 1) >> 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# __shared__ structs and unions defined in place; kernels named like C library functions
+# ------------------------------------------------------------------------------------------------
+SHARED_AND_NAMES = ("shared_and_names.cu", ("sqrt", "scale<float>", "scale<double>"))
+
+
+def names_fn(name: str):
+    return module(*SHARED_AND_NAMES).get_function(name)
+
+
+@pytest.mark.parametrize("n", [1000, 256, 3])
+def test_anonymous_shared_struct_with_arrays(n):
+    x = rng.standard_normal(n).astype(np.float32)
+    blocks = cdiv(n, 256)
+    out = np.zeros((blocks, 3), np.float32)
+    names_fn("block_stats")(blocks, 256, (x, out, np.int32(n)))
+    padded = np.concatenate([x, np.zeros(blocks * 256 - n, np.float32)]).reshape(blocks, 256)
+    np.testing.assert_allclose(out[:, 0], padded.sum(axis=1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(out[:, 1], [x[b * 256:(b + 1) * 256].max() for b in range(blocks)])
+    np.testing.assert_array_equal(out[:, 2], [min(256, n - b * 256) for b in range(blocks)])
+
+
+def test_named_shared_struct_defined_in_place_with_two_declarators():
+    x = rng.permutation(64).astype(np.float32)
+    out = np.zeros(64, np.float32)
+    names_fn("pairs")(1, 64, (x, out))
+    np.testing.assert_array_equal(out, np.full(64, 63 * 1000 + int(np.argmax(x)), np.float32))
+
+
+def test_shared_union_and_file_scope_shared_struct():
+    x = rng.standard_normal(128).astype(np.float32)
+    out = np.zeros(128, np.uint32)
+    names_fn("float_bits")(1, 128, (x, out))
+    np.testing.assert_array_equal(out, x.view(np.uint32)[::-1])
+    counts = np.zeros(2, np.int32)
+    names_fn("count_positive")(1, 96, (x, counts, np.int32(128)))
+    assert counts.tolist() == [int((x > 0).sum()), int((x <= 0).sum())]
+
+
+def test_shared_struct_line_numbers_kept_in_messages():
+    # The struct's text stays where it was: a compile error below it names the user's own line.
+    src = ('extern "C" __global__ void k(float* out) {\n    __shared__ struct {\n        float a[32];\n'
+           '    } s;\n    s.a[threadIdx.x] = 1.0f;\n    out[0] = undefined_name;\n}\n')
+    with pytest.raises(CompileError, match=r":6:.*undefined_name"):
+        RawKernel(src, "k").compile()
+
+
+def test_kernels_named_like_c_library_functions():
+    n = 300
+    ints = rng.integers(-1000, 1000, n).astype(np.int32)
+    out = np.zeros(n, np.int32)
+    names_fn("abs")(cdiv(n, 128), 128, (ints, out, np.int32(n)))
+    np.testing.assert_array_equal(out, np.abs(ints))
+    x = rng.standard_normal(n).astype(np.float32)
+    y = np.zeros(n, np.float32)
+    names_fn("exp")(cdiv(n, 128), 128, (x, y, np.int32(n)))
+    np.testing.assert_allclose(y, np.exp(x), rtol=1e-6)
+    names_fn("copy")(cdiv(n, 128), 128, (x, y, np.int32(n)))
+    np.testing.assert_array_equal(y, x)
+    names_fn("memset")(cdiv(n, 128), 128, (y, np.float32(2.5), np.int32(n)))
+    np.testing.assert_array_equal(y, np.full(n, 2.5, np.float32))
+    names_fn("sqrt")(cdiv(n, 128), 128, (np.abs(x), y, np.int32(n)))
+    np.testing.assert_array_equal(y, np.sqrt(np.abs(x)))
+    doubles = x.astype(np.float64)
+    scaled = np.zeros(n, np.float64)
+    names_fn("scale<double>")(cdiv(n, 128), 128, (doubles, scaled, np.float64(-3.0), np.int32(n)))
+    np.testing.assert_array_equal(scaled, doubles * -3.0)
+    with pytest.raises(ValueError, match=r"'copy'.*__launch_bounds__\(256\)"):  # the renamed kernel keeps its bounds
+        names_fn("copy")(1, 512, (x, y, np.int32(n)))
