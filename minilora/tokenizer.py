@@ -13,8 +13,10 @@ What transformers users write works, with transformers' defaults::
 
     tok(texts)                                   # {"input_ids": lists, "attention_mask": lists}
     tok(texts, return_tensors="np", padding=True, truncation=True, max_length=64)
-    tok.decode(ids, skip_special_tokens=True)    # special tokens are kept unless asked
-    tok.batch_decode(rows, skip_special_tokens=True)
+    inputs = tok(text, return_tensors="pt").to(model.device)    # minilora Tensors, int64 [1, n]
+    out = model.generate(**inputs, max_new_tokens=20)
+    tok.decode(out[0], skip_special_tokens=True)  # special tokens are kept unless asked
+    tok.batch_decode(out, skip_special_tokens=True)
     tok.pad_token = tok.eos_token                # the usual fix for a tokenizer without a pad token
     tok.save_pretrained("folder")                # tokenizer.json + tokenizer_config.json
     tok.apply_chat_template(messages, add_generation_prompt=True)   # if the tokenizer has a template
@@ -36,13 +38,64 @@ VERY_LARGE_INTEGER = int(1e30)  # transformers' model_max_length when a tokenize
 
 
 class BatchEncoding(dict):
-    """What a tokenizer call returns (transformers' name): a dict whose keys are also attributes."""
+    """What a tokenizer call returns (transformers' name): a dict whose keys are also attributes
+    (``inputs.input_ids``), moved to a device by ``inputs.to(device)`` (its Tensors; lists and
+    NumPy arrays stay), unpacked into a model by ``model(**inputs)``.
+
+    minilora keeps no token-to-text alignment (the ``tokenizers`` Encodings a fast transformers
+    tokenizer keeps), so it answers as transformers' Python ("slow") tokenizers do: ``is_fast`` is
+    False, ``encodings`` None, and ``word_ids()`` / ``tokens()`` / ``char_to_token()`` ... are refused."""
 
     def __getattr__(self, name):
         try:
             return self[name]
         except KeyError:
             raise AttributeError(f"BatchEncoding has no {name!r}; keys: {list(self)}") from None
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return super().__getitem__(key)
+        raise KeyError(f"BatchEncoding[{key!r}]: index it by name (inputs['input_ids']); indexing by batch "
+                       "position (transformers' tokenizers.Encoding of a row) is not available in minilora, "
+                       "which keeps no Encodings -- take a row as inputs['input_ids'][i]")
+
+    @property
+    def data(self):
+        """The plain dict (transformers keeps its values in ``.data``)."""
+        return dict(self)
+
+    is_fast = False
+    encodings = None
+    n_sequences = None
+
+    def to(self, device, *, non_blocking=False):
+        """Move every Tensor value to ``device`` (a name, a device object or an index), in place, and
+        return ``self``, as transformers does; anything else (a dtype) is not a device: a warning,
+        and nothing changes (transformers' rule: ids must stay integers)."""
+        from .tensor import Tensor
+        if not (isinstance(device, (str, int)) or type(device).__name__ in ("Device", "device")):
+            warnings.warn(f"Attempting to cast a BatchEncoding to type {device}. This is not supported.")
+            return self
+        for key, value in self.items():
+            if isinstance(value, Tensor):
+                self[key] = value.to(device=device, non_blocking=non_blocking)
+        return self
+
+    def convert_to_tensors(self, tensor_type=None, prepend_batch_axis=False):
+        """Convert the values in place to ``tensor_type`` ("pt": minilora Tensors, "np": arrays, None:
+        unchanged); ``prepend_batch_axis`` makes one row a batch of one first. Returns ``self``."""
+        for key, value in self.items():
+            rows = _rows(value)
+            self[key] = _as_tensor([rows] if prepend_batch_axis else rows, tensor_type, key)
+        return self
+
+    def _no_alignment(self, *args, **kwargs):
+        raise ValueError("BatchEncoding: token-to-text alignment (word_ids, tokens, char_to_token, ...) is not "
+                         "available in minilora (it keeps no tokenizers.Encoding, as transformers' Python "
+                         "tokenizers); tokenizer.convert_ids_to_tokens(ids) gives a row's token strings")
+
+    word_ids = words = tokens = sequence_ids = token_to_word = token_to_sequence = _no_alignment
+    token_to_chars = char_to_token = word_to_tokens = word_to_chars = char_to_word = _no_alignment
 
 
 def _special_token(kind):
@@ -83,6 +136,7 @@ class _Tokenizer:
     # --- looking inside: tokens as strings, as transformers names them ----------------------------
     def convert_ids_to_tokens(self, ids, skip_special_tokens=False):
         """The token string of an id (or a list of them), as in the saved tokenizer.json's vocabulary."""
+        ids = _rows(ids)  # a 0-d Tensor or array is one id
         if isinstance(ids, (int, np.integer)):
             return self._token(int(ids))
         special = set(self.all_special_ids) if skip_special_tokens else set()
@@ -93,6 +147,19 @@ class _Tokenizer:
         if isinstance(tokens, str):
             return self._token_id(tokens)
         return [self._token_id(token) for token in tokens]
+
+    def encode(self, text, add_special_tokens=True, *, padding=False, truncation=None, max_length=None,
+               padding_side=None, return_tensors=None):
+        """The ids of one text (transformers' ``encode``): a list, or with ``return_tensors`` ("pt": a
+        minilora Tensor, "np": an array) a batch of one, [1, n] -- ``model.generate(tok.encode(text,
+        return_tensors="pt"))``. ``padding`` / ``truncation`` / ``max_length`` work as in the call."""
+        if isinstance(add_special_tokens, str):  # transformers' second positional argument is text_pair
+            raise NotImplementedError("encode(text, text_pair): text pairs are not implemented in minilora")
+        _check_text(text)
+        if (padding, truncation, max_length, return_tensors) == (False, None, None, None):
+            return self._encode(text, add_special_tokens)
+        return self(text, add_special_tokens=add_special_tokens, padding=padding, truncation=truncation,
+                    max_length=max_length, padding_side=padding_side, return_tensors=return_tensors)["input_ids"]
 
     def tokenize(self, text):
         """The token strings of ``text``, without special tokens (transformers' ``tokenize``)."""
@@ -114,8 +181,8 @@ class _Tokenizer:
         * ``truncation``: True / "longest_first" cuts rows to ``max_length`` (default
           ``model_max_length``) on ``truncation_side``. As in transformers, ``max_length`` without
           ``padding`` or ``truncation`` truncates (with a warning).
-        * ``return_tensors``: None (Python lists) or "np" (int64 arrays [batch, length], also for one
-          text). minilora models take NumPy arrays; "pt" is refused.
+        * ``return_tensors``: None (Python lists), "pt" (int64 minilora Tensors [batch, length], also for
+          one text: what ``model(**inputs)`` / ``model.generate(**inputs)`` take) or "np" (int64 arrays).
         """
         _refuse_call_options(text_pair, text_target, text_pair_target, stride, is_split_into_words,
                              return_token_type_ids, kwargs)
@@ -135,10 +202,10 @@ class _Tokenizer:
     def _encode_truncated(self, text, add_special_tokens, length):
         """``encode``, cut to ``length`` (None: not cut) as transformers cuts: the text's tokens on
         ``truncation_side``, the special tokens (BOS, EOS) always kept -- a left cut never drops the BOS."""
-        ids = self.encode(text, add_special_tokens)
+        ids = self._encode(text, add_special_tokens)
         if length is None or len(ids) <= length:
             return ids
-        plain = self.encode(text, False)
+        plain = self._encode(text, False)
         start = next((k for k in range(len(ids) - len(plain) + 1) if ids[k:k + len(plain)] == plain), 0)
         prefix, suffix = ids[:start], ids[start + len(plain):]
         keep = max(length - len(prefix) - len(suffix), 0)
@@ -147,32 +214,56 @@ class _Tokenizer:
 
     def pad(self, encoded_inputs, padding=True, max_length=None, pad_to_multiple_of=None, padding_side=None,
             return_attention_mask=None, return_tensors=None):
-        """Pad ``{"input_ids": rows}`` (transformers' ``tokenizer.pad``, as data collators call it)."""
-        rows = [list(r) for r in encoded_inputs["input_ids"]]
+        """Pad a batch to one length (transformers' ``tokenizer.pad``, as data collators call it).
+
+        ``encoded_inputs``: ``{"input_ids": rows, ...}`` or a list of examples ``[{"input_ids": ids, ...}]``;
+        rows may be lists, arrays or Tensors; one example (``{"input_ids": ids}``) comes back as one row.
+        ``input_ids`` are padded with ``pad_token_id``, a given ``attention_mask`` with 0s (else one is made),
+        ``special_tokens_mask`` with 1s; other keys (``labels``) are passed through unpadded, as transformers."""
+        features = _features(encoded_inputs)
+        single = bool(features["input_ids"]) and not isinstance(features["input_ids"][0], list)
+        if single:
+            features = {k: [v] for k, v in features.items()}
+        rows = features["input_ids"]
+        if return_attention_mask is not False and "attention_mask" not in features:
+            features["attention_mask"] = [[1] * len(r) for r in rows]
         side = padding_side or self.padding_side
         if side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}")
         width = _padded_width(rows, padding, max_length, pad_to_multiple_of)
-        masks = [[1] * len(r) for r in rows]
         if width is not None and any(len(r) < width for r in rows):
             if self.pad_token_id is None:
                 raise ValueError("Asking to pad but the tokenizer does not have a padding token. Set one, e.g. "
                                  "`tokenizer.pad_token = tokenizer.eos_token`.")
-            for row, mask in zip(rows, masks):
-                fill = width - len(row)
-                at = 0 if side == "left" else len(row)
-                row[at:at], mask[at:at] = [self.pad_token_id] * fill, [0] * fill
-        out = {"input_ids": rows}
-        if return_attention_mask is not False:
-            out["attention_mask"] = masks
-        return BatchEncoding({k: _as_tensor(v, return_tensors) for k, v in out.items()})
+            fills = {"input_ids": self.pad_token_id, "attention_mask": 0, "special_tokens_mask": 1}
+            for key, fill in fills.items():
+                if key in features:
+                    features[key] = [_padded(row, width, fill, side) for row in features[key]]
+        if return_attention_mask is False:
+            features.pop("attention_mask", None)
+        out = {k: _as_tensor(v, return_tensors, k) for k, v in features.items()}
+        return BatchEncoding({k: v[0] for k, v in out.items()} if single else out)
 
     # --- decoding --------------------------------------------------------------------------------
+    def decode(self, token_ids, skip_special_tokens=False, clean_up_tokenization_spaces=None):
+        """The text of ``token_ids``: a list, a NumPy array or a Tensor row (``out[0]``), or one id.
+        A batch (2-D: ``generate``'s whole output) gives a list of texts, as transformers 5 does."""
+        rows = _rows(token_ids)
+        if isinstance(rows, (list, tuple)) and rows and isinstance(_rows(rows[0]), (list, tuple)):
+            return self.batch_decode(rows, skip_special_tokens, clean_up_tokenization_spaces)
+        _refuse_cleanup(clean_up_tokenization_spaces)
+        return self._decode(_id_list(rows), skip_special_tokens)
+
     def batch_decode(self, sequences, skip_special_tokens=False, clean_up_tokenization_spaces=None):
-        if clean_up_tokenization_spaces:
-            raise NotImplementedError("clean_up_tokenization_spaces=True is not implemented in minilora "
-                                      "(the text is decoded as the tokenizer gives it)")
-        return [self.decode(s, skip_special_tokens) for s in sequences]
+        """One text per row of ``sequences`` (a 2-D Tensor or array, or a list of rows). One flat
+        sequence is decoded as a batch of one, with transformers' deprecation warning."""
+        _refuse_cleanup(clean_up_tokenization_spaces)
+        rows = _rows(sequences)
+        if rows and not isinstance(_rows(rows[0]), (list, tuple)):
+            warnings.warn("Passing a single sequence to `batch_decode` is deprecated and will be removed in a "
+                          "future version, use `decode` instead.", FutureWarning, stacklevel=2)
+            rows = [rows]
+        return [self._decode(_id_list(row), skip_special_tokens) for row in rows]
 
     # --- files -----------------------------------------------------------------------------------
     def save_pretrained(self, save_directory):
@@ -254,6 +345,30 @@ def _strategies(padding, truncation, max_length):
     return padding, truncation
 
 
+def _features(encoded_inputs):
+    """``tokenizer.pad``'s input as ``{key: [row as a list, ...]}``: a dict of rows (a BatchEncoding) or
+    a list of examples (dicts with the same keys), the rows lists, arrays or Tensors."""
+    if isinstance(encoded_inputs, (list, tuple)):
+        if not encoded_inputs or not all(isinstance(e, dict) for e in encoded_inputs):
+            raise ValueError("tokenizer.pad needs a dict of rows or a non-empty list of examples (dicts)")
+        encoded_inputs = {k: [e[k] for e in encoded_inputs] for k in encoded_inputs[0]}
+    if "input_ids" not in encoded_inputs:
+        raise ValueError("You should supply an encoding or a list of encodings to this method that includes "
+                         f"input_ids, but you provided {list(encoded_inputs)}")
+    return {k: _list_rows(v) for k, v in encoded_inputs.items()}
+
+
+def _list_rows(values):
+    """Rows (or one row) of ids as lists: a 2-D array or Tensor, or a list of rows of any kind."""
+    rows = [_rows(row) for row in _rows(values)]
+    return [list(row) if isinstance(row, (list, tuple)) else row for row in rows]
+
+
+def _padded(row, width, fill, side):
+    extra = [fill] * (width - len(row))
+    return extra + row if side == "left" else row + extra
+
+
 def _padded_width(rows, padding, max_length, pad_to_multiple_of):
     """The length every row is padded to, or None (no padding)."""
     if padding in (False, "do_not_pad"):
@@ -266,16 +381,42 @@ def _padded_width(rows, padding, max_length, pad_to_multiple_of):
     return width
 
 
-def _as_tensor(rows, return_tensors):
+TENSOR_TYPES = ("pt", "np")  # what return_tensors= gives in minilora: minilora Tensors, NumPy arrays
+
+
+def _as_tensor(rows, return_tensors, key="input_ids"):
+    """``rows`` (lists of ints) as ``return_tensors`` asks: None keeps the lists, "np" an int64 array,
+    "pt" an int64 minilora Tensor on the CPU (minilora is this project's torch; transformers' "pt" is a
+    CPU torch.Tensor too, moved with ``inputs.to(device)``)."""
     if return_tensors is None:
         return rows
-    if return_tensors != "np":
-        raise NotImplementedError(f"return_tensors={return_tensors!r}: minilora returns NumPy arrays "
-                                  "(return_tensors='np', what minilora models take) or lists (None)")
-    if len({len(r) for r in rows}) > 1:
-        raise ValueError("Unable to create tensor: the rows have different lengths; activate padding "
+    kind = _tensor_type(return_tensors)
+    if len({len(r) if isinstance(r, list) else -1 for r in rows}) > 1:
+        raise ValueError(f"Unable to create tensor: the rows of {key!r} have different lengths; activate padding "
                          "(padding=True) and/or truncation to have batched tensors of the same length.")
-    return np.array(rows, dtype=np.int64).reshape(len(rows), -1)
+    array = np.array(rows, dtype=np.int64)
+    if kind == "np":
+        return array
+    from .tensor import tensor
+    return tensor(array, device="cpu")
+
+
+def _tensor_type(return_tensors):
+    """"pt" or "np" (also as transformers' TensorType enum); "mlx" (an optional backend there) is not in
+    minilora; anything else ("tf", "jax": dropped by transformers 5) is transformers' ValueError."""
+    name = getattr(return_tensors, "value", return_tensors)  # transformers' TensorType enum
+    if name == "mlx":
+        raise NotImplementedError("return_tensors='mlx' is not implemented in minilora: use 'pt' (minilora "
+                                  "Tensors), 'np' (NumPy arrays) or None (lists)")
+    if name not in TENSOR_TYPES:
+        raise ValueError(f"{return_tensors!r} is not a valid TensorType, please select one of {list(TENSOR_TYPES)} "
+                         "('pt': minilora Tensors, 'np': NumPy arrays; None: lists)")
+    return name
+
+
+def _rows(values):
+    """A value of a BatchEncoding (list, array or Tensor) as Python lists."""
+    return values.tolist() if hasattr(values, "tolist") else values
 
 
 def _render_chat(template, messages, add_generation_prompt, continue_final_message, tokenizer):
@@ -299,6 +440,12 @@ def _render_chat(template, messages, add_generation_prompt, continue_final_messa
             raise ValueError("continue_final_message: the last message's content is not in the rendered chat")
         text = text[:text.rindex(final) + len(final)]
     return text
+
+
+def _refuse_cleanup(clean_up_tokenization_spaces):
+    if clean_up_tokenization_spaces:
+        raise NotImplementedError("clean_up_tokenization_spaces=True is not implemented in minilora "
+                                  "(the text is decoded as the tokenizer gives it)")
 
 
 def _check_text(text):
@@ -336,18 +483,17 @@ class ByteTokenizer(_Tokenizer):
     special_tokens = {"<bos>": 256, "<eos>": 257, "<pad>": 258}
     vocab_size = 259
 
-    def encode(self, text, add_special_tokens=True):
-        _check_text(text)
+    def _encode(self, text, add_special_tokens):
         ids = list(text.encode("utf-8"))
         return [self.bos_token_id] + ids if add_special_tokens else ids
 
-    def decode(self, token_ids, skip_special_tokens=False):
-        """Text of ``token_ids``. Special tokens are written as ``<eos>`` etc., or dropped with
-        ``skip_special_tokens=True``; byte sequences that are not valid UTF-8 (a cut-off character)
+    def _decode(self, token_ids, skip_special_tokens):
+        """Text of the ids ``token_ids`` (a list). Special tokens are written as ``<eos>`` etc., or dropped
+        with ``skip_special_tokens=True``; byte sequences that are not valid UTF-8 (a cut-off character)
         become U+FFFD."""
         names = {i: name for name, i in self.special_tokens.items()}
         out, pending = [], bytearray()
-        for i in _id_list(token_ids):
+        for i in token_ids:
             if 0 <= i < 256:
                 pending.append(i)
                 continue
@@ -418,14 +564,13 @@ class HFTokenizer(_Tokenizer):
     def __len__(self):
         return self.tokenizer.get_vocab_size(with_added_tokens=True)
 
-    def encode(self, text, add_special_tokens=True):
+    def _encode(self, text, add_special_tokens):
         """Ids of ``text``; ``add_special_tokens`` runs the tokenizer's post-processor (which is what
         adds BOS for Llama tokenizers)."""
-        _check_text(text)
         return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
 
-    def decode(self, token_ids, skip_special_tokens=False):
-        return self.tokenizer.decode(_id_list(token_ids), skip_special_tokens=skip_special_tokens)
+    def _decode(self, token_ids, skip_special_tokens):
+        return self.tokenizer.decode(token_ids, skip_special_tokens=skip_special_tokens)
 
     def __repr__(self):
         return (f"HFTokenizer(vocab_size={self.vocab_size}, bos={self.bos_token_id}, "
