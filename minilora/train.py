@@ -225,13 +225,15 @@ def _allocator_owner(model):
     return None
 
 
-def _training_state(step, named_params, optimizer, scheduler, losses, allocator_owner=None, buffers=()):
+def _training_state(step, named_params, optimizer, scheduler, history, allocator_owner=None, buffers=()):
+    """``history``: the per-step ``losses``, ``lrs`` and ``grad_norms`` so far (a resumed run's result
+    holds them from step 1 on, whatever folder it continues in)."""
     state = {"step": step,
              "model": {name: p for name, p in named_params},
              "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(),
              "rng": ml_random.generator().bit_generator.state,
-             "losses": list(losses)}
+             **{key: list(values) for key, values in history.items()}}
     if allocator_owner is not None:
         state["allocator"] = allocator_owner.allocator_state_dict()
     if buffers:
@@ -506,7 +508,7 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
         os.makedirs(out_dir, exist_ok=True)
 
     ml_random.manual_seed(seed)  # dropout masks: same seed, same run
-    start, losses = 0, []
+    start, losses, history = 0, [], {}
     if ckpt_path and writer:
         remove_leftovers(ckpt_path)  # a checkpoint write that a kill cut short
     if resume:
@@ -529,10 +531,12 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
         if start > steps:
             raise ValueError(f"resume: the checkpoint is already at step {start} > steps={steps}")
         _use_new_learning_rate(scheduler, lr, start)
+        history = {key: [float(x) for x in state[key]] for key in ("lrs", "grad_norms") if key in state}
     log = _MetricsLog(out_dir if writer else None, start if resume else None)
     evals = [r for r in log.records if r.get("kind") == "eval"]
-    lrs = [r["lr"] for r in log.records if r.get("kind") == "train"][:start]
-    grad_norms = [r["grad_norm"] for r in log.records if r.get("kind") == "train"][:start]
+    logged = [r for r in log.records if r.get("kind") == "train"]  # (checkpoints from before they held these)
+    lrs = history.get("lrs", [r["lr"] for r in logged][:start])
+    grad_norms = history.get("grad_norms", [r["grad_norm"] for r in logged][:start])
     last_good = (ckpt_path, start) if resume else (None, None)
     bar = _Progress(steps, start, progress if writer else False, log_every)
     model.train()
@@ -558,7 +562,8 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
 
     def checkpoint(step):
         nonlocal last_good
-        state = _training_state(step, named, optimizer, scheduler, losses, allocator_owner, buffers)
+        state = _training_state(step, named, optimizer, scheduler,
+                                {"losses": losses, "lrs": lrs, "grad_norms": grad_norms}, allocator_owner, buffers)
         bad = _non_finite_arrays(state)
         if bad:  # never let a broken state become "the last good checkpoint"
             stop(step, f"after the update, {len(bad)} weight/optimizer arrays hold NaN or inf "

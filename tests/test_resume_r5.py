@@ -334,3 +334,18 @@ def test_buffers_changed_by_training_resume_too(tmp_path):
     assert_same_run((ref_model, ref, str(tmp_path / "ref")), (model, resumed, str(tmp_path / "run")))
     for (name, a), (_, b) in zip(ref_model.named_buffers(), model.named_buffers()):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
+
+
+def test_resume_from_a_checkpoint_path_into_another_folder(tmp_path, tmp_path_factory):
+    """resume=PATH continues a run in a new out_dir (a copy of the checkpoint moved to faster disk, a
+    fork of the run): the result's per-step lrs and gradient norms come with the checkpoint, as its
+    losses do -- the new folder has no metrics log of the steps before (they were [] there, so
+    result.lrs[i] was no longer step i + 1's)."""
+    with pytest.raises(KeyboardInterrupt):
+        run(MODELS["lora-dropout"], tmp_path / "first", crash=KILLS["first-micro-batch"])
+    ref_model, ref, _ = reference("lora-dropout", tmp_path_factory)
+    model, resumed = run(MODELS["lora-dropout"], tmp_path / "second", init_seed=7,
+                         resume=str(tmp_path / "first" / "checkpoint.npz"))
+    assert (resumed.losses, resumed.lrs, resumed.grad_norms) == (ref.losses, ref.lrs, ref.grad_norms)
+    for (name, a), (_, b) in zip(ref_model.named_parameters(), model.named_parameters()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
