@@ -409,7 +409,9 @@ class Silu(Function):
     @staticmethod
     def forward(ctx, a):
         xp = xp_of(a)
-        out, s = xp.empty_like(a), xp.empty_like(a)
+        # C order (not empty_like's: a transposed input's layout), so reshape(-1) below is a view the
+        # loop writes into (it wrote into a copy, and the result was uninitialised memory)
+        out, s = xp.empty(a.shape, a.dtype), xp.empty(a.shape, a.dtype)
         # s = sigmoid(a), out = a * s
         parallel.rows(fastmath.sigmoid_and_silu, a.reshape(-1), s.reshape(-1), out.reshape(-1), work_per_row=1)
         ctx.a, ctx.s = a, s
@@ -417,7 +419,7 @@ class Silu(Function):
 
     @staticmethod
     def backward(ctx, g):
-        gx = xp_of(g).empty_like(g)
+        gx = xp_of(g).empty(g.shape, g.dtype)  # C order, as in forward
         # gx = g * s * (1 + a * (1 - s))
         parallel.rows(fastmath.silu_backward, g.reshape(-1), ctx.a.reshape(-1), ctx.s.reshape(-1),
                       gx.reshape(-1), work_per_row=1)

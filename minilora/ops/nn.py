@@ -239,7 +239,8 @@ class SwiGLU(Function):
         if gate.shape != up.shape:
             raise ValueError(f"swiglu: gate {gate.shape} and up {up.shape} must have the same shape")
         xp = xp_of(gate)
-        s, out = xp.empty_like(gate), xp.empty_like(gate)
+        # C order (not empty_like's: a transposed gate's layout), so reshape(-1) below is a view
+        s, out = xp.empty(gate.shape, gate.dtype), xp.empty(gate.shape, gate.dtype)
         # s = sigmoid(gate), out = gate * s * up
         parallel.rows(fastmath.swiglu, gate.reshape(-1), up.reshape(-1), s.reshape(-1),
                       out.reshape(-1), work_per_row=1)
@@ -249,7 +250,7 @@ class SwiGLU(Function):
     @staticmethod
     def backward(ctx, g):
         xp = xp_of(g)
-        dgate, dup = xp.empty_like(g), xp.empty_like(g) if ctx.needs_input_grad[1] else None
+        dgate, dup = xp.empty(g.shape, g.dtype), xp.empty(g.shape, g.dtype) if ctx.needs_input_grad[1] else None
         # dup = g * gate * s, dgate = g * up * s * (1 + gate * (1 - s))
         parallel.rows(fastmath.swiglu_backward, g.reshape(-1), ctx.gate.reshape(-1),
                       ctx.up.reshape(-1), ctx.s.reshape(-1), dgate.reshape(-1),
