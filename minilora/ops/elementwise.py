@@ -1707,6 +1707,12 @@ class Hardsigmoid(Function):
         return xp_of(a).clip(a + 3, 0, 6) / 6
 
     @staticmethod
+    if input.dtype == np.bool_:
+        raise RuntimeError("Bool inputs not supported for hardtanh")
+    if not is_floating(input.dtype):  # torch's integer kernel: the bounds cut to integers, the result stays
+        min_val, max_val = int(min_val), int(max_val)  # integer (relu6(int64 x) is int64, as x.relu_())
+        if input.dtype.kind == "u" and min(min_val, max_val) < 0:
+            raise RuntimeError("cannot do hardtanh on an unsigned type with negative limits")
     def backward(ctx, g):
         sixth = g.dtype.type(np.float32(1) / np.float32(6))
         return xp_of(g).where(ctx.inside, g * sixth, 0).astype(g.dtype, copy=False)
