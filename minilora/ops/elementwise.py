@@ -1672,6 +1672,12 @@ def hardtanh(input, min_val=-1.0, max_val=1.0):
     the bounds (``clamp``'s counts the bounds as inside; hardtanh's does not)."""
     if min_val > max_val:
         raise ValueError("min_val cannot be greater than max_val")
+    if input.dtype == np.bool_:
+        raise RuntimeError("Bool inputs not supported for hardtanh")
+    if not is_floating(input.dtype):  # torch's integer kernel: the bounds cut to integers, the result stays
+        min_val, max_val = int(min_val), int(max_val)  # integer (relu6(int64 x) is int64, as x.relu_())
+        if input.dtype.kind == "u" and min(min_val, max_val) < 0:
+            raise RuntimeError("cannot do hardtanh on an unsigned type with negative limits")
     inside = (input > min_val) & (input < max_val)
     return where(inside, input, clamp(input, min_val, max_val).detach())
 
@@ -1707,12 +1713,6 @@ class Hardsigmoid(Function):
         return xp_of(a).clip(a + 3, 0, 6) / 6
 
     @staticmethod
-    if input.dtype == np.bool_:
-        raise RuntimeError("Bool inputs not supported for hardtanh")
-    if not is_floating(input.dtype):  # torch's integer kernel: the bounds cut to integers, the result stays
-        min_val, max_val = int(min_val), int(max_val)  # integer (relu6(int64 x) is int64, as x.relu_())
-        if input.dtype.kind == "u" and min(min_val, max_val) < 0:
-            raise RuntimeError("cannot do hardtanh on an unsigned type with negative limits")
     def backward(ctx, g):
         sixth = g.dtype.type(np.float32(1) / np.float32(6))
         return xp_of(g).where(ctx.inside, g * sixth, 0).astype(g.dtype, copy=False)
