@@ -115,6 +115,9 @@ from .ops import copysign, fmax, fmin, hypot, sgn, signbit  # noqa: E402,F401  (
 from .ops import logcumsumexp, nanmedian  # noqa: E402,F401
 from .ops import dist, inner, kron, tensordot, true_divide, vdot  # noqa: E402,F401
 from .ops import nanquantile, quantile  # noqa: E402,F401
+# torch's top-level in-place activations: torch.relu_(x) is x.relu_() (torch.nn.functional has the others)
+relu_, sigmoid_, tanh_ = Tensor.relu_, Tensor.sigmoid_, Tensor.tanh_
+clamp_, clip_, clamp_min_, clamp_max_ = Tensor.clamp_, Tensor.clip_, Tensor.clamp_min_, Tensor.clamp_max_
 from .tensor import scalar_tensor  # noqa: E402,F401
 from .factories import as_tensor, asarray  # noqa: E402,F401
 from .factories import is_floating_point  # noqa: E402,F401

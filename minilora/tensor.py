@@ -440,6 +440,15 @@ def _refresh_view(view):
     view._view = (fn, inputs, options, i, view._counter[0])
 
 
+def _resave_output(ctx, old, new):
+    """A node that saved its own result (exp's, sigmoid's, relu's) holds ``new`` instead, the storage
+    an in-place op wrote that result into: changing that tensor in place again before backward is then
+    torch's version error (torch's exp_ saves its result too), not a silent use of a stale copy."""
+    for name, value in list(vars(ctx).items()):
+        if value is old:
+            setattr(ctx, name, new)
+
+
 def _check_versions(ctx):
     """torch's saved-tensor check, at backward: an input (or the output) whose storage changed in
     place since the op ran is an error if the op saved that storage for backward. Backward calls it
@@ -995,6 +1004,7 @@ class Tensor:
         self._ctx, self.requires_grad = result._ctx, result.requires_grad
         if self._ctx is not None:  # the new node's output is now this tensor's storage
             self._ctx.watch_output(self)
+            _resave_output(self._ctx, result._array, self._array)
         return self
 
     def _inplace_view(self, op, args, kwargs, cast):

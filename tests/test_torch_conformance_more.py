@@ -573,10 +573,7 @@ def test_same_error_as_torch(name, call):
 
 def test_options_minilora_does_not_have_raise_clearly():
     """torch can; minilora says so, never ignores the option."""
-    with pytest.raises(NotImplementedError, match="inplace"):
-        ml.nn.functional.leaky_relu(ml.tensor(X), inplace=True)
-    with pytest.raises(NotImplementedError, match="inplace"):
-        ml.nn.LeakyReLU(inplace=True)
+    # (inplace=True is implemented now: tests/test_torch_conformance_r5_inplace.py)
     # (scatter(reduce="multiply") is implemented now: tests/test_torch_conformance_r4_shape.py)
     with pytest.raises(NotImplementedError, match="out"):
         ml.nn.functional.normalize(ml.tensor(X), out=ml.tensor(X))

@@ -20,7 +20,7 @@ from .layers import BatchNorm3d, Fold, InstanceNorm3d, Unfold  # noqa: F401
 from .layers import MultiLabelMarginLoss, TripletMarginWithDistanceLoss  # noqa: F401
 from .layers import Bilinear, MaxUnpool1d, MaxUnpool2d  # noqa: F401
 from .layers import EmbeddingBag, LocalResponseNorm, LPPool1d, LPPool2d  # noqa: F401
-from .layers import AlphaDropout, FeatureAlphaDropout  # noqa: F401
+from .layers import AlphaDropout, FeatureAlphaDropout, RReLU  # noqa: F401
 from .layers import (AdaptiveAvgPool1d, CircularPad1d, CircularPad2d, ConstantPad1d, ConstantPad2d,  # noqa: F401
                      Hardshrink, PReLU, ReflectionPad1d, ReflectionPad2d, ReplicationPad1d, ReplicationPad2d,
                      Softshrink, Tanhshrink, Threshold, ZeroPad1d, ZeroPad2d)
@@ -52,4 +52,4 @@ __all__ = ["Module", "Parameter", "ParameterList", "ParameterDict", "ModuleList"
            "RNNCell", "LSTMCell", "GRUCell", "BatchNorm3d", "InstanceNorm3d", "Unfold", "Fold",
            "MultiLabelMarginLoss", "TripletMarginWithDistanceLoss", "Bilinear", "MaxUnpool1d", "MaxUnpool2d",
            "LPPool1d", "LPPool2d", "LocalResponseNorm", "EmbeddingBag",
-           "AlphaDropout", "FeatureAlphaDropout"]
+           "AlphaDropout", "FeatureAlphaDropout", "RReLU"]

@@ -2,7 +2,8 @@
 
 Every function here takes the arguments ``torch.nn.functional``'s namesake takes, in the same order
 and with the same defaults (``tests/test_torch_conformance_nn.py`` compares the signatures). An
-option minilora does not implement (``inplace=True``, ``sparse=True``) raises rather than being ignored.
+option minilora does not implement (``sparse=True``) raises rather than being ignored; ``inplace=True``
+writes the result into the input, with torch's autograd rules (``_in_place_if``).
 """
 import math
 import warnings
@@ -46,7 +47,8 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
            "dropout1d", "dropout2d", "dropout3d", "conv_transpose1d", "conv_transpose2d", "pixel_shuffle",
            "pixel_unshuffle", "adaptive_max_pool1d", "adaptive_max_pool2d", "instance_norm", "unfold", "fold",
            "multilabel_margin_loss", "triplet_margin_with_distance_loss", "max_unpool1d", "max_unpool2d", "bilinear",
-           "lp_pool1d", "lp_pool2d", "local_response_norm", "embedding_bag", "alpha_dropout", "feature_alpha_dropout"]
+           "lp_pool1d", "lp_pool2d", "local_response_norm", "embedding_bag", "alpha_dropout", "feature_alpha_dropout",
+           "rrelu", "relu_", "elu_", "leaky_relu_", "hardtanh_", "threshold_", "rrelu_", "celu_", "selu_"]
 
 
 def linear(input, weight, bias=None):
@@ -75,15 +77,29 @@ def _linear_with_broadcast_bias(input, weight, bias):
     return ops.linear(input, weight) + bias
 
 
+def _in_place_if(inplace, fn, input, *args, saves_result=False):
+    """``fn(input, *args)``; with torch's ``inplace=True`` the result is written into ``input``, which is
+    returned (torch's rules: a leaf that requires grad is refused, a view writes through to its base,
+    a tensor saved for backward fails the version check there: see ``Tensor._inplace``).
+
+    ``saves_result``: torch's in-place kernel keeps its result for backward (elu_, leaky_relu_:
+    their gradient is read from it), so changing ``input`` in place again before backward is torch's
+    version-counter error; the node holds ``input``'s storage for that check."""
+    if not inplace:
+        return fn(input, *args)
+    input._inplace(fn, *args)
+    if saves_result and input._ctx is not None and input._base is None:
+        input._ctx.inplace_result = input._array
+    return input
+
+
 def relu(input, inplace=False):
-    _refuse("relu", inplace=(inplace, False))
-    return ops.relu(input)
+    return _in_place_if(inplace, ops.relu, input)
 
 
 def silu(input, inplace=False):
-    _refuse("silu", inplace=(inplace, False))
     _floating_only("silu", input)
-    return ops.silu(input)
+    return _in_place_if(inplace, ops.silu, input)
 
 
 def softplus(input, beta=1, threshold=20):
@@ -94,53 +110,45 @@ def softplus(input, beta=1, threshold=20):
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
     """``x`` for ``x > 0``, ``negative_slope * x`` otherwise."""
-    _refuse("leaky_relu", inplace=(inplace, False))
     _floating_only("leaky_relu", input)
-    return ops.leaky_relu(input, negative_slope)
+    return _in_place_if(inplace, ops.leaky_relu, input, negative_slope, saves_result=True)
 
 
 def elu(input, alpha=1.0, inplace=False):
     """``x`` for ``x > 0``, ``alpha (exp(x) - 1)`` otherwise."""
-    _refuse("elu", inplace=(inplace, False))
     _floating_only("elu", input)
-    return ops.elu(input, alpha)
+    return _in_place_if(inplace, ops.elu, input, alpha, saves_result=True)
 
 
 def selu(input, inplace=False):
     """``scale * elu(x, alpha)`` with the self-normalising constants of Klambauer et al."""
-    _refuse("selu", inplace=(inplace, False))
     _floating_only("selu", input)
-    return ops.selu(input)
+    return _in_place_if(inplace, ops.selu, input, saves_result=True)
 
 
 def celu(input, alpha=1.0, inplace=False):
     """``x`` for ``x > 0``, ``alpha (exp(x / alpha) - 1)`` otherwise."""
-    _refuse("celu", inplace=(inplace, False))
     _floating_only("celu", input)
-    return ops.celu(input, alpha)
+    return _in_place_if(inplace, ops.celu, input, alpha, saves_result=True)
 
 
 def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
     """``x`` clamped to ``[min_val, max_val]``; no gradient at or beyond the bounds (torch's)."""
-    _refuse("hardtanh", inplace=(inplace, False))
-    return ops.hardtanh(input, min_val, max_val)
+    return _in_place_if(inplace, ops.hardtanh, input, min_val, max_val)
 
 
 def relu6(input, inplace=False):
     """``min(max(x, 0), 6)`` (torch's is ``hardtanh(x, 0, 6)``, gradients included)."""
-    _refuse("relu6", inplace=(inplace, False))
-    return ops.hardtanh(input, 0.0, 6.0)
+    return _in_place_if(inplace, ops.hardtanh, input, 0.0, 6.0)
 
 
 def hardswish(input, inplace=False):
-    _refuse("hardswish", inplace=(inplace, False))
     _floating_only("hardswish", input)
-    return ops.hardswish(input)
+    return _in_place_if(inplace, ops.hardswish, input)
 
 
 def hardsigmoid(input, inplace=False):
-    _refuse("hardsigmoid", inplace=(inplace, False))
-    return ops.hardsigmoid(input)
+    return _in_place_if(inplace, ops.hardsigmoid, input)
 
 
 def logsigmoid(input):
@@ -150,9 +158,58 @@ def logsigmoid(input):
 
 
 def mish(input, inplace=False):
-    _refuse("mish", inplace=(inplace, False))
     _floating_only("mish", input)
-    return ops.mish(input)
+    return _in_place_if(inplace, ops.mish, input)
+
+
+def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
+    """Randomized leaky ReLU: in training each element at or below 0 gets its own slope drawn from
+    U(lower, upper) (its gradient is that slope); in eval the slope is their mean (torch's leaky_relu)."""
+    if lower > upper:
+        raise RuntimeError("Lower bound should be less than or equal to the upper bound")
+    if not training:
+        return leaky_relu(input, (lower + upper) / 2, inplace)
+    _floating_only("rrelu", input)
+    return _in_place_if(inplace, _random_slopes, input, lower, upper)
+
+
+def _random_slopes(input, lower, upper):
+    draws = np.random.default_rng(_fresh_seed()).uniform(lower, upper, tuple(input.shape))
+    slopes = ops.tensor(draws, dtype=input.dtype, device=input.device)
+    return ops.where(input > 0, input, input * slopes)
+
+
+# torch's in-place spellings: ``F.relu_(x)`` is ``F.relu(x, inplace=True)``
+def relu_(input):
+    return relu(input, inplace=True)
+
+
+def elu_(input, alpha=1.0):
+    return elu(input, alpha, inplace=True)
+
+
+def leaky_relu_(input, negative_slope=0.01):
+    return leaky_relu(input, negative_slope, inplace=True)
+
+
+def hardtanh_(input, min_val=-1.0, max_val=1.0):
+    return hardtanh(input, min_val, max_val, inplace=True)
+
+
+def threshold_(input, threshold, value):
+    return _in_place_if(True, _threshold, input, threshold, value)
+
+
+def rrelu_(input, lower=1.0 / 8, upper=1.0 / 3, training=False):
+    return rrelu(input, lower, upper, training, inplace=True)
+
+
+def celu_(input, alpha=1.0):
+    return celu(input, alpha, inplace=True)
+
+
+def selu_(input):
+    return selu(input, inplace=True)
 
 
 def softsign(input):
@@ -368,7 +425,10 @@ def threshold(input, threshold, value, inplace=False):
     """``input`` where it is above ``threshold``, else ``value`` (in the input's dtype, as torch). A
     16-bit input is compared in float32, as torch's kernel does (0.1 is not rounded to bfloat16's
     0.1001 first)."""
-    _refuse("threshold", inplace=(inplace, False))
+    return _in_place_if(inplace, _threshold, input, threshold, value)
+
+
+def _threshold(input, threshold, value):
     compared = input.float() if input.dtype.itemsize == 2 and _is_floating(input.dtype) else input
     return input.masked_fill(~(compared > threshold), value)
 
@@ -440,12 +500,16 @@ def dropout1d(input, p=0.5, training=True, inplace=False):
     """Whole channels of a [N, C, L] (or [C, L]) input zeroed with probability ``p``, the rest scaled
     by ``1/(1-p)``."""
     _dropout_prob(p)
-    _refuse("dropout1d", inplace=(inplace, False))
     if input.ndim not in (2, 3):
         raise RuntimeError(f"dropout1d: Expected 2D or 3D input, but received a {input.ndim}D input. Note that "
                            f"dropout1d exists to provide channel-wise dropout on inputs with 1 spatial dimension, "
                            f"a channel dimension, and an optional batch dimension (i.e. 2D or 3D inputs).")
-    if input.ndim == 2:
+    return _in_place_if(inplace and training and p > 0, _channel_dropout, input, p, training, 2)
+
+
+def _channel_dropout(input, p, training, unbatched_ndim):
+    """``feature_dropout`` of ``input``, an unbatched one (``unbatched_ndim`` dimensions) seen as a batch of 1."""
+    if input.ndim == unbatched_ndim:
         return _feature_dropout(input.unsqueeze(0), p, training).squeeze(0)
     return _feature_dropout(input, p, training)
 
@@ -464,7 +528,6 @@ def dropout2d(input, p=0.5, training=True, inplace=False):
     """Whole channels of a [N, C, H, W] input zeroed with probability ``p`` (torch's warnings for
     other ranks; a 3-D input is read as [N, C, L], as torch still does)."""
     _dropout_prob(p)
-    _refuse("dropout2d", inplace=(inplace, False))
     if input.ndim not in (3, 4):
         _warn_feature_dropout_rank("dropout2d", input.ndim, spatial=2)
     if input.ndim == 3:
@@ -473,18 +536,15 @@ def dropout2d(input, p=0.5, training=True, inplace=False):
                       "dim. This behavior will change in a future release to interpret the input as one "
                       "without a batch dimension, i.e. shape (C, H, W). To maintain the 1D channel-wise "
                       "dropout behavior, please switch to using dropout1d instead.", stacklevel=2)
-    return _feature_dropout(input, p, training)
+    return _in_place_if(inplace and training and p > 0, _feature_dropout, input, p, training)
 
 
 def dropout3d(input, p=0.5, training=True, inplace=False):
     """Whole channels of a [N, C, D, H, W] (or [C, D, H, W]) input zeroed with probability ``p``."""
     _dropout_prob(p)
-    _refuse("dropout3d", inplace=(inplace, False))
     if input.ndim not in (4, 5):
         _warn_feature_dropout_rank("dropout3d", input.ndim, spatial=3)
-    if input.ndim == 4:
-        return _feature_dropout(input.unsqueeze(0), p, training).squeeze(0)
-    return _feature_dropout(input, p, training)
+    return _in_place_if(inplace and training and p > 0, _channel_dropout, input, p, training, 4)
 
 
 # ---- pixel (un)shuffle: channels <-> space (super-resolution's sub-pixel convolution) -----------------
@@ -722,19 +782,22 @@ _SELU_ALPHA = 1.7580993408473766  # -SELU's negative saturation value, torch's c
 def alpha_dropout(input, p=0.5, training=False, inplace=False):
     """Dropped elements set to SELU's saturation value, then everything scaled and shifted back to
     mean 0, variance 1 (torch's formula). Note torch's default here: ``training=False``."""
-    return _alpha_dropout("alpha_dropout", input, p, training, inplace, channels=False)
+    return _alpha_dropout(input, p, training, inplace, channels=False)
 
 
 def feature_alpha_dropout(input, p=0.5, training=False, inplace=False):
     """``alpha_dropout`` of whole channels (dimension 1)."""
-    return _alpha_dropout("feature_alpha_dropout", input, p, training, inplace, channels=True)
+    return _alpha_dropout(input, p, training, inplace, channels=True)
 
 
-def _alpha_dropout(fn, input, p, training, inplace, channels):
+def _alpha_dropout(input, p, training, inplace, channels):
     _dropout_prob(p)
-    _refuse(fn, inplace=(inplace, False))
     if not training or p == 0:
         return input
+    return _in_place_if(inplace, _alpha_dropped, input, p, channels)
+
+
+def _alpha_dropped(input, p, channels):
     if p == 1:
         return input * input.new_zeros(())
     shape = tuple(input.shape[:2]) + (1,) * (input.ndim - 2) if channels else tuple(input.shape)

@@ -2,7 +2,7 @@
 
 Each holds its Parameters and calls one op from ``minilora.ops`` in ``forward``. Constructors take
 ``torch.nn``'s arguments in torch's order (``Linear(in, out, bias, device, dtype)``); an option
-minilora does not implement (``inplace=True``, ``max_norm=``) raises instead of being ignored.
+minilora does not implement (``max_norm=``) raises instead of being ignored.
 """
 import math
 import warnings
@@ -32,7 +32,7 @@ __all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity",
            "InstanceNorm1d", "InstanceNorm2d", "RNNCell", "LSTMCell", "GRUCell", "BatchNorm3d", "InstanceNorm3d",
            "Unfold", "Fold", "MultiLabelMarginLoss", "TripletMarginWithDistanceLoss", "MaxUnpool1d",
            "MaxUnpool2d", "Bilinear", "LPPool1d", "LPPool2d", "LocalResponseNorm", "EmbeddingBag", "AlphaDropout",
-           "FeatureAlphaDropout"]
+           "FeatureAlphaDropout", "RReLU"]
 
 
 def _float_dtype(dtype):
@@ -214,11 +214,10 @@ class Dropout(Module):
         super().__init__()
         if not 0 <= p <= 1:
             raise ValueError(f"dropout probability must be in [0, 1], got {p}")
-        _refuse("Dropout", inplace=(inplace, False))
         self.p, self.inplace = p, inplace
 
     def forward(self, input):
-        return ops.dropout(input, self.p, training=self.training)
+        return ops.dropout(input, self.p, training=self.training, inplace=self.inplace)
 
     def extra_repr(self):
         return f"p={self.p}, inplace={self.inplace}"
@@ -228,17 +227,17 @@ class Dropout1d(Dropout):
     """Channel-wise dropout (``F.dropout1d``): whole channels of [N, C, L] zeroed."""
 
     def forward(self, input):
-        return F.dropout1d(input, self.p, self.training)
+        return F.dropout1d(input, self.p, self.training, self.inplace)
 
 
 class Dropout2d(Dropout):
     def forward(self, input):
-        return F.dropout2d(input, self.p, self.training)
+        return F.dropout2d(input, self.p, self.training, self.inplace)
 
 
 class Dropout3d(Dropout):
     def forward(self, input):
-        return F.dropout3d(input, self.p, self.training)
+        return F.dropout3d(input, self.p, self.training, self.inplace)
 
 
 class EmbeddingBag(Module):
@@ -286,12 +285,12 @@ class EmbeddingBag(Module):
 
 class AlphaDropout(Dropout):
     def forward(self, input):
-        return F.alpha_dropout(input, self.p, self.training)
+        return F.alpha_dropout(input, self.p, self.training, self.inplace)
 
 
 class FeatureAlphaDropout(Dropout):
     def forward(self, input):
-        return F.feature_alpha_dropout(input, self.p, self.training)
+        return F.feature_alpha_dropout(input, self.p, self.training, self.inplace)
 
 
 class Identity(Module):
@@ -319,25 +318,29 @@ class GELU(Module):
 
 
 class _Activation(Module):
-    """An activation module with torch's ``inplace`` argument (only ``False`` is implemented)."""
+    """An activation module with torch's ``inplace`` argument: ``inplace=True`` writes the result into
+    the input (``F.relu(x, inplace=True)``); torch's repr shows it only when it is set."""
 
     def __init__(self, inplace=False):
         super().__init__()
-        _refuse(type(self).__name__, inplace=(inplace, False))
         self.inplace = inplace
 
     def extra_repr(self):
         return "inplace=True" if self.inplace else ""
 
+    def _inplace_repr(self, text):
+        """``text`` with torch's ``, inplace=True`` suffix when it is set."""
+        return text + (", inplace=True" if self.inplace else "")
+
 
 class SiLU(_Activation):
     def forward(self, input):
-        return F.silu(input)
+        return F.silu(input, self.inplace)
 
 
 class ReLU(_Activation):
     def forward(self, input):
-        return ops.relu(input)
+        return F.relu(input, self.inplace)
 
 
 class Tanh(Module):
@@ -459,10 +462,24 @@ class LeakyReLU(_Activation):
         self.negative_slope = negative_slope
 
     def forward(self, input):
-        return F.leaky_relu(input, self.negative_slope)
+        return F.leaky_relu(input, self.negative_slope, self.inplace)
 
     def extra_repr(self):
-        return f"negative_slope={self.negative_slope}"
+        return self._inplace_repr(f"negative_slope={self.negative_slope}")
+
+
+class RReLU(_Activation):
+    """Randomized leaky ReLU (``F.rrelu``): random slopes below 0 in training, their mean in eval."""
+
+    def __init__(self, lower=1.0 / 8, upper=1.0 / 3, inplace=False):
+        super().__init__(inplace)
+        self.lower, self.upper = lower, upper
+
+    def forward(self, input):
+        return F.rrelu(input, self.lower, self.upper, self.training, self.inplace)
+
+    def extra_repr(self):
+        return self._inplace_repr(f"lower={self.lower}, upper={self.upper}")
 
 
 class Threshold(_Activation):
@@ -471,10 +488,10 @@ class Threshold(_Activation):
         self.threshold, self.value = threshold, value
 
     def forward(self, input):
-        return F.threshold(input, self.threshold, self.value)
+        return F.threshold(input, self.threshold, self.value, self.inplace)
 
     def extra_repr(self):
-        return f"threshold={self.threshold}, value={self.value}" + (", inplace=True" if self.inplace else "")
+        return self._inplace_repr(f"threshold={self.threshold}, value={self.value}")
 
 
 class Hardshrink(Module):
@@ -700,20 +717,20 @@ class ELU(_Activation):
         self.alpha = alpha
 
     def forward(self, input):
-        return F.elu(input, self.alpha)
+        return F.elu(input, self.alpha, self.inplace)
 
     def extra_repr(self):
-        return f"alpha={self.alpha}"
+        return self._inplace_repr(f"alpha={self.alpha}")
 
 
 class CELU(ELU):
     def forward(self, input):
-        return F.celu(input, self.alpha)
+        return F.celu(input, self.alpha, self.inplace)
 
 
 class SELU(_Activation):
     def forward(self, input):
-        return F.selu(input)
+        return F.selu(input, self.inplace)
 
 
 class Hardtanh(_Activation):
@@ -734,10 +751,10 @@ class Hardtanh(_Activation):
         self.min_val, self.max_val = min_val, max_val
 
     def forward(self, input):
-        return F.hardtanh(input, self.min_val, self.max_val)
+        return F.hardtanh(input, self.min_val, self.max_val, self.inplace)
 
     def extra_repr(self):
-        return f"min_val={self.min_val}, max_val={self.max_val}"
+        return self._inplace_repr(f"min_val={self.min_val}, max_val={self.max_val}")
 
 
 class ReLU6(Hardtanh):
@@ -750,17 +767,23 @@ class ReLU6(Hardtanh):
 
 class Hardswish(_Activation):
     def forward(self, input):
-        return F.hardswish(input)
+        return F.hardswish(input, self.inplace)
+
+    def extra_repr(self):
+        return ""  # torch's repr leaves inplace out (as Hardsigmoid's)
 
 
 class Hardsigmoid(_Activation):
     def forward(self, input):
-        return F.hardsigmoid(input)
+        return F.hardsigmoid(input, self.inplace)
+
+    def extra_repr(self):
+        return ""  # torch's repr leaves inplace out (as Hardswish's)
 
 
 class Mish(_Activation):
     def forward(self, input):
-        return F.mish(input)
+        return F.mish(input, self.inplace)
 
 
 class LogSigmoid(Module):

@@ -389,16 +389,17 @@ class Sigmoid(Function):
 class Relu(Function):
     """torch's ``clamp_min(x, 0)``: a negative becomes +0 (``a * mask`` made it -0.0, which prints as
     ``-0.``), while -0.0 and NaN pass through; the gradient flows where not ``a <= 0`` (NaN too, as
-    torch's threshold_backward)."""
+    torch's threshold_backward). Like torch's, backward reads the result (``out <= 0`` where ``a <= 0``),
+    so changing the result in place before backward is torch's version-counter error."""
 
     @staticmethod
     def forward(ctx, a):
-        ctx.mask = ~(a <= 0)
-        return xp_of(a).where(a < 0, a.dtype.type(0), a)
+        ctx.out = xp_of(a).where(a < 0, a.dtype.type(0), a)
+        return ctx.out
 
     @staticmethod
     def backward(ctx, g):
-        return g * ctx.mask
+        return g * ~(ctx.out <= 0)
 
 
 @computes_in_float32

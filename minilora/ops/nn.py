@@ -1104,13 +1104,15 @@ def dropout(input, p=0.5, training=True, inplace=False, *, seed=None):
     ``minilora.manual_seed``)."""
     if not 0 <= p <= 1:
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
-    _refuse("dropout", inplace=(inplace, False))
     if not training or p == 0:
         return input
     if not is_floating(input.dtype) and p < 1:  # the 1 / (1 - p) scale has no integer result
         raise RuntimeError(f"dropout: result type float can't be cast to the desired output type "
                            f"{input.dtype}")
-    return Dropout.apply(input, p=p, seed=fresh_seed() if seed is None else seed)
+    seed = fresh_seed() if seed is None else seed
+    if inplace:  # torch's dropout_: the masked values written into input (see Tensor._inplace)
+        return input._inplace(lambda x: Dropout.apply(x, p=p, seed=seed))
+    return Dropout.apply(input, p=p, seed=seed)
 
 
 def feature_dropout(input, p, training, seed=None):
