@@ -718,9 +718,16 @@ def _check_clip_norm_and_lr(clip_norm, lr):
 
 
 def _check_out_dir(out_dir):
+    """Before any step: a run folder that is a file, or a folder where one of the run's files goes (found
+    only when the first checkpoint or the final plot was written, after the work)."""
     if out_dir and os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise NotADirectoryError(f"train: out_dir {os.fspath(out_dir)!r} is a file; the run folder must be a "
                                  "folder (or a new name)")
+    for name in (CHECKPOINT_NAME, METRICS_NAME, PLOT_NAME) if out_dir else ():
+        path = os.path.join(out_dir, name)
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"train: {path} is a folder, but the run writes its {name} file there; "
+                                    "move it away or choose another out_dir")
 
 
 def _check_every_example_has_a_target(loader, what):
@@ -1024,6 +1031,10 @@ def _train_command(args, rank=0, world=1):
         lr = saved_lr if args.lr is None else lr  # no --lr: the interrupted run's own, not the recommended one
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out {out} is a file; the run folder must be a folder (or a new name)")
+    try:  # (a folder named checkpoint.npz in it: found before any work, not after the first steps)
+        _check_out_dir(out)
+    except IsADirectoryError as exc:
+        raise UsageError(f"--out: {str(exc).removeprefix('train: ')}") from None
     _refuse_to_replace_a_run(args, out)
     _check_same_run(args, out, write=rank == 0)
     tokenizer = ByteTokenizer()

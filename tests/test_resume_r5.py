@@ -47,7 +47,14 @@ MODELS = {
     "lora-bf16-base": lambda seed: get_peft_model(
         tiny_llama(0).to(ml.bfloat16), LoraConfig(r=2, lora_alpha=4, lora_dropout=0.2, target_modules="all-linear")),
     "full-dropout": lambda seed: DropoutLM(seed),
+    "full-bf16": lambda seed: tiny_llama(seed).to(ml.bfloat16),  # bfloat16 weights and AdamW moments
+    "lora-dropout-gradient-checkpointing": lambda seed: checkpointed(lora(seed, target_modules="all-linear")),
 }
+
+
+def checkpointed(model):
+    model.gradient_checkpointing_enable()  # backward replays each layer's dropout masks from the generator
+    return model
 # batch index -> where the kill falls (2 micro-batches a step; checkpoints at steps 3 and 6)
 KILLS = {"mid-accumulation": 9, "first-micro-batch": 12}
 
@@ -349,3 +356,28 @@ def test_resume_from_a_checkpoint_path_into_another_folder(tmp_path, tmp_path_fa
     assert (resumed.losses, resumed.lrs, resumed.grad_norms) == (ref.losses, ref.lrs, ref.grad_norms)
     for (name, a), (_, b) in zip(ref_model.named_parameters(), model.named_parameters()):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
+
+
+@pytest.mark.parametrize("name", ["checkpoint.npz", "metrics.jsonl", "loss.png"])
+def test_a_folder_where_a_run_file_goes_is_refused_before_training(tmp_path, name):
+    """A folder named checkpoint.npz in out_dir failed the first checkpoint save after the steps had run
+    (IsADirectoryError from os.replace); one named metrics.jsonl failed step 1's log line. Refused up front,
+    naming it, and the folder is left as it was."""
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "keep.txt").write_text("mine")
+    with pytest.raises(IsADirectoryError, match=f"{name} is a folder"):
+        run(MODELS["full-dropout"], tmp_path, plot=True)
+    assert sorted(os.listdir(tmp_path)) == [name]  # nothing ran: no log, no checkpoint
+    assert (tmp_path / name / "keep.txt").read_text() == "mine"
+
+
+def test_cli_out_holding_a_folder_named_like_a_run_file_is_a_usage_error(byte_model_dir, tmp_path, capsys):
+    from test_cli import run_cli
+    out = tmp_path / "run"
+    (out / "checkpoint.npz").mkdir(parents=True)
+    # (without --overwrite it was refused as "already holds a run"; with it, the steps ran and the first
+    # checkpoint save ended in an IsADirectoryError traceback)
+    code, text = run_cli(["train", "--model", byte_model_dir, "--out", str(out), "--overwrite", *ADALORA_ARGV],
+                         capsys)
+    assert code == 2 and "checkpoint.npz is a folder" in text and "Traceback" not in text, text
+    assert os.listdir(out) == ["checkpoint.npz"]
