@@ -108,6 +108,9 @@ from .ops import (atleast_1d, atleast_2d, atleast_3d, column_stack, diag_embed, 
                   scatter_reduce, take, vsplit)
 from .ops import nanmean, nansum  # noqa: E402,F401
 from .ops import movedim as moveaxis, swapaxes as swapdims  # noqa: E402,F401  (torch's other names)
+# torch's functions that are the methods of the same name (torch.t(x) is x.t()) or their other names
+t, masked_fill, negative = Tensor.t, Tensor.masked_fill, Tensor.negative
+multiply, subtract, divide = Tensor.multiply, Tensor.subtract, Tensor.divide
 from .ops import cat as concat, cat as concatenate  # noqa: E402,F401
 from .ops import mode, mv  # noqa: E402,F401  (from ops: with torch's out=)
 from .ops.elementwise import rsub  # noqa: E402,F401

@@ -69,7 +69,7 @@ def erf(x):
         from cupyx.scipy.special import erf as cupy_erf
         return cupy_erf(x)
     if x.dtype == np.float64:  # exactness matters more than speed here: grad checks, interop tests
-        return np.frompyfunc(math.erf, 1, 1)(x).astype(np.float64)
+        return np.asarray(np.frompyfunc(math.erf, 1, 1)(x), dtype=np.float64)  # (0-d: a float, not an array)
     y, _ = _half_erf_of_abs(x)
     np.copysign(y, x, out=y)  # erf is odd
     y *= 2

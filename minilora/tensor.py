@@ -192,6 +192,7 @@ class Context:
     versions = None  # each input's version when the op ran, if any was not 0 (None: all were 0)
     hooks = None  # {handle id: hook} registered on the output with Tensor.register_hook
     out_watch = None  # (version counter, version, storage id) of the output, once it has a counter
+    node_name = None  # torch's name for the node where the call decides it, not the op (see name_node)
 
     def __init__(self, fn, device, needs_input_grad):
         self.fn = fn
@@ -214,8 +215,12 @@ class Context:
     # torch's view of a node (``print(loss.grad_fn)``, ``grad_fn.next_functions`` in its tutorials).
     # Ops save their own fields on the node, so none may be called ``name`` or ``next_functions``.
     def name(self):
-        """The node's name as torch prints it: the op's name and ``Backward0`` (``AddBackward0``)."""
-        return f"{self.fn.__name__}Backward0"
+        """The node's name as torch prints it (``AddBackward0``): the name the call gave it (``x.t()`` is
+        minilora's Permute, torch's TBackward0), else the op's, in torch's words where they differ."""
+        if self.node_name is not None:
+            return self.node_name
+        op = self.fn.__name__
+        return f"{_TORCH_OP_NAMES.get(op, op)}Backward0"
 
     def __repr__(self):
         return f"<{self.name()} object at {id(self):#x}>"
@@ -232,10 +237,29 @@ class Context:
         return tuple((node(x, parent), 0) for x, parent in zip(self.inputs, self.parents))
 
     def free(self):
-        """Drop everything saved: the graph has been used once (see ``retain_graph``)."""
+        """Drop everything saved: the graph has been used once (see ``retain_graph``). Its name stays."""
+        node_name = self.node_name
         self.__dict__.clear()
+        if node_name is not None:
+            self.node_name = node_name
         self.inputs = self.parents = ()
         self.freed = True
+
+
+# minilora's ops that torch knows under another name (the same op; print(loss.grad_fn) shows torch's)
+_TORCH_OP_NAMES = {"CrossEntropy": "NllLoss", "MaxPool2d": "MaxPool2DWithIndices", "AvgPool2d": "AvgPool2D",
+                   "AdaptiveAvgPool2d": "AdaptiveAvgPool2D", "Reshape": "View", "AsType": "ToCopy",
+                   "CumSum": "Cumsum", "LayerNorm": "NativeLayerNorm", "AMax": "Amax", "AMin": "Amin",
+                   "Conv1d": "Convolution", "Conv2d": "Convolution"}
+
+
+def name_node(result, name, *inputs):
+    """Give the node that made ``result`` torch's name for this call (``x.t()`` runs minilora's Permute;
+    torch prints TBackward0). Nothing when ``result`` has no node of its own: no grad, or an input itself."""
+    node = result.grad_fn
+    if node is not None and not any(result is x for x in inputs):
+        node.node_name = name
+    return result
 
 
 class AccumulateGrad:
@@ -336,13 +360,18 @@ class Function:
         if len(needs) <= 4:  # one shared tuple per pattern: see _SHARED_FLAGS
             needs = _SHARED_FLAGS.setdefault(needs, needs)
         ctx = Context(fn, dev, needs)
-        if narrow:  # float16 overflows at 65504: inf, nan, 1/0 silently, as torch (NumPy would warn)
-            with np.errstate(all="ignore"):
+        try:
+            if narrow:  # float16 overflows at 65504: inf, nan, 1/0 silently, as torch (NumPy would warn)
+                with np.errstate(all="ignore"):
+                    out = _forward(cls, fn, ctx, arrays, options)
+            elif profiler.active is None:
+                out = fn.forward(ctx, *arrays, **options)
+            else:
                 out = _forward(cls, fn, ctx, arrays, options)
-        elif profiler.active is None:
-            out = fn.forward(ctx, *arrays, **options)
-        else:
-            out = _forward(cls, fn, ctx, arrays, options)
+        except ValueError as exc:  # NumPy's broadcast error in any op: torch's RuntimeError (ShapeError)
+            if not _is_broadcast_error(exc):
+                raise
+            raise ShapeError(f"{cls.__name__}: {exc}") from None
         if type(out) is not np.ndarray and isinstance(out, np.generic):  # NumPy turns 0-d results
             out = np.asarray(out)  # into scalars; keep arrays
         # Only a result that is an input's array, or a view of some array, can be a view of an input:
@@ -369,6 +398,12 @@ class Function:
         if not fresh:
             _share_storage(result, inputs, cls, options)
         return result
+
+
+def _is_broadcast_error(exc):
+    """Is this NumPy's ValueError for shapes that do not broadcast? (torch's is a RuntimeError.)"""
+    message = str(exc)  # (ufuncs say "could not be broadcast", np.broadcast_shapes "cannot be broadcast")
+    return type(exc) is ValueError and ("could not be broadcast" in message or "cannot be broadcast" in message)
 
 
 def _forward(cls, fn, ctx, arrays, options):
@@ -1222,6 +1257,8 @@ class Tensor:
     def fmod_(self, other): return self._unary_("fmod", other)
     def atan2_(self, other): return self._unary_("atan2", other)
     def xlogy_(self, other): return self._unary_("xlogy", other)
+    def copysign_(self, other): return self._unary_("copysign", other)
+    def hypot_(self, other): return self._unary_("hypot", other)
     def logical_and_(self, other): return self._unary_("logical_and", other)
     def logical_or_(self, other): return self._unary_("logical_or", other)
     def logical_xor_(self, other): return self._unary_("logical_xor", other)
@@ -1234,6 +1271,7 @@ class Tensor:
     def tril_(self, diagonal=0): return self._unary_("tril", diagonal)
     def triu_(self, diagonal=0): return self._unary_("triu", diagonal)
     arctan2_ = atan2_
+    subtract_, multiply_ = sub_, mul_  # (torch's other names, as subtract / multiply)
 
     def round_(self, *, decimals=0):
         from . import ops
@@ -1262,7 +1300,13 @@ class Tensor:
             b = dtypes.wrap_int(b, a.dtype)  # dtype, as torch does: uint8 < -1 compares with 255
         elif type(b) is int:
             dtypes.result_type(a, b)  # (torch's errors for ints past int64: OverflowError, promotion)
-        return Tensor._make(op(a, b), self._device, False, None)
+        try:
+            out = op(a, b)
+        except ValueError as exc:
+            if not _is_broadcast_error(exc):
+                raise
+            raise ShapeError(f"{op.__name__}: {exc}") from None
+        return Tensor._make(out, self._device, False, None)
 
     def __lt__(self, other): return self._compare(other, np.less)
     def __le__(self, other): return self._compare(other, np.less_equal)

@@ -5,7 +5,7 @@ operators (``a @ b`` calls ``matmul(a, b)``) and, where PyTorch has them, its me
 both are attached to ``Tensor`` below, so an operator costs no extra call on the way to its op.
 """
 from .. import dtypes
-from ..tensor import Tensor, tensor
+from ..tensor import Tensor, name_node, tensor
 from .elementwise import (abs, add, astype, clone, div, erf, exp, floor_divide, gelu, log,
                           masked_fill, mul, neg, pow, relu, rsqrt, sigmoid, silu, sqrt, sub, tanh,
                           to_device, unbroadcast, where)
@@ -63,6 +63,11 @@ def _reflected(op):
     return method
 
 
+def _rsub_method(self, other):
+    """``2 - x``: ``sub(2, x)``; torch's node for it is RsubBackward1."""
+    return name_node(sub(other, self), "RsubBackward1", self)
+
+
 def _rdiv(self, other):
     """``2 / x`` as torch computes it: ``x.reciprocal() * 2`` (torch's Tensor.__rtruediv__), which
     can differ from ``2 / x`` in the last bit; we follow torch."""
@@ -70,7 +75,7 @@ def _rdiv(self, other):
 
 
 _METHODS = {
-    "__add__": add, "__radd__": add, "__sub__": sub, "__rsub__": _reflected(sub), "__mul__": mul,
+    "__add__": add, "__radd__": add, "__sub__": sub, "__rsub__": _rsub_method, "__mul__": mul,
     "__rmul__": mul, "__truediv__": div, "__rtruediv__": _rdiv, "__neg__": neg,
     "__pow__": pow, "__rpow__": _reflected(pow), "__matmul__": matmul,
     "__rmatmul__": _reflected(matmul), "__getitem__": getitem,
@@ -205,7 +210,7 @@ def _t(self):
     """``x.t()``: a 2-D tensor transposed (0-D and 1-D returned as they are), as torch."""
     if self.ndim > 2:
         raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {self.ndim}D")
-    return transpose(self, 0, 1) if self.ndim == 2 else self
+    return name_node(transpose(self, 0, 1), "TBackward0") if self.ndim == 2 else self
 
 
 def _flip_method(self, *dims, **by_name):
@@ -360,11 +365,21 @@ def dist(input, other, p=2):  # noqa: A002
 
 
 def _cumsum_(self, dim, *, dtype=None):
+    _no_bool_running_kernel("cumsum", self, dtype)
     return self._inplace(cumsum, dim, dtype=dtype, cast=True)  # (int32 stays int32, as torch)
 
 
 def _cumprod_(self, dim, *, dtype=None):
+    _no_bool_running_kernel("cumprod", self, dtype)
     return self._inplace(cumprod, dim, dtype=dtype, cast=True)
+
+
+def _no_bool_running_kernel(name, self, dtype):
+    """torch's in-place cumsum_/cumprod_ of a bool tensor runs its kernel in bool, which it lacks
+    (the out-of-place forms count in int64); NumPy would count and cast back to bool. (A 0-d or
+    empty tensor runs no kernel: torch copies it.)"""
+    if self.ndim and self.numel() and (self.dtype if dtype is None else dtypes.to_dtype(dtype)) == dtypes.bool:
+        raise NotImplementedError(f'"{name}_out_cpu" not implemented for \'Bool\'')
 
 
 def _addmm_(self, mat1, mat2, *, beta=1, alpha=1):

@@ -12,7 +12,7 @@ from .. import fastmath, parallel
 from ..device import xp_of
 from ..dtypes import (bfloat16, cast, checked_number, float32, get_default_dtype, int64, is_floating,
                       python_number, result_type, to_dtype, torch_name, upcast, wrap_around, wrap_int)
-from ..tensor import Function, Tensor, ShapeError
+from ..tensor import Function, Tensor, ShapeError, _is_broadcast_error
 
 __all__ = ["add", "sub", "mul", "div", "floor_divide", "neg", "pow", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
            "sigmoid", "relu", "gelu", "silu", "where", "masked_fill", "clone", "astype",
@@ -280,7 +280,8 @@ def _integer_power(a, b):
     if not hasattr(b, "dtype"):
         raise RuntimeError("Integers to negative integer powers are not allowed.")
     xp = xp_of(b)
-    a, b = xp.asarray(a), xp.asarray(b)
+    dtype = xp.result_type(a, b)  # (a Python number base takes the tensor's dtype: int16 stays int16)
+    a, b = xp.asarray(a, dtype=dtype), xp.asarray(b)
     negative = b < 0
     power = a ** xp.where(negative, 0, b)  # the non-negative exponents as NumPy computes them
     odd = (b % 2) != 0
@@ -716,6 +717,14 @@ def _is_bool(x):
     return type(x) is bool or getattr(getattr(x, "_array", None), "dtype", None) == np.bool_
 
 
+def _no_bool_kernel(kernel, input):
+    """``input``, unless it is a bool tensor: torch has no ``kernel`` for bools (abs, floor, round...)
+    and raises its NotImplementedError, where NumPy would hand the bools back."""
+    if input.dtype == np.bool_:
+        raise NotImplementedError(f'"{kernel}" not implemented for \'Bool\'')
+    return input
+
+
 def _refuse_bools(name, input, other):
     """torch has no kernel for ``//``, ``%``, fmod and ``**`` of two bools (NumPy would compute them
     in int8 or float64): the same NotImplementedError as torch."""
@@ -763,10 +772,13 @@ def exp(input): return Exp.apply(_floating(input))
 def log(input): return Log.apply(_floating(input))
 def sqrt(input): return Sqrt.apply(_floating(input))
 def rsqrt(input): return Rsqrt.apply(_floating(input))
-def abs(input): return Abs.apply(input)  # noqa: A001
+def abs(input): return Abs.apply(_no_bool_kernel("abs_cpu", input))  # noqa: A001
 def tanh(input): return Tanh.apply(_floating(input))
 def sigmoid(input): return Sigmoid.apply(_floating(input))
-def relu(input): return Relu.apply(input)
+def relu(input):
+    if input.dtype == np.bool_:
+        raise RuntimeError("Boolean inputs not supported for relu")
+    return Relu.apply(input)
 def silu(input): return Silu.apply(_floating(input))
 def gelu(input, approximate="none"): return Gelu.apply(_floating(input), approximate=approximate)
 def clone(input): return Clone.apply(input)
@@ -818,8 +830,11 @@ def _cast(x, array, dtype):
     return array.astype(dtype)
 
 
-def _refuse_integer_zero_division(xp, divisor):
-    """Integer ``x // 0`` and ``x % 0``: NumPy warns and gives 0, torch raises; we raise as torch."""
+def _refuse_integer_zero_division(xp, dividend, divisor):
+    """Integer ``x // 0`` and ``x % 0``: NumPy warns and gives 0, torch raises; we raise as torch
+    (not for an empty result: no element is divided, as in torch)."""
+    if 0 in np.broadcast_shapes(_shape(dividend), _shape(divisor)):
+        return
     if bool(xp.any(xp.asarray(divisor) == 0)):
         raise RuntimeError("ZeroDivisionError")
 
@@ -833,7 +848,7 @@ class RoundedDiv(Function):
         ctx.shapes = (_shape(a), _shape(b))
         xp = xp_of(a) if hasattr(a, "shape") else xp_of(b)
         if xp.result_type(a, b).kind in "iu":
-            _refuse_integer_zero_division(xp, b)
+            _refuse_integer_zero_division(xp, a, b)
             quotient = xp.floor_divide(a, b)
             if mode == "trunc":  # floor and trunc differ where the signs differ and it is not exact
                 quotient = quotient + ((quotient < 0) & (quotient * b != a))
@@ -1029,7 +1044,7 @@ def copysign(input, other):
     if not isinstance(other, Tensor):  # a number: one sign for all
         magnitude = abs(_floating(input))
         return -magnitude if math.copysign(1.0, other) < 0 else magnitude
-    a, b = _promoted(_floating(input), _floating(other))
+    a, b = _promoted(input, other, true_divide=True)  # (int with float16: float16, as torch)
     magnitude = abs(a)
     return where(signbit(b), -magnitude, magnitude)
 
@@ -1091,7 +1106,7 @@ def clamp(input, min=None, max=None):  # noqa: A002  (torch's argument names)
     """``torch.clamp``: every element into ``[min, max]`` (numbers or tensors; either may be None)."""
     if min is None and max is None:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
-    min, max = python_number(min), python_number(max)
+    min, max = _clamp_bounds(python_number(min), python_number(max))
     dtype = result_type(*(x for x in (input, min, max) if x is not None))
     if dtype != input.dtype:  # clamp(int tensor, 0.5) is float32 in torch (its result_type)
         input = astype(input, dtype)
@@ -1105,6 +1120,19 @@ def clamp(input, min=None, max=None):  # noqa: A002  (torch's argument names)
 
 
 clip = clamp  # torch.clip is an alias of clamp
+
+
+def _clamp_bounds(min, max):  # noqa: A002
+    """torch.clamp has two overloads, two tensor bounds or two number bounds: a tensor with a number
+    is its TypeError, except a 0-d tensor, which torch's argument parser takes as a number."""
+    bounds = (min, max)
+    if not any(isinstance(b, Tensor) for b in bounds) or not any(type(b) in (int, float, bool) for b in bounds):
+        return bounds
+    if any(isinstance(b, Tensor) and b.ndim for b in bounds):
+        raise TypeError("clamp() received an invalid combination of arguments: min and max must be both "
+                        "tensors or both numbers (a 0-d tensor may stand for a number), not a tensor and "
+                        "a number")
+    return tuple(b.item() if isinstance(b, Tensor) else b for b in bounds)
 
 
 class Sign(Function):
@@ -1162,7 +1190,7 @@ class Remainder(Function):
         xp = xp_of(a) if hasattr(a, "shape") else xp_of(b)
         ctx.a, ctx.b, ctx.shapes = a, b, (_shape(a), _shape(b))
         if xp.result_type(a, b).kind in "iu":
-            _refuse_integer_zero_division(xp, b)
+            _refuse_integer_zero_division(xp, a, b)
         elif cls.remainder == "mod":  # floats: torch's rule, fmod moved to the divisor's side; a zero
             mod = xp.fmod(a, b)  # keeps a's sign (NumPy's remainder gives it b's: -0.0 % 1 is 0.0)
             return xp.where((mod != 0) & ((xp.asarray(b) < 0) != (mod < 0)), mod + b, mod)
@@ -1198,7 +1226,13 @@ def _logical(name):
         a, b = _raw(input), _raw(other)
         a, b = _cast(a, a, dtype), _cast(b, b, dtype)  # (a Python int wraps around, as in torch)
         template = input if hasattr(input, "_array") else other
-        return template._make(getattr(xp_of(template._array), name)(a, b), template._device, False, None)
+        try:
+            out = getattr(xp_of(template._array), name)(a, b)
+        except ValueError as exc:
+            if not _is_broadcast_error(exc):
+                raise
+            raise ShapeError(f"{name}: {exc}") from None
+        return template._make(out, template._device, False, None)
     op.__name__ = name
     return op
 
@@ -1281,7 +1315,7 @@ class _Rounding(Function):
 
 def _rounding(how):
     def op(input):
-        if not is_floating(input.dtype):  # torch returns integers unchanged (a copy)
+        if not is_floating(_no_bool_kernel(f"{how}_vml_cpu", input).dtype):  # integers: a copy (torch)
             return clone(input)
         return _Rounding.apply(input, how=how)
     op.__name__ = how
@@ -1293,7 +1327,7 @@ floor, ceil, trunc = _rounding("floor"), _rounding("ceil"), _rounding("trunc")
 
 def round(input, *, decimals=0):  # noqa: A001  (torch.round)
     """Round half to even, as torch (``round(0.5) == 0``, ``round(1.5) == 2``); ``decimals`` too."""
-    if not is_floating(input.dtype):
+    if not is_floating(_no_bool_kernel("round_vml_cpu", input).dtype):
         return clone(input)
     return _Rounding.apply(input, how="round", decimals=decimals)
 
@@ -1400,7 +1434,7 @@ def xlogy(input, other):
     """``torch.xlogy``: ``input * log(other)``, with 0 where ``input`` is 0 (the convention that
     makes ``p log p`` terms vanish at p = 0, as entropies and ``kl_div`` need)."""
     result_type(input, other)  # (torch's promotion errors first: a bool tensor and 2**63)
-    return XLogY.apply(*_promoted(_floating(input), other, true_divide=True))
+    return XLogY.apply(*_promoted(input, other, true_divide=True))  # int with float16: float16
 
 
 @backward_in_float32
@@ -1578,6 +1612,7 @@ def addcmul(input, tensor1, tensor2, *, value=1):
     out = _in_float32(addcmul, input, tensor1, tensor2, value)
     if out is not None:
         return out
+    input, tensor1, tensor2 = _to_common_dtype(input, tensor1, tensor2)
     scaled = mul(tensor1, value) if value != 1 else tensor1
     if result_type(input, tensor1, tensor2) == float32:
         return _fused_multiply_add(input, scaled, tensor2)
@@ -1625,7 +1660,15 @@ def addcdiv(input, tensor1, tensor2, *, value=1):
     out = _in_float32(addcdiv, input, tensor1, tensor2, value)
     if out is not None:
         return out
+    input, tensor1, tensor2 = _to_common_dtype(input, tensor1, tensor2)
     return add(input, div(mul(tensor1, value), tensor2) if value != 1 else div(tensor1, tensor2))
+
+
+def _to_common_dtype(*tensors):
+    """The operands of one fused kernel (addcmul, addcdiv) cast to their result dtype first, as torch's
+    TensorIterator does: a float16 ``tensor1 / tensor2`` beside a bfloat16 ``input`` divides in float32."""
+    dtype = result_type(*tensors)
+    return tuple(astype(t, dtype) if isinstance(t, Tensor) and t.dtype != dtype else t for t in tensors)
 
 
 # ---- more activations: elu family, hardtanh family, logsigmoid, mish, softsign ------------------------

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..device import xp_of
 from ..dtypes import checked_number, compute_dtype, is_floating, python_number, upcast
-from ..tensor import Function, Tensor, no_grad
+from ..tensor import Function, Tensor, name_node, no_grad
 from .elementwise import backward_in_float32
 from .shape import NO_DIM, add_at, dim_given, put_into_copy, zeroed_at
 
@@ -106,7 +106,7 @@ def _check_index(input, dim, index, fn):
     if index.numel():
         low, high = int(index.min()), int(index.max())
         size = input.shape[dim] if input.ndim else 1
-        if low < -size or high >= size:
+        if low < 0 or high >= size:  # (torch takes no negative index here: -1 is out of bounds)
             bad = high if high >= size else low
             raise RuntimeError(f"{fn}(): index {bad} is out of bounds for dimension {dim} with "
                                f"size {size}")
@@ -160,7 +160,7 @@ def sort(input, dim=-1, descending=False, *, stable=False):
     indices = argsort(input, dim, descending)
     if input.ndim == 0:
         return return_type("sort")(input.clone(), indices)
-    return return_type("sort")(gather(input, dim, indices), indices)
+    return return_type("sort")(name_node(gather(input, dim, indices), "SortBackward0"), indices)
 
 
 def topk(input, k, dim=-1, largest=True, sorted=True):  # noqa: A002  (torch's name)
@@ -177,7 +177,7 @@ def topk(input, k, dim=-1, largest=True, sorted=True):  # noqa: A002  (torch's n
     if input.ndim == 0:
         return return_type("topk")(input.clone(), order)
     indices = order[(slice(None),) * dim_ + (slice(0, k),)]
-    return return_type("topk")(gather(input, dim_, indices), indices)
+    return return_type("topk")(name_node(gather(input, dim_, indices), "TopkBackward0"), indices)
 
 
 # ---- nonzero -------------------------------------------------------------------------------------
@@ -316,10 +316,11 @@ def _index_vector(index, fn):
     return index._array.reshape(-1)
 
 
-def _check_bounds(index, size, dim, fn, error=IndexError):
+def _check_bounds(index, size, dim, fn, error=IndexError, negative=False):
     """Every position within ``size`` (torch raises IndexError for index_select and RuntimeError
-    for index_add: ``error`` says which)."""
-    if index.size and (int(index.min()) < -size or int(index.max()) >= size):
+    for index_add: ``error`` says which); a negative one counts from the end only where ``negative``
+    (index_fill; index_select and index_add refuse -1, as torch)."""
+    if index.size and (int(index.min()) < (-size if negative else 0) or int(index.max()) >= size):
         bad = int(index.max()) if int(index.max()) >= size else int(index.min())
         raise error(f"{fn}(): index {bad} is out of bounds for dimension {dim} with size {size}")
 
@@ -423,7 +424,7 @@ def index_fill(input, dim, index, value):
     if not isinstance(value, Tensor):  # a number must fit, as torch checks (uint8: 300 raises, -1 is 255)
         value = checked_number(python_number(value), input.dtype)
     positions = index._array.reshape(-1)
-    _check_bounds(positions, input.shape[dim] if input.ndim else 1, dim, "index_fill")
+    _check_bounds(positions, input.shape[dim] if input.ndim else 1, dim, "index_fill", negative=True)
     if input.ndim == 0:  # torch: a 0-d tensor is one element along dim 0
         return IndexFill.apply(input.reshape(1), value, index=positions, axis=0).reshape(())
     return IndexFill.apply(input, value, index=positions, axis=dim)
@@ -706,6 +707,8 @@ def take_along_dim(input, indices, dim=None):
                            f"{tuple(indices.shape)} do not broadcast away from dim {dim}") from None
     def grown(t):
         return t.expand(others[:dim] + (t.shape[dim],) + others[dim + 1:])
+    if indices.numel() and int(indices.min()) < 0:  # torch's take_along_dim counts -1 from the end
+        indices = indices + (indices < 0).to(indices.dtype) * input.shape[dim]  # (gather would refuse it)
     return gather(grown(input), dim, grown(indices))
 
 

@@ -8,6 +8,7 @@ is built on: a frozen ``W0`` costs a forward GEMM and the ``dX`` GEMM, never a `
 in float32 and the result is rounded once (``_product``). NumPy alone gets this wrong twice: ``A @ B``
 on two bfloat16 arrays returns float32, and NumPy's float16 product accumulates in float16.
 """
+import math
 import warnings
 
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 from .. import parallel
 from ..device import xp_of
 from ..dtypes import is_floating, torch_name, upcast
-from ..tensor import Function, ShapeError
+from ..tensor import Function, ShapeError, name_node
 from .elementwise import unbroadcast
 from .shape import stack
 
@@ -32,6 +33,15 @@ def _check_dtypes(name, a, b):
     if a.dtype != b.dtype:
         raise DTypeMismatchError(f"{name}: expected both operands to have the same dtype, got {a.dtype} "
                                  f"and {b.dtype} (torch: 'expected mat1 and mat2 to have the same dtype')")
+
+
+def _bool_kernel_name(a_ndim, b_ndim):
+    """The torch CPU kernel a product of these ranks runs (named in its error for bool operands)."""
+    if a_ndim == 1 and b_ndim == 1:
+        return "dot"
+    if b_ndim == 1:
+        return "addmv_impl_cpu"
+    return "addmm_impl_cpu_" if b_ndim == 2 else "bmm"
 
 
 def _is_16bit_float(a):
@@ -97,6 +107,9 @@ class MatMul(Function):
         if a.ndim == 0 or b.ndim == 0:
             raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are "
                                f"{a.ndim}D and {b.ndim}D (use mul for scalars)")
+        if a.dtype == np.bool_ and (a.size and b.size or a.ndim == b.ndim == 1):  # NumPy multiplies bools
+            # (and/or); torch has no product kernel for them (an empty operand runs none, but for dot)
+            raise NotImplementedError(f'"{_bool_kernel_name(a.ndim, b.ndim)}" not implemented for \'Bool\'')
         if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
             raise ShapeError(f"matmul: shapes {a.shape} and {b.shape} do not match: "
                              f"{a.shape[-1]} != {b.shape[-2 if b.ndim > 1 else 0]}")
@@ -201,14 +214,23 @@ def _linear_in_float32(x2, w, b):
     return out.astype(x2.dtype)
 
 
+# torch's node for matmul by the operands' ranks: the ATen op it dispatches to (3-D and up: a view of bmm)
+_MATMUL_NODES = {(1, 1): "DotBackward0", (2, 2): "MmBackward0", (2, 1): "MvBackward0", (1, 2): "SqueezeBackward4"}
+
+
 def matmul(input, other):
     """``torch.matmul(input, other)``: ``input @ other`` (keywords as torch names them)."""
-    return MatMul.apply(input, other)
+    node = _MATMUL_NODES.get((getattr(input, "ndim", 0), getattr(other, "ndim", 0)), "UnsafeViewBackward0")
+    return name_node(MatMul.apply(input, other), node)
 
 
 def linear(x, weight, bias=None):
     """``x @ weight.T + bias`` with ``weight`` stored ``[out_features, in_features]`` as in PyTorch."""
-    return Linear.apply(x, weight, bias)
+    if getattr(x, "ndim", 2) == 2:  # torch's node: addmm, or mm without a bias
+        node = "AddmmBackward0" if bias is not None else "MmBackward0"
+    else:  # other ranks: a view of the 2-D product
+        node = "ViewBackward0" if bias is not None else ("SqueezeBackward4" if x.ndim == 1 else "UnsafeViewBackward0")
+    return name_node(Linear.apply(x, weight, bias), node)
 
 
 # ---- einsum --------------------------------------------------------------------------------------
@@ -338,7 +360,7 @@ def bmm(input, mat2):
     _products_check("bmm", (3, 3), input, mat2)
     if input.shape[0] != mat2.shape[0]:
         raise RuntimeError(f"bmm: batch sizes differ: {input.shape[0]} and {mat2.shape[0]}")
-    return matmul(input, mat2)
+    return name_node(matmul(input, mat2), "BmmBackward0", input, mat2)
 
 
 def dot(input, tensor):
@@ -454,7 +476,8 @@ def inner(input, other):  # noqa: A002
     if other.shape[-1] != n:
         raise RuntimeError(f"inner() the last dimension must match on both input tensors but got "
                            f"shapes {list(input.shape)} and {list(other.shape)}.")
-    rows = matmul(input.reshape(-1, n), other.reshape(-1, n).transpose(0, 1))
+    rows = matmul(input.reshape(math.prod(input.shape[:-1]), n),  # (not -1: a size-0 tensor has no -1)
+                  other.reshape(math.prod(other.shape[:-1]), n).transpose(0, 1))
     return rows.reshape(tuple(input.shape[:-1]) + tuple(other.shape[:-1]))
 
 

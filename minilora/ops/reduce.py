@@ -29,7 +29,7 @@ import numpy as np
 
 from ..device import xp_of
 from ..dtypes import compute_dtype, get_default_dtype, is_floating, promote_types, to_dtype, torch_name
-from ..tensor import Function, Tensor, no_grad
+from ..tensor import Function, Tensor, name_node, no_grad
 from .elementwise import AsType, _torch_sign, backward_in_float32, computes_in_float32
 from .index import cumulative, gather, quiet_float_errors, return_type
 from .shape import NO_DIM, dim_given
@@ -392,7 +392,7 @@ def sum(input, dim=None, keepdim=False, *, dtype=None):  # noqa: A001  (torch.su
     input = _cast(input, dtype)
     if dtype is None and input.dtype.kind in "biu":
         input = input.to(dtype="int64")
-    return Sum.apply(input, axis=dim, keepdims=keepdim)
+    return name_node(Sum.apply(input, axis=dim, keepdims=keepdim), "SumBackward0" if dim is None else "SumBackward1")
 
 
 @_numpy_aliases
@@ -423,7 +423,7 @@ def mean(input, dim=None, keepdim=False, *, dtype=None):
     if not is_floating(input.dtype):
         raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either a "
                            f"floating point or complex dtype. Got: {input.dtype}")
-    return Mean.apply(input, axis=dim, keepdims=keepdim)
+    return name_node(Mean.apply(input, axis=dim, keepdims=keepdim), "MeanBackward0" if dim is None else "MeanBackward1")
 
 
 @_numpy_aliases
@@ -457,7 +457,8 @@ def _extreme(name, input, dim, keepdim, smallest, other=None):
     if dim is None:
         if keepdim:
             raise TypeError(f"{name}(): keepdim=True needs a dim (torch has no {name}(keepdim=True))")
-        return AMax.apply(input, axis=None, keepdims=False, smallest=smallest, nan_shares=True)
+        result = AMax.apply(input, axis=None, keepdims=False, smallest=smallest, nan_shares=True)
+        return name_node(result, f"{name.capitalize()}Backward1")  # torch's node: MaxBackward1, MinBackward1
     if isinstance(dim, (tuple, list)):
         raise TypeError(f"{name}(): dim must be an int; for several dims use amax/amin "
                         f"(which return values only)")
@@ -469,7 +470,7 @@ def _extreme(name, input, dim, keepdim, smallest, other=None):
     values = gather(input, axes[0], indices)
     if not keepdim:
         values, indices = _squeeze_axes(values, axes), _squeeze_axes(indices, axes)
-    return return_type(name)(values, indices)
+    return return_type(name)(name_node(values, f"{name.capitalize()}Backward0", input), indices)
 
 
 @_numpy_aliases
@@ -581,8 +582,11 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
         if isinstance(dim, (tuple, list)) and len(dim) > 2:
             raise RuntimeError(f"norm(): 'fro' norm takes at most 2 dims, got {tuple(dim)}")
         p = 2
-    if p == math.inf or p == -math.inf:
+    if p is None:  # torch: the default, the 2-norm
+        p = 2
+    if p == math.inf or p < 0:
         _refuse_empty_inf_norm(p, input.shape, dim)
+    if p == math.inf or p == -math.inf:
         # a NaN is the largest magnitude: its gradient goes there (times sign(NaN) = 0), as torch's
         return AMax.apply(abs_(input), axis=dim, keepdims=keepdim, smallest=p < 0, nan_shares=True)
     if p == 0:  # the count of non-zeros (NaN too); |sign(x)| keeps it in the graph with a zero gradient
@@ -594,9 +598,10 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
 
 
 def _refuse_empty_inf_norm(p, shape, dim):
-    """torch's error for the largest (or smallest) magnitude among nothing: a RuntimeError, where
-    amax/amin raise an IndexError for an empty dim."""
-    name = "inf" if p > 0 else "-inf"
+    """torch's error for the largest (or smallest) magnitude among nothing, and for a negative p
+    (no identity either: 0 ** (1/p) is inf): a RuntimeError, where amax/amin raise an IndexError
+    for an empty dim."""
+    name = {math.inf: "inf", -math.inf: "-inf"}.get(p, f"{p:g}")
     if math.prod(shape):
         return
     if dim is None or dim == ():

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..device import xp_of
 from ..dtypes import float32, is_floating, result_type, torch_name
-from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, no_grad
+from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, name_node, no_grad
 
 NO_DIM = object()  # the default dim of max/min/prod/median/squeeze: torch tells x.max() from x.max(dim=None)
 
@@ -240,14 +240,28 @@ class Expand(Function):
         shape = _expanded_shape(a.shape, shape)
         ctx.shape = a.shape
         try:
-            return xp_of(a).broadcast_to(a, shape)
+            out = xp_of(a).broadcast_to(a, shape)
         except ValueError:
             raise ShapeError(f"expand: cannot expand shape {a.shape} to {shape}") from None
+        return out if _overlaps(out) else _writable(a, out)
 
     @staticmethod
     def backward(ctx, g):
         from .elementwise import unbroadcast
         return unbroadcast(g, ctx.shape)
+
+
+def _overlaps(view):
+    """Does a (broadcast) view show one element in several places? torch refuses in-place writes
+    into such a tensor only; expanding size-1 dims to size 1, or an empty tensor, overlaps nothing."""
+    return view.size > 1 and any(stride == 0 and size > 1 for stride, size in zip(view.strides, view.shape))
+
+
+def _writable(a, view):
+    """The same view, writable where ``a`` is (NumPy's broadcast_to is always read-only)."""
+    if not isinstance(view, np.ndarray) or not a.flags.writeable:
+        return view
+    return np.lib.stride_tricks.as_strided(a, view.shape, view.strides)
 
 
 def _expanded_shape(shape, sizes):
@@ -328,11 +342,37 @@ def transpose(input, dim0=-2, dim1=-1):
         return reshape(input, ())
     axes = list(range(input.ndim))
     axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
-    return Permute.apply(input, axes=tuple(axes))
+    return name_node(Permute.apply(input, axes=tuple(axes)), "TransposeBackward0")
 
 
 def getitem(input, index):
-    return GetItem.apply(input, index=_raw_index(index, input.device))
+    return name_node(GetItem.apply(input, index=_raw_index(index, input.device)), _indexing_node(index), input)
+
+
+def _indexing_node(index):
+    """torch's node for ``x[index]``: its indexing runs one op per entry, left to right, advanced indices
+    (lists, arrays, tensors, bools) last, and the result's node is the last op's. A lone ``:`` slices;
+    in a tuple, ``:`` and ``...`` are no op, and no op at all is an alias."""
+    if isinstance(index, slice):
+        return "SliceBackward0"
+    name = "AliasBackward0"
+    for item in index if isinstance(index, tuple) else (index,):
+        if item is None:
+            name = "UnsqueezeBackward0"
+        elif isinstance(item, slice):
+            name = name if item == slice(None) else "SliceBackward0"
+        elif _is_one_position(item):
+            name = "SelectBackward0"
+        elif item is not Ellipsis:
+            return "IndexBackward0"
+    return name
+
+
+def _is_one_position(item):
+    """An integer (or 0-d integer tensor) index: it selects, not advanced indexing (bool is advanced)."""
+    if isinstance(item, Tensor):
+        return item.ndim == 0 and item.dtype.kind == "i"  # torch: uint8 indexes as a mask
+    return isinstance(item, (int, np.integer)) and not isinstance(item, bool)
 
 
 def index_put(input, indices, values, accumulate=False):
@@ -418,7 +458,7 @@ def stack(tensors, dim=0, *, axis=None):
         if t.shape != tensors[0].shape:
             raise ShapeError(f"stack expects each tensor to be equal size, but got "
                              f"{list(tensors[0].shape)} at entry 0 and {list(t.shape)} at entry {i}")
-    return cat([unsqueeze(t, dim) for t in tensors], dim)
+    return name_node(cat([unsqueeze(t, dim) for t in tensors], dim), "StackBackward0", *tensors)
 
 
 def split(tensor, split_size_or_sections, dim=0, *, axis=None):
@@ -478,7 +518,7 @@ def expand(input, *sizes):
 def unsqueeze(input, dim):
     """A size-1 dimension inserted at ``dim`` (``-1``: after the last)."""
     (dim,) = _dims((dim,), input.ndim + 1)
-    return reshape(input, input.shape[:dim] + (1,) + input.shape[dim:])
+    return name_node(reshape(input, input.shape[:dim] + (1,) + input.shape[dim:]), "UnsqueezeBackward0", input)
 
 
 def squeeze(input, dim=NO_DIM):
@@ -486,10 +526,12 @@ def squeeze(input, dim=NO_DIM):
     1 (others are kept, as in torch)."""
     dim = dim_given("squeeze", dim)
     if dim is None:
-        return reshape(input, tuple(n for n in input.shape if n != 1))
-    dims = _dims(tuple(dim) if isinstance(dim, (tuple, list)) else (dim,), input.ndim)
+        return name_node(reshape(input, tuple(n for n in input.shape if n != 1)), "SqueezeBackward0", input)
+    several = isinstance(dim, (tuple, list))  # torch: SqueezeBackward2 for a tuple of dims, 1 for one dim
+    dims = _dims(tuple(dim) if several else (dim,), input.ndim)
     drop = {d for d in dims if input.ndim and input.shape[d] == 1}
-    return reshape(input, tuple(n for i, n in enumerate(input.shape) if i not in drop))
+    return name_node(reshape(input, tuple(n for i, n in enumerate(input.shape) if i not in drop)),
+                     f"SqueezeBackward{2 if several else 1}", input)
 
 
 class Flip(Function):
@@ -571,7 +613,8 @@ def narrow(input, dim, start, length):
     if not -size <= start <= size:
         raise IndexError(f"start out of range (expected to be in range of [{-size}, {size}], but "
                          f"got {start})")
-    start %= size if size else 1
+    if start < 0:  # (not start % size: start == size is allowed, with length 0)
+        start += size
     if length < 0 or start + length > size:
         raise RuntimeError(f"start ({start}) + length ({length}) exceeds dimension size ({size}).")
     return getitem(input, (slice(None),) * axis + (slice(start, start + length),))
