@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 from ..device import xp_of
-from ..tensor import Function, Tensor
+from ..tensor import Function, Tensor, name_node
 from .nn import _is_16bit_float, float32_inside
 
 __all__ = ["conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
@@ -175,7 +175,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise RuntimeError(f"Input type ({input.dtype}) and weight type ({weight.dtype}) should be the same")
     if bias is not None and bias.dtype != input.dtype:  # (adding it would promote the result silently)
         raise RuntimeError(f"Input type ({input.dtype}) and bias type ({bias.dtype}) should be the same")
-    return _conv2d(input, weight, bias, stride, padding, dilation, groups)
+    out = _conv2d(input, weight, bias, stride, padding, dilation, groups)
+    return name_node(out, _conv_node(input, batched_ndim=4))
 
 
 @float32_inside
@@ -217,7 +218,13 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         padding = (0, padding if isinstance(padding, int) else padding[0])
     one = lambda v: (1, v if isinstance(v, int) else v[0])  # noqa: E731
     out = conv2d(_as_image(input), _as_image(weight), bias, one(stride), padding, one(dilation), groups)
-    return out.squeeze(-2)
+    return name_node(out.squeeze(-2), _conv_node(input, batched_ndim=3))
+
+
+def _conv_node(input, batched_ndim):
+    """torch's node for a convolution: ConvolutionBackward0, or (one unbatched input) the squeeze of the
+    batch dimension it added."""
+    return "ConvolutionBackward0" if input.ndim == batched_ndim else "SqueezeBackward1"
 
 
 # ---- pooling ---------------------------------------------------------------------------------------

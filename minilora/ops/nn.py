@@ -13,7 +13,7 @@ from .. import fastmath, parallel
 from ..device import xp_of
 from ..dtypes import checked_number, compute_dtype, float32, is_floating, python_number, result_type, upcast
 from ..random import fresh_seed
-from ..tensor import Function, ShapeError, Tensor, no_grad
+from ..tensor import Function, ShapeError, Tensor, name_node, no_grad
 
 __all__ = ["embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "pad", "one_hot", "dropout", "rms_norm",
@@ -929,8 +929,9 @@ def _pointwise_loss(fn, per_element, input, target, reduction, weight):
 
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """PyTorch's ``F.mse_loss``: ``(input - target)^2`` (times ``weight``), reduced."""
-    return _pointwise_loss("mse_loss", lambda d: d * d, input, target,
+    loss = _pointwise_loss("mse_loss", lambda d: d * d, input, target,
                            legacy_reduction(size_average, reduce, reduction), weight)
+    return name_node(loss, "MseLossBackward0", input, target)  # torch's one node (minilora's: a few ops)
 
 
 def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
