@@ -187,30 +187,44 @@ def collate_by_hand(tokenizer, features):
     return batch
 
 
-def transformers_collator(tokenizer, features):
+def transformers_lm_collator(tokenizer, features):
     return transformers.DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False)(features)
 
 
-@pytest.mark.parametrize("collator", [collate_by_hand, transformers_collator])
+def transformers_seq2seq_collator(tokenizer, features):
+    """Labels given (the ids), padded by the collator with -100."""
+    features = [{**f, "labels": list(f["input_ids"])} for f in features]
+    return transformers.DataCollatorForSeq2Seq(tokenizer=tokenizer, return_tensors="pt")(features)
+
+
+@pytest.mark.parametrize("collator", [collate_by_hand, transformers_lm_collator, transformers_seq2seq_collator])
 def test_causal_lm_fine_tuning_collates_and_trains_as_transformers(toks, collator):
-    """transformers' own collator runs on minilora's tokenizer too: it pads with ``tokenizer.pad`` and
-    uses only Tensor methods torch and minilora share (``clone``, masked assignment)."""
+    """transformers' own collators run on minilora's tokenizer too: they pad with ``tokenizer.pad`` and
+    use only Tensor methods torch and minilora share (``clone``, masked assignment)."""
     side_by_side(causal_lm_fine_tuning, toks, collator)
 
 
-@pytest.mark.parametrize("container", ["tensor", "list", "numpy"])
+@pytest.mark.parametrize("container", ["tensor", "list", "numpy", "torch"])
 def test_model_forward_takes_ids_as_tensors_lists_or_arrays(container):
-    """transformers needs torch tensors; minilora also takes lists and NumPy arrays: the same numbers."""
+    """transformers needs torch tensors; minilora also takes lists, NumPy arrays and torch tensors
+    (transformers' DataCollatorForSeq2Seq makes its labels with torch.tensor): the same numbers."""
     reference, model = llama_pair()
     ids, mask, labels = [[1, 4, 5, 6, 0]], [[1, 1, 1, 1, 0]], [[1, 4, 5, 6, -100]]  # right padded, for training
     with torch.no_grad():
         expected = reference(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
                              labels=torch.tensor(labels))
-    make = {"tensor": ml.tensor, "list": lambda x: x, "numpy": np.array}[container]
+    make = {"tensor": ml.tensor, "list": lambda x: x, "numpy": np.array, "torch": torch.tensor}[container]
     with ml.no_grad():
         got = model(input_ids=make(ids), attention_mask=make(mask), labels=make(labels))
     assert got.loss.item() == pytest.approx(expected.loss.item(), abs=1e-5)
     np.testing.assert_allclose(got.logits.numpy(), expected.logits.numpy(), atol=2e-5)
+    if container in ("tensor", "torch"):  # an int32 label tensor is refused in torch's words
+        int32_labels = make(labels).to(torch.int32 if container == "torch" else ml.int32)
+        with pytest.raises(RuntimeError) as theirs:
+            reference(input_ids=torch.tensor(ids), labels=torch.tensor(labels, dtype=torch.int32))
+        with pytest.raises(RuntimeError) as ours:
+            model(input_ids=make(ids), labels=int32_labels)
+        assert str(ours.value) == str(theirs.value)
     ids, mask = [[0, 1, 4, 5, 6]], [[0, 1, 1, 1, 1]]  # left padded, for generation
     generated = model.generate(make(ids), attention_mask=make(mask), max_new_tokens=3, do_sample=False)
     assert isinstance(generated, ml.Tensor) and generated.dtype == ml.int64

@@ -841,7 +841,8 @@ def _check_labels_dtype(labels):
     dtype = getattr(labels, "dtype", None)
     if dtype is None or isinstance(labels, (list, tuple)):
         return
-    name = str(np.dtype(dtype))
+    # a torch tensor (transformers' DataCollatorForSeq2Seq makes its labels with torch.tensor) names its dtype
+    name = str(dtype).removeprefix("torch.") if dtypes.is_torch_tensor(labels) else str(np.dtype(dtype))
     if name not in ("int64", "uint8"):
         raise RuntimeError(f"expected target dtype to be Long or Byte, but got {_TORCH_DTYPE_NAMES.get(name, name)}")
 
