@@ -119,6 +119,7 @@ class _Tokenizer:
 
     bos_token_id = eos_token_id = pad_token_id = None
     padding_side = "right"
+    model_input_names = ["input_ids", "attention_mask"]  # what a call returns, as transformers names it
     truncation_side = "right"
     model_max_length = VERY_LARGE_INTEGER
     chat_template = None
@@ -583,14 +584,23 @@ _GUESSES = {"bos": ("<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>", "[CL
             "pad": ("<pad>", "[PAD]", "<|pad|>")}
 
 
-def from_file(path, bos_token=None, eos_token=None, pad_token=None):
+CONFIG_SETTINGS = ("chat_template", "padding_side", "truncation_side", "model_max_length")
+
+
+def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
     """Load a Hugging Face ``tokenizer.json`` (needs the ``tokenizers`` package).
 
     The special tokens come from the arguments, else from ``tokenizer_config.json`` next to the file,
     else from the usual names (``<s>``, ``</s>``, ``<pad>``, ``<|begin_of_text|>``, ...). The rest of
     ``tokenizer_config.json`` is read too: ``chat_template``, ``padding_side``, ``truncation_side``,
-    ``model_max_length``.
+    ``model_max_length``; passed as arguments they override it, as in transformers
+    (``from_pretrained(folder, padding_side="left")``, the "Generation with LLMs" tutorial's line).
     """
+    unknown = sorted(set(settings) - set(CONFIG_SETTINGS))
+    if unknown:
+        raise TypeError(f"unexpected tokenizer arguments {unknown}: minilora's tokenizer takes bos_token, "
+                        f"eos_token, pad_token and {', '.join(CONFIG_SETTINGS)}")
+    _check_config_values("tokenizer arguments", settings)
     try:
         from tokenizers import Tokenizer
     except ImportError:
@@ -613,9 +623,10 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None):
             token = next((t for t in _GUESSES[kind] if tokenizer.token_to_id(t) is not None), None)
         chosen[kind] = token
     out = HFTokenizer(tokenizer, chosen["bos"], chosen["eos"], chosen["pad"])
-    for key in ("chat_template", "padding_side", "truncation_side", "model_max_length"):
-        if config.get(key) is not None:
-            setattr(out, key, config[key])
+    for key in CONFIG_SETTINGS:
+        value = settings[key] if settings.get(key) is not None else config.get(key)
+        if value is not None:
+            setattr(out, key, value)
     return out
 
 
@@ -640,7 +651,7 @@ def vocab_mismatch(tokenizer, model_vocab_size):
 
 def from_pretrained(pretrained_model_name_or_path, **kwargs):
     """A tokenizer folder as transformers saves it (``tokenizer.json`` + ``tokenizer_config.json``).
-    ``kwargs``: ``bos_token``, ``eos_token``, ``pad_token`` (as for ``from_file``)."""
+    ``kwargs``: ``bos_token``, ``eos_token``, ``pad_token``, ``padding_side``, ... (as for ``from_file``)."""
     path = os.fspath(pretrained_model_name_or_path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path!r} is not a folder: minilora loads tokenizers from a local folder with "

@@ -416,3 +416,21 @@ def test_batch_encoding_alignment_is_refused_clearly(toks, method, args):
         getattr(ours, method)(*args)
     with pytest.raises(KeyError, match="index it by name"):
         ours[0]
+
+
+def test_from_pretrained_settings_override_the_config_as_transformers(tokenizer_folder):
+    """The "Generation with LLMs" tutorial loads its tokenizer with ``padding_side="left"``."""
+    for kwargs in (dict(padding_side="left"), dict(truncation_side="left", model_max_length=3),
+                   dict(chat_template="{{ messages[0]['content'] }}")):
+        theirs = transformers.AutoTokenizer.from_pretrained(str(tokenizer_folder), **kwargs)
+        ours = from_pretrained(tokenizer_folder, **kwargs)
+        for key in kwargs:
+            assert getattr(ours, key) == getattr(theirs, key), key
+        texts = ["the cat sat on the mat", "a"]
+        assert plain(ours(texts, padding=True, truncation=True)) == plain(theirs(texts, padding=True, truncation=True))
+    assert from_pretrained(tokenizer_folder).padding_side == "right"  # the config's, when not overridden
+    assert from_pretrained(tokenizer_folder).model_input_names == theirs.model_input_names
+    with pytest.raises(ValueError, match="padding_side must be 'left' or 'right'"):
+        from_pretrained(tokenizer_folder, padding_side="middle")
+    with pytest.raises(TypeError, match="unexpected tokenizer arguments \\['use_slow'\\]"):
+        from_pretrained(tokenizer_folder, use_slow=True)
