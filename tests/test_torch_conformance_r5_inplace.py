@@ -456,3 +456,42 @@ def test_conv_block_with_inplace_relu_forward_backward_as_torch(dtype):
     for (name, mine), torchs in zip(ours.named_parameters(), theirs.parameters()):
         np.testing.assert_allclose(_values(mine.grad), _values(torchs.grad), err_msg=name, **tol)
     np.testing.assert_allclose(_values(ours[1].running_var), _values(theirs[1].running_var), **tol)
+
+
+def _basic_block(lib):
+    """torchvision's ResNet BasicBlock as its forward is written: ``out += identity`` on the second
+    batch norm's output, then ``self.relu(out)`` with ``nn.ReLU(inplace=True)``."""
+    N = lib.nn
+
+    class BasicBlock(N.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1 = N.Conv2d(4, 4, 3, padding=1, bias=False), N.BatchNorm2d(4)
+            self.relu = N.ReLU(inplace=True)
+            self.conv2, self.bn2 = N.Conv2d(4, 4, 3, padding=1, bias=False), N.BatchNorm2d(4)
+
+        def forward(self, x):
+            identity = x
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            out += identity
+            return self.relu(out)
+
+    return N.Sequential(N.Conv2d(3, 4, 3, padding=1), N.LeakyReLU(0.2, inplace=True), BasicBlock(), BasicBlock())
+
+
+def test_resnet_basic_blocks_with_inplace_relu_and_add_as_torch():
+    torch.manual_seed(1)
+    theirs = _basic_block(torch).double()
+    ours = _basic_block(ml)
+    ours.load_state_dict({k: ml.tensor(v.numpy()) for k, v in theirs.state_dict().items()})
+    ours = ours.double()
+    images = np.random.default_rng(5).standard_normal((2, 3, 6, 6))
+    results = []
+    for lib, model in ((ml, ours), (torch, theirs)):
+        x = lib.tensor(images, requires_grad=True)
+        out = model(x)
+        out.pow(2).sum().backward()
+        results.append([_values(out), x.grad.numpy()] + [_values(p.grad) for p in model.parameters()])
+    for mine, torchs in zip(*results):
+        np.testing.assert_allclose(mine, torchs, rtol=1e-10, atol=1e-12)
