@@ -462,7 +462,8 @@ def _evaluate(model, step, eval_loader, eval_fn):
 def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, weight_decay=0.0,
           warmup_steps=0, grad_accum=1, clip_norm=1.0, betas=(0.9, 0.999), eval_every=0,
           eval_fn=None, save_every=0, out_dir=None, seed=0, resume=False, log_every=10,
-          progress=True, plot=True, after_optimizer_step=None):
+          progress=True, plot=True, after_optimizer_step=None, lr_scheduler_type="cosine",
+          lr_scheduler_kwargs=None, optimizers=(None, None)):
     """Train ``model``'s trainable parameters for ``steps`` optimizer steps; return a ``TrainResult``.
 
     ``model(input_ids, labels=labels)`` is called with int64 NumPy arrays ``[B, T]`` (minilora's
@@ -483,8 +484,13 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
     per evaluation) or False (silent).
     ``after_optimizer_step(step)``: called after each ``optimizer.step()``, while the gradients are still
     there (before ``zero_grad()``): AdaLoRA's ``model.base_model.update_and_allocate``.
+    ``lr_scheduler_type`` / ``lr_scheduler_kwargs``: the schedule by its transformers name (``"linear"``,
+    ``"constant_with_warmup"``, ...; default: warmup then cosine decay to 0), as TrainingArguments.
+    ``optimizers=(optimizer, lr_scheduler)``: as the Hugging Face Trainer, an optimizer of your own (LoRA+'s
+    ``create_loraplus_optimizer``) used with its own learning rates, ``lr``/``betas``/``weight_decay``
+    unused; without a scheduler it gets the ``lr_scheduler_type`` one. Checkpoints hold both states.
     """
-    from .optim import AdamW, clip_grad_norm_, get_cosine_schedule_with_warmup
+    from .optim import clip_grad_norm_
 
     _check_counts(steps=(steps, 1), grad_accum=(grad_accum, 1), batch_size=(batch_size, 1),
                   eval_every=(eval_every or 0, 0), save_every=(save_every or 0, 0),
@@ -501,8 +507,8 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
     loader = _as_loader(train_data, batch_size, seed)
     _check_every_example_has_a_target(loader, "train_data")
     eval_loader = _as_loader(eval_data, batch_size, seed, shuffle=False)
-    optimizer = AdamW(_param_groups(named, weight_decay), lr=lr, betas=betas, weight_decay=weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup_steps, steps)
+    optimizer, scheduler = _optimizer_and_schedule(optimizers, named, lr, betas, weight_decay, lr_scheduler_type,
+                                                   lr_scheduler_kwargs, warmup_steps, steps)
     ckpt_path = os.path.join(out_dir, CHECKPOINT_NAME) if out_dir else None
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
@@ -530,7 +536,8 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
                               "written by minilora.train") from None
         if start > steps:
             raise ValueError(f"resume: the checkpoint is already at step {start} > steps={steps}")
-        _use_new_learning_rate(scheduler, lr, start)
+        if optimizers[0] is None:  # (an optimizer of the caller's keeps its own learning rates)
+            _use_new_learning_rate(scheduler, lr, start)
         history = {key: [float(x) for x in state[key]] for key in ("lrs", "grad_norms") if key in state}
     log = _MetricsLog(out_dir if writer else None, start if resume else None)
     evals = [r for r in log.records if r.get("kind") == "eval"]
@@ -648,6 +655,29 @@ def _plot_on_the_way_out(path, losses, evals):
             raise
         print(f"train: the loss plot {path} was not written either ({type(exc).__name__}: {exc})",
               file=sys.stderr, flush=True)
+
+
+def _optimizer_and_schedule(optimizers, named, lr, betas, weight_decay, schedule, schedule_kwargs,
+                            warmup_steps, steps):
+    """The caller's ``optimizers=(optimizer, lr_scheduler)``, each built when None: AdamW over the trainable
+    parameters, the ``schedule`` (a transformers name) with ``warmup_steps`` over ``steps``."""
+    from .optim import AdamW, get_scheduler
+    if not isinstance(optimizers, (tuple, list)) or len(optimizers) != 2:
+        raise ValueError(f"train: optimizers must be a pair (optimizer, lr_scheduler), either of them None, "
+                         f"got {optimizers!r}")
+    optimizer, scheduler = optimizers
+    if optimizer is None:
+        if scheduler is not None:
+            raise ValueError("train: optimizers=(None, lr_scheduler): a scheduler drives the optimizer it was "
+                             "made for; pass that optimizer with it")
+        optimizer = AdamW(_param_groups(named, weight_decay), lr=lr, betas=betas, weight_decay=weight_decay)
+    if scheduler is None:
+        if getattr(schedule, "value", schedule) == "reduce_lr_on_plateau":
+            raise ValueError("train: lr_scheduler_type='reduce_lr_on_plateau' steps on an evaluation metric, "
+                             "which train() does not feed it; choose a schedule over the steps (e.g. 'linear')")
+        scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=warmup_steps, num_training_steps=steps,
+                                  scheduler_specific_kwargs=schedule_kwargs)
+    return optimizer, scheduler
 
 
 def _unwrap(model):

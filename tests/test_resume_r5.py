@@ -64,9 +64,10 @@ def run(make, out, init_seed=0, crash=None, **kw):
     rows = counting_rows()
     data = crash_at(rows, crash, batch_size=KW["batch_size"]) if crash is not None else rows
     options = {**KW, **kw}
-    hook = options.pop("after_optimizer_step", None)
-    result = train(model, data, rows[:8], steps=STEPS, out_dir=str(out),
-                   after_optimizer_step=hook(model) if hook else None, **options)
+    hook, make_optimizers = options.pop("after_optimizer_step", None), options.pop("optimizers", None)
+    result = train(model, data, rows[:8], steps=STEPS, out_dir=out and str(out),
+                   after_optimizer_step=hook(model) if hook else None,
+                   optimizers=make_optimizers(model) if make_optimizers else (None, None), **options)
     return model, result
 
 
@@ -381,3 +382,62 @@ def test_cli_out_holding_a_folder_named_like_a_run_file_is_a_usage_error(byte_mo
                          capsys)
     assert code == 2 and "checkpoint.npz is a folder" in text and "Traceback" not in text, text
     assert os.listdir(out) == ["checkpoint.npz"]
+
+
+# --- every schedule train() offers, and an optimizer of the caller's (LoRA+) --------------------------
+SCHEDULES = {"linear": None, "cosine": None, "cosine_with_restarts": {"num_cycles": 2}, "polynomial": {"power": 2.0},
+             "constant": None, "constant_with_warmup": None, "inverse_sqrt": None,
+             "cosine_with_min_lr": {"min_lr": 1e-3}}
+
+
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+def test_every_schedule_resumes_bit_for_bit(tmp_path, schedule):
+    options = dict(lr_scheduler_type=schedule, lr_scheduler_kwargs=SCHEDULES[schedule])
+    reference_run = run(MODELS["lora-dropout"], tmp_path / "ref", **options)
+    resumed = killed_and_resumed(MODELS["lora-dropout"], tmp_path / "run", KILLS["mid-accumulation"], **options)
+    assert_same_run((*reference_run, str(tmp_path / "ref")), (*resumed, str(tmp_path / "run")))
+
+
+def test_lr_scheduler_type_is_transformers_schedule():
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    for schedule, kwargs in SCHEDULES.items():
+        lrs = run(MODELS["lora-dropout"], None, lr_scheduler_type=schedule, lr_scheduler_kwargs=kwargs)[1].lrs
+        optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=KW["lr"])
+        expected = transformers.get_scheduler(schedule, optimizer, num_warmup_steps=KW["warmup_steps"],
+                                              num_training_steps=STEPS, scheduler_specific_kwargs=kwargs)
+        torch_lrs = []
+        for _ in range(STEPS):
+            torch_lrs.append(expected.get_last_lr()[0])
+            optimizer.step()
+            expected.step()
+        np.testing.assert_allclose(lrs, torch_lrs, rtol=1e-12, atol=1e-15, err_msg=schedule)
+
+
+def loraplus(model):
+    from minilora.lora.loraplus import create_loraplus_optimizer
+    from minilora.optim import AdamW, get_linear_schedule_with_warmup
+    optimizer = create_loraplus_optimizer(model, AdamW, lr=5e-3, loraplus_lr_ratio=4.0)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, 2, STEPS)
+
+
+@pytest.mark.parametrize("kill", list(KILLS))
+def test_loraplus_optimizer_resumes_bit_for_bit(tmp_path, kill):
+    """optimizers=(optimizer, lr_scheduler), as the Hugging Face Trainer: LoRA+'s per-group learning rates
+    (B learns 4x faster than A) are the run's, and survive the resume (train's lr does not replace them)."""
+    reference_run = run(MODELS["lora-dropout"], tmp_path / "ref", optimizers=loraplus)
+    resumed = killed_and_resumed(MODELS["lora-dropout"], tmp_path / "run", KILLS[kill], optimizers=loraplus)
+    assert_same_run((*reference_run, str(tmp_path / "ref")), (*resumed, str(tmp_path / "run")))
+    state = load_training_state(os.path.join(tmp_path, "run", "checkpoint.npz"))
+    assert [g["initial_lr"] for g in state["optimizer"]["param_groups"]] == [5e-3, 1e-6, 2e-2, 2e-2]
+
+
+def test_optimizers_mistakes_are_named(tmp_path):
+    model = MODELS["lora-dropout"](0)
+    _, scheduler = loraplus(model)
+    with pytest.raises(ValueError, match="pass that optimizer with it"):
+        train(model, counting_rows(), steps=2, optimizers=(None, scheduler), progress=False)
+    with pytest.raises(ValueError, match="must be a pair"):
+        train(model, counting_rows(), steps=2, optimizers=loraplus(model)[0], progress=False)
+    with pytest.raises(ValueError, match="reduce_lr_on_plateau"):
+        train(model, counting_rows(), steps=2, lr_scheduler_type="reduce_lr_on_plateau", progress=False)
