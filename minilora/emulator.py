@@ -344,6 +344,46 @@ def _check_shared_declaration(text: str, line: int) -> None:
         raise CompileError(f"line {line}: cannot parse this __shared__ declaration")
 
 
+def _logical_line_end(text: str, pos: int) -> int:
+    """Where the line holding pos ends, following backslash continuations (as in a multi-line #define)."""
+    while True:
+        end = text.find("\n", pos)
+        if end < 0:
+            return len(text)
+        if not text[:end].rstrip(" \t\r").endswith("\\"):
+            return end
+        pos = end + 1
+
+
+def _in_macro(masked: str, pos: int) -> bool:
+    """Whether pos lies in a preprocessor directive (its first line or a backslash-continued one)."""
+    start = masked.rfind("\n", 0, pos) + 1
+    while start > 0 and masked[:start - 1].rstrip(" \t\r").endswith("\\"):
+        start = masked.rfind("\n", 0, start - 1) + 1
+    return masked[start:pos].lstrip().startswith("#")
+
+
+# `#define SMEM __shared__` (with qualifiers such as __align__(16) or volatile, but nothing declared)
+_SHARED_KEYWORD_MACRO = re.compile(r"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_]\w*)[ \t]+((?:(?:__shared__|static|volatile|"
+                                   r"extern|__align__[ \t]*\([^()\n]*\)|alignas[ \t]*\([^()\n]*\))[ \t]*)+)$", re.M)
+
+
+def _expand_shared_keyword_macros(src: str) -> str:
+    """Write out the uses of a macro that stands for __shared__ (`SMEM float tile[32];`), so that the rewriting
+    below sees the declaration; the #define itself stays (line numbers are kept)."""
+    masked = _mask(src)
+    macros = {m.group(1): (m.group(2).strip(), m.span()) for m in _SHARED_KEYWORD_MACRO.finditer(masked)
+              if re.search(r"\b__shared__\b", m.group(2))}
+    if not macros:
+        return src
+    definitions = [span for _, span in macros.values()]
+    edits = [(m.start(), m.end(), macros[m.group(0)][0]) for m in re.finditer(r"\b(?:" + "|".join(macros) + r")\b", masked)
+             if not any(a <= m.start() < b for a, b in definitions)]
+    for begin, end, body in reversed(edits):
+        src = src[:begin] + body + src[end:]
+    return src
+
+
 def _rewrite_shared(src: str) -> _Rewritten:
     """Replace every __shared__ declaration by per-block storage provided by the runtime.
 
@@ -354,6 +394,7 @@ def _rewrite_shared(src: str) -> _Rewritten:
     replacement keeps the declaration's line count, so compiler messages and sanitizer reports
     point at the user's lines.
     """
+    src = _expand_shared_keyword_macros(src)
     masked = _mask(src)
     out, prelude, last, ident = [], [], 0, 0
     for m in re.finditer(r"\b__shared__\b", masked):
@@ -365,8 +406,11 @@ def _rewrite_shared(src: str) -> _Rewritten:
                 break
             start = max(0, start - 200) + mm.start()
         line_start = masked.rfind("\n", 0, start) + 1
+        in_macro = _in_macro(masked, start)
+        if in_macro and ";" not in masked[m.end():_logical_line_end(masked, m.end())]:
+            continue  # a macro that merely mentions __shared__ (e.g. #define SMEM __shared__ __align__(16))
         if masked[line_start:start].lstrip().startswith("#"):
-            continue  # a macro that merely mentions __shared__ (e.g. #define SMEM __shared__)
+            line_start = start  # `#define DECLARE(T, name) __shared__ T name[32];`: the declaration starts here
         # The type may come first too: `extern float __shared__ s[];` is as valid as `extern __shared__ float s[];`.
         type_first = ""
         if masked[line_start:start].strip() and not masked[line_start:start].rstrip().endswith((";", "{", "}", ")", ":")):
@@ -379,20 +423,24 @@ def _rewrite_shared(src: str) -> _Rewritten:
         # `__shared__ struct [Name] {...} s;` (or union, class): the type is defined on its own, with the same
         # text, and the declaration then names it; an anonymous one gets a name.
         type_def, declared_from = "", m.end()
-        struct = re.match(r"\s*(struct|union|class)\b(\s*[A-Za-z_]\w*)?[^;{]*\{", masked[m.end():])
+        struct = re.match(r"(\s*(?:(?:volatile|const)\s+)*)(struct|union|class)\b((?:\s*(?:alignas|__align__)\s*"
+                          r"\([^()]*\)|\s*__attribute__\s*\(\(.*?\)\))*)(\s*[A-Za-z_]\w*)?[^;{]*\{", masked[m.end():], re.S)
         if struct and not type_first:
             close = _close_paren(masked, m.end() + struct.end() - 1)
-            type_name = (struct.group(2) or "").strip() or f"__emu_shared_{struct.group(1)}_{ident}"
-            keyword_end = m.end() + struct.end(1)
-            type_def = src[m.end():keyword_end] + ("" if struct.group(2) else " " + type_name) + src[keyword_end:close + 1] + ";"
-            type_first, declared_from = f"{struct.group(1)} {type_name}", close + 1
+            type_name = (struct.group(4) or "").strip() or f"__emu_shared_{struct.group(2)}_{ident}"
+            name_at = m.end() + struct.end(3)  # after the keyword and its attributes
+            type_def = (src[m.end() + struct.end(1):name_at] + ("" if struct.group(4) else " " + type_name)
+                        + src[name_at:close + 1] + ";")
+            type_first = f"{struct.group(1).strip()} {struct.group(2)} {type_name}".strip()
+            declared_from = close + 1
         end = masked.find(";", declared_from)
         _check_shared_declaration(masked[declared_from:end] if end >= 0 else "", line)
         quals = _ATTRS.sub(" ", masked[start:m.start()])
         body = (type_first + " " + _ATTRS.sub(" ", masked[declared_from:end])).strip()
         cv = " ".join(q for q in ("volatile", "const") if re.search(rf"\b{q}\b", quals))
         is_extern = re.search(r"\bextern\b", quals) is not None
-        file_scope = masked.count("{", 0, start) - masked.count("}", 0, start) <= 0
+        # A macro's declaration is taken as a statement: the macro is most likely used inside a function.
+        file_scope = not in_macro and masked.count("{", 0, start) - masked.count("}", 0, start) <= 0
         decls = _split_top(body)
         first = re.fullmatch(r"(.*?)\b([A-Za-z_]\w*)\s*((?:\[[^\]]*\]\s*)*)", decls[0].strip(), re.S)
         if not first or not first.group(1).strip():
@@ -603,7 +651,11 @@ def _names_taken_by_headers(preprocessed: str, masked: str, names) -> set[str]:
     """Which of `names` the headers under the kernel (the C and C++ libraries, the emulator's own) also declare:
     a kernel called abs, exp or copy would clash with them on the CPU, where nvcc's device code has no libc."""
     library = "\n".join(text for file, _, text in _code_lines(preprocessed, masked) if not _is_user_file(file))
-    return {name for name in names if re.search(rf"\b{re.escape(name)}\b", library)}
+    # A declaration: `extern double exp (double __x) ...`, `extern long timezone;` (glibc), `using std::abs;`
+    # (libstdc++'s <math.h>) or an inline function (the emulator's min, max, atomicAdd, ...).  A mere mention (a
+    # parameter called k) is no clash.
+    declared = r"(?:\b(?:extern|inline)\b[^;{}()=]*?[\s*&]|\busing\s+(?:std\s*)?::\s*)"
+    return {name for name in names if re.search(declared + re.escape(name) + r"\s*[(;]", library)}
 
 
 _RENAMED_KERNEL = "__emu_kernel_"  # prefix of a kernel renamed away from a library name

@@ -326,3 +326,149 @@ def test_kernels_named_like_c_library_functions():
     np.testing.assert_array_equal(scaled, doubles * -3.0)
     with pytest.raises(ValueError, match=r"'copy'.*__launch_bounds__\(256\)"):  # the renamed kernel keeps its bounds
         names_fn("copy")(1, 512, (x, y, np.int32(n)))
+
+
+# ------------------------------------------------------------------------------------------------
+# Kernels in the style of public CUDA code (tests/emu_kernels/r5/classics.cu), against NumPy
+# ------------------------------------------------------------------------------------------------
+CLASSICS = ("classics.cu", ("block_sum_cub_style<256>", "block_sum_cub_style<96>"))
+
+
+def classic(name: str):
+    return module(*CLASSICS).get_function(name)
+
+
+def test_llm_c_residual_gelu_with_packed_128_bit_loads():
+    n = 4096
+    a, b = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+    out = np.zeros(n, np.float32)
+    classic("residual_gelu")(cdiv(n // 4, 128), 128, (out, a, b, np.int32(n)))
+    x = (a + b).astype(np.float64)
+    expected = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("N, C", [(7, 96), (16, 33)])
+def test_llm_c_layernorm_one_warp_per_row_with_cooperative_groups(N, C):
+    x = rng.standard_normal((N, C)).astype(np.float32)
+    w, b = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
+    out, mean, rstd = np.zeros_like(x), np.zeros(N, np.float32), np.zeros(N, np.float32)
+    classic("layernorm_forward")(cdiv(N, 4), 128, (out, mean, rstd, x, w, b, np.int32(N), np.int32(C)))
+    m = x.mean(axis=1, dtype=np.float64)
+    s = 1 / np.sqrt(((x - m[:, None]) ** 2).mean(axis=1) + 1e-5)
+    np.testing.assert_allclose(mean, m, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rstd, s, rtol=1e-5)
+    np.testing.assert_allclose(out, (x - m[:, None]) * s[:, None] * w + b, rtol=1e-4, atol=1e-5)
+
+
+def test_llm_c_online_softmax_with_xor_shuffles():
+    N, C = 10, 300
+    x = (rng.standard_normal((N, C)) * 8).astype(np.float32)
+    out = np.zeros_like(x)
+    classic("softmax_online")(cdiv(N, 4), 128, (out, x, np.int32(N), np.int32(C)))
+    e = np.exp(x - x.max(axis=1, keepdims=True).astype(np.float64))
+    np.testing.assert_allclose(out, e / e.sum(axis=1, keepdims=True), rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("n", [1024, 1000, 37])
+def test_blelloch_scan_with_conflict_free_offsets(n):
+    threads = 128
+    blocks = cdiv(n, 2 * threads)
+    x = rng.integers(-20, 20, n).astype(np.float32)  # integers: every order sums exactly
+    out, sums = np.zeros(n, np.float32), np.zeros(blocks, np.float32)
+    smem = (2 * threads + (2 * threads >> 5)) * 4
+    classic("prescan")(blocks, threads, (out, x, sums, np.int32(n)), shared_mem=smem)
+    offsets = np.concatenate([[0], np.cumsum(sums)[:-1]]).astype(np.float32)
+    classic("add_block_offsets")(blocks, threads, (out, offsets, np.int32(n)))
+    np.testing.assert_array_equal(out, np.concatenate([[0], np.cumsum(x)[:-1]]))
+
+
+@pytest.mark.parametrize("height, width", [(96, 96), (64, 160)])
+def test_transpose_with_diagonal_block_order(height, width):
+    a = rng.standard_normal((height, width)).astype(np.float32)
+    out = np.zeros((width, height), np.float32)
+    classic("transpose_diagonal")((width // 32, height // 32), (32, 8), (out, a, np.int32(width), np.int32(height)))
+    np.testing.assert_array_equal(out, a.T)
+
+
+@pytest.mark.parametrize("direction", [1, 0])
+def test_bitonic_sort_of_key_value_pairs_in_shared_memory(direction):
+    blocks = 3
+    keys = rng.integers(0, 1000, 1024 * blocks).astype(np.uint32)  # repeated keys: the order of values varies
+    values = np.arange(keys.size, dtype=np.uint32)
+    out_keys, out_values = np.zeros_like(keys), np.zeros_like(values)
+    classic("bitonicSortShared")(blocks, 512, (out_keys, out_values, keys, values, np.uint32(1024), np.uint32(direction)))
+    for b in range(blocks):
+        part = slice(b * 1024, (b + 1) * 1024)
+        expected = np.sort(keys[part])
+        np.testing.assert_array_equal(out_keys[part], expected if direction else expected[::-1])
+        np.testing.assert_array_equal(keys[out_values[part]], out_keys[part])  # each value travelled with its key
+        assert sorted(out_values[part]) == list(range(b * 1024, (b + 1) * 1024))
+
+
+def test_histogram256_per_warp_sub_histograms():
+    data = rng.integers(0, 256, 4 * 5000, dtype=np.uint8)
+    words = data.view(np.uint32)
+    blocks = 5
+    partial = np.zeros((blocks, 256), np.uint32)
+    classic("histogram256Kernel")(blocks, 192, (partial, words, np.uint32(words.size)))
+    np.testing.assert_array_equal(partial.sum(axis=0), np.bincount(data, minlength=256))
+
+
+def test_nbody_tiles_of_float4_in_dynamic_shared_memory():
+    n, block = 200, 64
+    pos = rng.standard_normal((n, 4)).astype(np.float32)
+    pos[:, 3] = rng.uniform(0.5, 1.5, n)  # masses
+    vel = (rng.standard_normal((n, 4)) * 0.1).astype(np.float32)
+    new_pos, new_vel = np.zeros_like(pos), vel.copy()
+    dt, damping, soft2 = 0.01, 0.995, 0.01
+    classic("integrateBodies")(cdiv(n, block), block, (new_pos, pos, new_vel, np.float32(dt), np.float32(damping),
+                                                       np.float32(soft2), np.int32(n)), shared_mem=block * 16)
+    p = pos.astype(np.float64)
+    r = p[None, :, :3] - p[:, None, :3]
+    inv = ((r**2).sum(axis=2) + soft2) ** -1.5
+    acc = (r * (p[None, :, 3] * inv)[:, :, None]).sum(axis=1)
+    v = (vel[:, :3] + acc * dt) * damping
+    np.testing.assert_allclose(new_vel[:, :3], v, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(new_pos[:, :3], p[:, :3] + v * dt, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(new_pos[:, 3], pos[:, 3])
+
+
+@pytest.mark.parametrize("threads, n", [(256, 1000), (96, 500)])
+def test_cub_style_block_reduce_with_temp_storage_union(threads, n):
+    x = rng.integers(-100, 100, n).astype(np.float32)
+    blocks = cdiv(n, threads)
+    out = np.zeros(blocks, np.float32)
+    classic(f"block_sum_cub_style<{threads}>")(blocks, threads, (x, out, np.int32(n)))
+    np.testing.assert_array_equal(out, [x[b * threads:(b + 1) * threads].sum() for b in range(blocks)])
+
+
+def test_separable_convolution_rows_with_constant_taps():
+    W, H = 128, 8
+    image = rng.standard_normal((H, W)).astype(np.float32)
+    taps = rng.standard_normal(17).astype(np.float32)
+    mod = module(*CLASSICS)
+    mod.get_global("c_Kernel")[:] = taps
+    out = np.zeros_like(image)
+    mod.get_function("convolutionRowsKernel")((W // 64, H // 4), (16, 4), (out, image, np.int32(W), np.int32(H), np.int32(W)))
+    padded = np.pad(image.astype(np.float64), ((0, 0), (8, 8)))
+    expected = sum(taps[8 - j] * padded[:, 8 + j:8 + j + W] for j in range(-8, 9))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("use_groups", [1, 0])
+def test_warp_aggregated_atomics_compact_the_positive_values(use_groups):
+    n = 1000
+    src = rng.integers(-5, 5, n).astype(np.int32)
+    dst, count = np.zeros(n, np.int32), np.zeros(1, np.int32)
+    classic("filter_positive")(cdiv(n, 128), 128, (dst, count, src, np.int32(n), np.int32(use_groups)))
+    assert count[0] == (src > 0).sum()
+    assert sorted(dst[:count[0]]) == sorted(src[src > 0])
+
+
+def test_shared_through_macros_and_a_qualified_aligned_struct():
+    x = rng.standard_normal(64).astype(np.float32)
+    out = np.zeros(64, np.float32)
+    names_fn("macros_and_qualifiers")(1, 64, (x, out))
+    r = x[::-1]
+    np.testing.assert_array_equal(out, r + np.float32(2) * r + np.float32(63) + np.float32(1000))  # the kernel's order

@@ -63,6 +63,24 @@ extern "C" __global__ void count_positive(const float* x, int* out, int n) {
     if (threadIdx.x == 0) { out[0] = counters.hits; out[1] = counters.misses; }
 }
 
+// __shared__ through macros: one that stands for the keyword (with an alignment), one that declares an array.
+#define SMEM __shared__ __align__(16)
+#define DECLARE_SHARED(T, name, count) __shared__ T name[count];
+// A qualified, aligned struct defined in place.
+extern "C" __global__ void macros_and_qualifiers(const float* x, float* out) {
+    SMEM float tile[64];
+    DECLARE_SHARED(int, order, 64)
+    static __shared__ volatile struct alignas(16) { float4 quad[16]; int last; } q;
+    const int t = threadIdx.x;
+    tile[t] = x[t];
+    order[t] = 63 - t;
+    ((volatile float*)&q.quad[t / 4].x)[t % 4] = 2.0f * x[t];
+    if (t == 63) q.last = t;
+    __syncthreads();
+    const int u = order[t];
+    out[t] = tile[u] + ((volatile float*)&q.quad[u / 4].x)[u % 4] + (float)q.last + (((size_t)&q) % 16 == 0 ? 1000.0f : 0.0f);
+}
+
 // Kernels named like libc / libm functions, calling those functions inside.
 extern "C" __global__ void abs(const int* x, int* out, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
