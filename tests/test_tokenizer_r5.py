@@ -10,7 +10,9 @@ with transformers on the same tokenizer.json and the same tiny Llama weights:
   ``tokenizer.pad`` as collators call it, ``BatchEncoding``'s methods.
 
 In minilora "pt" means minilora Tensors (int64, on the CPU, as transformers' torch tensors)."""
+import copy
 import json
+import pickle
 import warnings
 
 import numpy as np
@@ -388,6 +390,8 @@ def test_batch_encoding_to_moves_tensors_and_returns_itself(toks):
     assert inputs.input_ids.dtype == ml.int64
     moved = {k: v.to("cpu") for k, v in inputs.items() if k != "lengths"}
     assert plain(moved) == plain(toks[0](["hello", "hello world"], padding=True, return_tensors="pt"))
+    assert inputs.to("emu").attention_mask.device == ml.device("emu")  # the CUDA emulator's device
+    assert inputs.to("cpu").attention_mask.device == ml.device("cpu")
     if ml.cuda.is_available():
         assert inputs.to("cuda").input_ids.device.type == "cuda"
 
@@ -402,6 +406,8 @@ def test_batch_encoding_dict_methods_as_transformers(toks):
         with pytest.raises(AttributeError):
             encoding.labels
     assert ours.is_fast is False and ours.encodings is None  # minilora keeps no tokenizers.Encoding
+    for copied in (pickle.loads(pickle.dumps(ours)), copy.deepcopy(ours)):  # DataLoader workers pickle batches
+        assert type(copied) is BatchEncoding and plain(copied) == plain(ours)
     ours.convert_to_tensors("np")
     assert isinstance(ours["input_ids"], np.ndarray) and ours["input_ids"].tolist() == [[1, 13, 14]]
     lists = toks[1]("hello world")
