@@ -987,13 +987,14 @@ def transformer_lm_tutorial(T, start, tmp_path):
         def forward(self, src, src_mask=None):
             src = self.embedding(src) * math.sqrt(self.d_model)
             src = self.pos_encoder(src)
-            if src_mask is None:
-                src_mask = generate_square_subsequent_mask(len(src))
+            if src_mask is None:  # the tutorial's current line (it once defined the function itself)
+                src_mask = nn.Transformer.generate_square_subsequent_mask(len(src))
             output = self.transformer_encoder(src, src_mask)
             output = self.linear(output)
             return output
 
-    printed.append(generate_square_subsequent_mask(4))
+    printed += [generate_square_subsequent_mask(4), nn.Transformer.generate_square_subsequent_mask(4),
+                nn.Transformer.generate_square_subsequent_mask(3, dtype=T.float64)]
 
     def batchify(data, bsz):
         seq_len = data.size(0) // bsz
@@ -1136,3 +1137,158 @@ def test_grad_fn_keeps_its_name_after_backward_frees_it():
     loss.backward()
     assert (y.grad_fn.name(), loss.grad_fn.name(), repr(y).endswith("grad_fn=<TBackward0>)")) == \
         ("TBackward0", "SumBackward0", True)
+
+
+# ==================================================================================================
+# Language translation with nn.Transformer (Seq2SeqTransformer, create_mask, greedy_decode)
+# ==================================================================================================
+PAD_IDX, BOS_IDX, EOS_IDX = 1, 2, 3
+
+
+def translation_tutorial(T, start, batch_first=False, norm_first=False):
+    nn = T.nn
+    printed = []
+
+    class PositionalEncoding(nn.Module):
+        def __init__(self, emb_size, dropout, maxlen=64):
+            super(PositionalEncoding, self).__init__()
+            den = T.exp(- T.arange(0, emb_size, 2) * math.log(10000) / emb_size)
+            pos = T.arange(0, maxlen).reshape(maxlen, 1)
+            pos_embedding = T.zeros((maxlen, emb_size))
+            pos_embedding[:, 0::2] = T.sin(pos * den)
+            pos_embedding[:, 1::2] = T.cos(pos * den)
+            pos_embedding = pos_embedding.unsqueeze(-2)
+            self.dropout = nn.Dropout(dropout)
+            self.register_buffer("pos_embedding", pos_embedding)
+
+        def forward(self, token_embedding):
+            if batch_first:
+                return self.dropout(token_embedding + self.pos_embedding[:token_embedding.size(1), :].transpose(0, 1))
+            return self.dropout(token_embedding + self.pos_embedding[:token_embedding.size(0), :])
+
+    class TokenEmbedding(nn.Module):
+        def __init__(self, vocab_size, emb_size):
+            super(TokenEmbedding, self).__init__()
+            self.embedding = nn.Embedding(vocab_size, emb_size)
+            self.emb_size = emb_size
+
+        def forward(self, tokens):
+            return self.embedding(tokens.long()) * math.sqrt(self.emb_size)
+
+    class Seq2SeqTransformer(nn.Module):
+        def __init__(self, num_encoder_layers, num_decoder_layers, emb_size, nhead, src_vocab_size,
+                     tgt_vocab_size, dim_feedforward=512, dropout=0.1):
+            super(Seq2SeqTransformer, self).__init__()
+            self.transformer = nn.Transformer(d_model=emb_size, nhead=nhead, num_encoder_layers=num_encoder_layers,
+                                              num_decoder_layers=num_decoder_layers, dim_feedforward=dim_feedforward,
+                                              dropout=dropout, batch_first=batch_first, norm_first=norm_first)
+            self.generator = nn.Linear(emb_size, tgt_vocab_size)
+            self.src_tok_emb = TokenEmbedding(src_vocab_size, emb_size)
+            self.tgt_tok_emb = TokenEmbedding(tgt_vocab_size, emb_size)
+            self.positional_encoding = PositionalEncoding(emb_size, dropout=dropout)
+
+        def forward(self, src, trg, src_mask, tgt_mask, src_padding_mask, tgt_padding_mask, memory_key_padding_mask):
+            src_emb = self.positional_encoding(self.src_tok_emb(src))
+            tgt_emb = self.positional_encoding(self.tgt_tok_emb(trg))
+            outs = self.transformer(src_emb, tgt_emb, src_mask, tgt_mask, None, src_padding_mask, tgt_padding_mask,
+                                    memory_key_padding_mask)
+            return self.generator(outs)
+
+        def encode(self, src, src_mask):
+            return self.transformer.encoder(self.positional_encoding(self.src_tok_emb(src)), src_mask)
+
+        def decode(self, tgt, memory, tgt_mask):
+            return self.transformer.decoder(self.positional_encoding(self.tgt_tok_emb(tgt)), memory, tgt_mask)
+
+    def generate_square_subsequent_mask(sz):
+        mask = (T.triu(T.ones((sz, sz))) == 1).transpose(0, 1)
+        mask = mask.float().masked_fill(mask == 0, float("-inf")).masked_fill(mask == 1, float(0.0))
+        return mask
+
+    def create_mask(src, tgt):
+        src_seq_len, tgt_seq_len = src.shape[seq], tgt.shape[seq]
+        tgt_mask = generate_square_subsequent_mask(tgt_seq_len)
+        src_mask = T.zeros((src_seq_len, src_seq_len)).type(T.bool)
+        src_padding_mask = (src == PAD_IDX) if batch_first else (src == PAD_IDX).transpose(0, 1)
+        tgt_padding_mask = (tgt == PAD_IDX) if batch_first else (tgt == PAD_IDX).transpose(0, 1)
+        return src_mask, tgt_mask, src_padding_mask, tgt_padding_mask
+
+    seq = 1 if batch_first else 0
+    transformer = Seq2SeqTransformer(2, 2, 16, 2, 20, 22, dim_feedforward=32, dropout=0.0)
+    for p in transformer.parameters():
+        if p.dim() > 1:
+            nn.init.xavier_uniform_(p)
+    same_start(T, transformer, start)
+    printed.append(str(transformer))
+    printed.append(sum(p.numel() for p in transformer.parameters()))
+    loss_fn = T.nn.CrossEntropyLoss(ignore_index=PAD_IDX)
+    optimizer = T.optim.Adam(transformer.parameters(), lr=0.001, betas=(0.9, 0.98), eps=1e-9)
+
+    rng = np.random.default_rng(30)
+    src = rng.integers(4, 20, (7, 3))
+    src[5:, 0] = PAD_IDX  # the first sentence is shorter: padded
+    tgt = np.concatenate([np.full((1, 3), BOS_IDX), rng.integers(4, 22, (5, 3)), np.full((1, 3), EOS_IDX)])
+    tgt[5:, 1] = PAD_IDX
+    src, tgt = T.tensor(src), T.tensor(tgt)
+    if batch_first:
+        src, tgt = src.t().contiguous(), tgt.t().contiguous()
+    transformer.train()
+    for _ in range(3):
+        tgt_input = tgt[:, :-1] if batch_first else tgt[:-1, :]
+        src_mask, tgt_mask, src_padding_mask, tgt_padding_mask = create_mask(src, tgt_input)
+        logits = transformer(src, tgt_input, src_mask, tgt_mask, src_padding_mask, tgt_padding_mask, src_padding_mask)
+        optimizer.zero_grad()
+        tgt_out = tgt[:, 1:] if batch_first else tgt[1:, :]
+        loss = loss_fn(logits.reshape(-1, logits.shape[-1]), tgt_out.reshape(-1))
+        loss.backward()
+        optimizer.step()
+        printed += [loss.item(), logits.shape, tgt_mask]
+    printed.append(transformer.transformer.encoder.layers[1].self_attn.in_proj_weight.grad)
+    printed.append(transformer.transformer.decoder.layers[0].multihead_attn.out_proj.weight.grad)
+
+    def greedy_decode(model, src, src_mask, max_len, start_symbol):
+        memory = model.encode(src, src_mask)
+        ys = T.ones(1, 1).fill_(start_symbol).type(T.long)
+        for i in range(max_len - 1):
+            tgt_mask = (generate_square_subsequent_mask(ys.size(0)).type(T.bool))
+            out = model.decode(ys, memory, tgt_mask)
+            out = out.transpose(0, 1)
+            prob = model.generator(out[:, -1])
+            _, next_word = T.max(prob, dim=1)
+            next_word = next_word.item()
+            ys = T.cat([ys, T.ones(1, 1).type_as(src.data).fill_(next_word)], dim=0)
+            if next_word == EOS_IDX:
+                break
+        return ys
+
+    transformer.eval()
+    if not batch_first:
+        one = src[:, 2:3]
+        with T.no_grad():
+            tokens = greedy_decode(transformer, one, T.zeros(7, 7).type(T.bool), max_len=6, start_symbol=BOS_IDX)
+        printed += [tokens.flatten(), tokens.dtype]
+    with T.no_grad():
+        printed.append(transformer(src, tgt_input, src_mask, tgt_mask, src_padding_mask, tgt_padding_mask,
+                                   src_padding_mask))
+    return printed
+
+
+@pytest.mark.parametrize("batch_first, norm_first", [(False, False), (True, True)])
+def test_translation_with_nn_transformer_as_torch(batch_first, norm_first):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's nested-tensor note, which minilora repeats
+        run_both(translation_tutorial, batch_first=batch_first, norm_first=norm_first)
+
+
+def test_nn_transformer_refuses_what_torch_refuses():
+    def outcomes(T):
+        model = T.nn.Transformer(d_model=8, nhead=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=8)
+        src, tgt = T.zeros(5, 2, 8), T.zeros(4, 3, 8)
+        return [error_of(lambda: model(src, tgt)), error_of(lambda: model(src, T.zeros(4, 2, 6))),
+                str(model.decoder.layers[0]), model.batch_first, model.d_model, model.nhead]
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected, got = outcomes(torch), outcomes(ml)
+    assert [bare(g) for g in got] == [bare(e) for e in expected]

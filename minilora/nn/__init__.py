@@ -26,7 +26,8 @@ from .layers import (AdaptiveAvgPool1d, CircularPad1d, CircularPad2d, ConstantPa
                      Softshrink, Tanhshrink, Threshold, ZeroPad1d, ZeroPad2d)
 from .layers import (GaussianNLLLoss, HingeEmbeddingLoss, MultiLabelSoftMarginLoss, MultiMarginLoss,  # noqa: F401
                      PoissonNLLLoss, SoftMarginLoss, Upsample, UpsamplingBilinear2d, UpsamplingNearest2d)
-from .layers import TransformerEncoder, TransformerEncoderLayer  # noqa: F401
+from .layers import (TransformerEncoder, TransformerEncoderLayer, TransformerDecoder,  # noqa: F401
+                     TransformerDecoderLayer, Transformer)
 from .layers import (GELU, CrossEntropyLoss, Dropout, Embedding, Identity, L1Loss, LayerNorm, Linear,
                      MSELoss, NLLLoss, ReLU, RMSNorm, Sigmoid, SiLU, Tanh)
 from .module import (IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, ParameterDict,
@@ -42,6 +43,7 @@ __all__ = ["Module", "Parameter", "ParameterList", "ParameterDict", "ModuleList"
            "MarginRankingLoss", "TripletMarginLoss", "CosineEmbeddingLoss", "Unflatten", "BatchNorm1d",
            "BatchNorm2d", "GroupNorm", "Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d",
            "AdaptiveAvgPool2d", "RNN", "LSTM", "GRU", "TransformerEncoderLayer", "TransformerEncoder",
+           "TransformerDecoderLayer", "TransformerDecoder", "Transformer",
            "Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d", "SoftMarginLoss", "HingeEmbeddingLoss",
            "PoissonNLLLoss", "GaussianNLLLoss", "MultiLabelSoftMarginLoss", "MultiMarginLoss", "Threshold",
            "Hardshrink", "Softshrink", "Tanhshrink", "PReLU", "AdaptiveAvgPool1d", "ConstantPad1d", "ConstantPad2d",
