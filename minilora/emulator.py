@@ -713,7 +713,8 @@ def _run_compiler(cmd: list[str], output: Path, what: str, before_rename=None) -
     res = subprocess.run(cmd + ["-o", str(tmp)], capture_output=True, text=True)
     if res.returncode != 0:
         tmp.unlink(missing_ok=True)
-        raise CompileError(f"compiling {what} failed:\n{res.stderr.strip()}")
+        # A kernel renamed away from a C library name (_rename_kernels) shows under the user's name.
+        raise CompileError(f"compiling {what} failed:\n{res.stderr.strip().replace(_RENAMED_KERNEL, '')}")
     if before_rename is not None:
         before_rename(tmp)
     os.replace(tmp, output)
@@ -1599,7 +1600,7 @@ def _trim_report(report: str, limit: int = 6000) -> str:
         if re.match(r"^\s*#\d+ ", ln) and (str(EMU_DIR) in ln or "__emu::" in ln):
             continue
         keep.append(ln)
-    text = "\n".join(keep)
+    text = "\n".join(keep).replace(_RENAMED_KERNEL, "")  # a renamed kernel (_rename_kernels) under its own name
     return text if len(text) <= limit else text[:limit] + "\n..."
 
 

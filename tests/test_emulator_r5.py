@@ -472,3 +472,10 @@ def test_shared_through_macros_and_a_qualified_aligned_struct():
     names_fn("macros_and_qualifiers")(1, 64, (x, out))
     r = x[::-1]
     np.testing.assert_array_equal(out, r + np.float32(2) * r + np.float32(63) + np.float32(1000))  # the kernel's order
+
+
+def test_a_renamed_kernel_keeps_its_own_name_in_compile_errors():
+    src = 'extern "C" __global__ void exp(float* out) {\n    out[0] = not_declared;\n}\n'
+    with pytest.raises(CompileError) as info:
+        RawKernel(src, "exp").compile()
+    assert "void exp(float*)" in str(info.value) and "__emu_kernel" not in str(info.value)
