@@ -289,25 +289,31 @@ class _Tokenizer:
     # --- chat templates --------------------------------------------------------------------------
     def apply_chat_template(self, conversation, tools=None, documents=None, chat_template=None,
                             add_generation_prompt=False, continue_final_message=False, tokenize=True,
-                            padding=False, truncation=False, max_length=None, return_tensors=None,
-                            return_dict=True):
+                            sanitize_control_tokens=False, padding=False, truncation=False, max_length=None,
+                            return_tensors=None, return_dict=True, return_assistant_tokens_mask=False,
+                            tokenizer_kwargs=None, **template_kwargs):
         """Render ``[{"role": ..., "content": ...}, ...]`` with the tokenizer's Jinja chat template
         (as transformers does, in a sandbox), then tokenize it unless ``tokenize=False``.
-        The template writes the special tokens itself, so none are added when tokenizing."""
+        The template writes the special tokens itself, so none are added when tokenizing.
+        As transformers: other keyword arguments are the template's variables (``enable_thinking=False``),
+        ``tokenizer_kwargs`` go to the tokenizer call."""
         template = chat_template if chat_template is not None else self.chat_template
         if template is None:
             raise ValueError("Cannot use chat template functions because tokenizer.chat_template is not set and "
                              "no template argument was passed!")
-        for name, value in (("tools", tools), ("documents", documents)):
-            if value is not None:
+        unimplemented = {"tools": tools, "documents": documents, "sanitize_control_tokens": sanitize_control_tokens,
+                         "return_assistant_tokens_mask": return_assistant_tokens_mask}
+        for name, value in unimplemented.items():
+            if value not in (None, False):
                 raise NotImplementedError(f"apply_chat_template({name}=...) is not implemented in minilora")
         batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
-        texts = [_render_chat(template, list(c), add_generation_prompt, continue_final_message, self)
-                 for c in (conversation if batched else [conversation])]
+        texts = [_render_chat(template, list(c), add_generation_prompt, continue_final_message, self,
+                              template_kwargs) for c in (conversation if batched else [conversation])]
         if not tokenize:
             return texts if batched else texts[0]
         out = self(texts if batched else texts[0], add_special_tokens=False, padding=padding,
-                   truncation=truncation, max_length=max_length, return_tensors=return_tensors)
+                   truncation=truncation, max_length=max_length, return_tensors=return_tensors,
+                   **(tokenizer_kwargs or {}))
         return out if return_dict else out["input_ids"]
 
 
@@ -420,7 +426,7 @@ def _rows(values):
     return values.tolist() if hasattr(values, "tolist") else values
 
 
-def _render_chat(template, messages, add_generation_prompt, continue_final_message, tokenizer):
+def _render_chat(template, messages, add_generation_prompt, continue_final_message, tokenizer, variables):
     try:
         from jinja2.exceptions import TemplateError
         from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -432,9 +438,10 @@ def _render_chat(template, messages, add_generation_prompt, continue_final_messa
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
     env.globals["raise_exception"] = raise_exception
+    special = {"bos_token": tokenizer.bos_token or "", "eos_token": tokenizer.eos_token or "",
+               "pad_token": tokenizer.pad_token or ""}
     text = env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                            bos_token=tokenizer.bos_token or "", eos_token=tokenizer.eos_token or "",
-                                            pad_token=tokenizer.pad_token or "")
+                                            **{**special, **variables})  # the caller's variables win
     if continue_final_message:  # end the text right after the last message's content, as transformers
         final = messages[-1]["content"]
         if final not in text:

@@ -440,3 +440,32 @@ def test_from_pretrained_settings_override_the_config_as_transformers(tokenizer_
         from_pretrained(tokenizer_folder, padding_side="middle")
     with pytest.raises(TypeError, match="unexpected tokenizer arguments \\['use_slow'\\]"):
         from_pretrained(tokenizer_folder, use_slow=True)
+
+
+THINKING_TEMPLATE = ("{% for m in messages %}{{ m['role'] }} said {{ m['content'] }}{% endfor %}"
+                     "{% if add_generation_prompt %}assistant said{% if enable_thinking %} hi{% endif %}{% endif %}"
+                     "{{ eos_token }}")
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(enable_thinking=True), dict(enable_thinking=False),
+                                    dict(eos_token="</s> </s>"),
+                                    dict(tokenizer_kwargs={"padding_side": "left"}, padding=True)])
+def test_chat_template_variables_and_tokenizer_kwargs_as_transformers(toks, kwargs):
+    """Keyword arguments apply_chat_template does not know are the template's variables (Qwen3's
+    ``enable_thinking=False``); ``tokenizer_kwargs`` go to the tokenizer call."""
+    chats = [[{"role": "user", "content": "hello"}], [{"role": "user", "content": "hello lora world"}]]
+    expected, got = (tok.apply_chat_template(chats, chat_template=THINKING_TEMPLATE, add_generation_prompt=True,
+                                             return_tensors="pt" if "padding" in kwargs else None, **kwargs)
+                     for tok in toks)
+    assert plain(got) == plain(expected)
+    text = toks[1].apply_chat_template(chats[0], chat_template=THINKING_TEMPLATE, add_generation_prompt=True,
+                                       tokenize=False, **kwargs)
+    assert text == toks[0].apply_chat_template(chats[0], chat_template=THINKING_TEMPLATE, add_generation_prompt=True,
+                                               tokenize=False, **kwargs)
+
+
+def test_chat_template_options_not_implemented_are_refused(toks):
+    chat = [{"role": "user", "content": "hello"}]
+    for option in ("return_assistant_tokens_mask", "sanitize_control_tokens"):
+        with pytest.raises(NotImplementedError, match=option):
+            toks[1].apply_chat_template(chat, **{option: True})
