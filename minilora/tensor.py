@@ -1059,7 +1059,7 @@ class Tensor:
         levels = [before]  # the old base, then each view of it down to self's region
         for fn, inputs, options, i, _ in reversed(chain):
             levels.append(fn.apply(*inputs[:i], levels[-1], *inputs[i + 1:], **options))
-        new = op(levels[-1], *args, **kwargs)
+        new = result = op(levels[-1], *args, **kwargs)
         if cast and new.dtype != self.dtype:
             new = ops.astype(new, self.dtype)
         for (fn, inputs, options, i, _), parent in zip(chain, reversed(levels[:-1])):
@@ -1069,6 +1069,9 @@ class Tensor:
         if base._ctx is not None:
             base._ctx.watch_output(base)
         _refresh_view(self)
+        if result._ctx is not None:  # the op's result now lives in self's region of the base
+            result._ctx.watch_output(self)
+            _resave_output(result._ctx, result._array, self._array)
         return self
 
     def _write(self, values, cast):

@@ -287,6 +287,13 @@ CHAINS = {  # a second in-place change after the first, then backward: torch's e
     "relu_ of a slice of a transpose": lambda L, x: L.relu_(x.t()[1:3]),
     "relu_ of a view": lambda L, x: L.relu_(x.view(2, 8)),
     "slice used, then relu_ of the base": lambda L, x: (x[0:2].sum(), L.relu_(x)),
+    "relu_ of a slice, then add_ to it": lambda L, x: (L.relu_(x[1:3]), x[1:3].add_(1)),
+    "relu_ of a slice twice": lambda L, x: (L.relu_(x[1:3]), L.relu_(x[1:3])),
+    "exp_ of a slice, then add_ elsewhere in the base": lambda L, x: (x[1:3].exp_(), x[3:].add_(1)),
+    "elu_ of a slice, then add_ to the base": lambda L, x: (L.elu_(x[1:3]), x.add_(1)),
+    "sigmoid_ of a column, then mul_": lambda L, x: (x[:, 0].sigmoid_(), x.mul_(2)),
+    "tanh_ of a slice of a transpose": lambda L, x: x.t()[1:3].tanh_(),
+    "hardtanh_ of a slice, then add_": lambda L, x: (L.hardtanh_(x[1:3]), x.add_(1)),
 }
 
 

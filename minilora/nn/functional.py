@@ -84,13 +84,21 @@ def _in_place_if(inplace, fn, input, *args, saves_result=False):
 
     ``saves_result``: torch's in-place kernel keeps its result for backward (elu_, leaky_relu_:
     their gradient is read from it), so changing ``input`` in place again before backward is torch's
-    version-counter error; the node holds ``input``'s storage for that check."""
+    version-counter error."""
     if not inplace:
         return fn(input, *args)
-    input._inplace(fn, *args)
-    if saves_result and input._ctx is not None and input._base is None:
-        input._ctx.inplace_result = input._array
-    return input
+    return input._inplace(_saving_result(fn) if saves_result else fn, *args)
+
+
+def _saving_result(fn):
+    """``fn`` whose node also holds its result (``Tensor._inplace`` then points that at the storage the
+    result is written into, for the version check at backward)."""
+    def run(input, *args):
+        result = fn(input, *args)
+        if result._ctx is not None:
+            result._ctx.inplace_result = result._array
+        return result
+    return run
 
 
 def relu(input, inplace=False):
