@@ -502,3 +502,31 @@ def test_resnet_basic_blocks_with_inplace_relu_and_add_as_torch():
         results.append([_values(out), x.grad.numpy()] + [_values(p.grad) for p in model.parameters()])
     for mine, torchs in zip(*results):
         np.testing.assert_allclose(mine, torchs, rtol=1e-10, atol=1e-12)
+
+
+def _dcgan(lib):
+    """The DCGAN tutorial's layers, small: ConvTranspose2d -> BatchNorm2d -> ReLU(True) ... Tanh, and the
+    discriminator's Conv2d -> LeakyReLU(0.2, inplace=True) ... Sigmoid."""
+    N = lib.nn
+    generator = N.Sequential(N.ConvTranspose2d(4, 6, 4, 1, 0, bias=False), N.BatchNorm2d(6), N.ReLU(True),
+                             N.ConvTranspose2d(6, 3, 4, 2, 1, bias=False), N.Tanh())
+    discriminator = N.Sequential(N.Conv2d(3, 4, 4, 2, 1, bias=False), N.LeakyReLU(0.2, inplace=True),
+                                 N.Conv2d(4, 6, 4, 2, 1, bias=False), N.BatchNorm2d(6),
+                                 N.LeakyReLU(0.2, inplace=True), N.Conv2d(6, 1, 2, 1, 0, bias=False), N.Sigmoid())
+    return N.Sequential(generator, discriminator)
+
+
+def test_dcgan_generator_and_discriminator_with_inplace_activations_as_torch():
+    torch.manual_seed(2)
+    theirs = _dcgan(torch).double()
+    ours = _dcgan(ml)
+    ours.load_state_dict({k: ml.tensor(v.numpy()) for k, v in theirs.state_dict().items()})
+    ours = ours.double()
+    noise = np.random.default_rng(6).standard_normal((3, 4, 1, 1))
+    results = []
+    for lib, model in ((ml, ours), (torch, theirs)):
+        out = model(lib.tensor(noise))
+        lib.nn.functional.binary_cross_entropy(out.reshape(-1), lib.ones(3, dtype=lib.float64)).backward()
+        results.append([_values(out)] + [_values(p.grad) for p in model.parameters()])
+    for mine, torchs in zip(*results):
+        np.testing.assert_allclose(mine, torchs, rtol=1e-9, atol=1e-12)
