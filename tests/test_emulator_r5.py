@@ -479,3 +479,17 @@ def test_a_renamed_kernel_keeps_its_own_name_in_compile_errors():
     with pytest.raises(CompileError) as info:
         RawKernel(src, "exp").compile()
     assert "void exp(float*)" in str(info.value) and "__emu_kernel" not in str(info.value)
+
+
+def test_math_constants_header_bit_for_bit():
+    f, d = np.zeros(11, np.float32), np.zeros(10, np.float64)
+    module("intrinsics.cu").get_function("constants")(1, 1, (f, d))
+    expected_f = np.array([np.pi, np.pi / 2, np.sqrt(0.5), 1 / np.log(2), np.log(2), np.inf, 0, 0, 0, 0], np.float32)
+    expected_f.view(np.uint32)[6:] = [0x7FFFFFFF, 0x80000000, 0x00000001, 0x7F7FFFFF]  # CUDA's NaN_F bits, -0, ...
+    np.testing.assert_array_equal(f[:10].view(np.uint32), expected_f.view(np.uint32))
+    assert f[10] == np.float32(np.pi) + np.float32(1 / np.log(2))
+    # pi's rounding error, and sqrt(2 pi) correctly rounded (np.sqrt(2 * np.pi) is one ulp below it)
+    pi_lo, sqrt_2pi = 1.2246467991473532e-16, 2.5066282746310007
+    expected_d = np.array([np.pi, pi_lo, sqrt_2pi, 1 / np.log(2), np.log(2), np.inf, 0, 0, 0, 2.0**52])
+    expected_d.view(np.uint64)[6:9] = [0xFFF8000000000000, 0x8000000000000000, 1]
+    np.testing.assert_array_equal(d.view(np.uint64), expected_d.view(np.uint64))

@@ -99,3 +99,18 @@ extern "C" __global__ void halving(const int* a, const int* b, int* out, int n) 
     out[4 * i + 2] = (int)__uhadd((unsigned)a[i], (unsigned)b[i]);
     out[4 * i + 3] = (int)__urhadd((unsigned)a[i], (unsigned)b[i]);
 }
+
+// CUDA's <math_constants.h> and the small type headers that public code includes explicitly.
+#include <math_constants.h>
+#include <vector_types.h>
+#include <vector_functions.h>
+#include <device_functions.h>
+extern "C" __global__ void constants(float* f, double* d) {
+    const float fs[] = {CUDART_PI_F, CUDART_PIO2_F, CUDART_SQRT_HALF_F, CUDART_L2E_F, CUDART_LN2_F, CUDART_INF_F,
+                        CUDART_NAN_F, CUDART_NEG_ZERO_F, CUDART_MIN_DENORM_F, CUDART_MAX_NORMAL_F};
+    const double ds[] = {CUDART_PI, CUDART_PI_LO, CUDART_SQRT_2PI, CUDART_L2E, CUDART_LN2, CUDART_INF, CUDART_NAN,
+                         CUDART_NEG_ZERO, CUDART_MIN_DENORM, CUDART_TWO_TO_52};
+    for (int k = 0; k < 10; ++k) { f[k] = fs[k]; d[k] = ds[k]; }
+    float4 v = make_float4(f[0], f[1], f[2], f[3]);
+    f[10] = v.x + v.w;
+}
