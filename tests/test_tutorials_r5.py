@@ -260,9 +260,9 @@ def build_model_tutorial(T, start):
     layer1 = same_start(T, nn.Linear(in_features=28 * 28, out_features=20), start, "layer1")
     hidden1 = layer1(flat_image)
     printed.append(hidden1.size())
-    printed.append(f"Before ReLU: {hidden1}\n\n")
+    printed.append(("Before ReLU:", hidden1))  # (computed floats: compared as numbers, not as text)
     hidden1 = nn.ReLU()(hidden1)
-    printed.append(f"After ReLU: {hidden1}")
+    printed.append(("After ReLU:", hidden1))
     seq_modules = nn.Sequential(flatten, layer1, nn.ReLU(), nn.Linear(20, 10))
     same_start(T, seq_modules[3], start, "last")
     logits = seq_modules(input_image)
@@ -292,7 +292,7 @@ def autograd_tutorial(T, start):
     z = T.matmul(x, w) + b
     loss = T.nn.functional.binary_cross_entropy_with_logits(z, y)
     printed += [f"Gradient function for z = {grad_fn_name(z)}", f"Gradient function for loss = {grad_fn_name(loss)}"]
-    printed += [z, loss, str(loss)]
+    printed += [z, loss]
     loss.backward()
     printed += [w.grad, b.grad, w.grad.requires_grad, w.is_leaf, z.is_leaf]
     printed.append(error_of(loss.backward))  # the graph was freed: a second backward is refused
@@ -474,7 +474,7 @@ def lenet_tutorial(T, start):
     printed.append(net.zero_grad())
     printed.append(f"conv1.bias.grad before backward\n{net.conv1.bias.grad}")
     loss.backward()
-    printed.append(f"conv1.bias.grad after backward\n{net.conv1.bias.grad}")
+    printed.append(("conv1.bias.grad after backward", net.conv1.bias.grad))
 
     learning_rate = 0.01
     for f in net.parameters():
