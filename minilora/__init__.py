@@ -137,16 +137,8 @@ _SUBMODULES = {"nn", "optim", "lora", "cuda", "models", "memory", "data", "train
                "emulator", "kernels", "checkpoint", "testing", "exercises"}
 
 
-# torch's top-level activations that live in nn.functional here (torch.selu_(x), torch.celu(x)): loaded
-# with it on first use
-_FROM_FUNCTIONAL = {"celu", "selu", "threshold", "rrelu", "celu_", "selu_", "threshold_", "rrelu_"}
-
-
 def __getattr__(name):
     if name in _SUBMODULES:
         import importlib
         return importlib.import_module(f"{__name__}.{name}")
-    if name in _FROM_FUNCTIONAL:
-        from .nn import functional
-        return getattr(functional, name)
     raise AttributeError(f"module 'minilora' has no attribute '{name}'")
