@@ -493,3 +493,27 @@ def test_math_constants_header_bit_for_bit():
     expected_d = np.array([np.pi, pi_lo, sqrt_2pi, 1 / np.log(2), np.log(2), np.inf, 0, 0, 0, 2.0**52])
     expected_d.view(np.uint64)[6:9] = [0xFFF8000000000000, 0x8000000000000000, 1]
     np.testing.assert_array_equal(d.view(np.uint64), expected_d.view(np.uint64))
+
+
+def test_64_bit_integer_to_double_and_to_unsigned_with_directed_rounding():
+    big = [2**53 + 1, -(2**53 + 1), 2**63 - 1, -2**63, 2**62 + 3, 12345, 0, -7, 2**54 + 2]
+    ll = np.array(big + list(rng.integers(-2**63, 2**63 - 1, 40, dtype=np.int64)), np.int64)
+    ull = np.array([2**64 - 1, 2**53 + 1, 2**63 + 1, 0, 5, 2**60 + 7, 3, 2**64 - 2**11 - 1, 2**54 + 2]
+                   + list(rng.integers(0, 2**64 - 1, 40, dtype=np.uint64)), np.uint64)
+    d = np.concatenate([[-0.5, 0.5, 1.5, -3.7, 4294967295.5, 4294967296.0, 1e30, np.nan, 2.0**64], rng.uniform(-10, 1e10, 40)])
+    f = d.astype(np.float32)
+    n = ll.size
+    to_double, to_unsigned = np.zeros((n, 6)), np.zeros((n, 6), np.uint64)
+    module("intrinsics.cu").get_function("conversions")(1, 64, (ll, ull, d, f, to_double, to_unsigned, np.int32(n)))
+    for i in range(n):
+        for k, value in enumerate([int(ll[i])] * 3 + [int(ull[i])] * 3):
+            mode = ("rz", "rd", "ru")[k % 3]
+            assert check_directed(to_double[i, k], Fraction(value), mode, np.float64), (value, mode, to_double[i, k])
+
+    def saturated(x, rounding, top):  # CUDA's cvt: NaN -> 0, out of range -> the nearest limit
+        return 0 if np.isnan(x) else min(max(int(rounding(x)), 0), top)
+    u32, u64 = 2**32 - 1, 2**64 - 1
+    expected = [[saturated(x, np.floor, u32), saturated(x, np.ceil, u32), saturated(x, np.floor, u64),
+                 saturated(x, np.ceil, u64), saturated(float(y), np.floor, u64), saturated(float(y), np.ceil, u64)]
+                for x, y in zip(d, f)]
+    assert [[int(v) for v in row] for row in to_unsigned] == expected

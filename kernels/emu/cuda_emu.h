@@ -250,6 +250,9 @@ inline void __nanosleep(unsigned) {}
 // __trap() ends the launch with a KernelFault naming the line (on a GPU: an unspecified launch failure).
 namespace __emu { [[noreturn]] void trap(const char* file, int line); }
 #define __trap() (__emu::trap(__FILE__, __LINE__))
+// nvcc's optimization hints: the condition is not evaluated (nvcc does not run its side effects either).
+#define __builtin_assume(...) ((void)sizeof(static_cast<bool>(__VA_ARGS__)))
+#define __assume(...) ((void)sizeof(static_cast<bool>(__VA_ARGS__)))
 #define __brkpt() (__emu::trap(__FILE__, __LINE__))
 inline long long clock64() { return __emu::clock_ticks(); }
 // clock() is the C library's (<ctime>, included above): CPU time, as meaningless for speed as clock64().
@@ -682,6 +685,31 @@ __EMU_TO_FLOAT_DIRECTED(rz, RZ)
 __EMU_TO_FLOAT_DIRECTED(rd, RD)
 __EMU_TO_FLOAT_DIRECTED(ru, RU)
 #undef __EMU_TO_FLOAT_DIRECTED
+// 64-bit integer -> double with directed rounding: the nearest double, stepped as above (the rest is exact in
+// __int128); and the float/double -> unsigned conversions rounded down or up, saturating like the others.
+namespace __emu {
+inline double int_to_double_dir(__int128 i, Directed m) {
+    const double r = (double)i;
+    const __int128 rest = i - (__int128)r;
+    if (rest == 0) return r;
+    const bool below = rest < 0;  // the exact value lies below r
+    const bool step = m == RD ? below : m == RU ? !below : (below ? r > 0 : r < 0);
+    return step ? std::nextafter(r, below ? -INFINITY : INFINITY) : r;
+}
+}  // namespace __emu
+#define __EMU_TO_DOUBLE_DIRECTED(SUFFIX, MODE)                                                           \
+    inline double __ll2double_##SUFFIX(long long x) { return __emu::int_to_double_dir(x, __emu::MODE); }  \
+    inline double __ull2double_##SUFFIX(unsigned long long x) { return __emu::int_to_double_dir(x, __emu::MODE); }
+__EMU_TO_DOUBLE_DIRECTED(rz, RZ)
+__EMU_TO_DOUBLE_DIRECTED(rd, RD)
+__EMU_TO_DOUBLE_DIRECTED(ru, RU)
+#undef __EMU_TO_DOUBLE_DIRECTED
+inline unsigned __double2uint_rd(double x) { return __emu::saturate_to<unsigned>(floor(x)); }
+inline unsigned __double2uint_ru(double x) { return __emu::saturate_to<unsigned>(ceil(x)); }
+inline unsigned long long __double2ull_rd(double x) { return __emu::saturate_to<unsigned long long>(floor(x)); }
+inline unsigned long long __double2ull_ru(double x) { return __emu::saturate_to<unsigned long long>(ceil(x)); }
+inline unsigned long long __float2ull_rd(float x) { return __emu::saturate_to<unsigned long long>(floor((double)x)); }
+inline unsigned long long __float2ull_ru(float x) { return __emu::saturate_to<unsigned long long>(ceil((double)x)); }
 inline int __double2hiint(double x) { unsigned long long b; std::memcpy(&b, &x, 8); return (int)(unsigned)(b >> 32); }
 inline int __double2loint(double x) { unsigned long long b; std::memcpy(&b, &x, 8); return (int)(unsigned)b; }
 inline double __hiloint2double(int hi, int lo) {

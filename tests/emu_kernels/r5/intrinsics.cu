@@ -114,3 +114,19 @@ extern "C" __global__ void constants(float* f, double* d) {
     float4 v = make_float4(f[0], f[1], f[2], f[3]);
     f[10] = v.x + v.w;
 }
+
+// Conversions with directed rounding that CUDA has and the emulator lacked, plus nvcc's __builtin_assume.
+extern "C" __global__ void conversions(const long long* ll, const unsigned long long* ull, const double* d,
+                                       const float* f, double* to_double, unsigned long long* to_unsigned, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    __builtin_assume(n > 0);
+    __assume(i >= 0);
+    if (i >= n) return;
+    double* o = to_double + 6 * i;
+    o[0] = __ll2double_rz(ll[i]); o[1] = __ll2double_rd(ll[i]); o[2] = __ll2double_ru(ll[i]);
+    o[3] = __ull2double_rz(ull[i]); o[4] = __ull2double_rd(ull[i]); o[5] = __ull2double_ru(ull[i]);
+    unsigned long long* u = to_unsigned + 6 * i;
+    u[0] = __double2uint_rd(d[i]); u[1] = __double2uint_ru(d[i]);
+    u[2] = __double2ull_rd(d[i]); u[3] = __double2ull_ru(d[i]);
+    u[4] = __float2ull_rd(f[i]); u[5] = __float2ull_ru(f[i]);
+}
