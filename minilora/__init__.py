@@ -11,7 +11,7 @@ import math as _math
 import numpy as _np
 
 from . import autograd, dtypes, ops
-from .device import Device, all_devices, device
+from .device import Device, all_devices, device, get_default_device, set_default_device
 from .parallel import num_threads, set_num_threads
 from .profiler import profile
 from .random import Generator, default_generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state

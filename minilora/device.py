@@ -16,7 +16,8 @@ import shutil
 
 import numpy as np
 
-__all__ = ["Device", "device", "default_device", "xp_of", "all_devices", "cache_slices", "CHUNK"]
+__all__ = ["Device", "device", "default_device", "get_default_device", "set_default_device", "xp_of",
+           "all_devices", "cache_slices", "CHUNK"]
 
 
 class Device:
@@ -130,13 +131,14 @@ def all_devices():
 
 
 def device(name=None):
-    """``device('cpu' | 'emu' | 'cuda')``; ``None`` gives the default (``MINILORA_DEVICE``, else cpu).
+    """``device('cpu' | 'emu' | 'cuda')``; ``None`` gives the default (set_default_device's, else
+    ``MINILORA_DEVICE``, else cpu).
 
     Asking for a device that cannot run raises an error that says why."""
     if isinstance(name, Device):
         return name
     if name is None:
-        name = os.environ.get("MINILORA_DEVICE", "cpu")
+        name = _default_name or os.environ.get("MINILORA_DEVICE", "cpu")
     name = str(name).split(":")[0]  # accept 'cuda:0' as PyTorch users write it
     if name not in _DEVICES:
         raise ValueError(f"unknown device '{name}': choose one of {sorted(_DEVICES)}")
@@ -147,6 +149,21 @@ def device(name=None):
 
 
 def default_device():
+    return device(None)
+
+
+_default_name = None  # set_default_device's choice (None: MINILORA_DEVICE, else cpu)
+
+
+def set_default_device(name):
+    """``torch.set_default_device``: the device of new tensors made without a ``device=`` (``None``
+    goes back to the default). A device that cannot run is refused here, saying why."""
+    global _default_name
+    _default_name = None if name is None else device(name).name
+
+
+def get_default_device():
+    """``torch.get_default_device()``: where new tensors go (``device(type='cpu')`` unless changed)."""
     return device(None)
 
 

@@ -24,6 +24,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import minilora as ml  # noqa: E402
+from minilora.device import all_devices  # noqa: E402
 
 LIBRARIES = [pytest.param(torch, id="torch"), pytest.param(ml, id="minilora")]
 
@@ -1292,3 +1293,28 @@ def test_nn_transformer_refuses_what_torch_refuses():
         warnings.simplefilter("ignore")
         expected, got = outcomes(torch), outcomes(ml)
     assert [bare(g) for g in got] == [bare(e) for e in expected]
+
+
+def test_char_rnn_tutorial_first_lines_set_the_default_device_as_torch():
+    """The char-RNN tutorial opens with ``torch.set_default_device(device)`` and prints
+    ``torch.get_default_device()``; new tensors then go there (minilora: 'emu' stands for a GPU)."""
+    def opening(T, accelerator):
+        device = T.device("cpu")
+        printed = [repr(T.get_default_device())]
+        try:
+            T.set_default_device(device)
+            printed += [f"Using device = {T.get_default_device()}", T.zeros(2).device.type]
+            if accelerator is not None:
+                T.set_default_device(accelerator)
+                printed += [T.get_default_device().type, T.zeros(2).device.type, T.nn.Linear(2, 2).weight.device.type,
+                            T.tensor([1.0]).device.type, T.ones(2, device="cpu").device.type]
+        finally:
+            T.set_default_device(None)
+        return printed + [repr(T.get_default_device())]
+    assert bare(opening(ml, None)) == bare(opening(torch, None))
+    if not ml.cuda.is_available():  # a device that cannot run is refused, by name, and nothing changes
+        with pytest.raises(RuntimeError, match="cuda"):
+            ml.set_default_device("cuda")
+    assert ml.get_default_device() is ml.device("cpu")
+    if {d.type: d for d in all_devices()}["emu"].enabled():  # the emulator stands for a GPU, where it runs
+        assert opening(ml, "emu")[3:-1] == ["emu", "emu", "emu", "emu", "cpu"]
