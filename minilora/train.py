@@ -30,6 +30,7 @@ import dataclasses
 import json
 import math
 import os
+import random
 import signal
 import sys
 import threading
@@ -233,6 +234,10 @@ def _training_state(step, named_params, optimizer, scheduler, history, allocator
              "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(),
              "rng": ml_random.generator().bit_generator.state,
+             # Python's and NumPy's global generators, as the Hugging Face Trainer's rng_state.pth: a
+             # model or a data step of the caller's may draw from them
+             "python_rng": random.getstate(),
+             "numpy_rng": np.random.get_state(),
              **{key: list(values) for key, values in history.items()}}
     if allocator_owner is not None:
         state["allocator"] = allocator_owner.allocator_state_dict()
@@ -279,6 +284,9 @@ def _restore(state, named_params, optimizer, scheduler, allocator_owner=None, bu
         for name, array in saved_buffers.items():
             _copy_into(own_buffers[name], array)
     ml_random.generator().bit_generator.state = state["rng"]
+    if "python_rng" in state:  # (older checkpoints have neither)
+        random.setstate(state["python_rng"])
+        np.random.set_state(state["numpy_rng"])
     return int(state["step"]), [float(x) for x in state["losses"]]
 
 

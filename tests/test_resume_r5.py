@@ -9,6 +9,7 @@ the metrics log must equal the reference bit for bit.
 import errno
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -441,3 +442,37 @@ def test_optimizers_mistakes_are_named(tmp_path):
         train(model, counting_rows(), steps=2, optimizers=loraplus(model)[0], progress=False)
     with pytest.raises(ValueError, match="reduce_lr_on_plateau"):
         train(model, counting_rows(), steps=2, lr_scheduler_type="reduce_lr_on_plateau", progress=False)
+
+
+# --- Python's and NumPy's global generators, as the Hugging Face Trainer saves them -----------------
+class GlobalNoiseLM(nn.Module):
+    """Adds noise drawn from Python's `random` and NumPy's global generator (what a user's augmentation or
+    a third-party layer does): the Trainer restores both on resume (rng_state.pth), so must train()."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        ml.manual_seed(seed)
+        self.embed = nn.Embedding(16, 12)
+        self.head = nn.Linear(12, 16)
+
+    def forward(self, input_ids, labels=None):
+        hidden = self.embed(input_ids)
+        if self.training:
+            noise = np.random.standard_normal(tuple(hidden.shape)).astype(np.float32) * random.random()
+            hidden = hidden + ml.tensor(noise)
+        logits = self.head(hidden)
+        return types.SimpleNamespace(logits=logits, loss=causal_lm_loss(logits, labels))
+
+
+def test_python_and_numpy_global_generators_resume_too(tmp_path):
+    random.seed(0)
+    np.random.seed(0)
+    ref_model, ref = run(GlobalNoiseLM, tmp_path / "ref")
+    random.seed(0)
+    np.random.seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        run(GlobalNoiseLM, tmp_path / "run", crash=KILLS["mid-accumulation"])
+    random.seed(123)  # a new process: other states
+    np.random.seed(123)
+    model, resumed = run(GlobalNoiseLM, tmp_path / "run", init_seed=7, resume=True)
+    assert_same_run((ref_model, ref, str(tmp_path / "ref")), (model, resumed, str(tmp_path / "run")))
