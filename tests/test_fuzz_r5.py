@@ -301,6 +301,8 @@ def reduction(name):
     tuples, nones, dtypes = REDUCTIONS[name]
 
     def draw(rng):
+        if name == "norm":
+            return draw_norm(rng)
         x = draw_tensor(rng, dtypes=dtypes, distinct=name in ("argmax", "argmin"))
         dim = draw_dim(rng, x.values.ndim, allow_none=nones, allow_tuple=tuples)
         kwargs = {}
@@ -318,6 +320,19 @@ def reduction(name):
         return Call(name, args, kwargs, form=pick_form(rng, inplace=False),
                     differentiable=name not in NON_DIFFERENTIABLE)
     return draw
+
+
+def draw_norm(rng):
+    """norm(input, p, dim, keepdim): p a number (negative too), inf, -inf, 'fro' or None."""
+    x = draw_tensor(rng, dtypes=FLOATS)
+    p = [0, 1, 2, 3, 0.5, -1, -0.5, float("inf"), -float("inf"), "fro", None][int(rng.integers(0, 11))]
+    dim = draw_dim(rng, x.values.ndim)
+    if p == "fro" and isinstance(dim, tuple) and len(dim) > 2:
+        dim = dim[:2]
+    args, kwargs = split_args(rng, [x, p, dim], ["input", "p", "dim"])
+    if rng.random() < 0.5:
+        kwargs["keepdim"] = bool(rng.random() < 0.5)
+    return Call("norm", args, kwargs, form=pick_form(rng, inplace=False))
 
 
 def draw_max_with_dim(name):
@@ -367,10 +382,14 @@ def draw_clamp(rng):
         r = rng.random()
         if r < 0.3:
             bounds.append(None)
-        elif r < 0.6:
-            bounds.append(draw_scalar(rng))
+        elif r < 0.6:  # (not a bool: torch's clamp(min=<0-d tensor>, max=False) is its own TypeError)
+            bounds.append(float(rng.integers(-10, 11) / 4) if rng.random() < 0.5 else int(rng.integers(-3, 4)))
         else:
             bounds.append(draw_tensor(rng, shape=broadcast_partner(rng, x.values.shape)))
+    if any(isinstance(b, In) for b in bounds) and any(isinstance(b, (int, float)) for b in bounds):
+        # a tensor with a number is torch's TypeError; a 0-d tensor there is a number to torch.clamp
+        # but not to Tensor.clip(min=...): REGRESSIONS has the function form
+        bounds = [draw_tensor(rng, shape=(1,) + b.values.shape) if isinstance(b, In) else b for b in bounds]
     name = str(rng.choice(["clamp", "clip"]))
     if rng.random() < 0.5:
         args, kwargs = [x], {k: b for k, b in zip(["min", "max"], bounds) if b is not None or rng.random() < 0.5}
@@ -395,6 +414,12 @@ def draw_masked_fill(rng):
     return Call("masked_fill", [x, mask, value], form=str(rng.choice(["method", "inplace"])))
 
 
+def sizes_argument(rng, form, sizes):
+    """Sizes as one tuple or (methods only: torch's functions want the tuple) one argument each.
+    (minilora's functions take them one by one too, more leniently than torch: not drawn.)"""
+    return [tuple(sizes)] if form == "fn" or rng.random() < 0.5 else list(sizes)
+
+
 def draw_shape_op(rng):
     x = draw_tensor(rng, shape=draw_shape(rng, min_ndim=1))
     shape, nd = x.values.shape, x.values.ndim
@@ -409,10 +434,10 @@ def draw_shape_op(rng):
             target = [int(np.prod(shape))]
         if target and rng.random() < 0.4:
             target[int(rng.integers(0, len(target)))] = -1
-        return Call(op, [x, tuple(target)] if rng.random() < 0.5 else [x, *target], form=form)
+        return Call(op, [x, *sizes_argument(rng, form, target)], form=form)
     if op == "permute":
         perm = [int(p) for p in rng.permutation(nd)]
-        return Call(op, [x, tuple(perm)] if rng.random() < 0.5 else [x, *perm], form=form)
+        return Call(op, [x, *sizes_argument(rng, form, perm)], form=form)
     if op in ("transpose", "swapaxes"):
         return Call(op, [x, d, draw_dim(rng, nd, allow_none=False, allow_tuple=False)], form=form)
     if op == "expand":
@@ -432,7 +457,8 @@ def draw_shape_op(rng):
     if op == "movedim":
         return Call(op, [x, d, draw_dim(rng, nd, allow_none=False, allow_tuple=False)], form=form)
     if op == "flip":
-        return Call(op, [x, draw_dim(rng, nd, allow_none=False, allow_tuple=True)], form=form)
+        dims = draw_dim(rng, nd, allow_none=False, allow_tuple=True)
+        return Call(op, [x, (dims,) if form == "fn" and isinstance(dims, int) else dims], form=form)
     if op == "roll":
         if rng.random() < 0.3:
             return Call(op, [x, int(rng.integers(-3, 4))], form=form)
@@ -446,7 +472,7 @@ def draw_shape_op(rng):
         return Call(op, [x, d, int(rng.integers(-size - 1, size + 1))], form=form)
     if op in ("repeat", "tile"):
         reps = [int(rng.integers(0, 3)) for _ in range(nd + int(rng.integers(0, 2)))]
-        return Call(op, [x, tuple(reps)] if rng.random() < 0.5 else [x, *reps], form=form)
+        return Call(op, [x, *sizes_argument(rng, form, reps)], form=form)
     if op == "diagonal":
         return Call(op, [x], {"offset": int(rng.integers(-1, 2))}, form=form)
     return Call(op, [x], form=form)
@@ -611,7 +637,7 @@ def draw_more_index(rng):
     d = draw_dim(rng, x.values.ndim, allow_none=False, allow_tuple=False)
     size = x.values.shape[d]
     name = str(rng.choice(["index_fill", "index_add", "index_copy", "take", "masked_select"]))
-    n = int(rng.integers(0, 3))
+    n = int(rng.integers(0, 3)) if size else 0  # (positions into an empty dim: see LEFT_ALONE)
     low = -size if name in ("index_fill", "take") else 0
     positions = rng.integers(low, max(size, 1), (n,)) if size else np.zeros(n, dtype=np.int64)
     if name == "index_copy":
@@ -651,9 +677,11 @@ OPS.update({"sort": draw_sort, "topk": draw_topk, "clamp": draw_clamp, "where": 
 # comparison
 
 def _builtin_type(exc):
+    """The error's family: its first builtin class, NotImplementedError counted as the RuntimeError it
+    is (torch's "bmm" not implemented for 'Bool' and its dtype-mismatch error depend on argument order)."""
     for cls in type(exc).__mro__:
         if cls.__module__ == "builtins":
-            return cls
+            return RuntimeError if cls is NotImplementedError else cls
     return Exception
 
 
@@ -691,10 +719,11 @@ def outcome(lib, call, requires_grad=False):
 
 
 def _gradients(lib, flat, built):
-    out = flat[0]
+    out = flat[0] if flat else None
     if not (isinstance(out, lib.Tensor) and out.requires_grad and out.is_floating_point()):
         return None
-    weight = lib.tensor(np.linspace(-1, 2, out.numel()).tolist(), dtype=out.dtype).reshape(tuple(out.shape))
+    weights = (np.arange(out.numel()) % 5 - 2.5) / 2  # (never 0: a 0 * nan upstream is another question)
+    weight = lib.tensor(weights.tolist(), dtype=out.dtype).reshape(tuple(out.shape))
     try:
         (out * weight).sum().backward()
     except Exception as e:  # noqa: BLE001  (torch.pow(True, x)'s backward is an internal assert)

@@ -1077,6 +1077,7 @@ TORCH_SIGNATURES = {
     "fmod": "fmod(other)", "broadcast_to": "broadcast_to(size)",
     "kthvalue": "kthvalue(k, dim=-1, keepdim=False)",  # the docstring says dim=None; torch's default is -1
     "flip": None,  # torch: flip(*dims) and flip(dims=...) in one; ours too (*dims, **by_name)
+    "tile": "tile(*dims)",  # torch: x.tile(2, 1), x.tile((2, 1)) and x.tile(dims=...) in one; ours too
 }
 FUNCTION_SIGNATURES = {
     "unique": "unique(input, sorted=True, return_inverse=False, return_counts=False, dim=None)",

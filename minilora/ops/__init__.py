@@ -223,6 +223,16 @@ def _flip_method(self, *dims, **by_name):
     return flip(self, dims[0] if len(dims) == 1 else dims)
 
 
+def _tile_method(self, *dims, **by_name):
+    """``x.tile(2, 1)``, ``x.tile((2, 1))`` and ``x.tile(dims=(2, 1))``, as torch's method takes them
+    (``torch.tile`` takes the tuple only)."""
+    if by_name:
+        if set(by_name) != {"dims"} or dims:
+            raise TypeError(f"tile() takes dims, positionally or as dims=, got {sorted(by_name)}")
+        dims = (by_name["dims"],)
+    return tile(self, dims[0] if len(dims) == 1 else dims)
+
+
 def _in_place(op):
     """``x //= y``, ``x %= y``, ``mask |= other`` ... write into ``x`` as torch does (without these
     methods Python would fall back to ``x = x // y``: a new tensor, and a view's base unchanged)."""
@@ -330,7 +340,7 @@ _MISSING_METHODS = {
     "masked_select": masked_select, "count_nonzero": count_nonzero, "cumprod": cumprod,
     "lerp": lerp, "lerp_": lerp_, "xlogy": xlogy, "clamp_min": clamp_min,
     "clamp_max": clamp_max, "addmm": addmm, "baddbmm": baddbmm, "movedim": movedim,
-    "swapaxes": swapaxes, "tile": tile, "square": square, "reciprocal": reciprocal,
+    "swapaxes": swapaxes, "tile": _tile_method, "square": square, "reciprocal": reciprocal,
     "log1p": log1p, "expm1": expm1, "log2": log2, "log10": log10, "fmod": fmod,
     "logical_xor": logical_xor, "addcmul": addcmul, "addcmul_": addcmul_, "addcdiv": addcdiv,
     "addcdiv_": addcdiv_, "unflatten": unflatten, "select": select, "broadcast_to": broadcast_to,

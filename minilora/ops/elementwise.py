@@ -746,7 +746,7 @@ def _check_exponent(dtype, exponent):
     """torch checks a number raising an integer or 16-bit float tensor as a number to store: it must
     fit the dtype (no wrap-around: uint8 ** 300 and float16 ** 70000 raise), and an integer one must
     not be negative. (float32 and float64 take any exponent.)"""
-    if dtype.kind in "iu" and type(exponent) is int and exponent < 0:
+    if dtype.kind in "biu" and type(exponent) is int and exponent < 0:  # (bool ** -3 too: int64)
         raise RuntimeError("Integers to negative integer powers are not allowed.")
     if dtype.kind in "iu" and type(exponent) is int or _is_16bit_dtype(dtype):
         checked_number(exponent, dtype)
@@ -1110,7 +1110,7 @@ def clamp(input, min=None, max=None):  # noqa: A002  (torch's argument names)
     dtype = result_type(*(x for x in (input, min, max) if x is not None))
     if dtype != input.dtype:  # clamp(int tensor, 0.5) is float32 in torch (its result_type)
         input = astype(input, dtype)
-    if dtype.kind == "b":  # NumPy would clamp bools; torch has no kernel for them
+    if dtype.kind == "b" and input.numel():  # NumPy would clamp bools; torch has no kernel for them
         raise NotImplementedError(f'"clamp_{"min" if min is not None else "max"}_scalar_cpu" not '
                                   f"implemented for 'Bool'")
     min, max = _stored_numbers(dtype, min, max)

@@ -382,6 +382,9 @@ def index_add(input, dim, index, source, *, alpha=1):
     if source.dtype != input.dtype:
         raise RuntimeError(f"index_add_(): self ({input.dtype}) and source ({source.dtype}) must "
                            f"have the same scalar type")
+    alpha = checked_number(python_number(alpha), input.dtype)  # stored as torch stores it: truncated
+    # into an integer dtype (alpha=0.5 adds nothing to int32), wrapped into uint8 (-3 is 253), refused
+    # where it does not fit (1e6 into float16)
     if input.ndim == 0:
         return IndexAdd.apply(input.reshape(1), source.reshape(1), index=positions, axis=0,
                               alpha=alpha).reshape(())
@@ -584,7 +587,8 @@ def masked_scatter(input, mask, source):
     if source.dtype != input.dtype:
         raise RuntimeError(f"masked_scatter: expected self and source to have same dtypes but got "
                            f"{input.dtype} and {source.dtype}")
-    shape = np.broadcast_shapes(input.shape, mask.shape)
+    from .nn import _broadcast_or_raise
+    shape = _broadcast_or_raise("masked_scatter", input.shape, mask.shape)  # (torch: RuntimeError)
     full_mask = xp_of(mask._array).broadcast_to(mask._array, shape)
     if int(full_mask.sum()) > source.numel():
         raise RuntimeError("Number of elements of source < number of ones in mask")
@@ -717,7 +721,8 @@ def masked_select(input, mask):
     True, as a 1-D tensor in row-major order."""
     if mask.dtype != np.bool_:
         raise RuntimeError(f"masked_select: expected BoolTensor for mask, got {mask.dtype}")
-    shape = np.broadcast_shapes(input.shape, mask.shape)
+    from .nn import _broadcast_or_raise
+    shape = _broadcast_or_raise("masked_select", input.shape, mask.shape)  # (torch: RuntimeError)
     return input.expand(shape)[mask.expand(shape)._array]
 
 

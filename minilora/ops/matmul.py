@@ -447,7 +447,8 @@ def cross(input, other, dim=None):
         raise RuntimeError("linalg.cross: inputs must have the same number of dimensions.")
     if input.dtype != other.dtype:  # torch's kernel takes one dtype (minilora promoted silently)
         raise RuntimeError(f"expected scalar type {torch_name(input.dtype)} but found {torch_name(other.dtype)}")
-    shape = np.broadcast_shapes(tuple(input.shape), tuple(other.shape))
+    from .nn import _broadcast_or_raise
+    shape = _broadcast_or_raise("linalg.cross", tuple(input.shape), tuple(other.shape))  # (torch: RuntimeError)
     if dim is None:
         warnings.warn("Using torch.cross without specifying the dim arg is deprecated. Please either "
                       "pass the dim explicitly or simply use torch.linalg.cross.", UserWarning,

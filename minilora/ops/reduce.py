@@ -261,8 +261,8 @@ class Var(Function):
 class PNorm(Function):
     """``(sum |a|^p)^(1/p)`` over axes for a finite ``p`` other than 0 and 1.
 
-    d/da = sign(a) |a|^(p-1) / norm^(p-1); where the norm is 0 the gradient is 0 (torch's choice of
-    subgradient, where the formula would give 0/0)."""
+    d/da = sign(a) |a|^(p-1) / norm^(p-1); where the norm is 0 the gradient is 0, and for p < 1 where
+    the element is 0 (torch's choice of subgradient, where the formula would give 0/0 or 0 * inf)."""
 
     @staticmethod
     def forward(ctx, a, p, axis=None, keepdims=False):
@@ -279,7 +279,10 @@ class PNorm(Function):
         g = _expand_reduced(g, ctx.axes, ctx.keepdims)
         safe = xp.where(ctx.out == 0, 1, ctx.out)
         scale = xp.where(ctx.out == 0, 0, g / safe ** (p - 1))
-        return _torch_sign(a) * xp.abs(a) ** (p - 1) * scale
+        power = xp.abs(a) ** (p - 1)
+        if p < 1:  # torch masks 0^(p-1) = inf at a zero element (sign(0) * inf would be nan); p >= 1: finite
+            power = xp.where(a == 0, 0, power)
+        return _torch_sign(a) * power * scale
 
 
 class Logical(Function):
