@@ -1318,3 +1318,76 @@ def test_char_rnn_tutorial_first_lines_set_the_default_device_as_torch():
     assert ml.get_default_device() is ml.device("cpu")
     if {d.type: d for d in all_devices()}["emu"].enabled():  # the emulator stands for a GPU, where it runs
         assert opening(ml, "emu")[3:-1] == ["emu", "emu", "emu", "emu", "cpu"]
+
+
+def jacobian_products(T, start):
+    """The autograd tutorial's optional reading, the explicit way: the Jacobian, and products with it
+    (``torch.autograd.functional``), equal to what ``backward(v)`` accumulates."""
+    F = T.autograd.functional
+    x = T.tensor([[1.0, 2.0, 0.5], [3.0, -1.0, 2.0]])
+
+    def f(inp):
+        return (inp + 1).pow(2).t()
+
+    v = T.ones(3, 2)
+    inp = x.clone().requires_grad_()
+    f(inp).backward(v)
+    return [F.jacobian(f, x).shape, F.jacobian(f, x).sum(), F.vjp(f, x, v)[1], inp.grad, F.jvp(f, x, T.ones(2, 3))[1],
+            F.jacobian(lambda a, b: a * b, (x[0], x[1]))[1]]
+
+
+def test_jacobian_products_as_torch():
+    run_both(jacobian_products)
+
+
+def checkpoint_recipe(T, start, tmp_path):
+    """The "saving and loading a general checkpoint" recipe: epoch, model and optimizer state and the loss
+    in one dict; loaded into a new model and optimizer, training goes on as if never stopped."""
+    nn = T.nn
+    printed = []
+
+    class Net(nn.Module):
+        def __init__(self):
+            super(Net, self).__init__()
+            self.fc1 = nn.Linear(6, 8)
+            self.fc2 = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.fc2(T.relu(self.fc1(x)))
+
+    rng = np.random.default_rng(40)
+    x, y = T.tensor(rng.standard_normal((10, 6)).astype(np.float32)), T.tensor(rng.integers(0, 3, 10))
+    criterion = nn.CrossEntropyLoss()
+
+    def train_steps(net, optimizer, steps):
+        for _ in range(steps):
+            optimizer.zero_grad()
+            loss = criterion(net(x), y)
+            loss.backward()
+            optimizer.step()
+        return loss
+
+    net = same_start(T, Net(), start)
+    optimizer = T.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    loss = train_steps(net, optimizer, 3)
+    PATH = tmp_path / f"model_{T.__name__}.pt"
+    EPOCH = 5
+    T.save({"epoch": EPOCH, "model_state_dict": net.state_dict(), "optimizer_state_dict": optimizer.state_dict(),
+            "loss": loss}, PATH)
+
+    model = Net()
+    optimizer2 = T.optim.SGD(model.parameters(), lr=0.5, momentum=0.5)
+    checkpoint = T.load(PATH, weights_only=True)
+    model.load_state_dict(checkpoint["model_state_dict"])
+    optimizer2.load_state_dict(checkpoint["optimizer_state_dict"])
+    epoch = checkpoint["epoch"]
+    loss = checkpoint["loss"]
+    printed += [epoch, loss, sorted(checkpoint), optimizer2.param_groups[0]["lr"], optimizer2.param_groups[0]["momentum"]]
+    model.train()
+    printed += [train_steps(model, optimizer2, 2), train_steps(net, optimizer, 2)]  # the same
+    printed += [model.fc2.bias, str(optimizer2)]
+    return printed
+
+
+def test_general_checkpoint_recipe_as_torch(tmp_path):
+    run_both(checkpoint_recipe, tmp_path)
