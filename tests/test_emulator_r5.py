@@ -517,3 +517,37 @@ def test_64_bit_integer_to_double_and_to_unsigned_with_directed_rounding():
                  saturated(x, np.ceil, u64), saturated(float(y), np.floor, u64), saturated(float(y), np.ceil, u64)]
                 for x, y in zip(d, f)]
     assert [[int(v) for v in row] for row in to_unsigned] == expected
+
+
+def test_dpx_min_max_family():
+    corners = np.array([0, 0xFFFFFFFF, 0x80000000, 0x7FFFFFFF, 0x80007FFF, 0x7FFF8000, 0x00010001, 0xFFFF0000], np.uint32)
+    x = np.concatenate([rng.integers(0, 2**32, 150, dtype=np.uint64).astype(np.uint32), np.repeat(corners, 8)])
+    y = np.concatenate([rng.integers(0, 2**32, 150, dtype=np.uint64).astype(np.uint32), np.tile(corners, 8)])
+    z = np.concatenate([rng.integers(0, 2**32, 150, dtype=np.uint64).astype(np.uint32), corners[rng.integers(0, 8, 64)]])
+    y[:10] = x[:10]  # ties: the predicates say a won
+    n = x.size
+    out = np.zeros((n, 36), np.uint32)
+    module("intrinsics.cu").get_function("dpx")(cdiv(n, 64), 64, (x, y, z, out, np.int32(n)))
+    s32 = lambda v: v.view(np.int32).astype(np.int64)
+    u32 = lambda v: v.astype(np.int64)
+    wrap_s32 = lambda v: ((v + 2**31) % 2**32) - 2**31
+    relu = lambda v: np.maximum(v, 0)
+    as_u32 = lambda v: (np.asarray(v).astype(np.int64) % 2**32).astype(np.uint32)
+    halves = lambda v, signed: simd_lanes(v, 2, signed)
+    wrap16 = lambda v: ((v + 2**15) % 2**16) - 2**15
+    expected = []
+    for pick in (np.maximum, np.minimum):
+        three = lambda a, b, c: pick(pick(a, b), c)
+        S, U = (halves(x, True), halves(y, True), halves(z, True)), (halves(x, False), halves(y, False), halves(z, False))
+        expected += [three(s32(x), s32(y), s32(z)), three(u32(x), u32(y), u32(z)), relu(three(s32(x), s32(y), s32(z))),
+                     relu(pick(s32(x), s32(y))), pick(wrap_s32(s32(x) + s32(y)), s32(z)), pick((u32(x) + u32(y)) % 2**32, u32(z)),
+                     relu(pick(wrap_s32(s32(x) + s32(y)), s32(z))),
+                     simd_pack(three(*S), 2), simd_pack(three(*U), 2), simd_pack(relu(three(*S)), 2),
+                     simd_pack(relu(pick(S[0], S[1])), 2), simd_pack(pick(wrap16(S[0] + S[1]), S[2]), 2),
+                     simd_pack(pick((U[0] + U[1]) % 2**16, U[2]), 2), simd_pack(relu(pick(wrap16(S[0] + S[1]), S[2])), 2)]
+    expected += [np.maximum(s32(x), s32(y)), s32(x) >= s32(y), np.minimum(u32(x), u32(y)), u32(x) <= u32(y)]
+    S, U = (halves(x, True), halves(y, True)), (halves(x, False), halves(y, False))
+    expected += [simd_pack(np.maximum(*S), 2), (S[0][:, 1] >= S[1][:, 1]) * 2 + (S[0][:, 0] >= S[1][:, 0]),
+                 simd_pack(np.minimum(*U), 2), (U[0][:, 1] <= U[1][:, 1]) * 2 + (U[0][:, 0] <= U[1][:, 0])]
+    for k, e in enumerate(expected):
+        np.testing.assert_array_equal(out[:, k], as_u32(e), err_msg=f"result {k}")

@@ -899,6 +899,72 @@ __EMU_SIMD_ALL(4, 4)
 #undef __EMU_SAT
 #undef __EMU_SIMD_UNARY
 #undef __EMU_SIMD
+// DPX (sm_90) min/max family: three-way min/max, add-then-min/max, min/max with ReLU (clamped at 0 from below),
+// and __vibmax/__vibmin, which also report whether a won (a >= b for max, a <= b for min).  s32/u32 act on
+// one 32-bit integer, s16x2/u16x2 on the two 16-bit halves (each with its own predicate: hi, lo); a + b wraps.
+namespace __emu {
+template <bool SIGNED, class F>
+inline unsigned dpx16x2(unsigned a, unsigned b, unsigned c, F f) {
+    unsigned r = 0;
+    for (int i = 0; i < 2; ++i)
+        r |= ((unsigned)f(simd_lane<2, SIGNED>(a, i), simd_lane<2, SIGNED>(b, i), simd_lane<2, SIGNED>(c, i)) & 0xffffu) << (16 * i);
+    return r;
+}
+template <class T> inline T max3(T a, T b, T c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
+template <class T> inline T min3(T a, T b, T c) { return a < b ? (a < c ? a : c) : (b < c ? b : c); }
+template <class T> inline T relu(T a) { return a > 0 ? a : 0; }
+inline int wrap16(int v) { return (int)(short)(unsigned short)v; }  // a + b of two halves, wrapped to 16 bits
+}  // namespace __emu
+#define __EMU_DPX(OP, PICK)                                                                              \
+    inline int __vi##OP##3_s32(int a, int b, int c) { return __emu::PICK##3(a, b, c); }                \
+    inline unsigned __vi##OP##3_u32(unsigned a, unsigned b, unsigned c) { return __emu::PICK##3(a, b, c); } \
+    inline int __vi##OP##3_s32_relu(int a, int b, int c) { return __emu::relu(__emu::PICK##3(a, b, c)); } \
+    inline int __vi##OP##_s32_relu(int a, int b) { return __emu::relu(__emu::PICK##3(a, b, b)); }       \
+    inline int __viadd##OP##_s32(int a, int b, int c) {                                                 \
+        return __emu::PICK##3((int)((unsigned)a + (unsigned)b), c, c);                                   \
+    }                                                                                                   \
+    inline unsigned __viadd##OP##_u32(unsigned a, unsigned b, unsigned c) { return __emu::PICK##3(a + b, c, c); } \
+    inline int __viadd##OP##_s32_relu(int a, int b, int c) { return __emu::relu(__viadd##OP##_s32(a, b, c)); } \
+    inline unsigned __vi##OP##3_s16x2(unsigned a, unsigned b, unsigned c) {                             \
+        return __emu::dpx16x2<true>(a, b, c, [](int x, int y, int z) { return __emu::PICK##3(x, y, z); }); \
+    }                                                                                                   \
+    inline unsigned __vi##OP##3_u16x2(unsigned a, unsigned b, unsigned c) {                             \
+        return __emu::dpx16x2<false>(a, b, c, [](int x, int y, int z) { return __emu::PICK##3(x, y, z); }); \
+    }                                                                                                   \
+    inline unsigned __vi##OP##3_s16x2_relu(unsigned a, unsigned b, unsigned c) {                        \
+        return __emu::dpx16x2<true>(a, b, c, [](int x, int y, int z) { return __emu::relu(__emu::PICK##3(x, y, z)); }); \
+    }                                                                                                   \
+    inline unsigned __vi##OP##_s16x2_relu(unsigned a, unsigned b) { return __vi##OP##3_s16x2_relu(a, b, b); } \
+    inline unsigned __viadd##OP##_s16x2(unsigned a, unsigned b, unsigned c) {                           \
+        return __emu::dpx16x2<true>(a, b, c, [](int x, int y, int z) { return __emu::PICK##3(__emu::wrap16(x + y), z, z); }); \
+    }                                                                                                   \
+    inline unsigned __viadd##OP##_u16x2(unsigned a, unsigned b, unsigned c) {                           \
+        return __emu::dpx16x2<false>(a, b, c, [](int x, int y, int z) { return __emu::PICK##3((x + y) & 0xffff, z, z); }); \
+    }                                                                                                   \
+    inline unsigned __viadd##OP##_s16x2_relu(unsigned a, unsigned b, unsigned c) {                      \
+        return __emu::dpx16x2<true>(a, b, c, [](int x, int y, int z) {                                  \
+            return __emu::relu(__emu::PICK##3(__emu::wrap16(x + y), z, z)); });                          \
+    }
+__EMU_DPX(max, max)
+__EMU_DPX(min, min)
+#undef __EMU_DPX
+inline int __vibmax_s32(int a, int b, bool* pred) { *pred = a >= b; return a >= b ? a : b; }
+inline unsigned __vibmax_u32(unsigned a, unsigned b, bool* pred) { *pred = a >= b; return a >= b ? a : b; }
+inline int __vibmin_s32(int a, int b, bool* pred) { *pred = a <= b; return a <= b ? a : b; }
+inline unsigned __vibmin_u32(unsigned a, unsigned b, bool* pred) { *pred = a <= b; return a <= b ? a : b; }
+#define __EMU_DPX_PRED16(NAME, SIGNED, CMP)                                                              \
+    inline unsigned NAME(unsigned a, unsigned b, bool* pred_hi, bool* pred_lo) {                        \
+        const int alo = __emu::simd_lane<2, SIGNED>(a, 0), blo = __emu::simd_lane<2, SIGNED>(b, 0);      \
+        const int ahi = __emu::simd_lane<2, SIGNED>(a, 1), bhi = __emu::simd_lane<2, SIGNED>(b, 1);      \
+        *pred_lo = alo CMP blo;                                                                         \
+        *pred_hi = ahi CMP bhi;                                                                         \
+        return ((unsigned)(*pred_hi ? ahi : bhi) & 0xffffu) << 16 | ((unsigned)(*pred_lo ? alo : blo) & 0xffffu); \
+    }
+__EMU_DPX_PRED16(__vibmax_s16x2, true, >=)
+__EMU_DPX_PRED16(__vibmax_u16x2, false, >=)
+__EMU_DPX_PRED16(__vibmin_s16x2, true, <=)
+__EMU_DPX_PRED16(__vibmin_u16x2, false, <=)
+#undef __EMU_DPX_PRED16
 template <class T>
 inline T __ldg(const T* p) { return *p; }
 template <class T>

@@ -130,3 +130,30 @@ extern "C" __global__ void conversions(const long long* ll, const unsigned long 
     u[2] = __double2ull_rd(d[i]); u[3] = __double2ull_ru(d[i]);
     u[4] = __float2ull_rd(f[i]); u[5] = __float2ull_ru(f[i]);
 }
+
+// DPX (sm_90) min/max: out[N_DPX * i + k].
+#define N_DPX 36
+extern "C" __global__ void dpx(const unsigned* a, const unsigned* b, const unsigned* c, unsigned* out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const unsigned x = a[i], y = b[i], z = c[i];
+    const int sx = (int)x, sy = (int)y, sz = (int)z;
+    bool p, q;
+    unsigned r[N_DPX] = {
+        (unsigned)__vimax3_s32(sx, sy, sz), __vimax3_u32(x, y, z), (unsigned)__vimax3_s32_relu(sx, sy, sz),
+        (unsigned)__vimax_s32_relu(sx, sy), (unsigned)__viaddmax_s32(sx, sy, sz), __viaddmax_u32(x, y, z),
+        (unsigned)__viaddmax_s32_relu(sx, sy, sz), __vimax3_s16x2(x, y, z), __vimax3_u16x2(x, y, z),
+        __vimax3_s16x2_relu(x, y, z), __vimax_s16x2_relu(x, y), __viaddmax_s16x2(x, y, z), __viaddmax_u16x2(x, y, z),
+        __viaddmax_s16x2_relu(x, y, z),
+        (unsigned)__vimin3_s32(sx, sy, sz), __vimin3_u32(x, y, z), (unsigned)__vimin3_s32_relu(sx, sy, sz),
+        (unsigned)__vimin_s32_relu(sx, sy), (unsigned)__viaddmin_s32(sx, sy, sz), __viaddmin_u32(x, y, z),
+        (unsigned)__viaddmin_s32_relu(sx, sy, sz), __vimin3_s16x2(x, y, z), __vimin3_u16x2(x, y, z),
+        __vimin3_s16x2_relu(x, y, z), __vimin_s16x2_relu(x, y), __viaddmin_s16x2(x, y, z), __viaddmin_u16x2(x, y, z),
+        __viaddmin_s16x2_relu(x, y, z),
+    };
+    r[28] = (unsigned)__vibmax_s32(sx, sy, &p); r[29] = p;
+    r[30] = __vibmin_u32(x, y, &p); r[31] = p;
+    r[32] = __vibmax_s16x2(x, y, &p, &q); r[33] = p * 2 + q;
+    r[34] = __vibmin_u16x2(x, y, &p, &q); r[35] = p * 2 + q;
+    for (int k = 0; k < N_DPX; ++k) out[N_DPX * i + k] = r[k];
+}
