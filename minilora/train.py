@@ -996,6 +996,9 @@ def _refuse_to_replace_a_run(args, out):
     if args.resume or args.overwrite:
         return
     found = [name for name in (CHECKPOINT_NAME, METRICS_NAME) if os.path.exists(os.path.join(out, name))]
+    if found == [METRICS_NAME]:  # --resume has nothing to continue from
+        raise UsageError(f"--out {out} holds a run that stopped before its first checkpoint ({METRICS_NAME} "
+                         "only); start it over with --overwrite, or choose another --out")
     if found:
         raise UsageError(f"--out {out} already holds a run ({', '.join(found)}); continue it with --resume, "
                          f"start over with --overwrite (replacing it), or choose another --out")
@@ -1010,7 +1013,10 @@ def _checkpoint_learning_rate(path):
     user's to fix (``UsageError``), found before any work -- also when ``--lr`` makes the value unneeded."""
     from .cli import UsageError
     if not os.path.isfile(path):
-        raise UsageError(f"--resume, but there is no checkpoint at {path}")
+        stopped_early = os.path.isfile(os.path.join(os.path.dirname(path), METRICS_NAME))
+        raise UsageError(f"--resume, but there is no checkpoint at {path}"
+                         + ("; the run stopped before its first checkpoint (every --eval-every steps): start it "
+                            "over with --overwrite" if stopped_early else ""))
     try:
         return float(load_training_state(path)["scheduler"]["base_lrs"][0])
     except (ValueError, KeyError, IndexError, TypeError) as exc:

@@ -476,3 +476,37 @@ def test_python_and_numpy_global_generators_resume_too(tmp_path):
     np.random.seed(123)
     model, resumed = run(GlobalNoiseLM, tmp_path / "run", init_seed=7, resume=True)
     assert_same_run((ref_model, ref, str(tmp_path / "ref")), (model, resumed, str(tmp_path / "run")))
+
+
+def test_cli_adalora_killed_after_its_last_checkpoint_writes_the_same_adapter(byte_model_dir, tmp_path, capsys):
+    """Killed between the final checkpoint and the adapter save: --resume restores the allocator's rank
+    pattern with the weights, so the adapter holds the kept ranks only, as the run's own save did."""
+    import shutil
+
+    from test_cli import run_cli
+    out = str(tmp_path / "run")
+    argv = ["train", "--model", byte_model_dir, "--out", out, *ADALORA_ARGV]
+    code, text = run_cli(argv, capsys)
+    assert code == 0, text
+    saved = files_of(out)
+    shutil.rmtree(os.path.join(out, "adapter"))
+    code, text = run_cli([*argv, "--resume"], capsys)
+    assert code == 0 and "already holds all 8 steps" in text, text
+    assert files_of(out) == saved
+    assert json.loads(saved["adapter_config.json"])["rank_pattern"]
+
+
+def test_cli_run_killed_before_its_first_checkpoint_says_to_start_over(byte_model_dir, tmp_path, capsys):
+    """A run killed before its first checkpoint leaves metrics.jsonl only: the plain command said 'continue it
+    with --resume', and --resume then said there is no checkpoint. Both now say --overwrite."""
+    from test_cli import run_cli
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"kind": "train", "step": 1, "loss": 3.0}\n')
+    argv = ["train", "--model", byte_model_dir, "--out", str(out), *ADALORA_ARGV]
+    for extra in ([], ["--resume"]):
+        code, text = run_cli([*argv, *extra], capsys)
+        assert code == 2 and "before its first checkpoint" in text and "--overwrite" in text, text
+        assert "continue it with --resume" not in text
+    code, text = run_cli([*argv, "--overwrite", "--steps", "4"], capsys)
+    assert code == 0, text
