@@ -510,3 +510,19 @@ def test_cli_run_killed_before_its_first_checkpoint_says_to_start_over(byte_mode
         assert "continue it with --resume" not in text
     code, text = run_cli([*argv, "--overwrite", "--steps", "4"], capsys)
     assert code == 0, text
+
+
+def sampled_tokens(model):
+    """An evaluation that samples (draws from minilora's generator between training steps)."""
+    out = model.generate(np.array([[3, 4, 5]]), do_sample=True, max_new_tokens=4, top_k=0)
+    return {"sample": [int(t) for t in np.asarray(out.numpy() if hasattr(out, "numpy") else out)[0, 3:]]}
+
+
+def test_an_evaluation_that_samples_resumes_bit_for_bit(tmp_path):
+    """Sampling in eval_fn draws from the generator dropout draws from: the checkpoint, written after the
+    step's evaluation, holds the generator as the next step finds it."""
+    options = dict(eval_fn=sampled_tokens, eval_every=2, save_every=3)
+    reference_run = run(MODELS["lora-dropout"], tmp_path / "ref", **options)
+    assert len({tuple(e["sample"]) for e in reference_run[1].evals}) > 1  # (it does sample)
+    resumed = killed_and_resumed(MODELS["lora-dropout"], tmp_path / "run", KILLS["first-micro-batch"], **options)
+    assert_same_run((*reference_run, str(tmp_path / "ref")), (*resumed, str(tmp_path / "run")))
