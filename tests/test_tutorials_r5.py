@@ -1122,6 +1122,15 @@ def node_name_calls(T):
         "layer_norm": lambda: F.layer_norm(x, (3,)), "double": lambda: x.double(), "cumsum": lambda: x.cumsum(0),
         "clone": lambda: x.clone(), "contiguous": lambda: x.t().contiguous(), "expand": lambda: x[:, :1].expand(4, 3),
         "rnn": lambda: T.nn.RNN(3, 2)(x.view(4, 1, 3))[0], "embedding": lambda: T.nn.Embedding(5, 3)(T.tensor([1, 2])),
+        "x ** x": lambda: (x + 1) ** x, "2 ** x": lambda: 2 ** x, "pow(x, 2.0)": lambda: T.pow(x, 2.0),
+        "clamp": lambda: x.clamp(0, 1), "clamp(min=)": lambda: x.clamp(min=0.7), "clip": lambda: x.clip(0, 1),
+        "clamp tensors": lambda: x.clamp(T.zeros(4, 3), T.ones(4, 3)), "clamp_min": lambda: x.clamp_min(0.6),
+        "clamp_max": lambda: x.clamp_max(0.6), "masked_fill": lambda: x.masked_fill(x > 0.5, 0.0),
+        "masked_fill tensor": lambda: x.masked_fill(x > 0.5, T.tensor(0.0)), "triu": lambda: x.triu(),
+        "tril": lambda: x.tril(-1), "split": lambda: x.split(2)[1], "split sizes": lambda: x.split([1, 3])[1],
+        "chunk": lambda: x.chunk(2)[0], "std": lambda: x.std(), "std(1)": lambda: x.std(1), "norm": lambda: x.norm(),
+        "norm(p=1)": lambda: x.norm(p=1), "norm(dim=1)": lambda: x.norm(dim=1), "norm(inf)": lambda: x.norm(p=float("inf")),
+        "adaptive_avg_pool2d 1": lambda: F.adaptive_avg_pool2d(img, 1), "AdaptiveAvgPool2d(2)": lambda: T.nn.AdaptiveAvgPool2d(2)(img),
     }
 
 

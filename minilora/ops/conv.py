@@ -503,7 +503,8 @@ def adaptive_avg_pool2d(input, output_size):
     sizes = _adaptive_checks("adaptive_avg_pool2d", input, output_size)
     _dtypes_taken("adaptive_avg_pool2d", input)
     rows, cols = _adaptive_cells(input, sizes)
-    return _adaptive_avg_pool2d(input, rows, cols, _narrow(input))
+    node = "MeanBackward1" if sizes == (1, 1) else "AdaptiveAvgPool2DBackward0"  # torch: a 1x1 output is a mean
+    return name_node(_adaptive_avg_pool2d(input, rows, cols, _narrow(input)), node, input)
 
 
 def _adaptive_checks(fn, input, output_size):

@@ -12,7 +12,7 @@ from .. import fastmath, parallel
 from ..device import xp_of
 from ..dtypes import (bfloat16, cast, checked_number, float32, get_default_dtype, int64, is_floating,
                       python_number, result_type, to_dtype, torch_name, upcast, wrap_around, wrap_int)
-from ..tensor import Function, Tensor, ShapeError, _is_broadcast_error
+from ..tensor import Function, Tensor, ShapeError, _is_broadcast_error, name_node
 
 __all__ = ["add", "sub", "mul", "div", "floor_divide", "neg", "pow", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
            "sigmoid", "relu", "gelu", "silu", "where", "masked_fill", "clone", "astype",
@@ -739,7 +739,9 @@ def pow(input, exponent):  # noqa: A001  (mirrors torch.pow)
     _refuse_bools("pow", input, exponent)
     if type(exponent) in (int, float) and isinstance(input, Tensor):
         _check_exponent(input.dtype, exponent)
-    return Pow.apply(*_promoted(input, exponent))
+    # torch's node: PowBackward0 for tensor ** number, 1 for tensor ** tensor, 2 for number ** tensor
+    node = f"PowBackward{0 if not isinstance(exponent, Tensor) else 2 if not isinstance(input, Tensor) else 1}"
+    return name_node(Pow.apply(*_promoted(input, exponent)), node, input, exponent)
 
 
 def _check_exponent(dtype, exponent):
@@ -931,6 +933,7 @@ def masked_fill(a, mask, value):
     """``a`` with ``value`` wherever ``mask`` is true (mask broadcasts to ``a``); ``value`` a number
     or a 0-d tensor, as torch."""
     cond = _raw(mask)
+    node = f"MaskedFillBackward{int(isinstance(value, Tensor))}"  # torch's: 0 for a number, 1 for a tensor
     if cond.dtype != np.bool_:
         raise RuntimeError(f"masked_fill_ only supports boolean masks, but got mask with dtype "
                            f"{cond.dtype}")
@@ -939,9 +942,9 @@ def masked_fill(a, mask, value):
             raise RuntimeError(f"masked_fill_ only supports a 0-dimensional value tensor, but got "
                                f"tensor with {value.ndim} dimension(s).")
         if value.requires_grad:  # the gradient flows to the value too (summed over the mask)
-            return Where.apply(cond, astype(value, a.dtype), a)
+            return name_node(Where.apply(cond, astype(value, a.dtype), a), node, a)
         value = value.item()
-    return Where.apply(cond, a.dtype.type(checked_number(python_number(value), a.dtype)), a)
+    return name_node(Where.apply(cond, a.dtype.type(checked_number(python_number(value), a.dtype)), a), node, a)
 
 
 def to_device(a, device):
@@ -1116,7 +1119,8 @@ def clamp(input, min=None, max=None):  # noqa: A002  (torch's argument names)
     min, max = _stored_numbers(dtype, min, max)
     # bound tensors too (NumPy would widen float32 by a 0-d int64 bound to float64; torch does not)
     min, max = (astype(b, dtype) if hasattr(b, "_array") and b.dtype != dtype else b for b in (min, max))
-    return Clamp.apply(input, min, max)
+    numbers = not any(isinstance(b, Tensor) for b in (min, max))  # torch: ClampBackward1, tensors 0
+    return name_node(Clamp.apply(input, min, max), f"ClampBackward{int(numbers)}", input)
 
 
 clip = clamp  # torch.clip is an alias of clamp
@@ -1528,12 +1532,12 @@ def leaky_relu(input, negative_slope=0.01):
 
 def clamp_min(input, min):  # noqa: A002  (torch's argument name)
     """``torch.clamp_min``: ``clamp(input, min=min)``."""
-    return clamp(input, min=min)
+    return name_node(clamp(input, min=min), "ClampMinBackward0", input)
 
 
 def clamp_max(input, max):  # noqa: A002
     """``torch.clamp_max``: ``clamp(input, max=max)``."""
-    return clamp(input, max=max)
+    return name_node(clamp(input, max=max), "ClampMaxBackward0", input)
 
 
 def square(input):

@@ -293,12 +293,12 @@ def _triangle(input, diagonal, lower):
 
 def tril(input, diagonal=0):
     """The lower triangle (on and below ``diagonal``) of the last two dims, the rest 0; differentiable."""
-    return _triangle(input, diagonal, lower=True)
+    return name_node(_triangle(input, diagonal, lower=True), "TrilBackward0", input)
 
 
 def triu(input, diagonal=0):
     """The upper triangle (on and above ``diagonal``) of the last two dims, the rest 0."""
-    return _triangle(input, diagonal, lower=False)
+    return name_node(_triangle(input, diagonal, lower=False), "TriuBackward0", input)
 
 
 # ---- index_select, index_add, scatter, take_along_dim, masked_select -----------------------------

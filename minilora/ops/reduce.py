@@ -560,7 +560,7 @@ def _variance(fn, input, dim, unbiased, keepdim, correction, root):
 @_numpy_aliases
 def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """Standard deviation: the square root of ``var`` with the same arguments (in one op, as torch)."""
-    return _variance("std", input, dim, unbiased, keepdim, correction, root=True)
+    return name_node(_variance("std", input, dim, unbiased, keepdim, correction, root=True), "StdBackward0", input)
 
 
 @_numpy_aliases
@@ -570,7 +570,6 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     ``p`` is a number (2, 1, 3.5 ...), ``float('inf')`` / ``-inf`` (largest / smallest magnitude, ties
     share the gradient as in torch), 0 (the count of non-zeros), or ``'fro'`` (the 2-norm over at
     most two dims)."""
-    from .elementwise import abs as abs_
     if not is_floating(input.dtype):
         raise RuntimeError(f"norm(): input dtype should be floating point, but got {input.dtype}")
     if dtype is not None and promote_types(input.dtype, to_dtype(dtype)) != to_dtype(dtype):
@@ -589,6 +588,11 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
         p = 2
     if p == math.inf or p < 0:
         _refuse_empty_inf_norm(p, input.shape, dim)
+    return name_node(_vector_norm(input, p, dim, keepdim), "LinalgVectorNormBackward0", input)  # torch's node
+
+
+def _vector_norm(input, p, dim, keepdim):
+    from .elementwise import abs as abs_
     if p == math.inf or p == -math.inf:
         # a NaN is the largest magnitude: its gradient goes there (times sign(NaN) = 0), as torch's
         return AMax.apply(abs_(input), axis=dim, keepdims=keepdim, smallest=p < 0, nan_shares=True)

@@ -478,8 +478,9 @@ def split(tensor, split_size_or_sections, dim=0, *, axis=None):
                                f"tensor's size at dimension {axis}), but got split_sizes={sizes}")
     pieces, start = [], 0
     prefix = (slice(None),) * (axis % tensor.ndim)
+    node = "SplitBackward0" if isinstance(split_size_or_sections, int) else "SplitWithSizesBackward0"
     for size in sizes:
-        pieces.append(getitem(tensor, prefix + (slice(start, start + size),)))
+        pieces.append(name_node(getitem(tensor, prefix + (slice(start, start + size),)), node, tensor))
         start += size
     return tuple(pieces)
 
