@@ -316,6 +316,12 @@ def _index_vector(index, fn):
     return index._array.reshape(-1)
 
 
+class IndexOutOfRange(IndexError, RuntimeError):
+    """A position past the end in index_select: torch raises IndexError ("index out of range in self")
+    or RuntimeError ("INDICES element is out of DATA bounds") by which kernel runs (dim 0 or not...);
+    this is both, so either ``except`` works."""
+
+
 def _check_bounds(index, size, dim, fn, error=IndexError, negative=False):
     """Every position within ``size`` (torch raises IndexError for index_select and RuntimeError
     for index_add: ``error`` says which); a negative one counts from the end only where ``negative``
@@ -349,7 +355,7 @@ def index_select(input, dim, index):
     positions = _index_vector(index, "index_select")
     if input.shape[dim] == 0 and positions.size and input.ndim > 1:  # (1-D: the IndexError below)
         raise RuntimeError("index_select(): self indexing axis dim should be positive")
-    _check_bounds(positions, input.shape[dim], dim, "index_select")
+    _check_bounds(positions, input.shape[dim], dim, "index_select", IndexOutOfRange)
     return IndexSelect.apply(input, index=positions, axis=dim)
 
 
