@@ -270,20 +270,20 @@ class _Tokenizer:
     def save_pretrained(self, save_directory):
         """Write ``tokenizer.json`` and ``tokenizer_config.json`` (transformers' AutoTokenizer reads
         them, and so does ``minilora.tokenizer.from_pretrained``). Returns the paths written."""
-        from .checkpoint import atomic_write
+        from .checkpoint import atomic_folder
         if os.path.isfile(save_directory):
             raise ValueError(f"save_pretrained needs a directory, but {save_directory!r} is a file")
-        os.makedirs(save_directory, exist_ok=True)
-        files = (os.path.join(save_directory, TOKENIZER_FILE), os.path.join(save_directory, TOKENIZER_CONFIG_FILE))
-        with atomic_write(files[0], "w") as f:
-            f.write(self._backend().to_str(pretty=True))
         config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": self.bos_token,
                   "eos_token": self.eos_token, "pad_token": self.pad_token, "padding_side": self.padding_side,
                   "truncation_side": self.truncation_side, "model_max_length": self.model_max_length}
         if self.chat_template is not None:
             config["chat_template"] = self.chat_template
-        with atomic_write(files[1], "w") as f:
-            json.dump(config, f, indent=2)
+        with atomic_folder(save_directory) as tmp:  # the two files as one unit: never a new vocabulary beside an old config
+            with open(os.path.join(tmp, TOKENIZER_FILE), "w", encoding="utf-8") as f:
+                f.write(self._backend().to_str(pretty=True))
+            with open(os.path.join(tmp, TOKENIZER_CONFIG_FILE), "w", encoding="utf-8") as f:
+                json.dump(config, f, indent=2)
+        files = (os.path.join(save_directory, TOKENIZER_FILE), os.path.join(save_directory, TOKENIZER_CONFIG_FILE))
         return files
 
     # --- chat templates --------------------------------------------------------------------------

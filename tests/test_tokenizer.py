@@ -182,3 +182,26 @@ def test_byte_tokenizer_saved_loads_in_transformers_with_the_same_ids(tmp_path):
     assert theirs.batch_decode(ids) == tok.batch_decode(ids)
     assert theirs.batch_decode(ids, skip_special_tokens=True) == tok.batch_decode(ids, skip_special_tokens=True)
     assert (theirs.pad_token_id, theirs.eos_token_id, theirs.bos_token_id) == (258, 257, 256)
+
+
+def test_tokenizer_save_replaces_both_files_as_one_unit(tmp_path, monkeypatch):
+    """A save that fails after tokenizer.json is written (a full disk on the config) leaves the old pair,
+    never a new vocabulary beside an old config; files of others in the folder (the model's) stay."""
+    pytest.importorskip("tokenizers")
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    ByteTokenizer().save_pretrained(str(tmp_path))
+    before = {name: (tmp_path / name).read_bytes() for name in ("tokenizer.json", "tokenizer_config.json")}
+    changed = ByteTokenizer()
+    changed.padding_side = "left"
+    changed.chat_template = "{{ messages }}"
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(json, "dump", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        changed.save_pretrained(str(tmp_path))
+    monkeypatch.undo()
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    assert sorted(os.listdir(tmp_path)) == ["model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+    changed.save_pretrained(str(tmp_path))
+    assert from_pretrained(tmp_path).padding_side == "left" and (tmp_path / "model.safetensors").read_bytes() == b"weights"
