@@ -384,6 +384,30 @@ def _expand_shared_keyword_macros(src: str) -> str:
     return src
 
 
+_NOT_AN_INITIALIZED_NAME = {"struct", "union", "class", "enum", "const", "volatile", "noexcept", "override", "final"}
+
+
+def _check_struct_members(body: str, line: int) -> None:
+    """A struct defined in a __shared__ declaration may not initialize its members (`float v = 0;` or `{0}`):
+    that is an initializer of the shared variable, which nvcc refuses; nor may it have a constructor."""
+    depth, top = 0, []
+    for ch in body[1:-1]:  # what lies directly in the struct's braces, not in nested ones (member functions)
+        depth += ch == "{"
+        top.append(ch if depth == 0 else " ")
+        depth -= ch == "}"
+    members = "".join(ch for ch, d in zip("".join(top), _bracket_depths("".join(top))) if d == 0)
+    inner, depth, braced = body[1:-1], 0, False
+    for i, ch in enumerate(inner):  # `float v{0};` directly in the struct (not `struct P {`, not `f() const {`)
+        if ch == "{" and depth == 0:
+            before = re.search(r"(?:\b(struct|union|class|enum)\s+)?([A-Za-z_]\w*|\])\s*$", inner[:i])
+            braced = braced or bool(before and not before.group(1) and before.group(2) not in _NOT_AN_INITIALIZED_NAME)
+        depth += (ch == "{") - (ch == "}")
+    if re.search(r"(?<![=<>!])=(?!=)", members) or braced:
+        raise CompileError(f"line {line}: initializer not allowed for __shared__ variable (nvcc refuses it too): a "
+                           "member of a struct declared __shared__ cannot have a default value; let the threads "
+                           "write it, then __syncthreads()")
+
+
 def _rewrite_shared(src: str) -> _Rewritten:
     """Replace every __shared__ declaration by per-block storage provided by the runtime.
 
@@ -433,6 +457,7 @@ def _rewrite_shared(src: str) -> _Rewritten:
                         + src[name_at:close + 1] + ";")
             type_first = f"{struct.group(1).strip()} {struct.group(2)} {type_name}".strip()
             declared_from = close + 1
+            _check_struct_members(masked[m.end() + struct.end() - 1:close + 1], _line_of(src, m.end()))
         end = masked.find(";", declared_from)
         _check_shared_declaration(masked[declared_from:end] if end >= 0 else "", line)
         quals = _ATTRS.sub(" ", masked[start:m.start()])
@@ -699,6 +724,13 @@ def _refuse_unsupported(preprocessed: str, masked: str) -> None:
                                "device code only (as CuPy's NVRTC compiles it): allocate and copy with NumPy arrays, "
                                "and fill a __constant__ or __device__ variable with module.get_global('name')[...] = "
                                "values (CuPy's get_global), the counterpart of cudaMemcpyToSymbol")
+        texture = re.search(r"\b(cudaTextureObject_t|cudaSurfaceObject_t|texture\s*<|surface\s*<|"
+                            r"(?:tex|surf)(?:1D|2D|3D|Cubemap)\w*(?=\s*[<(]))", text)
+        if texture:
+            raise CompileError(f"{where}: {texture.group(1).rstrip('< ')}: textures and surfaces are not supported by "
+                               "minilora's CUDA emulator (it has no texture units to filter, clamp or cache): pass the "
+                               "array as a plain pointer and index it (tex1Dfetch<float>(t, i) -> p[i]), with __ldg for a "
+                               "read-only load")
         if re.search(r"(?<![\w.])(?:asm|__asm__|__asm)\s*(?:volatile|__volatile__)?\s*\(", text):
             raise CompileError(f"{where}: inline PTX (an asm statement) cannot run on the CPU: the emulator compiles "
                                "CUDA C++ only. Use the CUDA intrinsic it stands for (%laneid: threadIdx.x % 32, "

@@ -551,3 +551,26 @@ def test_dpx_min_max_family():
                  simd_pack(np.minimum(*U), 2), (U[0][:, 1] <= U[1][:, 1]) * 2 + (U[0][:, 0] <= U[1][:, 0])]
     for k, e in enumerate(expected):
         np.testing.assert_array_equal(out[:, k], as_u32(e), err_msg=f"result {k}")
+
+
+def test_shared_struct_with_nested_struct_union_and_member_function():
+    out = np.zeros(32, np.float32)
+    names_fn("nested_members")(1, 32, (out,))
+    np.testing.assert_array_equal(out, np.arange(31, -1, -1, dtype=np.float32) + np.float32(0.5))
+
+
+@pytest.mark.parametrize("struct", ["struct { float a[32]{}; }", "union { int i = 3; float f; }",
+                                    "struct Counter { int n = 0; }"])
+def test_shared_struct_member_initializers_are_refused_as_nvcc_does(struct):
+    src = f'extern "C" __global__ void k(float* out) {{\n    __shared__ {struct} s;\n    out[0] = 1.0f;\n}}\n'
+    with pytest.raises(CompileError, match=r"line 2: initializer not allowed for __shared__ variable"):
+        RawKernel(src, "k").compile()
+
+
+@pytest.mark.parametrize("use", ["cudaTextureObject_t t, float* out) { out[0] = tex1Dfetch<float>(t, 0);",
+                                 "cudaSurfaceObject_t s, float* out) { surf2Dwrite(1.0f, s, 0, 0);"])
+def test_textures_and_surfaces_are_refused_by_name(use):
+    src = f'extern "C" __global__ void k({use} }}\n'
+    with pytest.raises(CompileError, match=r"k.cu:1: cuda(Texture|Surface)Object_t: textures and surfaces are not "
+                                           r"supported by minilora's CUDA emulator.*plain pointer"):
+        RawKernel(src, "k").compile()

@@ -81,6 +81,19 @@ extern "C" __global__ void macros_and_qualifiers(const float* x, float* out) {
     out[t] = tile[u] + ((volatile float*)&q.quad[u / 4].x)[u % 4] + (float)q.last + (((size_t)&q) % 16 == 0 ? 1000.0f : 0.0f);
 }
 
+// A struct in place holding a nested struct, a named union and a member function.
+extern "C" __global__ void nested_members(float* out) {
+    __shared__ struct {
+        struct { float a[32]; } p;
+        union Bits { int i; float f; } u;
+        float get(int i) const { return p.a[i]; }
+    } s;
+    s.p.a[threadIdx.x] = threadIdx.x;
+    if (threadIdx.x == 0) s.u.f = 0.5f;
+    __syncthreads();
+    out[threadIdx.x] = s.get(31 - threadIdx.x) + s.u.f;
+}
+
 // Kernels named like libc / libm functions, calling those functions inside.
 extern "C" __global__ void abs(const int* x, int* out, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
