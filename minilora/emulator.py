@@ -41,7 +41,8 @@ How it works (details in kernels/README.md):
    than the kernel opted in to), ``KeyboardInterrupt`` (Ctrl-C during a launch), ``TypeError`` and
    ``ValueError`` for wrong arguments or launch shapes.  The process keeps running.  What the fast mode
    cannot see: an out-of-bounds access that lands in other valid memory (use ``sanitize=True``).
-   Refused by name: dynamic parallelism, inline PTX, CUDA libraries (cuRAND, CUB, Thrust, WMMA, ...).
+   Refused by name: dynamic parallelism, inline PTX, textures and surfaces, CUDA libraries (cuRAND, CUB, Thrust,
+   WMMA, ...).
 """
 from __future__ import annotations
 
