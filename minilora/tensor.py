@@ -400,6 +400,14 @@ class Function:
         return result
 
 
+def _without_leading_ones(shape):
+    """``shape`` without its leading 1s (torch's slicePrefix1sSize: what ``x[i] = value`` writes)."""
+    shape = tuple(shape)
+    while shape and shape[0] == 1:
+        shape = shape[1:]
+    return shape
+
+
 def _is_broadcast_error(exc):
     """Is this NumPy's ValueError for shapes that do not broadcast? (torch's is a RuntimeError.)"""
     message = str(exc)  # (ufuncs say "could not be broadcast", np.broadcast_shapes "cannot be broadcast")
@@ -961,6 +969,8 @@ class Tensor:
             value = _assignable_numpy_scalar(value, self.dtype)
         if type(value) in (int, float, bool):  # a number is stored: it must fit (uint8: 300 raises)
             value = dtypes.checked_number(_as_int64(value), self.dtype, check_16bit_floats=False)
+        if isinstance(value, Tensor) and value.ndim and value.shape[0] == 1:  # torch drops a value's
+            value = value.reshape(_without_leading_ones(value.shape))  # leading 1s: x[0] = t([5]) fits
         if isinstance(value, Tensor) and value.dtype != self.dtype:  # cast, or torch's index_put_ error
             value = ops.shape.setitem_value(index, value, self.dtype)
         if _grad_enabled and (self.requires_grad or (isinstance(value, Tensor) and value.requires_grad)):

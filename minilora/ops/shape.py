@@ -395,15 +395,16 @@ def _is_advanced(part):
 
 def _is_mask(part):
     dtype = getattr(part, "dtype", None)
-    return dtype == np.bool_ or (isinstance(part, list) and all(type(v) is bool for v in part))
+    return dtype == np.bool_ or (isinstance(part, list) and len(part) > 0 and all(type(v) is bool for v in part))
 
 
 def setitem_value(index, value, dtype):
     """``value`` ready for ``x[index] = value`` into a ``dtype`` tensor, as torch: basic indexing (ints,
     slices, a 0-d index) copies and casts; advanced indexing is ``index_put_``, which refuses another
-    dtype -- unless every index tensor is a boolean mask and the value has one element (torch fills)."""
+    dtype -- unless the one index tensor is a boolean mask and the value has one element (torch fills;
+    two masks are index_put_ again)."""
     parts = [p for p in (index if isinstance(index, tuple) else (index,)) if _is_advanced(p)]
-    if parts and not (all(_is_mask(p) for p in parts) and value.numel() == 1):
+    if parts and not (len(parts) == 1 and _is_mask(parts[0]) and value.numel() == 1):
         raise RuntimeError(_index_put_dtype_message(dtype, value.dtype))
     return value.to(dtype)
 
