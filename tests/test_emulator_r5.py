@@ -574,3 +574,22 @@ def test_textures_and_surfaces_are_refused_by_name(use):
     with pytest.raises(CompileError, match=r"k.cu:1: cuda(Texture|Surface)Object_t: textures and surfaces are not "
                                            r"supported by minilora's CUDA emulator.*plain pointer"):
         RawKernel(src, "k").compile()
+
+
+def test_dp4a_and_dp2a_lo_hi_signed_and_unsigned():
+    n = 200
+    a, b = rng.integers(-2**31, 2**31, n).astype(np.int32), rng.integers(-2**31, 2**31, n).astype(np.int32)
+    c = rng.integers(-2**31, 2**31, n).astype(np.int32)
+    a[:4], b[:4] = [-1, 2**31 - 1, -2**31, 0x7FFF8000], [-1, -1, 0x7F80FF01, -2**31]
+    out = np.zeros((n, 6), np.int32)
+    module("intrinsics.cu").get_function("dot_products")(cdiv(n, 64), 64, (a, b, c, out, np.int32(n)))
+    ua, ub = a.view(np.uint32), b.view(np.uint32)
+    wrap = lambda v: (((v + 2**31) % 2**32) - 2**31).astype(np.int32)
+    c64 = c.astype(np.int64)
+    expected = [c64 + (simd_lanes(ua, 4, True) * simd_lanes(ub, 4, True)).sum(axis=1),
+                c64 + (simd_lanes(ua, 4, False) * simd_lanes(ub, 4, False)).sum(axis=1)]
+    for first in (0, 2):
+        expected += [c64 + (simd_lanes(ua, 2, True) * simd_lanes(ub, 4, True)[:, first:first + 2]).sum(axis=1),
+                     c64 + (simd_lanes(ua, 2, False) * simd_lanes(ub, 4, False)[:, first:first + 2]).sum(axis=1)]
+    for k, e in enumerate(expected):
+        np.testing.assert_array_equal(out[:, k], wrap(e), err_msg=f"result {k}")

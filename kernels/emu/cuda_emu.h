@@ -965,6 +965,22 @@ __EMU_DPX_PRED16(__vibmax_u16x2, false, >=)
 __EMU_DPX_PRED16(__vibmin_s16x2, true, <=)
 __EMU_DPX_PRED16(__vibmin_u16x2, false, <=)
 #undef __EMU_DPX_PRED16
+// Two-way dot product of a's two 16-bit halves with two bytes of b (the low two for _lo, the high two for _hi),
+// plus an accumulator (sm_61): signed halves and bytes for int, unsigned for unsigned.
+namespace __emu {
+template <class I, int FIRST_BYTE>
+inline I dp2a(I a, I b, I c) {
+    constexpr bool is_signed = std::is_signed<I>::value;
+    unsigned r = (unsigned)c;  // summed modulo 2^32, as the GPU's 32-bit accumulator (no signed overflow here)
+    for (int n = 0; n < 2; ++n)
+        r += (unsigned)(simd_lane<2, is_signed>((unsigned)a, n) * simd_lane<4, is_signed>((unsigned)b, FIRST_BYTE + n));
+    return (I)r;
+}
+}  // namespace __emu
+inline int __dp2a_lo(int a, int b, int c) { return __emu::dp2a<int, 0>(a, b, c); }
+inline unsigned __dp2a_lo(unsigned a, unsigned b, unsigned c) { return __emu::dp2a<unsigned, 0>(a, b, c); }
+inline int __dp2a_hi(int a, int b, int c) { return __emu::dp2a<int, 2>(a, b, c); }
+inline unsigned __dp2a_hi(unsigned a, unsigned b, unsigned c) { return __emu::dp2a<unsigned, 2>(a, b, c); }
 template <class T>
 inline T __ldg(const T* p) { return *p; }
 template <class T>

@@ -157,3 +157,16 @@ extern "C" __global__ void dpx(const unsigned* a, const unsigned* b, const unsig
     r[34] = __vibmin_u16x2(x, y, &p, &q); r[35] = p * 2 + q;
     for (int k = 0; k < N_DPX; ++k) out[N_DPX * i + k] = r[k];
 }
+
+// __dp4a and __dp2a_lo/_hi, signed and unsigned: out[6 * i + k].
+extern "C" __global__ void dot_products(const int* a, const int* b, const int* c, int* out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const unsigned ua = a[i], ub = b[i], uc = c[i];
+    out[6 * i + 0] = __dp4a(a[i], b[i], c[i]);
+    out[6 * i + 1] = (int)__dp4a(ua, ub, uc);
+    out[6 * i + 2] = __dp2a_lo(a[i], b[i], c[i]);
+    out[6 * i + 3] = (int)__dp2a_lo(ua, ub, uc);
+    out[6 * i + 4] = __dp2a_hi(a[i], b[i], c[i]);
+    out[6 * i + 5] = (int)__dp2a_hi(ua, ub, uc);
+}
