@@ -582,7 +582,8 @@ class LlamaModel(Module):
         if position_ids is None:  # positions continue after the cached ones
             position_ids = np.arange(past, past + shape[1])[None, :]
         cos, sin = self.rotary_emb(_as_ids(position_ids, "position_ids"), dtype, xp)
-        mask = _attention_bias(attention_mask, shape, past, dtype, xp)
+        mask = _attention_bias(attention_mask, shape, past, dtype, xp,
+                               getattr(self.config, "_attn_implementation", None))
         x = self.embed_tokens(xp.asarray(ids)) if inputs_embeds is None else inputs_embeds
         recompute = self.gradient_checkpointing and self.training and cache is None
         states = []  # only kept when asked for: each holds a whole [B, T, hidden] activation
@@ -608,9 +609,7 @@ def _embeds_shape(inputs_embeds, hidden_size):
 
 def _as_ids(ids, name):
     """Token ids (or a 0/1 mask) as a 2-D NumPy int64 array, from a list, array or Tensor."""
-    if isinstance(ids, Tensor):
-        ids = ids.cpu().numpy()
-    ids = ids.get() if hasattr(ids, "__cuda_array_interface__") else np.asarray(ids)
+    ids = _host_numpy(ids)
     if name == "attention_mask" and ids.dtype.kind == "f":  # transformers reads a float mask as mask != 0
         ids = ids != 0
     if ids.ndim != 2 or (ids.size and ids.dtype.kind not in "iub"):
@@ -623,36 +622,82 @@ def causal_bias(tq, tk, dtype, xp):
     """[Tq, Tk] to add to attention scores when the Tq queries are the LAST Tq of Tk positions (a KV
     cache before them): query i sees keys ``j <= Tk - Tq + i`` (0), not the later ones (-inf). This
     is the bottom-right alignment; torch's ``is_causal`` is top-left (the same when Tq == Tk)."""
-    allowed = np.arange(tk)[None, :] <= (tk - tq + np.arange(tq))[:, None]
-    return xp.asarray(np.where(allowed, 0, -np.inf).astype(dtype))
+    return xp.asarray(np.where(_causal_allowed(tq, tk), 0, -np.inf).astype(dtype))
 
 
-def _attention_bias(attention_mask, shape, past, dtype, xp):
+def _causal_allowed(tq, tk):
+    """[Tq, Tk] booleans: True where query i (position Tk - Tq + i) may see key j."""
+    return np.arange(tk)[None, :] <= (tk - tq + np.arange(tq))[:, None]
+
+
+def _attention_bias(attention_mask, shape, past, dtype, xp, implementation=None):
     """Padding and causality as one bias to add to the scores, [B, 1, T, past + T], built once per
-    forward for all layers; ``None`` when nothing is padded (the layers then use ``is_causal``)."""
-    padding = _additive_mask(attention_mask, shape, past, dtype, xp)
-    if padding is None or shape[1] == 1:  # one query per row: every key is in its past
-        return padding
-    return padding + causal_bias(shape[1], past + shape[1], dtype, xp)
+    forward for all layers; ``None`` when nothing is padded (the layers then use ``is_causal``).
+
+    A query that may see no key at all -- the padding before a left-padded row's first token --
+    gets what transformers' attention gives it. Its default, "sdpa", hands torch's SDPA a boolean
+    mask: such a row's attention output is 0 (-inf here; the softmax of an all -inf row is 0).
+    "eager" adds the dtype's most negative *finite* number for padding and future keys alike, so
+    such a row attends evenly to ALL keys of its sequence, later real tokens included. The last
+    padding position's logits predict the first real token, so this reaches the loss.
+    A 4-D mask (``[B, 1, T, past + T]``, boolean or additive) is the user's, used as it is."""
+    attention_mask = None if attention_mask is None else _host_numpy(attention_mask)
+    if attention_mask is not None and attention_mask.ndim == 4:
+        return _user_4d_mask(attention_mask, shape, past, dtype, xp)
+    padding = _padding_allowed(attention_mask, shape, past)
+    if padding is None:
+        return None
+    allowed = padding[:, None, None, :]
+    if shape[1] > 1:  # one query per row needs no causal part: every key is in its past
+        allowed = allowed & _causal_allowed(shape[1], past + shape[1])
+    fill = np.finfo(dtype).min if _attention_kind(implementation) == "eager" else -np.inf
+    return xp.asarray(np.where(allowed, np.array(0, dtype), np.array(fill, dtype)))  # made once, in dtype
 
 
-def _additive_mask(attention_mask, shape, past, dtype, xp):
-    """``attention_mask`` [B, past + T] of 1 (attend) / 0 (padding) -> [B, 1, 1, past + T] to add to
-    the attention scores: 0 where allowed, the dtype's most negative number where not.
+_ATTENTION_KINDS = (None, "eager", "sdpa")  # None: transformers' default, "sdpa"
 
-    The most negative *finite* number, not -inf, as transformers: a row whose keys are all padding
-    then gets a uniform softmax instead of 0/0 = NaN. ``None`` (no padding) costs nothing.
-    """
+
+def _attention_kind(implementation):
+    if implementation not in _ATTENTION_KINDS:
+        raise NotImplementedError(f"attn_implementation={implementation!r}: minilora computes transformers' "
+                                  "'eager' and 'sdpa' attention (pass one of those, or leave it unset)")
+    return implementation or "sdpa"
+
+
+def _padding_allowed(attention_mask, shape, past):
+    """``attention_mask`` [B, past + T] of 1 (attend) / 0 (padding) as booleans; ``None`` when
+    there is no mask or nothing is padded (which costs nothing)."""
     if attention_mask is None:
         return None
     mask = _as_ids(attention_mask, "attention_mask")
     if mask.shape != (shape[0], past + shape[1]):
         raise ValueError(f"attention_mask has shape {mask.shape}, expected [batch, past + seq_len] = "
                          f"{(shape[0], past + shape[1])}")
-    if mask.all():
-        return None
-    additive = np.where(mask == 0, np.finfo(dtype).min, 0.0).astype(dtype)
-    return xp.asarray(additive[:, None, None, :])
+    return None if mask.all() else mask != 0
+
+
+def _host_numpy(x):
+    """A list, NumPy/CuPy array, minilora or torch tensor as a NumPy array."""
+    if isinstance(x, Tensor):
+        return x.cpu().numpy()
+    if hasattr(x, "__cuda_array_interface__"):
+        return x.get()
+    return np.asarray(x.detach() if hasattr(x, "detach") else x)  # (a torch tensor may require grad)
+
+
+def _user_4d_mask(mask, shape, past, dtype, xp):
+    """``mask``, a 4-D NumPy array, taken as transformers takes one: already prepared, boolean
+    (True = attend) or float (added to the scores), causality included, combined with nothing."""
+    expected = (shape[0], 1, shape[1], past + shape[1])
+    if mask.shape[2:] != expected[2:] or mask.shape[0] not in (1, shape[0]):
+        raise ValueError(f"a 4-D attention_mask must have shape [batch, 1, seq_len, past + seq_len] = "
+                         f"{expected}, got {mask.shape}")
+    if mask.dtype == np.bool_:  # torch's SDPA reading a boolean mask (True = attend)
+        mask = np.where(mask, np.array(0, dtype), np.array(-np.inf, dtype))
+    elif mask.dtype.kind in "iu":  # torch's SDPA refuses it too
+        raise RuntimeError(f"a 4-D attention_mask is used as it is: boolean (True = attend) or float (added "
+                           f"to the scores), got {mask.dtype} (pass a 0/1 padding mask as [batch, seq_len])")
+    return xp.asarray(mask.astype(dtype, copy=False))
 
 
 # ==================================================================================================
@@ -730,9 +775,7 @@ def _without_layers_past(state, num_layers):
 
 
 def _check_loading_options(attn_implementation, use_safetensors, revision):
-    if attn_implementation not in (None, "eager", "sdpa"):
-        raise NotImplementedError(f"attn_implementation={attn_implementation!r}: minilora has one attention, "
-                                  "the math of 'eager' and 'sdpa' (pass one of those, or leave it unset)")
+    _attention_kind(attn_implementation)
     if use_safetensors is False:
         raise NotImplementedError("use_safetensors=False: minilora reads safetensors checkpoints only")
     if revision not in (None, "main"):
@@ -1043,7 +1086,8 @@ class LlamaForCausalLM(Module):
 
         transformers' loading options as tutorials pass them: ``device_map`` ("auto": the default
         device; a device name; a dict sending everything to one device -- splitting a model over
-        devices is refused), ``attn_implementation`` "eager" or "sdpa" (the same math here);
+        devices is refused), ``attn_implementation`` "eager" or "sdpa" (transformers' default; they
+        differ only for a query that may see no key, as the padding before a left-padded row's first token);
         ``low_cpu_mem_usage``, ``local_files_only`` and ``trust_remote_code`` change nothing (a local
         folder, read once, no code in it); ``use_safetensors=False`` and a ``revision`` other than
         "main" are refused (minilora reads the folder's safetensors as they are).
@@ -1083,6 +1127,8 @@ class LlamaForCausalLM(Module):
             exc.args = (f"{os.fspath(path)}: {exc.args[0]}",)
             raise
         model.name_or_path = os.fspath(path)  # as transformers: an adapter records it as its base model
+        if attn_implementation is not None:  # read by each forward, as transformers' config._attn_implementation
+            model.config._attn_implementation = attn_implementation
         model.generation_config = generation.GenerationConfig.from_pretrained(path)  # generation_config.json
         model = model.to(device=device) if device is not None else model
         if output_loading_info:  # transformers' report: here only the layers a smaller config left out
