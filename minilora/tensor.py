@@ -227,14 +227,18 @@ class Context:
 
     @property
     def next_functions(self):
-        """One ``(node, 0)`` per input, as torch's: the node that made the input, an ``AccumulateGrad``
-        for a leaf that requires grad, ``None`` for anything else. Empty once backward has freed the node
-        (torch keeps the links; minilora drops them with the saved values)."""
-        def node(x, parent):
-            if parent is not None:
-                return parent
-            return AccumulateGrad(x) if isinstance(x, Tensor) and x.requires_grad else None
-        return tuple((node(x, parent), 0) for x, parent in zip(self.inputs, self.parents))
+        """One ``(node, 0)`` per floating-point tensor input, as torch's (numbers, integer indices and
+        targets, bool masks have no entry): the node that made it, an ``AccumulateGrad`` for a leaf that
+        requires grad, ``None`` for one that does not. Where minilora makes of several ops what torch makes
+        of one (mse_loss, a convolution with bias), the last one's node shows torch's inputs (its
+        ``torch_graph``, see name_node). Empty once backward has freed the node (torch keeps the links;
+        minilora drops them with the saved values)."""
+        graph = self.__dict__.get("torch_graph")
+        if graph is not None:
+            return tuple((_shown_node(x), 0) for x in graph)
+        numbers = self.fn.__name__ in _WRAPPED_NUMBERS
+        return tuple((_input_node(x, parent), 0) for x, parent in zip(self.inputs, self.parents)
+                     if (_is_float(x._array.dtype) if isinstance(x, Tensor) else numbers))
 
     def free(self):
         """Drop everything saved: the graph has been used once (see ``retain_graph``). Its name stays."""
@@ -253,13 +257,54 @@ _TORCH_OP_NAMES = {"CrossEntropy": "NllLoss", "MaxPool2d": "MaxPool2DWithIndices
                    "Conv1d": "Convolution", "Conv2d": "Convolution"}
 
 
-def name_node(result, name, *inputs):
+def name_node(result, name, *inputs, graph=None):
     """Give the node that made ``result`` torch's name for this call (``x.t()`` runs minilora's Permute;
-    torch prints TBackward0). Nothing when ``result`` has no node of its own: no grad, or an input itself."""
+    torch prints TBackward0). Nothing when ``result`` has no node of its own: no grad, or an input itself.
+    ``graph``: the inputs torch's one node has, for a result minilora computed in several ops (tensors,
+    None, or ``(name, tensor)`` for a node torch puts between, as Linear's ``weight.t()``)."""
     node = result.grad_fn
     if node is not None and not any(result is x for x in inputs):
         node.node_name = name
+        if graph is not None:
+            node.torch_graph = graph
     return result
+
+
+# torch's arithmetic takes a Python number as a 0-d tensor: an input, with a None entry in next_functions
+_WRAPPED_NUMBERS = {"Add", "Sub", "Mul", "Div"}
+
+
+def _is_float(dtype):
+    return dtype.kind == "f" or dtype == _BFLOAT16
+
+
+def _input_node(x, parent):
+    """An input's entry in next_functions: its node, AccumulateGrad for a leaf that requires grad, or None."""
+    if parent is not None:
+        return parent
+    return AccumulateGrad(x) if isinstance(x, Tensor) and x.requires_grad else None
+
+
+def _shown_node(x):
+    """An entry of a ``torch_graph`` as a node (see name_node)."""
+    if isinstance(x, tuple):
+        name, tensor = x
+        return _ShownNode(name, _shown_node(tensor))
+    return None if x is None else _input_node(x, x.grad_fn)
+
+
+class _ShownNode:
+    """A node of torch's graph that minilora's has no counterpart for (Linear's ``weight.t()``): shown in
+    next_functions, never run."""
+
+    def __init__(self, name, next_node):
+        self._name, self.next_functions = name, ((next_node, 0),)
+
+    def name(self):
+        return self._name
+
+    def __repr__(self):
+        return f"<{self._name} object at {id(self):#x}>"
 
 
 class AccumulateGrad:

@@ -65,7 +65,7 @@ def _reflected(op):
 
 def _rsub_method(self, other):
     """``2 - x``: ``sub(2, x)``; torch's node for it is RsubBackward1."""
-    return name_node(sub(other, self), "RsubBackward1", self)
+    return name_node(sub(other, self), "RsubBackward1", self, graph=(self,))
 
 
 def _rdiv(self, other):

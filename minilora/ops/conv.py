@@ -176,7 +176,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if bias is not None and bias.dtype != input.dtype:  # (adding it would promote the result silently)
         raise RuntimeError(f"Input type ({input.dtype}) and bias type ({bias.dtype}) should be the same")
     out = _conv2d(input, weight, bias, stride, padding, dilation, groups)
-    return name_node(out, _conv_node(input, batched_ndim=4))
+    return _conv_named(out, input, weight, bias, batched_ndim=4)
 
 
 @float32_inside
@@ -218,13 +218,15 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         padding = (0, padding if isinstance(padding, int) else padding[0])
     one = lambda v: (1, v if isinstance(v, int) else v[0])  # noqa: E731
     out = conv2d(_as_image(input), _as_image(weight), bias, one(stride), padding, one(dilation), groups)
-    return name_node(out.squeeze(-2), _conv_node(input, batched_ndim=3))
+    return _conv_named(out.squeeze(-2), input, weight, bias, batched_ndim=3)
 
 
-def _conv_node(input, batched_ndim):
-    """torch's node for a convolution: ConvolutionBackward0, or (one unbatched input) the squeeze of the
-    batch dimension it added."""
-    return "ConvolutionBackward0" if input.ndim == batched_ndim else "SqueezeBackward1"
+def _conv_named(out, input, weight, bias, batched_ndim):
+    """torch's node for a convolution: ConvolutionBackward0 of (input, weight, bias) -- minilora adds the
+    bias in an op of its own --, or (one unbatched input) the squeeze of the batch dimension it added."""
+    if input.ndim != batched_ndim:
+        return name_node(out, "SqueezeBackward1")
+    return name_node(out, "ConvolutionBackward0", graph=(input, weight, bias))
 
 
 # ---- pooling ---------------------------------------------------------------------------------------

@@ -933,7 +933,8 @@ def masked_fill(a, mask, value):
     """``a`` with ``value`` wherever ``mask`` is true (mask broadcasts to ``a``); ``value`` a number
     or a 0-d tensor, as torch."""
     cond = _raw(mask)
-    node = f"MaskedFillBackward{int(isinstance(value, Tensor))}"  # torch's: 0 for a number, 1 for a tensor
+    # torch's node: MaskedFillBackward0 of the input for a number, 1 of (input, value) for a tensor
+    node, graph = ("MaskedFillBackward1", (a, value)) if isinstance(value, Tensor) else ("MaskedFillBackward0", None)
     if cond.dtype != np.bool_:
         raise RuntimeError(f"masked_fill_ only supports boolean masks, but got mask with dtype "
                            f"{cond.dtype}")
@@ -942,9 +943,10 @@ def masked_fill(a, mask, value):
             raise RuntimeError(f"masked_fill_ only supports a 0-dimensional value tensor, but got "
                                f"tensor with {value.ndim} dimension(s).")
         if value.requires_grad:  # the gradient flows to the value too (summed over the mask)
-            return name_node(Where.apply(cond, astype(value, a.dtype), a), node, a)
+            return name_node(Where.apply(cond, astype(value, a.dtype), a), node, a, graph=graph)
         value = value.item()
-    return name_node(Where.apply(cond, a.dtype.type(checked_number(python_number(value), a.dtype)), a), node, a)
+    return name_node(Where.apply(cond, a.dtype.type(checked_number(python_number(value), a.dtype)), a), node, a,
+                     graph=graph)
 
 
 def to_device(a, device):

@@ -293,12 +293,12 @@ def _triangle(input, diagonal, lower):
 
 def tril(input, diagonal=0):
     """The lower triangle (on and below ``diagonal``) of the last two dims, the rest 0; differentiable."""
-    return name_node(_triangle(input, diagonal, lower=True), "TrilBackward0", input)
+    return name_node(_triangle(input, diagonal, lower=True), "TrilBackward0", input, graph=(input,))
 
 
 def triu(input, diagonal=0):
     """The upper triangle (on and above ``diagonal``) of the last two dims, the rest 0."""
-    return name_node(_triangle(input, diagonal, lower=False), "TriuBackward0", input)
+    return name_node(_triangle(input, diagonal, lower=False), "TriuBackward0", input, graph=(input,))
 
 
 # ---- index_select, index_add, scatter, take_along_dim, masked_select -----------------------------

@@ -226,10 +226,13 @@ def matmul(input, other):
 
 def linear(x, weight, bias=None):
     """``x @ weight.T + bias`` with ``weight`` stored ``[out_features, in_features]`` as in PyTorch."""
-    if getattr(x, "ndim", 2) == 2:  # torch's node: addmm, or mm without a bias
-        node = "AddmmBackward0" if bias is not None else "MmBackward0"
-    else:  # other ranks: a view of the 2-D product
-        node = "ViewBackward0" if bias is not None else ("SqueezeBackward4" if x.ndim == 1 else "UnsafeViewBackward0")
+    if getattr(x, "ndim", 2) == 2:  # torch's node: addmm(bias, x, weight.t()), or mm(x, weight.t())
+        transposed = ("TBackward0", weight)
+        graph = (bias, x, transposed) if bias is not None else (x, transposed)
+        return name_node(Linear.apply(x, weight, bias), "AddmmBackward0" if bias is not None else "MmBackward0",
+                         graph=graph)
+    # other ranks: a view of the 2-D product
+    node = "ViewBackward0" if bias is not None else ("SqueezeBackward4" if x.ndim == 1 else "UnsafeViewBackward0")
     return name_node(Linear.apply(x, weight, bias), node)
 
 

@@ -739,6 +739,8 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         else:  # the fused node: PyTorch's loss for class indices, label smoothing added below
             loss = CrossEntropy.apply(logits, targets, weight=weight, ignore_index=ignore_index,
                                       reduction=reduction)
+            if input.ndim <= 2:  # torch's graph: nll_loss of log_softmax (one node here)
+                name_node(loss, "NllLossBackward0", graph=(("LogSoftmaxBackward0", input),))
         if label_smoothing:
             loss = (1 - label_smoothing) * loss + (label_smoothing / logits.shape[1]) * \
                 _smoothing_term(logp, targets, weight, ignore_index, reduction)
@@ -931,7 +933,8 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
     """PyTorch's ``F.mse_loss``: ``(input - target)^2`` (times ``weight``), reduced."""
     loss = _pointwise_loss("mse_loss", lambda d: d * d, input, target,
                            legacy_reduction(size_average, reduce, reduction), weight)
-    return name_node(loss, "MseLossBackward0", input, target)  # torch's one node (minilora's: a few ops)
+    # torch's one node (minilora's: a few ops)
+    return name_node(loss, "MseLossBackward0", input, target, graph=(input, target))
 
 
 def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):

@@ -473,7 +473,7 @@ def _extreme(name, input, dim, keepdim, smallest, other=None):
     values = gather(input, axes[0], indices)
     if not keepdim:
         values, indices = _squeeze_axes(values, axes), _squeeze_axes(indices, axes)
-    return return_type(name)(name_node(values, f"{name.capitalize()}Backward0", input), indices)
+    return return_type(name)(name_node(values, f"{name.capitalize()}Backward0", input, graph=(input,)), indices)
 
 
 @_numpy_aliases
@@ -588,7 +588,8 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
         p = 2
     if p == math.inf or p < 0:
         _refuse_empty_inf_norm(p, input.shape, dim)
-    return name_node(_vector_norm(input, p, dim, keepdim), "LinalgVectorNormBackward0", input)  # torch's node
+    return name_node(_vector_norm(input, p, dim, keepdim), "LinalgVectorNormBackward0", input,  # torch's node
+                     graph=(input,))
 
 
 def _vector_norm(input, p, dim, keepdim):

@@ -459,7 +459,8 @@ def stack(tensors, dim=0, *, axis=None):
         if t.shape != tensors[0].shape:
             raise ShapeError(f"stack expects each tensor to be equal size, but got "
                              f"{list(tensors[0].shape)} at entry 0 and {list(t.shape)} at entry {i}")
-    return name_node(cat([unsqueeze(t, dim) for t in tensors], dim), "StackBackward0", *tensors)
+    return name_node(cat([unsqueeze(t, dim) for t in tensors], dim), "StackBackward0", *tensors,
+                     graph=tuple(tensors))
 
 
 def split(tensor, split_size_or_sections, dim=0, *, axis=None):
