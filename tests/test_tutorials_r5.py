@@ -1423,3 +1423,17 @@ def checkpoint_recipe(T, start, tmp_path):
 
 def test_general_checkpoint_recipe_as_torch(tmp_path):
     run_both(checkpoint_recipe, tmp_path)
+
+
+def test_nn_transformer_warns_as_torch():
+    """torch's note on why its nested-tensor fast path is off, from nn.Transformer's encoder."""
+    import warnings
+
+    def notes(T):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for options in (dict(), dict(batch_first=True), dict(batch_first=True, norm_first=True)):
+                T.nn.Transformer(d_model=8, nhead=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=8,
+                                 **options)
+        return [(w.category, str(w.message)) for w in caught]
+    assert notes(ml) == notes(torch)
