@@ -945,11 +945,16 @@ SAME_RUN_OPTIONS = ("method", "task", "model", "seed", "r", "lora_alpha", "targe
 _ADAPTER_OPTIONS = {"lora": ("r", "lora_alpha", "target_modules"),
                     "adalora": ("init_r", "target_r", "tinit", "tfinal", "orth_reg_weight", "lora_alpha",
                                 "target_modules")}
+# Options --resume may change (they apply from the resumed step on), said aloud when they do: a flag
+# forgotten on the resume line (--grad-accum 4 at the start, none at the resume) is a different run.
+# (--lr has its own line: without --lr a resume keeps the checkpoint's.)
+CHANGEABLE_RUN_OPTIONS = ("steps", "batch_size", "grad_accum", "warmup_steps", "weight_decay", "clip_norm",
+                          "lora_dropout")
 RUN_OPTIONS_NAME = "run.json"
 
 
 def _run_options(args):
-    options = {name: getattr(args, name, None) for name in SAME_RUN_OPTIONS}
+    options = {name: getattr(args, name, None) for name in SAME_RUN_OPTIONS + CHANGEABLE_RUN_OPTIONS}
     method = options["method"]
     if options["lora_alpha"] is None and method in _ADAPTER_OPTIONS:  # the default, as the number it became
         options["lora_alpha"] = 2 * options["r" if method == "lora" else "init_r"]
@@ -987,6 +992,22 @@ def _check_same_run(args, out, write=True):
                          f"--{flag} {options.get(changed[0])}"
                          + (f" (also different: {', '.join(changed[1:])})" if changed[1:] else "")
                          + "; resume with the run's own options, or start a new run with another --out")
+    _say_changed_options(before, options)
+    if write:  # the values in effect from here on: a second resume compares with these
+        save_json({**before, **{k: options[k] for k in CHANGEABLE_RUN_OPTIONS}}, path)
+
+
+def _say_changed_options(before, options):
+    for name in CHANGEABLE_RUN_OPTIONS:
+        if name in before and before[name] != options[name]:  # (a run.json from before these were kept has none)
+            flag = "--" + name.replace("_", "-")
+            print(f"resume: {flag} {_option_text(options[name])}, but the run was started with {flag} "
+                  f"{_option_text(before[name])}: the steps from here on differ from an uninterrupted run's "
+                  f"(give {flag} {_option_text(before[name])} to continue it exactly)", file=sys.stderr, flush=True)
+
+
+def _option_text(value):
+    return "(default)" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _refuse_to_replace_a_run(args, out):

@@ -69,6 +69,21 @@ def test_train_lora_then_resume(tiny_model_dir, tmp_path, capsys):
     assert "trained 1 steps" in text
 
 
+def test_resume_says_which_changed_options_make_a_different_run(tiny_model_dir, tmp_path, capsys):
+    """A flag forgotten on the resume line (--grad-accum 2 at the start, none at the resume) is allowed, as
+    a changed --steps is, but said aloud; a second resume compares with the values then in effect."""
+    out = str(tmp_path / "run")
+    args = ["train", "--task", "reverse", "--r", "2", "--model", tiny_model_dir, "--out", out, *FAST]
+    code, text = run_cli(args + ["--steps", "2", "--grad-accum", "2"], capsys)
+    assert code == 0 and "resume:" not in text, text
+    code, text = run_cli(args + ["--steps", "3", "--resume"], capsys)
+    assert code == 0, text
+    assert "resume: --grad-accum 1, but the run was started with --grad-accum 2" in text
+    assert "resume: --steps 3, but the run was started with --steps 2" in text
+    code, text = run_cli(args + ["--steps", "3", "--resume"], capsys)
+    assert code == 0 and "resume: --" not in text, text
+
+
 def test_train_with_gradient_checkpointing_follows_the_same_losses(tiny_model_dir, tmp_path, capsys):
     losses = []
     for flags in ([], ["--gradient-checkpointing"]):
