@@ -914,9 +914,10 @@ def add_cli_arguments(parser, name="train"):
     run.add_argument("--out", default=None, metavar="DIR",
                      help="run folder (default: runs/<task>-<method>)")
     run.add_argument("--resume", action="store_true",
-                     help="continue from DIR/checkpoint.npz (same options as the interrupted run; a "
-                          "different --lr or --clip-norm applies from there on). A run killed after "
-                          "its last step gets its adapter/model written")
+                     help="continue from DIR/checkpoint.npz (same model, adapter and seed options as the "
+                          "interrupted run; a different --lr, --steps, --batch-size, --grad-accum, "
+                          "--warmup-steps, --weight-decay, --clip-norm or --lora-dropout applies from there "
+                          "on, and is said). A run killed after its last step gets its adapter/model written")
     run.add_argument("--overwrite", action="store_true",
                      help="start over in a DIR that holds an earlier run, replacing its checkpoint and "
                           "metrics (without it, such a DIR is refused: --resume continues it)")
