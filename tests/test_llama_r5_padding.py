@@ -170,3 +170,16 @@ def test_from_pretrained_attn_implementation_is_the_forward_s(hf, tmp_path):
     assert_close(loaded(IDS, attention_mask=four_d).logits, ref, rtol=1e-10, atol=1e-10, name="4-D logits")
     default = LlamaForCausalLM.from_pretrained(tmp_path, dtype="float64")  # sdpa: other padding rows
     assert np.abs(default(IDS, attention_mask=MASK).logits.numpy()[0, :3] - ref[0, :3]).max() > 1e-2
+
+
+def test_attn_implementation_reads_and_switches_as_transformers(hf):
+    reference, model = base_pair(hf, "float64")
+    assert model.config._attn_implementation == reference.config._attn_implementation == "sdpa"
+    reference.set_attn_implementation("eager")
+    model.set_attn_implementation("eager")
+    assert model.config._attn_implementation == reference.config._attn_implementation == "eager"
+    with torch.no_grad():
+        ref = reference(torch.as_tensor(IDS), attention_mask=torch.as_tensor(MASK)).logits.numpy()
+    assert_close(model(IDS, attention_mask=MASK).logits, ref, rtol=1e-10, atol=1e-10, name="eager logits")
+    with pytest.raises(NotImplementedError, match="flex_attention"):
+        model.set_attn_implementation("flex_attention")

@@ -550,6 +550,9 @@ class LlamaModel(Module):
         self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps, dtype=dtype, device=device)
         self.rotary_emb = LlamaRotaryEmbedding(config)
         self.gradient_checkpointing = False  # LlamaForCausalLM.gradient_checkpointing_enable()
+        # transformers' config._attn_implementation, set on the config as transformers sets it ("sdpa" unless
+        # asked otherwise); each forward reads it (see _attention_bias: only fully masked rows differ)
+        config._attn_implementation = _attention_kind(getattr(config, "_attn_implementation", None))
         if config.extra.get("output_attentions"):  # transformers would return every layer's attention weights
             raise NotImplementedError("config.output_attentions=True: minilora's attention does not return "
                                       "its weights (set it to False)")
@@ -1061,6 +1064,10 @@ class LlamaForCausalLM(Module):
             self.lm_head = head
         self.config.vocab_size = n
         return embed
+
+    def set_attn_implementation(self, attn_implementation):
+        """transformers' switch between "eager" and "sdpa" attention (see ``_attention_bias``)."""
+        self.config._attn_implementation = _attention_kind(attn_implementation)
 
     # --- gradient checkpointing (transformers' names) ---------------------------------------------
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
