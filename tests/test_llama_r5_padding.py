@@ -81,6 +81,7 @@ def test_left_padded_float64_equals_transformers(hf, attn):
     theirs, ours = pair(hf, "float64", attn)
     assert theirs.config._attn_implementation == (attn or "sdpa")  # transformers 5's default
     out = compare(theirs, ours, 1e-10, input_ids=IDS, attention_mask=MASK)
+    np.testing.assert_array_equal(ours(IDS, MASK).logits.numpy(), out.logits.numpy())  # positional mask
     pad_rows = out.logits.numpy()[0, :3]
     np.testing.assert_array_equal(pad_rows[0], pad_rows[2])  # no key of their own: the same output
 
