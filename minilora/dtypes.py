@@ -160,6 +160,8 @@ def cast(array, dtype):
     NumPy and ml_dtypes round it directly: ``1 + 2**-8 + 2**-30`` is 1.0 in torch's bfloat16 and
     1.0078125 in a direct cast. The two differ only near a tie, but they differ: go through float32."""
     source = array.dtype
+    if source is bfloat16 and dtype.kind in "iu":  # ml_dtypes sends -1.75 to uint8 as 0 and 300.5 to int8
+        array = array.astype(float32)  # as 0; torch wraps (255, 44), as NumPy's float32 cast does (exact)
     if dtype.itemsize == 2 and source.itemsize >= 4 and source is not float32 and is_floating(dtype) \
             and source.kind != "c":
         with np.errstate(over="ignore"):

@@ -724,6 +724,82 @@ def draw_setitem(rng):
     return Call("setitem", [x, index, value], form="setitem", differentiable=False)
 
 
+def draw_misc(rng):
+    """The rest of the tensor surface: softmax/log_softmax, diff, roll with tuples, repeat_interleave,
+    trace, kron, tensordot, searchsorted, bincount, unique, nonzero, count_nonzero, sum/mean/cumsum
+    with dtype=, var/std with unbiased=, diag_embed, rot90, cross, logsumexp of ints, isclose."""
+    name = str(rng.choice(["softmax", "log_softmax", "diff", "roll", "repeat_interleave", "trace", "kron",
+                           "tensordot", "searchsorted", "bincount", "unique", "nonzero", "sum_dtype",
+                           "mean_dtype", "cumsum_dtype", "var_unbiased", "rot90", "isclose", "argwhere_like",
+                           "outer", "cross", "fliplr", "diag_embed", "sort_stable"]))
+    x = draw_tensor(rng, shape=draw_shape(rng, min_ndim=1))
+    nd, shape = x.values.ndim, x.values.shape
+    d = draw_dim(rng, nd, allow_none=False, allow_tuple=False)
+    form = pick_form(rng, inplace=False)
+    dtype = DT(str(rng.choice(DTYPES)))
+    if name in ("softmax", "log_softmax"):
+        kwargs = {"dtype": dtype} if rng.random() < 0.3 else {}
+        return Call(name, [x, d], kwargs, form=form)
+    if name == "diff":
+        kwargs = {"n": int(rng.integers(1, 3))} if rng.random() < 0.5 else {}
+        if rng.random() < 0.3:
+            kwargs["prepend"] = draw_tensor(rng, shape=shape[:d % nd] + (1,) + shape[d % nd + 1:], dtype=x.dtype)
+        return Call(name, [x], {"dim": d, **kwargs}, form=form)
+    if name == "roll":
+        dims = tuple(int(v) for v in rng.choice(nd, size=min(nd, 2), replace=False))
+        return Call(name, [x, tuple(int(v) for v in rng.integers(-3, 4, len(dims))), dims], form=form)
+    if name == "repeat_interleave":
+        if rng.random() < 0.5:
+            return Call(name, [x, int(rng.integers(0, 3))], {"dim": d} if rng.random() < 0.6 else {}, form=form)
+        return Call(name, [x, In(rng.integers(0, 3, shape[d]), "int64")], {"dim": d}, form=form)
+    if name == "trace":
+        return Call(name, [draw_tensor(rng, shape=draw_shape(rng, ndim=2))], form=form)
+    if name == "kron":
+        return Call(name, [x, draw_tensor(rng, shape=draw_shape(rng, min_ndim=1, max_ndim=2))], form=form)
+    if name == "tensordot":
+        y = draw_tensor(rng, shape=(shape[-1],) + draw_shape(rng, max_ndim=1), dtype=x.dtype)
+        return Call(name, [x, y], {"dims": 1}, form="fn")
+    if name == "searchsorted":
+        boundaries = In(np.sort(x.values.reshape(-1)), x.dtype)
+        return Call(name, [boundaries, draw_tensor(rng, dtype=x.dtype)],
+                    {"right": bool(rng.random() < 0.5)} if rng.random() < 0.5 else {}, form="fn")
+    if name == "bincount":
+        counts = In(rng.integers(0, 5, int(rng.integers(0, 6))), str(rng.choice(["int64", "int32", "uint8"])))
+        kwargs = {"minlength": int(rng.integers(0, 7))} if rng.random() < 0.5 else {}
+        return Call(name, [counts], kwargs, form=form)
+    if name == "unique":
+        kwargs = {"return_counts": True} if rng.random() < 0.5 else {}
+        return Call(name, [x], kwargs, form=form)
+    if name == "nonzero":
+        return Call(name, [x], {"as_tuple": True} if rng.random() < 0.3 else {}, form=form)
+    if name == "argwhere_like":
+        return Call("count_nonzero", [x, d], form=form)
+    if name in ("sum_dtype", "mean_dtype", "cumsum_dtype"):
+        op = name.split("_")[0]
+        return Call(op, [x, d], {"dtype": dtype}, form=form)
+    if name == "var_unbiased":
+        x = draw_tensor(rng, shape=shape, dtypes=FLOATS)
+        return Call(str(rng.choice(["var", "std"])), [x, d], {"unbiased": bool(rng.random() < 0.5)}, form=form)
+    if name == "rot90":
+        if nd < 2:
+            x = draw_tensor(rng, shape=draw_shape(rng, min_ndim=2))
+        return Call(name, [x, int(rng.integers(-2, 4)), [0, 1]], form=form)
+    if name == "isclose":
+        y = draw_tensor(rng, shape=broadcast_partner(rng, shape), dtype=x.dtype)
+        return Call(name, [x, y], {"atol": 0.3} if rng.random() < 0.5 else {}, form=form)
+    if name == "outer":
+        return Call(name, [draw_tensor(rng, shape=draw_shape(rng, ndim=1)),
+                           draw_tensor(rng, shape=draw_shape(rng, ndim=1))], form=form)
+    if name == "cross":
+        a = draw_tensor(rng, shape=draw_shape(rng, ndim=1) + (3,))
+        return Call(name, [a, draw_tensor(rng, shape=a.values.shape, dtype=a.dtype)], {"dim": -1}, form=form)
+    if name == "fliplr":
+        return Call(name, [draw_tensor(rng, shape=draw_shape(rng, min_ndim=2))], form=form)
+    if name == "diag_embed":
+        return Call(name, [x], {"offset": int(rng.integers(-1, 2))}, form=form)
+    return Call("sort", [x], {"dim": d, "stable": True, "descending": bool(rng.random() < 0.5)}, form=form)
+
+
 OPS = {f"unary.{n}": unary(n) for n in UNARY}
 OPS.update({f"binary.{n}": binary(n) for n in BINARY})
 OPS["binary.pow_scalar_base"] = draw_pow_scalar_base
@@ -735,7 +811,7 @@ OPS.update({"sort": draw_sort, "topk": draw_topk, "clamp": draw_clamp, "where": 
             "masked_fill": draw_masked_fill, "shape": draw_shape_op, "split": draw_split, "cat": draw_cat,
             "index": draw_index, "tri": draw_tri, "matmul": draw_matmul, "operator": draw_operator,
             "ternary": draw_ternary, "reduce.full": draw_full_reduction, "index.more": draw_more_index,
-            "getitem": draw_getitem, "setitem": draw_setitem})
+            "getitem": draw_getitem, "setitem": draw_setitem, "misc": draw_misc})
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -906,6 +982,11 @@ def _assigned(L, x, index, value):
     return x
 
 
+def _no_grad_sum(L):
+    with L.no_grad():
+        return L.tensor([1.5, 2.0], requires_grad=True).sum(dtype=L.int32)
+
+
 def _norm_grad(L, p, values):
     x = L.tensor(values, dtype=L.float64, requires_grad=True)
     x.norm(p).backward()
@@ -999,6 +1080,17 @@ REGRESSIONS = {
         L, L.zeros(2, 2, dtype=L.float16), (L.tensor([True, False]), L.tensor([True, True])), L.tensor(2, dtype=L.int8)),
     "int64[:, [], 2] = bfloat16 (an empty list indexes)": lambda L: _assigned(
         L, L.zeros(2, 2, 3, dtype=L.int64), (slice(None), [], 2), L.tensor(0.5, dtype=L.bfloat16)),
+    # bfloat16 to an integer dtype wraps as torch's cast (ml_dtypes gave 0 for -1.75 into uint8)
+    "bfloat16 to uint8 / int8": lambda L: [L.tensor([-1.75, 300.5, -300.5], dtype=L.bfloat16).to(d)
+                                           for d in (L.uint8, L.int8)],
+    "sum(bfloat16, dtype=uint8)": lambda L: L.sum(L.tensor([-1.75, -2.75], dtype=L.bfloat16), 0, dtype=L.uint8),
+    # dtype= an integer type where the input needs a gradient: torch's error (minilora returned ints)
+    "sum(x requiring grad, dtype=int32)": lambda L: L.tensor([1.5, 2.0], requires_grad=True).sum(dtype=L.int32),
+    "cumsum(x requiring grad, dtype=int8)": lambda L: L.tensor([1.5, 2.0], requires_grad=True).cumsum(0, dtype=L.int8),
+    "sum(dtype=int32) under no_grad": lambda L: _no_grad_sum(L),
+    "trace(bool)": lambda L: L.trace(L.tensor([[True, False], [True, True]])),
+    "searchsorted(bool, bool)": lambda L: L.searchsorted(L.tensor([False, True]), L.tensor([True])),
+    "searchsorted(int, bool) promotes": lambda L: L.searchsorted(L.tensor([0, 1]), L.tensor([True])),
     # in-place type promotion (already right; the rule the brief names)
     "int64.add_(float32)": lambda L: L.tensor([1, 2]).add_(L.tensor([0.5, 1.5])),
     "int64 += 0.5": lambda L: operator.iadd(L.tensor([1, 2]), 0.5),

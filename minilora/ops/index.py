@@ -13,8 +13,8 @@ import collections
 import numpy as np
 
 from ..device import xp_of
-from ..dtypes import checked_number, compute_dtype, is_floating, python_number, upcast
-from ..tensor import Function, Tensor, name_node, no_grad
+from ..dtypes import checked_number, compute_dtype, is_floating, python_number, to_dtype, torch_name, upcast
+from ..tensor import Function, Tensor, is_grad_enabled, name_node, no_grad
 from .elementwise import backward_in_float32
 from .shape import NO_DIM, add_at, dim_given, put_into_copy, zeroed_at
 
@@ -230,11 +230,20 @@ def cumsum(input, dim, *, dtype=None):
     return _running(CumSum, "cumsum", input, dim, dtype)
 
 
+def cast_to_dtype_argument(input, dtype):
+    """``input`` converted for an op's ``dtype=`` (sum, prod, cumsum ...). Where ``input`` needs a
+    gradient, an integer or bool ``dtype`` is torch's error: the result could carry none."""
+    dtype = to_dtype(dtype)
+    if not is_floating(dtype) and input.requires_grad and is_grad_enabled():
+        raise RuntimeError(f"Autograd not support dtype: {torch_name(dtype)}")
+    return input.to(dtype=dtype)
+
+
 def _running(op, name, input, dim, dtype):
     """cumsum / cumprod: ``dtype`` first if given, integers and bools as int64 (torch), a 0-d input
     returned as a copy."""
     if dtype is not None:
-        input = input.to(dtype=dtype)
+        input = cast_to_dtype_argument(input, dtype)
         if input.dtype == np.bool_:  # (NumPy would run it as logical or/and; torch has no bool kernel)
             raise NotImplementedError(f'"{name}_out_cpu" not implemented for \'Bool\'')
     elif input.dtype.kind in "biu":
@@ -1025,6 +1034,9 @@ def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=N
     (The values' keyword is ``input=``, as torch's.)"""
     values = input
     side = _side(right, side)
+    if sorted_sequence.dtype == np.bool_ and isinstance(values, Tensor) and values.dtype == np.bool_ \
+            and values.numel():  # (NumPy would search bools; torch has no kernel for them)
+        raise NotImplementedError('"searchsorted_out_cpu" not implemented for \'Bool\'')
     sequence = sorted_sequence.detach().cpu().numpy()
     if sorter is not None:
         sequence = np.take_along_axis(sequence, sorter.detach().cpu().numpy(), axis=-1)

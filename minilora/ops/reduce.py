@@ -31,7 +31,7 @@ from ..device import xp_of
 from ..dtypes import compute_dtype, get_default_dtype, is_floating, promote_types, to_dtype, torch_name
 from ..tensor import Function, Tensor, name_node, no_grad
 from .elementwise import AsType, _torch_sign, backward_in_float32, computes_in_float32
-from .index import cumulative, gather, quiet_float_errors, return_type
+from .index import cast_to_dtype_argument, cumulative, gather, quiet_float_errors, return_type
 from .shape import NO_DIM, dim_given
 
 __all__ = ["sum", "mean", "prod", "max", "min", "amax", "amin", "argmax", "argmin", "var", "std",
@@ -377,7 +377,7 @@ class LogSumExp(Function):
 # ---- wrappers: torch's signatures ----------------------------------------------------------------
 def _cast(input, dtype):
     """``dtype=``: convert before reducing, as torch does (so the sum itself runs in that dtype)."""
-    return input if dtype is None else input.to(dtype=dtype)
+    return input if dtype is None else cast_to_dtype_argument(input, dtype)
 
 
 def _no_grad_apply(op, *args, **options):

@@ -816,6 +816,8 @@ def trace(input):
     """``torch.trace``: the sum of a matrix's main diagonal (integers sum as int64)."""
     if input.ndim != 2:
         raise RuntimeError(f"trace: expected a matrix, but got tensor with dim {input.ndim}")
+    if input.dtype == np.bool_:  # (a sum would count the Trues; torch has no bool kernel)
+        raise NotImplementedError('"trace" not implemented for \'Bool\'')
     return input.diagonal().sum()
 
 
