@@ -260,8 +260,8 @@ _TORCH_OP_NAMES = {"CrossEntropy": "NllLoss", "MaxPool2d": "MaxPool2DWithIndices
 def name_node(result, name, *inputs, graph=None):
     """Give the node that made ``result`` torch's name for this call (``x.t()`` runs minilora's Permute;
     torch prints TBackward0). Nothing when ``result`` has no node of its own: no grad, or an input itself.
-    ``graph``: the inputs torch's one node has, for a result minilora computed in several ops (tensors,
-    None, or ``(name, tensor)`` for a node torch puts between, as Linear's ``weight.t()``)."""
+    ``graph``: the inputs torch's node has, where minilora's differ (tensors, None, or ``(name, *inputs)``
+    for a node torch has and minilora not, as Linear's ``weight.t()``: ``("TBackward0", weight)``)."""
     node = result.grad_fn
     if node is not None and not any(result is x for x in inputs):
         node.node_name = name
@@ -288,8 +288,8 @@ def _input_node(x, parent):
 def _shown_node(x):
     """An entry of a ``torch_graph`` as a node (see name_node)."""
     if isinstance(x, tuple):
-        name, tensor = x
-        return _ShownNode(name, _shown_node(tensor))
+        name, *inputs = x
+        return _ShownNode(name, tuple((_shown_node(i), 0) for i in inputs))
     return None if x is None else _input_node(x, x.grad_fn)
 
 
@@ -297,8 +297,8 @@ class _ShownNode:
     """A node of torch's graph that minilora's has no counterpart for (Linear's ``weight.t()``): shown in
     next_functions, never run."""
 
-    def __init__(self, name, next_node):
-        self._name, self.next_functions = name, ((next_node, 0),)
+    def __init__(self, name, next_functions):
+        self._name, self.next_functions = name, next_functions
 
     def name(self):
         return self._name

@@ -220,8 +220,18 @@ _MATMUL_NODES = {(1, 1): "DotBackward0", (2, 2): "MmBackward0", (2, 1): "MvBackw
 
 def matmul(input, other):
     """``torch.matmul(input, other)``: ``input @ other`` (keywords as torch names them)."""
-    node = _MATMUL_NODES.get((getattr(input, "ndim", 0), getattr(other, "ndim", 0)), "UnsafeViewBackward0")
-    return name_node(MatMul.apply(input, other), node)
+    ranks = (getattr(input, "ndim", 0), getattr(other, "ndim", 0))
+    return name_node(MatMul.apply(input, other), _MATMUL_NODES.get(ranks, "UnsafeViewBackward0"),
+                     graph=_matmul_graph(ranks, input, other))
+
+
+def _matmul_graph(ranks, input, other):
+    """torch's graph where its matmul is a view of mm or bmm (see name_node); None where it is one node."""
+    if ranks == (1, 2):  # squeeze(mm(unsqueeze(input), other))
+        return (("MmBackward0", ("UnsqueezeBackward0", input), other),)
+    if ranks[0] >= 3 and ranks[1] == 2:  # a view of mm(input.view(-1, k), other)
+        return (("MmBackward0", ("ViewBackward0", input), other),)
+    return None
 
 
 def linear(x, weight, bias=None):
@@ -231,9 +241,14 @@ def linear(x, weight, bias=None):
         graph = (bias, x, transposed) if bias is not None else (x, transposed)
         return name_node(Linear.apply(x, weight, bias), "AddmmBackward0" if bias is not None else "MmBackward0",
                          graph=graph)
-    # other ranks: a view of the 2-D product
-    node = "ViewBackward0" if bias is not None else ("SqueezeBackward4" if x.ndim == 1 else "UnsafeViewBackward0")
-    return name_node(Linear.apply(x, weight, bias), node)
+    # other ranks: a view of the 2-D product, of x as a matrix (a view, or a 1-D x unsqueezed without a bias)
+    rows = ("UnsqueezeBackward0" if x.ndim == 1 and bias is None else "ViewBackward0", x)
+    if bias is not None:
+        node, graph = "ViewBackward0", ("AddmmBackward0", bias, rows, ("TBackward0", weight))
+    else:
+        node = "SqueezeBackward4" if x.ndim == 1 else "UnsafeViewBackward0"
+        graph = ("MmBackward0", rows, ("TBackward0", weight))
+    return name_node(Linear.apply(x, weight, bias), node, graph=(graph,))
 
 
 # ---- einsum --------------------------------------------------------------------------------------
