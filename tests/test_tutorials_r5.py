@@ -10,8 +10,12 @@ name and error is recorded and compared:
   no_grad), then nn.Module / nn.Linear / optim / TensorDataset / DataLoader / validation, the CNN;
 * the 60-minute blitz: "Neural Networks" (LeNet, ``num_flat_features``, ``next_functions``) and autograd
   (``Q.backward(gradient=...)``, freezing a model);
-* the char-RNN name classifier (hand-written cell with ``torch.cat``, and ``nn.RNN``);
-* the nn.TransformerEncoder language model (PositionalEncoding, generate_square_subsequent_mask).
+* the char-RNN name classifier (hand-written cell with ``torch.cat``, and ``nn.RNN``; the opening
+  ``set_default_device``);
+* the nn.TransformerEncoder language model (PositionalEncoding, ``nn.Transformer.generate_square_subsequent_mask``)
+  and the nn.Transformer translation model (Seq2SeqTransformer, create_mask, greedy_decode);
+* the general-checkpoint recipe, ``torch.autograd.functional`` Jacobian products;
+* ``print(t.grad_fn)`` and ``grad_fn.next_functions`` for the ops behind all of these, against torch's.
 
 Dropout is 0 (or the model is in eval mode) where numbers must match; where a tutorial shuffles, the
 shuffle is off (the two libraries' random streams differ by design)."""
@@ -469,7 +473,7 @@ def lenet_tutorial(T, start):
     loss = criterion(output, target)
     printed.append(loss)
     printed.append(grad_fn_name(loss))  # MSELoss
-    printed.append(grad_fn_name(output))  # Linear (its node, whatever the library names it)
+    printed.append(grad_fn_name(output))  # Linear: AddmmBackward0
     printed.append(repr(loss.grad_fn.next_functions[0][0]).split()[0])  # Linear
     printed.append(repr(loss.grad_fn.next_functions[0][0].next_functions[0][0]).split()[0])  # its bias
     printed.append(loss.grad_fn.next_functions[0][0].next_functions[0][0].variable is net.fc3.bias)
