@@ -282,7 +282,19 @@ def _input_node(x, parent):
     """An input's entry in next_functions: its node, AccumulateGrad for a leaf that requires grad, or None."""
     if parent is not None:
         return parent
-    return AccumulateGrad(x) if isinstance(x, Tensor) and x.requires_grad else None
+    return _accumulator(x) if isinstance(x, Tensor) and x.requires_grad else None
+
+
+# A leaf's AccumulateGrad, while anyone holds it: one object per leaf, as torch's (a walk over the graph
+# meets the same node from every path). Keyed by id: the node holds its leaf, so the id is not reused.
+_accumulators = weakref.WeakValueDictionary()
+
+
+def _accumulator(leaf):
+    node = _accumulators.get(id(leaf))
+    if node is None:
+        node = _accumulators[id(leaf)] = AccumulateGrad(leaf)
+    return node
 
 
 def _shown_node(x):

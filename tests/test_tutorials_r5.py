@@ -1169,6 +1169,17 @@ def test_grad_fn_next_functions_as_torch(call):
     assert graph_of(node_name_calls(ml)[call]().grad_fn, depth) == expected
 
 
+def test_a_leaf_has_one_accumulate_grad_node_as_torch():
+    """Two paths to one leaf meet the same AccumulateGrad (a graph walk collects each node once)."""
+    def walk(T):
+        w = T.ones(2, requires_grad=True)
+        y = (w * 2).sum() + w.sum()
+        a = y.grad_fn.next_functions[0][0].next_functions[0][0].next_functions[0][0]
+        b = y.grad_fn.next_functions[1][0].next_functions[0][0]
+        return [a is b, a.variable is w, repr(a).split()[0]]
+    assert walk(ml) == walk(torch) == [True, True, "<AccumulateGrad"]
+
+
 def test_grad_fn_keeps_its_name_after_backward_frees_it():
     x = ml.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
     y = x.t()
