@@ -204,11 +204,14 @@ def _param_name(param: str, i: int) -> str:
     return f"arg{i}"
 
 
-def _find_kernels(masked: str, templates: bool = False, bounds: dict | None = None) -> dict[str, list[str]]:
+def _find_kernels(masked: str, templates: bool = False, bounds: dict | None = None,
+                  namespaces: dict | None = None) -> dict[str, list[str]]:
     """Names and parameter names of the non-template __global__ functions (or, with templates=True, of
     the template ones, which are launched through RawModule's name_expressions), in source order.
-    `bounds` receives each kernel's __launch_bounds__ thread limit where it is a plain number."""
+    `bounds` receives each kernel's __launch_bounds__ thread limit where it is a plain number; `namespaces`
+    the namespace of each kernel declared in one ("a::b")."""
     kernels: dict[str, list[str]] = {}
+    where: dict[str, int] = {}
     for m in re.finditer(r"\b__global__\b", masked):
         line_start = masked.rfind("\n", 0, m.start()) + 1
         if masked[line_start:m.start()].lstrip().startswith("#"):
@@ -231,9 +234,13 @@ def _find_kernels(masked: str, templates: bool = False, bounds: dict | None = No
             names = [] if params in ("", "void") else [_param_name(p, i) for i, p in enumerate(_split_top(params))]
             if name not in kernels or all(n.startswith("arg") for n in kernels[name]):
                 kernels[name] = names
+            where.setdefault(name, m.start())
             if bounds is not None and max_threads is not None:
                 bounds[name] = max_threads
             break
+    if namespaces is not None and where:
+        names = list(where)
+        namespaces.update({n: ns for n, ns in zip(names, _namespaces_at(masked, [where[n] for n in names])) if ns})
     return kernels
 
 
@@ -250,6 +257,27 @@ def _find_constants(masked: str) -> dict[str, bool]:
         if name:
             found[name.group(1)] = bool(eq)
     return found
+
+
+def _namespaces_at(masked: str, positions: list[int]) -> list[str]:
+    """The namespace ("a::b", or "" at global scope) enclosing each position of a masked source, in one pass
+    over its braces; an anonymous namespace adds nothing to the path."""
+    opened_by_namespace = {m.end() - 1: re.sub(r"\s+", "", m.group(1)).strip(":")
+                           for m in re.finditer(r"\bnamespace\s*((?:[A-Za-z_]\w*\s*(?:::\s*)?)*)\{", masked)}
+    stack, found, targets = [], {}, iter(sorted(set(positions)))
+    target = next(targets, None)
+    for brace in re.finditer(r"[{}]", masked):
+        while target is not None and target < brace.start():
+            found[target] = "::".join(name for name in stack if name)
+            target = next(targets, None)
+        if brace.group(0) == "{":
+            stack.append(opened_by_namespace.get(brace.start(), ""))
+        elif stack:
+            stack.pop()
+    while target is not None:
+        found[target] = "::".join(name for name in stack if name)
+        target = next(targets, None)
+    return [found[p] for p in positions]
 
 
 def _cpp_linkage_kernels(masked: str) -> list[str]:
@@ -319,6 +347,7 @@ class _Rewritten:
     kernels: dict        # kernel name -> parameter names
     constants: dict = None  # __constant__ name -> has an initializer (filled in by the build)
     renamed: set = frozenset()  # kernels given a new name in the text (_rename_kernels)
+    namespaces: dict = None  # kernel found in a namespace -> that namespace ("a::b")
 
 
 def _bracket_depths(text: str) -> list[int]:
@@ -851,6 +880,8 @@ def _wrapper_source(source_path: Path, rewritten: _Rewritten) -> str:
              rewritten.prelude,
              f'#include "{source_path}"']
     def symbol(kernel: str) -> str:  # "ns::k<float>" -> "ns::__emu_kernel_k<float>" where k was renamed
+        if kernel in (rewritten.namespaces or {}):  # a kernel found in namespace ns: its C++ name is ns::k
+            kernel = f"{rewritten.namespaces[kernel]}::{kernel}"
         m = re.match(r"(\s*(?:[A-Za-z_]\w*\s*::\s*)*)([A-Za-z_]\w*)(.*)", kernel, re.S)
         return m.group(1) + _RENAMED_KERNEL + m.group(2) + m.group(3) if m and m.group(2) in rewritten.renamed else kernel
 
@@ -960,6 +991,7 @@ class _Module:
     def _build(self, rewritten: _Rewritten, name: str, flags: list[str], runtime: Path) -> None:
         _write_atomic(self.source_path, rewritten.text)
         rewritten.kernels, templates = self._discover_kernels(flags)
+        rewritten.namespaces = self._namespaces
         if self._renamed:  # a kernel called abs or exp: renamed, so that it does not clash with the C library's
             rewritten.text, rewritten.renamed = _rename_kernels(rewritten.text, self._renamed), self._renamed
             _write_atomic(self.source_path, rewritten.text)
@@ -1017,7 +1049,8 @@ class _Module:
         _refuse_unsupported(res.stdout, masked)
         self._constants = {**_find_device_globals(masked), **_find_constants(masked)}
         self.cpp_linkage = _cpp_linkage_kernels(masked)
-        kernels = _find_kernels(masked, bounds=self._bounds)
+        self._namespaces = {}
+        kernels = _find_kernels(masked, bounds=self._bounds, namespaces=self._namespaces)
         templates = _find_kernels(masked, templates=True, bounds=self._template_bounds)
         self._renamed = _names_taken_by_headers(res.stdout, masked, {*kernels, *templates})
         return kernels, templates

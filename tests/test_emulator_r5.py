@@ -260,7 +260,7 @@ def test_halving_adds_do_not_overflow():
 # ------------------------------------------------------------------------------------------------
 # __shared__ structs and unions defined in place; kernels named like C library functions
 # ------------------------------------------------------------------------------------------------
-SHARED_AND_NAMES = ("shared_and_names.cu", ("sqrt", "scale<float>", "scale<double>"))
+SHARED_AND_NAMES = ("shared_and_names.cu", ("sqrt", "scale<float>", "scale<double>", "ops::twice", "ops::inner::log"))
 
 
 def names_fn(name: str):
@@ -593,3 +593,15 @@ def test_dp4a_and_dp2a_lo_hi_signed_and_unsigned():
                      c64 + (simd_lanes(ua, 2, False) * simd_lanes(ub, 4, False)[:, first:first + 2]).sum(axis=1)]
     for k, e in enumerate(expected):
         np.testing.assert_array_equal(out[:, k], wrap(e), err_msg=f"result {k}")
+
+
+def test_kernels_in_namespaces():
+    n = 100
+    x = rng.uniform(0.5, 2.0, n).astype(np.float32)
+    out = np.zeros(n, np.float32)
+    names_fn("ns_fill")(1, 128, (out, np.float32(4.0), np.int32(n)))
+    np.testing.assert_array_equal(out, np.full(n, 4.0, np.float32))
+    names_fn("ops::twice")(1, 128, (x, out, np.int32(n)))
+    np.testing.assert_array_equal(out, 2 * x)
+    names_fn("ops::inner::log")(1, 128, (x, out, np.int32(n)))
+    np.testing.assert_allclose(out, np.log(x), rtol=1e-6)

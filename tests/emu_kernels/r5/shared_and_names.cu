@@ -121,3 +121,21 @@ __global__ void scale(const T* x, T* out, T factor, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) out[i] = x[i] * factor;
 }
+
+// Kernels in namespaces: extern "C" (found by its plain name), and C++ ones through name_expressions.
+namespace ops {
+extern "C" __global__ void ns_fill(float* out, float value, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = value;
+}
+__global__ void twice(const float* x, float* out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = 2.0f * x[i];
+}
+namespace inner {
+__global__ void log(const float* x, float* out, int n) {  // a libc name, in a nested namespace
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = logf(x[i]);
+}
+}  // namespace inner
+}  // namespace ops
