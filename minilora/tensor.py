@@ -686,6 +686,13 @@ class Tensor:
         grad = self._grad
         if type(grad) is _UnseenGrad:  # from now on, user code may hold it (see _GradStore)
             grad.__class__ = Tensor
+        elif grad is None and self._ctx is not None and not self.retains_grad:  # torch's warning, same words
+            warnings.warn("The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its .grad "
+                          "attribute won't be populated during autograd.backward(). If you indeed want the .grad "
+                          "field to be populated for a non-leaf Tensor, use .retain_grad() on the non-leaf Tensor. "
+                          "If you access the non-leaf Tensor by mistake, make sure you access the leaf Tensor "
+                          "instead. See github.com/pytorch/pytorch/pull/30531 for more information.", UserWarning,
+                          stacklevel=2)
         return grad
 
     @grad.setter
@@ -1043,9 +1050,14 @@ class Tensor:
             value = dtypes.cast(np.asarray(value), self.dtype)  # rounded as torch (through float32)
         try:
             ops.shape.put_indexed(self._array, ops.shape._raw_index(index, self._device), value)
+        except TypeError as exc:  # ml_dtypes' words for more values than places (a bfloat16 target)
+            if "expected number" not in str(exc):
+                raise
+            raise ShapeError(f"__setitem__: a value of shape {tuple(np.shape(value))} does not fit "
+                             f"x[{index!r}]") from None
         except ValueError as exc:
-            if "broadcast" in str(exc):  # torch: RuntimeError (ShapeError is a ValueError too)
-                raise ShapeError(f"__setitem__: {exc}") from None
+            if "broadcast" in str(exc) or "with a sequence" in str(exc):  # torch: RuntimeError (ShapeError
+                raise ShapeError(f"__setitem__: {exc}") from None  # is a ValueError too)
             if "read-only" not in str(exc):
                 raise
             raise RuntimeError("unsupported operation: more than one element of the written-to "

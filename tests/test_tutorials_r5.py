@@ -1454,3 +1454,23 @@ def test_nn_transformer_warns_as_torch():
                                  **options)
         return [(w.category, str(w.message)) for w in caught]
     assert notes(ml) == notes(torch)
+
+
+def test_reading_a_non_leaf_grad_warns_as_torch():
+    """The autograd tutorial's note: ``.grad`` of a non-leaf is not populated; torch warns when it is read
+    (not for a leaf, nor after ``retain_grad()``)."""
+    import warnings
+
+    def notes(T):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            x = T.ones(2, requires_grad=True)
+            z = x * 2
+            kept = x * 3
+            kept.retain_grad()
+            (z + kept).sum().backward()
+            values = [z.grad, kept.grad, x.grad, T.ones(2).grad]
+        return values, [(w.category, str(w.message).split(" (Triggered")[0]) for w in caught]
+    (got, got_notes), (expected, expected_notes) = notes(ml), notes(torch)
+    assert_same(expected, got)
+    assert got_notes == expected_notes and len(got_notes) == 1
