@@ -1075,7 +1075,10 @@ def transformer_lm_tutorial(T, start, tmp_path):
 
 
 def test_transformer_language_model_tutorial_as_torch(tmp_path):
-    run_both(transformer_lm_tutorial, tmp_path)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's nested-tensor note (compared in test_nn_transformer_warns_as_torch)
+        run_both(transformer_lm_tutorial, tmp_path)
 
 
 # ==================================================================================================
