@@ -85,7 +85,7 @@ _HEADER = EMU_DIR / "cuda_emu.h"
 _RUNTIME = EMU_DIR / "runtime.cpp"
 _INCLUDE = EMU_DIR / "include"  # stand-ins for <cuda_runtime.h>, <cuda_fp16.h>, ...
 _CXX = os.environ.get("CXX", "g++")
-_VERSION = "2"  # bump to invalidate every cached build
+_VERSION = "3"  # bump to invalidate every cached build (3: kernels.json records namespaces)
 
 
 class EmulatorError(RuntimeError):
@@ -1008,7 +1008,7 @@ class _Module:
         rewritten.constants = self._constants
         _write_atomic(self._kernels_file, json.dumps({"params": rewritten.kernels, "launch_bounds": self._bounds,
                                                       "constants": self._constants,
-                                                      "cpp_linkage": self.cpp_linkage}))
+                                                      "cpp_linkage": self.cpp_linkage, "namespaces": self._namespaces}))
         wrapper = self.product.parent / "wrapper.cpp"
         _write_atomic(wrapper, _wrapper_source(self.source_path, rewritten))
 
@@ -1063,6 +1063,7 @@ class _Module:
             self.kernel_params, self.launch_bounds = found["params"], found["launch_bounds"]
             self.constant_initialized = found["constants"]
             self.cpp_linkage = found.get("cpp_linkage", [])
+            self.namespaces = found.get("namespaces", {})
         except (OSError, ValueError, KeyError, TypeError):
             raise _CorruptCache(f"{self._stack_file} or {self._kernels_file} is missing or unreadable") from None
         if self.sanitize:
@@ -1312,7 +1313,8 @@ class RawKernel:
         if found in self._mod.cpp_linkage and _spelling(found) not in {_spelling(e) for e in self._name_expressions}:
             raise AttributeError(f"__global__ function '{found}' has C++ linkage (no extern \"C\"), so its symbol is "
                                  "a mangled name and CuPy cannot find it by this name (CUDA_ERROR_NOT_FOUND): declare "
-                                 f"it extern \"C\", or pass name_expressions=['{found}'] to RawModule")
+                                 "it extern \"C\", or pass name_expressions="
+                                 f"['{'::'.join(filter(None, (self._mod.namespaces.get(found), found)))}'] to RawModule")
         self.name = found  # as spelled in name_expressions, like every message of the runtime
         self._index, self.params = self._mod.kernels[found]
 

@@ -605,3 +605,5 @@ def test_kernels_in_namespaces():
     np.testing.assert_array_equal(out, 2 * x)
     names_fn("ops::inner::log")(1, 128, (x, out, np.int32(n)))
     np.testing.assert_allclose(out, np.log(x), rtol=1e-6)
+    with pytest.raises(AttributeError, match=r"C\+\+ linkage .* name_expressions=\['ops::twice'\]"):
+        names_fn("twice")
