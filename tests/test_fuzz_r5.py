@@ -893,6 +893,11 @@ OVERLAP_REFUSAL = "refers to a single memory location"
 # x[i, j] = v with index tensors that do not broadcast and v of another dtype: torch's IndexError for
 # the indices comes first, minilora's RuntimeError for the dtype (both refuse; the order is left)
 BOTH_WRONG_ORDER = "IndexError: shape mismatch: indexing tensors could not be broadcast"
+# torch's own failures, where minilora computes what the docs promise
+TORCH_BUGS = [
+    # torch.kron of a transposed (non-contiguous) bfloat16 matrix calls view() internally
+    "view size is not compatible with input tensor's size and stride",
+]
 
 
 def difference(got, want, overlapping=False):
@@ -900,6 +905,10 @@ def difference(got, want, overlapping=False):
     writes in place into a tensor that shows one element in several places (minilora refuses)."""
     refusals = DELIBERATE_REFUSALS + ([OVERLAP_REFUSAL] if overlapping else [])
     if "error" in got and "error" not in want and any(m in got["message"] for m in refusals):
+        return None
+    if "error" in got and overlapping and OVERLAP_REFUSAL in got["message"]:
+        return None  # (torch raised for another reason, e.g. an index past the end: both refuse)
+    if "error" in want and any(m in want["message"] for m in TORCH_BUGS):
         return None
     if "error" in want or "error" in got:
         if "error" not in got:
@@ -1091,6 +1100,13 @@ REGRESSIONS = {
     "trace(bool)": lambda L: L.trace(L.tensor([[True, False], [True, True]])),
     "searchsorted(bool, bool)": lambda L: L.searchsorted(L.tensor([False, True]), L.tensor([True])),
     "searchsorted(int, bool) promotes": lambda L: L.searchsorted(L.tensor([0, 1]), L.tensor([True])),
+    "x[None, i, ..., j] of a matrix (an empty ...)": lambda L: L.arange(4.0).reshape(2, 2)[
+        None, L.tensor([-2]), ..., L.tensor([1, 0])],
+    "x[None, i, ..., j] = v": lambda L: _assigned(L, L.zeros(2, 2), (None, L.tensor([-2]), Ellipsis, L.tensor([1, 0])),
+                                                  L.tensor([[1.0, 2.0]])),
+    "bf16[-2] = a (2,) tensor": lambda L: _assigned(L, L.zeros(2, dtype=L.bfloat16), -2, L.tensor([-0.5, -0.75])),
+    "isclose of (3,) and (2,)": lambda L: L.isclose(L.tensor([1, 2, 3]), L.tensor([1, 2])),
+    "tensordot of (0,) and (0, 4)": lambda L: L.tensordot(L.zeros(0), L.zeros(0, 4), dims=1),
     # in-place type promotion (already right; the rule the brief names)
     "int64.add_(float32)": lambda L: L.tensor([1, 2]).add_(L.tensor([0.5, 1.5])),
     "int64 += 0.5": lambda L: operator.iadd(L.tensor([1, 2]), 0.5),

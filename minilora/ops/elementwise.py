@@ -1349,7 +1349,12 @@ def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
     a, b = _raw(input), _raw(other)
     with warnings.catch_warnings():  # an infinite tolerance: NumPy warns ("not valid"), torch answers
         warnings.simplefilter("ignore", RuntimeWarning)
-        close = xp_of(a).isclose(a, b, rtol=rtol, atol=atol, equal_nan=equal_nan)
+        try:
+            close = xp_of(a).isclose(a, b, rtol=rtol, atol=atol, equal_nan=equal_nan)
+        except ValueError as exc:
+            if not _is_broadcast_error(exc):
+                raise
+            raise ShapeError(f"isclose: {exc}") from None
     return input._make(close, input._device, False, None)
 
 

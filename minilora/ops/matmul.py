@@ -528,8 +528,9 @@ def tensordot(a, b, dims=2):
     k = 1
     for d in dims_a:
         k *= a.shape[d]
-    left = a.permute(*free_a, *dims_a).reshape(-1, k)
-    right = b.permute(*dims_b, *free_b).reshape(k, -1)
+    rows = math.prod(a.shape[d] for d in free_a)  # (not -1: a size-0 tensor has no -1)
+    left = a.permute(*free_a, *dims_a).reshape(rows, k)
+    right = b.permute(*dims_b, *free_b).reshape(k, math.prod(b.shape[d] for d in free_b))
     shape = tuple(a.shape[d] for d in free_a) + tuple(b.shape[d] for d in free_b)
     return matmul(left, right).reshape(shape)
 

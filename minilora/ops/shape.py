@@ -62,6 +62,7 @@ class GetItem(Function):
 
     @staticmethod
     def forward(ctx, a, index):
+        index = _without_empty_ellipsis(index, a.ndim)
         ctx.shape, ctx.dtype, ctx.index = a.shape, a.dtype, index
         return take_indexed(a, index)
 
@@ -137,9 +138,21 @@ def _add_indexed(array, index, values):
         add_at(array[split[0]], split[1], values)
 
 
+def _without_empty_ellipsis(index, ndim):
+    """A raw index without a ``...`` that stands for no dimension: torch drops it, so index arrays on
+    both sides of it are adjacent and their dims stay in place (``x[None, i, ..., j]`` of a matrix is
+    [1, n]); NumPy counts them apart and puts their dims first ([n, 1])."""
+    if type(index) is not tuple or not any(i is Ellipsis for i in index):
+        return index
+    used = sum(getattr(i, "ndim", 1) if getattr(i, "dtype", None) == np.bool_ else 1
+               for i in index if i is not None and i is not Ellipsis)
+    return tuple(i for i in index if i is not Ellipsis) if used == ndim else index
+
+
 def put_indexed(array, index, values):
     """``array[index] = values`` in torch's order (the first step is a view, so this writes into
     ``array``)."""
+    index = _without_empty_ellipsis(index, array.ndim)
     split = _ints_first(index)
     if split is None:
         array[index] = values
