@@ -385,12 +385,17 @@ def _logical_line_end(text: str, pos: int) -> int:
         pos = end + 1
 
 
+def _logical_line_start(text: str, pos: int) -> int:
+    """Where the line holding pos starts, following backslash continuations back to a directive's first line."""
+    start = text.rfind("\n", 0, pos) + 1
+    while start > 0 and text[:start - 1].rstrip(" \t\r").endswith("\\"):
+        start = text.rfind("\n", 0, start - 1) + 1
+    return start
+
+
 def _in_macro(masked: str, pos: int) -> bool:
     """Whether pos lies in a preprocessor directive (its first line or a backslash-continued one)."""
-    start = masked.rfind("\n", 0, pos) + 1
-    while start > 0 and masked[:start - 1].rstrip(" \t\r").endswith("\\"):
-        start = masked.rfind("\n", 0, start - 1) + 1
-    return masked[start:pos].lstrip().startswith("#")
+    return masked[_logical_line_start(masked, pos):pos].lstrip().startswith("#")
 
 
 # `#define SMEM __shared__` (with qualifiers such as __align__(16) or volatile, but nothing declared)
@@ -407,8 +412,13 @@ def _expand_shared_keyword_macros(src: str) -> str:
     if not macros:
         return src
     definitions = [span for _, span in macros.values()]
+
+    def in_condition(pos: int) -> bool:  # `#ifdef SMEM`, `#undef SMEM`: the name, not a use
+        directive = masked[_logical_line_start(masked, pos):pos]
+        return directive.lstrip().startswith("#") and re.match(r"\s*#\s*define\b", directive) is None
+
     edits = [(m.start(), m.end(), macros[m.group(0)][0]) for m in re.finditer(r"\b(?:" + "|".join(macros) + r")\b", masked)
-             if not any(a <= m.start() < b for a, b in definitions)]
+             if not any(a <= m.start() < b for a, b in definitions) and not in_condition(m.start())]
     for begin, end, body in reversed(edits):
         src = src[:begin] + body + src[end:]
     return src

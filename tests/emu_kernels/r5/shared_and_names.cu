@@ -66,19 +66,26 @@ extern "C" __global__ void count_positive(const float* x, int* out, int n) {
 // __shared__ through macros: one that stands for the keyword (with an alignment), one that declares an array.
 #define SMEM __shared__ __align__(16)
 #define DECLARE_SHARED(T, name, count) __shared__ T name[count];
+#ifdef SMEM  // the macro's name in a condition stays as written
+#define SMEM_SCALE 1.0f
+#else
+#define SMEM_SCALE 0.0f
+#endif
+#define DECLARE_ORDER \
+    SMEM int order[64]; \
+    order[threadIdx.x] = 63 - threadIdx.x;
 // A qualified, aligned struct defined in place.
 extern "C" __global__ void macros_and_qualifiers(const float* x, float* out) {
-    SMEM float tile[64];
-    DECLARE_SHARED(int, order, 64)
+    DECLARE_SHARED(float, tile, 64)
+    DECLARE_ORDER
     static __shared__ volatile struct alignas(16) { float4 quad[16]; int last; } q;
     const int t = threadIdx.x;
     tile[t] = x[t];
-    order[t] = 63 - t;
     ((volatile float*)&q.quad[t / 4].x)[t % 4] = 2.0f * x[t];
     if (t == 63) q.last = t;
     __syncthreads();
     const int u = order[t];
-    out[t] = tile[u] + ((volatile float*)&q.quad[u / 4].x)[u % 4] + (float)q.last + (((size_t)&q) % 16 == 0 ? 1000.0f : 0.0f);
+    out[t] = SMEM_SCALE * tile[u] + ((volatile float*)&q.quad[u / 4].x)[u % 4] + (float)q.last + (((size_t)&q) % 16 == 0 ? 1000.0f : 0.0f);
 }
 
 // A struct in place holding a nested struct, a named union and a member function.
