@@ -997,6 +997,8 @@ class Maximum(Function):
         ctx.shapes = (_shape(a), _shape(b))
         ctx.a_wins = a < b if smallest else a > b
         ctx.tie = a == b
+        nan = (a != a) | (b != b)  # where either is NaN (the result is NaN), torch gives both all of g
+        ctx.nan = nan if xp.any(nan) else None
         return (xp.minimum if smallest else xp.maximum)(a, b)
 
     @staticmethod
@@ -1004,8 +1006,11 @@ class Maximum(Function):
         na, nb = ctx.needs_input_grad
         xp = xp_of(g)
         share_a = xp.where(ctx.tie, 0.5, ctx.a_wins.astype(g.dtype)).astype(g.dtype, copy=False)
+        share_b = 1 - share_a
+        if ctx.nan is not None:
+            share_a, share_b = xp.where(ctx.nan, 1, share_a), xp.where(ctx.nan, 1, share_b)
         return (unbroadcast(g * share_a, ctx.shapes[0]) if na else None,
-                unbroadcast(g * (1 - share_a), ctx.shapes[1]) if nb else None)
+                unbroadcast(g * share_b, ctx.shapes[1]) if nb else None)
 
 
 def maximum(input, other):
@@ -1264,7 +1269,12 @@ def _shift(name, left):
         a, b = (xp.asarray(_cast(x, x, dtype), dtype) for x in (_raw(input), _raw(other)))
         bits = dtype.itemsize * 8
         outside = (b < 0) | (b >= bits)
-        shifted = (xp.left_shift if left else xp.right_shift)(a, xp.where(outside, 0, b).astype(dtype))
+        try:
+            shifted = (xp.left_shift if left else xp.right_shift)(a, xp.where(outside, 0, b).astype(dtype))
+        except ValueError as exc:
+            if not _is_broadcast_error(exc):
+                raise
+            raise ShapeError(f"{name}: {exc}") from None
         signed_right = not left and dtype.kind == "i"
         beyond = xp.right_shift(a, dtype.type(bits - 1)) if signed_right else xp.zeros_like(shifted)
         return template._make(xp.where(outside, beyond, shifted), template._device, False, None)
