@@ -854,7 +854,8 @@ def outcome(lib, call, requires_grad=False):
             return {"error": _builtin_type(e), "type": type(e), "message": f"{type(e).__name__}: {e}"}
         flat = _flat(result)
         record = {"result": [_as_record(v, lib) for v in flat],
-                  "inputs": [_as_record(arg, lib) for _, arg in built.values()]}
+                  "inputs": [_as_record(t, lib) for leaf, arg in built.values() for t in (leaf, arg)]}
+        # (the leaf too: an in-place op on a transposed / sliced view writes through to its base)
         if call.form == "inplace":
             record["same"] = result is built[id(call.args[0])][1]
         if call.form == "inplace operator" and isinstance(call.args[0], In):
@@ -988,6 +989,19 @@ def test_fuzz_against_torch(op):
         if problem:
             failures.append(f"seed {seed}: {call!r}\n    {problem}")
     assert not failures, "\n".join(failures)
+
+
+# LEFT_ALONE: what long runs (MINILORA_FUZZ_SEEDS=1500) still report, each an edge of an edge:
+# - an empty index or mask skips torch's other checks (scatter_(-2, <empty>, -0.75) into uint8, an index
+#   into a size-0 dim for index_add/index_copy, gather/scatter with an empty 1-D index of another rank,
+#   x[<empty mask>] = <value that does not fit uint8>): minilora checks first
+# - torch.tensordot of two bool vectors computes (its mm does not); torch.permute(x, 2, 1, 0),
+#   torch.flip(x, 0) and torch.reshape(x, -1) are torch's TypeErrors (the functions want tuples),
+#   minilora's functions take them one by one too (not drawn: see sizes_argument)
+# - gradients at a nan input: copysign and nanmean give torch's nan where minilora gives 0, xlogy at a
+#   zero upstream gradient (torch: xlogy(0, y) = 0), var with correction past the count (0 vs nan)
+# - pow(-inf, 0.5) is NumPy's sqrt(-inf) = nan (torch: inf); float32 atan2 one ulp off (NumPy's SIMD)
+# - topk order among equal values (NaNs), searchsorted with a NaN among the boundaries
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1132,6 +1146,9 @@ REGRESSIONS = {
     "tensordot of (0,) and (0, 4)": lambda L: L.tensordot(L.zeros(0), L.zeros(0, 4), dims=1),
     "maximum / minimum gradient where one side is nan (both get it)": lambda L: _max_grads(L),
     "int32 << of (3,) and (2,)": lambda L: L.tensor([1, 2, 3], dtype=L.int32) << L.tensor([1, 2], dtype=L.int32),
+    "bool.clamp(one tensor bound) computes; two tensor bounds or a number: torch's error": lambda L: [
+        L.tensor([True, False]).clamp(L.tensor(False)), L.tensor([True, False]).clamp(max=L.tensor([False, True]))],
+    "bool.clamp(two tensor bounds)": lambda L: L.tensor([True]).clamp(L.tensor(True), L.tensor(False)),
     # in-place type promotion (already right; the rule the brief names)
     "int64.add_(float32)": lambda L: L.tensor([1, 2]).add_(L.tensor([0.5, 1.5])),
     "int64 += 0.5": lambda L: operator.iadd(L.tensor([1, 2]), 0.5),

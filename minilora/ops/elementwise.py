@@ -1120,9 +1120,11 @@ def clamp(input, min=None, max=None):  # noqa: A002  (torch's argument names)
     dtype = result_type(*(x for x in (input, min, max) if x is not None))
     if dtype != input.dtype:  # clamp(int tensor, 0.5) is float32 in torch (its result_type)
         input = astype(input, dtype)
-    if dtype.kind == "b" and input.numel():  # NumPy would clamp bools; torch has no kernel for them
-        raise NotImplementedError(f'"clamp_{"min" if min is not None else "max"}_scalar_cpu" not '
-                                  f"implemented for 'Bool'")
+    tensor_bounds = sum(isinstance(b, Tensor) for b in (min, max))
+    if dtype.kind == "b" and input.numel() and tensor_bounds != 1:  # NumPy would clamp bools; torch
+        # has no kernel for them but its maximum / minimum, which one tensor bound runs
+        kernel = "clamp" if tensor_bounds else f'clamp_{"min" if min is not None else "max"}_scalar'
+        raise NotImplementedError(f'"{kernel}_cpu" not implemented for \'Bool\'')
     min, max = _stored_numbers(dtype, min, max)
     # bound tensors too (NumPy would widen float32 by a 0-d int64 bound to float64; torch does not)
     min, max = (astype(b, dtype) if hasattr(b, "_array") and b.dtype != dtype else b for b in (min, max))
