@@ -607,3 +607,29 @@ def test_kernels_in_namespaces():
     np.testing.assert_allclose(out, np.log(x), rtol=1e-6)
     with pytest.raises(AttributeError, match=r"C\+\+ linkage .* name_expressions=\['ops::twice'\]"):
         names_fn("twice")
+
+
+def fns_reference(mask: int, base: int, offset: int) -> int:
+    """PTX's fns.b32, as its specification walks it."""
+    if offset == 0:
+        return base if mask >> base & 1 else 0xFFFFFFFF
+    count, step = abs(offset), 1 if offset > 0 else -1
+    for pos in range(base, 32 if step > 0 else -1, step):
+        if mask >> pos & 1:
+            count -= 1
+            if count == 0:
+                return pos
+    return 0xFFFFFFFF
+
+
+def test_fns_finds_the_nth_set_bit_both_ways():
+    examples = [(0xAAAAAAAA, 3, 1, 3), (0xAAAAAAAA, 3, -1, 3), (0xAAAAAAAA, 2, 1, 3), (0xAAAAAAAA, 2, -1, 1)]  # PTX's
+    n_random = 300
+    mask = np.concatenate([[e[0] for e in examples], rng.integers(0, 2**32, n_random, dtype=np.uint64),
+                           [0, 0xFFFFFFFF, 1, 0x80000000]]).astype(np.uint32)
+    base = np.concatenate([[e[1] for e in examples], rng.integers(0, 32, n_random), [5, 31, 0, 0]]).astype(np.uint32)
+    offset = np.concatenate([[e[2] for e in examples], rng.integers(-33, 34, n_random), [1, -32, 0, 32]]).astype(np.int32)
+    out = np.zeros(mask.size, np.uint32)
+    module("intrinsics.cu").get_function("find_nth_set")(cdiv(mask.size, 128), 128, (mask, base, offset, out, np.int32(mask.size)))
+    assert [int(v) for v in out[:4]] == [e[3] for e in examples]
+    assert [int(v) for v in out] == [fns_reference(int(m), int(b), int(o)) for m, b, o in zip(mask, base, offset)]

@@ -769,6 +769,17 @@ inline long long __mul64hi(long long a, long long b) { return (long long)(((__in
 inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
     return (unsigned long long)(((unsigned __int128)a * b) >> 64);
 }
+// The bit position of the |offset|-th set bit of mask counted from bit base, upwards for offset > 0 and
+// downwards for offset < 0 (offset 0: base itself, if set); 0xffffffff when there is none.  (PTX leaves a
+// base over 31 undefined; here it finds nothing.)
+inline unsigned __fns(unsigned mask, unsigned base, int offset) {
+    if (base > 31u) return 0xffffffffu;
+    if (offset == 0) return (mask >> base) & 1u ? base : 0xffffffffu;
+    long long count = offset > 0 ? offset : -(long long)offset;
+    for (int pos = (int)base; pos >= 0 && pos < 32; pos += offset > 0 ? 1 : -1)
+        if ((mask >> pos) & 1u && --count == 0) return (unsigned)pos;
+    return 0xffffffffu;
+}
 // Byte n of the result is byte (s >> 4n) & 7 of the eight bytes y:x (x holds bytes 0-3).
 inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
     const unsigned long long bytes = ((unsigned long long)y << 32) | x;

@@ -170,3 +170,9 @@ extern "C" __global__ void dot_products(const int* a, const int* b, const int* c
     out[6 * i + 4] = __dp2a_hi(a[i], b[i], c[i]);
     out[6 * i + 5] = (int)__dp2a_hi(ua, ub, uc);
 }
+
+// __fns: out[i] = __fns(mask[i], base[i], offset[i]).
+extern "C" __global__ void find_nth_set(const unsigned* mask, const unsigned* base, const int* offset, unsigned* out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = __fns(mask[i], base[i], offset[i]);
+}
