@@ -1000,7 +1000,7 @@ def test_fuzz_against_torch(op):
 #   minilora's functions take them one by one too (not drawn: see sizes_argument)
 # - gradients at a nan input: copysign and nanmean give torch's nan where minilora gives 0, xlogy at a
 #   zero upstream gradient (torch: xlogy(0, y) = 0), var with correction past the count (0 vs nan)
-# - pow(-inf, 0.5) is NumPy's sqrt(-inf) = nan (torch: inf); float32 atan2 one ulp off (NumPy's SIMD)
+# - float32 atan2 one ulp off (NumPy's SIMD)
 # - topk order among equal values (NaNs), searchsorted with a NaN among the boundaries
 
 
@@ -1149,6 +1149,11 @@ REGRESSIONS = {
     "bool.clamp(one tensor bound) computes; two tensor bounds or a number: torch's error": lambda L: [
         L.tensor([True, False]).clamp(L.tensor(False)), L.tensor([True, False]).clamp(max=L.tensor([False, True]))],
     "bool.clamp(two tensor bounds)": lambda L: L.tensor([True]).clamp(L.tensor(True), L.tensor(False)),
+    "x ** 0.5, x ** -0.5 at -inf and -0.0 (torch: sqrt / rsqrt but for float16)": lambda L: [
+        L.pow(L.tensor([-float("inf"), -0.0, 4.0], dtype=d), e)
+        for d in (L.float64, L.float32, L.float16, L.bfloat16) for e in (0.5, -0.5)],
+    "pow(x, 0-d tensor 0.5) at -inf and -0.0 (torch: C's pow)": lambda L: L.pow(
+        L.tensor([-float("inf"), -0.0, 4.0], dtype=L.float16), L.tensor(0.5, dtype=L.float64)),
     # in-place type promotion (already right; the rule the brief names)
     "int64.add_(float32)": lambda L: L.tensor([1, 2]).add_(L.tensor([0.5, 1.5])),
     "int64 += 0.5": lambda L: operator.iadd(L.tensor([1, 2]), 0.5),

@@ -248,7 +248,9 @@ class Pow(Function):
     @staticmethod
     def forward(ctx, a, b):
         try:
-            out = a ** b
+            out = _half_powers(a, b)
+            if out is None:
+                out = a ** b
         except ValueError:  # NumPy refuses integers to negative integer powers
             out = _integer_power(a, b)
         ctx.a, ctx.b = a, b
@@ -271,6 +273,25 @@ class Pow(Function):
             gb = xp.where((xp.asarray(a) == 0) & (xp.asarray(b) >= 0), zero, g * out * xp.log(a))
             gb = unbroadcast(gb, _shape(b))
         return ga, gb
+
+
+def _half_powers(a, b):
+    """``a ** 0.5`` and ``a ** -0.5`` where torch and NumPy part at -inf and -0.0, else None. torch
+    runs a number exponent 0.5 / -0.5 as sqrt / rsqrt (-inf: nan; -0.0: -0.0 / -inf), but for float16,
+    and a tensor exponent as C's pow (-inf ** 0.5 is inf, -0.0 ** 0.5 is 0.0); NumPy takes its sqrt
+    path for a 0-d exponent 0.5 and C's pow for a number -0.5."""
+    if not (hasattr(a, "dtype") and (a.dtype.kind == "f" or a.dtype == bfloat16)):
+        return None
+    number = type(b) is float
+    if not (number or getattr(b, "ndim", 1) == 0) or b not in (0.5, -0.5):
+        return None
+    xp = xp_of(a)
+    if number and a.dtype != np.float16:
+        root = xp.sqrt(a)
+        return root if b > 0 else (1 / root).astype(a.dtype, copy=False)
+    with np.errstate(divide="ignore"):
+        out = xp.sqrt(xp.where(a == 0, 0, a)) if b > 0 else xp.power(a, xp.full(a.shape, b, dtype=a.dtype))
+    return xp.where(a == -xp.inf, xp.inf if b > 0 else 0, out).astype(a.dtype, copy=False)
 
 
 def _integer_power(a, b):
