@@ -146,7 +146,7 @@ def broadcast_partner(rng, shape):
 # calls: function, method or in-place method; arguments positional or by keyword
 
 class Call:
-    def __init__(self, name, args, kwargs=None, form="fn", differentiable=True, distinct=False):
+    def __init__(self, name, args, kwargs=None, form="fn", differentiable=True):
         self.name, self.args, self.kwargs, self.form = name, list(args), dict(kwargs or {}), form
         self.differentiable = differentiable
 
@@ -221,7 +221,6 @@ UNARY = ["abs", "neg", "exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "f
          "bitwise_not", "logical_not", "isnan", "isfinite", "signbit", "sgn", "relu", "asin", "atan",
          "sinh", "cosh", "log10", "isinf"]
 NO_INPLACE = {"isnan", "isfinite", "signbit", "isinf", "relu"}
-NOT_METHOD = set()
 NON_DIFFERENTIABLE = {"floor", "ceil", "round", "trunc", "sign", "sgn", "bitwise_not", "logical_not",
                       "isnan", "isfinite", "signbit", "isinf", "eq", "ne", "lt", "le", "gt", "ge",
                       "bitwise_and", "bitwise_or", "bitwise_xor", "logical_and", "logical_or", "logical_xor",
@@ -271,10 +270,8 @@ def binary(name):
             args, kwargs = [x, other], {}
         else:
             args, kwargs = [x], {BINARY[name][1]: other}
-        if form == "fn" and rng.random() < 0.2:
+        if form == "fn" and rng.random() < 0.2:  # torch.add(input=x, other=y)
             args, kwargs = [], {BINARY[name][0]: x, BINARY[name][1]: other}
-            if form != "fn":
-                args, kwargs = [x], {BINARY[name][1]: other}
         return Call(name, args, {**kwargs, **extra}, form=form,
                     differentiable=name not in NON_DIFFERENTIABLE)
     return draw
@@ -511,21 +508,20 @@ def draw_split(rng):
 
 
 def draw_cat(rng):
+    """cat / stack / hstack / vstack of 1-3 tensors of mixed dtypes (cat: sizes differ along dim)."""
     shape = draw_shape(rng, min_ndim=1)
     d = draw_dim(rng, len(shape), allow_none=False, allow_tuple=False)
+    op = str(rng.choice(["cat", "stack", "hstack", "vstack"]))
     parts = []
     for _ in range(int(rng.integers(1, 4))):
-        s = list(shape)
-        op = str(rng.choice(["cat", "stack"]))
-        if rng.random() < 0.5:
-            s[d] = int(rng.integers(0, 3))
-        parts.append(draw_tensor(rng, shape=s))
-    op = str(rng.choice(["cat", "stack", "hstack", "vstack"]))
+        part_shape = list(shape)
+        if op != "stack" and rng.random() < 0.5:
+            part_shape[d] = int(rng.integers(0, 3))
+        parts.append(draw_tensor(rng, shape=part_shape))
     if op in ("hstack", "vstack"):
         return Call(op, [parts])
-    if op == "stack":
-        parts = [draw_tensor(rng, shape=shape) for _ in parts]
-    return Call(op, [parts, d] if rng.random() < 0.5 else [parts], {} if rng.random() < 0.5 else {"dim": d})
+    args, kwargs = ([parts, d], {}) if rng.random() < 0.5 else ([parts], {"dim": d})
+    return Call(op, args, kwargs)
 
 
 def draw_index(rng):
@@ -543,12 +539,11 @@ def draw_index(rng):
         return Call(op, [x, d, index((int(rng.integers(0, 4)),))], form=pick_form(rng, inplace=False))
     idx_shape = tuple(int(rng.integers(0, s + 1)) if i != (d % nd) else int(rng.integers(0, 4))
                       for i, s in enumerate(shape))
-    if op in ("gather", "take_along_dim"):
-        kw = {"dim": d}
-        return Call(op, [x, index(idx_shape) if op == "gather" else index(shape[:d % nd] + (2,) +
-                                                                          shape[d % nd + 1:])] +
-                    ([] if op == "take_along_dim" else []), kw, form=pick_form(rng, inplace=False)) \
-            if op == "take_along_dim" else Call(op, [x, d, index(idx_shape)], form=pick_form(rng, inplace=False))
+    if op == "gather":
+        return Call(op, [x, d, index(idx_shape)], form=pick_form(rng, inplace=False))
+    if op == "take_along_dim":  # (indices broadcast with x away from dim)
+        along = shape[:d % nd] + (2,) + shape[d % nd + 1:]
+        return Call(op, [x, index(along)], {"dim": d}, form=pick_form(rng, inplace=False))
     src = draw_scalar(rng) if op == "scatter" and rng.random() < 0.4 else \
         draw_tensor(rng, shape=idx_shape, dtype=x.dtype if rng.random() < 0.8 else None)
     return Call(op, [x, d, index(idx_shape), src], form=pick_form(rng),
@@ -1064,7 +1059,8 @@ REGRESSIONS = {
     "bool ** -3 (empty)": lambda L: L.pow(L.zeros(1, 0, dtype=L.bool), -3),
     "clamp of an empty bool tensor": lambda L: L.zeros(0, 2, dtype=L.bool).clamp(max=L.tensor([[False]])),
     # result dtypes
-    "copysign(int8, float16)": lambda L: L.copysign(L.tensor([3, -4], dtype=L.int8), L.tensor([-1.5, 2.0], dtype=L.float16)),
+    "copysign(int8, float16)": lambda L: L.copysign(L.tensor([3, -4], dtype=L.int8),
+                                                    L.tensor([-1.5, 2.0], dtype=L.float16)),
     "xlogy(bool, bfloat16)": lambda L: L.tensor([False, True]).xlogy(L.tensor([2.5, 1.5], dtype=L.bfloat16)),
     "pow(2, int16)": lambda L: L.pow(2, L.tensor([3, -3, 0], dtype=L.int16)),
     "pow(-1, int32)": lambda L: L.pow(-1, L.tensor([1, -1, 2], dtype=L.int32)),
@@ -1085,8 +1081,10 @@ REGRESSIONS = {
     "index_add(1, [-1], ...)": lambda L: L.arange(6.0).reshape(2, 3).index_add(1, L.tensor([-1]), L.ones(2, 1)),
     "gather(1, [[-1], [0]])": lambda L: L.arange(6.0).reshape(2, 3).gather(1, L.tensor([[-1], [0]])),
     "scatter(1, [[-1], [0]], 0.0)": lambda L: L.arange(6.0).reshape(2, 3).scatter(1, L.tensor([[-1], [0]]), 0.0),
-    "take_along_dim(-1) (counts from the end)": lambda L: L.take_along_dim(L.tensor([0.25, 1.5]), L.tensor([-1, 0]), dim=-1),
-    "index_fill(1, [-1], 0.0) (counts from the end)": lambda L: L.arange(6.0).reshape(2, 3).index_fill(1, L.tensor([-1]), 0.0),
+    "take_along_dim(-1) (counts from the end)": lambda L: L.take_along_dim(
+        L.tensor([0.25, 1.5]), L.tensor([-1, 0]), dim=-1),
+    "index_fill(1, [-1], 0.0) (counts from the end)": lambda L: L.arange(6.0).reshape(2, 3).index_fill(
+        1, L.tensor([-1]), 0.0),
     "narrow(0, 2, 2) of a size-2 dim": lambda L: L.ones(2, 3).narrow(0, 2, 2),
     "narrow(0, 2, 0) of a size-2 dim": lambda L: L.ones(2, 3).narrow(0, 2, 0),
     "index_add(int32, alpha=-0.5)": lambda L: L.tensor([[-5, 4]], dtype=L.int32).index_add(
@@ -1123,7 +1121,8 @@ REGRESSIONS = {
     "f16[mask] = int8 tensor([[2]])": lambda L: _assigned(L, L.zeros(2, dtype=L.float16), L.tensor([True, False]),
                                                           L.tensor([[2]], dtype=L.int8)),
     "f16[mask, mask] = int8 (two masks: index_put_)": lambda L: _assigned(
-        L, L.zeros(2, 2, dtype=L.float16), (L.tensor([True, False]), L.tensor([True, True])), L.tensor(2, dtype=L.int8)),
+        L, L.zeros(2, 2, dtype=L.float16), (L.tensor([True, False]), L.tensor([True, True])),
+        L.tensor(2, dtype=L.int8)),
     "int64[:, [], 2] = bfloat16 (an empty list indexes)": lambda L: _assigned(
         L, L.zeros(2, 2, 3, dtype=L.int64), (slice(None), [], 2), L.tensor(0.5, dtype=L.bfloat16)),
     # bfloat16 to an integer dtype wraps as torch's cast (ml_dtypes gave 0 for -1.75 into uint8)
