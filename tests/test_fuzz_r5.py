@@ -1,13 +1,14 @@
 """A seeded differential fuzzer against torch (round 5).
 
 The hand-written conformance tables compare the calls someone thought of; this file draws the
-combinations: for each op of a table (elementwise unary/binary with broadcasting, reductions, shape and
-index ops, the matmul family, comparisons, running ops, sort/topk, clamp with tensor bounds, pow with
-mixed types) it draws inputs (0-d, size-0 and size-1 dims, transposed/sliced/expanded views, every
-dtype, Python scalars as the other operand), passes the arguments positionally or by keyword, calls the
-function, the method or the in-place method, and compares with torch: values (exact for integers and
-bools, a tolerance by float dtype), result dtype, shape, the mutated input of in-place calls, the error
-(its builtin exception type) when torch raises, and the gradients of float64 inputs.
+combinations: for each op of a table (elementwise unary/binary with broadcasting, Python's operators,
+reductions, shape and index ops, x[...] and x[...] = v, the matmul family, comparisons, running ops,
+sort/topk, clamp with tensor bounds, pow with mixed types, addcmul/lerp, misc) it draws inputs (0-d,
+size-0 and size-1 dims, transposed/sliced/expanded views, every dtype, nan/inf/-0.0, Python numbers as
+the other operand), passes the arguments positionally or by keyword, calls the function, the method or
+the in-place method, and compares with torch: values (exact for integers and bools, a tolerance by
+float dtype), result dtype, shape, the mutated input and its base after in-place calls, the error (its
+builtin exception family) when torch raises, and the gradients of float64 inputs.
 
 The seeds are fixed (``SEEDS``), so CI runs the same cases each time; ``MINILORA_FUZZ_SEEDS=N`` runs N
 seeds per op for a longer hunt. Every divergence found is minimized into ``REGRESSIONS`` at the end.
