@@ -11,6 +11,7 @@ import math as _math
 import numpy as _np
 
 from . import autograd, dtypes, ops
+from .autograd import is_anomaly_enabled  # noqa: F401  (torch.is_anomaly_enabled)
 from .device import Device, all_devices, device, get_default_device, set_default_device
 from .parallel import num_threads, set_num_threads
 from .profiler import profile

@@ -463,6 +463,53 @@ def jvp(func, inputs, v=None, create_graph=False, strict=False):
             (tuple(products) if outputs_tuple else products[0]))
 
 
+class set_detect_anomaly(_tensor._GradMode):
+    """torch's: ``set_detect_anomaly(True)`` makes backward raise at the first node whose backward returns
+    NaN, naming it (``Function 'SqrtBackward0' returned nan values in its 0th output.``), at once when
+    called, or for a ``with`` block / decorated function. (minilora keeps no forward tracebacks.)"""
+
+    def __init__(self, mode, check_nan=True):
+        self.prev, self.mode = _tensor._detect_anomaly, bool(mode) and bool(check_nan)
+        _tensor._detect_anomaly = self.mode
+
+    def __enter__(self):
+        _tensor._detect_anomaly = self.mode
+
+    def __exit__(self, *exc):
+        _tensor._detect_anomaly = self.prev
+        return False
+
+    def __call__(self, fn):
+        _tensor._detect_anomaly = self.prev  # as decorator, the call above changes nothing now
+        mode = self.mode
+        return _tensor._decorate(fn, lambda: set_detect_anomaly(mode))
+
+
+class detect_anomaly(set_detect_anomaly):
+    """``with detect_anomaly():`` (or as a decorator): ``set_detect_anomaly(True)`` for the block."""
+
+    def __init__(self, check_nan=True):
+        self.prev, self.mode = _tensor._detect_anomaly, bool(check_nan)
+
+
+def is_anomaly_enabled():
+    return _tensor._detect_anomaly
+
+
+def _no_saved_tensors_hooks(name):
+    def refuse(*args, **kwargs):
+        raise NotImplementedError(f"autograd.graph.{name}: minilora's ops keep their saved values as raw "
+                                  "arrays inside the graph, with no pack/unpack step for hooks to change")
+    refuse.__name__ = name
+    return refuse
+
+
+# torch.autograd.graph's hooks on saved tensors: refused by name (see _no_saved_tensors_hooks)
+graph = types.SimpleNamespace(saved_tensors_hooks=_no_saved_tensors_hooks("saved_tensors_hooks"),
+                              save_on_cpu=_no_saved_tensors_hooks("save_on_cpu"),
+                              disable_saved_tensors_hooks=_no_saved_tensors_hooks("disable_saved_tensors_hooks"))
+
+
 def _needs_double_backward(name):
     def refuse(*args, **kwargs):
         raise NotImplementedError(f"{name} needs a backward of the backward (create_graph=True), which "

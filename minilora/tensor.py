@@ -37,6 +37,7 @@ goes through: it unwraps tensors, checks devices, runs forward, records the node
 an input needs a gradient, and wraps the result.
 """
 import functools
+import inspect
 import itertools
 import operator
 import time
@@ -79,8 +80,8 @@ def is_grad_enabled():
     return _grad_enabled
 
 
-class set_grad_enabled:
-    """Context manager (and decorator) that turns graph building on or off."""
+class _GradMode:
+    """A context manager and decorator that turns graph building on or off (``no_grad`` and friends)."""
 
     def __init__(self, mode):
         self.mode = bool(mode)
@@ -96,15 +97,61 @@ class set_grad_enabled:
 
     def __call__(self, fn):
         mode = self.mode
+        return _decorate(fn, lambda: _GradMode(mode))  # a fresh one per call: safe when nested or recursive
 
+
+class set_grad_enabled(_GradMode):
+    """As torch: ``set_grad_enabled(False)`` turns graph building off at once (called as a function);
+    ``with set_grad_enabled(False):`` and ``@set_grad_enabled(False)`` restore the mode afterwards."""
+
+    def __init__(self, mode):
+        global _grad_enabled
+        super().__init__(mode)
+        self.prev, _grad_enabled = _grad_enabled, self.mode
+
+    def __enter__(self):
+        global _grad_enabled
+        _grad_enabled = self.mode  # self.prev: the mode before the call set it
+
+    def __call__(self, fn):
+        global _grad_enabled
+        _grad_enabled = self.prev  # as decorator, the call above changes nothing now
+        return super().__call__(fn)
+
+
+def _decorate(fn, make_context):
+    """``fn`` run inside a fresh ``make_context()``; for a generator function, each step of the
+    generator runs inside one, and the caller's code between steps outside (as torch's decorators)."""
+    if not inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with set_grad_enabled(mode):  # a fresh one per call: safe when nested or recursive
+            with make_context():
                 return fn(*args, **kwargs)
         return wrapper
 
+    @functools.wraps(fn)
+    def generator(*args, **kwargs):
+        with make_context():
+            gen = fn(*args, **kwargs)
+        step, value = gen.send, None
+        while True:
+            with make_context():
+                try:
+                    response = step(value)
+                except StopIteration as end:
+                    return end.value
+            try:
+                value, step = (yield response), gen.send
+            except GeneratorExit:
+                with make_context():
+                    gen.close()
+                raise
+            except BaseException as error:  # thrown in by the caller: pass it into the generator
+                value, step = error, gen.throw
+    return generator
 
-class _GradModeDecorator(set_grad_enabled):
+
+class _GradModeDecorator(_GradMode):
     """``no_grad`` and friends work as ``with no_grad():``, ``@no_grad()`` and bare ``@no_grad``,
     as in torch: called with a function instead of no argument, the class decorates it."""
 
@@ -137,9 +184,10 @@ def is_inference_mode_enabled():
     return _inference_mode
 
 
-class inference_mode(set_grad_enabled):
-    """``with inference_mode():`` as torch: no graph (minilora has no separate inference tensors, so
-    it is ``no_grad`` plus the flag). ``inference_mode(False)`` leaves grad mode as it is."""
+class inference_mode(_GradMode):
+    """``with inference_mode():`` as torch: no graph, and the tensors made inside are inference tensors
+    (``is_inference()``; they refuse ``requires_grad_()`` and in-place changes outside, as torch's -- but
+    not yet their use in an op that records a graph). ``inference_mode(False)`` leaves grad mode as it is."""
 
     def __new__(cls, mode=True):
         self = super().__new__(cls)
@@ -167,12 +215,7 @@ class inference_mode(set_grad_enabled):
 
     def __call__(self, fn):
         inference = self.inference
-
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            with inference_mode(inference):
-                return fn(*args, **kwargs)
-        return wrapper
+        return _decorate(fn, lambda: inference_mode(inference))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,6 +236,7 @@ class Context:
     hooks = None  # {handle id: hook} registered on the output with Tensor.register_hook
     out_watch = None  # (version counter, version, storage id) of the output, once it has a counter
     node_name = None  # torch's name for the node where the call decides it, not the op (see name_node)
+    node_prehooks = node_hooks = None  # {handle id: hook} from grad_fn.register_prehook / register_hook
 
     def __init__(self, fn, device, needs_input_grad):
         self.fn = fn
@@ -231,8 +275,9 @@ class Context:
         targets, bool masks have no entry): the node that made it, an ``AccumulateGrad`` for a leaf that
         requires grad, ``None`` for one that does not. Where minilora makes of several ops what torch makes
         of one (mse_loss, a convolution with bias), the last one's node shows torch's inputs (its
-        ``torch_graph``, see name_node). Empty once backward has freed the node (torch keeps the links;
-        minilora drops them with the saved values)."""
+        ``torch_graph``, see name_node). Kept when backward frees the node, as torch's."""
+        if self.freed:
+            return self.__dict__.get("edges", ())
         graph = self.__dict__.get("torch_graph")
         if graph is not None:
             return tuple((_shown_node(x), 0) for x in graph)
@@ -240,13 +285,37 @@ class Context:
         return tuple((_input_node(x, parent), 0) for x, parent in zip(self.inputs, self.parents)
                      if (_is_float(x._array.dtype) if isinstance(x, Tensor) else numbers))
 
+    # torch's hooks on a node (``y.grad_fn.register_hook``): they run at backward, where the engine
+    # looks only at nodes whose ``retained`` is set (see Tensor.register_hook).
+    def register_prehook(self, hook):
+        """``hook(grad_outputs)`` runs before this node's backward; returning a tuple replaces
+        ``grad_outputs``. Returns a handle; ``handle.remove()`` takes the hook out."""
+        return self._add_node_hook("node_prehooks", hook)
+
+    def register_hook(self, hook):
+        """``hook(grad_inputs, grad_outputs)`` runs after this node's backward, one ``grad_inputs``
+        entry per ``next_functions`` entry (None where no gradient flows); returning a tuple replaces them."""
+        return self._add_node_hook("node_hooks", hook)
+
+    def _add_node_hook(self, kind, hook):
+        if self.__dict__.get(kind) is None:
+            setattr(self, kind, {})
+        if self.retained is None:
+            self.retained = _no_tensor
+        hooks = getattr(self, kind)
+        handle = _HookHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
+
     def free(self):
-        """Drop everything saved: the graph has been used once (see ``retain_graph``). Its name stays."""
-        node_name = self.node_name
+        """Drop everything saved: the graph has been used once (see ``retain_graph``). Its name and
+        ``next_functions`` stay (torch keeps the links; the inputs, large arrays maybe, go)."""
+        node_name, edges = self.node_name, self.next_functions
         self.__dict__.clear()
         if node_name is not None:
             self.node_name = node_name
         self.inputs = self.parents = ()
+        self.edges = edges
         self.freed = True
 
 
@@ -614,7 +683,7 @@ def _host_data(data, dtype):
 
 class Tensor:
     __slots__ = ("_array", "_grad", "requires_grad", "_ctx", "_device", "_counter", "_base", "_view",
-                 "__weakref__")
+                 "_inference", "__weakref__")
     # NumPy defers to Tensor's reflected operators, so ``array + tensor`` is a Tensor, as with torch.
     __array_priority__ = 1000
 
@@ -652,6 +721,7 @@ class Tensor:
         self._counter = source._version_counter() if shares else None
         self._base = (source if source._base is None else source._base) if shares else None
         self._view = None
+        self._inference = _inference_mode
 
     @classmethod
     def _make(cls, array, dev, requires_grad, ctx):
@@ -665,6 +735,7 @@ class Tensor:
         t._counter = None  # made by _version_counter() the first time it is needed
         t._base = None
         t._view = None
+        t._inference = _inference_mode  # made inside inference_mode(): an inference tensor, as torch's
         return t
 
     # --- what it is ---------------------------------------------------------------------------
@@ -760,6 +831,9 @@ class Tensor:
     def _bump_version(self):
         """Count one in-place change of this tensor's storage, for torch's checks at backward."""
         global _last_change
+        if not _inference_mode and self.is_inference():
+            raise RuntimeError("Inplace update to inference tensor outside InferenceMode is not allowed: "
+                               "clone() it outside inference_mode() first")
         self._version_counter()[0] += 1
         _last_change = next(_sequence)
 
@@ -862,6 +936,11 @@ class Tensor:
         t._counter = self._version_counter()
         return t
 
+    def is_inference(self):
+        """torch's: was this tensor made inside ``inference_mode()``? Such a tensor refuses
+        ``requires_grad_()`` and in-place changes outside it, as torch's."""
+        return getattr(self, "_inference", False)
+
     def detach_(self):
         if self._base is not None and self._base.requires_grad and _grad_enabled:
             raise RuntimeError("detach_() on a view is not allowed; use detach() instead")
@@ -886,11 +965,18 @@ class Tensor:
     def requires_grad_(self, requires_grad=True):
         if requires_grad:
             _check_can_require_grad(self.dtype)
+            if not _inference_mode and self.is_inference():
+                raise RuntimeError("Setting requires_grad=True on inference tensor outside InferenceMode is "
+                                   "not allowed; clone() it outside inference_mode() first")
         if not requires_grad and self._ctx is not None:
             raise RuntimeError("you can only change requires_grad flags of leaf variables. If you "
                                "want to use a computed variable in a subgraph that doesn't require "
                                "differentiation use var_no_grad = var.detach().")
         self.requires_grad = bool(requires_grad)
+        if requires_grad and self._ctx is None:
+            # a view made a leaf (x.reshape(2).requires_grad_()) stays one: torch does not rebuild its
+            # node from the base after an in-place change (embedding's max_norm), which would drop the flag
+            self._view = None
         return self
 
     def retain_grad(self):
@@ -1816,8 +1902,72 @@ def _run_hooks(hooks, g, device):
     for hook in list(hooks.values()):
         out = hook(Tensor._make(g, device, False, None))
         if out is not None:
-            g = out._array if isinstance(out, Tensor) else device.xp.asarray(out)
+            new = out._array if isinstance(out, Tensor) else device.xp.asarray(out)
+            _check_hook_result(hook, g, new)
+            g = new
     return g
+
+
+def _check_hook_result(hook, g, new):
+    """A hook may change a gradient's values, not its dtype or shape (torch refuses both)."""
+    name = getattr(hook, "__name__", type(hook).__name__)
+    if new.dtype != g.dtype:
+        raise RuntimeError(f"hook '{name}' has changed the type of value (was {dtypes.torch_name(g.dtype)} "
+                           f"got {dtypes.torch_name(new.dtype)})")
+    if new.shape != g.shape:
+        raise RuntimeError(f"hook '{name}' has changed the size of value (was {tuple(g.shape)} "
+                           f"got {tuple(new.shape)})")
+
+
+_detect_anomaly = False  # autograd.set_detect_anomaly(True): backward refuses NaN gradients, naming the node
+
+
+def _check_anomaly(ctx, in_grads):
+    """torch's anomaly check: a node whose backward returns a NaN names itself."""
+    for k, i in enumerate(_edge_inputs(ctx)):
+        g = in_grads[i] if i < len(in_grads) else None
+        if g is not None and _is_float(g.dtype) and bool(ctx.device.xp.isnan(dtypes.upcast(g)).any()):
+            raise RuntimeError(f"Function '{ctx.name()}' returned nan values in its {k}th output.")
+
+
+def _run_node_prehooks(ctx, g):
+    """``grad_fn.register_prehook`` hooks: each sees ``(grad_output,)`` and may return a replacement."""
+    for hook in list(ctx.node_prehooks.values()):
+        out = hook((Tensor._make(g, ctx.device, False, None),))
+        if out is not None:
+            new = out[0]._array
+            _check_hook_result(hook, g, new)
+            g = new
+    return g
+
+
+def _run_node_hooks(ctx, hooks, in_grads, g):
+    """``grad_fn.register_hook`` hooks: each sees the gradients for the node's ``next_functions`` and
+    ``(grad_output,)``, and may return replacements for the former."""
+    slots = _edge_inputs(ctx)  # which of in_grads torch's node has as its grad_inputs
+    in_grads = list(in_grads) + [None] * (len(ctx.inputs) - len(in_grads))
+    grad_output = (Tensor._make(g, ctx.device, False, None),)
+    for hook in list(hooks.values()):
+        shown = tuple(None if in_grads[i] is None else Tensor._make(in_grads[i], ctx.device, False, None)
+                      for i in slots)
+        out = hook(shown, grad_output)
+        if out is None:
+            continue
+        if len(out) != len(slots):
+            raise RuntimeError(f"hook '{getattr(hook, '__name__', hook)}' has returned an incorrect number of "
+                               f"values (got {len(out)}, but expected {len(slots)})")
+        for i, new in zip(slots, out):
+            if new is not None and in_grads[i] is not None:
+                _check_hook_result(hook, in_grads[i], new._array)
+            in_grads[i] = None if new is None else new._array
+    return tuple(in_grads)
+
+
+def _edge_inputs(ctx):
+    """The positions of the node's inputs that have a ``next_functions`` entry (see Context)."""
+    numbers = ctx.fn.__name__ in _WRAPPED_NUMBERS
+    return [i for i, x in enumerate(ctx.inputs)
+            if (_is_float(x._array.dtype) if isinstance(x, Tensor) else numbers)]
 
 
 def _hooked_leaf(t):
@@ -1881,11 +2031,15 @@ def _run_backward(root, gradient, retain_graph, store=None):
             _check_versions(ctx)
         if wanted and id(ctx) in wanted:  # autograd.grad(..., inputs=[a non-leaf])
             store.add_node(ctx, g)
-        if ctx.retained is not None:  # retain_grad() or register_hook() on this node's output
+        node_hooks = None
+        if ctx.retained is not None:  # retain_grad() or register_hook() on this node's output or node
             if ctx.hooks:
                 g = _run_hooks(ctx.hooks, g, ctx.device)
             if ctx.retained() is not None:
                 store.add(ctx.retained(), g)
+            if ctx.node_prehooks:
+                g = _run_node_prehooks(ctx, g)
+            node_hooks = ctx.node_hooks
         if g.itemsize == 2:  # a 16-bit gradient: overflow to inf silently, as torch (NumPy would warn)
             with np.errstate(all="ignore"):
                 in_grads = _backward(ctx, g, prof)
@@ -1895,6 +2049,10 @@ def _run_backward(root, gradient, retain_graph, store=None):
             in_grads = _backward(ctx, g, prof)
         if type(in_grads) is not tuple:
             in_grads = (in_grads,)
+        if node_hooks:
+            in_grads = _run_node_hooks(ctx, node_hooks, in_grads, g)
+        if _detect_anomaly:
+            _check_anomaly(ctx, in_grads)
         for x, parent, need, ig in zip(ctx.inputs, ctx.parents, ctx.needs_input_grad, in_grads):
             if need and ig is not None:
                 array = x._array

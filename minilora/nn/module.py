@@ -583,7 +583,8 @@ class Module:
 
     # --- hooks ----------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
-        if self._forward_pre_hooks or self._forward_hooks or self._backward_hooks or self._backward_pre_hooks:
+        if (self._forward_pre_hooks or self._forward_hooks or self._backward_hooks or self._backward_pre_hooks
+                or _global_forward_pre_hooks or _global_forward_hooks):
             return self._call_with_hooks(args, kwargs)
         with parallel.computing():  # BLAS on one thread while minilora computes (minilora/parallel.py)
             return self.forward(*args, **kwargs)
@@ -594,7 +595,7 @@ class Module:
         something replaces the output; an ``always_call`` hook runs even when forward raises."""
         called, result = set(), None
         try:
-            for hook, with_kwargs in list(self._forward_pre_hooks.values()):
+            for hook, with_kwargs in [*_global_forward_pre_hooks.values(), *self._forward_pre_hooks.values()]:
                 if with_kwargs:
                     new = hook(self, args, kwargs)
                     if new is not None:
@@ -612,7 +613,7 @@ class Module:
                 args = backward_hooks.wrap_inputs(args)
             with parallel.computing():
                 result = self.forward(*args, **kwargs)
-            for hook_id, (hook, with_kwargs, always_call) in list(self._forward_hooks.items()):
+            for hook_id, (hook, with_kwargs, always_call) in self._all_forward_hooks():
                 if always_call:
                     called.add(hook_id)
                 new = hook(self, args, kwargs, result) if with_kwargs else hook(self, args, result)
@@ -622,7 +623,7 @@ class Module:
                 result = backward_hooks.wrap_outputs(result)
             return result
         except Exception:
-            for hook_id, (hook, with_kwargs, always_call) in list(self._forward_hooks.items()):
+            for hook_id, (hook, with_kwargs, always_call) in self._all_forward_hooks():
                 if always_call and hook_id not in called:
                     try:
                         hook(self, args, kwargs, result) if with_kwargs else hook(self, args, result)
@@ -631,6 +632,10 @@ class Module:
                                       f"was silenced as another error was raised in forward: {exc}",
                                       stacklevel=2)
             raise
+
+    def _all_forward_hooks(self):
+        """The global forward hooks (register_module_forward_hook), then this module's, as torch runs them."""
+        return [*_global_forward_hooks.items(), *self._forward_hooks.items()]
 
     def register_forward_pre_hook(self, hook, *, prepend=False, with_kwargs=False):
         """``hook(module, args)`` runs before ``forward`` (``with_kwargs``: ``hook(module, args,
@@ -657,6 +662,13 @@ class Module:
         error_msgs)`` runs before this module's keys are read: it may rename keys of ``state_dict`` in
         place (``local_metadata`` is ``{}``: minilora writes no metadata)."""
         return self._add_hook("_load_state_dict_pre_hooks", hook)
+
+    def _register_load_state_dict_pre_hook(self, hook, with_module=False):
+        """torch's older (private, and much used) form: ``hook(state_dict, prefix, local_metadata, strict,
+        missing_keys, unexpected_keys, error_msgs)``, given the module first when ``with_module``."""
+        if with_module:
+            return self.register_load_state_dict_pre_hook(hook)
+        return self.register_load_state_dict_pre_hook(lambda module, *args: hook(*args))
 
     def register_load_state_dict_post_hook(self, hook):
         """``hook(module, incompatible_keys)`` runs after loading; it may edit the key lists in place
@@ -709,6 +721,28 @@ class Module:
         elif lines:
             text += "\n  " + "\n  ".join(lines) + "\n"
         return text + ")"
+
+
+# Hooks on every module's call (torch.nn.modules.module.register_module_forward_hook): run before each
+# module's own. Entries as Module's own: (hook, with_kwargs) and (hook, with_kwargs, always_call).
+_global_forward_pre_hooks = OrderedDict()
+_global_forward_hooks = OrderedDict()
+
+
+def register_module_forward_pre_hook(hook):
+    """torch's global ``hook(module, args)``, run before every module's forward (and before its own
+    pre-hooks). Returns a handle; ``handle.remove()`` takes the hook out."""
+    handle = RemovableHandle(_global_forward_pre_hooks)
+    _global_forward_pre_hooks[handle.id] = (hook, False)
+    return handle
+
+
+def register_module_forward_hook(hook, *, with_kwargs=False, always_call=False):
+    """torch's global ``hook(module, args, output)``, run after every module's forward (before its own
+    forward hooks). Returns a handle; ``handle.remove()`` takes the hook out."""
+    handle = RemovableHandle(_global_forward_hooks)
+    _global_forward_hooks[handle.id] = (hook, with_kwargs, always_call)
+    return handle
 
 
 class _Gate(_Node):

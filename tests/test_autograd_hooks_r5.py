@@ -1,0 +1,535 @@
+"""Autograd and Module hooks as torch 2.13 (round 5): each case runs once on torch and once on minilora
+(``t`` is the library) and must give the same values, or both raise the same type of error.
+
+Covers Tensor.register_hook (order, changing the gradient, remove, dtype/shape checks), retain_grad,
+register_post_accumulate_grad_hook, grad_fn.register_hook / register_prehook, next_functions after
+backward, inference tensors, set_grad_enabled as a function, no_grad on a generator, anomaly detection,
+the forward / full backward / state-dict hooks, the global module hooks, and tutorial patterns
+(feature extraction, Grad-CAM, clipping by hook)."""
+import warnings
+
+import numpy as np
+import pytest
+
+import minilora
+
+torch = pytest.importorskip("torch")
+
+CASES = []
+
+
+def _plain(x):
+    if isinstance(x, (list, tuple)):
+        return [_plain(i) for i in x]
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if hasattr(x, "detach") and hasattr(x, "shape"):
+        return np.round(np.asarray(x.detach().numpy(), dtype=float), 5).tolist()
+    return x
+
+
+def _outcome(case, lib):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return "ok", _plain(case(lib))
+        except Exception as exc:  # the type is compared, torch's and minilora's messages differ
+            return "raises", type(exc).__name__
+        finally:
+            if lib is torch:
+                torch.set_grad_enabled(True)
+            else:
+                minilora.set_grad_enabled(True)
+
+
+def t1(t):
+    x = t.tensor([1., 2., 3.], requires_grad=True)
+    log = []
+    h1 = x.register_hook(lambda g: log.append(("a", g.tolist())) or g * 2)
+    h2 = x.register_hook(lambda g: log.append(("b", g.tolist())))
+    (x * x).sum().backward()
+    h1.remove()
+    x.grad = None
+    (x * x).sum().backward()
+    return log, x.grad
+CASES.append(("leaf hooks order/remove", t1))
+def t2(t):
+    x = t.tensor([1., 2., 3.], requires_grad=True)
+    y = x * 3
+    y.register_hook(lambda g: g + 1)
+    y.retain_grad()
+    z = (y * y).sum(); z.backward()
+    return x.grad, y.grad
+CASES.append(("nonleaf hook then retain_grad", t2))
+def t2b(t):
+    x = t.tensor([1., 2., 3.], requires_grad=True)
+    y = x * 3
+    y.retain_grad()
+    y.register_hook(lambda g: g + 1)
+    z = (y * y).sum(); z.backward()
+    return x.grad, y.grad
+CASES.append(("nonleaf retain_grad then hook", t2b))
+def t3(t):
+    x = t.tensor([1., 2.], requires_grad=True)
+    seen = []
+    x.register_post_accumulate_grad_hook(lambda p: seen.append(p.grad.tolist()))
+    (x*2).sum().backward(); (x*3).sum().backward()
+    return seen
+CASES.append(("post acc hook", t3))
+def t4(t):
+    x = t.tensor([1., 2.], requires_grad=True)
+    y = x * 2
+    log = []
+    h = y.grad_fn.register_hook(lambda gi, go: log.append((len(gi), len(go))))
+    y.sum().backward()
+    return log
+CASES.append(("grad_fn.register_hook", t4))
+def t5(t):
+    x = t.tensor([1., 2.], requires_grad=True)
+    y = x * 2
+    y.grad_fn.register_prehook(lambda go: (go[0] * 10,))
+    y.sum().backward()
+    return x.grad
+CASES.append(("grad_fn.register_prehook", t5))
+def t6(t):
+    x = t.tensor([1., 2.], requires_grad=True)
+    with t.autograd.graph.saved_tensors_hooks(lambda a: a, lambda a: a):
+        y = (x * x).sum()
+    y.backward(); return x.grad
+def t6b(t):
+    x = t.tensor([1., 2.], requires_grad=True)
+    with t.autograd.graph.save_on_cpu():
+        y = (x * x).sum()
+    y.backward(); return x.grad
+def t7(t):
+    with t.inference_mode():
+        x = t.ones(2)
+    return x.is_inference(), x.requires_grad
+CASES.append(("inference is_inference", t7))
+def t7b(t):
+    with t.inference_mode():
+        x = t.ones(2)
+    x.requires_grad_(True)
+CASES.append(("inference requires_grad_", t7b))
+def t7c(t):
+    with t.inference_mode():
+        x = t.ones(2)
+    w = t.ones(2, requires_grad=True)
+    (x * w).sum().backward()
+    return w.grad
+def t7d(t):
+    with t.inference_mode():
+        x = t.ones(2)
+    x.add_(1)
+    return x
+CASES.append(("inference tensor inplace outside", t7d))
+def t7e(t):
+    x = t.ones(2)
+    with t.inference_mode():
+        x.add_(1)
+    return x, x.is_inference()
+CASES.append(("normal tensor inplace inside inference", t7e))
+def t7f(t):
+    with t.inference_mode():
+        x = t.ones(2, requires_grad=True)
+        return x.requires_grad, (x*2).requires_grad, x.is_leaf
+CASES.append(("requires_grad in inference", t7f))
+def t8(t):
+    x = t.ones(2, requires_grad=True)
+    t.set_grad_enabled(False)
+    y = x * 2
+    t.set_grad_enabled(True)
+    with t.set_grad_enabled(False):
+        z = x * 2
+    return y.requires_grad, z.requires_grad, t.is_grad_enabled()
+CASES.append(("set_grad_enabled", t8))
+def t9(t):
+    x = t.ones(2, requires_grad=True)
+    with t.no_grad():
+        with t.enable_grad():
+            y = x * 2
+    return y.requires_grad
+CASES.append(("enable_grad in no_grad", t9))
+def t10(t):
+    x = t.ones(2, requires_grad=True)
+    @t.no_grad()
+    def gen():
+        for i in range(2):
+            yield (x * 2).requires_grad, t.is_grad_enabled()
+    out = []
+    for v in gen():
+        out.append((v, t.is_grad_enabled()))
+    return out
+CASES.append(("no_grad generator", t10))
+def t11(t):
+    x = t.tensor([0.0, 1.0], requires_grad=True)
+    with t.autograd.detect_anomaly():
+        y = t.sqrt(x) * 0
+        y.sum().backward()
+    return x.grad
+CASES.append(("detect_anomaly", t11))
+def t11b(t):
+    x = t.tensor([-1.0, 1.0], requires_grad=True)
+    t.autograd.set_detect_anomaly(True)
+    try:
+        y = t.sqrt(x)
+        y.sum().backward()
+    finally:
+        t.autograd.set_detect_anomaly(False)
+    return x.grad
+CASES.append(("set_detect_anomaly nan", t11b))
+def t12(t):
+    x = t.ones(2, requires_grad=True)
+    y = (x * 2).sum()
+    y.backward()
+    first = y.grad_fn.next_functions[0][0]
+    return [n[0].name() if n[0] else None for n in y.grad_fn.next_functions], len(first.next_functions)
+CASES.append(("next_functions after backward", t12))
+def t13(t):
+    x = t.ones(2, requires_grad=True)
+    y = x * 2
+    return x.is_leaf, y.is_leaf, y.detach().is_leaf, t.ones(2).is_leaf
+CASES.append(("is_leaf", t13))
+def t13b(t):
+    x = t.ones(2, requires_grad=True)
+    y = x * 2
+    y.requires_grad_(False)
+CASES.append(("requires_grad_ False on non-leaf", t13b))
+def t13c(t):
+    x = t.ones(2, requires_grad=True)
+    y = x * 2
+    y.detach_()
+    return y.is_leaf, y.requires_grad, y.grad_fn
+CASES.append(("detach_", t13c))
+def t13d(t):
+    x = t.ones(2, dtype=t.int64)
+    x.requires_grad_()
+CASES.append(("requires_grad_ int", t13d))
+def t13e(t):
+    x = t.ones(2, requires_grad=True)
+    x.detach_()
+    return x.requires_grad, x.is_leaf
+CASES.append(("detach_ leaf", t13e))
+def t13f(t):
+    x = t.ones(2, requires_grad=True)
+    v = x[:1]
+    v.detach_()
+CASES.append(("detach_ view", t13f))
+def t14(t):
+    x = t.ones(2)
+    x.register_hook(lambda g: g)
+CASES.append(("hook no grad", t14))
+def t15(t):
+    x = t.ones(2, requires_grad=True)
+    y = x * 2
+    y.retain_grad()
+    y.sum().backward()
+    return y.grad, y.retains_grad, x.retains_grad
+CASES.append(("retain_grad", t15))
+def t16(t):
+    x = t.ones(2, requires_grad=True)
+    x.retain_grad()
+    (x*2).sum().backward()
+    return x.grad, x.retains_grad
+CASES.append(("retain_grad leaf", t16))
+def t17(t):
+    x = t.tensor([1., 2.], requires_grad=True)
+    y = x * 2
+    y.register_hook(lambda g: g.clamp(max=1.5))
+    (y * y).sum().backward()
+    return x.grad
+CASES.append(("nonleaf clamp hook", t17))
+def t18(t):
+    x = t.tensor([1., 2.], requires_grad=True)
+    y = x * 2
+    def bad(g): return t.ones(3)
+    y.register_hook(bad)
+    (y * y).sum().backward()
+CASES.append(("hook wrong shape", t18))
+def t19(t):
+    x = t.tensor([1., 2.], requires_grad=True)
+    y = x * 2
+    y.register_hook(lambda g: g.double())
+    (y * y).sum().backward()
+    return x.grad.dtype == t.float32
+CASES.append(("hook wrong dtype", t19))
+def lin(t):
+    t.manual_seed(0)
+    return t.nn.Sequential(t.nn.Linear(3, 4), t.nn.ReLU(), t.nn.Linear(4, 2))
+def inp(t):
+    return t.tensor([[1., -2., 3.], [0.5, 0.1, -1.]])
+def copyw(t, m):
+    import numpy as np
+    rng = np.random.default_rng(0)
+    with t.no_grad():
+        for p in m.parameters():
+            p.copy_(t.tensor(rng.standard_normal(tuple(p.shape)).astype('float32')))
+    return m
+def m1(t):
+    m = copyw(t, lin(t)); acts = {}
+    def save(name):
+        def hook(mod, i, o): acts[name] = o.detach()
+        return hook
+    for n, mod in m.named_modules():
+        if n: mod.register_forward_hook(save(n))
+    m(inp(t))
+    return acts
+CASES.append(("feature extraction", m1))
+def m2(t):
+    m = copyw(t, lin(t)); log = []
+    m[0].register_forward_pre_hook(lambda mod, a, k: log.append(("p1", sorted(k))) , with_kwargs=True)
+    m[0].register_forward_pre_hook(lambda mod, a: log.append("p0"), prepend=True)
+    m[0].register_forward_hook(lambda mod, a, k, o: log.append("f1"), with_kwargs=True)
+    m[0].register_forward_hook(lambda mod, a, o: log.append("f0"), prepend=True)
+    m(inp(t)); return log
+CASES.append(("pre hooks prepend/kwargs", m2))
+def m3(t):
+    m = copyw(t, lin(t)); log = []
+    def bh(mod, gi, go):
+        log.append((type(gi).__name__, len(gi), [g is None for g in gi], type(go).__name__, len(go), go[0]))
+        return (gi[0] * 2,)
+    m[2].register_full_backward_hook(bh)
+    def bpre(mod, go):
+        log.append(("pre", go[0])); return (go[0] * 3,)
+    m[2].register_full_backward_pre_hook(bpre)
+    x = inp(t).requires_grad_()
+    m(x).sum().backward()
+    return log, x.grad, m[0].weight.grad
+CASES.append(("full backward hook", m3))
+def m3b(t):
+    m = copyw(t, lin(t)); log = []
+    m[2].register_full_backward_hook(lambda mod, gi, go: log.append([g is None for g in gi]))
+    m(inp(t)).sum().backward()
+    m[0].register_full_backward_hook(lambda mod, gi, go: log.append([g is None for g in gi]))
+    m(inp(t)).sum().backward()
+    return log
+CASES.append(("full backward hook no input grad", m3b))
+def m4(t):
+    m = copyw(t, lin(t)); log = []
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m[2].register_backward_hook(lambda mod, gi, go: log.append(len(gi)))
+    m(inp(t)).sum().backward()
+    return log
+def m5(t):
+    m = copyw(t, lin(t)); log = []
+    h = t.nn.modules.module.register_module_forward_hook(lambda mod, i, o: log.append(type(mod).__name__))
+    try:
+        m(inp(t))
+    finally:
+        h.remove()
+    m(inp(t))
+    return log
+CASES.append(("global forward hook", m5))
+def m5b(t):
+    m = copyw(t, lin(t)); log = []
+    h = t.nn.modules.module.register_module_forward_pre_hook(lambda mod, i: log.append(type(mod).__name__))
+    try:
+        m(inp(t))
+    finally:
+        h.remove()
+    return log
+CASES.append(("global forward pre hook", m5b))
+def m6(t):
+    m = copyw(t, lin(t)); log = []
+    m[0].register_state_dict_pre_hook(lambda mod, prefix, keep_vars: log.append(("pre", prefix, keep_vars)))
+    m[0]._register_load_state_dict_pre_hook(lambda sd, prefix, *a: log.append(("lpre", prefix, len(a))))
+    m[0].register_load_state_dict_post_hook(lambda mod, keys: log.append(("lpost", list(keys.missing_keys))))
+    sd = m.state_dict()
+    m.load_state_dict(sd)
+    return log, list(sd)
+CASES.append(("state dict hooks", m6))
+def m6b(t):
+    m = copyw(t, lin(t)); log = []
+    m[0]._register_load_state_dict_pre_hook(
+        lambda mod, sd, prefix, *a: log.append(("lpre", type(mod).__name__, prefix, len(a))), with_module=True)
+    m.load_state_dict(m.state_dict())
+    return log
+CASES.append(("load pre hook with_module", m6b))
+def m6c(t):
+    m = copyw(t, lin(t)); log = []
+    m[0].register_load_state_dict_pre_hook(
+        lambda mod, sd, prefix, *a: log.append(("lpre", type(mod).__name__, prefix, len(a))))
+    m.load_state_dict(m.state_dict())
+    return log
+CASES.append(("public load pre hook", m6c))
+def m7(t):
+    m = lin(t); names = []
+    m.apply(lambda mod: names.append(type(mod).__name__))
+    return names
+CASES.append(("apply", m7))
+def m8(t):
+    l = t.nn.Linear(2, 2)
+    m = t.nn.Sequential(l, l)
+    return ([n for n, _ in m.named_modules()], [n for n, _ in m.named_modules(remove_duplicate=False)],
+            [n for n, _ in m.named_parameters(remove_duplicate=False)])
+CASES.append(("named_modules dup", m8))
+def m9(t):
+    m = t.nn.Sequential(t.nn.Linear(2, 2), t.nn.Sequential(t.nn.BatchNorm1d(2)))
+    out = [type(m.get_submodule("1.0")).__name__, tuple(m.get_parameter("0.bias").shape),
+           tuple(m.get_buffer("1.0.running_mean").shape)]
+    for target, fn in (("2", m.get_submodule), ("0.foo", m.get_parameter), ("0.weight", m.get_buffer),
+                       ("1.0.running_mean", m.get_parameter), ("", m.get_submodule)):
+        try: out.append(type(fn(target)).__name__)
+        except Exception as e: out.append(type(e).__name__)
+    return out
+CASES.append(("get_*", m9))
+def m10(t):
+    m = t.nn.Linear(2, 2)
+    m.register_buffer("mask", t.ones(2), persistent=False)
+    m.register_buffer("keep", t.zeros(2))
+    sd = m.state_dict()
+    m2 = t.nn.Linear(2, 2)
+    m2.register_buffer("mask", t.zeros(2), persistent=False)
+    m2.register_buffer("keep", t.ones(2))
+    r = m2.load_state_dict(sd)
+    return list(sd), [n for n,_ in m.named_buffers()], m2.mask, m2.keep, list(r.missing_keys), list(r.unexpected_keys)
+CASES.append(("register_buffer persistent", m10))
+def m11(t):
+    m = copyw(t, lin(t))
+    x = inp(t).requires_grad_()
+    acts, grads = {}, {}
+    m[0].register_forward_hook(lambda mod, i, o: acts.__setitem__("a", o))
+    m[0].register_full_backward_hook(lambda mod, gi, go: grads.__setitem__("g", go[0]))
+    out = m(x); out[:, 1].sum().backward()
+    weights = grads["g"].mean(0)
+    cam = t.relu((weights * acts["a"]).sum(1))
+    return cam, x.grad
+CASES.append(("grad-cam", m11))
+def m12(t):
+    m = copyw(t, lin(t))
+    for p in m.parameters():
+        p.register_hook(lambda g: t.clamp(g, -0.1, 0.1))
+    m(inp(t)).pow(2).sum().backward()
+    return [p.grad for p in m.parameters()]
+CASES.append(("clip by hook", m12))
+def m13(t):
+    m = copyw(t, lin(t)); log = []
+    def f(mod, a, o): log.append("f")
+    m[0].register_forward_hook(f, always_call=True)
+    def bad(mod, a): raise ValueError("x")
+    m[0].register_forward_pre_hook(bad)
+    try: m(inp(t))
+    except ValueError: log.append("raised")
+    return log
+CASES.append(("always_call with pre hook raising", m13))
+def m14(t):
+    m = copyw(t, lin(t)); log = []
+    m[0].register_forward_hook(lambda mod, a, o: log.append("f"), always_call=True)
+    m[0].forward = lambda x: 1/0
+    try: m(inp(t))
+    except ZeroDivisionError: log.append("raised")
+    return log
+CASES.append(("always_call forward raising", m14))
+def m15(t):
+    m = copyw(t, lin(t))
+    m[0].register_forward_pre_hook(lambda mod, a: a[0] * 2)
+    m[0].register_forward_hook(lambda mod, a, o: o + 1)
+    return m(inp(t))
+CASES.append(("modify via hooks", m15))
+def m16(t):
+    m = copyw(t, lin(t))
+    m[0].register_forward_pre_hook(lambda mod, a, k: ((a[0]*2,), k), with_kwargs=True)
+    return m(inp(t))
+CASES.append(("pre hook with kwargs returns", m16))
+def m17(t):
+    m = copyw(t, lin(t))
+    m[0].register_forward_pre_hook(lambda mod, a, k: (a[0]*2,), with_kwargs=True)
+    return m(inp(t))
+CASES.append(("pre hook with kwargs bad return", m17))
+def m18(t):
+    m = copyw(t, lin(t))
+    x = inp(t).requires_grad_()
+    m[0].register_full_backward_hook(lambda mod, gi, go: (gi[0] * 0 + 1,))
+    m(x).sum().backward(); return x.grad
+CASES.append(("bwd hook replace input grad", m18))
+def m19(t):
+    m = copyw(t, lin(t))
+    x = inp(t).requires_grad_()
+    m[0].register_full_backward_hook(lambda mod, gi, go: (gi[0], gi[0]))
+    m(x).sum().backward(); return x.grad
+CASES.append(("bwd hook wrong len", m19))
+def m20(t):
+    m = copyw(t, lin(t))
+    with t.no_grad():
+        log = []
+        m[0].register_full_backward_hook(lambda mod, gi, go: log.append(1))
+        return m(inp(t))
+CASES.append(("bwd hook under no_grad", m20))
+
+
+@pytest.mark.parametrize("case", [c for _, c in CASES], ids=[n for n, _ in CASES])
+def test_as_torch(case):
+    assert _outcome(case, minilora) == _outcome(case, torch)
+
+
+@pytest.mark.parametrize("name", ["saved_tensors_hooks", "save_on_cpu"])
+def test_saved_tensors_hooks_refused_by_name(name):
+    # minilora's ops save raw arrays with no pack/unpack step: refused, never silently ignored
+    with pytest.raises(NotImplementedError, match=name):
+        with getattr(minilora.autograd.graph, name)(*([lambda a: a] * 2 if name == "saved_tensors_hooks" else [])):
+            pass
+
+
+def test_deprecated_backward_hook_refused_by_name():
+    with pytest.raises(NotImplementedError, match="register_full_backward_hook"):
+        minilora.nn.Linear(2, 2).register_backward_hook(lambda m, gi, go: None)
+
+
+@pytest.mark.parametrize("anomaly", ["context", "function"])
+def test_anomaly_names_the_node_as_torch(anomaly):
+    def run(t):
+        x = t.tensor([-1.0, 4.0], requires_grad=True)
+        t.sqrt(x).sum().backward()
+
+    for lib in (torch, minilora):
+        checked = {"context": lambda: _in(lib.autograd.detect_anomaly(), run, lib),
+                   "function": lambda: _switched(lib, run)}[anomaly]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(RuntimeError, match="Function 'SqrtBackward0' returned nan values in its 0th output"):
+                checked()
+        assert not lib.is_anomaly_enabled()
+    x = minilora.tensor([-1.0, 4.0], requires_grad=True)
+    minilora.sqrt(x).sum().backward()  # off again: NaN gradients pass, as torch's
+    assert np.isnan(x.grad.numpy()[0])
+
+
+def _in(context, run, lib):
+    with context:
+        run(lib)
+
+
+def _switched(lib, run):
+    lib.autograd.set_detect_anomaly(True)
+    try:
+        run(lib)
+    finally:
+        lib.autograd.set_detect_anomaly(False)
+
+
+def test_hook_changing_dtype_or_shape_is_refused_with_torch_words():
+    x = minilora.tensor([1.0, 2.0], requires_grad=True)
+    x.register_hook(lambda g: g.double())
+    with pytest.raises(RuntimeError, match="has changed the type of value"):
+        (x * x).sum().backward()
+    y = minilora.tensor([1.0, 2.0], requires_grad=True)
+    (y * 2).grad_fn.register_prehook(lambda go: (go[0][:1],))
+    z = y * 2
+    z.grad_fn.register_prehook(lambda go: (go[0][:1],))
+    with pytest.raises(RuntimeError, match="has changed the size of value"):
+        z.sum().backward()
+
+
+def test_inference_tensor_refusals_name_inference_mode():
+    with minilora.inference_mode():
+        x = minilora.ones(2)
+        inside = minilora.ones(2)
+        inside.add_(1)  # allowed inside
+    assert x.is_inference() and not minilora.ones(2).is_inference()
+    with pytest.raises(RuntimeError, match="inference tensor outside InferenceMode"):
+        x.requires_grad_()
+    with pytest.raises(RuntimeError, match="inference tensor outside InferenceMode"):
+        x.mul_(2)
+    assert x.clone().requires_grad_().requires_grad  # torch's way out
