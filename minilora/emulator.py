@@ -1757,3 +1757,9 @@ class RawModule:
         return RawKernel(self.code, name, self.options, self.sanitize, filename=self.filename,
                          enable_cooperative_groups=self.enable_cooperative_groups, _module=self._mod,
                          _name_expressions=self.name_expressions)
+
+
+# CuPy's ElementwiseKernel / ReductionKernel, generated as CUDA C and run through RawKernel above.
+from .emulator_kernels import ElementwiseKernel, ReductionKernel  # noqa: E402  (they build on RawKernel)
+
+__all__ += ["ElementwiseKernel", "ReductionKernel"]
