@@ -99,7 +99,7 @@ class LRScheduler:
             else:
                 self.last_epoch = epoch
                 values = self._get_closed_form_lr() if hasattr(self, "_get_closed_form_lr") else self.get_lr()
-        for group, lr in zip(self.optimizer.param_groups, values):
+        for group, lr in _one_per_group(self, values, "lr"):
             group["lr"] = lr
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
@@ -150,6 +150,20 @@ def _warn_if_before_the_optimizer(scheduler):
                       "later, you should call them in the opposite order: `optimizer.step()` before "
                       "`lr_scheduler.step()`.  Failure to do this will result in PyTorch skipping the first "
                       "value of the learning rate schedule.", UserWarning, stacklevel=3)
+
+
+def _one_per_group(scheduler, values, what):
+    """``zip(param_groups, values)``, refused as torch's ``zip(..., strict=True)`` refuses it (a ValueError) when a
+    group was added with ``add_param_group`` after the scheduler took the groups' lrs: a silent zip would leave
+    that group's lr unscheduled."""
+    groups, values = scheduler.optimizer.param_groups, list(values)
+    if len(values) != len(groups):
+        relation = "shorter" if len(values) < len(groups) else "longer"
+        raise ValueError(f"zip() argument 2 is {relation} than argument 1: the optimizer has {len(groups)} parameter "
+                         f"groups, but {type(scheduler).__name__} computed {len(values)} {what} values (it was built "
+                         f"for {len(values)} groups; a group added with add_param_group after it is not scheduled); "
+                         f"build the scheduler after adding every group")
+    return zip(groups, values)
 
 
 def _one_function_per_group(optimizer, lr_lambda):
@@ -403,7 +417,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         self.last_epoch = math.floor(epoch)
         with _within_step(self):
             lrs = self.get_lr()
-        for group, lr in zip(self.optimizer.param_groups, lrs):
+        for group, lr in _one_per_group(self, lrs, "lr"):
             group["lr"] = lr
         self._last_lr = self._current_lrs()
 
@@ -684,8 +698,9 @@ class CyclicLR(LRScheduler):
         scale = self.scale_fn(cycle if self.scale_mode == "cycle" else self.last_epoch)
         lrs = [low + (high - low) * height * scale for low, high in zip(self.base_lrs, self.max_lrs)]
         if self.cycle_momentum:
-            for group, low, high in zip(self.optimizer.param_groups, self.base_momentums, self.max_momentums):
-                self._set_momentum(group, high - (high - low) * height * scale)
+            momentums = [high - (high - low) * height * scale for low, high in zip(self.base_momentums, self.max_momentums)]
+            for group, momentum in _one_per_group(self, momentums, "momentum"):
+                self._set_momentum(group, momentum)
         return lrs
 
     def state_dict(self):

@@ -47,6 +47,8 @@ class Optimizer:
         self.param_groups = []
         for group in _as_groups(params):
             self.add_param_group(group)
+        if self.defaults.get("fused") and self.defaults.get("foreach"):  # torch's words and type, for SGD, Adam, ...
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
 
     # --- parameter groups -----------------------------------------------------------------------
     def add_param_group(self, param_group):
@@ -211,11 +213,11 @@ class Optimizer:
                 raise ValueError(f"loaded state refers to parameter {i}, which no parameter group of the loaded "
                                  f"state dict lists (they list {sorted(by_number)})")
             new_state[by_number[i]] = {name: self._restore_value(value, by_number[i], i, name) for name, value in st.items()}
-        merged = [dict(own, **{k: v for k, v in saved.items() if k != "params"})
-                  for saved, own in zip(groups, self.param_groups)]
+        merged = [_loaded_group(saved, own, self.defaults) for saved, own in zip(groups, self.param_groups)]
         for i, group in enumerate(merged):
             self._check_group(group, i)
-        for group, own in zip(merged, self.param_groups):
+        for group, own in zip(merged, self.param_groups):  # (the same dict objects, now holding the loaded group)
+            own.clear()
             own.update(group)
         self.state = new_state
         for hook in list(self._hooks("load_state_dict_post").values()):
@@ -234,6 +236,20 @@ class Optimizer:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+def _loaded_group(saved, own, defaults):
+    """The group ``load_state_dict`` makes, as torch's: the saved group's entries replace the group's (an entry
+    the saved group lacks, such as the ``initial_lr`` a scheduler built after the save wrote, is gone), with the
+    group's own ``params`` (and ``param_names`` if the saved group has none); an option an older state_dict lacks
+    takes its default (torch's ``__setstate__``)."""
+    group = {k: v for k, v in saved.items() if k != "params"}
+    if "param_names" in own and "param_names" not in group:
+        group["param_names"] = own["param_names"]
+    for key, default in defaults.items():
+        group.setdefault(key, default)
+    group["params"] = own["params"]
+    return group
+
+
 def write_in_place(tensor, values):
     """Write ``values`` (an array of its shape, or a number) into ``tensor`` itself, as a torch in-place op
     (``g.zero_()``, ``g.mul_(c)``) changes a gradient: whoever holds the Tensor sees the new values. A

@@ -101,8 +101,19 @@ class ASGD(_StepEach):
         step = float(state["step"])
         # torch makes each new value a float32 tensor (torch.as_tensor of a Python float), then copies it into
         # the state's 0-d tensor (float32; the parameter's dtype after a load_state_dict): float32 precision
-        state["eta"] = _as_float32_into(lr / ((1 + lambd * lr * step) ** alpha), state["eta"])
+        eta = _eta_in_float32(lr, lambd, alpha, step) if group["foreach"] else lr / ((1 + lambd * lr * step) ** alpha)
+        state["eta"] = _as_float32_into(eta, state["eta"])
         state["mu"] = _as_float32_into(1 / max(1, step - group["t0"]), mu)
+
+
+def _eta_in_float32(lr, lambd, alpha, step):
+    """The next eta as torch's ``foreach=True`` ASGD computes it: ``lr / ((1 + lambd * lr * step) ** alpha)`` with
+    ``step`` its float32 step tensor, so every op after ``lambd * lr`` is a float32 tensor op (``pow`` computes in
+    double and rounds; ``number / tensor`` is ``tensor.reciprocal() * number``). The single-tensor code (the default
+    on the CPU) computes it in Python floats instead."""
+    f32 = np.float32
+    base = f32(1) + f32(lambd * lr) * f32(step)
+    return (f32(1) / f32(np.float64(base) ** alpha)) * f32(lr)
 
 
 def _as_float32_into(number, old):

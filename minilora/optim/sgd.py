@@ -25,6 +25,11 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
                  maximize=False, foreach=None, differentiable=False, fused=None):
+        # torch checks nesterov on the constructor's arguments only: a group may still set momentum=0 (nesterov
+        # then does nothing) or a dampening (the look-ahead uses the dampened buffer)
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError(f"Nesterov momentum requires a momentum and zero dampening (got momentum={momentum}, "
+                             f"dampening={dampening})")
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
                                       foreach=foreach, differentiable=differentiable, fused=fused))
@@ -34,9 +39,6 @@ class SGD(Optimizer):
         _check_range(group, index, "momentum", low=0.0)
         _check_range(group, index, "dampening")  # torch checks no range: (1 - dampening) > 1 is allowed
         _check_range(group, index, "weight_decay", low=0.0)
-        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
-            raise ValueError(f"Nesterov momentum requires a momentum and zero dampening (momentum > 0, "
-                             f"dampening 0; parameter group {index})")
 
     def step(self, closure=None):
         """Update every trainable parameter that has a gradient; returns ``closure()``'s loss."""
