@@ -70,7 +70,7 @@ struct CArray {
     __device__ T& operator[](const _EmuIndex& idx) const {
         ptrdiff_t offset = 0;
         for (int k = 0; k < ndim_; ++k) offset += idx.v[k] * strides_[k];
-        return *reinterpret_cast<T*>(reinterpret_cast<char*>(const_cast<typename std::remove_const<T>::type*>(data_)) + offset);
+        return at(offset);
     }
     // A flat index in C order over this array's own shape.
     __device__ T& operator[](ptrdiff_t i) const {
@@ -79,7 +79,11 @@ struct CArray {
             offset += (i % shape_[k]) * strides_[k];
             i /= shape_[k];
         }
-        return *reinterpret_cast<T*>(reinterpret_cast<char*>(const_cast<typename std::remove_const<T>::type*>(data_)) + offset);
+        return at(offset);
+    }
+    __device__ T& at(ptrdiff_t byte_offset) const {
+        typedef typename std::remove_const<T>::type mutable_t;
+        return *reinterpret_cast<T*>(reinterpret_cast<char*>(const_cast<mutable_t*>(data_)) + byte_offset);
     }
 };
 
@@ -244,13 +248,16 @@ class _Launchable:
 
 
 def _contiguous_input(array: np.ndarray) -> np.ndarray:
-    return array if array.flags.c_contiguous and array.flags.aligned else np.ascontiguousarray(array)
+    """What the kernel's pointer reads: the array itself, or a C-contiguous aligned copy (device memory
+    always is; broadcasting is done by the strides the kernel is given, never by copying)."""
+    return np.require(array, requirements=["C", "A"])
 
 
 def _contiguous_output(array: np.ndarray, launch: _Launchable) -> np.ndarray:
-    if array.flags.c_contiguous and array.flags.aligned:
+    stand_in = np.require(array, requirements=["C", "A"])
+    if stand_in is array:
         return array
-    stand_in = np.ascontiguousarray(array)  # with its current contents: a kernel may leave some untouched
+    # A copy with the current contents (a kernel may leave elements untouched), written back after the launch.
     launch.copy_back.append((array, stand_in))
     return stand_in
 
@@ -269,12 +276,13 @@ def _typedefs(found: dict) -> str:
 class _KernelCache:
     """Compiled RawKernels by generated source (the emulator caches the library on disk too)."""
 
-    def __init__(self):
+    def __init__(self, options):
+        self.options = (options,) if isinstance(options, str) else tuple(options)
         self._kernels: dict[str, RawKernel] = {}
 
     def get(self, code: str, name: str) -> RawKernel:
         if code not in self._kernels:
-            self._kernels[code] = RawKernel(code, name)
+            self._kernels[code] = RawKernel(code, name, self.options)
         return self._kernels[code]
 
 
@@ -305,7 +313,7 @@ class ElementwiseKernel:
         self.no_return, self.return_tuple = no_return, return_tuple
         self.loop_prep, self.after_loop, self.options = loop_prep, after_loop, options
         self.__name__ = name
-        self._cache = _KernelCache()
+        self._cache = _KernelCache(options)
 
     def __call__(self, *args, **kwargs):
         size, block_size, _stream = _pop_options(kwargs, (("size", None), ("block_size", 128), ("stream", None)))
@@ -420,7 +428,7 @@ class ReductionKernel:
         self.name, self.reduce_dims, self.preamble, self.options = name, reduce_dims, preamble, options
         self.reduce_type = self.out_params[0].ctype() if reduce_type is None else reduce_type
         self.__name__ = name
-        self._cache = _KernelCache()
+        self._cache = _KernelCache(options)
 
     def __call__(self, *args, **kwargs):
         out, axis, keepdims, _stream = _pop_options(
