@@ -459,6 +459,249 @@ def m20(t):
 CASES.append(("bwd hook under no_grad", m20))
 
 
+def a1(t):
+    x = t.tensor([1., 2.], requires_grad=True); log = []
+    x.register_hook(lambda g: log.append(g.tolist()))
+    y = x * 2 + x * 3
+    y.sum().backward()
+    return log, x.grad
+CASES.append(("leaf used twice hook once", a1))
+def a2(t):
+    x = t.tensor([1., 2.], requires_grad=True); log = []
+    x.register_post_accumulate_grad_hook(lambda p: log.append(1))
+    x.register_hook(lambda g: log.append(2))
+    g, = t.autograd.grad((x * 2).sum(), x)
+    return log, g, x.grad
+CASES.append(("autograd.grad hooks", a2))
+def a3(t):
+    x = t.tensor([1., 2.], requires_grad=True); w = t.tensor([3., 4.], requires_grad=True); log = []
+    x.register_hook(lambda g: log.append("x"))
+    w.register_hook(lambda g: log.append("w"))
+    (x * w).sum().backward(inputs=[w])
+    return log, x.grad, w.grad
+CASES.append(("backward inputs hooks", a3))
+def a4(t):
+    x = t.tensor([1., 2.], requires_grad=True)
+    y = x * 2
+    y.grad_fn.register_hook(lambda gi, go: (gi[0] * 5, gi[1]))
+    y.sum().backward()
+    return x.grad
+CASES.append(("node hook replace", a4))
+def a5(t):
+    x = t.tensor([1., 2.], requires_grad=True); w = t.tensor([3., 4.], requires_grad=True); log = []
+    y = x * w
+    y.grad_fn.register_hook(lambda gi, go: log.append([g is None for g in gi]))
+    y.sum().backward(); return log
+CASES.append(("node hook grad inputs", a5))
+def a5b(t):
+    x = t.tensor([1., 2.], requires_grad=True); w = t.tensor([3., 4.]); log = []
+    y = x * w
+    y.grad_fn.register_hook(lambda gi, go: log.append([g is None for g in gi]))
+    y.sum().backward(); return log
+CASES.append(("node hook grad inputs no grad", a5b))
+def a6(t):
+    x = t.tensor([[1., 2.], [3., 4.]], requires_grad=True)
+    y = x.sum(0); z = y.exp().mean()
+    z.backward()
+    out = []
+    node = z.grad_fn
+    while node is not None and node.next_functions:
+        out.append(node.name()); node = node.next_functions[0][0]
+    out.append(node.name() if node else None)
+    return out
+CASES.append(("walk graph after backward", a6))
+def a7(t):
+    x = t.tensor([1., 2.], requires_grad=True)
+    y = (x * 2)
+    h = y.grad_fn.register_prehook(lambda go: (go[0] * 10,))
+    h.remove()
+    y.sum().backward(); return x.grad
+CASES.append(("node prehook remove", a7))
+def a8(t):
+    x = t.tensor([1., 2.], requires_grad=True)
+    y = x * 2; log = []
+    y.register_hook(lambda g: log.append("tensor") or g * 2)
+    y.grad_fn.register_prehook(lambda go: log.append("pre") or (go[0] + 1,))
+    y.retain_grad()
+    y.sum().backward(); return log, x.grad, y.grad
+CASES.append(("tensor hook vs node prehook order", a8))
+def a9(t):
+    @t.inference_mode()
+    def gen():
+        yield t.ones(2).is_inference(), t.is_inference_mode_enabled()
+    out = [v for v in gen()] + [t.is_inference_mode_enabled()]
+    return out
+CASES.append(("inference_mode generator", a9))
+def a10(t):
+    @t.set_grad_enabled(False)
+    def f(x): return (x * 2).requires_grad
+    x = t.ones(2, requires_grad=True)
+    return f(x), t.is_grad_enabled()
+CASES.append(("set_grad_enabled decorator", a10))
+def a11(t):
+    x = t.ones(2, requires_grad=True)
+    with t.no_grad():
+        @t.enable_grad()
+        def f(): return (x * 2).requires_grad
+        r = f()
+    return r
+CASES.append(("enable_grad decorator in no_grad", a11))
+def a12(t):
+    class M(t.nn.Module):
+        @t.no_grad()
+        def run(self, x): return (x * 2).requires_grad
+    return M().run(t.ones(2, requires_grad=True))
+CASES.append(("no_grad method", a12))
+def a13(t):
+    from itertools import islice
+    x = t.ones(2, requires_grad=True)
+    @t.no_grad()
+    def gen():
+        v = yield (x*2).requires_grad
+        yield v, (x*2).requires_grad
+    g = gen(); a = next(g); b = g.send(5)
+    return a, b, (x*2).requires_grad
+CASES.append(("no_grad gen send", a13))
+def a14(t):
+    x = t.ones(2, requires_grad=True)
+    @t.no_grad()
+    def gen():
+        try:
+            yield 1
+        except ValueError:
+            yield ("caught", (x*2).requires_grad)
+    g = gen(); next(g); return g.throw(ValueError("x"))
+CASES.append(("no_grad gen throw", a14))
+def a15(t):
+    with t.inference_mode():
+        x = t.ones(2)
+        v = x.view(2)
+    y = x.clone()
+    return x.is_inference(), v.is_inference(), y.is_inference(), (x + 1).is_inference()
+CASES.append(("inference derived", a15))
+def a16(t):
+    with t.inference_mode(False):
+        x = t.ones(2)
+    return x.is_inference()
+CASES.append(("inference_mode False", a16))
+def a17(t):
+    with t.inference_mode():
+        x = t.ones(2)
+    x.requires_grad_(False)
+    return x.requires_grad
+CASES.append(("inference requires_grad_ False", a17))
+def a18(t):
+    with t.inference_mode():
+        x = t.ones(2)
+    x[0] = 5
+CASES.append(("inference setitem outside", a18))
+def a19(t):
+    with t.inference_mode():
+        p = t.nn.Linear(2, 2)
+    return p.weight.is_inference(), p.weight.requires_grad
+CASES.append(("module made in inference", a19))
+def a20(t):
+    x = t.ones(2, requires_grad=True)
+    y = x.detach()
+    y.requires_grad_()
+    return y.is_leaf, y.requires_grad
+CASES.append(("detach then requires_grad_", a20))
+def a21(t):
+    x = t.ones(2, requires_grad=True)
+    y = x.view(2)
+    y.detach_()
+CASES.append(("detach_ view of leaf", a21))
+def a22(t):
+    x = t.ones(2, requires_grad=True) * 1
+    y = x[:1]
+    y.detach_()
+CASES.append(("detach_ view of nonleaf", a22))
+def a23(t):
+    m = t.nn.Linear(2, 2)
+    m.register_buffer("b", None)
+    return [n for n, _ in m.named_buffers()], list(m.state_dict())
+CASES.append(("buffer None", a23))
+def a24(t):
+    m = t.nn.Sequential(t.nn.Linear(2, 2))
+    return [n for n, _ in m.named_modules(prefix="root")]
+CASES.append(("named_modules prefix", a24))
+def a25(t):
+    m = t.nn.Linear(2, 2)
+    m.register_state_dict_post_hook(lambda mod, sd, prefix, meta: sd.__setitem__(prefix + "extra", t.ones(1)))
+    return list(m.state_dict())
+CASES.append(("state_dict post hook", a25))
+def a26(t):
+    m = t.nn.Linear(2, 2); log = []
+    def pre(mod, sd, prefix, meta, strict, missing, unexpected, errs):
+        sd[prefix + "weight"] = sd.pop(prefix + "w")
+        log.append(strict)
+    m.register_load_state_dict_pre_hook(pre)
+    sd = {"w": t.ones(2, 2), "bias": t.zeros(2)}
+    r = m.load_state_dict(sd, strict=False)
+    return m.weight, log
+CASES.append(("load pre hook rename + strict flag", a26))
+def a27(t):
+    m = t.nn.Linear(2, 2)
+    m.register_load_state_dict_post_hook(lambda mod, keys: keys.missing_keys.clear())
+    return list(m.load_state_dict({"weight": t.ones(2, 2)}).missing_keys)
+CASES.append(("load post hook clears", a27))
+def a28(t):
+    m = t.nn.Sequential(t.nn.Linear(2, 2), t.nn.Linear(2, 2)); log = []
+    m[1].register_full_backward_pre_hook(lambda mod, go: log.append("pre1"))
+    m[1].register_full_backward_hook(lambda mod, gi, go: log.append("h1"))
+    m[0].register_full_backward_pre_hook(lambda mod, go: log.append("pre0"))
+    m[0].register_full_backward_hook(lambda mod, gi, go: log.append("h0"))
+    m(t.ones(1, 2, requires_grad=True)).sum().backward()
+    return log
+CASES.append(("backward hook order", a28))
+def a29(t):
+    class Two(t.nn.Module):
+        def forward(self, a, b): return a * b, a + b
+    m = Two(); log = []
+    m.register_full_backward_hook(lambda mod, gi, go: log.append((len(gi), len(go), [g is None for g in go], gi)))
+    a = t.tensor([1., 2.], requires_grad=True); b = t.tensor([3., 4.])
+    p, s = m(a, b)
+    p.sum().backward()
+    return log, a.grad
+CASES.append(("bwd hook two outputs one used", a29))
+def a30(t):
+    class K(t.nn.Module):
+        def forward(self, x, scale=1.0): return x * scale
+    m = K(); log = []
+    m.register_forward_pre_hook(lambda mod, a, k: (a, {**k, "scale": 3.0}), with_kwargs=True)
+    m.register_forward_hook(lambda mod, a, k, o: log.append(k), with_kwargs=True)
+    return m(t.ones(2), scale=2.0), log
+CASES.append(("kwargs pre hook changes kwargs", a30))
+def a31(t):
+    m = t.nn.Linear(2, 2)
+    with m.register_forward_hook(lambda mod, a, o: o * 0):
+        a = m(t.ones(2))
+    b = m(t.ones(2))
+    return a, (b != 0).any()
+def a32(t):
+    x = t.tensor([1., 2.], requires_grad=True)
+    y = x.exp()
+    y.backward(t.ones(2))
+    y.grad_fn.next_functions[0][0].variable is x
+    return y.grad_fn.next_functions[0][0].variable is x
+CASES.append(("AccumulateGrad variable after backward", a32))
+def a33(t):
+    x = t.tensor([1., 2.], requires_grad=True)
+    y = x * 2
+    y.retain_grad(); y.retain_grad()
+    y.sum().backward(retain_graph=True); y.sum().backward()
+    return y.grad, x.grad
+CASES.append(("retain_grad twice accumulates", a33))
+def a34(t):
+    x = t.tensor([1., 2.], requires_grad=True)
+    y = x * 2
+    y.retain_grad()
+    y.add_(1)
+    (y*y).sum().backward()
+    return y.grad, x.grad
+CASES.append(("retain_grad then inplace", a34))
+
+
 @pytest.mark.parametrize("case", [c for _, c in CASES], ids=[n for n, _ in CASES])
 def test_as_torch(case):
     assert _outcome(case, minilora) == _outcome(case, torch)

@@ -840,6 +840,9 @@ class _BackwardHooks:
 
     def wrap_inputs(self, args):
         self.n_inputs = len(args)
+        # torch's hooks see zeros (not None) for the tensor inputs that need no gradient: keep their shapes
+        self.no_grad_inputs = [(i, a._array.shape, a._array.dtype, a._device) for i, a in enumerate(args)
+                               if isinstance(a, Tensor) and not a.requires_grad]
         args, self.input_index = _gate(args, self._on_input_grads)
         return args
 
@@ -870,8 +873,10 @@ class _BackwardHooks:
     def _on_input_grads(self, grads):
         if self.grad_outputs is None:  # the gradient reached the inputs without passing the outputs
             return grads
-        grad_inputs = _with_none(self.input_index, grads, self.n_inputs)
-        grad_inputs = _run_replacing_hooks(self.module._backward_hooks, grad_inputs,
+        grad_inputs = list(_with_none(self.input_index, grads, self.n_inputs))
+        for i, shape, dtype, dev in self.no_grad_inputs:
+            grad_inputs[i] = Tensor._make(dev.xp.zeros(shape, dtype), dev, False, None)
+        grad_inputs = _run_replacing_hooks(self.module._backward_hooks, tuple(grad_inputs),
                                            lambda hook, g: hook(self.module, g, self.grad_outputs),
                                            "Backward hook returned an invalid number of grad_input")
         self.grad_outputs = None
