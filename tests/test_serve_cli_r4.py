@@ -200,8 +200,8 @@ def test_beam_refusals_as_transformers(pair, options):
     assert isinstance(theirs, Exception) and isinstance(ours, ValueError), (theirs, ours)
 
 
-@pytest.mark.parametrize("options", [dict(num_beams=2, do_sample=True), dict(do_sample=True, typical_p=0.9),
-                                     dict(renormalize_logits=True), dict(num_beams=4, num_beam_groups=2)])
+@pytest.mark.parametrize("options", [dict(num_beams=2, do_sample=True), dict(remove_invalid_values=True),
+                                     dict(encoder_no_repeat_ngram_size=2), dict(num_beams=4, num_beam_groups=2)])
 def test_what_minilora_does_not_implement_is_refused_by_name(pair, options):
     _, ours = both(pair, max_new_tokens=4, **options)
     assert isinstance(ours, NotImplementedError), ours
@@ -220,7 +220,7 @@ def test_the_prompt_as_inputs_or_nothing_as_transformers(pair):
         pair[1].generate(np.array(PROMPT), inputs=np.array(PROMPT), max_new_tokens=2)
 
 
-@pytest.mark.parametrize("option", ["max_time", "constraints", "force_words_ids", "exponential_decay_length_penalty",
+@pytest.mark.parametrize("option", ["max_time", "constraints", "force_words_ids", "penalty_alpha",
                                     "prompt_lookup_num_tokens", "dola_layers"])
 def test_transformers_options_minilora_lacks_are_refused_by_name_not_called_typos(pair, option):
     """transformers' generate takes these; minilora said 'not used by the model (typos...)'."""

@@ -115,13 +115,60 @@ def ban_repeated_ngrams(logits, ids, n):
     return logits
 
 
-def warp_logits(logits, temperature=1.0, top_k=None, top_p=None, min_p=None):
-    """The sampling filters in transformers' order: divide by ``temperature``, then top-k, top-p and
-    min-p. (What ``output_scores`` returns for a sampled step.)"""
+def typical_filter(logits, mass):
+    """Locally typical sampling (transformers' TypicalLogitsWarper): keep, per row, the tokens whose
+    surprise is closest to the row's entropy until their probabilities reach ``mass``. 1.0 or None: off."""
+    if mass is None or mass == 1.0:
+        return logits
+    if isinstance(mass, (bool, np.bool_)) or not isinstance(mass, (int, float, np.number)) or not 0 < mass < 1:
+        raise ValueError(f"`typical_p` has to be a float > 0 and < 1, but is {mass}")
+    log_probs = _log_softmax(logits)
+    probs = np.exp(log_probs)
+    entropy = -np.nansum(log_probs * probs, axis=-1, keepdims=True)
+    distance = np.abs(-log_probs - entropy)
+    order = np.argsort(distance, axis=-1, kind="stable")
+    sorted_distance = np.take_along_axis(distance, order, axis=-1)
+    cumulative = np.cumsum(_softmax(np.take_along_axis(logits, order, axis=-1)), axis=-1)
+    last = np.minimum((cumulative < mass).sum(axis=-1, keepdims=True), logits.shape[-1] - 1)
+    remove_sorted = sorted_distance > np.take_along_axis(sorted_distance, last, axis=-1)
+    remove_sorted[..., 0] = False  # the most typical token stays (min_tokens_to_keep=1)
+    remove = np.empty_like(remove_sorted)
+    np.put_along_axis(remove, order, remove_sorted, axis=-1)
+    return np.where(remove, -np.inf, logits)
+
+
+def epsilon_filter(logits, epsilon):
+    """Truncation sampling (transformers' EpsilonLogitsWarper): drop tokens less likely than ``epsilon``;
+    the most likely token always stays. 0 or None: off, as transformers (which adds it only inside (0, 1))."""
+    if epsilon is None or not 0.0 < epsilon < 1.0:
+        return logits
+    return _drop_below(logits, _softmax(logits), epsilon)
+
+
+def eta_filter(logits, epsilon):
+    """Eta sampling (transformers' EtaLogitsWarper): as epsilon_filter, with the bar
+    ``min(epsilon, sqrt(epsilon) * exp(-entropy))`` lowered for uncertain (high-entropy) rows."""
+    if epsilon is None or not 0.0 < epsilon < 1.0:
+        return logits
+    probs = _softmax(logits)
+    entropy = -np.nansum(_log_softmax(logits) * probs, axis=-1, keepdims=True)
+    return _drop_below(logits, probs, np.minimum(epsilon, np.sqrt(epsilon) * np.exp(-entropy)))
+
+
+def _drop_below(logits, probs, bar):
+    keep_best = logits >= logits.max(axis=-1, keepdims=True)  # min_tokens_to_keep=1
+    return np.where((probs < bar) & ~keep_best, -np.inf, logits)
+
+
+def warp_logits(logits, temperature=1.0, top_k=None, top_p=None, min_p=None, typical_p=None, epsilon_cutoff=None,
+                eta_cutoff=None):
+    """The sampling filters in transformers' order: divide by ``temperature``, then top-k, top-p, min-p,
+    typical-p, epsilon and eta. (What ``output_scores`` returns for a sampled step.)"""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0 when sampling, got {temperature} "
                          "(use do_sample=False for greedy decoding)")
-    return min_p_filter(top_p_filter(top_k_filter(logits / temperature, top_k), top_p), min_p)
+    logits = min_p_filter(top_p_filter(top_k_filter(logits / temperature, top_k), top_p), min_p)
+    return eta_filter(epsilon_filter(typical_filter(logits, typical_p), epsilon_cutoff), eta_cutoff)
 
 
 def sample_next_token(logits, do_sample=False, temperature=1.0, top_k=None, top_p=None, rng=None):
@@ -149,7 +196,12 @@ DEFAULTS = {"do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "
             "suppress_tokens": None, "begin_suppress_tokens": None, "forced_eos_token_id": None,
             "stop_strings": None, "num_beams": 1, "length_penalty": 1.0, "early_stopping": False,
             "num_return_sequences": 1, "use_cache": True, "return_dict_in_generate": False, "output_scores": False,
-            "output_logits": False}
+            "output_logits": False, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
+            "encoder_repetition_penalty": 1.0, "renormalize_logits": False, "forced_bos_token_id": None,
+            "exponential_decay_length_penalty": None}
+# The options above that generate() takes through **kwargs (transformers' rarer logits processors).
+_PROCESSOR_OPTIONS = ("typical_p", "epsilon_cutoff", "eta_cutoff", "encoder_repetition_penalty", "renormalize_logits",
+                      "forced_bos_token_id", "exponential_decay_length_penalty")
 _LENGTHS_AND_TOKENS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "eos_token_id", "pad_token_id",
                        "bos_token_id")
 # generation_config.json entries that change nothing here: bookkeeping, output formats left at their
@@ -162,14 +214,13 @@ _IGNORED = {"_from_model_config", "transformers_version", "cache_implementation"
             "low_memory"}  # beam and contrastive search's memory saver: greedy and sampling do not read it
 # Options generate() does not implement, at the value that turns them off (any other value is refused).
 _OFF = {"num_beam_groups": 1, "diversity_penalty": 0.0, "encoder_no_repeat_ngram_size": 0,
-        "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
-        "encoder_repetition_penalty": 1.0, "remove_invalid_values": False, "renormalize_logits": False,
+        "remove_invalid_values": False,
         "output_attentions": False, "output_hidden_states": False, "top_h": None,
-        "forced_bos_token_id": None, "penalty_alpha": None,
+        "penalty_alpha": None,
         "guidance_scale": None, "watermarking_config": None, "assistant_model": None, "logits_processor": None,
         "stopping_criteria": None, "prefix_allowed_tokens_fn": None, "negative_prompt_ids": None,
         "synced_gpus": None, "custom_generate": None, "negative_prompt_attention_mask": None,
-        "constraints": None, "force_words_ids": None, "exponential_decay_length_penalty": None, "max_time": None,
+        "constraints": None, "force_words_ids": None, "max_time": None,
         "dola_layers": None, "token_healing": None, "prompt_lookup_num_tokens": None, "max_matching_ngram_size": None,
         "assistant_early_exit": None, "assistant_ensemble_weight": None, "speculation_type": None, "use_mtp": None,
         "cache_config": None, "max_cache_len": None, "continuous_batching_config": None}
@@ -323,6 +374,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     transformers' defaults (``DEFAULTS``) -- the order transformers uses. So do the lengths and the
     eos / pad ids. transformers' other options are accepted at their "off" value and refused otherwise.
     """
+    rarer = {name: kwargs.pop(name, DEFAULT) for name in _PROCESSOR_OPTIONS}
     _check_call_options(kwargs)
     own = _call_config(getattr(model, "generation_config", None), generation_config)
     input_ids = _the_prompt(input_ids, inputs, _bos_id(own, getattr(model, "config", None)))
@@ -344,7 +396,9 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
         pad_token_id = own.pad_token_id if pad_token_id is None else pad_token_id
         min_new_tokens = own.min_new_tokens if min_new_tokens is None else min_new_tokens
         min_length = own.min_length if min_length is None else min_length
-    passed = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+    passed = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                  **{name: rarer[name] for name in ("typical_p", "epsilon_cutoff", "eta_cutoff")})
+    rarer = {name: _resolved(name, value, own) for name, value in rarer.items()}
     do_sample, temperature, top_k, top_p, min_p, use_cache, repetition_penalty, num_return_sequences = (
         _resolved(name, value, own) for name, value in
         (("do_sample", do_sample), ("temperature", temperature), ("top_k", top_k), ("top_p", top_p),
@@ -361,8 +415,8 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
         _resolved(name, value, own) for name, value in (("return_dict_in_generate", return_dict_in_generate),
                                                          ("output_scores", output_scores),
                                                          ("output_logits", output_logits)))
-    min_new_tokens, min_length = (_check_count(name, 0 if value is None else value) for name, value in
-                                  (("min_new_tokens", min_new_tokens), ("min_length", min_length)))
+    min_length = _min_length(min_new_tokens, min_length, ids.shape[1])
+    min_new_tokens = _check_count("min_new_tokens", 0 if min_new_tokens is None else min_new_tokens)
     if not do_sample:
         _warn_unused_sampling_options(**passed)  # only what the call itself set, as transformers
     max_new_tokens = _new_token_budget(max_new_tokens, max_length, ids.shape[1],
@@ -386,12 +440,15 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     if (mask[:, -1] == 0).any():  # a new token would follow padding: transformers warns the same
         warnings.warn("right-padding was detected in attention_mask: a decoder-only model continues the LAST "
                       "position, so pad batches on the left (tokenizer padding_side='left') for correct results")
+    prompt = ids
     if num_return_sequences > 1 and num_beams == 1:  # each prompt repeated, its copies side by side
         ids, mask, single = np.repeat(ids, num_return_sequences, 0), np.repeat(mask, num_return_sequences, 0), False
     padding = (mask != 0).argmax(axis=1)  # each row's left padding
     process = _LogitsProcessors(**token_rules, eos=eos, last_step=max_new_tokens - 1,
                                 repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
-                                min_length=min_length, min_new_tokens=min_new_tokens)
+                                min_length=min_length, min_new_tokens=min_new_tokens, prompt=prompt,
+                                **{name: rarer[name] for name in _PROCESSOR_OPTIONS[3:]})
+    warpers = {name: rarer[name] for name in ("typical_p", "epsilon_cutoff", "eta_cutoff")}
     stops = _StopStrings(_resolved("stop_strings", stop_strings, own), tokenizer)
     if num_beams > 1:
         return _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens, pad_token_id,
@@ -402,12 +459,11 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
         streamer.put(ids[0] if single else ids)
 
     finished = np.zeros(ids.shape[0], dtype=bool)
-    cache = None
+    cache, prompt_mask = None, mask
     scores, raw_logits = [], []
     with no_grad():
         for step in range(max_new_tokens):
-            # Positions count only real tokens, so a left-padded row starts at position 0.
-            positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+            positions = _position_ids(prompt_mask, ids.shape[1])
             if cache is None:  # first step, or no cache: run the whole sequence
                 out = model(ids, attention_mask=_mask_arg(mask), position_ids=positions,
                             use_cache=use_cache)
@@ -418,7 +474,8 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
             logits = out.logits[:, -1, :].cpu().numpy().astype(np.float32)  # transformers' float32 copy
             processed = process(logits, ids, padding, step)
             if do_sample:
-                processed = warp_logits(processed, temperature, top_k, top_p, min_p)
+                processed = warp_logits(processed, temperature, top_k, top_p, min_p, **warpers)
+            processed = process.renormalize(processed)
             token = _draw(processed, rng) if do_sample else processed.argmax(axis=-1)
             token = np.where(finished, pad_token_id, token)
             scores.append(processed)
@@ -534,10 +591,10 @@ def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens,
             step = length - prompt_length
             flat = running[:, :, :length].reshape(batch * beams, length)
             step_mask = np.concatenate([flat_mask, np.ones((batch * beams, step), dtype=flat_mask.dtype)], axis=1)
-            positions = np.maximum(np.cumsum(step_mask, axis=1) - 1, 0)
+            positions = _position_ids(flat_mask, length)
             out = model(flat, attention_mask=_mask_arg(step_mask), position_ids=positions, use_cache=False)
             logits = out.logits[:, -1, :].cpu().numpy().astype(np.float32)
-            log_probs = process(_log_softmax(logits), flat, flat_padding, step)
+            log_probs = process.renormalize(process(_log_softmax(logits), flat, flat_padding, step))
             all_scores.append(log_probs)
             raw_logits.append(logits)
             # every (beam, token) continuation of a prompt, by its summed log-probability
@@ -652,8 +709,13 @@ class _LogitsProcessors:
     is a ValueError, not a silently different answer. ``process(scores, ids, padding, step)``."""
 
     def __init__(self, bad_words_ids, sequence_bias, suppress_tokens, begin_suppress_tokens, forced_eos_token_id,
-                 eos, last_step, repetition_penalty, no_repeat_ngram_size, min_length, min_new_tokens):
+                 eos, last_step, repetition_penalty, no_repeat_ngram_size, min_length, min_new_tokens, prompt=None,
+                 encoder_repetition_penalty=1.0, renormalize_logits=False, forced_bos_token_id=None,
+                 exponential_decay_length_penalty=None):
         self.eos, self.repetition_penalty, self.no_repeat_ngram_size = eos, repetition_penalty, no_repeat_ngram_size
+        self.prompt, self.encoder_repetition_penalty = prompt, encoder_repetition_penalty
+        self.renormalize_logits, self.forced_bos = renormalize_logits, forced_bos_token_id
+        self.decay = _decay(exponential_decay_length_penalty)
         self.min_length, self.min_new_tokens = min_length, min_new_tokens
         self.biases = _sequence_bias(sequence_bias)
         if bad_words_ids is not None:
@@ -668,24 +730,56 @@ class _LogitsProcessors:
         self.forced_eos = _id_list(forced_eos_token_id)
         if any(i < 0 for i in self.forced_eos):
             raise ValueError(f"`eos_token_id` has to be a list of positive integers, but is {forced_eos_token_id}")
+        for name, forced in (("forced_bos_token_id", _id_list(forced_bos_token_id)), ("forced_eos_token_id",
+                                                                                        self.forced_eos)):
+            if forced and set(forced) <= set(self.suppress):  # every logit -inf at the forcing step: nan
+                raise ValueError(f"Every token in `{name}` ({sorted(set(forced))}) is also in `suppress_tokens`. "
+                                 "Forcing a token while suppressing it sets all logits to `-inf` at the forcing "
+                                 "step (transformers refuses it too); remove the overlap")
         self.last_step = last_step
+        # begin_suppress_tokens hold off the first token after the forced bos one, if that is the first
+        self.begin_step = 1 if forced_bos_token_id is not None and prompt is not None and prompt.shape[1] == 1 else 0
 
     def __call__(self, scores, ids, padding, step):
         """``padding``: each row's left padding, which the repetition penalty does not look at (transformers'
         prompt_ignore_length, read from the attention mask)."""
         scores = _add_sequence_bias(scores, ids, self.biases)
+        if self.encoder_repetition_penalty != 1.0:  # the prompt's tokens made likelier (a hallucination penalty)
+            scores = _penalize_prompt_tokens(scores, self.prompt, self.encoder_repetition_penalty)
         if self.repetition_penalty != 1.0:
             scores = apply_repetition_penalty(scores, ids, self.repetition_penalty, padding)
         scores = _add_sequence_bias(ban_repeated_ngrams(scores, ids, self.no_repeat_ngram_size), ids, self.bad)
         if self.eos and (ids.shape[1] < self.min_length or step < self.min_new_tokens):  # too short to end yet
             scores = _forbid(scores, self.eos)
-        return self._force_and_suppress(scores, step)
+        return self._force_and_suppress(scores, step, ids.shape[1])
 
-    def _force_and_suppress(self, logits, step):
+    def _decay_eos_penalty(self, logits, length):
+        """transformers' ExponentialDecayLengthPenalty: past ``start`` new tokens, each eos id's score grows by
+        ``|score| * (factor ** n - 1)`` (n: tokens past the start), so ending gets likelier and likelier."""
+        start, factor = self.decay
+        past = length - (start + self.prompt.shape[1])
+        if past <= 0 or not self.eos:
+            return logits
+        eos_scores = logits[:, self.eos]
+        penalty = np.where(np.isfinite(eos_scores), np.abs(eos_scores) * np.float32(factor ** past - 1), 0)
+        penalties = np.zeros_like(logits)
+        penalties[:, self.eos] = penalty
+        return logits + penalties
+
+    def renormalize(self, scores):
+        """``renormalize_logits=True``: log-softmax after every processor and warper, as transformers."""
+        return _log_softmax(scores) if self.renormalize_logits else scores
+
+    def _force_and_suppress(self, logits, step, length):
+        if self.forced_bos is not None and length == 1:  # a one-token sequence: the next token is forced
+            logits = np.full_like(logits, -np.inf)
+            logits[:, self.forced_bos] = 0
         if self.forced_eos and step == self.last_step:  # the last token is an eos id: every other is -inf
             logits = np.full_like(logits, -np.inf)
             logits[:, self.forced_eos] = 0
-        suppressed = self.suppress + (self.begin_suppress if step == 0 else [])
+        if self.decay is not None:
+            logits = self._decay_eos_penalty(logits, length)
+        suppressed = self.suppress + (self.begin_suppress if step == self.begin_step else [])
         suppressed = [i for i in suppressed if 0 <= i < logits.shape[-1]]  # others are no token: nothing to do
         return _forbid(logits, suppressed) if suppressed else logits
 
@@ -731,6 +825,31 @@ class _StopStrings:
             before = self._text(row[i]) + before
         text = before + last
         return stop in text[max(len(before) - len(stop) + 1, 0):]  # an occurrence that reaches the last token
+
+
+def _decay(exponential_decay_length_penalty):
+    """``(start, factor)``: from ``start`` new tokens on, the eos ids' scores grow by ``factor`` per token."""
+    if exponential_decay_length_penalty is None:
+        return None
+    pair = exponential_decay_length_penalty
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or any(
+            isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.number)) for x in pair):
+        raise ValueError(f"exponential_decay_length_penalty must be a pair (start_index, decay_factor) of numbers, "
+                         f"got {pair!r}")
+    start, factor = pair
+    return int(start), float(factor)
+
+
+def _penalize_prompt_tokens(scores, prompt, penalty):
+    """transformers' EncoderRepetitionPenaltyLogitsProcessor for a decoder-only model, whose "encoder ids"
+    are the prompt rows: their tokens' scores are multiplied by ``penalty`` if positive, divided if negative.
+    Each beam (or returned sequence) of a prompt looks at that prompt, padding included, as transformers."""
+    scores = scores.copy()
+    prompt = np.repeat(prompt, scores.shape[0] // prompt.shape[0], axis=0)
+    index = np.arange(scores.shape[0])[:, None]
+    seen = scores[index, prompt]
+    scores[index, prompt] = np.where(seen < 0, seen / penalty, seen * penalty)
+    return scores
 
 
 def _check_bad_words(bad_words_ids):
@@ -828,6 +947,20 @@ def _new_token_budget(max_new_tokens, max_length, prompt_length, position_limit=
                          "generated (transformers refuses this too); increase max_length or, better, set "
                          "max_new_tokens")
     return total - prompt_length
+
+
+def _min_length(min_new_tokens, min_length, prompt_length):
+    """The length (prompt included) before which no eos id may be chosen. A ``min_new_tokens`` that is set,
+    even to 0 and even by the model's generation_config, replaces ``min_length`` (transformers 5's rule:
+    it counts from the prompt's end, and wins over min_length with a warning)."""
+    if min_new_tokens is None:
+        return _check_count("min_length", 0 if min_length is None else min_length)
+    _check_count("min_new_tokens", min_new_tokens)
+    if min_length is not None:
+        _check_count("min_length", min_length)
+        warnings.warn(f"both min_new_tokens (={min_new_tokens}) and min_length (={min_length}) were given: "
+                      "min_new_tokens wins, as in transformers")
+    return prompt_length + min_new_tokens
 
 
 def _warn_unused_sampling_options(**options):
@@ -938,6 +1071,16 @@ def _id_list(ids):
     if ids is None:
         return []
     return [int(i) for i in ids] if isinstance(ids, (list, tuple, set)) else [int(ids)]
+
+
+def _position_ids(prompt_mask, length):
+    """transformers' position ids for the prompt and the tokens generated after it, ``length`` in all: a
+    prompt token's position counts the real tokens up to it (so a left-padded row starts at 0; padding
+    itself is 0), and each new token is one past the token before it -- also after right padding, which
+    transformers does not skip (a right-padded prompt is a mistake it warns about, not a way to pad)."""
+    prompt = np.where(prompt_mask == 0, 0, np.cumsum(prompt_mask, axis=1) - 1)
+    new = prompt[:, -1:] + np.arange(1, length - prompt.shape[1] + 1)
+    return np.concatenate([prompt, new], axis=1)
 
 
 def _mask_arg(mask):
