@@ -15,7 +15,9 @@ pytestmark = pytest.mark.skipif(not emu.is_available(), reason="the CUDA emulato
 rng = np.random.default_rng(94)
 
 squared_diff = ElementwiseKernel("float32 x, float32 y", "float32 z", "z = (x - y) * (x - y)", "squared_diff")
-squared_diff_generic = ElementwiseKernel("T x, T y", "T z", "z = (x - y) * (x - y)", "squared_diff_generic")
+# The user guide's type-generic kernel: T is also a type name inside the body.
+GENERIC_BODY = "T diff = x - y; z = diff * diff;"
+squared_diff_generic = ElementwiseKernel("T x, T y", "T z", GENERIC_BODY, "squared_diff_generic")
 squared_diff_super_generic = ElementwiseKernel("X x, Y y", "Z z", "z = (x - y) * (x - y)",
                                                "squared_diff_super_generic")
 add_reverse = ElementwiseKernel("T x, raw T y", "T z", "z = x + y[_ind.size() - i - 1]", "add_reverse")
@@ -101,7 +103,7 @@ def test_size_loop_with_only_raw_arrays_and_several_outputs():
     assert s is seen and seen[0] == x.size and seen[1] >= 1  # loop_prep's constant, after_loop ran per block
     assert isinstance(cube_and_count(x, 2, np.empty_like(x), seen), tuple)
     # The same generated source as squared_diff_generic's: no new compile.
-    no_return = ElementwiseKernel("T x, T y", "T z", "z = (x - y) * (x - y)", "squared_diff_generic", no_return=True)
+    no_return = ElementwiseKernel("T x, T y", "T z", GENERIC_BODY, "squared_diff_generic", no_return=True)
     out = np.empty_like(x)
     assert no_return(x, 1, out) is None
     np.testing.assert_array_equal(out, (x - 1) ** 2)
@@ -134,6 +136,14 @@ def test_elementwise_errors_are_cupys():
         ElementwiseKernel("flaot32 x", "T y", "y = x", "k")
     with pytest.raises(TypeError, match="complex"):
         squared_diff_generic(x.astype(np.complex64), x.astype(np.complex64))
+    with pytest.raises(TypeError, match="Output arguments must be"):
+        squared_diff(x, x, 3.0)
+    with pytest.raises(TypeError, match="must be a NumPy array or a scalar, got list"):
+        squared_diff(x, [1.0, 2.0])
+    with pytest.raises(Exception, match="Syntax error"):
+        ElementwiseKernel("T x,", "T y", "y = x", "k")
+    with pytest.raises(Exception, match='Unknown keyword "const"'):
+        ElementwiseKernel("const T x", "T y", "y = x", "k")
 
 
 def test_the_operation_runs_under_the_emulators_checks():
@@ -162,6 +172,10 @@ def test_user_guide_l2norm_along_axes():
     assert l2norm(a, axis=(0, 2), out=out) is out
     np.testing.assert_allclose(out, np.sqrt((a * a).sum(axis=(0, 2))), rtol=1e-5)
     assert l2norm(np.empty((0, 3), np.float32), axis=0).tolist() == [0.0, 0.0, 0.0]  # post_map of the identity
+    assert l2norm(np.array(-3, np.float32)) == 3 and l2norm(np.array(-3, np.float32)).shape == ()
+    np.testing.assert_allclose(l2norm(a, axis=()), np.abs(a), rtol=1e-6)  # nothing reduced
+    tall = ragged(300, 7)  # more outputs than blocks: each block takes several
+    np.testing.assert_allclose(l2norm(tall, axis=1), np.linalg.norm(tall, axis=1), rtol=1e-5)
 
 
 def test_reduction_broadcasts_inputs_and_takes_scalars():
@@ -207,3 +221,12 @@ def test_reduction_errors_are_cupys():
         no_identity(np.empty(0, np.float32))
     with pytest.raises(ValueError, match="Loop size is undecided"):
         l2norm(3.0)
+    raw_sum = ReductionKernel("raw T x, T y", "T z", "x[_j]", "a + b", "z = a", "0", "raw_sum")
+    # _j walks the reduced axes first: reducing axis 0 of a (2, 5) array, that is x's own C order ...
+    np.testing.assert_allclose(raw_sum(x, x, axis=0), x.sum(axis=0), rtol=1e-6)
+    with pytest.raises(NotImplementedError, match="Illegal conditions"):
+        raw_sum(x, x, axis=1)  # ... but not for axis 1: that needs a transposed view, which a raw x cannot follow
+    with pytest.raises(np.exceptions.AxisError):
+        l2norm(x, axis=-3)
+    with pytest.raises(ValueError, match="duplicate value in 'axis'"):
+        l2norm(x, axis=(1, -1))
