@@ -279,11 +279,28 @@ class _KernelCache:
     def __init__(self, options):
         self.options = (options,) if isinstance(options, str) else tuple(options)
         self._kernels: dict[str, RawKernel] = {}
+        self.codes: dict[tuple, str] = {}  # array dtypes -> generated source, as CuPy's cached_codes
 
-    def get(self, code: str, name: str) -> RawKernel:
+    def get(self, code: str, name: str, args) -> RawKernel:
+        self.codes[tuple(a.dtype for a in args[:-1] if isinstance(a, np.ndarray))] = code
         if code not in self._kernels:
             self._kernels[code] = RawKernel(code, name, self.options)
         return self._kernels[code]
+
+
+class _CachedCodes:
+    """CuPy's debugging view of the generated CUDA C: ``kernel.cached_code`` after a call."""
+
+    @property
+    def cached_codes(self) -> dict:
+        """The generated source of each call signature so far, keyed by the dtypes of the array arguments."""
+        return dict(self._cache.codes)
+
+    @property
+    def cached_code(self) -> str:
+        if not self._cache.codes:
+            raise RuntimeError(f"kernel '{self.name}' has not been called yet: its code is generated per call")
+        return next(iter(self._cache.codes.values()))
 
 
 def _pop_options(kwargs: dict, names) -> list:
@@ -294,7 +311,7 @@ def _pop_options(kwargs: dict, names) -> list:
 
 
 # -- ElementwiseKernel --------------------------------------------------------------------------------
-class ElementwiseKernel:
+class ElementwiseKernel(_CachedCodes):
     """``cupy.ElementwiseKernel`` on the emulator: ``ElementwiseKernel('T x, T y', 'T z', 'z = x - y')``.
 
     Call it with the inputs (outputs are allocated in the broadcast shape and the decided dtypes) or with
@@ -377,7 +394,7 @@ class ElementwiseKernel:
         launch.add_indexer("_ind", shape)
         launch.finish()
         code = self._source(launch, body, found)
-        kernel = self._cache.get(code, self.name)
+        kernel = self._cache.get(code, self.name, launch.args)
         n = int(np.prod(shape))
         grid = min(-(-n // block_size), 64)  # a grid-stride loop covers the rest, as CuPy's CUPY_FOR
         kernel((grid,), (block_size,), tuple(launch.args))
@@ -412,7 +429,7 @@ def _reduce_axes(axis, ndim: int) -> tuple:
     return tuple(sorted(normalized))
 
 
-class ReductionKernel:
+class ReductionKernel(_CachedCodes):
     """``cupy.ReductionKernel`` on the emulator: ``ReductionKernel('T x', 'T y', 'x * x', 'a + b',
     'y = sqrt(a)', '0', 'l2norm')`` then ``kernel(x, axis=1, keepdims=False)``.  Returns the first output,
     as CuPy does."""
@@ -509,7 +526,7 @@ class ReductionKernel:
         reduce_size = int(np.prod(in_shape)) // out_size
         threads = 1 << max(0, min(reduce_size, 128) - 1).bit_length()  # a power of two for the tree
         code = self._source(launch, in_exprs, out_exprs, found, threads)
-        kernel = self._cache.get(code, self.name)
+        kernel = self._cache.get(code, self.name, launch.args)
         kernel((min(out_size, 64),), (threads,), tuple(launch.args))
         launch.copy_outputs_back()
 

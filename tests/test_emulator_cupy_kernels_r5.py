@@ -43,6 +43,8 @@ def test_user_guide_squared_diff_broadcasts_arrays_and_scalars():
     y = np.arange(5, dtype=np.float32)
     np.testing.assert_array_equal(squared_diff(x, y), [[0] * 5, [25] * 5])
     np.testing.assert_array_equal(squared_diff(x, 5), (x - 5) ** 2)
+    assert 'extern "C" __global__ void squared_diff(' in squared_diff.cached_code  # CuPy's debugging view
+    assert "z = (x - y) * (x - y)" in squared_diff.cached_code
     z = np.empty((2, 5), dtype=np.float32)
     assert squared_diff(x, y, z) is z  # the given output is filled and returned
     np.testing.assert_array_equal(z, (x - y) ** 2)
