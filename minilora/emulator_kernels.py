@@ -182,7 +182,7 @@ def _decide_types(in_params, out_params, in_dtypes, out_dtypes):
 
 # -- arguments ----------------------------------------------------------------------------------------
 def _is_scalar(value) -> bool:
-    return isinstance(value, (numbers.Number, np.generic)) and not isinstance(value, np.ndarray)
+    return isinstance(value, (numbers.Number, np.number, np.bool_))
 
 
 def _check_input(value, kernel: str, i: int):
@@ -360,6 +360,8 @@ class ElementwiseKernel(_CachedCodes):
         params = self.in_params + self.out_params
         broadcast = [a for p, a in zip(params, args) if not p.raw and isinstance(a, np.ndarray)]
         if size is not None:
+            if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 0:
+                raise TypeError(f"size must be a non-negative int, got {size!r}")
             if broadcast:
                 raise ValueError("Specified 'size' can be used only if all of the ndarray are 'raw'.")
             return (int(size),)

@@ -94,6 +94,8 @@ def test_size_loop_with_only_raw_arrays_and_several_outputs():
     np.testing.assert_array_equal(got, x.ravel()[::-1])
     with pytest.raises(ValueError, match="Loop size is undecided"):
         reverse(x)
+    with pytest.raises(TypeError, match="size must be a non-negative int"):
+        reverse(x, size=2.5)
     with pytest.raises(ValueError, match="Output array size is Undecided"):
         ElementwiseKernel("T x", "raw T y", "y[i] = x", "k")(x)
     with pytest.raises(ValueError, match="'size' can be used only if all of the ndarray are 'raw'"):
@@ -142,6 +144,8 @@ def test_elementwise_errors_are_cupys():
         squared_diff(x, x, 3.0)
     with pytest.raises(TypeError, match="must be a NumPy array or a scalar, got list"):
         squared_diff(x, [1.0, 2.0])
+    with pytest.raises(TypeError, match="must be a NumPy array or a scalar, got str_"):
+        squared_diff(x, np.str_("2"))
     with pytest.raises(Exception, match="Syntax error"):
         ElementwiseKernel("T x,", "T y", "y = x", "k")
     with pytest.raises(Exception, match='Unknown keyword "const"'):
