@@ -733,6 +733,20 @@ class ModulesToSaveWrapper(Module):
     def active_adapter(self):
         return self.active_adapters[0] if self.active_adapters else None
 
+    def __getattr__(self, name):
+        """As PEFT: an attribute the wrapper lacks is the running module's (``embed_tokens.weight``,
+        ``lm_head.out_features``): the active adapter's copy, or the original when none is active."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            modules = self.__dict__.get("_modules")
+            if modules is None or "original_module" not in modules:  # (still being built)
+                raise
+        active = self.__dict__.get("active_adapters")
+        if self.__dict__.get("disable_adapters") or not active or active[0] not in modules["modules_to_save"]:
+            return getattr(modules["original_module"], name)
+        return getattr(modules["modules_to_save"][active[0]], name)
+
     def adapter_names(self):
         return list(self.modules_to_save.keys())
 

@@ -102,7 +102,7 @@ def _warn_unmatched_patterns(config, targeted):
                           f"{unmatched}.", RuntimeWarning)
 
 
-_EMBEDDING_LAYER_NAMES = ("embed_tokens", "lm_head")  # PEFT's EMBEDDING_LAYER_NAMES
+_EMBEDDING_LAYER_NAMES = _io.EMBEDDING_LAYER_NAMES  # PEFT's EMBEDDING_LAYER_NAMES
 
 
 def _warn_tied_layer_adapted(model, config):

@@ -13,22 +13,24 @@ module's own name (``base_model.model.lm_head.weight``) -- all as PEFT writes th
 The save folder is replaced as one unit (``minilora.checkpoint.atomic_folder``).
 """
 import os
+import re
 
 import numpy as np
 
 from ..checkpoint import (atomic_folder, atomic_write, load_file, load_json, read_header, save_file, save_json,
                           warn_non_finite)
+from .. import nn
 from ..nn.llama import LlamaForCausalLM
 from ..nn.module import IncompatibleKeys
 from .config import CONFIG_NAME
 from .layers import BaseTunerLayer, ModulesToSaveWrapper
-from .layers import Embedding as LoraEmbedding
 
 __all__ = ["WEIGHTS_NAME", "get_peft_model_state_dict", "set_peft_model_state_dict", "save_adapters",
            "read_adapter_config", "load_adapter_weights", "AdapterMismatchError", "AdapterFileNotFoundError",
            "write_model_card"]
 
 WEIGHTS_NAME = "adapter_model.safetensors"
+EMBEDDING_LAYER_NAMES = ("embed_tokens", "lm_head")  # PEFT's: targeting one saves the embedding tables
 # Config keys that may differ between two saves of the *same* adapter.
 _VOLATILE_KEYS = {"peft_version", "inference_mode", "auto_mapping", "revision"}
 
@@ -45,12 +47,45 @@ class AdapterFileNotFoundError(FileNotFoundError, ValueError):
 
 
 def _embedding_base_weights(peft_model, adapter_name):
-    """``{file key: Tensor}`` of the base tables of the embedding layers this adapter targets.
+    """``{file key: Tensor}`` of the base tables of the model's embedding layers, saved beside the adapter.
 
-    PEFT saves them beside the adapter when an embedding is a target (``save_embedding_layers="auto"``:
-    the vocabulary may have been resized for new tokens) and loads them back if the file has them."""
-    return {f"{path}.base_layer.weight": module.base_layer.weight for path, module in peft_model.named_modules()
-            if isinstance(module, LoraEmbedding) and adapter_name in module.lora_embedding_A}
+    PEFT's rule (``save_embedding_layers="auto"``: the vocabulary may have been resized for new tokens):
+    when the adapter's ``target_modules`` names an embedding layer, the input embedding and the output
+    head are saved, each one that is a tuner layer around an Embedding / Linear -- ``lm_head`` as much as
+    ``embed_tokens``, and whichever adapter wrapped it. PEFT loads them back if the file has them."""
+    if not _targets_an_embedding(peft_model, peft_model.peft_config[adapter_name]):
+        return {}
+    return {f"{path}.base_layer.{key}": value for path, module in _embedding_layers(peft_model)
+            if isinstance(module, BaseTunerLayer) and isinstance(module.base_layer, (nn.Linear, nn.Embedding))
+            for key, value in module.base_layer.state_dict(keep_vars=True).items()}
+
+
+def _embedding_layers(peft_model):
+    """``[(path, module)]``: the input embedding and the output head, wrapped or not."""
+    base = peft_model.get_base_model()
+    if not hasattr(base, "get_input_embeddings"):
+        return []
+    layers = [base.get_input_embeddings(), base.get_output_embeddings()]
+    return [(path, module) for path, module in peft_model.named_modules() if any(module is m for m in layers)]
+
+
+def _skipped_embedding_tables(peft_model):
+    """File keys of an embedding table whose layer no adapter wraps here: PEFT writes them when another
+    adapter of the saving model wrapped that layer, and its (strict=False) load passes them by."""
+    return {f"{path}.base_layer.{key}" for path, module in _embedding_layers(peft_model)
+            if not isinstance(module, BaseTunerLayer) for key in module.state_dict()}
+
+
+def _targets_an_embedding(peft_model, config):
+    """PEFT's test: a target list holding "embed_tokens" or "lm_head" itself, or a regex (other than
+    "all-linear") that matches the full name of a module called so."""
+    targets = getattr(config, "target_modules", None)
+    if not isinstance(targets, str):
+        return any(name in (targets or ()) for name in EMBEDDING_LAYER_NAMES)
+    if targets == "all-linear":
+        return False
+    return any(re.fullmatch(targets, name) for name, _ in peft_model.get_base_model().named_modules()
+               if re.search(r"(^|\.)(embed_tokens|lm_head)$", name))
 
 
 def _adapter_entries(peft_model, adapter_name):
@@ -122,7 +157,8 @@ def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="defaul
                                   "are not implemented in minilora (a mismatched tensor is an error)")
     state = peft_model_state_dict
     entries = _adapter_entries(model, adapter_name)
-    unexpected = [k for k in state if k not in entries]
+    skipped = _skipped_embedding_tables(model)
+    unexpected = [k for k in state if k not in entries and k not in skipped]
     if unexpected:
         raise AdapterMismatchError(
             f"{source} has weights for {unexpected[0]!r} ({len(unexpected)} such keys), which this "
