@@ -178,6 +178,7 @@ class enable_grad(_GradModeDecorator):
 
 
 _inference_mode = False
+_inference_tensors_made = False  # has inference_mode() been entered? (then ops check what they save)
 
 
 def is_inference_mode_enabled():
@@ -186,8 +187,8 @@ def is_inference_mode_enabled():
 
 class inference_mode(_GradMode):
     """``with inference_mode():`` as torch: no graph, and the tensors made inside are inference tensors
-    (``is_inference()``; they refuse ``requires_grad_()`` and in-place changes outside, as torch's -- but
-    not yet their use in an op that records a graph). ``inference_mode(False)`` leaves grad mode as it is."""
+    (``is_inference()``; outside, they refuse ``requires_grad_()``, in-place changes and being saved for
+    backward, as torch's). ``inference_mode(False)`` leaves grad mode as it is."""
 
     def __new__(cls, mode=True):
         self = super().__new__(cls)
@@ -201,8 +202,9 @@ class inference_mode(_GradMode):
         super().__init__(not self.inference and _grad_enabled)
 
     def __enter__(self):
-        global _inference_mode
+        global _inference_mode, _inference_tensors_made
         self.prev_inference, _inference_mode = _inference_mode, self.inference
+        _inference_tensors_made = _inference_tensors_made or self.inference
         if self.inference:
             super().__enter__()
 
@@ -513,6 +515,8 @@ class Function:
             ctx.inputs = inputs
             ctx.parents = parents
             ctx.seq = next(_sequence)
+            if _inference_tensors_made:
+                _refuse_saved_inference_tensors(ctx, inputs)
             if changed:
                 ctx.versions = tuple(_version_of(x) for x in inputs)
             result = Tensor._make(out, dev, True, ctx)
@@ -524,6 +528,18 @@ class Function:
         if not fresh:
             _share_storage(result, inputs, cls, options)
         return result
+
+
+def _refuse_saved_inference_tensors(ctx, inputs):
+    """torch refuses an inference tensor that an op saves for backward (``x * w``; ``x + w`` saves none)."""
+    saved = []
+    for value in ctx.__dict__.values():
+        saved.extend(value if isinstance(value, (tuple, list)) else (value,))
+    for x in inputs:
+        if isinstance(x, Tensor) and getattr(x, "_inference", False) and any(v is x._array for v in saved):
+            raise RuntimeError("Inference tensors cannot be saved for backward: do not use tensors made in "
+                               "inference_mode() in computation tracked by autograd; clone() them outside "
+                               "inference_mode() first")
 
 
 def _without_leading_ones(shape):

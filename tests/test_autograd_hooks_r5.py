@@ -1067,6 +1067,43 @@ def a34(t):
 CASES.append(("retain_grad then inplace", a34))
 
 
+def _inference_operand_case(op, side):
+    def case(t):
+        with t.inference_mode():
+            x = t.ones(2) * 2
+        w = t.ones(2, requires_grad=True)
+        out = op(x, w) if side == 0 else op(w, x)
+        out.sum().backward()  # torch refuses where the op saves the inference tensor (mul), not where not (add)
+        return w.grad
+    return case
+
+
+for _name, _op in {"add": lambda a, b: a + b, "mul": lambda a, b: a * b, "matmul": lambda a, b: a @ b,
+                   "sub": lambda a, b: a - b, "div": lambda a, b: a / b}.items():
+    for _side in (0, 1):
+        CASES.append((f"inference tensor in {_name} (side {_side})", _inference_operand_case(_op, _side)))
+
+
+def layer_made_in_inference_mode(t):
+    with t.inference_mode():
+        m = t.nn.Linear(2, 2)
+    m(t.ones(1, 2, requires_grad=True)).sum().backward()
+
+
+CASES.append(("Linear made in inference_mode, trained", layer_made_in_inference_mode))
+
+
+def inference_tensor_cloned(t):
+    with t.inference_mode():
+        x = t.ones(2) * 2
+    w = t.ones(2, requires_grad=True)
+    (x.clone() * w).sum().backward()
+    return w.grad, x.clone().is_inference()
+
+
+CASES.append(("inference tensor cloned outside", inference_tensor_cloned))
+
+
 @pytest.mark.parametrize("case", [c for _, c in CASES], ids=[n for n, _ in CASES])
 def test_as_torch(case):
     assert _outcome(case, minilora) == _outcome(case, torch)
