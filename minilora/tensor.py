@@ -300,6 +300,8 @@ class Context:
         return self._add_node_hook("node_hooks", hook)
 
     def _add_node_hook(self, kind, hook):
+        if kind == "node_hooks":
+            _edge_slots(self)  # refuses a node whose grad_inputs minilora cannot show as torch's
         if self.__dict__.get(kind) is None:
             setattr(self, kind, {})
         if self.retained is None:
@@ -1960,23 +1962,51 @@ def _run_node_prehooks(ctx, g):
 def _run_node_hooks(ctx, hooks, in_grads, g):
     """``grad_fn.register_hook`` hooks: each sees the gradients for the node's ``next_functions`` and
     ``(grad_output,)``, and may return replacements for the former."""
-    slots = _edge_inputs(ctx)  # which of in_grads torch's node has as its grad_inputs
+    slots = _edge_slots(ctx)  # where each of torch's grad_inputs is in in_grads
     in_grads = list(in_grads) + [None] * (len(ctx.inputs) - len(in_grads))
     grad_output = (Tensor._make(g, ctx.device, False, None),)
     for hook in list(hooks.values()):
-        shown = tuple(None if in_grads[i] is None else Tensor._make(in_grads[i], ctx.device, False, None)
-                      for i in slots)
+        shown = tuple(_shown_grad(in_grads, slot, ctx.device) for slot in slots)
         out = hook(shown, grad_output)
         if out is None:
             continue
         if len(out) != len(slots):
             raise RuntimeError(f"hook '{getattr(hook, '__name__', hook)}' has returned an incorrect number of "
                                f"values (got {len(out)}, but expected {len(slots)})")
-        for i, new in zip(slots, out):
+        for (i, transposed), new in zip(slots, out):
+            if i is None:
+                continue
+            new = None if new is None else (new._array.T if transposed else new._array)
             if new is not None and in_grads[i] is not None:
-                _check_hook_result(hook, in_grads[i], new._array)
-            in_grads[i] = None if new is None else new._array
+                _check_hook_result(hook, in_grads[i], new)
+            in_grads[i] = new
     return tuple(in_grads)
+
+
+def _shown_grad(in_grads, slot, device):
+    i, transposed = slot
+    g = None if i is None else in_grads[i]
+    return None if g is None else Tensor._make(g.T if transposed else g, device, False, None)
+
+
+def _edge_slots(ctx):
+    """For each of torch's ``next_functions`` of the node: ``(position in ctx.inputs, transposed?)``,
+    ``(None, False)`` where torch's input is not minilora's (a target). A node minilora makes of several
+    ops (mse_loss: its ``torch_graph`` names inputs the last op does not have) refuses node hooks."""
+    graph = ctx.__dict__.get("torch_graph")
+    if graph is None:
+        return [(i, False) for i in _edge_inputs(ctx)]
+    slots = []
+    for entry in graph:
+        transposed = isinstance(entry, tuple) and entry[0] == "TBackward0" and len(entry) == 2
+        x = entry[1] if transposed else entry
+        found = [i for i, y in enumerate(ctx.inputs) if y is x] if isinstance(x, Tensor) else []
+        if x is not None and not found:
+            raise NotImplementedError(f"grad_fn.register_hook on {ctx.name()}: minilora computes this node "
+                                      "with several ops, so its grad_inputs are not torch's; hook the input "
+                                      "tensors with Tensor.register_hook instead")
+        slots.append((found[0] if found else None, transposed))
+    return slots
 
 
 def _edge_inputs(ctx):

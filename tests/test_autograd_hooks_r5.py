@@ -1104,6 +1104,40 @@ def inference_tensor_cloned(t):
 CASES.append(("inference tensor cloned outside", inference_tensor_cloned))
 
 
+_NODE_HOOK_OPS = {
+    "linear": lambda t, x, w, b: t.nn.functional.linear(x, w, b),
+    "linear without bias": lambda t, x, w, b: t.nn.functional.linear(x, w),
+    "matmul": lambda t, x, w, b: x @ w.t(),
+    "add a number": lambda t, x, w, b: x + 2,
+    "mul broadcast": lambda t, x, w, b: x * b,
+    "relu": lambda t, x, w, b: t.relu(x),
+    "softmax": lambda t, x, w, b: t.softmax(x, -1),
+    "sum": lambda t, x, w, b: x.sum(),
+    "t": lambda t, x, w, b: x.t(),
+    "cat": lambda t, x, w, b: t.cat([x, x * 2]),
+    "where": lambda t, x, w, b: t.where(x > 0, x, w),
+    "layer_norm": lambda t, x, w, b: t.nn.functional.layer_norm(x, (2,), b, b),
+}
+
+
+def _node_hook_case(op):
+    def case(t):
+        x = t.tensor([[1., -2.], [3., 4.]], requires_grad=True)
+        w = t.tensor([[0.5, 1.], [2., -1.]], requires_grad=True)
+        b = t.tensor([0.1, 0.2], requires_grad=True)
+        y = op(t, x, w, b)
+        log = []
+        y.grad_fn.register_hook(lambda gi, go: log.append((gi, go)))
+        y.grad_fn.register_hook(lambda gi, go: tuple(None if g is None else g * 2 for g in gi))
+        y.sum().backward()
+        return [n[0].name() if n[0] is not None else None for n in y.grad_fn.next_functions], log, x.grad, w.grad
+    return case
+
+
+for _name, _op in _NODE_HOOK_OPS.items():
+    CASES.append((f"grad_fn.register_hook on {_name}", _node_hook_case(_op)))
+
+
 @pytest.mark.parametrize("case", [c for _, c in CASES], ids=[n for n, _ in CASES])
 def test_as_torch(case):
     assert _outcome(case, minilora) == _outcome(case, torch)
@@ -1178,3 +1212,10 @@ def test_inference_tensor_refusals_name_inference_mode():
     with pytest.raises(RuntimeError, match="inference tensor outside InferenceMode"):
         x.mul_(2)
     assert x.clone().requires_grad_().requires_grad  # torch's way out
+
+
+def test_node_hook_refused_where_minilora_node_is_several_ops():
+    x = minilora.tensor([[1., -2.], [3., 4.]], requires_grad=True)
+    loss = minilora.nn.functional.mse_loss(x, minilora.zeros(2, 2))
+    with pytest.raises(NotImplementedError, match="MseLossBackward0.*Tensor.register_hook"):
+        loss.grad_fn.register_hook(lambda gi, go: None)
