@@ -21,6 +21,9 @@ to the same score; ``torch.topk`` orders ties as its kernel happens to, so only 
 argmax takes the first, draws one); 1-D prompts (minilora accepts them, transformers does not); group
 beam search (``num_beam_groups``), which transformers 5 moved out of the library.
 
+Stricter on purpose (minilora refuses, with the value named, what transformers silently leaves off):
+``top_p`` or ``typical_p`` above 1, a negative ``no_repeat_ngram_size``, ``min_new_tokens`` or ``min_length``.
+
 The reference model uses SDPA attention: in float64, transformers' eager attention gives a left-padded
 row NaN logits (its fully masked padding rows), which is its bug, not a reference.
 
@@ -33,6 +36,10 @@ REGRESSIONS -- divergences this fuzzer found (minimized; each has its own test b
 | min_new_tokens=2, min_length=6, prompt of 3 | min_new_tokens wins: eos allowed   | both applied: no eos until |
 |  (also min_new_tokens=0 with min_length)    |  from length 5 (3 + 2)             |  length 6                  |
 | forced_eos_token_id=33, suppress_tokens=[33]| ValueError (all -inf: nan)         | generated                  |
+| forced_eos_token_id=22, begin_suppress=[22],| RuntimeError (multinomial of nan)  | drew token 0               |
+|  do_sample=True, max_new_tokens=1           |                                    |                            |
+| early_stopping="maybe"                      | ValueError                         | taken as False             |
+| encoder_repetition_penalty=0.0 or -1.0      | ValueError                         | (then unimplemented)       |
 | typical_p / epsilon_cutoff / eta_cutoff,    | applied                            | NotImplementedError        |
 |  encoder_repetition_penalty,                |                                    |                            |
 |  renormalize_logits, forced_bos_token_id,   |                                    |                            |
@@ -170,9 +177,9 @@ def generate_both(pair, ids, options):
         kwargs = dict(options)
         if "attention_mask" in kwargs:
             kwargs["attention_mask"] = to_input(kwargs["attention_mask"])
-        if "generation_config" in kwargs:
-            kwargs["generation_config"] = config_class(**kwargs["generation_config"])
         try:
+            if "generation_config" in kwargs:  # transformers' checks the options when it is built
+                kwargs["generation_config"] = config_class(**kwargs["generation_config"])
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
                 results.append(lm.generate(to_input(ids), tokenizer=tokenizer, **kwargs))
@@ -274,6 +281,34 @@ def test_regressions(pair, case):
     theirs, ours = generate_both(pair, ids, options)
     assert not isinstance(theirs, Exception) and not isinstance(ours, Exception), (theirs, ours)
     assert_same_output(ours, theirs, tokens_are_drawn=options.get("do_sample", False))
+
+
+# Invalid calls transformers refuses: minilora refuses them too (its own words; the type where it is not an accident).
+REFUSED = [dict(early_stopping="maybe", num_beams=2), dict(early_stopping="maybe"), dict(max_new_tokens=0),
+           dict(num_return_sequences=2), dict(num_beams=2, num_return_sequences=3),
+           dict(do_sample=True, typical_p=0.0), dict(do_sample=True, min_p=2.0), dict(do_sample=True, temperature=0.0),
+           dict(do_sample=True, top_k=-1), dict(do_sample=True, top_k=2.5), dict(repetition_penalty=0.0),
+           dict(encoder_repetition_penalty=0.0), dict(encoder_repetition_penalty=-1.0), dict(bad_words_ids=[[-1]]),
+           dict(bad_words_ids=[]), dict(sequence_bias={(3,): 1}), dict(forced_eos_token_id=40),
+           dict(forced_eos_token_id=22, begin_suppress_tokens=[22], do_sample=True, max_new_tokens=1)]
+
+
+@pytest.mark.parametrize("options", REFUSED, ids=[str(o) for o in REFUSED])
+def test_what_transformers_refuses_minilora_refuses(pair, options):
+    theirs, ours = generate_both(pair, [[5, 9, 3]], {"max_new_tokens": 3, **options})
+    assert isinstance(theirs, Exception), theirs
+    assert isinstance(ours, Exception), f"transformers raised {theirs!r}; minilora returned"
+    if isinstance(theirs, ValueError):
+        assert isinstance(ours, ValueError), ours
+
+
+def test_sampling_from_a_row_with_nothing_left_is_refused_as_torch_multinomial(pair):
+    """The forced eos id is also suppressed at the first step (begin_suppress_tokens): every score is -inf.
+    torch.multinomial refuses to draw from it; minilora drew token 0 before."""
+    options = dict(max_new_tokens=1, forced_eos_token_id=22, begin_suppress_tokens=[22], do_sample=True)
+    theirs, ours = generate_both(pair, [[5, 9, 3]], options)
+    assert isinstance(theirs, RuntimeError) and isinstance(ours, RuntimeError), (theirs, ours)
+    assert "nothing to sample from" in str(ours)
 
 
 def test_forcing_a_suppressed_token_is_refused_as_transformers(pair):

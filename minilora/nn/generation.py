@@ -180,7 +180,12 @@ def sample_next_token(logits, do_sample=False, temperature=1.0, top_k=None, top_
 
 def _draw(scores, rng=None):
     """One token per row, with the probabilities softmax(scores) (-inf: never)."""
-    cdf = np.cumsum(_softmax(scores), axis=-1)
+    probs = _softmax(scores)
+    if not np.isfinite(probs).all():  # torch.multinomial's refusal, which transformers' sampling meets too
+        raise RuntimeError("probability tensor contains either `inf`, `nan` or element < 0: a row's scores are all "
+                           "-inf (every token filtered out or suppressed, e.g. a forced token that is also "
+                           "suppressed) or nan, so there is nothing to sample from")
+    cdf = np.cumsum(probs, axis=-1)
     rng = rng if rng is not None else _random.generator()
     u = rng.random((scores.shape[0], 1)) * cdf[:, -1:]  # inverse-CDF sampling, one draw per row
     return np.minimum((cdf < u).sum(axis=-1), scores.shape[-1] - 1)
@@ -421,7 +426,8 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
         _warn_unused_sampling_options(**passed)  # only what the call itself set, as transformers
     max_new_tokens = _new_token_budget(max_new_tokens, max_length, ids.shape[1],
                                        getattr(config, "max_position_embeddings", None))
-    _check_sampling_options(do_sample, repetition_penalty, num_return_sequences, streamer, ids.shape[0], num_beams)
+    _check_sampling_options(do_sample, repetition_penalty, num_return_sequences, streamer, ids.shape[0], num_beams,
+                            early_stopping)
     _warn_past_positions(config, ids.shape[1] + max_new_tokens)
     eos = _id_list(eos_token_id if eos_token_id is not None else getattr(config, "eos_token_id", None))
     if pad_token_id is None:
@@ -714,6 +720,10 @@ class _LogitsProcessors:
                  exponential_decay_length_penalty=None):
         self.eos, self.repetition_penalty, self.no_repeat_ngram_size = eos, repetition_penalty, no_repeat_ngram_size
         self.prompt, self.encoder_repetition_penalty = prompt, encoder_repetition_penalty
+        if encoder_repetition_penalty != 1.0 and (isinstance(encoder_repetition_penalty, bool) or not isinstance(
+                encoder_repetition_penalty, (int, float)) or not encoder_repetition_penalty > 0):
+            raise ValueError(f"`penalty` has to be a strictly positive float, but is {encoder_repetition_penalty} "
+                             "(encoder_repetition_penalty)")
         self.renormalize_logits, self.forced_bos = renormalize_logits, forced_bos_token_id
         self.decay = _decay(exponential_decay_length_penalty)
         self.min_length, self.min_new_tokens = min_length, min_new_tokens
@@ -973,7 +983,8 @@ def _warn_unused_sampling_options(**options):
                       "here; set do_sample=True or leave them unset (transformers warns the same)")
 
 
-def _check_sampling_options(do_sample, repetition_penalty, num_return_sequences, streamer, batch, num_beams=1):
+def _check_sampling_options(do_sample, repetition_penalty, num_return_sequences, streamer, batch, num_beams=1,
+                            early_stopping=False):
     if isinstance(repetition_penalty, bool) or not isinstance(repetition_penalty, (int, float)) \
             or not repetition_penalty > 0:
         raise ValueError(f"repetition_penalty must be a number > 0, got {repetition_penalty!r}")
@@ -981,6 +992,8 @@ def _check_sampling_options(do_sample, repetition_penalty, num_return_sequences,
             or num_return_sequences < 1:
         raise ValueError(f"num_return_sequences must be an integer >= 1, got {num_return_sequences!r}")
     _check_count("num_beams", num_beams, minimum=1)
+    if early_stopping not in (None, True, False, "never"):  # checked with or without beams, as transformers
+        raise ValueError(f"`early_stopping` must be a boolean or 'never', but is {early_stopping}.")
     if num_beams > 1:
         _check_beam_options(do_sample, num_return_sequences, streamer, num_beams)
     elif num_return_sequences > 1 and not do_sample:
