@@ -301,9 +301,8 @@ def test_interpolate_errors_are_torchs(rng, call):
 
 def test_interpolate_refuses_what_minilora_does_not_implement(rng):
     x = ml.tensor(rng.standard_normal((1, 2, 5, 4)))
-    for kwargs in ({"mode": "bicubic"}, {"mode": "bilinear", "antialias": True}):
-        with pytest.raises(NotImplementedError, match="minilora"):
-            F.interpolate(x, scale_factor=2, **kwargs)
+    with pytest.raises(NotImplementedError, match="minilora"):  # (bicubic is implemented: test_nn_fuzz_r5)
+        F.interpolate(x, scale_factor=2, mode="bilinear", antialias=True)
 
 
 @pytest.mark.parametrize("fn, kwargs", [("upsample", {"scale_factor": 2, "mode": "bilinear"}),

@@ -648,6 +648,9 @@ class MultiheadAttention(Module):
         n, length, e = query.shape
         if e != self.embed_dim:
             raise AssertionError(f"was expecting embedding dimension of {self.embed_dim}, but got {e}")
+        if is_causal and key_padding_mask is None and not need_weights:
+            # torch then trusts the hint: the mask given is set aside for SDPA's causal one (top-left)
+            attn_mask = ops.triu(query.new_ones((length, key.shape[1]), dtype=np.bool_), 1)
         out, weights = self._attend(query, key, value, self._scores_bias(attn_mask, key_padding_mask,
                                                                           n, length, key.shape[1]))
         out = self.out_proj(out)

@@ -664,8 +664,16 @@ def _blocks(size, kernel, stride, padding, dilation):
 
 
 def _block_geometry(kernel_size, dilation, padding, stride):
-    return (_pair(kernel_size, "kernel_size"), _pair(stride, "stride"), _pair(padding, "padding"),
-            _pair(dilation, "dilation"))
+    """The four pairs, refused with torch's RuntimeErrors (im2col's shape check) where a zero kernel,
+    stride or dilation, or a negative padding, would give no blocks or index backwards."""
+    kernel, stride, padding, dilation = (_pair(kernel_size, "kernel_size"), _pair(stride, "stride"),
+                                         _pair(padding, "padding"), _pair(dilation, "dilation"))
+    for name, label, (h, w), smallest in (("kernel size", "kernel", kernel, 1), ("stride", "stride", stride, 1),
+                                          ("dilation", "dilation", dilation, 1), ("padding", "pad", padding, 0)):
+        if min(h, w) < smallest:
+            must = "be greater than zero" if smallest else "be non-negative"
+            raise RuntimeError(f"{name} should {must}, but got {label}_height: {h} {label}_width: {w}")
+    return kernel, stride, padding, dilation
 
 
 def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
@@ -791,7 +799,7 @@ def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_siz
 
 # ---- resizing: F.interpolate -----------------------------------------------------------------------
 _INTERPOLATE_MODES = {"nearest": None, "nearest-exact": None, "linear": 3, "bilinear": 4, "trilinear": 5,
-                      "area": None}  # mode: the input rank it needs (None: any of 3-D, 4-D, 5-D)
+                      "bicubic": 4, "area": None}  # mode: the input rank it needs (None: any of 3-D, 4-D, 5-D)
 
 
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
@@ -804,10 +812,14 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     'nearest' takes element ``floor(dst * in / out)`` ('nearest-exact': ``floor((dst + 0.5) * in /
     out)``); 'linear', 'bilinear', 'trilinear' blend the two neighbours of the source position
     ``(dst + 0.5) * in / out - 0.5`` (``align_corners=True``: ``dst * (in - 1) / (out - 1)``, the
-    corner pixels' centres aligned); 'area' is adaptive average pooling. 'bicubic' and
-    ``antialias=True`` are refused."""
-    _check_interpolate_call(input, mode, align_corners, antialias)
+    corner pixels' centres aligned); 'bicubic' blends four neighbours with Keys' cubic (a = -0.75,
+    indices clamped at the edges, as torch); 'area' is adaptive average pooling. ``antialias=True``
+    is refused."""
+    if mode in ("nearest", "area", "nearest-exact") and align_corners is not None:
+        raise ValueError("align_corners option can only be set with the interpolating modes: "
+                         "linear | bilinear | bicubic | trilinear")
     sizes, scales = _interpolate_sizes(input, size, scale_factor, recompute_scale_factor)
+    _check_interpolate_call(input, mode, antialias)  # (after the sizes: torch's order of refusals)
     if mode == "area":
         return _area_resize(input, sizes)
     if mode.startswith("nearest"):
@@ -818,15 +830,14 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     return _interpolate(input, tuple(sizes), tuple(scales), mode, bool(align_corners))
 
 
-def _check_interpolate_call(input, mode, align_corners, antialias):
+def _check_interpolate_call(input, mode, antialias):
     """torch's refusals, in torch's order and exception types."""
-    if mode in ("nearest", "area", "nearest-exact") and align_corners is not None:
-        raise ValueError("align_corners option can only be set with the interpolating modes: "
-                         "linear | bilinear | bicubic | trilinear")
-    if mode == "bicubic" or antialias:
-        raise NotImplementedError(f"interpolate: mode={mode!r}{' with antialias=True' if antialias else ''} "
-                                  f"is not implemented in minilora (nearest, nearest-exact, linear, bilinear, "
-                                  f"trilinear and area are)")
+    if antialias and not (mode in ("bilinear", "bicubic") and input.ndim == 4):
+        raise ValueError("Anti-alias option is restricted to bilinear, bicubic, and lanczos modes and requires "
+                         "a 4-D tensor as input")
+    if antialias:
+        raise NotImplementedError(f"interpolate: mode={mode!r} with antialias=True is not implemented in "
+                                  f"minilora (without antialias every mode is)")
     if mode not in _INTERPOLATE_MODES or input.ndim not in (3, 4, 5):
         raise NotImplementedError(f"Input Error: Only 3D, 4D and 5D input Tensors supported (got {input.ndim}D) "
                                   f"for the modes: nearest | linear | bilinear | bicubic | trilinear | area | "
@@ -854,7 +865,7 @@ def _interpolate_sizes(input, size, scale_factor, recompute_scale_factor):
         _same_rank(spatial, scales, "scale_factor", scale_factor)
         sizes = [math.floor(float(n) * float(s)) for n, s in zip(spatial, scales)]
         scales = [None] * len(spatial) if recompute_scale_factor else [float(s) for s in scales]
-    if min(sizes) <= 0 or min(spatial) <= 0:
+    if sizes and (min(sizes) <= 0 or min(spatial) <= 0):  # (no spatial dimension: the rank check says so)
         raise RuntimeError(f"Input and output sizes should be greater than 0, but got input "
                            f"(D: {list(spatial)}) output (D: {sizes})")
     return [int(n) for n in sizes], scales
@@ -875,6 +886,13 @@ def _interpolate(input, sizes, scales, mode, align_corners):
         n_in, n_out = input.shape[dim], sizes[axis]
         if mode.startswith("nearest"):
             out = _take(out, dim, _nearest_sources(n_in, n_out, scales[axis], mode == "nearest-exact"))
+            continue
+        if mode == "bicubic":
+            taps = _cubic_sources(n_in, n_out, scales[axis], align_corners, out.dtype)
+            shape = [n_out if d == dim else 1 for d in range(out.ndim)]
+            terms = [_take(out, dim, i) * Tensor(w.reshape(shape), dtype=out.dtype, device=out.device)
+                     for i, w in taps]
+            out = terms[0] + terms[1] + terms[2] + terms[3]
             continue
         first, second, w_first, w_second = _linear_sources(n_in, n_out, scales[axis], align_corners, out.dtype)
         shape = [n_out if d == dim else 1 for d in range(out.ndim)]
@@ -918,6 +936,24 @@ def _linear_sources(n_in, n_out, scale, align_corners, dtype):
     w_second = np.clip(source - first.astype(t), t(0), t(1)).astype(t)
     second = first + (first < n_in - 1)
     return first, second, t(1) - w_second, w_second
+
+
+def _cubic_sources(n_in, n_out, scale, align_corners, dtype):
+    """For each output index: its four neighbours (clamped into the input) and their weights, torch's
+    ``get_cubic_upsample_coefficients`` with a = -0.75 (the source position is not clamped at 0)."""
+    t = np.dtype(dtype).type
+    if align_corners:
+        step = t(n_in - 1) / t(n_out - 1) if n_out > 1 else t(0)
+        source = step * np.arange(n_out, dtype=t)
+    else:
+        source = _source_scale(n_in, n_out, scale, t) * (np.arange(n_out, dtype=t) + t(0.5)) - t(0.5)
+    base = np.floor(source)
+    frac, a = (source - base).astype(t), t(-0.75)
+    near = lambda x: ((a + 2) * x - (a + 3)) * x * x + 1  # noqa: E731  (|x| <= 1)
+    far = lambda x: ((a * x - 5 * a) * x + 8 * a) * x - 4 * a  # noqa: E731  (1 < |x| < 2)
+    weights = [far(frac + 1), near(frac), near(1 - frac), far(2 - frac)]
+    base = base.astype(np.int64)
+    return [(np.clip(base + k - 1, 0, n_in - 1), w.astype(t)) for k, w in enumerate(weights)]
 
 
 def _area_resize(input, sizes):

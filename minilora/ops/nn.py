@@ -1286,8 +1286,10 @@ def _check_causal_with_mask(query, key, value, attn_mask, dropout_p, enable_gqa)
     """``is_causal=True`` together with ``attn_mask``: torch 2.13's CPU kernel for 4-D inputs without
     dropout applies both (a key takes part if the mask lets it and it is not in the future); its
     other path (3-D or 5-D inputs, dropout, a 3-D mask, batches or head sizes that differ between
-    query, key and value) raises this RuntimeError. minilora draws the same line."""
+    query, key and value, a query, key or value whose last dimension is not contiguous) raises this
+    RuntimeError. minilora draws the same line."""
     fused = (query.ndim == key.ndim == value.ndim == 4 and dropout_p == 0
+             and all(t.stride(-1) == 1 for t in (query, key, value))
              and np.ndim(_array(attn_mask)) in (2, 4)
              and query.shape[0] == key.shape[0] == value.shape[0]
              and query.shape[-1] == key.shape[-1] == value.shape[-1]
@@ -1474,12 +1476,16 @@ def _pad_by_index(input, pad, mode):
     for i in range(len(pad) // 2):
         dim, before, after = input.ndim - 1 - i, pad[2 * i], pad[2 * i + 1]
         size = input.shape[dim]
+        if mode == "reflect":  # torch mirrors about the edges of the uncropped input (its check too):
+            if max(before, after) >= size:  # pad(x, (-1, 2), 'reflect') of [0, 1, 2] is [1, 2, 1, 0]
+                raise RuntimeError(f"Padding size should be less than the corresponding input dimension, "
+                                   f"but got: padding ({before}, {after}) at dimension {dim} of input "
+                                   f"{list(input.shape)}")
+            positions = _padded_positions(mode, size, before, after)
+            input = index_select(input, dim, Tensor(positions, dtype=np.int64, device=input.device))
+            continue
         input = input.narrow(dim, max(-before, 0), size - max(-before, 0) - max(-after, 0))
         before, after, size = max(before, 0), max(after, 0), input.shape[dim]
-        if mode == "reflect" and max(before, after) >= size:
-            raise RuntimeError(f"Padding size should be less than the corresponding input dimension, but "
-                               f"got: padding ({before}, {after}) at dimension {dim} of input "
-                               f"{list(input.shape)}")
         if mode == "circular" and max(before, after) > size:
             raise RuntimeError("Padding value causes wrapping around more than once.")
         if mode == "replicate" and size == 0 and before + after:
@@ -1976,6 +1982,9 @@ def _group_norm(input, num_groups, weight, bias, eps):
     if c % num_groups:
         raise RuntimeError(f"Expected number of channels in input to be divisible by num_groups, but "
                            f"got input of shape {list(input.shape)} and num_groups={num_groups}")
+    if n * (c // num_groups) * math.prod(input.shape[2:]) == 1:  # torch's _verify_batch_size, in eval too
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size "
+                         f"{[n * c // num_groups, num_groups] + list(input.shape[2:])}")
     grouped = input.reshape(n, num_groups, -1)
     mean = grouped.mean(-1, keepdim=True)
     var = grouped.var(-1, keepdim=True, correction=0)
