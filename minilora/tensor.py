@@ -278,14 +278,15 @@ class Context:
         requires grad, ``None`` for one that does not. Where minilora makes of several ops what torch makes
         of one (mse_loss, a convolution with bias), the last one's node shows torch's inputs (its
         ``torch_graph``, see name_node). Kept when backward frees the node, as torch's."""
-        if self.freed:
-            return self.__dict__.get("edges", ())
         graph = self.__dict__.get("torch_graph")
         if graph is not None:
             return tuple((_shown_node(x), 0) for x in graph)
+        if "edges" in self.__dict__:  # a freed node that had a torch_graph
+            return self.edges
         numbers = self.fn.__name__ in _WRAPPED_NUMBERS
-        return tuple((_input_node(x, parent), 0) for x, parent in zip(self.inputs, self.parents)
-                     if (_is_float(x._array.dtype) if isinstance(x, Tensor) else numbers))
+        inputs = self.inputs or (None,) * len(self.parents)  # (a freed node whose inputs all had nodes)
+        return tuple((_input_node(x, parent), 0) for x, parent in zip(inputs, self.parents)
+                     if parent is not None or _has_edge(x, numbers))
 
     # torch's hooks on a node (``y.grad_fn.register_hook``): they run at backward, where the engine
     # looks only at nodes whose ``retained`` is set (see Tensor.register_hook).
@@ -314,13 +315,37 @@ class Context:
     def free(self):
         """Drop everything saved: the graph has been used once (see ``retain_graph``). Its name and
         ``next_functions`` stay (torch keeps the links; the inputs, large arrays maybe, go)."""
-        node_name, edges = self.node_name, self.next_functions
+        node_name, inputs, parents = self.node_name, self.inputs, self.parents
+        edges = self.next_functions if "torch_graph" in self.__dict__ else None
         self.__dict__.clear()
         if node_name is not None:
             self.node_name = node_name
-        self.inputs = self.parents = ()
-        self.edges = edges
+        if edges is not None:
+            self.edges = edges
+        # The parents stay; of the inputs, only what a leaf's or a number's entry needs (see _link):
+        # never an activation. (Backward runs this once per node: the common case is kept cheap.)
+        self.inputs = [_link(x) if q is None else None for x, q in zip(inputs, parents)] if None in parents else ()
         self.freed = True
+
+
+_FLOAT_LEAF, _NO_EDGE = object(), object()  # what a freed node keeps of an input that needs no gradient
+
+
+def _link(x):
+    """What a freed node keeps of a leaf input (or a number) for its next_functions: a leaf that requires
+    grad itself (its AccumulateGrad shows it; alive anyway), else a marker, so no data stays alive."""
+    if not isinstance(x, Tensor) or x.requires_grad:
+        return x
+    return _FLOAT_LEAF if _is_float(x._array.dtype) else _NO_EDGE
+
+
+def _has_edge(x, numbers):
+    """Has this input (no node of its own) an entry in torch's next_functions? (See Context.)"""
+    if isinstance(x, Tensor):
+        return _is_float(x._array.dtype)
+    if x is _FLOAT_LEAF or x is _NO_EDGE:
+        return x is _FLOAT_LEAF
+    return numbers
 
 
 # minilora's ops that torch knows under another name (the same op; print(loss.grad_fn) shows torch's)

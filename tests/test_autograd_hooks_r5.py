@@ -1219,3 +1219,25 @@ def test_node_hook_refused_where_minilora_node_is_several_ops():
     loss = minilora.nn.functional.mse_loss(x, minilora.zeros(2, 2))
     with pytest.raises(NotImplementedError, match="MseLossBackward0.*Tensor.register_hook"):
         loss.grad_fn.register_hook(lambda gi, go: None)
+
+
+def test_next_functions_after_backward_keep_no_activation():
+    import weakref
+    w = minilora.tensor([1.0, 2.0], requires_grad=True)
+    batch = minilora.tensor([3.0, 4.0])
+
+    def loss_of():
+        hidden = (batch * w).exp()
+        return (hidden * 2).sum(), weakref.ref(hidden)
+
+    loss, hidden = loss_of()
+    loss.backward()
+    assert hidden() is None  # backward freed the graph: the activation is gone, as torch's
+    names, node = [], loss.grad_fn
+    while node.next_functions[0][0] is not None:
+        names.append(node.name())
+        node = node.next_functions[0][0]
+    assert names == ["SumBackward0", "MulBackward0", "ExpBackward0"]
+    assert node.name() == "MulBackward0"  # batch * w: no entry of its own for batch, w's AccumulateGrad
+    assert [(n.name() if n else None) for n, _ in node.next_functions] == [None, "torch::autograd::AccumulateGrad"]
+    assert node.next_functions[1][0].variable is w
