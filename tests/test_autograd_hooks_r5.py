@@ -1241,3 +1241,12 @@ def test_next_functions_after_backward_keep_no_activation():
     assert node.name() == "MulBackward0"  # batch * w: no entry of its own for batch, w's AccumulateGrad
     assert [(n.name() if n else None) for n, _ in node.next_functions] == [None, "torch::autograd::AccumulateGrad"]
     assert node.next_functions[1][0].variable is w
+
+
+def test_global_hooks_import_as_torch():
+    from minilora.nn.modules.module import register_module_forward_hook
+    seen = []
+    with register_module_forward_hook(lambda mod, args, out: seen.append(type(mod).__name__)):
+        minilora.nn.Linear(2, 2)(minilora.ones(2))
+    minilora.nn.Linear(2, 2)(minilora.ones(2))
+    assert seen == ["Linear"]
