@@ -485,6 +485,8 @@ def draw_transformer_layer(kind):
                 kwargs["src_mask"] = _mask(rng, (L, L), pick(rng, ["bool", "float"]))
             if rng.random() < 0.3 and n:
                 kwargs["src_key_padding_mask"] = _mask(rng, n + (L,), "bool")
+            if "src_mask" in kwargs and rng.random() < 0.3:
+                kwargs["is_causal"] = True
         return layer(kind, args, names, rng, inputs=inputs, call_kwargs=kwargs, dtype=dtype,
                      train=bool(rng.random() < 0.5))
     return draw
@@ -1050,6 +1052,9 @@ def _compare_records(got, want, where):
 
 # Where torch's CPU kernels lack a 16-bit dtype the case says nothing about minilora
 NO_KERNEL = "not implemented for"
+# torch's float32 (mkldnn) transposed convolution returns an empty output where the output size is
+# exactly 0; its float64 path raises this RuntimeError, as minilora does for both
+TORCH_EMPTY_CONV = "Output size is too small"
 # Where minilora refuses on purpose (the error names what it does not support)
 DELIBERATE_REFUSALS = ["sparse=True is not supported", "add_bias_kv=True is not supported",
                        "add_zero_attn=True is not supported", "proj_size=", "with antialias=True is not implemented"]
@@ -1059,6 +1064,9 @@ def compare(got, want, case):
     if "error" in want and NO_KERNEL in want["message"] and case.dtype in LOW:
         return None
     if "error" in got and any(m in got["message"] for m in DELIBERATE_REFUSALS):
+        return None
+    if "error" in got and TORCH_EMPTY_CONV in got["message"] and "result" in want \
+            and all(isinstance(w, tuple) and 0 in w[1] for w in want["result"]):
         return None
     problem = difference({k: got[k] for k in ("error", "type", "message", "result", "inputs") if k in got},
                          {k: want[k] for k in ("error", "type", "message", "result", "inputs") if k in want})

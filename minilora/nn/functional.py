@@ -750,7 +750,7 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
     ends = list(starts[1:]) + [flat.size]
     kept = [[i for i in range(a, b) if flat[i] != padding_idx] for a, b in zip(starts, ends)]
     if mode == "max":
-        empty = rows.new_zeros((weight.shape[1],))
+        empty = rows[:0].sum(0)  # an empty bag's zeros, still in the graph (torch's output has a grad_fn)
         return ops.stack([rows[ops.tensor(np.array(bag), device=weight.device)].max(0)[0] if bag else empty
                           for bag in kept], 0)
     share = np.zeros((len(kept), flat.size))
