@@ -164,6 +164,12 @@ def draw(seed):
     if r.random() < 0.2:  # the same options as a GenerationConfig object
         options = {"generation_config": {k: v for k, v in options.items() if k != "attention_mask"},
                    **({"attention_mask": mask} if "attention_mask" in options else {})}
+    elif r.random() < 0.2:  # some of them as the model's own defaults (model.generation_config)
+        # (not the options transformers' GenerationConfig checks against others when it is built: alone in
+        # the model's config, num_return_sequences=2 is "greedy with 2 sequences", a ValueError there)
+        moved = [name for name in options if name not in ("attention_mask", "num_return_sequences", "suppress_tokens")
+                 and r.random() < 0.5]
+        options["model_defaults"] = {name: options.pop(name) for name in moved}
     return ids, options, mode
 
 
@@ -175,16 +181,22 @@ def generate_both(pair, ids, options):
                                                    their_tokenizer),
                                                   (model, np.array, ml.nn.generation.GenerationConfig, our_tokenizer)):
         kwargs = dict(options)
+        defaults = kwargs.pop("model_defaults", {})
         if "attention_mask" in kwargs:
             kwargs["attention_mask"] = to_input(kwargs["attention_mask"])
+        own = lm.generation_config
         try:
             if "generation_config" in kwargs:  # transformers' checks the options when it is built
                 kwargs["generation_config"] = config_class(**kwargs["generation_config"])
+            if defaults:  # on top of what the model's config already says (transformers: bos / eos / pad ids)
+                lm.generation_config = config_class(**{**own.to_dict(), **defaults})
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
                 results.append(lm.generate(to_input(ids), tokenizer=tokenizer, **kwargs))
         except Exception as exc:  # noqa: BLE001 -- compared: where transformers raises, minilora must
             results.append(exc)
+        finally:
+            lm.generation_config = own
     return results
 
 
@@ -234,13 +246,15 @@ def test_the_fuzzer_draws_every_option():
     drawn = set()
     for seed in SEEDS:
         ids, options, mode = draw(seed)
-        drawn |= set(options.get("generation_config", options)) | {mode}
+        drawn |= set(options) | set(options.get("generation_config", {})) | set(options.get("model_defaults", {}))
+        drawn.add(mode)
     expected = {"greedy", "beam", "sample, top_k=1", "sampled scores", "max_new_tokens", "max_length",
                 "min_new_tokens", "min_length", "eos_token_id", "pad_token_id", "repetition_penalty",
                 "encoder_repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "suppress_tokens",
                 "begin_suppress_tokens", "forced_bos_token_id", "forced_eos_token_id", "sequence_bias",
                 "exponential_decay_length_penalty", "renormalize_logits", "stop_strings", "use_cache",
                 "output_scores", "output_logits", "num_return_sequences", "length_penalty", "early_stopping",
+                "generation_config", "model_defaults",
                 *SAMPLING_FILTERS}
     assert expected <= drawn, expected - drawn
 

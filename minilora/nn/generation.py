@@ -312,6 +312,15 @@ def _check_call_options(options):
                                       f"would apply it); leave {name} at {_OFF[name]!r}")
 
 
+def _drop_diversity_penalty_without_groups(options):
+    """``diversity_penalty`` only acts between beam groups: without ``num_beam_groups`` > 1 transformers
+    generates as if it were unset, so it is accepted here too -- with a warning, as it changes nothing."""
+    if options.get("num_beam_groups") in (None, 1) and options.get("diversity_penalty") not in (None, 0.0):
+        warnings.warn(f"diversity_penalty={options['diversity_penalty']!r} only applies to group beam search "
+                      "(num_beam_groups > 1) and changes nothing here")
+        options.pop("diversity_penalty")
+
+
 def _call_config(own, passed):
     """The model's generation_config with a ``generation_config=`` given to the call on top: the options
     that the passed one sets win, the rest stay the model's (transformers 5's merge)."""
@@ -380,6 +389,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     eos / pad ids. transformers' other options are accepted at their "off" value and refused otherwise.
     """
     rarer = {name: kwargs.pop(name, DEFAULT) for name in _PROCESSOR_OPTIONS}
+    _drop_diversity_penalty_without_groups(kwargs)
     _check_call_options(kwargs)
     own = _call_config(getattr(model, "generation_config", None), generation_config)
     input_ids = _the_prompt(input_ids, inputs, _bos_id(own, getattr(model, "config", None)))
