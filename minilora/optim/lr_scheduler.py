@@ -26,7 +26,7 @@ import warnings
 from bisect import bisect_right
 from collections import Counter
 
-from .optimizer import Optimizer
+from .optimizer import Optimizer, _as_number
 
 __all__ = ["LRScheduler", "LambdaLR", "MultiplicativeLR", "StepLR", "MultiStepLR", "ConstantLR", "LinearLR", "ExponentialLR",
            "CosineAnnealingLR", "OneCycleLR", "SequentialLR", "ChainedScheduler", "CyclicLR", "ReduceLROnPlateau",
@@ -115,7 +115,20 @@ class LRScheduler:
         return {key: value for key, value in self.__dict__.items() if key != "optimizer"}
 
     def load_state_dict(self, state_dict):
-        self.__dict__.update(state_dict)
+        _take_state(self, state_dict)
+
+
+def _take_state(scheduler, state):
+    """``scheduler.__dict__.update(state)``, as torch's ``load_state_dict``, with 0-d tensors as their numbers: torch
+    keeps an lr given as a tensor (``lr=torch.tensor(0.01)``) a tensor in ``base_lrs`` and ``_last_lr``, minilora
+    keeps every lr a number (as its optimizers do), so a torch-made state_dict loads into a working schedule."""
+    scheduler.__dict__.update({key: _numbers(value) for key, value in state.items()})
+
+
+def _numbers(value):
+    if isinstance(value, (list, tuple)):
+        return type(value)(_numbers(v) for v in value)
+    return _as_number(value)
 
 
 @contextlib.contextmanager
@@ -224,7 +237,7 @@ class LambdaLR(LRScheduler):
     def load_state_dict(self, state_dict):
         state = dict(state_dict)
         lambdas = state.pop("lr_lambdas", [None] * len(self.lr_lambdas))
-        self.__dict__.update(state)
+        _take_state(self, state)
         for fn, saved in zip(self.lr_lambdas, lambdas):
             if saved is not None:
                 fn.__dict__.update(saved)
@@ -559,7 +572,7 @@ class _OfSchedulers(LRScheduler):
     def load_state_dict(self, state_dict):
         state = dict(state_dict)
         saved = state.pop("_schedulers")
-        self.__dict__.update(state)
+        _take_state(self, state)
         for scheduler, sub in zip(self._schedulers, saved):
             scheduler.load_state_dict(sub)
 
@@ -712,7 +725,7 @@ class CyclicLR(LRScheduler):
     def load_state_dict(self, state_dict):
         state = dict(state_dict)
         saved = state.pop("_scale_fn_custom", None)
-        self.__dict__.update(state)
+        _take_state(self, state)
         if saved is not None:
             self._scale_fn_custom.__dict__.update(saved)
         self._init_scale_mode()
@@ -835,7 +848,7 @@ class ReduceLROnPlateau(LRScheduler):
                 group["lr"] = new
 
     def load_state_dict(self, state_dict):
-        self.__dict__.update(state_dict)
+        _take_state(self, state_dict)
         self._init_is_better(self.mode, self.threshold, self.threshold_mode)
 
 

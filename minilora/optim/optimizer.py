@@ -16,6 +16,7 @@ alike and the Parameter objects a Module holds stay the ones being trained. A st
 gradients; ``zero_grad(set_to_none=False)`` and the clipping functions change them in place, as torch's
 ``zero_()``/``mul_()``/``clamp_()`` do (``write_in_place``): code holding ``g = p.grad`` sees the change.
 """
+import contextlib
 import functools
 import warnings
 from collections import defaultdict
@@ -113,6 +114,11 @@ class Optimizer:
             if p.grad.shape != p.shape:  # only possible when .grad was set by hand
                 raise ValueError(f"a parameter of shape {p.shape} has a gradient of shape "
                                  f"{p.grad.shape}")
+        if group.get("capturable") and not group.get("fused") and any(p.device.type == "cpu" for p in params):
+            # (CUDA-graph capture: torch's capturable steps refuse CPU parameters, with an AssertionError)
+            raise AssertionError(f"If capturable=True, params and state_steps must be on supported devices: "
+                                 f"['cuda', 'xpu', 'hpu', 'privateuseone', 'xla'] ({type(self).__name__}: a parameter is "
+                                 f"on the cpu; capturable=True is for CUDA graphs, leave it False on the CPU)")
         for p in params:  # each is about to change in place: as torch's p.add_(...), bump its version,
             p._bump_version()  # so a graph made before step() refuses a backward with the new weights
         return params
@@ -214,8 +220,9 @@ class Optimizer:
                                  f"state dict lists (they list {sorted(by_number)})")
             new_state[by_number[i]] = {name: self._restore_value(value, by_number[i], i, name) for name, value in st.items()}
         merged = [_loaded_group(saved, own, self.defaults) for saved, own in zip(groups, self.param_groups)]
-        for i, group in enumerate(merged):
-            self._check_group(group, i)
+        with _ranges_unchecked():  # as torch's load: a schedule may have taken an lr below 0 (OneCycleLR's third phase)
+            for i, group in enumerate(merged):
+                self._check_group(group, i)
         for group, own in zip(merged, self.param_groups):  # (the same dict objects, now holding the loaded group)
             own.clear()
             own.update(group)
@@ -390,6 +397,20 @@ _TORCH_LABELS = {"lr": "learning rate", "eps": "epsilon value", "weight_decay": 
                  "betas[1]": "beta parameter at index 1"}
 
 
+_range_checks = {"on": True}  # off while load_state_dict takes saved groups
+
+
+@contextlib.contextmanager
+def _ranges_unchecked():
+    """Inside: ``_check_range`` still turns numbers into floats and refuses non-numbers, but takes any value (torch's
+    ``load_state_dict`` checks no hyperparameter; a checkpoint holds what the run's schedule made of the lr)."""
+    _range_checks["on"] = False
+    try:
+        yield
+    finally:
+        _range_checks["on"] = True
+
+
 def _check_range(group, index, name, low=None, high=None, high_open=False):
     """``low <= group[name]`` and ``group[name] <= high`` (``< high`` if ``high_open``), refused in torch's
     words ("Invalid learning rate: -0.1"). A 0-d tensor (``lr=torch.tensor(1e-3)``, which torch takes) counts
@@ -398,7 +419,8 @@ def _check_range(group, index, name, low=None, high=None, high_open=False):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise TypeError(f"{name} must be a number, got {value!r} (parameter group {index})")
     too_high = high is not None and (value >= high if high_open else value > high)
-    if (low is not None and value < low) or too_high or value != value:  # value != value: NaN
+    out_of_range = (low is not None and value < low) or too_high or value != value  # value != value: NaN
+    if out_of_range and _range_checks["on"]:
         bound = f"[{low}, {high}{')' if high_open else ']'}" if high is not None else f">= {low}"
         raise ValueError(f"Invalid {_TORCH_LABELS.get(name, name + ' value')}: {value}; invalid {name}: {value} "
                          f"(must be {bound}; parameter group {index})")
