@@ -43,6 +43,9 @@ def _float_dtype(dtype):
 
 
 def _empty(shape, dtype, device):
+    negative = [d for d in shape if d < 0]
+    if negative:  # torch's RuntimeError (NumPy's would be a ValueError)
+        raise RuntimeError(f"Trying to create tensor with negative dimension {negative[0]}: {list(shape)}")
     return Parameter(np.zeros(shape, dtype=_float_dtype(dtype)), device=device)
 
 
@@ -524,7 +527,8 @@ class PReLU(Module):
     def __init__(self, num_parameters=1, init=0.25, device=None, dtype=None):
         super().__init__()
         self.num_parameters, self.init = num_parameters, init
-        self.weight = Parameter(np.full(num_parameters, init, dtype=_float_dtype(dtype)), device=device)
+        self.weight = _empty((num_parameters,), dtype, device)  # (torch's error for a negative count)
+        self.weight._array[...] = init  # (``init`` the argument hides the init module here)
 
     def forward(self, input):
         return F.prelu(input, self.weight)
@@ -599,7 +603,10 @@ class MultiheadAttention(Module):
         super().__init__()
         _refuse("MultiheadAttention", add_bias_kv=(add_bias_kv, False),
                 add_zero_attn=(add_zero_attn, False))
-        if embed_dim <= 0 or num_heads <= 0 or embed_dim % num_heads:
+        if embed_dim <= 0 or num_heads <= 0:  # (torch's check, before the divisibility one)
+            raise ValueError(f"embed_dim and num_heads must be greater than 0, got embed_dim={embed_dim} and "
+                             f"num_heads={num_heads} instead")
+        if embed_dim % num_heads:
             raise AssertionError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
         self.embed_dim = embed_dim
         self.kdim = embed_dim if kdim is None else kdim
@@ -1932,6 +1939,12 @@ class TransformerEncoderLayer(Module):
         return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
 
 
+def _check_has_layers(stack):
+    """torch's forward reads ``layers[0]`` first: a stack of ``num_layers <= 0`` is its IndexError."""
+    if not len(stack.layers):
+        raise IndexError(f"index 0 is out of range: this {type(stack).__name__} has no layers (num_layers <= 0)")
+
+
 class TransformerEncoder(Module):
     """``torch.nn.TransformerEncoder``: ``num_layers`` copies of ``encoder_layer`` (``layers.0``,
     ``layers.1``, ... as torch names them), then ``norm`` if given.
@@ -1973,6 +1986,7 @@ class TransformerEncoder(Module):
         return next((reason for failed, reason in checks if failed), "")
 
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=None):
+        _check_has_layers(self)
         output = src
         for layer in self.layers:
             output = layer(output, src_mask=mask, is_causal=bool(is_causal),
@@ -2071,6 +2085,7 @@ class TransformerDecoder(Module):
 
     def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
                 memory_key_padding_mask=None, tgt_is_causal=None, memory_is_causal=False):
+        _check_has_layers(self)
         output = tgt
         for layer in self.layers:
             output = layer(output, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,

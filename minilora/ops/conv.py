@@ -191,6 +191,9 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups):
     symmetric, extra = _conv_padding(padding, weight.shape[2:], dilation, stride)
     _check_conv_geometry(stride, symmetric, dilation, groups)
     channels = input.shape[1]
+    if weight.shape[0] < groups:  # (no output channel: torch refuses an empty weight)
+        raise RuntimeError(f"Given groups={groups}, expected weight to be at least {groups} at dimension 0, but "
+                           f"got weight of size {list(weight.shape)} instead")
     if channels % groups or weight.shape[0] % groups or weight.shape[1] * groups != channels:
         raise RuntimeError(f"Given groups={groups}, weight of size {list(weight.shape)}, expected input"
                            f"{list(input.shape)} to have {weight.shape[1] * groups} channels, but got "
@@ -1023,6 +1026,8 @@ def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, grou
     if input.ndim == 3:
         return _conv_transpose2d(input.unsqueeze(0), weight, bias, stride, padding, output_padding, groups,
                                  dilation).squeeze(0)
+    if weight.numel() == 0:  # (no output channel)
+        raise RuntimeError(f"non-empty 2D or 4D weight tensor expected, but got: {list(weight.shape)}")
     if input.ndim != 4 or weight.ndim != 4:
         raise RuntimeError(f"conv_transpose2d: expected a 3-D or 4-D input and a 4-D weight, got "
                            f"{tuple(input.shape)} and {tuple(weight.shape)}")

@@ -111,7 +111,8 @@ class Embedding(Function):
         xp = xp_of(g)
         # 16-bit floats: the rows of one id summed in float32, rounded once. (torch's CPU kernel adds
         # them one by one in 16 bits: a frequent token's gradient drifts; within torch's tolerance.)
-        ids, g2 = ctx.ids.reshape(-1), upcast(g.reshape(-1, ctx.weight_shape[1]))
+        ids = ctx.ids.reshape(-1)
+        g2 = upcast(g.reshape(ids.size, ctx.weight_shape[1]))  # (not -1: embedding_dim may be 0)
         grad = xp.zeros(ctx.weight_shape, dtype=g2.dtype)
         if ctx.scale_grad_by_freq:  # counted over every position, padding included (torch's)
             counts = xp.bincount(ids, minlength=ctx.weight_shape[0])
@@ -1775,6 +1776,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if input.ndim < 2:  # torch's RuntimeError (it reads a 1-D input as having no channels)
         raise RuntimeError(f"batch_norm: expected an input [N, C, ...], got shape {tuple(input.shape)}")
     _check_parameter_dtypes(input, running_mean, running_var, weight, bias)
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                    ("bias", bias)):  # (torch's order)
+        if t is not None and t.numel() != input.shape[1]:
+            raise RuntimeError(f"{name} should contain {input.shape[1]} elements not {t.numel()}")
     return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
 
 
@@ -1982,6 +1987,10 @@ def _group_norm(input, num_groups, weight, bias, eps):
     if c % num_groups:
         raise RuntimeError(f"Expected number of channels in input to be divisible by num_groups, but "
                            f"got input of shape {list(input.shape)} and num_groups={num_groups}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and (t.ndim != 1 or t.numel() != c):
+            raise RuntimeError(f"Expected {name} to be a vector of size equal to the number of channels in input, "
+                               f"but got {name} of shape {list(t.shape)} and input of shape {list(input.shape)}")
     if n * (c // num_groups) * math.prod(input.shape[2:]) == 1:  # torch's _verify_batch_size, in eval too
         raise ValueError(f"Expected more than 1 value per channel when training, got input size "
                          f"{[n * c // num_groups, num_groups] + list(input.shape[2:])}")
