@@ -126,7 +126,8 @@ def _asgd(rng):
 
 def _lbfgs(rng):
     return dict(lr=_u(rng, 0.1, 1.0), max_iter=int(rng.integers(1, 5)), history_size=int(rng.integers(1, 6)),
-                line_search_fn=_pick(rng, None, "strong_wolfe"))
+                line_search_fn=_pick(rng, None, "strong_wolfe"), max_eval=_pick(rng, None, int(rng.integers(1, 8))),
+                tolerance_grad=_pick(rng, 1e-7, 1e-2), tolerance_change=_pick(rng, 1e-9, 1e-3))
 
 
 OPTIMIZERS = {"SGD": _sgd, "Adam": _adam, "AdamW": _adamw, "Adamax": _adamax, "NAdam": _nadam, "RAdam": _radam,
@@ -274,7 +275,7 @@ def draw_case(seed):
     add_group = name != "LBFGS" and rng.random() < (0.3 if scheduler else 0.8)
     return dict(optimizer=name, kwargs=kwargs, group_options=group_options, scheduler=scheduler,
                 scheduler_round_trip=rng.random(STEPS) < 0.2, with_closure=rng.random(STEPS) < 0.2,
-                epoch_steps=rng.random(STEPS) < 0.1,
+                epoch_steps=rng.random(STEPS) < 0.1, resume_by_last_epoch=bool(rng.random() < 0.3),
                 add_group_at=int(rng.integers(1, STEPS + 1)) if add_group else STEPS + 9,
                 reload_at=int(rng.integers(1, STEPS + 2)), load_torch_state=bool(rng.random() < 0.5),
                 values=rng.standard_normal(sum(int(np.prod(s)) for s in SHAPES) + 2),
@@ -309,11 +310,13 @@ class Side:
         kwargs = {k: _as_lib(v, self.lib) for k, v in self.case["kwargs"].items()}
         return getattr(self.optim, self.case["optimizer"])(groups, **kwargs)
 
-    def make_scheduler(self, opt):
+    def make_scheduler(self, opt, last_epoch=None):
         if self.case["scheduler"] is None:
             return None
         name, kwargs = self.case["scheduler"]
         kwargs = dict(kwargs)
+        if last_epoch is not None and name not in ("ChainedScheduler", "ReduceLROnPlateau"):
+            kwargs["last_epoch"] = last_epoch  # resumed by its step count (the closed form, where there is one)
         if kwargs.get("schedulers", ("",))[0] == "sub":
             kwargs["schedulers"] = [self._scheduler(opt, *sub) for sub in kwargs["schedulers"][1:]]
         if name == "ChainedScheduler":
@@ -380,10 +383,17 @@ class Side:
         if sched_state is None and self.sched is not None:
             sched_state = copy.deepcopy(self.sched.state_dict())
         fresh = self.make_optimizer([{"params": list(g["params"])} for g in self.opt.param_groups])
-        self.sched = self.make_scheduler(fresh)
-        fresh.load_state_dict(opt_state)
-        if self.sched is not None:
-            self.sched.load_state_dict(sched_state)
+        if self.case["resume_by_last_epoch"] and self.sched is not None:
+            # the other way to resume: load the optimizer, then build the scheduler with last_epoch= (it reads
+            # each group's initial_lr)
+            last_epoch = self.sched.last_epoch
+            fresh.load_state_dict(opt_state)
+            self.sched = self.make_scheduler(fresh, last_epoch)
+        else:
+            self.sched = self.make_scheduler(fresh)
+            fresh.load_state_dict(opt_state)
+            if self.sched is not None:
+                self.sched.load_state_dict(sched_state)
         self.opt = fresh
 
     # what is compared
@@ -564,6 +574,9 @@ if __name__ == "__main__":
 # | Adam(params, lr=torch.tensor(0.01), foreach=True)                | ValueError                 | ran                 |
 # | opt.load_state_dict(sd) with a group's lr < 0 (OneCycleLR's       | loads (no checks on load)  | ValueError          |
 # |   three phases took it there)                                     |                            |                     |
+# | OneCycleLR(opt, max_lr=[a, b], last_epoch=k), opt has 3 groups    | ValueError (max_lr length) | KeyError (initial_lr)|
+# | opt.load_state_dict(torch_opt.state_dict()), lr a tensor; then    | runs                       | TypeError in step() |
+# |   Scheduler(opt, ..., last_epoch=k) (reads initial_lr, a tensor)  |                            |                     |
 # torch's own bug, where minilora runs on: fused SGD with momentum when a parameter's first gradient comes after the
 # first step (TORCH_BUGS).
 
@@ -757,3 +770,30 @@ def test_sgd_fused_first_gradient_late_runs_where_torch_fails():
         return [np.array(p.detach().numpy(force=True) if lib is torch else p.numpy()) for p in params]
     assert _outcome(lambda: run(torch, torch.optim, True)) is TypeError
     np.testing.assert_allclose(run(ml, optim, True), run(torch, torch.optim, None), rtol=1e-15)
+
+
+def test_one_cycle_checks_max_lr_per_group_before_resuming():
+    def resume(lib, O):
+        params = _params(lib, 3)
+        opt = O.SGD([{"params": [p]} for p in params], lr=0.1, momentum=0.9)
+        O.lr_scheduler.OneCycleLR(opt, max_lr=[0.1, 0.2], total_steps=5, last_epoch=2)
+    theirs, ours = _in_both(resume)
+    assert theirs is ours is ValueError
+
+
+def test_a_torch_optimizer_state_with_tensor_lrs_resumes_a_scheduler_by_last_epoch():
+    torch_params = _params(torch)
+    torch_opt = torch.optim.Adam(torch_params, lr=torch.tensor(0.02, dtype=torch.float64))
+    torch.optim.lr_scheduler.CosineAnnealingLR(torch_opt, T_max=6)
+    params = _params(ml)
+    opt = optim.Adam(params, lr=0.5)
+    opt.load_state_dict(copy.deepcopy(torch_opt.state_dict()))
+    assert isinstance(opt.param_groups[0]["initial_lr"], float) and isinstance(opt.param_groups[0]["lr"], float)
+    torch_sched = torch.optim.lr_scheduler.CosineAnnealingLR(torch_opt, T_max=6, last_epoch=2)
+    sched = optim.lr_scheduler.CosineAnnealingLR(opt, T_max=6, last_epoch=2)
+    for lib, o, sc, ps in ((torch, torch_opt, torch_sched, torch_params), (ml, opt, sched, params)):
+        _grads(lib, ps)
+        o.step()
+        sc.step()
+    np.testing.assert_allclose(sched.get_last_lr(), [float(v) for v in torch_sched.get_last_lr()], rtol=1e-15)
+    np.testing.assert_allclose(params[0].numpy(), torch_params[0].detach().numpy(), rtol=1e-13)

@@ -26,7 +26,7 @@ import warnings
 from bisect import bisect_right
 from collections import Counter
 
-from .optimizer import Optimizer, _as_number
+from .optimizer import Optimizer, _numbers
 
 __all__ = ["LRScheduler", "LambdaLR", "MultiplicativeLR", "StepLR", "MultiStepLR", "ConstantLR", "LinearLR", "ExponentialLR",
            "CosineAnnealingLR", "OneCycleLR", "SequentialLR", "ChainedScheduler", "CyclicLR", "ReduceLROnPlateau",
@@ -123,12 +123,6 @@ def _take_state(scheduler, state):
     keeps an lr given as a tensor (``lr=torch.tensor(0.01)``) a tensor in ``base_lrs`` and ``_last_lr``, minilora
     keeps every lr a number (as its optimizers do), so a torch-made state_dict loads into a working schedule."""
     scheduler.__dict__.update({key: _numbers(value) for key, value in state.items()})
-
-
-def _numbers(value):
-    if isinstance(value, (list, tuple)):
-        return type(value)(_numbers(v) for v in value)
-    return _as_number(value)
 
 
 @contextlib.contextmanager
@@ -487,8 +481,9 @@ class OneCycleLR(LRScheduler):
         self._schedule_phases = [dict(zip(("end_step", "start_lr", "end_lr", "start_momentum", "end_momentum"), phase))
                                  for phase in phases]
         groups = optimizer.param_groups
+        peaks = _per_group("max_lr", groups, max_lr)  # (checked on a resume too, as torch: before its initial_lr check)
         if last_epoch == -1:
-            for group, peak in zip(groups, _per_group("max_lr", groups, max_lr)):
+            for group, peak in zip(groups, peaks):
                 group["initial_lr"] = peak / div_factor
                 group["max_lr"] = peak
                 group["min_lr"] = group["initial_lr"] / final_div_factor
@@ -497,9 +492,10 @@ class OneCycleLR(LRScheduler):
             if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
                 raise ValueError("optimizer must support momentum or beta1 with `cycle_momentum` option enabled")
             self.use_beta1 = "betas" in optimizer.defaults
+            tops, bottoms = _per_group("max_momentum", groups, max_momentum), _per_group("base_momentum", groups,
+                                                                                         base_momentum)
             if last_epoch == -1:
-                for group, top, bottom in zip(groups, _per_group("max_momentum", groups, max_momentum),
-                                              _per_group("base_momentum", groups, base_momentum)):
+                for group, top, bottom in zip(groups, tops, bottoms):
                     self._set_momentum(group, top)
                     group["max_momentum"], group["base_momentum"] = top, bottom
         super().__init__(optimizer, last_epoch)

@@ -248,7 +248,7 @@ def _loaded_group(saved, own, defaults):
     the saved group lacks, such as the ``initial_lr`` a scheduler built after the save wrote, is gone), with the
     group's own ``params`` (and ``param_names`` if the saved group has none); an option an older state_dict lacks
     takes its default (torch's ``__setstate__``)."""
-    group = {k: v for k, v in saved.items() if k != "params"}
+    group = {k: _numbers(v) for k, v in saved.items() if k != "params"}  # (torch's 0-d tensors: numbers, as here)
     if "param_names" in own and "param_names" not in group:
         group["param_names"] = own["param_names"]
     for key, default in defaults.items():
@@ -449,6 +449,13 @@ def _as_number(value):
     if hasattr(value, "item") and getattr(value, "shape", None) == () and not isinstance(value, bool):
         return value.item()
     return value
+
+
+def _numbers(value):
+    """``value`` with every 0-d tensor in it (also inside a list or tuple) as its number."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_numbers(v) for v in value)
+    return _as_number(value)
 
 
 def new_step_count():
