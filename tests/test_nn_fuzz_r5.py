@@ -1157,8 +1157,7 @@ NO_KERNEL = "not implemented for"
 # exactly 0; its float64 path raises this RuntimeError, as minilora does for both
 TORCH_EMPTY_CONV = "Output size is too small"
 # Where minilora refuses on purpose (the error names what it does not support)
-DELIBERATE_REFUSALS = ["sparse=True is not supported", "add_bias_kv=True is not supported",
-                       "add_zero_attn=True is not supported", "proj_size=", "with antialias=True is not implemented"]
+DELIBERATE_REFUSALS = ["sparse=True is not supported", "proj_size=", "with antialias=True is not implemented"]
 
 
 def compare(got, want, case):
@@ -1243,8 +1242,8 @@ def test_functional_against_torch(name):
 #   not a crop-then-wrap; not drawn
 # - torch itself: EmbeddingBag(include_last_offset=True) with offsets=[0] in 'max' mode segfaults (not
 #   drawn); conv_transpose's float32 path returns an empty output where its float64 path raises
-# - minilora's deliberate refusals (DELIBERATE_REFUSALS): MultiheadAttention add_bias_kv/add_zero_attn,
-#   LSTM proj_size, interpolate antialias, sparse embeddings
+# - minilora's deliberate refusals (DELIBERATE_REFUSALS): LSTM proj_size, interpolate antialias, sparse
+#   embeddings
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1278,6 +1277,16 @@ def _bag_of_padding_grad(L):
         bag.weight.copy_(L.arange(6.0).reshape(3, 2))
     bag(L.tensor([[0, 0]])).sum().backward()
     return bag.weight.grad
+
+
+def _mha_extra_keys(L):
+    mha = L.nn.MultiheadAttention(4, 2, add_bias_kv=True, add_zero_attn=True, kdim=3)
+    with L.no_grad():
+        for p in mha.parameters():
+            p.copy_((L.arange(p.numel(), dtype=p.dtype).reshape(p.shape) % 7 - 3) / 10)
+    q, k = L.arange(8.0).reshape(2, 1, 4) / 8, L.arange(9.0).reshape(3, 1, 3) / 9
+    out, weights = mha(q, k, L.arange(12.0).reshape(3, 1, 4) / 12, key_padding_mask=L.tensor([[False, True, False]]))
+    return list(mha.state_dict()), out, weights
 
 
 def _zero_width_embedding_grad(L):  # minilora's backward failed to reshape an empty gradient
@@ -1324,6 +1333,8 @@ REGRESSIONS = {
     "Conv2d(1, 0, 2)": lambda L: L.nn.Conv2d(1, 0, 2)(L.ones(1, 1, 3, 3)),
     "ConvTranspose2d(2, 0, 3, groups=2)": lambda L: L.nn.ConvTranspose2d(2, 0, 3, groups=2)(L.ones(1, 2, 2, 2)),
     "Embedding(4, 0) weight gradient": _zero_width_embedding_grad,
+    # MultiheadAttention add_bias_kv / add_zero_attn (minilora refused them): state_dict, output, weights
+    "MultiheadAttention add_bias_kv, add_zero_attn, key_padding_mask": _mha_extra_keys,
     "TransformerEncoder(num_layers=0)": lambda L: L.nn.TransformerEncoder(
         L.nn.TransformerEncoderLayer(2, 1), 0, enable_nested_tensor=False)(L.ones(3, 1, 2)),
 }

@@ -601,8 +601,6 @@ class MultiheadAttention(Module):
     def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, add_bias_kv=False,
                  add_zero_attn=False, kdim=None, vdim=None, batch_first=False, device=None, dtype=None):
         super().__init__()
-        _refuse("MultiheadAttention", add_bias_kv=(add_bias_kv, False),
-                add_zero_attn=(add_zero_attn, False))
         if embed_dim <= 0 or num_heads <= 0:  # (torch's check, before the divisibility one)
             raise ValueError(f"embed_dim and num_heads must be greater than 0, got embed_dim={embed_dim} and "
                              f"num_heads={num_heads} instead")
@@ -625,6 +623,10 @@ class MultiheadAttention(Module):
             self.register_parameter("in_proj_weight", None)
         self.register_parameter("in_proj_bias", _empty((3 * embed_dim,), dtype, device) if bias else None)
         self.out_proj = NonDynamicallyQuantizableLinear(embed_dim, embed_dim, bias=bias, device=device, dtype=dtype)
+        # add_bias_kv: one learned key and value appended to every sequence; add_zero_attn: a zero one
+        for name in ("bias_k", "bias_v"):
+            self.register_parameter(name, _empty((1, 1, embed_dim), dtype, device) if add_bias_kv else None)
+        self.add_zero_attn = add_zero_attn
         self._reset_parameters()
 
     def _reset_parameters(self):
@@ -638,6 +640,9 @@ class MultiheadAttention(Module):
         if self.in_proj_bias is not None:
             init.constant_(self.in_proj_bias, 0.0)
             init.constant_(self.out_proj.bias, 0.0)
+        if self.bias_k is not None:
+            init.xavier_normal_(self.bias_k)
+            init.xavier_normal_(self.bias_v)
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
                 average_attn_weights=True, is_causal=False):
@@ -655,11 +660,16 @@ class MultiheadAttention(Module):
         n, length, e = query.shape
         if e != self.embed_dim:
             raise AssertionError(f"was expecting embedding dimension of {self.embed_dim}, but got {e}")
+        source, extra = key.shape[1], int(self.bias_k is not None) + int(self.add_zero_attn)  # extra keys
         if is_causal and key_padding_mask is None and not need_weights:
             # torch then trusts the hint: the mask given is set aside for SDPA's causal one (top-left)
-            attn_mask = ops.triu(query.new_ones((length, key.shape[1]), dtype=np.bool_), 1)
-        out, weights = self._attend(query, key, value, self._scores_bias(attn_mask, key_padding_mask,
-                                                                          n, length, key.shape[1]))
+            causal = ops.triu(query.new_ones((length, source + extra), dtype=np.bool_), 1)
+            bias = self._scores_bias(causal, None, n, length, source + extra)
+        else:
+            bias = self._scores_bias(attn_mask, key_padding_mask, n, length, source)
+            if bias is not None and extra:  # the extra keys are seen by every query
+                bias = F.pad(bias, (0, extra))
+        out, weights = self._attend(query, key, value, bias)
         out = self.out_proj(out)
         if not batched:
             out = out.squeeze(0)
@@ -688,6 +698,12 @@ class MultiheadAttention(Module):
         query scaled by ``sqrt(1 / d)`` first); returns ``(output [N, L, E], weights [N, H, L, S])``."""
         q = self._heads(query, 0) * math.sqrt(1.0 / self.head_dim)
         k, v = self._heads(key, 1), self._heads(value, 2)
+        n, heads, _, d = k.shape
+        if self.bias_k is not None:  # (torch appends them before splitting heads: the same numbers)
+            k = ops.cat([k, self.bias_k.reshape(1, heads, 1, d).expand(n, heads, 1, d)], 2)
+            v = ops.cat([v, self.bias_v.reshape(1, heads, 1, d).expand(n, heads, 1, d)], 2)
+        if self.add_zero_attn:
+            k, v = (ops.cat([t, t.new_zeros((n, heads, 1, d))], 2) for t in (k, v))
         scores = q @ k.transpose(-2, -1)
         if bias is not None:
             scores = bias + scores
