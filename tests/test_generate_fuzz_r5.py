@@ -18,7 +18,8 @@ Compared: the sequences token for token; ``scores``, ``logits`` and ``sequences_
 
 Left out on purpose: exact ties between candidates (a ``forced_eos_token_id`` list forces several tokens
 to the same score; ``torch.topk`` orders ties as its kernel happens to, so only greedy decoding, whose
-argmax takes the first, draws one); 1-D prompts (minilora accepts them, transformers does not); group
+argmax takes the first, draws one; likewise beam search forced to end after one token, where the slots
+past the one real hypothesis tie at -1e9); 1-D prompts (minilora accepts them, transformers does not); group
 beam search (``num_beam_groups``), which transformers 5 moved out of the library.
 
 Stricter on purpose (minilora refuses, with the value named, what transformers silently leaves off):
@@ -39,6 +40,8 @@ REGRESSIONS -- divergences this fuzzer found (minimized; each has its own test b
 | forced_eos_token_id=22, begin_suppress=[22],| RuntimeError (multinomial of nan)  | drew token 0               |
 |  do_sample=True, max_new_tokens=1           |                                    |                            |
 | early_stopping="maybe"                      | ValueError                         | taken as False             |
+| num_beams=2, diversity_penalty=1.0 (no      | generates, the penalty unused      | NotImplementedError        |
+|  num_beam_groups)                           |                                    |                            |
 | encoder_repetition_penalty=0.0 or -1.0      | ValueError                         | (then unimplemented)       |
 | typical_p / epsilon_cutoff / eta_cutoff,    | applied                            | NotImplementedError        |
 |  encoder_repetition_penalty,                |                                    |                            |
@@ -66,7 +69,8 @@ TINY = LlamaConfig(vocab_size=VOCAB, hidden_size=16, intermediate_size=24, num_h
                    pad_token_id=0, bos_token_id=1, eos_token_id=2)
 PADDED = [[0, 0, 5, 9, 3], [4, 8, 6, 1, 13]]
 PROMPTS = [([[5, 9, 3, 17, 22]], None), ([[7, 30, 11]], None), ([[6]], None),
-           (PADDED, [[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]), (PADDED, None), ([[12, 3, 3, 12], [20, 21, 22, 23]], None)]
+           (PADDED, [[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]), (PADDED, None), ([[12, 3, 3, 12], [20, 21, 22, 23]], None),
+           (None, None)]  # no prompt: both start from the bos token
 # byte-tokenizer texts of ids below VOCAB: control characters and " !\"#$"
 STOP_STRINGS = ["\x0c", "! ", ["\x03\x0c", "\x21"], "\x0c\x03", ["$", "#"]]
 SAMPLING_FILTERS = {"temperature": [0.5, 1.0, 1.7], "top_k": [0, 3, 10, 50], "top_p": [0.3, 0.8, 1.0],
@@ -129,6 +133,9 @@ def draw_processors(r, options, greedy):
 
 def draw_mode(r, mode, options):
     if mode == "beam":
+        if "forced_eos_token_id" in options:  # one new token, forced: a single real hypothesis, the other
+            options.pop("max_length", None)   # slots tie at transformers' -1e9 (see the module docstring)
+            options["max_new_tokens"] = max(options.get("max_new_tokens", 2), 2)
         options["num_beams"] = r.randint(2, 4)
         if r.random() < 0.4:
             options["num_return_sequences"] = r.randint(1, options["num_beams"] + (r.random() < 0.1))  # + 1: refused
@@ -138,6 +145,8 @@ def draw_mode(r, mode, options):
             options["early_stopping"] = r.choice([True, False, "never"])
     elif mode == "sample, top_k=1":
         options.update(do_sample=True, top_k=1)
+        if r.random() < 0.3:
+            options["num_return_sequences"] = 2
     elif mode == "sampled scores":  # one step: the scores are deterministic, the token drawn is not
         options.update(do_sample=True, return_dict_in_generate=True, output_scores=True, max_new_tokens=1)
         options.pop("max_length", None)
@@ -152,7 +161,7 @@ def draw(seed):
     mode = r.choice(["greedy", "greedy", "beam", "beam", "sample, top_k=1", "sampled scores"])
     ids, mask = PROMPTS[r.randrange(len(PROMPTS))]
     options = {} if mask is None else {"attention_mask": mask}
-    draw_lengths_and_ids(r, len(ids[0]), options)
+    draw_lengths_and_ids(r, len(ids[0]) if ids else 1, options)
     draw_processors(r, options, greedy=mode == "greedy")
     if r.random() < 0.1:
         options["stop_strings"] = r.choice(STOP_STRINGS)
@@ -192,7 +201,8 @@ def generate_both(pair, ids, options):
                 lm.generation_config = config_class(**{**own.to_dict(), **defaults})
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
-                results.append(lm.generate(to_input(ids), tokenizer=tokenizer, **kwargs))
+                prompt = () if ids is None else (to_input(ids),)
+                results.append(lm.generate(*prompt, tokenizer=tokenizer, **kwargs))
         except Exception as exc:  # noqa: BLE001 -- compared: where transformers raises, minilora must
             results.append(exc)
         finally:
@@ -282,6 +292,8 @@ REGRESSIONS = {
                                                       output_scores=True)),
     "forced_bos_token_id after a one-token prompt": ([[6]], dict(max_new_tokens=3, forced_bos_token_id=9,
                                                                  begin_suppress_tokens=[12, 33])),
+    "diversity_penalty without beam groups": ([[5, 9, 3, 17, 22]], dict(max_new_tokens=4, num_beams=2,
+                                                                        diversity_penalty=1.0)),
     "exponential_decay_length_penalty": ([[5, 9, 3, 17, 22]], dict(max_new_tokens=8, eos_token_id=[2, 10],
                                                                     exponential_decay_length_penalty=(1, 1.5),
                                                                     return_dict_in_generate=True,

@@ -335,7 +335,9 @@ def _call_config(own, passed):
 
 def _check_unimplemented(generation_config):
     """A generation_config.json option that transformers would apply and minilora cannot: refused by name."""
-    for name, value in generation_config.other.items():
+    options = dict(generation_config.other)
+    _drop_diversity_penalty_without_groups(options)
+    for name, value in options.items():
         if name in _IGNORED or value is None or (name in _OFF and value == _OFF[name]):
             continue
         raise NotImplementedError(
