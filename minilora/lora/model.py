@@ -71,7 +71,9 @@ def target_module_matches(config, key):
         return False  # a module that is trained in full never also gets an adapter
     if not _matches_list_or_regex(config.target_modules, key):
         return False
-    if isinstance(config.target_modules, str) or config.layers_to_transform is None:
+    # PEFT applies layers_to_transform only to a suffix match: a target that IS the full name
+    # (a top-level "lm_head") is adapted whatever the layers
+    if isinstance(config.target_modules, str) or config.layers_to_transform is None or key in config.target_modules:
         return True
     index = _layer_index(key, config.layers_pattern)
     layers = config.layers_to_transform
