@@ -1157,7 +1157,7 @@ NO_KERNEL = "not implemented for"
 # exactly 0; its float64 path raises this RuntimeError, as minilora does for both
 TORCH_EMPTY_CONV = "Output size is too small"
 # Where minilora refuses on purpose (the error names what it does not support)
-DELIBERATE_REFUSALS = ["sparse=True is not supported", "proj_size=", "with antialias=True is not implemented"]
+DELIBERATE_REFUSALS = ["sparse=True is not supported", "with antialias=True is not implemented"]
 
 
 def compare(got, want, case):
@@ -1242,8 +1242,7 @@ def test_functional_against_torch(name):
 #   not a crop-then-wrap; not drawn
 # - torch itself: EmbeddingBag(include_last_offset=True) with offsets=[0] in 'max' mode segfaults (not
 #   drawn); conv_transpose's float32 path returns an empty output where its float64 path raises
-# - minilora's deliberate refusals (DELIBERATE_REFUSALS): LSTM proj_size, interpolate antialias, sparse
-#   embeddings
+# - minilora's deliberate refusals (DELIBERATE_REFUSALS): interpolate antialias, sparse embeddings
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1287,6 +1286,15 @@ def _mha_extra_keys(L):
     q, k = L.arange(8.0).reshape(2, 1, 4) / 8, L.arange(9.0).reshape(3, 1, 3) / 9
     out, weights = mha(q, k, L.arange(12.0).reshape(3, 1, 4) / 12, key_padding_mask=L.tensor([[False, True, False]]))
     return list(mha.state_dict()), out, weights
+
+
+def _projected_lstm(L):
+    lstm = L.nn.LSTM(2, 3, 2, bidirectional=True, proj_size=1).double()
+    with L.no_grad():
+        for p in lstm.parameters():
+            p.copy_((L.arange(p.numel(), dtype=p.dtype).reshape(p.shape) % 5 - 2) / 4)
+    output, (h, c) = lstm(L.arange(8.0, dtype=L.float64).reshape(4, 1, 2) / 8)
+    return list(lstm.state_dict()), repr(lstm), output, h, c
 
 
 def _zero_width_embedding_grad(L):  # minilora's backward failed to reshape an empty gradient
@@ -1335,6 +1343,9 @@ REGRESSIONS = {
     "Embedding(4, 0) weight gradient": _zero_width_embedding_grad,
     # MultiheadAttention add_bias_kv / add_zero_attn (minilora refused them): state_dict, output, weights
     "MultiheadAttention add_bias_kv, add_zero_attn, key_padding_mask": _mha_extra_keys,
+    # LSTM proj_size (minilora refused it): state_dict keys, outputs and states
+    "LSTM(2, 3, 2, bidirectional=True, proj_size=1)": _projected_lstm,
+    "LSTM(2, 3, proj_size=3)": lambda L: L.nn.LSTM(2, 3, proj_size=3),
     "TransformerEncoder(num_layers=0)": lambda L: L.nn.TransformerEncoder(
         L.nn.TransformerEncoderLayer(2, 1), 0, enable_nested_tensor=False)(L.ones(3, 1, 2)),
 }

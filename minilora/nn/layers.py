@@ -1628,26 +1628,34 @@ class _RNNBase(Module):
     _gates = 1
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, device=None, dtype=None):
+                 bidirectional=False, device=None, dtype=None, proj_size=0):
         super().__init__()
         if not 0 <= dropout <= 1 or isinstance(dropout, bool):
             raise ValueError("dropout should be a number in range [0, 1] representing the probability of "
                              "an element being zeroed")
         if hidden_size <= 0 or num_layers <= 0:
             raise ValueError("hidden_size and num_layers must be greater than zero")
+        if proj_size < 0:
+            raise ValueError("proj_size should be a positive integer or zero to disable projections")
+        if proj_size >= hidden_size:
+            raise ValueError("proj_size has to be smaller than hidden_size")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.proj_size = proj_size
+        out = proj_size or hidden_size  # the width of h (LSTM's proj_size: h = W_hr (o * tanh(c)))
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional = bidirectional
         directions = 2 if bidirectional else 1
         rows = self._gates * hidden_size
         for layer in range(num_layers):
-            width = input_size if layer == 0 else hidden_size * directions
+            width = input_size if layer == 0 else out * directions
             for suffix in ("", "_reverse")[:directions]:
                 setattr(self, f"weight_ih_l{layer}{suffix}", _empty((rows, width), dtype, device))
-                setattr(self, f"weight_hh_l{layer}{suffix}", _empty((rows, hidden_size), dtype, device))
+                setattr(self, f"weight_hh_l{layer}{suffix}", _empty((rows, out), dtype, device))
                 if bias:
                     setattr(self, f"bias_ih_l{layer}{suffix}", _empty((rows,), dtype, device))
                     setattr(self, f"bias_hh_l{layer}{suffix}", _empty((rows,), dtype, device))
+                if proj_size:
+                    setattr(self, f"weight_hr_l{layer}{suffix}", _empty((proj_size, hidden_size), dtype, device))
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -1659,9 +1667,10 @@ class _RNNBase(Module):
         get = lambda name: getattr(self, f"{name}_l{layer}{suffix}", None)  # noqa: E731
         return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
 
-    def _initial_state(self, input, hx, batch):
+    def _initial_state(self, input, hx, batch, width=None):
         """``hx`` as a list with one entry per layer and direction (zeros when not given)."""
-        shape = (self.num_layers * (2 if self.bidirectional else 1), batch, self.hidden_size)
+        shape = (self.num_layers * (2 if self.bidirectional else 1), batch,
+                 width or self.proj_size or self.hidden_size)
         if hx is None:
             return [input.new_zeros(shape[1:]) for _ in range(shape[0])]
         if tuple(hx.shape) != shape:
@@ -1718,11 +1727,13 @@ class _RNNBase(Module):
     def _direction(self, input, state, layer, suffix, reverse):
         """One layer in one direction: the outputs [L, N, H] (in time order) and the last state."""
         w_ih, w_hh, b_ih, b_hh = self._weights(layer, suffix)
+        w_hr = getattr(self, f"weight_hr_l{layer}{suffix}", None)
+        extra = {} if w_hr is None else {"w_hr": w_hr}  # (LSTM's proj_size)
         projected = F.linear(input, w_ih, b_ih).unbind(0)  # every step's input projection at once
         steps = range(len(projected) - 1, -1, -1) if reverse else range(len(projected))
         outputs = [None] * len(projected)
         for t in steps:
-            state = self._cell(projected[t], state, w_hh, b_hh)
+            state = self._cell(projected[t], state, w_hh, b_hh, **extra)
             outputs[t] = self._output(state)
         return ops.stack(outputs, 0), state
 
@@ -1765,22 +1776,19 @@ class GRU(_RNNBase):
 
 class LSTM(_RNNBase):
     """Gates in torch's order i, f, g, o: ``c' = f c + i g``, ``h' = o tanh(c')``; ``hx`` and the
-    returned state are the pair ``(h, c)``. ``proj_size`` is not supported (it raises)."""
+    returned state are the pair ``(h, c)``. ``proj_size > 0``: ``h' = W_hr (o tanh(c'))``, of that width."""
 
     _gates = 4
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, proj_size=0, device=None, dtype=None):
-        _refuse("LSTM", proj_size=(proj_size, 0))
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         device, dtype)
-        self.proj_size = proj_size
+                         device, dtype, proj_size)
 
     def _initial_state(self, input, hx, batch):
-        if hx is None:
-            return [(h, h) for h in super()._initial_state(input, None, batch)]
-        h0, c0 = hx
-        return list(zip(super()._initial_state(input, h0, batch), super()._initial_state(input, c0, batch)))
+        h0, c0 = (None, None) if hx is None else hx
+        return list(zip(super()._initial_state(input, h0, batch),
+                        super()._initial_state(input, c0, batch, width=self.hidden_size)))
 
     @staticmethod
     def _map_state(state, fn):
@@ -1790,13 +1798,14 @@ class LSTM(_RNNBase):
     def _stack_states(finals):
         return ops.stack([h for h, _ in finals], 0), ops.stack([c for _, c in finals], 0)
 
-    def _cell(self, projected, state, w_hh, b_hh):
+    def _cell(self, projected, state, w_hh, b_hh, w_hr=None):
         h, c = state
         gates = F.linear(h, w_hh, b_hh) + projected
         i, f, g, o = gates.chunk(4, -1)
         i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
         c = f * c + i * g
-        return o * c.tanh(), c
+        h = o * c.tanh()
+        return (h if w_hr is None else F.linear(h, w_hr)), c
 
     def _output(self, state):
         return state[0]
