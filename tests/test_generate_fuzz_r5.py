@@ -40,6 +40,9 @@ REGRESSIONS -- divergences this fuzzer found (minimized; each has its own test b
 | forced_eos_token_id=22, begin_suppress=[22],| RuntimeError (multinomial of nan)  | drew token 0               |
 |  do_sample=True, max_new_tokens=1           |                                    |                            |
 | early_stopping="maybe"                      | ValueError                         | taken as False             |
+| length_penalty / early_stopping with one    | "generation flags are not valid    | silent                     |
+|  beam; output_scores / output_logits        |  and may be ignored" (logged)      |                            |
+|  without return_dict_in_generate            |                                    |                            |
 | num_beams=2, diversity_penalty=1.0 (no      | generates, the penalty unused      | NotImplementedError        |
 |  num_beam_groups)                           |                                    |                            |
 | encoder_repetition_penalty=0.0 or -1.0      | ValueError                         | (then unimplemented)       |
@@ -326,6 +329,19 @@ def test_what_transformers_refuses_minilora_refuses(pair, options):
     assert isinstance(ours, Exception), f"transformers raised {theirs!r}; minilora returned"
     if isinstance(theirs, ValueError):
         assert isinstance(ours, ValueError), ours
+
+
+# Options that change nothing in the call they are in: transformers logs "The following generation flags are
+# not valid and may be ignored: [...]"; minilora warns (a UserWarning naming them). Before: silent for these.
+IGNORED_FLAGS = [dict(length_penalty=2.0), dict(early_stopping=True), dict(output_scores=True),
+                 dict(output_logits=True), dict(typical_p=0.5), dict(epsilon_cutoff=0.1), dict(eta_cutoff=0.1)]
+
+
+@pytest.mark.parametrize("options", IGNORED_FLAGS, ids=[str(o) for o in IGNORED_FLAGS])
+def test_flags_that_change_nothing_are_warned_about(pair, options):
+    (name, value), = options.items()
+    with pytest.warns(UserWarning, match=f"{name}={value!r}"):
+        pair[1].generate(np.array([[5, 9, 3]]), max_new_tokens=2, **options)
 
 
 def test_sampling_from_a_row_with_nothing_left_is_refused_as_torch_multinomial(pair):

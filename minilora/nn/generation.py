@@ -422,6 +422,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
          ("min_p", min_p), ("use_cache", use_cache), ("repetition_penalty", repetition_penalty),
          ("num_return_sequences", num_return_sequences)))
     no_repeat_ngram_size = _resolved("no_repeat_ngram_size", no_repeat_ngram_size, own)
+    beam_only = dict(length_penalty=length_penalty, early_stopping=early_stopping)
     num_beams, length_penalty, early_stopping = (_resolved(name, value, own) for name, value in (
         ("num_beams", num_beams), ("length_penalty", length_penalty), ("early_stopping", early_stopping)))
     token_rules = {name: _resolved(name, value, own) for name, value in
@@ -436,6 +437,12 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     min_new_tokens = _check_count("min_new_tokens", 0 if min_new_tokens is None else min_new_tokens)
     if not do_sample:
         _warn_unused_sampling_options(**passed)  # only what the call itself set, as transformers
+    if num_beams == 1:
+        _warn_unused_options("num_beams is 1", "only apply to beam search", **beam_only)
+    if return_dict_in_generate is not True:
+        _warn_unused_options("return_dict_in_generate is not True", "only apply to the dict output",
+                             **{name: value for name, value in (("output_scores", output_scores),
+                                                                ("output_logits", output_logits)) if value is True})
     max_new_tokens = _new_token_budget(max_new_tokens, max_length, ids.shape[1],
                                        getattr(config, "max_position_embeddings", None))
     _check_sampling_options(do_sample, repetition_penalty, num_return_sequences, streamer, ids.shape[0], num_beams,
@@ -988,11 +995,17 @@ def _min_length(min_new_tokens, min_length, prompt_length):
 def _warn_unused_sampling_options(**options):
     """Greedy decoding takes the most likely token: temperature, top_k, top_p and min_p change nothing. Say
     so when the call set one away from its default (transformers warns the same way), rather than ignore it."""
+    _warn_unused_options("do_sample is not True", "only apply to sampling", **options)
+
+
+def _warn_unused_options(reason, what_for, **options):
+    """The options the call set away from their default that ``reason`` makes useless: warned about, as
+    transformers' "generation flags are not valid and may be ignored"."""
     unused = [f"{name}={value!r}" for name, value in options.items()
               if value is not DEFAULT and value is not None and value != DEFAULTS[name]]
     if unused:
-        warnings.warn(f"do_sample is not True: {', '.join(unused)} only apply to sampling and change nothing "
-                      "here; set do_sample=True or leave them unset (transformers warns the same)")
+        warnings.warn(f"{reason}: {', '.join(unused)} {what_for} and change nothing here; leave them unset "
+                      "(transformers warns the same)")
 
 
 def _check_sampling_options(do_sample, repetition_penalty, num_return_sequences, streamer, batch, num_beams=1,
