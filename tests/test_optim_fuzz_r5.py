@@ -276,6 +276,7 @@ def draw_case(seed):
     return dict(optimizer=name, kwargs=kwargs, group_options=group_options, scheduler=scheduler,
                 scheduler_round_trip=rng.random(STEPS) < 0.2, with_closure=rng.random(STEPS) < 0.2,
                 epoch_steps=rng.random(STEPS) < 0.1, resume_by_last_epoch=bool(rng.random() < 0.3),
+                freeze_at=int(rng.integers(0, 3 * STEPS)),
                 add_group_at=int(rng.integers(1, STEPS + 1)) if add_group else STEPS + 9,
                 reload_at=int(rng.integers(1, STEPS + 2)), load_torch_state=bool(rng.random() < 0.5),
                 values=rng.standard_normal(sum(int(np.prod(s)) for s in SHAPES) + 2),
@@ -326,6 +327,12 @@ class Side:
     def _scheduler(self, opt, name, kwargs):
         return getattr(self.optim.lr_scheduler, name)(opt, **kwargs)
 
+    def freeze(self, step):
+        """``requires_grad_(False)`` on the second parameter from ``freeze_at`` on (its gradient stays drawn: torch
+        steps a parameter that has one, whatever its requires_grad)."""
+        if step == self.case["freeze_at"]:
+            self.params[1].requires_grad_(False)
+
     def set_grads(self, step):
         if self.case["set_to_none"][step] or self.opt is None:
             self.opt.zero_grad(set_to_none=True)
@@ -352,6 +359,7 @@ class Side:
     def step(self, step):
         if self.case["optimizer"] == "LBFGS":
             return float(self.opt.step(self.closure))
+        self.freeze(step)
         self.set_grads(step)
         if self.case["with_closure"][step]:  # step(closure) returns what the closure returns
             return self.opt.step(lambda: 2.5)
@@ -577,6 +585,8 @@ if __name__ == "__main__":
 # | OneCycleLR(opt, max_lr=[a, b], last_epoch=k), opt has 3 groups    | ValueError (max_lr length) | KeyError (initial_lr)|
 # | opt.load_state_dict(torch_opt.state_dict()), lr a tensor; then    | runs                       | TypeError in step() |
 # |   Scheduler(opt, ..., last_epoch=k) (reads initial_lr, a tensor)  |                            |                     |
+# | p.requires_grad_(False) while p.grad holds zeros (zero_grad(      | steps p (momentum, weight | skipped p           |
+# |   set_to_none=False)); opt.step()                                 |   decay go on)             |                     |
 # torch's own bug, where minilora runs on: fused SGD with momentum when a parameter's first gradient comes after the
 # first step (TORCH_BUGS).
 
@@ -797,3 +807,19 @@ def test_a_torch_optimizer_state_with_tensor_lrs_resumes_a_scheduler_by_last_epo
         sc.step()
     np.testing.assert_allclose(sched.get_last_lr(), [float(v) for v in torch_sched.get_last_lr()], rtol=1e-15)
     np.testing.assert_allclose(params[0].numpy(), torch_params[0].detach().numpy(), rtol=1e-13)
+
+
+@pytest.mark.parametrize("name, kwargs", [("SGD", dict(momentum=0.9, weight_decay=0.1)), ("AdamW", {}),
+                                          ("RMSprop", dict(momentum=0.5)), ("Adagrad", {})])
+def test_a_parameter_frozen_with_a_gradient_is_still_stepped_as_torch(name, kwargs):
+    def run(lib, O):
+        params = _params(lib)
+        opt = getattr(O, name)(params, lr=0.1, **kwargs)
+        _grads(lib, params)
+        opt.step()
+        params[1].requires_grad_(False)  # frozen mid-run, its gradient zeroed but kept
+        opt.zero_grad(set_to_none=False)
+        opt.step()
+        return [np.array(p.detach().numpy(force=True) if lib is torch else p.numpy()) for p in params]
+    theirs, ours = _in_both(run)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-14)

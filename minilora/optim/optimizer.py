@@ -108,8 +108,10 @@ class Optimizer:
             return closure()
 
     def _params_to_update(self, group):
-        """The group's parameters that get an update now: trainable and with a gradient."""
-        params = [p for p in group["params"] if p.requires_grad and p.grad is not None]
+        """The group's parameters that get an update now: those with a gradient. As torch, ``requires_grad`` is not
+        asked: a parameter frozen (``requires_grad_(False)``) while it still holds a gradient (``zero_grad(
+        set_to_none=False)`` leaves zeros) keeps being stepped -- momentum and weight decay go on moving it."""
+        params = [p for p in group["params"] if p.grad is not None]
         for p in params:
             if p.grad.shape != p.shape:  # only possible when .grad was set by hand
                 raise ValueError(f"a parameter of shape {p.shape} has a gradient of shape "
