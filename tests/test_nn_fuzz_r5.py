@@ -61,6 +61,8 @@ def _resolve(lib, value, built):
         return built[id(value)][1]
     if isinstance(value, Fn):
         return getattr(lib.nn.functional, value.name)
+    if isinstance(value, DTypeName):
+        return getattr(lib, str(value))
     if isinstance(value, (list, tuple)):
         return type(value)(_resolve(lib, v, built) for v in value)
     return value
@@ -1025,7 +1027,83 @@ def draw_f_pool(rng):
                                                   "count_include_pad"), rng, dtype)
 
 
-FUNCTIONS = {"conv1d": draw_f_conv(1), "conv2d": draw_f_conv(2), "conv_transpose1d": draw_f_conv(1, True),
+F_ACTIVATIONS = {"relu": [], "relu6": [], "selu": [], "silu": [], "mish": [], "hardswish": [], "hardsigmoid": [],
+                 "tanhshrink": [], "softsign": [], "logsigmoid": [], "elu": [("alpha", [1.0, 0.5])],
+                 "celu": [("alpha", [1.0, 2.0])], "leaky_relu": [("negative_slope", [0.01, 0.2])],
+                 "hardtanh": [("min_val", [-1.0, -0.5]), ("max_val", [1.0, 2.0])],
+                 "softplus": [("beta", [1.0, 2.0]), ("threshold", [20.0, 1.0])],
+                 "threshold": [("threshold", [0.1, -0.5]), ("value", [0.0, 3.0])],
+                 "hardshrink": [("lambd", [0.5, 0.2])], "softshrink": [("lambd", [0.5, 0.2])],
+                 "gelu": [("approximate", ["none", "tanh"])], "glu": [("dim", [-1, 0])],
+                 "softmax": [("dim", [-1, 0, 1]), ("_stacklevel", [3]), ("dtype", [None, "float64"])],
+                 "log_softmax": [("dim", [-1, 0]), ("_stacklevel", [3]), ("dtype", [None, "float64"])],
+                 "softmin": [("dim", [-1, 1]), ("_stacklevel", [3]), ("dtype", [None, "float64"])]}
+INPLACE_CAPABLE = {"relu", "relu6", "selu", "elu", "celu", "leaky_relu", "hardtanh", "threshold", "silu", "mish",
+                   "hardswish", "hardsigmoid"}
+
+
+class DTypeName(str):
+    """A dtype keyword, resolved in each library (see _resolve)."""
+
+
+def draw_f_activation(rng):
+    """An activation through F.*: its options positionally or by keyword, ``inplace=True`` where torch
+    has it (then on a float32 copy: no gradient through a leaf changed in place)."""
+    name = pick(rng, sorted(F_ACTIVATIONS))
+    dtype = float_dtype(rng)
+    x = floats(rng, pick(rng, [(3,), (2, 3), (2, 3, 2)]), dtype)
+    spec = F_ACTIVATIONS[name]
+    args = [x] + [pick(rng, options) for _, options in spec]
+    names = ["input"] + [n for n, _ in spec]
+    args = [DTypeName(a) if n == "dtype" and a else a for a, n in zip(args, names)]
+    case = functional(name, tuple(args), tuple(names), rng, dtype)
+    if name in INPLACE_CAPABLE and rng.random() < 0.3:
+        case.kwargs["inplace"] = True
+        constant(x)
+    return case
+
+
+def draw_f_resampling(rng):
+    name = pick(rng, ["adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d",
+                      "lp_pool1d", "lp_pool2d", "pixel_shuffle", "pixel_unshuffle", "local_response_norm"])
+    dtype = float_dtype(rng, low=False)
+    rank = 2 if name.endswith("2d") or "pixel" in name else 1
+    x = _pool_input(rng, rank, dtype, channels=4 if "pixel" in name else None)
+    if name.startswith("adaptive"):
+        args, names = (x, int(rng.integers(1, 5))), ("input", "output_size")
+        if "max" in name:
+            args, names = args + (bool(rng.random() < 0.5),), names + ("return_indices",)
+    elif name.startswith("lp_pool"):
+        x.values = np.abs(x.values) + 0.25
+        args = (x, pick(rng, [1.0, 2.0, 3.0]), int(rng.integers(1, 3)), pick(rng, [None, 1]), bool(rng.random() < 0.5))
+        names = ("input", "norm_type", "kernel_size", "stride", "ceil_mode")
+    elif name == "pixel_shuffle":
+        args, names = (x, pick(rng, [1, 2])), ("input", "upscale_factor")
+    elif name == "pixel_unshuffle":
+        x = floats(rng, batch_shape(rng) + (2, 4, 2), dtype)
+        args, names = (x, pick(rng, [1, 2])), ("input", "downscale_factor")
+    else:
+        args = (x, int(rng.integers(1, 4)), pick(rng, [1e-4, 0.5]), 0.75, pick(rng, [1.0, 2.0]))
+        names = ("input", "size", "alpha", "beta", "k")
+    return functional(name, args, names, rng, dtype)
+
+
+def draw_f_linear(rng):
+    dtype = float_dtype(rng)
+    if rng.random() < 0.5:
+        n_in, n_out = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        bias = floats(rng, pick(rng, [(n_out,), ()]), dtype, view=False) if rng.random() < 0.6 else None
+        args = (floats(rng, pick(rng, [(), (2,), (2, 2)]) + (n_in,), dtype), floats(rng, (n_out, n_in), dtype), bias)
+        return functional("linear", args, ("input", "weight", "bias"), rng, dtype)
+    a, b, c = (int(rng.integers(1, 4)) for _ in range(3))
+    batch = pick(rng, [(2,), (1,), ()])
+    args = (floats(rng, batch + (a,), dtype), floats(rng, batch + (b,), dtype), floats(rng, (c, a, b), dtype),
+            floats(rng, (c,), dtype, view=False) if rng.random() < 0.6 else None)
+    return functional("bilinear", args, ("input1", "input2", "weight", "bias"), rng, dtype)
+
+
+FUNCTIONS = {"activations": draw_f_activation, "resampling": draw_f_resampling, "linear": draw_f_linear,
+             "conv1d": draw_f_conv(1), "conv2d": draw_f_conv(2), "conv_transpose1d": draw_f_conv(1, True),
              "conv_transpose2d": draw_f_conv(2, True), "interpolate": draw_f_interpolate, "pad": draw_f_pad,
              "norms": draw_f_norms, "scaled_dot_product_attention": draw_f_sdpa, "losses": draw_f_losses,
              "pooling": draw_f_pool}
@@ -1104,7 +1182,8 @@ def outcome(lib, case, initial_state=None, grads=False):
             return {**record, **_error(e)}
         flat = _flat(result)
         record["result"] = [_as_record(v, lib) for v in flat]
-        record["inputs"] = []
+        # the inputs after the call: an in-place F.* (inplace=True) changed its input as torch's does?
+        record["inputs"] = [_as_record(arg, lib) for _, arg in built.values()] if case.functional else []
         if module is not None:
             record["state"] = {k: _as_record(v, lib) for k, v in module.state_dict().items()}
             record["keys"] = list(module.state_dict())
