@@ -18,8 +18,8 @@ Compared: the sequences token for token; ``scores``, ``logits`` and ``sequences_
 
 Left out on purpose: exact ties between candidates (a ``forced_eos_token_id`` list forces several tokens
 to the same score; ``torch.topk`` orders ties as its kernel happens to, so only greedy decoding, whose
-argmax takes the first, draws one; likewise beam search forced to end after one token, where the slots
-past the one real hypothesis tie at -1e9); 1-D prompts (minilora accepts them, transformers does not); group
+argmax takes the first, draws one; likewise beam search whose only new token is forced, where the
+slots past the one real hypothesis tie at -1e9); 1-D prompts (minilora accepts them, transformers does not); group
 beam search (``num_beam_groups``), which transformers 5 moved out of the library.
 
 Stricter on purpose (minilora refuses, with the value named, what transformers silently leaves off):
@@ -136,8 +136,9 @@ def draw_processors(r, options, greedy):
 
 def draw_mode(r, mode, options):
     if mode == "beam":
-        if "forced_eos_token_id" in options:  # one new token, forced: a single real hypothesis, the other
-            options.pop("max_length", None)   # slots tie at transformers' -1e9 (see the module docstring)
+        if {"forced_eos_token_id", "forced_bos_token_id"} & set(options):
+            # one new token, forced: one real hypothesis, the other slots tie at -1e9 (module docstring)
+            options.pop("max_length", None)
             options["max_new_tokens"] = max(options.get("max_new_tokens", 2), 2)
         options["num_beams"] = r.randint(2, 4)
         if r.random() < 0.4:

@@ -384,6 +384,10 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     added to the last id's logit after the rest), ``suppress_tokens`` (never), ``begin_suppress_tokens``
     (not as the first new token) and ``forced_eos_token_id`` (the last new token). ``stop_strings`` (with
     the model's ``tokenizer=``) ends a row whose text ends with one, as transformers' StopStringCriteria.
+    The rarer ones are transformers' too, taken as keywords: ``typical_p``, ``epsilon_cutoff``, ``eta_cutoff``
+    (sampling filters, after min-p), ``encoder_repetition_penalty`` (the prompt's tokens), ``forced_bos_token_id``
+    (the token after a one-token prompt), ``exponential_decay_length_penalty=(start, factor)`` (the eos ids grow
+    likelier after ``start`` new tokens) and ``renormalize_logits`` (log-softmax after every processor).
 
     An option not passed (``DEFAULT``) comes from the ``generation_config=`` passed, else the model's
     ``generation_config`` (its folder's generation_config.json) when that sets it, else from
