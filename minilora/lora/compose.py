@@ -248,8 +248,15 @@ def _task_arithmetic_factors(kind, layer, adapters, weights, density, majority_s
         Bs.append(dtypes.upcast(found[1]))
         if dtype is None:  # PEFT rounds the result to the first adapter's dtype
             dtype = found[0].dtype
+    weights_A, weights_B = _as_peft_weights(weights_A), _as_peft_weights(weights_B)
     return (_combine(kind, As, weights_A, density, majority_sign_method, rng).astype(dtype, copy=False),
             _combine(kind, Bs, weights_B, density, majority_sign_method, rng).astype(dtype, copy=False))
+
+
+def _as_peft_weights(weights):
+    """The weights as PEFT combines them: ``torch.tensor(list of floats)``, i.e. rounded to float32
+    (-0.7 is -0.699999988...), whatever the adapters' dtype."""
+    return np.asarray(weights, dtype=np.float32)
 
 
 def _svd_factors(kind, layer, adapters, weights, new_rank, density, majority_sign_method, clamp,
@@ -259,8 +266,9 @@ def _svd_factors(kind, layer, adapters, weights, new_rank, density, majority_sig
     if not present:
         raise ValueError("No matching LoRAs found. Please raise an issue on GitHub.")
     deltas = [dtypes.upcast(_host(layer.get_delta_weight(a))) for a, _ in present]  # already scaled
-    delta = _combine(kind[:-len("_svd")] if kind != "svd" else "svd", deltas, [w for _, w in present],
-                     density, majority_sign_method, rng)
+    weights = _as_peft_weights([w for _, w in present])
+    delta = _combine(kind[:-len("_svd")] if kind != "svd" else "svd", deltas, weights, density,
+                     majority_sign_method, rng)
     if isinstance(layer, Embedding):
         delta = delta.T  # an embedding's delta is [num_embeddings, dim]; its factors are for [dim, num]
     if new_rank > min(delta.shape):

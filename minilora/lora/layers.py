@@ -10,9 +10,9 @@ import copy
 
 import numpy as np
 
-from .. import dtypes, ops
+from .. import dtypes, nn, ops
 from ..device import xp_of
-from ..nn import Dropout, Identity, Module, ModuleDict, Parameter
+from ..nn import Conv1d, Conv2d, Dropout, Identity, Module, ModuleDict, Parameter
 from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
 from ..nn import init
@@ -712,10 +712,17 @@ VeraLayer = VeraLinear
 # ==================================================================================================
 # modules_to_save: a full trainable copy of a module (e.g. a classification head) per adapter
 # ==================================================================================================
+_MIXED_BATCH_MODULES = (_NNLinear, _NNEmbedding, Conv1d, Conv2d)  # PEFT's list (minilora has no Conv3d)
+
+
 class ModulesToSaveWrapper(Module):
     """Keeps ``original_module`` frozen and trains a copy per adapter in ``modules_to_save[name]``."""
 
     def __init__(self, module, adapter_name):
+        # PEFT's check_module: a container has no forward to run, and a module another adapter already
+        # wraps (modules_to_save=["embed_tokens"] after a LoRA on embed_tokens) cannot also be copied
+        if isinstance(module, (ModuleDict, nn.ModuleList, nn.ParameterList, nn.ParameterDict, BaseTunerLayer)):
+            raise TypeError(f"modules_to_save cannot be applied to modules of type {type(module)}")
         super().__init__()
         self.original_module = module
         self.modules_to_save = ModuleDict()
@@ -785,6 +792,9 @@ class ModulesToSaveWrapper(Module):
         if names is None:
             return self.modules_to_save[self.active_adapters[0]](x, *args, **kwargs)
         # per-sample adapters: each copy runs on the batch, its rows are kept where it is chosen
+        if not isinstance(self.original_module, _MIXED_BATCH_MODULES):  # PEFT's refusal, in its words
+            raise TypeError("Mixed batching is only supported for the following modules: Linear, Embedding, "
+                            f"Conv1d, Conv2d, Conv3d (this one is a {type(self.original_module).__name__}).")
         out = self.original_module(x, *args, **kwargs)
         for name in sorted(set(names) & set(self.modules_to_save.keys())):
             rows = np.array([n == name for n in names]).reshape((-1,) + (1,) * (out.ndim - 1))
