@@ -1,17 +1,29 @@
 """A seeded differential fuzzer for ``minilora.optim`` and ``optim.lr_scheduler`` against torch 2.x (CPU, float64).
 
-Each case (one seed) draws an optimizer with random hyperparameters (``foreach``/``fused`` flags included: torch
-accepts or refuses them on the CPU, and minilora must do the same), two parameter groups with options of their own,
-a third group added mid-run with ``add_param_group``, and maybe a scheduler with random arguments. Then it runs
-``STEPS`` steps in both libraries on the same float64 parameters and gradients: some parameters get no gradient
-on some steps, ``zero_grad(set_to_none=True/False)`` is drawn, and at a random step both optimizers (and
-schedulers) are saved and loaded into fresh ones -- minilora's fresh optimizer loading torch's own state_dict every
-other time. After every call it compares the parameters (1e-12), each group's lr (and momentum/betas when a
-scheduler cycles them), ``get_last_lr()``, every optimizer state value, and the errors: when torch raises,
-minilora must raise the same type, and when torch does not, minilora must not.
+Each case (one seed) draws, up front (``draw_case``):
 
-Run ``python tests/test_optim_fuzz_r5.py SEED`` to print a case's recipe. The REGRESSIONS below are divergences
-the fuzzer found, minimized to the call a user writes.
+* an optimizer (SGD, Adam, AdamW, Adamax, NAdam, RAdam, RMSprop, Adagrad, Adadelta, Rprop, ASGD, LBFGS with a
+  closure) with random hyperparameters, ``foreach``/``fused``/``capturable``/``maximize`` flags (torch accepts or
+  refuses them on the CPU, and minilora must do the same), now and then an lr as a 0-d tensor or a whole number as
+  an int, and now and then one invalid argument;
+* two parameter groups, the second with options of its own, spelled as lists, ``(name, parameter)`` pairs, a bare
+  tensor, or with a parameter listed twice (in a group, or in both); a third group added mid-run;
+* maybe a scheduler with its own random arguments (StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR,
+  CosineAnnealingWarmRestarts, CyclicLR, OneCycleLR, LinearLR, ConstantLR, PolynomialLR, LambdaLR,
+  MultiplicativeLR, SequentialLR, ChainedScheduler, ReduceLROnPlateau), now and then with an invalid argument.
+
+Then it runs ``STEPS`` steps in both libraries on the same float64 parameters and gradients: some parameters get no
+gradient on some steps, ``zero_grad(set_to_none=True/False)`` is drawn, ``step(closure)`` sometimes, a parameter
+is frozen mid-run, an lr is set by hand, the scheduler steps (sometimes ``step(epoch)``; ReduceLROnPlateau on a
+metric, a number or a 0-d tensor) and makes ``state_dict()`` round trips, and at a random step both optimizers and
+schedulers are saved and loaded into fresh ones -- minilora's loading torch's own state_dicts every other time, or
+the scheduler resumed with ``last_epoch=``. After every call it compares the parameters (1e-12), each group's lr
+(and momentum/betas), ``get_last_lr()``, every optimizer state value, both ``state_dict()``s, the loss ``step``
+returns, and the errors: when torch raises, minilora must raise the same type, and when torch does not, minilora
+must not (but for TORCH_BUGS).
+
+Run ``python tests/test_optim_fuzz_r5.py SEED`` to print a case's recipe and run it. The REGRESSIONS below are
+divergences the fuzzer found, minimized to the call a user writes.
 """
 import copy
 import math
@@ -61,7 +73,8 @@ def _betas(rng):
 def _sgd(rng):
     momentum = _pick(rng, 0.0, _u(rng, 0.1, 0.95))
     nesterov = bool(momentum and rng.random() < 0.4)
-    return dict(lr=_u(rng, 1e-3, 0.2), momentum=momentum, dampening=0.0 if nesterov else _pick(rng, 0.0, _u(rng, 0, 0.5)),
+    dampening = 0.0 if nesterov else _pick(rng, 0.0, _u(rng, 0, 0.5))
+    return dict(lr=_u(rng, 1e-3, 0.2), momentum=momentum, dampening=dampening,
                 weight_decay=_pick(rng, 0.0, _u(rng, 0, 0.1)), nesterov=nesterov, **_flags(rng, True))
 
 
@@ -161,7 +174,9 @@ def _as_lib(value, lib):
     if isinstance(value, AsTensor):
         # float64: torch computes with a float32 lr tensor in float32 (its schedulers fill the tensor, its steps
         # multiply by it), minilora takes the tensor's number and computes in Python floats (left alone)
-        return torch.tensor(float(value), dtype=torch.float64) if lib is torch else ml.tensor(float(value), dtype=ml.float64)
+        if lib is torch:
+            return torch.tensor(float(value), dtype=torch.float64)
+        return ml.tensor(float(value), dtype=ml.float64)
     if isinstance(value, tuple):
         return tuple(_as_lib(v, lib) for v in value)
     return value
@@ -195,7 +210,8 @@ def _simple_scheduler(rng):
                  ("ConstantLR", dict(factor=_u(rng, 0.1, 1.0), total_iters=int(rng.integers(1, 5)))),
                  ("LinearLR", dict(start_factor=_u(rng, 0.1, 1.0), end_factor=_u(rng, 0.1, 1.0),
                                    total_iters=int(rng.integers(1, 5)))),
-                 ("MultiStepLR", dict(milestones=sorted(int(m) for m in rng.integers(1, 8, 2)), gamma=_u(rng, 0.1, 0.9))),
+                 ("MultiStepLR", dict(milestones=sorted(int(m) for m in rng.integers(1, 8, 2)),
+                                      gamma=_u(rng, 0.1, 0.9))),
                  ("PolynomialLR", dict(total_iters=int(rng.integers(1, 8)), power=_u(rng, 0.5, 3.0))),
                  ("CosineAnnealingLR", dict(T_max=int(rng.integers(1, 10)), eta_min=_pick(rng, 0.0, 1e-4))))
 
@@ -276,7 +292,10 @@ def draw_case(seed):
     return dict(optimizer=name, kwargs=kwargs, group_options=group_options, scheduler=scheduler,
                 scheduler_round_trip=rng.random(STEPS) < 0.2, with_closure=rng.random(STEPS) < 0.2,
                 epoch_steps=rng.random(STEPS) < 0.1, resume_by_last_epoch=bool(rng.random() < 0.3),
-                freeze_at=int(rng.integers(0, 3 * STEPS)),
+                freeze_at=int(rng.integers(0, 3 * STEPS)), hand_lr_at=int(rng.integers(0, 3 * STEPS)),
+                hand_lr=_pick(rng, 0.01, 0.02),
+                spelling=_pick(rng, *["lists"] * 12, "named", "a bare tensor", "listed twice in a group",
+                               "in two groups"),
                 add_group_at=int(rng.integers(1, STEPS + 1)) if add_group else STEPS + 9,
                 reload_at=int(rng.integers(1, STEPS + 2)), load_torch_state=bool(rng.random() < 0.5),
                 values=rng.standard_normal(sum(int(np.prod(s)) for s in SHAPES) + 2),
@@ -303,9 +322,24 @@ class Side:
         self.sched = self.make_scheduler(self.opt)
 
     def initial_groups(self):
+        """The groups as a user writes them: lists, a bare tensor, (name, parameter) pairs, or (refused or warned
+        about) a parameter listed twice."""
+        first, second = self.params[:2], self.params[2]
+        spelling = self.case["spelling"]
+        if spelling == "named":
+            first, second = [(f"p{i}", p) for i, p in enumerate(first)], [("p2", second)]
+        elif spelling == "listed twice in a group" and not (self.case["kwargs"].get("foreach")
+                                                            or self.case["kwargs"].get("fused")):
+            # (torch warns, and steps it once per listing; its foreach/fused kernels step the twice-listed tensor
+            # in one go, each their own way: not followed, left alone)
+            first = first + first[:1]
+        elif spelling == "in two groups":
+            second = [second, first[0]]
+        elif spelling != "a bare tensor":
+            second = [second]
         if self.case["optimizer"] == "LBFGS":
-            return self.params[:3]
-        return [{"params": self.params[:2]}, dict({"params": self.params[2:3]}, **self.case["group_options"])]
+            return first + (second if isinstance(second, list) else [second])
+        return [{"params": first}, dict({"params": second}, **self.case["group_options"])]
 
     def make_optimizer(self, groups):
         kwargs = {k: _as_lib(v, self.lib) for k, v in self.case["kwargs"].items()}
@@ -360,6 +394,8 @@ class Side:
         if self.case["optimizer"] == "LBFGS":
             return float(self.opt.step(self.closure))
         self.freeze(step)
+        if step == self.case["hand_lr_at"]:  # the user sets an lr by hand (chainable schedulers go on from it)
+            self.opt.param_groups[0]["lr"] = _as_lib(self.case["hand_lr"], self.lib)
         self.set_grads(step)
         if self.case["with_closure"][step]:  # step(closure) returns what the closure returns
             return self.opt.step(lambda: 2.5)
@@ -381,7 +417,8 @@ class Side:
 
     def add_group(self):
         options = {k: v for k, v in self.case["group_options"].items() if k != "lr"}
-        self.opt.add_param_group(dict({"params": self.params[3:], "lr": 0.015}, **options))
+        params = [("p3", self.params[3])] if self.case["spelling"] == "named" else self.params[3:]
+        self.opt.add_param_group(dict({"params": params, "lr": 0.015}, **options))
 
     def reload(self, other_state=None, other_sched_state=None):
         """Save optimizer and scheduler, build fresh ones over the same parameters, load (``other_state``,
@@ -406,7 +443,7 @@ class Side:
 
     # what is compared
     def values(self):
-        return [np.array(p.detach().numpy(force=True)) if self.lib is torch else np.array(p.numpy()) for p in self.params]
+        return [_array(p) for p in self.params]
 
     def groups(self):
         keys = ("lr", "momentum", "betas", "initial_lr")
@@ -428,6 +465,11 @@ class Side:
             st = self.opt.state.get(p, {})
             out.append({k: _plain(v) for k, v in st.items() if k not in LBFGS_LISTS})
         return out
+
+
+def _array(p):
+    """A parameter's values as a NumPy array, whichever library's."""
+    return np.array(p.numpy()) if isinstance(p, ml.Tensor) else np.array(p.detach().numpy(force=True))
 
 
 LBFGS_LISTS = ("old_dirs", "old_stps", "ro", "al", "d", "t", "prev_flat_grad", "prev_loss", "H_diag")
@@ -531,7 +573,8 @@ def run_case(seed):
             return
         _compare(sides, "after construction")
         for step in range(STEPS):
-            if step == case["add_group_at"] and not _both(lambda s: s.add_group(), sides, f"step {step}: add_param_group"):
+            if step == case["add_group_at"] and not _both(lambda s: s.add_group(), sides,
+                                                          f"step {step}: add_param_group"):
                 return
             if step == case["reload_at"]:
                 torch_state, torch_sched_state = None, None
@@ -551,7 +594,8 @@ def run_case(seed):
                 return
             _compare(sides, f"step {step}")
             if case["scheduler_round_trip"][step]:
-                if not _both(lambda s: s.scheduler_round_trip(), sides, f"step {step}: scheduler state_dict round trip"):
+                if not _both(lambda s: s.scheduler_round_trip(), sides,
+                             f"step {step}: scheduler state_dict round trip"):
                     return
 
 
@@ -568,27 +612,34 @@ if __name__ == "__main__":
         run_case(int(arg))
 
 
-# --- REGRESSIONS: what the fuzzer found, minimized ----------------------------------------------------------------
-# | call                                                             | torch                      | minilora before     |
-# |------------------------------------------------------------------|----------------------------|---------------------|
-# | fresh.load_state_dict(sd) after a scheduler wrote initial_lr      | group = saved group (no    | kept initial_lr and |
-# |   into fresh's groups (resume with a group added mid-run)         |   initial_lr)              |   other own keys    |
-# | StepLR(opt); opt.add_param_group(g); sched.step()                | ValueError (strict zip)    | ran, g unscheduled  |
-# | SGD([{.., "momentum": 0}, ..], momentum=0.9, nesterov=True)       | runs (checks ctor args)    | ValueError          |
-# | SGD/Adam/AdamW/Adagrad(..., fused=True, foreach=True)            | RuntimeError               | ran                 |
-# | ASGD(..., foreach=True): state["eta"]                            | float32 tensor ops         | Python floats (2e-8)|
-# | sched.load_state_dict(torch_sched.state_dict()), lr a tensor     | (tensors in base_lrs)      | TypeError in step() |
-# | Adam(..., capturable=True) on the CPU, step()                    | AssertionError             | ran                 |
-# | Adam(params, lr=torch.tensor(0.01), foreach=True)                | ValueError                 | ran                 |
-# | opt.load_state_dict(sd) with a group's lr < 0 (OneCycleLR's       | loads (no checks on load)  | ValueError          |
-# |   three phases took it there)                                     |                            |                     |
-# | OneCycleLR(opt, max_lr=[a, b], last_epoch=k), opt has 3 groups    | ValueError (max_lr length) | KeyError (initial_lr)|
-# | opt.load_state_dict(torch_opt.state_dict()), lr a tensor; then    | runs                       | TypeError in step() |
-# |   Scheduler(opt, ..., last_epoch=k) (reads initial_lr, a tensor)  |                            |                     |
-# | p.requires_grad_(False) while p.grad holds zeros (zero_grad(      | steps p (momentum, weight | skipped p           |
-# |   set_to_none=False)); opt.step()                                 |   decay go on)             |                     |
-# torch's own bug, where minilora runs on: fused SGD with momentum when a parameter's first gradient comes after the
-# first step (TORCH_BUGS).
+# --- REGRESSIONS: what the fuzzer found, minimized -------------------------------------------------------------
+# call -> torch's result; minilora's before (each has a test below)
+# * fresh.load_state_dict(sd) after a scheduler built on fresh wrote initial_lr (a resume with a group added
+#   mid-run) -> the group IS the saved group (no initial_lr); minilora kept the group's own extra entries
+# * CosineAnnealingWarmRestarts/CyclicLR/...(opt); opt.add_param_group(g); sched.step() -> ValueError (strict
+#   zip); minilora ran on, g's lr unscheduled
+# * SGD([{...}, {..., "momentum": 0}], momentum=0.9, nesterov=True) (or a group's dampening) -> runs (torch
+#   checks the constructor's arguments only); minilora: ValueError
+# * SGD/Adam/AdamW/Adagrad(..., fused=True, foreach=True) -> RuntimeError; minilora ran
+# * ASGD(..., foreach=True): state["eta"] -> float32 tensor ops; minilora: Python floats (2e-8 apart)
+# * sched.load_state_dict(torch_sched.state_dict()) with lr given as a tensor -> (tensors in base_lrs);
+#   minilora wrote torch tensors into the lrs: TypeError in step()
+# * Adam/RMSprop/...(..., capturable=True) on the CPU, step() with gradients -> AssertionError; minilora ran
+# * Adam(params, lr=torch.tensor(0.01), foreach=True) -> ValueError; minilora ran
+# * opt.load_state_dict(sd) with an lr below 0 (OneCycleLR's three phases took it there) -> loads (torch checks
+#   nothing on load); minilora: ValueError
+# * OneCycleLR(opt, max_lr=[a, b], last_epoch=k) with 3 groups -> ValueError (max_lr's length, checked first);
+#   minilora: KeyError (initial_lr)
+# * opt.load_state_dict(torch_opt.state_dict()) with lr a tensor, then Scheduler(opt, ..., last_epoch=k) -> runs;
+#   minilora kept initial_lr a torch tensor: TypeError in step()
+# * p.requires_grad_(False) while p.grad holds zeros (zero_grad(set_to_none=False)); step() -> p is stepped
+#   (momentum, weight decay go on); minilora skipped p
+# torch's own bug, where minilora runs on: fused SGD with momentum when a parameter's first gradient comes after
+# the first step (TORCH_BUGS).
+# Left alone: an lr or betas given as float32 tensors (torch computes in the tensor's dtype, minilora with its
+# number); a tensor lr set by hand into a group; a parameter listed twice with foreach/fused (torch's kernels step
+# it in one go); load_state_dict still checks a loaded group's types (torch checks nothing).
+
 
 def _params(lib, n=2):
     values = [np.linspace(-1, 1, 4).reshape(2, 2) + i for i in range(n)]
@@ -676,7 +727,7 @@ def test_sgd_checks_nesterov_on_the_constructor_arguments_only(group):
         for scale in (1.0, -0.5, 2.0):
             _grads(lib, params, scale)
             opt.step()
-        return [np.array(p.detach().numpy(force=True) if lib is torch else p.numpy()) for p in params]
+        return [_array(p) for p in params]
     theirs, ours = _in_both(run)
     np.testing.assert_allclose(ours, theirs, rtol=1e-14)
 
@@ -701,7 +752,7 @@ def test_asgd_foreach_computes_eta_in_float32_as_torch():
             _grads(lib, params, 1.0 - step)
             opt.step()
             etas.append(float(opt.state[params[0]]["eta"]))
-        return etas, np.array(params[0].detach().numpy(force=True) if lib is torch else params[0].numpy())
+        return etas, _array(params[0])
     (their_etas, theirs), (our_etas, ours) = _in_both(run)
     assert our_etas == their_etas  # bit for bit
     np.testing.assert_allclose(ours, theirs, rtol=1e-13)
@@ -740,8 +791,12 @@ def test_capturable_on_the_cpu_is_refused_at_step_as_torch(name):
 
 
 def test_capturable_with_fused_runs_on_the_cpu_as_torch():
-    theirs, ours = _in_both(lambda lib, O: (_grads(lib, ps := _params(lib)), O.Adam(ps, capturable=True, fused=True).step()))
-    assert theirs == ours == (None, None)
+    def run(lib, O):
+        params = _params(lib)
+        _grads(lib, params)
+        return O.Adam(params, capturable=True, fused=True).step()
+    theirs, ours = _in_both(run)
+    assert theirs is None and ours is None
 
 
 def test_a_tensor_lr_with_foreach_is_refused_by_adam():
@@ -760,8 +815,7 @@ def test_load_state_dict_takes_a_group_whose_lr_a_schedule_took_below_zero():
         fresh.load_state_dict(saved)
         _grads(lib, params)
         fresh.step()
-        return fresh.param_groups[0]["lr"], np.array(params[0].detach().numpy(force=True) if lib is torch
-                                                      else params[0].numpy())
+        return fresh.param_groups[0]["lr"], _array(params[0])
     (their_lr, theirs), (our_lr, ours) = _in_both(run)
     assert our_lr == their_lr == -0.0008
     np.testing.assert_allclose(ours, theirs, rtol=1e-15)
@@ -777,7 +831,7 @@ def test_sgd_fused_first_gradient_late_runs_where_torch_fails():
         opt.step()
         _grads(lib, params)
         opt.step()
-        return [np.array(p.detach().numpy(force=True) if lib is torch else p.numpy()) for p in params]
+        return [_array(p) for p in params]
     assert _outcome(lambda: run(torch, torch.optim, True)) is TypeError
     np.testing.assert_allclose(run(ml, optim, True), run(torch, torch.optim, None), rtol=1e-15)
 
@@ -820,6 +874,6 @@ def test_a_parameter_frozen_with_a_gradient_is_still_stepped_as_torch(name, kwar
         params[1].requires_grad_(False)  # frozen mid-run, its gradient zeroed but kept
         opt.zero_grad(set_to_none=False)
         opt.step()
-        return [np.array(p.detach().numpy(force=True) if lib is torch else p.numpy()) for p in params]
+        return [_array(p) for p in params]
     theirs, ours = _in_both(run)
     np.testing.assert_allclose(ours, theirs, rtol=1e-14)

@@ -707,7 +707,8 @@ class CyclicLR(LRScheduler):
         scale = self.scale_fn(cycle if self.scale_mode == "cycle" else self.last_epoch)
         lrs = [low + (high - low) * height * scale for low, high in zip(self.base_lrs, self.max_lrs)]
         if self.cycle_momentum:
-            momentums = [high - (high - low) * height * scale for low, high in zip(self.base_momentums, self.max_momentums)]
+            momentums = [high - (high - low) * height * scale
+                         for low, high in zip(self.base_momentums, self.max_momentums)]
             for group, momentum in _one_per_group(self, momentums, "momentum"):
                 self._set_momentum(group, momentum)
         return lrs

@@ -119,8 +119,9 @@ class Optimizer:
         if group.get("capturable") and not group.get("fused") and any(p.device.type == "cpu" for p in params):
             # (CUDA-graph capture: torch's capturable steps refuse CPU parameters, with an AssertionError)
             raise AssertionError(f"If capturable=True, params and state_steps must be on supported devices: "
-                                 f"['cuda', 'xpu', 'hpu', 'privateuseone', 'xla'] ({type(self).__name__}: a parameter is "
-                                 f"on the cpu; capturable=True is for CUDA graphs, leave it False on the CPU)")
+                                 f"['cuda', 'xpu', 'hpu', 'privateuseone', 'xla'] ({type(self).__name__}: a "
+                                 f"parameter is on the cpu; capturable=True is for CUDA graphs, leave it False on "
+                                 f"the CPU)")
         for p in params:  # each is about to change in place: as torch's p.add_(...), bump its version,
             p._bump_version()  # so a graph made before step() refuses a backward with the new weights
         return params
