@@ -16,13 +16,14 @@ from .config import LoraConfig, PeftConfig, PeftType, TaskType, VeraConfig, conf
 from .layers import BASE_ADAPTER, DoraMagnitude, Embedding, Linear, LoraLayer, ModulesToSaveWrapper, VeraLinear
 from .loraplus import create_loraplus_optimizer
 from .model import (AutoPeftModelForCausalLM, LoraModel, PeftModel, PeftModelForCausalLM,
+                    PeftModelForFeatureExtraction,
                     VeraModel, get_peft_model, target_module_matches)
 from .save import (AdapterMismatchError, get_peft_model_state_dict, set_peft_model_state_dict)
 from .status import TunerLayerStatus, TunerModelStatus, get_layer_status, get_model_status
 from .adalora import AdaLoraConfig, AdaLoraModel, RankAllocator, SVDLinear  # registers "ADALORA"
 
 __all__ = ["LoraConfig", "PeftConfig", "VeraConfig", "TaskType", "PeftType", "config_from_dict", "get_peft_model", "PeftModel",
-           "PeftModelForCausalLM", "AutoPeftModelForCausalLM", "LoraModel",
+           "PeftModelForCausalLM", "PeftModelForFeatureExtraction", "AutoPeftModelForCausalLM", "LoraModel",
            "VeraModel", "Linear", "Embedding", "LoraLayer", "VeraLinear", "DoraMagnitude", "ModulesToSaveWrapper",
            "BASE_ADAPTER", "target_module_matches", "get_peft_model_state_dict",
            "set_peft_model_state_dict", "AdapterMismatchError", "create_loraplus_optimizer",

@@ -865,12 +865,27 @@ class PeftModelForCausalLM(PeftModel):
         return self.base_model.add_to_loss(out)
 
 
+class PeftModelForFeatureExtraction(PeftModel):
+    """What ``get_peft_model`` returns for ``task_type="FEATURE_EXTRACTION"`` (PEFT's class of that name):
+    the forward goes through the tuner, with PEFT's argument order (no ``labels``: a keyword goes on)."""
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, output_attentions=None,
+                output_hidden_states=None, return_dict=None, task_ids=None, *, adapter_names=None, **kwargs):
+        given = dict(inputs_embeds=inputs_embeds, output_attentions=output_attentions,
+                     output_hidden_states=output_hidden_states, return_dict=return_dict)
+        kwargs.update({name: value for name, value in given.items() if value is not None})
+        out = super().forward(input_ids, attention_mask, adapter_names=adapter_names, **kwargs)
+        return self.base_model.add_to_loss(out)
+
+
 def _class_for_task(task_type):
     """PEFT's MODEL_TYPE_TO_PEFT_MODEL_MAPPING, for the task types minilora has models for."""
     if task_type is None:
         return PeftModel
-    if task_type in (TaskType.CAUSAL_LM, TaskType.FEATURE_EXTRACTION):
-        return PeftModelForCausalLM if task_type == TaskType.CAUSAL_LM else PeftModel
+    if task_type == TaskType.CAUSAL_LM:
+        return PeftModelForCausalLM
+    if task_type == TaskType.FEATURE_EXTRACTION:
+        return PeftModelForFeatureExtraction
     raise NotImplementedError(f"task_type={task_type!r} is not implemented in minilora (it has causal language "
                               "models only): use task_type='CAUSAL_LM' or None")
 
