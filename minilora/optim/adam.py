@@ -142,7 +142,7 @@ class Adam(Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
                  foreach=None, maximize=False, capturable=False, differentiable=False, fused=None,
                  decoupled_weight_decay=False):
-        if hasattr(lr, "shape") and not isinstance(lr, (int, float)) and foreach and not capturable:  # torch's check
+        if _is_tensor(lr) and foreach and not capturable:  # torch's check
             raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                                       maximize=maximize, foreach=foreach, capturable=capturable,
@@ -157,6 +157,10 @@ class Adam(Optimizer):
             raise ValueError("betas must be either both floats or both Tensors")
         _check_adam_hyperparameters(group, index)
         group["betas"] = tuple(float(_as_number(beta)) for beta in group["betas"])  # (a list too, as torch's)
+
+    def _check_tensor_hyperparameters(self, group):
+        if group["foreach"] and _is_tensor(group["lr"]) and not group["capturable"]:  # torch's step: the same
+            raise RuntimeError("lr as a Tensor is not supported for capturable=False and foreach=True")
 
     def step(self, closure=None):
         """Update every trainable parameter that has a gradient; returns ``closure()``'s loss."""
@@ -247,6 +251,11 @@ class Adam(Optimizer):
         if xp_of(p._array) is not np or not all(a.flags.c_contiguous for a in written):
             return [arrays]
         return list(cache_slices(*arrays))
+
+
+def _is_tensor(value):
+    """A tensor (minilora's, torch's, a NumPy array), not a Python number."""
+    return hasattr(value, "shape") and not isinstance(value, (int, float))
 
 
 def _with_l2(grad, param, weight_decay):

@@ -129,6 +129,9 @@ class Optimizer:
     def _all_params(self):
         return [p for group in self.param_groups for p in group["params"]]
 
+    def _check_tensor_hyperparameters(self, group):
+        """Refuse a tensor hyperparameter set into ``group`` by hand where torch's step refuses it (Adam's)."""
+
     # --- hooks, as torch's ------------------------------------------------------------------------
     def register_step_pre_hook(self, hook):
         """``hook(optimizer, args, kwargs)`` before each ``step()``; it may return ``(new_args, new_kwargs)``."""
@@ -298,10 +301,21 @@ def _step_with_hooks(self, step, args, kwargs):
                                    f"{result}.")
             args, kwargs = result
     self._opt_called = True
+    _hyperparameters_as_numbers(self)
     out = step(*args, **kwargs)
     for hook in list(self._hooks("step_post").values()):
         hook(self, args, kwargs)
     return out
+
+
+def _hyperparameters_as_numbers(optimizer):
+    """A 0-d tensor set into a group by hand (``group["lr"] = ml.tensor(0.01)``, which torch takes) as its number,
+    as the constructor and ``load_state_dict`` keep every hyperparameter: the updates compute with numbers."""
+    for group in optimizer.param_groups:
+        optimizer._check_tensor_hyperparameters(group)
+        for key, value in group.items():
+            if key not in ("params", "param_names"):
+                group[key] = _numbers(value)
 
 
 def _register(hooks, hook, prepend=False):
