@@ -51,6 +51,7 @@ REGRESSIONS -- divergences this fuzzer found (minimized; each has its own test b
 |  renormalize_logits, forced_bos_token_id,   |                                    |                            |
 |  exponential_decay_length_penalty           |                                    |                            |
 """
+import os
 import random
 import warnings
 
@@ -79,7 +80,7 @@ STOP_STRINGS = ["\x0c", "! ", ["\x03\x0c", "\x21"], "\x0c\x03", ["$", "#"]]
 SAMPLING_FILTERS = {"temperature": [0.5, 1.0, 1.7], "top_k": [0, 3, 10, 50], "top_p": [0.3, 0.8, 1.0],
                     "min_p": [0.05, 0.2], "typical_p": [0.5, 0.9], "epsilon_cutoff": [3e-2, 1e-3],
                     "eta_cutoff": [1e-2, 1e-3]}
-SEEDS = range(70)
+SEEDS = range(int(os.environ.get("MINILORA_FUZZ_SEEDS", "70")))  # MINILORA_FUZZ_SEEDS=1500: a longer hunt
 
 
 @pytest.fixture(scope="module")
