@@ -35,14 +35,12 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 
 import minilora as ml  # noqa: E402
 import minilora.lora as ml_peft  # noqa: E402
-from minilora.models import LlamaConfig, LlamaForCausalLM  # noqa: E402
+from minilora.models import LlamaForCausalLM  # noqa: E402
 
 # transformers patched to compute in float64 throughout (stock keeps RMSNorm, softmax, RoPE in float32)
 from test_llama import hf, hf_model  # noqa: E402,F401
+from test_peft_conformance_r3 import IDS, TINY  # noqa: E402  (the tiny Llama and its ids, as the r3 checks)
 
-TINY = LlamaConfig(vocab_size=37, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
-                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-IDS = np.random.default_rng(0).integers(0, TINY.vocab_size, (2, 6))
 TOL = dict(rtol=1e-10, atol=1e-10)
 LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 REGEXES = [r".*\.(q|v)_proj", r"model\.layers\.1\.mlp\..*", r".*layers\.0\.self_attn\.(k|o)_proj",
