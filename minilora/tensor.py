@@ -238,6 +238,7 @@ class Context:
     hooks = None  # {handle id: hook} registered on the output with Tensor.register_hook
     out_watch = None  # (version counter, version, storage id) of the output, once it has a counter
     node_name = None  # torch's name for the node where the call decides it, not the op (see name_node)
+    torch_saved = None  # what torch's op saves, where the call decides it, not the op's arrays (see saves_as_torch)
     node_prehooks = node_hooks = None  # {handle id: hook} from grad_fn.register_prehook / register_hook
 
     def __init__(self, fn, device, needs_input_grad):
@@ -378,6 +379,23 @@ def name_node(result, name, *inputs, graph=None):
         if graph is not None:
             node.torch_graph = graph
     return result
+
+
+def saves_as_torch(result, *saved):
+    """Tell the version check at backward what torch's op saves for backward (its derivatives.yaml:
+    ``self``, ``other``, ``result``...), where minilora's arrays say otherwise: an op that keeps a mask
+    where torch keeps the input (``amax``), one that keeps its input where torch keeps the result
+    (``reciprocal``), or several ops where torch runs one (``mse_loss``). Changing one of ``saved`` in
+    place before backward is then torch's error, and changing anything else is not. ``saved`` may name
+    ``result`` itself, so it must be a tensor the call made (not an input passed through)."""
+    node = result.grad_fn
+    if node is not None:
+        node.torch_saved = tuple(_RESULT if x is result else (x, x._version)
+                                 for x in saved if isinstance(x, Tensor))
+    return result
+
+
+_RESULT = "result"  # saves_as_torch's entry for the node's own output (a reference to it would be a cycle)
 
 
 # torch's arithmetic takes a Python number as a 0-d tensor: an input, with a None entry in next_functions
@@ -678,7 +696,9 @@ def _check_versions(ctx):
     place since the op ran is an error if the op saved that storage for backward. Backward calls it
     only for nodes made before the last in-place change anywhere (``_last_change``: a node made after
     it has nothing to check). The versions are compared first; only a changed one is looked up among
-    the saved arrays."""
+    the saved arrays -- or among what the call said torch saves (``saves_as_torch``)."""
+    if ctx.torch_saved is not None:
+        return _check_torch_saved(ctx)
     then = ctx.versions or (0,) * len(ctx.inputs)
     changed = [(x._version, v, f"input {i}", x._array) for i, (x, v) in enumerate(zip(ctx.inputs, then))
                if isinstance(x, Tensor) and x._version != v]
@@ -691,11 +711,26 @@ def _check_versions(ctx):
     saved = {id(_storage(a)) for a in _saved_arrays(ctx.__dict__.values())}
     for now, then, role, array in changed:
         if (array if isinstance(array, int) else id(_storage(array))) in saved:
-            raise RuntimeError(
-                f"one of the variables needed for gradient computation has been modified by an "
-                f"inplace operation: {role} of {ctx.fn.__name__} is at version {now}; expected "
-                f"version {then} instead. Hint: clone() the tensor before changing it in place, or "
-                f"change a copy.")
+            _raise_saved_changed(ctx, role, now, then)
+
+
+def _check_torch_saved(ctx):
+    """_check_versions for a node whose call said what torch saves: those tensors' versions now."""
+    for entry in ctx.torch_saved:
+        if entry is _RESULT:
+            if ctx.out_watch is not None and ctx.out_watch[0][0] != ctx.out_watch[1]:
+                _raise_saved_changed(ctx, "output 0", ctx.out_watch[0][0], ctx.out_watch[1])
+        elif entry[0]._version != entry[1]:
+            role = next((f"input {i}" for i, x in enumerate(ctx.inputs) if x is entry[0]), "a saved tensor")
+            _raise_saved_changed(ctx, role, entry[0]._version, entry[1])
+
+
+def _raise_saved_changed(ctx, role, now, then):
+    raise RuntimeError(
+        f"one of the variables needed for gradient computation has been modified by an "
+        f"inplace operation: {role} of {ctx.fn.__name__} is at version {now}; expected "
+        f"version {then} instead. Hint: clone() the tensor before changing it in place, or "
+        f"change a copy.")
 
 
 def _version_of(x):
@@ -1408,6 +1443,8 @@ class Tensor:
     @property
     def H(self):
         """The conjugate transpose of a matrix: its transpose (minilora has no complex dtypes)."""
+        if self._array.ndim == 0:  # (torch: the tensor itself, with a deprecation warning)
+            return self
         if self._array.ndim != 2:
             raise RuntimeError(f"tensor.H is only supported on matrices (2-D tensors). Got "
                                f"{self._array.ndim}-D tensor.")

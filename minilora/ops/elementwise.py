@@ -1860,17 +1860,20 @@ def softsign(input):
 
 # ---- trigonometric and hyperbolic functions, atan2, logaddexp, nan_to_num -----------------------------
 # name -> d/da, written as torch's derivative formulas are (a: the input, out: the result)
+# name: (what torch saves for backward, the derivative from it). The result where the derivative is
+# cheapest from it (tan, exp2), else the input: what torch's derivatives.yaml saves, so that changing the
+# other one in place before backward is no error, as in torch.
 _DERIVATIVES = {
-    "tan": lambda xp, a, out: 1 + out * out,
-    "arcsin": lambda xp, a, out: 1 / xp.sqrt(1 - a * a),
-    "arccos": lambda xp, a, out: -1 / xp.sqrt(1 - a * a),
-    "arctan": lambda xp, a, out: 1 / (a * a + 1),
-    "sinh": lambda xp, a, out: xp.cosh(a),
-    "cosh": lambda xp, a, out: xp.sinh(a),
-    "arcsinh": lambda xp, a, out: 1 / xp.sqrt(a * a + 1),
-    "arccosh": lambda xp, a, out: 1 / xp.sqrt(a * a - 1),
-    "arctanh": lambda xp, a, out: 1 / (1 - a * a),
-    "exp2": lambda xp, a, out: out * math.log(2),
+    "tan": ("result", lambda xp, out: 1 + out * out),
+    "arcsin": ("input", lambda xp, a: 1 / xp.sqrt(1 - a * a)),
+    "arccos": ("input", lambda xp, a: -1 / xp.sqrt(1 - a * a)),
+    "arctan": ("input", lambda xp, a: 1 / (a * a + 1)),
+    "sinh": ("input", lambda xp, a: xp.cosh(a)),
+    "cosh": ("input", lambda xp, a: xp.sinh(a)),
+    "arcsinh": ("input", lambda xp, a: 1 / xp.sqrt(a * a + 1)),
+    "arccosh": ("input", lambda xp, a: 1 / xp.sqrt(a * a - 1)),
+    "arctanh": ("input", lambda xp, a: 1 / (1 - a * a)),
+    "exp2": ("result", lambda xp, out: out * math.log(2)),
 }
 
 
@@ -1880,17 +1883,16 @@ class Pointwise(Function):
 
     @staticmethod
     def forward(ctx, a, name):
-        xp = xp_of(a)
-        ctx.a, ctx.op_name = a, name
         with np.errstate(invalid="ignore", divide="ignore"):  # NaN/inf outside the domain, as torch
-            ctx.out = getattr(xp, name)(a)
-        return ctx.out
+            out = getattr(xp_of(a), name)(a)
+        ctx.op_name = name
+        ctx.saved = out if _DERIVATIVES[name][0] == "result" else a
+        return out
 
     @staticmethod
     def backward(ctx, g):
-        xp = xp_of(g)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return g * _DERIVATIVES[ctx.op_name](xp, ctx.a, ctx.out)
+            return g * _DERIVATIVES[ctx.op_name][1](xp_of(g), ctx.saved)
 
 
 def _pointwise(name, numpy_name):
