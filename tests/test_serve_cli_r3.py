@@ -152,13 +152,15 @@ def test_completion_logprobs_are_the_models_log_softmax(served):
     prompt, generated = tok.encode("hi"), alone(model, tok.encode("hi"), "a", 4)
     assert logprobs["tokens"] == [token_name(tok, t) for t in generated]
     for i, token in enumerate(generated):
-        logits = logits_after(model, prompt + generated[:i])[:259]
+        logits = logits_after(model, prompt + generated[:i])  # the model's whole vocabulary (260), as vLLM
         reference = torch.log_softmax(torch.tensor(logits), dim=-1)
         assert logprobs["token_logprobs"][i] == pytest.approx(float(reference[token]), abs=1e-9)
         top = torch.topk(reference, 2).indices.tolist()
         assert logprobs["top_logprobs"][i] == pytest.approx(
             {token_name(tok, t): float(reference[t]) for t in top})  # the chosen one is the likeliest
-    assert logprobs["text_offset"] == list(np.cumsum([0] + [len(t) for t in logprobs["tokens"][:-1]]))
+    text = body["choices"][0]["text"]  # each token's text starts at its offset (a byte piece: where its character does)
+    assert logprobs["text_offset"] == sorted(logprobs["text_offset"]) and logprobs["text_offset"][0] == 0
+    assert all(text.startswith(t, at) for t, at in zip(logprobs["tokens"], logprobs["text_offset"]) if "bytes:" not in t)
     with client.stream("POST", "/v1/completions", json={"model": "a", "prompt": "hi", "max_tokens": 4,
                                                         "temperature": 0, "logprobs": 2, "stream": True}) as r:
         chunks = events(r)

@@ -3,6 +3,7 @@
 Routes (vLLM's names for the adapter routes)::
 
     GET  /v1/models                  the base model and every loaded adapter
+    GET  /v1/models/{model}          one of them (OpenAI's ``client.models.retrieve``)
     POST /v1/completions             {"model", "prompt", ...}; "model" names an adapter or the base (left
                                      out or null: the base, as vLLM)
     POST /v1/chat/completions        {"model", "messages", ...} (only if the tokenizer has a chat template)
@@ -30,13 +31,18 @@ them, or ``min_p`` and ``repetition_penalty`` (and ``max_new_tokens``, the defau
 vLLM applies too. ``stream: true`` answers with server-sent events (``data: {chunk}`` lines, then
 ``data: [DONE]``). Errors are vLLM's JSON, ``{"error": {"message", "type", "param", "code"}}``, with a 4xx
 status that says whose fault it is: 400 bad parameters (type ``BadRequestError``; a body that is not a
-JSON object: ``Bad Request``), 404 unknown model, 409 adapter in use, 429 busy.
-A client that disconnects cancels its request: the engine frees its batch slot at the next step.
+JSON object: ``Bad Request``), 404 unknown model, 409 adapter in use, 429 busy. A refused request
+leaves nothing queued (its n choices are taken all or none), so the retries OpenAI's clients make after
+a 429 or a 5xx generate nothing twice. A client that disconnects (or times out, before it retries)
+cancels its request: the engine frees its batch slot, or its place in the queue, at the next step.
+Every answer carries OpenAI's ``system_fingerprint`` and its id also as the ``x-request-id`` header;
+logprobs are a log_softmax over the model's whole vocabulary (ids past the tokenizer's: ``token_id:N``).
 """
 import asyncio
 import contextlib
-import itertools
+import hashlib
 import json
+import os
 import time
 import uuid
 from http import HTTPStatus
@@ -63,8 +69,7 @@ _CHAT_KEYS = _SAMPLING_KEYS | {"messages", "max_completion_tokens", "top_logprob
                                "chat_template_kwargs"}
 # Parameters of the API this server does not implement, taken only at the value that means "off"
 # (clients and frameworks send them with those values on every request).
-_OFF = {"suffix": (None, ""), "tools": (None, []), "tool_choice": (None, "none"),
-        "response_format": (None, {"type": "text"}), "chat_template_kwargs": (None, {})}
+_OFF = {"suffix": (None, ""), "tools": (None, []), "tool_choice": (None, "none"), "chat_template_kwargs": (None, {})}
 _MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
 _POLL_SECONDS = 0.25  # how often a waiting non-streaming request checks whether its client is still there
 
@@ -155,16 +160,33 @@ def _stop(body):
     return stop
 
 
+def _response_format(body):
+    """Only plain text: OpenAI's other two kinds (JSON mode, a JSON schema) need decoding constrained
+    to JSON, which this server does not do -- refused by name rather than answered with free text."""
+    form = body.get("response_format")
+    if form is None or form == {"type": "text"}:
+        return
+    kind = form.get("type") if isinstance(form, dict) else None
+    if kind in ("json_object", "json_schema"):
+        raise EngineError(400, f"response_format {{'type': {kind!r}}} is not supported: this server does not "
+                               "constrain its output to JSON (only {'type': 'text'})", "response_format")
+    raise EngineError(400, f"response_format must be {{'type': 'text'}}, {{'type': 'json_object'}} or "
+                           f"{{'type': 'json_schema', ...}}, got {form!r}", "response_format")
+
+
 def _include_usage(body, stream):
     options = body.get("stream_options")
     if options is None:
         return False
     if not stream:
         raise EngineError(400, "stream_options can only be given with stream: true", "stream_options")
-    if not isinstance(options, dict) or set(options) - {"include_usage", "continuous_usage_stats"}:
+    known = {"include_usage", "continuous_usage_stats", "include_obfuscation"}
+    if not isinstance(options, dict) or set(options) - known:
         raise EngineError(400, "stream_options takes {\"include_usage\": bool}", "stream_options")
     if _flag(options, "continuous_usage_stats"):
         raise EngineError(400, "stream_options.continuous_usage_stats is not supported", "stream_options")
+    if options.get("include_obfuscation") not in (None, False):  # OpenAI's padding against size side channels
+        raise EngineError(400, "stream_options.include_obfuscation is not supported (only false)", "stream_options")
     return _flag(options, "include_usage")
 
 
@@ -179,6 +201,7 @@ def _options(body, chat, vocab_size, defaults):
     for name, off in _OFF.items():
         if body.get(name) not in off:
             raise EngineError(400, f"{name} is not supported (only {off[-1]!r})", name)
+    _response_format(body)
     n = _number(body, "n", 1, 1, 128, integer=True)
     best_of = _number(body, "best_of", n, 1, 128, integer=True)
     if best_of != n:
@@ -214,6 +237,7 @@ class _Server:
     def __init__(self, engine, model_name):
         self.engine, self.model_name = engine, model_name
         self.created = int(time.time())
+        self.fingerprint = _fingerprint(engine, model_name)
 
     # --- helpers -------------------------------------------------------------------------------
     async def _json(self, request):
@@ -247,7 +271,7 @@ class _Server:
         options, n, stream, include_usage, echo = _options(body, chat, self.engine.vocab_size,
                                                            self.engine.sampling_defaults)
         meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
-                "model": self.model_name if adapter is None else adapter}
+                "model": self.model_name if adapter is None else adapter, "system_fingerprint": self.fingerprint}
         n_prompt = sum(len(ids) for ids in prompts)
         # echo: each choice starts with its prompt's text and, with logprobs, its prompt tokens' (the
         # first has none: nothing comes before it), as vLLM answers lm-evaluation-harness's scoring calls
@@ -260,7 +284,7 @@ class _Server:
                     self.engine.prompt_logprobs, ids, adapter, options["logprobs"])
             echoes += [(text, entries)] * n
         if options["max_tokens"] == 0:
-            return self._echo_only(meta, stream, include_usage, echoes, n_prompt)
+            return _with_id(self._echo_only(meta, stream, include_usage, echoes, n_prompt), meta)
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
         jobs = []
         for ids in prompts:
@@ -279,18 +303,15 @@ class _Server:
             raise EngineError(400, f"{len(prompts)} prompt(s) x n={n} is {len(jobs)} completions, more than this "
                                    f"server runs and queues at once ({room}: --max-num-seqs + --max-queue)", "n")
         try:
-            for job in jobs:
-                self.engine.submit(job)
+            self.engine.submit_all(jobs)  # all choices or none: a refused request left nothing running
         except EngineError as exc:
-            for job in jobs:  # the part of the request already queued is withdrawn
-                job.cancel()
             if chat and exc.param == "prompt":  # a chat's prompt is its messages
                 exc.param = "messages"
             raise
         if stream:
-            return StreamingResponse(self._stream(jobs, events, meta, chat, include_usage, echoes, n_prompt),
-                                     media_type="text/event-stream")
-        return await self._collect(http_request, jobs, events, meta, chat, echoes, n_prompt)
+            return _with_id(StreamingResponse(self._stream(jobs, events, meta, chat, include_usage, echoes, n_prompt),
+                                              media_type="text/event-stream"), meta)
+        return _with_id(await self._collect(http_request, jobs, events, meta, chat, echoes, n_prompt), meta)
 
     @staticmethod
     def _emitter(loop, events, index, job):
@@ -319,9 +340,7 @@ class _Server:
                     return _error(*value)
                 else:
                     reasons[index] = value
-            choices = [self._choice(i, chat, texts[i], reasons[i],
-                                    self._logprobs(chat, job.logprobs is not None,
-                                                   (echoes[i][1] or []) + job.token_logprobs), True)
+            choices = [self._choice(i, chat, texts[i], reasons[i], self._choice_logprobs(chat, job, *echoes[i]), True)
                        for i, job in enumerate(jobs)]
             return JSONResponse({**meta, "object": "chat.completion" if chat else "text_completion",
                                  "choices": choices, "usage": self._usage(jobs, n_prompt)})
@@ -335,15 +354,13 @@ class _Server:
         def chunk(choices):  # with include_usage, OpenAI's chunks carry "usage": null until the last one
             return _sse({**meta, "object": obj, "choices": choices, **({"usage": None} if include_usage else {})})
         try:
-            offsets = [0] * len(jobs)
             for index, (echo, entries) in enumerate(echoes):  # chat: the role first; a completion: its echo
                 if chat:
                     yield chunk([{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                                   "finish_reason": None}])
                 elif echo:
-                    logprobs = self._logprobs(chat, entries is not None, entries or [])
-                    offsets[index] = sum(len(token) for token in logprobs["tokens"]) if logprobs else 0
-                    yield chunk([self._choice(index, chat, echo, None, logprobs)])
+                    yield chunk([self._choice(index, chat, echo, None,
+                                              self._logprobs(chat, entries is not None, entries or []))])
             reported, pending, failed = [0] * len(jobs), len(jobs), False
             while pending:
                 index, kind, value, count = await events.get()
@@ -354,10 +371,9 @@ class _Server:
                 job = jobs[index]
                 count = count if kind == "text" else len(job.token_logprobs)  # the last chunk reports the rest
                 logprobs = self._logprobs(chat, job.logprobs is not None, job.token_logprobs[reported[index]:count],
-                                          offsets[index])
+                                          start=len(echoes[index][0]), skip_special_tokens=job.skip_special_tokens,
+                                          before=job.token_logprobs[:reported[index]])
                 reported[index] = count
-                if logprobs is not None and not chat:  # the next chunk's text_offset continues from here
-                    offsets[index] += sum(len(token) for token in logprobs["tokens"])
                 if kind == "text":
                     yield chunk([self._choice(index, chat, value, None, logprobs)])
                 else:
@@ -403,33 +419,56 @@ class _Server:
         n_out = sum(len(job.generated) for job in jobs)
         return {"prompt_tokens": n_prompt, "completion_tokens": n_out, "total_tokens": n_prompt + n_out}
 
-    def _logprobs(self, chat, wanted, entries, offset=0):
+    def _choice_logprobs(self, chat, job, echo_text, echo_entries):
+        """A whole choice's logprobs: its echoed prompt's (a completion's), then its generated tokens'."""
+        if job.logprobs is None:
+            return None
+        echoed = self._logprobs(chat, echo_entries is not None, echo_entries or [])
+        generated = self._logprobs(chat, True, job.token_logprobs, start=len(echo_text),
+                                   skip_special_tokens=job.skip_special_tokens)
+        return generated if echoed is None else {key: echoed[key] + generated[key] for key in generated}
+
+    def _logprobs(self, chat, wanted, entries, start=0, skip_special_tokens=True, before=()):
         """OpenAI's logprobs object for ``entries`` ((token, logprob, top) per token; a prompt's first token
-        has None for both), or None if not ``wanted``; ``offset``: where the first token's text starts in
-        the choice's text (a completion's text_offset)."""
+        has None for both), or None if not ``wanted``. A completion's ``text_offset``: where each token's
+        text starts in the choice's text, which holds ``start`` characters before these tokens' (the
+        echoed prompt) and the text of the entries ``before`` them (decoded with ``skip_special_tokens``,
+        as the choice's text is)."""
         if not wanted:
             return None
-        text = lambda token: _token_text(self.engine.tokenizer, token)  # noqa: E731
+        tok, vocab = self.engine.tokenizer, self.engine.text_vocab
+        text = lambda token: _token_text(tok, token, vocab)  # noqa: E731
         if chat:
             def entry(token, logprob):
-                return {"token": text(token), "logprob": logprob, "bytes": list(_token_bytes(self.engine.tokenizer, token))}
+                raw = _token_bytes(tok, token, vocab)
+                return {"token": text(token), "logprob": logprob, "bytes": None if raw is None else list(raw)}
             return {"content": [{**entry(token, logprob), "top_logprobs": [entry(t, lp) for t, lp in top]}
                                 for token, logprob, top in entries]}
-        tokens = [text(token) for token, _, _ in entries]
-        offsets = list(itertools.accumulate([len(t) for t in tokens], initial=offset))
-        return {"tokens": tokens, "token_logprobs": [logprob for _, logprob, _ in entries],
+        ids = [token for token, _, _ in entries]
+        return {"tokens": [text(token) for token in ids], "token_logprobs": [logprob for _, logprob, _ in entries],
                 "top_logprobs": [None if top is None else {**{text(t): lp for t, lp in top}, text(token): logprob}
                                  for token, logprob, top in entries],
-                "text_offset": offsets[:-1]}
+                "text_offset": _text_offsets(tok, [token for token, _, _ in before], ids, start, skip_special_tokens)}
 
     # --- routes --------------------------------------------------------------------------------
+    def _card(self, name):
+        """vLLM's model card; an adapter's parent is the base and its root the folder it was loaded from."""
+        parent = None if name == self.model_name else self.model_name
+        return {"id": name, "object": "model", "created": self.created, "owned_by": "minilora",
+                "root": self.engine.adapter_paths.get(name, name) if parent else name, "parent": parent,
+                "max_model_len": self.engine.max_model_len}
+
     async def models(self, request):
-        def card(name, parent):  # vLLM's card: an adapter's root is the folder it was loaded from
-            return {"id": name, "object": "model", "created": self.created, "owned_by": "minilora",
-                    "root": self.engine.adapter_paths.get(name, name) if parent else name, "parent": parent,
-                    "max_model_len": self.engine.max_model_len}
-        return JSONResponse({"object": "list", "data": [card(self.model_name, None)]
-                             + [card(a, self.model_name) for a in self.engine.adapters()]})
+        return JSONResponse({"object": "list", "data": [self._card(name) for name in
+                                                        [self.model_name] + self.engine.adapters()]})
+
+    async def model(self, request):
+        """``GET /v1/models/{model}``: one card (OpenAI's ``client.models.retrieve``), 404 for an unknown name."""
+        name = request.path_params["model"]
+        if name != self.model_name and name not in self.engine.adapters():
+            raise EngineError(404, f"the model {name!r} does not exist; models: "
+                                   f"{[self.model_name] + self.engine.adapters()}", "model")
+        return JSONResponse(self._card(name))
 
     async def completions(self, request):
         body = await self._json(request)
@@ -497,17 +536,36 @@ def _text_message(message):
     return {**message, "content": content}
 
 
-def _token_bytes(tokenizer, token):
-    """The bytes one token stands for: a byte-level token is its byte, even when no text on its own."""
+def _text_offsets(tokenizer, before, ids, start, skip_special_tokens):
+    """Where the text of each of ``ids`` starts in a choice's text: ``start``, plus the characters decoded
+    from ``before`` and the ids before it that the text keeps. Decoded, not the lengths of the token
+    names added up: a skipped special token (``<bos>``) takes no room in the text, and the pieces of
+    one character start where the character does (a prefix that ends in the middle of a character
+    decodes to U+FFFD there, which the whole text does not have)."""
+    def decode(prefix):
+        return tokenizer.decode(prefix, skip_special_tokens=skip_special_tokens)
+    before = list(before)
+    text = decode(before + ids)
+    return [start + len(os.path.commonprefix([decode(before + ids[:i]), text])) for i in range(len(ids))]
+
+
+def _token_bytes(tokenizer, token, text_vocab=None):
+    """The bytes one token stands for: a byte-level token is its byte, even when no text on its own;
+    None for an id the tokenizer has no text for (the model's vocabulary padded past it)."""
+    if text_vocab is not None and token >= text_vocab:
+        return None
     if isinstance(tokenizer, ByteTokenizer) and token < 256:
         return bytes([token])
     return tokenizer.decode([token], skip_special_tokens=False).encode("utf-8")
 
 
-def _token_text(tokenizer, token):
+def _token_text(tokenizer, token, text_vocab=None):
     """A token as logprobs name it: its text, or OpenAI's ``bytes:\\xNN`` for a piece of a character
-    (decoded alone, every such byte would read as the same U+FFFD and the top_logprobs keys collide)."""
-    raw = _token_bytes(tokenizer, token)
+    (decoded alone, every such byte would read as the same U+FFFD and the top_logprobs keys collide);
+    an id the tokenizer has no text for is ``token_id:N``, as vLLM's --return-tokens-as-token-ids."""
+    raw = _token_bytes(tokenizer, token, text_vocab)
+    if raw is None:
+        return f"token_id:{token}"
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -546,6 +604,23 @@ def _encoded(encode, param):
         raise EngineError(400, f"{param} is not valid Unicode text: it holds {bad} (a lone surrogate)", param) from None
 
 
+def _fingerprint(engine, model_name):
+    """OpenAI's ``system_fingerprint``: names what, besides the request and its seed, decides the output
+    (minilora's version, the model, its dtype and device); the same seeded request under the same
+    fingerprint gives the same text."""
+    from .. import __version__
+    parameter = next(iter(engine.model.parameters()), None)
+    where = (str(parameter.dtype), str(parameter.device)) if parameter is not None else ()
+    key = "|".join([__version__, model_name, *where])
+    return "fp_" + hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+def _with_id(response, meta):
+    """The completion's id also as the ``x-request-id`` header (OpenAI's clients read it: ``._request_id``)."""
+    response.headers["x-request-id"] = meta["id"]
+    return response
+
+
 def _sse(obj):
     return f"data: {json.dumps(obj)}\n\n"
 
@@ -566,6 +641,7 @@ def create_app(engine, model_name="base"):
     """A Starlette app serving ``engine``; the engine thread starts with the app and stops with it."""
     server = _Server(engine, model_name)
     routes = [Route("/v1/models", _guarded(server.models), methods=["GET"]),
+              Route("/v1/models/{model:path}", _guarded(server.model), methods=["GET"]),
               Route("/v1/completions", _guarded(server.completions), methods=["POST"]),
               Route("/v1/chat/completions", _guarded(server.chat_completions), methods=["POST"]),
               Route("/v1/load_lora_adapter", _guarded(server.load_adapter), methods=["POST"]),

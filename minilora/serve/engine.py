@@ -78,12 +78,13 @@ class Request:
     def cancel(self):
         self.cancelled = True
 
-    def sample(self, logits, eos=()):
+    def sample(self, logits, eos=(), text_vocab=None):
         """The next token: greedy at temperature 0, else sampled with ``min_p``, ``top_k`` and ``top_p``
         (vLLM's order), from the logits after the penalties and ``logit_bias``; ``eos`` and the stop
-        tokens cannot come before ``min_tokens``. Log-probabilities are the model's own (before
-        penalties and temperature), as vLLM reports them by default."""
-        adjusted = self._penalized(logits)
+        tokens cannot come before ``min_tokens``; only ids below ``text_vocab`` (None: all) are drawn.
+        Log-probabilities are the model's own: a log_softmax over its whole vocabulary, before
+        penalties and temperature, as vLLM reports them by default (and as prompt logprobs are)."""
+        adjusted = self._penalized(logits[:text_vocab])
         if len(self.generated) < self.min_tokens:
             adjusted = np.array(adjusted, dtype=np.float64)
             adjusted[[t for t in set(eos) | self.stop_token_ids if t < len(adjusted)]] = -np.inf
@@ -285,6 +286,32 @@ class Engine:
 
     def submit(self, request):
         """Queue ``request``; raises EngineError for an unknown adapter, a prompt too long, or a full queue."""
+        self.submit_all([request])
+        return request
+
+    def submit_all(self, requests):
+        """Queue every one of ``requests`` (the choices of one HTTP request) or none of them: a refusal
+        (429 included) leaves nothing queued, so a client that retries it -- OpenAI's retries a 429 --
+        does not have the choices that did fit generated twice."""
+        for request in requests:
+            self._check(request)
+        with self._lock:
+            if self._stopping:
+                raise EngineError(503, "the server is shutting down")
+            for request in requests:
+                if request.adapter is not None and request.adapter not in self._adapter_names:
+                    raise EngineError(404, f"the model {request.adapter!r} does not exist", "model")
+            if len(self.rows) + len(self.waiting) + len(requests) > self.max_batch_size + self.max_queue:
+                raise EngineError(429, f"the server is busy ({len(self.rows)} running, {len(self.waiting)} "
+                                       "queued); try again later")
+            for request in requests:
+                self.waiting.append(request)
+                self.in_use[request.adapter] += 1
+            self._lock.notify()
+        return requests
+
+    def _check(self, request):
+        """Refuse a request that could never run (empty, or longer than the context): a 400."""
         if not request.prompt_ids:
             raise EngineError(400, "the prompt is empty", "prompt")
         if self.max_model_len is not None and len(request.prompt_ids) >= self.max_model_len:
@@ -295,18 +322,6 @@ class Engine:
             raise EngineError(400, f"this model's maximum context length is {self.max_model_len} tokens, but the "
                                    f"prompt ({len(request.prompt_ids)}) plus max_tokens ({request.max_tokens}) is "
                                    f"{total}", "max_tokens")
-        with self._lock:
-            if self._stopping:
-                raise EngineError(503, "the server is shutting down")
-            if request.adapter is not None and request.adapter not in self._adapter_names:
-                raise EngineError(404, f"the model {request.adapter!r} does not exist", "model")
-            if len(self.rows) + len(self.waiting) >= self.max_batch_size + self.max_queue:  # every slot taken
-                raise EngineError(429, f"the server is busy ({len(self.rows)} running, {len(self.waiting)} "
-                                       "queued); try again later")
-            self.waiting.append(request)
-            self.in_use[request.adapter] += 1
-            self._lock.notify()
-        return request
 
     def health(self):
         """None while requests are served, else why not (the model failed, or the server is stopping)."""
@@ -365,6 +380,13 @@ class Engine:
             future.set_exception(exc)
 
     def _drop_cancelled(self):
+        """Free the slots of requests whose client went away: running rows, and queued ones too (else a
+        client that gave up still holds a queue slot, and its adapter stays in use, until admitted)."""
+        with self._lock:
+            gone = [request for request in self.waiting if request.cancelled]
+            for request in gone:
+                self.waiting.remove(request)
+                self.in_use[request.adapter] -= 1
         for row in reversed(range(len(self.rows))):
             if self.rows[row].cancelled:
                 self._leave(row)
@@ -394,7 +416,7 @@ class Engine:
     def _take(self, row, logits, leave=True):
         """Sample row's next token, send the new text, and mark the request finished when it is."""
         request = self.rows[row]
-        token = request.sample(logits[:self.text_vocab], self.eos)
+        token = request.sample(logits, self.eos, self.text_vocab)
         request.generated.append(token)
         self.tokens_generated += 1
         reason = None
