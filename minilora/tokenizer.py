@@ -24,17 +24,32 @@ What transformers users write works, with transformers' defaults::
 As in transformers, ``encode`` adds the beginning-of-sequence token by default
 (``add_special_tokens=True``); pass ``False`` for the bare ids of a piece of text.
 """
+import contextlib
 import json
 import os
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["ByteTokenizer", "HFTokenizer", "BatchEncoding", "from_file", "from_pretrained", "model_tokenizer"]
+__all__ = ["ByteTokenizer", "HFTokenizer", "BatchEncoding", "CharSpan", "TokenSpan", "from_file", "from_pretrained", "model_tokenizer"]
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 VERY_LARGE_INTEGER = int(1e30)  # transformers' model_max_length when a tokenizer sets none
+LARGE_INTEGER = int(1e20)  # above it, a model_max_length means "none set" (transformers' rule)
+
+
+class CharSpan(NamedTuple):
+    """Characters ``start`` .. ``end`` (exclusive) of the text (transformers' name)."""
+    start: int
+    end: int
+
+
+class TokenSpan(NamedTuple):
+    """Tokens ``start`` .. ``end`` (exclusive) of a row (transformers' name)."""
+    start: int
+    end: int
 
 
 class BatchEncoding(dict):
@@ -42,11 +57,26 @@ class BatchEncoding(dict):
     (``inputs.input_ids``), moved to a device by ``inputs.to(device)`` (its Tensors; lists and
     NumPy arrays stay), unpacked into a model by ``model(**inputs)``.
 
-    minilora keeps no token-to-text alignment (the ``tokenizers`` Encodings a fast transformers
-    tokenizer keeps), so it answers as transformers' Python ("slow") tokenizers do: ``is_fast`` is
-    False, ``encodings`` None, and ``word_ids()`` / ``tokens()`` / ``char_to_token()`` ... are refused."""
+    A tokenizer.json tokenizer keeps, as transformers' fast tokenizers, each row's ``tokenizers.Encoding``
+    (``inputs[i]``, ``inputs.encodings``): the token <-> text alignment behind ``word_ids()``,
+    ``sequence_ids()``, ``tokens()``, ``token_to_chars()``, ``char_to_token()``, ... The byte tokenizer's plain
+    call keeps none (``is_fast`` False, the alignment methods refused, as for transformers' Python tokenizers);
+    asked for offsets, words or pairs it keeps them too."""
+
+    def __init__(self, data=None, encoding=None, tensor_type=None, prepend_batch_axis=False, n_sequences=None):
+        super().__init__(data or {})
+        if encoding is not None and not isinstance(encoding, (list, tuple)):
+            encoding = [encoding]
+        self._encodings = None if encoding is None else list(encoding)
+        if n_sequences is None and self._encodings:
+            n_sequences = self._encodings[0].n_sequences
+        self._n_sequences = n_sequences
+        if tensor_type is not None or prepend_batch_axis:
+            self.convert_to_tensors(tensor_type, prepend_batch_axis)
 
     def __getattr__(self, name):
+        if name.startswith("_"):  # the private slots, before __init__ set them (copy, pickle)
+            raise AttributeError(name)
         try:
             return self[name]
         except KeyError:
@@ -55,18 +85,30 @@ class BatchEncoding(dict):
     def __getitem__(self, key):
         if isinstance(key, str):
             return super().__getitem__(key)
+        if self.encodings is not None and isinstance(key, (int, slice)):
+            return self.encodings[key]  # transformers: a row's tokenizers.Encoding
         raise KeyError(f"BatchEncoding[{key!r}]: index it by name (inputs['input_ids']); indexing by batch "
-                       "position (transformers' tokenizers.Encoding of a row) is not available in minilora, "
-                       "which keeps no Encodings -- take a row as inputs['input_ids'][i]")
+                       "position (a row's tokenizers.Encoding) needs a call that kept the Encodings -- take a row "
+                       "as inputs['input_ids'][i]")
 
     @property
     def data(self):
         """The plain dict (transformers keeps its values in ``.data``)."""
         return dict(self)
 
-    is_fast = False
-    encodings = None
-    n_sequences = None
+    @property
+    def encodings(self):
+        """Each row's ``tokenizers.Encoding`` (overflow rows included), or None when the call kept none."""
+        return self.__dict__.get("_encodings")
+
+    @property
+    def is_fast(self):
+        return self.encodings is not None
+
+    @property
+    def n_sequences(self):
+        """1 for single texts, 2 for text pairs, None when unknown (transformers' attribute)."""
+        return self.__dict__.get("_n_sequences")
 
     def to(self, device, *, non_blocking=False):
         """Move every Tensor value to ``device`` (a name, a device object or an index), in place, and
@@ -89,13 +131,61 @@ class BatchEncoding(dict):
             self[key] = _as_tensor([rows] if prepend_batch_axis else rows, tensor_type, key)
         return self
 
-    def _no_alignment(self, *args, **kwargs):
-        raise ValueError("BatchEncoding: token-to-text alignment (word_ids, tokens, char_to_token, ...) is not "
-                         "available in minilora (it keeps no tokenizers.Encoding, as transformers' Python "
-                         "tokenizers); tokenizer.convert_ids_to_tokens(ids) gives a row's token strings")
+    # --- token <-> text alignment, from the kept Encodings (transformers' methods) -----------------
+    def _encoding(self, method, batch_index):
+        if not self.encodings:
+            raise ValueError(f"{method}() is not available: this BatchEncoding keeps no tokenizers.Encoding (the "
+                             "byte tokenizer's plain call; transformers' Python tokenizers refuse it too). Ask the "
+                             "call for the alignment (return_offsets_mapping=True) or use a tokenizer.json "
+                             "tokenizer; tokenizer.convert_ids_to_tokens(ids) gives a row's token strings")
+        return self.encodings[batch_index]
 
-    word_ids = words = tokens = sequence_ids = token_to_word = token_to_sequence = _no_alignment
-    token_to_chars = char_to_token = word_to_tokens = word_to_chars = char_to_word = _no_alignment
+    def tokens(self, batch_index=0):
+        return self._encoding("tokens", batch_index).tokens
+
+    def sequence_ids(self, batch_index=0):
+        return self._encoding("sequence_ids", batch_index).sequence_ids
+
+    def word_ids(self, batch_index=0):
+        return self._encoding("word_ids", batch_index).word_ids
+
+    def words(self, batch_index=0):
+        return self.word_ids(batch_index)
+
+    def _row_and_index(self, method, first, second):
+        """transformers' two calling forms: ``f(index)`` (row 0) or ``f(batch_index, index)``."""
+        batch_index, index = (0, first) if second is None else (first, second)
+        return self._encoding(method, batch_index), index
+
+    def token_to_sequence(self, batch_or_token_index, token_index=None):
+        encoding, index = self._row_and_index("token_to_sequence", batch_or_token_index, token_index)
+        return encoding.token_to_sequence(index if index >= 0 else len(encoding.ids) + index)
+
+    def token_to_word(self, batch_or_token_index, token_index=None):
+        encoding, index = self._row_and_index("token_to_word", batch_or_token_index, token_index)
+        return encoding.token_to_word(index if index >= 0 else len(encoding.ids) + index)
+
+    def token_to_chars(self, batch_or_token_index, token_index=None):
+        encoding, index = self._row_and_index("token_to_chars", batch_or_token_index, token_index)
+        span = encoding.token_to_chars(index)
+        return CharSpan(*span) if span is not None else None
+
+    def word_to_tokens(self, batch_or_word_index, word_index=None, sequence_index=0):
+        encoding, index = self._row_and_index("word_to_tokens", batch_or_word_index, word_index)
+        span = encoding.word_to_tokens(index, sequence_index)
+        return TokenSpan(*span) if span is not None else None
+
+    def word_to_chars(self, batch_or_word_index, word_index=None, sequence_index=0):
+        encoding, index = self._row_and_index("word_to_chars", batch_or_word_index, word_index)
+        return CharSpan(*encoding.word_to_chars(index, sequence_index))
+
+    def char_to_token(self, batch_or_char_index, char_index=None, sequence_index=0):
+        encoding, index = self._row_and_index("char_to_token", batch_or_char_index, char_index)
+        return encoding.char_to_token(index, sequence_index)
+
+    def char_to_word(self, batch_or_char_index, char_index=None, sequence_index=0):
+        encoding, index = self._row_and_index("char_to_word", batch_or_char_index, char_index)
+        return encoding.char_to_word(index, sequence_index)
 
 
 def _special_token(kind):
@@ -149,18 +239,23 @@ class _Tokenizer:
             return self._token_id(tokens)
         return [self._token_id(token) for token in tokens]
 
-    def encode(self, text, add_special_tokens=True, *, padding=False, truncation=None, max_length=None,
-               padding_side=None, return_tensors=None):
-        """The ids of one text (transformers' ``encode``): a list, or with ``return_tensors`` ("pt": a
-        minilora Tensor, "np": an array) a batch of one, [1, n] -- ``model.generate(tok.encode(text,
-        return_tensors="pt"))``. ``padding`` / ``truncation`` / ``max_length`` work as in the call."""
-        if isinstance(add_special_tokens, str):  # transformers' second positional argument is text_pair
-            raise NotImplementedError("encode(text, text_pair): text pairs are not implemented in minilora")
-        _check_text(text)
-        if (padding, truncation, max_length, return_tensors) == (False, None, None, None):
+    def encode(self, text, text_pair=None, add_special_tokens=True, padding=False, truncation=None, max_length=None,
+               stride=0, padding_side=None, return_tensors=None, **kwargs):
+        """The ids of one text, or of a ``text_pair`` (transformers' ``encode``): a list, or with
+        ``return_tensors`` ("pt": a minilora Tensor, "np": an array) a batch of one, [1, n] --
+        ``model.generate(tok.encode(text, return_tensors="pt"))``. The other options work as in the call.
+        (``encode(text, False)``: a bool second argument is read as ``add_special_tokens``, what it means.)"""
+        if isinstance(text_pair, bool):
+            text_pair, add_special_tokens = None, text_pair
+        if not is_split(text, kwargs):
+            _check_text(text)
+        plain = (text_pair, padding, truncation, max_length, stride, return_tensors, kwargs) == \
+            (None, False, None, None, 0, None, {})
+        if plain and self._encodes_alone({}):
             return self._encode(text, add_special_tokens)
-        return self(text, add_special_tokens=add_special_tokens, padding=padding, truncation=truncation,
-                    max_length=max_length, padding_side=padding_side, return_tensors=return_tensors)["input_ids"]
+        return self(text, text_pair, add_special_tokens=add_special_tokens, padding=padding, truncation=truncation,
+                    max_length=max_length, stride=stride, padding_side=padding_side, return_tensors=return_tensors,
+                    **kwargs)["input_ids"]
 
     def tokenize(self, text):
         """The token strings of ``text``, without special tokens (transformers' ``tokenize``)."""
@@ -174,31 +269,179 @@ class _Tokenizer:
     def __call__(self, text=None, text_pair=None, text_target=None, text_pair_target=None,
                  add_special_tokens=True, padding=False, truncation=None, max_length=None, stride=0,
                  is_split_into_words=False, pad_to_multiple_of=None, padding_side=None, return_tensors=None,
-                 return_token_type_ids=None, return_attention_mask=None, **kwargs):
+                 return_token_type_ids=None, return_attention_mask=None, return_overflowing_tokens=False,
+                 return_special_tokens_mask=False, return_offsets_mapping=False, return_length=False,
+                 verbose=True, tokenizer_kwargs=None, **kwargs):
         """transformers' call: ``{"input_ids", "attention_mask"}`` for one text or a list of texts.
 
         * ``padding``: False (default: rows keep their lengths), True / "longest", or "max_length";
-          on ``padding_side`` (default ``self.padding_side``), with ``pad_token_id`` (mask 0).
-        * ``truncation``: True / "longest_first" cuts rows to ``max_length`` (default
-          ``model_max_length``) on ``truncation_side``. As in transformers, ``max_length`` without
-          ``padding`` or ``truncation`` truncates (with a warning).
+          on ``padding_side`` (default ``self.padding_side``), with ``pad_token_id`` (mask 0), to a
+          multiple of ``pad_to_multiple_of`` if given.
+        * ``truncation``: True / "longest_first" (of a pair, the longer text loses a token at a time),
+          "only_first" / "only_second", cut to ``max_length`` (default ``model_max_length``) on
+          ``truncation_side``. As in transformers, ``max_length`` without ``padding`` or ``truncation``
+          truncates (with a warning). ``return_overflowing_tokens=True`` keeps what was cut as more rows,
+          each overlapping the one before by ``stride`` tokens (``overflow_to_sample_mapping``: each row's text).
+        * ``text_pair``: the second text of each pair (question + context); ``is_split_into_words``:
+          each text is a list of words (NER labels per word, ``word_ids()``).
+        * ``return_offsets_mapping`` (each token's ``(start, end)`` characters), ``return_special_tokens_mask``,
+          ``return_length``, ``return_token_type_ids``: more keys, as transformers' fast tokenizers give them.
+        * ``text_target``: tokenized the same way into ``labels``.
         * ``return_tensors``: None (Python lists), "pt" (int64 minilora Tensors [batch, length], also for
           one text: what ``model(**inputs)`` / ``model.generate(**inputs)`` take) or "np" (int64 arrays).
         """
-        _refuse_call_options(text_pair, text_target, text_pair_target, stride, is_split_into_words,
-                             return_token_type_ids, kwargs)
+        options = dict(add_special_tokens=add_special_tokens, padding=padding, truncation=truncation,
+                       max_length=max_length, stride=stride, is_split_into_words=is_split_into_words,
+                       pad_to_multiple_of=pad_to_multiple_of, padding_side=padding_side, return_tensors=return_tensors,
+                       return_token_type_ids=return_token_type_ids, return_attention_mask=return_attention_mask,
+                       return_overflowing_tokens=return_overflowing_tokens,
+                       return_special_tokens_mask=return_special_tokens_mask,
+                       return_offsets_mapping=return_offsets_mapping, return_length=return_length,
+                       split_special_tokens=kwargs.pop("split_special_tokens", False), verbose=verbose)
+        max_target_length = kwargs.pop("max_target_length", None)
+        options.update(tokenizer_kwargs or {})  # then the other keywords: explicit ones win, as in transformers
+        options.update(kwargs)
+        _refuse_unknown_call_options(options)
+        if text is None and text_target is None:
+            raise ValueError("You need to specify either `text` or `text_target`.")
+        padding, truncation, max_length = self._padding_truncation(
+            options.pop("padding"), options.pop("truncation"), options.pop("max_length"), pad_to_multiple_of)
+        options.pop("verbose")
+        out = None
+        if text is not None:
+            out = self._encode_plus(text, text_pair, padding, truncation, max_length, **options)
+        if text_target is not None:
+            length = max_target_length if max_target_length is not None else max_length
+            targets = self._encode_plus(text_target, text_pair_target, padding, truncation, length, **options)
+            if out is None:
+                return targets
+            out["labels"] = targets["input_ids"]
+        return out
+
+    def _padding_truncation(self, padding, truncation, max_length, pad_to_multiple_of):
+        """transformers' padding / truncation arguments -> (padding strategy, truncation strategy, max_length):
+        False | "longest" | "max_length", and False | "longest_first" | "only_first" | "only_second"."""
+        if truncation is None and max_length is not None and padding is False:
+            warnings.warn("Truncation was not explicitly activated but `max_length` is provided: truncating to "
+                          "max_length, as transformers does. Pass truncation=True to silence this.")
+            truncation = "longest_first"
+        if padding is True and max_length is not None and truncation in (None, False, "do_not_truncate"):
+            warnings.warn("`max_length` is ignored when `padding`=`True` and there is no truncation strategy. "
+                          "To pad to max length, use `padding='max_length'`.")
+        padding = _strategy(padding, PADDING_STRATEGIES, "PaddingStrategy", true="longest")
+        truncation = _strategy(truncation, TRUNCATION_STRATEGIES, "TruncationStrategy", true="longest_first")
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+            raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+        if max_length is None:  # model_max_length, unless the tokenizer sets none (transformers' huge default)
+            known = self.model_max_length <= LARGE_INTEGER
+            if padding == "max_length" and not known:
+                warnings.warn("padding='max_length' without max_length, and the tokenizer sets no model_max_length: "
+                              "not padding (as transformers); pass max_length")
+                padding = False
+            if truncation and not known:
+                truncation = False
+            if known and (padding == "max_length" or truncation):
+                max_length = self.model_max_length
+        if padding and self.pad_token_id is None:
+            raise ValueError("Asking to pad but the tokenizer does not have a padding token. Please select a token to "
+                             "use as `pad_token` `(tokenizer.pad_token = tokenizer.eos_token e.g.)`.")
+        if truncation and padding and pad_to_multiple_of and max_length is not None \
+                and max_length % pad_to_multiple_of:
+            raise ValueError(f"Truncation and padding are both activated but truncation length ({max_length}) is not "
+                             f"a multiple of pad_to_multiple_of ({pad_to_multiple_of}).")
+        return padding, truncation, max_length
+
+    # Options only the tokenizers backend answers (the byte tokenizer's own path keeps no alignment).
+    _BACKEND_OPTIONS = ("stride", "is_split_into_words", "return_token_type_ids", "return_overflowing_tokens",
+                        "return_special_tokens_mask", "return_offsets_mapping", "return_length", "split_special_tokens")
+
+    def _encode_plus(self, text, text_pair, padding, truncation, max_length, **options):
+        """One call's texts (or pairs) -> a BatchEncoding, by the tokenizers backend as transformers' fast
+        tokenizers, or (the byte tokenizer's plain calls) by ``_encode``."""
+        _check_text_input(text, "text")
+        if text_pair is not None:
+            _check_text_input(text_pair, "text_pair")
+        if text_pair is None and truncation in (False, "longest_first", "only_first") and self._encodes_alone(options):
+            return self._encode_rows(text, truncation and max_length, padding, max_length, **options)
+        return self._encode_with_backend(text, text_pair, padding, truncation, max_length, **options)
+
+    def _encodes_alone(self, options):
+        """Whether this call can skip the tokenizers backend: only the byte tokenizer, without the options
+        that need token alignment."""
+        return False
+
+    def _encode_rows(self, text, length, padding, max_length, add_special_tokens, pad_to_multiple_of, padding_side,
+                     return_tensors, return_attention_mask, **unused):
+        """The byte tokenizer's plain call: ``_encode`` cut to ``length``, padded by ``pad``."""
         single = isinstance(text, str)
-        if not single and not (isinstance(text, (list, tuple)) and all(isinstance(t, str) for t in text)):
-            raise TypeError(f"text must be a string or a list of strings, got {type(text).__name__}")
-        padding, truncation = _strategies(padding, truncation, max_length)
-        length = (max_length if max_length is not None else self.model_max_length) if truncation else None
-        rows = [self._encode_truncated(t, add_special_tokens, length) for t in ([text] if single else text)]
-        out = self.pad({"input_ids": rows}, padding=padding or False, max_length=max_length,
+        rows = [self._encode_truncated(t, add_special_tokens, length or None) for t in ([text] if single else text)]
+        out = self.pad({"input_ids": rows}, padding=padding, max_length=max_length,
                        pad_to_multiple_of=pad_to_multiple_of, padding_side=padding_side,
                        return_attention_mask=return_attention_mask, return_tensors=return_tensors)
         if single and return_tensors is None:
             out = BatchEncoding({k: v[0] for k, v in out.items()})
         return out
+
+    def _encode_with_backend(self, text, text_pair, padding, truncation, max_length, *, add_special_tokens, stride,
+                             is_split_into_words, pad_to_multiple_of, padding_side, return_tensors,
+                             return_token_type_ids, return_attention_mask, return_overflowing_tokens,
+                             return_special_tokens_mask, return_offsets_mapping, return_length, split_special_tokens):
+        """transformers' fast-tokenizer call: the backend's truncation and padding set for the call (and
+        restored after it), ``encode_batch``, then one row per Encoding (and per overflow)."""
+        batched = (isinstance(text, (list, tuple)) and bool(text) and isinstance(text[0], (list, tuple))
+                   if is_split_into_words else isinstance(text, (list, tuple)))
+        if batched and isinstance(text_pair, str):
+            raise TypeError("when tokenizing batches of text, `text_pair` must be a list or tuple with the same "
+                            "length as `text`.")
+        if batched and text_pair is not None and len(text) != len(text_pair):
+            raise ValueError(f"batch length of `text`: {len(text)} does not match batch length of `text_pair`: "
+                             f"{len(text_pair)}.")
+        if batched:
+            inputs = list(zip(text, text_pair)) if text_pair is not None else list(text)
+        else:
+            inputs = [(text, text_pair)] if text_pair else [text]
+        truncate = truncation and dict(max_length=max_length, stride=stride, strategy=truncation,
+                                       direction=self.truncation_side)
+        pad = padding and dict(length=max_length if padding == "max_length" else None,
+                               direction=padding_side or self.padding_side, pad_id=self.pad_token_id,
+                               pad_token=self.pad_token, pad_type_id=0, pad_to_multiple_of=pad_to_multiple_of)
+        if pad and pad["direction"] not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {pad['direction']!r}")
+        backend = self._backend_for_calls()
+        with _backend_settings(backend, truncate, pad, split_special_tokens or self._splits_special_tokens):
+            try:
+                encodings = backend.encode_batch(inputs, add_special_tokens=add_special_tokens,
+                                                 is_pretokenized=is_split_into_words)
+            except Exception as exc:  # the tokenizers library raises bare Exceptions (a stride too long, ...)
+                raise ValueError(f"tokenizer call: {exc}") from None
+        rows, samples = [], []
+        for sample, encoding in enumerate(encodings):
+            kept = [encoding, *encoding.overflowing] if return_overflowing_tokens else [encoding]
+            rows += kept
+            samples += [sample] * len(kept)
+        fields = {"input_ids": lambda e: e.ids}
+        wanted = {"token_type_ids": (return_token_type_ids, lambda e: e.type_ids),
+                  "attention_mask": (return_attention_mask, lambda e: e.attention_mask)}
+        for key, (asked, value) in wanted.items():
+            if asked or (asked is None and key in self.model_input_names):
+                fields[key] = value
+        extra = {"special_tokens_mask": (return_special_tokens_mask, lambda e: e.special_tokens_mask),
+                 "offset_mapping": (return_offsets_mapping, lambda e: e.offsets),
+                 "length": (return_length, lambda e: len(e.ids))}
+        fields.update({key: value for key, (asked, value) in extra.items() if asked})
+        data = {key: [value(e) for e in rows] for key, value in fields.items()}
+        if return_overflowing_tokens:
+            data["overflow_to_sample_mapping"] = samples
+        out = BatchEncoding(data, rows, tensor_type=return_tensors)
+        if not batched and return_tensors is None and not return_overflowing_tokens:  # one text: one row
+            out = BatchEncoding({k: v[0] if v and isinstance(v[0], list) else v for k, v in out.items()}, rows)
+        return out
+
+    _splits_special_tokens = False  # whether a special token's text in the input is read as plain text
+
+    def _backend_for_calls(self):
+        """The ``tokenizers.Tokenizer`` that tokenizes calls (with alignment)."""
+        return self._backend()
 
     def _encode_truncated(self, text, add_special_tokens, length):
         """``encode``, cut to ``length`` (None: not cut) as transformers cuts: the text's tokens on
@@ -317,39 +560,63 @@ class _Tokenizer:
         return out if return_dict else out["input_ids"]
 
 
-def _refuse_call_options(text_pair, text_target, text_pair_target, stride, is_split_into_words,
-                         return_token_type_ids, kwargs):
-    """transformers' call options minilora does not implement: refused by name, never ignored."""
-    given = {"text_pair": text_pair, "text_target": text_target, "text_pair_target": text_pair_target,
-             "stride": stride or None, "is_split_into_words": is_split_into_words or None,
-             "return_token_type_ids": return_token_type_ids or None}
-    given.update({k: v for k, v in kwargs.items() if v not in (None, False)})
-    used = sorted(k for k, v in given.items() if v is not None)
+def _refuse_unknown_call_options(options):
+    """Keywords transformers' call would pass on and minilora does not implement: refused by name, never ignored."""
+    known = {"add_special_tokens", "padding", "truncation", "max_length", "stride", "is_split_into_words",
+             "pad_to_multiple_of", "padding_side", "return_tensors", "return_token_type_ids", "return_attention_mask",
+             "return_overflowing_tokens", "return_special_tokens_mask", "return_offsets_mapping", "return_length",
+             "split_special_tokens", "verbose"}
+    used = sorted(k for k, v in options.items() if k not in known and v not in (None, False))
     if used:
-        raise NotImplementedError(f"tokenizer call: {used} not implemented in minilora (it tokenizes single "
-                                  "texts or lists of texts, with padding and truncation)")
+        raise NotImplementedError(f"tokenizer call: {used} not implemented in minilora")
+    for key in [k for k in options if k not in known]:
+        options.pop(key)
 
 
-def _strategies(padding, truncation, max_length):
-    """transformers' padding/truncation arguments -> (False | "longest" | "max_length", bool)."""
-    padding = {False: False, "do_not_pad": False, None: False, True: "longest", "longest": "longest",
-               "max_length": "max_length"}.get(padding, padding)
-    if padding not in (False, "longest", "max_length"):
-        raise ValueError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
-    if truncation is None and max_length is not None and padding is False:
-        warnings.warn("Truncation was not explicitly activated but `max_length` is provided: truncating to "
-                      "max_length, as transformers does. Pass truncation=True to silence this.")
-        truncation = True
-    if truncation in ("longest_first", "only_first"):
-        truncation = True
-    elif truncation in (None, "do_not_truncate"):
-        truncation = False
-    if not isinstance(truncation, bool):
-        raise ValueError(f"truncation must be True, False, 'longest_first', 'only_first' or 'do_not_truncate', "
-                         f"got {truncation!r}")
-    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
-        raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
-    return padding, truncation
+PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")
+TRUNCATION_STRATEGIES = ("only_first", "only_second", "longest_first", "do_not_truncate")
+
+
+def _strategy(value, names, enum_name, true):
+    """A padding or truncation argument (bool, name or transformers' enum) -> its name, or False for none."""
+    value = getattr(value, "value", value)  # transformers' PaddingStrategy / TruncationStrategy enums
+    if value is None or value is False or value == names[-1]:
+        return False
+    if value is True:
+        return true
+    if value not in names:
+        raise ValueError(f"{value!r} is not a valid {enum_name}, please select one of {list(names)}")
+    return value
+
+
+def _check_text_input(text, name):
+    """transformers' accepted inputs: a text, a list of texts, a list of words, a list of lists of words."""
+    def valid(t, depth=0):
+        if isinstance(t, str):
+            return True
+        if isinstance(t, (list, tuple)) and depth < 3:
+            return not t or valid(t[0], depth + 1)
+        return False
+    if not valid(text):
+        raise ValueError(f"{name} input must be of type `str` (single example), `list[str]` (batch or single "
+                         "pretokenized example) or `list[list[str]]` (batch of pretokenized examples), got "
+                         f"{type(text).__name__}")
+
+
+@contextlib.contextmanager
+def _backend_settings(backend, truncation, padding, split_special_tokens):
+    """The backend's truncation, padding and special-token reading set for one call, then put back (the
+    backend is also what ``encode`` and ``save_pretrained`` use: a call must not leave its settings there)."""
+    saved = backend.truncation, backend.padding, backend.encode_special_tokens
+    try:
+        backend.enable_truncation(**truncation) if truncation else backend.no_truncation()
+        backend.enable_padding(**padding) if padding else backend.no_padding()
+        backend.encode_special_tokens = split_special_tokens
+        yield backend
+    finally:
+        backend.enable_truncation(**saved[0]) if saved[0] else backend.no_truncation()
+        backend.enable_padding(**saved[1]) if saved[1] else backend.no_padding()
+        backend.encode_special_tokens = saved[2]
 
 
 def _features(encoded_inputs):
@@ -456,6 +723,11 @@ def _refuse_cleanup(clean_up_tokenization_spaces):
                                   "(the text is decoded as the tokenizer gives it)")
 
 
+def is_split(text, kwargs):
+    """A list of words given to ``encode`` with ``is_split_into_words=True``."""
+    return bool(kwargs.get("is_split_into_words")) and isinstance(text, (list, tuple))
+
+
 def _check_text(text):
     """encode() takes one string; anything else is transformers' ValueError (it was an AttributeError on
     bytes, None or a number, or the tokenizers library's TypeError)."""
@@ -517,6 +789,19 @@ class ByteTokenizer(_Tokenizer):
 
     def _token(self, token_id):
         return {i: name for name, i in self.special_tokens.items()}.get(token_id) or _byte_to_char()[token_id]
+
+    # "<eos>" written in a text is five bytes here (``_encode``), also when the backend tokenizes a call
+    _splits_special_tokens = True
+
+    def _encodes_alone(self, options):
+        """Plain calls need no ``tokenizers`` package; offsets, pairs, words, overflow... go through
+        ``_backend()``, the same tokenizer as a tokenizers.Tokenizer (as saved)."""
+        return not any(options.get(name) for name in self._BACKEND_OPTIONS)
+
+    def _backend_for_calls(self):
+        if "_call_backend" not in self.__dict__:
+            self._call_backend = self._backend()
+        return self._call_backend
 
     def _token_id(self, token):
         if token in self.special_tokens:

@@ -112,8 +112,7 @@ def test_byte_tokenizer_call_defaults_as_transformers():
     assert tok("ab", return_tensors="pt")["input_ids"].tolist() == [[256, 97, 98]]  # minilora Tensors
     with pytest.raises(ValueError, match="not a valid TensorType"):
         tok("ab", return_tensors="tf")
-    with pytest.raises(NotImplementedError, match="text_pair"):
-        tok("ab", "cd")
+    assert tok("ab", "cd")["input_ids"] == [256, 97, 98, 256, 99, 100]  # a text pair, as its saved template joins one
     with pytest.warns(UserWarning, match="Truncation was not explicitly activated"):
         assert tok("abcdef", max_length=3)["input_ids"] == [256, 97, 98]
     tok.pad_token = tok.eos_token

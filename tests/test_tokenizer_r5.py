@@ -282,8 +282,8 @@ def test_tensor_types_transformers_refuses_are_refused(toks):
     assert isinstance(toks[1].encode("hello", return_tensors=transformers.TensorType.NUMPY), np.ndarray)
     with pytest.raises(ValueError, match="padding=True"):  # ragged rows: transformers' ValueError too
         toks[1](["hello", "hello world"], return_tensors="pt")
-    with pytest.raises(NotImplementedError, match="text pairs"):
-        toks[1].encode("hello", "world")  # transformers' second positional argument is text_pair
+    # transformers' second positional argument is text_pair
+    assert toks[1].encode("hello", "world") == toks[0].encode("hello", "world")
 
 
 def test_byte_tokenizer_gives_tensors_too():
@@ -405,7 +405,7 @@ def test_batch_encoding_dict_methods_as_transformers(toks):
     for encoding in (theirs, ours):
         with pytest.raises(AttributeError):
             encoding.labels
-    assert ours.is_fast is False and ours.encodings is None  # minilora keeps no tokenizers.Encoding
+    assert ours.is_fast is theirs.is_fast is True and len(ours.encodings) == 1  # the row's tokenizers.Encoding
     for copied in (pickle.loads(pickle.dumps(ours)), copy.deepcopy(ours)):  # DataLoader workers pickle batches
         assert type(copied) is BatchEncoding and plain(copied) == plain(ours)
     ours.convert_to_tensors("np")
@@ -416,12 +416,17 @@ def test_batch_encoding_dict_methods_as_transformers(toks):
 
 @pytest.mark.parametrize("method, args", [("word_ids", ()), ("tokens", ()), ("char_to_token", (3,)),
                                           ("token_to_chars", (1,)), ("sequence_ids", ()), ("word_to_tokens", (0,))])
-def test_batch_encoding_alignment_is_refused_clearly(toks, method, args):
-    ours = toks[1]("hello world", return_tensors="pt")
-    with pytest.raises(ValueError, match="alignment .* not available in minilora"):
-        getattr(ours, method)(*args)
+def test_batch_encoding_alignment_as_transformers_or_refused_clearly(toks, method, args):
+    """A tokenizer.json tokenizer keeps its Encodings as transformers' fast ones; the byte tokenizer's plain
+    call keeps none and refuses, naming the problem."""
+    theirs, ours = (tok("hello world", return_tensors="pt") for tok in toks)
+    assert getattr(ours, method)(*args) == getattr(theirs, method)(*args)
+    assert ours[0].ids == theirs[0].ids
+    plain_call = ByteTokenizer()("hello world", return_tensors="pt")
+    with pytest.raises(ValueError, match=f"{method}\\(\\) is not available"):
+        getattr(plain_call, method)(*args)
     with pytest.raises(KeyError, match="index it by name"):
-        ours[0]
+        plain_call[0]
 
 
 def test_from_pretrained_settings_override_the_config_as_transformers(tokenizer_folder):
