@@ -544,20 +544,81 @@ class _Tokenizer:
         if template is None:
             raise ValueError("Cannot use chat template functions because tokenizer.chat_template is not set and "
                              "no template argument was passed!")
-        unimplemented = {"tools": tools, "documents": documents, "sanitize_control_tokens": sanitize_control_tokens,
-                         "return_assistant_tokens_mask": return_assistant_tokens_mask}
-        for name, value in unimplemented.items():
-            if value not in (None, False):
-                raise NotImplementedError(f"apply_chat_template({name}=...) is not implemented in minilora")
-        batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
-        texts = [_render_chat(template, list(c), add_generation_prompt, continue_final_message, self,
-                              template_kwargs) for c in (conversation if batched else [conversation])]
+        if sanitize_control_tokens:
+            raise NotImplementedError("apply_chat_template(sanitize_control_tokens=True) is not implemented in "
+                                      "minilora")
+        if return_assistant_tokens_mask and not (return_dict and tokenize):
+            raise ValueError("`return_assistant_tokens_mask=True` requires `return_dict=True` and `tokenize=True`")
+        if isinstance(conversation, (list, tuple)) and not conversation:
+            raise ValueError("Cannot apply chat template to an empty conversation. Provide at least one message.")
+        if continue_final_message and add_generation_prompt:
+            raise ValueError("continue_final_message and add_generation_prompt are not compatible. Use "
+                             "continue_final_message when you want the model to continue the final message, and "
+                             "add_generation_prompt when you want to add a header that will prompt it to start a new "
+                             "assistant message instead.")
+        if continue_final_message and return_assistant_tokens_mask:
+            raise ValueError("continue_final_message is not compatible with return_assistant_tokens_mask.")
+        batched = isinstance(conversation[0], (list, tuple))
+        variables = {"tools": _tool_schemas(tools), "documents": _checked_documents(documents),
+                     "add_generation_prompt": add_generation_prompt, **self._special_tokens_map(), **template_kwargs}
+        rendered = [_render_chat(template, [dict(m) for m in chat], continue_final_message, variables,
+                                 return_assistant_tokens_mask)
+                    for chat in (conversation if batched else [conversation])]
+        texts = [text for text, _ in rendered]
         if not tokenize:
             return texts if batched else texts[0]
+        kwargs = dict(tokenizer_kwargs or {})
+        if return_assistant_tokens_mask:
+            kwargs["return_offsets_mapping"] = True  # each token's characters, to find the assistant's
         out = self(texts if batched else texts[0], add_special_tokens=False, padding=padding,
-                   truncation=truncation, max_length=max_length, return_tensors=return_tensors,
-                   **(tokenizer_kwargs or {}))
+                   truncation=truncation, max_length=max_length, return_tensors=return_tensors, **kwargs)
+        if return_assistant_tokens_mask:
+            offsets = out.pop("offset_mapping")
+            offsets = _rows(offsets) if batched or return_tensors else [_rows(offsets)]
+            masks = [_assistant_mask(row, spans) for row, (_, spans) in zip(offsets, rendered)]
+            out["assistant_masks"] = _as_tensor(masks, return_tensors, "assistant_masks") if batched or return_tensors \
+                else masks[0]
         return out if return_dict else out["input_ids"]
+
+    def _special_tokens_map(self):
+        """The special tokens a chat template may write, as transformers names them (unset ones left out)."""
+        tokens = {"bos_token": self.bos_token, "eos_token": self.eos_token, "pad_token": self.pad_token}
+        return {name: token for name, token in tokens.items() if token is not None}
+
+
+def _assistant_mask(offsets, spans):
+    """1 for each token overlapping a ``{% generation %}`` span of the rendered text (transformers' rule:
+    a span cut by truncation keeps its remaining tokens), else 0."""
+    mask, span = [0] * len(offsets), 0
+    for index, (start, end) in enumerate(offsets):
+        while span < len(spans) and start >= spans[span][1]:
+            span += 1
+        if span == len(spans):
+            break
+        if end > spans[span][0]:
+            mask[index] = 1
+    return mask
+
+
+def _tool_schemas(tools):
+    """``tools`` as the template sees them: JSON-schema dicts, passed as given."""
+    if tools is None:
+        return None
+    for tool in tools:
+        if callable(tool) and not isinstance(tool, dict):
+            raise NotImplementedError("apply_chat_template(tools=[a Python function]): minilora does not build JSON "
+                                      "schemas from type hints and docstrings; pass each tool as its JSON-schema dict "
+                                      "(transformers.utils.get_json_schema(function) writes one)")
+        if not isinstance(tool, dict):
+            raise ValueError("Tools should either be a JSON schema, or a callable function with type hints and a "
+                             "docstring suitable for auto-conversion to a schema.")
+    return list(tools)
+
+
+def _checked_documents(documents):
+    if documents is not None and not all(isinstance(document, dict) for document in documents):
+        raise TypeError("Documents should be a list of dicts with 'title' and 'text' keys!")
+    return documents
 
 
 def _refuse_unknown_call_options(options):
@@ -693,28 +754,79 @@ def _rows(values):
     return values.tolist() if hasattr(values, "tolist") else values
 
 
-def _render_chat(template, messages, add_generation_prompt, continue_final_message, tokenizer, variables):
+_CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "  # transformers' marker for the end of the message to continue
+
+
+def _render_chat(template, messages, continue_final_message, variables, track_generation):
+    """The text of one conversation, and the character spans of its ``{% generation %}`` blocks (with
+    ``track_generation``): transformers' sandboxed Jinja environment, its ``tojson`` and ``strftime_now``."""
+    if continue_final_message:
+        field = continue_final_message if isinstance(continue_final_message, str) else "content"
+        final = messages[-1].get(field)
+        if final is None:
+            raise ValueError(f'continue_final_message is set but the final message has no "{field}" to continue!')
+        if field not in template:
+            raise ValueError(f'continue_final_message is set to "{field}" but this is not an accepted field in the '
+                             "chat_template")
+        if not isinstance(final, str):
+            raise NotImplementedError("continue_final_message with a list of content blocks is not implemented "
+                                      "in minilora (the final message's content must be a string)")
+        messages[-1] = {**messages[-1], field: final + _CONTINUE_TAG}
+    blocks, spans = [], []
+    compiled = _chat_environment(blocks, spans if track_generation else None).from_string(template)
+    for block in compiled.generate(messages=messages, **variables):
+        blocks.append(block)
+    text = "".join(blocks)
+    if continue_final_message:  # cut the text right after the final message, as transformers
+        if final.strip() not in text or _CONTINUE_TAG.strip() not in text:
+            raise ValueError("continue_final_message is set but the final message does not appear in the chat after "
+                             "applying the chat template!")
+        at = text.rindex(_CONTINUE_TAG.strip())
+        text = text[:at] if text[at:at + len(_CONTINUE_TAG)] == _CONTINUE_TAG else text[:at].rstrip()
+    return text, spans
+
+
+def _chat_environment(blocks, spans):
+    """transformers' chat-template environment; its ``{% generation %}`` block records where the assistant's
+    text lands in the output (``spans``, character offsets into the joined ``blocks``)."""
     try:
-        from jinja2.exceptions import TemplateError
+        import jinja2
+        from jinja2.ext import Extension
         from jinja2.sandbox import ImmutableSandboxedEnvironment
     except ImportError:
         raise ImportError("apply_chat_template needs jinja2: pip install jinja2") from None
 
-    def raise_exception(message):
-        raise TemplateError(message)
+    class GenerationBlocks(Extension):
+        tags = {"generation"}
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
-    env.globals["raise_exception"] = raise_exception
-    special = {"bos_token": tokenizer.bos_token or "", "eos_token": tokenizer.eos_token or "",
-               "pad_token": tokenizer.pad_token or ""}
-    text = env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                            **{**special, **variables})  # the caller's variables win
-    if continue_final_message:  # end the text right after the last message's content, as transformers
-        final = messages[-1]["content"]
-        if final not in text:
-            raise ValueError("continue_final_message: the last message's content is not in the rendered chat")
-        text = text[:text.rindex(final) + len(final)]
-    return text
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(["name:endgeneration"], drop_needle=True)
+            return jinja2.nodes.CallBlock(self.call_method("_generation"), [], [], body).set_lineno(lineno)
+
+        def _generation(self, caller):
+            text = caller()
+            if spans is not None:
+                start = len("".join(blocks))
+                spans.append((start, start + len(text)))
+            return text
+
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        # transformers' tojson: Jinja's own escapes HTML characters, which a prompt must not get
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    def strftime_now(format):
+        import datetime
+        return datetime.datetime.now().strftime(format)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[GenerationBlocks, "jinja2.ext.loopcontrols"])
+    env.filters["tojson"] = tojson
+    env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
+    return env
 
 
 def _refuse_cleanup(clean_up_tokenization_spaces):
