@@ -7,6 +7,7 @@
 """
 import builtins as _builtins
 import math as _math
+import types as _types
 
 import numpy as _np
 
@@ -130,6 +131,11 @@ from .factories import (empty, empty_like, eye, full, full_like, is_tensor, lins
                         multinomial, numel, randperm, ones, ones_like, rand, rand_like, randint, randn,
                         randn_like, tril_indices, triu_indices, zeros, zeros_like)
 from .serialization import load, save  # noqa: E402,F401
+from . import amp  # noqa: E402,F401  (torch.amp: autocast, GradScaler)
+from .amp import (autocast, clear_autocast_cache, get_autocast_dtype, is_autocast_cache_enabled,  # noqa: E402,F401
+                  is_autocast_enabled, set_autocast_cache_enabled, set_autocast_dtype, set_autocast_enabled)
+cpu = _types.ModuleType("minilora.cpu", "torch.cpu's amp: the deprecated torch.cpu.amp.autocast / GradScaler")
+cpu.amp = amp.cpu_amp
 
 # Sub-packages load on first use (``ml.nn``, ``ml.optim``, ``ml.lora`` ...), as ``torch.nn`` users
 # expect, without making ``import minilora`` pay for all of them.

@@ -5,6 +5,7 @@
 Asking never fails and never imports CuPy at ``import minilora`` time: the ``cuda`` device probes
 once, on first use (see ``minilora.device``).
 """
+from .amp import cuda_amp as amp  # noqa: F401  (torch.cuda.amp's deprecated autocast / GradScaler)
 from .device import all_devices
 
 __all__ = ["is_available", "device_count", "current_device", "synchronize"]

@@ -22,6 +22,7 @@ import math
 
 import numpy as np
 
+from .. import amp as _amp
 from ..device import xp_of
 from ..tensor import Function, Tensor, name_node
 from .nn import _is_16bit_float, float32_inside
@@ -168,6 +169,7 @@ def _conv_padding(padding, kernel, dilation, stride):
     return _pair(padding, "padding"), None
 
 
+@_amp.autocasts
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """PyTorch's ``F.conv2d``: ``input`` [N, C, H, W] (or unbatched [C, H, W]) with ``weight``
     [O, C / groups, kh, kw], plus ``bias`` [O]."""
@@ -214,6 +216,7 @@ def _as_image(t):
     return t.unsqueeze(-2)
 
 
+@_amp.autocasts
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """PyTorch's ``F.conv1d``: ``input`` [N, C, L] (or [C, L]) with ``weight`` [O, C / groups, k]:
     ``conv2d`` on images of height 1."""
@@ -1006,6 +1009,7 @@ class ConvTranspose2d(Function):
         return gx, gw
 
 
+@_amp.autocasts
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """PyTorch's ``F.conv_transpose2d`` ("deconvolution", the upsampling layer of DCGAN's generator):
     ``input`` [N, C_in, H, W] (or [C_in, H, W]) with ``weight`` [C_in, C_out / groups, kh, kw];
@@ -1053,6 +1057,7 @@ def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, grou
     return out if bias is None else out + bias.reshape(1, -1, 1, 1)
 
 
+@_amp.autocasts
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """PyTorch's ``F.conv_transpose1d`` over [N, C_in, L]: ``conv_transpose2d`` of height 1."""
     one = lambda v: (v if isinstance(v, int) else v[0])  # noqa: E731

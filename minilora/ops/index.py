@@ -12,6 +12,7 @@ import collections
 
 import numpy as np
 
+from .. import amp as _amp
 from ..device import xp_of
 from ..dtypes import checked_number, compute_dtype, is_floating, python_number, to_dtype, torch_name, upcast
 from ..tensor import Function, Tensor, is_grad_enabled, name_node, no_grad
@@ -541,6 +542,7 @@ class IndexCopy(Function):
         return (zeroed_at(g, ctx.where) if needs_a else None), (g[ctx.where] if needs_source else None)
 
 
+@_amp.autocasts
 def index_copy(input, dim, index, source):
     """``torch.index_copy``: a copy of ``input`` whose slices at the int64 positions ``index`` along
     ``dim`` are ``source``'s, in order (a repeated index: one of the writes, as torch leaves it open).

@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from .. import parallel
+from .. import amp as _amp, parallel
 from ..device import xp_of
 from ..dtypes import is_floating, torch_name, upcast
 from ..tensor import Function, ShapeError, name_node
@@ -220,6 +220,8 @@ _MATMUL_NODES = {(1, 1): "DotBackward0", (2, 2): "MmBackward0", (2, 1): "MvBackw
 
 def matmul(input, other):
     """``torch.matmul(input, other)``: ``input @ other`` (keywords as torch names them)."""
+    if _amp.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+        return _amp.autocast_op("matmul", matmul, input, other)
     ranks = (getattr(input, "ndim", 0), getattr(other, "ndim", 0))
     return name_node(MatMul.apply(input, other), _MATMUL_NODES.get(ranks, "UnsafeViewBackward0"),
                      graph=_matmul_graph(ranks, input, other))
@@ -236,6 +238,8 @@ def _matmul_graph(ranks, input, other):
 
 def linear(x, weight, bias=None):
     """``x @ weight.T + bias`` with ``weight`` stored ``[out_features, in_features]`` as in PyTorch."""
+    if _amp.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+        return _amp.autocast_op("linear", linear, x, weight, bias)
     if getattr(x, "ndim", 2) == 2:  # torch's node: addmm(bias, x, weight.t()), or mm(x, weight.t())
         transposed = ("TBackward0", weight)
         graph = (bias, x, transposed) if bias is not None else (x, transposed)
@@ -324,12 +328,21 @@ def einsum(equation, *operands):
         equation, operands = _sublists_to_equation((equation,) + operands)
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
+    if _amp.active and _contracts(equation, operands):  # torch's einsum sums products through bmm,
+        return _amp.autocast_op("einsum", einsum, equation, *operands)  # which autocast casts (amp.py)
     dtypes = {str(x.dtype) for x in operands}
     if len(dtypes) > 1:
         raise RuntimeError(f"einsum(): operands must have the same dtype, got {sorted(dtypes)}")
     subs, output = _einsum_subscripts(equation, [x.ndim for x in operands])
     operands, subs = zip(*(_diagonals(x, sub) for x, sub in zip(operands, subs)))
     return Einsum.apply(*operands, subs=list(subs), output=output)
+
+
+def _contracts(equation, operands):
+    """Does ``einsum`` multiply two or more operands and sum a label away (a product torch computes
+    with ``bmm``)? ``"i,i->i"`` only multiplies: torch keeps it out of autocast."""
+    subs, output = _einsum_subscripts(equation, [x.ndim for x in operands])
+    return len(subs) > 1 and bool(set("".join(subs)) - set(output))
 
 
 def _sublists_to_equation(args):
@@ -369,12 +382,16 @@ def _products_check(name, ranks, *tensors):
 
 def mm(input, mat2):
     """``torch.mm``: a 2-D matrix product (``matmul`` would broadcast; mm refuses other ranks)."""
+    if _amp.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+        return _amp.autocast_op("mm", mm, input, mat2)
     _products_check("mm", (2, 2), input, mat2)
     return matmul(input, mat2)
 
 
 def bmm(input, mat2):
     """``torch.bmm``: a batch of matrix products, both 3-D with the same batch size."""
+    if _amp.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+        return _amp.autocast_op("bmm", bmm, input, mat2)
     _products_check("bmm", (3, 3), input, mat2)
     if input.shape[0] != mat2.shape[0]:
         raise RuntimeError(f"bmm: batch sizes differ: {input.shape[0]} and {mat2.shape[0]}")
@@ -383,12 +400,16 @@ def bmm(input, mat2):
 
 def dot(input, tensor):
     """``torch.dot``: the inner product of two 1-D tensors of the same length."""
+    if _amp.active:  # torch does not autocast dot on the CPU: nor may the matmul inside (amp.py)
+        return _amp.autocast_op("dot", dot, input, tensor)
     _products_check("dot", (1, 1), input, tensor)
     return matmul(input, tensor)
 
 
 def mv(input, vec):
     """``torch.mv``: matrix times vector, ``[n, m] @ [m] -> [n]``."""
+    if _amp.active:  # torch does not autocast mv on the CPU: nor may the matmul inside (amp.py)
+        return _amp.autocast_op("mv", mv, input, vec)
     _products_check("mv", (2, 1), input, vec)
     return matmul(input, vec)
 
@@ -412,6 +433,8 @@ def _scaled_sum(name, input, product, beta, alpha):
         raise RuntimeError(f"{name}: input of shape {tuple(input.shape)} does not broadcast to the "
                            f"product's shape {tuple(product.shape)}")
     _check_dtypes(name, input, product)
+    if not is_floating(product.dtype) and product.dtype != np.bool_:  # (torch casts the scalars to the
+        alpha, beta = int(alpha), int(beta)  # integer dtype first: alpha=0.5 is 0)
     if alpha != 1:
         product = product * alpha
     if beta == 0:
@@ -432,6 +455,8 @@ def _inner_sizes_check(name, a, b):
 def addmm(input, mat1, mat2, *, beta=1, alpha=1):
     """``torch.addmm``: ``beta * input + alpha * (mat1 @ mat2)`` for 2-D ``mat1``, ``mat2``
     (``nn.Linear`` written out: ``addmm(bias, x, W.T)``)."""
+    if _amp.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+        return _amp.autocast_op("addmm", addmm, input, mat1, mat2, beta=beta, alpha=alpha)
     _products_check("addmm", (2, 2), mat1, mat2)
     _inner_sizes_check("addmm", mat1, mat2)
     if _is_16bit_float(mat1) and mat1.dtype == mat2.dtype == input.dtype:
@@ -442,6 +467,8 @@ def addmm(input, mat1, mat2, *, beta=1, alpha=1):
 def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
     """``torch.baddbmm``: ``beta * input + alpha * (batch1 @ batch2)`` for 3-D batches (attention
     scores with a bias: ``baddbmm(mask, q, k.transpose(1, 2), alpha=scale)``)."""
+    if _amp.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+        return _amp.autocast_op("baddbmm", baddbmm, input, batch1, batch2, beta=beta, alpha=alpha)
     _products_check("baddbmm", (3, 3), batch1, batch2)
     _inner_sizes_check("baddbmm", batch1, batch2)
     if _is_16bit_float(batch1) and batch1.dtype == batch2.dtype == input.dtype:
@@ -502,6 +529,8 @@ def inner(input, other):  # noqa: A002
 
 def vdot(input, other):  # noqa: A002
     """``torch.vdot``: ``dot`` with the first operand conjugated (minilora has no complex dtypes)."""
+    if _amp.active:  # torch does not autocast vdot on the CPU: nor may the matmul inside (amp.py)
+        return _amp.autocast_op("vdot", vdot, input, other)
     _products_check("vdot", (1, 1), input, other)
     return matmul(input, other)
 

@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from .. import fastmath, parallel
+from .. import amp as _amp, fastmath, parallel
 from ..device import xp_of
 from ..dtypes import checked_number, compute_dtype, float32, is_floating, python_number, result_type, upcast
 from ..random import fresh_seed
@@ -705,6 +705,7 @@ def _class_targets(fn, input, targets):
     return targets.reshape(-1)
 
 
+@_amp.autocasts
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
                   reduction="mean", label_smoothing=0.0):
     """PyTorch's ``F.cross_entropy``: logits ``input`` [N, C], [N, C, d1, ...] or [C]; ``target``
@@ -898,6 +899,7 @@ def _cascade_sum(values, positions, n, levels=8):
     return total
 
 
+@_amp.autocasts
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
              reduction="mean"):
     """PyTorch's ``F.nll_loss``: ``input`` holds log-probabilities ([N, C], [N, C, d1, ...] or [C])."""
@@ -930,6 +932,7 @@ def _pointwise_loss(fn, per_element, input, target, reduction, weight):
     return loss.sum() if reduction == "sum" else loss.sum() / weight.sum()
 
 
+@_amp.autocasts
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """PyTorch's ``F.mse_loss``: ``(input - target)^2`` (times ``weight``), reduced."""
     loss = _pointwise_loss("mse_loss", lambda d: d * d, input, target,
@@ -938,6 +941,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
     return name_node(loss, "MseLossBackward0", input, target, graph=(input, target))
 
 
+@_amp.autocasts
 def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """PyTorch's ``F.l1_loss``: ``|input - target|`` (times ``weight``), reduced."""
     return _pointwise_loss("l1_loss", lambda d: d.abs(), input, target,
@@ -1036,6 +1040,7 @@ def _scaled_back(ctx, d, g):
     return xp_of(d).broadcast_to(d, ctx.x.shape)
 
 
+@_amp.autocasts
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
                                      reduction="mean", pos_weight=None):
     """PyTorch's ``F.binary_cross_entropy_with_logits``: ``-[p y log s(x) + (1 - y) log(1 - s(x))]``
@@ -1081,6 +1086,7 @@ def _binary_dtypes(fn, input, target):
                            f"must be a floating tensor, e.g. y.float())")
 
 
+@_amp.autocasts
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
                          reduction="mean"):
     """PyTorch's ``F.binary_cross_entropy`` of probabilities: ``-[y log x + (1 - y) log(1 - x)]``,
@@ -1094,10 +1100,10 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
         raise ValueError(f"Using a target size ({tuple(target.shape)}) that is different to the "
                          f"input size ({tuple(input.shape)}) is deprecated. Please ensure they "
                          f"have the same size.")
-    if input.numel() and (input.detach().min().item() < 0 or input.detach().max().item() > 1):
-        raise RuntimeError("all elements of input should be between 0 and 1")
-    if target.numel() and (target.detach().min().item() < 0 or target.detach().max().item() > 1):
-        raise RuntimeError("all elements of target should be between 0 and 1")  # (a silent loss once)
+    for name, t in (("input", input), ("target", target)):  # (a nan is outside too: torch's check)
+        values = t.detach().double().numpy(force=True)
+        if not ((values >= 0) & (values <= 1)).all():
+            raise RuntimeError(f"all elements of {name} should be between 0 and 1")  # (a silent loss once)
     loss = BinaryCrossEntropy.apply(input, target)
     if weight is not None:  # torch's loss.mul_(weight): in the promoted dtype, stored in the input's
         loss = loss * weight if weight.dtype == loss.dtype else (loss * weight).to(loss.dtype)
@@ -1218,6 +1224,7 @@ def rotary_embedding(x, cos, sin):
     return Rotary.apply(x, xp.asarray(_array(cos)), xp.asarray(_array(sin)))
 
 
+@_amp.autocasts
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, *,
                                  scale=None, enable_gqa=False):
     """PyTorch's ``F.scaled_dot_product_attention``: ``softmax(q k^T * scale + mask) v``.
@@ -1544,9 +1551,11 @@ def _quadratic_then_linear(diff, knee):
     """``0.5 d^2`` for ``|d| < knee``, ``knee (|d| - 0.5 knee)`` beyond: the Huber function."""
     from .elementwise import where
     size = diff.abs()
-    return where(size < knee, 0.5 * diff * diff, knee * (size - 0.5 * knee))
+    inner = diff.clamp(-knee, knee)  # (not diff: 0.5 inf^2's gradient, unselected, would be 0 * inf = nan)
+    return where(size < knee, 0.5 * inner * inner, knee * (size - 0.5 * knee))
 
 
+@_amp.autocasts
 @float32_inside(promote=True)
 def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
     """PyTorch's ``F.smooth_l1_loss``: ``0.5 d^2 / beta`` where ``|d| < beta``, ``|d| - 0.5 beta``
@@ -1561,6 +1570,7 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     return _reduced("smooth_l1_loss", loss, reduction)
 
 
+@_amp.autocasts
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """PyTorch's ``F.huber_loss``: ``0.5 d^2`` where ``|d| < delta``, ``delta (|d| - 0.5 delta)``
     elsewhere -- ``delta`` times ``smooth_l1_loss`` with ``beta = delta``. A ``weight`` multiplies
@@ -1638,6 +1648,7 @@ def _weighted_huber(loss, input, weight, reduction):
     return _reduced("huber_loss", loss, reduction)
 
 
+@_amp.autocasts
 def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
     """PyTorch's ``F.kl_div``: ``input`` holds log-probabilities, ``target`` probabilities (or
     log-probabilities with ``log_target=True``); pointwise ``target (log target - input)``, with
@@ -1705,6 +1716,7 @@ def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
     return (x1 - x2 + eps).norm(p, max(last, 0), keepdim)
 
 
+@_amp.autocasts
 def margin_ranking_loss(input1, input2, target, margin=0, size_average=None, reduce=None,
                         reduction="mean"):
     """PyTorch's ``F.margin_ranking_loss``: ``max(0, -target (input1 - input2) + margin)``, with
@@ -1717,6 +1729,7 @@ def margin_ranking_loss(input1, input2, target, margin=0, size_average=None, red
     return _reduced("margin_ranking_loss", (-target * (input1 - input2) + margin).clamp_min(0), reduction)
 
 
+@_amp.autocasts
 def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, swap=False,
                         size_average=None, reduce=None, reduction="mean"):
     """PyTorch's ``F.triplet_margin_loss``: ``max(d(a, p) - d(a, n) + margin, 0)`` with ``d`` the
@@ -1734,6 +1747,7 @@ def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, s
     return _reduced("triplet_margin_loss", (margin + to_positive - to_negative).clamp_min(0), reduction)
 
 
+@_amp.autocasts
 def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, reduce=None,
                           reduction="mean"):
     """PyTorch's ``F.cosine_embedding_loss``: ``1 - cos(x1, x2)`` where ``target`` is 1,
@@ -1744,6 +1758,10 @@ def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, r
     if input1.ndim not in (1, 2) or tuple(input1.shape) != tuple(input2.shape):
         raise RuntimeError(f"cosine_embedding_loss: expected 1-D or 2-D inputs of one shape, got "
                            f"{tuple(input1.shape)} and {tuple(input2.shape)}")
+    target_ndim = np.ndim(_array(target))
+    if target_ndim > 1 or input1.ndim != target_ndim + 1:  # (torch: a 1-D target pairs rows of 2-D inputs)
+        raise RuntimeError(f"{target_ndim}D target tensor expects {target_ndim + 1}D input tensors, but found "
+                           f"inputs with sizes {list(input1.shape)} and {list(input2.shape)}.")
     dim = 1 if input1.ndim == 2 else 0
     squared1 = (input1 * input1).sum(dim) + 1e-12
     squared2 = (input2 * input2).sum(dim) + 1e-12

@@ -1,0 +1,593 @@
+"""Mixed precision as torch users write it: ``autocast`` and ``GradScaler`` (``torch.amp``).
+
+    with minilora.autocast(device_type="cpu", dtype=minilora.bfloat16):
+        loss = model(x, labels=y).loss          # matrix products in bfloat16, the loss in float32
+    scaler.scale(loss).backward()               # (scaler = minilora.amp.GradScaler("cpu"))
+    scaler.unscale_(optimizer); clip_grad_norm_(model.parameters(), 1.0)
+    scaler.step(optimizer); scaler.update()
+
+**autocast.** Inside a region each op that torch lists for the tensors' device runs in the dtype its
+*policy* names, chosen from torch's op tables (aten/src/ATen/autocast_mode.cpp, "Autocast Op
+Reference"):
+
+* ``lower``: floating inputs (not float64) are cast to the region's dtype (bfloat16 by default on
+  the CPU): ``linear``, ``matmul``, ``mm``, ``bmm``, ``addmm``, ``baddbmm``, convolutions, ``prelu``,
+  ``scaled_dot_product_attention``;
+* ``fp32``: floating inputs are cast to float32: the losses, ``prod``, ``trace``, 3-D pooling, ...;
+* ``promote``: floating inputs are cast to the widest of them (``cat``, ``stack``, ``index_copy``);
+* every other op runs on the dtypes it is given, as without autocast (``softmax`` and ``layer_norm``
+  of a bfloat16 tensor stay bfloat16 on the CPU).
+
+The casts are ordinary differentiable ``.to(dtype)`` nodes, so gradients come back to a float32
+weight in float32. Within one region a float32 leaf that requires grad (a parameter) is cast once and
+the copy reused (torch's weight cache): changing the parameter in place inside the region is not
+seen until the region ends, as in torch.
+
+How an op takes part: its wrapper starts with ``if amp.active: return amp.autocast_op(name, fn, ...)``.
+``active`` is one module-level flag, False outside every region, so autocast costs the hot path one
+attribute check. ``autocast_op`` casts the arguments by the op's policy and calls the wrapper again
+with ``active`` cleared: an op's inner calls are not autocast again (torch's autocast runs once, at
+the op the user called), and an op a wrapper builds from others (``dot`` from ``matmul``) keeps its
+own dtype (torch's ``dot`` is not autocast on the CPU). The state is per process, not per thread
+as torch's.
+
+Device types: ``"cpu"``, with torch's CPU tables. ``"cuda"`` where no GPU answers is torch's warning
+and a disabled region (CPU-only code written for a GPU runs unchanged); with a GPU, and on minilora's
+``"emu"`` device, autocast is refused: torch's CUDA tables also send pointwise ops and reductions to
+float32, and minilora hooks only the CPU tables' ops.
+
+**GradScaler** multiplies the loss by a scale (65536 at first), so that small 16-bit gradients do
+not flush to zero; ``unscale_`` divides the gradients back and notes whether any is inf or NaN;
+``step`` skips the optimizer's step when one was; ``update`` halves the scale after such a step and
+doubles it after ``growth_interval`` clean ones (torch's ``_amp_update_scale_``, in float32).
+"""
+import functools
+import warnings
+from collections import defaultdict
+from enum import Enum
+
+import numpy as np
+
+from . import dtypes
+from .device import xp_of
+from .tensor import Tensor, no_grad
+
+__all__ = ["autocast", "GradScaler", "OptState", "is_autocast_available", "is_autocast_enabled",
+           "set_autocast_enabled", "get_autocast_dtype", "set_autocast_dtype", "is_autocast_cache_enabled",
+           "set_autocast_cache_enabled", "clear_autocast_cache", "autocast_increment_nesting",
+           "autocast_decrement_nesting"]
+
+# ---- torch's op tables, under minilora's op names ------------------------------------------------
+LOWER, FP32, PROMOTE = "lower", "fp32", "promote"
+
+_CPU_TABLE = {  # torch's TORCH_LIBRARY_IMPL(aten, AutocastCPU, m), the ops minilora has
+    **dict.fromkeys(["conv1d", "conv2d", "conv3d", "bmm", "mm", "baddbmm", "addmm", "linear", "matmul",
+                     "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "prelu",
+                     "scaled_dot_product_attention",
+                     # torch's einsum is a composite of bmm (autocast): contractions come out in the
+                     # lower dtype
+                     "einsum"], LOWER),
+    **dict.fromkeys(["avg_pool3d", "binary_cross_entropy", "prod", "quantile", "nanquantile", "cdist", "trace",
+                     "max_pool3d", "adaptive_avg_pool3d", "mse_loss", "cosine_embedding_loss", "nll_loss",
+                     "hinge_embedding_loss", "poisson_nll_loss", "smooth_l1_loss", "cross_entropy", "l1_loss",
+                     "huber_loss", "margin_ranking_loss", "soft_margin_loss", "triplet_margin_loss",
+                     "multi_margin_loss", "kl_div", "multilabel_margin_loss",
+                     "binary_cross_entropy_with_logits"], FP32),
+    **dict.fromkeys(["cat", "stack", "index_copy"], PROMOTE),
+}
+# torch's CUDA tables (autocast_mode.h) also run pointwise ops and reductions in float32 (exp, log, pow,
+# softmax, log_softmax, sum, cumsum, rsqrt, layer_norm, ...), which minilora does not hook: autocast on
+# "cuda" (with a GPU) and "emu" is refused rather than run ops in dtypes torch would not choose.
+_NOT_HOOKED_ON_CUDA = "exp, log, pow, softmax, log_softmax, sum, cumsum, rsqrt, layer_norm, ..."
+_TABLES = {"cpu": _CPU_TABLE}
+
+# ---- the state (torch keeps it per thread; minilora per process) -----------------------------------
+_enabled = {"cpu": False, "cuda": False, "emu": False}
+_fast_dtype = {"cpu": dtypes.bfloat16, "cuda": dtypes.float16, "emu": dtypes.float16}
+_cache_enabled = True
+_nesting = 0
+_cache = {}  # id(float32 leaf) -> (the leaf, its cast copy): one cast per parameter per region
+active = False  # the ops' one check: is some device type's autocast on (and no autocast op running)?
+
+_TORCH_DEVICE_TYPES = ("cpu, cuda, ipu, xpu, mkldnn, opengl, opencl, ideep, hip, ve, fpga, maia, xla, lazy, "
+                       "vulkan, mps, meta, hpu, mtia, privateuseone")
+
+
+def _refresh():
+    global active
+    active = any(_enabled.values())
+
+
+def _device_type(device_type):
+    """``device_type`` checked: one of minilora's devices, or torch's error for a string it does not know."""
+    if device_type in _enabled:
+        return device_type
+    kind = device_type.split(":")[0] if isinstance(device_type, str) else device_type
+    if kind in _enabled:
+        return kind
+    if isinstance(device_type, str) and kind in _TORCH_DEVICE_TYPES.split(", "):
+        raise RuntimeError(f"User specified an unsupported autocast device_type '{device_type}' "
+                           f"(minilora's devices are cpu, cuda and emu)")
+    raise RuntimeError(f"Expected one of {_TORCH_DEVICE_TYPES}, emu device type at start of device string: "
+                       f"{device_type}")
+
+
+def _torch_dtype_name(dtype):
+    return f"torch.{np.dtype(dtype).name}"
+
+
+def is_autocast_available(device_type):
+    """``torch.amp.is_autocast_available``: True for minilora's devices (cpu, cuda, emu)."""
+    try:
+        _device_type(device_type)
+    except RuntimeError:
+        if isinstance(device_type, str) and device_type.split(":")[0] in _TORCH_DEVICE_TYPES.split(", "):
+            return False
+        raise
+    return True
+
+
+def is_autocast_enabled(device_type=None):
+    """``torch.is_autocast_enabled(device_type)``; without an argument, CUDA's (as torch)."""
+    return _enabled[_device_type("cuda" if device_type is None else device_type)]
+
+
+def set_autocast_enabled(device_type, enabled=None):
+    if enabled is None:  # torch's older one-argument form: CUDA's
+        device_type, enabled = "cuda", device_type
+    _enabled[_device_type(device_type)] = bool(enabled)
+    _refresh()
+
+
+def get_autocast_dtype(device_type):
+    return _fast_dtype[_device_type(device_type)]
+
+
+def set_autocast_dtype(device_type, dtype):
+    _fast_dtype[_device_type(device_type)] = dtypes.to_dtype(dtype)
+
+
+def is_autocast_cache_enabled():
+    return _cache_enabled
+
+
+def set_autocast_cache_enabled(enabled):
+    global _cache_enabled
+    _cache_enabled = bool(enabled)
+
+
+def clear_autocast_cache():
+    _cache.clear()
+
+
+def autocast_increment_nesting():
+    global _nesting
+    _nesting += 1
+    return _nesting
+
+
+def autocast_decrement_nesting():
+    global _nesting
+    _nesting -= 1
+    return _nesting
+
+
+# ---- the region --------------------------------------------------------------------------------
+def _cuda_available():
+    from . import cuda
+    return cuda.is_available()
+
+
+class autocast:  # noqa: N801  (torch's name)
+    """``torch.autocast(device_type, dtype=None, enabled=True, cache_enabled=None)``: a context
+    manager, or a decorator (``@autocast("cpu")``). ``dtype`` defaults to ``get_autocast_dtype``
+    (bfloat16 on the CPU, float16 on cuda). A dtype other than bfloat16/float16 disables the region
+    with torch's warning; so does ``"cuda"`` where no GPU answers."""
+
+    def __init__(self, device_type, dtype=None, enabled=True, cache_enabled=None):
+        if not isinstance(device_type, str):
+            raise ValueError(f"Expected `device_type` of type `str`, got: `{type(device_type)}`")
+        self.device = device_type
+        self.fast_dtype = get_autocast_dtype(device_type) if dtype is None else dtypes.to_dtype(dtype)
+        self.device = _device_type(device_type)
+        self._cache_enabled = is_autocast_cache_enabled() if cache_enabled is None else cache_enabled
+        self._enabled = enabled and self._supported()
+
+    def _supported(self):
+        name = self.device.upper()
+        if self.device == "cuda" and not _cuda_available():
+            warnings.warn("CUDA is not available or torch_xla is imported. Disabling autocast.", stacklevel=3)
+            return False
+        if self.fast_dtype not in (dtypes.bfloat16, dtypes.float16):
+            warnings.warn(f"In {name} autocast, but the target dtype is not supported. Disabling autocast.\n"
+                          f"{name} Autocast only supports dtypes of torch.bfloat16, torch.float16 currently.",
+                          stacklevel=3)
+            return False
+        if self.device != "cpu":
+            raise NotImplementedError(
+                f"autocast('{self.device}'): minilora implements torch's CPU op tables only; on a GPU "
+                f"torch also runs {_NOT_HOOKED_ON_CUDA} in float32, which minilora does not hook. Use "
+                f"autocast('cpu') on CPU tensors, or cast the model yourself.")
+        return True
+
+    def __enter__(self):
+        self.prev_cache_enabled = is_autocast_cache_enabled()
+        self.prev = is_autocast_enabled(self.device)
+        self.prev_fastdtype = get_autocast_dtype(self.device)
+        set_autocast_enabled(self.device, self._enabled)
+        set_autocast_dtype(self.device, self.fast_dtype)
+        autocast_increment_nesting()
+        set_autocast_cache_enabled(self._cache_enabled)
+        return self
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        if autocast_decrement_nesting() == 0:  # leaving the outermost region: the cast weights go
+            clear_autocast_cache()
+        set_autocast_enabled(self.device, self.prev)
+        set_autocast_dtype(self.device, self.prev_fastdtype)
+        set_autocast_cache_enabled(self.prev_cache_enabled)
+        return False
+
+    def __call__(self, func):
+        if not callable(func):
+            raise TypeError(
+                f"autocast()(func) requires a callable, but got {type(func).__name__}. "
+                f"Did you mean to use autocast as a context manager? For example:\n"
+                f"    with torch.autocast(device_type=...):\n"
+                f"        output = model(input)")
+
+        @functools.wraps(func)
+        def decorate_autocast(*args, **kwargs):
+            with self:
+                return func(*args, **kwargs)
+        return decorate_autocast
+
+
+def _deprecated_autocast(device_type, default_dtype):
+    """``torch.cpu.amp.autocast`` / ``torch.cuda.amp.autocast``: the same region, with torch's FutureWarning."""
+
+    class _autocast(autocast):  # noqa: N801
+        def __init__(self, enabled=True, dtype=default_dtype, cache_enabled=True):
+            warnings.warn(f"`torch.{device_type}.amp.autocast(args...)` is deprecated. Please use "
+                          f"`torch.amp.autocast('{device_type}', args...)` instead.", FutureWarning, stacklevel=2)
+            super().__init__(device_type, enabled=enabled, dtype=dtype, cache_enabled=cache_enabled)
+
+    _autocast.__name__ = _autocast.__qualname__ = "autocast"
+    return _autocast
+
+
+# ---- what the ops call ----------------------------------------------------------------------------
+def _tensors(values):
+    for v in values:
+        if isinstance(v, Tensor):
+            yield v
+        elif isinstance(v, (list, tuple)):
+            yield from _tensors(v)
+
+
+def _floating_on(t, device_type):
+    return t.device.type == device_type and dtypes.is_floating(t.dtype)
+
+
+def _cached_cast(t, dtype, device_type):
+    """``t`` in ``dtype`` if autocast may cast it (floating, not float64, on the region's device)."""
+    if not _floating_on(t, device_type) or t.dtype in (dtype, dtypes.float64):
+        return t
+    cacheable = (_cache_enabled and dtype == _fast_dtype[device_type] and t.dtype == dtypes.float32
+                 and t.requires_grad and t.is_leaf and t._base is None)
+    if not cacheable:
+        return t.to(dtype)
+    hit = _cache.get(id(t))
+    if hit is None or hit[0] is not t:
+        hit = _cache[id(t)] = (t, t.to(dtype))
+    return hit[1]
+
+
+def _cast_all(values, dtype, device_type):
+    return [_cast_one(v, dtype, device_type) for v in values]
+
+
+def _cast_one(v, dtype, device_type):
+    if isinstance(v, Tensor):
+        return _cached_cast(v, dtype, device_type)
+    if isinstance(v, (list, tuple)):
+        return type(v)(_cast_all(v, dtype, device_type))
+    return v
+
+
+def _widest(tensors, device_type):
+    """torch's ``prioritize``: float32 wins over the region's dtype; float64 is left alone; a
+    16-bit dtype that is not the region's is an error (torch refuses it too)."""
+    lower = _fast_dtype[device_type]
+    current = lower
+    for t in tensors:
+        if not _floating_on(t, device_type) or t.dtype == dtypes.float64:
+            continue
+        if current == dtypes.float32 or t.dtype == dtypes.float32:
+            current = dtypes.float32
+        elif not (current == lower and t.dtype == lower):
+            raise RuntimeError(f"Unexpected floating ScalarType in at::autocast::prioritize: "
+                               f"{_torch_dtype_name(t.dtype)} in a {_torch_dtype_name(lower)} autocast region")
+    return current
+
+
+def autocast_op(name, fn, *args, **kwargs):
+    """Call ``fn`` (the wrapper of op ``name``) with its arguments cast by the op's policy for the
+    tensors' device, with autocast off while it runs."""
+    global active
+    device_type = next((t.device.type for t in _tensors((*args, *kwargs.values()))), "cpu")
+    policy = _TABLES.get(device_type, {}).get(name) if _enabled.get(device_type) else None
+    if policy is not None:
+        if policy == LOWER:
+            dtype = _fast_dtype[device_type]
+        elif policy == FP32:
+            dtype = dtypes.float32
+        else:
+            dtype = _widest(_tensors((*args, *kwargs.values())), device_type)
+        args = _cast_all(args, dtype, device_type)
+        kwargs = {k: _cast_one(v, dtype, device_type) for k, v in kwargs.items()}
+    saved, active = active, False
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        active = saved
+
+
+def autocasts(fn):
+    """Decorator: op ``fn`` takes part in autocast under its own name (the tables above). For ops off
+    the hot path; ``matmul`` and ``linear`` check ``active`` inline instead (no extra call)."""
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    def op(*args, **kwargs):
+        if active:
+            return autocast_op(name, fn, *args, **kwargs)
+        return fn(*args, **kwargs)
+    return op
+
+
+# ---- GradScaler ------------------------------------------------------------------------------------
+class OptState(Enum):
+    READY = 0
+    UNSCALED = 1
+    STEPPED = 2
+
+
+def _refresh_per_optimizer_state():
+    return {"stage": OptState.READY, "found_inf_per_device": {}}
+
+
+class GradScaler:
+    """``torch.amp.GradScaler(device="cuda", init_scale=2.**16, growth_factor=2.0, backoff_factor=0.5,
+    growth_interval=2000, enabled=True)``. ``"cuda"`` without a GPU disables it with torch's warning
+    (every method then passes through); ``"cpu"`` (and ``"emu"``) work with any minilora optimizer."""
+
+    def __init__(self, device="cuda", init_scale=2.0 ** 16, growth_factor=2.0, backoff_factor=0.5,
+                 growth_interval=2000, enabled=True):
+        self._device = device
+        self._enabled = enabled
+        if device == "cuda" and enabled and not _cuda_available():
+            warnings.warn("torch.cuda.amp.GradScaler is enabled, but CUDA is not available.  Disabling.",
+                          stacklevel=2)
+            self._enabled = False
+        if self._enabled:
+            if growth_factor <= 1.0:
+                raise AssertionError("The growth factor must be > 1.0.")
+            if backoff_factor >= 1.0:
+                raise AssertionError("The backoff factor must be < 1.0.")
+            self._init_scale = init_scale
+            self._scale = None  # float32, made on the first scale() (as torch: lazily)
+            self._growth_factor = growth_factor
+            self._backoff_factor = backoff_factor
+            self._growth_interval = growth_interval
+            self._init_growth_tracker = 0
+            self._growth_tracker = None
+            self._per_optimizer_states = defaultdict(_refresh_per_optimizer_state)
+
+    def _check_scale_growth_tracker(self, funcname):
+        if self._scale is None:
+            raise AssertionError(f"Attempted {funcname} but _scale is None.  This may indicate your script did "
+                                 f"not use scaler.scale(loss or outputs) earlier in the iteration.")
+
+    def _lazy_init(self):
+        if self._scale is None:
+            self._scale = np.float32(self._init_scale)
+            self._growth_tracker = int(self._init_growth_tracker)
+
+    def scale(self, outputs):
+        """``outputs`` (a tensor, or lists/tuples of them) times the current scale."""
+        if not self._enabled:
+            return outputs
+        if isinstance(outputs, Tensor):
+            self._lazy_init()
+            return outputs * self._scale_tensor(outputs)
+        if isinstance(outputs, (list, tuple)):
+            return type(outputs)(self.scale(v) for v in outputs)
+        if hasattr(outputs, "__iter__"):
+            return map(self.scale, outputs)
+        raise ValueError("outputs must be a Tensor or an iterable of Tensors")
+
+    def _scale_tensor(self, like):
+        return Tensor(np.array(self._scale, dtype=np.float32), device=like.device)
+
+    def _unscale_grads_(self, optimizer, inv_scale, allow_fp16):
+        """Every gradient times ``inv_scale`` (float32, as torch's kernel), in place; whether any was
+        inf or NaN before (per device, as torch keeps it)."""
+        found = {}
+        with no_grad():
+            for group in optimizer.param_groups:
+                for param in group["params"]:
+                    grad = param.grad
+                    if grad is None:
+                        continue
+                    if not allow_fp16 and grad.dtype == dtypes.float16:
+                        raise ValueError("Attempting to unscale FP16 gradients.")
+                    found[grad.device] = found.get(grad.device, 0.0) + _non_finite_check_and_unscale_(
+                        grad, inv_scale)
+        return {device: float(bool(n)) for device, n in found.items()}
+
+    def unscale_(self, optimizer):
+        """Divide ``optimizer``'s gradients by the scale (once per step: between it and ``step`` users
+        clip the true gradients)."""
+        if not self._enabled:
+            return
+        self._check_scale_growth_tracker("unscale_")
+        state = self._per_optimizer_states[id(optimizer)]
+        if state["stage"] is OptState.UNSCALED:
+            raise RuntimeError("unscale_() has already been called on this optimizer since the last update().")
+        if state["stage"] is OptState.STEPPED:
+            raise RuntimeError("unscale_() is being called after step().")
+        inv_scale = np.float32(1.0 / np.float64(self._scale))  # torch: the reciprocal in float64
+        state["found_inf_per_device"] = self._unscale_grads_(optimizer, inv_scale, False)
+        state["stage"] = OptState.UNSCALED
+
+    def step(self, optimizer, *args, **kwargs):
+        """``optimizer.step()`` unless an inf/NaN gradient was found (then the step is skipped and
+        None returned); unscales first if the user did not."""
+        if not self._enabled:
+            return optimizer.step(*args, **kwargs)
+        if "closure" in kwargs:
+            raise RuntimeError("Closure use is not currently supported if GradScaler is enabled.")
+        self._check_scale_growth_tracker("step")
+        state = self._per_optimizer_states[id(optimizer)]
+        if state["stage"] is OptState.STEPPED:
+            raise RuntimeError("step() has already been called since the last update().")
+        if state["stage"] is OptState.READY:
+            self.unscale_(optimizer)
+        if len(state["found_inf_per_device"]) == 0:
+            raise AssertionError("No inf checks were recorded for this optimizer.")
+        result = None
+        if not sum(state["found_inf_per_device"].values()):
+            result = optimizer.step(*args, **kwargs)
+        state["stage"] = OptState.STEPPED
+        return result
+
+    def update(self, new_scale=None):
+        """Back off the scale after a step with inf/NaN gradients, grow it after ``growth_interval``
+        clean steps in a row (torch's ``_amp_update_scale_``), or set it to ``new_scale``."""
+        if not self._enabled:
+            return
+        self._check_scale_growth_tracker("update")
+        if new_scale is not None:
+            self._scale = np.float32(_new_scale_value(new_scale, self._device))
+        else:
+            found = [v for s in self._per_optimizer_states.values() for v in s["found_inf_per_device"].values()]
+            if not found:
+                raise AssertionError("No inf checks were recorded prior to update.")
+            self._update_scale(sum(found) > 0)
+        self._per_optimizer_states = defaultdict(_refresh_per_optimizer_state)
+
+    def _update_scale(self, found_inf):
+        f32 = np.float32
+        if found_inf:
+            self._scale = f32(self._scale * f32(self._backoff_factor))
+            self._growth_tracker = 0
+            return
+        successful = self._growth_tracker + 1
+        if successful == self._growth_interval:
+            grown = f32(self._scale * f32(self._growth_factor))
+            if np.isfinite(grown):
+                self._scale = grown
+            successful = 0
+        self._growth_tracker = successful
+
+    def get_scale(self):
+        if not self._enabled:
+            return 1.0
+        return self._init_scale if self._scale is None else float(self._scale)
+
+    def get_growth_factor(self):
+        return self._growth_factor
+
+    def set_growth_factor(self, new_factor):
+        self._growth_factor = new_factor
+
+    def get_backoff_factor(self):
+        return self._backoff_factor
+
+    def set_backoff_factor(self, new_factor):
+        self._backoff_factor = new_factor
+
+    def get_growth_interval(self):
+        return self._growth_interval
+
+    def set_growth_interval(self, new_interval):
+        self._growth_interval = new_interval
+
+    def _get_growth_tracker(self):
+        if not self._enabled:
+            return 0
+        return self._init_growth_tracker if self._growth_tracker is None else self._growth_tracker
+
+    def is_enabled(self):
+        return self._enabled
+
+    def state_dict(self):
+        if not self._enabled:
+            return {}
+        return {"scale": self.get_scale(), "growth_factor": self._growth_factor,
+                "backoff_factor": self._backoff_factor, "growth_interval": self._growth_interval,
+                "_growth_tracker": self._get_growth_tracker()}
+
+    def load_state_dict(self, state_dict):
+        if not self._enabled:
+            return
+        if len(state_dict) == 0:
+            raise RuntimeError("The source state dict is empty, possibly because it was saved "
+                               "from a disabled instance of GradScaler.")
+        self._init_scale = state_dict["scale"]
+        if self._scale is not None:
+            self._scale = np.float32(state_dict["scale"])
+        self._growth_factor = state_dict["growth_factor"]
+        self._backoff_factor = state_dict["backoff_factor"]
+        self._growth_interval = state_dict["growth_interval"]
+        self._init_growth_tracker = state_dict["_growth_tracker"]
+        if self._growth_tracker is not None:
+            self._growth_tracker = int(state_dict["_growth_tracker"])
+
+
+def _new_scale_value(new_scale, device):
+    if isinstance(new_scale, float):
+        return new_scale
+    reason = ("new_scale should be a float or a 1-element torch.cuda.FloatTensor or "
+              "torch.FloatTensor with requires_grad=False.")
+    if (not isinstance(new_scale, Tensor) or new_scale.device.type != device or new_scale.numel() != 1
+            or new_scale.requires_grad):
+        raise AssertionError(reason)
+    return new_scale.item()
+
+
+def _non_finite_check_and_unscale_(grad, inv_scale):
+    """torch's ``_amp_foreach_non_finite_check_and_unscale_`` for one gradient: 1 if it holds an inf
+    or NaN; every element times ``inv_scale`` in float32 (float64 for float64), rounded once."""
+    a = grad._array
+    xp = xp_of(a)
+    found = 0 if bool(xp.isfinite(dtypes.upcast(a)).all()) else 1
+    compute = np.float64 if a.dtype == np.float64 else np.float32
+    a[...] = (dtypes.upcast(a).astype(compute, copy=False) * compute(inv_scale)).astype(a.dtype)
+    grad._bump_version()
+    return found
+
+
+def _deprecated_grad_scaler(device_type):
+    class _GradScaler(GradScaler):
+        def __init__(self, init_scale=2.0 ** 16, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000,
+                     enabled=True):
+            warnings.warn(f"`torch.{device_type}.amp.GradScaler(args...)` is deprecated. Please use "
+                          f"`torch.amp.GradScaler('{device_type}', args...)` instead.", FutureWarning, stacklevel=2)
+            super().__init__(device_type, init_scale, growth_factor, backoff_factor, growth_interval, enabled)
+
+    _GradScaler.__name__ = _GradScaler.__qualname__ = "GradScaler"
+    return _GradScaler
+
+
+class _Namespace:
+    """``torch.cpu.amp`` / ``torch.cuda.amp``: the deprecated spellings, under those names."""
+
+    def __init__(self, device_type, default_dtype):
+        self.autocast = _deprecated_autocast(device_type, default_dtype)
+        self.GradScaler = _deprecated_grad_scaler(device_type)
+
+
+cpu_amp = _Namespace("cpu", dtypes.bfloat16)
+cuda_amp = _Namespace("cuda", dtypes.float16)

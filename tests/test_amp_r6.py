@@ -1,0 +1,290 @@
+"""Mixed precision as torch users write it (``torch.autocast``, ``torch.amp.GradScaler``), side by side
+with torch 2.13: every op's dtype (and values) in a CPU autocast region, the region's state and
+errors, the weight cache, gradients, a tiny Llama against transformers', a LoRA model, and the
+scaler's sequence of scales with injected infs. Skipped without torch."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import minilora as ml  # noqa: E402
+import minilora.nn.functional as MF  # noqa: E402
+import torch.nn.functional as TF  # noqa: E402
+
+RNG = np.random.default_rng(0)
+
+
+def pair(*shape, dtype="float32", low=None):
+    """The same random values as a torch and a minilora tensor of ``dtype``."""
+    values = RNG.standard_normal(shape).astype(np.float32) if low is None else RNG.uniform(low, 1, shape).astype(
+        np.float32)
+    return torch.tensor(values).to(getattr(torch, dtype)), ml.tensor(values).to(dtype)
+
+
+def numpy_of(t):
+    t = t.detach()
+    if isinstance(t, torch.Tensor):
+        return (t.float() if t.dtype in (torch.bfloat16, torch.float16) else t).numpy()
+    return np.asarray((t.float() if t.dtype in (ml.bfloat16, ml.float16) else t).numpy())
+
+
+def dtype_name(t):
+    """A tensor's (or a dtype's) name, torch's and minilora's alike: "bfloat16"."""
+    dtype = t.dtype if isinstance(t, (torch.Tensor, ml.Tensor)) else t
+    return str(dtype).replace("torch.", "")
+
+
+# ---- op by op: (name, call on (module, F, inputs), inputs' shapes and dtypes) ---------------------
+F32, F64 = "float32", "float64"
+BF, H = "low", "other"  # the region's 16-bit dtype, the other one
+IDX = [2, 0, 1]  # class targets
+OPS = [
+    # lower precision (torch's CPU list)
+    ("linear", lambda m, F, a, b, c: F.linear(a, b, c), [(3, 4, F32), (5, 4, F32), (5, F32)]),
+    ("linear no bias", lambda m, F, a, b: F.linear(a, b), [(2, 3, 4, F32), (5, 4, F32)]),
+    ("matmul", lambda m, F, a, b: m.matmul(a, b), [(4, 3, F32), (3, 5, F32)]),
+    ("matmul 1-D x 2-D", lambda m, F, a, b: m.matmul(a, b), [(3, F32), (3, 5, F32)]),
+    ("@ 3-D x 2-D", lambda m, F, a, b: a @ b, [(2, 4, 3, F32), (3, 5, F32)]),
+    ("mm method", lambda m, F, a, b: a.mm(b), [(4, 3, F32), (3, 5, F32)]),
+    ("mm of the other 16-bit dtype", lambda m, F, a, b: m.mm(a, b), [(4, 3, H), (3, 5, H)]),
+    ("bmm", lambda m, F, a, b: m.bmm(a, b), [(2, 4, 3, F32), (2, 3, 5, F32)]),
+    ("addmm", lambda m, F, a, b, c: m.addmm(a, b, c, beta=0.5, alpha=2), [(4, 5, F32), (4, 3, F32), (3, 5, F32)]),
+    ("baddbmm", lambda m, F, a, b, c: m.baddbmm(a, b, c), [(2, 4, 5, F32), (2, 4, 3, F32), (2, 3, 5, F32)]),
+    ("einsum contraction", lambda m, F, a, b: m.einsum("bij,bjk->bik", a, b), [(2, 4, 3, F32), (2, 3, 5, F32)]),
+    ("einsum sum of products", lambda m, F, a, b: m.einsum("i,i->", a, b), [(4, F32), (4, F32)]),
+    ("tensordot (torch: through mm)", lambda m, F, a, b: m.tensordot(a, b, 1), [(4, 3, F32), (3, 5, F32)]),
+    ("inner (torch: through mm)", lambda m, F, a, b: m.inner(a, b), [(4, 3, F32), (5, 3, F32)]),
+    ("conv1d", lambda m, F, a, b, c: F.conv1d(a, b, c, padding=1), [(2, 3, 8, F32), (4, 3, 3, F32), (4, F32)]),
+    ("conv2d", lambda m, F, a, b: F.conv2d(a, b, stride=2), [(2, 3, 6, 6, F32), (4, 3, 3, 3, F32)]),
+    ("conv_transpose1d", lambda m, F, a, b: F.conv_transpose1d(a, b), [(2, 3, 5, F32), (3, 4, 3, F32)]),
+    ("conv_transpose2d", lambda m, F, a, b: F.conv_transpose2d(a, b), [(1, 3, 4, 4, F32), (3, 2, 3, 3, F32)]),
+    ("prelu", lambda m, F, a, b: F.prelu(a, b), [(3, 4, F32), (1, F32)]),
+    ("scaled_dot_product_attention", lambda m, F, a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True),
+     [(1, 2, 5, 4, F32)] * 3),
+    # not autocast on the CPU: their own dtypes
+    ("dot", lambda m, F, a, b: m.dot(a, b), [(4, F32), (4, F32)]),
+    ("mv", lambda m, F, a, b: m.mv(a, b), [(4, 3, F32), (3, F32)]),
+    ("outer", lambda m, F, a, b: m.outer(a, b), [(4, F32), (3, F32)]),
+    ("einsum without a sum", lambda m, F, a, b: m.einsum("i,i->i", a, b), [(4, F32), (4, F32)]),
+    ("softmax of bfloat16", lambda m, F, a: F.softmax(a, dim=-1), [(3, 4, BF)]),
+    ("log_softmax of float32", lambda m, F, a: F.log_softmax(a, -1), [(3, 4, F32)]),
+    ("layer_norm of bfloat16", lambda m, F, a: F.layer_norm(a, (4,)), [(3, 4, BF)]),
+    ("exp, sum, relu", lambda m, F, a: F.relu(m.exp(a)).sum(), [(3, 4, BF)]),
+    ("cosine_similarity", lambda m, F, a, b: F.cosine_similarity(a, b), [(3, 4, BF), (3, 4, BF)]),
+    ("mm of float64", lambda m, F, a, b: m.mm(a, b), [(4, 3, F64), (3, 5, F64)]),
+    # float32 (torch's CPU list): 16-bit inputs come out float32
+    ("mse_loss", lambda m, F, a, b: F.mse_loss(a, b), [(3, 4, BF), (3, 4, BF)]),
+    ("l1_loss", lambda m, F, a, b: F.l1_loss(a, b, reduction="sum"), [(3, 4, BF), (3, 4, F32)]),
+    ("smooth_l1_loss", lambda m, F, a, b: F.smooth_l1_loss(a, b), [(3, 4, BF), (3, 4, BF)]),
+    ("huber_loss", lambda m, F, a, b: F.huber_loss(a, b, delta=0.5), [(3, 4, BF), (3, 4, BF)]),
+    ("cross_entropy", lambda m, F, a, t: F.cross_entropy(a, t), [(3, 5, BF), IDX]),
+    ("cross_entropy of the other 16-bit dtype", lambda m, F, a, t: F.cross_entropy(a, t, reduction="none"),
+     [(3, 5, H), IDX]),
+    ("nll_loss", lambda m, F, a, t: F.nll_loss(a, t), [(3, 5, BF), IDX]),
+    ("kl_div", lambda m, F, a, b: F.kl_div(a, b, reduction="batchmean", log_target=True), [(3, 4, BF), (3, 4, BF)]),
+    ("binary_cross_entropy_with_logits", lambda m, F, a, b: F.binary_cross_entropy_with_logits(a, b),
+     [(3, 4, BF), (3, 4, BF, 0)]),
+    ("binary_cross_entropy", lambda m, F, a, b: F.binary_cross_entropy(a, b), [(3, 4, BF, 0), (3, 4, BF, 0)]),
+    ("margin_ranking_loss", lambda m, F, a, b, c: F.margin_ranking_loss(a, b, c.sign()),
+     [(4, BF), (4, BF), (4, BF)]),
+    ("triplet_margin_loss", lambda m, F, a, b, c: F.triplet_margin_loss(a, b, c), [(3, 4, BF)] * 3),
+    ("cosine_embedding_loss", lambda m, F, a, b, c: F.cosine_embedding_loss(a, b, c.sign()),
+     [(3, 4, BF), (3, 4, BF), (3, BF)]),
+    ("soft_margin_loss", lambda m, F, a, b: F.soft_margin_loss(a, b.sign()), [(3, 4, BF), (3, 4, BF)]),
+    ("hinge_embedding_loss", lambda m, F, a, b: F.hinge_embedding_loss(a, b.sign()), [(3, 4, BF), (3, 4, BF)]),
+    ("poisson_nll_loss", lambda m, F, a, b: F.poisson_nll_loss(a, b), [(3, 4, BF), (3, 4, BF, 0)]),
+    ("multi_margin_loss", lambda m, F, a, t: F.multi_margin_loss(a, t), [(3, 5, BF), IDX]),
+    # promote: the widest floating input, float64 left alone
+    ("cat", lambda m, F, a, b: m.cat([a, b]), [(2, 3, BF), (2, 3, F32)]),
+    ("cat of bfloat16", lambda m, F, a, b: m.cat([a, b], 1), [(2, 3, BF), (2, 3, BF)]),
+    ("cat with float64", lambda m, F, a, b: m.cat([a, b]), [(2, 3, F32), (2, 3, F64)]),
+    ("stack", lambda m, F, a, b: m.stack([a, b]), [(2, 3, F32), (2, 3, BF)]),
+    ("index_copy", lambda m, F, a, i, b: m.index_copy(a, 0, i, b), [(3, 4, F32), [1], (1, 4, BF)]),
+]
+
+
+def inputs_for(specs, low="bfloat16"):
+    """torch's and minilora's arguments for ``specs``: ``(*shape, dtype)``, ``(*shape, dtype, 0)`` for
+    values in (0, 1) (probabilities), or a list of int64 indices."""
+    torch_args, ml_args = [], []
+    for spec in specs:
+        if isinstance(spec, list):
+            torch_args.append(torch.tensor(spec))
+            ml_args.append(ml.tensor(spec))
+            continue
+        unit = spec[-1] == 0
+        *shape, dtype = spec[:-1] if unit else spec
+        other = "float16" if low == "bfloat16" else "bfloat16"
+        t, m = pair(*shape, dtype={"low": low, "other": other}.get(dtype, dtype), low=0.05 if unit else None)
+        torch_args.append(t)
+        ml_args.append(m)
+    return torch_args, ml_args
+
+
+def run_both(call, specs, dtype="bfloat16"):
+    torch_args, ml_args = inputs_for(specs, dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (kl_div's reduction note)
+        with torch.autocast("cpu", dtype=getattr(torch, dtype)):
+            expected = call(torch, TF, *torch_args)
+        with ml.autocast("cpu", dtype=getattr(ml, dtype)):
+            got = call(ml, MF, *ml_args)
+    return expected, got
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("name,call,specs", OPS, ids=[op[0] for op in OPS])
+def test_each_op_runs_in_torchs_dtype_with_torchs_values(name, call, specs, dtype):
+    expected, got = run_both(call, specs, dtype)
+    assert dtype_name(got) == dtype_name(expected), name
+    assert tuple(got.shape) == tuple(expected.shape)
+    ulp = {"bfloat16": 2 ** -8, "float16": 2 ** -11, "float32": 1e-6, "float64": 1e-12}[dtype_name(expected)]
+    # one rounding of the result apart at most (torch's kernels may sum in another order)
+    np.testing.assert_allclose(numpy_of(got), numpy_of(expected), rtol=2 * ulp, atol=2 * ulp)
+
+
+def test_float64_input_to_linear_is_not_cast_and_fails_as_torch():
+    """autocast leaves float64 alone: a float64 input meets a bfloat16 weight (both refuse)."""
+    for lib, F in ((torch, TF), (ml, MF)):
+        x, w = lib.ones(2, 3, dtype=lib.float64), lib.ones(4, 3)
+        with lib.autocast("cpu"), pytest.raises(RuntimeError):
+            F.linear(x, w)
+
+
+def test_integer_products_and_out_are_not_cast():
+    a = ml.arange(6).reshape(2, 3)
+    with ml.autocast("cpu"):
+        assert ml.mm(a, a.T).dtype == ml.int64
+    with torch.autocast("cpu"):
+        assert torch.mm(torch.arange(6).reshape(2, 3), torch.arange(6).reshape(3, 2)).dtype == torch.int64
+
+
+def test_cat_of_the_other_16_bit_dtype_is_refused_as_torch():
+    for lib in (torch, ml):
+        half = lib.ones(2, dtype=lib.float16)
+        with lib.autocast("cpu", dtype=lib.bfloat16), pytest.raises(RuntimeError, match="prioritize"):
+            lib.index_copy(half, 0, lib.tensor([0]), half[:1])
+
+
+# ---- the region: state, nesting, decorator, deprecated spellings, refusals ---------------------------
+def state(lib):
+    return (lib.is_autocast_enabled("cpu"), dtype_name(lib.get_autocast_dtype("cpu")), lib.is_autocast_enabled(),
+            lib.is_autocast_cache_enabled())
+
+
+def test_state_nesting_and_enabled_false_as_torch():
+    seen = {}
+    for lib in (torch, ml):
+        a = lib.ones(2, 2)
+        log = [state(lib)]
+        with lib.autocast(device_type="cpu"):
+            log += [state(lib), dtype_name(lib.mm(a, a))]
+            with lib.autocast("cpu", enabled=False):
+                log += [state(lib), dtype_name(lib.mm(a, a))]
+                with lib.amp.autocast("cpu", dtype=lib.float16, cache_enabled=False):
+                    log += [state(lib), dtype_name(lib.mm(a, a))]
+            log += [state(lib), dtype_name(lib.mm(a, a))]
+        log += [state(lib), dtype_name(lib.mm(a, a))]
+        seen[lib.__name__] = log
+    assert seen["minilora"] == seen["torch"]
+
+
+def test_decorator_and_deprecated_spellings_warn_as_torch():
+    for lib in (torch, ml):
+        @lib.autocast("cpu")
+        def forward(a):
+            return lib.mm(a, a)
+
+        assert dtype_name(forward(lib.ones(2, 2))) == "bfloat16"
+        assert forward.__name__ == "forward" and not lib.is_autocast_enabled("cpu")
+        with pytest.warns(FutureWarning, match=r"torch.cpu.amp.autocast\(args...\)` is deprecated"):
+            region = lib.cpu.amp.autocast()
+        with region:
+            assert dtype_name(lib.mm(lib.ones(2, 2), lib.ones(2, 2))) == "bfloat16"
+        with pytest.raises(TypeError, match="requires a callable, but got int"):
+            lib.autocast("cpu")(3)
+
+
+def test_refusals_as_torch():
+    for lib in (torch, ml):
+        with pytest.warns(UserWarning, match="CPU Autocast only supports dtypes of torch.bfloat16, torch.float16"):
+            region = lib.autocast("cpu", dtype=lib.float32)
+        with region:
+            assert not lib.is_autocast_enabled("cpu")
+        with pytest.raises(ValueError, match="Expected `device_type` of type `str`"):
+            lib.autocast(lib.device("cpu"))
+        with pytest.raises(RuntimeError, match="Expected one of cpu, cuda"):
+            lib.autocast("tpu")
+        with pytest.raises(TypeError):
+            lib.autocast()
+
+
+def test_cuda_without_a_gpu_warns_and_disables_as_torch():
+    if ml.cuda.is_available():
+        pytest.skip("a GPU answers: minilora refuses autocast('cuda') there (torch's CUDA tables)")
+    for lib in (torch, ml):
+        with pytest.warns(UserWarning, match="CUDA is not available or torch_xla is imported. Disabling autocast."):
+            region = lib.autocast("cuda")
+        with region:
+            assert not lib.is_autocast_enabled("cuda")
+        with pytest.warns(FutureWarning, match="torch.cuda.amp.autocast"), pytest.warns(UserWarning):
+            lib.cuda.amp.autocast()
+        with pytest.warns(UserWarning, match="GradScaler is enabled, but CUDA is not available.  Disabling."):
+            assert not lib.amp.GradScaler("cuda").is_enabled()
+
+
+def test_emu_autocast_is_refused_naming_the_missing_tables():
+    with pytest.raises(NotImplementedError, match="CPU op tables only"):
+        ml.autocast("emu")
+
+
+# ---- the weight cache and gradients -------------------------------------------------------------------
+def linear_pair(inp=4, out=3, bias=True):
+    theirs = torch.nn.Linear(inp, out, bias=bias)
+    ours = ml.nn.Linear(inp, out, bias=bias)
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    return theirs, ours
+
+
+@pytest.mark.parametrize("cache_enabled", [True, False, None])
+def test_weight_cache_is_observable_as_torchs(cache_enabled):
+    """Within one region a parameter is cast once: an in-place change is not seen until the region
+    ends (torch's cache); with cache_enabled=False every op casts afresh."""
+    results = {}
+    for lib, layer in zip((torch, ml), linear_pair()):
+        x = lib.ones(2, 4)
+        with lib.autocast("cpu", cache_enabled=cache_enabled):
+            before = layer(x)
+            with lib.no_grad():
+                layer.weight.add_(1)
+            inside = layer(x)
+        with lib.autocast("cpu"):
+            after = layer(x)
+        results[lib.__name__] = (bool((before == inside).all()), bool((before == after).all()))
+    assert results["minilora"] == results["torch"]
+
+
+def test_gradients_of_an_mlp_come_back_in_float32_as_torch():
+    t1, m1 = linear_pair(6, 8)
+    t2, m2 = linear_pair(8, 3)
+    tx, mx = pair(5, 6)
+    tx.requires_grad_(), mx.requires_grad_()
+    target = [0, 2, 1, 1, 0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden = TF.relu(t1(tx))
+        logits = t2(hidden)
+        loss = TF.cross_entropy(logits, torch.tensor(target))
+    with ml.autocast("cpu", dtype=ml.bfloat16):
+        m_hidden = MF.relu(m1(mx))
+        m_logits = m2(m_hidden)
+        m_loss = MF.cross_entropy(m_logits, ml.tensor(target))
+    assert (dtype_name(m_hidden), dtype_name(m_logits), dtype_name(m_loss)) == ("bfloat16", "bfloat16", "float32")
+    loss.backward()
+    m_loss.backward()
+    np.testing.assert_allclose(m_loss.item(), loss.item(), rtol=1e-6)
+    for theirs, ours in ((t1.weight, m1.weight), (t1.bias, m1.bias), (t2.weight, m2.weight), (tx, mx)):
+        assert ours.grad.dtype == ml.float32 and ours.dtype == ml.float32
+        np.testing.assert_allclose(numpy_of(ours.grad), numpy_of(theirs.grad), rtol=2 ** -7, atol=2 ** -8)
