@@ -311,9 +311,10 @@ def base_weights(peft_model):
     """The wrapped model's own weights (PiSSA's residual included), under the plain model's names."""
     out = {}
     for name, value in peft_model.state_dict().items():
-        if re.search(r"\.(lora_\w+|modules_to_save)\.", name):
+        if re.search(r"\.(lora_\w+|modules_to_save|trainable_tokens_delta)\.", name):
             continue
         name = name.replace("base_model.model.", "", 1).replace(".base_layer", "").replace(".original_module", "")
+        name = name.replace(".token_adapter", "")  # trainable_token_indices' wrapper
         out[name] = value
     return out
 

@@ -63,6 +63,24 @@ def _check_names(name, value):
     raise TypeError(f"{name} must be None, a regex string or a list of module names, got {value!r}")
 
 
+def _check_token_indices(value):
+    """``trainable_token_indices``: None, a list of token ids (rows of the input embedding), or a dict
+    ``{layer name: [token ids]}`` (e.g. ``{"embed_tokens": [...], "lm_head": [...]}``)."""
+    if value is None:
+        return None
+
+    def ids(where, items):
+        if isinstance(items, (str, bytes)) or not isinstance(items, (list, tuple)) or not all(
+                isinstance(i, numbers.Integral) and not isinstance(i, bool) and i >= 0 for i in items):
+            raise ValueError(f"trainable_token_indices{where} must be a list of token ids >= 0, got {items!r}")
+        return [int(i) for i in items]
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError(f"trainable_token_indices keys must be layer names, got {sorted(map(repr, value))}")
+        return {k: ids(f"[{k!r}]", v) for k, v in value.items()}
+    return ids("", value)
+
+
 @dataclass
 class _AdapterConfig:
     """PEFT's ``PeftConfig`` fields, which every adapter config has; subclasses add their method's own.
@@ -279,10 +297,10 @@ class LoraConfig(_AdapterConfig):
     PEFT_TYPE = "LORA"
     _unimplemented = {
         "megatron_config": None, "megatron_core": "megatron.core",
-        "trainable_token_indices": None, "loftq_config": {}, "eva_config": None, "corda_config": None,
+        "loftq_config": {}, "eva_config": None, "corda_config": None,
         "lora_ga_config": None, "velora_config": None, "alora_invocation_tokens": None,
         "use_qalora": False, "qalora_group_size": 16, "monteclora_config": None,
-        "layer_replication": None, "lora_bias": False, "target_parameters": None, "use_bdlora": None,
+        "layer_replication": None, "target_parameters": None, "use_bdlora": None,
         "arrow_config": None, "kasa_config": None, "ensure_weight_tying": False,
     }
     _not_saved = ("runtime_config",)  # PEFT's LoraConfig.to_dict drops it too
@@ -319,6 +337,20 @@ class LoraConfig(_AdapterConfig):
                 raise ValueError(f"alpha_pattern[{key!r}] must be a number, got {alpha!r}")
         if self.loftq_config is None:
             self.loftq_config = {}
+        self._check_lora_bias()
+        self.trainable_token_indices = _check_token_indices(self.trainable_token_indices)
+
+    def _check_lora_bias(self):
+        """``lora_bias=True``: lora_B gets a bias (PEFT's rules: plain inits only, not with DoRA)."""
+        if not isinstance(self.lora_bias, bool):
+            raise TypeError(f"lora_bias must be True or False, got {self.lora_bias!r}")
+        if not self.lora_bias:
+            return
+        if self.init_lora_weights not in (True, False):  # PEFT's words
+            raise ValueError(f"The argument lora_bias=True is only supported with init_lora_weights=True or False, "
+                             f"got init_lora_weights={self.init_lora_weights} instead.")
+        if self.use_dora:
+            raise ValueError("The argument lora_bias=True is not supported for DoRA, please pass use_dora=False")
 
     def scaling(self, r, alpha):
         """The factor in front of ``B A``: ``alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA."""

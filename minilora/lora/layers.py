@@ -7,6 +7,7 @@ adapters live in dicts keyed by name (``lora_A["default"]``), so parameter names
 ``q_proj.lora_A.default.weight`` and ``q_proj.base_layer.weight``, exactly as in PEFT.
 """
 import copy
+import warnings
 
 import numpy as np
 
@@ -68,10 +69,24 @@ class ParameterDict(Module):
 
 
 class BufferDict(ParameterDict):
-    """Frozen tensors registered under their keys (VeRA's shared ``vera_A`` / ``vera_B``)."""
+    """Frozen tensors registered under their keys (VeRA's shared ``vera_A`` / ``vera_B``).
+    ``persistent=False``: kept out of ``state_dict()`` (PEFT's trainable_tokens_original)."""
 
     _table = "_buffers"
     _kind = "Buffer"
+
+    def __init__(self, persistent=True):
+        super().__init__()
+        self.persistent = persistent
+
+    def __setitem__(self, key, tensor):
+        super().__setitem__(key, tensor)
+        if not self.persistent:
+            self._non_persistent_buffers_set.add(key)
+
+    def __delitem__(self, key):
+        super().__delitem__(key)
+        self._non_persistent_buffers_set.discard(key)
 
 
 def _row_norm(W):
@@ -188,7 +203,7 @@ class BaseTunerLayer(Module):
     def enable_adapters(self, enabled):
         self.disable_adapters = not enabled
 
-    per_adapter_settings = ("r", "lora_alpha", "scaling")  # plain dicts keyed by adapter name
+    per_adapter_settings = ("r", "lora_alpha", "scaling", "lora_bias")  # plain dicts keyed by adapter name
 
     def delete_adapter(self, adapter_name):
         for layer_name in self.adapter_layer_names + getattr(self, "other_param_names", ()):
@@ -271,10 +286,13 @@ class BaseTunerLayer(Module):
                 continue
             W = self.base_layer.weight
             new = self.merge_math(name, W._array.copy() if safe_merge else W._array, safe_merge=safe_merge)
-            if safe_merge and not bool(xp_of(new).isfinite(new).all()):
+            new_bias = self.merged_bias(name)
+            if safe_merge and not all(bool(xp_of(a).isfinite(a).all()) for a in (new, new_bias) if a is not None):
                 raise ValueError(f"NaNs or infs detected in the merged weights: the adapter {name!r} "
                                  "seems to be broken; the base weight was left unchanged")
             W._array[...] = new
+            if new_bias is not None:
+                self.base_layer.bias._array[...] = new_bias
             self.merged_adapters.append(name)
 
     def unmerge(self):
@@ -283,9 +301,16 @@ class BaseTunerLayer(Module):
             name = self.merged_adapters.pop()
             W = self.base_layer.weight
             W._array[...] = self.merge_math(name, W._array, unmerge=True)
+            new_bias = self.merged_bias(name, unmerge=True)
+            if new_bias is not None:
+                self.base_layer.bias._array[...] = new_bias
 
     def merge_math(self, adapter_name, W, unmerge=False, safe_merge=False):
         raise NotImplementedError(f"{type(self).__name__} must define merge_math")  # abstract
+
+    def merged_bias(self, adapter_name, unmerge=False):
+        """The base bias with this adapter's own bias merged in (taken out), or None: it has none."""
+        return None
 
 
 # ==================================================================================================
@@ -311,6 +336,7 @@ def _add_lora_dicts(layer):
     """The per-adapter dicts PEFT's ``LoraLayer`` gives every LoRA layer, Linear or Embedding, in its
     order (so ``print(model)`` lists the same children; a Linear's embedding dicts stay empty)."""
     layer.r, layer.lora_alpha, layer.scaling = {}, {}, {}
+    layer.lora_bias = {}  # adapter name -> whether its lora_B has a bias (LoraConfig.lora_bias)
     layer.lora_dropout = ModuleDict()  # Dropout modules hold p; the fused op applies the mask
     layer.lora_A = ModuleDict()
     layer.lora_B = ModuleDict()
@@ -346,8 +372,14 @@ class Linear(BaseTunerLayer):
         self.lora_dropout[adapter_name] = _dropout_module(config)
         # nn.Linear initialises its weight kaiming-uniform(a=sqrt(5)): PEFT's init for A (and for B
         # when init_lora_weights=False, so that the adapter changes the output from the start).
+        self.lora_bias[adapter_name] = config.lora_bias
+        if config.lora_bias and self.base_bias is None:  # PEFT's warning
+            warnings.warn(f"`lora_bias=True` was passed but the targeted layer of type {type(self.base_layer).__name__} "
+                          "has no bias. This means that merging LoRA weights won't be possible.")
         self.lora_A[adapter_name] = _NNLinear(self.in_features, r, bias=False, dtype=W0.dtype, device=W0.device)
-        self.lora_B[adapter_name] = _NNLinear(r, self.out_features, bias=False, dtype=W0.dtype, device=W0.device)
+        # lora_bias=True: lora_B has its own trainable bias (h gains s * b_B), saved as lora_B.bias
+        self.lora_B[adapter_name] = _NNLinear(r, self.out_features, bias=config.lora_bias, dtype=W0.dtype,
+                                              device=W0.device)
         if config.init_lora_weights == "gaussian":
             init.normal_(self.lora_A[adapter_name].weight, std=1.0 / r)
         # EXERCISE 4.4: unless init_lora_weights is False, zero lora_B: a new adapter leaves the model unchanged
@@ -355,6 +387,8 @@ class Linear(BaseTunerLayer):
         if config.init_lora_weights is not False:
             init.zeros_(self.lora_B[adapter_name].weight)  # B = 0: the model starts exactly at the base
         # END SOLUTION
+        if config.lora_bias and config.init_lora_weights is not False:
+            init.zeros_(self.lora_B[adapter_name].bias)  # the bias starts at 0 too (PEFT's)
         if is_weight_mutating_init(config.init_lora_weights):  # PiSSA / OLoRA: W0 -> W_res + s B A
             if config.init_lora_weights == "olora":
                 olora_init(self, adapter_name)
@@ -379,7 +413,8 @@ class Linear(BaseTunerLayer):
         active = [a for a in self.active_adapters if a in self.lora_A]
         if not active:
             return self.base_layer(x)
-        if len(active) == 1 and active[0] not in self.lora_magnitude_vector and self._fuses(x, active[0]):
+        if len(active) == 1 and active[0] not in self.lora_magnitude_vector and not self.lora_bias[active[0]] \
+                and self._fuses(x, active[0]):
             name = active[0]  # the usual case: base GEMM and LoRA branch in ONE fused op
             return ops.lora_linear(x, self.base_layer.weight, self.lora_A[name].weight, self.lora_B[name].weight,
                                    self.scaling[name], bias=self.base_layer.bias,
@@ -486,6 +521,11 @@ class Linear(BaseTunerLayer):
         index = np.repeat([slot.get(n, -1) for n in adapter_names], tokens)  # one adapter per token row
         out = ops.bgmv(result.reshape(-1, self.out_features), x.reshape(-1, self.in_features), A_stack, B_stack,
                        [self.r[n] for n in names], [self.scaling[n] for n in names], index)
+        if any(self.lora_bias[n] for n in names):  # lora_bias: each row adds its own adapter's s * b_B
+            zeros = _constant_zeros(result, self.out_features)
+            biases = ops.stack([zeros] + [self.lora_B[n].bias * self.scaling[n] if self.lora_bias[n] else zeros
+                                          for n in names])
+            out = out + biases[result.device.xp.asarray(index + 1)]  # slot 0: "__base__" rows, no bias
         return out.reshape(result.shape)
 
     def _adapter_factors(self):
@@ -532,6 +572,16 @@ class Linear(BaseTunerLayer):
         factor = (self.lora_magnitude_vector[adapter_name].weight._array / norm)[:, None]
         return W / factor - delta if unmerge else factor * (W + delta)
 
+    def merged_bias(self, adapter_name, unmerge=False):
+        """lora_bias: ``b + s * b_B`` (unmerge: minus), summed in the adapter's dtype as PEFT's in-place add."""
+        if not self.lora_bias.get(adapter_name):
+            return None
+        if self.base_bias is None:  # PEFT's words (model.merge_adapter checks every layer before merging)
+            raise RuntimeError("Impossible to merge LoRA with `lora_bias=True` because the base layer has no bias.")
+        delta = self.scaling[adapter_name] * self.lora_B[adapter_name].bias._array
+        b = self.base_bias._array
+        return b - delta if unmerge else b + delta
+
     def _unmerged_weight(self):
         """W0 without the adapters merged so far (undone on a copy, last merged first)."""
         W = self.base_layer.weight._array.copy()
@@ -564,8 +614,11 @@ class Embedding(BaseTunerLayer):
         self.update_layer(adapter_name, config, r, lora_alpha)
 
     def update_layer(self, adapter_name, config, r, lora_alpha):
+        if config.lora_bias:  # PEFT's refusal, in its words (its embedding tables are bare Parameters)
+            raise ValueError(f"lora_bias={config.lora_bias} is not supported for {type(self).__name__}.")
         W0 = self.base_layer.weight
         self.r[adapter_name], self.lora_alpha[adapter_name] = r, lora_alpha
+        self.lora_bias[adapter_name] = False
         self.scaling[adapter_name] = config.scaling(r, lora_alpha)
         self.lora_dropout[adapter_name] = _dropout_module(config)  # PEFT's; its embedding LoRA never applies it
         rng = generator()
@@ -627,6 +680,146 @@ class Embedding(BaseTunerLayer):
 
 
 LoraLayer = Linear  # PEFT's name for the LoRA layer base class (``isinstance(m, LoraLayer)``)
+
+
+# ==================================================================================================
+# Trainable tokens: a few rows of an embedding table trained in full (new tokens), the rest frozen
+# ==================================================================================================
+class TrainableTokensLayer(BaseTunerLayer):
+    """PEFT's ``TrainableTokensLayer``: ``trainable_tokens_delta[name]`` ``[k, dim]`` holds the trained rows
+    ``token_indices[name]`` of the table; the forward looks tokens up in the table with those rows
+    replaced (``index_copy``), so only the k rows get gradients and the file holds k rows, not V.
+
+    The new-token recipe: ``tokenizer.add_tokens([...])``, ``model.resize_token_embeddings(len(tokenizer))``,
+    then ``LoraConfig(..., trainable_token_indices=new_ids)``. The rows start as the table's own
+    (PEFT: replacing values, not adding deltas, so a re-initialised resized table cannot shift them);
+    ``trainable_tokens_original`` keeps them (not saved) to unmerge. Around a Linear (an output head)
+    the rows are output rows: ``x W'^T`` without the bias, as PEFT. With tied embeddings the head's layer
+    is ``tied_adapter``: it shares the embedding layer's rows and is not saved separately.
+    """
+
+    adapter_layer_names = ("trainable_tokens_delta",)
+    other_param_names = ("trainable_tokens_original",)
+    per_adapter_settings = ("token_indices",)
+    base_types = (_NNEmbedding, _NNLinear)
+
+    def __init__(self, base_layer, adapter_name, token_indices, tied_adapter=None):
+        super().__init__(base_layer)
+        self.tied_adapter = tied_adapter  # a plain attribute: not a child (its rows are saved once, as PEFT)
+        if tied_adapter is None:
+            self.trainable_tokens_delta = ParameterDict()
+            self.trainable_tokens_original = BufferDict(persistent=False)
+            self.token_indices = {}
+        else:  # the same tables (the same Parameters) as the layer it is tied to
+            self.trainable_tokens_delta = tied_adapter.trainable_tokens_delta
+            self.trainable_tokens_original = tied_adapter.trainable_tokens_original
+            self.token_indices = tied_adapter.token_indices
+        self.active_adapters = [adapter_name]
+        self.update_layer(adapter_name, token_indices)
+
+    def __setattr__(self, name, value):
+        if name == "tied_adapter":  # keep it out of the module tree (named_modules, state_dict)
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def update_layer(self, adapter_name, token_indices):
+        if self.tied_adapter is not None:  # it follows the layer it is tied to
+            self.set_adapter(self.active_adapters)
+            return
+        W = self.base_layer.weight
+        indices = list(token_indices)
+        if not indices:
+            raise ValueError("trainable_token_indices is empty: give the ids of the tokens to train")
+        if max(indices) >= W.shape[0]:  # torch's IndexError, named: the vocabulary was not resized?
+            raise IndexError(f"trainable_token_indices: index {max(indices)} is out of bounds for dimension 0 with "
+                             f"size {W.shape[0]} (call model.resize_token_embeddings(len(tokenizer)) after adding "
+                             "tokens)")
+        self.token_indices[adapter_name] = indices
+        originals = W._array[np.asarray(indices)].copy()
+        self.trainable_tokens_delta[adapter_name] = Parameter(originals.copy(), dtype=W.dtype, device=W.device)
+        self.trainable_tokens_original[adapter_name] = Tensor(originals, dtype=W.dtype, device=W.device)
+        self.set_adapter(self.active_adapters)
+
+    def check_set_adapter(self, adapter_names):
+        """PEFT's rule: one trainable-tokens adapter per layer at a time."""
+        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        here = [n for n in names if n in self.trainable_tokens_delta]
+        if len(here) > 1:
+            raise ValueError(f"Only one adapter can be set at a time for {self}, got {len(here)}")
+
+    def merged_weight(self, names):
+        """The table with the rows of the adapters ``names`` replaced (a Tensor in the graph of the rows)."""
+        W = self.base_layer.weight
+        for name in names:
+            if name in self.trainable_tokens_delta:
+                index = Tensor(np.asarray(self.token_indices[name]), dtype=np.int64, device=W.device)
+                W = ops.index_copy(W, 0, index, self.trainable_tokens_delta[name].to(W.dtype))
+        return W
+
+    def _lookup(self, x, W):
+        if isinstance(self.base_layer, _NNEmbedding):
+            return ops.embedding(x, W, padding_idx=self.base_layer.padding_idx)
+        return ops.linear(x, W)  # an output head (PEFT: F.linear without the bias)
+
+    def adapter_forward(self, x):
+        active = [n for n in self.active_adapters if n in self.trainable_tokens_delta]
+        if not active:
+            return self.base_layer(x)
+        return self._lookup(x, self.merged_weight(active))
+
+    def _mixed_batch_forward(self, x, adapter_names):
+        """Per-sample adapters: each adapter's table on its own rows of the batch (as PEFT's wrapper)."""
+        self._check_mixed_batch(x, adapter_names)
+        out = self.base_layer(x)
+        for name in sorted(set(adapter_names) & set(self.trainable_tokens_delta.keys())):
+            rows = np.array([n == name for n in adapter_names]).reshape((-1,) + (1,) * (out.ndim - 1))
+            out = ops.where(out.device.xp.asarray(rows), self._lookup(x, self.merged_weight([name])), out)
+        return out
+
+    def merge_math(self, adapter_name, W, unmerge=False, safe_merge=False):
+        """Merging writes the trained rows into the table; unmerging writes the original rows back."""
+        rows = (self.trainable_tokens_original if unmerge else self.trainable_tokens_delta)[adapter_name]._array
+        W = W.copy() if safe_merge else W
+        W[np.asarray(self.token_indices[adapter_name])] = rows.astype(W.dtype, copy=False)
+        return W
+
+
+class TrainableTokensWrapper(Module):
+    """What stands in the model where a layer gets trainable tokens (PEFT's class of that name): its
+    ``token_adapter`` is the ``TrainableTokensLayer`` (hence PEFT's parameter names,
+    ``embed_tokens.token_adapter.trainable_tokens_delta.default``). ``weight`` is the table the active
+    adapter's forward uses; other attributes are the wrapped layer's (``num_embeddings``, ...)."""
+
+    def __init__(self, module, adapter_name, token_indices, tied_adapter=None):
+        if not isinstance(module, TrainableTokensLayer.base_types) or isinstance(module, BaseTunerLayer):
+            raise TypeError(f"trainable_token_indices cannot be applied to modules of type {type(module)} "
+                            "(an Embedding or Linear that no other adapter wraps)")
+        super().__init__()
+        self.token_adapter = TrainableTokensLayer(module, adapter_name, token_indices, tied_adapter)
+
+    @property
+    def original_module(self):
+        return self.token_adapter.base_layer
+
+    def update(self, adapter_name, token_indices):
+        if adapter_name not in self.token_adapter.trainable_tokens_delta:
+            self.token_adapter.update_layer(adapter_name, token_indices)
+
+    def forward(self, x, *args, **kwargs):
+        return self.token_adapter(x, *args, **kwargs)
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            modules = self.__dict__.get("_modules")
+            if modules is None or "token_adapter" not in modules:  # (still being built)
+                raise
+        layer = modules["token_adapter"]
+        if name == "weight":  # PEFT's: the table with the active adapter's rows
+            return layer.merged_weight([] if layer.disable_adapters else layer.active_adapters)
+        return getattr(layer.base_layer, name)
 
 
 # ==================================================================================================

@@ -30,7 +30,7 @@ from . import save as _io
 from .config import TaskType, config_from_dict
 from .inits import save_converted_to_lora
 from .layers import (BASE_ADAPTER, BaseTunerLayer, BufferDict, Embedding, Linear, ModulesToSaveWrapper, ParameterDict,
-                     VeraLinear)
+                     TrainableTokensWrapper, VeraLinear)
 
 __all__ = ["get_peft_model", "PeftModel", "PeftModelForCausalLM", "AutoPeftModelForCausalLM", "LoraModel",
            "VeraModel", "target_module_matches"]
@@ -199,6 +199,7 @@ class LoraModel(_Wrapper):
         self.targeted_module_names += [key for key in matched if key not in self.targeted_module_names]
         self.peft_config[adapter_name] = config
         self._add_modules_to_save(adapter_name, config)
+        self._add_trainable_tokens(adapter_name, config)
         self._freeze_all_but_adapters(config)
 
     def _refuse_foreign_adapter(self, adapter_name):
@@ -217,25 +218,20 @@ class LoraModel(_Wrapper):
         for key, module in list(self.model.named_modules()):
             if not key or any(key.startswith(prefix) for prefix in inside):
                 continue
-            if isinstance(module, (BaseTunerLayer, ModulesToSaveWrapper)):
+            if isinstance(module, _WRAPPERS):
                 inside.append(key + ".")
             yield key, module
 
     def wrapped_layer_names(self):
         """Names of the layers wrapped by an adapter layer (or a modules_to_save copy) now."""
-        return {key for key, module in self._candidate_modules()
-                if isinstance(module, (BaseTunerLayer, ModulesToSaveWrapper))}
+        return {key for key, module in self._candidate_modules() if isinstance(module, _WRAPPERS)}
 
     def unwrap_layers_except(self, keep):
         """Put the plain layer back wherever a wrapper not named in ``keep`` stands (after a failed
         load_adapter its wrappers hold no adapter, but would still rename the layers' weights)."""
         for key, module in list(self._candidate_modules()):
-            if key in keep:
-                continue
-            if isinstance(module, BaseTunerLayer):
-                self._replace(key, module.base_layer)
-            elif isinstance(module, ModulesToSaveWrapper):
-                self._replace(key, module.original_module)
+            if key not in keep and isinstance(module, _WRAPPERS):
+                self._replace(key, module.original_module if not isinstance(module, BaseTunerLayer) else module.base_layer)
 
     def _resolve_targets(self, config):
         """``None`` -> the model type's default; ``"all-linear"`` -> every Linear but the output head."""
@@ -313,6 +309,59 @@ class LoraModel(_Wrapper):
             if not found:
                 raise ValueError(f"modules_to_save entry {name!r} matches no module of the model")
 
+    def _add_trainable_tokens(self, adapter_name, config):
+        """``trainable_token_indices``: wrap the input embedding (a list of ids) or each named layer (a dict
+        ``{name: ids}``, matched as PEFT: the full name ends with it) in a ``TrainableTokensWrapper``. With
+        tied embeddings, the head is tied to the embedding's rows (PEFT's rule: unless a dict gives them
+        different ids)."""
+        indices = getattr(config, "trainable_token_indices", None)
+        if indices is None:
+            return
+        embedding_name = _module_name(self.model, self.model.get_input_embeddings()) \
+            if hasattr(self.model, "get_input_embeddings") else "embed_tokens"
+        targets = dict(indices) if isinstance(indices, dict) else {embedding_name: indices}
+        for name in targets:  # PEFT's check (minilora's also catches the list form's embedding)
+            if any(name.endswith(m) or m.endswith(name) for m in config.modules_to_save or ()):
+                raise ValueError("The embedding layer is already marked to be trained fully, either specify "
+                                 f'`modules_to_save=[..., "{name}", ...]` or `trainable_tokens={{\'{name}\': x}}` '
+                                 "but not both.")
+        head = self._tied_head_name()
+        named_heads = [k for k in targets if head is not None and len(targets) > 1 and head.endswith(k)]
+        embedding_ids = [v for k, v in targets.items() if embedding_name.endswith(k)]
+        mismatch = bool(named_heads and embedding_ids) and any(targets[k] != embedding_ids[0] for k in named_heads)
+        for name, ids in targets.items():
+            if mismatch or name not in named_heads or not embedding_ids:  # a tied head follows the embedding
+                self._wrap_token_layers(name, adapter_name, ids)
+        embedding = self.model.get_input_embeddings() if hasattr(self.model, "get_input_embeddings") else None
+        if head is not None and not mismatch and isinstance(embedding, TrainableTokensWrapper):
+            layer = embedding.token_adapter
+            self._wrap_token_layers(head, adapter_name, layer.token_indices[adapter_name], tied_adapter=layer)
+
+    def _tied_head_name(self):
+        """The output head's name when it shares the input embedding's matrix (tie_word_embeddings)."""
+        if not getattr(getattr(self.model, "config", None), "tie_word_embeddings", False) or \
+                not hasattr(self.model, "get_input_embeddings"):
+            return None
+        head, embedding = _output_head(self.model), self.model.get_input_embeddings()
+        weight = lambda m: getattr(m, "original_module", m).weight  # noqa: E731  (a wrapper's own table)
+        if head is None or embedding is None or weight(head) is not weight(embedding):
+            return None
+        return _module_name(self.model, head)
+
+    def _wrap_token_layers(self, name, adapter_name, ids, tied_adapter=None):
+        found = False
+        for key, module in list(self._candidate_modules()):
+            if not key.endswith(name):  # PEFT's match (no dot boundary)
+                continue
+            found = True
+            if isinstance(module, TrainableTokensWrapper):
+                module.update(adapter_name, ids)
+            else:
+                self._replace(key, TrainableTokensWrapper(module, adapter_name, ids, tied_adapter=tied_adapter))
+        if not found:  # PEFT's words
+            raise ValueError(f"Target modules {{{name!r}}} not found in the base model. Please check the target "
+                             "modules and try again.")
+
     def _freeze_all_but_adapters(self, config):
         """Only adapter weights train; then the ``bias`` mode may unfreeze biases (PEFT's rules)."""
         for name, p in self.model.named_parameters():
@@ -348,7 +397,7 @@ class LoraModel(_Wrapper):
             inference_mode = all(self.peft_config[name].inference_mode for name in names)
         modules = self._adapter_modules()
         for module in modules:  # before anything switches
-            if isinstance(module, ModulesToSaveWrapper):
+            if hasattr(module, "check_set_adapter"):  # modules_to_save copies, trainable tokens: one at a time
                 module.check_set_adapter(names)
         if any(isinstance(m, BaseTunerLayer) and m.merged for m in modules):  # PEFT's warning
             warnings.warn("Adapter cannot be set when the model is merged. Unmerging the model first.")
@@ -429,6 +478,7 @@ class LoraModel(_Wrapper):
         if isinstance(adapter_names, str):  # list("b") would merge adapters "b"... letter by letter
             raise TypeError(f"adapter_names should be a list of strings, got {adapter_names!r}.")
         self._warn_already_merged(adapter_names)
+        self._check_bias_mergeable(adapter_names)
         if safe_merge:
             self._check_merge_is_finite(adapter_names)
         for layer in self.tuner_layers():  # safe_merge: a 16-bit weight adds the delta rounded to its dtype
@@ -443,6 +493,18 @@ class LoraModel(_Wrapper):
                         raise ValueError(f"NaNs or infs detected when merging adapter {name!r} into "
                                          f"{_module_name(self.model, layer)}: the adapter seems to be "
                                          "broken; no weight was changed")
+
+    def _check_bias_mergeable(self, adapter_names):
+        """lora_bias=True on a layer without a bias cannot be merged. PEFT raises this RuntimeError in the
+        middle of merging (that layer's weight already changed, earlier layers merged); minilora checks
+        every layer first, so a refused merge changes no weight."""
+        for layer in self.tuner_layers():
+            for name in (adapter_names or layer.active_adapters):
+                if getattr(layer, "lora_bias", {}).get(name) and layer.base_bias is None and \
+                        name not in layer.merged_adapters:
+                    raise RuntimeError(f"Impossible to merge LoRA with `lora_bias=True` because the base layer has "
+                                       f"no bias ({_module_name(self.model, layer)}, adapter {name!r}); no weight "
+                                       "was changed")
 
     def _warn_already_merged(self, adapter_names):
         """PEFT's warnings (once here, not once per layer) when some or all of the adapters are merged."""
@@ -478,6 +540,7 @@ class LoraModel(_Wrapper):
         (``progressbar`` is accepted for PEFT compatibility; merging a small model is instant.)
         """
         self._own_layers()
+        self._check_bias_mergeable(adapter_names)
         if safe_merge:
             self._check_merge_is_finite(adapter_names)
         return self._unload(merge=True, adapter_names=adapter_names)
@@ -499,6 +562,9 @@ class LoraModel(_Wrapper):
             if isinstance(module, BaseTunerLayer):
                 module.unmerge()
                 self._replace(key, module.base_layer)
+            elif isinstance(module, TrainableTokensWrapper):
+                module.token_adapter.unmerge()
+                self._replace(key, module.original_module)
             elif isinstance(module, ModulesToSaveWrapper):
                 self._replace(key, module.original_module)
         return self.model
@@ -509,6 +575,10 @@ class LoraModel(_Wrapper):
                 if merge:
                     module.merge(adapter_names=adapter_names)
                 self._replace(key, module.base_layer)
+            elif isinstance(module, TrainableTokensWrapper):  # PEFT: the table, with the rows merged or not
+                if merge:
+                    module.token_adapter.merge(adapter_names=adapter_names)
+                self._replace(key, module.original_module)
             elif isinstance(module, ModulesToSaveWrapper):  # PEFT: the active copy, merged or not
                 active = module.active_adapter
                 self._replace(key, module.modules_to_save[active] if active else module.original_module)
@@ -537,6 +607,9 @@ class LoraModel(_Wrapper):
         finally:
             for module in modules:
                 module.batch_adapter_names = None
+
+
+_WRAPPERS = (BaseTunerLayer, ModulesToSaveWrapper, TrainableTokensWrapper)  # what stands where a layer was
 
 
 def _fan_in_fan_out_off_for_linear(config):
