@@ -63,6 +63,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .emulator_ptx import rewrite_inline_ptx
+
 __all__ = [
     "RawKernel", "RawModule", "EmulatorError", "CompileError", "BarrierError", "RaceError",
     "KernelFault", "KERNELS_DIR", "EMU_DIR", "cache_dir", "is_available", "default_workers",
@@ -749,7 +751,16 @@ def _rename_kernels(text: str, names: set[str]) -> str:
     return text
 
 
-def _refuse_unsupported(preprocessed: str, masked: str) -> None:
+# The CUDA runtime's host API by its families (cudaMalloc*, cudaMemcpy*, cudaLaunch*: cudaLaunchKernel,
+# cudaLaunchCooperativeKernel, ...; cudaStream*, cudaEvent*, cudaGet*/cudaSet*, cudaOccupancy*, ...): none of it
+# exists in device code.  A user's own helper (llm.c's cudaCheck) is not one of these names.
+_HOST_API = re.compile(r"\b(cuda(?:Malloc|Memcpy|Memset|Free|Device|GetLastError|PeekAtLastError|Launch|Func|"
+                       r"Stream|Event|SetDevice|GetDevice|Occupancy|Host|Graph|Mem|Array|Ipc|Pointer|Profiler|Thread|"
+                       r"Create|Destroy|Import|External|Ctx|RuntimeGet|DriverGet|GetError|ChooseDevice|Register|"
+                       r"Unregister|Configure|SetupArgument|ProfilerStart)\w*)\s*\(")
+
+
+def _refuse_unsupported(preprocessed: str, masked: str, ptx_refusals=()) -> None:
     """CUDA features g++ would reject with a baffling message, refused by name: a kernel launch in device
     code (dynamic parallelism), host API calls (cudaMemcpyToSymbol, ...) and inline PTX (asm statements;
     guard them with #ifndef __CUDA_EMU__)."""
@@ -759,13 +770,15 @@ def _refuse_unsupported(preprocessed: str, masked: str) -> None:
             raise CompileError(f"{where}: a kernel launch <<<...>>> inside device code (CUDA dynamic parallelism) is "
                                "not supported by minilora's CUDA emulator (CuPy would also need -rdc=true and "
                                "cudadevrt): launch the child kernel from the host after the parent returns")
-        host = re.search(r"\b(cuda(?:Malloc|Memcpy|Memset|Free|DeviceSynchronize|GetLastError|LaunchKernel|"
-                         r"FuncSetAttribute|StreamCreate|EventCreate)\w*)\s*\(", text)
+        host = _HOST_API.search(text)
         if host:
+            hint = ("allocate and copy with NumPy arrays, and fill a __constant__ or __device__ variable with "
+                    "module.get_global('name')[...] = values (CuPy's get_global), the counterpart of cudaMemcpyToSymbol")
+            if "Cooperative" in host.group(1):
+                hint = ("a cooperative launch (grid.sync()) is RawModule(..., enable_cooperative_groups=True) or "
+                        "RawKernel(..., enable_cooperative_groups=True), launched from Python as any kernel")
             raise CompileError(f"{where}: {host.group(1)}() is the CUDA runtime's host API, and a RawModule source holds "
-                               "device code only (as CuPy's NVRTC compiles it): allocate and copy with NumPy arrays, "
-                               "and fill a __constant__ or __device__ variable with module.get_global('name')[...] = "
-                               "values (CuPy's get_global), the counterpart of cudaMemcpyToSymbol")
+                               f"device code only (as CuPy's NVRTC compiles it): {hint}")
         texture = re.search(r"\b(cudaTextureObject_t|cudaSurfaceObject_t|texture\s*<|surface\s*<|"
                             r"(?:tex|surf)(?:1D|2D|3D|Cubemap)\w*(?=\s*[<(]))", text)
         if texture:
@@ -773,6 +786,9 @@ def _refuse_unsupported(preprocessed: str, masked: str) -> None:
                                "minilora's CUDA emulator (it has no texture units to filter, clamp or cache): pass the "
                                "array as a plain pointer and index it (tex1Dfetch<float>(t, i) -> p[i]), with __ldg for a "
                                "read-only load")
+        refused = re.search(r"\b__emu_ptx_refused\s*<\s*(\d+)\s*>", text)
+        if refused:
+            raise CompileError(f"{where}: {ptx_refusals[int(refused.group(1))]}")
         if re.search(r"(?<![\w.])(?:asm|__asm__|__asm)\s*(?:volatile|__volatile__)?\s*\(", text):
             raise CompileError(f"{where}: inline PTX (an asm statement) cannot run on the CPU: the emulator compiles "
                                "CUDA C++ only. Use the CUDA intrinsic it stands for (%laneid: threadIdx.x % 32, "
@@ -942,8 +958,9 @@ class _Module:
             flags += ["-I", str(Path(filename).parent)]
         name = Path(filename).name if filename else next(iter(_find_kernels(_mask(code))), "kernels") + ".cu"
         shown = filename if filename and os.path.isabs(filename) else name
-        rewritten = _rewrite_shared(_expand_local_includes(code, shown, Path(filename).parent if filename else None,
-                                                           _include_dirs(flags)))
+        self._ptx_refusals: list[str] = []
+        rewritten = _rewrite_shared(self._translate_inline_ptx(
+            _expand_local_includes(code, shown, Path(filename).parent if filename else None, _include_dirs(flags))))
         if filename and os.path.isabs(filename):  # errors and reports then name the user's own file
             rewritten.text = f'#line 1 "{filename}"\n' + rewritten.text
         if self.variant == "fast" and _uses_volatile(_mask(rewritten.text)):
@@ -983,6 +1000,15 @@ class _Module:
         for name, raw in self.constants.items():  # unfilled constants read as NaN / -1, never as silent zeros
             if not self.constant_initialized.get(name, False):
                 raw[:] = 0xFF
+
+    def _translate_inline_ptx(self, text: str) -> str:
+        """Inline PTX (asm statements) turned into C++ (minilora/emulator_ptx.py).  A statement it cannot take
+        becomes `__emu_ptx_refused<N>()`, which the build refuses with the Nth reason where the preprocessor
+        keeps it (_refuse_unsupported)."""
+        def refused(message: str) -> str:
+            self._ptx_refusals.append(message)
+            return f"__emu_ptx_refused<{len(self._ptx_refusals) - 1}>();"
+        return rewrite_inline_ptx(text, _mask(text), refused)
 
     def global_array(self, name: str) -> np.ndarray:
         """The __constant__ or __device__ variable `name` as a writable 1-D NumPy array of its elements."""
@@ -1058,7 +1084,7 @@ class _Module:
             raise CompileError(f"preprocessing '{self.source_path.name}' failed:\n{res.stderr.strip()}"
                                f"{_missing_header_hint(res.stderr)}")
         masked, self._bounds, self._template_bounds = _mask(res.stdout), {}, {}
-        _refuse_unsupported(res.stdout, masked)
+        _refuse_unsupported(res.stdout, masked, self._ptx_refusals)
         self._constants = {**_find_device_globals(masked), **_find_constants(masked)}
         self.cpp_linkage = _cpp_linkage_kernels(masked)
         self._namespaces = {}

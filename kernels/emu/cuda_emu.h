@@ -259,7 +259,9 @@ inline long long clock64() { return __emu::clock_ticks(); }
 
 // Device printf: collected by the runtime and printed by Python after the launch, like CUDA does
 // at synchronisation (and so that it shows up in notebooks and under pytest's capture).
+#ifndef __EMU_FIND_KERNELS  // so that a kernel called printf is found under its name (and renamed, as abs or exp)
 #define printf(...) __emu::device_printf(__VA_ARGS__)
+#endif
 
 // Shared-memory hooks used by the code emulator.py generates for __shared__ declarations.
 template <class T, int ID>
@@ -1456,5 +1458,7 @@ constexpr size_t arity(void (*)(P...)) { return sizeof...(P); }
 template <auto K>
 void trampoline(void** a) { call_with(K, a, std::make_index_sequence<arity(K)>{}); }
 }  // namespace __emu
+
+#include "include/minilora_ptx.h"  // what inline PTX is translated into
 
 #endif  // MINILORA_CUDA_EMU_H

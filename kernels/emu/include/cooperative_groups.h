@@ -9,7 +9,8 @@
 // Modelled: this_thread_block() (sync, thread_rank, size/num_threads, group_index, thread_index,
 // group_dim/dim_threads), tiled_partition(block, N) (runtime size: sync, thread_rank, size,
 // meta_group_rank/size) and tiled_partition<N>(block) (also shfl, shfl_up/down/xor, any, all, ballot,
-// match-free), coalesced_threads() (the lanes of the warp that call it at the same line before any
+// match_any, match_all), labeled_partition / binary_partition (coalesced groups by label), invoke_one,
+// coalesced_threads() (the lanes of the warp that call it at the same line before any
 // lane of the warp can run on: the others have exited or wait elsewhere -- CUDA's converged lanes),
 // this_grid() (ranks, sizes and sync() in a cooperative launch), and cg::reduce in
 // <cooperative_groups/reduce.h>.  Ranks and sizes have CUDA's types: unsigned int within a block,
@@ -109,6 +110,19 @@ public:
         const unsigned b = unsigned(__emu::warp_op(__emu::W_BALLOT, file, line, m, p ? 1 : 0, 0, 32));
         return (b & m) >> (__detail::lane() / N * N % 32);
     }
+    // match_any / match_all (sm_70), in the tile's ranks as ballot: bit k is the tile's thread of rank k.
+    template <class T>
+    unsigned match_any(T v, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        const unsigned m = __detail::tile_mask(N);
+        const unsigned peers = unsigned(__emu::warp_op(__emu::W_MATCH_ANY, file, line, m, __emu::match_bits(v), 0, 32));
+        return (peers & m) >> (__detail::lane() / N * N % 32);
+    }
+    template <class T>
+    unsigned match_all(T v, int& pred, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        const unsigned m = __detail::tile_mask(N);
+        const unsigned same = __emu::match_all(file, line, m, v, &pred);
+        return (same & m) >> (__detail::lane() / N * N % 32);
+    }
 };
 template <unsigned N, class Parent>
 thread_block_tile<N> tiled_partition(const Parent&) { return thread_block_tile<N>(); }
@@ -140,11 +154,67 @@ public:
         return int(__emu::warp_op(__emu::W_ALL, file, line, mask_, p ? 1 : 0, 0, 32));
     }
 
+    template <class T>
+    T shfl_down(T v, unsigned delta, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        const unsigned rank = thread_rank() + delta;  // a rank past the end reads the lane's own value, as CUDA
+        return shfl_rank(v, rank < size() ? rank : thread_rank(), file, line);
+    }
+    template <class T>
+    T shfl_up(T v, unsigned delta, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        return shfl_rank(v, delta <= thread_rank() ? thread_rank() - delta : thread_rank(), file, line);
+    }
+    unsigned lane_mask() const { return mask_; }
+    unsigned int meta_group_rank() const { return 0; }
+    unsigned int meta_group_size() const { return 1; }
+
 private:
+    template <class T>
+    T shfl_rank(T v, unsigned rank, const char* file, int line) const {
+        unsigned m = mask_;
+        for (unsigned k = 0; k < rank; ++k) m &= m - 1;
+        return __emu::shfl(__emu::W_SHFL_IDX, file, line, mask_, v, __builtin_ctz(m), 32);
+    }
     unsigned mask_;
 };
 inline coalesced_group coalesced_threads(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
     return coalesced_group(unsigned(__emu::warp_op(__emu::W_COALESCE, file, line, 0xffffffffu, 0, 0, 32)));
+}
+
+// labeled_partition (sm_70) and binary_partition (CUDA 11): the parent's lanes split by a label (or a
+// predicate) into coalesced groups, each holding the lanes with the same value.  Collective over the parent.
+namespace __detail {
+inline unsigned lanes_of(const coalesced_group& g) { return g.lane_mask(); }
+template <unsigned N> inline unsigned lanes_of(const thread_block_tile<N>&) { return tile_mask(N); }
+}  // namespace __detail
+template <class Parent>
+inline coalesced_group labeled_partition(const Parent& parent, int label, const char* file = __builtin_FILE(),
+                                         int line = __builtin_LINE()) {
+    const unsigned lanes = __detail::lanes_of(parent);
+    return coalesced_group(unsigned(__emu::warp_op(__emu::W_MATCH_ANY, file, line, lanes, __emu::match_bits(label), 0, 32)));
+}
+template <class Parent>
+inline coalesced_group labeled_partition(const Parent& parent, unsigned label, const char* file = __builtin_FILE(),
+                                         int line = __builtin_LINE()) {
+    return labeled_partition(parent, int(label), file, line);
+}
+template <class Parent>
+inline coalesced_group binary_partition(const Parent& parent, bool pred, const char* file = __builtin_FILE(),
+                                        int line = __builtin_LINE()) {
+    return labeled_partition(parent, int(pred), file, line);
+}
+
+// invoke_one (CUDA 12.1): the group's rank-0 thread calls fn; invoke_one_broadcast also hands its result to
+// every thread of the group.  Collective, as in CUDA (the group synchronizes around the call).
+template <class Group, class Fn, class... Args>
+inline void invoke_one(const Group& group, Fn&& fn, Args&&... args) {
+    if (group.thread_rank() == 0) fn(static_cast<Args&&>(args)...);
+    group.sync();
+}
+template <class Group, class Fn, class... Args>
+inline auto invoke_one_broadcast(const Group& group, Fn&& fn, Args&&... args) -> decltype(fn(static_cast<Args&&>(args)...)) {
+    decltype(fn(static_cast<Args&&>(args)...)) result{};
+    if (group.thread_rank() == 0) result = fn(static_cast<Args&&>(args)...);
+    return group.shfl(result, 0);
 }
 
 // The whole grid.  grid.sync() needs every block resident at once: a cooperative launch (a kernel made

@@ -1,0 +1,522 @@
+"""Inline PTX on the CPU emulator: the asm statements public CUDA code is full of, translated to C++.
+
+Kernels written by others read special registers (``%laneid``, ``%warpid``, ``%smid``), load through the
+read-only path (``ld.global.nc.v4.f32``), pack and convert 16-bit values (``cvt.rn.bf16x2.f32``,
+``mov.b32 %0, {%1, %2}``) and do bit tricks (``lop3.b32``, ``prmt.b32``, ``bfe``, ``shf``) in one-line
+asm statements.  Each such statement is rewritten, on its own line(s), into a C++ block over 64-bit
+"registers" that carry each operand's bits: an input ``"r"(x)`` is copied in by its bytes, an output
+``"=r"(y)`` copied back, and every instruction reads the bits as its type suffix says (``.f32``: a float,
+``.s32``: a signed int, ``.bf16x2``: a pair).  Warp collectives (``shfl.sync``, ``vote.sync``,
+``activemask``), barriers (``bar.sync``), fences and atomics go through the emulator's own, so its checks
+still apply.
+
+What is not modelled (tensor-core ``mma``/``wmma``/``ldmatrix``, ``cp.async``, ``.shared`` addresses,
+textures, ...) is refused at build time naming the instruction, never run wrongly.
+"""
+from __future__ import annotations
+
+import re
+
+__all__ = ["rewrite_inline_ptx", "PtxError"]
+
+
+class PtxError(ValueError):
+    """An asm statement the emulator cannot translate (the message names the instruction)."""
+
+
+# C++ type of each PTX type suffix (16-bit floats are the emulator's __half / __nv_bfloat16).
+_TYPES = {
+    "b8": "uint8_t", "u8": "uint8_t", "s8": "int8_t",
+    "b16": "uint16_t", "u16": "uint16_t", "s16": "int16_t", "f16": "__half", "bf16": "__nv_bfloat16",
+    "b32": "uint32_t", "u32": "uint32_t", "s32": "int32_t", "f32": "float", "f16x2": "__half2",
+    "bf16x2": "__nv_bfloat162",
+    "b64": "uint64_t", "u64": "uint64_t", "s64": "int64_t", "f64": "double", "pred": "bool",
+}
+_SPECIAL = {
+    "%laneid": "__emu::ptx::laneid()", "%warpid": "__emu::ptx::warpid()", "%nwarpid": "__emu::ptx::nwarpid()",
+    "%smid": "__emu::ptx::smid()", "%nsmid": "__emu::ptx::nsmid()", "%gridid": "0ull",
+    "%lanemask_eq": "__emu::ptx::lanemask(0)", "%lanemask_lt": "__emu::ptx::lanemask(1)",
+    "%lanemask_le": "__emu::ptx::lanemask(2)", "%lanemask_gt": "__emu::ptx::lanemask(3)",
+    "%lanemask_ge": "__emu::ptx::lanemask(4)", "%clock": "(uint64_t)(uint32_t)clock64()",
+    "%clock64": "(uint64_t)clock64()", "%globaltimer": "(uint64_t)clock64()",
+    "%dynamic_smem_size": "0ull", "%total_smem_size": "0ull",
+}
+for _axis in "xyz":
+    _SPECIAL.update({f"%tid.{_axis}": f"(uint64_t)threadIdx.{_axis}", f"%ntid.{_axis}": f"(uint64_t)blockDim.{_axis}",
+                     f"%ctaid.{_axis}": f"(uint64_t)blockIdx.{_axis}", f"%nctaid.{_axis}": f"(uint64_t)gridDim.{_axis}"})
+
+# What the translation covers, for the refusal message.
+SUPPORTED = ("mov (special registers %laneid %warpid %smid %tid ..., {a, b} packing and unpacking), "
+             "ld/st (.global, .nc, generic; .v2/.v4), cvt (ints, f32/f64, f16/bf16, .f16x2/.bf16x2 packing), "
+             "add sub mul mad fma div rem min max neg abs and or xor not cnot shl shr shf bfe bfi lop3 prmt popc "
+             "clz brev, ex2 lg2 rcp rsqrt sqrt sin cos tanh (.approx), setp selp (predicates, @p guards), "
+             "shfl.sync, vote.sync, activemask, bar.sync/barrier.sync, bar.warp.sync, membar/fence, "
+             "atom/red (.global: add, min, max, exch, cas, and, or, xor, inc, dec), nanosleep")
+
+
+def rewrite_inline_ptx(text: str, masked: str, refused) -> str:
+    """`text` with each asm statement (found in `masked`: comments and strings blanked) replaced by C++ of the
+    same number of lines.  One that cannot be translated becomes `refused(message)` (C++ that the build
+    refuses only where the preprocessor keeps it: an asm under #ifndef __CUDA_EMU__ is no error)."""
+    out, last = [], 0
+    for m in re.finditer(r"(?<![\w.])(?:asm|__asm__|__asm)\s*(?:volatile\b|__volatile__\b)?\s*(?:goto\s*)?\(", masked):
+        if _in_directive(masked, m.start()):
+            continue  # a macro that writes asm: left to the final check, which refuses it by name
+        close = _close(masked, m.end() - 1)
+        end = close + 1
+        statement = text[m.end():close]
+        try:
+            code = _translate(statement)
+        except PtxError as e:
+            code = refused(str(e))
+        original = text[m.start():end]
+        out.append(text[last:m.start()])
+        out.append("{ " + code + " }" + "\n" * original.count("\n"))
+        last = end
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _in_directive(masked: str, pos: int) -> bool:
+    start = masked.rfind("\n", 0, pos) + 1
+    while start > 0 and masked[:start - 1].rstrip(" \t\r").endswith("\\"):
+        start = masked.rfind("\n", 0, start - 1) + 1
+    return masked[start:pos].lstrip().startswith("#")
+
+
+def _close(text: str, i: int) -> int:
+    depth, quote = 0, None
+    for j in range(i, len(text)):
+        ch = text[j]
+        if quote:
+            if ch == quote and text[j - 1] != "\\":
+                quote = None
+            continue
+        if ch in "\"'":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return j
+    raise PtxError("unbalanced parentheses in an asm statement")
+
+
+def _split_sections(body: str) -> list[str]:
+    """The asm statement's template, outputs, inputs and clobbers (split at the ':' outside parentheses)."""
+    parts, depth, quote, cur, j = [], 0, None, [], 0
+    while j < len(body):
+        ch = body[j]
+        if quote:
+            cur.append(ch)
+            if ch == "\\":
+                cur.append(body[j + 1])
+                j += 2
+                continue
+            if ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+            cur.append(ch)
+        elif ch in "([{":
+            depth += 1
+            cur.append(ch)
+        elif ch in ")]}":
+            depth -= 1
+            cur.append(ch)
+        elif ch == ":" and depth == 0:  # `"..." :: "r"(x)`: no outputs (a `::` in C++ lies inside parentheses)
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+        j += 1
+    parts.append("".join(cur))
+    return parts
+
+
+def _string_literals(text: str) -> str:
+    """The concatenated contents of C string literals, escapes decoded."""
+    found = re.findall(r'"((?:\\.|[^"\\])*)"', text)
+    if not found or re.sub(r'"(?:\\.|[^"\\])*"', "", text).strip():
+        raise PtxError("the asm template is not a plain string literal (a macro or a variable is not modelled)")
+    escapes = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'", "r": "\n", "0": ""}
+    return "".join(re.sub(r"\\(.)", lambda e: escapes.get(e.group(1), e.group(1)), s) for s in found)
+
+
+def _operands(section: str, outputs: bool) -> list[tuple[str, str]]:
+    """[(constraint, C++ expression)] of an operand list such as `"=r"(x), "l"(ptr)`."""
+    found = []
+    for item in _top_commas(section):
+        item = item.strip()
+        if not item:
+            continue
+        m = re.fullmatch(r'(?:\[\w+\]\s*)?"([^"]*)"\s*\((.*)\)', item, re.S)
+        if not m:
+            raise PtxError(f"cannot read the asm operand {item!r}")
+        constraint = m.group(1).replace("&", "")
+        if constraint.strip("=+") not in ("r", "l", "h", "f", "d", "n", "c") and not constraint.strip("=+").isdigit():
+            raise PtxError(f"the asm operand constraint {m.group(1)!r} is not modelled (r, l, h, f, d, n are)")
+        found.append((constraint, m.group(2)))
+    return found
+
+
+def _top_commas(text: str) -> list[str]:
+    parts, depth, cur, quote = [], 0, [], None
+    for ch in text:
+        if quote:
+            quote = None if ch == quote else quote
+            cur.append(ch)
+            continue
+        if ch in "\"'":
+            quote = ch
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return parts
+
+
+def _translate(statement: str) -> str:
+    sections = _split_sections(statement)
+    template = _string_literals(sections[0])
+    outs = _operands(sections[1], True) if len(sections) > 1 else []
+    ins = _operands(sections[2], False) if len(sections) > 2 else []
+    basic = len(sections) == 1  # basic asm: no operands, `%` is not doubled
+    operands = outs + ins
+    code = []
+    for k, (constraint, expr) in enumerate(operands):
+        if constraint.startswith("=") and not constraint.startswith("=+"):
+            code.append(f"uint64_t __ptx{k} = 0;")
+        elif constraint.strip("=+").isdigit():  # "0"(x): tied to output 0, which starts with x's bits
+            tied = int(constraint.strip("=+"))
+            code.append(f"uint64_t __ptx{k} = __emu::ptx::in({expr});")
+            code.append(f"__ptx{tied} = __ptx{k};")
+        else:
+            code.append(f"uint64_t __ptx{k} = __emu::ptx::in({expr});")
+    body = template if basic else template.replace("%%", "\x00")
+    if not basic:
+        body = re.sub(r"%(\d+)", lambda m: _operand_ref(m, len(operands)), body)
+    body = body.replace("\x00", "%")
+    registers: set[str] = set()
+    for instruction in _instructions(body):
+        code.append(_instruction(instruction, registers))
+    for k, (constraint, expr) in enumerate(outs):
+        if constraint.startswith(("=", "+")):
+            code.append(f"__emu::ptx::out({expr}, __ptx{k});")
+    return " ".join(code)
+
+
+def _operand_ref(m, count: int) -> str:
+    k = int(m.group(1))
+    if k >= count:
+        raise PtxError(f"the asm template names %{k}, but only {count} operands are given")
+    return f"__ptx{k}"
+
+
+def _instructions(body: str) -> list[str]:
+    """The template's statements: split at ';' and newlines, braces (register scopes) dropped."""
+    body = re.sub(r"//[^\n]*", "", body).replace("{", " { ").replace("}", " } ")
+    found = []
+    for piece in re.split(r"[;\n]", body):
+        piece = piece.strip()
+        # keep vector operands `{a, b}` together: braces were spaced above, join them back
+        piece = re.sub(r"\{\s*([^{}]*?)\s*\}", lambda v: "{" + v.group(1) + "}", piece)
+        while piece.startswith(("{", "}")) and not re.match(r"\{[^{}]*\}", piece):
+            piece = piece[1:].strip()
+        piece = re.sub(r"\s*\}$", "", piece) if piece.count("}") > piece.count("{") else piece
+        if piece:
+            found.append(piece)
+    return found
+
+
+def _reg(name: str) -> str:
+    return "__ptxr_" + re.sub(r"\W", "_", name)
+
+
+def _value(token: str, registers: set[str]) -> str:
+    """A source operand as a uint64_t expression of its bits."""
+    token = token.strip()
+    if token.startswith("__ptx"):
+        return token
+    if token in _SPECIAL:
+        return _SPECIAL[token]
+    if token in registers:
+        return _reg(token)
+    m = re.fullmatch(r"0[fF]([0-9a-fA-F]{8})", token)
+    if m:
+        return f"0x{m.group(1)}ull"
+    m = re.fullmatch(r"0[dD]([0-9a-fA-F]{16})", token)
+    if m:
+        return f"0x{m.group(1)}ull"
+    if re.fullmatch(r"-?(?:0[xX][0-9a-fA-F]+|0[bB][01]+|\d+)[uU]?", token):
+        return f"(uint64_t)(int64_t)({token.rstrip('uU')}ll)"
+    if re.fullmatch(r"-?\d+\.\d*(?:[eE][-+]?\d+)?", token):
+        return f"__emu::ptx::fbits({token})"
+    if token.startswith("%"):
+        raise PtxError(f"the special register {token} is not modelled")
+    raise PtxError(f"cannot read the operand {token!r}")
+
+
+def _dest(token: str, registers: set[str]) -> str:
+    token = token.strip()
+    if token.startswith("__ptx") or token in registers:
+        return token if token.startswith("__ptx") else _reg(token)
+    raise PtxError(f"cannot write to {token!r}")
+
+
+def _vector(token: str) -> list[str] | None:
+    token = token.strip()
+    if token.startswith("{") and token.endswith("}"):
+        return [t.strip() for t in token[1:-1].split(",")]
+    return None
+
+
+def _address(token: str, registers: set[str]) -> str:
+    m = re.fullmatch(r"\[\s*([^\]+\-]+?)\s*(?:([+-])\s*(\w+))?\s*\]", token.strip())
+    if not m:
+        raise PtxError(f"cannot read the address {token!r}")
+    base = _value(m.group(1), registers)
+    offset = f" {m.group(2)} (int64_t)({m.group(3)})" if m.group(2) else ""
+    return f"((char*)(uintptr_t)({base}){offset})"
+
+
+def _split_operands(text: str) -> list[str]:
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        depth += ch in "{["
+        depth -= ch in "}]"
+        if ch == "," and depth == 0:
+            parts.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    if "".join(cur).strip():
+        parts.append("".join(cur).strip())
+    return parts
+
+
+def _types(mods: list[str]) -> list[str]:
+    return [m for m in mods if m in _TYPES]
+
+
+def _instruction(text: str, registers: set[str]) -> str:
+    guard = ""
+    m = re.match(r"@(!?)(\S+)\s+(.*)", text, re.S)
+    if m:
+        if m.group(2) not in registers and not m.group(2).startswith("__ptx"):
+            raise PtxError(f"the predicate {m.group(2)} is not declared")
+        guard = f"if ({'!' if m.group(1) else ''}{_value(m.group(2), registers)}) "
+        text = m.group(3)
+    head, _, rest = text.partition(" ")
+    if head == ".reg":
+        return _declare(rest, registers)
+    parts = head.split(".")
+    op, mods = parts[0], parts[1:]
+    args = _split_operands(rest)
+    try:
+        code = _emit(op, mods, args, registers, head)
+    except IndexError:
+        raise PtxError(f"the inline PTX instruction '{text}' has too few operands") from None
+    return guard + "{ " + code + " }"
+
+
+def _declare(rest: str, registers: set[str]) -> str:
+    words = rest.replace(",", " ").split()
+    if not words or not words[0].startswith("."):
+        raise PtxError(f"cannot read the register declaration '.reg {rest}'")
+    names = []
+    for w in words[1:]:
+        m = re.fullmatch(r"([%\w$]+)<(\d+)>", w)  # .reg .b32 r<4>: r0 .. r3
+        names += [f"{m.group(1)}{i}" for i in range(int(m.group(2)))] if m else [w]
+    registers.update(names)
+    return " ".join(f"uint64_t {_reg(n)} = 0;" for n in names)
+
+
+def _set(dest: str, ctype: str, value: str) -> str:
+    return f"{dest} = __emu::ptx::bits<{ctype}>({value});"
+
+
+def _get(ctype: str, value: str) -> str:
+    return f"__emu::ptx::val<{ctype}>({value})"
+
+
+_ARITH = {"add": "+", "sub": "-", "mul": "*", "div": "/", "rem": "%", "and": "&", "or": "|", "xor": "^",
+          "shl": "<<", "shr": ">>"}
+_UNARY_MATH = {"ex2": "exp2f", "lg2": "log2f", "rsqrt": "rsqrtf", "sqrt": "sqrtf", "sin": "sinf", "cos": "cosf",
+               "tanh": "tanhf"}
+_COMPARE = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "lo": "<", "ls": "<=",
+            "hi": ">", "hs": ">="}
+_WARP_SHFL = {"idx": "W_SHFL_IDX", "up": "W_SHFL_UP", "down": "W_SHFL_DOWN", "bfly": "W_SHFL_XOR"}
+_ATOMIC = {"add": "atomicAdd", "min": "atomicMin", "max": "atomicMax", "exch": "atomicExch", "and": "atomicAnd",
+           "or": "atomicOr", "xor": "atomicXor", "inc": "atomicInc", "dec": "atomicDec", "cas": "atomicCAS"}
+
+
+def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) -> str:
+    types = _types(mods)
+    t = _TYPES[types[-1]] if types else "uint32_t"
+    refuse = PtxError(f"the inline PTX instruction '{head}' is not modelled by minilora's CUDA emulator; it runs: "
+                      f"{SUPPORTED}")
+    if op == "mov":
+        dst, src = args[0], args[1]
+        if _vector(src):  # mov.b32 d, {lo, hi}: the first element in the low bits
+            parts = _vector(src)
+            width = {"b32": 16, "b64": 32, "b16": 8}.get(types[-1] if types else "b32", 16)
+            pieces = " | ".join(f"(({_value(p, regs)} & {hex((1 << width) - 1)}ull) << {width * i})"
+                                for i, p in enumerate(parts))
+            return f"{_dest(dst, regs)} = {pieces};"
+        if _vector(dst):
+            parts = _vector(dst)
+            width = {"b32": 16, "b64": 32, "b16": 8}.get(types[-1] if types else "b32", 16)
+            value = _value(src, regs)
+            return " ".join(f"{_dest(p, regs)} = ({value} >> {width * i}) & {hex((1 << width) - 1)}ull;"
+                            for i, p in enumerate(parts) if p != "_")
+        return _set(_dest(dst, regs), t, _get(t, _value(src, regs)))
+    if op in ("ld", "st"):
+        if any(s in mods for s in ("shared", "local", "param", "tex")) or any(s.startswith("shared") for s in mods):
+            raise PtxError(f"the inline PTX instruction '{head}': {op} from .shared/.local/.param addresses is not "
+                           "modelled by minilora's CUDA emulator (those are 32-bit window addresses there); use the "
+                           "pointer in C++ instead")
+        width = 4 if "v4" in mods else 8 if "v8" in mods else 2 if "v2" in mods else 1
+        if op == "ld":
+            dests = _vector(args[0]) or [args[0]]
+            addr = _address(args[1], regs)
+            return " ".join(_set(_dest(d, regs), t, f"__emu::ptx::load<{t}>({addr}, {i})")
+                            for i, d in enumerate(dests[:width]) if d != "_")
+        srcs = _vector(args[1]) or [args[1]]
+        addr = _address(args[0], regs)
+        return " ".join(f"__emu::ptx::store<{t}>({addr}, {i}, {_get(t, _value(s, regs))});"
+                        for i, s in enumerate(srcs[:width]))
+    if op == "cvt":
+        if len(types) != 2:
+            raise refuse
+        dt, st = _TYPES[types[0]], _TYPES[types[1]]
+        rnd = next((m for m in mods if m in ("rn", "rz", "rm", "rp", "rni", "rzi", "rmi", "rpi")), "")
+        sat = "true" if "sat" in mods else "false"
+        if types[0] in ("f16x2", "bf16x2"):  # cvt.rn.bf16x2.f32 d, a, b: a in the upper half, b in the lower
+            half = "__half" if types[0] == "f16x2" else "__nv_bfloat16"
+            a, b = _get("float", _value(args[1], regs)), _get("float", _value(args[2], regs))
+            return (f"{_dest(args[0], regs)} = ((uint64_t)__emu::ptx::bits<{half}>(__emu::ptx::round_to<{half}>({a}, "
+                    f"\"{rnd or 'rn'}\")) << 16) | __emu::ptx::bits<{half}>(__emu::ptx::round_to<{half}>({b}, \"{rnd or 'rn'}\"));")
+        return _set(_dest(args[0], regs), dt,
+                    f"__emu::ptx::convert<{dt}>({_get(st, _value(args[1], regs))}, \"{rnd}\", {sat})")
+    if op in _ARITH and op not in ("shl", "shr"):
+        a, b = _get(t, _value(args[1], regs)), _get(t, _value(args[2], regs))
+        if op == "mul" and ("hi" in mods or "wide" in mods):
+            return _set(_dest(args[0], regs), "uint64_t" if "wide" in mods else t,
+                        f"__emu::ptx::mul_{'hi' if 'hi' in mods else 'wide'}({a}, {b})")
+        expr = f"({t})({a} {_ARITH[op]} {b})"
+        if op in ("add", "sub") and "sat" in mods:
+            expr = f"__emu::ptx::saturate<{t}>((double){a} {_ARITH[op]} (double){b})"
+        return _set(_dest(args[0], regs), t, expr)
+    if op in ("shl", "shr"):
+        a, b = _get(t, _value(args[1], regs)), _get("uint32_t", _value(args[2], regs))
+        return _set(_dest(args[0], regs), t, f"__emu::ptx::shift<{t}>({a}, {b}, {'true' if op == 'shl' else 'false'})")
+    if op in ("mad", "fma"):
+        a, b, c = (_get(t, _value(x, regs)) for x in args[1:4])
+        if op == "fma" or t in ("float", "double"):
+            return _set(_dest(args[0], regs), t, f"(({t})std::fma({a}, {b}, {c}))")
+        if "hi" in mods:
+            return _set(_dest(args[0], regs), t, f"({t})(__emu::ptx::mul_hi({a}, {b}) + {c})")
+        if "wide" in mods:
+            return _set(_dest(args[0], regs), "uint64_t", f"__emu::ptx::mul_wide({a}, {b}) + (int64_t){c}")
+        return _set(_dest(args[0], regs), t, f"({t})({a} * {b} + {c})")
+    if op in ("min", "max"):
+        a, b = _get(t, _value(args[1], regs)), _get(t, _value(args[2], regs))
+        fn = f"f{op}" if t in ("float", "double") else f"std::{op}"
+        return _set(_dest(args[0], regs), t, f"({t}){fn}({a}, {b})")
+    if op in ("neg", "abs", "not", "cnot", "popc", "clz", "brev", "rcp") or op in _UNARY_MATH:
+        a = _get(t, _value(args[1], regs))
+        expr = {"neg": f"({t})(-{a})", "abs": f"({t})({a} < 0 ? -{a} : {a})", "not": f"({t})(~{a})",
+                "cnot": f"({t})({a} == 0)", "popc": f"__emu::ptx::popc({a})", "clz": f"__emu::ptx::clz({a})",
+                "brev": f"__emu::ptx::brev({a})", "rcp": f"({t})(({t})1 / {a})"}.get(op)
+        if expr is None:
+            expr = f"({t}){_UNARY_MATH[op]}({a})"
+        out_t = "uint32_t" if op in ("popc", "clz") else t
+        return _set(_dest(args[0], regs), out_t, expr)
+    if op == "shf":  # funnel shift: shf.l.wrap.b32 d, lo, hi, n
+        left = "l" in mods
+        clamp = "clamp" in mods
+        lo, hi, n = (_value(x, regs) for x in args[1:4])
+        fn = "__funnelshift_l" if left else "__funnelshift_r"
+        return _set(_dest(args[0], regs), "uint32_t",
+                    f"{fn}{'c' if clamp else ''}((unsigned){lo}, (unsigned){hi}, (unsigned){n})")
+    if op == "bfe":
+        a, pos, length = _get(t, _value(args[1], regs)), _value(args[2], regs), _value(args[3], regs)
+        return _set(_dest(args[0], regs), t, f"__emu::ptx::bfe<{t}>({a}, (unsigned){pos}, (unsigned){length})")
+    if op == "bfi":
+        a, b, pos, length = (_value(x, regs) for x in args[1:5])
+        return _set(_dest(args[0], regs), t, f"__emu::ptx::bfi<{t}>({_get(t, a)}, {_get(t, b)}, (unsigned){pos}, "
+                                             f"(unsigned){length})")
+    if op == "lop3":
+        a, b, c, lut = (_value(x, regs) for x in args[1:5])
+        return _set(_dest(args[0], regs), "uint32_t", f"__emu::ptx::lop3((uint32_t){a}, (uint32_t){b}, "
+                                                      f"(uint32_t){c}, (unsigned){lut})")
+    if op == "prmt":
+        mode = next((m for m in mods if m in ("f4e", "b4e", "rc8", "ecl", "ecr", "rc16")), None)
+        if mode:
+            raise PtxError(f"the inline PTX instruction '{head}': prmt's {mode} mode is not modelled (the default "
+                           "mode is)")
+        a, b, c = (_value(x, regs) for x in args[1:4])
+        return _set(_dest(args[0], regs), "uint32_t", f"__emu::ptx::prmt((uint32_t){a}, (uint32_t){b}, (uint32_t){c})")
+    if op == "setp":
+        cmp = next((m for m in mods if m in _COMPARE), None)
+        if cmp is None:
+            raise refuse
+        a, b = _get(t, _value(args[1], regs)), _get(t, _value(args[2], regs))
+        dests = args[0].split("|")
+        return f"{_dest(dests[0], regs)} = ({a} {_COMPARE[cmp]} {b}) ? 1 : 0;" + (
+            f" {_dest(dests[1], regs)} = !{_dest(dests[0], regs)};" if len(dests) > 1 else "")
+    if op == "selp":
+        a, b, p = _value(args[1], regs), _value(args[2], regs), _value(args[3], regs)
+        return f"{_dest(args[0], regs)} = {p} ? {a} : {b};"
+    if op == "shfl":
+        mode = next((m for m in mods if m in _WARP_SHFL), None)
+        if mode is None or "sync" not in mods:
+            raise refuse
+        dests = args[0].split("|")
+        a, b, c = (_value(x, regs) for x in args[1:4])
+        mask = _value(args[4], regs) if len(args) > 4 else "0xffffffffull"
+        return (f"{_dest(dests[0], regs)} = __emu::ptx::shfl(__emu::{_WARP_SHFL[mode]}, __FILE__, __LINE__, "
+                f"(unsigned){mask}, (uint32_t){a}, (unsigned){b}, (unsigned){c});")
+    if op == "vote":
+        mode = next((m for m in mods if m in ("ballot", "any", "all", "uni")), None)
+        if mode is None:
+            raise refuse
+        p = args[1].strip()
+        pred = f"!{_value(p[1:], regs)}" if p.startswith("!") else _value(p, regs)
+        mask = _value(args[2], regs) if len(args) > 2 else "0xffffffffull"
+        op_name = {"ballot": "W_BALLOT", "any": "W_ANY", "all": "W_ALL", "uni": "W_ALL"}[mode]
+        return (f"{_dest(args[0], regs)} = __emu::warp_op(__emu::{op_name}, __FILE__, __LINE__, (unsigned){mask}, "
+                f"({pred}) ? 1 : 0, 0, 32);")
+    if op == "activemask":
+        return f"{_dest(args[0], regs)} = __activemask();"
+    if op in ("bar", "barrier") and ("sync" in mods or not mods or "cta" in mods):
+        if "warp" in mods:
+            return f"__syncwarp((unsigned){_value(args[0], regs) if args else '0xffffffffu'});"
+        return "__syncthreads();"
+    if op in ("membar", "fence"):
+        if "proxy" in mods or "mbarrier_init" in mods:
+            raise refuse
+        return "__threadfence();"
+    if op == "nanosleep":
+        return ""
+    if op in ("atom", "red"):
+        kind = next((m for m in mods if m in _ATOMIC), None)
+        if kind is None or any(m in mods for m in ("shared", "cluster")):
+            raise refuse
+        ptr_type = {"float": "float", "double": "double", "int32_t": "int", "uint32_t": "unsigned",
+                    "uint64_t": "unsigned long long", "__half": "__half", "__half2": "__half2",
+                    "__nv_bfloat16": "__nv_bfloat16", "__nv_bfloat162": "__nv_bfloat162"}.get(t)
+        if ptr_type is None:
+            raise refuse
+        first = 1 if op == "atom" else 0
+        addr = _address(args[first], regs)
+        values = [_get(ptr_type if t != "int64_t" else t, _value(x, regs)) for x in args[first + 1:]]
+        call = f"{_ATOMIC[kind]}(({ptr_type}*){addr}, {', '.join(values)})"
+        return _set(_dest(args[0], regs), ptr_type, call) if op == "atom" else f"{call};"
+    raise refuse

@@ -1,0 +1,187 @@
+// Inline PTX as public CUDA code writes it (CUTLASS's and FasterTransformer's helpers, llm.c's packed bf16,
+// the warp-aggregation idioms of NVIDIA's blog): special registers, read-only loads, 16-bit packing and
+// conversion, bit tricks, a shuffle reduction and a predicate-guarded vote.  No #ifdef: the emulator runs
+// them as written.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+__device__ __forceinline__ unsigned lane_id() {
+    unsigned r;
+    asm volatile("mov.u32 %0, %%laneid;" : "=r"(r));
+    return r;
+}
+__device__ __forceinline__ unsigned warp_id() {
+    unsigned r;
+    asm volatile("mov.u32 %0, %%warpid;" : "=r"(r));
+    return r;
+}
+__device__ __forceinline__ unsigned sm_id() {
+    unsigned r;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(r));
+    return r;
+}
+__device__ __forceinline__ unsigned lanemask_lt() {
+    unsigned r;
+    asm("mov.u32 %0, %%lanemask_lt;" : "=r"(r));
+    return r;
+}
+__device__ __forceinline__ float4 ldg_nc_v4(const float4* ptr) {
+    float4 v;
+    asm volatile("ld.global.nc.v4.f32 {%0, %1, %2, %3}, [%4];"
+                 : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+                 : "l"(ptr));
+    return v;
+}
+__device__ __forceinline__ int ldg_nc_s32(const int* ptr, int offset_bytes_4) {
+    int v;
+    asm volatile("ld.global.nc.L1::no_allocate.s32 %0, [%1+4];" : "=r"(v) : "l"(ptr + offset_bytes_4 - 1));
+    return v;
+}
+__device__ __forceinline__ void st_global_v2(float* ptr, float a, float b) {
+    asm volatile("st.global.v2.f32 [%0], {%1, %2};" :: "l"(ptr), "f"(a), "f"(b) : "memory");
+}
+// Two floats to a packed bf16 pair: `lo` in the low half (cvt puts its FIRST source in the upper half).
+__device__ __forceinline__ uint32_t float2_to_bf16x2(float lo, float hi) {
+    uint32_t r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+__device__ __forceinline__ uint32_t float2_to_half2(float lo, float hi) {
+    uint32_t r;
+    asm("{ cvt.rn.f16x2.f32 %0, %2, %1; }\n" : "=r"(r) : "f"(lo), "f"(hi));
+    return r;
+}
+__device__ __forceinline__ uint32_t pack_u16(uint16_t lo, uint16_t hi) {
+    uint32_t r;
+    asm("mov.b32 %0, {%1, %2};" : "=r"(r) : "h"(lo), "h"(hi));
+    return r;
+}
+__device__ __forceinline__ void unpack_u16(uint32_t v, uint16_t& lo, uint16_t& hi) {
+    asm("mov.b32 {%0, %1}, %2;" : "=h"(lo), "=h"(hi) : "r"(v));
+}
+// (a & b) ^ c in one instruction: the look-up table is (0xF0 & 0xCC) ^ 0xAA.
+__device__ __forceinline__ uint32_t and_xor(uint32_t a, uint32_t b, uint32_t c) {
+    uint32_t d;
+    asm("lop3.b32 %0, %1, %2, %3, %4;" : "=r"(d) : "r"(a), "r"(b), "r"(c), "n"((0xF0 & 0xCC) ^ 0xAA));
+    return d;
+}
+__device__ __forceinline__ uint32_t byte_swap(uint32_t x) {
+    uint32_t d;
+    asm("prmt.b32 %0, %1, 0, 0x0123;" : "=r"(d) : "r"(x));
+    return d;
+}
+__device__ __forceinline__ uint32_t sign_bytes(uint32_t x) {  // each byte -> 0xFF if its top bit is set
+    uint32_t d;
+    asm("prmt.b32 %0, %1, %2, 0xBA98;" : "=r"(d) : "r"(x), "r"(0));
+    return d;
+}
+__device__ __forceinline__ int bfe_s32(int x, unsigned pos, unsigned len) {
+    int d;
+    asm("bfe.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(x), "r"(pos), "r"(len));
+    return d;
+}
+__device__ __forceinline__ uint32_t rotl(uint32_t x, uint32_t n) {
+    uint32_t d;
+    asm("shf.l.wrap.b32 %0, %1, %1, %2;" : "=r"(d) : "r"(x), "r"(n));
+    return d;
+}
+__device__ __forceinline__ float fma_rn(float a, float b, float c) {
+    float d;
+    asm("fma.rn.f32 %0, %1, %2, %3;" : "=f"(d) : "f"(a), "f"(b), "f"(c));
+    return d;
+}
+__device__ __forceinline__ float warp_sum_ptx(float v) {
+    // a butterfly reduction, one shfl.sync.bfly per step in a scoped block with a temporary register
+    #pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) {
+        asm volatile("{\n\t.reg .f32 t;\n\t"
+                     "shfl.sync.bfly.b32 t, %0, %1, 0x1f, 0xffffffff;\n\t"
+                     "add.f32 %0, %0, t;\n\t}"
+                     : "+f"(v) : "r"(offset));
+    }
+    return v;
+}
+__device__ __forceinline__ unsigned ballot_positive(float v) {
+    unsigned r;
+    asm volatile("{\n"
+                 "  .reg .pred p;\n"
+                 "  setp.gt.f32 p, %1, 0f00000000;\n"
+                 "  vote.sync.ballot.b32 %0, p, 0xffffffff;\n"
+                 "}\n" : "=r"(r) : "f"(v));
+    return r;
+}
+__device__ __forceinline__ int clamp_to_byte(int v) {
+    int r;
+    asm("{\n .reg .pred lo, hi;\n setp.lt.s32 lo, %1, 0;\n setp.gt.s32 hi, %1, 255;\n mov.s32 %0, %1;\n"
+        " @lo mov.s32 %0, 0;\n @hi mov.s32 %0, 255;\n}" : "=r"(r) : "r"(v));
+    return r;
+}
+__device__ __forceinline__ void red_add(float* address, float v) {
+    asm volatile("red.global.add.f32 [%0], %1;" :: "l"(address), "f"(v) : "memory");
+}
+__device__ __forceinline__ unsigned atom_inc(unsigned* address) {
+    unsigned old;
+    asm volatile("atom.global.add.u32 %0, [%1], 1;" : "=r"(old) : "l"(address) : "memory");
+    return old;
+}
+
+// Who am I: lane, warp, a valid SM id, and the lanes below me.
+extern "C" __global__ void ids(unsigned* lane, unsigned* warp, unsigned* sm, unsigned* below) {
+    const int t = (threadIdx.y * blockDim.x) + threadIdx.x;
+    lane[t] = lane_id();
+    warp[t] = warp_id();
+    sm[t] = sm_id();
+    below[t] = lanemask_lt();
+}
+
+// float4 through the read-only path, reversed, stored as two float2 halves through st.global.v2.
+extern "C" __global__ void copy_reversed(const float4* __restrict__ x, float* __restrict__ y, const int* idx, int* picked, int n4) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n4) return;
+    const float4 v = ldg_nc_v4(x + i);
+    st_global_v2(y + 4 * i, v.w, v.z);
+    st_global_v2(y + 4 * i + 2, v.y, v.x);
+    picked[i] = ldg_nc_s32(idx, i);
+}
+
+// llm.c-style packed 16-bit outputs: bf16x2 and half2 pairs, and the same bits taken apart again.
+extern "C" __global__ void pack_pairs(const float2* x, uint32_t* bf, uint32_t* hf, uint16_t* lo, uint16_t* hi,
+                                      uint32_t* repacked, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    bf[i] = float2_to_bf16x2(x[i].x, x[i].y);
+    hf[i] = float2_to_half2(x[i].x, x[i].y);
+    uint16_t l, h;
+    unpack_u16(bf[i], l, h);
+    lo[i] = l;
+    hi[i] = h;
+    repacked[i] = pack_u16(h, l);
+}
+
+// Bit tricks: lop3, prmt (byte swap and sign replication), bfe (signed), a funnel-shift rotation, fma.
+extern "C" __global__ void bit_tricks(const uint32_t* a, const uint32_t* b, const uint32_t* c, uint32_t* out, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    out[6 * i + 0] = and_xor(a[i], b[i], c[i]);
+    out[6 * i + 1] = byte_swap(a[i]);
+    out[6 * i + 2] = sign_bytes(b[i]);
+    out[6 * i + 3] = (uint32_t)bfe_s32((int)a[i], c[i] % 24, 8);
+    out[6 * i + 4] = rotl(b[i], c[i]);
+    out[6 * i + 5] = (uint32_t)clamp_to_byte((int)(a[i] % 600) - 200);
+}
+
+// Warp sums through shfl.sync, ballots through a predicate, atomics through red/atom, fma through PTX.
+extern "C" __global__ void warp_ptx(const float* x, float* sums, unsigned* ballots, float* total, unsigned* ticket,
+                                    float* fmas) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    const float s = warp_sum_ptx(x[i]);
+    const unsigned b = ballot_positive(x[i]);
+    if (lane_id() == 0) {
+        sums[i / 32] = s;
+        ballots[i / 32] = b;
+    }
+    red_add(total, x[i]);
+    atom_inc(ticket);
+    fmas[i] = fma_rn(x[i], 3.0f, 1.0f);
+}

