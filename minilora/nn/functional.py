@@ -32,6 +32,7 @@ from ..dtypes import is_floating as _is_floating
 from ..random import fresh_seed as _fresh_seed
 from ..tensor import _to_dtype
 from ..tensor import no_grad as _no_grad
+from ..tensor import saves_as_torch as _saves_as_torch
 
 __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_attention", "dropout",
            "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
@@ -97,6 +98,7 @@ def _saving_result(fn):
         result = fn(input, *args)
         if result._ctx is not None:
             result._ctx.inplace_result = result._array
+            _saves_as_torch(result, result)  # (the result only: what the out-of-place op said it keeps no longer)
         return result
     return run
 

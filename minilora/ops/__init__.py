@@ -70,8 +70,8 @@ def _rsub_method(self, other):
 
 def _rdiv(self, other):
     """``2 / x`` as torch computes it: ``x.reciprocal() * 2`` (torch's Tensor.__rtruediv__), which
-    can differ from ``2 / x`` in the last bit; we follow torch."""
-    return mul(div(1, self), other)
+    can differ from ``2 / x`` in the last bit; we follow torch (and save what it saves: nothing of x)."""
+    return mul(reciprocal(self), other)
 
 
 _METHODS = {

@@ -12,7 +12,7 @@ from .. import fastmath, parallel
 from ..device import xp_of
 from ..dtypes import (bfloat16, cast, checked_number, float32, get_default_dtype, int64, is_floating,
                       python_number, result_type, to_dtype, torch_name, upcast, wrap_around, wrap_int)
-from ..tensor import Function, Tensor, ShapeError, _is_broadcast_error, name_node
+from ..tensor import Function, Tensor, ShapeError, _is_broadcast_error, name_node, saves_as_torch
 
 __all__ = ["add", "sub", "mul", "div", "floor_divide", "neg", "pow", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
            "sigmoid", "relu", "gelu", "silu", "where", "masked_fill", "clone", "astype",
@@ -803,7 +803,9 @@ def relu(input):
         raise RuntimeError("Boolean inputs not supported for relu")
     return Relu.apply(input)
 def silu(input): return Silu.apply(_floating(input))
-def gelu(input, approximate="none"): return Gelu.apply(_floating(input), approximate=approximate)
+def gelu(input, approximate="none"):
+    input = _floating(input)
+    return saves_as_torch(Gelu.apply(input, approximate=approximate), input)  # (Gelu keeps a derivative)
 def clone(input): return Clone.apply(input)
 def astype(input, dtype): return AsType.apply(input, dtype=to_dtype(dtype))
 
@@ -1036,11 +1038,16 @@ class Maximum(Function):
 
 def maximum(input, other):
     """``torch.maximum``: the larger of two tensors, elementwise (ties split the gradient)."""
-    return Maximum.apply(*_promoted(input, other), smallest=False)  # int with float: float32
+    return _maximum(input, other, smallest=False)
 
 
 def minimum(input, other):
-    return Maximum.apply(*_promoted(input, other), smallest=True)
+    return _maximum(input, other, smallest=True)
+
+
+def _maximum(input, other, smallest):
+    a, b = _promoted(input, other)  # int with float: float32
+    return saves_as_torch(Maximum.apply(a, b, smallest=smallest), a, b)  # (Maximum keeps masks; torch both)
 
 
 @computes_in_float32
@@ -1073,11 +1080,13 @@ def copysign(input, other):
     """``torch.copysign``: ``|input|`` with ``other``'s sign (its sign bit: -0.0 counts as negative).
     Integers compute in the default float dtype. The gradient goes to ``input`` only (0 where it is 0)."""
     if not isinstance(other, Tensor):  # a number: one sign for all
-        magnitude = abs(_floating(input))
-        return -magnitude if math.copysign(1.0, other) < 0 else magnitude
-    a, b = _promoted(input, other, true_divide=True)  # (int with float16: float16, as torch)
-    magnitude = abs(a)
-    return where(signbit(b), -magnitude, magnitude)
+        magnitude = abs(input := _floating(input))
+        out = -magnitude if math.copysign(1.0, other) < 0 else magnitude
+    else:
+        a, b = _promoted(input, other, true_divide=True)  # (int with float16: float16, as torch)
+        magnitude = abs(a)
+        out = where(signbit(b), -magnitude, magnitude)
+    return saves_as_torch(out, input, out)
 
 
 def fmax(input, other):
@@ -1097,7 +1106,7 @@ def _nan_ignoring(name, input, other, larger):
                         f"{type(other).__name__}")
     a, b = _promoted(input, other)
     keeps_input = (a >= b if larger else a <= b) | isnan(b)
-    return where(keeps_input, a, b)
+    return saves_as_torch(where(keeps_input, a, b), a, b)  # torch's fmax/fmin keep both
 
 
 class Clamp(Function):
@@ -1150,7 +1159,8 @@ def clamp(input, min=None, max=None):  # noqa: A002  (torch's argument names)
     # bound tensors too (NumPy would widen float32 by a 0-d int64 bound to float64; torch does not)
     min, max = (astype(b, dtype) if hasattr(b, "_array") and b.dtype != dtype else b for b in (min, max))
     numbers = not any(isinstance(b, Tensor) for b in (min, max))  # torch: ClampBackward1, tensors 0
-    return name_node(Clamp.apply(input, min, max), f"ClampBackward{int(numbers)}", input)
+    out = saves_as_torch(Clamp.apply(input, min, max), input, min, max)  # (Clamp keeps masks)
+    return name_node(out, f"ClampBackward{int(numbers)}", input)
 
 
 clip = clamp  # torch.clip is an alias of clamp
@@ -1442,7 +1452,8 @@ def lerp(input, end, weight):
         wrap_int(weight, int64)  # (torch's OverflowError for an int past uint64 comes first)
     if not is_floating(input.dtype):  # (torch's error type for a dtype it has no kernel for)
         raise NotImplementedError(f"lerp is only implemented for floating tensors, got {input.dtype}")
-    return Lerp.apply(input, end, weight)
+    out = Lerp.apply(input, end, weight)
+    return saves_as_torch(out, input, end, weight) if isinstance(weight, Tensor) else saves_as_torch(out)
 
 
 @backward_in_float32
@@ -1567,7 +1578,7 @@ class LeakyRelu(Function):
 
 def leaky_relu(input, negative_slope=0.01):
     negative_slope, = _checked_parameters(input, negative_slope)
-    return LeakyRelu.apply(input, slope=negative_slope)
+    return saves_as_torch(LeakyRelu.apply(input, slope=negative_slope), input)  # (it keeps a mask)
 
 
 def clamp_min(input, min):  # noqa: A002  (torch's argument name)
@@ -1589,7 +1600,8 @@ def square(input):
 
 def reciprocal(input):
     """``1 / input``, in the default float dtype for integer inputs (torch)."""
-    return div(1, _floating(input))
+    out = div(1, _floating(input))
+    return saves_as_torch(out, out)  # torch keeps 1 / x, not x
 
 
 # ---- log2/log10, fmod, logical_xor, addcmul/addcdiv ----------------------------------------------
@@ -1656,11 +1668,12 @@ def addcmul(input, tensor1, tensor2, *, value=1):
     out = _in_float32(addcmul, input, tensor1, tensor2, value)
     if out is not None:
         return out
+    saved = tensor1, tensor2  # what torch's addcmul keeps for backward
     input, tensor1, tensor2 = _to_common_dtype(input, tensor1, tensor2)
     scaled = mul(tensor1, value) if value != 1 else tensor1
     if result_type(input, tensor1, tensor2) == float32:
-        return _fused_multiply_add(input, scaled, tensor2)
-    return add(input, mul(scaled, tensor2))
+        return saves_as_torch(_fused_multiply_add(input, scaled, tensor2), *saved)
+    return saves_as_torch(add(input, mul(scaled, tensor2)), *saved)
 
 
 def _fused_multiply_add(input, a, b):
@@ -1704,8 +1717,10 @@ def addcdiv(input, tensor1, tensor2, *, value=1):
     out = _in_float32(addcdiv, input, tensor1, tensor2, value)
     if out is not None:
         return out
+    saved = tensor1, tensor2  # what torch's addcdiv keeps for backward
     input, tensor1, tensor2 = _to_common_dtype(input, tensor1, tensor2)
-    return add(input, div(mul(tensor1, value), tensor2) if value != 1 else div(tensor1, tensor2))
+    out = add(input, div(mul(tensor1, value), tensor2) if value != 1 else div(tensor1, tensor2))
+    return saves_as_torch(out, *saved)
 
 
 def _to_common_dtype(*tensors):
@@ -1767,7 +1782,7 @@ def hardtanh(input, min_val=-1.0, max_val=1.0):
         if input.dtype.kind == "u" and min(min_val, max_val) < 0:
             raise RuntimeError("cannot do hardtanh on an unsigned type with negative limits")
     inside = (input > min_val) & (input < max_val)
-    return where(inside, input, clamp(input, min_val, max_val).detach())
+    return saves_as_torch(where(inside, input, clamp(input, min_val, max_val).detach()), input)
 
 
 @computes_in_float32
@@ -1806,7 +1821,9 @@ class Hardsigmoid(Function):
         return xp_of(g).where(ctx.inside, g * sixth, 0).astype(g.dtype, copy=False)
 
 
-def hardsigmoid(input): return Hardsigmoid.apply(_floating(input))
+def hardsigmoid(input):
+    input = _floating(input)
+    return saves_as_torch(Hardsigmoid.apply(input), input)  # (Hardsigmoid keeps a mask)
 
 
 @computes_in_float32
@@ -1993,5 +2010,6 @@ def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
     if not is_floating(input.dtype):
         return clone(input)
     largest = float(np.finfo(input.dtype).max)  # (of the input's dtype, not of the float32 it computes in)
-    return NanToNum.apply(input, nan=nan, posinf=largest if posinf is None else posinf,
-                          neginf=-largest if neginf is None else neginf)
+    out = NanToNum.apply(input, nan=nan, posinf=largest if posinf is None else posinf,
+                         neginf=-largest if neginf is None else neginf)
+    return saves_as_torch(out, input)  # (NanToNum keeps a mask)

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..device import xp_of
 from ..dtypes import compute_dtype, get_default_dtype, is_floating, promote_types, to_dtype, torch_name
-from ..tensor import Function, Tensor, name_node, no_grad
+from ..tensor import Function, Tensor, name_node, no_grad, saves_as_torch
 from .elementwise import AsType, _torch_sign, backward_in_float32, computes_in_float32
 from .index import cast_to_dtype_argument, cumulative, gather, quiet_float_errors, return_type
 from .shape import NO_DIM, dim_given
@@ -461,6 +461,7 @@ def _extreme(name, input, dim, keepdim, smallest, other=None):
         if keepdim:
             raise TypeError(f"{name}(): keepdim=True needs a dim (torch has no {name}(keepdim=True))")
         result = AMax.apply(input, axis=None, keepdims=False, smallest=smallest, nan_shares=True)
+        saves_as_torch(result, input, result)  # (AMax keeps a mask; torch the input and the result)
         return name_node(result, f"{name.capitalize()}Backward1")  # torch's node: MaxBackward1, MinBackward1
     if isinstance(dim, (tuple, list)):
         raise TypeError(f"{name}(): dim must be an int; for several dims use amax/amin "
@@ -493,12 +494,17 @@ def min(input, dim=NO_DIM, keepdim=False, *, other=None):  # noqa: A001  (torch.
 @_numpy_aliases
 def amax(input, dim=(), keepdim=False):
     """Max over ``dim`` (int or tuple; ``()`` all), values only; ties share the gradient equally."""
-    return AMax.apply(input, axis=dim, keepdims=keepdim, smallest=False)
+    return _amax(input, dim, keepdim, smallest=False)
 
 
 @_numpy_aliases
 def amin(input, dim=(), keepdim=False):
-    return AMax.apply(input, axis=dim, keepdims=keepdim, smallest=True)
+    return _amax(input, dim, keepdim, smallest=True)
+
+
+def _amax(input, dim, keepdim, smallest):
+    result = AMax.apply(input, axis=dim, keepdims=keepdim, smallest=smallest)
+    return saves_as_torch(result, input, result)  # (AMax keeps a mask; torch the input and the result)
 
 
 def _arg_extreme(input, dim, keepdim, smallest):
@@ -554,7 +560,8 @@ def _variance(fn, input, dim, unbiased, keepdim, correction, root):
         warnings.warn(f"{fn}(): degrees of freedom is <= 0. Correction should be strictly less than "
                       f"the reduction factor (input numel divided by output numel).", UserWarning,
                       stacklevel=3)
-    return Var.apply(input, axis=dim, keepdims=keepdim, correction=correction, root=root)
+    result = Var.apply(input, axis=dim, keepdims=keepdim, correction=correction, root=root)
+    return saves_as_torch(result, input, result) if root else saves_as_torch(result, input)  # as torch
 
 
 @_numpy_aliases
@@ -588,8 +595,10 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
         p = 2
     if p == math.inf or p < 0:
         _refuse_empty_inf_norm(p, input.shape, dim)
-    return name_node(_vector_norm(input, p, dim, keepdim), "LinalgVectorNormBackward0", input,  # torch's node
-                     graph=(input,))
+    result = _vector_norm(input, p, dim, keepdim)
+    if result is not input:  # torch's linalg_vector_norm keeps the input and the result, whatever p
+        saves_as_torch(result, input, result)
+    return name_node(result, "LinalgVectorNormBackward0", input, graph=(input,))  # torch's node
 
 
 def _vector_norm(input, p, dim, keepdim):
