@@ -250,9 +250,22 @@ class GenerationConfig:
     does. Set one like an attribute (``model.generation_config.pad_token_id = 0``); unset ones are None."""
 
     def __init__(self, **options):
+        self._set(options)
+        self.validate()
+
+    @classmethod
+    def _unchecked(cls, **options):
+        """A config built by generate() itself (the model's merged with the call's): validated where it came from."""
+        config = cls.__new__(cls)
+        config._set(options)
+        return config
+
+    def _set(self, options):
+        options = dict(options)
         for name in (*DEFAULTS, *_LENGTHS_AND_TOKENS):
             setattr(self, name, options.pop(name, None))
         self.other = options  # everything else in the file, checked when generating (see _check_unimplemented)
+        self._as_loaded = None
 
     @classmethod
     def from_pretrained(cls, folder):
@@ -264,18 +277,109 @@ class GenerationConfig:
         data = load_json(path)
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a JSON object of option: value, got a {type(data).__name__}")
-        return cls(**data)
+        config = cls(**data)
+        config._as_loaded = config.to_dict()  # saved back unchanged, its issues are only warned about
+        return config
+
+    def validate(self, strict=False):
+        """transformers' checks: a wrong value (``max_new_tokens=0``, ``early_stopping="x"``, greedy
+        ``num_return_sequences=2``, a ``streamer`` in the config...) is a ValueError; a flag that would change
+        nothing (``temperature`` without ``do_sample=True``, ``length_penalty`` without beams, ``output_scores``
+        without ``return_dict_in_generate``) is warned about -- or, with ``strict`` (saving), a ValueError."""
+        issues = _config_issues(self)
+        if not issues:
+            return
+        details = "\n".join(f"- `{name}`: {issue}" for name, issue in issues.items())
+        if strict:
+            raise ValueError("GenerationConfig is invalid: \n" + details)
+        warnings.warn(f"The following generation flags are not valid and may be ignored: {list(issues)}.\n{details}")
 
     def to_dict(self):
         options = {name: getattr(self, name) for name in (*DEFAULTS, *_LENGTHS_AND_TOKENS)}
         return {**{k: v for k, v in options.items() if v is not None}, **self.other}
 
     def save_pretrained(self, folder):
+        """Write ``generation_config.json`` in ``folder`` (made if missing). As transformers, a config with
+        issues is refused (ValueError naming them), unless it is unchanged since it was loaded."""
         from ..checkpoint import save_json
+        try:
+            self.validate(strict=self._as_loaded != self.to_dict())
+        except ValueError as exc:
+            raise ValueError(str(exc) + "\n\nFix these issues to save the configuration.") from None
+        if os.path.isfile(folder):
+            raise ValueError(f"save_pretrained needs a directory, but {folder!r} is a file")
+        os.makedirs(folder, exist_ok=True)
         save_json(self.to_dict(), os.path.join(os.fspath(folder), GENERATION_CONFIG_NAME))
+
+    def __eq__(self, other):
+        return isinstance(other, GenerationConfig) and self.to_dict() == other.to_dict()
+
+    __hash__ = None
 
     def __repr__(self):
         return f"GenerationConfig({self.to_dict()})"
+
+
+# generate()'s own arguments, which a GenerationConfig must not hold (transformers' ValueError)
+_GENERATE_ARGUMENTS = ("logits_processor", "stopping_criteria", "prefix_allowed_tokens_fn", "synced_gpus",
+                       "assistant_model", "streamer", "negative_prompt_ids", "negative_prompt_attention_mask")
+_SAMPLING_FLAGS = {"temperature": 1.0, "top_p": 1.0, "min_p": None, "top_h": None, "typical_p": 1.0, "top_k": 50,
+                   "epsilon_cutoff": 0.0, "eta_cutoff": 0.0}  # each at the value that changes nothing
+_EXTRA_OUTPUTS = ("output_attentions", "output_hidden_states", "output_scores", "output_logits")
+
+
+def _config_issues(config):
+    """transformers' GenerationConfig.validate: raises for wrong values, returns {flag: why it changes nothing}."""
+    def get(name):
+        return getattr(config, name) if name in DEFAULTS or name in _LENGTHS_AND_TOKENS else config.other.get(name)
+    for name in _GENERATE_ARGUMENTS:
+        if name in config.other:
+            raise ValueError(f"Argument `{name}` is not a valid argument of `GenerationConfig`. It should be passed to "
+                             "`generate()` (or a pipeline) directly.")
+    if get("early_stopping") not in (None, True, False, "never"):
+        raise ValueError(f"`early_stopping` must be a boolean or 'never', but is {get('early_stopping')}.")
+    if get("max_new_tokens") is not None and get("max_new_tokens") <= 0:
+        raise ValueError(f"`max_new_tokens` must be greater than 0, but is {get('max_new_tokens')}.")
+    beams, returned = get("num_beams"), get("num_return_sequences")
+    if returned is not None and returned > 1:
+        if beams in (None, 1) and not get("do_sample"):
+            raise ValueError("Greedy methods (do_sample != True) without beam search do not support "
+                             f"`num_return_sequences` different than 1 (got {returned}).")
+        if beams not in (None, 1) and returned > beams:
+            raise ValueError(f"`num_return_sequences` ({returned}) has to be smaller or equal to `num_beams` ({beams}).")
+    suppressed = set(get("suppress_tokens") or ())
+    for name in ("forced_bos_token_id", "forced_eos_token_id"):
+        forced = get(name)
+        forced = set() if forced is None else {forced} if isinstance(forced, int) else set(forced)
+        if suppressed and forced and forced <= suppressed:
+            raise ValueError(f"Every token in `{name}` ({sorted(forced)}) is also in `suppress_tokens`. Forcing a token "
+                             "while suppressing it sets all logits to `-inf` at the forcing step.")
+    issues = {}
+    if get("pad_token_id") is not None and get("pad_token_id") < 0:
+        issues["pad_token_id"] = f"`pad_token_id` should be positive but got {get('pad_token_id')}."
+    if get("do_sample") is not True:
+        for name, neutral in _SAMPLING_FLAGS.items():
+            if get(name) is not None and get(name) != neutral:
+                issues[name] = (f"`do_sample` is not set to `True`. However, `{name}` is set to `{get(name)}` -- this "
+                                "flag is only used in sample-based generation modes. You should set `do_sample=True` "
+                                f"or unset `{name}`.")
+    if beams in (None, 1):
+        for name, value in (("early_stopping", get("early_stopping")), ("length_penalty", get("length_penalty"))):
+            if value is not None and value is not False and not (name == "length_penalty" and value == 1.0):
+                issues[name] = (f"`num_beams` is set to {beams}. However, `{name}` is set to `{value}` -- this flag "
+                                f"is only used in beam-based generation modes. You should set `num_beams>1` or unset "
+                                f"`{name}`.")
+    if get("use_cache") is False:
+        for name in ("cache_implementation", "cache_config"):
+            if get(name) is not None:
+                issues[name] = (f"You have not set `use_cache` to `True`, but {name} is set to {get(name)}."
+                                f"{name} will have no effect.")
+    if get("return_dict_in_generate") is not True:
+        for name in _EXTRA_OUTPUTS:
+            if get(name) is True:
+                issues[name] = (f"`return_dict_in_generate` is NOT set to `True`, but `{name}` is. When "
+                                f"`return_dict_in_generate` is not `True`, `{name}` is ignored.")
+    return issues
 
 
 def _the_prompt(input_ids, inputs, bos_token_id):
@@ -330,7 +434,7 @@ def _call_config(own, passed):
         raise TypeError(f"generation_config must be a GenerationConfig, got {type(passed).__name__}")
     options = {k: v for k, v in (own.to_dict() if own is not None else {}).items() if v is not None}
     options.update({k: v for k, v in passed.to_dict().items() if v is not None})
-    return GenerationConfig(**options)
+    return GenerationConfig._unchecked(**options)
 
 
 def _check_unimplemented(generation_config):
