@@ -66,7 +66,9 @@ _CPU_TABLE = {  # torch's TORCH_LIBRARY_IMPL(aten, AutocastCPU, m), the ops mini
                      "scaled_dot_product_attention",
                      # torch's einsum is a composite of bmm (autocast): contractions come out in the
                      # lower dtype
-                     "einsum"], LOWER),
+                     "einsum",
+                     # PEFT's LoRA layer is three linear calls (base_layer, lora_A, lora_B), each autocast
+                     "lora_linear"], LOWER),
     **dict.fromkeys(["avg_pool3d", "binary_cross_entropy", "prod", "quantile", "nanquantile", "cdist", "trace",
                      "max_pool3d", "adaptive_avg_pool3d", "mse_loss", "cosine_embedding_loss", "nll_loss",
                      "hinge_embedding_loss", "poisson_nll_loss", "smooth_l1_loss", "cross_entropy", "l1_loss",

@@ -288,3 +288,165 @@ def test_gradients_of_an_mlp_come_back_in_float32_as_torch():
     for theirs, ours in ((t1.weight, m1.weight), (t1.bias, m1.bias), (t2.weight, m2.weight), (tx, mx)):
         assert ours.grad.dtype == ml.float32 and ours.dtype == ml.float32
         np.testing.assert_allclose(numpy_of(ours.grad), numpy_of(theirs.grad), rtol=2 ** -7, atol=2 ** -8)
+
+
+# ---- a tiny Llama against transformers', and a LoRA model against PEFT's ------------------------------
+@pytest.fixture(scope="module")
+def llama_pair():
+    pytest.importorskip("transformers")
+    from test_peft_conformance_r3 import pair as llama_pair_of
+    return llama_pair_of()
+
+
+def test_llama_forward_under_autocast_as_transformers(llama_pair):
+    """float32 parameters, a bfloat16 region: the projections and the head in bfloat16, the residual
+    stream, the norms and transformers' loss in float32, as transformers' LlamaForCausalLM. Values to
+    bfloat16's tolerance: torch's CPU attention kernel rounds bfloat16 in other places than minilora's
+    (one unit in the last place in about a sixth of the outputs, without autocast too)."""
+    from test_peft_conformance_r3 import IDS
+    reference, model = llama_pair
+    ids = torch.tensor(IDS)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        expected = reference(ids, labels=ids, output_hidden_states=True)
+    with ml.autocast(device_type="cpu", dtype=ml.bfloat16):
+        got = model(ml.tensor(IDS), labels=ml.tensor(IDS), output_hidden_states=True)
+    assert [dtype_name(h) for h in got.hidden_states] == [dtype_name(h) for h in expected.hidden_states]
+    assert (dtype_name(got.logits), dtype_name(got.loss)) == ("bfloat16", "float32")
+    assert dtype_name(expected.logits) == "bfloat16"
+    np.testing.assert_allclose(numpy_of(got.logits), numpy_of(expected.logits), atol=0.1)
+    np.testing.assert_allclose(got.loss.item(), expected.loss.item(), rtol=2e-3)
+    full = model(ml.tensor(IDS)).logits  # (outside the region: float32 again)
+    assert full.dtype == ml.float32 and not np.array_equal(numpy_of(full), numpy_of(got.logits))
+    got.loss.backward()
+    assert all(p.grad.dtype == ml.float32 for p in model.parameters() if p.grad is not None)
+    model.zero_grad()
+
+
+def test_lora_layer_under_autocast_is_pefts_bit_for_bit(llama_pair):
+    peft = pytest.importorskip("peft")
+    from minilora.lora import LoraConfig, get_peft_model
+    from test_peft_conformance_r3 import as_numpy, pair as llama_pair_of
+    reference, model = llama_pair_of()
+    config = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    theirs = peft.get_peft_model(reference, peft.LoraConfig(**config))
+    ours = get_peft_model(model, LoraConfig(**config))
+    ours.load_state_dict({k: as_numpy(v) for k, v in theirs.state_dict().items()}, strict=False)
+    layer_t = theirs.base_model.model.model.layers[0].self_attn.q_proj
+    layer_m = ours.base_model.model.model.layers[0].self_attn.q_proj
+    tx, mx = pair(3, 16)
+    with torch.autocast("cpu"):
+        expected = layer_t(tx)
+    with ml.autocast("cpu"):
+        got = layer_m(mx)
+    assert dtype_name(got) == dtype_name(expected) == "bfloat16"
+    np.testing.assert_array_equal(numpy_of(got), numpy_of(expected))
+    got.float().sum().backward()
+    expected.float().sum().backward()
+    for name in ("lora_A", "lora_B"):
+        g_t, g_m = getattr(layer_t, name)["default"].weight.grad, getattr(layer_m, name)["default"].weight.grad
+        assert g_m.dtype == ml.float32
+        np.testing.assert_allclose(numpy_of(g_m), numpy_of(g_t), rtol=2 ** -7, atol=1e-6)
+
+
+# ---- GradScaler -----------------------------------------------------------------------------------------
+def scaler_run(lib, layer, steps, inf_at, **options):
+    """The tutorial loop: scale, backward, unscale_, clip, step, update; an inf injected into the
+    gradient at the steps in ``inf_at``. Returns the scales, growth trackers and step results."""
+    optimizer = lib.optim.SGD(layer.parameters(), lr=0.1)
+    scaler = lib.amp.GradScaler("cpu", **options)
+    x = lib.ones(2, 4)
+    log = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        with lib.autocast("cpu"):
+            loss = layer(x).float().pow(2).mean()
+        scaler.scale(loss).backward()
+        if step in inf_at:
+            with lib.no_grad():
+                layer.weight.grad[0, 0] = float("inf")
+        scaler.unscale_(optimizer)
+        lib.nn.utils.clip_grad_norm_(layer.parameters(), 1.0)
+        before = layer.weight.detach().clone()
+        scaler.step(optimizer)
+        moved = not bool((layer.weight == before).all())
+        scaler.update()
+        log.append((scaler.get_scale(), scaler._get_growth_tracker(), moved))
+    return log, scaler.state_dict()
+
+
+def test_grad_scaler_scales_skips_and_grows_as_torch():
+    theirs, ours = linear_pair()
+    options = dict(init_scale=2.0 ** 10, growth_factor=4.0, backoff_factor=0.25, growth_interval=2)
+    expected = scaler_run(torch, theirs, 9, {0, 3, 4, 8}, **options)
+    got = scaler_run(ml, ours, 9, {0, 3, 4, 8}, **options)
+    assert got == expected
+    assert [moved for *_, moved in got[0]] == [False, True, True, False, False, True, True, True, False]
+    np.testing.assert_allclose(numpy_of(ours.weight), numpy_of(theirs.weight), rtol=2 ** -7, atol=1e-6)
+
+
+def test_grad_scaler_refuses_misuse_as_torch():
+    for lib, layer in zip((torch, ml), linear_pair()):
+        optimizer = lib.optim.SGD(layer.parameters(), lr=0.1)
+        scaler = lib.amp.GradScaler("cpu")
+        with pytest.raises(AssertionError, match="Attempted unscale_ but _scale is None"):
+            scaler.unscale_(optimizer)
+        assert scaler.get_scale() == 65536.0
+        scaler.scale(layer(lib.ones(1, 4)).sum()).backward()
+        scaler.unscale_(optimizer)
+        with pytest.raises(RuntimeError, match=r"unscale_\(\) has already been called on this optimizer"):
+            scaler.unscale_(optimizer)
+        scaler.step(optimizer)
+        with pytest.raises(RuntimeError, match=r"unscale_\(\) is being called after step\(\)"):
+            scaler.unscale_(optimizer)
+        with pytest.raises(RuntimeError, match=r"step\(\) has already been called since the last update\(\)"):
+            scaler.step(optimizer)
+        with pytest.raises(RuntimeError, match="Closure use is not currently supported"):
+            scaler.step(optimizer, closure=lambda: None)
+        scaler.update()
+        with pytest.raises(AssertionError, match="The growth factor must be > 1.0"):
+            lib.amp.GradScaler("cpu", growth_factor=1.0)
+        half = lib.ones(2, dtype=lib.float16, requires_grad=True)
+        (half * 2).sum().backward()
+        with pytest.raises(ValueError, match="Attempting to unscale FP16 gradients."):
+            scaler.unscale_(lib.optim.SGD([half], lr=0.1))
+
+
+def test_grad_scaler_per_optimizer_state_and_state_dict_as_torch():
+    results = {}
+    for lib, (first, second) in ((torch, (torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))),
+                                 (ml, (ml.nn.Linear(4, 3), ml.nn.Linear(3, 2)))):
+        opt1, opt2 = lib.optim.SGD(first.parameters(), lr=0.1), lib.optim.SGD(second.parameters(), lr=0.1)
+        scaler = lib.amp.GradScaler("cpu", init_scale=8.0, growth_interval=1)
+        scaler.scale([second(first(lib.ones(1, 4))).sum()])[0].backward()
+        with lib.no_grad():
+            second.bias.grad[0] = float("nan")  # only opt2 sees it: opt1 steps, opt2 skips, the scale backs off
+        w1, w2 = first.weight.detach().clone(), second.weight.detach().clone()
+        scaler.step(opt1)
+        scaler.step(opt2)
+        scaler.update()
+        state = scaler.state_dict()
+        fresh = lib.amp.GradScaler("cpu")
+        fresh.load_state_dict(state)
+        results[lib.__name__] = (bool((first.weight != w1).any()), bool((second.weight != w2).any()), state,
+                                 fresh.get_scale(), fresh.get_growth_interval())
+    assert results["minilora"] == results["torch"]
+    assert results["torch"][:2] == (True, False)
+
+
+def test_disabled_grad_scaler_passes_through_as_torch():
+    for lib, layer in zip((torch, ml), linear_pair()):
+        optimizer = lib.optim.SGD(layer.parameters(), lr=0.1)
+        scaler = lib.amp.GradScaler("cpu", enabled=False)
+        loss = layer(lib.ones(1, 4)).sum()
+        assert scaler.scale(loss) is loss and not scaler.is_enabled()
+        loss.backward()
+        before = layer.weight.detach().clone()
+        scaler.unscale_(optimizer)
+        scaler.step(optimizer)
+        scaler.update()
+        assert bool((layer.weight != before).any())
+        assert (scaler.get_scale(), scaler.state_dict()) == (1.0, {})
+        scaler.load_state_dict({})  # (a disabled scaler ignores it)
+        with pytest.raises(RuntimeError, match="The source state dict is empty"):
+            lib.amp.GradScaler("cpu").load_state_dict({})
+

@@ -38,7 +38,7 @@ bfloat16 rounding of the above.
 """
 import numpy as np
 
-from .. import dtypes, kernels, parallel
+from .. import amp as _amp, dtypes, kernels, parallel
 from ..blas import addmm_
 from ..device import xp_of
 from ..random import fresh_seed
@@ -367,6 +367,7 @@ class LoraLinear(Function):
         return flops
 
 
+@_amp.autocasts
 def lora_linear(x, W0, A, B, scale, bias=None, dropout_p=0.0, seed=None):
     """``x W0^T + bias + scale * dropout(x) A^T B^T`` with gradients for x, A, B (and W0 only if trainable).
 
