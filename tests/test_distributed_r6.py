@@ -1,0 +1,515 @@
+"""torch.distributed's collectives side by side with torch's own (backend "gloo" on CPU).
+
+ONE ``mpirun -n 3`` runs this file's worker (the bottom half): each rank joins minilora's MPI
+group *and* a torch gloo group (rendezvous in a file), runs every case of ``CASES`` with
+``torch.distributed`` and then with ``minilora.distributed`` on the same inputs, and saves both
+results; the tests compare them case by case and rank by rank (values, dtypes, shapes, the type
+of the error when torch refuses). Cases whose check happens on one rank only (gather_list on a
+non-destination rank, ...) are written so every rank refuses before communicating: an error on one
+rank alone would leave gloo's other ranks waiting.
+
+Without a launcher: DistributedSampler's indices against torch's, and the DDP checks that need
+one rank only. Skipped, with the reason, without mpi4py/mpirun or torch.
+"""
+import os
+import pickle
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+import minilora as ml
+from minilora import distributed as dist
+
+HERE = os.path.abspath(__file__)
+ROOT = os.path.dirname(os.path.dirname(HERE))
+WORLD = 3
+
+
+# --------------------------------------------------------------------------------------------------
+# The cases: ``case(L, D, rank, world)`` with L = torch or minilora, D = its distributed module
+# --------------------------------------------------------------------------------------------------
+def plain(value):
+    """A tensor (or a structure of them) as comparable Python: ("tensor", dtype, shape, values)."""
+    if hasattr(value, "dtype") and hasattr(value, "shape") and hasattr(value, "tolist"):
+        dtype = str(value.dtype).replace("torch.", "")
+        values = value.float().tolist() if dtype in ("bfloat16", "float16") else value.tolist()
+        return ("tensor", dtype, tuple(value.shape), values)
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+def data(L, rank, dtype, shape=(2, 3)):
+    """Small integers that differ by rank (exact in every dtype, also after a sum or a product)."""
+    values = np.arange(int(np.prod(shape))).reshape(shape) % 5 + 2 * rank - 1
+    if dtype == "bool":
+        values = values % 2 == 0
+    elif dtype == "uint8":
+        values = np.abs(values)
+    return L.tensor(values.tolist(), dtype=getattr(L, dtype))
+
+
+DTYPES = ["float32", "float64", "bfloat16", "float16", "int64", "int32", "uint8", "bool"]
+OPS = ["SUM", "PRODUCT", "MIN", "MAX", "AVG", "BAND", "BOR", "BXOR"]
+CASES = {}
+
+
+def case(name):
+    def register(fn):
+        CASES[name] = fn
+        return fn
+    return register
+
+
+def _all_reduce(op, dtype):
+    def run(L, D, rank, world):
+        t = data(L, rank, dtype)
+        assert D.all_reduce(t, op=getattr(D.ReduceOp, op)) is None
+        return t
+    return run
+
+
+for _op in OPS:
+    for _dtype in DTYPES:
+        case(f"all_reduce-{_op}-{_dtype}")(_all_reduce(_op, _dtype))
+
+
+def _broadcast(dtype):
+    def run(L, D, rank, world):
+        t = data(L, rank, dtype, (3,))
+        D.broadcast(t, src=1)
+        return t
+    return run
+
+
+for _dtype in DTYPES:
+    case(f"broadcast-{_dtype}")(_broadcast(_dtype))
+
+
+@case("broadcast-positional-src-and-scalar")
+def _(L, D, rank, world):
+    t = L.tensor(float(rank + 7), dtype=L.float64)
+    D.broadcast(t, 2)
+    return t
+
+
+@case("broadcast-src-out-of-range")
+def _(L, D, rank, world):
+    D.broadcast(L.zeros(2), src=world + 5)
+
+
+@case("all_reduce-async-work")
+def _(L, D, rank, world):
+    t = data(L, rank, "float64")
+    work = D.all_reduce(t, async_op=True)
+    return [work.wait(), work.is_completed(), work.is_success(), work.result(), t]
+
+
+@case("all_reduce-not-a-tensor")
+def _(L, D, rank, world):
+    D.all_reduce([1.0, 2.0])
+
+
+def _reduce(op, dtype):
+    def run(L, D, rank, world):
+        t = data(L, rank, dtype)
+        D.reduce(t, dst=2, op=getattr(D.ReduceOp, op))
+        return t if rank == 2 else None  # torch leaves the others' tensors unspecified
+    return run
+
+
+for _op, _dtype in [("SUM", "float64"), ("MAX", "int64"), ("PRODUCT", "float32"), ("SUM", "bfloat16")]:
+    case(f"reduce-{_op}-{_dtype}")(_reduce(_op, _dtype))
+
+
+@case("reduce-dst-out-of-range")
+def _(L, D, rank, world):
+    D.reduce(L.ones(2), dst=world)
+
+
+def _all_gather(dtype):
+    def run(L, D, rank, world):
+        t = data(L, rank, dtype)
+        out = [L.zeros(2, 3, dtype=getattr(L, dtype)) for _ in range(world)]
+        assert D.all_gather(out, t) is None
+        return out
+    return run
+
+
+for _dtype in ["float32", "float64", "bfloat16", "int64", "bool"]:
+    case(f"all_gather-{_dtype}")(_all_gather(_dtype))
+
+
+@case("all_gather-async")
+def _(L, D, rank, world):
+    out = [L.zeros(2) for _ in range(world)]
+    work = D.all_gather(out, L.ones(2) * rank, async_op=True)
+    work.wait()
+    return out
+
+
+@case("all_gather-wrong-length")
+def _(L, D, rank, world):
+    D.all_gather([L.zeros(2)], L.ones(2))
+
+
+@case("all_gather-wrong-shape")
+def _(L, D, rank, world):
+    D.all_gather([L.zeros(3) for _ in range(world)], L.ones(2))
+
+
+@case("all_gather-wrong-dtype")
+def _(L, D, rank, world):
+    D.all_gather([L.zeros(2, dtype=L.float64) for _ in range(world)], L.ones(2))
+
+
+@case("all_gather-not-a-list")
+def _(L, D, rank, world):
+    D.all_gather(tuple(L.zeros(2) for _ in range(world)), L.ones(2))
+
+
+def _all_gather_into_tensor(dtype):
+    def run(L, D, rank, world):
+        out = L.zeros(world * 2, 3, dtype=getattr(L, dtype))
+        D.all_gather_into_tensor(out, data(L, rank, dtype))
+        return out
+    return run
+
+
+for _dtype in ["float32", "int64", "bfloat16"]:
+    case(f"all_gather_into_tensor-{_dtype}")(_all_gather_into_tensor(_dtype))
+
+
+@case("all_gather_into_tensor-wrong-size")
+def _(L, D, rank, world):
+    D.all_gather_into_tensor(L.zeros(world * 2 + 1), L.ones(2))
+
+
+def _reduce_scatter_tensor(op, dtype):
+    def run(L, D, rank, world):
+        out = L.zeros(2, dtype=getattr(L, dtype))
+        D.reduce_scatter_tensor(out, data(L, rank, dtype, (world * 2,)), op=getattr(D.ReduceOp, op))
+        return out
+    return run
+
+
+for _op, _dtype in [("SUM", "float32"), ("MAX", "int64"), ("SUM", "float64"), ("MIN", "int32")]:
+    case(f"reduce_scatter_tensor-{_op}-{_dtype}")(_reduce_scatter_tensor(_op, _dtype))
+
+
+@case("reduce_scatter_tensor-wrong-size")
+def _(L, D, rank, world):
+    D.reduce_scatter_tensor(L.zeros(2), L.ones(world * 2 + 2))
+
+
+@case("reduce_scatter-list")
+def _(L, D, rank, world):
+    out = L.zeros(2, dtype=L.float64)
+    D.reduce_scatter(out, [data(L, rank + i, "float64", (2,)) for i in range(world)])
+    return out
+
+
+@case("reduce_scatter-positional-op")
+def _(L, D, rank, world):
+    out = L.zeros(2, dtype=L.int64)
+    D.reduce_scatter(out, [data(L, rank * i, "int64", (2,)) for i in range(world)], D.ReduceOp.MAX)
+    return out
+
+
+@case("gather-dst-1")
+def _(L, D, rank, world):
+    targets = [L.zeros(2, 2, dtype=L.float64) for _ in range(world)] if rank == 1 else None
+    D.gather(data(L, rank, "float64", (2, 2)), targets, dst=1)
+    return targets
+
+
+@case("gather-default-dst")
+def _(L, D, rank, world):
+    targets = [L.zeros(3, dtype=L.int64) for _ in range(world)] if rank == 0 else None
+    D.gather(data(L, rank, "int64", (3,)), gather_list=targets)
+    return targets
+
+
+@case("gather-list-on-a-non-destination-rank")
+def _(L, D, rank, world):  # every rank names another one as dst: every rank refuses, none communicates
+    D.gather(L.ones(2), [L.zeros(2) for _ in range(world)], dst=(rank + 1) % world)
+
+
+@case("gather-no-list-on-the-destination-rank")
+def _(L, D, rank, world):
+    D.gather(L.ones(2), None, dst=rank)
+
+
+@case("scatter-src-2")
+def _(L, D, rank, world):
+    t = L.zeros(2, dtype=L.int64)
+    D.scatter(t, [data(L, i, "int64", (2,)) for i in range(world)] if rank == 2 else None, src=2)
+    return t
+
+
+@case("scatter-list-on-a-non-source-rank")
+def _(L, D, rank, world):
+    D.scatter(L.zeros(2), [L.ones(2) for _ in range(world)], src=(rank + 1) % world)
+
+
+@case("send-recv-ring")
+def _(L, D, rank, world):
+    out = L.zeros(3, dtype=L.float64)
+    if rank % 2 == 0:  # even ranks send first: a ring of blocking calls that cannot deadlock
+        D.send(data(L, rank, "float64", (3,)), dst=(rank + 1) % world, tag=5)
+        sender = D.recv(out, src=(rank - 1) % world, tag=5)
+    else:
+        sender = D.recv(out, (rank - 1) % world, tag=5)
+        D.send(data(L, rank, "float64", (3,)), (rank + 1) % world, tag=5)
+    return [sender, out]
+
+
+@case("recv-from-any-source")
+def _(L, D, rank, world):
+    if rank == 0:
+        out = [L.zeros(2, dtype=L.int64) for _ in range(world - 1)]
+        senders = sorted(D.recv(t) for t in out)
+        return [senders, sorted(tuple(t.tolist()) for t in out)]
+    D.send(L.tensor([rank, 10 * rank]), 0)
+
+
+@case("isend-irecv-work")
+def _(L, D, rank, world):
+    out = L.zeros(2, dtype=L.bfloat16)
+    sending = D.isend(data(L, rank, "bfloat16", (2,)), (rank + 1) % world)
+    receiving = D.irecv(out, src=(rank - 1) % world)
+    return [receiving.wait(), sending.wait(), out]
+
+
+@case("batch_isend_irecv")
+def _(L, D, rank, world):
+    out = L.zeros(2, dtype=L.int64)
+    ops = [D.P2POp(D.isend, data(L, rank, "int64", (2,)), (rank + 1) % world),
+           D.P2POp(D.irecv, out, (rank - 1) % world)]
+    works = D.batch_isend_irecv(ops)
+    for work in works:
+        work.wait()
+    return [len(works), out]
+
+
+@case("send-to-self")
+def _(L, D, rank, world):
+    D.send(L.ones(2), dst=rank)
+
+
+@case("all_gather_object")
+def _(L, D, rank, world):
+    out = [None] * world
+    D.all_gather_object(out, {"rank": rank, "items": list(range(rank))})
+    return out
+
+
+@case("all_gather_object-short-list")
+def _(L, D, rank, world):
+    D.all_gather_object([None], rank)
+
+
+@case("broadcast_object_list")
+def _(L, D, rank, world):
+    objects = [rank, ("from", rank), None if rank else "only rank 0 has this"]
+    D.broadcast_object_list(objects, src=1)
+    return objects
+
+
+@case("gather_object")
+def _(L, D, rank, world):
+    out = [None] * world if rank == 2 else None
+    D.gather_object({"r": rank}, out, dst=2)
+    return out
+
+
+@case("scatter_object_list")
+def _(L, D, rank, world):
+    out = [None]
+    D.scatter_object_list(out, [f"to {i}" for i in range(world)] if rank == 0 else None, src=0)
+    return out
+
+
+@case("scatter_object_list-empty-output")
+def _(L, D, rank, world):
+    D.scatter_object_list([], [1] * world, src=0)
+
+
+@case("default-group")
+def _(L, D, rank, world):
+    return [D.get_rank(), D.get_world_size(), D.get_process_group_ranks(D.group.WORLD),
+            D.get_global_rank(D.group.WORLD, 2), D.get_group_rank(D.group.WORLD, 1), D.GroupMember.WORLD is not None]
+
+
+@case("new_group-members-and-the-others")
+def _(L, D, rank, world):
+    g = D.new_group([2, 0])
+    member = g != D.GroupMember.NON_GROUP_MEMBER
+    answer = [member, D.get_rank(g), D.get_world_size(g)]
+    if member:
+        answer += [D.get_process_group_ranks(g), D.get_global_rank(g, 1), D.get_group_rank(g, 2)]
+    t = data(L, rank, "float64", (2,))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        D.all_reduce(t, group=g)  # rank 1 is not in the group: torch warns and does nothing
+    answer += [t, [("does not belong to the given group" in str(w.message)) for w in caught]]
+    b = L.tensor([float(rank)] * 2)
+    D.broadcast(b, src=2, group=g)
+    c = L.tensor([float(rank)] * 2)
+    D.broadcast(c, group=g, group_src=0)
+    out = [L.zeros(2) for _ in range(2)]
+    D.all_gather(out, L.ones(2) * rank, group=g)
+    D.barrier(group=g)
+    return answer + [b, c, out]
+
+
+@case("new_group-errors")
+def _(L, D, rank, world):
+    errors = []
+    for call in (lambda: D.new_group([0, 0]), lambda: D.new_group([0, world])):
+        try:
+            call()
+        except Exception as error:
+            errors.append(type(error).__name__)
+    g = D.new_group([0, 1])
+    if rank in (0, 1):
+        for call in (lambda: D.get_group_rank(g, 2), lambda: D.get_global_rank(g, 2),
+                     lambda: D.reduce(L.ones(2), dst=2, group=g), lambda: D.broadcast(L.ones(2), 0, g, group_src=0)):
+            try:
+                call()
+            except Exception as error:
+                errors.append(type(error).__name__)
+    return errors
+
+
+@case("barrier-and-monitored_barrier")
+def _(L, D, rank, world):
+    work = D.barrier(async_op=True)
+    return [D.barrier(), work.wait(), D.monitored_barrier(), D.monitored_barrier(wait_all_ranks=True)]
+
+
+def run_case(fn, L, D, rank, world):
+    try:
+        return "ok", plain(fn(L, D, rank, world))
+    except Exception as error:  # noqa: BLE001 -- the type is what is compared
+        return "error", type(error).__name__, str(error)[:300]
+
+
+# --------------------------------------------------------------------------------------------------
+# The worker: one mpirun, every case with both libraries
+# --------------------------------------------------------------------------------------------------
+def worker(out):
+    import datetime
+    import torch
+    import torch.distributed as tdist
+    warnings.simplefilter("ignore")
+    dist.init_process_group("mpi", timeout=30)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    tdist.init_process_group("gloo", init_method="file://" + os.path.join(out, "gloo_rendezvous"), rank=rank,
+                             world_size=world, timeout=datetime.timedelta(seconds=30))
+    results = {}
+    for library, L, D in (("torch", torch, tdist), ("minilora", ml, dist)):
+        results[library] = {name: run_case(fn, L, D, rank, world) for name, fn in CASES.items()}
+        D.barrier()
+    results["minilora-only"] = minilora_only(rank, world)
+    with open(os.path.join(out, f"rank{rank}.pkl"), "wb") as f:
+        pickle.dump(results, f)
+    tdist.destroy_process_group()
+    dist.destroy_process_group()
+
+
+def minilora_only(rank, world):
+    """What gloo cannot run side by side: the stacked all_gather_into_tensor (NCCL's form, gloo
+    refuses it), a send/recv whose buffers would deadlock if blocking, and a monitored_barrier that
+    a rank misses (it breaks a gloo group), last."""
+    found = {}
+    out = ml.zeros(world, 2, 3)
+    dist.all_gather_into_tensor(out, data(ml, rank, "float32"))
+    found["stacked"] = plain(out)
+    big = ml.ones(1 << 18) * rank  # 2 MB: MPI cannot buffer it, so two blocking sends would wait on each other
+    inbox = ml.zeros(1 << 18)
+    work = dist.isend(big, (rank + 1) % world)
+    sender = dist.recv(inbox)
+    work.wait()
+    found["big-exchange"] = (sender, float(inbox.sum()))
+    dist.barrier()
+    if rank == 1:
+        time.sleep(2.5)  # misses rank 0's monitored_barrier
+        found["monitored"] = "skipped"
+        return found
+    try:
+        dist.monitored_barrier(timeout=1, wait_all_ranks=True)
+        found["monitored"] = "passed"
+    except Exception as error:  # noqa: BLE001
+        found["monitored"] = (type(error).__name__, str(error))
+    return found
+
+
+# --------------------------------------------------------------------------------------------------
+# The tests
+# --------------------------------------------------------------------------------------------------
+def _launcher():
+    from test_distributed import MPIRUN, SKIP_REASON
+    if MPIRUN is None:
+        return None, SKIP_REASON
+    try:
+        import torch.distributed as tdist
+    except ImportError:
+        return None, "torch is not installed"
+    if not tdist.is_available() or not tdist.is_gloo_available():
+        return None, "torch has no gloo backend"
+    return [part if part != "2" else str(WORLD) for part in MPIRUN], None
+
+
+sys.path.insert(0, os.path.dirname(HERE))
+MPIRUN3, SKIP = _launcher()
+needs_mpi_and_torch = pytest.mark.skipif(MPIRUN3 is None, reason=SKIP or "")
+
+
+@pytest.fixture(scope="module")
+def side_by_side(tmp_path_factory):
+    out = tmp_path_factory.mktemp("r6")
+    env = dict(os.environ, MINILORA_NUM_THREADS="1", OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    done = subprocess.run(MPIRUN3 + [sys.executable, HERE, str(out)], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=str(out))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ranks = []
+    for r in range(WORLD):
+        with open(out / f"rank{r}.pkl", "rb") as f:
+            ranks.append(pickle.load(f))
+    return ranks
+
+
+@needs_mpi_and_torch
+@pytest.mark.parametrize("name", list(CASES))
+def test_collective_matches_torch_gloo(side_by_side, name):
+    for rank, results in enumerate(side_by_side):
+        theirs, ours = results["torch"][name], results["minilora"][name]
+        if theirs[0] == "error":  # the same kind of refusal (the words are minilora's)
+            assert ours[0] == "error" and ours[1] == theirs[1], f"rank {rank}: torch {theirs}, minilora {ours}"
+        else:
+            assert ours == theirs, f"rank {rank}"
+
+
+@needs_mpi_and_torch
+def test_what_gloo_cannot_run_side_by_side(side_by_side):
+    first = np.arange(6).reshape(2, 3) % 5 - 1
+    for rank, results in enumerate(side_by_side):
+        found = results["minilora-only"]
+        stacked = found["stacked"]
+        assert stacked[:3] == ("tensor", "float32", (WORLD, 2, 3))
+        assert stacked[3] == [(first + 2 * r).tolist() for r in range(WORLD)]
+        assert found["big-exchange"] == ((rank - 1) % WORLD, float(((rank - 1) % WORLD) * (1 << 18)))
+    assert side_by_side[0]["minilora-only"]["monitored"] == (
+        "RuntimeError", "[Rank 0]: Ranks 1 failed to pass monitoredBarrier in 1000 ms")
+    assert side_by_side[2]["minilora-only"]["monitored"][0] == "DistBackendError"  # no word from rank 0
+
+
+if __name__ == "__main__":
+    worker(sys.argv[1])
