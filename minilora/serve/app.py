@@ -277,7 +277,7 @@ class _Server:
         # first has none: nothing comes before it), as vLLM answers lm-evaluation-harness's scoring calls
         echoes = []
         for ids in prompts:
-            text = self.engine.tokenizer.decode(ids, skip_special_tokens=True) if echo else ""
+            text = _decoded(self.engine.tokenizer, ids, True, self.engine.text_vocab) if echo else ""
             entries = None
             if echo and options["logprobs"] is not None:
                 entries = [(ids[0], None, None)] + await asyncio.to_thread(
@@ -448,7 +448,8 @@ class _Server:
         return {"tokens": [text(token) for token in ids], "token_logprobs": [logprob for _, logprob, _ in entries],
                 "top_logprobs": [None if top is None else {**{text(t): lp for t, lp in top}, text(token): logprob}
                                  for token, logprob, top in entries],
-                "text_offset": _text_offsets(tok, [token for token, _, _ in before], ids, start, skip_special_tokens)}
+                "text_offset": _text_offsets(tok, [token for token, _, _ in before], ids, start, skip_special_tokens,
+                                             vocab)}
 
     # --- routes --------------------------------------------------------------------------------
     def _card(self, name):
@@ -536,14 +537,20 @@ def _text_message(message):
     return {**message, "content": content}
 
 
-def _text_offsets(tokenizer, before, ids, start, skip_special_tokens):
+def _decoded(tokenizer, ids, skip_special_tokens, text_vocab):
+    """The text of ``ids``; an id past the tokenizer (a prompt may hold any of the model's ids) has none."""
+    ids = ids if text_vocab is None else [i for i in ids if i < text_vocab]
+    return tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+
+def _text_offsets(tokenizer, before, ids, start, skip_special_tokens, text_vocab=None):
     """Where the text of each of ``ids`` starts in a choice's text: ``start``, plus the characters decoded
     from ``before`` and the ids before it that the text keeps. Decoded, not the lengths of the token
     names added up: a skipped special token (``<bos>``) takes no room in the text, and the pieces of
     one character start where the character does (a prefix that ends in the middle of a character
     decodes to U+FFFD there, which the whole text does not have)."""
     def decode(prefix):
-        return tokenizer.decode(prefix, skip_special_tokens=skip_special_tokens)
+        return _decoded(tokenizer, prefix, skip_special_tokens, text_vocab)
     before = list(before)
     text = decode(before + ids)
     return [start + len(os.path.commonprefix([decode(before + ids[:i]), text])) for i in range(len(ids))]
