@@ -87,7 +87,7 @@ _HEADER = EMU_DIR / "cuda_emu.h"
 _RUNTIME = EMU_DIR / "runtime.cpp"
 _INCLUDE = EMU_DIR / "include"  # stand-ins for <cuda_runtime.h>, <cuda_fp16.h>, ...
 _CXX = os.environ.get("CXX", "g++")
-_VERSION = "3"  # bump to invalidate every cached build (3: kernels.json records namespaces)
+_VERSION = "4"  # bump to invalidate every cached build (4: a template kernel's launch bounds per instance)
 
 
 class EmulatorError(RuntimeError):
@@ -229,7 +229,11 @@ def _find_kernels(masked: str, templates: bool = False, bounds: dict | None = No
             if mm.group(1) in ("__launch_bounds__", "__attribute__", "alignas", "__align__"):
                 j = _close_paren(masked, mm.end() - 1) + 1
                 if mm.group(1) == "__launch_bounds__":
-                    max_threads = _int_expression(_split_top(masked[mm.end():j - 1])[0])
+                    max_threads = _split_top(masked[mm.end():j - 1])[0].strip()
+                    if not templates:
+                        max_threads = _int_expression(max_threads)
+                    else:  # kept as text with the template's parameters: each instance is checked at launch
+                        max_threads = (max_threads, _template_parameters(masked[prev + 1:m.start()]))
                 continue
             name, open_ = mm.group(1), mm.end() - 1
             params = masked[open_ + 1:_close_paren(masked, open_)].strip()
@@ -244,6 +248,36 @@ def _find_kernels(masked: str, templates: bool = False, bounds: dict | None = No
         names = list(where)
         namespaces.update({n: ns for n, ns in zip(names, _namespaces_at(masked, [where[n] for n in names])) if ns})
     return kernels
+
+
+def _template_parameters(header: str) -> list[tuple[str, str | None]]:
+    """(name, default) of each parameter of the `template <...>` in `header` (`int BLOCK = 128` -> ("BLOCK",
+    "128")); an unnamed one gets the name ""."""
+    open_ = header.find("<", header.find("template"))
+    if open_ < 0:
+        return []
+    found = []
+    for param in _split_top(header[open_ + 1:_close_paren(header, open_)]):
+        declaration, _, default = param.partition("=")
+        names = _IDENT.findall(declaration)
+        found.append((names[-1] if len(names) > 1 else "", default.strip() or None))
+    return found
+
+
+def _instance_bound(bound, expression: str) -> int | None:
+    """A template kernel's __launch_bounds__ for one name expression ("k<64, float>"): the bound's text with the
+    template's parameters replaced by the expression's arguments (or their defaults); None if not a number."""
+    text, params = bound
+    open_ = expression.find("<")
+    args = _split_top(expression[open_ + 1:expression.rfind(">")]) if open_ >= 0 else []
+    values = {}
+    for k, (name, default) in enumerate(params):
+        value = args[k].strip() if k < len(args) else default
+        if name and value is not None:
+            values[name] = value
+    if values:
+        text = re.sub(r"\b(" + "|".join(map(re.escape, values)) + r")\b", lambda m: f"({values[m.group(1)]})", text)
+    return _int_expression(text)
 
 
 def _find_constants(masked: str) -> dict[str, bool]:
@@ -1039,8 +1073,9 @@ class _Module:
                 raise CompileError(f"name expression {expression!r}: no template __global__ function '{base}' in the "
                                    f"source (found: {', '.join(templates) or 'none'})")
             rewritten.kernels[expression] = templates.get(base, rewritten.kernels.get(base))
-            if base in self._template_bounds:
-                self._bounds[expression] = self._template_bounds[base]
+            bound = _instance_bound(self._template_bounds[base], expression) if base in self._template_bounds else None
+            if bound is not None:
+                self._bounds[expression] = bound
         if not rewritten.kernels:
             raise CompileError("no __global__ function found in the source")
         rewritten.constants = self._constants

@@ -246,3 +246,113 @@ def test_ptx_refusals_apply_only_to_code_the_preprocessor_keeps():
     out = np.zeros(32, np.uint32)
     RawModule(code=src).get_function("k")(1, 32, (out,))
     assert (out == 7).all()
+
+
+# ------------------------------------------------------------------------------------------------
+# Templates, constexpr, __constant__ and static __device__ globals
+# ------------------------------------------------------------------------------------------------
+SUMS = ("weighted_sum<128, 4, float>", "weighted_sum<64, 2, __half>", "weighted_sum<256, 1, double>")
+TRANSPOSES = ("transpose_tiled<32, 8>", "transpose_tiled<16, 16, 0>")
+
+
+@pytest.mark.parametrize("expression, dtype, block, items, n", [
+    (SUMS[0], np.float32, 128, 4, 5000), (SUMS[1], np.float16, 64, 2, 999), (SUMS[2], np.float64, 256, 1, 3)])
+def test_template_kernels_with_traits_constants_and_a_static_device_ticket(expression, dtype, block, items, n):
+    mod = module("templates.cu", SUMS)
+    weights = rng.random(8).astype(np.float32)
+    mod.get_global("c_weights")[:] = weights
+    x = rng.standard_normal(n).astype(dtype)
+    acc = np.float64 if dtype == np.float64 else np.float32
+    blocks = cdiv(n, block * items)
+    partial, out = np.zeros(blocks, acc), np.zeros(1, acc)
+    k = mod.get_function(expression)
+    for _ in range(2):  # the ticket wraps around, so a second launch finishes as the first
+        out[0] = 0
+        k(blocks, block, (x, partial, out, np.int32(n)))
+        expect = (x.astype(np.float64) * weights[np.arange(n) % 8]).sum()
+        np.testing.assert_allclose(out[0], expect, rtol=1e-5, atol=1e-4)
+    assert mod.get_global("g_blocks_done")[0] == 0
+
+
+def test_launch_bounds_of_a_template_parameter_are_checked_per_instance():
+    k = module("templates.cu", SUMS).get_function(SUMS[1])  # __launch_bounds__(BLOCK) with BLOCK = 64
+    x = np.zeros(8, np.float16)
+    with pytest.raises(ValueError, match=r"has 128 threads, but the kernel is declared __launch_bounds__\(64\)"):
+        k(1, 128, (x, np.zeros(1, np.float32), np.zeros(1, np.float32), np.int32(8)))
+
+
+@pytest.mark.parametrize("expression, tile, rows_per", [(TRANSPOSES[0], 32, 8), (TRANSPOSES[1], 16, 16)])
+@pytest.mark.parametrize("rows, cols", [(70, 45), (32, 32)])
+def test_template_transpose_with_default_and_explicit_padding(expression, tile, rows_per, rows, cols):
+    x = rng.standard_normal((rows, cols)).astype(np.float32)
+    y = np.zeros((cols, rows), np.float32)
+    module("templates.cu", TRANSPOSES).get_function(expression)(
+        (cdiv(cols, tile), cdiv(rows, tile)), (tile, rows_per), (y, x, np.int32(rows), np.int32(cols)))
+    np.testing.assert_array_equal(y, x.T)
+
+
+# ------------------------------------------------------------------------------------------------
+# __half2 / __nv_bfloat162 arithmetic, comparisons and atomics
+# ------------------------------------------------------------------------------------------------
+def bf16(x):
+    return np.asarray(x, np.float32).astype(pytest.importorskip("ml_dtypes").bfloat16)
+
+
+def test_half2_fma_gelu_and_conversions():
+    n2 = 301
+    x, w, b = (rng.standard_normal((n2, 2)).astype(np.float16) for _ in range(3))
+    y, wide = np.zeros((n2, 2), np.float16), np.zeros((n2, 2), np.float32)
+    kernel("half_math.cu", "half2_bias_gelu")(cdiv(n2, 64), 64, (x, w, b, y, wide, np.int32(n2)))
+    v = (x.astype(np.float64) * w + b).astype(np.float16)  # __hfma2 rounds once (the product is exact in float64)
+    np.testing.assert_array_equal(wide, v.astype(np.float32))
+    f = v.astype(np.float64)
+    gelu = 0.5 * f * (1 + np.tanh(0.7978845608 * (f + 0.044715 * f ** 3)))
+    np.testing.assert_allclose(y.astype(np.float64), gelu, rtol=1e-3, atol=1e-3)
+
+
+def test_bfloat162_arithmetic_rounds_each_lane_once():
+    n2 = 257
+    a = bf16(rng.standard_normal((n2, 2)))
+    b = bf16(rng.standard_normal((n2, 2)) + 3)
+    outs = [np.zeros((n2, 2), a.dtype) for _ in range(5)]
+    lows = np.zeros(n2, np.float32)
+    kernel("half_math.cu", "bf162_ops")(cdiv(n2, 128), 128, (a, b, *outs, lows, np.int32(n2)))
+    fa, fb = a.astype(np.float64), b.astype(np.float64)
+    for got, want in zip(outs, [fa + fb, fa * fb, fa * fb + 1, fa / fb, np.maximum(fa, -fb)]):
+        np.testing.assert_array_equal(got.astype(np.float64), bf16(want.astype(np.float32)).astype(np.float64))
+    np.testing.assert_array_equal(lows, (fa[:, 0] + fb[:, 0]).astype(np.float32))
+
+
+def test_half_comparisons_ordered_and_unordered_as_cuda():
+    nan = np.nan
+    pairs = [((1, 2), (1, 3)), ((nan, 1), (1, 1)), ((2, 2), (2, 2)), ((nan, nan), (nan, 5)), ((4, 1), (3, 0))]
+    a = np.array([p[0] for p in pairs], np.float16)
+    b = np.array([p[1] for p in pairs], np.float16)
+    n2 = len(pairs)
+    flags, lanes = np.zeros((n2, 6), np.int32), np.zeros((n2, 2, 2), np.float16)
+    kernel("half_math.cu", "half_compare")(1, 32, (a, b, flags, lanes, np.int32(n2)))
+    with np.errstate(invalid="ignore"):
+        ne, neu = (a < b) | (a > b), ~(a == b)
+        lt_u, ge_u, eq_u = ~(a >= b), ~(a < b), ~((a < b) | (a > b))
+    np.testing.assert_array_equal(flags[:, 0], ne[:, 0])
+    np.testing.assert_array_equal(flags[:, 1], neu[:, 0])
+    np.testing.assert_array_equal(flags[:, 2], lt_u[:, 0] + 2 * ge_u[:, 0] + 4 * eq_u[:, 0])
+    np.testing.assert_array_equal(flags[:, 3], (a == b).all(1))
+    np.testing.assert_array_equal(flags[:, 4], neu.all(1))  # CUDA's half2 != is __hbneu2, not !(a == b)
+    np.testing.assert_array_equal(flags[:, 5], ne.all(1) + 2 * neu.all(1))
+    np.testing.assert_array_equal(lanes[:, 0], ne.astype(np.float16))
+    np.testing.assert_array_equal(lanes[:, 1], neu.astype(np.float16))
+
+
+def test_atomic_add_on_half2_bfloat162_and_double():
+    n, slots = 2000, 5
+    slot = rng.integers(0, slots, n).astype(np.int32)
+    hv = (rng.integers(-8, 8, (n, 2)) / 4).astype(np.float16)  # quarters: every partial sum is exact in 16 bits
+    bv = bf16(rng.integers(-3, 4, (n, 2)))  # small integers: exact in bfloat16's 8 bits while |sum| < 256
+    dv = rng.standard_normal(n)
+    hsum, bsum, dsum = np.zeros((slots, 2), np.float16), np.zeros((slots, 2), bv.dtype), np.zeros(slots)
+    kernel("half_math.cu", "pair_atomics")(cdiv(n, 256), 256, (slot, hv, bv, dv, hsum, bsum, dsum, np.int32(n)))
+    for s in range(slots):
+        np.testing.assert_array_equal(hsum[s], hv[slot == s].astype(np.float64).sum(0))
+        np.testing.assert_array_equal(bsum[s].astype(np.float64), bv[slot == s].astype(np.float64).sum(0))
+        np.testing.assert_allclose(dsum[s], dv[slot == s].sum(), rtol=1e-12)

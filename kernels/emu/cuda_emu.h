@@ -1133,7 +1133,14 @@ inline float fma_to_odd(float a, float b, float c) {
     inline H __hmax(H a, H b) { return H(fmaxf(float(a), float(b))); }                                 \
     inline H __hmin(H a, H b) { return H(fminf(float(a), float(b))); }                                 \
     inline bool __heq(H a, H b) { return a == b; }                                                      \
-    inline bool __hne(H a, H b) { return a != b; }                                                      \
+    /* __hne is an ordered compare (false with a NaN), as CUDA's; the ...u forms are unordered (true) */ \
+    inline bool __hne(H a, H b) { return float(a) < float(b) || float(a) > float(b); }                \
+    inline bool __hequ(H a, H b) { return !__hne(a, b); }                                              \
+    inline bool __hneu(H a, H b) { return float(a) != float(b); }                                      \
+    inline bool __hltu(H a, H b) { return !(float(a) >= float(b)); }                                   \
+    inline bool __hleu(H a, H b) { return !(float(a) > float(b)); }                                    \
+    inline bool __hgtu(H a, H b) { return !(float(a) <= float(b)); }                                   \
+    inline bool __hgeu(H a, H b) { return !(float(a) < float(b)); }                                    \
     inline bool __hlt(H a, H b) { return a < b; }                                                       \
     inline bool __hle(H a, H b) { return a <= b; }                                                      \
     inline bool __hgt(H a, H b) { return a > b; }                                                       \
@@ -1191,7 +1198,8 @@ typedef __nv_bfloat16 nv_bfloat16;
     inline H2 operator/(H2 a, H2 b) { return H2(a.x / b.x, a.y / b.y); }                                \
     inline H2 operator-(H2 a) { return H2(-a.x, -a.y); }                                                \
     inline bool operator==(H2 a, H2 b) { return a.x == b.x && a.y == b.y; }                             \
-    inline bool operator!=(H2 a, H2 b) { return !(a == b); }                                            \
+    /* as CUDA's: == is __hbeq2 (both lanes equal), != is __hbneu2 (both lanes unequal or NaN) */          \
+    inline bool operator!=(H2 a, H2 b) { return __hneu(a.x, b.x) && __hneu(a.y, b.y); }                 \
     inline H2 __hadd2(H2 a, H2 b) { return a + b; }                                                     \
     inline H2 __hsub2(H2 a, H2 b) { return a - b; }                                                     \
     inline H2 __hmul2(H2 a, H2 b) { return a * b; }                                                     \
@@ -1234,10 +1242,23 @@ typedef __nv_bfloat16 nv_bfloat16;
     inline H2 __hadd2_rn(H2 a, H2 b) { return a + b; }                                                  \
     inline H2 __hmul2_rn(H2 a, H2 b) { return a * b; }                                                  \
     inline H2 __hfma2_relu(H2 a, H2 b, H2 c) { return H2(__hfma_relu(a.x, b.x, c.x), __hfma_relu(a.y, b.y, c.y)); } \
-    inline H2 __hne2(H2 a, H2 b) { return H2(H(a.x != b.x ? 1.0f : 0.0f), H(a.y != b.y ? 1.0f : 0.0f)); } \
+    inline H2 __hne2(H2 a, H2 b) { return H2(H(__hne(a.x, b.x) ? 1.0f : 0.0f), H(__hne(a.y, b.y) ? 1.0f : 0.0f)); } \
+    inline H2 __hequ2(H2 a, H2 b) { return H2(H(__hequ(a.x, b.x) ? 1.0f : 0.0f), H(__hequ(a.y, b.y) ? 1.0f : 0.0f)); } \
+    inline H2 __hneu2(H2 a, H2 b) { return H2(H(__hneu(a.x, b.x) ? 1.0f : 0.0f), H(__hneu(a.y, b.y) ? 1.0f : 0.0f)); } \
+    inline H2 __hltu2(H2 a, H2 b) { return H2(H(__hltu(a.x, b.x) ? 1.0f : 0.0f), H(__hltu(a.y, b.y) ? 1.0f : 0.0f)); } \
+    inline H2 __hleu2(H2 a, H2 b) { return H2(H(__hleu(a.x, b.x) ? 1.0f : 0.0f), H(__hleu(a.y, b.y) ? 1.0f : 0.0f)); } \
+    inline H2 __hgtu2(H2 a, H2 b) { return H2(H(__hgtu(a.x, b.x) ? 1.0f : 0.0f), H(__hgtu(a.y, b.y) ? 1.0f : 0.0f)); } \
+    inline H2 __hgeu2(H2 a, H2 b) { return H2(H(__hgeu(a.x, b.x) ? 1.0f : 0.0f), H(__hgeu(a.y, b.y) ? 1.0f : 0.0f)); } \
+    inline H2 __hisnan2(H2 a) { return H2(H(__hisnan(a.x) ? 1.0f : 0.0f), H(__hisnan(a.y) ? 1.0f : 0.0f)); } \
+    inline bool __hbequ2(H2 a, H2 b) { return __hequ(a.x, b.x) && __hequ(a.y, b.y); }                \
+    inline bool __hbneu2(H2 a, H2 b) { return __hneu(a.x, b.x) && __hneu(a.y, b.y); }                \
+    inline bool __hbltu2(H2 a, H2 b) { return __hltu(a.x, b.x) && __hltu(a.y, b.y); }                \
+    inline bool __hbleu2(H2 a, H2 b) { return __hleu(a.x, b.x) && __hleu(a.y, b.y); }                \
+    inline bool __hbgtu2(H2 a, H2 b) { return __hgtu(a.x, b.x) && __hgtu(a.y, b.y); }                \
+    inline bool __hbgeu2(H2 a, H2 b) { return __hgeu(a.x, b.x) && __hgeu(a.y, b.y); }                \
     inline H2 __hle2(H2 a, H2 b) { return H2(H(a.x <= b.x ? 1.0f : 0.0f), H(a.y <= b.y ? 1.0f : 0.0f)); } \
     inline H2 __hge2(H2 a, H2 b) { return H2(H(a.x >= b.x ? 1.0f : 0.0f), H(a.y >= b.y ? 1.0f : 0.0f)); } \
-    inline bool __hbne2(H2 a, H2 b) { return a.x != b.x && a.y != b.y; }                               \
+    inline bool __hbne2(H2 a, H2 b) { return __hne(a.x, b.x) && __hne(a.y, b.y); }                     \
     inline bool __hblt2(H2 a, H2 b) { return a.x < b.x && a.y < b.y; }                                 \
     inline bool __hble2(H2 a, H2 b) { return a.x <= b.x && a.y <= b.y; }                               \
     inline bool __hbgt2(H2 a, H2 b) { return a.x > b.x && a.y > b.y; }                                 \
