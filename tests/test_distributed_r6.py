@@ -511,5 +511,42 @@ def test_what_gloo_cannot_run_side_by_side(side_by_side):
     assert side_by_side[2]["minilora-only"]["monitored"][0] == "DistBackendError"  # no word from rank 0
 
 
+# --------------------------------------------------------------------------------------------------
+# No launcher needed: DistributedSampler
+# --------------------------------------------------------------------------------------------------
+def test_distributed_sampler_indices_equal_torchs():
+    """Every rank's indices, epoch after epoch, as torch's: shuffled or not, any seed (negative and
+    beyond 32 bits too: torch's generator keeps the low 32 bits), padded (also past one repetition
+    when the dataset is smaller than the ranks) or cut with drop_last."""
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import DistributedSampler as TorchSampler
+
+    from minilora.utils.data import DistributedSampler
+    checked = 0
+    for n in (0, 1, 2, 5, 10, 37, 1000):
+        for replicas in (1, 3, 4, 8):
+            for shuffle, seed, drop_last in ((False, 0, False), (False, 0, True), (True, 0, False), (True, 7, True),
+                                             (True, 2 ** 40 + 3, False), (True, -5, False)):
+                for rank in sorted({0, replicas - 1}):
+                    args = dict(num_replicas=replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+                    theirs, ours = TorchSampler(range(n), **args), DistributedSampler(range(n), **args)
+                    for epoch in (0, 1, 5):
+                        theirs.set_epoch(epoch)
+                        ours.set_epoch(epoch)
+                        assert list(ours) == list(theirs), (n, args, epoch)
+                        assert len(ours) == len(theirs) and ours.total_size == theirs.total_size
+                        checked += 1
+    assert checked > 500
+
+
+def test_distributed_sampler_order_is_torchs_randperm():
+    """The shuffle is torch.randperm with a generator seeded by seed + epoch (what torch's sampler
+    calls), for lengths where a wrong draw or modulo would show."""
+    torch = pytest.importorskip("torch")
+    from minilora.utils.data import _torch_randperm
+    for n, seed in ((2, 0), (3, 1), (100, 42), (4097, 123456789), (20000, 2 ** 32 + 9)):
+        assert _torch_randperm(n, seed) == torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+
+
 if __name__ == "__main__":
     worker(sys.argv[1])

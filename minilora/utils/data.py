@@ -11,7 +11,8 @@ Batches are made as torch makes them (``default_collate``): tensors are stacked,
 an int64 tensor, Python floats a *float64* tensor, NumPy arrays and scalars keep their dtype, strings
 stay a list, dicts, tuples and named tuples are collated field by field (a tuple sample gives a
 *list* of fields, as torch). Shuffling draws from minilora's generator (``minilora.manual_seed`` or
-``generator=``), so the order is reproducible but not torch's order for the same seed.
+``generator=``), so the order is reproducible but not torch's order for the same seed -- except
+``DistributedSampler``'s, which is torch's exactly (it seeds its own generator from ``seed + epoch``).
 
 Everything runs in this process: ``num_workers`` is accepted and changes nothing (the batches are
 the same ones, in the same order); ``worker_init_fn``, which would need worker processes, is
@@ -28,7 +29,6 @@ import numpy as np
 
 from .. import distributed, factories
 from ..ops import stack
-from ..random import Generator
 from ..tensor import Tensor, tensor
 
 __all__ = ["Dataset", "IterableDataset", "TensorDataset", "Subset", "ConcatDataset", "random_split",
@@ -241,8 +241,9 @@ class DistributedSampler(Sampler):
     """Rank ``rank`` of ``num_replicas`` (by default: this process in ``minilora.distributed``'s group)
     takes every ``num_replicas``-th index of the epoch's order, from ``rank`` on; the order is padded by
     repeating its start (or, with ``drop_last``, cut) so every rank gets ``num_samples``. With
-    ``shuffle`` the order is a permutation seeded by ``seed + epoch``: call ``set_epoch(epoch)`` at
-    each epoch, or every epoch repeats the first one's order (as in torch)."""
+    ``shuffle`` the order is a permutation seeded by ``seed + epoch`` -- torch's own permutation, so
+    the indices equal torch's -- : call ``set_epoch(epoch)`` at each epoch, or every epoch repeats the
+    first one's order (as in torch)."""
 
     def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0, drop_last=False):
         num_replicas = distributed.get_world_size() if num_replicas is None else num_replicas
@@ -260,8 +261,7 @@ class DistributedSampler(Sampler):
     def __iter__(self):
         n = len(self.dataset)
         if self.shuffle:
-            order = Generator().manual_seed(self.seed + self.epoch)
-            indices = factories.randperm(n, generator=order).tolist()
+            indices = _torch_randperm(n, self.seed + self.epoch)
         else:
             indices = list(range(n))
         if self.drop_last:
@@ -276,6 +276,31 @@ class DistributedSampler(Sampler):
 
     def set_epoch(self, epoch):
         self.epoch = epoch
+
+
+_MT19937_SMALL_N = (2 ** 32 - 1) // 20  # torch switches to 64-bit draws from here on
+
+
+def _torch_randperm(n, seed):
+    """``torch.randperm(n, generator=torch.Generator().manual_seed(seed))`` on the CPU, exactly:
+    DistributedSampler's order must be torch's, so ranks (or a resumed run) that mix torch and
+    minilora read the same samples. torch's CPU generator is the standard MT19937 seeded with the
+    seed's low 32 bits -- NumPy's legacy ``RandomState`` is the same engine -- and its randperm is a
+    Fisher-Yates shuffle drawing ``random() % (n - i)``; from ``n`` = 2^32/20 on, an inside-out
+    shuffle drawing 64-bit numbers (two 32-bit draws, the first the high half)."""
+    engine = np.random.RandomState(seed & 0xFFFFFFFF)._bit_generator
+    if n < _MT19937_SMALL_N:
+        indices = list(range(n))
+        for i, draw in enumerate(engine.random_raw(max(n - 1, 0)).tolist()):
+            j = i + draw % (n - i)
+            indices[i], indices[j] = indices[j], indices[i]
+        return indices
+    indices = [0] * n
+    for i in range(n):
+        high, low = engine.random_raw(2).tolist()
+        j = ((high << 32) | low) % (i + 1)
+        indices[i], indices[j] = indices[j], i
+    return indices
 
 
 class BatchSampler(Sampler):
