@@ -54,6 +54,8 @@ def _sizes(size, keywords, fn):
         if size:
             raise TypeError(f"{fn}() got multiple values for argument 'size'")
         size = (keywords["size"],)
+    if not size:  # (torch.zeros() is no 0-d tensor: torch.zeros(()) is)
+        raise TypeError(f'{fn}() missing 1 required positional arguments: "size"')
     return _size(size, fn)
 
 
@@ -346,8 +348,10 @@ def _linspace(start, end, steps, dtype):
     (``end - step * (steps - 1 - i)``), so both ends are exact. Each value is rounded once: torch's
     kernel is compiled with fused multiply-adds (``_multiply_add``). Integer dtypes truncate ``start``
     and ``end``, compute in float64 and truncate the values, as torch does."""
-    if dtype == np.bool_:
+    if dtype == np.bool_ and steps > 1:  # (one value is a fill: torch runs no kernel then)
         raise NotImplementedError('"linspace_cpu" not implemented for \'Bool\'')
+    if dtype == np.bool_:
+        return np.full(1, bool(start))
     if dtype.kind in "iu":
         start, end, exact = _to_integer(start, dtype), _to_integer(end, dtype), np.dtype(np.float64)
     else:
@@ -370,8 +374,10 @@ def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_
     take ``base`` as a float32, as torch does."""
     steps = _check_steps("logspace", steps)
     dtype = _float_dtype(dtype)
-    if dtype == np.bool_:
+    if dtype == np.bool_ and steps > 1:  # (one value or none: torch runs no kernel, as linspace)
         raise NotImplementedError('"logspace_cpu" not implemented for \'Bool\'')
+    if dtype == np.bool_:
+        return _make(np.full(steps, bool(math.pow(float(base), float(start)))), dtype, device, requires_grad)
     powers = [math.pow(_base_of(base, dtype), x) for x in _log_exponents(start, end, int(steps), dtype)]
     values = np.asarray(powers, dtype=np.float64)
     values = dtypes.cast(values, dtype) if dtype.itemsize == 2 and dtypes.is_floating(dtype) else values.astype(dtype)

@@ -395,6 +395,25 @@ def saves_as_torch(result, *saved):
     return result
 
 
+def saving_as_torch(*names):
+    """Decorator of an op function that minilora builds from several ops where torch runs one
+    (``mse_loss``, ``layer_norm``, ``conv2d``...): its result's node saves the arguments ``names``,
+    as torch's node does (see saves_as_torch). Nothing is bound unless the result has a node."""
+    def decorate(fn):
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def op(*args, **kwargs):
+            result = fn(*args, **kwargs)
+            out = result[0] if isinstance(result, tuple) else result  # ((values, indices): the values)
+            if getattr(out, "_ctx", None) is not None:
+                arguments = signature.bind_partial(*args, **kwargs).arguments
+                saves_as_torch(out, *(arguments.get(name) for name in names))
+            return result
+        return op
+    return decorate
+
+
 _RESULT = "result"  # saves_as_torch's entry for the node's own output (a reference to it would be a cycle)
 
 
@@ -1157,7 +1176,14 @@ class Tensor:
             return self._inplace(_replace_values, Tensor._make(
                 self._device.xp.asarray(value, dtype=self.dtype), self._device, False, None))
         self._check_inplace()
-        self._array[...] = value
+        try:
+            self._array[...] = value
+        except ValueError as exc:  # (NumPy's bare words, said as _write says them for an expand())
+            if "read-only" not in str(exc):
+                raise
+            raise ValueError("unsupported operation: a read-only view: more than one element of the "
+                             "written-to tensor refers to a single memory location (an expand()ed "
+                             "tensor), or a diagonal(); clone() it before writing") from None
         self._bump_version()
         return self
 
@@ -1533,7 +1559,7 @@ class Tensor:
     arctan2_ = atan2_
     subtract_, multiply_ = sub_, mul_  # (torch's other names, as subtract / multiply)
 
-    def round_(self, *, decimals=0):
+    def round_(self, *, decimals=None):
         from . import ops
         return self._inplace(ops.round, decimals=decimals)
 

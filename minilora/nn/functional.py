@@ -158,6 +158,7 @@ def hardswish(input, inplace=False):
 
 
 def hardsigmoid(input, inplace=False):
+    _float_kernel_only("hardsigmoid_cpu", input)
     return _in_place_if(inplace, ops.hardsigmoid, input)
 
 
@@ -223,6 +224,8 @@ def selu_(input):
 
 
 def softsign(input):
+    if str(input.dtype) == "bool":  # (torch's x / (1 + |x|): its abs has no bool kernel)
+        raise NotImplementedError('"abs_cpu" not implemented for \'Bool\'')
     return ops.softsign(input)
 
 
@@ -311,10 +314,10 @@ def upsample_bilinear(input, size=None, scale_factor=None):
 
 
 # ---- losses built from other ops, in torch's order of ops (each op rounds as torch's does) ---------
+@_amp.autocasts
 def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """``log(1 + exp(-target * input))`` for targets of +1 / -1 (torch's ``log1p(exp(...))``)."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
-@_amp.autocasts
     if getattr(target, "requires_grad", False):  # torch's kernel has no gradient for the target
         raise RuntimeError("The function 'soft_margin_loss' is not differentiable with respect to argument "
                            "'target'. This input cannot have requires_grad True.")
@@ -324,20 +327,20 @@ def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="m
     return _reduced("soft_margin_loss", ops.log1p(ops.exp(margin)), reduction)
 
 
+@_amp.autocasts
 def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=None, reduction="mean"):
     """``input`` where ``target`` is 1, ``max(0, margin - input)`` where it is -1 (torch adds the
     two parts, so a target that is neither gets both)."""
-@_amp.autocasts
     reduction = _legacy_reduction(size_average, reduce, reduction)
     zeros = input.new_zeros(())
     loss = ops.where(target != 1, (margin - input).clamp_min(0), zeros) + ops.where(target != -1, input, zeros)
     return _reduced("hinge_embedding_loss", loss, reduction)
 
 
+@_amp.autocasts
 def poisson_nll_loss(input, target, log_input=True, full=False, size_average=None, eps=1e-8, reduce=None,
                      reduction="mean"):
     """The negative log-likelihood of ``target`` counts under Poisson rates: ``exp(input) - target *
-@_amp.autocasts
     input`` (``log_input``), else ``input - target * log(input + eps)``; ``full`` adds Stirling's
     approximation of ``log(target!)`` where ``target > 1``."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
@@ -388,10 +391,10 @@ def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, r
     return loss if reduction == "none" else loss.mean() if reduction == "mean" else loss.sum()
 
 
+@_amp.autocasts
 def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=None, reduce=None,
                       reduction="mean"):
     """The multi-class hinge loss: for each sample, ``sum over classes j != y of max(0, margin -
-@_amp.autocasts
     x[y] + x[j])^p`` (times ``weight[y]``) divided by the number of classes."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
     if p not in (1, 2):
@@ -443,6 +446,8 @@ def threshold(input, threshold, value, inplace=False):
 
 
 def _threshold(input, threshold, value):
+    if str(input.dtype) == "bool":
+        raise NotImplementedError('"threshold_cpu" not implemented for \'Bool\'')
     compared = input.float() if input.dtype.itemsize == 2 and _is_floating(input.dtype) else input
     return input.masked_fill(~(compared > threshold), value)
 
@@ -464,8 +469,8 @@ def softshrink(input, lambd=0.5):
 
 @_float32_inside
 def _softshrink(input, lambd):
-    zeros = input.new_zeros(())
-    return ops.where(input > lambd, input - lambd, ops.where(input < -lambd, input + lambd, zeros))
+    # (torch's kernel gives x * 0 between the bounds: -0.0 for a negative x, nan for nan)
+    return ops.where(input > lambd, input - lambd, ops.where(input < -lambd, input + lambd, input * 0))
 
 
 def tanhshrink(input):
@@ -473,12 +478,12 @@ def tanhshrink(input):
     return input - input.tanh()
 
 
+@_amp.autocasts
 def prelu(input, weight):
     """``x`` where positive, ``weight * x`` elsewhere: one learned slope, or one per channel (dim 1)."""
     if weight.ndim > 1:
         raise RuntimeError(f"prelu: Expected `weight` to be a scalar or 1D tensor, but got: ndim = {weight.ndim}")
     if weight.dtype != input.dtype:
-@_amp.autocasts
         raise RuntimeError(f"prelu: Type promoting not supported. Got {input.dtype} and {weight.dtype}")
     channels = input.shape[1] if input.ndim >= 2 else 1
     if weight.numel() not in (1, channels):
@@ -621,12 +626,12 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
 
 
 # ---- two more margin losses ------------------------------------------------------------------------
+@_amp.autocasts
 def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """For each sample, its target classes are ``target``'s entries up to the first -1; the loss is
     ``sum over target classes j and non-target classes i of max(0, 1 - (x[j] - x[i]))`` over the
     number of classes (a class listed twice counts twice, as in torch's kernel)."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
-@_amp.autocasts
     rows, labels = _multilabel_rows(input, target)
     classes = rows.shape[1]
     listed = np.zeros(rows.shape)  # how many times each class is listed as a target

@@ -4,7 +4,7 @@ Lower-case wrappers (``minilora.ops.matmul(a, b)``) are the public names. They a
 operators (``a @ b`` calls ``matmul(a, b)``) and, where PyTorch has them, its methods (``x.sum()``):
 both are attached to ``Tensor`` below, so an operator costs no extra call on the way to its op.
 """
-from .. import dtypes
+from .. import amp as _amp, dtypes
 from ..tensor import Tensor, name_node, tensor
 from .elementwise import (abs, add, astype, clone, div, erf, exp, floor_divide, gelu, log,
                           masked_fill, mul, neg, pow, relu, rsqrt, sigmoid, silu, sqrt, sub, tanh,
@@ -141,6 +141,8 @@ def _where_method(self, condition, other):
 
 def _mT(self):
     """The last two dimensions swapped (``x.mT``), for a batch of matrices."""
+    if self.ndim == 0:  # (torch: the tensor itself, with a deprecation warning)
+        return self
     if self.ndim < 2:
         raise RuntimeError(f"tensor.mT is only supported on matrices or batches of matrices. Got "
                            f"{self.ndim}-D tensor.")
@@ -308,7 +310,7 @@ def index_fill_(self, dim, index, value):
 
 
 def index_copy_(self, dim, index, source):
-    return self._inplace(index_copy, dim, index, source)
+    return _amp.without_autocast(self._inplace, index_copy, dim, index, source)  # (in-place: not autocast)
 
 
 def masked_scatter_(self, mask, source):
@@ -388,12 +390,15 @@ def _no_bool_running_kernel(name, self, dtype):
     """torch's in-place cumsum_/cumprod_ of a bool tensor runs its kernel in bool, which it lacks
     (the out-of-place forms count in int64); NumPy would count and cast back to bool. (A 0-d or
     empty tensor runs no kernel: torch copies it.)"""
+    if dtype is not None and dtypes.to_dtype(dtype) != self.dtype:  # (torch's in-place writes no other dtype)
+        raise RuntimeError(f"Bad in-place call: input tensor dtype {dtypes.torch_name(self.dtype)} and output "
+                           f"tensor dtype {dtypes.torch_name(dtypes.to_dtype(dtype))} should match")
     if self.ndim and self.numel() and (self.dtype if dtype is None else dtypes.to_dtype(dtype)) == dtypes.bool:
         raise NotImplementedError(f'"{name}_out_cpu" not implemented for \'Bool\'')
 
 
 def _addmm_(self, mat1, mat2, *, beta=1, alpha=1):
-    return self._inplace(addmm, mat1, mat2, beta=beta, alpha=alpha)
+    return _amp.without_autocast(self._inplace, addmm, mat1, mat2, beta=beta, alpha=alpha)  # (nor this)
 
 
 def _nan_to_num_(self, nan=0.0, posinf=None, neginf=None):
@@ -467,7 +472,7 @@ def _write_out(fn, name, args, kwargs, out):
         kwargs = dict(kwargs, dtype=outs[0].dtype)
     elif name in _INPUT_TO_OUT_DTYPE and dtypes.is_floating(outs[0].dtype) and args:
         args = (args[0].to(outs[0].dtype),) + args[1:]
-    result = fn(*args, **kwargs)
+    result = _amp.without_autocast(fn, *args, **kwargs)  # (torch's out= calls are not autocast)
     results = result if isinstance(result, tuple) else (result,)
     if len(results) != len(outs):
         raise TypeError(f"{name}(): expected {len(results)} out tensor(s), got {len(outs)}")

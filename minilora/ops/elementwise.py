@@ -1374,11 +1374,14 @@ def _rounding(how):
 floor, ceil, trunc = _rounding("floor"), _rounding("ceil"), _rounding("trunc")
 
 
-def round(input, *, decimals=0):  # noqa: A001  (torch.round)
-    """Round half to even, as torch (``round(0.5) == 0``, ``round(1.5) == 2``); ``decimals`` too."""
+def round(input, *, decimals=None):  # noqa: A001  (torch.round)
+    """Round half to even, as torch (``round(0.5) == 0``, ``round(1.5) == 2``); ``decimals`` too
+    (torch's overload with ``decimals``, even 0, has float kernels only)."""
     if not is_floating(_no_bool_kernel("round_vml_cpu", input).dtype):
+        if decimals is not None:
+            raise NotImplementedError(f'"round_vml_cpu" not implemented for \'{torch_name(input.dtype)}\'')
         return clone(input)
-    return _Rounding.apply(input, how="round", decimals=decimals)
+    return _Rounding.apply(input, how="round", decimals=decimals or 0)
 
 
 def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):

@@ -13,7 +13,7 @@ from .. import amp as _amp, fastmath, parallel
 from ..device import xp_of
 from ..dtypes import checked_number, compute_dtype, float32, is_floating, python_number, result_type, upcast
 from ..random import fresh_seed
-from ..tensor import Function, ShapeError, Tensor, name_node, no_grad
+from ..tensor import Function, ShapeError, Tensor, name_node, no_grad, saves_as_torch, saving_as_torch
 
 __all__ = ["embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "pad", "one_hot", "dropout", "rms_norm",
@@ -900,6 +900,7 @@ def _cascade_sum(values, positions, n, levels=8):
 
 
 @_amp.autocasts
+@saving_as_torch("input", "target", "weight")  # what torch's one node keeps
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
              reduction="mean"):
     """PyTorch's ``F.nll_loss``: ``input`` holds log-probabilities ([N, C], [N, C, d1, ...] or [C])."""
@@ -933,6 +934,7 @@ def _pointwise_loss(fn, per_element, input, target, reduction, weight):
 
 
 @_amp.autocasts
+@saving_as_torch("input", "target")  # what torch's one node keeps
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """PyTorch's ``F.mse_loss``: ``(input - target)^2`` (times ``weight``), reduced."""
     loss = _pointwise_loss("mse_loss", lambda d: d * d, input, target,
@@ -1100,10 +1102,10 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
         raise ValueError(f"Using a target size ({tuple(target.shape)}) that is different to the "
                          f"input size ({tuple(input.shape)}) is deprecated. Please ensure they "
                          f"have the same size.")
-    if input.numel() and (input.detach().min().item() < 0 or input.detach().max().item() > 1):
-        raise RuntimeError("all elements of input should be between 0 and 1")
-    if target.numel() and (target.detach().min().item() < 0 or target.detach().max().item() > 1):
-        raise RuntimeError("all elements of target should be between 0 and 1")  # (a silent loss once)
+    for name, t in (("input", input), ("target", target)):  # (a nan is outside too: torch's check)
+        values = t.detach().double().numpy(force=True)
+        if not ((values >= 0) & (values <= 1)).all():
+            raise RuntimeError(f"all elements of {name} should be between 0 and 1")  # (a silent loss once)
     loss = BinaryCrossEntropy.apply(input, target)
     if weight is not None:  # torch's loss.mul_(weight): in the promoted dtype, stored in the input's
         loss = loss * weight if weight.dtype == loss.dtype else (loss * weight).to(loss.dtype)
@@ -1196,12 +1198,14 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
 
 
 @float32_inside
+@saving_as_torch("input", "weight")  # what torch's one node keeps
 def _rms_norm(input, normalized_shape, weight, eps):
     _floating_only("rms_norm", input)
     width = _normalized_width("rms_norm", input, normalized_shape, weight=weight)
     return RMSNorm.apply(input, weight, eps=eps, width=width)
 
 
+@saving_as_torch("input", "weight", "bias")  # what torch's one node keeps
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """PyTorch's ``F.layer_norm`` over the trailing ``normalized_shape`` dimensions."""
     _check_parameter_dtypes(input, weight, bias)
@@ -1286,7 +1290,7 @@ def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable
     if dropout_p > 0:
         out = _attention_with_dropout(q, k, v, bias, scale, dropout_p)
     else:
-        out = Attention.apply(q, k, v, bias, scale=scale)
+        out = saves_as_torch(Attention.apply(q, k, v, bias, scale=scale), v)  # torch's CPU math keeps only v
     return out if query.ndim == 4 else out.reshape(*query.shape[:-1], value.shape[-1])
 
 
@@ -1460,7 +1464,8 @@ def pad(input, pad, mode="constant", value=None):
     if mode != "constant":
         if value is not None and value != 0:
             raise RuntimeError(f"Padding mode \"{mode}\" doesn't take in value argument")
-        return _pad_by_index(input, pad, mode)
+        out = _pad_by_index(input, pad, mode)  # torch's reflection/replication pads keep the input
+        return saves_as_torch(out, input) if mode != "circular" else out
     widths = [(0, 0)] * input.ndim
     for i in range(len(pad) // 2):  # pairs from the last dimension backwards
         widths[input.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
@@ -1551,11 +1556,14 @@ def _quadratic_then_linear(diff, knee):
     """``0.5 d^2`` for ``|d| < knee``, ``knee (|d| - 0.5 knee)`` beyond: the Huber function."""
     from .elementwise import where
     size = diff.abs()
-    return where(size < knee, 0.5 * diff * diff, knee * (size - 0.5 * knee))
+    outside = size >= knee  # (a nan is inside: its loss and gradient are nan, as torch's kernel gives)
+    inner = where(outside, 0, diff)  # (not diff: 0.5 inf^2's gradient, unselected, would be 0 * inf = nan)
+    return where(outside, knee * (size - 0.5 * knee), 0.5 * inner * inner)
 
 
-@float32_inside(promote=True)
 @_amp.autocasts
+@float32_inside(promote=True)
+@saving_as_torch("input", "target")  # what torch's one node keeps
 def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
     """PyTorch's ``F.smooth_l1_loss``: ``0.5 d^2 / beta`` where ``|d| < beta``, ``|d| - 0.5 beta``
     elsewhere (``d = input - target``); ``beta=0`` is the L1 loss."""
@@ -1569,8 +1577,9 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     return _reduced("smooth_l1_loss", loss, reduction)
 
 
-def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
 @_amp.autocasts
+@saving_as_torch("input", "target")  # what torch's one node keeps
+def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """PyTorch's ``F.huber_loss``: ``0.5 d^2`` where ``|d| < delta``, ``delta (|d| - 0.5 delta)``
     elsewhere -- ``delta`` times ``smooth_l1_loss`` with ``beta = delta``. A ``weight`` multiplies
     each element's loss; 'mean' is then the plain mean (torch's rule here, unlike ``mse_loss``).
@@ -1647,8 +1656,8 @@ def _weighted_huber(loss, input, weight, reduction):
     return _reduced("huber_loss", loss, reduction)
 
 
-def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
 @_amp.autocasts
+def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
     """PyTorch's ``F.kl_div``: ``input`` holds log-probabilities, ``target`` probabilities (or
     log-probabilities with ``log_target=True``); pointwise ``target (log target - input)``, with
     ``0 log 0 = 0``. 'batchmean' divides the sum by the batch size (the true KL divergence per
@@ -1694,6 +1703,7 @@ def _clamped_norm(x, dim, eps):
     return norm + lift
 
 
+@saving_as_torch("x1", "x2")  # what torch's one node keeps
 def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     """PyTorch's ``F.cosine_similarity``: ``sum(x1/||x1|| * x2/||x2||)`` along ``dim``, each norm
     at least ``eps``, with ``x1`` and ``x2`` broadcast together -- computed as torch does
@@ -1715,8 +1725,8 @@ def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
     return (x1 - x2 + eps).norm(p, max(last, 0), keepdim)
 
 
-def margin_ranking_loss(input1, input2, target, margin=0, size_average=None, reduce=None,
 @_amp.autocasts
+def margin_ranking_loss(input1, input2, target, margin=0, size_average=None, reduce=None,
                         reduction="mean"):
     """PyTorch's ``F.margin_ranking_loss``: ``max(0, -target (input1 - input2) + margin)``, with
     ``target`` +1 where ``input1`` should rank higher and -1 where ``input2`` should."""
@@ -1728,8 +1738,8 @@ def margin_ranking_loss(input1, input2, target, margin=0, size_average=None, red
     return _reduced("margin_ranking_loss", (-target * (input1 - input2) + margin).clamp_min(0), reduction)
 
 
-def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, swap=False,
 @_amp.autocasts
+def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, swap=False,
                         size_average=None, reduce=None, reduction="mean"):
     """PyTorch's ``F.triplet_margin_loss``: ``max(d(a, p) - d(a, n) + margin, 0)`` with ``d`` the
     ``pairwise_distance``; ``swap=True`` takes the smaller of ``d(a, n)`` and ``d(p, n)``."""
@@ -1746,8 +1756,8 @@ def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, s
     return _reduced("triplet_margin_loss", (margin + to_positive - to_negative).clamp_min(0), reduction)
 
 
-def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, reduce=None,
 @_amp.autocasts
+def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, reduce=None,
                           reduction="mean"):
     """PyTorch's ``F.cosine_embedding_loss``: ``1 - cos(x1, x2)`` where ``target`` is 1,
     ``max(0, cos(x1, x2) - margin)`` where it is -1; the cosine as torch computes it here
@@ -1757,6 +1767,10 @@ def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, r
     if input1.ndim not in (1, 2) or tuple(input1.shape) != tuple(input2.shape):
         raise RuntimeError(f"cosine_embedding_loss: expected 1-D or 2-D inputs of one shape, got "
                            f"{tuple(input1.shape)} and {tuple(input2.shape)}")
+    target_ndim = np.ndim(_array(target))
+    if target_ndim > 1 or input1.ndim != target_ndim + 1:  # (torch: a 1-D target pairs rows of 2-D inputs)
+        raise RuntimeError(f"{target_ndim}D target tensor expects {target_ndim + 1}D input tensors, but found "
+                           f"inputs with sizes {list(input1.shape)} and {list(input2.shape)}.")
     dim = 1 if input1.ndim == 2 else 0
     squared1 = (input1 * input1).sum(dim) + 1e-12
     squared2 = (input2 * input2).sum(dim) + 1e-12

@@ -274,6 +274,8 @@ def _writable(a, view):
     """The same view, writable where ``a`` is (NumPy's broadcast_to is always read-only)."""
     if not isinstance(view, np.ndarray) or not a.flags.writeable:
         return view
+    if view.size == a.size:  # nothing repeated (only 1s added): a reshape, which NumPy shows as a view
+        return a.reshape(view.shape)  # of ``a`` (``.base``), so it shares ``a``'s version counter
     return np.lib.stride_tricks.as_strided(a, view.shape, view.strides)
 
 
@@ -813,6 +815,8 @@ def meshgrid(*tensors, indexing=None):
                            f"{indexing}")
     if any(t.ndim > 1 for t in tensors):
         raise RuntimeError("torch.meshgrid: Expected 0D or 1D tensor in the tensor list")
+    if len({t.dtype for t in tensors}) > 1:
+        raise RuntimeError("meshgrid expects all tensors to have the same dtype")
     swap = indexing == "xy" and len(tensors) >= 2
     order = [1, 0] + list(range(2, len(tensors))) if swap else list(range(len(tensors)))
     shape = tuple(tensors[i].numel() for i in order)
@@ -839,6 +843,8 @@ def diff(input, n=1, dim=-1, prepend=None, append=None):
     ``prepend`` / ``append`` to ``input`` along ``dim``. Bool tensors give their XOR, as torch."""
     if input.ndim == 0:
         raise RuntimeError("diff expects input to be at least one-dimensional")
+    if n < 0:  # (torch.diff(x, -1) is n=-1, not dim=-1)
+        raise RuntimeError(f"order must be non-negative but got {n}")
     (axis,) = _dims((dim,), input.ndim)
     pieces = [t for t in (prepend, input, append) if t is not None]
     x = cat(pieces, axis) if len(pieces) > 1 else input
