@@ -70,7 +70,8 @@ _CPU_TABLE = {  # torch's TORCH_LIBRARY_IMPL(aten, AutocastCPU, m), the ops mini
                      # PEFT's LoRA layer is three linear calls (base_layer, lora_A, lora_B), each autocast
                      "lora_linear"], LOWER),
     **dict.fromkeys(["avg_pool3d", "binary_cross_entropy", "prod", "quantile", "nanquantile", "cdist", "trace",
-                     "max_pool3d", "adaptive_avg_pool3d", "mse_loss", "cosine_embedding_loss", "nll_loss",
+                     "max_pool3d", "max_unpool2d", "adaptive_avg_pool3d", "reflection_pad1d", "reflection_pad2d",
+                     "replication_pad1d", "replication_pad2d", "replication_pad3d", "mse_loss", "cosine_embedding_loss", "nll_loss",
                      "hinge_embedding_loss", "poisson_nll_loss", "smooth_l1_loss", "cross_entropy", "l1_loss",
                      "huber_loss", "margin_ranking_loss", "soft_margin_loss", "triplet_margin_loss",
                      "multi_margin_loss", "kl_div", "multilabel_margin_loss",
@@ -316,7 +317,6 @@ def _widest(tensors, device_type):
 def autocast_op(name, fn, *args, **kwargs):
     """Call ``fn`` (the wrapper of op ``name``) with its arguments cast by the op's policy for the
     tensors' device, with autocast off while it runs."""
-    global active
     device_type = next((t.device.type for t in _tensors((*args, *kwargs.values()))), "cpu")
     policy = _TABLES.get(device_type, {}).get(name) if _enabled.get(device_type) else None
     if policy is not None:
@@ -328,6 +328,13 @@ def autocast_op(name, fn, *args, **kwargs):
             dtype = _widest(_tensors((*args, *kwargs.values())), device_type)
         args = _cast_all(args, dtype, device_type)
         kwargs = {k: _cast_one(v, dtype, device_type) for k, v in kwargs.items()}
+    return without_autocast(fn, *args, **kwargs)
+
+
+def without_autocast(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with autocast off: an autocast op's inner calls, and torch's in-place
+    ops and ``out=`` calls, which autocast leaves alone (``a.addmm_(b, c)`` stays float32)."""
+    global active
     saved, active = active, False
     try:
         return fn(*args, **kwargs)
@@ -335,15 +342,17 @@ def autocast_op(name, fn, *args, **kwargs):
         active = saved
 
 
-def autocasts(fn):
-    """Decorator: op ``fn`` takes part in autocast under its own name (the tables above). For ops off
+def autocasts(fn=None, *, name_of=None):
+    """Decorator: op ``fn`` takes part in autocast under its own name in the tables above, or under
+    the name ``name_of(*args, **kwargs)`` gives (``F.pad``: torch's kernel for the mode). For ops off
     the hot path; ``matmul`` and ``linear`` check ``active`` inline instead (no extra call)."""
-    name = fn.__name__
+    if fn is None:
+        return functools.partial(autocasts, name_of=name_of)
 
     @functools.wraps(fn)
     def op(*args, **kwargs):
         if active:
-            return autocast_op(name, fn, *args, **kwargs)
+            return autocast_op(fn.__name__ if name_of is None else name_of(*args, **kwargs), fn, *args, **kwargs)
         return fn(*args, **kwargs)
     return op
 

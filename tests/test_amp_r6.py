@@ -97,6 +97,16 @@ OPS = [
     ("hinge_embedding_loss", lambda m, F, a, b: F.hinge_embedding_loss(a, b.sign()), [(3, 4, BF), (3, 4, BF)]),
     ("poisson_nll_loss", lambda m, F, a, b: F.poisson_nll_loss(a, b), [(3, 4, BF), (3, 4, BF, 0)]),
     ("multi_margin_loss", lambda m, F, a, t: F.multi_margin_loss(a, t), [(3, 5, BF), IDX]),
+    ("prod", lambda m, F, a: m.prod(a, 1), [(3, 4, BF)]),
+    ("prod method with dtype", lambda m, F, a: a.prod(dtype=m.float64), [(3, 4, BF)]),
+    ("quantile", lambda m, F, a: m.quantile(a, 0.3, dim=1), [(3, 4, BF)]),
+    ("trace", lambda m, F, a: m.trace(a), [(4, 4, BF)]),
+    ("pad reflect 1-D", lambda m, F, a: F.pad(a, (2, 1), mode="reflect"), [(2, 3, 5, BF)]),
+    ("pad replicate 3-D", lambda m, F, a: F.pad(a, (1, 1, 1, 1, 1, 1), mode="replicate"), [(1, 2, 3, 4, 4, BF)]),
+    ("pad reflect 3-D (not listed)", lambda m, F, a: F.pad(a, (1, 1, 1, 1, 1, 1), mode="reflect"),
+     [(1, 2, 3, 4, 4, BF)]),
+    ("pad constant", lambda m, F, a: F.pad(a, (1, 2), value=0.5), [(2, 3, BF)]),
+    ("max_unpool2d", lambda m, F, a, i: F.max_unpool2d(a, i.reshape(1, 1, 1, 2), 2), [(1, 1, 1, 2, BF), [0, 3]]),
     # promote: the widest floating input, float64 left alone
     ("cat", lambda m, F, a, b: m.cat([a, b]), [(2, 3, BF), (2, 3, F32)]),
     ("cat of bfloat16", lambda m, F, a, b: m.cat([a, b], 1), [(2, 3, BF), (2, 3, BF)]),
@@ -160,6 +170,22 @@ def test_integer_products_and_out_are_not_cast():
         assert ml.mm(a, a.T).dtype == ml.int64
     with torch.autocast("cpu"):
         assert torch.mm(torch.arange(6).reshape(2, 3), torch.arange(6).reshape(3, 2)).dtype == torch.int64
+
+
+def test_in_place_and_out_calls_are_not_autocast_as_torch():
+    """torch autocasts out-of-place ops only: ``a.addmm_(b, c)`` and ``mm(a, b, out=c)`` stay float32."""
+    results = {}
+    for lib in (torch, ml):
+        a, b = lib.ones(3, 3) / 3, lib.ones(3, 3) / 7
+        with lib.autocast("cpu"):
+            x = a.clone()
+            x.addmm_(a, b)
+            out = lib.empty(3, 3)
+            lib.mm(a, b, out=out)
+            with pytest.raises(RuntimeError):  # (in-place: no promotion of the bfloat16 source)
+                a.clone().index_copy_(0, lib.tensor([0]), b[:1].to(lib.bfloat16))
+        results[lib.__name__] = (dtype_name(x), x[0, 0].item(), dtype_name(out), out[0, 0].item())
+    assert results["minilora"] == results["torch"]
 
 
 def test_cat_of_the_other_16_bit_dtype_is_refused_as_torch():

@@ -1447,6 +1447,13 @@ def _pad_regions(shape, widths):
     return tuple(src), tuple(dst)
 
 
+def _padding_kernel(input, pad, mode="constant", value=None):
+    """torch's kernel for ``F.pad``'s mode and padded dims, under which autocast lists it (amp.py)."""
+    kernel = {"reflect": "reflection_pad", "replicate": "replication_pad"}.get(mode)
+    return kernel and f"{kernel}{len(pad) // 2}d"
+
+
+@_amp.autocasts(name_of=_padding_kernel)
 def pad(input, pad, mode="constant", value=None):
     """PyTorch's ``F.pad``: ``pad`` lists (before, after) amounts from the LAST dimension backwards,
     ``(left, right, top, bottom, ...)``; negative amounts crop. ``mode`` is 'constant' (``value``,

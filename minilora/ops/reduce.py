@@ -27,6 +27,7 @@ import warnings
 
 import numpy as np
 
+from .. import amp as _amp
 from ..device import xp_of
 from ..dtypes import compute_dtype, get_default_dtype, is_floating, promote_types, to_dtype, torch_name
 from ..tensor import Function, Tensor, name_node, no_grad, saves_as_torch
@@ -429,6 +430,7 @@ def mean(input, dim=None, keepdim=False, *, dtype=None):
     return name_node(Mean.apply(input, axis=dim, keepdims=keepdim), "MeanBackward0" if dim is None else "MeanBackward1")
 
 
+@_amp.autocasts
 @_numpy_aliases
 def prod(input, dim=NO_DIM, keepdim=False, *, dtype=None):
     """Product of all elements, or along one ``dim`` (an int, as in torch)."""
@@ -821,6 +823,7 @@ def nanmedian(input, dim=NO_DIM, keepdim=False):
 _INTERPOLATIONS = ("linear", "lower", "higher", "midpoint", "nearest")
 
 
+@_amp.autocasts
 @_numpy_aliases
 def quantile(input, q, dim=None, keepdim=False, *, interpolation="linear"):  # noqa: A002
     """``torch.quantile``: the ``q``-th quantiles along ``dim`` (all elements when None), as torch
@@ -830,6 +833,7 @@ def quantile(input, q, dim=None, keepdim=False, *, interpolation="linear"):  # n
     return _quantile("quantile", input, q, dim, keepdim, interpolation, ignore_nan=False)
 
 
+@_amp.autocasts
 @_numpy_aliases
 def nanquantile(input, q, dim=None, keepdim=False, *, interpolation="linear"):  # noqa: A002
     """``torch.nanquantile``: ``quantile`` of the elements that are not NaN (NaN where all are)."""

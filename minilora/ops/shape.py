@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 
+from .. import amp as _amp
 from ..device import xp_of
 from ..dtypes import float32, is_floating, result_type, torch_name
 from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, name_node, no_grad
@@ -829,6 +830,7 @@ def meshgrid(*tensors, indexing=None):
     return tuple(grids)
 
 
+@_amp.autocasts
 def trace(input):
     """``torch.trace``: the sum of a matrix's main diagonal (integers sum as int64)."""
     if input.ndim != 2:
