@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import amp as _amp
 from ..device import xp_of
-from ..tensor import Function, Tensor, name_node
+from ..tensor import Function, Tensor, name_node, saving_as_torch
 from .nn import _is_16bit_float, float32_inside
 
 __all__ = ["conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
@@ -170,6 +170,7 @@ def _conv_padding(padding, kernel, dilation, stride):
 
 
 @_amp.autocasts
+@saving_as_torch("input", "weight")  # what torch's convolution node keeps (not the bias)
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """PyTorch's ``F.conv2d``: ``input`` [N, C, H, W] (or unbatched [C, H, W]) with ``weight``
     [O, C / groups, kh, kw], plus ``bias`` [O]."""
@@ -351,6 +352,7 @@ def _max_indices(input, kernel, stride, padding, dilation, extra):
     return Tensor((rows * x.shape[-1] + cols).astype(np.int64), dtype=np.int64, device=input.device)
 
 
+@saving_as_torch("input")  # what torch's node keeps
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     """PyTorch's ``F.max_pool2d`` over [N, C, H, W] (or [C, H, W]); ``stride`` defaults to the
@@ -433,6 +435,7 @@ def _avg_divisors(size, out_size, kernel, stride, padding, count_include_pad, di
     return np.outer(*spans).astype(float)
 
 
+@saving_as_torch("input")  # what torch's node keeps
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
     """PyTorch's ``F.avg_pool2d``: each window's sum divided by its size (``count_include_pad=False``:
@@ -581,6 +584,7 @@ class AdaptiveMaxPool2d(Function):
         return gx.reshape(ctx.shape)
 
 
+@saving_as_torch("input")  # what torch's node keeps
 def adaptive_max_pool2d(input, output_size, return_indices=False):
     """PyTorch's ``F.adaptive_max_pool2d``: the maximum over the cells ``adaptive_avg_pool2d``
     averages; ``return_indices=True`` also gives each maximum's flat index in its H x W plane."""

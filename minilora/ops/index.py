@@ -15,7 +15,7 @@ import numpy as np
 from .. import amp as _amp
 from ..device import xp_of
 from ..dtypes import checked_number, compute_dtype, is_floating, python_number, to_dtype, torch_name, upcast
-from ..tensor import Function, Tensor, is_grad_enabled, name_node, no_grad
+from ..tensor import Function, Tensor, is_grad_enabled, name_node, no_grad, saves_as_torch
 from .elementwise import backward_in_float32
 from .shape import NO_DIM, add_at, dim_given, put_into_copy, zeroed_at
 
@@ -118,6 +118,12 @@ def gather(input, dim, index, *, sparse_grad=False):
     tensor of the same number of dimensions, no larger than ``input`` away from ``dim``)."""
     if sparse_grad:
         raise NotImplementedError("gather(sparse_grad=True): minilora has no sparse tensors")
+    return saves_as_torch(_gather(input, dim, index), input, index)  # (Gather itself keeps only index)
+
+
+def _gather(input, dim, index):
+    """gather, for the ops that gather their values at indices they found (sort, topk, max(dim), ...):
+    torch's nodes for those keep the indices, not the input."""
     dim = _dim(dim, input.ndim, "gather")
     _check_index(input, dim, index, "gather")
     if input.ndim == 0 or index.ndim == 0:  # torch reads a 0-d tensor as one element along dim 0
@@ -161,7 +167,7 @@ def sort(input, dim=-1, descending=False, *, stable=False):
     indices = argsort(input, dim, descending)
     if input.ndim == 0:
         return return_type("sort")(input.clone(), indices)
-    return return_type("sort")(name_node(gather(input, dim, indices), "SortBackward0"), indices)
+    return return_type("sort")(name_node(_gather(input, dim, indices), "SortBackward0"), indices)
 
 
 def topk(input, k, dim=-1, largest=True, sorted=True):  # noqa: A002  (torch's name)
@@ -178,7 +184,7 @@ def topk(input, k, dim=-1, largest=True, sorted=True):  # noqa: A002  (torch's n
     if input.ndim == 0:
         return return_type("topk")(input.clone(), order)
     indices = order[(slice(None),) * dim_ + (slice(0, k),)]
-    return return_type("topk")(name_node(gather(input, dim_, indices), "TopkBackward0"), indices)
+    return return_type("topk")(name_node(_gather(input, dim_, indices), "TopkBackward0"), indices)
 
 
 # ---- nonzero -------------------------------------------------------------------------------------
@@ -404,7 +410,7 @@ def index_add(input, dim, index, source, *, alpha=1):
     if input.ndim == 0:
         return IndexAdd.apply(input.reshape(1), source.reshape(1), index=positions, axis=0,
                               alpha=alpha).reshape(())
-    return IndexAdd.apply(input, source, index=positions, axis=dim, alpha=alpha)
+    return saves_as_torch(IndexAdd.apply(input, source, index=positions, axis=dim, alpha=alpha), index, source)
 
 
 class IndexFill(Function):
@@ -569,7 +575,7 @@ def index_copy(input, dim, index, source):
     if source.shape[dim] != positions.size:
         raise IndexError(f"index_copy_(): Number of indices ({positions.size}) should be equal to "
                          f"source.size(dim) ({source.shape[dim]})")
-    return IndexCopy.apply(input, source, index=positions, axis=dim)
+    return saves_as_torch(IndexCopy.apply(input, source, index=positions, axis=dim), index, source)  # as torch
 
 
 class MaskedScatter(Function):
@@ -680,10 +686,12 @@ def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
         raise RuntimeError(f"scatter_reduce(): Expected self.dtype to be equal to src.dtype "
                            f"({input.dtype} vs {getattr(src, 'dtype', type(src).__name__)})")
     if input.ndim == 0:
-        return ScatterReduce.apply(input.reshape(1), src.reshape(1), index=index._array.reshape(1), axis=0,
-                                   reduce=reduce, include_self=bool(include_self)).reshape(())
-    return ScatterReduce.apply(input, src, index=index._array, axis=dim, reduce=reduce,
-                               include_self=bool(include_self))
+        out = ScatterReduce.apply(input.reshape(1), src.reshape(1), index=index._array.reshape(1), axis=0,
+                                  reduce=reduce, include_self=bool(include_self)).reshape(())
+    else:
+        out = ScatterReduce.apply(input, src, index=index._array, axis=dim, reduce=reduce,
+                                  include_self=bool(include_self))
+    return saves_as_torch(out, input, index, src, out)  # torch keeps all of them, whatever the reduction
 
 
 def take(input, index):
@@ -740,7 +748,7 @@ def masked_select(input, mask):
         raise RuntimeError(f"masked_select: expected BoolTensor for mask, got {mask.dtype}")
     from .nn import _broadcast_or_raise
     shape = _broadcast_or_raise("masked_select", input.shape, mask.shape)  # (torch: RuntimeError)
-    return input.expand(shape)[mask.expand(shape)._array]
+    return saves_as_torch(input.expand(shape)[mask.expand(shape)._array], input, mask)  # (torch keeps both)
 
 
 def count_nonzero(input, dim=None):
@@ -776,7 +784,8 @@ class CumProd(Function):
 
 def cumprod(input, dim, *, dtype=None):
     """``torch.cumprod``: running products along ``dim``; integer and bool inputs as int64."""
-    return _running(CumProd, "cumprod", input, dim, dtype)
+    result = _running(CumProd, "cumprod", input, dim, dtype)
+    return saves_as_torch(result, input, result)  # torch keeps both (CumProd needs the input only)
 
 
 # ---- unique, bincount, repeat_interleave, median -------------------------------------------------
@@ -910,7 +919,8 @@ def median(input, dim=NO_DIM, keepdim=False):
     ``(values, indices)`` along it, each value's gradient to the returned index, as torch."""
     dim = dim_given("median", dim)
     if dim is None:
-        return MedianAll.apply(input)
+        result = MedianAll.apply(input)
+        return saves_as_torch(result, input, result)  # (MedianAll keeps the picked mask)
     dim_ = _dim(dim, input.ndim, "median")
     if input.ndim == 0:
         return return_type("median")(input.clone(), input.new_zeros((), dtype=np.int64))
@@ -925,7 +935,7 @@ def median(input, dim=NO_DIM, keepdim=False):
         middle = xp.where(nan.any(axis=dim_, keepdims=True),
                           nan.argmax(axis=dim_, keepdims=True), middle)
     indices = Tensor(middle.astype(np.int64), dtype=np.int64, device=input.device)
-    values = gather(input, dim_, indices)
+    values = _gather(input, dim_, indices)
     if not keepdim:
         values, indices = values.squeeze(dim_), indices.squeeze(dim_)
     return return_type("median")(values, indices)
@@ -949,7 +959,7 @@ def mode(input, dim=-1, keepdim=False):
         last[i] = np.flatnonzero(inverse.reshape(-1) == most)[-1]
     indices = np.expand_dims(last.reshape(rows.shape[:-1]), dim_)
     indices = Tensor(indices, dtype=np.int64, device=input.device)
-    values = gather(input, dim_, indices)
+    values = _gather(input, dim_, indices)
     if not keepdim:
         values, indices = values.squeeze(dim_), indices.squeeze(dim_)
     return return_type("mode")(values, indices)
@@ -971,7 +981,7 @@ def kthvalue(input, k, dim=-1, keepdim=False):
         return return_type("kthvalue")(input.clone(), input.new_zeros((), dtype=np.int64))
     order = argsort(input, dim_)
     indices = order[(slice(None),) * dim_ + (slice(k - 1, k),)]
-    values = gather(input, dim_, indices)
+    values = _gather(input, dim_, indices)
     if not keepdim:
         values, indices = values.squeeze(dim_), indices.squeeze(dim_)
     return return_type("kthvalue")(values, indices)
@@ -1005,7 +1015,7 @@ def _running_extreme(name, input, dim, smallest):
         takes_over |= xp.isnan(a)
     latest = _accumulate(xp, xp.maximum, xp.where(takes_over, steps, 0))
     indices = Tensor(xp.moveaxis(latest, -1, dim_).astype(np.int64), dtype=np.int64, device=input.device)
-    return return_type(name)(gather(input, dim_, indices), indices)
+    return return_type(name)(saves_as_torch(_gather(input, dim_, indices), input, indices), indices)  # torch: input
 
 
 def cummax(input, dim):

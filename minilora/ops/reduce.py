@@ -32,7 +32,7 @@ from ..device import xp_of
 from ..dtypes import compute_dtype, get_default_dtype, is_floating, promote_types, to_dtype, torch_name
 from ..tensor import Function, Tensor, name_node, no_grad, saves_as_torch
 from .elementwise import AsType, _torch_sign, backward_in_float32, computes_in_float32
-from .index import cast_to_dtype_argument, cumulative, gather, quiet_float_errors, return_type
+from .index import _gather, cast_to_dtype_argument, cumulative, quiet_float_errors, return_type
 from .shape import NO_DIM, dim_given
 
 __all__ = ["sum", "mean", "prod", "max", "min", "amax", "amin", "argmax", "argmin", "var", "std",
@@ -473,7 +473,7 @@ def _extreme(name, input, dim, keepdim, smallest, other=None):
         return return_type(name)(input.clone(), _no_grad_apply(
             ArgMax, input.reshape(1), axis=0, smallest=smallest).reshape(()))
     indices = _no_grad_apply(ArgMax, input, axis=axes[0], keepdims=True, smallest=smallest)
-    values = gather(input, axes[0], indices)
+    values = _gather(input, axes[0], indices)  # (torch's node keeps the indices only)
     if not keepdim:
         values, indices = _squeeze_axes(values, axes), _squeeze_axes(indices, axes)
     return return_type(name)(name_node(values, f"{name.capitalize()}Backward0", input, graph=(input,)), indices)
@@ -813,7 +813,7 @@ def nanmedian(input, dim=NO_DIM, keepdim=False):
     counts = (~xp.isnan(input._array)).sum(axis=axis, keepdims=True)
     middle = xp.take_along_axis(order, xp.maximum(counts - 1, 0) // 2, axis=axis)
     indices = Tensor(middle.astype(np.int64), dtype=np.int64, device=input.device)
-    values = gather(input, axis, indices)
+    values = _gather(input, axis, indices)
     if not keepdim:
         values, indices = values.squeeze(axis), indices.squeeze(axis)
     return return_type("nanmedian")(values, indices)
@@ -880,7 +880,7 @@ def _quantile(name, input, q, dim, keepdim, interpolation, ignore_nan):
         below = above = np.round(ranks)  # (half to even, as torch's round)
     weights = {"lower": 0.0 * ranks, "higher": 1.0 + 0.0 * ranks, "midpoint": 0.5 + 0.0 * ranks
                }.get(interpolation, ranks - below)
-    take = lambda idx: gather(ordered, -1, Tensor(idx.astype(np.int64), dtype=np.int64,  # noqa: E731
+    take = lambda idx: _gather(ordered, -1, Tensor(idx.astype(np.int64), dtype=np.int64,  # noqa: E731
                                                   device=input.device))
     weight = Tensor(weights.astype(input.dtype), dtype=input.dtype, device=input.device)
     out = lerp(take(below), take(above), weight)  # (..., len(q))
