@@ -869,7 +869,8 @@ def add_cli_arguments(parser, name="train"):
                            "bfloat16, LoRA trains float32 adapters and float32 AdamW state beside bfloat16 "
                            "weights (PEFT's autocast_adapter_dtype=True); --method full trains the bfloat16 "
                            "weights themselves, as torch does (default: float32). Not Trainer's --bf16, which "
-                           "keeps float32 weights and autocasts the compute: minilora has no autocast")
+                           "keeps float32 weights and autocasts the compute: train() does not autocast "
+                           "(minilora.autocast is there for a loop of your own)")
     lora = parser.add_argument_group("LoRA (with --method lora)")
     lora.add_argument("--r", "--rank", dest="r", type=positive_int, default=8,
                       help="rank of the update B A, PEFT's name (--rank is the same; default: 8)")
