@@ -333,10 +333,14 @@ def test_a_429_is_a_rate_limit_error_and_leaves_nothing_queued_for_the_retry_to_
     try:
         for blocker in blockers:
             engine.submit(blocker)
+        scored = []
+        score = engine.prompt_logprobs
+        engine.prompt_logprobs = lambda *args: scored.append(args) or score(*args)
         with pytest.raises(openai.RateLimitError) as err:  # n=2 does not fit: neither choice is queued
-            client_for(server).completions.create(model="tiny", prompt="Dan", n=2, max_tokens=5)
+            client_for(server).completions.create(model="tiny", prompt="Dan", n=2, max_tokens=5, echo=True, logprobs=1)
         assert_error_object(err.value, 429, None)
         assert all(r in blockers for r in engine.rows + list(engine.waiting))  # nothing of it queued, or run
+        assert not scored  # not even the echoed prompt's forward pass
         threading.Timer(0.2, lambda: [b.cancel() for b in blockers]).start()  # room before the client retries
         got = client_for(server, max_retries=3).completions.create(model="tiny", prompt="Dan", n=2, max_tokens=5)
         assert got.usage.completion_tokens == 10
@@ -345,6 +349,7 @@ def test_a_429_is_a_rate_limit_error_and_leaves_nothing_queued_for_the_retry_to_
         assert engine.tokens_generated - idle == 10 + sum(len(b.generated) for b in blockers)
     finally:
         restore()
+        engine.__dict__.pop("prompt_logprobs", None)
         for b in blockers:
             b.cancel()
 

@@ -273,17 +273,8 @@ class _Server:
         meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
                 "model": self.model_name if adapter is None else adapter, "system_fingerprint": self.fingerprint}
         n_prompt = sum(len(ids) for ids in prompts)
-        # echo: each choice starts with its prompt's text and, with logprobs, its prompt tokens' (the
-        # first has none: nothing comes before it), as vLLM answers lm-evaluation-harness's scoring calls
-        echoes = []
-        for ids in prompts:
-            text = _decoded(self.engine.tokenizer, ids, True, self.engine.text_vocab) if echo else ""
-            entries = None
-            if echo and options["logprobs"] is not None:
-                entries = [(ids[0], None, None)] + await asyncio.to_thread(
-                    self.engine.prompt_logprobs, ids, adapter, options["logprobs"])
-            echoes += [(text, entries)] * n
         if options["max_tokens"] == 0:
+            echoes = await self._echoes(prompts, n, echo, adapter, options["logprobs"])
             return _with_id(self._echo_only(meta, stream, include_usage, echoes, n_prompt), meta)
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
         jobs = []
@@ -308,10 +299,30 @@ class _Server:
             if chat and exc.param == "prompt":  # a chat's prompt is its messages
                 exc.param = "messages"
             raise
+        try:  # scored once queued: a refused request (a 429 the client retries) ran no forward pass at all
+            echoes = await self._echoes(prompts, n, echo, adapter, options["logprobs"])
+        except BaseException:
+            for job in jobs:
+                job.cancel()
+            raise
         if stream:
             return _with_id(StreamingResponse(self._stream(jobs, events, meta, chat, include_usage, echoes, n_prompt),
                                               media_type="text/event-stream"), meta)
         return _with_id(await self._collect(http_request, jobs, events, meta, chat, echoes, n_prompt), meta)
+
+    async def _echoes(self, prompts, n, echo, adapter, logprobs):
+        """(text, logprob entries or None) to start each choice with: with ``echo``, its prompt's text and,
+        with logprobs, its prompt tokens' (the first has none: nothing comes before it), as vLLM answers
+        lm-evaluation-harness's scoring calls; else nothing."""
+        echoes = []
+        for ids in prompts:
+            text = _decoded(self.engine.tokenizer, ids, True, self.engine.text_vocab) if echo else ""
+            entries = None
+            if echo and logprobs is not None:
+                entries = [(ids[0], None, None)] + await asyncio.to_thread(
+                    self.engine.prompt_logprobs, ids, adapter, logprobs)
+            echoes += [(text, entries)] * n
+        return echoes
 
     @staticmethod
     def _emitter(loop, events, index, job):
