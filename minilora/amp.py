@@ -52,7 +52,7 @@ from . import dtypes
 from .device import xp_of
 from .tensor import Tensor, no_grad
 
-__all__ = ["autocast", "GradScaler", "OptState", "is_autocast_available", "is_autocast_enabled",
+__all__ = ["autocast", "GradScaler", "OptState", "custom_fwd", "custom_bwd", "is_autocast_available", "is_autocast_enabled",
            "set_autocast_enabled", "get_autocast_dtype", "set_autocast_dtype", "is_autocast_cache_enabled",
            "set_autocast_cache_enabled", "clear_autocast_cache", "autocast_increment_nesting",
            "autocast_decrement_nesting"]
@@ -355,6 +355,60 @@ def autocasts(fn=None, *, name_of=None):
             return autocast_op(fn.__name__ if name_of is None else name_of(*args, **kwargs), fn, *args, **kwargs)
         return fn(*args, **kwargs)
     return op
+
+
+# ---- custom autograd Functions under autocast (torch.amp.custom_fwd / custom_bwd) ----------------------
+def _cast_inputs(value, device_type, dtype):
+    """torch's ``amp._cast``: floating tensors (not float64) on ``device_type`` in ``dtype``, through
+    lists, tuples and dicts."""
+    if isinstance(value, Tensor):
+        return value.to(dtype) if _floating_on(value, device_type) and value.dtype != dtypes.float64 else value
+    if isinstance(value, dict):
+        return {_cast_inputs(k, device_type, dtype): _cast_inputs(v, device_type, dtype) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cast_inputs(v, device_type, dtype) for v in value)
+    return value
+
+
+def _check_device_type_is_str(device_type):
+    if not isinstance(device_type, str):
+        raise ValueError(f"Expected `device_type` of type `str`, got: `{type(device_type)}`")
+
+
+def custom_fwd(fwd=None, *, device_type, cast_inputs=None):
+    """``@torch.amp.custom_fwd(device_type="cpu", cast_inputs=None)`` on an ``autograd.Function``'s
+    ``forward``: without ``cast_inputs`` it runs as called and notes the region for ``custom_bwd``;
+    with it, inside a region, the floating inputs are cast to ``cast_inputs`` and the forward runs
+    with autocast off."""
+    _check_device_type_is_str(device_type)
+    if fwd is None:
+        return functools.partial(custom_fwd, device_type=device_type, cast_inputs=cast_inputs)
+
+    @functools.wraps(fwd)
+    def decorate_fwd(*args, **kwargs):
+        ctx = args[0]
+        ctx._dtype = get_autocast_dtype(device_type)
+        ctx._fwd_used_autocast = cast_inputs is None and is_autocast_enabled(device_type)
+        if cast_inputs is None or not is_autocast_enabled(device_type):
+            return fwd(*args, **kwargs)
+        with autocast(device_type=device_type, enabled=False):
+            return fwd(*_cast_inputs(args, device_type, cast_inputs), **_cast_inputs(kwargs, device_type, cast_inputs))
+    return decorate_fwd
+
+
+def custom_bwd(bwd=None, *, device_type):
+    """``@torch.amp.custom_bwd(device_type="cpu")`` on ``backward``: it runs in the autocast state
+    its ``custom_fwd`` forward ran in."""
+    _check_device_type_is_str(device_type)
+    if bwd is None:
+        return functools.partial(custom_bwd, device_type=device_type)
+
+    @functools.wraps(bwd)
+    def decorate_bwd(*args, **kwargs):
+        ctx = args[0]
+        with autocast(device_type=device_type, enabled=ctx._fwd_used_autocast, dtype=ctx._dtype):
+            return bwd(*args, **kwargs)
+    return decorate_bwd
 
 
 # ---- GradScaler ------------------------------------------------------------------------------------

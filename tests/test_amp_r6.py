@@ -476,3 +476,42 @@ def test_disabled_grad_scaler_passes_through_as_torch():
         with pytest.raises(RuntimeError, match="The source state dict is empty"):
             lib.amp.GradScaler("cpu").load_state_dict({})
 
+
+
+# ---- custom autograd Functions under autocast ---------------------------------------------------------
+def products_of(lib):
+    """The torch docs' example: an mm Function whose forward casts its inputs to float32 (and runs
+    without autocast), and one that runs as called, its backward in the forward's autocast state."""
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return a.mm(b)
+
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        return grad.mm(b.t()), a.t().mm(grad)
+
+    amp = lib.amp
+    in_float32 = type("InFloat32", (lib.autograd.Function,), {
+        "forward": staticmethod(amp.custom_fwd(device_type="cpu", cast_inputs=lib.float32)(forward)),
+        "backward": staticmethod(amp.custom_bwd(device_type="cpu")(backward))})
+    as_called = type("AsCalled", (lib.autograd.Function,), {
+        "forward": staticmethod(amp.custom_fwd(forward, device_type="cpu")),
+        "backward": staticmethod(amp.custom_bwd(backward, device_type="cpu"))})
+    return in_float32, as_called
+
+
+def test_custom_fwd_and_custom_bwd_as_torch():
+    results = {}
+    for lib in (torch, ml):
+        in_float32, as_called = products_of(lib)
+        a = lib.ones(2, 3, requires_grad=True)
+        b = (lib.ones(3, 2) / 3).requires_grad_()
+        with lib.autocast("cpu"):
+            y = in_float32.apply(a.to(lib.bfloat16), b)
+            z = as_called.apply(a, b)
+        (y.sum() + z.float().sum()).backward()
+        results[lib.__name__] = (dtype_name(y), dtype_name(z), dtype_name(a.grad), a.grad[0, 0].item(),
+                                 b.grad[0, 0].item())
+        with pytest.raises(ValueError, match="Expected `device_type` of type `str`"):
+            lib.amp.custom_fwd(device_type=lib.device("cpu"))
+    assert results["minilora"] == results["torch"]
