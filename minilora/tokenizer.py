@@ -32,7 +32,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["ByteTokenizer", "HFTokenizer", "BatchEncoding", "CharSpan", "TokenSpan", "from_file", "from_pretrained", "model_tokenizer"]
+__all__ = ["ByteTokenizer", "HFTokenizer", "BatchEncoding", "CharSpan", "TokenSpan", "from_file", "from_pretrained",
+           "model_tokenizer"]
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -330,7 +331,8 @@ class _Tokenizer:
                           "To pad to max length, use `padding='max_length'`.")
         padding = _strategy(padding, PADDING_STRATEGIES, "PaddingStrategy", true="longest")
         truncation = _strategy(truncation, TRUNCATION_STRATEGIES, "TruncationStrategy", true="longest_first")
-        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
+                                       or max_length < 1):
             raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
         if max_length is None:  # model_max_length, unless the tokenizer sets none (transformers' huge default)
             known = self.model_max_length <= LARGE_INTEGER

@@ -27,7 +27,8 @@ from minilora.models import LlamaForCausalLM  # noqa: E402
 from minilora.nn.generation import GenerationConfig  # noqa: E402
 from minilora.tokenizer import ByteTokenizer, from_pretrained  # noqa: E402
 
-from test_tokenizer_r5 import tokenizer_folder  # noqa: E402,F401  (a fixture: a word-level tokenizer of TINY's 37 ids)
+# a fixture: a word-level tokenizer of TINY's 37 ids
+from test_tokenizer_r5 import tokenizer_folder  # noqa: E402,F401
 from test_tutorials_r4 import TINY, llama_pair  # noqa: E402
 
 TEXTS = ["Hello world!", "  spaces  here ", "naïve café 😀 emoji", "日本語のテキスト", "a"]
@@ -105,7 +106,8 @@ CALLS = [dict(return_offsets_mapping=True), dict(return_special_tokens_mask=True
          dict(return_overflowing_tokens=True, stride=1, truncation=True, max_length=5, padding=True,
               return_tensors="np", return_offsets_mapping=True),
          dict(text_pair=PAIRS, truncation="only_first", max_length=14, padding="max_length"),
-         dict(text_pair=PAIRS, truncation="only_first", max_length=30, padding="max_length", return_offsets_mapping=True),
+         dict(text_pair=PAIRS, truncation="only_first", max_length=30, padding="max_length",
+              return_offsets_mapping=True),
          dict(text_pair=PAIRS, truncation="only_second", max_length=14, padding="max_length", padding_side="left"),
          dict(text_pair=PAIRS, truncation="only_second", max_length=30, padding=True, return_special_tokens_mask=True),
          dict(text_pair=PAIRS, truncation="longest_first", max_length=9, return_token_type_ids=True,
@@ -286,8 +288,9 @@ CONFIGS = [dict(temperature=0.5), dict(do_sample=False, top_p=0.5, top_k=3, min_
            dict(early_stopping=True), dict(output_scores=True, output_logits=True),
            dict(return_dict_in_generate=True, output_scores=True), dict(pad_token_id=-1),
            dict(max_new_tokens=0), dict(max_new_tokens=-3), dict(early_stopping="sometimes"),
-           dict(num_return_sequences=2), dict(num_return_sequences=3, num_beams=2), dict(do_sample=True, num_return_sequences=2),
-           dict(suppress_tokens=[2], forced_eos_token_id=2), dict(streamer=object()), dict(typical_p=0.5, eta_cutoff=0.1),
+           dict(num_return_sequences=2), dict(num_return_sequences=3, num_beams=2),
+           dict(do_sample=True, num_return_sequences=2), dict(suppress_tokens=[2], forced_eos_token_id=2),
+           dict(streamer=object()), dict(typical_p=0.5, eta_cutoff=0.1),
            dict(unknown_option=3)]
 
 
@@ -340,7 +343,8 @@ def test_return_dict_scores_and_logits_as_transformers(call):
     options = dict(max_new_tokens=4, return_dict_in_generate=True, output_scores=True, output_logits=True,
                    attention_mask=[[1, 1, 1, 1], [0, 1, 1, 1]], **call)
     torch.manual_seed(0)
-    theirs = reference.generate(torch.tensor(ids), **{**options, "attention_mask": torch.tensor(options["attention_mask"])})
+    mask = torch.tensor(options["attention_mask"])
+    theirs = reference.generate(torch.tensor(ids), **{**options, "attention_mask": mask})
     ours = model.generate(ml.tensor(ids), **options, seed=0)
     assert type(ours).__name__ == type(theirs).__name__
     assert ours.sequences.tolist() == theirs.sequences.tolist()

@@ -346,14 +346,15 @@ def _config_issues(config):
             raise ValueError("Greedy methods (do_sample != True) without beam search do not support "
                              f"`num_return_sequences` different than 1 (got {returned}).")
         if beams not in (None, 1) and returned > beams:
-            raise ValueError(f"`num_return_sequences` ({returned}) has to be smaller or equal to `num_beams` ({beams}).")
+            raise ValueError(f"`num_return_sequences` ({returned}) has to be smaller or equal to `num_beams` "
+                             f"({beams}).")
     suppressed = set(get("suppress_tokens") or ())
     for name in ("forced_bos_token_id", "forced_eos_token_id"):
         forced = get(name)
         forced = set() if forced is None else {forced} if isinstance(forced, int) else set(forced)
         if suppressed and forced and forced <= suppressed:
-            raise ValueError(f"Every token in `{name}` ({sorted(forced)}) is also in `suppress_tokens`. Forcing a token "
-                             "while suppressing it sets all logits to `-inf` at the forcing step.")
+            raise ValueError(f"Every token in `{name}` ({sorted(forced)}) is also in `suppress_tokens`. Forcing a "
+                             "token while suppressing it sets all logits to `-inf` at the forcing step.")
     issues = {}
     if get("pad_token_id") is not None and get("pad_token_id") < 0:
         issues["pad_token_id"] = f"`pad_token_id` should be positive but got {get('pad_token_id')}."
