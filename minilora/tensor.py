@@ -1652,6 +1652,12 @@ def _write_back(fn, options, parent, child):
         return ops.reshape(child, parent.shape)
     if name == "Permute":
         return ops.permute(child, tuple(np.argsort([a % parent.ndim for a in options["axes"]])))
+    if name == "Expand":  # one that repeats nothing (only 1s added): the parent's elements, reshaped
+        if child.numel() != parent.numel():
+            raise RuntimeError("unsupported operation: more than one element of the written-to tensor refers "
+                               "to a single memory location. Please clone() the tensor before performing "
+                               "the operation.")
+        return ops.reshape(child, parent.shape)
     raise NotImplementedError(f"minilora cannot differentiate an in-place change of a view made by "
                               f"{name}; change a clone() or the base tensor instead")
 
