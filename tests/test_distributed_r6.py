@@ -424,6 +424,49 @@ def worker(out):
     dist.destroy_process_group()
 
 
+class Branches(ml.nn.Module):
+    """Three layers; ``b`` used only when ``use_b``, ``c`` never."""
+
+    def __init__(self, use_b):
+        super().__init__()
+        ml.manual_seed(0)
+        self.a, self.b, self.c = (ml.nn.Linear(2, 2, dtype=ml.float64) for _ in range(3))
+        self.use_b = use_b
+
+    def forward(self, x):
+        hidden = self.a(x)
+        return (self.b(hidden) if self.use_b else hidden).pow(2).sum()
+
+
+def grads_of(model):
+    return {n: None if p.grad is None else p.grad.tolist() for n, p in model.named_parameters()}
+
+
+def ddp_unused_parameters(rank, world):
+    """DDP over three layers: rank 0 uses a and b, the others a only, nobody c. With
+    find_unused_parameters=True every step completes (one bucket per tensor, reduced in order);
+    without it, the next forward names the parameters that got no gradient."""
+    from minilora.nn.parallel import DistributedDataParallel as DDP
+    x = ml.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=ml.float64) * (rank + 1)
+    plain_model = Branches(use_b=rank == 0)
+    plain_model(x).backward()
+    found = {"local": grads_of(plain_model), "ddp": []}
+    model = Branches(use_b=rank == 0)
+    ddp = DDP(model, bucket_cap_mb=1e-6, find_unused_parameters=True)
+    for _ in range(2):
+        ddp(x).backward()
+        found["ddp"].append(grads_of(model))
+        model.zero_grad()
+    strict = DDP(Branches(use_b=True))
+    strict(x).backward()
+    try:
+        strict(x)
+        found["strict"] = "no error"
+    except RuntimeError as error:
+        found["strict"] = str(error)
+    return found
+
+
 def minilora_only(rank, world):
     """What gloo cannot run side by side: the stacked all_gather_into_tensor (NCCL's form, gloo
     refuses it), a send/recv whose buffers would deadlock if blocking, and a monitored_barrier that
@@ -438,6 +481,7 @@ def minilora_only(rank, world):
     sender = dist.recv(inbox)
     work.wait()
     found["big-exchange"] = (sender, float(inbox.sum()))
+    found.update(ddp_unused_parameters(rank, world))
     dist.barrier()
     if rank == 1:
         time.sleep(2.5)  # misses rank 0's monitored_barrier
@@ -506,6 +550,15 @@ def test_what_gloo_cannot_run_side_by_side(side_by_side):
         assert stacked[:3] == ("tensor", "float32", (WORLD, 2, 3))
         assert stacked[3] == [(first + 2 * r).tolist() for r in range(WORLD)]
         assert found["big-exchange"] == ((rank - 1) % WORLD, float(((rank - 1) % WORLD) * (1 << 18)))
+    ranks = [results["minilora-only"] for results in side_by_side]
+    for rank, found in enumerate(ranks):
+        for step in found["ddp"]:
+            for name in ("a.weight", "a.bias", "b.weight", "b.bias"):  # the mean of the ranks' own gradients
+                mean = np.mean([np.array(r["local"][name]) if r["local"][name] is not None else
+                                np.zeros_like(np.array(ranks[0]["local"][name])) for r in ranks], axis=0)
+                np.testing.assert_allclose(step[name], mean, rtol=1e-12, err_msg=f"rank {rank} {name}")
+            assert step["c.weight"] is None and step["c.bias"] is None  # no rank used c: no gradient, as torch
+        assert "c.weight" in found["strict"] and "find_unused_parameters=True" in found["strict"]
     assert side_by_side[0]["minilora-only"]["monitored"] == (
         "RuntimeError", "[Rank 0]: Ranks 1 failed to pass monitoredBarrier in 1000 ms")
     assert side_by_side[2]["minilora-only"]["monitored"][0] == "DistBackendError"  # no word from rank 0

@@ -25,13 +25,20 @@ when ``broadcast_buffers=True``, torch's default.
 
 ``with model.no_sync():`` turns the communication off, so the gradients of several micro-batches
 add up locally; the first backward outside it averages the accumulated sum.
+
+A trainable parameter the forward does not use gets no gradient, so its bucket would never be
+reduced: the next forward raises, as torch's. ``find_unused_parameters=True`` walks the autograd
+graph of each forward's outputs and marks the parameters it does not reach as ready (their slot in
+the bucket is zeros); buckets are then reduced in order, so ranks that used different parameters
+still call the same all-reduces in the same order. A parameter no rank used keeps its gradient
+(None stays None); one that some rank used gets the mean, as in torch.
 """
 import contextlib
 
 import numpy as np
 
 from .. import distributed as dist
-from ..tensor import Tensor, no_grad
+from ..tensor import Tensor, is_grad_enabled, no_grad
 from .module import Module
 
 __all__ = ["DistributedDataParallel"]
@@ -53,10 +60,7 @@ class DistributedDataParallel(Module):
                              "(process_group=None)")
         if dim != 0:
             raise ValueError(f"DistributedDataParallel: batches are split along dim 0 only, got dim={dim}")
-        if find_unused_parameters:
-            raise NotImplementedError("DistributedDataParallel: find_unused_parameters=True is not supported; "
-                                      "every trainable parameter must get a gradient in each backward")
-        self.module = module
+        self.module, self.find_unused_parameters = module, find_unused_parameters
         self.device_ids, self.output_device, self.broadcast_buffers = device_ids, output_device, broadcast_buffers
         self.bucket_cap_mb = DEFAULT_BUCKET_CAP_MB if bucket_cap_mb is None else bucket_cap_mb
         named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
@@ -66,6 +70,7 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "_buckets", _make_buckets(named, self.bucket_cap_mb * 2 ** 20))
         object.__setattr__(self, "_bucket_of", {id(p): b for b in self._buckets for _, p in b.params})
         object.__setattr__(self, "_require_sync", True)
+        object.__setattr__(self, "_next_bucket", 0)  # buckets are reduced in order: the same calls on every rank
         self._broadcast_parameters()
         object.__setattr__(self, "_handles", [p.register_post_accumulate_grad_hook(self._grad_ready)
                                               for bucket in self._buckets for _, p in bucket.params])
@@ -82,12 +87,24 @@ class DistributedDataParallel(Module):
             raise RuntimeError(
                 "DistributedDataParallel: Expected to have finished reduction in the prior iteration before "
                 f"starting a new one: these trainable parameters got no gradient in the last backward: "
-                f"{missing[:5]}{'...' if len(missing) > 5 else ''} (freeze them, or make the forward use them)")
+                f"{missing[:5]}{'...' if len(missing) > 5 else ''}. Freeze them, make the forward use them, or "
+                "pass find_unused_parameters=True to DistributedDataParallel.")
         if self.broadcast_buffers:  # torch's default: buffers (e.g. running statistics) follow rank 0's
             with no_grad():
                 for _, buffer in self.module.named_buffers():
                     dist.broadcast(buffer, src=0)
-        return self.module(*args, **kwargs)
+        output = self.module(*args, **kwargs)
+        if self.find_unused_parameters and self._require_sync and is_grad_enabled():
+            self._mark_unused(_reachable_leaves(output))
+        return output
+
+    def _mark_unused(self, used):
+        """The parameters the outputs' graph does not reach are ready now: their gradient is zeros
+        in the bucket (a bucket of unused ones alone is reduced at once, in its turn)."""
+        for bucket in self._buckets:
+            bucket.unused = {p for _, p in bucket.params if id(p) not in used}
+            bucket.ready |= bucket.unused
+        self._reduce_ready_buckets()
 
     @contextlib.contextmanager
     def no_sync(self):
@@ -112,26 +129,58 @@ class DistributedDataParallel(Module):
     def _grad_ready(self, param):
         if not self._require_sync:
             return
-        bucket = self._bucket_of[id(param)]
-        bucket.ready.add(param)
-        if len(bucket.ready) == len(bucket.params):
+        self._bucket_of[id(param)].ready.add(param)
+        self._reduce_ready_buckets()
+
+    def _reduce_ready_buckets(self):
+        """Reduce the buckets whose gradients are all ready, in bucket order (a ready bucket waits
+        for the ones before it)."""
+        while self._next_bucket < len(self._buckets):
+            bucket = self._buckets[self._next_bucket]
+            if len(bucket.ready) < len(bucket.params):
+                return
             self._reduce(bucket)
+            object.__setattr__(self, "_next_bucket", self._next_bucket + 1)
+        object.__setattr__(self, "_next_bucket", 0)  # every bucket done: the next backward starts over
 
     def _reduce(self, bucket):
         """One all-reduce for the whole bucket, then each gradient becomes the mean over the ranks."""
         params = [p for _, p in bucket.params]
+        if self.find_unused_parameters:  # on every rank, even one that used them all: the same calls
+            return self._reduce_with_unused(bucket, params)
         flat = bucket.flatten([p.grad._array for p in params])
         dist.all_reduce(flat)
         flat._array /= dist.get_world_size()
         bucket.unflatten(flat, [p.grad for p in params])
         bucket.ready.clear()
 
+    def _reduce_with_unused(self, bucket, params):
+        """Unused parameters add zeros; a second, tiny all-reduce tells which ones some rank used:
+        those get the mean, the others keep their gradient (torch's "globally unused")."""
+        xp = params[0].device.xp
+        flat = bucket.flatten([xp.zeros_like(p._array) if p in bucket.unused else p.grad._array for p in params])
+        used = Tensor._make(xp.asarray([float(p not in bucket.unused) for p in params]), params[0].device, False, None)
+        dist.all_reduce(flat)
+        dist.all_reduce(used, op=dist.ReduceOp.MAX)
+        flat._array /= dist.get_world_size()
+        offset = 0
+        for p, used_somewhere in zip(params, used.tolist()):
+            n = p._array.size
+            if used_somewhere:
+                if p.grad is None:
+                    p.grad = Tensor._make(xp.zeros_like(p._array), p.device, False, None)
+                p.grad._array[...] = flat._array[offset:offset + n].reshape(p._array.shape)
+                p.grad._bump_version()
+            offset += n
+        bucket.ready.clear()
+        bucket.unused = set()
+
 
 class _Bucket:
     """Parameters of one device and dtype whose gradients travel as one flat array."""
 
     def __init__(self, params):
-        self.params, self.ready = params, set()
+        self.params, self.ready, self.unused = params, set(), set()
 
     def flatten(self, arrays):
         xp = self.params[0][1].device.xp
@@ -147,6 +196,37 @@ class _Bucket:
             t._array[...] = flat._array[offset:offset + n].reshape(t._array.shape)
             t._bump_version()
             offset += n
+
+
+def _reachable_leaves(output):
+    """The ids of the leaf tensors the autograd graph of ``output`` (tensors, possibly inside lists,
+    tuples, dicts or a model-output object) reaches: the parameters this forward used."""
+    leaves, seen, nodes = set(), set(), []
+    pending = [output]
+    while pending:  # the tensors inside the output structure
+        item = pending.pop()
+        if isinstance(item, Tensor):
+            if item._ctx is not None:
+                nodes.append(item._ctx)
+            elif item.requires_grad:
+                leaves.add(id(item))
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif hasattr(item, "__dict__") and not isinstance(item, type):
+            pending.extend(vars(item).values())
+    while nodes:  # the graph behind them
+        node = nodes.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        for x, parent in zip(node.inputs, node.parents):
+            if parent is not None:
+                nodes.append(parent)
+            elif isinstance(x, Tensor) and x.requires_grad:
+                leaves.add(id(x))
+    return leaves
 
 
 def _make_buckets(named, cap_bytes):
