@@ -560,10 +560,11 @@ class _Tokenizer:
                              "assistant message instead.")
         if continue_final_message and return_assistant_tokens_mask:
             raise ValueError("continue_final_message is not compatible with return_assistant_tokens_mask.")
-        batched = isinstance(conversation[0], (list, tuple))
-        variables = {"tools": _tool_schemas(tools), "documents": _checked_documents(documents),
-                     "add_generation_prompt": add_generation_prompt, **self._special_tokens_map(), **template_kwargs}
-        rendered = [_render_chat(template, [dict(m) for m in chat], continue_final_message, variables,
+        batched = isinstance(conversation[0], (list, tuple)) or hasattr(conversation[0], "messages")
+        variables = _plain_data({"tools": _tool_schemas(tools), "documents": _checked_documents(documents),
+                                 **self._special_tokens_map(), **template_kwargs})
+        variables["add_generation_prompt"] = add_generation_prompt
+        rendered = [_render_chat(template, _chat_messages(chat), continue_final_message, variables,
                                  return_assistant_tokens_mask)
                     for chat in (conversation if batched else [conversation])]
         texts = [text for text, _ in rendered]
@@ -759,21 +760,79 @@ def _rows(values):
 _CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "  # transformers' marker for the end of the message to continue
 
 
+_REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")  # a message's reasoning, by its names
+
+
+def _chat_messages(chat):
+    """A conversation as the template sees it (transformers' normalization): plain dicts (dataclasses and pydantic
+    messages converted), keys whose value is None dropped (an API's ``content=None`` must not render "None"), the
+    reasoning under each of its names, and only plain data (the sandbox never sees the caller's objects)."""
+    messages = []
+    for message in _plain_data(getattr(chat, "messages", chat)):
+        if not isinstance(message, dict):
+            raise TypeError(f"Chat messages should be dicts, dataclasses or pydantic models, but got {message!r}.")
+        message = {key: value for key, value in message.items() if value is not None}
+        reasoning = next((message[key] for key in _REASONING_FIELDS if message.get(key) is not None), None)
+        if reasoning is not None:
+            message = {"thinking": reasoning, **message, "reasoning_content": reasoning}
+        messages.append(message)
+    return messages
+
+
+def _plain_data(value):
+    """``value`` rebuilt from JSON types (transformers' rule for what a template may see); anything else becomes a
+    placeholder naming its type."""
+    import dataclasses
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    for kind in (bool, str, int, float):
+        if isinstance(value, kind):  # a subclass (an enum, a NumPy scalar) loses its methods
+            return kind(value.item() if isinstance(value, np.generic) else value)
+    if isinstance(value, np.generic):
+        return _plain_data(value.item())
+    if isinstance(value, dict):
+        return {_plain_data(key): _plain_data(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain_data(item) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: _plain_data(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if callable(getattr(value, "model_dump", None)):  # pydantic models (the OpenAI SDK's messages)
+        return _plain_data(value.model_dump())
+    return f"<{type(value).__name__}>"
+
+
+def _tag_final_message(messages, continue_final_message, template):
+    """Mark where the final message ends (transformers' tag, cut off after rendering); returns its text."""
+    field = continue_final_message if isinstance(continue_final_message, str) else "content"
+    final = messages[-1].get(field)
+    if final is None:
+        raise ValueError(f'continue_final_message is set but the final message has no "{field}" to continue!')
+    fields = [field]
+    if field in _REASONING_FIELDS:  # reasoning is under several names: tag each, the template reads one
+        fields = [name for name in _REASONING_FIELDS if messages[-1].get(name) == final]
+    if not any(name in template for name in fields):
+        raise ValueError(f'continue_final_message is set to "{field}" but this is not an accepted field in the '
+                         "chat_template")
+    message = dict(messages[-1])
+    if isinstance(final, (list, tuple)):  # content blocks: the last one with text is continued
+        blocks = [dict(block) for block in final]
+        last = next((block for block in reversed(blocks) if "text" in block), None)
+        if last is None:
+            raise ValueError("continue_final_message is set but we could not find any text to continue in the final "
+                             "message!")
+        final, last["text"] = last["text"], last["text"] + _CONTINUE_TAG
+        message[field] = blocks
+    else:
+        message.update({name: final + _CONTINUE_TAG for name in fields})
+    messages[-1] = message
+    return final
+
+
 def _render_chat(template, messages, continue_final_message, variables, track_generation):
     """The text of one conversation, and the character spans of its ``{% generation %}`` blocks (with
     ``track_generation``): transformers' sandboxed Jinja environment, its ``tojson`` and ``strftime_now``."""
     if continue_final_message:
-        field = continue_final_message if isinstance(continue_final_message, str) else "content"
-        final = messages[-1].get(field)
-        if final is None:
-            raise ValueError(f'continue_final_message is set but the final message has no "{field}" to continue!')
-        if field not in template:
-            raise ValueError(f'continue_final_message is set to "{field}" but this is not an accepted field in the '
-                             "chat_template")
-        if not isinstance(final, str):
-            raise NotImplementedError("continue_final_message with a list of content blocks is not implemented "
-                                      "in minilora (the final message's content must be a string)")
-        messages[-1] = {**messages[-1], field: final + _CONTINUE_TAG}
+        final = _tag_final_message(messages, continue_final_message, template)
     blocks, spans = [], []
     compiled = _chat_environment(blocks, spans if track_generation else None).from_string(template)
     for block in compiled.generate(messages=messages, **variables):

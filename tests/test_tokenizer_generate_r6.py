@@ -10,6 +10,7 @@ on the same files and the same tiny Llama weights:
   ``return_assistant_tokens_mask`` (``{% generation %}``), ``tokenize=False``, ``tools``;
 * generate(): a 1-D prompt, GenerationConfig's validation and files, a model's generation_config.json,
   ``return_dict_in_generate`` with ``output_scores`` / ``output_logits``, transformers' streamers."""
+import dataclasses
 import json
 import threading
 import warnings
@@ -249,6 +250,37 @@ def test_chat_template_batch_masks_and_refusals(bpe_toks):
         toks[1].apply_chat_template(CHAT, chat_template=TEMPLATE, tools=[len])
     with pytest.raises(ValueError, match="empty conversation"):
         toks[1].apply_chat_template([], chat_template=TEMPLATE)
+
+
+MESSAGE_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}:{% if m.thinking %}<think>{{ m.thinking }}</think>{% endif %}"
+                    "{% if m.content is string %}{{ m.content }}{% elif m.content %}{% for b in m.content %}"
+                    "{{ b.text }}|{% endfor %}{% endif %}{% if m.tool_calls is defined %}TC{% endif %}\n{% endfor %}"
+                    "{{ extra }}")
+
+
+@dataclasses.dataclass
+class Message:
+    role: str
+    content: str
+
+
+@pytest.mark.parametrize("chat", [
+    [{"role": "user", "content": "hi", "tool_calls": None}, {"role": "assistant", "content": "ok", "reasoning": "hm"}],
+    [Message("user", "hey"), {"role": "assistant", "content": [{"type": "text", "text": "a"}, {"text": "b "}]}],
+    [{"role": "assistant", "content": "x", "reasoning_content": "deep"}]], ids=["none-reasoning", "objects-blocks",
+                                                                               "reasoning-content"])
+@pytest.mark.parametrize("call", [dict(), dict(continue_final_message=True), dict(continue_final_message="reasoning"),
+                                  dict(continue_final_message="thinking"), dict(extra=np.int64(3)),
+                                  dict(extra=np.bool_(False))], ids=lambda c: "-".join(map(str, c.values())) or "plain")
+def test_chat_messages_are_normalized_as_transformers(bpe_toks, chat, call):
+    """A None value is no key, reasoning goes by all its names, dataclass messages and NumPy scalars are plain
+    data, content blocks can be continued -- what the template sees, as in transformers."""
+    theirs, ours = (outcome(lambda: tok.apply_chat_template(chat, chat_template=MESSAGE_TEMPLATE, tokenize=False,
+                                                            **call)) for tok in bpe_toks)
+    if isinstance(theirs, Exception):
+        assert type(ours) is type(theirs) and str(ours)[:40] == str(theirs)[:40]
+    else:
+        assert ours == theirs
 
 
 # ==================================================================================================
