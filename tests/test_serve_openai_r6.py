@@ -394,3 +394,42 @@ def test_the_async_client_gets_what_the_sync_one_gets(server):
         assert other.choices[0].text == plain.choices[0].text
         assert other.choices[0].logprobs.token_logprobs == pytest.approx(plain.choices[0].logprobs.token_logprobs,
                                                                          abs=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------------
+# vLLM's --api-key, in process (httpx2's ASGI transport: the client's own HTTP library, no socket)
+# ---------------------------------------------------------------------------------------------------
+def test_api_key_as_vllms_the_client_without_it_gets_an_authentication_error(monkeypatch, tmp_path):
+    import httpx2
+
+    from minilora.cli import main
+    from minilora.serve import cli as serve_cli
+    from minilora.serve.app import create_app
+    engine = Engine(base_model(), ByteTokenizer()).start()
+    app = create_app(engine, "tiny", api_key="token-abc123")
+
+    async def main_async():
+        def client(key):
+            return openai.AsyncOpenAI(base_url="http://minilora/v1", api_key=key, max_retries=0,
+                                      http_client=httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app)))
+        with pytest.raises(openai.AuthenticationError) as err:
+            await client("wrong").completions.create(model="tiny", prompt="Dan", max_tokens=2)
+        assert err.value.status_code == 401 and "--api-key" in err.value.body["message"]
+        with pytest.raises(openai.AuthenticationError):
+            await client("wrong").models.list()
+        got = await client("token-abc123").completions.create(model="tiny", prompt="Dan", max_tokens=2)
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app)) as plain:
+            health = await plain.get("http://minilora/health")  # open, as vLLM's
+        return got, health
+    try:
+        got, health = asyncio.run(main_async())
+    finally:
+        engine.shutdown()
+    assert got.usage.completion_tokens == 2 and health.status_code == 200
+    # `vllm serve MODEL --api-key KEY`, the command of vLLM's OpenAI-compatible server docs, as minilora serve
+    base_model("float32").save_pretrained(str(tmp_path / "tiny"))
+    started = {}
+    monkeypatch.setattr(serve_cli, "make_server", lambda *args, **kwargs: started.update(kwargs) or
+                        type("NoServer", (), {"run": lambda self: None})())
+    assert main(["serve", str(tmp_path / "tiny"), "--dtype", "auto", "--api-key", "token-abc123"]) == 0
+    assert started["api_key"] == "token-abc123"

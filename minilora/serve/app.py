@@ -11,6 +11,8 @@ Routes (vLLM's names for the adapter routes)::
     POST /v1/unload_lora_adapter     {"lora_name"}
     GET  /health
 
+With ``api_key`` (vLLM's ``--api-key``), every ``/v1`` request needs ``Authorization: Bearer KEY``; else 401.
+
 The request parameters are OpenAI's, read as vLLM's server reads them: ``max_tokens`` (left out: 16
 for a completion, the rest of the context for a chat; ``null``: the rest of the context), ``temperature``
 (0: greedy), ``top_p``, ``n`` (choice i samples with ``seed + i``), ``seed``, ``stop`` (the stop text is
@@ -43,6 +45,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import time
 import uuid
 from http import HTTPStatus
@@ -643,9 +646,22 @@ def _sse(obj):
     return f"data: {json.dumps(obj)}\n\n"
 
 
-def _guarded(handler):
-    """An engine refusal becomes OpenAI's error JSON with its status."""
+def _authorized(request, api_key):
+    """vLLM's ``--api-key``: every ``/v1`` request must carry ``Authorization: Bearer KEY`` (what OpenAI's
+    clients send for their ``api_key``); ``/health`` stays open, as vLLM's."""
+    if api_key is None or not request.url.path.startswith("/v1"):
+        return True
+    given = request.headers.get("authorization", "")
+    return secrets.compare_digest(given.encode(), f"Bearer {api_key}".encode())
+
+
+def _guarded(handler, api_key=None):
+    """An engine refusal becomes OpenAI's error JSON with its status; a request without the API key
+    (when the server has one) is a 401, which OpenAI's clients raise as AuthenticationError."""
     async def route(request):
+        if not _authorized(request, api_key):
+            return _error(401, "a valid API key is required: this server runs with --api-key; send "
+                               "'Authorization: Bearer KEY' (OpenAI's clients: api_key=KEY)", kind="Unauthorized")
         try:
             return await handler(request)
         except EngineError as exc:
@@ -655,16 +671,15 @@ def _guarded(handler):
     return route
 
 
-def create_app(engine, model_name="base"):
-    """A Starlette app serving ``engine``; the engine thread starts with the app and stops with it."""
+def create_app(engine, model_name="base", api_key=None):
+    """A Starlette app serving ``engine``; the engine thread starts with the app and stops with it.
+    ``api_key``: required of every /v1 request, as vLLM's ``--api-key`` (None: no key)."""
     server = _Server(engine, model_name)
-    routes = [Route("/v1/models", _guarded(server.models), methods=["GET"]),
-              Route("/v1/models/{model:path}", _guarded(server.model), methods=["GET"]),
-              Route("/v1/completions", _guarded(server.completions), methods=["POST"]),
-              Route("/v1/chat/completions", _guarded(server.chat_completions), methods=["POST"]),
-              Route("/v1/load_lora_adapter", _guarded(server.load_adapter), methods=["POST"]),
-              Route("/v1/unload_lora_adapter", _guarded(server.unload_adapter), methods=["POST"]),
-              Route("/health", _guarded(server.health), methods=["GET"])]
+    routes = [Route(path, _guarded(handler, api_key), methods=[method]) for path, handler, method in [
+        ("/v1/models", server.models, "GET"), ("/v1/models/{model:path}", server.model, "GET"),
+        ("/v1/completions", server.completions, "POST"), ("/v1/chat/completions", server.chat_completions, "POST"),
+        ("/v1/load_lora_adapter", server.load_adapter, "POST"),
+        ("/v1/unload_lora_adapter", server.unload_adapter, "POST"), ("/health", server.health, "GET")]]
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

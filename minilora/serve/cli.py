@@ -3,8 +3,8 @@
     minilora serve [MODEL] --adapter NAME=DIR [--adapter NAME=DIR ...] [--port 8000]
 
 ``MODEL`` is a Llama folder, as in ``vllm serve MODEL`` (or ``--model MODEL``; none: the shipped base).
-vLLM's ``--lora-modules NAME=DIR ...``, ``--max-num-seqs`` and ``--max-model-len`` work too. Then any
-OpenAI client works: ``model`` names an adapter (or the base, by its served name)::
+vLLM's ``--lora-modules NAME=DIR ...``, ``--max-num-seqs``, ``--max-model-len`` and ``--api-key`` work
+too. Then any OpenAI client works: ``model`` names an adapter (or the base, by its served name)::
 
     curl http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \\
          -d '{"model": "NAME", "prompt": "Q: Where does Dan Vend live?\\nA:", "max_tokens": 20}'
@@ -31,6 +31,9 @@ def add_cli_arguments(parser, name):
                         help="accepted for vLLM command lines; LoRA serving is always on here")
     parser.add_argument("--max-lora-rank", type=positive_int, default=None,
                         help="refuse adapters of a higher rank, as vLLM's (default: no bound; vLLM's is 16)")
+    parser.add_argument("--api-key", default=None, metavar="KEY",
+                        help="require 'Authorization: Bearer KEY' on every /v1 request, as vLLM's --api-key "
+                             "(OpenAI's clients send it for api_key=KEY); default: no key")
     parser.add_argument("--served-model-name", default=None,
                         help="the base model's name in requests and /v1/models (default: the MODEL folder's name)")
     parser.add_argument("--host", default="127.0.0.1",
@@ -117,7 +120,7 @@ def load_engine(base=None, adapters=(), device=None, max_batch_size=8, max_queue
     return engine, served
 
 
-def make_server(engine, model_name, host="127.0.0.1", port=8000, log_level="info"):
+def make_server(engine, model_name, host="127.0.0.1", port=8000, log_level="info", api_key=None):
     """A ``uvicorn.Server`` for the app that stops the engine FIRST when it shuts down: every request
     still queued or running ends at once with an error event (503), so no stream waits on a model
     that will never answer, and uvicorn's graceful wait finds the connections already closing."""
@@ -132,8 +135,8 @@ def make_server(engine, model_name, host="127.0.0.1", port=8000, log_level="info
             await asyncio.to_thread(engine.shutdown)
             await super().shutdown(sockets)
 
-    config = uvicorn.Config(create_app(engine, model_name), host=host, port=port, log_level=log_level,
-                            timeout_graceful_shutdown=5, lifespan="on")
+    config = uvicorn.Config(create_app(engine, model_name, api_key=api_key), host=host, port=port,
+                            log_level=log_level, timeout_graceful_shutdown=5, lifespan="on")
     return Server(config)
 
 
@@ -158,5 +161,5 @@ def cli_main(args):
     if changed:  # as vLLM says it: requests that leave these out will not get OpenAI's defaults
         print(f"minilora serve: default sampling parameters from the model's generation_config.json: {changed}")
     print(f"minilora serve: {served} with adapters {engine.adapters()} on http://{args.host}:{args.port}/v1")
-    make_server(engine, served, args.host, args.port).run()
+    make_server(engine, served, args.host, args.port, api_key=args.api_key).run()
     return 0
