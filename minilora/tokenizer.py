@@ -20,6 +20,13 @@ What transformers users write works, with transformers' defaults::
     tok.pad_token = tok.eos_token                # the usual fix for a tokenizer without a pad token
     tok.save_pretrained("folder")                # tokenizer.json + tokenizer_config.json
     tok.apply_chat_template(messages, add_generation_prompt=True)   # if the tokenizer has a template
+    enc = tok(questions, contexts, truncation="only_second", max_length=384, stride=128,
+              return_overflowing_tokens=True, return_offsets_mapping=True)   # the QA tutorial's call
+    enc.sequence_ids(0), enc.word_ids(0), enc.char_to_token(0, 5)          # token <-> text alignment
+
+A call runs as in transformers' fast tokenizers: the ``tokenizers`` backend gets the call's truncation
+and padding (put back afterwards) and encodes the batch; its Encodings stay in the BatchEncoding.
+The byte tokenizer's plain calls need no ``tokenizers`` package; asked for alignment they use it too.
 
 As in transformers, ``encode`` adds the beginning-of-sequence token by default
 (``add_special_tokens=True``); pass ``False`` for the bare ids of a piece of text.
