@@ -13,7 +13,7 @@ Reference"):
 * ``lower``: floating inputs (not float64) are cast to the region's dtype (bfloat16 by default on
   the CPU): ``linear``, ``matmul``, ``mm``, ``bmm``, ``addmm``, ``baddbmm``, convolutions, ``prelu``,
   ``scaled_dot_product_attention``;
-* ``fp32``: floating inputs are cast to float32: the losses, ``prod``, ``trace``, 3-D pooling, ...;
+* ``fp32``: floating inputs are cast to float32: the losses, ``prod``, ``trace``, ``quantile``, ...;
 * ``promote``: floating inputs are cast to the widest of them (``cat``, ``stack``, ``index_copy``);
 * every other op runs on the dtypes it is given, as without autocast (``softmax`` and ``layer_norm``
   of a bfloat16 tensor stay bfloat16 on the CPU).
@@ -52,30 +52,30 @@ from . import dtypes
 from .device import xp_of
 from .tensor import Tensor, no_grad
 
-__all__ = ["autocast", "GradScaler", "OptState", "custom_fwd", "custom_bwd", "is_autocast_available", "is_autocast_enabled",
-           "set_autocast_enabled", "get_autocast_dtype", "set_autocast_dtype", "is_autocast_cache_enabled",
-           "set_autocast_cache_enabled", "clear_autocast_cache", "autocast_increment_nesting",
-           "autocast_decrement_nesting"]
+__all__ = ["autocast", "GradScaler", "OptState", "custom_fwd", "custom_bwd", "is_autocast_available",
+           "is_autocast_enabled", "set_autocast_enabled", "get_autocast_dtype", "set_autocast_dtype",
+           "is_autocast_cache_enabled", "set_autocast_cache_enabled", "clear_autocast_cache",
+           "autocast_increment_nesting", "autocast_decrement_nesting"]
 
 # ---- torch's op tables, under minilora's op names ------------------------------------------------
 LOWER, FP32, PROMOTE = "lower", "fp32", "promote"
 
-_CPU_TABLE = {  # torch's TORCH_LIBRARY_IMPL(aten, AutocastCPU, m), the ops minilora has
-    **dict.fromkeys(["conv1d", "conv2d", "conv3d", "bmm", "mm", "baddbmm", "addmm", "linear", "matmul",
-                     "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "prelu",
-                     "scaled_dot_product_attention",
+_CPU_TABLE = {  # torch's TORCH_LIBRARY_IMPL(aten, AutocastCPU, m): the ops of it that minilora has
+    **dict.fromkeys(["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "bmm", "mm", "baddbmm", "addmm",
+                     "linear", "matmul", "prelu", "scaled_dot_product_attention",
                      # torch's einsum is a composite of bmm (autocast): contractions come out in the
                      # lower dtype
                      "einsum",
                      # PEFT's LoRA layer is three linear calls (base_layer, lora_A, lora_B), each autocast
                      "lora_linear"], LOWER),
-    **dict.fromkeys(["avg_pool3d", "binary_cross_entropy", "prod", "quantile", "nanquantile", "cdist", "trace",
-                     "max_pool3d", "max_unpool2d", "adaptive_avg_pool3d", "reflection_pad1d", "reflection_pad2d",
-                     "replication_pad1d", "replication_pad2d", "replication_pad3d", "mse_loss", "cosine_embedding_loss", "nll_loss",
-                     "hinge_embedding_loss", "poisson_nll_loss", "smooth_l1_loss", "cross_entropy", "l1_loss",
-                     "huber_loss", "margin_ranking_loss", "soft_margin_loss", "triplet_margin_loss",
-                     "multi_margin_loss", "kl_div", "multilabel_margin_loss",
-                     "binary_cross_entropy_with_logits"], FP32),
+    **dict.fromkeys(["binary_cross_entropy", "prod", "quantile", "nanquantile", "trace", "max_unpool2d",
+                     # F.pad's kernels by mode and padded dims (reflection_pad3d is not on the list)
+                     "reflection_pad1d", "reflection_pad2d", "replication_pad1d", "replication_pad2d",
+                     "replication_pad3d",
+                     "mse_loss", "cosine_embedding_loss", "nll_loss", "hinge_embedding_loss", "poisson_nll_loss",
+                     "smooth_l1_loss", "cross_entropy", "l1_loss", "huber_loss", "margin_ranking_loss",
+                     "soft_margin_loss", "triplet_margin_loss", "multi_margin_loss", "kl_div",
+                     "multilabel_margin_loss", "binary_cross_entropy_with_logits"], FP32),
     **dict.fromkeys(["cat", "stack", "index_copy"], PROMOTE),
 }
 # torch's CUDA tables (autocast_mode.h) also run pointwise ops and reductions in float32 (exp, log, pow,
@@ -190,7 +190,6 @@ class autocast:  # noqa: N801  (torch's name)
     def __init__(self, device_type, dtype=None, enabled=True, cache_enabled=None):
         if not isinstance(device_type, str):
             raise ValueError(f"Expected `device_type` of type `str`, got: `{type(device_type)}`")
-        self.device = device_type
         self.fast_dtype = get_autocast_dtype(device_type) if dtype is None else dtypes.to_dtype(dtype)
         self.device = _device_type(device_type)
         self._cache_enabled = is_autocast_cache_enabled() if cache_enabled is None else cache_enabled

@@ -188,11 +188,17 @@ def test_in_place_and_out_calls_are_not_autocast_as_torch():
     assert results["minilora"] == results["torch"]
 
 
-def test_cat_of_the_other_16_bit_dtype_is_refused_as_torch():
+@pytest.mark.parametrize("op", ["cat", "stack", "index_copy"])
+def test_promoting_the_other_16_bit_dtype_is_refused_as_torch(op):
+    """torch's ``prioritize``: float32 wins over the region's dtype, float64 is left alone, and a
+    16-bit dtype that is not the region's is an error (without autocast cat would give float16)."""
     for lib in (torch, ml):
         half = lib.ones(2, dtype=lib.float16)
+        call = {"cat": lambda: lib.cat([half, half]), "stack": lambda: lib.stack([half, lib.ones(2)]),
+                "index_copy": lambda: lib.index_copy(half, 0, lib.tensor([0]), half[:1])}[op]
         with lib.autocast("cpu", dtype=lib.bfloat16), pytest.raises(RuntimeError, match="prioritize"):
-            lib.index_copy(half, 0, lib.tensor([0]), half[:1])
+            call()
+        assert dtype_name(call()) == ("float32" if op == "stack" else "float16")  # (outside: no error)
 
 
 # ---- the region: state, nesting, decorator, deprecated spellings, refusals ---------------------------

@@ -445,6 +445,7 @@ def _raw_index(index, device=None):
     return index
 
 
+@_amp.autocasts
 def cat(tensors, dim=0, *, axis=None):
     """``torch.cat``: the tensors joined along ``dim`` (``axis=``: NumPy's name, as torch accepts).
     Mixed dtypes join in torch's result type (int64 with float32 is float32, not NumPy's float64)."""
@@ -465,6 +466,7 @@ def cat(tensors, dim=0, *, axis=None):
     return Cat.apply(*tensors, axis=dim if axis is None else axis)
 
 
+@_amp.autocasts
 def stack(tensors, dim=0, *, axis=None):
     """``torch.stack``: the tensors joined along a new dimension ``dim``."""
     dim = dim if axis is None else axis
