@@ -370,7 +370,9 @@ class _Tokenizer:
         _check_text_input(text, "text")
         if text_pair is not None:
             _check_text_input(text_pair, "text_pair")
-        if text_pair is None and truncation in (False, "longest_first", "only_first") and self._encodes_alone(options):
+        texts = [text] if isinstance(text, str) else text
+        if text_pair is None and truncation in (False, "longest_first", "only_first") and self._encodes_alone(options) \
+                and all(isinstance(t, str) for t in texts):
             return self._encode_rows(text, truncation and max_length, padding, max_length, **options)
         return self._encode_with_backend(text, text_pair, padding, truncation, max_length, **options)
 
