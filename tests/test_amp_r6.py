@@ -521,3 +521,29 @@ def test_custom_fwd_and_custom_bwd_as_torch():
         with pytest.raises(ValueError, match="Expected `device_type` of type `str`"):
             lib.amp.custom_fwd(device_type=lib.device("cpu"))
     assert results["minilora"] == results["torch"]
+
+
+def test_grad_scaler_on_the_cuda_stand_in_and_autocast_cuda_refused(monkeypatch):
+    """With a GPU (here CuPy's stand-in) GradScaler("cuda") is enabled and unscales device gradients;
+    autocast("cuda") is refused, naming what minilora lacks (torch's CUDA tables)."""
+    import fake_cupy
+    fake_cupy.install(monkeypatch)
+    monkeypatch.setattr(ml.device("cuda"), "uses_kernels", False)  # the stand-in launches no kernels
+    with pytest.raises(NotImplementedError, match="CPU op tables only"):
+        ml.autocast("cuda")
+    layer = ml.nn.Linear(4, 3, device="cuda")
+    optimizer = ml.optim.SGD(layer.parameters(), lr=0.1)
+    scaler = ml.amp.GradScaler("cuda", init_scale=8.0, growth_interval=1)
+    scales = []
+    for step in range(3):
+        optimizer.zero_grad()
+        scaler.scale(layer(ml.ones(2, 4, device="cuda")).pow(2).mean()).backward()
+        if step == 1:
+            with ml.no_grad():
+                layer.weight.grad[0, 0] = float("inf")
+        scaler.unscale_(optimizer)
+        ml.nn.utils.clip_grad_norm_(layer.parameters(), 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        scales.append(scaler.get_scale())
+    assert scales == [16.0, 8.0, 16.0] and layer.weight.device.type == "cuda"
