@@ -148,8 +148,9 @@ def test_chat_stream_with_usage_and_n_joins_to_the_seeded_answer(server):
 
 def test_the_same_seed_gives_the_same_text_and_choice_i_samples_with_seed_plus_i(server):
     client = client_for(server)
-    ask = lambda **kw: [c.text for c in client.completions.create(model="tiny", prompt="Dan", max_tokens=8,  # noqa: E731
-                                                                   **kw).choices]
+
+    def ask(**options):
+        return [c.text for c in client.completions.create(model="tiny", prompt="Dan", max_tokens=8, **options).choices]
     assert ask(seed=3) == ask(seed=3) != ask(seed=4)
     assert ask(seed=3, n=2) == ask(seed=3) + ask(seed=4)  # vLLM's seeds for the n samples
     assert ask(seed=3, temperature=0) == ask(seed=9, temperature=0)
@@ -158,12 +159,14 @@ def test_the_same_seed_gives_the_same_text_and_choice_i_samples_with_seed_plus_i
 def test_penalties_and_logit_bias_pick_the_tokens_computed_by_hand(server, reference):
     _, _, tok = server
     client = client_for(server)
-    plain, _ = greedy(reference, tok.encode("Dan"), None, 6)
+    plain, _ = greedy(reference, tok.encode("Dan"), None, 10)
     bias = {str(plain[0]): -100, "65": 3.5}  # the first greedy token banned; "A" pushed up
-    for options in [dict(presence_penalty=1.5), dict(frequency_penalty=0.8), dict(logit_bias=bias),
+    for options in [dict(presence_penalty=1.0), dict(frequency_penalty=2.0), dict(presence_penalty=-2.0),
+                    dict(frequency_penalty=-1.5), dict(logit_bias=bias),
                     dict(presence_penalty=-0.5, frequency_penalty=1.2, logit_bias=bias)]:
-        expected, _ = greedy(reference, tok.encode("Dan"), None, 6, **options)
-        got = client.completions.create(model="tiny", prompt="Dan", max_tokens=6, temperature=0, **options)
+        expected, _ = greedy(reference, tok.encode("Dan"), None, 10, **options)
+        assert expected != plain, options  # else the test could not tell an ignored option
+        got = client.completions.create(model="tiny", prompt="Dan", max_tokens=10, temperature=0, **options)
         assert got.choices[0].text == tok.decode(expected), options
     with pytest.raises(openai.BadRequestError) as err:
         client.completions.create(model="tiny", prompt="Dan", logit_bias={"x": 1})
