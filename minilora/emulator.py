@@ -41,8 +41,9 @@ How it works (details in kernels/README.md):
    than the kernel opted in to), ``KeyboardInterrupt`` (Ctrl-C during a launch), ``TypeError`` and
    ``ValueError`` for wrong arguments or launch shapes.  The process keeps running.  What the fast mode
    cannot see: an out-of-bounds access that lands in other valid memory (use ``sanitize=True``).
-   Refused by name: dynamic parallelism, inline PTX, textures and surfaces, CUDA libraries (cuRAND, CUB, Thrust,
-   WMMA, ...).
+   Refused by name: dynamic parallelism, host code (launches and the runtime API), the inline PTX instructions
+   minilora/emulator_ptx.py does not translate (the common idioms it does: %laneid, ld.global.nc, cvt, lop3,
+   prmt, ...), textures and surfaces, CUDA libraries (cuRAND, CUB, Thrust, WMMA, ...).
 """
 from __future__ import annotations
 
@@ -486,6 +487,77 @@ def _check_struct_members(body: str, line: int) -> None:
                            "write it, then __syncthreads()")
 
 
+def _class_body(masked: str, name: str) -> tuple[str, int] | None:
+    """The body (braces included) and position of the definition of struct/class/union `name` in a masked
+    source, or None when it is not defined there (a type from a header the emulator does not read)."""
+    for m in re.finditer(r"\b(?:struct|class|union)\s+(?:(?:alignas|__align__)\s*\([^()]*\)\s*)?" + re.escape(name) +
+                         r"\b\s*(?:final\s*)?(?::[^;{]*)?\{", masked):
+        return masked[m.end() - 1:_close_paren(masked, m.end() - 1) + 1], m.start()
+    return None
+
+
+def _non_empty_construction(body: str, name: str) -> str | None:
+    """Why objects of the class whose body this is are not "empty-constructed" in CUDA's sense (programming
+    guide, "Initialization": a __shared__ variable's class may only have a trivial or an empty default
+    constructor and destructor -- no parameters, no member initializers, an empty body -- and no virtual
+    functions), or None."""
+    top, depth = [], 0
+    for ch in body[1:-1]:  # what lies directly in the braces, with member function bodies kept as "{...}"
+        if ch == "{":
+            depth += 1
+            top.append("{" if depth == 1 else "")
+        elif ch == "}":
+            depth -= 1
+            top.append("}" if depth == 0 else "")
+        else:
+            top.append(ch if depth == 0 else ("x" if not ch.isspace() else " "))
+    text = "".join(top)
+    if re.search(r"\bvirtual\b", text):
+        return "has virtual functions"
+    special = re.compile(r"(~?)\b" + re.escape(name) + r"\s*\(([^()]*)\)\s*(?:noexcept\s*)?(:[^{;]*)?(\{[^{}]*\}|=\s*default\s*;|;)")
+    declared_default = False
+    for m in special.finditer(text):
+        destructor, params, inits, rest = m.group(1), m.group(2).strip(), m.group(3), m.group(4)
+        if not destructor and params not in ("", "void"):
+            continue  # another constructor: not the one a __shared__ declaration calls
+        what = "destructor" if destructor else "default constructor"
+        declared_default = declared_default or not destructor
+        if inits:
+            return f"has a {what} with a member initializer list"
+        if rest.startswith("{") and rest[1:-1].strip():
+            return f"has a {what} whose body is not empty"
+        if rest == ";":
+            return f"declares a {what} without defining it here"
+    if not declared_default:
+        members = re.sub(r"\)[^;{}()]*\{[^{}]*\}", ");", text)  # member functions' bodies out, `x{0};` kept
+        for statement in members.split(";"):
+            if re.search(r"\b(?:static|using|typedef|enum|friend|operator)\b", statement) or "(" in statement:
+                continue  # not an instance data member
+            if re.search(r"(?<![=<>!])=(?!=)", statement) or re.search(r"[\w\]]\s*\{[^{}]*\}\s*$", statement):
+                return "gives a member a default value (its implicit default constructor initializes it)"
+    return None
+
+
+def _check_shared_class(masked: str, type_text: str, var: str, line: int) -> None:
+    """Refuse, as nvcc does, a __shared__ variable whose class constructs it in a way CUDA cannot: nothing runs
+    a __shared__ variable's constructor on a GPU, and here the memory would silently stay 0xFF bytes."""
+    words = [w for w in _IDENT.findall(re.sub(r"<.*>", "", type_text)) if w not in _NOT_A_NAME and w not in
+             ("struct", "class", "union", "static", "extern", "typename")]
+    if not words:
+        return
+    name = words[-1]
+    found = _class_body(masked, name)
+    if found is None:
+        return
+    reason = _non_empty_construction(found[0], name)
+    if reason:
+        raise CompileError(f"line {line}: __shared__ variable '{var}' has class type '{name}' (line "
+                           f"{_line_of(masked, found[1])}), which {reason}: initialization is not supported for "
+                           "__shared__ variables (nvcc refuses it too; a GPU runs no constructor for shared memory). "
+                           f"Give {name} an empty constructor ({name}() {{}} or = default), then let the threads "
+                           "write the members and __syncthreads()")
+
+
 def _rewrite_shared(src: str) -> _Rewritten:
     """Replace every __shared__ declaration by per-block storage provided by the runtime.
 
@@ -549,6 +621,8 @@ def _rewrite_shared(src: str) -> _Rewritten:
         if not first or not first.group(1).strip():
             raise CompileError(f"line {line}: cannot parse the __shared__ declaration '{body}'")
         base = (cv + " " + first.group(1)).strip()
+        if not type_def:
+            _check_shared_class(masked, first.group(1), first.group(2), line)
         base_no_ptr = base.rstrip("*& \t")
         items = [(base, first.group(2), first.group(3).strip())]
         for d in decls[1:]:
@@ -727,6 +801,43 @@ def _missing_header_hint(stderr: str) -> str:
             "core headers only (cuda_runtime.h, cuda_fp16.h, cuda_bf16.h, cooperative_groups.h, cuComplex.h)")
 
 
+def _user_code_with_offsets(preprocessed: str, masked: str):
+    """(file, line number, masked text, offset of the line in `masked`) of the user's lines, as _user_code."""
+    offset, current, line = 0, "", 0
+    for raw, text in zip(preprocessed.split("\n"), masked.split("\n")):
+        start, offset = offset, offset + len(text) + 1
+        marker = re.match(r'# (\d+) "([^"]*)"', raw)
+        if marker:
+            line, current = int(marker.group(1)), marker.group(2)
+            continue
+        if _is_user_file(current):
+            yield current, line, text, start
+        line += 1
+
+
+def _enclosing_function(masked: str, pos: int) -> tuple[str, bool]:
+    """(name, whether it is device code) of the function whose body holds `pos` in a masked source; ("", False)
+    at file scope.  Blocks of if/for/while, lambdas and class bodies on the way out are stepped over."""
+    depth, i = 0, pos
+    while i > 0:
+        i -= 1
+        ch = masked[i]
+        if ch == "}":
+            depth += 1
+        elif ch == "{" and depth:
+            depth -= 1
+        elif ch == "{":
+            header = masked[max(masked.rfind(c, 0, i) for c in ";{}") + 1:i].strip()
+            if re.match(r"(?:if|for|while|switch|do|else|try|catch)\b", header) or re.search(r"\]\s*(?:\([^()]*\))?[^()]*$", header):
+                continue  # a statement's block or a lambda: look further out
+            call = re.search(r"([A-Za-z_~][\w:]*)\s*\(", re.sub(r"__launch_bounds__\s*\([^()]*\)", "", header))
+            if call is None or re.match(r"(?:namespace|struct|class|union|enum)\b", header) or \
+                    re.fullmatch(r'extern\s*"\s*"', header):
+                return "", False
+            return call.group(1), re.search(r"\b(?:__global__|__device__)\b", header) is not None
+    return "", False
+
+
 def _code_lines(preprocessed: str, masked: str):
     """(file, line number, masked text) of each line of a preprocessed source, following the `# LINE "file"`
     markers."""
@@ -798,9 +909,18 @@ def _refuse_unsupported(preprocessed: str, masked: str, ptx_refusals=()) -> None
     """CUDA features g++ would reject with a baffling message, refused by name: a kernel launch in device
     code (dynamic parallelism), host API calls (cudaMemcpyToSymbol, ...) and inline PTX (asm statements;
     guard them with #ifndef __CUDA_EMU__)."""
-    for file, line, text in _user_code(preprocessed, masked):
+    for file, line, text, offset in _user_code_with_offsets(preprocessed, masked):
         where = f"{os.path.basename(file)}:{line}"
         if "<<<" in text:
+            function, device = _enclosing_function(masked, offset + text.index("<<<"))
+            if not device:
+                launched = re.search(r"([A-Za-z_][\w:]*(?:\s*<[^<>;]*>)?)\s*<<<", text)
+                name = re.sub(r"\s+", " ", launched.group(1)) if launched else "kernel"
+                how = (f"RawModule(..., name_expressions=['{name}']).get_function('{name}')" if "<" in name
+                       else f"RawModule(...).get_function('{name}')")
+                raise CompileError(f"{where}: a kernel launch <<<...>>> in the host function '{function}': a RawModule "
+                                   "source holds device code only (as CuPy's NVRTC compiles it), so minilora's CUDA "
+                                   f"emulator runs no host code: launch from Python, {how}(grid, block, args)")
             raise CompileError(f"{where}: a kernel launch <<<...>>> inside device code (CUDA dynamic parallelism) is "
                                "not supported by minilora's CUDA emulator (CuPy would also need -rdc=true and "
                                "cudadevrt): launch the child kernel from the host after the parent returns")
@@ -1076,6 +1196,10 @@ class _Module:
             bound = _instance_bound(self._template_bounds[base], expression) if base in self._template_bounds else None
             if bound is not None:
                 self._bounds[expression] = bound
+        if not rewritten.kernels and templates:
+            raise CompileError(f"the source has only template __global__ functions ({', '.join(templates)}): a template "
+                               "kernel runs as an instance named in RawModule(..., name_expressions=['"
+                               f"{next(iter(templates))}<...>']), as in CuPy")
         if not rewritten.kernels:
             raise CompileError("no __global__ function found in the source")
         rewritten.constants = self._constants

@@ -20,7 +20,9 @@ CuPy's rules where they differ from NumPy's:
   CuPy 13 has them (``reduce``/``accumulate``: add, multiply; ``reduceat``: add; ``at``: add,
   subtract, maximum, minimum, bitwise and/or/xor, each for the dtypes its atomics take);
 * views keep identity (``x[1:].base is x``), ``asarray`` of host data copies it;
-* kernels (``RawModule``, ``ElementwiseKernel``...) cannot compile here and say so;
+* raw kernels (``RawModule``, ``RawKernel``) cannot compile here and say so; ``ElementwiseKernel`` and
+  ``ReductionKernel`` run in minilora's CPU emulator (its classes of the same names), on the NumPy arrays
+  under the device arrays;
 * no bfloat16: CuPy 13's array creation takes only the dtype characters ``?bhilqBHILQefdFD``
   (``_array_default``: ``ValueError: Unsupported dtype bfloat16`` for an ml_dtypes array; bfloat16's
   character is 'E'). The stand-in refuses every bfloat16 array so, a little stricter than CuPy 13,
@@ -672,8 +674,37 @@ class _Kernel:
 
 RawModule = type("RawModule", (_Kernel,), {})
 RawKernel = type("RawKernel", (_Kernel,), {})
-ElementwiseKernel = type("ElementwiseKernel", (_Kernel,), {})
-ReductionKernel = type("ReductionKernel", (_Kernel,), {})
+
+
+class _EmulatedKernel:
+    """``ElementwiseKernel`` / ``ReductionKernel`` routed to minilora's CPU emulator (the same classes for NumPy
+    arrays, minilora/emulator_kernels.py), which generates and runs the CUDA kernel CuPy would: device arrays go
+    in as the NumPy arrays under them (written in place), results come back as device arrays (an output that
+    was given, the same object), and a NumPy array among the arguments is CuPy's ``Unsupported type``.  Without
+    g++ it cannot compile here and says so, as RawModule does."""
+    _emulated = ""
+
+    def __init__(self, *args, **kwargs):
+        from minilora import emulator
+        if not emulator.is_available():
+            _Kernel.__init__(self)
+        self._kernel = getattr(emulator, self._emulated)(*args, **kwargs)
+
+    def __call__(self, *args, **kwargs):
+        given = {id(a._a): a for a in [*args, kwargs.get("out")] if isinstance(a, ndarray)}
+        host_args = [_unwrap(a) for a in args]
+        host_kwargs = {k: _unwrap(v) if k == "out" else v for k, v in kwargs.items()}
+        result = self._kernel(*host_args, **host_kwargs)
+
+        def device(r):
+            if not isinstance(r, np.ndarray):
+                return r
+            return given[id(r)] if id(r) in given else ndarray._of(r)
+        return tuple(device(r) for r in result) if isinstance(result, tuple) else device(result)
+
+
+ElementwiseKernel = type("ElementwiseKernel", (_EmulatedKernel,), {"_emulated": "ElementwiseKernel"})
+ReductionKernel = type("ReductionKernel", (_EmulatedKernel,), {"_emulated": "ReductionKernel"})
 
 
 # ---- the module --------------------------------------------------------------------------------

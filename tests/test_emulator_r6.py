@@ -287,7 +287,7 @@ def test_template_transpose_with_default_and_explicit_padding(expression, tile, 
     x = rng.standard_normal((rows, cols)).astype(np.float32)
     y = np.zeros((cols, rows), np.float32)
     module("templates.cu", TRANSPOSES).get_function(expression)(
-        (cdiv(cols, tile), cdiv(rows, tile)), (tile, rows_per), (y, x, np.int32(rows), np.int32(cols)))
+        (cdiv(cols, tile), cdiv(rows, tile)), (tile, rows_per), (y, x, np.int32(rows), np.int32(cols)), check_races=True)
     np.testing.assert_array_equal(y, x.T)
 
 
@@ -356,3 +356,159 @@ def test_atomic_add_on_half2_bfloat162_and_double():
         np.testing.assert_array_equal(hsum[s], hv[slot == s].astype(np.float64).sum(0))
         np.testing.assert_array_equal(bsum[s].astype(np.float64), bv[slot == s].astype(np.float64).sum(0))
         np.testing.assert_allclose(dsum[s], dv[slot == s].sum(), rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# Classics: Harris's reductions, flash-attention-minimal, llm.c's layernorm backward
+# ------------------------------------------------------------------------------------------------
+REDUCE5 = ("reduce5<256>", "reduce5<64>")
+
+
+@pytest.mark.parametrize("name, block, per_thread", [("reduce0", 128, 1), ("reduce1", 256, 1), ("reduce3", 128, 2)])
+@pytest.mark.parametrize("n", [10000, 129])
+def test_harris_reductions(name, block, per_thread, n):
+    x = rng.integers(-1000, 1000, n).astype(np.int32)
+    blocks = cdiv(n, block * per_thread)
+    out = np.zeros(blocks, np.int32)
+    kernel("classics.cu", name, name_expressions=REDUCE5)(blocks, block, (x, out, np.uint32(n)), shared_mem=4 * block)
+    assert out.sum() == x.sum()
+    np.testing.assert_array_equal(out, np.add.reduceat(x, np.arange(0, n, block * per_thread)))
+
+
+@pytest.mark.parametrize("expression, block", [(REDUCE5[0], 256), (REDUCE5[1], 64)])
+def test_harris_reduce_with_template_block_size_and_unrolled_volatile_warp(expression, block):
+    n = 70000
+    x = rng.integers(-1000, 1000, n).astype(np.int32)
+    out = np.zeros(16, np.int32)
+    kernel("classics.cu", expression, name_expressions=REDUCE5)(16, block, (x, out, np.uint32(n)), shared_mem=4 * block)
+    assert out.sum() == x.sum()
+
+
+def attention_reference(q, k, v, scale):
+    s = np.einsum("bhnd,bhmd->bhnm", q.astype(np.float64), k.astype(np.float64)) * scale
+    p = np.exp(s - s.max(-1, keepdims=True))
+    return np.einsum("bhnm,bhmd->bhnd", p / p.sum(-1, keepdims=True), v.astype(np.float64))
+
+
+@pytest.mark.parametrize("B, nh, N, d, tile", [(2, 3, 40, 16, 16), (1, 2, 64, 32, 32)])
+def test_flash_attention_minimal_forward(B, nh, N, d, tile):
+    q, k, v = (rng.standard_normal((B, nh, N, d)).astype(np.float32) for _ in range(3))
+    tc = cdiv(N, tile)  # the last tile of rows is ragged: the kernel masks rows and keys past N
+    o = np.zeros((B, nh, N, d), np.float32)
+    l = np.zeros((B, nh, N), np.float32)
+    m = np.full((B, nh, N), -np.inf, np.float32)
+    scale = np.float32(1 / np.sqrt(d))
+    smem = (3 * tile * d + tile * tile) * 4
+    kernel("classics.cu", "forward_kernel", name_expressions=REDUCE5)(
+        (B, nh), tile, (q, k, v, np.int32(N), np.int32(d), np.int32(tc), np.int32(tc), np.int32(tile), np.int32(tile),
+                        scale, l, m, o), shared_mem=smem, check_races=True)
+    np.testing.assert_allclose(o, attention_reference(q, k, v, 1 / np.sqrt(d)), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("B, T, C", [(2, 5, 100), (1, 9, 32)])
+def test_llm_c_layernorm_backward(B, T, C):
+    inp = rng.standard_normal((B, T, C)).astype(np.float32)
+    weight, dout = rng.standard_normal(C).astype(np.float32), rng.standard_normal((B, T, C)).astype(np.float32)
+    x = inp.astype(np.float64)
+    mean = x.mean(-1)
+    rstd = 1 / np.sqrt(x.var(-1) + 1e-5)
+    dinp, dweight, dbias = np.zeros_like(inp), np.zeros(C, np.float32), np.zeros(C, np.float32)
+    block = 128
+    kernel("classics.cu", "layernorm_backward_kernel2", name_expressions=REDUCE5)(
+        cdiv(B * T, block // 32), block, (dinp, dweight, dbias, dout, inp, weight, mean.astype(np.float32),
+                                          rstd.astype(np.float32), np.int32(B), np.int32(T), np.int32(C)),
+        shared_mem=2 * C * 4)
+    norm = (x - mean[..., None]) * rstd[..., None]
+    dnorm = weight * dout.astype(np.float64)
+    expect = (dnorm - dnorm.mean(-1, keepdims=True) - norm * (dnorm * norm).mean(-1, keepdims=True)) * rstd[..., None]
+    np.testing.assert_allclose(dinp, expect, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dbias, dout.astype(np.float64).sum((0, 1)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dweight, (norm * dout).sum((0, 1)), rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# Round 5's left-alones, and host code refused by name
+# ------------------------------------------------------------------------------------------------
+def test_a_kernel_named_printf_builds_and_device_printf_still_prints(capfd):
+    src = '''#include <cstdio>
+    extern "C" __global__ void printf(int* out) { out[threadIdx.x] = threadIdx.x; }
+    extern "C" __global__ void say(int v) { if (threadIdx.x == 0) printf("value %d\\n", v); }'''
+    mod = RawModule(code=src)
+    out = np.zeros(32, np.int32)
+    mod.get_function("printf")(1, 32, (out,))
+    np.testing.assert_array_equal(out, np.arange(32))
+    mod.get_function("say")(1, 32, (np.int32(42),))
+    assert "value 42" in capfd.readouterr().out
+
+
+SHARED_CLASS = 'extern "C" __global__ void k(float* out) {{\n    __shared__ P s[32];\n' \
+               '    s[threadIdx.x].x = threadIdx.x;\n    __syncthreads();\n    out[threadIdx.x] = s[31 - threadIdx.x].x;\n}}'
+
+
+@pytest.mark.parametrize("definition, reason", [
+    ("struct P { float x; __device__ P() { x = 1; } };", "has a default constructor whose body is not empty"),
+    ("struct P { float x; __device__ P() : x(1) {} };", "has a default constructor with a member initializer list"),
+    ("struct P { float x = 0; };", "gives a member a default value"),
+    ("class P { public: float x{1}; };", "gives a member a default value"),
+    ("struct P { float x; __device__ virtual float get() const { return x; } };", "has virtual functions"),
+    ("struct P { float x; __device__ ~P() { x = 0; } };", "has a destructor whose body is not empty"),
+])
+def test_shared_arrays_of_a_class_cuda_cannot_construct_are_refused_as_nvcc_does(definition, reason):
+    with pytest.raises(CompileError, match=r"line 3: __shared__ variable 's' has class type 'P' \(line 1\), which "
+                                           + reason + r".*initialization is not supported for __shared__ variables"):
+        RawModule(code=definition + "\n" + SHARED_CLASS.format()).compile()
+
+
+@pytest.mark.parametrize("definition", [
+    "struct P { float x; __device__ P() {} __device__ P(float v) : x(v) {} };",  # the empty one is what runs
+    "struct P { float x; P() = default; __device__ ~P() {} };",
+    "struct P { static constexpr int N = 4; enum { M = 2 }; float x; __device__ int f() const { int a = N; return a; } };",
+])
+def test_shared_arrays_of_a_class_with_an_empty_constructor_run(definition):
+    out = np.zeros(32, np.float32)
+    RawModule(code=definition + "\n" + SHARED_CLASS.format()).get_function("k")(1, 32, (out,))
+    np.testing.assert_array_equal(out, np.arange(32)[::-1])
+
+
+@pytest.mark.parametrize("src, match", [
+    ('template <int B, typename T> __global__ void k(T* x) { x[threadIdx.x] = B; }\nvoid launch(float* x) {\n'
+     '    if (x) {\n        k<128, float><<<1, 128>>>(x);\n    }\n}',
+     r":4: a kernel launch <<<\.\.\.>>> in the host function 'launch'.*name_expressions=\['k<128, float>'\]"),
+    ('extern "C" __global__ void k(float* x) { x[threadIdx.x] = 1; }\nint main() { k<<<1, 32>>>(0); return 0; }',
+     r"k\.cu:2: a kernel launch <<<\.\.\.>>> in the host function 'main'.*get_function\('k'\)"),
+    ('extern "C" __global__ void child(float* x) { x[0] = 1; }\nextern "C" __global__ void k(float* x) {\n'
+     '    auto go = [&]() { child<<<1, 1>>>(x); };\n    go();\n}',
+     r"child\.cu:3: a kernel launch <<<\.\.\.>>> inside device code \(CUDA dynamic parallelism\)"),
+    ('extern "C" __global__ void k(float* x) {}\nvoid go(float* x) { void* a[] = {&x};\n'
+     '    cudaLaunchCooperativeKernel((void*)k, 1, 1, a); }',
+     r"k\.cu:3: cudaLaunchCooperativeKernel\(\) is the CUDA runtime's host API.*enable_cooperative_groups=True"),
+    ('extern "C" __global__ void k(float* x) {}\nvoid sync() { cudaStreamSynchronize(0); }',
+     r"k\.cu:2: cudaStreamSynchronize\(\) is the CUDA runtime's host API"),
+    ('template <int B> __global__ void k(float* x) { x[threadIdx.x] = B; }',
+     r"only template __global__ functions \(k\).*name_expressions=\['k<\.\.\.>'\]"),
+])
+def test_host_code_and_template_only_sources_are_refused_by_name(src, match):
+    with pytest.raises(CompileError, match=match):
+        RawModule(code=src, name_expressions=["k<128, float>"] if "launch" in src else None).compile()
+
+
+def test_fake_cupy_elementwise_and_reduction_kernels_run_in_the_emulator(monkeypatch):
+    fake_cupy = pytest.importorskip("fake_cupy")
+    cp = fake_cupy.install(monkeypatch)
+    squared_diff = cp.ElementwiseKernel("T x, T y", "T z", "z = (x - y) * (x - y)", "squared_diff")
+    hx, hy = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+    x, y = cp.asarray(hx), cp.asarray(hy)
+    z = squared_diff(x, y)  # y broadcasts along the rows, as in CuPy's user guide
+    assert isinstance(z, cp.ndarray) and z.dtype == np.float32 and z.shape == (3, 4)
+    np.testing.assert_array_equal(cp.asnumpy(z), (hx - hy) ** 2)
+    out = cp.empty((3, 4), dtype=cp.float32)
+    assert squared_diff(x, y, out) is out  # a given output comes back as the same device array
+    np.testing.assert_array_equal(out.get(), (hx - hy) ** 2)
+    with pytest.raises(TypeError, match="Unsupported type"):
+        squared_diff(x, hy)  # a NumPy array in a device kernel, as CuPy refuses it
+    l2norm = cp.ReductionKernel("T x", "T y", "x * x", "a + b", "y = sqrt(a)", "0", "l2norm")
+    norms = l2norm(x, axis=1)
+    assert isinstance(norms, cp.ndarray) and norms.shape == (3,)
+    np.testing.assert_allclose(norms.get(), np.sqrt((hx.astype(np.float64) ** 2).sum(1)), rtol=1e-6)
+    with pytest.raises(fake_cupy.FakeCupyLimit):
+        cp.RawModule(code="")  # raw kernels still need device pointers
