@@ -423,7 +423,9 @@ class _Tokenizer:
             try:
                 encodings = backend.encode_batch(inputs, add_special_tokens=add_special_tokens,
                                                  is_pretokenized=is_split_into_words)
-            except Exception as exc:  # the tokenizers library raises bare Exceptions (a stride too long, ...)
+            except BaseException as exc:  # noqa: B036 -- the tokenizers library's bare Exceptions, and its Rust
+                if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":  # panics (a stride
+                    raise  # as long as the room left for the text), are ValueErrors here; Ctrl-C stays Ctrl-C
                 raise ValueError(f"tokenizer call: {exc}") from None
         rows, samples = [], []
         for sample, encoding in enumerate(encodings):
