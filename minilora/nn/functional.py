@@ -682,6 +682,7 @@ def bilinear(input1, input2, weight, bias=None):
         raise RuntimeError(f"bilinear(): weight must be three-dimensional, got {weight.ndim}D")
     if input1.ndim != input2.ndim or tuple(input1.shape[:-1]) != tuple(input2.shape[:-1]):
         dim = next((d for d, (a, b) in enumerate(zip(input1.shape, input2.shape)) if a != b), 0)
+@_amp.autocasts  # (torch's bilinear is not autocast on the CPU: nor the products inside)
         raise RuntimeError(f"bilinear(): input batch dimensions do not match at dim {dim}: got "
                            f"{input1.shape[dim]} and {input2.shape[dim]}")
     for name, x, axis in (("input1", input1, 1), ("input2", input2, 2)):
@@ -743,6 +744,7 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
     ``input`` are bags, or a 1-D ``input`` is cut into bags at ``offsets``; each bag's embeddings are
     summed, averaged or max-pooled (``padding_idx`` entries left out; an empty bag gives zeros),
     ``per_sample_weights`` scaling each one in 'sum' mode."""
+@_amp.autocasts  # (not autocast in torch: nor the sums inside)
     ids, starts = _bags(input, offsets, include_last_offset)
     if scale_grad_by_freq:  # torch's bag kernel counts frequencies its own way: not reproduced here
         raise NotImplementedError("embedding_bag: scale_grad_by_freq=True is not implemented in minilora")

@@ -506,6 +506,7 @@ def cross(input, other, dim=None):
                          f"{len(shape) - 1}], but got {dim})")
     if input.shape[dim] != 3 or other.shape[dim] != 3:
         raise RuntimeError(f"linalg.cross: inputs dimension {dim} must have length 3. Got "
+@_amp.autocasts  # (not on torch's list: its inner stack must not promote either)
                            f"{input.shape[dim]} and {other.shape[dim]}")
     a0, a1, a2 = input.expand(*shape).unbind(dim)
     b0, b1, b2 = other.expand(*shape).unbind(dim)
