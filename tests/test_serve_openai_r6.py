@@ -436,3 +436,42 @@ def test_api_key_as_vllms_the_client_without_it_gets_an_authentication_error(mon
                         type("NoServer", (), {"run": lambda self: None})())
     assert main(["serve", str(tmp_path / "tiny"), "--dtype", "auto", "--api-key", "token-abc123"]) == 0
     assert started["api_key"] == "token-abc123"
+
+
+def test_the_model_is_served_under_the_name_vllm_gives_it_too(monkeypatch, tmp_path):
+    """`vllm serve org/name` answers model="org/name"; minilora serve names the base by its folder's name,
+    and takes MODEL as given too, or every --served-model-name (vLLM's: several names)."""
+    import httpx2
+
+    from minilora.cli import main
+    from minilora.serve import cli as serve_cli
+    from minilora.serve.app import create_app
+    base_model("float32").save_pretrained(str(tmp_path / "org" / "tiny"))
+    monkeypatch.chdir(tmp_path)
+    started = []
+    monkeypatch.setattr(serve_cli, "make_server", lambda *args, **kwargs: started.append((args, kwargs)) or
+                        type("NoServer", (), {"run": lambda self: None})())
+    assert main(["serve", "org/tiny"]) == 0
+    assert main(["serve", "org/tiny", "--served-model-name", "first", "second"]) == 0
+    (engine, name), kwargs = started[0][0][:2], started[0][1]
+    assert (name, kwargs["aliases"]) == ("tiny", ["org/tiny"])
+    assert (started[1][0][1], started[1][1]["aliases"]) == ("first", ["second"])
+    engine.start()
+    app = create_app(engine, name, aliases=kwargs["aliases"])
+
+    async def ask():
+        async with openai.AsyncOpenAI(base_url="http://minilora/v1", api_key="-", max_retries=0, http_client=
+                                      httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app))) as client:
+            models = [m.id async for m in client.models.list()]
+            answers = [await client.completions.create(model=m, prompt="Dan", max_tokens=2, temperature=0)
+                       for m in ("org/tiny", "tiny")]
+            with pytest.raises(openai.NotFoundError):
+                await client.completions.create(model="org", prompt="Dan", max_tokens=2)
+            return models, answers
+    try:
+        models, (by_path, by_name) = asyncio.run(ask())
+    finally:
+        engine.shutdown()
+    assert models == ["tiny", "org/tiny"]
+    assert (by_path.model, by_name.model) == ("org/tiny", "tiny")  # vLLM answers with the name asked for
+    assert by_path.choices[0].text == by_name.choices[0].text

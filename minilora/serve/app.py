@@ -237,8 +237,9 @@ def _options(body, chat, vocab_size, defaults):
 
 
 class _Server:
-    def __init__(self, engine, model_name):
+    def __init__(self, engine, model_name, aliases=()):
         self.engine, self.model_name = engine, model_name
+        self.base_names = [model_name] + [name for name in aliases if name != model_name]
         self.created = int(time.time())
         self.fingerprint = _fingerprint(engine, model_name)
 
@@ -259,11 +260,10 @@ class _Server:
         if model is not None and not isinstance(model, str):
             raise EngineError(400, f"model must be a string (the base model's name or an adapter's), got {model!r}",
                               "model")
-        if not model or model == self.model_name:
+        if not model or model in self.base_names:
             return None
         if model not in self.engine.adapters():
-            raise EngineError(404, f"the model {model!r} does not exist; models: "
-                                   f"{[self.model_name] + self.engine.adapters()}", "model")
+            raise EngineError(404, f"the model {model!r} does not exist; models: {self._names()}", "model")
         return model
 
     async def _run(self, http_request, body, prompts, chat):
@@ -274,7 +274,7 @@ class _Server:
         options, n, stream, include_usage, echo = _options(body, chat, self.engine.vocab_size,
                                                            self.engine.sampling_defaults)
         meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
-                "model": self.model_name if adapter is None else adapter, "system_fingerprint": self.fingerprint}
+                "model": body.get("model") or self.model_name, "system_fingerprint": self.fingerprint}  # as asked
         n_prompt = sum(len(ids) for ids in prompts)
         if options["max_tokens"] == 0:
             echoes = await self._echoes(prompts, n, echo, adapter, options["logprobs"])
@@ -468,21 +468,23 @@ class _Server:
     # --- routes --------------------------------------------------------------------------------
     def _card(self, name):
         """vLLM's model card; an adapter's parent is the base and its root the folder it was loaded from."""
-        parent = None if name == self.model_name else self.model_name
+        parent = None if name in self.base_names else self.model_name
         return {"id": name, "object": "model", "created": self.created, "owned_by": "minilora",
                 "root": self.engine.adapter_paths.get(name, name) if parent else name, "parent": parent,
                 "max_model_len": self.engine.max_model_len}
 
     async def models(self, request):
-        return JSONResponse({"object": "list", "data": [self._card(name) for name in
-                                                        [self.model_name] + self.engine.adapters()]})
+        return JSONResponse({"object": "list", "data": [self._card(name) for name in self._names()]})
+
+    def _names(self):
+        """Every name a request may use: the base model's (vLLM's served names), then each adapter's."""
+        return self.base_names + self.engine.adapters()
 
     async def model(self, request):
         """``GET /v1/models/{model}``: one card (OpenAI's ``client.models.retrieve``), 404 for an unknown name."""
         name = request.path_params["model"]
-        if name != self.model_name and name not in self.engine.adapters():
-            raise EngineError(404, f"the model {name!r} does not exist; models: "
-                                   f"{[self.model_name] + self.engine.adapters()}", "model")
+        if name not in self._names():
+            raise EngineError(404, f"the model {name!r} does not exist; models: {self._names()}", "model")
         return JSONResponse(self._card(name))
 
     async def completions(self, request):
@@ -520,7 +522,7 @@ class _Server:
         name, path = body.get("lora_name"), body.get("lora_path")
         if not isinstance(path, str):
             raise EngineError(400, "lora_path (a PEFT adapter folder on the server) is required", "lora_path")
-        if name == self.model_name:
+        if name in self.base_names:
             raise EngineError(400, f"{name!r} is the base model's name", "lora_name")
         await asyncio.to_thread(self.engine.load_adapter, name, path)
         return JSONResponse({"status": "ok", "message": f"adapter {name!r} loaded"})
@@ -671,10 +673,11 @@ def _guarded(handler, api_key=None):
     return route
 
 
-def create_app(engine, model_name="base", api_key=None):
+def create_app(engine, model_name="base", api_key=None, aliases=()):
     """A Starlette app serving ``engine``; the engine thread starts with the app and stops with it.
-    ``api_key``: required of every /v1 request, as vLLM's ``--api-key`` (None: no key)."""
-    server = _Server(engine, model_name)
+    ``api_key``: required of every /v1 request, as vLLM's ``--api-key`` (None: no key); ``aliases``:
+    more names for the base model (vLLM's further ``--served-model-name`` names)."""
+    server = _Server(engine, model_name, aliases)
     routes = [Route(path, _guarded(handler, api_key), methods=[method]) for path, handler, method in [
         ("/v1/models", server.models, "GET"), ("/v1/models/{model:path}", server.model, "GET"),
         ("/v1/completions", server.completions, "POST"), ("/v1/chat/completions", server.chat_completions, "POST"),

@@ -34,8 +34,10 @@ def add_cli_arguments(parser, name):
     parser.add_argument("--api-key", default=None, metavar="KEY",
                         help="require 'Authorization: Bearer KEY' on every /v1 request, as vLLM's --api-key "
                              "(OpenAI's clients send it for api_key=KEY); default: no key")
-    parser.add_argument("--served-model-name", default=None,
-                        help="the base model's name in requests and /v1/models (default: the MODEL folder's name)")
+    parser.add_argument("--served-model-name", nargs="+", default=None, metavar="NAME",
+                        help="the base model's name(s) in requests and /v1/models, as vLLM's: answers give the "
+                             "name a request used (default: the MODEL folder's name, and MODEL as given, the name "
+                             "vLLM would serve it under)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only; vLLM listens on all "
                              "addresses, pass --host 0.0.0.0 for that)")
@@ -120,7 +122,7 @@ def load_engine(base=None, adapters=(), device=None, max_batch_size=8, max_queue
     return engine, served
 
 
-def make_server(engine, model_name, host="127.0.0.1", port=8000, log_level="info", api_key=None):
+def make_server(engine, model_name, host="127.0.0.1", port=8000, log_level="info", api_key=None, aliases=()):
     """A ``uvicorn.Server`` for the app that stops the engine FIRST when it shuts down: every request
     still queued or running ends at once with an error event (503), so no stream waits on a model
     that will never answer, and uvicorn's graceful wait finds the connections already closing."""
@@ -135,8 +137,8 @@ def make_server(engine, model_name, host="127.0.0.1", port=8000, log_level="info
             await asyncio.to_thread(engine.shutdown)
             await super().shutdown(sockets)
 
-    config = uvicorn.Config(create_app(engine, model_name, api_key=api_key), host=host, port=port,
-                            log_level=log_level, timeout_graceful_shutdown=5, lifespan="on")
+    app = create_app(engine, model_name, api_key=api_key, aliases=aliases)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5, lifespan="on")
     return Server(config)
 
 
@@ -148,18 +150,21 @@ def cli_main(args):
         import uvicorn  # noqa: F401
     except ImportError:
         raise UsageError("minilora serve needs starlette and uvicorn: pip install 'minilora[serve]'") from None
-    adapters = _adapter_pairs(args.adapter)
+    adapters, folder = _adapter_pairs(args.adapter), _model_folder(args)
     try:
-        engine, served = load_engine(_model_folder(args), adapters, args.device, args.max_batch_size, args.max_queue,
+        engine, served = load_engine(folder, adapters, args.device, args.max_batch_size, args.max_queue,
                                      args.max_model_len, dtype=args.dtype, max_lora_rank=args.max_lora_rank)
     except EngineError as exc:  # a second or later adapter folder that does not load
         raise UsageError(exc.message) from None
     except (OSError, ValueError) as exc:
         raise UsageError(str(exc)) from None
-    served = args.served_model_name or served
+    # vLLM serves a model under MODEL as given (`vllm serve org/name`: model="org/name"); its folder's
+    # name stays the first name here, as before
+    names = args.served_model_name or list(dict.fromkeys([served] + ([folder] if folder is not None else [])))
+    served = names[0]
     changed = {k: v for k, v in engine.sampling_defaults.items() if v != OPENAI_DEFAULTS[k]}
     if changed:  # as vLLM says it: requests that leave these out will not get OpenAI's defaults
         print(f"minilora serve: default sampling parameters from the model's generation_config.json: {changed}")
     print(f"minilora serve: {served} with adapters {engine.adapters()} on http://{args.host}:{args.port}/v1")
-    make_server(engine, served, args.host, args.port, api_key=args.api_key).run()
+    make_server(engine, served, args.host, args.port, api_key=args.api_key, aliases=names[1:]).run()
     return 0
