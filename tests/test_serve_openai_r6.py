@@ -1,7 +1,8 @@
 """`minilora serve` driven by the official `openai` client, as its docs write the calls (sync and async),
 with vLLM's documented requests. Every field the client parses is checked against values computed from
 the model directly: log_softmax of its logits, greedy tokens with the penalties applied by hand, token
-counts. One real uvicorn server on loopback for the module (the client speaks HTTP to it)."""
+counts. One real uvicorn server on loopback for the module (the client speaks HTTP to it); the --api-key
+and served-name tests run an app in process, through httpx2's ASGI transport (the client's HTTP library)."""
 import asyncio
 import threading
 import time
