@@ -7,11 +7,11 @@ re-exported here, so ``from minilora.generate import generate`` keeps working.
 import argparse
 import os
 
-from .nn.generation import (DEFAULTS, GenerationConfig, TextStreamer, apply_repetition_penalty,  # noqa: F401
-                            generate, sample_next_token, top_k_filter, top_p_filter)
+from .nn.generation import (DEFAULTS, GenerationConfig, TextIteratorStreamer, TextStreamer,  # noqa: F401
+                            apply_repetition_penalty, generate, sample_next_token, top_k_filter, top_p_filter)
 
 __all__ = ["generate", "sample_next_token", "top_k_filter", "top_p_filter", "apply_repetition_penalty",
-           "TextStreamer", "GenerationConfig"]
+           "TextStreamer", "TextIteratorStreamer", "GenerationConfig"]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -265,9 +265,10 @@ class _Tokenizer:
                     max_length=max_length, stride=stride, padding_side=padding_side, return_tensors=return_tensors,
                     **kwargs)["input_ids"]
 
-    def tokenize(self, text):
-        """The token strings of ``text``, without special tokens (transformers' ``tokenize``)."""
-        return self.convert_ids_to_tokens(self.encode(text, add_special_tokens=False))
+    def tokenize(self, text, pair=None, add_special_tokens=False):
+        """The token strings of ``text`` (and ``pair``), without special tokens unless asked (transformers'
+        ``tokenize``)."""
+        return self.convert_ids_to_tokens(self.encode(text, pair, add_special_tokens=add_special_tokens))
 
     def get_vocab(self):
         """``{token string: id}`` for every token, added ones included."""

@@ -25,7 +25,7 @@ pytest.importorskip("jinja2")
 
 import minilora as ml  # noqa: E402
 from minilora.models import LlamaForCausalLM  # noqa: E402
-from minilora.nn.generation import GenerationConfig  # noqa: E402
+from minilora.nn.generation import GenerationConfig, TextIteratorStreamer  # noqa: E402
 from minilora.tokenizer import ByteTokenizer, from_pretrained  # noqa: E402
 
 # a fixture: a word-level tokenizer of TINY's 37 ids
@@ -151,6 +151,10 @@ def test_one_text_and_one_pair_as_transformers(toks):
         theirs, ours = (aligned(tok("naïve café 😀  x", **call)) for tok in toks)
         assert ours == theirs, call
     assert toks[1].encode("Hello", "the fox") == toks[0].encode("Hello", "the fox")
+    for args in (("naïve café 😀",), ("Hello", "the fox")):
+        for special in (False, True):
+            assert toks[1].tokenize(*args, add_special_tokens=special) == \
+                toks[0].tokenize(*args, add_special_tokens=special)
     assert toks[1].encode("Hello", text_pair="x", return_tensors="pt").tolist() == \
         toks[0].encode("Hello", text_pair="x", return_tensors="pt").tolist()
 
@@ -320,7 +324,8 @@ def test_chat_template_batch_masks_and_refusals(bpe_toks):
         toks[1].apply_chat_template([], chat_template=TEMPLATE)
 
 
-MESSAGE_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}:{% if m.thinking %}<think>{{ m.thinking }}</think>{% endif %}"
+MESSAGE_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}:"
+                    "{% if m.thinking %}<think>{{ m.thinking }}</think>{% endif %}"
                     "{% if m.content is string %}{{ m.content }}{% elif m.content %}{% for b in m.content %}"
                     "{{ b.text }}|{% endfor %}{% endif %}{% if m.tool_calls is defined %}TC{% endif %}\n{% endfor %}"
                     "{{ extra }}")
@@ -492,11 +497,13 @@ def test_transformers_streamers_take_minilora_tokenizer_and_model(tokenizer_fold
     model.generate(ours_tok("the cat sat", return_tensors="pt").input_ids, streamer=got, **options)
     assert got.pieces == expected.pieces and expected.pieces[-1][1] is True
     texts = []
-    for tok, lm, T in ((theirs_tok, reference, torch), (ours_tok, model, ml)):
-        streamer = transformers.TextIteratorStreamer(tok, skip_prompt=skip_prompt, skip_special_tokens=True)
+    runs = ((theirs_tok, reference, transformers.TextIteratorStreamer),
+            (ours_tok, model, transformers.TextIteratorStreamer), (ours_tok, model, TextIteratorStreamer))  # and minilora's own, for an install without transformers
+    for tok, lm, streamer_class in runs:
+        streamer = streamer_class(tok, skip_prompt=skip_prompt, skip_special_tokens=True, timeout=30)
         ids = tok("a dog ran", return_tensors="pt").input_ids
         thread = threading.Thread(target=lm.generate, kwargs=dict(input_ids=ids, streamer=streamer, **options))
         thread.start()
         texts.append(list(streamer))
         thread.join()
-    assert texts[1] == texts[0] and "".join(texts[1])
+    assert texts[2] == texts[1] == texts[0] and "".join(texts[1])

@@ -42,7 +42,8 @@ from ..tensor import Tensor, no_grad
 
 __all__ = ["generate", "sample_next_token", "warp_logits", "top_k_filter", "top_p_filter", "min_p_filter",
            "ban_repeated_ngrams", "apply_repetition_penalty",
-           "TextStreamer", "GenerationConfig", "GenerateDecoderOnlyOutput", "GenerateBeamDecoderOnlyOutput", "DEFAULTS"]
+           "TextStreamer", "TextIteratorStreamer", "GenerationConfig", "GenerateDecoderOnlyOutput",
+           "GenerateBeamDecoderOnlyOutput", "DEFAULTS"]
 
 
 def top_k_filter(logits, k):
@@ -1185,6 +1186,31 @@ class TextStreamer:
 
     def on_finalized_text(self, text, stream_end=False):
         print(text, flush=True, end="" if not stream_end else None)
+
+
+class TextIteratorStreamer(TextStreamer):
+    """The generated text as an iterator (transformers' ``TextIteratorStreamer``), for a generate() running in
+    another thread: ``for piece in streamer: ...`` gets the pieces ``TextStreamer`` would print, and ends
+    with the generation. ``timeout`` (seconds) bounds each wait (``queue.Empty`` past it)."""
+
+    def __init__(self, tokenizer, skip_prompt=False, timeout=None, **decode_kwargs):
+        import queue
+        super().__init__(tokenizer, skip_prompt, **decode_kwargs)
+        self.text_queue, self.stop_signal, self.timeout = queue.Queue(), None, timeout
+
+    def on_finalized_text(self, text, stream_end=False):
+        self.text_queue.put(text, timeout=self.timeout)
+        if stream_end:
+            self.text_queue.put(self.stop_signal, timeout=self.timeout)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        value = self.text_queue.get(timeout=self.timeout)
+        if value is self.stop_signal:
+            raise StopIteration()
+        return value
 
 
 _CJK_BLOCKS = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
