@@ -2,7 +2,7 @@
 with vLLM's documented requests. Every field the client parses is checked against values computed from
 the model directly: log_softmax of its logits, greedy tokens with the penalties applied by hand, token
 counts. One real uvicorn server on loopback for the module (the client speaks HTTP to it); the --api-key
-and served-name tests run an app in process, through httpx2's ASGI transport (the client's HTTP library)."""
+and served-name tests run an app in process, through the ASGI transport of the client's HTTP library."""
 import asyncio
 import threading
 import time
@@ -20,6 +20,7 @@ from minilora.serve.engine import wait_until  # noqa: E402
 from minilora.tokenizer import ByteTokenizer  # noqa: E402
 from test_serve import CHAT_TEMPLATE, adapter_config, base_model, two_adapters  # noqa: E402
 
+HTTP = getattr(openai._base_client, "httpx2", None) or openai._base_client.httpx  # the client's HTTP library
 TEXT_VOCAB = 259  # the ByteTokenizer's ids; the tiny model's vocabulary has 260 (one id is no text)
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where does Dan live?"}]
 
@@ -295,13 +296,12 @@ def test_unknown_models_are_not_found_errors_and_models_list_and_retrieve(server
 
 
 def test_a_lora_adapter_loaded_at_run_time_is_a_model_name(server, tmp_path):
-    import httpx2
     _, engine, tok = server
     adapter = get_peft_model(base_model(), adapter_config(3)).eval()
     adapter.save_pretrained(str(tmp_path / "c"))
     client = client_for(server)
     loaded = client.post("/load_lora_adapter", body={"lora_name": "c", "lora_path": str(tmp_path / "c")},
-                         cast_to=httpx2.Response)
+                         cast_to=HTTP.Response)
     assert loaded.status_code == 200
     try:
         assert client.models.retrieve("c").root == str(tmp_path / "c")
@@ -310,10 +310,10 @@ def test_a_lora_adapter_loaded_at_run_time_is_a_model_name(server, tmp_path):
         assert got.model == "c" and got.choices[0].message.content == tok.decode(expected)
         with pytest.raises(openai.BadRequestError) as err:  # vLLM: loading a name twice is a 400
             client.post("/load_lora_adapter", body={"lora_name": "c", "lora_path": str(tmp_path / "c")},
-                        cast_to=httpx2.Response)
+                        cast_to=HTTP.Response)
         assert_error_object(err.value, 400, "lora_name")
     finally:
-        client.post("/unload_lora_adapter", body={"lora_name": "c"}, cast_to=httpx2.Response)
+        client.post("/unload_lora_adapter", body={"lora_name": "c"}, cast_to=HTTP.Response)
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("c")
 
@@ -401,11 +401,9 @@ def test_the_async_client_gets_what_the_sync_one_gets(server):
 
 
 # ---------------------------------------------------------------------------------------------------
-# vLLM's --api-key, in process (httpx2's ASGI transport: the client's own HTTP library, no socket)
+# vLLM's --api-key, in process (the ASGI transport of the client's own HTTP library: no socket)
 # ---------------------------------------------------------------------------------------------------
 def test_api_key_as_vllms_the_client_without_it_gets_an_authentication_error(monkeypatch, tmp_path):
-    import httpx2
-
     from minilora.cli import main
     from minilora.serve import cli as serve_cli
     from minilora.serve.app import create_app
@@ -415,14 +413,14 @@ def test_api_key_as_vllms_the_client_without_it_gets_an_authentication_error(mon
     async def main_async():
         def client(key):
             return openai.AsyncOpenAI(base_url="http://minilora/v1", api_key=key, max_retries=0,
-                                      http_client=httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app)))
+                                      http_client=HTTP.AsyncClient(transport=HTTP.ASGITransport(app=app)))
         with pytest.raises(openai.AuthenticationError) as err:
             await client("wrong").completions.create(model="tiny", prompt="Dan", max_tokens=2)
         assert err.value.status_code == 401 and "--api-key" in err.value.body["message"]
         with pytest.raises(openai.AuthenticationError):
             await client("wrong").models.list()
         got = await client("token-abc123").completions.create(model="tiny", prompt="Dan", max_tokens=2)
-        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app)) as plain:
+        async with HTTP.AsyncClient(transport=HTTP.ASGITransport(app=app)) as plain:
             health = await plain.get("http://minilora/health")  # open, as vLLM's
         return got, health
     try:
@@ -442,8 +440,6 @@ def test_api_key_as_vllms_the_client_without_it_gets_an_authentication_error(mon
 def test_the_model_is_served_under_the_name_vllm_gives_it_too(monkeypatch, tmp_path):
     """`vllm serve org/name` answers model="org/name"; minilora serve names the base by its folder's name,
     and takes MODEL as given too, or every --served-model-name (vLLM's: several names)."""
-    import httpx2
-
     from minilora.cli import main
     from minilora.serve import cli as serve_cli
     from minilora.serve.app import create_app
@@ -462,7 +458,7 @@ def test_the_model_is_served_under_the_name_vllm_gives_it_too(monkeypatch, tmp_p
 
     async def ask():
         async with openai.AsyncOpenAI(base_url="http://minilora/v1", api_key="-", max_retries=0, http_client=
-                                      httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app))) as client:
+                                      HTTP.AsyncClient(transport=HTTP.ASGITransport(app=app))) as client:
             models = [m.id async for m in client.models.list()]
             answers = [await client.completions.create(model=m, prompt="Dan", max_tokens=2, temperature=0)
                        for m in ("org/tiny", "tiny")]
