@@ -954,8 +954,8 @@ def monitored_barrier(group=None, timeout=None, wait_all_ranks=False):
     _count("monitored_barrier", 0)
     comm, token = g.monitor_comm, np.zeros(1, np.uint8)
     if g.rank() != 0:
-        comm.Isend(token, dest=0, tag=1)
-        _wait(comm.Irecv(np.zeros(1, np.uint8), source=0, tag=2).Test, "monitored_barrier", seconds)
+        arrived, released = comm.Isend(token, dest=0, tag=1), comm.Irecv(np.zeros(1, np.uint8), source=0, tag=2)
+        _wait(lambda: arrived.Test() and released.Test(), "monitored_barrier", seconds)
         return None
     arrivals = {r: comm.Irecv(np.zeros(1, np.uint8), source=r, tag=1) for r in range(1, g.size())}
     deadline = time.monotonic() + seconds
@@ -976,8 +976,8 @@ def monitored_barrier(group=None, timeout=None, wait_all_ranks=False):
             raise RuntimeError(f"[Rank 0]: Ranks {', '.join(map(str, missing))} failed to pass monitoredBarrier "
                                f"in {ms} ms")
         raise RuntimeError(f"[Rank 0]: Rank {missing[0]} failed to pass monitoredBarrier in {ms} ms")
-    for r in range(1, g.size()):
-        comm.Isend(token, dest=r, tag=2)
+    releases = [comm.Isend(token, dest=r, tag=2) for r in range(1, g.size())]
+    _wait(lambda: all(request.Test() for request in releases), "monitored_barrier", seconds)
     return None
 
 

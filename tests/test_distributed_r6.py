@@ -8,8 +8,10 @@ of the error when torch refuses). Cases whose check happens on one rank only (ga
 non-destination rank, ...) are written so every rank refuses before communicating: an error on one
 rank alone would leave gloo's other ranks waiting.
 
-Without a launcher: DistributedSampler's indices against torch's, and the DDP checks that need
-one rank only. Skipped, with the reason, without mpi4py/mpirun or torch.
+The same mpirun then runs what gloo cannot run side by side (NCCL's stacked all_gather_into_tensor,
+a 2 MB isend/recv exchange, DDP with find_unused_parameters over ranks that use different layers,
+and a monitored_barrier a rank misses, last). Without a launcher: DistributedSampler's indices
+against torch's. Skipped, with the reason, without mpi4py/mpirun or torch.
 """
 import os
 import pickle
@@ -201,11 +203,6 @@ def _reduce_scatter_tensor(op, dtype):
 
 for _op, _dtype in [("SUM", "float32"), ("MAX", "int64"), ("SUM", "float64"), ("MIN", "int32")]:
     case(f"reduce_scatter_tensor-{_op}-{_dtype}")(_reduce_scatter_tensor(_op, _dtype))
-
-
-@case("reduce_scatter_tensor-wrong-size")
-def _(L, D, rank, world):
-    D.reduce_scatter_tensor(L.zeros(2), L.ones(world * 2 + 2))
 
 
 @case("reduce_scatter-list")
@@ -469,12 +466,16 @@ def ddp_unused_parameters(rank, world):
 
 def minilora_only(rank, world):
     """What gloo cannot run side by side: the stacked all_gather_into_tensor (NCCL's form, gloo
-    refuses it), a send/recv whose buffers would deadlock if blocking, and a monitored_barrier that
-    a rank misses (it breaks a gloo group), last."""
+    refuses it), a send/recv whose buffers would deadlock if blocking, DDP's unused parameters, and
+    a monitored_barrier that a rank misses (it breaks a gloo group), last."""
     found = {}
     out = ml.zeros(world, 2, 3)
     dist.all_gather_into_tensor(out, data(ml, rank, "float32"))
     found["stacked"] = plain(out)
+    try:  # gloo fails this one with a fatal check (RuntimeError): not run side by side
+        dist.reduce_scatter_tensor(ml.zeros(2), ml.ones(world * 2 + 2))
+    except RuntimeError as error:
+        found["reduce_scatter_tensor-wrong-size"] = str(error)
     big = ml.ones(1 << 18) * rank  # 2 MB: MPI cannot buffer it, so two blocking sends would wait on each other
     inbox = ml.zeros(1 << 18)
     work = dist.isend(big, (rank + 1) % world)
@@ -549,6 +550,7 @@ def test_what_gloo_cannot_run_side_by_side(side_by_side):
         stacked = found["stacked"]
         assert stacked[:3] == ("tensor", "float32", (WORLD, 2, 3))
         assert stacked[3] == [(first + 2 * r).tolist() for r in range(WORLD)]
+        assert "must be the same size as output size times world size" in found["reduce_scatter_tensor-wrong-size"]
         assert found["big-exchange"] == ((rank - 1) % WORLD, float(((rank - 1) % WORLD) * (1 << 18)))
     ranks = [results["minilora-only"] for results in side_by_side]
     for rank, found in enumerate(ranks):
