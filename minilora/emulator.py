@@ -979,10 +979,17 @@ def _stack_usage(tmp: Path) -> int:
     return total
 
 
+def _stand_in_headers() -> list[bytes]:
+    """Names and contents of emu/include's headers (cooperative_groups.h, minilora_ptx.h, ...): part of every
+    build's key through the runtime's, so that a changed stand-in rebuilds the kernels that include it."""
+    return [f"{p.relative_to(_INCLUDE)}\n".encode() + p.read_bytes()
+            for p in sorted(_INCLUDE.rglob("*")) if p.is_file()]
+
+
 def _runtime_object(variant: str) -> Path:
     header, runtime = _HEADER.read_bytes(), _RUNTIME.read_bytes()
     flags = _COMMON_FLAGS + _VARIANT_FLAGS[variant] + (["-DEMU_RUNNER"] if variant == "asan" else [])
-    key = _digest(_VERSION, header, runtime, _compiler_id(), *flags)
+    key = _digest(_VERSION, header, runtime, _compiler_id(), *flags, *_stand_in_headers())
     obj = cache_dir() / f"runtime-{variant}-{key}.o"
     if not obj.is_file():
         _make_cache_folder(obj.parent)

@@ -345,12 +345,18 @@ def _get(ctype: str, value: str) -> str:
     return f"__emu::ptx::val<{ctype}>({value})"
 
 
+# Signed types compute in their unsigned twin, as PTX's two's-complement arithmetic wraps around.
+_SIGNED = {"int32_t": "uint32_t", "int64_t": "uint64_t", "int16_t": "uint16_t", "int8_t": "uint8_t"}
+_PACKED_OR_16BIT = ("__half", "__nv_bfloat16", "__half2", "__nv_bfloat162")
 _ARITH = {"add": "+", "sub": "-", "mul": "*", "div": "/", "rem": "%", "and": "&", "or": "|", "xor": "^",
           "shl": "<<", "shr": ">>"}
 _UNARY_MATH = {"ex2": "exp2f", "lg2": "log2f", "rsqrt": "rsqrtf", "sqrt": "sqrtf", "sin": "sinf", "cos": "cosf",
                "tanh": "tanhf"}
 _COMPARE = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "lo": "<", "ls": "<=",
             "hi": ">", "hs": ">="}
+_UNORDERED = {"equ": "!({a} < {b} || {a} > {b})", "neu": "({a} != {b})", "ltu": "!({a} >= {b})", "leu": "!({a} > {b})",
+              "gtu": "!({a} <= {b})", "geu": "!({a} < {b})", "nan": "({a} != {a} || {b} != {b})",
+              "num": "({a} == {a} && {b} == {b})"}
 _WARP_SHFL = {"idx": "W_SHFL_IDX", "up": "W_SHFL_UP", "down": "W_SHFL_DOWN", "bfly": "W_SHFL_XOR"}
 _ATOMIC = {"add": "atomicAdd", "min": "atomicMin", "max": "atomicMax", "exch": "atomicExch", "and": "atomicAnd",
            "or": "atomicOr", "xor": "atomicXor", "inc": "atomicInc", "dec": "atomicDec", "cas": "atomicCAS"}
@@ -406,11 +412,15 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
                     f"__emu::ptx::convert<{dt}>({_get(st, _value(args[1], regs))}, \"{rnd}\", {sat})")
     if op in _ARITH and op not in ("shl", "shr"):
         a, b = _get(t, _value(args[1], regs)), _get(t, _value(args[2], regs))
+        if op in ("mul", "div") and t in _PACKED_OR_16BIT and t in ("__half2", "__nv_bfloat162"):
+            return _set(_dest(args[0], regs), t, f"({a} {_ARITH[op]} {b})")
         if op == "mul" and ("hi" in mods or "wide" in mods):
             return _set(_dest(args[0], regs), "uint64_t" if "wide" in mods else t,
                         f"__emu::ptx::mul_{'hi' if 'hi' in mods else 'wide'}({a}, {b})")
         expr = f"({t})({a} {_ARITH[op]} {b})"
-        if op in ("add", "sub") and "sat" in mods:
+        if op in ("add", "sub", "mul") and t in _SIGNED:  # PTX wraps around; C++'s signed overflow is undefined
+            expr = f"({t})(({_SIGNED[t]}){a} {_ARITH[op]} ({_SIGNED[t]}){b})"
+        if "sat" in mods:
             expr = f"__emu::ptx::saturate<{t}>((double){a} {_ARITH[op]} (double){b})"
         return _set(_dest(args[0], regs), t, expr)
     if op in ("shl", "shr"):
@@ -418,16 +428,24 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
         return _set(_dest(args[0], regs), t, f"__emu::ptx::shift<{t}>({a}, {b}, {'true' if op == 'shl' else 'false'})")
     if op in ("mad", "fma"):
         a, b, c = (_get(t, _value(x, regs)) for x in args[1:4])
+        if t in _PACKED_OR_16BIT:  # rounded once to 16 bits, lane by lane
+            fma16 = "__hfma2" if t in ("__half2", "__nv_bfloat162") else "__hfma"
+            return _set(_dest(args[0], regs), t, f"{fma16}({a}, {b}, {c})")
         if op == "fma" or t in ("float", "double"):
-            return _set(_dest(args[0], regs), t, f"(({t})std::fma({a}, {b}, {c}))")
+            expr = f"(({t})std::fma({a}, {b}, {c}))"
+            return _set(_dest(args[0], regs), t, f"__emu::ptx::saturate<{t}>({expr})" if "sat" in mods else expr)
         if "hi" in mods:
             return _set(_dest(args[0], regs), t, f"({t})(__emu::ptx::mul_hi({a}, {b}) + {c})")
         if "wide" in mods:
             return _set(_dest(args[0], regs), "uint64_t", f"__emu::ptx::mul_wide({a}, {b}) + (int64_t){c}")
+        if t in _SIGNED:
+            return _set(_dest(args[0], regs), t, f"({t})(({_SIGNED[t]}){a} * ({_SIGNED[t]}){b} + ({_SIGNED[t]}){c})")
         return _set(_dest(args[0], regs), t, f"({t})({a} * {b} + {c})")
     if op in ("min", "max"):
         a, b = _get(t, _value(args[1], regs)), _get(t, _value(args[2], regs))
         fn = f"f{op}" if t in ("float", "double") else f"std::{op}"
+        if t in _PACKED_OR_16BIT:
+            fn = f"__h{op}2" if t in ("__half2", "__nv_bfloat162") else f"__h{op}"
         return _set(_dest(args[0], regs), t, f"({t}){fn}({a}, {b})")
     if op in ("neg", "abs", "not", "cnot", "popc", "clz", "brev", "rcp") or op in _UNARY_MATH:
         a = _get(t, _value(args[1], regs))
@@ -464,13 +482,29 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
         a, b, c = (_value(x, regs) for x in args[1:4])
         return _set(_dest(args[0], regs), "uint32_t", f"__emu::ptx::prmt((uint32_t){a}, (uint32_t){b}, (uint32_t){c})")
     if op == "setp":
-        cmp = next((m for m in mods if m in _COMPARE), None)
+        cmp = next((m for m in mods if m in _COMPARE or m in _UNORDERED), None)
         if cmp is None:
             raise refuse
         a, b = _get(t, _value(args[1], regs)), _get(t, _value(args[2], regs))
+        if cmp in _UNORDERED:  # true when either is NaN: the negated opposite ordered compare
+            test = _UNORDERED[cmp].format(a=a, b=b)
+        elif cmp == "ne" and t in ("float", "double"):  # ordered: false when either is NaN (C++'s != is not)
+            test = f"({a} < {b} || {a} > {b})"
+        else:
+            test = f"({a} {_COMPARE[cmp]} {b})"
+        combine = next((m for m in mods if m in ("and", "or", "xor")), None)
         dests = args[0].split("|")
-        return f"{_dest(dests[0], regs)} = ({a} {_COMPARE[cmp]} {b}) ? 1 : 0;" + (
-            f" {_dest(dests[1], regs)} = !{_dest(dests[0], regs)};" if len(dests) > 1 else "")
+
+        def combined(value: str) -> str:  # setp.lt.and.s32 p, a, b, q: p = (a < b) && q
+            if not combine:
+                return value
+            c = args[3].strip()
+            other = f"!{_value(c[1:], regs)}" if c.startswith("!") else f"({_value(c, regs)} != 0)"
+            return {"and": f"({value} && {other})", "or": f"({value} || {other})", "xor": f"({value} != {other})"}[combine]
+        code = f"{_dest(dests[0], regs)} = {combined(test)} ? 1 : 0;"
+        if len(dests) > 1:  # p|q: q takes the complement of the compare
+            code += f" {_dest(dests[1], regs)} = {combined('!' + test)} ? 1 : 0;"
+        return code
     if op == "selp":
         a, b, p = _value(args[1], regs), _value(args[2], regs), _value(args[3], regs)
         return f"{_dest(args[0], regs)} = {p} ? {a} : {b};"
@@ -479,6 +513,9 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
         if mode is None or "sync" not in mods:
             raise refuse
         dests = args[0].split("|")
+        if len(dests) > 1:
+            raise PtxError(f"the inline PTX instruction '{head}': the predicate output of shfl.sync (d|p) is not "
+                           "modelled; use __shfl_*_sync")
         a, b, c = (_value(x, regs) for x in args[1:4])
         mask = _value(args[4], regs) if len(args) > 4 else "0xffffffffull"
         return (f"{_dest(dests[0], regs)} = __emu::ptx::shfl(__emu::{_WARP_SHFL[mode]}, __FILE__, __LINE__, "
@@ -505,6 +542,8 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
         return "__threadfence();"
     if op == "nanosleep":
         return ""
+    if op in ("trap", "brkpt"):
+        return "__trap();"
     if op in ("atom", "red"):
         kind = next((m for m in mods if m in _ATOMIC), None)
         if kind is None or any(m in mods for m in ("shared", "cluster")):

@@ -512,3 +512,39 @@ def test_fake_cupy_elementwise_and_reduction_kernels_run_in_the_emulator(monkeyp
     np.testing.assert_allclose(norms.get(), np.sqrt((hx.astype(np.float64) ** 2).sum(1)), rtol=1e-6)
     with pytest.raises(fake_cupy.FakeCupyLimit):
         cp.RawModule(code="")  # raw kernels still need device pointers
+
+
+def test_ptx_arithmetic_wraps_saturates_and_compares_as_ptx_defines():
+    n = 400
+    a = rng.integers(-2**31, 2**31, n, dtype=np.int64).astype(np.int32)
+    b = rng.integers(-2**31, 2**31, n, dtype=np.int64).astype(np.int32)
+    x = (rng.standard_normal(n) * 4).astype(np.float32)
+    y = (rng.standard_normal(n) * 4).astype(np.float32)
+    x[:8] = [0.5, 1.5, 2.5, -2.5, np.nan, 3.0, 1e30, -1e30]
+    y[:8] = [0.5, np.nan, 2.5, 1.0, 1.0, 3.0, 0.0, 0.0]
+    iout, fout, hout = np.zeros((n, 6), np.int32), np.zeros((n, 2), np.float32), np.zeros((n, 2), np.uint32)
+    kernel("ptx.cu", "ptx_arith")(cdiv(n, 128), 128, (a, b, x, y, iout, fout, hout, np.int32(n)))
+    a64, b64 = a.astype(np.int64), b.astype(np.int64)
+    wrap = lambda v: ((v + 2**31) % 2**32 - 2**31).astype(np.int32)  # noqa: E731
+    np.testing.assert_array_equal(iout[:, 0], wrap(a64 * b64 + a64))
+    np.testing.assert_array_equal(iout[:, 1], np.clip(a64 + b64, -2**31, 2**31 - 1))
+    np.testing.assert_array_equal(iout[:, 2], (a64 * b64) >> 32)  # mul.wide's high word = mul.hi
+    np.testing.assert_array_equal(iout[:, 3], wrap(a64 * b64))
+    with np.errstate(invalid="ignore", over="ignore"):
+        np.testing.assert_array_equal(iout[:, 4], np.where(np.isnan(x), 0, np.clip(np.rint(x.astype(np.float64)),
+                                                                                    -2**31, 2**31 - 1)))
+        big = x.astype(np.float32) * np.float32(1e9)
+        np.testing.assert_array_equal(iout[:, 5], np.where(np.isnan(big), 0, np.clip(np.trunc(big.astype(np.float64)),
+                                                                                     -2**31, 2**31 - 1)))
+        ne = (x < y) | (x > y)
+        flags = ne * 1 + (x != y) * 2 + ((x < y) & ne) * 4
+        np.testing.assert_array_equal(fout[:, 1], flags)
+        np.testing.assert_array_equal(fout[:, 0], np.where(np.isnan(x + y), 0, np.clip(x + y, 0, 1)))
+    with np.errstate(invalid="ignore", over="ignore"):
+        hx = np.stack([x, y], 1).astype(np.float16)
+        hy = np.stack([y, np.full(n, 0.5, np.float32)], 1).astype(np.float16)
+        fma = (hx.astype(np.float64) * hy + hx).astype(np.float16)  # the exact product and sum, rounded once
+        mx = np.fmax(hx, hy)
+    canonical = lambda h: np.where(np.isnan(h), np.uint16(0x7FFF), h.view(np.uint16))  # noqa: E731  (a GPU's NaN)
+    np.testing.assert_array_equal(hout[:, 0], canonical(fma).view(np.uint32).ravel())
+    np.testing.assert_array_equal(hout[:, 1], canonical(mx).view(np.uint32).ravel())

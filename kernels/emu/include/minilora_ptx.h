@@ -99,6 +99,7 @@ inline D convert(S v, const char* mode, bool sat) {
         return D(v);
     }
 }
+// .sat: an integer result clamps to its type's range; a float one to [0, 1] (NaN -> 0).
 template <class T>
 inline T saturate(double x) {
     if constexpr (std::is_integral<T>::value) {
@@ -106,7 +107,8 @@ inline T saturate(double x) {
         if (x < double(std::numeric_limits<T>::min())) return std::numeric_limits<T>::min();
         return T(x);
     } else {
-        return T(x);
+        const T r = T(x);  // rounded to T first, then clamped
+        return r != r ? T(0) : r < T(0) ? T(0) : r > T(1) ? T(1) : r;
     }
 }
 template <class T>

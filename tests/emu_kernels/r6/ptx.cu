@@ -185,3 +185,41 @@ extern "C" __global__ void warp_ptx(const float* x, float* sums, unsigned* ballo
     atom_inc(ticket);
     fmas[i] = fma_rn(x[i], 3.0f, 1.0f);
 }
+
+// Arithmetic as PTX defines it where C++ differs: wrap-around of signed mad/add, saturation, mul.hi and
+// mul.wide, float compares that are false with a NaN (setp.ne) or true (setp.neu), a predicate combined
+// with .and, cvt's round-to-nearest-even and clamping float -> int conversions, packed f16x2 fma and max.
+extern "C" __global__ void ptx_arith(const int* a, const int* b, const float* x, const float* y, int* iout,
+                                     float* fout, unsigned* hout, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    int mad, sat, hi, lo, rni, rzi;
+    unsigned flags;
+    asm("mad.lo.s32 %0, %1, %2, %3;" : "=r"(mad) : "r"(a[i]), "r"(b[i]), "r"(a[i]));
+    asm("add.sat.s32 %0, %1, %2;" : "=r"(sat) : "r"(a[i]), "r"(b[i]));
+    asm("mul.hi.s32 %0, %1, %2;" : "=r"(hi) : "r"(a[i]), "r"(b[i]));
+    asm("{ .reg .b64 w; mul.wide.s32 w, %2, %3; mov.b64 {%0, %1}, w; }" : "=r"(lo), "=r"(hi) : "r"(a[i]), "r"(b[i]));
+    asm("cvt.rni.s32.f32 %0, %1;" : "=r"(rni) : "f"(x[i]));
+    asm("cvt.rzi.s32.f32 %0, %1;" : "=r"(rzi) : "f"(x[i] * 1e9f));
+    asm("{\n .reg .pred ne, neu, both;\n .reg .u32 r;\n"
+        " setp.ne.f32 ne, %1, %2;\n setp.neu.f32 neu, %1, %2;\n setp.lt.and.f32 both, %1, %2, ne;\n"
+        " selp.u32 r, 1, 0, ne;\n mov.u32 %0, r;\n selp.u32 r, 2, 0, neu;\n add.u32 %0, %0, r;\n"
+        " selp.u32 r, 4, 0, both;\n add.u32 %0, %0, r;\n}" : "=r"(flags) : "f"(x[i]), "f"(y[i]));
+    float fsat;
+    asm("add.sat.f32 %0, %1, %2;" : "=f"(fsat) : "f"(x[i]), "f"(y[i]));
+    const __half2 hx = __floats2half2_rn(x[i], y[i]), hy = __floats2half2_rn(y[i], 0.5f);
+    unsigned hfma, hmax;
+    asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(hfma) : "r"(*(const unsigned*)&hx), "r"(*(const unsigned*)&hy),
+        "r"(*(const unsigned*)&hx));
+    asm("max.f16x2 %0, %1, %2;" : "=r"(hmax) : "r"(*(const unsigned*)&hx), "r"(*(const unsigned*)&hy));
+    iout[6 * i + 0] = mad;
+    iout[6 * i + 1] = sat;
+    iout[6 * i + 2] = hi;
+    iout[6 * i + 3] = lo;
+    iout[6 * i + 4] = rni;
+    iout[6 * i + 5] = rzi;
+    fout[2 * i] = fsat;
+    fout[2 * i + 1] = (float)flags;
+    hout[2 * i] = hfma;
+    hout[2 * i + 1] = hmax;
+}
