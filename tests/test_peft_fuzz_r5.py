@@ -266,8 +266,16 @@ def adapter_files(folder):
 
 
 def compare_files(ours, theirs, tmp_path):
+    """The saved folders compared; False when PEFT cannot save (nothing more to compare): PEFT 0.21's
+    TrainableTokensWrapper fails with KeyError('token_adapter.trainable_tokens_delta.<name>') when an
+    adapter without trainable_token_indices is saved beside one that has them (minilora saves both)."""
     ours.save_pretrained(tmp_path / "ours")
-    theirs.save_pretrained(tmp_path / "peft")
+    try:
+        theirs.save_pretrained(tmp_path / "peft")
+    except KeyError as error:
+        if "trainable_tokens_delta" not in str(error):
+            raise
+        return False
     for adapter in theirs.peft_config:
         sub = "" if adapter == "default" else adapter
         config_ours, tensors_ours = adapter_files(tmp_path / "ours" / sub)
@@ -277,6 +285,7 @@ def compare_files(ours, theirs, tmp_path):
         for key, value in tensors_theirs.items():  # (after an AdamW step: the last bits may differ)
             assert tensors_ours[key].dtype == value.dtype, key
             np.testing.assert_allclose(tensors_ours[key].numpy(), value.numpy(), **TOL, err_msg=key)
+    return True
 
 
 def compare_loading(theirs, tmp_path, trained_base_ours, trained_base_theirs, fields):
@@ -345,7 +354,8 @@ def run_case(case, tmp_path, seed=0):
     assert_same_logits(ours, theirs, "adapted logits")
     compare_backward_and_step(ours, theirs)
     assert_same_logits(ours, theirs, "logits after one AdamW step")
-    compare_files(ours, theirs, tmp_path)
+    if not compare_files(ours, theirs, tmp_path):
+        return
     fields = list(kw) + list(case.get("second", {}))
     compare_loading(theirs, tmp_path, base_weights(ours), base_weights(theirs), fields)
     with theirs.disable_adapter(), ours.disable_adapter():

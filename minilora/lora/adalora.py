@@ -55,7 +55,8 @@ class AdaLoraConfig(LoraConfig):
 
     PEFT_TYPE = "ADALORA"
     # LoRA's lora_bias and trainable_token_indices are not built into SVDLinear / AdaLoraModel here
-    _unimplemented = {**LoraConfig._unimplemented, "lora_bias": False, "trainable_token_indices": None}
+    _unimplemented = {**LoraConfig._unimplemented, "lora_bias": False, "trainable_token_indices": None,
+                      "layer_replication": None}
 
     def __post_init__(self):
         pattern, self.rank_pattern = self.rank_pattern, {}  # LoraConfig's rank_pattern holds ints; ours, masks

@@ -81,6 +81,18 @@ def _check_token_indices(value):
     return ids("", value)
 
 
+def _check_layer_map(value):
+    """``layer_replication``: None or ``[[start, end], ...]`` ranges of decoder layers, stacked in order."""
+    if value is None:
+        return None
+    pairs = value if isinstance(value, (list, tuple)) else None
+    if pairs is None or not all(isinstance(p, (list, tuple)) and len(p) == 2 and all(
+            isinstance(i, numbers.Integral) and not isinstance(i, bool) and i >= 0 for i in p) for p in pairs):
+        raise ValueError(f"layer_replication must be a list of [start, end] layer ranges (e.g. [[0, 4], [2, 5]]), "
+                         f"got {value!r}")
+    return [[int(a), int(b)] for a, b in pairs]
+
+
 @dataclass
 class _AdapterConfig:
     """PEFT's ``PeftConfig`` fields, which every adapter config has; subclasses add their method's own.
@@ -300,7 +312,7 @@ class LoraConfig(_AdapterConfig):
         "loftq_config": {}, "eva_config": None, "corda_config": None,
         "lora_ga_config": None, "velora_config": None, "alora_invocation_tokens": None,
         "use_qalora": False, "qalora_group_size": 16, "monteclora_config": None,
-        "layer_replication": None, "target_parameters": None, "use_bdlora": None,
+        "target_parameters": None, "use_bdlora": None,
         "arrow_config": None, "kasa_config": None, "ensure_weight_tying": False,
     }
     _not_saved = ("runtime_config",)  # PEFT's LoraConfig.to_dict drops it too
@@ -339,6 +351,7 @@ class LoraConfig(_AdapterConfig):
             self.loftq_config = {}
         self._check_lora_bias()
         self.trainable_token_indices = _check_token_indices(self.trainable_token_indices)
+        self.layer_replication = _check_layer_map(self.layer_replication)
 
     def _check_lora_bias(self):
         """``lora_bias=True``: lora_B gets a bias (PEFT's rules: plain inits only, not with DoRA)."""

@@ -24,7 +24,7 @@ import numpy as np
 from .. import dtypes
 from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
-from ..nn import Module, ModuleDict
+from ..nn import Module, ModuleDict, ModuleList
 from ..tensor import Tensor
 from . import save as _io
 from .config import TaskType, config_from_dict
@@ -182,7 +182,30 @@ class LoraModel(_Wrapper):
         _check_adapter_name(adapter_name)
         self._refuse_foreign_adapter(adapter_name)
         config = self._resolve_targets(config)  # PEFT keeps (and resolves) the caller's own config object
+        wrapped, targeted = self.wrapped_layer_names(), list(self.targeted_module_names)
+        try:
+            self._inject(adapter_name, config)
+        except Exception:
+            self._roll_back(adapter_name, wrapped, targeted)
+            raise
+
+    def _roll_back(self, adapter_name, wrapped_before, targeted_before):
+        """A refused adapter leaves no trace. PEFT 0.21 leaves it half-injected -- the layers it reached
+        before the refusal (a target that is not a Linear, lora_bias on an Embedding, a trainable-tokens
+        layer not found...) keep its weights, in state_dict() and print(model) -- and then lets a second
+        add_adapter under that name overwrite them. minilora is stricter: the model is as it was (only a
+        PiSSA/OLoRA init that already rewrote a base weight cannot be undone)."""
+        self.peft_config.pop(adapter_name, None)
+        for module in self._adapter_modules():
+            if adapter_name in module.adapter_names():
+                module.delete_adapter(adapter_name)
+        self.unwrap_layers_except(wrapped_before)
+        self.targeted_module_names = targeted_before
+
+    def _inject(self, adapter_name, config):
         self._before_injection(adapter_name, config)
+        if getattr(config, "layer_replication", None):  # PEFT's _prepare_model: before the targets are matched
+            replicate_layers(self.model, config.layer_replication)
         matched = []
         for key, module in self._candidate_modules():
             if not target_module_matches(config, key):
@@ -477,6 +500,7 @@ class LoraModel(_Wrapper):
         self._own_layers()
         if isinstance(adapter_names, str):  # list("b") would merge adapters "b"... letter by letter
             raise TypeError(f"adapter_names should be a list of strings, got {adapter_names!r}.")
+        self._check_merge_allowed()
         self._warn_already_merged(adapter_names)
         self._check_bias_mergeable(adapter_names)
         if safe_merge:
@@ -493,6 +517,15 @@ class LoraModel(_Wrapper):
                         raise ValueError(f"NaNs or infs detected when merging adapter {name!r} into "
                                          f"{_module_name(self.model, layer)}: the adapter seems to be "
                                          "broken; no weight was changed")
+
+    def _check_merge_allowed(self):
+        """Replicated layers share their base weights: merging one copy's adapter would change them all.
+        PEFT 0.21 means to refuse this (its check, ``self.peft_config.get("layer_replication")``, looks
+        the field up among the adapter names, so it never fires and the merge corrupts the shared weights);
+        minilora refuses, with PEFT's words."""
+        if any(getattr(config, "layer_replication", None) for config in self.peft_config.values()):
+            raise ValueError("Cannot merge LORA layers when base model layers are replicated (layer_replication: "
+                             "the copies share their base weights; use unload(), or save the adapter instead)")
 
     def _check_bias_mergeable(self, adapter_names):
         """lora_bias=True on a layer without a bias cannot be merged. PEFT raises this RuntimeError in the
@@ -540,6 +573,7 @@ class LoraModel(_Wrapper):
         (``progressbar`` is accepted for PEFT compatibility; merging a small model is instant.)
         """
         self._own_layers()
+        self._check_merge_allowed()
         self._check_bias_mergeable(adapter_names)
         if safe_merge:
             self._check_merge_is_finite(adapter_names)
@@ -612,6 +646,42 @@ class LoraModel(_Wrapper):
 _WRAPPERS = (BaseTunerLayer, ModulesToSaveWrapper, TrainableTokensWrapper)  # what stands where a layer was
 
 
+def replicate_layers(model, layer_map):
+    """PEFT's ``layer_replication``: rebuild the decoder's layer list from ranges of the existing layers,
+    e.g. ``[[0, 4], [2, 5]]`` makes layers ``[0, 1, 2, 3, 2, 3, 4]`` out of 5. A copy shares its original's
+    weights (no memory for the base) but is its own module, so each copy gets its own adapter: a deeper
+    model to fine-tune. ``num_hidden_layers`` and each copy's ``layer_idx`` (its KV-cache slot) follow."""
+    while hasattr(model, "model"):
+        model = model.model
+    layers = getattr(model, "layers", None)
+    if not isinstance(layers, ModuleList):  # PEFT's words
+        raise ValueError("Could not locate the layers attribute in the model. Expected Llama, Bert or Falcon "
+                         "compatible architectures.")
+    new_layers = []
+    for start, end in layer_map:
+        if end > len(layers):
+            raise IndexError(f"layer_replication range [{start}, {end}] goes past the model's {len(layers)} layers")
+        for i in range(start, end):
+            new_layers.append(_clone_sharing_weights(layers[i]))
+            for submodule in new_layers[-1].modules():
+                if hasattr(submodule, "layer_idx"):
+                    submodule.layer_idx = len(new_layers) - 1
+    model.layers = ModuleList(new_layers)
+    if hasattr(getattr(model, "config", None), "num_hidden_layers"):
+        model.config.num_hidden_layers = len(new_layers)
+
+
+def _clone_sharing_weights(module):
+    """A deep copy of ``module`` whose parameters are the original's own (PEFT's clone_module)."""
+    clone = copy.deepcopy(module)
+    for name, submodule in module.named_modules():
+        target = clone.get_submodule(name) if name else clone
+        for param_name, param in list(submodule._parameters.items()):
+            if param is not None:
+                setattr(target, param_name, param)
+    return clone
+
+
 def _fan_in_fan_out_off_for_linear(config):
     """fan_in_fan_out describes weights stored [in, out] (GPT-2's Conv1D); a Linear stores [out, in].
     PEFT warns and turns it off in the config itself (so adapter_config.json says False); so does minilora."""
@@ -661,7 +731,14 @@ class VeraModel(LoraModel):
 
     def delete_adapter(self, adapter_name):
         super().delete_adapter(adapter_name)
-        for table in (self.vera_A, self.vera_B):
+        self._drop_projections(adapter_name)
+
+    def _roll_back(self, adapter_name, wrapped_before, targeted_before):
+        super()._roll_back(adapter_name, wrapped_before, targeted_before)
+        self._drop_projections(adapter_name)
+
+    def _drop_projections(self, adapter_name):
+        for table in (getattr(self, "vera_A", {}), getattr(self, "vera_B", {})):
             if adapter_name in table:
                 del table[adapter_name]
 

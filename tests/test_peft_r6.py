@@ -1,0 +1,295 @@
+"""PEFT 0.21 side by side with minilora, round 6: the LoraConfig fields a LoRA learner reaches for that
+minilora used to refuse -- ``lora_bias=True`` and ``trainable_token_indices`` (list and dict form, tied
+embeddings, the new-token recipe) -- and what a refused ``add_adapter`` leaves behind.
+
+Each case runs on a tiny float64 Llama in both libraries (the seeded fuzzer's ``run_case``: trainable
+names and shapes, logits, one AdamW step, the saved files' keys / shapes / dtypes / values and
+adapter_config.json, each library loading the other's folder, disable_adapter, merge / unload).
+Skipped when torch / transformers / peft are not installed."""
+import dataclasses
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+import minilora as ml  # noqa: E402
+import minilora.lora as ml_peft  # noqa: E402
+
+import test_peft_fuzz_r5 as fuzz  # noqa: E402
+from test_llama import float64_causal_loss, hf  # noqa: E402,F401  (transformers in float64 throughout)
+
+BIASED = dataclasses.replace(fuzz.TINY, attention_bias=True, mlp_bias=True)  # a base bias to merge into
+TIED = dataclasses.replace(fuzz.TINY, tie_word_embeddings=True)
+
+
+def run(case, tmp_path, monkeypatch, config=None):
+    if config is not None:
+        monkeypatch.setattr(fuzz, "TINY", config)
+    fuzz.run_case(case, tmp_path)
+
+
+# ==================================================================================================
+# lora_bias=True: lora_B has a bias (saved as lora_B.bias); merging adds s * b_B to the base bias
+# ==================================================================================================
+LORA_BIAS_CASES = {
+    "merge_and_unload": ({"first": dict(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj", "down_proj"],
+                                        lora_bias=True), "finish": "merge_and_unload"}, BIASED),
+    "init_false_merge_unmerge": ({"first": dict(r=2, lora_alpha=3.5, target_modules=["q_proj"], lora_bias=True,
+                                                init_lora_weights=False, use_rslora=True), "finish": "merge_unmerge"},
+                                 BIASED),
+    # two adapters, one with a bias: per-sample adapter_names (each row its own bias), add_weighted_adapter
+    "two_adapters": ({"first": dict(r=2, lora_alpha=4, target_modules=["q_proj"], lora_bias=True),
+                      "second": dict(r=1, target_modules=["q_proj", "k_proj"]), "switch": True, "per_sample": True,
+                      "weighted": dict(weights=[1.0, 0.5], combination_type="cat"), "finish": "merge_unmerge"},
+                     BIASED),
+    # no base bias: PEFT's warning at creation and RuntimeError at merge (minilora: before any weight changes)
+    "no_base_bias": ({"first": dict(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], lora_bias=True),
+                      "finish": "merge_and_unload"}, None),
+}
+
+
+@pytest.mark.parametrize("name", LORA_BIAS_CASES)
+def test_lora_bias_as_peft(hf, tmp_path, monkeypatch, name):
+    case, config = LORA_BIAS_CASES[name]
+    run(case, tmp_path, monkeypatch, config)
+
+
+def test_lora_bias_trains_and_merges_into_the_base_bias():
+    model = ml_peft.get_peft_model(fuzz.LlamaForCausalLM(BIASED, dtype="float64"),
+                                   ml_peft.LoraConfig(r=2, target_modules=["q_proj"], lora_bias=True))
+    q = model.base_model.model.model.layers[0].self_attn.q_proj
+    assert q.lora_B["default"].bias.requires_grad and not q.base_layer.bias.requires_grad
+    np.testing.assert_array_equal(q.lora_B["default"].bias.numpy(force=True), 0)  # starts at the base model
+    q.lora_B["default"].bias.data = ml.ones(16, dtype=ml.float64)
+    before = q.base_layer.bias.numpy(force=True).copy()
+    model.merge_adapter()
+    np.testing.assert_allclose(q.base_layer.bias.numpy(force=True), before + q.scaling["default"])
+    model.unmerge_adapter()
+    np.testing.assert_allclose(q.base_layer.bias.numpy(force=True), before)
+
+
+def test_lora_bias_merge_without_base_bias_changes_no_weight():
+    """PEFT raises in the middle of merge_and_unload (earlier layers merged, this one's weight changed);
+    minilora refuses before touching any weight, with PEFT's words."""
+    model = ml_peft.get_peft_model(fuzz.LlamaForCausalLM(fuzz.TINY, dtype="float64"),
+                                   ml_peft.LoraConfig(r=2, target_modules=["q_proj"], lora_bias=True,
+                                                      init_lora_weights=False))
+    before = {k: v.numpy(force=True).copy() for k, v in model.state_dict().items()}
+    for merge in (model.merge_adapter, model.merge_and_unload):
+        with pytest.raises(RuntimeError, match="Impossible to merge LoRA with `lora_bias=True` because the base "
+                                               "layer has no bias"):
+            merge()
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(force=True), before[key], err_msg=key)
+
+
+@pytest.mark.parametrize("kw,error,words", [
+    (dict(lora_bias=True, init_lora_weights="gaussian"), ValueError, "only supported with init_lora_weights=True"),
+    (dict(lora_bias=True, use_dora=True), ValueError, "not supported for DoRA"),
+])
+def test_lora_bias_config_refusals_as_peft(kw, error, words):
+    for library in (peft, ml_peft):
+        with pytest.raises(error, match=words):
+            library.LoraConfig(**kw)
+
+
+def test_lora_bias_must_be_a_bool():  # (PEFT takes any truthy value)
+    with pytest.raises(TypeError, match="lora_bias must be True or False"):
+        ml_peft.LoraConfig(lora_bias="yes")
+
+
+def test_lora_bias_on_an_embedding_is_refused_as_peft():
+    kw = dict(target_modules=["embed_tokens", "q_proj"], lora_bias=True)
+    reference, model = fuzz.base_pair()
+    with pytest.raises(ValueError, match="lora_bias=True is not supported for Embedding"):
+        peft.get_peft_model(reference, peft.LoraConfig(**kw))
+    with pytest.raises(ValueError, match="lora_bias=True is not supported for Embedding"):
+        ml_peft.get_peft_model(model, ml_peft.LoraConfig(**kw))
+
+
+def test_adalora_refuses_lora_bias_and_trainable_tokens_by_name():
+    for field, value in (("lora_bias", True), ("trainable_token_indices", [1])):
+        with pytest.raises(NotImplementedError, match=field):
+            ml_peft.AdaLoraConfig(total_step=10, **{field: value})
+
+
+# ==================================================================================================
+# trainable_token_indices: a few rows of the embedding trained, saved as ...token_adapter.trainable_tokens_delta
+# ==================================================================================================
+TOKEN_CASES = {
+    "list": ({"first": dict(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], trainable_token_indices=[1, 3]),
+              "finish": "merge_and_unload"}, None),
+    "dict_with_head": ({"first": dict(r=2, target_modules=["q_proj"],
+                                      trainable_token_indices={"embed_tokens": [1, 3], "lm_head": [0, 5]}),
+                        "finish": "merge_unmerge"}, None),
+    "two_adapters": ({"first": dict(r=2, target_modules=["q_proj"], trainable_token_indices=[2]),
+                      "second": dict(r=1, target_modules=["k_proj"], trainable_token_indices=[4, 5]),
+                      "switch": True, "per_sample": True, "finish": "merge_and_unload"}, None),
+    "tied_head": ({"first": dict(r=2, target_modules=["q_proj"], trainable_token_indices=[1, 3]),
+                   "finish": "merge_and_unload"}, TIED),
+    "tied_dict_other_ids": ({"first": dict(r=2, target_modules=["q_proj"],
+                                           trainable_token_indices={"embed_tokens": [1, 3], "lm_head": [2]}),
+                             "finish": "merge_unmerge"}, TIED),
+}
+
+
+@pytest.mark.parametrize("name", TOKEN_CASES)
+def test_trainable_tokens_as_peft(hf, tmp_path, monkeypatch, name):
+    case, config = TOKEN_CASES[name]
+    run(case, tmp_path, monkeypatch, config)
+
+
+def test_new_tokens_recipe_as_peft(hf, tmp_path):
+    """resize_token_embeddings for two new tokens, train only their rows (and LoRA): both libraries agree
+    after a few AdamW steps; the other rows never move; the file holds the two rows only."""
+    reference, model = fuzz.base_pair()
+    vocab = fuzz.TINY.vocab_size
+    reference.resize_token_embeddings(vocab + 2)
+    model.resize_token_embeddings(vocab + 2)
+    model.load_state_dict(reference.state_dict())  # transformers' new rows are random: take them
+    new_ids = [vocab, vocab + 1]
+    theirs = peft.get_peft_model(reference, peft.LoraConfig(r=2, target_modules=["q_proj"],
+                                                           trainable_token_indices=new_ids))
+    ours = ml_peft.get_peft_model(model, ml_peft.LoraConfig(r=2, target_modules=["q_proj"],
+                                                           trainable_token_indices=new_ids))
+    fuzz.compare_trainable(ours, theirs)
+    start = theirs.get_input_embeddings().token_adapter.trainable_tokens_delta["default"].detach().numpy()
+    np.testing.assert_array_equal(
+        ours.get_input_embeddings().token_adapter.trainable_tokens_delta["default"].numpy(force=True), start)
+    fuzz.copy_state(theirs, ours)  # the same lora_A draw
+    table = model.get_input_embeddings().token_adapter.base_layer.weight.numpy(force=True).copy()
+    ids = np.array([[1, vocab, 5, vocab + 1, 2, vocab]])
+    theirs_params = [p for p in theirs.parameters() if p.requires_grad]
+    ours_params = [p for p in ours.parameters() if p.requires_grad]
+    theirs_opt, ours_opt = torch.optim.AdamW(theirs_params, lr=0.05), ml.optim.AdamW(ours_params, lr=0.05)
+    for _ in range(3):
+        float64_causal_loss(theirs(input_ids=torch.as_tensor(ids)).logits, ids).backward()  # (transformers': float32)
+        ours(input_ids=ml.tensor(ids), labels=ml.tensor(ids)).loss.backward()
+        theirs_opt.step(), ours_opt.step()
+        theirs_opt.zero_grad(), ours_opt.zero_grad()
+    np.testing.assert_allclose(fuzz.logits(ours, ids), fuzz.logits(theirs, ids), rtol=1e-12, atol=1e-12)
+    delta = ours.get_input_embeddings().token_adapter.trainable_tokens_delta["default"].numpy(force=True)
+    assert not np.allclose(delta, table[new_ids])  # the new rows trained ...
+    merged = ours.merge_and_unload().get_input_embeddings().weight.numpy(force=True)
+    np.testing.assert_array_equal(merged[:vocab], table[:vocab])  # ... and nothing else moved
+    np.testing.assert_array_equal(merged[new_ids], delta)
+    np.testing.assert_allclose(merged, theirs.merge_and_unload().get_input_embeddings().weight.detach().numpy(),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_trainable_tokens_file_holds_only_the_rows(tmp_path):
+    model = ml_peft.get_peft_model(fuzz.LlamaForCausalLM(fuzz.TINY, dtype="float64"),
+                                   ml_peft.LoraConfig(target_modules=["q_proj"], trainable_token_indices=[4, 7]))
+    state = ml_peft.get_peft_model_state_dict(model)
+    key = "base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta"
+    assert state[key].shape == (2, 16) and not any("base_layer" in k for k in state)
+    assert "embed_tokens.token_adapter.trainable_tokens_original" not in str(list(model.state_dict()))
+
+
+@pytest.mark.parametrize("kw,error,words", [
+    (dict(target_modules=["q_proj", "embed_tokens"], trainable_token_indices=[1]), TypeError,
+     "trainable_token_indices cannot be applied to modules of type"),
+    (dict(target_modules=["q_proj"], trainable_token_indices={"embed": [1]}), ValueError,
+     r"Target modules \{'embed'\} not found in the base model"),
+    (dict(target_modules=["q_proj"], trainable_token_indices={"q_proj": [1]}), TypeError,
+     "trainable_token_indices cannot be applied to modules of type"),
+    (dict(target_modules=["q_proj"], trainable_token_indices=[40]), IndexError, "out of bounds"),
+])
+def test_trainable_tokens_refusals_as_peft(kw, error, words):
+    reference, model = fuzz.base_pair()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(error, match=words):
+            peft.get_peft_model(reference, peft.LoraConfig(**kw))
+        with pytest.raises(error, match=words):
+            ml_peft.get_peft_model(model, ml_peft.LoraConfig(**kw))
+    # minilora is stricter: the refused adapter left no layer wrapped
+    assert not any(isinstance(m, (ml_peft.Linear, ml_peft.Embedding)) for m in model.modules())
+
+
+@pytest.mark.parametrize("kw,error,words", [
+    (dict(trainable_token_indices=[]), ValueError, "trainable_token_indices is empty"),  # PEFT: crashes in forward
+    (dict(trainable_token_indices=[1], modules_to_save=["embed_tokens"]), ValueError,  # PEFT: a broken forward
+     "already marked to be trained fully"),
+    (dict(trainable_token_indices=[1.5]), ValueError, "list of token ids"),
+    (dict(trainable_token_indices={"embed_tokens": 3}), ValueError, "list of token ids"),
+])
+def test_trainable_tokens_minilora_refuses_what_peft_breaks_on(kw, error, words):
+    with pytest.raises(error, match=words):
+        ml_peft.get_peft_model(fuzz.LlamaForCausalLM(fuzz.TINY), ml_peft.LoraConfig(target_modules=["q_proj"], **kw))
+
+
+# ==================================================================================================
+# a refused add_adapter leaves nothing behind
+# ==================================================================================================
+def test_refused_add_adapter_leaves_no_half_wrapped_layers():
+    """PEFT 0.21 leaves the layers it reached before the refusal holding the refused adapter's weights
+    (q_proj / v_proj below get lora_A.other, then model.norm is refused). minilora rolls back: the
+    model's state and wrappers are as before, and the name can be used again."""
+    reference, model = fuzz.base_pair()
+    theirs = peft.get_peft_model(reference, peft.LoraConfig(target_modules=["v_proj"]))
+    ours = ml_peft.get_peft_model(model, ml_peft.LoraConfig(target_modules=["v_proj"]))
+    before = sorted(ours.state_dict())
+    bad = dict(target_modules=["q_proj", "v_proj", "model.norm"], trainable_token_indices=[1])
+    with pytest.raises(ValueError, match="is not supported"):
+        theirs.add_adapter("other", peft.LoraConfig(**bad))
+    with pytest.raises(ValueError, match="is not supported"):
+        ours.add_adapter("other", ml_peft.LoraConfig(**bad))
+    assert any(".other." in k for k in theirs.state_dict())  # PEFT's leftovers
+    assert sorted(ours.state_dict()) == before and list(ours.peft_config) == ["default"]
+    ours.add_adapter("other", ml_peft.LoraConfig(target_modules=["q_proj"]))
+    assert "base_model.model.model.layers.0.self_attn.q_proj.lora_A.other.weight" in ours.state_dict()
+    # a refused trainable-tokens target after LoRA was injected: rolled back too
+    with pytest.raises(ValueError, match="not found in the base model"):
+        ours.add_adapter("third", ml_peft.LoraConfig(target_modules=["k_proj"], trainable_token_indices={"x": [1]}))
+    assert not any(".third" in k for k in ours.state_dict())
+    assert type(ours.base_model.model.model.layers[0].self_attn.k_proj).__name__ == "Linear"
+
+
+# ==================================================================================================
+# layer_replication: a deeper model from copies of layers that share their base weights
+# ==================================================================================================
+def test_layer_replication_as_peft(hf, tmp_path, monkeypatch):
+    """[[0, 2], [1, 2]] stacks layers 0, 1, 1: three layers, the third sharing layer 1's base weights and
+    holding its own adapter. Names, logits, an AdamW step, files, generate and each loading direction as
+    PEFT. (PEFT and minilora alike set num_hidden_layers on the model's own config object: a copy here.)"""
+    fresh = lambda: monkeypatch.setattr(fuzz, "TINY", dataclasses.replace(TINY_TWO_LAYERS))  # noqa: E731
+    fresh()
+    reference, model = fuzz.base_pair()
+    kw = dict(r=2, target_modules=["q_proj", "down_proj"], layer_replication=[[0, 2], [1, 2]],
+              init_lora_weights=False)
+    theirs = peft.get_peft_model(reference, peft.LoraConfig(**kw))
+    ours = ml_peft.get_peft_model(model, ml_peft.LoraConfig(**kw))
+    layers = model.model.layers
+    assert len(layers) == 3 == model.config.num_hidden_layers and layers[2].self_attn.layer_idx == 2
+    assert layers[2].self_attn.q_proj.base_layer.weight is layers[1].self_attn.q_proj.base_layer.weight
+    assert layers[2].self_attn.q_proj.lora_A["default"] is not layers[1].self_attn.q_proj.lora_A["default"]
+    fuzz.copy_state(theirs, ours)
+    fuzz.compare_trainable(ours, theirs)
+    fuzz.compare_backward_and_step(ours, theirs)
+    fuzz.assert_same_logits(ours, theirs, "after one AdamW step")
+    assert fuzz.compare_files(ours, theirs, tmp_path)
+    prompt = fuzz.IDS[:1]
+    np.testing.assert_array_equal(  # the KV cache: one slot per layer copy
+        ours.generate(ml.tensor(prompt), max_new_tokens=3, do_sample=False).numpy(force=True),
+        theirs.generate(torch.as_tensor(prompt), max_new_tokens=3, do_sample=False).numpy())
+    for library, folder in [(peft, "ours"), (ml_peft, "peft")]:
+        fresh()
+        reference, model = fuzz.base_pair()
+        loaded = library.PeftModel.from_pretrained(reference if library is peft else model, tmp_path / folder)
+        fuzz.assert_same_logits(loaded, theirs, f"{library.__name__} loading the {folder} folder")
+    with pytest.raises(ValueError, match="Cannot merge LORA layers when base model layers are replicated"):
+        ours.merge_and_unload()  # PEFT's check never fires (it merges into the shared weights)
+
+
+TINY_TWO_LAYERS = dataclasses.replace(fuzz.TINY)
+
+
+@pytest.mark.parametrize("value", [[0, 2], [[0, 1, 2]], "0-2", [[-1, 1]]])
+def test_layer_replication_must_be_ranges(value):
+    with pytest.raises(ValueError, match="layer_replication must be a list of"):
+        ml_peft.LoraConfig(layer_replication=value)
