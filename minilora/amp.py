@@ -67,7 +67,9 @@ _CPU_TABLE = {  # torch's TORCH_LIBRARY_IMPL(aten, AutocastCPU, m): the ops of i
                      # lower dtype
                      "einsum",
                      # PEFT's LoRA layer is three linear calls (base_layer, lora_A, lora_B), each autocast
-                     "lora_linear"], LOWER),
+                     "lora_linear",
+                     # torch's CPU nn.LSTM (without proj_size) is one oneDNN kernel per layer
+                     "mkldnn_rnn_layer"], LOWER),
     **dict.fromkeys(["binary_cross_entropy", "prod", "quantile", "nanquantile", "trace", "max_unpool2d",
                      # F.pad's kernels by mode and padded dims (reflection_pad3d is not on the list)
                      "reflection_pad1d", "reflection_pad2d", "replication_pad1d", "replication_pad2d",
@@ -313,21 +315,33 @@ def _widest(tensors, device_type):
     return current
 
 
+def _policy_cast(name, args, kwargs):
+    """``args`` and ``kwargs`` cast by op ``name``'s policy for the tensors' device (unchanged where
+    autocast is off there, or the op is not on its list)."""
+    device_type = next((t.device.type for t in _tensors((*args, *kwargs.values()))), "cpu")
+    policy = _TABLES.get(device_type, {}).get(name) if _enabled.get(device_type) else None
+    if policy is None:
+        return args, kwargs
+    if policy == LOWER:
+        dtype = _fast_dtype[device_type]
+    elif policy == FP32:
+        dtype = dtypes.float32
+    else:
+        dtype = _widest(_tensors((*args, *kwargs.values())), device_type)
+    return _cast_all(args, dtype, device_type), {k: _cast_one(v, dtype, device_type) for k, v in kwargs.items()}
+
+
 def autocast_op(name, fn, *args, **kwargs):
     """Call ``fn`` (the wrapper of op ``name``) with its arguments cast by the op's policy for the
     tensors' device, with autocast off while it runs."""
-    device_type = next((t.device.type for t in _tensors((*args, *kwargs.values()))), "cpu")
-    policy = _TABLES.get(device_type, {}).get(name) if _enabled.get(device_type) else None
-    if policy is not None:
-        if policy == LOWER:
-            dtype = _fast_dtype[device_type]
-        elif policy == FP32:
-            dtype = dtypes.float32
-        else:
-            dtype = _widest(_tensors((*args, *kwargs.values())), device_type)
-        args = _cast_all(args, dtype, device_type)
-        kwargs = {k: _cast_one(v, dtype, device_type) for k, v in kwargs.items()}
+    args, kwargs = _policy_cast(name, args, kwargs)
     return without_autocast(fn, *args, **kwargs)
+
+
+def cast_args(name, *args):
+    """``args`` cast as op ``name`` casts them, for a layer that is one kernel in torch but several
+    ops in minilora, which then run with autocast on (``nn.LSTM``: its linears cast the weights)."""
+    return _policy_cast(name, args, {})[0]
 
 
 def without_autocast(fn, *args, **kwargs):

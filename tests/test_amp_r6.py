@@ -560,3 +560,22 @@ def test_grad_scaler_on_the_cuda_stand_in_and_autocast_cuda_refused(monkeypatch)
         scaler.update()
         scales.append(scaler.get_scale())
     assert scales == [16.0, 8.0, 16.0] and layer.weight.device.type == "cuda"
+
+
+@pytest.mark.parametrize("options", [dict(num_layers=2), dict(bidirectional=True), dict(proj_size=2)],
+                         ids=["two-layers", "bidirectional", "proj_size"])
+def test_lstm_under_autocast_as_torch(options):
+    """torch's CPU nn.LSTM is one oneDNN kernel on autocast's list (``mkldnn_rnn_layer``): input,
+    state, gates and outputs in bfloat16. With ``proj_size`` torch composes it from its ops instead."""
+    torch.manual_seed(0)
+    theirs = torch.nn.LSTM(4, 3, batch_first=True, **options)
+    ours = ml.nn.LSTM(4, 3, batch_first=True, **options)
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    tx, mx = pair(2, 5, 4)
+    with torch.autocast("cpu"):
+        expected, (expected_h, expected_c) = theirs(tx)
+    with ml.autocast("cpu"):
+        got, (got_h, got_c) = ours(mx)
+    assert [dtype_name(t) for t in (got, got_h, got_c)] == [dtype_name(t) for t in (expected, expected_h, expected_c)]
+    for a, b in ((got, expected), (got_h, expected_h), (got_c, expected_c)):  # (oneDNN rounds its gates
+        np.testing.assert_allclose(numpy_of(a), numpy_of(b), rtol=2 ** -6, atol=2 ** -7)  # elsewhere)

@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from .. import ops
+from .. import amp as _amp, ops
 from ..dtypes import get_default_dtype, is_floating, to_dtype
 from ..ops.nn import EmbeddingArgumentError, _refuse, _row_index, legacy_reduction
 from . import functional as F
@@ -1784,6 +1784,11 @@ class LSTM(_RNNBase):
                  bidirectional=False, proj_size=0, device=None, dtype=None):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          device, dtype, proj_size)
+
+    def forward(self, input, hx=None):
+        if _amp.active and not self.proj_size:  # torch's CPU LSTM is one oneDNN kernel, autocast as a whole:
+            input, hx = _amp.cast_args("mkldnn_rnn_layer", input, hx)  # state, gates and output 16-bit too
+        return super().forward(input, hx)
 
     def _initial_state(self, input, hx, batch):
         h0, c0 = (None, None) if hx is None else hx
