@@ -95,6 +95,8 @@ class BatchEncoding(dict):
             return super().__getitem__(key)
         if self.encodings is not None and isinstance(key, (int, slice)):
             return self.encodings[key]  # transformers: a row's tokenizers.Encoding
+        if isinstance(key, slice):  # transformers: those rows of every value
+            return {name: value[key] for name, value in self.items()}
         raise KeyError(f"BatchEncoding[{key!r}]: index it by name (inputs['input_ids']); indexing by batch "
                        "position (a row's tokenizers.Encoding) needs a call that kept the Encodings -- take a row "
                        "as inputs['input_ids'][i]")
@@ -374,8 +376,24 @@ class _Tokenizer:
         texts = [text] if isinstance(text, str) else text
         if text_pair is None and truncation in (False, "longest_first", "only_first") and self._encodes_alone(options) \
                 and all(isinstance(t, str) for t in texts):
-            return self._encode_rows(text, truncation and max_length, padding, max_length, **options)
-        return self._encode_with_backend(text, text_pair, padding, truncation, max_length, **options)
+            out = self._encode_rows(text, truncation and max_length, padding, max_length, **options)
+        else:
+            out = self._encode_with_backend(text, text_pair, padding, truncation, max_length, **options)
+        if max_length is None:
+            self._warn_if_too_long(out["input_ids"])
+        return out
+
+    def _warn_if_too_long(self, input_ids):
+        """transformers' warning (once per tokenizer) for a row longer than the model takes: a silent cause of
+        index errors or garbage later, in the model's position embeddings."""
+        rows = _rows(input_ids)
+        rows = [rows] if rows and not isinstance(rows[0], list) else rows
+        longest = max((len(row) for row in rows), default=0)
+        if longest > self.model_max_length and not self.__dict__.get("_warned_too_long"):
+            self._warned_too_long = True
+            warnings.warn(f"Token indices sequence length is longer than the specified maximum sequence length for "
+                          f"this model ({longest} > {self.model_max_length}). Running this sequence through the "
+                          "model will result in indexing errors")
 
     def _encodes_alone(self, options):
         """Whether this call can skip the tokenizers backend: only the byte tokenizer, without the options

@@ -245,6 +245,22 @@ def test_question_answering_and_token_classification_tutorials_as_transformers(t
     assert ner_labels(toks[1], words, tags) == ner_labels(toks[0], words, tags)
 
 
+def test_too_long_rows_are_warned_about_once_and_rows_sliced_as_transformers(toks):
+    for tok in toks:
+        tok.model_max_length = 6
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for tok in toks:
+            tok(TEXTS), tok(TEXTS), tok(TEXTS, truncation=True)
+    assert toks[0].deprecation_warnings.get("sequence-length-is-longer-than-the-specified-maximum")
+    ours = [w for w in caught if "Token indices sequence length is longer" in str(w.message)]
+    assert len(ours) == 1 and "> 6)" in str(ours[0].message)
+    theirs, mine = (tok(TEXTS[:3], return_offsets_mapping=True) for tok in toks)
+    assert [e.ids for e in mine[1:3]] == [e.ids for e in theirs[1:3]]  # the rows' Encodings
+    plain_rows = ByteTokenizer()(TEXTS[:3])  # no Encodings: a slice of every value, as transformers' Python tokenizers
+    assert plain_rows[1:3] == {k: v[1:3] for k, v in plain_rows.items()}
+
+
 def test_call_errors_as_transformers(toks):
     calls = [lambda tok: tok(TEXTS, PAIRS, truncation="only_first", max_length=5),  # the first text is too short
              lambda tok: tok(TEXTS, truncation="only_second", max_length=4),  # no second text
