@@ -514,7 +514,8 @@ def test_transformers_streamers_take_minilora_tokenizer_and_model(tokenizer_fold
     assert got.pieces == expected.pieces and expected.pieces[-1][1] is True
     texts = []
     runs = ((theirs_tok, reference, transformers.TextIteratorStreamer),
-            (ours_tok, model, transformers.TextIteratorStreamer), (ours_tok, model, TextIteratorStreamer))  # and minilora's own, for an install without transformers
+            (ours_tok, model, transformers.TextIteratorStreamer),
+            (ours_tok, model, TextIteratorStreamer))  # and minilora's own, for an install without transformers
     for tok, lm, streamer_class in runs:
         streamer = streamer_class(tok, skip_prompt=skip_prompt, skip_special_tokens=True, timeout=30)
         ids = tok("a dog ran", return_tensors="pt").input_ids
