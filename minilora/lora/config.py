@@ -3,7 +3,7 @@
 A config is checked when it is built (a wrong rank or dropout fails here, not deep inside training),
 and ``to_dict()`` gives exactly the keys PEFT writes to ``adapter_config.json``, so adapters move
 between minilora and PEFT. The fields are PEFT 0.21's, in PEFT's order. Fields PEFT has but minilora
-does not implement (Megatron, QALoRA, layer replication, ...) are accepted at PEFT's default value and
+does not implement (Megatron, QALoRA, target_parameters, ...) are accepted at PEFT's default value and
 written with it; any other value is refused by name, by the constructor and ``from_dict`` alike,
 rather than silently computing something else.
 """
@@ -265,6 +265,11 @@ class LoraConfig(_AdapterConfig):
     * ``use_rslora``: scale ``lora_alpha / sqrt(r)`` instead of ``lora_alpha / r`` (rank-stabilised).
     * ``use_dora``: weight-decomposed LoRA, a trainable magnitude per output row.
     * ``rank_pattern`` / ``alpha_pattern``: per-module overrides, keys matched like target names.
+    * ``lora_bias``: lora_B gets a trainable bias too (``h += s * b_B``; merged into the base bias).
+    * ``trainable_token_indices``: train these rows of the input embedding in full (new tokens after
+      ``resize_token_embeddings``), or ``{layer name: ids}``; see ``layers.TrainableTokensLayer``.
+    * ``layer_replication``: ``[[start, end], ...]`` builds a deeper model from copies of the decoder
+      layers that share their base weights, each copy with its own adapter (``model.replicate_layers``).
 
     The other fields are PEFT's, accepted at their default value only (see ``_unimplemented``).
     Pass fields by keyword, as PEFT's documentation does (PEFT's first positional field is ``task_type``).

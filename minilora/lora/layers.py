@@ -796,6 +796,7 @@ class TrainableTokensWrapper(Module):
             raise TypeError(f"trainable_token_indices cannot be applied to modules of type {type(module)} "
                             "(an Embedding or Linear that no other adapter wraps)")
         super().__init__()
+        self.add_module("original_module", None)  # an empty slot, as PEFT's (print(model) shows it: None)
         self.token_adapter = TrainableTokensLayer(module, adapter_name, token_indices, tied_adapter)
 
     @property
