@@ -1062,8 +1062,10 @@ class HFTokenizer(_Tokenizer):
 
     def _encode(self, text, add_special_tokens):
         """Ids of ``text``; ``add_special_tokens`` runs the tokenizer's post-processor (which is what
-        adds BOS for Llama tokenizers)."""
-        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+        adds BOS for Llama tokenizers). Never cut or padded by settings a tokenizer.json may carry: as
+        transformers, only the call's own options cut or pad."""
+        with _backend_settings(self.tokenizer, None, None, False):
+            return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
 
     def _decode(self, token_ids, skip_special_tokens):
         return self.tokenizer.decode(token_ids, skip_special_tokens=skip_special_tokens)

@@ -295,6 +295,17 @@ def test_a_call_leaves_the_backend_as_it_was(bpe_folder, tmp_path):
     assert saved["truncation"] is None and saved["padding"] is None
     byte = ByteTokenizer()
     assert byte("<eos>", return_offsets_mapping=True)["input_ids"] == byte("<eos>")["input_ids"]  # five bytes
+    carrying = tokenizers.Tokenizer.from_file(str(bpe_folder / "tokenizer.json"))  # a file that sets its own
+    carrying.enable_truncation(max_length=3)
+    carrying.enable_padding(length=40, pad_id=0, pad_token="<pad>")
+    (tmp_path / "carrying").mkdir()
+    carrying.save(str(tmp_path / "carrying" / "tokenizer.json"))
+    (tmp_path / "carrying" / "tokenizer_config.json").write_text((bpe_folder / "tokenizer_config.json").read_text())
+    theirs, ours = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "carrying")), from_pretrained(
+        tmp_path / "carrying")
+    for call in (lambda tok: tok(TEXTS[2])["input_ids"], lambda tok: tok.encode(TEXTS[2]),
+                 lambda tok: tok.tokenize(TEXTS[2]), lambda tok: tok(TEXTS, padding=True)["input_ids"]):
+        assert call(ours) == call(theirs)  # only the call's options cut or pad, as in transformers
 
 
 # ==================================================================================================
