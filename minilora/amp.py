@@ -178,6 +178,13 @@ def autocast_decrement_nesting():
 
 
 # ---- the region --------------------------------------------------------------------------------
+def region_now(device_type="cpu"):
+    """An autocast region as the one in force now (enabled or not, its dtype, its cache): torch's
+    checkpoint recomputes a segment in backward inside the region its forward ran in."""
+    return autocast(device_type, dtype=_fast_dtype[device_type], enabled=_enabled[device_type],
+                    cache_enabled=_cache_enabled)
+
+
 def _cuda_available():
     from . import cuda
     return cuda.is_available()

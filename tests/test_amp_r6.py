@@ -579,3 +579,25 @@ def test_lstm_under_autocast_as_torch(options):
     assert [dtype_name(t) for t in (got, got_h, got_c)] == [dtype_name(t) for t in (expected, expected_h, expected_c)]
     for a, b in ((got, expected), (got_h, expected_h), (got_c, expected_c)):  # (oneDNN rounds its gates
         np.testing.assert_allclose(numpy_of(a), numpy_of(b), rtol=2 ** -6, atol=2 ** -7)  # elsewhere)
+
+
+def test_checkpointed_segment_recomputes_in_its_forwards_region_as_torch():
+    """torch's checkpoint recomputes a segment in backward inside the autocast region its forward ran
+    in, so the gradients equal the uncheckpointed ones bit for bit (minilora's recomputed in float32)."""
+    from torch.utils.checkpoint import checkpoint as torch_checkpoint
+    first, second = linear_pair(4, 6), linear_pair(6, 2)
+    tx, mx = pair(3, 4)
+    for lib, layers, x, checkpoint in ((torch, [m[0] for m in (first, second)], tx, torch_checkpoint),
+                                       (ml, [m[1] for m in (first, second)], mx, ml.nn.checkpoint)):
+        grads = []
+        for checkpointed in (False, True):
+            block = lambda h: layers[1](layers[0](h).relu())  # noqa: E731
+            with lib.autocast("cpu"):
+                out = checkpoint(block, x.requires_grad_(), use_reentrant=False) if checkpointed else block(x)
+            out.float().pow(2).sum().backward()
+            grads.append([numpy_of(p.grad).copy() for layer in layers for p in layer.parameters()])
+            for layer in layers:
+                layer.zero_grad()
+        assert dtype_name(out) == "bfloat16"
+        for plain, recomputed in zip(*grads):
+            np.testing.assert_array_equal(recomputed, plain)

@@ -12,12 +12,14 @@ at a time.
     model.gradient_checkpointing_enable()  # every decoder layer of a Llama, as in transformers
 
 The recomputation replays the same dropout masks: the random state at the first forward is saved
-and restored around the second. The layer's trainable parameters are inputs of the checkpoint node,
-so a segment whose input needs no gradient (embeddings frozen under LoRA) still trains its adapters:
-no ``enable_input_require_grads()`` is needed, unlike PyTorch's reentrant checkpoint.
+and restored around the second; and it runs in the forward's autocast region (``minilora.autocast``).
+The layer's trainable parameters are inputs of the checkpoint node, so a segment whose input needs
+no gradient (embeddings frozen under LoRA) still trains its adapters: no
+``enable_input_require_grads()`` is needed, unlike PyTorch's reentrant checkpoint.
 """
 from functools import partial
 
+from .. import amp
 from ..random import get_rng_state, set_rng_state
 from ..tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad
 from .module import Module
@@ -48,19 +50,20 @@ def checkpoint(function, *args, use_reentrant=None, context_fn=None, determinism
     params = [p for p in function.parameters() if p.requires_grad] if isinstance(function, Module) else []
     if not is_grad_enabled() or not any(t.requires_grad for t in inputs + params):
         return fn(*args)  # nothing to differentiate: nothing to save either
-    return _Recompute.apply(*inputs, *params, fn=fn, args=args, n_inputs=len(inputs), rng_state=get_rng_state())
+    return _Recompute.apply(*inputs, *params, fn=fn, args=args, n_inputs=len(inputs), rng_state=get_rng_state(),
+                            region=amp.region_now())
 
 
 class _Recompute(Function):
     """The checkpoint node. Its inputs are the segment's tensor arguments and trainable parameters."""
 
     @staticmethod
-    def forward(ctx, *arrays, fn, args, n_inputs, rng_state):
+    def forward(ctx, *arrays, fn, args, n_inputs, rng_state, region):
         with no_grad():
             out = fn(*args)
         if not isinstance(out, Tensor):
             raise TypeError(f"checkpoint: {fn!r} must return one Tensor, got {type(out).__name__}")
-        ctx.segment, ctx.args, ctx.n_inputs, ctx.rng_state = fn, args, n_inputs, rng_state
+        ctx.segment, ctx.args, ctx.n_inputs, ctx.rng_state, ctx.region = fn, args, n_inputs, rng_state, region
         return out._array
 
     @staticmethod
@@ -76,7 +79,7 @@ class _Recompute(Function):
         now = get_rng_state()
         set_rng_state(ctx.rng_state)  # the same dropout masks as the first forward
         try:
-            with enable_grad():
+            with enable_grad(), ctx.region:  # (in the forward's autocast region, as torch's checkpoint)
                 out = ctx.segment(*[leaves.get(id(a), a) if isinstance(a, Tensor) else a for a in ctx.args])
             out.backward(grad)
             grads = [leaves[id(t)].grad for t in tensors] + [p.grad for p in params]
