@@ -548,3 +548,36 @@ def test_ptx_arithmetic_wraps_saturates_and_compares_as_ptx_defines():
     canonical = lambda h: np.where(np.isnan(h), np.uint16(0x7FFF), h.view(np.uint16))  # noqa: E731  (a GPU's NaN)
     np.testing.assert_array_equal(hout[:, 0], canonical(fma).view(np.uint32).ravel())
     np.testing.assert_array_equal(hout[:, 1], canonical(mx).view(np.uint32).ravel())
+
+
+# ------------------------------------------------------------------------------------------------
+# Math API extras and grid-level cooperative-groups queries
+# ------------------------------------------------------------------------------------------------
+def test_special_functions_and_norms_of_the_math_api():
+    special = pytest.importorskip("scipy.special")
+    x = np.concatenate([rng.uniform(-30, 30, 60), [0.0, 1e-3, -1.5, 26.5, 99.0, 150.0, 1e6, -0.3]])
+    n = len(x)
+    out, outf = np.zeros((n, 8)), np.zeros((n, 2), np.float32)
+    kernel("math_extras.cu", "special_functions")(cdiv(n, 32), 32, (x, out, outf, np.int32(n)))
+    with np.errstate(over="ignore", divide="ignore"):
+        expect = [special.i0(x), special.i1(x), special.erfcx(x), 1 / np.hypot(x, 3.0), np.full(n, np.sqrt(2) * 1e300),
+                  1 / np.sqrt(x * x + 14), 1 / np.cbrt(x), np.ones(n)]
+    for k, want in enumerate(expect):
+        np.testing.assert_allclose(out[:, k], want, rtol=1e-13, err_msg=f"column {k}")
+    xf = x.astype(np.float32).astype(np.float64)
+    with np.errstate(over="ignore"):
+        np.testing.assert_allclose(outf[:, 0], special.i0(xf).astype(np.float32), rtol=1e-6)
+        np.testing.assert_allclose(outf[:, 1], special.erfcx(xf).astype(np.float32), rtol=1e-6)
+
+
+def test_grid_group_block_queries_and_free_functions():
+    out = np.zeros((6, 6), np.uint64)
+    kernel("math_extras.cu", "grid_queries")((3, 2), 64, (out,))
+    ranks = np.arange(6)
+    bx, by = ranks % 3, ranks // 3
+    np.testing.assert_array_equal(out[:, 0], ranks)
+    np.testing.assert_array_equal(out[:, 1], 6)
+    np.testing.assert_array_equal(out[:, 2], 302)
+    np.testing.assert_array_equal(out[:, 3], bx * 100 + by)
+    np.testing.assert_array_equal(out[:, 4], ranks * 64)
+    np.testing.assert_array_equal(out[:, 5], 64 + 384 * 1000)

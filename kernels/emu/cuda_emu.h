@@ -742,6 +742,40 @@ inline float normf(int n, const float* a) {
     return (float)std::sqrt(s);
 }
 inline float rnormf(int n, const float* a) { return 1.0f / normf(n, a); }
+// The double forms of CUDA's norms, reciprocal roots and scaled functions (long double inside: one rounding).
+inline double norm3d(double a, double b, double c) { return std::hypot(a, b, c); }
+inline double rnorm3d(double a, double b, double c) { return (double)(1.0L / std::hypot((long double)a, (long double)b, (long double)c)); }
+inline double norm4d(double a, double b, double c, double d) {
+    return (double)std::sqrt((long double)a * a + (long double)b * b + (long double)c * c + (long double)d * d);
+}
+inline double rnorm4d(double a, double b, double c, double d) {
+    return (double)(1.0L / std::sqrt((long double)a * a + (long double)b * b + (long double)c * c + (long double)d * d));
+}
+inline double rhypot(double a, double b) { return (double)(1.0L / std::hypot((long double)a, (long double)b)); }
+inline double norm(int n, const double* a) {
+    long double s = 0.0L;
+    for (int k = 0; k < n; ++k) s += (long double)a[k] * a[k];
+    return (double)std::sqrt(s);
+}
+inline double rnorm(int n, const double* a) {
+    long double s = 0.0L;
+    for (int k = 0; k < n; ++k) s += (long double)a[k] * a[k];
+    return (double)(1.0L / std::sqrt(s));
+}
+inline double rcbrt(double x) { return (double)(1.0L / std::cbrt((long double)x)); }
+// Modified Bessel functions of the first kind (I0 is even, I1 odd) and the scaled erfc, exp(x^2) erfc(x).
+inline double cyl_bessel_i0(double x) { return std::cyl_bessel_i(0.0, std::fabs(x)); }
+inline double cyl_bessel_i1(double x) { return x < 0 ? -std::cyl_bessel_i(1.0, -x) : std::cyl_bessel_i(1.0, x); }
+inline float cyl_bessel_i0f(float x) { return (float)cyl_bessel_i0(x); }
+inline float cyl_bessel_i1f(float x) { return (float)cyl_bessel_i1(x); }
+inline double erfcx(double x) {
+    if (x != x) return x;
+    if (x < 100.0) return (double)(std::exp((long double)x * x) * std::erfc((long double)x));
+    const long double r = 1.0L / ((long double)x * x);  // the asymptotic series, where erfc underflows
+    return (double)((1.0L - r / 2 + 3 * r * r / 4 - 15 * r * r * r / 8 + 105 * r * r * r * r / 16) /
+                    ((long double)x * 1.772453850905516027298167483341145182797549L));
+}
+inline float erfcxf(float x) { return (float)erfcx(x); }
 inline int __float_as_int(float x) { int i; std::memcpy(&i, &x, 4); return i; }
 inline unsigned __float_as_uint(float x) { unsigned i; std::memcpy(&i, &x, 4); return i; }
 inline float __int_as_float(int i) { float x; std::memcpy(&x, &i, 4); return x; }

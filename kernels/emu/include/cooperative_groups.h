@@ -230,6 +230,12 @@ public:
         return 1ull * gridDim.x * gridDim.y * gridDim.z * __detail::block_threads();
     }
     unsigned long long num_threads() const { return size(); }
+    // The blocks of the grid (CUDA 11's names).
+    unsigned long long block_rank() const { return (blockIdx.z * 1ull * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x; }
+    unsigned long long num_blocks() const { return 1ull * gridDim.x * gridDim.y * gridDim.z; }
+    dim3 dim_blocks() const { return dim3(gridDim.x, gridDim.y, gridDim.z); }
+    dim3 group_dim() const { return dim_blocks(); }
+    dim3 block_index() const { return dim3(blockIdx.x, blockIdx.y, blockIdx.z); }
     bool is_valid() const { return true; }
     void sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) const { __emu::grid_sync(file, line); }
 };
@@ -237,4 +243,8 @@ inline grid_group this_grid() { return grid_group(); }
 
 template <class Group>
 inline void sync(const Group& g, const char* file = __builtin_FILE(), int line = __builtin_LINE()) { g.sync(file, line); }
+// The free-function spellings of older CUDA code: cg::thread_rank(g), cg::group_size(g), cg::num_threads(g).
+template <class Group> inline auto thread_rank(const Group& g) -> decltype(g.thread_rank()) { return g.thread_rank(); }
+template <class Group> inline auto group_size(const Group& g) -> decltype(g.size()) { return g.size(); }
+template <class Group> inline auto num_threads(const Group& g) -> decltype(g.num_threads()) { return g.num_threads(); }
 }  // namespace cooperative_groups
