@@ -34,6 +34,7 @@ As in transformers, ``encode`` adds the beginning-of-sequence token by default
 import contextlib
 import json
 import os
+import re
 import warnings
 from typing import NamedTuple
 
@@ -581,6 +582,9 @@ class _Tokenizer:
                                       "minilora")
         if return_assistant_tokens_mask and not (return_dict and tokenize):
             raise ValueError("`return_assistant_tokens_mask=True` requires `return_dict=True` and `tokenize=True`")
+        if return_assistant_tokens_mask and not re.search(r"\{%-?\s*generation\s*-?%\}", template):
+            warnings.warn("return_assistant_tokens_mask==True but chat template does not contain `{% generation %}` "
+                          "keyword: the mask is all zeros (the template marks no assistant text)")
         if isinstance(conversation, (list, tuple)) and not conversation:
             raise ValueError("Cannot apply chat template to an empty conversation. Provide at least one message.")
         if continue_final_message and add_generation_prompt:

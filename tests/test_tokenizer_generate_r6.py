@@ -349,6 +349,11 @@ def test_chat_template_batch_masks_and_refusals(bpe_toks):
         toks[1].apply_chat_template(CHAT, chat_template=TEMPLATE, tools=[len])
     with pytest.raises(ValueError, match="empty conversation"):
         toks[1].apply_chat_template([], chat_template=TEMPLATE)
+    no_blocks = TEMPLATE.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+    with pytest.warns(UserWarning, match="does not contain `{% generation %}`"):  # transformers logs the same
+        ours = toks[1].apply_chat_template(CHAT, chat_template=no_blocks, return_assistant_tokens_mask=True)
+    theirs = toks[0].apply_chat_template(CHAT, chat_template=no_blocks, return_assistant_tokens_mask=True)
+    assert plain(ours) == plain(theirs) and not any(ours["assistant_masks"])
 
 
 MESSAGE_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}:"
@@ -468,7 +473,10 @@ def scores_of(out):
 @pytest.mark.parametrize("call", [dict(do_sample=False, repetition_penalty=1.3),
                                   dict(do_sample=True, top_k=1, temperature=0.7),
                                   dict(do_sample=True, top_k=4, top_p=0.9, temperature=1e-3),
-                                  dict(do_sample=False, num_beams=2)], ids=["greedy", "top-k-1", "top-p", "beams"])
+                                  dict(do_sample=False, num_beams=2),
+                                  dict(do_sample=False, num_beams=3, num_return_sequences=2, length_penalty=0.5),
+                                  dict(do_sample=True, top_k=1, num_return_sequences=2)],
+                         ids=["greedy", "top-k-1", "top-p", "beams", "beams-returned", "sampled-returned"])
 def test_return_dict_scores_and_logits_as_transformers(call):
     reference, model = llama_pair()
     ids = [[1, 5, 9, 13], [0, 1, 7, 8]]
@@ -486,6 +494,10 @@ def test_return_dict_scores_and_logits_as_transformers(call):
         for e, g in zip(scores_of(expected), scores_of(got)):
             np.testing.assert_array_equal(np.isinf(g), np.isinf(e))
             np.testing.assert_allclose(g[np.isfinite(g)], e[np.isfinite(e)], rtol=1e-4, atol=1e-4)
+    if call.get("num_beams", 1) > 1:
+        np.testing.assert_allclose(scores_of([ours.sequences_scores])[0], scores_of([theirs.sequences_scores])[0],
+                                   rtol=1e-4, atol=1e-4)
+        assert ours.beam_indices.tolist() == theirs.beam_indices.tolist()
 
 
 def test_model_generation_config_file_sets_the_dict_output(tmp_path):
