@@ -258,7 +258,7 @@ class _Tokenizer:
         (``encode(text, False)``: a bool second argument is read as ``add_special_tokens``, what it means.)"""
         if isinstance(text_pair, bool):
             text_pair, add_special_tokens = None, text_pair
-        if not is_split(text, kwargs):
+        if not _is_split(text, kwargs):
             _check_text(text)
         plain = (text_pair, padding, truncation, max_length, stride, return_tensors, kwargs) == \
             (None, False, None, None, 0, None, {})
@@ -930,7 +930,7 @@ def _refuse_cleanup(clean_up_tokenization_spaces):
                                   "(the text is decoded as the tokenizer gives it)")
 
 
-def is_split(text, kwargs):
+def _is_split(text, kwargs):
     """A list of words given to ``encode`` with ``is_split_into_words=True``."""
     return bool(kwargs.get("is_split_into_words")) and isinstance(text, (list, tuple))
 

@@ -248,7 +248,10 @@ class GenerationConfig:
     model folder's ``generation_config.json``: a chat model's file often asks for sampling
     (``do_sample``, ``temperature``, ``top_p``), another end-of-turn id in ``eos_token_id``, or a
     ``max_length``. ``generate()`` uses them for every option the call does not pass, as transformers
-    does. Set one like an attribute (``model.generation_config.pad_token_id = 0``); unset ones are None."""
+    does. Set one like an attribute (``model.generation_config.pad_token_id = 0``); unset ones are None.
+    As transformers, a config is validated when made (``validate``: wrong values raise, flags that change
+    nothing are warned about) and refused by ``save_pretrained`` while it has issues, unless unchanged since
+    it was loaded; ``save_pretrained`` / ``from_pretrained`` read and write transformers' file."""
 
     def __init__(self, **options):
         self._set(options)
