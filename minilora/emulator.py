@@ -786,7 +786,13 @@ def _write_atomic(path: Path, data: str) -> None:
 _CUDA_LIBRARIES = {"curand": "cuRAND (device random numbers: draw them on the host with NumPy and pass them in)",
                    "cub/": "CUB", "thrust/": "Thrust", "cuda/": "libcu++ (cuda::std, cuda::pipeline, ...)",
                    "cublas": "cuBLAS", "cufft": "cuFFT", "cusparse": "cuSPARSE", "cudnn": "cuDNN",
-                   "mma.h": "WMMA (nvcuda::wmma tensor-core fragments)", "cuda_pipeline": "cuda_pipeline.h"}
+                   "mma.h": "WMMA (nvcuda::wmma tensor-core fragments)", "cuda_pipeline": "cuda_pipeline.h",
+                   "cuda_fp8": "the FP8 types (__nv_fp8_e4m3, __nv_fp8_e5m2)", "cuda_awbarrier": "cuda_awbarrier.h",
+                   "cutlass/": "CUTLASS", "cute/": "CuTe (CUTLASS 3)", "cusolver": "cuSOLVER", "nccl": "NCCL",
+                   "nvtx3/": "NVTX", "nvToolsExt": "NVTX",
+                   "torch/": "PyTorch's C++ extension API (host code: bind the kernel from Python instead)",
+                   "ATen/": "PyTorch's C++ API (ATen)", "c10/": "PyTorch's C++ API (c10)",
+                   "pybind11/": "pybind11 (host code: the emulator's kernels are called from Python directly)"}
 
 
 def _missing_header_hint(stderr: str) -> str:
@@ -940,6 +946,11 @@ def _refuse_unsupported(preprocessed: str, masked: str, ptx_refusals=()) -> None
                                "minilora's CUDA emulator (it has no texture units to filter, clamp or cache): pass the "
                                "array as a plain pointer and index it (tex1Dfetch<float>(t, i) -> p[i]), with __ldg for a "
                                "read-only load")
+        cluster = re.search(r"\b(this_cluster|cluster_group|cudaLaunchKernelEx)\b", text)
+        if cluster:
+            raise CompileError(f"{where}: {cluster.group(1)}: thread block clusters (sm_90: cg::this_cluster(), "
+                               "cluster.sync(), distributed shared memory through map_shared_rank) are not modelled by "
+                               "minilora's CUDA emulator")
         refused = re.search(r"\b__emu_ptx_refused\s*<\s*(\d+)\s*>", text)
         if refused:
             raise CompileError(f"{where}: {ptx_refusals[int(refused.group(1))]}")

@@ -208,6 +208,8 @@ def _translate(statement: str) -> str:
     for k, (constraint, expr) in enumerate(outs):
         if constraint.startswith(("=", "+")):
             code.append(f"__emu::ptx::out({expr}, __ptx{k});")
+    if len(sections) > 3 and '"memory"' in sections[3]:  # asm volatile("" ::: "memory"): a compiler barrier
+        code.append("__atomic_signal_fence(__ATOMIC_SEQ_CST);")
     return " ".join(code)
 
 
@@ -388,14 +390,17 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
                            "modelled by minilora's CUDA emulator (those are 32-bit window addresses there); use the "
                            "pointer in C++ instead")
         width = 4 if "v4" in mods else 8 if "v8" in mods else 2 if "v2" in mods else 1
+        # .volatile / .relaxed / .acquire / .release: a real atomic access, so a spin loop on a flag that another
+        # block sets re-reads memory (a plain copy could be hoisted out of the loop by the compiler)
+        ordered = "true" if any(m in mods for m in ("volatile", "relaxed", "acquire", "release")) else "false"
         if op == "ld":
             dests = _vector(args[0]) or [args[0]]
             addr = _address(args[1], regs)
-            return " ".join(_set(_dest(d, regs), t, f"__emu::ptx::load<{t}>({addr}, {i})")
+            return " ".join(_set(_dest(d, regs), t, f"__emu::ptx::load<{t}>({addr}, {i}, {ordered})")
                             for i, d in enumerate(dests[:width]) if d != "_")
         srcs = _vector(args[1]) or [args[1]]
         addr = _address(args[0], regs)
-        return " ".join(f"__emu::ptx::store<{t}>({addr}, {i}, {_get(t, _value(s, regs))});"
+        return " ".join(f"__emu::ptx::store<{t}>({addr}, {i}, {_get(t, _value(s, regs))}, {ordered});"
                         for i, s in enumerate(srcs[:width]))
     if op == "cvt":
         if len(types) != 2:
@@ -532,9 +537,12 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
                 f"({pred}) ? 1 : 0, 0, 32);")
     if op == "activemask":
         return f"{_dest(args[0], regs)} = __activemask();"
-    if op in ("bar", "barrier") and ("sync" in mods or not mods or "cta" in mods):
+    if op in ("bar", "barrier") and not any(m in mods for m in ("arrive", "red", "cluster")):
         if "warp" in mods:
             return f"__syncwarp((unsigned){_value(args[0], regs) if args else '0xffffffffu'});"
+        if len(args) > 1:  # bar.sync id, count: a named barrier for `count` threads, a subset of the block
+            raise PtxError(f"the inline PTX instruction '{head}' with a thread count (a named barrier for part of "
+                           "the block) is not modelled by minilora's CUDA emulator; bar.sync 0 (all threads) is")
         return "__syncthreads();"
     if op in ("membar", "fence"):
         if "proxy" in mods or "mbarrier_init" in mods:

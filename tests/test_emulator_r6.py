@@ -10,6 +10,7 @@ a class with a constructor) and host code refused by name.
 """
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -581,3 +582,33 @@ def test_grid_group_block_queries_and_free_functions():
     np.testing.assert_array_equal(out[:, 3], bx * 100 + by)
     np.testing.assert_array_equal(out[:, 4], ranks * 64)
     np.testing.assert_array_equal(out[:, 5], 64 + 384 * 1000)
+
+
+def test_ptx_ordered_loads_and_stores_basic_barrier_and_scheduling_attributes():
+    n = 256
+    x = rng.integers(0, 1000, n).astype(np.uint32)
+    f = rng.integers(0, 50, n).astype(np.float32)
+    slots, out = np.zeros(n, np.uint32), np.zeros(n, np.uint32)
+    kernel("ptx.cu", "ordered_exchange")(2, 128, (x, slots, f, out), check_races=True)
+    neighbour = x.reshape(2, 128)[:, (np.arange(128) + 1) % 128].ravel()
+    np.testing.assert_array_equal(slots, 3 * x)
+    np.testing.assert_array_equal(out, 3 * x + neighbour + f.astype(np.uint32))
+
+
+@pytest.mark.parametrize("body, match", [
+    ('asm volatile("bar.sync 1, 64;");', r"'bar\.sync' with a thread count .* is not modelled"),
+    ('asm volatile("barrier.cta.arrive 1, 64;");', r"'barrier\.cta\.arrive' is not modelled"),
+    ('namespace cg = cooperative_groups; auto c = cg::this_cluster(); c.sync();',
+     r"this_cluster: thread block clusters \(sm_90"),
+])
+def test_named_barriers_and_clusters_are_refused_by_name(body, match):
+    src = f'#include <cooperative_groups.h>\nextern "C" __global__ void k(float* d) {{\n    {body}\n}}'
+    with pytest.raises(CompileError, match=r"k\.cu:3: .*" + match):
+        RawModule(code=src).compile()
+
+
+@pytest.mark.parametrize("header, library", [("torch/types.h", "PyTorch's C++ extension API"), ("cutlass/cutlass.h", "CUTLASS"),
+                                             ("cuda_fp8.h", "the FP8 types"), ("cute/tensor.hpp", "CuTe")])
+def test_headers_of_libraries_the_emulator_lacks_are_named(header, library):
+    with pytest.raises(CompileError, match=re.escape(header) + " belongs to " + re.escape(library)):
+        RawModule(code=f'#include <{header}>\nextern "C" __global__ void k(float* d) {{}}').compile()

@@ -61,6 +61,10 @@
 #endif
 #define __align__(n) __attribute__((aligned(n)))
 #define __grid_constant__
+// Launch attributes that only constrain scheduling or registers: blocks here run independently either way.
+// (A kernel that uses clusters -- cg::this_cluster(), distributed shared memory -- is refused by name.)
+#define __cluster_dims__(...)
+#define __maxnreg__(n)
 // __restrict__ is already a g++ keyword.
 
 // ---------------------------------------------------------------------------------------------

@@ -46,14 +46,34 @@ inline uint64_t lanemask(int kind) {  // eq, lt, le, gt, ge
     }
 }
 
+// `ordered`: ld/st .volatile, .relaxed, .acquire or .release -- an atomic access of the value's size.
 template <class T>
-inline T load(const char* addr, int i) {
+inline T load(const char* addr, int i, bool ordered) {
     T v;
-    std::memcpy(&v, addr + i * sizeof(T), sizeof(T));
+    const char* p = addr + i * sizeof(T);
+    if (ordered && (sizeof(T) == 1 || sizeof(T) == 2 || sizeof(T) == 4 || sizeof(T) == 8)) {
+        using U = std::conditional_t<sizeof(T) == 1, uint8_t, std::conditional_t<sizeof(T) == 2, uint16_t,
+                  std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>>>;
+        const U bits = __atomic_load_n(reinterpret_cast<const U*>(p), __ATOMIC_SEQ_CST);
+        std::memcpy(&v, &bits, sizeof(T));
+        return v;
+    }
+    std::memcpy(&v, p, sizeof(T));
     return v;
 }
 template <class T>
-inline void store(char* addr, int i, T v) { std::memcpy(addr + i * sizeof(T), &v, sizeof(T)); }
+inline void store(char* addr, int i, T v, bool ordered) {
+    char* p = addr + i * sizeof(T);
+    if (ordered && (sizeof(T) == 1 || sizeof(T) == 2 || sizeof(T) == 4 || sizeof(T) == 8)) {
+        using U = std::conditional_t<sizeof(T) == 1, uint8_t, std::conditional_t<sizeof(T) == 2, uint16_t,
+                  std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>>>;
+        U bits;
+        std::memcpy(&bits, &v, sizeof(T));
+        __atomic_store_n(reinterpret_cast<U*>(p), bits, __ATOMIC_SEQ_CST);
+        return;
+    }
+    std::memcpy(p, &v, sizeof(T));
+}
 
 template <class H>
 inline H round_to(float f, const char* mode) {

@@ -223,3 +223,21 @@ extern "C" __global__ void ptx_arith(const int* a, const int* b, const float* x,
     hout[2 * i] = hfma;
     hout[2 * i + 1] = hmax;
 }
+
+// Ordered loads and stores (ld.acquire / st.release / ld.volatile), a basic-asm barrier, a compiler barrier,
+// and launch attributes that only constrain scheduling (__cluster_dims__, __maxnreg__).
+extern "C" __global__ void __cluster_dims__(2, 1, 1) __maxnreg__(64) ordered_exchange(const unsigned* x, unsigned* slots,
+                                                                                    float* f, unsigned* out) {
+    __shared__ unsigned stage[256];
+    const unsigned t = threadIdx.x, i = blockIdx.x * blockDim.x + t;
+    asm volatile("st.release.gpu.global.u32 [%0], %1;" :: "l"(slots + i), "r"(x[i] * 3u) : "memory");
+    stage[t] = x[i];
+    asm volatile("bar.sync 0;");
+    unsigned mine, neighbour;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(mine) : "l"(slots + i) : "memory");
+    asm volatile("" ::: "memory");
+    neighbour = stage[(t + 1) % blockDim.x];
+    float v;
+    asm volatile("ld.volatile.global.f32 %0, [%1];" : "=f"(v) : "l"(f + i));
+    out[i] = mine + neighbour + (unsigned)v;
+}
