@@ -1751,9 +1751,25 @@ def _from_python(data, dtype):
             and array.dtype != inferred:  # NumPy made floats or uint64 of Python ints past int64
         raise ValueError("Overflow when unpacking long long")
     if target.kind in "iu" and array.size and array.dtype.kind in "fiu":
-        for extreme in (array.min(), array.max()):  # torch checks every number it stores
-            dtypes.checked_number(extreme.item() if array.dtype.kind == "f" else int(extreme), target)
+        try:
+            for extreme in (array.min(), array.max()):  # torch checks every number it stores
+                dtypes.checked_number(extreme.item() if array.dtype.kind == "f" else int(extreme), target)
+        except RuntimeError:  # (a list of ints and floats became floats: torch checks each number by its
+            if not isinstance(data, (list, tuple)):  # own type, so [-2, 1.25] into uint8 is [254, 1]
+                raise  # while [-2.0] overflows)
+            for item in _numbers_in(data):
+                dtypes.checked_number(item, target)
+            return dtypes.cast(np.asarray(_storable_items(data, target), dtype=object).astype(np.int64), target)
     return array if array.dtype == target else dtypes.cast(array, target)
+
+
+def _numbers_in(data):
+    """The numbers of a nested list, each as the Python int, float or bool it is (a tensor's as .item())."""
+    for item in data:
+        if isinstance(item, (list, tuple)):
+            yield from _numbers_in(item)
+        else:
+            yield item.item() if hasattr(item, "item") else item
 
 
 def _inferred_dtype(data):

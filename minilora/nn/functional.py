@@ -55,6 +55,8 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
 def linear(input, weight, bias=None):
     """``input @ weight.T + bias`` with ``weight`` [out_features, in_features] (PyTorch layout);
     a 1-D ``weight`` [in_features] gives one output per row, without that dimension (torch)."""
+    if str(input.dtype) == "bool" and weight.ndim == 2:  # (torch's addmm: no bool kernel)
+        raise NotImplementedError('"addmm_impl_cpu_" not implemented for \'Bool\'')
     if weight.ndim == 1:
         if bias is not None:  # torch refuses this combination too
             raise RuntimeError("linear: a bias needs a 2-D weight (mat2 must be a matrix, got 1-D tensor)")
@@ -322,6 +324,9 @@ def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="m
         raise RuntimeError("The function 'soft_margin_loss' is not differentiable with respect to argument "
                            "'target'. This input cannot have requires_grad True.")
     margin = -input * target
+    if tuple(margin.shape) != tuple(input.shape):  # (that buffer has the input's shape too)
+        raise RuntimeError(f"output with shape {list(input.shape)} doesn't match the broadcast shape "
+                           f"{list(margin.shape)}")
     if margin.dtype != input.dtype:  # torch's kernel writes into a buffer of the input's dtype
         margin = margin.to(input.dtype)
     return _reduced("soft_margin_loss", ops.log1p(ops.exp(margin)), reduction)
@@ -371,7 +376,7 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
             raise ValueError("var is of incorrect size")
     if reduction not in ("none", "mean", "sum"):
         raise ValueError(reduction + " is not valid")
-    var = var + (var.clamp_min(eps) - var).detach()  # torch clamps a copy under no_grad
+    var = var + (eps - var).clamp_min(0).detach()  # torch clamps a copy under no_grad (an inf var stays inf)
     loss = 0.5 * (ops.log(var) + (input - target) ** 2 / var)
     if full:
         loss = loss + 0.5 * math.log(2 * math.pi)
@@ -448,8 +453,9 @@ def threshold(input, threshold, value, inplace=False):
 def _threshold(input, threshold, value):
     if str(input.dtype) == "bool":
         raise NotImplementedError('"threshold_cpu" not implemented for \'Bool\'')
+    # (a nan is kept, as torch's x <= threshold ? value : x)
     compared = input.float() if input.dtype.itemsize == 2 and _is_floating(input.dtype) else input
-    return input.masked_fill(~(compared > threshold), value)
+    return input.masked_fill(compared <= threshold, value)
 
 
 def hardshrink(input, lambd=0.5):
@@ -676,13 +682,13 @@ def triplet_margin_with_distance_loss(anchor, positive, negative, *, distance_fu
     return loss.sum() if reduction == "sum" else loss.mean() if reduction == "mean" else loss
 
 
+@_amp.autocasts  # (torch's bilinear is not autocast on the CPU: nor the products inside)
 def bilinear(input1, input2, weight, bias=None):
     """``y[..., o] = sum over i, j of x1[..., i] weight[o, i, j] x2[..., j] + bias[o]``."""
     if weight.ndim != 3:
         raise RuntimeError(f"bilinear(): weight must be three-dimensional, got {weight.ndim}D")
     if input1.ndim != input2.ndim or tuple(input1.shape[:-1]) != tuple(input2.shape[:-1]):
         dim = next((d for d, (a, b) in enumerate(zip(input1.shape, input2.shape)) if a != b), 0)
-@_amp.autocasts  # (torch's bilinear is not autocast on the CPU: nor the products inside)
         raise RuntimeError(f"bilinear(): input batch dimensions do not match at dim {dim}: got "
                            f"{input1.shape[dim]} and {input2.shape[dim]}")
     for name, x, axis in (("input1", input1, 1), ("input2", input2, 2)):
@@ -738,13 +744,13 @@ def local_response_norm(input, size, alpha=0.0001, beta=0.75, k=1.0):
 
 
 # ---- embedding_bag: the sum / mean / max of each bag of embeddings ----------------------------------
+@_amp.autocasts  # (not autocast in torch: nor the sums inside)
 def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale_grad_by_freq=False, mode="mean",
                   sparse=False, per_sample_weights=None, include_last_offset=False, padding_idx=None):
     """PyTorch's ``F.embedding_bag`` (the text classifier of torch's tutorial): the rows of a 2-D
     ``input`` are bags, or a 1-D ``input`` is cut into bags at ``offsets``; each bag's embeddings are
     summed, averaged or max-pooled (``padding_idx`` entries left out; an empty bag gives zeros),
     ``per_sample_weights`` scaling each one in 'sum' mode."""
-@_amp.autocasts  # (not autocast in torch: nor the sums inside)
     ids, starts = _bags(input, offsets, include_last_offset)
     if scale_grad_by_freq:  # torch's bag kernel counts frequencies its own way: not reproduced here
         raise NotImplementedError("embedding_bag: scale_grad_by_freq=True is not implemented in minilora")

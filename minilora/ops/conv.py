@@ -763,11 +763,11 @@ class MaxUnpool2d(Function):
         return g.reshape(ctx.flat.shape[0], -1)[rows, ctx.flat].reshape(ctx.shape), None
 
 
+@_amp.autocasts
 def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
     """PyTorch's ``F.max_unpool2d``: the inverse of ``max_pool2d(..., return_indices=True)`` -- the
     pooled values put back at their positions, zeros elsewhere. The output size defaults to
     ``(H - 1) * stride - 2 * padding + kernel``; ``output_size`` picks another within one stride."""
-@_amp.autocasts
     kernel = _pair(kernel_size, "kernel_size")
     stride = kernel if stride is None else _pair(stride, "stride")
     size = _unpool_size(input, kernel, stride, _pair(padding, "padding"), output_size)

@@ -1756,10 +1756,12 @@ class Elu(Function):
         alpha, scale, input_scale = ctx.constants
         with np.errstate(over="ignore"):
             negative = g * (alpha * scale * input_scale) * xp.exp(xp.minimum(a, 0) * input_scale)
-        return xp.where(a > 0, g * scale, negative).astype(g.dtype, copy=False)
+        return xp.where(a <= 0, negative, g * scale).astype(g.dtype, copy=False)  # (nan: torch's g * scale)
 
 
 def _elu(input, alpha, scale, input_scale):
+    if not is_floating(input.dtype):  # (torch.celu / torch.selu too, not only F.*: no integer kernel)
+        raise NotImplementedError(f'"elu_cpu" not implemented for \'{torch_name(input.dtype)}\'')
     input = _floating(input)
     alpha, = _checked_parameters(input, alpha)
     return Elu.apply(input, alpha=alpha, scale=scale, input_scale=input_scale)

@@ -448,6 +448,8 @@ def index_fill(input, dim, index, value):
                            f"with {value.ndim} dimension(s).")
     if not isinstance(value, Tensor):  # a number must fit, as torch checks (uint8: 300 raises, -1 is 255)
         value = checked_number(python_number(value), input.dtype)
+    elif input.dtype != np.bool_:  # (a 0-d tensor's too: torch reads it with .item(), even for no position)
+        checked_number(value.item(), input.dtype)
     positions = index._array.reshape(-1)
     _check_bounds(positions, input.shape[dim] if input.ndim else 1, dim, "index_fill", negative=True)
     if input.ndim == 0:  # torch: a 0-d tensor is one element along dim 0
@@ -667,9 +669,11 @@ def _identity(reduce, dtype):
         return 0
     if reduce == "prod":
         return 1
-    limits = np.finfo(dtype) if dtype.kind == "f" else np.iinfo(dtype)
-    if dtype.kind == "f":
+    if is_floating(dtype):  # (bfloat16 too: NumPy's finfo/iinfo know neither it nor bool)
         return -np.inf if reduce == "amax" else np.inf
+    if dtype == np.bool_:
+        return reduce == "amin"
+    limits = np.iinfo(dtype)
     return limits.min if reduce == "amax" else limits.max
 
 
@@ -685,6 +689,8 @@ def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
     if not isinstance(src, Tensor) or src.dtype != input.dtype:
         raise RuntimeError(f"scatter_reduce(): Expected self.dtype to be equal to src.dtype "
                            f"({input.dtype} vs {getattr(src, 'dtype', type(src).__name__)})")
+    if reduce == "mean" and input.dtype == np.bool_:  # (torch has no bool kernel for the division)
+        raise NotImplementedError('"scatter_gather_tensor_cpu_reduce_mean" not implemented for \'Bool\'')
     if input.ndim == 0:
         out = ScatterReduce.apply(input.reshape(1), src.reshape(1), index=index._array.reshape(1), axis=0,
                                   reduce=reduce, include_self=bool(include_self)).reshape(())

@@ -334,8 +334,28 @@ def einsum(equation, *operands):
     if len(dtypes) > 1:
         raise RuntimeError(f"einsum(): operands must have the same dtype, got {sorted(dtypes)}")
     subs, output = _einsum_subscripts(equation, [x.ndim for x in operands])
+    if operands and not is_floating(operands[0].dtype):
+        operands = _integer_einsum_operands(operands, subs, output)
     operands, subs = zip(*(_diagonals(x, sub) for x, sub in zip(operands, subs)))
     return Einsum.apply(*operands, subs=list(subs), output=output)
+
+
+def _integer_einsum_operands(operands, subs, output):
+    """torch's einsum of integers and bools: an operand with a label found nowhere else is summed
+    first (``sum``: int64, so ``einsum('ij->', bools)`` counts them), and a label shared by operands
+    and summed away goes through ``bmm`` (no bool kernel). The operands, cast to the result's dtype."""
+    from ..dtypes import int64, promote_types
+    results = []
+    for i, (x, sub) in enumerate(zip(operands, subs)):
+        elsewhere = set(output).union(*(s for j, s in enumerate(subs) if j != i))
+        results.append(int64 if set(sub) - elsewhere else x.dtype)
+    dtype = results[0]
+    for other in results[1:]:
+        dtype = promote_types(dtype, other)
+    shared = [label for label in set("".join(subs)) - set(output) if sum(label in s for s in subs) > 1]
+    if shared and dtype == np.bool_:
+        raise NotImplementedError('"bmm" not implemented for \'Bool\'')
+    return tuple(x if x.dtype == dtype else x.to(dtype) for x in operands)
 
 
 def _contracts(equation, operands):
@@ -433,8 +453,10 @@ def _scaled_sum(name, input, product, beta, alpha):
         raise RuntimeError(f"{name}: input of shape {tuple(input.shape)} does not broadcast to the "
                            f"product's shape {tuple(product.shape)}")
     _check_dtypes(name, input, product)
-    if not is_floating(product.dtype) and product.dtype != np.bool_:  # (torch casts the scalars to the
-        alpha, beta = int(alpha), int(beta)  # integer dtype first: alpha=0.5 is 0)
+    if product.dtype == np.bool_:  # (torch casts the scalars to the product's dtype first)
+        alpha, beta = bool(alpha), bool(beta)
+    elif not is_floating(product.dtype):
+        alpha, beta = int(alpha), int(beta)  # (alpha=0.5 is 0)
     if alpha != 1:
         product = product * alpha
     if beta == 0:
@@ -484,6 +506,7 @@ def _in_float32(fn, input, m1, m2, beta, alpha):
     return fn(input.float(), m1.float(), m2.float(), beta=beta, alpha=alpha).to(dtype)
 
 
+@_amp.autocasts  # (not on torch's list: its inner stack must not promote either)
 def cross(input, other, dim=None):
     """``torch.cross``: the 3-D cross product along ``dim`` (the tensors broadcast, with the same
     number of dimensions, as torch requires). Without ``dim``
@@ -506,7 +529,6 @@ def cross(input, other, dim=None):
                          f"{len(shape) - 1}], but got {dim})")
     if input.shape[dim] != 3 or other.shape[dim] != 3:
         raise RuntimeError(f"linalg.cross: inputs dimension {dim} must have length 3. Got "
-@_amp.autocasts  # (not on torch's list: its inner stack must not promote either)
                            f"{input.shape[dim]} and {other.shape[dim]}")
     a0, a1, a2 = input.expand(*shape).unbind(dim)
     b0, b1, b2 = other.expand(*shape).unbind(dim)

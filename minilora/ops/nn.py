@@ -1771,8 +1771,8 @@ def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, r
     (``x1.x2 / sqrt((|x1|^2 + 1e-12) (|x2|^2 + 1e-12))``, not ``F.cosine_similarity``'s form)."""
     from .elementwise import where
     reduction = legacy_reduction(size_average, reduce, reduction)
-    if input1.ndim not in (1, 2) or tuple(input1.shape) != tuple(input2.shape):
-        raise RuntimeError(f"cosine_embedding_loss: expected 1-D or 2-D inputs of one shape, got "
+    if input1.ndim not in (1, 2) or input1.ndim != input2.ndim:  # (of shapes that broadcast, as torch)
+        raise RuntimeError(f"cosine_embedding_loss: expected 1-D or 2-D inputs of one rank, got "
                            f"{tuple(input1.shape)} and {tuple(input2.shape)}")
     target_ndim = np.ndim(_array(target))
     if target_ndim > 1 or input1.ndim != target_ndim + 1:  # (torch: a 1-D target pairs rows of 2-D inputs)

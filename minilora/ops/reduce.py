@@ -883,7 +883,10 @@ def _quantile(name, input, q, dim, keepdim, interpolation, ignore_nan):
     take = lambda idx: _gather(ordered, -1, Tensor(idx.astype(np.int64), dtype=np.int64,  # noqa: E731
                                                   device=input.device))
     weight = Tensor(weights.astype(input.dtype), dtype=input.dtype, device=input.device)
-    out = lerp(take(below), take(above), weight)  # (..., len(q))
+    if interpolation in ("lower", "higher", "nearest"):  # one element, taken as it is (torch: no lerp,
+        out = take(above if interpolation == "higher" else below)  # so an inf there is no inf - inf)
+    else:
+        out = lerp(take(below), take(above), weight)  # (..., len(q))
     out = movedim(out, -1, 0)
     if keepdim:
         keep_axes = range(input.ndim) if axis is None else (axis,)
