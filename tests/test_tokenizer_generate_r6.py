@@ -514,6 +514,28 @@ def test_model_generation_config_file_sets_the_dict_output(tmp_path):
     np.testing.assert_allclose(scores_of(ours.scores)[0], scores_of(theirs.scores)[0], rtol=1e-4, atol=1e-4)
 
 
+def test_model_save_refuses_an_edited_invalid_generation_config_as_transformers(tmp_path):
+    """A model folder's file with issues (a published chat model's temperature without do_sample) loads with a
+    warning and saves back unchanged; edited, saving it is refused -- by the model's save_pretrained too."""
+    reference, _ = llama_pair()
+    reference.save_pretrained(str(tmp_path / "model"))
+    (tmp_path / "model" / "generation_config.json").write_text(json.dumps({"temperature": 0.5, "eos_token_id": 2}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = transformers.LlamaForCausalLM.from_pretrained(str(tmp_path / "model"))
+    with pytest.warns(UserWarning, match="generation flags are not valid"):
+        ours = LlamaForCausalLM.from_pretrained(str(tmp_path / "model"))
+    for model, name in ((theirs, "theirs"), (ours, "ours")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.save_pretrained(str(tmp_path / f"again-{name}"))
+        model.generation_config.temperature = 0.6
+        with pytest.raises(ValueError, match="temperature"):
+            model.save_pretrained(str(tmp_path / f"edited-{name}"))
+    saved = json.loads((tmp_path / "again-ours" / "generation_config.json").read_text())
+    assert saved["temperature"] == 0.5 and saved["eos_token_id"] == 2
+
+
 class Pieces(transformers.TextStreamer):
     """transformers' TextStreamer, keeping what it would print."""
 
