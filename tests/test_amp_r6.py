@@ -1,8 +1,8 @@
 """Mixed precision as torch users write it (``torch.autocast``, ``torch.amp.GradScaler``), side by side
 with torch 2.13: every op's dtype (and values) in a CPU autocast region, the region's state and
-errors, the weight cache, gradients, a tiny Llama against transformers', a LoRA model, and the
-scaler's sequence of scales with injected infs. Skipped without torch."""
-import math
+errors, the weight cache, gradients, a tiny Llama against transformers', a LoRA layer against PEFT's,
+LSTM, custom autograd Functions, gradient checkpointing, and the scaler's sequence of scales with
+injected infs. Skipped without torch."""
 import warnings
 
 import numpy as np
