@@ -612,3 +612,17 @@ def test_named_barriers_and_clusters_are_refused_by_name(body, match):
 def test_headers_of_libraries_the_emulator_lacks_are_named(header, library):
     with pytest.raises(CompileError, match=re.escape(header) + " belongs to " + re.escape(library)):
         RawModule(code=f'#include <{header}>\nextern "C" __global__ void k(float* d) {{}}').compile()
+
+
+def test_coalesced_group_ballot_match_and_tiles_answer_in_ranks_as_cuda():
+    keys = rng.integers(0, 3, 32).astype(np.int32)
+    ballots, matches, tiles = (np.zeros(32, np.uint32) for _ in range(3))
+    kernel("groups.cu", "coalesced_ranks")(1, 32, (keys, ballots, matches, tiles))
+    odd = np.arange(1, 32, 2)  # rank r is lane 2r + 1
+    ranks = np.arange(16)
+    np.testing.assert_array_equal(ballots[odd], sum(1 << int(r) for r in ranks if r % 3 == 0))
+    k = keys[odd]
+    np.testing.assert_array_equal(matches[odd], [sum(1 << j for j in range(16) if k[j] == v) for v in k])
+    expect = ranks % 4 + 10 * 4 + 100 * (ranks // 4) + 1000 * 4 + 10000 * k[ranks // 4 * 4]
+    np.testing.assert_array_equal(tiles[odd], expect)
+    assert not ballots[::2].any()

@@ -130,7 +130,8 @@ thread_block_tile<N> tiled_partition(const Parent&) { return thread_block_tile<N
 // The lanes of a warp that reached coalesced_threads() together (see the note at the top).
 class coalesced_group {
 public:
-    explicit coalesced_group(unsigned mask) : mask_(mask) {}
+    explicit coalesced_group(unsigned mask, unsigned meta_rank = 0, unsigned meta_size = 1)
+        : mask_(mask), meta_rank_(meta_rank), meta_size_(meta_size) {}
     unsigned int size() const { return __builtin_popcount(mask_); }
     unsigned int num_threads() const { return size(); }
     unsigned int thread_rank() const { return __builtin_popcount(mask_ & ((1u << __detail::lane()) - 1u)); }
@@ -140,12 +141,20 @@ public:
     // shfl by the group's rank: the rank-th lane present in the mask.
     template <class T>
     T shfl(T v, unsigned rank, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
-        unsigned m = mask_;
-        for (unsigned k = 0; k < rank % size(); ++k) m &= m - 1;
-        return __emu::shfl(__emu::W_SHFL_IDX, file, line, mask_, v, __builtin_ctz(m), 32);
+        return shfl_rank(v, rank % size(), file, line);
     }
+    // ballot, match_any and match_all answer in the group's ranks, as CUDA's: bit k is the thread of rank k
+    // (the lanes' bits packed together; a lane mask only when the whole warp is in the group).
     unsigned ballot(int p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
-        return unsigned(__emu::warp_op(__emu::W_BALLOT, file, line, mask_, p ? 1 : 0, 0, 32));
+        return pack(unsigned(__emu::warp_op(__emu::W_BALLOT, file, line, mask_, p ? 1 : 0, 0, 32)));
+    }
+    template <class T>
+    unsigned match_any(T v, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        return pack(unsigned(__emu::warp_op(__emu::W_MATCH_ANY, file, line, mask_, __emu::match_bits(v), 0, 32)));
+    }
+    template <class T>
+    unsigned match_all(T v, int& pred, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        return pack(__emu::match_all(file, line, mask_, v, &pred));
     }
     int any(int p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
         return int(__emu::warp_op(__emu::W_ANY, file, line, mask_, p ? 1 : 0, 0, 32));
@@ -153,7 +162,6 @@ public:
     int all(int p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
         return int(__emu::warp_op(__emu::W_ALL, file, line, mask_, p ? 1 : 0, 0, 32));
     }
-
     template <class T>
     T shfl_down(T v, unsigned delta, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
         const unsigned rank = thread_rank() + delta;  // a rank past the end reads the lane's own value, as CUDA
@@ -164,8 +172,9 @@ public:
         return shfl_rank(v, delta <= thread_rank() ? thread_rank() - delta : thread_rank(), file, line);
     }
     unsigned lane_mask() const { return mask_; }
-    unsigned int meta_group_rank() const { return 0; }
-    unsigned int meta_group_size() const { return 1; }
+    // After tiled_partition(coalesced, n): which tile of the parent this is, and how many there are.
+    unsigned int meta_group_rank() const { return meta_rank_; }
+    unsigned int meta_group_size() const { return meta_size_; }
 
 private:
     template <class T>
@@ -174,8 +183,26 @@ private:
         for (unsigned k = 0; k < rank; ++k) m &= m - 1;
         return __emu::shfl(__emu::W_SHFL_IDX, file, line, mask_, v, __builtin_ctz(m), 32);
     }
-    unsigned mask_;
+    unsigned pack(unsigned lanes) const {
+        unsigned packed = 0, rank = 0;
+        for (unsigned lane = 0; lane < 32; ++lane)
+            if (mask_ >> lane & 1u) packed |= (lanes >> lane & 1u) << rank++;
+        return packed;
+    }
+    unsigned mask_, meta_rank_, meta_size_;
 };
+// tiled_partition of a coalesced group: its threads in rank order, n at a time (the last tile may be short).
+inline coalesced_group tiled_partition(const coalesced_group& parent, unsigned n) {
+    __detail::check_tile_size(n);
+    const unsigned first = parent.thread_rank() / n * n;
+    unsigned mask = 0, rank = 0;
+    for (unsigned lane = 0; lane < 32; ++lane) {
+        if (!(parent.lane_mask() >> lane & 1u)) continue;
+        if (rank >= first && rank < first + n) mask |= 1u << lane;
+        ++rank;
+    }
+    return coalesced_group(mask, parent.thread_rank() / n, (parent.size() + n - 1) / n);
+}
 inline coalesced_group coalesced_threads(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
     return coalesced_group(unsigned(__emu::warp_op(__emu::W_COALESCE, file, line, 0xffffffffu, 0, 0, 32)));
 }

@@ -163,3 +163,19 @@ extern "C" __global__ void grid_normalize(float* x, float* partial, int n) {
     for (unsigned b = 0; b < gridDim.x; ++b) total += partial[b];
     for (unsigned long long i = grid.thread_rank(); i < (unsigned long long)n; i += grid.size()) x[i] /= total;
 }
+
+// A coalesced group of the odd lanes: its ballot and match_any answer in the group's ranks (bit k = rank k),
+// and tiled_partition splits it into tiles of 4 by rank.
+extern "C" __global__ void coalesced_ranks(const int* keys, unsigned* ballots, unsigned* matches, unsigned* tiles) {
+    const unsigned lane = threadIdx.x;
+    if (lane & 1) {
+        cg::coalesced_group odd = cg::coalesced_threads();
+        ballots[lane] = odd.ballot(odd.thread_rank() % 3 == 0);
+        matches[lane] = odd.match_any(keys[lane]);
+        cg::coalesced_group four = cg::tiled_partition(odd, 4);
+        tiles[lane] = four.thread_rank() + 10 * four.size() + 100 * four.meta_group_rank() + 1000 * four.meta_group_size()
+                      + 10000 * four.shfl(keys[lane], 0);
+    } else {
+        ballots[lane] = matches[lane] = tiles[lane] = 0;
+    }
+}
