@@ -125,6 +125,19 @@ from .ops import nanquantile, quantile  # noqa: E402,F401
 # torch's top-level in-place activations: torch.relu_(x) is x.relu_() (torch.nn.functional has the others)
 relu_, sigmoid_, tanh_ = Tensor.relu_, Tensor.sigmoid_, Tensor.tanh_
 clamp_, clip_, clamp_min_, clamp_max_ = Tensor.clamp_, Tensor.clip_, Tensor.clamp_min_, Tensor.clamp_max_
+# ... and of the pointwise ops: torch.exp_(x) is x.exp_() (tests/test_autograd_r6_saved.py lists torch's)
+abs_, acos_, acosh_, asin_, asinh_, atan_, atanh_ = (Tensor.abs_, Tensor.acos_, Tensor.acosh_, Tensor.asin_,
+                                                     Tensor.asinh_, Tensor.atan_, Tensor.atanh_)
+ceil_, cos_, cosh_, erf_, exp2_, exp_, expm1_, floor_ = (Tensor.ceil_, Tensor.cos_, Tensor.cosh_, Tensor.erf_,
+                                                         Tensor.exp2_, Tensor.exp_, Tensor.expm1_, Tensor.floor_)
+log10_, log1p_, log2_, log_, neg_, negative_ = (Tensor.log10_, Tensor.log1p_, Tensor.log2_, Tensor.log_,
+                                                Tensor.neg_, Tensor.negative_)
+reciprocal_, round_, rsqrt_, sin_, sinh_, sqrt_ = (Tensor.reciprocal_, Tensor.round_, Tensor.rsqrt_, Tensor.sin_,
+                                                   Tensor.sinh_, Tensor.sqrt_)
+square_, tan_, trunc_, xlogy_, nan_to_num_, index_put_, logit_ = (
+    Tensor.square_, Tensor.tan_, Tensor.trunc_, Tensor.xlogy_, Tensor.nan_to_num_, Tensor.index_put_, Tensor.logit_)
+fill_, zero_, detach_ = Tensor.fill_, Tensor.zero_, Tensor.detach_
+from .ops import celu, logit, selu  # noqa: E402,F401
 from .tensor import scalar_tensor  # noqa: E402,F401
 from .factories import as_tensor, asarray  # noqa: E402,F401
 from .factories import is_floating_point  # noqa: E402,F401
@@ -139,6 +152,28 @@ from .amp import (autocast, clear_autocast_cache, get_autocast_dtype, is_autocas
 cpu = _types.ModuleType("minilora.cpu", "torch.cpu's amp: the deprecated torch.cpu.amp.autocast / GradScaler")
 cpu.amp = amp.cpu_amp
 
+# torch's top-level names for dropout and some activations, with torch's arguments (torch.dropout(x, p,
+# train) is F.dropout(x, p, train)). Those nn.functional implements are reached through this module's
+# lazy ``nn`` (see __getattr__), as a user's ``minilora.nn`` is: the root package sits on every layer.
+def dropout(input, p, train): return ops.dropout(input, p, train)
+def dropout_(input, p, train): return ops.dropout(input, p, train, inplace=True)
+def alpha_dropout(input, p, train): return _functional().alpha_dropout(input, p, train)
+def alpha_dropout_(input, p, train): return _functional().alpha_dropout(input, p, train, inplace=True)
+def feature_alpha_dropout(input, p, train): return _functional().feature_alpha_dropout(input, p, train)
+def feature_alpha_dropout_(input, p, train):
+    return _functional().feature_alpha_dropout(input, p, train, inplace=True)
+def celu_(input, alpha=1.0): return _functional().celu_(input, alpha)
+def selu_(input): return _functional().selu_(input)
+def threshold(input, threshold, value): return _functional().threshold(input, threshold, value)
+def threshold_(input, threshold, value): return _functional().threshold_(input, threshold, value)
+def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False): return _functional().rrelu(input, lower, upper, training)
+def rrelu_(input, lower=1.0 / 8, upper=1.0 / 3, training=False): return _functional().rrelu_(input, lower, upper, training)
+
+
+def _functional():
+    return __getattr__("nn").functional
+
+
 # Sub-packages load on first use (``ml.nn``, ``ml.optim``, ``ml.lora`` ...), as ``torch.nn`` users
 # expect, without making ``import minilora`` pay for all of them.
 _SUBMODULES = {"nn", "optim", "lora", "cuda", "models", "memory", "data", "train", "generate", "tokenizer", "utils",
@@ -151,3 +186,10 @@ def __getattr__(name):
         import importlib
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'minilora' has no attribute '{name}'")
+
+
+# torch.linalg, and torch's top-level spellings of its functions (torch.svd returns V, not Vh; torch.det ...)
+from . import linalg  # noqa: E402
+from .linalg import (det, logdet, matrix_exp, matrix_power, pinverse, ger)  # noqa: E402,F401
+from .linalg import old_cholesky as cholesky, old_qr as qr, old_slogdet as slogdet, old_svd as svd  # noqa: E402,F401
+from .linalg import inv as inverse  # noqa: E402,F401

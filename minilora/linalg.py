@@ -1,0 +1,1096 @@
+"""``torch.linalg`` on NumPy (CuPy on ``cuda``): decompositions, solvers, norms, with torch's names,
+arguments, named-tuple results, errors and derivatives.
+
+    import minilora as ml
+    U, S, Vh = ml.linalg.svd(delta_W, full_matrices=False)   # LoRA's "intrinsic rank" of an update
+    ml.linalg.matrix_rank(delta_W), ml.linalg.norm(delta_W, "fro")
+
+Each factorization is computed once by LAPACK (``numpy.linalg``, in the input's own precision: float32
+stays float32, as torch's LAPACK call), and each of its outputs is a node whose backward is torch's
+formula for that output (torch's FunctionsManual: ``svd_backward``, ``linalg_eig_backward``,
+``linalg_qr_backward``, ``cholesky_backward`` ...). Those formulas are linear in the output gradients, so
+a loss using ``U`` and ``S`` gets the sum of the two nodes' contributions: the joint gradient.
+
+Sign and order conventions: singular vectors, eigenvectors and QR's factors are only defined up to a
+sign per column (LAPACK picks one; torch and NumPy call the same routines, but nothing guarantees the
+same choice). What torch guarantees, and what the tests compare, is the reconstruction ``U S Vh == A``,
+the singular values / eigenvalues (ascending for ``eigh``, descending for ``svd``), orthonormality, and
+``|U^T U_torch| == I``; losses that should be differentiated are the gauge-invariant ones (torch
+documents the same caveat). minilora has no complex linear algebra: complex inputs are refused.
+"""
+import collections
+import math
+import warnings
+
+import numpy as np
+
+from . import dtypes, ops
+from .device import xp_of
+from .tensor import Function, Tensor, name_node
+
+__all__ = ["LinAlgError", "svd", "svdvals", "qr", "eigh", "eigvalsh", "norm", "vector_norm", "matrix_norm",
+           "matrix_rank", "det", "slogdet", "inv", "inv_ex", "solve", "solve_ex", "solve_triangular", "cholesky",
+           "cholesky_ex", "lstsq", "pinv", "matrix_power", "matrix_exp", "cross", "multi_dot", "diagonal",
+           "vecdot", "vander"]
+
+
+class LinAlgError(RuntimeError):
+    """``torch.linalg.LinAlgError``: a singular or not positive-definite matrix (a RuntimeError, as torch's)."""
+
+
+def _result(name, fields):
+    """torch's named tuples (``torch.return_types.linalg_svd``): fields by name, and a tuple too."""
+    cls = collections.namedtuple(name, fields)
+    cls.__module__ = "minilora.return_types"
+    return cls
+
+
+SVD = _result("linalg_svd", "U S Vh")
+QR = _result("linalg_qr", "Q R")
+Eigh = _result("linalg_eigh", "eigenvalues eigenvectors")
+SlogDet = _result("linalg_slogdet", "sign logabsdet")
+InvEx = _result("linalg_inv_ex", "inverse info")
+CholeskyEx = _result("linalg_cholesky_ex", "L info")
+SolveEx = _result("linalg_solve_ex", "result info")
+Lstsq = _result("linalg_lstsq", "solution residuals rank singular_values")
+OldSVD = _result("svd", "U S V")  # torch.svd: V, not Vh
+OldQR = _result("qr", "Q R")
+OldSlogDet = _result("slogdet", "sign logabsdet")
+
+
+# ---- argument checks: torch's messages -----------------------------------------------------------
+def _check(name, A, *, square=False, arg="A"):
+    """``A`` must be a (batch of) floating matrix (matrices), square where ``square``."""
+    if not isinstance(A, Tensor):
+        raise TypeError(f"{name}(): argument '{arg}' (position 1) must be Tensor, not {type(A).__name__}")
+    _check_dtype(name, A)
+    if A.ndim < 2:
+        raise RuntimeError(f"{name}: The input tensor {arg} must have at least 2 dimensions.")
+    if square and A.shape[-1] != A.shape[-2]:
+        raise RuntimeError(f"{name}: A must be batches of square matrices, but they are {A.shape[-2]} by "
+                           f"{A.shape[-1]} matrices")
+
+
+def _check_dtype(name, A):
+    if A.dtype.kind == "c":
+        raise NotImplementedError(f"{name}: minilora has no complex linear algebra (got {A.dtype}); "
+                                  f"split real and imaginary parts, or use torch")
+    if not dtypes.is_floating(A.dtype):
+        raise RuntimeError(f"{name}: Expected a floating point or complex tensor as input. Got "
+                           f"{dtypes.torch_name(A.dtype)}")
+    if A.dtype.itemsize == 2:
+        raise RuntimeError(f"{name}: Low precision dtypes not supported. Got {dtypes.torch_name(A.dtype)}")
+
+
+def _mT(a):
+    return a.swapaxes(-1, -2)
+
+
+def _eye_like(a, n):
+    return xp_of(a).eye(n, dtype=a.dtype)
+
+
+def _plain(array, like):
+    """A tensor holding ``array`` with no graph (ranks, infos, signs), on ``like``'s device."""
+    array = xp_of(like._array).asarray(array)  # (a NumPy scalar would read as Tensor(size))
+    return Tensor(array, dtype=array.dtype, device=like.device)
+
+
+# ---- the nodes: one per output, torch's derivative of that output ------------------------------
+class LinalgOutput(Function):
+    """One output of a factorization computed beforehand (``outputs``): the node returns
+    ``outputs[index]``, and its backward is ``derivative(arrays, outputs, grads)`` with this output's
+    gradient in ``grads`` and None for the others (the derivatives are linear in the grads)."""
+
+    @staticmethod
+    def forward(ctx, *arrays, outputs, index, derivative):
+        ctx.arrays, ctx.outputs, ctx.index, ctx.derivative = arrays, outputs, index, derivative
+        return outputs[index]
+
+    @staticmethod
+    def backward(ctx, grad):
+        grads = [None] * len(ctx.outputs)
+        grads[ctx.index] = grad
+        result = ctx.derivative(ctx.arrays, ctx.outputs, grads)
+        return result if isinstance(result, tuple) else (result,)
+
+
+def _outputs(name, inputs, outputs, derivative, differentiable=None):
+    """Tensors for ``outputs`` (arrays), each with a node named ``name`` (torch's, e.g. LinalgSvdBackward0)
+    that differentiates through ``derivative``; ``differentiable[i]`` False: a plain tensor."""
+    outputs = tuple(_contiguous(o, inputs[0]._array) for o in outputs)
+    results = []
+    for i, out in enumerate(outputs):
+        if differentiable is not None and not differentiable[i]:
+            results.append(_plain(out, inputs[0]))
+            continue
+        t = LinalgOutput.apply(*inputs, outputs=outputs, index=i, derivative=derivative)
+        results.append(name_node(t, name, *inputs))
+    return results
+
+
+def _contiguous(array, like):
+    """A fresh C-ordered array (LAPACK hands back Fortran-ordered views; NumPy 0-d results are scalars)."""
+    array = xp_of(like).asarray(array)
+    return array if array.flags.c_contiguous and array.base is None else array.copy()
+
+
+# ---- SVD -----------------------------------------------------------------------------------------
+def _svd_backward(A, U, S, Vh, gU, gS, gVh):
+    """torch's ``svd_backward`` (real case), for the reduced decomposition (k = min(m, n))."""
+    xp = xp_of(A)
+    m, n = A.shape[-2:]
+    k = S.shape[-1]
+    if gU is None and gVh is None:
+        return (U * gS[..., None, :]) @ Vh
+    V = _mT(Vh)
+    gV = None if gVh is None else _mT(gVh)
+    skew = lambda X: X - _mT(X)  # noqa: E731
+    S2 = S * S
+    E = S2[..., None, :] - S2[..., :, None]
+    idx = xp.arange(k)
+    E[..., idx, idx] = 1
+    inner = 0
+    if gU is not None:
+        inner = skew(_mT(U) @ gU) * S[..., None, :]
+    if gV is not None:
+        inner = inner + S[..., :, None] * skew(_mT(V) @ gV)
+    gA = inner / E
+    if gS is not None:
+        gA[..., idx, idx] += gS
+    if m > k and gU is not None:  # (I - U U^T) gU S^-1 V^T
+        gA = U @ gA
+        gUSinv = gU / S[..., None, :]
+        gA = (gA + gUSinv - U @ (_mT(U) @ gUSinv)) @ Vh
+    elif n > k and gV is not None:  # U S^-1 gV^T (I - V V^T)
+        gA = gA @ Vh
+        SinvgVh = _mT(gV) / S[..., :, None]
+        gA = U @ (gA + SinvgVh - (SinvgVh @ V) @ Vh)
+    else:
+        gA = U @ (gA @ Vh)
+    return gA
+
+
+def _svd_arrays(a, full_matrices):
+    xp = xp_of(a)
+    if a.size == 0:  # LAPACK refuses empty matrices; torch returns empty factors
+        m, n = a.shape[-2:]
+        k = min(m, n)
+        batch = a.shape[:-2]
+        U = xp.zeros(batch + (m, m if full_matrices else k), a.dtype)
+        Vh = xp.zeros(batch + (n if full_matrices else k, n), a.dtype)
+        if full_matrices:
+            U[...] = xp.eye(m, dtype=a.dtype)
+            Vh[...] = xp.eye(n, dtype=a.dtype)
+        return U, xp.zeros(batch + (k,), a.dtype), Vh
+    return xp.linalg.svd(a, full_matrices=full_matrices)
+
+
+def svd(A, full_matrices=True, *, driver=None, out=None):
+    """``torch.linalg.svd``: ``(U, S, Vh)`` with ``A = U diag(S) Vh``, S descending. Differentiable with
+    torch's formula when ``full_matrices=False`` (or A square); the columns' signs are LAPACK's choice,
+    as torch's (compare reconstructions, not U itself)."""
+    _check("linalg.svd", A)
+    if driver is not None:
+        raise RuntimeError("torch.linalg.svd: keyword argument `driver=` is only supported on CUDA inputs "
+                           "with cuSOLVER backend.")
+    U, S, Vh = _svd_arrays(A._array, full_matrices)
+    m, n = A.shape[-2:]
+
+    def derivative(arrays, outputs, grads):
+        if full_matrices and m != n and (grads[0] is not None or grads[2] is not None):
+            raise RuntimeError("linalg_svd_backward: The derivative of linalg.svd depends on the singular "
+                               "vectors beyond min(m, n) when full_matrices=True; use full_matrices=False")
+        k = min(m, n)
+        Ur, Vhr = outputs[0][..., :k], outputs[2][..., :k, :]
+        gU = None if grads[0] is None else grads[0][..., :k]
+        gVh = None if grads[2] is None else grads[2][..., :k, :]
+        return _svd_backward(arrays[0], Ur, outputs[1], Vhr, gU, grads[1], gVh)
+    return _with_out(SVD(*_outputs("LinalgSvdBackward0", (A,), (U, S, Vh), derivative)), out)
+
+
+def svdvals(A, *, driver=None, out=None):
+    """``torch.linalg.svdvals``: the singular values, descending (gradient ``U diag(gS) Vh``)."""
+    _check("linalg.svd", A)
+    U, S, Vh = _svd_arrays(A._array, False)
+
+    def derivative(arrays, outputs, grads):
+        return _svd_backward(arrays[0], U, outputs[0], Vh, None, grads[0], None)
+    return _with_out(_outputs("LinalgSvdBackward0", (A,), (S,), derivative)[0], out)
+
+
+# ---- QR ------------------------------------------------------------------------------------------
+def _qr_square_backward(Q, R, gQ, gR):
+    """torch's ``linalg_qr_backward`` for m >= n (Q m x n, R n x n)."""
+    xp = xp_of(R)
+    gA = 0
+    if gR is not None:
+        gA = gR @ _mT(R)
+    if gQ is not None:
+        gA = gA - _mT(Q) @ gQ
+    gA = xp.triu(gA)
+    sym = gA + _mT(gA)
+    n = sym.shape[-1]
+    sym[..., xp.arange(n), xp.arange(n)] *= 0.5
+    gA = Q @ sym
+    if gQ is not None:
+        gA = gA + gQ
+    # gA R^{-T}: solve X R^T = gA, i.e. R X^T = gA^T
+    return _mT(xp.linalg.solve(R, _mT(gA)))
+
+
+def _qr_backward(A, Q, R, gQ, gR):
+    m, n = A.shape[-2:]
+    if m >= n:
+        return _qr_square_backward(Q, R, gQ, gR)
+    # m < n: A = [X_A | Y_A] with X_A = Q X (a square QR) and Y = Q^T Y_A
+    xp = xp_of(A)
+    X, Y = R[..., :, :m], R[..., :, m:]
+    gX = None if gR is None else gR[..., :, :m]
+    gY = None if gR is None else gR[..., :, m:]
+    if gY is not None:
+        YA = Q @ Y
+        gQ = (0 if gQ is None else gQ) + YA @ _mT(gY)
+    gXA = _qr_square_backward(Q, X, gQ, gX)
+    gYA = xp.zeros(Y.shape, A.dtype) if gY is None else Q @ gY
+    return xp.concatenate([gXA, gYA], axis=-1)
+
+
+def qr(A, mode="reduced", *, out=None):
+    """``torch.linalg.qr``: ``(Q, R)``, mode ``'reduced'``, ``'complete'`` or ``'r'`` (Q empty). Each
+    column of Q and row of R is fixed up to a sign (LAPACK's Householder choice, torch's too)."""
+    _check("linalg.qr", A)
+    if mode not in ("reduced", "complete", "r"):
+        raise RuntimeError(f"qr received unrecognized mode '{mode}' but expected one of 'reduced' (default), "
+                           f"'r', or 'complete'")
+    xp = xp_of(A._array)
+    m, n = A.shape[-2:]
+    Q, R = xp.linalg.qr(A._array, mode="complete" if mode == "complete" else "reduced")
+    if mode == "r":
+        Q = xp.zeros((0,), A._array.dtype)
+
+    def derivative(arrays, outputs, grads):
+        if mode == "r":
+            raise RuntimeError("The derivative of linalg.qr depends on Q, which is not computed when mode='r'. "
+                               "Please use linalg.qr(A, mode='reduced') if you are going to differentiate "
+                               "through linalg.qr.")
+        if mode == "complete" and m > n:
+            raise RuntimeError("The QR decomposition is not differentiable when mode='complete' and "
+                               "nrows > ncols.")
+        return _qr_backward(arrays[0], outputs[0], outputs[1], grads[0], grads[1])
+    return _with_out(QR(*_outputs("LinalgQrBackward0", (A,), (Q, R), derivative, (mode != "r", True))), out)
+
+
+# ---- symmetric eigendecomposition -----------------------------------------------------------------
+def _check_uplo(UPLO):
+    if UPLO not in ("L", "U"):
+        raise RuntimeError(f"Expected UPLO argument to be 'L' or 'U', but got {UPLO}")
+
+
+def _eigh_backward(L, V, gL, gV):
+    """torch's ``linalg_eig_backward`` with ``is_hermitian`` (real case)."""
+    xp = xp_of(L)
+    n = L.shape[-1]
+    idx = xp.arange(n)
+    if gV is None:
+        return (V * gL[..., None, :]) @ _mT(V)
+    VhgV = _mT(V) @ gV
+    VhgV = 0.5 * (VhgV - _mT(VhgV))
+    E = L[..., None, :] - L[..., :, None]
+    E[..., idx, idx] = 1
+    inner = VhgV / E
+    inner[..., idx, idx] = 0 if gL is None else gL
+    return V @ (inner @ _mT(V))
+
+
+def eigh(A, UPLO="L", *, out=None):
+    """``torch.linalg.eigh``: ``(eigenvalues, eigenvectors)`` of a symmetric matrix (ascending values),
+    reading its ``UPLO`` triangle only. Each eigenvector's sign is LAPACK's choice (as torch's)."""
+    _check("linalg.eigh", A, square=True)
+    _check_uplo(UPLO)
+    values, vectors = xp_of(A._array).linalg.eigh(A._array, UPLO=UPLO)
+
+    def derivative(arrays, outputs, grads):
+        return _eigh_backward(outputs[0], outputs[1], grads[0], grads[1])
+    return _with_out(Eigh(*_outputs("LinalgEighBackward0", (A,), (values, vectors), derivative)), out)
+
+
+def eigvalsh(A, UPLO="L", *, out=None):
+    """``torch.linalg.eigvalsh``: the eigenvalues of a symmetric matrix, ascending."""
+    _check("linalg.eigh", A, square=True)
+    _check_uplo(UPLO)
+    values, vectors = xp_of(A._array).linalg.eigh(A._array, UPLO=UPLO)
+
+    def derivative(arrays, outputs, grads):
+        return _eigh_backward(outputs[0], vectors, grads[0], None)
+    return _with_out(_outputs("LinalgEighBackward0", (A,), (values,), derivative)[0], out)
+
+
+# ---- inverse, determinant, solve -----------------------------------------------------------------
+def _singular(name):
+    return LinAlgError(f"{name}: The diagonal element 1 is zero, the inversion could not be completed because "
+                       f"the input matrix is singular.")
+
+
+def _inv_array(a, name="linalg.inv"):
+    xp = xp_of(a)
+    try:
+        inverse = xp.linalg.inv(a)
+    except np.linalg.LinAlgError:
+        raise _singular(name) from None
+    if not xp.all(xp.isfinite(inverse)) and xp.all(xp.isfinite(a)):  # (CuPy reports singular as inf/nan)
+        raise _singular(name)
+    return inverse
+
+
+def _inv_derivative(arrays, outputs, grads):
+    Ainv_T = _mT(outputs[0])
+    return -(Ainv_T @ grads[0] @ Ainv_T)
+
+
+def inv(A, *, out=None):
+    """``torch.linalg.inv``; a singular matrix raises LinAlgError (a RuntimeError), as torch."""
+    _check("linalg.inv", A, square=True)
+    return _with_out(_outputs("LinalgInvExBackward0", (A,), (_inv_array(A._array),), _inv_derivative)[0], out)
+
+
+def inv_ex(A, *, check_errors=False, out=None):
+    """``torch.linalg.inv_ex``: ``(inverse, info)``; info > 0 marks a singular matrix (no error unless
+    ``check_errors``)."""
+    _check("linalg.inv_ex", A, square=True)
+    xp = xp_of(A._array)
+    batch = A.shape[:-2]
+    info = xp.zeros(batch, xp.int32)
+    try:
+        inverse = xp.linalg.inv(A._array)
+    except np.linalg.LinAlgError:
+        if check_errors:
+            raise _singular("linalg.inv_ex") from None
+        inverse = xp.empty(A._array.shape, A._array.dtype)
+        flat_a, flat_i = A._array.reshape((-1,) + A.shape[-2:]), inverse.reshape((-1,) + A.shape[-2:])
+        flat_info = info.reshape(-1)
+        for i in range(flat_a.shape[0]):
+            try:
+                flat_i[i] = xp.linalg.inv(flat_a[i])
+            except np.linalg.LinAlgError:
+                flat_i[i] = xp.nan
+                flat_info[i] = _singular_position(flat_a[i])
+    inverse_t, = _outputs("LinalgInvExBackward0", (A,), (inverse,), _inv_derivative)
+    return _with_out(InvEx(inverse_t, _plain(info, A)), out)
+
+
+def _singular_position(a):
+    """LAPACK's getrf info: the 1-based index of the first zero pivot of the LU factorization."""
+    n = a.shape[-1]
+    u = np.array(a, dtype=np.float64)
+    for j in range(n):
+        p = j + int(np.argmax(np.abs(u[j:, j])))
+        if u[p, j] == 0:
+            return j + 1
+        u[[j, p]] = u[[p, j]]
+        u[j + 1:] -= np.outer(u[j + 1:, j] / u[j, j], u[j])
+    return n
+
+
+def _det_derivative(arrays, outputs, grads):
+    a, det = arrays[0], outputs[0]
+    xp = xp_of(a)
+    g = grads[0][..., None, None]
+    try:
+        return g * det[..., None, None] * _mT(xp.linalg.inv(a))
+    except np.linalg.LinAlgError:  # a singular matrix: d det = adj(A)^T, from the SVD (torch does the same)
+        U, S, Vh = xp.linalg.svd(a)
+        n = S.shape[-1]
+        others = xp.stack([xp.prod(xp.delete(S, i, axis=-1), axis=-1) for i in range(n)], axis=-1)
+        sign = xp.linalg.det(U) * xp.linalg.det(Vh)
+        return g * sign[..., None, None] * ((U * others[..., None, :]) @ Vh)
+
+
+def det(A, *, out=None):
+    """``torch.linalg.det`` (``torch.det``, ``x.det()``); differentiable at singular matrices too."""
+    _check("linalg.det", A, square=True)
+    value = xp_of(A._array).linalg.det(A._array)
+    return _with_out(_outputs("LinalgDetBackward0", (A,), (value,), _det_derivative)[0], out)
+
+
+def _logdet_derivative(arrays, outputs, grads):
+    return grads[-1][..., None, None] * _mT(xp_of(arrays[0]).linalg.inv(arrays[0]))
+
+
+def slogdet(A, *, out=None):
+    """``torch.linalg.slogdet``: ``(sign, logabsdet)``; the gradient flows through logabsdet."""
+    _check("linalg.slogdet", A, square=True)
+    sign, logabsdet = xp_of(A._array).linalg.slogdet(A._array)
+    return _with_out(SlogDet(*_outputs("LinalgSlogdetBackward0", (A,), (sign, logabsdet), _logdet_derivative,
+                                       (False, True))), out)
+
+
+def logdet(input):
+    """``torch.logdet``: log(det), nan for a negative determinant, -inf for a singular matrix."""
+    _check("logdet", input, square=True, arg="input")
+    xp = xp_of(input._array)
+    sign, logabsdet = xp.linalg.slogdet(input._array)
+    value = xp.where(sign < 0, xp.nan, logabsdet).astype(input._array.dtype)
+    return _outputs("LogdetBackward0", (input,), (value,), _logdet_derivative)[0]
+
+
+def _vector_rhs(A, B):
+    """torch's rule: B is a (batch of) vector(s) when 1-D, or when its shape is A's batch x n."""
+    return B.ndim == 1 or (B.ndim == A.ndim - 1 and B.shape == A.shape[:-1])
+
+
+def solve(A, B, *, left=True, out=None):
+    """``torch.linalg.solve``: X with ``A X = B`` (``X A = B`` when ``left=False``); B may be a vector or
+    a batch of vectors (torch's rule), batches broadcast."""
+    return _with_out(_solve("linalg.solve", A, B, left=left, check_errors=True)[0], out)
+
+
+def solve_ex(A, B, *, left=True, check_errors=False, out=None):
+    """``torch.linalg.solve_ex``: ``(result, info)``."""
+    X, info = _solve("linalg.solve_ex", A, B, left=left, check_errors=check_errors)
+    return _with_out(SolveEx(X, info), out)
+
+
+def _solve(name, A, B, *, left, check_errors):
+    _check(name, A, square=True)
+    _check_dtype(name, B)
+    if A.dtype != B.dtype:
+        raise RuntimeError(f"{name}: Expected A and B to have the same dtype, but found A of type "
+                           f"{dtypes.torch_name(A.dtype)} and B of type {dtypes.torch_name(B.dtype)} instead")
+    if not left:  # X A = B  <=>  A^T X^T = B^T
+        X, info = _solve(name, A.mT, B.mT, left=True, check_errors=check_errors)
+        return X.mT, info
+    vector = _vector_rhs(A, B)
+    n = A.shape[-1]
+    rows = B.shape[-1] if vector else B.shape[-2] if B.ndim >= 2 else None
+    if rows != n:
+        shape = f"{B.shape[-1]}x1" if vector else f"{B.shape[-2]}x{B.shape[-1]}" if B.ndim >= 2 else f"{B.shape}"
+        raise RuntimeError(f"{name}: Incompatible shapes of A and B for the equation AX = B ({A.shape[-2]}x{n} "
+                           f"and {shape})")
+    xp = xp_of(A._array)
+    b = B._array[..., None] if vector else B._array
+    batch = np.broadcast_shapes(A.shape[:-2], b.shape[:-2])
+    a = xp.broadcast_to(A._array, batch + A.shape[-2:])
+    b = xp.broadcast_to(b, batch + b.shape[-2:])
+    info = xp.zeros(batch, xp.int32)
+    try:
+        x = xp.linalg.solve(a, b)
+    except np.linalg.LinAlgError:
+        if check_errors:
+            raise LinAlgError(f"torch.{name}: The solver failed because the input matrix is singular.") from None
+        x = xp.full(b.shape, xp.nan, b.dtype)
+        info[...] = 1
+    if vector:
+        x = x[..., 0]
+
+    def derivative(arrays, outputs, grads):
+        a_, b_ = arrays
+        X, g = outputs[0], grads[0]
+        if vector:
+            X, g = X[..., None], g[..., None]
+        gB = xp.linalg.solve(_mT(xp.broadcast_to(a_, batch + a_.shape[-2:])), g)
+        gA = -(gB @ _mT(X))
+        if vector:
+            gB = gB[..., 0]
+        from .ops.elementwise import unbroadcast
+        return unbroadcast(gA, a_.shape), unbroadcast(gB, b_.shape)
+    result, = _outputs("LinalgSolveExBackward0", (A, B), (x,), derivative)
+    return result, _plain(info, A)
+
+
+def solve_triangular(A, B, *, upper, left=True, unitriangular=False, out=None):
+    """``torch.linalg.solve_triangular``: X with ``A X = B`` (``X A = B`` if not ``left``), A triangular
+    (only its ``upper`` or lower triangle is read; a unit diagonal assumed where ``unitriangular``)."""
+    _check("linalg.solve_triangular", A)
+    _check_dtype("linalg.solve_triangular", B)
+    if B.ndim < 2:
+        raise RuntimeError("linalg.solve_triangular: The input tensor B must have at least 2 dimensions.")
+    if A.dtype != B.dtype:
+        raise RuntimeError(f"linalg.solve_triangular: Expected A and B to have the same dtype, but found A of type "
+                           f"{dtypes.torch_name(A.dtype)} and B of type {dtypes.torch_name(B.dtype)} instead")
+    xp = xp_of(A._array)
+    n = A.shape[-1]
+
+    def triangle(a):
+        t = xp.triu(a) if upper else xp.tril(a)
+        if unitriangular:
+            t = t.copy()
+            t[..., xp.arange(n), xp.arange(n)] = 1
+        return t
+    a = triangle(A._array)
+    b = B._array
+    batch = np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
+    a_b = xp.broadcast_to(a, batch + a.shape[-2:])
+    with np.errstate(all="ignore"):
+        if left:
+            x = xp.linalg.solve(a_b, xp.broadcast_to(b, batch + b.shape[-2:]))
+        else:
+            x = _mT(xp.linalg.solve(_mT(a_b), _mT(xp.broadcast_to(b, batch + b.shape[-2:]))))
+
+    def derivative(arrays, outputs, grads):
+        from .ops.elementwise import unbroadcast
+        X, g = outputs[0], grads[0]
+        if left:
+            gB = xp.linalg.solve(_mT(a_b), g)
+            gA = -(gB @ _mT(X))
+        else:
+            gB = _mT(xp.linalg.solve(a_b, _mT(g)))
+            gA = -(_mT(X) @ gB)
+        gA = xp.triu(gA, 1 if unitriangular else 0) if upper else xp.tril(gA, -1 if unitriangular else 0)
+        return unbroadcast(gA, A.shape), unbroadcast(gB, B.shape)
+    return _with_out(_outputs("LinalgSolveTriangularBackward0", (A, B), (x,), derivative)[0], out)
+
+
+# ---- Cholesky ------------------------------------------------------------------------------------
+def _cholesky_derivative(upper):
+    def derivative(arrays, outputs, grads):
+        xp = xp_of(outputs[0])
+        L, gL = outputs[0], grads[0]
+        if upper:
+            L, gL = _mT(L), _mT(gL)
+        phi = xp.tril(_mT(L) @ gL)  # torch's cholesky_backward (Murray 2016): tril(L^T gL), diagonal halved
+        n = phi.shape[-1]
+        phi[..., xp.arange(n), xp.arange(n)] *= 0.5
+        gA = xp.linalg.solve(_mT(L), phi)  # L^{-T} phi
+        gA = _mT(xp.linalg.solve(_mT(L), _mT(gA)))  # ... L^{-1}
+        return 0.5 * (gA + _mT(gA))  # symmetrized, as torch's
+    return derivative
+
+
+def _cholesky_arrays(a):
+    """(L, info): LAPACK's potrf per matrix; info is the order of the first minor that is not positive
+    definite (0: all are)."""
+    xp = xp_of(a)
+    try:
+        return xp.linalg.cholesky(a), xp.zeros(a.shape[:-2], xp.int32)
+    except np.linalg.LinAlgError:
+        pass
+    n = a.shape[-1]
+    flat = a.reshape((-1, n, n))
+    L = xp.zeros(flat.shape, a.dtype)
+    info = xp.zeros(flat.shape[0], xp.int32)
+    for i in range(flat.shape[0]):
+        try:
+            L[i] = xp.linalg.cholesky(flat[i])
+        except np.linalg.LinAlgError:
+            info[i] = next(k for k in range(1, n + 1) if _not_pd(flat[i][:k, :k]))
+    return L.reshape(a.shape), info.reshape(a.shape[:-2])
+
+
+def _not_pd(minor):
+    try:
+        np.linalg.cholesky(minor)
+        return False
+    except np.linalg.LinAlgError:
+        return True
+
+
+def cholesky(A, *, upper=False, out=None):
+    """``torch.linalg.cholesky``: lower L with ``A = L L^T`` (upper ``U = L^T`` if ``upper``), from A's lower
+    triangle; a matrix that is not positive-definite raises LinAlgError naming the failing minor, as torch."""
+    L, info = _cholesky("linalg.cholesky", A, upper)
+    if int(info.max()) if info.numel() else 0:
+        order = int(info._array.reshape(-1)[np.flatnonzero(np.asarray(info._array).reshape(-1))[0]])
+        batch = "" if info.ndim == 0 else f" (Batch element {int(np.flatnonzero(np.asarray(info._array))[0])})"
+        raise LinAlgError(f"linalg.cholesky:{batch} The factorization could not be completed because the input is "
+                          f"not positive-definite (the leading minor of order {order} is not positive-definite).")
+    return _with_out(L, out)
+
+
+def cholesky_ex(A, *, upper=False, check_errors=False, out=None):
+    """``torch.linalg.cholesky_ex``: ``(L, info)``, no error for a matrix that is not positive-definite
+    (info > 0) unless ``check_errors``."""
+    if check_errors:
+        L = cholesky(A, upper=upper)
+        return _with_out(CholeskyEx(L, _plain(xp_of(L._array).zeros(A.shape[:-2], np.int32), A)), out)
+    return _with_out(CholeskyEx(*_cholesky("linalg.cholesky_ex", A, upper)), out)
+
+
+def _cholesky(name, A, upper):
+    _check(name, A, square=True)
+    L, info = _cholesky_arrays(A._array)
+    if upper:
+        L = _mT(L)
+    result, = _outputs("LinalgCholeskyExBackward0", (A,), (L,), _cholesky_derivative(upper))
+    return result, _plain(info, A)
+
+
+# ---- pseudo-inverse, rank, least squares ----------------------------------------------------------
+def _tolerances(S_max, shape, dtype, atol, rtol, xp):
+    """torch's threshold ``max(atol, rtol * sigma_max)``: rtol defaults to eps * max(m, n) when neither is
+    given, to 0 when only atol is."""
+    as_array = lambda v: v._array if isinstance(v, Tensor) else v  # noqa: E731
+    atol, rtol = as_array(atol), as_array(rtol)
+    if rtol is None:
+        rtol = np.finfo(dtype).eps * max(shape[-2:]) if atol is None or (np.ndim(atol) == 0 and atol == 0) else 0.0
+    atol = 0.0 if atol is None else atol
+    return xp.maximum(xp.asarray(atol, dtype=dtype), xp.asarray(rtol, dtype=dtype) * S_max)
+
+
+def _pinv_derivative(arrays, outputs, grads):
+    """torch's ``pinv_backward``."""
+    A, pinvA, grad = arrays[0], outputs[0], grads[0]
+    m, n = A.shape[-2:]
+    pinvAh, gradh = _mT(pinvA), _mT(grad)
+    if m <= n:
+        K = gradh @ pinvA
+        KpinvAh = K @ pinvAh
+        return -_mT(pinvA @ K) + KpinvAh - (A @ pinvA) @ KpinvAh + (pinvAh @ pinvA) @ (gradh - K @ A)
+    K = pinvA @ gradh
+    pinvAhK = pinvAh @ K
+    return -_mT(K @ pinvA) + (gradh - A @ K) @ pinvA @ pinvAh + pinvAhK - pinvAhK @ pinvA @ A
+
+
+def pinv(A, rcond=None, hermitian=False, *, atol=None, rtol=None, out=None):
+    """``torch.linalg.pinv``: the Moore-Penrose inverse from the SVD (eigh if ``hermitian``), singular values
+    at or below ``max(atol, rtol * sigma_max)`` dropped; ``rcond`` is torch's older name for rtol."""
+    if not isinstance(A, Tensor) or not dtypes.is_floating(A.dtype) or A.ndim < 2 or A.dtype.itemsize == 2:
+        if isinstance(A, Tensor) and A.dtype.kind == "c":
+            _check_dtype("linalg.pinv", A)
+        raise RuntimeError(f"linalg.pinv({dtypes.torch_name(A.dtype)}{{{list(A.shape)}}}): expected a tensor with 2 "
+                           f"or more dimensions of float, double, cfloat or cdouble types")
+    if rcond is not None:
+        rtol = rcond
+    a = A._array
+    xp = xp_of(a)
+    if hermitian:
+        L, V = xp.linalg.eigh(a)
+        absL = xp.abs(L)
+        tol = _tolerances(absL.max(-1, initial=0)[..., None], A.shape, a.dtype, atol, rtol, xp)
+        keep = absL > tol
+        inv_L = xp.where(keep, 1 / xp.where(keep, L, 1), 0).astype(a.dtype)
+        p = (V * inv_L[..., None, :]) @ _mT(V)
+    else:
+        U, S, Vh = _svd_arrays(a, False)
+        tol = _tolerances(S.max(-1, initial=0)[..., None], A.shape, a.dtype, atol, rtol, xp)
+        keep = S > tol
+        inv_S = xp.where(keep, 1 / xp.where(keep, S, 1), 0).astype(a.dtype)
+        p = (_mT(Vh) * inv_S[..., None, :]) @ _mT(U)
+    return _with_out(_outputs("LinalgPinvBackward0", (A,), (p.astype(a.dtype),), _pinv_derivative)[0], out)
+
+
+def matrix_rank(A, tol=None, hermitian=False, *, atol=None, rtol=None, out=None):
+    """``torch.linalg.matrix_rank``: how many singular values (|eigenvalues| if ``hermitian``) exceed
+    ``max(atol, rtol * sigma_max)`` (int64); ``tol`` is torch's older name for atol (rtol then 0)."""
+    if not isinstance(A, Tensor) or A.dtype.kind not in "f":
+        if isinstance(A, Tensor) and A.dtype.kind == "c":
+            _check_dtype("linalg.matrix_rank", A)
+        raise RuntimeError("This function doesn't handle types other than float and double")
+    if A.ndim < 2:
+        raise RuntimeError("torch.linalg.matrix_rank: The input tensor input must have at least 2 dimensions.")
+    if tol is not None:
+        atol, rtol = tol, 0.0
+    a = A._array
+    xp = xp_of(a)
+    if hermitian:
+        S = xp.abs(xp.linalg.eigvalsh(a))
+    else:
+        S = _svd_arrays(a, False)[1]
+    tol_ = _tolerances(S.max(-1, initial=0)[..., None], A.shape, a.dtype, atol, rtol, xp)
+    return _with_out(_plain((S > tol_).sum(-1).astype(np.int64), A), out)
+
+
+def lstsq(A, B, rcond=None, *, driver=None):
+    """``torch.linalg.lstsq``: ``(solution, residuals, rank, singular_values)`` minimizing ``|A X - B|``.
+    On the CPU torch's default driver is ``'gelsy'``: rank computed, singular_values empty; residuals
+    (squared, per column) only where m > n, every matrix full rank and the driver is not ``'gelsy'``.
+    The solution is ``pinv(A) @ B`` (torch's derivative: the pseudo-inverse's)."""
+    for name, t in (("A", A), ("B", B)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"linalg_lstsq(): argument '{name.lower() if name == 'B' else 'self'}' must be Tensor, "
+                            f"not {type(t).__name__}")
+        if t.dtype.kind not in "f":
+            if t.dtype.kind == "c":
+                _check_dtype("linalg.lstsq", t)
+            raise RuntimeError("This function doesn't handle types other than float and double")
+    driver = "gelsy" if driver is None else driver
+    if driver not in ("gels", "gelsy", "gelsd", "gelss"):
+        raise RuntimeError(f"parameter `driver` should be one of (gels, gelsy, gelsd, gelss); got {driver}")
+    vector = B.ndim == A.ndim - 1
+    if A.shape[-2] != (B.shape[-1] if vector else B.shape[-2]):
+        raise RuntimeError("torch.linalg.lstsq: input.size(-2) should match other.size(-2)")
+    a = A._array
+    xp = xp_of(a)
+    m, n = A.shape[-2:]
+    X = ops.matmul(pinv(A, rtol=rcond) if rcond is not None else pinv(A), B.unsqueeze(-1) if vector else B)
+    if vector:
+        X = X.squeeze(-1)
+    S = _svd_arrays(a, False)[1]
+    tol = _tolerances(S.max(-1, initial=0)[..., None], A.shape, a.dtype, None, rcond, xp)
+    rank = (S > tol).sum(-1).astype(np.int64)
+    empty = lambda dtype: xp.zeros((0,), dtype)  # noqa: E731
+    residuals = empty(a.dtype)
+    if m > n and driver != "gelsy" and bool((rank == n).all()):
+        with_vectors = B.unsqueeze(-1) if vector else B
+        residuals = ((ops.matmul(A, X.unsqueeze(-1) if vector else X) - with_vectors) ** 2).sum(-2)
+        residuals = residuals.squeeze(-1) if vector else residuals
+    residuals = residuals if isinstance(residuals, Tensor) else _plain(residuals, A)
+    rank_t = _plain(rank, A) if driver != "gels" else _plain(empty(np.int64), A)
+    svals = _plain(S, A) if driver in ("gelsd", "gelss") else _plain(empty(a.dtype), A)
+    return Lstsq(X, residuals, rank_t, svals)
+
+
+# ---- norms ---------------------------------------------------------------------------------------
+class VectorNorm(Function):
+    """``linalg.vector_norm`` with torch's ``norm_backward``: p=2 ``x g / |x|`` (0 at |x| = 0), p=inf the
+    gradient shared among the maxima, p=0 none."""
+
+    @staticmethod
+    def forward(ctx, x, *, ord, dims, keepdim):
+        xp = xp_of(x)
+        a = xp.abs(x)
+        if x.size == 0:
+            if ord < 0 or ord == math.inf:
+                raise RuntimeError(f"linalg.vector_norm cannot compute the {ord} norm on an empty tensor because "
+                                   f"the operation does not have an identity")
+            out = xp.zeros(_reduced_shape(x.shape, dims, keepdim), x.dtype)
+        elif ord == math.inf:
+            out = a.max(axis=dims, keepdims=keepdim)
+        elif ord == -math.inf:
+            out = a.min(axis=dims, keepdims=keepdim)
+        elif ord == 0:
+            out = (a != 0).sum(axis=dims, keepdims=keepdim).astype(x.dtype)
+        elif ord == 1:
+            out = a.sum(axis=dims, keepdims=keepdim)
+        elif ord == 2:
+            out = xp.sqrt((a * a).sum(axis=dims, keepdims=keepdim))
+        else:
+            with np.errstate(divide="ignore"):
+                out = (a ** ord).sum(axis=dims, keepdims=keepdim) ** (1.0 / ord)
+        ctx.x, ctx.out, ctx.ord, ctx.dims, ctx.keepdim = x, out, ord, dims, keepdim
+        return out.astype(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, norm, p, dims = ctx.x, ctx.out, ctx.ord, ctx.dims
+        xp = xp_of(x)
+        if not ctx.keepdim:
+            axes = tuple(sorted(d % x.ndim for d in dims)) if dims is not None else tuple(range(x.ndim))
+            grad, norm = xp.expand_dims(grad, axes), xp.expand_dims(norm, axes)
+        with np.errstate(all="ignore"):
+            if p == 0:
+                return xp.zeros_like(x)
+            if p == 1:
+                return xp.sign(x) * grad
+            if p == 2:
+                return x * xp.where(norm == 0, 0, grad / norm)
+            if math.isinf(p):
+                mask = (xp.abs(x) == norm) | xp.isnan(x)
+                return xp.sign(x) * (grad / mask.sum(axis=dims, keepdims=True)) * mask
+            if p < 1:
+                return xp.sign(x) * xp.abs(x) ** (p - 1) * grad / norm ** (p - 1)
+            scale = xp.where(norm == 0, 0, grad / norm ** (p - 1))
+            return (x * xp.abs(x) ** (p - 2) * scale).astype(x.dtype)
+
+
+def _reduced_shape(shape, dims, keepdim):
+    axes = set(range(len(shape))) if dims is None else {d % len(shape) for d in dims}
+    return tuple(1 if i in axes else s for i, s in enumerate(shape) if keepdim or i not in axes)
+
+
+def _as_dims(dim):
+    return None if dim is None else (dim,) if isinstance(dim, int) else tuple(dim)
+
+
+def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None, out=None):
+    """``torch.linalg.vector_norm``: ``sum(|x|^ord)^(1/ord)`` over ``dim`` (all if None; inf, -inf, 0 too)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"linalg_vector_norm(): argument 'input' (position 1) must be Tensor, not {type(x).__name__}")
+    _check_dtype("linalg.vector_norm", x)
+    if dtype is not None:
+        x = x.to(dtype)
+    ord = float(ord)
+    dims = _as_dims(dim)
+    if dims is not None and len(dims) == 0:
+        dims = None  # (torch: dim=() reduces all)
+    result = VectorNorm.apply(x, ord=ord, dims=dims, keepdim=keepdim)
+    return _with_out(name_node(result, "LinalgVectorNormBackward0", x), out)
+
+
+def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, out=None):
+    """``torch.linalg.matrix_norm``: 'fro', 'nuc', inf, -inf, 1, -1, 2, -2 over the two ``dim``."""
+    if not isinstance(A, Tensor):
+        raise TypeError(f"linalg_matrix_norm(): argument 'input' (position 1) must be Tensor, not {type(A).__name__}")
+    _check_dtype("linalg.matrix_norm", A)
+    if A.ndim < 2:
+        raise RuntimeError("linalg.matrix_norm: The input tensor A must have at least 2 dimensions.")
+    if dtype is not None:
+        A = A.to(dtype)
+    dim = tuple(dim)
+    if len(dim) != 2:
+        raise RuntimeError(f"linalg.matrix_norm: dim must be a 2-tuple. Got {' '.join(map(str, dim))}")
+    d0, d1 = (d % A.ndim for d in dim)
+    if d0 == d1:
+        raise RuntimeError(f"linalg.matrix_norm: dims must be different. Got ({dim[0]}, {dim[1]})")
+    if isinstance(ord, str):
+        if ord not in ("fro", "nuc"):
+            raise RuntimeError(f"linalg.matrix_norm: Order {ord} not supported.")
+        if ord == "fro":
+            return _with_out(vector_norm(A, 2, (d0, d1), keepdim), out)
+        return _with_out(_singular_norm(A, d0, d1, keepdim, ops.sum), out)
+    if ord not in (1, -1, 2, -2, math.inf, -math.inf):
+        raise RuntimeError(f"linalg.matrix_norm: Order {ord} not supported.")
+    if abs(ord) == 2:
+        return _with_out(_singular_norm(A, d0, d1, keepdim, ops.amax if ord > 0 else ops.amin), out)
+    # 1: the largest column sum of |A|; inf: the largest row sum (torch's amax(sum(abs(A), d0), d1))
+    summed, over = (d0, d1) if abs(ord) == 1 else (d1, d0)
+    sums = vector_norm(A, 1, summed, keepdim=True)
+    result = (ops.amax if ord > 0 else ops.amin)(sums, over, keepdim=True)
+    return _with_out(result if keepdim else result.squeeze((d0, d1)), out)
+
+
+def _singular_norm(A, d0, d1, keepdim, reduce):
+    """'nuc' (sum) and 2/-2 (amax/amin) of the singular values of the matrices spanning d0, d1."""
+    moved = ops.movedim(A, (d0, d1), (-2, -1))
+    result = reduce(svdvals(moved), -1)
+    if keepdim:
+        for d in sorted((d0, d1)):
+            result = result.unsqueeze(d)
+    return result
+
+
+def norm(A, ord=None, dim=None, keepdim=False, *, dtype=None, out=None):
+    """``torch.linalg.norm``: a vector norm or a matrix norm, chosen as torch does (a string ord or two
+    dims: matrix; one dim: vector; neither ord nor dim: the 2-norm of the flattened tensor)."""
+    if not isinstance(A, Tensor):
+        raise TypeError(f"linalg_norm(): argument 'input' (position 1) must be Tensor, not {type(A).__name__}")
+    dims = _as_dims(dim)
+    if dims is not None and len(dims) not in (1, 2):
+        raise RuntimeError(f"linalg.norm: If dim is specified, it must be of length 1 or 2. Got {list(dims)}")
+    if dims is None and ord is not None:
+        if A.ndim not in (1, 2):
+            raise RuntimeError(f"linalg.norm: If dim is not specified but ord is, the input must be 1D or 2D. "
+                               f"Got {A.ndim}D.")
+        dims = tuple(range(A.ndim))
+    if isinstance(ord, str) or (dims is not None and len(dims) == 2):
+        return matrix_norm(A, "fro" if ord is None else ord, (-2, -1) if dims is None else dims, keepdim,
+                           dtype=dtype, out=out)
+    return vector_norm(A, 2 if ord is None else ord, dims, keepdim, dtype=dtype, out=out)
+
+
+# ---- products and small helpers --------------------------------------------------------------------
+def matrix_power(A, n, *, out=None):
+    """``torch.linalg.matrix_power``: A multiplied by itself ``n`` times (by squaring, as torch), the
+    inverse's power for n < 0, the identity for n = 0."""
+    _check_square_any_dtype("linalg.matrix_power", A)
+    if not isinstance(n, int):
+        raise TypeError(f"linalg_matrix_power(): argument 'n' (position 2) must be int, not {type(n).__name__}")
+    if n == 0:
+        eye = xp_of(A._array).eye(A.shape[-1], dtype=A._array.dtype)
+        return _with_out(Tensor(xp_of(eye).broadcast_to(eye, A.shape).copy(), dtype=A.dtype, device=A.device), out)
+    if n < 0:
+        A, n = inv(A), -n
+    if n == 1:
+        return _with_out(A.clone(), out)
+    result, power = None, A
+    while n:  # torch's binary decomposition: z = z @ a^(2^i) for the set bits
+        if n & 1:
+            result = power if result is None else ops.matmul(result, power)
+        n >>= 1
+        if n:
+            power = ops.matmul(power, power)
+    return _with_out(result, out)
+
+
+def _check_square_any_dtype(name, A):
+    if not isinstance(A, Tensor):
+        raise TypeError(f"{name}(): argument 'A' (position 1) must be Tensor, not {type(A).__name__}")
+    if A.ndim < 2:
+        raise RuntimeError(f"{name}: The input tensor A must have at least 2 dimensions.")
+    if A.shape[-1] != A.shape[-2]:
+        raise RuntimeError(f"{name}: A must be batches of square matrices, but they are {A.shape[-2]} by "
+                           f"{A.shape[-1]} matrices")
+
+
+def _expm(a):
+    """exp(a) by scaling and squaring with a degree-13 Pade approximant (Higham 2005, as torch's CPU
+    kernel for large norms): accurate to the dtype's precision."""
+    xp = xp_of(a)
+    b = (64764752532480000., 32382376266240000., 7771770303897600., 1187353796428800., 129060195264000.,
+         10559470521600., 670442572800., 33522128640., 1323241920., 40840800., 960960., 16380., 182., 1.)
+    norm1 = xp.abs(a).sum(-2).max(-1) if a.size else xp.zeros(a.shape[:-2])
+    s = xp.maximum(0, xp.ceil(xp.log2(xp.maximum(norm1, 1e-300) / 5.371920351148152))).astype(np.int64)
+    s = xp.where(norm1 == 0, 0, s)
+    work = a.astype(np.float64) / (2.0 ** s)[..., None, None]
+    n = a.shape[-1]
+    eye = xp.broadcast_to(xp.eye(n), work.shape)
+    A2 = work @ work
+    A4 = A2 @ A2
+    A6 = A4 @ A2
+    U = work @ (A6 @ (b[13] * A6 + b[11] * A4 + b[9] * A2) + b[7] * A6 + b[5] * A4 + b[3] * A2 + b[1] * eye)
+    V = A6 @ (b[12] * A6 + b[10] * A4 + b[8] * A2) + b[6] * A6 + b[4] * A4 + b[2] * A2 + b[0] * eye
+    R = xp.linalg.solve(V - U, V + U)
+    flat_R, flat_s = R.reshape((-1, n, n)), s.reshape(-1)
+    for i in range(flat_R.shape[0]):
+        for _ in range(int(flat_s[i])):
+            flat_R[i] = flat_R[i] @ flat_R[i]
+    return flat_R.reshape(a.shape).astype(a.dtype)
+
+
+def _matrix_exp_derivative(arrays, outputs, grads):
+    """torch's ``matrix_exp_backward``: the upper-right block of exp([[A^T, G], [0, A^T]])."""
+    xp = xp_of(arrays[0])
+    a, g = arrays[0], grads[0]
+    n = a.shape[-1]
+    big = xp.zeros(a.shape[:-2] + (2 * n, 2 * n), a.dtype)
+    big[..., :n, :n] = _mT(a)
+    big[..., n:, n:] = _mT(a)
+    big[..., :n, n:] = g
+    return _expm(big)[..., :n, n:]
+
+
+def matrix_exp(A):
+    """``torch.linalg.matrix_exp`` (``torch.matrix_exp``, ``x.matrix_exp()``)."""
+    _check("linalg.matrix_exp", A, square=True)
+    return _outputs("LinalgMatrixExpBackward0", (A,), (_expm(A._array),), _matrix_exp_derivative)[0]
+
+
+def cross(input, other, *, dim=-1, out=None):
+    """``torch.linalg.cross``: the cross product along ``dim`` (default the last), inputs broadcast."""
+    for t in (input, other):
+        if t.ndim == 0 or t.shape[dim] != 3:
+            raise RuntimeError(f"linalg.cross: inputs dimension {dim} must have length 3. Got "
+                               f"{input.shape[dim] if input.ndim else 0} and {other.shape[dim] if other.ndim else 0}")
+    if input.ndim != other.ndim:
+        raise RuntimeError(f"linalg.cross: inputs must have the same number of dimensions.")
+    shape = tuple(np.broadcast_shapes(input.shape, other.shape))
+    return _with_out(ops.cross(input.expand(shape), other.expand(shape), dim), out)
+
+
+def multi_dot(tensors, *, out=None):
+    """``torch.linalg.multi_dot``: the chain product, the first tensor may be a row vector and the last a
+    column vector (1-D), multiplied in the cheapest order (torch's dynamic programme)."""
+    tensors = list(tensors)
+    if len(tensors) < 2:
+        raise RuntimeError(f"multi_dot(): expected at least 2 tensors but got {len(tensors)}")
+    first, last = tensors[0], tensors[-1]
+    if first.ndim not in (1, 2):
+        raise RuntimeError(f"multi_dot(): the first tensor must be 1D or 2D but got {first.ndim}D")
+    if last.ndim not in (1, 2):
+        raise RuntimeError(f"multi_dot(): the last tensor must be 1D or 2D but got {last.ndim}D")
+    for i, t in enumerate(tensors[1:-1], 1):
+        if t.ndim != 2:
+            raise RuntimeError(f"multi_dot(): tensor {i} must be 2D but got {t.ndim}D")
+    mats = [first.unsqueeze(0) if first.ndim == 1 else first] + tensors[1:-1] + \
+           [last.unsqueeze(1) if last.ndim == 1 else last]
+    for i in range(len(mats) - 1):
+        if mats[i].shape[1] != mats[i + 1].shape[0]:
+            raise RuntimeError(f"multi_dot(): tensors {i} and {i + 1} with shapes {tuple(tensors[i].shape)} and "
+                               f"{tuple(tensors[i + 1].shape)} cannot be multiplied")
+    result = _chain(mats, _chain_order(mats), 0, len(mats) - 1)
+    if first.ndim == 1:
+        result = result.squeeze(0)
+    if last.ndim == 1:
+        result = result.squeeze(-1)
+    return _with_out(result, out)
+
+
+def _chain_order(mats):
+    """The classic matrix-chain dynamic programme: split[i][j], where the product i..j splits."""
+    dims = [m.shape[0] for m in mats] + [mats[-1].shape[1]]
+    n = len(mats)
+    cost = [[0] * n for _ in range(n)]
+    split = [[0] * n for _ in range(n)]
+    for length in range(1, n):
+        for i in range(n - length):
+            j = i + length
+            cost[i][j] = math.inf
+            for k in range(i, j):
+                c = cost[i][k] + cost[k + 1][j] + dims[i] * dims[k + 1] * dims[j + 1]
+                if c < cost[i][j]:
+                    cost[i][j], split[i][j] = c, k
+    return split
+
+
+def _chain(mats, split, i, j):
+    if i == j:
+        return mats[i]
+    k = split[i][j]
+    return ops.mm(_chain(mats, split, i, k), _chain(mats, split, k + 1, j))
+
+
+def diagonal(A, *, offset=0, dim1=-2, dim2=-1):
+    """``torch.linalg.diagonal``: ``torch.diagonal`` with the last two dimensions as default."""
+    return ops.diagonal(A, offset, dim1, dim2)
+
+
+def vecdot(x, y, *, dim=-1, out=None):
+    """``torch.linalg.vecdot``: the dot product along ``dim``, other dimensions broadcast."""
+    return _with_out(ops.sum(ops.mul(x, y), dim), out)
+
+
+def vander(x, *, N=None):
+    """``torch.linalg.vander``: columns x^0, x^1, ..., x^(N-1) (increasing powers, unlike torch.vander)."""
+    N = x.shape[-1] if N is None else N
+    if N <= 1:
+        if N < 1:
+            raise RuntimeError("N must be greater than 1.")
+    powers = ops.pow(x.unsqueeze(-1), Tensor(np.arange(N), device=x.device).to(x.dtype)
+                     if dtypes.is_floating(x.dtype) else Tensor(np.arange(N), device=x.device))
+    return powers
+
+
+def _with_out(result, out):
+    """torch's ``out=``: the result (a tensor or a named tuple) written into ``out``."""
+    if out is None:
+        return result
+    from .ops import _write_out
+    return _write_out(lambda: result, "linalg", (), {}, out)
+
+
+def _warn_deprecated(old, new):
+    warnings.warn(f"{old} is deprecated in favor of {new} and will be removed in a future PyTorch release.",
+                  UserWarning, stacklevel=3)
+
+
+# ---- torch's top-level spellings (torch.svd, torch.det, torch.inverse ...) and their Tensor methods ---
+def old_svd(input, some=True, compute_uv=True):
+    """``torch.svd`` (the older API): ``(U, S, V)`` with V, not Vh; ``some=False`` gives the full U and V;
+    ``compute_uv=False``: U and V zero-filled, of shape (m, m) and (n, n), as torch."""
+    _check("linalg.svd", input)
+    if not compute_uv:
+        m, n = input.shape[-2:]
+        xp = xp_of(input._array)
+        zeros = lambda k: _plain(xp.zeros(input.shape[:-2] + (k, k), input._array.dtype), input)  # noqa: E731
+        return OldSVD(zeros(m), svdvals(input), zeros(n))
+    U, S, Vh = svd(input, full_matrices=not some)
+    return OldSVD(U, S, Vh.mT)
+
+
+def old_qr(input, some=True):
+    """``torch.qr`` (deprecated in torch, with its warning): ``linalg.qr`` with ``some=True`` for mode
+    'reduced', False for 'complete'."""
+    _warn_deprecated("torch.qr", "torch.linalg.qr")
+    return OldQR(*qr(input, "reduced" if some else "complete"))
+
+
+def old_cholesky(input, upper=False):
+    """``torch.cholesky`` (deprecated in torch, with its warning): the lower (or upper) factor."""
+    _warn_deprecated("torch.cholesky", "torch.linalg.cholesky")
+    return cholesky(input, upper=upper)
+
+
+def old_slogdet(input):
+    return OldSlogDet(*slogdet(input))
+
+
+def pinverse(input, rcond=1e-15):
+    """``torch.pinverse``: ``linalg.pinv`` with rtol ``rcond`` (default 1e-15)."""
+    return pinv(input, rtol=rcond)
+
+
+def ger(input, vec2):
+    """``torch.ger``: torch's older name for ``outer``."""
+    return ops.outer(input, vec2)
+
+
+def _det_method(self):
+    return det(self)
+
+
+TOP_LEVEL = {"svd": old_svd, "qr": old_qr, "cholesky": old_cholesky, "slogdet": old_slogdet,
+             "logdet": logdet, "det": _det_method, "inverse": lambda input: inv(input),
+             "pinverse": pinverse, "matrix_power": lambda input, n: matrix_power(input, n),
+             "matrix_exp": matrix_exp, "ger": ger}
+for _name, _fn in TOP_LEVEL.items():
+    setattr(Tensor, _name, _fn)
