@@ -149,6 +149,8 @@ from .serialization import load, save  # noqa: E402,F401
 from . import amp  # noqa: E402,F401  (torch.amp: autocast, GradScaler)
 from .amp import (autocast, clear_autocast_cache, get_autocast_dtype, is_autocast_cache_enabled,  # noqa: E402,F401
                   is_autocast_enabled, set_autocast_cache_enabled, set_autocast_dtype, set_autocast_enabled)
+from .amp import (get_autocast_cpu_dtype, get_autocast_gpu_dtype, is_autocast_cpu_enabled,  # noqa: E402,F401
+                  set_autocast_cpu_dtype, set_autocast_cpu_enabled, set_autocast_gpu_dtype)  # (torch's older names)
 cpu = _types.ModuleType("minilora.cpu", "torch.cpu's amp: the deprecated torch.cpu.amp.autocast / GradScaler")
 cpu.amp = amp.cpu_amp
 

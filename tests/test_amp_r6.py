@@ -253,6 +253,22 @@ def test_decorator_and_deprecated_spellings_warn_as_torch():
             lib.autocast("cpu")(3)
 
 
+def test_older_per_device_spellings_as_torch():
+    for lib in (torch, ml):
+        with lib.autocast("cpu", dtype=lib.float16):
+            with pytest.warns(DeprecationWarning, match=r"is_autocast_cpu_enabled\(\) is deprecated. Please use "
+                                                        r"torch.is_autocast_enabled\('cpu'\) instead"):
+                assert lib.is_autocast_cpu_enabled()
+            with pytest.warns(DeprecationWarning, match=r"Please use torch.get_autocast_dtype\('cpu'\)"):
+                assert dtype_name(lib.get_autocast_cpu_dtype()) == "float16"
+            with pytest.warns(DeprecationWarning, match=r"Please use torch.get_autocast_dtype\('cuda'\)"):
+                assert dtype_name(lib.get_autocast_gpu_dtype()) == "float16"
+            lib.set_autocast_cpu_dtype(lib.bfloat16)
+            lib.set_autocast_cpu_enabled(False)
+            assert not lib.is_autocast_enabled("cpu") and dtype_name(lib.get_autocast_dtype("cpu")) == "bfloat16"
+        assert not lib.is_autocast_enabled("cpu") and dtype_name(lib.get_autocast_dtype("cpu")) == "bfloat16"
+
+
 def test_refusals_as_torch():
     for lib in (torch, ml):
         with pytest.warns(UserWarning, match="CPU Autocast only supports dtypes of torch.bfloat16, torch.float16"):
