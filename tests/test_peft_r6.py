@@ -7,6 +7,7 @@ names and shapes, logits, one AdamW step, the saved files' keys / shapes / dtype
 adapter_config.json, each library loading the other's folder, disable_adapter, merge / unload).
 Skipped when torch / transformers / peft are not installed."""
 import dataclasses
+import re
 import warnings
 
 import numpy as np
@@ -293,3 +294,67 @@ TINY_TWO_LAYERS = dataclasses.replace(fuzz.TINY)
 def test_layer_replication_must_be_ranges(value):
     with pytest.raises(ValueError, match="layer_replication must be a list of"):
         ml_peft.LoraConfig(layer_replication=value)
+
+
+# ==================================================================================================
+# target_parameters: LoRA on a parameter (PEFT's lora.ParamWrapper), W + s B A inside the layer's forward
+# ==================================================================================================
+PARAMETER_CASES = {
+    "linear_weights": ({"first": dict(r=2, lora_alpha=4, target_modules=[],
+                                      target_parameters=["q_proj.weight", "down_proj.weight"]),
+                        "finish": "merge_and_unload"}, None),
+    # rank_pattern keys are matched against the parameter's name (PEFT's rule: "q_proj" alone does not match)
+    "with_modules_and_patterns": ({"first": dict(r=2, lora_alpha=4, target_modules=["v_proj"],
+                                                 target_parameters=["self_attn.q_proj.weight"],
+                                                 rank_pattern={"q_proj": 3, "q_proj.weight": 1},
+                                                 init_lora_weights=False), "finish": "merge_unmerge"}, BIASED),
+    "embedding_and_head": ({"first": dict(r=2, target_modules=[], init_lora_weights=False,
+                                          target_parameters=["embed_tokens.weight", "lm_head.weight"]),
+                            "finish": "merge_and_unload"}, None),
+    "two_adapters": ({"first": dict(r=2, target_modules=[], target_parameters=["q_proj.weight"]),
+                      "second": dict(r=1, target_modules=[], target_parameters=["q_proj.weight"]),
+                      "switch": True, "per_sample": True, "finish": "merge_and_unload",
+                      "weighted": dict(weights=[1.0, 0.5], combination_type="linear")}, None),
+}
+
+
+@pytest.mark.parametrize("name", PARAMETER_CASES)
+def test_target_parameters_as_peft(hf, tmp_path, monkeypatch, name):
+    case, config = PARAMETER_CASES[name]
+    run(case, tmp_path, monkeypatch, config)
+
+
+def test_target_parameters_layer_prints_as_peft():
+    reference, model = fuzz.base_pair()
+    kw = dict(r=2, target_modules=[], target_parameters=["q_proj.weight"])
+    theirs = peft.get_peft_model(reference, peft.LoraConfig(**kw))
+    ours = ml_peft.get_peft_model(model, ml_peft.LoraConfig(**kw))
+    assert repr(ours.base_model.model.model.layers[0].self_attn.q_proj) == \
+        repr(theirs.base_model.model.model.layers[0].self_attn.q_proj)
+
+
+@pytest.mark.parametrize("kw,error,words", [
+    (dict(target_modules=["q_proj"], target_parameters=["q_proj.weight"]), ValueError,
+     "Trying to wrap an `nn.Parameter` of layer 'model.layers.0.self_attn.q_proj' of type Linear"),
+    (dict(target_modules=[], target_parameters=["norm.weight"]), ValueError,
+     "was initialized with 1 dimensional Parameter, but only 2d and 3d are supported"),
+    (dict(target_modules=[], target_parameters=["q_proj.weight"], lora_dropout=0.1), ValueError,
+     "does not work with lora_dropout != 0"),
+    (dict(target_modules=[], target_parameters=["nothing.weight"]), ValueError,
+     "No `target_modules` passed but also no `target_parameters` found"),
+    (dict(target_modules=[], target_parameters="q_proj.weight"), TypeError, "must be a list of strings or None"),
+])
+def test_target_parameters_refusals_as_peft(kw, error, words):
+    reference, model = fuzz.base_pair()
+    with pytest.raises(error, match=re.escape(words) if "`" in words else words):
+        peft.get_peft_model(reference, peft.LoraConfig(**kw))
+    with pytest.raises(error, match=re.escape(words) if "`" in words else words):
+        ml_peft.get_peft_model(model, ml_peft.LoraConfig(**kw))
+
+
+def test_target_parameters_that_match_nothing_warn_as_peft():
+    reference, model = fuzz.base_pair()
+    kw = dict(target_modules=["k_proj"], target_parameters=["nothing.weight"])
+    for library, base in ((peft, reference), (ml_peft, model)):
+        with pytest.warns(RuntimeWarning, match=r"target_parameters=\['nothing.weight'\] were set but no parameter"):
+            library.get_peft_model(base, library.LoraConfig(**kw))

@@ -56,7 +56,7 @@ class AdaLoraConfig(LoraConfig):
     PEFT_TYPE = "ADALORA"
     # LoRA's lora_bias and trainable_token_indices are not built into SVDLinear / AdaLoraModel here
     _unimplemented = {**LoraConfig._unimplemented, "lora_bias": False, "trainable_token_indices": None,
-                      "layer_replication": None}
+                      "layer_replication": None, "target_parameters": None}
 
     def __post_init__(self):
         pattern, self.rank_pattern = self.rank_pattern, {}  # LoraConfig's rank_pattern holds ints; ours, masks

@@ -3,7 +3,7 @@
 A config is checked when it is built (a wrong rank or dropout fails here, not deep inside training),
 and ``to_dict()`` gives exactly the keys PEFT writes to ``adapter_config.json``, so adapters move
 between minilora and PEFT. The fields are PEFT 0.21's, in PEFT's order. Fields PEFT has but minilora
-does not implement (Megatron, QALoRA, target_parameters, ...) are accepted at PEFT's default value and
+does not implement (Megatron, QALoRA, LoftQ, ...) are accepted at PEFT's default value and
 written with it; any other value is refused by name, by the constructor and ``from_dict`` alike,
 rather than silently computing something else.
 """
@@ -270,6 +270,9 @@ class LoraConfig(_AdapterConfig):
       ``resize_token_embeddings``), or ``{layer name: ids}``; see ``layers.TrainableTokensLayer``.
     * ``layer_replication``: ``[[start, end], ...]`` builds a deeper model from copies of the decoder
       layers that share their base weights, each copy with its own adapter (``model.replicate_layers``).
+    * ``target_parameters``: parameter names (``["q_proj.weight"]``, matched as target names) adapted
+      as ``W + s B A`` inside the layer's own forward (PEFT's ``lora.ParamWrapper``; 2-D weights of Linear
+      and Embedding layers here -- PEFT's use is MoE expert tensors, which minilora's Llama has none of).
 
     The other fields are PEFT's, accepted at their default value only (see ``_unimplemented``).
     Pass fields by keyword, as PEFT's documentation does (PEFT's first positional field is ``task_type``).
@@ -317,7 +320,7 @@ class LoraConfig(_AdapterConfig):
         "loftq_config": {}, "eva_config": None, "corda_config": None,
         "lora_ga_config": None, "velora_config": None, "alora_invocation_tokens": None,
         "use_qalora": False, "qalora_group_size": 16, "monteclora_config": None,
-        "target_parameters": None, "use_bdlora": None,
+        "use_bdlora": None,
         "arrow_config": None, "kasa_config": None, "ensure_weight_tying": False,
     }
     _not_saved = ("runtime_config",)  # PEFT's LoraConfig.to_dict drops it too
@@ -357,6 +360,11 @@ class LoraConfig(_AdapterConfig):
         self._check_lora_bias()
         self.trainable_token_indices = _check_token_indices(self.trainable_token_indices)
         self.layer_replication = _check_layer_map(self.layer_replication)
+        if self.target_parameters is not None:
+            if isinstance(self.target_parameters, str) or not isinstance(self.target_parameters, (list, tuple, set)) \
+                    or not all(isinstance(t, str) for t in self.target_parameters):  # PEFT's words (str: TypeError)
+                raise TypeError("`target_parameters` must be a list of strings or None.")
+            self.target_parameters = list(self.target_parameters)
 
     def _check_lora_bias(self):
         """``lora_bias=True``: lora_B gets a bias (PEFT's rules: plain inits only, not with DoRA)."""

@@ -21,7 +21,8 @@ from ..random import generator
 from ..tensor import Tensor, is_grad_enabled
 from .inits import is_weight_mutating_init, olora_init, pissa_init
 
-__all__ = ["BaseTunerLayer", "Linear", "Embedding", "LoraLayer", "DoraMagnitude", "VeraLinear", "VeraLayer",
+__all__ = ["BaseTunerLayer", "Linear", "Embedding", "LoraLayer", "ParamWrapper", "TrainableTokensLayer",
+           "TrainableTokensWrapper", "DoraMagnitude", "VeraLinear", "VeraLayer",
            "ModulesToSaveWrapper", "ParameterDict", "BufferDict", "BASE_ADAPTER"]
 
 BASE_ADAPTER = "__base__"  # in ``adapter_names=[...]``: this sample uses no adapter
@@ -680,6 +681,52 @@ class Embedding(BaseTunerLayer):
 
 
 LoraLayer = Linear  # PEFT's name for the LoRA layer base class (``isinstance(m, LoraLayer)``)
+
+
+class ParamWrapper(Linear):
+    """LoRA on a parameter (``LoraConfig(target_parameters=["q_proj.weight"])``, PEFT's ``lora.ParamWrapper``):
+    the wrapped layer runs its own forward with ``W + s B A`` in place of ``W`` (PEFT parametrizes the
+    parameter). Same names and files as ``lora.Linear``; for a Linear the same numbers too. The factors take
+    the parameter's shape ``[out, in]``: on an Embedding ``[num_embeddings, dim]``, so B is ``[V, r]``.
+
+    As PEFT: no dropout, fan_in_fan_out, lora_bias or DoRA (the update is applied to the weight, not to
+    the input), and no per-sample adapter_names."""
+
+    peft_name = "lora.ParamWrapper"
+    base_types = (_NNLinear, _NNEmbedding)
+
+    def __init__(self, base_layer, adapter_name, config, r, lora_alpha, parameter_name="weight"):
+        self.parameter_name = parameter_name
+        for refused, words in ((config.lora_dropout, "lora_dropout != 0"), (config.fan_in_fan_out, "fan_in_fan_out"),
+                               (config.lora_bias, "lora_bias=True"), (config.use_dora, "use_dora=True")):
+            if refused:  # PEFT's words
+                raise ValueError(f"lora.ParamWrapper does not work with {words}.")
+        super().__init__(base_layer, adapter_name, config, r, lora_alpha)
+
+    def update_layer(self, adapter_name, config, r, lora_alpha):
+        shape = self.base_layer.weight.shape  # the factors follow the parameter, not the layer's in/out
+        self.out_features, self.in_features = shape[0], shape[1]
+        super().update_layer(adapter_name, config, r, lora_alpha)
+
+    def extra_repr(self):
+        return f"parameter_name='{self.parameter_name}',"
+
+    def adapter_forward(self, x):
+        active = [a for a in self.active_adapters if a in self.lora_A]
+        if not active:
+            return self.base_layer(x)
+        W = self.base_layer.weight
+        delta = None
+        for name in active:  # PEFT's get_delta_weight: (B @ A) * s, in the adapter's dtype, then W's
+            term = (self.lora_B[name].weight @ self.lora_A[name].weight) * self.scaling[name]
+            delta = term if delta is None else delta + term
+        weight = W + delta.to(W.dtype)
+        if isinstance(self.base_layer, _NNEmbedding):
+            return ops.embedding(x, weight, padding_idx=self.base_layer.padding_idx)
+        return ops.linear(x, weight, self.base_layer.bias)
+
+    def _mixed_batch_forward(self, x, adapter_names):
+        raise ValueError("lora.ParamWrapper does not support mixed batch inference")  # PEFT's words
 
 
 # ==================================================================================================

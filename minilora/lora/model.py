@@ -30,7 +30,7 @@ from . import save as _io
 from .config import TaskType, config_from_dict
 from .inits import save_converted_to_lora
 from .layers import (BASE_ADAPTER, BaseTunerLayer, BufferDict, Embedding, Linear, ModulesToSaveWrapper, ParameterDict,
-                     TrainableTokensWrapper, VeraLinear)
+                     ParamWrapper, TrainableTokensWrapper, VeraLinear)
 
 __all__ = ["get_peft_model", "PeftModel", "PeftModelForCausalLM", "AutoPeftModelForCausalLM", "LoraModel",
            "VeraModel", "target_module_matches"]
@@ -215,15 +215,65 @@ class LoraModel(_Wrapper):
             else:
                 self._replace(key, self._create_layer(module, adapter_name, config, key))
             matched.append(key)
-        if not matched:
-            raise ValueError(self._no_match_message(config))
-        _warn_unmatched_patterns(config, matched)
+        parameters = self._inject_parameters(adapter_name, config)
+        self._check_matches(config, matched, parameters)
+        _warn_unmatched_patterns(config, matched + parameters)
         _warn_tied_layer_adapted(self.model, config)
         self.targeted_module_names += [key for key in matched if key not in self.targeted_module_names]
         self.peft_config[adapter_name] = config
         self._add_modules_to_save(adapter_name, config)
         self._add_trainable_tokens(adapter_name, config)
         self._freeze_all_but_adapters(config)
+
+    def _check_matches(self, config, modules, parameters):
+        """Nothing adapted is an error; with target_parameters, PEFT's words and its warnings when only
+        one of the two lists matched."""
+        wanted_parameters = getattr(config, "target_parameters", None)
+        if not modules and not parameters:
+            if wanted_parameters is not None and not config.target_modules:
+                raise ValueError("No `target_modules` passed but also no `target_parameters` found. Please check "
+                                 "the values for these arguments.")
+            raise ValueError(self._no_match_message(config))
+        if config.target_modules and not modules:
+            warnings.warn(f"target_modules={config.target_modules} were set but no module was matched.", RuntimeWarning)
+        elif wanted_parameters and not parameters:
+            warnings.warn(f"target_parameters={wanted_parameters} were set but no parameter was matched.",
+                          RuntimeWarning)
+
+    def _inject_parameters(self, adapter_name, config):
+        """``target_parameters``: wrap the layer owning each matching parameter (its full name equals a
+        target or ends with "." + target, PEFT's rule) in a ``ParamWrapper``. Returns the parameter names.
+        rank_pattern / alpha_pattern keys are matched against the parameter's name (``...q_proj.weight``),
+        as PEFT does."""
+        targets = sorted(set(getattr(config, "target_parameters", None) or ()))
+        matches = lambda name: name in targets or any(name.endswith("." + t) for t in targets)  # noqa: E731
+        found = []
+        for key, module in list(self._candidate_modules()):
+            if isinstance(module, ParamWrapper):  # an earlier adapter's wrapper: add this adapter to it
+                names = [module.parameter_name]
+            elif isinstance(module, _WRAPPERS):
+                base = getattr(module, "base_layer", None) or getattr(module, "original_module", None)
+                if isinstance(module, BaseTunerLayer) and any(matches(f"{key}.{n}") for n, _ in
+                                                              base.named_parameters(recurse=False)):
+                    raise ValueError(  # PEFT's words
+                        f"Trying to wrap an `nn.Parameter` of layer '{key}' of type {type(base).__name__}, which is "
+                        "not a valid target. Make sure that this layer is not also targeted with `target_modules`. "
+                        "For some models, PEFT will do this automatically, try setting `target_modules=[]` to "
+                        "prevent it.")
+                continue
+            else:
+                names = [n for n, _ in module.named_parameters(recurse=False)]
+            for param_name in names:
+                name = f"{key}.{param_name}"
+                if not matches(name):
+                    continue
+                r, alpha = self._rank_and_alpha(config, name)
+                if isinstance(module, ParamWrapper):
+                    module.update_layer(adapter_name, config, r, alpha)
+                else:
+                    self._replace(key, _param_wrapper(module, param_name, adapter_name, config, r, alpha, name))
+                found.append(name)
+        return found
 
     def _refuse_foreign_adapter(self, adapter_name):
         """Never overwrite an adapter that another ``PeftModel`` on the same base model put there."""
@@ -680,6 +730,20 @@ def _clone_sharing_weights(module):
             if param is not None:
                 setattr(target, param_name, param)
     return clone
+
+
+def _param_wrapper(module, param_name, adapter_name, config, r, alpha, name):
+    """A ``ParamWrapper`` for ``module.<param_name>``: PEFT's refusal of a non-2-D parameter, minilora's
+    of what it does not map (a parameter other than a Linear's or an Embedding's weight)."""
+    param = getattr(module, param_name)
+    if param.ndim not in (2, 3):
+        raise ValueError(f"lora.ParamWrapper was initialized with {param.ndim} dimensional Parameter, but only 2d and "
+                         "3d are supported.")
+    if param_name != "weight" or type(module) not in (_NNLinear, _NNEmbedding):
+        raise NotImplementedError(f"target_parameters: {name!r} ({tuple(param.shape)}) is not the weight of a "
+                                  f"Linear or Embedding layer; minilora adapts those only (PEFT's 3-D MoE expert "
+                                  f"tensors do not occur in its models)")
+    return ParamWrapper(module, adapter_name, config, r, alpha, parameter_name=param_name)
 
 
 def _fan_in_fan_out_off_for_linear(config):
