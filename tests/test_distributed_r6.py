@@ -271,24 +271,24 @@ def _(L, D, rank, world):
 def _(L, D, rank, world):
     if rank == 0:
         out = [L.zeros(2, dtype=L.int64) for _ in range(world - 1)]
-        senders = sorted(D.recv(t) for t in out)
-        return [senders, sorted(tuple(t.tolist()) for t in out)]
-    D.send(L.tensor([rank, 10 * rank]), 0)
+        senders = sorted(D.recv(t, tag=7) for t in out)  # a tag of its own: a later case's message
+        return [senders, sorted(tuple(t.tolist()) for t in out)]  # from a fast rank cannot match
+    D.send(L.tensor([rank, 10 * rank]), 0, tag=7)
 
 
 @case("isend-irecv-work")
 def _(L, D, rank, world):
     out = L.zeros(2, dtype=L.bfloat16)
-    sending = D.isend(data(L, rank, "bfloat16", (2,)), (rank + 1) % world)
-    receiving = D.irecv(out, src=(rank - 1) % world)
+    sending = D.isend(data(L, rank, "bfloat16", (2,)), (rank + 1) % world, tag=9)
+    receiving = D.irecv(out, src=(rank - 1) % world, tag=9)
     return [receiving.wait(), sending.wait(), out]
 
 
 @case("batch_isend_irecv")
 def _(L, D, rank, world):
     out = L.zeros(2, dtype=L.int64)
-    ops = [D.P2POp(D.isend, data(L, rank, "int64", (2,)), (rank + 1) % world),
-           D.P2POp(D.irecv, out, (rank - 1) % world)]
+    ops = [D.P2POp(D.isend, data(L, rank, "int64", (2,)), (rank + 1) % world, tag=11),
+           D.P2POp(D.irecv, out, (rank - 1) % world, tag=11)]
     works = D.batch_isend_irecv(ops)
     for work in works:
         work.wait()
@@ -411,10 +411,21 @@ def worker(out):
     tdist.init_process_group("gloo", init_method="file://" + os.path.join(out, "gloo_rendezvous"), rank=rank,
                              world_size=world, timeout=datetime.timedelta(seconds=30))
     results = {}
-    for library, L, D in (("torch", torch, tdist), ("minilora", ml, dist)):
-        results[library] = {name: run_case(fn, L, D, rank, world) for name, fn in CASES.items()}
-        D.barrier()
-    results["minilora-only"] = minilora_only(rank, world)
+    try:
+        for library, L, D in (("torch", torch, tdist), ("minilora", ml, dist)):
+            results[library] = {}
+            for name, fn in CASES.items():
+                start = time.monotonic()
+                results[library][name] = run_case(fn, L, D, rank, world)
+                if time.monotonic() - start > 5:  # a case that waited for another rank: say which
+                    print(f"rank {rank}: {library} {name} took {time.monotonic() - start:.0f} s", file=sys.stderr)
+            D.barrier()
+        results["minilora-only"] = minilora_only(rank, world)
+    except BaseException:  # an uncaught error aborts the job before stderr is forwarded: keep it in a file
+        import traceback
+        with open(os.path.join(out, f"rank{rank}.error"), "w") as f:
+            f.write(traceback.format_exc())
+        raise
     with open(os.path.join(out, f"rank{rank}.pkl"), "wb") as f:
         pickle.dump(results, f)
     tdist.destroy_process_group()
@@ -478,8 +489,8 @@ def minilora_only(rank, world):
         found["reduce_scatter_tensor-wrong-size"] = str(error)
     big = ml.ones(1 << 18) * rank  # 2 MB: MPI cannot buffer it, so two blocking sends would wait on each other
     inbox = ml.zeros(1 << 18)
-    work = dist.isend(big, (rank + 1) % world)
-    sender = dist.recv(inbox)
+    work = dist.isend(big, (rank + 1) % world, tag=13)
+    sender = dist.recv(inbox, tag=13)
     work.wait()
     found["big-exchange"] = (sender, float(inbox.sum()))
     found.update(ddp_unused_parameters(rank, world))
@@ -523,7 +534,8 @@ def side_by_side(tmp_path_factory):
     env = dict(os.environ, MINILORA_NUM_THREADS="1", OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
     done = subprocess.run(MPIRUN3 + [sys.executable, HERE, str(out)], capture_output=True, text=True,
                           timeout=120, env=env, cwd=str(out))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    errors = "".join(path.read_text() for path in out.glob("rank*.error"))
+    assert done.returncode == 0, errors + done.stdout[-3000:] + done.stderr[-3000:]
     ranks = []
     for r in range(WORLD):
         with open(out / f"rank{r}.pkl", "rb") as f:
