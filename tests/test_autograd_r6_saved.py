@@ -53,6 +53,8 @@ OPS = {
     "sigmoid": (lambda L, F, x: L.sigmoid(x), [(3, 4)]),
     "erf": (lambda L, F, x: L.erf(x), [(3, 4)]),
     "sign": (lambda L, F, x: L.sign(x), [(3, 4)]),
+    "logit": (lambda L, F, x: L.logit(x), [(3, 4)], 0.1, 0.9),
+    "logit(eps)": (lambda L, F, x: x.logit(0.2), [(3, 4)], 0.1, 0.9),
     "trunc": (lambda L, F, x: L.trunc(x), [(3, 4)]),
     "round": (lambda L, F, x: L.round(x), [(3, 4)]),
     "nan_to_num": (lambda L, F, x: L.nan_to_num(x), [(3, 4)]),
@@ -318,3 +320,106 @@ NOT_IN_TABLE = {  # ops without a torch call of their own to compare, or covered
     "AsType", "ToDevice", "Dropout", "CrossEntropy", "Embedding", "BinaryCrossEntropy", "MaxUnpool2d",
     "MulByScalarTensor", "DivByScalarTensor", "RoundedDiv", "AddScaled", "Attention", "Rotary",
 }
+
+
+# ---- torch's in-place names: torch.exp_(x), torch.celu_(x), x.logit_(eps), torch.dropout(x, p, train) ----
+def _in_place_names(module, cls):
+    """torch's ``name_`` functions (top-level or methods) whose ``name`` minilora has."""
+    return sorted(n for n in dir(getattr(torch, module) if module else torch)
+                  if n.endswith("_") and not n.startswith("_") and hasattr(cls, n[:-1]))
+
+
+def test_every_in_place_form_of_an_op_minilora_has_exists():
+    missing = [n for n in _in_place_names(None, ml) if not hasattr(ml, n)]
+    missing += [f"Tensor.{n}" for n in _in_place_names("Tensor", ml.Tensor) if not hasattr(ml.Tensor, n)]
+    assert not missing
+
+
+P = np.random.default_rng(1).uniform(0.05, 0.95, (2, 3))  # a domain every op below takes
+TOP_LEVEL_IN_PLACE = {  # call(L, x) of torch's top-level in-place functions, as users write them
+    **{n: (lambda n: lambda L, x: getattr(L, n)(x))(n) for n in (
+        "abs_ acos_ asin_ asinh_ atan_ atanh_ ceil_ cos_ cosh_ erf_ exp2_ exp_ expm1_ floor_ log10_ log1p_ "
+        "log2_ log_ neg_ negative_ reciprocal_ round_ rsqrt_ sin_ sinh_ sqrt_ square_ tan_ trunc_ "
+        "nan_to_num_ logit_ zero_ detach_ relu_ sigmoid_ tanh_ selu_").split()},
+    "acosh_": lambda L, x: L.acosh_(x.add_(1)),
+    "round_(decimals=1)": lambda L, x: L.round_(x, decimals=1),
+    "xlogy_": lambda L, x: L.xlogy_(x, x + 1),
+    "index_put_": lambda L, x: L.index_put_(x, (L.tensor([1, 0]),), L.tensor(2.0, dtype=x.dtype), True),
+    "fill_": lambda L, x: L.fill_(x, 3),
+    "logit_(eps)": lambda L, x: L.logit_(x, 0.2),
+    "x.logit_(eps=)": lambda L, x: x.logit_(eps=0.3),
+    "celu_": lambda L, x: L.celu_(x.sub_(0.5), 0.5),
+    "celu_(alpha=)": lambda L, x: L.celu_(x.sub_(0.5), alpha=2.0),
+    "threshold_": lambda L, x: L.threshold_(x, 0.5, -1.0),
+    "rrelu_": lambda L, x: L.rrelu_(x.sub_(0.5), 0.1, 0.3),
+    "rrelu_(training=False)": lambda L, x: L.rrelu_(x.sub_(0.5), lower=0.2, upper=0.4, training=False),
+    "dropout_(train=False)": lambda L, x: L.dropout_(x, 0.5, False),
+    "dropout_(p=0)": lambda L, x: L.dropout_(x, p=0.0, train=True),
+    "dropout_(p=1)": lambda L, x: L.dropout_(x, 1.0, True),
+    "alpha_dropout_": lambda L, x: L.alpha_dropout_(x, 0.5, False),
+    "feature_alpha_dropout_": lambda L, x: L.feature_alpha_dropout_(x, 0.5, False),
+    "x.baddbmm_ (of a view)": lambda L, x: x.view(1, 2, 3).baddbmm_(L.ones(1, 2, 2, dtype=x.dtype) / 4,
+                                                                  x.view(1, 2, 3).clone(), beta=0.5, alpha=2),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16"])
+@pytest.mark.parametrize("name", list(TOP_LEVEL_IN_PLACE))
+def test_in_place_functions_write_torchs_values_into_their_input(name, dtype):
+    results = []
+    for L in (ml, torch):
+        x = L.tensor(P).to(getattr(L, dtype))
+        y = TOP_LEVEL_IN_PLACE[name](L, x)
+        assert y is x or "(of a view)" in name
+        results.append((str(x.dtype).split(".")[-1], x.float().numpy()))
+    assert results[0][0] == results[1][0] == dtype
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6 if dtype != "bfloat16" else 0, atol=0)
+
+
+OUT_OF_PLACE = {  # torch's top-level functional names minilora now has too
+    "logit": lambda L, x: L.logit(x),
+    "logit(eps)": lambda L, x: L.logit(x, 0.25),
+    "logit(eps=)": lambda L, x: L.logit(input=x, eps=0.1),
+    "x.logit()": lambda L, x: x.logit(),
+    "x.logit(eps)": lambda L, x: x.logit(0.3),
+    "celu": lambda L, x: L.celu(x - 0.5, alpha=0.5),
+    "selu": lambda L, x: L.selu(x - 0.5),
+    "threshold": lambda L, x: L.threshold(x, threshold=0.5, value=2.0),
+    "rrelu": lambda L, x: L.rrelu(x - 0.5),
+    "dropout(train=False)": lambda L, x: L.dropout(x, 0.3, False),
+    "dropout(p=0)": lambda L, x: L.dropout(input=x, p=0.0, train=True),
+    "alpha_dropout": lambda L, x: L.alpha_dropout(x, p=0.2, train=False),
+    "feature_alpha_dropout": lambda L, x: L.feature_alpha_dropout(x, 0.2, False),
+}
+
+
+@pytest.mark.parametrize("name", list(OUT_OF_PLACE))
+def test_functional_names_give_torchs_values_and_gradients(name):
+    results = []
+    for L in (ml, torch):
+        leaf = L.tensor(np.concatenate([P.ravel(), [0.0, 1.0, 0.1, 0.9, 0.25]]), requires_grad=True)
+        out = OUT_OF_PLACE[name](L, leaf)
+        out.sum().backward()
+        results.append((out.detach().numpy(), leaf.grad.numpy()))
+    for ours, theirs in zip(*results):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16", "int64"])
+def test_logit_values_as_torch_in_every_dtype(dtype):
+    values = np.concatenate([np.linspace(-0.2, 1.2, 57), [0.0, 1.0, np.nan]])
+    if dtype == "int64":
+        values = np.array([-1, 0, 1, 2])
+    for eps in (None, 0.1, 0.25):
+        ours, theirs = (L.logit(L.tensor(values).to(getattr(L, dtype)), eps) for L in (ml, torch))
+        assert str(ours.dtype).split(".")[-1] == str(theirs.dtype).split(".")[-1]
+        np.testing.assert_array_equal(ours.float().numpy(), theirs.float().numpy())
+
+
+def test_logit_saves_its_input_as_torch():
+    for L in (ml, torch):
+        x = L.tensor(P, requires_grad=True).clone()
+        y = L.logit(x, 0.1)
+        x.mul_(1)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.sum().backward()

@@ -455,7 +455,7 @@ def _threshold(input, threshold, value):
         raise NotImplementedError('"threshold_cpu" not implemented for \'Bool\'')
     # (a nan is kept, as torch's x <= threshold ? value : x)
     compared = input.float() if input.dtype.itemsize == 2 and _is_floating(input.dtype) else input
-    return input.masked_fill(compared <= threshold, value)
+    return _saves_as_torch(input.masked_fill(compared <= threshold, value), input)  # torch keeps the input
 
 
 def hardshrink(input, lambd=0.5):

@@ -39,7 +39,7 @@ from .reduce import std_mean, var_mean
 from .elementwise import (celu, elu, hardsigmoid, hardswish, hardtanh, logsigmoid, mish, selu,
                           softsign)
 from .elementwise import (acos, acosh, arctan2, asin, asinh, atan, atan2, atanh, cosh, exp2,
-                          logaddexp, nan_to_num, sinh, tan)
+                          logaddexp, logit, nan_to_num, sinh, tan)
 from .index import bucketize, cummax, cummin, kthvalue, searchsorted
 from .reduce import aminmax
 from .matmul import cross
@@ -405,9 +405,18 @@ def _nan_to_num_(self, nan=0.0, posinf=None, neginf=None):
     return self._inplace(nan_to_num, nan=nan, posinf=posinf, neginf=neginf)
 
 
+def _baddbmm_(self, batch1, batch2, *, beta=1, alpha=1):
+    return _amp.without_autocast(self._inplace, baddbmm, batch1, batch2, beta=beta, alpha=alpha)  # (as addmm_)
+
+
+def _logit_(self, eps=None):
+    return self._inplace(logit, eps)
+
+
 for _name, _fn in {"quantile": quantile, "nanquantile": nanquantile, "inner": inner, "kron": kron,
                    "vdot": vdot, "dist": dist, "cumsum_": _cumsum_, "cumprod_": _cumprod_,
-                   "addmm_": _addmm_, "nan_to_num_": _nan_to_num_,
+                   "addmm_": _addmm_, "nan_to_num_": _nan_to_num_, "baddbmm_": _baddbmm_,
+                   "logit": logit, "logit_": _logit_,
                    "divide_": Tensor.div_, "true_divide_": Tensor.div_}.items():
     setattr(Tensor, _name, _fn)
 
@@ -527,7 +536,7 @@ _OUT_FUNCTIONS = (
     "abs acos acosh add addcdiv addcmul arctan2 asin asinh atan atan2 atanh bitwise_and "
     "bitwise_left_shift bitwise_not bitwise_or bitwise_right_shift bitwise_xor ceil clamp clamp_max "
     "clamp_min clip cos cosh div erf exp exp2 expm1 floor floor_divide fmod lerp log log10 log1p log2 "
-    "logaddexp logical_and logical_not logical_or logical_xor maximum minimum mul nan_to_num neg pow "
+    "logaddexp logit logical_and logical_not logical_or logical_xor maximum minimum mul nan_to_num neg pow "
     "reciprocal remainder round rsqrt sigmoid sign sin sinh sqrt square sub tan tanh trunc where xlogy "
     "eq ne lt gt le ge "
     # products

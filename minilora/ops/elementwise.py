@@ -1607,6 +1607,35 @@ def reciprocal(input):
     return saves_as_torch(out, out)  # torch keeps 1 / x, not x
 
 
+@backward_in_float32
+class Logit(Function):
+    """``log(z / (1 - z))`` with ``z`` the input clamped to ``[eps, 1 - eps]`` (not clamped when eps is
+    None), as torch's kernel: for 16-bit floats each step rounded to the dtype, as torch's CPU kernel. Gradient ``g / (x (1 - x))`` inside the range; outside it 0 with an eps
+    (the clamp cut it) and NaN without (no logit there), as torch's logit_backward."""
+
+    @staticmethod
+    def forward(ctx, a, eps):
+        xp = xp_of(a)
+        ctx.a, ctx.eps = a, eps
+        # (maximum/minimum, not clip: NumPy's clip of bfloat16 gives float32)
+        z = a if eps is None else xp.minimum(xp.maximum(a, a.dtype.type(eps)), a.dtype.type(1 - eps))
+        with np.errstate(divide="ignore", invalid="ignore"):  # (the log rounded once: torch's is exact)
+            return xp.log((z / (1 - z)).astype(xp.float64)).astype(a.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, eps = ctx.a, ctx.eps
+        low, high, outside = (0, 1, np.nan) if eps is None else (eps, 1 - eps, 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return xp_of(g).where((a < low) | (a > high), g.dtype.type(outside), g / (a * (1 - a)))
+
+
+def logit(input, eps=None):
+    """``torch.logit``: the log-odds ``log(p / (1 - p))``; with ``eps`` the input is first clamped to
+    ``[eps, 1 - eps]``. Integers compute in the default float dtype."""
+    return Logit.apply(_floating(input), eps=None if eps is None else float(eps))
+
+
 # ---- log2/log10, fmod, logical_xor, addcmul/addcdiv ----------------------------------------------
 @backward_in_float32
 class LogBase(Function):
