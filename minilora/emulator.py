@@ -787,7 +787,7 @@ _CUDA_LIBRARIES = {"curand": "cuRAND (device random numbers: draw them on the ho
                    "cub/": "CUB", "thrust/": "Thrust", "cuda/": "libcu++ (cuda::std, cuda::pipeline, ...)",
                    "cublas": "cuBLAS", "cufft": "cuFFT", "cusparse": "cuSPARSE", "cudnn": "cuDNN",
                    "mma.h": "WMMA (nvcuda::wmma tensor-core fragments)", "cuda_pipeline": "cuda_pipeline.h",
-                   "cuda_fp8": "the FP8 types (__nv_fp8_e4m3, __nv_fp8_e5m2)", "cuda_awbarrier": "cuda_awbarrier.h",
+                   "cuda_fp6": "the FP6 types", "cuda_fp4": "the FP4 types", "cuda_awbarrier": "cuda_awbarrier.h",
                    "cutlass/": "CUTLASS", "cute/": "CuTe (CUTLASS 3)", "cusolver": "cuSOLVER", "nccl": "NCCL",
                    "nvtx3/": "NVTX", "nvToolsExt": "NVTX",
                    "torch/": "PyTorch's C++ extension API (host code: bind the kernel from Python instead)",

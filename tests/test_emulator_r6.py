@@ -608,7 +608,7 @@ def test_named_barriers_and_clusters_are_refused_by_name(body, match):
 
 
 @pytest.mark.parametrize("header, library", [("torch/types.h", "PyTorch's C++ extension API"), ("cutlass/cutlass.h", "CUTLASS"),
-                                             ("cuda_fp8.h", "the FP8 types"), ("cute/tensor.hpp", "CuTe")])
+                                             ("cuda_fp4.h", "the FP4 types"), ("cute/tensor.hpp", "CuTe")])
 def test_headers_of_libraries_the_emulator_lacks_are_named(header, library):
     with pytest.raises(CompileError, match=re.escape(header) + " belongs to " + re.escape(library)):
         RawModule(code=f'#include <{header}>\nextern "C" __global__ void k(float* d) {{}}').compile()
@@ -626,3 +626,52 @@ def test_coalesced_group_ballot_match_and_tiles_answer_in_ranks_as_cuda():
     expect = ranks % 4 + 10 * 4 + 100 * (ranks // 4) + 1000 * 4 + 10000 * k[ranks // 4 * 4]
     np.testing.assert_array_equal(tiles[odd], expect)
     assert not ballots[::2].any()
+
+
+# ------------------------------------------------------------------------------------------------
+# FP8 (cuda_fp8.h): E4M3 and E5M2, saturating and not, against ml_dtypes' float8 types
+# ------------------------------------------------------------------------------------------------
+def fp8_values(n):
+    x = (rng.standard_normal(n) * np.exp2(rng.integers(-12, 12, n))).astype(np.float32)
+    x[:12] = [0.0, -0.0, np.nan, np.inf, -np.inf, 448.0, 464.0, 470.0, 1e5, 61440.0, -7e4, 2.0 ** -10]
+    return x
+
+
+def test_fp8_quantize_in_both_saturation_modes_and_dequantize():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    n = 700
+    x = fp8_values(n)
+    scale = np.float32(1.0)
+    q4, q5, nosat4, nosat5 = (np.zeros(n, np.uint8) for _ in range(4))
+    back4, back5 = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    half4 = np.zeros(n, np.float16)
+    kernel("fp8.cu", "fp8_quantize")(cdiv(n, 128), 128, (x, scale, q4, q5, nosat4, nosat5, back4, back5, half4, np.int32(n)))
+    e4, e5 = ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2
+    with np.errstate(over="ignore", invalid="ignore"):
+        # round to nearest even; without saturation E4M3 overflows to NaN and E5M2 to infinity
+        nosat = {e4: x.astype(e4).view(np.uint8), e5: x.astype(e5).view(np.uint8)}
+        sat = {e4: np.clip(x, -448, 448).astype(e4).view(np.uint8),  # (np.clip keeps NaN)
+               e5: np.clip(x, -57344, 57344).astype(e5).view(np.uint8)}
+
+    def check(got, want, fmt):  # a NaN is the GPU's canonical 0x7F (either sign) here, any NaN in ml_dtypes
+        nan = np.isnan(want.view(fmt).astype(np.float32))
+        np.testing.assert_array_equal(got[~nan], want[~nan])
+        assert (got[nan] & 0x7F == 0x7F).all() and nan[2]
+    check(nosat4, nosat[e4], e4)
+    check(q4, sat[e4], e4)
+    check(nosat5, nosat[e5], e5)
+    check(q5, sat[e5], e5)
+    np.testing.assert_array_equal(back4, q4.view(e4).astype(np.float32))
+    np.testing.assert_array_equal(back5, q5.view(e5).astype(np.float32))
+    np.testing.assert_array_equal(half4, q4.view(e4).astype(np.float16))
+
+
+def test_fp8_pairs_and_quads_pack_the_first_value_low():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    n4 = 50
+    x = (rng.standard_normal((n4, 4)) * 10).astype(np.float32)
+    quads, pairs, back = np.zeros((n4, 4), np.uint8), np.zeros((n4, 2), np.uint8), np.zeros((n4, 4), np.float32)
+    kernel("fp8.cu", "fp8_pack")(cdiv(n4, 32), 32, (x, quads, pairs, back, np.int32(n4)))
+    np.testing.assert_array_equal(quads, x.astype(ml_dtypes.float8_e4m3fn).view(np.uint8))
+    np.testing.assert_array_equal(pairs, x[:, :2].astype(ml_dtypes.float8_e5m2).view(np.uint8))
+    np.testing.assert_array_equal(back, x.astype(ml_dtypes.float8_e4m3fn).astype(np.float32))

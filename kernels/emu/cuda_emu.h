@@ -1137,6 +1137,12 @@ inline float fma_to_odd(float a, float b, float c) {
 }
 }  // namespace __emu
 
+// CUDA's __half_raw / __nv_bfloat16_raw: the 16 bits with no arithmetic (what the fp8 conversions hand back).
+namespace __emu { struct raw16 { unsigned short x; }; struct raw16x2 { unsigned short x, y; }; }
+typedef __emu::raw16 __half_raw;
+typedef __emu::raw16 __nv_bfloat16_raw;
+typedef __emu::raw16x2 __half2_raw;
+typedef __emu::raw16x2 __nv_bfloat162_raw;
 #define __EMU_HALF_TYPE(H, TO_BITS, FROM_BITS)                                                          \
     struct __attribute__((aligned(2))) H {                                                              \
         unsigned short __x;                                                                             \
@@ -1144,6 +1150,8 @@ inline float fma_to_odd(float a, float b, float c) {
         H(float f) : __x(TO_BITS(f)) {}                                                                 \
         H(double f) : __x(TO_BITS(__emu::float_to_odd(f))) {}                                          \
         H(int i) : __x(TO_BITS(__emu::float_to_odd((double)i))) {}                                      \
+        H(__emu::raw16 r) : __x(r.x) {}                                                                 \
+        operator __emu::raw16() const { return __emu::raw16{__x}; }                                     \
         operator float() const { return FROM_BITS(__x); }                                               \
         H& operator+=(H o) { return *this = H(float(*this) + float(o)); }                               \
         H& operator-=(H o) { return *this = H(float(*this) - float(o)); }                               \
@@ -1225,6 +1233,8 @@ typedef __nv_bfloat16 nv_bfloat16;
         H x, y;                                                                                         \
         H2() = default; /* trivial, so it can live in __shared__ arrays */                              \
         H2(H a, H b) : x(a), y(b) {}                                                                    \
+        H2(__emu::raw16x2 r) : x(__emu::raw16{r.x}), y(__emu::raw16{r.y}) {}                           \
+        operator __emu::raw16x2() const { return __emu::raw16x2{__emu::raw16(x).x, __emu::raw16(y).x}; } \
         H2& operator+=(H2 o) { x += o.x; y += o.y; return *this; }                                      \
         H2& operator-=(H2 o) { x -= o.x; y -= o.y; return *this; }                                      \
         H2& operator*=(H2 o) { x *= o.x; y *= o.y; return *this; }                                      \
