@@ -177,30 +177,38 @@ def autocast_decrement_nesting():
     return _nesting
 
 
-# torch's older per-device spellings (the getters warn as torch's do)
-def _deprecated_getter(old_name, getter, device_type):
-    def get():
-        warnings.warn(f"torch.{old_name}() is deprecated. Please use torch.{getter.__name__}('{device_type}') "
-                      f"instead.", DeprecationWarning, stacklevel=2)
-        return getter(device_type)
-    get.__name__ = get.__qualname__ = old_name
-    return get
+# torch's older per-device spellings, with torch's DeprecationWarning
+def _deprecated(old, new):
+    warnings.warn(f"torch.{old} is deprecated. Please use torch.{new} instead.", DeprecationWarning, stacklevel=3)
 
 
-is_autocast_cpu_enabled = _deprecated_getter("is_autocast_cpu_enabled", is_autocast_enabled, "cpu")
-get_autocast_cpu_dtype = _deprecated_getter("get_autocast_cpu_dtype", get_autocast_dtype, "cpu")
-get_autocast_gpu_dtype = _deprecated_getter("get_autocast_gpu_dtype", get_autocast_dtype, "cuda")
+def is_autocast_cpu_enabled():
+    _deprecated("is_autocast_cpu_enabled()", "is_autocast_enabled('cpu')")
+    return is_autocast_enabled("cpu")
+
+
+def get_autocast_cpu_dtype():
+    _deprecated("get_autocast_cpu_dtype()", "get_autocast_dtype('cpu')")
+    return get_autocast_dtype("cpu")
+
+
+def get_autocast_gpu_dtype():
+    _deprecated("get_autocast_gpu_dtype()", "get_autocast_dtype('cuda')")
+    return get_autocast_dtype("cuda")
 
 
 def set_autocast_cpu_enabled(enabled):
+    _deprecated("set_autocast_cpu_enabled(enabled)", "set_autocast_enabled('cpu', enabled)")
     set_autocast_enabled("cpu", enabled)
 
 
 def set_autocast_cpu_dtype(dtype):
+    _deprecated("set_autocast_cpu_dtype(dtype)", "set_autocast_dtype('cpu', dtype)")
     set_autocast_dtype("cpu", dtype)
 
 
 def set_autocast_gpu_dtype(dtype):
+    _deprecated("set_autocast_gpu_dtype(dtype)", "set_autocast_dtype('cuda', dtype)")
     set_autocast_dtype("cuda", dtype)
 
 

@@ -263,8 +263,12 @@ def test_older_per_device_spellings_as_torch():
                 assert dtype_name(lib.get_autocast_cpu_dtype()) == "float16"
             with pytest.warns(DeprecationWarning, match=r"Please use torch.get_autocast_dtype\('cuda'\)"):
                 assert dtype_name(lib.get_autocast_gpu_dtype()) == "float16"
-            lib.set_autocast_cpu_dtype(lib.bfloat16)
-            lib.set_autocast_cpu_enabled(False)
+            with pytest.warns(DeprecationWarning, match=r"Please use torch.set_autocast_dtype\('cpu', dtype\)"):
+                lib.set_autocast_cpu_dtype(lib.bfloat16)
+            with pytest.warns(DeprecationWarning, match=r"set_autocast_cpu_enabled\(enabled\) is deprecated"):
+                lib.set_autocast_cpu_enabled(False)
+            with pytest.warns(DeprecationWarning, match=r"Please use torch.set_autocast_dtype\('cuda', dtype\)"):
+                lib.set_autocast_gpu_dtype(lib.float16)
             assert not lib.is_autocast_enabled("cpu") and dtype_name(lib.get_autocast_dtype("cpu")) == "bfloat16"
         assert not lib.is_autocast_enabled("cpu") and dtype_name(lib.get_autocast_dtype("cpu")) == "bfloat16"
 
