@@ -289,6 +289,46 @@ class Context:
         return tuple((_input_node(x, parent), 0) for x, parent in zip(inputs, self.parents)
                      if parent is not None or _has_edge(x, numbers))
 
+    # torch's saved tensors on a node, as its "Hooks for saved tensors" tutorial reads them
+    # (``(a * b).grad_fn._saved_self is a``): what torch's node saves, by torch's names for the inputs
+    @property
+    def _saved_self(self):
+        return self._saved_input(0, "self")
+
+    @property
+    def _saved_other(self):
+        return self._saved_input(1, "other")
+
+    @property
+    def _saved_result(self):
+        """A tensor equal to the output, with its node (torch's: not the output itself, which the node
+        does not hold -- a reference cycle)."""
+        self._refuse_freed()
+        entry = next((e for e in self.torch_saved or () if e[0] is _RESULT), None)
+        array = entry[1] if entry is not None else None if self.torch_saved is not None else self.__dict__.get("out")
+        if array is None:
+            raise AttributeError(f"'{self.name()}' object has no attribute '_saved_result'")
+        return Tensor._make(array, self.device, True, self)
+
+    def _saved_input(self, i, name):
+        self._refuse_freed()
+        x = self.inputs[i] if i < len(self.inputs) else None
+        if isinstance(x, Tensor):
+            if self.torch_saved is not None:
+                if any(e[0] is x for e in self.torch_saved):
+                    return x
+            elif id(_storage(x._array)) in {id(_storage(a)) for a in _saved_arrays(self.__dict__.values())}:
+                return x
+        raise AttributeError(f"'{self.name()}' object has no attribute '_saved_{name}'")
+
+    def _refuse_freed(self):
+        if self.freed:
+            raise RuntimeError("Trying to backward through the graph a second time (or directly access saved "
+                               "tensors after they have already been freed). Saved intermediate values of the "
+                               "graph are freed when you call .backward() or autograd.grad(). Specify "
+                               "retain_graph=True if you need to backward through the graph a second time or "
+                               "if you need to access saved tensors after calling backward.")
+
     # torch's hooks on a node (``y.grad_fn.register_hook``): they run at backward, where the engine
     # looks only at nodes whose ``retained`` is set (see Tensor.register_hook).
     def register_prehook(self, hook):
@@ -390,7 +430,7 @@ def saves_as_torch(result, *saved):
     ``result`` itself, so it must be a tensor the call made (not an input passed through)."""
     node = result.grad_fn
     if node is not None:
-        node.torch_saved = tuple(_RESULT if x is result else (x, x._version)
+        node.torch_saved = tuple((_RESULT, x._array) if x is result else (x, x._version)
                                  for x in saved if isinstance(x, Tensor))
     return result
 
@@ -414,7 +454,8 @@ def saving_as_torch(*names):
     return decorate
 
 
-_RESULT = "result"  # saves_as_torch's entry for the node's own output (a reference to it would be a cycle)
+_RESULT = "result"  # saves_as_torch's entry for the node's own output: (_RESULT, its array), not the
+# tensor (a reference to it would be a cycle)
 
 
 # torch's arithmetic takes a Python number as a 0-d tensor: an input, with a None entry in next_functions
@@ -736,7 +777,7 @@ def _check_versions(ctx):
 def _check_torch_saved(ctx):
     """_check_versions for a node whose call said what torch saves: those tensors' versions now."""
     for entry in ctx.torch_saved:
-        if entry is _RESULT:
+        if entry[0] is _RESULT:
             if ctx.out_watch is not None and ctx.out_watch[0][0] != ctx.out_watch[1]:
                 _raise_saved_changed(ctx, "output 0", ctx.out_watch[0][0], ctx.out_watch[1])
         elif entry[0]._version != entry[1]:

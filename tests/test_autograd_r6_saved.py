@@ -423,3 +423,27 @@ def test_logit_saves_its_input_as_torch():
         x.mul_(1)
         with pytest.raises(RuntimeError, match="modified by an inplace operation"):
             y.sum().backward()
+
+
+# ---- grad_fn._saved_self / _saved_other / _saved_result, as torch's saved-tensors tutorial reads them ----
+def _saved_attributes(L):
+    a, b = L.randn(5, requires_grad=True), L.ones(5, requires_grad=True)
+    x = L.randn(5, requires_grad=True)
+    product, square, exp, largest, total = a * b, x.pow(2), L.exp(x), x.amax(), x + 1
+    seen = [product.grad_fn._saved_self is a, product.grad_fn._saved_other is b,
+            square.grad_fn._saved_self is x, exp.grad_fn._saved_result is exp,
+            bool(exp.grad_fn._saved_result.equal(exp)), type(exp.grad_fn._saved_result.grad_fn).__name__,
+            bool(largest.grad_fn._saved_result.equal(largest)), largest.grad_fn._saved_self is x]
+    for node, name in ((total.grad_fn, "_saved_self"), (exp.grad_fn, "_saved_self")):
+        with pytest.raises(AttributeError, match=f"object has no attribute '{name}'"):
+            getattr(node, name)
+    exp.sum().backward()
+    with pytest.raises(RuntimeError, match="Trying to backward through the graph a second time"):
+        exp.grad_fn._saved_result
+    return seen
+
+
+def test_saved_tensors_on_the_node_as_torch():
+    ours, theirs = _saved_attributes(ml), _saved_attributes(torch)
+    assert ours[:5] + ours[6:] == theirs[:5] + theirs[6:] == [True, True, True, False, True, True, True]
+    assert ours[5] == "Context" and theirs[5] == "ExpBackward0"  # (the node itself: minilora's is a Context)
