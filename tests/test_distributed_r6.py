@@ -420,6 +420,7 @@ def worker(out):
                 if time.monotonic() - start > 5:  # a case that waited for another rank: say which
                     print(f"rank {rank}: {library} {name} took {time.monotonic() - start:.0f} s", file=sys.stderr)
             D.barrier()
+        results["ddp-torch"] = torch_ddp_unused_parameters(rank)
         results["minilora-only"] = minilora_only(rank, world)
     except BaseException:  # an uncaught error aborts the job before stderr is forwarded: keep it in a file
         import traceback
@@ -450,6 +451,38 @@ def grads_of(model):
     return {n: None if p.grad is None else p.grad.tolist() for n, p in model.named_parameters()}
 
 
+def torch_ddp_unused_parameters(rank):
+    """torch's DDP with find_unused_parameters=True on the same three layers (weights copied from
+    minilora's): the gradients minilora's DDP must give."""
+    import torch
+    from torch.nn.parallel import DistributedDataParallel as TorchDDP
+    ours = Branches(use_b=rank == 0)
+    layers = torch.nn.ModuleDict({k: torch.nn.Linear(2, 2, dtype=torch.float64) for k in "abc"})
+    with torch.no_grad():
+        for k in "abc":
+            layers[k].weight.copy_(torch.tensor(getattr(ours, k).weight.tolist(), dtype=torch.float64))
+            layers[k].bias.copy_(torch.tensor(getattr(ours, k).bias.tolist(), dtype=torch.float64))
+
+    class TorchBranches(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = layers["a"], layers["b"], layers["c"]
+
+        def forward(self, x):
+            hidden = self.a(x)
+            return (self.b(hidden) if rank == 0 else hidden).pow(2).sum()
+
+    model = TorchBranches()
+    ddp = TorchDDP(model, bucket_cap_mb=1e-6, find_unused_parameters=True)
+    x = torch.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=torch.float64) * (rank + 1)
+    steps = []
+    for _ in range(2):
+        ddp(x).backward()
+        steps.append(grads_of(model))
+        model.zero_grad(set_to_none=False)  # torch's default set_to_none=True would make c's None anyway
+    return steps
+
+
 def ddp_unused_parameters(rank, world):
     """DDP over three layers: rank 0 uses a and b, the others a only, nobody c. With
     find_unused_parameters=True every step completes (one bucket per tensor, reduced in order);
@@ -464,7 +497,26 @@ def ddp_unused_parameters(rank, world):
     for _ in range(2):
         ddp(x).backward()
         found["ddp"].append(grads_of(model))
-        model.zero_grad()
+        model.zero_grad(set_to_none=False)
+    subgroup = dist.new_group([1, 2])
+    seeded = Branches(use_b=True)
+    with ml.no_grad():
+        seeded.a.weight.add_(rank)  # each rank starts elsewhere: the group's first rank (1) wins
+    if rank == 0:
+        try:
+            DDP(seeded, process_group=subgroup)
+        except ValueError as error:
+            found["subgroup"] = str(error)
+    else:
+        reference = Branches(use_b=True)
+        with ml.no_grad():
+            reference.a.weight.add_(1)  # rank 1's start
+        reference(x).backward()
+        found["subgroup-local"] = grads_of(reference)
+        in_group = DDP(seeded, None, None, 0, True, True, subgroup, None, True)  # torch's positional order
+        found["subgroup-start"] = seeded.a.weight.tolist()
+        in_group(x).backward()
+        found["subgroup"] = grads_of(seeded)
     strict = DDP(Branches(use_b=True))
     strict(x).backward()
     try:
@@ -573,6 +625,23 @@ def test_what_gloo_cannot_run_side_by_side(side_by_side):
                 np.testing.assert_allclose(step[name], mean, rtol=1e-12, err_msg=f"rank {rank} {name}")
             assert step["c.weight"] is None and step["c.bias"] is None  # no rank used c: no gradient, as torch
         assert "c.weight" in found["strict"] and "find_unused_parameters=True" in found["strict"]
+        for ours, theirs in zip(found["ddp"], side_by_side[rank]["ddp-torch"]):  # torch's DDP, same layers
+            assert ours.keys() == theirs.keys()
+            for name in ours:
+                if theirs[name] is None:
+                    assert ours[name] is None, name
+                else:
+                    np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-12, err_msg=name)
+    assert "not part of process_group" in ranks[0]["subgroup"]
+    start = (np.array(ranks[0]["local"]["a.weight"]) * 0 + np.array(Branches(use_b=True).a.weight.tolist()) + 1)
+    for rank in (1, 2):  # rank 1's weights, then the mean of ranks 1 and 2 only
+        np.testing.assert_array_equal(ranks[rank]["subgroup-start"], start)
+        for name, value in ranks[rank]["subgroup"].items():
+            if name.startswith("c."):
+                assert value is None
+                continue
+            mean = (np.array(ranks[1]["subgroup-local"][name]) + np.array(ranks[2]["subgroup-local"][name])) / 2
+            np.testing.assert_allclose(value, mean, rtol=1e-12, err_msg=f"rank {rank} {name}")
     assert side_by_side[0]["minilora-only"]["monitored"] == (
         "RuntimeError", "[Rank 0]: Ranks 1 failed to pass monitoredBarrier in 1000 ms")
     assert side_by_side[2]["minilora-only"]["monitored"][0] == "DistBackendError"  # no word from rank 0

@@ -21,7 +21,8 @@ dominating. A bucket is reduced as soon as all of its gradients are ready (each 
 torch does: backward produces the last layers' gradients first.
 
 Buffers (none in a Llama; running statistics elsewhere) are broadcast from rank 0 at each forward
-when ``broadcast_buffers=True``, torch's default.
+when ``broadcast_buffers=True``, torch's default. ``process_group=new_group(ranks)`` runs all of
+this within those ranks (their first rank is the source of the weights and buffers).
 
 ``with model.no_sync():`` turns the communication off, so the gradients of several micro-batches
 add up locally; the first backward outside it averages the accumulated sum.
@@ -49,19 +50,25 @@ DEFAULT_BUCKET_CAP_MB = 25  # torch's
 class DistributedDataParallel(Module):
     """torch.nn.parallel.DistributedDataParallel's arguments; ``module`` is the model to wrap."""
 
-    def __init__(self, module, device_ids=None, output_device=None, dim=0, broadcast_buffers=True,
-                 process_group=None, bucket_cap_mb=None, find_unused_parameters=False):
+    def __init__(self, module, device_ids=None, output_device=None, dim=0, broadcast_buffers=None, init_sync=True,
+                 process_group=None, bucket_cap_mb=None, find_unused_parameters=False, check_reduction=False,
+                 gradient_as_bucket_view=False, static_graph=False):
+        # check_reduction (deprecated in torch), gradient_as_bucket_view and static_graph are torch's
+        # memory and speed options: the gradients are the same without them, so they are accepted as is.
         super().__init__()
         if not dist.is_initialized():
             raise ValueError("DistributedDataParallel: Default process group has not been initialized, please "
                              "make sure to call init_process_group.")
-        if process_group is not None:
-            raise ValueError("DistributedDataParallel: minilora has the default process group only "
-                             "(process_group=None)")
+        if process_group == dist.GroupMember.NON_GROUP_MEMBER:
+            raise ValueError("DistributedDataParallel: this rank is not part of process_group (new_group left it "
+                             "out): only the group's ranks wrap the model")
         if dim != 0:
             raise ValueError(f"DistributedDataParallel: batches are split along dim 0 only, got dim={dim}")
         self.module, self.find_unused_parameters = module, find_unused_parameters
-        self.device_ids, self.output_device, self.broadcast_buffers = device_ids, output_device, broadcast_buffers
+        self.device_ids, self.output_device = device_ids, output_device
+        self.broadcast_buffers = True if broadcast_buffers is None else broadcast_buffers
+        self.process_group = process_group  # None: the default group
+        self.gradient_as_bucket_view, self.static_graph = gradient_as_bucket_view, static_graph
         self.bucket_cap_mb = DEFAULT_BUCKET_CAP_MB if bucket_cap_mb is None else bucket_cap_mb
         named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
         if not named:
@@ -71,7 +78,10 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "_bucket_of", {id(p): b for b in self._buckets for _, p in b.params})
         object.__setattr__(self, "_require_sync", True)
         object.__setattr__(self, "_next_bucket", 0)  # buckets are reduced in order: the same calls on every rank
-        self._broadcast_parameters()
+        object.__setattr__(self, "_source", dist.get_global_rank(dist.group.WORLD if process_group is None
+                                                                 else process_group, 0))  # the group's rank 0
+        if init_sync:
+            self._broadcast_parameters()
         object.__setattr__(self, "_handles", [p.register_post_accumulate_grad_hook(self._grad_ready)
                                               for bucket in self._buckets for _, p in bucket.params])
 
@@ -92,7 +102,7 @@ class DistributedDataParallel(Module):
         if self.broadcast_buffers:  # torch's default: buffers (e.g. running statistics) follow rank 0's
             with no_grad():
                 for _, buffer in self.module.named_buffers():
-                    dist.broadcast(buffer, src=0)
+                    dist.broadcast(buffer, src=self._source, group=self.process_group)
         output = self.module(*args, **kwargs)
         if self.find_unused_parameters and self._require_sync and is_grad_enabled():
             self._mark_unused(_reachable_leaves(output))
@@ -123,7 +133,7 @@ class DistributedDataParallel(Module):
         with no_grad():
             for bucket in self._buckets:
                 flat = bucket.flatten([p._array for _, p in bucket.params])
-                dist.broadcast(flat, src=0)
+                dist.broadcast(flat, src=self._source, group=self.process_group)
                 bucket.unflatten(flat, [p for _, p in bucket.params])
 
     def _grad_ready(self, param):
@@ -149,8 +159,8 @@ class DistributedDataParallel(Module):
         if self.find_unused_parameters:  # on every rank, even one that used them all: the same calls
             return self._reduce_with_unused(bucket, params)
         flat = bucket.flatten([p.grad._array for p in params])
-        dist.all_reduce(flat)
-        flat._array /= dist.get_world_size()
+        dist.all_reduce(flat, group=self.process_group)
+        flat._array /= dist.get_world_size(self.process_group)
         bucket.unflatten(flat, [p.grad for p in params])
         bucket.ready.clear()
 
@@ -160,9 +170,9 @@ class DistributedDataParallel(Module):
         xp = params[0].device.xp
         flat = bucket.flatten([xp.zeros_like(p._array) if p in bucket.unused else p.grad._array for p in params])
         used = Tensor._make(xp.asarray([float(p not in bucket.unused) for p in params]), params[0].device, False, None)
-        dist.all_reduce(flat)
-        dist.all_reduce(used, op=dist.ReduceOp.MAX)
-        flat._array /= dist.get_world_size()
+        dist.all_reduce(flat, group=self.process_group)
+        dist.all_reduce(used, op=dist.ReduceOp.MAX, group=self.process_group)
+        flat._array /= dist.get_world_size(self.process_group)
         offset = 0
         for p, used_somewhere in zip(params, used.tolist()):
             n = p._array.size
