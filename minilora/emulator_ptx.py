@@ -51,7 +51,8 @@ SUPPORTED = ("mov (special registers %laneid %warpid %smid %tid ..., {a, b} pack
              "add sub mul mad fma div rem min max neg abs and or xor not cnot shl shr shf bfe bfi lop3 prmt popc "
              "clz brev, ex2 lg2 rcp rsqrt sqrt sin cos tanh (.approx), setp selp (predicates, @p guards), "
              "shfl.sync, vote.sync, activemask, bar.sync/barrier.sync, bar.warp.sync, membar/fence, "
-             "atom/red (.global: add, min, max, exch, cas, and, or, xor, inc, dec), nanosleep")
+             "atom/red (.global: add, min, max, exch, cas, and, or, xor, inc, dec), dp4a, cvta (global), "
+             "prefetch, nanosleep, trap")
 
 
 def rewrite_inline_ptx(text: str, masked: str, refused) -> str:
@@ -548,8 +549,21 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
         if "proxy" in mods or "mbarrier_init" in mods:
             raise refuse
         return "__threadfence();"
-    if op == "nanosleep":
-        return ""
+    if op == "nanosleep" or op in ("prefetch", "prefetchu"):
+        return ""  # no sleeping and no caches to warm here
+    if op == "cvta":  # generic <-> global addresses are the same pointers here; shared/local windows are not
+        if any(m in mods for m in ("shared", "local", "const", "param")):
+            raise PtxError(f"the inline PTX instruction '{head}': .shared/.local address windows are not modelled "
+                           "by minilora's CUDA emulator (a shared address is not a pointer there)")
+        return f"{_dest(args[0], regs)} = {_value(args[1], regs)};"
+    if op == "dp4a":  # dp4a.atype.btype d, a, b, c: four byte products (signed or not) added to c
+        if len(types) != 2:
+            raise refuse
+        signed_a, signed_b = types[0] == "s32", types[1] == "s32"
+        a, b, c = (_value(x, regs) for x in args[1:4])
+        byte = lambda v, signed, k: f"(int32_t)({'(int8_t)' if signed else '(uint8_t)'}(uint8_t)((uint32_t){v} >> {8 * k}))"  # noqa: E731
+        terms = " + ".join(f"{byte(a, signed_a, k)} * {byte(b, signed_b, k)}" for k in range(4))
+        return f"{_dest(args[0], regs)} = (uint32_t)((uint32_t)(int32_t){c} + (uint32_t)({terms}));"
     if op in ("trap", "brkpt"):
         return "__trap();"
     if op in ("atom", "red"):

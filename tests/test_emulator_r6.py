@@ -675,3 +675,14 @@ def test_fp8_pairs_and_quads_pack_the_first_value_low():
     np.testing.assert_array_equal(quads, x.astype(ml_dtypes.float8_e4m3fn).view(np.uint8))
     np.testing.assert_array_equal(pairs, x[:, :2].astype(ml_dtypes.float8_e5m2).view(np.uint8))
     np.testing.assert_array_equal(back, x.astype(ml_dtypes.float8_e4m3fn).astype(np.float32))
+
+
+def test_ptx_dp4a_signed_and_mixed_with_cvta_and_prefetch():
+    n = 200
+    a = rng.integers(-2**31, 2**31, n, dtype=np.int64).astype(np.int32)
+    b = rng.integers(-2**31, 2**31, n, dtype=np.int64).astype(np.int32)
+    out = np.zeros((n, 2), np.int32)
+    kernel("ptx.cu", "int8_dots")(cdiv(n, 64), 64, (a, b, out, np.int32(n)))
+    sa, sb, ua = a.view(np.int8).reshape(n, 4), b.view(np.int8).reshape(n, 4), a.view(np.uint8).reshape(n, 4)
+    np.testing.assert_array_equal(out[:, 0], (sa.astype(np.int64) * sb).sum(1) + np.arange(n))
+    np.testing.assert_array_equal(out[:, 1], (ua.astype(np.int64) * sb).sum(1))

@@ -241,3 +241,17 @@ extern "C" __global__ void __cluster_dims__(2, 1, 1) __maxnreg__(64) ordered_exc
     asm volatile("ld.volatile.global.f32 %0, [%1];" : "=f"(v) : "l"(f + i));
     out[i] = mine + neighbour + (unsigned)v;
 }
+
+// Address conversion to the global window, a prefetch, and int8 dot products through dp4a (signed and mixed).
+extern "C" __global__ void int8_dots(const int* a, const int* b, int* out, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const int* pa;
+    asm("cvta.to.global.u64 %0, %1;" : "=l"(pa) : "l"(a + i));
+    asm volatile("prefetch.global.L2 [%0];" :: "l"(b + i));
+    int ss, us;
+    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(ss) : "r"(*pa), "r"(b[i]), "r"(i));
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(us) : "r"(*pa), "r"(b[i]), "r"(0));
+    out[2 * i] = ss;
+    out[2 * i + 1] = us;
+}
