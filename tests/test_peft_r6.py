@@ -358,3 +358,45 @@ def test_target_parameters_that_match_nothing_warn_as_peft():
     for library, base in ((peft, reference), (ml_peft, model)):
         with pytest.warns(RuntimeWarning, match=r"target_parameters=\['nothing.weight'\] were set but no parameter"):
             library.get_peft_model(base, library.LoraConfig(**kw))
+
+
+# ==================================================================================================
+# TrainableTokensConfig: PEFT's trainable-tokens method on its own (no LoRA)
+# ==================================================================================================
+@pytest.mark.parametrize("config,kw", [
+    (None, dict(token_indices=[1, 3])),  # target_modules=None: the input embedding
+    (None, dict(token_indices=[0, 4], target_modules=["embed_tokens", "lm_head"])),
+    (TIED, dict(token_indices=[1, 3])),  # the tied head follows the embedding's rows
+])
+def test_trainable_tokens_config_as_peft(hf, tmp_path, monkeypatch, config, kw):
+    if config is not None:
+        monkeypatch.setattr(fuzz, "TINY", config)
+    reference, model = fuzz.base_pair()
+    theirs = peft.get_peft_model(reference, peft.TrainableTokensConfig(**kw))
+    ours = ml_peft.get_peft_model(model, ml_peft.TrainableTokensConfig(**kw))
+    assert type(ours.base_model).__name__ == "TrainableTokensModel"
+    assert sorted(ours.state_dict()) == sorted(theirs.state_dict())
+    fuzz.compare_trainable(ours, theirs)
+    fuzz.compare_backward_and_step(ours, theirs)
+    fuzz.assert_same_logits(ours, theirs, "after one AdamW step")
+    assert fuzz.compare_files(ours, theirs, tmp_path)
+    for library, folder in [(peft, "ours"), (ml_peft, "peft")]:
+        reference, model = fuzz.base_pair()
+        loaded = library.PeftModel.from_pretrained(reference if library is peft else model, tmp_path / folder)
+        fuzz.assert_same_logits(loaded, theirs, f"{library.__name__} loading the {folder} folder")
+    with ours.disable_adapter(), theirs.disable_adapter():
+        fuzz.assert_same_logits(ours, theirs, "disable_adapter")
+    fuzz.finish("merge_and_unload", kw, ours, theirs)
+    fuzz.assert_same_logits(ours.get_base_model(), theirs.get_base_model(), "merge_and_unload")
+
+
+def test_trainable_tokens_config_random_rows_and_refusals():
+    model = ml_peft.get_peft_model(fuzz.LlamaForCausalLM(fuzz.TINY, dtype="float64"),
+                                   ml_peft.TrainableTokensConfig(token_indices=[2], init_weights=False))
+    layer = model.get_input_embeddings()
+    assert not np.allclose(layer.trainable_tokens_delta["default"].numpy(force=True),
+                           layer.base_layer.weight.numpy(force=True)[[2]])
+    with pytest.raises(ValueError, match="list of token ids"):
+        ml_peft.TrainableTokensConfig(token_indices=[1, -1])
+    with pytest.raises(ValueError, match="of type 'LORA'"):
+        ml_peft.TrainableTokensConfig(peft_type="LORA")

@@ -12,11 +12,12 @@ Linear and on Embedding layers: the forward and the merge math), ``model.py`` (i
 (PEFT's get_layer_status / get_model_status).
 The op every LoRA forward runs is ``minilora.ops.lora_linear``.
 """
-from .config import LoraConfig, PeftConfig, PeftType, TaskType, VeraConfig, config_from_dict
-from .layers import BASE_ADAPTER, DoraMagnitude, Embedding, Linear, LoraLayer, ModulesToSaveWrapper, VeraLinear
+from .config import LoraConfig, PeftConfig, PeftType, TaskType, TrainableTokensConfig, VeraConfig, config_from_dict
+from .layers import (BASE_ADAPTER, DoraMagnitude, Embedding, Linear, LoraLayer, ModulesToSaveWrapper, ParamWrapper,
+                     TrainableTokensLayer, TrainableTokensWrapper, VeraLinear)
 from .loraplus import create_loraplus_optimizer
 from .model import (AutoPeftModelForCausalLM, LoraModel, PeftModel, PeftModelForCausalLM,
-                    PeftModelForFeatureExtraction,
+                    PeftModelForFeatureExtraction, TrainableTokensModel,
                     VeraModel, get_peft_model, target_module_matches)
 from .save import (AdapterMismatchError, get_peft_model_state_dict, set_peft_model_state_dict)
 from .status import TunerLayerStatus, TunerModelStatus, get_layer_status, get_model_status
@@ -28,5 +29,6 @@ __all__ = ["LoraConfig", "PeftConfig", "VeraConfig", "TaskType", "PeftType", "co
            "BASE_ADAPTER", "target_module_matches", "get_peft_model_state_dict",
            "set_peft_model_state_dict", "AdapterMismatchError", "create_loraplus_optimizer",
            "AdaLoraConfig", "AdaLoraModel", "RankAllocator", "SVDLinear", "get_layer_status", "get_model_status",
-           "TunerLayerStatus", "TunerModelStatus"]
+           "TunerLayerStatus", "TunerModelStatus", "TrainableTokensConfig", "TrainableTokensModel",
+           "TrainableTokensLayer", "TrainableTokensWrapper", "ParamWrapper"]
 from . import diagnostics  # noqa: E402  spectra, training diagnosis, recommend_lora_config (minilora.lora.diagnostics)

@@ -16,7 +16,7 @@ import re
 import warnings
 from dataclasses import dataclass, field, fields
 
-__all__ = ["LoraConfig", "VeraConfig", "config_from_dict", "TaskType", "PeftType", "TASK_TYPES", "CONFIG_NAME"]
+__all__ = ["LoraConfig", "VeraConfig", "TrainableTokensConfig", "config_from_dict", "TaskType", "PeftType", "TASK_TYPES", "CONFIG_NAME"]
 
 CONFIG_NAME = "adapter_config.json"
 
@@ -37,6 +37,7 @@ class PeftType(str, enum.Enum):
 
     LORA = "LORA"
     VERA = "VERA"
+    TRAINABLE_TOKENS = "TRAINABLE_TOKENS"
 
 
 TASK_TYPES = tuple(t.value for t in TaskType)
@@ -98,7 +99,8 @@ class _AdapterConfig:
     """PEFT's ``PeftConfig`` fields, which every adapter config has; subclasses add their method's own.
 
     Every subclass defines ``r``, ``target_modules``, ``bias``, ``modules_to_save``,
-    ``layers_to_transform`` and ``layers_pattern`` (in its own PEFT order), checked here.
+    ``layers_to_transform`` and ``layers_pattern`` (in its own PEFT order), checked here
+    (``_check_method_fields``; TrainableTokensConfig, which has none but target_modules, checks its own).
     """
 
     task_type: str = None
@@ -119,6 +121,18 @@ class _AdapterConfig:
                              f"not {self.PEFT_TYPE!r}")
         self.peft_type = self.PEFT_TYPE
         self._refuse_unimplemented()
+        self._check_method_fields()
+        if self.task_type is not None:
+            if self.task_type not in TASK_TYPES:
+                raise ValueError(f"task_type must be None or one of {TASK_TYPES}, got {self.task_type!r}")
+            self.task_type = TaskType(self.task_type).value  # a plain string, as it is written to the file
+        if not isinstance(self.inference_mode, bool):
+            raise TypeError(f"inference_mode must be True or False, got {self.inference_mode!r}")
+        if self.peft_version is None:
+            from .. import __version__
+            self.peft_version = f"minilora-{__version__}"
+
+    def _check_method_fields(self):
         if isinstance(self.r, bool) or not isinstance(self.r, numbers.Integral) or self.r <= 0:
             raise ValueError(f"r (the rank of the update) must be a positive integer, got {self.r!r}")
         self.r = int(self.r)
@@ -130,15 +144,6 @@ class _AdapterConfig:
                 raise TypeError(f"modules_to_save must be a list of module names, got {self.modules_to_save!r}")
             self.modules_to_save = list(self.modules_to_save)
         self._check_layers()
-        if self.task_type is not None:
-            if self.task_type not in TASK_TYPES:
-                raise ValueError(f"task_type must be None or one of {TASK_TYPES}, got {self.task_type!r}")
-            self.task_type = TaskType(self.task_type).value  # a plain string, as it is written to the file
-        if not isinstance(self.inference_mode, bool):
-            raise TypeError(f"inference_mode must be True or False, got {self.inference_mode!r}")
-        if self.peft_version is None:
-            from .. import __version__
-            self.peft_version = f"minilora-{__version__}"
 
     def _refuse_unimplemented(self):
         """A PEFT field minilora does not implement may only hold PEFT's default (an empty dict may be None)."""
@@ -424,7 +429,39 @@ class VeraConfig(_AdapterConfig):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
 
-PEFT_TYPE_TO_CONFIG = {"LORA": LoraConfig, "VERA": VeraConfig}
+@dataclass
+class TrainableTokensConfig(_AdapterConfig):
+    """PEFT's TrainableTokens method on its own: train the rows ``token_indices`` of the layer(s)
+    ``target_modules`` (None: the input embedding) in full, nothing else -- new tokens after
+    ``resize_token_embeddings``, with a file of a few rows. ``init_weights=False``: random rows (tests).
+    LoRA can do the same next to its adapters: ``LoraConfig(trainable_token_indices=...)``."""
+
+    token_indices: list = field(default_factory=list)
+    target_modules: object = None
+    init_weights: bool = True
+
+    PEFT_TYPE = "TRAINABLE_TOKENS"
+    # what the shared tuner code reads of every config; not fields (PEFT's config has none of them)
+    r = None
+    bias = "none"
+    modules_to_save = None
+    exclude_modules = None
+    layers_to_transform = None
+    layers_pattern = None
+    rank_pattern = {}
+    alpha_pattern = {}
+
+    def _check_method_fields(self):
+        self.token_indices = _check_token_indices(list(self.token_indices) if isinstance(self.token_indices, tuple)
+                                                  else self.token_indices)
+        if not isinstance(self.token_indices, list):
+            raise ValueError(f"token_indices must be a list of token ids, got {self.token_indices!r}")
+        self.target_modules = _check_names("target_modules", self.target_modules)
+        if not isinstance(self.init_weights, bool):
+            raise TypeError(f"init_weights must be True or False, got {self.init_weights!r}")
+
+
+PEFT_TYPE_TO_CONFIG = {"LORA": LoraConfig, "VERA": VeraConfig, "TRAINABLE_TOKENS": TrainableTokensConfig}
 
 
 def config_from_dict(data):

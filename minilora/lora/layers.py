@@ -749,8 +749,9 @@ class TrainableTokensLayer(BaseTunerLayer):
     other_param_names = ("trainable_tokens_original",)
     per_adapter_settings = ("token_indices",)
     base_types = (_NNEmbedding, _NNLinear)
+    saves_rows = True  # False: a tied head inside a TrainableTokensWrapper (see there)
 
-    def __init__(self, base_layer, adapter_name, token_indices, tied_adapter=None):
+    def __init__(self, base_layer, adapter_name, token_indices, tied_adapter=None, init_weights=True):
         super().__init__(base_layer)
         self.tied_adapter = tied_adapter  # a plain attribute: not a child (its rows are saved once, as PEFT)
         if tied_adapter is None:
@@ -762,7 +763,7 @@ class TrainableTokensLayer(BaseTunerLayer):
             self.trainable_tokens_original = tied_adapter.trainable_tokens_original
             self.token_indices = tied_adapter.token_indices
         self.active_adapters = [adapter_name]
-        self.update_layer(adapter_name, token_indices)
+        self.update_layer(adapter_name, token_indices, init_weights)
 
     def __setattr__(self, name, value):
         if name == "tied_adapter":  # keep it out of the module tree (named_modules, state_dict)
@@ -770,7 +771,8 @@ class TrainableTokensLayer(BaseTunerLayer):
         else:
             super().__setattr__(name, value)
 
-    def update_layer(self, adapter_name, token_indices):
+    def update_layer(self, adapter_name, token_indices, init_weights=True):
+        """The rows start as the table's own; ``init_weights=False`` (TrainableTokensConfig's): random."""
         if self.tied_adapter is not None:  # it follows the layer it is tied to
             self.set_adapter(self.active_adapters)
             return
@@ -783,8 +785,9 @@ class TrainableTokensLayer(BaseTunerLayer):
                              f"size {W.shape[0]} (call model.resize_token_embeddings(len(tokenizer)) after adding "
                              "tokens)")
         self.token_indices[adapter_name] = indices
-        originals = W._array[np.asarray(indices)].copy()
-        self.trainable_tokens_delta[adapter_name] = Parameter(originals.copy(), dtype=W.dtype, device=W.device)
+        originals = W._array[W.device.xp.asarray(indices)].copy()
+        values = originals.copy() if init_weights else generator().standard_normal(originals.shape)
+        self.trainable_tokens_delta[adapter_name] = Parameter(values, dtype=W.dtype, device=W.device)
         self.trainable_tokens_original[adapter_name] = Tensor(originals, dtype=W.dtype, device=W.device)
         self.set_adapter(self.active_adapters)
 
@@ -828,7 +831,7 @@ class TrainableTokensLayer(BaseTunerLayer):
         """Merging writes the trained rows into the table; unmerging writes the original rows back."""
         rows = (self.trainable_tokens_original if unmerge else self.trainable_tokens_delta)[adapter_name]._array
         W = W.copy() if safe_merge else W
-        W[np.asarray(self.token_indices[adapter_name])] = rows.astype(W.dtype, copy=False)
+        W[xp_of(W).asarray(self.token_indices[adapter_name])] = rows.astype(W.dtype, copy=False)
         return W
 
 
@@ -845,6 +848,9 @@ class TrainableTokensWrapper(Module):
         super().__init__()
         self.add_module("original_module", None)  # an empty slot, as PEFT's (print(model) shows it: None)
         self.token_adapter = TrainableTokensLayer(module, adapter_name, token_indices, tied_adapter)
+        # PEFT's wrapper saves nothing for a tied head (its rows are the embedding's); its TrainableTokensModel
+        # saves the tied layer's rows under the head's name too
+        self.token_adapter.saves_rows = tied_adapter is None
 
     @property
     def original_module(self):

@@ -30,10 +30,10 @@ from . import save as _io
 from .config import TaskType, config_from_dict
 from .inits import save_converted_to_lora
 from .layers import (BASE_ADAPTER, BaseTunerLayer, BufferDict, Embedding, Linear, ModulesToSaveWrapper, ParameterDict,
-                     ParamWrapper, TrainableTokensWrapper, VeraLinear)
+                     ParamWrapper, TrainableTokensLayer, TrainableTokensWrapper, VeraLinear)
 
 __all__ = ["get_peft_model", "PeftModel", "PeftModelForCausalLM", "AutoPeftModelForCausalLM", "LoraModel",
-           "VeraModel", "target_module_matches"]
+           "VeraModel", "TrainableTokensModel", "target_module_matches"]
 
 # What PEFT adapts when target_modules is None (its TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
 DEFAULT_TARGET_MODULES = {"llama": ["q_proj", "v_proj"]}
@@ -807,7 +807,44 @@ class VeraModel(LoraModel):
                 del table[adapter_name]
 
 
-PEFT_TYPE_TO_TUNER = {"LORA": LoraModel, "VERA": VeraModel}
+class TrainableTokensModel(LoraModel):
+    """PEFT's TrainableTokensModel (``TrainableTokensConfig``): each target layer becomes a
+    ``TrainableTokensLayer`` (names ``embed_tokens.trainable_tokens_delta.default``, no wrapper); with
+    tied embeddings the head gets a layer tied to the embedding's rows, as PEFT."""
+
+    prefix = "trainable_tokens_"
+    layer_cls = TrainableTokensLayer
+
+    def _resolve_targets(self, config):
+        if config.target_modules is None:  # PEFT: the input embedding's full name (a string)
+            has_embedding = hasattr(self.model, "get_input_embeddings")
+            config.target_modules = _module_name(self.model, self.model.get_input_embeddings()) \
+                if has_embedding else "embed_tokens"
+        return config
+
+    def _create_layer(self, target, adapter_name, config, key):
+        if type(target) not in (_NNEmbedding, _NNLinear):
+            raise TypeError(f"TrainableTokens trains rows of Embedding (or Linear) layers; {key!r} is a "
+                            f"{type(target).__name__}")
+        return TrainableTokensLayer(target, adapter_name, config.token_indices, init_weights=config.init_weights)
+
+    def _update_layer(self, layer, adapter_name, config, key):
+        layer.update_layer(adapter_name, config.token_indices, config.init_weights)
+
+    def _inject(self, adapter_name, config):
+        super()._inject(adapter_name, config)
+        head, embedding = self._tied_head_name(), self.model.get_input_embeddings()
+        if head is None or not isinstance(embedding, TrainableTokensLayer):
+            return
+        current = self.model.get_submodule(head)
+        if isinstance(current, TrainableTokensLayer) and current.tied_adapter is embedding:
+            current.update_layer(adapter_name, None)
+            return
+        base = current.base_layer if isinstance(current, TrainableTokensLayer) else current  # (also targeted)
+        self._replace(head, TrainableTokensLayer(base, adapter_name, None, tied_adapter=embedding))
+
+
+PEFT_TYPE_TO_TUNER = {"LORA": LoraModel, "VERA": VeraModel, "TRAINABLE_TOKENS": TrainableTokensModel}
 
 
 def _model_type(model):

@@ -100,8 +100,8 @@ def _adapter_weights(peft_model, adapter_name):
     config = peft_model.peft_config[adapter_name]
     out = {}
     for path, module in peft_model.named_modules():
-        if getattr(module, "tied_adapter", None) is not None:
-            continue  # a head's trainable tokens tied to the embedding's: saved once, under the embedding (PEFT)
+        if not getattr(module, "saves_rows", True):
+            continue  # LoRA's trainable tokens on a tied head: saved once, under the embedding (PEFT)
         if isinstance(module, BaseTunerLayer):
             for table_name in module.adapter_layer_names:
                 table = getattr(module, table_name)
@@ -142,7 +142,8 @@ def get_peft_model_state_dict(model, state_dict=None, adapter_name="default", un
     tensors = _adapter_weights(model, adapter_name)
     # PEFT's "auto" leaves the tables out when the adapter trains token rows (trainable_token_indices:
     # the point is a small file); True adds them anyway
-    uses_tokens = getattr(model.peft_config[adapter_name], "trainable_token_indices", None) is not None
+    config = model.peft_config[adapter_name]
+    uses_tokens = getattr(config, "trainable_token_indices", None) is not None or config.peft_type == "TRAINABLE_TOKENS"
     if save_embedding_layers is True or (save_embedding_layers and not uses_tokens):
         tensors.update(_embedding_base_weights(model, adapter_name))
     return model.base_model.tensors_for_file(adapter_name, {k: t.cpu().numpy() for k, t in tensors.items()})
