@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 
 from .. import amp as _amp, ops
-from ..dtypes import torch_name as _torch_name
+from ..dtypes import checked_number as _checked_number, torch_name as _torch_name
 from ..ops.nn import binary_cross_entropy, binary_cross_entropy_with_logits  # noqa: F401
 from ..ops.nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1_loss  # noqa: F401
 from ..ops.nn import (cosine_embedding_loss, margin_ranking_loss, pairwise_distance,  # noqa: F401
@@ -55,7 +55,8 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
 def linear(input, weight, bias=None):
     """``input @ weight.T + bias`` with ``weight`` [out_features, in_features] (PyTorch layout);
     a 1-D ``weight`` [in_features] gives one output per row, without that dimension (torch)."""
-    if str(input.dtype) == "bool" and weight.ndim == 2:  # (torch's addmm: no bool kernel)
+    if str(input.dtype) == "bool" and weight.ndim == 2 and input.numel() and weight.numel():  # (torch's addmm:
+        # no bool kernel; an empty product runs none)
         raise NotImplementedError('"addmm_impl_cpu_" not implemented for \'Bool\'')
     if weight.ndim == 1:
         if bias is not None:  # torch refuses this combination too
@@ -240,7 +241,7 @@ def glu(input, dim=-1):
     size = input.shape[dim]
     if size % 2:
         raise RuntimeError(f"Halving dimension must be even, but dimension {dim} is size {size}")
-    first, second = ops.split(input, size // 2, dim)
+    first, second = input.narrow(dim, 0, size // 2), input.narrow(dim, size // 2, size // 2)  # (size 0 too)
     return first * ops.sigmoid(second)
 
 
@@ -453,6 +454,8 @@ def threshold(input, threshold, value, inplace=False):
 def _threshold(input, threshold, value):
     if str(input.dtype) == "bool":
         raise NotImplementedError('"threshold_cpu" not implemented for \'Bool\'')
+    if not _is_floating(input.dtype):  # (both numbers must fit the integer dtype: uint8 refuses -1.0)
+        threshold, value = (_checked_number(n, input.dtype) for n in (threshold, value))
     # (a nan is kept, as torch's x <= threshold ? value : x)
     compared = input.float() if input.dtype.itemsize == 2 and _is_floating(input.dtype) else input
     return _saves_as_torch(input.masked_fill(compared <= threshold, value), input)  # torch keeps the input

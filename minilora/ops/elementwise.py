@@ -1247,7 +1247,9 @@ class Remainder(Function):
         quotient = None
         if nb:  # (16-bit floats: the quotient in float32, the gradient rounded once by the engine)
             a, b = (upcast(x) if hasattr(x, "dtype") else x for x in (ctx.a, ctx.b))
-            quotient = getattr(xp, cls.rounding)(xp.true_divide(a, b))
+            with np.errstate(all="ignore"):  # (floor: torch's div(rounding_mode='floor'), which is NumPy's
+                quotient = xp.floor_divide(a, b) if cls.rounding == "floor" else \
+                    getattr(xp, cls.rounding)(xp.true_divide(a, b))  # floor_divide: -4 // inf is -1)
         return (unbroadcast(g, ctx.shapes[0]) if na else None,
                 unbroadcast(-g * quotient, ctx.shapes[1]) if nb else None)
 
@@ -1785,7 +1787,7 @@ class Elu(Function):
         alpha, scale, input_scale = ctx.constants
         with np.errstate(over="ignore"):
             negative = g * (alpha * scale * input_scale) * xp.exp(xp.minimum(a, 0) * input_scale)
-        return xp.where(a <= 0, negative, g * scale).astype(g.dtype, copy=False)  # (nan: torch's g * scale)
+        return xp.where(a > 0, g * scale, negative).astype(g.dtype, copy=False)
 
 
 def _elu(input, alpha, scale, input_scale):
