@@ -64,7 +64,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .emulator_ptx import rewrite_inline_ptx
+from .emulator_ptx import PtxError, translate_asm
 
 __all__ = [
     "RawKernel", "RawModule", "EmulatorError", "CompileError", "BarrierError", "RaceError",
@@ -1174,13 +1174,22 @@ class _Module:
                 raw[:] = 0xFF
 
     def _translate_inline_ptx(self, text: str) -> str:
-        """Inline PTX (asm statements) turned into C++ (minilora/emulator_ptx.py).  A statement it cannot take
-        becomes `__emu_ptx_refused<N>()`, which the build refuses with the Nth reason where the preprocessor
-        keeps it (_refuse_unsupported)."""
-        def refused(message: str) -> str:
-            self._ptx_refusals.append(message)
-            return f"__emu_ptx_refused<{len(self._ptx_refusals) - 1}>();"
-        return rewrite_inline_ptx(text, _mask(text), refused)
+        """Each asm statement turned into C++ on the same line(s) (minilora/emulator_ptx.py).  One it cannot take
+        becomes `__emu_ptx_refused<N>();`, which the build refuses with the Nth reason only where the
+        preprocessor keeps it (_refuse_unsupported): an asm under #ifndef __CUDA_EMU__ is no error."""
+        masked, out, last = _mask(text), [], 0
+        for m in re.finditer(r"(?<![\w.])(?:asm|__asm__|__asm)\s*(?:volatile\b|__volatile__\b)?\s*(?:goto\s*)?\(", masked):
+            if _in_macro(masked, m.start()):
+                continue  # a macro that writes asm: left to _refuse_unsupported, which refuses it by name
+            close = _close_paren(masked, m.end() - 1)
+            try:
+                code = translate_asm(text[m.end():close])
+            except PtxError as e:
+                self._ptx_refusals.append(str(e))
+                code = f"__emu_ptx_refused<{len(self._ptx_refusals) - 1}>();"
+            out += [text[last:m.start()], "{ " + code + " }" + "\n" * text.count("\n", m.start(), close + 1)]
+            last = close + 1
+        return "".join(out + [text[last:]])
 
     def global_array(self, name: str) -> np.ndarray:
         """The __constant__ or __device__ variable `name` as a writable 1-D NumPy array of its elements."""

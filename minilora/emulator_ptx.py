@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["rewrite_inline_ptx", "PtxError"]
+__all__ = ["translate_asm", "PtxError", "SUPPORTED"]
 
 
 class PtxError(ValueError):
@@ -55,53 +55,10 @@ SUPPORTED = ("mov (special registers %laneid %warpid %smid %tid ..., {a, b} pack
              "prefetch, nanosleep, trap")
 
 
-def rewrite_inline_ptx(text: str, masked: str, refused) -> str:
-    """`text` with each asm statement (found in `masked`: comments and strings blanked) replaced by C++ of the
-    same number of lines.  One that cannot be translated becomes `refused(message)` (C++ that the build
-    refuses only where the preprocessor keeps it: an asm under #ifndef __CUDA_EMU__ is no error)."""
-    out, last = [], 0
-    for m in re.finditer(r"(?<![\w.])(?:asm|__asm__|__asm)\s*(?:volatile\b|__volatile__\b)?\s*(?:goto\s*)?\(", masked):
-        if _in_directive(masked, m.start()):
-            continue  # a macro that writes asm: left to the final check, which refuses it by name
-        close = _close(masked, m.end() - 1)
-        end = close + 1
-        statement = text[m.end():close]
-        try:
-            code = _translate(statement)
-        except PtxError as e:
-            code = refused(str(e))
-        original = text[m.start():end]
-        out.append(text[last:m.start()])
-        out.append("{ " + code + " }" + "\n" * original.count("\n"))
-        last = end
-    out.append(text[last:])
-    return "".join(out)
-
-
-def _in_directive(masked: str, pos: int) -> bool:
-    start = masked.rfind("\n", 0, pos) + 1
-    while start > 0 and masked[:start - 1].rstrip(" \t\r").endswith("\\"):
-        start = masked.rfind("\n", 0, start - 1) + 1
-    return masked[start:pos].lstrip().startswith("#")
-
-
-def _close(text: str, i: int) -> int:
-    depth, quote = 0, None
-    for j in range(i, len(text)):
-        ch = text[j]
-        if quote:
-            if ch == quote and text[j - 1] != "\\":
-                quote = None
-            continue
-        if ch in "\"'":
-            quote = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth == 0:
-                return j
-    raise PtxError("unbalanced parentheses in an asm statement")
+def translate_asm(statement: str) -> str:
+    """C++ for one asm statement, given the text between its parentheses (`"mov.u32 %0, %%laneid;" : "=r"(x)`);
+    PtxError names what cannot be translated."""
+    return _translate(statement)
 
 
 def _split_sections(body: str) -> list[str]:
