@@ -18,7 +18,7 @@ this module is the communication underneath it, with torch.distributed's names::
 
 and the rest of torch.distributed's collectives, with its argument names and checks:
 ``all_gather``, ``all_gather_into_tensor``, ``reduce``, ``reduce_scatter``, ``reduce_scatter_tensor``,
-``gather``, ``scatter``, point to point ``send``/``recv``/``isend``/``irecv``/``batch_isend_irecv``,
+``gather``, ``scatter``, ``all_to_all_single``, ``all_to_all``, point to point ``send``/``recv``/``isend``/``irecv``/``batch_isend_irecv``,
 the pickled-object versions (``all_gather_object``, ``broadcast_object_list``, ``gather_object``,
 ``scatter_object_list``), ``monitored_barrier``, and sub-groups (``new_group(ranks)``; ranks
 outside a group get ``GroupMember.NON_GROUP_MEMBER``, and a collective they call on it warns and
@@ -65,7 +65,7 @@ __all__ = ["ReduceOp", "init_process_group", "destroy_process_group", "is_availa
            "new_group", "ProcessGroup", "GroupMember", "group", "get_process_group_ranks", "get_global_rank",
            "get_group_rank", "Work", "barrier", "monitored_barrier", "all_reduce", "broadcast", "reduce",
            "all_gather", "all_gather_into_tensor", "reduce_scatter", "reduce_scatter_tensor", "gather",
-           "scatter", "send", "recv", "isend", "irecv", "P2POp", "batch_isend_irecv", "all_gather_object",
+           "scatter", "all_to_all_single", "all_to_all", "send", "recv", "isend", "irecv", "P2POp", "batch_isend_irecv", "all_gather_object",
            "broadcast_object_list", "gather_object", "scatter_object_list", "DistError", "DistBackendError",
            "comm_stats", "reset_comm_stats", "launcher_world_size", "local_world_size", "abort"]
 
@@ -224,6 +224,13 @@ class _MPIBackend:
         if counts is None:
             return [self.comm.Iscatter(send, recv, root=root)]
         return [self.comm.Iscatterv([send, counts] if send is not None else None, recv, root=root)]
+
+    def all_to_all(self, send, send_counts, recv, recv_counts):
+        """Rank r's ``send`` piece j goes to rank j's piece r (pieces of ``*_counts`` elements, in order)."""
+        send_displs = np.concatenate([[0], np.cumsum(send_counts)[:-1]]).astype(int).tolist()
+        recv_displs = np.concatenate([[0], np.cumsum(recv_counts)[:-1]]).astype(int).tolist()
+        return [self.comm.Ialltoallv([send, (list(send_counts), send_displs)],
+                                     [recv, (list(recv_counts), recv_displs)])]
 
     def barrier(self):
         return [self.comm.Ibarrier()]
@@ -913,6 +920,67 @@ def scatter(tensor, scatter_list=None, src=None, group=None, async_op=False, gro
     requests = engine.scatter(send, recv, root)
     return _start(g, "scatter", requests, lambda: _store(tensor, recv), [tensor], async_op,
                   0 if send is None else send.size)
+
+
+def all_to_all_single(output, input, output_split_sizes=None, input_split_sizes=None, group=None, async_op=False):
+    """Rank r sends the j-th slice (along dim 0) of ``input`` to rank j, and ``output`` becomes the
+    slices the ranks sent it, in rank order. Equal slices unless ``*_split_sizes`` (rows per rank)."""
+    _check_single_tensor(output, "output")
+    _check_single_tensor(input, "input")
+    _same_dtype(output, input)
+    g = _resolve(group, "all_to_all_single")
+    if g is None:
+        return None
+    engine = _mpi_engine(g, "all_to_all_single")
+    send_rows = _split_rows(input, input_split_sizes, g.size(), "input")
+    recv_rows = _split_rows(output, output_split_sizes, g.size(), "output")
+    send = engine.byte_buffer(input._array)
+    recv = np.empty(output._array.nbytes, np.uint8)
+    row_bytes = [t._array.nbytes // max(t.shape[0], 1) if t.dim() else t._array.nbytes for t in (input, output)]
+    requests = engine.all_to_all(send, [r * row_bytes[0] for r in send_rows], recv,
+                                 [r * row_bytes[1] for r in recv_rows])
+    return _start(g, "all_to_all_single", requests, lambda: _store(output, recv), [output], async_op, send.size)
+
+
+def _split_rows(tensor, sizes, size, name):
+    """Rows of ``tensor`` per rank: ``sizes``, or an equal share."""
+    rows = tensor.shape[0] if tensor.dim() else 1
+    if sizes is None or len(sizes) == 0:
+        if rows % size:
+            raise RuntimeError(f"all_to_all_single: the {name}'s first dimension ({rows}) must divide evenly among "
+                             f"the {size} ranks (or give {name}_split_sizes)")
+        return [rows // size] * size
+    sizes = [int(n) for n in sizes]
+    if len(sizes) != size or sum(sizes) != rows or min(sizes) < 0:
+        raise RuntimeError(f"all_to_all_single: {name}_split_sizes={sizes} must have one entry per rank ({size}) "
+                           f"adding up to the {name}'s first dimension ({rows})")
+    return sizes
+
+
+def all_to_all(output_tensor_list, input_tensor_list, group=None, async_op=False):
+    """Rank r sends ``input_tensor_list[j]`` to rank j, which receives it in its
+    ``output_tensor_list[r]`` (shapes may differ from pair to pair; each output must have its
+    input's size)."""
+    _check_tensor_list(output_tensor_list, "output_tensor_list")
+    _check_tensor_list(input_tensor_list, "input_tensor_list")
+    _same_dtype(output_tensor_list, input_tensor_list)
+    g = _resolve(group, "all_to_all")
+    if g is None:
+        return None
+    engine = _mpi_engine(g, "all_to_all")
+    for name, tensors in (("output_tensor_list", output_tensor_list), ("input_tensor_list", input_tensor_list)):
+        if len(tensors) != g.size():
+            raise RuntimeError(f"all_to_all: {name} must have one tensor per rank ({g.size()}), got {len(tensors)}")
+    pieces = [engine.byte_buffer(t._array) for t in input_tensor_list]
+    send = np.concatenate(pieces) if pieces else np.empty(0, np.uint8)
+    recv_counts = [t._array.nbytes for t in output_tensor_list]
+    recv = np.empty(sum(recv_counts), np.uint8)
+
+    def finish():
+        for out, piece in zip(output_tensor_list, np.split(recv, np.cumsum(recv_counts)[:-1])):
+            _store(out, piece)
+    requests = engine.all_to_all(send, [p.size for p in pieces], recv, recv_counts)
+    return _start(g, "all_to_all", requests, finish, output_tensor_list, async_op, send.size)
 
 
 def _optional_list(tensors, name):

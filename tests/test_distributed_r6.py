@@ -255,6 +255,36 @@ def _(L, D, rank, world):
     D.scatter(L.zeros(2), [L.ones(2) for _ in range(world)], src=(rank + 1) % world)
 
 
+@case("all_to_all_single-even")
+def _(L, D, rank, world):
+    out = L.zeros(world * 2, 3, dtype=L.float64)
+    D.all_to_all_single(out, data(L, rank, "float64", (world * 2, 3)))
+    return out
+
+
+@case("all_to_all_single-split-sizes")
+def _(L, D, rank, world):
+    send_rows = [(rank + j) % 3 + 1 for j in range(world)]  # rows rank -> j
+    recv_rows = [(i + rank) % 3 + 1 for i in range(world)]  # rows i -> rank
+    out = L.zeros(sum(recv_rows), 2, dtype=L.int64)
+    D.all_to_all_single(out, data(L, rank, "int64", (sum(send_rows), 2)), recv_rows, send_rows)
+    return out
+
+
+@case("all_to_all_single-uneven-without-sizes")
+def _(L, D, rank, world):
+    D.all_to_all_single(L.zeros(world + 1), L.ones(world + 1))
+
+
+@case("all_to_all-list")
+def _(L, D, rank, world):
+    inputs = [data(L, rank, "float32", (2,)) + 10 * j for j in range(world)]
+    outputs = [L.zeros(2) for _ in range(world)]
+    work = D.all_to_all(outputs, inputs, async_op=True)
+    work.wait()
+    return outputs
+
+
 @case("send-recv-ring")
 def _(L, D, rank, world):
     out = L.zeros(3, dtype=L.float64)
@@ -535,6 +565,10 @@ def minilora_only(rank, world):
     out = ml.zeros(world, 2, 3)
     dist.all_gather_into_tensor(out, data(ml, rank, "float32"))
     found["stacked"] = plain(out)
+    inputs = [data(ml, rank, "float32", (j + 1,)) + 10 * j for j in range(world)]  # shapes differ: NCCL's
+    outputs = [ml.zeros(rank + 1) for _ in range(world)]  # all_to_all takes them, gloo's does not
+    dist.all_to_all(outputs, inputs)
+    found["all_to_all-uneven"] = [t.tolist() for t in outputs]
     try:  # gloo fails this one with a fatal check (RuntimeError): not run side by side
         dist.reduce_scatter_tensor(ml.zeros(2), ml.ones(world * 2 + 2))
     except RuntimeError as error:
@@ -615,6 +649,8 @@ def test_what_gloo_cannot_run_side_by_side(side_by_side):
         assert stacked[:3] == ("tensor", "float32", (WORLD, 2, 3))
         assert stacked[3] == [(first + 2 * r).tolist() for r in range(WORLD)]
         assert "must be the same size as output size times world size" in found["reduce_scatter_tensor-wrong-size"]
+        assert found["all_to_all-uneven"] == [(data(ml, i, "float32", (rank + 1,)) + 10 * rank).tolist()
+                                              for i in range(WORLD)]
         assert found["big-exchange"] == ((rank - 1) % WORLD, float(((rank - 1) % WORLD) * (1 << 18)))
     ranks = [results["minilora-only"] for results in side_by_side]
     for rank, found in enumerate(ranks):
