@@ -43,7 +43,8 @@ _SPECIAL = {
 }
 for _axis in "xyz":
     _SPECIAL.update({f"%tid.{_axis}": f"(uint64_t)threadIdx.{_axis}", f"%ntid.{_axis}": f"(uint64_t)blockDim.{_axis}",
-                     f"%ctaid.{_axis}": f"(uint64_t)blockIdx.{_axis}", f"%nctaid.{_axis}": f"(uint64_t)gridDim.{_axis}"})
+                     f"%ctaid.{_axis}": f"(uint64_t)blockIdx.{_axis}",
+                     f"%nctaid.{_axis}": f"(uint64_t)gridDim.{_axis}"})
 
 # What the translation covers, for the refusal message.
 SUPPORTED = ("mov (special registers %laneid %warpid %smid %tid ..., {a, b} packing and unpacking), "
@@ -367,10 +368,10 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
         rnd = next((m for m in mods if m in ("rn", "rz", "rm", "rp", "rni", "rzi", "rmi", "rpi")), "")
         sat = "true" if "sat" in mods else "false"
         if types[0] in ("f16x2", "bf16x2"):  # cvt.rn.bf16x2.f32 d, a, b: a in the upper half, b in the lower
-            half = "__half" if types[0] == "f16x2" else "__nv_bfloat16"
-            a, b = _get("float", _value(args[1], regs)), _get("float", _value(args[2], regs))
-            return (f"{_dest(args[0], regs)} = ((uint64_t)__emu::ptx::bits<{half}>(__emu::ptx::round_to<{half}>({a}, "
-                    f"\"{rnd or 'rn'}\")) << 16) | __emu::ptx::bits<{half}>(__emu::ptx::round_to<{half}>({b}, \"{rnd or 'rn'}\"));")
+            half, mode = ("__half" if types[0] == "f16x2" else "__nv_bfloat16"), rnd or "rn"
+            upper, lower = (f"__emu::ptx::bits<{half}>(__emu::ptx::round_to<{half}>({_get('float', _value(x, regs))}, "
+                            f"\"{mode}\"))" for x in args[1:3])
+            return f"{_dest(args[0], regs)} = ({upper} << 16) | {lower};"
         return _set(_dest(args[0], regs), dt,
                     f"__emu::ptx::convert<{dt}>({_get(st, _value(args[1], regs))}, \"{rnd}\", {sat})")
     if op in _ARITH and op not in ("shl", "shr"):
@@ -463,7 +464,8 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
                 return value
             c = args[3].strip()
             other = f"!{_value(c[1:], regs)}" if c.startswith("!") else f"({_value(c, regs)} != 0)"
-            return {"and": f"({value} && {other})", "or": f"({value} || {other})", "xor": f"({value} != {other})"}[combine]
+            operator = {"and": "&&", "or": "||", "xor": "!="}[combine]
+            return f"({value} {operator} {other})"
         code = f"{_dest(dests[0], regs)} = {combined(test)} ? 1 : 0;"
         if len(dests) > 1:  # p|q: q takes the complement of the compare
             code += f" {_dest(dests[1], regs)} = {combined('!' + test)} ? 1 : 0;"
@@ -518,7 +520,8 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
             raise refuse
         signed_a, signed_b = types[0] == "s32", types[1] == "s32"
         a, b, c = (_value(x, regs) for x in args[1:4])
-        byte = lambda v, signed, k: f"(int32_t)({'(int8_t)' if signed else '(uint8_t)'}(uint8_t)((uint32_t){v} >> {8 * k}))"  # noqa: E731
+        def byte(v: str, signed: bool, k: int) -> str:
+            return f"(int32_t)({'(int8_t)' if signed else '(uint8_t)'}(uint8_t)((uint32_t){v} >> {8 * k}))"
         terms = " + ".join(f"{byte(a, signed_a, k)} * {byte(b, signed_b, k)}" for k in range(4))
         return f"{_dest(args[0], regs)} = (uint32_t)((uint32_t)(int32_t){c} + (uint32_t)({terms}));"
     if op in ("trap", "brkpt"):
