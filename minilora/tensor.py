@@ -435,6 +435,12 @@ def saves_as_torch(result, *saved):
     return result
 
 
+def saved_for(x, *others):
+    """``x`` where one of ``others`` requires grad, else None: torch saves an operand only for the
+    gradients that read it (``x @ w`` keeps ``x`` for ``w``'s gradient: not when ``w`` is frozen)."""
+    return x if any(getattr(o, "requires_grad", False) for o in others) else None
+
+
 def saving_as_torch(*names):
     """Decorator of an op function that minilora builds from several ops where torch runs one
     (``mse_loss``, ``layer_norm``, ``conv2d``...): its result's node saves the arguments ``names``,

@@ -500,7 +500,7 @@ def prelu(input, weight):
                            f"{weight.numel()} and channel size = {channels}.")
     slopes = weight.reshape((1, -1) + (1,) * (input.ndim - 2)) if input.ndim >= 2 and weight.numel() > 1 \
         else weight.reshape(())
-    return ops.where(input > 0, input, slopes * input)
+    return _saves_as_torch(ops.where(input > 0, input, slopes * input), input, weight)  # as torch's one node
 
 
 def _float_kernel_only(kernel, input):

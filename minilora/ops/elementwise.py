@@ -12,7 +12,7 @@ from .. import fastmath, parallel
 from ..device import xp_of
 from ..dtypes import (bfloat16, cast, checked_number, float32, get_default_dtype, int64, is_floating,
                       python_number, result_type, to_dtype, torch_name, upcast, wrap_around, wrap_int)
-from ..tensor import Function, Tensor, ShapeError, _is_broadcast_error, name_node, saves_as_torch
+from ..tensor import Function, Tensor, ShapeError, _is_broadcast_error, name_node, saved_for, saves_as_torch
 
 __all__ = ["add", "sub", "mul", "div", "floor_divide", "neg", "pow", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
            "sigmoid", "relu", "gelu", "silu", "where", "masked_fill", "clone", "astype",
@@ -1257,7 +1257,7 @@ class Remainder(Function):
 def remainder(input, other):
     """``torch.remainder`` (``x % y``): dtypes promoted as for ``+``."""
     _refuse_bools("remainder", input, other)
-    return Remainder.apply(*_promoted(input, other))
+    return _saved_for_the_divisor(Remainder.apply(*_promoted(input, other)), input, other)
 
 
 def _logical(name):
@@ -1458,7 +1458,10 @@ def lerp(input, end, weight):
     if not is_floating(input.dtype):  # (torch's error type for a dtype it has no kernel for)
         raise NotImplementedError(f"lerp is only implemented for floating tensors, got {input.dtype}")
     out = Lerp.apply(input, end, weight)
-    return saves_as_torch(out, input, end, weight) if isinstance(weight, Tensor) else saves_as_torch(out)
+    if not isinstance(weight, Tensor):
+        return saves_as_torch(out)
+    # torch keeps weight, and input and end for weight's gradient
+    return saves_as_torch(out, saved_for(input, weight), saved_for(end, weight), weight)
 
 
 @backward_in_float32
@@ -1667,7 +1670,12 @@ class Fmod(Remainder):
 def fmod(input, other):
     """``torch.fmod``: the remainder of ``input / other`` with ``input``'s sign."""
     _refuse_bools("fmod", input, other)
-    return Fmod.apply(*_promoted(input, other))
+    return _saved_for_the_divisor(Fmod.apply(*_promoted(input, other)), input, other)
+
+
+def _saved_for_the_divisor(out, input, other):
+    """fmod/remainder: torch keeps both operands, for the divisor's gradient only (the input's is g)."""
+    return saves_as_torch(out, saved_for(input, other), saved_for(other, other))
 
 
 def logical_xor(input, other):
@@ -1702,7 +1710,7 @@ def addcmul(input, tensor1, tensor2, *, value=1):
     out = _in_float32(addcmul, input, tensor1, tensor2, value)
     if out is not None:
         return out
-    saved = tensor1, tensor2  # what torch's addcmul keeps for backward
+    saved = saved_for(tensor1, tensor2), saved_for(tensor2, tensor1)  # what torch's addcmul keeps: each for the other
     input, tensor1, tensor2 = _to_common_dtype(input, tensor1, tensor2)
     scaled = mul(tensor1, value) if value != 1 else tensor1
     if result_type(input, tensor1, tensor2) == float32:
@@ -1751,7 +1759,7 @@ def addcdiv(input, tensor1, tensor2, *, value=1):
     out = _in_float32(addcdiv, input, tensor1, tensor2, value)
     if out is not None:
         return out
-    saved = tensor1, tensor2  # what torch's addcdiv keeps for backward
+    saved = saved_for(tensor1, tensor2), saved_for(tensor2, tensor1, tensor2)  # torch's addcdiv keeps (as its formulas)
     input, tensor1, tensor2 = _to_common_dtype(input, tensor1, tensor2)
     out = add(input, div(mul(tensor1, value), tensor2) if value != 1 else div(tensor1, tensor2))
     return saves_as_torch(out, *saved)

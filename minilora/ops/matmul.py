@@ -16,7 +16,7 @@ import numpy as np
 from .. import amp as _amp, parallel
 from ..device import xp_of
 from ..dtypes import is_floating, torch_name, upcast
-from ..tensor import Function, ShapeError, name_node
+from ..tensor import Function, ShapeError, name_node, saved_for, saves_as_torch
 from .elementwise import unbroadcast
 from .shape import stack
 
@@ -223,7 +223,8 @@ def matmul(input, other):
     if _amp.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("matmul", matmul, input, other)
     ranks = (getattr(input, "ndim", 0), getattr(other, "ndim", 0))
-    return name_node(MatMul.apply(input, other), _MATMUL_NODES.get(ranks, "UnsafeViewBackward0"),
+    out = saves_as_torch(MatMul.apply(input, other), saved_for(input, other), saved_for(other, input))
+    return name_node(out, _MATMUL_NODES.get(ranks, "UnsafeViewBackward0"),
                      graph=_matmul_graph(ranks, input, other))
 
 
@@ -243,7 +244,7 @@ def linear(x, weight, bias=None):
     if getattr(x, "ndim", 2) == 2:  # torch's node: addmm(bias, x, weight.t()), or mm(x, weight.t())
         transposed = ("TBackward0", weight)
         graph = (bias, x, transposed) if bias is not None else (x, transposed)
-        return name_node(Linear.apply(x, weight, bias), "AddmmBackward0" if bias is not None else "MmBackward0",
+        return name_node(_linear(x, weight, bias), "AddmmBackward0" if bias is not None else "MmBackward0",
                          graph=graph)
     # other ranks: a view of the 2-D product, of x as a matrix (a view, or a 1-D x unsqueezed without a bias)
     rows = ("UnsqueezeBackward0" if x.ndim == 1 and bias is None else "ViewBackward0", x)
@@ -252,7 +253,12 @@ def linear(x, weight, bias=None):
     else:
         node = "SqueezeBackward4" if x.ndim == 1 else "UnsafeViewBackward0"
         graph = ("MmBackward0", rows, ("TBackward0", weight))
-    return name_node(Linear.apply(x, weight, bias), node, graph=(graph,))
+    return name_node(_linear(x, weight, bias), node, graph=(graph,))
+
+
+def _linear(x, weight, bias):
+    """Linear, saving what torch's addmm saves: each of x and weight only for the other's gradient."""
+    return saves_as_torch(Linear.apply(x, weight, bias), saved_for(x, weight), saved_for(weight, x))
 
 
 # ---- einsum --------------------------------------------------------------------------------------
@@ -337,7 +343,9 @@ def einsum(equation, *operands):
     if operands and not is_floating(operands[0].dtype):
         operands = _integer_einsum_operands(operands, subs, output)
     operands, subs = zip(*(_diagonals(x, sub) for x, sub in zip(operands, subs)))
-    return Einsum.apply(*operands, subs=list(subs), output=output)
+    out = Einsum.apply(*operands, subs=list(subs), output=output)
+    # torch's einsum is products: an operand is kept for the others' gradients only
+    return saves_as_torch(out, *(saved_for(x, *operands[:i], *operands[i + 1:]) for i, x in enumerate(operands)))
 
 
 def _integer_einsum_operands(operands, subs, output):

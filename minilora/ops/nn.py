@@ -13,7 +13,7 @@ from .. import amp as _amp, fastmath, parallel
 from ..device import xp_of
 from ..dtypes import checked_number, compute_dtype, float32, is_floating, python_number, result_type, upcast
 from ..random import fresh_seed
-from ..tensor import Function, ShapeError, Tensor, name_node, no_grad, saves_as_torch, saving_as_torch
+from ..tensor import Function, ShapeError, Tensor, name_node, no_grad, saved_for, saves_as_torch, saving_as_torch
 
 __all__ = ["embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "pad", "one_hot", "dropout", "rms_norm",
@@ -1198,11 +1198,11 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
 
 
 @float32_inside
-@saving_as_torch("input", "weight")  # what torch's one node keeps
 def _rms_norm(input, normalized_shape, weight, eps):
     _floating_only("rms_norm", input)
     width = _normalized_width("rms_norm", input, normalized_shape, weight=weight)
-    return RMSNorm.apply(input, weight, eps=eps, width=width)
+    out = RMSNorm.apply(input, weight, eps=eps, width=width)
+    return saves_as_torch(out, input, saved_for(weight, input))  # torch: weight for the input's gradient
 
 
 @saving_as_torch("input", "weight", "bias")  # what torch's one node keeps
@@ -1290,7 +1290,8 @@ def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable
     if dropout_p > 0:
         out = _attention_with_dropout(q, k, v, bias, scale, dropout_p)
     else:
-        out = saves_as_torch(Attention.apply(q, k, v, bias, scale=scale), v)  # torch's CPU math keeps only v
+        out = Attention.apply(q, k, v, bias, scale=scale)  # torch's CPU math keeps v, for q's and k's gradients
+        out = saves_as_torch(out, saved_for(v, q, k))
     return out if query.ndim == 4 else out.reshape(*query.shape[:-1], value.shape[-1])
 
 
@@ -1800,6 +1801,7 @@ def _blend_(stat, new, momentum):
     stat.copy_(stat.to(new.dtype) * (1 - momentum) + new * momentum)
 
 
+@saving_as_torch("input", "weight")  # what torch's one node keeps
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-05):
     """PyTorch's ``F.batch_norm`` over an input [N, C, ...]: each channel normalised by the
@@ -2004,6 +2006,7 @@ class BatchNorm16(Function):
         return gx, gw, gb
 
 
+@saving_as_torch("input", "weight")  # what torch's one node keeps
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05):
     """PyTorch's ``F.group_norm``: the channels of an input [N, C, ...] split into ``num_groups``
     groups, each normalised by its own mean and biased variance (per sample), then ``* weight +
