@@ -400,3 +400,39 @@ def test_trainable_tokens_config_random_rows_and_refusals():
         ml_peft.TrainableTokensConfig(token_indices=[1, -1])
     with pytest.raises(ValueError, match="of type 'LORA'"):
         ml_peft.TrainableTokensConfig(peft_type="LORA")
+
+
+# ==================================================================================================
+# init_lora_weights="orthogonal" (PEFT 0.21): A, B from one random orthogonal matrix's rows, B A = 0
+# ==================================================================================================
+def test_orthogonal_init_as_peft(hf, tmp_path):
+    reference, model = fuzz.base_pair()
+    kw = dict(r=4, target_modules=["q_proj", "embed_tokens"], init_lora_weights="orthogonal")
+    theirs = peft.get_peft_model(reference, peft.LoraConfig(**kw))
+    ours = ml_peft.get_peft_model(model, ml_peft.LoraConfig(**kw))
+    fuzz.compare_trainable(ours, theirs)
+    for library_model in (ours, theirs):  # both factors nonzero, their product ~0 (float32 rounding): starts at base
+        q = library_model.base_model.model.model.layers[0].self_attn.q_proj
+        A, B = (np.asarray(q.lora_A["default"].weight.detach().numpy()),
+                np.asarray(q.lora_B["default"].weight.detach().numpy()))
+        assert A.shape == (4, 16) and B.shape == (16, 4) and abs(A).min() > 0 and abs(B).max() > 1e-3
+        assert abs(B @ A).max() < 1e-7
+    with ours.disable_adapter():
+        base = fuzz.logits(ours)
+    np.testing.assert_allclose(fuzz.logits(ours), base, atol=1e-6)
+    fuzz.run_case({"first": kw, "finish": "merge_and_unload"}, tmp_path)  # files, loading, merging (random A, B)
+
+
+def test_orthogonal_init_needs_an_even_rank_as_peft():
+    reference, model = fuzz.base_pair()
+    words = "Orthogonal initialization requires the LoRA rank to be even, got 3 instead."
+    with pytest.raises(ValueError, match=words):
+        peft.get_peft_model(reference, peft.LoraConfig(r=3, target_modules=["q_proj"], init_lora_weights="orthogonal"))
+    with pytest.raises(ValueError, match=words):
+        ml_peft.get_peft_model(model, ml_peft.LoraConfig(r=3, target_modules=["q_proj"], init_lora_weights="orthogonal"))
+
+
+@pytest.mark.parametrize("init", ["loftq", "eva", "corda", "mica", "lora_ga"])
+def test_other_peft_inits_are_refused_by_name(init):
+    with pytest.raises(ValueError, match=f"got '{init}'.*not implemented in minilora"):
+        ml_peft.LoraConfig(init_lora_weights=init)

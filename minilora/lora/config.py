@@ -266,7 +266,8 @@ class LoraConfig(_AdapterConfig):
       exactly at the base model), ``"gaussian"`` (A ~ N(0, (1/r)^2), B = 0), ``False`` (A and B both
       random: the adapter changes the output from the start; for tests), ``"pissa"`` /
       ``"pissa_niter_K"`` / ``"olora"`` (the adapter takes W0's principal part, the base keeps the
-      residual: see ``minilora/lora/inits.py``).
+      residual: see ``minilora/lora/inits.py``), ``"orthogonal"`` (A and B from the odd and even rows of
+      one random orthogonal matrix, so ``B A = 0`` up to rounding; the base stays; even r).
     * ``use_rslora``: scale ``lora_alpha / sqrt(r)`` instead of ``lora_alpha / r`` (rank-stabilised).
     * ``use_dora``: weight-decomposed LoRA, a trainable magnitude per output row.
     * ``rank_pattern`` / ``alpha_pattern``: per-module overrides, keys matched like target names.
@@ -344,11 +345,12 @@ class LoraConfig(_AdapterConfig):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not (self.init_lora_weights is True or self.init_lora_weights is False
-                or self.init_lora_weights in ("gaussian", "pissa", "olora")
+                or self.init_lora_weights in ("gaussian", "pissa", "olora", "orthogonal")
                 or re.fullmatch(r"pissa_niter_\d+", str(self.init_lora_weights))):
-            raise ValueError(f"init_lora_weights must be True, False, 'gaussian', 'pissa', 'pissa_niter_[K]' or "
-                             f"'olora', got {self.init_lora_weights!r} (PEFT's other data-driven inits such as "
-                             "'loftq', 'eva' or 'corda' are not implemented in minilora)")
+            raise ValueError(f"init_lora_weights must be True, False, 'gaussian', 'pissa', 'pissa_niter_[K]', "
+                             f"'olora' or 'orthogonal', got {self.init_lora_weights!r} (PEFT's other inits -- "
+                             "'loftq' (quantized bases), 'eva', 'corda' and 'lora_ga' (which need a pass over "
+                             "data first), 'mica' (a frozen B) -- are not implemented in minilora)")
         for name in ("rank_pattern", "alpha_pattern"):
             if getattr(self, name) is None:  # PEFT takes null as "no overrides"
                 setattr(self, name, {})

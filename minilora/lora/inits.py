@@ -24,7 +24,7 @@ from ..checkpoint import load_file, save_file, save_json
 from ..random import generator
 from ..tensor import _host
 
-__all__ = ["is_weight_mutating_init", "pissa_init", "olora_init", "svd_lowrank", "save_converted_to_lora"]
+__all__ = ["is_weight_mutating_init", "pissa_init", "olora_init", "orthogonal_init", "svd_lowrank", "save_converted_to_lora"]
 
 
 def is_weight_mutating_init(init_lora_weights):
@@ -94,6 +94,23 @@ def pissa_init(layer, adapter_name, init_lora_weights):
         Sr, Vhr = Sr / s, V.T
     root = np.sqrt(Sr)
     _write_factors(layer, adapter_name, W, A=root[:, None] * Vhr, B=Ur * root)
+
+
+def orthogonal_init(layer, adapter_name):
+    """``init_lora_weights="orthogonal"`` (PEFT's): Q from the QR of an r x r Gaussian; A takes Q's even-
+    numbered rows (0, 2, ...), B the odd ones, each times a Gaussian, over 10. Rows of Q are orthogonal, so
+    ``B A = 0`` up to rounding: the model starts at the base, with both factors nonzero (the base weight
+    is untouched, unlike OLoRA). Drawn in float32, then cast, as PEFT (its numbers come from torch's RNG)."""
+    r = layer.r[adapter_name]
+    if r % 2 != 0:  # PEFT's words
+        raise ValueError(f"Orthogonal initialization requires the LoRA rank to be even, got {r} instead.")
+    rng = generator()
+    Q = np.linalg.qr(rng.standard_normal((r, r)).astype(np.float32))[0]
+    A = (rng.standard_normal((layer.in_features, r // 2)).astype(np.float32) @ Q[0::2]).T / np.float32(10)
+    B = rng.standard_normal((r // 2, layer.out_features)).astype(np.float32).T @ Q[1::2] / np.float32(10)
+    for table, value in ((layer.lora_A, A), (layer.lora_B, B)):
+        weight = table[adapter_name].weight
+        weight._array[...] = weight.device.xp.asarray(value.astype(weight._array.dtype))
 
 
 def olora_init(layer, adapter_name):

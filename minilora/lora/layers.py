@@ -19,7 +19,7 @@ from ..nn import Linear as _NNLinear
 from ..nn import init
 from ..random import generator
 from ..tensor import Tensor, is_grad_enabled
-from .inits import is_weight_mutating_init, olora_init, pissa_init
+from .inits import is_weight_mutating_init, olora_init, orthogonal_init, pissa_init
 
 __all__ = ["BaseTunerLayer", "Linear", "Embedding", "LoraLayer", "ParamWrapper", "TrainableTokensLayer",
            "TrainableTokensWrapper", "DoraMagnitude", "VeraLinear", "VeraLayer",
@@ -390,6 +390,8 @@ class Linear(BaseTunerLayer):
         # END SOLUTION
         if config.lora_bias and config.init_lora_weights is not False:
             init.zeros_(self.lora_B[adapter_name].bias)  # the bias starts at 0 too (PEFT's)
+        if config.init_lora_weights == "orthogonal":
+            orthogonal_init(self, adapter_name)
         if is_weight_mutating_init(config.init_lora_weights):  # PiSSA / OLoRA: W0 -> W_res + s B A
             if config.init_lora_weights == "olora":
                 olora_init(self, adapter_name)
