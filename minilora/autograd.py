@@ -499,7 +499,9 @@ def is_anomaly_enabled():
 def _no_saved_tensors_hooks(name):
     def refuse(*args, **kwargs):
         raise NotImplementedError(f"autograd.graph.{name}: minilora's ops keep their saved values as raw "
-                                  "arrays inside the graph, with no pack/unpack step for hooks to change")
+                                  "arrays inside the graph, with no pack/unpack step for hooks to change "
+                                  "(grad_fn._saved_self / _saved_other / _saved_result show what torch's node "
+                                  "saves)")
     refuse.__name__ = name
     return refuse
 
