@@ -63,7 +63,7 @@ from .tensor import Tensor
 __all__ = ["ReduceOp", "init_process_group", "destroy_process_group", "is_available", "is_initialized",
            "is_mpi_available", "is_nccl_available", "get_rank", "get_world_size", "get_backend",
            "new_group", "ProcessGroup", "GroupMember", "group", "get_process_group_ranks", "get_global_rank",
-           "get_group_rank", "Work", "barrier", "monitored_barrier", "all_reduce", "broadcast", "reduce",
+           "get_group_rank", "Work", "Future", "barrier", "monitored_barrier", "all_reduce", "broadcast", "reduce",
            "all_gather", "all_gather_into_tensor", "reduce_scatter", "reduce_scatter_tensor", "gather",
            "scatter", "all_to_all_single", "all_to_all", "send", "recv", "isend", "irecv", "P2POp", "batch_isend_irecv", "all_gather_object",
            "broadcast_object_list", "gather_object", "scatter_object_list", "DistError", "DistBackendError",
@@ -637,8 +637,37 @@ class Work:
     def synchronize(self):
         self.wait()
 
+    def get_future(self):
+        """A Future whose ``wait()`` finishes this operation and returns its output tensors."""
+        return Future(lambda: self.wait() and self.result(), self.is_completed)
+
     def __repr__(self):
         return f"Work({self._what}, {'completed' if self._done else 'in progress'})"
+
+
+class Future:
+    """torch.futures.Future's use in collectives: ``wait()`` (the value, computed once), ``done()``,
+    ``value()`` and ``then(callback)`` (a Future of ``callback(this_future)``)."""
+
+    def __init__(self, compute, done=lambda: True):
+        self._compute, self._done, self._has_value, self._value = compute, done, False, None
+
+    def wait(self):
+        if not self._has_value:
+            self._value, self._has_value = self._compute(), True
+        return self._value
+
+    def done(self):
+        return self._has_value or self._done()
+
+    def value(self):
+        return self.wait()
+
+    def then(self, callback):
+        def chained():
+            self.wait()
+            return callback(self)
+        return Future(chained, self.done)
 
 
 def _start(g, what, requests, finish, result, async_op, nbytes):

@@ -113,6 +113,14 @@ def _(L, D, rank, world):
     return [work.wait(), work.is_completed(), work.is_success(), work.result(), t]
 
 
+@case("all_reduce-async-future")
+def _(L, D, rank, world):
+    t = data(L, rank, "int64")
+    future = D.all_reduce(t, async_op=True).get_future()
+    doubled = future.then(lambda f: [x * 2 for x in f.value()])
+    return [future.wait(), doubled.wait(), future.done(), t]
+
+
 @case("all_reduce-not-a-tensor")
 def _(L, D, rank, world):
     D.all_reduce([1.0, 2.0])
@@ -582,11 +590,11 @@ def minilora_only(rank, world):
     found.update(ddp_unused_parameters(rank, world))
     dist.barrier()
     if rank == 1:
-        time.sleep(2.5)  # misses rank 0's monitored_barrier
+        time.sleep(1.5)  # misses rank 0's monitored_barrier
         found["monitored"] = "skipped"
         return found
     try:
-        dist.monitored_barrier(timeout=1, wait_all_ranks=True)
+        dist.monitored_barrier(timeout=0.5, wait_all_ranks=True)
         found["monitored"] = "passed"
     except Exception as error:  # noqa: BLE001
         found["monitored"] = (type(error).__name__, str(error))
@@ -679,7 +687,7 @@ def test_what_gloo_cannot_run_side_by_side(side_by_side):
             mean = (np.array(ranks[1]["subgroup-local"][name]) + np.array(ranks[2]["subgroup-local"][name])) / 2
             np.testing.assert_allclose(value, mean, rtol=1e-12, err_msg=f"rank {rank} {name}")
     assert side_by_side[0]["minilora-only"]["monitored"] == (
-        "RuntimeError", "[Rank 0]: Ranks 1 failed to pass monitoredBarrier in 1000 ms")
+        "RuntimeError", "[Rank 0]: Ranks 1 failed to pass monitoredBarrier in 500 ms")
     assert side_by_side[2]["minilora-only"]["monitored"][0] == "DistBackendError"  # no word from rank 0
 
 

@@ -480,8 +480,9 @@ def draw_matrix(rng, name):
     dtype = str(rng.choice(["float64", "float64", "float32"] + (["int64"] if rng.random() < 0.1 else [])))
     shape = values.shape if rng.random() > 0.05 else values.shape[:-1] + (n + 1,)
     x = In(np.resize(values, shape), dtype, "transposed" if len(shape) >= 2 and rng.random() < 0.3 else "plain")
-    if name == "matrix_power":
-        return call(rng, name, [x, int(rng.integers(-2, 4))])
+    if name == "matrix_power":  # (the 0th power's gradient: LEFT_ALONE)
+        k = int(rng.integers(-2, 4))
+        return call(rng, name, [x, k], differentiable=k != 0)
     return call(rng, name, [x], differentiable=name != "slogdet")  # (logdet: its gradient; the sign has none)
 
 
@@ -822,12 +823,15 @@ def test_api_against_torch(name):
 #   (1 or 0); inner of an expand()ed bool matrix computes where inner of a plain one raises
 # - gradients at a nan input: copysign gives torch's nan where minilora gives 0 (as test_fuzz_r5); elu,
 #   celu, selu, hardswish and softshrink give torch's vectorised kernel's answer, and torch's scalar tail
-#   (the last few elements of a tensor) gives another (1 or 0 where the vectors give nan)
+#   (the last few elements of a tensor) gives another (1 or 0 where the vectors give nan); F.normalize's
+#   other elements at a nan / -inf one; torch.logit(eps=) at nan (round-6 op of another helper)
 # - torch's bool products with an empty operand: tensordot of (1, 0) and (0, 1) bools is torch's "dot"
-#   error (minilora: zeros), addmm of a [1] bool input and an empty product torch's "result type Long"
-#   error (minilora: a bool result)
+#   error (minilora: zeros); addmm / baddbmm / F.linear of a bool or integer input and an empty product
+#   is torch's "result type Long/Float can't be cast" error for some alpha/beta (minilora: a result)
 # - minilora.linalg (not this round's files): torch.matrix_exp of a batch of 0x0 matrices raises
-#   NumPy's reshape error (torch: an empty result); not drawn
+#   NumPy's reshape error (torch: an empty result), and torch.matrix_power(x, 0) has no gradient
+#   (torch: zeros for x), neither drawn; torch.cholesky of an empty non-square batch (2, 0, 1) is empty
+#   in torch and an error in minilora
 # - torch.cumsum / cumprod(<0-d tensor>, 0, dtype=torch.bool) and torch.kthvalue(<0-d bool>, 1)
 #   compute (a 0-d tensor runs no kernel); minilora raises torch's missing-bool-kernel error
 # - minilora's deliberate refusals: x.stride() of a non-contiguous view (NumPy's strides are not
