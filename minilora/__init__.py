@@ -195,3 +195,26 @@ from . import linalg  # noqa: E402
 from .linalg import (det, logdet, matrix_exp, matrix_power, pinverse, ger)  # noqa: E402,F401
 from .linalg import old_cholesky as cholesky, old_qr as qr, old_slogdet as slogdet, old_svd as svd  # noqa: E402,F401
 from .linalg import inv as inverse  # noqa: E402,F401
+# torch's second names and small functions (torch.arccos, torch.greater, torch.cov ...: minilora/ops/extra.py)
+from .ops.extra import (absolute, addbmm, addmv, addr, arccos, arccosh, arcsin, arcsinh, arctan,  # noqa: E402,F401
+                        arctanh, argwhere, block_diag, broadcast_shapes, broadcast_tensors, cartesian_prod,
+                        combinations, corrcoef, cov, cumulative_trapezoid, deg2rad, diagflat, fix, float_power, frac,
+                        gcd, greater, greater_equal, heaviside, isin, isneginf, isposinf, isreal, lcm, ldexp, less,
+                        less_equal, logaddexp2, msort, not_equal, positive, rad2deg, sinc, trapezoid, trapz,
+                        unique_consecutive, unravel_index, vander)
+from .ops import split_with_sizes  # noqa: E402,F401
+from . import _functional_names  # noqa: E402,F401
+from ._functional_names import (adaptive_avg_pool1d, adaptive_max_pool1d, avg_pool1d, batch_norm,  # noqa: E402,F401
+                                binary_cross_entropy_with_logits, bilinear, cdist, channel_shuffle, conv1d, conv2d,
+                                conv_transpose1d, conv_transpose2d, cosine_embedding_loss, cosine_similarity,
+                                embedding, feature_dropout, feature_dropout_, group_norm, hardshrink,
+                                hinge_embedding_loss, instance_norm, kl_div, layer_norm, margin_ranking_loss,
+                                max_pool1d, max_pool2d,
+                                pairwise_distance, pixel_shuffle, pixel_unshuffle, poisson_nll_loss, prelu, rms_norm,
+                                triplet_margin_loss)
+addmv_, negative_ = Tensor.addmv_, Tensor.negative_  # (torch's top-level in-place forms of these)
+arccos_, arcsin_, arctan_, arccosh_, arcsinh_, arctanh_ = (Tensor.arccos_, Tensor.arcsin_, Tensor.arctan_,
+                                                           Tensor.arccosh_, Tensor.arcsinh_, Tensor.arctanh_)
+fix_, frac_, deg2rad_, rad2deg_, sinc_, gcd_, lcm_, ldexp_ = (Tensor.fix_, Tensor.frac_, Tensor.deg2rad_,
+                                                              Tensor.rad2deg_, Tensor.sinc_, Tensor.gcd_,
+                                                              Tensor.lcm_, Tensor.ldexp_)

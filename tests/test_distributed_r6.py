@@ -121,35 +121,6 @@ def _(L, D, rank, world):
     return [future.wait(), doubled.wait(), future.done(), t]
 
 
-@case("all_reduce-non-contiguous")
-def _(L, D, rank, world):
-    t = data(L, rank, "float32", (3, 2)).t()
-    D.all_reduce(t)
-    return t
-
-
-@case("broadcast-non-contiguous")
-def _(L, D, rank, world):
-    b = data(L, rank, "int64", (3, 2)).t()
-    D.broadcast(b, src=2)
-    return b
-
-
-@case("all_gather-non-contiguous-input")
-def _(L, D, rank, world):
-    out = [L.zeros(2, 3) for _ in range(world)]
-    D.all_gather(out, data(L, rank, "float32", (3, 2)).t())
-    return out
-
-
-@case("all_reduce-scalar-and-empty")
-def _(L, D, rank, world):
-    scalar, empty = L.tensor(rank + 0.5, dtype=L.float64), L.zeros(0, 3)
-    D.all_reduce(scalar, op=D.ReduceOp.MAX)
-    D.all_reduce(empty)
-    return [scalar, empty]
-
-
 @case("all_reduce-not-a-tensor")
 def _(L, D, rank, world):
     D.all_reduce([1.0, 2.0])
@@ -606,9 +577,6 @@ def minilora_only(rank, world):
     outputs = [ml.zeros(rank + 1) for _ in range(world)]  # all_to_all takes them, gloo's does not
     dist.all_to_all(outputs, inputs)
     found["all_to_all-uneven"] = [t.tolist() for t in outputs]
-    every_other_row = data(ml, rank, "float64", (4, 2))[::2]  # torch's gloo reduces the first 4 numbers of
-    dist.reduce(every_other_row, dst=0)  # the storage here, rows 0 and 1: the view's second row stays
-    found["reduce-non-contiguous"] = every_other_row.tolist()
     try:  # gloo fails this one with a fatal check (RuntimeError): not run side by side
         dist.reduce_scatter_tensor(ml.zeros(2), ml.ones(world * 2 + 2))
     except RuntimeError as error:
@@ -650,7 +618,7 @@ def _launcher():
 
 
 sys.path.insert(0, os.path.dirname(HERE))
-MPIRUN3, SKIP = _launcher() if __name__ != "__main__" else (None, "")  # (the worker needs no launcher)
+MPIRUN3, SKIP = _launcher()
 needs_mpi_and_torch = pytest.mark.skipif(MPIRUN3 is None, reason=SKIP or "")
 
 
@@ -691,8 +659,6 @@ def test_what_gloo_cannot_run_side_by_side(side_by_side):
         assert "must be the same size as output size times world size" in found["reduce_scatter_tensor-wrong-size"]
         assert found["all_to_all-uneven"] == [(data(ml, i, "float32", (rank + 1,)) + 10 * rank).tolist()
                                               for i in range(WORLD)]
-        if rank == 0:
-            assert found["reduce-non-contiguous"] == sum(data(ml, r, "float64", (4, 2))[::2] for r in range(WORLD)).tolist()
         assert found["big-exchange"] == ((rank - 1) % WORLD, float(((rank - 1) % WORLD) * (1 << 18)))
     ranks = [results["minilora-only"] for results in side_by_side]
     for rank, found in enumerate(ranks):

@@ -54,6 +54,7 @@ from .index import index_copy, masked_scatter, put, scatter_reduce, take
 from .index import mode
 from .matmul import mv
 from .reduce import nanmean, nansum
+from . import extra  # noqa: F401  (torch's other names, arccos/greater/fix ..., and their Tensor methods)
 
 
 def _reflected(op):

@@ -1704,6 +1704,19 @@ def _checked_value(name, input, tensor1, tensor2, value):
     return value
 
 
+def _one_node(name):
+    """torch runs addcmul/addcdiv as one node on (input, tensor1, tensor2) (minilora: a product, then a
+    sum): the public function's result carries torch's name and graph."""
+    def decorate(fn):
+        def op(input, tensor1, tensor2, *, value=1):
+            inputs = (input, tensor1, tensor2)
+            return name_node(fn(input, tensor1, tensor2, value=value), name, *inputs, graph=inputs)
+        op.__name__, op.__qualname__, op.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+        return op
+    return decorate
+
+
+@_one_node("AddcmulBackward0")
 def addcmul(input, tensor1, tensor2, *, value=1):
     """``torch.addcmul``: ``input + value * tensor1 * tensor2`` (products in torch's order)."""
     value = _checked_value("addcmul", input, tensor1, tensor2, value)
@@ -1749,6 +1762,7 @@ class FusedMulAdd(Function):
                 unbroadcast(g * ctx.a, ctx.b.shape) if nb else None)
 
 
+@_one_node("AddcdivBackward0")
 def addcdiv(input, tensor1, tensor2, *, value=1):
     """``torch.addcdiv``: ``input + value * tensor1 / tensor2`` (Adam's update, written out), in
     torch's order: ``(value * tensor1) / tensor2``."""

@@ -490,8 +490,16 @@ def addmm(input, mat1, mat2, *, beta=1, alpha=1):
     _products_check("addmm", (2, 2), mat1, mat2)
     _inner_sizes_check("addmm", mat1, mat2)
     if _is_16bit_float(mat1) and mat1.dtype == mat2.dtype == input.dtype:
-        return _in_float32(addmm, input, mat1, mat2, beta, alpha)
-    return _scaled_sum("addmm", input, mm(mat1, mat2), beta, alpha)
+        result = _in_float32(addmm, input, mat1, mat2, beta, alpha)
+    else:
+        result = _scaled_sum("addmm", input, mm(mat1, mat2), beta, alpha)
+    return _one_node(result, "AddmmBackward0", input, mat1, mat2)
+
+
+def _one_node(result, name, *inputs):
+    """torch computes the addmm family in one node on its three inputs (minilora: a product, then a
+    scaled sum): the result's node carries torch's name and graph."""
+    return name_node(result, name, *inputs, graph=inputs)
 
 
 def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
@@ -502,8 +510,10 @@ def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
     _products_check("baddbmm", (3, 3), batch1, batch2)
     _inner_sizes_check("baddbmm", batch1, batch2)
     if _is_16bit_float(batch1) and batch1.dtype == batch2.dtype == input.dtype:
-        return _in_float32(baddbmm, input, batch1, batch2, beta, alpha)
-    return _scaled_sum("baddbmm", input, bmm(batch1, batch2), beta, alpha)
+        result = _in_float32(baddbmm, input, batch1, batch2, beta, alpha)
+    else:
+        result = _scaled_sum("baddbmm", input, bmm(batch1, batch2), beta, alpha)
+    return _one_node(result, "BaddbmmBackward0", input, batch1, batch2)
 
 
 def _in_float32(fn, input, m1, m2, beta, alpha):

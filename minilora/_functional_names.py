@@ -1,0 +1,196 @@
+"""torch's top-level spellings of ``nn.functional`` (``torch.conv2d``, ``torch.layer_norm``,
+``torch.embedding`` ...) with torch's own arguments, which are ATen's and differ from ``F.*`` for some:
+``torch.embedding(weight, indices)`` takes the weight first, ``torch.batch_norm`` wants all nine
+arguments with the weight before the running statistics, the losses take ``reduction`` as ATen's int
+(0 none, 1 mean, 2 sum) and default to 0, none (torch 2.13's Python binding reads ATen's
+``reduction=Mean`` default as 0: ``torch.kl_div(x, y)`` is elementwise), ``torch.kl_div``'s mean is
+the plain mean (F's warning is about ``'mean'`` meaning that; here it is asked for) and
+``torch.adaptive_max_pool1d`` always returns ``(values, indices)``.
+
+nn.functional sits a layer above the root package, so it is reached when a function runs (as the root's
+``minilora.nn``), not imported here.
+"""
+import warnings
+
+_REDUCTIONS = {0: "none", 1: "mean", 2: "sum"}
+
+
+def _F():
+    import minilora
+    return minilora.nn.functional
+
+
+def _reduction(reduction):
+    if not isinstance(reduction, int) or isinstance(reduction, bool):
+        raise TypeError(f"argument 'reduction' must be int, not {type(reduction).__name__} (torch's top-level "
+                        f"losses take ATen's 0 none, 1 mean, 2 sum)")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    return _REDUCTIONS[reduction]
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return _F().conv1d(input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return _F().conv2d(input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    return _F().conv_transpose1d(input, weight, bias, stride, padding, output_padding, groups, dilation)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    return _F().conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-05, cudnn_enable=True):
+    return _F().layer_norm(input, normalized_shape, weight, bias, eps)
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05, cudnn_enabled=True):
+    return _F().group_norm(input, num_groups, weight, bias, eps)
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None):
+    return _F().rms_norm(input, normalized_shape, weight, eps)
+
+
+def batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps, cudnn_enabled):
+    """``torch.batch_norm``: ATen's order (weight, bias before the running statistics), all required."""
+    return _F().batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+def instance_norm(input, weight, bias, running_mean, running_var, use_input_stats, momentum, eps, cudnn_enabled):
+    return _F().instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)
+
+
+def embedding(weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
+    """``torch.embedding(weight, indices)``: the weight first; padding_idx -1 means none."""
+    if weight.ndim != 2:
+        raise RuntimeError("'weight' must be 2-D")
+    return _F().embedding(indices, weight, None if padding_idx == -1 else padding_idx,
+                          scale_grad_by_freq=scale_grad_by_freq, sparse=sparse)
+
+
+def feature_dropout(input, p, train):
+    return _F().dropout2d(input, p, train) if input.ndim == 4 else _F().dropout1d(input, p, train)
+
+
+def feature_dropout_(input, p, train):
+    return _F().dropout2d(input, p, train, inplace=True) if input.ndim == 4 else \
+        _F().dropout1d(input, p, train, inplace=True)
+
+
+def cosine_similarity(x1, x2, dim=1, eps=1e-08):
+    return _F().cosine_similarity(x1, x2, dim, eps)
+
+
+def pairwise_distance(x1, x2, p=2.0, eps=1e-06, keepdim=False):
+    return _F().pairwise_distance(x1, x2, p, eps, keepdim)
+
+
+def cdist(x1, x2, p=2.0, compute_mode=None):
+    """``torch.cdist``: the p-norm distance between each row of ``x1`` and each row of ``x2`` (batched)."""
+    from . import linalg
+    if x1.ndim < 2 or x2.ndim < 2:
+        raise RuntimeError(f"cdist only supports at least 2D tensors, X1 got: {x1.ndim}D")
+    if x1.shape[-1] != x2.shape[-1]:
+        raise RuntimeError(f"X1 and X2 must have the same number of columns. X1: {x1.shape[-1]} "
+                           f"X2: {x2.shape[-1]}")
+    difference = x1.unsqueeze(-2) - x2.unsqueeze(-3)
+    from .tensor import name_node
+    return name_node(linalg.vector_norm(difference, p, dim=-1), "CdistBackward0", x1, x2)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, pos_weight=None, reduction=0):
+    return _F().binary_cross_entropy_with_logits(input, target, weight, reduction=_reduction(reduction),
+                                                 pos_weight=pos_weight)
+
+
+def kl_div(input, target, reduction=0, *, log_target=False):
+    with warnings.catch_warnings():  # (F's warning about 'mean' is for F's callers; torch.kl_div gives none)
+        warnings.simplefilter("ignore")
+        return _F().kl_div(input, target, reduction=_reduction(reduction), log_target=log_target)
+
+
+def hinge_embedding_loss(input, target, margin=1.0, reduction=0):
+    return _F().hinge_embedding_loss(input, target, margin, reduction=_reduction(reduction))
+
+
+def margin_ranking_loss(input1, input2, target, margin=0.0, reduction=0):
+    return _F().margin_ranking_loss(input1, input2, target, margin, reduction=_reduction(reduction))
+
+
+def cosine_embedding_loss(input1, input2, target, margin=0.0, reduction=0):
+    return _F().cosine_embedding_loss(input1, input2, target, margin, reduction=_reduction(reduction))
+
+
+def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-06, swap=False, reduction=0):
+    return _F().triplet_margin_loss(anchor, positive, negative, margin, p, eps, swap,
+                                    reduction=_reduction(reduction))
+
+
+def poisson_nll_loss(input, target, log_input, full, eps, reduction):
+    return _F().poisson_nll_loss(input, target, log_input, full, eps=eps, reduction=_reduction(reduction))
+
+
+def pixel_shuffle(input, upscale_factor):
+    return _F().pixel_shuffle(input, upscale_factor)
+
+
+def pixel_unshuffle(input, downscale_factor):
+    return _F().pixel_unshuffle(input, downscale_factor)
+
+
+def channel_shuffle(input, groups):
+    """``torch.channel_shuffle``: the channels in ``groups`` groups, interleaved."""
+    n, c = input.shape[:2]
+    if c % groups:
+        raise RuntimeError(f"Number of channels must be divisible by groups. Got {c} channels and {groups} groups.")
+    rest = tuple(input.shape[2:])
+    return input.reshape((n, groups, c // groups) + rest).transpose(1, 2).reshape((n, c) + rest)
+
+
+def max_pool1d(input, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
+    return _F().max_pool1d(input, kernel_size, stride or None, padding, dilation, ceil_mode)
+
+
+def max_pool2d(input, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
+    return _F().max_pool2d(input, kernel_size, stride or None, padding, dilation, ceil_mode)
+
+
+def avg_pool1d(input, kernel_size, stride=(), padding=0, ceil_mode=False, count_include_pad=True):
+    return _F().avg_pool1d(input, kernel_size, stride or None, padding, ceil_mode, count_include_pad)
+
+
+def adaptive_avg_pool1d(input, output_size):
+    return _F().adaptive_avg_pool1d(input, output_size)
+
+
+def adaptive_max_pool1d(input, output_size):
+    """``torch.adaptive_max_pool1d``: always ``(values, indices)`` (F's returns indices on request)."""
+    return _F().adaptive_max_pool1d(input, output_size, return_indices=True)
+
+
+def hardshrink(input, lambd=0.5):
+    return _F().hardshrink(input, lambd)
+
+
+def prelu(input, weight):
+    return _F().prelu(input, weight)
+
+
+def bilinear(input1, input2, weight, bias=None):
+    return _F().bilinear(input1, input2, weight, bias)
+
+
+def _attach_methods():
+    """``x.hardshrink(0.5)`` and ``x.prelu(weight)``: torch's Tensor methods for these two."""
+    from .tensor import Tensor
+    Tensor.hardshrink = hardshrink
+    Tensor.prelu = prelu
+
+
+_attach_methods()

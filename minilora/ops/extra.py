@@ -1,0 +1,486 @@
+"""torch's other names and small functions built from minilora's ops: ``arccos`` (acos), ``greater``
+(gt), ``fix`` (trunc), ``frac``, ``sinc``, ``float_power``, ``gcd``, ``isin``, ``cartesian_prod``,
+``block_diag``, ``cov``, ``trapezoid``, ``addmv``/``addr``/``addbmm`` ...
+
+Each is a composition of differentiable ops, so its gradient is the chain rule's (torch's derivatives for
+these are the same formulas); where torch's graph shows one node (``AddmvBackward0``) the result's node
+carries torch's name. Integer and bool inputs follow torch's dtype rules (``sinc`` of an int is float32,
+``float_power`` is always float64, ``gcd`` takes integers only).
+"""
+import builtins
+import itertools
+import math
+
+import numpy as np
+
+from .. import dtypes
+from ..tensor import Tensor, name_node, tensor
+from . import elementwise as E, index as I, reduce as R, shape as S
+from .matmul import _inner_sizes_check, _one_node, _products_check, _scaled_sum, bmm, mm, mv, outer
+
+# ---- other names: the same op under torch's second spelling --------------------------------------
+arccos, arcsin, arctan = E.acos, E.asin, E.atan
+arccosh, arcsinh, arctanh = E.acosh, E.asinh, E.atanh
+fix = E.trunc
+absolute = E.abs
+
+
+def greater(input, other): return input > other
+def greater_equal(input, other): return input >= other
+def less(input, other): return input < other
+def less_equal(input, other): return input <= other
+def not_equal(input, other): return input != other
+
+
+def positive(input):
+    """``torch.positive``: the input itself (bool refused, as torch)."""
+    if input.dtype == np.bool_:
+        raise RuntimeError("The `+` operator, on a bool tensor is not supported.")
+    return input
+
+
+# ---- small pointwise functions ------------------------------------------------------------------
+def _no_integers(name, input):
+    if input.dtype.kind in "biu":
+        raise NotImplementedError(f"\"{name}\" not implemented for '{dtypes.torch_name(input.dtype)}'")
+
+
+def frac(input):
+    """``torch.frac``: ``x - trunc(x)`` (floating inputs only, as torch's kernel)."""
+    _no_integers("frac_cpu", input)
+    return name_node(E.sub(input, E.trunc(input).detach()), "FracBackward0", input)
+
+
+def deg2rad(input):
+    """``torch.deg2rad``: ``x * pi / 180`` (integers and bools give the default float dtype)."""
+    return name_node(E.mul(E._floating(input), math.pi / 180), "Deg2RadBackward0", input)
+
+
+def rad2deg(input):
+    return name_node(E.mul(E._floating(input), 180 / math.pi), "Rad2DegBackward0", input)
+
+
+def logaddexp2(input, other):
+    """``torch.logaddexp2``: ``log2(2^x + 2^y)``, computed stably."""
+    for position, (name, t) in enumerate((("input", input), ("other", other)), 1):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"logaddexp2(): argument '{name}' (position {position}) must be Tensor, not "
+                            f"{type(t).__name__}")
+    dtype = dtypes.promote_types(input.dtype, other.dtype)
+    if not dtypes.is_floating(dtype):
+        raise NotImplementedError(f"\"logaddexp2_cpu\" not implemented for '{dtypes.torch_name(dtype)}'")
+    input, other = input.to(dtype), other.to(dtype)
+    big = E.maximum(input, other).detach()
+    big = E.where(E.isinf(big), E.mul(big, 0), big)  # (both -inf or +inf: no inf - inf)
+    return name_node(E.add(big, E.log2(E.add(E.exp2(E.sub(input, big)), E.exp2(E.sub(other, big))))),
+                     "Logaddexp2Backward0", input, other)
+
+
+def float_power(input, exponent):
+    """``torch.float_power``: ``pow`` computed in float64 (the result is float64 for every input)."""
+    cast = lambda x: x.to(dtypes.float64) if isinstance(x, Tensor) else float(x)  # noqa: E731
+    return E.pow(cast(input), cast(exponent))
+
+
+def heaviside(input, values):
+    """``torch.heaviside``: 0 where x < 0, ``values`` where x == 0, 1 where x > 0 (no gradient, as torch)."""
+    if input.dtype != values.dtype:
+        raise RuntimeError("heaviside is not yet implemented for tensors with different dtypes")
+    x, v = input._array, values._array
+    xp = input.device.xp
+    result = xp.where(x == 0, v, (x > 0).astype(x.dtype)).astype(x.dtype)
+    return _no_grad(result, input, values, name="heaviside")
+
+
+def _no_grad(array, input, *others, name):
+    """A result torch does not differentiate: requires grad if an input does, backward raises."""
+    if any(isinstance(t, Tensor) and t.requires_grad for t in (input,) + others) and dtypes.is_floating(array.dtype):
+        return I.NoDerivative.apply(input, result=array, name=name)
+    return Tensor(array, dtype=array.dtype, device=input.device)
+
+
+def _integer_pair(name, input, other):
+    dtype = dtypes.promote_types(input.dtype, other.dtype)
+    if dtype.kind not in "iu":  # (bool with an integer promotes to the integer: allowed)
+        raise NotImplementedError(f"\"{name}_cpu\" not implemented for '{dtypes.torch_name(dtype)}'")
+    return input._array.astype(dtype), other._array.astype(dtype), dtype
+
+
+def gcd(input, other):
+    """``torch.gcd`` of integer tensors (non-negative, as torch's)."""
+    a, b, dtype = _integer_pair("gcd", input, other)
+    return Tensor(input.device.xp.gcd(a, b).astype(dtype), dtype=dtype, device=input.device)
+
+
+def lcm(input, other):
+    a, b, dtype = _integer_pair("lcm", input, other)
+    return Tensor(input.device.xp.lcm(a, b).astype(dtype), dtype=dtype, device=input.device)
+
+
+def ldexp(input, other):
+    """``torch.ldexp``: ``input * 2 ** other`` (floating result)."""
+    return E.mul(E._floating(input), E.exp2(E._floating(other)))
+
+
+def sinc(input):
+    """``torch.sinc``: ``sin(pi x) / (pi x)``, 1 at 0 (gradient 0 there)."""
+    x = E._floating(input)
+    zero = x == 0
+    safe = E.where(zero, E.add(E.mul(x, 0), 1), x)  # (no 0/0 in the graph: its gradient would be nan)
+    px = E.mul(safe, math.pi)
+    return name_node(E.where(zero, E.add(E.mul(x, 0), 1), E.div(E.sin(px), px)), "SincBackward0", input)
+
+
+def isneginf(input):
+    """``torch.isneginf``: bool, False everywhere for integer and bool tensors."""
+    return E.logical_and(E.isinf(input), input < 0)
+
+
+def isposinf(input):
+    return E.logical_and(E.isinf(input), input > 0)
+
+
+def isreal(input):
+    """``torch.isreal``: True everywhere for a real dtype (minilora's complex tensors: imag == 0)."""
+    a = input._array
+    result = (a.imag == 0) if a.dtype.kind == "c" else input.device.xp.ones(a.shape, bool)
+    return Tensor(result, dtype=np.bool_, device=input.device)
+
+
+def isin(elements, test_elements, *, assume_unique=False, invert=False):
+    """``torch.isin``: whether each of ``elements`` is in ``test_elements`` (tensors or numbers)."""
+    as_array = lambda x: x._array if isinstance(x, Tensor) else np.asarray(x)  # noqa: E731
+    if not isinstance(elements, Tensor) and not isinstance(test_elements, Tensor):
+        raise TypeError("isin() received an invalid combination of arguments: at least one tensor is required")
+    like = elements if isinstance(elements, Tensor) else test_elements
+    xp = like.device.xp
+    result = xp.isin(as_array(elements), as_array(test_elements).reshape(-1), invert=invert)
+    return Tensor(xp.asarray(result), dtype=np.bool_, device=like.device)
+
+
+# ---- shapes and constructions --------------------------------------------------------------------
+def broadcast_shapes(*shapes):
+    """``torch.broadcast_shapes``: the shape the ``shapes`` (tuples or ints) broadcast to."""
+    as_tuple = lambda s: (s,) if isinstance(s, int) else tuple(s)  # noqa: E731
+    try:
+        from ..tensor import Size
+        return Size(np.broadcast_shapes(*(as_tuple(s) for s in shapes)))
+    except ValueError:
+        raise RuntimeError(f"Shape mismatch: objects cannot be broadcast to a single shape: "
+                           f"{', '.join(str(list(as_tuple(s))) for s in shapes)}") from None
+
+
+def broadcast_tensors(*tensors):
+    """``torch.broadcast_tensors``: each tensor expanded (a view) to the shapes' broadcast."""
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    try:
+        shape = tuple(np.broadcast_shapes(*(tuple(t.shape) for t in tensors)))
+    except ValueError:
+        raise RuntimeError("shape mismatch: objects cannot be broadcast to a single shape") from None
+    return tuple(S.expand(t, shape) for t in tensors)
+
+
+def cartesian_prod(*tensors):
+    """``torch.cartesian_prod``: every combination of the 1-D tensors' elements, one per row."""
+    for t in tensors:
+        if t.ndim != 1:
+            raise RuntimeError(f"Expect a 1D vector, but got shape {list(t.shape)}")
+    if len(tensors) == 1:
+        return tensors[0]
+    grids = S.meshgrid(*tensors, indexing="ij")
+    return S.stack([g.reshape(-1) for g in grids], 1)
+
+
+def combinations(input, r=2, with_replacement=False):
+    """``torch.combinations``: the length-``r`` combinations of a 1-D tensor's elements, as rows."""
+    if input.ndim != 1:
+        raise RuntimeError(f"Expect a 1D vector, but got shape {list(input.shape)}")
+    if r < 0:
+        raise RuntimeError(f"Expect a non-negative number, but got {r}")
+    if r == 0:
+        return Tensor(input.device.xp.zeros((0,), input._array.dtype), dtype=input.dtype, device=input.device)
+    chooser = itertools.combinations_with_replacement if with_replacement else itertools.combinations
+    rows = list(chooser(range(input.shape[0]), r))
+    if not rows:
+        return Tensor(input.device.xp.zeros((0, r), input._array.dtype), dtype=input.dtype, device=input.device)
+    index = tensor(np.array(rows, dtype=np.int64), device=input.device)
+    return I.index_select(input, 0, index.reshape(-1)).reshape(len(rows), r)
+
+
+def block_diag(*tensors):
+    """``torch.block_diag``: the tensors (0-D, 1-D as a row, 2-D) along a block diagonal, zeros elsewhere."""
+    mats = []
+    for i, t in enumerate(tensors):
+        if t.ndim > 2:
+            raise RuntimeError(f"torch.block_diag: Input tensors must have 2 or fewer dimensions. Input {i} has "
+                               f"{t.ndim} dimensions")
+        mats.append(t.reshape(1, -1) if t.ndim == 1 else t.reshape(1, 1) if t.ndim == 0 else t)
+    if not mats:
+        return Tensor(np.zeros((1, 0), np.float32))
+    dtype = mats[0].dtype
+    for m in mats[1:]:
+        dtype = dtypes.promote_types(dtype, m.dtype)
+    cols = builtins.sum(m.shape[1] for m in mats)
+    rows, col = [], 0
+    for m in mats:
+        m = m.to(dtype)
+        rows.append(_pad_columns(m, col, cols - col - m.shape[1]))
+        col += m.shape[1]
+    return S.cat(rows, 0)
+
+
+def _pad_columns(m, left, right):
+    xp = m.device.xp
+    zeros = lambda n: Tensor(xp.zeros((m.shape[0], n), m._array.dtype), dtype=m.dtype, device=m.device)  # noqa: E731
+    return S.cat([zeros(left), m, zeros(right)], 1)
+
+
+def diagflat(input, offset=0):
+    """``torch.diagflat``: the flattened input on the ``offset`` diagonal of a square matrix."""
+    return S.diag(input.reshape(-1), offset)
+
+
+def vander(x, N=None, increasing=False):
+    """``torch.vander``: columns x^(N-1) ... x^0 (increasing=True: x^0 ... x^(N-1)); 1-D x."""
+    if x.ndim != 1:
+        raise RuntimeError("x must be a one-dimensional tensor.")
+    N = x.shape[0] if N is None else N
+    if N < 0:
+        raise RuntimeError("N must be non-negative.")
+    dtype = dtypes.int64 if x.dtype.kind in "biu" else x.dtype  # (torch: integers and bool as int64)
+    base = x.to(dtype)
+    if N == 0:
+        return Tensor(x.device.xp.zeros((x.shape[0], 0), dtype), dtype=dtype, device=x.device)
+    columns = [E.mul(base, 0) + 1] if N else []
+    for _ in range(1, N):  # torch: cumulative products of x (x^k = x^(k-1) * x)
+        columns.append(E.mul(columns[-1], base))
+    result = S.stack(columns, 1)
+    return result if increasing else S.flip(result, (1,))
+
+
+def trapezoid(y, x=None, *, dx=None, dim=-1):
+    """``torch.trapezoid``: the trapezoidal rule along ``dim``, with sample points ``x`` or spacing ``dx``."""
+    if isinstance(x, (int, float)) and dx is None:
+        x, dx = None, x
+    n = y.shape[dim]
+    if n == 0:
+        return R.sum(E.mul(y, 0), dim)
+    left, right = S.narrow(y, dim, 0, n - 1), S.narrow(y, dim, 1, n - 1)
+    pair = E.add(left, right)
+    if x is None:
+        return E.mul(R.sum(pair, dim), (1.0 if dx is None else dx) / 2)
+    if x.ndim == 1:
+        spacing = E.sub(S.narrow(x, 0, 1, n - 1), S.narrow(x, 0, 0, n - 1))
+        shape = [1] * y.ndim
+        shape[dim] = n - 1
+        spacing = spacing.reshape(shape)
+    else:
+        d = dim if dim >= 0 else y.ndim + dim
+        xd = d - (y.ndim - x.ndim)
+        spacing = E.sub(S.narrow(x, xd, 1, n - 1), S.narrow(x, xd, 0, n - 1))
+    return E.div(R.sum(E.mul(spacing, pair), dim), 2)
+
+
+def trapz(y, x=None, *, dx=None, dim=-1):
+    """``torch.trapz``: trapezoid's older name (``trapz(y, x)`` or ``trapz(y, dx=1)``)."""
+    return trapezoid(y, x, dx=dx, dim=dim)
+
+
+def cumulative_trapezoid(y, x=None, *, dx=None, dim=-1):
+    n = y.shape[dim]
+    pair = E.add(S.narrow(y, dim, 0, n - 1), S.narrow(y, dim, 1, n - 1))
+    if x is None:
+        return I.cumsum(E.mul(pair, (1.0 if dx is None else dx) / 2), dim)
+    x_dim = -1 if x.ndim == 1 else dim
+    spacing = E.sub(S.narrow(x, x_dim, 1, n - 1), S.narrow(x, x_dim, 0, n - 1))
+    if x.ndim == 1:
+        shape = [1] * y.ndim
+        shape[dim] = n - 1
+        spacing = spacing.reshape(shape)
+    return I.cumsum(E.div(E.mul(spacing, pair), 2), dim)
+
+
+def cov(input, *, correction=1, fweights=None, aweights=None):
+    """``torch.cov``: the covariance of the variables in ``input``'s rows (observations in columns)."""
+    if input.ndim > 2:
+        raise RuntimeError(f"cov(): expected input to have two or fewer dimensions but got an input with "
+                           f"{input.ndim} dimensions")
+    x = input.reshape(1, -1) if input.ndim < 2 else input
+    if x.dtype.kind in "biu":
+        x = x.to(dtypes.get_default_dtype())
+    n = x.shape[1]
+    w = None
+    if fweights is not None:
+        w = fweights
+    if aweights is not None:
+        w = aweights if w is None else E.mul(w, aweights)
+    if w is None:
+        total = n
+        avg = R.mean(x, 1, keepdim=True)
+        norm = total - correction
+    else:
+        w = w.to(x.dtype)
+        total = R.sum(w)
+        avg = E.div(R.sum(E.mul(x, w), 1, keepdim=True), total)
+        if correction == 0:
+            norm = total
+        elif aweights is None:
+            norm = E.sub(total, correction)
+        else:
+            norm = E.sub(total, E.div(E.mul(R.sum(E.mul(w, aweights.to(x.dtype))), correction), total))
+    centered = E.sub(x, avg)
+    weighted = centered if w is None else E.mul(centered, w)
+    if isinstance(norm, (int, float)) and norm <= 0:
+        norm = 0.0
+    result = E.div(mm(weighted, centered.t()), norm)
+    return result.reshape(()) if input.ndim < 2 else result
+
+
+def corrcoef(input):
+    """``torch.corrcoef``: Pearson's correlation coefficients of the rows, clipped to [-1, 1]."""
+    c = cov(input)
+    if c.ndim == 0:
+        return E.div(c, c)
+    d = S.diagonal(c, 0, 0, 1)
+    std = E.sqrt(d)
+    c = E.div(E.div(c, std.reshape(-1, 1)), std.reshape(1, -1))
+    return E.clamp(c, -1, 1)
+
+
+def argwhere(input):
+    """``torch.argwhere``: ``nonzero(input)``, the indices of the non-zero elements, one row each."""
+    return I.nonzero(input)
+
+
+def msort(input):
+    """``torch.msort``: sorted along the first dimension (values)."""
+    return I.sort(input, 0)[0]
+
+
+def unique_consecutive(input, return_inverse=False, return_counts=False, dim=None):
+    """``torch.unique_consecutive``: each run of equal consecutive elements (or slices along ``dim``)
+    kept once, with the inverse indices and run lengths on request."""
+    xp = input.device.xp
+    a = input._array
+    if dim is None:
+        flat = a.reshape(-1)
+        starts = xp.ones(flat.shape[0], bool)
+        if flat.shape[0]:
+            starts[1:] = flat[1:] != flat[:-1]
+        values = flat[starts]
+        inverse = (xp.cumsum(starts) - 1).reshape(a.shape)
+    else:
+        d = dim % a.ndim
+        moved = xp.moveaxis(a, d, 0).reshape(a.shape[d], -1)
+        starts = xp.ones(moved.shape[0], bool)
+        if moved.shape[0]:
+            starts[1:] = (moved[1:] != moved[:-1]).any(axis=1)
+        values = xp.compress(starts, a, axis=d)
+        inverse = xp.cumsum(starts) - 1
+    positions = xp.flatnonzero(starts)
+    counts = xp.diff(xp.append(positions, starts.shape[0]))
+    out = I.NoDerivative.apply(input, result=values, name="unique_consecutive")
+    extras = [Tensor(part.astype(np.int64), dtype=np.int64, device=input.device)
+              for part, wanted in ((inverse, return_inverse), (counts, return_counts)) if wanted]
+    return (out, *extras) if extras else out
+
+
+def unravel_index(indices, shape):
+    """``torch.unravel_index``: the coordinates of flat ``indices`` in a tensor of ``shape`` (a tuple
+    of int64 tensors)."""
+    if not isinstance(indices, Tensor):
+        indices = tensor(indices)
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"expected 'indices' to be integer dtype, but got {dtypes.torch_name(indices.dtype)}")
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    if any(s < 0 for s in shape):
+        raise RuntimeError("'shape' cannot have negative values, but got " + str(tuple(shape)))
+    size = math.prod(shape)
+    a = indices._array.astype(np.int64)
+    a = a % size if size else a  # (torch wraps every index around the size, negative or past the end)
+    coords = []
+    for s in reversed(shape):
+        coords.append(a % s)
+        a = a // s
+    xp = indices.device.xp
+    return tuple(Tensor(xp.asarray(c), dtype=np.int64, device=indices.device) for c in reversed(coords))
+
+
+# ---- the addmm family: torch's one node per call ------------------------------------------------
+def addmv(input, mat, vec, *, beta=1, alpha=1):
+    """``torch.addmv``: ``beta * input + alpha * (mat @ vec)``."""
+    _products_check("addmv", (2, 1), mat, vec)
+    if mat.shape[1] != vec.shape[0]:
+        raise RuntimeError(f"size mismatch, got input ({input.shape[0] if input.ndim else 1}), mat "
+                           f"({mat.shape[0]}x{mat.shape[1]}), vec ({vec.shape[0]})")
+    return _one_node(_scaled_sum("addmv", input, mv(mat, vec), beta, alpha), "AddmvBackward0", input, mat, vec)
+
+
+def addr(input, vec1, vec2, *, beta=1, alpha=1):
+    """``torch.addr``: ``beta * input + alpha * outer(vec1, vec2)``."""
+    if vec1.ndim != 1 or vec2.ndim != 1:
+        raise RuntimeError(f"addr: Expected 1-D argument vec1, but got {vec1.ndim}-D" if vec1.ndim != 1 else
+                           f"addr: Expected 1-D argument vec2, but got {vec2.ndim}-D")
+    return _one_node(_scaled_sum("addr", input, outer(vec1, vec2), beta, alpha), "AddrBackward0", input, vec1, vec2)
+
+
+def addbmm(input, batch1, batch2, *, beta=1, alpha=1):
+    """``torch.addbmm``: ``beta * input + alpha * sum_b(batch1[b] @ batch2[b])``."""
+    for t in (batch1, batch2):
+        if t.ndim < 3:  # (torch reads size(2) first)
+            raise IndexError(f"Dimension out of range (expected to be in range of [{-builtins.max(t.ndim, 1)}, "
+                             f"{builtins.max(t.ndim, 1) - 1}], but got 2)")
+    _products_check("addbmm", (3, 3), batch1, batch2)
+    _inner_sizes_check("addbmm", batch1, batch2)
+    product = R.sum(bmm(batch1, batch2), 0)
+    return _one_node(_scaled_sum("addbmm", input, product, beta, alpha), "AddbmmBackward0", input, batch1, batch2)
+
+
+# ---- Tensor methods torch has for these ---------------------------------------------------------
+def _addmv_(self, mat, vec, *, beta=1, alpha=1):
+    return self._inplace(addmv, mat, vec, beta=beta, alpha=alpha)
+
+
+def _addr_(self, vec1, vec2, *, beta=1, alpha=1):
+    return self._inplace(addr, vec1, vec2, beta=beta, alpha=alpha)
+
+
+def _addbmm_(self, batch1, batch2, *, beta=1, alpha=1):
+    return self._inplace(addbmm, batch1, batch2, beta=beta, alpha=alpha)
+
+
+def _float_power_(self, exponent):
+    """``x.float_power_(y)``: only a float64 ``x`` can hold the float64 result (torch's check)."""
+    if self.dtype != dtypes.float64:
+        raise RuntimeError(f"the base given to float_power_ has dtype {dtypes.torch_name(self.dtype)} but the "
+                           f"operation's result requires dtype Double")
+    return self._inplace(float_power, exponent)
+
+
+def _in_place(op):
+    def method(self, *args, **kwargs):
+        return self._inplace(op, *args, **kwargs)
+    return method
+
+
+METHODS = {
+    "arccos": arccos, "arcsin": arcsin, "arctan": arctan, "arccosh": arccosh, "arcsinh": arcsinh,
+    "arctanh": arctanh, "greater": greater, "greater_equal": greater_equal, "less": less,
+    "less_equal": less_equal, "not_equal": not_equal, "positive": positive, "fix": fix, "frac": frac,
+    "deg2rad": deg2rad, "rad2deg": rad2deg, "logaddexp2": logaddexp2, "float_power": float_power,
+    "heaviside": heaviside, "gcd": gcd, "lcm": lcm, "ldexp": ldexp, "sinc": sinc, "isneginf": isneginf,
+    "isposinf": isposinf, "isreal": isreal, "diagflat": diagflat, "cov": cov, "corrcoef": corrcoef,
+    "argwhere": argwhere, "msort": msort, "unique_consecutive": unique_consecutive, "addmv": addmv,
+    "addr": addr, "addbmm": addbmm, "addmv_": _addmv_, "addr_": _addr_, "addbmm_": _addbmm_,
+    "absolute": absolute,
+    "arccos_": _in_place(arccos), "arcsin_": _in_place(arcsin), "arctan_": _in_place(arctan),
+    "arccosh_": _in_place(arccosh), "arcsinh_": _in_place(arcsinh), "arctanh_": _in_place(arctanh),
+    "fix_": _in_place(fix), "frac_": _in_place(frac), "deg2rad_": _in_place(deg2rad),
+    "rad2deg_": _in_place(rad2deg), "sinc_": _in_place(sinc), "gcd_": _in_place(gcd), "lcm_": _in_place(lcm),
+    "ldexp_": _in_place(ldexp), "absolute_": _in_place(absolute), "heaviside_": _in_place(heaviside),
+    "greater_": _in_place(greater), "greater_equal_": _in_place(greater_equal), "less_": _in_place(less),
+    "less_equal_": _in_place(less_equal), "not_equal_": _in_place(not_equal), "float_power_": _float_power_,
+}
+for _name, _fn in METHODS.items():
+    setattr(Tensor, _name, _fn)
