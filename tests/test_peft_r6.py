@@ -436,3 +436,33 @@ def test_orthogonal_init_needs_an_even_rank_as_peft():
 def test_other_peft_inits_are_refused_by_name(init):
     with pytest.raises(ValueError, match=f"got '{init}'.*not implemented in minilora"):
         ml_peft.LoraConfig(init_lora_weights=init)
+
+
+def test_lora_bias_and_trainable_tokens_in_bfloat16_as_peft():
+    """A bfloat16 base: the adapter's lora_B.bias and token rows are upcast to float32 (PEFT's
+    autocast_adapter_dtype), the layers' outputs and the merged bias / weight / table are PEFT's, bit for bit."""
+    from test_peft_conformance_r3 import as_numpy, pair
+    reference, model = pair("bfloat16", BIASED)
+    kw = dict(r=2, target_modules=["q_proj"], lora_bias=True, init_lora_weights=False, trainable_token_indices=[1, 3])
+    theirs = peft.get_peft_model(reference, peft.LoraConfig(**kw))
+    ours = ml_peft.get_peft_model(model, ml_peft.LoraConfig(**kw))
+    with torch.no_grad():
+        theirs.get_input_embeddings().token_adapter.trainable_tokens_delta["default"].add_(0.5)
+    state = theirs.state_dict()
+    for key, value in ours.state_dict().items():
+        assert str(value.dtype) == str(state[key].dtype).replace("torch.", ""), key
+        value._array[...] = as_numpy(state[key]).astype(value._array.dtype)
+    q_theirs = theirs.base_model.model.model.layers[0].self_attn.q_proj
+    q_ours = ours.base_model.model.model.layers[0].self_attn.q_proj
+    x = np.random.default_rng(0).standard_normal((2, 3, 16)).astype(np.float32)
+    np.testing.assert_array_equal(as_numpy(q_ours(ml.tensor(x).bfloat16())), as_numpy(q_theirs(torch.tensor(x).bfloat16())))
+    ids = np.array([[1, 2, 3]])
+    np.testing.assert_array_equal(as_numpy(ours.get_input_embeddings()(ml.tensor(ids))),
+                                  as_numpy(theirs.get_input_embeddings()(torch.tensor(ids))))
+    theirs.merge_adapter()
+    ours.merge_adapter()
+    for name in ("bias", "weight"):
+        np.testing.assert_array_equal(as_numpy(getattr(q_ours.base_layer, name)),
+                                      as_numpy(getattr(q_theirs.base_layer, name)), err_msg=name)
+    np.testing.assert_array_equal(as_numpy(ours.get_input_embeddings().token_adapter.base_layer.weight),
+                                  as_numpy(theirs.get_input_embeddings().token_adapter.base_layer.weight))
