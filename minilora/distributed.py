@@ -730,14 +730,6 @@ def _check_op(op, dtype, what):
                            "(an integer mean would be rounded: reduce with SUM and divide yourself)")
 
 
-def _contiguous(tensor, what):
-    """The raw array of a tensor a collective writes in place: it must be contiguous, as torch's."""
-    array = tensor._array
-    if not array.flags.c_contiguous:
-        raise ValueError(f"{what}: the tensor must be contiguous (call .contiguous() first)")
-    return array
-
-
 def _mpi_engine(g, what):
     if g.backend.name != "mpi":
         raise NotImplementedError(f"{what}: minilora's backend='{g.backend.name}' runs all_reduce, broadcast and "
@@ -766,7 +758,7 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
     if g is None:
         return None
     _check_op(op, tensor._array.dtype, "all_reduce")
-    array = _contiguous(tensor, "all_reduce")
+    array = tensor._array  # a non-contiguous one is copied and written back, as torch's gloo does
     buf = g.backend.reduction_buffer(array)
     requests = g.backend.all_reduce(buf, op)
 
@@ -784,7 +776,7 @@ def broadcast(tensor, src=None, group=None, async_op=False, group_src=None):
     if g is None:
         return None
     root = _root(g, src, group_src, "broadcast", "src")
-    array = _contiguous(tensor, "broadcast")
+    array = tensor._array
     buf = g.backend.byte_buffer(array)
     requests = g.backend.broadcast(buf, root)
     return _start(g, "broadcast", requests, lambda: _store(tensor, buf), [tensor], async_op, array.nbytes)
@@ -799,7 +791,7 @@ def reduce(tensor, dst=None, op=ReduceOp.SUM, group=None, async_op=False, group_
         return None
     root = _root(g, dst, group_dst, "reduce", "dst")
     _check_op(op, tensor._array.dtype, "reduce")
-    array = _contiguous(tensor, "reduce")
+    array = tensor._array
     engine = _mpi_engine(g, "reduce")
     buf = engine.reduction_buffer(array)
     if buf is array and g.rank() != root:
@@ -1102,8 +1094,7 @@ def irecv(tensor, src=None, group=None, tag=0, group_src=None):
     if g is None:
         return None
     peer = None if src is None and group_src is None else _peer(g, src, group_src, "irecv", "source")
-    array = _contiguous(tensor, "irecv")
-    buf = np.empty(array.nbytes, np.uint8)
+    buf = np.empty(tensor._array.nbytes, np.uint8)
     request, status = _mpi_engine(g, "irecv").recv(buf, peer, int(tag))
     _count("recv", 0)
     work = Work("recv", g.timeout, [lambda: request.Test(status)], lambda: _store(tensor, buf), [tensor])

@@ -121,6 +121,35 @@ def _(L, D, rank, world):
     return [future.wait(), doubled.wait(), future.done(), t]
 
 
+@case("all_reduce-non-contiguous")
+def _(L, D, rank, world):
+    t = data(L, rank, "float32", (3, 2)).t()
+    D.all_reduce(t)
+    return t
+
+
+@case("broadcast-non-contiguous")
+def _(L, D, rank, world):
+    b = data(L, rank, "int64", (3, 2)).t()
+    D.broadcast(b, src=2)
+    return b
+
+
+@case("all_gather-non-contiguous-input")
+def _(L, D, rank, world):
+    out = [L.zeros(2, 3) for _ in range(world)]
+    D.all_gather(out, data(L, rank, "float32", (3, 2)).t())
+    return out
+
+
+@case("all_reduce-scalar-and-empty")
+def _(L, D, rank, world):
+    scalar, empty = L.tensor(rank + 0.5, dtype=L.float64), L.zeros(0, 3)
+    D.all_reduce(scalar, op=D.ReduceOp.MAX)
+    D.all_reduce(empty)
+    return [scalar, empty]
+
+
 @case("all_reduce-not-a-tensor")
 def _(L, D, rank, world):
     D.all_reduce([1.0, 2.0])
@@ -459,6 +488,11 @@ def worker(out):
                     print(f"rank {rank}: {library} {name} took {time.monotonic() - start:.0f} s", file=sys.stderr)
             D.barrier()
         results["ddp-torch"] = torch_ddp_unused_parameters(rank)
+        from torch.nn.parallel import DistributedDataParallel as TorchDDP
+
+        from minilora.nn.parallel import DistributedDataParallel
+        results["ddp-accumulation"] = {"torch": ddp_accumulation(torch, TorchDDP, rank),
+                                       "minilora": ddp_accumulation(ml, DistributedDataParallel, rank)}
         results["minilora-only"] = minilora_only(rank, world)
     except BaseException:  # an uncaught error aborts the job before stderr is forwarded: keep it in a file
         import traceback
@@ -521,6 +555,35 @@ def torch_ddp_unused_parameters(rank):
     return steps
 
 
+def ddp_accumulation(L, DDP, rank):
+    """Either library's DDP: each rank starts from its own weights and buffer; two micro-batches,
+    the first under no_sync(); with and without broadcast_buffers."""
+    class Scaled(L.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = L.nn.Linear(2, 2, dtype=L.float64)
+            with L.no_grad():
+                self.a.weight.copy_(L.tensor([[0.5, -1.0], [2.0, 0.25]], dtype=L.float64) * (rank + 1))
+                self.a.bias.copy_(L.tensor([0.1, -0.2], dtype=L.float64))
+            self.register_buffer("scale", L.tensor([rank + 1.0], dtype=L.float64))
+
+        def forward(self, x):
+            return (self.a(x) * self.scale).pow(2).sum()
+
+    found = {}
+    for broadcast_buffers in (True, False):
+        model = Scaled()
+        ddp = DDP(model, broadcast_buffers=broadcast_buffers)
+        xs = [L.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=L.float64) * (rank + k + 1) for k in range(2)]
+        with ddp.no_sync():
+            ddp(xs[0]).backward()
+        inside = model.a.weight.grad.tolist()
+        ddp(xs[1]).backward()
+        found[broadcast_buffers] = [ddp.module is model, model.a.weight.tolist(), inside,
+                                    model.a.weight.grad.tolist(), model.a.bias.grad.tolist(), model.scale.tolist()]
+    return found
+
+
 def ddp_unused_parameters(rank, world):
     """DDP over three layers: rank 0 uses a and b, the others a only, nobody c. With
     find_unused_parameters=True every step completes (one bucket per tensor, reduced in order);
@@ -577,6 +640,9 @@ def minilora_only(rank, world):
     outputs = [ml.zeros(rank + 1) for _ in range(world)]  # all_to_all takes them, gloo's does not
     dist.all_to_all(outputs, inputs)
     found["all_to_all-uneven"] = [t.tolist() for t in outputs]
+    every_other_row = data(ml, rank, "float64", (4, 2))[::2]  # torch's gloo reduces the first 4 numbers of
+    dist.reduce(every_other_row, dst=0)  # the storage here, rows 0 and 1: the view's second row stays
+    found["reduce-non-contiguous"] = every_other_row.tolist()
     try:  # gloo fails this one with a fatal check (RuntimeError): not run side by side
         dist.reduce_scatter_tensor(ml.zeros(2), ml.ones(world * 2 + 2))
     except RuntimeError as error:
@@ -618,7 +684,7 @@ def _launcher():
 
 
 sys.path.insert(0, os.path.dirname(HERE))
-MPIRUN3, SKIP = _launcher()
+MPIRUN3, SKIP = _launcher() if __name__ != "__main__" else (None, "")  # (the worker needs no launcher)
 needs_mpi_and_torch = pytest.mark.skipif(MPIRUN3 is None, reason=SKIP or "")
 
 
@@ -649,6 +715,19 @@ def test_collective_matches_torch_gloo(side_by_side, name):
 
 
 @needs_mpi_and_torch
+def test_ddp_no_sync_and_broadcast_buffers_match_torchs_ddp(side_by_side):
+    """Weights from rank 0 at the start, the no_sync micro-batch's gradient local, the next one's
+    averaged with it, the buffer rank 0's (or each rank's own without broadcast_buffers)."""
+    for rank, results in enumerate(side_by_side):
+        ours, theirs = results["ddp-accumulation"]["minilora"], results["ddp-accumulation"]["torch"]
+        for broadcast_buffers in (True, False):
+            assert ours[broadcast_buffers][0] is True and theirs[broadcast_buffers][0] is True  # ddp.module
+            for mine, torchs in zip(ours[broadcast_buffers][1:], theirs[broadcast_buffers][1:]):
+                np.testing.assert_allclose(mine, torchs, rtol=1e-12, err_msg=f"rank {rank}")
+        assert ours[True][-1] == [1.0] and ours[False][-1] == [rank + 1.0]
+
+
+@needs_mpi_and_torch
 def test_what_gloo_cannot_run_side_by_side(side_by_side):
     first = np.arange(6).reshape(2, 3) % 5 - 1
     for rank, results in enumerate(side_by_side):
@@ -659,6 +738,8 @@ def test_what_gloo_cannot_run_side_by_side(side_by_side):
         assert "must be the same size as output size times world size" in found["reduce_scatter_tensor-wrong-size"]
         assert found["all_to_all-uneven"] == [(data(ml, i, "float32", (rank + 1,)) + 10 * rank).tolist()
                                               for i in range(WORLD)]
+        if rank == 0:
+            assert found["reduce-non-contiguous"] == sum(data(ml, r, "float64", (4, 2))[::2] for r in range(WORLD)).tolist()
         assert found["big-exchange"] == ((rank - 1) % WORLD, float(((rank - 1) % WORLD) * (1 << 18)))
     ranks = [results["minilora-only"] for results in side_by_side]
     for rank, found in enumerate(ranks):
