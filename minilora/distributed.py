@@ -24,7 +24,8 @@ the pickled-object versions (``all_gather_object``, ``broadcast_object_list``, `
 outside a group get ``GroupMember.NON_GROUP_MEMBER``, and a collective they call on it warns and
 does nothing, as torch). ``src``/``dst`` are global ranks, ``group_src``/``group_dst`` ranks in the
 group. ``async_op=True`` returns a ``Work`` whose ``wait()`` finishes the operation (MPI runs it
-meanwhile: the tensors must not be touched until then).
+meanwhile: the tensors must not be touched until then); ``work.get_future()`` is its Future.
+Non-contiguous tensors travel through a contiguous copy that is written back.
 
 Reductions of float16/bfloat16 add in float32 and round once (MPI has no 16-bit float type); bool
 tensors reduce as 0/1 (SUM and MAX are "or", PRODUCT and MIN "and"). ``ReduceOp.AVG`` is the SUM
