@@ -254,12 +254,13 @@ def test_ptx_refusals_apply_only_to_code_the_preprocessor_keeps():
 # ------------------------------------------------------------------------------------------------
 SUMS = ("weighted_sum<128, 4, float>", "weighted_sum<64, 2, __half>", "weighted_sum<256, 1, double>")
 TRANSPOSES = ("transpose_tiled<32, 8>", "transpose_tiled<16, 16, 0>")
+TEMPLATES = SUMS + TRANSPOSES  # one build for all
 
 
 @pytest.mark.parametrize("expression, dtype, block, items, n", [
     (SUMS[0], np.float32, 128, 4, 5000), (SUMS[1], np.float16, 64, 2, 999), (SUMS[2], np.float64, 256, 1, 3)])
 def test_template_kernels_with_traits_constants_and_a_static_device_ticket(expression, dtype, block, items, n):
-    mod = module("templates.cu", SUMS)
+    mod = module("templates.cu", TEMPLATES)
     weights = rng.random(8).astype(np.float32)
     mod.get_global("c_weights")[:] = weights
     x = rng.standard_normal(n).astype(dtype)
@@ -276,7 +277,7 @@ def test_template_kernels_with_traits_constants_and_a_static_device_ticket(expre
 
 
 def test_launch_bounds_of_a_template_parameter_are_checked_per_instance():
-    k = module("templates.cu", SUMS).get_function(SUMS[1])  # __launch_bounds__(BLOCK) with BLOCK = 64
+    k = module("templates.cu", TEMPLATES).get_function(SUMS[1])  # __launch_bounds__(BLOCK) with BLOCK = 64
     x = np.zeros(8, np.float16)
     with pytest.raises(ValueError, match=r"has 128 threads, but the kernel is declared __launch_bounds__\(64\)"):
         k(1, 128, (x, np.zeros(1, np.float32), np.zeros(1, np.float32), np.int32(8)))
@@ -287,7 +288,7 @@ def test_launch_bounds_of_a_template_parameter_are_checked_per_instance():
 def test_template_transpose_with_default_and_explicit_padding(expression, tile, rows_per, rows, cols):
     x = rng.standard_normal((rows, cols)).astype(np.float32)
     y = np.zeros((cols, rows), np.float32)
-    module("templates.cu", TRANSPOSES).get_function(expression)(
+    module("templates.cu", TEMPLATES).get_function(expression)(
         (cdiv(cols, tile), cdiv(rows, tile)), (tile, rows_per), (y, x, np.int32(rows), np.int32(cols)), check_races=True)
     np.testing.assert_array_equal(y, x.T)
 
@@ -460,15 +461,26 @@ def test_shared_arrays_of_a_class_cuda_cannot_construct_are_refused_as_nvcc_does
         RawModule(code=definition + "\n" + SHARED_CLASS.format()).compile()
 
 
-@pytest.mark.parametrize("definition", [
-    "struct P { float x; __device__ P() {} __device__ P(float v) : x(v) {} };",  # the empty one is what runs
-    "struct P { float x; P() = default; __device__ ~P() {} };",
-    "struct P { static constexpr int N = 4; enum { M = 2 }; float x; __device__ int f() const { int a = N; return a; } };",
-])
-def test_shared_arrays_of_a_class_with_an_empty_constructor_run(definition):
-    out = np.zeros(32, np.float32)
-    RawModule(code=definition + "\n" + SHARED_CLASS.format()).get_function("k")(1, 32, (out,))
-    np.testing.assert_array_equal(out, np.arange(32)[::-1])
+EMPTY_CONSTRUCTORS = r'''
+struct A { float x; __device__ A() {} __device__ A(float v) : x(v) {} };  // the empty one is what runs
+struct B { float x; B() = default; __device__ ~B() {} };
+struct C { static constexpr int N = 4; enum { M = 2 }; float x; __device__ int f() const { int a = N; return a; } };
+template <class P>
+__device__ void reverse(float* out) {
+    __shared__ P s[32];
+    s[threadIdx.x].x = threadIdx.x;
+    __syncthreads();
+    out[threadIdx.x] = s[31 - threadIdx.x].x;
+}
+extern "C" __global__ void k(float* a, float* b, float* c) { reverse<A>(a); reverse<B>(b); reverse<C>(c); }
+'''
+
+
+def test_shared_arrays_of_a_class_with_an_empty_constructor_run():
+    outs = [np.zeros(32, np.float32) for _ in range(3)]
+    RawModule(code=EMPTY_CONSTRUCTORS).get_function("k")(1, 32, tuple(outs))
+    for out in outs:
+        np.testing.assert_array_equal(out, np.arange(32)[::-1])
 
 
 @pytest.mark.parametrize("src, match", [
