@@ -103,16 +103,20 @@ def _string_literals(text: str) -> str:
     return "".join(re.sub(r"\\(.)", lambda e: escapes.get(e.group(1), e.group(1)), s) for s in found)
 
 
-def _operands(section: str, outputs: bool) -> list[tuple[str, str]]:
-    """[(constraint, C++ expression)] of an operand list such as `"=r"(x), "l"(ptr)`."""
+def _operands(section: str, outputs: bool, names: list[str] | None = None) -> list[tuple[str, str]]:
+    """[(constraint, C++ expression)] of an operand list such as `"=r"(x), [p] "l"(ptr)`; `names` receives
+    each operand's symbolic name (`%[p]` in the template), or ""."""
     found = []
     for item in _top_commas(section):
         item = item.strip()
         if not item:
             continue
-        m = re.fullmatch(r'(?:\[\w+\]\s*)?"([^"]*)"\s*\((.*)\)', item, re.S)
+        m = re.fullmatch(r'(?:\[(\w+)\]\s*)?"([^"]*)"\s*\((.*)\)', item, re.S)
         if not m:
             raise PtxError(f"cannot read the asm operand {item!r}")
+        if names is not None:
+            names.append(m.group(1) or "")
+        m = re.fullmatch(r'"([^"]*)"\s*\((.*)\)', item[m.start(2) - 1:], re.S)
         constraint = m.group(1).replace("&", "")
         if constraint.strip("=+") not in ("r", "l", "h", "f", "d", "n", "c") and not constraint.strip("=+").isdigit():
             raise PtxError(f"the asm operand constraint {m.group(1)!r} is not modelled (r, l, h, f, d, n are)")
@@ -143,8 +147,9 @@ def _top_commas(text: str) -> list[str]:
 def _translate(statement: str) -> str:
     sections = _split_sections(statement)
     template = _string_literals(sections[0])
-    outs = _operands(sections[1], True) if len(sections) > 1 else []
-    ins = _operands(sections[2], False) if len(sections) > 2 else []
+    names: list[str] = []
+    outs = _operands(sections[1], True, names) if len(sections) > 1 else []
+    ins = _operands(sections[2], False, names) if len(sections) > 2 else []
     basic = len(sections) == 1  # basic asm: no operands, `%` is not doubled
     operands = outs + ins
     code = []
@@ -159,6 +164,7 @@ def _translate(statement: str) -> str:
             code.append(f"uint64_t __ptx{k} = __emu::ptx::in({expr});")
     body = template if basic else template.replace("%%", "\x00")
     if not basic:
+        body = re.sub(r"%\[(\w+)\]", lambda m: _named_ref(m.group(1), names), body)
         body = re.sub(r"%(\d+)", lambda m: _operand_ref(m, len(operands)), body)
     body = body.replace("\x00", "%")
     registers: set[str] = set()
@@ -170,6 +176,12 @@ def _translate(statement: str) -> str:
     if len(sections) > 3 and '"memory"' in sections[3]:  # asm volatile("" ::: "memory"): a compiler barrier
         code.append("__atomic_signal_fence(__ATOMIC_SEQ_CST);")
     return " ".join(code)
+
+
+def _named_ref(name: str, names: list[str]) -> str:
+    if name not in names:
+        raise PtxError(f"the asm template names %[{name}], but no operand is called [{name}]")
+    return f"__ptx{names.index(name)}"
 
 
 def _operand_ref(m, count: int) -> str:

@@ -698,3 +698,10 @@ def test_ptx_dp4a_signed_and_mixed_with_cvta_and_prefetch():
     sa, sb, ua = a.view(np.int8).reshape(n, 4), b.view(np.int8).reshape(n, 4), a.view(np.uint8).reshape(n, 4)
     np.testing.assert_array_equal(out[:, 0], (sa.astype(np.int64) * sb).sum(1) + np.arange(n))
     np.testing.assert_array_equal(out[:, 1], (ua.astype(np.int64) * sb).sum(1))
+
+
+def test_ptx_symbolic_operand_names():
+    a, b = rng.integers(-1000, 1000, 32).astype(np.int32), rng.integers(-1000, 1000, 32).astype(np.int32)
+    out = np.zeros(32, np.int32)
+    kernel("ptx.cu", "named_operands")(1, 32, (a, b, out))
+    np.testing.assert_array_equal(out, a * b + a)

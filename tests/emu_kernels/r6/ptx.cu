@@ -255,3 +255,11 @@ extern "C" __global__ void int8_dots(const int* a, const int* b, int* out, int n
     out[2 * i] = ss;
     out[2 * i + 1] = us;
 }
+
+// Symbolic operand names (%[name]), as some libraries write their asm.
+extern "C" __global__ void named_operands(const int* a, const int* b, int* out) {
+    const int i = threadIdx.x;
+    int d;
+    asm("mad.lo.s32 %[d], %[x], %[y], %[x];" : [d] "=r"(d) : [x] "r"(a[i]), [y] "r"(b[i]));
+    out[i] = d;
+}
