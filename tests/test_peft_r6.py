@@ -466,3 +466,14 @@ def test_lora_bias_and_trainable_tokens_in_bfloat16_as_peft():
                                       as_numpy(getattr(q_theirs.base_layer, name)), err_msg=name)
     np.testing.assert_array_equal(as_numpy(ours.get_input_embeddings().token_adapter.base_layer.weight),
                                   as_numpy(theirs.get_input_embeddings().token_adapter.base_layer.weight))
+
+
+def test_diagnostics_pass_over_trainable_token_rows():
+    """adapter_spectrum / truncate_adapter read each layer's low-rank update; token rows have none (this
+    crashed with AttributeError 'vera_A')."""
+    model = ml_peft.get_peft_model(fuzz.LlamaForCausalLM(fuzz.TINY),
+                                   ml_peft.LoraConfig(r=2, target_modules=["q_proj"], trainable_token_indices=[1],
+                                                      init_lora_weights=False))
+    assert [s.name for s in ml_peft.diagnostics.adapter_spectrum(model)] == \
+        ["model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj"]
+    assert len(ml_peft.diagnostics.truncate_adapter(model, rank=1)) == 2

@@ -134,9 +134,9 @@ def _factors(layer, name):
 
 def _adapter_layers(model):
     """``(short name, layer)`` for every adapter layer in ``model`` (a PeftModel or any Module)."""
-    from .layers import BaseTunerLayer
-    for name, module in model.named_modules():
-        if isinstance(module, BaseTunerLayer):
+    from .layers import BaseTunerLayer, TrainableTokensLayer
+    for name, module in model.named_modules():  # (trainable token rows are no low-rank update: left out)
+        if isinstance(module, BaseTunerLayer) and not isinstance(module, TrainableTokensLayer):
             yield name.replace("base_model.model.", ""), module
 
 
