@@ -255,10 +255,12 @@ def _template_parameters(header: str) -> list[tuple[str, str | None]]:
     """(name, default) of each parameter of the `template <...>` in `header` (`int BLOCK = 128` -> ("BLOCK",
     "128")); an unnamed one gets the name ""."""
     open_ = header.find("<", header.find("template"))
-    if open_ < 0:
+    try:
+        close = _close_paren(header, open_) if open_ >= 0 else -1
+    except CompileError:  # `template <bool B = (1 < 2)>`: not worth parsing; the bound is then not checked
         return []
     found = []
-    for param in _split_top(header[open_ + 1:_close_paren(header, open_)]):
+    for param in _split_top(header[open_ + 1:close]) if close > 0 else ():
         declaration, _, default = param.partition("=")
         names = _IDENT.findall(declaration)
         found.append((names[-1] if len(names) > 1 else "", default.strip() or None))
