@@ -145,6 +145,8 @@ class BaseTunerLayer(Module):
         self.base_layer = base_layer
         if isinstance(base_layer, _NNEmbedding):  # PEFT's convention: token ids in, features out
             self.in_features, self.out_features = base_layer.num_embeddings, base_layer.embedding_dim
+        elif hasattr(base_layer, "in_channels"):  # a convolution (lora.Conv2d): its channels, as PEFT
+            self.in_features, self.out_features = base_layer.in_channels, base_layer.out_channels
         else:
             self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
         self.active_adapters = []

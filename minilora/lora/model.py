@@ -22,12 +22,16 @@ import weakref
 import numpy as np
 
 from .. import dtypes
+from ..nn import Conv1d as _NNConv1d
+from ..nn import Conv2d as _NNConv2d
 from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
 from ..nn import Module, ModuleDict, ModuleList
 from ..tensor import Tensor
 from . import save as _io
 from .config import TaskType, config_from_dict
+from .conv import Conv1d as LoraConv1d
+from .conv import Conv2d as LoraConv2d
 from .inits import save_converted_to_lora
 from .layers import (BASE_ADAPTER, BaseTunerLayer, BufferDict, Embedding, Linear, ModulesToSaveWrapper, ParameterDict,
                      ParamWrapper, TrainableTokensLayer, TrainableTokensWrapper, VeraLinear)
@@ -353,14 +357,14 @@ class LoraModel(_Wrapper):
                 _pattern_value(config.alpha_pattern, key, config.lora_alpha))
 
     def _create_layer(self, target, adapter_name, config, key):
-        """The LoRA layer for ``target``: ``lora.Linear`` or ``lora.Embedding``, as PEFT."""
-        kinds = {_NNLinear: Linear, _NNEmbedding: Embedding}
+        """The LoRA layer for ``target``: ``lora.Linear``, ``lora.Embedding`` or ``lora.Conv1d/2d``, as PEFT."""
+        kinds = {_NNLinear: Linear, _NNEmbedding: Embedding, _NNConv1d: LoraConv1d, _NNConv2d: LoraConv2d}
         layer = kinds.get(type(target))
         if layer is None:  # PEFT's ValueError and words
             raise ValueError(f"Target module {target} is not supported. Currently, only the following modules "
-                             f"are supported: `nn.Linear`, `nn.Embedding` (minilora's; PEFT also adapts "
-                             f"Conv1d/2d/3d, Conv1D and MultiheadAttention). Module {key!r} is a "
-                             f"{type(target).__name__}: choose target_modules that name Linear or Embedding layers.")
+                             f"are supported: `nn.Linear`, `nn.Embedding`, `nn.Conv1d`, `nn.Conv2d` (minilora's; "
+                             f"PEFT also adapts Conv3d, Conv1D and MultiheadAttention). Module {key!r} is a "
+                             f"{type(target).__name__}: choose target_modules that name layers of those types.")
         if layer is Linear:
             _fan_in_fan_out_off_for_linear(config)
         return layer(target, adapter_name, config, *self._rank_and_alpha(config, key))

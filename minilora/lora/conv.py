@@ -1,0 +1,128 @@
+"""LoRA on convolutions, PEFT's ``lora.Conv1d`` / ``lora.Conv2d`` (its "Custom models" guide adapts a CNN).
+
+A convolution's update is a rank-r convolution: ``lora_A[name]`` is a conv ``in -> r`` with the base
+layer's kernel size, stride and padding (no bias), ``lora_B[name]`` a 1x1 conv ``r -> out`` (groups as the
+base). So ``h = conv(x, W0) + b + s * B(A(dropout(x)))``, and the merged update is
+``s * B A`` contracted over r: ``[out, in, *kernel]``, the base weight's shape. Names, shapes and files
+are PEFT's (``conv.lora_A.default.weight`` ``[r, in, kh, kw]``).
+
+As PEFT, lora_A takes neither the base's dilation nor its padding_mode (it pads with zeros). With a
+dilation PEFT's two branches disagree in shape and its forward fails; minilora refuses at creation.
+DoRA on a convolution and weight-mutating inits are refused (PEFT has DoRA here; minilora does not).
+"""
+import warnings
+
+from .. import dtypes
+from ..nn import Conv1d as _NNConv1d
+from ..nn import Conv2d as _NNConv2d
+from ..nn import init
+from ..tensor import Tensor
+from .layers import Linear, _dropout_module
+
+__all__ = ["Conv1d", "Conv2d"]
+
+
+class _ConvNd(Linear):
+    """LoRA around a frozen Conv1d/Conv2d; everything but the factors' shapes is ``lora.Linear``'s
+    (adapters by name, activation, merge/unmerge, lora_bias)."""
+
+    def __init__(self, base_layer, adapter_name, config, r, lora_alpha):
+        if isinstance(base_layer, self.base_types):  # (anything else: BaseTunerLayer's TypeError)
+            _check_convolution(base_layer, config, r)
+        super().__init__(base_layer, adapter_name, config, r, lora_alpha)
+
+    def update_layer(self, adapter_name, config, r, lora_alpha):
+        _check_init(config.init_lora_weights)
+        base = self.base_layer
+        W0 = base.weight
+        self.r[adapter_name], self.lora_alpha[adapter_name] = r, lora_alpha
+        self.scaling[adapter_name] = config.scaling(r, lora_alpha)
+        self.lora_dropout[adapter_name] = _dropout_module(config)
+        self.lora_bias[adapter_name] = config.lora_bias
+        if config.lora_bias and self.base_bias is None:  # PEFT's warning
+            warnings.warn(f"`lora_bias=True` was passed but the targeted layer of type {type(base).__name__} "
+                          "has no bias. This means that merging LoRA weights won't be possible.")
+        conv = type(base)
+        # PEFT's construction: A without dilation/groups/padding_mode, B a 1x1 conv with the base's groups
+        self.lora_A[adapter_name] = conv(self.in_features, r, base.kernel_size, base.stride, base.padding,
+                                         bias=False, dtype=W0.dtype, device=W0.device)
+        self.lora_B[adapter_name] = conv(r, self.out_features, 1, 1, groups=base.groups, bias=config.lora_bias,
+                                         dtype=W0.dtype, device=W0.device)
+        if config.init_lora_weights == "gaussian":
+            init.normal_(self.lora_A[adapter_name].weight, std=1.0 / r)
+        if config.init_lora_weights is not False:  # A keeps the conv's Kaiming-uniform init; B = 0
+            init.zeros_(self.lora_B[adapter_name].weight)
+            if config.lora_bias:
+                init.zeros_(self.lora_B[adapter_name].bias)
+        self.set_adapter(self.active_adapters)
+
+    def adapter_forward(self, x):
+        """``conv(x, W0) + b + s * B(A(dropout(x)))`` for each active adapter, PEFT's loop: each branch on
+        x cast to its adapter's dtype, the sum cast back to the base output's dtype once."""
+        result = self.base_layer(x)
+        dtype = result.dtype
+        for name in self.active_adapters:
+            if name in self.lora_A:
+                xd = self.lora_dropout[name](x.to(self.lora_A[name].weight.dtype))
+                result = result + self.lora_B[name](self.lora_A[name](xd)) * self.scaling[name]
+        return result.to(dtype)
+
+    def _mixed_batch_forward(self, x, adapter_names):
+        """Per-sample adapters (PEFT's loop over the adapters): each sample adds only its own adapter's
+        branch (a 0/1 mask per sample; ``"__base__"`` samples add nothing)."""
+        self._check_mixed_batch(x, adapter_names)
+        result = self.base_layer(x)
+        xp = result.device.xp
+        for name in sorted({n for n in adapter_names if n in self.lora_A}):
+            mask = xp.asarray([n == name for n in adapter_names], dtype=result.dtype)
+            mask = Tensor._make(mask.reshape((-1,) + (1,) * (result.ndim - 1)), result.device, False, None)
+            xd = self.lora_dropout[name](x.to(self.lora_A[name].weight.dtype))
+            result = result + (self.lora_B[name](self.lora_A[name](xd)) * self.scaling[name]).to(result.dtype) * mask
+        return result
+
+    def _BA(self, adapter_name):
+        """``B A`` contracted over the rank: ``[out, in, *kernel]`` (16-bit factors in float32, as PEFT
+        on the CPU). With groups > 1 there is no such product (merging is refused)."""
+        B = dtypes.upcast(self.lora_B[adapter_name].weight._array)
+        A = dtypes.upcast(self.lora_A[adapter_name].weight._array)
+        xp = self.base_layer.weight.device.xp
+        return xp.tensordot(B.reshape(B.shape[:2]), A, axes=1)
+
+    def merge_math(self, adapter_name, W, unmerge=False, safe_merge=False):
+        if self.base_layer.groups > 1:  # PEFT's refusal (its words)
+            raise NotImplementedError("Merging is not supported for _ConvNd layers with groups > 1!")
+        return super().merge_math(adapter_name, W, unmerge, safe_merge)
+
+
+def _check_convolution(base, config, r):
+    """What PEFT's lora conv layers refuse (their words), and the settings where its A branch cannot
+    follow the base convolution (refused here, with the reason)."""
+    if config.use_dora:
+        raise NotImplementedError(f"use_dora is not supported for {type(base).__name__} layers in minilora "
+                                  "(PEFT has DoRA for convolutions); target Linear layers for DoRA")
+    if any(d != 1 for d in base.dilation):
+        raise ValueError(f"LoRA on a {type(base).__name__} with dilation={base.dilation} is not supported: "
+                         "PEFT's lora_A convolution has no dilation, so its output shape differs from the base "
+                         "layer's (PEFT fails in the forward). Do not target this layer.")
+    if base.groups > 1:
+        warnings.warn("LoRA adapter added to ConvNd layer with groups > 1. Merging is not supported.")
+    if r % base.groups:
+        raise ValueError(f"Targeting a {type(base).__name__} with groups={base.groups} and rank {r}. Currently, "
+                         "support is limited to conv layers where the rank is divisible by groups. Either choose "
+                         "a different rank or do not target this specific layer.")
+
+
+def _check_init(init_lora_weights):
+    if init_lora_weights not in (True, False, "gaussian"):  # PEFT's ValueError for a conv layer
+        raise ValueError(f"Unknown initialization init_lora_weights={init_lora_weights!r} for a LoRA "
+                         "convolution (True, False and 'gaussian' are supported, as in PEFT)")
+
+
+class Conv1d(_ConvNd):
+    peft_name = "lora.Conv1d"
+    base_types = (_NNConv1d,)
+
+
+class Conv2d(_ConvNd):
+    peft_name = "lora.Conv2d"
+    base_types = (_NNConv2d,)
