@@ -543,6 +543,8 @@ def _non_empty_construction(body: str, name: str) -> str | None:
 def _check_shared_class(masked: str, type_text: str, var: str, line: int) -> None:
     """Refuse, as nvcc does, a __shared__ variable whose class constructs it in a way CUDA cannot: nothing runs
     a __shared__ variable's constructor on a GPU, and here the memory would silently stay 0xFF bytes."""
+    if "*" in type_text or "&" in type_text:
+        return  # a pointer to the class constructs nothing
     words = [w for w in _IDENT.findall(re.sub(r"<.*>", "", type_text)) if w not in _NOT_A_NAME and w not in
              ("struct", "class", "union", "static", "extern", "typename")]
     if not words:

@@ -472,7 +472,13 @@ __device__ void reverse(float* out) {
     __syncthreads();
     out[threadIdx.x] = s[31 - threadIdx.x].x;
 }
-extern "C" __global__ void k(float* a, float* b, float* c) { reverse<A>(a); reverse<B>(b); reverse<C>(c); }
+struct D { float x; __device__ D() { x = 1; } };  // refused as an array, fine behind a pointer
+extern "C" __global__ void k(float* a, float* b, float* c) {
+    __shared__ D* none;
+    if (threadIdx.x == 0) none = nullptr;
+    __syncthreads();
+    reverse<A>(a); reverse<B>(b); reverse<C>(none ? nullptr : c);
+}
 '''
 
 
