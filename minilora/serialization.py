@@ -88,6 +88,8 @@ def _decode(node, loaded):
         return loaded[value] if kind == "tensor" else loaded[value].numpy(force=True)
     if kind == "tuple":
         return tuple(_decode(v, loaded) for v in value)
+    if kind != "dict":
+        raise ValueError(f"unknown node kind {kind!r}")
     return {k: _decode(v, loaded) for k, v in value}
 
 
@@ -282,14 +284,58 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=No
         _check_saved_devices(path, extra, map_location)
     arrays = checkpoint.load_file(path)
     checkpoint.warn_non_finite(arrays, f"minilora.load({path!r})")  # torch.load says nothing
+    shared, order = _shared_and_order(path, header, arrays)
     out = {}
     for name, array in arrays.items():
         saved, requires_grad = extra.get(name, ["cpu", False])
         loaded = _placed(Tensor(array.copy(), dtype=array.dtype, device="cpu"), saved, map_location)
         out[name] = loaded.requires_grad_(requires_grad) if requires_grad else loaded
-    for name, first in json.loads(header.get("__metadata__", {}).get(_SHARED_KEY, "{}")).items():
+    for name, first in shared.items():
         out[name] = out[first]  # tied when saved: one tensor again
-    order = json.loads(header.get("__metadata__", {}).get(_ORDER_KEY, "[]"))
-    if sorted(order) == sorted(out):  # the state dict's own order, as torch.load gives it back
+    if order is not None:  # the state dict's own order, as torch.load gives it back
         out = {name: out[name] for name in order}
-    return out if structure is None else _decode(json.loads(structure), out)
+    return out if structure is None else _decoded(path, structure, out)
+
+
+def _metadata_json(path, header, key, default):
+    """A metadata entry ``save`` wrote as JSON text, parsed; one that does not parse names the file."""
+    from . import checkpoint
+    text = header.get("__metadata__", {}).get(key)
+    if text is None:
+        return default
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise checkpoint.CheckpointError(f"{path}: metadata {key!r} is not valid JSON ({exc})") from None
+
+
+def _shared_and_order(path, header, arrays):
+    """The tied names (``{name: first name}``) and the state dict's order ``save`` recorded, checked against
+    the tensors the file holds: a file whose tensors are not the ones its own metadata lists (a name
+    changed, a tensor added or dropped) has been altered or corrupted since ``save`` wrote it."""
+    from . import checkpoint
+    shared = _metadata_json(path, header, _SHARED_KEY, {})
+    order = _metadata_json(path, header, _ORDER_KEY, _ABSENT)
+    if not isinstance(shared, dict) or not all(isinstance(n, str) and isinstance(f, str) and f in arrays
+                                               for n, f in shared.items()):
+        raise checkpoint.CheckpointError(f"{path}: metadata {_SHARED_KEY!r} must map names to names of tensors "
+                                         f"in the file, got {str(shared)[:120]}")
+    if order is not _ABSENT and (not isinstance(order, list) or sorted(map(str, order)) != sorted({*arrays, *shared})
+                              or len(set(map(str, order))) != len(order)):
+        held = sorted({*arrays, *shared})
+        raise checkpoint.CheckpointError(f"{path}: corrupted: metadata {_ORDER_KEY!r} lists {str(order)[:200]}, "
+                                         f"but the file holds {str(held)[:200]}")
+    return shared, None if order is _ABSENT else order
+
+
+_ABSENT = object()
+
+
+def _decoded(path, structure, loaded):
+    """The saved object from its JSON description; one that does not fit the file's tensors names the file."""
+    from . import checkpoint
+    try:
+        return _decode(json.loads(structure), loaded)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise checkpoint.CheckpointError(f"{path}: corrupted: metadata {_TREE_KEY!r} does not describe the "
+                                         f"file's tensors ({type(exc).__name__}: {exc})") from None

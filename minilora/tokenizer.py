@@ -1120,6 +1120,9 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
     for kind, token in chosen.items():
         if token is None:
             token = _token_text(config.get(f"{kind}_token"))
+            if token is not None and tokenizer.token_to_id(token) is None:  # name the file that says it
+                raise ValueError(f"{os.path.join(os.path.dirname(path), TOKENIZER_CONFIG_FILE)}: {kind}_token "
+                                 f"{token!r} is not in the vocabulary of {path}")
         if token is None and f"{kind}_token" not in config:  # the config's explicit null means "none"
             token = next((t for t in _GUESSES[kind] if tokenizer.token_to_id(t) is not None), None)
         chosen[kind] = token
@@ -1177,7 +1180,19 @@ def _token_text(token):
     return token if isinstance(token, str) else None
 
 
+def _check_special_tokens(config_path, config):
+    """A special token that is neither a string, ``{"content": "..."}`` nor null (``"bos_token": 7``) is
+    refused: read as "no such token", the model would silently lose its BOS or EOS."""
+    for kind in _GUESSES:
+        token = config.get(f"{kind}_token")
+        if token is not None and _token_text(token) is None:
+            raise ValueError(f"{config_path}: {kind}_token must be a string, {{\"content\": string}} or null, "
+                             f"got {token!r}")
+
+
 def _tokenizer_config(config_path):
+    if os.path.lexists(config_path) and not os.path.isfile(config_path):  # its settings must not vanish
+        raise OSError(f"{config_path} is not a readable file (a folder, or a link to nothing)")
     if not os.path.isfile(config_path):
         return {}
     try:
@@ -1188,6 +1203,7 @@ def _tokenizer_config(config_path):
     if not isinstance(config, dict):
         raise ValueError(f"{config_path}: a tokenizer config must be a JSON object, got a {type(config).__name__}")
     _check_config_values(config_path, config)
+    _check_special_tokens(config_path, config)
     return config
 
 
@@ -1197,6 +1213,9 @@ def _check_config_values(config_path, config):
     for key in ("padding_side", "truncation_side"):
         if config.get(key) is not None and config[key] not in ("left", "right"):
             raise ValueError(f"{config_path}: {key} must be 'left' or 'right', got {config[key]!r}")
+    template = config.get("chat_template")
+    if template is not None and not isinstance(template, (str, list, dict)):  # (a list/dict: named templates)
+        raise ValueError(f"{config_path}: chat_template must be a Jinja template string, got {template!r}")
     length = config.get("model_max_length")
     if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
         raise ValueError(f"{config_path}: model_max_length must be an integer >= 1, got {length!r}")

@@ -120,8 +120,10 @@ def _adapter_weights(peft_model, adapter_name):
             copy = module.modules_to_save[adapter_name]
             out.update({f"{path}.{k}": t for k, t in copy.state_dict().items()})
     if config.bias == "all":
+        # the model's own biases; an adapter's lora_B.<name>.bias (lora_bias=True) is an adapter tensor, saved
+        # above under PEFT's name (lora_B.bias), not again under its model name
         out.update({k: t for k, t in peft_model.state_dict().items()
-                    if k.endswith(".bias") and ".modules_to_save." not in k})
+                    if k.endswith(".bias") and ".modules_to_save." not in k and not re.search(r"\.lora_\w+\.", k)})
     if config.peft_type == "VERA" and config.save_projection:
         for name in ("vera_A", "vera_B"):
             out[f"base_model.{name}"] = getattr(peft_model.base_model, name)[adapter_name]
@@ -278,7 +280,23 @@ def read_adapter_config(directory):
     if not isinstance(config, dict):
         raise ValueError(f"{path}: an adapter config must be a JSON object of field: value, got a "
                          f"{type(config).__name__}")
+    _check_config_values(path, config)
     return config
+
+
+def _check_config_values(path, config):
+    """A value the config class refuses (``"r": -16``) raises its error (PEFT's type) naming the file: the
+    field alone does not say which of a model's files holds it. (Warnings come from the real load.)"""
+    import warnings
+    from .config import config_from_dict
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            config_from_dict(config)
+    except (ValueError, TypeError, NotImplementedError) as exc:
+        if exc.args and isinstance(exc.args[0], str):
+            exc.args = (f"{path}: {exc.args[0]}",) + exc.args[1:]
+        raise
 
 
 def load_adapter_weights(peft_model, directory, adapter_name):

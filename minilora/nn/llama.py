@@ -16,6 +16,7 @@ plain ``nn.Linear`` layers that LoRA can wrap::
 
 Checkpoints are safetensors (``minilora/checkpoint.py``); generation lives in ``minilora/nn/generation.py``.
 """
+import contextlib
 import dataclasses
 import json
 import math
@@ -162,7 +163,8 @@ class LlamaConfig:
         file = os.path.join(path, "config.json") if os.path.isdir(path) else path
         if not os.path.isfile(file):
             raise FileNotFoundError(f"no config.json at {path}")
-        return cls.from_dict(load_json(file), return_unused_kwargs=return_unused_kwargs, **kwargs)
+        with _naming_the_file(file):
+            return cls.from_dict(load_json(file), return_unused_kwargs=return_unused_kwargs, **kwargs)
 
     @classmethod
     def from_json_file(cls, json_file):
@@ -272,6 +274,18 @@ _TOKEN_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 def _is_int(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+@contextlib.contextmanager
+def _naming_the_file(file):
+    """A value a JSON file holds refused (config.json's num_hidden_layers: -16): the error names the file, as
+    transformers' errors about a config file do (the field alone could come from any of a model's files)."""
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        if exc.args and isinstance(exc.args[0], str) and file not in exc.args[0]:
+            exc.args = (f"{file}: {exc.args[0]}",) + exc.args[1:]
+        raise
 
 
 def _field_error(name, value, allowed):
@@ -768,6 +782,16 @@ def _config_to_load(path, config, overrides):
     return from_file
 
 
+def _generation_config(folder):
+    """The folder's generation_config.json. One that is there but no file (a folder, a broken link) is an
+    error, not the absence of one: its settings would be dropped in silence."""
+    file = os.path.join(os.fspath(folder), generation.GENERATION_CONFIG_NAME)
+    if os.path.lexists(file) and not os.path.isfile(file):
+        raise OSError(f"{file} is not a readable file (a folder, or a link to nothing)")
+    with _naming_the_file(file):
+        return generation.GenerationConfig.from_pretrained(folder)
+
+
 def _without_layers_past(state, num_layers):
     """The checkpoint without the layers from ``num_layers`` on (from_pretrained(num_hidden_layers=n)
     loads the first n, as transformers does)."""
@@ -808,7 +832,7 @@ def _dtype_argument(path, dtype, torch_dtype):
         return dtypes.float32
     try:
         return _to_dtype(saved)
-    except TypeError as exc:  # a typo in config.json: name the file, not only the dtype
+    except (TypeError, ValueError) as exc:  # a typo in config.json ({"v": ...}: NumPy's ValueError): name the file
         raise TypeError(f"{file}: its dtype {saved!r} is not a dtype ({exc})") from None
 
 
@@ -1136,7 +1160,7 @@ class LlamaForCausalLM(Module):
         model.name_or_path = os.fspath(path)  # as transformers: an adapter records it as its base model
         if attn_implementation is not None:  # read by each forward, as transformers' config._attn_implementation
             model.config._attn_implementation = attn_implementation
-        model.generation_config = generation.GenerationConfig.from_pretrained(path)  # generation_config.json
+        model.generation_config = _generation_config(path)
         model = model.to(device=device) if device is not None else model
         if output_loading_info:  # transformers' report: here only the layers a smaller config left out
             return model, {"missing_keys": set(), "unexpected_keys": set(everything) - set(state),
@@ -1224,13 +1248,14 @@ def _save_weights(state, folder, max_bytes):
 _MODEL_FILES = ("config.json", "model*.safetensors", "model.safetensors.index.json", generation.GENERATION_CONFIG_NAME)
 
 
-def parameter_shapes(config):
+def parameter_shapes(config, num_layers=None):
     """``{name: shape}`` of ``LlamaForCausalLM(config).state_dict()``, from the config alone (nothing
-    is allocated), so a loader can check a checkpoint's header against it first."""
+    is allocated), so a loader can check a checkpoint's header against it first. ``num_layers``: only
+    the first layers (a config claiming 2**70 layers is checked without listing them all)."""
     hidden, inner, head_dim = config.hidden_size, config.intermediate_size, config.head_dim
     q_out, kv_out = config.num_attention_heads * head_dim, config.num_key_value_heads * head_dim
     shapes = {"model.embed_tokens.weight": (config.vocab_size, hidden)}
-    for i in range(config.num_hidden_layers):
+    for i in range(config.num_hidden_layers if num_layers is None else num_layers):
         layer = f"model.layers.{i}."
         linears = {"self_attn.q_proj": (q_out, hidden, config.attention_bias),
                    "self_attn.k_proj": (kv_out, hidden, config.attention_bias),
@@ -1255,7 +1280,10 @@ def _check_checkpoint_fits(path, config):
     model ``config`` describes, so a mismatch -- ``{}`` as config.json means Llama-7B -- is refused
     before gigabytes of weights are allocated. Raises ``StateDictError`` like ``load_state_dict``."""
     found = _without_layers_past(read_checkpoint_shapes(path), config.num_hidden_layers)
-    expected = parameter_shapes(config)
+    # one layer past the checkpoint's last is enough to name what is missing (and never loops 2**70 times)
+    layers_found = 1 + max((int(k.split(".")[2]) for k in found if k.startswith("model.layers.")
+                            and k.split(".")[2].isdigit()), default=-1)
+    expected = parameter_shapes(config, min(config.num_hidden_layers, layers_found + 1))
     if config.tie_word_embeddings and "model.embed_tokens.weight" in found:
         found.setdefault("lm_head.weight", found["model.embed_tokens.weight"])  # transformers leaves it out
     missing = [k for k in expected if k not in found]
