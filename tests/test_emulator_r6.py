@@ -711,3 +711,22 @@ def test_ptx_symbolic_operand_names():
     out = np.zeros(32, np.int32)
     kernel("ptx.cu", "named_operands")(1, 32, (a, b, out))
     np.testing.assert_array_equal(out, a * b + a)
+
+
+def test_ptx_cvt_directed_rounding_when_narrowing():
+    n = 300
+    x = rng.standard_normal(n) * np.exp2(rng.integers(-60, 60, n))
+    x[:4] = [1.0, -0.0, 1 + 2.0**-30, -(1 + 2.0**-30)]
+    big = rng.integers(-2**31, 2**31, n, dtype=np.int64).astype(np.int32)
+    out = np.zeros((n, 5), np.float32)
+    kernel("ptx.cu", "cvt_directed")(cdiv(n, 128), 128, (x, big, out, np.int32(n)))
+    rn, rz, rm, rp, iz = out.T.astype(np.float64)
+    np.testing.assert_array_equal(out[:, 0], x.astype(np.float32))
+    assert (rm <= x).all() and (x <= rp).all()
+    exact = rm == rp
+    assert (rm[exact] == x[exact]).all()
+    np.testing.assert_array_equal(np.nextafter(out[~exact, 2], np.float32(np.inf)), out[~exact, 3])  # neighbours
+    np.testing.assert_array_equal(rz, np.where(x > 0, rm, rp))
+    b = big.astype(np.float64)
+    step = np.spacing(np.abs(out[:, 4])).astype(np.float64)  # the float above |iz| overshoots |b|
+    assert (np.abs(iz) <= np.abs(b)).all() and (np.abs(b) - np.abs(iz) < step).all()

@@ -84,6 +84,19 @@ template <class T> struct is_16bit_float : std::false_type {};
 template <> struct is_16bit_float<__half> : std::true_type {};
 template <> struct is_16bit_float<__nv_bfloat16> : std::true_type {};
 
+// A value rounded to D by the mode's direction (rz, rm, rp; rn and the rest: to nearest): the nearest D, then
+// one step toward the exact value's side when that overshot.
+template <class D, class S>
+inline D directed(S v, const char* mode) {
+    D x = D(v);
+    if (!mode[0] || mode[2] == 'i' || x != x || (long double)x == (long double)v) return x;
+    const char r = mode[1];
+    const bool above = (long double)x > (long double)v;
+    if ((r == 'z' && (v > 0 ? above : !above)) || (r == 'm' && above) || (r == 'p' && !above))
+        x = std::nextafter(x, r == 'z' ? D(0) : r == 'm' ? -std::numeric_limits<D>::infinity()
+                                                            : std::numeric_limits<D>::infinity());
+    return x;
+}
 // cvt: float -> int rounds as the suffix says (rni, rzi, rmi, rpi) and clamps to the destination's range
 // (NaN -> 0), as PTX does; float -> 16-bit float rounds with rn, rz, rm, rp.
 template <class D, class S>
@@ -101,7 +114,7 @@ inline D convert(S v, const char* mode, bool sat) {
         if (x >= double(std::numeric_limits<D>::max())) return std::numeric_limits<D>::max();
         return D(x);
     } else if constexpr (std::is_floating_point<D>::value && std::is_floating_point<S>::value) {
-        D x = D(v);
+        D x = directed<D>(v, mode);
         if (mode[0] && mode[2] == 'i') {  // cvt.rni.f32.f32: round to an integral value
             x = mode[1] == 'n' ? std::nearbyint(x) : mode[1] == 'm' ? std::floor(x) : mode[1] == 'p' ? std::ceil(x)
                                                                                                       : std::trunc(x);
@@ -115,6 +128,8 @@ inline D convert(S v, const char* mode, bool sat) {
             if ((long double)v < (long double)std::numeric_limits<D>::min()) return std::numeric_limits<D>::min();
         }
         return D(v);
+    } else if constexpr (std::is_floating_point<D>::value && std::is_integral<S>::value) {
+        return directed<D>(v, mode);  // cvt.rz.f32.s32: a big int rounded toward zero
     } else {
         return D(v);
     }

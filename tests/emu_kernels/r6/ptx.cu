@@ -263,3 +263,16 @@ extern "C" __global__ void named_operands(const int* a, const int* b, int* out) 
     asm("mad.lo.s32 %[d], %[x], %[y], %[x];" : [d] "=r"(d) : [x] "r"(a[i]), [y] "r"(b[i]));
     out[i] = d;
 }
+
+// cvt's directed rounding modes when a double (or a big int) narrows to float.
+extern "C" __global__ void cvt_directed(const double* x, const int* big, float* out, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float rn, rz, rm, rp, iz;
+    asm("cvt.rn.f32.f64 %0, %1;" : "=f"(rn) : "d"(x[i]));
+    asm("cvt.rz.f32.f64 %0, %1;" : "=f"(rz) : "d"(x[i]));
+    asm("cvt.rm.f32.f64 %0, %1;" : "=f"(rm) : "d"(x[i]));
+    asm("cvt.rp.f32.f64 %0, %1;" : "=f"(rp) : "d"(x[i]));
+    asm("cvt.rz.f32.s32 %0, %1;" : "=f"(iz) : "r"(big[i]));
+    out[5 * i] = rn; out[5 * i + 1] = rz; out[5 * i + 2] = rm; out[5 * i + 3] = rp; out[5 * i + 4] = iz;
+}
