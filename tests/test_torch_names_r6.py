@@ -336,3 +336,39 @@ def test_methods_exist_where_torch_has_them():
                    "vander", "trapezoid", "trapz", "isin", "unravel_index", "split_with_sizes"] + list(FUNCTIONAL)
     assert [n for n in top if hasattr(torch, n) and not hasattr(ml, n)] == []
     assert math.isclose(ml.tensor([4.0]).hardshrink(1.0).item(), 4.0)
+
+
+# ---- grad_fn names and graphs where torch runs one node and minilora several ---------------------------
+NODES = {
+    "trace": lambda L, F, A: A(4, 4).trace(),
+    "prod": lambda L, F, A: A(3, 4).prod(),
+    "logsumexp": lambda L, F, A: A(3, 4).logsumexp(1),
+    "minimum": lambda L, F, A: L.minimum(A(3, 4), A(3, 4)),
+    "square": lambda L, F, A: A(3, 4).square(),
+    "hardtanh": lambda L, F, A: F.hardtanh(A(3, 4)),
+    "relu6": lambda L, F, A: F.relu6(A(3, 4)),
+    "std_mean": lambda L, F, A: L.std_mean(A(3, 4), 1)[0],
+    "std_mean[1]": lambda L, F, A: L.std_mean(A(3, 4))[1],
+    "var_mean": lambda L, F, A: L.var_mean(A(3, 4), 0)[1],
+    "unbind": lambda L, F, A: A(3, 4).unbind(1)[2],
+    "layer_norm": lambda L, F, A: F.layer_norm(A(3, 4), (4,)),
+    "layer_norm_affine": lambda L, F, A: F.layer_norm(A(3, 4), (4,), A(4), A(4)),
+    "group_norm": lambda L, F, A: F.group_norm(A(2, 4, 3), 2, A(4)),
+    "batch_norm": lambda L, F, A: F.batch_norm(A(3, 4), None, None, training=True),
+    "smooth_l1": lambda L, F, A: F.smooth_l1_loss(A(3, 4), A(3, 4), reduction="sum"),
+    "pad_constant": lambda L, F, A: F.pad(A(3, 4), (1, 2)),
+    "pad_reflect": lambda L, F, A: F.pad(A(1, 3, 4), (1, 2), mode="reflect"),
+    "pad_replicate": lambda L, F, A: F.pad(A(1, 2, 3, 4), (1, 1, 2, 0), mode="replicate"),
+    "linalg.svd": lambda L, F, A: L.linalg.svd(A(3, 4), full_matrices=False).S,
+    "linalg.vector_norm": lambda L, F, A: L.linalg.vector_norm(A(3, 4)),
+}
+
+
+@pytest.mark.parametrize("name", list(NODES))
+def test_grad_fn_names_and_graphs_as_torch(name):
+    def run(lib):
+        rng = np.random.default_rng(5)
+        out = NODES[name](lib, lib.nn.functional,
+                          lambda *shape: lib.tensor(rng.standard_normal(shape), requires_grad=True))
+        return _graph(out)
+    assert run(ml) == run(torch)

@@ -1042,7 +1042,7 @@ def maximum(input, other):
 
 
 def minimum(input, other):
-    return _maximum(input, other, smallest=True)
+    return name_node(_maximum(input, other, smallest=True), "MinimumBackward0", input, other)
 
 
 def _maximum(input, other, smallest):
@@ -1603,7 +1603,7 @@ def square(input):
     """``input * input`` (integers stay integers, as torch's ``square``; bool becomes int64)."""
     if input.dtype == np.bool_:
         input = astype(input, np.int64)
-    return mul(input, input)
+    return name_node(mul(input, input), "PowBackward0", input, graph=(input,))  # (torch: pow(x, 2))
 
 
 def reciprocal(input):
@@ -1840,7 +1840,8 @@ def hardtanh(input, min_val=-1.0, max_val=1.0):
         if input.dtype.kind == "u" and min(min_val, max_val) < 0:
             raise RuntimeError("cannot do hardtanh on an unsigned type with negative limits")
     inside = (input > min_val) & (input < max_val)
-    return saves_as_torch(where(inside, input, clamp(input, min_val, max_val).detach()), input)
+    out = saves_as_torch(where(inside, input, clamp(input, min_val, max_val).detach()), input)
+    return name_node(out, "HardtanhBackward0", input, graph=(input,))
 
 
 @computes_in_float32

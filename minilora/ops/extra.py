@@ -69,11 +69,12 @@ def logaddexp2(input, other):
     dtype = dtypes.promote_types(input.dtype, other.dtype)
     if not dtypes.is_floating(dtype):
         raise NotImplementedError(f"\"logaddexp2_cpu\" not implemented for '{dtypes.torch_name(dtype)}'")
-    input, other = input.to(dtype), other.to(dtype)
-    big = E.maximum(input, other).detach()
-    big = E.where(E.isinf(big), E.mul(big, 0), big)  # (both -inf or +inf: no inf - inf)
-    return name_node(E.add(big, E.log2(E.add(E.exp2(E.sub(input, big)), E.exp2(E.sub(other, big))))),
-                     "Logaddexp2Backward0", input, other)
+    wide = dtypes.float32 if dtype.itemsize == 2 else dtype  # (16-bit: computed in float32, rounded once)
+    a, b = input.to(wide), other.to(wide)
+    # torch's kernel: max(a, b) + log1p(2^-|a - b|) / ln 2, and a itself where both are the same infinity
+    out = E.add(E.maximum(a, b), E.div(E.log1p(E.exp2(E.neg(E.abs(E.sub(a, b))))), math.log(2)))
+    out = E.where(E.logical_and(E.isinf(a), a == b), a, out).to(dtype)
+    return name_node(out, "Logaddexp2Backward0", input, other)
 
 
 def float_power(input, exponent):
@@ -100,7 +101,10 @@ def _no_grad(array, input, *others, name):
 
 
 def _integer_pair(name, input, other):
-    dtype = dtypes.promote_types(input.dtype, other.dtype)
+    for position, (arg, t) in enumerate((("input", input), ("other", other)), 1):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name}(): argument '{arg}' (position {position}) must be Tensor, not {type(t).__name__}")
+    dtype = dtypes.result_type(input, other)
     if dtype.kind not in "iu":  # (bool with an integer promotes to the integer: allowed)
         raise NotImplementedError(f"\"{name}_cpu\" not implemented for '{dtypes.torch_name(dtype)}'")
     return input._array.astype(dtype), other._array.astype(dtype), dtype
@@ -118,8 +122,15 @@ def lcm(input, other):
 
 
 def ldexp(input, other):
-    """``torch.ldexp``: ``input * 2 ** other`` (floating result)."""
-    return E.mul(E._floating(input), E.exp2(E._floating(other)))
+    """``torch.ldexp``: ``input * 2 ** other`` (floating: integers give the default float dtype)."""
+    for position, (arg, t) in enumerate((("input", input), ("other", other))):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"ldexp(): argument '{arg}' (position {position}) must be Tensor, not {type(t).__name__}")
+    # 2^other in other's floating dtype (else input's, else the default), then the product promotes: what
+    # torch's mul(self, pow(2, other)) gives (float64 x and float32 exponents: 2^e rounded to float32)
+    power_dtype = next((t.dtype for t in (other, input) if dtypes.is_floating(t.dtype)), dtypes.get_default_dtype())
+    base = input if dtypes.is_floating(input.dtype) else input.to(power_dtype)
+    return E.mul(base, E.exp2(other.to(power_dtype)))
 
 
 def sinc(input):
@@ -411,6 +422,11 @@ def unravel_index(indices, shape):
 def addmv(input, mat, vec, *, beta=1, alpha=1):
     """``torch.addmv``: ``beta * input + alpha * (mat @ vec)``."""
     _products_check("addmv", (2, 1), mat, vec)
+    if not (input.dtype == mat.dtype == vec.dtype):
+        a, b, c = (dtypes.torch_name(t.dtype) for t in (input, mat, vec))
+        raise RuntimeError(f"addmv input tensors must have the same dtype, but got {a}, {b}, and {c}")
+    if mat.dtype == np.bool_ and mat.numel():  # (an empty product runs no kernel: torch has no refusal then)
+        raise NotImplementedError("\"addmv_impl_cpu\" not implemented for 'Bool'")
     if mat.shape[1] != vec.shape[0]:
         raise RuntimeError(f"size mismatch, got input ({input.shape[0] if input.ndim else 1}), mat "
                            f"({mat.shape[0]}x{mat.shape[1]}), vec ({vec.shape[0]})")
@@ -419,6 +435,12 @@ def addmv(input, mat, vec, *, beta=1, alpha=1):
 
 def addr(input, vec1, vec2, *, beta=1, alpha=1):
     """``torch.addr``: ``beta * input + alpha * outer(vec1, vec2)``."""
+    dtype = dtypes.result_type(input, vec1, vec2)
+    if not dtypes.is_floating(dtype):
+        for arg, number in (("beta", beta), ("alpha", alpha)):
+            if isinstance(number, float):
+                raise RuntimeError(f"For integral input tensors, argument {arg} must not be a floating point number.")
+    input, vec1, vec2 = input.to(dtype), vec1.to(dtype), vec2.to(dtype)
     if vec1.ndim != 1 or vec2.ndim != 1:
         raise RuntimeError(f"addr: Expected 1-D argument vec1, but got {vec1.ndim}-D" if vec1.ndim != 1 else
                            f"addr: Expected 1-D argument vec2, but got {vec2.ndim}-D")

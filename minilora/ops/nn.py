@@ -1209,7 +1209,10 @@ def _rms_norm(input, normalized_shape, weight, eps):
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """PyTorch's ``F.layer_norm`` over the trailing ``normalized_shape`` dimensions."""
     _check_parameter_dtypes(input, weight, bias)
-    return _layer_norm(input, normalized_shape, weight, bias, eps)
+    out = _layer_norm(input, normalized_shape, weight, bias, eps)
+    if weight is None or bias is None:  # torch's node lists all three, None too (LayerNorm's: the tensors)
+        name_node(out, "NativeLayerNormBackward0", input, graph=(input, weight, bias))
+    return out
 
 
 @float32_inside
@@ -1473,13 +1476,17 @@ def pad(input, pad, mode="constant", value=None):
         if value is not None and value != 0:
             raise RuntimeError(f"Padding mode \"{mode}\" doesn't take in value argument")
         out = _pad_by_index(input, pad, mode)  # torch's reflection/replication pads keep the input
-        return saves_as_torch(out, input) if mode != "circular" else out
+        if mode == "circular":  # (torch composes it from slices and cat: no node of its own)
+            return out
+        kernel = {"reflect": "ReflectionPad", "replicate": "ReplicationPad"}[mode]
+        return name_node(saves_as_torch(out, input), f"{kernel}{len(pad) // 2}DBackward0", input, graph=(input,))
     widths = [(0, 0)] * input.ndim
     for i in range(len(pad) // 2):  # pairs from the last dimension backwards
         widths[input.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
     if value is not None:  # torch's value is a float, which must fit the dtype (uint8: -1 and 300 raise)
         value = checked_number(float(python_number(value)), input.dtype)
-    return Pad.apply(input, widths=tuple(widths), value=0 if value is None else value)
+    out = Pad.apply(input, widths=tuple(widths), value=0 if value is None else value)
+    return name_node(out, "ConstantPadNdBackward0", input)
 
 
 _PADDED_RANKS = {2: (2, 3), 4: (3, 4), 6: (4, 5)}  # torch's: (un)batched 1-D, 2-D and 3-D padding
@@ -1579,10 +1586,11 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     if beta < 0:
         raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
     _floating_result("smooth_l1_loss", input, target)
+    inputs = (input, target)
     input, target = _broadcast_target("smooth_l1_loss", input, target)
     diff = input - target
     loss = diff.abs() if beta == 0 else _quadratic_then_linear(diff, beta) / beta
-    return _reduced("smooth_l1_loss", loss, reduction)
+    return name_node(_reduced("smooth_l1_loss", loss, reduction), "SmoothL1LossBackward0", *inputs, graph=inputs)
 
 
 @_amp.autocasts
@@ -1816,7 +1824,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                     ("bias", bias)):  # (torch's order)
         if t is not None and t.numel() != input.shape[1]:
             raise RuntimeError(f"{name} should contain {input.shape[1]} elements not {t.numel()}")
-    return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    out = _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    return name_node(out, "NativeBatchNormBackward0", input, graph=(input, weight, bias))  # (torch: one node)
 
 
 def _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps):
@@ -2012,7 +2021,8 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05):
     groups, each normalised by its own mean and biased variance (per sample), then ``* weight +
     bias`` per channel."""
     _check_parameter_dtypes(input, weight, bias)
-    return _group_norm(input, num_groups, weight, bias, eps)
+    out = _group_norm(input, num_groups, weight, bias, eps)  # (torch: one node on the three)
+    return name_node(out, "NativeGroupNormBackward0", input, graph=(input, weight, bias))
 
 
 @float32_inside

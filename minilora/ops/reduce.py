@@ -438,8 +438,8 @@ def prod(input, dim=NO_DIM, keepdim=False, *, dtype=None):
     input = _cast(input, dtype)
     if dtype is None and input.dtype.kind in "biu":
         input = input.to(dtype="int64")
-    if dim is None:
-        return Prod.apply(input.reshape(-1), axis=0).reshape(())
+    if dim is None:  # (torch: one ProdBackward0 on the input, no views around it)
+        return name_node(Prod.apply(input.reshape(-1), axis=0).reshape(()), "ProdBackward0", input, graph=(input,))
     if isinstance(dim, (tuple, list)):
         raise TypeError("prod(): dim must be a single int (torch.prod reduces one dimension)")
     axis = _axes(dim, input.ndim)
@@ -698,19 +698,26 @@ def logsumexp(input, dim, keepdim=False):
         raise TypeError("logsumexp(): argument 'dim' must be tuple of ints, not NoneType")
     if not is_floating(input.dtype):
         input = input.to(get_default_dtype())
-    return LogSumExp.apply(input, axis=dim, keepdims=keepdim)
+    return name_node(LogSumExp.apply(input, axis=dim, keepdims=keepdim), "LogsumexpBackward0", input)
 
 
 def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """``torch.var_mean``: the tuple ``(var, mean)`` over ``dim``, with ``var``'s arguments."""
-    return (_variance("var_mean", input, dim, unbiased, keepdim, correction, root=False),
-            _welford_mean(input, dim if not isinstance(dim, bool) else None, keepdim))
+    return _one_node("VarMeanBackward0", input,
+                     _variance("var_mean", input, dim, unbiased, keepdim, correction, root=False),
+                     _welford_mean(input, dim if not isinstance(dim, bool) else None, keepdim))
 
 
 def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """``torch.std_mean``: the tuple ``(std, mean)`` over ``dim``, with ``std``'s arguments."""
-    return (_variance("std_mean", input, dim, unbiased, keepdim, correction, root=True),
-            _welford_mean(input, dim if not isinstance(dim, bool) else None, keepdim))
+    return _one_node("StdMeanBackward0", input,
+                     _variance("std_mean", input, dim, unbiased, keepdim, correction, root=True),
+                     _welford_mean(input, dim if not isinstance(dim, bool) else None, keepdim))
+
+
+def _one_node(name, input, *results):
+    """torch computes var_mean/std_mean in one node that both results share (on the input alone)."""
+    return tuple(name_node(r, name, input, graph=(input,)) for r in results)
 
 
 def _welford_mean(input, dim, keepdim):

@@ -585,7 +585,8 @@ def unbind(input, dim=0):
     """``torch.unbind``: the slices along ``dim``, that dimension removed (views, as torch's)."""
     (axis,) = _dims((dim,), input.ndim)
     prefix = (slice(None),) * axis
-    return tuple(getitem(input, prefix + (i,)) for i in range(input.shape[axis]))
+    return tuple(name_node(getitem(input, prefix + (i,)), "UnbindBackward0", input)  # (torch's node for all)
+                 for i in range(input.shape[axis]))
 
 
 # ---- roll, narrow, diagonal, diag, movedim, swapaxes, tile -----------------------------------------
@@ -839,7 +840,7 @@ def trace(input):
         raise RuntimeError(f"trace: expected a matrix, but got tensor with dim {input.ndim}")
     if input.dtype == np.bool_:  # (a sum would count the Trues; torch has no bool kernel)
         raise NotImplementedError('"trace" not implemented for \'Bool\'')
-    return input.diagonal().sum()
+    return name_node(input.diagonal().sum(), "TraceBackward0", input, graph=(input,))  # (torch: one node)
 
 
 def diff(input, n=1, dim=-1, prepend=None, append=None):
