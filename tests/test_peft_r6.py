@@ -47,6 +47,9 @@ LORA_BIAS_CASES = {
                       "second": dict(r=1, target_modules=["q_proj", "k_proj"]), "switch": True, "per_sample": True,
                       "weighted": dict(weights=[1.0, 0.5], combination_type="cat"), "finish": "merge_unmerge"},
                      BIASED),
+    # bias="all" saves the model's biases; lora_B's own is saved once, as lora_B.bias (fuzzer seed 5372)
+    "with_bias_all": ({"first": dict(r=1, lora_alpha=3.5, target_modules=["k_proj", "down_proj"], bias="all",
+                                     lora_bias=True), "finish": "merge_and_unload"}, BIASED),
     # no base bias: PEFT's warning at creation and RuntimeError at merge (minilora: before any weight changes)
     "no_base_bias": ({"first": dict(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], lora_bias=True),
                       "finish": "merge_and_unload"}, None),
@@ -477,3 +480,20 @@ def test_diagnostics_pass_over_trainable_token_rows():
     assert [s.name for s in ml_peft.diagnostics.adapter_spectrum(model)] == \
         ["model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj"]
     assert len(ml_peft.diagnostics.truncate_adapter(model, rank=1)) == 2
+
+
+def test_add_weighted_adapter_refuses_lora_bias_and_keeps_replicated_layers():
+    """PEFT combines only B A, leaving the new adapter's lora_B.bias at its initial value (zero, or random
+    with init_lora_weights=False): minilora refuses rather than drop trained biases. With layer_replication,
+    PEFT's new adapter would replicate the already replicated layers again; minilora's keeps them."""
+    model = ml_peft.get_peft_model(fuzz.LlamaForCausalLM(dataclasses.replace(fuzz.TINY)),
+                                   ml_peft.LoraConfig(r=2, target_modules=["q_proj"], lora_bias=True))
+    model.add_adapter("other", ml_peft.LoraConfig(r=2, target_modules=["q_proj"]))
+    with pytest.raises(ValueError, match=r"adapters \['default'\] have lora_bias=True"):
+        model.add_weighted_adapter(["default", "other"], [1.0, 1.0], "mix", combination_type="linear")
+    assert "mix" not in model.peft_config
+    model = ml_peft.get_peft_model(fuzz.LlamaForCausalLM(dataclasses.replace(fuzz.TINY)),
+                                   ml_peft.LoraConfig(r=2, target_modules=["q_proj"], layer_replication=[[0, 2], [1, 2]]))
+    model.add_weighted_adapter(["default"], [1.0], "mix", combination_type="linear")
+    assert len(model.get_base_model().model.layers) == 3
+    assert model.peft_config["mix"].layer_replication == [[0, 2], [1, 2]]

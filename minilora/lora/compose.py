@@ -300,6 +300,11 @@ def add_weighted_adapter(lora_model, adapters, weights, adapter_name, combinatio
     if len(weights) != len(adapters):
         raise ValueError(f"add_weighted_adapter: {len(adapters)} adapters but {len(weights)} weights")
     combination_type, new_rank, new_targets = _check(lora_model, adapters, combination_type, svd_rank)
+    biased = [name for name in adapters if getattr(lora_model.peft_config[name], "lora_bias", False)]
+    if biased:  # PEFT 0.21 combines only B A: the new adapter's lora_B.bias keeps its initial value
+        raise ValueError(f"add_weighted_adapter: the adapters {biased} have lora_bias=True, whose trained biases "
+                         "PEFT's combination leaves out (the new adapter's bias stays at its initial value); "
+                         "combine adapters without lora_bias")
     needs_density = combination_type not in ("linear", "cat", "svd")
     if needs_density and density is None:
         raise ValueError(f"combination_type={combination_type!r} needs density (the fraction of entries kept)")
@@ -310,7 +315,12 @@ def add_weighted_adapter(lora_model, adapters, weights, adapter_name, combinatio
     # DARE's masks come from one stream seeded now: the new adapter's own (overwritten) init draws first
     masks = np.random.default_rng(fresh_seed())
     active = lora_model.active_adapter
+    layer_map = getattr(config, "layer_replication", None)
+    if layer_map is not None:  # PEFT would replicate the (already replicated) layers again here
+        config.layer_replication = None
     lora_model.inject_adapter(adapter_name, config)
+    if layer_map is not None:
+        config.layer_replication = layer_map  # the file says how to rebuild the layers it was made on
     lora_model.set_adapter(active)  # the new adapter stays inactive and frozen
     for layer in lora_model.tuner_layers():
         if not isinstance(layer, (Linear, Embedding)) or _factors(layer, adapter_name) is None:
