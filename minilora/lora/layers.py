@@ -2,7 +2,9 @@
 
 The LoRA forward is ``Linear.forward`` -> ``ops.lora_linear`` (one fused op: ``W0 x + s B A x``).
 The merge math is ``Linear.merge_math``. ``Embedding`` is PEFT's LoRA on an embedding table (a
-lookup of r numbers per token, then B). Everything else here is bookkeeping that PEFT users know:
+lookup of r numbers per token, then B). ``ParamWrapper`` adds ``s B A`` to a layer's weight inside its
+forward (``target_parameters``); ``TrainableTokensLayer`` trains a few rows of a table in full
+(``trainable_token_indices``, ``TrainableTokensConfig``). Everything else here is bookkeeping that PEFT users know:
 adapters live in dicts keyed by name (``lora_A["default"]``), so parameter names come out as
 ``q_proj.lora_A.default.weight`` and ``q_proj.base_layer.weight``, exactly as in PEFT.
 """
