@@ -31,7 +31,7 @@ from .tensor import Function, Tensor, name_node
 __all__ = ["LinAlgError", "svd", "svdvals", "qr", "eigh", "eigvalsh", "norm", "vector_norm", "matrix_norm",
            "matrix_rank", "det", "slogdet", "inv", "inv_ex", "solve", "solve_ex", "solve_triangular", "cholesky",
            "cholesky_ex", "lstsq", "pinv", "matrix_power", "matrix_exp", "cross", "multi_dot", "diagonal",
-           "vecdot", "vander"]
+           "vecdot", "vander", "matmul"]
 
 
 class LinAlgError(RuntimeError):
@@ -1020,14 +1020,20 @@ def vecdot(x, y, *, dim=-1, out=None):
 
 
 def vander(x, *, N=None):
-    """``torch.linalg.vander``: columns x^0, x^1, ..., x^(N-1) (increasing powers, unlike torch.vander)."""
+    """``torch.linalg.vander``: columns x^0, x^1, ..., x^(N-1) along a new last dimension (increasing powers,
+    unlike ``torch.vander``), as torch's running products; integers and bools as int64."""
     N = x.shape[-1] if N is None else N
     if N <= 1:
-        if N < 1:
-            raise RuntimeError("N must be greater than 1.")
-    powers = ops.pow(x.unsqueeze(-1), Tensor(np.arange(N), device=x.device).to(x.dtype)
-                     if dtypes.is_floating(x.dtype) else Tensor(np.arange(N), device=x.device))
-    return powers
+        raise RuntimeError("N must be greater than 1.")
+    if not dtypes.is_floating(x.dtype):
+        x = x.to(dtypes.int64)
+    columns = [ops.add(ops.mul(x, 0), 1)]
+    for _ in range(1, N):
+        columns.append(ops.mul(columns[-1], x))
+    return ops.stack(columns, -1)
+
+
+matmul = ops.matmul  # (torch.linalg.matmul: torch.matmul's other name)
 
 
 def _with_out(result, out):

@@ -173,6 +173,8 @@ CASES = {  # name: (call(lib, *tensors), shapes)
     "cross": (lambda L, a, b: L.linalg.cross(a, b), [(2, 3), (1, 3)]),
     "vecdot": (lambda L, a, b: L.linalg.vecdot(a, b), [(2, 4), (4,)]),
     "diagonal": (lambda L, a: L.linalg.diagonal(a, offset=1), [(2, 3, 4)]),
+    "vander": (lambda L, a: L.linalg.vander(a, N=4), [(2, 3)]),
+    "matmul": (lambda L, a, b: L.linalg.matmul(a, b), [(2, 3), (3, 2)]),
     "norm": (lambda L, a: L.linalg.norm(a), [(3, 4)]),
     "norm_dim": (lambda L, a: L.linalg.norm(a, 3, dim=1, keepdim=True), [(3, 4)]),
     "vector_norm_inf": (lambda L, a: L.linalg.vector_norm(a, math.inf, dim=(0, 2)), [(2, 3, 4)]),
@@ -316,6 +318,7 @@ ERRORS = {  # call(lib): torch raises; minilora must raise the same type (and it
     "cross length": lambda L: L.linalg.cross(L.ones(4), L.ones(4)),
     "lstsq rows": lambda L: L.linalg.lstsq(L.ones(3, 3), L.ones(4, 2)),
     "pinv int": lambda L: L.linalg.pinv(L.ones(2, 2, dtype=L.long)),
+    "vander N=1": lambda L: L.linalg.vander(L.ones(3), N=1),
     "qr r backward": lambda L: L.linalg.qr(L.ones(3, 3, requires_grad=True), mode="r").R.sum().backward(),
 }
 
@@ -338,3 +341,15 @@ def test_low_precision_and_complex_refused():
         LA.inv(ml.ones(2, 2, dtype=ml.float16))
     with pytest.raises(NotImplementedError, match="complex"):
         LA.svd(ml.tensor(np.ones((2, 2), dtype=np.complex64)))
+
+
+def test_out_arguments_and_integer_vander():
+    A = np.eye(3) * 2
+    for lib in (ml, torch):
+        out = lib.empty(0, dtype=lib.float64)
+        assert lib.linalg.inv(lib.tensor(A), out=out) is out and out.tolist() == (np.eye(3) / 2).tolist()
+        U, S, Vh = (lib.empty(0, dtype=lib.float64) for _ in range(3))
+        result = lib.linalg.svd(lib.tensor(A), out=(U, S, Vh))
+        assert result.S is S and S.tolist() == [2.0, 2.0, 2.0]
+    mine, theirs = LA.vander(ml.tensor([1, 2, 3])), torch.linalg.vander(torch.tensor([1, 2, 3]))
+    assert mine.dtype == ml.int64 and mine.tolist() == theirs.tolist()
