@@ -353,3 +353,30 @@ def test_out_arguments_and_integer_vander():
         assert result.S is S and S.tolist() == [2.0, 2.0, 2.0]
     mine, theirs = LA.vander(ml.tensor([1, 2, 3])), torch.linalg.vander(torch.tensor([1, 2, 3]))
     assert mine.dtype == ml.int64 and mine.tolist() == theirs.tolist()
+
+
+FLOAT32_LOSSES = {
+    "svd": lambda L, x: (lambda U, S, Vh: (U[..., :1] @ Vh[..., :1, :]).sum() + S.sum())(
+        *L.linalg.svd(x, full_matrices=False)),
+    "eigh": lambda L, x: (lambda w, V: w.sum() + (V[..., :1] @ V[..., :1].mT).pow(2).sum())(*L.linalg.eigh(x @ x.mT)),
+    "qr": lambda L, x: L.linalg.qr(x).R.abs().sum(),
+    "pinv": lambda L, x: L.linalg.pinv(x).sum(),
+    "norms": lambda L, x: L.linalg.matrix_norm(x, "nuc").sum() + L.linalg.vector_norm(x, 3, dim=-1).sum(),
+    "cholesky": lambda L, x: L.linalg.cholesky(x.mT @ x + L.eye(4)).sum(),
+}
+
+
+@pytest.mark.parametrize("name", list(FLOAT32_LOSSES))
+def test_float32_values_and_gradients_to_float32_tolerance(name):
+    """torch runs LAPACK in float32 for float32 inputs; so does minilora: agreement to float32's precision."""
+    a = RNG.standard_normal((3, 5, 4)).astype(np.float32)
+    found = []
+    for lib in (ml, torch):
+        x = lib.tensor(a, requires_grad=True)
+        loss = FLOAT32_LOSSES[name](lib, x)
+        loss.backward()
+        assert x.grad.dtype == lib.float32
+        found.append((loss.item(), x.grad.numpy()))
+    (mine, mine_grad), (theirs, their_grad) = found
+    assert abs(mine - theirs) <= 2e-5 * max(1.0, abs(theirs))
+    np.testing.assert_allclose(mine_grad, their_grad, rtol=1e-4, atol=2e-5 * max(1.0, np.abs(their_grad).max()))

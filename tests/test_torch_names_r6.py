@@ -372,3 +372,21 @@ def test_grad_fn_names_and_graphs_as_torch(name):
                           lambda *shape: lib.tensor(rng.standard_normal(shape), requires_grad=True))
         return _graph(out)
     assert run(ml) == run(torch)
+
+
+def test_in_place_forms_as_torch():
+    for call in (lambda L: L.tensor(np.tanh(FLOAT)).arccos_(),
+                 lambda L: L.arcsinh_(L.tensor(FLOAT)),
+                 lambda L: L.tensor(FLOAT).fix_(),
+                 lambda L: L.frac_(L.tensor(FLOAT)),
+                 lambda L: L.tensor(FLOAT).deg2rad_(),
+                 lambda L: L.tensor(INT).deg2rad_(),  # (a float result into an int64 tensor: refused)
+                 lambda L: L.tensor(FLOAT).sinc_(),
+                 lambda L: L.tensor(INT).gcd_(L.tensor([4])),
+                 lambda L: L.tensor(FLOAT).greater_(0.5),
+                 lambda L: L.tensor(INT).less_equal_(L.tensor(3)),
+                 lambda L: L.tensor(FLOAT, dtype=L.float64).float_power_(2),
+                 lambda L: L.tensor(FLOAT).float_power_(2),
+                 lambda L: L.tensor(FLOAT).addr_(L.ones(3), L.ones(4), alpha=2),
+                 lambda L: L.tensor(FLOAT[0]).addmv_(L.ones(4, 3), L.ones(3), beta=0.5)):
+        _same(_outcome(lambda: call(ml)), _outcome(lambda: call(torch)))
