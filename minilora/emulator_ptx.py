@@ -31,6 +31,7 @@ _TYPES = {
     "b32": "uint32_t", "u32": "uint32_t", "s32": "int32_t", "f32": "float", "f16x2": "__half2",
     "bf16x2": "__nv_bfloat162",
     "b64": "uint64_t", "u64": "uint64_t", "s64": "int64_t", "f64": "double", "pred": "bool",
+    "e4m3x2": "uint16_t", "e5m2x2": "uint16_t",  # two FP8 values (sm_89)
 }
 _SPECIAL = {
     "%laneid": "__emu::ptx::laneid()", "%warpid": "__emu::ptx::warpid()", "%nwarpid": "__emu::ptx::nwarpid()",
@@ -48,7 +49,8 @@ for _axis in "xyz":
 
 # What the translation covers, for the refusal message.
 SUPPORTED = ("mov (special registers %laneid %warpid %smid %tid ..., {a, b} packing and unpacking), "
-             "ld/st (.global, .nc, generic; .v2/.v4), cvt (ints, f32/f64, f16/bf16, .f16x2/.bf16x2 packing), "
+             "ld/st (.global, .nc, generic; .v2/.v4), cvt (ints, f32/f64, f16/bf16, .f16x2/.bf16x2 packing, "
+             ".e4m3x2/.e5m2x2 FP8 pairs), "
              "add sub mul mad fma div rem min max neg abs and or xor not cnot shl shr shf bfe bfi lop3 prmt popc "
              "clz brev, ex2 lg2 rcp rsqrt sqrt sin cos tanh (.approx), setp selp (predicates, @p guards), "
              "shfl.sync, vote.sync, activemask, bar.sync/barrier.sync, bar.warp.sync, membar/fence, "
@@ -335,6 +337,32 @@ _ATOMIC = {"add": "atomicAdd", "min": "atomicMin", "max": "atomicMax", "exch": "
            "or": "atomicOr", "xor": "atomicXor", "inc": "atomicInc", "dec": "atomicDec", "cas": "atomicCAS"}
 
 
+def _cvt_fp8(types: list[str], mods: list[str], args: list[str], regs: set[str]) -> str:
+    """cvt.rn.satfinite{.relu}.e4m3x2.f32 d, a, b (a to the upper byte), .e4m3x2.f16x2 d, a, and back,
+    cvt.rn{.relu}.f16x2.e4m3x2 d, a (the low byte to the low half)."""
+    relu = "relu" in mods
+    if types[0] in ("e4m3x2", "e5m2x2"):
+        e4m3 = "true" if types[0] == "e4m3x2" else "false"
+        if types[1] == "f32":
+            values = [_get("float", _value(x, regs)) for x in args[1:3]]  # upper, lower
+        elif types[1] == "f16x2":
+            pair = _get("__half2", _value(args[1], regs))
+            values = [f"float({pair}.y)", f"float({pair}.x)"]
+        else:
+            raise PtxError(f"the inline PTX conversion to .{types[0]} from .{types[1]} is not modelled")
+        upper, lower = (f"(uint64_t)__emu::fp8::encode({'(' + v + ' < 0 ? 0.0f : ' + v + ')' if relu else v}, "
+                        f"{'true' if 'satfinite' in mods else 'false'}, {e4m3})" for v in values)
+        return f"{_dest(args[0], regs)} = ({upper} << 8) | {lower};"
+    if types[0] != "f16x2":
+        raise PtxError(f"the inline PTX conversion to .{types[0]} from .{types[1]} is not modelled")
+    e4m3 = "true" if types[1] == "e4m3x2" else "false"
+    src = _value(args[1], regs)
+    lanes = [f"(float)__emu::fp8::decode((unsigned char)(({src}) >> {8 * k}), {e4m3})" for k in range(2)]
+    if relu:
+        lanes = [f"__emu::ptx::relu({lane})" for lane in lanes]  # (a NaN stays NaN)
+    return f"{_dest(args[0], regs)} = __emu::ptx::bits<__half2>(__half2(__half({lanes[0]}), __half({lanes[1]})));"
+
+
 def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) -> str:
     types = _types(mods)
     t = _TYPES[types[-1]] if types else "uint32_t"
@@ -379,6 +407,8 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
         dt, st = _TYPES[types[0]], _TYPES[types[1]]
         rnd = next((m for m in mods if m in ("rn", "rz", "rm", "rp", "rni", "rzi", "rmi", "rpi")), "")
         sat = "true" if "sat" in mods else "false"
+        if types[0] in ("e4m3x2", "e5m2x2") or types[1] in ("e4m3x2", "e5m2x2"):
+            return _cvt_fp8(types, mods, args, regs)
         if types[0] in ("f16x2", "bf16x2"):  # cvt.rn.bf16x2.f32 d, a, b: a in the upper half, b in the lower
             half, mode = ("__half" if types[0] == "f16x2" else "__nv_bfloat16"), rnd or "rn"
             upper, lower = (f"__emu::ptx::bits<{half}>(__emu::ptx::round_to<{half}>({_get('float', _value(x, regs))}, "

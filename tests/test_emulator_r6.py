@@ -730,3 +730,22 @@ def test_ptx_cvt_directed_rounding_when_narrowing():
     b = big.astype(np.float64)
     step = np.spacing(np.abs(out[:, 4])).astype(np.float64)  # the float above |iz| overshoots |b|
     assert (np.abs(iz) <= np.abs(b)).all() and (np.abs(b) - np.abs(iz) < step).all()
+
+
+def test_fp8_pairs_through_inline_ptx_cvt():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    n = 300
+    x = fp8_values(2 * n).reshape(n, 2)
+    e4, e5, e4relu = (np.zeros((n, 2), np.uint8) for _ in range(3))
+    halves = np.zeros((n, 2), np.float16)
+    kernel("fp8.cu", "fp8_ptx")(cdiv(n, 64), 64, (x, e4.view(np.uint16), e5.view(np.uint16), e4relu.view(np.uint16),
+                                                  halves.view(np.uint32), np.int32(n)))  # (byte / half pairs)
+    with np.errstate(invalid="ignore"):
+        want4 = np.clip(x, -448, 448).astype(ml_dtypes.float8_e4m3fn)
+        want5 = np.clip(x, -57344, 57344).astype(ml_dtypes.float8_e5m2)
+        relu = np.clip(np.where(x < 0, 0, x), 0, 448).astype(ml_dtypes.float8_e4m3fn)
+    for got, want in ((e4, want4), (e5, want5), (e4relu, relu)):
+        nan = np.isnan(want.astype(np.float32))
+        np.testing.assert_array_equal(got[~nan], want.view(np.uint8)[~nan])
+        assert (got[nan] & 0x7F == 0x7F).all()
+    np.testing.assert_array_equal(halves, want4.astype(np.float16))

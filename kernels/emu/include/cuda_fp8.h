@@ -14,59 +14,28 @@ typedef unsigned int __nv_fp8x4_storage_t;
 typedef enum __nv_saturation_t { __NV_NOSAT, __NV_SATFINITE } __nv_saturation_t;
 typedef enum __nv_fp8_interpretation_t { __NV_E4M3, __NV_E5M2 } __nv_fp8_interpretation_t;
 
+// (the rounding itself lives in minilora_ptx.h: inline PTX's cvt ... .e4m3x2 uses it too)
 namespace __emu {
 namespace fp8 {
-inline double decode(unsigned char code, __nv_fp8_interpretation_t kind) {
-    const int mant_bits = kind == __NV_E4M3 ? 3 : 2, bias = kind == __NV_E4M3 ? 7 : 15;
-    const int exp_mask = kind == __NV_E4M3 ? 0xF : 0x1F;
-    const bool negative = code & 0x80;
-    const int e = (code >> mant_bits) & exp_mask, m = code & ((1 << mant_bits) - 1);
-    double v;
-    if (kind == __NV_E4M3 && (code & 0x7F) == 0x7F) return std::nan("");
-    if (kind == __NV_E5M2 && e == exp_mask) return m ? std::nan("") : (negative ? -INFINITY : INFINITY);
-    if (e == 0) v = std::ldexp((double)m, 1 - bias - mant_bits);
-    else v = std::ldexp((double)((1 << mant_bits) | m), e - bias - mant_bits);
-    return negative ? -v : v;
-}
-inline unsigned char encode(double v, __nv_saturation_t sat, __nv_fp8_interpretation_t kind) {
-    if (v != v) return 0x7F;
-    const unsigned char sign = std::signbit(v) ? 0x80 : 0;
-    const double a = std::fabs(v);
-    const unsigned char max_code = kind == __NV_E4M3 ? 0x7E : 0x7B;  // 448, 57344
-    const double max_value = decode(max_code, kind);
-    if (a > max_value) {
-        // beyond the largest finite value: RNE still rounds down to it when below the midpoint to the next step
-        // (the tie itself goes to the even neighbour: 448's code is even, 57344's odd, so 464 -> 448, 61440 -> inf)
-        const double step = kind == __NV_E4M3 ? 32.0 : 8192.0, limit = max_value + step / 2;
-        if (std::isfinite(a) && (a < limit || (a == limit && kind == __NV_E4M3))) return sign | max_code;
-        if (sat == __NV_SATFINITE) return sign | max_code;
-        return kind == __NV_E4M3 ? (unsigned char)(sign | 0x7F) : (unsigned char)(sign | 0x7C);
-    }
-    // the two neighbours among the positive codes (monotonic in the code), ties to the even code
-    unsigned char lo = 0, hi = max_code;
-    while (hi - lo > 1) {
-        const unsigned char mid = (unsigned char)((lo + hi) / 2);
-        (decode(mid, kind) <= a ? lo : hi) = mid;
-    }
-    const double dl = a - decode(lo, kind), dh = decode(hi, kind) - a;
-    const unsigned char pick = dl < dh ? lo : dh < dl ? hi : (lo % 2 == 0 ? lo : hi);
-    return sign | (decode(hi, kind) <= a ? hi : pick);
+inline double decode_as(unsigned code, __nv_fp8_interpretation_t kind) { return decode((unsigned char)code, kind == __NV_E4M3); }
+inline unsigned char encode_as(double v, __nv_saturation_t sat, __nv_fp8_interpretation_t kind) {
+    return encode(v, sat == __NV_SATFINITE, kind == __NV_E4M3);
 }
 }  // namespace fp8
 }  // namespace __emu
 
 inline __nv_fp8_storage_t __nv_cvt_double_to_fp8(double x, __nv_saturation_t sat, __nv_fp8_interpretation_t kind) {
-    return __emu::fp8::encode(x, sat, kind);
+    return __emu::fp8::encode_as(x, sat, kind);
 }
 inline __nv_fp8_storage_t __nv_cvt_float_to_fp8(float x, __nv_saturation_t sat, __nv_fp8_interpretation_t kind) {
-    return __emu::fp8::encode(x, sat, kind);
+    return __emu::fp8::encode_as(x, sat, kind);
 }
 inline __nv_fp8_storage_t __nv_cvt_halfraw_to_fp8(__half_raw x, __nv_saturation_t sat, __nv_fp8_interpretation_t kind) {
-    return __emu::fp8::encode(float(__half(x)), sat, kind);
+    return __emu::fp8::encode_as(float(__half(x)), sat, kind);
 }
 inline __nv_fp8_storage_t __nv_cvt_bfloat16raw_to_fp8(__nv_bfloat16_raw x, __nv_saturation_t sat,
                                                       __nv_fp8_interpretation_t kind) {
-    return __emu::fp8::encode(float(__nv_bfloat16(x)), sat, kind);
+    return __emu::fp8::encode_as(float(__nv_bfloat16(x)), sat, kind);
 }
 // Pairs: the first (x) value in the low byte.
 inline __nv_fp8x2_storage_t __nv_cvt_float2_to_fp8x2(float2 x, __nv_saturation_t sat, __nv_fp8_interpretation_t kind) {
@@ -86,7 +55,7 @@ inline __nv_fp8x2_storage_t __nv_cvt_bfloat16raw2_to_fp8x2(__nv_bfloat162_raw x,
 }
 // fp8 -> half is exact (every fp8 value is a half).
 inline __half_raw __nv_cvt_fp8_to_halfraw(__nv_fp8_storage_t x, __nv_fp8_interpretation_t kind) {
-    return __half_raw(__half((float)__emu::fp8::decode(x, kind)));
+    return __half_raw(__half((float)__emu::fp8::decode_as(x, kind)));
 }
 inline __half2_raw __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t x, __nv_fp8_interpretation_t kind) {
     return __half2_raw{__nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)(x & 0xFF), kind).x,
@@ -103,10 +72,10 @@ inline __half2_raw __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t x, __nv_fp8_i
         explicit __nv_fp8_##NAME(__nv_bfloat16 f)                                                        \
             : __x(__nv_cvt_float_to_fp8(float(f), __NV_SATFINITE, KIND)) {}                              \
         explicit __nv_fp8_##NAME(int i) : __x(__nv_cvt_double_to_fp8((double)i, __NV_SATFINITE, KIND)) {} \
-        explicit operator float() const { return (float)__emu::fp8::decode(__x, KIND); }               \
-        explicit operator double() const { return __emu::fp8::decode(__x, KIND); }                     \
+        explicit operator float() const { return (float)__emu::fp8::decode_as(__x, KIND); }               \
+        explicit operator double() const { return __emu::fp8::decode_as(__x, KIND); }                     \
         explicit operator __half() const { return __half(__nv_cvt_fp8_to_halfraw(__x, KIND)); }        \
-        explicit operator __nv_bfloat16() const { return __nv_bfloat16((float)__emu::fp8::decode(__x, KIND)); } \
+        explicit operator __nv_bfloat16() const { return __nv_bfloat16((float)__emu::fp8::decode_as(__x, KIND)); } \
         explicit operator bool() const { return (__x & 0x7F) != 0; }                                     \
     };                                                                                                   \
     struct __attribute__((aligned(2))) __nv_fp8x2_##NAME {                                               \
@@ -117,7 +86,7 @@ inline __half2_raw __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t x, __nv_fp8_i
         explicit __nv_fp8x2_##NAME(__half2 f)                                                            \
             : __x(__nv_cvt_float2_to_fp8x2(float2{float(f.x), float(f.y)}, __NV_SATFINITE, KIND)) {}     \
         explicit operator float2() const {                                                               \
-            return float2{(float)__emu::fp8::decode(__x & 0xFF, KIND), (float)__emu::fp8::decode(__x >> 8, KIND)}; \
+            return float2{(float)__emu::fp8::decode_as(__x & 0xFF, KIND), (float)__emu::fp8::decode_as(__x >> 8, KIND)}; \
         }                                                                                                \
         explicit operator __half2() const { return __half2(__nv_cvt_fp8x2_to_halfraw2(__x, KIND)); }   \
     };                                                                                                   \
@@ -128,8 +97,8 @@ inline __half2_raw __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t x, __nv_fp8_i
             : __x(__nv_cvt_float2_to_fp8x2(float2{f.x, f.y}, __NV_SATFINITE, KIND) |                     \
                   ((__nv_fp8x4_storage_t)__nv_cvt_float2_to_fp8x2(float2{f.z, f.w}, __NV_SATFINITE, KIND) << 16)) {} \
         explicit operator float4() const {                                                               \
-            return float4{(float)__emu::fp8::decode(__x & 0xFF, KIND), (float)__emu::fp8::decode((__x >> 8) & 0xFF, KIND), \
-                          (float)__emu::fp8::decode((__x >> 16) & 0xFF, KIND), (float)__emu::fp8::decode(__x >> 24, KIND)}; \
+            return float4{(float)__emu::fp8::decode_as(__x & 0xFF, KIND), (float)__emu::fp8::decode_as((__x >> 8) & 0xFF, KIND), \
+                          (float)__emu::fp8::decode_as((__x >> 16) & 0xFF, KIND), (float)__emu::fp8::decode_as(__x >> 24, KIND)}; \
         }                                                                                                \
     };
 __EMU_FP8_TYPES(e4m3, __NV_E4M3)

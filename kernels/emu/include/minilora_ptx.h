@@ -4,6 +4,49 @@
 #pragma once
 #include "../cuda_emu.h"
 
+// FP8 (E4M3: bias 7, no infinities, NaN S.1111.111, largest 448; E5M2: bias 15, IEEE-like, largest 57344),
+// rounded to nearest even from the exact value; used by <cuda_fp8.h> and by inline PTX's cvt .e4m3x2/.e5m2x2.
+namespace __emu {
+namespace fp8 {
+inline double decode(unsigned char code, bool e4m3) {
+    const int mant_bits = e4m3 ? 3 : 2, bias = e4m3 ? 7 : 15;
+    const int exp_mask = e4m3 ? 0xF : 0x1F;
+    const bool negative = code & 0x80;
+    const int e = (code >> mant_bits) & exp_mask, m = code & ((1 << mant_bits) - 1);
+    double v;
+    if (e4m3 && (code & 0x7F) == 0x7F) return std::nan("");
+    if (!e4m3 && e == exp_mask) return m ? std::nan("") : (negative ? -INFINITY : INFINITY);
+    if (e == 0) v = std::ldexp((double)m, 1 - bias - mant_bits);
+    else v = std::ldexp((double)((1 << mant_bits) | m), e - bias - mant_bits);
+    return negative ? -v : v;
+}
+inline unsigned char encode(double v, bool satfinite, bool e4m3) {
+    if (v != v) return 0x7F;
+    const unsigned char sign = std::signbit(v) ? 0x80 : 0;
+    const double a = std::fabs(v);
+    const unsigned char max_code = e4m3 ? 0x7E : 0x7B;  // 448, 57344
+    const double max_value = decode(max_code, e4m3);
+    if (a > max_value) {
+        // beyond the largest finite value: RNE still rounds down to it when below the midpoint to the next step
+        // (the tie itself goes to the even neighbour: 448's code is even, 57344's odd, so 464 -> 448, 61440 -> inf)
+        const double step = e4m3 ? 32.0 : 8192.0, limit = max_value + step / 2;
+        if (std::isfinite(a) && (a < limit || (a == limit && e4m3))) return sign | max_code;
+        if (satfinite) return sign | max_code;
+        return e4m3 ? (unsigned char)(sign | 0x7F) : (unsigned char)(sign | 0x7C);
+    }
+    // the two neighbours among the positive codes (monotonic in the code), ties to the even code
+    unsigned char lo = 0, hi = max_code;
+    while (hi - lo > 1) {
+        const unsigned char mid = (unsigned char)((lo + hi) / 2);
+        (decode(mid, e4m3) <= a ? lo : hi) = mid;
+    }
+    const double dl = a - decode(lo, e4m3), dh = decode(hi, e4m3) - a;
+    const unsigned char pick = dl < dh ? lo : dh < dl ? hi : (lo % 2 == 0 ? lo : hi);
+    return sign | (decode(hi, e4m3) <= a ? hi : pick);
+}
+}  // namespace fp8
+}  // namespace __emu
+
 namespace __emu {
 namespace ptx {
 // An asm operand's bits, whatever its C++ type (an int, a float, a pointer, a __half2).
@@ -28,6 +71,7 @@ inline T val(uint64_t bits) {
 template <class T>
 inline uint64_t bits(const T& v) { return in(v); }
 inline uint64_t fbits(double v) { return in(float(v)); }
+inline float relu(float v) { return v < 0.0f ? 0.0f : v; }  // NaN stays NaN
 
 inline unsigned linear_tid() { return (threadIdx.z * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x; }
 inline uint64_t laneid() { return linear_tid() % 32; }

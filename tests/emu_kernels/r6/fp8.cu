@@ -25,3 +25,18 @@ extern "C" __global__ void fp8_pack(const float4* x, __nv_fp8x4_e4m3* quads, __n
     pairs[i] = __nv_fp8x2_e5m2(make_float2(x[i].x, x[i].y));
     back[i] = float4(quads[i]);
 }
+
+// The same through inline PTX (sm_89's cvt with FP8 pairs): pack two floats (the first operand goes to the
+// upper byte), with and without .relu, and unpack to a half2.
+extern "C" __global__ void fp8_ptx(const float2* x, unsigned short* e4, unsigned short* e5, unsigned short* e4relu,
+                                   unsigned* halves, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    unsigned short a, b, c;
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %2, %1;" : "=h"(a) : "f"(x[i].x), "f"(x[i].y));
+    asm("cvt.rn.satfinite.e5m2x2.f32 %0, %2, %1;" : "=h"(b) : "f"(x[i].x), "f"(x[i].y));
+    asm("cvt.rn.satfinite.relu.e4m3x2.f32 %0, %2, %1;" : "=h"(c) : "f"(x[i].x), "f"(x[i].y));
+    unsigned h;
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h) : "h"(a));
+    e4[i] = a; e5[i] = b; e4relu[i] = c; halves[i] = h;
+}
