@@ -188,8 +188,8 @@ def _svd_arrays(a, full_matrices):
 
 def svd(A, full_matrices=True, *, driver=None, out=None):
     """``torch.linalg.svd``: ``(U, S, Vh)`` with ``A = U diag(S) Vh``, S descending. Differentiable with
-    torch's formula when ``full_matrices=False`` (or A square); the columns' signs are LAPACK's choice,
-    as torch's (compare reconstructions, not U itself)."""
+    torch's formula (with ``full_matrices=True`` the vectors past min(m, n) are not differentiated, as torch);
+    the columns' signs are LAPACK's choice, as torch's (compare reconstructions, not U itself)."""
     _check("linalg.svd", A)
     if driver is not None:
         raise RuntimeError("torch.linalg.svd: keyword argument `driver=` is only supported on CUDA inputs "
@@ -198,10 +198,7 @@ def svd(A, full_matrices=True, *, driver=None, out=None):
     m, n = A.shape[-2:]
 
     def derivative(arrays, outputs, grads):
-        if full_matrices and m != n and (grads[0] is not None or grads[2] is not None):
-            raise RuntimeError("linalg_svd_backward: The derivative of linalg.svd depends on the singular "
-                               "vectors beyond min(m, n) when full_matrices=True; use full_matrices=False")
-        k = min(m, n)
+        k = min(m, n)  # (full_matrices: the vectors past k get no gradient, as torch narrows them away)
         Ur, Vhr = outputs[0][..., :k], outputs[2][..., :k, :]
         gU = None if grads[0] is None else grads[0][..., :k]
         gVh = None if grads[2] is None else grads[2][..., :k, :]

@@ -76,6 +76,11 @@ def test_svd_full_matrices_and_svdvals_and_old_svd():
         Ut, St, Vht = torch.linalg.svd(t, full)
         assert U.shape == Ut.shape and Vh.shape == Vht.shape
         np.testing.assert_allclose(np.abs(_np(U).T @ _np(Ut)), np.eye(U.shape[-1]), atol=1e-8)
+    U, S, Vh = LA.svd(a, full_matrices=True)  # (the gradient ignores the vectors past min(m, n), as torch's)
+    Ut, St, Vht = torch.linalg.svd(t, full_matrices=True)
+    _grads_agree([a], [t], (U[:, :2] @ Vh).pow(2).sum() + S.sum() + U[:, 2:].sum(),
+                 (Ut[:, :2] @ Vht).pow(2).sum() + St.sum() + Ut[:, 2:].sum())
+    a.grad, t.grad = None, None
     s, st = LA.svdvals(a), torch.linalg.svdvals(t)
     _close(s, st)
     _grads_agree([a], [t], s.sum() + s.max(), st.sum() + st.max())
