@@ -411,7 +411,21 @@ def det(A, *, out=None):
 
 
 def _logdet_derivative(arrays, outputs, grads):
-    return grads[-1][..., None, None] * _mT(xp_of(arrays[0]).linalg.inv(arrays[0]))
+    """``g A^{-T}``; at a singular matrix log|det| has no derivative: nan (torch returns LU's round-off)."""
+    xp = xp_of(arrays[0])
+    try:
+        inverse = xp.linalg.inv(arrays[0])
+    except np.linalg.LinAlgError:
+        inverse = xp.stack([_inv_or_nan(m) for m in arrays[0].reshape((-1,) + arrays[0].shape[-2:])])
+        inverse = inverse.reshape(arrays[0].shape)
+    return grads[-1][..., None, None] * _mT(inverse)
+
+
+def _inv_or_nan(matrix):
+    try:
+        return xp_of(matrix).linalg.inv(matrix)
+    except np.linalg.LinAlgError:
+        return xp_of(matrix).full(matrix.shape, np.nan, matrix.dtype)
 
 
 def slogdet(A, *, out=None):
