@@ -217,3 +217,169 @@ def test_custom_model_as_peft(tmp_path, name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         side_by_side(build, tmp_path, finish=finish, **config)
+
+
+# ==================================================================================================
+# What PEFT prints and counts, and the low-level API
+# ==================================================================================================
+def printed(model, capsys):
+    capsys.readouterr()
+    model.print_trainable_parameters()
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("build,config", [
+    (cnn, dict(target_modules=["conv1", "temporal"], lora_dropout=0.1, modules_to_save=["head"])),
+    (nested, dict(target_modules=["embed", "up"], modules_to_save=["head"])),
+    (mlp, dict(target_modules=["seq.0", "seq.2"], lora_bias=True))])
+def test_print_model_and_trainable_parameters_as_peft(capsys, build, config):
+    theirs_base, ours_base = pair(build)
+    theirs = peft.get_peft_model(theirs_base, peft.LoraConfig(**config))
+    ours = ml_peft.get_peft_model(ours_base, ml_peft.LoraConfig(**config))
+    assert repr(ours) == repr(theirs)
+    assert printed(ours, capsys) == printed(theirs, capsys)
+    assert ours.get_nb_trainable_parameters() == theirs.get_nb_trainable_parameters()
+    assert ours.base_model.model is ours_base and theirs.base_model.model is theirs_base
+
+
+def test_inject_adapter_in_model_and_state_dict_round_trip():
+    config = dict(target_modules=["conv2", "temporal", "head"], r=2, lora_alpha=3, init_lora_weights=False)
+    theirs_base, ours_base = pair(cnn)
+    theirs = peft.inject_adapter_in_model(peft.LoraConfig(**config), theirs_base)
+    ours = ml_peft.inject_adapter_in_model(ml_peft.LoraConfig(**config), model=ours_base, adapter_name="default")
+    assert theirs is theirs_base and ours is ours_base  # the same model, changed in place
+    assert trainable(ours) == trainable(theirs)
+    theirs_sd = peft.get_peft_model_state_dict(theirs)
+    ours_sd = ml_peft.get_peft_model_state_dict(ours)
+    assert {k: tuple(v.shape) for k, v in ours_sd.items()} == {k: tuple(v.shape) for k, v in theirs_sd.items()}
+    # PEFT's adapter weights into minilora's model through set_peft_model_state_dict: the same outputs
+    ml_peft.set_peft_model_state_dict(ours, {k: ml.tensor(v.numpy()) for k, v in theirs_sd.items()})
+    x = INPUTS[cnn](np.random.default_rng(2))
+    t, m = run_both(theirs, ours, x)
+    np.testing.assert_allclose(m, t, rtol=0, atol=TOL)
+    # and back: minilora's (changed) weights into PEFT's (minilora's state dict holds NumPy arrays)
+    ml_peft.set_peft_model_state_dict(ours, {k: v * 0.5 for k, v in ml_peft.get_peft_model_state_dict(ours).items()})
+    peft.set_peft_model_state_dict(theirs, {k: torch.as_tensor(np.asarray(v)) for k, v in
+                                            ml_peft.get_peft_model_state_dict(ours).items()})
+    t, m = run_both(theirs, ours, x)
+    np.testing.assert_allclose(m, t, rtol=0, atol=TOL)
+
+
+def test_inject_adapter_in_model_refuses_vera_as_peft():
+    theirs_base, ours_base = pair(mlp)
+    with pytest.raises(ValueError, match="shared state"):
+        peft.inject_adapter_in_model(peft.VeraConfig(target_modules=["seq.0"]), theirs_base)
+    with pytest.raises(ValueError, match="shared state"):
+        ml_peft.inject_adapter_in_model(ml_peft.VeraConfig(target_modules=["seq.0"]), ours_base)
+
+
+# ==================================================================================================
+# Several adapters on a CNN: add_adapter, set_adapter, per-sample adapter_names, merging two
+# ==================================================================================================
+def test_two_conv_adapters_as_peft():
+    x = INPUTS[cnn](np.random.default_rng(3))
+    first = dict(target_modules=["conv1", "temporal"], r=2, init_lora_weights=False)
+    second = dict(target_modules=["conv1", "conv2"], r=3, lora_alpha=6, init_lora_weights=False)
+    theirs_base, ours_base = pair(cnn)
+    theirs = peft.get_peft_model(theirs_base, peft.LoraConfig(**first))
+    ours = ml_peft.get_peft_model(ours_base, ml_peft.LoraConfig(**first))
+    theirs.add_adapter("other", peft.LoraConfig(**second))
+    ours.add_adapter("other", ml_peft.LoraConfig(**second))
+    assert trainable(ours) == trainable(theirs)
+    for name, p in theirs.named_parameters():  # both adapters' random weights
+        if "lora_" in name:
+            dict(ours.named_parameters())[name]._array[...] = p.detach().numpy()
+    for active in ("other", "default"):
+        theirs.set_adapter(active)
+        ours.set_adapter(active)
+        assert trainable(ours) == trainable(theirs)
+        t, m = run_both(theirs, ours, x)
+        np.testing.assert_allclose(m, t, rtol=0, atol=TOL)
+    theirs.eval()  # one adapter per sample: inference only (both refuse it in training mode)
+    ours.eval()
+    with torch.no_grad():
+        t = theirs(torch.as_tensor(x), adapter_names=["other", "__base__"]).numpy()
+    with ml.no_grad():
+        m = ours(ml.tensor(x), adapter_names=["other", "__base__"]).numpy()
+    np.testing.assert_allclose(m, t, rtol=0, atol=TOL)
+    theirs.base_model.set_adapter(["default", "other"])
+    ours.base_model.set_adapter(["default", "other"])
+    t, m = run_both(theirs, ours, x)
+    np.testing.assert_allclose(m, t, rtol=0, atol=TOL)
+    theirs.merge_adapter()
+    ours.merge_adapter()
+    for key, value in theirs.state_dict().items():
+        np.testing.assert_allclose(ours.state_dict()[key].numpy(), value.numpy(), rtol=0, atol=TOL, err_msg=key)
+    t2, m2 = run_both(theirs, ours, x)
+    np.testing.assert_allclose(m2, t, rtol=0, atol=TOL)
+    np.testing.assert_allclose(t2, t, rtol=0, atol=TOL)
+
+
+# ==================================================================================================
+# What PEFT refuses on convolutions, and what minilora refuses by name
+# ==================================================================================================
+def grouped(nn, dtype):
+    class Grouped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(4, 6, 3, groups=2, dtype=dtype)
+
+        def forward(self, x):
+            return self.conv(x)
+    return Grouped()
+
+
+@pytest.mark.filterwarnings("ignore:LoRA adapter added to ConvNd")
+def test_grouped_conv_as_peft():
+    theirs_base, ours_base = pair(grouped)
+    with pytest.raises(ValueError, match="rank is divisible by groups"):
+        peft.get_peft_model(theirs_base, peft.LoraConfig(target_modules=["conv"], r=3))
+    with pytest.raises(ValueError, match="rank is divisible by groups"):
+        ml_peft.get_peft_model(ours_base, ml_peft.LoraConfig(target_modules=["conv"], r=3))
+    theirs_base, ours_base = pair(grouped)
+    config = dict(target_modules=["conv"], r=4, init_lora_weights=False)
+    with pytest.warns(UserWarning, match="groups > 1"):
+        theirs = peft.get_peft_model(theirs_base, peft.LoraConfig(**config))
+    with pytest.warns(UserWarning, match="groups > 1"):
+        ours = ml_peft.get_peft_model(ours_base, ml_peft.LoraConfig(**config))
+    assert trainable(ours) == trainable(theirs)
+    copy_trainable(theirs, ours)
+    x = np.random.default_rng(4).standard_normal((2, 4, 5, 5))
+    t, m = run_both(theirs, ours, x)
+    np.testing.assert_allclose(m, t, rtol=0, atol=TOL)
+    before = ours.state_dict()["base_model.model.conv.base_layer.weight"].numpy().copy()
+    with pytest.raises(NotImplementedError, match="groups > 1"):
+        theirs.merge_and_unload()
+    with pytest.raises(NotImplementedError, match="groups > 1"):
+        ours.merge_and_unload()
+    np.testing.assert_array_equal(ours.state_dict()["base_model.model.conv.base_layer.weight"].numpy(), before)
+
+
+def test_conv_refusals_name_the_problem():
+    def dilated(nn, dtype):
+        return nn.Sequential(nn.Conv1d(2, 3, 3, dilation=2, dtype=dtype))
+    with pytest.raises(ValueError, match="dilation"):
+        ml_peft.get_peft_model(dilated(ml.nn, ml.float64), ml_peft.LoraConfig(target_modules=["0"]))
+    with pytest.raises(NotImplementedError, match="use_dora"):
+        ml_peft.get_peft_model(cnn(ml.nn, ml.float64), ml_peft.LoraConfig(target_modules=["conv1"], use_dora=True))
+    theirs_base, ours_base = pair(cnn)
+    with pytest.raises(ValueError, match="Unknown initialization"):
+        peft.get_peft_model(theirs_base, peft.LoraConfig(target_modules=["conv1"], init_lora_weights="pissa"))
+    with pytest.raises(ValueError, match="Unknown initialization"):
+        ml_peft.get_peft_model(ours_base, ml_peft.LoraConfig(target_modules=["conv1"], init_lora_weights="pissa"))
+
+
+def test_unsupported_targets_refused_as_peft():
+    theirs_base, ours_base = pair(mlp)
+    with pytest.raises(ValueError, match="is not supported"):  # a ReLU
+        peft.get_peft_model(theirs_base, peft.LoraConfig(target_modules=["seq.1"]))
+    with pytest.raises(ValueError, match="is not supported"):
+        ml_peft.get_peft_model(ours_base, ml_peft.LoraConfig(target_modules=["seq.1"]))
+    with pytest.raises(ValueError, match="not found in the base model"):
+        ml_peft.get_peft_model(mlp(ml.nn, ml.float64), ml_peft.LoraConfig(target_modules=["nope"]))
+    # PEFT adapts MultiheadAttention (experimentally); minilora refuses it by name
+    attention = ml.nn.Sequential(ml.nn.MultiheadAttention(8, 2))
+    with pytest.raises(ValueError, match="MultiheadAttention"):
+        ml_peft.get_peft_model(attention, ml_peft.LoraConfig(target_modules=["0"]))
+    with pytest.raises(NotImplementedError, match="mixed"):  # PEFT's PeftMixedModel: not in minilora
+        ml_peft.get_peft_model(mlp(ml.nn, ml.float64), ml_peft.LoraConfig(target_modules=["seq.0"]), mixed=True)

@@ -8,24 +8,27 @@
     model.save_pretrained("my-adapter")          # adapter_config.json + adapter_model.safetensors
 
 Where things are: ``config.py`` (the configs), ``layers.py`` (the LoRA/DoRA/VeRA layers -- LoRA on
-Linear and on Embedding layers: the forward and the merge math), ``model.py`` (injection, several adapters, merging), ``save.py`` (adapter files), ``status.py``
+Linear and on Embedding layers: the forward and the merge math), ``conv.py`` (LoRA on Conv1d/Conv2d),
+``model.py`` (injection, several adapters, merging), ``save.py`` (adapter files), ``status.py``
 (PEFT's get_layer_status / get_model_status).
 The op every LoRA forward runs is ``minilora.ops.lora_linear``.
 """
 from .config import LoraConfig, PeftConfig, PeftType, TaskType, TrainableTokensConfig, VeraConfig, config_from_dict
 from .layers import (BASE_ADAPTER, DoraMagnitude, Embedding, Linear, LoraLayer, ModulesToSaveWrapper, ParamWrapper,
                      TrainableTokensLayer, TrainableTokensWrapper, VeraLinear)
+from .conv import Conv1d, Conv2d
 from .loraplus import create_loraplus_optimizer
 from .model import (AutoPeftModelForCausalLM, LoraModel, PeftModel, PeftModelForCausalLM,
                     PeftModelForFeatureExtraction, TrainableTokensModel,
-                    VeraModel, get_peft_model, target_module_matches)
+                    VeraModel, get_peft_model, inject_adapter_in_model, target_module_matches)
 from .save import (AdapterMismatchError, get_peft_model_state_dict, set_peft_model_state_dict)
 from .status import TunerLayerStatus, TunerModelStatus, get_layer_status, get_model_status
 from .adalora import AdaLoraConfig, AdaLoraModel, RankAllocator, SVDLinear  # registers "ADALORA"
 
 __all__ = ["LoraConfig", "PeftConfig", "VeraConfig", "TaskType", "PeftType", "config_from_dict", "get_peft_model", "PeftModel",
            "PeftModelForCausalLM", "PeftModelForFeatureExtraction", "AutoPeftModelForCausalLM", "LoraModel",
-           "VeraModel", "Linear", "Embedding", "LoraLayer", "VeraLinear", "DoraMagnitude", "ModulesToSaveWrapper",
+           "VeraModel", "inject_adapter_in_model", "Linear", "Embedding", "Conv1d", "Conv2d", "LoraLayer",
+           "VeraLinear", "DoraMagnitude", "ModulesToSaveWrapper",
            "BASE_ADAPTER", "target_module_matches", "get_peft_model_state_dict",
            "set_peft_model_state_dict", "AdapterMismatchError", "create_loraplus_optimizer",
            "AdaLoraConfig", "AdaLoraModel", "RankAllocator", "SVDLinear", "get_layer_status", "get_model_status",

@@ -1253,3 +1253,25 @@ def get_peft_model(model, peft_config, adapter_name="default", mixed=False, auto
         peft_config = copy.deepcopy(peft_config)
         peft_config.revision = revision
     return model_cls(model, peft_config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
+
+
+def inject_adapter_in_model(peft_config, model, adapter_name="default", low_cpu_mem_usage=False, state_dict=None):
+    """PEFT's low-level API: put the adapter layers into ``model`` in place and return that same model
+    (no ``PeftModel`` around it: saving is ``get_peft_model_state_dict(model)``). Only the adapters
+    train afterwards, as with get_peft_model. VeRA is refused as by PEFT: its shared projections live
+    on the tuner, which this API drops."""
+    _refuse("low_cpu_mem_usage", low_cpu_mem_usage, False, "inject_adapter_in_model")
+    _refuse("state_dict", state_dict, None, "inject_adapter_in_model")
+    if peft_config.peft_type not in PEFT_TYPE_TO_TUNER:
+        raise ValueError(f"`inject_adapter_in_model` does not support {peft_config.peft_type} yet. "
+                         "Please use `get_peft_model`.")
+    tuner_cls = PEFT_TYPE_TO_TUNER[peft_config.peft_type]
+    if issubclass(tuner_cls, VeraModel):  # PEFT's words
+        raise ValueError(f"`inject_adapter_in_model` does not support {peft_config.peft_type} because it uses "
+                         "shared state stored on the tuner. Please use `get_peft_model` instead.")
+    if peft_config.peft_type == "ADALORA":  # its rank allocator and saved ranks live on the tuner
+        raise NotImplementedError("inject_adapter_in_model is not implemented for ADALORA in minilora: "
+                                  "use get_peft_model")
+    tuner = tuner_cls(model, peft_config, adapter_name)
+    model.peft_config = tuner.peft_config  # as PEFT: get/set_peft_model_state_dict(model) read it
+    return model

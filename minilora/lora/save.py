@@ -60,9 +60,15 @@ def _embedding_base_weights(peft_model, adapter_name):
             for key, value in module.base_layer.state_dict(keep_vars=True).items()}
 
 
+def _base_of(model):
+    """A PeftModel's base model; a model with adapters injected in place (inject_adapter_in_model) itself."""
+    get_base_model = getattr(model, "get_base_model", None)
+    return get_base_model() if get_base_model is not None else model
+
+
 def _embedding_layers(peft_model):
     """``[(path, module)]``: the input embedding and the output head, wrapped or not."""
-    base = peft_model.get_base_model()
+    base = _base_of(peft_model)
     if not hasattr(base, "get_input_embeddings"):
         return []
     layers = [base.get_input_embeddings(), base.get_output_embeddings()]
@@ -84,7 +90,7 @@ def _targets_an_embedding(peft_model, config):
         return any(name in (targets or ()) for name in EMBEDDING_LAYER_NAMES)
     if targets == "all-linear":
         return False
-    return any(re.fullmatch(targets, name) for name, _ in peft_model.get_base_model().named_modules()
+    return any(re.fullmatch(targets, name) for name, _ in _base_of(peft_model).named_modules()
                if re.search(r"(^|\.)(embed_tokens|lm_head)$", name))
 
 
@@ -148,7 +154,10 @@ def get_peft_model_state_dict(model, state_dict=None, adapter_name="default", un
     uses_tokens = getattr(config, "trainable_token_indices", None) is not None or config.peft_type == "TRAINABLE_TOKENS"
     if save_embedding_layers is True or (save_embedding_layers and not uses_tokens):
         tensors.update(_embedding_base_weights(model, adapter_name))
-    return model.base_model.tensors_for_file(adapter_name, {k: t.cpu().numpy() for k, t in tensors.items()})
+    arrays = {k: t.cpu().numpy() for k, t in tensors.items()}
+    if getattr(model, "get_base_model", None) is None:  # adapters injected in place: LoRA's plain tensors
+        return arrays
+    return model.base_model.tensors_for_file(adapter_name, arrays)
 
 
 def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="default", ignore_mismatched_sizes=False,
