@@ -38,24 +38,25 @@ class LinAlgError(RuntimeError):
     """``torch.linalg.LinAlgError``: a singular or not positive-definite matrix (a RuntimeError, as torch's)."""
 
 
-def _result(name, fields):
-    """torch's named tuples (``torch.return_types.linalg_svd``): fields by name, and a tuple too."""
-    cls = collections.namedtuple(name, fields)
-    cls.__module__ = "minilora.return_types"
+def _result(name, fields, qualname):
+    """torch's named tuples (``torch.return_types.linalg_svd``): fields by name, and a tuple too. Pickle finds
+    the class under ``qualname``, this module's name for it."""
+    cls = collections.namedtuple(name, fields, module=__name__)
+    cls.__qualname__ = qualname
     return cls
 
 
-SVD = _result("linalg_svd", "U S Vh")
-QR = _result("linalg_qr", "Q R")
-Eigh = _result("linalg_eigh", "eigenvalues eigenvectors")
-SlogDet = _result("linalg_slogdet", "sign logabsdet")
-InvEx = _result("linalg_inv_ex", "inverse info")
-CholeskyEx = _result("linalg_cholesky_ex", "L info")
-SolveEx = _result("linalg_solve_ex", "result info")
-Lstsq = _result("linalg_lstsq", "solution residuals rank singular_values")
-OldSVD = _result("svd", "U S V")  # torch.svd: V, not Vh
-OldQR = _result("qr", "Q R")
-OldSlogDet = _result("slogdet", "sign logabsdet")
+SVD = _result("linalg_svd", "U S Vh", "SVD")
+QR = _result("linalg_qr", "Q R", "QR")
+Eigh = _result("linalg_eigh", "eigenvalues eigenvectors", "Eigh")
+SlogDet = _result("linalg_slogdet", "sign logabsdet", "SlogDet")
+InvEx = _result("linalg_inv_ex", "inverse info", "InvEx")
+CholeskyEx = _result("linalg_cholesky_ex", "L info", "CholeskyEx")
+SolveEx = _result("linalg_solve_ex", "result info", "SolveEx")
+Lstsq = _result("linalg_lstsq", "solution residuals rank singular_values", "Lstsq")
+OldSVD = _result("svd", "U S V", "OldSVD")  # torch.svd: V, not Vh
+OldQR = _result("qr", "Q R", "OldQR")
+OldSlogDet = _result("slogdet", "sign logabsdet", "OldSlogDet")
 
 
 # ---- argument checks: torch's messages -----------------------------------------------------------

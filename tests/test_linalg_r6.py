@@ -255,6 +255,8 @@ def test_old_top_level_spellings_and_methods():
     _close(ml.ger(v, w), torch.ger(vt, wt))
     _close(v.ger(w), vt.ger(wt))
     assert ml.linalg.LinAlgError is LA.LinAlgError and issubclass(LA.LinAlgError, RuntimeError)
+    import pickle  # (the named tuples pickle, as torch.return_types do)
+    assert type(pickle.loads(pickle.dumps(LA.qr(a)))).__name__ == "linalg_qr"
 
 
 def test_rank_tolerances_and_lstsq_fields():
