@@ -289,6 +289,9 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=No
     for name, array in arrays.items():
         saved, requires_grad = extra.get(name, ["cpu", False])
         loaded = _placed(Tensor(array.copy(), dtype=array.dtype, device="cpu"), saved, map_location)
+        if requires_grad and not (loaded.is_floating_point() or array.dtype.kind == "c"):
+            raise checkpoint.CheckpointError(f"{path}: corrupted: tensor {name!r} was saved requiring grad, which "
+                                             f"only floating-point tensors can, but the file holds it as {array.dtype}")
         out[name] = loaded.requires_grad_(requires_grad) if requires_grad else loaded
     for name, first in shared.items():
         out[name] = out[first]  # tied when saved: one tensor again

@@ -179,12 +179,12 @@ def load_training_state(path):
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
         meta = json.loads(arrays.pop("__meta__").tobytes().decode())
+        return _unflatten(meta, arrays)  # (a tree naming an array not there, a dtype that is none: corrupted too)
     except FileNotFoundError:
         raise
     except Exception as exc:  # zipfile.BadZipFile, KeyError, ValueError, json errors...
         raise ValueError(f"checkpoint {path!r} is truncated or corrupted "
                          f"({type(exc).__name__}: {exc})") from exc
-    return _unflatten(meta, arrays)
 
 
 def _check_is_training_state(path):
@@ -537,7 +537,7 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
                              f"{bad[0]}); training on them gives NaN at once. Resume from another checkpoint")
         try:
             start, losses = _restore(state, named, optimizer, scheduler, allocator_owner, buffers)
-        except ValueError as exc:  # name the file: the message alone does not say which run it was
+        except (ValueError, TypeError) as exc:  # name the file: the message alone does not say which run it was
             raise ResumeError(f"resume from {path}: {exc}") from None
         except KeyError as exc:  # a file save_training_state did not write (or an edited one)
             raise ResumeError(f"resume from {path}: the checkpoint has no {exc.args[0]!r} entry; it was not "

@@ -19,7 +19,7 @@ has no checksum (safetensors, transformers and PEFT load the flipped value as mi
 generated to check nothing crashes, and are not required to keep the values. Where the intact value differs
 only because a config field took another *valid* value (rms_norm_eps 1e-6 -> 1e-5) the file really says so.
 
-``MINILORA_FUZZ_SEEDS=N`` runs N seeds per format (default 2) for longer hunts; REGRESSIONS below are the
+``MINILORA_FUZZ_SEEDS=N`` runs N seeds per format (default 4) for longer hunts; REGRESSIONS below are the
 minimized cases earlier hunts found, each a silent or raw failure before its fix.
 """
 import copy
@@ -39,7 +39,7 @@ from minilora import checkpoint
 from minilora.lora import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
 from minilora.models import LlamaConfig, LlamaForCausalLM
 
-SEEDS = int(os.environ.get("MINILORA_FUZZ_SEEDS", "2"))
+SEEDS = int(os.environ.get("MINILORA_FUZZ_SEEDS", "4"))
 CASES_PER_SEED = 12
 
 # What a user may see: an error of the ecosystem's kinds. A raw KeyError/IndexError/AttributeError/
@@ -184,6 +184,25 @@ def _write_training(folder):
                          "losses": [1.0, 0.5], "rng": {"state": {"key": np.arange(3, dtype=np.uint32)}}})
 
 
+def _training_data():
+    return np.arange(24, dtype=np.int64).reshape(4, 6) % 32
+
+
+def _write_resume(folder):
+    from minilora.train import train
+    train(_base(), _training_data(), steps=1, batch_size=2, save_every=1, out_dir=folder, progress=False,
+          plot=False)
+
+
+def _load_resume(folder):
+    """train(resume=...) of a finished run: restores the model (and checks the optimizer's state) and returns."""
+    from minilora.train import train
+    model = _base()
+    result = train(model, _training_data(), steps=1, batch_size=2, resume=os.path.join(folder, "checkpoint.npz"),
+                   progress=False, plot=False)
+    return {"model": _values(model.state_dict()), "losses": list(result.losses), "lrs": list(result.lrs)}
+
+
 # format name: (writer, loader, {file in the folder: kind})
 FORMATS = {
     "model": (_write_model, _load_model, {"model.safetensors": "safetensors", "config.json": "config",
@@ -196,7 +215,8 @@ FORMATS = {
     "tokenizer": (_write_tokenizer, _load_tokenizer, {"tokenizer.json": "json", "tokenizer_config.json": "json"}),
     "saved": (_write_saved, _load_saved, {"saved.safetensors": "safetensors"}),
     "tutorial": (_write_tutorial, _load_tutorial, {"tutorial.safetensors": "safetensors"}),
-    "training": (_write_training, _load_training, {"checkpoint.npz": "bytes"}),
+    "training": (_write_training, _load_training, {"checkpoint.npz": "npz"}),
+    "resume": (_write_resume, _load_resume, {"checkpoint.npz": "npz"}),
 }
 
 
@@ -415,7 +435,7 @@ def _json_edit(rng, path, required=()):
 # Other forms a field may take in the ecosystem: transformers' named chat templates (a dict or a list)
 ALTERNATIVES = {"chat_template": (dict, list)}
 # Fields that record where a file came from and change nothing loaded (PEFT keeps any value too)
-INFORMATIONAL = ("peft_version", "revision", "base_model_name_or_path", "transformers_version")
+INFORMATIONAL = ("peft_version", "revision", "base_model_name_or_path", "transformers_version", "auto_mapping")
 
 
 REQUIRED = {"config.json": ("hidden_size", "num_attention_heads", "num_hidden_layers", "vocab_size",
@@ -452,12 +472,73 @@ def index_edit(rng, path):
     return what
 
 
+def _npz_rewrite(path, change):
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(arrays["__meta__"].tobytes().decode())
+    what = change(meta, arrays)
+    if meta is not None:
+        arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    return what
+
+
+def _refs(node, found):
+    """Every ``{"__array__": ...}`` / ``{"__dict__": ...}`` / ``{"__number__": ...}`` node of the meta tree."""
+    if isinstance(node, list):
+        for v in node:
+            _refs(v, found)
+    elif isinstance(node, dict):
+        found.append(node)
+        for v in node.values():
+            _refs(v, found)
+    return found
+
+
+RAW_READER_ONLY = "FILE SAYS (to a reader that knows no model)"  # an array of another shape
+
+
+def npz_edit(rng, path):
+    """train()'s checkpoint.npz: its arrays and the JSON tree that places them, edited."""
+    def change(meta, arrays):
+        nodes = _refs(meta, [])
+        node = rng.choice(nodes)
+        names = sorted(k for k in arrays if k != "__meta__")
+        choice = rng.randrange(9)
+        if choice == 0 and "__array__" in node:
+            node["__array__"] = "missing"
+        elif choice == 1 and "__array__" in node:
+            node["dtype"] = rng.choice(["nonsense", 3, None, "float64"])
+        elif choice == 2 and "__dict__" in node:
+            node["__dict__"] = rng.choice([5, [[1]], [[[1], 2]], "x", [[{"__dict__": []}, 1]]])
+        elif choice == 3 and "__number__" in node:
+            node["__number__"], node["dtype"] = rng.choice([("x", "float32"), (1.5, "nonsense"), ([1], "int64")])
+        elif choice == 4:
+            del arrays[rng.choice(names)]
+        elif choice == 5:  # an array of another shape (same bytes)
+            name = rng.choice(names)
+            arrays[name] = arrays[name].reshape(-1)[::-1].reshape(-1, 1) if arrays[name].size else arrays[name]
+            return RAW_READER_ONLY, f"array {name} reshaped"
+        elif choice == 6:
+            name = rng.choice(names)
+            arrays[name] = arrays[name].astype(rng.choice([np.float64, np.int32, np.bool_, np.complex64]))
+            return "FILE SAYS", f"array {name} in another dtype"
+        elif choice == 7:
+            node.clear()
+        else:
+            arrays["__meta__"] = np.frombuffer(rng.choice([b"{", b"\xff", b"[]", b"null", b"1"]), np.uint8)
+            return "meta replaced"
+        return f"meta edit {choice} at {str(node)[:60]}"
+    return _npz_rewrite(path, change)
+
+
 COMMON = [truncate, empty, directory, symlink_loop, unreadable, not_utf8, bit_flip_header]
 MUTATIONS = {"safetensors": COMMON + [bit_flip_data] + [_edit_header] * 6,
              "config": COMMON + [json_edit] * 6,
              "json": COMMON + [json_edit] * 4,
              "index": COMMON + [json_edit] * 2 + [index_edit] * 3,
-             "bytes": COMMON}
+             "npz": COMMON + [npz_edit] * 6}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -506,7 +587,8 @@ ECOSYSTEM_SILENT = []  # (case, what) where safetensors too loads other values: 
 PEFT_WORDS = ("Target modules ", "Maximum allowed dimension exceeded")
 # Left alone, with the reason (reported): PEFT accepts any value there too, and lora/config.py is another
 # helper's file -- fan_in_fan_out=[] or 0 loads as False, as in PEFT.
-LEFT_ALONE = {("adapter_config.json", "fan_in_fan_out")}
+# max_new_tokens=true in generation_config.json is 1, as transformers' GenerationConfig takes it (bool is an int).
+LEFT_ALONE = {("adapter_config.json", "fan_in_fan_out"), ("generation_config.json", "max_new_tokens")}
 
 
 def _verdict(result, error, intact, path, undetectable):
@@ -542,6 +624,8 @@ def run_case(fmt, seed, case, work, base):
     if what is None:
         return None, None
     undetectable = isinstance(what, tuple) and what[0]  # a data bit flip, or a valid value in a JSON file
+    if undetectable == RAW_READER_ONLY and fmt == "resume":
+        undetectable = False  # what load_training_state returns as it is, resume must check against the model
     description = f"{fmt} seed {seed} case {case}: {name}: {what[-1] if undetectable else what}"
     result, error = _run(loader, folder)
     return description, _verdict(result, error, base[fmt][1], path, undetectable)
@@ -610,6 +694,30 @@ def _rename_tensor(name):
     return mutate
 
 
+def _json_edit_entry(name, tensor, field, value):
+    def mutate(folder):
+        path = os.path.join(folder, name)
+        header, body = _split_safetensors(_read(path))
+        header[tensor][field] = value
+        _write(path, _join_safetensors(header, body))
+    return mutate
+
+
+def _npz_meta(kind):
+    def mutate(folder):
+        def change(meta, arrays):
+            first = next(node for node in _refs(meta, []) if "__array__" in node)
+            if kind == "missing":
+                first["__array__"] = "missing"
+            elif kind == "bad dtype":
+                first["dtype"] = 3
+            else:  # the optimizer's step count
+                step = next(name for name in sorted(arrays) if arrays[name].ndim == 0 and name != "__meta__")
+                arrays[step] = arrays[step].reshape(1, 1)
+        _npz_rewrite(os.path.join(folder, "checkpoint.npz"), change)
+    return mutate
+
+
 REGRESSIONS = [  # (format, mutation, error type, words of the message) -- before: what it did
     # hang: parameter_shapes listed 2**70 layers before comparing with the checkpoint
     ("model", _json_set("config.json", "num_hidden_layers", 2 ** 70), RuntimeError, "model.layers.1"),
@@ -641,6 +749,15 @@ REGRESSIONS = [  # (format, mutation, error type, words of the message) -- befor
      "'minilora.structure' does not describe"),
     ("tutorial", _metadata_set("tutorial.safetensors", "minilora.structure", '{"dict": [["a", {"tensor": "999"}]]}'),
      ValueError, "KeyError"),
+    # torch's raw "only Tensors of floating point dtype can require gradients" (a dtype edited to I32)
+    ("saved", _json_edit_entry("saved.safetensors", "model.embed_tokens.weight", "dtype", "I32"), ValueError,
+     "was saved requiring grad"),
+    # raw KeyError / TypeError from train()'s checkpoint.npz tree (load_training_state and resume)
+    ("training", _npz_meta("missing"), ValueError, "truncated or corrupted (KeyError"),
+    ("training", _npz_meta("bad dtype"), ValueError, "truncated or corrupted (TypeError"),
+    ("resume", _npz_meta("missing"), ValueError, "truncated or corrupted (KeyError"),
+    # raw TypeError from the optimizer: a 0-d step saved as [[1]]
+    ("resume", _npz_meta("step as [[1]]"), ValueError, "resume from"),
     # silently another state dict: a renamed tensor (or one added) the file's own metadata does not list
     ("saved", _rename_tensor("saved.safetensors"), ValueError, "the file holds"),
 ]
