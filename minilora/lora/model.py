@@ -323,7 +323,7 @@ class LoraModel(_Wrapper):
             head = _output_head(self.model)
             config.target_modules = sorted(
                 key for key, module in self._candidate_modules()
-                if isinstance(module, (_NNLinear, self.layer_cls)) and module is not head)
+                if _is_linear(module, self.layer_cls) and module is not head)
         return config
 
     def _no_match_message(self, config):
@@ -857,6 +857,12 @@ def _model_type(model):
     if model_type is None and hasattr(config, "to_dict"):
         model_type = config.to_dict().get("model_type")
     return model_type or type(model).__name__.lower().replace("forcausallm", "")
+
+
+def _is_linear(module, layer_cls):
+    """A Linear, or an adapter layer around one ("all-linear" for a second adapter). Not a ParamWrapper
+    around an embedding table: PEFT's "all-linear" collects Linear layers only."""
+    return isinstance(module, _NNLinear) or (isinstance(module, layer_cls) and isinstance(module.base_layer, _NNLinear))
 
 
 def _output_head(model):
