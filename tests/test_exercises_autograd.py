@@ -93,6 +93,9 @@ def test_linear_backward_rows_alone_is_the_whole_backward(rng):
     assert_close(gw, g.T @ x, rtol=1e-13, atol=1e-13, name="gw")
     assert_close(gb, g.sum(axis=0), rtol=1e-13, atol=1e-13, name="gb")
     assert _linear_backward_rows(g, None, None, w, False, False) == (None, None)
+    gw, gb = _linear_backward_rows(g, x, None, w, False, True)  # x at hand, but the weight is frozen
+    assert gw is None, "need_w is False (a frozen weight): return None for its gradient, skip the GEMM"
+    assert_close(gb, g.sum(axis=0), rtol=1e-13, atol=1e-13, name="gb")
 
 
 @pytest.mark.ex1_6

@@ -48,7 +48,12 @@ def test_scratch_parameters_as_the_library_initialises_them():
     assert A.dtype == np.float64 and B.dtype == np.float64, "A and B take the base layer's dtype"
     assert not B.any(), "B starts at zero, so the layer starts exactly at the base layer"
     bound = 1 / math.sqrt(40)            # Kaiming-uniform with a = sqrt(5), as nn.Linear and PEFT draw A
-    assert np.abs(A).max() <= bound and np.abs(A).max() > 0.8 * bound and A.std() > 0.4 * bound
+    assert np.abs(A).max() <= bound and np.abs(A).max() > 0.8 * bound and A.std() > 0.4 * bound, \
+        (f"A must be Kaiming-uniform with a=sqrt(5), i.e. uniform in +-1/sqrt(in_features) = +-{bound:.4f}; "
+         f"got max |A| = {np.abs(A).max():.4f}, std {A.std():.4f}")
+    single = ScratchLoraLinear(nn.Linear(6, 3, dtype="float32"), r=2)
+    assert (single.lora_A.dtype, single.lora_B.dtype) == (ml.float32, ml.float32), \
+        "A and B take the base layer's dtype (float32 here), not NumPy's default float64"
 
 
 @pytest.mark.ex4_6

@@ -163,8 +163,9 @@ def test_merge_and_unmerge(rng):
 
 # ---- 8.1 VeRA ----------------------------------------------------------------------------------------
 @pytest.mark.ex8_1
-def test_vera_delta_weight(rng):
-    model = get_peft_model(_OneLayer(), VeraConfig(r=3, target_modules=["q_proj"]))
+@pytest.mark.parametrize("r", [3, 5], ids=["r<out", "r=out"])  # r = out_features: lambda_d broadcasts on B's rows
+def test_vera_delta_weight(rng, r):
+    model = get_peft_model(_OneLayer(), VeraConfig(r=r, target_modules=["q_proj"]))
     layer = model.base_model.model.q_proj
     lambda_b, lambda_d = layer.vera_lambda_b["default"], layer.vera_lambda_d["default"]
     lambda_b.data[...] = ml.tensor(rng.standard_normal(lambda_b.shape), dtype=lambda_b.dtype)
@@ -176,14 +177,15 @@ def test_vera_delta_weight(rng):
 
 # ---- 8.2 / 8.3 spectra -------------------------------------------------------------------------------
 @pytest.mark.ex8_2
-def test_delta_svd(rng):
+@pytest.mark.parametrize("scale", [0.5, -2.0])  # a negative scale: its sign goes into U or Vh, not into S
+def test_delta_svd(rng, scale):
     A, B = rng.standard_normal((3, 7)), rng.standard_normal((5, 3))
-    U, S, Vh = delta_svd(A, B, scale=0.5)
+    U, S, Vh = delta_svd(A, B, scale=scale)
     assert U.shape == (5, 3) and S.shape == (3,) and Vh.shape == (3, 7)
-    assert_close(U @ np.diag(S) @ Vh, 0.5 * B @ A, rtol=1e-10, atol=1e-12, name="U S Vh")
+    assert_close(U @ np.diag(S) @ Vh, scale * B @ A, rtol=1e-10, atol=1e-12, name="U S Vh")
     assert_close(U.T @ U, np.eye(3), rtol=0, atol=1e-12, name="U^T U")
     assert_close(Vh @ Vh.T, np.eye(3), rtol=0, atol=1e-12, name="Vh Vh^T")
-    assert_close(S, np.linalg.svd(0.5 * B @ A, compute_uv=False)[:3], rtol=1e-10, atol=1e-12, name="S")
+    assert_close(S, np.linalg.svd(scale * B @ A, compute_uv=False)[:3], rtol=1e-10, atol=1e-12, name="S")
 
 
 @pytest.mark.ex8_3

@@ -104,6 +104,24 @@ def test_clip_grad_norm_leaves_small_and_shared_gradients_right():
     assert_close(q.grad, expected, rtol=1e-5, atol=0, name="q.grad")
 
 
+@pytest.mark.ex6_2
+def test_clip_coefficient_is_torchs_exactly(rng):
+    """torch scales by max_norm / (total + 1e-6), capped at 1: the 1e-6 shows at float64 precision, and
+    all-zero gradients (total 0) stay zero without a division by zero."""
+    grads = [rng.standard_normal((3, 4)), rng.standard_normal(5)]
+    params = [Parameter(np.zeros(g.shape)) for g in grads]
+    for p, g in zip(params, grads):
+        p.grad = tensor(g.copy(), dtype=float64)
+    total = float(clip_grad_norm_(params, max_norm=0.5).numpy(force=True))
+    assert total == pytest.approx(np.sqrt(sum((g ** 2).sum() for g in grads)), rel=1e-12)
+    for i, (p, g) in enumerate(zip(params, grads)):
+        assert_close(p.grad, g * (0.5 / (total + 1e-6)), rtol=1e-13, atol=0, name=f"params[{i}].grad")
+    zero = Parameter(np.zeros(3))
+    zero.grad = tensor(np.zeros(3), dtype=float64)
+    clip_grad_norm_([zero], max_norm=1.0)
+    assert_close(zero.grad, np.zeros(3), rtol=0, atol=0, name="an all-zero gradient")
+
+
 # ---- 6.3 the cosine schedule -------------------------------------------------------------------------------
 @pytest.mark.ex6_3
 @pytest.mark.parametrize("num_cycles, expected", [
@@ -118,4 +136,6 @@ def test_cosine_schedule_with_warmup(num_cycles, expected):
         lrs[step] = schedule.get_last_lr()[0]
         schedule.step()
     for step, factor in expected.items():
-        assert lrs[step] == pytest.approx(2.0 * factor, abs=1e-12), f"step {step}"
+        assert lrs[step] == pytest.approx(2.0 * factor, abs=1e-12), \
+            (f"step {step}: lr factor {lrs[step] / 2.0} != {factor} (warmup: step / 10 for steps 0..9; then "
+             f"0.5 (1 + cos(2 pi num_cycles progress)), progress = (step - 10) / 100)")

@@ -27,6 +27,22 @@ def test_rms_norm_forward(rng, with_weight):
     assert_close(out, expected, rtol=1e-12, atol=1e-12, name="rms_norm")
 
 
+@pytest.mark.ex2_1
+@pytest.mark.parametrize("with_weight", [True, False])
+def test_rms_norm_rows_fills_r_normed_and_out(rng, with_weight):
+    """The region's function on whole arrays: it must FILL all three outputs in place -- backward (2.2)
+    reads the saved r and normed, so computing them into new arrays leaves backward garbage."""
+    from minilora.ops.nn import _rms_norm_rows
+    x, eps = rng.standard_normal((5, 6)), 1e-3
+    w = rng.standard_normal(6) if with_weight else None
+    normed, r, out = np.full((5, 6), np.nan), np.full((5, 1), np.nan), np.full((5, 6), np.nan)
+    _rms_norm_rows(x, normed, r, out, w, eps)
+    expected_r = 1 / np.sqrt((x ** 2).mean(axis=1, keepdims=True) + eps)
+    assert_close(r, expected_r, rtol=1e-12, atol=1e-12, name="r = 1/sqrt(mean(x^2) + eps), saved for backward")
+    assert_close(normed, x * expected_r, rtol=1e-12, atol=1e-12, name="normed = x * r, saved for backward")
+    assert_close(out, x * expected_r * (1.0 if w is None else w), rtol=1e-12, atol=1e-12, name="out")
+
+
 @pytest.mark.ex2_2
 def test_rms_norm_backward(rng):
     grad_check(lambda x, w: ops.rms_norm(x, (6,), w, eps=1e-3), _t(rng, 2, 3, 6), _t(rng, 6))
