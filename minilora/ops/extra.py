@@ -163,6 +163,9 @@ def isin(elements, test_elements, *, assume_unique=False, invert=False):
     as_array = lambda x: x._array if isinstance(x, Tensor) else np.asarray(x)  # noqa: E731
     if not isinstance(elements, Tensor) and not isinstance(test_elements, Tensor):
         raise TypeError("isin() received an invalid combination of arguments: at least one tensor is required")
+    for x in (elements, test_elements):  # torch's isin has no bool kernel (its sort-based one needs an order)
+        if isinstance(x, bool) or (isinstance(x, Tensor) and x.dtype == np.bool_):
+            raise RuntimeError("Unsupported input type encountered for isin(): Bool")
     like = elements if isinstance(elements, Tensor) else test_elements
     xp = like.device.xp
     result = xp.isin(as_array(elements), as_array(test_elements).reshape(-1), invert=invert)
