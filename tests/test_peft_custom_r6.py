@@ -80,7 +80,22 @@ def nested(nn, dtype):
     return Net()
 
 
-INPUTS = {mlp: lambda rng: rng.standard_normal((4, 20)),
+def padded_convs(nn, dtype):
+    class PaddedConvs(nn.Module):  # PEFT's lora_A pads with zeros whatever the base's padding_mode
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 4, 3, padding="same", bias=False, dtype=dtype)
+            self.b = nn.Conv2d(4, 4, (3, 1), padding=(1, 0), padding_mode="reflect", dtype=dtype)
+            self.c = nn.Conv1d(4, 2, 1, dtype=dtype)
+            self.d = nn.Conv2d(4, 4, 2, stride=(2, 1), padding=1, padding_mode="circular", dtype=dtype)
+
+        def forward(self, x):
+            return self.c(self.d(self.b(self.a(x))).flatten(2))
+    return PaddedConvs()
+
+
+INPUTS = {padded_convs: lambda rng: rng.standard_normal((2, 3, 6, 5)),
+          mlp: lambda rng: rng.standard_normal((4, 20)),
           cnn: lambda rng: rng.standard_normal((2, 3, 8, 6)),
           nested: lambda rng: rng.integers(0, 11, (2, 5))}
 
@@ -201,6 +216,8 @@ CASES = {
                                     modules_to_save=["head"])),
     "cnn_conv_lora_bias": (cnn, dict(target_modules=["conv2", "temporal"], lora_bias=True, r=2, lora_alpha=5)),
     "cnn_regex_all": (cnn, dict(target_modules=r"conv\d|pointwise|temporal|head")),
+    "padding_modes_1x1_conv1d": (padded_convs, dict(target_modules=["a", "b", "c", "d"])),
+    "padding_modes_lora_bias": (padded_convs, dict(target_modules=["a", "b"], lora_bias=True, finish="unload")),
     "nested_embedding_moduledict": (nested, dict(target_modules=["embed", "up", "down"], modules_to_save=["head"])),
     "nested_layers_to_transform": (nested, dict(target_modules=["up", "down"], layers_to_transform=[0, 2],
                                                 layers_pattern="blocks")),
@@ -313,6 +330,67 @@ def test_two_conv_adapters_as_peft():
     t2, m2 = run_both(theirs, ours, x)
     np.testing.assert_allclose(m2, t, rtol=0, atol=TOL)
     np.testing.assert_allclose(t2, t, rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_conv_lora_on_16_bit_base_bit_for_bit(dtype):
+    """PEFT casts the adapters to float32 (autocast_adapter_dtype) and rounds the sum back once."""
+    torch.manual_seed(0)
+    theirs_base, ours_base = cnn(torch.nn, getattr(torch, dtype)), cnn(ml.nn, getattr(ml, dtype))
+    ours_base.load_state_dict({k: ml.tensor(v.float().numpy()).to(getattr(ml, dtype))
+                               for k, v in theirs_base.state_dict().items()})
+    config = dict(target_modules=["conv1", "conv2", "temporal"], init_lora_weights=False)
+    theirs = peft.get_peft_model(theirs_base, peft.LoraConfig(**config))
+    ours = ml_peft.get_peft_model(ours_base, ml_peft.LoraConfig(**config))
+    assert {n: str(p.dtype).replace("torch.", "") for n, p in theirs.named_parameters()} == \
+        {n: str(p.dtype) for n, p in ours.named_parameters()}
+    copy_trainable(theirs, ours)
+    x = np.random.default_rng(5).standard_normal((2, 3, 8, 6)).astype(np.float32)
+    with torch.no_grad():
+        t = theirs(torch.as_tensor(x).to(getattr(torch, dtype))).float().numpy()
+    with ml.no_grad():
+        m = ours(ml.tensor(x).to(getattr(ml, dtype))).float().numpy()
+    np.testing.assert_array_equal(m, t)
+    t_sd, m_sd = theirs.merge_and_unload().state_dict(), ours.merge_and_unload().state_dict()
+    for key in t_sd:
+        np.testing.assert_array_equal(m_sd[key].float().numpy(), t_sd[key].float().numpy(), err_msg=key)
+
+
+def test_two_adapter_folders_and_status_as_peft(tmp_path):
+    """save_pretrained with two adapters (the second in its own subfolder), each library loading the
+    other's folders (load_adapter), and get_layer_status / get_model_status on conv layers."""
+    first = dict(target_modules=["conv1", "temporal"], r=2, init_lora_weights=False)
+    second = dict(target_modules=["conv2"], r=3, init_lora_weights=False, modules_to_save=["head"])
+    theirs_base, ours_base = pair(cnn)
+    theirs = peft.get_peft_model(theirs_base, peft.LoraConfig(**first))
+    ours = ml_peft.get_peft_model(ours_base, ml_peft.LoraConfig(**first))
+    theirs.add_adapter("other", peft.LoraConfig(**second))
+    ours.add_adapter("other", ml_peft.LoraConfig(**second))
+    for name, p in theirs.named_parameters():
+        if "lora_" in name or "modules_to_save" in name:
+            dict(ours.named_parameters())[name]._array[...] = p.detach().numpy()
+    assert [vars(s) for s in ours.get_layer_status()] == [vars(s) for s in theirs.get_layer_status()]
+    assert vars(ours.get_model_status()) == vars(theirs.get_model_status())
+    theirs.save_pretrained(str(tmp_path / "theirs"))
+    ours.save_pretrained(str(tmp_path / "ours"))
+    assert_files_match(str(tmp_path / "ours" / "other"), str(tmp_path / "theirs" / "other"))
+    fresh_t, fresh_m = pair(cnn)
+    t_loaded = peft.PeftModel.from_pretrained(fresh_t, str(tmp_path / "ours"), is_trainable=True)
+    t_loaded.load_adapter(str(tmp_path / "ours" / "other"), "other")
+    m_loaded = ml_peft.PeftModel.from_pretrained(fresh_m, str(tmp_path / "theirs"), is_trainable=True)
+    m_loaded.load_adapter(str(tmp_path / "theirs" / "other"), "other")
+    x = INPUTS[cnn](np.random.default_rng(6))
+    for name in ("other", "default"):
+        for model in (theirs, ours, t_loaded, m_loaded):
+            model.set_adapter(name)
+        assert trainable(m_loaded) == trainable(t_loaded)
+        t, m = run_both(theirs, ours, x)
+        t2, m2 = run_both(t_loaded, m_loaded, x)
+        for out in (m, t2, m2):
+            np.testing.assert_allclose(out, t, rtol=0, atol=TOL)
+    theirs.delete_adapter("other")
+    ours.delete_adapter("other")
+    assert repr(ours) == repr(theirs) and trainable(ours) == trainable(theirs)
 
 
 # ==================================================================================================

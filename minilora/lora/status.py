@@ -14,11 +14,6 @@ __all__ = ["TunerLayerStatus", "TunerModelStatus", "get_layer_status", "get_mode
 
 IRREGULAR = "irregular"
 
-# PEFT names its layer classes by method ("lora.Linear"); minilora's class names, as PEFT prints them
-_PEFT_TYPE_NAMES = {"Linear": "lora.Linear", "Embedding": "lora.Embedding", "SVDLinear": "adalora.SVDLinear",
-                    "VeraLinear": "vera.Linear"}
-
-
 @dataclass
 class TunerLayerStatus:
     name: str
@@ -75,7 +70,7 @@ def _layer_status(name, module):
         module_type, merged, available = "ModulesToSaveWrapper", [], sorted(module.modules_to_save.keys())
         trained_tables = held_tables = ["modules_to_save"]
     else:
-        module_type = _PEFT_TYPE_NAMES.get(type(module).__name__, type(module).__name__)
+        module_type = module.peft_name or type(module).__name__  # PEFT's repr(module).partition("(")[0]
         merged, available = list(module.merged_adapters), sorted(module.adapter_names())
         trained_tables = list(module.adapter_layer_names)
         held_tables = trained_tables + list(getattr(module, "other_param_names", ()))  # AdaLoRA's ranknum too
