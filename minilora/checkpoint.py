@@ -307,8 +307,8 @@ def read_header(path):
                                   f"{header_len} bytes but the file has only {size})")
         raw = f.read(header_len)
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_without_duplicates)
+    except (UnicodeDecodeError, json.JSONDecodeError, _DuplicateKey) as exc:
         raise CheckpointError(f"{path}: corrupted safetensors header ({exc})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupted safetensors header (not a JSON object)")
@@ -321,6 +321,21 @@ def read_header(path):
                    for name, info in header.items() if name != "__metadata__")
     _check_spans(path, spans, data_len)
     return header, data_start
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _without_duplicates(pairs):
+    """A JSON object whose keys are all different. No writer puts a tensor twice in a header; JSON readers
+    keep the last entry (the safetensors library too), so a corrupted header with two entries of one name
+    would load one of them in silence."""
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        raise _DuplicateKey(f"{', '.join(map(repr, twice[:3]))} appear(s) twice in the header")
+    return dict(pairs)
 
 
 def _check_entry(path, name, info, data_len):

@@ -703,6 +703,17 @@ def _json_edit_entry(name, tensor, field, value):
     return mutate
 
 
+def _duplicate_entry(name, tensor):
+    def mutate(folder):  # the entry again, last, as another dtype of the same width: the last one wins in JSON
+        path = os.path.join(folder, name)
+        header, body = _split_safetensors(_read(path))
+        key = tensor or _tensor_names(header)[0]
+        text = json.dumps(header, separators=(",", ":"))[:-1]
+        again = json.dumps({key: {**header[key], "dtype": "I32"}}, separators=(",", ":"))[1:]
+        _write(path, _join_safetensors(None, body, (text + "," + again).encode()))
+    return mutate
+
+
 def _npz_meta(kind):
     def mutate(folder):
         def change(meta, arrays):
@@ -758,6 +769,9 @@ REGRESSIONS = [  # (format, mutation, error type, words of the message) -- befor
     ("resume", _npz_meta("missing"), ValueError, "truncated or corrupted (KeyError"),
     # raw TypeError from the optimizer: a 0-d step saved as [[1]]
     ("resume", _npz_meta("step as [[1]]"), ValueError, "resume from"),
+    # silently the last of two entries of one name (as the safetensors library itself reads it)
+    ("model", _duplicate_entry("model.safetensors", "model.norm.weight"), ValueError, "appear(s) twice"),
+    ("adapter", _duplicate_entry("adapter_model.safetensors", None), ValueError, "appear(s) twice"),
     # silently another state dict: a renamed tensor (or one added) the file's own metadata does not list
     ("saved", _rename_tensor("saved.safetensors"), ValueError, "the file holds"),
 ]
