@@ -393,6 +393,42 @@ def test_two_adapter_folders_and_status_as_peft(tmp_path):
     assert repr(ours) == repr(theirs) and trainable(ours) == trainable(theirs)
 
 
+@pytest.mark.parametrize("combination_type", ["svd", "cat", "linear", "ties"])
+def test_add_weighted_adapter_on_convs_as_peft(combination_type):
+    """PEFT combines Conv2d adapters (SVD of the flattened [out, in * kh * kw] update, reshaped back)."""
+    x = INPUTS[cnn](np.random.default_rng(7))
+    config = dict(target_modules=["conv1", "conv2", "pointwise", "head"], r=2, init_lora_weights=False)
+    theirs_base, ours_base = pair(cnn)
+    theirs = peft.get_peft_model(theirs_base, peft.LoraConfig(**config))
+    ours = ml_peft.get_peft_model(ours_base, ml_peft.LoraConfig(**config))
+    theirs.add_adapter("b", peft.LoraConfig(**config))
+    ours.add_adapter("b", ml_peft.LoraConfig(**config))
+    for name, p in theirs.named_parameters():
+        if "lora_" in name:
+            dict(ours.named_parameters())[name]._array[...] = p.detach().numpy()
+    options = dict(density=0.5) if combination_type == "ties" else {}
+    theirs.add_weighted_adapter(["default", "b"], [1.0, -0.7], "mix", combination_type=combination_type, **options)
+    ours.add_weighted_adapter(["default", "b"], [1.0, -0.7], "mix", combination_type=combination_type, **options)
+    theirs.set_adapter("mix")
+    ours.set_adapter("mix")
+    assert trainable(ours) == trainable(theirs)
+    t, m = run_both(theirs, ours, x)
+    np.testing.assert_allclose(m, t, rtol=0, atol=TOL)
+
+
+def test_svd_combination_on_conv1d_is_the_weighted_update():
+    """PEFT's SVD combination fails on a Conv1d (it decomposes the 3-D update as a batch); minilora
+    flattens it as for a Conv2d: at full rank the new adapter's update is exactly the weighted sum."""
+    config = ml_peft.LoraConfig(target_modules=["temporal"], r=2, init_lora_weights=False)
+    model = ml_peft.get_peft_model(cnn(ml.nn, ml.float64), config)
+    model.add_adapter("b", ml_peft.LoraConfig(target_modules=["temporal"], r=2, init_lora_weights=False))
+    model.add_weighted_adapter(["default", "b"], [1.0, 0.5], "mix", combination_type="svd", svd_rank=4)
+    layer = model.base_model.model.temporal
+    assert tuple(layer.lora_A["mix"].weight.shape) == (4, 4, 3) and tuple(layer.lora_B["mix"].weight.shape) == (5, 4, 1)
+    expected = layer.get_delta_weight("default") + 0.5 * layer.get_delta_weight("b")
+    np.testing.assert_allclose(layer.get_delta_weight("mix"), expected, rtol=0, atol=TOL)
+
+
 # ==================================================================================================
 # What PEFT refuses on convolutions, and what minilora refuses by name
 # ==================================================================================================

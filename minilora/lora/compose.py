@@ -271,6 +271,8 @@ def _svd_factors(kind, layer, adapters, weights, new_rank, density, majority_sig
                      majority_sign_method, rng)
     if isinstance(layer, Embedding):
         delta = delta.T  # an embedding's delta is [num_embeddings, dim]; its factors are for [dim, num]
+    A_in, B_out = _factors(layer, present[0][0])
+    delta = delta.reshape(delta.shape[0], -1)  # a convolution's [out, in, *kernel] as [out, in * kernel] (PEFT)
     if new_rank > min(delta.shape):
         raise ValueError(f"svd_rank={new_rank} is larger than the update's smallest side {min(delta.shape)}")
     U, S, Vh = np.linalg.svd(delta, full_matrices=full_matrices)
@@ -279,7 +281,8 @@ def _svd_factors(kind, layer, adapters, weights, new_rank, density, majority_sig
     if clamp is not None:  # clip outliers at the clamp quantile of all factor entries (kohya's svd merge)
         high = np.quantile(np.concatenate([U.reshape(-1), Vh.reshape(-1)]), clamp)
         U, Vh = np.clip(U, -high, high), np.clip(Vh, -high, high)
-    return Vh, U
+    # a convolution's factors: A [r, in, *kernel], B [out, r, 1, ...] (a Linear's reshape changes nothing)
+    return Vh.reshape((new_rank,) + A_in.shape[1:]), U.reshape(B_out.shape[:1] + (new_rank,) + B_out.shape[2:])
 
 
 def add_weighted_adapter(lora_model, adapters, weights, adapter_name, combination_type="svd", svd_rank=None,

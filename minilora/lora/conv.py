@@ -82,7 +82,11 @@ class _ConvNd(Linear):
 
     def _BA(self, adapter_name):
         """``B A`` contracted over the rank: ``[out, in, *kernel]`` (16-bit factors in float32, as PEFT
-        on the CPU). With groups > 1 there is no such product (merging is refused)."""
+        on the CPU). With groups > 1 there is no such product (PEFT refuses merging)."""
+        if self.base_layer.groups > 1:
+            raise NotImplementedError(f"no merged update (B A) for a {type(self.base_layer).__name__} with "
+                                      f"groups={self.base_layer.groups}: merging and SVD-combining its adapters "
+                                      "are not supported (as in PEFT)")
         B = dtypes.upcast(self.lora_B[adapter_name].weight._array)
         A = dtypes.upcast(self.lora_A[adapter_name].weight._array)
         xp = self.base_layer.weight.device.xp
