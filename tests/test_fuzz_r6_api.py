@@ -841,7 +841,8 @@ def test_api_against_torch(name):
 #   the product's shape, and so does x.addbmm_ of any x that broadcasts (an in-place op that changes its
 #   tensor's shape; minilora refuses: "output with shape ... doesn't match the broadcast shape"); torch.addmv(<0-d input>, <0x0
 #   matrix>, <empty vector>) returns a 0-d result (the product is [0]); torch.isin(x, test_elements=<a
-#   number>) is a TypeError (torch names a number `test_element`), minilora takes it
+#   number>) is a TypeError (torch names a number `test_element`), minilora takes it; x.ldexp_(<float16
+#   exponent>) of a float64 x is exact in torch where torch.ldexp rounds 2^e to float16 first (minilora: both round)
 # - minilora's deliberate refusals: x.stride() of a non-contiguous view (NumPy's strides are not
 #   torch's: not drawn), x.numpy() of a bfloat16 tensor gives an ml_dtypes array (torch: TypeError;
 #   not drawn), fill_/zero_ of an expand()ed tensor (torch writes the one element; minilora refuses,

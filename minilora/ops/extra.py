@@ -16,6 +16,7 @@ import numpy as np
 from .. import dtypes
 from ..tensor import Tensor, name_node, tensor
 from . import elementwise as E, index as I, reduce as R, shape as S
+from .nn import _broadcast_or_raise
 from .matmul import _inner_sizes_check, _one_node, _products_check, _scaled_sum, bmm, mm, mv, outer
 
 # ---- other names: the same op under torch's second spelling --------------------------------------
@@ -66,7 +67,7 @@ def logaddexp2(input, other):
         if not isinstance(t, Tensor):
             raise TypeError(f"logaddexp2(): argument '{name}' (position {position}) must be Tensor, not "
                             f"{type(t).__name__}")
-    dtype = dtypes.promote_types(input.dtype, other.dtype)
+    dtype = dtypes.result_type(input, other)  # (torch's promotion: a 0-d tensor's dtype yields to a dimensioned one's)
     if not dtypes.is_floating(dtype):
         raise NotImplementedError(f"\"logaddexp2_cpu\" not implemented for '{dtypes.torch_name(dtype)}'")
     wide = dtypes.float32 if dtype.itemsize == 2 else dtype  # (16-bit: computed in float32, rounded once)
@@ -87,6 +88,7 @@ def heaviside(input, values):
     """``torch.heaviside``: 0 where x < 0, ``values`` where x == 0, 1 where x > 0 (no gradient, as torch)."""
     if input.dtype != values.dtype:
         raise RuntimeError("heaviside is not yet implemented for tensors with different dtypes")
+    _broadcast_or_raise("heaviside", input.shape, values.shape)
     x, v = input._array, values._array
     xp = input.device.xp
     result = xp.where(x == 0, v, (x > 0).astype(x.dtype)).astype(x.dtype)
@@ -107,18 +109,21 @@ def _integer_pair(name, input, other):
     dtype = dtypes.result_type(input, other)
     if dtype.kind not in "iu":  # (bool with an integer promotes to the integer: allowed)
         raise NotImplementedError(f"\"{name}_cpu\" not implemented for '{dtypes.torch_name(dtype)}'")
+    _broadcast_or_raise(name, input.shape, other.shape)  # (torch's RuntimeError, not NumPy's ValueError alone)
     return input._array.astype(dtype), other._array.astype(dtype), dtype
 
 
 def gcd(input, other):
     """``torch.gcd`` of integer tensors (non-negative, as torch's)."""
     a, b, dtype = _integer_pair("gcd", input, other)
-    return Tensor(input.device.xp.gcd(a, b).astype(dtype), dtype=dtype, device=input.device)
+    xp = input.device.xp  # (a ufunc of 0-d arrays returns a NumPy scalar, which Tensor() takes for a size)
+    return Tensor(xp.asarray(xp.gcd(a, b), dtype=dtype), dtype=dtype, device=input.device)
 
 
 def lcm(input, other):
     a, b, dtype = _integer_pair("lcm", input, other)
-    return Tensor(input.device.xp.lcm(a, b).astype(dtype), dtype=dtype, device=input.device)
+    xp = input.device.xp
+    return Tensor(xp.asarray(xp.lcm(a, b), dtype=dtype), dtype=dtype, device=input.device)
 
 
 def ldexp(input, other):
@@ -128,6 +133,8 @@ def ldexp(input, other):
             raise TypeError(f"ldexp(): argument '{arg}' (position {position}) must be Tensor, not {type(t).__name__}")
     # 2^other in other's floating dtype (else input's, else the default), then the product promotes: what
     # torch's mul(self, pow(2, other)) gives (float64 x and float32 exponents: 2^e rounded to float32)
+    if dtypes.is_floating(input.dtype) and other.dtype == np.bool_:  # (torch's exp2 of a bool, in input's dtype)
+        raise NotImplementedError("\"ldexp_cpu_exp\" not implemented for 'Bool'")
     power_dtype = next((t.dtype for t in (other, input) if dtypes.is_floating(t.dtype)), dtypes.get_default_dtype())
     base = input if dtypes.is_floating(input.dtype) else input.to(power_dtype)
     return E.mul(base, E.exp2(other.to(power_dtype)))
