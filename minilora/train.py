@@ -144,6 +144,8 @@ def _unflatten(value, arrays):
             array = arrays[value["__array__"]]
             return array.view(to_dtype(value["dtype"])) if "dtype" in value else array
         if "__number__" in value:
+            if np.ndim(value["__number__"]) != 0:  # save_training_state writes NumPy scalars here, nothing else
+                raise ValueError(f"a number that is not one: {value['__number__']!r}")
             return np.asarray(value["__number__"]).astype(to_dtype(value["dtype"]))[()]
         if "__tuple__" in value:
             return tuple(_unflatten(v, arrays) for v in value["__tuple__"])
@@ -274,6 +276,7 @@ def _restore(state, named_params, optimizer, scheduler, allocator_owner=None, bu
             raise ValueError(f"checkpoint: buffer {name} of shape {array.shape} is not one of the model's")
     # Everything that can refuse the checkpoint runs before the model changes: a refused resume
     # leaves the caller's model as it was, not holding half the checkpoint's weights.
+    _check_generator_states(state)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if allocator_owner is not None:
@@ -288,6 +291,21 @@ def _restore(state, named_params, optimizer, scheduler, allocator_owner=None, bu
         random.setstate(state["python_rng"])
         np.random.set_state(state["numpy_rng"])
     return int(state["step"]), [float(x) for x in state["losses"]]
+
+
+def _check_generator_states(state):
+    """The random generators' states, tried on throwaway generators first (a corrupted one, a negative
+    word in NumPy's Mersenne Twister, would otherwise fail after the model took the checkpoint's weights)."""
+    trials = [(lambda: setattr(type(ml_random.generator().bit_generator)(), "state", state["rng"]), "rng")]
+    if "python_rng" in state:
+        trials += [(lambda: random.Random().setstate(state["python_rng"]), "python_rng"),
+                   (lambda: np.random.RandomState().set_state(state["numpy_rng"]), "numpy_rng")]
+    for trial, key in trials:
+        try:
+            trial()
+        except (ValueError, TypeError, OverflowError, KeyError, IndexError) as exc:
+            raise ValueError(f"checkpoint: its random generator state {key!r} is corrupted "
+                             f"({type(exc).__name__}: {exc})") from None
 
 
 def _copy_into(tensor, array):

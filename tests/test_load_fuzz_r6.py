@@ -722,6 +722,11 @@ def _npz_meta(kind):
                 first["__array__"] = "missing"
             elif kind == "bad dtype":
                 first["dtype"] = 3
+            elif kind == "number as a list":
+                next(node for node in _refs(meta, []) if "__number__" in node)["__number__"] = [1]
+            elif kind == "negative rng word":  # NumPy's legacy generator state: its uint32 key array, as int64 -1s
+                key = max((n for n in arrays if arrays[n].dtype == np.uint32), key=lambda n: arrays[n].size)
+                arrays[key] = np.full(arrays[key].shape, -1, np.int64)
             else:  # the optimizer's step count
                 step = next(name for name in sorted(arrays) if arrays[name].ndim == 0 and name != "__meta__")
                 arrays[step] = arrays[step].reshape(1, 1)
@@ -767,6 +772,10 @@ REGRESSIONS = [  # (format, mutation, error type, words of the message) -- befor
     ("training", _npz_meta("missing"), ValueError, "truncated or corrupted (KeyError"),
     ("training", _npz_meta("bad dtype"), ValueError, "truncated or corrupted (TypeError"),
     ("resume", _npz_meta("missing"), ValueError, "truncated or corrupted (KeyError"),
+    # a "number" that is a list loaded as a 1-d array in silence
+    ("training", _npz_meta("number as a list"), ValueError, "a number that is not one"),
+    # raw OverflowError from NumPy's set_state (after the model had taken the checkpoint's weights)
+    ("resume", _npz_meta("negative rng word"), ValueError, "random generator state 'numpy_rng' is corrupted"),
     # raw TypeError from the optimizer: a 0-d step saved as [[1]]
     ("resume", _npz_meta("step as [[1]]"), ValueError, "resume from"),
     # silently the last of two entries of one name (as the safetensors library itself reads it)
