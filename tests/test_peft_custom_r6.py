@@ -217,6 +217,9 @@ CASES = {
     "cnn_conv_lora_bias": (cnn, dict(target_modules=["conv2", "temporal"], lora_bias=True, r=2, lora_alpha=5)),
     "cnn_regex_all": (cnn, dict(target_modules=r"conv\d|pointwise|temporal|head")),
     "padding_modes_1x1_conv1d": (padded_convs, dict(target_modules=["a", "b", "c", "d"])),
+    "cnn_dora": (cnn, dict(target_modules=["conv1", "conv2", "pointwise", "temporal"], use_dora=True)),
+    "cnn_dora_linear_unload": (cnn, dict(target_modules=["conv1", "conv2", "head"], use_dora=True,
+                                         modules_to_save=["temporal"], finish="unload")),
     "padding_modes_lora_bias": (padded_convs, dict(target_modules=["a", "b"], lora_bias=True, finish="unload")),
     "nested_embedding_moduledict": (nested, dict(target_modules=["embed", "up", "down"], modules_to_save=["head"])),
     "nested_layers_to_transform": (nested, dict(target_modules=["up", "down"], layers_to_transform=[0, 2],
@@ -248,7 +251,8 @@ def printed(model, capsys):
 @pytest.mark.parametrize("build,config", [
     (cnn, dict(target_modules=["conv1", "temporal"], lora_dropout=0.1, modules_to_save=["head"])),
     (nested, dict(target_modules=["embed", "up"], modules_to_save=["head"])),
-    (mlp, dict(target_modules=["seq.0", "seq.2"], lora_bias=True))])
+    (mlp, dict(target_modules=["seq.0", "seq.2"], lora_bias=True)),
+    (cnn, dict(target_modules=["conv1", "temporal", "head"], use_dora=True))])
 def test_print_model_and_trainable_parameters_as_peft(capsys, build, config):
     theirs_base, ours_base = pair(build)
     theirs = peft.get_peft_model(theirs_base, peft.LoraConfig(**config))
@@ -475,7 +479,7 @@ def test_conv_refusals_name_the_problem():
     with pytest.raises(ValueError, match="dilation"):
         ml_peft.get_peft_model(dilated(ml.nn, ml.float64), ml_peft.LoraConfig(target_modules=["0"]))
     with pytest.raises(NotImplementedError, match="use_dora"):
-        ml_peft.get_peft_model(cnn(ml.nn, ml.float64), ml_peft.LoraConfig(target_modules=["conv1"], use_dora=True))
+        ml_peft.get_peft_model(cnn(ml.nn, ml.bfloat16), ml_peft.LoraConfig(target_modules=["conv1"], use_dora=True))
     theirs_base, ours_base = pair(cnn)
     with pytest.raises(ValueError, match="Unknown initialization"):
         peft.get_peft_model(theirs_base, peft.LoraConfig(target_modules=["conv1"], init_lora_weights="pissa"))

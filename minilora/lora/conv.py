@@ -8,16 +8,18 @@ are PEFT's (``conv.lora_A.default.weight`` ``[r, in, kh, kw]``).
 
 As PEFT, lora_A takes neither the base's dilation nor its padding_mode (it pads with zeros). With a
 dilation PEFT's two branches disagree in shape and its forward fails; minilora refuses at creation.
-DoRA on a convolution and weight-mutating inits are refused (PEFT has DoRA here; minilora does not).
+DoRA (``use_dora=True``) as PEFT's DoraConv2dLayer: one magnitude per output channel, stored
+``[1, out, 1, 1]`` (Conv1d: ``[1, out, 1]``), over the norm of each output channel's whole kernel.
+Weight-mutating inits (PiSSA, OLoRA, ...) are refused with PEFT's ValueError.
 """
 import warnings
 
 from .. import dtypes
 from ..nn import Conv1d as _NNConv1d
 from ..nn import Conv2d as _NNConv2d
-from ..nn import init
+from ..nn import Identity, Module, init
 from ..tensor import Tensor
-from .layers import Linear, _dropout_module
+from .layers import DoraMagnitude, Linear, _dropout_module, _with_delta
 
 __all__ = ["Conv1d", "Conv2d"]
 
@@ -54,7 +56,21 @@ class _ConvNd(Linear):
             init.zeros_(self.lora_B[adapter_name].weight)
             if config.lora_bias:
                 init.zeros_(self.lora_B[adapter_name].bias)
+        if config.use_dora:  # m starts at the norm of W0 + s B A: the model is unchanged by it
+            norms = self._channel_norm(base.weight._array, self.scaling[adapter_name] * self._BA(adapter_name))
+            self.lora_magnitude_vector[adapter_name] = DoraConvMagnitude(
+                Tensor(norms.reshape(self._magnitude_shape()), dtype=W0.dtype, device=W0.device), type(base).__name__)
         self.set_adapter(self.active_adapters)
+
+    def _magnitude_shape(self):
+        """PEFT's ``[1, out, 1, ...]``: the norm taken with keepdim over [out, in, *kernel], transposed."""
+        return (1, self.out_features) + (1,) * (self.base_layer.weight.ndim - 2)
+
+    @staticmethod
+    def _channel_norm(W, delta):
+        """``||W + delta||`` over each output channel's [in, *kernel] (a plain array [out])."""
+        total = dtypes.upcast(W) + delta
+        return (total * total).reshape(total.shape[0], -1).sum(axis=1) ** 0.5
 
     def adapter_forward(self, x):
         """``conv(x, W0) + b + s * B(A(dropout(x)))`` for each active adapter, PEFT's loop: each branch on
@@ -62,10 +78,27 @@ class _ConvNd(Linear):
         result = self.base_layer(x)
         dtype = result.dtype
         for name in self.active_adapters:
-            if name in self.lora_A:
+            if name in self.lora_magnitude_vector:
+                result = self._dora_forward(x.to(self.lora_A[name].weight.dtype), name, result)
+            elif name in self.lora_A:
                 xd = self.lora_dropout[name](x.to(self.lora_A[name].weight.dtype))
                 result = result + self.lora_B[name](self.lora_A[name](xd)) * self.scaling[name]
         return result.to(dtype)
+
+    def _dora_forward(self, x, name, result):
+        """PEFT's DoRA for convolutions: ``result + (m/n - 1) * base + (m/n) * s * B(A(x'))``, where base is
+        the output so far without the bias (with dropout: the base conv of the dropped-out x', no bias) and
+        n = ||W0 + s B A|| per output channel, a constant (no gradient, DoRA paper section 4.3)."""
+        base, s = self.base_layer, self.scaling[name]
+        norm = self._channel_norm(base.weight._array, s * self._BA(name)).reshape(self._magnitude_shape())
+        mag_scale = self.lora_magnitude_vector[name].weight / Tensor._make(norm, result.device, False, None)
+        dropout = self.lora_dropout[name]
+        if self.training and not isinstance(dropout, Identity):  # PEFT's test
+            x = dropout(x)
+            base_result = base(x) if base.bias is None else base(x) - base.bias.reshape(self._magnitude_shape()[1:])
+        else:
+            base_result = result if base.bias is None else result - base.bias.reshape(self._magnitude_shape()[1:])
+        return result + (mag_scale - 1) * base_result + mag_scale * self.lora_B[name](self.lora_A[name](x)) * s
 
     def _mixed_batch_forward(self, x, adapter_names):
         """Per-sample adapters (PEFT's loop over the adapters): each sample adds only its own adapter's
@@ -93,17 +126,38 @@ class _ConvNd(Linear):
         return xp.tensordot(B.reshape(B.shape[:2]), A, axes=1)
 
     def merge_math(self, adapter_name, W, unmerge=False, safe_merge=False):
+        """LoRA: ``W +- s B A``. DoRA (PEFT's): ``m / n * (W + s B A)`` per output channel, n the norm of the
+        unmerged weight plus the update, kept to unmerge (``W / (m / n) - s B A``)."""
         if self.base_layer.groups > 1:  # PEFT's refusal (its words)
             raise NotImplementedError("Merging is not supported for _ConvNd layers with groups > 1!")
-        return super().merge_math(adapter_name, W, unmerge, safe_merge)
+        delta = self.get_delta_weight(adapter_name)
+        if adapter_name not in self.lora_magnitude_vector:
+            return _with_delta(W, delta, unmerge, safe_merge)
+        if not unmerge:
+            self._dora_merge_norms[adapter_name] = self._channel_norm(self._unmerged_weight(), delta)
+        magnitude = self.lora_magnitude_vector[adapter_name].weight._array.reshape(-1)
+        factor = (magnitude / self._dora_merge_norms[adapter_name]).reshape((-1,) + (1,) * (W.ndim - 1))
+        return W / factor - delta if unmerge else factor * (W + delta)
+
+
+class DoraConvMagnitude(DoraMagnitude):
+    """DoRA's magnitude on a convolution, ``[1, out, 1, ...]``. Printed as PEFT 0.21 prints it:
+    ``lora.dora.lora.dora.DoraConv2dLayer()`` (its conv layer adds the prefix to the Linear one's)."""
+
+    def __init__(self, norms, conv_name):
+        super().__init__(norms)
+        self._peft_class = f"lora.dora.lora.dora.Dora{conv_name}Layer"
+
+    def __repr__(self):
+        return self._peft_class + Module.__repr__(self)[len(self._get_name()):]
 
 
 def _check_convolution(base, config, r):
     """What PEFT's lora conv layers refuse (their words), and the settings where its A branch cannot
     follow the base convolution (refused here, with the reason)."""
-    if config.use_dora:
-        raise NotImplementedError(f"use_dora is not supported for {type(base).__name__} layers in minilora "
-                                  "(PEFT has DoRA for convolutions); target Linear layers for DoRA")
+    if config.use_dora and (base.groups > 1 or base.weight.dtype.itemsize == 2):
+        raise NotImplementedError(f"use_dora on a {type(base).__name__} with groups={base.groups} or a 16-bit "
+                                  f"weight ({base.weight.dtype}) is not implemented in minilora")
     if any(d != 1 for d in base.dilation):
         raise ValueError(f"LoRA on a {type(base).__name__} with dilation={base.dilation} is not supported: "
                          "PEFT's lora_A convolution has no dilation, so its output shape differs from the base "
