@@ -62,6 +62,23 @@ def test_lora_bias_as_peft(hf, tmp_path, monkeypatch, name):
     run(case, tmp_path, monkeypatch, config)
 
 
+def test_second_adapter_keeps_the_active_bias_mode_as_peft(monkeypatch):
+    """PEFT applies the ACTIVE adapters' bias modes after every injection: adding a second adapter keeps the
+    first's bias="all" training every bias (the base's, each lora_B's). minilora froze the base biases on
+    add_adapter (fuzzer seed 9122)."""
+    monkeypatch.setattr(fuzz, "TINY", BIASED)
+    reference, model = fuzz.base_pair()
+    theirs = peft.get_peft_model(reference, peft.LoraConfig(r=2, target_modules=["k_proj"], bias="all",
+                                                           lora_bias=True))
+    ours = ml_peft.get_peft_model(model, ml_peft.LoraConfig(r=2, target_modules=["k_proj"], bias="all", lora_bias=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs.add_adapter("other", peft.LoraConfig(r=2, target_modules=["q_proj"], lora_bias=True))
+    ours.add_adapter("other", ml_peft.LoraConfig(r=2, target_modules=["q_proj"], lora_bias=True))
+    fuzz.compare_trainable(ours, theirs)
+    assert model.model.layers[0].mlp.up_proj.bias.requires_grad
+
+
 def test_lora_bias_trains_and_merges_into_the_base_bias():
     model = ml_peft.get_peft_model(fuzz.LlamaForCausalLM(BIASED, dtype="float64"),
                                    ml_peft.LoraConfig(r=2, target_modules=["q_proj"], lora_bias=True))
@@ -147,9 +164,11 @@ def test_trainable_tokens_as_peft(hf, tmp_path, monkeypatch, name):
     run(case, tmp_path, monkeypatch, config)
 
 
-def test_new_tokens_recipe_as_peft(hf, tmp_path):
+def test_new_tokens_recipe_as_peft(hf, tmp_path, monkeypatch):
     """resize_token_embeddings for two new tokens, train only their rows (and LoRA): both libraries agree
-    after a few AdamW steps; the other rows never move; the file holds the two rows only."""
+    after a few AdamW steps; the other rows never move; the file holds the two rows only. (Resizing sets
+    vocab_size on the model's own config object, as transformers: a copy here.)"""
+    monkeypatch.setattr(fuzz, "TINY", dataclasses.replace(fuzz.TINY))
     reference, model = fuzz.base_pair()
     vocab = fuzz.TINY.vocab_size
     reference.resize_token_embeddings(vocab + 2)

@@ -444,16 +444,22 @@ class LoraModel(_Wrapper):
         for name, p in self.model.named_parameters():
             if self.prefix not in name:
                 p.requires_grad = False
-        if config.inference_mode:
-            return
-        if config.bias == "all":
-            for name, p in self.model.named_parameters():
-                if name.endswith("bias"):
-                    p.requires_grad = True
-        elif config.bias.endswith("_only"):  # "lora_only" / "vera_only": biases of adapted layers
-            for module in self.tuner_layers():
-                if module.base_bias is not None:
-                    module.base_bias.requires_grad = True
+        if not config.inference_mode:
+            self.apply_bias_modes()
+
+    def apply_bias_modes(self):
+        """PEFT's rule, applied last when an adapter is added: the bias modes of the ACTIVE adapters -- a
+        second adapter keeps the first's biases training; a new inactive adapter's mode waits -- and "all"
+        means every bias of the model, each adapter's lora_B.bias too (an inactive one's included, as PEFT)."""
+        for bias in {getattr(self.peft_config.get(name), "bias", "none") for name in self.active_adapters}:
+            if bias == "all":
+                for name, p in self.model.named_parameters():
+                    if name.endswith("bias"):
+                        p.requires_grad = True
+            elif bias.endswith("_only"):  # "lora_only" / "vera_only": biases of adapted layers
+                for module in self.tuner_layers():
+                    if module.base_bias is not None:
+                        module.base_bias.requires_grad = True
 
     # --- the adapter layers --------------------------------------------------------------------
     def tuner_layers(self):
@@ -996,6 +1002,8 @@ class PeftModel(_Wrapper):
         self.base_model.inject_adapter(adapter_name, peft_config)
         cast_adapter_dtype(self.base_model, adapter_name, autocast_adapter_dtype)
         self.base_model.set_adapter(self.active_adapter if self.active_adapter is not None else adapter_name)
+        if not peft_config.inference_mode:
+            self.base_model.apply_bias_modes()  # after set_adapter, as PEFT's injection
 
     def set_adapter(self, adapter_name, inference_mode=False):
         """Make ``adapter_name`` the active adapter and, as PEFT does, trainable (``requires_grad``) --
