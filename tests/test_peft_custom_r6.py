@@ -286,6 +286,23 @@ def test_inject_adapter_in_model_and_state_dict_round_trip():
     np.testing.assert_allclose(m, t, rtol=0, atol=TOL)
 
 
+def test_set_peft_model_state_dict_reports_keys_as_peft():
+    """The "Checkpoint format" page's manual load: missing_keys are the base weights only (a
+    modules_to_save copy that was loaded is not missing), unexpected_keys empty."""
+    config = dict(target_modules=["seq.0", "seq.2"], modules_to_save=["seq.4"], init_lora_weights=False)
+    theirs_base, ours_base = pair(mlp)
+    theirs = peft.get_peft_model(theirs_base, peft.LoraConfig(**config))
+    ours = ml_peft.get_peft_model(ours_base, ml_peft.LoraConfig(**config))
+    state = {k: v * 1.5 for k, v in peft.get_peft_model_state_dict(theirs).items()}
+    theirs_result = peft.set_peft_model_state_dict(theirs, state)
+    ours_result = ml_peft.set_peft_model_state_dict(ours, {k: v.numpy() for k, v in state.items()})
+    assert sorted(ours_result.missing_keys) == sorted(theirs_result.missing_keys)
+    assert ours_result.unexpected_keys == theirs_result.unexpected_keys == []
+    x = INPUTS[mlp](np.random.default_rng(8))
+    t, m = run_both(theirs, ours, x)
+    np.testing.assert_allclose(m, t, rtol=0, atol=TOL)
+
+
 def test_inject_adapter_in_model_refuses_vera_as_peft():
     theirs_base, ours_base = pair(mlp)
     with pytest.raises(ValueError, match="shared state"):

@@ -123,8 +123,8 @@ def _adapter_weights(peft_model, adapter_name):
             if config.bias.endswith("_only") and module.base_bias is not None:
                 out[f"{path}.base_layer.bias"] = module.base_bias
         elif isinstance(module, ModulesToSaveWrapper) and adapter_name in module.modules_to_save:
-            copy = module.modules_to_save[adapter_name]
-            out.update({f"{path}.{k}": t for k, t in copy.state_dict().items()})
+            copy = module.modules_to_save[adapter_name]  # its own tensors: a load reports them loaded
+            out.update({f"{path}.{k}": t for k, t in copy.state_dict(keep_vars=True).items()})
     if config.bias == "all":
         # the model's own biases; an adapter's lora_B.<name>.bias (lora_bias=True) is an adapter tensor, saved
         # above under PEFT's name (lora_B.bias), not again under its model name
