@@ -510,8 +510,9 @@ def test_unsupported_targets_refused_as_peft():
         peft.get_peft_model(theirs_base, peft.LoraConfig(target_modules=["seq.1"]))
     with pytest.raises(ValueError, match="is not supported"):
         ml_peft.get_peft_model(ours_base, ml_peft.LoraConfig(target_modules=["seq.1"]))
-    with pytest.raises(ValueError, match="not found in the base model"):
+    with pytest.raises(ValueError, match="not found in the base model") as refused:
         ml_peft.get_peft_model(mlp(ml.nn, ml.float64), ml_peft.LoraConfig(target_modules=["nope"]))
+    assert "seq.0, seq.1, seq.2" in str(refused.value)  # a small model's full names, which target_modules takes
     # PEFT adapts MultiheadAttention (experimentally); minilora refuses it by name
     attention = ml.nn.Sequential(ml.nn.MultiheadAttention(8, 2))
     with pytest.raises(ValueError, match="MultiheadAttention"):

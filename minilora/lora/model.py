@@ -329,6 +329,8 @@ class LoraModel(_Wrapper):
     def _no_match_message(self, config):
         names = [key for key, _ in self._candidate_modules()]
         short = sorted({key.rsplit(".", 1)[-1] for key in names if not key.rsplit(".", 1)[-1].isdigit()})
+        if len(names) <= 30:  # a small custom model (nn.Sequential's "seq.0"): every full name helps more
+            short = names
         filters = config.layers_to_transform is not None or getattr(config, "exclude_modules", None)
         targets = config.target_modules if isinstance(config.target_modules, str) else set(config.target_modules or ())
         return (f"Target modules {targets} not found in the base model. Please check the target modules and "
