@@ -17,8 +17,9 @@ import re
 
 import numpy as np
 
-from ..checkpoint import (atomic_folder, atomic_write, load_file, load_json, read_header, save_file, save_json,
-                          warn_non_finite)
+from ..checkpoint import (CheckpointError, atomic_folder, atomic_write, load_file, load_json, read_header, save_file,
+                          save_json, warn_non_finite)
+from ..dtypes import is_floating
 from .. import nn
 from ..nn.llama import LlamaForCausalLM
 from ..nn.module import IncompatibleKeys
@@ -321,8 +322,18 @@ def load_adapter_weights(peft_model, directory, adapter_name):
             "Save it with save_projection=True.")
     peft_model.base_model.prepare_to_load(adapter_name)  # e.g. AdaLoRA: shrink to the saved ranks
     tensors = load_file(path)
+    _refuse_integer_tensors(path, tensors)
     warn_non_finite(tensors, f"adapter {path}")  # PEFT loads NaN silently; every output would be NaN
     set_peft_model_state_dict(peft_model, tensors, adapter_name, source=path)
+
+
+def _refuse_integer_tensors(path, tensors):
+    """An adapter's weights are floating point: an integer tensor (a header whose F32 was corrupted to I32)
+    would be cast to floats in silence, as PEFT's param.copy_ casts it."""
+    for name, array in tensors.items():
+        if not is_floating(array.dtype) and array.dtype.kind != "c":
+            raise CheckpointError(f"{path}: tensor {name!r} is stored as {array.dtype}, but an adapter's weights "
+                                  "are floating point (a corrupted header?)")
 
 
 def _pickle_hint(directory):

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import dtypes, ops
-from ..checkpoint import (SAFE_WEIGHTS_NAME, atomic_folder, atomic_write, checkpoint_files, load_checkpoint,
-                          load_json, read_checkpoint_shapes, read_header, save_file, save_json)
+from ..checkpoint import (SAFE_WEIGHTS_NAME, CheckpointError, atomic_folder, atomic_write, checkpoint_files,
+                          load_checkpoint, load_json, read_checkpoint_shapes, read_header, save_file, save_json)
 from ..device import xp_of
 from ..random import generator
 from ..tensor import Tensor, _to_dtype
@@ -1275,10 +1275,24 @@ def parameter_shapes(config, num_layers=None):
     return shapes
 
 
+def _refuse_integer_weights(path):
+    """Every weight of a Llama is floating point. An integer tensor in its place (a header whose dtype was
+    corrupted from F32 to I32, a quantized checkpoint) would be cast to floats in silence -- transformers
+    does so -- and the model would compute garbage."""
+    for file in checkpoint_files(path):
+        header, _ = read_header(file)
+        for name, info in header.items():
+            if name != "__metadata__" and info["dtype"] not in _HEADER_FLOATS:
+                raise CheckpointError(f"{file}: tensor {name!r} is stored as {info['dtype']}, but a Llama's "
+                                      "weights are floating point (a corrupted header, or a quantized checkpoint, "
+                                      "which minilora does not read)")
+
+
 def _check_checkpoint_fits(path, config):
     """Compare the checkpoint's tensor names and shapes (read from the file headers only) with the
     model ``config`` describes, so a mismatch -- ``{}`` as config.json means Llama-7B -- is refused
     before gigabytes of weights are allocated. Raises ``StateDictError`` like ``load_state_dict``."""
+    _refuse_integer_weights(path)
     found = _without_layers_past(read_checkpoint_shapes(path), config.num_hidden_layers)
     # one layer past the checkpoint's last is enough to name what is missing (and never loops 2**70 times)
     layers_found = 1 + max((int(k.split(".")[2]) for k in found if k.startswith("model.layers.")
