@@ -517,5 +517,7 @@ def test_unsupported_targets_refused_as_peft():
     attention = ml.nn.Sequential(ml.nn.MultiheadAttention(8, 2))
     with pytest.raises(ValueError, match="MultiheadAttention"):
         ml_peft.get_peft_model(attention, ml_peft.LoraConfig(target_modules=["0"]))
+    with pytest.raises(ValueError, match="Conv2d"):  # PEFT's AdaLoRA also wraps Conv2d; minilora's Linear only
+        ml_peft.get_peft_model(cnn(ml.nn, ml.float64), ml_peft.AdaLoraConfig(target_modules=["conv1"], total_step=10))
     with pytest.raises(NotImplementedError, match="mixed"):  # PEFT's PeftMixedModel: not in minilora
         ml_peft.get_peft_model(mlp(ml.nn, ml.float64), ml_peft.LoraConfig(target_modules=["seq.0"]), mixed=True)

@@ -314,8 +314,9 @@ class AdaLoraModel(LoraModel):
     def _create_layer(self, target, adapter_name, config, key):
         if type(target) is not _NNLinear:
             kind = "an Embedding" if isinstance(target, _NNEmbedding) else f"a {type(target).__name__}"
-            raise ValueError(f"Target module {key!r} is {kind}: AdaLoRA adapts Linear layers only (as PEFT on "
-                             "this model); choose target_modules that name Linear layers")
+            peft_too = "as PEFT" if isinstance(target, _NNEmbedding) else "PEFT's also adapts Conv2d"
+            raise ValueError(f"Target module {key!r} is {kind}: minilora's AdaLoRA adapts Linear layers only "
+                             f"({peft_too}); choose target_modules that name Linear layers")
         return SVDLinear(target, adapter_name, config, *self._rank_and_alpha(config, key))
 
     def _update_layer(self, layer, adapter_name, config, key):
