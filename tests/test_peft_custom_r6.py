@@ -451,6 +451,62 @@ def test_svd_combination_on_conv1d_is_the_weighted_update():
 
 
 # ==================================================================================================
+# Layer subclasses, and PEFT's experimental custom LoRA layers (config._register_custom_module)
+# ==================================================================================================
+def subclassed(nn, dtype):
+    class MyLinear(nn.Linear):  # a user's own Linear type: PEFT adapts it (isinstance), as a Linear
+        pass
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = MyLinear(6, 5, dtype=dtype)
+            self.plain = nn.Linear(5, 2, dtype=dtype)
+
+        def forward(self, x):
+            return self.plain(self.fc(x).relu())
+    return Net()
+
+
+INPUTS[subclassed] = lambda rng: rng.standard_normal((3, 6))
+
+
+def test_linear_subclass_adapted_as_peft(tmp_path):
+    side_by_side(subclassed, tmp_path, target_modules=["fc", "plain"])
+
+
+def test_register_custom_module_as_peft():
+    """The guide's recipe: a LoRA layer class of one's own for a layer type, tried before the built-in
+    ones. Here: LoRA with twice the scaling on the user's MyLinear; nn.Linear keeps PEFT's layer."""
+    from peft.tuners.lora import Linear as TheirLoraLinear
+
+    class TheirDoubled(TheirLoraLinear):
+        def __init__(self, base_layer, adapter_name, config, **kwargs):
+            super().__init__(base_layer, adapter_name, config=config, **kwargs)
+            self.scaling[adapter_name] *= 2
+
+    class OurDoubled(ml_peft.LoraLayer):
+        def __init__(self, base_layer, adapter_name, config, r, lora_alpha):
+            super().__init__(base_layer, adapter_name, config, r, lora_alpha)
+            self.scaling[adapter_name] *= 2
+
+    theirs_base, ours_base = pair(subclassed)
+    theirs_config = peft.LoraConfig(target_modules=["fc", "plain"], init_lora_weights=False)
+    ours_config = ml_peft.LoraConfig(target_modules=["fc", "plain"], init_lora_weights=False)
+    theirs_config._register_custom_module({type(theirs_base.fc): TheirDoubled})
+    ours_config._register_custom_module({type(ours_base.fc): OurDoubled})
+    theirs = peft.get_peft_model(theirs_base, theirs_config)
+    ours = ml_peft.get_peft_model(ours_base, ours_config)
+    assert isinstance(ours.base_model.model.fc, OurDoubled) and type(ours.base_model.model.plain) is ml_peft.Linear
+    assert ours.base_model.model.fc.scaling == theirs.base_model.model.fc.scaling == {"default": 2.0}
+    assert trainable(ours) == trainable(theirs)
+    assert "_custom_modules" not in ours_config.to_dict()  # not written to adapter_config.json, as PEFT
+    copy_trainable(theirs, ours)
+    t, m = run_both(theirs, ours, INPUTS[subclassed](np.random.default_rng(9)))
+    np.testing.assert_allclose(m, t, rtol=0, atol=TOL)
+
+
+# ==================================================================================================
 # What PEFT refuses on convolutions, and what minilora refuses by name
 # ==================================================================================================
 def grouped(nn, dtype):

@@ -392,6 +392,16 @@ class LoraConfig(_AdapterConfig):
         return alpha / math.sqrt(r) if self.use_rslora else alpha / r
         # END SOLUTION
 
+    _custom_modules = None  # not a field: PEFT keeps it out of adapter_config.json too
+
+    def _register_custom_module(self, mapping):
+        """PEFT's experimental API (its "Custom models" guide): your own LoRA layer classes for layer types
+        minilora does not adapt, ``{target layer type: LoRA layer class}``, tried before the built-in ones.
+        The class is called ``cls(target, adapter_name, config=config, r=r, lora_alpha=lora_alpha)`` and
+        follows minilora's conventions (subclass ``minilora.lora.LoraLayer`` or ``BaseTunerLayer``). Pass the
+        same config to ``PeftModel.from_pretrained(..., config=config)`` to load such an adapter."""
+        self._custom_modules = {**(self._custom_modules or {}), **mapping}
+
 
 @dataclass
 class VeraConfig(_AdapterConfig):

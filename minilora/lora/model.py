@@ -360,8 +360,12 @@ class LoraModel(_Wrapper):
 
     def _create_layer(self, target, adapter_name, config, key):
         """The LoRA layer for ``target``: ``lora.Linear``, ``lora.Embedding`` or ``lora.Conv1d/2d``, as PEFT."""
+        r, alpha = self._rank_and_alpha(config, key)
+        for kind, custom in (getattr(config, "_custom_modules", None) or {}).items():  # PEFT tries them first
+            if isinstance(target, kind):
+                return custom(target, adapter_name, config=config, r=r, lora_alpha=alpha)
         kinds = {_NNLinear: Linear, _NNEmbedding: Embedding, _NNConv1d: LoraConv1d, _NNConv2d: LoraConv2d}
-        layer = kinds.get(type(target))
+        layer = next((lora for kind, lora in kinds.items() if isinstance(target, kind)), None)  # subclasses too
         if layer is None:  # PEFT's ValueError and words
             raise ValueError(f"Target module {target} is not supported. Currently, only the following modules "
                              f"are supported: `nn.Linear`, `nn.Embedding`, `nn.Conv1d`, `nn.Conv2d` (minilora's; "
@@ -369,7 +373,7 @@ class LoraModel(_Wrapper):
                              f"{type(target).__name__}: choose target_modules that name layers of those types.")
         if layer is Linear:
             _fan_in_fan_out_off_for_linear(config)
-        return layer(target, adapter_name, config, *self._rank_and_alpha(config, key))
+        return layer(target, adapter_name, config, r, alpha)
 
     def _update_layer(self, layer, adapter_name, config, key):
         layer.update_layer(adapter_name, config, *self._rank_and_alpha(config, key))
