@@ -473,6 +473,12 @@ INPUTS[subclassed] = lambda rng: rng.standard_normal((3, 6))
 
 def test_linear_subclass_adapted_as_peft(tmp_path):
     side_by_side(subclassed, tmp_path, target_modules=["fc", "plain"])
+    for config in ("VeraConfig", "AdaLoraConfig"):  # the other methods' Linear layers too
+        options = dict(target_modules=["fc", "plain"], **({"total_step": 10} if config == "AdaLoraConfig" else {}))
+        theirs_base, ours_base = pair(subclassed)
+        theirs = peft.get_peft_model(theirs_base, getattr(peft, config)(**options))
+        ours = ml_peft.get_peft_model(ours_base, getattr(ml_peft, config)(**options))
+        assert sorted(trainable(ours)) == sorted(trainable(theirs))  # (minilora's AdaLoRA: lora_E before lora_B)
 
 
 def test_register_custom_module_as_peft():

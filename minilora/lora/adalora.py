@@ -312,7 +312,7 @@ class AdaLoraModel(LoraModel):
         return config.init_r, config.lora_alpha
 
     def _create_layer(self, target, adapter_name, config, key):
-        if type(target) is not _NNLinear:
+        if not isinstance(target, _NNLinear):
             kind = "an Embedding" if isinstance(target, _NNEmbedding) else f"a {type(target).__name__}"
             peft_too = "as PEFT" if isinstance(target, _NNEmbedding) else "PEFT's also adapts Conv2d"
             raise ValueError(f"Target module {key!r} is {kind}: minilora's AdaLoRA adapts Linear layers only "

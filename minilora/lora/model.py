@@ -799,7 +799,7 @@ class VeraModel(LoraModel):
             table[adapter_name] = Tensor(rng.uniform(-bound, bound, shape), dtype=dtype, device=device)
 
     def _create_layer(self, target, adapter_name, config, key):
-        if type(target) is not _NNLinear:  # PEFT's TypeError and words
+        if not isinstance(target, _NNLinear):  # PEFT's TypeError and words (a Linear subclass is a Linear)
             raise TypeError(f"Target module {target} is not supported. Currently, only `nn.Linear` is supported "
                             f"(minilora's; PEFT also adapts Conv1D). Module {key!r} is a {type(target).__name__}: "
                             "VeRA adapts only Linear layers.")
@@ -839,7 +839,7 @@ class TrainableTokensModel(LoraModel):
         return config
 
     def _create_layer(self, target, adapter_name, config, key):
-        if type(target) not in (_NNEmbedding, _NNLinear):
+        if not isinstance(target, (_NNEmbedding, _NNLinear)):
             raise TypeError(f"TrainableTokens trains rows of Embedding (or Linear) layers; {key!r} is a "
                             f"{type(target).__name__}")
         return TrainableTokensLayer(target, adapter_name, config.token_indices, init_weights=config.init_weights)
