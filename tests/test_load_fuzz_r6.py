@@ -25,8 +25,9 @@ where a floating-point weight goes, a shape the config does not give, two entrie
 intact value differs only because a JSON field took another *valid* value (rms_norm_eps 1e-6 -> 1e-5) the
 file really says so.
 
-``MINILORA_FUZZ_SEEDS=N`` runs N seeds per format (default 12: about 140 cases each, a few seconds) for longer hunts; REGRESSIONS below are the
-minimized cases earlier hunts found, each a silent or raw failure before its fix.
+``MINILORA_FUZZ_SEEDS=N`` runs N seeds per format (default 12: about 140 cases each, a few seconds) for
+longer hunts; REGRESSIONS below are the minimized cases earlier hunts found, each a silent or raw failure
+before its fix.
 """
 import json
 import os
