@@ -169,8 +169,7 @@ def side_by_side(build, tmp_path, finish="merge_and_unload", **config):
     ours = ml_peft.get_peft_model(ours_base, ml_peft.LoraConfig(**config))
     assert trainable(ours) == trainable(theirs)
     assert ours.get_nb_trainable_parameters() == theirs.get_nb_trainable_parameters()
-    assert repr(ours).replace("ParameterDict()", "") .split() and type(ours.base_model.model).__name__ == \
-        type(theirs.base_model.model).__name__
+    assert repr(ours) == repr(theirs)  # print(model), PEFT's text
     copy_trainable(theirs, ours)
     t, m = run_both(theirs, ours, x)
     np.testing.assert_allclose(m, t, rtol=0, atol=TOL)
@@ -224,7 +223,8 @@ CASES = {
     "nested_embedding_moduledict": (nested, dict(target_modules=["embed", "up", "down"], modules_to_save=["head"])),
     "nested_layers_to_transform": (nested, dict(target_modules=["up", "down"], layers_to_transform=[0, 2],
                                                 layers_pattern="blocks")),
-    "nested_exclude_modules": (nested, dict(target_modules=["up", "down", "head"], exclude_modules=["blocks.1.proj.up"])),
+    "nested_exclude_modules": (nested, dict(target_modules=["up", "down", "head"],
+                                            exclude_modules=["blocks.1.proj.up"])),
     "nested_regex_full_match": (nested, dict(target_modules=r"blocks\.\d\.proj\.down")),
 }
 
