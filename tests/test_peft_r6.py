@@ -379,6 +379,17 @@ def test_target_parameters_refusals_as_peft(kw, error, words):
         ml_peft.get_peft_model(model, ml_peft.LoraConfig(**kw))
 
 
+def test_adapters_must_target_the_same_parameters_as_peft():  # (fuzzer seed 12718)
+    reference, model = fuzz.base_pair()
+    first, second = dict(target_modules=[], target_parameters=["lm_head.weight"]), \
+        dict(target_modules=[], target_parameters=["embed_tokens.weight"])
+    words = "all adapters must target the same set of parameters, but got ['embed_tokens.weight'] for the new"
+    for library, base in ((peft, reference), (ml_peft, model)):
+        peft_model = library.get_peft_model(base, library.LoraConfig(**first))
+        with pytest.raises(ValueError, match=re.escape(words)):
+            peft_model.add_adapter("other", library.LoraConfig(**second))
+
+
 def test_target_parameters_that_match_nothing_warn_as_peft():
     reference, model = fuzz.base_pair()
     kw = dict(target_modules=["k_proj"], target_parameters=["nothing.weight"])

@@ -353,6 +353,18 @@ class LoraModel(_Wrapper):
         if sum(bias != "none" for bias in biases) > 1:  # they would all train the base layers' one bias
             raise ValueError(f"{type(self).__name__} supports only 1 adapter with bias. When using multiple "
                              "adapters, set bias to 'none' for all adapters.")
+        self._check_same_target_parameters(config)
+
+    def _check_same_target_parameters(self, config):
+        """PEFT's rule: all adapters that use target_parameters target the same parameters (its nested
+        wrappers encode which parameter a weight belongs to)."""
+        wanted = set(getattr(config, "target_parameters", None) or ())
+        for name, other in self.peft_config.items():
+            theirs = set(getattr(other, "target_parameters", None) or ())
+            if wanted and theirs and theirs != wanted:  # PEFT's words
+                raise ValueError("When using multiple adapters with `target_parameters`, all adapters must target "
+                                 f"the same set of parameters, but got {sorted(wanted)} for the new adapter and "
+                                 f"{sorted(theirs)} for adapter '{name}'.")
 
     def _rank_and_alpha(self, config, key):
         return (_pattern_value(config.rank_pattern, key, config.r),
