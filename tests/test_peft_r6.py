@@ -390,6 +390,16 @@ def test_adapters_must_target_the_same_parameters_as_peft():  # (fuzzer seed 127
             peft_model.add_adapter("other", library.LoraConfig(**second))
 
 
+def test_second_adapter_on_a_param_wrapper_gets_its_refusals():  # (fuzzer seed 20078)
+    """A ParamWrapper adds a second adapter through update_layer: DoRA / dropout are refused there too
+    (PEFT: "Invalid or unsupported variant combination: ('use_dora',)")."""
+    reference, model = fuzz.base_pair()
+    for library, base in ((peft, reference), (ml_peft, model)):
+        peft_model = library.get_peft_model(base, library.LoraConfig(target_modules=[], target_parameters=["q_proj.weight"]))
+        with pytest.raises(ValueError, match="use_dora"):
+            peft_model.add_adapter("other", library.LoraConfig(target_modules=["q_proj"], use_dora=True))
+
+
 def test_target_parameters_that_match_nothing_warn_as_peft():
     reference, model = fuzz.base_pair()
     kw = dict(target_modules=["k_proj"], target_parameters=["nothing.weight"])

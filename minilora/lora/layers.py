@@ -703,13 +703,14 @@ class ParamWrapper(Linear):
 
     def __init__(self, base_layer, adapter_name, config, r, lora_alpha, parameter_name="weight"):
         self.parameter_name = parameter_name
+        super().__init__(base_layer, adapter_name, config, r, lora_alpha)
+
+    def update_layer(self, adapter_name, config, r, lora_alpha):
+        """(Also for a second adapter on the same wrapper: the same refusals.)"""
         for refused, words in ((config.lora_dropout, "lora_dropout != 0"), (config.fan_in_fan_out, "fan_in_fan_out"),
                                (config.lora_bias, "lora_bias=True"), (config.use_dora, "use_dora=True")):
             if refused:  # PEFT's words
                 raise ValueError(f"lora.ParamWrapper does not work with {words}.")
-        super().__init__(base_layer, adapter_name, config, r, lora_alpha)
-
-    def update_layer(self, adapter_name, config, r, lora_alpha):
         shape = self.base_layer.weight.shape  # the factors follow the parameter, not the layer's in/out
         self.out_features, self.in_features = shape[0], shape[1]
         super().update_layer(adapter_name, config, r, lora_alpha)
