@@ -885,8 +885,9 @@ def _model_type(model):
 
 def _is_linear(module, layer_cls):
     """A Linear, or an adapter layer around one ("all-linear" for a second adapter). Not a ParamWrapper
-    around an embedding table: PEFT's "all-linear" collects Linear layers only."""
-    return isinstance(module, _NNLinear) or (isinstance(module, layer_cls) and isinstance(module.base_layer, _NNLinear))
+    (PEFT takes adapter layers whose class name has "Linear" in it: not lora.ParamWrapper, whatever it wraps)."""
+    return isinstance(module, _NNLinear) or (isinstance(module, layer_cls) and not isinstance(module, ParamWrapper)
+                                             and isinstance(module.base_layer, _NNLinear))
 
 
 def _output_head(model):
