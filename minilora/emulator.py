@@ -88,7 +88,7 @@ _HEADER = EMU_DIR / "cuda_emu.h"
 _RUNTIME = EMU_DIR / "runtime.cpp"
 _INCLUDE = EMU_DIR / "include"  # stand-ins for <cuda_runtime.h>, <cuda_fp16.h>, ...
 _CXX = os.environ.get("CXX", "g++")
-_VERSION = "4"  # bump to invalidate every cached build (4: a template kernel's launch bounds per instance)
+_VERSION = "5"  # bump to invalidate every cached build (5: emu_release_stacks)
 
 
 class EmulatorError(RuntimeError):
@@ -718,6 +718,17 @@ _MAX_WORKERS = 64  # runtime.cpp's kMaxWorkers
 _START_WORKERS_AT_ONCE = False
 _BUILD_LOCK = threading.Lock()
 _LAUNCH_LOCK = threading.Lock()  # the runtime keeps one launch's state in globals
+_stack_holder = None  # the module whose runtime last launched: it keeps its fibers' stacks for the next one
+
+
+def _hold_stacks(module):
+    """Before ``module`` launches (under _LAUNCH_LOCK): the module that launched last gives its fiber stacks
+    back. Each module keeps a pool for reuse, two memory mappings per thread slot; a test session loads
+    hundreds of modules, and pools kept by all of them exhausted the process's mappings."""
+    global _stack_holder
+    if _stack_holder is not None and _stack_holder is not module:
+        _stack_holder.lib.emu_release_stacks()
+    _stack_holder = module
 _compiler_id_cache: list[str] = []
 
 
@@ -1315,6 +1326,8 @@ class _Module:
             self.lib = ctypes.CDLL(str(self.product))
         except OSError as e:  # "file too short", "invalid ELF header", ...
             raise _CorruptCache(str(e)) from None
+        self.lib.emu_release_stacks.restype = None
+        self.lib.emu_release_stacks.argtypes = []
         self.lib.emu_launch.restype = ctypes.c_int
         self.lib.emu_launch.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
                                         ctypes.c_char_p, ctypes.c_size_t]
@@ -1695,6 +1708,7 @@ class RawKernel:
             err = ctypes.create_string_buffer(8192)
             where = ctypes.create_string_buffer(512)
             with _LAUNCH_LOCK:
+                _hold_stacks(self._mod)
                 if self._mod.variant == "racecheck":  # global memory is checked too: say where each array is
                     for i, a in packed.arrays:
                         self._mod.lib.emu_racecheck_track_global(

@@ -2243,6 +2243,18 @@ EMU_TSAN_ATOMIC(64, unsigned long long)
 // racecheck (racecheck build only), bits 8-15: how many OS
 // threads may run blocks, 0 meaning one, bits 16-47: the kernel's max_dynamic_shared_size_bytes when
 // the program set it, else 0).
+// Unmaps every worker's stack pool (between launches only: the Python side calls it under its launch
+// lock). Each loaded module has its own runtime and pools, and a pool of n slots is 2n memory mappings
+// (each slot's guard is its own mapping): kept by every module a test session loads, they reached the
+// kernel's limit (vm.max_map_count, 65530) and a later launch could not map its shared memory.
+EMU_EXPORT void emu_release_stacks() {
+    for (Worker& w : g_workers) {
+        if (w.pool_map) munmap(w.pool_map, w.pool_map_bytes);
+        w.pool_map = w.stack_pool = nullptr;
+        w.stack_pool_count = w.pool_map_bytes = 0;
+    }
+}
+
 EMU_EXPORT int emu_launch(int kernel_index, void** args, const uint64_t* cfg, char* err, size_t errlen) {
     int count = 0;
     const KernelInfo* table = emu_kernel_table(&count);
