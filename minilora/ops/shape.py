@@ -396,8 +396,22 @@ def index_put(input, indices, values, accumulate=False):
     ``x[idx] = v`` is its in-place form (``Tensor.__setitem__``)."""
     if isinstance(values, Tensor) and values.dtype != input.dtype:  # torch's rule (minilora cast silently)
         raise RuntimeError(_index_put_dtype_message(input.dtype, values.dtype))
-    return IndexPut.apply(input, values, index=_raw_index(indices, input.device),
-                          accumulate=bool(accumulate))
+    index = _raw_index(indices, input.device)
+    if isinstance(values, Tensor) and values.ndim:
+        _check_values_fit(input, index, values.shape)
+    return IndexPut.apply(input, values, index=index, accumulate=bool(accumulate))
+
+
+def _check_values_fit(input, index, values_shape):
+    """torch broadcasts ``values`` to ``input[index]``'s shape and no further: NumPy's assignment also
+    drops a value's extra leading 1s (x.index_put_((i,), <[[v]]>) of a vector wrote v; torch refuses)."""
+    xp = xp_of(input._array)
+    shape = take_indexed(xp.broadcast_to(xp.zeros((), np.uint8), input.shape),  # (no copy of input)
+                         _without_empty_ellipsis(index, input.ndim)).shape
+    trailing = shape[len(shape) - len(values_shape):] if len(values_shape) <= len(shape) else None
+    if trailing is None or any(v not in (1, r) for v, r in zip(values_shape, trailing)):
+        raise RuntimeError(f"shape mismatch: value tensor of shape {list(values_shape)} cannot be broadcast "
+                           f"to indexing result of shape {list(shape)}")
 
 
 def _index_put_dtype_message(destination, source):
