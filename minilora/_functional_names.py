@@ -105,8 +105,26 @@ def cdist(x1, x2, p=2.0, compute_mode=None):
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, pos_weight=None, reduction=0):
-    return _F().binary_cross_entropy_with_logits(input, target, weight, reduction=_reduction(reduction),
-                                                 pos_weight=pos_weight)
+    """ATen's, without F's same-size check: its in-place chain ``(1 - target).mul_(input)`` (then
+    ``.mul_(weight)``; ``log_sigmoid(input).mul_(pos_weight-term)``) broadcasts into target's shape, and
+    into input's for ``pos_weight``: an input of (1,) and a target of (1, 2) give a (1, 2) loss."""
+    from .ops.extra import broadcast_shapes
+    reduction = _reduction(reduction)  # (the arguments are checked before any shape)
+    if pos_weight is not None:
+        _writes_into(input.shape, broadcast_shapes(pos_weight.shape, target.shape))
+    _writes_into(target.shape, input.shape)
+    if weight is not None:
+        _writes_into(target.shape, weight.shape)
+    return _F().binary_cross_entropy_with_logits(input.expand(target.shape), target, weight,
+                                                 reduction=reduction, pos_weight=pos_weight)
+
+
+def _writes_into(out_shape, other_shape):
+    """The check of ATen's ``out.op_(other)``: ``other`` broadcasts to ``out``'s shape, not beyond."""
+    from .ops.extra import broadcast_shapes
+    shape = broadcast_shapes(out_shape, other_shape)
+    if tuple(shape) != tuple(out_shape):
+        raise RuntimeError(f"output with shape {list(out_shape)} doesn't match the broadcast shape {list(shape)}")
 
 
 def kl_div(input, target, reduction=0, *, log_target=False):
@@ -120,6 +138,10 @@ def hinge_embedding_loss(input, target, margin=1.0, reduction=0):
 
 
 def margin_ranking_loss(input1, input2, target, margin=0.0, reduction=0):
+    """ATen's ``(-target * (input1 - input2) + margin).clamp_min_(0)``: the three broadcast (F's
+    same-dimension check is F's own: torch.margin_ranking_loss of (), (1,), () is a (1,) loss)."""
+    from .ops.extra import broadcast_tensors
+    input1, input2, target = broadcast_tensors(input1, input2, target)
     return _F().margin_ranking_loss(input1, input2, target, margin, reduction=_reduction(reduction))
 
 

@@ -821,7 +821,10 @@ def test_api_against_torch(name):
 # LEFT_ALONE: what long runs (MINILORA_FUZZ_SEEDS=300) still report, each an edge of an edge:
 # - torch itself: narrow_copy's gradient is zeros for a negative start (not drawn); gelu of a bfloat16
 #   inf is nan (its vectorised erf); softshrink's gradient at a nan depends on the vector width
-#   (1 or 0); inner of an expand()ed bool matrix computes where inner of a plain one raises
+#   (1 or 0); inner of an expand()ed bool matrix computes where inner of a plain one raises;
+#   torch.binary_cross_entropy_with_logits of an input that broadcasts to the target's shape computes,
+#   but its backward raises ("output with shape [1] doesn't match the broadcast shape [1, 2]"; minilora
+#   gives the summed gradient)
 # - gradients at a nan input: copysign gives torch's nan where minilora gives 0 (as test_fuzz_r5); elu,
 #   celu, selu, hardswish and softshrink give torch's vectorised kernel's answer, and torch's scalar tail
 #   (the last few elements of a tensor) gives another (1 or 0 where the vectors give nan); F.normalize's
@@ -920,6 +923,18 @@ REGRESSIONS = {
         L.arange(8.0).reshape(4, 2), L.tensor([[4.0, 1.75]]), L.tensor([-1.0, 1.0, 1.0, -1.0]), reduction="none"),
     "F.soft_margin_loss of (2,) and a (1, 1) target": lambda L: L.nn.functional.soft_margin_loss(
         L.tensor([-1.25, -0.5]), L.tensor([[1.0]])),
+    # torch's top-level (ATen) losses skip F's size checks: they broadcast (minilora raised F's error)
+    "torch.binary_cross_entropy_with_logits of (1,) and a (1, 2) target": lambda L: L.binary_cross_entropy_with_logits(
+        L.tensor([0.25], dtype=L.float64), L.tensor([[3.25, -0.5]], dtype=L.float64)),
+    "torch.binary_cross_entropy_with_logits with weight and pos_weight, sum": lambda L: L.binary_cross_entropy_with_logits(
+        L.tensor([[0.25, 3.0], [-1.0, 0.5]]), L.tensor([[1.0, 0.0], [0.5, 1.0]]), L.tensor([1.0, 2.0]),
+        L.tensor([[3.0], [2.0]]), 2),
+    "torch.binary_cross_entropy_with_logits: the target must hold the broadcast (ATen's in-place error)": lambda L: [
+        L.binary_cross_entropy_with_logits(L.tensor([0.5, 1.0]), L.tensor(1.0))],
+    "torch.margin_ranking_loss of (), (1,), () and of (2, 2), (1,), (2, 2)": lambda L: [
+        L.margin_ranking_loss(L.tensor(-1.75), L.tensor([-1.75]), L.tensor(3.25)),
+        L.margin_ranking_loss(L.tensor([[2.0, 2.0], [3.5, 3.5]]), L.tensor([1.25]),
+                              L.tensor([[0.25, -2.75], [0.25, -0.5]]), 0.5, 2)],
     # nan, inf and -0.0
     "F.threshold keeps a nan": lambda L: L.nn.functional.threshold(L.tensor([NAN, 0.5, 1.0]), 0.5, 9.0),
     "F.softshrink keeps a nan and -0.0": lambda L: L.nn.functional.softshrink(L.tensor([NAN, -0.25, 0.25, -1.0])),
