@@ -19,6 +19,8 @@ What transformers users write works, with transformers' defaults::
     tok.batch_decode(out, skip_special_tokens=True)
     tok.pad_token = tok.eos_token                # the usual fix for a tokenizer without a pad token
     tok.save_pretrained("folder")                # tokenizer.json + tokenizer_config.json
+    tok.add_tokens(["<think>"]); tok.add_special_tokens({"additional_special_tokens": ["<tool>"]})
+    model.resize_token_embeddings(len(tok))      # new tokens (a tokenizer.json tokenizer; not the byte one)
     tok.apply_chat_template(messages, add_generation_prompt=True)   # if the tokenizer has a template
     enc = tok(questions, contexts, truncation="only_second", max_length=384, stride=128,
               return_overflowing_tokens=True, return_offsets_mapping=True)   # the QA tutorial's call
@@ -199,6 +201,9 @@ class BatchEncoding(dict):
         return encoding.char_to_word(index, sequence_index)
 
 
+SPECIAL_KINDS = ("bos", "eos", "pad", "unk", "sep", "cls", "mask")  # transformers' named special tokens
+
+
 def _special_token(kind):
     """A property ``<kind>_token``: the token's text, kept in step with ``<kind>_token_id``."""
     def get(self):
@@ -218,7 +223,8 @@ class _Tokenizer:
     decoding, saving and chat templates, on top of each one's ``encode`` / ``decode`` /
     ``_token`` (id -> text) / ``_token_id`` (text -> id or None)."""
 
-    bos_token_id = eos_token_id = pad_token_id = None
+    bos_token_id = eos_token_id = pad_token_id = unk_token_id = sep_token_id = cls_token_id = mask_token_id = None
+    extra_special_tokens = ()  # add_special_tokens({"additional_special_tokens": [...]}) (transformers 5's name)
     padding_side = "right"
     model_input_names = ["input_ids", "attention_mask"]  # what a call returns, as transformers names it
     truncation_side = "right"
@@ -229,11 +235,75 @@ class _Tokenizer:
         return self.vocab_size
 
     # special tokens by name, as in transformers (tok.pad_token = tok.eos_token)
-    bos_token, eos_token, pad_token = (_special_token(kind) for kind in ("bos", "eos", "pad"))
+    bos_token, eos_token, pad_token, unk_token, sep_token, cls_token, mask_token = (
+        _special_token(kind) for kind in SPECIAL_KINDS)
+
+    @property
+    def all_special_tokens(self):
+        """The named special tokens, then the extra ones (transformers' order)."""
+        named = [getattr(self, f"{kind}_token") for kind in SPECIAL_KINDS]
+        return list(dict.fromkeys([t for t in named if t is not None] + list(self.extra_special_tokens)))
 
     @property
     def all_special_ids(self):
-        return sorted({i for i in (self.bos_token_id, self.eos_token_id, self.pad_token_id) if i is not None})
+        """The ids of ``all_special_tokens``, in its order (transformers')."""
+        ids = (self._token_id(token) for token in self.all_special_tokens)
+        return [i for i in ids if i is not None]
+
+    # --- new tokens (the "add new tokens, resize_token_embeddings, trainable_token_indices" recipe) ------
+    def add_tokens(self, new_tokens, special_tokens=False):
+        """Add tokens (strings or ``tokenizers.AddedToken``) after the vocabulary, as transformers' fast
+        tokenizers: each is matched in the text before the model's own tokenization splits it. A string
+        is normalized like the text unless ``special_tokens``. Returns how many were new; then
+        ``model.resize_token_embeddings(len(tokenizer))``."""
+        if not new_tokens:
+            return 0
+        if not isinstance(new_tokens, (list, tuple)):
+            new_tokens = [new_tokens]
+        return self._add_tokens(list(new_tokens), special_tokens)
+
+    def add_special_tokens(self, special_tokens_dict, replace_extra_special_tokens=True):
+        """``{"pad_token": "<pad>", "additional_special_tokens": [...]}``: add the tokens as special ones
+        (kept whole, never normalized, dropped by ``decode(..., skip_special_tokens=True)``) and name them,
+        as transformers 5 (``extra_special_tokens`` is its name for the additional ones). Returns how many
+        were new to the vocabulary."""
+        if not special_tokens_dict:
+            return 0
+        wanted = dict(special_tokens_dict)
+        if "additional_special_tokens" in wanted and not wanted.get("extra_special_tokens"):
+            wanted["extra_special_tokens"] = wanted.pop("additional_special_tokens")
+        allowed = {f"{kind}_token" for kind in SPECIAL_KINDS} | {"extra_special_tokens"}
+        to_add, named = [], {}
+        for key, value in wanted.items():
+            if key not in allowed:
+                raise ValueError(f"Key {key} is not a valid special token. Valid keys are: {sorted(allowed)}")
+            extra = key == "extra_special_tokens"
+            if extra and (not isinstance(value, (list, tuple)) or not all(map(_is_token, value))):
+                raise ValueError(f"Tokens {value} for key {key} should all be str or AddedToken instances")
+            if not extra and not _is_token(value):
+                raise ValueError(f"Token {value} for key {key} should be a str or an AddedToken instance")
+            tokens = [_as_special(v) for v in (value if extra else [value])]
+            if extra:
+                old = [] if replace_extra_special_tokens else list(self.extra_special_tokens)
+                named[key] = old + [str(t) for t in tokens if str(t) not in old]
+            else:
+                named[key] = str(tokens[0])
+            to_add += tokens
+        added = self.add_tokens(to_add, special_tokens=True)
+        for key, value in named.items():  # after adding: a name is set to a token of the vocabulary
+            setattr(self, key, value)
+        return added
+
+    def _add_tokens(self, tokens, special_tokens):
+        raise NotImplementedError(
+            "the byte tokenizer's vocabulary is fixed (its 259 ids are what the shipped model was trained "
+            "on); to add tokens, save it (tok.save_pretrained(folder)) and load that folder with "
+            "minilora.tokenizer.from_pretrained(folder): a tokenizer.json tokenizer takes add_tokens")
+
+    def get_added_vocab(self):
+        """The added tokens (special ones included) as {token: id}, in id order (transformers' method)."""
+        decoder = self._backend().get_added_tokens_decoder()
+        return {token.content: i for i, token in sorted(decoder.items())}
 
     # --- looking inside: tokens as strings, as transformers names them ----------------------------
     def convert_ids_to_tokens(self, ids, skip_special_tokens=False):
@@ -552,6 +622,10 @@ class _Tokenizer:
         config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": self.bos_token,
                   "eos_token": self.eos_token, "pad_token": self.pad_token, "padding_side": self.padding_side,
                   "truncation_side": self.truncation_side, "model_max_length": self.model_max_length}
+        config.update({f"{kind}_token": getattr(self, f"{kind}_token") for kind in SPECIAL_KINDS[3:]
+                       if getattr(self, f"{kind}_token") is not None})
+        if self.extra_special_tokens:
+            config["extra_special_tokens"] = list(self.extra_special_tokens)
         if self.chat_template is not None:
             config["chat_template"] = self.chat_template
         with atomic_folder(save_directory) as tmp:  # the two files as one unit: never a new vocabulary beside an old config
@@ -619,7 +693,7 @@ class _Tokenizer:
 
     def _special_tokens_map(self):
         """The special tokens a chat template may write, as transformers names them (unset ones left out)."""
-        tokens = {"bos_token": self.bos_token, "eos_token": self.eos_token, "pad_token": self.pad_token}
+        tokens = {f"{kind}_token": getattr(self, f"{kind}_token") for kind in SPECIAL_KINDS}
         return {name: token for name, token in tokens.items() if token is not None}
 
 
@@ -1036,6 +1110,18 @@ class ByteTokenizer(_Tokenizer):
         return "ByteTokenizer(vocab_size=259, bos=256, eos=257, pad=258)"
 
 
+def _is_token(value):
+    from tokenizers import AddedToken
+    return isinstance(value, (str, AddedToken))
+
+
+def _as_special(token):
+    """A special token as transformers adds one: a string is kept whole and never normalized."""
+    from tokenizers import AddedToken
+    return AddedToken(token, rstrip=False, lstrip=False, normalized=False, special=True) if isinstance(token, str) \
+        else token
+
+
 class HFTokenizer(_Tokenizer):
     """A ``tokenizers.Tokenizer`` behind minilora's tokenizer interface."""
 
@@ -1055,6 +1141,11 @@ class HFTokenizer(_Tokenizer):
 
     def _backend(self):
         return self.tokenizer
+
+    def _add_tokens(self, tokens, special_tokens):
+        # the backend's own rules, as transformers' fast tokenizers call them: a string is an AddedToken that
+        # is normalized unless special; a token already in the vocabulary keeps its id
+        return self.tokenizer.add_special_tokens(tokens) if special_tokens else self.tokenizer.add_tokens(tokens)
 
     @property
     def vocab_size(self):
@@ -1116,7 +1207,7 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
     except Exception as exc:  # tokenizers raises a bare Exception on a malformed file
         raise ValueError(f"{path}: not a valid tokenizer.json ({exc})") from None
     config = _tokenizer_config(os.path.join(os.path.dirname(path), TOKENIZER_CONFIG_FILE))
-    chosen = {"bos": bos_token, "eos": eos_token, "pad": pad_token}
+    chosen = {"bos": bos_token, "eos": eos_token, "pad": pad_token, **{kind: None for kind in SPECIAL_KINDS[3:]}}
     for kind, token in chosen.items():
         if token is None:
             token = _token_text(config.get(f"{kind}_token"))
@@ -1124,9 +1215,14 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
                 raise ValueError(f"{os.path.join(os.path.dirname(path), TOKENIZER_CONFIG_FILE)}: {kind}_token "
                                  f"{token!r} is not in the vocabulary of {path}")
         if token is None and f"{kind}_token" not in config:  # the config's explicit null means "none"
-            token = next((t for t in _GUESSES[kind] if tokenizer.token_to_id(t) is not None), None)
+            token = next((t for t in _GUESSES.get(kind, ()) if tokenizer.token_to_id(t) is not None), None)
         chosen[kind] = token
     out = HFTokenizer(tokenizer, chosen["bos"], chosen["eos"], chosen["pad"])
+    for kind in SPECIAL_KINDS[3:]:  # (named by the config only: no guesses)
+        setattr(out, f"{kind}_token", chosen[kind])
+    extra = config.get("extra_special_tokens") or config.get("additional_special_tokens")
+    if isinstance(extra, list):
+        out.extra_special_tokens = [_token_text(t) for t in extra if _token_text(t) is not None]
     for key in CONFIG_SETTINGS:
         value = settings[key] if settings.get(key) is not None else config.get(key)
         if value is not None:
@@ -1183,7 +1279,7 @@ def _token_text(token):
 def _check_special_tokens(config_path, config):
     """A special token that is neither a string, ``{"content": "..."}`` nor null (``"bos_token": 7``) is
     refused: read as "no such token", the model would silently lose its BOS or EOS."""
-    for kind in _GUESSES:
+    for kind in SPECIAL_KINDS:
         token = config.get(f"{kind}_token")
         if token is not None and _token_text(token) is None:
             raise ValueError(f"{config_path}: {kind}_token must be a string, {{\"content\": string}} or null, "
