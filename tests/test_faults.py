@@ -615,8 +615,8 @@ def test_adapter_config_that_is_a_list_is_refused(tmp_path):
     (tmp_path / "adapter_config.json").write_text("[]")
     with pytest.raises(ValueError, match="adapter_config.json: an adapter config must be a JSON object"):
         PeftModel.from_pretrained(tiny_model(), str(tmp_path))
-    with pytest.raises(ValueError, match="LoraConfig.from_dict: an adapter config must be a JSON object"):
-        LoraConfig.from_pretrained(str(tmp_path))
+    with pytest.raises(ValueError, match="adapter_config.json: an adapter config must be a JSON object"):
+        LoraConfig.from_pretrained(str(tmp_path))  # (the file's name, as the other loaders say it)
     with pytest.raises(ValueError, match="config_from_dict: an adapter config must be a JSON object of field: value, got a list"):
         config_from_dict([])
 

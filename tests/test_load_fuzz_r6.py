@@ -593,13 +593,9 @@ ECOSYSTEM_SILENT = []  # (case, what) where safetensors too loads other values: 
 # Errors whose words are the ecosystem's and name no file there either: PEFT's for a target_modules that
 # matches nothing; NumPy's for a rank of 2**70 (torch's "Trying to create tensor with negative dimension")
 PEFT_WORDS = ("Target modules ", "Maximum allowed dimension exceeded")
-# Left alone, with the reason (reported): PEFT accepts any value there too, and lora/config.py is another
-# helper's file -- fan_in_fan_out=[] or 0 loads as False, as in PEFT.
-# max_new_tokens=true in generation_config.json is 1, as transformers' GenerationConfig takes it (bool is an int).
-# trainable_token_indices=[] is refused when the adapter is injected (lora/layers.py, another helper's file), by
-# a clear ValueError that does not name the file.
-LEFT_ALONE = {("adapter_config.json", "fan_in_fan_out"), ("generation_config.json", "max_new_tokens"),
-              ("adapter_config.json", "trainable_token_indices")}
+# Left alone, with the reason (reported): max_new_tokens=true in generation_config.json is 1, as transformers'
+# GenerationConfig takes it (bool is an int).
+LEFT_ALONE = {("generation_config.json", "max_new_tokens")}
 
 
 def _verdict(result, error, intact, path, undetectable):
@@ -754,6 +750,13 @@ REGRESSIONS = [  # (format, mutation, error type, words of the message) -- befor
     ("model", _json_set("config.json", None, []), ValueError, "config.json: a Llama config"),
     ("adapter", _json_set("adapter_config.json", "r", -16), ValueError, "adapter_config.json: r "),
     ("adapter", _json_set("adapter_config.json", "use_rslora", None), TypeError, "adapter_config.json: use_rslora"),
+    # loaded as False in silence (PEFT too), where use_rslora / use_dora refused a non-bool
+    ("adapter", _json_set("adapter_config.json", "fan_in_fan_out", []), TypeError,
+     "adapter_config.json: fan_in_fan_out must be True or False"),
+    ("adapter", _json_set("adapter_config.json", "fan_in_fan_out", 0), TypeError, "adapter_config.json: fan_in_fan"),
+    # refused at injection by an error that did not name the file
+    ("adapter", _json_set("adapter_config.json", "trainable_token_indices", []), ValueError,
+     "adapter_config.json: trainable_token_indices is empty"),
     ("tokenizer", _json_set("tokenizer_config.json", "pad_token", ""), ValueError, "tokenizer_config.json: pad_token"),
     # NumPy's raw ValueError "entry not a 2- or 3- tuple" (a dtype typo is a TypeError naming the file)
     ("model", _json_set("config.json", "dtype", {"v": "float32"}), TypeError, "config.json: its dtype"),

@@ -74,6 +74,8 @@ def _check_token_indices(value):
         if isinstance(items, (str, bytes)) or not isinstance(items, (list, tuple)) or not all(
                 isinstance(i, numbers.Integral) and not isinstance(i, bool) and i >= 0 for i in items):
             raise ValueError(f"trainable_token_indices{where} must be a list of token ids >= 0, got {items!r}")
+        if not items:  # PEFT takes it and crashes in forward; refused here so a file's [] is named with its file
+            raise ValueError(f"trainable_token_indices{where} is empty: give the ids of the tokens to train")
         return [int(i) for i in items]
     if isinstance(value, dict):
         if not all(isinstance(k, str) for k in value):
@@ -207,14 +209,20 @@ class _AdapterConfig:
         As PEFT, the file's ``peft_type`` picks the class: ``PeftConfig.from_pretrained(folder)`` (the
         docs' first step to find ``base_model_name_or_path``) gives a LoraConfig for a LoRA adapter."""
         directory = os.fspath(pretrained_model_name_or_path)
-        data = _read_json(os.path.join(directory, subfolder) if subfolder else directory)
-        return config_from_dict(data) if isinstance(data, dict) and "peft_type" in data else cls.from_dict(data)
+        path = os.path.join(directory, subfolder, CONFIG_NAME) if subfolder else os.path.join(directory, CONFIG_NAME)
+        data = _read_json(path)
+        try:
+            return config_from_dict(data) if "peft_type" in data else cls.from_dict(data)
+        except (ValueError, TypeError, NotImplementedError) as exc:  # a field alone does not say which file
+            if exc.args and isinstance(exc.args[0], str):
+                exc.args = (f"{path}: {exc.args[0]}",) + exc.args[1:]
+            raise
 
     @classmethod
     def from_json_file(cls, path_json_file):
-        """PEFT's: the JSON object in the file, as a dict."""
-        with open(path_json_file, encoding="utf-8") as f:
-            return json.load(f)
+        """PEFT's: the JSON in the file (a syntax error or non-UTF-8 bytes name the file)."""
+        from ..checkpoint import load_json
+        return load_json(os.fspath(path_json_file))
 
     @property
     def is_prompt_learning(self):
@@ -244,15 +252,15 @@ def _require_object(data, where):
                          f"{type(data).__name__}")
 
 
-def _read_json(directory):
-    path = os.path.join(directory, CONFIG_NAME)
+def _read_json(path):
+    """The JSON object in ``path``, read as the other loaders read theirs (checkpoint.load_json: a syntax
+    error or non-UTF-8 bytes name the file)."""
+    from ..checkpoint import load_json
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no {CONFIG_NAME} in {directory!r}: not an adapter directory")
-    with open(path, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        raise FileNotFoundError(f"no {CONFIG_NAME} in {os.path.dirname(path)!r}: not an adapter directory")
+    data = load_json(path)
+    _require_object(data, path)
+    return data
 
 
 @dataclass
@@ -341,7 +349,7 @@ class LoraConfig(_AdapterConfig):
         if not _is_number(self.lora_dropout) or not 0 <= self.lora_dropout < 1:
             raise ValueError(f"lora_dropout must be a probability in [0, 1), got {self.lora_dropout!r}")
         self.exclude_modules = _check_names("exclude_modules", self.exclude_modules)
-        for name in ("use_rslora", "use_dora"):
+        for name in ("use_rslora", "use_dora", "fan_in_fan_out"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not (self.init_lora_weights is True or self.init_lora_weights is False
@@ -436,7 +444,7 @@ class VeraConfig(_AdapterConfig):
             raise ValueError(f"d_initial must be a number, got {self.d_initial!r}")
         if isinstance(self.projection_prng_key, bool) or not isinstance(self.projection_prng_key, numbers.Integral):
             raise TypeError(f"projection_prng_key must be an integer, got {self.projection_prng_key!r}")
-        for name in ("save_projection", "init_weights"):
+        for name in ("save_projection", "init_weights", "fan_in_fan_out"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
