@@ -1639,7 +1639,8 @@ class Tensor:
             if not _is_broadcast_error(exc):
                 raise
             raise ShapeError(f"{op.__name__}: {exc}") from None
-        return Tensor._make(out, self._device, False, None)
+        # (a ufunc of 0-d arrays returns a NumPy scalar: as a tensor's array it broke .numpy(), fill_, save)
+        return Tensor._make(self._device.xp.asarray(out), self._device, False, None)
 
     def __lt__(self, other): return self._compare(other, np.less)
     def __le__(self, other): return self._compare(other, np.less_equal)

@@ -1043,6 +1043,10 @@ REGRESSIONS = {
     "floor_divide of (1, 4) and (3,)": lambda L: L.floor_divide(L.ones(1, 4, dtype=L.int8), L.ones(3, dtype=L.int32)),
     "where of (2,) and (3,)": lambda L: L.where(L.tensor([True, False]), 3, L.tensor([5, 1, 7])),
     "masked_select of (4,) and (5,)": lambda L: L.masked_select(L.ones(4), L.ones(5, dtype=L.bool)),
+    # a comparison of 0-d operands kept NumPy's scalar as its array: writes into it raised TypeError
+    "(0-d < 0-d).fill_(False), (0-d == 3).logical_not_()": lambda L: [
+        (L.tensor(1.0) < L.tensor(2.0)).fill_(False), (L.tensor(3) == 3).logical_not_(),
+        (L.tensor(1.5, dtype=L.bfloat16) >= 2.0).masked_fill_(L.tensor(True), True)],
     # in-place writes into an expanded tensor that overlaps nothing (minilora: 'single memory location')
     "expand(2, 1).neg_() of a (2, 1) tensor": _expanded_neg_,
     "expand(2, 3).neg_() of a (2, 1) tensor (overlaps: both refuse)": lambda L: L.ones(2, 1).expand(2, 3).neg_(),
