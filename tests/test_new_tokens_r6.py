@@ -200,6 +200,12 @@ def test_new_token_recipe_end_to_end(hf, tokenizer_folder, tmp_path, monkeypatch
     fresh.load_state_dict(base_state)
     np.testing.assert_allclose(fuzz.logits(ml_peft.PeftModel.from_pretrained(fresh, folder), ids), expected,
                                rtol=1e-12, atol=1e-12)
+    # and PEFT loads minilora's folder onto transformers' resized base
+    fresh_reference, _ = fuzz.base_pair()
+    fresh_reference.resize_token_embeddings(len(reloaded_tok))
+    fresh_reference.load_state_dict({k: torch.from_numpy(v) for k, v in base_state.items()})
+    np.testing.assert_allclose(fuzz.logits(peft.PeftModel.from_pretrained(fresh_reference, str(folder)), ids),
+                               expected, rtol=1e-12, atol=1e-12)
 
 
 # ==================================================================================================
