@@ -30,7 +30,7 @@ from test_tokenizer_r5 import tokenizer_folder  # noqa: E402,F401  (a word-level
 from test_tokenizer_generate_r6 import bpe_folder  # noqa: E402,F401  (a byte-level BPE tokenizer.json)
 
 AddedToken = tokenizers.AddedToken
-TEXTS = ["Hi<think>the fox</think> <tool>x<pad>", "<think> hello world </think>", "hello<tool><tool>world",
+TEXTS = ["Hi<think>the fox</think> <tool>x<pad><x>", "<think> hello world </think>", "hello<tool><tool>world",
          "  <think>  ", "the cat sat on the mat", "THINK <THINK> think"]
 
 
@@ -39,7 +39,8 @@ def add_new_tokens(tok):
     return (tok.add_tokens(["<think>", "</think>", "fox"]),
             tok.add_tokens([AddedToken("<sep>", lstrip=True, rstrip=True), AddedToken("cat", single_word=True)]),
             tok.add_special_tokens({"pad_token": "<pad>", "additional_special_tokens": ["<tool>"]}),
-            tok.add_tokens("<think>"))  # already there: 0
+            tok.add_tokens("<think>"),  # already there: 0
+            tok.add_tokens(["<x>"], special_tokens=True))  # special (kept whole), yet not named
 
 
 @pytest.fixture(params=["bpe", "word"])
