@@ -881,7 +881,10 @@ class Tensor:
 
     @classmethod
     def _make(cls, array, dev, requires_grad, ctx):
-        """Fast constructor used by ops: no conversion, no checks."""
+        """Fast constructor used by ops: no conversion, no checks -- but one: a NumPy ufunc of 0-d
+        arrays returns a NumPy scalar, which as storage breaks .numpy(), fill_, x[...] = v and save."""
+        if isinstance(array, np.generic):
+            array = np.asarray(array)
         t = object.__new__(Tensor)
         t._array = array
         t._grad = None

@@ -1047,6 +1047,9 @@ REGRESSIONS = {
     "(0-d < 0-d).fill_(False), (0-d == 3).logical_not_()": lambda L: [
         (L.tensor(1.0) < L.tensor(2.0)).fill_(False), (L.tensor(3) == 3).logical_not_(),
         (L.tensor(1.5, dtype=L.bfloat16) >= 2.0).masked_fill_(L.tensor(True), True)],
+    "(~0-d).fill_(True), (0-d & 1).add_(1), logical_not(0-d).zero_(), isnan(0-d).logical_not_()": lambda L: [
+        (~L.tensor(True)).fill_(True), (L.tensor(3) & 1).add_(1), L.logical_not(L.tensor(2.0)).zero_(),
+        L.isnan(L.tensor(2.0)).logical_not_(), (L.tensor(6) << 1).sub_(1)],
     # in-place writes into an expanded tensor that overlaps nothing (minilora: 'single memory location')
     "expand(2, 1).neg_() of a (2, 1) tensor": _expanded_neg_,
     "expand(2, 3).neg_() of a (2, 1) tensor (overlaps: both refuse)": lambda L: L.ones(2, 1).expand(2, 3).neg_(),
