@@ -7,16 +7,22 @@
     scaler.step(optimizer); scaler.update()
 
 **autocast.** Inside a region each op that torch lists for the tensors' device runs in the dtype its
-*policy* names, chosen from torch's op tables (aten/src/ATen/autocast_mode.cpp, "Autocast Op
-Reference"):
+*policy* names, chosen from torch's op tables (aten/src/ATen/autocast_mode.cpp and autocast_mode.h,
+"Autocast Op Reference"): the CPU's for ``"cpu"``, CUDA's for ``"cuda"`` and ``"emu"``:
 
 * ``lower``: floating inputs (not float64) are cast to the region's dtype (bfloat16 by default on
-  the CPU): ``linear``, ``matmul``, ``mm``, ``bmm``, ``addmm``, ``baddbmm``, convolutions, ``prelu``,
-  ``scaled_dot_product_attention``;
-* ``fp32``: floating inputs are cast to float32: the losses, ``prod``, ``trace``, ``quantile``, ...;
-* ``promote``: floating inputs are cast to the widest of them (``cat``, ``stack``, ``index_copy``);
+  the CPU, float16 on cuda): ``linear``, ``matmul``, ``mm``, ``bmm``, ``addmm``, ``baddbmm``,
+  convolutions, ``prelu``, ``scaled_dot_product_attention`` (CUDA's also ``mv``, ``addmv``, ``addr``);
+* ``fp32``: floating inputs are cast to float32: the losses, ``prod``, ``trace``, ``quantile``, ...
+  on the CPU; on CUDA also ``exp``, ``log``, ``pow``, ``rsqrt``, ``layer_norm``, ``rms_norm``,
+  ``group_norm``, ``softplus``, ``logsumexp``, ...;
+* ``fp32_set_opt_dtype`` (CUDA): float32 unless the call names its own ``dtype=``: ``sum``,
+  ``softmax``, ``log_softmax``, ``cumsum``, ``cumprod``, ``prod``, ``norm``;
+* ``promote``: floating inputs are cast to the widest of them (``cat``, ``stack``, ``index_copy`` on
+  the CPU; ``addcmul``, ``addcdiv``, ``atan2``, ``dot``, ``cross``, ``tensordot`` ... on CUDA);
 * every other op runs on the dtypes it is given, as without autocast (``softmax`` and ``layer_norm``
-  of a bfloat16 tensor stay bfloat16 on the CPU).
+  of a bfloat16 tensor stay bfloat16 on the CPU; ``silu`` and ``mean`` stay 16-bit on CUDA).
+  ``binary_cross_entropy`` in a CUDA region is torch's error (use the ``_with_logits`` form).
 
 The casts are ordinary differentiable ``.to(dtype)`` nodes, so gradients come back to a float32
 weight in float32. Within one region a float32 leaf that requires grad (a parameter) is cast once and
@@ -31,10 +37,12 @@ the op the user called), and an op a wrapper builds from others (``dot`` from ``
 own dtype (torch's ``dot`` is not autocast on the CPU). The state is per process, not per thread
 as torch's.
 
-Device types: ``"cpu"``, with torch's CPU tables. ``"cuda"`` where no GPU answers is torch's warning
-and a disabled region (CPU-only code written for a GPU runs unchanged); with a GPU, and on minilora's
-``"emu"`` device, autocast is refused: torch's CUDA tables also send pointwise ops and reductions to
-float32, and minilora hooks only the CPU tables' ops.
+Device types: ``"cpu"``, with torch's CPU tables; ``"cuda"`` (with a GPU) and minilora's ``"emu"``
+(minilora's CUDA kernels in the emulator), with torch's CUDA tables. ``"cuda"`` where no GPU answers
+is torch's warning and a disabled region (CPU-only code written for a GPU runs unchanged). A region
+casts only tensors on its own device type, as torch. Not hooked on CUDA (the ops minilora lacks, or
+builds elsewhere): ``erfinv``, ``cdist``, ``index_put``, ``linalg.multi_dot``,
+``linalg.vector_norm``/``matrix_norm``, the upsampling ops, ``nn.LSTM``'s cuDNN cast.
 
 **GradScaler** multiplies the loss by a scale (65536 at first), so that small 16-bit gradients do
 not flush to zero; ``unscale_`` divides the gradients back and notes whether any is inf or NaN;
@@ -42,6 +50,7 @@ not flush to zero; ``unscale_`` divides the gradients back and notes whether any
 doubles it after ``growth_interval`` clean ones (torch's ``_amp_update_scale_``, in float32).
 """
 import functools
+import inspect
 import warnings
 from collections import defaultdict
 from enum import Enum
@@ -59,6 +68,12 @@ __all__ = ["autocast", "GradScaler", "OptState", "custom_fwd", "custom_bwd", "is
 
 # ---- torch's op tables, under minilora's op names ------------------------------------------------
 LOWER, FP32, PROMOTE = "lower", "fp32", "promote"
+FP32_OPT, BANNED = "fp32_set_opt_dtype", "banned"
+# An op a wrapper hooks that is on no list of a device, where torch builds it from listed ops: it runs as
+# called with autocast left on, so the ops inside cast (``tensordot`` on the CPU: torch's goes through mm).
+# (Only for ops hooked by ``autocasts``, whose undecorated function runs.) A hooked op on no list runs as
+# called with autocast off inside: torch's one kernel (``dot`` on the CPU).
+THROUGH = "through"
 
 _CPU_TABLE = {  # torch's TORCH_LIBRARY_IMPL(aten, AutocastCPU, m): the ops of it that minilora has
     **dict.fromkeys(["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "bmm", "mm", "baddbmm", "addmm",
@@ -79,12 +94,36 @@ _CPU_TABLE = {  # torch's TORCH_LIBRARY_IMPL(aten, AutocastCPU, m): the ops of i
                      "soft_margin_loss", "triplet_margin_loss", "multi_margin_loss", "kl_div",
                      "multilabel_margin_loss", "binary_cross_entropy_with_logits"], FP32),
     **dict.fromkeys(["cat", "stack", "index_copy"], PROMOTE),
+    "addbmm": LOWER, "tensordot": THROUGH,
 }
-# torch's CUDA tables (autocast_mode.h) also run pointwise ops and reductions in float32 (exp, log, pow,
-# softmax, log_softmax, sum, cumsum, rsqrt, layer_norm, ...), which minilora does not hook: autocast on
-# "cuda" (with a GPU) and "emu" is refused rather than run ops in dtypes torch would not choose.
-_NOT_HOOKED_ON_CUDA = "exp, log, pow, softmax, log_softmax, sum, cumsum, rsqrt, layer_norm, ..."
-_TABLES = {"cpu": _CPU_TABLE}
+# torch's CUDA tables (aten/src/ATen/autocast_mode.h: AT_FORALL_LOWER_PRECISION_FP, AT_FORALL_FP32,
+# AT_FORALL_FP32_SET_OPT_DTYPE, AT_FORALL_DIFFERENT_REDISPATCH_SIGNATURE, AT_FORALL_PROMOTE), for minilora's
+# "cuda" and "emu" devices. FP32_OPT is torch's fp32_set_opt_dtype (and norm's fp32_append_dtype): float32
+# unless the call names its own dtype= (then the op runs as called).
+_CUDA_TABLE = {
+    **dict.fromkeys(["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "prelu", "addmm", "addmv", "addr",
+                     "matmul", "einsum", "einsum_no_contraction", "mm", "mv", "linear", "addbmm", "baddbmm", "bmm",
+                     "scaled_dot_product_attention", "lora_linear"], LOWER),
+    **dict.fromkeys(["acos", "asin", "cosh", "exp", "expm1", "log", "log10", "log2", "log1p",
+                     "reciprocal", "rsqrt", "sinh", "tan", "pow", "softplus", "layer_norm", "group_norm",
+                     "rms_norm", "cosine_similarity", "poisson_nll_loss", "cosine_embedding_loss", "nll_loss",
+                     "hinge_embedding_loss", "kl_div", "l1_loss", "smooth_l1_loss", "huber_loss", "mse_loss",
+                     "margin_ranking_loss", "multilabel_margin_loss", "soft_margin_loss", "triplet_margin_loss",
+                     "multi_margin_loss", "binary_cross_entropy_with_logits", "logsumexp", "dist",
+                     # torch's cross_entropy is not on the list but is log_softmax (fp32_set_opt_dtype) then
+                     # nll_loss (fp32): the whole loss runs in float32
+                     "cross_entropy"], FP32),
+    **dict.fromkeys(["prod", "softmax", "log_softmax", "cumprod", "cumsum", "sum", "norm"], FP32_OPT),
+    **dict.fromkeys(["addcdiv", "addcmul", "atan2", "bilinear", "cross", "dot", "vdot", "tensordot", "scatter_add"],
+                    PROMOTE),
+    "binary_cross_entropy": BANNED,
+}
+_TABLES = {"cpu": _CPU_TABLE, "cuda": _CUDA_TABLE, "emu": _CUDA_TABLE}  # (emu runs minilora's CUDA kernels)
+_BCE_BANNED = ("torch.nn.functional.binary_cross_entropy and torch.nn.BCELoss are unsafe to autocast.\n"
+               "Many models use a sigmoid layer right before the binary cross entropy layer.\n"
+               "In this case, combine the two layers using torch.nn.functional.binary_cross_entropy_with_logits\n"
+               "or torch.nn.BCEWithLogitsLoss.  binary_cross_entropy_with_logits and BCEWithLogits are\n"
+               "safe to autocast.")
 
 # ---- the state (torch keeps it per thread; minilora per process) -----------------------------------
 _enabled = {"cpu": False, "cuda": False, "emu": False}
@@ -249,11 +288,6 @@ class autocast:  # noqa: N801  (torch's name)
                           f"{name} Autocast only supports dtypes of torch.bfloat16, torch.float16 currently.",
                           stacklevel=3)
             return False
-        if self.device != "cpu":
-            raise NotImplementedError(
-                f"autocast('{self.device}'): minilora implements torch's CPU op tables only; on a GPU "
-                f"torch also runs {_NOT_HOOKED_ON_CUDA} in float32, which minilora does not hook. Use "
-                f"autocast('cpu') on CPU tensors, or cast the model yourself.")
         return True
 
     def __enter__(self):
@@ -357,26 +391,56 @@ def _widest(tensors, device_type):
     return current
 
 
-def _policy_cast(name, args, kwargs):
+def _policy_cast(name, args, kwargs, fn=None):
     """``args`` and ``kwargs`` cast by op ``name``'s policy for the tensors' device (unchanged where
     autocast is off there, or the op is not on its list)."""
-    device_type = next((t.device.type for t in _tensors((*args, *kwargs.values()))), "cpu")
-    policy = _TABLES.get(device_type, {}).get(name) if _enabled.get(device_type) else None
-    if policy is None:
+    device_type = _device_of(args, kwargs)
+    policy = _policy(name, args, kwargs, device_type)
+    if policy in (None, THROUGH) or policy == FP32_OPT and _names_a_dtype(fn, args, kwargs):
         return args, kwargs
+    if policy == BANNED:
+        raise RuntimeError(_BCE_BANNED)
     if policy == LOWER:
         dtype = _fast_dtype[device_type]
-    elif policy == FP32:
+    elif policy in (FP32, FP32_OPT):
         dtype = dtypes.float32
     else:
         dtype = _widest(_tensors((*args, *kwargs.values())), device_type)
     return _cast_all(args, dtype, device_type), {k: _cast_one(v, dtype, device_type) for k, v in kwargs.items()}
 
 
+def _device_of(args, kwargs):
+    return next((t.device.type for t in _tensors((*args, *kwargs.values()))), "cpu")
+
+
+def _policy(name, args, kwargs, device_type=None):
+    """Op ``name``'s policy in the table of its tensors' device, None where autocast is off there."""
+    device_type = device_type or _device_of(args, kwargs)
+    return _TABLES.get(device_type, {}).get(name) if _enabled.get(device_type) else None
+
+
+@functools.lru_cache(maxsize=None)
+def _signature(fn):
+    return inspect.signature(fn)
+
+
+def _names_a_dtype(fn, args, kwargs):
+    """Whether the call passes its own ``dtype`` (by keyword or position): torch's fp32_set_opt_dtype
+    ops (``sum``, ``softmax``, ...) then run in it, not in float32."""
+    if kwargs.get("dtype") is not None:
+        return True
+    try:
+        return _signature(fn).bind_partial(*args, **kwargs).arguments.get("dtype") is not None
+    except (TypeError, ValueError):  # (the op's own call reports a wrong signature)
+        return False
+
+
 def autocast_op(name, fn, *args, **kwargs):
     """Call ``fn`` (the wrapper of op ``name``) with its arguments cast by the op's policy for the
     tensors' device, with autocast off while it runs."""
-    args, kwargs = _policy_cast(name, args, kwargs)
+    if _policy(name, args, kwargs) == THROUGH:
+        return fn(*args, **kwargs)
+    args, kwargs = _policy_cast(name, args, kwargs, fn)
     return without_autocast(fn, *args, **kwargs)
 
 

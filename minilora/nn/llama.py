@@ -528,7 +528,8 @@ class LlamaRMSNorm(RMSNorm):
     def forward(self, x):
         if x.dtype.itemsize != 2 or self.weight is None:
             return super().forward(x)
-        return self.weight * ops.rms_norm(x, self.normalized_shape, None, self.eps)
+        # (.to: under a CUDA autocast region rms_norm runs in float32; transformers' rounds to x's dtype)
+        return self.weight * ops.rms_norm(x, self.normalized_shape, None, self.eps).to(x.dtype)
 
 
 class LlamaDecoderLayer(Module):

@@ -372,6 +372,7 @@ from .reduce import nanquantile, quantile  # noqa: E402
 true_divide = div  # (torch's other name for div; divide is the third)
 
 
+@_amp.autocasts  # (on torch's CUDA float32 list: the difference in float32 too)
 def dist(input, other, p=2):  # noqa: A002
     """``torch.dist``: the p-norm of ``input - other`` (broadcast), over all elements."""
     return norm(input - other, p)

@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from .. import fastmath, parallel
+from .. import amp as _amp, fastmath, parallel
 from ..device import xp_of
 from ..dtypes import (bfloat16, cast, checked_number, float32, get_default_dtype, int64, is_floating,
                       python_number, result_type, to_dtype, torch_name, upcast, wrap_around, wrap_int)
@@ -757,6 +757,8 @@ def pow(input, exponent):  # noqa: A001  (mirrors torch.pow)
     input, exponent = python_number(input), python_number(exponent)
     if type(exponent) is bool and _is_bool(input):  # torch: x ** True is x, x ** False all True
         return input.clone() if exponent else input.new_ones(input.shape, dtype=np.bool_)
+    if _amp.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+        return _amp.autocast_op("pow", pow, input, exponent)
     _refuse_bools("pow", input, exponent)
     if type(exponent) in (int, float) and isinstance(input, Tensor):
         _check_exponent(input.dtype, exponent)
@@ -791,10 +793,25 @@ def _floating(input):
     return input
 
 
-def exp(input): return Exp.apply(_floating(input))
-def log(input): return Log.apply(_floating(input))
+def exp(input):
+    if _amp.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+        return _amp.autocast_op("exp", exp, input)
+    return Exp.apply(_floating(input))
+
+
+def log(input):
+    if _amp.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+        return _amp.autocast_op("log", log, input)
+    return Log.apply(_floating(input))
+
+
 def sqrt(input): return Sqrt.apply(_floating(input))
-def rsqrt(input): return Rsqrt.apply(_floating(input))
+def rsqrt(input):
+    if _amp.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+        return _amp.autocast_op("rsqrt", rsqrt, input)
+    return Rsqrt.apply(_floating(input))
+
+
 def abs(input): return Abs.apply(_no_bool_kernel("abs_cpu", input))  # noqa: A001
 def tanh(input): return Tanh.apply(_floating(input))
 def sigmoid(input): return Sigmoid.apply(_floating(input))
@@ -1524,11 +1541,13 @@ class Expm1(Function):
         return g * (ctx.out + 1)
 
 
+@_amp.autocasts
 def log1p(input):
     """``log(1 + x)``, accurate for small ``x`` (where ``1 + x`` would round)."""
     return Log1p.apply(_floating(input))
 
 
+@_amp.autocasts
 def expm1(input):
     """``exp(x) - 1``, accurate for small ``x``."""
     return Expm1.apply(_floating(input))
@@ -1564,6 +1583,7 @@ def _checked_parameters(input, *values):
                  for v in values)
 
 
+@_amp.autocasts
 def softplus(input, beta=1.0, threshold=20.0):
     input = _floating(input)
     beta, threshold = _checked_parameters(input, beta, threshold)
@@ -1606,6 +1626,7 @@ def square(input):
     return name_node(mul(input, input), "PowBackward0", input, graph=(input,))  # (torch: pow(x, 2))
 
 
+@_amp.autocasts
 def reciprocal(input):
     """``1 / input``, in the default float dtype for integer inputs (torch)."""
     out = div(1, _floating(input))
@@ -1657,7 +1678,11 @@ class LogBase(Function):
         return g / (ctx.a * math.log(ctx.base))
 
 
+@_amp.autocasts
 def log2(input): return LogBase.apply(_floating(input), base=2)
+
+
+@_amp.autocasts
 def log10(input): return LogBase.apply(_floating(input), base=10)
 
 
@@ -1716,6 +1741,7 @@ def _one_node(name):
     return decorate
 
 
+@_amp.autocasts
 @_one_node("AddcmulBackward0")
 def addcmul(input, tensor1, tensor2, *, value=1):
     """``torch.addcmul``: ``input + value * tensor1 * tensor2`` (products in torch's order)."""
@@ -1762,6 +1788,7 @@ class FusedMulAdd(Function):
                 unbroadcast(g * ctx.a, ctx.b.shape) if nb else None)
 
 
+@_amp.autocasts
 @_one_node("AddcdivBackward0")
 def addcdiv(input, tensor1, tensor2, *, value=1):
     """``torch.addcdiv``: ``input + value * tensor1 / tensor2`` (Adam's update, written out), in
@@ -1984,6 +2011,7 @@ tan, asin, acos, atan = (_pointwise(n, m) for n, m in (("tan", "tan"), ("asin", 
 sinh, cosh, asinh, acosh, atanh = (_pointwise(n, m) for n, m in (
     ("sinh", "sinh"), ("cosh", "cosh"), ("asinh", "arcsinh"), ("acosh", "arccosh"), ("atanh", "arctanh")))
 exp2 = _pointwise("exp2", "exp2")
+tan, asin, acos, sinh, cosh = map(_amp.autocasts, (tan, asin, acos, sinh, cosh))  # (torch's CUDA float32 list)
 
 
 @backward_in_float32
@@ -2007,6 +2035,7 @@ class Atan2(Function):
                 unbroadcast(xp.where(origin, zero, g * -a / denominator), ctx.shapes[1]) if nb else None)
 
 
+@_amp.autocasts
 def atan2(input, other):
     """``torch.atan2``: the angle of (``other``, ``input``), in (-pi, pi]."""
     for name, value in (("input", input), ("other", other)):

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from .. import dtypes
+from .. import amp as _amp, dtypes
 from ..tensor import Tensor, name_node, tensor
 from . import elementwise as E, index as I, reduce as R, shape as S
 from .nn import _broadcast_or_raise
@@ -429,6 +429,7 @@ def unravel_index(indices, shape):
 
 
 # ---- the addmm family: torch's one node per call ------------------------------------------------
+@_amp.autocasts
 def addmv(input, mat, vec, *, beta=1, alpha=1):
     """``torch.addmv``: ``beta * input + alpha * (mat @ vec)``."""
     _products_check("addmv", (2, 1), mat, vec)
@@ -443,6 +444,7 @@ def addmv(input, mat, vec, *, beta=1, alpha=1):
     return _one_node(_scaled_sum("addmv", input, mv(mat, vec), beta, alpha), "AddmvBackward0", input, mat, vec)
 
 
+@_amp.autocasts
 def addr(input, vec1, vec2, *, beta=1, alpha=1):
     """``torch.addr``: ``beta * input + alpha * outer(vec1, vec2)``."""
     dtype = dtypes.result_type(input, vec1, vec2)
@@ -457,6 +459,7 @@ def addr(input, vec1, vec2, *, beta=1, alpha=1):
     return _one_node(_scaled_sum("addr", input, outer(vec1, vec2), beta, alpha), "AddrBackward0", input, vec1, vec2)
 
 
+@_amp.autocasts
 def addbmm(input, batch1, batch2, *, beta=1, alpha=1):
     """``torch.addbmm``: ``beta * input + alpha * sum_b(batch1[b] @ batch2[b])``."""
     for t in (batch1, batch2):

@@ -232,6 +232,7 @@ class CumSum(Function):
         return xp.flip(cumulative(xp.cumsum, xp.flip(g, axis=ctx.axis), ctx.axis), axis=ctx.axis)
 
 
+@_amp.autocasts
 def cumsum(input, dim, *, dtype=None):
     """``torch.cumsum``: running sums along ``dim``. Integer and bool inputs sum as int64 (torch)."""
     return _running(CumSum, "cumsum", input, dim, dtype)
@@ -527,6 +528,7 @@ def scatter(input, dim, index, src=None, *, value=None, reduce=None):
     return _scatter("scatter", input, dim, index, value if src is None else src, add=False)
 
 
+@_amp.autocasts
 def scatter_add(input, dim, index, src):
     """``torch.scatter_add``: a copy of ``input`` with ``src[i][j]`` added to
     ``out[i][index[i][j]]`` (for ``dim=1``); repeated indices add up."""
@@ -788,6 +790,7 @@ class CumProd(Function):
         return xp.moveaxis(grad, -1, ctx.axis)
 
 
+@_amp.autocasts
 def cumprod(input, dim, *, dtype=None):
     """``torch.cumprod``: running products along ``dim``; integer and bool inputs as int64."""
     result = _running(CumProd, "cumprod", input, dim, dtype)

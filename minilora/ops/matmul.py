@@ -334,8 +334,9 @@ def einsum(equation, *operands):
         equation, operands = _sublists_to_equation((equation,) + operands)
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
-    if _amp.active and _contracts(equation, operands):  # torch's einsum sums products through bmm,
-        return _amp.autocast_op("einsum", einsum, equation, *operands)  # which autocast casts (amp.py)
+    if _amp.active:  # torch's einsum is on CUDA's list; on the CPU's its contractions go through bmm (amp.py)
+        name = "einsum" if _contracts(equation, operands) else "einsum_no_contraction"
+        return _amp.autocast_op(name, einsum, equation, *operands)
     dtypes = {str(x.dtype) for x in operands}
     if len(dtypes) > 1:
         raise RuntimeError(f"einsum(): operands must have the same dtype, got {sorted(dtypes)}")
@@ -576,6 +577,7 @@ def vdot(input, other):  # noqa: A002
     return matmul(input, other)
 
 
+@_amp.autocasts
 def tensordot(a, b, dims=2):
     """``torch.tensordot``: contracts ``dims`` (an int: a's last ``dims`` dimensions with b's first
     ones; or two lists of dimensions) by moving them together and calling ``matmul``."""

@@ -1186,6 +1186,7 @@ def _ints_of_normalized_shape(fn, normalized_shape):
     return tuple(int(n) for n in normalized_shape)
 
 
+@_amp.autocasts
 def rms_norm(input, normalized_shape, weight=None, eps=None):
     """PyTorch's ``F.rms_norm``: ``x / sqrt(mean(x^2) + eps) * weight`` over the trailing
     ``normalized_shape`` dimensions. ``eps=None`` is the machine epsilon of the dtype it computes in,
@@ -1205,6 +1206,7 @@ def _rms_norm(input, normalized_shape, weight, eps):
     return saves_as_torch(out, input, saved_for(weight, input))  # torch: weight for the input's gradient
 
 
+@_amp.autocasts
 @saving_as_torch("input", "weight", "bias")  # what torch's one node keeps
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """PyTorch's ``F.layer_norm`` over the trailing ``normalized_shape`` dimensions."""
@@ -1719,6 +1721,7 @@ def _clamped_norm(x, dim, eps):
     return norm + lift
 
 
+@_amp.autocasts
 @saving_as_torch("x1", "x2")  # what torch's one node keeps
 def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     """PyTorch's ``F.cosine_similarity``: ``sum(x1/||x1|| * x2/||x2||)`` along ``dim``, each norm
@@ -2015,6 +2018,7 @@ class BatchNorm16(Function):
         return gx, gw, gb
 
 
+@_amp.autocasts
 @saving_as_torch("input", "weight")  # what torch's one node keeps
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05):
     """PyTorch's ``F.group_norm``: the channels of an input [N, C, ...] split into ``num_groups``

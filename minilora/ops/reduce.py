@@ -393,6 +393,8 @@ def _squeeze_axes(t, axes):
 @_numpy_aliases
 def sum(input, dim=None, keepdim=False, *, dtype=None):  # noqa: A001  (torch.sum)
     """Sum over ``dim`` (int, tuple, or None for all). Integer and bool tensors sum as int64 (torch)."""
+    if _amp.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+        return _amp.autocast_op("sum", sum, input, dim, keepdim, dtype=dtype)
     input = _cast(input, dtype)
     if dtype is None and input.dtype.kind in "biu":
         input = input.to(dtype="int64")
@@ -573,6 +575,7 @@ def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
 
 
 @_numpy_aliases
+@_amp.autocasts
 def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     """``torch.norm`` / ``Tensor.norm``: the vector p-norm over ``dim`` (all elements when None).
 
@@ -664,6 +667,8 @@ def _one_axis(fn, dim, ndim):
 @_numpy_aliases
 def softmax(input, dim, dtype=None):
     """Softmax along ``dim`` (required, as ``Tensor.softmax``)."""
+    if _amp.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+        return _amp.autocast_op("softmax", softmax, input, dim, dtype)
     input = _float_input("softmax", input, dtype)
     axis = _one_axis("softmax", dim, input.ndim)
     return Softmax.apply(input, axis=axis) if is_floating(input.dtype) else input.clone()
@@ -671,6 +676,8 @@ def softmax(input, dim, dtype=None):
 
 @_numpy_aliases
 def log_softmax(input, dim, dtype=None):
+    if _amp.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+        return _amp.autocast_op("log_softmax", log_softmax, input, dim, dtype)
     input = _float_input("log_softmax", input, dtype)
     axis = _one_axis("log_softmax", dim, input.ndim)
     if not is_floating(input.dtype):  # (empty: see _float_input)
@@ -691,6 +698,7 @@ def _float_input(name, input, dtype):
 
 
 @_numpy_aliases
+@_amp.autocasts
 def logsumexp(input, dim, keepdim=False):
     """``log(sum(exp(x)))`` over ``dim`` (required, as in torch), computed without overflow.
     Integer input computes in the default float dtype, as torch's (not NumPy's float64)."""
