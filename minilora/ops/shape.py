@@ -331,7 +331,8 @@ def flatten(input, start_dim=0, end_dim=-1):
     start, end = _dims((start_dim, end_dim), input.ndim)
     if start > end:
         raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
-    return reshape(input, input.shape[:start] + (-1,) + input.shape[end + 1:])
+    merged = math.prod(input.shape[start:end + 1])  # (not -1: NumPy cannot infer it when a size is 0)
+    return reshape(input, input.shape[:start] + (merged,) + input.shape[end + 1:])
 
 
 def _dims(dims, ndim):
