@@ -319,3 +319,20 @@ def test_outside_a_region_the_hooks_are_one_flag():
         with ml.autocast("emu", enabled=False):
             assert amp.active is False
     assert amp.active is False
+
+
+@pytest.mark.parametrize("label, call, shapes", [
+    ("addbmm (on torch's CPU list too)", lambda m, c, a, b: m.addbmm(c, a, b), [(4, 5), (2, 4, 3), (2, 3, 5)]),
+    ("addmv (on CUDA's list only)", lambda m, c, a, v: m.addmv(c, a, v), [(4,), (4, 3), (3,)]),
+    ("einsum transpose (CUDA's only)", lambda m, a: m.einsum("ij->ji", a), [(2, 3)]),
+    ("exp (CUDA's only)", lambda m, a: m.exp(a), [(3,)]),
+    ("sum (CUDA's only)", lambda m, a: a.half().sum(), [(3,)]),
+    ("tensordot (through mm on the CPU)", lambda m, a, b: m.tensordot(a, b, 1), [(4, 3), (3, 5)]),
+])
+def test_the_new_hooks_keep_torchs_cpu_dtypes(label, call, shapes):
+    """The ops hooked for CUDA's tables still follow the CPU's in a CPU region (real torch, CPU autocast)."""
+    with torch.autocast("cpu"):
+        theirs = call(torch, *[torch.zeros(s) for s in shapes])
+    with ml.autocast("cpu"):
+        ours = call(ml, *[ml.zeros(s) for s in shapes])
+    assert dtype_name(ours.dtype) == dtype_name(theirs.dtype), label
