@@ -1052,6 +1052,9 @@ REGRESSIONS = {
         L.isnan(L.tensor(2.0)).logical_not_(), (L.tensor(6) << 1).sub_(1)],
     "torch.flatten(<(0, 1, 1)>, start_dim=1, end_dim=-2) (no -1 to infer from 0 elements)": lambda L: [
         L.flatten(L.zeros(0, 1, 1, dtype=L.int32), start_dim=1, end_dim=-2), L.zeros(3, 0, 2, 0).flatten(0, 2)],
+    "torch.searchsorted of boundaries with a zero width or no rows": lambda L: [
+        L.searchsorted(L.zeros(2, 0), L.zeros(2, 3)), L.searchsorted(L.zeros(0, 0), L.zeros(0, 3)),
+        L.searchsorted(L.zeros(0, 2), L.zeros(0, 0))],
     # in-place writes into an expanded tensor that overlaps nothing (minilora: 'single memory location')
     "expand(2, 1).neg_() of a (2, 1) tensor": _expanded_neg_,
     "expand(2, 3).neg_() of a (2, 1) tensor (overlaps: both refuse)": lambda L: L.ones(2, 1).expand(2, 3).neg_(),

@@ -1071,9 +1071,10 @@ def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=N
                                f"first N-1 dimensions of boundaries tensor and input value tensor must "
                                f"match, but we got boundaries tensor {list(sequence.shape)} and input "
                                f"value tensor {list(values.shape)}")
-        rows = sequence.reshape(-1, sequence.shape[-1])
-        found = np.stack([np.searchsorted(row, v, side=side)
-                          for row, v in zip(rows, values.reshape(len(rows), -1))]).reshape(values.shape)
+        leading = int(np.prod(sequence.shape[:-1]))  # (not -1: NumPy cannot infer it from 0 elements)
+        rows, wanted = sequence.reshape(leading, sequence.shape[-1]), values.reshape(leading, values.shape[-1])
+        found = np.array([np.searchsorted(row, v, side=side) for row, v in zip(rows, wanted)],  # (not stack:
+                         dtype=np.int64).reshape(values.shape)  # no rows, or a zero width, is an empty answer)
     dtype = np.dtype(np.int32 if out_int32 else np.int64)
     return Tensor(np.asarray(found, dtype=dtype), dtype=dtype, device=sorted_sequence.device)
 
