@@ -1055,6 +1055,16 @@ REGRESSIONS = {
     "torch.searchsorted of boundaries with a zero width or no rows": lambda L: [
         L.searchsorted(L.zeros(2, 0), L.zeros(2, 3)), L.searchsorted(L.zeros(0, 0), L.zeros(0, 3)),
         L.searchsorted(L.zeros(0, 2), L.zeros(0, 0))],
+    # x[mask] = <one-element tensor of another dtype> is torch's fill with value.item(), checked as a number
+    "uint8[mask] = tensor(-0.25, float64)": lambda L: _assigned(
+        L, L.tensor([8, 4], dtype=L.uint8), L.tensor([True, False]), L.tensor(-0.25, dtype=L.float64)),
+    "uint8[mask] = tensor([300])": lambda L: _assigned(L, L.tensor([8, 4], dtype=L.uint8), L.tensor([True, False]),
+                                                       L.tensor([300])),
+    "float16[mask] = tensor(7e4)": lambda L: _assigned(L, L.tensor([8.0, 4.0], dtype=L.float16),
+                                                       L.tensor([True, False]), L.tensor(7e4)),
+    "x[mask] = <one-element tensor> that fits (2.5 into uint8 is 2, -1 wraps to 255)": lambda L: [
+        _assigned(L, L.tensor([8, 4], dtype=L.uint8), L.tensor([True, False]), v)
+        for v in (L.tensor(2.5), L.tensor(-1), L.tensor([True]))],
     # in-place writes into an expanded tensor that overlaps nothing (minilora: 'single memory location')
     "expand(2, 1).neg_() of a (2, 1) tensor": _expanded_neg_,
     "expand(2, 3).neg_() of a (2, 1) tensor (overlaps: both refuse)": lambda L: L.ones(2, 1).expand(2, 3).neg_(),

@@ -4,7 +4,7 @@ import warnings
 
 import numpy as np
 
-from .. import amp as _amp
+from .. import amp as _amp, dtypes
 from ..device import xp_of
 from ..dtypes import float32, is_floating, result_type, torch_name
 from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, name_node, no_grad
@@ -435,8 +435,11 @@ def setitem_value(index, value, dtype):
     dtype -- unless the one index tensor is a boolean mask and the value has one element (torch fills;
     two masks are index_put_ again)."""
     parts = [p for p in (index if isinstance(index, tuple) else (index,)) if _is_advanced(p)]
-    if parts and not (len(parts) == 1 and _is_mask(parts[0]) and value.numel() == 1):
+    fills = len(parts) == 1 and _is_mask(parts[0]) and value.numel() == 1
+    if parts and not fills:
         raise RuntimeError(_index_put_dtype_message(dtype, value.dtype))
+    if fills:  # torch's masked_fill_ with value.item(): checked as a number (uint8 refuses -0.25 and 300)
+        dtypes.checked_number(value.item(), dtype)
     return value.to(dtype)
 
 
