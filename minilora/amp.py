@@ -103,7 +103,8 @@ _CPU_TABLE = {  # torch's TORCH_LIBRARY_IMPL(aten, AutocastCPU, m): the ops of i
 _CUDA_TABLE = {
     **dict.fromkeys(["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "prelu", "addmm", "addmv", "addr",
                      "matmul", "einsum", "einsum_no_contraction", "mm", "mv", "linear", "addbmm", "baddbmm", "bmm",
-                     "scaled_dot_product_attention", "lora_linear"], LOWER),
+                     "scaled_dot_product_attention", "lora_linear",
+                     "lstm_cell", "gru_cell", "rnn_tanh_cell", "rnn_relu_cell"], LOWER),
     **dict.fromkeys(["acos", "asin", "cosh", "exp", "expm1", "log", "log10", "log2", "log1p",
                      "reciprocal", "rsqrt", "sinh", "tan", "pow", "softplus", "layer_norm", "group_norm",
                      "rms_norm", "cosine_similarity", "poisson_nll_loss", "cosine_embedding_loss", "nll_loss",

@@ -336,3 +336,24 @@ def test_the_new_hooks_keep_torchs_cpu_dtypes(label, call, shapes):
     with ml.autocast("cpu"):
         ours = call(ml, *[ml.zeros(s) for s in shapes])
     assert dtype_name(ours.dtype) == dtype_name(theirs.dtype), label
+
+
+@pytest.mark.parametrize("cls, kwargs", [("LSTMCell", {}), ("GRUCell", {}), ("RNNCell", {}),
+                                         ("RNNCell", {"nonlinearity": "relu"})])
+def test_rnn_cells_run_in_16_bit_as_torchs_cuda_cells(cls, kwargs):
+    """torch's lstm_cell / gru_cell / rnn_*_cell are on CUDA's lower-precision list (one op each: input,
+    state and weights cast; torch cannot run them on FakeTensors, so the dispatcher test above is its
+    word): the new state 16-bit, float32 weights' gradients float32, values as the cell in bf16 on the CPU."""
+    ml.manual_seed(0)
+    cell = getattr(ml.nn, cls)(4, 3, **kwargs).to("emu")
+    x = ml.randn(2, 4, device="emu")
+    with ml.autocast("emu", dtype=ml.bfloat16):
+        out = cell(x)
+    states = out if isinstance(out, tuple) else (out,)
+    assert {s.dtype for s in states} == {ml.bfloat16}
+    sum(s.float().sum() for s in states).backward()
+    assert {p.grad.dtype for p in cell.parameters()} == {ml.float32}
+    with ml.no_grad():
+        reference = cell.to("cpu").to(ml.bfloat16)(x.cpu().to(ml.bfloat16))
+    for ours, theirs in zip(states, reference if isinstance(reference, tuple) else (reference,)):
+        np.testing.assert_allclose(ours.detach().cpu().float().numpy(), theirs.float().numpy(), rtol=2e-2, atol=2e-2)

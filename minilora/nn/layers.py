@@ -1875,6 +1875,8 @@ class _RNNCellBase(Module):
 
     def forward(self, input, hx=None):
         self._check(input, hx)
+        if _amp.active:  # torch's cell is one op on CUDA's lower-precision list: its state 16-bit too
+            input, hx = _amp.cast_args(self._autocast_name(), input, hx)
         batched = input.ndim == 2
         if not batched:  # one sample: as a batch of one, as torch
             input = input.unsqueeze(0)
@@ -1887,6 +1889,11 @@ class _RNNCellBase(Module):
 
     def _initial(self, input):
         return self._zeros(input)
+
+    _torch_op = None  # torch's op for the cell, under which autocast lists it (amp.py's tables)
+
+    def _autocast_name(self):
+        return self._torch_op or f"rnn_{self.nonlinearity}_cell"
 
     def _step(self, projected, state):
         return self._cell(projected, state, self.weight_hh, self.bias_hh)
@@ -1915,6 +1922,7 @@ class RNNCell(_RNNCellBase):
 
 class GRUCell(_RNNCellBase):
     _gates = 3
+    _torch_op = "gru_cell"
     _cell = GRU._cell
 
 
@@ -1923,6 +1931,7 @@ class LSTMCell(_RNNCellBase):
 
     _gates = 4
     _cell = LSTM._cell
+    _torch_op = "lstm_cell"
 
     def _initial(self, input):
         zeros = self._zeros(input)
