@@ -843,7 +843,10 @@ def test_api_against_torch(name):
 #   tensor's shape; minilora refuses: "output with shape ... doesn't match the broadcast shape"); torch.addmv(<0-d input>, <0x0
 #   matrix>, <empty vector>) returns a 0-d result (the product is [0]); torch.isin(x, test_elements=<a
 #   number>) is a TypeError (torch names a number `test_element`), minilora takes it; x.ldexp_(<float16
-#   exponent>) of a float64 x is exact in torch where torch.ldexp rounds 2^e to float16 first (minilora: both round)
+#   exponent>) of a float64 x is exact in torch where torch.ldexp rounds 2^e to float16 first (minilora: both round);
+#   torch.ldexp of a 0-d float16 by a 0-d bfloat16 exponent does not round 2^e to bfloat16 (a dimensioned
+#   one does); torch.addmv(_) of a 0-d input with a size mismatch (or a bool one) is torch's IndexError
+#   ("Dimension specified as 0 but tensor has no dimensions"; minilora: its size / bool errors)
 # - minilora's deliberate refusals: x.stride() of a non-contiguous view (NumPy's strides are not
 #   torch's: not drawn), x.numpy() of a bfloat16 tensor gives an ml_dtypes array (torch: TypeError;
 #   not drawn), fill_/zero_ of an expand()ed tensor (torch writes the one element; minilora refuses,
