@@ -42,7 +42,7 @@ Device types: ``"cpu"``, with torch's CPU tables; ``"cuda"`` (with a GPU) and mi
 is torch's warning and a disabled region (CPU-only code written for a GPU runs unchanged). A region
 casts only tensors on its own device type, as torch. Not hooked on CUDA (the ops minilora lacks, or
 builds elsewhere): ``erfinv``, ``cdist``, ``index_put``, ``linalg.multi_dot``,
-``linalg.vector_norm``/``matrix_norm``, the upsampling ops, ``nn.LSTM``'s cuDNN cast.
+``linalg.vector_norm``/``matrix_norm``, ``nn.LSTM``'s cuDNN cast.
 
 **GradScaler** multiplies the loss by a scale (65536 at first), so that small 16-bit gradients do
 not flush to zero; ``unscale_`` divides the gradients back and notes whether any is inf or NaN;
@@ -113,7 +113,11 @@ _CUDA_TABLE = {
                      "multi_margin_loss", "binary_cross_entropy_with_logits", "logsumexp", "dist",
                      # torch's cross_entropy is not on the list but is log_softmax (fp32_set_opt_dtype) then
                      # nll_loss (fp32): the whole loss runs in float32
-                     "cross_entropy"], FP32),
+                     "cross_entropy",
+                     # F.interpolate's kernels by mode and spatial dims (its "area" mode is not listed)
+                     "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact1d",
+                     "_upsample_nearest_exact2d", "_upsample_nearest_exact3d", "upsample_linear1d",
+                     "upsample_bilinear2d", "upsample_trilinear3d", "upsample_bicubic2d"], FP32),
     **dict.fromkeys(["prod", "softmax", "log_softmax", "cumprod", "cumsum", "sum", "norm"], FP32_OPT),
     **dict.fromkeys(["addcdiv", "addcmul", "atan2", "bilinear", "cross", "dot", "vdot", "tensordot", "scatter_add"],
                     PROMOTE),

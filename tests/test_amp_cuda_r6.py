@@ -106,6 +106,13 @@ OPS = [
     ("margin_ranking_loss", lambda m, F, a, b, c: F.margin_ranking_loss(a, b, c.sign()), X * 3),
     ("cosine_embedding_loss", lambda m, F, a, b, t: F.cosine_embedding_loss(a, b, t.sign()), X + X + [((3,), LOW)]),
     ("poisson_nll_loss", lambda m, F, a, b: F.poisson_nll_loss(a, b.abs()), X + X),
+    ("interpolate nearest", lambda m, F, a: F.interpolate(a, scale_factor=2), [((1, 2, 4), LOW)]),
+    ("interpolate bilinear", lambda m, F, a: F.interpolate(a, size=(6, 5), mode="bilinear"), [((1, 2, 4, 3), LOW)]),
+    ("interpolate nearest-exact", lambda m, F, a: F.interpolate(a, scale_factor=2, mode="nearest-exact"),
+     [((1, 1, 2, 3, 2), LOW)]),
+    ("interpolate bicubic", lambda m, F, a: F.interpolate(a, size=(5, 5), mode="bicubic"), [((1, 1, 3, 3), LOW)]),
+    ("interpolate area (not listed)", lambda m, F, a: F.interpolate(a, size=(2, 2), mode="area"),
+     [((1, 1, 4, 4), LOW)]),
     # float32 unless the call names a dtype (fp32_set_opt_dtype; norm's fp32_append_dtype)
     ("sum", lambda m, F, a: a.sum(), X), ("sum dim", lambda m, F, a: m.sum(a, 1, keepdim=True), X),
     ("sum dtype=", lambda m, F, a: a.sum(dtype=getattr(m, "bfloat16")), X),
@@ -327,6 +334,8 @@ def test_outside_a_region_the_hooks_are_one_flag():
     ("einsum transpose (CUDA's only)", lambda m, a: m.einsum("ij->ji", a), [(2, 3)]),
     ("exp (CUDA's only)", lambda m, a: m.exp(a), [(3,)]),
     ("sum (CUDA's only)", lambda m, a: a.half().sum(), [(3,)]),
+    ("interpolate bilinear (CUDA's only)",
+     lambda m, a: m.nn.functional.interpolate(a.bfloat16(), scale_factor=2, mode="bilinear"), [(1, 1, 2, 2)]),
     ("tensordot (through mm on the CPU)", lambda m, a, b: m.tensordot(a, b, 1), [(4, 3), (3, 5)]),
 ])
 def test_the_new_hooks_keep_torchs_cpu_dtypes(label, call, shapes):

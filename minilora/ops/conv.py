@@ -813,6 +813,16 @@ _INTERPOLATE_MODES = {"nearest": None, "nearest-exact": None, "linear": 3, "bili
                       "bicubic": 4, "area": None}  # mode: the input rank it needs (None: any of 3-D, 4-D, 5-D)
 
 
+def _resize_kernel(input, size=None, scale_factor=None, mode="nearest", *args, **kwargs):
+    """torch's kernel for ``F.interpolate``'s mode and spatial dims, under which autocast lists it (amp.py)."""
+    spatial = getattr(input, "ndim", 0) - 2
+    kernel = {"nearest": "upsample_nearest", "nearest-exact": "_upsample_nearest_exact", "linear": "upsample_linear",
+              "bilinear": "upsample_bilinear", "trilinear": "upsample_trilinear", "bicubic": "upsample_bicubic",
+              "area": "adaptive_avg_pool"}.get(mode)
+    return kernel and f"{kernel}{spatial}d"
+
+
+@_amp.autocasts(name_of=_resize_kernel)
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
                 recompute_scale_factor=None, antialias=False):
     """PyTorch's ``F.interpolate`` over [N, C, *spatial] (1 to 3 spatial dimensions): resize to
