@@ -64,7 +64,8 @@ def _float_dtype(dtype):
 
 
 def _make(array, dtype, device, requires_grad):
-    return Tensor(array, dtype=dtype, device=device, requires_grad=requires_grad)
+    # (np.asarray: a draw of size () is a NumPy scalar, which Tensor() would read as a size if an integer)
+    return Tensor(np.asarray(array), dtype=dtype, device=device, requires_grad=requires_grad)
 
 
 def _filled(shape, fill_value, dtype):
@@ -731,7 +732,7 @@ def poisson(input, generator=None):
     if not np.all(rates >= 0):  # (NaN fails too)
         raise RuntimeError("invalid Poisson rate, expected rate to be non-negative")
     overflows = rates > _POISSON_MAX_RATE  # (infinity too)
-    values = _rng(generator).poisson(np.where(overflows, 0, rates)).astype(np.float64)
+    values = np.asarray(_rng(generator).poisson(np.where(overflows, 0, rates)), np.float64)  # (0-d: an int)
     return _drawn(np.where(overflows, -2.0 ** 63, values), input.dtype, input.device, (input,))
 
 

@@ -875,6 +875,8 @@ REGRESSIONS = {
     "torch.linspace / logspace(dtype=bool) of one step": lambda L: [
         L.linspace(1.25, 2.0, 1, dtype=L.bool), L.logspace(3.0, 0.0, 1, dtype=L.bool, base=2.0)],
     "torch.linspace(dtype=bool) of two steps (torch's missing kernel)": lambda L: L.linspace(0, 1, 2, dtype=L.bool),
+    "torch.poisson of a 0-d rate (NumPy's draw of size () is an int: minilora raised AttributeError)": lambda L: [
+        L.poisson(L.tensor(0.0)), L.poisson(L.tensor(0.0, dtype=L.float64))],
     # properties of a 0-d tensor: the tensor itself (minilora raised)
     "0-d x.mT / x.mH / x.H": lambda L: [L.tensor(3.0).mT, L.tensor(3).mH, L.tensor(True).H],
     # dtypes torch has no kernel for, or refuses to mix (minilora computed)
