@@ -12,6 +12,8 @@ nn.functional sits a layer above the root package, so it is reached when a funct
 """
 import warnings
 
+from . import amp as _amp
+
 _REDUCTIONS = {0: "none", 1: "mean", 2: "sum"}
 
 
@@ -91,6 +93,7 @@ def pairwise_distance(x1, x2, p=2.0, eps=1e-06, keepdim=False):
     return _F().pairwise_distance(x1, x2, p, eps, keepdim)
 
 
+@_amp.autocasts
 def cdist(x1, x2, p=2.0, compute_mode=None):
     """``torch.cdist``: the p-norm distance between each row of ``x1`` and each row of ``x2`` (batched)."""
     from . import linalg

@@ -41,8 +41,8 @@ Device types: ``"cpu"``, with torch's CPU tables; ``"cuda"`` (with a GPU) and mi
 (minilora's CUDA kernels in the emulator), with torch's CUDA tables. ``"cuda"`` where no GPU answers
 is torch's warning and a disabled region (CPU-only code written for a GPU runs unchanged). A region
 casts only tensors on its own device type, as torch. Not hooked on CUDA (the ops minilora lacks, or
-builds elsewhere): ``erfinv``, ``cdist``, ``index_put``, ``linalg.multi_dot``,
-``linalg.vector_norm``/``matrix_norm``, ``nn.LSTM``'s cuDNN cast.
+builds elsewhere): ``erfinv``, ``renorm``, ``pdist``, ``grid_sample``, 3-D convolutions, ``nn.LSTM``'s
+cuDNN cast.
 
 **GradScaler** multiplies the loss by a scale (65536 at first), so that small 16-bit gradients do
 not flush to zero; ``unscale_`` divides the gradients back and notes whether any is inf or NaN;
@@ -92,9 +92,9 @@ _CPU_TABLE = {  # torch's TORCH_LIBRARY_IMPL(aten, AutocastCPU, m): the ops of i
                      "mse_loss", "cosine_embedding_loss", "nll_loss", "hinge_embedding_loss", "poisson_nll_loss",
                      "smooth_l1_loss", "cross_entropy", "l1_loss", "huber_loss", "margin_ranking_loss",
                      "soft_margin_loss", "triplet_margin_loss", "multi_margin_loss", "kl_div",
-                     "multilabel_margin_loss", "binary_cross_entropy_with_logits"], FP32),
+                     "multilabel_margin_loss", "binary_cross_entropy_with_logits", "cdist"], FP32),
     **dict.fromkeys(["cat", "stack", "index_copy"], PROMOTE),
-    "addbmm": LOWER, "tensordot": THROUGH,
+    "addbmm": LOWER, "vecdot": LOWER, "tensordot": THROUGH, "multi_dot": THROUGH,
 }
 # torch's CUDA tables (aten/src/ATen/autocast_mode.h: AT_FORALL_LOWER_PRECISION_FP, AT_FORALL_FP32,
 # AT_FORALL_FP32_SET_OPT_DTYPE, AT_FORALL_DIFFERENT_REDISPATCH_SIGNATURE, AT_FORALL_PROMOTE), for minilora's
@@ -102,7 +102,8 @@ _CPU_TABLE = {  # torch's TORCH_LIBRARY_IMPL(aten, AutocastCPU, m): the ops of i
 # unless the call names its own dtype= (then the op runs as called).
 _CUDA_TABLE = {
     **dict.fromkeys(["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "prelu", "addmm", "addmv", "addr",
-                     "matmul", "einsum", "einsum_no_contraction", "mm", "mv", "linear", "addbmm", "baddbmm", "bmm",
+                     "matmul", "einsum", "einsum_no_contraction", "mm", "mv", "vecdot", "multi_dot", "linear",
+                     "addbmm", "baddbmm", "bmm",
                      "scaled_dot_product_attention", "lora_linear",
                      "lstm_cell", "gru_cell", "rnn_tanh_cell", "rnn_relu_cell"], LOWER),
     **dict.fromkeys(["acos", "asin", "cosh", "exp", "expm1", "log", "log10", "log2", "log1p",
@@ -110,7 +111,7 @@ _CUDA_TABLE = {
                      "rms_norm", "cosine_similarity", "poisson_nll_loss", "cosine_embedding_loss", "nll_loss",
                      "hinge_embedding_loss", "kl_div", "l1_loss", "smooth_l1_loss", "huber_loss", "mse_loss",
                      "margin_ranking_loss", "multilabel_margin_loss", "soft_margin_loss", "triplet_margin_loss",
-                     "multi_margin_loss", "binary_cross_entropy_with_logits", "logsumexp", "dist",
+                     "multi_margin_loss", "binary_cross_entropy_with_logits", "logsumexp", "dist", "cdist",
                      # torch's cross_entropy is not on the list but is log_softmax (fp32_set_opt_dtype) then
                      # nll_loss (fp32): the whole loss runs in float32
                      "cross_entropy",
@@ -118,8 +119,10 @@ _CUDA_TABLE = {
                      "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact1d",
                      "_upsample_nearest_exact2d", "_upsample_nearest_exact3d", "upsample_linear1d",
                      "upsample_bilinear2d", "upsample_trilinear3d", "upsample_bicubic2d"], FP32),
-    **dict.fromkeys(["prod", "softmax", "log_softmax", "cumprod", "cumsum", "sum", "norm"], FP32_OPT),
-    **dict.fromkeys(["addcdiv", "addcmul", "atan2", "bilinear", "cross", "dot", "vdot", "tensordot", "scatter_add"],
+    **dict.fromkeys(["prod", "softmax", "log_softmax", "cumprod", "cumsum", "sum", "norm", "vector_norm",
+                     "matrix_norm"], FP32_OPT),
+    **dict.fromkeys(["addcdiv", "addcmul", "atan2", "bilinear", "cross", "dot", "vdot", "tensordot", "scatter_add",
+                     "index_put"],
                     PROMOTE),
     "binary_cross_entropy": BANNED,
 }
@@ -402,6 +405,8 @@ def _policy_cast(name, args, kwargs, fn=None):
     device_type = _device_of(args, kwargs)
     policy = _policy(name, args, kwargs, device_type)
     if policy in (None, THROUGH) or policy == FP32_OPT and _names_a_dtype(fn, args, kwargs):
+        return args, kwargs
+    if kwargs.get("out") is not None:  # torch's out= calls are not autocast
         return args, kwargs
     if policy == BANNED:
         raise RuntimeError(_BCE_BANNED)

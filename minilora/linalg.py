@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from . import dtypes, ops
+from . import amp as _amp, dtypes, ops
 from .device import xp_of
 from .tensor import Function, Tensor, name_node
 
@@ -804,6 +804,7 @@ def _as_dims(dim):
     return None if dim is None else (dim,) if isinstance(dim, int) else tuple(dim)
 
 
+@_amp.autocasts
 def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None, out=None):
     """``torch.linalg.vector_norm``: ``sum(|x|^ord)^(1/ord)`` over ``dim`` (all if None; inf, -inf, 0 too)."""
     if not isinstance(x, Tensor):
@@ -819,6 +820,7 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None, out=None):
     return _with_out(name_node(result, "LinalgVectorNormBackward0", x), out)
 
 
+@_amp.autocasts
 def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, out=None):
     """``torch.linalg.matrix_norm``: 'fro', 'nuc', inf, -inf, 1, -1, 2, -2 over the two ``dim``."""
     if not isinstance(A, Tensor):
@@ -969,6 +971,7 @@ def cross(input, other, *, dim=-1, out=None):
     return _with_out(ops.cross(input.expand(shape), other.expand(shape), dim), out)
 
 
+@_amp.autocasts
 def multi_dot(tensors, *, out=None):
     """``torch.linalg.multi_dot``: the chain product, the first tensor may be a row vector and the last a
     column vector (1-D), multiplied in the cheapest order (torch's dynamic programme)."""
@@ -1026,6 +1029,7 @@ def diagonal(A, *, offset=0, dim1=-2, dim2=-1):
     return ops.diagonal(A, offset, dim1, dim2)
 
 
+@_amp.autocasts
 def vecdot(x, y, *, dim=-1, out=None):
     """``torch.linalg.vecdot``: the dot product along ``dim``, other dimensions broadcast."""
     return _with_out(ops.sum(ops.mul(x, y), dim), out)

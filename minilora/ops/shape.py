@@ -392,6 +392,7 @@ def _is_one_position(item):
     return isinstance(item, (int, np.integer)) and not isinstance(item, bool)
 
 
+@_amp.autocasts
 def index_put(input, indices, values, accumulate=False):
     """``torch.index_put``: ``input`` with ``values`` put (or added) at ``indices``, out of place;
     ``x[idx] = v`` is its in-place form (``Tensor.__setitem__``)."""
