@@ -395,3 +395,16 @@ def test_rnn_cells_run_in_16_bit_as_torchs_cuda_cells(cls, kwargs):
         reference = cell.to("cpu").to(ml.bfloat16)(x.cpu().to(ml.bfloat16))
     for ours, theirs in zip(states, reference if isinstance(reference, tuple) else (reference,)):
         np.testing.assert_allclose(ours.detach().cpu().float().numpy(), theirs.float().numpy(), rtol=2e-2, atol=2e-2)
+
+
+def test_out_calls_are_not_cast():
+    """torch: "calls that explicitly supply an out=... Tensor ... won't go through autocasting"."""
+    x, w = ml.randn(3, 4, device="emu"), ml.randn(4, 2, device="emu")
+    out, dots = ml.empty(3, 2, device="emu"), ml.empty(3, device="emu")
+    with ml.autocast("emu"):
+        ml.mm(x, w, out=out)
+        ml.linalg.vecdot(x, x, out=dots)
+    expected = (x.cpu() @ w.cpu()).numpy(), (x.cpu() * x.cpu()).sum(-1).numpy()
+    for ours, theirs in zip((out, dots), expected):
+        assert ours.dtype == ml.float32
+        np.testing.assert_allclose(ours.cpu().numpy(), theirs, rtol=1e-5, atol=1e-5)
