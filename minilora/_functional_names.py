@@ -144,8 +144,9 @@ def margin_ranking_loss(input1, input2, target, margin=0.0, reduction=0):
     """ATen's ``(-target * (input1 - input2) + margin).clamp_min_(0)``: the three broadcast (F's
     same-dimension check is F's own: torch.margin_ranking_loss of (), (1,), () is a (1,) loss)."""
     from .ops.extra import broadcast_tensors
+    reduction = _reduction(reduction)  # (the arguments are checked before any shape)
     input1, input2, target = broadcast_tensors(input1, input2, target)
-    return _F().margin_ranking_loss(input1, input2, target, margin, reduction=_reduction(reduction))
+    return _F().margin_ranking_loss(input1, input2, target, margin, reduction=reduction)
 
 
 def cosine_embedding_loss(input1, input2, target, margin=0.0, reduction=0):
