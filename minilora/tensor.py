@@ -834,6 +834,8 @@ def _host_data(data, dtype):
         data = data if hasattr(data, "dtype") else np.asarray(data)
         if data.dtype != dtype:  # (the same dtype: shared, as from_numpy and as_tensor promise)
             data = dtypes.cast(data, dtype)
+    elif dtype is not None and getattr(data, "dtype", None) == dtypes.bfloat16 and dtype != data.dtype:
+        data = dtypes.cast(data, dtype)  # (into an integer through float32: -2.25 wraps to uint8's 254, as torch)
     return data
 
 

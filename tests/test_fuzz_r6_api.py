@@ -872,6 +872,9 @@ REGRESSIONS = {
     "torch.tensor([-2, 1.25], dtype=uint8) (each number by its type: -2 wraps)": lambda L: [
         L.tensor([-2, 1.25], dtype=L.uint8), L.as_tensor([[-2, 1.75], [3, 127.0]], dtype=L.int8)],
     "torch.tensor([-2.0, 1], dtype=uint8) (a float -2.0 does not)": lambda L: L.tensor([-2.0, 1], dtype=L.uint8),
+    "torch.tensor(<bfloat16 tensor>, dtype=uint8 / int8) wraps as torch (ml_dtypes' cast gave 0)": lambda L: [
+        L.tensor(L.tensor([-2.25, 3.5], dtype=L.bfloat16), dtype=L.uint8),
+        L.tensor(L.tensor([-2.25, 300.5], dtype=L.bfloat16), dtype=L.int8)],
     "torch.linspace / logspace(dtype=bool) of one step": lambda L: [
         L.linspace(1.25, 2.0, 1, dtype=L.bool), L.logspace(3.0, 0.0, 1, dtype=L.bool, base=2.0)],
     "torch.linspace(dtype=bool) of two steps (torch's missing kernel)": lambda L: L.linspace(0, 1, 2, dtype=L.bool),
