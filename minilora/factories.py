@@ -353,13 +353,12 @@ def _linspace(start, end, steps, dtype):
         raise NotImplementedError('"linspace_cpu" not implemented for \'Bool\'')
     if dtype == np.bool_:
         return np.full(1, bool(start))
-    if dtype.kind in "iu":
-        start, end, exact = _to_integer(start, dtype), _to_integer(end, dtype), np.dtype(np.float64)
-    else:
-        start, end, exact = _to_float(start, dtype), _to_float(end, dtype), dtype
-    first, last = exact.type(start), exact.type(end)
-    if steps == 1:
+    convert = _to_integer if dtype.kind in "iu" else _to_float
+    exact = np.dtype(np.float64) if dtype.kind in "iu" else dtype
+    first = exact.type(convert(start, dtype))
+    if steps == 1:  # (one value: torch converts start only -- linspace(3.0, -2.0, 1, dtype=uint8) is [3])
         return np.full(1, first).astype(dtype)
+    last = exact.type(convert(end, dtype))
     step = exact.type(exact.type(last - first) / exact.type(max(steps - 1, 1)))
     i = np.arange(steps)
     up = _multiply_add(step, i.astype(exact), first)

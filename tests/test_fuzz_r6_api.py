@@ -878,6 +878,8 @@ REGRESSIONS = {
     "torch.linspace / logspace(dtype=bool) of one step": lambda L: [
         L.linspace(1.25, 2.0, 1, dtype=L.bool), L.logspace(3.0, 0.0, 1, dtype=L.bool, base=2.0)],
     "torch.linspace(dtype=bool) of two steps (torch's missing kernel)": lambda L: L.linspace(0, 1, 2, dtype=L.bool),
+    "torch.linspace(3.0, -2.0, 1, dtype=uint8) (one step converts start only)": lambda L: [
+        L.linspace(3.0, -2.0, 1, dtype=L.uint8), L.linspace(3.0, 1e300, 1, dtype=L.float32)],
     "torch.poisson of a 0-d rate (NumPy's draw of size () is an int: minilora raised AttributeError)": lambda L: [
         L.poisson(L.tensor(0.0)), L.poisson(L.tensor(0.0, dtype=L.float64))],
     # properties of a 0-d tensor: the tensor itself (minilora raised)
