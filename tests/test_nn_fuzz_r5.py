@@ -1314,7 +1314,7 @@ def test_functional_against_torch(name):
     _hunt(FUNCTIONS, name)
 
 
-# LEFT_ALONE: what longer runs (MINILORA_FUZZ_SEEDS=300) still report, each an edge of an edge:
+# LEFT_ALONE: what longer runs (MINILORA_FUZZ_SEEDS=600) still report, each an edge of an edge:
 # - zero-size configurations: Conv with out_channels=0 (torch: "non-empty weight tensor expected"),
 #   EmbeddingBag with
 #   embedding_dim=0 in 'max' mode (minilora's backward fails), MaxUnpool with a zero kernel or an
@@ -1324,6 +1324,8 @@ def test_functional_against_torch(name):
 # - torch itself: EmbeddingBag(include_last_offset=True) with offsets=[0] in 'max' mode segfaults (not
 #   drawn); conv_transpose's float32 path returns an empty output where its float64 path raises, and
 #   its bfloat16 path takes dilation=0 (an empty output; minilora refuses, as torch's float64 path)
+# - KLDivLoss's target gradient at a negative target (outside its domain): torch's is finite where
+#   minilora's is nan
 # - minilora's deliberate refusals (DELIBERATE_REFUSALS): interpolate antialias, sparse embeddings
 
 
@@ -1390,6 +1392,9 @@ REGRESSIONS = {
     # (torch [[[1, 2, 1, 0]]]; minilora cropped first and raised 'Padding size should be less ...')
     "F.pad([0, 1, 2], (-1, 2), 'reflect')":
         lambda L: L.nn.functional.pad(L.arange(3.0).reshape(1, 1, 3), (-1, 2), mode="reflect"),
+    # torch's 1-D reflection/replication kernels refuse an output width below 1 (minilora: an empty result)
+    "F.pad(<(2, 4, 2)>, (-1, -1), 'reflect')": lambda L: L.nn.functional.pad(L.zeros(2, 4, 2), (-1, -1), "reflect"),
+    "F.pad(<(4, 2)>, (0, -2), 'replicate')": lambda L: L.nn.functional.pad(L.zeros(4, 2), (0, -2), "replicate"),
     # one value per group: torch's ValueError (minilora returned zeros)
     "GroupNorm(2, 2) of a [1, 2] input": lambda L: L.nn.GroupNorm(2, 2)(L.ones(1, 2)),
     "F.group_norm of a [1, 1] input": lambda L: L.nn.functional.group_norm(L.ones(1, 1), 1),

@@ -1477,6 +1477,9 @@ def pad(input, pad, mode="constant", value=None):
     if mode != "constant":
         if value is not None and value != 0:
             raise RuntimeError(f"Padding mode \"{mode}\" doesn't take in value argument")
+        width = input.shape[-1] + pad[0] + pad[1]  # (torch's 1-D reflection/replication kernels check this)
+        if mode != "circular" and len(pad) == 2 and input.ndim in (2, 3) and width < 1:
+            raise RuntimeError(f"input (W: {input.shape[-1]}) is too small. Calculated output W: {width}")
         out = _pad_by_index(input, pad, mode)  # torch's reflection/replication pads keep the input
         if mode == "circular":  # (torch composes it from slices and cat: no node of its own)
             return out
