@@ -1392,6 +1392,8 @@ REGRESSIONS = {
     # (torch [[[1, 2, 1, 0]]]; minilora cropped first and raised 'Padding size should be less ...')
     "F.pad([0, 1, 2], (-1, 2), 'reflect')":
         lambda L: L.nn.functional.pad(L.arange(3.0).reshape(1, 1, 3), (-1, 2), mode="reflect"),
+    "F.scaled_dot_product_attention with 0 heads (minilora: ZeroDivisionError, Hq % Hkv)": lambda L: [
+        L.nn.functional.scaled_dot_product_attention(L.zeros(2, 0, 1, 2), L.zeros(2, 0, 3, 2), L.zeros(2, 0, 3, 2))],
     # torch's 1-D reflection/replication kernels refuse an output width below 1 (minilora: an empty result)
     "F.pad(<(2, 4, 2)>, (-1, -1), 'reflect')": lambda L: L.nn.functional.pad(L.zeros(2, 4, 2), (-1, -1), "reflect"),
     "F.pad(<(4, 2)>, (0, -2), 'replicate')": lambda L: L.nn.functional.pad(L.zeros(4, 2), (0, -2), "replicate"),

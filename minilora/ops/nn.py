@@ -478,7 +478,7 @@ class Attention(Function):
         xp = xp_of(q)
         b, hq, tq, d = q.shape
         hkv, tk = k.shape[1], k.shape[2]
-        if k.shape[:3] != v.shape[:3] or k.shape[0] != b or k.shape[3] != d or hq % hkv:
+        if k.shape[:3] != v.shape[:3] or k.shape[0] != b or k.shape[3] != d or (hq % hkv if hkv else hq):
             raise RuntimeError(f"attention: q {q.shape}, k {k.shape}, v {v.shape} are not "
                                "[B, Hq, Tq, D], [B, Hkv, Tk, D], [B, Hkv, Tk, Dv] with Hq a multiple of Hkv")
         scale = q.dtype.type(1 / math.sqrt(d) if scale is None else scale)
