@@ -19,7 +19,7 @@ from ..nn import Conv1d as _NNConv1d
 from ..nn import Conv2d as _NNConv2d
 from ..nn import Identity, Module, init
 from ..tensor import Tensor
-from .layers import DoraMagnitude, Linear, _dropout_module, _with_delta
+from .layers import DoraMagnitude, Linear, _with_delta
 
 __all__ = ["Conv1d", "Conv2d"]
 
@@ -37,13 +37,7 @@ class _ConvNd(Linear):
         _check_init(config.init_lora_weights)
         base = self.base_layer
         W0 = base.weight
-        self.r[adapter_name], self.lora_alpha[adapter_name] = r, lora_alpha
-        self.scaling[adapter_name] = config.scaling(r, lora_alpha)
-        self.lora_dropout[adapter_name] = _dropout_module(config)
-        self.lora_bias[adapter_name] = config.lora_bias
-        if config.lora_bias and self.base_bias is None:  # PEFT's warning
-            warnings.warn(f"`lora_bias=True` was passed but the targeted layer of type {type(base).__name__} "
-                          "has no bias. This means that merging LoRA weights won't be possible.")
+        self._record_hyperparameters(adapter_name, config, r, lora_alpha)
         conv = type(base)
         # PEFT's construction: A without dilation/groups/padding_mode, B a 1x1 conv with the base's groups
         self.lora_A[adapter_name] = conv(self.in_features, r, base.kernel_size, base.stride, base.padding,

@@ -368,19 +368,23 @@ class Linear(BaseTunerLayer):
         self.active_adapters = [adapter_name]  # a new layer uses its adapter at once, as PEFT's does
         self.update_layer(adapter_name, config, r, lora_alpha)
 
-    def update_layer(self, adapter_name, config, r, lora_alpha):
-        """Create adapter ``adapter_name`` (PEFT's ``update_layer``); the active adapters stay as they
-        were, so an adapter added to an existing layer starts inactive and frozen."""
-        W0 = self.base_layer.weight
+    def _record_hyperparameters(self, adapter_name, config, r, lora_alpha):
+        """The adapter's r, alpha, scale, dropout and lora_bias flag (every LoRA layer kind's first step)."""
         self.r[adapter_name], self.lora_alpha[adapter_name] = r, lora_alpha
         self.scaling[adapter_name] = config.scaling(r, lora_alpha)
         self.lora_dropout[adapter_name] = _dropout_module(config)
-        # nn.Linear initialises its weight kaiming-uniform(a=sqrt(5)): PEFT's init for A (and for B
-        # when init_lora_weights=False, so that the adapter changes the output from the start).
         self.lora_bias[adapter_name] = config.lora_bias
         if config.lora_bias and self.base_bias is None:  # PEFT's warning
             warnings.warn(f"`lora_bias=True` was passed but the targeted layer of type {type(self.base_layer).__name__} "
                           "has no bias. This means that merging LoRA weights won't be possible.")
+
+    def update_layer(self, adapter_name, config, r, lora_alpha):
+        """Create adapter ``adapter_name`` (PEFT's ``update_layer``); the active adapters stay as they
+        were, so an adapter added to an existing layer starts inactive and frozen."""
+        W0 = self.base_layer.weight
+        self._record_hyperparameters(adapter_name, config, r, lora_alpha)
+        # nn.Linear initialises its weight kaiming-uniform(a=sqrt(5)): PEFT's init for A (and for B
+        # when init_lora_weights=False, so that the adapter changes the output from the start).
         self.lora_A[adapter_name] = _NNLinear(self.in_features, r, bias=False, dtype=W0.dtype, device=W0.device)
         # lora_bias=True: lora_B has its own trainable bias (h gains s * b_B), saved as lora_B.bias
         self.lora_B[adapter_name] = _NNLinear(r, self.out_features, bias=config.lora_bias, dtype=W0.dtype,
