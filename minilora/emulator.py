@@ -64,7 +64,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .emulator_ptx import PtxError, translate_asm
+from .emulator_ptx import PtxError, split_top_level, translate_asm
 
 __all__ = [
     "RawKernel", "RawModule", "EmulatorError", "CompileError", "BarrierError", "RaceError",
@@ -178,20 +178,8 @@ def _close_paren(text: str, i: int) -> int:
 
 
 def _split_top(text: str, sep: str = ",") -> list[str]:
-    """Split at `sep` outside (), [], {} and <>."""
-    parts, depth, cur = [], 0, []
-    for ch in text:
-        if ch in "([{<":
-            depth += 1
-        elif ch in ")]}>":
-            depth -= 1
-        if ch == sep and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    parts.append("".join(cur))
-    return parts
+    """Split at `sep` outside (), [], {} and <> (template arguments)."""
+    return split_top_level(text, sep, brackets="([{<")
 
 
 def _line_of(text: str, pos: int) -> int:

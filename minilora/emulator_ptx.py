@@ -109,7 +109,7 @@ def _operands(section: str, outputs: bool, names: list[str] | None = None) -> li
     """[(constraint, C++ expression)] of an operand list such as `"=r"(x), [p] "l"(ptr)`; `names` receives
     each operand's symbolic name (`%[p]` in the template), or ""."""
     found = []
-    for item in _top_commas(section):
+    for item in split_top_level(section, quotes=True):
         item = item.strip()
         if not item:
             continue
@@ -126,18 +126,23 @@ def _operands(section: str, outputs: bool, names: list[str] | None = None) -> li
     return found
 
 
-def _top_commas(text: str) -> list[str]:
+def split_top_level(text: str, sep: str = ",", brackets: str = "([{", quotes: bool = False) -> list[str]:
+    """Split ``text`` at ``sep`` outside the ``brackets`` pairs (and, with ``quotes``, outside "..." and
+    '...'). The emulator splits C++ parameter lists with ``brackets="([{<"`` (template arguments); asm
+    operand lists keep ``<`` as a comparison and may quote commas."""
+    closers = {"(": ")", "[": "]", "{": "}", "<": ">"}
+    closing = "".join(closers[b] for b in brackets)
     parts, depth, cur, quote = [], 0, [], None
     for ch in text:
         if quote:
             quote = None if ch == quote else quote
             cur.append(ch)
             continue
-        if ch in "\"'":
+        if quotes and ch in "\"'":
             quote = ch
-        depth += ch in "([{"
-        depth -= ch in ")]}"
-        if ch == "," and depth == 0:
+        depth += ch in brackets
+        depth -= ch in closing
+        if ch == sep and depth == 0:
             parts.append("".join(cur))
             cur = []
         else:
