@@ -10,7 +10,10 @@ same base weights and the same LoRA A (B starts at zero in both), so the first-s
 Rows (fp32 = fp32: TF32 off in torch, CUPY_TF32=0 for CuPy):
     minilora LoRA fp32 | PEFT LoRA fp32 | PEFT LoRA bf16 and minilora LoRA bf16 (base and activations bf16,
     adapters and AdamW state fp32, as PEFT keeps them; minilora's LoRA layers run lora_bf16.cu's tensor-core
-    kernels) | minilora full fine-tuning fp32. minilora's bf16 row needs ml_dtypes and, on the GPU, CuPy >= 14
+    kernels) | minilora and PEFT LoRA fp32 + autocast bf16 (the fp32 models' forward under
+    ``autocast(device_type, dtype=bfloat16)``, as ``Trainer(bf16=True)`` runs an fp32 model: matmuls in bf16,
+    weights cast each step; the same models as the fp32 rows, so their first-step loss is after the fp32
+    rows' two warm-up steps) | minilora full fine-tuning fp32. minilora's bf16 row needs ml_dtypes and, on the GPU, CuPy >= 14
     (older CuPy has no bfloat16): without them the row says so instead of a number.
 Timing: the steps run round-robin, the order rotating each round; each step is wall-clock time with the
 device synchronised before and after (a step's host work counts -- it is part of a training step);
@@ -133,6 +136,7 @@ def build_steps(args, config):
     steps["minilora LoRA fp32"] = (minilora_step, ml_lora, AdamW(trainable, lr=1e-4, weight_decay=0.01), ml_ids)
     if hf32 is not None:
         steps.update(peft_steps(args, hf32, ours, ids))
+    steps.update(autocast_steps(args, steps))
     missing = bf16_unavailable(args.device)
     steps["minilora LoRA bf16"] = missing or _or_why(lambda: bf16_lora_step(args, config, ours, ml_ids))
     if not args.no_full:
@@ -149,6 +153,17 @@ def bf16_lora_step(args, config, ours, ml_ids):
                 p.copy_(ml.tensor(ours[n], device=args.device))
     trainable16 = [p for p in lora16.parameters() if p.requires_grad]
     return minilora_step, lora16, AdamW(trainable16, lr=1e-4, weight_decay=0.01), ml_ids
+
+
+def autocast_steps(args, steps):
+    """The fp32 LoRA rows again, their forward under bf16 autocast (the same models and optimizers: no
+    memory for another copy; the optimizer state only runs on)."""
+    rows = {}
+    for fp32, name, step in (("minilora LoRA fp32", "minilora LoRA fp32 + autocast bf16", minilora_autocast_step),
+                             ("PEFT LoRA fp32", "PEFT LoRA fp32 + autocast bf16", transformers_autocast_step)):
+        if fp32 in steps and not isinstance(steps[fp32], str):
+            rows[name] = (lambda model, opt, ids, step=step: step(args.device, model, opt, ids),) + steps[fp32][1:]
+    return rows
 
 
 def full_step(args, config, ml_ids):
@@ -218,6 +233,25 @@ def minilora_step(model, opt, ids):
 
 def transformers_step(model, opt, ids):
     loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+    return loss
+
+
+def minilora_autocast_step(device, model, opt, ids):
+    with ml.autocast(device_type=device, dtype=ml.bfloat16):
+        loss = model(ids, labels=ids).loss
+    loss.backward()  # outside the block, as torch's autocast recipe says
+    opt.step()
+    opt.zero_grad()
+    return loss
+
+
+def transformers_autocast_step(device, model, opt, ids):
+    torch = _torch()
+    with torch.autocast(device_type=device, dtype=torch.bfloat16):
+        loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
     opt.step()
     opt.zero_grad()
@@ -601,7 +635,8 @@ def step_table(args, config, steps, first, times, note=""):
              f"(d={config.hidden_size}, {config.num_hidden_layers} layers), seq {args.seq} x batch {args.batch}, "
              f"r={args.rank}, all-linear{note}\n",
              "| step | median ms | min ms | vs PEFT (same precision) | first-step loss |", "|---|---|---|---|---|"]
-    reference = {"fp32": times.get("PEFT LoRA fp32"), "bf16": times.get("PEFT LoRA bf16")}
+    reference = {"fp32": times.get("PEFT LoRA fp32"), "bf16": times.get("PEFT LoRA bf16"),
+                 "autocast": times.get("PEFT LoRA fp32 + autocast bf16")}
     for name, s in steps.items():
         if isinstance(s, str):
             lines.append(f"| {name} | - | - | - | {s} |")
@@ -610,7 +645,7 @@ def step_table(args, config, steps, first, times, note=""):
             lines.append(f"| {name} | - | - | - | not timed (stopped before its turn) |")
             continue
         med, best = statistics.median(times[name]) * 1e3, min(times[name]) * 1e3
-        ref = reference["bf16" if "bf16" in name else "fp32"]
+        ref = reference["autocast" if "autocast" in name else "bf16" if "bf16" in name else "fp32"]
         versus = f"{med / (statistics.median(ref) * 1e3):.2f}x" if ref and "LoRA" in name else "-"
         loss = f"{first[name]:.4f}" if name in first else "-"
         lines.append(f"| {name} | {med:.1f} | {best:.1f} | {versus} | {loss} |")

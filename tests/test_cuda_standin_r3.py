@@ -52,7 +52,8 @@ def test_train_step_dry_run_writes_every_section_in_order(tmp_path):
           "(no device here))" for precision in ("fp32", "bf16"))]
     assert "|sum(dtype=float32) | float32, float32 accumulation (rounded once)|" in text
     assert "|sort / argsort | same bits as cpu|" in text and "fails" not in text
-    for row in ("minilora LoRA fp32", "minilora LoRA bf16", "minilora full fine-tuning fp32"):
+    for row in ("minilora LoRA fp32", "minilora LoRA fp32 + autocast bf16", "minilora LoRA bf16",
+                "minilora full fine-tuning fp32"):
         assert f"| {row} | " in text
     assert text.count("|Python between ops (modules, autograd engine, optimizer bookkeeping) | ") == 2
 
@@ -63,18 +64,18 @@ def test_train_step_stopped_by_the_time_bound_keeps_what_it_measured(tmp_path, m
     bench, out = load_benchmark("gpu_train_step"), tmp_path / "RESULTS.md"
     real, calls = bench.timed_step, []
 
-    def stopped_on_the_fourth(*args):
+    def stopped_on_the_fifth(*args):
         calls.append(1)
-        if len(calls) == 4:
+        if len(calls) == 5:
             bench._stop_on_sigterm(15, None)
         return real(*args)
-    monkeypatch.setattr(bench, "timed_step", stopped_on_the_fourth)
+    monkeypatch.setattr(bench, "timed_step", stopped_on_the_fifth)
     assert bench.main(["--dry-run", "--repeats", "3", "--out", str(out)]) == 124
     text = out.read_text()
     assert "## bf16 probe on cpu" in text and "all-linear (cut short by the time bound)" in text
     assert "stopped by signal 15 (the time bound)" in text and "where the time goes" not in text
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| minilora")}
-    assert all(" - | - | - | not timed" not in rows[name] for name in rows)  # three rows timed in round one
+    assert all(" - | - | - | not timed" not in rows[name] for name in rows)  # four rows timed in round one
 
 
 def test_train_step_sections_on_the_cuda_stand_in(cuda14, monkeypatch):
