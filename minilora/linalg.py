@@ -639,6 +639,14 @@ def _tolerances(S_max, shape, dtype, atol, rtol, xp):
     return xp.maximum(xp.asarray(atol, dtype=dtype), xp.asarray(rtol, dtype=dtype) * S_max)
 
 
+def _largest(S):
+    """The largest value of each row of ``S`` (0 for an empty row), kept as a column: ``max(initial=0)``,
+    which CuPy's ``max`` does not take."""
+    if S.shape[-1] == 0:
+        return xp_of(S).zeros(S.shape[:-1] + (1,), S.dtype)
+    return S.max(-1)[..., None]
+
+
 def _pinv_derivative(arrays, outputs, grads):
     """torch's ``pinv_backward``."""
     A, pinvA, grad = arrays[0], outputs[0], grads[0]
@@ -668,13 +676,13 @@ def pinv(A, rcond=None, hermitian=False, *, atol=None, rtol=None, out=None):
     if hermitian:
         L, V = xp.linalg.eigh(a)
         absL = xp.abs(L)
-        tol = _tolerances(absL.max(-1, initial=0)[..., None], A.shape, a.dtype, atol, rtol, xp)
+        tol = _tolerances(_largest(absL), A.shape, a.dtype, atol, rtol, xp)
         keep = absL > tol
         inv_L = xp.where(keep, 1 / xp.where(keep, L, 1), 0).astype(a.dtype)
         p = (V * inv_L[..., None, :]) @ _mT(V)
     else:
         U, S, Vh = _svd_arrays(a, False)
-        tol = _tolerances(S.max(-1, initial=0)[..., None], A.shape, a.dtype, atol, rtol, xp)
+        tol = _tolerances(_largest(S), A.shape, a.dtype, atol, rtol, xp)
         keep = S > tol
         inv_S = xp.where(keep, 1 / xp.where(keep, S, 1), 0).astype(a.dtype)
         p = (_mT(Vh) * inv_S[..., None, :]) @ _mT(U)
@@ -698,7 +706,7 @@ def matrix_rank(A, tol=None, hermitian=False, *, atol=None, rtol=None, out=None)
         S = xp.abs(xp.linalg.eigvalsh(a))
     else:
         S = _svd_arrays(a, False)[1]
-    tol_ = _tolerances(S.max(-1, initial=0)[..., None], A.shape, a.dtype, atol, rtol, xp)
+    tol_ = _tolerances(_largest(S), A.shape, a.dtype, atol, rtol, xp)
     return _with_out(_plain((S > tol_).sum(-1).astype(np.int64), A), out)
 
 
@@ -728,7 +736,7 @@ def lstsq(A, B, rcond=None, *, driver=None):
     if vector:
         X = X.squeeze(-1)
     S = _svd_arrays(a, False)[1]
-    tol = _tolerances(S.max(-1, initial=0)[..., None], A.shape, a.dtype, None, rcond, xp)
+    tol = _tolerances(_largest(S), A.shape, a.dtype, None, rcond, xp)
     rank = (S > tol).sum(-1).astype(np.int64)
     empty = lambda dtype: xp.zeros((0,), dtype)  # noqa: E731
     residuals = empty(a.dtype)
