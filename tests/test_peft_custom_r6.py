@@ -278,7 +278,7 @@ def test_inject_adapter_in_model_and_state_dict_round_trip():
     x = INPUTS[cnn](np.random.default_rng(2))
     t, m = run_both(theirs, ours, x)
     np.testing.assert_allclose(m, t, rtol=0, atol=TOL)
-    # and back: minilora's (changed) weights into PEFT's (minilora's state dict holds NumPy arrays)
+    # and back: minilora's (changed) weights into PEFT's
     ml_peft.set_peft_model_state_dict(ours, {k: v * 0.5 for k, v in ml_peft.get_peft_model_state_dict(ours).items()})
     peft.set_peft_model_state_dict(theirs, {k: torch.as_tensor(np.asarray(v)) for k, v in
                                             ml_peft.get_peft_model_state_dict(ours).items()})

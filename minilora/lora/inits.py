@@ -137,6 +137,7 @@ def converted_tensors(tensors, initial):
     """``A' = [A; A0]``, ``B' = [B, -B0]`` per LoRA pair: ``B' A' = B A - B0 A0`` (what training added)."""
     out = {}
     for key, value in tensors.items():
+        value = value.numpy(force=True) if hasattr(value, "numpy") else value  # get_peft_model_state_dict's Tensors
         if key not in initial:
             raise ValueError(f"the initial adapter has no tensor {key!r}: it is not this adapter's starting point")
         if "lora_A" in key:

@@ -108,6 +108,21 @@ def _warn_unmatched_patterns(config, targeted):
                           f"{unmatched}.", RuntimeWarning)
 
 
+def _warn_state_dict_differs(by_config, by_state_dict):
+    """PEFT's warning when the layers a state_dict names are not the ones the config targets."""
+    more_in_config = sorted(set(by_config) - set(by_state_dict))
+    more_in_state_dict = sorted(set(by_state_dict) - set(by_config))
+    if not more_in_config and not more_in_state_dict:
+        return
+    message = ("While injecting the PEFT adapters, an inconsistency was discovered between the PEFT config and the "
+               "provided state_dict. This is not necessarily an issue and can be ignored if this was the intent. ")
+    if more_in_config:
+        message += f"The PEFT config contained these additional target modules: {more_in_config}. "
+    if more_in_state_dict:
+        message += f"The state_dict contained these additional target modules: {more_in_state_dict}. "
+    warnings.warn(message, RuntimeWarning)
+
+
 _EMBEDDING_LAYER_NAMES = _io.EMBEDDING_LAYER_NAMES  # PEFT's EMBEDDING_LAYER_NAMES
 
 
@@ -155,7 +170,7 @@ class LoraModel(_Wrapper):
     layer_cls = Linear
     wrapped = "model"
 
-    def __init__(self, model, config, adapter_name="default"):
+    def __init__(self, model, config, adapter_name="default", state_dict=None):
         super().__init__()
         if any(isinstance(module, BaseTunerLayer) for module in model.modules()):  # PEFT's warning
             warnings.warn("You are trying to modify a model with PEFT for a second time. If you want to reload "
@@ -164,7 +179,7 @@ class LoraModel(_Wrapper):
         self.peft_config = {}
         self.active_adapter = adapter_name
         self.targeted_module_names = []  # PEFT's: every module an adapter was injected into, in that order
-        self.inject_adapter(adapter_name, config)
+        self.inject_adapter(adapter_name, config, state_dict=state_dict)
         self.set_adapter(adapter_name)
 
     @property
@@ -176,8 +191,10 @@ class LoraModel(_Wrapper):
         return [self.active_adapter] if isinstance(self.active_adapter, str) else list(self.active_adapter)
 
     # --- injection -----------------------------------------------------------------------------
-    def inject_adapter(self, adapter_name, config):
-        """Wrap every matching Linear (or add ``adapter_name`` to an already wrapped one)."""
+    def inject_adapter(self, adapter_name, config, state_dict=None):
+        """Wrap every matching Linear (or add ``adapter_name`` to an already wrapped one). With a
+        ``state_dict`` (PEFT's), the layers it holds adapter weights for are the targets instead (its keys
+        only: ``...q_proj.lora_A.weight`` targets ``...q_proj``)."""
         if adapter_name in self.peft_config:
             raise ValueError(f"an adapter named {adapter_name!r} already exists; pick another name "
                              "or delete_adapter() it first")
@@ -188,7 +205,7 @@ class LoraModel(_Wrapper):
         config = self._resolve_targets(config)  # PEFT keeps (and resolves) the caller's own config object
         wrapped, targeted = self.wrapped_layer_names(), list(self.targeted_module_names)
         try:
-            self._inject(adapter_name, config)
+            self._inject(adapter_name, config, state_dict)
         except Exception:
             self._roll_back(adapter_name, wrapped, targeted)
             raise
@@ -206,13 +223,20 @@ class LoraModel(_Wrapper):
         self.unwrap_layers_except(wrapped_before)
         self.targeted_module_names = targeted_before
 
-    def _inject(self, adapter_name, config):
+    def _inject(self, adapter_name, config, state_dict=None):
         self._before_injection(adapter_name, config)
+        if getattr(config, "target_parameters", None) and state_dict:  # PEFT's words
+            raise ValueError("Trying to inject a PEFT adapter from a state_dict but the PEFT config uses "
+                             "`target_parameters`. This is not supported -- when using `target_parameters`, please "
+                             "inject the adapter without the state_dict.")
         if getattr(config, "layer_replication", None):  # PEFT's _prepare_model: before the targets are matched
             replicate_layers(self.model, config.layer_replication)
-        matched = []
+        from_state_dict = None if state_dict is None else {k.rsplit("." + self.prefix, 1)[0] for k in state_dict}
+        matched, by_config = [], []
         for key, module in self._candidate_modules():
-            if not target_module_matches(config, key):
+            if target_module_matches(config, key):
+                by_config.append(key)
+            if key not in (by_config if from_state_dict is None else from_state_dict):
                 continue
             if isinstance(module, BaseTunerLayer):
                 self._update_layer(module, adapter_name, config, key)
@@ -221,6 +245,8 @@ class LoraModel(_Wrapper):
             matched.append(key)
         parameters = self._inject_parameters(adapter_name, config)
         self._check_matches(config, matched, parameters)
+        if from_state_dict is not None:
+            _warn_state_dict_differs(by_config, matched)
         _warn_unmatched_patterns(config, matched + parameters)
         _warn_tied_layer_adapted(self.model, config)
         self.targeted_module_names += [key for key in matched if key not in self.targeted_module_names]
@@ -859,8 +885,8 @@ class TrainableTokensModel(LoraModel):
     def _update_layer(self, layer, adapter_name, config, key):
         layer.update_layer(adapter_name, config.token_indices, config.init_weights)
 
-    def _inject(self, adapter_name, config):
-        super()._inject(adapter_name, config)
+    def _inject(self, adapter_name, config, state_dict=None):
+        super()._inject(adapter_name, config, state_dict)
         head, embedding = self._tied_head_name(), self.model.get_input_embeddings()
         if head is None or not isinstance(embedding, TrainableTokensLayer):
             return
@@ -932,14 +958,17 @@ def _refuse(name, value, default, what):
 # PeftModel: what get_peft_model returns
 # ==================================================================================================
 class PeftModel(_Wrapper):
-    """A model with adapters. Calls go to the wrapped model; adapter methods are PEFT's."""
+    """A model with adapters. Calls go to the wrapped model; adapter methods are PEFT's.
+
+    ``low_cpu_mem_usage=True`` (here, in get_peft_model, add_adapter, from_pretrained, load_adapter,
+    inject_adapter_in_model) is accepted and changes nothing: PEFT then makes the adapter weights on the
+    meta device, to be filled by loading; minilora makes real ones at once -- the same model once loaded."""
 
     wrapped = "base_model"
 
     def __init__(self, model, peft_config, adapter_name="default", autocast_adapter_dtype=True,
                  low_cpu_mem_usage=False):
         super().__init__()
-        _refuse("low_cpu_mem_usage", low_cpu_mem_usage, False, "PeftModel")
         if peft_config.peft_type not in PEFT_TYPE_TO_TUNER:
             raise NotImplementedError(f"adapter type {peft_config.peft_type!r} is not supported")
         self.base_model = PEFT_TYPE_TO_TUNER[peft_config.peft_type](model, peft_config, adapter_name)
@@ -1017,7 +1046,6 @@ class PeftModel(_Wrapper):
     # --- several adapters ----------------------------------------------------------------------
     def add_adapter(self, adapter_name, peft_config, low_cpu_mem_usage=False, autocast_adapter_dtype=True):
         """Add another adapter (inactive and frozen until ``set_adapter``)."""
-        _refuse("low_cpu_mem_usage", low_cpu_mem_usage, False, "add_adapter")
         self.base_model.inject_adapter(adapter_name, peft_config)
         cast_adapter_dtype(self.base_model, adapter_name, autocast_adapter_dtype)
         self.base_model.set_adapter(self.active_adapter if self.active_adapter is not None else adapter_name)
@@ -1092,9 +1120,10 @@ class PeftModel(_Wrapper):
 
         As PEFT: ``PeftModel.from_pretrained`` returns the class of the adapter's ``task_type``
         (``PeftModelForCausalLM`` for "CAUSAL_LM"); loaded for inference unless ``is_trainable``.
-        ``subfolder`` and the Hub's keywords as in PEFT (see ``_adapter_folder``)."""
-        _refuse_load_options(ephemeral_gpu_offload, low_cpu_mem_usage, key_mapping, "PeftModel.from_pretrained")
-        model_id = _adapter_folder(model_id, kwargs, "PeftModel.from_pretrained")
+        ``subfolder`` and the Hub's keywords as in PEFT (see ``save.adapter_folder``); ``key_mapping`` as in
+        ``load_peft_weights``; ``low_cpu_mem_usage`` changes nothing (see ``PeftModel``)."""
+        _refuse_load_options(ephemeral_gpu_offload, "PeftModel.from_pretrained")
+        model_id = _io.adapter_folder(model_id, kwargs, "PeftModel.from_pretrained")
         config = config if config is not None else config_from_dict(_io.read_adapter_config(model_id))
         config = copy.deepcopy(config)
         config.inference_mode = not is_trainable
@@ -1102,7 +1131,7 @@ class PeftModel(_Wrapper):
         trainable = [(param, param.requires_grad) for param in model.parameters()]
         peft_model = model_cls(model, config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
         try:
-            _io.load_adapter_weights(peft_model, model_id, adapter_name)
+            _io.load_adapter_weights(peft_model, model_id, adapter_name, key_mapping=key_mapping)
         except Exception:  # an adapter that does not fit: give the caller's model back as it came
             peft_model.base_model._restore_base_model()
             for param, flag in trainable:
@@ -1118,8 +1147,8 @@ class PeftModel(_Wrapper):
         """Load another saved adapter under ``adapter_name`` (not activated: use ``set_adapter``); with
         ``is_trainable=True`` its weights train already, as in PEFT (the active adapter's stay as they are)."""
         _refuse("torch_device", torch_device, None, "load_adapter")
-        _refuse_load_options(ephemeral_gpu_offload, low_cpu_mem_usage, key_mapping, "load_adapter")
-        model_id = _adapter_folder(model_id, kwargs, "load_adapter")
+        _refuse_load_options(ephemeral_gpu_offload, "load_adapter")
+        model_id = _io.adapter_folder(model_id, kwargs, "load_adapter")
         config = config_from_dict(_io.read_adapter_config(model_id))
         config.inference_mode = not is_trainable
         wrapped = self.base_model.wrapped_layer_names()
@@ -1127,7 +1156,7 @@ class PeftModel(_Wrapper):
         if is_trainable:  # add_adapter leaves a new, inactive adapter frozen
             self.set_requires_grad(adapter_name)
         try:
-            _io.load_adapter_weights(self, model_id, adapter_name)
+            _io.load_adapter_weights(self, model_id, adapter_name, key_mapping=key_mapping)
         except Exception:
             self.delete_adapter(adapter_name)  # leave the model as it was: no adapter, no new wrappers
             self.base_model.unwrap_layers_except(wrapped)
@@ -1210,27 +1239,8 @@ def _is_16_bit(dtype):
     return dtype.itemsize == 2 and dtypes.is_floating(dtype)
 
 
-_HUB_OPTIONS = ("token", "use_auth_token", "cache_dir", "force_download", "proxies", "local_files_only")
-
-
-def _adapter_folder(model_id, options, what):
-    """The folder an adapter is read from, with PEFT's Hub keywords: ``subfolder`` is a folder inside
-    ``model_id``; ``revision`` may only be "main"; the download options (token, cache_dir, ...) change
-    nothing for a local folder. Another keyword is Python's TypeError (PEFT would pass it on to the Hub)."""
-    options = dict(options)
-    subfolder, revision = options.pop("subfolder", None), options.pop("revision", None)
-    for key in options:
-        if key not in _HUB_OPTIONS:
-            raise TypeError(f"{what}() got an unexpected keyword argument {key!r}")
-    if revision not in (None, "main"):
-        raise NotImplementedError(f"{what}(revision={revision!r}): minilora reads a local folder as it is")
-    return os.path.join(os.fspath(model_id), subfolder) if subfolder else model_id
-
-
-def _refuse_load_options(ephemeral_gpu_offload, low_cpu_mem_usage, key_mapping, what):
+def _refuse_load_options(ephemeral_gpu_offload, what):
     _refuse("ephemeral_gpu_offload", ephemeral_gpu_offload, False, what)
-    _refuse("low_cpu_mem_usage", low_cpu_mem_usage, False, what)
-    _refuse("key_mapping", key_mapping, None, what)
 
 
 def _load_base_model(name_or_path, **kwargs):
@@ -1280,7 +1290,6 @@ def get_peft_model(model, peft_config, adapter_name="default", mixed=False, auto
     for "CAUSAL_LM", ``PeftModel`` for None). A model that already has adapter layers gets PEFT's
     warning, and an adapter name it already has is refused (its weights would be replaced)."""
     _refuse("mixed", mixed, False, "get_peft_model")
-    _refuse("low_cpu_mem_usage", low_cpu_mem_usage, False, "get_peft_model")
     model_cls = _class_for_task(peft_config.task_type)
     if revision is not None:
         peft_config = copy.deepcopy(peft_config)
@@ -1292,9 +1301,10 @@ def inject_adapter_in_model(peft_config, model, adapter_name="default", low_cpu_
     """PEFT's low-level API: put the adapter layers into ``model`` in place and return that same model
     (no ``PeftModel`` around it: saving is ``get_peft_model_state_dict(model)``). Only the adapters
     train afterwards, as with get_peft_model. VeRA is refused as by PEFT: its shared projections live
-    on the tuner, which this API drops."""
-    _refuse("low_cpu_mem_usage", low_cpu_mem_usage, False, "inject_adapter_in_model")
-    _refuse("state_dict", state_dict, None, "inject_adapter_in_model")
+    on the tuner, which this API drops. ``state_dict`` (PEFT's): the layers it holds adapter weights for
+    are adapted, whatever the config's target_modules (a warning names the difference); its values are
+    not loaded -- ``set_peft_model_state_dict(model, state_dict)`` does that. ``low_cpu_mem_usage`` changes
+    nothing (see ``PeftModel``)."""
     if peft_config.peft_type not in PEFT_TYPE_TO_TUNER:
         raise ValueError(f"`inject_adapter_in_model` does not support {peft_config.peft_type} yet. "
                          "Please use `get_peft_model`.")
@@ -1305,6 +1315,6 @@ def inject_adapter_in_model(peft_config, model, adapter_name="default", low_cpu_
     if peft_config.peft_type == "ADALORA":  # its rank allocator and saved ranks live on the tuner
         raise NotImplementedError("inject_adapter_in_model is not implemented for ADALORA in minilora: "
                                   "use get_peft_model")
-    tuner = tuner_cls(model, peft_config, adapter_name)
+    tuner = tuner_cls(model, peft_config, adapter_name, state_dict=state_dict)
     model.peft_config = tuner.peft_config  # as PEFT: get/set_peft_model_state_dict(model) read it
     return model

@@ -23,12 +23,13 @@ from ..dtypes import is_floating
 from .. import nn
 from ..nn.llama import LlamaForCausalLM
 from ..nn.module import IncompatibleKeys
+from ..tensor import Tensor, tensor
 from .config import CONFIG_NAME
 from .layers import BaseTunerLayer, ModulesToSaveWrapper
 
 __all__ = ["WEIGHTS_NAME", "get_peft_model_state_dict", "set_peft_model_state_dict", "save_adapters",
            "read_adapter_config", "load_adapter_weights", "AdapterMismatchError", "AdapterFileNotFoundError",
-           "write_model_card"]
+           "write_model_card", "load_peft_weights", "remap_keys", "adapter_folder"]
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 EMBEDDING_LAYER_NAMES = ("embed_tokens", "lm_head")  # PEFT's: targeting one saves the embedding tables
@@ -139,15 +140,15 @@ def _adapter_weights(peft_model, adapter_name):
 
 def get_peft_model_state_dict(model, state_dict=None, adapter_name="default", unwrap_compiled=False,
                               save_embedding_layers="auto"):
-    """``{file key: numpy array}``: what ``save_pretrained`` writes for this adapter (PEFT's signature).
+    """``{file key: Tensor}``: what ``save_pretrained`` writes for this adapter (PEFT's signature).
 
-    ``save_embedding_layers`` as in PEFT: "auto" (or True) adds the base tables of targeted embedding
-    layers (``...embed_tokens.base_layer.weight``), False leaves them out. ``unwrap_compiled`` changes
-    nothing (minilora has no compiled wrappers to unwrap); a ``state_dict`` to read from instead of the
-    model is not implemented and refused."""
-    if state_dict is not None:
-        raise NotImplementedError("get_peft_model_state_dict(state_dict=...) is not implemented in minilora: "
-                                  "it reads the adapter from the model itself (state_dict=None)")
+    As PEFT's, the values are the model's own tensors, detached (no gradient; an in-place change to one
+    changes the model), on the model's device -- ready for ``minilora.save``, ``set_peft_model_state_dict``
+    or ``.shape`` / ``.dtype`` / ``.numel()``. ``state_dict`` (PEFT's): a ``{model key: value}`` to read the
+    values from instead of the model (e.g. a modified ``model.state_dict()``); its values are returned as
+    they are, and a key it lacks is left out. ``save_embedding_layers`` as in PEFT: "auto" (or True) adds
+    the base tables of targeted embedding layers (``...embed_tokens.base_layer.weight``), False leaves
+    them out. ``unwrap_compiled`` changes nothing (minilora has no compiled wrappers to unwrap)."""
     tensors = _adapter_weights(model, adapter_name)
     # PEFT's "auto" leaves the tables out when the adapter trains token rows (trainable_token_indices:
     # the point is a small file); True adds them anyway
@@ -155,24 +156,48 @@ def get_peft_model_state_dict(model, state_dict=None, adapter_name="default", un
     uses_tokens = getattr(config, "trainable_token_indices", None) is not None or config.peft_type == "TRAINABLE_TOKENS"
     if save_embedding_layers is True or (save_embedding_layers and not uses_tokens):
         tensors.update(_embedding_base_weights(model, adapter_name))
-    arrays = {k: t.cpu().numpy() for k, t in tensors.items()}
+    if state_dict is None:
+        tensors = {k: t.detach() for k, t in tensors.items()}
+    else:
+        tensors = _values_from_state_dict(model, tensors, state_dict)
     if getattr(model, "get_base_model", None) is None:  # adapters injected in place: LoRA's plain tensors
-        return arrays
-    return model.base_model.tensors_for_file(adapter_name, arrays)
+        return tensors
+    return model.base_model.tensors_for_file(adapter_name, tensors)
+
+
+def _values_from_state_dict(model, tensors, state_dict):
+    """``{file key: state_dict[model key]}``: each adapter tensor found by its name in ``model.state_dict()``."""
+    model_keys = {id(t): k for k, t in model.state_dict(keep_vars=True).items()}
+    found = {k: model_keys.get(id(t)) for k, t in tensors.items()}
+    return {k: state_dict[key] for k, key in found.items() if key in state_dict}
+
+
+def _shape(value):
+    """The shape of a minilora Tensor, a NumPy array or anything with ``.shape`` (a torch tensor)."""
+    return tuple(value.shape) if hasattr(value, "shape") else tuple(np.shape(value))
+
+
+def _array_for(target, value):
+    """``value`` (a Tensor on any device, a NumPy array, a torch tensor...) as an array of ``target``'s device."""
+    if isinstance(value, Tensor):
+        value = value.detach().to(target.device)._array
+    return target.device.xp.asarray(value, dtype=target.dtype)
 
 
 def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="default", ignore_mismatched_sizes=False,
                               low_cpu_mem_usage=False, *, source="adapter file"):
-    """Copy ``{file key: array}`` into the adapter (PEFT's signature). The first mismatch is named in
+    """Copy ``{file key: Tensor or array}`` into the adapter (PEFT's signature). The first mismatch is named in
     the error: minilora refuses a mismatch rather than skip it (``ignore_mismatched_sizes=True`` is refused).
 
     Returns what PEFT returns, the result of ``model.load_state_dict(..., strict=False)``:
     ``IncompatibleKeys(missing_keys, unexpected_keys)``, where ``missing_keys`` is every key of
     ``model.state_dict()`` that was not loaded (the base weights, other adapters) and
     ``unexpected_keys`` is empty (an unexpected key raised above)."""
-    if ignore_mismatched_sizes or low_cpu_mem_usage:
-        raise NotImplementedError("set_peft_model_state_dict: ignore_mismatched_sizes=True and low_cpu_mem_usage=True "
-                                  "are not implemented in minilora (a mismatched tensor is an error)")
+    if ignore_mismatched_sizes:
+        raise NotImplementedError("set_peft_model_state_dict(ignore_mismatched_sizes=True) is not implemented in "
+                                  "minilora (a mismatched tensor is an error)")
+    # (low_cpu_mem_usage: PEFT's adapter weights on the meta device, assigned here; minilora's are real from
+    # the start, and are copied into: the same model afterwards)
     state = peft_model_state_dict
     entries = _adapter_entries(model, adapter_name)
     skipped = _skipped_embedding_tables(model)
@@ -187,13 +212,13 @@ def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="defaul
                                    "which this model's adapter needs")
     targets = {k: t for k, (t, _) in entries.items() if k in state}
     for key, target in targets.items():
-        shape = tuple(np.shape(state[key]))
+        shape = _shape(state[key])
         if shape != tuple(target.shape):  # PEFT's (torch's load_state_dict's) words
             raise AdapterMismatchError(f"{source}: size mismatch for {key!r}: copying a param with shape {shape} "
                                        f"from checkpoint, the shape in current model is {tuple(target.shape)}: "
                                        "the adapter was made for another base model (or another rank r)")
     for key, target in targets.items():
-        target._array[...] = target.device.xp.asarray(state[key], dtype=target.dtype)
+        target._array[...] = _array_for(target, state[key])
         target._bump_version()  # an in-place change, as PEFT's load_state_dict (param.copy_)
     loaded = {id(target) for target in targets.values()}
     missing = [k for k, t in model.state_dict(keep_vars=True).items() if id(t) not in loaded]
@@ -268,7 +293,7 @@ def _refuse_other_adapter(directory, config, tensors):
     if reason is None and os.path.isfile(weights_path):
         header, _ = read_header(weights_path)
         old_shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
-        new_shapes = {k: tuple(np.shape(t)) for k, t in tensors.items()}
+        new_shapes = {k: _shape(t) for k, t in tensors.items()}
         if old_shapes != new_shapes:
             reason = "its tensor names or shapes differ"
     if reason:
@@ -309,10 +334,64 @@ def _check_config_values(path, config):
         raise
 
 
-def load_adapter_weights(peft_model, directory, adapter_name):
+_HUB_OPTIONS = ("token", "use_auth_token", "cache_dir", "force_download", "proxies", "local_files_only")
+
+
+def adapter_folder(model_id, options, what):
+    """The folder an adapter is read from, with PEFT's Hub keywords: ``subfolder`` is a folder inside
+    ``model_id``; ``revision`` may only be "main"; the download options (token, cache_dir, ...) change
+    nothing for a local folder. Another keyword is Python's TypeError (PEFT would pass it on to the Hub)."""
+    options = dict(options)
+    subfolder, revision = options.pop("subfolder", None), options.pop("revision", None)
+    for key in options:
+        if key not in _HUB_OPTIONS:
+            raise TypeError(f"{what}() got an unexpected keyword argument {key!r}")
+    if revision not in (None, "main"):
+        raise NotImplementedError(f"{what}(revision={revision!r}): minilora reads a local folder as it is")
+    return os.path.join(os.fspath(model_id), subfolder) if subfolder else model_id
+
+
+def load_peft_weights(model_id, device=None, key_mapping=None, **hf_hub_download_kwargs):
+    """``{file key: Tensor}`` of the adapter file in folder ``model_id`` (PEFT's ``load_peft_weights``), on
+    ``device`` (None: the GPU when there is one, else the CPU, as PEFT's ``infer_device``); ``subfolder`` and
+    the Hub's keywords as PEFT's (a local folder only); ``key_mapping`` as PEFT's (see ``remap_keys``)."""
+    from .. import cuda
+    directory = adapter_folder(model_id, hf_hub_download_kwargs, "load_peft_weights")
+    path = _weights_path(directory)
+    device = device if device is not None else ("cuda" if cuda.is_available() else "cpu")
+    return {k: tensor(v, device=device) for k, v in remap_keys(load_file(path), key_mapping).items()}
+
+
+def _weights_path(directory):
     path = os.path.join(os.fspath(directory), WEIGHTS_NAME)
     if not os.path.isfile(path):
-        raise AdapterFileNotFoundError(f"no {WEIGHTS_NAME} in {directory!r}{_pickle_hint(directory)}")
+        raise AdapterFileNotFoundError(f"no {WEIGHTS_NAME} in {os.fspath(directory)!r}{_pickle_hint(directory)}")
+    return path
+
+
+def remap_keys(tensors, key_mapping):
+    """PEFT's ``key_mapping``: ``{regex: replacement}`` applied to each key without its ``base_model.model.``
+    (or ``base_model.``) prefix -- the first pattern that matches is used -- then the prefix is put back."""
+    if not key_mapping:
+        return tensors
+    out = {}
+    for key, value in tensors.items():
+        prefix = next((p for p in ("base_model.model.", "base_model.") if key.startswith(p)), None)
+        if prefix is None:  # PEFT's ValueError (its words: it only reads keys it wrote)
+            raise ValueError(f"An error occurred while trying to load a PEFT state_dict with key_mapping: the key "
+                             f"{key!r} does not start with 'base_model.', as every key of an adapter file does.")
+        key = key[len(prefix):]
+        for pattern, replacement in key_mapping.items():
+            new_key, count = re.subn(pattern, replacement, key)
+            if count:
+                key = new_key
+                break
+        out[prefix + key] = value
+    return out
+
+
+def load_adapter_weights(peft_model, directory, adapter_name, key_mapping=None):
+    path = _weights_path(directory)
     config = peft_model.peft_config[adapter_name]
     if config.peft_type == "VERA" and not config.save_projection and \
             not str(config.peft_version).startswith("minilora"):
@@ -321,7 +400,7 @@ def load_adapter_weights(peft_model, directory, adapter_name):
             "PEFT rebuilds them with torch's random generator, which minilora does not reproduce. "
             "Save it with save_projection=True.")
     peft_model.base_model.prepare_to_load(adapter_name)  # e.g. AdaLoRA: shrink to the saved ranks
-    tensors = load_file(path)
+    tensors = remap_keys(load_file(path), key_mapping)
     _refuse_integer_tensors(path, tensors)
     warn_non_finite(tensors, f"adapter {path}")  # PEFT loads NaN silently; every output would be NaN
     set_peft_model_state_dict(peft_model, tensors, adapter_name, source=path)
