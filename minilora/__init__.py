@@ -195,6 +195,9 @@ from . import linalg  # noqa: E402
 from .linalg import (det, logdet, matrix_exp, matrix_power, pinverse, ger)  # noqa: E402,F401
 from .linalg import old_cholesky as cholesky, old_qr as qr, old_slogdet as slogdet, old_svd as svd  # noqa: E402,F401
 from .linalg import inv as inverse  # noqa: E402,F401
+# complex tensors, as far as linalg.eig's results need them (minilora/complex_numbers.py)
+from .complex_numbers import (angle, cdouble, cfloat, complex, complex64, complex128, conj, imag,  # noqa: E402,F401,A004
+                              is_complex, real, view_as_complex, view_as_real)
 # torch's second names and small functions (torch.arccos, torch.greater, torch.cov ...: minilora/ops/extra.py)
 from .ops.extra import (absolute, addbmm, addmv, addr, arccos, arccosh, arcsin, arcsinh, arctan,  # noqa: E402,F401
                         arctanh, argwhere, block_diag, broadcast_shapes, broadcast_tensors, cartesian_prod,

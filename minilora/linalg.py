@@ -16,7 +16,8 @@ sign per column (LAPACK picks one; torch and NumPy call the same routines, but n
 same choice). What torch guarantees, and what the tests compare, is the reconstruction ``U S Vh == A``,
 the singular values / eigenvalues (ascending for ``eigh``, descending for ``svd``), orthonormality, and
 ``|U^T U_torch| == I``; losses that should be differentiated are the gauge-invariant ones (torch
-documents the same caveat). minilora has no complex linear algebra: complex inputs are refused.
+documents the same caveat). minilora has no complex linear algebra: complex inputs are refused; ``eig`` and
+``eigvals`` of a real matrix return complex tensors (minilora/complex_numbers.py says what they support).
 """
 import collections
 import math
@@ -28,7 +29,7 @@ from . import amp as _amp, dtypes, ops
 from .device import xp_of
 from .tensor import Function, Tensor, name_node
 
-__all__ = ["LinAlgError", "svd", "svdvals", "qr", "eigh", "eigvalsh", "norm", "vector_norm", "matrix_norm",
+__all__ = ["LinAlgError", "svd", "svdvals", "qr", "eig", "eigvals", "eigh", "eigvalsh", "norm", "vector_norm", "matrix_norm",
            "matrix_rank", "det", "slogdet", "inv", "inv_ex", "solve", "solve_ex", "solve_triangular", "cholesky",
            "cholesky_ex", "lstsq", "pinv", "matrix_power", "matrix_exp", "cross", "multi_dot", "diagonal",
            "vecdot", "vander", "matmul"]
@@ -49,6 +50,7 @@ def _result(name, fields, qualname):
 SVD = _result("linalg_svd", "U S Vh", "SVD")
 QR = _result("linalg_qr", "Q R", "QR")
 Eigh = _result("linalg_eigh", "eigenvalues eigenvectors", "Eigh")
+Eig = _result("linalg_eig", "eigenvalues eigenvectors", "Eig")
 SlogDet = _result("linalg_slogdet", "sign logabsdet", "SlogDet")
 InvEx = _result("linalg_inv_ex", "inverse info", "InvEx")
 CholeskyEx = _result("linalg_cholesky_ex", "L info", "CholeskyEx")
@@ -102,6 +104,7 @@ class LinalgOutput(Function):
     """One output of a factorization computed beforehand (``outputs``): the node returns
     ``outputs[index]``, and its backward is ``derivative(arrays, outputs, grads)`` with this output's
     gradient in ``grads`` and None for the others (the derivatives are linear in the grads)."""
+    complex_grad = True  # (eig's outputs are complex: its derivative takes their complex gradients)
 
     @staticmethod
     def forward(ctx, *arrays, outputs, index, derivative):
@@ -322,6 +325,72 @@ def eigvalsh(A, UPLO="L", *, out=None):
     def derivative(arrays, outputs, grads):
         return _eigh_backward(outputs[0], vectors, grads[0], None)
     return _with_out(_outputs("LinalgEighBackward0", (A,), (values,), derivative)[0], out)
+
+
+# ---- general eigendecomposition (complex results) --------------------------------------------------
+def _eig_arrays(name, A):
+    """(eigenvalues, eigenvectors) of a real square matrix, complex64/complex128 as torch (LAPACK's geev:
+    each eigenvector of norm 1, its largest component real; the order is LAPACK's)."""
+    _check(name, A, square=True)
+    a = A._array
+    xp = xp_of(a)
+    ctype = np.complex64 if a.dtype == np.float32 else np.complex128
+    if getattr(xp.linalg, "eig", None) is None:
+        raise NotImplementedError(f"{name}: CuPy has no general (non-symmetric) eigensolver; move the matrix to "
+                                  f"the cpu (A.cpu()), or use linalg.eigh for a symmetric one")
+    if a.size == 0:
+        return xp.zeros(a.shape[:-1], ctype), xp.zeros(a.shape, ctype)
+    if not bool(xp.isfinite(a).all()):
+        raise RuntimeError(f"torch.{name}: input tensor should not contain infs or NaNs.")
+    values, vectors = xp.linalg.eig(a)  # (NumPy returns real arrays when every eigenvalue is real)
+    return values.astype(ctype), vectors.astype(ctype)
+
+
+def _eig_backward(L, V, gL, gV):
+    """torch's ``linalg_eig_backward`` (not hermitian): ``V^-H (diag(gL) + P(V^H gV) / conj(E)) V^H``, with
+    P projecting out what the unit-norm eigenvectors cannot change; a complex result (the engine keeps its
+    real part for a real A)."""
+    xp = xp_of(V)
+    VH = xp.conj(_mT(V))
+    if gV is None:
+        return xp.linalg.solve(VH, gL.astype(V.dtype)[..., :, None] * VH)
+    VhgV = VH @ gV.astype(V.dtype)
+    n = L.shape[-1]
+    idx = xp.arange(n)
+    diag = VhgV[..., idx, idx]
+    if not bool(xp.allclose(diag.imag, 0, rtol=1e-2, atol=1e-2)):
+        raise RuntimeError("linalg_eig_backward: The eigenvectors in the complex case are specified up to "
+                           "multiplication by e^{i phi}. The specified loss function depends on this quantity, so "
+                           "it is ill-defined.")
+    VhgV = VhgV - VH @ (V * diag.real[..., None, :])
+    Lconj = xp.conj(L)
+    E = Lconj[..., None, :] - Lconj[..., :, None]
+    E[..., idx, idx] = 1
+    gA = VhgV / E
+    if gL is not None:
+        gA[..., idx, idx] = gL
+    return xp.linalg.solve(VH, gA @ VH)
+
+
+def eig(A, *, out=None):
+    """``torch.linalg.eig``: ``(eigenvalues, eigenvectors)`` of a square real matrix, complex (minilora's
+    complex tensors: take ``.real`` / ``.imag`` / ``.abs()`` / ``view_as_real`` of them to go on). Each
+    eigenvector is fixed up to a complex phase: differentiate losses that do not depend on it (torch checks
+    and raises, so does minilora)."""
+    values, vectors = _eig_arrays("linalg.eig", A)
+
+    def derivative(arrays, outputs, grads):
+        return _eig_backward(outputs[0], outputs[1], grads[0], grads[1])
+    return _with_out(Eig(*_outputs("LinalgEigBackward0", (A,), (values, vectors), derivative)), out)
+
+
+def eigvals(A, *, out=None):
+    """``torch.linalg.eigvals``: the eigenvalues of a square real matrix, complex, in LAPACK's order."""
+    values, vectors = _eig_arrays("linalg.eigvals", A)
+
+    def derivative(arrays, outputs, grads):
+        return _eig_backward(outputs[0], vectors, grads[0], None)
+    return _with_out(_outputs("LinalgEigBackward0", (A,), (values,), derivative)[0], out)
 
 
 # ---- inverse, determinant, solve -----------------------------------------------------------------

@@ -552,6 +552,7 @@ class Function:
 
     kernel_forward = kernel_backward = None
     kernel_supports = None  # optional ``(*arrays) -> bool``: which inputs the kernels take (default: float32)
+    complex_grad = False  # does ``backward`` take a complex gradient? (minilora.complex lists the ops that do)
 
     @staticmethod
     def forward(ctx, *arrays, **options):
@@ -634,7 +635,7 @@ class Function:
                     fresh = False
                     break
         # Integer/bool results never carry a gradient (torch). (`is float32`: the common case, quickly.)
-        if True in needs and (out.dtype is _FLOAT32 or out.dtype.kind == "f" or out.dtype is _BFLOAT16):
+        if True in needs and (out.dtype is _FLOAT32 or out.dtype.kind in "fc" or out.dtype is _BFLOAT16):
             ctx.inputs = inputs
             ctx.parents = parents
             ctx.seq = next(_sequence)
@@ -1988,8 +1989,18 @@ def _topological_order(root):
 _creation_number = operator.attrgetter("seq")
 
 
+def _refuse_complex_gradient(ctx):
+    raise NotImplementedError(
+        f"minilora's autograd has no complex derivative for {ctx.fn.__name__} (a complex gradient reached it, "
+        f"e.g. from linalg.eig's outputs): differentiate through .real, .imag, .abs(), .angle() or view_as_real "
+        f"of complex results first, or use torch")
+
+
 def _fit(g, t):
-    """The gradient ``g`` for tensor ``t``: an array of ``t``'s shape and dtype."""
+    """The gradient ``g`` for tensor ``t``: an array of ``t``'s shape and dtype (the real part of a complex
+    gradient for a real tensor, as torch's handle_r_to_c)."""
+    if g.dtype.kind == "c" and t._array.dtype.kind != "c":
+        g = g.real
     if not g.shape and isinstance(g, np.generic):  # NumPy turns 0-d results into scalars
         g = np.asarray(g)
     if g.shape != t._array.shape:
@@ -2261,6 +2272,8 @@ def _run_backward(root, gradient, retain_graph, store=None):
             if ctx.node_prehooks:
                 g = _run_node_prehooks(ctx, g)
             node_hooks = ctx.node_hooks
+        if g.dtype.kind == "c" and not ctx.fn.complex_grad:
+            _refuse_complex_gradient(ctx)
         if g.itemsize == 2:  # a 16-bit gradient: overflow to inf silently, as torch (NumPy would warn)
             with np.errstate(all="ignore"):
                 in_grads = _backward(ctx, g, prof)

@@ -371,6 +371,9 @@ class Abs(Function):
 def _torch_sign(a):
     """torch.sign: -1, 0 or 1, and +0 for NaN and -0 (NumPy's sign of NaN is NaN; bfloat16's of -0 -0)."""
     xp = xp_of(a)
+    if a.dtype.kind == "c":  # torch.sgn: z / |z|, 0 at 0 (abs's derivative for complex numbers)
+        magnitude = xp.abs(a)
+        return xp.where(magnitude == 0, 0, a / xp.where(magnitude == 0, 1, magnitude)).astype(a.dtype)
     out = xp.asarray(xp.sign(a))
     if not is_floating(out.dtype):
         return out
