@@ -20,7 +20,7 @@ What transformers users write works, with transformers' defaults::
     tok.pad_token = tok.eos_token                # the usual fix for a tokenizer without a pad token
     tok.save_pretrained("folder")                # tokenizer.json + tokenizer_config.json
     tok.add_tokens(["<think>"]); tok.add_special_tokens({"additional_special_tokens": ["<tool>"]})
-    model.resize_token_embeddings(len(tok))      # new tokens (a tokenizer.json tokenizer; not the byte one)
+    model.resize_token_embeddings(len(tok))      # new tokens: rows for them (either tokenizer)
     tok.apply_chat_template(messages, add_generation_prompt=True)   # if the tokenizer has a template
     enc = tok(questions, contexts, truncation="only_second", max_length=384, stride=128,
               return_overflowing_tokens=True, return_offsets_mapping=True)   # the QA tutorial's call
@@ -295,10 +295,7 @@ class _Tokenizer:
         return added
 
     def _add_tokens(self, tokens, special_tokens):
-        raise NotImplementedError(
-            "the byte tokenizer's vocabulary is fixed (its 259 ids are what the shipped model was trained "
-            "on); to add tokens, save it (tok.save_pretrained(folder)) and load that folder with "
-            "minilora.tokenizer.from_pretrained(folder): a tokenizer.json tokenizer takes add_tokens")
+        raise NotImplementedError
 
     def get_added_vocab(self):
         """The added tokens (special ones included) as {token: id}, in id order (transformers' method)."""
@@ -1037,15 +1034,124 @@ def _byte_to_char():
     return table
 
 
+class _AddedToken(NamedTuple):
+    """An added token and its matching rules, as ``tokenizers.AddedToken`` holds them."""
+    content: str
+    single_word: bool = False  # matched only as a whole word (no word character on either side)
+    lstrip: bool = False  # takes the whitespace before it
+    rstrip: bool = False  # takes the whitespace after it
+    normalized: bool = True  # matched in the normalized text (the byte tokenizer normalizes nothing)
+    special: bool = False  # dropped by decode(..., skip_special_tokens=True)
+
+
+def _added_token(token, special_tokens):
+    """A string or ``tokenizers.AddedToken`` as the tokenizers library registers it: a string is normalized
+    unless special; ``add_special_tokens`` makes any token special."""
+    if isinstance(token, str):
+        return _AddedToken(token, normalized=not special_tokens, special=special_tokens)
+    return _AddedToken(token.content, token.single_word, token.lstrip, token.rstrip, token.normalized,
+                       token.special or special_tokens)
+
+
+_WORD_CHARACTER = re.compile(r"\w")
+
+
+def _is_space(char):
+    """Whitespace as the tokenizers library's ``\\s`` (Unicode White_Space: Python's isspace() less the
+    \\x1c-\\x1f separators)."""
+    return char.isspace() and char not in "\x1c\x1d\x1e\x1f"
+
+
+def _token_matcher(tokens):
+    """A regex finding the added ``tokens`` ({content: ...}) leftmost-longest, as the tokenizers library's
+    Aho-Corasick automaton does: at each position the alternatives are tried longest first."""
+    return re.compile("|".join(map(re.escape, sorted(tokens, key=len, reverse=True))))
+
+
+def _split_on_tokens(text, tokens, pattern):
+    """``text`` cut around the added ``tokens`` ({content: (id, _AddedToken)}, found by ``pattern``) as the
+    tokenizers library cuts it: leftmost-longest matches, one scan (a match refused for ``single_word`` is
+    skipped, not retried shorter); ``lstrip`` / ``rstrip`` take the whitespace beside it. A list of strings and
+    token ids."""
+    pieces, done = [], 0  # done: where the text not yet given out starts
+    for match in pattern.finditer(text):
+        start, stop = match.span()
+        token_id, token = tokens[match.group()]
+        if token.single_word and ((start > 0 and _WORD_CHARACTER.match(text, start - 1))
+                                  or _WORD_CHARACTER.match(text, stop)):
+            continue
+        while token.lstrip and start > done and _is_space(text[start - 1]):  # (never into an earlier match)
+            start -= 1
+        while token.rstrip and stop < len(text) and _is_space(text[stop]):
+            stop += 1
+        if done < start:
+            pieces.append(text[done:start])
+        pieces.append(token_id)
+        done = stop
+    if done < len(text):
+        pieces.append(text[done:])
+    return pieces
+
+
 class ByteTokenizer(_Tokenizer):
-    """UTF-8 bytes as tokens: ids 0..255 are bytes, then ``<bos>`` 256, ``<eos>`` 257, ``<pad>`` 258."""
+    """UTF-8 bytes as tokens: ids 0..255 are bytes, then ``<bos>`` 256, ``<eos>`` 257, ``<pad>`` 258.
+
+    ``add_tokens`` / ``add_special_tokens`` add tokens from id 259 on (``len(tok)`` counts them; ``vocab_size``
+    stays 259, as transformers counts): the text is cut around them first (``AddedToken``'s ``single_word``,
+    ``lstrip``, ``rstrip`` as the tokenizers library applies them), the rest is bytes. ``<bos>`` / ``<eos>`` /
+    ``<pad>`` written in a text stay bytes (the shipped model was trained so); added special tokens are read
+    whole."""
 
     bos_token_id, eos_token_id, pad_token_id = 256, 257, 258
     special_tokens = {"<bos>": 256, "<eos>": 257, "<pad>": 258}
     vocab_size = 259
 
+    def __init__(self):
+        self._added = {}  # id -> _AddedToken, in the order added (tokenizers' AddedVocabulary)
+        self._special_contents = set()  # every content once added as special (tokenizers never forgets one)
+
+    def __len__(self):
+        return self.vocab_size + sum(1 for token_id in self._added if token_id >= self.vocab_size)
+
+    def _add_tokens(self, tokens, special_tokens):
+        """The tokenizers library's rules: a token already added with the same flags is not counted; one whose
+        text is already a token (a byte's character, an added one) keeps that id and takes the new flags; the
+        rest get the next ids. ``<bos>`` / ``<eos>`` / ``<pad>`` are never read from text here: not added."""
+        added = 0
+        for token in map(lambda t: _added_token(t, special_tokens), tokens):
+            if not token.content or token.content in self.special_tokens or token in self._added.values():
+                continue
+            token_id = self._token_id(token.content)
+            self._added[len(self) if token_id is None else token_id] = token
+            if token.special:
+                self._special_contents.add(token.content)
+            added += 1
+        self.__dict__.pop("_call_backend", None)  # both rebuilt with the new tokens
+        self.__dict__.pop("_matchers", None)
+        return added
+
+    def get_added_vocab(self):
+        """``{token: id}`` of ``<bos>``, ``<eos>``, ``<pad>`` and the added tokens, in id order (what transformers
+        answers for the saved folder)."""
+        vocab = {**self.special_tokens, **{token.content: i for i, token in self._added.items()}}
+        return dict(sorted(vocab.items(), key=lambda item: item[1]))
+
+    def _split_on_added(self, text):
+        """The text cut around the added tokens: those matched in the raw text first, then (in what is left)
+        the normalized ones, as the tokenizers library does. A list of strings and token ids."""
+        if "_matchers" not in self.__dict__:
+            passes = ({t.content: (i, t) for i, t in self._added.items() if t.normalized == normalized}
+                      for normalized in (False, True))
+            self._matchers = [(tokens, _token_matcher(tokens)) for tokens in passes if tokens]
+        pieces = [text]
+        for tokens, pattern in self._matchers:
+            pieces = [part for piece in pieces
+                      for part in (_split_on_tokens(piece, tokens, pattern) if isinstance(piece, str) else [piece])]
+        return pieces
+
     def _encode(self, text, add_special_tokens):
-        ids = list(text.encode("utf-8"))
+        ids = [i for piece in self._split_on_added(text)
+               for i in (piece.encode("utf-8") if isinstance(piece, str) else [piece])]
         return [self.bos_token_id] + ids if add_special_tokens else ids
 
     def _decode(self, token_ids, skip_special_tokens):
@@ -1053,26 +1159,26 @@ class ByteTokenizer(_Tokenizer):
         with ``skip_special_tokens=True``; byte sequences that are not valid UTF-8 (a cut-off character)
         become U+FFFD."""
         names = {i: name for name, i in self.special_tokens.items()}
+        names.update({i: token.content for i, token in self._added.items() if i >= self.vocab_size})
+        special = set(self.special_tokens.values()) | {i for i, name in names.items() if name in self._special_contents}
         out, pending = [], bytearray()
         for i in token_ids:
             if 0 <= i < 256:
                 pending.append(i)
                 continue
             if i not in names:
-                raise ValueError(f"token id {i} is outside the byte tokenizer's vocabulary "
-                                 f"(0..{self.vocab_size - 1})")
+                raise ValueError(f"token id {i} is outside the byte tokenizer's vocabulary (0..{len(self) - 1})")
             out.append(pending.decode("utf-8", errors="replace"))
             pending = bytearray()
-            if not skip_special_tokens:
+            if not (skip_special_tokens and i in special):
                 out.append(names[i])
         out.append(pending.decode("utf-8", errors="replace"))
         return "".join(out)
 
     def _token(self, token_id):
-        return {i: name for name, i in self.special_tokens.items()}.get(token_id) or _byte_to_char()[token_id]
-
-    # "<eos>" written in a text is five bytes here (``_encode``), also when the backend tokenizes a call
-    _splits_special_tokens = True
+        names = {i: name for name, i in self.special_tokens.items()}
+        names.update({i: token.content for i, token in self._added.items()})
+        return names.get(token_id) or _byte_to_char()[token_id]
 
     def _encodes_alone(self, options):
         """Plain calls need no ``tokenizers`` package; offsets, pairs, words, overflow... go through
@@ -1081,45 +1187,54 @@ class ByteTokenizer(_Tokenizer):
 
     def _backend_for_calls(self):
         if "_call_backend" not in self.__dict__:
-            self._call_backend = self._backend()
+            # "<eos>" written in a text is five bytes here (``_encode``): the three are plain vocabulary
+            # there, never matched in the text, while added special tokens are
+            self._call_backend = self._backend(text_reads_special_tokens=False)
         return self._call_backend
 
     def _token_id(self, token):
         if token in self.special_tokens:
             return self.special_tokens[token]
-        return {char: byte for byte, char in _byte_to_char().items()}.get(token)
+        added = next((i for i, t in self._added.items() if t.content == token), None)
+        return added if added is not None else {char: byte for byte, char in _byte_to_char().items()}.get(token)
 
-    def _backend(self):
-        """The same tokenizer as a ``tokenizers.Tokenizer`` (byte-level BPE without merges), for
-        ``save_pretrained``. Loaded back (by transformers or minilora) it gives the same ids for every
-        text, except that a special token written in the text itself ("<eos>") is read as that token."""
+    def _backend(self, text_reads_special_tokens=True):
+        """The same tokenizer as a ``tokenizers.Tokenizer`` (byte-level BPE without merges, then the added
+        tokens with their flags), for ``save_pretrained``. Loaded back (by transformers or minilora) it gives the
+        same ids for every text, except that ``<bos>`` / ``<eos>`` / ``<pad>`` written in the text itself are read
+        as those tokens (not with ``text_reads_special_tokens=False``: the three are then plain vocabulary)."""
         try:
-            from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+            from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
         except ImportError:
             raise ImportError("save_pretrained needs the tokenizers package: pip install tokenizers") from None
         vocab = {char: byte for byte, char in _byte_to_char().items()}
+        if not text_reads_special_tokens:
+            vocab.update(self.special_tokens)
         tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
         tokenizer.decoder = decoders.ByteLevel()
-        tokenizer.add_special_tokens(list(self.special_tokens))  # ids 256, 257, 258 in this order
+        if text_reads_special_tokens:
+            tokenizer.add_special_tokens(list(self.special_tokens))  # ids 256, 257, 258 in this order
+        for token_id, token in sorted(self._added.items()):  # in id order: each new one gets the next id
+            tokenizer.add_tokens([AddedToken(**token._asdict())])
         tokenizer.post_processor = processors.TemplateProcessing(
             single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", self.bos_token_id)])
         return tokenizer
 
     def __repr__(self):
-        return "ByteTokenizer(vocab_size=259, bos=256, eos=257, pad=258)"
+        added = f", added={len(self) - self.vocab_size}" if len(self) > self.vocab_size else ""
+        return f"ByteTokenizer(vocab_size=259, bos=256, eos=257, pad=258{added})"
 
 
 def _is_token(value):
-    from tokenizers import AddedToken
-    return isinstance(value, (str, AddedToken))
+    """A string or a ``tokenizers.AddedToken`` (checked by name: the byte tokenizer needs no tokenizers package)."""
+    return isinstance(value, str) or type(value).__name__ == "AddedToken"
 
 
 def _as_special(token):
-    """A special token as transformers adds one: a string is kept whole and never normalized."""
-    from tokenizers import AddedToken
-    return AddedToken(token, rstrip=False, lstrip=False, normalized=False, special=True) if isinstance(token, str) \
-        else token
+    """A special token as transformers adds one: a string is kept whole and never normalized (what
+    ``add_tokens(..., special_tokens=True)`` makes of a string)."""
+    return token
 
 
 class HFTokenizer(_Tokenizer):
@@ -1237,11 +1352,12 @@ def vocab_mismatch(tokenizer, model_vocab_size):
     tokenizer's ids mean bytes only to a model trained on them: its 259 rows, padded at most to the next
     multiple of 64 (``resize_token_embeddings(pad_to_multiple_of=64)``); a bigger vocabulary is a model
     made for another tokenizer, whose output decoded as bytes would be silently meaningless."""
-    if isinstance(tokenizer, ByteTokenizer):
-        padded = -(-tokenizer.vocab_size // 64) * 64
-        if not tokenizer.vocab_size <= model_vocab_size <= padded:
+    if isinstance(tokenizer, ByteTokenizer):  # (its added tokens counted: a model resized for them)
+        size = len(tokenizer)
+        padded = -(-size // 64) * 64
+        if not size <= model_vocab_size <= padded:
             return (f"the model has vocab_size {model_vocab_size} but minilora's byte-level tokenizer has "
-                    f"{tokenizer.vocab_size} tokens (a byte-level model has {tokenizer.vocab_size} to {padded}): "
+                    f"{size} tokens (a byte-level model has {size} to {padded}): "
                     "the model was made for another tokenizer")
     if model_vocab_size < len(tokenizer):
         return (f"the model has vocab_size {model_vocab_size}, fewer than the tokenizer's {len(tokenizer)} "

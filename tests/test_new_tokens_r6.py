@@ -106,12 +106,12 @@ def test_add_special_tokens_refusals_as_transformers(toks):
     assert list(ours.extra_special_tokens) == list(theirs.extra_special_tokens) == ["<a>", "<b>"]
 
 
-def test_byte_tokenizer_refuses_new_tokens_and_says_how(tmp_path):
+def test_byte_tokenizer_and_its_saved_folder_take_new_tokens(tmp_path):
+    """(The byte tokenizer takes add_tokens itself since round 7: tests/test_tokenizer_r7.py.)"""
     tok = ByteTokenizer()
-    with pytest.raises(NotImplementedError, match="save_pretrained"):
-        tok.add_tokens(["<think>"])
-    tok.save_pretrained(tmp_path)
-    loaded = from_pretrained(tmp_path)  # what the message says works
+    assert tok.add_tokens(["<think>"]) == 1 and tok.encode("a<think>", add_special_tokens=False) == [97, 259]
+    ByteTokenizer().save_pretrained(tmp_path)
+    loaded = from_pretrained(tmp_path)
     assert loaded.add_tokens(["<think>"]) == 1 and loaded.encode("a<think>", add_special_tokens=False) == [97, 259]
 
 
