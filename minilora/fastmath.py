@@ -144,11 +144,12 @@ def row_mean(a, b=None):
     """``(a * b).mean(axis=1)`` of 2-D arrays (``a.mean(axis=1)`` without ``b``), without the
     temporary: a BLAS matrix-vector product with a vector of ``1/width``, or one ``einsum``."""
     xp = xp_of(a)
+    scale = 1 / (a.shape[1] or 1)  # (rows of width 0: no rows either, see ops.nn._rows; nothing to divide)
     if b is None:
-        return a @ xp.full(a.shape[1], 1 / a.shape[1], dtype=a.dtype)
+        return a @ xp.full(a.shape[1], scale, dtype=a.dtype)
     if a.size < parallel.MIN_ITEMS:  # a few rows (decoding): einsum's set-up costs more than the temporary
-        return (a * b).sum(axis=1) * (1 / a.shape[1])
-    return xp.einsum("ij,ij->i", a, b) * (1 / a.shape[1])
+        return (a * b).sum(axis=1) * scale
+    return xp.einsum("ij,ij->i", a, b) * scale
 
 
 def column_sum(a, b=None):

@@ -429,9 +429,7 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
 
 def _check_multi_margin_shapes(input, target, weight):
     """torch's checks: a [C] or [N, C] input, a target with one class index per sample, in range."""
-    if input.ndim > 2 or (input.ndim == 2 and input.shape[0] == 0) or input.numel() == 0:
-        raise RuntimeError(f"Expected non-empty vector or matrix with optional 0-dim batch size, but got: "
-                           f"{list(input.shape)}")
+    _check_margin_input(input)
     samples = input.shape[0] if input.ndim == 2 else 1
     if target.ndim > 1 or target.numel() != samples:
         raise RuntimeError(f"inconsistent target size, expected {samples} but got {list(target.shape)}")
@@ -653,8 +651,16 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
     return _reduced("multilabel_margin_loss", loss.reshape(()) if input.ndim <= 1 else loss, reduction)
 
 
+def _check_margin_input(input):
+    """torch's check for the margin losses' [C] or [N, C] input: no empty class dim (N may be 0)."""
+    if not (input.ndim == 0 or (input.ndim <= 2 and input.shape[-1] != 0)):
+        raise RuntimeError(f"Expected non-empty vector or matrix with optional 0-dim batch size, but got: "
+                           f"{list(input.shape)}")
+
+
 def _multilabel_rows(input, target):
     """The input as [N, C] and the targets as a host array [N, C], checked as torch does."""
+    _check_margin_input(input)
     if target.dtype != np.int64:
         raise RuntimeError(f"expected scalar type Long but found {target.dtype}")
     if tuple(target.shape) != tuple(input.shape) or input.ndim > 2:

@@ -128,24 +128,24 @@ class Conv2d(Function):
         windows = _windows(xp, padded, weight.shape[2:], stride, dilation)
         n, c, h_out, w_out, kh, kw = windows.shape
         ctx.windows = windows.reshape(n, g, c // g, h_out, w_out, kh, kw)
-        ctx.weight = weight.reshape(g, -1, c // g, kh, kw)
+        ctx.weight = weight.reshape(g, weight.shape[0] // g, c // g, kh, kw)
         ctx.geometry = (padded.shape, stride, dilation, padding)
         out = xp.einsum("ngchwij,gocij->ngohw", ctx.windows, ctx.weight, optimize=True)
-        return out.reshape(n, -1, h_out, w_out)
+        return out.reshape(n, weight.shape[0], h_out, w_out)  # (no -1: N may be 0)
 
     @staticmethod
     def backward(ctx, g):
         xp, (nx, nw) = xp_of(g), ctx.needs_input_grad
         n, groups = g.shape[0], ctx.weight.shape[0]
-        g = g.reshape(n, groups, -1, *g.shape[2:])  # [N, G, O/G, H_out, W_out]
+        g = g.reshape(n, groups, g.shape[1] // groups, *g.shape[2:])  # [N, G, O/G, H_out, W_out]
         gx = gw = None
         if nw:
             gw = xp.einsum("ngohw,ngchwij->gocij", g, ctx.windows, optimize=True)
-            gw = gw.reshape(-1, *gw.shape[2:])
+            gw = gw.reshape(gw.shape[0] * gw.shape[1], *gw.shape[2:])
         if nx:
             padded_shape, stride, dilation, padding = ctx.geometry
             grad_windows = xp.einsum("ngohw,gocij->ngchwij", g, ctx.weight, optimize=True)
-            grad_windows = grad_windows.reshape(n, -1, *grad_windows.shape[3:])
+            grad_windows = grad_windows.reshape(n, grad_windows.shape[1] * grad_windows.shape[2], *grad_windows.shape[3:])
             gx = _unpad(_add_windows_back(xp, grad_windows, padded_shape, stride, dilation), padding)
         return gx, gw
 
@@ -244,7 +244,7 @@ def _window_maxima(xp, x, kernel, stride, padding, dilation):
     (ph, pw) = padding
     padded = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-xp.inf) if ph or pw else x
     windows = _windows(xp, padded, kernel, stride, dilation)
-    flat = windows.reshape(*windows.shape[:4], -1)
+    flat = windows.reshape(*windows.shape[:4], windows.shape[4] * windows.shape[5])
     nan = xp.isnan(flat)
     choice = xp.where(nan.any(-1), nan.argmax(-1), flat.argmax(-1))
     return xp.take_along_axis(flat, choice[..., None], -1)[..., 0], choice, padded.shape, windows.shape
@@ -561,7 +561,7 @@ class AdaptiveMaxPool2d(Function):
         where = xp.empty(out.shape, dtype=np.int64)  # each maximum's flat index in its H x W plane
         for i, r in enumerate(rows):
             for j, c in enumerate(cols):
-                block = x[..., r, c].reshape(*x.shape[:-2], -1)
+                block = x[..., r, c].reshape(*x.shape[:-2], (r.stop - r.start) * (c.stop - c.start))
                 nan = xp.isnan(block)
                 choice = xp.where(nan.any(-1), nan.argmax(-1), block.argmax(-1))
                 out[..., i, j] = xp.take_along_axis(block, choice[..., None], -1)[..., 0]
@@ -575,7 +575,8 @@ class AdaptiveMaxPool2d(Function):
         xp = xp_of(g)
         planes = int(np.prod(ctx.shape[:-2]))
         gx = xp.zeros((planes, ctx.shape[-2] * ctx.shape[-1]), dtype=g.dtype)
-        g2, where = g.reshape(planes, -1), ctx.where.reshape(planes, -1)
+        cells = g.shape[-2] * g.shape[-1]
+        g2, where = g.reshape(planes, cells), ctx.where.reshape(planes, cells)
         every = xp.arange(planes)
         for cell in range(g2.shape[1]):  # in output order: torch's order of additions
             gx[every, where[:, cell]] += g2[:, cell]
@@ -750,9 +751,10 @@ class MaxUnpool2d(Function):
     def forward(ctx, x, indices, size):
         xp = xp_of(x)
         planes = int(np.prod(x.shape[:-2]))
-        flat = indices.reshape(planes, -1)
+        cells = x.shape[-2] * x.shape[-1]  # (not -1: there may be no planes)
+        flat = indices.reshape(planes, cells)
         out = xp.zeros((planes, size[0] * size[1]), dtype=x.dtype)
-        out[xp.arange(planes)[:, None], flat] = x.reshape(planes, -1)
+        out[xp.arange(planes)[:, None], flat] = x.reshape(planes, cells)
         ctx.flat, ctx.shape = flat, x.shape
         return out.reshape(*x.shape[:-2], *size)
 
@@ -760,7 +762,7 @@ class MaxUnpool2d(Function):
     def backward(ctx, g):
         xp = xp_of(g)
         rows = xp.arange(ctx.flat.shape[0])[:, None]
-        return g.reshape(ctx.flat.shape[0], -1)[rows, ctx.flat].reshape(ctx.shape), None
+        return g.reshape(ctx.flat.shape[0], g.shape[-2] * g.shape[-1])[rows, ctx.flat].reshape(ctx.shape), None
 
 
 @_amp.autocasts
@@ -1000,9 +1002,9 @@ class ConvTranspose2d(Function):
         n, c_in, h, w = x.shape
         kh, kw = weight.shape[2:]
         ctx.x = x.reshape(n, groups, c_in // groups, h, w)
-        ctx.weight = weight.reshape(groups, c_in // groups, -1, kh, kw)
+        ctx.weight = weight.reshape(groups, c_in // groups, weight.shape[1], kh, kw)
         grad_windows = xp.einsum("ngchw,gcoij->ngohwij", ctx.x, ctx.weight, optimize=True)
-        grad_windows = grad_windows.reshape(n, -1, h, w, kh, kw)
+        grad_windows = grad_windows.reshape(n, groups * weight.shape[1], h, w, kh, kw)  # (no -1: N may be 0)
         full = tuple((size - 1) * s + d * (k - 1) + 1 + extra
                      for size, s, d, k, extra in zip((h, w), stride, dilation, (kh, kw), output_padding))
         ctx.geometry = (stride, padding, dilation, (h, w))
@@ -1016,11 +1018,11 @@ class ConvTranspose2d(Function):
         groups, kh, kw = ctx.weight.shape[0], ctx.weight.shape[3], ctx.weight.shape[4]
         padded = xp.pad(g, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else g
         windows = _windows(xp, padded, (kh, kw), stride, dilation)[:, :, :h, :w]
-        windows = windows.reshape(g.shape[0], groups, -1, h, w, kh, kw)
+        windows = windows.reshape(g.shape[0], groups, g.shape[1] // groups, h, w, kh, kw)
         gx = xp.einsum("ngohwij,gcoij->ngchw", windows, ctx.weight, optimize=True).reshape(
-            g.shape[0], -1, h, w) if nx else None
+            g.shape[0], groups * ctx.weight.shape[1], h, w) if nx else None
         gw = xp.einsum("ngchw,ngohwij->gcoij", ctx.x, windows, optimize=True).reshape(
-            -1, ctx.weight.shape[2], kh, kw) if nw else None
+            groups * ctx.weight.shape[1], ctx.weight.shape[2], kh, kw) if nw else None
         return gx, gw
 
 

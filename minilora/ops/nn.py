@@ -138,7 +138,8 @@ def _counted_targets(xp, targets, n_classes, ignore_index, name):
     (a safe index), after checking that every counted target is a class in ``[0, n_classes)``."""
     valid = targets != ignore_index
     safe = xp.where(valid, targets, 0)
-    if safe.size and (safe.min() < 0 or safe.max() >= n_classes):
+    if safe.size and (safe.min() < 0 or safe.max() >= n_classes) and (n_classes or valid.any()):
+        # (no classes and every target ignored: the safe class 0 is never read)
         raise IndexError(f"{name}: targets must lie in [0, {n_classes}) or equal ignore_index={ignore_index}")
     return valid, safe
 
@@ -159,7 +160,10 @@ class CrossEntropy(Function):
         if weight is not None:  # each row counts with its class's weight (0 when ignored)
             valid = xp.where(valid, weight[safe_targets], 0).astype(logits.dtype, copy=False)
         probs, losses = xp.empty_like(logits), xp.empty(logits.shape[0], logits.dtype)
-        parallel.rows(_cross_entropy_rows, logits, safe_targets, valid, probs, losses)
+        if logits.size:
+            parallel.rows(_cross_entropy_rows, logits, safe_targets, valid, probs, losses)
+        else:  # no rows, or no classes (then every target was ignored: checked above): no losses
+            losses[:] = 0
         ctx.probs, ctx.targets, ctx.valid, ctx.reduction = probs, safe_targets, valid, reduction
         if reduction == "none":
             return losses
@@ -177,6 +181,8 @@ class CrossEntropy(Function):
         divisor = ctx.divisor if ctx.reduction == "mean" else 1
         if divisor == 0:
             return _gradient_over_no_weight(xp, ctx.probs.shape, ctx.counted, ctx.probs.dtype), None
+        if ctx.probs.size == 0:  # (no classes: every target was ignored, the gradient is empty)
+            return xp.zeros_like(ctx.probs), None
         grad = xp.empty_like(ctx.probs)
         parallel.rows(lambda *blocks: _cross_entropy_backward_rows(*blocks, divisor=divisor),
                       ctx.probs, ctx.targets, ctx.valid, g_rows, grad)
@@ -383,8 +389,9 @@ def _layer_norm_backward_rows(g, normed, r, gx, weight):
 
 
 def _rows(a, width):
-    """``a`` as a 2-D [rows, width] array (a view when ``a`` is contiguous)."""
-    return a.reshape(-1, width)
+    """``a`` as a 2-D [rows, width] array (a view when ``a`` is contiguous). A zero ``width``
+    (``normalized_shape`` with a 0) leaves nothing to normalise: no rows (NumPy cannot infer -1)."""
+    return a.reshape(-1, width) if width else a.reshape(0, 0)
 
 
 def _flat(a):
@@ -481,7 +488,7 @@ class Attention(Function):
         if k.shape[:3] != v.shape[:3] or k.shape[0] != b or k.shape[3] != d or (hq % hkv if hkv else hq):
             raise RuntimeError(f"attention: q {q.shape}, k {k.shape}, v {v.shape} are not "
                                "[B, Hq, Tq, D], [B, Hkv, Tk, D], [B, Hkv, Tk, Dv] with Hq a multiple of Hkv")
-        scale = q.dtype.type(1 / math.sqrt(d) if scale is None else scale)
+        scale = q.dtype.type(_default_scale(d) if scale is None else scale)
         ctx.q, ctx.k, ctx.v, ctx.scale = q, k, v, scale
         if 0 in (b, hq, tq, tk):  # nothing to attend to (or nobody asking): zeros, as torch
             ctx.probs = None
@@ -529,7 +536,7 @@ def _like(a, keep_layout):
 def _by_kv_head(a, hkv):
     """[B, Hq, T, X] -> [B, Hkv, group*T, X]: the query heads sharing a KV head side by side, so
     that each KV head takes part in ONE matrix product per batch element."""
-    return a.reshape(a.shape[0], hkv, -1, a.shape[-1])
+    return a.reshape(a.shape[0], hkv, a.shape[1] // hkv * a.shape[2], a.shape[-1])  # (no -1: X may be 0)
 
 
 def _attention_forward(q, k, v, bias, out, probs, scale):
@@ -677,7 +684,8 @@ def _classes_last(input, fn):
     if input.ndim == 2:
         return input
     # [N, C, d1, ..., dk] -> [N, d1, ..., dk, C] -> [N * d1 * ... * dk, C] (one copy)
-    return input.permute(0, *range(2, input.ndim), 1).reshape(-1, input.shape[1])
+    rows = input.shape[0] * math.prod(input.shape[2:])  # (not -1: C may be 0)
+    return input.permute(0, *range(2, input.ndim), 1).reshape(rows, input.shape[1])
 
 
 def _class_targets(fn, input, targets):
@@ -744,7 +752,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
             if input.ndim <= 2:  # torch's graph: nll_loss of log_softmax (one node here)
                 name_node(loss, "NllLossBackward0", graph=(("LogSoftmaxBackward0", input),))
         if label_smoothing:
-            loss = (1 - label_smoothing) * loss + (label_smoothing / logits.shape[1]) * \
+            loss = (1 - label_smoothing) * loss + _smoothing_share(label_smoothing, logits.shape[1]) * \
                 _smoothing_term(logp, targets, weight, ignore_index, reduction)
     if reduction == "none":
         return loss.reshape(() if input.ndim == 1 else (input.shape[0],) + input.shape[2:])
@@ -771,6 +779,11 @@ def _class_weight(fn, weight, logits):
         raise RuntimeError(f"{fn}: weight must hold one number per class ({logits.shape[1]}), "
                            f"got shape {tuple(weight.shape)}")
     return None if weight is None else xp_of(logits._array).asarray(weight, dtype=logits.dtype)
+
+
+def _smoothing_share(label_smoothing, n_classes):
+    """Each class's share of the smoothing; with no classes, torch's C++ division: inf."""
+    return label_smoothing / n_classes if n_classes else math.inf
 
 
 def _smoothing_term(logp, targets, weight, ignore_index, reduction):
@@ -804,7 +817,7 @@ def _soft_cross_entropy(input, logits, target, weight, reduction, label_smoothin
     target = _classes_last(target, "cross_entropy")
     n_classes = logits.shape[1]
     if label_smoothing:
-        target = target * (1 - label_smoothing) + label_smoothing / n_classes
+        target = target * (1 - label_smoothing) + _smoothing_share(label_smoothing, n_classes)
     terms = logits.log_softmax(-1) * target  # torch's order (each product rounded in 16-bit dtypes)
     if weight is not None:  # a Tensor keeps its dtype (float64 weights: a float64 loss, as torch)
         terms = terms * (weight if isinstance(weight, Tensor) else Tensor._make(weight, logits.device, False, None))
@@ -812,7 +825,8 @@ def _soft_cross_entropy(input, logits, target, weight, reduction, label_smoothin
         return -terms.sum(-1)
     # one sum over every term, as torch; 'mean' divides by the number of rows (samples), with or
     # without a weight, as PyTorch
-    return -terms.sum() if reduction == "sum" else -terms.sum() / float(logits.shape[0])
+    samples = float(logits.shape[0]) if n_classes else math.nan  # (torch's numel / C: 0 / 0 with no classes)
+    return -terms.sum() if reduction == "sum" else -terms.sum() / samples
 
 
 class NllLoss(Function):
@@ -824,7 +838,8 @@ class NllLoss(Function):
         xp = xp_of(logp)
         valid, safe = _counted_targets(xp, targets, logp.shape[1], ignore_index, "nll_loss")
         row_weight = xp.where(valid, 1 if weight is None else weight[safe], 0).astype(logp.dtype)
-        losses = -logp[xp.arange(len(logp)), safe] * row_weight
+        picked = logp[xp.arange(len(logp)), safe] if logp.shape[1] else xp.zeros(len(logp), logp.dtype)
+        losses = -picked * row_weight  # (no classes: every target was ignored, nothing to pick)
         ctx.shape, ctx.safe, ctx.row_weight, ctx.reduction = logp.shape, safe, row_weight, reduction
         ctx.counted = valid
         if reduction == "none":
@@ -844,7 +859,8 @@ class NllLoss(Function):
             return _gradient_over_no_weight(xp, ctx.shape, ctx.counted, ctx.row_weight.dtype, ctx.safe)
         scale = g * ctx.row_weight if ctx.reduction == "none" else (g / ctx.divisor) * ctx.row_weight
         grad = xp.zeros(ctx.shape, dtype=ctx.row_weight.dtype)
-        grad[xp.arange(ctx.shape[0]), ctx.safe] = -scale
+        if grad.size:
+            grad[xp.arange(ctx.shape[0]), ctx.safe] = -scale
         return grad
 
 
@@ -1380,7 +1396,7 @@ def _as_4d(t, heads_first=False):
         return t.reshape(1, *t.shape) if t.ndim == 3 else t.reshape(1, 1, *t.shape)
     if t.ndim == 3:
         return t.reshape(t.shape[0], 1, *t.shape[1:])
-    return t.reshape(-1, *t.shape[-3:])
+    return t.reshape(math.prod(t.shape[:-3]), *t.shape[-3:])
 
 
 def _mask_as_4d(bias, query, heads_first):
@@ -1393,7 +1409,7 @@ def _mask_as_4d(bias, query, heads_first):
         return full.reshape(1, *full.shape) if query.ndim == 3 else full.reshape(1, 1, *full.shape)
     if query.ndim == 3:
         return full.reshape(full.shape[0], 1, *full.shape[1:])
-    return full.reshape(-1, *full.shape[-3:])
+    return full.reshape(math.prod(full.shape[:-3]), *full.shape[-3:])
 
 
 def _attention_with_dropout(q, k, v, bias, scale, dropout_p):
@@ -1401,9 +1417,10 @@ def _attention_with_dropout(q, k, v, bias, scale, dropout_p):
     dropout): ``dropout(softmax(q k^T * scale + bias)) v``."""
     b, hq, tq, d = q.shape
     hkv, tk = k.shape[1], k.shape[2]
-    scale = 1 / math.sqrt(d) if scale is None else scale
+    scale = _default_scale(d) if scale is None else scale
+    group = hq // hkv if hkv else 0
     # query heads sharing a KV head side by side: one product per KV head (no copy of k or v)
-    scores = (q.reshape(b, hkv, -1, d) @ k.transpose(-1, -2)).reshape(b, hq, tq, tk) * scale
+    scores = (q.reshape(b, hkv, group * tq, d) @ k.transpose(-1, -2)).reshape(b, hq, tq, tk) * scale
     keep_rows = None
     if bias is not None:
         xp = xp_of(bias)
@@ -1416,8 +1433,14 @@ def _attention_with_dropout(q, k, v, bias, scale, dropout_p):
     if keep_rows is not None:
         probs = probs * keep_rows
     probs = dropout(probs, dropout_p)
-    out = probs.reshape(b, hkv, -1, tk) @ v
+    out = probs.reshape(b, hkv, group * tq, tk) @ v
     return out.reshape(b, hq, tq, v.shape[-1])
+
+
+def _default_scale(d):
+    """``1/sqrt(d)``; for d = 0 the scores are empty sums, 0 at any scale (torch's 1/sqrt(0) = inf
+    gives the same attention: the mean of the values), so 1 (0 * inf would be nan)."""
+    return 1 / math.sqrt(d) if d else 1.0
 
 
 class Pad(Function):
@@ -1825,6 +1848,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     the *unbiased* batch variance."""
     if input.ndim < 2:  # torch's RuntimeError (it reads a 1-D input as having no channels)
         raise RuntimeError(f"batch_norm: expected an input [N, C, ...], got shape {tuple(input.shape)}")
+    if input.numel() == 0:  # torch's shortcut, before its size checks: no statistics to take or update
+        return _empty_batch_norm(input, weight, bias)
     _check_parameter_dtypes(input, running_mean, running_var, weight, bias)
     for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
                     ("bias", bias)):  # (torch's order)
@@ -1832,6 +1857,17 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             raise RuntimeError(f"{name} should contain {input.shape[1]} elements not {t.numel()}")
     out = _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
     return name_node(out, "NativeBatchNormBackward0", input, graph=(input, weight, bias))  # (torch: one node)
+
+
+def _empty_batch_norm(input, weight, bias):
+    """An empty input's batch norm as torch's: a copy (a node for the gradients), scaled by the first
+    weight and shifted by the first bias (so that their gradients are zeros, not None)."""
+    out = input.clone()
+    if weight is not None:
+        out = out * weight[0]
+    if bias is not None:
+        out = out + bias[0]
+    return out
 
 
 def _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps):
@@ -2048,7 +2084,7 @@ def _group_norm(input, num_groups, weight, bias, eps):
     if n * (c // num_groups) * math.prod(input.shape[2:]) == 1:  # torch's _verify_batch_size, in eval too
         raise ValueError(f"Expected more than 1 value per channel when training, got input size "
                          f"{[n * c // num_groups, num_groups] + list(input.shape[2:])}")
-    grouped = input.reshape(n, num_groups, -1)
+    grouped = input.reshape(n, num_groups, c // num_groups * math.prod(input.shape[2:]))  # (no -1: n may be 0)
     mean = grouped.mean(-1, keepdim=True)
     var = grouped.var(-1, keepdim=True, correction=0)
     out = ((grouped - mean) * (var + eps).rsqrt()).reshape(input.shape)
