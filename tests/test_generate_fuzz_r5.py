@@ -23,7 +23,8 @@ slots past the one real hypothesis tie at -1e9); 1-D prompts (minilora accepts t
 beam search (``num_beam_groups``), which transformers 5 moved out of the library.
 
 Stricter on purpose (minilora refuses, with the value named, what transformers silently leaves off):
-``top_p`` or ``typical_p`` above 1, a negative ``no_repeat_ngram_size``, ``min_new_tokens`` or ``min_length``.
+a negative ``no_repeat_ngram_size``, ``min_new_tokens`` or ``min_length``. (``top_p`` / ``typical_p`` above 1
+sample as 1.0 in both since round 7: test_generate_r7.py.)
 
 The reference model uses SDPA attention: in float64, transformers' eager attention gives a left-padded
 row NaN logits (its fully masked padding rows), which is its bug, not a reference.

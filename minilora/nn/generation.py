@@ -273,11 +273,13 @@ class GenerationConfig:
 
     @classmethod
     def from_pretrained(cls, folder):
-        """The folder's generation_config.json, or an empty config (every option unset) without one."""
+        """The folder's generation_config.json. A folder without one is transformers' OSError (a model's
+        loader falls back to its config's ids itself: ``LlamaForCausalLM.from_pretrained``)."""
         from ..checkpoint import load_json
         path = os.path.join(os.fspath(folder), GENERATION_CONFIG_NAME)
         if not os.path.isfile(path):
-            return cls()
+            raise OSError(f"{os.fspath(folder)} does not appear to have a file named {GENERATION_CONFIG_NAME} "
+                          "(minilora reads a local folder; it does not download from the Hugging Face Hub)")
         data = load_json(path)
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a JSON object of option: value, got a {type(data).__name__}")
@@ -587,6 +589,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
                                 min_length=min_length, min_new_tokens=min_new_tokens, prompt=prompt,
                                 **{name: rarer[name] for name in _PROCESSOR_OPTIONS[3:]})
     warpers = {name: rarer[name] for name in ("typical_p", "epsilon_cutoff", "eta_cutoff")}
+    top_p, warpers["typical_p"] = _mass_filter_or_off(top_p), _mass_filter_or_off(warpers["typical_p"])
     stops = _StopStrings(_resolved("stop_strings", stop_strings, own), tokenizer)
     if num_beams > 1:
         return _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens, pad_token_id,
@@ -1119,6 +1122,14 @@ def _warn_unused_options(reason, what_for, **options):
     if unused:
         warnings.warn(f"{reason}: {', '.join(unused)} {what_for} and change nothing here; leave them unset "
                       "(transformers warns the same)")
+
+
+def _mass_filter_or_off(mass):
+    """``top_p`` / ``typical_p`` as generate() applies them: a mass of 1 or more keeps every token, so the filter
+    is off -- transformers adds those warpers only below 1 (``top_p=1.5`` samples as ``top_p=1.0``). The filter
+    functions themselves refuse such a mass, as transformers' warpers do."""
+    is_number = isinstance(mass, (int, float, np.number)) and not isinstance(mass, (bool, np.bool_))
+    return None if is_number and mass >= 1.0 else mass
 
 
 def _check_sampling_options(do_sample, repetition_penalty, num_return_sequences, streamer, batch, num_beams=1,

@@ -789,6 +789,8 @@ def _generation_config(folder):
     file = os.path.join(os.fspath(folder), generation.GENERATION_CONFIG_NAME)
     if os.path.lexists(file) and not os.path.isfile(file):
         raise OSError(f"{file} is not a readable file (a folder, or a link to nothing)")
+    if not os.path.lexists(file):  # none: every option unset (GenerationConfig.from_pretrained's OSError)
+        return generation.GenerationConfig()
     with _naming_the_file(file):
         return generation.GenerationConfig.from_pretrained(folder)
 
