@@ -496,20 +496,69 @@ def is_anomaly_enabled():
     return _tensor._detect_anomaly
 
 
-def _no_saved_tensors_hooks(name):
-    def refuse(*args, **kwargs):
-        raise NotImplementedError(f"autograd.graph.{name}: minilora's ops keep their saved values as raw "
-                                  "arrays inside the graph, with no pack/unpack step for hooks to change "
-                                  "(grad_fn._saved_self / _saved_other / _saved_result show what torch's node "
-                                  "saves)")
-    refuse.__name__ = name
-    return refuse
+class saved_tensors_hooks:
+    """torch.autograd.graph.saved_tensors_hooks(pack_hook, unpack_hook): inside the block, every tensor
+    an op saves for backward goes through ``pack_hook(tensor)`` once, when the op runs, and the node keeps
+    what it returns; backward (and ``grad_fn._saved_self``) calls ``unpack_hook(packed)``, which must give
+    the tensor back. The innermost block's hooks apply; they are per thread, as torch's. (tensor.py's
+    ``_pack_saved`` does the packing, where Function.apply records the node.)"""
+
+    def __init__(self, pack_hook, unpack_hook):
+        self.pack_hook, self.unpack_hook = pack_hook, unpack_hook
+
+    def __enter__(self):
+        mode = _tensor._mode
+        if mode.hooks_refused is not None:
+            raise RuntimeError(mode.hooks_refused)
+        _tensor._saved_hooks_used = True
+        mode.saved_hooks = mode.saved_hooks + ((self.pack_hook, self.unpack_hook),)
+
+    def __exit__(self, *exc):
+        _tensor._mode.saved_hooks = _tensor._mode.saved_hooks[:-1]
+        return False
 
 
-# torch.autograd.graph's hooks on saved tensors: refused by name (see _no_saved_tensors_hooks)
-graph = types.SimpleNamespace(saved_tensors_hooks=_no_saved_tensors_hooks("saved_tensors_hooks"),
-                              save_on_cpu=_no_saved_tensors_hooks("save_on_cpu"),
-                              disable_saved_tensors_hooks=_no_saved_tensors_hooks("disable_saved_tensors_hooks"))
+class save_on_cpu(saved_tensors_hooks):
+    """torch.autograd.graph.save_on_cpu(pin_memory=False, device_type="cuda"): the tensors saved in the
+    block wait for backward in host memory, and go back to their device when backward needs them."""
+
+    def __init__(self, pin_memory=False, device_type="cuda"):
+        def pack_to_cpu(tensor):
+            return tensor.device, tensor.cpu()
+
+        def unpack_from_device(packed):
+            device, tensor = packed
+            return tensor.to(device)
+        super().__init__(pack_to_cpu, unpack_from_device)
+
+
+class disable_saved_tensors_hooks:
+    """torch.autograd.graph.disable_saved_tensors_hooks(error_message): inside, entering
+    ``saved_tensors_hooks`` raises RuntimeError(error_message); entering it while hooks are on does too."""
+
+    def __init__(self, error_message):
+        self.error_message = error_message
+
+    def __enter__(self):
+        mode = _tensor._mode
+        if mode.saved_hooks:
+            raise RuntimeError(self.error_message)
+        self.prev, mode.hooks_refused = mode.hooks_refused, self.error_message
+
+    def __exit__(self, *exc):
+        _tensor._mode.hooks_refused = self.prev
+        return False
+
+    def __call__(self, fn):
+        message = self.error_message
+        return _tensor._decorate(fn, lambda: disable_saved_tensors_hooks(message))
+
+
+# torch.autograd.graph: ``from minilora.autograd.graph import save_on_cpu`` works as torch's
+graph = types.ModuleType(__name__ + ".graph", "torch.autograd.graph's hooks on saved tensors, on minilora")
+graph.saved_tensors_hooks, graph.save_on_cpu = saved_tensors_hooks, save_on_cpu
+graph.disable_saved_tensors_hooks = disable_saved_tensors_hooks
+sys.modules[graph.__name__] = graph
 
 
 def _needs_double_backward(name):

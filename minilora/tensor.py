@@ -39,7 +39,9 @@ an input needs a gradient, and wraps the result.
 import functools
 import inspect
 import itertools
+import math
 import operator
+import threading
 import time
 import warnings
 import weakref
@@ -73,11 +75,24 @@ class ShapeError(RuntimeError, ValueError):
 # ----------------------------------------------------------------------------------------------
 # Grad mode
 # ----------------------------------------------------------------------------------------------
-_grad_enabled = True
+class _ThreadMode(threading.local):
+    """torch's autograd state is per thread: a ``with no_grad():`` in one thread (a server's request,
+    a DataLoader worker) leaves every other thread recording. Each thread starts with grad on, outside
+    inference mode, with no hooks on saved tensors (torch's). ``Function.apply`` reads
+    ``_mode.grad_enabled`` once per op: one attribute of a threading.local (~25 ns of a ~5 us op)."""
+
+    def __init__(self):
+        self.grad_enabled = True
+        self.inference = False
+        self.saved_hooks = ()  # (pack, unpack) pairs of saved_tensors_hooks, innermost last (autograd.py)
+        self.hooks_refused = None  # disable_saved_tensors_hooks' message while it is in force
+
+
+_mode = _ThreadMode()
 
 
 def is_grad_enabled():
-    return _grad_enabled
+    return _mode.grad_enabled
 
 
 class _GradMode:
@@ -87,12 +102,10 @@ class _GradMode:
         self.mode = bool(mode)
 
     def __enter__(self):
-        global _grad_enabled
-        self.prev, _grad_enabled = _grad_enabled, self.mode
+        self.prev, _mode.grad_enabled = _mode.grad_enabled, self.mode
 
     def __exit__(self, *exc):
-        global _grad_enabled
-        _grad_enabled = self.prev
+        _mode.grad_enabled = self.prev
         return False
 
     def __call__(self, fn):
@@ -105,17 +118,14 @@ class set_grad_enabled(_GradMode):
     ``with set_grad_enabled(False):`` and ``@set_grad_enabled(False)`` restore the mode afterwards."""
 
     def __init__(self, mode):
-        global _grad_enabled
         super().__init__(mode)
-        self.prev, _grad_enabled = _grad_enabled, self.mode
+        self.prev, _mode.grad_enabled = _mode.grad_enabled, self.mode
 
     def __enter__(self):
-        global _grad_enabled
-        _grad_enabled = self.mode  # self.prev: the mode before the call set it
+        _mode.grad_enabled = self.mode  # self.prev: the mode before the call set it
 
     def __call__(self, fn):
-        global _grad_enabled
-        _grad_enabled = self.prev  # as decorator, the call above changes nothing now
+        _mode.grad_enabled = self.prev  # as decorator, the call above changes nothing now
         return super().__call__(fn)
 
 
@@ -177,12 +187,12 @@ class enable_grad(_GradModeDecorator):
         super().__init__(True)
 
 
-_inference_mode = False
-_inference_tensors_made = False  # has inference_mode() been entered? (then ops check what they save)
+_inference_tensors_made = False  # has inference_mode() been entered in any thread? (then ops check
+# what they save, and new tensors read the thread's mode: see Tensor._make)
 
 
 def is_inference_mode_enabled():
-    return _inference_mode
+    return _mode.inference
 
 
 class inference_mode(_GradMode):
@@ -199,20 +209,19 @@ class inference_mode(_GradMode):
 
     def __init__(self, mode=True):
         self.inference = bool(mode)
-        super().__init__(not self.inference and _grad_enabled)
+        super().__init__(not self.inference and _mode.grad_enabled)
 
     def __enter__(self):
-        global _inference_mode, _inference_tensors_made
-        self.prev_inference, _inference_mode = _inference_mode, self.inference
+        global _inference_tensors_made
+        self.prev_inference, _mode.inference = _mode.inference, self.inference
         _inference_tensors_made = _inference_tensors_made or self.inference
         if self.inference:
             super().__enter__()
 
     def __exit__(self, *exc):
-        global _inference_mode
         if self.inference:
             super().__exit__(*exc)
-        _inference_mode = self.prev_inference
+        _mode.inference = self.prev_inference
         return False
 
     def __call__(self, fn):
@@ -240,6 +249,7 @@ class Context:
     node_name = None  # torch's name for the node where the call decides it, not the op (see name_node)
     torch_saved = None  # what torch's op saves, where the call decides it, not the op's arrays (see saves_as_torch)
     node_prehooks = node_hooks = None  # {handle id: hook} from grad_fn.register_prehook / register_hook
+    packed = None  # [_Packed, ...]: what saved-tensor hooks packed in place of saved arrays (see _pack_saved)
 
     def __init__(self, fn, device, needs_input_grad):
         self.fn = fn
@@ -304,6 +314,8 @@ class Context:
         """A tensor equal to the output, with its node (torch's: not the output itself, which the node
         does not hold -- a reference cycle)."""
         self._refuse_freed()
+        if self.packed is not None and any(p.source is _RESULT for p in self.packed):
+            return next(p for p in self.packed if p.source is _RESULT).unpacked()
         entry = next((e for e in self.torch_saved or () if e[0] is _RESULT), None)
         array = entry[1] if entry is not None else None if self.torch_saved is not None else self.__dict__.get("out")
         if array is None:
@@ -314,6 +326,10 @@ class Context:
         self._refuse_freed()
         x = self.inputs[i] if i < len(self.inputs) else None
         if isinstance(x, Tensor):
+            if self.packed is not None:  # torch's: each access calls the unpack hook
+                packed = next((p for p in self.packed if p.source is x), None)
+                if packed is not None:
+                    return packed.unpacked()
             if self.torch_saved is not None:
                 if any(e[0] is x for e in self.torch_saved):
                     return x
@@ -432,6 +448,8 @@ def saves_as_torch(result, *saved):
     if node is not None:
         node.torch_saved = tuple((_RESULT, x._array) if x is result else (x, x._version)
                                  for x in saved if isinstance(x, Tensor))
+        if _saved_hooks_used and _mode.saved_hooks:
+            _pack_torch_saved(node, result)
     return result
 
 
@@ -450,7 +468,11 @@ def saving_as_torch(*names):
 
         @functools.wraps(fn)
         def op(*args, **kwargs):
-            result = fn(*args, **kwargs)
+            if _saved_hooks_used and _mode.saved_hooks:  # the inner ops are not torch's: only the
+                with _hooks_paused():  # one node torch has packs (in saves_as_torch below)
+                    result = fn(*args, **kwargs)
+            else:
+                result = fn(*args, **kwargs)
             out = result[0] if isinstance(result, tuple) else result  # ((values, indices): the values)
             if getattr(out, "_ctx", None) is not None:
                 arguments = signature.bind_partial(*args, **kwargs).arguments
@@ -551,6 +573,10 @@ class Function:
     """
 
     kernel_forward = kernel_backward = None
+    # optional ``(ctx) -> [input position or ctx attribute name, ...]``: what torch's node(s) save, in
+    # order, where the op keeps more or other (Linear keeps the weight for its shape): what saved-tensor
+    # hooks pack (see _pack_saved). None from it: what the op keeps, as without it
+    torch_saves = None
     kernel_supports = None  # optional ``(*arrays) -> bool``: which inputs the kernels take (default: float32)
     complex_grad = False  # does ``backward`` take a complex gradient? (minilora.complex lists the ops that do)
 
@@ -577,7 +603,7 @@ class Function:
         This runs once per op call, so it is kept lean: one pass over the inputs, no graph work
         at all when nothing requires grad (inference, optimizer updates, ``no_grad()``).
         """
-        grad_on = _grad_enabled
+        grad_on = _mode.grad_enabled
         dev = None
         arrays, needs, parents = [], [], []  # parents: each input's node now (kept if recorded)
         changed = False  # has an input been changed in place before (a version other than 0)?
@@ -647,11 +673,168 @@ class Function:
             if not fresh:
                 _share_storage(result, inputs, cls, options)
                 ctx.watch_output(result)
+            if _saved_hooks_used and _mode.saved_hooks:  # (one global read when no hooks were ever used)
+                _pack_saved(ctx, inputs, result)
             return result
         result = Tensor._make(out, dev, False, None)
         if not fresh:
             _share_storage(result, inputs, cls, options)
         return result
+
+
+# ---- hooks on saved tensors (torch.autograd.graph.saved_tensors_hooks; the API is in autograd.py) ----
+# Ops save raw arrays on their node (``ctx.a = a``); the one place they all pass is Function.apply, right
+# after forward. With hooks on (this thread's ``_mode.saved_hooks``), every saved array that is an input's
+# or the output's -- what torch's node saves as a SavedVariable -- is handed to the innermost pack hook as
+# a tensor and replaced on the node by what pack returned; backward calls unpack and puts the arrays back
+# for the op's backward only (``retain_graph``: unpacked again next time, as torch's). minilora's own
+# intermediates (masks, normalised inputs) stay arrays. As in torch, a packed tensor is not version-checked.
+_saved_hooks_used = False  # has saved_tensors_hooks been entered in any thread? (the hot path's check)
+
+
+class _Packed:
+    """One saved tensor as a hook packed it: ``value`` (pack's result), the ``unpack`` hook, the tensor
+    it stood for (``source``: an input, or _RESULT), and where the node kept its array (``slot``:
+    (name, index in a tuple or None); None for a tensor torch saves and minilora's op does not read)."""
+
+    __slots__ = ("value", "unpack", "source", "slot", "shape", "device")
+
+    def unpacked(self):
+        t = self.unpack(self.value)
+        if not isinstance(t, Tensor):
+            raise TypeError(f"Output of saved tensor unpack_hook expected to be a Tensor but got result of type "
+                            f"{type(t).__name__}")
+        return t
+
+
+class _hooks_paused:
+    """No saved-tensor hooks while a pack hook runs (its own ops are not packed, as torch's), or inside
+    an op minilora builds from several (only the node torch has packs)."""
+
+    def __enter__(self):
+        self.hooks, _mode.saved_hooks = _mode.saved_hooks, ()
+
+    def __exit__(self, *exc):
+        _mode.saved_hooks = self.hooks
+
+
+def _pack(ctx, tensor, source, slot, shape):
+    pack, unpack = _mode.saved_hooks[-1]
+    entry = _Packed()
+    with _hooks_paused():
+        entry.value = pack(tensor)
+    entry.unpack, entry.source, entry.slot, entry.shape, entry.device = unpack, source, slot, shape, ctx.device
+    if ctx.packed is None:
+        ctx.packed = []
+    ctx.packed.append(entry)
+    return entry
+
+
+def _saved_source(array, inputs, out):
+    """The tensor torch's node would save for a saved array: the input (or _RESULT for the output)
+    whose storage it is, else None (an intermediate of minilora's own)."""
+    storage = _storage(array)
+    if array is out or storage is _storage(out):
+        return _RESULT
+    for x in inputs:
+        if isinstance(x, Tensor) and (array is x._array or storage is _storage(x._array)):
+            return x
+    return None
+
+
+def _as_saved_tensor(ctx, array, source, result):
+    """The tensor pack receives: the input or the output itself (as torch's); for a view of an input
+    the op saved (Linear's rows of a 3-D input), that view."""
+    if source is _RESULT:
+        return result
+    if array is source._array:
+        return source
+    return Tensor._make(array, ctx.device, False, None)
+
+
+def _pack_saved(ctx, inputs, result):
+    """Hand each saved input or output of a new node to the pack hook (see _Packed); for an op that
+    says what torch's node saves (``Function.torch_saves``), exactly those, in its order."""
+    slots = list(_saved_slots(ctx, inputs, result._array))
+    wanted = ctx.fn.torch_saves(ctx) if ctx.fn.torch_saves is not None else None
+    if wanted is None:
+        for slot, array, source in slots:
+            if source is not None:
+                _pack_into(ctx, slot, _as_saved_tensor(ctx, array, source, result), source, array)
+        return
+    for want in wanted:
+        found = next((entry for entry in slots if (entry[0][0] == want if isinstance(want, str)
+                                                    else entry[2] is inputs[want])), None)
+        if found is not None:
+            slots.remove(found)  # (a tensor torch saves twice packs twice: the second for unpack only)
+            slot, array, source = found
+            if source is None:  # an intermediate that torch saves too
+                source = Tensor._make(array, ctx.device, False, None)
+            _pack_into(ctx, slot, _as_saved_tensor(ctx, array, source, result), source, array)
+        elif not isinstance(want, str):
+            _pack(ctx, inputs[want], inputs[want], None, inputs[want]._array.shape)
+
+
+def _saved_slots(ctx, inputs, out):
+    """(slot, array, source) for each array the node saved: slot is (name, index in a tuple or None),
+    source the input or _RESULT it is (a view of), else None."""
+    for name, value in ctx.__dict__.items():
+        if isinstance(value, (tuple, list)):
+            for i, array in enumerate(value):
+                if hasattr(array, "base") and hasattr(array, "shape"):
+                    yield (name, i), array, _saved_source(array, inputs, out)
+        elif hasattr(value, "base") and hasattr(value, "shape"):
+            yield (name, None), value, _saved_source(value, inputs, out)
+
+
+def _pack_into(ctx, slot, tensor, source, array):
+    """Pack ``tensor`` and keep the packed value in the node's slot instead of ``array``."""
+    entry = _pack(ctx, tensor, source, slot, array.shape)
+    _set_slot(ctx.__dict__, slot, entry)
+
+
+def _set_slot(saved, slot, value):
+    name, i = slot
+    if i is None:
+        saved[name] = value
+    else:
+        items = list(saved[name])
+        items[i] = value
+        saved[name] = type(saved[name])(items)
+
+
+def _pack_torch_saved(ctx, result):
+    """saves_as_torch named what torch's node saves: pack those the op's own arrays did not (their
+    unpack runs at backward, as torch's; the op computes from its own arrays)."""
+    done = [p.source for p in ctx.packed or ()]
+    for entry in ctx.torch_saved:
+        source = entry[0]
+        if not any(source is d for d in done):
+            tensor = result if source is _RESULT else source
+            _pack(ctx, tensor, source, None, tensor._array.shape)
+
+
+def _unpack_saved(ctx):
+    """Put back the arrays the node's backward reads, each from its unpack hook."""
+    saved = ctx.__dict__
+    for entry in ctx.packed:
+        t = entry.unpacked()
+        if entry.slot is None:
+            continue
+        array = t._array
+        if array.shape != entry.shape:
+            if array.size != math.prod(entry.shape):  # (torch fails in the backward formula's arithmetic)
+                raise RuntimeError(f"unpack_hook returned a tensor of shape {list(array.shape)} for a tensor "
+                                   f"of shape {list(entry.shape)} that {ctx.name()} saved for backward")
+            array = array.reshape(entry.shape)  # the op kept a reshaped view (Linear's rows of a 3-D input)
+        _set_slot(saved, entry.slot, array)
+
+
+def _repack(ctx):
+    """The packed values back in their slots (retain_graph: the next backward unpacks again)."""
+    for entry in ctx.packed:
+        if entry.slot is not None:
+            _set_slot(ctx.__dict__, entry.slot, entry)
 
 
 def _refuse_saved_inference_tensors(ctx, inputs):
@@ -764,6 +947,8 @@ def _check_versions(ctx):
     only for nodes made before the last in-place change anywhere (``_last_change``: a node made after
     it has nothing to check). The versions are compared first; only a changed one is looked up among
     the saved arrays -- or among what the call said torch saves (``saves_as_torch``)."""
+    if ctx.packed is not None:  # saved through hooks: torch checks no version either
+        return
     if ctx.torch_saved is not None:
         return _check_torch_saved(ctx)
     then = ctx.versions or (0,) * len(ctx.inputs)
@@ -880,7 +1065,7 @@ class Tensor:
         self._counter = source._version_counter() if shares else None
         self._base = (source if source._base is None else source._base) if shares else None
         self._view = None
-        self._inference = _inference_mode
+        self._inference = _inference_tensors_made and _mode.inference
 
     @classmethod
     def _make(cls, array, dev, requires_grad, ctx):
@@ -897,7 +1082,7 @@ class Tensor:
         t._counter = None  # made by _version_counter() the first time it is needed
         t._base = None
         t._view = None
-        t._inference = _inference_mode  # made inside inference_mode(): an inference tensor, as torch's
+        t._inference = _inference_tensors_made and _mode.inference  # made inside inference_mode(): an inference tensor, as torch's
         return t
 
     # --- what it is ---------------------------------------------------------------------------
@@ -993,7 +1178,7 @@ class Tensor:
     def _bump_version(self):
         """Count one in-place change of this tensor's storage, for torch's checks at backward."""
         global _last_change
-        if not _inference_mode and self.is_inference():
+        if not _mode.inference and self.is_inference():
             raise RuntimeError("Inplace update to inference tensor outside InferenceMode is not allowed: "
                                "clone() it outside inference_mode() first")
         self._version_counter()[0] += 1
@@ -1104,7 +1289,7 @@ class Tensor:
         return getattr(self, "_inference", False)
 
     def detach_(self):
-        if self._base is not None and self._base.requires_grad and _grad_enabled:
+        if self._base is not None and self._base.requires_grad and _mode.grad_enabled:
             raise RuntimeError("detach_() on a view is not allowed; use detach() instead")
         self._ctx, self.requires_grad = None, False
         return self
@@ -1127,7 +1312,7 @@ class Tensor:
     def requires_grad_(self, requires_grad=True):
         if requires_grad:
             _check_can_require_grad(self.dtype)
-            if not _inference_mode and self.is_inference():
+            if not _mode.inference and self.is_inference():
                 raise RuntimeError("Setting requires_grad=True on inference tensor outside InferenceMode is "
                                    "not allowed; clone() it outside inference_mode() first")
         if not requires_grad and self._ctx is not None:
@@ -1215,7 +1400,7 @@ class Tensor:
             if value.ndim != 0:
                 raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor "
                                    f"with {value.ndim} dimensions.")
-            if value.requires_grad and _grad_enabled:
+            if value.requires_grad and _mode.grad_enabled:
                 return self._inplace(_copy_from, value, cast=True)
             value = value.to(self._device)._array  # a 0-d tensor is copied (so it wraps around)
             return self._fill_inplace(dtypes.cast(value, self.dtype))
@@ -1225,7 +1410,7 @@ class Tensor:
     def _fill_inplace(self, value):
         if self._array.itemsize == 2 and not hasattr(value, "dtype"):  # a Python number into a 16-bit
             value = dtypes.cast(np.asarray(value), self.dtype)  # float: rounded as torch (dtypes.cast)
-        if _grad_enabled and self.requires_grad:  # a non-leaf in the graph: its gradient stops here
+        if _mode.grad_enabled and self.requires_grad:  # a non-leaf in the graph: its gradient stops here
             return self._inplace(_replace_values, Tensor._make(
                 self._device.xp.asarray(value, dtype=self.dtype), self._device, False, None))
         self._check_inplace()
@@ -1292,7 +1477,7 @@ class Tensor:
             value = value.reshape(_without_leading_ones(value.shape))  # leading 1s: x[0] = t([5]) fits
         if isinstance(value, Tensor) and value.dtype != self.dtype:  # cast, or torch's index_put_ error
             value = ops.shape.setitem_value(index, value, self.dtype)
-        if _grad_enabled and (self.requires_grad or (isinstance(value, Tensor) and value.requires_grad)):
+        if _mode.grad_enabled and (self.requires_grad or (isinstance(value, Tensor) and value.requires_grad)):
             self._inplace(ops.index_put, index, value)
             return
         self._check_inplace()  # outside the graph: write just the indexed elements (a KV cache...)
@@ -1328,7 +1513,7 @@ class Tensor:
 
     def _check_inplace(self):
         """torch's rule: a leaf that requires grad may change in place only under ``no_grad()``."""
-        if not _grad_enabled:
+        if not _mode.grad_enabled:
             return
         if self.requires_grad and self._ctx is None:
             raise RuntimeError("a leaf Variable that requires grad is being used in an in-place "
@@ -1355,7 +1540,7 @@ class Tensor:
         formulas see ``original_self``), so writing the result cannot corrupt what it saved.
         """
         self._check_inplace()
-        graph = _grad_enabled and (self.requires_grad or any(
+        graph = _mode.grad_enabled and (self.requires_grad or any(
             isinstance(a, Tensor) and a.requires_grad for a in args))
         if not graph:
             with no_grad():
@@ -2274,6 +2459,9 @@ def _run_backward(root, gradient, retain_graph, store=None):
             node_hooks = ctx.node_hooks
         if g.dtype.kind == "c" and not ctx.fn.complex_grad:
             _refuse_complex_gradient(ctx)
+        packed = ctx.packed if _saved_hooks_used else None
+        if packed is not None:
+            _unpack_saved(ctx)
         if g.itemsize == 2:  # a 16-bit gradient: overflow to inf silently, as torch (NumPy would warn)
             with np.errstate(all="ignore"):
                 in_grads = _backward(ctx, g, prof)
@@ -2281,6 +2469,8 @@ def _run_backward(root, gradient, retain_graph, store=None):
             in_grads = ctx.fn.backward(ctx, g)
         else:
             in_grads = _backward(ctx, g, prof)
+        if packed is not None and retain_graph:
+            _repack(ctx)
         if type(in_grads) is not tuple:
             in_grads = (in_grads,)
         if node_hooks:

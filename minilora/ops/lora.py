@@ -263,6 +263,18 @@ def _bf16_kernel_backward(ctx, g):
     return dX, dW0, dA, dB, dbias
 
 
+def _peft_saves(ctx):
+    """What torch saves for PEFT's LoRA Linear (three products: base, lora_A, lora_B; see
+    Function.torch_saves): each operand for the other's gradient, and lora_A's output ``U`` for B's.
+    With dropout torch saves its mask and the dropped input, which minilora regenerates: None."""
+    if ctx.p:
+        return None
+    nx, nw, na, nb, _ = ctx.needs_input_grad
+    return ([0] * nw + [1] * nx  # base: x for W0, W0 for x
+            + [0] * na + [2] * nx  # lora_A: x for A, A for x
+            + ["U"] * nb + [3] * (nx or na))  # lora_B: U for B, B for U
+
+
 class LoraLinear(Function):
     """One node for base GEMM + LoRA branch. Inputs: ``x, W0, A, B, bias``; options: scale, dropout.
 
@@ -271,6 +283,8 @@ class LoraLinear(Function):
     ``Function.apply`` runs ``kernel_forward`` / ``kernel_backward`` instead: the same op through the
     fused CUDA kernels (kernels/lora_forward.cu, lora_backward.cu; lora_bf16.cu on tensor cores).
     """
+
+    torch_saves = staticmethod(_peft_saves)
 
     @staticmethod
     def forward(ctx, x, W0, A, B, bias=None, scale=1.0, dropout_p=0.0, seed=0):

@@ -100,7 +100,14 @@ def _linear_backward_rows(g, x, gx, w, need_w, need_b):
     return gw, gb
 
 
+def _each_for_the_other(ctx):
+    """torch's mm/addmm save each operand only for the other's gradient (see Function.torch_saves)."""
+    return [i for i, other in ((0, 1), (1, 0)) if ctx.needs_input_grad[other]]
+
+
 class MatMul(Function):
+    torch_saves = staticmethod(_each_for_the_other)
+
     @staticmethod
     def forward(ctx, a, b):
         _check_dtypes("matmul", a, b)
@@ -147,6 +154,8 @@ class MatMul(Function):
 
 
 class Linear(Function):
+    torch_saves = staticmethod(_each_for_the_other)  # (it keeps the weight anyway, for its shape)
+
     @staticmethod
     def forward(ctx, x, w, b=None):
         _check_dtypes("linear", x, w)
