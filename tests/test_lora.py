@@ -258,8 +258,9 @@ def test_embedding_lora_formula_init_padding_and_gradients():
 
 
 def test_embedding_lora_refusals_and_files_without_the_base_table(tmp_path):
-    with pytest.raises(NotImplementedError, match="use_dora is not supported for Embedding"):
-        get_peft_model(tiny_llama(), LoraConfig(target_modules=["embed_tokens"], use_dora=True))
+    dora = get_peft_model(tiny_llama(), LoraConfig(target_modules=["embed_tokens"], use_dora=True)).get_base_model()
+    table = dora.model.embed_tokens  # DoRA on an Embedding (PEFT's DoraEmbeddingLayer): a magnitude per dimension
+    assert tuple(table.lora_magnitude_vector["default"].weight.shape) == (table.base_layer.weight.shape[1],)
     with pytest.raises(TypeError, match="Target module Embedding.* is not supported"):  # PEFT's words
         get_peft_model(tiny_llama(), VeraConfig(r=2, target_modules=["embed_tokens", "q_proj"]))
     with pytest.raises(ValueError, match="Target module LlamaRMSNorm.* is not supported"):  # PEFT's error

@@ -317,19 +317,29 @@ class BaseTunerLayer(Module):
         """The base bias with this adapter's own bias merged in (taken out), or None: it has none."""
         return None
 
+    def _unmerged_weight(self):
+        """W0 without the adapters merged so far (undone on a copy, last merged first): what a DoRA norm
+        is taken of, as in the forward."""
+        W = self.base_layer.weight._array.copy()
+        for name in reversed(self.merged_adapters):
+            W = self.merge_math(name, W, unmerge=True)
+        return W
+
 
 # ==================================================================================================
 # LoRA (and DoRA)
 # ==================================================================================================
 class DoraMagnitude(Module):
-    """DoRA's trainable magnitude: one number per output row (PEFT's ``lora_magnitude_vector.<name>.weight``)."""
+    """DoRA's trainable magnitude: one number per output row (PEFT's ``lora_magnitude_vector.<name>.weight``);
+    on an Embedding, one per embedding dimension."""
 
-    def __init__(self, row_norms):
+    def __init__(self, row_norms, peft_class="DoraLinearLayer"):
         super().__init__()
         self.weight = Parameter(row_norms)
+        self._peft_class = "lora.dora." + peft_class
 
     def __repr__(self):  # PEFT's class for it, as print(model) shows it there
-        return "lora.dora.DoraLinearLayer" + super().__repr__()[len(self._get_name()):]
+        return self._peft_class + super().__repr__()[len(self._get_name()):]
 
 
 def _dropout_module(config):
@@ -593,12 +603,6 @@ class Linear(BaseTunerLayer):
         b = self.base_bias._array
         return b - delta if unmerge else b + delta
 
-    def _unmerged_weight(self):
-        """W0 without the adapters merged so far (undone on a copy, last merged first)."""
-        W = self.base_layer.weight._array.copy()
-        for name in reversed(self.merged_adapters):
-            W = self.merge_math(name, W, unmerge=True)
-        return W
 
 class Embedding(BaseTunerLayer):
     """LoRA around a frozen Embedding (PEFT's ``lora.Embedding``): ``h = W0[x] + s * A^T[x] B^T``.
@@ -608,19 +612,22 @@ class Embedding(BaseTunerLayer):
     numbers per token, so the rank-r update ``s (B A)^T`` of the table is never built. PEFT starts A at
     zero and B normal (the reverse of Linear: the model still starts exactly at the base). No dropout:
     PEFT's embedding LoRA has none. The base layer's ``padding_idx`` applies to the A lookup too.
+
+    DoRA (PEFT's DoraEmbeddingLayer): the table is seen as ``[dim, num_embeddings]`` (fan_in_fan_out), so
+    the magnitude ``lora_magnitude_vector[name].weight`` has one number per embedding dimension, and
+    ``h = m / n * (W0[x] + s A^T[x] B^T)`` with ``n = ||(W0 + s (B A)^T)[:, j]||`` per column j, a constant
+    in backward (as for Linear).
     """
 
     peft_name = "lora.Embedding"
-    adapter_layer_names = ("lora_embedding_A", "lora_embedding_B")
+    adapter_layer_names = ("lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector")
     other_param_names = ("lora_dropout",)  # PEFT keeps a (never applied) dropout per adapter here too
     base_types = (_NNEmbedding,)
 
     def __init__(self, base_layer, adapter_name, config, r, lora_alpha):
         super().__init__(base_layer)
-        if config.use_dora:
-            raise NotImplementedError(f"use_dora is not supported for Embedding layers in minilora "
-                                      f"(target {type(base_layer).__name__}); target Linear layers for DoRA")
         _add_lora_dicts(self)
+        self._dora_merge_norms = {}  # column norms used when merging a DoRA adapter, needed to unmerge
         self.active_adapters = [adapter_name]  # a new layer uses its adapter at once, as PEFT's does
         self.update_layer(adapter_name, config, r, lora_alpha)
 
@@ -639,7 +646,15 @@ class Embedding(BaseTunerLayer):
             A[...] = 0.0  # A = 0: the model starts exactly at the base; B stays N(0, 1)
         self.lora_embedding_A[adapter_name] = Parameter(A, dtype=W0.dtype, device=W0.device)
         self.lora_embedding_B[adapter_name] = Parameter(B, dtype=W0.dtype, device=W0.device)
+        if config.use_dora:
+            norms = self._column_norms(W0._array, adapter_name).astype(W0.dtype)
+            magnitude = Tensor(norms, dtype=norms.dtype, device=W0.device)  # (PEFT 0.21 prints the prefix twice)
+            self.lora_magnitude_vector[adapter_name] = DoraMagnitude(magnitude, "lora.dora.DoraEmbeddingLayer")
         self.set_adapter(self.active_adapters)
+
+    def _column_norms(self, W, adapter_name):
+        """DoRA's weight norm: ``||(W + s (B A)^T)[:, j]||`` for every embedding dimension j (plain arrays)."""
+        return _row_norm((dtypes.upcast(W) + self.get_delta_weight(adapter_name)).T)
 
     def adapter_forward(self, ids):
         result = self.base_layer(ids)
@@ -647,7 +662,14 @@ class Embedding(BaseTunerLayer):
         for name in self.active_adapters:
             if name in self.lora_embedding_A:  # A^T[x]: r numbers per token, pad rows as in the base
                 after_A = ops.embedding(ids, self.lora_embedding_A[name].T, padding_idx=self.base_layer.padding_idx)
-                result = result + after_A @ self.lora_embedding_B[name].T * self.scaling[name]
+                lora_result = after_A @ self.lora_embedding_B[name].T
+                if name in self.lora_magnitude_vector:  # PEFT's order: m/n * result + m/n * (A^T[x] B^T) * s
+                    norms = self._column_norms(self.base_layer.weight._array, name)
+                    mag_scale = self.lora_magnitude_vector[name].weight / Tensor._make(norms, result.device, False,
+                                                                                       None)
+                    result = mag_scale * result + mag_scale * lora_result * self.scaling[name]
+                else:
+                    result = result + lora_result * self.scaling[name]
         return result.to(dtype)  # float32 tables on a 16-bit base: the sum is rounded back once, as PEFT
 
     def _mixed_batch_forward(self, ids, adapter_names):
@@ -687,7 +709,21 @@ class Embedding(BaseTunerLayer):
         return delta.astype(B.dtype, copy=False)                                     # rounded once (PEFT)
 
     def merge_math(self, adapter_name, W, unmerge=False, safe_merge=False):
-        return _with_delta(W, self.get_delta_weight(adapter_name), unmerge, safe_merge)
+        """LoRA: ``W0 + s (B A)^T``. DoRA: every column j scaled by ``m_j / n_j`` (the norms of the unmerged
+        weight, kept for unmerging), as PEFT's DoraEmbeddingVariant."""
+        delta = self.get_delta_weight(adapter_name)
+        if adapter_name not in self.lora_magnitude_vector:
+            return _with_delta(W, delta, unmerge, safe_merge)
+        if not unmerge:
+            self._dora_merge_norms[adapter_name] = _row_norm((self._unmerged_weight() + delta).T)
+        factor = (self.lora_magnitude_vector[adapter_name].weight._array / self._dora_merge_norms[adapter_name])[None]
+        return W / factor - delta if unmerge else factor * (W + delta)
+
+    def _check_mixed_batch(self, ids, adapter_names):
+        super()._check_mixed_batch(ids, adapter_names)
+        for name in set(adapter_names):
+            if name in self.lora_magnitude_vector:
+                raise ValueError(f"adapter_names cannot include DoRA adapters ({name!r}), as in PEFT")
 
 
 LoraLayer = Linear  # PEFT's name for the LoRA layer base class (``isinstance(m, LoraLayer)``)

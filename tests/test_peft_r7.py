@@ -1,0 +1,217 @@
+"""PEFT 0.21 side by side with minilora, round 7: what a user does with the state dicts PEFT hands out (torch
+tensors there, minilora Tensors here), ``load_peft_weights``, ``inject_adapter_in_model(state_dict=...)``
+and ``low_cpu_mem_usage``, DoRA on an Embedding, and what is refused (``mixed=True``) and why.
+
+The models are test_peft_custom_r6's small custom models (float64, torch's weights copied into minilora's).
+Skipped when torch / peft are not installed."""
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+peft = pytest.importorskip("peft")
+
+import minilora as ml  # noqa: E402
+import minilora.lora as ml_peft  # noqa: E402
+
+from test_peft_custom_r6 import (INPUTS, TOL, copy_trainable, mlp, nested, pair, run_both,  # noqa: E402
+                                 side_by_side, train, trainable)
+
+
+def both(build, config, seed=0):
+    """The same LoRA model in both libraries, PEFT's random adapter weights copied into minilora's."""
+    theirs_base, ours_base = pair(build, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = peft.get_peft_model(theirs_base, peft.LoraConfig(**config))
+        ours = ml_peft.get_peft_model(ours_base, ml_peft.LoraConfig(**config))
+    copy_trainable(theirs, ours)
+    return theirs, ours
+
+
+def assert_same_state(ours, theirs):
+    """Same keys, shapes, dtypes and values; minilora's values are Tensors as PEFT's are torch tensors."""
+    assert sorted(ours) == sorted(theirs)
+    for key, value in theirs.items():
+        assert isinstance(ours[key], ml.Tensor), (key, type(ours[key]))
+        assert tuple(ours[key].shape) == tuple(value.shape) and str(ours[key].dtype) == str(value.dtype).split(".")[1]
+        assert ours[key].numel() == value.numel() and ours[key].requires_grad == value.requires_grad
+        np.testing.assert_allclose(ours[key].numpy(), value.detach().numpy(), rtol=0, atol=TOL, err_msg=key)
+
+
+# ==================================================================================================
+# The state dicts handed to the user: Tensors (PEFT: torch tensors), the model's own, detached
+# ==================================================================================================
+DORA_EMBED = dict(target_modules=["embed", "up"], modules_to_save=["head"], use_dora=True, init_lora_weights=False)
+
+
+def test_get_peft_model_state_dict_hands_out_the_models_tensors_as_peft():
+    """minilora returned NumPy arrays: ``sd[k].numel()`` failed, and the values were copies."""
+    theirs, ours = both(nested, DORA_EMBED)
+    assert_same_state(ml_peft.get_peft_model_state_dict(ours), peft.get_peft_model_state_dict(theirs))
+    key = "base_model.model.blocks.0.proj.up.lora_A.weight"
+    theirs_sd, ours_sd = peft.get_peft_model_state_dict(theirs), ml_peft.get_peft_model_state_dict(ours)
+    theirs_sd[key].mul_(0)  # PEFT's values are the parameters' own storage (detached): so are minilora's
+    ours_sd[key].mul_(0)
+    assert not theirs.base_model.model.blocks[0].proj["up"].lora_A["default"].weight.detach().any()
+    assert not ours.base_model.model.blocks[0].proj["up"].lora_A["default"].weight.detach().numpy().any()
+
+
+@pytest.mark.parametrize("kw", [dict(adapter_name="other"), dict(save_embedding_layers=True),
+                                dict(save_embedding_layers=False)])
+def test_get_peft_model_state_dict_options_as_peft(kw):
+    theirs, ours = both(nested, dict(target_modules=["embed", "down"], init_lora_weights=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs.add_adapter("other", peft.LoraConfig(target_modules=["up"], r=2, init_lora_weights=False))
+        ours.add_adapter("other", ml_peft.LoraConfig(target_modules=["up"], r=2, init_lora_weights=False))
+        copy_trainable(theirs, ours)
+        theirs.set_adapter("other")
+        ours.set_adapter("other")
+        copy_trainable(theirs, ours)
+        assert_same_state(ml_peft.get_peft_model_state_dict(ours, **kw), peft.get_peft_model_state_dict(theirs, **kw))
+
+
+def test_get_peft_model_state_dict_reads_a_given_state_dict_as_peft():
+    """PEFT's ``state_dict=``: the values come from it (a changed ``model.state_dict()``); minilora refused it."""
+    theirs, ours = both(mlp, dict(target_modules=["seq.0", "seq.2"], modules_to_save=["seq.4"]))
+    theirs_given = {k: v * 3 for k, v in theirs.state_dict().items() if ".2." not in k}  # seq.2 left out
+    ours_given = {k: v * 3 for k, v in ours.state_dict().items() if ".2." not in k}
+    assert_same_state(ml_peft.get_peft_model_state_dict(ours, ours_given),
+                      peft.get_peft_model_state_dict(theirs, theirs_given))
+
+
+def test_the_users_round_trip_through_minilora_save_and_set_peft_model_state_dict(tmp_path):
+    """What a user does with the state dict: save it (torch.save there, minilora.save here), load it into a
+    fresh model with set_peft_model_state_dict, and get PEFT's load result and outputs."""
+    theirs, ours = both(nested, DORA_EMBED)
+    x = INPUTS[nested](np.random.default_rng(4))
+    train(theirs, ours, x, steps=2)
+    torch.save(peft.get_peft_model_state_dict(theirs), tmp_path / "theirs.pt")
+    ml.save(ml_peft.get_peft_model_state_dict(ours), tmp_path / "ours.safetensors")
+    fresh_theirs, fresh_ours = both(nested, DORA_EMBED)  # untrained
+    theirs_result = peft.set_peft_model_state_dict(fresh_theirs, torch.load(tmp_path / "theirs.pt"))
+    ours_result = ml_peft.set_peft_model_state_dict(fresh_ours, ml.load(tmp_path / "ours.safetensors"))
+    assert type(ours_result).__name__ == type(theirs_result).__name__ == "_IncompatibleKeys"
+    assert sorted(ours_result.missing_keys) == sorted(theirs_result.missing_keys) and not ours_result.unexpected_keys
+    t, m = run_both(fresh_theirs, fresh_ours, x)
+    np.testing.assert_allclose(m, t, rtol=0, atol=TOL)
+    np.testing.assert_allclose(m, run_both(theirs, ours, x)[1], rtol=0, atol=TOL)
+
+
+def test_load_peft_weights_as_peft(tmp_path):
+    """PEFT's ``load_peft_weights(folder)`` (minilora had none): {key: Tensor}, with subfolder and key_mapping."""
+    theirs, ours = both(nested, DORA_EMBED)
+    theirs.save_pretrained(tmp_path / "theirs")
+    ours.save_pretrained(tmp_path / "ours")
+    assert_same_state(ml_peft.load_peft_weights(str(tmp_path / "theirs"), device="cpu"),
+                      peft.load_peft_weights(str(tmp_path / "ours"), device="cpu"))
+    mapping = {r"blocks\.(\d)": r"layers.\1"}
+    assert_same_state(ml_peft.load_peft_weights(tmp_path, subfolder="ours", key_mapping=mapping),
+                      peft.load_peft_weights(str(tmp_path), device="cpu", subfolder="theirs", key_mapping=mapping))
+    with pytest.raises(FileNotFoundError, match="adapter_model.safetensors"):
+        ml_peft.load_peft_weights(tmp_path)
+
+
+def test_from_pretrained_with_key_mapping_and_low_cpu_mem_usage_as_peft(tmp_path):
+    """``key_mapping`` and ``low_cpu_mem_usage=True`` were refused; PEFT loads the same model with them."""
+    theirs, ours = both(nested, dict(target_modules=["up", "down"], init_lora_weights=False))
+    ours.save_pretrained(tmp_path)
+    x = INPUTS[nested](np.random.default_rng(5))
+    # the folder's keys renamed (blocks -> layers), then mapped back when loading
+    weights = ml_peft.load_peft_weights(tmp_path, device="cpu")
+    ml.save({k.replace(".blocks.", ".layers."): v for k, v in weights.items()},
+            tmp_path / "adapter_model.safetensors")
+    mapping = {r"^model\.layers\.": "blocks.", r"^layers\.": "blocks."}
+    fresh_theirs, fresh_ours = pair(nested, seed=0)
+    loaded_theirs = peft.PeftModel.from_pretrained(fresh_theirs, str(tmp_path), key_mapping=mapping,
+                                                   low_cpu_mem_usage=True)
+    loaded_ours = ml_peft.PeftModel.from_pretrained(fresh_ours, tmp_path, key_mapping=mapping, low_cpu_mem_usage=True)
+    t, m = run_both(loaded_theirs, loaded_ours, x)
+    np.testing.assert_allclose(m, t, rtol=0, atol=TOL)
+    np.testing.assert_allclose(m, run_both(theirs, ours, x)[1], rtol=0, atol=TOL)
+    loaded_ours.load_adapter(tmp_path, "again", key_mapping=mapping, low_cpu_mem_usage=True)
+    assert "again" in loaded_ours.peft_config
+
+
+# ==================================================================================================
+# inject_adapter_in_model(config, model, state_dict=...): the state dict's keys choose the layers
+# ==================================================================================================
+def test_inject_adapter_in_model_from_a_state_dict_as_peft():
+    """PEFT's ``state_dict=`` (minilora refused it): the layers named by its keys are adapted, whatever the
+    config targets, with PEFT's warning naming the difference; then set_peft_model_state_dict loads it."""
+    source, _ = both(mlp, dict(target_modules=["seq.0", "seq.4"], init_lora_weights=False))
+    state = {k.removeprefix("base_model.model."): v for k, v in peft.get_peft_model_state_dict(source).items()}
+    theirs_base, ours_base = pair(mlp)
+    config = dict(target_modules=["seq.0", "seq.2"], r=8)
+    with pytest.warns(RuntimeWarning) as theirs_warning:
+        theirs = peft.inject_adapter_in_model(peft.LoraConfig(**config), theirs_base, state_dict=state,
+                                              low_cpu_mem_usage=True)
+    ours_state = {k: ml.tensor(v.detach().numpy()) for k, v in state.items()}
+    with pytest.warns(RuntimeWarning) as ours_warning:
+        ours = ml_peft.inject_adapter_in_model(ml_peft.LoraConfig(**config), ours_base, state_dict=ours_state,
+                                               low_cpu_mem_usage=True)
+    words = lambda record: [str(w.message) for w in record if "inconsistency" in str(w.message)]  # noqa: E731
+    assert words(ours_warning) == words(theirs_warning) and len(words(ours_warning)) == 1
+    assert trainable(ours) == trainable(theirs)
+    theirs_result = peft.set_peft_model_state_dict(theirs, state, low_cpu_mem_usage=True)
+    ours_result = ml_peft.set_peft_model_state_dict(ours, ours_state, low_cpu_mem_usage=True)
+    assert sorted(ours_result.missing_keys) == sorted(theirs_result.missing_keys)
+    x = INPUTS[mlp](np.random.default_rng(6))
+    t, m = run_both(theirs, ours, x)
+    np.testing.assert_allclose(m, t, rtol=0, atol=TOL)
+    assert_same_state(ml_peft.get_peft_model_state_dict(ours), peft.get_peft_model_state_dict(theirs))
+
+
+def test_inject_adapter_in_model_state_dict_with_target_parameters_refused_as_peft():
+    state = {"seq.0.lora_A.weight": np.zeros((8, 20))}
+    for lib, base in zip((peft, ml_peft), pair(mlp)):
+        config = lib.LoraConfig(target_modules=[], target_parameters=["seq.0.weight"])
+        with pytest.raises(ValueError, match="the PEFT config uses `target_parameters`"):
+            lib.inject_adapter_in_model(config, base, state_dict=state)
+
+
+# ==================================================================================================
+# DoRA on an Embedding (PEFT's DoraEmbeddingLayer; minilora refused it)
+# ==================================================================================================
+@pytest.mark.parametrize("finish", ["merge_and_unload", "unload"])
+@pytest.mark.parametrize("config", [dict(target_modules=["embed"], use_dora=True),
+                                    dict(target_modules=["embed", "up", "head"], use_dora=True, use_rslora=True,
+                                         r=2, lora_alpha=5)], ids=["embed", "embed_and_linears"])
+def test_dora_on_an_embedding_as_peft(tmp_path, config, finish):
+    """print(model), trainable names, outputs before and after 5 AdamW steps, the files (the magnitude saved as
+    ``embed.lora_magnitude_vector`` [dim]), each library loading the other's folder, disable_adapter, merge."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        side_by_side(nested, tmp_path, finish=finish, **config)
+
+
+def test_dora_embedding_beside_a_second_adapter_as_peft():
+    """Two adapters active at once (PEFT's formula rescales the output so far: m/n * result), merging one of
+    them then the other and unmerging (the norms kept from the merge), per-sample adapter_names refused."""
+    theirs, ours = both(nested, dict(target_modules=["embed"], init_lora_weights=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs.add_adapter("dora", peft.LoraConfig(target_modules=["embed"], use_dora=True, r=3, init_lora_weights=False))
+        ours.add_adapter("dora", ml_peft.LoraConfig(target_modules=["embed"], use_dora=True, r=3,
+                                                    init_lora_weights=False))
+    for model in (theirs, ours):
+        model.base_model.set_adapter(["default", "dora"])
+    copy_trainable(theirs, ours)
+    x = INPUTS[nested](np.random.default_rng(7))
+    t, m = run_both(theirs, ours, x)
+    np.testing.assert_allclose(m, t, rtol=0, atol=TOL)
+    for model in (theirs, ours):
+        model.merge_adapter(["dora"])
+        model.merge_adapter(["default"])
+    np.testing.assert_allclose(run_both(theirs, ours, x)[1], t, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(ours.base_model.model.embed.base_layer.weight.numpy(),
+                               theirs.base_model.model.embed.base_layer.weight.detach().numpy(), rtol=0, atol=TOL)
+    for model in (theirs, ours):
+        model.unmerge_adapter()
+    np.testing.assert_allclose(ours.base_model.model.embed.base_layer.weight.numpy(),
+                               theirs.base_model.model.embed.base_layer.weight.detach().numpy(), rtol=0, atol=TOL)
+    ours.eval()
+    with pytest.raises(ValueError, match="DoRA"):
+        ours(ml.tensor(x), adapter_names=["dora", "default"])
