@@ -195,6 +195,8 @@ from . import linalg  # noqa: E402
 from .linalg import (det, logdet, matrix_exp, matrix_power, pinverse, ger)  # noqa: E402,F401
 from .linalg import old_cholesky as cholesky, old_qr as qr, old_slogdet as slogdet, old_svd as svd  # noqa: E402,F401
 from .linalg import inv as inverse  # noqa: E402,F401
+from .linalg import (cholesky_inverse, cholesky_solve, geqrf, householder_product as orgqr, lu_unpack, ormqr,  # noqa: E402,F401
+                     triangular_solve, old_lu as lu, old_lu_solve as lu_solve)
 # complex tensors, as far as linalg.eig's results need them (minilora/complex_numbers.py)
 from .complex_numbers import (angle, cdouble, cfloat, complex, complex64, complex128, conj, imag,  # noqa: E402,F401,A004
                               is_complex, real, view_as_complex, view_as_real)

@@ -32,7 +32,8 @@ from .tensor import Function, Tensor, name_node
 __all__ = ["LinAlgError", "svd", "svdvals", "qr", "eig", "eigvals", "eigh", "eigvalsh", "norm", "vector_norm", "matrix_norm",
            "matrix_rank", "det", "slogdet", "inv", "inv_ex", "solve", "solve_ex", "solve_triangular", "cholesky",
            "cholesky_ex", "lstsq", "pinv", "matrix_power", "matrix_exp", "cross", "multi_dot", "diagonal",
-           "vecdot", "vander", "matmul"]
+           "vecdot", "vander", "matmul", "lu_factor", "lu_factor_ex", "lu", "lu_solve", "cond", "tensorinv",
+           "tensorsolve", "householder_product"]
 
 
 class LinAlgError(RuntimeError):
@@ -56,6 +57,12 @@ InvEx = _result("linalg_inv_ex", "inverse info", "InvEx")
 CholeskyEx = _result("linalg_cholesky_ex", "L info", "CholeskyEx")
 SolveEx = _result("linalg_solve_ex", "result info", "SolveEx")
 Lstsq = _result("linalg_lstsq", "solution residuals rank singular_values", "Lstsq")
+LUFactor = _result("linalg_lu_factor", "LU pivots", "LUFactor")
+LUFactorEx = _result("linalg_lu_factor_ex", "LU pivots info", "LUFactorEx")
+LUResult = _result("linalg_lu", "P L U", "LUResult")
+LUUnpack = _result("lu_unpack", "P L U", "LUUnpack")
+TriangularSolve = _result("triangular_solve", "solution cloned_coefficient", "TriangularSolve")
+Geqrf = _result("geqrf", "a tau", "Geqrf")
 OldSVD = _result("svd", "U S V", "OldSVD")  # torch.svd: V, not Vh
 OldQR = _result("qr", "Q R", "OldQR")
 OldSlogDet = _result("slogdet", "sign logabsdet", "OldSlogDet")
@@ -590,33 +597,13 @@ def solve_triangular(A, B, *, upper, left=True, unitriangular=False, out=None):
         raise RuntimeError(f"linalg.solve_triangular: Expected A and B to have the same dtype, but found A of type "
                            f"{dtypes.torch_name(A.dtype)} and B of type {dtypes.torch_name(B.dtype)} instead")
     xp = xp_of(A._array)
-    n = A.shape[-1]
+    x = _tri_solve(A._array, B._array, upper=upper, left=left, unit=unitriangular)
 
-    def triangle(a):
-        t = xp.triu(a) if upper else xp.tril(a)
-        if unitriangular:
-            t = t.copy()
-            t[..., xp.arange(n), xp.arange(n)] = 1
-        return t
-    a = triangle(A._array)
-    b = B._array
-    batch = np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
-    a_b = xp.broadcast_to(a, batch + a.shape[-2:])
-    with np.errstate(all="ignore"):
-        if left:
-            x = xp.linalg.solve(a_b, xp.broadcast_to(b, batch + b.shape[-2:]))
-        else:
-            x = _mT(xp.linalg.solve(_mT(a_b), _mT(xp.broadcast_to(b, batch + b.shape[-2:]))))
-
-    def derivative(arrays, outputs, grads):
+    def derivative(arrays, outputs, grads):  # torch's linalg_solve_triangular_backward
         from .ops.elementwise import unbroadcast
         X, g = outputs[0], grads[0]
-        if left:
-            gB = xp.linalg.solve(_mT(a_b), g)
-            gA = -(gB @ _mT(X))
-        else:
-            gB = _mT(xp.linalg.solve(a_b, _mT(g)))
-            gA = -(_mT(X) @ gB)
+        gB = _tri_solve(_mT(arrays[0]), g, upper=not upper, left=left, unit=unitriangular)
+        gA = -(gB @ _mT(X)) if left else -(_mT(X) @ gB)
         gA = xp.triu(gA, 1 if unitriangular else 0) if upper else xp.tril(gA, -1 if unitriangular else 0)
         return unbroadcast(gA, A.shape), unbroadcast(gB, B.shape)
     return _with_out(_outputs("LinalgSolveTriangularBackward0", (A, B), (x,), derivative)[0], out)
@@ -694,6 +681,461 @@ def _cholesky(name, A, upper):
         L = _mT(L)
     result, = _outputs("LinalgCholeskyExBackward0", (A,), (L,), _cholesky_derivative(upper))
     return result, _plain(info, A)
+
+
+# ---- triangular solves (LAPACK's trsm: no singularity check) ------------------------------------------
+def _tri_solve(a, b, *, upper, left=True, unit=False):
+    """X with ``T X = B`` (``X T = B`` if not ``left``) for the ``upper`` / lower triangle T of ``a`` (its
+    diagonal taken as 1 where ``unit``); batches broadcast. A zero on T's diagonal gives inf/nan, as torch's
+    trsm (NumPy's solve would refuse the singular matrix)."""
+    xp = xp_of(a)
+    t = xp.triu(a) if upper else xp.tril(a)
+    if unit:
+        n = t.shape[-1]
+        t = t.copy()
+        t[..., xp.arange(n), xp.arange(n)] = 1
+    if not left:  # X T = B  <=>  T^T X^T = B^T
+        return _mT(_tri_solve(_mT(t), _mT(b), upper=not upper))
+    batch = np.broadcast_shapes(t.shape[:-2], b.shape[:-2])
+    t = xp.broadcast_to(t, batch + t.shape[-2:])
+    b = xp.broadcast_to(b, batch + b.shape[-2:])
+    try:
+        return xp.linalg.solve(t, b)
+    except np.linalg.LinAlgError:
+        return _substitute(t, b, upper)
+
+
+def _substitute(t, b, upper):
+    """Back (upper) or forward (lower) substitution, row by row: what trsm does, zeros on the diagonal too."""
+    xp = xp_of(t)
+    n = t.shape[-1]
+    x = xp.zeros(b.shape, np.result_type(t.dtype, b.dtype))
+    with np.errstate(all="ignore"):
+        for i in (range(n - 1, -1, -1) if upper else range(n)):
+            done = slice(i + 1, n) if upper else slice(0, i)
+            x[..., i, :] = (b[..., i, :] - (t[..., i, None, done] @ x[..., done, :])[..., 0, :]) / t[..., i, i, None]
+    return x
+
+
+# ---- LU ------------------------------------------------------------------------------------------------
+def _lu_arrays(a):
+    """LAPACK's getrf on each matrix (partial pivoting: the first largest |entry| of the column, as idamax):
+    (LU, pivots: 1-based int32, info: the first zero pivot's 1-based index, 0 if none)."""
+    xp = xp_of(a)
+    m, n = a.shape[-2:]
+    k = min(m, n)
+    batch = a.shape[:-2]
+    count = math.prod(batch)
+    work = a.reshape((count, m, n)).copy()
+    rows = xp.arange(count)
+    pivots = xp.zeros((count, k), np.int32)
+    info = xp.zeros(count, np.int32)
+    for j in range(k):
+        p = j + xp.argmax(xp.abs(work[:, j:, j]), axis=1)
+        pivots[:, j] = p + 1
+        top = work[rows, j].copy()
+        work[rows, j] = work[rows, p]
+        work[rows, p] = top
+        pivot = work[:, j, j]
+        zero = pivot == 0
+        info = xp.where((info == 0) & zero, j + 1, info).astype(np.int32)
+        work[:, j + 1:, j] /= xp.where(zero, 1, pivot)[:, None]  # (a zero pivot: its column is zero already)
+        work[:, j + 1:, j + 1:] -= work[:, j + 1:, j, None] * work[:, j, None, j + 1:]
+    return work.reshape(a.shape), pivots.reshape(batch + (k,)), info.reshape(batch)
+
+
+def _permutation(pivots, m, dtype):
+    """P with ``A = P L U`` from LAPACK's row interchanges (row i swapped with row pivots[i] - 1, in order)."""
+    xp = xp_of(pivots)
+    batch, k = pivots.shape[:-1], pivots.shape[-1]
+    perm = xp.broadcast_to(xp.arange(m), batch + (m,)).reshape((-1, m)).copy()
+    flat = pivots.reshape((-1, k)).astype(np.int64) - 1
+    rows = xp.arange(perm.shape[0])
+    for i in range(k):
+        other = flat[:, i]
+        here = perm[:, i].copy()
+        perm[:, i] = perm[rows, other]
+        perm[rows, other] = here
+    perm = perm.reshape(batch + (m,))
+    return (perm[..., None, :] == xp.arange(m)[:, None]).astype(dtype)  # P[r, c] = 1 where perm[c] == r
+
+
+def _unpack_arrays(LU, pivots):
+    xp = xp_of(LU)
+    m, n = LU.shape[-2:]
+    k = min(m, n)
+    L = xp.tril(LU[..., :, :k], -1) + xp.eye(m, k, dtype=LU.dtype)
+    return _permutation(pivots, m, LU.dtype), L, xp.triu(LU[..., :k, :])
+
+
+def _lu_backward(P, L, U, gL, gU):
+    """torch's ``linalg_lu_backward`` (real case) for ``A = P L U``: square, wide (m < n) and tall (m > n)."""
+    xp = xp_of(L)
+    m, k = L.shape[-2:]
+    n = U.shape[-1]
+    if m == n:
+        gA = xp.tril(_mT(L) @ gL, -1) if gL is not None else 0
+        if gU is not None:
+            gA = gA + xp.triu(gU @ _mT(U))
+        gA = _tri_solve(_mT(U), gA, upper=False, left=False)
+        return P @ _tri_solve(_mT(L), gA, upper=True, unit=True)
+    if m < n:
+        gA = _mT(L) @ gL if gL is not None else 0
+        if gU is not None:
+            gA = gA - xp.triu(gU) @ _mT(U)
+        gA = _tri_solve(_mT(U[..., :, :k]), xp.tril(gA, -1), upper=False, left=False)
+        if gU is not None:
+            gA = xp.concatenate([gA + xp.triu(gU[..., :, :k]), gU[..., :, k:]], axis=-1)
+        gA = _tri_solve(_mT(L), gA, upper=True, unit=True)
+        if gU is None:
+            gA = xp.concatenate([gA, xp.zeros(gA.shape[:-1] + (n - k,), gA.dtype)], axis=-1)
+        return P @ gA
+    gA = gU @ _mT(U) if gU is not None else 0
+    if gL is not None:
+        gA = gA - _mT(L) @ xp.tril(gL, -1)
+    gA = _tri_solve(_mT(L[..., :k, :]), xp.triu(gA), upper=True, unit=True)
+    if gL is not None:
+        gA = xp.concatenate([gA + xp.tril(gL[..., :k, :], -1), gL[..., k:, :]], axis=-2)
+    gA = _tri_solve(_mT(U), gA, upper=False, left=False)
+    if gL is None:
+        gA = xp.concatenate([gA, xp.zeros((gA.shape[:-2] + (m - k, n)), gA.dtype)], axis=-2)
+    return P @ gA
+
+
+def _lu_checked(name, A, pivot):
+    if not isinstance(A, Tensor):
+        raise TypeError(f"{name}(): argument 'A' (position 1) must be Tensor, not {type(A).__name__}")
+    if A.ndim < 2:
+        raise RuntimeError(f"torch.lu_factor: Expected tensor with 2 or more dimensions. Got size: {list(A.shape)} "
+                           f"instead")
+    _check_dtype(name, A)
+    if not pivot:
+        raise RuntimeError("linalg.lu_factor: LU without pivoting is not implemented on the CPU")
+    return _lu_arrays(A._array)
+
+
+def _raise_zero_pivot(name, info):
+    """torch's lu_factor error for the first matrix with a zero pivot (U[i,i] == 0)."""
+    flat = np.asarray(info.get() if hasattr(info, "get") else info).reshape(-1)
+    first = int(np.flatnonzero(flat)[0])
+    batch = f"(Batch element {first}): " if info.ndim else ""
+    raise LinAlgError(f"torch.{name}: {batch}U[{flat[first]},{flat[first]}] is zero and using it on lu_solve would "
+                      f"result in a division by zero. If you still want to perform the factorization, consider calling "
+                      f"linalg.lu(A, pivot) or linalg.lu_factor_ex(A, pivot)")
+
+
+def _lu_factor_node(A, LU, pivots):
+    def derivative(arrays, outputs, grads):  # torch's lu_factor_ex_backward: L's and U's parts of LU's gradient
+        k = min(LU.shape[-2:])
+        P, L, U = _unpack_arrays(outputs[0], pivots)
+        return _lu_backward(P, L, U, grads[0][..., :, :k], grads[0][..., :k, :])
+    return _outputs("LinalgLuFactorExBackward0", (A,), (LU,), derivative)[0]
+
+
+def lu_factor_ex(A, *, pivot=True, check_errors=False, out=None):
+    """``torch.linalg.lu_factor_ex``: ``(LU, pivots, info)``, L (unit diagonal, not stored) and U packed in one
+    matrix, LAPACK's 1-based int32 row interchanges, info > 0 where U has a zero on its diagonal (no error
+    unless ``check_errors``)."""
+    LU, pivots, info = _lu_checked("linalg.lu_factor_ex", A, pivot)
+    if check_errors and bool((info > 0).any()):
+        _raise_zero_pivot("linalg.lu_factor_ex", info)
+    return _with_out(LUFactorEx(_lu_factor_node(A, LU, pivots), _plain(pivots, A), _plain(info, A)), out)
+
+
+def lu_factor(A, *, pivot=True, out=None):
+    """``torch.linalg.lu_factor``: ``(LU, pivots)``; a zero pivot raises (torch's message), as torch."""
+    LU, pivots, info = _lu_checked("linalg.lu_factor", A, pivot)
+    if bool((info > 0).any()):
+        _raise_zero_pivot("linalg.lu_factor", info)
+    return _with_out(LUFactor(_lu_factor_node(A, LU, pivots), _plain(pivots, A)), out)
+
+
+def lu(A, *, pivot=True, out=None):
+    """``torch.linalg.lu``: ``(P, L, U)`` with ``A = P L U``, L (m x k) unit lower, U (k x n) upper; a singular
+    matrix is fine. L and U are differentiable (torch's linalg_lu_backward)."""
+    LU, pivots, _ = _lu_checked("linalg.lu", A, pivot)
+    P, L, U = _unpack_arrays(LU, pivots)
+
+    def derivative(arrays, outputs, grads):
+        return _lu_backward(outputs[0], outputs[1], outputs[2], grads[1], grads[2])
+    return _with_out(LUResult(*_outputs("LinalgLuBackward0", (A,), (P, L, U), derivative, (False, True, True))), out)
+
+
+def lu_unpack(LU_data, LU_pivots, unpack_data=True, unpack_pivots=True, *, out=None):
+    """``torch.lu_unpack``: ``(P, L, U)`` from ``lu_factor``'s result (an empty tensor for what is not unpacked);
+    L and U differentiate through LU_data (torch's lu_unpack_backward: their triangles)."""
+    if LU_pivots.dtype != np.int32:
+        raise RuntimeError("torch.lu_unpack: LU_pivots is expected to be a contiguous tensor of torch.int32 dtype. "
+                           "Note: this function is intended to be used with the output produced by "
+                           "torch.linalg.lu_factor")
+    m, n = LU_data.shape[-2:]
+    k = min(m, n)
+    xp = xp_of(LU_data._array)
+    empty = _plain(xp.zeros((0,), LU_data._array.dtype), LU_data)
+    L = U = P = empty
+    if unpack_data:
+        eye = Tensor(xp.eye(m, k, dtype=LU_data._array.dtype), dtype=LU_data.dtype, device=LU_data.device)
+        L = name_node(ops.add(ops.tril(LU_data[..., :, :k], -1), eye), "LuUnpackBackward0", LU_data)
+        U = name_node(ops.triu(LU_data[..., :k, :]), "LuUnpackBackward0", LU_data)
+    if unpack_pivots:
+        P = _plain(_permutation(LU_pivots._array, m, LU_data._array.dtype), LU_data)
+    return _with_out(LUUnpack(P, L, U), out)
+
+
+def lu_solve(LU, pivots, B, *, left=True, adjoint=False, out=None):
+    """``torch.linalg.lu_solve``: X with ``A X = B`` from ``A``'s ``lu_factor`` (``A^T X = B`` if ``adjoint``,
+    ``X A = B`` if not ``left``); batches broadcast. Differentiable in LU and B: triangular solves of the
+    unpacked factors, whose chain rule is torch's linalg_lu_solve_LU."""
+    _check("linalg.lu_solve", LU)
+    if LU.shape[-1] != LU.shape[-2]:
+        raise RuntimeError(f"torch.linalg.lu_solve: A must be batches of square matrices, but they are "
+                           f"{LU.shape[-2]} by {LU.shape[-1]} matrices")
+    if B.ndim < 2:
+        raise RuntimeError("linalg.lu_solve: The input tensor B must have at least 2 dimensions.")
+    if pivots.dtype != np.int32:
+        raise RuntimeError("linalg.lu_solve: pivots should be a Tensor of scalar type torch.int32")
+    n = LU.shape[-1]
+    if (B.shape[-2] if left else B.shape[-1]) != n:
+        equation, shape = ("AX = B", f"{B.shape[-2]}x{B.shape[-1]}") if left else ("XA = B", f"{B.shape[-2]}x{B.shape[-1]}")
+        raise RuntimeError(f"linalg.lu_solve: Incompatible shapes of A and B for the equation {equation} ({n}x{n} "
+                           f"and {shape})")
+    if not left:  # X A = B  <=>  A^T X^T = B^T
+        return _with_out(lu_solve(LU, pivots, B.mT, adjoint=not adjoint).mT, out)
+    P, L, U = lu_unpack(LU, pivots)
+    if adjoint:  # A^T = U^T L^T P^T:  X = P L^-T U^-T B
+        Y = solve_triangular(U.mT, B, upper=False)
+        X = ops.matmul(P, solve_triangular(L.mT, Y, upper=True, unitriangular=True))
+    else:  # X = U^-1 L^-1 P^T B
+        Y = solve_triangular(L, ops.matmul(P.mT, B), upper=False, unitriangular=True)
+        X = solve_triangular(U, Y, upper=True)
+    return _with_out(name_node(X, "LinalgLuSolveBackward0", LU, B), out)
+
+
+# ---- Cholesky solves -------------------------------------------------------------------------------------
+def _cholesky_solve_arrays(b, L, upper):
+    """``(L L^T)^-1 b`` (``(U^T U)^-1 b``), reading L's lower (U's upper) triangle only."""
+    if upper:
+        return _tri_solve(L, _tri_solve(_mT(L), b, upper=False), upper=True)
+    return _tri_solve(_mT(L), _tri_solve(L, b, upper=False), upper=True)
+
+
+def cholesky_solve(B, L, upper=False, *, out=None):
+    """``torch.cholesky_solve``: X with ``A X = B`` for ``A = L L^T`` given its Cholesky factor L (upper: U with
+    ``A = U^T U``); batches broadcast; torch's derivative (in L, the full matrix: not only its triangle)."""
+    if B.ndim < 2:
+        raise RuntimeError(f"b should have at least 2 dimensions, but has {B.ndim} dimensions instead")
+    if L.ndim < 2:
+        raise RuntimeError(f"u should have at least 2 dimensions, but has {L.ndim} dimensions instead")
+    _check_dtype("cholesky_solve", B)
+    if B.dtype != L.dtype:
+        raise RuntimeError(f"Expected b and A to have the same dtype, but found b of type "
+                           f"{_scalar_name(B.dtype)} and A of type {_scalar_name(L.dtype)} instead.")
+    if L.shape[-1] != L.shape[-2] or B.shape[-2] != L.shape[-1]:
+        raise RuntimeError(f"Incompatible matrix sizes for cholesky_solve: each A matrix is {L.shape[-2]} by "
+                           f"{L.shape[-1]} but each b matrix is {B.shape[-2]} by {B.shape[-1]}")
+    x = _cholesky_solve_arrays(B._array, L._array, upper)
+
+    def derivative(arrays, outputs, grads):  # torch's cholesky_solve_backward
+        from .ops.elementwise import unbroadcast
+        b, l = arrays
+        X = outputs[0]
+        gB = _cholesky_solve_arrays(grads[0], l, upper)
+        common = gB @ _mT(X)
+        common = common + _mT(common)
+        gL = -(l @ common) if upper else -(common @ l)
+        return unbroadcast(gB, b.shape), unbroadcast(gL, l.shape)
+    return _with_out(_outputs("CholeskySolveBackward0", (B, L), (x,), derivative)[0], out)
+
+
+def cholesky_inverse(L, upper=False, *, out=None):
+    """``torch.cholesky_inverse``: ``(L L^T)^-1`` from the Cholesky factor L (``(U^T U)^-1`` if ``upper``); a zero
+    on L's diagonal raises LinAlgError, as torch."""
+    _check("cholesky_inverse", L, square=True)
+    xp = xp_of(L._array)
+    n = L.shape[-1]
+    zero = (L._array[..., xp.arange(n), xp.arange(n)] == 0).reshape(-1, n)
+    if bool(zero.any()):
+        first = int(xp.argmax(zero[xp.argmax(zero.any(1))])) + 1
+        raise LinAlgError(f"cholesky_inverse: The diagonal element {first} is zero, the inversion could not be "
+                          f"completed because the input matrix is singular.")
+    eye = xp.broadcast_to(xp.eye(n, dtype=L._array.dtype), L.shape)
+    inverse = _cholesky_solve_arrays(eye, L._array, upper)
+
+    def derivative(arrays, outputs, grads):  # torch's cholesky_inverse_backward
+        l, inv_ = arrays[0], outputs[0]
+        common = inv_ @ ((grads[0] + _mT(grads[0])) @ inv_)
+        return -(l @ common) if upper else -(common @ l)
+    return _with_out(_outputs("CholeskyInverseBackward0", (L,), (inverse,), derivative)[0], out)
+
+
+def _scalar_name(dtype):
+    """torch's ScalarType name (Float, Double, Long ...), as its dtype-mismatch messages print it."""
+    return {"float32": "Float", "float64": "Double", "float16": "Half", "bfloat16": "BFloat16", "int64": "Long",
+            "int32": "Int", "bool": "Bool"}.get(str(dtype), str(dtype))
+
+
+def triangular_solve(b, A, upper=True, transpose=False, unitriangular=False):
+    """``torch.triangular_solve`` (deprecated in torch, with its warning): ``(solution, cloned_coefficient)``
+    with ``A X = b`` (``A^T X = b`` if ``transpose``), A's ``upper`` / lower triangle read; batches broadcast."""
+    _warn_deprecated("torch.triangular_solve", "torch.linalg.solve_triangular")
+    if b.ndim < 2:
+        raise RuntimeError(f"torch.triangular_solve: Expected b to have at least 2 dimensions, but it has {b.ndim} "
+                           f"dimensions instead")
+    if A.ndim < 2:
+        raise RuntimeError(f"torch.triangular_solve: Expected A to have at least 2 dimensions, but it has {A.ndim} "
+                           f"dimensions instead")
+    if A.shape[-1] != A.shape[-2]:
+        raise RuntimeError(f"A must be batches of square matrices, but they are {A.shape[-2]} by {A.shape[-1]} "
+                           f"matrices")
+    if b.shape[-2] != A.shape[-1]:
+        raise RuntimeError(f"Incompatible matrix sizes for triangular_solve: each A matrix is {A.shape[-2]} by "
+                           f"{A.shape[-1]} but each b matrix is {b.shape[-2]} by {b.shape[-1]}")
+    X = solve_triangular(A.mT if transpose else A, b, upper=upper != transpose, unitriangular=unitriangular)
+    batch = tuple(np.broadcast_shapes(A.shape[:-2], b.shape[:-2]))
+    return TriangularSolve(name_node(X, "TriangularSolveBackward0", b, A),
+                           name_node(ops.clone(A.expand(batch + A.shape[-2:])), "TriangularSolveBackward0", A))
+
+
+# ---- condition number, tensor inverse / solve ---------------------------------------------------------------
+def cond(A, p=None, *, out=None):
+    """``torch.linalg.cond``: ``sigma_max / sigma_min`` (p None or 2; -2 the inverse), or
+    ``norm(A, p) * norm(A^-1, p)`` for 'fro', 'nuc', 1, -1, inf, -inf (square matrices; inf where A is
+    singular), composed of differentiable ops as torch's."""
+    if not isinstance(A, Tensor):
+        raise TypeError(f"linalg_cond(): argument 'input' (position 1) must be Tensor, not {type(A).__name__}")
+    if A.ndim < 2:
+        raise RuntimeError("linalg.cond: The input tensor must have at least 2 dimensions.")
+    if p is None or (not isinstance(p, str) and p in (2, -2)):
+        S = svdvals(A)
+        if S.shape[-1] == 0:
+            return _with_out(ops.sum(S, -1), out)
+        s_max, s_min = S[..., 0], S[..., -1]
+        return _with_out(ops.div(s_min, s_max) if p == -2 else ops.div(s_max, s_min), out)
+    if p not in ("fro", "nuc", 1, -1, math.inf, -math.inf) or isinstance(p, bool):
+        raise RuntimeError(f"linalg.cond got an invalid norm type: {p}")
+    label = p if isinstance(p, str) else ("inf" if p == math.inf else "-inf" if p == -math.inf else int(p))
+    _check(f"linalg.cond(ord={label})", A)
+    if A.shape[-1] != A.shape[-2]:
+        raise RuntimeError(f"linalg.cond(ord={label}): A must be batches of square matrices, but they are "
+                           f"{A.shape[-2]} by {A.shape[-1]} matrices")
+    if A.numel() == 0:
+        return _with_out(ops.sum(ops.sum(A, -1), -1), out)
+    inverse, info = inv_ex(A)
+    inverse = ops.where((info > 0).unsqueeze(-1).unsqueeze(-1), math.inf, inverse)
+    result = ops.mul(matrix_norm(A, p), matrix_norm(inverse, p))
+    return _with_out(ops.nan_to_num(result, math.inf, math.inf, -math.inf), out)
+
+
+def tensorinv(A, ind=2, *, out=None):
+    """``torch.linalg.tensorinv``: the tensor X with ``tensordot(X, A, ind) = I``, through ``inv`` of A seen as a
+    prod(shape[:ind]) x prod(shape[ind:]) matrix."""
+    if ind <= 0:
+        raise RuntimeError(f"Expected a strictly positive integer for 'ind', but got {ind}")
+    rows, cols = math.prod(A.shape[:ind]), math.prod(A.shape[ind:])
+    if rows != cols:
+        raise RuntimeError(f"Expected self to satisfy the requirement prod(self.shape[ind:]) == "
+                           f"prod(self.shape[:ind]), but got {cols} != {rows}")
+    return _with_out(inv(A.reshape(rows, cols)).reshape(tuple(A.shape[ind:]) + tuple(A.shape[:ind])), out)
+
+
+def tensorsolve(A, B, dims=None, *, out=None):
+    """``torch.linalg.tensorsolve``: X with ``tensordot(A, X, X.ndim) = B``; ``dims``: A's dimensions moved to
+    the end first."""
+    if dims is not None:
+        dims = [d % A.ndim for d in dims]
+        A = ops.movedim(A, dims, list(range(A.ndim - len(dims), A.ndim)))
+    rest = tuple(A.shape[B.ndim:])
+    rows, cols = math.prod(A.shape[:B.ndim]), math.prod(rest)
+    if rows != cols:
+        raise RuntimeError(f"Expected self to satisfy the requirement prod(self.shape[other.ndim:]) == "
+                           f"prod(self.shape[:other.ndim]), but got {cols} != {rows}")
+    return _with_out(solve(A.reshape(rows, cols), B.reshape(rows)).reshape(rest), out)
+
+
+# ---- Householder reflectors: geqrf, householder_product (orgqr), ormqr ---------------------------------------
+def geqrf(input, *, out=None):
+    """``torch.geqrf``: LAPACK's QR in reflector form ``(a, tau)``: R above a's diagonal, the Householder vectors
+    below it (their leading 1 not stored); ``householder_product(a, tau)`` is Q. Not differentiable (torch's
+    backward raises too)."""
+    if input.ndim < 2:
+        raise RuntimeError("torch.geqrf: input must have at least 2 dimensions.")
+    _check_dtype("geqrf", input)
+    xp = xp_of(input._array)
+    m, n = input.shape[-2:]
+    if input.numel() == 0:
+        h, tau = xp.zeros(input.shape, input._array.dtype), xp.zeros(input.shape[:-2] + (min(m, n),), input._array.dtype)
+    else:
+        h, tau = xp.linalg.qr(input._array, mode="raw")  # (h is a's transpose: LAPACK's column-major storage)
+        h = _mT(h)
+
+    def derivative(arrays, outputs, grads):
+        raise NotImplementedError("the derivative for 'geqrf' is not implemented.")
+    return _with_out(Geqrf(*_outputs("GeqrfBackward0", (input,), (h, tau), derivative)), out)
+
+
+def _reflectors(A, k):
+    """The first ``k`` Householder vectors stored in A's columns below its diagonal (leading 1s)."""
+    m, n = A.shape[-2:]
+    eye = Tensor(xp_of(A._array).eye(m, n, dtype=A._array.dtype), dtype=A.dtype, device=A.device)
+    return ops.add(ops.tril(A, -1), eye)[..., :, :k]
+
+
+def _reflect(C, v, tau_i, left):
+    """``H C`` (``C H`` if not left) for ``H = I - tau v v^T``."""
+    if left:
+        return ops.sub(C, ops.matmul(ops.mul(tau_i, v), ops.matmul(v.mT, C)))
+    return ops.sub(C, ops.matmul(ops.matmul(C, v), ops.mul(tau_i, v.mT)))
+
+
+def householder_product(A, tau, *, out=None):
+    """``torch.linalg.householder_product`` (``torch.orgqr``): the first n columns of ``H_1 ... H_k``,
+    ``H_i = I - tau_i v_i v_i^T`` with v_i in A's columns (geqrf's storage); differentiable (composed of
+    products, so its chain rule is torch's householder_product_backward)."""
+    name = "torch.linalg.householder_product"
+    if A.ndim < 2:
+        raise RuntimeError(f"{name}: input must have at least 2 dimensions.")
+    m, n = A.shape[-2:]
+    k = tau.shape[-1] if tau.ndim else 0
+    if m < n:
+        raise RuntimeError(f"{name}: input.shape[-2] must be greater than or equal to input.shape[-1]")
+    if n < k:
+        raise RuntimeError(f"{name}: input.shape[-1] must be greater than or equal to tau.shape[-1]")
+    if tau.ndim != A.ndim - 1:
+        raise RuntimeError(f"{name}: Expected tau to have one dimension less than input, but got tau.ndim equal to "
+                           f"{tau.ndim} and input.ndim is equal to {A.ndim}")
+    if tau.shape[:-1] != A.shape[:-2]:
+        raise RuntimeError(f"{name}: Expected batch dimensions of tau to be equal to input.shape[:-2], but got "
+                           f"{list(tau.shape[:-1])}")
+    _check_dtype(name, A)
+    if tau.dtype != A.dtype:
+        raise RuntimeError(f"{name}: tau dtype {_scalar_name(tau.dtype)} does not match input dtype "
+                           f"{_scalar_name(A.dtype)}")
+    V = _reflectors(A, k)
+    eye = xp_of(A._array).eye(m, n, dtype=A._array.dtype)
+    Q = Tensor(xp_of(eye).broadcast_to(eye, A.shape).copy(), dtype=A.dtype, device=A.device)
+    for i in reversed(range(k)):  # H_1 (H_2 (... (H_k I)))
+        Q = _reflect(Q, V[..., :, i:i + 1], tau[..., i, None, None], left=True)
+    return _with_out(name_node(Q, "LinalgHouseholderProductBackward0", A, tau), out)
+
+
+def ormqr(input, tau, other, left=True, transpose=False, *, out=None):
+    """``torch.ormqr``: ``Q other`` (``other Q`` if not ``left``; Q^T if ``transpose``) for Q = H_1 ... H_k in
+    geqrf's reflector form, without forming Q; differentiable (composed of products, as above)."""
+    if other.ndim != input.ndim:
+        raise RuntimeError(f"torch.ormqr: Expected other to have the same number of dimensions as input, but got "
+                           f"other.ndim equal to {other.ndim} and input.ndim is equal to {input.ndim}")
+    k = tau.shape[-1]
+    side = -2 if left else -1
+    if other.shape[side] != input.shape[-2]:
+        raise RuntimeError(f"torch.ormqr: other.shape[{side}] must be equal to input.shape[-2]")
+    if k != min(other.shape[side], input.shape[-1]):
+        raise RuntimeError(f"torch.ormqr: tau.shape[-1] must be equal to min(other.shape[{side}], input.shape[-1])")
+    V = _reflectors(input, k)
+    order = range(k) if left == transpose else reversed(range(k))  # Q C = H_1 (... (H_k C)): the last first
+    C = other
+    for i in order:
+        C = _reflect(C, V[..., :, i:i + 1], tau[..., i, None, None], left)
+    return _with_out(name_node(C, "OrmqrBackward0", input, tau, other), out)
 
 
 # ---- pseudo-inverse, rank, least squares ----------------------------------------------------------
@@ -1173,6 +1615,22 @@ def old_slogdet(input):
     return OldSlogDet(*slogdet(input))
 
 
+def old_lu(A, pivot=True, get_infos=False, out=None):
+    """``torch.lu`` (deprecated in torch, with its warning): ``(LU, pivots)``, ``(LU, pivots, infos)`` with
+    ``get_infos`` (a plain tuple, as torch's)."""
+    warnings.warn("torch.lu is deprecated in favor of torch.linalg.lu_factor / torch.linalg.lu_factor_ex and will be "
+                  "removed in a future PyTorch release.", UserWarning, stacklevel=2)
+    LU, pivots, info = lu_factor_ex(A, pivot=pivot)
+    result = (LU, pivots, info) if get_infos else (LU, pivots)
+    return result if out is None else _with_out(result, out)
+
+
+def old_lu_solve(b, LU_data, LU_pivots, *, out=None):
+    """``torch.lu_solve`` (deprecated in torch, with its warning): ``linalg.lu_solve`` with b first."""
+    _warn_deprecated("torch.lu_solve", "torch.linalg.lu_solve")
+    return lu_solve(LU_data, LU_pivots, b, out=out)
+
+
 def pinverse(input, rcond=1e-15):
     """``torch.pinverse``: ``linalg.pinv`` with rtol ``rcond`` (default 1e-15)."""
     return pinv(input, rtol=rcond)
@@ -1190,6 +1648,8 @@ def _det_method(self):
 TOP_LEVEL = {"svd": old_svd, "qr": old_qr, "cholesky": old_cholesky, "slogdet": old_slogdet,
              "logdet": logdet, "det": _det_method, "inverse": lambda input: inv(input),
              "pinverse": pinverse, "matrix_power": lambda input, n: matrix_power(input, n),
-             "matrix_exp": matrix_exp, "ger": ger}
+             "matrix_exp": matrix_exp, "ger": ger, "lu": old_lu, "lu_solve": old_lu_solve,
+             "triangular_solve": triangular_solve, "cholesky_solve": cholesky_solve,
+             "cholesky_inverse": cholesky_inverse, "geqrf": geqrf, "orgqr": householder_product, "ormqr": ormqr}
 for _name, _fn in TOP_LEVEL.items():
     setattr(Tensor, _name, _fn)
