@@ -627,7 +627,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
                      repeated[1], use_input_stats, momentum, eps)
     with _no_grad():
         for stat, updated in ((running_mean, repeated[2]), (running_var, repeated[3])):
-            if stat is not None:
+            if stat is not None and use_input_stats:  # (in eval they are read only: even an empty batch's nan)
                 stat.copy_(updated.reshape(n, c).mean(0))
     return out.reshape(input.shape)
 
@@ -781,8 +781,8 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
     kept = [[i for i in range(a, b) if flat[i] != padding_idx] for a, b in zip(starts, ends)]
     if mode == "max":
         empty = rows[:0].sum(0)  # an empty bag's zeros, still in the graph (torch's output has a grad_fn)
-        return ops.stack([rows[ops.tensor(np.array(bag), device=weight.device)].max(0)[0] if bag else empty
-                          for bag in kept], 0)
+        maxima = [rows[ops.tensor(np.array(bag), device=weight.device)].max(0)[0] if bag else empty for bag in kept]
+        return ops.stack(maxima, 0) if maxima else rows[:0]  # (no bags: an empty batch, still in the graph)
     share = np.zeros((len(kept), flat.size))
     for b, bag in enumerate(kept):
         share[b, bag] = 1.0 / len(bag) if mode == "mean" and bag else 1.0

@@ -76,6 +76,8 @@ def _add_windows_back(xp, grad_windows, padded_shape, stride, dilation, round_to
     out = xp.zeros(padded_shape, dtype=grad_windows.dtype)
     (sh, sw), (dh, dw) = stride, dilation
     h_out, w_out, kh, kw = grad_windows.shape[2:]
+    if not (h_out and w_out):  # no windows (and the slices below would end at -1: from the end)
+        return out
     order = (lambda n: range(n)) if by_offset else (lambda n: reversed(range(n)))  # noqa: E731
     for i in order(kh):
         for j in order(kw):
@@ -190,6 +192,9 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups):
     if input.ndim != 4 or weight.ndim != 4:
         raise RuntimeError(f"conv2d: expected a 3-D or 4-D input and a 4-D weight, got {tuple(input.shape)} "
                            f"and {tuple(weight.shape)}")
+    if 0 in weight.shape[2:]:  # (an empty kernel sums nothing: torch refuses it)
+        raise RuntimeError(f"kernel size should be greater than zero, but got kernel_height: {weight.shape[2]} "
+                           f"kernel_width: {weight.shape[3]}")
     stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
     symmetric, extra = _conv_padding(padding, weight.shape[2:], dilation, stride)
     _check_conv_geometry(stride, symmetric, dilation, groups)
@@ -201,6 +206,7 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups):
         raise RuntimeError(f"Given groups={groups}, weight of size {list(weight.shape)}, expected input"
                            f"{list(input.shape)} to have {weight.shape[1] * groups} channels, but got "
                            f"{channels} channels instead")
+    _check_empty_input(input)
     if extra is not None:
         input = pad_op(input, extra)
     sizes = [_out_size(n, k, s, p, d) for n, k, s, p, d in
@@ -210,6 +216,13 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups):
                            f"than the padded input {tuple(input.shape[2:])}")
     out = Conv2d.apply(input, weight, stride=stride, padding=symmetric, dilation=dilation, groups=groups)
     return out if bias is None else out + bias.reshape(1, -1, 1, 1)
+
+
+def _check_empty_input(input):
+    """torch's convolutions take an empty batch or no channels, not an empty image of a real one."""
+    if input.numel() == 0 and input.shape[0] and input.shape[1]:
+        raise RuntimeError(f"Only zero batch or zero channel inputs are supported, but got input shape: "
+                           f"{list(input.shape)}")
 
 
 def _as_image(t):
@@ -513,6 +526,8 @@ def adaptive_avg_pool2d(input, output_size):
     input size maps to ``output_size``; ``None`` keeps that dimension."""
     sizes = _adaptive_checks("adaptive_avg_pool2d", input, output_size)
     _dtypes_taken("adaptive_avg_pool2d", input)
+    if sizes == (1, 1) and input.numel() == 0:  # torch's mean (nan over an empty plane; no cells to cut)
+        return input.mean((-2, -1), keepdim=True)
     rows, cols = _adaptive_cells(input, sizes)
     node = "MeanBackward1" if sizes == (1, 1) else "AdaptiveAvgPool2DBackward0"  # torch: a 1x1 output is a mean
     return name_node(_adaptive_avg_pool2d(input, rows, cols, _narrow(input)), node, input)
@@ -522,10 +537,14 @@ def _adaptive_checks(fn, input, output_size):
     """torch's checks of an adaptive pooling call; the two output sizes (None: the input's)."""
     if input.ndim not in (3, 4):
         raise RuntimeError(f"{fn}(): Expected 3D or 4D tensor, but got {list(input.shape)}")
-    if 0 in tuple(input.shape[-3:]):
+    sizes = (output_size, output_size) if isinstance(output_size, int) or output_size is None else tuple(output_size)
+    # torch checks every dim after the first (of an unbatched input too) for the max; the last two for the
+    # average, and a 1x1 average is a mean (of nothing: nan)
+    checked = () if sizes == (1, 1) and fn == "adaptive_avg_pool2d" else \
+        input.shape[-2:] if fn == "adaptive_avg_pool2d" else input.shape[1:]
+    if 0 in tuple(checked):
         raise RuntimeError(f"{fn}(): Expected input to have non-zero size for non-batch dimensions, but input "
                            f"has sizes {list(input.shape)}")
-    sizes = (output_size, output_size) if isinstance(output_size, int) or output_size is None else tuple(output_size)
     if len(sizes) != 2:
         raise RuntimeError(f"{fn}: output_size must be 2")
     if any(n is not None and n < 0 for n in sizes):
@@ -1016,6 +1035,10 @@ class ConvTranspose2d(Function):
         xp, (nx, nw) = xp_of(g), ctx.needs_input_grad
         stride, (ph, pw), dilation, (h, w) = ctx.geometry
         groups, kh, kw = ctx.weight.shape[0], ctx.weight.shape[3], ctx.weight.shape[4]
+        if ctx.x.size == 0:  # an empty batch or image: nothing was summed (and no window fits an empty image)
+            n, _, c, _, _ = ctx.x.shape
+            return (xp.zeros((n, groups * c, h, w), g.dtype) if nx else None,
+                    xp.zeros((groups * c,) + ctx.weight.shape[2:], g.dtype) if nw else None)
         padded = xp.pad(g, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else g
         windows = _windows(xp, padded, (kh, kw), stride, dilation)[:, :, :h, :w]
         windows = windows.reshape(g.shape[0], groups, g.shape[1] // groups, h, w, kh, kw)
@@ -1064,6 +1087,7 @@ def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, grou
         raise RuntimeError(f"Given transposed=1, weight of size {list(weight.shape)}, expected input"
                            f"{list(input.shape)} to have {weight.shape[0]} channels, but got {input.shape[1]} "
                            f"channels instead")
+    _check_empty_input(input)
     sizes = [(n - 1) * s - 2 * p + d * (k - 1) + op + 1 for n, s, p, d, k, op in
              zip(input.shape[2:], stride, padding, dilation, weight.shape[2:], output_padding)]
     if min(sizes) <= 0:

@@ -1451,6 +1451,10 @@ class Pad(Function):
     def forward(ctx, a, widths, value):
         xp = xp_of(a)
         shape = tuple(n + before + after for n, (before, after) in zip(a.shape, widths))
+        if any(n + min(before, 0) < 0 or n + min(before, 0) + min(after, 0) < 0 for n, (before, after) in
+               zip(a.shape, widths)):  # torch crops one side, then the other: neither may cut past the edge
+            raise RuntimeError(f"narrow(): length must be non-negative. (pad: cropping {widths} from an input of "
+                               f"shape {a.shape})")
         if any(n < 0 for n in shape):
             raise RuntimeError(f"pad: the padded shape {shape} of input {a.shape} has a negative size")
         out = xp.full(shape, value, dtype=a.dtype)
