@@ -30,12 +30,13 @@ the copy reused (torch's weight cache): changing the parameter in place inside t
 seen until the region ends, as in torch.
 
 How an op takes part: its wrapper starts with ``if amp.active: return amp.autocast_op(name, fn, ...)``.
-``active`` is one module-level flag, False outside every region, so autocast costs the hot path one
-attribute check. ``autocast_op`` casts the arguments by the op's policy and calls the wrapper again
+``active`` is False outside every region, so autocast costs those ops one attribute
+check. ``autocast_op`` casts the arguments by the op's policy and calls the wrapper again
 with ``active`` cleared: an op's inner calls are not autocast again (torch's autocast runs once, at
 the op the user called), and an op a wrapper builds from others (``dot`` from ``matmul``) keeps its
-own dtype (torch's ``dot`` is not autocast on the CPU). The state is per process, not per thread
-as torch's.
+own dtype (torch's ``dot`` is not autocast on the CPU). The state is per thread, as torch's: a
+region in one thread (a server's request) does not cast another's ops, and a new thread starts with
+autocast off (``amp.active`` reads this thread's flag).
 
 Device types: ``"cpu"``, with torch's CPU tables; ``"cuda"`` (with a GPU) and minilora's ``"emu"``
 (minilora's CUDA kernels in the emulator), with torch's CUDA tables. ``"cuda"`` where no GPU answers
@@ -51,6 +52,9 @@ doubles it after ``growth_interval`` clean ones (torch's ``_amp_update_scale_``,
 """
 import functools
 import inspect
+import sys
+import threading
+import types
 import warnings
 from collections import defaultdict
 from enum import Enum
@@ -133,29 +137,49 @@ _BCE_BANNED = ("torch.nn.functional.binary_cross_entropy and torch.nn.BCELoss ar
                "or torch.nn.BCEWithLogitsLoss.  binary_cross_entropy_with_logits and BCEWithLogits are\n"
                "safe to autocast.")
 
-# ---- the state (torch keeps it per thread; minilora per process) -----------------------------------
-_enabled = {"cpu": False, "cuda": False, "emu": False}
-_fast_dtype = {"cpu": dtypes.bfloat16, "cuda": dtypes.float16, "emu": dtypes.float16}
-_cache_enabled = True
-_nesting = 0
-_cache = {}  # id(float32 leaf) -> (the leaf, its cast copy): one cast per parameter per region
-active = False  # the ops' one check: is some device type's autocast on (and no autocast op running)?
+# ---- the state: per thread, as torch's ----------------------------------------------------------------
+_DEVICE_TYPES = ("cpu", "cuda", "emu")
+
+
+class _ThreadState(threading.local):
+    """One thread's autocast state; a new thread starts with autocast off, torch's default dtypes and
+    the weight cache on (torch's)."""
+
+    def __init__(self):
+        self.enabled = dict.fromkeys(_DEVICE_TYPES, False)
+        self.fast_dtype = {"cpu": dtypes.bfloat16, "cuda": dtypes.float16, "emu": dtypes.float16}
+        self.cache_enabled = True
+        self.nesting = 0
+        self.cache = {}  # id(float32 leaf) -> (the leaf, its cast copy): one cast per parameter per region
+        self.active = False  # is some device type's autocast on (and no autocast op running)?
+
+
+_state = _ThreadState()
+
+
+class _AmpModule(types.ModuleType):
+    @property
+    def active(self):
+        """The ops' one check (``if amp.active:``): is autocast on in this thread, no autocast op running?"""
+        return _state.active
+
+
+sys.modules[__name__].__class__ = _AmpModule  # (``amp.active`` reads the calling thread's flag)
 
 _TORCH_DEVICE_TYPES = ("cpu, cuda, ipu, xpu, mkldnn, opengl, opencl, ideep, hip, ve, fpga, maia, xla, lazy, "
                        "vulkan, mps, meta, hpu, mtia, privateuseone")
 
 
 def _refresh():
-    global active
-    active = any(_enabled.values())
+    _state.active = any(_state.enabled.values())
 
 
 def _device_type(device_type):
     """``device_type`` checked: one of minilora's devices, or torch's error for a string it does not know."""
-    if device_type in _enabled:
+    if device_type in _DEVICE_TYPES:
         return device_type
     kind = device_type.split(":")[0] if isinstance(device_type, str) else device_type
-    if kind in _enabled:
+    if kind in _DEVICE_TYPES:
         return kind
     if isinstance(device_type, str) and kind in _TORCH_DEVICE_TYPES.split(", "):
         raise RuntimeError(f"User specified an unsupported autocast device_type '{device_type}' "
@@ -181,47 +205,44 @@ def is_autocast_available(device_type):
 
 def is_autocast_enabled(device_type=None):
     """``torch.is_autocast_enabled(device_type)``; without an argument, CUDA's (as torch)."""
-    return _enabled[_device_type("cuda" if device_type is None else device_type)]
+    return _state.enabled[_device_type("cuda" if device_type is None else device_type)]
 
 
 def set_autocast_enabled(device_type, enabled=None):
     if enabled is None:  # torch's older one-argument form: CUDA's
         device_type, enabled = "cuda", device_type
-    _enabled[_device_type(device_type)] = bool(enabled)
+    _state.enabled[_device_type(device_type)] = bool(enabled)
     _refresh()
 
 
 def get_autocast_dtype(device_type):
-    return _fast_dtype[_device_type(device_type)]
+    return _state.fast_dtype[_device_type(device_type)]
 
 
 def set_autocast_dtype(device_type, dtype):
-    _fast_dtype[_device_type(device_type)] = dtypes.to_dtype(dtype)
+    _state.fast_dtype[_device_type(device_type)] = dtypes.to_dtype(dtype)
 
 
 def is_autocast_cache_enabled():
-    return _cache_enabled
+    return _state.cache_enabled
 
 
 def set_autocast_cache_enabled(enabled):
-    global _cache_enabled
-    _cache_enabled = bool(enabled)
+    _state.cache_enabled = bool(enabled)
 
 
 def clear_autocast_cache():
-    _cache.clear()
+    _state.cache.clear()
 
 
 def autocast_increment_nesting():
-    global _nesting
-    _nesting += 1
-    return _nesting
+    _state.nesting += 1
+    return _state.nesting
 
 
 def autocast_decrement_nesting():
-    global _nesting
-    _nesting -= 1
-    return _nesting
+    _state.nesting -= 1
+    return _state.nesting
 
 
 # torch's older per-device spellings, with torch's DeprecationWarning
@@ -263,8 +284,8 @@ def set_autocast_gpu_dtype(dtype):
 def region_now(device_type="cpu"):
     """An autocast region as the one in force now (enabled or not, its dtype, its cache): torch's
     checkpoint recomputes a segment in backward inside the region its forward ran in."""
-    return autocast(device_type, dtype=_fast_dtype[device_type], enabled=_enabled[device_type],
-                    cache_enabled=_cache_enabled)
+    return autocast(device_type, dtype=_state.fast_dtype[device_type], enabled=_state.enabled[device_type],
+                    cache_enabled=_state.cache_enabled)
 
 
 def _cuda_available():
@@ -361,13 +382,14 @@ def _cached_cast(t, dtype, device_type):
     """``t`` in ``dtype`` if autocast may cast it (floating, not float64, on the region's device)."""
     if not _floating_on(t, device_type) or t.dtype in (dtype, dtypes.float64):
         return t
-    cacheable = (_cache_enabled and dtype == _fast_dtype[device_type] and t.dtype == dtypes.float32
+    cacheable = (_state.cache_enabled and dtype == _state.fast_dtype[device_type] and t.dtype == dtypes.float32
                  and t.requires_grad and t.is_leaf and t._base is None)
     if not cacheable:
         return t.to(dtype)
-    hit = _cache.get(id(t))
+    cache = _state.cache
+    hit = cache.get(id(t))
     if hit is None or hit[0] is not t:
-        hit = _cache[id(t)] = (t, t.to(dtype))
+        hit = cache[id(t)] = (t, t.to(dtype))
     return hit[1]
 
 
@@ -386,7 +408,7 @@ def _cast_one(v, dtype, device_type):
 def _widest(tensors, device_type):
     """torch's ``prioritize``: float32 wins over the region's dtype; float64 is left alone; a
     16-bit dtype that is not the region's is an error (torch refuses it too)."""
-    lower = _fast_dtype[device_type]
+    lower = _state.fast_dtype[device_type]
     current = lower
     for t in tensors:
         if not _floating_on(t, device_type) or t.dtype == dtypes.float64:
@@ -411,7 +433,7 @@ def _policy_cast(name, args, kwargs, fn=None):
     if policy == BANNED:
         raise RuntimeError(_BCE_BANNED)
     if policy == LOWER:
-        dtype = _fast_dtype[device_type]
+        dtype = _state.fast_dtype[device_type]
     elif policy in (FP32, FP32_OPT):
         dtype = dtypes.float32
     else:
@@ -426,7 +448,7 @@ def _device_of(args, kwargs):
 def _policy(name, args, kwargs, device_type=None):
     """Op ``name``'s policy in the table of its tensors' device, None where autocast is off there."""
     device_type = device_type or _device_of(args, kwargs)
-    return _TABLES.get(device_type, {}).get(name) if _enabled.get(device_type) else None
+    return _TABLES.get(device_type, {}).get(name) if _state.enabled.get(device_type) else None
 
 
 @functools.lru_cache(maxsize=None)
@@ -463,12 +485,11 @@ def cast_args(name, *args):
 def without_autocast(fn, *args, **kwargs):
     """``fn(*args, **kwargs)`` with autocast off: an autocast op's inner calls, and torch's in-place
     ops and ``out=`` calls, which autocast leaves alone (``a.addmm_(b, c)`` stays float32)."""
-    global active
-    saved, active = active, False
+    saved, _state.active = _state.active, False
     try:
         return fn(*args, **kwargs)
     finally:
-        active = saved
+        _state.active = saved
 
 
 def autocasts(fn=None, *, name_of=None):
@@ -480,7 +501,7 @@ def autocasts(fn=None, *, name_of=None):
 
     @functools.wraps(fn)
     def op(*args, **kwargs):
-        if active:
+        if _state.active:
             return autocast_op(fn.__name__ if name_of is None else name_of(*args, **kwargs), fn, *args, **kwargs)
         return fn(*args, **kwargs)
     return op

@@ -368,3 +368,41 @@ def test_a_tensor_made_in_another_threads_inference_mode_is_not_inference():
     release.set()
     worker.join()
     assert not made.is_inference()
+
+
+# ---- autocast is per thread (torch's) ----------------------------------------------------------------
+def _name(dtype):
+    return str(dtype).replace("torch.", "")
+
+
+def _autocast_seen_from_another_thread(L):
+    a = L.ones(2, 2)
+    with L.autocast("cpu"):
+        here = (L.is_autocast_enabled("cpu"), _name((a @ a).dtype))
+        there = _in_thread(lambda: (L.is_autocast_enabled("cpu"), _name((a @ a).dtype),
+                                    _name(L.get_autocast_dtype("cpu"))))
+    return here, there
+
+
+def test_autocast_is_per_thread():
+    ours = _autocast_seen_from_another_thread(minilora)
+    assert ours == _autocast_seen_from_another_thread(torch)
+    assert ours == ((True, "bfloat16"), (False, "float32", "bfloat16"))
+
+
+def test_autocast_in_a_thread_leaves_the_others_in_float32():
+    a = minilora.ones(2, 2)
+    inside, release = threading.Event(), threading.Event()
+
+    def worker():
+        with minilora.autocast("cpu"):
+            inside.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    inside.wait(5)
+    dtype = (a @ a).dtype
+    release.set()
+    thread.join()
+    assert dtype == minilora.float32
