@@ -81,14 +81,15 @@ def _check(name, A, *, square=False, arg="A"):
                            f"{A.shape[-1]} matrices")
 
 
-def _check_dtype(name, A):
+def _check_dtype(name, A, *, low_precision=False):
+    """A floating dtype; float16/bfloat16 only where ``low_precision`` (the norms: torch computes those)."""
     if A.dtype.kind == "c":
         raise NotImplementedError(f"{name}: minilora has no complex linear algebra (got {A.dtype}); "
                                   f"split real and imaginary parts, or use torch")
     if not dtypes.is_floating(A.dtype):
         raise RuntimeError(f"{name}: Expected a floating point or complex tensor as input. Got "
                            f"{dtypes.torch_name(A.dtype)}")
-    if A.dtype.itemsize == 2:
+    if A.dtype.itemsize == 2 and not low_precision:
         raise RuntimeError(f"{name}: Low precision dtypes not supported. Got {dtypes.torch_name(A.dtype)}")
 
 
@@ -291,8 +292,10 @@ def qr(A, mode="reduced", *, out=None):
 
 # ---- symmetric eigendecomposition -----------------------------------------------------------------
 def _check_uplo(UPLO):
-    if UPLO not in ("L", "U"):
+    """torch takes 'L' / 'U' in either case; the triangle's letter for LAPACK."""
+    if not isinstance(UPLO, str) or UPLO.upper() not in ("L", "U"):
         raise RuntimeError(f"Expected UPLO argument to be 'L' or 'U', but got {UPLO}")
+    return UPLO.upper()
 
 
 def _eigh_backward(L, V, gL, gV):
@@ -315,7 +318,7 @@ def eigh(A, UPLO="L", *, out=None):
     """``torch.linalg.eigh``: ``(eigenvalues, eigenvectors)`` of a symmetric matrix (ascending values),
     reading its ``UPLO`` triangle only. Each eigenvector's sign is LAPACK's choice (as torch's)."""
     _check("linalg.eigh", A, square=True)
-    _check_uplo(UPLO)
+    UPLO = _check_uplo(UPLO)
     values, vectors = xp_of(A._array).linalg.eigh(A._array, UPLO=UPLO)
 
     def derivative(arrays, outputs, grads):
@@ -326,7 +329,7 @@ def eigh(A, UPLO="L", *, out=None):
 def eigvalsh(A, UPLO="L", *, out=None):
     """``torch.linalg.eigvalsh``: the eigenvalues of a symmetric matrix, ascending."""
     _check("linalg.eigh", A, square=True)
-    _check_uplo(UPLO)
+    UPLO = _check_uplo(UPLO)
     values, vectors = xp_of(A._array).linalg.eigh(A._array, UPLO=UPLO)
 
     def derivative(arrays, outputs, grads):
@@ -433,37 +436,26 @@ def inv_ex(A, *, check_errors=False, out=None):
     ``check_errors``)."""
     _check("linalg.inv_ex", A, square=True)
     xp = xp_of(A._array)
-    batch = A.shape[:-2]
-    info = xp.zeros(batch, xp.int32)
+    info = xp.zeros(A.shape[:-2], xp.int32)
     try:
         inverse = xp.linalg.inv(A._array)
     except np.linalg.LinAlgError:
         if check_errors:
             raise _singular("linalg.inv_ex") from None
-        inverse = xp.empty(A._array.shape, A._array.dtype)
-        flat_a, flat_i = A._array.reshape((-1,) + A.shape[-2:]), inverse.reshape((-1,) + A.shape[-2:])
-        flat_info = info.reshape(-1)
-        for i in range(flat_a.shape[0]):
-            try:
-                flat_i[i] = xp.linalg.inv(flat_a[i])
-            except np.linalg.LinAlgError:
-                flat_i[i] = xp.nan
-                flat_info[i] = _singular_position(flat_a[i])
+        eye = xp.broadcast_to(xp.eye(A.shape[-1], dtype=A._array.dtype), A.shape)
+        inverse, info = _lu_solve_arrays(A._array, eye)  # (inf/nan where singular, as torch's getri)
     inverse_t, = _outputs("LinalgInvExBackward0", (A,), (inverse,), _inv_derivative)
     return _with_out(InvEx(inverse_t, _plain(info, A)), out)
 
 
-def _singular_position(a):
-    """LAPACK's getrf info: the 1-based index of the first zero pivot of the LU factorization."""
-    n = a.shape[-1]
-    u = np.array(a, dtype=np.float64)
-    for j in range(n):
-        p = j + int(np.argmax(np.abs(u[j:, j])))
-        if u[p, j] == 0:
-            return j + 1
-        u[[j, p]] = u[[p, j]]
-        u[j + 1:] -= np.outer(u[j + 1:, j] / u[j, j], u[j])
-    return n
+def _lu_solve_arrays(a, b):
+    """``(A^-1 B, info)`` by LAPACK's getrf + getrs: a singular matrix gives inf/nan and its info (the first
+    zero pivot), as torch's solve_ex / inv_ex, where NumPy's solve refuses the whole batch."""
+    LU, pivots, info = _lu_arrays(a)
+    P, L, U = _unpack_arrays(LU, pivots)
+    with np.errstate(all="ignore"):
+        y = _tri_solve(L, _mT(P) @ b, upper=False, unit=True)
+        return _tri_solve(U, y, upper=True), info
 
 
 def _det_derivative(arrays, outputs, grads):
@@ -566,8 +558,7 @@ def _solve(name, A, B, *, left, check_errors):
     except np.linalg.LinAlgError:
         if check_errors:
             raise LinAlgError(f"torch.{name}: The solver failed because the input matrix is singular.") from None
-        x = xp.full(b.shape, xp.nan, b.dtype)
-        info[...] = 1
+        x, info = _lu_solve_arrays(a, b)  # (per matrix: inf/nan and info where singular, as torch)
     if vector:
         x = x[..., 0]
 
@@ -1270,10 +1261,7 @@ class VectorNorm(Function):
     def forward(ctx, x, *, ord, dims, keepdim):
         xp = xp_of(x)
         a = xp.abs(x)
-        if x.size == 0:
-            if ord < 0 or ord == math.inf:
-                raise RuntimeError(f"linalg.vector_norm cannot compute the {ord} norm on an empty tensor because "
-                                   f"the operation does not have an identity")
+        if x.size == 0 and (dims is None or any(x.shape[d] == 0 for d in dims)):  # (the empty sum: 0)
             out = xp.zeros(_reduced_shape(x.shape, dims, keepdim), x.dtype)
         elif ord == math.inf:
             out = a.max(axis=dims, keepdims=keepdim)
@@ -1314,6 +1302,46 @@ class VectorNorm(Function):
             return (x * xp.abs(x) ** (p - 2) * scale).astype(x.dtype)
 
 
+def _refuse_empty_norm(x, ord, dims):
+    """torch's error for a norm without an identity (negative or inf order) over an empty set."""
+    order = ord if math.isinf(ord) or ord != int(ord) else int(ord)  # (torch prints -1, -1.5, inf)
+    if dims is None:
+        raise RuntimeError(f"linalg.vector_norm cannot compute the {order} norm on an empty tensor because the "
+                           f"operation does not have an identity")
+    empty = [d for d in dims if x.shape[d] == 0]
+    if empty:  # (torch's message has no space before "because")
+        raise RuntimeError(f"linalg.vector_norm cannot compute the {order} norm on the dimension {empty[0]}because "
+                           f"this dimension is empty and the operation does not have an identity")
+
+
+def _norm_dtype(name, x, dtype):
+    """torch's ``dtype=`` of the norms: a floating dtype the input converts to without narrowing."""
+    if dtype is None:
+        return x
+    dtype = dtypes.to_dtype(dtype)
+    if not dtypes.is_floating(dtype):
+        raise RuntimeError(f"{name}: dtype should be floating point or complex, but got {_scalar_name(dtype)}")
+    if dtypes.promote_types(x.dtype, dtype) != dtype:
+        raise RuntimeError(f"{name}: the dtype of the input ({_scalar_name(x.dtype)}) should be convertible without "
+                           f"narrowing to the specified dtype ({_scalar_name(dtype)})")
+    return x.to(dtype)
+
+
+def _norm_dims(x, dims):
+    """The reduced dimensions, wrapped (None: all); a 0-d tensor takes dim 0 / -1, as torch; repeats refused."""
+    if dims is None or len(dims) == 0:
+        return None  # (torch: dim=() reduces all)
+    rank = max(x.ndim, 1)
+    for d in dims:
+        if not -rank <= d < rank:
+            raise IndexError(f"Dimension out of range (expected to be in range of [{-rank}, {rank - 1}], but got {d})")
+    wrapped = [d % rank for d in dims]
+    for d in wrapped:
+        if wrapped.count(d) > 1:
+            raise RuntimeError(f"dim {d} appears multiple times in the list of dims")
+    return None if x.ndim == 0 else tuple(wrapped)
+
+
 def _reduced_shape(shape, dims, keepdim):
     axes = set(range(len(shape))) if dims is None else {d % len(shape) for d in dims}
     return tuple(1 if i in axes else s for i, s in enumerate(shape) if keepdim or i not in axes)
@@ -1328,14 +1356,18 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None, out=None):
     """``torch.linalg.vector_norm``: ``sum(|x|^ord)^(1/ord)`` over ``dim`` (all if None; inf, -inf, 0 too)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"linalg_vector_norm(): argument 'input' (position 1) must be Tensor, not {type(x).__name__}")
-    _check_dtype("linalg.vector_norm", x)
-    if dtype is not None:
-        x = x.to(dtype)
+    if isinstance(ord, (str, bool)) or not isinstance(ord, (int, float)):
+        raise TypeError(f"linalg_vector_norm(): argument 'ord' (position 2) must be Number, not {type(ord).__name__}")
+    _check_dtype("linalg.vector_norm", x, low_precision=True)
+    x = _norm_dtype("linalg.vector_norm", x, dtype)
     ord = float(ord)
-    dims = _as_dims(dim)
-    if dims is not None and len(dims) == 0:
-        dims = None  # (torch: dim=() reduces all)
-    result = VectorNorm.apply(x, ord=ord, dims=dims, keepdim=keepdim)
+    dims = _norm_dims(x, _as_dims(dim))
+    if x.numel() == 0 and (ord < 0 or ord == math.inf):
+        _refuse_empty_norm(x, ord, dims)
+    if x.dtype.itemsize == 2:  # float16 / bfloat16: computed in float32 and rounded once, as torch's kernel
+        result = VectorNorm.apply(x.float(), ord=ord, dims=dims, keepdim=keepdim).to(x.dtype)
+    else:
+        result = VectorNorm.apply(x, ord=ord, dims=dims, keepdim=keepdim)
     return _with_out(name_node(result, "LinalgVectorNormBackward0", x), out)
 
 
@@ -1344,11 +1376,10 @@ def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, out=No
     """``torch.linalg.matrix_norm``: 'fro', 'nuc', inf, -inf, 1, -1, 2, -2 over the two ``dim``."""
     if not isinstance(A, Tensor):
         raise TypeError(f"linalg_matrix_norm(): argument 'input' (position 1) must be Tensor, not {type(A).__name__}")
-    _check_dtype("linalg.matrix_norm", A)
+    _check_dtype("linalg.matrix_norm", A, low_precision=True)
     if A.ndim < 2:
         raise RuntimeError("linalg.matrix_norm: The input tensor A must have at least 2 dimensions.")
-    if dtype is not None:
-        A = A.to(dtype)
+    A = _norm_dtype("linalg.matrix_norm", A, dtype)
     dim = tuple(dim)
     if len(dim) != 2:
         raise RuntimeError(f"linalg.matrix_norm: dim must be a 2-tuple. Got {' '.join(map(str, dim))}")
@@ -1360,10 +1391,12 @@ def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, out=No
             raise RuntimeError(f"linalg.matrix_norm: Order {ord} not supported.")
         if ord == "fro":
             return _with_out(vector_norm(A, 2, (d0, d1), keepdim), out)
+        _check_dtype("linalg.matrix_norm", A)  # (the singular values: no 16-bit SVD, as torch)
         return _with_out(_singular_norm(A, d0, d1, keepdim, ops.sum), out)
     if ord not in (1, -1, 2, -2, math.inf, -math.inf):
         raise RuntimeError(f"linalg.matrix_norm: Order {ord} not supported.")
     if abs(ord) == 2:
+        _check_dtype("linalg.matrix_norm", A)
         return _with_out(_singular_norm(A, d0, d1, keepdim, ops.amax if ord > 0 else ops.amin), out)
     # 1: the largest column sum of |A|; inf: the largest row sum (torch's amax(sum(abs(A), d0), d1))
     summed, over = (d0, d1) if abs(ord) == 1 else (d1, d0)
@@ -1439,6 +1472,8 @@ def _expm(a):
     """exp(a) by scaling and squaring with a degree-13 Pade approximant (Higham 2005, as torch's CPU
     kernel for large norms): accurate to the dtype's precision."""
     xp = xp_of(a)
+    if a.size == 0:
+        return a.copy()
     b = (64764752532480000., 32382376266240000., 7771770303897600., 1187353796428800., 129060195264000.,
          10559470521600., 670442572800., 33522128640., 1323241920., 40840800., 960960., 16380., 182., 1.)
     norm1 = xp.abs(a).sum(-2).max(-1) if a.size else xp.zeros(a.shape[:-2])
@@ -1550,14 +1585,23 @@ def diagonal(A, *, offset=0, dim1=-2, dim2=-1):
 
 @_amp.autocasts
 def vecdot(x, y, *, dim=-1, out=None):
-    """``torch.linalg.vecdot``: the dot product along ``dim``, other dimensions broadcast."""
+    """``torch.linalg.vecdot``: the dot product along ``dim``, other dimensions broadcast; floating inputs of
+    one dtype, as torch."""
+    if not dtypes.is_floating(x.dtype):
+        raise RuntimeError(f"linalg.vecdot: Expected a floating point or complex tensor as input. Got "
+                           f"{_scalar_name(x.dtype)}")
+    if x.dtype != y.dtype:
+        raise RuntimeError(f"linalg.vecdot: Expected x and y to have the same dtype, but found x of type "
+                           f"{_scalar_name(x.dtype)} and y of type {_scalar_name(y.dtype)} instead")
     return _with_out(ops.sum(ops.mul(x, y), dim), out)
 
 
 def vander(x, *, N=None):
     """``torch.linalg.vander``: columns x^0, x^1, ..., x^(N-1) along a new last dimension (increasing powers,
-    unlike ``torch.vander``), as torch's running products; integers and bools as int64."""
-    N = x.shape[-1] if N is None else N
+    unlike ``torch.vander``), as torch's running products; integers as int64 (bools refused, as torch)."""
+    if x.dtype == np.bool_:
+        raise RuntimeError("linalg.vander supports floating point, complex, and integer tensors, but got Bool")
+    N = (x.shape[-1] if x.ndim else 1) if N is None else N
     if N <= 1:
         raise RuntimeError("N must be greater than 1.")
     if not dtypes.is_floating(x.dtype):

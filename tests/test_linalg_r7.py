@@ -87,7 +87,7 @@ def test_eig_gradients_against_torch(index):
 
 
 def test_eig_gradcheck_and_gauge_error():
-    A = _pair(3, 3)[0]
+    A = _pair(3, 3, values=[[0.1, -1, 0.3], [1, 0.2, 0], [0.5, 0, 2]])[0]  # (two complex eigenvalues)
     assert ml.autograd.gradcheck(lambda x: ml.view_as_real(LA.eigvals(x)), [A])
     assert ml.autograd.gradcheck(lambda x: LA.eig(x).eigenvectors.abs(), [A])
     assert LA.eig(A).eigenvalues.grad_fn.name() == "LinalgEigBackward0"
@@ -470,3 +470,63 @@ def test_eig_on_cupy_is_refused_with_a_clear_message(monkeypatch):
     fake_cupy.install(monkeypatch)
     with pytest.raises(NotImplementedError, match="CuPy has no general"):
         LA.eigvals(ml.eye(3, device="cuda"))
+
+
+# ---- the round-6 functions, at their edges (each was a divergence) -------------------------------------------
+SQUARE = RNG.standard_normal((3, 3))
+EDGES = {  # call(lib): torch's value (dtype, shape, values with nan/inf) or torch's error type and first words
+    "vecdot of integers": lambda L: L.linalg.vecdot(L.tensor([1, 2]), L.tensor([3, 4])),
+    "vecdot of two dtypes": lambda L: L.linalg.vecdot(L.tensor([1.0, 2.0]), L.tensor([3, 4])),
+    "vander of a 0-d tensor": lambda L: L.linalg.vander(L.tensor(2.0)),
+    "vander of bools": lambda L: L.linalg.vander(L.tensor([True, False]), N=3),
+    "vector_norm dtype narrowing": lambda L: L.linalg.vector_norm(L.ones(3, dtype=L.float64), dtype=L.float32),
+    "vector_norm dtype widening": lambda L: L.linalg.vector_norm(L.ones(3, dtype=L.float16), dtype=L.float32),
+    "vector_norm integer dtype": lambda L: L.linalg.vector_norm(L.ones(3), dtype=L.long),
+    "vector_norm string ord": lambda L: L.linalg.vector_norm(L.ones(3), "fro"),
+    "vector_norm empty, -1": lambda L: L.linalg.vector_norm(L.ones(0), -1),
+    "vector_norm empty dim, inf": lambda L: L.linalg.vector_norm(L.ones(2, 0), math.inf, dim=1),
+    "vector_norm non-empty dim of an empty tensor": lambda L: L.linalg.vector_norm(L.ones(2, 0), math.inf, dim=0),
+    "vector_norm 0-d, dim=0": lambda L: L.linalg.vector_norm(L.tensor(-3.0), 1, dim=0),
+    "vector_norm 0-d, dim=(-1,) keepdim": lambda L: L.linalg.vector_norm(L.tensor(-3.0), 2, dim=(-1,), keepdim=True),
+    "vector_norm 0-d, dim=1": lambda L: L.linalg.vector_norm(L.tensor(-3.0), 2, dim=1),
+    "vector_norm repeated dim": lambda L: L.linalg.vector_norm(L.ones(2, 3), 2, dim=(0, 0)),
+    "matrix_norm dtype narrowing": lambda L: L.linalg.matrix_norm(L.ones(2, 2, dtype=L.float64), "nuc",
+                                                                 dtype=L.float32),
+    "matrix_norm integer dtype": lambda L: L.linalg.matrix_norm(L.ones(2, 2), dtype=L.long),
+    "matrix_norm dtype=": lambda L: L.linalg.matrix_norm(L.tensor(SQUARE).float(), 1, dtype=L.float64),
+    "norm dtype narrowing": lambda L: L.linalg.norm(L.ones(2, 2, dtype=L.float64), dtype=L.float32),
+    "eigvalsh UPLO='u'": lambda L: L.linalg.eigvalsh(L.tensor(np.triu(SQUARE)), "u"),
+    "eigh UPLO='l'": lambda L: L.linalg.eigh(L.tensor(np.tril(SQUARE)), UPLO="l").eigenvalues,
+    "solve_ex, one singular matrix in the batch": lambda L: L.linalg.solve_ex(
+        L.stack([L.eye(2), L.zeros(2, 2)]), L.ones(2)),
+    "solve_ex singular": lambda L: L.linalg.solve_ex(L.tensor(SINGULAR), L.ones(2, 1, dtype=L.float64)),
+    "inv_ex singular": lambda L: L.linalg.inv_ex(L.stack([L.tensor(SINGULAR), L.eye(2, dtype=L.float64)])),
+    "matrix_exp 0x0": lambda L: L.linalg.matrix_exp(L.ones(0, 0)),
+    "vector_norm float16": lambda L: L.linalg.vector_norm(L.tensor([[3.0, 4.0], [1.0, 2.0]], dtype=L.float16)),
+    "vector_norm bfloat16, ord 3": lambda L: L.linalg.vector_norm(L.tensor([3.0, 4.0, 1.0], dtype=L.bfloat16), 3),
+    "matrix_norm float16, 1": lambda L: L.linalg.matrix_norm(L.tensor([[3.0, 4.0], [1.0, 2.0]], dtype=L.float16), 1),
+    "matrix_norm bfloat16, fro": lambda L: L.linalg.norm(L.tensor([[3.0, 4.0], [1.0, 2.0]], dtype=L.bfloat16)),
+    "matrix_norm float16, nuc": lambda L: L.linalg.matrix_norm(L.ones(2, 2, dtype=L.float16), "nuc"),
+    "matrix_exp batch of 0x0": lambda L: L.matrix_exp(L.ones(2, 0, 0)),
+}
+
+
+def _outcome(lib, call):
+    try:
+        result = call(lib)
+    except Exception as error:  # noqa: BLE001
+        kind = type(error) if type(error).__module__ == "builtins" else RuntimeError
+        return ("error", kind, str(error).split(":")[0])
+    return [(str(r.dtype).replace("torch.", ""), tuple(r.shape), np.array(r.tolist(), dtype=float))
+            for r in _outputs_of(result)]
+
+
+@pytest.mark.parametrize("name", list(EDGES))
+def test_round6_functions_at_their_edges(name):
+    mine, theirs = _outcome(ml, EDGES[name]), _outcome(torch, EDGES[name])
+    if theirs[0] == "error":
+        assert mine[0] == "error" and issubclass(mine[1], theirs[1]) and mine[2] == theirs[2], (mine, theirs)
+    else:
+        assert [m[:2] for m in mine] == [t[:2] for t in theirs]
+        for m, t in zip(mine, theirs):  # (nan and inf where torch has them)
+            np.testing.assert_allclose(m[2], t[2], rtol=1e-12 if m[0] == "float64" else 1e-6)
