@@ -575,10 +575,7 @@ def test_unsupported_targets_refused_as_peft():
     with pytest.raises(ValueError, match="not found in the base model") as refused:
         ml_peft.get_peft_model(mlp(ml.nn, ml.float64), ml_peft.LoraConfig(target_modules=["nope"]))
     assert "seq.0, seq.1, seq.2" in str(refused.value)  # a small model's full names, which target_modules takes
-    # PEFT adapts MultiheadAttention (experimentally); minilora refuses it by name
-    attention = ml.nn.Sequential(ml.nn.MultiheadAttention(8, 2))
-    with pytest.raises(ValueError, match="MultiheadAttention"):
-        ml_peft.get_peft_model(attention, ml_peft.LoraConfig(target_modules=["0"]))
+    # (MultiheadAttention, refused here before, is adapted as PEFT does: test_peft_r7)
     with pytest.raises(ValueError, match="Conv2d"):  # PEFT's AdaLoRA also wraps Conv2d; minilora's Linear only
         ml_peft.get_peft_model(cnn(ml.nn, ml.float64), ml_peft.AdaLoraConfig(target_modules=["conv1"], total_step=10))
     with pytest.raises(NotImplementedError, match="mixed"):  # PEFT's PeftMixedModel: not in minilora

@@ -215,3 +215,141 @@ def test_dora_embedding_beside_a_second_adapter_as_peft():
     ours.eval()
     with pytest.raises(ValueError, match="DoRA"):
         ours(ml.tensor(x), adapter_names=["dora", "default"])
+
+
+# ==================================================================================================
+# LoRA on nn.MultiheadAttention (PEFT's lora.MultiheadAttention; minilora refused it)
+# ==================================================================================================
+def attention(nn, dtype):
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Linear(6, 8, dtype=dtype)
+            self.self_attn = nn.MultiheadAttention(8, 2, batch_first=True, dtype=dtype)
+            self.head = nn.Linear(8, 3, dtype=dtype)
+
+        def forward(self, x):
+            h = self.embed(x)
+            return self.head(self.self_attn(h, h, h, need_weights=False)[0])
+    return Attention()
+
+
+def peft_fixed_merge(self, safe_merge=False, adapter_names=None):
+    """PEFT 0.21's MultiheadAttention.merge with out_proj's update added ONCE (huggingface/peft#3774: 0.21
+    writes W_out + dW, then out_proj.merge() adds dW again). As 0.21, both weights become graph tensors
+    (the forward's gradients reach A and B); out_proj is marked merged so that the model's loop skips it."""
+    from peft.tuners.tuners_utils import check_adapters_to_merge
+    for name in check_adapters_to_merge(self, adapter_names):
+        base, out = self.get_base_layer(), self.get_base_layer().out_proj
+        in_weight = base.in_proj_weight.data.detach() + self.get_delta_weight(name).to(out.weight.dtype)
+        out_weight = out.weight.data.detach() + out.get_delta_weight(name).to(out.weight.dtype)
+        del base.in_proj_weight, out.get_base_layer().weight
+        base.in_proj_weight, out.get_base_layer().weight = in_weight, out_weight
+        out.merged_adapters.append(name)
+        self.merged_adapters.append(name)
+
+
+def peft_fixed_unmerge(self):
+    base = self.get_base_layer()
+    out = base.out_proj
+    while self.merged_adapters:
+        name = self.merged_adapters.pop()
+        in_weight = base.in_proj_weight.data - self.get_delta_weight(name).to(out.weight.dtype)
+        out_weight = out.weight.data - out.get_delta_weight(name).to(out.weight.dtype)
+        del base.in_proj_weight, out.get_base_layer().weight
+        base.register_parameter("in_proj_weight", torch.nn.Parameter(in_weight, requires_grad=False))
+        out.get_base_layer().register_parameter("weight", torch.nn.Parameter(out_weight, requires_grad=False))
+        out.merged_adapters.remove(name)
+
+
+@pytest.fixture
+def peft_mha_fixed(monkeypatch):
+    """The oracle: PEFT 0.21 with its out_proj double count fixed (minilora counts it once, see lora/mha.py)."""
+    layer = peft.tuners.lora.layer.MultiheadAttention
+    monkeypatch.setattr(layer, "merge", peft_fixed_merge)
+    monkeypatch.setattr(layer, "unmerge", peft_fixed_unmerge)
+    monkeypatch.setitem(INPUTS, attention, lambda rng: rng.standard_normal((2, 5, 6)))
+
+
+@pytest.mark.parametrize("finish", ["merge_and_unload", "unload"])
+@pytest.mark.parametrize("config", [dict(target_modules=["self_attn"], r=2, lora_alpha=3),
+                                    dict(target_modules=["self_attn"], lora_dropout=0.3, use_rslora=True,
+                                         init_lora_weights="gaussian", modules_to_save=["head"])],
+                         ids=["attention", "dropout_rslora_saved_head"])
+def test_lora_on_multihead_attention_as_peft(peft_mha_fixed, tmp_path, config, finish):
+    """print(model), trainable names and counts, outputs before and after 5 AdamW steps, the files (in_proj's
+    pair as self_attn.lora_A/B, out_proj's as self_attn.base_layer.out_proj.lora_A/B), each library loading the
+    other's folder, disable_adapter, merge_and_unload / unload (a plain MultiheadAttention with a plain
+    out_proj again). LoRA dropout is not applied to the attention, as in PEFT (it merges for the forward)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        side_by_side(attention, tmp_path, finish=finish, **config)
+
+
+def test_multihead_attention_lora_is_the_updated_attention():
+    """Without PEFT: the output is torch's MultiheadAttention with W_in + s B A and W_out + s B_o A_o. PEFT 0.21
+    computes W_out + 2 s B_o A_o (out_proj's update merged twice, huggingface/peft#3774): minilora does not."""
+    theirs, ours = both(attention, dict(target_modules=["self_attn"], r=2, lora_alpha=3, init_lora_weights=False))
+    layer = ours.base_model.model.self_attn
+    delta = {name: (m.lora_B["default"].weight.numpy() @ m.lora_A["default"].weight.numpy()) * m.scaling["default"]
+             for name, m in (("in", layer), ("out", layer.base_layer.out_proj))}
+    x = np.random.default_rng(9).standard_normal((2, 5, 6))
+    for times in (1, 2):
+        reference, _ = pair(attention)
+        with torch.no_grad():
+            reference.self_attn.in_proj_weight += torch.as_tensor(delta["in"])
+            reference.self_attn.out_proj.weight += times * torch.as_tensor(delta["out"])
+        t, m = run_both(reference, ours, x)
+        if times == 1:
+            np.testing.assert_allclose(m, t, rtol=0, atol=TOL)
+        else:  # PEFT 0.21 computes this one
+            np.testing.assert_allclose(run_both(theirs, ours, x)[0], t, rtol=0, atol=TOL)
+            assert np.abs(m - t).max() > 1e-3
+
+
+def test_multihead_attention_two_adapters_and_merging_as_peft(peft_mha_fixed):
+    theirs, ours = both(attention, dict(target_modules=["self_attn"], r=2, init_lora_weights=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs.add_adapter("other", peft.LoraConfig(target_modules=["self_attn"], r=3, init_lora_weights=False))
+        ours.add_adapter("other", ml_peft.LoraConfig(target_modules=["self_attn"], r=3, init_lora_weights=False))
+    for model in (theirs, ours):
+        model.base_model.set_adapter(["default", "other"])
+    copy_trainable(theirs, ours)
+    x = INPUTS[attention](np.random.default_rng(10))
+    t, m = run_both(theirs, ours, x)
+    np.testing.assert_allclose(m, t, rtol=0, atol=TOL)
+    for model in (theirs, ours):
+        model.merge_adapter(["other"])
+    assert ours.base_model.model.self_attn.merged_adapters == ["other"]
+    for model in (theirs, ours):
+        model.merge_adapter(["default"])
+    np.testing.assert_allclose(run_both(theirs, ours, x)[1], t, rtol=0, atol=1e-10)
+    theirs_sd, ours_sd = theirs.state_dict(), ours.state_dict()
+    for key in ("base_model.model.self_attn.base_layer.in_proj_weight",
+                "base_model.model.self_attn.base_layer.out_proj.base_layer.weight"):
+        np.testing.assert_allclose(ours_sd[key].numpy(), theirs_sd[key].numpy(), rtol=0, atol=TOL, err_msg=key)
+    for model in (theirs, ours):
+        model.unmerge_adapter()
+    np.testing.assert_allclose(ours.base_model.model.self_attn.base_layer.in_proj_weight.numpy(),
+                               theirs.base_model.model.self_attn.base_layer.in_proj_weight.detach().numpy(),
+                               rtol=0, atol=TOL)
+    ours.eval()
+    with pytest.raises(TypeError, match="lora.MultiheadAttention does not support mixed adapter batches"):
+        ours(ml.tensor(x), adapter_names=["default", "other"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours.delete_adapter("other")
+    assert "other" not in ours.base_model.model.self_attn.base_layer.out_proj.lora_A
+
+
+@pytest.mark.parametrize("kw,config,error,words", [
+    (dict(kdim=4), {}, ValueError, "Only same embed for query/key/value is supported"),
+    ({}, dict(use_dora=True), ValueError, "MultiheadAttention does not support DoRA"),
+])
+def test_multihead_attention_refusals_as_peft(kw, config, error, words):
+    for nn in (torch.nn, ml.nn):
+        lib = peft if nn is torch.nn else ml_peft
+        model = nn.Sequential(nn.MultiheadAttention(8, 2, dtype=nn is torch.nn and torch.float64 or ml.float64, **kw))
+        with pytest.raises(error, match=words):
+            lib.get_peft_model(model, lib.LoraConfig(target_modules=["0"], **config))

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import dtypes, nn, ops
 from ..device import xp_of
-from ..nn import Conv1d, Conv2d, Dropout, Identity, Module, ModuleDict, Parameter
+from ..nn import Conv1d, Conv2d, Dropout, Identity, Module, ModuleDict, MultiheadAttention, Parameter
 from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
 from ..nn import init
@@ -147,6 +147,8 @@ class BaseTunerLayer(Module):
         self.base_layer = base_layer
         if isinstance(base_layer, _NNEmbedding):  # PEFT's convention: token ids in, features out
             self.in_features, self.out_features = base_layer.num_embeddings, base_layer.embedding_dim
+        elif isinstance(base_layer, MultiheadAttention):  # PEFT's: the packed q, k, v input projection
+            self.in_features, self.out_features = base_layer.embed_dim, 3 * base_layer.embed_dim
         elif hasattr(base_layer, "in_channels"):  # a convolution (lora.Conv2d): its channels, as PEFT
             self.in_features, self.out_features = base_layer.in_channels, base_layer.out_channels
         else:
@@ -158,8 +160,12 @@ class BaseTunerLayer(Module):
 
     @property
     def weight(self):
-        """The base weight W0 (as ``lora.Linear.weight`` in PEFT)."""
+        """The base weight W0 that the adapters update and merge into (as ``lora.Linear.weight`` in PEFT)."""
         return self.base_layer.weight
+
+    def unwrapped(self):
+        """The plain layer this one wraps: what ``unload()`` / ``merge_and_unload()`` put back."""
+        return self.base_layer
 
     @property
     def base_bias(self):
@@ -289,7 +295,7 @@ class BaseTunerLayer(Module):
         for name in names:
             if name in self.merged_adapters or name not in self.adapter_names():
                 continue
-            W = self.base_layer.weight
+            W = self.weight
             new = self.merge_math(name, W._array.copy() if safe_merge else W._array, safe_merge=safe_merge)
             new_bias = self.merged_bias(name)
             if safe_merge and not all(bool(xp_of(a).isfinite(a).all()) for a in (new, new_bias) if a is not None):
@@ -304,7 +310,7 @@ class BaseTunerLayer(Module):
         """Take every merged adapter back out of the base weight (last merged first)."""
         while self.merged_adapters:
             name = self.merged_adapters.pop()
-            W = self.base_layer.weight
+            W = self.weight
             W._array[...] = self.merge_math(name, W._array, unmerge=True)
             new_bias = self.merged_bias(name, unmerge=True)
             if new_bias is not None:
@@ -320,7 +326,7 @@ class BaseTunerLayer(Module):
     def _unmerged_weight(self):
         """W0 without the adapters merged so far (undone on a copy, last merged first): what a DoRA norm
         is taken of, as in the forward."""
-        W = self.base_layer.weight._array.copy()
+        W = self.weight._array.copy()
         for name in reversed(self.merged_adapters):
             W = self.merge_math(name, W, unmerge=True)
         return W
@@ -391,7 +397,7 @@ class Linear(BaseTunerLayer):
     def update_layer(self, adapter_name, config, r, lora_alpha):
         """Create adapter ``adapter_name`` (PEFT's ``update_layer``); the active adapters stay as they
         were, so an adapter added to an existing layer starts inactive and frozen."""
-        W0 = self.base_layer.weight
+        W0 = self.weight
         self._record_hyperparameters(adapter_name, config, r, lora_alpha)
         # nn.Linear initialises its weight kaiming-uniform(a=sqrt(5)): PEFT's init for A (and for B
         # when init_lora_weights=False, so that the adapter changes the output from the start).

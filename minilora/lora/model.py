@@ -27,12 +27,14 @@ from ..nn import Conv2d as _NNConv2d
 from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
 from ..nn import Module, ModuleDict, ModuleList
+from ..nn import MultiheadAttention as _NNMultiheadAttention
 from ..tensor import Tensor
 from . import save as _io
 from .config import TaskType, config_from_dict
 from .conv import Conv1d as LoraConv1d
 from .conv import Conv2d as LoraConv2d
 from .inits import save_converted_to_lora
+from .mha import MultiheadAttention as LoraMultiheadAttention
 from .layers import (BASE_ADAPTER, BaseTunerLayer, BufferDict, Embedding, Linear, ModulesToSaveWrapper, ParameterDict,
                      ParamWrapper, TrainableTokensLayer, TrainableTokensWrapper, VeraLinear)
 
@@ -334,7 +336,7 @@ class LoraModel(_Wrapper):
         load_adapter its wrappers hold no adapter, but would still rename the layers' weights)."""
         for key, module in list(self._candidate_modules()):
             if key not in keep and isinstance(module, _WRAPPERS):
-                self._replace(key, module.original_module if not isinstance(module, BaseTunerLayer) else module.base_layer)
+                self._replace(key, module.original_module if not isinstance(module, BaseTunerLayer) else module.unwrapped())
 
     def _resolve_targets(self, config):
         """``None`` -> the model type's default; ``"all-linear"`` -> every Linear but the output head."""
@@ -402,12 +404,14 @@ class LoraModel(_Wrapper):
         for kind, custom in (getattr(config, "_custom_modules", None) or {}).items():  # PEFT tries them first
             if isinstance(target, kind):
                 return custom(target, adapter_name, config=config, r=r, lora_alpha=alpha)
-        kinds = {_NNLinear: Linear, _NNEmbedding: Embedding, _NNConv1d: LoraConv1d, _NNConv2d: LoraConv2d}
+        kinds = {_NNLinear: Linear, _NNEmbedding: Embedding, _NNConv1d: LoraConv1d, _NNConv2d: LoraConv2d,
+                 _NNMultiheadAttention: LoraMultiheadAttention}
         layer = next((lora for kind, lora in kinds.items() if isinstance(target, kind)), None)  # subclasses too
         if layer is None:  # PEFT's ValueError and words
             raise ValueError(f"Target module {target} is not supported. Currently, only the following modules "
-                             f"are supported: `nn.Linear`, `nn.Embedding`, `nn.Conv1d`, `nn.Conv2d` (minilora's; "
-                             f"PEFT also adapts Conv3d, Conv1D and MultiheadAttention). Module {key!r} is a "
+                             f"are supported: `nn.Linear`, `nn.Embedding`, `nn.Conv1d`, `nn.Conv2d`, "
+                             f"`nn.MultiheadAttention` (minilora's; PEFT also adapts Conv3d and Conv1D). "
+                             f"Module {key!r} is a "
                              f"{type(target).__name__}: choose target_modules that name layers of those types.")
         if layer is Linear:
             _fan_in_fan_out_off_for_linear(config)
@@ -616,7 +620,7 @@ class LoraModel(_Wrapper):
         for layer in self.tuner_layers():
             for name in (adapter_names or layer.active_adapters):
                 if name in layer.adapter_names() and name not in layer.merged_adapters:
-                    new = layer.merge_math(name, layer.base_layer.weight._array.copy())
+                    new = layer.merge_math(name, layer.weight._array.copy())
                     if not bool(np.isfinite(_host(new)).all()):
                         raise ValueError(f"NaNs or infs detected when merging adapter {name!r} into "
                                          f"{_module_name(self.model, layer)}: the adapter seems to be "
@@ -699,7 +703,7 @@ class LoraModel(_Wrapper):
         for key, module in list(self._candidate_modules()):
             if isinstance(module, BaseTunerLayer):
                 module.unmerge()
-                self._replace(key, module.base_layer)
+                self._replace(key, module.unwrapped())
             elif isinstance(module, TrainableTokensWrapper):
                 module.token_adapter.unmerge()
                 self._replace(key, module.original_module)
@@ -712,7 +716,7 @@ class LoraModel(_Wrapper):
             if isinstance(module, BaseTunerLayer):
                 if merge:
                     module.merge(adapter_names=adapter_names)
-                self._replace(key, module.base_layer)
+                self._replace(key, module.unwrapped())
             elif isinstance(module, TrainableTokensWrapper):  # PEFT: the table, with the rows merged or not
                 if merge:
                     module.token_adapter.merge(adapter_names=adapter_names)
