@@ -1345,6 +1345,45 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
     return out
 
 
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # a byte-fallback token (SentencePiece, Llama 2)
+
+
+def token_bytes(tokenizer, token_id):
+    """The bytes one token stands for, also when they are no text on their own (a piece of a character, which
+    ``decode([id])`` can only show as U+FFFD): the byte tokenizer's id is its byte; a byte-level BPE token's
+    characters stand for bytes (GPT-2's table); a byte-fallback token ``<0xE2>`` is that byte; an added token is
+    its text. None when the tokenizer has no such rule (its decoded text is then all there is)."""
+    if isinstance(tokenizer, ByteTokenizer):
+        return bytes([token_id]) if 0 <= token_id < 256 else tokenizer._token(token_id).encode("utf-8")
+    if not isinstance(tokenizer, HFTokenizer):
+        return None
+    backend = tokenizer.tokenizer
+    added = backend.get_added_tokens_decoder().get(token_id)
+    token = added.content if added is not None else backend.id_to_token(token_id)
+    if added is not None or token is None:
+        return None if token is None else token.encode("utf-8")
+    kinds = _decoder_kinds(backend)
+    piece = _BYTE_PIECE.fullmatch(token)
+    if piece and "ByteFallback" in kinds:
+        return bytes([int(piece.group(1), 16)])
+    table = {char: byte for byte, char in _byte_to_char().items()}
+    if "ByteLevel" in kinds and all(char in table for char in token):
+        return bytes(table[char] for char in token)
+    return None
+
+
+def _decoder_kinds(backend):
+    """The types of a ``tokenizers.Tokenizer``'s decoder and of the decoders in it (a Sequence)."""
+    if backend.decoder is None:
+        return set()
+    kinds, todo = set(), [json.loads(backend.decoder.__getstate__())]
+    while todo:
+        decoder = todo.pop()
+        kinds.add(decoder.get("type"))
+        todo += decoder.get("decoders") or []
+    return kinds
+
+
 def vocab_mismatch(tokenizer, model_vocab_size):
     """Why ``tokenizer`` cannot feed a model with ``model_vocab_size`` token rows, or None if it can.
 

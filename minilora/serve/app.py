@@ -55,7 +55,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from ..tokenizer import ByteTokenizer
+from ..tokenizer import token_bytes
 from .engine import EngineError, Request
 
 __all__ = ["create_app"]
@@ -559,27 +559,79 @@ def _decoded(tokenizer, ids, skip_special_tokens, text_vocab):
     return tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
 
+_LOOK_BACK = 8  # tokens searched back from a request's earlier tokens for points where their text settles
+_LONGEST_UNSETTLED = 16  # tokens read by windows without the text settling: past it, prefixes are decoded whole
+
+
 def _text_offsets(tokenizer, before, ids, start, skip_special_tokens, text_vocab=None):
     """Where the text of each of ``ids`` starts in a choice's text: ``start``, plus the characters decoded
     from ``before`` and the ids before it that the text keeps. Decoded, not the lengths of the token
     names added up: a skipped special token (``<bos>``) takes no room in the text, and the pieces of
     one character start where the character does (a prefix that ends in the middle of a character
-    decodes to U+FFFD there, which the whole text does not have)."""
-    def decode(prefix):
-        return _decoded(tokenizer, prefix, skip_special_tokens, text_vocab)
-    before = list(before)
-    text = decode(before + ids)
-    return [start + len(os.path.commonprefix([decode(before + ids[:i]), text])) for i in range(len(ids))]
+    decodes to U+FFFD there, which the whole text does not have; a byte-fallback decoder turns the whole
+    run of byte tokens into U+FFFDs: offsets never go back).
+
+    Linear in the tokens, as vLLM's incremental detokenizer: a prefix's text is the settled text (a prefix
+    whose decoding begins the whole text) and a window decoded from the settled point before it (the
+    decoder's context: a word's leading space), not the whole prefix again."""
+    def decode(part):
+        return _decoded(tokenizer, part, skip_special_tokens, text_vocab)
+    every = [*before, *ids]
+    text = decode(every)
+    anchor, settled, length = _settled_start(decode, every, len(before), text)
+    offsets, reached = [], length
+    for end in range(settled, len(every)):
+        if end > settled:
+            prefix_length, whole = _prefix_text_length(decode, every, anchor, settled, length, end, text)
+            reached = max(reached, prefix_length)
+            if whole:  # this prefix's text begins the whole text, no character cut: the next windows start here
+                if decode(every[settled:end]):  # (context that decodes to nothing is none: a decoder strips a
+                    anchor = settled  # window's first space, a skipped special token gives no text)
+                settled, length = end, prefix_length
+        if end >= len(before):
+            offsets.append(start + reached)
+    return offsets
+
+
+def _settled_start(decode, every, first, text):
+    """Two points at or before ``first`` whose prefixes decode to beginnings of ``text`` and end no character
+    cut short (U+FFFD) -- ``first`` itself unless it cuts one, and the one before it for context: (anchor,
+    settled point, its text's length)."""
+    settled = None
+    for point in range(first, max(first - _LOOK_BACK, 0) - 1, -1):
+        known = decode(every[:point])
+        if not text.startswith(known) or known.endswith("\ufffd"):
+            continue
+        if settled is None:
+            settled, length = point, len(known)
+        elif decode(every[point:settled]):  # context with text (see _text_offsets)
+            return point, settled, length
+    return (0, 0, 0) if settled is None else (0, settled, length)
+
+
+def _prefix_text_length(decode, every, anchor, settled, length, end, text):
+    """How much of ``text`` the prefix ``every[:end]`` gives (the common beginning), read from a window from
+    ``anchor`` (``settled``'s prefix gives ``text[:length]``); and whether the prefix settles the text: its whole
+    text is that beginning and does not end in U+FFFD (a character that later bytes may complete, or not)."""
+    known, piece = decode(every[anchor:settled]), decode(every[anchor:end])
+    if end - settled > _LONGEST_UNSETTLED or not piece.startswith(known):  # what windows cannot read: the rule
+        prefix = decode(every[:end])
+        common = len(os.path.commonprefix([prefix, text]))
+        return common, common == len(prefix) and not prefix.endswith("\ufffd")
+    tail = piece[len(known):]
+    common = len(os.path.commonprefix([tail, text[length:length + len(tail)]]))
+    return length + common, common == len(tail) and not tail.endswith("\ufffd")
 
 
 def _token_bytes(tokenizer, token, text_vocab=None):
-    """The bytes one token stands for: a byte-level token is its byte, even when no text on its own;
+    """The bytes one token stands for: its text's, or, for a piece of a character (no text on its own: U+FFFD
+    decoded alone), the piece's own bytes (a byte token, a byte-level BPE token, a byte-fallback <0xNN>);
     None for an id the tokenizer has no text for (the model's vocabulary padded past it)."""
     if text_vocab is not None and token >= text_vocab:
         return None
-    if isinstance(tokenizer, ByteTokenizer) and token < 256:
-        return bytes([token])
-    return tokenizer.decode([token], skip_special_tokens=False).encode("utf-8")
+    text = tokenizer.decode([token], skip_special_tokens=False)
+    raw = token_bytes(tokenizer, token) if "\ufffd" in text else None
+    return raw if raw is not None else text.encode("utf-8")
 
 
 def _token_text(tokenizer, token, text_vocab=None):
