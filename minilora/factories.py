@@ -12,8 +12,9 @@ Every value is made on the host with NumPy (random draws from minilora's one see
 The random family is here too: ``rand``/``randn``/``randint``/``randperm``/``multinomial``, torch's
 sampling ops (``normal``, ``bernoulli``, ``poisson``, ``randint_like``), ``histc``, and the in-place
 fills set on ``Tensor`` (``normal_``, ``uniform_``, ``exponential_``, ``random_``, ``bernoulli_``,
-``geometric_``, ``cauchy_``, ``log_normal_``). They check their arguments as torch does; their numbers
-are NumPy's stream, not torch's.
+``geometric_``, ``cauchy_``, ``log_normal_``). They check their arguments as torch does, and their
+numbers are torch's CPU numbers for the same seed: each calls the ``minilora.random.Generator``
+method that is torch's kernel (see random.py; ``poisson`` alone still draws NumPy's algorithm).
 """
 import math
 import operator
@@ -242,31 +243,53 @@ def triu_indices(row, col, offset=0, *, dtype=dtypes.int64, device=None):
 
 
 # ---- random ------------------------------------------------------------------------------------
-def _rng(generator):
-    """A NumPy Generator: the one passed, or minilora's global one (``manual_seed``)."""
+def _gen(generator):
+    """The ``minilora.random.Generator`` to draw from: the one passed, or the global one."""
     if generator is None:
-        return _random.generator()
-    return getattr(generator, "_rng", generator)  # a minilora Generator, or a NumPy one
+        return _random.default_generator
+    if not isinstance(generator, _random.Generator):
+        raise TypeError(f"generator must be a minilora Generator (minilora.Generator()), not "
+                        f"{type(generator).__module__}.{type(generator).__name__}")
+    return generator
 
 
 def _random_float(draw, dtype, kernel):
+    """``draw(dtype)`` for a floating ``dtype`` (the default float dtype if None), with the dtype."""
     dtype = _float_dtype(dtype)
     if not dtypes.is_floating(dtype):  # (torch names its kernel that has no such dtype)
         raise NotImplementedError(f'"{kernel}" not implemented for \'{dtypes.torch_name(dtype)}\'')
-    return dtypes.cast(draw(), dtype), dtype  # drawn in float64 (rounded to 16 bits through float32)
+    return draw(dtype), dtype
+
+
+def _memory_order(array):
+    """The axes of ``array`` from the largest stride to the smallest: torch's iterator fills a tensor
+    in memory order, so a transposed tensor gets its draws column by column."""
+    strides = getattr(array, "strides", ())
+    if array.ndim < 2 or array.flags.c_contiguous:
+        return tuple(range(array.ndim))
+    return tuple(sorted(range(array.ndim), key=lambda axis: -abs(strides[axis])))
+
+
+def _drawn_in_memory_order(array, draw):
+    """``draw(shape)`` laid out as ``array`` is in memory: drawn for the axes in memory order, then
+    put back in index order."""
+    order = _memory_order(array)
+    values = draw(tuple(array.shape[axis] for axis in order))
+    return values if order == tuple(range(array.ndim)) else values.transpose(np.argsort(order))
 
 
 def rand(*size, generator=None, dtype=None, device=None, requires_grad=False, **keywords):
-    """Uniform on [0, 1)."""
+    """Uniform on [0, 1): torch's numbers for the same seed."""
     shape = _sizes(size, keywords, "rand")
-    array, dtype = _random_float(lambda: _rng(generator).random(shape), dtype, "check_uniform_bounds")
+    array, dtype = _random_float(lambda d: _gen(generator).uniform(shape, d), dtype, "check_uniform_bounds")
     return _make(array, dtype, device, requires_grad)
 
 
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False, **keywords):
-    """Standard normal."""
+    """Standard normal: torch's numbers for the same seed (float32: to the last bit or two, see
+    ``minilora.random``)."""
     shape = _sizes(size, keywords, "randn")
-    array, dtype = _random_float(lambda: _rng(generator).standard_normal(shape), dtype, "normal_kernel_cpu")
+    array, dtype = _random_float(lambda d: _gen(generator).normal(shape, d), dtype, "normal_kernel_cpu")
     return _make(array, dtype, device, requires_grad)
 
 
@@ -297,8 +320,8 @@ def randint(low, high=None, size=None, *, generator=None, dtype=None, device=Non
                            f"to={high}")
     dtype = dtypes.int64 if dtype is None else dtypes.to_dtype(dtype)
     _check_random_range(low, high, dtype)
-    values = _rng(generator).integers(low, high, _size((size,), "randint"))
-    return _make(dtypes.cast(values, dtype), dtype, device, requires_grad)
+    values = _gen(generator).integers(_size((size,), "randint"), dtype, low, high)
+    return _make(values, dtype, device, requires_grad)
 
 
 _C_TYPES = {"uint8": "unsigned char", "int8": "signed char", "int16": "short", "int32": "int",
@@ -506,14 +529,14 @@ def is_floating_point(input):
 
 
 def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False):
-    """``torch.randperm(n)``: a random permutation of ``0 .. n-1`` (int64 unless ``dtype``), from
-    minilora's generator (NumPy's stream: not torch's numbers for the same seed)."""
+    """``torch.randperm(n)``: a random permutation of ``0 .. n-1`` (int64 unless ``dtype``), torch's
+    for the same seed."""
     dtype = dtypes.int64 if dtype is None else dtypes.to_dtype(dtype)
     n = operator.index(n)
     if n < 0:
         raise RuntimeError(f"Trying to create tensor with negative dimension {n}: [{n}]")
     _check_randperm_fits(n, dtype)
-    return Tensor(_rng(generator).permutation(n).astype(dtype), dtype=dtype, device=device,
+    return Tensor(_gen(generator).randperm(n).astype(dtype), dtype=dtype, device=device,
                   requires_grad=requires_grad)
 
 
@@ -537,8 +560,10 @@ def multinomial(input, num_samples, replacement=False, *, generator=None):
     """``torch.multinomial``: ``num_samples`` category indices (int64) drawn from each row of
     ``input``, a 1-D or 2-D tensor of non-negative weights (they need not sum to one). Without
     replacement a category is drawn at most once; once the categories of nonzero weight are used up,
-    the zero-weight ones follow (torch's draw is a top-k of ``weight / Exp(1)``, where they tie at 0;
-    minilora takes them in index order, torch in its top-k's order of ties). No gradient, as in torch."""
+    the zero-weight ones follow. torch's algorithms, so torch's samples for the same seed: one sample
+    or no replacement: the arg-max / top-k of ``weight / Exp(1)`` (the zero weights tie at 0: minilora
+    takes them in index order, torch in its top-k's order of ties); several with replacement: a
+    uniform double searched in each row's normalised cumulative sum. No gradient, as in torch."""
     _check_int(num_samples, "multinomial", "num_samples", 2)
     if not dtypes.is_floating(input.dtype):
         raise RuntimeError(f"multinomial only supports floating-point dtypes for input, got: "
@@ -558,10 +583,11 @@ def multinomial(input, num_samples, replacement=False, *, generator=None):
     rows = weights.reshape(-1, weights.shape[-1])
     if np.any(rows.sum(axis=1) <= 0):
         raise RuntimeError("invalid multinomial distribution (sum of probabilities <= 0)")
-    rng = _rng(generator)
-    draw = _draw_with_replacement if replacement else _draw_without_replacement
-    draws = np.stack([draw(rng, row, num_samples) for row in rows]) if len(rows) else \
-        np.zeros((0, num_samples), np.int64)
+    gen, typed = _gen(generator), input.detach().cpu().numpy().reshape(rows.shape)
+    if replacement and num_samples > 1:
+        draws = _draw_with_replacement(gen, typed, num_samples)
+    else:
+        draws = _draw_by_exponential_race(gen, typed, num_samples)
     return Tensor(draws.reshape(weights.shape[:-1] + (num_samples,)), dtype=np.int64, device=input.device)
 
 
@@ -572,15 +598,31 @@ def _check_int(value, fn, name, position):
                         f"{type(value).__name__}")
 
 
-def _draw_with_replacement(rng, row, num_samples):
-    return rng.choice(row.size, num_samples, replace=True, p=row / row.sum()).astype(np.int64)
+def _draw_with_replacement(gen, rows, num_samples):
+    """torch's CPU kernel, row after row: the cumulative sum in the weights' dtype (float for 16-bit
+    ones) divided by its total, the last set to 1; each sample the first category whose cumulative
+    weight is not below a uniform double."""
+    work = np.float32 if rows.dtype.itemsize == 2 else rows.dtype
+    draws = np.empty((len(rows), num_samples), np.int64)
+    for i, row in enumerate(rows.astype(work)):
+        cumulative = np.cumsum(row, dtype=work)
+        cumulative /= cumulative[-1]
+        cumulative[-1] = 1
+        draws[i] = np.searchsorted(cumulative.astype(np.float64), gen.uniform((num_samples,), np.float64), "left")
+    return draws
 
 
-def _draw_without_replacement(rng, row, num_samples):
-    """The nonzero-weight categories in a weighted random order, then the zero-weight ones."""
-    nonzero = np.flatnonzero(row)
-    order = rng.choice(nonzero, nonzero.size, replace=False, p=row[nonzero] / row[nonzero].sum())
-    return np.concatenate([order, np.flatnonzero(row == 0)])[:num_samples].astype(np.int64)
+def _draw_by_exponential_race(gen, rows, num_samples):
+    """torch's draw of one sample, or of several without replacement: ``q = weight / Exp(1)`` (the
+    exponentials drawn for the whole weight tensor, in its dtype), then the arg-max (first of equal
+    values) or the ``num_samples`` largest, largest first."""
+    dtype = rows.dtype
+    exponentials = dtypes.cast(gen.exponential(rows.shape), dtype)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = dtypes.cast(dtypes.upcast(rows) / dtypes.upcast(exponentials), dtype).astype(np.float64)
+    if num_samples == 1:
+        return np.argmax(ratios, axis=1)[:, None].astype(np.int64)
+    return np.argsort(-ratios, axis=1, kind="stable")[:, :num_samples].astype(np.int64)
 
 
 def _multinomial_method(self, num_samples, replacement=False, *, generator=None):
@@ -591,8 +633,7 @@ Tensor.multinomial = _multinomial_method  # x.multinomial(n), as torch
 
 
 # ---- torch's sampling family: normal, bernoulli, poisson, randint_like, Tensor.*_ fills ---------
-# Every draw is NumPy's stream (not torch's numbers for the same seed), in float64 rounded once to the
-# dtype. No gradient flows through a draw, but torch still links a drawn tensor to the graph of the
+# Every draw is torch's algorithm on torch's stream (the Generator's methods). No gradient flows through a draw, but torch still links a drawn tensor to the graph of the
 # tensors it was drawn from (their gradient is zero), so it requires grad when one of them does.
 def _refuse_integer(input, kernel):
     """torch's NotImplementedError for a sampling kernel that has no integer (or bool) version."""
@@ -666,8 +707,8 @@ def normal(mean, std=1.0, size=None, *, generator=None, dtype=None, device=None,
                             "with numbers for mean and std it needs a size: normal(mean, std, size)")
         _check_std(std)
         shape = _size((size,), "normal")
-        array, dtype = _random_float(lambda: _rng(generator).normal(float(mean), float(std), shape),
-                                     dtype, "normal_kernel_cpu")
+        array, dtype = _random_float(lambda d: _gen(generator).normal(shape, d, mean, std), dtype,
+                                     "normal_kernel_cpu")
         return _make(array, dtype, device, requires_grad)
     like = mean if isinstance(mean, Tensor) else std
     _refuse_integer(like, "normal_kernel_cpu")
@@ -676,10 +717,22 @@ def normal(mean, std=1.0, size=None, *, generator=None, dtype=None, device=None,
             raise RuntimeError("normal expects all elements of std >= 0.0")
     else:
         _check_std(std)
-    means, stds = (_host(v) if isinstance(v, Tensor) else np.float64(v) for v in (mean, std))
+    return _drawn(_normal_tensors(mean, std, like.dtype, generator), like.dtype, like.device, (mean, std))
+
+
+def _normal_tensors(mean, std, dtype, generator):
+    """torch's ``normal(mean, std)`` with a tensor among them: standard normals of the broadcast
+    shape (with a number ``std``: of that std), then ``mul_(std)`` and ``add_(mean)`` in ``dtype``."""
+    means, stds = (v.detach().cpu().numpy() if isinstance(v, Tensor) else v for v in (mean, std))
     shape = _broadcast(np.shape(means), np.shape(stds))
-    values = means + stds * _rng(generator).standard_normal(shape)
-    return _drawn(values, like.dtype, like.device, (mean, std))
+    if not isinstance(std, Tensor):
+        values = _gen(generator).normal(shape, dtype, 0.0, std)
+    else:
+        values = _gen(generator).normal(shape, dtype)
+        values = dtypes.cast(dtypes.upcast(values) * dtypes.upcast(dtypes.cast(np.asarray(stds), dtype)), dtype)
+    if not isinstance(mean, Tensor):
+        means = dtypes.cast(np.asarray(means, np.float64), dtype)
+    return dtypes.cast(dtypes.upcast(values) + dtypes.upcast(dtypes.cast(np.asarray(means), dtype)), dtype)
 
 
 def _check_std(std):
@@ -703,11 +756,13 @@ def bernoulli(input, p=None, *, generator=None):
     probs = _host(input)
     if not np.all((probs >= 0) & (probs <= 1)):  # (NaN fails too)
         raise RuntimeError("Expected p_in >= 0 && p_in <= 1 to be true, but got false.")
-    return _drawn(_rng(generator).random(probs.shape) < probs, input.dtype, input.device, (input,))
+    draws = _gen(generator).bernoulli_tensor(dtypes.canonical(input.detach().cpu().numpy()))
+    return _drawn(draws, input.dtype, input.device, (input,))
 
 
 def _bernoulli_draws(p, shape, generator):
-    """0/1 draws (float64) of ``shape``: ``p`` a number in [0, 1], or a tensor broadcast to ``shape``."""
+    """0/1 draws (bool) of ``shape``: ``p`` a number in [0, 1], or a tensor broadcast to ``shape``
+    (a 53-bit uniform double below p; below a float p tensor: a 24-bit float)."""
     if isinstance(p, Tensor):
         _refuse_integer(p, "bernoulli_tensor_cpu_p_")
         probs = _host(p)
@@ -716,11 +771,10 @@ def _bernoulli_draws(p, shape, generator):
         if probs.ndim > len(shape) or np.broadcast_shapes(probs.shape, shape) != tuple(shape):
             raise RuntimeError(f"expand({list(probs.shape)}, size={list(shape)}): the probabilities "
                                f"cannot be broadcast to the tensor's shape")
-    else:
-        if not 0 <= p <= 1:
-            raise RuntimeError(f"bernoulli_ expects p to be in [0, 1], but got p={_number(p)}")
-        probs = p
-    return (_rng(generator).random(shape) < probs).astype(np.float64)
+        return _gen(generator).bernoulli_tensor(np.broadcast_to(dtypes.canonical(p.detach().cpu().numpy()), shape))
+    if not 0 <= p <= 1:
+        raise RuntimeError(f"bernoulli_ expects p to be in [0, 1], but got p={_number(p)}")
+    return _gen(generator).bernoulli(shape, p)
 
 
 def poisson(input, generator=None):
@@ -731,7 +785,7 @@ def poisson(input, generator=None):
     if not np.all(rates >= 0):  # (NaN fails too)
         raise RuntimeError("invalid Poisson rate, expected rate to be non-negative")
     overflows = rates > _POISSON_MAX_RATE  # (infinity too)
-    values = np.asarray(_rng(generator).poisson(np.where(overflows, 0, rates)), np.float64)  # (0-d: an int)
+    values = np.asarray(_gen(generator).numpy().poisson(np.where(overflows, 0, rates)), np.float64)  # (0-d: an int)
     return _drawn(np.where(overflows, -2.0 ** 63, values), input.dtype, input.device, (input,))
 
 
@@ -809,10 +863,12 @@ def _histc_bins(values, edges, bins):
 
 
 # ---- in-place random fills: Tensor.normal_, uniform_, exponential_, random_, bernoulli_, ... -----
-def _fill_drawn(self, values):
-    """Write ``values`` (drawn on the host, float64) into ``self``: a leaf requiring grad refuses; in
-    the graph the node stays and the gradient to the old values is zero, as torch's."""
-    return self._fill_inplace(self._device.xp.asarray(dtypes.cast(values, self.dtype)))
+def _fill_drawn(self, draw):
+    """Write ``draw(shape)`` (drawn on the host in ``self``'s memory order, as torch's iterator fills
+    it; any float dtype, cast to self's) into ``self``: a leaf requiring grad refuses; in the graph the
+    node stays and the gradient to the old values is zero, as torch's."""
+    values = _drawn_in_memory_order(self._array, draw)
+    return self._fill_inplace(self._device.xp.asarray(dtypes.cast(np.asarray(values), self.dtype)))
 
 
 def _continuous(self, name, type_name):
@@ -834,7 +890,8 @@ def _normal_(self, mean=0.0, std=1.0, *, generator=None):
     mean, std = _scalars(mean, std)
     _check_std(std)
     _refuse_integer(self, "normal_kernel_cpu")
-    return _fill_drawn(self, _rng(generator).normal(mean, std, self.shape))
+    contiguous = self._array.flags.c_contiguous  # (torch's block algorithm is for contiguous tensors)
+    return _fill_drawn(self, lambda shape: _gen(generator).normal(shape, self.dtype, mean, std, contiguous))
 
 
 def _uniform_(self, a=0.0, b=1.0, *, generator=None):
@@ -843,7 +900,7 @@ def _uniform_(self, a=0.0, b=1.0, *, generator=None):
     if a > b:
         raise RuntimeError(f"uniform_ expects to return a [from, to) range, but found from={_number(a)} "
                            f"> to={_number(b)}")
-    return _fill_drawn(self, a + (b - a) * _rng(generator).random(self.shape))
+    return _fill_drawn(self, lambda shape: _gen(generator).uniform(shape, self.dtype, a, b))
 
 
 def _exponential_(self, lambd=1.0, *, generator=None):
@@ -851,7 +908,7 @@ def _exponential_(self, lambd=1.0, *, generator=None):
     if not lambd > 0:
         raise RuntimeError(f"exponential_ expects lambda > 0.0, but found lambda={_number(lambd)}")
     _continuous(self, "Exponential", dtypes.torch_name)
-    return _fill_drawn(self, _rng(generator).exponential(1 / lambd, self.shape))
+    return _fill_drawn(self, lambda shape: _gen(generator).exponential(shape, lambd))
 
 
 def _cauchy_(self, median=0.0, sigma=1.0, *, generator=None):
@@ -859,7 +916,7 @@ def _cauchy_(self, median=0.0, sigma=1.0, *, generator=None):
     if not sigma > 0:
         raise RuntimeError(f"cauchy_ expects sigma > 0.0, but found sigma={_number(sigma)}")
     _continuous(self, "Cauchy", lambda d: _GCC_TYPES.get(d.name, _C_TYPES.get(d.name)))
-    return _fill_drawn(self, median + sigma * _rng(generator).standard_cauchy(self.shape))
+    return _fill_drawn(self, lambda shape: _gen(generator).cauchy(shape, median, sigma))
 
 
 def _log_normal_(self, mean=1.0, std=2.0, *, generator=None):
@@ -867,7 +924,7 @@ def _log_normal_(self, mean=1.0, std=2.0, *, generator=None):
     if not std > 0:
         raise RuntimeError(f"log_normal_ expects std > 0.0, but found std={_number(std)}")
     _refuse_integer(self, "log_normal_cpu")
-    return _fill_drawn(self, _rng(generator).lognormal(mean, std, self.shape))
+    return _fill_drawn(self, lambda shape: _gen(generator).log_normal(shape, mean, std))
 
 
 def _geometric_(self, p, *, generator=None):
@@ -877,11 +934,13 @@ def _geometric_(self, p, *, generator=None):
         raise RuntimeError(f"geometric_ expects p to be in (0, 1), but got p={_number(p)}")
     if self.dtype == np.bool_:
         raise NotImplementedError('"geometric_cpu" not implemented for \'Bool\'')
-    return _fill_drawn(self, _rng(generator).geometric(p, self.shape).astype(np.float64))
+    return _fill_drawn(self, lambda shape: _gen(generator).geometric(shape, p))
 
 
 def _bernoulli_(self, p=0.5, *, generator=None):
-    return _fill_drawn(self, _bernoulli_draws(p, self.shape, generator))
+    if isinstance(p, Tensor):  # (the probabilities broadcast in index order)
+        return self._fill_inplace(self._device.xp.asarray(dtypes.cast(_bernoulli_draws(p, self.shape, generator), self.dtype)))
+    return _fill_drawn(self, lambda shape: _bernoulli_draws(p, shape, generator))
 
 
 def _bernoulli_method(self, p=None, *, generator=None):
@@ -893,12 +952,18 @@ def _random_(self, *args, generator=None, **keywords):
     max for an integer one); ``random_(to)``: ``[0, to)``; ``random_(from, to)``: ``[from, to)``
     (``to=None``: ``[from, top]``). Whole numbers even in a float tensor."""
     low, high = _random_range(self.dtype, *args, **keywords)
+    if low == -2 ** 63 and high == _random_top(self.dtype) + 1 and self.dtype.name in _FULL_RANGE_DTYPES:
+        high = 2 ** 63  # random_(-2**63, None): torch's kernel for all 2**64 values, whatever the dtype
     if high <= low:
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
     _check_random_range(low, high, self.dtype)
-    _warn_float_precision(high, self.dtype)
-    draws = _rng(generator).integers(low, high, self.shape, dtype=np.int64 if high <= 2 ** 63 else np.uint64)
-    return self._fill_inplace(self._device.xp.asarray(draws.astype(self.dtype)))
+    if high - low < 2 ** 64:  # (every int64 value: torch does not warn)
+        _warn_float_precision(high, self.dtype)
+    draws = _drawn_in_memory_order(self._array, lambda shape: _gen(generator).integers(shape, self.dtype, low, high))
+    return self._fill_inplace(self._device.xp.asarray(draws))
+
+
+_FULL_RANGE_DTYPES = ("int64", "float32", "float64", "bfloat16")
 
 
 def _random_range(dtype, *args, **keywords):
@@ -1046,3 +1111,6 @@ _plain_normal, _plain_bernoulli, _plain_multinomial = normal, bernoulli, multino
 normal = _random_with_out(normal, _normal_for_out)
 bernoulli = _random_with_out(bernoulli, _bernoulli_for_out)
 multinomial = _random_with_out(multinomial, _multinomial_for_out)
+
+
+_random._STATE_WRAPPER = lambda array: Tensor(array, dtype=np.uint8)  # get_state(): a ByteTensor, as torch

@@ -235,7 +235,7 @@ def _training_state(step, named_params, optimizer, scheduler, history, allocator
              "model": {name: p for name, p in named_params},
              "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(),
-             "rng": ml_random.generator().bit_generator.state,
+             "rng": ml_random.get_rng_state(),  # torch's 5056 bytes (the stream and its cached normal)
              # Python's and NumPy's global generators, as the Hugging Face Trainer's rng_state.pth: a
              # model or a data step of the caller's may draw from them
              "python_rng": random.getstate(),
@@ -286,7 +286,7 @@ def _restore(state, named_params, optimizer, scheduler, allocator_owner=None, bu
             _copy_into(p, saved[name])
         for name, array in saved_buffers.items():
             _copy_into(own_buffers[name], array)
-    ml_random.generator().bit_generator.state = state["rng"]
+    ml_random.set_rng_state(state["rng"])
     if "python_rng" in state:  # (older checkpoints have neither)
         random.setstate(state["python_rng"])
         np.random.set_state(state["numpy_rng"])
@@ -296,14 +296,18 @@ def _restore(state, named_params, optimizer, scheduler, allocator_owner=None, bu
 def _check_generator_states(state):
     """The random generators' states, tried on throwaway generators first (a corrupted one, a negative
     word in NumPy's Mersenne Twister, would otherwise fail after the model took the checkpoint's weights)."""
-    trials = [(lambda: setattr(type(ml_random.generator().bit_generator)(), "state", state["rng"]), "rng")]
+    if isinstance(state["rng"], dict):  # (NumPy's PCG64 state: minilora before it drew torch's stream)
+        raise ValueError("checkpoint: written by an older minilora, whose random generator drew NumPy's "
+                         "stream; minilora now draws torch's, so this run cannot resume with the same dropout "
+                         "masks and samples. Start the run again (or train from these weights without --resume)")
+    trials = [(lambda: ml_random.Generator().set_state(state["rng"]), "rng")]
     if "python_rng" in state:
         trials += [(lambda: random.Random().setstate(state["python_rng"]), "python_rng"),
                    (lambda: np.random.RandomState().set_state(state["numpy_rng"]), "numpy_rng")]
     for trial, key in trials:
         try:
             trial()
-        except (ValueError, TypeError, OverflowError, KeyError, IndexError) as exc:
+        except (ValueError, TypeError, OverflowError, KeyError, IndexError, RuntimeError) as exc:
             raise ValueError(f"checkpoint: its random generator state {key!r} is corrupted "
                              f"({type(exc).__name__}: {exc})") from None
 

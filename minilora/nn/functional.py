@@ -19,7 +19,7 @@ from ..ops.nn import (cosine_embedding_loss, margin_ranking_loss, pairwise_dista
 from ..ops.nn import batch_norm, group_norm  # noqa: F401
 from ..ops.nn import _floating_only, _reduced
 from ..ops.nn import legacy_reduction as _legacy_reduction
-from ..ops.nn import feature_dropout as _feature_dropout
+from ..ops.nn import dropout_noise as _dropout_noise, feature_dropout as _feature_dropout
 from ..ops.nn import float32_inside as _float32_inside
 from ..ops.conv import adaptive_max_pool1d, adaptive_max_pool2d, fold, unfold  # noqa: F401
 from ..ops.conv import max_unpool1d, max_unpool2d  # noqa: F401
@@ -29,7 +29,7 @@ from ..ops.nn import (_refuse, cross_entropy, dropout, embedding, l1_loss, layer
                       mse_loss, nll_loss, one_hot, pad, rms_norm, rotary_embedding,
                       scaled_dot_product_attention, swiglu)
 from ..dtypes import is_floating as _is_floating
-from ..random import fresh_seed as _fresh_seed
+from .. import random as _random
 from ..tensor import _to_dtype
 from ..tensor import no_grad as _no_grad
 from ..tensor import saves_as_torch as _saves_as_torch
@@ -188,8 +188,17 @@ def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
 
 
 def _random_slopes(input, lower, upper):
-    draws = np.random.default_rng(_fresh_seed()).uniform(lower, upper, tuple(input.shape))
-    slopes = ops.tensor(draws, dtype=input.dtype, device=input.device)
+    """torch's CPU rrelu: element by element (index order), a slope ``U(lower, upper)`` (a uniform
+    double between the bounds rounded to float, double's own for a float64 input) drawn only for an
+    element at or below 0; 1 elsewhere."""
+    values = input.detach().numpy(force=True)
+    drawn = values <= 0
+    if input.dtype != np.float64:
+        lower, upper = float(np.float32(lower)), float(np.float32(upper))
+    slopes = np.ones(values.shape, np.float64)
+    # (u * (upper - lower) + lower in two roundings: this kernel's compiled code fuses no multiply-add)
+    slopes[drawn] = _random.default_generator.uniform((int(drawn.sum()),), np.float64) * (upper - lower) + lower
+    slopes = ops.tensor(slopes, dtype=input.dtype, device=input.device)
     return ops.where(input > 0, input, input * slopes)
 
 
@@ -838,12 +847,11 @@ def _alpha_dropout(input, p, training, inplace, channels):
 def _alpha_dropped(input, p, channels):
     if p == 1:
         return input * input.new_zeros(())
-    shape = tuple(input.shape[:2]) + (1,) * (input.ndim - 2) if channels else tuple(input.shape)
     a = 1.0 / math.sqrt((_SELU_ALPHA * _SELU_ALPHA * p + 1) * (1 - p))
     # torch's steps, each stored in the input's dtype: b = (noise - 1) * alpha a + alpha a p; noise *= a
     work = np.float64 if input.dtype == np.float64 else np.float32
     stored = lambda v: np.asarray(v).astype(input.dtype).astype(work)  # noqa: E731
-    noise = (np.random.default_rng(_fresh_seed()).random(shape) >= p).astype(work)
+    noise = _dropout_noise(input._array, p, channels=channels).astype(work)  # torch's bernoulli_(1 - p)
     shift = stored(stored(stored(noise - 1) * work(_SELU_ALPHA * a)) + work(_SELU_ALPHA * a * p))
     noise = stored(noise * work(a))
     as_input = lambda values: ops.tensor(values, dtype=input.dtype, device=input.device)  # noqa: E731

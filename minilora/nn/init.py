@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 
 from .. import dtypes
-from ..random import generator
+from .. import random as _random
 from ..tensor import no_grad
 
 __all__ = ["calculate_gain", "uniform_", "normal_", "trunc_normal_", "zeros_", "ones_", "constant_",
@@ -73,11 +73,10 @@ def _fan(tensor, mode):
 
 
 def _rng(gen):
-    """The generator to draw from: ``generator=`` (a minilora ``Generator`` or a
-    ``numpy.random.Generator``) or the global one."""
-    if gen is None:
-        return generator()
-    gen = getattr(gen, "_rng", gen)  # a minilora Generator (torch.Generator's stand-in) draws with its own
+    """NumPy's API on the generator to draw from (``generator=``, a minilora ``Generator`` or a
+    ``numpy.random.Generator``, or the global one): for the inits not yet drawn as torch draws them."""
+    if gen is None or isinstance(gen, _random.Generator):
+        return _random.resolve(gen).numpy()
     if not isinstance(gen, np.random.Generator):
         raise TypeError(f"generator must be a numpy.random.Generator (minilora draws with NumPy), "
                         f"got {type(gen).__module__}.{type(gen).__name__}")
@@ -87,13 +86,27 @@ def _rng(gen):
 def uniform_(tensor, a=0.0, b=1.0, generator=None):
     if a > b:  # torch's RuntimeError, before NumPy's ValueError
         raise RuntimeError(f"uniform_ expects to return a [from, to) range, but found from={a} > to={b}")
-    return _fill(tensor, _rng(generator).uniform(a, b, tensor.shape))
+    if isinstance(generator, np.random.Generator):  # (a NumPy generator: NumPy's algorithm)
+        return _fill(tensor, generator.uniform(a, b, tensor.shape))
+    return _fill(tensor, _torch_draw(tensor, generator, lambda gen, shape: gen.uniform(shape, tensor.dtype, a, b)))
 
 
 def normal_(tensor, mean=0.0, std=1.0, generator=None):
     if std < 0:
         raise RuntimeError(f"normal expects std >= 0.0, but found std {std}")
-    return _fill(tensor, _rng(generator).normal(mean, std, tensor.shape))
+    if isinstance(generator, np.random.Generator):  # (a NumPy generator: NumPy's algorithm)
+        return _fill(tensor, generator.normal(mean, std, tensor.shape))
+    contiguous = tensor._array.flags.c_contiguous
+    return _fill(tensor, _torch_draw(tensor, generator,
+                                     lambda gen, shape: gen.normal(shape, tensor.dtype, mean, std, contiguous)))
+
+
+def _torch_draw(tensor, generator, draw):
+    """``draw(gen, shape)``: torch's draw for ``tensor`` (as ``tensor.uniform_()`` and friends, in its
+    memory order) from ``generator`` (a minilora Generator) or the global one."""
+    from ..factories import _drawn_in_memory_order
+    gen = _random.resolve(generator)
+    return _drawn_in_memory_order(tensor._array, lambda shape: draw(gen, shape))
 
 
 def _normal_cdf(x):

@@ -12,7 +12,7 @@ import numpy as np
 from .. import amp as _amp, fastmath, parallel
 from ..device import xp_of
 from ..dtypes import checked_number, compute_dtype, float32, is_floating, python_number, result_type, upcast
-from ..random import fresh_seed
+from .. import random as _random
 from ..tensor import Function, ShapeError, Tensor, name_node, no_grad, saved_for, saves_as_torch, saving_as_torch
 
 __all__ = ["embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
@@ -220,13 +220,10 @@ class Dropout(Function):
     """Zero each element with probability ``p``, scale the rest by ``1/(1-p)`` (inverted dropout)."""
 
     @staticmethod
-    def forward(ctx, a, p, seed, channels=False):
+    def forward(ctx, a, p, generator, channels=False):
         xp = xp_of(a)
-        # channels (torch's feature dropout): one draw per [sample, channel], shared by its positions
-        shape = a.shape[:2] + (1,) * (a.ndim - 2) if channels else a.shape
-        keep = np.random.default_rng(seed).random(shape) >= p
-        scale = a.dtype.type(1.0 / (1.0 - p) if p < 1 else 0.0)  # p = 1 drops everything, as in PyTorch
-        ctx.mask = xp.asarray(keep) * scale
+        keep = dropout_noise(a, p, generator, channels)
+        ctx.mask = xp.asarray(keep) * dropout_scale(p, a.dtype)
         return a * ctx.mask
 
     @staticmethod
@@ -1128,9 +1125,39 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     return _reduced("binary_cross_entropy", loss, legacy_reduction(size_average, reduce, reduction))
 
 
+def dropout_noise(array, p, generator=None, channels=False):
+    """torch's dropout mask for ``array`` (bool, True = kept): ``noise.bernoulli_(1 - p)`` from
+    ``generator`` (the global one if None), so torch's mask for the same seed. ``channels`` (torch's
+    feature dropout): one draw per [sample, channel], shared by its positions. ``p = 1`` draws
+    nothing (torch's shortcut)."""
+    from ..factories import _drawn_in_memory_order
+    if p == 1:
+        return np.zeros(array.shape[:2] + (1,) * (array.ndim - 2) if channels else array.shape, bool)
+    generator = _random.resolve(generator)
+    if channels:  # (torch's noise tensor is a fresh contiguous one)
+        return generator.bernoulli(array.shape[:2] + (1,) * (array.ndim - 2), 1 - p)
+    return _drawn_in_memory_order(array, lambda shape: generator.bernoulli(shape, 1 - p))  # (empty_like(input))
+
+
+def dropout_scale(p, dtype):
+    """The kept values' factor, as torch's ``noise.div_(1 - p)`` computes it in the input's dtype:
+    ``1 / (1 - p)`` with ``1 - p`` rounded to the dtype (float for 16-bit ones); 0 when ``p = 1``."""
+    if p == 1:
+        return dtype.type(0)
+    if dtype == np.float64:
+        return dtype.type(1.0 / (1.0 - p))
+    return np.asarray(np.float32(1) / np.float32(1 - p)).astype(dtype)[()]
+
+
+def _generator_for(seed):
+    """``seed=`` (minilora's extension of the dropout functions): a generator of that seed, else the
+    global one."""
+    return None if seed is None else _random.Generator().manual_seed(int(seed))
+
+
 def dropout(input, p=0.5, training=True, inplace=False, *, seed=None):
-    """Inverted dropout (PyTorch's ``F.dropout``); ``seed`` fixes the mask (default: drawn from
-    ``minilora.manual_seed``)."""
+    """Inverted dropout (PyTorch's ``F.dropout``), torch's mask for the same seed; ``seed`` fixes the
+    mask (default: drawn from ``minilora.manual_seed``'s generator)."""
     if not 0 <= p <= 1:
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
     if not training or p == 0:
@@ -1138,10 +1165,10 @@ def dropout(input, p=0.5, training=True, inplace=False, *, seed=None):
     if not is_floating(input.dtype) and p < 1:  # the 1 / (1 - p) scale has no integer result
         raise RuntimeError(f"dropout: result type float can't be cast to the desired output type "
                            f"{input.dtype}")
-    seed = fresh_seed() if seed is None else seed
+    generator = _generator_for(seed)
     if inplace:  # torch's dropout_: the masked values written into input (see Tensor._inplace)
-        return input._inplace(lambda x: Dropout.apply(x, p=p, seed=seed))
-    return Dropout.apply(input, p=p, seed=seed)
+        return input._inplace(lambda x: Dropout.apply(x, p=p, generator=generator))
+    return Dropout.apply(input, p=p, generator=generator)
 
 
 def feature_dropout(input, p, training, seed=None):
@@ -1155,7 +1182,7 @@ def feature_dropout(input, p, training, seed=None):
         return input
     if not is_floating(input.dtype) and p < 1:
         raise RuntimeError(f"dropout: result type float can't be cast to the desired output type {input.dtype}")
-    return Dropout.apply(input, p=p, seed=fresh_seed() if seed is None else seed, channels=True)
+    return Dropout.apply(input, p=p, generator=_generator_for(seed), channels=True)
 
 
 def swiglu(gate, up):
