@@ -1441,9 +1441,11 @@ def matrix_power(A, n, *, out=None):
     _check_square_any_dtype("linalg.matrix_power", A)
     if not isinstance(n, int):
         raise TypeError(f"linalg_matrix_power(): argument 'n' (position 2) must be int, not {type(n).__name__}")
-    if n == 0:
-        eye = xp_of(A._array).eye(A.shape[-1], dtype=A._array.dtype)
-        return _with_out(Tensor(xp_of(eye).broadcast_to(eye, A.shape).copy(), dtype=A.dtype, device=A.device), out)
+    if n == 0:  # the identity, still a function of A (torch copies I into A's clone): a zero gradient
+        xp = xp_of(A._array)
+        eye = Tensor(xp.eye(A.shape[-1], dtype=A._array.dtype), dtype=A.dtype, device=A.device)
+        everywhere = Tensor(xp.ones((), dtype=bool), dtype=dtypes.bool, device=A.device)
+        return _with_out(ops.where(everywhere, eye.expand(A.shape), A), out)
     if n < 0:
         A, n = inv(A), -n
     if n == 1:

@@ -473,7 +473,7 @@ MATRIX_OPS = ["det", "inverse", "logdet", "slogdet", "matrix_exp", "pinverse", "
 
 
 def draw_matrix(rng, name):
-    n = int(rng.integers(0 if name != "matrix_exp" else 1, 4))  # (matrix_exp of 0x0: LEFT_ALONE)
+    n = int(rng.integers(0, 4))
     batch = [(), (2,), (1, 2)][int(rng.integers(3))]
     values = rng.integers(-4, 5, batch + (n, n)) / 4 + 2 * np.eye(n)
     if name == "cholesky":
@@ -483,9 +483,8 @@ def draw_matrix(rng, name):
     dtype = str(rng.choice(["float64", "float64", "float32"] + (["int64"] if rng.random() < 0.1 else [])))
     shape = values.shape if rng.random() > 0.05 else values.shape[:-1] + (n + 1,)
     x = In(np.resize(values, shape), dtype, "transposed" if len(shape) >= 2 and rng.random() < 0.3 else "plain")
-    if name == "matrix_power":  # (the 0th power's gradient: LEFT_ALONE)
-        k = int(rng.integers(-2, 4))
-        return call(rng, name, [x, k], differentiable=k != 0)
+    if name == "matrix_power":
+        return call(rng, name, [x, int(rng.integers(-2, 4))])
     return call(rng, name, [x], differentiable=name != "slogdet")  # (logdet: its gradient; the sign has none)
 
 
@@ -843,10 +842,8 @@ def test_api_against_torch(name):
 # - torch's bool products with an empty operand: tensordot of (1, 0) and (0, 1) bools is torch's "dot"
 #   error (minilora: zeros); addmm / baddbmm / F.linear of a bool or integer input and an empty product
 #   is torch's "result type Long/Float can't be cast" error for some alpha/beta (minilora: a result)
-# - minilora.linalg (not this round's files): torch.matrix_exp of a batch of 0x0 matrices raises
-#   NumPy's reshape error (torch: an empty result), and torch.matrix_power(x, 0) has no gradient
-#   (torch: zeros for x), neither drawn; torch.cholesky of an empty non-square batch (2, 0, 1) is empty
-#   in torch and an error in minilora
+# - minilora.linalg: torch.cholesky of an empty non-square batch (2, 0, 1) is empty in torch and an error
+#   in minilora (matrix_exp of 0x0 matrices and matrix_power(x, 0)'s zero gradient: fixed in round 7, drawn)
 # - torch.cumsum / cumprod(<0-d tensor>, 0, dtype=torch.bool) and torch.kthvalue(<0-d bool>, 1)
 #   compute (a 0-d tensor runs no kernel); minilora raises torch's missing-bool-kernel error
 # - round-6 names (minilora/ops/extra.py), torch's quirks not copied: x.addbmm_(<empty product>) resizes x to
