@@ -15,7 +15,7 @@ setup(
     packages=find_packages(include=["minilora", "minilora.*"]) + ["minilora._kernels"],
     package_dir={"minilora._kernels": "kernels"},
     package_data={
-        "minilora._kernels": ["*.cu", "*.cuh", "*.md", "emu/*", "emu/include/*", "emu/include/*/*"],
+        "minilora._kernels": ["*.cu", "*.cuh", "*.md", "emu/*", "emu/include/*", "emu/include/*/*", "emu/include/*/*/*"],
         "minilora": ["assets/*", "assets/*/*"],
     },
     include_package_data=False,

@@ -88,7 +88,7 @@ _HEADER = EMU_DIR / "cuda_emu.h"
 _RUNTIME = EMU_DIR / "runtime.cpp"
 _INCLUDE = EMU_DIR / "include"  # stand-ins for <cuda_runtime.h>, <cuda_fp16.h>, ...
 _CXX = os.environ.get("CXX", "g++")
-_VERSION = "5"  # bump to invalidate every cached build (5: emu_release_stacks)
+_VERSION = "6"  # bump to invalidate every cached build (5: emu_release_stacks; 6: shuffle offsets mod 32, 16-bit conversions)
 
 
 class EmulatorError(RuntimeError):
@@ -787,7 +787,10 @@ def _write_atomic(path: Path, data: str) -> None:
 
 # CUDA libraries beyond the core headers (kernels/emu/include has stand-ins for those): not emulated.
 _CUDA_LIBRARIES = {"curand": "cuRAND (device random numbers: draw them on the host with NumPy and pass them in)",
-                   "cub/": "CUB", "thrust/": "Thrust", "cuda/": "libcu++ (cuda::std, cuda::pipeline, ...)",
+                   "cub/": "CUB", "thrust/": "Thrust",
+                   "cuda/std/": "libcu++ beyond the emulator's <cuda/std/...> stand-ins ({})",
+                   "cuda/": "libcu++ (cuda::pipeline, cuda::barrier, cuda::atomic_ref, ...; of libcu++ the emulator has "
+                            "<cuda/std/...> only)",
                    "cublas": "cuBLAS", "cufft": "cuFFT", "cusparse": "cuSPARSE", "cudnn": "cuDNN",
                    "mma.h": "WMMA (nvcuda::wmma tensor-core fragments)", "cuda_pipeline": "cuda_pipeline.h",
                    "cuda_fp6": "the FP6 types", "cuda_fp4": "the FP4 types", "cuda_awbarrier": "cuda_awbarrier.h",
@@ -806,8 +809,11 @@ def _missing_header_hint(stderr: str) -> str:
     library = next((v for k, v in _CUDA_LIBRARIES.items() if m.group(1).startswith(k)), None)
     if library is None:
         return ""
+    library = library.format(", ".join(sorted(p.name for p in (_INCLUDE / "cuda" / "std").iterdir()
+                                              if not p.name.startswith("__"))))
     return (f"\n{m.group(1)} belongs to {library}, which minilora's CUDA emulator does not provide: it has CUDA's "
-            "core headers only (cuda_runtime.h, cuda_fp16.h, cuda_bf16.h, cooperative_groups.h, cuComplex.h)")
+            "core headers only (cuda_runtime.h, cuda_fp16.h, cuda_bf16.h, cooperative_groups.h, cuComplex.h, "
+            "cuda/std/...)")
 
 
 def _user_code_with_offsets(preprocessed: str, masked: str):

@@ -801,8 +801,15 @@ inline unsigned __brev(unsigned x) {
 inline unsigned long long __brevll(unsigned long long x) {
     return ((unsigned long long)__brev((unsigned)x) << 32) | __brev((unsigned)(x >> 32));
 }
-inline int __mul24(int a, int b) { return a * b; }
-inline unsigned __umul24(unsigned a, unsigned b) { return a * b; }
+// The low 32 bits of the product of the low 24 bits of a and b (the top 8 bits are ignored: sign-extended
+// from bit 23 for __mul24), as the GPU's mul24.lo.
+inline int __mul24(int a, int b) {
+    const long long x = (int)((unsigned)a << 8) >> 8, y = (int)((unsigned)b << 8) >> 8;
+    return (int)(unsigned)(x * y);
+}
+inline unsigned __umul24(unsigned a, unsigned b) {
+    return (unsigned)((unsigned long long)(a & 0xffffffu) * (b & 0xffffffu));
+}
 inline int __mulhi(int a, int b) { return (int)(((long long)a * b) >> 32); }
 inline unsigned __umulhi(unsigned a, unsigned b) { return (unsigned)(((unsigned long long)a * b) >> 32); }
 inline long long __mul64hi(long long a, long long b) { return (long long)(((__int128)a * b) >> 64); }
@@ -1176,8 +1183,19 @@ typedef __emu::raw16x2 __nv_bfloat162_raw;
     inline H __hneg(H a) { return -a; }                                                                 \
     inline H __habs(H a) { H r; r.__x = a.__x & 0x7fffu; return r; }                                   \
     inline H __hfma(H a, H b, H c) { H r; r.__x = TO_BITS(__emu::fma_to_odd(a, b, c)); return r; }      \
-    inline H __hmax(H a, H b) { return H(fmaxf(float(a), float(b))); }                                 \
-    inline H __hmin(H a, H b) { return H(fminf(float(a), float(b))); }                                 \
+    inline bool __hisnan(H a) { return float(a) != float(a); }                                          \
+    /* NaN gives the other input (two NaNs: the canonical NaN); of two zeros +0 is the larger, as CUDA    \
+       documents (glibc's fmaxf answers by operand order: fmaxf(+0, -0) is -0 on x86) */                    \
+    inline H __hmax(H a, H b) {                                                                         \
+        if (__hisnan(a) || __hisnan(b)) return __hisnan(a) && __hisnan(b) ? H(NAN) : __hisnan(a) ? b : a; \
+        if (float(a) == float(b)) return (a.__x & 0x8000u) ? b : a;                                     \
+        return float(a) > float(b) ? a : b;                                                             \
+    }                                                                                                   \
+    inline H __hmin(H a, H b) {                                                                         \
+        if (__hisnan(a) || __hisnan(b)) return __hisnan(a) && __hisnan(b) ? H(NAN) : __hisnan(a) ? b : a; \
+        if (float(a) == float(b)) return (a.__x & 0x8000u) ? a : b;                                     \
+        return float(a) < float(b) ? a : b;                                                             \
+    }                                                                                                   \
     inline bool __heq(H a, H b) { return a == b; }                                                      \
     /* __hne is an ordered compare (false with a NaN), as CUDA's; the ...u forms are unordered (true) */ \
     inline bool __hne(H a, H b) { return float(a) < float(b) || float(a) > float(b); }                \
@@ -1191,15 +1209,17 @@ typedef __emu::raw16x2 __nv_bfloat162_raw;
     inline bool __hle(H a, H b) { return a <= b; }                                                      \
     inline bool __hgt(H a, H b) { return a > b; }                                                       \
     inline bool __hge(H a, H b) { return a >= b; }                                                      \
-    inline bool __hisnan(H a) { return float(a) != float(a); }                                          \
     inline int __hisinf(H a) { return (a.__x & 0x7fffu) != (TO_BITS(INFINITY) & 0x7fffu) ? 0 : (a.__x >> 15 ? -1 : 1); } \
-    inline H __hmax_nan(H a, H b) { return __hisnan(a) ? a : __hisnan(b) ? b : __hmax(a, b); }          \
-    inline H __hmin_nan(H a, H b) { return __hisnan(a) ? a : __hisnan(b) ? b : __hmin(a, b); }          \
+    /* the _nan forms return the canonical NaN (0x7fff) when either input is NaN, whatever its bits */  \
+    inline H __hmax_nan(H a, H b) { return __hisnan(a) || __hisnan(b) ? H(NAN) : __hmax(a, b); }        \
+    inline H __hmin_nan(H a, H b) { return __hisnan(a) || __hisnan(b) ? H(NAN) : __hmin(a, b); }        \
+    inline H __hsub_sat(H a, H b) { return H(__saturatef(float(a - b))); }                              \
     inline H hexp(H a) { return H(expf(float(a))); }                                                    \
     inline H hlog(H a) { return H(logf(float(a))); }                                                    \
     inline H hsqrt(H a) { return H(sqrtf(float(a))); }                                                  \
     inline H hrsqrt(H a) { return H(1.0f / sqrtf(float(a))); }                                          \
     inline H htanh(H a) { return H(tanhf(float(a))); }                                                  \
+    inline H htanh_approx(H a) { return htanh(a); }  /* tanh.approx: within its error */             \
     inline H hsin(H a) { return H(sinf(float(a))); }                                                    \
     inline H hcos(H a) { return H(cosf(float(a))); }                                                    \
     inline H hexp2(H a) { return H(exp2f(float(a))); }                                                  \
@@ -1257,6 +1277,27 @@ typedef __nv_bfloat16 nv_bfloat16;
     inline H2 __hfma2(H2 a, H2 b, H2 c) { return H2(__hfma(a.x, b.x, c.x), __hfma(a.y, b.y, c.y)); }    \
     inline H2 __hmax2(H2 a, H2 b) { return H2(__hmax(a.x, b.x), __hmax(a.y, b.y)); }                    \
     inline H2 __hmin2(H2 a, H2 b) { return H2(__hmin(a.x, b.x), __hmin(a.y, b.y)); }                    \
+    inline H2 __hmax2_nan(H2 a, H2 b) { return H2(__hmax_nan(a.x, b.x), __hmax_nan(a.y, b.y)); }        \
+    inline H2 __hmin2_nan(H2 a, H2 b) { return H2(__hmin_nan(a.x, b.x), __hmin_nan(a.y, b.y)); }        \
+    inline H2 __hsub2_sat(H2 a, H2 b) { return H2(__hsub_sat(a.x, b.x), __hsub_sat(a.y, b.y)); }        \
+    inline H2 __hsub2_rn(H2 a, H2 b) { return a - b; }                                                  \
+    /* the _mask compares (CUDA 12): 0xffff in each lane's half of the result where it holds */         \
+    inline unsigned __heq2_mask(H2 a, H2 b) { return (a.x == b.x ? 0xffffu : 0u) | (a.y == b.y ? 0xffff0000u : 0u); } \
+    inline unsigned __hne2_mask(H2 a, H2 b) { return (__hne(a.x, b.x) ? 0xffffu : 0u) | (__hne(a.y, b.y) ? 0xffff0000u : 0u); } \
+    inline unsigned __hlt2_mask(H2 a, H2 b) { return (a.x < b.x ? 0xffffu : 0u) | (a.y < b.y ? 0xffff0000u : 0u); } \
+    inline unsigned __hle2_mask(H2 a, H2 b) { return (a.x <= b.x ? 0xffffu : 0u) | (a.y <= b.y ? 0xffff0000u : 0u); } \
+    inline unsigned __hgt2_mask(H2 a, H2 b) { return (a.x > b.x ? 0xffffu : 0u) | (a.y > b.y ? 0xffff0000u : 0u); } \
+    inline unsigned __hge2_mask(H2 a, H2 b) { return (a.x >= b.x ? 0xffffu : 0u) | (a.y >= b.y ? 0xffff0000u : 0u); } \
+    inline unsigned __hequ2_mask(H2 a, H2 b) { return (__hequ(a.x, b.x) ? 0xffffu : 0u) | (__hequ(a.y, b.y) ? 0xffff0000u : 0u); } \
+    inline unsigned __hneu2_mask(H2 a, H2 b) { return (__hneu(a.x, b.x) ? 0xffffu : 0u) | (__hneu(a.y, b.y) ? 0xffff0000u : 0u); } \
+    inline unsigned __hltu2_mask(H2 a, H2 b) { return (__hltu(a.x, b.x) ? 0xffffu : 0u) | (__hltu(a.y, b.y) ? 0xffff0000u : 0u); } \
+    inline unsigned __hleu2_mask(H2 a, H2 b) { return (__hleu(a.x, b.x) ? 0xffffu : 0u) | (__hleu(a.y, b.y) ? 0xffff0000u : 0u); } \
+    inline unsigned __hgtu2_mask(H2 a, H2 b) { return (__hgtu(a.x, b.x) ? 0xffffu : 0u) | (__hgtu(a.y, b.y) ? 0xffff0000u : 0u); } \
+    inline unsigned __hgeu2_mask(H2 a, H2 b) { return (__hgeu(a.x, b.x) ? 0xffffu : 0u) | (__hgeu(a.y, b.y) ? 0xffff0000u : 0u); } \
+    inline H2 h2tanh(H2 a) { return H2(htanh(a.x), htanh(a.y)); }                                       \
+    inline H2 h2tanh_approx(H2 a) { return h2tanh(a); }                                                 \
+    inline H2 h2exp10(H2 a) { return H2(hexp10(a.x), hexp10(a.y)); }                                    \
+    inline H2 h2log10(H2 a) { return H2(hlog10(a.x), hlog10(a.y)); }                                    \
     inline H2 __hadd2_sat(H2 a, H2 b) {                                                                 \
         return H2(H(__saturatef(float(a.x + b.x))), H(__saturatef(float(a.y + b.y))));                  \
     }                                                                                                   \
@@ -1352,8 +1393,6 @@ typedef __nv_bfloat162 nv_bfloat162;
 inline __half __float2half(float f) { return __half(f); }
 inline __half __float2half_rn(float f) { return __half(f); }
 inline float __half2float(__half h) { return float(h); }
-inline __half __int2half_rn(int i) { return __half((float)i); }
-inline int __half2int_rn(__half h) { return __float2int_rn(float(h)); }
 inline unsigned short __half_as_ushort(__half h) { return h.__x; }
 inline __half __ushort_as_half(unsigned short u) { __half h; h.__x = u; return h; }
 inline short __half_as_short(__half h) { return (short)h.__x; }
@@ -1403,23 +1442,53 @@ inline __nv_bfloat16 __float2bfloat16_rd(float f) { return __emu::round_16bit<__
 inline __nv_bfloat16 __float2bfloat16_ru(float f) { return __emu::round_16bit<__nv_bfloat16>(f, 2); }
 inline __half __double2half(double d) { return __half(d); }
 inline __nv_bfloat16 __double2bfloat16(double d) { return __nv_bfloat16(d); }
-inline int __half2int_rz(__half h) { return __float2int_rz(float(h)); }
-inline unsigned __half2uint_rn(__half h) { return __float2uint_rn(float(h)); }
-inline unsigned __half2uint_rz(__half h) { return __float2uint_rz(float(h)); }
-inline short __half2short_rn(__half h) { return (short)std::max(-32768, std::min(32767, __float2int_rn(float(h)))); }
-inline short __half2short_rz(__half h) { return (short)std::max(-32768, std::min(32767, __float2int_rz(float(h)))); }
-inline unsigned short __half2ushort_rn(__half h) { return (unsigned short)std::min(65535u, __float2uint_rn(float(h))); }
-inline __half __short2half_rn(short i) { return __half((float)i); }
-inline __half __ushort2half_rn(unsigned short i) { return __half((float)i); }
-inline __half __uint2half_rn(unsigned i) { return __half(__emu::float_to_odd((double)i)); }
-inline __half __ll2half_rn(long long i) { return __half(__emu::float_to_odd((double)i)); }
-inline __nv_bfloat16 __int2bfloat16_rn(int i) { return __nv_bfloat16(i); }
-inline __nv_bfloat16 __uint2bfloat16_rn(unsigned i) { return __nv_bfloat16(__emu::float_to_odd((double)i)); }
-inline __nv_bfloat16 __short2bfloat16_rn(short i) { return __nv_bfloat16((float)i); }
-inline int __half2int_rd(__half h) { return __float2int_rd(float(h)); }
-inline int __half2int_ru(__half h) { return __float2int_ru(float(h)); }
-inline int __bfloat162int_rn(__nv_bfloat16 h) { return __float2int_rn(float(h)); }
-inline int __bfloat162int_rz(__nv_bfloat16 h) { return __float2int_rz(float(h)); }
+// 16-bit float <-> integer conversions in the four rounding modes, for __half and __nv_bfloat16 and every
+// integer width CUDA names (__half2int_rn, __ull2bfloat16_rz, ...).  To an integer: NaN gives 0, except that a
+// 64-bit result gets 0x8000000000000000 (cuda_fp16.h documents both: they are the cvt instruction's), and values
+// out of range saturate.  From an integer: the exact value (long double holds every 64-bit integer) rounded once.
+namespace __emu {
+enum IntRound { I_RN, I_RZ, I_RD, I_RU };
+template <class I, class H>
+inline I from_16bit(H h, IntRound m) {
+    const double f = float(h);
+    if (f != f) return sizeof(I) == 8 ? (I)(1ull << 63) : I(0);
+    return saturate_to<I>(m == I_RN ? nearbyint(f) : m == I_RZ ? trunc(f) : m == I_RD ? floor(f) : ceil(f));
+}
+template <class H>
+inline H to_16bit(long double x, IntRound m) {
+    float f = (float)x;  // rounded to odd, so that rounding f to 16 bits rounds x only once
+    if ((long double)f != x) {
+        uint32_t b;
+        std::memcpy(&b, &f, 4);
+        if (!(b & 1u)) f = std::nextafterf(f, x > (long double)f ? INFINITY : -INFINITY);
+    }
+    const H h(f);
+    const long double r = (long double)float(h);
+    if (m == I_RN || r == x) return h;
+    if (m == I_RZ) return std::fabs(r) > std::fabs(x) ? step_16bit(h, r < 0) : h;
+    if (m == I_RD) return r > x ? step_16bit(h, false) : h;
+    return r < x ? step_16bit(h, true) : h;
+}
+}  // namespace __emu
+#define __EMU_16BIT_INT_MODE(HN, H, IN, I, MODE, SUFFIX)                                                 \
+    inline I __##HN##2##IN##_##SUFFIX(H h) { return __emu::from_16bit<I>(h, __emu::MODE); }              \
+    inline H __##IN##2##HN##_##SUFFIX(I i) { return __emu::to_16bit<H>((long double)i, __emu::MODE); }
+#define __EMU_16BIT_INT(HN, H, IN, I)                                                                    \
+    __EMU_16BIT_INT_MODE(HN, H, IN, I, I_RN, rn) __EMU_16BIT_INT_MODE(HN, H, IN, I, I_RZ, rz)            \
+    __EMU_16BIT_INT_MODE(HN, H, IN, I, I_RD, rd) __EMU_16BIT_INT_MODE(HN, H, IN, I, I_RU, ru)
+#define __EMU_16BIT_ALL_INTS(HN, H)                                                                      \
+    __EMU_16BIT_INT(HN, H, int, int) __EMU_16BIT_INT(HN, H, uint, unsigned)                              \
+    __EMU_16BIT_INT(HN, H, short, short) __EMU_16BIT_INT(HN, H, ushort, unsigned short)                  \
+    __EMU_16BIT_INT(HN, H, ll, long long) __EMU_16BIT_INT(HN, H, ull, unsigned long long)                \
+    inline signed char __##HN##2char_rz(H h) { return __emu::from_16bit<signed char>(h, __emu::I_RZ); }  \
+    inline unsigned char __##HN##2uchar_rz(H h) { return __emu::from_16bit<unsigned char>(h, __emu::I_RZ); }
+__EMU_16BIT_ALL_INTS(half, __half)
+__EMU_16BIT_ALL_INTS(bfloat16, __nv_bfloat16)
+#undef __EMU_16BIT_ALL_INTS
+#undef __EMU_16BIT_INT
+#undef __EMU_16BIT_INT_MODE
+inline short __bfloat16_as_short(__nv_bfloat16 b) { return (short)b.__x; }
+inline __nv_bfloat16 __short_as_bfloat16(short s) { __nv_bfloat16 b; b.__x = (unsigned short)s; return b; }
 inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __nv_bfloat16(f); }
 inline float __bfloat162float(__nv_bfloat16 b) { return float(b); }
 inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 b) { return b.__x; }

@@ -1749,15 +1749,16 @@ int syncthreads(int kind, int pred, const char* file, int line) {
 
 // Computes lane `l`'s result once every lane in the mask has deposited its value.
 // The lane a shuffle reads for lane `l`.  Past the end of its width-segment CUDA defines the result
-// as the caller's own value, so that is `l` itself.
+// as the caller's own value, so that is `l` itself.  As shfl.sync, only the low 5 bits of the lane offset
+// count: a delta of 33 is 1, and -1 (CUDA's delta is unsigned) is 31.
 static int shuffle_source(const Fiber& me, int l) {
-    const int width = me.wwidth, seg = l & ~(width - 1);
+    const int width = me.wwidth, seg = l & ~(width - 1), offset = me.warg & 31;
     int src = l;
     switch (me.wop) {
         case W_SHFL_IDX: src = seg + (me.warg & (width - 1)); break;
-        case W_SHFL_UP: src = l - me.warg; if (src < seg) src = l; break;
-        case W_SHFL_DOWN: src = l + me.warg; if (src >= seg + width) src = l; break;
-        case W_SHFL_XOR: src = l ^ me.warg; if (src >= seg + width) src = l; break;
+        case W_SHFL_UP: src = l - offset; if (src < seg) src = l; break;
+        case W_SHFL_DOWN: src = l + offset; if (src >= seg + width) src = l; break;
+        case W_SHFL_XOR: src = l ^ offset; if (src >= seg + width) src = l; break;
         default: break;
     }
     return src;
