@@ -336,9 +336,10 @@ class _Tokenizer:
                     **kwargs)["input_ids"]
 
     def tokenize(self, text, pair=None, add_special_tokens=False):
-        """The token strings of ``text`` (and ``pair``), without special tokens unless asked (transformers'
-        ``tokenize``)."""
-        return self.convert_ids_to_tokens(self.encode(text, pair, add_special_tokens=add_special_tokens))
+        """The token strings of ``text`` (and ``pair``), without special tokens unless asked, as transformers'
+        fast tokenizers give them: the Encoding's tokens (an added token with ``lstrip`` / ``rstrip`` is the text
+        it took, its spaces included; ``convert_ids_to_tokens`` names it by its content)."""
+        return self(text, pair, add_special_tokens=add_special_tokens, return_offsets_mapping=True).tokens()
 
     def get_vocab(self):
         """``{token string: id}`` for every token, added ones included."""
@@ -1071,8 +1072,8 @@ def _token_matcher(tokens):
 def _split_on_tokens(text, tokens, pattern):
     """``text`` cut around the added ``tokens`` ({content: (id, _AddedToken)}, found by ``pattern``) as the
     tokenizers library cuts it: leftmost-longest matches, one scan (a match refused for ``single_word`` is
-    skipped, not retried shorter); ``lstrip`` / ``rstrip`` take the whitespace beside it. A list of strings and
-    token ids."""
+    skipped, not retried shorter); ``lstrip`` / ``rstrip`` take the whitespace beside it. A list of strings (text
+    between them) and (token id, the text it took)."""
     pieces, done = [], 0  # done: where the text not yet given out starts
     for match in pattern.finditer(text):
         start, stop = match.span()
@@ -1086,7 +1087,7 @@ def _split_on_tokens(text, tokens, pattern):
             stop += 1
         if done < start:
             pieces.append(text[done:start])
-        pieces.append(token_id)
+        pieces.append((token_id, text[start:stop]))  # (the text it took: tokenize() shows it)
         done = stop
     if done < len(text):
         pieces.append(text[done:])
@@ -1138,7 +1139,7 @@ class ByteTokenizer(_Tokenizer):
 
     def _split_on_added(self, text):
         """The text cut around the added tokens: those matched in the raw text first, then (in what is left)
-        the normalized ones, as the tokenizers library does. A list of strings and token ids."""
+        the normalized ones, as the tokenizers library does. A list of strings and (token id, text taken)."""
         if "_matchers" not in self.__dict__:
             passes = ({t.content: (i, t) for i, t in self._added.items() if t.normalized == normalized}
                       for normalized in (False, True))
@@ -1151,8 +1152,19 @@ class ByteTokenizer(_Tokenizer):
 
     def _encode(self, text, add_special_tokens):
         ids = [i for piece in self._split_on_added(text)
-               for i in (piece.encode("utf-8") if isinstance(piece, str) else [piece])]
+               for i in (piece.encode("utf-8") if isinstance(piece, str) else [piece[0]])]
         return [self.bos_token_id] + ids if add_special_tokens else ids
+
+    def tokenize(self, text, pair=None, add_special_tokens=False):
+        """The token strings (bytes as GPT-2's characters, an added token as the text it took), on the plain path
+        without the tokenizers package; a pair as the tokenizers backend answers it."""
+        if pair is not None:
+            return super().tokenize(text, pair, add_special_tokens)
+        _check_text(text)
+        to_char = _byte_to_char()
+        tokens = [token for piece in self._split_on_added(text)
+                  for token in ([to_char[b] for b in piece.encode("utf-8")] if isinstance(piece, str) else [piece[1]])]
+        return [self.bos_token] + tokens if add_special_tokens else tokens
 
     def _decode(self, token_ids, skip_special_tokens):
         """Text of the ids ``token_ids`` (a list). Special tokens are written as ``<eos>`` etc., or dropped

@@ -9,8 +9,10 @@
 Until round 7 the byte tokenizer refused add_tokens (NotImplementedError: "save it and reload the folder").
 The oracle: transformers' tokenizer of the byte tokenizer's own saved folder (a byte-level BPE
 tokenizer.json), given the same add_* calls -- ids, counts, ``len``, the added vocabulary, the special tokens,
-``decode`` with and without ``skip_special_tokens``, and a seeded differential run over AddedToken's flags
-(``single_word``, ``lstrip``, ``rstrip``, ``normalized``, ``special``). Texts never spell ``<bos>`` / ``<eos>`` /
+``decode`` with and without ``skip_special_tokens``, ``tokenize``, and a seeded differential run over AddedToken's
+flags (``single_word``, ``lstrip``, ``rstrip``, ``normalized``, ``special``). ``tokenize`` was also off for every
+tokenizer: transformers gives the Encoding's tokens, where an lstrip/rstrip token is the text it took ("  <sep>  ");
+minilora gave convert_ids_to_tokens' "<sep>". Texts never spell ``<bos>`` / ``<eos>`` /
 ``<pad>``: the byte tokenizer reads those as bytes (the shipped model was trained so), the saved folder as tokens.
 Skipped without transformers / tokenizers; the plain path itself needs neither (tested with tokenizers hidden).
 """
@@ -65,6 +67,8 @@ def same_tokenizers(theirs, ours, texts=TEXTS):
         ids = theirs(text).input_ids
         assert ours.encode(text) == ids
         assert ours.convert_ids_to_tokens(ids) == theirs.convert_ids_to_tokens(ids)
+        for special in (False, True):  # the text an lstrip/rstrip token took, spaces included ("  <sep>  ")
+            assert ours.tokenize(text, add_special_tokens=special) == theirs.tokenize(text, add_special_tokens=special)
         for skip in (False, True):
             assert ours.decode(ids, skip_special_tokens=skip) == theirs.decode(ids, skip_special_tokens=skip)
 
@@ -130,6 +134,7 @@ def test_added_token_flags_differential(pair, seed):
         ids = theirs.encode(text, add_special_tokens=False)
         assert ours.encode(text, add_special_tokens=False) == ids, (text, tokens)
         assert ours(text, return_offsets_mapping=True).input_ids == theirs(text).input_ids
+        assert ours.tokenize(text) == theirs.tokenize(text)
         if not {120, ours.convert_tokens_to_ids("é!")} & set(ids):  # see test_decode_of_non_ascii_tokens
             for skip in (False, True):
                 assert ours.decode(ids, skip_special_tokens=skip) == theirs.decode(ids, skip_special_tokens=skip)
@@ -172,6 +177,7 @@ def test_added_tokens_without_the_tokenizers_package(monkeypatch):
     assert ids == [256, 97, 259, 98, 260] and len(tok) == 261
     assert tok.decode(ids) == "<bos>a<think>b<tool>" and tok.decode(ids, skip_special_tokens=True) == "a<think>b"
     assert tok.all_special_tokens == ["<bos>", "<eos>", "<pad>", "<tool>"]
+    assert tok.tokenize("a <think>", add_special_tokens=True) == ["<bos>", "a", "Ġ", "<think>"]
     with pytest.raises(ImportError, match="tokenizers"):
         tok.save_pretrained("never")
 
