@@ -33,7 +33,7 @@ __all__ = ["LinAlgError", "svd", "svdvals", "qr", "eig", "eigvals", "eigh", "eig
            "matrix_rank", "det", "slogdet", "inv", "inv_ex", "solve", "solve_ex", "solve_triangular", "cholesky",
            "cholesky_ex", "lstsq", "pinv", "matrix_power", "matrix_exp", "cross", "multi_dot", "diagonal",
            "vecdot", "vander", "matmul", "lu_factor", "lu_factor_ex", "lu", "lu_solve", "cond", "tensorinv",
-           "tensorsolve", "householder_product"]
+           "tensorsolve", "householder_product", "ldl_factor", "ldl_factor_ex", "ldl_solve"]
 
 
 class LinAlgError(RuntimeError):
@@ -63,6 +63,8 @@ LUResult = _result("linalg_lu", "P L U", "LUResult")
 LUUnpack = _result("lu_unpack", "P L U", "LUUnpack")
 TriangularSolve = _result("triangular_solve", "solution cloned_coefficient", "TriangularSolve")
 Geqrf = _result("geqrf", "a tau", "Geqrf")
+LDLFactor = _result("linalg_ldl_factor", "LD pivots", "LDLFactor")
+LDLFactorEx = _result("linalg_ldl_factor_ex", "LD pivots info", "LDLFactorEx")
 OldSVD = _result("svd", "U S V", "OldSVD")  # torch.svd: V, not Vh
 OldQR = _result("qr", "Q R", "OldQR")
 OldSlogDet = _result("slogdet", "sign logabsdet", "OldSlogDet")
@@ -900,6 +902,174 @@ def lu_solve(LU, pivots, B, *, left=True, adjoint=False, out=None):
         Y = solve_triangular(L, ops.matmul(P.mT, B), upper=False, unitriangular=True)
         X = solve_triangular(U, Y, upper=True)
     return _with_out(name_node(X, "LinalgLuSolveBackward0", LU, B), out)
+
+
+# ---- LDL^T (Bunch-Kaufman) ---------------------------------------------------------------------------------
+_BUNCH_KAUFMAN_ALPHA = (1 + math.sqrt(17)) / 8
+
+
+def _ldl_one(a):
+    """LAPACK's sytf2 on the lower triangle of one symmetric matrix (host arrays): (LD, pivots, info), pivots
+    1-based, negative (twice) for a 2x2 block of D."""
+    A = np.tril(np.array(a, dtype=a.dtype))
+    n = A.shape[-1]
+    pivots = np.zeros(n, np.int32)
+    info, k = 0, 0
+    while k < n:
+        kstep, kp = 1, k
+        absakk = abs(A[k, k])
+        imax = k + 1 + int(np.argmax(np.abs(A[k + 1:, k]))) if k < n - 1 else k
+        colmax = abs(A[imax, k]) if k < n - 1 else 0.0
+        if max(absakk, colmax) == 0 or np.isnan(absakk):
+            info = info or k + 1
+        elif absakk < _BUNCH_KAUFMAN_ALPHA * colmax:
+            row = np.abs(np.concatenate([A[imax, k:imax], A[imax + 1:, imax]]))  # row imax off the diagonal
+            rowmax = row.max()
+            if absakk >= _BUNCH_KAUFMAN_ALPHA * colmax * (colmax / rowmax):
+                kp = k
+            elif abs(A[imax, imax]) >= _BUNCH_KAUFMAN_ALPHA * rowmax:
+                kp = imax
+            else:
+                kp, kstep = imax, 2
+        kk = k + kstep - 1
+        if kp != kk and not (max(absakk, colmax) == 0):  # swap rows and columns kk and kp of the trailing block
+            A[kp + 1:, [kk, kp]] = A[kp + 1:, [kp, kk]]
+            between = np.arange(kk + 1, kp)
+            A[between, kk], A[kp, between] = A[kp, between].copy(), A[between, kk].copy()
+            A[kk, kk], A[kp, kp] = A[kp, kp], A[kk, kk]
+            if kstep == 2:
+                A[k + 1, k], A[kp, k] = A[kp, k], A[k + 1, k]
+        if max(absakk, colmax) != 0 and not np.isnan(absakk):
+            if kstep == 1 and k < n - 1:
+                column = A[k + 1:, k] / A[k, k]
+                A[k + 1:, k + 1:] -= np.tril(np.outer(A[k + 1:, k], column))
+                A[k + 1:, k] = column
+            elif kstep == 2 and k < n - 2:
+                d21 = A[k + 1, k]
+                d11, d22 = A[k + 1, k + 1] / d21, A[k, k] / d21
+                d21 = (1 / (d11 * d22 - 1)) / d21
+                wk = d21 * (d11 * A[k + 2:, k] - A[k + 2:, k + 1])
+                wkp1 = d21 * (d22 * A[k + 2:, k + 1] - A[k + 2:, k])
+                A[k + 2:, k + 2:] -= np.tril(np.outer(A[k + 2:, k], wk) + np.outer(A[k + 2:, k + 1], wkp1))
+                A[k + 2:, k], A[k + 2:, k + 1] = wk, wkp1
+        pivots[k:k + kstep] = kp + 1 if kstep == 1 else -(kp + 1)
+        k += kstep
+    return A, pivots, info
+
+
+def _ldl_solve_one(LD, pivots, B):
+    """LAPACK's sytrs (lower): X with ``A X = B`` from sytf2's factorization (host arrays)."""
+    B = np.array(B, dtype=np.result_type(LD.dtype, B.dtype))
+    n = LD.shape[-1]
+    k = 0
+    while k < n:  # L D Y = P B
+        if pivots[k] > 0:
+            kp = pivots[k] - 1
+            B[[k, kp]] = B[[kp, k]]
+            B[k + 1:] -= np.outer(LD[k + 1:, k], B[k])
+            B[k] /= LD[k, k]
+            k += 1
+        else:
+            kp = -pivots[k] - 1
+            B[[k + 1, kp]] = B[[kp, k + 1]]
+            B[k + 2:] -= np.outer(LD[k + 2:, k], B[k]) + np.outer(LD[k + 2:, k + 1], B[k + 1])
+            akm1k = LD[k + 1, k]
+            akm1, ak = LD[k, k] / akm1k, LD[k + 1, k + 1] / akm1k
+            denom = akm1 * ak - 1
+            bkm1, bk = B[k] / akm1k, B[k + 1] / akm1k
+            B[k], B[k + 1] = (ak * bkm1 - bk) / denom, (akm1 * bk - bkm1) / denom
+            k += 2
+    k = n - 1
+    while k >= 0:  # L^T P^T X = Y
+        B[k] -= LD[k + 1:, k] @ B[k + 1:]
+        if pivots[k] > 0:
+            kp = pivots[k] - 1
+            k_next = k - 1
+        else:
+            B[k - 1] -= LD[k + 1:, k - 1] @ B[k + 1:]
+            kp = -pivots[k] - 1
+            k_next = k - 2
+        B[[k, kp]] = B[[kp, k]]
+        k = k_next
+    return B
+
+
+def _host(array):
+    """A NumPy copy of a (NumPy or CuPy) array: the LDL loops run on the host (as torch's CPU kernel)."""
+    return array.get() if hasattr(array, "get") else np.asarray(array)
+
+
+def _not_differentiable(op):
+    def derivative(arrays, outputs, grads):
+        raise RuntimeError(f"derivative for aten::{op} is not implemented")
+    return derivative
+
+
+def ldl_factor_ex(A, *, hermitian=False, check_errors=False, out=None):
+    """``torch.linalg.ldl_factor_ex``: ``(LD, pivots, info)``, LAPACK's Bunch-Kaufman ``A = P L D L^T P^T`` of a
+    symmetric matrix (its lower triangle read): L's multipliers below LD's diagonal, D's 1x1 / 2x2 blocks on it,
+    pivots 1-based (negative for a 2x2 block), info > 0 where D is singular. Not differentiable (torch's neither).
+    ``hermitian`` changes nothing for real matrices."""
+    LD, pivots, info = _ldl("linalg.ldl_factor_ex", A)
+    if check_errors and bool((info._array > 0).any()):
+        _raise_singular_ldl("linalg.ldl_factor_ex", info)
+    return _with_out(LDLFactorEx(LD, pivots, info), out)
+
+
+def ldl_factor(A, *, hermitian=False, out=None):
+    """``torch.linalg.ldl_factor``: ``(LD, pivots)``; a singular D raises LinAlgError (torch 2.13 raises an
+    internal assert, 'Unknown error code')."""
+    LD, pivots, info = _ldl("linalg.ldl_factor", A)
+    if bool((info._array > 0).any()):
+        _raise_singular_ldl("linalg.ldl_factor", info)
+    return _with_out(LDLFactor(LD, pivots), out)
+
+
+def _raise_singular_ldl(name, info):
+    flat = _host(info._array).reshape(-1)
+    first = int(np.flatnonzero(flat)[0])
+    batch = f"(Batch element {first}): " if info.ndim else ""
+    raise LinAlgError(f"torch.{name}: {batch}The factorization could not be completed because D's diagonal element "
+                      f"{flat[first]} is zero: the matrix is singular")
+
+
+def _ldl(name, A):
+    _check("torch.linalg.ldl_factor_ex", A, square=True)  # (torch names the _ex function for both)
+    a = _host(A._array)
+    n = a.shape[-1]
+    flat = a.reshape((math.prod(a.shape[:-2]), n, n))
+    LD, pivots, info = np.zeros(flat.shape, a.dtype), np.zeros(flat.shape[:-1], np.int32), np.zeros(len(flat), np.int32)
+    for i, matrix in enumerate(flat):
+        LD[i], pivots[i], info[i] = _ldl_one(matrix)
+    xp = xp_of(A._array)
+    LD, pivots, info = (xp.asarray(x.reshape(shape)) for x, shape in
+                        ((LD, a.shape), (pivots, a.shape[:-1]), (info, a.shape[:-2])))
+    LD_t, = _outputs("LinalgLdlFactorExBackward0", (A,), (LD,), _not_differentiable("linalg_ldl_factor_ex"))
+    return LD_t, _plain(pivots, A), _plain(info, A)
+
+
+def ldl_solve(LD, pivots, B, *, hermitian=False, out=None):
+    """``torch.linalg.ldl_solve``: X with ``A X = B`` from ``ldl_factor``'s ``(LD, pivots)`` (LAPACK's sytrs);
+    batches broadcast. Not differentiable (torch's neither)."""
+    if B.ndim < 2:
+        raise IndexError("Dimension out of range (expected to be in range of [-1, 0], but got -2)")
+    _check("torch.linalg.ldl_solve", LD, square=True)
+    n = LD.shape[-1]
+    if B.shape[-2] != n:
+        raise RuntimeError(f"Incompatible matrix sizes for torch.linalg.ldl_solve: each A matrix is {n} by {n} but "
+                           f"each b matrix is {B.shape[-2]} by {B.shape[-1]}")
+    if B.dtype != LD.dtype:
+        raise RuntimeError(f"Expected b and A to have the same dtype, but found b of type {_scalar_name(B.dtype)} "
+                           f"and A of type {_scalar_name(LD.dtype)} instead.")
+    batch = tuple(np.broadcast_shapes(LD.shape[:-2], pivots.shape[:-1], B.shape[:-2]))
+    count = math.prod(batch)
+    ld = np.broadcast_to(_host(LD._array), batch + (n, n)).reshape((count, n, n))
+    piv = np.broadcast_to(_host(pivots._array), batch + (n,)).reshape((count, n))
+    b = np.broadcast_to(_host(B._array), batch + B.shape[-2:]).reshape((count,) + B.shape[-2:])
+    x = np.stack([_ldl_solve_one(ld[i], piv[i], b[i]) for i in range(len(b))]) if len(b) else b.copy()
+    x = xp_of(B._array).asarray(x.reshape(batch + B.shape[-2:]))
+    result, = _outputs("LinalgLdlSolveBackward0", (LD, B), (x,), _not_differentiable("linalg_ldl_solve"))
+    return _with_out(result, out)
 
 
 # ---- Cholesky solves -------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ def _close(mine, theirs, tol=1e-10):
 
 def _fields(result):
     """A named tuple's field names, in order (torch.return_types have no ``_fields``)."""
-    return [f for f in ("eigenvalues", "eigenvectors", "LU", "pivots", "info", "P", "L", "U", "LD", "solution",
+    return [f for f in ("eigenvalues", "eigenvectors", "LU", "LD", "pivots", "info", "P", "L", "U", "solution",
                         "cloned_coefficient", "a", "tau") if hasattr(result, f)]
 
 
@@ -530,3 +530,61 @@ def test_round6_functions_at_their_edges(name):
         assert [m[:2] for m in mine] == [t[:2] for t in theirs]
         for m, t in zip(mine, theirs):  # (nan and inf where torch has them)
             np.testing.assert_allclose(m[2], t[2], rtol=1e-12 if m[0] == "float64" else 1e-6)
+
+
+# ---- LDL^T (Bunch-Kaufman, LAPACK's sytrf / sytrs) ---------------------------------------------------------------
+def _symmetric(n, zero_diagonal=False, rounded=False):
+    a = RNG.standard_normal((n, n))
+    a = a + a.T
+    if zero_diagonal:  # (2x2 pivots)
+        a[np.diag_indices(n)] = 0
+    return np.round(a) if rounded else a
+
+
+def test_ldl_factor_and_solve_match_lapack():
+    """The same pivots, blocks and multipliers as torch's LAPACK (1x1 and 2x2 pivots, ties among rounded entries)."""
+    for trial in range(40):
+        a = _symmetric(1 + trial % 6, zero_diagonal=trial % 3 == 0, rounded=trial % 4 == 0)
+        mine, theirs = LA.ldl_factor_ex(ml.tensor(a)), torch.linalg.ldl_factor_ex(torch.tensor(a))
+        assert _fields(mine) == _fields(theirs) == ["LD", "pivots", "info"]
+        assert mine.pivots.tolist() == theirs.pivots.tolist() and mine.info.tolist() == theirs.info.tolist()
+        _close(mine.LD, theirs.LD, tol=1e-10)
+        if theirs.info.item() == 0:
+            b = RNG.standard_normal((a.shape[0], 2))
+            _close(LA.ldl_solve(mine.LD, mine.pivots, ml.tensor(b)),
+                   torch.linalg.ldl_solve(theirs.LD, theirs.pivots, torch.tensor(b)), tol=1e-8)
+    batch = np.stack([_symmetric(4, zero_diagonal=True), _symmetric(4)]).astype(np.float32)
+    mine, theirs = LA.ldl_factor(ml.tensor(batch), hermitian=True), torch.linalg.ldl_factor(torch.tensor(batch))
+    assert type(mine).__name__ == "linalg_ldl_factor" and mine.pivots.tolist() == theirs.pivots.tolist()
+    _close(mine.LD, theirs.LD, tol=1e-5)
+    b = RNG.standard_normal((3, 2, 4, 1)).astype(np.float32)  # broadcast (torch 2.13 crashes on it: expanded there)
+    _close(LA.ldl_solve(*mine, ml.tensor(b)),
+           torch.linalg.ldl_solve(theirs.LD.expand(3, 2, 4, 4), theirs.pivots.expand(3, 2, 4), torch.tensor(b)), 1e-4)
+    x = ml.tensor(batch[0].astype(np.float64), requires_grad=True)
+    with pytest.raises(RuntimeError, match="derivative for aten::linalg_ldl_factor_ex is not implemented"):
+        LA.ldl_factor(x).LD.sum().backward()
+    LD, pivots, info = LA.ldl_factor_ex(ml.zeros(2, 3, 3))  # singular: info, and an error where asked
+    assert info.tolist() == torch.linalg.ldl_factor_ex(torch.zeros(2, 3, 3)).info.tolist() == [1, 1]
+    for call in (lambda: LA.ldl_factor(ml.zeros(3, 3)), lambda: LA.ldl_factor_ex(ml.zeros(3, 3), check_errors=True)):
+        with pytest.raises(LA.LinAlgError, match="singular"):
+            call()
+
+
+LDL_ERRORS = {
+    "ldl non-square": lambda L: L.linalg.ldl_factor(L.ones(2, 3)),
+    "ldl 1d": lambda L: L.linalg.ldl_factor(L.ones(3)),
+    "ldl int": lambda L: L.linalg.ldl_factor(L.ones(2, 2, dtype=L.long)),
+    "ldl_solve vector": lambda L: L.linalg.ldl_solve(*L.linalg.ldl_factor(L.eye(3)), L.ones(3)),
+    "ldl_solve shapes": lambda L: L.linalg.ldl_solve(*L.linalg.ldl_factor(L.eye(3)), L.ones(4, 1)),
+    "ldl_solve dtypes": lambda L: L.linalg.ldl_solve(*L.linalg.ldl_factor(L.eye(3)), L.ones(3, 1, dtype=L.float64)),
+}
+
+
+@pytest.mark.parametrize("name", list(LDL_ERRORS))
+def test_ldl_errors_as_torch(name):
+    with pytest.raises(Exception) as theirs:
+        LDL_ERRORS[name](torch)
+    with pytest.raises(Exception) as mine:
+        LDL_ERRORS[name](ml)
+    assert isinstance(mine.value, type(theirs.value) if type(theirs.value).__module__ == "builtins" else RuntimeError)
+    assert str(mine.value).split(":")[0] == str(theirs.value).split(":")[0]
