@@ -77,8 +77,10 @@ TORCH_QUIRKS = [
 API_LEFT_ALONE = {"addmv", "addbmm", "matrix_exp", "cholesky", "index_put", "clip", "cumsum", "cumprod",
                   "scatter_reduce", "einsum"}
 # Where torch's empty-input shortcut skips an argument check minilora makes first (an invalid dilation or
-# output_padding, an index into an empty dim), or minilora refuses on purpose (is_causal with a mask)
+# output_padding, an empty kernel, an index into an empty dim), or minilora refuses on purpose (is_causal
+# with a mask)
 MINILORA_CHECKS_FIRST = ["dilation should be greater than zero", "output padding must be smaller",
+                         "kernel size should be greater than zero",
                          "Explicit attn_mask should not be set when is_causal=True", "is out of bounds for dimension"]
 # torch's sum / mean of margin losses over an empty batch reads memory it never wrote (6.9e-310...):
 # their reduction='none' is compared in EXPLICIT; conv with no input channels: torch answers 0 output
@@ -105,8 +107,23 @@ def _nn_problem(case):
 
 
 def _torch_has_no_channels_out(case, want, got):
-    """A convolution of an input with no channels: torch's output is empty, minilora's the bias."""
-    return case.name.lower().startswith("conv") and want["result"][0][2].size == 0 < got["result"][0][2].size
+    """A convolution of an input with no channels: torch's output has 0 channels, minilora's the
+    weight's out_channels (the bias, or zeros): the shapes differ in that one dim only."""
+    torch_shape, shape = want["result"][0][1], got["result"][0][1]
+    differ = [t for t, m in zip(torch_shape, shape) if t != m]
+    return case.name.lower().startswith("conv") and len(torch_shape) == len(shape) and differ == [0]
+
+
+def test_the_sweep_empties_what_it_draws():
+    """Every emptied case holds a tensor with a 0 in its shape, and the comparison sees the old bug:
+    layer_norm of a zero width answered with NumPy's reshape ValueError where torch returns."""
+    for name in ("sum", "matmul", "mm", "softmax"):
+        calls = [c for c in (_emptied_api_call(name, seed) for seed in SEEDS) if c is not None]  # (0-d: None)
+        assert calls and all(any(0 in i.values.shape for i in c.inputs()) for c in calls), name
+    case = _emptied_nn_case(nn5.LAYERS, "LayerNorm", 0)
+    assert any(0 in i.values.shape for i in nn5._tensors(case.inputs))
+    want = _thunk_outcome(torch, EXPLICIT["F.layer_norm((2, 0), (0,))"])
+    assert difference({"error": ValueError, "type": ValueError, "message": "ValueError: cannot reshape"}, want)
 
 
 @pytest.mark.parametrize("name", sorted(set(r6.FAMILIES) - API_LEFT_ALONE))
@@ -464,3 +481,65 @@ def test_every_shared_name_meets_a_zero_size():
     shared = {f"F.{n}" for n in _shared_functions()} | {f"nn.{n}" for n in _shared_modules()}
     missing = shared - _reached_by_sweep() - _reached_by_explicit() - set(SKIP)
     assert not missing, f"no zero-size case reaches: {sorted(missing)}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# LoRA / PEFT, Llama / transformers, generate
+
+class _Net:
+    """The same small network in both libraries: a Linear, an Embedding and a Conv2d to adapt."""
+
+    @staticmethod
+    def build(lib):
+        class Net(lib.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.proj, self.emb, self.conv = lib.nn.Linear(3, 4), lib.nn.Embedding(5, 3), lib.nn.Conv2d(2, 3, 2)
+
+            def forward(self, x, ids, image):
+                return self.proj(x), self.emb(ids), self.conv(image)
+        return Net()
+
+
+def _peft_outcome(lib, use_dora):
+    """Outputs and gradients of a LoRA (or DoRA) model fed an empty batch, as PEFT's."""
+    peft = pytest.importorskip("peft") if lib is torch else ml.lora
+    lib.manual_seed(0)
+    config = peft.LoraConfig(r=2, target_modules=["proj", "emb", "conv"], init_lora_weights=False,
+                             use_dora=use_dora)
+    model = peft.get_peft_model(_Net.build(lib), config)
+    x = lib.zeros(0, 3, requires_grad=True)
+    outs = model(x, lib.zeros(0, 2, dtype=lib.int64), lib.zeros(0, 2, 3, 3))
+    sum(o.sum() for o in outs).backward()
+    grads = {n: tuple(p.grad.shape) + (float(p.grad.abs().sum()),) for n, p in model.named_parameters()
+             if p.requires_grad}
+    return [tuple(o.shape) for o in outs], tuple(x.grad.shape), grads
+
+
+@pytest.mark.parametrize("use_dora", [False, True])
+def test_lora_layers_fed_an_empty_batch_as_peft(use_dora):
+    """A LoRA (DoRA) Linear, Embedding and Conv2d fed a batch of 0: empty outputs of PEFT's shapes,
+    an empty input gradient, and adapter gradients of their weights' shapes, all zeros (PEFT's)."""
+    ours, theirs = _peft_outcome(ml, use_dora), _peft_outcome(torch, use_dora)
+    assert ours[:2] == theirs[:2] == ([(0, 4), (0, 2, 3), (0, 3, 2, 2)], (0, 3))
+    assert ours[2] == theirs[2] and all(g[-1] == 0 for g in ours[2].values())
+
+
+def test_llama_refuses_an_empty_batch_or_sequence_and_generate_zero_new_tokens():
+    """transformers' Llama fails on input_ids of shape (0, T) / (B, 0) in an internal reshape
+    (RuntimeError: 'cannot reshape tensor of 0 elements ... ambiguous'); minilora refuses on purpose,
+    before any work, naming the problem (ValueError, as tests/test_faults.py asks). generate with
+    max_new_tokens=0 is a ValueError in both."""
+    transformers = pytest.importorskip("transformers")
+    from test_llama import hf_model
+    from test_peft_conformance_r3 import TINY
+    theirs, ours = hf_model(transformers, TINY, dtype="float32"), ml.models.LlamaForCausalLM(TINY)
+    for shape in ((0, 5), (2, 0), (0, 0)):
+        with pytest.raises(RuntimeError, match="cannot reshape tensor of 0 elements"):
+            theirs(torch.zeros(shape, dtype=torch.int64))
+        with pytest.raises(ValueError, match=r"empty batch or a zero-length sequence has nothing to compute"):
+            ours(ml.zeros(shape, dtype=ml.int64))
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        theirs.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=0, do_sample=False)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        ours.generate(ml.tensor([[1, 2, 3]]), max_new_tokens=0, do_sample=False)

@@ -192,7 +192,8 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups):
     if input.ndim != 4 or weight.ndim != 4:
         raise RuntimeError(f"conv2d: expected a 3-D or 4-D input and a 4-D weight, got {tuple(input.shape)} "
                            f"and {tuple(weight.shape)}")
-    if 0 in weight.shape[2:]:  # (an empty kernel sums nothing: torch refuses it)
+    if 0 in weight.shape[2:]:  # (an empty kernel sums nothing: torch refuses it, unless its empty-input shortcut
+        # answers first; minilora always refuses)
         raise RuntimeError(f"kernel size should be greater than zero, but got kernel_height: {weight.shape[2]} "
                            f"kernel_width: {weight.shape[3]}")
     stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
