@@ -789,8 +789,8 @@ def _write_atomic(path: Path, data: str) -> None:
 _CUDA_LIBRARIES = {"curand": "cuRAND (device random numbers: draw them on the host with NumPy and pass them in)",
                    "cub/": "CUB", "thrust/": "Thrust",
                    "cuda/std/": "libcu++ beyond the emulator's <cuda/std/...> stand-ins ({})",
-                   "cuda/": "libcu++ (cuda::pipeline, cuda::barrier, cuda::atomic_ref, ...; of libcu++ the emulator has "
-                            "<cuda/std/...> only)",
+                   "cuda/": "libcu++ (cuda::pipeline, cuda::barrier, cuda::memcpy_async, ...; of libcu++ the emulator has "
+                            "<cuda/std/...> and <cuda/atomic>'s atomic_ref only)",
                    "cublas": "cuBLAS", "cufft": "cuFFT", "cusparse": "cuSPARSE", "cudnn": "cuDNN",
                    "mma.h": "WMMA (nvcuda::wmma tensor-core fragments)", "cuda_pipeline": "cuda_pipeline.h",
                    "cuda_fp6": "the FP6 types", "cuda_fp4": "the FP4 types", "cuda_awbarrier": "cuda_awbarrier.h",

@@ -34,7 +34,7 @@ VLLM = ("vllm::rms_norm_kernel<__nv_bfloat16>", "vllm::fused_add_rms_norm_kernel
         "vllm::act_and_mul_kernel<float, vllm::gelu_tanh_kernel<float>, false>",
         "vllm::rotary_embedding_kernel<float, true>", "vllm::rotary_embedding_kernel<float, false>",
         "vllm::paged_attention_v1_kernel<64, 16, 128>")
-MODERN = ("row_argmax<128>", "horner_unrolled<4, float>", "horner_unrolled<3, double>")
+MODERN = ("row_argmax<128>", "horner_unrolled<4, float>", "horner_unrolled<3, double>", "sum_last_block<128>")
 LLMC, QUANT, SORT = ("layernorm_welford<128>",), ("dequantize_nf4_bf16<64>",), ("block_topk<128>",)
 
 
@@ -209,8 +209,25 @@ def test_cuda_std_math_follows_libcu_plus_plus_on_nan_and_signed_zero():
     np.testing.assert_array_equal(flags, [2, 3, 6, 0, 1, 2, 2])
 
 
+@pytest.mark.parametrize("check_races", [False, True])
+def test_last_block_reduction_with_cuda_atomic_ref_ticket_and_float_fetch_max(check_races):
+    n, blocks = 5000, 7
+    x = rng.standard_normal(n).astype(np.float32)
+    partials, ticket = np.zeros(blocks, np.float32), np.zeros(1, np.uint32)
+    result, biggest = np.zeros(1, np.float32), np.full(1, -np.inf, np.float32)
+    run = kernel("modern.cu", MODERN[3], MODERN)
+    for _ in range(2):  # the last block resets the ticket: a second launch works the same
+        run(blocks, 128, (x, np.int32(n), partials, ticket, result, biggest), check_races=check_races)
+        assert ticket[0] == 0
+        np.testing.assert_allclose(result[0], x.astype(np.float64).sum(), rtol=1e-5, atol=1e-4)
+        assert biggest[0] == x.max()
+    chunks = np.arange(n) // 128 % blocks  # block b reads the chunks of 128 numbered b, b + blocks, ...
+    strided = np.bincount(chunks, x.astype(np.float64), blocks)
+    np.testing.assert_allclose(partials, strided, rtol=1e-5, atol=1e-4)
+
+
 def test_missing_libcu_plus_plus_headers_are_named(tmp_path):
-    for header, words in (("cuda/std/atomic", "beyond the emulator's <cuda/std/...> stand-ins"),
+    for header, words in (("cuda/std/mdspan", "beyond the emulator's <cuda/std/...> stand-ins"),
                           ("cuda/barrier", "cuda::barrier")):
         src = tmp_path / "k.cu"
         src.write_text(f'#include <{header}>\nextern "C" __global__ void k(int* x) {{ x[0] = 1; }}\n')

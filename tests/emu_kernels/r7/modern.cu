@@ -121,3 +121,40 @@ extern "C" __global__ void std_math(const float* __restrict__ a, const float* __
   out[3 * i + 2] = cuda::std::max(x, y);
   flags[i] = (cuda::std::signbit(x) ? 1 : 0) | (cuda::std::isfinite(y) ? 2 : 0) | (cuda::std::isnan(x) ? 4 : 0);
 }
+
+// A one-pass grid reduction as CCCL-era code writes it: each block's partial sum goes to global memory, a
+// cuda::atomic_ref ticket (acq_rel) tells the last block to finish, which adds the partials in block order and
+// resets the ticket for the next launch; the maximum goes through atomic_ref<float>::fetch_max.
+#include <cuda/atomic>
+
+template <int BLOCK>
+__global__ void sum_last_block(const float* __restrict__ x, int n, float* __restrict__ partials,
+                               unsigned* __restrict__ ticket, float* __restrict__ result, float* __restrict__ max_out) {
+  __shared__ float sums[BLOCK];
+  __shared__ bool is_last;
+  float local = 0.0f, local_max = -cuda::std::numeric_limits<float>::infinity();
+  for (int i = blockIdx.x * BLOCK + threadIdx.x; i < n; i += BLOCK * gridDim.x) {
+    local += x[i];
+    local_max = cuda::std::max(local_max, x[i]);
+  }
+  sums[threadIdx.x] = local;
+  cuda::atomic_ref<float, cuda::thread_scope_device>(*max_out).fetch_max(local_max, cuda::memory_order_relaxed);
+  __syncthreads();
+#pragma unroll
+  for (int stride = BLOCK / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) sums[threadIdx.x] += sums[threadIdx.x + stride];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    partials[blockIdx.x] = sums[0];
+    cuda::atomic_ref<unsigned, cuda::thread_scope_device> done(*ticket);
+    is_last = done.fetch_add(1u, cuda::memory_order_acq_rel) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (is_last && threadIdx.x == 0) {
+    float total = 0.0f;
+    for (int b = 0; b < static_cast<int>(gridDim.x); ++b) total += partials[b];
+    *result = total;
+    cuda::std::atomic_ref<unsigned>(*ticket).store(0u, cuda::std::memory_order_relaxed);
+  }
+}
