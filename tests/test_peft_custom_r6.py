@@ -578,5 +578,6 @@ def test_unsupported_targets_refused_as_peft():
     # (MultiheadAttention, refused here before, is adapted as PEFT does: test_peft_r7)
     with pytest.raises(ValueError, match="Conv2d"):  # PEFT's AdaLoRA also wraps Conv2d; minilora's Linear only
         ml_peft.get_peft_model(cnn(ml.nn, ml.float64), ml_peft.AdaLoraConfig(target_modules=["conv1"], total_step=10))
-    with pytest.raises(NotImplementedError, match="mixed"):  # PEFT's PeftMixedModel: not in minilora
-        ml_peft.get_peft_model(mlp(ml.nn, ml.float64), ml_peft.LoraConfig(target_modules=["seq.0"]), mixed=True)
+    with pytest.raises(NotImplementedError, match="PeftMixedModel with a ADALORA adapter"):  # LoRA mixes (r7)
+        ml_peft.get_peft_model(mlp(ml.nn, ml.float64), ml_peft.AdaLoraConfig(target_modules=["seq.0"], total_step=9),
+                               mixed=True)

@@ -353,3 +353,47 @@ def test_multihead_attention_refusals_as_peft(kw, config, error, words):
         model = nn.Sequential(nn.MultiheadAttention(8, 2, dtype=nn is torch.nn and torch.float64 or ml.float64, **kw))
         with pytest.raises(error, match=words):
             lib.get_peft_model(model, lib.LoraConfig(target_modules=["0"], **config))
+
+
+# ==================================================================================================
+# PeftMixedModel: get_peft_model(mixed=True) (refused before); LoRA is the one of PEFT's mixable methods here
+# ==================================================================================================
+def test_peft_mixed_model_of_lora_adapters_as_peft(tmp_path):
+    """Two saved LoRA adapters loaded into a PeftMixedModel and active together: PEFT's class, print(model),
+    trainable parameters, outputs, merge_and_unload; saving refused with PEFT's words."""
+    first, second = dict(target_modules=["up"], init_lora_weights=False), \
+        dict(target_modules=["up", "down"], r=2, init_lora_weights=False)
+    for name, config in (("first", first), ("second", second)):
+        both(nested, config)[1].save_pretrained(tmp_path / name)
+    models = []
+    for lib, base in zip((peft, ml_peft), pair(nested)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = lib.PeftMixedModel.from_pretrained(base, str(tmp_path / "first"), adapter_name="a")
+            model.load_adapter(str(tmp_path / "second"), "b")
+        model.set_adapter(["a", "b"])
+        models.append(model)
+    theirs, ours = models
+    assert type(ours).__name__ == type(theirs).__name__ == "PeftMixedModel" and repr(ours) == repr(theirs)
+    assert trainable(ours) == trainable(theirs) and ours.active_adapters == theirs.active_adapters == ["a", "b"]
+    assert ours.get_nb_trainable_parameters() == theirs.get_nb_trainable_parameters()
+    x = INPUTS[nested](np.random.default_rng(11))
+    t, m = run_both(theirs, ours, x)
+    np.testing.assert_allclose(m, t, rtol=0, atol=TOL)
+    for model in models:
+        with pytest.raises(NotImplementedError, match="Saving is not supported for PeftMixedModel"):
+            model.save_pretrained(str(tmp_path / "mixed"))
+        with pytest.raises(ValueError, match=r"Adapter\(s\) \['c'\] not found"):
+            model.set_adapter(["a", "c"])
+    t, m = run_both(theirs.merge_and_unload(), ours.merge_and_unload(), x)
+    np.testing.assert_allclose(m, t, rtol=0, atol=1e-10)
+
+
+def test_peft_mixed_model_refusals():
+    """A method PEFT cannot mix: its ValueError and words; one it mixes but minilora has not beside LoRA: named."""
+    for lib, base in zip((peft, ml_peft), pair(mlp)):
+        with pytest.raises(ValueError, match="'VERA' is not compatible with the `PeftMixedModel`"):
+            lib.get_peft_model(base, lib.VeraConfig(target_modules=["seq.0"]), mixed=True)
+    model = ml_peft.get_peft_model(pair(mlp)[1], ml_peft.LoraConfig(target_modules=["seq.0"]), mixed=True)
+    with pytest.raises(NotImplementedError, match="it has LoRA only"):
+        model.add_adapter("ada", ml_peft.AdaLoraConfig(target_modules=["seq.2"], total_step=9))

@@ -9,6 +9,7 @@
 
 Where things are: ``config.py`` (the configs), ``layers.py`` (the LoRA/DoRA/VeRA layers -- LoRA on
 Linear and on Embedding layers: the forward and the merge math), ``conv.py`` (LoRA on Conv1d/Conv2d),
+``mha.py`` (LoRA on MultiheadAttention),
 ``model.py`` (injection, several adapters, merging), ``save.py`` (adapter files), ``status.py``
 (PEFT's get_layer_status / get_model_status).
 The op every LoRA forward runs is ``minilora.ops.lora_linear``.
@@ -18,7 +19,7 @@ from .layers import (BASE_ADAPTER, DoraMagnitude, Embedding, Linear, LoraLayer, 
                      TrainableTokensLayer, TrainableTokensWrapper, VeraLinear)
 from .conv import Conv1d, Conv2d
 from .loraplus import create_loraplus_optimizer
-from .model import (AutoPeftModelForCausalLM, LoraModel, PeftModel, PeftModelForCausalLM,
+from .model import (AutoPeftModelForCausalLM, LoraModel, PeftMixedModel, PeftModel, PeftModelForCausalLM,
                     PeftModelForFeatureExtraction, TrainableTokensModel,
                     VeraModel, get_peft_model, inject_adapter_in_model, target_module_matches)
 from .save import (AdapterMismatchError, get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict)
@@ -26,7 +27,7 @@ from .status import TunerLayerStatus, TunerModelStatus, get_layer_status, get_mo
 from .adalora import AdaLoraConfig, AdaLoraModel, RankAllocator, SVDLinear  # registers "ADALORA"
 
 __all__ = ["LoraConfig", "PeftConfig", "VeraConfig", "TaskType", "PeftType", "config_from_dict", "get_peft_model", "PeftModel",
-           "PeftModelForCausalLM", "PeftModelForFeatureExtraction", "AutoPeftModelForCausalLM", "LoraModel",
+           "PeftModelForCausalLM", "PeftModelForFeatureExtraction", "PeftMixedModel", "AutoPeftModelForCausalLM", "LoraModel",
            "VeraModel", "inject_adapter_in_model", "Linear", "Embedding", "Conv1d", "Conv2d", "LoraLayer",
            "VeraLinear", "DoraMagnitude", "ModulesToSaveWrapper",
            "BASE_ADAPTER", "target_module_matches", "get_peft_model_state_dict",

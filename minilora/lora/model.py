@@ -38,7 +38,7 @@ from .mha import MultiheadAttention as LoraMultiheadAttention
 from .layers import (BASE_ADAPTER, BaseTunerLayer, BufferDict, Embedding, Linear, ModulesToSaveWrapper, ParameterDict,
                      ParamWrapper, TrainableTokensLayer, TrainableTokensWrapper, VeraLinear)
 
-__all__ = ["get_peft_model", "PeftModel", "PeftModelForCausalLM", "AutoPeftModelForCausalLM", "LoraModel",
+__all__ = ["get_peft_model", "PeftModel", "PeftMixedModel", "PeftModelForCausalLM", "AutoPeftModelForCausalLM", "LoraModel",
            "VeraModel", "TrainableTokensModel", "target_module_matches"]
 
 # What PEFT adapts when target_modules is None (its TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
@@ -975,8 +975,12 @@ class PeftModel(_Wrapper):
         super().__init__()
         if peft_config.peft_type not in PEFT_TYPE_TO_TUNER:
             raise NotImplementedError(f"adapter type {peft_config.peft_type!r} is not supported")
-        self.base_model = PEFT_TYPE_TO_TUNER[peft_config.peft_type](model, peft_config, adapter_name)
+        self.base_model = self._tuner_class(peft_config)(model, peft_config, adapter_name)
         cast_adapter_dtype(self.base_model, adapter_name, autocast_adapter_dtype)
+
+    @staticmethod
+    def _tuner_class(peft_config):
+        return PEFT_TYPE_TO_TUNER[peft_config.peft_type]
 
     # --- what is there -------------------------------------------------------------------------
     @property
@@ -1167,6 +1171,57 @@ class PeftModel(_Wrapper):
             raise
 
 
+class MixedModel(LoraModel):
+    """PEFT's tuner of a ``PeftMixedModel`` (its name in print(model)); in minilora it holds LoRA adapters."""
+
+
+# PEFT's PeftMixedModel mixes these methods; minilora has LoRA among them (AdaLoRA too, but not beside LoRA)
+MIXABLE_PEFT_TYPES = ("LORA", "LOHA", "LOKR", "ADALORA", "OFT", "SHIRA")
+
+
+def _check_mixable(peft_config):
+    """PEFT's ValueError for a method it cannot mix; minilora's NotImplementedError for a mixable method it has
+    not got (LoRA is the one it mixes: adapters of several LoRA configs, active together)."""
+    if peft_config.peft_type not in MIXABLE_PEFT_TYPES:  # PEFT's words
+        raise ValueError(f"The provided `peft_type` '{peft_config.peft_type}' is not compatible with the "
+                         f"`PeftMixedModel`. Compatible types are: {MIXABLE_PEFT_TYPES}")
+    if peft_config.peft_type != "LORA":
+        raise NotImplementedError(
+            f"PeftMixedModel with a {peft_config.peft_type} adapter is not implemented in minilora: of PEFT's "
+            f"mixable methods {MIXABLE_PEFT_TYPES} it has LoRA only (LoHa, LoKr, OFT and SHiRA do not exist here, "
+            "and AdaLoRA cannot share a model with LoRA). Mix LoRA adapters, or use get_peft_model without mixed.")
+
+
+class PeftMixedModel(PeftModel):
+    """``get_peft_model(model, config, mixed=True)`` / ``PeftMixedModel.from_pretrained``: PEFT's model for
+    several adapters active together (``set_adapter(["a", "b"])``), possibly of different methods -- in
+    minilora LoRA adapters (``_check_mixable`` says why). As PEFT's: adapters are not upcast to float32
+    (no autocast_adapter_dtype), bias modes other than "none" only with one adapter, and no saving."""
+
+    def __init__(self, model, peft_config, adapter_name="default", autocast_adapter_dtype=False, **kwargs):
+        _check_mixable(peft_config)
+        super().__init__(model, peft_config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype, **kwargs)
+
+    @staticmethod
+    def _tuner_class(peft_config):
+        return MixedModel
+
+    def add_adapter(self, adapter_name, peft_config, low_cpu_mem_usage=False, autocast_adapter_dtype=False):
+        _check_mixable(peft_config)
+        super().add_adapter(adapter_name, peft_config, low_cpu_mem_usage, autocast_adapter_dtype)
+
+    def set_adapter(self, adapter_name, inference_mode=False):
+        """Activate one adapter or a list of them (their updates add up), trainable unless inference_mode."""
+        names = [adapter_name] if isinstance(adapter_name, str) else list(adapter_name)
+        unknown = sorted(set(names) - set(self.peft_config))
+        if unknown:  # PEFT's words
+            raise ValueError(f"Adapter(s) {unknown} not found, available adapters: {sorted(self.peft_config)}")
+        self.base_model.set_adapter(names, inference_mode=inference_mode)
+
+    def save_pretrained(self, save_directory, safe_serialization=False, selected_adapters=None, **kwargs):
+        raise NotImplementedError(f"Saving is not supported for {type(self).__name__} (yet).")  # PEFT's words
+
+
 class PeftModelForCausalLM(PeftModel):
     """What ``get_peft_model`` returns for ``task_type="CAUSAL_LM"`` (PEFT's class of that name).
 
@@ -1293,7 +1348,8 @@ def get_peft_model(model, peft_config, adapter_name="default", mixed=False, auto
     PEFT's signature. The class returned follows ``peft_config.task_type`` (``PeftModelForCausalLM``
     for "CAUSAL_LM", ``PeftModel`` for None). A model that already has adapter layers gets PEFT's
     warning, and an adapter name it already has is refused (its weights would be replaced)."""
-    _refuse("mixed", mixed, False, "get_peft_model")
+    if mixed:  # PEFT: before the task type, and without autocast_adapter_dtype
+        return PeftMixedModel(model, peft_config, adapter_name)
     model_cls = _class_for_task(peft_config.task_type)
     if revision is not None:
         peft_config = copy.deepcopy(peft_config)
