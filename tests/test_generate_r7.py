@@ -6,6 +6,8 @@
 |  (also typical_p=1.5)                           |  added only below 1)                  |                              |
 | GenerationConfig.from_pretrained(folder without | OSError                               | an empty config              |
 |  generation_config.json)                        |                                       |                              |
+| GenerationConfig.from_pretrained(folder,        | that file, the options set on top     | TypeError                    |
+|  "chat.json", top_k=3)                          |                                       |                              |
 
 Kept as they were, checked here: top_p < 0 and typical_p <= 0 are ValueErrors in both; the filters themselves
 (``top_p_filter``, ``typical_filter``, as transformers' warpers) refuse a mass above 1; a model folder without
@@ -72,6 +74,25 @@ def test_generation_config_from_a_folder_without_the_file(tmp_path):
     assert generation.GenerationConfig.from_pretrained(tmp_path) == saved
     theirs = transformers.GenerationConfig.from_pretrained(str(tmp_path))
     assert (theirs.do_sample, theirs.top_p) == (True, 0.9)
+
+
+def test_generation_config_from_pretrained_takes_transformers_arguments(tmp_path):
+    """``from_pretrained(folder, config_file_name, **kwargs)``: another file, options set on top, unused kwargs
+    (before: only the folder; a keyword was a TypeError)."""
+    transformers.GenerationConfig(do_sample=True, top_p=0.9).save_pretrained(str(tmp_path))
+    for module in (transformers, ml.nn.generation):
+        config = module.GenerationConfig.from_pretrained(str(tmp_path), top_k=3, temperature=0.5)
+        assert (config.do_sample, config.top_p, config.top_k, config.temperature) == (True, 0.9, 3, 0.5)
+        config, unused = module.GenerationConfig.from_pretrained(str(tmp_path), top_k=3, return_unused_kwargs=True)
+        assert config.top_k == 3 and unused == {}
+        with pytest.raises(ValueError, match="max_new_tokens"):
+            module.GenerationConfig.from_pretrained(str(tmp_path), max_new_tokens=0)
+    os.rename(tmp_path / "generation_config.json", tmp_path / "chat.json")
+    for module in (transformers, ml.nn.generation):
+        assert module.GenerationConfig.from_pretrained(str(tmp_path), "chat.json").top_p == 0.9
+        assert module.GenerationConfig.from_pretrained(str(tmp_path), config_file_name="chat.json").do_sample is True
+        with pytest.raises(OSError, match="generation_config.json"):
+            module.GenerationConfig.from_pretrained(str(tmp_path))
 
 
 def test_a_model_folder_without_generation_config_still_loads(tmp_path):

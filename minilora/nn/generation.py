@@ -186,10 +186,13 @@ def _draw(scores, rng=None):
         raise RuntimeError("probability tensor contains either `inf`, `nan` or element < 0: a row's scores are all "
                            "-inf (every token filtered out or suppressed, e.g. a forced token that is also "
                            "suppressed) or nan, so there is nothing to sample from")
-    cdf = np.cumsum(probs, axis=-1)
-    rng = rng if rng is not None else _random.generator()
-    u = rng.random((scores.shape[0], 1)) * cdf[:, -1:]  # inverse-CDF sampling, one draw per row
-    return np.minimum((cdf < u).sum(axis=-1), scores.shape[-1] - 1)
+    if isinstance(rng, np.random.Generator):  # (a NumPy generator, the server's: inverse-CDF sampling)
+        cdf = np.cumsum(probs, axis=-1)
+        u = rng.random((scores.shape[0], 1)) * cdf[:, -1:]  # one draw per row
+        return np.minimum((cdf < u).sum(axis=-1), scores.shape[-1] - 1)
+    # transformers' torch.multinomial(probs, 1): torch's draw, from the global generator (or seed='s)
+    from ..factories import _draw_by_exponential_race
+    return _draw_by_exponential_race(_random.resolve(rng), probs, 1)[:, 0]
 
 
 DEFAULT_NEW_TOKENS = 20  # transformers 5's default when no length is given (4.x counted the prompt in)
@@ -272,20 +275,23 @@ class GenerationConfig:
         self._as_loaded = None
 
     @classmethod
-    def from_pretrained(cls, folder):
-        """The folder's generation_config.json. A folder without one is transformers' OSError (a model's
-        loader falls back to its config's ids itself: ``LlamaForCausalLM.from_pretrained``)."""
+    def from_pretrained(cls, folder, config_file_name=None, return_unused_kwargs=False, **kwargs):
+        """The folder's generation_config.json (or ``config_file_name`` in it), with ``kwargs`` set on top
+        (``from_pretrained(folder, top_k=1)``), as transformers; ``return_unused_kwargs``: ``(config, {})`` (every
+        keyword is kept as an option). A folder without the file is transformers' OSError (a model's loader
+        falls back to its config's ids itself: ``LlamaForCausalLM.from_pretrained``)."""
         from ..checkpoint import load_json
-        path = os.path.join(os.fspath(folder), GENERATION_CONFIG_NAME)
+        name = GENERATION_CONFIG_NAME if config_file_name is None else os.fspath(config_file_name)
+        path = os.path.join(os.fspath(folder), name)
         if not os.path.isfile(path):
-            raise OSError(f"{os.fspath(folder)} does not appear to have a file named {GENERATION_CONFIG_NAME} "
+            raise OSError(f"{os.fspath(folder)} does not appear to have a file named {name} "
                           "(minilora reads a local folder; it does not download from the Hugging Face Hub)")
         data = load_json(path)
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a JSON object of option: value, got a {type(data).__name__}")
-        config = cls(**data)
-        config._as_loaded = config.to_dict()  # saved back unchanged, its issues are only warned about
-        return config
+        config = cls(**{**data, **kwargs})
+        config._as_loaded = cls._unchecked(**data).to_dict()  # saved back unchanged, its issues are only warned about
+        return (config, {}) if return_unused_kwargs else config
 
     def validate(self, strict=False):
         """transformers' checks: a wrong value (``max_new_tokens=0``, ``early_stopping="x"``, greedy
@@ -595,7 +601,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
         return _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens, pad_token_id,
                             _BeamOptions(num_beams, length_penalty, early_stopping, num_return_sequences),
                             return_dict_in_generate, output_scores, output_logits, single, out_device)
-    rng = np.random.default_rng(seed) if seed is not None else None
+    rng = _random.Generator().manual_seed(int(seed)) if seed is not None else None
     if streamer is not None:
         streamer.put(ids[0] if single else ids)
 
