@@ -106,16 +106,18 @@ def test_cat_and_svd_are_exact_weighted_sums(hf):
 
 
 def test_dare_linear_draws_as_peft_with_the_same_masks(hf, monkeypatch):
-    """DARE's random masks: PEFT draws torch.bernoulli(density) per task tensor (A's then B's); with
-    torch's draws replaced by the NumPy stream minilora seeds from its generator at the start of the
-    call (ml.manual_seed(123)), the results are identical."""
+    """DARE's random masks: PEFT draws torch.bernoulli(ones_like(t) * density) per task tensor (A's
+    then B's); minilora draws torch's numbers in the same order. (Both drawn here from a generator
+    of their own seeded 123, so that the new adapter's init draws, which come first, do not matter.)"""
+    import minilora.lora.compose as compose
     theirs, ours = two_adapter_pair(hf)
-    stream = np.random.default_rng(np.random.default_rng(123).integers(0, 2**63 - 1))  # minilora's stream
-    monkeypatch.setattr(torch, "bernoulli", lambda p: torch.as_tensor(
-        (stream.random(tuple(p.shape)) < p.numpy()).astype(np.float64)))
+    torch_masks, our_masks = torch.Generator().manual_seed(123), ml.Generator().manual_seed(123)
+    bernoulli, random_mask = torch.bernoulli, compose._random_mask
+    monkeypatch.setattr(torch, "bernoulli", lambda p: bernoulli(p, generator=torch_masks))
+    monkeypatch.setattr(compose, "_random_mask", lambda t, density, rng: random_mask(t, density, our_masks))
     theirs.add_weighted_adapter(["one", "two"], WEIGHTS, "dare", combination_type="dare_linear", density=0.3)
-    ml.manual_seed(123)
     ours.add_weighted_adapter(["one", "two"], WEIGHTS, "dare", combination_type="dare_linear", density=0.3)
+    monkeypatch.undo()
     ref, got = adapter_weights(theirs, "dare"), adapter_weights(ours, "dare")
     for name in ref:
         assert_close(got[name], ref[name], rtol=1e-12, atol=1e-12, name=name)
@@ -244,7 +246,8 @@ def test_gaussian_init_draws_A_with_std_one_over_r(hf):
     ours = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights="gaussian"))
     A = np.concatenate([p.numpy().ravel() for n, p in ours.named_parameters() if "lora_A" in n])
     B = np.concatenate([p.numpy().ravel() for n, p in ours.named_parameters() if "lora_B" in n])
-    assert abs(A.std() - 0.25) < 0.02 and abs(A.mean()) < 0.02 and not B.any()
+    error = 0.25 / np.sqrt(A.size)  # (the standard error of the mean; the std's is error / sqrt(2))
+    assert abs(A.std() - 0.25) < 5 * error and abs(A.mean()) < 5 * error and not B.any()
 
 
 def test_bad_init_names_are_refused():

@@ -13,9 +13,9 @@ PEFT's method and numbers (``LoraModel.add_weighted_adapter`` and ``peft.utils.m
   ``density``) and, for TIES, keep only the entries that agree with the majority sign.
 
 The new adapter has ``lora_alpha = r``, so its scaling is 1 (as PEFT). Random pruning (DARE) draws
-from minilora's generator (``minilora.manual_seed``), as PEFT draws from torch's: the same seed gives
-the same result (the masks are drawn, in PEFT's order, from a stream seeded by one draw of minilora's
-generator at the start of the call), but minilora's draws are not torch's numbers.
+from minilora's generator (``minilora.manual_seed``) as PEFT draws from torch's: after the new
+adapter's init, layer by layer, A's masks then B's, each ``torch.bernoulli(ones_like(t) * density)``
+(torch's draw for the same seed).
 
 Dtypes, as PEFT's (on a bfloat16 model): the merge rules compute in float32 (16-bit factors upcast, as
 torch promotes them against its float32 weight tensor); "linear"/"ties"/"dare"/"magnitude_prune" round
@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import dtypes
 from ..device import xp_of
-from ..random import fresh_seed, generator
+from .. import random as _random
 from ..tensor import Tensor, _host
 from .layers import Embedding, Linear, ModulesToSaveWrapper
 
@@ -68,10 +68,19 @@ def prune(tensor, density, method, rescale=False, rng=None):
         keep[np.argsort(-np.abs(tensor).reshape(-1), kind="stable")[:k]] = 1
         return tensor * keep.reshape(tensor.shape)
     if method == "random":
-        keep = ((rng or generator()).random(tensor.shape) < density).astype(tensor.dtype)  # torch.bernoulli(density)
+        keep = _random_mask(tensor, density, rng).astype(tensor.dtype)
         pruned = tensor * keep
         return pruned / density if rescale else pruned
     raise ValueError(f"Unknown method {method}")
+
+
+def _random_mask(tensor, density, rng):
+    """PEFT's ``torch.bernoulli(torch.ones_like(tensor) * density)`` drawn from ``rng`` (a minilora
+    Generator, None for the global one; a NumPy generator draws NumPy's uniforms)."""
+    if isinstance(rng, np.random.Generator):
+        return rng.random(tensor.shape) < density
+    probs = np.full(tensor.shape, density, np.float64 if tensor.dtype == np.float64 else np.float32)
+    return _random.resolve(rng).bernoulli_tensor(probs)
 
 
 def calculate_majority_sign_mask(stacked, method="total"):
@@ -315,8 +324,7 @@ def add_weighted_adapter(lora_model, adapters, weights, adapter_name, combinatio
     config.r, config.lora_alpha, config.target_modules = new_rank, new_rank, new_targets
     config.rank_pattern, config.alpha_pattern = {}, {}
     config.init_lora_weights = True  # the new weights are written below; no data-driven init on the base
-    # DARE's masks come from one stream seeded now: the new adapter's own (overwritten) init draws first
-    masks = np.random.default_rng(fresh_seed())
+    masks = None  # DARE's masks: the global generator, after the new adapter's init (PEFT's order)
     active = lora_model.active_adapter
     layer_map = getattr(config, "layer_replication", None)
     if layer_map is not None:  # PEFT would replicate the (already replicated) layers again here

@@ -27,7 +27,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from .. import distributed, factories
+from .. import distributed, factories, random
 from ..ops import stack
 from ..tensor import Tensor, tensor
 
@@ -278,29 +278,11 @@ class DistributedSampler(Sampler):
         self.epoch = epoch
 
 
-_MT19937_SMALL_N = (2 ** 32 - 1) // 20  # torch switches to 64-bit draws from here on
-
-
 def _torch_randperm(n, seed):
-    """``torch.randperm(n, generator=torch.Generator().manual_seed(seed))`` on the CPU, exactly:
-    DistributedSampler's order must be torch's, so ranks (or a resumed run) that mix torch and
-    minilora read the same samples. torch's CPU generator is the standard MT19937 seeded with the
-    seed's low 32 bits -- NumPy's legacy ``RandomState`` is the same engine -- and its randperm is a
-    Fisher-Yates shuffle drawing ``random() % (n - i)``; from ``n`` = 2^32/20 on, an inside-out
-    shuffle drawing 64-bit numbers (two 32-bit draws, the first the high half)."""
-    engine = np.random.RandomState(seed & 0xFFFFFFFF)._bit_generator
-    if n < _MT19937_SMALL_N:
-        indices = list(range(n))
-        for i, draw in enumerate(engine.random_raw(max(n - 1, 0)).tolist()):
-            j = i + draw % (n - i)
-            indices[i], indices[j] = indices[j], indices[i]
-        return indices
-    indices = [0] * n
-    for i in range(n):
-        high, low = engine.random_raw(2).tolist()
-        j = ((high << 32) | low) % (i + 1)
-        indices[i], indices[j] = indices[j], i
-    return indices
+    """``torch.randperm(n, generator=torch.Generator().manual_seed(seed))``, exactly (minilora's
+    Generator is torch's): DistributedSampler's order must be torch's, so ranks (or a resumed run)
+    that mix torch and minilora read the same samples."""
+    return factories.randperm(n, generator=random.Generator().manual_seed(seed)).tolist()
 
 
 class BatchSampler(Sampler):
