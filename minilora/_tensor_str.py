@@ -59,6 +59,19 @@ class _Formatter:
         return " " * (self.max_width - len(text)) + text
 
 
+class _ComplexFormatter:
+    """torch's complex elements: the real parts formatted together, the imaginary parts together (no padding),
+    joined by their sign: ``1.0000+2.5000j``."""
+
+    def __init__(self, values):
+        self.real, self.imag = _Formatter(values.real), _Formatter(values.imag)
+        self.max_width = self.real.max_width + self.imag.max_width + 1  # (+1: the "j")
+
+    def format(self, value):
+        imag = (self.imag.format(value.imag) + "j").lstrip()
+        return self.real.format(value.real) + ("" if imag[0] in "+-" else "+") + imag
+
+
 def _summarized(values):
     """The first and last EDGEITEMS along every dimension longer than twice that."""
     for axis, n in enumerate(values.shape):
@@ -121,10 +134,12 @@ def tensor_repr(tensor):
             suffixes.append(shown_dtype)
         body = "[]"
     else:
-        if dtype not in (dtypes.get_default_dtype(), dtypes.int64, dtypes.bool):
+        default_complex = np.dtype(np.complex128 if dtypes.get_default_dtype().itemsize == 8 else np.complex64)
+        if dtype not in (dtypes.get_default_dtype(), dtypes.int64, dtypes.bool, default_complex):
             suffixes.append(shown_dtype)
         summarize = values.size > THRESHOLD
-        formatter = _Formatter(_summarized(values) if summarize else values)
+        shown = _summarized(values) if summarize else values
+        formatter = _ComplexFormatter(shown) if dtype.kind == "c" else _Formatter(shown)
         body = _nested(values, indent, summarize, formatter)
     if tensor.grad_fn is not None:
         suffixes.append(f"grad_fn=<{tensor.grad_fn.name()}>")

@@ -588,3 +588,14 @@ def test_ldl_errors_as_torch(name):
         LDL_ERRORS[name](ml)
     assert isinstance(mine.value, type(theirs.value) if type(theirs.value).__module__ == "builtins" else RuntimeError)
     assert str(mine.value).split(":")[0] == str(theirs.value).split(":")[0]
+
+
+def test_complex_tensors_print_as_torchs():
+    values = [np.array([1 + 2j, 3 - 1j, 0j]), np.array([[0.5 - 1.25j, 100 + 0.001j], [-3j, 2]]),
+              np.array([1e-5 + 1j, 2 + 3e6j]), np.array(2.5 - 1j), np.array([1j] * 20), np.array([np.nan + 1j, -np.inf])]
+    for v in values:
+        for dtype in (np.complex128, np.complex64):  # (complex64 is the default complex dtype: not named)
+            assert repr(ml.tensor(v.astype(dtype))) == repr(torch.tensor(v.astype(dtype)))
+    a = RNG.standard_normal((3, 3))
+    assert repr(LA.eigvals(ml.tensor(a, requires_grad=True))) == repr(torch.linalg.eigvals(torch.tensor(
+        a, requires_grad=True)))
