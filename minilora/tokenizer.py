@@ -299,8 +299,18 @@ class _Tokenizer:
 
     def get_added_vocab(self):
         """The added tokens (special ones included) as {token: id}, in id order (transformers' method)."""
-        decoder = self._backend().get_added_tokens_decoder()
-        return {token.content: i for i, token in sorted(decoder.items())}
+        return {token.content: i for i, token in self.added_tokens_decoder.items()}
+
+    @property
+    def added_tokens_decoder(self):
+        """``{id: tokenizers.AddedToken}`` of the added tokens (special ones included) with their flags, in id
+        order (transformers' property; needs the tokenizers package)."""
+        return dict(sorted(self._backend().get_added_tokens_decoder().items()))
+
+    @property
+    def added_tokens_encoder(self):
+        """``{token: id}`` of the added tokens, in id order (transformers' property)."""
+        return {token.content: i for i, token in self.added_tokens_decoder.items()}
 
     # --- looking inside: tokens as strings, as transformers names them ----------------------------
     def convert_ids_to_tokens(self, ids, skip_special_tokens=False):

@@ -57,7 +57,8 @@ def add_new_tokens(tok):
 
 def same_tokenizers(theirs, ours, texts=TEXTS):
     assert len(ours) == len(theirs)  # (vocab_size: 259 for the byte tokenizer, 256 + 3 added in the saved file)
-    assert ours.get_added_vocab() == theirs.get_added_vocab()
+    assert ours.get_added_vocab() == theirs.get_added_vocab() == ours.added_tokens_encoder == theirs.added_tokens_encoder
+    assert ours.added_tokens_decoder == theirs.added_tokens_decoder  # tokenizers.AddedToken: content and flags
     assert ours.all_special_tokens == theirs.all_special_tokens
     assert ours.all_special_ids == theirs.all_special_ids
     assert list(ours.extra_special_tokens) == list(theirs.extra_special_tokens)
@@ -129,6 +130,7 @@ def test_added_token_flags_differential(pair, seed):
     special = rng.random() < 0.3
     assert ours.add_tokens(tokens, special_tokens=special) == theirs.add_tokens(tokens, special_tokens=special)
     assert len(ours) == len(theirs) and ours.get_added_vocab() == theirs.get_added_vocab()
+    assert ours.added_tokens_decoder == theirs.added_tokens_decoder
     for _ in range(40):
         text = "".join(rng.choice(PIECES + CONTENTS) for _ in range(rng.randint(0, 12)))
         ids = theirs.encode(text, add_special_tokens=False)
