@@ -397,3 +397,43 @@ def test_peft_mixed_model_refusals():
     model = ml_peft.get_peft_model(pair(mlp)[1], ml_peft.LoraConfig(target_modules=["seq.0"]), mixed=True)
     with pytest.raises(NotImplementedError, match="it has LoRA only"):
         model.add_adapter("ada", ml_peft.AdaLoraConfig(target_modules=["seq.2"], total_step=9))
+
+
+# ==================================================================================================
+# Siblings: the base model's own state dict under its original keys, and two PeftModel properties
+# ==================================================================================================
+@pytest.mark.parametrize("config", [dict(target_modules=["embed", "up"], use_dora=True, modules_to_save=["head"]),
+                                    dict(target_modules=["up"], trainable_token_indices={"embed": [1, 3]})],
+                         ids=["dora_saved_head", "trainable_tokens"])
+def test_get_and_set_base_model_state_dict_as_peft(config):
+    """PEFT's get_base_model_state_dict / set_base_model_state_dict (minilora had neither): the keys of the model
+    before PEFT wrapped it, the adapters left out; loading one back (strict: PEFT's RuntimeError and words)."""
+    theirs, ours = both(nested, config)
+    assert_same_state(ml_peft.get_base_model_state_dict(ours), peft.get_base_model_state_dict(theirs))
+    assert list(ml_peft.get_base_model_state_dict(ours)) == list(peft.get_base_model_state_dict(theirs))
+    theirs_other, ours_other = pair(nested, seed=3)
+    theirs_result = peft.set_base_model_state_dict(theirs, theirs_other.state_dict())
+    ours_result = ml_peft.set_base_model_state_dict(ours, ours_other.state_dict())
+    assert tuple(ours_result) == tuple(theirs_result) == ([], [])
+    t, m = run_both(theirs, ours, INPUTS[nested](np.random.default_rng(12)))
+    np.testing.assert_allclose(m, t, rtol=0, atol=TOL)
+    for lib, model, other in ((peft, theirs, theirs_other), (ml_peft, ours, ours_other)):
+        state = dict(list(other.state_dict().items())[1:], extra=other.state_dict()["head.bias"])
+        with pytest.raises(RuntimeError, match=r"Missing key\(s\) in state_dict: \['embed.weight'\]\n\t"
+                                               r"Unexpected key\(s\) in state_dict: \['extra'\]"):
+            lib.set_base_model_state_dict(model, state)
+        result = lib.set_base_model_state_dict(model, state, strict=False)
+        assert (result.missing_keys, result.unexpected_keys) == (["embed.weight"], ["extra"])
+
+
+def test_has_active_enabled_adapter_and_base_model_torch_dtype_as_peft():
+    theirs, ours = both(nested, dict(target_modules=["up"]))
+    assert ours.has_active_enabled_adapter is theirs.has_active_enabled_adapter is True
+    with theirs.disable_adapter(), ours.disable_adapter():
+        assert ours.has_active_enabled_adapter is theirs.has_active_enabled_adapter is False
+    assert ours.has_active_enabled_adapter is theirs.has_active_enabled_adapter is True
+    assert ours.base_model_torch_dtype is theirs.base_model_torch_dtype is None  # a model without .dtype
+    llama = ml_peft.get_peft_model(ml.models.LlamaForCausalLM(ml.models.LlamaConfig(
+        vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2), dtype="float64"), ml_peft.LoraConfig(target_modules=["q_proj"]))
+    assert llama.base_model_torch_dtype == ml.float64

@@ -22,7 +22,8 @@ from .loraplus import create_loraplus_optimizer
 from .model import (AutoPeftModelForCausalLM, LoraModel, PeftMixedModel, PeftModel, PeftModelForCausalLM,
                     PeftModelForFeatureExtraction, TrainableTokensModel,
                     VeraModel, get_peft_model, inject_adapter_in_model, target_module_matches)
-from .save import (AdapterMismatchError, get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict)
+from .save import (AdapterMismatchError, get_base_model_state_dict, get_peft_model_state_dict, load_peft_weights,
+                   set_base_model_state_dict, set_peft_model_state_dict)
 from .status import TunerLayerStatus, TunerModelStatus, get_layer_status, get_model_status
 from .adalora import AdaLoraConfig, AdaLoraModel, RankAllocator, SVDLinear  # registers "ADALORA"
 
@@ -31,7 +32,8 @@ __all__ = ["LoraConfig", "PeftConfig", "VeraConfig", "TaskType", "PeftType", "co
            "VeraModel", "inject_adapter_in_model", "Linear", "Embedding", "Conv1d", "Conv2d", "LoraLayer",
            "VeraLinear", "DoraMagnitude", "ModulesToSaveWrapper",
            "BASE_ADAPTER", "target_module_matches", "get_peft_model_state_dict",
-           "set_peft_model_state_dict", "load_peft_weights", "AdapterMismatchError", "create_loraplus_optimizer",
+           "set_peft_model_state_dict", "load_peft_weights", "get_base_model_state_dict", "set_base_model_state_dict",
+           "AdapterMismatchError", "create_loraplus_optimizer",
            "AdaLoraConfig", "AdaLoraModel", "RankAllocator", "SVDLinear", "get_layer_status", "get_model_status",
            "TunerLayerStatus", "TunerModelStatus", "TrainableTokensConfig", "TrainableTokensModel",
            "TrainableTokensLayer", "TrainableTokensWrapper", "ParamWrapper"]

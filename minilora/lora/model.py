@@ -1015,6 +1015,18 @@ class PeftModel(_Wrapper):
         """The original model (with adapter layers inside it until ``merge_and_unload``/``unload``)."""
         return self.base_model.model
 
+    @property
+    def has_active_enabled_adapter(self):
+        """PEFT's: False inside ``with model.disable_adapter():`` (and after ``disable_adapter_layers()``) while
+        adapters are active, True otherwise (its formula: also True when no adapter is active)."""
+        disabled = any(module.disable_adapters for module in self.base_model._adapter_modules())
+        return not disabled or not self.active_adapters
+
+    @property
+    def base_model_torch_dtype(self):
+        """The base model's ``dtype`` (None when it has none), as PEFT's."""
+        return getattr(self.base_model, "dtype", None)
+
     def get_nb_trainable_parameters(self):
         """``(trainable, all)`` parameter counts; a parameter shared by two modules counts once."""
         trainable = total = 0

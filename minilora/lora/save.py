@@ -25,11 +25,12 @@ from ..nn.llama import LlamaForCausalLM
 from ..nn.module import IncompatibleKeys
 from ..tensor import Tensor, tensor
 from .config import CONFIG_NAME
-from .layers import BaseTunerLayer, ModulesToSaveWrapper
+from .layers import BaseTunerLayer, ModulesToSaveWrapper, TrainableTokensWrapper
 
 __all__ = ["WEIGHTS_NAME", "get_peft_model_state_dict", "set_peft_model_state_dict", "save_adapters",
            "read_adapter_config", "load_adapter_weights", "AdapterMismatchError", "AdapterFileNotFoundError",
-           "write_model_card", "load_peft_weights", "remap_keys", "adapter_folder"]
+           "write_model_card", "load_peft_weights", "remap_keys", "adapter_folder", "get_base_model_state_dict",
+           "set_base_model_state_dict"]
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 EMBEDDING_LAYER_NAMES = ("embed_tokens", "lm_head")  # PEFT's: targeting one saves the embedding tables
@@ -223,6 +224,62 @@ def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="defaul
     loaded = {id(target) for target in targets.values()}
     missing = [k for k, t in model.state_dict(keep_vars=True).items() if id(t) not in loaded]
     return IncompatibleKeys(missing, [])
+
+
+def get_base_model_state_dict(model):
+    """The base model's own ``{key: Tensor}`` under its original keys (PEFT's ``get_base_model_state_dict``):
+    the wrappers' infixes taken out (``q_proj.base_layer.weight`` -> ``q_proj.weight``, a saved module's
+    ``original_module``, trainable tokens' ``token_adapter.base_layer``), the adapters' tensors left out."""
+    state = _base_of(model).state_dict()
+    return {original: state[key] for original, key in _base_model_keys(model).items()}
+
+
+def set_base_model_state_dict(model, state_dict, strict=True):
+    """Load ``{original key: value}`` into the base model under its wrappers (PEFT's counterpart of
+    ``get_base_model_state_dict``). ``strict``: a missing or unexpected key is torch's RuntimeError (PEFT's
+    words); returns ``(missing_keys, unexpected_keys)``."""
+    keys = _base_model_keys(model)
+    unexpected = [k for k in state_dict if k not in keys]
+    missing = [k for k in keys if k not in state_dict]
+    if strict and (missing or unexpected):
+        errors = ([f"Missing key(s) in state_dict: {missing}"] if missing else []) + \
+            ([f"Unexpected key(s) in state_dict: {unexpected}"] if unexpected else [])
+        raise RuntimeError("Error(s) in loading state_dict:\n\t" + "\n\t".join(errors))
+    _base_of(model).load_state_dict({keys[k]: v for k, v in state_dict.items() if k in keys}, strict=False)
+    return IncompatibleKeys(missing, unexpected)
+
+
+def _base_model_keys(model):
+    """``{original key: key in the base model's state_dict()}`` of the base model's own tensors."""
+    base = _base_of(model)
+    state = base.state_dict(keep_vars=True)
+    keys = {}
+
+    def walk(module, original, current):
+        inner = _wrapped_layer(module)
+        if inner is not None:  # a wrapper: only what it wraps is the base model's
+            name, layer = inner
+            walk(layer, original, f"{current}{name}.")
+            return
+        for name in [*module._parameters, *module._buffers]:
+            if current + name in state:
+                keys[original + name] = current + name
+        for name, child in module._modules.items():
+            if child is not None:
+                walk(child, f"{original}{name}.", f"{current}{name}.")
+    walk(base, "", "")
+    return keys
+
+
+def _wrapped_layer(module):
+    """``(infix, layer)`` of a PEFT wrapper (the name under which it holds the base model's layer), or None."""
+    if isinstance(module, BaseTunerLayer):
+        return "base_layer", module.base_layer
+    if isinstance(module, ModulesToSaveWrapper):
+        return "original_module", module.original_module
+    if isinstance(module, TrainableTokensWrapper):
+        return "token_adapter", module.token_adapter
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
