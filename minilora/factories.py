@@ -14,7 +14,7 @@ sampling ops (``normal``, ``bernoulli``, ``poisson``, ``randint_like``), ``histc
 fills set on ``Tensor`` (``normal_``, ``uniform_``, ``exponential_``, ``random_``, ``bernoulli_``,
 ``geometric_``, ``cauchy_``, ``log_normal_``). They check their arguments as torch does, and their
 numbers are torch's CPU numbers for the same seed: each calls the ``minilora.random.Generator``
-method that is torch's kernel (see random.py; ``poisson`` alone still draws NumPy's algorithm).
+method that is torch's kernel (see random.py).
 """
 import math
 import operator
@@ -778,19 +778,14 @@ def _bernoulli_draws(p, shape, generator):
 
 
 def poisson(input, generator=None):
-    """``torch.poisson(rates)``: a Poisson draw for each rate (non-negative), in ``rates``' dtype. A rate
-    past int64 (infinity too) gives torch's -2**63 (its int64 overflow)."""
+    """``torch.poisson(rates)``: a Poisson draw for each rate (non-negative), in ``rates``' dtype,
+    torch's sampler (see ``Generator.poisson``). A rate past int64 (infinity too) gives torch's
+    -2**63 (its int64 overflow)."""
     _refuse_integer(input, "poisson_cpu")
     rates = _host(input)
     if not np.all(rates >= 0):  # (NaN fails too)
         raise RuntimeError("invalid Poisson rate, expected rate to be non-negative")
-    overflows = rates > _POISSON_MAX_RATE  # (infinity too)
-    values = np.asarray(_gen(generator).numpy().poisson(np.where(overflows, 0, rates)), np.float64)  # (0-d: an int)
-    return _drawn(np.where(overflows, -2.0 ** 63, values), input.dtype, input.device, (input,))
-
-
-# NumPy's largest Poisson rate; torch's draws overflow int64 there (to -2**63), at 1e20 for certain
-_POISSON_MAX_RATE = 2.0 ** 63 - 1 - 10 * (2.0 ** 63 - 1) ** 0.5
+    return _drawn(_gen(generator).poisson(rates), input.dtype, input.device, (input,))
 
 
 def randint_like(input, low=0, high=None, *, generator=None, dtype=None, device=None,

@@ -22,7 +22,8 @@ same order as torch:
 - ``integers(shape, dtype, low, high)``: ``random_(low, high)`` / ``randint`` / ``random_()``.
 - ``bernoulli(shape, p)``: ``bernoulli_(p)`` (a 53-bit double below ``p``; dropout's masks);
   ``bernoulli_tensor(probs)``: ``bernoulli_(p_tensor)`` / ``torch.bernoulli(probs)``.
-- ``randperm(n)``, ``exponential``, ``cauchy``, ``log_normal``, ``geometric``: torch's too.
+- ``randperm(n)``, ``exponential``, ``cauchy``, ``log_normal``, ``geometric``, ``poisson``: torch's
+  too (a Poisson rate past int64 gives torch's -2**63, but may draw another number of uniforms).
 
 All return NumPy arrays in C (row-major) order of draws; a caller filling a non-contiguous tensor
 passes the shape in its memory order (torch's iterator walks memory order).
@@ -233,6 +234,42 @@ class Generator:
         """``geometric_(p)`` in double: ``ceil(log(u) / log1p(-p))`` (trials up to the first success)."""
         uniforms = self._unit_doubles(math.prod(shape))
         return np.ceil(_libm(math.log, uniforms) / math.log1p(-float(p))).reshape(shape)  # (u = 0: inf)
+
+    def poisson(self, rates):
+        """``torch.poisson(rates)`` (an array of doubles): torch's CPU sampler, element by element
+        in index order: below 10 a product of uniforms against ``exp(-rate)``; from 10 on Hoermann's
+        transformed rejection (PTRS), each try drawing two uniform doubles."""
+        rates = np.asarray(rates, np.float64)
+        return np.array([self._poisson_one(rate) for rate in rates.ravel().tolist()],
+                        np.float64).reshape(rates.shape)
+
+    def _poisson_one(self, rate):
+        uniform = lambda: float(self._unit_doubles(1)[0])  # noqa: E731
+        if rate == 0:
+            return 0
+        if rate < 10:
+            limit, count, product = math.exp(-rate), 0, 1.0
+            while True:
+                product *= uniform()
+                if product <= limit:
+                    return count
+                count += 1
+        root, log_rate = math.sqrt(rate), math.log(rate)
+        b = 0.931 + 2.53 * root
+        a = -0.059 + 0.02483 * b
+        inverse_alpha, vr = 1.1239 + 1.1328 / (b - 3.4), 0.9277 - 3.6224 / (b - 2)
+        while True:
+            u, v = uniform() - 0.5, uniform()
+            us = 0.5 - abs(u)
+            x = (2 * a / us + b) * u + rate + 0.43
+            k = math.floor(x) if -2.0 ** 63 <= x < 2.0 ** 63 else -2 ** 63  # (C's int64 cast of a huge or nan x)
+            if us >= 0.07 and v <= vr:
+                return k
+            if k < 0 or (us < 0.013 and v > us):
+                continue
+            if math.log(v) + math.log(inverse_alpha) - math.log(a / (us * us) + b) <= \
+                    -rate + k * log_rate - math.lgamma(k + 1):
+                return k
 
     # ---- discrete distributions ------------------------------------------------------------------
     def integers(self, shape, dtype, low, high):

@@ -334,3 +334,33 @@ def test_other_distributions(call, dtype):
 
 def test_geometric_into_integers():
     assert_same(6, lambda t: t.empty(30, dtype=t.int64).geometric_(0.2))
+
+
+@pytest.mark.parametrize("call", [
+    lambda t: t.poisson(t.tensor([0.5, 3.0, 0.0, 9.9, 10.0, 15.5, 100.0, 1000.3])),
+    lambda t: t.poisson(t.linspace(0, 50, 60, dtype=t.float64)),
+    lambda t: t.poisson(t.full((3, 2), 4.0), generator=t.Generator().manual_seed(1)),
+    lambda t: [t.poisson(t.tensor([1e6, 2.5e4, 2.0])), t.rand(2)],
+])
+def test_poisson(call):
+    for seed in (0, 42, -1):
+        assert_same(seed, call)
+
+
+def test_sampling_in_generate_is_transformers_multinomial():
+    """generate(do_sample=True) draws transformers' torch.multinomial(probs, 1) from the same
+    stream: the picks for the same seed and the same probabilities are torch's."""
+    from minilora.nn.generation import _draw
+    logits = np.random.default_rng(0).standard_normal((3, 50)).astype(np.float32)
+    torch.manual_seed(5)
+    expected = [torch.multinomial(torch.softmax(torch.tensor(logits), -1), 1)[:, 0].tolist() for _ in range(4)]
+    ml.manual_seed(5)
+    assert [_draw(logits).tolist() for _ in range(4)] == expected
+
+
+
+def test_a_checkpoint_with_the_old_numpy_state_is_refused_before_resuming():
+    from minilora import train
+    with pytest.raises(ValueError, match="older minilora"):
+        train._check_generator_states({"rng": {"bit_generator": "PCG64", "state": {"state": 1, "inc": 3}}})
+    train._check_generator_states({"rng": ml.get_rng_state().numpy()})  # (today's state passes)
