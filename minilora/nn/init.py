@@ -72,39 +72,43 @@ def _fan(tensor, mode):
     return fan
 
 
-def _rng(gen):
-    """NumPy's API on the generator to draw from (``generator=``, a minilora ``Generator`` or a
-    ``numpy.random.Generator``, or the global one): for the inits not yet drawn as torch draws them."""
-    if gen is None or isinstance(gen, _random.Generator):
-        return _random.resolve(gen).numpy()
-    if not isinstance(gen, np.random.Generator):
-        raise TypeError(f"generator must be a numpy.random.Generator (minilora draws with NumPy), "
-                        f"got {type(gen).__module__}.{type(gen).__name__}")
-    return gen
-
-
 def uniform_(tensor, a=0.0, b=1.0, generator=None):
-    if a > b:  # torch's RuntimeError, before NumPy's ValueError
-        raise RuntimeError(f"uniform_ expects to return a [from, to) range, but found from={a} > to={b}")
-    if isinstance(generator, np.random.Generator):  # (a NumPy generator: NumPy's algorithm)
-        return _fill(tensor, generator.uniform(a, b, tensor.shape))
-    return _fill(tensor, _torch_draw(tensor, generator, lambda gen, shape: gen.uniform(shape, tensor.dtype, a, b)))
+    return _fill(tensor, _uniform_values(tensor, a, b, generator))
 
 
 def normal_(tensor, mean=0.0, std=1.0, generator=None):
+    return _fill(tensor, _normal_values(tensor, mean, std, generator))
+
+
+def _uniform_values(tensor, a, b, generator):
+    """What ``tensor.uniform_(a, b, generator=generator)`` writes, as an array (torch's numbers, in
+    ``tensor``'s memory order, from a minilora Generator or the global one; a
+    ``numpy.random.Generator`` draws NumPy's)."""
+    if a > b:  # torch's RuntimeError, before NumPy's ValueError
+        raise RuntimeError(f"uniform_ expects to return a [from, to) range, but found from={a} > to={b}")
+    if isinstance(generator, np.random.Generator):
+        return generator.uniform(a, b, tensor.shape)
+    return _torch_draw(tensor, generator, lambda gen, shape: gen.uniform(shape, tensor.dtype, a, b))
+
+
+def _normal_values(tensor, mean, std, generator):
+    """What ``tensor.normal_(mean, std, generator=generator)`` writes, as an array (see
+    ``_uniform_values``)."""
     if std < 0:
         raise RuntimeError(f"normal expects std >= 0.0, but found std {std}")
-    if isinstance(generator, np.random.Generator):  # (a NumPy generator: NumPy's algorithm)
-        return _fill(tensor, generator.normal(mean, std, tensor.shape))
-    contiguous = tensor._array.flags.c_contiguous
-    return _fill(tensor, _torch_draw(tensor, generator,
-                                     lambda gen, shape: gen.normal(shape, tensor.dtype, mean, std, contiguous)))
+    if isinstance(generator, np.random.Generator):
+        return generator.normal(mean, std, tensor.shape)
+    contiguous = tensor._array.flags.c_contiguous  # (torch's 16-at-a-time kernel needs a contiguous tensor)
+    return _torch_draw(tensor, generator, lambda gen, shape: gen.normal(shape, tensor.dtype, mean, std, contiguous))
 
 
 def _torch_draw(tensor, generator, draw):
     """``draw(gen, shape)``: torch's draw for ``tensor`` (as ``tensor.uniform_()`` and friends, in its
     memory order) from ``generator`` (a minilora Generator) or the global one."""
     from ..factories import _drawn_in_memory_order
+    if generator is not None and not isinstance(generator, _random.Generator):
+        raise TypeError(f"generator must be a minilora Generator (or a numpy.random.Generator), "
+                        f"got {type(generator).__module__}.{type(generator).__name__}")
     gen = _random.resolve(generator)
     return _drawn_in_memory_order(tensor._array, lambda shape: draw(gen, shape))
 
@@ -114,7 +118,8 @@ def _normal_cdf(x):
 
 
 def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
-    """N(mean, std) restricted to ``[a, b]`` (absolute bounds, as in PyTorch), by rejection.
+    """N(mean, std) restricted to ``[a, b]`` (absolute bounds, as in PyTorch), by rejection, drawing
+    what torch 2.x draws (so the same seed gives torch's values).
 
     When ``[a, b]`` holds most of the mass, draw normals and redraw those outside. When it holds
     little (a far tail), that would loop nearly forever: draw uniformly in ``[a, b]`` instead and
@@ -124,30 +129,58 @@ def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
     if mean < a - 2 * std or mean > b + 2 * std:
         warnings.warn("mean is more than 2 std from [a, b] in nn.init.trunc_normal_. "
                       "The distribution of values may be incorrect.", stacklevel=2)
-    rng = _rng(generator)
     if _normal_cdf((b - mean) / std) - _normal_cdf((a - mean) / std) > 0.3:
-        values = rng.normal(mean, std, tensor.shape)
-        outside = (values < a) | (values > b)
-        while outside.any():
-            values[outside] = rng.normal(mean, std, int(outside.sum()))
-            outside = (values < a) | (values > b)
-        return _fill(tensor, values)
-    return _fill(tensor, _uniform_rejection(rng, tensor.shape, mean, std, a, b))
+        return _fill(tensor, _redrawn_normals(tensor, mean, std, a, b, generator))
+    return _fill(tensor, _uniform_rejection(tensor, mean, std, a, b, generator))
 
 
-def _uniform_rejection(rng, shape, mean, std, a, b):
-    """Values in ``[a, b]`` with density proportional to the normal pdf there."""
-    peak = max(a, min(mean, b))  # where the pdf is highest inside [a, b]
-
-    def log_ratio(x):  # log(pdf(x) / pdf(peak)) <= 0
-        return -0.5 * ((x - mean) / std) ** 2 + 0.5 * ((peak - mean) / std) ** 2
-
-    values = rng.uniform(a, b, shape)
-    pending = np.log(rng.uniform(size=shape)) > log_ratio(values)
-    while pending.any():
-        values[pending] = rng.uniform(a, b, int(pending.sum()))
-        pending[pending] = np.log(rng.uniform(size=int(pending.sum()))) > log_ratio(values[pending])
+def _redrawn_normals(tensor, mean, std, a, b, generator):
+    """torch's first regime: normals for the whole tensor; while any lies outside ``[a, b]`` (the
+    bounds rounded to the dtype), a whole tensor of fresh normals, of which those places take theirs."""
+    low, high = (dtypes.cast(np.array(bound), tensor.dtype) for bound in (a, b))
+    values = _normal_values(tensor, mean, std, generator)
+    outside = (values < low) | (values > high)
+    while outside.any():
+        values = np.where(outside, _normal_values(tensor, mean, std, generator), values)
+        outside = (values < low) | (values > high)
     return values
+
+
+def _uniform_rejection(tensor, mean, std, a, b, generator):
+    """torch's second regime: values in ``[a, b]`` with density proportional to the normal pdf there.
+    Every round draws a whole tensor of candidates and one of acceptance uniforms (as torch, computed
+    in the tensor's dtype op by op), and the places still pending take theirs."""
+    dtype = tensor.dtype
+    peak = max(a, min(mean, b))  # where the pdf is highest inside [a, b]
+    log_peak = -0.5 * ((peak - mean) / std) ** 2
+
+    def log_ratio(x):  # log(pdf(x) / pdf(peak)) <= 0, as torch's sub_(mean).div_(std).pow_(2)...
+        for step in (lambda v: v - mean, lambda v: v / std, lambda v: v * v, lambda v: v * -0.5,
+                     lambda v: v - log_peak):
+            x = _in_dtype(step(_computable(x)), dtype)
+        return x
+
+    def rejected(candidates):
+        log_u = _in_dtype(np.log(_computable(_uniform_values(tensor, 0.0, 1.0, generator))), dtype)
+        return log_u > log_ratio(candidates)
+
+    values = _uniform_values(tensor, a, b, generator)
+    pending = rejected(values)
+    while pending.any():
+        candidates = _uniform_values(tensor, a, b, generator)
+        values = np.where(pending, candidates, values)
+        pending = np.where(pending, rejected(candidates), pending)
+    return values
+
+
+def _computable(values):
+    """16-bit values as float32 (torch computes their ops in float and rounds each result)."""
+    return values.astype(np.float32) if values.dtype.itemsize == 2 else values
+
+
+def _in_dtype(values, dtype):
+    with np.errstate(divide="ignore", over="ignore"):
+        return dtypes.cast(np.asarray(values), dtype)
 
 
 def constant_(tensor, val):
@@ -175,7 +208,7 @@ def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", gene
     """PyTorch's ``kaiming_uniform_``: U(-bound, bound), bound = gain * sqrt(3 / fan)."""
     if _is_empty(tensor):
         return tensor
-    bound = calculate_gain(nonlinearity, a) * math.sqrt(3.0 / _fan(tensor, mode))
+    bound = math.sqrt(3.0) * _kaiming_std(tensor, a, mode, nonlinearity)  # (torch's rounding steps)
     return uniform_(tensor, -bound, bound, generator)
 
 
@@ -183,20 +216,27 @@ def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", gener
     """PyTorch's ``kaiming_normal_``: N(0, std), std = gain / sqrt(fan)."""
     if _is_empty(tensor):
         return tensor
-    return normal_(tensor, 0.0, calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode)), generator)
+    return normal_(tensor, 0.0, _kaiming_std(tensor, a, mode, nonlinearity), generator)
+
+
+def _kaiming_std(tensor, a, mode, nonlinearity):
+    return calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode))
 
 
 def xavier_uniform_(tensor, gain=1.0, generator=None):
     """U(-bound, bound), bound = gain * sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio)."""
-    fan_in, fan_out = fan_in_and_fan_out(tensor)
-    bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
+    bound = math.sqrt(3.0) * _xavier_std(tensor, gain)  # (torch's rounding steps)
     return uniform_(tensor, -bound, bound, generator)
 
 
 def xavier_normal_(tensor, gain=1.0, generator=None):
     """N(0, std), std = gain * sqrt(2 / (fan_in + fan_out))."""
+    return normal_(tensor, 0.0, _xavier_std(tensor, gain), generator)
+
+
+def _xavier_std(tensor, gain):
     fan_in, fan_out = fan_in_and_fan_out(tensor)
-    return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), generator)
+    return gain * math.sqrt(2.0 / float(fan_in + fan_out))
 
 
 def orthogonal_(tensor, gain=1, generator=None):
@@ -210,16 +250,17 @@ def orthogonal_(tensor, gain=1, generator=None):
         raise ValueError("Only tensors with 2 or more dimensions are supported")
     if tensor.numel() == 0:
         return tensor
+    from ..factories import empty
     rows = tensor.shape[0]
     cols = tensor.numel() // rows
-    gaussian = _rng(generator).normal(0.0, 1.0, (rows, cols))
+    gaussian = _normal_values(empty((rows, cols), dtype=tensor.dtype), 0.0, 1.0, generator)  # (torch's draw)
     if rows < cols:
         gaussian = gaussian.T  # QR gives orthonormal columns: factor the tall one
-    q, r = np.linalg.qr(gaussian)
+    q, r = np.linalg.qr(_computable(gaussian))
     q *= np.sign(np.diag(r))
     if rows < cols:
         q = q.T
-    return _fill(tensor, (gain * q).reshape(tensor.shape))
+    return _fill(tensor, _in_dtype(_in_dtype(q, tensor.dtype).reshape(tensor.shape) * gain, tensor.dtype))
 
 
 def eye_(tensor):
@@ -252,9 +293,8 @@ def sparse_(tensor, sparsity, std=0.01, generator=None):
     if tensor.ndim != 2:
         raise ValueError("Only tensors with 2 dimensions are supported")
     rows, cols = tensor.shape
-    rng = _rng(generator)
-    values = rng.normal(0.0, std, (rows, cols))
+    values = _normal_values(tensor, 0.0, std, generator)
     zeros_per_column = int(math.ceil(sparsity * rows))
-    for col in range(cols):
-        values[rng.permutation(rows)[:zeros_per_column], col] = 0
+    for col in range(cols):  # torch draws the rows from the global generator, whatever generator= is
+        values[_random.default_generator.randperm(rows)[:zeros_per_column], col] = 0
     return _fill(tensor, values)

@@ -12,6 +12,7 @@ import numpy as np
 from .. import amp as _amp, ops
 from ..dtypes import get_default_dtype, is_floating, to_dtype
 from ..ops.nn import EmbeddingArgumentError, _refuse, _row_index, legacy_reduction
+from ..tensor import no_grad
 from . import functional as F
 from . import init
 from .module import Module, Parameter
@@ -49,6 +50,14 @@ def _empty(shape, dtype, device):
     return Parameter(np.zeros(shape, dtype=_float_dtype(dtype)), device=device)
 
 
+def _reset_affine(norm):
+    """torch's ``reset_parameters`` of an affine norm: weight ones, bias zeros (those it has)."""
+    if norm.weight is not None:
+        init.ones_(norm.weight)
+    if norm.bias is not None:
+        init.zeros_(norm.bias)
+
+
 def _normalized_shape(normalized_shape):
     """An int or a sequence of ints (the trailing dimensions normalized) as a tuple, as PyTorch."""
     if isinstance(normalized_shape, (int, np.integer)):
@@ -83,14 +92,15 @@ class Linear(Module):
                 f"bias={self.bias is not None}")
 
 
-def _embedding_table(num_embeddings, embedding_dim, padding_idx, dtype, device):
-    """A new lookup table for Embedding / EmbeddingBag: [num_embeddings, embedding_dim], N(0, 1) as
-    torch's, the ``padding_idx`` row zeroed."""
-    weight = _empty((num_embeddings, embedding_dim), dtype, device)
-    init.normal_(weight)
-    if padding_idx is not None:
-        weight._array[padding_idx] = 0
-    return weight
+class _LookupTable(Module):
+    """What Embedding and EmbeddingBag share: torch's ``reset_parameters`` of the table."""
+
+    def reset_parameters(self):
+        """N(0, 1), the ``padding_idx`` row zeroed (as torch's)."""
+        init.normal_(self.weight)
+        if self.padding_idx is not None:
+            with no_grad():
+                self.weight[self.padding_idx].fill_(0)
 
 
 def _check_table(weight, num_embeddings, embedding_dim):
@@ -121,7 +131,7 @@ def _lookup_options_repr(module):
     return text
 
 
-class Embedding(Module):
+class Embedding(_LookupTable):
     """A lookup table ``weight[ids]`` of shape ``[num_embeddings, embedding_dim]``, init N(0, 1).
 
     ``padding_idx`` as in ``torch.nn.Embedding``: that row starts at zero and gets no gradient
@@ -140,7 +150,9 @@ class Embedding(Module):
             _check_table(_weight, num_embeddings, embedding_dim)
             self.weight = Parameter(_weight, requires_grad=not _freeze, device=device, dtype=dtype)
             return
-        self.weight = _embedding_table(num_embeddings, embedding_dim, self.padding_idx, dtype, device)
+        self.weight = _empty((num_embeddings, embedding_dim), dtype, device)
+        self.weight.requires_grad = not _freeze
+        self.reset_parameters()
 
     @classmethod
     def from_pretrained(cls, embeddings, freeze=True, padding_idx=None, max_norm=None, norm_type=2.0,
@@ -178,6 +190,10 @@ class RMSNorm(Module):
         self.weight = Parameter(np.ones(self.normalized_shape, dtype=_float_dtype(dtype)), device=device) \
             if elementwise_affine else None
 
+    def reset_parameters(self):
+        if self.weight is not None:
+            init.ones_(self.weight)
+
     def forward(self, x):
         return ops.rms_norm(x, self.normalized_shape, self.weight, self.eps)
 
@@ -204,6 +220,9 @@ class LayerNorm(Module):
             if elementwise_affine else None
         self.bias = Parameter(np.zeros(self.normalized_shape, dtype=dtype), device=device) \
             if elementwise_affine and bias else None
+
+    def reset_parameters(self):
+        _reset_affine(self)
 
     def forward(self, x):
         return ops.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -244,7 +263,7 @@ class Dropout3d(Dropout):
         return F.dropout3d(input, self.p, self.training, self.inplace)
 
 
-class EmbeddingBag(Module):
+class EmbeddingBag(_LookupTable):
     """``F.embedding_bag`` over a table ``weight`` [num_embeddings, embedding_dim] (init N(0, 1), the
     ``padding_idx`` row zeroed): ``forward(input, offsets=None, per_sample_weights=None)``."""
 
@@ -261,7 +280,8 @@ class EmbeddingBag(Module):
             _check_table(_weight, num_embeddings, embedding_dim)
             self.weight = Parameter(_weight, device=device, dtype=dtype)
             return
-        self.weight = _embedding_table(num_embeddings, embedding_dim, self.padding_idx, dtype, device)
+        self.weight = _empty((num_embeddings, embedding_dim), dtype, device)
+        self.reset_parameters()
 
     @classmethod
     def from_pretrained(cls, embeddings, freeze=True, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
@@ -528,7 +548,10 @@ class PReLU(Module):
         super().__init__()
         self.num_parameters, self.init = num_parameters, init
         self.weight = _empty((num_parameters,), dtype, device)  # (torch's error for a negative count)
-        self.weight._array[...] = init  # (``init`` the argument hides the init module here)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        init.constant_(self.weight, self.init)
 
     def forward(self, input):
         return F.prelu(input, self.weight)
@@ -1117,10 +1140,10 @@ class GroupNorm(Module):
         self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
         self.register_parameter("weight", _empty((num_channels,), dtype, device) if affine else None)
         self.register_parameter("bias", _empty((num_channels,), dtype, device) if affine and bias else None)
-        if self.weight is not None:
-            init.ones_(self.weight)
-        if self.bias is not None:
-            init.zeros_(self.bias)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        _reset_affine(self)
 
     def forward(self, input):
         return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
@@ -1137,6 +1160,7 @@ class _ConvNd(Module):
     ``padding_mode`` other than 'zeros' pads with ``F.pad`` first, as torch does."""
 
     _rank = 2
+    _transposed = False  # the transposed convolutions' weight is [in, out / groups, *kernel]
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, padding_mode="zeros", device=None, dtype=None):
@@ -1160,16 +1184,16 @@ class _ConvNd(Module):
         self.kernel_size, self.stride, self.dilation = as_tuple(kernel_size), as_tuple(stride), as_tuple(dilation)
         self.padding = padding if isinstance(padding, str) else as_tuple(padding)
         self.padding_mode = padding_mode
-        self.weight = _empty((out_channels, in_channels // groups) + self.kernel_size, dtype, device)
+        channels = (in_channels, out_channels // groups) if self._transposed else (out_channels, in_channels // groups)
+        self.weight = _empty(channels + self.kernel_size, dtype, device)
         self.register_parameter("bias", _empty((out_channels,), dtype, device) if bias else None)
         self.reset_parameters()
 
     def reset_parameters(self):
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.weight.shape[1] * math.prod(self.kernel_size)
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
+        fan_in = self.weight.shape[1] * math.prod(self.kernel_size)
+        if self.bias is not None and fan_in != 0:  # (torch leaves the bias of an empty kernel undrawn)
+            init.uniform_(self.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
 
     def _pad_amounts(self):
         """``F.pad`` amounts (last dimension first) for a non-zeros ``padding_mode``."""
@@ -1223,6 +1247,8 @@ class _ConvTransposeNd(_ConvNd):
     initialised as torch's; ``forward(input, output_size=None)`` picks the ``output_padding`` that
     gives ``output_size``, as torch does."""
 
+    _transposed = True
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
                  bias=True, dilation=1, padding_mode="zeros", device=None, dtype=None):
         if padding_mode != "zeros":
@@ -1233,8 +1259,6 @@ class _ConvTransposeNd(_ConvNd):
                          padding_mode, device, dtype)
         self.output_padding = (output_padding,) * self._rank if isinstance(output_padding, int) \
             else tuple(output_padding)
-        self.weight = _empty((in_channels, out_channels // groups) + self.kernel_size, dtype, device)
-        self.reset_parameters()
 
     def _output_padding(self, input, output_size):
         if output_size is None:
@@ -2152,10 +2176,14 @@ class Transformer(Module):
             TransformerEncoderLayer(**layer), num_encoder_layers, LayerNorm(d_model, **norm))
         self.decoder = custom_decoder if custom_decoder is not None else TransformerDecoder(
             TransformerDecoderLayer(**layer), num_decoder_layers, LayerNorm(d_model, **norm))
+        self._reset_parameters()
+        self.d_model, self.nhead, self.batch_first = d_model, nhead, batch_first
+
+    def _reset_parameters(self):
+        """torch's: every weight matrix Xavier-uniform, in ``parameters()`` order."""
         for p in self.parameters():
             if p.dim() > 1:
                 init.xavier_uniform_(p)
-        self.d_model, self.nhead, self.batch_first = d_model, nhead, batch_first
 
     def forward(self, src, tgt, src_mask=None, tgt_mask=None, memory_mask=None, src_key_padding_mask=None,
                 tgt_key_padding_mask=None, memory_key_padding_mask=None, src_is_causal=None, tgt_is_causal=None,
