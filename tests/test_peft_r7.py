@@ -437,3 +437,16 @@ def test_has_active_enabled_adapter_and_base_model_torch_dtype_as_peft():
         vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
         num_key_value_heads=2), dtype="float64"), ml_peft.LoraConfig(target_modules=["q_proj"]))
     assert llama.base_model_torch_dtype == ml.float64
+
+
+def test_get_peft_config_as_peft():
+    """PEFT's get_peft_config(dict) (minilora had config_from_dict only): the config class called with the fields."""
+    fields = dict(peft_type="LORA", r=4, lora_alpha=8, target_modules=["up"], use_dora=True)
+    ours, theirs = ml_peft.get_peft_config(fields), peft.get_peft_config(fields)
+    assert type(ours).__name__ == type(theirs).__name__ == "LoraConfig"
+    for field in ("r", "lora_alpha", "use_dora", "peft_type"):
+        assert getattr(ours, field) == getattr(theirs, field), field
+    assert sorted(ours.target_modules) == sorted(theirs.target_modules) == ["up"]
+    for lib in (peft, ml_peft):
+        with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+            lib.get_peft_config(dict(fields, bogus=1))

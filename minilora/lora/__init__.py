@@ -14,7 +14,8 @@ Linear and on Embedding layers: the forward and the merge math), ``conv.py`` (Lo
 (PEFT's get_layer_status / get_model_status).
 The op every LoRA forward runs is ``minilora.ops.lora_linear``.
 """
-from .config import LoraConfig, PeftConfig, PeftType, TaskType, TrainableTokensConfig, VeraConfig, config_from_dict
+from .config import (LoraConfig, PeftConfig, PeftType, TaskType, TrainableTokensConfig, VeraConfig, config_from_dict,
+                     get_peft_config)
 from .layers import (BASE_ADAPTER, DoraMagnitude, Embedding, Linear, LoraLayer, ModulesToSaveWrapper, ParamWrapper,
                      TrainableTokensLayer, TrainableTokensWrapper, VeraLinear)
 from .conv import Conv1d, Conv2d
@@ -27,7 +28,8 @@ from .save import (AdapterMismatchError, get_base_model_state_dict, get_peft_mod
 from .status import TunerLayerStatus, TunerModelStatus, get_layer_status, get_model_status
 from .adalora import AdaLoraConfig, AdaLoraModel, RankAllocator, SVDLinear  # registers "ADALORA"
 
-__all__ = ["LoraConfig", "PeftConfig", "VeraConfig", "TaskType", "PeftType", "config_from_dict", "get_peft_model", "PeftModel",
+__all__ = ["LoraConfig", "PeftConfig", "VeraConfig", "TaskType", "PeftType", "config_from_dict", "get_peft_config",
+           "get_peft_model", "PeftModel",
            "PeftModelForCausalLM", "PeftModelForFeatureExtraction", "PeftMixedModel", "AutoPeftModelForCausalLM", "LoraModel",
            "VeraModel", "inject_adapter_in_model", "Linear", "Embedding", "Conv1d", "Conv2d", "LoraLayer",
            "VeraLinear", "DoraMagnitude", "ModulesToSaveWrapper",

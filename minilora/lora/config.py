@@ -16,7 +16,7 @@ import re
 import warnings
 from dataclasses import dataclass, field, fields
 
-__all__ = ["LoraConfig", "VeraConfig", "TrainableTokensConfig", "config_from_dict", "TaskType", "PeftType", "TASK_TYPES", "CONFIG_NAME"]
+__all__ = ["LoraConfig", "VeraConfig", "TrainableTokensConfig", "config_from_dict", "get_peft_config", "TaskType", "PeftType", "TASK_TYPES", "CONFIG_NAME"]
 
 CONFIG_NAME = "adapter_config.json"
 
@@ -482,6 +482,16 @@ class TrainableTokensConfig(_AdapterConfig):
 
 
 PEFT_TYPE_TO_CONFIG = {"LORA": LoraConfig, "VERA": VeraConfig, "TRAINABLE_TOKENS": TrainableTokensConfig}
+
+
+def get_peft_config(config_dict):
+    """PEFT's ``get_peft_config``: the config class of ``config_dict["peft_type"]`` called with the dict's fields
+    (an unknown field is Python's TypeError, as there; ``config_from_dict`` is the lenient reader of files)."""
+    peft_type = config_dict["peft_type"]
+    if peft_type not in PEFT_TYPE_TO_CONFIG:
+        raise NotImplementedError(f"adapter type {peft_type!r} is not supported by minilora "
+                                  f"(supported: {sorted(PEFT_TYPE_TO_CONFIG)})")
+    return PEFT_TYPE_TO_CONFIG[peft_type](**config_dict)
 
 
 def config_from_dict(data):
