@@ -793,6 +793,9 @@ def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_siz
     kernel = _pair(kernel_size, "kernel_size")
     stride = kernel if stride is None else _pair(stride, "stride")
     size = _unpool_size(input, kernel, stride, _pair(padding, "padding"), output_size)
+    if 0 in input.shape[1:]:  # (torch's kernel: an empty batch, or an unbatched input's empty channels only)
+        raise RuntimeError(f"max_unpooling2d_forward_out_cpu(): Expected input to have non-zero size for non-batch "
+                           f"dimensions, but got {list(input.shape)}")
     if indices.dtype != np.int64:
         raise RuntimeError(f"elements in indices should be type int64 but got: {indices.dtype}")
     if tuple(indices.shape) != tuple(input.shape):
@@ -810,6 +813,10 @@ def _unpool_size(input, kernel, stride, padding, output_size):
     when it lies strictly within one stride of it."""
     default = [(n - 1) * s + k - 2 * p for n, s, k, p in zip(input.shape[-2:], stride, kernel, padding)]
     if output_size is None:
+        for i, n in enumerate(default):  # (an empty input's (0 - 1) * stride: torch's Python check)
+            if n < 0:
+                raise ValueError(f"max_unpooling: output_size must contain non-negative spatial dimensions, but "
+                                 f"got output_size[{i}]={n}")
         return tuple(default)
     sizes = list(output_size)[2:] if len(output_size) == 4 else list(output_size)
     if len(sizes) != 2:
@@ -863,6 +870,9 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
                          "linear | bilinear | bicubic | trilinear")
     sizes, scales = _interpolate_sizes(input, size, scale_factor, recompute_scale_factor)
     _check_interpolate_call(input, mode, antialias)  # (after the sizes: torch's order of refusals)
+    if mode != "area" and math.prod(input.shape[1:]) == 0:  # (an empty batch is fine, empty channels not)
+        raise RuntimeError(f"Non-empty {input.ndim}D data tensor expected but got a tensor with sizes "
+                           f"{list(input.shape)}")
     if mode == "area":
         return _area_resize(input, sizes)
     if mode.startswith("nearest"):

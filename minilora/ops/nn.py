@@ -1531,6 +1531,7 @@ def pad(input, pad, mode="constant", value=None):
     if mode != "constant":
         if value is not None and value != 0:
             raise RuntimeError(f"Padding mode \"{mode}\" doesn't take in value argument")
+        _check_padded_dims(input, pad, mode)
         width = input.shape[-1] + pad[0] + pad[1]  # (torch's 1-D reflection/replication kernels check this)
         if mode != "circular" and len(pad) == 2 and input.ndim in (2, 3) and width < 1:
             raise RuntimeError(f"input (W: {input.shape[-1]}) is too small. Calculated output W: {width}")
@@ -1549,6 +1550,16 @@ def pad(input, pad, mode="constant", value=None):
 
 
 _PADDED_RANKS = {2: (2, 3), 4: (3, 4), 6: (4, 5)}  # torch's: (un)batched 1-D, 2-D and 3-D padding
+
+
+def _check_padded_dims(input, pad, mode):
+    """torch's reflection / replication kernels: an empty batch is fine, any other empty dim is not."""
+    ranks = _PADDED_RANKS.get(len(pad), ())
+    if mode == "circular" or input.ndim not in ranks:
+        return
+    if 0 in (input.shape[1:] if input.ndim == ranks[1] else input.shape):
+        raise RuntimeError(f"Expected {ranks[0]}D or {ranks[1]}D (batch mode) tensor with possibly 0 batch size and "
+                           f"other non-zero dimensions for input, but got: {list(input.shape)}")
 
 
 def _pad_by_index(input, pad, mode):
