@@ -450,3 +450,23 @@ def test_get_peft_config_as_peft():
     for lib in (peft, ml_peft):
         with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
             lib.get_peft_config(dict(fields, bogus=1))
+
+
+def test_dora_embedding_on_a_bfloat16_table_bit_for_bit():
+    """A bfloat16 table with float32 adapters (autocast_adapter_dtype): PEFT's numbers bit for bit."""
+    torch.manual_seed(0)
+    theirs_base, ours_base = nested(torch.nn, torch.bfloat16), nested(ml.nn, ml.bfloat16)
+    ours_base.load_state_dict({k: ml.tensor(v.float().numpy()).to(ml.bfloat16) for k, v in
+                               theirs_base.state_dict().items()})
+    config = dict(target_modules=["embed"], use_dora=True, init_lora_weights=False)
+    theirs = peft.get_peft_model(theirs_base, peft.LoraConfig(**config))
+    ours = ml_peft.get_peft_model(ours_base, ml_peft.LoraConfig(**config))
+    ours_params = dict(ours.named_parameters())
+    for name, p in theirs.named_parameters():
+        if p.requires_grad:
+            assert str(ours_params[name].dtype) == "float32"
+            ours_params[name]._array[...] = p.detach().numpy()
+    ids = np.random.default_rng(13).integers(0, 11, (2, 5))
+    with torch.no_grad():
+        expected = theirs(torch.as_tensor(ids)).float().numpy()
+    np.testing.assert_array_equal(ours(ml.tensor(ids)).float().numpy(), expected)
