@@ -27,7 +27,7 @@ pytest.importorskip("starlette")
 
 import minilora as ml  # noqa: E402
 from minilora.serve import Engine  # noqa: E402
-from minilora.serve.app import _decoded, _text_offsets, create_app  # noqa: E402
+from minilora.serve.app import _decoded, _OffsetReader, _text_offsets, create_app  # noqa: E402
 from minilora.tokenizer import ByteTokenizer, HFTokenizer, token_bytes  # noqa: E402
 from test_serve import CHAT_TEMPLATE, base_model  # noqa: E402
 from test_serve_openai_r6 import HTTP, log_softmax  # noqa: E402
@@ -116,14 +116,22 @@ class CountingTokenizer(ByteTokenizer):
 
 
 def test_text_offsets_decode_a_linear_number_of_ids():
-    """Counted, not timed: four times the tokens decode about four times the ids (sixteen before)."""
+    """Counted, not timed: four times the tokens decode about four times the ids (sixteen before), in one
+    piece or chunk by chunk (a stream's: each chunk decoded every earlier token again before; the engine sends
+    a chunk when its text ends no character cut short)."""
     tok, rng, work = CountingTokenizer(), np.random.default_rng(0), []
     for n in (256, 1024):
         ids = [256] + rng.integers(0, 256, n).tolist()
         CountingTokenizer.decoded = 0
         assert _text_offsets(tok, [], ids, 0, True) == quadratic_offsets(ByteTokenizer(), [], ids, 0, True, None)
         work.append(CountingTokenizer.decoded)
-    assert work[1] < 5 * work[0] and work[1] < 20 * 1024
+        cuts = [i for i in range(3, len(ids), 3) if not ByteTokenizer().decode(ids[:i]).endswith("\ufffd")]
+        reader, CountingTokenizer.decoded = _OffsetReader(tok), 0
+        chunked = [at for i, j in zip([0, *cuts], [*cuts, len(ids)]) for at in reader.add(ids[i:j], j == len(ids))]
+        work.append(CountingTokenizer.decoded)
+        assert chunked == _text_offsets(ByteTokenizer(), [], ids, 0, True)
+    assert work[2] < 5 * work[0] and work[2] < 20 * 1024
+    assert work[3] < 5 * work[1] and work[3] < 20 * 1024
 
 
 def name_of(tok, token):
@@ -151,9 +159,11 @@ def test_top_logprobs_have_one_key_per_token_with_a_tokenizer_json(monkeypatch):
                                                          echo=True, logprobs=5)
             chat = await client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": prompt}],
                                                         max_tokens=8, temperature=0, logprobs=True, top_logprobs=5)
-            return completion, chat
+            streamed = [chunk async for chunk in await client.completions.create(
+                model="tiny", prompt=prompt, max_tokens=8, temperature=0, echo=True, logprobs=5, stream=True)]
+            return completion, chat, streamed
     try:
-        completion, chat = asyncio.run(ask())
+        completion, chat, streamed = asyncio.run(ask())
     finally:
         engine.shutdown()
     lp = completion.choices[0].logprobs
@@ -172,6 +182,8 @@ def test_top_logprobs_have_one_key_per_token_with_a_tokenizer_json(monkeypatch):
         assert top == pytest.approx({name_of(tok, i): row[i] for i in wanted}, abs=1e-6)
         assert len(top) == len(set(wanted))  # nothing merged away
     assert lp.text_offset == quadratic_offsets(tok, [], ids, 0, True, len(tok))
+    assert [at for chunk in streamed for at in chunk.choices[0].logprobs.text_offset] == lp.text_offset
+    assert [t for chunk in streamed for t in chunk.choices[0].logprobs.tokens] == lp.tokens
     for entry in chat.choices[0].logprobs.content:
         for candidate in [entry, *entry.top_logprobs]:
             token = names[candidate.token]

@@ -376,6 +376,7 @@ class _Server:
                     yield chunk([self._choice(index, chat, echo, None,
                                               self._logprobs(chat, entries is not None, entries or []))])
             reported, pending, failed = [0] * len(jobs), len(jobs), False
+            offsets = [self._offset_reader(job.skip_special_tokens) for job in jobs]  # each choice's, chunk by chunk
             while pending:
                 index, kind, value, count = await events.get()
                 if kind == "error":
@@ -385,8 +386,7 @@ class _Server:
                 job = jobs[index]
                 count = count if kind == "text" else len(job.token_logprobs)  # the last chunk reports the rest
                 logprobs = self._logprobs(chat, job.logprobs is not None, job.token_logprobs[reported[index]:count],
-                                          start=len(echoes[index][0]), skip_special_tokens=job.skip_special_tokens,
-                                          before=job.token_logprobs[:reported[index]])
+                                          start=len(echoes[index][0]), offsets=offsets[index], final=kind != "text")
                 reported[index] = count
                 if kind == "text":
                     yield chunk([self._choice(index, chat, value, None, logprobs)])
@@ -442,12 +442,15 @@ class _Server:
                                    skip_special_tokens=job.skip_special_tokens)
         return generated if echoed is None else {key: echoed[key] + generated[key] for key in generated}
 
-    def _logprobs(self, chat, wanted, entries, start=0, skip_special_tokens=True, before=()):
+    def _offset_reader(self, skip_special_tokens=True):
+        return _OffsetReader(self.engine.tokenizer, skip_special_tokens, self.engine.text_vocab)
+
+    def _logprobs(self, chat, wanted, entries, start=0, skip_special_tokens=True, offsets=None, final=True):
         """OpenAI's logprobs object for ``entries`` ((token, logprob, top) per token; a prompt's first token
         has None for both), or None if not ``wanted``. A completion's ``text_offset``: where each token's
         text starts in the choice's text, which holds ``start`` characters before these tokens' (the
-        echoed prompt) and the text of the entries ``before`` them (decoded with ``skip_special_tokens``,
-        as the choice's text is)."""
+        echoed prompt) and the text of the tokens ``offsets`` (an _OffsetReader: a stream's earlier chunks)
+        has read (decoded with ``skip_special_tokens``, as the choice's text is); ``final``: no chunk follows."""
         if not wanted:
             return None
         tok, vocab = self.engine.tokenizer, self.engine.text_vocab
@@ -462,8 +465,8 @@ class _Server:
         return {"tokens": [text(token) for token in ids], "token_logprobs": [logprob for _, logprob, _ in entries],
                 "top_logprobs": [None if top is None else {**{text(t): lp for t, lp in top}, text(token): logprob}
                                  for token, logprob, top in entries],
-                "text_offset": _text_offsets(tok, [token for token, _, _ in before], ids, start, skip_special_tokens,
-                                             vocab)}
+                "text_offset": [start + at for at in
+                                (offsets or self._offset_reader(skip_special_tokens)).add(ids, final)]}
 
     # --- routes --------------------------------------------------------------------------------
     def _card(self, name):
@@ -559,68 +562,85 @@ def _decoded(tokenizer, ids, skip_special_tokens, text_vocab):
     return tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
 
-_LOOK_BACK = 8  # tokens searched back from a request's earlier tokens for points where their text settles
 _LONGEST_UNSETTLED = 16  # tokens read by windows without the text settling: past it, prefixes are decoded whole
+
+
+class _OffsetReader:
+    """Where the text of each token starts in a choice's text, read as the tokens come (a stream's chunks too).
+
+    Decoded, not the lengths of the token names added up: a skipped special token (``<bos>``) takes no room in
+    the text, and the pieces of one character start where the character does (a prefix that ends in the
+    middle of a character decodes to U+FFFD there, which the whole text does not have; a byte-fallback
+    decoder turns a whole cut run of byte tokens into U+FFFDs: offsets never go back).
+
+    Linear in the tokens, as vLLM's incremental detokenizer: a prefix's text is the settled text (a prefix whose
+    text begins the whole text, no character cut short) and a window decoded from the settled point before it
+    (the decoder's context: a word's leading space), not the whole prefix again."""
+
+    def __init__(self, tokenizer, skip_special_tokens=True, text_vocab=None):
+        self.tokenizer, self.skip_special_tokens, self.text_vocab = tokenizer, skip_special_tokens, text_vocab
+        self.every = []  # the tokens read
+        self.anchor = self.settled = 0  # the settled point (every[:settled] gives text[:length]) and its context's
+        self.length = self.reached = 0  # the settled text's length; the furthest offset given
+        self.final = True  # no tokens to come after those read (see add)
+
+    def _decode(self, ids):
+        return _decoded(self.tokenizer, ids, self.skip_special_tokens, self.text_vocab)
+
+    def add(self, ids, final=True):
+        """The offsets of ``ids``, the next tokens, counted from the start of the text. Not ``final`` (more
+        tokens to come: a stream's chunk), a U+FFFD that ends the text so far is a character that may still
+        be completed: no token starts after it yet."""
+        first = len(self.every)
+        self.every += ids
+        self.final = final
+        rest = None  # the text from the settled length on, decoded from the anchor (made when needed)
+        offsets = []
+        for end in range(first, len(self.every)):
+            if end > self.settled:
+                rest = self._rest() if rest is None else rest
+                prefix_length, settles, windowed = self._prefix_text_length(end, rest)
+                self.reached = max(self.reached, prefix_length)
+                if settles:  # the text after the new settled point: the same window's, or decoded again
+                    rest = rest[prefix_length - self.length:] if windowed else None
+                    self._settle(end, prefix_length)
+            offsets.append(self.reached)
+        return offsets
+
+    def _rest(self):
+        known, window = self._decode(self.every[self.anchor:self.settled]), self._text(self.every[self.anchor:])
+        return window[len(known):] if window.startswith(known) else False  # False: windows cannot read it
+
+    def _text(self, ids):
+        """The text of ``ids`` (to the end of the tokens read), less a character not yet complete."""
+        text = self._decode(ids)
+        return text[:-1] if not self.final and text.endswith("\ufffd") else text
+
+    def _prefix_text_length(self, end, rest):
+        """How much of the text the prefix ``every[:end]`` gives (the common beginning); whether it settles the
+        text: its whole text is that beginning and does not end in U+FFFD (a character that later bytes may
+        complete, or not); and whether a window read it (else the whole prefix was decoded)."""
+        known, piece = self._decode(self.every[self.anchor:self.settled]), self._decode(self.every[self.anchor:end])
+        if rest is False or end - self.settled > _LONGEST_UNSETTLED or not piece.startswith(known):
+            prefix = self._decode(self.every[:end])  # what windows cannot read: the whole prefix
+            common = len(os.path.commonprefix([prefix, self._text(self.every)]))
+            return common, common == len(prefix) and not prefix.endswith("\ufffd"), False
+        tail = piece[len(known):]
+        common = len(os.path.commonprefix([tail, rest[:len(tail)]]))
+        return self.length + common, common == len(tail) and not tail.endswith("\ufffd"), True
+
+    def _settle(self, end, length):
+        if self._decode(self.every[self.settled:end]):  # context that decodes to nothing is none: a decoder
+            self.anchor = self.settled  # strips a window's first space, a skipped special token gives no text
+        self.settled, self.length = end, length
 
 
 def _text_offsets(tokenizer, before, ids, start, skip_special_tokens, text_vocab=None):
     """Where the text of each of ``ids`` starts in a choice's text: ``start``, plus the characters decoded
-    from ``before`` and the ids before it that the text keeps. Decoded, not the lengths of the token
-    names added up: a skipped special token (``<bos>``) takes no room in the text, and the pieces of
-    one character start where the character does (a prefix that ends in the middle of a character
-    decodes to U+FFFD there, which the whole text does not have; a byte-fallback decoder turns the whole
-    run of byte tokens into U+FFFDs: offsets never go back).
-
-    Linear in the tokens, as vLLM's incremental detokenizer: a prefix's text is the settled text (a prefix
-    whose decoding begins the whole text) and a window decoded from the settled point before it (the
-    decoder's context: a word's leading space), not the whole prefix again."""
-    def decode(part):
-        return _decoded(tokenizer, part, skip_special_tokens, text_vocab)
-    every = [*before, *ids]
-    text = decode(every)
-    anchor, settled, length = _settled_start(decode, every, len(before), text)
-    offsets, reached = [], length
-    for end in range(settled, len(every)):
-        if end > settled:
-            prefix_length, whole = _prefix_text_length(decode, every, anchor, settled, length, end, text)
-            reached = max(reached, prefix_length)
-            if whole:  # this prefix's text begins the whole text, no character cut: the next windows start here
-                if decode(every[settled:end]):  # (context that decodes to nothing is none: a decoder strips a
-                    anchor = settled  # window's first space, a skipped special token gives no text)
-                settled, length = end, prefix_length
-        if end >= len(before):
-            offsets.append(start + reached)
-    return offsets
-
-
-def _settled_start(decode, every, first, text):
-    """Two points at or before ``first`` whose prefixes decode to beginnings of ``text`` and end no character
-    cut short (U+FFFD) -- ``first`` itself unless it cuts one, and the one before it for context: (anchor,
-    settled point, its text's length)."""
-    settled = None
-    for point in range(first, max(first - _LOOK_BACK, 0) - 1, -1):
-        known = decode(every[:point])
-        if not text.startswith(known) or known.endswith("\ufffd"):
-            continue
-        if settled is None:
-            settled, length = point, len(known)
-        elif decode(every[point:settled]):  # context with text (see _text_offsets)
-            return point, settled, length
-    return (0, 0, 0) if settled is None else (0, settled, length)
-
-
-def _prefix_text_length(decode, every, anchor, settled, length, end, text):
-    """How much of ``text`` the prefix ``every[:end]`` gives (the common beginning), read from a window from
-    ``anchor`` (``settled``'s prefix gives ``text[:length]``); and whether the prefix settles the text: its whole
-    text is that beginning and does not end in U+FFFD (a character that later bytes may complete, or not)."""
-    known, piece = decode(every[anchor:settled]), decode(every[anchor:end])
-    if end - settled > _LONGEST_UNSETTLED or not piece.startswith(known):  # what windows cannot read: the rule
-        prefix = decode(every[:end])
-        common = len(os.path.commonprefix([prefix, text]))
-        return common, common == len(prefix) and not prefix.endswith("\ufffd")
-    tail = piece[len(known):]
-    common = len(os.path.commonprefix([tail, text[length:length + len(tail)]]))
-    return length + common, common == len(tail) and not tail.endswith("\ufffd")
+    from ``before`` and the ids before it that the text keeps (see _OffsetReader)."""
+    before = list(before)
+    offsets = _OffsetReader(tokenizer, skip_special_tokens, text_vocab).add([*before, *ids])
+    return [start + at for at in offsets[len(before):]]
 
 
 def _token_bytes(tokenizer, token, text_vocab=None):
