@@ -504,3 +504,20 @@ def test_numeric_limits_of_half_and_bfloat16_through_cuda_std():
     np.testing.assert_array_equal(b.astype(np.float64), [float(fb.min), float(fb.max), float(fb.tiny), float(fb.eps),
                                                          np.inf, float(fb.smallest_subnormal)])
     assert (out[6], out[13]) == (11, 8)
+
+
+def test_16bit_types_built_from_any_integer_type_and_converted_back_by_their_operators():
+    rows = np.array([[70000, 5, 3000000001, -7], [65519, 2**40 + 1, -(2**20) - 1, 32767], [1, 2, 0, 0],
+                     [4097, 2**63 - 1, 65520, -32768]], np.int64)  # unsigned 70000 and size_t: nvcc finds a constructor
+    bits, back = np.zeros((len(rows), 8), np.uint16), np.zeros((len(rows), 10), np.int64)
+    kernel("intrinsics.cu", "integer_constructors")(1, 32, (rows, bits, back, np.int32(len(rows))))
+    for col_base, dtype in ((0, np.float16), (4, bf16)):
+        finite = _all_finite(dtype)
+        for r, (u, s, ll, short) in enumerate(rows):
+            exact = [int(u) & 0xFFFFFFFF, int(s) & 0xFFFFFFFFFFFFFFFF, int(ll), int(short)]
+            got = bits[r, col_base:col_base + 4].view(dtype).astype(np.float64)
+            np.testing.assert_array_equal(got, [_round_exact(v, finite, "rn") for v in exact])
+            x = float(got[2])
+            expect = [_to_int(x, "rz", -2**31, 2**31 - 1, 0), _to_int(x, "rz", 0, 2**16 - 1, 0),
+                      _to_int(x, "rz", -2**63, 2**63 - 1, -2**63), _to_int(x, "rz", -128, 127, 0), int(x != 0)]
+            np.testing.assert_array_equal(back[r, (col_base // 4) * 5:(col_base // 4) * 5 + 5], expect)

@@ -1144,6 +1144,19 @@ inline float fma_to_odd(float a, float b, float c) {
 }
 }  // namespace __emu
 
+// A 16-bit float to an integer type (the conversion intrinsics below and the types' conversion operators): NaN
+// gives 0, except that a 64-bit result gets 0x8000000000000000 (cuda_fp16.h documents both: they are the cvt
+// instruction's), and values out of range saturate.
+namespace __emu {
+enum IntRound { I_RN, I_RZ, I_RD, I_RU };
+template <class I, class H>
+inline I from_16bit(H h, IntRound m) {
+    const double f = float(h);
+    if (f != f) return sizeof(I) == 8 ? (I)(1ull << 63) : I(0);
+    return saturate_to<I>(m == I_RN ? nearbyint(f) : m == I_RZ ? trunc(f) : m == I_RD ? floor(f) : ceil(f));
+}
+}  // namespace __emu
+
 // CUDA's __half_raw / __nv_bfloat16_raw: the 16 bits with no arithmetic (what the fp8 conversions hand back).
 namespace __emu { struct raw16 { unsigned short x; }; struct raw16x2 { unsigned short x, y; }; }
 typedef __emu::raw16 __half_raw;
@@ -1156,7 +1169,28 @@ typedef __emu::raw16x2 __nv_bfloat162_raw;
         H() = default; /* trivial, so __shared__ H buf[32] is plain storage */                         \
         H(float f) : __x(TO_BITS(f)) {}                                                                 \
         H(double f) : __x(TO_BITS(__emu::float_to_odd(f))) {}                                          \
+        /* from every integer type and back (toward zero, saturating), as cuda_fp16.hpp / cuda_bf16.hpp: */ \
+        /* with only H(int) and operator float, `__half h = 3u` or `(int)h` of inf would not do what nvcc does */ \
+        H(short i) : __x(TO_BITS((float)i)) {}                                                          \
+        H(unsigned short i) : __x(TO_BITS((float)i)) {}                                                 \
         H(int i) : __x(TO_BITS(__emu::float_to_odd((double)i))) {}                                      \
+        H(unsigned i) : __x(TO_BITS(__emu::float_to_odd((double)i))) {}                                 \
+        H(long i) : __x(TO_BITS(__emu::float_to_odd((double)i))) {}                                     \
+        H(unsigned long i) : __x(TO_BITS(__emu::float_to_odd((double)i))) {}                            \
+        H(long long i) : __x(TO_BITS(__emu::float_to_odd((double)i))) {}                                \
+        H(unsigned long long i) : __x(TO_BITS(__emu::float_to_odd((double)i))) {}                       \
+        operator signed char() const { return __emu::from_16bit<signed char>(*this, __emu::I_RZ); }     \
+        operator unsigned char() const { return __emu::from_16bit<unsigned char>(*this, __emu::I_RZ); } \
+        operator char() const { return __emu::from_16bit<char>(*this, __emu::I_RZ); }                   \
+        operator short() const { return __emu::from_16bit<short>(*this, __emu::I_RZ); }                 \
+        operator unsigned short() const { return __emu::from_16bit<unsigned short>(*this, __emu::I_RZ); } \
+        operator int() const { return __emu::from_16bit<int>(*this, __emu::I_RZ); }                     \
+        operator unsigned() const { return __emu::from_16bit<unsigned>(*this, __emu::I_RZ); }           \
+        operator long() const { return __emu::from_16bit<long>(*this, __emu::I_RZ); }                   \
+        operator unsigned long() const { return __emu::from_16bit<unsigned long>(*this, __emu::I_RZ); } \
+        operator long long() const { return __emu::from_16bit<long long>(*this, __emu::I_RZ); }         \
+        operator unsigned long long() const { return __emu::from_16bit<unsigned long long>(*this, __emu::I_RZ); } \
+        constexpr operator bool() const { return (__x & 0x7fffu) != 0; } /* NaN is true, +-0 false */     \
         H(__emu::raw16 r) : __x(r.x) {}                                                                 \
         operator __emu::raw16() const { return __emu::raw16{__x}; }                                     \
         operator float() const { return FROM_BITS(__x); }                                               \
@@ -1447,13 +1481,6 @@ inline __nv_bfloat16 __double2bfloat16(double d) { return __nv_bfloat16(d); }
 // 64-bit result gets 0x8000000000000000 (cuda_fp16.h documents both: they are the cvt instruction's), and values
 // out of range saturate.  From an integer: the exact value (long double holds every 64-bit integer) rounded once.
 namespace __emu {
-enum IntRound { I_RN, I_RZ, I_RD, I_RU };
-template <class I, class H>
-inline I from_16bit(H h, IntRound m) {
-    const double f = float(h);
-    if (f != f) return sizeof(I) == 8 ? (I)(1ull << 63) : I(0);
-    return saturate_to<I>(m == I_RN ? nearbyint(f) : m == I_RZ ? trunc(f) : m == I_RD ? floor(f) : ceil(f));
-}
 template <class H>
 inline H to_16bit(long double x, IntRound m) {
     float f = (float)x;  // rounded to odd, so that rounding f to 16 bits rounds x only once

@@ -92,3 +92,28 @@ extern "C" __global__ void limits_16bit(unsigned short* __restrict__ out) {
   limits_of<__half>(out);
   limits_of<__nv_bfloat16>(out + 7);
 }
+
+// __half / __nv_bfloat16 built from any integer type (rounded to nearest even) and converted back to integers
+// by their conversion operators (toward zero, saturating, NaN to 0 -- or 0x8000000000000000 for 64 bits).
+template <typename H>
+__device__ void integer_round_trip(const long long* v, unsigned short* bits, long long* back) {
+  const unsigned u = static_cast<unsigned>(v[0]);
+  const size_t s = static_cast<size_t>(v[1]);
+  const H from_u = u, from_size = static_cast<H>(s), from_ll = static_cast<H>(v[2]), from_short = static_cast<short>(v[3]);
+  const H values[4] = {from_u, from_size, from_ll, from_short};
+  for (int k = 0; k < 4; ++k) bits[k] = *reinterpret_cast<const unsigned short*>(&values[k]);
+  const H x = values[2];
+  back[0] = static_cast<int>(x);
+  back[1] = static_cast<unsigned short>(x);
+  back[2] = static_cast<long long>(x);
+  back[3] = static_cast<signed char>(x);
+  back[4] = x ? 1 : 0;
+}
+
+extern "C" __global__ void integer_constructors(const long long* __restrict__ v, unsigned short* __restrict__ bits,
+                                                long long* __restrict__ back, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  integer_round_trip<__half>(v + 4 * i, bits + 8 * i, back + 10 * i);
+  integer_round_trip<__nv_bfloat16>(v + 4 * i, bits + 8 * i + 4, back + 10 * i + 5);
+}
