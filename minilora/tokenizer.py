@@ -1180,6 +1180,10 @@ class ByteTokenizer(_Tokenizer):
         """Text of the ids ``token_ids`` (a list). Special tokens are written as ``<eos>`` etc., or dropped
         with ``skip_special_tokens=True``; byte sequences that are not valid UTF-8 (a cut-off character)
         become U+FFFD."""
+        try:  # only bytes (a generated text, decoded again at every step by the server): one C call
+            return bytes(token_ids).decode("utf-8", errors="replace")
+        except ValueError:  # a special or added token (or an id out of range): token by token
+            pass
         names = {i: name for name, i in self.special_tokens.items()}
         names.update({i: token.content for i, token in self._added.items() if i >= self.vocab_size})
         special = set(self.special_tokens.values()) | {i for i, name in names.items() if name in self._special_contents}
