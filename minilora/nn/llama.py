@@ -29,7 +29,7 @@ from .. import dtypes, ops
 from ..checkpoint import (SAFE_WEIGHTS_NAME, CheckpointError, atomic_folder, atomic_write, checkpoint_files,
                           load_checkpoint, load_json, read_checkpoint_shapes, read_header, save_file, save_json)
 from ..device import xp_of
-from ..random import generator
+from ..random import fork_rng, generator
 from ..tensor import Tensor, _to_dtype
 from . import generation, init
 from .checkpointing import checkpoint
@@ -571,6 +571,7 @@ class LlamaModel(Module):
         if config.extra.get("output_attentions"):  # transformers would return every layer's attention weights
             raise NotImplementedError("config.output_attentions=True: minilora's attention does not return "
                                       "its weights (set it to False)")
+        _init_weights(self.modules(), config.initializer_range)  # transformers' post_init, at the end of __init__
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 use_cache=False, inputs_embeds=None, output_hidden_states=None):
@@ -721,6 +722,20 @@ def _user_4d_mask(mask, shape, past, dtype, xp):
 # ==================================================================================================
 # The causal language model
 # ==================================================================================================
+def _init_weights(modules, std):
+    """transformers' ``_init_weights`` of each module, in the order given (its post-order walk visits
+    the leaves in ``modules()`` order): N(0, std) for every Linear and Embedding weight (the padding
+    row then zeroed), zero biases; the norms already hold ones. Each layer drew torch's own init when
+    it was built, as in transformers: the same seed gives transformers' weights."""
+    for module in modules:
+        if isinstance(module, (Linear, Embedding)):
+            init.normal_(module.weight, 0.0, std or 0.02)  # (transformers: initializer_range or 0.02)
+        if isinstance(module, Embedding) and module.padding_idx is not None:
+            init.zeros_(module.weight[module.padding_idx])
+        if isinstance(module, Linear) and module.bias is not None:
+            init.zeros_(module.bias)
+
+
 def _resized_rows(rows, n, std=None):
     """``rows`` cut to ``n`` rows, or extended with copies of their mean (resize_token_embeddings), or,
     with ``std``, with N(0, std^2) rows: a fresh model's init (``mean_resizing=False``)."""
@@ -952,22 +967,12 @@ class LlamaForCausalLM(Module):
         self.config = config
         self.model = LlamaModel(config, dtype=dtype, device=device)
         self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False, dtype=dtype, device=device)
-        self._init_weights()
+        # the body initialised itself (as transformers' LlamaModel.post_init): only the head remains,
+        # drawn after the body's init and the head's own Linear init, in transformers' order
+        _init_weights([self.lm_head], config.initializer_range)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.generation_config = generation.GenerationConfig()  # generate()'s model defaults (none set yet)
-
-    def _init_weights(self):
-        """transformers' init: N(0, initializer_range) for every matrix, zero biases, unit norms, and
-        the embedding's padding row (config.pad_token_id) zero."""
-        std = self.config.initializer_range
-        for module in self.modules():
-            if isinstance(module, (Linear, Embedding)):
-                init.normal_(module.weight, 0.0, std)
-            if isinstance(module, Embedding) and module.padding_idx is not None:
-                module.weight._array[module.padding_idx] = 0
-            if isinstance(module, Linear) and module.bias is not None:
-                init.zeros_(module.bias)
 
     @property
     def dtype(self):
@@ -1154,7 +1159,8 @@ class LlamaForCausalLM(Module):
         if config.tie_word_embeddings and "model.embed_tokens.weight" in state:
             # transformers leaves the tied head out of the file (and ignores it when present)
             state["lm_head.weight"] = state["model.embed_tokens.weight"]
-        model = cls(config, dtype=_to_dtype(dtype))
+        with fork_rng():  # the weights are read, not drawn: the global stream stays as it was (transformers')
+            model = cls(config, dtype=_to_dtype(dtype))
         try:
             model.load_state_dict(state)  # strict: lists missing, unexpected and mis-shaped keys
         except StateDictError as exc:
