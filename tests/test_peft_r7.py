@@ -470,3 +470,17 @@ def test_dora_embedding_on_a_bfloat16_table_bit_for_bit():
     with torch.no_grad():
         expected = theirs(torch.as_tensor(ids)).float().numpy()
     np.testing.assert_array_equal(ours(ml.tensor(ids)).float().numpy(), expected)
+
+
+def test_load_adapter_returns_the_load_result_and_evals_as_peft(tmp_path):
+    """PEFT's load_adapter returns its load result (this adapter's missing / unexpected keys) and, unless
+    is_trainable, puts the model in eval mode; minilora returned None and left the mode as it was."""
+    theirs, ours = both(nested, dict(target_modules=["up"], modules_to_save=["head"]))
+    ours.save_pretrained(tmp_path)
+    for model in (theirs, ours):
+        model.train()
+        result = model.load_adapter(str(tmp_path), "again")
+        assert (result.missing_keys, result.unexpected_keys) == ([], []) and not model.training
+        model.train()
+        model.load_adapter(str(tmp_path), "trainable", is_trainable=True)
+        assert model.training

@@ -14,6 +14,7 @@ hence ``base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight``
 """
 import contextlib
 import copy
+import math
 import os
 import re
 import warnings
@@ -28,6 +29,7 @@ from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
 from ..nn import Module, ModuleDict, ModuleList
 from ..nn import MultiheadAttention as _NNMultiheadAttention
+from ..random import Generator
 from ..tensor import Tensor
 from . import save as _io
 from .config import TaskType, config_from_dict
@@ -832,13 +834,14 @@ class VeraModel(LoraModel):
         out_max, in_max = max(s[0] for s in shapes), max(s[1] for s in shapes)
         if "vera_A" not in self._modules:
             self.vera_A, self.vera_B = BufferDict(), BufferDict()
-        # Kaiming-uniform with gain sqrt(2), as PEFT: U(-b, b), b = sqrt(6 / fan_in). Seeded by the key,
-        # so the same config always gives the same projections (drawn by NumPy, not torch).
-        rng = np.random.default_rng(config.projection_prng_key)
+        # Kaiming-uniform with gain sqrt(2), as PEFT: U(-b, b), b = sqrt(3) * sqrt(2) / sqrt(fan_in), drawn
+        # in float32 from a generator of its own seeded by the key (PEFT's torch.Generator): the same
+        # config always gives the same projections, PEFT's own, and the global stream is left alone.
+        own = Generator().manual_seed(config.projection_prng_key)
         dtype, device = _model_dtype_device(self.model)
         for table, shape in ((self.vera_A, (config.r, in_max)), (self.vera_B, (out_max, config.r))):
-            bound = np.sqrt(6.0 / shape[1])
-            table[adapter_name] = Tensor(rng.uniform(-bound, bound, shape), dtype=dtype, device=device)
+            bound = math.sqrt(3.0) * (math.sqrt(2) / math.sqrt(shape[1]))
+            table[adapter_name] = Tensor(own.uniform(shape, np.float32, -bound, bound), dtype=dtype, device=device)
 
     def _create_layer(self, target, adapter_name, config, key):
         if not isinstance(target, _NNLinear):  # PEFT's TypeError and words (a Linear subclass is a Linear)
@@ -1165,7 +1168,9 @@ class PeftModel(_Wrapper):
                      autocast_adapter_dtype=True, ephemeral_gpu_offload=False, low_cpu_mem_usage=False,
                      key_mapping=None, **kwargs):
         """Load another saved adapter under ``adapter_name`` (not activated: use ``set_adapter``); with
-        ``is_trainable=True`` its weights train already, as in PEFT (the active adapter's stay as they are)."""
+        ``is_trainable=True`` its weights train already, as in PEFT (the active adapter's stay as they are),
+        else the model is put in eval mode, as PEFT does. Returns PEFT's load result: ``(missing_keys,
+        unexpected_keys)`` of this adapter's own weights (a mismatch raised already, so both are empty)."""
         _refuse("torch_device", torch_device, None, "load_adapter")
         _refuse_load_options(ephemeral_gpu_offload, "load_adapter")
         model_id = _io.adapter_folder(model_id, kwargs, "load_adapter")
@@ -1176,11 +1181,15 @@ class PeftModel(_Wrapper):
         if is_trainable:  # add_adapter leaves a new, inactive adapter frozen
             self.set_requires_grad(adapter_name)
         try:
-            _io.load_adapter_weights(self, model_id, adapter_name, key_mapping=key_mapping)
+            result = _io.load_adapter_weights(self, model_id, adapter_name, key_mapping=key_mapping)
         except Exception:
             self.delete_adapter(adapter_name)  # leave the model as it was: no adapter, no new wrappers
             self.base_model.unwrap_layers_except(wrapped)
             raise
+        if not is_trainable:
+            self.eval()
+        prefix = self.base_model.prefix  # PEFT's filter: the keys of this adapter's own weights
+        return type(result)([k for k in result.missing_keys if prefix in k and adapter_name in k], [])
 
 
 class MixedModel(LoraModel):

@@ -460,7 +460,7 @@ def load_adapter_weights(peft_model, directory, adapter_name, key_mapping=None):
     tensors = remap_keys(load_file(path), key_mapping)
     _refuse_integer_tensors(path, tensors)
     warn_non_finite(tensors, f"adapter {path}")  # PEFT loads NaN silently; every output would be NaN
-    set_peft_model_state_dict(peft_model, tensors, adapter_name, source=path)
+    return set_peft_model_state_dict(peft_model, tensors, adapter_name, source=path)
 
 
 def _refuse_integer_tensors(path, tensors):
