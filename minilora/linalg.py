@@ -741,8 +741,9 @@ def _permutation(pivots, m, dtype):
     """P with ``A = P L U`` from LAPACK's row interchanges (row i swapped with row pivots[i] - 1, in order)."""
     xp = xp_of(pivots)
     batch, k = pivots.shape[:-1], pivots.shape[-1]
-    perm = xp.broadcast_to(xp.arange(m), batch + (m,)).reshape((-1, m)).copy()
-    flat = pivots.reshape((-1, k)).astype(np.int64) - 1
+    count = math.prod(batch)
+    perm = xp.broadcast_to(xp.arange(m), batch + (m,)).reshape((count, m)).copy()
+    flat = pivots.reshape((count, k)).astype(np.int64) - 1
     rows = xp.arange(perm.shape[0])
     for i in range(k):
         other = flat[:, i]
@@ -1091,7 +1092,10 @@ def cholesky_solve(B, L, upper=False, *, out=None):
     if B.dtype != L.dtype:
         raise RuntimeError(f"Expected b and A to have the same dtype, but found b of type "
                            f"{_scalar_name(B.dtype)} and A of type {_scalar_name(L.dtype)} instead.")
-    if L.shape[-1] != L.shape[-2] or B.shape[-2] != L.shape[-1]:
+    if L.shape[-1] != L.shape[-2]:
+        raise RuntimeError(f"A must be batches of square matrices, but they are {L.shape[-2]} by {L.shape[-1]} "
+                           f"matrices")
+    if B.shape[-2] != L.shape[-1]:
         raise RuntimeError(f"Incompatible matrix sizes for cholesky_solve: each A matrix is {L.shape[-2]} by "
                            f"{L.shape[-1]} but each b matrix is {B.shape[-2]} by {B.shape[-1]}")
     x = _cholesky_solve_arrays(B._array, L._array, upper)
@@ -1114,7 +1118,7 @@ def cholesky_inverse(L, upper=False, *, out=None):
     _check("cholesky_inverse", L, square=True)
     xp = xp_of(L._array)
     n = L.shape[-1]
-    zero = (L._array[..., xp.arange(n), xp.arange(n)] == 0).reshape(-1, n)
+    zero = (L._array[..., xp.arange(n), xp.arange(n)] == 0).reshape(math.prod(L.shape[:-2]), n)
     if bool(zero.any()):
         first = int(xp.argmax(zero[xp.argmax(zero.any(1))])) + 1
         raise LinAlgError(f"cholesky_inverse: The diagonal element {first} is zero, the inversion could not be "
@@ -1175,6 +1179,8 @@ def cond(A, p=None, *, out=None):
     if p not in ("fro", "nuc", 1, -1, math.inf, -math.inf) or isinstance(p, bool):
         raise RuntimeError(f"linalg.cond got an invalid norm type: {p}")
     label = p if isinstance(p, str) else ("inf" if p == math.inf else "-inf" if p == -math.inf else int(p))
+    if not isinstance(p, str) and A.numel() == 0:  # (torch: 0 for an empty input, square or not)
+        return _with_out(ops.sum(ops.sum(ops.abs(A), -1), -1), out)
     _check(f"linalg.cond(ord={label})", A)
     if A.shape[-1] != A.shape[-2]:
         raise RuntimeError(f"linalg.cond(ord={label}): A must be batches of square matrices, but they are "
@@ -1569,6 +1575,8 @@ def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, out=No
         _check_dtype("linalg.matrix_norm", A)
         return _with_out(_singular_norm(A, d0, d1, keepdim, ops.amax if ord > 0 else ops.amin), out)
     # 1: the largest column sum of |A|; inf: the largest row sum (torch's amax(sum(abs(A), d0), d1))
+    if A.numel() == 0 and ord > 0:  # (torch: 0 for an empty matrix, where amax over an empty dim would refuse)
+        return _with_out(vector_norm(A, 1, (d0, d1), keepdim), out)
     summed, over = (d0, d1) if abs(ord) == 1 else (d1, d0)
     sums = vector_norm(A, 1, summed, keepdim=True)
     result = (ops.amax if ord > 0 else ops.amin)(sums, over, keepdim=True)
@@ -1578,7 +1586,9 @@ def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, out=No
 def _singular_norm(A, d0, d1, keepdim, reduce):
     """'nuc' (sum) and 2/-2 (amax/amin) of the singular values of the matrices spanning d0, d1."""
     moved = ops.movedim(A, (d0, d1), (-2, -1))
-    result = reduce(svdvals(moved), -1)
+    S = svdvals(moved)
+    # no singular values (an empty matrix): torch's 2-norm is 0 (its -2 norm: amin's error)
+    result = ops.sum(S, -1) if S.shape[-1] == 0 and reduce is ops.amax else reduce(S, -1)
     if keepdim:
         for d in sorted((d0, d1)):
             result = result.unsqueeze(d)

@@ -503,6 +503,21 @@ EDGES = {  # call(lib): torch's value (dtype, shape, values with nan/inf) or tor
     "solve_ex singular": lambda L: L.linalg.solve_ex(L.tensor(SINGULAR), L.ones(2, 1, dtype=L.float64)),
     "inv_ex singular": lambda L: L.linalg.inv_ex(L.stack([L.tensor(SINGULAR), L.eye(2, dtype=L.float64)])),
     "matrix_exp 0x0": lambda L: L.linalg.matrix_exp(L.ones(0, 0)),
+    # empty and thin matrices (ragged sizes)
+    **{f"lu {shape}": (lambda L, shape=shape: L.linalg.lu(L.ones(shape))) for shape in [(0, 3), (3, 0), (2, 0, 0)]},
+    **{f"lu_unpack {shape}": (lambda L, shape=shape: L.lu_unpack(*L.linalg.lu_factor_ex(L.ones(shape))[:2]))
+       for shape in [(0, 3), (3, 0), (2, 1, 1), (1, 4)]},
+    "lu_solve 0x0": lambda L: L.linalg.lu_solve(*L.linalg.lu_factor(L.ones(2, 0, 0)), L.ones(2, 0, 2)),
+    "cholesky_inverse 0x0": lambda L: L.cholesky_inverse(L.ones(2, 0, 0)),
+    "cholesky_solve non-square factor": lambda L: L.cholesky_solve(L.ones(4, 2), L.ones(4, 1)),
+    "matrix_norm 2 of empty": lambda L: L.linalg.matrix_norm(L.ones(2, 0, 3), 2),
+    "matrix_norm -2 of empty": lambda L: L.linalg.matrix_norm(L.ones(2, 0, 3), -2),
+    "matrix_norm inf of empty": lambda L: L.linalg.matrix_norm(L.ones(2, 0, 3), math.inf),
+    "matrix_norm -1 of empty": lambda L: L.linalg.matrix_norm(L.ones(3, 0), -1),
+    "cond 1 of empty non-square": lambda L: L.linalg.cond(L.ones(0, 3), 1),
+    "cond fro of empty non-square": lambda L: L.linalg.cond(L.ones(0, 3), "fro"),
+    "geqrf of 1x4": lambda L: L.geqrf(L.tensor([[1.0, 2.0, 3.0, 4.0]])),
+    "eigvals 1x1": lambda L: L.linalg.eigvals(L.tensor([[-2.0]])),
     "vector_norm float16": lambda L: L.linalg.vector_norm(L.tensor([[3.0, 4.0], [1.0, 2.0]], dtype=L.float16)),
     "vector_norm bfloat16, ord 3": lambda L: L.linalg.vector_norm(L.tensor([3.0, 4.0, 1.0], dtype=L.bfloat16), 3),
     "matrix_norm float16, 1": lambda L: L.linalg.matrix_norm(L.tensor([[3.0, 4.0], [1.0, 2.0]], dtype=L.float16), 1),
@@ -518,7 +533,7 @@ def _outcome(lib, call):
     except Exception as error:  # noqa: BLE001
         kind = type(error) if type(error).__module__ == "builtins" else RuntimeError
         return ("error", kind, str(error).split(":")[0])
-    return [(str(r.dtype).replace("torch.", ""), tuple(r.shape), np.array(r.tolist(), dtype=float))
+    return [(str(r.dtype).replace("torch.", ""), tuple(r.shape), np.array(r.tolist(), dtype=complex))
             for r in _outputs_of(result)]
 
 
@@ -530,7 +545,7 @@ def test_round6_functions_at_their_edges(name):
     else:
         assert [m[:2] for m in mine] == [t[:2] for t in theirs]
         for m, t in zip(mine, theirs):  # (nan and inf where torch has them)
-            np.testing.assert_allclose(m[2], t[2], rtol=1e-12 if m[0] == "float64" else 1e-6)
+            np.testing.assert_allclose(m[2], t[2], rtol=1e-12 if m[0] in ("float64", "complex128") else 1e-6)
 
 
 # ---- LDL^T (Bunch-Kaufman, LAPACK's sytrf / sytrs) ---------------------------------------------------------------
