@@ -898,7 +898,14 @@ def _on_kernels(cls, arrays):
 def _storage(array):
     """The array that owns ``array``'s memory (NumPy and CuPy point a view's ``base`` at it)."""
     base = getattr(array, "base", None)
-    return array if base is None else base
+    if base is None:
+        return array
+    return _storage(base.base) if _is_strided_wrapper(base) else base
+
+
+def _is_strided_wrapper(base):
+    """Is this NumPy as_strided's wrapper (DummyArray), whose ``base`` is the array it viewed?"""
+    return not hasattr(base, "strides") and hasattr(base, "__array_interface__")
 
 
 def _share_storage(result, inputs, fn, options):
@@ -907,6 +914,8 @@ def _share_storage(result, inputs, fn, options):
     (``_view``), so that an in-place change through it can be differentiated (``_inplace``)."""
     out = result._array
     base = out.base
+    if base is not None and _is_strided_wrapper(base):  # as_strided's view (unfold, expand): its source
+        base = _storage(base.base)
     for i, x in enumerate(inputs):
         if isinstance(x, Tensor):
             a = x._array
@@ -921,6 +930,7 @@ def _refresh_view(view):
     """Give ``view`` a node computed from its base as the base is now (torch regenerates a view's
     grad_fn the same way after its base changed in place)."""
     fn, inputs, options, i, _ = view._view
+    _refuse_multi_output_view(view, "its base or another view of its base has been modified inplace")
     parent = inputs[i]
     if parent._view is not None and parent._view[4] != parent._counter[0]:
         _refresh_view(parent)
@@ -930,6 +940,21 @@ def _refresh_view(view):
     if view._ctx is not None:
         view._ctx.watch_output(view)
     view._view = (fn, inputs, options, i, view._counter[0])
+
+
+# torch's names for the functions whose outputs are several views of one input (split, chunk, unbind):
+# those views may not be changed in place inside the graph, nor used after their base was
+_MULTI_OUTPUT_VIEWS = {"SplitBackward0": "Split", "SplitWithSizesBackward0": "SplitWithSizes",
+                       "UnbindBackward0": "Unbind"}
+
+
+def _refuse_multi_output_view(view, what):
+    ctx = view._ctx
+    if ctx is not None and ctx.__dict__.get("output_nr") is not None and ctx.node_name in _MULTI_OUTPUT_VIEWS:
+        raise RuntimeError(f"Output {ctx.output_nr} of {_MULTI_OUTPUT_VIEWS[ctx.node_name]} is a view and {what}. "
+                           f"This view is the output of a function that returns multiple views. Such functions "
+                           f"do not allow the output views to be modified inplace. You should replace the "
+                           f"inplace operation by an out-of-place one.")
 
 
 def _resave_output(ctx, old, new):
@@ -1419,9 +1444,9 @@ class Tensor:
         except ValueError as exc:  # (NumPy's bare words, said as _write says them for an expand())
             if "read-only" not in str(exc):
                 raise
-            raise ValueError("unsupported operation: a read-only view: more than one element of the "
-                             "written-to tensor refers to a single memory location (an expand()ed "
-                             "tensor), or a diagonal(); clone() it before writing") from None
+            raise RuntimeError("unsupported operation: more than one element of the written-to tensor "
+                               "refers to a single memory location (an expand()ed tensor); clone() it "
+                               "before writing") from None
         self._bump_version()
         return self
 
@@ -1550,7 +1575,7 @@ class Tensor:
         if self._base is not None:
             return self._inplace_view(op, args, kwargs, cast)
         before = _snapshot(self)
-        result = op(before, *args, **kwargs)
+        result = _still_in_graph(op(before, *args, **kwargs), before)
         if cast and result.dtype != self.dtype:
             from . import ops
             result = ops.astype(result, self.dtype)
@@ -1566,6 +1591,7 @@ class Tensor:
         new node -- its old values with the view's region replaced by ``op(view)`` -- and the view is
         then re-derived from it. Only views made by indexing, reshape or permute can be written back."""
         from . import ops
+        _refuse_multi_output_view(self, "is being modified inplace")
         chain, view = [], self  # the view ops from the base down to self
         while view._base is not None:
             if view._view is None:
@@ -1582,7 +1608,8 @@ class Tensor:
         if cast and new.dtype != self.dtype:
             new = ops.astype(new, self.dtype)
         for (fn, inputs, options, i, _), parent in zip(chain, reversed(levels[:-1])):
-            new = _write_back(fn, options, parent, new)
+            new = _write_back(fn, inputs, options, i, parent, new)
+        new = _still_in_graph(new, before)
         base._write(new._array, cast)
         base._ctx, base.requires_grad = new._ctx, new.requires_grad
         if base._ctx is not None:
@@ -1881,7 +1908,16 @@ def _snapshot(t):
     return before
 
 
-def _write_back(fn, options, parent, child):
+def _still_in_graph(result, before):
+    """An in-place result that does not depend on the old values (``copy_`` of a constant, ``fill_``
+    through a view of all of it) still has a node when the tensor had one, as torch's CopyBackwards /
+    CopySlices: its gradient to the old values is zero."""
+    if result.requires_grad or not before.requires_grad:
+        return result
+    return _replace_values(before, result)
+
+
+def _write_back(fn, inputs, options, i, parent, child):
     """``parent`` with the region that view op ``fn`` selected replaced by ``child`` (differentiable)."""
     from . import ops
     name = fn.__name__
@@ -1897,8 +1933,25 @@ def _write_back(fn, options, parent, child):
                                "to a single memory location. Please clone() the tensor before performing "
                                "the operation.")
         return ops.reshape(child, parent.shape)
-    raise NotImplementedError(f"minilora cannot differentiate an in-place change of a view made by "
-                              f"{name}; change a clone() or the base tensor instead")
+    return _write_back_by_position(fn, inputs, options, i, parent, child)
+
+
+def _write_back_by_position(fn, inputs, options, i, parent, child):
+    """Any other view (diagonal, unfold, as_strided): the view op run on the parent's element
+    positions says which element each of the view's shows; those are replaced by ``child``'s
+    (where windows overlap, the last one written wins, as NumPy's assignment)."""
+    from . import ops
+    xp = parent._device.xp
+    positions = xp.arange(parent.numel()).reshape(parent.shape)
+    arrays = [x._array if isinstance(x, Tensor) else x for x in inputs]
+    arrays[i] = positions
+    picked = fn.forward(Context(fn, parent._device, (False,) * len(arrays)), *arrays, **options)
+    if picked.shape != tuple(child.shape) or picked.dtype != positions.dtype:
+        raise NotImplementedError(f"minilora cannot differentiate an in-place change of a view made by "
+                                  f"{fn.__name__}; change a clone() or the base tensor instead")
+    index = Tensor._make(xp.ascontiguousarray(picked).reshape(-1), parent._device, False, None)
+    flat = ops.index_put(ops.reshape(parent, (-1,)), (index,), ops.reshape(child, (-1,)))
+    return ops.reshape(flat, parent.shape)
 
 
 def _replace_values(dest, values):

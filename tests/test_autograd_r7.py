@@ -80,17 +80,25 @@ def test_pack_and_unpack_counts_as_torch(name, frozen):
         np.testing.assert_allclose(ours[2], theirs[2], rtol=1e-5, atol=1e-6)
 
 
+def _peft_lora_forward_in_torch(x):
+    """PEFT's LoRA Linear forward in torch (lora_dropout 0: nn.Identity): base(x) + B(A(x)) * scaling,
+    written out (importing peft alone takes seconds)."""
+    torch.manual_seed(0)
+    base, A, B = torch.nn.Linear(8, 8), torch.nn.Linear(8, 2, bias=False), torch.nn.Linear(2, 8, bias=False)
+    base.requires_grad_(False)
+    return base(x) + B(A(x)) * 4.0
+
+
 def test_lora_layer_counts_as_peft():
-    peft = pytest.importorskip("peft")
     x = np.random.default_rng(3).standard_normal((3, 8)).astype(np.float32)
+    minilora.manual_seed(0)
+    model = minilora.lora.get_peft_model(minilora.nn.Sequential(minilora.nn.Linear(8, 8)),
+                                         minilora.lora.LoraConfig(r=2, lora_alpha=8, target_modules=["0"]))
     counts = []
-    for L, get, config in ((torch, peft.get_peft_model, peft.LoraConfig),
-                           (minilora, minilora.lora.get_peft_model, minilora.lora.LoraConfig)):
-        L.manual_seed(0)
-        model = get(L.nn.Sequential(L.nn.Linear(8, 8)), config(r=2, target_modules=["0"]))
+    for L, forward in ((torch, _peft_lora_forward_in_torch), (minilora, model)):
         log = []
         with _log_hooks(L, log):
-            out = model(L.tensor(x))
+            out = forward(L.tensor(x))
         packs = len(log)
         out.sum().backward()
         counts.append((packs, len(log) - packs))
@@ -406,3 +414,117 @@ def test_autocast_in_a_thread_leaves_the_others_in_float32():
     release.set()
     thread.join()
     assert dtype == minilora.float32
+
+
+# ---- in-place changes into views inside the graph (torch's CopySlices) ---------------------------------
+VIEWS = {
+    "view": lambda y: y.view(12),
+    "reshape": lambda y: y.reshape(4, 3),
+    "t": lambda y: y.t(),
+    "transpose": lambda y: y.transpose(0, 1),
+    "permute": lambda y: y.permute(1, 0),
+    "movedim": lambda y: y.movedim(0, 1),
+    "narrow": lambda y: y.narrow(1, 1, 2),
+    "select": lambda y: y.select(0, 1),
+    "y[:, 1:3]": lambda y: y[:, 1:3],
+    "y[:, ::2]": lambda y: y[:, ::2],
+    "expand": lambda y: y[:1].expand(1, 4),
+    "squeeze": lambda y: y[:1].squeeze(0),
+    "unsqueeze": lambda y: y.unsqueeze(0),
+    "view_as": lambda y: y.view_as(y.reshape(2, 6)),
+    "diagonal": lambda y: y.diagonal(),
+    "diagonal(1)": lambda y: y.diagonal(1),
+    "diagonal(-1, 1, 0)": lambda y: y.diagonal(-1, 1, 0),
+    "unfold (windows apart)": lambda y: y.unfold(1, 2, 2),
+    "unfold (windows overlap)": lambda y: y.unfold(1, 2, 1),
+    "split": lambda y: y.split(2, dim=1)[1],
+    "split(sizes)": lambda y: y.split([1, 3], dim=1)[0],
+    "chunk": lambda y: y.chunk(2)[0],
+    "unbind": lambda y: y.unbind(0)[2],
+}
+INPLACE = {
+    "mul_": lambda v: v.mul_(2),
+    "zero_": lambda v: v.zero_(),
+    "add_": lambda v: v.add_(v.detach() * 0 + 1),
+    "exp_": lambda v: v.exp_(),
+    "fill_": lambda v: v.fill_(3.0),
+    "copy_": lambda v: v.copy_(v.detach() * 2),
+    "v[...] = 1": lambda v: v.__setitem__(..., 1.0),
+}
+# where windows overlap, an op that reads the old values writes each element once per window in torch
+# (its loop runs in place): NumPy computes first and writes once (see ops/shape.py, Unfold)
+OVERLAP_READS = {("unfold (windows overlap)", name) for name in ("mul_", "add_", "exp_")}
+
+
+def _view_case(view, change, into_base):
+    def case(L):
+        x = L.tensor(np.arange(12, dtype=np.float32).reshape(3, 4) / 10, requires_grad=True)
+        y = x * 1.5
+        v = view(y)
+        if into_base:  # the base changes after the view was taken: the view's node is made again
+            y.mul_(2)
+            loss = (v * v).sum()
+        else:
+            change(v)
+            loss = (y * y).sum() + (v * 3).sum()
+        loss.backward()
+        return np.round(x.grad.numpy(), 4).tolist(), np.round(y.detach().numpy(), 4).tolist()
+    return case
+
+
+VIEW_CASES = {f"{v}.{c}": _view_case(VIEWS[v], INPLACE[c], False) for v in VIEWS for c in INPLACE
+              if (v, c) not in OVERLAP_READS}
+VIEW_CASES.update({f"{v}, then base.mul_": _view_case(VIEWS[v], None, True) for v in VIEWS})
+
+
+def _same(ours, theirs):
+    if isinstance(ours, str) or isinstance(theirs, str):
+        return ours == theirs
+    return all(np.allclose(a, b, rtol=1e-4, atol=1e-4) for a, b in zip(ours, theirs))
+
+
+@pytest.mark.parametrize("name", VIEW_CASES)
+def test_in_place_change_of_a_view_as_torch(name):
+    ours, theirs = _outcome(minilora, VIEW_CASES[name]), _outcome(torch, VIEW_CASES[name])
+    assert _same(ours, theirs), (ours, theirs)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda y: y.split(2, dim=1)[1].mul_(2), "Output 1 of Split is a view and is being modified inplace"),
+    (lambda y: y.unbind(0)[2].zero_(), "Output 2 of Unbind is a view and is being modified inplace"),
+    (lambda y: y.split([1, 3], dim=1)[1].add_(1), "Output 1 of SplitWithSizes is a view and is being modified"),
+])
+def test_views_of_a_multi_view_function_name_torchs_error(call, message):
+    y = minilora.ones(3, 4, requires_grad=True) * 1
+    with pytest.raises(RuntimeError, match=message):
+        call(y)
+
+
+def test_a_multi_view_output_used_after_its_base_changed_names_torchs_error():
+    y = minilora.ones(3, 4, requires_grad=True) * 1
+    piece = y.unbind(0)[1]
+    y.mul_(2)
+    with pytest.raises(RuntimeError, match="Output 1 of Unbind is a view and its base or another view of its base"):
+        piece * 2
+
+
+def test_writes_into_diagonal_and_unfold_outside_the_graph_as_torch():
+    results = []
+    for L in (torch, minilora):
+        y = L.arange(12.0).reshape(3, 4)
+        y.diagonal().mul_(2)
+        y.unfold(1, 2, 2).select(2, 0).add_(100)
+        z = L.arange(12.0).reshape(3, 4)
+        z.unfold(1, 2, 1).zero_()
+        results.append((y.tolist(), z.tolist()))
+    assert results[0] == results[1]
+
+
+def test_copy_into_a_tensor_in_the_graph_keeps_its_node_as_torch():
+    for L in (torch, minilora):
+        x = L.ones(3, requires_grad=True)
+        y = x * 2
+        y.copy_(L.zeros(3))
+        assert y.requires_grad
+        y.sum().backward()
+        assert x.grad.tolist() == [0.0, 0.0, 0.0]

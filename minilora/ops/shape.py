@@ -521,6 +521,15 @@ def split(tensor, split_size_or_sections, dim=0, *, axis=None):
     for size in sizes:
         pieces.append(name_node(getitem(tensor, prefix + (slice(start, start + size),)), node, tensor))
         start += size
+    return _several_views(pieces)
+
+
+def _several_views(pieces):
+    """Number the pieces' nodes (torch's output_nr): views that one call returned several of may not
+    be changed in place in the graph (tensor._refuse_multi_output_view)."""
+    for k, piece in enumerate(pieces):
+        if piece._ctx is not None and piece._ctx.node_name is not None:
+            piece._ctx.output_nr = k
     return tuple(pieces)
 
 
@@ -604,8 +613,8 @@ def unbind(input, dim=0):
     """``torch.unbind``: the slices along ``dim``, that dimension removed (views, as torch's)."""
     (axis,) = _dims((dim,), input.ndim)
     prefix = (slice(None),) * axis
-    return tuple(name_node(getitem(input, prefix + (i,)), "UnbindBackward0", input)  # (torch's node for all)
-                 for i in range(input.shape[axis]))
+    return _several_views([name_node(getitem(input, prefix + (i,)), "UnbindBackward0", input)  # (torch's node)
+                           for i in range(input.shape[axis])])
 
 
 # ---- roll, narrow, diagonal, diag, movedim, swapaxes, tile -----------------------------------------
@@ -671,13 +680,16 @@ def _diagonal_positions(shape, offset):
 
 class Diagonal(Function):
     """A diagonal of the matrices spanned by ``axis1`` and ``axis2``, as the last dimension. The
-    forward is NumPy's read-only diagonal view: it shares the input's storage, as torch's view
-    does; writing through it raises instead of silently not reaching the input."""
+    forward is NumPy's diagonal view, made writable where the input is: it shares the input's
+    storage, as torch's view does (``y.diagonal().mul_(2)`` changes ``y``)."""
 
     @staticmethod
     def forward(ctx, a, offset, axis1, axis2):
         ctx.shape, ctx.offset, ctx.axes = a.shape, offset, (axis1, axis2)
-        return xp_of(a).diagonal(a, offset, axis1, axis2)
+        out = xp_of(a).diagonal(a, offset, axis1, axis2)
+        if isinstance(out, np.ndarray) and a.flags.writeable:  # (NumPy's is read-only; CuPy's writable)
+            out.flags.writeable = True
+        return out
 
     @staticmethod
     def backward(ctx, g):
@@ -932,9 +944,9 @@ def _section_starts(size, sections):
 
 class Unfold(Function):
     """Every window of ``size`` elements along ``axis``, ``step`` apart, as a new last dimension: a
-    strided view of the input, as torch's (read-only here: windows that overlap share elements, so
-    writing through them is refused). Each input element's gradient is the sum over the windows
-    that hold it."""
+    strided view of the input, as torch's (writable where the input is; where windows overlap, a
+    write through them leaves the last window's values). Each input element's gradient is the sum
+    over the windows that hold it."""
 
     @staticmethod
     def forward(ctx, a, axis, size, step):
@@ -942,7 +954,7 @@ class Unfold(Function):
         count = (a.shape[axis] - size) // step + 1
         shape = a.shape[:axis] + (count,) + a.shape[axis + 1:] + (size,)
         strides = a.strides[:axis] + (a.strides[axis] * step,) + a.strides[axis + 1:] + (a.strides[axis],)
-        return xp_of(a).lib.stride_tricks.as_strided(a, shape, strides, writeable=False)
+        return xp_of(a).lib.stride_tricks.as_strided(a, shape, strides)
 
     @staticmethod
     def backward(ctx, g):
@@ -968,11 +980,7 @@ def unfold(input, dimension, size, step):
                            f"size is {size}")
     if step <= 0:
         raise RuntimeError(f"step is {step} but must be > 0")
-    out = Unfold.apply(input, axis=axis, size=int(size), step=int(step))
-    # NumPy's as_strided hides which array it views, so the view is recorded here: the result
-    # shares the input's storage and version counter, as torch's view does
-    out._base, out._counter = input if input._base is None else input._base, input._version_counter()
-    return out
+    return Unfold.apply(input, axis=axis, size=int(size), step=int(step))  # (a view: see tensor._share_storage)
 
 
 def stride(input, dim=None):
