@@ -1377,8 +1377,9 @@ _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # a byte-fallback token (Sent
 def token_bytes(tokenizer, token_id):
     """The bytes one token stands for, also when they are no text on their own (a piece of a character, which
     ``decode([id])`` can only show as U+FFFD): the byte tokenizer's id is its byte; a byte-level BPE token's
-    characters stand for bytes (GPT-2's table); a byte-fallback token ``<0xE2>`` is that byte; an added token is
-    its text. None when the tokenizer has no such rule (its decoded text is then all there is)."""
+    characters stand for bytes (GPT-2's table); a byte-fallback token ``<0xE2>`` is that byte; a SentencePiece
+    piece ``▁a`` is `` a`` (the space a word starts with, which ``decode`` drops at a text's start); an added
+    token is its text. None when the tokenizer has no such rule (its decoded text is then all there is)."""
     if isinstance(tokenizer, ByteTokenizer):
         return bytes([token_id]) if 0 <= token_id < 256 else tokenizer._token(token_id).encode("utf-8")
     if not isinstance(tokenizer, HFTokenizer):
@@ -1388,26 +1389,39 @@ def token_bytes(tokenizer, token_id):
     token = added.content if added is not None else backend.id_to_token(token_id)
     if added is not None or token is None:
         return None if token is None else token.encode("utf-8")
-    kinds = _decoder_kinds(backend)
+    decoders = _decoders(backend)
+    kinds = {decoder.get("type") for decoder in decoders}
     piece = _BYTE_PIECE.fullmatch(token)
     if piece and "ByteFallback" in kinds:
         return bytes([int(piece.group(1), 16)])
     table = {char: byte for byte, char in _byte_to_char().items()}
     if "ByteLevel" in kinds and all(char in table for char in token):
         return bytes(table[char] for char in token)
-    return None
+    marker = _space_marker(decoders)
+    return None if marker is None else token.replace(marker, " ").encode("utf-8")
 
 
-def _decoder_kinds(backend):
-    """The types of a ``tokenizers.Tokenizer``'s decoder and of the decoders in it (a Sequence)."""
+def _decoders(backend):
+    """A ``tokenizers.Tokenizer``'s decoder and the decoders in it (a Sequence), as their JSON settings."""
     if backend.decoder is None:
-        return set()
-    kinds, todo = set(), [json.loads(backend.decoder.__getstate__())]
+        return []
+    found, todo = [], [json.loads(backend.decoder.__getstate__())]
     while todo:
-        decoder = todo.pop()
-        kinds.add(decoder.get("type"))
-        todo += decoder.get("decoders") or []
-    return kinds
+        found.append(todo.pop())
+        todo += found[-1].get("decoders") or []
+    return found
+
+
+def _space_marker(decoders):
+    """The character a SentencePiece vocabulary writes spaces as ("▁"), read from the decoder that turns it back
+    (Metaspace, or Llama 2's Replace "▁" -> " "); None for other vocabularies."""
+    for decoder in decoders:
+        if decoder.get("type") == "Metaspace":
+            return decoder.get("replacement", "\u2581")
+        pattern = decoder.get("pattern") or {}
+        if decoder.get("type") == "Replace" and decoder.get("content") == " " and pattern.get("String"):
+            return pattern["String"]
+    return None
 
 
 def vocab_mismatch(tokenizer, model_vocab_size):

@@ -8,6 +8,7 @@
 | a tokenizer.json token that is a piece of a   | named "\\ufffd" (every such token:   | named by its own bytes,       |
 |  character (byte-level BPE, <0xNN> byte       |  top_logprobs keys collide, entries  |  bytes:\\xNN...; chat's bytes |
 |  fallback)                                    |  vanish); chat's bytes [239,191,189] |  field holds them             |
+| a SentencePiece word "▁a"                     | "a", as the byte "a" (one key)       | " a", as vLLM                 |
 
 vLLM (v1 engine) decodes each candidate alone and repairs a trailing U+FFFD from the sampled tokens before it,
 so its completions ``top_logprobs`` (a dict keyed by the decoded text) can still merge candidates (its issue
@@ -27,7 +28,8 @@ pytest.importorskip("starlette")
 
 import minilora as ml  # noqa: E402
 from minilora.serve import Engine  # noqa: E402
-from minilora.serve.app import _decoded, _OffsetReader, _text_offsets, create_app  # noqa: E402
+from minilora.serve.app import (_decoded, _OffsetReader, _text_offsets, _token_bytes, _token_text,  # noqa: E402
+                                create_app)
 from minilora.tokenizer import ByteTokenizer, HFTokenizer, token_bytes  # noqa: E402
 from test_serve import CHAT_TEMPLATE, base_model  # noqa: E402
 from test_serve_openai_r6 import HTTP, log_softmax  # noqa: E402
@@ -67,8 +69,18 @@ def test_token_bytes_reads_each_kind_of_byte_token():
     fallback = byte_fallback_tokenizer()
     assert fallback.decode([3 + 0xE2]) == "\ufffd" and token_bytes(fallback, 3 + 0xE2) == b"\xe2"
     assert token_bytes(fallback, 2) == b"</s>"
-    assert token_bytes(fallback, 259) is None  # a word piece: its decoded text is all there is
-    assert token_bytes(word_level_tokenizer(), 1) is None
+    assert fallback.decode([259]) == "a" and token_bytes(fallback, 259) == b" a"  # "▁a": decode drops the space
+    assert [token_bytes(fallback, i) for i in (261, 262)] == [b"c", b" "]
+    assert token_bytes(word_level_tokenizer(), 1) is None  # no rule: its decoded text is all there is
+
+
+def test_a_sentencepiece_word_keeps_its_space_in_logprobs():
+    """"▁a" and the byte "a" both decoded alone to "a": one top_logprobs key for two tokens. As vLLM (which
+    restores the spaces decode drops), "▁a" is " a"; its bytes are those of " a"."""
+    tok = byte_fallback_tokenizer()
+    assert [_token_text(tok, i) for i in (259, 3 + ord("a"), 3 + 0xE2)] == [" a", "a", "bytes:\\xe2"]
+    assert [_token_bytes(tok, i) for i in (259, 3 + ord("a"))] == [b" a", b"a"]
+    assert _token_text(word_level_tokenizer(), 1) == "hello"
 
 
 def quadratic_offsets(tok, before, ids, start, skip, vocab):

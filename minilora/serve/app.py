@@ -644,14 +644,14 @@ def _text_offsets(tokenizer, before, ids, start, skip_special_tokens, text_vocab
 
 
 def _token_bytes(tokenizer, token, text_vocab=None):
-    """The bytes one token stands for: its text's, or, for a piece of a character (no text on its own: U+FFFD
-    decoded alone), the piece's own bytes (a byte token, a byte-level BPE token, a byte-fallback <0xNN>);
-    None for an id the tokenizer has no text for (the model's vocabulary padded past it)."""
+    """The bytes one token stands for, read from its vocabulary entry where the tokenizer has a rule for that
+    (a byte, a byte-level BPE token, a byte-fallback <0xNN> -- pieces of a character that decode alone to U+FFFD
+    --, a SentencePiece ``▁a`` with its space, which decode drops), else its decoded text's; None for an id the
+    tokenizer has no text for (the model's vocabulary padded past it)."""
     if text_vocab is not None and token >= text_vocab:
         return None
-    text = tokenizer.decode([token], skip_special_tokens=False)
-    raw = token_bytes(tokenizer, token) if "\ufffd" in text else None
-    return raw if raw is not None else text.encode("utf-8")
+    raw = token_bytes(tokenizer, token)
+    return raw if raw is not None else tokenizer.decode([token], skip_special_tokens=False).encode("utf-8")
 
 
 def _token_text(tokenizer, token, text_vocab=None):
