@@ -286,8 +286,7 @@ def rand(*size, generator=None, dtype=None, device=None, requires_grad=False, **
 
 
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False, **keywords):
-    """Standard normal: torch's numbers for the same seed (float32: to the last bit or two, see
-    ``minilora.random``)."""
+    """Standard normal: torch's numbers for the same seed."""
     shape = _sizes(size, keywords, "randn")
     array, dtype = _random_float(lambda d: _gen(generator).normal(shape, d), dtype, "normal_kernel_cpu")
     return _make(array, dtype, device, requires_grad)
