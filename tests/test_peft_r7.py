@@ -484,3 +484,37 @@ def test_load_adapter_returns_the_load_result_and_evals_as_peft(tmp_path):
         model.train()
         model.load_adapter(str(tmp_path), "trainable", is_trainable=True)
         assert model.training
+
+
+# ==================================================================================================
+# The new layers and state dicts on the cuda device (CuPy's rules, tests/fake_cupy.py)
+# ==================================================================================================
+@pytest.mark.parametrize("build,config", [
+    (nested, dict(target_modules=["embed", "up"], use_dora=True, init_lora_weights=False)),
+    (attention, dict(target_modules=["self_attn"], init_lora_weights=False))], ids=["dora_embedding", "attention"])
+def test_on_cuda_as_on_the_cpu(monkeypatch, tmp_path, build, config):
+    """A cuda model takes CPU Tensors through set_peft_model_state_dict, hands out cuda Tensors, computes what the
+    CPU model computes (forward, gradients, merged), and load_peft_weights loads to the GPU (PEFT's default)."""
+    import fake_cupy
+    fake_cupy.install(monkeypatch)
+    monkeypatch.setitem(INPUTS, attention, lambda rng: rng.standard_normal((2, 5, 6)))
+    cpu = ml_peft.get_peft_model(pair(build)[1], ml_peft.LoraConfig(**config))
+    gpu = ml_peft.get_peft_model(pair(build)[1].to("cuda"), ml_peft.LoraConfig(**config))
+    ml_peft.set_peft_model_state_dict(gpu, ml_peft.get_peft_model_state_dict(cpu))
+    assert {v.device.type for v in ml_peft.get_peft_model_state_dict(gpu).values()} == {"cuda"}
+    x = INPUTS[build](np.random.default_rng(14))
+    on_cpu, on_gpu = cpu(ml.tensor(x)), gpu(ml.tensor(x, device="cuda"))
+    np.testing.assert_allclose(on_gpu.numpy(force=True), on_cpu.numpy(), rtol=0, atol=TOL)
+    on_cpu.sum().backward()
+    on_gpu.sum().backward()
+    gpu_params = dict(gpu.named_parameters())
+    for name, p in cpu.named_parameters():
+        if p.requires_grad:
+            np.testing.assert_allclose(gpu_params[name].grad.numpy(force=True), p.grad.numpy(), rtol=0, atol=TOL)
+    for model in (cpu, gpu):
+        model.merge_adapter()
+    with ml.no_grad():
+        np.testing.assert_allclose(gpu(ml.tensor(x, device="cuda")).numpy(force=True), cpu(ml.tensor(x)).numpy(),
+                                   rtol=0, atol=TOL)
+    gpu.save_pretrained(tmp_path)
+    assert {v.device.type for v in ml_peft.load_peft_weights(tmp_path).values()} == {"cuda"}
