@@ -66,6 +66,9 @@ TORCH_QUIRKS = [
     "returned an invalid gradient at index 0",  # pixel_shuffle's backward of an empty batch
     "select(): index 0 out of range",  # conv_transpose with an empty kernel: torch's IndexError
     "size mismatch (got input: [",  # cross_entropy / nll_loss of an empty class dim: torch reshapes wrongly
+    "a view of a leaf Variable that requires grad is being used in an in-place operation",  # instance_norm's
+    # running stats (requiring grad) of an empty input: torch's own copy_ into them
+    "can't be cast to the desired output type Bool",  # addmm / baddbmm of an empty bool product (r6's LEFT_ALONE)
 ]
 # LEFT_ALONE here (test_fuzz_r5 / test_fuzz_r6_api list the same quirks for their own draws): an empty
 # operand lets torch skip a check or a kernel minilora keeps -- addmv / addbmm of an empty product
@@ -280,6 +283,8 @@ EXPLICIT = {
     "(2, 0) @ (0, 3)": lambda L: grads(L, lambda L, a, b: a @ b, (2, 0), (0, 3)),
     "torch.bmm((0, 2, 3), (0, 3, 4))": lambda L: grads(L, lambda L, a, b: L.bmm(a, b), (0, 2, 3), (0, 3, 4)),
     "F.prelu((0, 3), (3,))": lambda L: grads(L, lambda L, x, w: _F(L).prelu(x, w), (0, 3), (3,)),
+    "F.prelu((2, 0, 4), <no slopes>) and nn.PReLU(0)": lambda L: grads(
+        L, lambda L, x, w: [_F(L).prelu(x, w), L.nn.PReLU(0).double()(x)], (2, 0, 4), (0,)),
     # embeddings: empty index tensors, zero-width tables
     "F.embedding(<empty ids>, (5, 3))": lambda L: grads(L, lambda L, w: _F(L).embedding(_long(L, 0), w), (5, 3)),
     "F.embedding(<(2, 0) ids>, (5, 3))": lambda L: grads(L, lambda L, w: _F(L).embedding(_long(L, 2, 0), w), (5, 3)),

@@ -505,8 +505,8 @@ def prelu(input, weight):
     if weight.numel() not in (1, channels):
         raise RuntimeError(f"Mismatch of parameter numbers and input channel size. Found parameter numbers = "
                            f"{weight.numel()} and channel size = {channels}.")
-    slopes = weight.reshape((1, -1) + (1,) * (input.ndim - 2)) if input.ndim >= 2 and weight.numel() > 1 \
-        else weight.reshape(())
+    slopes = weight.reshape((1, -1) + (1,) * (input.ndim - 2)) if input.ndim >= 2 and weight.numel() != 1 \
+        else weight.reshape(())  # (one slope: a scalar; else one per channel, none for no channels)
     return _saves_as_torch(ops.where(input > 0, input, slopes * input), input, weight)  # as torch's one node
 
 
