@@ -1,6 +1,12 @@
-"""PEFT 0.21 side by side with minilora, round 7: what a user does with the state dicts PEFT hands out (torch
-tensors there, minilora Tensors here), ``load_peft_weights``, ``inject_adapter_in_model(state_dict=...)``
-and ``low_cpu_mem_usage``, DoRA on an Embedding, and what is refused (``mixed=True``) and why.
+"""PEFT 0.21 side by side with minilora, round 7 -- what minilora used to refuse or answer differently:
+
+* the state dicts handed to the user (torch tensors there, minilora Tensors here: get_peft_model_state_dict
+  with its options and ``state_dict=``, load_peft_weights, the load results), ``key_mapping`` and
+  ``low_cpu_mem_usage``, ``inject_adapter_in_model(state_dict=...)``;
+* DoRA on an Embedding; LoRA on nn.MultiheadAttention (against PEFT with its out_proj double count fixed,
+  and against torch's attention with the updated weights: see minilora/lora/mha.py);
+* PeftMixedModel of LoRA adapters; siblings: get/set_base_model_state_dict, get_peft_config,
+  has_active_enabled_adapter, base_model_torch_dtype, load_adapter's result; the cuda device (fake CuPy).
 
 The models are test_peft_custom_r6's small custom models (float64, torch's weights copied into minilora's).
 Skipped when torch / peft are not installed."""
