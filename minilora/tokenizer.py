@@ -34,6 +34,7 @@ As in transformers, ``encode`` adds the beginning-of-sequence token by default
 (``add_special_tokens=True``); pass ``False`` for the bare ids of a piece of text.
 """
 import contextlib
+import functools
 import json
 import os
 import re
@@ -1034,6 +1035,7 @@ def _id_list(ids):
     return [int(i) for i in ids]
 
 
+@functools.lru_cache(maxsize=None)  # (a table read per token: made once; callers only read it)
 def _byte_to_char():
     """The 256 printable characters that stand for the 256 bytes in a byte-level ``tokenizer.json``
     (GPT-2's convention, which the ``tokenizers`` ByteLevel pre-tokenizer and decoder use): bytes that
@@ -1222,7 +1224,7 @@ class ByteTokenizer(_Tokenizer):
         if token in self.special_tokens:
             return self.special_tokens[token]
         added = next((i for i, t in self._added.items() if t.content == token), None)
-        return added if added is not None else {char: byte for byte, char in _byte_to_char().items()}.get(token)
+        return added if added is not None else _char_to_byte().get(token)
 
     def _backend(self, text_reads_special_tokens=True):
         """The same tokenizer as a ``tokenizers.Tokenizer`` (byte-level BPE without merges, then the added
@@ -1233,7 +1235,7 @@ class ByteTokenizer(_Tokenizer):
             from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
         except ImportError:
             raise ImportError("save_pretrained needs the tokenizers package: pip install tokenizers") from None
-        vocab = {char: byte for byte, char in _byte_to_char().items()}
+        vocab = dict(_char_to_byte())  # (a copy: the special tokens may join it)
         if not text_reads_special_tokens:
             vocab.update(self.special_tokens)
         tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
@@ -1286,6 +1288,7 @@ class HFTokenizer(_Tokenizer):
     def _add_tokens(self, tokens, special_tokens):
         # the backend's own rules, as transformers' fast tokenizers call them: a string is an AddedToken that
         # is normalized unless special; a token already in the vocabulary keeps its id
+        self.__dict__.pop("_byte_rules", None)  # (token_bytes reads the added tokens again)
         return self.tokenizer.add_special_tokens(tokens) if special_tokens else self.tokenizer.add_tokens(tokens)
 
     @property
@@ -1384,21 +1387,33 @@ def token_bytes(tokenizer, token_id):
         return bytes([token_id]) if 0 <= token_id < 256 else tokenizer._token(token_id).encode("utf-8")
     if not isinstance(tokenizer, HFTokenizer):
         return None
-    backend = tokenizer.tokenizer
-    added = backend.get_added_tokens_decoder().get(token_id)
-    token = added.content if added is not None else backend.id_to_token(token_id)
-    if added is not None or token is None:
+    added, kinds, marker = _byte_rules(tokenizer)
+    token = added[token_id] if token_id in added else tokenizer.tokenizer.id_to_token(token_id)
+    if token_id in added or token is None:
         return None if token is None else token.encode("utf-8")
-    decoders = _decoders(backend)
-    kinds = {decoder.get("type") for decoder in decoders}
     piece = _BYTE_PIECE.fullmatch(token)
     if piece and "ByteFallback" in kinds:
         return bytes([int(piece.group(1), 16)])
-    table = {char: byte for byte, char in _byte_to_char().items()}
+    table = _char_to_byte()
     if "ByteLevel" in kinds and all(char in table for char in token):
         return bytes(table[char] for char in token)
-    marker = _space_marker(decoders)
     return None if marker is None else token.replace(marker, " ").encode("utf-8")
+
+
+@functools.lru_cache(maxsize=None)
+def _char_to_byte():
+    return {char: byte for byte, char in _byte_to_char().items()}
+
+
+def _byte_rules(tokenizer):
+    """What token_bytes reads from a tokenizer.json tokenizer, read once (again after add_tokens): its added
+    tokens {id: text}, its decoders' types and its space marker."""
+    if "_byte_rules" not in tokenizer.__dict__:
+        backend = tokenizer.tokenizer
+        decoders = _decoders(backend)
+        tokenizer._byte_rules = ({i: token.content for i, token in backend.get_added_tokens_decoder().items()},
+                                 {decoder.get("type") for decoder in decoders}, _space_marker(decoders))
+    return tokenizer._byte_rules
 
 
 def _decoders(backend):
