@@ -436,7 +436,7 @@ def inv(A, *, out=None):
 def inv_ex(A, *, check_errors=False, out=None):
     """``torch.linalg.inv_ex``: ``(inverse, info)``; info > 0 marks a singular matrix (no error unless
     ``check_errors``)."""
-    _check("linalg.inv_ex", A, square=True)
+    _check("linalg.inv", A, square=True)  # (torch's checks name linalg.inv)
     xp = xp_of(A._array)
     info = xp.zeros(A.shape[:-2], xp.int32)
     try:
@@ -534,11 +534,11 @@ def solve_ex(A, B, *, left=True, check_errors=False, out=None):
 
 
 def _solve(name, A, B, *, left, check_errors):
-    _check(name, A, square=True)
-    _check_dtype(name, B)
+    _check("linalg.solve", A, square=True)  # (torch's checks name linalg.solve for solve_ex too)
+    _check_dtype("linalg.solve", B)
     if A.dtype != B.dtype:
-        raise RuntimeError(f"{name}: Expected A and B to have the same dtype, but found A of type "
-                           f"{dtypes.torch_name(A.dtype)} and B of type {dtypes.torch_name(B.dtype)} instead")
+        raise RuntimeError(f"linalg.solve: Expected A and B to have the same dtype, but found A of type "
+                           f"{_scalar_name(A.dtype)} and B of type {_scalar_name(B.dtype)} instead")
     if not left:  # X A = B  <=>  A^T X^T = B^T
         X, info = _solve(name, A.mT, B.mT, left=True, check_errors=check_errors)
         return X.mT, info
@@ -547,7 +547,7 @@ def _solve(name, A, B, *, left, check_errors):
     rows = B.shape[-1] if vector else B.shape[-2] if B.ndim >= 2 else None
     if rows != n:
         shape = f"{B.shape[-1]}x1" if vector else f"{B.shape[-2]}x{B.shape[-1]}" if B.ndim >= 2 else f"{B.shape}"
-        raise RuntimeError(f"{name}: Incompatible shapes of A and B for the equation AX = B ({A.shape[-2]}x{n} "
+        raise RuntimeError(f"linalg.solve: Incompatible shapes of A and B for the equation AX = B ({A.shape[-2]}x{n} "
                            f"and {shape})")
     xp = xp_of(A._array)
     b = B._array[..., None] if vector else B._array
@@ -620,55 +620,63 @@ def _cholesky_derivative(upper):
 
 def _cholesky_arrays(a):
     """(L, info): LAPACK's potrf per matrix; info is the order of the first minor that is not positive
-    definite (0: all are)."""
+    definite (0: all are), and that matrix's L is what LAPACK leaves: the columns before it factored, the
+    failing pivot's value on the diagonal, the rest of A's lower triangle as it was (torch returns it)."""
     xp = xp_of(a)
     try:
         return xp.linalg.cholesky(a), xp.zeros(a.shape[:-2], xp.int32)
     except np.linalg.LinAlgError:
         pass
     n = a.shape[-1]
-    flat = a.reshape((-1, n, n))
-    L = xp.zeros(flat.shape, a.dtype)
-    info = xp.zeros(flat.shape[0], xp.int32)
-    for i in range(flat.shape[0]):
-        try:
-            L[i] = xp.linalg.cholesky(flat[i])
-        except np.linalg.LinAlgError:
-            info[i] = next(k for k in range(1, n + 1) if _not_pd(flat[i][:k, :k]))
-    return L.reshape(a.shape), info.reshape(a.shape[:-2])
+    flat = _host(a).reshape((math.prod(a.shape[:-2]), n, n))
+    L, info = np.zeros(flat.shape, a.dtype), np.zeros(flat.shape[0], np.int32)
+    for i, matrix in enumerate(flat):
+        L[i], info[i] = _potf2(matrix)
+    return xp.asarray(L.reshape(a.shape)), xp.asarray(info.reshape(a.shape[:-2]))
 
 
-def _not_pd(minor):
-    try:
-        np.linalg.cholesky(minor)
-        return False
-    except np.linalg.LinAlgError:
-        return True
+def _potf2(a):
+    """LAPACK's unblocked Cholesky (potf2, lower, left-looking) of one host matrix: (L, info)."""
+    L = np.tril(a).copy()
+    for j in range(L.shape[-1]):
+        pivot = L[j, j] - L[j, :j] @ L[j, :j]
+        if not pivot > 0:  # (nan too)
+            L[j, j] = pivot
+            return L, j + 1
+        L[j, j] = np.sqrt(pivot)
+        L[j + 1:, j] = (L[j + 1:, j] - L[j + 1:, :j] @ L[j, :j]) / L[j, j]
+    return L, 0
 
 
 def cholesky(A, *, upper=False, out=None):
     """``torch.linalg.cholesky``: lower L with ``A = L L^T`` (upper ``U = L^T`` if ``upper``), from A's lower
     triangle; a matrix that is not positive-definite raises LinAlgError naming the failing minor, as torch."""
-    L, info = _cholesky("linalg.cholesky", A, upper)
-    if int(info.max()) if info.numel() else 0:
-        order = int(info._array.reshape(-1)[np.flatnonzero(np.asarray(info._array).reshape(-1))[0]])
-        batch = "" if info.ndim == 0 else f" (Batch element {int(np.flatnonzero(np.asarray(info._array))[0])})"
-        raise LinAlgError(f"linalg.cholesky:{batch} The factorization could not be completed because the input is "
-                          f"not positive-definite (the leading minor of order {order} is not positive-definite).")
+    L, info = _cholesky(A, upper)
+    _raise_not_positive_definite("linalg.cholesky", info)
     return _with_out(L, out)
 
 
 def cholesky_ex(A, *, upper=False, check_errors=False, out=None):
     """``torch.linalg.cholesky_ex``: ``(L, info)``, no error for a matrix that is not positive-definite
-    (info > 0) unless ``check_errors``."""
+    (info > 0: its L is what LAPACK left) unless ``check_errors``."""
+    L, info = _cholesky(A, upper)
     if check_errors:
-        L = cholesky(A, upper=upper)
-        return _with_out(CholeskyEx(L, _plain(xp_of(L._array).zeros(A.shape[:-2], np.int32), A)), out)
-    return _with_out(CholeskyEx(*_cholesky("linalg.cholesky_ex", A, upper)), out)
+        _raise_not_positive_definite("linalg.cholesky_ex", info)
+    return _with_out(CholeskyEx(L, info), out)
 
 
-def _cholesky(name, A, upper):
-    _check(name, A, square=True)
+def _raise_not_positive_definite(name, info):
+    flat = _host(info._array).reshape(-1)
+    failed = np.flatnonzero(flat)
+    if failed.size:
+        batch = "" if info.ndim == 0 else f" (Batch element {int(failed[0])})"
+        raise LinAlgError(f"{name}:{batch} The factorization could not be completed because the input is not "
+                          f"positive-definite (the leading minor of order {int(flat[failed[0]])} is not "
+                          f"positive-definite).")
+
+
+def _cholesky(A, upper):
+    _check("linalg.cholesky", A, square=True)  # (torch's checks name linalg.cholesky for cholesky_ex too)
     L, info = _cholesky_arrays(A._array)
     if upper:
         L = _mT(L)
@@ -1351,7 +1359,7 @@ def pinv(A, rcond=None, hermitian=False, *, atol=None, rtol=None, out=None):
         rtol = rcond
     a = A._array
     xp = xp_of(a)
-    if hermitian:
+    if _eigh_applies(A, hermitian):
         L, V = xp.linalg.eigh(a)
         absL = xp.abs(L)
         tol = _tolerances(_largest(absL), A.shape, a.dtype, atol, rtol, xp)
@@ -1367,6 +1375,17 @@ def pinv(A, rcond=None, hermitian=False, *, atol=None, rtol=None, out=None):
     return _with_out(_outputs("LinalgPinvBackward0", (A,), (p.astype(a.dtype),), _pinv_derivative)[0], out)
 
 
+def _eigh_applies(A, hermitian):
+    """``hermitian=True`` goes through eigh, which wants square matrices (torch's error), except an empty input,
+    which torch answers as the SVD path does."""
+    if not hermitian or A.numel() == 0:
+        return False
+    if A.shape[-1] != A.shape[-2]:
+        raise RuntimeError(f"linalg.eigh: A must be batches of square matrices, but they are {A.shape[-2]} by "
+                           f"{A.shape[-1]} matrices")
+    return True
+
+
 def matrix_rank(A, tol=None, hermitian=False, *, atol=None, rtol=None, out=None):
     """``torch.linalg.matrix_rank``: how many singular values (|eigenvalues| if ``hermitian``) exceed
     ``max(atol, rtol * sigma_max)`` (int64); ``tol`` is torch's older name for atol (rtol then 0)."""
@@ -1380,7 +1399,7 @@ def matrix_rank(A, tol=None, hermitian=False, *, atol=None, rtol=None, out=None)
         atol, rtol = tol, 0.0
     a = A._array
     xp = xp_of(a)
-    if hermitian:
+    if _eigh_applies(A, hermitian):
         S = xp.abs(xp.linalg.eigvalsh(a))
     else:
         S = _svd_arrays(a, False)[1]

@@ -517,6 +517,18 @@ EDGES = {  # call(lib): torch's value (dtype, shape, values with nan/inf) or tor
     "cond 1 of empty non-square": lambda L: L.linalg.cond(L.ones(0, 3), 1),
     "cond fro of empty non-square": lambda L: L.linalg.cond(L.ones(0, 3), "fro"),
     "geqrf of 1x4": lambda L: L.geqrf(L.tensor([[1.0, 2.0, 3.0, 4.0]])),
+    # cholesky_ex of a matrix that is not positive-definite: L is what LAPACK's potrf left
+    **{f"cholesky_ex not positive-definite {i}": (lambda L, m=np.array(m), i=i: L.linalg.cholesky_ex(L.tensor(m), upper=i == 1))
+       for i, m in enumerate([[[4.0, 2, 1], [2, -3, 1], [1, 1, 5]], [[-1.0, 5], [5, 2]],
+                              [[[4.0, 2, 1, 0], [2, 5, 1, 1], [1, 1, -5, 2], [0, 1, 2, 3]], np.eye(4).tolist()]])},
+    "cholesky_ex check_errors": lambda L: L.linalg.cholesky_ex(L.stack([L.eye(2), -L.eye(2)]), check_errors=True),
+    "cholesky_ex non-square": lambda L: L.linalg.cholesky_ex(L.ones(2, 3)),
+    "inv_ex non-square": lambda L: L.linalg.inv_ex(L.ones(2, 3)),
+    "solve_ex shapes": lambda L: L.linalg.solve_ex(L.eye(2), L.ones(3)),
+    "solve_ex dtypes": lambda L: L.linalg.solve_ex(L.eye(2), L.ones(2, dtype=L.float64)),
+    "pinv hermitian non-square": lambda L: L.linalg.pinv(L.ones(2, 3), hermitian=True),
+    "pinv hermitian empty non-square": lambda L: L.linalg.pinv(L.ones(0, 3), hermitian=True),
+    "matrix_rank hermitian empty": lambda L: L.linalg.matrix_rank(L.ones(3, 0), hermitian=True),
     "eigvals 1x1": lambda L: L.linalg.eigvals(L.tensor([[-2.0]])),
     "vector_norm float16": lambda L: L.linalg.vector_norm(L.tensor([[3.0, 4.0], [1.0, 2.0]], dtype=L.float16)),
     "vector_norm bfloat16, ord 3": lambda L: L.linalg.vector_norm(L.tensor([3.0, 4.0, 1.0], dtype=L.bfloat16), 3),
