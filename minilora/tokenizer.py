@@ -283,7 +283,7 @@ class _Tokenizer:
                 raise ValueError(f"Tokens {value} for key {key} should all be str or AddedToken instances")
             if not extra and not _is_token(value):
                 raise ValueError(f"Token {value} for key {key} should be a str or an AddedToken instance")
-            tokens = [_as_special(v) for v in (value if extra else [value])]
+            tokens = list(value) if extra else [value]  # (strings: add_tokens(special_tokens=True) keeps them whole)
             if extra:
                 old = [] if replace_extra_special_tokens else list(self.extra_special_tokens)
                 named[key] = old + [str(t) for t in tokens if str(t) not in old]
@@ -1257,12 +1257,6 @@ class ByteTokenizer(_Tokenizer):
 def _is_token(value):
     """A string or a ``tokenizers.AddedToken`` (checked by name: the byte tokenizer needs no tokenizers package)."""
     return isinstance(value, str) or type(value).__name__ == "AddedToken"
-
-
-def _as_special(token):
-    """A special token as transformers adds one: a string is kept whole and never normalized (what
-    ``add_tokens(..., special_tokens=True)`` makes of a string)."""
-    return token
 
 
 class HFTokenizer(_Tokenizer):
