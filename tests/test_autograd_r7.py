@@ -528,3 +528,37 @@ def test_copy_into_a_tensor_in_the_graph_keeps_its_node_as_torch():
         assert y.requires_grad
         y.sum().backward()
         assert x.grad.tolist() == [0.0, 0.0, 0.0]
+
+
+# ---- grad_fn names of composite and fused ops, as torch's CPU graph shows them -------------------------
+def _graph(node):
+    if node is None:
+        return "None"
+    inner = [_graph(child) for child, _ in node.next_functions]
+    return node.name() + (f"({', '.join(inner)})" if inner else "")
+
+
+NAMED = {
+    "sdpa": lambda L, x, v, w: L.nn.functional.scaled_dot_product_attention(x, x, x),
+    "sdpa(bfloat16)": lambda L, x, v, w: L.nn.functional.scaled_dot_product_attention(*[x.bfloat16()] * 3),
+    "sdpa(causal, gqa)": lambda L, x, v, w: L.nn.functional.scaled_dot_product_attention(
+        x, x[:, :1], x[:, :1], is_causal=True, enable_gqa=True),
+    "outer": lambda L, x, v, w: L.outer(v, w),
+    "diag of a matrix": lambda L, x, v, w: L.diag(x.reshape(4, 6)[:, :4], 1),
+    "dropout": lambda L, x, v, w: L.nn.functional.dropout(x, 0.5),
+    "nn.Dropout": lambda L, x, v, w: L.nn.Dropout(0.2)(x),
+    "dropout2d": lambda L, x, v, w: L.nn.functional.dropout2d(x, 0.5),
+    "rms_norm": lambda L, x, v, w: L.nn.functional.rms_norm(x, (4,), w),
+    "rms_norm(no weight)": lambda L, x, v, w: L.nn.functional.rms_norm(x, (4,)),
+    "nn.RMSNorm": lambda L, x, v, w: L.nn.RMSNorm(4)(x),
+}
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_grad_fn_graph_as_torch(name):
+    graphs = []
+    for L in (torch, minilora):
+        x = L.tensor(np.linspace(0, 1, 24, dtype=np.float32).reshape(1, 2, 3, 4), requires_grad=True)
+        v, w = L.tensor([1.0, 2.0, 3.0], requires_grad=True), L.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+        graphs.append(_graph(NAMED[name](L, x, v, w).grad_fn))
+    assert graphs[1] == graphs[0]

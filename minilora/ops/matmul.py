@@ -456,7 +456,7 @@ def outer(input, vec2):
     """``torch.outer``: ``input[:, None] * vec2[None, :]`` of two 1-D tensors."""
     _products_check("outer", (1, 1), input, vec2)
     from .elementwise import mul  # (an elementwise product, as torch's: mixed dtypes promote)
-    return mul(input.reshape(-1, 1), vec2.reshape(1, -1))
+    return mul(input.reshape(-1, 1), vec2)  # (as torch's: its node's second edge is vec2's own)
 
 
 def _scaled_sum(name, input, product, beta, alpha):

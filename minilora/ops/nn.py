@@ -1168,7 +1168,12 @@ def dropout(input, p=0.5, training=True, inplace=False, *, seed=None):
     generator = _generator_for(seed)
     if inplace:  # torch's dropout_: the masked values written into input (see Tensor._inplace)
         return input._inplace(lambda x: Dropout.apply(x, p=p, generator=generator))
-    return Dropout.apply(input, p=p, generator=generator)
+    return _as_torchs_dropout(Dropout.apply(input, p=p, generator=generator), input)
+
+
+def _as_torchs_dropout(out, input):
+    """torch's CPU dropout is ``input * noise``: its node is MulBackward0, with no edge for the noise."""
+    return name_node(out, "MulBackward0", input, graph=(input, None))
 
 
 def feature_dropout(input, p, training, seed=None):
@@ -1182,7 +1187,7 @@ def feature_dropout(input, p, training, seed=None):
         return input
     if not is_floating(input.dtype) and p < 1:
         raise RuntimeError(f"dropout: result type float can't be cast to the desired output type {input.dtype}")
-    return Dropout.apply(input, p=p, generator=_generator_for(seed), channels=True)
+    return _as_torchs_dropout(Dropout.apply(input, p=p, generator=_generator_for(seed), channels=True), input)
 
 
 def swiglu(gate, up):
@@ -1246,6 +1251,10 @@ def _rms_norm(input, normalized_shape, weight, eps):
     _floating_only("rms_norm", input)
     width = _normalized_width("rms_norm", input, normalized_shape, weight=weight)
     out = RMSNorm.apply(input, weight, eps=eps, width=width)
+    # torch's F.rms_norm is composite on the CPU: input * rsqrt(pow(input, 2).mean(dims) + eps), times weight
+    scale = ("RsqrtBackward0", ("AddBackward1", ("MeanBackward1", ("PowBackward0", input))))
+    graph = (input, scale) if weight is None else (("MulBackward0", input, scale), weight)
+    name_node(out, "MulBackward0", input, graph=graph)
     return saves_as_torch(out, input, saved_for(weight, input))  # torch: weight for the input's gradient
 
 
@@ -1298,7 +1307,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if mask_dtype is not None and mask_dtype not in (np.bool_, float32, query.dtype):  # (minilora cast it)
         raise RuntimeError(f"Expected attn_mask dtype to be bool or float or to match query dtype, but got "
                            f"attn_mask.dtype: {mask_dtype} and  query.dtype: {query.dtype} instead.")
-    return _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+    out = _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+    if query.ndim == 4 and dropout_p == 0 and query.device.type == "cpu" and query.dtype != np.float64:
+        # torch's CPU kernel for this case is one node on the three inputs
+        name_node(out, "ScaledDotProductFlashAttentionForCpuBackward0", query, key, value, graph=(query, key, value))
+    return out
 
 
 @float32_inside

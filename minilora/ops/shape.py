@@ -737,7 +737,8 @@ def diag(input, diagonal=0):
     if input.ndim == 1:
         return DiagEmbed.apply(input, offset=int(diagonal))
     if input.ndim == 2:
-        return Diagonal.apply(input, offset=int(diagonal), axis1=0, axis2=1).clone()
+        copy = Diagonal.apply(input, offset=int(diagonal), axis1=0, axis2=1).clone()
+        return name_node(copy, "DiagonalBackward0_copy", input, graph=(input,))  # (torch's: diagonal_copy)
     raise RuntimeError(f"diag(): Supports 1D or 2D tensors. Got {input.ndim}D")
 
 
