@@ -229,3 +229,19 @@ def test_recipe_on_the_shipped_model(tmp_path):
     assert out.shape == (2, prompts["input_ids"].shape[1] + 2)
     assert reloaded_tok.decode(out[0], skip_special_tokens=True) == tok.decode(out[0], skip_special_tokens=True)
     assert tok.decode(out[0], skip_special_tokens=True).startswith("<think> the cat </think> yes")  # <tool> dropped
+
+
+def test_chat_tokens_added_to_the_byte_tokenizer_are_read_whole(pair):
+    """The usual reason to add tokens: a chat format's markers. The template writes them; the call reads each as
+    one id, as transformers does (the byte tokenizer's own <bos>/<eos> written there stay bytes)."""
+    theirs, ours = pair
+    template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    messages = [{"role": "user", "content": "Hi é"}, {"role": "assistant", "content": "Yo"}]
+    for tok in pair:
+        tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+        tok.chat_template = template
+    ids = ours.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
+    assert ids == theirs.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+    assert ids.count(259) == 3 and ids.count(260) == 2
+    assert ours.decode(ids, skip_special_tokens=True) == "user\nHi é\nassistant\nYo\nassistant\n"
