@@ -351,6 +351,11 @@ EXPLICIT = {
     "F.interpolate((2, 0, 3), scale_factor=2) / 'area' (torch: no empty channels but for 'area')": lambda L: [
         _F(L).interpolate(L.zeros(2, 0, 3), scale_factor=2, mode="area"),
         _F(L).interpolate(L.zeros(2, 0, 3), scale_factor=2)],
+    "F.interpolate(mode='area') of an empty image to 1 (a nan mean) and to 0": lambda L: [
+        grads(L, lambda L, x: _F(L).interpolate(x, size=1, mode="area"), (2, 2, 0)),
+        _F(L).interpolate(L.zeros(1, 2, 3, 3), size=(0, 2), mode="area")],
+    "F.interpolate(mode='area') of an empty image to 2 (torch's refusal)": lambda L: _F(L).interpolate(
+        L.zeros(2, 2, 0), size=2, mode="area"),
     "F.pad((1, 0, 3), (1, 1), 'reflect') (torch: no empty channels)": lambda L: _F(L).pad(
         L.zeros(1, 0, 3), (1, 1), mode="reflect"),
     "F.pad((0, 1, 3, 3), (1, 1, 1, 1), 'replicate') and 'circular' of (2, 0, 3)": lambda L: [

@@ -868,7 +868,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     if mode in ("nearest", "area", "nearest-exact") and align_corners is not None:
         raise ValueError("align_corners option can only be set with the interpolating modes: "
                          "linear | bilinear | bicubic | trilinear")
-    sizes, scales = _interpolate_sizes(input, size, scale_factor, recompute_scale_factor)
+    sizes, scales = _interpolate_sizes(input, size, scale_factor, recompute_scale_factor, mode != "area")
     _check_interpolate_call(input, mode, antialias)  # (after the sizes: torch's order of refusals)
     if mode != "area" and math.prod(input.shape[1:]) == 0:  # (an empty batch is fine, empty channels not)
         raise RuntimeError(f"Non-empty {input.ndim}D data tensor expected but got a tensor with sizes "
@@ -900,8 +900,9 @@ def _check_interpolate_call(input, mode, antialias):
         raise NotImplementedError(f"Got {input.ndim}D input, but {mode} mode needs {rank}D input")
 
 
-def _interpolate_sizes(input, size, scale_factor, recompute_scale_factor):
-    """The output's spatial sizes, and the scale each dimension's source positions use (None: in / out)."""
+def _interpolate_sizes(input, size, scale_factor, recompute_scale_factor, positive=True):
+    """The output's spatial sizes, and the scale each dimension's source positions use (None: in / out).
+    ``positive``: both sizes must be (torch's 'area' leaves that to adaptive average pooling)."""
     spatial = input.shape[2:]
     if size is not None and scale_factor is not None:
         raise ValueError("only one of size or scale_factor should be defined")
@@ -918,7 +919,7 @@ def _interpolate_sizes(input, size, scale_factor, recompute_scale_factor):
         _same_rank(spatial, scales, "scale_factor", scale_factor)
         sizes = [math.floor(float(n) * float(s)) for n, s in zip(spatial, scales)]
         scales = [None] * len(spatial) if recompute_scale_factor else [float(s) for s in scales]
-    if sizes and (min(sizes) <= 0 or min(spatial) <= 0):  # (no spatial dimension: the rank check says so)
+    if positive and sizes and (min(sizes) <= 0 or min(spatial) <= 0):  # (no spatial dim: the rank check says so)
         raise RuntimeError(f"Input and output sizes should be greater than 0, but got input "
                            f"(D: {list(spatial)}) output (D: {sizes})")
     return [int(n) for n in sizes], scales
