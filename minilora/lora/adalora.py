@@ -22,11 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import dtypes, ops
-from ..factories import eye
-from ..nn import Dropout, Identity, ModuleDict, Parameter
+from ..factories import eye, randn
+from ..nn import Dropout, Identity, ModuleDict, Parameter, init
 from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
-from ..random import generator
 from ..tensor import Tensor
 from .config import PEFT_TYPE_TO_CONFIG, LoraConfig, _BIAS_MODES, _is_number
 from .layers import BaseTunerLayer, ParameterDict, _with_delta
@@ -129,11 +128,16 @@ class SVDLinear(BaseTunerLayer):
         self.r[adapter_name], self.lora_alpha[adapter_name] = r, lora_alpha
         self.scaling[adapter_name] = lora_alpha if lora_alpha > 0 else float(r)
         self.lora_dropout[adapter_name] = Dropout(config.lora_dropout) if config.lora_dropout > 0 else Identity()
-        std, e_std = (0.02, 0.0) if config.init_lora_weights else (1.0, 1.0)
-        draw = generator()
-        for table, shape, scale in ((self.lora_A, (r, self.in_features), std), (self.lora_E, (r, 1), e_std),
-                                    (self.lora_B, (self.out_features, r), std)):
-            table[adapter_name] = Parameter(draw.standard_normal(shape) * scale, dtype=W0.dtype, device=W0.device)
+        # PEFT's draws, in its order (torch.randn for A, E, B and the ranknum it then overwrites; its
+        # reset then zeroes E and draws A and B again as N(0, 0.02^2)), so the same seed gives its numbers
+        factors = {"A": randn(r, self.in_features), "E": randn(r, 1), "B": randn(self.out_features, r)}
+        randn(1)  # ranknum's draw (the value is r)
+        if config.init_lora_weights:
+            init.zeros_(factors["E"])
+            init.normal_(factors["A"], 0.0, 0.02)
+            init.normal_(factors["B"], 0.0, 0.02)
+        for table, key in ((self.lora_A, "A"), (self.lora_E, "E"), (self.lora_B, "B")):
+            table[adapter_name] = Parameter(factors[key]._array, dtype=W0.dtype, device=W0.device)
         self.ranknum[adapter_name] = Parameter(np.full(1, float(r)), requires_grad=_ranknum_trains(W0.dtype),
                                                dtype=W0.dtype, device=W0.device)
         self.set_adapter(self.active_adapters)

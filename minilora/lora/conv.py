@@ -19,7 +19,7 @@ from ..nn import Conv1d as _NNConv1d
 from ..nn import Conv2d as _NNConv2d
 from ..nn import Identity, Module, init
 from ..tensor import Tensor
-from .layers import DoraMagnitude, Linear, _with_delta
+from .layers import DoraMagnitude, Linear, _redraw_A, _to_base_dtype, _with_delta
 
 __all__ = ["Conv1d", "Conv2d"]
 
@@ -39,17 +39,19 @@ class _ConvNd(Linear):
         W0 = base.weight
         self._record_hyperparameters(adapter_name, config, r, lora_alpha)
         conv = type(base)
-        # PEFT's construction: A without dilation/groups/padding_mode, B a 1x1 conv with the base's groups
+        # PEFT's construction: A without dilation/groups/padding_mode, B a 1x1 conv with the base's groups,
+        # both in the default dtype (drawing their conv init), A drawn again by PEFT's reset, then moved
+        # to the base's dtype
         self.lora_A[adapter_name] = conv(self.in_features, r, base.kernel_size, base.stride, base.padding,
-                                         bias=False, dtype=W0.dtype, device=W0.device)
+                                         bias=False, device=W0.device)
         self.lora_B[adapter_name] = conv(r, self.out_features, 1, 1, groups=base.groups, bias=config.lora_bias,
-                                         dtype=W0.dtype, device=W0.device)
-        if config.init_lora_weights == "gaussian":
-            init.normal_(self.lora_A[adapter_name].weight, std=1.0 / r)
-        if config.init_lora_weights is not False:  # A keeps the conv's Kaiming-uniform init; B = 0
+                                         device=W0.device)
+        _redraw_A(self.lora_A[adapter_name].weight, config.init_lora_weights, r)
+        if config.init_lora_weights is not False:  # B = 0
             init.zeros_(self.lora_B[adapter_name].weight)
             if config.lora_bias:
                 init.zeros_(self.lora_B[adapter_name].bias)
+        _to_base_dtype((self.lora_A[adapter_name], self.lora_B[adapter_name]), W0)
         if config.use_dora:  # m starts at the norm of W0 + s B A: the model is unchanged by it
             norms = self._channel_norm(base.weight._array, self.scaling[adapter_name] * self._BA(adapter_name))
             self.lora_magnitude_vector[adapter_name] = DoraConvMagnitude(

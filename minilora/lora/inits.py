@@ -4,7 +4,7 @@
   ``B = U_r sqrt(S_r / s)``, ``A = sqrt(S_r / s) V_r^T`` (so ``s B A`` is the best rank-r part of W0),
   and the base keeps the residual ``W0 - s B A``. Training starts on the principal directions.
 * ``"pissa_niter_K"``: the same with a randomised SVD (Halko et al., ``torch.svd_lowrank`` with K power
-  iterations): much cheaper for large W0, its random start drawn from minilora's generator.
+  iterations): much cheaper for large W0, its random start drawn as torch's (the same seed: PEFT's start).
 * ``"olora"``: W0 = Q R (QR decomposition); ``B = Q[:, :r]``, ``A = R[:r]``, base ``W0 - s B A``.
 
 The output of the model does not change at init (``W_res + s B A = W0``), but the base weights do, so
@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from ..checkpoint import load_file, save_file, save_json
-from ..random import generator
+from ..random import default_generator
 from ..tensor import _host
 
 __all__ = ["is_weight_mutating_init", "pissa_init", "olora_init", "orthogonal_init", "svd_lowrank", "save_converted_to_lora"]
@@ -48,19 +48,24 @@ def _orthonormal_basis(X):
     return np.linalg.qr(X)[0]
 
 
-def svd_lowrank(A, q, niter=2, rng=None):
+def svd_lowrank(A, q, niter=2):
     """Randomised rank-``q`` SVD, ``A ~ U diag(S) V^T`` (Halko et al. 2009, algorithm 5.1, as
-    ``torch.svd_lowrank``): a random start, ``niter`` power iterations, then an exact SVD of a q-row matrix."""
-    rng = rng or generator()
+    ``torch.svd_lowrank``): a random start (torch's ``randn(n, q)`` from the global generator),
+    ``niter`` power iterations, then an exact SVD of a q-row matrix."""
     m, n = A.shape
     tall = A if m >= n else A.T  # work on the tall orientation, as torch does
-    R = rng.standard_normal((tall.shape[1], q)).astype(A.dtype)
+    R = _randn((tall.shape[1], q), A.dtype)
     Q = _orthonormal_basis(tall @ R)
     for _ in range(niter):  # power iterations sharpen the basis towards the top singular vectors
         Q = _orthonormal_basis(tall @ _orthonormal_basis(tall.T @ Q))
     U, S, Vh = np.linalg.svd(Q.T @ tall, full_matrices=False)
     U, V = Q @ U, Vh.T
     return (U, S, V) if m >= n else (V, S, U)
+
+
+def _randn(shape, dtype):
+    """``torch.randn(shape, dtype=dtype)``'s numbers from the global generator (an array)."""
+    return default_generator.normal(shape, dtype)
 
 
 def _base_weight(layer):
@@ -104,10 +109,9 @@ def orthogonal_init(layer, adapter_name):
     r = layer.r[adapter_name]
     if r % 2 != 0:  # PEFT's words
         raise ValueError(f"Orthogonal initialization requires the LoRA rank to be even, got {r} instead.")
-    rng = generator()
-    Q = np.linalg.qr(rng.standard_normal((r, r)).astype(np.float32))[0]
-    A = (rng.standard_normal((layer.in_features, r // 2)).astype(np.float32) @ Q[0::2]).T / np.float32(10)
-    B = rng.standard_normal((r // 2, layer.out_features)).astype(np.float32).T @ Q[1::2] / np.float32(10)
+    Q = np.linalg.qr(_randn((r, r), np.float32))[0]
+    A = (_randn((layer.in_features, r // 2), np.float32) @ Q[0::2]).T / np.float32(10)
+    B = _randn((r // 2, layer.out_features), np.float32).T @ Q[1::2] / np.float32(10)
     for table, value in ((layer.lora_A, A), (layer.lora_B, B)):
         weight = table[adapter_name].weight
         weight._array[...] = weight.device.xp.asarray(value.astype(weight._array.dtype))

@@ -15,11 +15,11 @@ import numpy as np
 
 from .. import dtypes, nn, ops
 from ..device import xp_of
+from ..factories import randn
 from ..nn import Conv1d, Conv2d, Dropout, Identity, Module, ModuleDict, MultiheadAttention, Parameter
 from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
 from ..nn import init
-from ..random import generator
 from ..tensor import Tensor, is_grad_enabled
 from .inits import is_weight_mutating_init, olora_init, orthogonal_init, pissa_init
 
@@ -353,6 +353,29 @@ def _dropout_module(config):
     return Dropout(config.lora_dropout) if config.lora_dropout > 0 else Identity()
 
 
+def _redraw_A(weight, init_lora_weights, r):
+    """PEFT's ``reset_lora_parameters`` for A (already drawn once by its Linear/Conv constructor): True
+    draws Kaiming-uniform(a=sqrt(5)) again, "gaussian" N(0, 1/r); other inits leave it."""
+    if init_lora_weights is True:
+        init.kaiming_uniform_(weight, a=np.sqrt(5))
+    elif init_lora_weights == "gaussian":
+        init.normal_(weight, std=1.0 / r)
+
+
+def _to_base_dtype(modules, W0):
+    """PEFT's ``_move_adapter_to_device_of_base_layer``: adapter modules built in the default dtype
+    take a floating base weight's dtype."""
+    if dtypes.is_floating(W0.dtype):
+        for module in modules:
+            module.to(W0.dtype)
+
+
+def _torch_randn(shape, dtype=None):
+    """``torch.randn(shape, dtype=dtype)``'s numbers (the global generator; the default dtype) as a
+    host array: PEFT builds its bare adapter tables this way."""
+    return randn(shape, dtype=dtype)._array
+
+
 def _add_lora_dicts(layer):
     """The per-adapter dicts PEFT's ``LoraLayer`` gives every LoRA layer, Linear or Embedding, in its
     order (so ``print(model)`` lists the same children; a Linear's embedding dicts stay empty)."""
@@ -400,13 +423,13 @@ class Linear(BaseTunerLayer):
         W0 = self.weight
         self._record_hyperparameters(adapter_name, config, r, lora_alpha)
         # nn.Linear initialises its weight kaiming-uniform(a=sqrt(5)): PEFT's init for A (and for B
-        # when init_lora_weights=False, so that the adapter changes the output from the start).
-        self.lora_A[adapter_name] = _NNLinear(self.in_features, r, bias=False, dtype=W0.dtype, device=W0.device)
+        # when init_lora_weights=False, so that the adapter changes the output from the start). As PEFT,
+        # both are built in the default dtype (each drawing its Linear init), A drawn again, then moved
+        # to the base's dtype: the same seed gives PEFT's numbers.
+        self.lora_A[adapter_name] = _NNLinear(self.in_features, r, bias=False, device=W0.device)
         # lora_bias=True: lora_B has its own trainable bias (h gains s * b_B), saved as lora_B.bias
-        self.lora_B[adapter_name] = _NNLinear(r, self.out_features, bias=config.lora_bias, dtype=W0.dtype,
-                                              device=W0.device)
-        if config.init_lora_weights == "gaussian":
-            init.normal_(self.lora_A[adapter_name].weight, std=1.0 / r)
+        self.lora_B[adapter_name] = _NNLinear(r, self.out_features, bias=config.lora_bias, device=W0.device)
+        _redraw_A(self.lora_A[adapter_name].weight, config.init_lora_weights, r)
         # EXERCISE 4.4: unless init_lora_weights is False, zero lora_B: a new adapter leaves the model unchanged
         # BEGIN SOLUTION
         if config.init_lora_weights is not False:
@@ -414,6 +437,7 @@ class Linear(BaseTunerLayer):
         # END SOLUTION
         if config.lora_bias and config.init_lora_weights is not False:
             init.zeros_(self.lora_B[adapter_name].bias)  # the bias starts at 0 too (PEFT's)
+        _to_base_dtype((self.lora_A[adapter_name], self.lora_B[adapter_name]), W0)
         if config.init_lora_weights == "orthogonal":
             orthogonal_init(self, adapter_name)
         if is_weight_mutating_init(config.init_lora_weights):  # PiSSA / OLoRA: W0 -> W_res + s B A
@@ -645,11 +669,11 @@ class Embedding(BaseTunerLayer):
         self.lora_bias[adapter_name] = False
         self.scaling[adapter_name] = config.scaling(r, lora_alpha)
         self.lora_dropout[adapter_name] = _dropout_module(config)  # PEFT's; its embedding LoRA never applies it
-        rng = generator()
-        A = rng.standard_normal((r, self.in_features))  # init_lora_weights=False keeps these (PEFT: randn)
-        B = rng.standard_normal((self.out_features, r))
-        if config.init_lora_weights is not False:
-            A[...] = 0.0  # A = 0: the model starts exactly at the base; B stays N(0, 1)
+        A = _torch_randn((r, self.in_features))  # init_lora_weights=False keeps these (PEFT: torch.randn)
+        B = _torch_randn((self.out_features, r))
+        if config.init_lora_weights is not False:  # PEFT's reset: zeros_(A), normal_(B) (B drawn again)
+            A[...] = 0.0  # A = 0: the model starts exactly at the base; B N(0, 1)
+            B = _torch_randn((self.out_features, r))
         self.lora_embedding_A[adapter_name] = Parameter(A, dtype=W0.dtype, device=W0.device)
         self.lora_embedding_B[adapter_name] = Parameter(B, dtype=W0.dtype, device=W0.device)
         if config.use_dora:
@@ -839,7 +863,7 @@ class TrainableTokensLayer(BaseTunerLayer):
                              "tokens)")
         self.token_indices[adapter_name] = indices
         originals = W._array[W.device.xp.asarray(indices)].copy()
-        values = originals.copy() if init_weights else generator().standard_normal(originals.shape)
+        values = originals.copy() if init_weights else _torch_randn(originals.shape, W.dtype)
         self.trainable_tokens_delta[adapter_name] = Parameter(values, dtype=W.dtype, device=W.device)
         self.trainable_tokens_original[adapter_name] = Tensor(originals, dtype=W.dtype, device=W.device)
         self.set_adapter(self.active_adapters)
@@ -963,7 +987,7 @@ class VeraLinear(BaseTunerLayer):
         self.r[adapter_name] = config.r
         self.vera_dropout[adapter_name] = Dropout(config.vera_dropout) if config.vera_dropout > 0 else Identity()
         lambda_b = np.ones(self.out_features)
-        lambda_d = generator().standard_normal(config.r)
+        lambda_d = _torch_randn((config.r,))  # (PEFT: torch.randn(r), then reset to d_initial)
         if config.init_weights:  # PEFT: lambda_b = 0 (start at the base model), lambda_d = d_initial
             lambda_b[:], lambda_d[:] = 0.0, config.d_initial
         self.vera_lambda_b[adapter_name] = Parameter(lambda_b, dtype=W0.dtype, device=W0.device)
