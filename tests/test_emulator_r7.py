@@ -226,6 +226,12 @@ def test_last_block_reduction_with_cuda_atomic_ref_ticket_and_float_fetch_max(ch
     np.testing.assert_allclose(partials, strided, rtol=1e-5, atol=1e-4)
 
 
+def test_a_thread_spinning_on_an_atomic_flag_lets_the_producer_run():
+    flag, data, seen = np.zeros(1, np.int32), np.zeros(1, np.float32), np.zeros(2, np.float32)
+    kernel("modern.cu", "flag_handoff", MODERN)(1, 96, (flag, data, seen), timeout=20)  # was a timeout KernelFault
+    np.testing.assert_array_equal(seen, [42, 42])
+
+
 def test_missing_libcu_plus_plus_headers_are_named(tmp_path):
     for header, words in (("cuda/std/mdspan", "beyond the emulator's <cuda/std/...> stand-ins"),
                           ("cuda/barrier", "cuda::barrier")):
@@ -369,6 +375,14 @@ def test_axpy_in_inline_ptx_vector_loads_fma_streaming_store_and_red_add():
     kernel("warp_sort.cu", "axpy_ptx", SORT)(3, 32, (x, y, np.float32(0.5), np.int32(n4), total))
     np.testing.assert_array_equal(y, (0.5 * x.astype(np.float64) + y0).astype(np.float32))  # fma: one rounding
     np.testing.assert_allclose(total[0], y.astype(np.float64).sum(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("blocks, threads", [(1, 96), (3, 50)])
+def test_atomic_cas_spin_lock_inside_a_block_and_a_warp(blocks, threads):
+    lock, count, items = np.zeros(1, np.int32), np.zeros(1, np.int32), np.full(blocks * threads, -1, np.int32)
+    kernel("warp_sort.cu", "append_under_spin_lock", SORT)(blocks, threads, (lock, count, items), timeout=20)
+    assert count[0] == blocks * threads and lock[0] == 0
+    np.testing.assert_array_equal(np.sort(items), np.arange(blocks * threads))
 
 
 # ------------------------------------------------------------------------------------------------

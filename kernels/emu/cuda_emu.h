@@ -114,6 +114,7 @@ struct FiberTop {
     uint3 block_idx;
     void* fiber;   // the runtime's record of this thread
     void* worker;  // and of the OS thread running its block (both read together: no chain of loads)
+    unsigned atomics;  // atomic operations this thread has done (see atomic_turn)
 };
 constexpr uintptr_t kStaggerLines = 64, kStaggerPages = 16;  // distinct offsets of the record
 extern unsigned stack_slot_shift __attribute__((visibility("hidden")));  // set by the runtime per launch
@@ -246,11 +247,22 @@ struct ReduceAt {
 #define __reduce_or_sync(m, v) (__emu::reduce_u(__emu::W_REDUCE_OR, __FILE__, __LINE__, m, v))
 #define __reduce_xor_sync(m, v) (__emu::reduce_u(__emu::W_REDUCE_XOR, __FILE__, __LINE__, m, v))
 
+// A thread that keeps doing atomics may be spinning on a flag, a lock or a ticket that another thread of its block
+// sets: on a GPU (Volta on) that thread runs meanwhile, here the spinner would keep the turn forever.  So every
+// 64th atomic of a thread, and every __nanosleep (the usual back-off in such loops), gives the block's other
+// threads a turn (spin_turn, runtime.cpp); a thread doing ordinary atomics loses nothing but the switch.
+namespace __emu {
+void spin_turn();
+inline void atomic_turn() {
+    if ((++fiber_top()->atomics & 63u) == 0) spin_turn();
+}
+}  // namespace __emu
+
 // Real fences: the threads of one block run one at a time, but blocks run on several OS threads.
 inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_system() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
-inline void __nanosleep(unsigned) {}
+inline void __nanosleep(unsigned) { __emu::spin_turn(); }
 // __trap() ends the launch with a KernelFault naming the line (on a GPU: an unspecified launch failure).
 namespace __emu { [[noreturn]] void trap(const char* file, int line); }
 #define __trap() (__emu::trap(__FILE__, __LINE__))
@@ -290,23 +302,26 @@ inline T& __emu_shared_var(const char* name, const char* file, int line) {
 //   atomicAnd, Or, Xor   int, unsigned, unsigned long long
 // ---------------------------------------------------------------------------------------------
 #define __EMU_ATOMIC_BITS(T)                                                                             \
-    inline T atomicAdd(T* a, T v) { return __atomic_fetch_add(a, v, __ATOMIC_RELAXED); }                 \
-    inline T atomicExch(T* a, T v) { return __atomic_exchange_n(a, v, __ATOMIC_RELAXED); }               \
-    inline T atomicAnd(T* a, T v) { return __atomic_fetch_and(a, v, __ATOMIC_RELAXED); }                 \
-    inline T atomicOr(T* a, T v) { return __atomic_fetch_or(a, v, __ATOMIC_RELAXED); }                   \
-    inline T atomicXor(T* a, T v) { return __atomic_fetch_xor(a, v, __ATOMIC_RELAXED); }
+    inline T atomicAdd(T* a, T v) { __emu::atomic_turn(); return __atomic_fetch_add(a, v, __ATOMIC_RELAXED); } \
+    inline T atomicExch(T* a, T v) { __emu::atomic_turn(); return __atomic_exchange_n(a, v, __ATOMIC_RELAXED); } \
+    inline T atomicAnd(T* a, T v) { __emu::atomic_turn(); return __atomic_fetch_and(a, v, __ATOMIC_RELAXED); } \
+    inline T atomicOr(T* a, T v) { __emu::atomic_turn(); return __atomic_fetch_or(a, v, __ATOMIC_RELAXED); }   \
+    inline T atomicXor(T* a, T v) { __emu::atomic_turn(); return __atomic_fetch_xor(a, v, __ATOMIC_RELAXED); }
 #define __EMU_ATOMIC_CAS(T)                                                                              \
     inline T atomicCAS(T* a, T cmp, T v) {                                                               \
+        __emu::atomic_turn();                                                                            \
         __atomic_compare_exchange_n(a, &cmp, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);              \
         return cmp; /* on failure cmp holds the old value; on success it already equals it */           \
     }
 #define __EMU_ATOMIC_MIN_MAX(T)                                                                          \
     inline T atomicMax(T* a, T v) {                                                                      \
+        __emu::atomic_turn();                                                                            \
         T old = __atomic_load_n(a, __ATOMIC_RELAXED);                                                    \
         while (old < v && !__atomic_compare_exchange_n(a, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {} \
         return old;                                                                                      \
     }                                                                                                    \
     inline T atomicMin(T* a, T v) {                                                                      \
+        __emu::atomic_turn();                                                                            \
         T old = __atomic_load_n(a, __ATOMIC_RELAXED);                                                    \
         while (old > v && !__atomic_compare_exchange_n(a, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {} \
         return old;                                                                                      \
@@ -318,8 +333,8 @@ __EMU_ATOMIC_MIN_MAX(long long)
 #if __CUDA_ARCH__ >= 700
 __EMU_ATOMIC_CAS(unsigned short)
 #endif
-inline int atomicSub(int* a, int v) { return __atomic_fetch_sub(a, v, __ATOMIC_RELAXED); }
-inline unsigned int atomicSub(unsigned int* a, unsigned int v) { return __atomic_fetch_sub(a, v, __ATOMIC_RELAXED); }
+inline int atomicSub(int* a, int v) { __emu::atomic_turn(); return __atomic_fetch_sub(a, v, __ATOMIC_RELAXED); }
+inline unsigned int atomicSub(unsigned int* a, unsigned int v) { __emu::atomic_turn(); return __atomic_fetch_sub(a, v, __ATOMIC_RELAXED); }
 #undef __EMU_ATOMIC_BITS
 #undef __EMU_ATOMIC_CAS
 #undef __EMU_ATOMIC_MIN_MAX
@@ -327,6 +342,7 @@ inline unsigned int atomicSub(unsigned int* a, unsigned int v) { return __atomic
 // Floating-point atomics are a compare-and-swap loop on the bit pattern, as on older GPUs.
 template <class F, class U>
 inline F __emu_atomic_float_update(F* a, F v, bool add) {
+    __emu::atomic_turn();
     U* p = reinterpret_cast<U*>(a);
     U old_bits = __atomic_load_n(p, __ATOMIC_RELAXED);
     for (;;) {
@@ -352,12 +368,14 @@ inline float4 atomicAdd(float4* a, float4 v) {
 }
 #endif
 inline unsigned int atomicInc(unsigned int* a, unsigned int limit) {
+    __emu::atomic_turn();
     unsigned int old = __atomic_load_n(a, __ATOMIC_RELAXED);
     while (!__atomic_compare_exchange_n(a, &old, old >= limit ? 0u : old + 1u, true, __ATOMIC_RELAXED,
                                         __ATOMIC_RELAXED)) {}
     return old;
 }
 inline unsigned int atomicDec(unsigned int* a, unsigned int limit) {
+    __emu::atomic_turn();
     unsigned int old = __atomic_load_n(a, __ATOMIC_RELAXED);
     while (!__atomic_compare_exchange_n(a, &old, (old == 0u || old > limit) ? limit : old - 1u, true,
                                         __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
@@ -1393,6 +1411,7 @@ __EMU_HALF2_TYPE(__nv_bfloat162, __nv_bfloat16)
 // the value's own 2 or 4 bytes; each element's sum is rounded once to 16 bits, as the GPU's red.add.
 template <class V, class Bits>
 inline V __emu_atomic_add_16bit(V* a, V v) {
+    __emu::atomic_turn();
     static_assert(sizeof(V) == sizeof(Bits), "the atomic word is the value itself");
     Bits* p = reinterpret_cast<Bits*>(a);
     Bits old_bits = __atomic_load_n(p, __ATOMIC_RELAXED);

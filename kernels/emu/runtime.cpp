@@ -889,8 +889,9 @@ std::string describe_stop(int reason, bool in_thread, uint3 t) {
     const std::string who = in_thread ? fmt("thread (%u,%u,%u) of ", t.x, t.y, t.z) + block_str() : block_str();
     if (reason == E_INTERRUPTED) return "interrupted (Ctrl-C) while running " + who;
     return fmt("kernel '%s' did not finish within timeout=%g s; stopped in %s. An endless loop? (A loop that "
-               "waits for another thread's write never ends here: threads run one at a time until a "
-               "barrier.)", w.kernel->name, g_esc.timeout_s, who.c_str());
+               "waits for another thread's plain write never ends here: threads run one at a time until a "
+               "barrier, and give the turn on volatile accesses, atomics and __nanosleep only; a block that "
+               "waits for another block may never see it run.)", w.kernel->name, g_esc.timeout_s, who.c_str());
 }
 
 // Where a fault address lies in the guard region below a fiber's stack: not there, in its upper half
@@ -2142,6 +2143,15 @@ EMU_EXPORT void emu_racecheck_track_global(const void* p, size_t n, const char* 
 #define EMU_VOLATILE_ACCESS(p, n, write) racecheck_access(p, n, write, uintptr_t(__builtin_return_address(0)) - 1)
 #endif
 
+// Gives the running thread's turn to the next thread of its block (cuda_emu.h's atomic_turn and __nanosleep: a
+// thread spinning on an atomic flag lets the thread that will set it run).  Nothing outside a kernel's own code.
+void __emu::spin_turn() {
+    if (!t_worker) return;
+    Worker& w = *t_worker;
+    if (!w.in_fiber || !w.cur || w.cur->in_runtime || w.cur->state != RUNNABLE) return;
+    yield_to_scheduler(w.cur, w);
+}
+
 #ifdef EMU_LOCKSTEP
 // ---- lockstep: warp-synchronous code that leans on volatile ---------------------------------------
 // A source that uses volatile is built this way (emulator.py's "lockstep" variant): with GCC's
@@ -2151,12 +2161,7 @@ EMU_EXPORT void emu_racecheck_track_global(const void* p, size_t n, const char* 
 // legacy unrolled last warp of a reduction (v[t] += v[t + 16] through a volatile pointer, no __syncwarp)
 // then sums as on a GPU, where fibers running each lane alone up to its next barrier read stale values.
 // CUDA does not promise that lockstep since Volta: racecheck=True still reports the hazard.
-void lockstep_turn() {
-    if (!t_worker) return;
-    Worker& w = *t_worker;
-    if (!w.in_fiber || !w.cur || w.cur->in_runtime || w.cur->state != RUNNABLE) return;
-    yield_to_scheduler(w.cur, w);
-}
+void lockstep_turn() { __emu::spin_turn(); }
 inline void racecheck_atomic(const volatile void*, size_t, bool, uintptr_t) {}
 #define EMU_PLAIN_ACCESS(p, n, write) ((void)(p))
 #define EMU_VOLATILE_ACCESS(p, n, write) lockstep_turn()

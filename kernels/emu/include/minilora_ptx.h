@@ -98,6 +98,7 @@ inline T load(const char* addr, int i, bool ordered) {
     if (ordered && (sizeof(T) == 1 || sizeof(T) == 2 || sizeof(T) == 4 || sizeof(T) == 8)) {
         using U = std::conditional_t<sizeof(T) == 1, uint8_t, std::conditional_t<sizeof(T) == 2, uint16_t,
                   std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>>>;
+        atomic_turn();  // ld.acquire in a loop: a spin on another thread's flag (cuda_emu.h)
         const U bits = __atomic_load_n(reinterpret_cast<const U*>(p), __ATOMIC_SEQ_CST);
         std::memcpy(&v, &bits, sizeof(T));
         return v;

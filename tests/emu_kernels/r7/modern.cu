@@ -158,3 +158,22 @@ __global__ void sum_last_block(const float* __restrict__ x, int n, float* __rest
     cuda::std::atomic_ref<unsigned>(*ticket).store(0u, cuda::std::memory_order_relaxed);
   }
 }
+
+// Producer and consumer in one block with no barrier between them: the consumer waits on a release/acquire flag
+// through cuda::atomic_ref, backing off with __nanosleep; a second consumer polls an ld.acquire in inline PTX.
+extern "C" __global__ void flag_handoff(int* __restrict__ flag, float* __restrict__ data, float* __restrict__ seen) {
+  cuda::atomic_ref<int, cuda::thread_scope_block> ready(*flag);
+  if (threadIdx.x == blockDim.x - 1) {
+    data[0] = 42.0f;
+    ready.store(1, cuda::memory_order_release);
+  } else if (threadIdx.x == 0) {
+    while (ready.load(cuda::memory_order_acquire) == 0) __nanosleep(32);
+    seen[0] = data[0];
+  } else if (threadIdx.x == 1) {
+    int v = 0;
+    do {
+      asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(flag) : "memory");
+    } while (v == 0);
+    seen[1] = data[0];
+  }
+}

@@ -103,3 +103,20 @@ extern "C" __global__ void axpy_ptx(const float* __restrict__ x, float* __restri
                : "memory");
   asm volatile("red.global.add.f32 [%0], %1;" :: "l"(total), "f"((y0 + y1) + (y2 + y3)) : "memory");
 }
+
+// A mutex from atomicCAS (lanes of one warp and of other warps contend): each thread appends its index to a
+// list under the lock.  Fine on a GPU since Volta (independent thread scheduling); the emulator must let the
+// lock holder run while the others spin.
+extern "C" __global__ void append_under_spin_lock(int* __restrict__ lock, int* __restrict__ count, int* __restrict__ list) {
+  bool done = false;
+  while (!done) {
+    if (atomicCAS(lock, 0, 1) == 0) {
+      const int k = *count;
+      list[k] = blockIdx.x * blockDim.x + threadIdx.x;
+      *count = k + 1;
+      __threadfence();
+      atomicExch(lock, 0);
+      done = true;
+    }
+  }
+}
