@@ -231,6 +231,13 @@ def _losses_on_an_empty_batch():
         L, lambda L, x: L.nn.CrossEntropyLoss(reduction="sum", label_smoothing=0.3)(x, _long(L, 0, 2)), (0, 0, 2))
     cases["F.cross_entropy((3, 0), <(3, 0) probabilities>, label_smoothing=0.1, 'none')"] = lambda L: grads(
         L, lambda L, x, t: _F(L).cross_entropy(x, t, reduction="none", label_smoothing=0.1), (3, 0), (3, 0))
+    for reduction in ("none", "mean", "sum"):
+        cases[f"F.cross_entropy / nll_loss((2, 0), <ignored>, weight=<empty>, {reduction})"] = lambda L, r=reduction: [
+            _F(L).cross_entropy(L.zeros(2, 0), L.tensor([0, 0]), L.zeros(0), ignore_index=0, reduction=r),
+            _F(L).nll_loss(L.zeros(2, 0), L.tensor([0, 0]), L.zeros(0), ignore_index=0, reduction=r)]
+    cases["F.cross_entropy((0,), <ignored 0-d target>, weight=<empty>, label_smoothing=0.3)"] = lambda L: [
+        _F(L).cross_entropy(L.zeros(0), L.tensor(0), weight=L.zeros(0), ignore_index=0, label_smoothing=0.3,
+                            reduction=r) for r in ("none", "mean", "sum")]
     cases["F.nll_loss((0, 3), weight=) (a constant weight)"] = lambda L: grads(
         L, lambda L, x, w: _F(L).nll_loss(x, _long(L, 0), w), (0, 3), (3,), constant=(1,))
     cases["nn.BCEWithLogitsLoss(pos_weight=) of (0, 3)"] = lambda L: grads(

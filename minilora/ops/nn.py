@@ -144,6 +144,11 @@ def _counted_targets(xp, targets, n_classes, ignore_index, name):
     return valid, safe
 
 
+def _weight_of(weight, safe_targets):
+    """Each row's class weight; with no classes every target was ignored (and there is no class 0)."""
+    return weight[safe_targets] if len(weight) else 0
+
+
 class CrossEntropy(Function):
     """``-log softmax(logits)[target]`` of each row of logits [N, C], reduced as PyTorch does.
 
@@ -158,7 +163,7 @@ class CrossEntropy(Function):
         valid, safe_targets = _counted_targets(xp, targets, logits.shape[1], ignore_index, "cross_entropy")
         ctx.counted = valid  # (which rows count at all: see backward)
         if weight is not None:  # each row counts with its class's weight (0 when ignored)
-            valid = xp.where(valid, weight[safe_targets], 0).astype(logits.dtype, copy=False)
+            valid = xp.where(valid, _weight_of(weight, safe_targets), 0).astype(logits.dtype, copy=False)
         probs, losses = xp.empty_like(logits), xp.empty(logits.shape[0], logits.dtype)
         if logits.size:
             parallel.rows(_cross_entropy_rows, logits, safe_targets, valid, probs, losses)
@@ -797,7 +802,7 @@ def _smoothing_term(logp, targets, weight, ignore_index, reduction):
     if weight is None:
         counted = float(valid.sum())
     else:  # summed in float32 and rounded to the weights' dtype, as torch's weight.gather(...).sum()
-        counted = float(upcast(weight[xp.where(valid, targets, 0)][valid]).sum().astype(weight.dtype))
+        counted = float(upcast(weight[targets[valid]]).sum().astype(weight.dtype))
     if counted == 0:  # nan, with torch's gradient: zeros, nan only in counted rows (weights summing to 0)
         return rows[xp.flatnonzero(valid)].sum() * float("nan")
     return rows.sum() / counted  # a Python number: rows' dtype, the count not rounded to 16 bits
@@ -834,7 +839,7 @@ class NllLoss(Function):
     def forward(ctx, logp, targets, weight=None, ignore_index=-100, reduction="mean"):
         xp = xp_of(logp)
         valid, safe = _counted_targets(xp, targets, logp.shape[1], ignore_index, "nll_loss")
-        row_weight = xp.where(valid, 1 if weight is None else weight[safe], 0).astype(logp.dtype)
+        row_weight = xp.where(valid, 1 if weight is None else _weight_of(weight, safe), 0).astype(logp.dtype)
         picked = logp[xp.arange(len(logp)), safe] if logp.shape[1] else xp.zeros(len(logp), logp.dtype)
         losses = -picked * row_weight  # (no classes: every target was ignored, nothing to pick)
         ctx.shape, ctx.safe, ctx.row_weight, ctx.reduction = logp.shape, safe, row_weight, reduction
