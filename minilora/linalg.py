@@ -95,6 +95,17 @@ def _check_dtype(name, A, *, low_precision=False):
         raise RuntimeError(f"{name}: Low precision dtypes not supported. Got {dtypes.torch_name(A.dtype)}")
 
 
+def _lapack(function, *arrays):
+    """``function(*arrays)`` (an ``xp.linalg`` one) raising NumPy's LinAlgError for a singular or not
+    positive-definite matrix, on both devices: CuPy raises only inside ``cupyx.errstate(linalg="raise")``
+    (by default it returns whatever cuSOLVER left, and minilora would miss the error)."""
+    if isinstance(arrays[0], np.ndarray):
+        return function(*arrays)
+    import cupyx
+    with cupyx.errstate(linalg="raise"):
+        return function(*arrays)
+
+
 def _mT(a):
     return a.swapaxes(-1, -2)
 
@@ -414,7 +425,7 @@ def _singular(name):
 def _inv_array(a, name="linalg.inv"):
     xp = xp_of(a)
     try:
-        inverse = xp.linalg.inv(a)
+        inverse = _lapack(xp.linalg.inv, a)
     except np.linalg.LinAlgError:
         raise _singular(name) from None
     if not xp.all(xp.isfinite(inverse)) and xp.all(xp.isfinite(a)):  # (CuPy reports singular as inf/nan)
@@ -440,7 +451,7 @@ def inv_ex(A, *, check_errors=False, out=None):
     xp = xp_of(A._array)
     info = xp.zeros(A.shape[:-2], xp.int32)
     try:
-        inverse = xp.linalg.inv(A._array)
+        inverse = _lapack(xp.linalg.inv, A._array)
     except np.linalg.LinAlgError:
         if check_errors:
             raise _singular("linalg.inv_ex") from None
@@ -465,7 +476,7 @@ def _det_derivative(arrays, outputs, grads):
     xp = xp_of(a)
     g = grads[0][..., None, None]
     try:
-        return g * det[..., None, None] * _mT(xp.linalg.inv(a))
+        return g * det[..., None, None] * _mT(_lapack(xp.linalg.inv, a))
     except np.linalg.LinAlgError:  # a singular matrix: d det = adj(A)^T, from the SVD (torch does the same)
         U, S, Vh = xp.linalg.svd(a)
         n = S.shape[-1]
@@ -485,7 +496,7 @@ def _logdet_derivative(arrays, outputs, grads):
     """``g A^{-T}``; at a singular matrix log|det| has no derivative: nan (torch returns LU's round-off)."""
     xp = xp_of(arrays[0])
     try:
-        inverse = xp.linalg.inv(arrays[0])
+        inverse = _lapack(xp.linalg.inv, arrays[0])
     except np.linalg.LinAlgError:
         inverse = xp.stack([_inv_or_nan(m) for m in arrays[0].reshape((-1,) + arrays[0].shape[-2:])])
         inverse = inverse.reshape(arrays[0].shape)
@@ -494,7 +505,7 @@ def _logdet_derivative(arrays, outputs, grads):
 
 def _inv_or_nan(matrix):
     try:
-        return xp_of(matrix).linalg.inv(matrix)
+        return _lapack(xp_of(matrix).linalg.inv, matrix)
     except np.linalg.LinAlgError:
         return xp_of(matrix).full(matrix.shape, np.nan, matrix.dtype)
 
@@ -556,7 +567,7 @@ def _solve(name, A, B, *, left, check_errors):
     b = xp.broadcast_to(b, batch + b.shape[-2:])
     info = xp.zeros(batch, xp.int32)
     try:
-        x = xp.linalg.solve(a, b)
+        x = _lapack(xp.linalg.solve, a, b)
     except np.linalg.LinAlgError:
         if check_errors:
             raise LinAlgError(f"torch.{name}: The solver failed because the input matrix is singular.") from None
@@ -624,7 +635,7 @@ def _cholesky_arrays(a):
     failing pivot's value on the diagonal, the rest of A's lower triangle as it was (torch returns it)."""
     xp = xp_of(a)
     try:
-        return xp.linalg.cholesky(a), xp.zeros(a.shape[:-2], xp.int32)
+        return _lapack(xp.linalg.cholesky, a), xp.zeros(a.shape[:-2], xp.int32)
     except np.linalg.LinAlgError:
         pass
     n = a.shape[-1]
@@ -701,7 +712,7 @@ def _tri_solve(a, b, *, upper, left=True, unit=False):
     t = xp.broadcast_to(t, batch + t.shape[-2:])
     b = xp.broadcast_to(b, batch + b.shape[-2:])
     try:
-        return xp.linalg.solve(t, b)
+        return _lapack(xp.linalg.solve, t, b)
     except np.linalg.LinAlgError:
         return _substitute(t, b, upper)
 

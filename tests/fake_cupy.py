@@ -61,6 +61,7 @@ absent. The real GPU run is ``benchmarks/gpu_check.sh``.
 Use: ``install(monkeypatch)`` (see tests/test_cuda_standin.py) puts it in ``sys.modules`` as
 ``cupy`` and re-probes minilora's ``cuda`` device, which is then enabled with this module as xp.
 """
+import contextlib
 import re
 import sys
 import types
@@ -719,6 +720,62 @@ def _submodule(name, table, numpy_module):
     return module
 
 
+# ---- linalg's error reporting ---------------------------------------------------------------------
+# CuPy checks cuSOLVER's info only inside cupyx.errstate(linalg="raise") (cupy/linalg/_util.py,
+# _check_cusolver_dev_info_if_synchronization_allowed); by default ("ignore") a singular or not
+# positive-definite matrix gives no error, just what cuSOLVER left: modelled for inv, solve and cholesky.
+_ERRSTATE = {"linalg": "ignore"}
+
+
+@contextlib.contextmanager
+def errstate(*, linalg=None):
+    """``cupyx.errstate``: ``linalg="raise"`` makes the linalg functions raise numpy.linalg.LinAlgError."""
+    previous = dict(_ERRSTATE)
+    if linalg is not None:
+        if linalg not in ("ignore", "raise"):
+            raise ValueError(f"linalg must be one of 'ignore' or 'raise', got {linalg!r}")
+        _ERRSTATE["linalg"] = linalg
+    try:
+        yield
+    finally:
+        _ERRSTATE.update(previous)
+
+
+def _quiet_linalg():
+    """numpy.linalg with inv, solve and cholesky answering a failure as CuPy does outside errstate("raise"):
+    inf/nan from the solves, cholesky's partial factor (potrf stops at the failing column, finite values)."""
+    quiet = types.SimpleNamespace(**{n: getattr(np.linalg, n) for n in dir(np.linalg) if not n.startswith("_")})
+
+    def on_failure(function, failed):
+        def call(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except np.linalg.LinAlgError:
+                if _ERRSTATE["linalg"] == "raise":
+                    raise
+                return failed(*args, **kwargs)
+        return call
+
+    def partial_cholesky(a):
+        a = np.asarray(a)
+        out = np.tril(a).reshape((-1,) + a.shape[-2:]).copy() if a.size else np.tril(a)
+        for L in out:
+            for j in range(L.shape[-1]):
+                pivot = L[j, j] - L[j, :j] @ L[j, :j]
+                if not pivot > 0:
+                    L[j, j] = pivot
+                    break
+                L[j, j] = np.sqrt(pivot)
+                L[j + 1:, j] = (L[j + 1:, j] - L[j + 1:, :j] @ L[j, :j]) / L[j, j]
+        return out.reshape(a.shape)
+
+    quiet.inv = on_failure(np.linalg.inv, lambda a: np.full(np.shape(a), np.inf, np.asarray(a).dtype))
+    quiet.solve = on_failure(np.linalg.solve, lambda a, b: np.full(
+        np.broadcast_shapes(np.shape(a)[:-2], np.shape(b)[:-2]) + np.shape(b)[-2:], np.nan, np.asarray(b).dtype))
+    quiet.cholesky = on_failure(np.linalg.cholesky, partial_cholesky)
+    return quiet
+
+
 def _cuda_module():
     cuda = types.ModuleType("cupy.cuda")
     cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, deviceSynchronize=lambda: None,
@@ -779,7 +836,7 @@ def _build():
     module.lib.stride_tricks.sliding_window_view = _function(
         "sliding_window_view", np.lib.stride_tricks.sliding_window_view,
         ("x", "window_shape", "axis", "subok", "writeable"))
-    module.linalg = _submodule("linalg", _LINALG, np.linalg)
+    module.linalg = _submodule("linalg", _LINALG, _quiet_linalg())
     module.fft = _submodule("fft", _FFT, np.fft)
     module.random = _submodule("random", _RANDOM, np.random)
     module.FakeCupyLimit = FakeCupyLimit
@@ -793,6 +850,7 @@ def _build_cupyx():
     scipy_module.special = special
     cupyx = types.ModuleType("cupyx")
     cupyx.scipy = scipy_module
+    cupyx.errstate = errstate
     return {"cupyx": cupyx, "cupyx.scipy": scipy_module, "cupyx.scipy.special": special}
 
 
