@@ -10,9 +10,11 @@ The quickstart's loop runs as written::
 Batches are made as torch makes them (``default_collate``): tensors are stacked, Python ints become
 an int64 tensor, Python floats a *float64* tensor, NumPy arrays and scalars keep their dtype, strings
 stay a list, dicts, tuples and named tuples are collated field by field (a tuple sample gives a
-*list* of fields, as torch). Shuffling draws from minilora's generator (``minilora.manual_seed`` or
-``generator=``), so the order is reproducible but not torch's order for the same seed -- except
-``DistributedSampler``'s, which is torch's exactly (it seeds its own generator from ``seed + epoch``).
+*list* of fields, as torch). Shuffling, sampling and ``random_split`` draw torch's numbers in torch's
+order (``minilora.manual_seed`` or ``generator=``): the same seed gives torch's batches, and each
+``iter(loader)`` takes the words torch's iterator takes from the global generator (its workers' base
+seed; a shuffling sampler without a generator seeds one of its own per epoch), so the code after a
+loop sees torch's stream. ``DistributedSampler`` seeds its own generator from ``seed + epoch``, as torch.
 
 Everything runs in this process: ``num_workers`` is accepted and changes nothing (the batches are
 the same ones, in the same order); ``worker_init_fn``, which would need worker processes, is
@@ -190,15 +192,24 @@ class RandomSampler(Sampler):
 
     def __iter__(self):
         n = len(self.data_source)
+        # as torch: without a generator, each epoch seeds a fresh one from the global generator (so
+        # an epoch takes two words of the global stream, whatever its length)
+        generator = self.generator if self.generator is not None else random.Generator().manual_seed(_drawn_seed())
         if self.replacement:
-            yield from factories.randint(0, n, (self.num_samples,), generator=self.generator).tolist()
+            yield from factories.randint(0, n, (self.num_samples,), generator=generator).tolist()
             return
         for _ in range(self.num_samples // n):
-            yield from factories.randperm(n, generator=self.generator).tolist()
-        yield from factories.randperm(n, generator=self.generator).tolist()[:self.num_samples % n]
+            yield from factories.randperm(n, generator=generator).tolist()
+        yield from factories.randperm(n, generator=generator).tolist()[:self.num_samples % n]
 
     def __len__(self):
         return self.num_samples
+
+
+def _drawn_seed(generator=None):
+    """torch's ``torch.empty((), dtype=torch.int64).random_(generator=generator).item()``: a seed drawn
+    from ``generator`` (or the global one), as torch's samplers and DataLoader iterators draw theirs."""
+    return int(random.resolve(generator).random_((), np.int64))
 
 
 class SubsetRandomSampler(Sampler):
@@ -415,6 +426,10 @@ class DataLoader:
         self.collate_fn = collate_fn
 
     def __iter__(self):
+        # torch's iterator draws a base seed for its workers (from generator=, or the global
+        # generator) when it is made, even with no workers: the same seed leaves the same stream
+        # after a loop over a loader as in torch
+        self._base_seed = _drawn_seed(self.generator)
         if isinstance(self.dataset, IterableDataset):
             return self._iter_stream()
         if self.batch_sampler is None:  # batch_size=None: one converted sample at a time
