@@ -281,9 +281,12 @@ EXPLICIT = {
     "F.softmin((0, 2), 1)": lambda L: grads(L, lambda L, x: _F(L).softmin(x, 1), (0, 2)),
     "F.glu((0, 4))": lambda L: grads(L, lambda L, x: _F(L).glu(x), (0, 4)),
     # linear / matmul with a zero dimension anywhere
-    "F.linear((0, 3), (4, 3), (4,))": lambda L: grads(L, lambda L, x, w, b: _F(L).linear(x, w, b), (0, 3), (4, 3), (4,)),
-    "F.linear((2, 0), (4, 0), (4,))": lambda L: grads(L, lambda L, x, w, b: _F(L).linear(x, w, b), (2, 0), (4, 0), (4,)),
-    "F.linear((2, 3), (0, 3), (0,))": lambda L: grads(L, lambda L, x, w, b: _F(L).linear(x, w, b), (2, 3), (0, 3), (0,)),
+    "F.linear((0, 3), (4, 3), (4,))": lambda L: grads(
+        L, lambda L, x, w, b: _F(L).linear(x, w, b), (0, 3), (4, 3), (4,)),
+    "F.linear((2, 0), (4, 0), (4,))": lambda L: grads(
+        L, lambda L, x, w, b: _F(L).linear(x, w, b), (2, 0), (4, 0), (4,)),
+    "F.linear((2, 3), (0, 3), (0,))": lambda L: grads(
+        L, lambda L, x, w, b: _F(L).linear(x, w, b), (2, 3), (0, 3), (0,)),
     "nn.Linear(0, 3)((2, 0))": lambda L: L.nn.Linear(0, 3)(L.zeros(2, 0)).shape,
     "F.bilinear((0, 2), (0, 3), (4, 2, 3))": lambda L: grads(
         L, lambda L, a, b, w: _F(L).bilinear(a, b, w), (0, 2), (0, 3), (4, 2, 3)),
@@ -345,7 +348,8 @@ EXPLICIT = {
     "F.adaptive_max_pool1d((2, 0, 3), 2) (torch: no empty channels for the max)": lambda L: _F(L).adaptive_max_pool1d(
         L.zeros(2, 0, 3), 2),
     "F.lp_pool2d((0, 2, 4, 4), 2, 2)": lambda L: grads(L, lambda L, x: _F(L).lp_pool2d(x, 2, 2), (0, 2, 4, 4)),
-    "F.conv1d((1, 1, 4), (1, 1, 0)) (torch: no empty kernel)": lambda L: _F(L).conv1d(L.zeros(1, 1, 4), L.zeros(1, 1, 0)),
+    "F.conv1d((1, 1, 4), (1, 1, 0)) (torch: no empty kernel)": lambda L: _F(L).conv1d(
+        L.zeros(1, 1, 4), L.zeros(1, 1, 0)),
     "F.conv2d((1, 2, 0, 3), (3, 2, 1, 1), padding=1) (torch: no empty image of a real batch)": lambda L: _F(L).conv2d(
         L.zeros(1, 2, 0, 3), L.zeros(3, 2, 1, 1), padding=1),
     "nn.ConvTranspose2d(2, 1, (4, 2), 2, 1, 1, dilation=2) of (0, 2, 0, 4)": lambda L: L.nn.ConvTranspose2d(
@@ -366,7 +370,8 @@ EXPLICIT = {
     "F.pad((1, 0, 3), (1, 1), 'reflect') (torch: no empty channels)": lambda L: _F(L).pad(
         L.zeros(1, 0, 3), (1, 1), mode="reflect"),
     "F.pad((0, 1, 3, 3), (1, 1, 1, 1), 'replicate') and 'circular' of (2, 0, 3)": lambda L: [
-        _F(L).pad(L.zeros(0, 1, 3, 3), (1, 1, 1, 1), mode="replicate"), _F(L).pad(L.zeros(2, 0, 3), (1, 1), mode="circular")],
+        _F(L).pad(L.zeros(0, 1, 3, 3), (1, 1, 1, 1), mode="replicate"),
+        _F(L).pad(L.zeros(2, 0, 3), (1, 1), mode="circular")],
     "F.pad((0,), (-1, 1)) (torch crops first: narrow's error)": lambda L: _F(L).pad(L.zeros(0), (-1, 1)),
     "F.interpolate((0, 2, 3), scale_factor=2)": lambda L: grads(
         L, lambda L, x: _F(L).interpolate(x, scale_factor=2), (0, 2, 3)),
