@@ -29,11 +29,11 @@ from . import amp as _amp, dtypes, ops
 from .device import xp_of
 from .tensor import Function, Tensor, name_node
 
-__all__ = ["LinAlgError", "svd", "svdvals", "qr", "eig", "eigvals", "eigh", "eigvalsh", "norm", "vector_norm", "matrix_norm",
-           "matrix_rank", "det", "slogdet", "inv", "inv_ex", "solve", "solve_ex", "solve_triangular", "cholesky",
-           "cholesky_ex", "lstsq", "pinv", "matrix_power", "matrix_exp", "cross", "multi_dot", "diagonal",
-           "vecdot", "vander", "matmul", "lu_factor", "lu_factor_ex", "lu", "lu_solve", "cond", "tensorinv",
-           "tensorsolve", "householder_product", "ldl_factor", "ldl_factor_ex", "ldl_solve"]
+__all__ = ["LinAlgError", "svd", "svdvals", "qr", "eig", "eigvals", "eigh", "eigvalsh", "norm", "vector_norm",
+           "matrix_norm", "matrix_rank", "det", "slogdet", "inv", "inv_ex", "solve", "solve_ex", "solve_triangular",
+           "cholesky", "cholesky_ex", "lstsq", "pinv", "matrix_power", "matrix_exp", "cross", "multi_dot",
+           "diagonal", "vecdot", "vander", "matmul", "lu_factor", "lu_factor_ex", "lu", "lu_solve", "cond",
+           "tensorinv", "tensorsolve", "householder_product", "ldl_factor", "ldl_factor_ex", "ldl_solve"]
 
 
 class LinAlgError(RuntimeError):
@@ -108,10 +108,6 @@ def _lapack(function, *arrays):
 
 def _mT(a):
     return a.swapaxes(-1, -2)
-
-
-def _eye_like(a, n):
-    return xp_of(a).eye(n, dtype=a.dtype)
 
 
 def _plain(array, like):
@@ -909,7 +905,7 @@ def lu_solve(LU, pivots, B, *, left=True, adjoint=False, out=None):
         raise RuntimeError("linalg.lu_solve: pivots should be a Tensor of scalar type torch.int32")
     n = LU.shape[-1]
     if (B.shape[-2] if left else B.shape[-1]) != n:
-        equation, shape = ("AX = B", f"{B.shape[-2]}x{B.shape[-1]}") if left else ("XA = B", f"{B.shape[-2]}x{B.shape[-1]}")
+        equation, shape = "AX = B" if left else "XA = B", f"{B.shape[-2]}x{B.shape[-1]}"
         raise RuntimeError(f"linalg.lu_solve: Incompatible shapes of A and B for the equation {equation} ({n}x{n} "
                            f"and {shape})")
     if not left:  # X A = B  <=>  A^T X^T = B^T
@@ -1249,7 +1245,8 @@ def geqrf(input, *, out=None):
     xp = xp_of(input._array)
     m, n = input.shape[-2:]
     if input.numel() == 0:
-        h, tau = xp.zeros(input.shape, input._array.dtype), xp.zeros(input.shape[:-2] + (min(m, n),), input._array.dtype)
+        dtype = input._array.dtype
+        h, tau = xp.zeros(input.shape, dtype), xp.zeros(input.shape[:-2] + (min(m, n),), dtype)
     else:
         h, tau = xp.linalg.qr(input._array, mode="raw")  # (h is a's transpose: LAPACK's column-major storage)
         h = _mT(h)

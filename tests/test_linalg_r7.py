@@ -122,7 +122,8 @@ def test_complex_ops_values_and_gradients():
     np.testing.assert_allclose(found[0][1], found[1][1], atol=1e-12)
     assert [d.replace("torch.", "") for d in found[0][2]] == [d.replace("torch.", "") for d in found[1][2]]
     r = ml.tensor([-1.0, 2.0])  # real tensors: real/conj are the tensor, angle is 0 or pi, imag refused
-    assert ml.real(r) is r and ml.conj(r) is r and ml.angle(r).tolist() == torch.angle(torch.tensor([-1.0, 2.0])).tolist()
+    assert ml.real(r) is r and ml.conj(r) is r
+    assert ml.angle(r).tolist() == torch.angle(torch.tensor([-1.0, 2.0])).tolist()
     assert ml.complex64 == np.complex64 and ml.cdouble == np.complex128
     for call in (lambda L: L.imag(L.ones(2)), lambda L: L.view_as_real(L.ones(2)),
                  lambda L: L.view_as_complex(L.ones(3)), lambda L: L.complex(L.ones(2), L.ones(2, dtype=L.float64))):
@@ -267,7 +268,8 @@ def test_against_torch_values_and_gradients(name):
 
 
 GRADCHECKED = ["lu_factor_wide", "lu_factor_tall", "lu", "lu_wide", "lu_tall", "lu_unpack", "lu_solve_bcast",
-               "lu_solve_right_adjoint", "cholesky_solve_upper_bcast", "cholesky_inverse", "triangular_solve_lower_T_unit", "cond", "cond_wide", "cond_nuc", "cond_-1",
+               "lu_solve_right_adjoint", "cholesky_solve_upper_bcast", "cholesky_inverse",
+               "triangular_solve_lower_T_unit", "cond", "cond_wide", "cond_nuc", "cond_-1",
                "tensorinv", "tensorsolve_dims", "householder_product_grad", "ormqr_False_True", "ormqr_True_False"]
 
 
@@ -526,7 +528,8 @@ EDGES = {  # call(lib): torch's value (dtype, shape, values with nan/inf) or tor
     "cond fro of empty non-square": lambda L: L.linalg.cond(L.ones(0, 3), "fro"),
     "geqrf of 1x4": lambda L: L.geqrf(L.tensor([[1.0, 2.0, 3.0, 4.0]])),
     # cholesky_ex of a matrix that is not positive-definite: L is what LAPACK's potrf left
-    **{f"cholesky_ex not positive-definite {i}": (lambda L, m=np.array(m), i=i: L.linalg.cholesky_ex(L.tensor(m), upper=i == 1))
+    **{f"cholesky_ex not positive-definite {i}": (lambda L, m=np.array(m), i=i: L.linalg.cholesky_ex(L.tensor(m),
+                                                                                                   upper=i == 1))
        for i, m in enumerate([[[4.0, 2, 1], [2, -3, 1], [1, 1, 5]], [[-1.0, 5], [5, 2]],
                               [[[4.0, 2, 1, 0], [2, 5, 1, 1], [1, 1, -5, 2], [0, 1, 2, 3]], np.eye(4).tolist()]])},
     "cholesky_ex check_errors": lambda L: L.linalg.cholesky_ex(L.stack([L.eye(2), -L.eye(2)]), check_errors=True),
@@ -628,7 +631,8 @@ def test_ldl_errors_as_torch(name):
 
 def test_complex_tensors_print_as_torchs():
     values = [np.array([1 + 2j, 3 - 1j, 0j]), np.array([[0.5 - 1.25j, 100 + 0.001j], [-3j, 2]]),
-              np.array([1e-5 + 1j, 2 + 3e6j]), np.array(2.5 - 1j), np.array([1j] * 20), np.array([np.nan + 1j, -np.inf])]
+              np.array([1e-5 + 1j, 2 + 3e6j]), np.array(2.5 - 1j), np.array([1j] * 20),
+              np.array([np.nan + 1j, -np.inf])]
     for v in values:
         for dtype in (np.complex128, np.complex64):  # (complex64 is the default complex dtype: not named)
             assert repr(ml.tensor(v.astype(dtype))) == repr(torch.tensor(v.astype(dtype)))
