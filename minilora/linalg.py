@@ -1724,12 +1724,12 @@ def matrix_exp(A):
 
 def cross(input, other, *, dim=-1, out=None):
     """``torch.linalg.cross``: the cross product along ``dim`` (default the last), inputs broadcast."""
+    if input.ndim != other.ndim:  # (torch checks this first)
+        raise RuntimeError("linalg.cross: inputs must have the same number of dimensions.")
     for t in (input, other):
         if t.ndim == 0 or t.shape[dim] != 3:
             raise RuntimeError(f"linalg.cross: inputs dimension {dim} must have length 3. Got "
                                f"{input.shape[dim] if input.ndim else 0} and {other.shape[dim] if other.ndim else 0}")
-    if input.ndim != other.ndim:
-        raise RuntimeError(f"linalg.cross: inputs must have the same number of dimensions.")
     shape = tuple(np.broadcast_shapes(input.shape, other.shape))
     return _with_out(ops.cross(input.expand(shape), other.expand(shape), dim), out)
 

@@ -513,6 +513,7 @@ EDGES = {  # call(lib): torch's value (dtype, shape, values with nan/inf) or tor
     "solve_ex singular": lambda L: L.linalg.solve_ex(L.tensor(SINGULAR), L.ones(2, 1, dtype=L.float64)),
     "inv_ex singular": lambda L: L.linalg.inv_ex(L.stack([L.tensor(SINGULAR), L.eye(2, dtype=L.float64)])),
     "matrix_exp 0x0": lambda L: L.linalg.matrix_exp(L.ones(0, 0)),
+    "cross of a matrix and a vector along dim 1": lambda L: L.linalg.cross(L.ones(2, 3, 3), L.ones(3), dim=1),
     # empty and thin matrices (ragged sizes)
     **{f"lu {shape}": (lambda L, shape=shape: L.linalg.lu(L.ones(shape))) for shape in [(0, 3), (3, 0), (2, 0, 0)]},
     **{f"lu_unpack {shape}": (lambda L, shape=shape: L.lu_unpack(*L.linalg.lu_factor_ex(L.ones(shape))[:2]))
