@@ -14,8 +14,8 @@ same order as torch:
 
 - ``random_bits(n)`` / ``random64(n)``: torch's ``random()`` (one 32-bit word) / ``random64()``
   (two words, the first the high half), as uint64 arrays.
-- ``uniform(shape, dtype, low, high)``: ``uniform_`` / ``rand`` (float: 24 bits of a word; double:
-  53 bits of a random64; float16/bfloat16: 11/8 bits of a word), computed in the dtype as torch.
+- ``uniform(shape, dtype, low, high)``: ``uniform_`` / ``rand`` (double: 53 bits of a random64;
+  the others: 24 bits of a word, computed in float and rounded to the dtype).
 - ``normal(shape, dtype, mean, std, contiguous=True)``: ``normal_`` / ``randn`` (16 or more
   contiguous elements: uniforms turned into normals by Box-Muller on blocks of 16; fewer, or a
   non-contiguous tensor: one Box-Muller pair of doubles at a time, the second kept for the next call).
@@ -26,12 +26,18 @@ same order as torch:
   too (a Poisson rate past int64 gives torch's -2**63, but may draw another number of uniforms).
 
 All return NumPy arrays in C (row-major) order of draws; a caller filling a non-contiguous tensor
-passes the shape in its memory order (torch's iterator walks memory order).
+passes the shape in its memory order (torch's iterator walks memory order):
+``factories._drawn_in_memory_order(array, draw)`` does that. ``resolve(generator)`` is the generator
+a ``generator=None`` call draws from; ``ops.nn.dropout_noise`` is torch's dropout mask; ``numpy()``
+(and the module's ``generator()``) is NumPy's API on the same engine, for draws no torch call stands
+for.
 
 Exactness: every draw is bit for bit torch's. Where torch's compiled kernels use glibc's double
 log/sin/cos/exp, minilora calls them through Python's math module (NumPy's vectorised ones differ in
 the last bit now and then); where they fuse a multiply-add, minilora rounds once too (``_fma``,
-``_fma32``); torch's float32 Box-Muller uses avx_mathfun's log and sincos, reproduced step by step.
+``_fma32``); torch's float32 Box-Muller uses avx_mathfun's log and sincos, reproduced step by step
+(that is torch on an x86 CPU with AVX2, as every current one; elsewhere, on Apple silicon say, torch's
+scalar loop gives other last bits).
 The price is speed: a float32 ``randn`` of 1M values takes a few times NumPy's ``standard_normal``,
 a float64 one ten times (Python's math, value by value), a dropout mask about twice (two 32-bit words
 per element, as torch draws them).
