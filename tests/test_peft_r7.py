@@ -524,3 +524,22 @@ def test_on_cuda_as_on_the_cpu(monkeypatch, tmp_path, build, config):
                                    rtol=0, atol=TOL)
     gpu.save_pretrained(tmp_path)
     assert {v.device.type for v in ml_peft.load_peft_weights(tmp_path).values()} == {"cuda"}
+
+
+def test_prepare_model_for_kbit_training_and_cast_mixed_precision_params_as_peft():
+    """PEFT's QLoRA-recipe helpers (minilora had neither), on a bfloat16 model that is not quantized: every
+    parameter frozen and upcast to float32, the same Parameter objects; then LoRA, then the frozen ones down to
+    bfloat16 and the trained ones float32."""
+    torch.manual_seed(0)
+    models = [nested(torch.nn, torch.bfloat16), nested(ml.nn, ml.bfloat16)]
+    kinds = lambda model: [(n, str(p.dtype).split(".")[-1], p.requires_grad) for n, p in model.named_parameters()]  # noqa: E731
+    before = [list(model.parameters()) for model in models]
+    assert peft.prepare_model_for_kbit_training(models[0]) is models[0]
+    assert ml_peft.prepare_model_for_kbit_training(models[1], use_gradient_checkpointing=True) is models[1]
+    assert kinds(models[1]) == kinds(models[0]) and {k[1] for k in kinds(models[1])} == {"float32"}
+    assert all(a is b for a, b in zip(before[1], models[1].parameters()))
+    theirs = peft.get_peft_model(models[0], peft.LoraConfig(target_modules=["up"]))
+    ours = ml_peft.get_peft_model(models[1], ml_peft.LoraConfig(target_modules=["up"]))
+    peft.cast_mixed_precision_params(theirs, torch.bfloat16)
+    ml_peft.cast_mixed_precision_params(ours, ml.bfloat16)
+    assert kinds(ours) == kinds(theirs) and {k[1] for k in kinds(ours)} == {"float32", "bfloat16"}

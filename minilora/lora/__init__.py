@@ -22,7 +22,8 @@ from .conv import Conv1d, Conv2d
 from .loraplus import create_loraplus_optimizer
 from .model import (AutoPeftModelForCausalLM, LoraModel, PeftMixedModel, PeftModel, PeftModelForCausalLM,
                     PeftModelForFeatureExtraction, TrainableTokensModel,
-                    VeraModel, get_peft_model, inject_adapter_in_model, target_module_matches)
+                    VeraModel, cast_mixed_precision_params, get_peft_model, inject_adapter_in_model,
+                    prepare_model_for_kbit_training, target_module_matches)
 from .save import (AdapterMismatchError, get_base_model_state_dict, get_peft_model_state_dict, load_peft_weights,
                    set_base_model_state_dict, set_peft_model_state_dict)
 from .status import TunerLayerStatus, TunerModelStatus, get_layer_status, get_model_status
@@ -38,5 +39,6 @@ __all__ = ["LoraConfig", "PeftConfig", "VeraConfig", "TaskType", "PeftType", "co
            "AdapterMismatchError", "create_loraplus_optimizer",
            "AdaLoraConfig", "AdaLoraModel", "RankAllocator", "SVDLinear", "get_layer_status", "get_model_status",
            "TunerLayerStatus", "TunerModelStatus", "TrainableTokensConfig", "TrainableTokensModel",
-           "TrainableTokensLayer", "TrainableTokensWrapper", "ParamWrapper"]
+           "TrainableTokensLayer", "TrainableTokensWrapper", "ParamWrapper", "prepare_model_for_kbit_training",
+           "cast_mixed_precision_params"]
 from . import diagnostics  # noqa: E402  spectra, training diagnosis, recommend_lora_config (minilora.lora.diagnostics)

@@ -40,7 +40,8 @@ from .mha import MultiheadAttention as LoraMultiheadAttention
 from .layers import (BASE_ADAPTER, BaseTunerLayer, BufferDict, Embedding, Linear, ModulesToSaveWrapper, ParameterDict,
                      ParamWrapper, TrainableTokensLayer, TrainableTokensWrapper, VeraLinear)
 
-__all__ = ["get_peft_model", "PeftModel", "PeftMixedModel", "PeftModelForCausalLM", "AutoPeftModelForCausalLM", "LoraModel",
+__all__ = ["prepare_model_for_kbit_training", "cast_mixed_precision_params", "get_peft_model", "PeftModel",
+           "PeftMixedModel", "PeftModelForCausalLM", "AutoPeftModelForCausalLM", "LoraModel",
            "VeraModel", "TrainableTokensModel", "target_module_matches"]
 
 # What PEFT adapts when target_modules is None (its TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
@@ -1312,6 +1313,26 @@ def cast_adapter_dtype(tuner, adapter_name, autocast_adapter_dtype=True):
             for name, param in table.named_parameters():
                 if name.split(".")[0] == adapter_name and _is_16_bit(param.dtype):
                     param.data = param.data.float()  # the same Parameter object, as PEFT's in-place cast
+
+
+def prepare_model_for_kbit_training(model, use_gradient_checkpointing=True, gradient_checkpointing_kwargs=None,
+                                    auto_clear_cache=True):
+    """PEFT's preparation of a model before LoRA training (the QLoRA recipe's first call): every parameter
+    frozen, float16/bfloat16 ones cast to float32 (the same Parameter objects). minilora loads no 4-/8-bit
+    weights, so PEFT's quantized branch (gradient checkpointing, inputs requiring grad) never applies; its
+    keywords are taken and change nothing, as for an unquantized model in PEFT. Returns ``model``."""
+    for param in model.parameters():
+        param.requires_grad = False
+    for param in model.parameters():
+        if _is_16_bit(param.dtype):
+            param.data = param.data.float()
+    return model
+
+
+def cast_mixed_precision_params(model, dtype):
+    """PEFT's: parameters that do not train to ``dtype`` (float16 / bfloat16), trained ones to float32."""
+    for param in model.parameters():
+        param.data = param.data.to(dtype if not param.requires_grad else "float32")
 
 
 def _is_16_bit(dtype):
