@@ -300,6 +300,9 @@ EXPLICIT = {
     "F.embedding(<(2, 0) ids>, (5, 3))": lambda L: grads(L, lambda L, w: _F(L).embedding(_long(L, 2, 0), w), (5, 3)),
     "F.embedding([[1, 2]], (5, 0))": lambda L: grads(L, lambda L, w: _F(L).embedding(L.tensor([[1, 2]]), w), (5, 0)),
     "nn.Embedding(0, 3)(<(2, 0) ids>)": lambda L: L.nn.Embedding(0, 3)(_long(L, 2, 0)),
+    "F.embedding([[1, 2]], (0, 3)) (torch: index_select's RuntimeError), and with max_norm (an IndexError)": lambda L: [
+        _thunk_outcome(L, lambda L: _F(L).embedding(L.tensor([[1, 2]]), L.zeros(0, 3)))["error"],
+        _thunk_outcome(L, lambda L: _F(L).embedding(L.tensor([[1, 2]]), L.zeros(0, 3), max_norm=1.0))["error"]],
     "F.embedding_bag(<empty ids>, (5, 3), <empty offsets>)": lambda L: grads(
         L, lambda L, w: _F(L).embedding_bag(_long(L, 0), w, _long(L, 0)), (5, 3)),
     "F.embedding_bag(<(0, 2) ids>, (5, 3), mode='max')": lambda L: grads(

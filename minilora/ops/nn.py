@@ -100,8 +100,7 @@ class Embedding(Function):
         if ids.dtype.kind not in "iu":
             raise TypeError(f"embedding: ids must be integers, got {ids.dtype}")
         if ids.size and (ids.min() < 0 or ids.max() >= weight.shape[0]):
-            raise IndexError(f"embedding: ids must lie in [0, {weight.shape[0]}), got values from "
-                             f"{int(ids.min())} to {int(ids.max())}")
+            raise _ids_out_of_range(ids, weight.shape[0])
         ctx.ids, ctx.weight_shape, ctx.padding_idx = ids, weight.shape, padding_idx
         ctx.scale_grad_by_freq = scale_grad_by_freq
         return weight[ids]
@@ -601,12 +600,21 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     return Embedding.apply(ids, weight, padding_idx=padding_idx, scale_grad_by_freq=scale_grad_by_freq)
 
 
+def _ids_out_of_range(ids, rows):
+    """torch's error for ids outside the table: an IndexError, or (a table with no rows) index_select's
+    RuntimeError."""
+    if rows == 0:
+        return RuntimeError(f"index_select(): self indexing axis dim should be positive (embedding: the table "
+                            f"has no rows, got ids from {int(ids.min())} to {int(ids.max())})")
+    return IndexError(f"embedding: ids must lie in [0, {rows}), got values from {int(ids.min())} to {int(ids.max())}")
+
+
 def _renormalise_rows_(weight, ids, max_norm, norm_type):
     """torch's ``embedding_renorm_``: each row of ``weight`` named in ``ids`` whose norm exceeds
     ``max_norm`` is multiplied by ``max_norm / (norm + 1e-7)``, in place and outside autograd."""
     xp = xp_of(weight._array)
     rows = xp.unique(xp.asarray(ids).reshape(-1))
-    if rows.size and (rows.min() < 0 or rows.max() >= weight.shape[0]):
+    if rows.size and (rows.min() < 0 or rows.max() >= weight.shape[0]):  # (torch's renorm: an IndexError)
         raise IndexError(f"embedding: ids must lie in [0, {weight.shape[0]}), got values from "
                          f"{int(rows.min())} to {int(rows.max())}")
     # each norm rounded to the table's dtype, as torch's norm() gives it before .item()
