@@ -319,23 +319,54 @@ def randint(low, high=None, size=None, *, generator=None, dtype=None, device=Non
                            f"to={high}")
     dtype = dtypes.int64 if dtype is None else dtypes.to_dtype(dtype)
     _check_random_range(low, high, dtype)
+    low, high = _representable_range(low, high, dtype)
     values = _gen(generator).integers(_size((size,), "randint"), dtype, low, high)
     return _make(values, dtype, device, requires_grad)
 
 
-_C_TYPES = {"uint8": "unsigned char", "int8": "signed char", "int16": "short", "int32": "int",
+_C_TYPES = {"uint8": "unsigned char", "int8": "signed char", "int16": "short int", "int32": "int",
             "int64": "long", "bool": "bool"}
+
+
+def _representable_range(low, high, dtype, high_given=True):
+    """torch's ``update_from`` / ``update_to`` for a float dtype: an end whose neighbour inside the
+    range rounds past it (so that the dtype cannot tell them apart) moves inwards by the dtype's
+    spacing there; the ends of an integer dtype stay."""
+    if not dtypes.is_floating(dtype):
+        return low, high
+    digits = _MANTISSA_DIGITS[dtype.name]
+
+    def rounded(value):  # static_cast<int64_t>(static_cast<scalar_t>(value))
+        return int(dtypes.cast(np.array([value], np.int64), dtype).astype(np.float64)[0])
+
+    if rounded(low + 1) < low:
+        low = rounded(low + 1) + (1 << (abs(low + 1).bit_length() - 1 - digits + 1))
+    if high_given and rounded(high - 1) >= high:
+        high = rounded(high - 1) - (1 << (abs(high - 1).bit_length() - 1 - digits + 1))
+    if high_given and not low < high:
+        raise RuntimeError(f"random_ expects 'from' casted to dtype to be less than 'to' casted to dtype, "
+                           f"but got from={low} >= to={high}")
+    return low, high
 
 
 def _check_random_range(low, high, dtype):
     """torch's randint refuses a range an integer (or bool) dtype cannot hold, rather than wrap the
     numbers drawn (randint(0, 300, dtype=uint8) would give 44 for 300 - 256)."""
-    if dtype.kind not in "biu":
+    if dtypes.is_floating(dtype):  # (a float dtype's finite range: float16's ends at 65504)
+        largest = _FLOAT_MAX[dtype.name]
+        info, type_name = (-largest, largest), _C_FLOAT_NAMES[dtype.name]
+    elif dtype.kind in "biu":
+        info = (0, 1) if dtype.kind == "b" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+        type_name = _C_TYPES[dtype.name]
+    else:
         return
-    info = (0, 1) if dtype.kind == "b" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
     for name, value in (("from", low), ("to - 1", high - 1)):
         if not info[0] <= value <= info[1]:
-            raise RuntimeError(f"{name} is out of bounds for {_C_TYPES[dtype.name]}")
+            raise RuntimeError(f"{name} is out of bounds for {type_name}")
+
+
+_FLOAT_MAX = {"float16": 65504.0, "bfloat16": 3.3895313892515355e38, "float32": 3.4028234663852886e38,
+              "float64": 1.7976931348623157e308}
 
 
 def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False):
@@ -948,16 +979,32 @@ def _random_(self, *args, generator=None, **keywords):
     low, high = _random_range(self.dtype, *args, **keywords)
     if low == -2 ** 63 and high == _random_top(self.dtype) + 1 and self.dtype.name in _FULL_RANGE_DTYPES:
         high = 2 ** 63  # random_(-2**63, None): torch's kernel for all 2**64 values, whatever the dtype
+    if not _names_to(args, keywords):  # random_(from): the bounds first, as torch
+        _check_random_range(low, high, self.dtype)
+        if high <= low:
+            raise RuntimeError(f"random_ expects 'from' casted to dtype to be less than or equal to 'to_inc' "
+                               f"casted to dtype, but got from={low} > to_inc={high - 1}")
     if high <= low:
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
     _check_random_range(low, high, self.dtype)
+    low, high = _representable_range(low, high, self.dtype, high_given=_names_to(args, keywords))
     if high - low < 2 ** 64:  # (every int64 value: torch does not warn)
         _warn_float_precision(high, self.dtype)
-    draws = _drawn_in_memory_order(self._array, lambda shape: _gen(generator).integers(shape, self.dtype, low, high))
+    if not args and not keywords:  # random_(): torch's own kernel (a 32-bit word but for int64/double)
+        draw = lambda shape: _gen(generator).random_(shape, self.dtype)  # noqa: E731
+    else:
+        draw = lambda shape: _gen(generator).integers(shape, self.dtype, low, high)  # noqa: E731
+    draws = _drawn_in_memory_order(self._array, draw)
     return self._fill_inplace(self._device.xp.asarray(draws))
 
 
 _FULL_RANGE_DTYPES = ("int64", "float32", "float64", "bfloat16")
+
+
+def _names_to(args, keywords):
+    """Whether a random_ call gave ``to`` (a number): random_(to), random_(from, to), to=..."""
+    named = dict(zip(("from", "to"), args if len(args) != 1 else (0, args[0])), **keywords)
+    return named.get("to") is not None
 
 
 def _random_range(dtype, *args, **keywords):

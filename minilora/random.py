@@ -283,13 +283,13 @@ class Generator:
 
     # ---- discrete distributions ------------------------------------------------------------------
     def integers(self, shape, dtype, low, high):
-        """``random_(low, high)`` / ``randint``: ``word % (high - low) + low`` (a random64 for a range
-        of 2**32 or more in int64/float/double/bfloat16; the full int64 range: the random64 itself)."""
+        """``random_(low, high)`` / ``randint``: ``word % (high - low) + low``, the word a random64 for
+        a range of 2**28 or more (torch 2.13's threshold, measured; it keeps the modulo's bias small),
+        else a 32-bit one; the full int64 range: the random64 itself."""
         dtype, n, span = np.dtype(dtype), math.prod(shape), int(high) - int(low)
         if span == 1 << 64:  # random_(-2**63) / random_(-2**63, None): every int64
             return dtypes.cast(self.random64(n).view(np.int64), dtype).reshape(shape)
-        wide = span >= 1 << 32 and (dtype.name in ("int64", "float64", "float32", "bfloat16"))
-        words = self.random64(n) if wide else self.random_bits(n)
+        words = self.random64(n) if span >= 1 << 28 else self.random_bits(n)
         values = (words % np.uint64(span)).astype(np.int64) + np.int64(low) if span < 1 << 63 else \
             ((words % np.uint64(span)) + np.uint64(int(low) % (1 << 64))).view(np.int64)
         return dtypes.cast(values, dtype).reshape(shape)

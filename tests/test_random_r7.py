@@ -343,3 +343,23 @@ def test_a_checkpoint_with_the_old_numpy_state_is_refused_before_resuming():
     with pytest.raises(ValueError, match="older minilora"):
         train._check_generator_states({"rng": {"bit_generator": "PCG64", "state": {"state": 1, "inc": 3}}})
     train._check_generator_states({"rng": ml.get_rng_state().numpy()})  # (today's state passes)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "float64", "int32", "int64", "int16", "uint8"])
+def test_randint_wide_ranges_words_and_refusals(dtype):
+    """A range of 2**28 or more draws 64-bit words; a float dtype moves an end its spacing cannot
+    tell from its neighbour; out-of-range ends are refused with torch's error (type and message)."""
+    ranges = [(0, 2 ** 28 - 1), (0, 2 ** 28), (3, 2 ** 31 - 1), (-2 ** 30 - 3, 2 ** 30 + 7), (-2 ** 40, 2 ** 40),
+              (5, 2 ** 53 + 5), (-70000, -3), (1000, 1003), (5, 3)]
+    for low, high in ranges:
+        outcomes = []
+        for t in (torch, ml):
+            t.manual_seed(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    outcomes.append(t.randint(low, high, (20,), dtype=getattr(t, dtype)).double().tolist())
+                    outcomes.append(t.empty(20, dtype=getattr(t, dtype)).random_(low, None).double().tolist())
+                except RuntimeError as exc:
+                    outcomes.append(str(exc).split("\n")[0])
+        assert outcomes[len(outcomes) // 2:] == outcomes[:len(outcomes) // 2], (low, high)
