@@ -78,9 +78,8 @@ def _check(name, A, *, square=False, arg="A"):
     _check_dtype(name, A)
     if A.ndim < 2:
         raise RuntimeError(f"{name}: The input tensor {arg} must have at least 2 dimensions.")
-    if square and A.shape[-1] != A.shape[-2]:
-        raise RuntimeError(f"{name}: A must be batches of square matrices, but they are {A.shape[-2]} by "
-                           f"{A.shape[-1]} matrices")
+    if square:
+        _check_square(A, name)
 
 
 def _check_dtype(name, A, *, low_precision=False):
@@ -93,6 +92,34 @@ def _check_dtype(name, A, *, low_precision=False):
                            f"{dtypes.torch_name(A.dtype)}")
     if A.dtype.itemsize == 2 and not low_precision:
         raise RuntimeError(f"{name}: Low precision dtypes not supported. Got {dtypes.torch_name(A.dtype)}")
+
+
+def _check_square(A, name=None):
+    """torch's error for matrices that are not square (some of its checks name the function, some do not)."""
+    if A.shape[-1] != A.shape[-2]:
+        prefix = f"{name}: " if name else ""
+        raise RuntimeError(f"{prefix}A must be batches of square matrices, but they are {A.shape[-2]} by "
+                           f"{A.shape[-1]} matrices")
+
+
+def _scalar_name(dtype):
+    """torch's ScalarType name (Float, Double, Long ...), as its dtype-mismatch messages print it."""
+    return {"float32": "Float", "float64": "Double", "float16": "Half", "bfloat16": "BFloat16", "int64": "Long",
+            "int32": "Int", "bool": "Bool"}.get(str(dtype), str(dtype))
+
+
+def _check_same_dtype(A, B):
+    """A solve from a factor A: B has A's dtype (torch's message)."""
+    if B.dtype != A.dtype:
+        raise RuntimeError(f"Expected b and A to have the same dtype, but found b of type {_scalar_name(B.dtype)} "
+                           f"and A of type {_scalar_name(A.dtype)} instead.")
+
+
+def _check_rows(name, A, B):
+    """``A X = B``: B has as many rows as A has columns (torch's message)."""
+    if B.shape[-2] != A.shape[-1]:
+        raise RuntimeError(f"Incompatible matrix sizes for {name}: each A matrix is {A.shape[-2]} by "
+                           f"{A.shape[-1]} but each b matrix is {B.shape[-2]} by {B.shape[-1]}")
 
 
 def _lapack(function, *arrays):
@@ -896,9 +923,7 @@ def lu_solve(LU, pivots, B, *, left=True, adjoint=False, out=None):
     ``X A = B`` if not ``left``); batches broadcast. Differentiable in LU and B: triangular solves of the
     unpacked factors, whose chain rule is torch's linalg_lu_solve_LU."""
     _check("linalg.lu_solve", LU)
-    if LU.shape[-1] != LU.shape[-2]:
-        raise RuntimeError(f"torch.linalg.lu_solve: A must be batches of square matrices, but they are "
-                           f"{LU.shape[-2]} by {LU.shape[-1]} matrices")
+    _check_square(LU, "torch.linalg.lu_solve")
     if B.ndim < 2:
         raise RuntimeError("linalg.lu_solve: The input tensor B must have at least 2 dimensions.")
     if pivots.dtype != np.int32:
@@ -1070,13 +1095,9 @@ def ldl_solve(LD, pivots, B, *, hermitian=False, out=None):
     if B.ndim < 2:
         raise IndexError("Dimension out of range (expected to be in range of [-1, 0], but got -2)")
     _check("torch.linalg.ldl_solve", LD, square=True)
+    _check_rows("torch.linalg.ldl_solve", LD, B)
+    _check_same_dtype(LD, B)
     n = LD.shape[-1]
-    if B.shape[-2] != n:
-        raise RuntimeError(f"Incompatible matrix sizes for torch.linalg.ldl_solve: each A matrix is {n} by {n} but "
-                           f"each b matrix is {B.shape[-2]} by {B.shape[-1]}")
-    if B.dtype != LD.dtype:
-        raise RuntimeError(f"Expected b and A to have the same dtype, but found b of type {_scalar_name(B.dtype)} "
-                           f"and A of type {_scalar_name(LD.dtype)} instead.")
     batch = tuple(np.broadcast_shapes(LD.shape[:-2], pivots.shape[:-1], B.shape[:-2]))
     count = math.prod(batch)
     ld = np.broadcast_to(_host(LD._array), batch + (n, n)).reshape((count, n, n))
@@ -1104,15 +1125,9 @@ def cholesky_solve(B, L, upper=False, *, out=None):
     if L.ndim < 2:
         raise RuntimeError(f"u should have at least 2 dimensions, but has {L.ndim} dimensions instead")
     _check_dtype("cholesky_solve", B)
-    if B.dtype != L.dtype:
-        raise RuntimeError(f"Expected b and A to have the same dtype, but found b of type "
-                           f"{_scalar_name(B.dtype)} and A of type {_scalar_name(L.dtype)} instead.")
-    if L.shape[-1] != L.shape[-2]:
-        raise RuntimeError(f"A must be batches of square matrices, but they are {L.shape[-2]} by {L.shape[-1]} "
-                           f"matrices")
-    if B.shape[-2] != L.shape[-1]:
-        raise RuntimeError(f"Incompatible matrix sizes for cholesky_solve: each A matrix is {L.shape[-2]} by "
-                           f"{L.shape[-1]} but each b matrix is {B.shape[-2]} by {B.shape[-1]}")
+    _check_same_dtype(L, B)
+    _check_square(L)
+    _check_rows("cholesky_solve", L, B)
     x = _cholesky_solve_arrays(B._array, L._array, upper)
 
     def derivative(arrays, outputs, grads):  # torch's cholesky_solve_backward
@@ -1148,12 +1163,6 @@ def cholesky_inverse(L, upper=False, *, out=None):
     return _with_out(_outputs("CholeskyInverseBackward0", (L,), (inverse,), derivative)[0], out)
 
 
-def _scalar_name(dtype):
-    """torch's ScalarType name (Float, Double, Long ...), as its dtype-mismatch messages print it."""
-    return {"float32": "Float", "float64": "Double", "float16": "Half", "bfloat16": "BFloat16", "int64": "Long",
-            "int32": "Int", "bool": "Bool"}.get(str(dtype), str(dtype))
-
-
 def triangular_solve(b, A, upper=True, transpose=False, unitriangular=False):
     """``torch.triangular_solve`` (deprecated in torch, with its warning): ``(solution, cloned_coefficient)``
     with ``A X = b`` (``A^T X = b`` if ``transpose``), A's ``upper`` / lower triangle read; batches broadcast."""
@@ -1164,12 +1173,8 @@ def triangular_solve(b, A, upper=True, transpose=False, unitriangular=False):
     if A.ndim < 2:
         raise RuntimeError(f"torch.triangular_solve: Expected A to have at least 2 dimensions, but it has {A.ndim} "
                            f"dimensions instead")
-    if A.shape[-1] != A.shape[-2]:
-        raise RuntimeError(f"A must be batches of square matrices, but they are {A.shape[-2]} by {A.shape[-1]} "
-                           f"matrices")
-    if b.shape[-2] != A.shape[-1]:
-        raise RuntimeError(f"Incompatible matrix sizes for triangular_solve: each A matrix is {A.shape[-2]} by "
-                           f"{A.shape[-1]} but each b matrix is {b.shape[-2]} by {b.shape[-1]}")
+    _check_square(A)
+    _check_rows("triangular_solve", A, b)
     X = solve_triangular(A.mT if transpose else A, b, upper=upper != transpose, unitriangular=unitriangular)
     batch = tuple(np.broadcast_shapes(A.shape[:-2], b.shape[:-2]))
     return TriangularSolve(name_node(X, "TriangularSolveBackward0", b, A),
@@ -1196,10 +1201,7 @@ def cond(A, p=None, *, out=None):
     label = p if isinstance(p, str) else ("inf" if p == math.inf else "-inf" if p == -math.inf else int(p))
     if not isinstance(p, str) and A.numel() == 0:  # (torch: 0 for an empty input, square or not)
         return _with_out(ops.sum(ops.sum(ops.abs(A), -1), -1), out)
-    _check(f"linalg.cond(ord={label})", A)
-    if A.shape[-1] != A.shape[-2]:
-        raise RuntimeError(f"linalg.cond(ord={label}): A must be batches of square matrices, but they are "
-                           f"{A.shape[-2]} by {A.shape[-1]} matrices")
+    _check(f"linalg.cond(ord={label})", A, square=True)
     if A.numel() == 0:
         return _with_out(ops.sum(ops.sum(A, -1), -1), out)
     inverse, info = inv_ex(A)
@@ -1388,9 +1390,7 @@ def _eigh_applies(A, hermitian):
     which torch answers as the SVD path does."""
     if not hermitian or A.numel() == 0:
         return False
-    if A.shape[-1] != A.shape[-2]:
-        raise RuntimeError(f"linalg.eigh: A must be batches of square matrices, but they are {A.shape[-2]} by "
-                           f"{A.shape[-1]} matrices")
+    _check_square(A, "linalg.eigh")
     return True
 
 
@@ -1672,9 +1672,7 @@ def _check_square_any_dtype(name, A):
         raise TypeError(f"{name}(): argument 'A' (position 1) must be Tensor, not {type(A).__name__}")
     if A.ndim < 2:
         raise RuntimeError(f"{name}: The input tensor A must have at least 2 dimensions.")
-    if A.shape[-1] != A.shape[-2]:
-        raise RuntimeError(f"{name}: A must be batches of square matrices, but they are {A.shape[-2]} by "
-                           f"{A.shape[-1]} matrices")
+    _check_square(A, name)
 
 
 def _expm(a):
