@@ -29,14 +29,15 @@ weight in float32. Within one region a float32 leaf that requires grad (a parame
 the copy reused (torch's weight cache): changing the parameter in place inside the region is not
 seen until the region ends, as in torch.
 
-How an op takes part: its wrapper starts with ``if amp.active: return amp.autocast_op(name, fn, ...)``.
-``active`` is False outside every region, so autocast costs those ops one attribute
-check. ``autocast_op`` casts the arguments by the op's policy and calls the wrapper again
-with ``active`` cleared: an op's inner calls are not autocast again (torch's autocast runs once, at
-the op the user called), and an op a wrapper builds from others (``dot`` from ``matmul``) keeps its
-own dtype (torch's ``dot`` is not autocast on the CPU). The state is per thread, as torch's: a
-region in one thread (a server's request) does not cast another's ops, and a new thread starts with
-autocast off (``amp.active`` reads this thread's flag).
+How an op takes part: its wrapper starts with ``if amp.state.active: return amp.autocast_op(name, fn,
+...)``. ``state`` is the calling thread's autocast state (a threading.local: per thread, as torch's, so
+a region in one thread, a server's request, casts no other thread's ops, and a new thread starts with
+autocast off); ``active`` is False outside every region, so autocast costs those ops one attribute
+read. (``amp.active``, a property of the module, reads the same flag for code off the hot path, at
+about three times the cost.) ``autocast_op`` casts the arguments by the op's policy and calls the
+wrapper again with ``active`` cleared: an op's inner calls are not autocast again (torch's autocast
+runs once, at the op the user called), and an op a wrapper builds from others (``dot`` from
+``matmul``) keeps its own dtype (torch's ``dot`` is not autocast on the CPU).
 
 Device types: ``"cpu"``, with torch's CPU tables; ``"cuda"`` (with a GPU) and minilora's ``"emu"``
 (minilora's CUDA kernels in the emulator), with torch's CUDA tables. ``"cuda"`` where no GPU answers
@@ -154,14 +155,14 @@ class _ThreadState(threading.local):
         self.active = False  # is some device type's autocast on (and no autocast op running)?
 
 
-_state = _ThreadState()
+state = _ThreadState()
 
 
 class _AmpModule(types.ModuleType):
     @property
     def active(self):
         """The ops' one check (``if amp.active:``): is autocast on in this thread, no autocast op running?"""
-        return _state.active
+        return state.active
 
 
 sys.modules[__name__].__class__ = _AmpModule  # (``amp.active`` reads the calling thread's flag)
@@ -171,7 +172,7 @@ _TORCH_DEVICE_TYPES = ("cpu, cuda, ipu, xpu, mkldnn, opengl, opencl, ideep, hip,
 
 
 def _refresh():
-    _state.active = any(_state.enabled.values())
+    state.active = any(state.enabled.values())
 
 
 def _device_type(device_type):
@@ -205,44 +206,44 @@ def is_autocast_available(device_type):
 
 def is_autocast_enabled(device_type=None):
     """``torch.is_autocast_enabled(device_type)``; without an argument, CUDA's (as torch)."""
-    return _state.enabled[_device_type("cuda" if device_type is None else device_type)]
+    return state.enabled[_device_type("cuda" if device_type is None else device_type)]
 
 
 def set_autocast_enabled(device_type, enabled=None):
     if enabled is None:  # torch's older one-argument form: CUDA's
         device_type, enabled = "cuda", device_type
-    _state.enabled[_device_type(device_type)] = bool(enabled)
+    state.enabled[_device_type(device_type)] = bool(enabled)
     _refresh()
 
 
 def get_autocast_dtype(device_type):
-    return _state.fast_dtype[_device_type(device_type)]
+    return state.fast_dtype[_device_type(device_type)]
 
 
 def set_autocast_dtype(device_type, dtype):
-    _state.fast_dtype[_device_type(device_type)] = dtypes.to_dtype(dtype)
+    state.fast_dtype[_device_type(device_type)] = dtypes.to_dtype(dtype)
 
 
 def is_autocast_cache_enabled():
-    return _state.cache_enabled
+    return state.cache_enabled
 
 
 def set_autocast_cache_enabled(enabled):
-    _state.cache_enabled = bool(enabled)
+    state.cache_enabled = bool(enabled)
 
 
 def clear_autocast_cache():
-    _state.cache.clear()
+    state.cache.clear()
 
 
 def autocast_increment_nesting():
-    _state.nesting += 1
-    return _state.nesting
+    state.nesting += 1
+    return state.nesting
 
 
 def autocast_decrement_nesting():
-    _state.nesting -= 1
-    return _state.nesting
+    state.nesting -= 1
+    return state.nesting
 
 
 # torch's older per-device spellings, with torch's DeprecationWarning
@@ -284,8 +285,8 @@ def set_autocast_gpu_dtype(dtype):
 def region_now(device_type="cpu"):
     """An autocast region as the one in force now (enabled or not, its dtype, its cache): torch's
     checkpoint recomputes a segment in backward inside the region its forward ran in."""
-    return autocast(device_type, dtype=_state.fast_dtype[device_type], enabled=_state.enabled[device_type],
-                    cache_enabled=_state.cache_enabled)
+    return autocast(device_type, dtype=state.fast_dtype[device_type], enabled=state.enabled[device_type],
+                    cache_enabled=state.cache_enabled)
 
 
 def _cuda_available():
@@ -382,11 +383,11 @@ def _cached_cast(t, dtype, device_type):
     """``t`` in ``dtype`` if autocast may cast it (floating, not float64, on the region's device)."""
     if not _floating_on(t, device_type) or t.dtype in (dtype, dtypes.float64):
         return t
-    cacheable = (_state.cache_enabled and dtype == _state.fast_dtype[device_type] and t.dtype == dtypes.float32
+    cacheable = (state.cache_enabled and dtype == state.fast_dtype[device_type] and t.dtype == dtypes.float32
                  and t.requires_grad and t.is_leaf and t._base is None)
     if not cacheable:
         return t.to(dtype)
-    cache = _state.cache
+    cache = state.cache
     hit = cache.get(id(t))
     if hit is None or hit[0] is not t:
         hit = cache[id(t)] = (t, t.to(dtype))
@@ -408,7 +409,7 @@ def _cast_one(v, dtype, device_type):
 def _widest(tensors, device_type):
     """torch's ``prioritize``: float32 wins over the region's dtype; float64 is left alone; a
     16-bit dtype that is not the region's is an error (torch refuses it too)."""
-    lower = _state.fast_dtype[device_type]
+    lower = state.fast_dtype[device_type]
     current = lower
     for t in tensors:
         if not _floating_on(t, device_type) or t.dtype == dtypes.float64:
@@ -433,7 +434,7 @@ def _policy_cast(name, args, kwargs, fn=None):
     if policy == BANNED:
         raise RuntimeError(_BCE_BANNED)
     if policy == LOWER:
-        dtype = _state.fast_dtype[device_type]
+        dtype = state.fast_dtype[device_type]
     elif policy in (FP32, FP32_OPT):
         dtype = dtypes.float32
     else:
@@ -448,7 +449,7 @@ def _device_of(args, kwargs):
 def _policy(name, args, kwargs, device_type=None):
     """Op ``name``'s policy in the table of its tensors' device, None where autocast is off there."""
     device_type = device_type or _device_of(args, kwargs)
-    return _TABLES.get(device_type, {}).get(name) if _state.enabled.get(device_type) else None
+    return _TABLES.get(device_type, {}).get(name) if state.enabled.get(device_type) else None
 
 
 @functools.lru_cache(maxsize=None)
@@ -485,23 +486,23 @@ def cast_args(name, *args):
 def without_autocast(fn, *args, **kwargs):
     """``fn(*args, **kwargs)`` with autocast off: an autocast op's inner calls, and torch's in-place
     ops and ``out=`` calls, which autocast leaves alone (``a.addmm_(b, c)`` stays float32)."""
-    saved, _state.active = _state.active, False
+    saved, state.active = state.active, False
     try:
         return fn(*args, **kwargs)
     finally:
-        _state.active = saved
+        state.active = saved
 
 
 def autocasts(fn=None, *, name_of=None):
     """Decorator: op ``fn`` takes part in autocast under its own name in the tables above, or under
     the name ``name_of(*args, **kwargs)`` gives (``F.pad``: torch's kernel for the mode). For ops off
-    the hot path; ``matmul`` and ``linear`` check ``active`` inline instead (no extra call)."""
+    the hot path; ``matmul`` and ``linear`` check ``state.active`` inline instead (no extra call)."""
     if fn is None:
         return functools.partial(autocasts, name_of=name_of)
 
     @functools.wraps(fn)
     def op(*args, **kwargs):
-        if _state.active:
+        if state.active:
             return autocast_op(fn.__name__ if name_of is None else name_of(*args, **kwargs), fn, *args, **kwargs)
         return fn(*args, **kwargs)
     return op
