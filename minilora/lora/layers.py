@@ -274,12 +274,17 @@ class BaseTunerLayer(Module):
         return (entry[0], *entry[3:])
 
     def _check_mixed_batch(self, x, adapter_names):
-        """``adapter_names`` (per-sample adapters) must name one adapter per sample, unmerged."""
+        """``adapter_names`` (per-sample adapters) must name one adapter per sample, unmerged, and none of
+        them a DoRA adapter (PEFT refuses those in a mixed batch)."""
         if len(adapter_names) != x.shape[0]:
             raise ValueError(f"adapter_names has {len(adapter_names)} entries but the batch has "
                              f"{x.shape[0]} samples: give one adapter name (or '{BASE_ADAPTER}') per sample")
         if self.merged:
             raise ValueError("cannot use adapter_names while adapters are merged: call unmerge_adapter() first")
+        dora = getattr(self, "lora_magnitude_vector", {})
+        for name in set(adapter_names):
+            if name in dora:
+                raise ValueError(f"adapter_names cannot include DoRA adapters ({name!r}), as in PEFT")
 
     def _dropout_p(self, dropout_dict, adapter_name):
         module = dropout_dict[adapter_name]
@@ -589,12 +594,6 @@ class Linear(BaseTunerLayer):
         B_stack = ops.stack([_pad_rank(self.lora_B[n].weight, r_max, 1) for n in names])  # [L, out, r_max]
         return A_stack, B_stack
 
-    def _check_mixed_batch(self, x, adapter_names):
-        super()._check_mixed_batch(x, adapter_names)
-        for name in set(adapter_names):
-            if name in self.lora_magnitude_vector:
-                raise ValueError(f"adapter_names cannot include DoRA adapters ({name!r}), as in PEFT")
-
     # --- merging -------------------------------------------------------------------------------
     def get_delta_weight(self, adapter_name):
         """``s * B @ A`` [out, in]: the full-size update that merging adds to W0."""
@@ -748,12 +747,6 @@ class Embedding(BaseTunerLayer):
             self._dora_merge_norms[adapter_name] = _row_norm((self._unmerged_weight() + delta).T)
         factor = (self.lora_magnitude_vector[adapter_name].weight._array / self._dora_merge_norms[adapter_name])[None]
         return W / factor - delta if unmerge else factor * (W + delta)
-
-    def _check_mixed_batch(self, ids, adapter_names):
-        super()._check_mixed_batch(ids, adapter_names)
-        for name in set(adapter_names):
-            if name in self.lora_magnitude_vector:
-                raise ValueError(f"adapter_names cannot include DoRA adapters ({name!r}), as in PEFT")
 
 
 LoraLayer = Linear  # PEFT's name for the LoRA layer base class (``isinstance(m, LoraLayer)``)
