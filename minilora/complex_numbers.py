@@ -12,9 +12,9 @@ part of what reaches it (the engine's ``_fit``).
 
 minilora's other ops compute complex values in the forward pass (NumPy does), but their derivatives are
 written for real numbers (``a * b``'s would need ``conj(b)``): a complex gradient reaching one of them
-raises at ``backward()`` instead of returning a wrong gradient. The ops below, and the ones named in
-``_LINEAR_OPS`` (their derivative is linear with real coefficients, so the same for complex numbers),
-take complex gradients.
+raises at ``backward()`` instead of returning a wrong gradient. The ops below, and the ones
+``_linear_ops()`` names (their derivative is linear with real coefficients, so the same for complex
+numbers), take complex gradients: each sets ``Function.complex_grad``.
 """
 import numpy as np
 

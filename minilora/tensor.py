@@ -578,7 +578,7 @@ class Function:
     # hooks pack (see _pack_saved). None from it: what the op keeps, as without it
     torch_saves = None
     kernel_supports = None  # optional ``(*arrays) -> bool``: which inputs the kernels take (default: float32)
-    complex_grad = False  # does ``backward`` take a complex gradient? (minilora.complex lists the ops that do)
+    complex_grad = False  # does ``backward`` take a complex gradient? (minilora.complex_numbers sets it for those)
 
     @staticmethod
     def forward(ctx, *arrays, **options):
@@ -1589,7 +1589,8 @@ class Tensor:
     def _inplace_view(self, op, args, kwargs, cast):
         """An in-place op on a view of a tensor in the graph, as torch's CopySlices: the *base* gets a
         new node -- its old values with the view's region replaced by ``op(view)`` -- and the view is
-        then re-derived from it. Only views made by indexing, reshape or permute can be written back."""
+        then re-derived from it. Indexing, reshape, permute and a repeat-free expand write back directly
+        (``_write_back``), other views (diagonal, unfold, as_strided) by element position."""
         from . import ops
         _refuse_multi_output_view(self, "is being modified inplace")
         chain, view = [], self  # the view ops from the base down to self
