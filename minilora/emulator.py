@@ -787,7 +787,8 @@ def _write_atomic(path: Path, data: str) -> None:
 
 # CUDA libraries beyond the core headers (kernels/emu/include has stand-ins for those): not emulated.
 _CUDA_LIBRARIES = {"curand": "cuRAND (device random numbers: draw them on the host with NumPy and pass them in)",
-                   "cub/": "CUB", "thrust/": "Thrust",
+                   "cub/": "CUB beyond the emulator's <cub/cub.cuh> stand-in (BlockReduce, BlockScan, WarpReduce, "
+                           "WarpScan)", "thrust/": "Thrust",
                    "cuda/std/": "libcu++ beyond the emulator's <cuda/std/...> stand-ins ({})",
                    "cuda/": "libcu++ (cuda::pipeline, cuda::barrier, cuda::memcpy_async, ...; of libcu++ the emulator has "
                             "<cuda/std/...> and <cuda/atomic>'s atomic_ref only)",
@@ -813,7 +814,7 @@ def _missing_header_hint(stderr: str) -> str:
                                               if not p.name.startswith("__"))))
     return (f"\n{m.group(1)} belongs to {library}, which minilora's CUDA emulator does not provide: it has CUDA's "
             "core headers only (cuda_runtime.h, cuda_fp16.h, cuda_bf16.h, cooperative_groups.h, cuComplex.h, "
-            "cuda/std/...)")
+            "cuda/std/..., cuda/atomic, cub/cub.cuh)")
 
 
 def _user_code_with_offsets(preprocessed: str, masked: str):

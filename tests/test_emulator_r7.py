@@ -3,7 +3,9 @@ public code writes them, each run with no edits against a float64 (or exact inte
 shapes: vLLM-style rms_norm / fused_add_rms_norm over a 16-byte vector of __nv_bfloat162 pairs, act_and_mul with the
 activation as a function-pointer template parameter, rotary embedding with if constexpr, a simplified paged
 attention over block tables; libcu++ (<cuda/std/...>: numeric_limits, array, pair, clamp, bit_cast) with lambdas,
-constexpr tables and a __grid_constant__ parameter struct; cooperative-groups scans; an llm.c-style online softmax
+constexpr tables and a __grid_constant__ parameter struct; cooperative-groups scans; cuda::atomic_ref tickets and
+flags, and atomicCAS spin locks (a spinning thread must let the others run); CUB's BlockReduce (with ArgMax over
+KeyValuePair), BlockScan and WarpReduce; an llm.c-style online softmax
 with exp2f and -INFINITY, a Welford layernorm over float4 loads with cache hints, CAS-loop float atomicMax;
 bitsandbytes-style NF4 dequantize, row-wise int8 quantization, a bf16 __hfma2 epilogue over int4 loads; a block
 radix top-k, a __match_any_sync / __reduce_add_sync histogram and inline-PTX axpy.  Then the intrinsic edges this
@@ -36,6 +38,7 @@ VLLM = ("vllm::rms_norm_kernel<__nv_bfloat16>", "vllm::fused_add_rms_norm_kernel
         "vllm::paged_attention_v1_kernel<64, 16, 128>")
 MODERN = ("row_argmax<128>", "horner_unrolled<4, float>", "horner_unrolled<3, double>", "sum_last_block<128>")
 LLMC, QUANT, SORT = ("layernorm_welford<128>",), ("dequantize_nf4_bf16<64>",), ("block_topk<128>",)
+CUB = ("rms_norm_cub<128>", "top1_gate<64>", "expert_offsets<96>")
 
 
 @lru_cache(maxsize=None)
@@ -386,6 +389,53 @@ def test_atomic_cas_spin_lock_inside_a_block_and_a_warp(blocks, threads):
 
 
 # ------------------------------------------------------------------------------------------------
+# CUB's block and warp collectives (the <cub/cub.cuh> stand-in)
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("tokens, hidden", [(5, 300), (2, 40)])
+def test_rms_norm_with_cub_block_reduce_over_blockdim_valid_threads(tokens, hidden):
+    x, w = rng.standard_normal((tokens, hidden)).astype(np.float32), rng.standard_normal(hidden).astype(np.float32)
+    out = np.zeros_like(x)
+    kernel("cub_style.cu", CUB[0], CUB)(tokens, 128, (out, x, w, np.float32(1e-6), np.int32(hidden)))
+    xd = x.astype(np.float64)
+    np.testing.assert_allclose(out, xd / np.sqrt((xd ** 2).mean(1, keepdims=True) + 1e-6) * w, rtol=1e-5, atol=1e-6)
+
+
+def test_top1_gate_with_cub_argmax_over_key_value_pairs_in_a_shared_union():
+    tokens, experts = 5, 70
+    logits = rng.standard_normal((tokens, experts)).astype(np.float32)
+    logits[2, 10] = logits[2, 20] = 9.0  # a tie: the lower expert wins (cub::ArgMax)
+    weight, expert = np.zeros(tokens, np.float32), np.zeros(tokens, np.int32)
+    kernel("cub_style.cu", CUB[1], CUB)(tokens, 64, (logits, np.int32(experts), weight, expert))
+    np.testing.assert_array_equal(expert, logits.argmax(1))
+    p = np.exp(logits.astype(np.float64) - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(weight, 1 / p.sum(1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("valid", [20, 32])
+def test_cub_block_scan_of_two_items_per_thread_and_warp_reduce_of_valid_items(valid):
+    counts = rng.integers(0, 9, 192).astype(np.int32)
+    offsets, total, warp_sums = np.zeros(192, np.int32), np.zeros(1, np.int32), np.zeros(3, np.int32)
+    kernel("cub_style.cu", CUB[2], CUB)(1, 96, (counts, offsets, total, warp_sums, np.int32(valid)))
+    np.testing.assert_array_equal(offsets, np.concatenate([[0], np.cumsum(counts)[:-1]]))
+    assert total[0] == counts.sum()
+    np.testing.assert_array_equal(warp_sums, [counts[64 * w:64 * w + 64:2][:valid].sum() for w in range(3)])
+
+
+def test_cub_beyond_the_stand_in_is_refused_by_name(tmp_path):
+    src = tmp_path / "sort.cu"
+    src.write_text("#include <cub/cub.cuh>\n"
+                   'extern "C" __global__ void k(int* x) {\n'
+                   "  using Sort = cub::BlockRadixSort<int, 128, 4>;\n"
+                   "  __shared__ typename Sort::TempStorage temp;\n"
+                   "  x[0] = sizeof(temp);\n}\n")
+    with pytest.raises(CompileError, match=r"cub::BlockRadixSort is not provided by minilora's CUDA emulator"):
+        RawModule(path=src).compile()
+    src.write_text('#include <cub/device/device_reduce.cuh>\nextern "C" __global__ void k(int* x) { x[0] = 1; }\n')
+    with pytest.raises(CompileError, match=r"CUB beyond the emulator's <cub/cub.cuh> stand-in"):
+        RawModule(path=src).compile()
+
+
+# ------------------------------------------------------------------------------------------------
 # Intrinsic edges
 # ------------------------------------------------------------------------------------------------
 def _to_int(v: float, mode: str, lo: int, hi: int, nan: int) -> int:
@@ -535,3 +585,17 @@ def test_16bit_types_built_from_any_integer_type_and_converted_back_by_their_ope
             expect = [_to_int(x, "rz", -2**31, 2**31 - 1, 0), _to_int(x, "rz", 0, 2**16 - 1, 0),
                       _to_int(x, "rz", -2**63, 2**63 - 1, -2**63), _to_int(x, "rz", -128, 127, 0), int(x != 0)]
             np.testing.assert_array_equal(back[r, (col_base // 4) * 5:(col_base // 4) * 5 + 5], expect)
+
+
+def test_min_max_follow_fminf_fmaxf_on_nan_and_take_a_half_as_float():
+    a = np.array([np.nan, 1.0, -0.0, 2.0, np.nan], np.float32)
+    b = np.array([1.0, np.nan, 3.0, -5.0, np.nan], np.float32)
+    h = np.array([-2.5, 3.0, np.nan, 0.5, 1.0], np.float16)
+    out = np.zeros((5, 6), np.float32)
+    kernel("intrinsics.cu", "min_max_overloads")(1, 32, (a, b, h, out, np.int32(5)))
+    np.testing.assert_array_equal(out[:, 0], np.fmin(a, b))  # min(NaN, 1) was NaN: (b < a ? b : a)
+    np.testing.assert_array_equal(out[:, 1], np.fmax(a, b))
+    np.testing.assert_array_equal(out[:, 2], np.fmax(h.astype(np.float32), 0))  # max(__half, float) compiled nowhere
+    np.testing.assert_array_equal(out[:, 3], np.fmin(a, b))
+    np.testing.assert_array_equal(out[:, 4], [3, 7, 3, 3, 7])
+    np.testing.assert_array_equal(out[:, 5], [1] * 5)

@@ -409,10 +409,28 @@ inline unsigned int atomicDec(unsigned int* a, unsigned int limit) {
 // Math: CUDA's fast intrinsics are the ordinary functions here; results agree with the GPU to a
 // few ulp (the GPU's __expf etc. are less accurate than these, not more).
 // ---------------------------------------------------------------------------------------------
-template <class A, class B>
-inline typename std::common_type<A, B>::type min(A a, B b) { return b < a ? b : a; }
-template <class A, class B>
-inline typename std::common_type<A, B>::type max(A a, B b) { return a < b ? b : a; }
+// CUDA's min and max: on integers the smaller / larger in the arguments' common type (min(int, unsigned) compares
+// unsigned), on floats fminf / fmaxf as CUDA's math_functions.hpp defines them (a NaN argument gives the other
+// one: min(NaN, 1.0f) is 1, where (b < a ? b : a) would give NaN).  The non-template float and double overloads
+// take what only converts to a float, such as max(__half, 0.0f) (no common type: nvcc picks max(float, float)).
+template <class A, class B, class C = typename std::common_type<A, B>::type>
+inline C min(A a, B b) {
+    if constexpr (std::is_floating_point<C>::value) return std::fmin((C)a, (C)b);
+    else return b < a ? b : a;
+}
+template <class A, class B, class C = typename std::common_type<A, B>::type>
+inline C max(A a, B b) {
+    if constexpr (std::is_floating_point<C>::value) return std::fmax((C)a, (C)b);
+    else return a < b ? b : a;
+}
+inline float min(float a, float b) { return fminf(a, b); }
+inline float max(float a, float b) { return fmaxf(a, b); }
+inline double min(double a, double b) { return fmin(a, b); }
+inline double max(double a, double b) { return fmax(a, b); }
+inline double min(float a, double b) { return fmin((double)a, b); }
+inline double max(float a, double b) { return fmax((double)a, b); }
+inline double min(double a, float b) { return fmin(a, (double)b); }
+inline double max(double a, float b) { return fmax(a, (double)b); }
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 inline double rsqrt(double x) { return 1.0 / sqrt(x); }
 inline float rcbrtf(float x) { return 1.0f / cbrtf(x); }

@@ -117,3 +117,16 @@ extern "C" __global__ void integer_constructors(const long long* __restrict__ v,
   integer_round_trip<__half>(v + 4 * i, bits + 8 * i, back + 10 * i);
   integer_round_trip<__nv_bfloat16>(v + 4 * i, bits + 8 * i + 4, back + 10 * i + 5);
 }
+
+// CUDA's min / max: fminf / fmaxf on floats (NaN gives the other argument), and a __half argument taken as float.
+extern "C" __global__ void min_max_overloads(const float* __restrict__ a, const float* __restrict__ b,
+                                             const __half* __restrict__ h, float* __restrict__ out, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  out[6 * i + 0] = min(a[i], b[i]);
+  out[6 * i + 1] = max(a[i], b[i]);
+  out[6 * i + 2] = max(h[i], 0.0f);
+  out[6 * i + 3] = static_cast<float>(min(static_cast<double>(a[i]), b[i]));
+  out[6 * i + 4] = static_cast<float>(max(3, static_cast<int>(b[i] == b[i] ? 1 : 7)));
+  out[6 * i + 5] = static_cast<float>(min(-1, 2u) == 2u ? 1 : 0);  // int and unsigned compare unsigned
+}

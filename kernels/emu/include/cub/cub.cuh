@@ -1,0 +1,288 @@
+// Stand-in for CUB (<cub/cub.cuh>) under minilora's CPU emulator: the block- and warp-wide collectives kernels
+// use most -- cub::BlockReduce, cub::BlockScan, cub::WarpReduce, cub::WarpScan -- with CUB's interfaces
+// (a TempStorage in __shared__, results where CUB defines them: a reduction's in thread / lane 0) and its
+// operators (cub::Sum, Max, Min, ArgMax, ArgMin, KeyValuePair).  They are written with the emulator's own
+// shuffles and __syncthreads, so its barrier, shuffle and race checks apply as to the user's code.  Anything
+// else of CUB (BlockRadixSort, BlockLoad, the Device* algorithms, ...) fails to compile with a message that
+// names it.
+#pragma once
+#include "../../cuda_emu.h"
+#include "../cuda/std/__emu_open.h"
+#include <functional>
+#include <type_traits>
+#include "../cuda/std/__emu_close.h"
+
+namespace cub {
+// ---- operators ----------------------------------------------------------------------------------
+struct Sum {
+    template <class T> T operator()(const T& a, const T& b) const { return a + b; }
+};
+struct Max {  // CUB_MAX: (a < b) ? b : a
+    template <class T> T operator()(const T& a, const T& b) const { return a < b ? b : a; }
+};
+struct Min {  // CUB_MIN: (b < a) ? b : a
+    template <class T> T operator()(const T& a, const T& b) const { return b < a ? b : a; }
+};
+template <class K, class V>
+struct KeyValuePair {
+    typedef K Key;
+    typedef V Value;
+    K key;
+    V value;
+    KeyValuePair() = default;
+    KeyValuePair(const K& k, const V& v) : key(k), value(v) {}
+};
+struct ArgMax {  // the larger value; on a tie, the smaller key (index)
+    template <class K, class V>
+    KeyValuePair<K, V> operator()(const KeyValuePair<K, V>& a, const KeyValuePair<K, V>& b) const {
+        return ((b.value > a.value) || ((a.value == b.value) && (b.key < a.key))) ? b : a;
+    }
+};
+struct ArgMin {
+    template <class K, class V>
+    KeyValuePair<K, V> operator()(const KeyValuePair<K, V>& a, const KeyValuePair<K, V>& b) const {
+        return ((b.value < a.value) || ((a.value == b.value) && (b.key < a.key))) ? b : a;
+    }
+};
+
+namespace __emu_detail {
+// A value of any (trivially copyable) type through the emulator's 8-byte shuffles, in pieces if larger.
+template <class T>
+T shfl_down(T v, int offset, int width, unsigned mask = 0xffffffffu) {
+    constexpr int words = (int)((sizeof(T) + 7) / 8);
+    unsigned long long bits[words] = {};
+    std::memcpy(bits, &v, sizeof(T));
+    for (int k = 0; k < words; ++k) bits[k] = __shfl_down_sync(mask, bits[k], offset, width);
+    T r;
+    std::memcpy(&r, bits, sizeof(T));
+    return r;
+}
+template <class T>
+T shfl_up(T v, int offset, int width, unsigned mask = 0xffffffffu) {
+    constexpr int words = (int)((sizeof(T) + 7) / 8);
+    unsigned long long bits[words] = {};
+    std::memcpy(bits, &v, sizeof(T));
+    for (int k = 0; k < words; ++k) bits[k] = __shfl_up_sync(mask, bits[k], offset, width);
+    T r;
+    std::memcpy(&r, bits, sizeof(T));
+    return r;
+}
+template <class T>
+T shfl_idx(T v, int lane, int width, unsigned mask = 0xffffffffu) {
+    constexpr int words = (int)((sizeof(T) + 7) / 8);
+    unsigned long long bits[words] = {};
+    std::memcpy(bits, &v, sizeof(T));
+    for (int k = 0; k < words; ++k) bits[k] = __shfl_sync(mask, bits[k], lane, width);
+    T r;
+    std::memcpy(&r, bits, sizeof(T));
+    return r;
+}
+// Reduction over a logical warp of `width` lanes by shfl_down, as CUB's: lane 0 ends with the total of the
+// first `valid` lanes (the others with partial totals).
+template <class T, class Op>
+T warp_reduce(T v, Op op, int width, int valid, unsigned mask = 0xffffffffu) {
+    const int lane = (int)(threadIdx.x + threadIdx.y * blockDim.x + threadIdx.z * blockDim.x * blockDim.y) % width;
+    for (int offset = 1; offset < width; offset *= 2) {
+        const T other = shfl_down(v, offset, width, mask);
+        if (lane + offset < valid) v = op(v, other);
+    }
+    return v;
+}
+// Inclusive scan over a logical warp by shfl_up (Kogge-Stone).
+template <class T, class Op>
+T warp_inclusive_scan(T v, Op op, int width, int lane, unsigned mask = 0xffffffffu) {
+    for (int offset = 1; offset < width; offset *= 2) {
+        const T other = shfl_up(v, offset, width, mask);
+        if (lane >= offset) v = op(other, v);
+    }
+    return v;
+}
+inline int linear_tid() {
+    return (int)(threadIdx.x + threadIdx.y * blockDim.x + threadIdx.z * blockDim.x * blockDim.y);
+}
+template <class T> struct dependent_false : std::false_type {};
+// The lanes of warp `warp` in a block of `threads` threads (the last warp may be partial).
+constexpr unsigned warp_mask(int threads, int warp) {
+    return threads - 32 * warp >= 32 ? 0xffffffffu : (1u << (threads - 32 * warp)) - 1u;
+}
+}  // namespace __emu_detail
+
+enum BlockReduceAlgorithm { BLOCK_REDUCE_RAKING_COMMUTATIVE_ONLY, BLOCK_REDUCE_RAKING, BLOCK_REDUCE_WARP_REDUCTIONS };
+enum BlockScanAlgorithm { BLOCK_SCAN_RAKING, BLOCK_SCAN_RAKING_MEMOIZE, BLOCK_SCAN_WARP_SCANS };
+
+// ---- WarpReduce / WarpScan -----------------------------------------------------------------------
+template <class T, int LOGICAL_WARP_THREADS = 32, int LEGACY_PTX_ARCH = 0>
+class WarpReduce {
+    static_assert(LOGICAL_WARP_THREADS >= 1 && LOGICAL_WARP_THREADS <= 32 &&
+                  (LOGICAL_WARP_THREADS & (LOGICAL_WARP_THREADS - 1)) == 0,
+                  "cub::WarpReduce on the emulator: LOGICAL_WARP_THREADS is a power of two up to 32");
+  public:
+    struct TempStorage { unsigned char unused; };
+    explicit WarpReduce(TempStorage&) {}
+    T Sum(T input) { return Reduce(input, cub::Sum()); }
+    T Sum(T input, int valid_items) { return Reduce(input, cub::Sum(), valid_items); }
+    template <class Op> T Reduce(T input, Op op) { return Reduce(input, op, LOGICAL_WARP_THREADS); }
+    template <class Op> T Reduce(T input, Op op, int valid_items) {
+        return __emu_detail::warp_reduce(input, op, LOGICAL_WARP_THREADS, valid_items);
+    }
+};
+
+template <class T, int LOGICAL_WARP_THREADS = 32, int LEGACY_PTX_ARCH = 0>
+class WarpScan {
+    static_assert(LOGICAL_WARP_THREADS >= 1 && LOGICAL_WARP_THREADS <= 32 &&
+                  (LOGICAL_WARP_THREADS & (LOGICAL_WARP_THREADS - 1)) == 0,
+                  "cub::WarpScan on the emulator: LOGICAL_WARP_THREADS is a power of two up to 32");
+    int lane() const { return __emu_detail::linear_tid() % LOGICAL_WARP_THREADS; }
+  public:
+    struct TempStorage { unsigned char unused; };
+    explicit WarpScan(TempStorage&) {}
+    void InclusiveSum(T input, T& output) { InclusiveScan(input, output, cub::Sum()); }
+    void InclusiveSum(T input, T& output, T& warp_aggregate) { InclusiveScan(input, output, cub::Sum(), warp_aggregate); }
+    void ExclusiveSum(T input, T& output) { ExclusiveScan(input, output, T(0), cub::Sum()); }
+    void ExclusiveSum(T input, T& output, T& warp_aggregate) { ExclusiveScan(input, output, T(0), cub::Sum(), warp_aggregate); }
+    template <class Op> void InclusiveScan(T input, T& output, Op op) {
+        output = __emu_detail::warp_inclusive_scan(input, op, LOGICAL_WARP_THREADS, lane());
+    }
+    template <class Op> void InclusiveScan(T input, T& output, Op op, T& warp_aggregate) {
+        InclusiveScan(input, output, op);
+        warp_aggregate = __emu_detail::shfl_idx(output, LOGICAL_WARP_THREADS - 1, LOGICAL_WARP_THREADS);
+    }
+    template <class Op> void ExclusiveScan(T input, T& output, T initial_value, Op op) {
+        T aggregate;
+        ExclusiveScan(input, output, initial_value, op, aggregate);
+    }
+    template <class Op> void ExclusiveScan(T input, T& output, T initial_value, Op op, T& warp_aggregate) {
+        T inclusive;
+        InclusiveScan(input, inclusive, op, warp_aggregate);
+        const T before = __emu_detail::shfl_up(inclusive, 1, LOGICAL_WARP_THREADS);
+        output = lane() == 0 ? initial_value : op(initial_value, before);
+    }
+    T Broadcast(T input, unsigned src_lane) { return __emu_detail::shfl_idx(input, (int)src_lane, LOGICAL_WARP_THREADS); }
+};
+
+// ---- BlockReduce ---------------------------------------------------------------------------------
+// Each warp reduces by shuffles, lane 0 of each writes its total to TempStorage, and thread 0 combines them
+// in warp order: the total is thread 0's (CUB: "only valid in thread 0"); every thread calls it, since it
+// holds a __syncthreads.
+template <class T, int BLOCK_DIM_X, BlockReduceAlgorithm ALGORITHM = BLOCK_REDUCE_WARP_REDUCTIONS,
+          int BLOCK_DIM_Y = 1, int BLOCK_DIM_Z = 1, int LEGACY_PTX_ARCH = 0>
+class BlockReduce {
+    static constexpr int THREADS = BLOCK_DIM_X * BLOCK_DIM_Y * BLOCK_DIM_Z;
+    static constexpr int WARPS = (THREADS + 31) / 32;
+  public:
+    struct TempStorage { T warp_totals[WARPS]; };
+  private:
+    TempStorage& temp_;
+    template <class Op> T reduce_valid(T input, Op op, int valid) {
+        const int tid = __emu_detail::linear_tid(), warp = tid / 32, lane = tid % 32;
+        const int warp_valid = valid - warp * 32 < 32 ? valid - warp * 32 : 32;
+        T partial = __emu_detail::warp_reduce(input, op, 32, warp_valid, __emu_detail::warp_mask(THREADS, warp));
+        if (lane == 0 && warp_valid > 0) temp_.warp_totals[warp] = partial;
+        __syncthreads();
+        if (tid == 0) {
+            const int warps = (valid + 31) / 32;
+            for (int w = 1; w < warps; ++w) partial = op(partial, temp_.warp_totals[w]);
+        }
+        return partial;
+    }
+  public:
+    explicit BlockReduce(TempStorage& temp_storage) : temp_(temp_storage) {}
+    T Sum(T input) { return reduce_valid(input, cub::Sum(), THREADS); }
+    T Sum(T input, int num_valid) { return reduce_valid(input, cub::Sum(), num_valid); }
+    template <int ITEMS> T Sum(T (&inputs)[ITEMS]) { return Reduce(inputs, cub::Sum()); }
+    template <class Op> T Reduce(T input, Op op) { return reduce_valid(input, op, THREADS); }
+    template <class Op> T Reduce(T input, Op op, int num_valid) { return reduce_valid(input, op, num_valid); }
+    template <int ITEMS, class Op> T Reduce(T (&inputs)[ITEMS], Op op) {
+        T own = inputs[0];
+        for (int k = 1; k < ITEMS; ++k) own = op(own, inputs[k]);
+        return reduce_valid(own, op, THREADS);
+    }
+};
+
+// ---- BlockScan -----------------------------------------------------------------------------------
+// Warp scans by shuffles, warp totals through TempStorage, and each thread adds the totals of the warps
+// before its own; every thread gets its result (and the block aggregate where asked), as in CUB.
+template <class T, int BLOCK_DIM_X, BlockScanAlgorithm ALGORITHM = BLOCK_SCAN_RAKING, int BLOCK_DIM_Y = 1,
+          int BLOCK_DIM_Z = 1, int LEGACY_PTX_ARCH = 0>
+class BlockScan {
+    static constexpr int THREADS = BLOCK_DIM_X * BLOCK_DIM_Y * BLOCK_DIM_Z;
+    static constexpr int WARPS = (THREADS + 31) / 32;
+  public:
+    struct TempStorage { T warp_totals[WARPS]; };
+  private:
+    TempStorage& temp_;
+    // The inclusive scan of the block, its exclusive counterpart (undefined in thread 0) and the aggregate.
+    template <class Op> void scan(T input, Op op, T& inclusive, T& exclusive, bool& has_exclusive, T& aggregate) {
+        const int tid = __emu_detail::linear_tid(), warp = tid / 32, lane = tid % 32;
+        const unsigned mask = __emu_detail::warp_mask(THREADS, warp);
+        const T in_warp = __emu_detail::warp_inclusive_scan(input, op, 32, lane, mask);
+        if (lane == 31 || tid == THREADS - 1) temp_.warp_totals[warp] = in_warp;
+        const T before_in_warp = __emu_detail::shfl_up(in_warp, 1, 32, mask);
+        __syncthreads();
+        T warps_before{};
+        for (int w = 0; w < warp; ++w) warps_before = w == 0 ? temp_.warp_totals[0] : op(warps_before, temp_.warp_totals[w]);
+        aggregate = temp_.warp_totals[0];
+        for (int w = 1; w < WARPS; ++w) aggregate = op(aggregate, temp_.warp_totals[w]);
+        inclusive = warp > 0 ? op(warps_before, in_warp) : in_warp;
+        has_exclusive = tid > 0;
+        exclusive = lane == 0 ? warps_before : (warp > 0 ? op(warps_before, before_in_warp) : before_in_warp);
+    }
+  public:
+    explicit BlockScan(TempStorage& temp_storage) : temp_(temp_storage) {}
+    template <class Op> void InclusiveScan(T input, T& output, Op op, T& block_aggregate) {
+        T exclusive; bool has;
+        scan(input, op, output, exclusive, has, block_aggregate);
+    }
+    template <class Op> void InclusiveScan(T input, T& output, Op op) { T agg; InclusiveScan(input, output, op, agg); }
+    template <class Op> void ExclusiveScan(T input, T& output, T initial_value, Op op, T& block_aggregate) {
+        T inclusive, exclusive; bool has;
+        scan(input, op, inclusive, exclusive, has, block_aggregate);
+        output = has ? op(initial_value, exclusive) : initial_value;
+    }
+    template <class Op> void ExclusiveScan(T input, T& output, T initial_value, Op op) {
+        T agg; ExclusiveScan(input, output, initial_value, op, agg);
+    }
+    void InclusiveSum(T input, T& output) { InclusiveScan(input, output, cub::Sum()); }
+    void InclusiveSum(T input, T& output, T& block_aggregate) { InclusiveScan(input, output, cub::Sum(), block_aggregate); }
+    void ExclusiveSum(T input, T& output) { ExclusiveScan(input, output, T(0), cub::Sum()); }
+    void ExclusiveSum(T input, T& output, T& block_aggregate) { ExclusiveScan(input, output, T(0), cub::Sum(), block_aggregate); }
+    // Several items per thread: thread t's items follow thread t-1's (a "blocked arrangement").
+    template <int ITEMS, class Op> void InclusiveScan(T (&input)[ITEMS], T (&output)[ITEMS], Op op) {
+        T own = input[0];
+        for (int k = 1; k < ITEMS; ++k) own = op(own, input[k]);
+        T agg, inclusive, exclusive;
+        bool has;
+        scan(own, op, inclusive, exclusive, has, agg);
+        for (int k = 0; k < ITEMS; ++k)
+            output[k] = k > 0 ? op(output[k - 1], input[k]) : has ? op(exclusive, input[0]) : input[0];
+    }
+    template <int ITEMS> void InclusiveSum(T (&input)[ITEMS], T (&output)[ITEMS]) { InclusiveScan(input, output, cub::Sum()); }
+    template <int ITEMS, class Op> void ExclusiveScan(T (&input)[ITEMS], T (&output)[ITEMS], T initial_value, Op op) {
+        T own = input[0];
+        for (int k = 1; k < ITEMS; ++k) own = op(own, input[k]);
+        T agg, inclusive, exclusive; bool has;
+        scan(own, op, inclusive, exclusive, has, agg);
+        T running = has ? op(initial_value, exclusive) : initial_value;
+        for (int k = 0; k < ITEMS; ++k) {
+            const T item = input[k];
+            output[k] = running;
+            running = op(running, item);
+        }
+    }
+    template <int ITEMS> void ExclusiveSum(T (&input)[ITEMS], T (&output)[ITEMS]) { ExclusiveScan(input, output, T(0), cub::Sum()); }
+};
+
+// ---- the rest of CUB: named, not emulated ---------------------------------------------------------
+#define __EMU_CUB_MISSING(NAME)                                                                          \
+    template <class T, auto... P> struct NAME {                                                          \
+        static_assert(__emu_detail::dependent_false<T>::value,                                           \
+                      "cub::" #NAME " is not provided by minilora's CUDA emulator: its <cub/cub.cuh> stand-in has " \
+                      "BlockReduce, BlockScan, WarpReduce and WarpScan (and Sum, Max, Min, ArgMax, ArgMin, KeyValuePair)"); \
+    };
+__EMU_CUB_MISSING(BlockRadixSort) __EMU_CUB_MISSING(BlockLoad) __EMU_CUB_MISSING(BlockStore)
+__EMU_CUB_MISSING(BlockExchange) __EMU_CUB_MISSING(BlockHistogram) __EMU_CUB_MISSING(BlockDiscontinuity)
+__EMU_CUB_MISSING(BlockAdjacentDifference) __EMU_CUB_MISSING(BlockShuffle) __EMU_CUB_MISSING(BlockMergeSort)
+__EMU_CUB_MISSING(BlockRunLengthDecode) __EMU_CUB_MISSING(WarpExchange) __EMU_CUB_MISSING(WarpLoad)
+__EMU_CUB_MISSING(WarpStore) __EMU_CUB_MISSING(WarpMergeSort)
+#undef __EMU_CUB_MISSING
+}  // namespace cub
