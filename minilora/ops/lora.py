@@ -20,9 +20,13 @@ Backward (chain rule through the two small GEMMs; the frozen ``W0`` gets NO grad
     dX = dY W0 + dropout'(V A)         [M, K]   dropout's backward touches the LoRA branch only
     dbias = sum over rows of dY
 
-Dropout uses a counter-based hash of (seed, element index) instead of a stored mask: the mask is
-regenerated in backward (no M x K mask kept in memory) and the CUDA kernels compute the very same
-bits, so ``cpu``, ``emu`` and ``cuda`` agree exactly (see ``lora_dropout_mask``).
+Dropout (the default, no ``seed=``) is torch's CPU dropout: the mask ``nn.Dropout`` draws from the
+global generator (PEFT's ``lora_dropout``), kept for backward, so a seeded PEFT training run drops
+the same inputs (on ``emu`` too, which then runs the NumPy math). With ``seed=``, and on ``cuda``
+(where torch's own masks come from another generator, Philox), it is a counter-based hash of
+(seed, element index) instead: the mask is regenerated in backward (no M x K mask kept in memory)
+and the CUDA kernels compute the very same bits, so ``cpu``, ``emu`` and ``cuda`` agree exactly
+given a seed (see ``lora_dropout_mask``).
 
 Mixed precision (a float16/bfloat16 model, as PEFT trains it): x, W0 and bias in the 16-bit dtype, A and
 B in float32 (PEFT's ``autocast_adapter_dtype=True``) or in the same 16-bit dtype. The op then computes
@@ -43,6 +47,7 @@ from ..blas import addmm_
 from ..device import xp_of
 from ..random import fresh_seed
 from ..tensor import Function
+from .nn import dropout_noise, dropout_scale
 
 __all__ = ["lora_linear", "lora_dropout_mask", "LoraLinear"]
 
@@ -65,21 +70,24 @@ def lora_dropout_mask(seed, M, K, p, xp=np):
     return (h >= threshold).reshape(M, K)
 
 
-def _dropout_multipliers(X, p, seed):
+def _dropout_multipliers(X, p, seed, mask=None):
     """What dropout multiplies ``X`` by: ``[M, K]`` of 0 and ``1/(1-p)`` (inverted dropout), or
-    ``None`` when ``p == 0`` (no dropout, nothing to multiply)."""
+    ``None`` when ``p == 0`` (no dropout, nothing to multiply). ``mask``: torch's drawn mask (then
+    torch's ``noise.div_(1 - p)`` scale), else the hash of ``seed``."""
     if p == 0:
         return None
+    if mask is not None:
+        return mask * dropout_scale(p, X.dtype)
     keep = lora_dropout_mask(seed, X.shape[0], X.shape[1], p, xp_of(X))
     return keep * X.dtype.type(1.0 / (1.0 - p))
 
 
-def _half_dropout_multipliers(X, adapter_dtype, p, seed):
+def _half_dropout_multipliers(X, adapter_dtype, p, seed, mask=None):
     """Dropout's float32 multipliers on a 16-bit base: dropout runs on ``x.to(A.dtype)``, so ``1/(1-p)`` is
     taken in the adapter's dtype (torch's dropout divides its mask in the input's dtype: bf16 rounds it)."""
     if p == 0:
         return None
-    keep = lora_dropout_mask(seed, X.shape[0], X.shape[1], p, xp_of(X))
+    keep = mask if mask is not None else lora_dropout_mask(seed, X.shape[0], X.shape[1], p, xp_of(X))
     scale = (np.float32(1.0) / np.float32(1.0 - p)).astype(adapter_dtype).astype(np.float32)  # on the host
     return keep * scale  # float32: 0 or the scale
 
@@ -230,9 +238,9 @@ def bf16_kernel_applies(x, W0, A, B, bias=None, dropout_p=0.0):
             and (bias is None or bias.dtype == bf16) and dropout_p == 0)
 
 
-def _save(ctx, x, X, U, W0, A, B, scale, dropout_p, seed):
+def _save(ctx, x, X, U, W0, A, B, scale, dropout_p, seed, mask=None):
     ctx.X, ctx.U, ctx.W0, ctx.A, ctx.B = X, U, W0, A, B
-    ctx.scale, ctx.p, ctx.seed, ctx.x_shape = scale, dropout_p, seed, x.shape
+    ctx.scale, ctx.p, ctx.seed, ctx.mask, ctx.x_shape = scale, dropout_p, seed, mask, x.shape
 
 
 def _base_grads(ctx, dY, dX):
@@ -287,22 +295,23 @@ class LoraLinear(Function):
     torch_saves = staticmethod(_peft_saves)
 
     @staticmethod
-    def forward(ctx, x, W0, A, B, bias=None, scale=1.0, dropout_p=0.0, seed=0):
+    def forward(ctx, x, W0, A, B, bias=None, scale=1.0, dropout_p=0.0, seed=0, mask=None):
         _check_shapes(x, W0, A, B, bias)
         xp = xp_of(x)
         X = x.reshape(-1, x.shape[-1])
+        mask = None if mask is None else mask.reshape(X.shape)
         if _is_half(X.dtype):  # a float16/bfloat16 model: PEFT's mixed-precision math
-            keep = _half_dropout_multipliers(X, A.dtype, dropout_p, seed)
+            keep = _half_dropout_multipliers(X, A.dtype, dropout_p, seed, mask)
             Y, U = _half_forward(X, keep, W0, A, B, bias, scale)
-            _save(ctx, x, X, U, W0, A, B, scale, dropout_p, seed)
+            _save(ctx, x, X, U, W0, A, B, scale, dropout_p, seed, mask)
             return Y.reshape(x.shape[:-1] + (W0.shape[0],))
-        keep = _dropout_multipliers(X, dropout_p, seed)
+        keep = _dropout_multipliers(X, dropout_p, seed, mask)
         Y = xp.empty((X.shape[0], W0.shape[0]), X.dtype)
         U = xp.empty((X.shape[0], A.shape[0]), X.dtype)
         s = X.dtype.type(scale)
         parallel.rows(lambda *rows: _lora_forward_rows(*rows, W0, A, B, bias, s), X, keep, U, Y,
                       work_per_row=parallel.product_work(W0.size), blocks_per_thread=1)
-        _save(ctx, x, X, U, W0, A, B, scale, dropout_p, seed)
+        _save(ctx, x, X, U, W0, A, B, scale, dropout_p, seed, mask)
         return Y.reshape(x.shape[:-1] + (W0.shape[0],))
 
     @staticmethod
@@ -312,11 +321,11 @@ class LoraLinear(Function):
         xp = xp_of(g)
         dY = g.reshape(-1, g.shape[-1])
         if _is_half(X.dtype):
-            keep = _half_dropout_multipliers(X, A.dtype, ctx.p, ctx.seed)  # the forward's mask, regenerated
+            keep = _half_dropout_multipliers(X, A.dtype, ctx.p, ctx.seed, ctx.mask)  # the forward's mask
             dX, dA, dB = _half_backward(dY, X, keep, U, W0, A, B, ctx.scale, nx, na, nb)
             dX, dW0, dbias = _half_base_grads(ctx, dY, dX)
             return dX, dW0, dA, dB, dbias
-        keep = _dropout_multipliers(X, ctx.p, ctx.seed)  # the forward's mask, regenerated
+        keep = _dropout_multipliers(X, ctx.p, ctx.seed, ctx.mask)  # the forward's mask (kept or regenerated)
         V = xp.empty((X.shape[0], A.shape[0]), X.dtype)
         dX = xp.empty(X.shape, X.dtype) if nx else None
         s = dY.dtype.type(ctx.scale)
@@ -335,8 +344,11 @@ class LoraLinear(Function):
         return kernels.supports(*(a.dtype for a in arrays)) or bf16_kernel_applies(x, W0, A, B, bias)
 
     @staticmethod
-    def kernel_forward(ctx, x, W0, A, B, bias=None, scale=1.0, dropout_p=0.0, seed=0):
+    def kernel_forward(ctx, x, W0, A, B, bias=None, scale=1.0, dropout_p=0.0, seed=0, mask=None):
         _check_shapes(x, W0, A, B, bias)
+        if mask is not None:  # (a drawn mask: the kernels hash theirs from the seed)
+            ctx.numpy_math = True
+            return LoraLinear.forward(ctx, x, W0, A, B, bias, scale, dropout_p, seed, mask)
         if x.dtype != np.float32:  # the bf16 base: tensor cores, unless dropout (which they do not have)
             if not bf16_kernel_applies(x, W0, A, B, bias, dropout_p):
                 ctx.numpy_math = True
@@ -385,11 +397,17 @@ class LoraLinear(Function):
 def lora_linear(x, W0, A, B, scale, bias=None, dropout_p=0.0, seed=None):
     """``x W0^T + bias + scale * dropout(x) A^T B^T`` with gradients for x, A, B (and W0 only if trainable).
 
-    ``seed`` fixes the dropout mask (default: drawn from ``minilora.manual_seed``'s generator).
+    Without ``seed``, dropout is torch's CPU ``nn.Dropout`` mask for ``x`` from the global generator
+    (PEFT's numbers for the same seed); on ``cuda`` a hash of a seed drawn from it (the fused kernels').
+    ``seed`` fixes a hashed mask, the same on every device.
     """
     if not 0 <= dropout_p < 1:
         raise ValueError(f"lora_linear: dropout_p must be in [0, 1), got {dropout_p}")
+    mask = None
     if dropout_p > 0 and seed is None:
-        seed = fresh_seed()
+        if x.device.type != "cuda":
+            mask = dropout_noise(x._array, dropout_p)
+        else:
+            seed = fresh_seed()
     return LoraLinear.apply(x, W0, A, B, bias, scale=float(scale), dropout_p=float(dropout_p),
-                            seed=0 if seed is None else int(seed))
+                            seed=0 if seed is None else int(seed), mask=mask)
