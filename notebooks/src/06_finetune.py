@@ -362,11 +362,15 @@ if predicted_ranking is not None:
     print("you predicted:          ", predicted_ranking)
 above = sweep["r=8, lr 3e-3 (above)"]
 # the claims of the next cell: forgetting grows with the rate and the rank; too large a rate costs the
-# task too; replay keeps the facts, nearly the base corpus loss, and the task accuracy
+# task too; dropout changes little; replay keeps nearly the base corpus loss (closer than the gentler
+# rate) and almost all the task accuracy, and about as many facts as the run without it
+dropout = sweep["lora_dropout 0.1"]
 assert sweep["lr 1e-3"]["corpus_loss"] < above["corpus_loss"] < sweep["lr 1e-2"]["corpus_loss"]
 assert sweep["r=32"]["corpus_loss"] > above["corpus_loss"] and sweep["lr 1e-2"]["qa"] < above["qa"] - 0.1
 assert abs(sweep["lr 1e-3"]["qa"] - above["qa"]) <= 0.05
-assert fix["facts"] == 1.0 and fix["corpus_loss"] < 1.2 * base_corpus and fix["qa"] >= above["qa"]
+assert abs(dropout["corpus_loss"] - above["corpus_loss"]) < 0.15 * above["corpus_loss"] and abs(dropout["qa"] - above["qa"]) <= 0.05
+assert fix["corpus_loss"] < min(1.2 * base_corpus, sweep["lr 1e-3"]["corpus_loss"]) and fix["qa"] >= above["qa"] - 0.05
+assert abs(fix["facts"] - above["facts"]) <= 0.1
 
 fig, ax = plt.subplots(figsize=(7, 3.2))
 ax.bar(list(sweep), [row["corpus_loss"] for row in sweep.values()], color="C3")
@@ -379,12 +383,15 @@ plt.show()
 # %% [markdown]
 # Read the table for the trade: a run forgets less when it moves the weights less (a lower learning
 # rate; a larger rank at the same scale moves them more) or when it is asked to keep the old
-# distribution (replay). Here the gentler rate costs one or two points of `qa` accuracy -- 60 steps at
-# 3e-3 were simply more than `qa` needed -- while too large a rate (1e-2) costs both the task and the old
-# knowledge.
+# distribution (replay). Here the gentler rate costs a few points of `qa` accuracy at most -- 60 steps
+# at 3e-3 were simply more than `qa` needed -- while too large a rate (1e-2) costs both the task and the
+# old knowledge.
 # `lora_dropout` changes little in either direction at this scale (a difference of this size could be
-# the seed). Mixing in corpus text brings the corpus loss almost back to the base model's and keeps
-# the facts; its price is a quarter of every batch spent on old text.
+# the seed). Mixing in corpus text brings the corpus loss almost back to the base model's -- closer
+# than the gentler rate gets -- for a few points of `qa` at most; its price is a quarter of every batch
+# spent on old text. It does less for the `facts` score: this run keeps about as many of the 30 fact
+# sentences as the run without replay. The two measures of forgetting need not agree, and 30
+# sentences are a small sample.
 #
 # With one small model, one seed and 60 steps these are anecdotes, not a benchmark: rerun with other
 # seeds and step counts to see the spread. `minilora experiment ranks` repeats the fine-tune for several
@@ -398,7 +405,7 @@ plt.show()
 # * LoRA forgets: the corpus loss rises several-fold. Disabling the adapter gives back the base model
 #   exactly; the *adapted* model has no such protection.
 # * Forgetting grows with the learning rate and the rank and happens mostly early; replaying base data
-#   is a fix that costs no task accuracy here.
+#   keeps the corpus loss near the base model's for little task accuracy here.
 #
 # ## Questions and small tasks
 #
