@@ -52,6 +52,37 @@ print("dtype:", x.dtype, "| shape:", x.shape, "| device:", x.device.name, "| lea
 print("the raw array:", type(x.numpy()).__name__, x.numpy())
 
 # %% [markdown]
+# ## Random numbers: torch's, for the same seed
+#
+# `ml.randn(4, 3)` drew `w` from minilora's global random generator, which `ml.manual_seed(0)` seeded
+# in the first cell. That generator is torch's CPU generator rebuilt on NumPy (`minilora/random.py`):
+# the same Mersenne Twister engine and the same sampling code, so a seeded script draws the same
+# numbers in both libraries -- a weight initialisation, a dropout mask, a sampled token.
+# (`fork_rng` below, as torch's, puts the generator back afterwards, so the cells after this one draw
+# what they would have drawn without it.)
+#
+# **Predict:** after `ml.manual_seed(0)` and `torch.manual_seed(0)`, do `ml.randn(3)` and
+# `torch.randn(3)` give the same three numbers -- exactly, only to rounding, or not at all?
+
+# %%
+import importlib.util
+
+with ml.random.fork_rng():
+    ml.manual_seed(0)
+    ours = ml.randn(3)
+print("minilora:", ours)
+if importlib.util.find_spec("torch") is None:
+    print("torch is not installed here, so there is nothing to compare with (pip install torch, rerun this cell)")
+else:
+    import torch
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        theirs = torch.randn(3)
+    print("torch:   ", theirs)
+    print("exactly equal:", np.array_equal(ours.numpy(), theirs.numpy()))
+    assert np.array_equal(ours.numpy(), theirs.numpy())
+
+# %% [markdown]
 # ## The graph
 #
 # Every operation on tensors that need gradients records one node: the op that ran, its inputs, and
