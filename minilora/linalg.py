@@ -102,17 +102,11 @@ def _check_square(A, name=None):
                            f"{A.shape[-1]} matrices")
 
 
-def _scalar_name(dtype):
-    """torch's ScalarType name (Float, Double, Long ...), as its dtype-mismatch messages print it."""
-    return {"float32": "Float", "float64": "Double", "float16": "Half", "bfloat16": "BFloat16", "int64": "Long",
-            "int32": "Int", "bool": "Bool"}.get(str(dtype), str(dtype))
-
-
 def _check_same_dtype(A, B):
     """A solve from a factor A: B has A's dtype (torch's message)."""
     if B.dtype != A.dtype:
-        raise RuntimeError(f"Expected b and A to have the same dtype, but found b of type {_scalar_name(B.dtype)} "
-                           f"and A of type {_scalar_name(A.dtype)} instead.")
+        raise RuntimeError(f"Expected b and A to have the same dtype, but found b of type {dtypes.torch_name(B.dtype)} "
+                           f"and A of type {dtypes.torch_name(A.dtype)} instead.")
 
 
 def _check_rows(name, A, B):
@@ -569,10 +563,9 @@ def solve_ex(A, B, *, left=True, check_errors=False, out=None):
 
 def _solve(name, A, B, *, left, check_errors):
     _check("linalg.solve", A, square=True)  # (torch's checks name linalg.solve for solve_ex too)
-    _check_dtype("linalg.solve", B)
-    if A.dtype != B.dtype:
+    if A.dtype != B.dtype:  # (so B's dtype is A's, which _check took: an integer B is a mismatch, as torch says)
         raise RuntimeError(f"linalg.solve: Expected A and B to have the same dtype, but found A of type "
-                           f"{_scalar_name(A.dtype)} and B of type {_scalar_name(B.dtype)} instead")
+                           f"{dtypes.torch_name(A.dtype)} and B of type {dtypes.torch_name(B.dtype)} instead")
     if not left:  # X A = B  <=>  A^T X^T = B^T
         X, info = _solve(name, A.mT, B.mT, left=True, check_errors=check_errors)
         return X.mT, info
@@ -1293,8 +1286,8 @@ def householder_product(A, tau, *, out=None):
                            f"{list(tau.shape[:-1])}")
     _check_dtype(name, A)
     if tau.dtype != A.dtype:
-        raise RuntimeError(f"{name}: tau dtype {_scalar_name(tau.dtype)} does not match input dtype "
-                           f"{_scalar_name(A.dtype)}")
+        raise RuntimeError(f"{name}: tau dtype {dtypes.torch_name(tau.dtype)} does not match input dtype "
+                           f"{dtypes.torch_name(A.dtype)}")
     V = _reflectors(A, k)
     eye = xp_of(A._array).eye(m, n, dtype=A._array.dtype)
     Q = Tensor(xp_of(eye).broadcast_to(eye, A.shape).copy(), dtype=A.dtype, device=A.device)
@@ -1523,10 +1516,10 @@ def _norm_dtype(name, x, dtype):
         return x
     dtype = dtypes.to_dtype(dtype)
     if not dtypes.is_floating(dtype):
-        raise RuntimeError(f"{name}: dtype should be floating point or complex, but got {_scalar_name(dtype)}")
+        raise RuntimeError(f"{name}: dtype should be floating point or complex, but got {dtypes.torch_name(dtype)}")
     if dtypes.promote_types(x.dtype, dtype) != dtype:
-        raise RuntimeError(f"{name}: the dtype of the input ({_scalar_name(x.dtype)}) should be convertible without "
-                           f"narrowing to the specified dtype ({_scalar_name(dtype)})")
+        raise RuntimeError(f"{name}: the dtype of the input ({dtypes.torch_name(x.dtype)}) should be convertible "
+                           f"without narrowing to the specified dtype ({dtypes.torch_name(dtype)})")
     return x.to(dtype)
 
 
@@ -1796,10 +1789,10 @@ def vecdot(x, y, *, dim=-1, out=None):
     one dtype, as torch."""
     if not dtypes.is_floating(x.dtype):
         raise RuntimeError(f"linalg.vecdot: Expected a floating point or complex tensor as input. Got "
-                           f"{_scalar_name(x.dtype)}")
+                           f"{dtypes.torch_name(x.dtype)}")
     if x.dtype != y.dtype:
         raise RuntimeError(f"linalg.vecdot: Expected x and y to have the same dtype, but found x of type "
-                           f"{_scalar_name(x.dtype)} and y of type {_scalar_name(y.dtype)} instead")
+                           f"{dtypes.torch_name(x.dtype)} and y of type {dtypes.torch_name(y.dtype)} instead")
     return _with_out(ops.sum(ops.mul(x, y), dim), out)
 
 

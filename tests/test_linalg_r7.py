@@ -572,6 +572,21 @@ def test_round6_functions_at_their_edges(name):
             np.testing.assert_allclose(m[2], t[2], rtol=1e-12 if m[0] in ("float64", "complex128") else 1e-6)
 
 
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "int32", "bool"])
+@pytest.mark.parametrize("call", [
+    lambda L, d: L.linalg.vecdot(L.ones(2, dtype=d), L.ones(2, dtype=d)),
+    lambda L, d: L.linalg.vector_norm(L.ones(2), dtype=d),
+    lambda L, d: L.linalg.solve(L.eye(2), L.ones(2, 1, dtype=d)),
+], ids=["vecdot", "vector_norm dtype=", "solve"])
+def test_dtype_errors_name_the_dtype_as_torch(call, dtype):
+    """The whole message, with torch's name of the dtype (Byte, Char, Short ...; minilora said uint8)."""
+    with pytest.raises(RuntimeError) as mine:
+        call(ml, getattr(ml, dtype))
+    with pytest.raises(RuntimeError) as theirs:
+        call(torch, getattr(torch, dtype))
+    assert str(mine.value) == str(theirs.value)
+
 # ---- LDL^T (Bunch-Kaufman, LAPACK's sytrf / sytrs) ---------------------------------------------------------------
 def _symmetric(n, zero_diagonal=False, rounded=False):
     a = RNG.standard_normal((n, n))

@@ -11,7 +11,8 @@ import numpy as np
 
 from .. import amp as _amp, fastmath, parallel
 from ..device import xp_of
-from ..dtypes import checked_number, compute_dtype, float32, is_floating, python_number, result_type, upcast
+from ..dtypes import (checked_number, compute_dtype, float32, is_floating, python_number, result_type, torch_name,
+                      upcast)
 from .. import random as _random
 from ..tensor import Function, ShapeError, Tensor, name_node, no_grad, saved_for, saves_as_torch, saving_as_torch
 
@@ -769,18 +770,10 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     return loss
 
 
-_SCALAR_NAMES = {"float16": "Half", "bfloat16": "BFloat16", "float32": "Float", "float64": "Double"}
-
-
-def _scalar_name(dtype):
-    """torch's C++ name of a dtype, as its dtype errors say it (float32: Float)."""
-    return _SCALAR_NAMES.get(str(dtype), str(dtype))
-
-
 def _check_class_weight_dtype(input, weight):
     """torch's class-index losses take a ``weight`` of the logits' dtype only (minilora cast it)."""
     if isinstance(weight, Tensor) and weight.dtype != input.dtype:
-        raise RuntimeError(f"expected scalar type {_scalar_name(input.dtype)} but found {_scalar_name(weight.dtype)}")
+        raise RuntimeError(f"expected scalar type {torch_name(input.dtype)} but found {torch_name(weight.dtype)}")
 
 
 def _class_weight(fn, weight, logits):
@@ -1123,7 +1116,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     and so do NumPy's ufuncs here (bit for bit); dtypes promoted as torch's."""
     _binary_dtypes("binary_cross_entropy", input, target)
     if isinstance(target, Tensor) and target.dtype != input.dtype:  # torch's kernel: one dtype, no promotion
-        raise RuntimeError(f"Found dtype {_scalar_name(target.dtype)} but expected {_scalar_name(input.dtype)}")
+        raise RuntimeError(f"Found dtype {torch_name(target.dtype)} but expected {torch_name(input.dtype)}")
     if tuple(target.shape) != tuple(input.shape):
         raise ValueError(f"Using a target size ({tuple(target.shape)}) that is different to the "
                          f"input size ({tuple(input.shape)}) is deprecated. Please ensure they "
