@@ -152,11 +152,19 @@ def view_as_real(input):
     return name_node(ViewAsReal.apply(input), "ViewAsRealBackward0", input)
 
 
+def _refuse_complex_half(name, dtype):
+    """torch makes complex32 (ComplexHalf) of float16 pairs; NumPy has no such dtype."""
+    if dtype == np.float16:
+        raise NotImplementedError(f"{name} of float16 tensors (torch's complex32) is not implemented in minilora: "
+                                  f"NumPy has no complex dtype of 16-bit halves; convert to float32 first")
+
+
 def view_as_complex(input):
     """``torch.view_as_complex``: real pairs (..., 2) of float32 / float64 as complex numbers. A copy here."""
+    _refuse_complex_half("view_as_complex", input.dtype)
     if input.dtype not in (np.float32, np.float64):
-        raise RuntimeError(f"view_as_complex is only supported for float and double tensors, but got a tensor of "
-                           f"scalar type: {dtypes.torch_name(input.dtype).replace('torch.', '').capitalize()}")
+        raise RuntimeError(f"view_as_complex is only supported for half, float and double tensors, but got a tensor "
+                           f"of scalar type: {dtypes.torch_name(input.dtype)}")
     if input.ndim == 0 or input.shape[-1] != 2:
         raise RuntimeError("Tensor must have a last dimension of size 2")
     return name_node(ViewAsComplex.apply(input), "ViewAsComplexBackward0", input)
@@ -164,10 +172,11 @@ def view_as_complex(input):
 
 def complex(real, imag, *, out=None):  # noqa: A001  (torch's name)
     """``torch.complex``: ``real + i imag`` from two float32 (complex64) or float64 (complex128) tensors."""
+    if real.dtype == imag.dtype:
+        _refuse_complex_half("complex", real.dtype)
     if real.dtype != imag.dtype or real.dtype not in (np.float32, np.float64):
         raise RuntimeError(f"Expected both inputs to be Half, Float or Double tensors but got "
-                           f"{dtypes.torch_name(real.dtype).replace('torch.', '').capitalize()} and "
-                           f"{dtypes.torch_name(imag.dtype).replace('torch.', '').capitalize()}")
+                           f"{dtypes.torch_name(real.dtype)} and {dtypes.torch_name(imag.dtype)}")
     shape = tuple(np.broadcast_shapes(real.shape, imag.shape))
     result = view_as_complex(ops.stack([real.expand(shape), imag.expand(shape)], -1))
     return result if out is None else ops._write_out(lambda: result, "complex", (), {}, out)

@@ -133,6 +133,27 @@ def test_complex_ops_values_and_gradients():
             call(ml)
 
 
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "int64", "bool"])
+def test_complex_makers_name_a_wrong_dtype_as_torch(dtype):
+    """view_as_complex / complex of a dtype torch refuses: torch's whole message (BFloat16 was 'Bfloat16')."""
+    for call in (lambda L, d: L.view_as_complex(L.ones(3, 2, dtype=d)),
+                 lambda L, d: L.complex(L.ones(2, dtype=d), L.ones(2, dtype=d))):
+        with pytest.raises(RuntimeError) as mine:
+            call(ml, getattr(ml, dtype))
+        with pytest.raises(RuntimeError) as theirs:
+            call(torch, getattr(torch, dtype))
+        assert str(mine.value) == str(theirs.value)
+
+
+def test_complex_halves_are_refused_by_name():
+    """torch makes complex32 of float16 pairs; NumPy has no such dtype, so minilora says so (it said 'Expected
+    both inputs to be Half, Float or Double tensors but got Half and Half')."""
+    with pytest.raises(NotImplementedError, match="complex32"):
+        ml.view_as_complex(ml.ones(3, 2, dtype=ml.float16))
+    with pytest.raises(NotImplementedError, match="complex32"):
+        ml.complex(ml.ones(2, dtype=ml.float16), ml.ones(2, dtype=ml.float16))
+
 def test_complex_gradient_through_an_op_without_a_complex_rule_is_refused():
     """minilora's mul/matmul derivatives are written for real numbers: a complex gradient reaching one raises
     (NotImplementedError naming the op) instead of returning a wrong gradient; sums, reshapes and indexing
