@@ -296,11 +296,11 @@ class _Tokenizer:
         return added
 
     def _add_tokens(self, tokens, special_tokens):
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: each tokenizer adds tokens its own way
 
     def get_added_vocab(self):
         """The added tokens (special ones included) as {token: id}, in id order (transformers' method)."""
-        return {token.content: i for i, token in self.added_tokens_decoder.items()}
+        return self.added_tokens_encoder
 
     @property
     def added_tokens_decoder(self):
