@@ -28,13 +28,20 @@ pytest.importorskip("starlette")
 
 import minilora as ml  # noqa: E402
 from minilora.serve import Engine  # noqa: E402
-from minilora.serve.app import (_decoded, _OffsetReader, _text_offsets, _token_bytes, _token_text,  # noqa: E402
-                                create_app)
+from minilora.serve.app import _decoded, _OffsetReader, _token_bytes, _token_text, create_app  # noqa: E402
 from minilora.tokenizer import ByteTokenizer, HFTokenizer, token_bytes  # noqa: E402
 from test_serve import CHAT_TEMPLATE, base_model  # noqa: E402
 from test_serve_openai_r6 import HTTP, log_softmax  # noqa: E402
 
 Tokenizer, models, decoders = tokenizers.Tokenizer, tokenizers.models, tokenizers.decoders
+
+
+def _text_offsets(tokenizer, before, ids, start, skip_special_tokens, text_vocab=None):
+    """Where the text of each of ``ids`` starts in a choice's text: ``start``, plus the characters decoded
+    from ``before`` and the ids before it that the text keeps (the server's _OffsetReader, in one call)."""
+    before = list(before)
+    offsets = _OffsetReader(tokenizer, skip_special_tokens, text_vocab).add([*before, *ids])
+    return [start + at for at in offsets[len(before):]]
 
 
 def byte_level_tokenizer():

@@ -635,14 +635,6 @@ class _OffsetReader:
         self.settled, self.length = end, length
 
 
-def _text_offsets(tokenizer, before, ids, start, skip_special_tokens, text_vocab=None):
-    """Where the text of each of ``ids`` starts in a choice's text: ``start``, plus the characters decoded
-    from ``before`` and the ids before it that the text keeps (see _OffsetReader)."""
-    before = list(before)
-    offsets = _OffsetReader(tokenizer, skip_special_tokens, text_vocab).add([*before, *ids])
-    return [start + at for at in offsets[len(before):]]
-
-
 def _token_bytes(tokenizer, token, text_vocab=None):
     """The bytes one token stands for, read from its vocabulary entry where the tokenizer has a rule for that
     (a byte, a byte-level BPE token, a byte-fallback <0xNN> -- pieces of a character that decode alone to U+FFFD
