@@ -294,8 +294,10 @@ assert np.array_equal(mask > 0, numpy_keep)
 # %% [markdown]
 # ## What the emulator cannot tell you
 #
-# It runs threads one at a time and switches only at barriers, so it cannot show memory-ordering bugs
-# that need true parallelism (a missing `atomicAdd` looks fine), and its timings say nothing about a GPU:
+# Inside a block it runs threads one at a time and switches only at barriers (and, so that a thread
+# spinning on another thread's flag can finish, at every 64th atomic and each `__nanosleep`), so it
+# cannot show memory-ordering bugs that need true parallelism (a missing `atomicAdd` looks fine), and
+# its timings say nothing about a GPU:
 # coalescing, bank conflicts and occupancy do not exist on a CPU. `kernels/README.md` lists the limits
 # and gives the roofline numbers for the LoRA kernels on an H200. Its job is correctness: the same
 # `.cu` file is what CuPy compiles for the GPU.
