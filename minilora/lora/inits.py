@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from ..checkpoint import load_file, save_file, save_json
-from ..random import default_generator
+from ..factories import randn
 from ..tensor import _host
 
 __all__ = ["is_weight_mutating_init", "pissa_init", "olora_init", "orthogonal_init", "svd_lowrank", "save_converted_to_lora"]
@@ -54,7 +54,7 @@ def svd_lowrank(A, q, niter=2):
     ``niter`` power iterations, then an exact SVD of a q-row matrix."""
     m, n = A.shape
     tall = A if m >= n else A.T  # work on the tall orientation, as torch does
-    R = _randn((tall.shape[1], q), A.dtype)
+    R = _torch_randn((tall.shape[1], q), A.dtype)
     Q = _orthonormal_basis(tall @ R)
     for _ in range(niter):  # power iterations sharpen the basis towards the top singular vectors
         Q = _orthonormal_basis(tall @ _orthonormal_basis(tall.T @ Q))
@@ -63,9 +63,10 @@ def svd_lowrank(A, q, niter=2):
     return (U, S, V) if m >= n else (V, S, U)
 
 
-def _randn(shape, dtype):
-    """``torch.randn(shape, dtype=dtype)``'s numbers from the global generator (an array)."""
-    return default_generator.normal(shape, dtype)
+def _torch_randn(shape, dtype=None):
+    """``torch.randn(shape, dtype=dtype)``'s numbers (the global generator; the default dtype) as a
+    host array: PEFT draws its random starts and bare adapter tables this way."""
+    return randn(shape, dtype=dtype)._array
 
 
 def _base_weight(layer):
@@ -109,9 +110,9 @@ def orthogonal_init(layer, adapter_name):
     r = layer.r[adapter_name]
     if r % 2 != 0:  # PEFT's words
         raise ValueError(f"Orthogonal initialization requires the LoRA rank to be even, got {r} instead.")
-    Q = np.linalg.qr(_randn((r, r), np.float32))[0]
-    A = (_randn((layer.in_features, r // 2), np.float32) @ Q[0::2]).T / np.float32(10)
-    B = _randn((r // 2, layer.out_features), np.float32).T @ Q[1::2] / np.float32(10)
+    Q = np.linalg.qr(_torch_randn((r, r), np.float32))[0]
+    A = (_torch_randn((layer.in_features, r // 2), np.float32) @ Q[0::2]).T / np.float32(10)
+    B = _torch_randn((r // 2, layer.out_features), np.float32).T @ Q[1::2] / np.float32(10)
     for table, value in ((layer.lora_A, A), (layer.lora_B, B)):
         weight = table[adapter_name].weight
         weight._array[...] = weight.device.xp.asarray(value.astype(weight._array.dtype))

@@ -15,13 +15,12 @@ import numpy as np
 
 from .. import dtypes, nn, ops
 from ..device import xp_of
-from ..factories import randn
 from ..nn import Conv1d, Conv2d, Dropout, Identity, Module, ModuleDict, MultiheadAttention, Parameter
 from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
 from ..nn import init
 from ..tensor import Tensor, is_grad_enabled
-from .inits import is_weight_mutating_init, olora_init, orthogonal_init, pissa_init
+from .inits import _torch_randn, is_weight_mutating_init, olora_init, orthogonal_init, pissa_init
 
 __all__ = ["BaseTunerLayer", "Linear", "Embedding", "LoraLayer", "ParamWrapper", "TrainableTokensLayer",
            "TrainableTokensWrapper", "DoraMagnitude", "VeraLinear", "VeraLayer",
@@ -373,12 +372,6 @@ def _to_base_dtype(modules, W0):
     if dtypes.is_floating(W0.dtype):
         for module in modules:
             module.to(W0.dtype)
-
-
-def _torch_randn(shape, dtype=None):
-    """``torch.randn(shape, dtype=dtype)``'s numbers (the global generator; the default dtype) as a
-    host array: PEFT builds its bare adapter tables this way."""
-    return randn(shape, dtype=dtype)._array
 
 
 def _add_lora_dicts(layer):
