@@ -310,15 +310,16 @@ for rs in (False, True):
 for r in (4, 16):   # the energy they cannot represent, whatever the scale
     assert all(abs(curves[rs, r][-1] - energy_left(delta_full, r)) < 0.08 for rs in (False, True))
     assert abs(curves[False, r][-1] - curves[True, r][-1]) < 0.03
-assert curves[False, 64][9] >= curves[False, 16][9] - 0.01           # alpha / r: r = 64 starts no faster than 16
+assert curves[False, 64][9] > min(curves[False, 4][9], curves[False, 16][9]) - 0.01   # alpha / r: r = 64 hardly ahead
 assert curves[True, 64][9] < min(curves[True, 4][9], curves[True, 16][9])   # sqrt: fastest from the start
 assert curves[True, 64][-1] < curves[False, 64][-1] / 3                    # ... and ends far lower
 
 # %% [markdown]
 # Ranks 4 and 16 stop near the energy they cannot represent (dashed), whatever the scale. Rank 64 can
 # represent everything, and here the rule matters. With `alpha / r` (left) its scale is 16 times
-# smaller than rank 4's, so it starts slowly: in its first steps it is no faster than rank 16. With
-# `alpha / sqrt(r)` (right) it learns fastest from the first step and ends far lower. (The lesson's advice -- keep
+# smaller than rank 4's, so it starts slowly: at step 10 it is hardly ahead of ranks 4 and 16 (by less
+# than 0.01 of loss). With `alpha / sqrt(r)` (right) it learns fastest from the first step and ends
+# far lower. (The lesson's advice -- keep
 # `lora_alpha = r` or `2r` and tune only the learning rate -- is the `alpha / r` rule's consequence:
 # `s` is then the constant 1 or 2 at every rank.)
 #
@@ -384,7 +385,10 @@ assert 64 * 256 == 128 * 128 and round(64 * 8192 / 4096 ** 2, 2) == 0.03
 # than any single matrix at r = 8 (section 7.1).
 # The same question on the base model: `q, v` against all seven linear layers, with the rank of each
 # chosen so that both train (almost) the same number of parameters, 30 steps on the `qa` task of
-# notebook 6.
+# notebook 6 -- each twice, from two seeds, since one run of a small model is an anecdote. At the rate
+# used, 2e-3, both are still learning after 30 steps, so what is compared is how fast each learns. (At
+# notebook 6's 3e-3 both get much further in 30 steps, the gap shrinks to the size of the seed's
+# effect, and with seed 0 `q, v` ends a hair lower: try it.)
 #
 # **Predict first.** Fewer matrices at a higher rank, or all of them at a low rank: which learns
 # `qa` better at the same budget?
@@ -401,23 +405,27 @@ r_all = 5
 r_qv = round(r_all * per_rank["all-linear"] / per_rank["q, v"])
 qa_train = data.task_loader(tok, "qa", "train", batch_size=16, seed=0)
 qa_eval = data.task_loader(tok, "qa", "eval", batch_size=16, shuffle=False)
+seeds = (0, 1)
 budget = {}
 for label, targets, r in (("q, v", ["q_proj", "v_proj"], r_qv), ("all-linear", "all-linear", r_all)):
-    ml.manual_seed(0)
-    peft = get_peft_model(load_base(), LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets))
-    run = train(peft, qa_train, qa_eval, steps=30, lr=3e-3, warmup_steps=6, eval_every=30, progress=False, plot=False)
-    budget[label] = (r, peft.get_nb_trainable_parameters()[0], run.evals[-1]["eval_loss"],
-                     data.evaluate(peft, tok, "qa", n=60).accuracy)
-print(f"{'targets':<12}{'r':>4}{'trainable':>11}{'eval loss':>11}{'qa accuracy':>13}")
-for label, (r, n, loss, acc) in budget.items():
-    print(f"{label:<12}{r:>4}{n:>11,d}{loss:>11.3f}{acc:>13.0%}")
+    losses = []
+    for seed in seeds:
+        ml.manual_seed(seed)
+        peft = get_peft_model(load_base(), LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets))
+        run = train(peft, qa_train, qa_eval, steps=30, lr=2e-3, warmup_steps=6, eval_every=30, progress=False, plot=False)
+        losses.append(run.evals[-1]["eval_loss"])
+    # accuracy (greedy answers to 60 questions) of the last seed's run only: generating is the slow part
+    budget[label] = (r, peft.get_nb_trainable_parameters()[0], losses, data.evaluate(peft, tok, "qa", n=60).accuracy)
+print(f"{'targets':<12}{'r':>4}{'trainable':>11}{'eval loss, seeds 0 and 1':>26}{'qa accuracy, seed 1':>21}")
+for label, (r, n, losses, acc) in budget.items():
+    print(f"{label:<12}{r:>4}{n:>11,d}{'  '.join(f'{v:.3f}' for v in losses):>26}{acc:>21.0%}")
 assert abs(budget["q, v"][1] / budget["all-linear"][1] - 1) < 0.01      # the same budget
-assert budget["all-linear"][2] < budget["q, v"][2]                      # spreading reaches the lower loss
+assert all(a < q for a, q in zip(budget["all-linear"][2], budget["q, v"][2]))   # spreading: lower loss, each seed
 assert abs(budget["all-linear"][3] - budget["q, v"][3]) <= 0.1          # accuracies close
 
 # %% [markdown]
 # At the same budget, spreading the rank over every linear layer reaches a lower evaluation loss
-# here, in line with the paper's finding that adapting more matrix types beats a higher rank on
+# from both seeds, in line with the paper's finding that adapting more matrix types beats a higher rank on
 # fewer. On 60 questions the accuracies are close; and the answer is not universal -- try the
 # `reverse` task of notebook 7, a new operation rather than a new format, with more steps.
 #
@@ -459,8 +467,8 @@ assert same and not np.asarray(emb_A.detach()).any() and np.asarray(emb_B.detach
 #   energy outside the top `r` singular values.
 # * `s = lora_alpha / r` makes large ranks learn slowly; rsLoRA's `lora_alpha / sqrt(r)` does not.
 # * Parameters grow as `r x (in + out)` per adapted matrix.
-# * At an equal budget, spreading rank over more matrices learned `qa` better than a higher rank on
-#   `q, v` (the LoRA paper's Table 5 found the same on GPT-3).
+# * At an equal budget, spreading rank over more matrices learned `qa` faster (a lower eval loss after
+#   30 steps, from two seeds) than a higher rank on `q, v` (the LoRA paper's Table 5 favours spreading on GPT-3 too).
 #
 # ## Questions and small tasks
 #
