@@ -8,7 +8,9 @@ adapter is trained here once and shipped, small, under ``notebooks/assets/revers
 notebook 7 loads it, re-evaluates it, and checks that the accuracy recorded in ``train_log.json`` is
 what the shipped weights give.
 
-    python notebooks/assets/train_reverse_adapter.py             # under a minute on 2 cores
+    python notebooks/assets/train_reverse_adapter.py             # under a minute on 2 idle cores
+
+``train_log.json`` records how long the shipped run took (on a machine shared with other jobs).
 
 Deterministic: the same seed, data order and schedule give the same adapter on the same machine
 (BLAS rounding may differ in the last bits between machines).
