@@ -30,8 +30,8 @@ from .status import TunerLayerStatus, TunerModelStatus, get_layer_status, get_mo
 from .adalora import AdaLoraConfig, AdaLoraModel, RankAllocator, SVDLinear  # registers "ADALORA"
 
 __all__ = ["LoraConfig", "PeftConfig", "VeraConfig", "TaskType", "PeftType", "config_from_dict", "get_peft_config",
-           "get_peft_model", "PeftModel",
-           "PeftModelForCausalLM", "PeftModelForFeatureExtraction", "PeftMixedModel", "AutoPeftModelForCausalLM", "LoraModel",
+           "get_peft_model", "PeftModel", "PeftModelForCausalLM", "PeftModelForFeatureExtraction", "PeftMixedModel",
+           "AutoPeftModelForCausalLM", "LoraModel",
            "VeraModel", "inject_adapter_in_model", "Linear", "Embedding", "Conv1d", "Conv2d", "LoraLayer",
            "VeraLinear", "DoraMagnitude", "ModulesToSaveWrapper",
            "BASE_ADAPTER", "target_module_matches", "get_peft_model_state_dict",

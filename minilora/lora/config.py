@@ -16,7 +16,8 @@ import re
 import warnings
 from dataclasses import dataclass, field, fields
 
-__all__ = ["LoraConfig", "VeraConfig", "TrainableTokensConfig", "config_from_dict", "get_peft_config", "TaskType", "PeftType", "TASK_TYPES", "CONFIG_NAME"]
+__all__ = ["LoraConfig", "VeraConfig", "TrainableTokensConfig", "config_from_dict", "get_peft_config", "TaskType",
+           "PeftType", "TASK_TYPES", "CONFIG_NAME"]
 
 CONFIG_NAME = "adapter_config.json"
 

@@ -339,7 +339,8 @@ class LoraModel(_Wrapper):
         load_adapter its wrappers hold no adapter, but would still rename the layers' weights)."""
         for key, module in list(self._candidate_modules()):
             if key not in keep and isinstance(module, _WRAPPERS):
-                self._replace(key, module.original_module if not isinstance(module, BaseTunerLayer) else module.unwrapped())
+                plain = module.unwrapped() if isinstance(module, BaseTunerLayer) else module.original_module
+                self._replace(key, plain)
 
     def _resolve_targets(self, config):
         """``None`` -> the model type's default; ``"all-linear"`` -> every Linear but the output head."""

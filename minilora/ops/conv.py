@@ -147,7 +147,8 @@ class Conv2d(Function):
         if nx:
             padded_shape, stride, dilation, padding = ctx.geometry
             grad_windows = xp.einsum("ngohw,gocij->ngchwij", g, ctx.weight, optimize=True)
-            grad_windows = grad_windows.reshape(n, grad_windows.shape[1] * grad_windows.shape[2], *grad_windows.shape[3:])
+            channels = groups * grad_windows.shape[2]  # [N, G, C/G, ...] -> [N, C, ...] (no -1: N may be 0)
+            grad_windows = grad_windows.reshape(n, channels, *grad_windows.shape[3:])
             gx = _unpad(_add_windows_back(xp, grad_windows, padded_shape, stride, dilation), padding)
         return gx, gw
 
