@@ -35,10 +35,10 @@ VLLM = ("vllm::rms_norm_kernel<__nv_bfloat16>", "vllm::fused_add_rms_norm_kernel
         "vllm::act_and_mul_kernel<__nv_bfloat16, vllm::silu_kernel<__nv_bfloat16>, true>",
         "vllm::act_and_mul_kernel<float, vllm::gelu_tanh_kernel<float>, false>",
         "vllm::rotary_embedding_kernel<float, true>", "vllm::rotary_embedding_kernel<float, false>",
-        "vllm::paged_attention_v1_kernel<64, 16, 128>")
+        "vllm::paged_attention_v1_kernel<64, 16, 128>", "rms_norm_cub<128>", "top1_gate<64>", "expert_offsets<96>")
 MODERN = ("row_argmax<128>", "horner_unrolled<4, float>", "horner_unrolled<3, double>", "sum_last_block<128>")
 LLMC, QUANT, SORT = ("layernorm_welford<128>",), ("dequantize_nf4_bf16<64>",), ("block_topk<128>",)
-CUB = ("rms_norm_cub<128>", "top1_gate<64>", "expert_offsets<96>")
+CUB = VLLM[7:]  # in vllm_style.cu too: vLLM's own rms_norm reduces with cub::BlockReduce
 
 
 @lru_cache(maxsize=None)
@@ -395,7 +395,7 @@ def test_atomic_cas_spin_lock_inside_a_block_and_a_warp(blocks, threads):
 def test_rms_norm_with_cub_block_reduce_over_blockdim_valid_threads(tokens, hidden):
     x, w = rng.standard_normal((tokens, hidden)).astype(np.float32), rng.standard_normal(hidden).astype(np.float32)
     out = np.zeros_like(x)
-    kernel("cub_style.cu", CUB[0], CUB)(tokens, 128, (out, x, w, np.float32(1e-6), np.int32(hidden)))
+    kernel("vllm_style.cu", CUB[0], VLLM)(tokens, 128, (out, x, w, np.float32(1e-6), np.int32(hidden)))
     xd = x.astype(np.float64)
     np.testing.assert_allclose(out, xd / np.sqrt((xd ** 2).mean(1, keepdims=True) + 1e-6) * w, rtol=1e-5, atol=1e-6)
 
@@ -405,7 +405,7 @@ def test_top1_gate_with_cub_argmax_over_key_value_pairs_in_a_shared_union():
     logits = rng.standard_normal((tokens, experts)).astype(np.float32)
     logits[2, 10] = logits[2, 20] = 9.0  # a tie: the lower expert wins (cub::ArgMax)
     weight, expert = np.zeros(tokens, np.float32), np.zeros(tokens, np.int32)
-    kernel("cub_style.cu", CUB[1], CUB)(tokens, 64, (logits, np.int32(experts), weight, expert))
+    kernel("vllm_style.cu", CUB[1], VLLM)(tokens, 64, (logits, np.int32(experts), weight, expert))
     np.testing.assert_array_equal(expert, logits.argmax(1))
     p = np.exp(logits.astype(np.float64) - logits.max(1, keepdims=True))
     np.testing.assert_allclose(weight, 1 / p.sum(1), rtol=1e-5)
@@ -415,7 +415,7 @@ def test_top1_gate_with_cub_argmax_over_key_value_pairs_in_a_shared_union():
 def test_cub_block_scan_of_two_items_per_thread_and_warp_reduce_of_valid_items(valid):
     counts = rng.integers(0, 9, 192).astype(np.int32)
     offsets, total, warp_sums = np.zeros(192, np.int32), np.zeros(1, np.int32), np.zeros(3, np.int32)
-    kernel("cub_style.cu", CUB[2], CUB)(1, 96, (counts, offsets, total, warp_sums, np.int32(valid)))
+    kernel("vllm_style.cu", CUB[2], VLLM)(1, 96, (counts, offsets, total, warp_sums, np.int32(valid)))
     np.testing.assert_array_equal(offsets, np.concatenate([[0], np.cumsum(counts)[:-1]]))
     assert total[0] == counts.sum()
     np.testing.assert_array_equal(warp_sums, [counts[64 * w:64 * w + 64:2][:valid].sum() for w in range(3)])
