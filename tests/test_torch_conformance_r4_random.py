@@ -1,9 +1,10 @@
 """torch's random sampling family side by side with torch 2.13 (CPU): normal, bernoulli, poisson,
 randint_like, histc, multinomial's edge cases, the Tensor.*_ random fills.
 
-minilora draws NumPy's stream, so the numbers differ from torch's: the tests compare what must agree
--- shapes, dtypes, requires_grad, gradients (zero through a draw), errors (type and message), and the
-distribution (mean and variance within 5 standard errors on 20000 draws)."""
+The tests here compare what must agree beyond the numbers -- shapes, dtypes, requires_grad, gradients
+(zero through a draw), errors (type and message), and the distribution (mean and variance within 5
+standard errors on 20000 draws). The numbers themselves are torch's for the same seed:
+tests/test_random_r7.py compares them value for value."""
 import math
 import warnings
 
