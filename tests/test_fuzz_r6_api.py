@@ -986,8 +986,9 @@ def test_api_fuzzer_findings_stay_fixed(name):
 
 def test_fill_of_an_expanded_tensor_names_the_problem():
     """torch writes the one element an expand()ed tensor shows everywhere; minilora refuses, as it
-    refuses every in-place write into an overlapping expand, and says why (NumPy said 'read-only')."""
-    with pytest.raises(ValueError, match="single memory location .an expand"):
+    refuses every in-place write into an overlapping expand, and says why (NumPy said 'read-only'), with the
+    RuntimeError torch raises for the other in-place ops on one (since 45f91df)."""
+    with pytest.raises(RuntimeError, match="single memory location .an expand"):
         ml.tensor([[1], [2]]).expand(2, 3).zero_()
-    with pytest.raises(ValueError, match="single memory location .an expand"):
+    with pytest.raises(RuntimeError, match="single memory location .an expand"):
         ml.tensor([[1.0], [2.0]]).expand(2, 3).fill_(2.0)
