@@ -2,7 +2,7 @@
 samples: ``torch.manual_seed(s); torch.nn.X(...)`` and ``minilora.manual_seed(s); minilora.nn.X(...)``
 hold the same state_dict, to the last bit (torch's draws in torch's order with torch's formulas), and
 leave the global generator at the same place (checked by one more ``rand`` on each side). The same for
-``nn.init``, transformers' Llama init, PEFT's adapter inits, a seeded PEFT training run with dropout,
+``nn.init``, transformers' Llama init (and ``resize_token_embeddings``), PEFT's adapter inits, a seeded PEFT training run with dropout,
 ``torch.utils.data``'s shuffles and samplers, and ``generate(do_sample=True)``.
 
 Not compared bit for bit (said where it happens): ``orthogonal_`` and PEFT's orthogonal/OLoRA inits (a
@@ -174,6 +174,21 @@ def test_llama_init_is_transformers(hf, options):
         (theirs, after_theirs), (ours, after_ours) = _build_both(seed, lambda lib: _llama(lib, hf, **options))
         assert _state(ours) == _state(theirs)
         assert after_ours == after_theirs
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_resize_token_embeddings_without_mean_resizing_is_transformers(hf, tie):
+    """mean_resizing=False: the new tables drawn as transformers draws them (a new Embedding's init,
+    then N(0, initializer_range) over it, then the old rows copied; a tied head draws nothing), grown
+    or shrunk. (mean_resizing=True: transformers samples the new rows around the old rows' mean,
+    minilora takes the mean itself -- not compared.)"""
+    for n in (50, 30):
+        def resized(lib):
+            model = _llama(lib, hf, tie_word_embeddings=tie, pad_token_id=3)
+            model.resize_token_embeddings(n, mean_resizing=False)
+            return model
+        (theirs, after_theirs), (ours, after_ours) = _build_both(0, resized)
+        assert _state(ours) == _state(theirs) and after_ours == after_theirs
 
 
 @pytest.fixture(scope="module")

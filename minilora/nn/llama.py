@@ -28,8 +28,7 @@ import numpy as np
 from .. import dtypes, ops
 from ..checkpoint import (SAFE_WEIGHTS_NAME, CheckpointError, atomic_folder, atomic_write, checkpoint_files,
                           load_checkpoint, load_json, read_checkpoint_shapes, read_header, save_file, save_json)
-from ..device import xp_of
-from ..random import fork_rng, generator
+from ..random import fork_rng
 from ..tensor import Tensor, _to_dtype
 from . import generation, init
 from .checkpointing import checkpoint
@@ -736,17 +735,19 @@ def _init_weights(modules, std):
             init.zeros_(module.bias)
 
 
-def _resized_rows(rows, n, std=None):
-    """``rows`` cut to ``n`` rows, or extended with copies of their mean (resize_token_embeddings), or,
-    with ``std``, with N(0, std^2) rows: a fresh model's init (``mean_resizing=False``)."""
-    if n <= rows.shape[0]:
-        return rows[:n]
-    xp = xp_of(rows)
-    if std is not None:
-        new = generator().standard_normal((n - rows.shape[0], rows.shape[1])) * std
-        return xp.concatenate([rows, xp.asarray(new.astype(rows.dtype))])
-    mean = dtypes.upcast(rows).mean(axis=0, keepdims=True).astype(rows.dtype)  # 16-bit: summed in float32
-    return xp.concatenate([rows, xp.repeat(mean, n - rows.shape[0], axis=0)])
+def _resize_into(layer, rows, std, mean_resizing):
+    """transformers' resize of one table: ``layer`` (the new Embedding or Linear, which drew its own
+    init when built) keeps the old ``rows``; a grown table's new rows are copies of the old rows' mean
+    (``mean_resizing``; transformers samples them around it), or N(0, std^2), drawn over the new
+    layer as transformers' ``_init_weights`` does before copying the old rows in."""
+    new, old_n = layer.weight._array, rows.shape[0]
+    if new.shape[0] > old_n and not mean_resizing:
+        _init_weights([layer], std)
+    if new.shape[0] > old_n and mean_resizing:
+        mean = dtypes.upcast(rows).mean(axis=0, keepdims=True).astype(rows.dtype)  # 16-bit: summed in float32
+        new[old_n:] = mean
+    keep = min(old_n, new.shape[0])
+    new[:keep] = rows[:keep]
 
 
 _WHOLE_MODEL_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # one device: all of the model on it
@@ -1081,18 +1082,19 @@ class LlamaForCausalLM(Module):
         if n == old.num_embeddings:
             return old
         tied = self.lm_head.weight is old.weight
+        std = self.config.initializer_range
         embed = Embedding(n, old.embedding_dim, padding_idx=old.padding_idx if (old.padding_idx or 0) < n else None,
                           dtype=old.weight.dtype, device=old.weight.device)
-        std = None if mean_resizing else self.config.initializer_range
-        embed.weight._array[...] = _resized_rows(old.weight._array, n, std)
+        _resize_into(embed, old.weight._array, std, mean_resizing)
         self.set_input_embeddings(embed)
-        if tied:
-            self.lm_head = Linear(self.config.hidden_size, n, bias=False, dtype=old.weight.dtype,
-                                  device=old.weight.device)
+        if tied:  # transformers draws no new head: the embedding's table is the head's
+            with fork_rng():
+                self.lm_head = Linear(self.config.hidden_size, n, bias=False, dtype=old.weight.dtype,
+                                      device=old.weight.device)
             self.lm_head.weight = embed.weight
         else:
             head = Linear(self.config.hidden_size, n, bias=False, dtype=old.weight.dtype, device=old.weight.device)
-            head.weight._array[...] = _resized_rows(self.lm_head.weight._array, n, std)
+            _resize_into(head, self.lm_head.weight._array, std, mean_resizing)
             self.lm_head = head
         self.config.vocab_size = n
         return embed
