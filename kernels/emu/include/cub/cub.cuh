@@ -46,42 +46,38 @@ struct ArgMin {
 };
 
 namespace __emu_detail {
-// A value of any (trivially copyable) type through the emulator's 8-byte shuffles, in pieces if larger.
-template <class T>
-T shfl_down(T v, int offset, int width, unsigned mask = 0xffffffffu) {
+// A value of any (trivially copyable) type through one of the emulator's 8-byte shuffles (`shuffle`, a word to
+// a word), in pieces if larger.
+template <class T, class Shuffle>
+T shuffle_words(T v, Shuffle shuffle) {
     constexpr int words = (int)((sizeof(T) + 7) / 8);
     unsigned long long bits[words] = {};
     std::memcpy(bits, &v, sizeof(T));
-    for (int k = 0; k < words; ++k) bits[k] = __shfl_down_sync(mask, bits[k], offset, width);
+    for (int k = 0; k < words; ++k) bits[k] = shuffle(bits[k]);
     T r;
     std::memcpy(&r, bits, sizeof(T));
     return r;
+}
+template <class T>
+T shfl_down(T v, int offset, int width, unsigned mask = 0xffffffffu) {
+    return shuffle_words(v, [&](unsigned long long w) { return __shfl_down_sync(mask, w, offset, width); });
 }
 template <class T>
 T shfl_up(T v, int offset, int width, unsigned mask = 0xffffffffu) {
-    constexpr int words = (int)((sizeof(T) + 7) / 8);
-    unsigned long long bits[words] = {};
-    std::memcpy(bits, &v, sizeof(T));
-    for (int k = 0; k < words; ++k) bits[k] = __shfl_up_sync(mask, bits[k], offset, width);
-    T r;
-    std::memcpy(&r, bits, sizeof(T));
-    return r;
+    return shuffle_words(v, [&](unsigned long long w) { return __shfl_up_sync(mask, w, offset, width); });
 }
 template <class T>
 T shfl_idx(T v, int lane, int width, unsigned mask = 0xffffffffu) {
-    constexpr int words = (int)((sizeof(T) + 7) / 8);
-    unsigned long long bits[words] = {};
-    std::memcpy(bits, &v, sizeof(T));
-    for (int k = 0; k < words; ++k) bits[k] = __shfl_sync(mask, bits[k], lane, width);
-    T r;
-    std::memcpy(&r, bits, sizeof(T));
-    return r;
+    return shuffle_words(v, [&](unsigned long long w) { return __shfl_sync(mask, w, lane, width); });
+}
+inline int linear_tid() {
+    return (int)(threadIdx.x + threadIdx.y * blockDim.x + threadIdx.z * blockDim.x * blockDim.y);
 }
 // Reduction over a logical warp of `width` lanes by shfl_down, as CUB's: lane 0 ends with the total of the
 // first `valid` lanes (the others with partial totals).
 template <class T, class Op>
 T warp_reduce(T v, Op op, int width, int valid, unsigned mask = 0xffffffffu) {
-    const int lane = (int)(threadIdx.x + threadIdx.y * blockDim.x + threadIdx.z * blockDim.x * blockDim.y) % width;
+    const int lane = linear_tid() % width;
     for (int offset = 1; offset < width; offset *= 2) {
         const T other = shfl_down(v, offset, width, mask);
         if (lane + offset < valid) v = op(v, other);
@@ -96,9 +92,6 @@ T warp_inclusive_scan(T v, Op op, int width, int lane, unsigned mask = 0xfffffff
         if (lane >= offset) v = op(other, v);
     }
     return v;
-}
-inline int linear_tid() {
-    return (int)(threadIdx.x + threadIdx.y * blockDim.x + threadIdx.z * blockDim.x * blockDim.y);
 }
 template <class T> struct dependent_false : std::false_type {};
 // The lanes of warp `warp` in a block of `threads` threads (the last warp may be partial).
