@@ -193,7 +193,7 @@ def test_trunc_normal_constant_and_gain():
         assert init.calculate_gain(name, param) == pytest.approx(torch.nn.init.calculate_gain(name, param))
     with pytest.raises(ValueError, match="unsupported nonlinearity 'swish'"):
         init.calculate_gain("swish")
-    with pytest.raises(ValueError, match="mode must be 'fan_in' or 'fan_out'"):
+    with pytest.raises(ValueError, match=r"Mode fan_avg not supported, please use one of \['fan_in', 'fan_out'\]"):
         init.kaiming_uniform_(t, mode="fan_avg")
     with pytest.raises(ValueError, match=r"at least 2 dimensions, got shape \(5,\)"):
         init.xavier_uniform_(nn.Parameter(np.zeros(5)))

@@ -107,7 +107,7 @@ INITS = [
     ("trunc_normal_", (), {}), ("trunc_normal_", (), {"std": 0.02}),
     ("trunc_normal_", (), {"mean": 0.0, "std": 1.0, "a": 2.0, "b": 3.0}),  # a tail: the uniform regime
     ("kaiming_uniform_", (), {"a": math.sqrt(5)}), ("kaiming_uniform_", (), {"mode": "fan_out", "nonlinearity": "relu"}),
-    ("kaiming_normal_", (), {}), ("kaiming_normal_", (), {"a": 0.2, "mode": "fan_out"}),
+    ("kaiming_normal_", (), {}), ("kaiming_normal_", (), {"a": 0.2, "mode": "FAN_OUT"}),
     ("xavier_uniform_", (), {}), ("xavier_uniform_", (), {"gain": 2.0}), ("xavier_normal_", (), {"gain": 0.5}),
     ("sparse_", (0.3,), {}), ("sparse_", (0.5,), {"std": 0.1}),
 ]
@@ -139,6 +139,12 @@ def test_orthogonal_draws_torchs_gaussian(shape):
             3, lambda lib: lib.nn.init.orthogonal_(lib.empty(shape), gain=gain))
         np.testing.assert_allclose(ours.tolist(), theirs.tolist(), rtol=1e-5, atol=1e-6)
         assert after_ours == after_theirs
+
+
+def test_kaiming_mode_error_is_torchs():
+    for lib in (torch, minilora):
+        with pytest.raises(ValueError, match=r"Mode fan_both not supported, please use one of \['fan_in', 'fan_out'\]"):
+            lib.nn.init.kaiming_uniform_(lib.empty(3, 4), mode="fan_both")
 
 
 def test_eye_dirac_constant_are_torchs():

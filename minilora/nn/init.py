@@ -63,8 +63,9 @@ def _fill(tensor, values):
 
 
 def _fan(tensor, mode):
+    mode = mode.lower()  # (torch takes "FAN_IN" too)
     if mode not in ("fan_in", "fan_out"):
-        raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
+        raise ValueError(f"Mode {mode} not supported, please use one of ['fan_in', 'fan_out']")
     fan_in, fan_out = fan_in_and_fan_out(tensor)
     fan = fan_in if mode == "fan_in" else fan_out
     if fan == 0:
