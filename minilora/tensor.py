@@ -2478,6 +2478,43 @@ def _run_post_accumulate_grad_hooks(watched):
                 hook(leaf)
 
 
+def _node_backward(ctx, g, prof, retain_graph):
+    """One node's own backward on its summed gradient ``g``: a tuple with a gradient (or None) per input.
+    Saved tensors that hooks packed are unpacked for the call (and packed again if the graph is kept)."""
+    packed = ctx.packed if _saved_hooks_used else None
+    if packed is not None:
+        _unpack_saved(ctx)
+    if g.itemsize == 2:  # a 16-bit gradient: overflow to inf silently, as torch (NumPy would warn)
+        with np.errstate(all="ignore"):
+            in_grads = _backward(ctx, g, prof)
+    elif prof is None:
+        in_grads = ctx.fn.backward(ctx, g)
+    else:
+        in_grads = _backward(ctx, g, prof)
+    if packed is not None and retain_graph:
+        _repack(ctx)
+    return in_grads if type(in_grads) is tuple else (in_grads,)
+
+
+def _hand_to_inputs(ctx, in_grads, grads, hooked, store):
+    """Each input's gradient goes on: a leaf's into ``store`` (or, if the leaf has hooks, summed in
+    ``hooked`` to be hooked once at the end), an inner node's added to what ``grads`` holds for it."""
+    for x, parent, need, ig in zip(ctx.inputs, ctx.parents, ctx.needs_input_grad, in_grads):
+        if need and ig is not None:
+            array = x._array
+            if ig.dtype is not array.dtype or ig.shape != array.shape or not ig.shape:
+                ig = _fit(ig, x)  # cast, check the shape, turn a NumPy scalar into an array
+            if parent is None:
+                if _leaf_hooks and _hooked_leaf(x) is not None:  # summed first, hooked once
+                    entry = hooked.setdefault(id(x), [x, None])
+                    entry[1] = ig if entry[1] is None else entry[1] + ig
+                else:
+                    store.add(x, ig)
+            else:  # e.g. the residual stream of a transformer: large, so the sum is split across threads
+                prev = grads.get(id(parent))
+                grads[id(parent)] = ig if prev is None else parallel.add(prev, ig)
+
+
 def _run_backward(root, gradient, retain_graph, store=None):
     # store: where gradients go -- by default the leaves' .grad; autograd.grad() passes its own
     # (with `.nodes`: the non-leaf tensors' nodes whose gradient it wants) and .grad stays untouched
@@ -2513,38 +2550,12 @@ def _run_backward(root, gradient, retain_graph, store=None):
             node_hooks = ctx.node_hooks
         if g.dtype.kind == "c" and not ctx.fn.complex_grad:
             _refuse_complex_gradient(ctx)
-        packed = ctx.packed if _saved_hooks_used else None
-        if packed is not None:
-            _unpack_saved(ctx)
-        if g.itemsize == 2:  # a 16-bit gradient: overflow to inf silently, as torch (NumPy would warn)
-            with np.errstate(all="ignore"):
-                in_grads = _backward(ctx, g, prof)
-        elif prof is None:
-            in_grads = ctx.fn.backward(ctx, g)
-        else:
-            in_grads = _backward(ctx, g, prof)
-        if packed is not None and retain_graph:
-            _repack(ctx)
-        if type(in_grads) is not tuple:
-            in_grads = (in_grads,)
+        in_grads = _node_backward(ctx, g, prof, retain_graph)
         if node_hooks:
             in_grads = _run_node_hooks(ctx, node_hooks, in_grads, g)
         if _detect_anomaly:
             _check_anomaly(ctx, in_grads)
-        for x, parent, need, ig in zip(ctx.inputs, ctx.parents, ctx.needs_input_grad, in_grads):
-            if need and ig is not None:
-                array = x._array
-                if ig.dtype is not array.dtype or ig.shape != array.shape or not ig.shape:
-                    ig = _fit(ig, x)  # cast, check the shape, turn a NumPy scalar into an array
-                if parent is None:
-                    if _leaf_hooks and _hooked_leaf(x) is not None:  # summed first, hooked once
-                        entry = hooked.setdefault(id(x), [x, None])
-                        entry[1] = ig if entry[1] is None else entry[1] + ig
-                    else:
-                        store.add(x, ig)
-                else:  # e.g. the residual stream of a transformer: large, so the sum is split across threads
-                    prev = grads.get(id(parent))
-                    grads[id(parent)] = ig if prev is None else parallel.add(prev, ig)
+        _hand_to_inputs(ctx, in_grads, grads, hooked, store)
         if not retain_graph:
             ctx.free()
     for leaf, g in hooked.values():
