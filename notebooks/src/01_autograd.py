@@ -5,7 +5,7 @@
 # compute. So the whole project starts with the machine that computes gradients. minilora's is
 # written in NumPy, its core in one file (`minilora/tensor.py`), and this notebook takes it apart:
 #
-# 1. a `Tensor` and what it remembers,
+# 1. a `Tensor` and what it remembers (and its random numbers, which are torch's),
 # 2. the graph that arithmetic builds behind your back,
 # 3. `backward()`: the chain rule, applied node by node in reverse,
 # 4. broadcasting, the one rule every elementwise backward shares,
