@@ -249,6 +249,26 @@ def test_lora_init_is_pefts(peft, options):
             assert got[key] == want[key], key
 
 
+@pytest.mark.parametrize("options", [{}, {"init_lora_weights": False}])
+def test_lora_on_multihead_attention_is_pefts(peft, options):
+    """PEFT wraps out_proj first (its adapter drawn), then draws in_proj's pair, then makes out_proj's
+    adapter again (drawn a second time)."""
+    from minilora import lora
+    torch.manual_seed(1)
+    theirs = torch.nn.Module()
+    theirs.mha, theirs.lin = torch.nn.MultiheadAttention(8, 2), torch.nn.Linear(8, 4)
+    ours = minilora.nn.Module()
+    ours.mha, ours.lin = minilora.nn.MultiheadAttention(8, 2), minilora.nn.Linear(8, 4)
+    ours.load_state_dict({k: minilora.tensor(v.numpy()) for k, v in theirs.state_dict().items()})
+    results = []
+    for lib, module, net in ((torch, peft, theirs), (minilora, lora, ours)):
+        lib.manual_seed(0)
+        model = module.get_peft_model(net, module.LoraConfig(target_modules=["mha", "lin"], **options))
+        results.append((model, lib.rand(3).tolist()))
+    (theirs, after_theirs), (ours, after_ours) = results
+    assert _state(ours) == _state(theirs) and after_ours == after_theirs
+
+
 @pytest.mark.parametrize("kind,options", [
     ("AdaLoraConfig", dict(init_r=6, target_r=2, total_step=10)),
     ("AdaLoraConfig", dict(init_r=6, target_r=2, total_step=10, init_lora_weights=False)),

@@ -54,8 +54,9 @@ class MultiheadAttention(Linear):
     def update_layer(self, adapter_name, config, r, lora_alpha):
         _check_supported(self.base_layer, config)
         super().update_layer(adapter_name, config, r, lora_alpha)
-        if adapter_name not in self._out_lora.lora_A:  # (made already when the layer itself was made)
-            self._out_lora.update_layer(adapter_name, config, r, lora_alpha)
+        # out_proj's too, as PEFT: a new layer's out_proj adapter (made when out_proj was wrapped) is
+        # made again here, drawing its init a second time -- the same seed gives PEFT's numbers
+        self._out_lora.update_layer(adapter_name, config, r, lora_alpha)
 
     # --- forward: the base attention with the updated weights ----------------------------------------
     def forward(self, query, *args, adapter_names=None, **kwargs):
