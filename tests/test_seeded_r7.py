@@ -249,6 +249,21 @@ def test_lora_init_is_pefts(peft, options):
             assert got[key] == want[key], key
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float64"])
+def test_lora_init_on_a_cast_llama_is_pefts(hf, peft, dtype):
+    """PEFT builds the adapters in the default dtype (float32 draws), moves them to the base's dtype,
+    then (16-bit bases) autocasts them to float32: the same values and dtypes."""
+    from minilora import lora
+    results = []
+    for lib, module in ((torch, peft), (minilora, lora)):
+        lib.manual_seed(0)
+        model = _llama(lib, hf).to(getattr(lib, dtype))
+        model = module.get_peft_model(model, module.LoraConfig(target_modules=["embed_tokens", "q_proj", "v_proj"]))
+        results.append((model, lib.rand(3).tolist()))
+    (theirs, after_theirs), (ours, after_ours) = results
+    assert _state(ours) == _state(theirs) and after_ours == after_theirs
+
+
 @pytest.mark.parametrize("options", [{}, {"init_lora_weights": False}])
 def test_lora_on_multihead_attention_is_pefts(peft, options):
     """PEFT wraps out_proj first (its adapter drawn), then draws in_proj's pair, then makes out_proj's
