@@ -66,7 +66,8 @@ def as_bf16(x) -> np.ndarray:
 def test_rms_norm_bf16_with_a_static_shared_block_reduce(tokens, hidden):
     x, w = as_bf16(rng.standard_normal((tokens, hidden))), as_bf16(rng.standard_normal(hidden))
     out = np.zeros_like(x)
-    kernel("vllm_style.cu", VLLM[0], VLLM)(tokens, 96, (out, x, w, np.float32(1e-6), np.int32(tokens), np.int32(hidden)))
+    kernel("vllm_style.cu", VLLM[0], VLLM)(tokens, 96, (out, x, w, np.float32(1e-6), np.int32(tokens),
+                                                        np.int32(hidden)))
     xd = x.astype(np.float64)
     rstd = (1 / np.sqrt((xd ** 2).mean(1, keepdims=True) + 1e-6)).astype(np.float32)
     expect = as_bf16(as_bf16(x.astype(np.float32) * rstd).astype(np.float32) * w.astype(np.float32))
@@ -312,7 +313,7 @@ def test_rowwise_int8_quantization_and_half_to_integer_intrinsics():
     x = (rng.standard_normal((rows, cols)) * 40).astype(np.float16)
     x[1, 3], x[2, 5], x[3, 1], x[3, 2] = np.nan, 30000, 2.5, -2.5
     q, scales = np.zeros((rows, cols), np.int8), np.zeros(rows, np.float32)
-    floors, truncs, wide = np.zeros((rows, cols), np.int32), np.zeros((rows, cols), np.int16), np.zeros((rows, cols), np.int64)
+    floors, truncs, wide = (np.zeros((rows, cols), t) for t in (np.int32, np.int16, np.int64))
     kernel("quant.cu", "quantize_rowwise_int8", QUANT)(rows, 64, (x, q, scales, floors, truncs, wide, np.int32(cols)))
     xf = x.astype(np.float32)
     amax = np.nanmax(np.abs(xf), 1)  # fmaxf drops the NaN
@@ -332,7 +333,8 @@ def test_bf16_hfma2_epilogue_over_int4_loads_with_nan_propagating_max():
     a, b, c = (as_bf16(rng.standard_normal(n)) for _ in range(3))
     a[3] = np.nan
     out = np.zeros(n, bf16)
-    kernel("quant.cu", "bf16_fma_clamp", QUANT)(1, 32, (a, b, c, out, np.float32(-1), np.float32(1.5), np.int32(n // 8)))
+    kernel("quant.cu", "bf16_fma_clamp", QUANT)(1, 32, (a, b, c, out, np.float32(-1), np.float32(1.5),
+                                                        np.int32(n // 8)))
     fused = [float(Fraction(float(p)) * Fraction(float(r)) + Fraction(float(s))) if not np.isnan(p) else np.nan
              for p, r, s in zip(a.astype(np.float64), b.astype(np.float64), c.astype(np.float64))]
     rounded = as_bf16(np.array(fused, np.float64).astype(np.float32)).astype(np.float32)  # exact in float64 here
@@ -490,8 +492,10 @@ def _round_exact(v: int, finite: np.ndarray, mode: str) -> float:
         d_lo, d_hi = Fraction(v) - Fraction(lo), Fraction(hi) - Fraction(v)
         if d_lo != d_hi:
             r = lo if d_lo < d_hi else hi
-        else:  # the even one: the larger magnitude past the max is the (even) power of two
-            r = hi if abs(hi) == big else lo if abs(lo) == big else (lo if int(np.float64(lo) / _ulp(lo, finite)) % 2 == 0 else hi)
+        elif big in (abs(hi), abs(lo)):  # a tie with the power of two past the max: it is the even one
+            r = hi if abs(hi) == big else lo
+        else:  # a tie: the neighbour with the even last bit
+            r = lo if int(lo / _ulp(lo, finite)) % 2 == 0 else hi
     return np.inf if r == big else -np.inf if r == -big else r
 
 
