@@ -400,3 +400,47 @@ def test_sampling_is_transformers(hf, options):
                             do_sample=True, max_new_tokens=8, **options).tolist()
         assert got == want
         assert minilora.rand(3).tolist() == torch.rand(3).tolist()
+
+
+# ---- skip_init: a module built without its init draws nothing -------------------------------------------
+SKIPPED = [("Linear", (5, 3), {}), ("Conv2d", (2, 6, 3), {"groups": 2}), ("Embedding", (10, 4), {}),
+           ("MultiheadAttention", (8, 2), {}), ("LSTMCell", (3, 4), {}), ("LayerNorm", (6,), {})]
+# (torch's LSTM/GRU/RNN take device= through **kwargs, so torch's skip_init refuses them; minilora's name it
+# in their signatures and are built: more than torch allows, never another number)
+
+
+@pytest.mark.parametrize("name, args, kwargs", SKIPPED)
+def test_skip_init_draws_nothing_as_torchs(name, args, kwargs):
+    """``torch.nn.utils.skip_init(cls, ...)``: the module's parameters with their shapes and dtypes, and
+    the global generator where it was (torch builds on 'meta'; minilora's initialisers stand still)."""
+    built = _build_both(3, lambda lib: lib.nn.utils.skip_init(getattr(lib.nn, name), *args, **kwargs))
+    (theirs, their_next), (ours, our_next) = built
+    assert our_next == their_next
+    assert {k: (_values(v)[:2], v.requires_grad) for k, v in ours.named_parameters()} == \
+        {k: (_values(v)[:2], v.requires_grad) for k, v in theirs.named_parameters()}
+    assert type(ours) is getattr(mnn, name) and ours.training
+
+
+def test_skip_init_of_a_llama_leaves_the_stream_and_later_inits_draw_again(hf):
+    from minilora.models import LlamaConfig, LlamaForCausalLM
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2)
+    minilora.manual_seed(5)
+    model = mnn.utils.skip_init(LlamaForCausalLM, config, dtype="float32")
+    assert minilora.rand(2).tolist() == (minilora.manual_seed(5), minilora.rand(2).tolist())[1]
+    assert model.lm_head.weight.shape == (64, 32)
+    minilora.manual_seed(5)  # the initialisers are on again after the call: a plain build draws as before
+    drawn = mnn.Linear(3, 2).weight.tolist()
+    torch.manual_seed(5)
+    assert drawn == torch.nn.Linear(3, 2).weight.tolist()
+
+
+def test_skip_init_refuses_a_module_without_device_as_torch():
+    for lib in (torch, minilora):
+        with pytest.raises(RuntimeError, match="Module must support a 'device' arg to skip initialization"):
+            lib.nn.utils.skip_init(lib.nn.ReLU)
+    with pytest.raises(TypeError):  # a constructor's own error, and the initialisers are back on after it
+        mnn.utils.skip_init(mnn.Linear, 3)
+    minilora.manual_seed(0)
+    torch.manual_seed(0)
+    assert mnn.Linear(2, 2).weight.tolist() == torch.nn.Linear(2, 2).weight.tolist()

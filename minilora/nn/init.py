@@ -6,6 +6,7 @@ corrects for what the nonlinearity does to the variance). ``Linear`` uses
 ``kaiming_uniform_(w, a=sqrt(5))``, i.e. ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``; LoRA initialises
 ``A`` the same way and ``B`` with zeros, so an adapter starts as an exact no-op.
 """
+import functools
 import math
 import warnings
 
@@ -55,6 +56,21 @@ def calculate_gain(nonlinearity, param=None):
     raise ValueError(f"unsupported nonlinearity {nonlinearity!r}")
 
 
+# torch.nn.utils.skip_init builds a module on the 'meta' device, where initialisers neither write nor
+# draw. minilora has no meta device: skip_init turns the initialisers off while the constructor runs.
+_skipping = [0]  # > 0: inside skip_init (nested calls count)
+
+
+def _skippable(initialiser):
+    """An in-place initialiser that leaves ``tensor`` as it is, and draws nothing, inside skip_init."""
+    @functools.wraps(initialiser)
+    def run(tensor, *args, **kwargs):
+        if _skipping[0]:
+            return tensor
+        return initialiser(tensor, *args, **kwargs)
+    return run
+
+
 def _fill(tensor, values):
     with no_grad():
         tensor._array[...] = tensor.device.xp.asarray(dtypes.cast(np.asarray(values), tensor.dtype))
@@ -73,10 +89,12 @@ def _fan(tensor, mode):
     return fan
 
 
+@_skippable
 def uniform_(tensor, a=0.0, b=1.0, generator=None):
     return _fill(tensor, _uniform_values(tensor, a, b, generator))
 
 
+@_skippable
 def normal_(tensor, mean=0.0, std=1.0, generator=None):
     return _fill(tensor, _normal_values(tensor, mean, std, generator))
 
@@ -118,6 +136,7 @@ def _normal_cdf(x):
     return (1.0 + math.erf(x / math.sqrt(2.0))) / 2.0
 
 
+@_skippable
 def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
     """N(mean, std) restricted to ``[a, b]`` (absolute bounds, as in PyTorch), by rejection, drawing
     what torch 2.x draws (so the same seed gives torch's values).
@@ -184,15 +203,18 @@ def _in_dtype(values, dtype):
         return dtypes.cast(np.asarray(values), dtype)
 
 
+@_skippable
 def constant_(tensor, val):
     val = dtypes.checked_number(dtypes.python_number(val), tensor.dtype)  # as torch's fill_: 300 into uint8 raises
     return _fill(tensor, np.full(tensor.shape, val))
 
 
+@_skippable
 def zeros_(tensor):
     return constant_(tensor, 0.0)
 
 
+@_skippable
 def ones_(tensor):
     return constant_(tensor, 1.0)
 
@@ -205,6 +227,7 @@ def _is_empty(tensor):
     return False
 
 
+@_skippable
 def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
     """PyTorch's ``kaiming_uniform_``: U(-bound, bound), bound = gain * sqrt(3 / fan)."""
     if _is_empty(tensor):
@@ -213,6 +236,7 @@ def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", gene
     return uniform_(tensor, -bound, bound, generator)
 
 
+@_skippable
 def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
     """PyTorch's ``kaiming_normal_``: N(0, std), std = gain / sqrt(fan)."""
     if _is_empty(tensor):
@@ -224,12 +248,14 @@ def _kaiming_std(tensor, a, mode, nonlinearity):
     return calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode))
 
 
+@_skippable
 def xavier_uniform_(tensor, gain=1.0, generator=None):
     """U(-bound, bound), bound = gain * sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio)."""
     bound = math.sqrt(3.0) * _xavier_std(tensor, gain)  # (torch's rounding steps)
     return uniform_(tensor, -bound, bound, generator)
 
 
+@_skippable
 def xavier_normal_(tensor, gain=1.0, generator=None):
     """N(0, std), std = gain * sqrt(2 / (fan_in + fan_out))."""
     return normal_(tensor, 0.0, _xavier_std(tensor, gain), generator)
@@ -240,6 +266,7 @@ def _xavier_std(tensor, gain):
     return gain * math.sqrt(2.0 / float(fan_in + fan_out))
 
 
+@_skippable
 def orthogonal_(tensor, gain=1, generator=None):
     """A (semi-)orthogonal matrix times ``gain`` (Saxe et al. 2013), trailing dimensions flattened:
     orthonormal rows if there are fewer rows than columns, else orthonormal columns. Keeps every
@@ -264,6 +291,7 @@ def orthogonal_(tensor, gain=1, generator=None):
     return _fill(tensor, _in_dtype(_in_dtype(q, tensor.dtype).reshape(tensor.shape) * gain, tensor.dtype))
 
 
+@_skippable
 def eye_(tensor):
     """The identity matrix (ones on the main diagonal) in a 2-D tensor: a Linear layer that starts by
     passing its first inputs through."""
@@ -272,6 +300,7 @@ def eye_(tensor):
     return _fill(tensor, np.eye(*tensor.shape))
 
 
+@_skippable
 def dirac_(tensor, groups=1):
     """A 3-, 4- or 5-D convolution weight ``[out, in, *kernel]`` that starts as the identity: output
     channel ``d`` of each group copies input channel ``d`` through the kernel's centre."""
@@ -288,6 +317,7 @@ def dirac_(tensor, groups=1):
     return _fill(tensor, values)
 
 
+@_skippable
 def sparse_(tensor, sparsity, std=0.01, generator=None):
     """A 2-D weight drawn from N(0, std) with ``ceil(sparsity * rows)`` zeros in every column, at
     rows chosen at random per column (Martens 2010, torch's ``sparse_``)."""

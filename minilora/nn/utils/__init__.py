@@ -8,7 +8,25 @@ The code lives in ``minilora/optim/clip_grad.py``, next to the optimizers (exerc
 
 from . import rnn
 
-__all__ = ["rnn", "clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm"]
+__all__ = ["rnn", "clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm", "skip_init"]
+
+
+def skip_init(module_cls, *args, **kwargs):
+    """``torch.nn.utils.skip_init``: ``module_cls(*args, **kwargs)`` with its parameters and buffers
+    left uninitialised (``to_empty``) and nothing drawn from the generator -- for a model whose weights
+    are loaded or written next, where a large model's init would cost minutes. torch builds on the
+    'meta' device; minilora switches ``nn.init``'s initialisers off while the constructor runs."""
+    import inspect
+    from .. import init
+    if "device" not in inspect.signature(module_cls).parameters:
+        raise RuntimeError("Module must support a 'device' arg to skip initialization")
+    device = kwargs.pop("device", "cpu")
+    init._skipping[0] += 1
+    try:
+        module = module_cls(*args, **kwargs)
+    finally:
+        init._skipping[0] -= 1
+    return module.to_empty(device=device)
 
 
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
