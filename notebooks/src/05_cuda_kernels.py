@@ -244,8 +244,10 @@ except BarrierError as err:
 # %% [markdown]
 # ## Catching an out-of-bounds write
 #
-# minilora's dropout never stores a mask: each kernel recomputes "keep element `i`?" from a hash of
-# `(seed, i)` (`lora_keep` in `common.cuh`). Suppose we *did* want the mask as an array, one thread per
+# The LoRA kernels' dropout never stores a mask: each kernel recomputes "keep element `i`?" from a hash
+# of `(seed, i)` (`lora_keep` in `common.cuh`). (On `cpu` and `emu`, `ops.lora_linear` without a
+# `seed=` draws torch's own `nn.Dropout` mask instead, as PEFT does, and keeps it for backward; with a
+# `seed=`, and on `cuda`, it is this hash.) Suppose we *did* want the mask as an array, one thread per
 # element, with a guard written `i <= n` instead of `i < n`. The thread with `i == n` writes one float
 # past the end of the array. On a GPU that silently corrupts whatever lives next to it, if it does not
 # crash; in the emulator's fast mode it corrupts the Python process's memory. So we run it only with
@@ -278,7 +280,8 @@ print(f"(sanitized build and run: {time.perf_counter() - start:.1f} s)")
 
 # %% [markdown]
 # Fixed, the kernel runs clean under the sanitizer, and its mask is bit for bit the one the NumPy path
-# uses (`ops.lora_dropout_mask`): the CPU, the emulator and a GPU drop exactly the same elements.
+# uses (`ops.lora_dropout_mask`): given a seed, the CPU, the emulator and a GPU drop exactly the same
+# elements.
 #
 # **Predict:** with `p = 0.25` and 1000 elements, will exactly 750 be kept?
 
