@@ -16,7 +16,7 @@ least disturbed by other load) and the median of the per-round ratios
     python benchmarks/lora_step.py --threads 1 --repeats 15 --profile
 
 All options of benchmarks/train_step.py (--hidden, --layers, --heads, --intermediate, --vocab, --seq,
---batch, --threads, --repeats, --attn, --profile) apply; --rank and --alpha are this benchmark's own.
+--batch, --threads, --repeats, --attn, --profile) apply; --rank, --alpha and --dropout are this benchmark's own.
 """
 import argparse
 import sys
@@ -26,6 +26,8 @@ def parse_lora_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n\n")[-1])
     p.add_argument("--rank", type=int, default=8, help="LoRA rank r (default 8)")
     p.add_argument("--alpha", type=float, default=16, help="lora_alpha (default 16)")
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="lora_dropout (default 0; PEFT tutorials use 0.05-0.1: both sides draw a mask per layer)")
     return p.parse_known_args()[0]
 
 
@@ -46,7 +48,8 @@ ARGS = base.ARGS
 
 
 def lora_config():
-    return dict(r=LORA_ARGS.rank, lora_alpha=LORA_ARGS.alpha, lora_dropout=0.0, target_modules="all-linear")
+    return dict(r=LORA_ARGS.rank, lora_alpha=LORA_ARGS.alpha, lora_dropout=LORA_ARGS.dropout,
+                target_modules="all-linear")
 
 
 def build_models(config):
