@@ -2496,25 +2496,6 @@ def _node_backward(ctx, g, prof, retain_graph):
     return in_grads if type(in_grads) is tuple else (in_grads,)
 
 
-def _hand_to_inputs(ctx, in_grads, grads, hooked, store):
-    """Each input's gradient goes on: a leaf's into ``store`` (or, if the leaf has hooks, summed in
-    ``hooked`` to be hooked once at the end), an inner node's added to what ``grads`` holds for it."""
-    for x, parent, need, ig in zip(ctx.inputs, ctx.parents, ctx.needs_input_grad, in_grads):
-        if need and ig is not None:
-            array = x._array
-            if ig.dtype is not array.dtype or ig.shape != array.shape or not ig.shape:
-                ig = _fit(ig, x)  # cast, check the shape, turn a NumPy scalar into an array
-            if parent is None:
-                if _leaf_hooks and _hooked_leaf(x) is not None:  # summed first, hooked once
-                    entry = hooked.setdefault(id(x), [x, None])
-                    entry[1] = ig if entry[1] is None else entry[1] + ig
-                else:
-                    store.add(x, ig)
-            else:  # e.g. the residual stream of a transformer: large, so the sum is split across threads
-                prev = grads.get(id(parent))
-                grads[id(parent)] = ig if prev is None else parallel.add(prev, ig)
-
-
 def _run_backward(root, gradient, retain_graph, store=None):
     # store: where gradients go -- by default the leaves' .grad; autograd.grad() passes its own
     # (with `.nodes`: the non-leaf tensors' nodes whose gradient it wants) and .grad stays untouched
@@ -2550,12 +2531,34 @@ def _run_backward(root, gradient, retain_graph, store=None):
             node_hooks = ctx.node_hooks
         if g.dtype.kind == "c" and not ctx.fn.complex_grad:
             _refuse_complex_gradient(ctx)
-        in_grads = _node_backward(ctx, g, prof, retain_graph)
+        # This loop runs once per node (tens of thousands per step): the common case is written inline,
+        # the rare ones (16-bit, profiler, saved-tensor hooks) go through _node_backward.
+        if prof is None and not _saved_hooks_used and g.itemsize != 2:
+            in_grads = ctx.fn.backward(ctx, g)
+            if type(in_grads) is not tuple:
+                in_grads = (in_grads,)
+        else:
+            in_grads = _node_backward(ctx, g, prof, retain_graph)
         if node_hooks:
             in_grads = _run_node_hooks(ctx, node_hooks, in_grads, g)
         if _detect_anomaly:
             _check_anomaly(ctx, in_grads)
-        _hand_to_inputs(ctx, in_grads, grads, hooked, store)
+        # Each input's gradient goes on: a leaf's into the store (or, if the leaf has hooks, summed in
+        # `hooked` to be hooked once at the end), an inner node's added to what `grads` holds for it.
+        for x, parent, need, ig in zip(ctx.inputs, ctx.parents, ctx.needs_input_grad, in_grads):
+            if need and ig is not None:
+                array = x._array
+                if ig.dtype is not array.dtype or ig.shape != array.shape or not ig.shape:
+                    ig = _fit(ig, x)  # cast, check the shape, turn a NumPy scalar into an array
+                if parent is None:
+                    if _leaf_hooks and _hooked_leaf(x) is not None:  # summed first, hooked once
+                        entry = hooked.setdefault(id(x), [x, None])
+                        entry[1] = ig if entry[1] is None else entry[1] + ig
+                    else:
+                        store.add(x, ig)
+                else:  # e.g. the residual stream of a transformer: large, so the sum is split across threads
+                    prev = grads.get(id(parent))
+                    grads[id(parent)] = ig if prev is None else parallel.add(prev, ig)
         if not retain_graph:
             ctx.free()
     for leaf, g in hooked.values():
