@@ -444,3 +444,20 @@ def test_skip_init_refuses_a_module_without_device_as_torch():
     minilora.manual_seed(0)
     torch.manual_seed(0)
     assert mnn.Linear(2, 2).weight.tolist() == torch.nn.Linear(2, 2).weight.tolist()
+
+
+def test_skip_init_in_one_thread_leaves_another_threads_init_alone():
+    """skip_init's switch is per thread (torch's meta device is per call): a Linear built in another
+    thread while a constructor runs under skip_init draws its init."""
+    import threading
+    built = {}
+
+    class Slow(mnn.Module):
+        def __init__(self, device=None):
+            super().__init__()
+            worker = threading.Thread(target=lambda: built.setdefault("other", mnn.Linear(4, 4)))
+            worker.start()
+            worker.join()
+            self.layer = mnn.Linear(4, 4)
+    mnn.utils.skip_init(Slow)
+    assert np.abs(np.asarray(built["other"].weight.tolist())).sum() > 0

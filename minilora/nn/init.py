@@ -8,6 +8,7 @@ corrects for what the nonlinearity does to the variance). ``Linear`` uses
 """
 import functools
 import math
+import threading
 import warnings
 
 import numpy as np
@@ -57,15 +58,20 @@ def calculate_gain(nonlinearity, param=None):
 
 
 # torch.nn.utils.skip_init builds a module on the 'meta' device, where initialisers neither write nor
-# draw. minilora has no meta device: skip_init turns the initialisers off while the constructor runs.
-_skipping = [0]  # > 0: inside skip_init (nested calls count)
+# draw. minilora has no meta device: skip_init turns the initialisers off while the constructor runs,
+# in its own thread only (a module built meanwhile in another thread is initialised as usual).
+class _SkipState(threading.local):
+    depth = 0  # > 0: inside skip_init (nested calls count)
+
+
+_skipping = _SkipState()
 
 
 def _skippable(initialiser):
     """An in-place initialiser that leaves ``tensor`` as it is, and draws nothing, inside skip_init."""
     @functools.wraps(initialiser)
     def run(tensor, *args, **kwargs):
-        if _skipping[0]:
+        if _skipping.depth:
             return tensor
         return initialiser(tensor, *args, **kwargs)
     return run

@@ -21,11 +21,11 @@ def skip_init(module_cls, *args, **kwargs):
     if "device" not in inspect.signature(module_cls).parameters:
         raise RuntimeError("Module must support a 'device' arg to skip initialization")
     device = kwargs.pop("device", "cpu")
-    init._skipping[0] += 1
+    init._skipping.depth += 1
     try:
         module = module_cls(*args, **kwargs)
     finally:
-        init._skipping[0] -= 1
+        init._skipping.depth -= 1
     return module.to_empty(device=device)
 
 
