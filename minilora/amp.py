@@ -29,12 +29,13 @@ weight in float32. Within one region a float32 leaf that requires grad (a parame
 the copy reused (torch's weight cache): changing the parameter in place inside the region is not
 seen until the region ends, as in torch.
 
-How an op takes part: its wrapper starts with ``if amp.state.active: return amp.autocast_op(name, fn,
-...)``. ``state`` is the calling thread's autocast state (a threading.local: per thread, as torch's, so
-a region in one thread, a server's request, casts no other thread's ops, and a new thread starts with
-autocast off); ``active`` is False outside every region, so autocast costs those ops one attribute
-read. (``amp.active``, a property of the module, reads the same flag for code off the hot path, at
-about three times the cost.) ``autocast_op`` casts the arguments by the op's policy and calls the
+How an op takes part: its wrapper starts with ``if amp.used and amp.state.active: return
+amp.autocast_op(name, fn, ...)``. ``state`` is the calling thread's autocast state (a threading.local: per
+thread, as torch's, so a region in one thread, a server's request, casts no other thread's ops, and a new
+thread starts with autocast off); ``active`` is False outside every region. A threading.local read costs
+more than a module attribute, so ``used`` (has autocast been on in any thread?) comes first: a program that
+never autocasts pays one module attribute read per op. (``amp.active`` reads this thread's flag, for code
+off the hot path.) ``autocast_op`` casts the arguments by the op's policy and calls the
 wrapper again with ``active`` cleared: an op's inner calls are not autocast again (torch's autocast
 runs once, at the op the user called), and an op a wrapper builds from others (``dot`` from
 ``matmul``) keeps its own dtype (torch's ``dot`` is not autocast on the CPU).
@@ -53,9 +54,7 @@ doubles it after ``growth_interval`` clean ones (torch's ``_amp_update_scale_``,
 """
 import functools
 import inspect
-import sys
 import threading
-import types
 import warnings
 from collections import defaultdict
 from enum import Enum
@@ -156,23 +155,24 @@ class _ThreadState(threading.local):
 
 
 state = _ThreadState()
+used = False  # has autocast been on in any thread? (until then, the ops' check stops at this flag)
 
 
-class _AmpModule(types.ModuleType):
-    @property
-    def active(self):
-        """The ops' one check (``if amp.active:``): is autocast on in this thread, no autocast op running?"""
+def __getattr__(name):
+    """``amp.active``: is autocast on in this thread, no autocast op running? (A module ``__getattr__``,
+    so the module stays a plain module: its attributes are read at full speed by the ops.)"""
+    if name == "active":
         return state.active
-
-
-sys.modules[__name__].__class__ = _AmpModule  # (``amp.active`` reads the calling thread's flag)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _TORCH_DEVICE_TYPES = ("cpu, cuda, ipu, xpu, mkldnn, opengl, opencl, ideep, hip, ve, fpga, maia, xla, lazy, "
                        "vulkan, mps, meta, hpu, mtia, privateuseone")
 
 
 def _refresh():
+    global used
     state.active = any(state.enabled.values())
+    used = used or state.active
 
 
 def _device_type(device_type):
@@ -502,7 +502,7 @@ def autocasts(fn=None, *, name_of=None):
 
     @functools.wraps(fn)
     def op(*args, **kwargs):
-        if state.active:
+        if used and state.active:
             return autocast_op(fn.__name__ if name_of is None else name_of(*args, **kwargs), fn, *args, **kwargs)
         return fn(*args, **kwargs)
     return op

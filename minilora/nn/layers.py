@@ -1810,7 +1810,7 @@ class LSTM(_RNNBase):
                          device, dtype, proj_size)
 
     def forward(self, input, hx=None):
-        if _amp.state.active and not self.proj_size:  # torch's CPU LSTM is one oneDNN kernel, autocast as a whole:
+        if (_amp.used and _amp.state.active) and not self.proj_size:  # torch's CPU LSTM is one oneDNN kernel, autocast as a whole:
             input, hx = _amp.cast_args("mkldnn_rnn_layer", input, hx)  # state, gates and output 16-bit too
         return super().forward(input, hx)
 
@@ -1899,7 +1899,7 @@ class _RNNCellBase(Module):
 
     def forward(self, input, hx=None):
         self._check(input, hx)
-        if _amp.state.active:  # torch's cell is one op on CUDA's lower-precision list: its state 16-bit too
+        if _amp.used and (_amp.used and _amp.state.active):  # torch's cell is one op on CUDA's lower-precision list: its state 16-bit too
             input, hx = _amp.cast_args(self._autocast_name(), input, hx)
         batched = input.ndim == 2
         if not batched:  # one sample: as a batch of one, as torch

@@ -760,7 +760,7 @@ def pow(input, exponent):  # noqa: A001  (mirrors torch.pow)
     input, exponent = python_number(input), python_number(exponent)
     if type(exponent) is bool and _is_bool(input):  # torch: x ** True is x, x ** False all True
         return input.clone() if exponent else input.new_ones(input.shape, dtype=np.bool_)
-    if _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+    if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("pow", pow, input, exponent)
     _refuse_bools("pow", input, exponent)
     if type(exponent) in (int, float) and isinstance(input, Tensor):
@@ -797,20 +797,20 @@ def _floating(input):
 
 
 def exp(input):
-    if _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+    if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("exp", exp, input)
     return Exp.apply(_floating(input))
 
 
 def log(input):
-    if _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+    if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("log", log, input)
     return Log.apply(_floating(input))
 
 
 def sqrt(input): return Sqrt.apply(_floating(input))
 def rsqrt(input):
-    if _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+    if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("rsqrt", rsqrt, input)
     return Rsqrt.apply(_floating(input))
 

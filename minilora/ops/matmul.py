@@ -229,7 +229,7 @@ _MATMUL_NODES = {(1, 1): "DotBackward0", (2, 2): "MmBackward0", (2, 1): "MvBackw
 
 def matmul(input, other):
     """``torch.matmul(input, other)``: ``input @ other`` (keywords as torch names them)."""
-    if _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+    if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("matmul", matmul, input, other)
     ranks = (getattr(input, "ndim", 0), getattr(other, "ndim", 0))
     out = saves_as_torch(MatMul.apply(input, other), saved_for(input, other), saved_for(other, input))
@@ -248,7 +248,7 @@ def _matmul_graph(ranks, input, other):
 
 def linear(x, weight, bias=None):
     """``x @ weight.T + bias`` with ``weight`` stored ``[out_features, in_features]`` as in PyTorch."""
-    if _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+    if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("linear", linear, x, weight, bias)
     if getattr(x, "ndim", 2) == 2:  # torch's node: addmm(bias, x, weight.t()), or mm(x, weight.t())
         transposed = ("TBackward0", weight)
@@ -343,7 +343,7 @@ def einsum(equation, *operands):
         equation, operands = _sublists_to_equation((equation,) + operands)
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
-    if _amp.state.active:  # torch's einsum is on CUDA's list; on the CPU's its contractions go through bmm (amp.py)
+    if _amp.used and _amp.state.active:  # torch's einsum is on CUDA's list; on the CPU's its contractions go through bmm (amp.py)
         name = "einsum" if _contracts(equation, operands) else "einsum_no_contraction"
         return _amp.autocast_op(name, einsum, equation, *operands)
     dtypes = {str(x.dtype) for x in operands}
@@ -420,7 +420,7 @@ def _products_check(name, ranks, *tensors):
 
 def mm(input, mat2):
     """``torch.mm``: a 2-D matrix product (``matmul`` would broadcast; mm refuses other ranks)."""
-    if _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+    if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("mm", mm, input, mat2)
     _products_check("mm", (2, 2), input, mat2)
     return matmul(input, mat2)
@@ -428,7 +428,7 @@ def mm(input, mat2):
 
 def bmm(input, mat2):
     """``torch.bmm``: a batch of matrix products, both 3-D with the same batch size."""
-    if _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+    if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("bmm", bmm, input, mat2)
     _products_check("bmm", (3, 3), input, mat2)
     if input.shape[0] != mat2.shape[0]:
@@ -438,7 +438,7 @@ def bmm(input, mat2):
 
 def dot(input, tensor):
     """``torch.dot``: the inner product of two 1-D tensors of the same length."""
-    if _amp.state.active:  # torch does not autocast dot on the CPU: nor may the matmul inside (amp.py)
+    if _amp.used and _amp.state.active:  # torch does not autocast dot on the CPU: nor may the matmul inside (amp.py)
         return _amp.autocast_op("dot", dot, input, tensor)
     _products_check("dot", (1, 1), input, tensor)
     return matmul(input, tensor)
@@ -446,7 +446,7 @@ def dot(input, tensor):
 
 def mv(input, vec):
     """``torch.mv``: matrix times vector, ``[n, m] @ [m] -> [n]``."""
-    if _amp.state.active:  # torch does not autocast mv on the CPU: nor may the matmul inside (amp.py)
+    if _amp.used and _amp.state.active:  # torch does not autocast mv on the CPU: nor may the matmul inside (amp.py)
         return _amp.autocast_op("mv", mv, input, vec)
     _products_check("mv", (2, 1), input, vec)
     return matmul(input, vec)
@@ -495,7 +495,7 @@ def _inner_sizes_check(name, a, b):
 def addmm(input, mat1, mat2, *, beta=1, alpha=1):
     """``torch.addmm``: ``beta * input + alpha * (mat1 @ mat2)`` for 2-D ``mat1``, ``mat2``
     (``nn.Linear`` written out: ``addmm(bias, x, W.T)``)."""
-    if _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+    if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("addmm", addmm, input, mat1, mat2, beta=beta, alpha=alpha)
     _products_check("addmm", (2, 2), mat1, mat2)
     _inner_sizes_check("addmm", mat1, mat2)
@@ -515,7 +515,7 @@ def _one_node(result, name, *inputs):
 def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
     """``torch.baddbmm``: ``beta * input + alpha * (batch1 @ batch2)`` for 3-D batches (attention
     scores with a bias: ``baddbmm(mask, q, k.transpose(1, 2), alpha=scale)``)."""
-    if _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+    if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("baddbmm", baddbmm, input, batch1, batch2, beta=beta, alpha=alpha)
     _products_check("baddbmm", (3, 3), batch1, batch2)
     _inner_sizes_check("baddbmm", batch1, batch2)
@@ -580,7 +580,7 @@ def inner(input, other):  # noqa: A002
 
 def vdot(input, other):  # noqa: A002
     """``torch.vdot``: ``dot`` with the first operand conjugated (minilora has no complex dtypes)."""
-    if _amp.state.active:  # torch does not autocast vdot on the CPU: nor may the matmul inside (amp.py)
+    if _amp.used and _amp.state.active:  # torch does not autocast vdot on the CPU: nor may the matmul inside (amp.py)
         return _amp.autocast_op("vdot", vdot, input, other)
     _products_check("vdot", (1, 1), input, other)
     return matmul(input, other)

@@ -393,7 +393,7 @@ def _squeeze_axes(t, axes):
 @_numpy_aliases
 def sum(input, dim=None, keepdim=False, *, dtype=None):  # noqa: A001  (torch.sum)
     """Sum over ``dim`` (int, tuple, or None for all). Integer and bool tensors sum as int64 (torch)."""
-    if _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+    if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("sum", sum, input, dim, keepdim, dtype=dtype)
     input = _cast(input, dtype)
     if dtype is None and input.dtype.kind in "biu":
@@ -667,7 +667,7 @@ def _one_axis(fn, dim, ndim):
 @_numpy_aliases
 def softmax(input, dim, dtype=None):
     """Softmax along ``dim`` (required, as ``Tensor.softmax``)."""
-    if _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+    if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("softmax", softmax, input, dim, dtype)
     input = _float_input("softmax", input, dtype)
     axis = _one_axis("softmax", dim, input.ndim)
@@ -676,7 +676,7 @@ def softmax(input, dim, dtype=None):
 
 @_numpy_aliases
 def log_softmax(input, dim, dtype=None):
-    if _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
+    if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("log_softmax", log_softmax, input, dim, dtype)
     input = _float_input("log_softmax", input, dtype)
     axis = _one_axis("log_softmax", dim, input.ndim)
