@@ -197,9 +197,9 @@ from .linalg import old_cholesky as cholesky, old_qr as qr, old_slogdet as slogd
 from .linalg import inv as inverse  # noqa: E402,F401
 from .linalg import (cholesky_inverse, cholesky_solve, geqrf, householder_product as orgqr, lu_unpack, ormqr,  # noqa: E402,F401
                      triangular_solve, old_lu as lu, old_lu_solve as lu_solve)
-# complex tensors, as far as linalg.eig's results need them (minilora/complex_numbers.py)
-from .complex_numbers import (angle, cdouble, cfloat, complex, complex64, complex128, conj, imag,  # noqa: E402,F401,A004
-                              is_complex, real, view_as_complex, view_as_real)
+# complex tensors (minilora/complex_numbers.py: dtypes, views, polar, torch's complex gradients)
+from .complex_numbers import (adjoint, angle, cdouble, cfloat, complex, complex64, complex128, conj,  # noqa: E402,F401,A004
+                              conj_physical, imag, is_complex, polar, real, view_as_complex, view_as_real)
 # torch's second names and small functions (torch.arccos, torch.greater, torch.cov ...: minilora/ops/extra.py)
 from .ops.extra import (absolute, addbmm, addmv, addr, arccos, arccosh, arcsin, arcsinh, arctan,  # noqa: E402,F401
                         arctanh, argwhere, block_diag, broadcast_shapes, broadcast_tensors, cartesian_prod,

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import dtypes, ops
 from .device import xp_of
-from .tensor import Function, Tensor, name_node
+from .tensor import Function, Tensor, _storage, name_node
 
 complex64 = cfloat = np.dtype("complex64")
 complex128 = cdouble = np.dtype("complex128")
@@ -30,26 +30,34 @@ class Real(Function):
     complex_grad = True
 
     @staticmethod
-    def forward(ctx, z):
+    def forward(ctx, z):  # a view: writing into x.real changes x (as in torch)
         ctx.dtype = z.dtype
-        return xp_of(z).real(z).copy()
+        return z.real
 
     @staticmethod
     def backward(ctx, grad):  # d/dx of Re(x + iy): 1, d/dy: 0
         return grad.astype(ctx.dtype)
+
+    @staticmethod
+    def write_back(parent, child):  # ``z.real[...] = v`` inside the graph: z becomes v + i Im(z)
+        return complex(child, imag(parent))
 
 
 class Imag(Function):
     complex_grad = True
 
     @staticmethod
-    def forward(ctx, z):
+    def forward(ctx, z):  # a view, as .real
         ctx.dtype = z.dtype
-        return xp_of(z).imag(z).copy()
+        return z.imag
 
     @staticmethod
     def backward(ctx, grad):  # d/dx of Im(x + iy): 0, d/dy: 1
         return (grad * 1j).astype(ctx.dtype)
+
+    @staticmethod
+    def write_back(parent, child):
+        return complex(real(parent), child)
 
 
 class Conj(Function):
@@ -92,23 +100,60 @@ class ViewAsReal(Function):
     @staticmethod
     def forward(ctx, z):
         ctx.dtype = z.dtype
-        return xp_of(z).stack([z.real, z.imag], axis=-1)
+        return _real_pairs(z)
 
     @staticmethod
     def backward(ctx, grad):
         return (grad[..., 0] + 1j * grad[..., 1]).astype(ctx.dtype)
+
+    @staticmethod
+    def write_back(parent, child):
+        return view_as_complex(child.contiguous())
+
+
+def _real_pairs(z):
+    """``z``'s memory read as (real, imag) pairs: a view (NumPy lets a size-1 last axis change its dtype
+    whatever the strides), a copy where the array library cannot make one."""
+    real_dtype = z.real.dtype
+    try:
+        return z[..., None].view(real_dtype)
+    except (ValueError, TypeError):
+        return xp_of(z).stack([z.real, z.imag], axis=-1)
 
 
 class ViewAsComplex(Function):
     complex_grad = True
 
     @staticmethod
-    def forward(ctx, x):
-        return (x[..., 0] + 1j * x[..., 1]).astype(np.complex64 if x.dtype == np.float32 else np.complex128)
+    def forward(ctx, x):  # a view (view_as_complex checked the strides torch needs for one)
+        return x.view(np.complex64 if x.dtype == np.float32 else np.complex128)[..., 0]
 
     @staticmethod
     def backward(ctx, grad):
         return xp_of(grad).stack([grad.real, grad.imag], axis=-1)
+
+    @staticmethod
+    def write_back(parent, child):
+        return view_as_real(child)
+
+
+class Polar(Function):
+    """``abs * (cos(angle) + i sin(angle))``. Gradients, for torch's complex ``g``: ``Re(g conj(e^{i angle}))``
+    to abs, ``Re(g conj(i out))`` to angle (each the derivative along that real direction)."""
+    complex_grad = True
+
+    @staticmethod
+    def forward(ctx, r, theta):
+        xp = xp_of(r)
+        ctx.unit = xp.cos(theta) + 1j * xp.sin(theta)  # complex64 for float32 inputs (NumPy keeps the width)
+        ctx.out = r * ctx.unit
+        return ctx.out
+
+    @staticmethod
+    def backward(ctx, grad):
+        xp = xp_of(grad)
+        return (xp.real(grad * xp.conj(ctx.unit)) if ctx.needs_input_grad[0] else None,
+                xp.real(grad * xp.conj(1j * ctx.out)) if ctx.needs_input_grad[1] else None)
 
 
 def is_complex(input):
@@ -146,7 +191,8 @@ def angle(input, *, out=None):
 
 
 def view_as_real(input):
-    """``torch.view_as_real``: a complex tensor as real pairs (..., 2). A copy here, not a view."""
+    """``torch.view_as_real``: a complex tensor's memory read as real pairs (..., 2): a view, as in torch
+    (writing into it changes ``input``)."""
     if not is_complex(input):
         raise RuntimeError("view_as_real is only supported for complex tensors")
     return name_node(ViewAsReal.apply(input), "ViewAsRealBackward0", input)
@@ -160,42 +206,131 @@ def _refuse_complex_half(name, dtype):
 
 
 def view_as_complex(input):
-    """``torch.view_as_complex``: real pairs (..., 2) of float32 / float64 as complex numbers. A copy here."""
+    """``torch.view_as_complex``: real pairs (..., 2) of float32 / float64 read as complex numbers: a view,
+    so torch's rules for one (last axis of size 2 and stride 1, even strides and storage offset)."""
     _refuse_complex_half("view_as_complex", input.dtype)
     if input.dtype not in (np.float32, np.float64):
         raise RuntimeError(f"view_as_complex is only supported for half, float and double tensors, but got a tensor "
                            f"of scalar type: {dtypes.torch_name(input.dtype)}")
-    if input.ndim == 0 or input.shape[-1] != 2:
+    if input.ndim == 0:
+        raise RuntimeError("Input tensor must have one or more dimensions")
+    if input.shape[-1] != 2:
         raise RuntimeError("Tensor must have a last dimension of size 2")
+    _check_pair_strides(input._array)
     return name_node(ViewAsComplex.apply(input), "ViewAsComplexBackward0", input)
+
+
+def _check_pair_strides(array):
+    """torch's view_as_complex checks, in its order and words (strides counted in elements)."""
+    itemsize = array.itemsize
+    if array.strides[-1] != itemsize:
+        raise RuntimeError("Tensor must have a last dimension with stride 1")
+    if any(stride % (2 * itemsize) for stride, size in zip(array.strides[:-1], array.shape[:-1]) if size > 1):
+        raise RuntimeError("Tensor must have a stride divisible by 2 for all but last dimension")
+    if _storage_offset(array) % 2:
+        raise RuntimeError("Tensor must have a storage_offset divisible by 2")
+
+
+def _storage_offset(array):
+    """How many elements into its storage ``array`` starts (torch's ``storage_offset()``)."""
+    if xp_of(array) is not np:
+        storage, start = _storage(array), array.data.ptr
+        return (start - storage.data.ptr) // array.itemsize
+    storage = _storage(array)
+    return (array.__array_interface__["data"][0] - storage.__array_interface__["data"][0]) // array.itemsize
+
+
+def _check_float_pair(name, a, b):
+    """torch.complex / torch.polar: two tensors of one float dtype, checked in torch's order and words."""
+    if a.dtype == b.dtype:
+        _refuse_complex_half(name, a.dtype)
+    floats = (np.float16, np.float32, np.float64)
+    if a.dtype not in floats or b.dtype not in floats:
+        raise RuntimeError(f"Expected both inputs to be Half, Float or Double tensors but got "
+                           f"{dtypes.torch_name(a.dtype)} and {dtypes.torch_name(b.dtype)}")
+    if a.dtype != b.dtype:
+        raise RuntimeError(f"Expected object of scalar type {dtypes.torch_name(a.dtype)} but got scalar type "
+                           f"{dtypes.torch_name(b.dtype)} for second argument")
 
 
 def complex(real, imag, *, out=None):  # noqa: A001  (torch's name)
     """``torch.complex``: ``real + i imag`` from two float32 (complex64) or float64 (complex128) tensors."""
-    if real.dtype == imag.dtype:
-        _refuse_complex_half("complex", real.dtype)
-    if real.dtype != imag.dtype or real.dtype not in (np.float32, np.float64):
-        raise RuntimeError(f"Expected both inputs to be Half, Float or Double tensors but got "
-                           f"{dtypes.torch_name(real.dtype)} and {dtypes.torch_name(imag.dtype)}")
+    _check_float_pair("complex", real, imag)
     shape = tuple(np.broadcast_shapes(real.shape, imag.shape))
-    result = view_as_complex(ops.stack([real.expand(shape), imag.expand(shape)], -1))
+    result = ViewAsComplex.apply(ops.stack([real.expand(shape), imag.expand(shape)], -1))
+    result = name_node(result, "ComplexBackward0", real, imag, graph=(real, imag))
     return result if out is None else ops._write_out(lambda: result, "complex", (), {}, out)
 
 
+def polar(abs, angle, *, out=None):  # noqa: A002  (torch's names)
+    """``torch.polar``: ``abs * (cos(angle) + i sin(angle))`` -- Llama's rotary frequencies
+    ``polar(ones_like(freqs), freqs)`` are the unit complex numbers ``e^{i m theta}``."""
+    _check_float_pair("polar", abs, angle)
+    result = name_node(Polar.apply(abs, angle), "PolarBackward0", abs, angle)
+    return result if out is None else ops._write_out(lambda: result, "polar", (), {}, out)
+
+
+def conj_physical(input, *, out=None):
+    """``torch.conj_physical``: the conjugate, computed (minilora's ``conj`` computes it too: torch's lazy
+    conjugate bit is not modelled, so ``conj()`` and ``conj_physical()`` give the same values)."""
+    result = name_node(Conj.apply(input), "ConjPhysicalBackward0", input) if is_complex(input) else input
+    return result if out is None else ops._write_out(lambda: result, "conj_physical", (), {}, out)
+
+
+def adjoint(input):
+    """``torch.adjoint`` / ``x.mH``: the conjugate transpose of the last two axes."""
+    return conj(input.mT)
+
+
+def _conjugated_H(self):
+    """``x.H``: the conjugate transpose of a matrix."""
+    return conj(_transpose_H(self))
+
+
+def _tensor_to(dtype):
+    def method(self, memory_format=None):
+        return self.to(dtype)
+    return method
+
+
 def _linear_ops():
-    """Ops whose derivative is linear with real coefficients (sums, copies, reshapes, selections): the same
-    formula serves complex gradients."""
-    from .ops import elementwise, reduce, shape
+    """Ops whose derivative is linear with real coefficients (sums, copies, reshapes, selections, casts):
+    the same formula serves complex gradients."""
+    from .ops import elementwise, index, nn, reduce, shape
     return [shape.Reshape, shape.Permute, shape.GetItem, shape.Cat, shape.Expand, shape.Flip, shape.Roll,
-            shape.Diagonal, shape.DiagEmbed, reduce.Sum, reduce.Mean, elementwise.Add, elementwise.Sub,
-            elementwise.Neg, elementwise.Clone]
+            shape.Diagonal, shape.DiagEmbed, shape.IndexPut, shape.Unfold, shape.AsStrided, reduce.Sum,
+            reduce.Mean, elementwise.Add, elementwise.Sub, elementwise.Neg, elementwise.Clone, elementwise.AsType,
+            elementwise.Where, index.Gather, index.CumSum, index.IndexSelect, nn.Pad]
+
+
+def _holomorphic_ops():
+    """Analytic ops (``f(z)`` with a complex derivative ``f'(z)``): their backward, written ``f'(z) * g`` for
+    real numbers, serves complex ones through conjugation (the engine's ``_complex_node_backward``)."""
+    import importlib
+    from .ops import elementwise
+    products = importlib.import_module("minilora.ops.matmul")  # (ops.matmul names the function)
+    from .ops import index, reduce
+    return [elementwise.Mul, elementwise.Div, elementwise.Exp, elementwise.Log, elementwise.Sqrt,
+            elementwise.Rsqrt, elementwise.Tanh, elementwise.Sigmoid, elementwise.Sin, elementwise.Cos,
+            elementwise.Pow, elementwise.Pointwise, products.MatMul, products.Linear, products.Einsum,
+            reduce.Prod, index.CumProd]
 
 
 for _op in _linear_ops():
     _op.complex_grad = True
+for _op in _holomorphic_ops():
+    _op.complex_grad = "holomorphic"
+
+_transpose_H = Tensor.H.fget  # (tensor.py's H: the transpose, with torch's checks)
 
 Tensor.real = property(real)
 Tensor.imag = property(imag)
 Tensor.conj = conj
+Tensor.conj_physical = conj_physical
 Tensor.angle = angle
 Tensor.is_complex = is_complex
+Tensor.H = property(_conjugated_H)
+Tensor.mH = property(adjoint)
+Tensor.adjoint = adjoint
+Tensor.cfloat = _tensor_to(complex64)
+Tensor.cdouble = _tensor_to(complex128)

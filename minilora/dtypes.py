@@ -255,6 +255,8 @@ def promote_types(a, b):
         raise RuntimeError(f"Promotion for uint16, uint32, uint64 types is not supported, attempted "
                            f"to promote {a} and {b}")
     if ca != cb:
+        if ca + cb == 5 and not (_is_bfloat16(a) or _is_bfloat16(b)):  # a float and a complex type: the
+            return np.promote_types(a, b)  # complex type wide enough for both (float64, complex64: complex128)
         return a if ca > cb else b
     return np.promote_types(a, b)
 
@@ -283,8 +285,8 @@ def _scalar_dtype(value):
         return _UINT64
     if isinstance(value, (builtins.float, np.floating)) or (HAS_BFLOAT16 and isinstance(value, bfloat16.type)):
         return _default_float
-    if isinstance(value, complex):
-        return np.dtype("complex64")
+    if isinstance(value, complex):  # the complex type of the default float dtype, as torch
+        return np.dtype("complex128" if _default_float == float64 else "complex64")
     raise TypeError(f"expected a tensor or a number, got {type(value).__name__}")
 
 

@@ -578,7 +578,8 @@ class Function:
     # hooks pack (see _pack_saved). None from it: what the op keeps, as without it
     torch_saves = None
     kernel_supports = None  # optional ``(*arrays) -> bool``: which inputs the kernels take (default: float32)
-    complex_grad = False  # does ``backward`` take a complex gradient? (minilora.complex_numbers sets it for those)
+    complex_grad = False  # does ``backward`` take a complex gradient? True, "holomorphic" or False (see
+    # _complex_node_backward; minilora.complex_numbers sets it)
 
     @staticmethod
     def forward(ctx, *arrays, **options):
@@ -2235,6 +2236,22 @@ def _refuse_complex_gradient(ctx):
         f"of complex results first, or use torch")
 
 
+def _complex_node_backward(ctx, g, prof, retain_graph):
+    """A node's backward on a complex gradient ``g`` (torch's convention: minilora/complex_numbers.py).
+    ``complex_grad = True``: the op's backward takes ``g`` as it is (a derivative linear with real
+    coefficients, or one written for complex numbers). ``"holomorphic"``: the op is analytic (mul, exp,
+    matmul), so its real formula ``f'(z) * g`` run on ``conj(g)`` and conjugated is torch's
+    ``conj(f'(z)) * g``. Any other op refuses."""
+    how = ctx.fn.complex_grad
+    if not how:
+        _refuse_complex_gradient(ctx)
+    if how != "holomorphic":
+        return _node_backward(ctx, g, prof, retain_graph)
+    conj = ctx.device.xp.conj
+    in_grads = _node_backward(ctx, conj(g), prof, retain_graph)
+    return tuple(None if ig is None else conj(ig) for ig in in_grads)
+
+
 def _fit(g, t):
     """The gradient ``g`` for tensor ``t``: an array of ``t``'s shape and dtype (the real part of a complex
     gradient for a real tensor, as torch's handle_r_to_c)."""
@@ -2529,11 +2546,11 @@ def _run_backward(root, gradient, retain_graph, store=None):
             if ctx.node_prehooks:
                 g = _run_node_prehooks(ctx, g)
             node_hooks = ctx.node_hooks
-        if g.dtype.kind == "c" and not ctx.fn.complex_grad:
-            _refuse_complex_gradient(ctx)
         # This loop runs once per node (tens of thousands per step): the common case is written inline,
-        # the rare ones (16-bit, profiler, saved-tensor hooks) go through _node_backward.
-        if prof is None and not _saved_hooks_used and g.itemsize != 2:
+        # the rare ones (complex, 16-bit, profiler, saved-tensor hooks) go through _node_backward.
+        if g.dtype.kind == "c":
+            in_grads = _complex_node_backward(ctx, g, prof, retain_graph)
+        elif prof is None and not _saved_hooks_used and g.itemsize != 2:
             in_grads = ctx.fn.backward(ctx, g)
             if type(in_grads) is not tuple:
                 in_grads = (in_grads,)

@@ -555,6 +555,8 @@ class AsType(Function):
 
     @staticmethod
     def backward(ctx, g):
+        if g.dtype.kind == "c" and ctx.dtype.kind != "c":  # a real input gets the real part (torch's handle_r_to_c)
+            g = g.real
         return cast(g, ctx.dtype)
 
 
