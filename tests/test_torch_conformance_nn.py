@@ -120,6 +120,12 @@ BUILTIN_SIGNATURES.update({  # torch builtins without an inspectable signature (
        for name in ("adaptive_max_pool1d", "adaptive_max_pool2d")},
     "bilinear": [("input1", inspect.Parameter.empty), ("input2", inspect.Parameter.empty),
                  ("weight", inspect.Parameter.empty), ("bias", None)],
+    "conv3d": [("input", inspect.Parameter.empty), ("weight", inspect.Parameter.empty), ("bias", None),
+               ("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1)],
+    "conv_transpose3d": [("input", inspect.Parameter.empty), ("weight", inspect.Parameter.empty), ("bias", None),
+                         ("stride", 1), ("padding", 0), ("output_padding", 0), ("groups", 1), ("dilation", 1)],
+    **{name: [("input", inspect.Parameter.empty), ("groups", inspect.Parameter.empty)]
+       for name in ("channel_shuffle", "native_channel_shuffle")},
 })
 MINILORA_ONLY = {"rotary_embedding", "swiglu"}  # no torch.nn.functional counterpart
 

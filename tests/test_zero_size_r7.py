@@ -444,6 +444,23 @@ def _reductions_on_empty_dims():
 
 
 EXPLICIT.update(_reductions_on_empty_dims())
+EXPLICIT.update({  # round 8's names (their values: tests/test_nn_r8.py)
+    "F.conv3d((0, 2, 3, 3, 3), (4, 1, 2, 2, 2), bias, padding=1, groups=2)": lambda L: grads(
+        L, lambda L, x, w, b: _F(L).conv3d(x, w, b, padding=1, groups=2), (0, 2, 3, 3, 3), (4, 1, 2, 2, 2), (4,)),
+    "F.conv_transpose3d((0, 2, 2, 2, 2), (2, 3, 2, 2, 2), stride=2)": lambda L: grads(
+        L, lambda L, x, w: _F(L).conv_transpose3d(x, w, stride=2), (0, 2, 2, 2, 2), (2, 3, 2, 2, 2)),
+    "nn.Conv3d(2, 3, 2) and nn.ConvTranspose3d(2, 3, 2) on an empty batch": lambda L: [
+        L.nn.Conv3d(2, 3, 2)(L.zeros(0, 2, 3, 3, 3)), L.nn.ConvTranspose3d(2, 3, 2)(L.zeros(0, 2, 2, 2, 2))],
+    "F.channel_shuffle, F.native_channel_shuffle, nn.ChannelShuffle(2) of an empty batch": lambda L: [
+        _F(L).channel_shuffle(L.zeros(0, 4, 2), 2), _F(L).native_channel_shuffle(L.zeros(0, 4, 2), 2),
+        L.nn.ChannelShuffle(2)(L.zeros(0, 4, 2))],
+    "F.gumbel_softmax((0, 3))": lambda L: grads(L, lambda L, x: _F(L).gumbel_softmax(x, hard=True), (0, 3)),
+    "nn.LazyLinear(3) and the lazy convolutions on an empty batch": lambda L: [
+        L.nn.LazyLinear(3)(L.zeros(0, 4)), L.nn.LazyConv1d(3, 2)(L.zeros(0, 2, 4)),
+        L.nn.LazyConv2d(3, 2)(L.zeros(0, 2, 4, 4)), L.nn.LazyConv3d(3, 2)(L.zeros(0, 2, 3, 3, 3)),
+        L.nn.LazyConvTranspose1d(3, 2)(L.zeros(0, 2, 4)), L.nn.LazyConvTranspose2d(3, 2)(L.zeros(0, 2, 4, 4)),
+        L.nn.LazyConvTranspose3d(3, 2)(L.zeros(0, 2, 3, 3, 3))],
+})
 
 
 @pytest.mark.parametrize("name", list(EXPLICIT))
@@ -472,6 +489,7 @@ _CONTAINERS = "a container / base class, no computation of its own"
 SKIP = {
     **{f"nn.{n}": _CONTAINERS for n in ("Module", "ModuleDict", "ModuleList", "Parameter", "ParameterDict",
                                          "ParameterList", "Sequential")},
+    "nn.UninitializedParameter": "a lazy module's placeholder, no computation of its own",
     "nn.PixelUnshuffle": "torch returns an empty input as it is (its shape not unshuffled): swept, not compared",
     "nn.EmbeddingBag": "torch segfaults on mode='max' with empty offsets: EXPLICIT's F.embedding_bag cases instead",
     "nn.MultiMarginLoss": "torch's 'mean' / 'sum' of an empty batch is uninitialised memory: EXPLICIT's 'none'",

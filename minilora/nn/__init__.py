@@ -16,6 +16,9 @@ from .layers import ConvTranspose1d, ConvTranspose2d, Dropout1d, Dropout2d, Drop
 from .layers import AdaptiveMaxPool1d, AdaptiveMaxPool2d, PixelShuffle, PixelUnshuffle, Softmax2d  # noqa: F401
 from .layers import InstanceNorm1d, InstanceNorm2d  # noqa: F401
 from .layers import GRUCell, LSTMCell, RNNCell  # noqa: F401
+from .layers import ChannelShuffle, Conv3d, ConvTranspose3d  # noqa: F401
+from .lazy import (LazyConv1d, LazyConv2d, LazyConv3d, LazyConvTranspose1d, LazyConvTranspose2d,  # noqa: F401
+                   LazyConvTranspose3d, LazyLinear, UninitializedParameter)
 from .layers import BatchNorm3d, Fold, InstanceNorm3d, Unfold  # noqa: F401
 from .layers import MultiLabelMarginLoss, TripletMarginWithDistanceLoss  # noqa: F401
 from .layers import Bilinear, MaxUnpool1d, MaxUnpool2d  # noqa: F401
@@ -54,4 +57,6 @@ __all__ = ["Module", "Parameter", "ParameterList", "ParameterDict", "ModuleList"
            "RNNCell", "LSTMCell", "GRUCell", "BatchNorm3d", "InstanceNorm3d", "Unfold", "Fold",
            "MultiLabelMarginLoss", "TripletMarginWithDistanceLoss", "Bilinear", "MaxUnpool1d", "MaxUnpool2d",
            "LPPool1d", "LPPool2d", "LocalResponseNorm", "EmbeddingBag",
-           "AlphaDropout", "FeatureAlphaDropout", "RReLU"]
+           "AlphaDropout", "FeatureAlphaDropout", "RReLU", "Conv3d", "ConvTranspose3d", "ChannelShuffle",
+           "LazyLinear", "LazyConv1d", "LazyConv2d", "LazyConv3d", "LazyConvTranspose1d", "LazyConvTranspose2d",
+           "LazyConvTranspose3d", "UninitializedParameter"]

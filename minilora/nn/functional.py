@@ -23,6 +23,7 @@ from ..ops.nn import dropout_noise as _dropout_noise, feature_dropout as _featur
 from ..ops.nn import float32_inside as _float32_inside
 from ..ops.conv import adaptive_max_pool1d, adaptive_max_pool2d, fold, unfold  # noqa: F401
 from ..ops.conv import max_unpool1d, max_unpool2d  # noqa: F401
+from ..ops.conv import conv3d, conv_transpose3d  # noqa: F401
 from ..ops.conv import (adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d,  # noqa: F401
                         conv_transpose1d, conv_transpose2d, interpolate, max_pool1d, max_pool2d)
 from ..ops.nn import (_refuse, cross_entropy, dropout, embedding, l1_loss, layer_norm,  # noqa: F401
@@ -49,7 +50,8 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
            "pixel_unshuffle", "adaptive_max_pool1d", "adaptive_max_pool2d", "instance_norm", "unfold", "fold",
            "multilabel_margin_loss", "triplet_margin_with_distance_loss", "max_unpool1d", "max_unpool2d", "bilinear",
            "lp_pool1d", "lp_pool2d", "local_response_norm", "embedding_bag", "alpha_dropout", "feature_alpha_dropout",
-           "rrelu", "relu_", "elu_", "leaky_relu_", "hardtanh_", "threshold_", "rrelu_", "celu_", "selu_"]
+           "rrelu", "relu_", "elu_", "leaky_relu_", "hardtanh_", "threshold_", "rrelu_", "celu_", "selu_",
+           "gumbel_softmax", "channel_shuffle", "native_channel_shuffle", "conv3d", "conv_transpose3d"]
 
 
 def linear(input, weight, bias=None):
@@ -609,6 +611,39 @@ def pixel_unshuffle(input, downscale_factor):
     blocks = input.reshape(*batch, c, h // r, r, w // r, r)
     order = list(range(k)) + [k, k + 2, k + 4, k + 1, k + 3]  # [*, C, r, r, H, W]
     return blocks.permute(*order).reshape(*batch, c * r * r, h // r, w // r)
+
+
+def channel_shuffle(input, groups):
+    """[N, C, *] -> [N, C, *] with the channels dealt out as cards: the ``groups`` blocks of C / groups
+    channels interleaved (ShuffleNet's channel shuffle), as ``torch.nn.functional.channel_shuffle``."""
+    if input.ndim <= 2:
+        raise RuntimeError(f"channel_shuffle expects input with > 2 dims, but got input with sizes "
+                           f"{list(input.shape)}")
+    if groups <= 0:
+        raise RuntimeError(f"Number of groups to divide channels in must be positive. Value of groups:{groups}")
+    n, c, *rest = input.shape
+    if c % groups:
+        raise RuntimeError(f"Number of channels must be divisible by groups. Got {c} channels and {groups} groups.")
+    return input.reshape(n, groups, c // groups, *rest).transpose(1, 2).reshape(input.shape)
+
+
+native_channel_shuffle = channel_shuffle  # (torch's name for the same kernel)
+
+
+def gumbel_softmax(logits, tau=1, hard=False, eps=1e-10, dim=-1):
+    """A sample from the Gumbel-softmax distribution (Jang et al. 2016), drawn as torch draws it
+    (``-log`` of exponential noise, one draw per element in order), so a seeded call gives torch's
+    numbers. ``hard=True``: a one-hot of the largest entry, whose gradient is the soft sample's
+    (straight-through)."""
+    if eps != 1e-10:
+        warnings.warn("`eps` parameter is deprecated and has no effect.", stacklevel=2)
+    gumbels = -logits.new_zeros(logits.shape).exponential_().log()  # ~Gumbel(0, 1)
+    y_soft = ((logits + gumbels) / tau).softmax(dim)
+    if not hard:
+        return y_soft  # (the reparameterisation trick)
+    index = y_soft.max(dim, keepdim=True)[1]
+    y_hard = logits.new_zeros(logits.shape).scatter_(dim, index, 1.0)
+    return y_hard - y_soft.detach() + y_soft
 
 
 def _check_shuffle(fn, name, input, factor):

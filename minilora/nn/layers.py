@@ -34,7 +34,7 @@ __all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity",
            "InstanceNorm1d", "InstanceNorm2d", "RNNCell", "LSTMCell", "GRUCell", "BatchNorm3d", "InstanceNorm3d",
            "Unfold", "Fold", "MultiLabelMarginLoss", "TripletMarginWithDistanceLoss", "MaxUnpool1d",
            "MaxUnpool2d", "Bilinear", "LPPool1d", "LPPool2d", "LocalResponseNorm", "EmbeddingBag", "AlphaDropout",
-           "FeatureAlphaDropout", "RReLU"]
+           "FeatureAlphaDropout", "RReLU", "Conv3d", "ConvTranspose3d", "ChannelShuffle"]
 
 
 def _float_dtype(dtype):
@@ -1155,7 +1155,7 @@ class GroupNorm(Module):
 
 # ---- convolution and pooling --------------------------------------------------------------------------
 class _ConvNd(Module):
-    """torch's ``_ConvNd`` for 1-D and 2-D: ``weight`` [out, in / groups, *kernel] and ``bias``
+    """torch's ``_ConvNd`` for 1-D, 2-D and 3-D: ``weight`` [out, in / groups, *kernel] and ``bias``
     [out], initialised as torch's (Kaiming-uniform with a = sqrt(5); bias U(-1/sqrt(fan_in), ...)).
     ``padding_mode`` other than 'zeros' pads with ``F.pad`` first, as torch does."""
 
@@ -1208,7 +1208,7 @@ class _ConvNd(Module):
         return tuple(p for p in reversed(self.padding) for _ in range(2))
 
     def forward(self, input):
-        conv = F.conv2d if self._rank == 2 else F.conv1d
+        conv = (F.conv1d, F.conv2d, F.conv3d)[self._rank - 1]
         if self.padding_mode == "zeros":
             return conv(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         padded = F.pad(input, self._pad_amounts(), mode=self.padding_mode)
@@ -1240,6 +1240,11 @@ class Conv1d(_ConvNd):
 class Conv2d(_ConvNd):
     """Over [N, C, H, W] (or [C, H, W])."""
     _rank = 2
+
+
+class Conv3d(_ConvNd):
+    """Over [N, C, D, H, W] (or [C, D, H, W]): video and volumetric (medical) images."""
+    _rank = 3
 
 
 class _ConvTransposeNd(_ConvNd):
@@ -1277,7 +1282,7 @@ class _ConvTransposeNd(_ConvNd):
         return tuple(n - m for n, m in zip(sizes, smallest))
 
     def forward(self, input, output_size=None):
-        conv = F.conv_transpose2d if self._rank == 2 else F.conv_transpose1d
+        conv = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[self._rank - 1]
         output_padding = self._output_padding(input, output_size)
         if self._rank == 1:
             output_padding = output_padding[0]
@@ -1293,6 +1298,11 @@ class ConvTranspose1d(_ConvTransposeNd):
 class ConvTranspose2d(_ConvTransposeNd):
     """Over [N, C, H, W] (or [C, H, W]): DCGAN's upsampling layer."""
     _rank = 2
+
+
+class ConvTranspose3d(_ConvTransposeNd):
+    """Over [N, C, D, H, W] (or [C, D, H, W])."""
+    _rank = 3
 
 
 class MaxPool2d(Module):
@@ -1554,6 +1564,20 @@ class PixelUnshuffle(Module):
 
     def extra_repr(self):
         return f"downscale_factor={self.downscale_factor}"
+
+
+class ChannelShuffle(Module):
+    """ShuffleNet's channel shuffle: ``F.channel_shuffle(input, groups)``."""
+
+    def __init__(self, groups):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, input):
+        return F.channel_shuffle(input, self.groups)
+
+    def extra_repr(self):
+        return f"groups={self.groups}"
 
 
 class Softmax2d(Module):

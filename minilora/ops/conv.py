@@ -29,17 +29,23 @@ from .nn import _is_16bit_float, float32_inside
 
 __all__ = ["conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
            "adaptive_avg_pool2d", "interpolate", "conv_transpose1d", "conv_transpose2d",
-           "adaptive_max_pool1d", "adaptive_max_pool2d", "unfold", "fold", "max_unpool1d", "max_unpool2d"]
+           "adaptive_max_pool1d", "adaptive_max_pool2d", "unfold", "fold", "max_unpool1d", "max_unpool2d",
+           "conv3d", "conv_transpose3d"]
 
 
 def _pair(value, name):
     """An int or a pair as ``(height, width)`` (torch accepts both)."""
-    if isinstance(value, int):
-        return value, value
-    if len(value) != 2:
-        raise RuntimeError(f"expected {name} to be a single integer value or a list of 2 values, got "
+    return _ntuple(value, 2, name)
+
+
+def _ntuple(value, rank, name):
+    """An int or ``rank`` ints, one per spatial dimension (torch accepts both)."""
+    if isinstance(value, (int, np.integer)):
+        return (int(value),) * rank
+    if len(value) != rank:
+        raise RuntimeError(f"expected {name} to be a single integer value or a list of {rank} values, got "
                            f"{list(value)}")
-    return int(value[0]), int(value[1])
+    return tuple(int(v) for v in value)
 
 
 def _check_conv_geometry(stride, padding, dilation, groups):
@@ -154,22 +160,23 @@ class Conv2d(Function):
 
 
 def _conv_padding(padding, kernel, dilation, stride):
-    """torch's ``padding``: an int, a pair, 'valid' (none) or 'same' (the output keeps the input's
-    size; stride 1 only). 'same' may need one more element after than before: returned as
-    ``F.pad`` amounts ``(left, right, top, bottom)`` with symmetric padding 0, as torch does."""
+    """torch's ``padding``: an int, one per spatial dimension, 'valid' (none) or 'same' (the output
+    keeps the input's size; stride 1 only). 'same' may need one more element after than before:
+    returned as ``F.pad`` amounts (last dimension first: ``(left, right, top, bottom)`` in 2-D) with
+    symmetric padding 0, as torch does."""
+    rank = len(kernel)
     if padding == "valid":
-        return (0, 0), None
+        return (0,) * rank, None
     if padding == "same":
-        if stride != (1, 1):
+        if any(s != 1 for s in stride):
             raise RuntimeError("padding='same' is not supported for strided convolutions")
         totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
         if all(t % 2 == 0 for t in totals):
-            return (totals[0] // 2, totals[1] // 2), None
-        (th, tw) = totals
-        return (0, 0), (tw // 2, tw - tw // 2, th // 2, th - th // 2)
+            return tuple(t // 2 for t in totals), None
+        return (0,) * rank, tuple(a for t in reversed(totals) for a in (t // 2, t - t // 2))
     if isinstance(padding, str):
         raise RuntimeError(f"Invalid padding string: {padding!r} (choose 'valid' or 'same')")
-    return _pair(padding, "padding"), None
+    return _ntuple(padding, rank, "padding"), None
 
 
 @_amp.autocasts
@@ -200,14 +207,7 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups):
     stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
     symmetric, extra = _conv_padding(padding, weight.shape[2:], dilation, stride)
     _check_conv_geometry(stride, symmetric, dilation, groups)
-    channels = input.shape[1]
-    if weight.shape[0] < groups:  # (no output channel: torch refuses an empty weight)
-        raise RuntimeError(f"Given groups={groups}, expected weight to be at least {groups} at dimension 0, but "
-                           f"got weight of size {list(weight.shape)} instead")
-    if channels % groups or weight.shape[0] % groups or weight.shape[1] * groups != channels:
-        raise RuntimeError(f"Given groups={groups}, weight of size {list(weight.shape)}, expected input"
-                           f"{list(input.shape)} to have {weight.shape[1] * groups} channels, but got "
-                           f"{channels} channels instead")
+    _check_conv_channels(input, weight, groups)
     _check_empty_input(input)
     if extra is not None:
         input = pad_op(input, extra)
@@ -218,6 +218,17 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups):
                            f"than the padded input {tuple(input.shape[2:])}")
     out = Conv2d.apply(input, weight, stride=stride, padding=symmetric, dilation=dilation, groups=groups)
     return out if bias is None else out + bias.reshape(1, -1, 1, 1)
+
+
+def _check_conv_channels(input, weight, groups):
+    channels = input.shape[1]
+    if weight.shape[0] < groups:  # (no output channel: torch refuses an empty weight)
+        raise RuntimeError(f"Given groups={groups}, expected weight to be at least {groups} at dimension 0, but "
+                           f"got weight of size {list(weight.shape)} instead")
+    if channels % groups or weight.shape[0] % groups or weight.shape[1] * groups != channels:
+        raise RuntimeError(f"Given groups={groups}, weight of size {list(weight.shape)}, expected input"
+                           f"{list(input.shape)} to have {weight.shape[1] * groups} channels, but got "
+                           f"{channels} channels instead")
 
 
 def _check_empty_input(input):
@@ -241,6 +252,60 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     one = lambda v: (1, v if isinstance(v, int) else v[0])  # noqa: E731
     out = conv2d(_as_image(input), _as_image(weight), bias, one(stride), padding, one(dilation), groups)
     return _conv_named(out.squeeze(-2), input, weight, bias, batched_ndim=3)
+
+
+@_amp.autocasts
+def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """PyTorch's ``F.conv3d``: ``input`` [N, C, D, H, W] (or [C, D, H, W]) with ``weight``
+    [O, C / groups, kd, kh, kw]: the sum, over the kernel's ``kd`` depth offsets, of ``conv2d`` of the
+    depth slices that offset reads (every output depth at once, as a batch of images), with the
+    kernel's slice at that depth."""
+    if input.dtype != weight.dtype:
+        raise RuntimeError(f"Input type ({input.dtype}) and weight type ({weight.dtype}) should be the same")
+    if bias is not None and bias.dtype != input.dtype:
+        raise RuntimeError(f"Input type ({input.dtype}) and bias type ({bias.dtype}) should be the same")
+    out = _conv3d(input, weight, bias, stride, padding, dilation, groups)
+    return _conv_named(out, input, weight, bias, batched_ndim=5)
+
+
+@float32_inside
+def _conv3d(input, weight, bias, stride, padding, dilation, groups):
+    from .nn import pad as pad_op
+    if input.ndim == 4:
+        return _conv3d(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
+    if input.ndim != 5 or weight.ndim != 5:
+        raise RuntimeError(f"conv3d: expected a 4-D or 5-D input and a 5-D weight, got {tuple(input.shape)} "
+                           f"and {tuple(weight.shape)}")
+    if 0 in weight.shape[2:]:
+        raise RuntimeError(f"kernel size should be greater than zero, but got kernel size {list(weight.shape[2:])}")
+    stride, dilation = _ntuple(stride, 3, "stride"), _ntuple(dilation, 3, "dilation")
+    symmetric, extra = _conv_padding(padding, weight.shape[2:], dilation, stride)
+    _check_conv_geometry(stride, symmetric, dilation, groups)
+    _check_conv_channels(input, weight, groups)
+    _check_empty_input(input)
+    if extra is not None:
+        input = pad_op(input, extra)
+    sizes = [_out_size(n, k, s, p, d) for n, k, s, p, d in
+             zip(input.shape[2:], weight.shape[2:], stride, symmetric, dilation)]
+    if min(sizes) <= 0:
+        raise RuntimeError(f"Calculated padded input size per channel: "
+                           f"({' x '.join(str(n + 2 * p) for n, p in zip(input.shape[2:], symmetric))}). Kernel "
+                           f"size: ({' x '.join(str(d * (k - 1) + 1) for k, d in zip(weight.shape[2:], dilation))})."
+                           f" Kernel size can't be greater than actual input size")
+    if symmetric[0]:
+        input = pad_op(input, (0, 0, 0, 0, symmetric[0], symmetric[0]))
+    n, c, _, h, w = input.shape
+    depth, step = sizes[0], stride[0]
+    out = None
+    for k in range(weight.shape[2]):  # one depth offset of the kernel: every output depth's slice at once
+        start = k * dilation[0]
+        slices = input[:, :, start:start + step * (depth - 1) + 1:step]  # [N, C, D_out, H, W]
+        images = slices.transpose(1, 2).reshape(n * depth, c, h, w)
+        part = Conv2d.apply(images, weight[:, :, k], stride=stride[1:], padding=symmetric[1:],
+                            dilation=dilation[1:], groups=groups)
+        out = part if out is None else out + part
+    out = out.reshape(n, depth, weight.shape[0], *sizes[1:]).transpose(1, 2)
+    return out if bias is None else out + bias.reshape(1, -1, 1, 1, 1)
 
 
 def _conv_named(out, input, weight, bias, batched_ndim):
@@ -1118,3 +1183,72 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
     out = conv_transpose2d(_as_image(input), _as_image(weight), bias, (1, one(stride)), (0, one(padding)),
                            (0, one(output_padding)), groups, (1, one(dilation)))
     return out.squeeze(-2)
+
+
+@_amp.autocasts
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """PyTorch's ``F.conv_transpose3d`` over [N, C_in, D, H, W] (or [C_in, D, H, W]) with ``weight``
+    [C_in, C_out / groups, kd, kh, kw]: each kernel depth offset ``k`` is a ``conv_transpose2d`` of
+    every input depth slice, whose results land ``stride`` apart from depth ``k * dilation`` on."""
+    if input.dtype != weight.dtype:
+        raise RuntimeError(f"Input type ({input.dtype}) and weight type ({weight.dtype}) should be the same")
+    if bias is not None and bias.dtype != input.dtype:
+        raise RuntimeError(f"Input type ({input.dtype}) and bias type ({bias.dtype}) should be the same")
+    out = _conv_transpose3d(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    return _conv_named(out, input, weight, bias, batched_ndim=5)
+
+
+@float32_inside
+def _conv_transpose3d(input, weight, bias, stride, padding, output_padding, groups, dilation):
+    from .nn import pad as pad_op
+    if input.ndim == 4:
+        return _conv_transpose3d(input.unsqueeze(0), weight, bias, stride, padding, output_padding, groups,
+                                 dilation).squeeze(0)
+    if weight.numel() == 0:
+        raise RuntimeError(f"non-empty 5D weight tensor expected, but got: {list(weight.shape)}")
+    if input.ndim != 5 or weight.ndim != 5:
+        raise RuntimeError(f"conv_transpose3d: expected a 4-D or 5-D input and a 5-D weight, got "
+                           f"{tuple(input.shape)} and {tuple(weight.shape)}")
+    stride, padding = _ntuple(stride, 3, "stride"), _ntuple(padding, 3, "padding")
+    dilation, output_padding = _ntuple(dilation, 3, "dilation"), _ntuple(output_padding, 3, "output_padding")
+    _check_conv_geometry(stride, padding, dilation, groups)
+    if any(op >= s and op >= d for op, s, d in zip(output_padding, stride, dilation)):
+        raise RuntimeError(f"output padding must be smaller than either stride or dilation, but got "
+                           f"output_padding={list(output_padding)}, stride={list(stride)}, "
+                           f"dilation={list(dilation)}")
+    if input.shape[1] != weight.shape[0] or weight.shape[0] % groups:
+        raise RuntimeError(f"Given transposed=1, weight of size {list(weight.shape)}, expected input"
+                           f"{list(input.shape)} to have {weight.shape[0]} channels, but got {input.shape[1]} "
+                           f"channels instead")
+    _check_empty_input(input)
+    sizes = [(n - 1) * s - 2 * p + d * (k - 1) + op + 1 for n, s, p, d, k, op in
+             zip(input.shape[2:], stride, padding, dilation, weight.shape[2:], output_padding)]
+    if min(sizes) <= 0:
+        raise RuntimeError(f"Given input size per channel: ({' x '.join(map(str, input.shape[2:]))}). Calculated "
+                           f"output size per channel: ({' x '.join(map(str, sizes))}). Output size is too small")
+    n, c, depth, h, w = input.shape
+    step, kd = stride[0], weight.shape[2]
+    images = input.transpose(1, 2).reshape(n * depth, c, h, w)
+    spread = (depth - 1) * step + 1  # the input depths, stride apart
+    full = spread + dilation[0] * (kd - 1) + output_padding[0]  # before the padding is cut off
+    out = None
+    for k in range(kd):
+        part = ConvTranspose2d.apply(images, weight[:, :, k], stride=stride[1:], padding=padding[1:],
+                                     dilation=dilation[1:], groups=groups, output_padding=output_padding[1:])
+        part = part.reshape(n, depth, part.shape[1], *sizes[1:]).transpose(1, 2)  # [N, O, D, H', W']
+        if step > 1:  # step - 1 zero slices after each input depth
+            gaps = part.new_zeros((n, part.shape[1], depth, step - 1, *sizes[1:]))
+            part = _interleave(part, gaps, spread)
+        first = k * dilation[0]
+        part = pad_op(part, (0, 0, 0, 0, first, full - first - spread))
+        out = part if out is None else out + part
+    out = out[:, :, padding[0]:full - padding[0]]
+    return out if bias is None else out + bias.reshape(1, -1, 1, 1, 1)
+
+
+def _interleave(part, gaps, length):
+    """``part`` [N, O, D, ...] with ``gaps`` [N, O, D, step - 1, ...] after each depth, cut to ``length``."""
+    from .shape import cat
+    n, o, depth = part.shape[:3]
+    rows = cat([part.unsqueeze(3), gaps], 3)
+    return rows.reshape(n, o, depth * rows.shape[3], *part.shape[3:])[:, :, :length]
