@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import dtypes, ops
+from .. import dtypes, linalg, ops, parallel
 from ..checkpoint import (SAFE_WEIGHTS_NAME, CheckpointError, atomic_folder, atomic_write, checkpoint_files,
                           load_checkpoint, load_json, read_checkpoint_shapes, read_header, save_file, save_json)
 from ..random import fork_rng
-from ..tensor import Tensor, _to_dtype
+from ..factories import randn
+from ..tensor import Tensor, _host, _to_dtype
 from . import generation, init
 from .checkpointing import checkpoint
 from .layers import Embedding, Linear, RMSNorm, SiLU
@@ -170,6 +171,8 @@ class LlamaConfig:
         return cls.from_dict(load_json(json_file))
 
     def save_pretrained(self, directory, dtype=None):
+        if os.path.isfile(directory):  # (transformers: an AssertionError with these words)
+            raise ValueError(f"save_pretrained needs a directory, but {directory!r} is a file")
         d = self.to_dict()
         if dtype is not None:
             d["dtype"] = str(np.dtype(dtype))
@@ -737,17 +740,101 @@ def _init_weights(modules, std):
 
 def _resize_into(layer, rows, std, mean_resizing):
     """transformers' resize of one table: ``layer`` (the new Embedding or Linear, which drew its own
-    init when built) keeps the old ``rows``; a grown table's new rows are copies of the old rows' mean
-    (``mean_resizing``; transformers samples them around it), or N(0, std^2), drawn over the new
-    layer as transformers' ``_init_weights`` does before copying the old rows in."""
+    init when built) keeps the old ``rows``; a grown table's new rows are drawn around the old rows'
+    mean (``mean_resizing``, ``_rows_around_the_mean``) or N(0, std^2) over the whole new layer as
+    transformers' ``_init_weights`` does, before the old rows are copied in."""
     new, old_n = layer.weight._array, rows.shape[0]
     if new.shape[0] > old_n and not mean_resizing:
         _init_weights([layer], std)
     if new.shape[0] > old_n and mean_resizing:
-        mean = dtypes.upcast(rows).mean(axis=0, keepdims=True).astype(rows.dtype)  # 16-bit: summed in float32
-        new[old_n:] = mean
+        added = _rows_around_the_mean(_host(rows).astype(np.float32), new.shape[0] - old_n)
+        new[old_n:] = layer.weight.device.xp.asarray(added.astype(new.dtype))  # (16-bit: rounded once)
     keep = min(old_n, new.shape[0])
     new[:keep] = rows[:keep]
+
+
+def _rows_around_the_mean(rows, added):
+    """transformers' ``_init_added_embeddings_weights_with_mean``: ``added`` rows drawn from
+    N(mean, 1e-9 * covariance) of the float32 ``rows``, as torch's MultivariateNormal samples
+    (mean + L @ eps, L torch's Cholesky, eps ``randn(added, dim)`` from the global generator), so a
+    seeded program gets transformers' numbers; where 1e-9 * covariance is not positive-definite
+    (fewer rows than columns, say) transformers repeats the mean and draws nothing."""
+    mean = _torch_column_sum(rows) / np.float32(rows.shape[0])
+    centered = Tensor(rows - mean)
+    scaled = 1e-9 * (centered.T @ centered / rows.shape[0])
+    scale_tril, info = linalg.cholesky_ex(scaled)
+    if info.item() != 0:
+        return np.broadcast_to(mean, (added, rows.shape[1]))
+    eps = randn(added, rows.shape[1], dtype="float32", device="cpu")
+    return mean + (scale_tril @ eps.unsqueeze(-1)).squeeze(-1).numpy()
+
+
+# torch's float32 sum over the rows of a [rows, columns] array, in its CPU kernel's order (SumKernel's
+# cascade of partial sums, its vectors of 8 floats, its split of the columns among threads), so the
+# mean matches torch's to the last bit: NumPy adds the rows one by one, a different rounding.
+def _torch_column_sum(rows):
+    columns = rows.shape[1]
+    blocked, interleaved = _multi_row_sum(rows), _interleaved_row_sum(rows)
+    total = interleaved.copy()  # columns past the last whole group of a thread's share
+    for begin, end in _thread_shares(rows.shape[0], columns):
+        width = end - begin
+        group = 32 if width >= 8 else 4  # 4 vectors of 8 floats (a narrow share: 4 single columns)
+        whole = width - width % group
+        total[begin:begin + whole] = blocked[begin:begin + whole]
+    return total
+
+
+def _thread_shares(rows, columns):
+    """The column ranges torch's threads sum (parallel_dim_reduction: below 32768 elements or on
+    one thread, all columns at once; else an even split, rounded to 32 columns)."""
+    threads = min(parallel.num_threads(), columns)
+    if rows * columns < 32768 or threads == 1:
+        return [(0, columns)]
+    size, shares = -(-columns // threads), []
+    for begin in range(0, columns, size):
+        end = min(columns, begin + size)
+        begin, end = begin - begin % 32, end if end == columns else end - end % 32
+        if begin < end:
+            shares.append((begin, end))
+    return shares
+
+
+def _multi_row_sum(x, levels=4):
+    """torch's multi_row_sum: rows added one by one into level 0; every ``step`` rows level 0 goes
+    into level 1 (and level 1 into level 2 at every step**2 rows, ...); at the end the levels are
+    added up from level 0."""
+    n = x.shape[0]
+    power = max(4, (n - 1).bit_length() // levels if n > 1 else 0)
+    step = 1 << power
+    acc = np.zeros((levels,) + x.shape[1:], np.float32)
+    i = 0
+    while i + step <= n:
+        for row in x[i:i + step]:
+            acc[0] += row
+        i += step
+        for level in range(1, levels):
+            acc[level] += acc[level - 1]
+            acc[level - 1] = 0
+            if i & ((step - 1) << (level * power)):
+                break
+    for row in x[i:]:
+        acc[0] += row
+    for level in range(1, levels):
+        acc[0] += acc[level]
+    return acc[0]
+
+
+def _interleaved_row_sum(x):
+    """torch's row_sum: four interleaved partial sums (rows 0, 4, 8, ... in the first) by
+    ``_multi_row_sum``, the leftover rows added to the first, then the other three."""
+    whole = x.shape[0] // 4 * 4
+    partial = _multi_row_sum(x[:whole].reshape((whole // 4, 4) + x.shape[1:]))
+    total = partial[0].copy()
+    for row in x[whole:]:
+        total += row
+    for k in range(1, 4):
+        total += partial[k]
+    return total
 
 
 _WHOLE_MODEL_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # one device: all of the model on it
@@ -1069,10 +1156,10 @@ class LlamaForCausalLM(Module):
 
     def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
         """Grow or shrink the vocabulary of the embedding and the head (new tokens after resizing a
-        tokenizer). New rows are the mean of the old ones (transformers draws them around that mean;
-        the mean itself keeps a new token's logit at the old tokens' average); ``mean_resizing=False``
-        draws them as a fresh model's init, N(0, initializer_range^2), as transformers. Returns the
-        embedding."""
+        tokenizer). New rows are drawn as transformers draws them, with torch's numbers for the same seed:
+        around the old rows' mean, N(mean, 1e-9 * covariance) (a new token's logit starts near the
+        old tokens' average), or with ``mean_resizing=False`` as a fresh model's init,
+        N(0, initializer_range^2). Returns the embedding."""
         old = self.get_input_embeddings()
         n = old.num_embeddings if new_num_tokens is None else new_num_tokens
         if pad_to_multiple_of:
@@ -1197,6 +1284,8 @@ class LlamaForCausalLM(Module):
         if variant is not None:
             raise NotImplementedError(f"save_pretrained(variant={variant!r}): minilora writes model.safetensors only")
         max_bytes = _file_size(max_shard_size)  # (a bad size is an error before anything is written)
+        if os.path.isfile(save_directory):  # (transformers logs this and saves nothing: here it is an error)
+            raise ValueError(f"save_pretrained needs a directory, but {save_directory!r} is a file")
         os.makedirs(save_directory, exist_ok=True)
         if not is_main_process:
             return
