@@ -91,8 +91,10 @@ def test_left_padded_batch_matches_each_prompt_alone(model):
 
 
 def test_model_generate_and_one_dimensional_prompts(model):
-    out = model.generate(PROMPT[0], max_new_tokens=3)
-    assert out.shape == (7,) and out.tolist() == greedy_by_hand(model, PROMPT[0], 3)
+    out = model.generate(PROMPT[:1], max_new_tokens=3)
+    assert out.shape == (1, 7) and out.tolist()[0] == greedy_by_hand(model, PROMPT[0], 3)
+    with pytest.raises(ValueError, match="1-D sequence of shape"):  # transformers: an IndexError, not an answer
+        model.generate(PROMPT[0], max_new_tokens=3)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -174,8 +176,8 @@ def test_generate_command_samples_with_generates_defaults(byte_model_dir, capsys
     ids = tok.encode("hi")
 
     def text(**options):
-        out = generate(model, ids, max_new_tokens=12, do_sample=True, seed=3, eos_token_id=tok.eos_token_id, **options)
-        return "hi" + tok.decode(out.numpy()[len(ids):].tolist(), skip_special_tokens=True)
+        out = generate(model, [ids], max_new_tokens=12, do_sample=True, seed=3, eos_token_id=tok.eos_token_id, **options)
+        return "hi" + tok.decode(out.numpy()[0, len(ids):].tolist(), skip_special_tokens=True)
     assert text() == text(top_k=50) != text(top_k=0)  # the test can tell the two apart
     for flags, expected in (([], text()), (["--top-k", "0"], text(top_k=0)), (["--top-k", "7"], text(top_k=7))):
         code = main(["generate", "hi", "--model", byte_model_dir, "--sample", "--seed", "3", "--max-new-tokens", "12",

@@ -394,15 +394,17 @@ def test_chat_messages_are_normalized_as_transformers(bpe_toks, chat, call):
 IDS = [[1, 5, 9, 13, 4]]
 
 
-def test_one_d_prompt_is_accepted_as_the_batch_of_one_transformers_needs():
-    """transformers fails deep inside on a 1-D prompt (IndexError: tuple index out of range); minilora reads it
-    as one sequence and answers one sequence: the row transformers gives for the [1, n] batch."""
+def test_one_d_prompt_is_refused_with_the_fix_as_transformers_fails():
+    """transformers fails deep inside on a 1-D prompt (IndexError: tuple index out of range); minilora refuses it
+    at the door, naming the fix (round 8: it used to answer a 1-D sequence transformers never gives); the
+    [1, n] batch is transformers' row."""
     reference, model = llama_pair()
     with pytest.raises(IndexError):
         reference.generate(torch.tensor(IDS[0]), max_new_tokens=3, do_sample=False)
-    expected = reference.generate(torch.tensor(IDS), max_new_tokens=3, do_sample=False)[0]
-    got = model.generate(ml.tensor(IDS[0]), max_new_tokens=3, do_sample=False)
-    assert got.shape == (len(IDS[0]) + 3,) and got.tolist() == expected.tolist()
+    with pytest.raises(ValueError, match=r"1-D sequence of shape \(5,\): pass \[ids\]"):
+        model.generate(ml.tensor(IDS[0]), max_new_tokens=3, do_sample=False)
+    expected = reference.generate(torch.tensor(IDS), max_new_tokens=3, do_sample=False)
+    assert model.generate(ml.tensor(IDS), max_new_tokens=3, do_sample=False).tolist() == expected.tolist()
 
 
 def flagged(config_class, options):

@@ -481,8 +481,8 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
              inputs=None, num_beams=DEFAULT, length_penalty=DEFAULT, early_stopping=DEFAULT, **kwargs):
     """Prompt ids followed by the generated ids (an int64 Tensor), with transformers' options.
 
-    ``input_ids``: one sequence ``[ids]``-style 1-D, or a batch [B, T] (pad batches on the *left*
-    and pass ``attention_mask``). Length: ``max_new_tokens`` new tokens, or ``max_length`` in all
+    ``input_ids``: a batch [B, T] (one prompt: ``[ids]``; pad batches on the *left* and pass
+    ``attention_mask``); a 1-D sequence is refused, as transformers (an IndexError there). Length: ``max_new_tokens`` new tokens, or ``max_length`` in all
     (prompt included); with neither, 20 new tokens as in transformers 5. ``eos_token_id`` (an id or
     a list; default the model config's, ``[]`` never stops) ends a row. Sampling (``do_sample=True``)
     keeps transformers' defaults: ``temperature=1.0``, ``top_k=50``, ``top_p=1.0``.
@@ -520,11 +520,12 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     # loop itself keeps its ids on the host, where choosing the next token is cheap.
     out_device = input_ids.device if isinstance(input_ids, Tensor) else None
     ids = _as_int_array(input_ids, "input_ids")
-    single = ids.ndim == 1
-    ids = ids[None, :] if single else ids
+    if ids.ndim == 1:  # transformers reads input_ids.shape[1]: an IndexError, never a 1-D answer
+        raise ValueError(f"input_ids must be a [batch, seq_len] batch, got a 1-D sequence of shape {ids.shape}: "
+                         f"pass [ids] (or ids[None]) for one prompt, as transformers' generate needs")
     if ids.ndim != 2 or 0 in ids.shape:
-        raise ValueError(f"input_ids must be a non-empty sequence or a [batch, seq_len] batch with "
-                         f"batch >= 1 and seq_len >= 1, got shape {ids.shape}")
+        raise ValueError(f"input_ids must be a [batch, seq_len] batch with batch >= 1 and seq_len >= 1, "
+                         f"got shape {ids.shape}")
     config = getattr(model, "config", None)
     if own is not None:
         _check_unimplemented(own)
@@ -579,16 +580,15 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
         mask = (ids != pad_token_id).astype(np.int64) if infer else np.ones_like(ids)
     else:
         mask = _as_int_array(attention_mask, "attention_mask")
-    if mask.shape != ids.shape and not (single and mask.shape == ids.shape[1:]):
-        raise ValueError(f"attention_mask has shape {mask.shape} but input_ids has shape "
-                         f"{ids.shape[1:] if single else ids.shape}: they must match")
-    mask = mask.reshape(ids.shape)
+    if mask.shape != ids.shape:
+        raise ValueError(f"attention_mask has shape {mask.shape} but input_ids has shape {ids.shape}: "
+                         f"they must match")
     if (mask[:, -1] == 0).any():  # a new token would follow padding: transformers warns the same
         warnings.warn("right-padding was detected in attention_mask: a decoder-only model continues the LAST "
                       "position, so pad batches on the left (tokenizer padding_side='left') for correct results")
     prompt = ids
     if num_return_sequences > 1 and num_beams == 1:  # each prompt repeated, its copies side by side
-        ids, mask, single = np.repeat(ids, num_return_sequences, 0), np.repeat(mask, num_return_sequences, 0), False
+        ids, mask = np.repeat(ids, num_return_sequences, 0), np.repeat(mask, num_return_sequences, 0)
     padding = (mask != 0).argmax(axis=1)  # each row's left padding
     process = _LogitsProcessors(**token_rules, eos=eos, last_step=max_new_tokens - 1,
                                 repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
@@ -600,10 +600,10 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
     if num_beams > 1:
         return _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens, pad_token_id,
                             _BeamOptions(num_beams, length_penalty, early_stopping, num_return_sequences),
-                            return_dict_in_generate, output_scores, output_logits, single, out_device)
+                            return_dict_in_generate, output_scores, output_logits, out_device)
     rng = _random.Generator().manual_seed(int(seed)) if seed is not None else None
     if streamer is not None:
-        streamer.put(ids[0] if single else ids)
+        streamer.put(ids)
 
     finished = np.zeros(ids.shape[0], dtype=bool)
     cache, prompt_mask = None, mask
@@ -636,7 +636,7 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
                 break
     if streamer is not None:
         streamer.end()
-    sequences = Tensor(ids[0] if single else ids, dtype=np.int64, device=out_device)
+    sequences = Tensor(ids, dtype=np.int64, device=out_device)
     if not return_dict_in_generate:
         return sequences
 
@@ -710,7 +710,7 @@ def _check_beam_options(do_sample, num_return_sequences, streamer, num_beams):
 
 
 def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens, pad_token_id, options,
-                 return_dict_in_generate, output_scores, output_logits, single, out_device):
+                 return_dict_in_generate, output_scores, output_logits, out_device):
     """transformers' beam search (``GenerationMixin._beam_search``), step for step.
 
     Each prompt keeps ``num_beams`` running sequences ("beams"). A step scores every beam's every next
@@ -768,7 +768,7 @@ def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens,
             if not improvable.any() or all_full or ended.all():
                 break
     return _beam_output(finished, options, prompt_length, all_scores, raw_logits, return_dict_in_generate,
-                        output_scores, output_logits, single, out_device)
+                        output_scores, output_logits, out_device)
 
 
 class _FinishedBeams:
@@ -802,13 +802,13 @@ class _FinishedBeams:
 
 
 def _beam_output(finished, options, prompt_length, all_scores, raw_logits, return_dict_in_generate,
-                 output_scores, output_logits, single, out_device):
+                 output_scores, output_logits, out_device):
     wanted = options.num_return_sequences
     sequences = finished.sequences[:, :wanted].reshape(-1, finished.sequences.shape[-1])
     origins = finished.origins[:, :wanted].reshape(-1, finished.origins.shape[-1])
     generated = int((origins != -1).sum(axis=1).max())  # the longest returned sequence's new tokens
     sequences, origins = sequences[:, :prompt_length + generated], origins[:, :generated]
-    result = Tensor(sequences[0] if single and wanted == 1 else sequences, dtype=np.int64, device=out_device)
+    result = Tensor(sequences, dtype=np.int64, device=out_device)
     if not return_dict_in_generate:
         return result
 
