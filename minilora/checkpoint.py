@@ -29,6 +29,7 @@ import fnmatch
 import json
 import os
 import shutil
+import stat
 import struct
 import sys
 import tempfile
@@ -87,9 +88,11 @@ def atomic_write(path, mode="wb"):
     is flushed to disk, and then ``os.replace`` swaps it in. On any error the temporary file is
     removed and the old ``path`` is left as it was.
     """
-    path = os.fspath(path)
+    path = _through_link(os.fspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write {path}: it is a folder, not a file")
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    _make_folder(folder, path)
     remove_leftovers(path)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(path), suffix=".tmp")
     try:
@@ -97,7 +100,8 @@ def atomic_write(path, mode="wb"):
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
+        # mkstemp makes 0600 files: give the old file's permissions (open(path, "w") keeps them), or the usual ones
+        os.chmod(tmp, _permissions(path, 0o666 & ~_UMASK))
         os.replace(tmp, path)
         _fsync_dir(folder)  # the rename itself reaches the disk
     except BaseException:
@@ -153,6 +157,31 @@ def remove_leftovers(path):
                 os.remove(leftover)
 
 
+def _through_link(path):
+    """The file a symbolic link points to, as ``open(path, "w")`` writes there: replacing the link by a
+    regular file would leave the file the user keeps behind it unchanged (and the link gone)."""
+    return os.path.realpath(path) if os.path.islink(path) else path
+
+
+def _make_folder(folder, path):
+    """Create the folder ``path`` goes into; a file where a folder must be is named (not a bare errno)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocking = folder
+        while blocking and not os.path.exists(blocking):
+            blocking = os.path.dirname(blocking)
+        raise NotADirectoryError(f"cannot save {path}: {blocking} is a file, not a folder") from None
+
+
+def _permissions(path, default):
+    """The permission bits of ``path`` if it exists (a save keeps a private 0600 file private), else ``default``."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return default
+
+
 def _fsync_dir(folder):
     """Make a folder's entries (new names, renames) durable, where the OS allows it."""
     with contextlib.suppress(OSError):
@@ -180,14 +209,14 @@ def atomic_folder(directory, replaces=()):
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise NotADirectoryError(f"cannot save into {directory}: it is a file, not a folder")
     parent = os.path.dirname(directory)
-    os.makedirs(parent, exist_ok=True)
+    _make_folder(parent, directory)
     remove_leftovers(directory)
     tmp = tempfile.mkdtemp(dir=parent, prefix=_temp_prefix(directory), suffix=".tmp")
     try:
         yield tmp
         if os.path.isdir(directory):
             _link_missing(directory, tmp, replaces)
-        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders; give the usual permissions
+        os.chmod(tmp, _permissions(directory, 0o777 & ~_UMASK))  # mkdtemp makes 0700 folders
         _fsync_tree(tmp)
         _swap_in(tmp, directory)
     finally:
@@ -257,7 +286,11 @@ def _swap_in(tmp, directory):
         # the next save into this folder (``remove_leftovers``) puts back.
         old = tmp[:-len(".tmp")] + ".old"
         os.rename(directory, old)
-        os.rename(tmp, directory)
+        try:
+            os.rename(tmp, directory)
+        except BaseException:  # (a full disk, a Ctrl-C): the old folder goes back now, not at the next save
+            os.rename(old, directory)
+            raise
         os.rename(old, tmp)
     _fsync_dir(os.path.dirname(directory))
     if cwd == directory:  # we replaced the working directory: follow it to the new folder
@@ -303,6 +336,7 @@ def read_header(path):
                                   "shorter than the 8-byte header length)")
         (header_len,) = struct.unpack("<Q", prefix)
         if header_len > size - 8:
+            _refuse_other_format(path, prefix)
             raise CheckpointError(f"{path}: truncated or not a safetensors file (the header claims "
                                   f"{header_len} bytes but the file has only {size})")
         raw = f.read(header_len)
@@ -321,6 +355,25 @@ def read_header(path):
                    for name, info in header.items() if name != "__metadata__")
     _check_spans(path, spans, data_len)
     return header, data_start
+
+
+def other_format(start):
+    """What a file starting with the bytes ``start`` is when it is not safetensors: "a torch.save file (a zip of
+    pickles)", "a pickle", "a zip archive", or None (nothing recognisable)."""
+    if start.startswith(b"PK\x03\x04"):
+        return "a zip archive (torch.save writes its pickles in one; numpy.savez its arrays)"
+    if start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "a pickle (what torch.save wrote before torch 1.6, or pickle.dump)"
+    return None
+
+
+def _refuse_other_format(path, start):
+    kind = other_format(start)
+    if kind is not None:
+        raise CheckpointError(f"{path} is not a safetensors file: it is {kind}. minilora reads safetensors files "
+                              f"only and never unpickles (unpickling can run any code the file contains). Convert "
+                              f"it where torch is installed: safetensors.torch.save_file(torch.load(path), "
+                              f"'model.safetensors')")
 
 
 class _DuplicateKey(ValueError):

@@ -20,8 +20,8 @@ from .layers import (BASE_ADAPTER, DoraMagnitude, Embedding, Linear, LoraLayer, 
                      TrainableTokensLayer, TrainableTokensWrapper, VeraLinear)
 from .conv import Conv1d, Conv2d
 from .loraplus import create_loraplus_optimizer
-from .model import (AutoPeftModelForCausalLM, LoraModel, PeftMixedModel, PeftModel, PeftModelForCausalLM,
-                    PeftModelForFeatureExtraction, TrainableTokensModel,
+from .model import (AutoPeftModelForCausalLM, LoraModel, NoMatchingPeftModuleError, PeftError, PeftMixedModel,
+                    PeftModel, PeftModelForCausalLM, PeftModelForFeatureExtraction, TrainableTokensModel,
                     VeraModel, cast_mixed_precision_params, get_peft_model, inject_adapter_in_model,
                     prepare_model_for_kbit_training, target_module_matches)
 from .save import (AdapterMismatchError, get_base_model_state_dict, get_peft_model_state_dict, load_peft_weights,
@@ -40,5 +40,5 @@ __all__ = ["LoraConfig", "PeftConfig", "VeraConfig", "TaskType", "PeftType", "co
            "AdaLoraConfig", "AdaLoraModel", "RankAllocator", "SVDLinear", "get_layer_status", "get_model_status",
            "TunerLayerStatus", "TunerModelStatus", "TrainableTokensConfig", "TrainableTokensModel",
            "TrainableTokensLayer", "TrainableTokensWrapper", "ParamWrapper", "prepare_model_for_kbit_training",
-           "cast_mixed_precision_params"]
+           "cast_mixed_precision_params", "PeftError", "NoMatchingPeftModuleError"]
 from . import diagnostics  # noqa: E402  spectra, training diagnosis, recommend_lora_config (minilora.lora.diagnostics)

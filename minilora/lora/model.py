@@ -42,7 +42,16 @@ from .layers import (BASE_ADAPTER, BaseTunerLayer, BufferDict, Embedding, Linear
 
 __all__ = ["prepare_model_for_kbit_training", "cast_mixed_precision_params", "get_peft_model", "PeftModel",
            "PeftMixedModel", "PeftModelForCausalLM", "AutoPeftModelForCausalLM", "LoraModel",
-           "VeraModel", "TrainableTokensModel", "target_module_matches"]
+           "VeraModel", "TrainableTokensModel", "target_module_matches", "PeftError", "NoMatchingPeftModuleError"]
+
+
+class PeftError(Exception):
+    """PEFT's base error (peft.utils.error.PeftError)."""
+
+
+class NoMatchingPeftModuleError(PeftError, ValueError):
+    """An adapter's target_modules matched no module of the base model (PEFT's error of that name, a ValueError):
+    a program that adds such an adapter on purpose catches this one, not every ValueError."""
 
 # What PEFT adapts when target_modules is None (its TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
 DEFAULT_TARGET_MODULES = {"llama": ["q_proj", "v_proj"]}
@@ -268,7 +277,7 @@ class LoraModel(_Wrapper):
             if wanted_parameters is not None and not config.target_modules:
                 raise ValueError("No `target_modules` passed but also no `target_parameters` found. Please check "
                                  "the values for these arguments.")
-            raise ValueError(self._no_match_message(config))
+            raise NoMatchingPeftModuleError(self._no_match_message(config))
         if config.target_modules and not modules:
             warnings.warn(f"target_modules={config.target_modules} were set but no module was matched.", RuntimeWarning)
         elif wanted_parameters and not parameters:
@@ -488,8 +497,8 @@ class LoraModel(_Wrapper):
             else:
                 self._replace(key, TrainableTokensWrapper(module, adapter_name, ids, tied_adapter=tied_adapter))
         if not found:  # PEFT's words
-            raise ValueError(f"Target modules {{{name!r}}} not found in the base model. Please check the target "
-                             "modules and try again.")
+            raise NoMatchingPeftModuleError(f"Target modules {{{name!r}}} not found in the base model. Please check "
+                                            "the target modules and try again.")
 
     def _freeze_all_but_adapters(self, config):
         """Only adapter weights train; then the ``bias`` mode may unfreeze biases (PEFT's rules)."""
@@ -832,7 +841,7 @@ class VeraModel(LoraModel):
         shapes = [m.weight.shape for key, m in self._candidate_modules()
                   if isinstance(m, (_NNLinear, VeraLinear)) and target_module_matches(config, key)]
         if not shapes:
-            raise ValueError(self._no_match_message(config))
+            raise NoMatchingPeftModuleError(self._no_match_message(config))
         out_max, in_max = max(s[0] for s in shapes), max(s[1] for s in shapes)
         if "vera_A" not in self._modules:
             self.vera_A, self.vera_B = BufferDict(), BufferDict()
