@@ -464,10 +464,107 @@ class _CtrlC:
             self.previous = None
 
 
-def _as_loader(data, batch_size, seed, shuffle=True):
+def _as_loader(data, batch_size, seed, shuffle=True, what="train_data"):
+    from .utils.data import DataLoader as TorchDataLoader
     if isinstance(data, DataLoader) or data is None:
         return data
+    if isinstance(data, TorchDataLoader):  # torch's DataLoader: its own batch size and order
+        return _EpochLoader(data)
+    if hasattr(data, "__len__") and len(data) == 0:  # (named here: the user passed no DataLoader)
+        raise ValueError(f"train: {what} is empty (no examples to train on)" if what == "train_data"
+                         else f"train: {what} is empty (pass None for no evaluation)")
     return DataLoader(data, batch_size, seed, shuffle=shuffle)
+
+
+class _EpochLoader:
+    """``batch(i)`` over a ``minilora.utils.data.DataLoader`` (torch's), epoch after epoch, in order.
+
+    Its batches are decided by random generators -- the global one (each ``iter(loader)`` draws a seed,
+    a ``RandomSampler`` without a generator seeds one from it) and any ``generator=`` of the loader or its
+    sampler -- as each epoch begins. So a checkpoint holds their states at the start of the current epoch
+    and how many of its batches were taken; a resumed run sets them back, replays the epoch's start, skips
+    that many batches and restores the checkpoint's global state: the same batches follow, bit for bit."""
+
+    items = None  # (no list of examples to check in advance)
+
+    def __init__(self, loader):
+        self.loader, self.taken, self.iterator, self.epoch_start = loader, 0, None, None
+
+    def _generators(self):
+        """Every generator that decides the batches: the global one first, then the loader's and samplers'."""
+        owners = [self.loader, self.loader.sampler, self.loader.batch_sampler,
+                  getattr(self.loader.batch_sampler, "sampler", None)]
+        found = [ml_random.default_generator]
+        for owner in owners:
+            g = getattr(owner, "generator", None)
+            if isinstance(g, ml_random.Generator) and all(g is not f for f in found):
+                found.append(g)
+        return found
+
+    def _new_epoch(self):
+        self.epoch_start = [g.get_state() for g in self._generators()]
+        self.iterator, self.taken = iter(self.loader), 0
+
+    def batch(self, index):
+        if self.iterator is None:
+            self._new_epoch()
+        try:
+            batch = next(self.iterator)
+        except StopIteration:
+            self._new_epoch()
+            batch = next(self.iterator, None)
+            if batch is None:
+                raise ValueError("train: train_data (a DataLoader) yields no batch") from None
+        self.taken += 1
+        return _as_ids_and_labels(batch)
+
+    def __iter__(self):  # (as eval_data: one pass)
+        return (_as_ids_and_labels(batch) for batch in self.loader)
+
+    def state_dict(self):
+        return {"epoch_start": None if self.epoch_start is None else list(self.epoch_start), "taken": self.taken}
+
+    def load_state_dict(self, state):
+        """Where the checkpointed run was in its epoch (called after the global generator was restored)."""
+        if state is None:
+            raise ValueError("checkpoint: written by a run whose train_data was not a DataLoader, so it does not say "
+                             "where this DataLoader's epoch was; resume with the run's own train_data")
+        if state["epoch_start"] is None:
+            return
+        generators, now = self._generators(), ml_random.get_rng_state()
+        if len(state["epoch_start"]) != len(generators):
+            raise ValueError(f"checkpoint: its DataLoader drew from {len(state['epoch_start'])} random generator(s), "
+                             f"this one from {len(generators)}: not the same train_data")
+        for g, saved in zip(generators, state["epoch_start"]):
+            try:
+                g.set_state(saved)
+            except (RuntimeError, ValueError, TypeError) as exc:
+                raise ValueError(f"checkpoint: its DataLoader's random generator state is corrupted ({exc})") from None
+        self._new_epoch()
+        for _ in range(int(state["taken"])):
+            if next(self.iterator, None) is None:
+                raise ValueError("checkpoint: its DataLoader had taken more batches in this epoch than this "
+                                 "train_data has: not the same train_data")
+        self.taken = int(state["taken"])
+        ml_random.set_rng_state(now)
+
+
+def _as_ids_and_labels(batch):
+    """``(input_ids, labels)`` int64 arrays from a torch-style batch: a tensor of token rows (its own labels),
+    a list of one or two tensors (``TensorDataset(ids)`` / ``TensorDataset(ids, labels)``), or a dict with
+    ``input_ids`` (and ``labels``), as a transformers data collator gives."""
+    if isinstance(batch, dict) and "input_ids" in batch:
+        batch = [batch["input_ids"]] + ([batch["labels"]] if "labels" in batch else [])
+    elif not isinstance(batch, (list, tuple)):
+        batch = [batch]
+    arrays = [np.asarray(_to_numpy(part)) for part in batch]
+    if not 1 <= len(arrays) <= 2 or any(a.ndim != 2 or a.dtype.kind not in "iu" for a in arrays):
+        got = ", ".join(f"{type(part).__name__} {getattr(part, 'shape', '')}" for part in batch) \
+            if isinstance(batch, (list, tuple)) else type(batch).__name__
+        raise TypeError(f"train: each batch of a DataLoader must be token ids [batch, length] (a tensor, a list of "
+                        f"ids and labels, or a dict with 'input_ids' and 'labels'), got {got}")
+    ids = arrays[0].astype(np.int64)
+    return ids, (arrays[1] if len(arrays) == 2 else arrays[0]).astype(np.int64)
 
 
 def _param_groups(named_params, weight_decay):
@@ -536,7 +633,7 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
     allocator_owner, buffers = _allocator_owner(model), _persistent_buffers(model)
     loader = _as_loader(train_data, batch_size, seed)
     _check_every_example_has_a_target(loader, "train_data")
-    eval_loader = _as_loader(eval_data, batch_size, seed, shuffle=False)
+    eval_loader = _as_loader(eval_data, batch_size, seed, shuffle=False, what="eval_data")
     optimizer, scheduler = _optimizer_and_schedule(optimizers, named, lr, betas, weight_decay, lr_scheduler_type,
                                                    lr_scheduler_kwargs, warmup_steps, steps)
     ckpt_path = os.path.join(out_dir, CHECKPOINT_NAME) if out_dir else None
@@ -559,6 +656,8 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
                              f"{bad[0]}); training on them gives NaN at once. Resume from another checkpoint")
         try:
             start, losses = _restore(state, named, optimizer, scheduler, allocator_owner, buffers)
+            if isinstance(loader, _EpochLoader):
+                loader.load_state_dict(state.get("data"))
         except (ValueError, TypeError) as exc:  # name the file: the message alone does not say which run it was
             raise ResumeError(f"resume from {path}: {exc}") from None
         except KeyError as exc:  # a file save_training_state did not write (or an edited one)
@@ -601,6 +700,8 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
         nonlocal last_good
         state = _training_state(step, named, optimizer, scheduler,
                                 {"losses": losses, "lrs": lrs, "grad_norms": grad_norms}, allocator_owner, buffers)
+        if isinstance(loader, _EpochLoader):
+            state["data"] = loader.state_dict()
         bad = _non_finite_arrays(state)
         if bad:  # never let a broken state become "the last good checkpoint"
             stop(step, f"after the update, {len(bad)} weight/optimizer arrays hold NaN or inf "
@@ -795,7 +896,7 @@ def _check_every_example_has_a_target(loader, what):
     the first is -100 (the model predicts positions 1..; a prompt cut at max_length leaves no answer).
     It adds nothing to the loss, and a batch made only of such examples has a mean over zero tokens:
     NaN, as in torch, which would stop the run blaming the learning rate."""
-    if isinstance(loader.items, np.ndarray):  # packed rows: every token is a target
+    if loader.items is None or isinstance(loader.items, np.ndarray):  # (packed rows: every token is a target)
         return
     empty = [i for i, (_, labels) in enumerate(loader.items)
              if not np.any(np.asarray(labels)[1:] != IGNORE_INDEX)]

@@ -1,0 +1,291 @@
+"""Faults and bad input, round 8: nothing a user saved is lost, every bad input named.
+
+Saves that fail between their renames, saves through a symbolic link or over a private file, files that
+are torch.save pickles where safetensors is expected, adapters whose targets match nothing (PEFT's
+NoMatchingPeftModuleError), and training on torch's DataLoader: a run stopped by an exception from a
+callback, or killed, resumes to the same weights bit for bit with dropout and shuffling on.
+"""
+import errno
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import minilora as ml
+from minilora import checkpoint
+from minilora.checkpoint import CheckpointError, atomic_write, load_file, save_file
+from minilora.lora import LoraConfig, NoMatchingPeftModuleError, get_peft_model
+from minilora.models import LlamaConfig, LlamaForCausalLM
+from minilora.train import ResumeError, load_training_state, train
+from minilora.utils.data import DataLoader, TensorDataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+posix_only = pytest.mark.skipif(os.name != "posix", reason="needs POSIX permissions, symlinks and signals")
+
+
+def tiny_model(seed=0):
+    ml.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                        num_attention_heads=2, max_position_embeddings=32, bos_token_id=0,
+                                        eos_token_id=1, pad_token_id=2))
+
+
+def same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(np.array_equal(sa[k].numpy(), sb[k].numpy()) for k in sa)
+
+
+def leftovers(folder):
+    return [e for e in os.listdir(folder) if ".minilora-" in e]
+
+
+# ==================================================================================================
+# Writers: the old files stay whole whatever fails, links and permissions are kept
+# ==================================================================================================
+def test_a_folder_swap_cut_between_its_renames_puts_the_old_folder_back_at_once(tmp_path, monkeypatch):
+    # On a filesystem without an atomic exchange the swap is two renames; a full disk (or a Ctrl-C) at
+    # the second must not leave the model folder missing until some later save in another process.
+    tiny_model(0).save_pretrained(tmp_path / "m")
+    monkeypatch.setattr(checkpoint, "_exchange", lambda a, b: False)
+    real_rename, calls = os.rename, []
+
+    def rename(a, b):
+        calls.append(a)
+        if len(calls) == 2:  # the new folder into place
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_rename(a, b)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(OSError, match="No space left"):
+        tiny_model(1).save_pretrained(tmp_path / "m")
+    monkeypatch.setattr(os, "rename", real_rename)
+    assert sorted(os.listdir(tmp_path)) == ["m"]
+    assert same_weights(LlamaForCausalLM.from_pretrained(tmp_path / "m"), tiny_model(0))
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()])
+def test_a_failed_replace_leaves_the_old_file_and_no_temporary_one(tmp_path, monkeypatch, error):
+    path = tmp_path / "w.safetensors"
+    ml.save({"a": ml.ones(3)}, path)
+
+    def replace(a, b):
+        raise error
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(type(error)):
+        ml.save({"a": ml.zeros(3)}, path)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["w.safetensors"]
+    assert ml.load(path)["a"].tolist() == [1.0, 1.0, 1.0]
+
+
+@posix_only
+def test_a_save_onto_a_symbolic_link_writes_the_file_it_points_to(tmp_path):
+    # As torch.save (open(path, "wb") follows the link): the link stays, the file behind it changes.
+    (tmp_path / "runs").mkdir()
+    target = tmp_path / "runs" / "best.safetensors"
+    ml.save({"a": ml.ones(2)}, target)
+    os.symlink(target, tmp_path / "latest.safetensors")
+    ml.save({"a": ml.zeros(2)}, tmp_path / "latest.safetensors")
+    assert os.path.islink(tmp_path / "latest.safetensors")
+    assert ml.load(target)["a"].tolist() == [0.0, 0.0]
+    assert leftovers(tmp_path / "runs") == [] and leftovers(tmp_path) == []
+
+
+@posix_only
+def test_a_save_over_a_private_file_keeps_it_private(tmp_path):
+    # torch.save over an existing file keeps its permissions; replacing it must not widen a 0600 file
+    path = tmp_path / "w.safetensors"
+    ml.save({"a": ml.ones(2)}, path)
+    os.chmod(path, 0o600)
+    ml.save({"a": ml.zeros(2)}, path)
+    assert oct(os.stat(path).st_mode & 0o777) == oct(0o600)
+    folder = tmp_path / "m"
+    tiny_model().save_pretrained(folder)
+    os.chmod(folder, 0o700)
+    tiny_model(1).save_pretrained(folder)
+    assert oct(os.stat(folder).st_mode & 0o777) == oct(0o700)
+
+
+@pytest.mark.parametrize("save", [lambda p: tiny_model().save_pretrained(p),
+                                  lambda p: tiny_model().config.save_pretrained(p)],
+                         ids=["model", "config"])
+def test_save_pretrained_onto_a_file_is_named_and_leaves_it(tmp_path, save):
+    path = tmp_path / "notes.txt"
+    path.write_text("keep me")
+    with pytest.raises(ValueError, match="needs a directory.*is a file"):
+        save(str(path))
+    assert path.read_text() == "keep me" and os.listdir(tmp_path) == ["notes.txt"]
+
+
+def test_writing_under_a_file_or_onto_a_folder_names_it(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"f is a file, not a folder"):
+        save_file({"a": np.ones(2, np.float32)}, tmp_path / "f" / "sub" / "w.safetensors")
+    (tmp_path / "d").mkdir()
+    with pytest.raises(IsADirectoryError, match="it is a folder"):
+        with atomic_write(tmp_path / "d") as f:
+            f.write(b"x")
+    assert sorted(os.listdir(tmp_path)) == ["d", "f"] and os.listdir(tmp_path / "d") == []
+
+
+# ==================================================================================================
+# Readers: a torch.save file is named as one, wherever a safetensors file is read
+# ==================================================================================================
+@pytest.fixture(params=["zip", "legacy"])
+def torch_file(request, tmp_path):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "model.safetensors"
+    torch.save({"a": torch.ones(3)}, path, _use_new_zipfile_serialization=request.param == "zip")
+    return path, "a zip archive" if request.param == "zip" else "a pickle"
+
+
+def test_a_torch_save_file_read_as_safetensors_is_named(torch_file):
+    path, kind = torch_file
+    with pytest.raises(CheckpointError, match=f"not a safetensors file: it is {kind}.*never unpickles"):
+        load_file(path)
+
+
+def test_a_model_folder_holding_a_torch_save_file_is_named(torch_file, tmp_path):
+    path, kind = torch_file
+    tiny_model().save_pretrained(tmp_path / "m")
+    os.replace(path, tmp_path / "m" / "model.safetensors")
+    with pytest.raises(CheckpointError, match=f"model.safetensors is not a safetensors file: it is {kind}"):
+        LlamaForCausalLM.from_pretrained(tmp_path / "m")
+
+
+def test_a_truncated_safetensors_file_is_still_called_truncated(tmp_path):
+    save_file({"a": np.ones(64, np.float32)}, tmp_path / "w.safetensors")
+    data = (tmp_path / "w.safetensors").read_bytes()
+    (tmp_path / "w.safetensors").write_bytes(data[:40])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_file(tmp_path / "w.safetensors")
+
+
+def test_a_torch_save_file_given_to_resume_is_named(torch_file, tmp_path):
+    path, _ = torch_file
+    with pytest.raises(ValueError, match="not a training checkpoint|truncated or corrupted"):
+        load_training_state(path)
+
+
+# ==================================================================================================
+# Bad input to the first calls: PEFT's error types
+# ==================================================================================================
+@pytest.mark.parametrize("config", [LoraConfig(target_modules=["nope"]), LoraConfig(target_modules=r".*\.nope"),
+                                    LoraConfig(target_modules=["q_proj"], layers_to_transform=[5])],
+                         ids=["list", "regex", "layers"])
+def test_targets_that_match_nothing_are_peft_s_no_matching_module_error(config):
+    with pytest.raises(NoMatchingPeftModuleError, match="not found in the base model") as info:
+        get_peft_model(tiny_model(), config)
+    # peft.NoMatchingPeftModuleError's classes (peft/utils/error.py; importing peft here would take seconds)
+    assert [c.__name__ for c in type(info.value).__mro__] == ["NoMatchingPeftModuleError", "PeftError", "ValueError",
+                                                             "Exception", "BaseException", "object"]
+
+
+@pytest.mark.parametrize("data, words", [([], "train_data is empty"),
+                                         (np.zeros((0, 8), np.int64), "train_data is empty")])
+def test_train_on_no_examples_names_train_data(data, words):
+    with pytest.raises(ValueError, match=words):
+        train(tiny_model(), data, steps=1, progress=False)
+
+
+def test_train_on_an_empty_eval_set_names_eval_data():
+    rows = np.arange(3, 11, dtype=np.int64).reshape(1, 8)
+    with pytest.raises(ValueError, match="eval_data is empty"):
+        train(tiny_model(), rows, [], steps=1, progress=False)
+
+
+def test_a_dataloader_of_what_is_not_token_ids_is_named():
+    loader = DataLoader(TensorDataset(ml.randn(4, 8)), batch_size=2)
+    with pytest.raises(TypeError, match="each batch of a DataLoader must be token ids"):
+        train(tiny_model(), loader, steps=1, progress=False)
+
+
+# ==================================================================================================
+# Training on torch's DataLoader: stopped or killed, resumed, the same run
+# ==================================================================================================
+ROWS = np.array([[(i * 3 + j) % 13 + 3 for j in range(8)] for i in range(10)], np.int64)
+
+
+def lora_model():
+    return get_peft_model(tiny_model(), LoraConfig(r=2, lora_alpha=4, lora_dropout=0.3,
+                                                   target_modules=["q_proj", "v_proj"]))
+
+
+def shuffled_loader(own_generator, labels=False):
+    data = TensorDataset(ml.tensor(ROWS), ml.tensor(ROWS)) if labels else TensorDataset(ml.tensor(ROWS))
+    return DataLoader(data, batch_size=3, shuffle=True,
+                      generator=ml.Generator().manual_seed(5) if own_generator else None)
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_at(step):
+    def callback(s):
+        if s == step:
+            raise Stop
+    return callback
+
+
+KW = dict(steps=9, lr=1e-2, progress=False, plot=False)
+
+
+@pytest.mark.parametrize("own_generator, stop_step, save_every",
+                         [(False, 5, 2), (True, 6, 4)])
+def test_a_run_on_a_shuffled_dataloader_stopped_by_a_callback_resumes_bit_for_bit(tmp_path, own_generator,
+                                                                                  stop_step, save_every):
+    # 4 batches an epoch (the last one short), 9 steps: checkpoints mid-epoch and at an epoch's end
+    whole = lora_model()
+    expected = train(whole, shuffled_loader(own_generator), **KW)
+    with pytest.raises(Stop):
+        train(lora_model(), shuffled_loader(own_generator), out_dir=tmp_path, save_every=save_every,
+              after_optimizer_step=stop_at(stop_step), **KW)
+    resumed = lora_model()
+    result = train(resumed, shuffled_loader(own_generator), out_dir=tmp_path, save_every=save_every, resume=True, **KW)
+    assert result.losses == expected.losses
+    assert same_weights(resumed, whole)
+
+
+def test_a_dataloader_with_labels_and_an_eval_loader_train_as_the_pairs_they_hold(tmp_path):
+    loader = shuffled_loader(True, labels=True)
+    result = train(lora_model(), loader, DataLoader(TensorDataset(ml.tensor(ROWS[:4])), batch_size=2),
+                   eval_every=3, **KW)
+    assert len(result.losses) == 9 and [e["step"] for e in result.evals] == [3, 6, 9]
+    assert all(np.isfinite(e["eval_loss"]) for e in result.evals)
+
+
+def test_resuming_a_list_run_with_a_dataloader_is_refused_by_name(tmp_path):
+    train(lora_model(), ROWS, out_dir=tmp_path, save_every=2, **{**KW, "steps": 2})
+    with pytest.raises(ResumeError, match="train_data was not a DataLoader"):
+        train(lora_model(), shuffled_loader(False), out_dir=tmp_path, resume=True, **KW)
+
+
+KILLED_CHILD = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+sys.path.insert(0, {tests!r})
+from test_faults_r8 import KW, lora_model, shuffled_loader
+from minilora.train import train
+def die(step):
+    if step == {kill_at}:
+        os.kill(os.getpid(), signal.SIGKILL)
+train(lora_model(), shuffled_loader(False), out_dir={out!r}, save_every=3, after_optimizer_step=die, **KW)
+"""
+
+
+@posix_only
+def test_a_run_on_a_shuffled_dataloader_killed_resumes_bit_for_bit(tmp_path):
+    whole = lora_model()
+    expected = train(whole, shuffled_loader(False), **KW)
+    code = KILLED_CHILD.format(root=ROOT, tests=os.path.join(ROOT, "tests"), kill_at=7, out=str(tmp_path))
+    child = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert load_training_state(tmp_path / "checkpoint.npz")["step"] == 6
+    resumed = lora_model()
+    result = train(resumed, shuffled_loader(False), out_dir=tmp_path, save_every=3, resume=True, **KW)
+    assert result.losses == expected.losses and same_weights(resumed, whole)
