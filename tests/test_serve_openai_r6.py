@@ -18,7 +18,7 @@ from minilora.lora import get_peft_model  # noqa: E402
 from minilora.serve import Engine, Request  # noqa: E402
 from minilora.serve.engine import wait_until  # noqa: E402
 from minilora.tokenizer import ByteTokenizer  # noqa: E402
-from test_serve import CHAT_TEMPLATE, adapter_config, base_model, two_adapters  # noqa: E402
+from test_serve import CHAT_TEMPLATE, adapter_config, base_model, served_text, two_adapters  # noqa: E402
 
 HTTP = getattr(openai._base_client, "httpx2", None) or openai._base_client.httpx  # the client's HTTP library
 TEXT_VOCAB = 259  # the ByteTokenizer's ids; the tiny model's vocabulary has 260 (one id is no text)
@@ -115,7 +115,7 @@ def test_chat_fields_and_logprobs_are_the_models_log_softmax(server, reference):
     assert completion.model == "a" and completion.system_fingerprint.startswith("fp_")
     choice, = completion.choices
     assert choice.index == 0 and choice.finish_reason == "length"
-    assert choice.message.role == "assistant" and choice.message.content == tok.decode(tokens)
+    assert choice.message.role == "assistant" and choice.message.content == served_text(tok, tokens)
     assert completion.usage.prompt_tokens == len(chat_ids(tok)) and completion.usage.completion_tokens == 5
     assert completion.usage.total_tokens == len(chat_ids(tok)) + 5
     for entry, token, row in zip(choice.logprobs.content, tokens, rows, strict=True):
@@ -169,7 +169,7 @@ def test_penalties_and_logit_bias_pick_the_tokens_computed_by_hand(server, refer
         expected, _ = greedy(reference, tok.encode("Dan"), None, 10, **options)
         assert expected != plain, options  # else the test could not tell an ignored option
         got = client.completions.create(model="tiny", prompt="Dan", max_tokens=10, temperature=0, **options)
-        assert got.choices[0].text == tok.decode(expected), options
+        assert got.choices[0].text == served_text(tok, expected), options
     with pytest.raises(openai.BadRequestError) as err:
         client.completions.create(model="tiny", prompt="Dan", logit_bias={"x": 1})
     assert_error_object(err.value, 400, "logit_bias")
@@ -206,7 +206,7 @@ def test_echo_with_logprobs_scores_the_prompt_and_offsets_point_into_the_text(se
                                     logprobs=2)
     choice = got.choices[0]
     assert got.id.startswith("cmpl-") and got.object == "text_completion" and choice.finish_reason == "length"
-    assert choice.text == prompt + tok.decode(tokens)
+    assert choice.text == prompt + served_text(tok, tokens)
     lp = choice.logprobs
     assert lp.tokens[:5] == ["<bos>", "h", "bytes:\\xc3", "bytes:\\xa9", "l"]
     assert lp.text_offset[:7] == [0, 0, 1, 1, 2, 3, 4]  # <bos> is not in the text
@@ -307,7 +307,7 @@ def test_a_lora_adapter_loaded_at_run_time_is_a_model_name(server, tmp_path):
         assert client.models.retrieve("c").root == str(tmp_path / "c")
         expected, _ = greedy(adapter, chat_ids(tok), "default", 4)
         got = client.chat.completions.create(model="c", messages=MESSAGES, temperature=0, max_tokens=4)
-        assert got.model == "c" and got.choices[0].message.content == tok.decode(expected)
+        assert got.model == "c" and got.choices[0].message.content == served_text(tok, expected)
         with pytest.raises(openai.BadRequestError) as err:  # vLLM: loading a name twice is a 400
             client.post("/load_lora_adapter", body={"lora_name": "c", "lora_path": str(tmp_path / "c")},
                         cast_to=HTTP.Response)

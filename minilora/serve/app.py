@@ -37,6 +37,9 @@ JSON object: ``Bad Request``), 404 unknown model, 409 adapter in use, 429 busy. 
 leaves nothing queued (its n choices are taken all or none), so the retries OpenAI's clients make after
 a 429 or a 5xx generate nothing twice. A client that disconnects (or times out, before it retries)
 cancels its request: the engine frees its batch slot, or its place in the queue, at the next step.
+Each choice carries vLLM's ``stop_reason`` (the stop string or stop token id that ended it, else null).
+A choice's text is made and sampled as vLLM's v1 engine makes it (detokenizer.py, sampler.py): a seeded
+request draws torch's numbers from its own generator, ``seed + i`` for choice i.
 Every answer carries OpenAI's ``system_fingerprint`` and its id also as the ``x-request-id`` header;
 logprobs are a log_softmax over the model's whole vocabulary (ids past the tokenizer's: ``token_id:N``).
 """
@@ -354,8 +357,8 @@ class _Server:
                     return _error(*value)
                 else:
                     reasons[index] = value
-            choices = [self._choice(i, chat, texts[i], reasons[i], self._choice_logprobs(chat, job, *echoes[i]), True)
-                       for i, job in enumerate(jobs)]
+            choices = [self._choice(i, chat, texts[i], reasons[i], self._choice_logprobs(chat, job, *echoes[i]), True,
+                                    job.stop_reason) for i, job in enumerate(jobs)]
             return JSONResponse({**meta, "object": "chat.completion" if chat else "text_completion",
                                  "choices": choices, "usage": self._usage(jobs, n_prompt)})
         finally:
@@ -376,7 +379,7 @@ class _Server:
                     yield chunk([self._choice(index, chat, echo, None,
                                               self._logprobs(chat, entries is not None, entries or []))])
             reported, pending, failed = [0] * len(jobs), len(jobs), False
-            offsets = [self._offset_reader(job.skip_special_tokens) for job in jobs]  # each choice's, chunk by chunk
+            offsets = [None] * len(jobs)  # each choice's _OffsetReader, chunk by chunk (made at its first token)
             while pending:
                 index, kind, value, count = await events.get()
                 if kind == "error":
@@ -385,13 +388,14 @@ class _Server:
                     break
                 job = jobs[index]
                 count = count if kind == "text" else len(job.token_logprobs)  # the last chunk reports the rest
+                offsets[index] = offsets[index] or self._offset_reader(job)
                 logprobs = self._logprobs(chat, job.logprobs is not None, job.token_logprobs[reported[index]:count],
                                           start=len(echoes[index][0]), offsets=offsets[index], final=kind != "text")
                 reported[index] = count
                 if kind == "text":
                     yield chunk([self._choice(index, chat, value, None, logprobs)])
                 else:
-                    yield chunk([self._choice(index, chat, "", value, logprobs)])
+                    yield chunk([self._choice(index, chat, "", value, logprobs, stop_reason=job.stop_reason)])
                     pending -= 1
             if include_usage and not failed:  # OpenAI's last chunk: no choices, the request's usage
                 yield _sse({**meta, "object": obj, "choices": [], "usage": self._usage(jobs, n_prompt)})
@@ -418,14 +422,16 @@ class _Server:
         return StreamingResponse(events(), media_type="text/event-stream")
 
     @staticmethod
-    def _choice(index, chat, text, finish_reason, logprobs, final=False):
+    def _choice(index, chat, text, finish_reason, logprobs, final=False, stop_reason=None):
+        """One choice (a stream's chunk of one: ``final`` False). vLLM's ``stop_reason``: the stop string or
+        the stop_token_id that ended it; None for an EOS, max_tokens, or a chunk before the last."""
         if chat and final:
             piece = {"message": {"role": "assistant", "content": text}}
         elif chat:
             piece = {"delta": {"content": text} if text else {}}
         else:
             piece = {"text": text}
-        return {"index": index, **piece, "logprobs": logprobs, "finish_reason": finish_reason}
+        return {"index": index, **piece, "logprobs": logprobs, "finish_reason": finish_reason, "stop_reason": stop_reason}
 
     @staticmethod
     def _usage(jobs, n_prompt):
@@ -439,18 +445,24 @@ class _Server:
             return None
         echoed = self._logprobs(chat, echo_entries is not None, echo_entries or [])
         generated = self._logprobs(chat, True, job.token_logprobs, start=len(echo_text),
-                                   skip_special_tokens=job.skip_special_tokens)
+                                   offsets=self._offset_reader(job))
         return generated if echoed is None else {key: echoed[key] + generated[key] for key in generated}
 
-    def _offset_reader(self, skip_special_tokens=True):
-        return _OffsetReader(self.engine.tokenizer, skip_special_tokens, self.engine.text_vocab)
+    def _offset_reader(self, job=None):
+        """An _OffsetReader for a prompt (no ``job``) or for ``job``'s generated tokens: read after the prompt
+        tokens its detokenizer took as context (a word's leading space is part of a completion's text, as
+        vLLM decodes it), counted from the end of their text."""
+        if job is None:
+            return _OffsetReader(self.engine.tokenizer, True, self.engine.text_vocab)
+        context = job.detokenizer.context_ids if job.detokenizer is not None else []
+        return _OffsetReader(self.engine.tokenizer, job.skip_special_tokens, self.engine.text_vocab, context)
 
-    def _logprobs(self, chat, wanted, entries, start=0, skip_special_tokens=True, offsets=None, final=True):
+    def _logprobs(self, chat, wanted, entries, start=0, offsets=None, final=True):
         """OpenAI's logprobs object for ``entries`` ((token, logprob, top) per token; a prompt's first token
         has None for both), or None if not ``wanted``. A completion's ``text_offset``: where each token's
         text starts in the choice's text, which holds ``start`` characters before these tokens' (the
-        echoed prompt) and the text of the tokens ``offsets`` (an _OffsetReader: a stream's earlier chunks)
-        has read (decoded with ``skip_special_tokens``, as the choice's text is); ``final``: no chunk follows."""
+        echoed prompt) and the text of the tokens ``offsets`` (an _OffsetReader: a stream's earlier chunks;
+        None: a prompt's) has read; ``final``: no chunk follows."""
         if not wanted:
             return None
         tok, vocab = self.engine.tokenizer, self.engine.text_vocab
@@ -465,8 +477,7 @@ class _Server:
         return {"tokens": [text(token) for token in ids], "token_logprobs": [logprob for _, logprob, _ in entries],
                 "top_logprobs": [None if top is None else {**{text(t): lp for t, lp in top}, text(token): logprob}
                                  for token, logprob, top in entries],
-                "text_offset": [start + at for at in
-                                (offsets or self._offset_reader(skip_special_tokens)).add(ids, final)]}
+                "text_offset": [start + at for at in (offsets or self._offset_reader()).add(ids, final)]}
 
     # --- routes --------------------------------------------------------------------------------
     def _card(self, name):
@@ -575,14 +586,21 @@ class _OffsetReader:
 
     Linear in the tokens, as vLLM's incremental detokenizer: a prefix's text is the settled text (a prefix whose
     text begins the whole text, no character cut short) and a window decoded from the settled point before it
-    (the decoder's context: a word's leading space), not the whole prefix again."""
+    (the decoder's context: a word's leading space), not the whole prefix again.
 
-    def __init__(self, tokenizer, skip_special_tokens=True, text_vocab=None):
+    ``context``: tokens read first whose text is not part of the choice's (a completion's prompt tokens, which
+    vLLM's detokenizer decodes the first new tokens after): offsets count from the end of their text."""
+
+    def __init__(self, tokenizer, skip_special_tokens=True, text_vocab=None, context=()):
         self.tokenizer, self.skip_special_tokens, self.text_vocab = tokenizer, skip_special_tokens, text_vocab
         self.every = []  # the tokens read
         self.anchor = self.settled = 0  # the settled point (every[:settled] gives text[:length]) and its context's
         self.length = self.reached = 0  # the settled text's length; the furthest offset given
         self.final = True  # no tokens to come after those read (see add)
+        self.shift = 0
+        if context:
+            self.add(list(context), final=False)
+            self.shift = len(self._decode(list(context)))
 
     def _decode(self, ids):
         return _decoded(self.tokenizer, ids, self.skip_special_tokens, self.text_vocab)
@@ -604,7 +622,7 @@ class _OffsetReader:
                 if settles:  # the text after the new settled point: the same window's, or decoded again
                     rest = rest[prefix_length - self.length:] if windowed else None
                     self._settle(end, prefix_length)
-            offsets.append(self.reached)
+            offsets.append(max(self.reached - self.shift, 0))
         return offsets
 
     def _rest(self):

@@ -24,9 +24,11 @@ import time
 import numpy as np
 
 from ..lora.layers import BASE_ADAPTER
-from ..nn.generation import sample_next_token
+from ..random import Generator
 from ..tensor import no_grad
 from .batch import RaggedBatch
+from .detokenizer import IncrementalDetokenizer
+from .sampler import processed_logits, sample_token
 
 __all__ = ["Engine", "EngineError", "Request"]
 
@@ -59,7 +61,10 @@ class Request:
         self.adapter = adapter
         self.max_tokens, self.temperature, self.top_p = max_tokens, temperature, top_p
         self.top_k = top_k  # None: every token, as OpenAI's API and vLLM sample by default
-        self.rng = np.random.default_rng(None if seed is None else seed % 2**64)  # vLLM takes negative seeds
+        # vLLM's per-request torch.Generator, manual_seed(seed) (a negative seed wraps to 64 bits, as
+        # torch's); unseeded: one seeded from the OS, as the global stream vLLM draws those from
+        self.generator = Generator()
+        self.generator.seed() if seed is None else self.generator.manual_seed(seed)
         self.stop = [s for s in stop if s]
         self.stop_token_ids, self.ignore_eos = set(stop_token_ids), ignore_eos  # vLLM's extras
         self.min_p, self.min_tokens = min_p, min_tokens
@@ -71,7 +76,8 @@ class Request:
         self.token_logprobs = []  # (token, its logprob, [(id, logprob)] top k) per generated token
         self.emit = emit or (lambda kind, value: None)
         self.generated = []   # token ids so far
-        self.sent = 0         # characters of the decoded text already sent
+        self.detokenizer = None  # an IncrementalDetokenizer, made when the engine admits the request
+        self.stop_reason = None  # vLLM's: the stop string or stop_token_id that ended it (EOS: None)
         self.cancelled = False
         self.finished = False
 
@@ -79,44 +85,17 @@ class Request:
         self.cancelled = True
 
     def sample(self, logits, eos=(), text_vocab=None):
-        """The next token: greedy at temperature 0, else sampled with ``min_p``, ``top_k`` and ``top_p``
-        (vLLM's order), from the logits after the penalties and ``logit_bias``; ``eos`` and the stop
-        tokens cannot come before ``min_tokens``; only ids below ``text_vocab`` (None: all) are drawn.
-        Log-probabilities are the model's own: a log_softmax over its whole vocabulary, before
-        penalties and temperature, as vLLM reports them by default (and as prompt logprobs are)."""
-        adjusted = self._penalized(logits[:text_vocab])
-        if len(self.generated) < self.min_tokens:
-            adjusted = np.array(adjusted, dtype=np.float64)
-            adjusted[[t for t in set(eos) | self.stop_token_ids if t < len(adjusted)]] = -np.inf
-        if self.min_p and self.temperature != 0:  # p < min_p * p_max, i.e. (l - l_max) / T < log(min_p): out
-            adjusted = np.where((adjusted - adjusted.max()) / self.temperature < np.log(self.min_p), -np.inf, adjusted)
-        if self.temperature == 0:
-            token = int(np.argmax(adjusted))
-        else:
-            token = int(sample_next_token(adjusted[None, :], do_sample=True, temperature=self.temperature,
-                                          top_k=self.top_k, top_p=self.top_p, rng=self.rng)[0])
+        """The next token, picked as vLLM's v1 sampler picks it (see sampler.py): greedy below a
+        temperature of 1e-5, else the exponential race over this request's generator; ``eos`` (unless
+        ``ignore_eos``) and the stop tokens cannot come before ``min_tokens``; only ids below
+        ``text_vocab`` (None: all) are picked. Log-probabilities are the model's own: a log_softmax over
+        its whole vocabulary, before penalties and temperature, as vLLM reports them by default."""
+        stop_ids = self.stop_token_ids | (set() if self.ignore_eos else set(eos))
+        x = processed_logits(logits, self, stop_ids, text_vocab)
+        token = sample_token(x, self.temperature, self.generator, self.top_k, self.top_p, self.min_p)
         if self.logprobs is not None:
             self._record_logprobs(logits, token)
         return token
-
-    def _penalized(self, logits):
-        """vLLM's order: ``logit_bias`` added, then the repetition penalty on every token of the prompt
-        and the output (a positive logit divided by it, a negative one multiplied), then OpenAI's
-        frequency (times the token's count in the output) and presence (once if it appeared) penalties."""
-        if not (self.logit_bias or self.repetition_penalty != 1.0 or self.presence_penalty or self.frequency_penalty):
-            return logits
-        logits = np.array(logits, dtype=np.float64)
-        for token, bias in self.logit_bias.items():
-            if token < len(logits):
-                logits[token] += bias
-        if self.repetition_penalty != 1.0:
-            seen = np.unique([t for t in self.prompt_ids + self.generated if t < len(logits)]).astype(np.int64)
-            values = logits[seen]
-            logits[seen] = np.where(values > 0, values / self.repetition_penalty, values * self.repetition_penalty)
-        if self.generated and (self.presence_penalty or self.frequency_penalty):
-            counts = np.bincount(self.generated, minlength=len(logits))[:len(logits)]
-            logits -= self.frequency_penalty * counts + self.presence_penalty * (counts > 0)
-        return logits
 
     def _record_logprobs(self, logits, token):
         self.token_logprobs.append(logprob_entry(logits, token, self.logprobs))
@@ -414,40 +393,37 @@ class Engine:
                 self._leave(row)
 
     def _take(self, row, logits, leave=True):
-        """Sample row's next token, send the new text, and mark the request finished when it is."""
+        """Sample row's next token, send the new text, and mark the request finished when it is: as
+        vLLM's check_stop (an EOS or a stop_token_id stops it before max_tokens does), then its
+        detokenizer (a stop string found in the new text stops it too, whatever ended it)."""
         request = self.rows[row]
         token = request.sample(logits, self.eos, self.text_vocab)
         request.generated.append(token)
         self.tokens_generated += 1
         reason = None
-        stopped_by_token = (token in self.eos and not request.ignore_eos) or token in request.stop_token_ids
-        if stopped_by_token:
+        if token in request.stop_token_ids:
+            reason, request.stop_reason = "stop", token
+        elif token in self.eos and not request.ignore_eos:
             reason = "stop"
         elif len(request.generated) >= request.max_tokens:
             reason = "length"
-        ids = request.generated[:-1] if stopped_by_token else request.generated  # its text is not sent
-        text = self.tokenizer.decode(ids, skip_special_tokens=request.skip_special_tokens)
-        found = []
-        if len(request.generated) >= request.min_tokens:  # vLLM looks for stop strings only after min_tokens,
-            found = [(text.find(s, max(request.sent - len(s) + 1, 0)), s) for s in request.stop]  # and not in
-            found = [(at, s) for at, s in found if at >= 0]                                   # text already sent
-        if found:
-            cut, stop = min(found)
-            text, reason = text[:cut + (len(stop) if request.include_stop_str_in_output else 0)], "stop"
-        if reason is None:  # hold back what could still become a stop string, or half a character
-            hold = max((len(s) - 1 for s in request.stop), default=0)
-            end = len(text) - hold
-            while end > request.sent and text[end - 1] == "\ufffd":
-                end -= 1
-            text = text[:max(end, request.sent)]
-        if len(text) > request.sent:
-            request.emit("text", text[request.sent:])
-            request.sent = len(text)
+        if request.detokenizer is None:
+            request.detokenizer = self._detokenizer(request)
+        stop = request.detokenizer.update(token, stop_terminated=reason == "stop")
+        if stop is not None:
+            reason, request.stop_reason = "stop", stop
+        text = request.detokenizer.next_delta(finished=reason is not None)
+        if text:
+            request.emit("text", text)
         if reason is not None:
             request.finished = True
             request.emit("done", reason)
             if leave:
                 self._leave(row)
+
+    def _detokenizer(self, request):
+        return IncrementalDetokenizer(self.tokenizer, request.prompt_ids, request.skip_special_tokens, self.text_vocab,
+                                      request.stop, request.include_stop_str_in_output, request.min_tokens)
 
     def _leave(self, row):
         request = self.rows.pop(row)
