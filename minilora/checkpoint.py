@@ -38,7 +38,8 @@ import numpy as np
 
 from .dtypes import HAS_BFLOAT16, bfloat16, is_floating
 
-__all__ = ["CheckpointError", "InvalidJSONError", "MissingShardError", "atomic_write", "atomic_folder", "remove_leftovers", "save_json", "load_json",
+__all__ = ["CheckpointError", "InvalidJSONError", "MissingShardError", "atomic_write", "atomic_folder",
+           "remove_leftovers", "save_json", "load_json", "other_format",
            "read_header", "save_file", "load_file", "load_checkpoint", "read_checkpoint_shapes",
            "checkpoint_files", "non_finite_names", "warn_non_finite", "SAFE_WEIGHTS_NAME",
            "SAFE_WEIGHTS_INDEX_NAME"]
@@ -291,7 +292,10 @@ def _swap_in(tmp, directory):
         except BaseException:  # (a full disk, a Ctrl-C): the old folder goes back now, not at the next save
             os.rename(old, directory)
             raise
-        os.rename(old, tmp)
+        try:
+            os.rename(old, tmp)  # (removed with ``tmp`` by atomic_folder)
+        except OSError:  # the new folder is in place: the save is done, only its old copy is left to remove
+            shutil.rmtree(old, ignore_errors=True)
     _fsync_dir(os.path.dirname(directory))
     if cwd == directory:  # we replaced the working directory: follow it to the new folder
         os.chdir(directory)

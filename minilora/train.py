@@ -40,7 +40,7 @@ import numpy as np
 
 from . import parallel
 from . import random as ml_random
-from .checkpoint import atomic_write, remove_leftovers
+from .checkpoint import atomic_write, other_format, remove_leftovers
 from .dtypes import HAS_BFLOAT16, bfloat16, is_floating, to_dtype
 from .data import IGNORE_INDEX, DataLoader, mean_loss
 from .tensor import Tensor, no_grad
@@ -204,6 +204,9 @@ def _check_is_training_state(path):
     if head.startswith(b"PK") and _zip_names(path) and "__meta__.npy" not in _zip_names(path):
         raise ValueError(f"checkpoint {path!r} is a zip archive without minilora's '__meta__' entry: not a "
                          f"training checkpoint written by minilora.train.save_training_state (a torch.save file?)")
+    if not head.startswith(b"PK") and other_format(head) is not None:  # (never unpickled: np.load refuses it too)
+        raise ValueError(f"checkpoint {path!r} is {other_format(head)}, not a training checkpoint written by "
+                         f"minilora.train.save_training_state; minilora never unpickles")
 
 
 def _zip_names(path):
