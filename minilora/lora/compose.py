@@ -12,7 +12,10 @@ PEFT's method and numbers (``LoraModel.add_weighted_adapter`` and ``peft.utils.m
   task-arithmetic variants that prune each task tensor (by magnitude or at random, keeping
   ``density``) and, for TIES, keep only the entries that agree with the majority sign.
 
-The new adapter has ``lora_alpha = r``, so its scaling is 1 (as PEFT). Random pruning (DARE) draws
+The new adapter has ``lora_alpha = r``, so its scaling is 1 (as PEFT). It is made from the first adapter's
+config, init included (the same draws as PEFT's), so it is a DoRA adapter when the first one is: as in
+PEFT, only A and B are combined, and its magnitude is the one DoRA computed when the adapter was made
+(``||W0 + s B A||`` per row of its initial factors; ``||W0||`` with the default init), not the adapters'. Random pruning (DARE) draws
 from minilora's generator (``minilora.manual_seed``) as PEFT draws from torch's: after the new
 adapter's init, layer by layer, A's masks then B's, each ``torch.bernoulli(ones_like(t) * density)``
 (torch's draw for the same seed).
@@ -33,6 +36,7 @@ from .. import dtypes
 from ..device import xp_of
 from .. import random as _random
 from ..tensor import Tensor, _host
+from .inits import is_weight_mutating_init
 from .layers import Embedding, Linear, ModulesToSaveWrapper
 
 __all__ = ["add_weighted_adapter", "task_arithmetic", "magnitude_prune", "ties", "dare_linear", "dare_ties",
@@ -156,10 +160,7 @@ def _check(lora_model, adapters, combination_type, svd_rank):
             raise ValueError(f"Adapter {adapter} does not exist")
         if getattr(lora_model.peft_config[adapter], "peft_type", "LORA") != "LORA":
             raise ValueError(f"add_weighted_adapter combines LoRA adapters; {adapter!r} is "
-                             f"{lora_model.peft_config[adapter].peft_type}")
-        if lora_model.peft_config[adapter].use_dora:
-            raise NotImplementedError(f"add_weighted_adapter: {adapter!r} is a DoRA adapter; minilora combines "
-                                      "plain LoRA adapters only (a magnitude vector has no weighted sum)")
+                             f"{lora_model.peft_config[adapter].peft_type.value}")
     wrappers = [m for m in lora_model.model.modules() if isinstance(m, ModulesToSaveWrapper)]
     if any(sum(a in w.modules_to_save for a in adapters) > 1 for w in wrappers):
         raise ValueError("Cannot add weighted adapters if they target the same module with modules_to_save, but "
@@ -323,7 +324,8 @@ def add_weighted_adapter(lora_model, adapters, weights, adapter_name, combinatio
     config = copy.deepcopy(lora_model.peft_config[adapters[0]])
     config.r, config.lora_alpha, config.target_modules = new_rank, new_rank, new_targets
     config.rank_pattern, config.alpha_pattern = {}, {}
-    config.init_lora_weights = True  # the new weights are written below; no data-driven init on the base
+    if is_weight_mutating_init(config.init_lora_weights):  # PEFT would factorise the (residual) base again,
+        config.init_lora_weights = True                    # changing it under the other adapters: not here
     masks = None  # DARE's masks: the global generator, after the new adapter's init (PEFT's order)
     active = lora_model.active_adapter
     layer_map = getattr(config, "layer_replication", None)

@@ -33,15 +33,25 @@ class TaskType(str, enum.Enum):
     FEATURE_EXTRACTION = "FEATURE_EXTRACTION"
 
 
-class PeftType(str, enum.Enum):
-    """The adapter methods minilora implements (PEFT has many more)."""
-
-    LORA = "LORA"
-    VERA = "VERA"
-    TRAINABLE_TOKENS = "TRAINABLE_TOKENS"
+# PEFT 0.21's adapter methods, in its order. minilora implements LORA, ADALORA, VERA and TRAINABLE_TOKENS
+# (PEFT_TYPE_TO_CONFIG); the others are named so that code written against PEFT's enum runs, and a
+# config of theirs is refused by name where it is read (config_from_dict, get_peft_config).
+_PEFT_TYPES = ("PROMPT_TUNING", "MULTITASK_PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "LORA", "ADALORA", "ADAMSS",
+               "BOFT", "ADAPTION_PROMPT", "IA3", "BEFT", "LILY", "LOHA", "LOKR", "OFT", "POLY", "LN_TUNING", "VERA",
+               "FROD", "PVERA", "FOURIERFT", "GLORA", "XLORA", "HRA", "VBLORA", "UNILORA", "CPT", "MISS", "RANDLORA",
+               "ROAD", "TRAINABLE_TOKENS", "HIRA", "SHIRA", "C3A", "WAVEFT", "OSF", "DELORA", "GRALORA", "CARTRIDGE",
+               "TINYLORA", "PSOFT", "PEANUT", "SHADOW", "SUPERTUNING", "DEFT")
+PeftType = enum.Enum("PeftType", [(name, name) for name in _PEFT_TYPES], type=str, module=__name__)
+PeftType.__doc__ = """PEFT's adapter types: a ``str`` enum, so ``config.peft_type == "LORA"`` and it is written to
+adapter_config.json as ``"LORA"`` (``PeftType.LORA`` is what ``LoraConfig().peft_type`` holds, as in PEFT)."""
 
 
 TASK_TYPES = tuple(t.value for t in TaskType)
+
+
+def _type_name(peft_type):
+    """``PeftType.VERA`` -> ``"VERA"`` for messages (a str enum's repr and str show the member)."""
+    return getattr(peft_type, "value", peft_type)
 _BIAS_MODES = {"LORA": ("none", "all", "lora_only"), "VERA": ("none", "all", "vera_only")}
 
 
@@ -120,15 +130,15 @@ class _AdapterConfig:
 
     def __post_init__(self):
         if self.peft_type is not None and self.peft_type != self.PEFT_TYPE:
-            raise ValueError(f"{type(self).__name__}: this adapter is of type {self.peft_type!r}, "
+            raise ValueError(f"{type(self).__name__}: this adapter is of type {_type_name(self.peft_type)!r}, "
                              f"not {self.PEFT_TYPE!r}")
-        self.peft_type = self.PEFT_TYPE
+        self.peft_type = PeftType(self.PEFT_TYPE)  # PEFT's enum member (equal to the string)
         self._refuse_unimplemented()
         self._check_method_fields()
         if self.task_type is not None:
             if self.task_type not in TASK_TYPES:
                 raise ValueError(f"task_type must be None or one of {TASK_TYPES}, got {self.task_type!r}")
-            self.task_type = TaskType(self.task_type).value  # a plain string, as it is written to the file
+            # kept as given, as PEFT: TaskType.CAUSAL_LM stays the member, "CAUSAL_LM" the string (the same in JSON)
         if not isinstance(self.inference_mode, bool):
             raise TypeError(f"inference_mode must be True or False, got {self.inference_mode!r}")
         if self.peft_version is None:
@@ -194,7 +204,8 @@ class _AdapterConfig:
         The same checks as the constructor; keys this version does not know are ignored with a warning."""
         _require_object(data, f"{cls.__name__}.from_dict")
         if data.get("peft_type", cls.PEFT_TYPE) != cls.PEFT_TYPE:  # before any warning about its keys
-            raise ValueError(f"{cls.__name__}.from_dict: this adapter is of type {data['peft_type']!r}, "
+            raise ValueError(f"{cls.__name__}.from_dict: this adapter is of type "
+                             f"{_type_name(data['peft_type'])!r}, "
                              f"not {cls.PEFT_TYPE!r}")
         own = {f.name for f in fields(cls)}
         unknown = sorted(k for k in data if k not in own)
@@ -354,7 +365,8 @@ class LoraConfig(_AdapterConfig):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not (self.init_lora_weights is True or self.init_lora_weights is False
-                or self.init_lora_weights in ("gaussian", "pissa", "olora", "orthogonal")
+                or self.init_lora_weights in ("pissa", "orthogonal")
+                or str(self.init_lora_weights).lower() in ("gaussian", "olora")  # PEFT's .lower() for these two
                 or re.fullmatch(r"pissa_niter_\d+", str(self.init_lora_weights))):
             raise ValueError(f"init_lora_weights must be True, False, 'gaussian', 'pissa', 'pissa_niter_[K]', "
                              f"'olora' or 'orthogonal', got {self.init_lora_weights!r} (PEFT's other inits -- "
@@ -490,7 +502,7 @@ def get_peft_config(config_dict):
     (an unknown field is Python's TypeError, as there; ``config_from_dict`` is the lenient reader of files)."""
     peft_type = config_dict["peft_type"]
     if peft_type not in PEFT_TYPE_TO_CONFIG:
-        raise NotImplementedError(f"adapter type {peft_type!r} is not supported by minilora "
+        raise NotImplementedError(f"adapter type {_type_name(peft_type)!r} is not supported by minilora "
                                   f"(supported: {sorted(PEFT_TYPE_TO_CONFIG)})")
     return PEFT_TYPE_TO_CONFIG[peft_type](**config_dict)
 
@@ -500,6 +512,6 @@ def config_from_dict(data):
     _require_object(data, "config_from_dict")
     peft_type = data.get("peft_type")
     if peft_type not in PEFT_TYPE_TO_CONFIG:
-        raise NotImplementedError(f"adapter type {peft_type!r} is not supported by minilora "
+        raise NotImplementedError(f"adapter type {_type_name(peft_type)!r} is not supported by minilora "
                                   f"(supported: {sorted(PEFT_TYPE_TO_CONFIG)})")
     return PEFT_TYPE_TO_CONFIG[peft_type].from_dict(data)

@@ -19,6 +19,7 @@ from ..nn import Conv1d as _NNConv1d
 from ..nn import Conv2d as _NNConv2d
 from ..nn import Identity, Module, init
 from ..tensor import Tensor
+from .inits import init_name
 from .layers import DoraMagnitude, Linear, _redraw_A, _to_base_dtype, _with_delta
 
 __all__ = ["Conv1d", "Conv2d"]
@@ -167,7 +168,7 @@ def _check_convolution(base, config, r):
 
 
 def _check_init(init_lora_weights):
-    if init_lora_weights not in (True, False, "gaussian"):  # PEFT's ValueError for a conv layer
+    if init_name(init_lora_weights) not in (True, False, "gaussian"):  # PEFT's ValueError for a conv layer
         raise ValueError(f"Unknown initialization init_lora_weights={init_lora_weights!r} for a LoRA "
                          "convolution (True, False and 'gaussian' are supported, as in PEFT)")
 

@@ -22,9 +22,15 @@ import numpy as np
 
 from ..checkpoint import load_file, save_file, save_json
 from ..factories import randn
-from ..tensor import _host
+from ..tensor import Tensor, _host
 
-__all__ = ["is_weight_mutating_init", "pissa_init", "olora_init", "orthogonal_init", "svd_lowrank", "save_converted_to_lora"]
+__all__ = ["init_name", "is_weight_mutating_init", "pissa_init", "olora_init", "orthogonal_init", "svd_lowrank", "save_converted_to_lora"]
+
+
+def init_name(init_lora_weights):
+    """The init's name in lower case (PEFT compares "gaussian" and "olora" case-insensitively: "Gaussian"
+    works there), or the value itself (True / False)."""
+    return init_lora_weights.lower() if isinstance(init_lora_weights, str) else init_lora_weights
 
 
 def is_weight_mutating_init(init_lora_weights):
@@ -81,10 +87,20 @@ def _write_factors(layer, adapter_name, W, A, B):
     as PEFT: ``W - (s * B) @ A`` in the compute dtype, rounded once to the weight's own dtype."""
     weight = layer.base_layer.weight
     to_device = weight.device.xp.asarray  # the factors are computed on the host (NumPy's SVD and QR)
-    layer.lora_A[adapter_name].weight._array[...] = to_device(A)
-    layer.lora_B[adapter_name].weight._array[...] = to_device(B)
+    for table, factor in ((layer.lora_A, A), (layer.lora_B, B)):
+        _replace_data(table[adapter_name].weight, to_device(factor))
     residual = W - (W.dtype.type(layer.scaling[adapter_name]) * B) @ A
     weight._array[...] = to_device(residual.astype(weight._array.dtype))
+
+
+def _replace_data(param, factor):
+    """PEFT's ``lora_A[name].weight.data = factor`` (in the parameter's dtype, which PEFT casts to next).
+    With r > min(out, in) the SVD and the QR have only min(out, in) components: the adapter is that
+    narrow, as in PEFT (``layer.r`` and the scaling keep the configured r, as there)."""
+    if tuple(factor.shape) == tuple(param.shape):
+        param._array[...] = factor
+    else:
+        param.data = Tensor(factor.astype(param._array.dtype), device=param.device)
 
 
 def pissa_init(layer, adapter_name, init_lora_weights):
@@ -138,18 +154,45 @@ def _doubled_config(config_dict):
     return out
 
 
-def converted_tensors(tensors, initial):
-    """``A' = [A; A0]``, ``B' = [B, -B0]`` per LoRA pair: ``B' A' = B A - B0 A0`` (what training added)."""
+def converted_tensors(tensors, initial, ranks=None):
+    """``A' = [A; A0]``, ``B' = [B, -B0]`` per LoRA pair: ``B' A' = B A - B0 A0`` (what training added).
+
+    ``ranks`` (``{key: r}``): a factor narrower than its layer's r (PiSSA/OLoRA with r > min(out, in)) is
+    first padded with zero ranks up to r, so the file is the plain rank-2r LoRA its config says (B' A' is
+    unchanged); PEFT's conversion stops there with a size mismatch."""
     out = {}
     for key, value in tensors.items():
         value = value.numpy(force=True) if hasattr(value, "numpy") else value  # get_peft_model_state_dict's Tensors
         if key not in initial:
             raise ValueError(f"the initial adapter has no tensor {key!r}: it is not this adapter's starting point")
+        r = (ranks or {}).get(key, 0)
         if "lora_A" in key:
-            out[key] = np.concatenate([value, initial[key]], axis=0)
+            out[key] = np.concatenate([_pad_ranks(value, r, 0), _pad_ranks(initial[key], r, 0)], axis=0)
         elif "lora_B" in key:
-            out[key] = np.concatenate([value, -initial[key]], axis=1)
+            out[key] = np.concatenate([_pad_ranks(value, r, 1), -_pad_ranks(initial[key], r, 1)], axis=1)
     return out
+
+
+def _pad_ranks(factor, r, axis):
+    """``factor`` with zero ranks added along ``axis`` up to ``r`` (a zero rank adds nothing to B A)."""
+    missing = r - factor.shape[axis]
+    if missing <= 0:
+        return factor
+    widths = [(0, 0)] * factor.ndim
+    widths[axis] = (0, missing)
+    return np.pad(factor, widths)
+
+
+def _layer_ranks(peft_model, adapter_name, keys):
+    """``{state-dict key: the layer's r}`` for the adapter's lora_A / lora_B keys (as get_peft_model_state_dict
+    names them: the module's full name, then ``.lora_A.weight``)."""
+    ranks = {}
+    for name, module in peft_model.named_modules():
+        r = getattr(module, "r", None)
+        if isinstance(r, dict) and adapter_name in r:
+            for part in ("lora_A", "lora_B"):
+                ranks[f"{name}.{part}.weight"] = r[adapter_name]
+    return {key: ranks[key] for key in keys if key in ranks}
 
 
 def save_converted_to_lora(peft_model, save_directory, initial_directory, selected_adapters=None):
@@ -171,7 +214,8 @@ def save_converted_to_lora(peft_model, save_directory, initial_directory, select
         if config["base_model_name_or_path"] is None:
             config["base_model_name_or_path"] = _io._name_or_path(peft_model.get_base_model())
         save_json(dict(config, init_lora_weights=True), os.path.join(initial_directory, _io.CONFIG_NAME))
-        tensors = converted_tensors(_io.get_peft_model_state_dict(peft_model, adapter_name=name), initial)
+        tensors = _io.get_peft_model_state_dict(peft_model, adapter_name=name)
+        tensors = converted_tensors(tensors, initial, _layer_ranks(peft_model, name, tensors))
         directory = _io._adapter_dir(save_directory, name)
         os.makedirs(directory, exist_ok=True)
         save_file(tensors, os.path.join(directory, _io.WEIGHTS_NAME), metadata={"format": "pt"})

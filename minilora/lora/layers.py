@@ -20,7 +20,7 @@ from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
 from ..nn import init
 from ..tensor import Tensor, is_grad_enabled
-from .inits import _torch_randn, is_weight_mutating_init, olora_init, orthogonal_init, pissa_init
+from .inits import _torch_randn, init_name, is_weight_mutating_init, olora_init, orthogonal_init, pissa_init
 
 __all__ = ["BaseTunerLayer", "Linear", "Embedding", "LoraLayer", "ParamWrapper", "TrainableTokensLayer",
            "TrainableTokensWrapper", "DoraMagnitude", "VeraLinear", "VeraLayer",
@@ -362,7 +362,7 @@ def _redraw_A(weight, init_lora_weights, r):
     draws Kaiming-uniform(a=sqrt(5)) again, "gaussian" N(0, 1/r); other inits leave it."""
     if init_lora_weights is True:
         init.kaiming_uniform_(weight, a=np.sqrt(5))
-    elif init_lora_weights == "gaussian":
+    elif init_name(init_lora_weights) == "gaussian":
         init.normal_(weight, std=1.0 / r)
 
 
@@ -439,7 +439,7 @@ class Linear(BaseTunerLayer):
         if config.init_lora_weights == "orthogonal":
             orthogonal_init(self, adapter_name)
         if is_weight_mutating_init(config.init_lora_weights):  # PiSSA / OLoRA: W0 -> W_res + s B A
-            if config.init_lora_weights == "olora":
+            if init_name(config.init_lora_weights) == "olora":
                 olora_init(self, adapter_name)
             else:
                 pissa_init(self, adapter_name, config.init_lora_weights)

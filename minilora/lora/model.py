@@ -388,8 +388,8 @@ class LoraModel(_Wrapper):
         if self.peft_config:
             existing = next(iter(self.peft_config.values()))
             if existing.peft_type != config.peft_type:
-                raise ValueError(f"cannot add a {config.peft_type} adapter to a model with "
-                                 f"{existing.peft_type} adapters (one method per model, as in PEFT)")
+                raise ValueError(f"cannot add a {config.peft_type.value} adapter to a model with "
+                                 f"{existing.peft_type.value} adapters (one method per model, as in PEFT)")
         biases = [getattr(c, "bias", "none") for c in [*self.peft_config.values(), config]]
         if sum(bias != "none" for bias in biases) > 1:  # they would all train the base layers' one bias
             raise ValueError(f"{type(self).__name__} supports only 1 adapter with bias. When using multiple "
@@ -905,9 +905,10 @@ class TrainableTokensModel(LoraModel):
 
     def _inject(self, adapter_name, config, state_dict=None):
         super()._inject(adapter_name, config, state_dict)
-        head, embedding = self._tied_head_name(), self.model.get_input_embeddings()
-        if head is None or not isinstance(embedding, TrainableTokensLayer):
+        head = self._tied_head_name()  # None for a model without get_input_embeddings (a plain nn.Module)
+        if head is None or not isinstance(self.model.get_input_embeddings(), TrainableTokensLayer):
             return
+        embedding = self.model.get_input_embeddings()
         current = self.model.get_submodule(head)
         if isinstance(current, TrainableTokensLayer) and current.tied_adapter is embedding:
             current.update_layer(adapter_name, None)
@@ -988,7 +989,8 @@ class PeftModel(_Wrapper):
                  low_cpu_mem_usage=False):
         super().__init__()
         if peft_config.peft_type not in PEFT_TYPE_TO_TUNER:
-            raise NotImplementedError(f"adapter type {peft_config.peft_type!r} is not supported")
+            raise NotImplementedError(f"adapter type {getattr(peft_config.peft_type, 'value', None)!r} is not "
+                                      "supported")
         self.base_model = self._tuner_class(peft_config)(model, peft_config, adapter_name)
         cast_adapter_dtype(self.base_model, adapter_name, autocast_adapter_dtype)
 
@@ -1215,11 +1217,11 @@ def _check_mixable(peft_config):
     """PEFT's ValueError for a method it cannot mix; minilora's NotImplementedError for a mixable method it has
     not got (LoRA is the one it mixes: adapters of several LoRA configs, active together)."""
     if peft_config.peft_type not in MIXABLE_PEFT_TYPES:  # PEFT's words
-        raise ValueError(f"The provided `peft_type` '{peft_config.peft_type}' is not compatible with the "
+        raise ValueError(f"The provided `peft_type` '{peft_config.peft_type.value}' is not compatible with the "
                          f"`PeftMixedModel`. Compatible types are: {MIXABLE_PEFT_TYPES}")
     if peft_config.peft_type != "LORA":
         raise NotImplementedError(
-            f"PeftMixedModel with a {peft_config.peft_type} adapter is not implemented in minilora: of PEFT's "
+            f"PeftMixedModel with a {peft_config.peft_type.value} adapter is not implemented in minilora: of PEFT's "
             f"mixable methods {MIXABLE_PEFT_TYPES} it has LoRA only (LoHa, LoKr, OFT and SHiRA do not exist here, "
             "and AdaLoRA cannot share a model with LoRA). Mix LoRA adapters, or use get_peft_model without mixed.")
 

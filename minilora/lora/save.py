@@ -490,6 +490,7 @@ def write_model_card(save_directory, base_model, peft_type, causal_lm):
     if os.path.exists(path):
         return
     from .. import __version__
+    peft_type = getattr(peft_type, "value", peft_type)  # PeftType.LORA -> "LORA" (f-strings show the member)
     meta = ([f"base_model: {base_model}"] if base_model else []) + ["library_name: peft"] + \
         (["pipeline_tag: text-generation"] if causal_lm else []) + ["tags:", f"- {peft_type.lower()}", "- minilora"]
     base = f"`{base_model}`" if base_model else "its base model"

@@ -116,7 +116,8 @@ def get_model_status(peft_model):
     return TunerModelStatus(
         base_model_type=type(peft_model.get_base_model()).__name__,
         adapter_model_type=type(peft_model.base_model).__name__,
-        peft_types={name: str(config.peft_type) for name, config in peft_model.peft_config.items()},
+        peft_types={name: getattr(config.peft_type, "value", config.peft_type)  # "LORA", not "PeftType.LORA"
+                    for name, config in peft_model.peft_config.items()},
         trainable_params=trainable, total_params=total, num_adapter_layers=len(layers),
         enabled=_common(status.enabled for status in layers),
         active_adapters=list(active.pop()) if len(active) == 1 else IRREGULAR,
