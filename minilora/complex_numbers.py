@@ -298,7 +298,7 @@ def _linear_ops():
     the same formula serves complex gradients."""
     from .ops import elementwise, index, nn, reduce, shape
     return [shape.Reshape, shape.Permute, shape.GetItem, shape.Cat, shape.Expand, shape.Flip, shape.Roll,
-            shape.Diagonal, shape.DiagEmbed, shape.IndexPut, shape.Unfold, shape.AsStrided, reduce.Sum,
+            shape.Diagonal, shape.DiagEmbed, shape.IndexPut, shape.Unfold, reduce.Sum,
             reduce.Mean, elementwise.Add, elementwise.Sub, elementwise.Neg, elementwise.Clone, elementwise.AsType,
             elementwise.Where, index.Gather, index.CumSum, index.IndexSelect, nn.Pad]
 
@@ -321,6 +321,55 @@ for _op in _linear_ops():
 for _op in _holomorphic_ops():
     _op.complex_grad = "holomorphic"
 
+# ---- ops torch refuses for complex numbers (no order, no rounding) -----------------------------------
+# NumPy would answer them (it orders complex numbers lexicographically, rounds each part): each refuses a
+# complex input in its forward instead, naming the op, with torch's exception type. (<, clamp, sign: at
+# their wrappers in tensor.py / ops/elementwise.py.)
+def _refusing_complex(fn, name_of, error):
+    raw = fn.__dict__["forward"]  # a staticmethod, or a classmethod (Remainder's, which Fmod inherits)
+    forward = raw.__func__
+
+    def refuse(arrays, options):
+        for a in arrays:
+            if getattr(a, "dtype", None) is not None and a.dtype.kind == "c":
+                raise error(f"{name_of(options)} is not supported for complex tensors, as in torch (complex "
+                            f"numbers have no order): take .real, .imag or .abs() first")
+
+    if isinstance(raw, classmethod):
+        def checked_forward(cls, ctx, *arrays, **options):
+            refuse(arrays, options)
+            return forward(cls, ctx, *arrays, **options)
+        fn.forward = classmethod(checked_forward)
+    else:
+        def checked_forward(ctx, *arrays, **options):
+            refuse(arrays, options)
+            return forward(ctx, *arrays, **options)
+        fn.forward = staticmethod(checked_forward)
+
+
+def _refused_ops():
+    """(op class, its torch name from the call's options, torch's exception type)."""
+    import importlib
+    from .ops import elementwise as e
+    index, reduce = importlib.import_module("minilora.ops.index"), importlib.import_module("minilora.ops.reduce")
+    smallest = {True: "min", False: "max"}
+    return [(e.Relu, lambda o: "relu", NotImplementedError),
+            (e.LeakyRelu, lambda o: "leaky_relu", NotImplementedError),
+            (e.Gelu, lambda o: "gelu", NotImplementedError),
+            (e.Erf, lambda o: "erf", NotImplementedError),
+            (e.Maximum, lambda o: smallest[bool(o.get("smallest"))] + "imum", RuntimeError),
+            (e._Rounding, lambda o: o["how"], NotImplementedError),
+            (e.Remainder, lambda o: "remainder / fmod", NotImplementedError),
+            (e.RoundedDiv, lambda o: f"div(rounding_mode={o.get('mode')!r})", NotImplementedError),
+            (reduce.AMax, lambda o: smallest[bool(o.get("smallest"))], NotImplementedError),
+            (reduce.ArgMax, lambda o: "arg" + smallest[bool(o.get("smallest"))], RuntimeError),
+            (index.ArgSort, lambda o: "sort", RuntimeError),
+            (index.MedianAll, lambda o: "median", NotImplementedError)]
+
+
+for _op, _name_of, _error in _refused_ops():
+    _refusing_complex(_op, _name_of, _error)
+
 _transpose_H = Tensor.H.fget  # (tensor.py's H: the transpose, with torch's checks)
 
 Tensor.real = property(real)
@@ -334,3 +383,4 @@ Tensor.mH = property(adjoint)
 Tensor.adjoint = adjoint
 Tensor.cfloat = _tensor_to(complex64)
 Tensor.cdouble = _tensor_to(complex128)
+Tensor.conj_physical_ = lambda self: self._inplace(conj_physical)

@@ -299,6 +299,8 @@ def _combine(higher, lower):
         return higher
     if _category(higher) >= _category(lower):
         return promote_types(higher, lower) if higher == bool else higher
+    if lower.kind == "c" and _category(higher) == 2:  # a float tensor with a complex number: the float's own
+        return promote_types(higher, np.dtype("complex64"))  # width, made complex (float32 * 2j is complex64)
     return promote_types(higher, lower)
 
 
@@ -340,7 +342,7 @@ def python_number(value):
 
 _TORCH_NAMES = {"uint8": "Byte", "int8": "Char", "int16": "Short", "int32": "Int", "int64": "Long",
                 "bool": "Bool", "float16": "Half", "bfloat16": "BFloat16", "float32": "Float",
-                "float64": "Double"}
+                "float64": "Double", "complex64": "ComplexFloat", "complex128": "ComplexDouble"}
 
 
 def torch_name(dtype):
@@ -389,8 +391,12 @@ def checked_number(value, dtype, check_16bit_floats=True):
         _check_python_int(value)
     if dtype == bool:
         return builtins.bool(value)  # (any number fits: nonzero is True)
-    if isinstance(value, builtins.bool) or value.__class__ is complex:
+    if isinstance(value, builtins.bool) or dtype.kind == "c":
         return value
+    if value.__class__ is complex:  # into a real dtype: only with no imaginary part (torch's overflow check)
+        if value.imag != 0:
+            raise _overflow(dtype)
+        value = value.real
     if is_floating(dtype):
         if dtype.itemsize == 2 and not check_16bit_floats:
             return value

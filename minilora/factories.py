@@ -73,7 +73,7 @@ def _filled(shape, fill_value, dtype):
     """``np.full``, with a Python number rounded into a 16-bit float as torch rounds it (through
     float32: ``dtypes.cast``), and refused as torch refuses one that ``dtype`` cannot hold (uint8: 300)."""
     fill_value = dtypes.python_number(fill_value)  # (np.int64(300) is 300, as in torch)
-    if isinstance(fill_value, (int, float)):
+    if isinstance(fill_value, (int, float, complex)):
         fill_value = dtypes.checked_number(fill_value, dtype)
     if dtype.itemsize == 2 and dtypes.is_floating(dtype):
         fill_value = dtypes.cast(np.asarray(fill_value), dtype)
@@ -171,8 +171,8 @@ def _fill_dtype(fill_value):
         return dtypes.bool
     if isinstance(fill_value, (int, np.integer)):
         return dtypes.int64
-    if isinstance(fill_value, complex):
-        raise TypeError("full(): minilora has no complex dtypes")
+    if isinstance(fill_value, complex):  # the default float dtype's complex type, as torch
+        return dtypes.promote_types(dtypes.get_default_dtype(), np.complex64)
     return dtypes.get_default_dtype()
 
 
@@ -253,9 +253,12 @@ def _gen(generator):
     return generator
 
 
-def _random_float(draw, dtype, kernel):
-    """``draw(dtype)`` for a floating ``dtype`` (the default float dtype if None), with the dtype."""
+def _random_float(draw, dtype, kernel, pairs=None):
+    """``draw(dtype)`` for a floating ``dtype`` (the default float dtype if None), with the dtype. A complex
+    dtype: ``pairs(real dtype)``, the (real, imag) pairs torch draws as one real tensor of shape (..., 2)."""
     dtype = _float_dtype(dtype)
+    if dtype.kind == "c" and pairs is not None:
+        return pairs(np.dtype(np.float32 if dtype == np.complex64 else np.float64)).view(dtype)[..., 0], dtype
     if not dtypes.is_floating(dtype):  # (torch names its kernel that has no such dtype)
         raise NotImplementedError(f'"{kernel}" not implemented for \'{dtypes.torch_name(dtype)}\'')
     return draw(dtype), dtype
@@ -281,14 +284,16 @@ def _drawn_in_memory_order(array, draw):
 def rand(*size, generator=None, dtype=None, device=None, requires_grad=False, **keywords):
     """Uniform on [0, 1): torch's numbers for the same seed."""
     shape = _sizes(size, keywords, "rand")
-    array, dtype = _random_float(lambda d: _gen(generator).uniform(shape, d), dtype, "check_uniform_bounds")
+    array, dtype = _random_float(lambda d: _gen(generator).uniform(shape, d), dtype, "check_uniform_bounds",
+                                 lambda d: _gen(generator).uniform(shape + (2,), d))
     return _make(array, dtype, device, requires_grad)
 
 
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False, **keywords):
     """Standard normal: torch's numbers for the same seed."""
     shape = _sizes(size, keywords, "randn")
-    array, dtype = _random_float(lambda d: _gen(generator).normal(shape, d), dtype, "normal_kernel_cpu")
+    array, dtype = _random_float(lambda d: _gen(generator).normal(shape, d), dtype, "normal_kernel_cpu",
+                                 lambda d: _gen(generator).normal(shape + (2,), d, 0.0, 1 / math.sqrt(2)))
     return _make(array, dtype, device, requires_grad)
 
 

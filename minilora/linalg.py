@@ -1554,6 +1554,8 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None, out=None):
         raise TypeError(f"linalg_vector_norm(): argument 'input' (position 1) must be Tensor, not {type(x).__name__}")
     if isinstance(ord, (str, bool)) or not isinstance(ord, (int, float)):
         raise TypeError(f"linalg_vector_norm(): argument 'ord' (position 2) must be Number, not {type(ord).__name__}")
+    if x.dtype.kind == "c" and dtype is None:  # a complex vector's norm is its magnitudes' (real, as torch's)
+        x = x.abs()
     _check_dtype("linalg.vector_norm", x, low_precision=True)
     x = _norm_dtype("linalg.vector_norm", x, dtype)
     ord = float(ord)

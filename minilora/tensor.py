@@ -1497,7 +1497,7 @@ class Tensor:
                             f"(wrap it in minilora.tensor() first)")
         if isinstance(value, np.generic):
             value = _assignable_numpy_scalar(value, self.dtype)
-        if type(value) in (int, float, bool):  # a number is stored: it must fit (uint8: 300 raises)
+        if type(value) in (int, float, bool, complex):  # a number is stored: it must fit (uint8: 300 raises)
             value = dtypes.checked_number(_as_int64(value), self.dtype, check_16bit_floats=False)
         if isinstance(value, Tensor) and value.ndim and value.shape[0] == 1:  # torch drops a value's
             value = value.reshape(_without_leading_ones(value.shape))  # leading 1s: x[0] = t([5]) fits
@@ -1862,10 +1862,18 @@ class Tensor:
         # (a ufunc of 0-d arrays returns a NumPy scalar: as a tensor's array it broke .numpy(), fill_, save)
         return Tensor._make(self._device.xp.asarray(out), self._device, False, None)
 
-    def __lt__(self, other): return self._compare(other, np.less)
-    def __le__(self, other): return self._compare(other, np.less_equal)
-    def __gt__(self, other): return self._compare(other, np.greater)
-    def __ge__(self, other): return self._compare(other, np.greater_equal)
+    def __lt__(self, other): return self._ordered(other, np.less, "lt")
+    def __le__(self, other): return self._ordered(other, np.less_equal, "le")
+    def __gt__(self, other): return self._ordered(other, np.greater, "gt")
+    def __ge__(self, other): return self._ordered(other, np.greater_equal, "ge")
+
+    def _ordered(self, other, op, name):
+        """<, <=, >, >=: torch has no order for complex numbers (NumPy's would be lexicographic)."""
+        if self._array.dtype.kind == "c" or type(other) is complex or \
+                isinstance(other, Tensor) and other._array.dtype.kind == "c":
+            dtype = dtypes.result_type(self._array, other._array if isinstance(other, Tensor) else other)
+            raise NotImplementedError(f'"{name}_cpu" not implemented for \'{dtypes.torch_name(dtype)}\'')
+        return self._compare(other, op)
     def __eq__(self, other): return self._compare(other, np.equal)
     def __ne__(self, other): return self._compare(other, np.not_equal)
     __hash__ = object.__hash__
@@ -1923,6 +1931,8 @@ def _write_back(fn, inputs, options, i, parent, child):
     """``parent`` with the region that view op ``fn`` selected replaced by ``child`` (differentiable)."""
     from . import ops
     name = fn.__name__
+    if hasattr(fn, "write_back"):  # a view op that says how (x.real, view_as_real: minilora/complex_numbers.py)
+        return fn.write_back(parent, child)
     if name == "GetItem":
         return ops.index_put(parent, options["index"], child)
     if name == "Reshape":

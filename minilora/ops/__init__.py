@@ -156,6 +156,8 @@ def _split_method(self, split_size, dim=0):
 
 
 def _abs_(self):
+    if self._array.dtype.kind == "c":  # (|z| is real: it cannot be stored back into z)
+        raise RuntimeError("In-place abs is not supported for complex tensors.")
     return self._inplace(abs)
 
 

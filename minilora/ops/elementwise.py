@@ -1168,6 +1168,8 @@ def clamp(input, min=None, max=None):  # noqa: A002  (torch's argument names)
     """``torch.clamp``: every element into ``[min, max]`` (numbers or tensors; either may be None)."""
     if min is None and max is None:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
+    if input.dtype.kind == "c":  # (complex numbers have no order; NumPy's is lexicographic)
+        raise NotImplementedError("clamp is not supported for complex types")
     min, max = _clamp_bounds(python_number(min), python_number(max))
     dtype = result_type(*(x for x in (input, min, max) if x is not None))
     if dtype != input.dtype:  # clamp(int tensor, 0.5) is float32 in torch (its result_type)
@@ -1214,10 +1216,15 @@ class Sign(Function):
 def sin(input): return Sin.apply(_floating(input))
 def cos(input): return Cos.apply(_floating(input))
 def sign(input):
+    if input.dtype.kind == "c":
+        raise NotImplementedError("Unlike NumPy, torch.sign is not intended to support complex numbers. Please use "
+                                  "torch.sgn instead.")
     return clone(input) if input.dtype == np.bool_ else Sign.apply(input)  # bool: itself (torch)
 
 
-sgn = sign  # torch.sgn: sign, extended to complex numbers (which minilora does not have)
+def sgn(input):
+    """``torch.sgn``: ``sign``, extended to complex numbers (``z / |z|``, 0 at 0)."""
+    return Sign.apply(input) if input.dtype.kind == "c" else sign(input)
 
 
 def signbit(input):
@@ -1388,7 +1395,7 @@ class _Rounding(Function):
 
 def _rounding(how):
     def op(input):
-        if not is_floating(_no_bool_kernel(f"{how}_vml_cpu", input).dtype):  # integers: a copy (torch)
+        if _no_bool_kernel(f"{how}_vml_cpu", input).dtype.kind in "iu":  # integers: a copy (torch)
             return clone(input)
         return _Rounding.apply(input, how=how)
     op.__name__ = how
@@ -1401,7 +1408,7 @@ floor, ceil, trunc = _rounding("floor"), _rounding("ceil"), _rounding("trunc")
 def round(input, *, decimals=None):  # noqa: A001  (torch.round)
     """Round half to even, as torch (``round(0.5) == 0``, ``round(1.5) == 2``); ``decimals`` too
     (torch's overload with ``decimals``, even 0, has float kernels only)."""
-    if not is_floating(_no_bool_kernel("round_vml_cpu", input).dtype):
+    if _no_bool_kernel("round_vml_cpu", input).dtype.kind in "iu":
         if decimals is not None:
             raise NotImplementedError(f'"round_vml_cpu" not implemented for \'{torch_name(input.dtype)}\'')
         return clone(input)

@@ -242,7 +242,7 @@ def cast_to_dtype_argument(input, dtype):
     """``input`` converted for an op's ``dtype=`` (sum, prod, cumsum ...). Where ``input`` needs a
     gradient, an integer or bool ``dtype`` is torch's error: the result could carry none."""
     dtype = to_dtype(dtype)
-    if not is_floating(dtype) and input.requires_grad and is_grad_enabled():
+    if not is_floating(dtype) and dtype.kind != "c" and input.requires_grad and is_grad_enabled():
         raise RuntimeError(f"Autograd not support dtype: {torch_name(dtype)}")
     return input.to(dtype=dtype)
 

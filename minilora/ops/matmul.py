@@ -579,11 +579,11 @@ def inner(input, other):  # noqa: A002
 
 
 def vdot(input, other):  # noqa: A002
-    """``torch.vdot``: ``dot`` with the first operand conjugated (minilora has no complex dtypes)."""
+    """``torch.vdot``: ``dot`` with the first operand conjugated (``sum(conj(a) * b)``)."""
     if _amp.used and _amp.state.active:  # torch does not autocast vdot on the CPU: nor may the matmul inside (amp.py)
         return _amp.autocast_op("vdot", vdot, input, other)
     _products_check("vdot", (1, 1), input, other)
-    return matmul(input, other)
+    return matmul(input.conj(), other)  # (conj of a real tensor: the tensor itself)
 
 
 @_amp.autocasts

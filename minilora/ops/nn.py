@@ -646,7 +646,8 @@ def _floating_only(fn, *tensors):
     NotImplementedError instead of being computed in integers (an int64 layer_norm gave zeros)."""
     for t in tensors:
         if isinstance(t, Tensor) and not is_floating(t.dtype):
-            raise NotImplementedError(f"{fn}: not implemented for integer tensors (got {t.dtype}); "
+            kind = "complex" if t.dtype.kind == "c" else "integer"
+            raise NotImplementedError(f"{fn}: not implemented for {kind} tensors (got {t.dtype}); "
                                       f"pass a floating tensor (e.g. x.float())")
 
 

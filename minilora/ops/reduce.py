@@ -557,6 +557,10 @@ def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
 
 
 def _variance(fn, input, dim, unbiased, keepdim, correction, root):
+    if input.dtype.kind == "c":  # torch: the variances of the real and imaginary parts, summed (real)
+        total = (_variance(fn, input.real, dim, unbiased, keepdim, correction, root=False)
+                 + _variance(fn, input.imag, dim, unbiased, keepdim, correction, root=False))
+        return total.sqrt() if root else total
     dim, correction = _correction(fn, dim, unbiased, correction)
     if not is_floating(input.dtype):  # NumPy would compute a float64 variance of integers; torch refuses
         raise RuntimeError("std and var only support floating point and complex dtypes")
@@ -582,6 +586,8 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     ``p`` is a number (2, 1, 3.5 ...), ``float('inf')`` / ``-inf`` (largest / smallest magnitude, ties
     share the gradient as in torch), 0 (the count of non-zeros), or ``'fro'`` (the 2-norm over at
     most two dims)."""
+    if input.dtype.kind == "c":  # a complex tensor's norm is its magnitudes' (real, as torch's)
+        input = input.abs()
     if not is_floating(input.dtype):
         raise RuntimeError(f"norm(): input dtype should be floating point, but got {input.dtype}")
     if dtype is not None and promote_types(input.dtype, to_dtype(dtype)) != to_dtype(dtype):
@@ -704,9 +710,19 @@ def logsumexp(input, dim, keepdim=False):
     Integer input computes in the default float dtype, as torch's (not NumPy's float64)."""
     if dim is None:  # (LogSumExp would reduce everything; torch refuses)
         raise TypeError("logsumexp(): argument 'dim' must be tuple of ints, not NoneType")
+    if input.dtype.kind == "c":
+        return _complex_logsumexp(input, dim, keepdim)
     if not is_floating(input.dtype):
         input = input.to(get_default_dtype())
     return name_node(LogSumExp.apply(input, axis=dim, keepdims=keepdim), "LogsumexpBackward0", input)
+
+
+def _complex_logsumexp(z, dim, keepdim):
+    """A complex logsumexp (torch's result is complex): ``m + log(sum(exp(z - m)))``, ``m`` the largest real
+    part (only the real parts can overflow exp); its gradient flows through exp, sum and log."""
+    shift = z.real.detach().amax(dim, keepdim=True)
+    out = (z - shift).exp().sum(dim, keepdim=True).log() + shift
+    return out if keepdim else out.squeeze(dim)
 
 
 def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):

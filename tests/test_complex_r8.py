@@ -1,0 +1,285 @@
+"""Complex tensors side by side with torch (round 8): Meta's Llama rotary embedding (torch.polar,
+view_as_complex, a complex product, view_as_real) forward and backward, promotion, printing, views that
+write through, torch's gradient convention for complex numbers (float64 / complex128), the ops torch
+refuses for complex inputs, and complex random draws."""
+import numpy as np
+import pytest
+
+import minilora as ml
+
+torch = pytest.importorskip("torch")
+
+
+def _np(t):
+    t = t.detach()
+    return t.resolve_conj().numpy() if hasattr(t, "resolve_conj") else t.numpy()
+
+
+def _same_dtype(got, want):
+    return str(got.dtype).split(".")[-1] == str(want.dtype).split(".")[-1]
+
+
+# ---- Meta's llama/model.py rotary embedding, verbatim but for the module ------------------------------
+def _precompute_freqs_cis(T, dim, end, theta=10000.0, dtype=None):
+    freqs = 1.0 / (theta ** (T.arange(0, dim, 2)[: (dim // 2)].to(dtype) / dim))
+    t = T.arange(end, device=freqs.device)
+    freqs = T.outer(t, freqs).to(dtype)
+    return T.polar(T.ones_like(freqs), freqs)
+
+
+def _reshape_for_broadcast(freqs_cis, x):
+    ndim = x.ndim
+    shape = [d if i == 1 or i == ndim - 1 else 1 for i, d in enumerate(x.shape)]
+    return freqs_cis.view(*shape)
+
+
+def _apply_rotary_emb(T, xq, xk, freqs_cis, dtype):
+    xq_ = T.view_as_complex(xq.to(dtype).reshape(*xq.shape[:-1], -1, 2))
+    xk_ = T.view_as_complex(xk.to(dtype).reshape(*xk.shape[:-1], -1, 2))
+    freqs_cis = _reshape_for_broadcast(freqs_cis, xq_)
+    xq_out = T.view_as_real(xq_ * freqs_cis).flatten(3)
+    xk_out = T.view_as_real(xk_ * freqs_cis).flatten(3)
+    return xq_out.type_as(xq), xk_out.type_as(xk)
+
+
+def _rope(T, dtype_name):
+    dtype = getattr(T, dtype_name)
+    rng = np.random.default_rng(0)
+    xq = T.tensor(rng.standard_normal((2, 5, 3, 8)), dtype=dtype, requires_grad=True)
+    xk = T.tensor(rng.standard_normal((2, 5, 3, 8)), dtype=dtype, requires_grad=True)
+    fc = _precompute_freqs_cis(T, 8, 5, dtype=dtype)
+    a, b = _apply_rotary_emb(T, xq, xk, fc, dtype)
+    (a.sum() * 2 + (b * b).sum()).backward()
+    return fc, a, b, xq.grad, xk.grad
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float32", 2e-6), ("float64", 1e-13)])
+def test_meta_llama_rotary_embedding_forward_and_backward_as_torch(dtype, rtol):
+    got, want = _rope(ml, dtype), _rope(torch, dtype)
+    for g, w in zip(got, want):
+        assert _same_dtype(g, w) and tuple(g.shape) == tuple(w.shape)
+        np.testing.assert_allclose(_np(g), _np(w), rtol=rtol, atol=rtol)
+    assert got[0].dtype == (ml.complex64 if dtype == "float32" else ml.complex128)
+
+
+def test_meta_llama_rotary_embedding_script_prints_torch_numbers():
+    """/tmp/metarope.py's exact program (float32, torch.randn's seeded stream)."""
+    def run(T):
+        T.manual_seed(0)
+        xq = T.randn(2, 5, 3, 8, requires_grad=True)
+        xk = T.randn(2, 5, 3, 8, requires_grad=True)
+        fc = _precompute_freqs_cis(T, 8, 5, dtype=T.float32)
+        a, b = _apply_rotary_emb(T, xq, xk, fc, T.float32)
+        (a.sum() * 2 + (b * b).sum()).backward()
+        return a.sum().item(), xq.grad.sum().item(), xk.grad.abs().sum().item()
+    np.testing.assert_allclose(run(ml), run(torch), rtol=1e-5)
+
+
+# ---- dtypes, promotion, printing -----------------------------------------------------------------------
+PROMOTIONS = [
+    "T.ones(2) * 1j", "T.ones(2, dtype=T.float64) * 1j", "T.ones(2, dtype=T.float64) * T.ones(2, dtype=T.complex64)",
+    "T.ones(2, dtype=T.int64) * T.ones(2, dtype=T.complex64)", "T.arange(3) * (1 + 2j)", "T.arange(3) + 1j",
+    "T.ones(2) * T.tensor(2j, dtype=T.complex128)", "T.ones(2, dtype=T.complex64) * T.tensor(2., dtype=T.float64)",
+    "T.tensor([1, 3]) / T.tensor([1j, 2])", "T.tensor([1 + 2j, 3]) + T.tensor([1., 2], dtype=T.float64)",
+    "T.tensor(1 + 2j)", "T.tensor([1 + 2j, 3])", "T.full((2,), 1j)", "T.full((2,), 2, dtype=T.complex64)",
+    "T.tensor([3., 4]).to(T.complex128)", "T.tensor([3 + 4j]).to(T.complex128).to(T.complex64)",
+    "T.tensor([3., 4]).cfloat()", "T.tensor([3 + 4j, 1j]).cdouble()", "T.tensor([3 + 4j, 1j]).abs()",
+    "T.tensor([3 + 4j, 1j], dtype=T.complex128).real", "T.tensor([3 + 4j, 1j]).imag",
+    "T.tensor([1 + 2j, 3], dtype=T.complex128).var()", "T.tensor([1 + 2j, 3, 1j]).std(0)",
+    "T.tensor([1 + 2j, 3]).logsumexp(0)", "T.tensor([3 + 4j, 1j]).norm()", "T.linalg.vector_norm(T.tensor([3 + 4j, 1j]))",
+    "T.vdot(T.tensor([3 + 4j, 1j]), T.tensor([1j, 2]))", "T.tensor([[3 + 4j, 1j]]).mH", "T.tensor([[3 + 4j, 1j]]).H",
+    "T.tensor([[3 + 4j, 1j]]).adjoint()", "T.adjoint(T.tensor([[3 + 4j, 1j]]))", "T.tensor([3 + 4j, 1j]).conj_physical()",
+    "T.where(T.tensor([True, False]), T.tensor([3 + 4j, 1j]), 0)", "T.tensor([3 + 4j, 0]).sgn()",
+    "T.tensor([1 + 2j, 3]).sum(dtype=T.complex128)", "T.promote_types(T.float64, T.complex64)",
+    "T.result_type(T.ones(2, dtype=T.float64), 1j)", "T.tensor([1 + 2j, 3]).mul_(2j)",
+]
+
+
+@pytest.mark.parametrize("code", PROMOTIONS)
+def test_complex_values_and_dtypes_as_torch(code):
+    want, got = eval(code, {"T": torch}), eval(code, {"T": ml})
+    if not hasattr(want, "shape"):  # a dtype
+        assert str(got).split(".")[-1] == str(want).split(".")[-1]
+        return
+    assert _same_dtype(got, want) and tuple(got.shape) == tuple(want.shape), (got, want)
+    np.testing.assert_allclose(_np(got), _np(want), rtol=1e-6)
+
+
+def test_default_complex_dtype_follows_the_default_float_dtype():
+    try:
+        torch.set_default_dtype(torch.float64)
+        ml.set_default_dtype(ml.float64)
+        assert str(torch.ones(2).mul(1j).dtype) == "torch.complex128" == f"torch.{ml.ones(2).mul(1j).dtype}"
+        assert ml.full((1,), 1j).dtype == ml.complex128
+    finally:
+        torch.set_default_dtype(torch.float32)
+        ml.set_default_dtype(ml.float32)
+
+
+@pytest.mark.parametrize("code", [
+    "T.tensor([1 + 2j, 3 - 4.5j])", "T.tensor([1.5 + 2j, 3 - 4.5j], dtype=T.complex128)", "T.tensor(1 + 2j)",
+    "T.zeros(2, 2, dtype=T.complex64)", "T.tensor([1e10 + 2j, 3 - 4.5j])", "T.tensor([0.001 + 2j, 3 - 4.5j])",
+    "T.tensor([float('nan') + 2j, float('inf') - 4.5j])", "T.tensor([1 + 2j, 3], requires_grad=True)"])
+def test_complex_tensors_print_as_torch(code):
+    want, got = eval(code, {"T": torch}), eval(code, {"T": ml})
+    assert repr(got) == repr(want) and str(got) == str(want)
+
+
+# ---- views ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("code", [
+    "z = T.tensor([1 + 2j, 3 - 4j]); z.real[0] = 10",
+    "z = T.tensor([1 + 2j, 3 - 4j]); z.imag.mul_(2)",
+    "z = T.tensor([1 + 2j, 3 - 4j], dtype=T.complex128); T.view_as_real(z)[1, 1] = 7",
+    "z = T.tensor([[1 + 2j, 3 - 4j], [5j, 6]]).t(); T.view_as_real(z)[0].zero_()",
+    "x = T.arange(8.).reshape(2, 4); z = T.view_as_complex(x.reshape(2, 2, 2)); z[0, 0] = 5j; z = x",
+    "x = T.arange(8.).reshape(4, 2); z = T.view_as_complex(x[::2]); z.mul_(1j); z = x"])
+def test_real_imag_and_view_as_real_complex_are_views(code):
+    def run(T):
+        scope = {"T": T}
+        exec(code, scope)
+        return _np(scope["z"])
+    np.testing.assert_array_equal(run(ml), run(torch))
+
+
+@pytest.mark.parametrize("code", [
+    "T.view_as_complex(T.arange(9.)[1:].reshape(4, 2))", "T.view_as_complex(T.arange(8.).reshape(2, 4).t())",
+    "T.view_as_complex(T.arange(12.).reshape(3, 4)[:, :3:2])", "T.view_as_complex(T.tensor(2.))",
+    "T.view_as_complex(T.arange(8.).reshape(2, 4))", "T.view_as_complex(T.arange(4).reshape(2, 2))",
+    "T.view_as_real(T.ones(2))", "T.complex(T.ones(2), T.ones(2, dtype=T.float64))",
+    "T.complex(T.ones(2, dtype=T.int64), T.ones(2, dtype=T.int64))", "T.polar(T.ones(2), T.ones(2, dtype=T.int64))",
+    "T.polar(T.ones(2, dtype=T.float64), T.ones(2))"])
+def test_view_as_complex_complex_and_polar_refuse_in_torchs_words(code):
+    with pytest.raises(RuntimeError) as want:
+        eval(code, {"T": torch})
+    with pytest.raises(RuntimeError) as got:
+        eval(code, {"T": ml})
+    assert str(got.value) == str(want.value)
+
+
+def test_view_as_complex_of_a_strided_tensor_is_the_values_torch_reads():
+    def run(T):
+        return _np(T.view_as_complex(T.arange(24.).reshape(4, 6)[1:, 2:4]))
+    np.testing.assert_array_equal(run(ml), run(torch))
+
+
+def test_in_place_changes_through_complex_views_are_differentiated():
+    def run(T):
+        a = T.tensor([1 + 2j, 3 - 1j], dtype=T.complex128, requires_grad=True)
+        z = a * (2 - 1j)
+        z.real.mul_(3)
+        z.imag[0] = 5
+        T.view_as_real(z)[1, 1] = 7
+        (z * z).abs().sum().backward()
+        x = T.tensor([[1., 2], [3, 4]], dtype=T.float64, requires_grad=True)
+        y = x * 1
+        T.view_as_complex(y)[0] *= 1j
+        (y * T.tensor([[1., 2], [3, 4]], dtype=T.float64)).sum().backward()
+        return _np(z), _np(a.grad), _np(y), _np(x.grad)
+    for g, w in zip(run(ml), run(torch)):
+        np.testing.assert_allclose(g, w, rtol=1e-12)
+
+
+# ---- torch's complex gradients (complex128 against torch) ---------------------------------------------
+GRADIENTS = {
+    "mul": lambda T, a, b: a * b, "div": lambda T, a, b: a / b, "add-sub-neg": lambda T, a, b: -a - b + a * 2,
+    "exp": lambda T, a, b: a.exp() * b, "log": lambda T, a, b: a.log(), "sqrt": lambda T, a, b: a.sqrt(),
+    "sin-cos": lambda T, a, b: a.sin() + a.cos(), "tanh": lambda T, a, b: a.tanh(), "sigmoid": lambda T, a, b: a.sigmoid(),
+    "pow": lambda T, a, b: a ** 2 + a ** b, "reciprocal": lambda T, a, b: a.reciprocal() + a.rsqrt(),
+    "square": lambda T, a, b: a.square(), "sinh-atan": lambda T, a, b: a.sinh() + a.atan(),
+    "abs": lambda T, a, b: a.abs() * b, "angle": lambda T, a, b: a.angle() * b, "conj": lambda T, a, b: a.conj() * b,
+    "conj_physical": lambda T, a, b: T.conj_physical(a) * b, "sum-mean": lambda T, a, b: (a * b).sum(0) + a.mean(),
+    "prod-cumsum": lambda T, a, b: a.prod() + a.cumsum(0) + a.cumprod(0),
+    "matmul": lambda T, a, b: a.reshape(3, 2) @ b.reshape(2, 3), "linear": lambda T, a, b: T.nn.functional.linear(
+        a.reshape(2, 3), b.reshape(2, 3)), "einsum": lambda T, a, b: T.einsum("i,i->", a, b),
+    "dot-vdot-outer": lambda T, a, b: T.outer(a, b).sum() + T.dot(a, b) + T.vdot(a, b),
+    "reshape-view-flatten": lambda T, a, b: a.reshape(3, 2).t().flatten() * b.view(6),
+    "transpose-index": lambda T, a, b: a.reshape(2, 3).transpose(0, 1)[1:] * 2 + a[[0, 2, 2]].sum(),
+    "view_as_real-complex": lambda T, a, b: T.view_as_complex(T.view_as_real(a) * T.view_as_real(b)),
+    "real-imag": lambda T, a, b: a.real * b.imag, "mixed with real": lambda T, a, b: a.real * (1 + 2j) * b,
+    "stack-cat-where": lambda T, a, b: T.stack([a, T.cat([b[3:], b[:3]])]) + T.where(a.real > 0, a, b),
+    "gather-index_select-pad": lambda T, a, b: a.gather(0, T.tensor([1, 1, 0])).sum() + T.nn.functional.pad(
+        a.index_select(0, T.tensor([2, 0])), (1, 2)),
+    "norm": lambda T, a, b: a.norm() + T.linalg.vector_norm(b, 3), "var-std": lambda T, a, b: a.var() + b.std(),
+    "logsumexp": lambda T, a, b: a.reshape(2, 3).logsumexp(1), "to complex64": lambda T, a, b: a.to(T.complex64) * 2,
+}
+
+
+@pytest.mark.parametrize("name", list(GRADIENTS))
+def test_complex_gradients_as_torch(name):
+    def run(T):
+        rng = np.random.default_rng(abs(hash(name)) % 2**32)
+        a, b = (T.tensor(rng.standard_normal(6) + 1j * rng.standard_normal(6), requires_grad=True) for _ in range(2))
+        out = GRADIENTS[name](T, a, b)
+        w1, w2 = (T.tensor(rng.standard_normal(tuple(out.shape))) for _ in range(2))
+        loss = (out.real * w1 + out.imag * w2).sum() + (out.abs() ** 2).sum() if out.is_complex() else (out * w1).sum()
+        loss.backward()
+        return out, a.grad, b.grad
+    for g, w in zip(run(ml), run(torch)):
+        if w is None:
+            assert g is None
+            continue
+        assert _same_dtype(g, w)
+        tolerance = 1e-5 if name == "to complex64" else 1e-10  # (complex64 arithmetic in between)
+        np.testing.assert_allclose(_np(g), _np(w), rtol=tolerance, atol=tolerance / 100)
+
+
+def test_polar_and_complex_gradients_reach_their_real_inputs():
+    def run(T):
+        r = T.tensor([1., 2, 0.5], dtype=T.float64, requires_grad=True)
+        theta = T.tensor([0.3, -2., 4], dtype=T.float64, requires_grad=True)
+        re, im = (T.tensor([1., -2, 3], dtype=T.float64, requires_grad=True) for _ in range(2))
+        z = T.polar(r, theta) * T.complex(re, im)
+        (z * z.conj()).real.sum().backward()
+        (T.polar(r, theta).angle().sum() + T.complex(re, im).abs().sum()).backward()
+        return z, r.grad, theta.grad, re.grad, im.grad, T.polar(r, theta).grad_fn.name()
+    got, want = run(ml), run(torch)
+    for g, w in zip(got[:-1], want[:-1]):
+        assert _same_dtype(g, w)
+        np.testing.assert_allclose(_np(g), _np(w), rtol=1e-12)
+    assert got[-1] == want[-1] == "PolarBackward0"
+
+
+# ---- what torch refuses for complex numbers ------------------------------------------------------------
+REFUSED = ["z < 1", "T.ones(2) >= z", "z.relu()", "z.clamp(0, 1)", "z.clamp(max=1)", "z.max()", "z.min(0)", "z.amax()",
+           "z.argmax()", "T.maximum(z, z)", "z.sort()", "z.topk(1)", "z.argsort()", "z.floor()", "z.ceil()", "z.round()",
+           "z.trunc()", "z.sign()", "z % 2", "z.fmod(2)", "z // 2", "z.median()", "z.erf()", "z.abs_()",
+           "T.nn.functional.gelu(z)", "T.nn.functional.leaky_relu(z)", "T.nn.functional.layer_norm(z, (2,))",
+           "z.softmax(0)", "T.zeros(2)[0:1].fill_(1 + 1j)", "T.tensor([1., 3]).mul_(2j)", "T.full((2,), 1 + 2j, dtype=T.float32)"]
+
+
+@pytest.mark.parametrize("code", REFUSED)
+def test_ops_without_complex_kernels_refuse_as_torch(code):
+    """torch's exception type; minilora's message names the op (NumPy orders complex numbers lexicographically
+    and rounds each part, so these computed something before)."""
+    with pytest.raises(Exception) as want:
+        eval(code, {"T": torch, "z": torch.tensor([1 + 2j, 3 - 1j])})
+    with pytest.raises(want.type) as got:
+        eval(code, {"T": ml, "z": ml.tensor([1 + 2j, 3 - 1j])})
+    assert "ufunc" not in str(got.value) and "iinfo" not in str(got.value) and "float() argument" not in str(got.value)
+
+
+def test_a_complex_number_into_a_real_tensor_needs_no_imaginary_part():
+    for T in (torch, ml):
+        z = T.zeros(2)
+        z[0] = 1 + 0j
+        assert z.tolist() == [1.0, 0.0]
+        with pytest.raises(RuntimeError, match="cannot be converted to type float without overflow"):
+            z[1] = 1 + 1j
+
+
+def test_a_complex_gradient_reaching_an_op_without_a_complex_rule_names_it():
+    z = ml.tensor([1 + 2j, 3 - 1j], requires_grad=True)
+    with pytest.raises(NotImplementedError, match="no complex derivative for Sign"):
+        z.sgn().real.sum().backward()
+
+
+# ---- random draws ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(3,), (4, 5), (2, 20)])
+@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
+def test_complex_rand_and_randn_draw_torchs_numbers(shape, dtype):
+    def run(T):
+        T.manual_seed(7)
+        return _np(T.randn(*shape, dtype=getattr(T, dtype))), _np(T.rand(shape, dtype=getattr(T, dtype)))
+    for g, w in zip(run(ml), run(torch)):
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)
