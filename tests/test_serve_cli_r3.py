@@ -232,7 +232,7 @@ def test_parameters_clients_send_at_their_off_value_are_accepted(served, extra):
     ({"suffix": "end"}, "suffix"), ({"best_of": 3}, "best_of"), ({"n": 0}, "n"), ({"max_tokens": -1}, "max_tokens"),
     ({"temperature": -0.1}, "temperature"), ({"top_p": 1.5}, "top_p"), ({"presence_penalty": 3}, "presence_penalty"),
     ({"repetition_penalty": 0}, "repetition_penalty"), ({"logit_bias": {"99999": 1}}, "logit_bias"),
-    ({"logit_bias": {"5": 101}}, "logit_bias"), ({"stop_token_ids": [-1]}, "stop_token_ids"),
+    ({"logit_bias": {"5": "x"}}, "logit_bias"), ({"stop_token_ids": [-1]}, "stop_token_ids"),
     ({"logprobs": 21}, "logprobs"), ({"echo": 1}, "echo"), ({"ignore_eos": "yes"}, "ignore_eos"),
     ({"stream": True, "stream_options": {"continuous_usage_stats": True}}, "stream_options"),
     ({"frequency_penalty": "high"}, "frequency_penalty")])

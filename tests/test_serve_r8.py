@@ -36,7 +36,7 @@ from minilora.serve import Engine, Request  # noqa: E402
 from minilora.serve.app import _token_text, create_app  # noqa: E402
 from minilora.serve.detokenizer import IncrementalDetokenizer, check_stop_strings  # noqa: E402
 from minilora.tokenizer import ByteTokenizer  # noqa: E402
-from test_serve import Collector, base_model  # noqa: E402
+from test_serve import CHAT_TEMPLATE, Collector, base_model, served_text  # noqa: E402
 from test_serve_openai_r6 import HTTP  # noqa: E402
 from test_serve_r7 import byte_fallback_tokenizer, byte_level_tokenizer  # noqa: E402
 
@@ -291,3 +291,89 @@ def test_n_choices_of_a_seeded_request_draw_from_generators_seeded_seed_plus_i()
         assert choice.text == tok.decode(ids[len(prompt):], skip_special_tokens=True).rstrip("\ufffd")
         texts.add(choice.text)
     assert len(texts) == 2
+
+
+# ---------------------------------------------------------------------------------------------------
+# vLLM's parameters through the official client (the app in process, the client's ASGI transport)
+# ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def app():
+    tok = ByteTokenizer()
+    tok.chat_template = CHAT_TEMPLATE
+    engine = Engine(base_model(), tok, max_batch_size=4, max_queue=8).start()
+    yield create_app(engine, "tiny")
+    engine.shutdown()
+
+
+def call(app, make):
+    """``make(client)``'s answer: an awaitable made with an AsyncOpenAI client speaking to ``app``."""
+    async def run():
+        async with openai.AsyncOpenAI(base_url="http://minilora/v1", api_key="-", max_retries=0, http_client=
+                                      HTTP.AsyncClient(transport=HTTP.ASGITransport(app=app))) as client:
+            answer = await make(client)
+            if hasattr(answer, "__aiter__"):
+                return [chunk async for chunk in answer]
+            return answer
+    return asyncio.run(run())
+
+
+def complete(app, **options):
+    return call(app, lambda client: client.completions.create(model="tiny", prompt="Dan", **options))
+
+
+def test_stop_reason_names_the_stop_string_or_token_that_ended_a_choice(app):
+    tok = ByteTokenizer()
+    names = {_token_text(tok, i, TEXT_VOCAB): i for i in range(TEXT_VOCAB)}
+    greedy = complete(app, max_tokens=8, temperature=0, logprobs=0).choices[0]
+    assert greedy.finish_reason == "length" and greedy.stop_reason is None
+    ids = [names[t] for t in greedy.logprobs.tokens]
+    at, token = next((k, t) for k, t in enumerate(ids) if k and t not in ids[:k] and t < 128)
+    by_token = complete(app, max_tokens=8, temperature=0, extra_body={"stop_token_ids": [token]}).choices[0]
+    assert (by_token.finish_reason, by_token.stop_reason) == ("stop", token)
+    assert by_token.text == served_text(tok, ids[:at])
+    stop = chr(token)
+    by_text = complete(app, max_tokens=8, temperature=0, stop=[stop, "never"]).choices[0]
+    # the text before the stop string: complete now (a stop token's own text is never decoded)
+    assert (by_text.finish_reason, by_text.stop_reason) == ("stop", stop)
+    assert by_text.text == tok.decode(ids[:at + 1], skip_special_tokens=True)[:-1]
+    chunks = complete(app, max_tokens=8, temperature=0, stop=stop, stream=True)
+    assert [c.choices[0].stop_reason for c in chunks] == [None] * (len(chunks) - 1) + [stop]
+    chat = call(app, lambda client: client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3, temperature=0))
+    assert chat.choices[0].stop_reason is None and chat.choices[0].finish_reason == "length"
+
+
+def test_min_tokens_ignore_eos_skip_special_tokens_and_include_stop_str_through_the_client(app):
+    eos_first = {"logit_bias": {str(EOS): 100}}
+    got = complete(app, max_tokens=5, temperature=0, extra_body={"min_tokens": 3}, **eos_first)
+    assert (got.choices[0].finish_reason, got.usage.completion_tokens) == ("stop", 4)  # EOS from the 4th on
+    got = complete(app, max_tokens=5, temperature=0, extra_body={"min_tokens": 3, "ignore_eos": True}, **eos_first)
+    assert (got.choices[0].finish_reason, got.usage.completion_tokens, got.choices[0].text) == ("length", 5, "")
+    got = complete(app, max_tokens=3, temperature=0, extra_body={"ignore_eos": True, "skip_special_tokens": False},
+                   **eos_first)
+    assert got.choices[0].text == "<eos>" * 3
+    got = complete(app, max_tokens=3, temperature=0, extra_body={"skip_special_tokens": False,
+                                                                  "include_stop_str_in_output": True}, **eos_first)
+    assert (got.choices[0].text, got.choices[0].finish_reason, got.usage.completion_tokens) == ("<eos>", "stop", 1)
+
+
+def test_logit_bias_is_clamped_seed_minus_one_is_no_seed_and_tiny_temperatures_are_001(app):
+    def tokens(**options):
+        return complete(app, max_tokens=6, logprobs=0, **options).choices[0].logprobs.tokens
+    assert tokens(temperature=0, logit_bias={"65": 250}) == tokens(temperature=0, logit_bias={"65": 100}) == ["A"] * 6
+    assert tokens(temperature=2.0, seed=-2) == tokens(temperature=2.0, seed=-2)
+    assert tokens(temperature=2.0, seed=-1) != tokens(temperature=2.0, seed=-1)  # vLLM: -1 is "no seed"
+    assert tokens(temperature=0.001, seed=3) == tokens(temperature=0.01, seed=3)
+    for top_k in (-1, 0):  # vLLM's "every token"
+        assert tokens(temperature=1.0, seed=5, extra_body={"top_k": top_k}) == tokens(temperature=1.0, seed=5)
+
+
+@pytest.mark.parametrize("options, param", [({"stop": ""}, "stop"), ({"stop": ["a", ""]}, "stop"),
+                                            ({"logit_bias": {"65": "high"}}, "logit_bias"),
+                                            ({"extra_body": {"top_k": -2}}, "top_k")])
+def test_bad_values_are_vllms_400_error_object(app, options, param):
+    with pytest.raises(openai.BadRequestError) as err:
+        complete(app, max_tokens=2, **options)
+    assert err.value.status_code == 400
+    assert err.value.body["param"] == param and err.value.body["code"] == 400
+    assert err.value.body["type"] == "BadRequestError" and err.value.body["message"]

@@ -47,6 +47,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import os
 import secrets
 import time
@@ -131,7 +132,8 @@ def _token_ids(body, name, vocab_size):
 
 
 def _logit_bias(body, vocab_size):
-    """OpenAI's ``{"token id": bias}``, each bias in [-100, 100]."""
+    """OpenAI's ``{"token id": bias}``; a bias past [-100, 100] is clamped to it, as vLLM's
+    SamplingParams.from_optional does (OpenAI's own API refuses it)."""
     bias = body.get("logit_bias") or {}
     if not isinstance(bias, dict):
         raise EngineError(400, "logit_bias must be an object mapping token ids to numbers in [-100, 100]", "logit_bias")
@@ -140,7 +142,9 @@ def _logit_bias(body, vocab_size):
         token = int(key) if isinstance(key, str) and key.strip().isdigit() else -1
         if not 0 <= token < vocab_size:
             raise EngineError(400, f"logit_bias: {key!r} is not a token id in [0, {vocab_size})", "logit_bias")
-        parsed[token] = _number({"logit_bias": value}, "logit_bias", None, -100, 100)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise EngineError(400, f"logit_bias: the bias of {key!r} must be a number, got {value!r}", "logit_bias")
+        parsed[token] = min(100.0, max(-100.0, value))
     return parsed
 
 
@@ -158,12 +162,28 @@ def _logprobs(body, chat):
 
 
 def _stop(body):
-    """A string or a list of strings: any number of them, as vLLM takes them (OpenAI's own API allows 4)."""
+    """A string or a list of strings: any number of them, as vLLM takes them (OpenAI's own API allows 4);
+    an empty one is refused, as vLLM's ("stop cannot contain an empty string")."""
     stop = body.get("stop")
     stop = [] if stop is None else [stop] if isinstance(stop, str) else stop
     if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
         raise EngineError(400, "stop must be a string or a list of strings", "stop")
+    if not all(stop):
+        raise EngineError(400, "stop cannot contain an empty string", "stop")
     return stop
+
+
+def _temperature(body, default):
+    """In [0, 2]; above 0 but below 0.01 it is 0.01, as vLLM's SamplingParams raises it (smaller ones
+    overflow to inf or nan in float32)."""
+    temperature = _number(body, "temperature", default, 0, 2)
+    return max(temperature, 0.01) if temperature > 0 else temperature
+
+
+def _seed(body):
+    """vLLM's: -1 is no seed (SamplingParams turns it into None); other negatives wrap to 64 bits."""
+    seed = _number(body, "seed", None, -2**63, 2**63 - 1, integer=True)
+    return None if seed == -1 else seed
 
 
 def _response_format(body):
@@ -223,10 +243,10 @@ def _options(body, chat, vocab_size, defaults):
     if max_tokens == 0 and not echo:  # vLLM's: 0 only to echo (and score) the prompt
         raise EngineError(400, "max_tokens must be at least 1 (0 only with echo: true)", "max_tokens")
     options = dict(max_tokens=max_tokens,
-                   temperature=_number(body, "temperature", defaults["temperature"], 0, 2),
+                   temperature=_temperature(body, defaults["temperature"]),
                    top_p=_number(body, "top_p", defaults["top_p"], 1e-9, 1),
                    top_k=top_k if top_k > 0 else None,
-                   seed=_number(body, "seed", None, -2**63, 2**63 - 1, integer=True), stop=_stop(body),
+                   seed=_seed(body), stop=_stop(body),
                    presence_penalty=_number(body, "presence_penalty", 0.0, -2, 2),
                    frequency_penalty=_number(body, "frequency_penalty", 0.0, -2, 2),
                    repetition_penalty=_number(body, "repetition_penalty", defaults["repetition_penalty"], 1e-9, 2**31),
