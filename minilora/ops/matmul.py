@@ -312,8 +312,13 @@ class Einsum(Function):
         ctx.arrays, ctx.subs, ctx.output = arrays, subs, output
         # 16-bit floats: contracted in float32, rounded once (torch rounds after each pairwise
         # product of a 3-operand einsum; for two operands the numbers are the same)
-        out = xp_of(arrays[0]).einsum(",".join(subs) + "->" + output, *map(upcast, arrays), optimize=True)
-        return out.astype(arrays[0].dtype, copy=False)
+        layout = _torch_einsum_layout(subs, output)
+        equation = ",".join(subs) + "->" + (layout or output)
+        out = xp_of(arrays[0]).einsum(equation, *map(upcast, arrays), optimize=True).astype(arrays[0].dtype, copy=False)
+        if layout is None:
+            return out
+        out = out if out.flags.c_contiguous else out.copy()  # (np.ascontiguousarray makes a 0-d array 1-d)
+        return out.transpose([layout.index(c) for c in output])
 
     @staticmethod
     def backward(ctx, g):
@@ -334,6 +339,27 @@ class Einsum(Function):
                                        if array.shape[k] == 1 and grad.shape[k] != 1), keepdims=True)
             grads.append(xp.broadcast_to(grad, array.shape).astype(array.dtype, copy=True))
         return tuple(grads)
+
+
+def _torch_einsum_layout(subs, output):
+    """The order in which torch's einsum lays out the result's labels in memory (None: NumPy's
+    layout is kept, as for one operand, where both return views). For two operands that share a
+    summed label, torch computes one ``bmm``: its result holds the batch labels (in both operands
+    and the output), then the free labels of the operand whose free label comes first in the
+    output, then the other's, each group in output order, and is returned as a permuted view of
+    that (``"bhqk,bhkd->bqhd"``: memory b, h, q, d). The layout matters beyond ``stride()``:
+    dropout draws its mask in memory order."""
+    if len(subs) != 2:
+        return None
+    left, right = subs
+    if not any(c in right and c not in output for c in left):
+        return None  # no contraction: torch multiplies, as NumPy's einsum does
+    batch = [c for c in output if c in left and c in right]
+    free_left = [c for c in output if c in left and c not in right]
+    free_right = [c for c in output if c in right and c not in left]
+    first_free = next((c for c in output if c not in batch), None)
+    groups = (free_right, free_left) if first_free in free_right else (free_left, free_right)
+    return "".join(batch + groups[0] + groups[1])
 
 
 def einsum(equation, *operands):
