@@ -139,6 +139,7 @@ class Conv2d(Function):
         ctx.weight = weight.reshape(g, weight.shape[0] // g, c // g, kh, kw)
         ctx.geometry = (padded.shape, stride, dilation, padding)
         out = xp.einsum("ngchwij,gocij->ngohw", ctx.windows, ctx.weight, optimize=True)
+        out = out if out.flags.c_contiguous else out.copy()  # torch's layout (dropout draws in memory order)
         return out.reshape(n, weight.shape[0], h_out, w_out)  # (no -1: N may be 0)
 
     @staticmethod

@@ -183,7 +183,7 @@ def topk(input, k, dim=-1, largest=True, sorted=True):  # noqa: A002  (torch's n
     order = argsort(input, dim_, descending=largest)
     if input.ndim == 0:
         return return_type("topk")(input.clone(), order)
-    indices = order[(slice(None),) * dim_ + (slice(0, k),)]
+    indices = order[(slice(None),) * dim_ + (slice(0, k),)].contiguous()  # (its own memory, as torch's)
     return return_type("topk")(name_node(_gather(input, dim_, indices), "TopkBackward0"), indices)
 
 
@@ -354,7 +354,8 @@ class IndexSelect(Function):
     @staticmethod
     def forward(ctx, a, index, axis):
         ctx.shape, ctx.where = a.shape, _along(axis, index)
-        return a[ctx.where]
+        out = a[ctx.where]  # (NumPy keeps the selected dimension outermost in memory; torch's result is contiguous)
+        return out.copy() if a.flags.c_contiguous and not out.flags.c_contiguous else out
 
     @staticmethod
     def backward(ctx, g):

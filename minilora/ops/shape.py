@@ -65,7 +65,12 @@ class GetItem(Function):
     def forward(ctx, a, index):
         index = _without_empty_ellipsis(index, a.ndim)
         ctx.shape, ctx.dtype, ctx.index = a.shape, a.dtype, index
-        return take_indexed(a, index)
+        out = take_indexed(a, index)
+        # torch lays out an integer-array index's result of a contiguous tensor contiguously; NumPy
+        # may not (x[:, i] keeps i's dimension outermost in memory), and dropout's mask follows memory
+        if a.flags.c_contiguous and not out.flags.c_contiguous and _has_array(index):
+            out = out.copy()
+        return out
 
     @staticmethod
     def backward(ctx, g):
