@@ -17,6 +17,9 @@ transformers' tokenizer and torch as the oracles; the server in process, with th
 |                                             |                                         |  (seed + i), the exponential race,    |
 |                                             |                                         |  float32 penalties / min_p / top-k/p  |
 | a choice's stop_reason                      | absent                                  | the stop string or stop token id      |
+| logit_bias past [-100, 100]; seed -1;       | 400; seeded with -1; divided by it      | clamped; no seed; 0.01                |
+|  a temperature below 0.01                   |                                         |  (vLLM's SamplingParams)              |
+| stop: ""; allowed_token_ids                 | ignored; refused as unknown             | 400; only those ids sampled           |
 """
 import asyncio
 import os
@@ -368,9 +371,20 @@ def test_logit_bias_is_clamped_seed_minus_one_is_no_seed_and_tiny_temperatures_a
         assert tokens(temperature=1.0, seed=5, extra_body={"top_k": top_k}) == tokens(temperature=1.0, seed=5)
 
 
+def test_allowed_token_ids_keep_only_those_ids(app):
+    for seed in range(3):
+        got = complete(app, max_tokens=8, seed=seed, temperature=1.5, extra_body={
+            "allowed_token_ids": [65, 66, 67], "spaces_between_special_tokens": True})
+        assert set(got.choices[0].text) <= set("ABC") and len(got.choices[0].text) == 8
+
+
 @pytest.mark.parametrize("options, param", [({"stop": ""}, "stop"), ({"stop": ["a", ""]}, "stop"),
                                             ({"logit_bias": {"65": "high"}}, "logit_bias"),
-                                            ({"extra_body": {"top_k": -2}}, "top_k")])
+                                            ({"extra_body": {"top_k": -2}}, "top_k"),
+                                            ({"extra_body": {"allowed_token_ids": []}}, "allowed_token_ids"),
+                                            ({"extra_body": {"allowed_token_ids": [9999]}}, "allowed_token_ids"),
+                                            ({"extra_body": {"spaces_between_special_tokens": False}},
+                                             "spaces_between_special_tokens")])
 def test_bad_values_are_vllms_400_error_object(app, options, param):
     with pytest.raises(openai.BadRequestError) as err:
         complete(app, max_tokens=2, **options)

@@ -20,7 +20,7 @@ not in the output), ``presence_penalty``, ``frequency_penalty``, ``logit_bias``,
 model's own log-probabilities; chat: ``logprobs``/``top_logprobs``), ``echo``, ``stream`` and
 ``stream_options.include_usage``; a completion's ``prompt`` may be a list of prompts. vLLM's extras:
 ``top_k``, ``min_p``, ``repetition_penalty``, ``stop_token_ids``, ``ignore_eos``, ``min_tokens``,
-``include_stop_str_in_output``, ``skip_special_tokens``; chat: ``add_generation_prompt``,
+``include_stop_str_in_output``, ``skip_special_tokens``, ``allowed_token_ids``; chat: ``add_generation_prompt``,
 ``continue_final_message``, ``chat_template``. ``echo`` with ``logprobs`` (and ``max_tokens: 0``) scores
 the prompt. Parameters this server does not implement (``suffix``, ``tools``, ``response_format``,
 ``best_of`` other than n, ``chat_template_kwargs``) are taken only at their "off" value; anything else
@@ -69,14 +69,16 @@ __all__ = ["create_app"]
 _SAMPLING_KEYS = {"model", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stop_token_ids", "stream",
                   "stream_options", "n", "user", "presence_penalty", "frequency_penalty", "repetition_penalty",
                   "logit_bias", "ignore_eos", "logprobs", "response_format", "min_p", "min_tokens",
-                  "include_stop_str_in_output", "skip_special_tokens"}
+                  "include_stop_str_in_output", "skip_special_tokens", "spaces_between_special_tokens",
+                  "allowed_token_ids"}
 _COMPLETION_KEYS = _SAMPLING_KEYS | {"prompt", "echo", "best_of", "suffix"}
 _CHAT_KEYS = _SAMPLING_KEYS | {"messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice",
                                "add_generation_prompt", "continue_final_message", "chat_template",
                                "chat_template_kwargs"}
 # Parameters of the API this server does not implement, taken only at the value that means "off"
 # (clients and frameworks send them with those values on every request).
-_OFF = {"suffix": (None, ""), "tools": (None, []), "tool_choice": (None, "none"), "chat_template_kwargs": (None, {})}
+_OFF = {"suffix": (None, ""), "tools": (None, []), "tool_choice": (None, "none"), "chat_template_kwargs": (None, {}),
+        "spaces_between_special_tokens": (None, True)}  # (vLLM's default: its fast detokenizer decodes as is)
 _MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
 _POLL_SECONDS = 0.25  # how often a waiting non-streaming request checks whether its client is still there
 
@@ -129,6 +131,15 @@ def _token_ids(body, name, vocab_size):
                                             for t in ids):
         raise EngineError(400, f"{name} must be a list of token ids in [0, {vocab_size})", name)
     return ids
+
+
+def _allowed_token_ids(body, vocab_size):
+    """vLLM's ``allowed_token_ids``: only these ids may be sampled (None: every id); an empty list is refused."""
+    if body.get("allowed_token_ids") is None:
+        return None
+    if body["allowed_token_ids"] == []:
+        raise EngineError(400, "allowed_token_ids is not None and empty!", "allowed_token_ids")
+    return _token_ids(body, "allowed_token_ids", vocab_size)
 
 
 def _logit_bias(body, vocab_size):
@@ -252,6 +263,7 @@ def _options(body, chat, vocab_size, defaults):
                    repetition_penalty=_number(body, "repetition_penalty", defaults["repetition_penalty"], 1e-9, 2**31),
                    logit_bias=_logit_bias(body, vocab_size), logprobs=logprobs,
                    stop_token_ids=_token_ids(body, "stop_token_ids", vocab_size), ignore_eos=_flag(body, "ignore_eos"),
+                   allowed_token_ids=_allowed_token_ids(body, vocab_size),
                    min_p=_number(body, "min_p", defaults["min_p"], 0, 1),
                    min_tokens=_number(body, "min_tokens", 0, 0, 1 << 20, integer=True),
                    include_stop_str_in_output=_flag(body, "include_stop_str_in_output"),
@@ -394,7 +406,7 @@ class _Server:
             for index, (echo, entries) in enumerate(echoes):  # chat: the role first; a completion: its echo
                 if chat:
                     yield chunk([{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                                  "finish_reason": None}])
+                                  "finish_reason": None, "stop_reason": None}])
                 elif echo:
                     yield chunk([self._choice(index, chat, echo, None,
                                               self._logprobs(chat, entries is not None, entries or []))])

@@ -55,7 +55,8 @@ class Request:
     def __init__(self, prompt_ids, adapter=None, max_tokens=16, temperature=1.0, top_p=1.0, seed=None,
                  stop=(), emit=None, top_k=None, presence_penalty=0.0, frequency_penalty=0.0,
                  repetition_penalty=1.0, logit_bias=None, logprobs=None, stop_token_ids=(), ignore_eos=False,
-                 min_p=0.0, min_tokens=0, include_stop_str_in_output=False, skip_special_tokens=True):
+                 min_p=0.0, min_tokens=0, include_stop_str_in_output=False, skip_special_tokens=True,
+                 allowed_token_ids=None):
         self.id = next(self._ids)
         self.prompt_ids = list(prompt_ids)
         self.adapter = adapter
@@ -72,6 +73,7 @@ class Request:
         self.presence_penalty, self.frequency_penalty = presence_penalty, frequency_penalty
         self.repetition_penalty = repetition_penalty
         self.logit_bias = dict(logit_bias or {})  # {token id: added to its logit}
+        self.allowed_token_ids = allowed_token_ids  # None: every id; else only these are sampled (vLLM's)
         self.logprobs = logprobs  # None: none; k: the chosen token's log-probability and the k likeliest
         self.token_logprobs = []  # (token, its logprob, [(id, logprob)] top k) per generated token
         self.emit = emit or (lambda kind, value: None)

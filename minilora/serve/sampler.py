@@ -1,6 +1,6 @@
 """The next token of a request, as vLLM's v1 sampler picks it (vllm/v1/sample/sampler.py), on one row:
 
-    1. the logits in float32
+    1. the logits in float32; only ``allowed_token_ids`` kept, when a request names them
     2. logits processors that can change a greedy pick: ``logit_bias`` added, then (before ``min_tokens``
        tokens) the stop tokens masked (vllm/v1/sample/logits_processor/builtin.py)
     3. penalties (vllm/model_executor/layers/utils.py ``apply_penalties``): repetition on every token
@@ -33,6 +33,10 @@ def processed_logits(logits, request, stop_ids, text_vocab=None):
     x = np.array(logits, dtype=_F32)
     if text_vocab is not None:
         x[text_vocab:] = -np.inf
+    if request.allowed_token_ids is not None:
+        banned = np.ones(len(x), bool)
+        banned[request.allowed_token_ids] = False
+        x[banned] = -np.inf
     if request.logit_bias:
         ids = np.array([t for t in request.logit_bias if t < len(x)], np.int64)
         x[ids] += np.array([request.logit_bias[t] for t in ids.tolist()], _F32)
