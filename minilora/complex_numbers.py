@@ -321,6 +321,153 @@ for _op in _linear_ops():
 for _op in _holomorphic_ops():
     _op.complex_grad = "holomorphic"
 
+# ---- torch.fft (minilora/fft.py names these): FNet's token mixing, Hyena's long convolutions ------------
+# Each transform is linear: ``y = A x``. torch's gradient of a real loss through it is ``A^H g``, and the
+# adjoint of a DFT is the opposite transform with the "dual" scaling (fft unscaled <-> ifft unscaled, which
+# is norm="forward" for ifft; 1/n <-> 1/n; ortho <-> ortho). A real input takes the real part (engine).
+_DUAL_NORM = {"backward": "forward", "forward": "backward", "ortho": "ortho"}
+
+
+def _resized(array, axes, sizes):
+    """``array`` cut or zero-padded along ``axes`` to ``sizes`` (torch.fft's ``n``/``s``, and their adjoint)."""
+    xp = xp_of(array)
+    array = array[tuple(slice(0, sizes[axes.index(a)]) if a in axes else slice(None) for a in range(array.ndim))]
+    pad = [(0, max(0, sizes[axes.index(a)] - n)) if a in axes else (0, 0) for a, n in enumerate(array.shape)]
+    return xp.pad(array, pad) if any(after for _, after in pad) else array
+
+
+class FFT(Function):
+    """One torch.fft transform over ``axes``: ``kind`` "c2c" (fftn, or ifftn when ``inverse``), "r2c" (rfftn:
+    the non-negative frequencies of the last axis) or "c2r" (irfftn: a real signal from its half spectrum)."""
+    complex_grad = True
+
+    @staticmethod
+    def forward(ctx, x, kind, inverse, axes, sizes, norm):
+        ctx.options, ctx.in_sizes = (kind, inverse, axes, sizes, norm), [x.shape[a] for a in axes]
+        fft = xp_of(x).fft
+        if kind == "c2c":
+            return (fft.ifftn if inverse else fft.fftn)(x, s=sizes, axes=axes, norm=norm)
+        return (fft.rfftn if kind == "r2c" else fft.irfftn)(x, s=sizes, axes=axes, norm=norm)
+
+    @staticmethod
+    def backward(ctx, grad):
+        kind, inverse, axes, sizes, norm = ctx.options
+        fft, dual = xp_of(grad).fft, _DUAL_NORM[norm]
+        if kind == "c2c":
+            g = (fft.fftn if inverse else fft.ifftn)(grad, axes=axes, norm=dual)
+        elif kind == "r2c":  # the half spectrum's adjoint: zeros for the negative frequencies, then ifft
+            g = fft.ifftn(_resized(grad, list(axes), sizes), axes=axes, norm=dual).real
+        else:  # torch's fft_c2r_backward: rfft, each frequency that stands for two (k and n - k) doubled
+            g = fft.rfftn(grad, axes=axes, norm=dual)
+            doubled = sizes[-1] - g.shape[axes[-1]]
+            if doubled > 0:
+                index = [slice(None)] * g.ndim
+                index[axes[-1]] = slice(1, 1 + doubled)
+                g[tuple(index)] *= 2
+        return _resized(g, list(axes), ctx.in_sizes)
+
+
+def _transform(name, kind, inverse, input, s, dim, norm):
+    """torch.fft's checks and defaults, then one FFT node (named as torch's)."""
+    norm = "backward" if norm is None else norm
+    if norm not in _DUAL_NORM:
+        raise RuntimeError(f'Invalid normalization mode: "{norm}"')
+    if kind == "r2c" and is_complex(input):
+        raise RuntimeError(f"{name} expects a real input tensor, but got {dtypes.torch_name(input.dtype)}")
+    if input.dtype.itemsize == 2 and dtypes.is_floating(input.dtype):  # (torch's CPU transforms: no 16-bit)
+        raise RuntimeError(f"Unsupported dtype {dtypes.torch_name(input.dtype)}")
+    real_input = not is_complex(input)
+    if not dtypes.is_floating(input.dtype) and real_input:
+        input = input.to(dtypes.get_default_dtype())  # integers: the default float dtype, as torch
+    axes = _fft_axes(input.ndim, s, dim)
+    sizes = [input.shape[a] if s is None or s[i] == -1 else s[i] for i, a in enumerate(axes)]
+    if kind == "c2r" and (s is None or s[-1] == -1):
+        sizes[-1] = 2 * (input.shape[axes[-1]] - 1)  # irfft's default: the even length the half spectrum has
+    for n in sizes:
+        if n < 1:
+            raise RuntimeError(f"Invalid number of data points ({n}) specified")
+    if kind != "r2c" and real_input:
+        input = input.to(dtypes.promote_types(input.dtype, complex64))
+    result = FFT.apply(input, kind=kind, inverse=inverse, axes=tuple(axes), sizes=tuple(sizes), norm=norm)
+    node = "FftC2RBackward0" if kind == "c2r" else "FftR2CBackward0" if real_input else "FftC2CBackward0"
+    return name_node(result, node, input)
+
+
+def _fft_axes(ndim, s, dim):
+    """The transformed axes (non-negative): ``dim``, or the last ``len(s)`` ones, or all; torch's errors."""
+    if s is not None and dim is None:
+        if len(s) > ndim:
+            raise RuntimeError(f"Got shape with {len(s)} values but input tensor only has {ndim} dimensions.")
+        dim = list(range(ndim - len(s), ndim))
+    dims = list(range(ndim)) if dim is None else [dim] if isinstance(dim, int) else list(dim)
+    if ndim == 0 and dims:
+        raise IndexError(f"Dimension specified as {dims[0]} but tensor has no dimensions")
+    for d in dims:
+        if not -ndim <= d < ndim:
+            raise IndexError(f"Dimension out of range (expected to be in range of [{-ndim}, {ndim - 1}], but got {d})")
+    axes = [d % ndim for d in dims]
+    if len(set(axes)) != len(axes):
+        raise RuntimeError("FFT dims must be unique")
+    if s is not None and len(s) != len(axes):
+        raise RuntimeError("When given, dim and shape arguments must have the same length")
+    return axes
+
+
+def _one_dim(name, kind, inverse):
+    def transform(input, n=None, dim=-1, norm=None, *, out=None):
+        result = _transform(name, kind, inverse, input, None if n is None else [n], [dim], norm)
+        return result if out is None else ops._write_out(lambda: result, name, (), {}, out)
+    transform.__name__ = name
+    transform.__doc__ = f"``torch.fft.{name}`` over one ``dim`` (``n``: the signal cut or zero-padded to it)."
+    return transform
+
+
+def _many_dims(name, kind, inverse, default_dim):
+    def transform(input, s=None, dim=default_dim, norm=None, *, out=None):
+        result = _transform(name, kind, inverse, input, None if s is None else list(s), dim, norm)
+        return result if out is None else ops._write_out(lambda: result, name, (), {}, out)
+    transform.__name__ = name
+    transform.__doc__ = f"``torch.fft.{name}`` over ``dim`` (``s``: the signal sizes)."
+    return transform
+
+
+fft, ifft, rfft, irfft = (_one_dim(n, k, i) for n, k, i in (("fft", "c2c", False), ("ifft", "c2c", True),
+                                                              ("rfft", "r2c", False), ("irfft", "c2r", True)))
+fft2, ifft2, rfft2, irfft2 = (_many_dims(n, k, i, (-2, -1)) for n, k, i in (
+    ("fft2", "c2c", False), ("ifft2", "c2c", True), ("rfft2", "r2c", False), ("irfft2", "c2r", True)))
+fftn, ifftn, rfftn, irfftn = (_many_dims(n, k, i, None) for n, k, i in (
+    ("fftn", "c2c", False), ("ifftn", "c2c", True), ("rfftn", "r2c", False), ("irfftn", "c2r", True)))
+
+
+def fftfreq(n, d=1.0, *, dtype=None, device=None, requires_grad=False):
+    """``torch.fft.fftfreq``: the sample frequencies ``[0, 1, ..., -2, -1] / (d n)``."""
+    return _frequencies(np.fft.fftfreq(n) * n, n, d, dtype, device, requires_grad)
+
+
+def rfftfreq(n, d=1.0, *, dtype=None, device=None, requires_grad=False):
+    """``torch.fft.rfftfreq``: the non-negative sample frequencies ``[0, 1, ..., n // 2] / (d n)``."""
+    return _frequencies(np.arange(n // 2 + 1), n, d, dtype, device, requires_grad)
+
+
+def _frequencies(steps, n, d, dtype, device, requires_grad):
+    # torch: arange in the dtype, then times 1 / (n d) rounded to the dtype (a float32 product for float32)
+    dtype = dtypes.get_default_dtype() if dtype is None else dtypes.to_dtype(dtype)
+    values = steps.astype(dtype) * np.asarray(1.0 / (n * d), dtype=dtype)
+    return Tensor(values, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def fftshift(input, dim=None):
+    """``torch.fft.fftshift``: the zero frequency moved to the centre (a roll by half of each ``dim``)."""
+    dims = list(range(input.ndim)) if dim is None else [dim] if isinstance(dim, int) else list(dim)
+    return ops.roll(input, [input.shape[d] // 2 for d in dims], dims)
+
+
+def ifftshift(input, dim=None):
+    """``torch.fft.ifftshift``: ``fftshift`` undone."""
+    dims = list(range(input.ndim)) if dim is None else [dim] if isinstance(dim, int) else list(dim)
+    return ops.roll(input, [-(input.shape[d] // 2) for d in dims], dims)
+
+
 # ---- ops torch refuses for complex numbers (no order, no rounding) -----------------------------------
 # NumPy would answer them (it orders complex numbers lexicographically, rounds each part): each refuses a
 # complex input in its forward instead, naming the op, with torch's exception type. (<, clamp, sign: at

@@ -283,3 +283,70 @@ def test_complex_rand_and_randn_draw_torchs_numbers(shape, dtype):
     for g, w in zip(run(ml), run(torch)):
         assert g.dtype == w.dtype
         np.testing.assert_array_equal(g, w)
+
+
+# ---- torch.fft (FNet's token mixing, Hyena's FFT convolution) ----------------------------------------
+FFTS = {
+    "fft": lambda T, x: T.fft.fft(x), "fft n=8": lambda T, x: T.fft.fft(x, n=8), "fft 3 ortho": lambda T, x: T.fft.fft(
+        x, 3, norm="ortho"), "fft forward": lambda T, x: T.fft.fft(x, norm="forward"),
+    "ifft": lambda T, x: T.fft.ifft(x), "ifft n=7 ortho": lambda T, x: T.fft.ifft(x, 7, norm="ortho"),
+    "rfft": lambda T, x: T.fft.rfft(x.real), "rfft n=9": lambda T, x: T.fft.rfft(x.real, n=9),
+    "irfft": lambda T, x: T.fft.irfft(x), "irfft n=7": lambda T, x: T.fft.irfft(x, n=7),
+    "irfft n=4 forward": lambda T, x: T.fft.irfft(x, n=4, norm="forward"), "fft2": lambda T, x: T.fft.fft2(x.reshape(2, 3)),
+    "fftn s": lambda T, x: T.fft.fftn(x.reshape(2, 3), s=(3, 4)), "ifftn dim=0": lambda T, x: T.fft.ifftn(
+        x.reshape(2, 3), dim=0), "rfft2": lambda T, x: T.fft.rfft2(x.real.reshape(2, 3)),
+    "irfftn s": lambda T, x: T.fft.irfftn(x.reshape(2, 3), s=(3, 5)),
+    "FNet mixing": lambda T, x: T.fft.fft(T.fft.fft(x.reshape(2, 3), dim=-1), dim=-2).real,
+    "Hyena convolution": lambda T, x: T.fft.irfft(T.fft.rfft(x.real, n=12) * T.fft.rfft(x.imag, n=12), n=12)[:6],
+    "fftshift": lambda T, x: T.fft.ifftshift(T.fft.fftshift(T.fft.fft(x)) * 2),
+}
+
+
+@pytest.mark.parametrize("input_kind", ["real", "complex"])
+@pytest.mark.parametrize("name", list(FFTS))
+def test_fft_forward_and_gradients_as_torch(name, input_kind):
+    def run(T):
+        rng = np.random.default_rng(3)
+        values = rng.standard_normal(6) + 1j * rng.standard_normal(6)
+        x = T.tensor(values if input_kind == "complex" else values.real, requires_grad=True)
+        if input_kind == "real" and name in ("rfft", "rfft n=9", "rfft2", "Hyena convolution"):
+            x = T.tensor(values, requires_grad=True)  # (x.real / x.imag inside: a complex leaf)
+        out = FFTS[name](T, x)
+        w1, w2 = (T.tensor(rng.standard_normal(tuple(out.shape))) for _ in range(2))
+        ((out.real * w1 + out.imag * w2).sum() if out.is_complex() else (out * w1).sum()).backward()
+        return out, x.grad
+    for g, w in zip(run(ml), run(torch)):
+        assert _same_dtype(g, w) and tuple(g.shape) == tuple(w.shape)
+        np.testing.assert_allclose(_np(g), _np(w), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("code", [
+    "T.fft.fftfreq(5)", "T.fft.fftfreq(7, 0.3)", "T.fft.rfftfreq(6, 0.1)", "T.fft.fftfreq(4, dtype=T.float64)",
+    "T.fft.rfftfreq(9, 1 / 3.)", "T.fft.fft(T.arange(4))", "T.fft.rfft(T.arange(5.))", "T.fft.irfft(T.tensor([1 + 2j, 3, 1j]))",
+    "T.fft.fft(T.ones(3, 4), dim=0)", "T.fft.fftn(T.ones(2, 3, 4), s=(2, 2))", "T.fft.irfftn(T.ones(2, 3, 4, dtype=T.complex64))",
+    "T.fft.fftshift(T.arange(5))", "T.fft.ifftshift(T.arange(6).reshape(2, 3))"])
+def test_fft_values_dtypes_and_frequencies_as_torch(code):
+    want, got = eval(code, {"T": torch}), eval(code, {"T": ml})
+    assert _same_dtype(got, want) and tuple(got.shape) == tuple(want.shape)
+    np.testing.assert_allclose(_np(got), _np(want), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("code", [
+    "T.fft.fft(T.ones(4), norm='bad')", "T.fft.fft(T.ones(4), n=0)", "T.fft.rfft(T.ones(4, dtype=T.complex64))",
+    "T.fft.fft(T.tensor(2.))", "T.fft.fft(T.ones(4, dtype=T.float16))", "T.fft.fft(T.ones(2, 3), dim=2)",
+    "T.fft.fftn(T.ones(2, 3), dim=(0, 0))", "T.fft.fftn(T.ones(2, 3), s=(2, 2, 2))"])
+def test_fft_refuses_in_torchs_words(code):
+    with pytest.raises(Exception) as want:
+        eval(code, {"T": torch})
+    with pytest.raises(want.type) as got:
+        eval(code, {"T": ml})
+    assert str(got.value) == str(want.value)
+
+
+def test_fft_nodes_are_named_as_torch():
+    def names(T):
+        x = T.ones(4, requires_grad=True)
+        z = T.ones(4, dtype=T.complex64, requires_grad=True)
+        return [f.grad_fn.name() for f in (T.fft.fft(x), T.fft.rfft(x), T.fft.irfft(z), T.fft.fft(z), T.polar(x, x),
+                                             T.complex(x, x), T.view_as_real(z), T.view_as_complex(T.view_as_real(z)))]
+    assert names(ml) == names(torch)
