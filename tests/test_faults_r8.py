@@ -266,6 +266,28 @@ def test_a_torch_save_file_given_to_resume_is_named(torch_file, tmp_path):
 
 
 # ==================================================================================================
+# A checkpoint of another shape: load_state_dict's message is torch's, line for line
+# ==================================================================================================
+STATE_DICT_CASES = {
+    "unexpected and mis-sized": ({"weight": (3, 3), "bias": (3,), "extra": (1,)}, True),
+    "missing": ({"weight": (3, 2)}, True),
+    "missing and unexpected": ({"weight": (3, 2), "extra": (1,), "more": (2,)}, True),
+    "mis-sized, not strict": ({"weight": (3, 3), "extra": (1,)}, False),
+}
+
+
+@pytest.mark.parametrize("case", STATE_DICT_CASES)
+def test_load_state_dict_of_another_shape_says_what_torch_says(case):
+    torch = pytest.importorskip("torch")
+    shapes, strict = STATE_DICT_CASES[case]
+    with pytest.raises(RuntimeError) as expected:
+        torch.nn.Linear(2, 3).load_state_dict({k: torch.zeros(s) for k, s in shapes.items()}, strict=strict)
+    with pytest.raises(RuntimeError) as got:
+        ml.nn.Linear(2, 3).load_state_dict({k: ml.zeros(s) for k, s in shapes.items()}, strict)
+    assert str(got.value) == str(expected.value).replace("torch.Size", "minilora.Size")
+
+
+# ==================================================================================================
 # Bad input to the first calls: PEFT's error types
 # ==================================================================================================
 @pytest.mark.parametrize("config", [LoraConfig(target_modules=["nope"]), LoraConfig(target_modules=r".*\.nope"),

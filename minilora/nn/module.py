@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import dtypes, parallel
 from ..device import Device
+from ..size import Size
 from ..device import device as _get_device
 from ..tensor import Function as _Node
 from ..tensor import Tensor, _to_dtype, is_grad_enabled, no_grad
@@ -70,17 +71,16 @@ class StateDictError(RuntimeError):
     def __init__(self, missing=(), unexpected=(), mismatched=(), module=None, messages=()):
         self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
         self.messages = list(messages)
-        parts = []
+        lines = []  # torch's message, line for line (what a learner compares, and searches the web for)
         if self.missing:
-            parts.append(f"missing keys ({len(self.missing)}): {_show(self.missing)}")
+            lines.append(f"Missing key(s) in state_dict: {_quoted(self.missing)}. ")
         if self.unexpected:
-            parts.append(f"unexpected keys ({len(self.unexpected)}): {_show(self.unexpected)}")
-        if self.mismatched:
-            shown = [f"{k}: checkpoint {a} vs model {b}" for k, a, b in self.mismatched]
-            parts.append(f"shape mismatches ({len(shown)}): {_show(shown)}")
-        parts += self.messages
+            lines.append(f"Unexpected key(s) in state_dict: {_quoted(self.unexpected)}. ")
+        lines += [f"size mismatch for {k}: copying a param with shape {Size(a)} from checkpoint, the shape in current "
+                  f"model is {Size(b)}." for k, a, b in self.mismatched]
+        lines += self.messages
         where = f" for {module}" if module else ""
-        super().__init__(f"error loading state_dict{where}: " + "; ".join(parts))
+        super().__init__(f"Error(s) in loading state_dict{where}:\n\t" + "\n\t".join(lines))
 
 
 class _IncompatibleKeys(NamedTuple):
@@ -101,9 +101,8 @@ class _IncompatibleKeys(NamedTuple):
 IncompatibleKeys = _IncompatibleKeys  # minilora's public name for it
 
 
-def _show(items, limit=8):
-    text = ", ".join(str(i) for i in items[:limit])
-    return text + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+def _quoted(keys):
+    return ", ".join(f'"{k}"' for k in keys)
 
 
 class RemovableHandle:
