@@ -38,7 +38,9 @@ def check_values_and_grads(ml_fn, torch_fn, *arrays, seed=0, tol=1e-10):
     ours.backward(ml.tensor(g))
     theirs.backward(torch.tensor(g))
     for m, t in pairs:
-        close(m.grad, t.grad, tol)
+        assert (m.grad is None) == (t.grad is None)  # (an input the call leaves unused: no gradient in both)
+        if t.grad is not None:
+            close(m.grad, t.grad, tol)
 
 
 def randn(*shape, seed=0):
@@ -66,7 +68,8 @@ def test_conv3d_values_and_grads_as_torch(x_shape, w_shape, kwargs):
     bias = randn(w_shape[0], seed=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # (torch's note on 'same' with an even kernel)
-        check_values_and_grads(lambda x, w, b: F.conv3d(x, w, b, **kwargs), lambda x, w, b: TF.conv3d(x, w, b, **kwargs),
+        check_values_and_grads(lambda x, w, b: F.conv3d(x, w, b, **kwargs),
+                               lambda x, w, b: TF.conv3d(x, w, b, **kwargs),
                                randn(*x_shape), randn(*w_shape, seed=1), bias)
 
 
@@ -229,3 +232,219 @@ def test_uninitialized_parameter_refuses_its_shape_and_loading_materialises():
 def test_lazy_conv_refuses_channels_not_divisible_by_groups():
     with pytest.raises(ValueError, match="divisible by groups"):
         nn.LazyConv2d(4, 3, groups=2)(ml.zeros(1, 3, 5, 5))
+
+
+# ---- grid_sample / affine_grid -----------------------------------------------------------------------
+SAMPLING = [(mode, padding_mode, align_corners) for mode in ("bilinear", "nearest", "bicubic")
+            for padding_mode in ("zeros", "border", "reflection") for align_corners in (False, True)]
+
+
+@pytest.mark.parametrize("mode, padding_mode, align_corners", SAMPLING)
+def test_grid_sample_values_and_grads_as_torch(mode, padding_mode, align_corners):
+    """Points inside and outside the image (|grid| up to 1.4), gradients for the image and the grid."""
+    grid = np.random.default_rng(1).uniform(-1.4, 1.4, (2, 4, 7, 2))
+    grid[0, 0, :3] = [[1.0, -1.0], [0.5, 0.0], [-1.0, 1.0]]  # corners and a half-pixel (rounding to even)
+    kwargs = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+    check_values_and_grads(lambda x, g: F.grid_sample(x, g, **kwargs), lambda x, g: TF.grid_sample(x, g, **kwargs),
+                           randn(2, 3, 5, 6), grid)
+
+
+@pytest.mark.parametrize("mode, padding_mode, align_corners",
+                         [s for s in SAMPLING if s[0] != "bicubic" and (s[1] == "reflection" or not s[2])])
+def test_grid_sample_3d_as_torch(mode, padding_mode, align_corners):
+    grid = np.random.default_rng(2).uniform(-1.3, 1.3, (2, 3, 2, 4, 3))
+    kwargs = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+    check_values_and_grads(lambda x, g: F.grid_sample(x, g, **kwargs), lambda x, g: TF.grid_sample(x, g, **kwargs),
+                           randn(2, 2, 4, 5, 3), grid)
+
+
+@pytest.mark.parametrize("size", [(2, 3, 4, 5), (2, 3, 1, 5), (2, 3, 3, 4, 5)])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_affine_grid_values_and_grads_as_torch(size, align_corners):
+    rank = len(size) - 2
+    theta = randn(2, rank, rank + 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (torch's note on unit-size grids with align_corners)
+        check_values_and_grads(lambda t: F.affine_grid(t, size, align_corners),
+                               lambda t: TF.affine_grid(t, size, align_corners), theta)
+        ours = F.affine_grid(ml.tensor(theta.astype(np.float32)), list(size), align_corners=align_corners)
+        theirs = TF.affine_grid(torch.tensor(theta.astype(np.float32)), list(size), align_corners=align_corners)
+    assert ours.dtype == ml.float32
+    close(ours, theirs, 1e-6)
+
+
+def test_spatial_transformer_step_as_torch():
+    """The STN tutorial's step: affine_grid of a predicted theta, then grid_sample; float32, both gradients."""
+    image, theta = randn(2, 1, 6, 6).astype(np.float32), randn(2, 2, 3, seed=1).astype(np.float32) * 0.5
+    results = []
+    for lib, fn in ((ml, F), (torch, TF)):
+        x, t = lib.tensor(image, requires_grad=True), lib.tensor(theta, requires_grad=True)
+        out = fn.grid_sample(x, fn.affine_grid(t, x.size(), align_corners=False), align_corners=False)
+        (out * out).sum().backward()
+        results.append((out, x.grad, t.grad))
+    for ours, theirs in zip(*results):
+        close(ours, theirs, 1e-5)
+
+
+def test_grid_sample_default_align_corners_warns_as_torch():
+    with pytest.warns(UserWarning, match="align_corners=False"):
+        F.grid_sample(ml.zeros(1, 1, 2, 2), ml.zeros(1, 1, 1, 2))
+    with pytest.warns(UserWarning, match="align_corners=False"):
+        F.affine_grid(ml.zeros(1, 2, 3), (1, 1, 2, 2))
+
+
+@pytest.mark.parametrize("call", [
+    lambda L: L.nn.functional.grid_sample(L.zeros(1, 1, 2, 2), L.zeros(1, 1, 1, 2), mode="linear", align_corners=False),
+    lambda L: L.nn.functional.grid_sample(L.zeros(1, 1, 2, 2), L.zeros(1, 1, 1, 2), padding_mode="edge",
+                                          align_corners=False),
+    lambda L: L.nn.functional.grid_sample(L.zeros(1, 1, 2, 2), L.zeros(1, 1, 1, 3), align_corners=False),
+    lambda L: L.nn.functional.grid_sample(L.zeros(2, 1, 2, 2), L.zeros(1, 1, 1, 2), align_corners=False),
+    lambda L: L.nn.functional.grid_sample(L.zeros(1, 1, 2, 2), L.zeros(1, 1, 1, 2, 2), align_corners=False),
+    lambda L: L.nn.functional.grid_sample(L.zeros(1, 1, 2, 2, 2), L.zeros(1, 1, 1, 1, 3), mode="bicubic",
+                                          align_corners=False),
+    lambda L: L.nn.functional.grid_sample(L.zeros(1, 1, 2, 2), L.zeros(1, 1, 1, 2, dtype=L.float64),
+                                          align_corners=False),
+    lambda L: L.nn.functional.affine_grid(L.zeros(1, 2, 3), (1, 1, 2, 2, 2), align_corners=False),
+    lambda L: L.nn.functional.affine_grid(L.zeros(1, 2, 3), (1, 1, 2), align_corners=False),
+    lambda L: L.nn.functional.affine_grid(L.zeros(1, 2, 3, dtype=L.int64), (1, 1, 2, 2), align_corners=False),
+    lambda L: L.nn.functional.affine_grid(L.zeros(1, 2, 3), (1, 1, 0, 2), align_corners=False),
+])
+def test_bad_sampling_calls_raise_as_torch(call):
+    same_error(lambda: call(ml), lambda: call(torch))
+
+
+# ---- CTC loss ----------------------------------------------------------------------------------------
+def _ctc_case():
+    rng = np.random.default_rng(0)
+    log_probs = torch.tensor(rng.standard_normal((8, 4, 5))).log_softmax(2).numpy()
+    targets = rng.integers(1, 5, (4, 4))
+    targets[0, 1] = targets[0, 0]  # a repeated label: needs a blank between
+    input_lengths, target_lengths = [8, 7, 5, 2], [4, 3, 0, 3]  # the last has no alignment (infinite loss)
+    return log_probs, targets, input_lengths, target_lengths
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("zero_infinity", [False, True])
+@pytest.mark.parametrize("concatenated", [False, True])
+def test_ctc_loss_values_and_grads_as_torch(reduction, zero_infinity, concatenated):
+    """The loss and ``log_probs.grad`` of torch's docs example (a leaf of log-softmax values): torch's
+    gradient formula, nan where a loss is infinite unless ``zero_infinity``."""
+    log_probs, targets, input_lengths, target_lengths = _ctc_case()
+    if concatenated:
+        targets = np.concatenate([row[:n] for row, n in zip(targets, target_lengths)])
+    ours_in, theirs_in = both(log_probs, requires_grad=True)
+    ours = F.ctc_loss(ours_in, ml.tensor(targets), ml.tensor(input_lengths), ml.tensor(target_lengths),
+                      reduction=reduction, zero_infinity=zero_infinity)
+    theirs = TF.ctc_loss(theirs_in, torch.tensor(targets), torch.tensor(input_lengths), torch.tensor(target_lengths),
+                         reduction=reduction, zero_infinity=zero_infinity)
+    close(ours, theirs, 1e-12)
+    g = randn(*theirs.shape, seed=4)
+    ours.backward(ml.tensor(g))
+    theirs.backward(torch.tensor(g))
+    close(ours_in.grad, theirs_in.grad, 1e-9)
+
+
+def test_ctc_loss_gradcheck_through_log_softmax():
+    """Composed with log_softmax (as CTC is used) torch's gradient is the exact one."""
+    _, targets, _, _ = _ctc_case()
+    logits = ml.tensor(randn(6, 2, 5), requires_grad=True)
+    loss = lambda x: F.ctc_loss(x.log_softmax(2), ml.tensor(targets[:2, :3]), [6, 5], [3, 2])  # noqa: E731
+    assert ml.autograd.gradcheck(loss, (logits,))
+
+
+def test_ctc_loss_module_blank_unbatched_and_float32():
+    log_probs, targets, _, _ = _ctc_case()
+    lp32 = log_probs.astype(np.float32)
+    ours = nn.CTCLoss(blank=4, reduction="sum")(ml.tensor(lp32), ml.tensor(targets - 1), (8, 8, 6, 5), (4, 2, 1, 3))
+    theirs = torch.nn.CTCLoss(blank=4, reduction="sum")(torch.tensor(lp32), torch.tensor(targets - 1), (8, 8, 6, 5),
+                                                          (4, 2, 1, 3))
+    assert ours.dtype == ml.float32
+    close(ours, theirs, 1e-5)
+    ours = F.ctc_loss(ml.tensor(log_probs[:, 0]), ml.tensor(targets[0]), ml.tensor(8), ml.tensor(4), 0, "none")
+    theirs = TF.ctc_loss(torch.tensor(log_probs[:, 0]), torch.tensor(targets[0]), torch.tensor(8), torch.tensor(4),
+                         0, "none")
+    close(ours, theirs, 1e-12)
+    assert repr(nn.CTCLoss()) == repr(torch.nn.CTCLoss())
+
+
+@pytest.mark.parametrize("change", [
+    dict(input_lengths=[8, 7, 5]), dict(target_lengths=[4, 3, 0]), dict(input_lengths=[9, 7, 5, 2]),
+    dict(target_lengths=[5, 3, 0, 3]), dict(blank=5), dict(reduction="average"), dict(dtype="int32"),
+])
+def test_bad_ctc_calls_raise_as_torch(change):
+    log_probs, targets, input_lengths, target_lengths = _ctc_case()
+    args = dict(input_lengths=input_lengths, target_lengths=target_lengths, blank=0, reduction="mean")
+    dtype = change.pop("dtype", None)
+    args.update(change)
+    calls = []
+    for lib, fn in ((ml, F), (torch, TF)):
+        lp = lib.tensor(log_probs)
+        lp = lp.to(getattr(lib, dtype)) if dtype else lp
+        calls.append(lambda lib=lib, fn=fn, lp=lp: fn.ctc_loss(
+            lp, lib.tensor(targets), lib.tensor(args["input_lengths"]), lib.tensor(args["target_lengths"]),
+            args["blank"], args["reduction"]))
+    same_error(*calls)
+
+
+# ---- F.multi_head_attention_forward ------------------------------------------------------------------
+def _attention_weights(seed=0, e=8, kdim=None):
+    rng = np.random.default_rng(seed)
+    kdim = kdim or e
+    return dict(in_proj_weight=rng.standard_normal((3 * e, e)) * 0.3, in_proj_bias=rng.standard_normal(3 * e),
+                out_proj_weight=rng.standard_normal((e, e)) * 0.3, out_proj_bias=rng.standard_normal(e),
+                q_proj_weight=rng.standard_normal((e, e)) * 0.3, k_proj_weight=rng.standard_normal((e, kdim)) * 0.3,
+                v_proj_weight=rng.standard_normal((e, kdim)) * 0.3, bias_k=rng.standard_normal((1, 1, e)),
+                bias_v=rng.standard_normal((1, 1, e)))
+
+
+@pytest.mark.parametrize("case", ["packed", "separate", "bias_kv+zero_attn", "masks", "unbatched", "static_kv",
+                                  "per-head weights"])
+def test_multi_head_attention_forward_as_torch(case):
+    e, heads, length, source, n = 8, 2, 5, 6, 3
+    weights = _attention_weights()
+    names = ["query", "key", "value"] + sorted(weights)
+    arrays = [randn(length, n, e, seed=1), randn(source, n, e, seed=2), randn(source, n, e, seed=3)]
+    arrays += [weights[k] for k in sorted(weights)]
+    options = dict(use_separate_proj_weight=case == "separate", average_attn_weights=case != "per-head weights")
+    mask = np.triu(np.ones((length, source), bool), 2)
+    padding = np.zeros((n, source), bool)
+    padding[1, -2:] = True
+
+    def call(lib, fn, *tensors):
+        t = dict(zip(names, tensors))
+        if case == "unbatched":
+            t["query"], t["key"], t["value"] = t["query"][:, 0], t["key"][:, 0], t["value"][:, 0]
+        kv = case == "bias_kv+zero_attn"
+        extra = {}
+        if case == "masks":
+            extra = dict(attn_mask=lib.tensor(mask), key_padding_mask=lib.tensor(padding))
+        if case == "static_kv":
+            extra = dict(static_k=t["key"].reshape(source, n * heads, e // heads).transpose(0, 1),
+                         static_v=t["value"].reshape(source, n * heads, e // heads).transpose(0, 1))
+        out, attention = fn.multi_head_attention_forward(
+            t["query"], t["key"], t["value"], e, heads, t["in_proj_weight"], t["in_proj_bias"],
+            t["bias_k"] if kv else None, t["bias_v"] if kv else None, kv, 0.0, t["out_proj_weight"],
+            t["out_proj_bias"], training=True, q_proj_weight=t["q_proj_weight"], k_proj_weight=t["k_proj_weight"],
+            v_proj_weight=t["v_proj_weight"], **options, **extra)
+        return (out * lib.tensor(np.cos(np.arange(out.numel())).reshape(tuple(out.shape)))).sum() + \
+            (attention * attention).sum()
+
+    check_values_and_grads(lambda *ts: call(ml, F, *ts), lambda *ts: call(torch, TF, *ts), *arrays)
+
+
+def test_multi_head_attention_module_is_the_functional():
+    """nn.MultiheadAttention's forward is F.multi_head_attention_forward with its own weights."""
+    torch.manual_seed(0)
+    ml.manual_seed(0)
+    theirs, ours = torch.nn.MultiheadAttention(8, 2), nn.MultiheadAttention(8, 2)
+    x = randn(5, 3, 8).astype(np.float32)
+    out, attention = F.multi_head_attention_forward(
+        ml.tensor(x), ml.tensor(x), ml.tensor(x), 8, 2, ours.in_proj_weight, ours.in_proj_bias, None, None, False,
+        0.0, ours.out_proj.weight, ours.out_proj.bias)
+    expected, expected_attention = theirs(torch.tensor(x), torch.tensor(x), torch.tensor(x))
+    close(out, expected, 1e-5)
+    close(attention, expected_attention, 1e-6)
+    close(ours(ml.tensor(x), ml.tensor(x), ml.tensor(x))[0], expected, 1e-5)
+    with pytest.raises(AssertionError, match="embedding dimension"):
+        F.multi_head_attention_forward(ml.tensor(x), ml.tensor(x), ml.tensor(x), 6, 2, ours.in_proj_weight, None,
+                                       None, None, False, 0.0, ours.out_proj.weight, None)

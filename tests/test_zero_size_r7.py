@@ -460,6 +460,19 @@ EXPLICIT.update({  # round 8's names (their values: tests/test_nn_r8.py)
         L.nn.LazyConv2d(3, 2)(L.zeros(0, 2, 4, 4)), L.nn.LazyConv3d(3, 2)(L.zeros(0, 2, 3, 3, 3)),
         L.nn.LazyConvTranspose1d(3, 2)(L.zeros(0, 2, 4)), L.nn.LazyConvTranspose2d(3, 2)(L.zeros(0, 2, 4, 4)),
         L.nn.LazyConvTranspose3d(3, 2)(L.zeros(0, 2, 3, 3, 3))],
+    "F.grid_sample((0, 2, 3, 3), grid (0, 2, 2, 2)) and an empty grid": lambda L: [grads(
+        L, lambda L, x, g: _F(L).grid_sample(x, g, align_corners=False), (0, 2, 3, 3), (0, 2, 2, 2)), grads(
+        L, lambda L, x, g: _F(L).grid_sample(x, g, align_corners=True), (1, 2, 3, 3), (1, 0, 2, 2))],
+    "F.affine_grid of no matrices, (0, 1, 2, 2)": lambda L: grads(
+        L, lambda L, t: _F(L).affine_grid(t, (0, 1, 2, 2), align_corners=False), (0, 2, 3)),
+    "F.ctc_loss and nn.CTCLoss() of an empty batch (mean: nan)": lambda L: [grads(
+        L, lambda L, x: _F(L).ctc_loss(x, L.zeros(0, 2, dtype=L.int64), L.zeros(0, dtype=L.int64),
+                                       L.zeros(0, dtype=L.int64), reduction=reduction), (4, 0, 3))
+        for reduction in ("none", "sum")] + [L.nn.CTCLoss()(L.zeros(4, 0, 3), L.zeros(0, 2, dtype=L.int64),
+                                                           L.zeros(0, dtype=L.int64), L.zeros(0, dtype=L.int64))],
+    "F.multi_head_attention_forward on an empty batch": lambda L: grads(
+        L, lambda L, x, w, b, wo: _F(L).multi_head_attention_forward(
+            x, x, x, 4, 2, w, b, None, None, False, 0.0, wo, None), (3, 0, 4), (12, 4), (12,), (4, 4)),
 })
 
 

@@ -16,7 +16,7 @@ from .layers import ConvTranspose1d, ConvTranspose2d, Dropout1d, Dropout2d, Drop
 from .layers import AdaptiveMaxPool1d, AdaptiveMaxPool2d, PixelShuffle, PixelUnshuffle, Softmax2d  # noqa: F401
 from .layers import InstanceNorm1d, InstanceNorm2d  # noqa: F401
 from .layers import GRUCell, LSTMCell, RNNCell  # noqa: F401
-from .layers import ChannelShuffle, Conv3d, ConvTranspose3d  # noqa: F401
+from .layers import ChannelShuffle, Conv3d, ConvTranspose3d, CTCLoss  # noqa: F401
 from .lazy import (LazyConv1d, LazyConv2d, LazyConv3d, LazyConvTranspose1d, LazyConvTranspose2d,  # noqa: F401
                    LazyConvTranspose3d, LazyLinear, UninitializedParameter)
 from .layers import BatchNorm3d, Fold, InstanceNorm3d, Unfold  # noqa: F401
@@ -59,4 +59,4 @@ __all__ = ["Module", "Parameter", "ParameterList", "ParameterDict", "ModuleList"
            "LPPool1d", "LPPool2d", "LocalResponseNorm", "EmbeddingBag",
            "AlphaDropout", "FeatureAlphaDropout", "RReLU", "Conv3d", "ConvTranspose3d", "ChannelShuffle",
            "LazyLinear", "LazyConv1d", "LazyConv2d", "LazyConv3d", "LazyConvTranspose1d", "LazyConvTranspose2d",
-           "LazyConvTranspose3d", "UninitializedParameter"]
+           "LazyConvTranspose3d", "UninitializedParameter", "CTCLoss"]

@@ -24,6 +24,8 @@ from ..ops.nn import float32_inside as _float32_inside
 from ..ops.conv import adaptive_max_pool1d, adaptive_max_pool2d, fold, unfold  # noqa: F401
 from ..ops.conv import max_unpool1d, max_unpool2d  # noqa: F401
 from ..ops.conv import conv3d, conv_transpose3d  # noqa: F401
+from ..ops.ctc import ctc_loss  # noqa: F401
+from ..ops.sampling import affine_grid, grid_sample  # noqa: F401
 from ..ops.conv import (adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d,  # noqa: F401
                         conv_transpose1d, conv_transpose2d, interpolate, max_pool1d, max_pool2d)
 from ..ops.nn import (_refuse, cross_entropy, dropout, embedding, l1_loss, layer_norm,  # noqa: F401
@@ -51,7 +53,8 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
            "multilabel_margin_loss", "triplet_margin_with_distance_loss", "max_unpool1d", "max_unpool2d", "bilinear",
            "lp_pool1d", "lp_pool2d", "local_response_norm", "embedding_bag", "alpha_dropout", "feature_alpha_dropout",
            "rrelu", "relu_", "elu_", "leaky_relu_", "hardtanh_", "threshold_", "rrelu_", "celu_", "selu_",
-           "gumbel_softmax", "channel_shuffle", "native_channel_shuffle", "conv3d", "conv_transpose3d"]
+           "gumbel_softmax", "channel_shuffle", "native_channel_shuffle", "conv3d", "conv_transpose3d",
+           "grid_sample", "affine_grid", "ctc_loss", "multi_head_attention_forward"]
 
 
 def linear(input, weight, bias=None):
@@ -891,3 +894,154 @@ def _alpha_dropped(input, p, channels):
     noise = stored(noise * work(a))
     as_input = lambda values: ops.tensor(values, dtype=input.dtype, device=input.device)  # noqa: E731
     return input * as_input(noise) + as_input(shift)
+
+
+# ---- multi-head attention (nn.MultiheadAttention's computation) ----------------------------------------
+def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_proj_bias,
+                                 bias_k, bias_v, add_zero_attn, dropout_p, out_proj_weight, out_proj_bias,
+                                 training=True, key_padding_mask=None, need_weights=True, attn_mask=None,
+                                 use_separate_proj_weight=False, q_proj_weight=None, k_proj_weight=None,
+                                 v_proj_weight=None, static_k=None, static_v=None, average_attn_weights=True,
+                                 is_causal=False):
+    """torch's ``F.multi_head_attention_forward``: ``nn.MultiheadAttention``'s forward with its weights
+    given. Inputs ``[L, N, E]`` (sequence first) or unbatched ``[L, E]``; returns ``(output, weights)``
+    as the module does. ``static_k`` / ``static_v`` ``[N * num_heads, S, E / num_heads]`` replace the
+    projected keys / values."""
+    if use_separate_proj_weight:
+        if q_proj_weight is None or k_proj_weight is None or v_proj_weight is None:
+            raise AssertionError("use_separate_proj_weight is True but q_proj_weight, k_proj_weight or "
+                                 "v_proj_weight is None")
+        weights = (q_proj_weight, k_proj_weight, v_proj_weight)
+    else:
+        if in_proj_weight is None:
+            raise AssertionError("use_separate_proj_weight is False but in_proj_weight is None")
+        weights = tuple(in_proj_weight.chunk(3)) if in_proj_weight.shape[0] == 3 * embed_dim_to_check else None
+    return _multi_head_attention(
+        query, key, value, embed_dim_to_check, num_heads, weights, in_proj_bias, bias_k, bias_v, add_zero_attn,
+        dropout_p, lambda out: linear(out, out_proj_weight, out_proj_bias), training, key_padding_mask,
+        need_weights, attn_mask, average_attn_weights, is_causal, batch_first=False, static_kv=(static_k, static_v))
+
+
+def _multi_head_attention(query, key, value, embed_dim, num_heads, weights, in_proj_bias, bias_k, bias_v,
+                          add_zero_attn, dropout_p, out_proj, training, key_padding_mask, need_weights, attn_mask,
+                          average_attn_weights, is_causal, batch_first, static_kv=(None, None)):
+    """The computation (``out_proj``: a callable, the module's own -- which LoRA may replace)."""
+    if is_causal and attn_mask is None:  # torch: is_causal is only a hint about attn_mask
+        raise RuntimeError("Need attn_mask if specifying the is_causal hint. You may use the "
+                           "Transformer module method `generate_square_subsequent_mask` to "
+                           "create this mask.")
+    batched = query.ndim == 3
+    if not batched:  # one sequence: a batch of one, in batch-first layout
+        query, key, value = (t.unsqueeze(0) for t in (query, key, value))
+        if key_padding_mask is not None:
+            key_padding_mask = key_padding_mask.unsqueeze(0)
+    elif not batch_first:
+        query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+    n, length, e = query.shape
+    if e != embed_dim:
+        raise AssertionError(f"was expecting embedding dimension of {embed_dim}, but got {e}")
+    if embed_dim % num_heads:
+        raise AssertionError(f"embed_dim {embed_dim} not divisible by num_heads {num_heads}")
+    if weights is None:
+        raise AssertionError(f"in_proj_weight should be [{3 * embed_dim}, {embed_dim}]")
+    static_k, static_v = static_kv
+    source = key.shape[1] if static_k is None else static_k.shape[1]
+    extra = int(bias_k is not None) + int(add_zero_attn)  # keys every query sees besides the given ones
+    if is_causal and key_padding_mask is None and not need_weights:
+        # torch then trusts the hint: the mask given is set aside for SDPA's causal one (top-left)
+        causal = ops.triu(query.new_ones((length, source + extra), dtype=np.bool_), 1)
+        bias = _mha_scores_bias(causal, None, n, num_heads, length, source + extra, query.dtype)
+    else:
+        bias = _mha_scores_bias(attn_mask, key_padding_mask, n, num_heads, length, source, query.dtype)
+        if bias is not None and extra:
+            bias = pad(bias, (0, extra))
+    heads = _MhaHeads(weights, in_proj_bias, num_heads, embed_dim)
+    out, attention = _mha_attend(query, key, value, heads, bias_k, bias_v, add_zero_attn, static_kv,
+                                 dropout_p if training else 0.0, bias)
+    out = out_proj(out)  # [L, N, E], laid out so (torch's)
+    if not batched:
+        out = out.squeeze(1)
+    elif batch_first:
+        out = out.transpose(0, 1)
+    if not need_weights:
+        return out, None
+    if average_attn_weights:
+        attention = attention.mean(1)
+    return out, (attention if batched else attention.squeeze(0))
+
+
+class _MhaHeads:
+    """The three input projections, each splitting its result into heads."""
+
+    def __init__(self, weights, in_proj_bias, num_heads, embed_dim):
+        self.weights, self.bias, self.num_heads, self.embed_dim = weights, in_proj_bias, num_heads, embed_dim
+
+    def __call__(self, x, which):
+        """``x`` [N, T, width] projected by ``which`` (0 q, 1 k, 2 v) into heads: [N, H, T, D]."""
+        e = self.embed_dim
+        bias = None if self.bias is None else self.bias[which * e:(which + 1) * e]
+        n, t, _ = x.shape
+        out = linear(x, self.weights[which], bias)
+        return out.reshape(n, t, self.num_heads, e // self.num_heads).transpose(1, 2)
+
+
+def _mha_attend(query, key, value, heads, bias_k, bias_v, add_zero_attn, static_kv, dropout_p, bias):
+    """Attention of every head, as torch's ``multi_head_attention_forward`` computes it (the query
+    scaled by ``sqrt(1 / d)`` first); returns ``(output [L, N, E], weights [N, H, L, S])``."""
+    head_dim = heads.embed_dim // heads.num_heads
+    q = heads(query, 0) * math.sqrt(1.0 / head_dim)
+    n, h, length = q.shape[:3]
+    static_k, static_v = static_kv
+    k = heads(key, 1) if static_k is None else _static_heads(static_k, n, h, head_dim, "k")
+    v = heads(value, 2) if static_v is None else _static_heads(static_v, n, h, head_dim, "v")
+    if bias_k is not None:  # (torch appends them before splitting heads: the same numbers)
+        if static_k is not None or static_v is not None:
+            raise AssertionError("bias cannot be added to static key.")
+        k = ops.cat([k, bias_k.reshape(1, h, 1, head_dim).expand(n, h, 1, head_dim)], 2)
+        v = ops.cat([v, bias_v.reshape(1, h, 1, head_dim).expand(n, h, 1, head_dim)], 2)
+    if add_zero_attn:
+        k, v = (ops.cat([t, t.new_zeros((n, h, 1, head_dim))], 2) for t in (k, v))
+    scores = q @ k.transpose(-2, -1)
+    if bias is not None:
+        scores = bias + scores
+    weights = scores.softmax(-1)
+    if dropout_p > 0:
+        weights = dropout(weights, dropout_p)  # the weights returned are the dropped ones (torch)
+    out = (weights @ v).permute(2, 0, 1, 3).reshape(length, n, heads.embed_dim)
+    return out, weights
+
+
+def _mha_scores_bias(attn_mask, key_padding_mask, n, num_heads, length, source, dtype):
+    """What is added to the scores [N, H, L, S] (or None): each mask as a float (True -> -inf)."""
+    bias = None
+    if attn_mask is not None:
+        expected = {2: (length, source), 3: (n * num_heads, length, source)}.get(attn_mask.ndim)
+        if expected is None or tuple(attn_mask.shape) != expected:
+            raise RuntimeError(f"The shape of the attn_mask is {tuple(attn_mask.shape)}, but should "
+                               f"be {(length, source)} or {(n * num_heads, length, source)}.")
+        bias = _mha_mask_as_float(attn_mask, dtype)
+        if attn_mask.ndim == 3:
+            bias = bias.reshape(n, num_heads, length, source)
+    if key_padding_mask is not None:
+        if tuple(key_padding_mask.shape) != (n, source):
+            raise AssertionError(f"expecting key_padding_mask shape of {(n, source)}, but got "
+                                 f"{tuple(key_padding_mask.shape)}")
+        padding = _mha_mask_as_float(key_padding_mask, dtype).reshape(n, 1, 1, source)
+        bias = padding if bias is None else bias + padding
+    return bias
+
+
+def _mha_mask_as_float(mask, dtype):
+    if mask.dtype == np.bool_:
+        return ops.masked_fill(mask.new_zeros(mask.shape, dtype=dtype), mask, float("-inf"))
+    if not _is_floating(mask.dtype):
+        raise AssertionError(f"only bool and floating types of masks are supported, got {mask.dtype}")
+    return mask
+
+
+def _static_heads(static, n, num_heads, head_dim, name):
+    if static.shape[0] != n * num_heads:
+        raise AssertionError(f"expecting static_{name}.size(0) of {n * num_heads}, but got {static.shape[0]}")
+    if static.shape[2] != head_dim:
+        raise AssertionError(f"expecting static_{name}.size(2) of {head_dim}, but got {static.shape[2]}")
+    return static.reshape(n, num_heads, static.shape[1], head_dim)

@@ -34,7 +34,7 @@ __all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity",
            "InstanceNorm1d", "InstanceNorm2d", "RNNCell", "LSTMCell", "GRUCell", "BatchNorm3d", "InstanceNorm3d",
            "Unfold", "Fold", "MultiLabelMarginLoss", "TripletMarginWithDistanceLoss", "MaxUnpool1d",
            "MaxUnpool2d", "Bilinear", "LPPool1d", "LPPool2d", "LocalResponseNorm", "EmbeddingBag", "AlphaDropout",
-           "FeatureAlphaDropout", "RReLU", "Conv3d", "ConvTranspose3d", "ChannelShuffle"]
+           "FeatureAlphaDropout", "RReLU", "Conv3d", "ConvTranspose3d", "ChannelShuffle", "CTCLoss"]
 
 
 def _float_dtype(dtype):
@@ -410,6 +410,18 @@ class _Loss(Module):
         self.reduction = legacy_reduction(size_average, reduce, reduction)
 
 
+class CTCLoss(_Loss):
+    """``F.ctc_loss`` as a module: ``forward(log_probs, targets, input_lengths, target_lengths)``."""
+
+    def __init__(self, blank=0, reduction="mean", zero_infinity=False):
+        super().__init__(reduction=reduction)
+        self.blank, self.zero_infinity = blank, zero_infinity
+
+    def forward(self, log_probs, targets, input_lengths, target_lengths):
+        return F.ctc_loss(log_probs, targets, input_lengths, target_lengths, self.blank, self.reduction,
+                          self.zero_infinity)
+
+
 class _WeightedLoss(_Loss):
     """A loss with a per-class ``weight``: a buffer (in ``state_dict``, moved by ``to()``), as torch."""
 
@@ -669,100 +681,18 @@ class MultiheadAttention(Module):
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
                 average_attn_weights=True, is_causal=False):
-        if is_causal and attn_mask is None:  # torch: is_causal is only a hint about attn_mask
-            raise RuntimeError("Need attn_mask if specifying the is_causal hint. You may use the "
-                               "Transformer module method `generate_square_subsequent_mask` to "
-                               "create this mask.")
-        batched = query.ndim == 3
-        if not batched:  # one sequence: a batch of one, in batch-first layout
-            query, key, value = (t.unsqueeze(0) for t in (query, key, value))
-            if key_padding_mask is not None:
-                key_padding_mask = key_padding_mask.unsqueeze(0)
-        elif not self.batch_first:
-            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
-        n, length, e = query.shape
-        if e != self.embed_dim:
-            raise AssertionError(f"was expecting embedding dimension of {self.embed_dim}, but got {e}")
-        source, extra = key.shape[1], int(self.bias_k is not None) + int(self.add_zero_attn)  # extra keys
-        if is_causal and key_padding_mask is None and not need_weights:
-            # torch then trusts the hint: the mask given is set aside for SDPA's causal one (top-left)
-            causal = ops.triu(query.new_ones((length, source + extra), dtype=np.bool_), 1)
-            bias = self._scores_bias(causal, None, n, length, source + extra)
-        else:
-            bias = self._scores_bias(attn_mask, key_padding_mask, n, length, source)
-            if bias is not None and extra:  # the extra keys are seen by every query
-                bias = F.pad(bias, (0, extra))
-        out, weights = self._attend(query, key, value, bias)
-        out = self.out_proj(out)
-        if not batched:
-            out = out.squeeze(0)
-        elif not self.batch_first:
-            out = out.transpose(0, 1)
-        if not need_weights:
-            return out, None
-        if average_attn_weights:
-            weights = weights.mean(1)
-        return out, (weights if batched else weights.squeeze(0))
-
-    def _heads(self, x, which):
-        """Project ``x`` [N, T, width] with projection ``which`` (0 q, 1 k, 2 v: a slice of the
-        packed weights, or its own weight) and split it into heads: [N, H, T, D]."""
+        """``F.multi_head_attention_forward`` with this module's weights (read at the call: LoRA may
+        stand in for ``in_proj_weight`` and ``out_proj``)."""
         e = self.embed_dim
         if self._qkv_same_embed_dim:
-            weight = self.in_proj_weight[which * e:(which + 1) * e]
+            packed = self.in_proj_weight
+            weights = (packed[:e], packed[e:2 * e], packed[2 * e:])
         else:
-            weight = (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)[which]
-        bias = None if self.in_proj_bias is None else self.in_proj_bias[which * e:(which + 1) * e]
-        n, t, _ = x.shape
-        return F.linear(x, weight, bias).reshape(n, t, self.num_heads, self.head_dim).transpose(1, 2)
-
-    def _attend(self, query, key, value, bias):
-        """Attention of every head, as torch's ``multi_head_attention_forward`` computes it (the
-        query scaled by ``sqrt(1 / d)`` first); returns ``(output [N, L, E], weights [N, H, L, S])``."""
-        q = self._heads(query, 0) * math.sqrt(1.0 / self.head_dim)
-        k, v = self._heads(key, 1), self._heads(value, 2)
-        n, heads, _, d = k.shape
-        if self.bias_k is not None:  # (torch appends them before splitting heads: the same numbers)
-            k = ops.cat([k, self.bias_k.reshape(1, heads, 1, d).expand(n, heads, 1, d)], 2)
-            v = ops.cat([v, self.bias_v.reshape(1, heads, 1, d).expand(n, heads, 1, d)], 2)
-        if self.add_zero_attn:
-            k, v = (ops.cat([t, t.new_zeros((n, heads, 1, d))], 2) for t in (k, v))
-        scores = q @ k.transpose(-2, -1)
-        if bias is not None:
-            scores = bias + scores
-        weights = scores.softmax(-1)
-        if self.training and self.dropout > 0:
-            weights = F.dropout(weights, self.dropout)  # the weights returned are the dropped ones (torch)
-        n, _, length, _ = q.shape
-        out = (weights @ v).transpose(1, 2).reshape(n, length, self.embed_dim)
-        return out, weights
-
-    def _scores_bias(self, attn_mask, key_padding_mask, n, length, source):
-        """What is added to the scores [N, H, L, S] (or None): each mask as a float (True -> -inf)."""
-        bias = None
-        if attn_mask is not None:
-            expected = {2: (length, source), 3: (n * self.num_heads, length, source)}.get(attn_mask.ndim)
-            if expected is None or tuple(attn_mask.shape) != expected:
-                raise RuntimeError(f"The shape of the attn_mask is {tuple(attn_mask.shape)}, but should "
-                                   f"be {(length, source)} or {(n * self.num_heads, length, source)}.")
-            bias = self._as_float(attn_mask)
-            if attn_mask.ndim == 3:
-                bias = bias.reshape(n, self.num_heads, length, source)
-        if key_padding_mask is not None:
-            if tuple(key_padding_mask.shape) != (n, source):
-                raise AssertionError(f"expecting key_padding_mask shape of {(n, source)}, but got "
-                                     f"{tuple(key_padding_mask.shape)}")
-            padding = self._as_float(key_padding_mask).reshape(n, 1, 1, source)
-            bias = padding if bias is None else bias + padding
-        return bias
-
-    def _as_float(self, mask):
-        if mask.dtype == np.bool_:
-            return ops.masked_fill(mask.new_zeros(mask.shape, dtype=self.out_proj.weight.dtype),
-                                   mask, float("-inf"))
-        if not is_floating(mask.dtype):
-            raise AssertionError(f"only bool and floating types of masks are supported, got {mask.dtype}")
-        return mask
+            weights = (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)
+        return F._multi_head_attention(
+            query, key, value, e, self.num_heads, weights, self.in_proj_bias, self.bias_k, self.bias_v,
+            self.add_zero_attn, self.dropout, self.out_proj, self.training, key_padding_mask, need_weights,
+            attn_mask, average_attn_weights, is_causal, batch_first=self.batch_first)
 
 
 # ---- the rest of torch's common activation modules ----------------------------------------------------

@@ -1,0 +1,264 @@
+"""``F.affine_grid`` and ``F.grid_sample``: reading an image at arbitrary points (spatial transformer
+networks, optical-flow warping, deformable registration), with torch's arguments and numbers.
+
+``grid`` holds, for every output position, the point to read in normalised coordinates (-1 the first
+pixel, +1 the last; ``(x, y)`` or ``(x, y, z)`` -- the *last* spatial dimension first). Each point
+is turned into pixel coordinates, moved inside the image by ``padding_mode`` ('border' clamps,
+'reflection' mirrors; 'zeros' reads 0 outside), then read by ``mode``: 'nearest' (the nearest pixel,
+halves to even, as torch), 'bilinear' (the 2 or 2^3 neighbours, trilinear in 3-D) or 'bicubic' (the
+4 x 4 neighbours, torch's cubic kernel with A = -0.75; 2-D only).
+
+Everything is built from differentiable ops: the pixel *indices* are constants, and the gradient
+reaches ``grid`` through the interpolation weights (and the coordinate moves: a clamped coordinate has
+no gradient, a mirrored one a flipped sign), exactly the derivative torch's kernel computes.
+"""
+import itertools
+import warnings
+
+import numpy as np
+
+from ..dtypes import is_floating
+from ..factories import linspace
+from ..tensor import Tensor
+from .elementwise import where
+
+__all__ = ["grid_sample", "affine_grid"]
+
+_ALIGN_CORNERS_NOTE = ("Default grid_sample and affine_grid behavior has changed to align_corners=False since "
+                       "1.3.0. Please specify align_corners=True if the old behavior is desired. See the "
+                       "documentation of grid_sample for details.")
+
+
+def _align_corners(align_corners):
+    if align_corners is None:
+        warnings.warn(_ALIGN_CORNERS_NOTE, stacklevel=3)
+        return False
+    return align_corners
+
+
+# ---- affine_grid -------------------------------------------------------------------------------------
+def affine_grid(theta, size, align_corners=None):
+    """The sampling grid [N, H, W, 2] (or [N, D, H, W, 3]) of the affine maps ``theta`` [N, 2, 3]
+    ([N, 3, 4]) for an output of ``size`` (N, C, H, W) ((N, C, D, H, W)), as torch's."""
+    align_corners = _align_corners(align_corners)
+    if not is_floating(theta.dtype):
+        raise ValueError(f"Expected theta to have floating point type, but got {theta.dtype}")
+    size = [int(n) for n in size]
+    if len(size) not in (4, 5):
+        raise NotImplementedError(f"affine_grid only supports 4D and 5D sizes, for 2D and 3D affine transforms, "
+                                  f"respectively. Got size {size}.")
+    rank = len(size) - 2
+    if theta.ndim != 3 or tuple(theta.shape[1:]) != (rank, rank + 1):
+        raise ValueError(f"Expected a batch of {rank}D affine matrices of shape Nx{rank}x{rank + 1} for size "
+                         f"{size}. Got {list(theta.shape)}.")
+    spatial = size[2:]
+    if align_corners and min(spatial) == 1:
+        warnings.warn("Since version 1.3.0, affine_grid behavior has changed for unit-size grids when "
+                      "align_corners=True. This is not an intended use case of affine_grid. See the "
+                      "documentation of affine_grid for details.", stacklevel=2)
+    elif min(size) <= 0:
+        raise ValueError(f"Expected non-zero, positive output size. Got {size}")
+    base = _base_grid(spatial, align_corners, theta)  # [P, rank + 1]: (x, y[, z], 1) per output position
+    n, points = size[0], base.shape[0]
+    grid = base.unsqueeze(0).expand(n, points, rank + 1) @ theta.transpose(1, 2)
+    return grid.reshape(n, *spatial, rank)
+
+
+def _base_grid(spatial, align_corners, theta):
+    """Every output position's normalised coordinates (x first) and a 1, as torch's
+    ``affine_grid_generator`` builds them (its linspace, scaled by (n - 1) / n without align_corners)."""
+    xp = theta.device.xp
+    axes = [_linspace_from_neg_one(n, align_corners, theta) for n in spatial]
+    mesh = xp.meshgrid(*axes, indexing="ij")  # one array per spatial dimension, [*spatial]
+    columns = [m.reshape(-1) for m in reversed(mesh)] + [xp.ones(int(np.prod(spatial)), dtype=mesh[0].dtype)]
+    return Tensor(xp.stack(columns, axis=1), dtype=theta.dtype, device=theta.device)
+
+
+def _linspace_from_neg_one(steps, align_corners, theta):
+    if steps <= 1:
+        return theta.device.xp.zeros(max(steps, 1), dtype=theta._array.dtype)
+    values = linspace(-1, 1, steps, dtype=theta.dtype)._array
+    if not align_corners:  # (two roundings, as torch's range * (steps - 1) / steps)
+        values = values * values.dtype.type(steps - 1) / values.dtype.type(steps)
+    return theta.device.xp.asarray(values)
+
+
+# ---- grid_sample -------------------------------------------------------------------------------------
+def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=None):
+    """``input`` [N, C, H, W] (or [N, C, D, H, W]) read at ``grid`` [N, H_out, W_out, 2] (or
+    [N, D_out, H_out, W_out, 3]): [N, C, H_out, W_out] (or [N, C, D_out, H_out, W_out])."""
+    if mode not in ("bilinear", "nearest", "bicubic"):
+        raise ValueError(f"nn.functional.grid_sample(): expected mode to be 'bilinear', 'nearest' or 'bicubic', "
+                         f"but got: '{mode}'")
+    if padding_mode not in ("zeros", "border", "reflection"):
+        raise ValueError(f"nn.functional.grid_sample(): expected padding_mode to be 'zeros', 'border', or "
+                         f"'reflection', but got: '{padding_mode}'")
+    align_corners = _align_corners(align_corners)
+    _check_grid_sample(input, grid, mode)
+    sizes = tuple(input.shape[2:])
+    rank = len(sizes)
+    # pixel coordinates, one tensor [N, *out] per spatial dimension (grid's last component is x: the last one)
+    coords = [_unnormalize(grid[..., rank - 1 - d], sizes[d], align_corners) for d in range(rank)]
+    if mode == "bicubic":
+        return _bicubic(input, coords, padding_mode, align_corners)
+    coords = [_moved_inside(c, size, padding_mode, align_corners) for c, size in zip(coords, sizes)]
+    if mode == "nearest":
+        indices = [np.rint(_values(c)) for c in coords]  # (halves to even, as torch's nearbyint)
+        out = _read(input, indices)
+        return out + sum(_no_gradient(c) for c in coords).unsqueeze(1)  # (grid's gradient: zeros)
+    return _bilinear(input, coords)
+
+
+def _check_grid_sample(input, grid, mode):
+    if input.dtype != grid.dtype:
+        raise RuntimeError(f"grid_sampler(): expected input and grid to have same dtype, but input has "
+                           f"{input.dtype} and grid has {grid.dtype}")
+    if input.ndim not in (4, 5) or grid.ndim != input.ndim:
+        raise RuntimeError(f"grid_sampler(): expected 4D or 5D input and grid with same number of dimensions, "
+                           f"but got input with sizes {list(input.shape)} and grid with sizes {list(grid.shape)}")
+    if input.shape[0] != grid.shape[0]:
+        raise RuntimeError(f"grid_sampler(): expected grid and input to have same batch size, but got input with "
+                           f"sizes {list(input.shape)} and grid with sizes {list(grid.shape)}")
+    if grid.shape[-1] != input.ndim - 2:
+        raise RuntimeError(f"grid_sampler(): expected grid to have size {input.ndim - 2} in last dimension, but got "
+                           f"grid with sizes {list(grid.shape)}")
+    if any(n == 0 for n in input.shape[2:]):
+        raise RuntimeError(f"grid_sampler(): expected input to have non-empty spatial dimensions, but input has "
+                           f"sizes {list(input.shape)} with dimension {list(input.shape).index(0)} being empty")
+    if mode == "bicubic" and input.ndim != 4:
+        raise RuntimeError("grid_sampler(): bicubic interpolation only supports 4D input")
+
+
+def _values(t):
+    return np.asarray(t.detach()._array) if t.device.type == "cpu" else t.detach()._array.get()
+
+
+def _constant(like, array):
+    return Tensor(like.device.xp.asarray(array), dtype=like.dtype, device=like.device)
+
+
+def _no_gradient(c):
+    """Zeros that keep ``c`` in the graph (torch's nearest mode gives grid a zero gradient, not none)."""
+    return where(_constant(c, np.isfinite(_values(c))).bool(), c * 0, 0)
+
+
+def _unnormalize(coord, size, align_corners):
+    """[-1, 1] -> pixel coordinates: -1 and +1 the centres of the corner pixels (``align_corners``) or
+    their outer edges."""
+    if align_corners:
+        return (coord + 1) / 2 * (size - 1)
+    return ((coord + 1) * size - 1) / 2
+
+
+def _moved_inside(coord, size, padding_mode, align_corners):
+    if padding_mode == "border":
+        return _clip(coord, size)
+    if padding_mode == "reflection":
+        twice = (0, 2 * (size - 1)) if align_corners else (-1, 2 * size - 1)
+        return _clip(_reflect(coord, *twice), size)
+    return coord
+
+
+def _clip(coord, size):
+    """Clamped to the pixels [0, size - 1]: where it moves, its gradient is 0 (torch: strictly inside only)."""
+    values = _values(coord)
+    inside = (values > 0) & (values < size - 1)
+    clipped = np.minimum(np.maximum(values, 0), size - 1).astype(values.dtype)
+    return where(_constant(coord, inside).bool(), coord, _constant(coord, clipped))
+
+
+def _reflect(coord, twice_low, twice_high):
+    """Mirrored into [twice_low / 2, twice_high / 2] as often as it takes (torch's reflect_coordinates):
+    ``coord * sign + offset``, so the gradient flips with every mirroring."""
+    if twice_low == twice_high:
+        return coord * 0
+    values = _values(coord)
+    mirrored, sign = _mirror(values, twice_low, twice_high)
+    return coord * _constant(coord, sign) + _constant(coord, mirrored - values * sign)
+
+
+def _mirror(values, twice_low, twice_high):
+    """NumPy's part of ``_reflect``: the mirrored values and d(mirrored) / d(values) (+1 or -1)."""
+    low, span = values.dtype.type(twice_low / 2), values.dtype.type((twice_high - twice_low) / 2)
+    distance = values - low
+    sign = np.where(distance < 0, -1, 1)
+    distance = np.abs(distance)
+    extra, flips = np.fmod(distance, span), np.floor(distance / span)
+    even = flips % 2 == 0
+    mirrored = np.where(even, extra + low, span - extra + low).astype(values.dtype)
+    return mirrored, (sign * np.where(even, 1, -1)).astype(values.dtype)
+
+
+def _read(input, indices, padding=None):
+    """``input`` [N, C, *S] at integer pixel ``indices`` (one array [N, *out] per spatial dimension):
+    [N, C, *out], 0 where a point is outside."""
+    n, c, sizes = input.shape[0], input.shape[1], input.shape[2:]
+    out_shape = indices[0].shape[1:]
+    inside = np.ones(indices[0].shape, dtype=bool)
+    flat = np.zeros(indices[0].shape, dtype=np.int64)
+    for index, size in zip(indices, sizes):
+        with np.errstate(invalid="ignore"):
+            inside &= (index >= 0) & (index < size)
+        flat = flat * size + np.where(inside, index, 0).astype(np.int64)
+    positions = int(np.prod(out_shape))
+    flat = np.where(inside, flat, 0).reshape(n, 1, positions)
+    index = Tensor(input.device.xp.asarray(np.broadcast_to(flat, (n, c, positions))), dtype=np.int64,
+                   device=input.device)
+    values = input.reshape(n, c, int(np.prod(sizes))).gather(2, index).reshape(n, c, *out_shape)
+    if inside.all():
+        return values
+    return values * _constant(values, inside.reshape(n, 1, *out_shape))
+
+
+def _bilinear(input, coords):
+    """The 2^rank neighbours of every point, each weighted by the product of its 1-D weights (x's first,
+    torch's order), added in torch's corner order (top-left first)."""
+    floors = [np.floor(_values(c)) for c in coords]
+    out = None
+    for offsets in itertools.product((0, 1), repeat=len(coords)):
+        weight = None
+        for c, low, o in reversed(list(zip(coords, floors, offsets))):  # x, y[, z]
+            factor = (c - _constant(c, low)) if o else (_constant(c, low + 1) - c)
+            weight = factor if weight is None else weight * factor
+        term = weight.unsqueeze(1) * _read(input, [f + o for f, o in zip(floors, offsets)])
+        out = term if out is None else out + term
+    return out
+
+
+_A = -0.75  # torch's (and OpenCV's) cubic convolution constant
+
+
+def _cubic_weights(t):
+    """The 4 weights of the taps at -1, 0, 1, 2 from a point a fraction ``t`` past tap 0."""
+    near = lambda x: ((_A + 2) * x - (_A + 3)) * x * x + 1  # noqa: E731  |x| <= 1
+    far = lambda x: ((_A * x - 5 * _A) * x + 8 * _A) * x - 4 * _A  # noqa: E731  1 < |x| < 2
+    return [far(t + 1.0), near(t), near(1.0 - t), far((1.0 - t) + 1.0)]
+
+
+def _bicubic(input, coords, padding_mode, align_corners):
+    """The 4 x 4 neighbours; each tap (not the point) is moved inside by ``padding_mode``, as torch."""
+    (y, x), (h, w) = coords, input.shape[2:]
+    y0, x0 = np.floor(_values(y)), np.floor(_values(x))
+    wy, wx = _cubic_weights(y - _constant(y, y0)), _cubic_weights(x - _constant(x, x0))
+    out = None
+    for i in range(4):
+        row = None
+        rows = _tap(y0 - 1 + i, h, padding_mode, align_corners)
+        for j in range(4):
+            term = wx[j].unsqueeze(1) * _read(input, [rows, _tap(x0 - 1 + j, w, padding_mode, align_corners)])
+            row = term if row is None else row + term
+        term = wy[i].unsqueeze(1) * row
+        out = term if out is None else out + term
+    return out
+
+
+def _tap(position, size, padding_mode, align_corners):
+    """An integer tap position moved inside as ``padding_mode`` says (torch's compute_coordinates)."""
+    if padding_mode == "border":
+        return np.clip(position, 0, size - 1)
+    if padding_mode == "reflection":
+        twice = (0, 2 * (size - 1)) if align_corners else (-1, 2 * size - 1)
+        if twice[0] == twice[1]:
+            return np.zeros_like(position)
+        return np.clip(_mirror(position, *twice)[0], 0, size - 1)
+    return position
