@@ -12,7 +12,7 @@ transformers' tokenizer and torch as the oracles; the server in process, with th
 | include_stop_str_in_output                  | text held back; the EOS text never sent | nothing held back; the stop token's   |
 |                                             |                                         |  text sent                            |
 | stop strings with min_tokens                | searched from token min_tokens on       | in the text after min_tokens tokens   |
-| min_tokens with ignore_eos                  | EOS masked                              | EOS allowed (not a stop token)        |
+| the generation_config's eos_token_id list   | ignored                                 | stop tokens (stop_reason: the id)     |
 | a seeded request                            | NumPy's stream, transformers' top-k/p   | torch.Generator(seed) per choice      |
 |                                             |                                         |  (seed + i), the exponential race,    |
 |                                             |                                         |  float32 penalties / min_p / top-k/p  |
@@ -175,17 +175,33 @@ def test_include_stop_str_in_output_holds_nothing_back_and_keeps_the_stop_tokens
     assert (sink.text, sink.done, request.stop_reason) == ("a", "stop", 98)  # excluded, by default
 
 
-def test_min_tokens_with_ignore_eos_leaves_the_eos_token_to_be_sampled():
-    """vLLM's min_tokens masks the request's stop tokens (all_stop_token_ids): the EOS, unless ignore_eos
-    (then it is no stop token), and every stop_token_id."""
+def test_min_tokens_masks_the_eos_even_with_ignore_eos_and_every_stop_token_id():
+    """vLLM's MinTokensLogitsProcessor masks all_stop_token_ids: the stop_token_ids and the EOS, which
+    update_from_generation_config adds whatever ignore_eos says."""
     logits = np.zeros(260)
-    logits[EOS], logits[97] = 5.0, 6.0
+    logits[EOS], logits[97] = 6.0, 5.0
     for ignore_eos in (False, True):
         request = Request([104], None, max_tokens=9, temperature=0, min_tokens=3, ignore_eos=ignore_eos,
                           stop_token_ids=[97])
-        assert (request.sample(logits, {EOS}, TEXT_VOCAB) == EOS) == ignore_eos
+        assert request.sample(logits, {EOS}, TEXT_VOCAB) not in (EOS, 97)
         request.generated = [1, 2, 3]  # min_tokens reached: nothing masked
-        assert request.sample(logits, {EOS}, TEXT_VOCAB) == 97
+        assert request.sample(logits, {EOS}, TEXT_VOCAB) == EOS
+
+
+def test_the_generation_configs_eos_ids_stop_a_request_as_stop_token_ids():
+    """A chat model's generation_config.json lists its end-of-turn ids: vLLM adds them to stop_token_ids."""
+    model = base_model()
+    model.generation_config.eos_token_id = [EOS, 33]
+    engine = Engine(model, ByteTokenizer())
+    assert engine.generation_eos == {33}
+    sink = Collector()
+    request = Request([104], None, max_tokens=9, temperature=0, emit=sink)
+    forced(engine, request, [97, 33, 98])
+    assert (sink.text, sink.done, request.stop_reason, request.generated) == ("a", "stop", 33, [97, 33])
+    sink = Collector()
+    request = Request([104], None, max_tokens=3, temperature=0, ignore_eos=True, emit=sink)
+    forced(engine, request, [97, 33, 98])
+    assert (sink.text, sink.done, request.stop_reason) == ("a!b", "length", None)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -350,8 +366,10 @@ def test_min_tokens_ignore_eos_skip_special_tokens_and_include_stop_str_through_
     eos_first = {"logit_bias": {str(EOS): 100}}
     got = complete(app, max_tokens=5, temperature=0, extra_body={"min_tokens": 3}, **eos_first)
     assert (got.choices[0].finish_reason, got.usage.completion_tokens) == ("stop", 4)  # EOS from the 4th on
-    got = complete(app, max_tokens=5, temperature=0, extra_body={"min_tokens": 3, "ignore_eos": True}, **eos_first)
-    assert (got.choices[0].finish_reason, got.usage.completion_tokens, got.choices[0].text) == ("length", 5, "")
+    got = complete(app, max_tokens=5, temperature=0, logprobs=0, extra_body={"min_tokens": 3, "ignore_eos": True},
+                   **eos_first)
+    assert (got.choices[0].finish_reason, got.usage.completion_tokens) == ("length", 5)
+    assert [t == "<eos>" for t in got.choices[0].logprobs.tokens] == [False] * 3 + [True] * 2
     got = complete(app, max_tokens=3, temperature=0, extra_body={"ignore_eos": True, "skip_special_tokens": False},
                    **eos_first)
     assert got.choices[0].text == "<eos>" * 3

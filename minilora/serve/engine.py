@@ -88,12 +88,12 @@ class Request:
 
     def sample(self, logits, eos=(), text_vocab=None):
         """The next token, picked as vLLM's v1 sampler picks it (see sampler.py): greedy below a
-        temperature of 1e-5, else the exponential race over this request's generator; ``eos`` (unless
-        ``ignore_eos``) and the stop tokens cannot come before ``min_tokens``; only ids below
-        ``text_vocab`` (None: all) are picked. Log-probabilities are the model's own: a log_softmax over
-        its whole vocabulary, before penalties and temperature, as vLLM reports them by default."""
-        stop_ids = self.stop_token_ids | (set() if self.ignore_eos else set(eos))
-        x = processed_logits(logits, self, stop_ids, text_vocab)
+        temperature of 1e-5, else the exponential race over this request's generator; ``eos`` and the
+        stop tokens cannot come before ``min_tokens`` (vLLM's all_stop_token_ids: the EOS too with
+        ignore_eos); only ids below ``text_vocab`` (None: all) are picked. Log-probabilities are the
+        model's own: a log_softmax over its whole vocabulary, before penalties and temperature, as vLLM
+        reports them by default."""
+        x = processed_logits(logits, self, self.stop_token_ids | set(eos), text_vocab)
         token = sample_token(x, self.temperature, self.generator, self.top_k, self.top_p, self.min_p)
         if self.logprobs is not None:
             self._record_logprobs(logits, token)
@@ -141,6 +141,9 @@ class Engine:
         self.text_vocab = min(sizes) if sizes else None
         eos = getattr(tokenizer, "eos_token_id", None)
         self.eos = set() if eos is None else {eos}
+        # vLLM's update_from_generation_config: the model's generation_config eos_token_id(s) other than
+        # the tokenizer's stop a request as its stop_token_ids do (unless ignore_eos; stop_reason: the id)
+        self.generation_eos = _generation_eos(getattr(self._base(), "generation_config", None)) - self.eos
         self.batch = RaggedBatch(self.model)
         for name in sorted(getattr(self.model, "peft_config", {})):  # refused now, not at a request (see _load)
             problem = self._unservable(name)
@@ -399,11 +402,11 @@ class Engine:
         vLLM's check_stop (an EOS or a stop_token_id stops it before max_tokens does), then its
         detokenizer (a stop string found in the new text stops it too, whatever ended it)."""
         request = self.rows[row]
-        token = request.sample(logits, self.eos, self.text_vocab)
+        token = request.sample(logits, self.eos | self.generation_eos, self.text_vocab)
         request.generated.append(token)
         self.tokens_generated += 1
         reason = None
-        if token in request.stop_token_ids:
+        if token in request.stop_token_ids or (token in self.generation_eos and not request.ignore_eos):
             reason, request.stop_reason = "stop", token
         elif token in self.eos and not request.ignore_eos:
             reason = "stop"
@@ -446,6 +449,12 @@ class Engine:
         self.rows = []
         self.batch.close()
         self.batch = RaggedBatch(self.model)
+
+
+def _generation_eos(generation_config):
+    """The ids of a generation_config's ``eos_token_id`` (an int or a list; none: empty)."""
+    eos = getattr(generation_config, "eos_token_id", None)
+    return set() if eos is None else {eos} if isinstance(eos, int) else set(eos)
 
 
 def _token_count(tokenizer):
