@@ -135,7 +135,8 @@ def test_pissa_with_a_wide_rank_saved_as_plain_lora_for_the_original_base(tmp_pa
     optimizer.step()
     with ml.no_grad():
         trained = ours(ml.tensor(x)).numpy()
-    ours.save_pretrained(str(tmp_path / "converted"), path_initial_model_for_weight_conversion=str(tmp_path / "initial"))
+    ours.save_pretrained(str(tmp_path / "converted"),
+                         path_initial_model_for_weight_conversion=str(tmp_path / "initial"))
     saved = safetensors_numpy.load_file(str(tmp_path / "converted" / "adapter_model.safetensors"))
     assert saved["base_model.model.seq.4.lora_A.weight"].shape == (40, 16)
     assert saved["base_model.model.seq.0.lora_B.weight"].shape == (16, 40)
@@ -270,3 +271,98 @@ def test_other_inits_refused_by_name(init):
     """PEFT refuses these later or needs data first (corda, eva): minilora names them in the config."""
     with pytest.raises(ValueError, match=f"got '{init}'"):
         ml_peft.LoraConfig(target_modules=["seq.0"], init_lora_weights=init)
+
+
+# ==================================================================================================
+# hotswap_adapter (peft.utils.hotswap): minilora had none
+# ==================================================================================================
+from minilora.lora.hotswap import hotswap_adapter, prepare_model_for_compiled_hotswap  # noqa: E402
+from peft.utils.hotswap import hotswap_adapter as peft_hotswap_adapter  # noqa: E402
+from peft.utils.hotswap import prepare_model_for_compiled_hotswap as peft_prepare  # noqa: E402
+
+SWAP_TARGETS = ["seq.0", "seq.2"]
+SWAPS = {  # the loaded adapter's config, the swapped-in one's
+    "same_rank_other_alpha": (dict(r=4), dict(r=4, lora_alpha=3)),
+    "smaller_rank": (dict(r=4), dict(r=2)),
+    "larger_rank": (dict(r=2), dict(r=6)),
+    "fewer_layers": (dict(r=4), dict(r=4, target_modules=["seq.2"])),
+    "lora_bias": (dict(r=4, lora_bias=True), dict(r=4, lora_bias=True)),
+}
+
+
+def saved_adapters(tmp_path, first, second):
+    """Two adapters saved by PEFT (random A and B), as a user has them on disk."""
+    for name, config, seed in (("first", first, 1), ("second", second, 2)):
+        theirs_base, _ = pair(mlp)
+        torch.manual_seed(seed)
+        config = dict(dict(target_modules=SWAP_TARGETS, init_lora_weights=False), **config)
+        peft.get_peft_model(theirs_base, peft.LoraConfig(**config)).save_pretrained(str(tmp_path / name))
+    return str(tmp_path / "first"), str(tmp_path / "second")
+
+
+def loaded_pair(path):
+    theirs_base, ours_base = pair(mlp)
+    return peft.PeftModel.from_pretrained(theirs_base, path), ml_peft.PeftModel.from_pretrained(ours_base, path)
+
+
+@pytest.mark.parametrize("target_rank", [None, 8])
+@pytest.mark.parametrize("case", SWAPS)
+def test_hotswap_adapter_as_peft(tmp_path, case, target_rank):
+    """The swapped model computes the second adapter's output; the tensors (shapes, values) are PEFT's."""
+    first, second = saved_adapters(tmp_path, *SWAPS[case])
+    theirs, ours = loaded_pair(first)
+    if target_rank is not None:  # PEFT's padding draws a Linear init: the same draws here
+        torch.manual_seed(0)
+        peft_prepare(theirs, target_rank=target_rank, config=theirs.peft_config)
+        ml.manual_seed(0)
+        prepare_model_for_compiled_hotswap(ours, target_rank=target_rank, config=ours.peft_config)
+        assert ours.peft_config["default"].r == theirs.peft_config["default"].r == target_rank
+    peft_hotswap_adapter(theirs, second, adapter_name="default", torch_device="cpu")
+    hotswap_adapter(ours, second, "default")
+    assert_same_state(theirs, ours, atol=1e-12)
+    x = INPUTS[mlp](np.random.default_rng(1))
+    t, m = run_both(theirs, ours, x)
+    np.testing.assert_allclose(m, t, rtol=0, atol=1e-8)  # (PEFT's padded scalings are float32 tensors)
+    t_second, m_second = run_both(*loaded_pair(second), x)
+    np.testing.assert_allclose(m, m_second, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("second, error, words", [
+    (dict(r=4, target_modules=["seq.0", "seq.2", "seq.4"]), RuntimeError,
+     "unexpected keys found: base_model.model.seq.4"),
+    (dict(r=4, use_rslora=True), ValueError, "Configs are incompatible: for use_rslora, False != True"),
+    (dict(r=4, lora_dropout=0.1), ValueError, "Configs are incompatible: for lora_dropout, 0.0 != 0.1"),
+])
+def test_hotswap_refusals_as_peft(tmp_path, second, error, words):
+    first, second = saved_adapters(tmp_path, dict(r=4), second)
+    theirs, ours = loaded_pair(first)
+    with pytest.raises(error, match=words):
+        peft_hotswap_adapter(theirs, second, adapter_name="default", torch_device="cpu")
+    with pytest.raises(error, match=words):
+        hotswap_adapter(ours, second, adapter_name="default")
+
+
+def test_hotswap_of_a_merged_adapter_refused_as_peft(tmp_path):
+    first, second = saved_adapters(tmp_path, dict(r=4), dict(r=4))
+    theirs, ours = loaded_pair(first)
+    for model, swap in ((theirs, peft_hotswap_adapter), (ours, hotswap_adapter)):
+        model.merge_adapter()
+        with pytest.raises(ValueError, match="Cannot hot-swap adapter 'default' because it is currently merged"):
+            swap(model, second, "default")
+
+
+@pytest.mark.parametrize("case", ["rank_pattern", "dora", "modules_to_save"])
+def test_hotswap_where_peft_goes_wrong_gives_the_second_adapter(tmp_path, case):
+    """PEFT 0.21 scales a rank_pattern layer by r (another output than the adapter's), and stops with a
+    KeyError on DoRA magnitudes and modules_to_save copies; minilora swaps them: the second adapter's output."""
+    first, second = {"rank_pattern": (dict(r=4), dict(r=4, rank_pattern={"seq.2": 2})),
+                     "dora": (dict(r=4, use_dora=True), dict(r=4, use_dora=True)),
+                     "modules_to_save": (dict(r=4, modules_to_save=["seq.4"]),
+                                         dict(r=4, modules_to_save=["seq.4"]))}[case]
+    first, second = saved_adapters(tmp_path, first, second)
+    _, ours = loaded_pair(first)
+    hotswap_adapter(ours, second, "default")
+    x = INPUTS[mlp](np.random.default_rng(1))
+    t_second, m_second = run_both(*loaded_pair(second), x)
+    with ml.no_grad():
+        np.testing.assert_allclose(ours(ml.tensor(x)).numpy(), t_second, rtol=0, atol=1e-12)

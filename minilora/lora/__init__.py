@@ -11,7 +11,8 @@ Where things are: ``config.py`` (the configs), ``layers.py`` (the LoRA/DoRA/VeRA
 Linear and on Embedding layers: the forward and the merge math), ``conv.py`` (LoRA on Conv1d/Conv2d),
 ``mha.py`` (LoRA on MultiheadAttention),
 ``model.py`` (injection, several adapters, merging), ``save.py`` (adapter files), ``status.py``
-(PEFT's get_layer_status / get_model_status).
+(PEFT's get_layer_status / get_model_status), ``hotswap.py`` (PEFT's ``peft.utils.hotswap``: new weights
+into a loaded adapter, ``from minilora.lora.hotswap import hotswap_adapter``).
 The op every LoRA forward runs is ``minilora.ops.lora_linear``.
 """
 from .config import (LoraConfig, PeftConfig, PeftType, TaskType, TrainableTokensConfig, VeraConfig, config_from_dict,

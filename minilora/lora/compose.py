@@ -15,10 +15,10 @@ PEFT's method and numbers (``LoraModel.add_weighted_adapter`` and ``peft.utils.m
 The new adapter has ``lora_alpha = r``, so its scaling is 1 (as PEFT). It is made from the first adapter's
 config, init included (the same draws as PEFT's), so it is a DoRA adapter when the first one is: as in
 PEFT, only A and B are combined, and its magnitude is the one DoRA computed when the adapter was made
-(``||W0 + s B A||`` per row of its initial factors; ``||W0||`` with the default init), not the adapters'. Random pruning (DARE) draws
-from minilora's generator (``minilora.manual_seed``) as PEFT draws from torch's: after the new
-adapter's init, layer by layer, A's masks then B's, each ``torch.bernoulli(ones_like(t) * density)``
-(torch's draw for the same seed).
+(``||W0 + s B A||`` per row of its initial factors; ``||W0||`` with the default init), not the adapters'.
+Random pruning (DARE) draws from minilora's generator (``minilora.manual_seed``) as PEFT draws from
+torch's: after the new adapter's init, layer by layer, A's masks then B's, each
+``torch.bernoulli(ones_like(t) * density)`` (torch's draw for the same seed).
 
 Dtypes, as PEFT's (on a bfloat16 model): the merge rules compute in float32 (16-bit factors upcast, as
 torch promotes them against its float32 weight tensor); "linear"/"ties"/"dare"/"magnitude_prune" round

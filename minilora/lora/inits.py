@@ -24,7 +24,8 @@ from ..checkpoint import load_file, save_file, save_json
 from ..factories import randn
 from ..tensor import Tensor, _host
 
-__all__ = ["init_name", "is_weight_mutating_init", "pissa_init", "olora_init", "orthogonal_init", "svd_lowrank", "save_converted_to_lora"]
+__all__ = ["init_name", "is_weight_mutating_init", "pissa_init", "olora_init", "orthogonal_init", "svd_lowrank",
+           "save_converted_to_lora"]
 
 
 def init_name(init_lora_weights):
@@ -100,7 +101,7 @@ def _replace_data(param, factor):
     if tuple(factor.shape) == tuple(param.shape):
         param._array[...] = factor
     else:
-        param.data = Tensor(factor.astype(param._array.dtype), device=param.device)
+        param.data = Tensor(factor, dtype=param._array.dtype, device=param.device)
 
 
 def pissa_init(layer, adapter_name, init_lora_weights):
