@@ -294,8 +294,10 @@ def _swap_in(tmp, directory):
             raise
         try:
             os.rename(old, tmp)  # (removed with ``tmp`` by atomic_folder)
-        except OSError:  # the new folder is in place: the save is done, only its old copy is left to remove
+        except BaseException as exc:  # the new folder is in place: the save is done, its old copy to remove
             shutil.rmtree(old, ignore_errors=True)
+            if not isinstance(exc, OSError):  # (a Ctrl-C: still the caller's to see)
+                raise
     _fsync_dir(os.path.dirname(directory))
     if cwd == directory:  # we replaced the working directory: follow it to the new folder
         os.chdir(directory)
