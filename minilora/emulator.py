@@ -88,7 +88,7 @@ _HEADER = EMU_DIR / "cuda_emu.h"
 _RUNTIME = EMU_DIR / "runtime.cpp"
 _INCLUDE = EMU_DIR / "include"  # stand-ins for <cuda_runtime.h>, <cuda_fp16.h>, ...
 _CXX = os.environ.get("CXX", "g++")
-_VERSION = "6"  # bump to invalidate every cached build (5: emu_release_stacks; 6: shuffle offsets mod 32, 16-bit conversions)
+_VERSION = "7"  # bump to invalidate every cached build (5: emu_release_stacks; 6: shuffle offsets mod 32, 16-bit conversions; 7: asynchronous copies in the runtime, shared windows)
 
 
 class EmulatorError(RuntimeError):
@@ -787,11 +787,11 @@ def _write_atomic(path: Path, data: str) -> None:
 
 # CUDA libraries beyond the core headers (kernels/emu/include has stand-ins for those): not emulated.
 _CUDA_LIBRARIES = {"curand": "cuRAND (device random numbers: draw them on the host with NumPy and pass them in)",
-                   "cub/": "CUB beyond the emulator's <cub/cub.cuh> stand-in (BlockReduce, BlockScan, WarpReduce, "
-                           "WarpScan)", "thrust/": "Thrust",
+                   "cub/": "CUB beyond the emulator's <cub/cub.cuh> stand-in (BlockReduce, BlockScan, BlockLoad, "
+                           "BlockStore, BlockExchange, BlockRadixSort, WarpReduce, WarpScan)", "thrust/": "Thrust",
                    "cuda/std/": "libcu++ beyond the emulator's <cuda/std/...> stand-ins ({})",
-                   "cuda/": "libcu++ (cuda::pipeline, cuda::barrier, cuda::memcpy_async, ...; of libcu++ the emulator has "
-                            "<cuda/std/...> and <cuda/atomic>'s atomic_ref only)",
+                   "cuda/": "libcu++ (cuda::annotated_ptr, cuda::ptx, cuda::memory_resource, ...; of libcu++ the emulator has "
+                            "<cuda/std/...>, <cuda/atomic>'s atomic_ref, <cuda/barrier> and <cuda/pipeline> only)",
                    "cublas": "cuBLAS", "cufft": "cuFFT", "cusparse": "cuSPARSE", "cudnn": "cuDNN",
                    "mma.h": "WMMA (nvcuda::wmma tensor-core fragments)", "cuda_pipeline": "cuda_pipeline.h",
                    "cuda_fp6": "the FP6 types", "cuda_fp4": "the FP4 types", "cuda_awbarrier": "cuda_awbarrier.h",
@@ -814,7 +814,7 @@ def _missing_header_hint(stderr: str) -> str:
                                               if not p.name.startswith("__"))))
     return (f"\n{m.group(1)} belongs to {library}, which minilora's CUDA emulator does not provide: it has CUDA's "
             "core headers only (cuda_runtime.h, cuda_fp16.h, cuda_bf16.h, cooperative_groups.h, cuComplex.h, "
-            "cuda/std/..., cuda/atomic, cub/cub.cuh)")
+            "cuda/std/..., cuda/atomic, cuda/barrier, cuda/pipeline, cuda_pipeline.h, cub/cub.cuh)")
 
 
 def _user_code_with_offsets(preprocessed: str, masked: str):
@@ -1189,15 +1189,16 @@ class _Module:
         preprocessor keeps it (_refuse_unsupported): an asm under #ifndef __CUDA_EMU__ is no error."""
         masked, out, last = _mask(text), [], 0
         for m in re.finditer(r"(?<![\w.])(?:asm|__asm__|__asm)\s*(?:volatile\b|__volatile__\b)?\s*(?:goto\s*)?\(", masked):
-            if _in_macro(masked, m.start()):
-                continue  # a macro that writes asm: left to _refuse_unsupported, which refuses it by name
             close = _close_paren(masked, m.end() - 1)
+            # in a macro (#define CP_ASYNC_COMMIT() asm volatile(...)) the statement spans continued lines: the
+            # translation keeps them continued, and a refusal fires where the macro is used
+            newline = " \\\n" if _in_macro(masked, m.start()) else "\n"
             try:
-                code = translate_asm(text[m.end():close])
+                code = translate_asm(text[m.end():close].replace("\\\n", "\n"))
             except PtxError as e:
                 self._ptx_refusals.append(str(e))
                 code = f"__emu_ptx_refused<{len(self._ptx_refusals) - 1}>();"
-            out += [text[last:m.start()], "{ " + code + " }" + "\n" * text.count("\n", m.start(), close + 1)]
+            out += [text[last:m.start()], "{ " + code + " }" + newline * text.count("\n", m.start(), close + 1)]
             last = close + 1
         return "".join(out + [text[last:]])
 

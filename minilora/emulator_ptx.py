@@ -10,8 +10,13 @@ asm statements.  Each such statement is rewritten, on its own line(s), into a C+
 ``activemask``), barriers (``bar.sync``), fences and atomics go through the emulator's own, so its checks
 still apply.
 
-What is not modelled (tensor-core ``mma``/``wmma``/``ldmatrix``, ``cp.async``, ``.shared`` addresses,
-textures, ...) is refused at build time naming the instruction, never run wrongly.
+Shared memory is addressed through the runtime's 32-bit windows (``__cvta_generic_to_shared``, ``cvta.to.shared``):
+``ld.shared``/``st.shared`` and Ampere's asynchronous copies (``cp.async.ca/cg.shared.global``,
+``cp.async.commit_group``, ``cp.async.wait_group``/``wait_all``) go through them, the copies to the runtime's
+queue (a copy lands when a wait covers it, so an early read sees the old bytes and racecheck names it).
+
+What is not modelled (tensor-core ``mma``/``wmma``/``ldmatrix``, bulk/TMA copies, mbarriers, textures, ...) is
+refused at build time naming the instruction, never run wrongly.
 """
 from __future__ import annotations
 
@@ -54,7 +59,8 @@ SUPPORTED = ("mov (special registers %laneid %warpid %smid %tid ..., {a, b} pack
              "add sub mul mad fma div rem min max neg abs and or xor not cnot shl shr shf bfe bfi lop3 prmt popc "
              "clz brev, ex2 lg2 rcp rsqrt sqrt sin cos tanh (.approx), setp selp (predicates, @p guards), "
              "shfl.sync, vote.sync, activemask, bar.sync/barrier.sync, bar.warp.sync, membar/fence, "
-             "atom/red (.global: add, min, max, exch, cas, and, or, xor, inc, dec), dp4a, cvta (global), "
+             "atom/red (.global: add, min, max, exch, cas, and, or, xor, inc, dec), dp4a, cvta (global, shared), "
+             "ld/st.shared, cp.async.ca/cg.shared.global, cp.async.commit_group/wait_group/wait_all, "
              "prefetch, nanosleep, trap")
 
 
@@ -265,6 +271,35 @@ def _address(token: str, registers: set[str]) -> str:
     return f"((char*)(uintptr_t)({base}){offset})"
 
 
+def _shared_address(token: str, registers: set[str], nbytes: str) -> str:
+    """A .shared operand `[addr + off]` (a 32-bit window address) as the pointer it stands for; the runtime
+    faults, named, when `nbytes` bytes there are outside every __shared__ array of the block."""
+    window = _address(token, registers).replace("((char*)(uintptr_t)(", "((uint64_t)(", 1)
+    return f"((char*)__emu::shared_window_ptr({window}, {nbytes}, __FILE__, __LINE__))"
+
+
+def _cp_async(mods: list[str], args: list[str], regs: set[str], head: str) -> str:
+    """cp.async.{ca,cg}.shared.global [dst], [src], cp-size{, src-size}; commit_group; wait_group N; wait_all."""
+    if mods == ["commit_group"]:
+        return "__emu::async_commit();"
+    if mods == ["wait_group"]:
+        return f"__emu::async_wait((int){_value(args[0], regs)});"
+    if mods == ["wait_all"]:  # commit_group + wait_group 0
+        return "__emu::async_commit(); __emu::async_wait(0);"
+    if "shared" not in mods or "global" not in mods or any(m in mods for m in ("bulk", "mbarrier")):
+        raise PtxError(f"the inline PTX instruction '{head}' is not modelled by minilora's CUDA emulator (it runs "
+                       "cp.async.ca/cg.shared.global with commit_group and wait_group; bulk copies, TMA and mbarriers "
+                       "are not modelled)")
+    if len(args) > 3 and not re.fullmatch(r"-?\w+", args[3].strip()) or len(args) > 4:
+        raise PtxError(f"the inline PTX instruction '{head}': only the src-size operand is modelled after cp-size "
+                       "(an ignore-src predicate or a cache policy is not)")
+    size = f"(size_t){_value(args[2], regs)}"
+    src_size = f"(size_t){_value(args[3], regs)}" if len(args) > 3 else size
+    src = _address(args[1], regs)
+    return (f"__emu::async_copy({_shared_address(args[0], regs, size)}, {src}, {size}, {src_size}, {size}, "
+            "__FILE__, __LINE__);")
+
+
 def _split_operands(text: str) -> list[str]:
     parts, depth, cur = [], 0, []
     for ch in text:
@@ -388,22 +423,24 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
             return " ".join(f"{_dest(p, regs)} = ({value} >> {width * i}) & {hex((1 << width) - 1)}ull;"
                             for i, p in enumerate(parts) if p != "_")
         return _set(_dest(dst, regs), t, _get(t, _value(src, regs)))
+    if op == "cp" and mods[:1] == ["async"]:
+        return _cp_async(mods[1:], args, regs, head)
     if op in ("ld", "st"):
-        if any(s in mods for s in ("shared", "local", "param", "tex")) or any(s.startswith("shared") for s in mods):
-            raise PtxError(f"the inline PTX instruction '{head}': {op} from .shared/.local/.param addresses is not "
-                           "modelled by minilora's CUDA emulator (those are 32-bit window addresses there); use the "
-                           "pointer in C++ instead")
+        if any(s in mods for s in ("local", "param", "tex")) or any(s.startswith("shared:") for s in mods):
+            raise PtxError(f"the inline PTX instruction '{head}': {op} from .local/.param/.shared::cluster addresses is "
+                           "not modelled by minilora's CUDA emulator; use the pointer in C++ instead")
         width = 4 if "v4" in mods else 8 if "v8" in mods else 2 if "v2" in mods else 1
         # .volatile / .relaxed / .acquire / .release: a real atomic access, so a spin loop on a flag that another
         # block sets re-reads memory (a plain copy could be hoisted out of the loop by the compiler)
         ordered = "true" if any(m in mods for m in ("volatile", "relaxed", "acquire", "release")) else "false"
+        shared = "shared" in mods
         if op == "ld":
             dests = _vector(args[0]) or [args[0]]
-            addr = _address(args[1], regs)
+            addr = _shared_address(args[1], regs, f"{width} * sizeof({t})") if shared else _address(args[1], regs)
             return " ".join(_set(_dest(d, regs), t, f"__emu::ptx::load<{t}>({addr}, {i}, {ordered})")
                             for i, d in enumerate(dests[:width]) if d != "_")
         srcs = _vector(args[1]) or [args[1]]
-        addr = _address(args[0], regs)
+        addr = _shared_address(args[0], regs, f"{width} * sizeof({t})") if shared else _address(args[0], regs)
         return " ".join(f"__emu::ptx::store<{t}>({addr}, {i}, {_get(t, _value(s, regs))}, {ordered});"
                         for i, s in enumerate(srcs[:width]))
     if op == "cvt":
@@ -557,10 +594,15 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
         return "__threadfence();"
     if op == "nanosleep" or op in ("prefetch", "prefetchu"):
         return ""  # no sleeping and no caches to warm here
-    if op == "cvta":  # generic <-> global addresses are the same pointers here; shared/local windows are not
-        if any(m in mods for m in ("shared", "local", "const", "param")):
-            raise PtxError(f"the inline PTX instruction '{head}': .shared/.local address windows are not modelled "
-                           "by minilora's CUDA emulator (a shared address is not a pointer there)")
+    if op == "cvta":  # generic <-> global addresses are the same pointers here; shared ones go through the windows
+        if any(m in mods for m in ("local", "const", "param")):
+            raise PtxError(f"the inline PTX instruction '{head}': .local/.const/.param address windows are not "
+                           "modelled by minilora's CUDA emulator")
+        if "shared" in mods:
+            value = _value(args[1], regs)
+            if "to" in mods:  # cvta.to.shared: generic pointer -> window address
+                return f"{_dest(args[0], regs)} = __emu::shared_window_of((const void*)(uintptr_t)({value}), __FILE__, __LINE__);"
+            return f"{_dest(args[0], regs)} = (uint64_t)(uintptr_t)__emu::shared_window_ptr({value}, 0, __FILE__, __LINE__);"
         return f"{_dest(args[0], regs)} = {_value(args[1], regs)};"
     if op == "dp4a":  # dp4a.atype.btype d, a, b, c: four byte products (signed or not) added to c
         if len(types) != 2:

@@ -166,8 +166,18 @@ void* shared_get(int* slot, size_t size, size_t align, const char* name, const c
 void* dynamic_shared();
 void grid_sync(const char* file, int line);  // cooperative_groups::grid_group::sync()
 [[noreturn]] void assert_fail(const char* expr, const char* file, int line);
+[[noreturn]] void device_fault(const char* what, const char* file, int line);  // a misuse, named
 int device_printf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 long long clock_ticks();
+// Asynchronous global -> shared copies (runtime.cpp, "asynchronous copies"): recorded when issued, landed by a wait.
+void async_copy(void* dst, const void* src, size_t bytes, size_t src_bytes, size_t align, const char* file,
+                int line);
+void async_commit();
+void async_wait(int pending);  // land the oldest committed groups until at most `pending` remain
+int async_pending();           // committed groups still in flight
+// Shared-memory window addresses (what PTX calls a .shared address; runtime.cpp, "shared-memory windows").
+unsigned long long shared_window_of(const void* p, const char* file, int line);
+void* shared_window_ptr(unsigned long long addr, size_t bytes, const char* file, int line);
 
 // Shuffles move any value of up to 8 bytes (int, float, double, __half, ...) bit for bit.
 template <class T>
@@ -271,6 +281,15 @@ namespace __emu { [[noreturn]] void trap(const char* file, int line); }
 #define __assume(...) ((void)sizeof(static_cast<bool>(__VA_ARGS__)))
 #define __brkpt() (__emu::trap(__FILE__, __LINE__))
 inline long long clock64() { return __emu::clock_ticks(); }
+// Address-space conversions: a shared pointer <-> its 32-bit window address (what cp.async and ld.shared take).
+inline size_t __cvta_generic_to_shared(const void* p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    return (size_t)__emu::shared_window_of(p, file, line);
+}
+inline void* __cvta_shared_to_generic(size_t a, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    return __emu::shared_window_ptr(a, 0, file, line);
+}
+inline size_t __cvta_generic_to_global(const void* p) { return (size_t)p; }
+inline void* __cvta_global_to_generic(size_t a) { return (void*)a; }
 // clock() is the C library's (<ctime>, included above): CPU time, as meaningless for speed as clock64().
 
 // Device printf: collected by the runtime and printed by Python after the launch, like CUDA does

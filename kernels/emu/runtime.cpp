@@ -161,6 +161,19 @@ struct alignas(64) Fiber {
 #endif
 };
 
+// One asynchronous global -> shared copy, recorded when issued and performed ("landed") when a wait covers it.
+struct AsyncCopy {
+    char* dst;
+    const char* src;
+    size_t bytes, src_bytes;  // bytes written to dst; the first src_bytes come from src, the rest are zeros
+    const char* file;         // where it was issued (for racecheck's report)
+    int line;
+};
+struct AsyncQueue {
+    std::vector<AsyncCopy> open;                // issued since the last commit
+    std::deque<std::vector<AsyncCopy>> groups;  // committed, oldest first
+};
+
 // ---- launch state ---------------------------------------------------------------------------------
 // One launch at a time (emulator.py holds a lock), but its blocks may run on several OS threads at
 // once: a Worker is one such thread with everything it needs to run a block -- a copy of the launch's
@@ -199,6 +212,10 @@ struct alignas(64) Worker {  // (aligned: no cache line holds two workers' state
     std::vector<SharedRegion> slot_region;
     size_t static_bytes = 0;
     std::string output;           // device printf output of the current block
+    // Asynchronous copies (cp.async, __pipeline_memcpy_async, cuda::memcpy_async, cg::memcpy_async) issued and
+    // not yet landed, per CUDA thread (fibers keep their addresses for the whole launch; see "asynchronous copies").
+    std::unordered_map<const Fiber*, AsyncQueue> async;
+    const AsyncCopy* landing = nullptr;  // the copy being performed (a crash in its memcpy names where it was issued)
     // The scheduler: the running fiber and where the scheduler's own context is saved.
     Fiber* cur = nullptr;
     void* sched_sp = nullptr;
@@ -645,6 +662,7 @@ inline void yield_to_scheduler(Fiber* f, Worker& w) {
 // of the launch resumes the same fiber (see reuse_block_fibers), which runs the kernel again as that
 // block's thread with the same threadIdx: starting a CUDA thread then costs one ordinary switch, with
 // no new stack frame to build and no mispredicted return into a fresh one.
+void land_async_at_exit(Fiber* f);
 void fiber_main() {
 #ifdef EMU_ASAN
     __sanitizer_finish_switch_fiber(nullptr, &g_main_stack_bottom, &g_main_stack_size);
@@ -653,6 +671,7 @@ void fiber_main() {
     Worker& w = *f->worker;
     for (;;) {
         w.kernel->trampoline(w.args);
+        if (!w.async.empty()) land_async_at_exit(f);
         f->state = EXITED;
         yield_to_scheduler(f, w);
     }
@@ -966,6 +985,10 @@ std::string describe_fault() {
     const std::string who = w.crashed_in_fiber ? fmt("thread (%u,%u,%u) of ", w.crashed_thread.x, w.crashed_thread.y,
                                               w.crashed_thread.z) + block_str()
                                         : "the emulator's scheduler, running " + block_str() + ",";
+    if (w.landing)  // the source (or destination) of an asynchronous copy was bad: name the copy, not libc's memcpy
+        return who + fmt(" crashed landing the asynchronous copy issued at %s (%zu bytes from %p to %p)",
+                         where(w.landing->file, w.landing->line).c_str(), w.landing->src_bytes,
+                         static_cast<const void*>(w.landing->src), static_cast<void*>(w.landing->dst)) + ": " + what;
     return who + " crashed" kLocationMark ": " + what;
 }
 #endif
@@ -1131,9 +1154,15 @@ bool g_initcheck = false;
 void track_shared(const char* p, size_t size, const std::string& name) {
     g_tracked.push_back(TrackedArray{uintptr_t(p), uintptr_t(p) + size, "__shared__ '" + name + "'"});
 }
+// Shared bytes an asynchronous copy will write when a wait lands it: any access before that is a hazard (on a
+// GPU the copy lands at some moment before the wait, so the access sees the old bytes or the new, by timing).
+struct PendingCopy { int thread; const char* file; int line; };
+std::unordered_map<uintptr_t, PendingCopy> g_async_pending;
+
 void racecheck_new_block() {
     Worker& w = me();
     g_shadow.clear();
+    g_async_pending.clear();
     g_tracked.clear();
     g_barrier_count = 0;
     g_warp_syncs.assign(size_t(w.nthreads + 31) / 32, 0);
@@ -1181,10 +1210,38 @@ void initcheck_access(const TrackedArray& array, uintptr_t a, size_t n, bool wri
     }
 }
 
+// `at`: where the access is (an issue of another copy names its line; other accesses, their code address).
+[[noreturn]] void report_async_hazard(const TrackedArray& array, uintptr_t byte, const PendingCopy& copy, bool write,
+                                      const std::string& at) {
+    Worker& w = me();
+    fail_in_fiber(E_RACE, fmt("racecheck: %s of byte %lu of %s by %s of %s at %s, while an asynchronous copy into it is "
+                              "in flight: %s issued it at %s (cp.async, __pipeline_memcpy_async, cuda::memcpy_async or "
+                              "cooperative_groups::memcpy_async) and has not waited for it yet. On a GPU the copy lands "
+                              "at some moment before its wait (cp.async.wait_group, __pipeline_wait_prior, "
+                              "pipeline.consumer_wait(), cg::wait, the barrier's wait), so the %s sees old or new bytes "
+                              "by timing: wait first (then __syncthreads() before other threads use the data).",
+                              write ? "write" : "read", (unsigned long)(byte - array.lo), array.name.c_str(),
+                              tid_str(*w.cur).c_str(), block_str().c_str(), at.c_str(), tid_str(w.fibers[size_t(copy.thread)]).c_str(),
+                              where(copy.file, copy.line).c_str(), write ? "write" : "read"));
+}
+void check_async_pending(const TrackedArray& array, uintptr_t a, size_t n, bool write, uintptr_t pc,
+                         const char* file = nullptr, int line = 0) {
+    for (size_t i = 0; i < n && a + i < array.hi; ++i) {
+        const auto it = g_async_pending.find(a + i);
+        if (it != g_async_pending.end())
+            report_async_hazard(array, a + i, it->second, write, file ? where(file, line) : pc_mark(pc));
+    }
+}
+void racecheck_record(const void* p, size_t n, bool write, uintptr_t pc);
 void racecheck_access(const void* p, size_t n, bool write, uintptr_t pc) {
     if (!t_worker) return;
     Worker& w = *t_worker;
     if (!w.in_fiber || !w.cur || w.cur->in_runtime) return;
+    racecheck_record(p, n, write, pc);
+}
+// The access of the running CUDA thread (also the runtime's own on its behalf: an asynchronous copy's).
+void racecheck_record(const void* p, size_t n, bool write, uintptr_t pc) {
+    Worker& w = *t_worker;
     const uintptr_t a = uintptr_t(p);
     const TrackedArray* array = nullptr;
     for (const TrackedArray& r : g_tracked)
@@ -1193,6 +1250,7 @@ void racecheck_access(const void* p, size_t n, bool write, uintptr_t pc) {
         for (const TrackedArray& r : g_tracked_global)
             if (a >= r.lo && a < r.hi) { array = &r; break; }
     if (!array) return;  // a local variable, or memory the kernel was not given
+    if (!g_async_pending.empty()) check_async_pending(*array, a, n, write, pc);
     if (g_initcheck) return initcheck_access(*array, a, n, write, pc);
     const int t = w.cur->linear, warp = t / 32;
     const Access now{t, g_barrier_count, g_warp_syncs[size_t(warp)], pc};
@@ -1215,6 +1273,27 @@ void racecheck_access(const void* p, size_t n, bool write, uintptr_t pc) {
         }
     }
 }
+// An asynchronous copy issued: its destination is off limits until the copy lands.  Two copies in flight into
+// the same byte are a hazard too (which lands last is timing).
+// The copy writes its bytes at some moment between issue and wait: against other threads' accesses it is a
+// write at the issue too (a neighbour's earlier read with no barrier in between is a write-after-read hazard).
+void racecheck_async_issue(const void* dst, size_t n, const char* file, int line, uintptr_t pc) {
+    Worker& w = me();
+    const uintptr_t a = uintptr_t(dst);
+    for (const TrackedArray& r : g_tracked)
+        if (a >= r.lo && a < r.hi) {
+            check_async_pending(r, a, n, true, pc, file, line);
+            racecheck_record(dst, n, true, pc);
+            for (size_t i = 0; i < n && a + i < r.hi; ++i) g_async_pending[a + i] = PendingCopy{w.cur->linear, file, line};
+            return;
+        }
+}
+// ...and when it lands (at a wait of the thread that issued it), it is that thread's write at that moment.
+void racecheck_async_land(const void* dst, size_t n, uintptr_t pc) {
+    const uintptr_t a = uintptr_t(dst);
+    for (size_t i = 0; i < n; ++i) g_async_pending.erase(a + i);
+    racecheck_record(dst, n, true, pc);
+}
 // An atomic (not checked for races) reads and writes its bytes: initcheck wants them written first.
 void racecheck_atomic(const volatile void* p, size_t n, bool reads, uintptr_t pc) {
     if (!g_initcheck) return;
@@ -1223,10 +1302,35 @@ void racecheck_atomic(const volatile void* p, size_t n, bool reads, uintptr_t pc
 }
 #else
 inline void track_shared(const char*, size_t, const std::string&) {}
+inline void racecheck_async_issue(const void*, size_t, const char*, int, uintptr_t) {}
+inline void racecheck_async_land(const void*, size_t, uintptr_t) {}
 inline void racecheck_new_block() {}
 void racecheck_block_barrier() {}
 void racecheck_warp_sync(int) {}
 #endif
+
+// An asynchronous copy lands (see "asynchronous copies" below): at a wait, or as its thread exits.
+void land(const AsyncCopy& c, uintptr_t pc) {
+    Worker& w = me();
+    w.landing = &c;
+    if (c.src_bytes) std::memcpy(c.dst, c.src, c.src_bytes);
+    std::memset(c.dst + c.src_bytes, 0, c.bytes - c.src_bytes);
+    w.landing = nullptr;
+    racecheck_async_land(c.dst, c.bytes, pc);  // memcpy is not instrumented
+}
+// A thread that ends with copies in flight: they land (a GPU completes them too), committed or not.
+void land_async_at_exit(Fiber* f) {
+    Worker& w = *f->worker;
+    const auto it = w.async.find(f);
+    if (it == w.async.end()) return;
+    RuntimeSection busy(f);
+    AsyncQueue& q = it->second;
+    q.groups.push_back(std::move(q.open));
+    for (const auto& group : q.groups)
+        for (const AsyncCopy& c : group) land(c, 0);
+    w.async.erase(it);
+}
+
 
 // ---- shared memory -------------------------------------------------------------------------------
 // A block's __shared__ arrays, and its dynamic shared memory, are placed when a thread of the block
@@ -1561,6 +1665,8 @@ void run_worker(Worker* wp) {
     Worker& w = *wp;
     t_worker = &w;
     w.fibers.assign(w.nthreads, Fiber());
+    w.async.clear();  // copies a failed launch left in flight die with it (their fibers are gone)
+    w.landing = nullptr;
     if (!ensure_stacks(w, w.nthreads)) {
         set_error(E_INTERNAL, "could not allocate fiber stacks");
         return stop_after(0);
@@ -1979,10 +2085,106 @@ void* dynamic_shared() {
     return w.dyn;
 }
 
-#ifdef EMU_RACECHECK
-// minilora_async_copy.h: a cp.async copy lands with memcpy, which is not instrumented; initcheck sees it here.
-void initcheck_written(void* p, size_t n) { racecheck_atomic(p, n, false, 0); }
-#endif
+// ---- asynchronous copies ----------------------------------------------------------------------------
+// cp.async and everything built on it (__pipeline_memcpy_async, cuda::memcpy_async with a pipeline or a
+// barrier, cooperative_groups::memcpy_async) start a global -> shared copy that the thread does not wait for;
+// a commit closes the copies issued since the last one into a group, and a wait lets at most N of the thread's
+// newest groups stay in flight.  On a GPU a copy lands at some moment between its issue and its wait: a kernel
+// that reads the destination early reads old bytes or new by timing.  Here a copy is only recorded when issued
+// and lands (memcpy) when a wait covers it, so such a read always sees the old bytes, and racecheck reports it
+// (racecheck_async_issue).  Each CUDA thread has its own queue; a thread that ends with copies in flight has them
+// land as it exits (a GPU completes them too).
+static AsyncQueue& async_queue(Fiber* f) { return f->worker->async[f]; }
+
+// `align`: what both addresses must be a multiple of (cp.async's cp-size; 1 where the API asks nothing).
+void async_copy(void* dst, const void* src, size_t bytes, size_t src_bytes, size_t align, const char* file, int line) {
+    Fiber* f = current_fiber();
+    RuntimeSection busy(f);
+    if (align > 1 && ((uintptr_t(dst) | uintptr_t(src)) % align))
+        fail_in_fiber(E_FAULT, fmt("%s of %s: misaligned address in the asynchronous copy at %s: a %zu-byte cp.async "
+                                   "needs its shared (%p) and global (%p) addresses %zu-byte aligned (a GPU stops the "
+                                   "kernel: misaligned address)", tid_str(*f).c_str(), block_str().c_str(),
+                                   where(file, line).c_str(), bytes, dst, src, align));
+    if (src_bytes > bytes)
+        fail_in_fiber(E_FAULT, fmt("%s of %s: an asynchronous copy at %s reads %zu bytes into %zu (cp.async's "
+                                   "src-size must not exceed its cp-size)", tid_str(*f).c_str(), block_str().c_str(),
+                                   where(file, line).c_str(), src_bytes, bytes));
+    racecheck_async_issue(dst, bytes, file, line, uintptr_t(__builtin_return_address(0)) - 1);
+    async_queue(f).open.push_back(AsyncCopy{static_cast<char*>(dst), static_cast<const char*>(src), bytes, src_bytes,
+                                            file, line});
+}
+
+void async_commit() {
+    Fiber* f = current_fiber();
+    RuntimeSection busy(f);
+    AsyncQueue& q = async_queue(f);
+    q.groups.push_back(std::move(q.open));
+    q.open.clear();
+}
+
+// Land the thread's oldest groups until at most `pending` remain in flight (copies not yet committed are in no
+// group and stay, as on a GPU).
+void async_wait(int pending) {
+    const uintptr_t pc = uintptr_t(__builtin_return_address(0)) - 1;
+    Fiber* f = current_fiber();
+    Worker& w = *f->worker;
+    const auto it = w.async.find(f);
+    if (it == w.async.end()) return;
+    RuntimeSection busy(f);
+    AsyncQueue& q = it->second;
+    while ((int)q.groups.size() > (pending < 0 ? 0 : pending)) {
+        for (const AsyncCopy& c : q.groups.front()) land(c, pc);
+        q.groups.pop_front();
+    }
+    if (q.groups.empty() && q.open.empty()) w.async.erase(it);  // keep the table as small as the copies in flight
+}
+
+// How many committed groups of this thread are still in flight.
+int async_pending() {
+    Fiber* f = current_fiber();
+    const auto it = f->worker->async.find(f);
+    return it == f->worker->async.end() ? 0 : (int)it->second.groups.size();
+}
+
+// ---- shared-memory windows ------------------------------------------------------------------------------
+// PTX addresses shared memory through a 32-bit window (__cvta_generic_to_shared, cp.async's [dst], ld.shared);
+// here every shared array is its own allocation, so the window gives each its own 256 KiB range (more than a
+// block may have): dynamic shared memory at 1 << 18, static declaration s at (s + 2) << 18.  Arithmetic within
+// one array works as on a GPU; an address outside every array of the block is a fault, named.
+constexpr int kWindowShift = 18;
+
+unsigned long long shared_window_of(const void* p, const char* file, int line) {
+    Fiber* f = current_fiber();
+    const Worker& w = *f->worker;
+    const uintptr_t a = uintptr_t(p);
+    if (w.dyn && a >= uintptr_t(w.dyn) && a <= uintptr_t(w.dyn) + w.dyn_shared)
+        return (1ull << kWindowShift) + (a - uintptr_t(w.dyn));
+    for (size_t s = 0; s < w.slot_ptr.size(); ++s) {
+        const char* base = w.slot_ptr[s];
+        if (base && a >= uintptr_t(base) && a <= uintptr_t(base) + w.slot_region[s].size)
+            return ((s + 2ull) << kWindowShift) + (a - uintptr_t(base));
+    }
+    fail_in_fiber(E_FAULT, fmt("%s of %s: __cvta_generic_to_shared (cvta.to.shared, or the shared destination of "
+                               "__pipeline_memcpy_async) at %s got %p, which is not in the block's shared memory (only "
+                               "a pointer into a __shared__ array has a shared-window address)", tid_str(*f).c_str(),
+                               block_str().c_str(), where(file, line).c_str(), p));
+}
+
+void* shared_window_ptr(unsigned long long addr, size_t bytes, const char* file, int line) {
+    Fiber* f = current_fiber();
+    const Worker& w = *f->worker;
+    const size_t k = size_t(addr >> kWindowShift), off = size_t(addr & ((1ull << kWindowShift) - 1));
+    char* base = nullptr;
+    size_t size = 0;
+    if (k == 1 && w.dyn) base = w.dyn, size = w.dyn_shared;
+    else if (k >= 2 && k - 2 < w.slot_ptr.size() && w.slot_ptr[k - 2]) base = w.slot_ptr[k - 2], size = w.slot_region[k - 2].size;
+    if (!base || off + bytes > size)
+        fail_in_fiber(E_FAULT, fmt("%s of %s: the shared-memory address 0x%llx used at %s (%zu bytes) is outside every "
+                                   "__shared__ array of the block: out-of-bounds shared access (on a GPU: an illegal "
+                                   "address, or another array's bytes)", tid_str(*f).c_str(), block_str().c_str(),
+                                   addr, where(file, line).c_str(), bytes));
+    return base + off;
+}
 
 void grid_sync(const char* file, int line) {
     Fiber* f = current_fiber();
@@ -2009,6 +2211,14 @@ void assert_fail(const char* expr, const char* file, int line) {
     RuntimeSection busy(f);
     fail_in_fiber(E_FAULT, fmt("device-side assertion `%s` failed at %s in %s, %s", expr, where(file, line).c_str(),
                                block_str().c_str(), tid_str(*f).c_str()));
+}
+
+// A misuse the stand-in headers find (a cuda::barrier used before init, ...): the kernel stops, named.
+void device_fault(const char* what, const char* file, int line) {
+    Fiber* f = current_fiber();
+    RuntimeSection busy(f);
+    fail_in_fiber(E_FAULT, fmt("%s at %s in %s, %s", what, where(file, line).c_str(), block_str().c_str(),
+                               tid_str(*f).c_str()));
 }
 
 int device_printf(const char* f, ...) {

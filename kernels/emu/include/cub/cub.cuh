@@ -1,10 +1,11 @@
 // Stand-in for CUB (<cub/cub.cuh>) under minilora's CPU emulator: the block- and warp-wide collectives kernels
-// use most -- cub::BlockReduce, cub::BlockScan, cub::WarpReduce, cub::WarpScan -- with CUB's interfaces
+// use most -- cub::BlockReduce, cub::BlockScan, cub::WarpReduce, cub::WarpScan, cub::BlockLoad / BlockStore /
+// BlockExchange (and the LoadDirect* / StoreDirect* functions), cub::BlockRadixSort -- with CUB's interfaces
 // (a TempStorage in __shared__, results where CUB defines them: a reduction's in thread / lane 0) and its
 // operators (cub::Sum, Max, Min, ArgMax, ArgMin, KeyValuePair).  They are written with the emulator's own
 // shuffles and __syncthreads, so its barrier, shuffle and race checks apply as to the user's code.  Anything
-// else of CUB (BlockRadixSort, BlockLoad, the Device* algorithms, ...) fails to compile with a message that
-// names it.
+// else of CUB (BlockHistogram, BlockMergeSort, the Device* algorithms, ...) fails to compile with a message
+// that names it.
 #pragma once
 #include "../../cuda_emu.h"
 #include "../cuda/std/__emu_open.h"
@@ -265,15 +266,276 @@ class BlockScan {
     template <int ITEMS> void ExclusiveSum(T (&input)[ITEMS], T (&output)[ITEMS]) { ExclusiveScan(input, output, T(0), cub::Sum()); }
 };
 
+// ---- data movement: BlockLoad, BlockStore, BlockExchange --------------------------------------------
+// Arrangements (CUB's words): "blocked" -- thread t holds items t*ITEMS .. t*ITEMS+ITEMS-1; "striped" -- thread
+// t holds items t, t+THREADS, ...; "warp-striped" -- within each warp's run of 32*ITEMS items, lane l holds
+// l, l+32, ....  The loads and stores read and write global memory directly in the arrangement asked for (what
+// every algorithm amounts to); BlockExchange goes through its TempStorage with a __syncthreads(), as CUB's.
+struct NullType {};
+
+template <class T, int ITEMS, class It>
+void LoadDirectBlocked(int linear_tid, It block_itr, T (&items)[ITEMS]) {
+    for (int i = 0; i < ITEMS; ++i) items[i] = block_itr[linear_tid * ITEMS + i];
+}
+template <class T, int ITEMS, class It>
+void LoadDirectBlocked(int linear_tid, It block_itr, T (&items)[ITEMS], int valid_items) {
+    for (int i = 0; i < ITEMS; ++i)
+        if (linear_tid * ITEMS + i < valid_items) items[i] = block_itr[linear_tid * ITEMS + i];
+}
+template <class T, class Default, int ITEMS, class It>
+void LoadDirectBlocked(int linear_tid, It block_itr, T (&items)[ITEMS], int valid_items, Default oob_default) {
+    for (int i = 0; i < ITEMS; ++i) items[i] = (T)oob_default;
+    LoadDirectBlocked(linear_tid, block_itr, items, valid_items);
+}
+template <int BLOCK_THREADS, class T, int ITEMS, class It>
+void LoadDirectStriped(int linear_tid, It block_itr, T (&items)[ITEMS]) {
+    for (int i = 0; i < ITEMS; ++i) items[i] = block_itr[linear_tid + i * BLOCK_THREADS];
+}
+template <int BLOCK_THREADS, class T, int ITEMS, class It>
+void LoadDirectStriped(int linear_tid, It block_itr, T (&items)[ITEMS], int valid_items) {
+    for (int i = 0; i < ITEMS; ++i)
+        if (linear_tid + i * BLOCK_THREADS < valid_items) items[i] = block_itr[linear_tid + i * BLOCK_THREADS];
+}
+template <int BLOCK_THREADS, class T, class Default, int ITEMS, class It>
+void LoadDirectStriped(int linear_tid, It block_itr, T (&items)[ITEMS], int valid_items, Default oob_default) {
+    for (int i = 0; i < ITEMS; ++i) items[i] = (T)oob_default;
+    LoadDirectStriped<BLOCK_THREADS>(linear_tid, block_itr, items, valid_items);
+}
+template <class T, int ITEMS, class It>
+void StoreDirectBlocked(int linear_tid, It block_itr, T (&items)[ITEMS]) {
+    for (int i = 0; i < ITEMS; ++i) block_itr[linear_tid * ITEMS + i] = items[i];
+}
+template <class T, int ITEMS, class It>
+void StoreDirectBlocked(int linear_tid, It block_itr, T (&items)[ITEMS], int valid_items) {
+    for (int i = 0; i < ITEMS; ++i)
+        if (linear_tid * ITEMS + i < valid_items) block_itr[linear_tid * ITEMS + i] = items[i];
+}
+template <int BLOCK_THREADS, class T, int ITEMS, class It>
+void StoreDirectStriped(int linear_tid, It block_itr, T (&items)[ITEMS]) {
+    for (int i = 0; i < ITEMS; ++i) block_itr[linear_tid + i * BLOCK_THREADS] = items[i];
+}
+template <int BLOCK_THREADS, class T, int ITEMS, class It>
+void StoreDirectStriped(int linear_tid, It block_itr, T (&items)[ITEMS], int valid_items) {
+    for (int i = 0; i < ITEMS; ++i)
+        if (linear_tid + i * BLOCK_THREADS < valid_items) block_itr[linear_tid + i * BLOCK_THREADS] = items[i];
+}
+
+enum BlockLoadAlgorithm { BLOCK_LOAD_DIRECT, BLOCK_LOAD_STRIPED, BLOCK_LOAD_VECTORIZE, BLOCK_LOAD_TRANSPOSE,
+                          BLOCK_LOAD_WARP_TRANSPOSE, BLOCK_LOAD_WARP_TRANSPOSE_TIMESLICED };
+enum BlockStoreAlgorithm { BLOCK_STORE_DIRECT, BLOCK_STORE_STRIPED, BLOCK_STORE_VECTORIZE, BLOCK_STORE_TRANSPOSE,
+                           BLOCK_STORE_WARP_TRANSPOSE, BLOCK_STORE_WARP_TRANSPOSE_TIMESLICED };
+
+// Every algorithm but *_STRIPED leaves (or takes) the items blocked; the striped ones, striped.
+template <class T, int BLOCK_DIM_X, int ITEMS_PER_THREAD, BlockLoadAlgorithm ALGORITHM = BLOCK_LOAD_DIRECT,
+          int BLOCK_DIM_Y = 1, int BLOCK_DIM_Z = 1, int LEGACY_PTX_ARCH = 0>
+class BlockLoad {
+    static constexpr int THREADS = BLOCK_DIM_X * BLOCK_DIM_Y * BLOCK_DIM_Z;
+    static constexpr bool STRIPED = ALGORITHM == BLOCK_LOAD_STRIPED;
+  public:
+    struct TempStorage { unsigned char unused; };
+    BlockLoad() {}
+    explicit BlockLoad(TempStorage&) {}
+    template <class It> void Load(It block_itr, T (&items)[ITEMS_PER_THREAD]) {
+        if (STRIPED) LoadDirectStriped<THREADS>(__emu_detail::linear_tid(), block_itr, items);
+        else LoadDirectBlocked(__emu_detail::linear_tid(), block_itr, items);
+    }
+    template <class It> void Load(It block_itr, T (&items)[ITEMS_PER_THREAD], int valid_items) {
+        if (STRIPED) LoadDirectStriped<THREADS>(__emu_detail::linear_tid(), block_itr, items, valid_items);
+        else LoadDirectBlocked(__emu_detail::linear_tid(), block_itr, items, valid_items);
+    }
+    template <class It, class Default>
+    void Load(It block_itr, T (&items)[ITEMS_PER_THREAD], int valid_items, Default oob_default) {
+        if (STRIPED) LoadDirectStriped<THREADS>(__emu_detail::linear_tid(), block_itr, items, valid_items, oob_default);
+        else LoadDirectBlocked(__emu_detail::linear_tid(), block_itr, items, valid_items, oob_default);
+    }
+};
+
+template <class T, int BLOCK_DIM_X, int ITEMS_PER_THREAD, BlockStoreAlgorithm ALGORITHM = BLOCK_STORE_DIRECT,
+          int BLOCK_DIM_Y = 1, int BLOCK_DIM_Z = 1, int LEGACY_PTX_ARCH = 0>
+class BlockStore {
+    static constexpr int THREADS = BLOCK_DIM_X * BLOCK_DIM_Y * BLOCK_DIM_Z;
+    static constexpr bool STRIPED = ALGORITHM == BLOCK_STORE_STRIPED;
+  public:
+    struct TempStorage { unsigned char unused; };
+    BlockStore() {}
+    explicit BlockStore(TempStorage&) {}
+    template <class It> void Store(It block_itr, T (&items)[ITEMS_PER_THREAD]) {
+        if (STRIPED) StoreDirectStriped<THREADS>(__emu_detail::linear_tid(), block_itr, items);
+        else StoreDirectBlocked(__emu_detail::linear_tid(), block_itr, items);
+    }
+    template <class It> void Store(It block_itr, T (&items)[ITEMS_PER_THREAD], int valid_items) {
+        if (STRIPED) StoreDirectStriped<THREADS>(__emu_detail::linear_tid(), block_itr, items, valid_items);
+        else StoreDirectBlocked(__emu_detail::linear_tid(), block_itr, items, valid_items);
+    }
+};
+
+template <class InputT, int BLOCK_DIM_X, int ITEMS_PER_THREAD, bool WARP_TIME_SLICING = false, int BLOCK_DIM_Y = 1,
+          int BLOCK_DIM_Z = 1, int LEGACY_PTX_ARCH = 0>
+class BlockExchange {
+    static constexpr int THREADS = BLOCK_DIM_X * BLOCK_DIM_Y * BLOCK_DIM_Z, ITEMS = ITEMS_PER_THREAD;
+  public:
+    struct TempStorage { InputT buffer[THREADS * ITEMS_PER_THREAD]; };
+  private:
+    TempStorage* temp_;
+    TempStorage private_;  // BlockExchange() without storage: this thread's own (as CUB's PrivateStorage, per block there)
+    static int tid() { return __emu_detail::linear_tid(); }
+    static int blocked(int t, int i) { return t * ITEMS + i; }
+    static int striped(int t, int i) { return t + i * THREADS; }
+    static int warp_striped(int t, int i) { return (t / 32) * 32 * ITEMS + i * 32 + t % 32; }
+    // Each thread writes its items where `from` says, then reads where `to` says.
+    template <class OutputT, class From, class To>
+    void exchange(const InputT (&input)[ITEMS], OutputT (&output)[ITEMS], From from, To to) {
+        InputT own[ITEMS];
+        for (int i = 0; i < ITEMS; ++i) own[i] = input[i];  // (input and output may be the same array)
+        for (int i = 0; i < ITEMS; ++i) temp_->buffer[from(tid(), i)] = own[i];
+        __syncthreads();
+        for (int i = 0; i < ITEMS; ++i) output[i] = temp_->buffer[to(tid(), i)];
+    }
+  public:
+    explicit BlockExchange(TempStorage& temp_storage) : temp_(&temp_storage) {}
+    template <class OutputT> void StripedToBlocked(const InputT (&in)[ITEMS], OutputT (&out)[ITEMS]) { exchange(in, out, striped, blocked); }
+    template <class OutputT> void BlockedToStriped(const InputT (&in)[ITEMS], OutputT (&out)[ITEMS]) { exchange(in, out, blocked, striped); }
+    template <class OutputT> void WarpStripedToBlocked(const InputT (&in)[ITEMS], OutputT (&out)[ITEMS]) { exchange(in, out, warp_striped, blocked); }
+    template <class OutputT> void BlockedToWarpStriped(const InputT (&in)[ITEMS], OutputT (&out)[ITEMS]) { exchange(in, out, blocked, warp_striped); }
+    void StripedToBlocked(InputT (&items)[ITEMS]) { StripedToBlocked(items, items); }
+    void BlockedToStriped(InputT (&items)[ITEMS]) { BlockedToStriped(items, items); }
+    void WarpStripedToBlocked(InputT (&items)[ITEMS]) { WarpStripedToBlocked(items, items); }
+    void BlockedToWarpStriped(InputT (&items)[ITEMS]) { BlockedToWarpStriped(items, items); }
+    // items[i] goes to block-wide position ranks[i]; each thread then reads its blocked (or striped) items.
+    template <class OutputT, class OffsetT>
+    void ScatterToBlocked(const InputT (&in)[ITEMS], OutputT (&out)[ITEMS], OffsetT (&ranks)[ITEMS]) {
+        exchange(in, out, [&](int, int i) { return (int)ranks[i]; }, blocked);
+    }
+    template <class OutputT, class OffsetT>
+    void ScatterToStriped(const InputT (&in)[ITEMS], OutputT (&out)[ITEMS], OffsetT (&ranks)[ITEMS]) {
+        exchange(in, out, [&](int, int i) { return (int)ranks[i]; }, striped);
+    }
+    template <class OffsetT> void ScatterToBlocked(InputT (&items)[ITEMS], OffsetT (&ranks)[ITEMS]) { ScatterToBlocked(items, items, ranks); }
+    template <class OffsetT> void ScatterToStriped(InputT (&items)[ITEMS], OffsetT (&ranks)[ITEMS]) { ScatterToStriped(items, items, ranks); }
+};
+
+// ---- BlockRadixSort ------------------------------------------------------------------------------
+// CUB's result: a stable sort by the key bits [begin_bit, end_bit) of the "twiddled" key (floats: sign flipped,
+// negatives complemented, -0.0 digit-equal to +0.0; signed integers: sign bit flipped; descending: complemented).
+// The keys (and values) go to TempStorage, thread 0 sorts them there (a stable merge sort of indices), and each
+// thread reads back its blocked (or striped) share; __syncthreads() on both sides, as CUB's passes have.
+namespace __emu_detail {
+template <class K> struct radix_key {
+    static constexpr bool FLOAT = std::is_floating_point<K>::value || std::is_same<K, __half>::value ||
+                                  std::is_same<K, __nv_bfloat16>::value;
+    using Bits = typename std::conditional<sizeof(K) == 1, unsigned char, typename std::conditional<sizeof(K) == 2,
+                 unsigned short, typename std::conditional<sizeof(K) == 4, unsigned, unsigned long long>::type>::type>::type;
+    static constexpr Bits HIGH = Bits(Bits(1) << (8 * sizeof(K) - 1));
+    static Bits twiddle(const K& key) {
+        Bits b;
+        std::memcpy(&b, &key, sizeof(K));
+        if (FLOAT) {
+            if (b == HIGH) b = 0;  // -0.0 sorts as +0.0
+            return Bits(b ^ ((b & HIGH) ? Bits(~Bits(0)) : HIGH));
+        }
+        return std::is_signed<K>::value ? Bits(b ^ HIGH) : b;
+    }
+};
+}  // namespace __emu_detail
+
+template <class KeyT, int BLOCK_DIM_X, int ITEMS_PER_THREAD, class ValueT = NullType, int RADIX_BITS = 4,
+          bool MEMOIZE_OUTER_SCAN = true, BlockScanAlgorithm INNER_SCAN_ALGORITHM = BLOCK_SCAN_WARP_SCANS,
+          int SMEM_CONFIG = 1, int BLOCK_DIM_Y = 1, int BLOCK_DIM_Z = 1, int LEGACY_PTX_ARCH = 0>
+class BlockRadixSort {
+    static constexpr int THREADS = BLOCK_DIM_X * BLOCK_DIM_Y * BLOCK_DIM_Z, ITEMS = ITEMS_PER_THREAD;
+    static constexpr int N = THREADS * ITEMS;
+    static constexpr bool KEYS_ONLY = std::is_same<ValueT, NullType>::value;
+    using Traits = __emu_detail::radix_key<KeyT>;
+    using Bits = typename Traits::Bits;
+  public:
+    struct TempStorage {
+        KeyT keys[N];
+        ValueT values[KEYS_ONLY ? 1 : N];
+        Bits digits[N];
+        int order[N], scratch[N];
+    };
+  private:
+    TempStorage& temp_;
+    // Thread 0: order[] = the stable sorted order of digits[] (bottom-up merge sort).
+    void sort_order() {
+        int* a = temp_.order;
+        int* b = temp_.scratch;
+        for (int i = 0; i < N; ++i) a[i] = i;
+        for (int width = 1; width < N; width *= 2) {
+            for (int lo = 0; lo < N; lo += 2 * width) {
+                const int mid = lo + width < N ? lo + width : N, hi = lo + 2 * width < N ? lo + 2 * width : N;
+                int i = lo, j = mid, k = lo;
+                while (i < mid && j < hi) b[k++] = temp_.digits[a[j]] < temp_.digits[a[i]] ? a[j++] : a[i++];
+                while (i < mid) b[k++] = a[i++];
+                while (j < hi) b[k++] = a[j++];
+            }
+            int* t = a; a = b; b = t;
+        }
+        if (a != temp_.order)
+            for (int i = 0; i < N; ++i) temp_.order[i] = a[i];
+    }
+    void sort(KeyT (&keys)[ITEMS], ValueT* values, int begin_bit, int end_bit, bool descending, bool to_striped) {
+        const int t = __emu_detail::linear_tid();
+        const int width = end_bit - begin_bit;
+        const Bits mask = width >= (int)(8 * sizeof(Bits)) ? Bits(~Bits(0)) : Bits((Bits(1) << width) - 1);
+        for (int i = 0; i < ITEMS; ++i) {
+            const Bits twiddled = Traits::twiddle(keys[i]);
+            temp_.keys[t * ITEMS + i] = keys[i];
+            temp_.digits[t * ITEMS + i] = Bits(Bits((descending ? Bits(~twiddled) : twiddled) >> begin_bit) & mask);
+            if (values) temp_.values[t * ITEMS + i] = values[i];
+        }
+        __syncthreads();
+        if (t == 0) sort_order();
+        __syncthreads();
+        for (int i = 0; i < ITEMS; ++i) {
+            const int src = temp_.order[to_striped ? t + i * THREADS : t * ITEMS + i];
+            keys[i] = temp_.keys[src];
+            if (values) values[i] = temp_.values[src];
+        }
+    }
+    static constexpr int KEY_BITS = 8 * (int)sizeof(KeyT);
+  public:
+    explicit BlockRadixSort(TempStorage& temp_storage) : temp_(temp_storage) {}
+    void Sort(KeyT (&keys)[ITEMS], int begin_bit = 0, int end_bit = KEY_BITS) {
+        sort(keys, nullptr, begin_bit, end_bit, false, false);
+    }
+    void SortDescending(KeyT (&keys)[ITEMS], int begin_bit = 0, int end_bit = KEY_BITS) {
+        sort(keys, nullptr, begin_bit, end_bit, true, false);
+    }
+    void SortBlockedToStriped(KeyT (&keys)[ITEMS], int begin_bit = 0, int end_bit = KEY_BITS) {
+        sort(keys, nullptr, begin_bit, end_bit, false, true);
+    }
+    void SortDescendingBlockedToStriped(KeyT (&keys)[ITEMS], int begin_bit = 0, int end_bit = KEY_BITS) {
+        sort(keys, nullptr, begin_bit, end_bit, true, true);
+    }
+    template <class V = ValueT, class = typename std::enable_if<!std::is_same<V, NullType>::value>::type>
+    void Sort(KeyT (&keys)[ITEMS], V (&values)[ITEMS], int begin_bit = 0, int end_bit = KEY_BITS) {
+        sort(keys, values, begin_bit, end_bit, false, false);
+    }
+    template <class V = ValueT, class = typename std::enable_if<!std::is_same<V, NullType>::value>::type>
+    void SortDescending(KeyT (&keys)[ITEMS], V (&values)[ITEMS], int begin_bit = 0, int end_bit = KEY_BITS) {
+        sort(keys, values, begin_bit, end_bit, true, false);
+    }
+    template <class V = ValueT, class = typename std::enable_if<!std::is_same<V, NullType>::value>::type>
+    void SortBlockedToStriped(KeyT (&keys)[ITEMS], V (&values)[ITEMS], int begin_bit = 0, int end_bit = KEY_BITS) {
+        sort(keys, values, begin_bit, end_bit, false, true);
+    }
+    template <class V = ValueT, class = typename std::enable_if<!std::is_same<V, NullType>::value>::type>
+    void SortDescendingBlockedToStriped(KeyT (&keys)[ITEMS], V (&values)[ITEMS], int begin_bit = 0,
+                                        int end_bit = KEY_BITS) {
+        sort(keys, values, begin_bit, end_bit, true, true);
+    }
+};
+
 // ---- the rest of CUB: named, not emulated ---------------------------------------------------------
 #define __EMU_CUB_MISSING(NAME)                                                                          \
     template <class T, auto... P> struct NAME {                                                          \
         static_assert(__emu_detail::dependent_false<T>::value,                                           \
                       "cub::" #NAME " is not provided by minilora's CUDA emulator: its <cub/cub.cuh> stand-in has " \
-                      "BlockReduce, BlockScan, WarpReduce and WarpScan (and Sum, Max, Min, ArgMax, ArgMin, KeyValuePair)"); \
+                      "BlockReduce, BlockScan, BlockLoad, BlockStore, BlockExchange, BlockRadixSort, WarpReduce and " \
+                      "WarpScan (and Sum, Max, Min, ArgMax, ArgMin, KeyValuePair)"); \
     };
-__EMU_CUB_MISSING(BlockRadixSort) __EMU_CUB_MISSING(BlockLoad) __EMU_CUB_MISSING(BlockStore)
-__EMU_CUB_MISSING(BlockExchange) __EMU_CUB_MISSING(BlockHistogram) __EMU_CUB_MISSING(BlockDiscontinuity)
+__EMU_CUB_MISSING(BlockHistogram) __EMU_CUB_MISSING(BlockDiscontinuity)
 __EMU_CUB_MISSING(BlockAdjacentDifference) __EMU_CUB_MISSING(BlockShuffle) __EMU_CUB_MISSING(BlockMergeSort)
 __EMU_CUB_MISSING(BlockRunLengthDecode) __EMU_CUB_MISSING(WarpExchange) __EMU_CUB_MISSING(WarpLoad)
 __EMU_CUB_MISSING(WarpStore) __EMU_CUB_MISSING(WarpMergeSort)
