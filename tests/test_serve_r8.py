@@ -20,6 +20,7 @@ transformers' tokenizer and torch as the oracles; the server in process, with th
 | logit_bias past [-100, 100]; seed -1;       | 400; seeded with -1; divided by it      | clamped; no seed; 0.01                |
 |  a temperature below 0.01                   |                                         |  (vLLM's SamplingParams)              |
 | stop: ""; allowed_token_ids                 | ignored; refused as unknown             | 400; only those ids sampled           |
+| n > 1 at temperature 0                      | n equal greedy choices                  | 400 (_verify_greedy_sampling)         |
 """
 import asyncio
 import os
@@ -173,6 +174,9 @@ def test_include_stop_str_in_output_holds_nothing_back_and_keeps_the_stop_tokens
                       emit=sink)
     forced(engine, request, [97, 98])
     assert (sink.text, sink.done, request.stop_reason) == ("a", "stop", 98)  # excluded, by default
+    request = Request([104], None, max_tokens=9, temperature=0, stop_token_ids=[EOS], emit=Collector())
+    forced(engine, request, [97, EOS])
+    assert request.stop_reason is None  # check_stop: the EOS before the stop_token_ids
 
 
 def test_min_tokens_masks_the_eos_even_with_ignore_eos_and_every_stop_token_id():
@@ -399,6 +403,7 @@ def test_allowed_token_ids_keep_only_those_ids(app):
 @pytest.mark.parametrize("options, param", [({"stop": ""}, "stop"), ({"stop": ["a", ""]}, "stop"),
                                             ({"logit_bias": {"65": "high"}}, "logit_bias"),
                                             ({"extra_body": {"top_k": -2}}, "top_k"),
+                                            ({"n": 2, "temperature": 0}, "n"),  # "n must be 1 when greedy"
                                             ({"extra_body": {"allowed_token_ids": []}}, "allowed_token_ids"),
                                             ({"extra_body": {"allowed_token_ids": [9999]}}, "allowed_token_ids"),
                                             ({"extra_body": {"spaces_between_special_tokens": False}},

@@ -15,8 +15,8 @@ With ``api_key`` (vLLM's ``--api-key``), every ``/v1`` request needs ``Authoriza
 
 The request parameters are OpenAI's, read as vLLM's server reads them: ``max_tokens`` (left out: 16
 for a completion, the rest of the context for a chat; ``null``: the rest of the context), ``temperature``
-(0: greedy), ``top_p``, ``n`` (choice i samples with ``seed + i``), ``seed``, ``stop`` (the stop text is
-not in the output), ``presence_penalty``, ``frequency_penalty``, ``logit_bias``, ``logprobs`` (the
+(0: greedy), ``top_p``, ``n`` (choice i samples with ``seed + i``; above 1 only when sampling, as
+vLLM), ``seed``, ``stop`` (the stop text is not in the output), ``presence_penalty``, ``frequency_penalty``, ``logit_bias``, ``logprobs`` (the
 model's own log-probabilities; chat: ``logprobs``/``top_logprobs``), ``echo``, ``stream`` and
 ``stream_options.include_usage``; a completion's ``prompt`` may be a list of prompts. vLLM's extras:
 ``top_k``, ``min_p``, ``repetition_penalty``, ``stop_token_ids``, ``ignore_eos``, ``min_tokens``,
@@ -61,6 +61,7 @@ from starlette.routing import Route
 
 from ..tokenizer import token_bytes
 from .engine import EngineError, Request
+from .sampler import SAMPLING_EPS
 
 __all__ = ["create_app"]
 
@@ -268,6 +269,8 @@ def _options(body, chat, vocab_size, defaults):
                    min_tokens=_number(body, "min_tokens", 0, 0, 1 << 20, integer=True),
                    include_stop_str_in_output=_flag(body, "include_stop_str_in_output"),
                    skip_special_tokens=body.get("skip_special_tokens") is None or _flag(body, "skip_special_tokens"))
+    if n > 1 and options["temperature"] < SAMPLING_EPS:  # vLLM's SamplingParams._verify_greedy_sampling
+        raise EngineError(400, f"n must be 1 when using greedy sampling, got {n}", "n")
     return options, n, stream, _include_usage(body, stream), echo
 
 

@@ -78,7 +78,7 @@ class Request:
         self.token_logprobs = []  # (token, its logprob, [(id, logprob)] top k) per generated token
         self.emit = emit or (lambda kind, value: None)
         self.generated = []   # token ids so far
-        self.detokenizer = None  # an IncrementalDetokenizer, made when the engine admits the request
+        self.detokenizer = None  # an IncrementalDetokenizer, made by the engine at the first token
         self.stop_reason = None  # vLLM's: the stop string or stop_token_id that ended it (EOS: None)
         self.cancelled = False
         self.finished = False
@@ -406,10 +406,10 @@ class Engine:
         request.generated.append(token)
         self.tokens_generated += 1
         reason = None
-        if token in request.stop_token_ids or (token in self.generation_eos and not request.ignore_eos):
-            reason, request.stop_reason = "stop", token
-        elif token in self.eos and not request.ignore_eos:
+        if token in self.eos and not request.ignore_eos:
             reason = "stop"
+        elif token in request.stop_token_ids or (token in self.generation_eos and not request.ignore_eos):
+            reason, request.stop_reason = "stop", token
         elif len(request.generated) >= request.max_tokens:
             reason = "length"
         if request.detokenizer is None:
