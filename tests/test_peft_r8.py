@@ -366,3 +366,102 @@ def test_hotswap_where_peft_goes_wrong_gives_the_second_adapter(tmp_path, case):
     t_second, m_second = run_both(*loaded_pair(second), x)
     with ml.no_grad():
         np.testing.assert_allclose(ours(ml.tensor(x)).numpy(), t_second, rtol=0, atol=1e-12)
+
+
+def test_hotswap_adapter_from_state_dict_as_peft(tmp_path):
+    from minilora.lora.hotswap import hotswap_adapter_from_state_dict
+    from peft.utils.hotswap import hotswap_adapter_from_state_dict as peft_from_state_dict
+    first, second = saved_adapters(tmp_path, dict(r=4), dict(r=2, lora_alpha=5))
+    theirs, ours = loaded_pair(first)
+    donor_theirs, donor_ours = loaded_pair(second)
+    peft_from_state_dict(theirs, {k: v for k, v in donor_theirs.state_dict().items() if "lora_" in k}, "default",
+                         donor_theirs.peft_config["default"])
+    hotswap_adapter_from_state_dict(ours, {k: v for k, v in donor_ours.state_dict().items() if "lora_" in k},
+                                    "default", donor_ours.peft_config["default"])
+    assert_same_state(theirs, ours, atol=1e-12)
+    assert ours.base_model.model.seq[0].scaling["default"] == theirs.base_model.model.seq[0].scaling["default"] == 2.5
+
+
+# ==================================================================================================
+# The LoRA guide's options, seeded: the same adapter numbers, training, files (no weights copied across)
+# ==================================================================================================
+GUIDE = {
+    "rank_alpha_pattern_regex": (nested, dict(target_modules=["up", "down"], rank_pattern={r"^blocks\.1\..*": 2},
+                                              alpha_pattern={"down": 3})),
+    "rank_alpha_pattern_full_names": (nested, dict(target_modules=["up", "down"],
+                                                   rank_pattern={"blocks.1.proj.up": 2, "blocks.2.proj.down": 6},
+                                                   alpha_pattern={"blocks.0.proj.up": 5})),
+    "layers_to_transform_pattern": (nested, dict(target_modules=["up", "down"], layers_to_transform=[1],
+                                                 layers_pattern="blocks")),
+    "rslora_embedding": (nested, dict(target_modules=["up", "down", "embed"], use_rslora=True, r=4, lora_alpha=7)),
+    "default_init": (nested, dict(target_modules=["up", "down", "embed"])),
+    "random_init": (nested, dict(target_modules=["up", "down", "embed"], init_lora_weights=False)),
+    "gaussian_init": (nested, dict(target_modules=["up", "down", "embed"], init_lora_weights="gaussian")),
+    "exclude_modules_regex": (nested, dict(target_modules=["up", "down", "head"], exclude_modules=r".*blocks\.1.*")),
+    "all_linear": (nested, dict(target_modules="all-linear")),
+    "dora_embedding": (nested, dict(target_modules=["up", "embed"], use_dora=True)),
+    "dropout_modules_to_save": (mlp, dict(target_modules=["seq.0", "seq.2"], lora_dropout=0.3,
+                                          modules_to_save=["seq.4"])),
+}
+
+
+@pytest.mark.parametrize("case", GUIDE)
+def test_guide_options_seeded_as_peft(tmp_path, case):
+    build, config = GUIDE[case]
+    theirs, ours = seeded(build, config)
+    assert_same_state(theirs, ours)  # drawn, not copied
+    x = INPUTS[build](np.random.default_rng(1))
+    theirs.train(), ours.train()  # (dropout: torch's masks from the same seed)
+    torch.manual_seed(9)
+    ml.manual_seed(9)
+    train(theirs, ours, x, steps=2)
+    theirs.eval(), ours.eval()
+    t, m = run_both(theirs, ours, x)
+    np.testing.assert_allclose(m, t, rtol=0, atol=TOL)
+    theirs_config, ours_config = assert_same_files(tmp_path, theirs, ours)
+    for key in ("r", "lora_alpha", "rank_pattern", "alpha_pattern", "layers_to_transform", "layers_pattern",
+                "exclude_modules", "use_rslora", "init_lora_weights", "modules_to_save", "peft_type"):
+        assert ours_config[key] == theirs_config[key], key
+    assert sorted(ours_config["target_modules"]) == sorted(theirs_config["target_modules"])
+
+
+def test_several_adapters_and_their_calls_seeded_as_peft(tmp_path):
+    """add_adapter, set_adapter (which modules_to_save copy trains), merge/unmerge, status, save and load."""
+    first = dict(r=4, lora_alpha=8, target_modules=["seq.0", "seq.2"], modules_to_save=["seq.4"])
+    second = dict(r=2, lora_alpha=3, target_modules=["seq.2"], modules_to_save=["seq.4"], init_lora_weights=False)
+    theirs, ours = seeded(mlp, first)
+    theirs.add_adapter("b", peft.LoraConfig(**second))  # drawn after the first: the generators stay in step
+    ours.add_adapter("b", ml_peft.LoraConfig(**second))
+    x = INPUTS[mlp](np.random.default_rng(1))
+    train(theirs, ours, x, steps=2)
+    for model in (theirs, ours):
+        model.set_adapter("b")
+    assert_same_state(theirs, ours)
+    assert [n for n, _ in trainable(ours)] == [n for n, _ in trainable(theirs)]
+    assert "base_model.model.seq.4.modules_to_save.b.weight" in [n for n, _ in trainable(ours)]
+    train(theirs, ours, x, steps=2)
+    statuses = [([dataclasses.asdict(s) for s in model.get_layer_status()],
+                 dataclasses.asdict(model.get_model_status())) for model in (theirs, ours)]
+    assert statuses[1] == statuses[0]
+    for model in (theirs, ours):
+        model.merge_adapter(["default", "b"])
+    assert_same_state(theirs, ours, atol=1e-12)
+    for model in (theirs, ours):
+        model.unmerge_adapter()
+    t, m = run_both(theirs, ours, x)
+    np.testing.assert_allclose(m, t, rtol=0, atol=1e-12)
+    assert_same_files(tmp_path, theirs, ours, atol=1e-12)
+    assert sorted(os.listdir(tmp_path / "ours")) == sorted(os.listdir(tmp_path / "theirs"))
+    fresh_theirs, fresh_ours = pair(mlp)
+    loaded = (peft.PeftModel.from_pretrained(fresh_theirs, str(tmp_path / "ours" / "b"), is_trainable=True,
+                                             adapter_name="x"),
+              ml_peft.PeftModel.from_pretrained(fresh_ours, str(tmp_path / "theirs" / "b"), is_trainable=True,
+                                                adapter_name="x"))
+    assert_same_state(*loaded, atol=1e-12)
+    assert trainable(loaded[1]) == trainable(loaded[0]) != []
+    for model in loaded:
+        model.load_adapter(str(tmp_path / "theirs"), adapter_name="d")
+        model.set_adapter("d")
+    assert_same_state(*loaded, atol=1e-12)
+    t, m = run_both(*loaded, x)
+    np.testing.assert_allclose(m, t, rtol=0, atol=1e-12)
