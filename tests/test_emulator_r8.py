@@ -340,3 +340,45 @@ extern "C" __global__ void roles(float* out) {
     with pytest.raises(KernelFault, match=r"cuda::make_pipeline with producer/consumer roles \(a partitioned pipeline\) "
                                           r"is not modelled by minilora's CUDA emulator"):
         mod.get_function("roles")(1, 32, (out,))
+
+
+def test_ld_st_shared_and_cvta_through_window_addresses():
+    src = '''extern "C" __global__ void k(const float* x, float* out, unsigned wrap) {
+    __shared__ float s[64];
+    unsigned addr;
+    asm("{ .reg .u64 u; cvta.to.shared.u64 u, %1; cvt.u32.u64 %0, u; }" : "=r"(addr) : "l"(s));
+    asm volatile("st.shared.f32 [%0], %1;" :: "r"(addr + 4 * threadIdx.x), "f"(x[threadIdx.x] * 2.0f));
+    __syncthreads();
+    float v0, v1;
+    asm volatile("ld.shared.v2.f32 {%0, %1}, [%2+8];" : "=f"(v0), "=f"(v1) : "r"(addr + 8 * (threadIdx.x / 2 % wrap)));
+    out[threadIdx.x] = (threadIdx.x & 1) ? v1 : v0;
+}'''
+    x = rng.standard_normal(64).astype(np.float32)
+    out = np.zeros(64, np.float32)
+    t = np.arange(64)
+    RawModule(code=src).get_function("k")(1, 64, (x, out, np.uint32(31)))
+    np.testing.assert_array_equal(out, 2 * x[2 * (t // 2 % 31) + 2 + (t & 1)])
+    with pytest.raises(KernelFault, match=r"the shared-memory address 0x\w+ used at k\.cu:8 \(8 bytes\) is outside every "
+                                          r"__shared__ array"):
+        RawModule(code=src).get_function("k")(1, 64, (x, out, np.uint32(32)))  # threads 62, 63 read s[64], s[65]
+
+
+def test_asm_in_a_macro_is_translated_and_refused_only_where_it_is_used():
+    src = '''#define LANE_ID(x) asm volatile("mov.u32 %0, %%laneid;" : "=r"(x))
+#define FENCE_PROXY() asm volatile("fence.proxy.async.shared::cta;" ::: "memory")
+extern "C" __global__ void k(unsigned* out) {
+    unsigned lane;
+    LANE_ID(lane);
+    out[threadIdx.x] = lane;
+}
+#ifdef USE_FENCE
+extern "C" __global__ void j(unsigned* out) {
+    FENCE_PROXY();
+}
+#endif'''
+    out = np.zeros(64, np.uint32)
+    RawModule(code=src).get_function("k")(1, 64, (out,))
+    np.testing.assert_array_equal(out, np.arange(64) % 32)
+    with pytest.raises(emu.CompileError, match=r"k\.cu:10: the inline PTX instruction 'fence\.proxy\.async\.shared::cta' "
+                                               r"is not modelled"):
+        RawModule(code=src, options=("-DUSE_FENCE",)).compile()

@@ -57,6 +57,11 @@ inline uint64_t in(const T& v) {
     std::memcpy(&bits, &v, sizeof(T));
     return bits;
 }
+// An array operand decays to its address, as in C ("l"(smem_tile)).
+template <class T, size_t N>
+inline uint64_t in(const T (&array)[N]) {
+    return in(static_cast<const T*>(array));
+}
 template <class T>
 inline void out(T& dst, uint64_t bits) {
     static_assert(sizeof(T) <= 8, "an inline PTX operand holds at most 8 bytes");
