@@ -50,7 +50,7 @@ import numpy as np
 
 from . import dtypes, parallel, profiler
 from ._tensor_str import tensor_repr
-from .device import Device, device as _get_device
+from .device import Device, device as _get_device, xp_of as _xp_of
 from .size import Size, _from_tuple as _size  # x.shape: torch.Size's tuple with numel()
 from .dtypes import to_dtype as _to_dtype  # noqa: F401  (nn imports it from here)
 
@@ -896,6 +896,16 @@ def _on_kernels(cls, arrays):
     return variant
 
 
+def _writable_alias(array):
+    """A writable array showing ``array``'s memory (NumPy's broadcast views are read-only), or None
+    where the storage itself is read-only."""
+    from .ops import shape
+    storage = shape._flat_storage(array)
+    if not storage.flags.writeable:
+        return None
+    return shape._strided(storage, *shape._geometry(array))
+
+
 def _storage(array):
     """The array that owns ``array``'s memory (NumPy and CuPy point a view's ``base`` at it)."""
     base = getattr(array, "base", None)
@@ -920,7 +930,7 @@ def _share_storage(result, inputs, fn, options):
     for i, x in enumerate(inputs):
         if isinstance(x, Tensor):
             a = x._array
-            if a is out or (base is not None and (a is base or a.base is base)):
+            if a is out or (base is not None and (a is base or a.base is base or _storage(a) is base)):
                 result._counter = counter = x._version_counter()
                 result._base = x if x._base is None else x._base
                 result._view = (fn, inputs, options, i, counter[0])
@@ -935,11 +945,14 @@ def _refresh_view(view):
     parent = inputs[i]
     if parent._view is not None and parent._view[4] != parent._counter[0]:
         _refresh_view(parent)
+    retained = view.retains_grad  # (torch's retain_grad() outlives the view's regenerated grad_fn)
     with set_grad_enabled(True):
         fresh = fn.apply(*inputs, **options)
     view._ctx, view.requires_grad = fresh._ctx, fresh.requires_grad
     if view._ctx is not None:
         view._ctx.watch_output(view)
+        if retained:
+            view._ctx.retained = weakref.ref(view)
     view._view = (fn, inputs, options, i, view._counter[0])
 
 
@@ -1445,6 +1458,12 @@ class Tensor:
         except ValueError as exc:  # (NumPy's bare words, said as _write says them for an expand())
             if "read-only" not in str(exc):
                 raise
+            alias = None if getattr(value, "ndim", 0) else _writable_alias(self._array)
+            if alias is not None:  # an expand()ed tensor (NumPy's broadcast views are read-only): torch's
+                # fill_ and zero_ write their one value through it (random fills and other ops refuse)
+                alias[...] = value
+                self._bump_version()
+                return self
             raise RuntimeError("unsupported operation: more than one element of the written-to tensor "
                                "refers to a single memory location (an expand()ed tensor); clone() it "
                                "before writing") from None
@@ -1568,6 +1587,13 @@ class Tensor:
         self._check_inplace()
         graph = _mode.grad_enabled and (self.requires_grad or any(
             isinstance(a, Tensor) and a.requires_grad for a in args))
+        if self._base is not None and _self_overlapping(self._array):
+            if not graph:
+                return self._inplace_overlapping(op, args, kwargs, cast)
+            if self._overlap_changes_values(op, args, kwargs, cast):  # (a fill_, copy_ of a constant: not)
+                raise NotImplementedError("minilora cannot differentiate an in-place op that reads the old "
+                                          "values through a view that shows some elements more than once "
+                                          "(unfold with step < size, as_strided); change a clone() instead")
         if not graph:
             with no_grad():
                 result = op(self, *args, **kwargs)
@@ -1586,6 +1612,45 @@ class Tensor:
             self._ctx.watch_output(self)
             _resave_output(self._ctx, result._array, self._array)
         return self
+
+    def _inplace_overlapping(self, op, args, kwargs, cast):
+        """An in-place op on a view that shows some elements more than once, as torch's kernels run
+        it: element by element in the view's order, each reading what the earlier ones wrote, so an
+        element shown k times is changed k times (``x.unfold(0, 3, 1).add_(1)`` adds up to 3). Round r
+        computes the op on the values the earlier rounds left and writes each element's r-th
+        appearance."""
+        from .ops import shape
+        view = self._array
+        storage = shape._flat_storage(view)
+        positions = (_element_addresses(view) - _data_address(storage)) // view.itemsize
+        appearance = _appearance_numbers(positions.reshape(-1))
+        scratch = Tensor._make(view.copy(), self._device, False, None)  # (_write's checks and casts)
+        for r in range(int(appearance.max()) + 1):
+            with no_grad():
+                result = op(self, *args, **kwargs)
+            scratch._write(result._array, cast)
+            now = appearance == r
+            storage[positions.reshape(-1)[now]] = scratch._array.reshape(-1)[now]
+        self._bump_version()
+        return self
+
+    def _overlap_changes_values(self, op, args, kwargs, cast):
+        """Would torch's element-by-element order (``_inplace_overlapping``) leave other values than
+        one application of ``op`` to the view's old values, which the graph can differentiate? Both are
+        run on copies of the storage."""
+        from .ops import shape
+        geometry, results = shape._geometry(self._array), []
+        values = [a.detach() if isinstance(a, Tensor) else a for a in args]
+        for in_order in (True, False):
+            storage = shape._flat_storage(self._array).copy()
+            view = Tensor._make(shape._strided(storage, *geometry), self._device, False, None)
+            with no_grad():
+                if in_order:
+                    view._inplace_overlapping(op, values, kwargs, cast)
+                else:
+                    view._write(op(view.clone(), *values, **kwargs)._array, cast)
+            results.append(storage)
+        return not bool(self._device.xp.array_equal(results[0], results[1], equal_nan=True))
 
     def _inplace_view(self, op, args, kwargs, cast):
         """An in-place op on a view of a tensor in the graph, as torch's CopySlices: the *base* gets a
@@ -1953,17 +2018,69 @@ def _write_back_by_position(fn, inputs, options, i, parent, child):
     positions says which element each of the view's shows; those are replaced by ``child``'s
     (where windows overlap, the last one written wins, as NumPy's assignment)."""
     from . import ops
-    xp = parent._device.xp
-    positions = xp.arange(parent.numel()).reshape(parent.shape)
     arrays = [x._array if isinstance(x, Tensor) else x for x in inputs]
-    arrays[i] = positions
-    picked = fn.forward(Context(fn, parent._device, (False,) * len(arrays)), *arrays, **options)
-    if picked.shape != tuple(child.shape) or picked.dtype != positions.dtype:
+    arrays[i] = parent._array
+    shown = fn.forward(Context(fn, parent._device, (False,) * len(arrays)), *arrays, **options)
+    picked = _element_indices(parent._array, shown)
+    if shown.shape != tuple(child.shape) or picked is None:
         raise NotImplementedError(f"minilora cannot differentiate an in-place change of a view made by "
                                   f"{fn.__name__}; change a clone() or the base tensor instead")
-    index = Tensor._make(xp.ascontiguousarray(picked).reshape(-1), parent._device, False, None)
+    index = Tensor._make(picked, parent._device, False, None)
     flat = ops.index_put(ops.reshape(parent, (-1,)), (index,), ops.reshape(child, (-1,)))
     return ops.reshape(flat, parent.shape)
+
+
+def _data_address(array):
+    """Where ``array``'s first element lies in memory (CuPy: its device pointer)."""
+    data = getattr(array, "data", None)
+    return data.ptr if hasattr(data, "ptr") else array.__array_interface__["data"][0]
+
+
+def _element_addresses(array):
+    """Every element's address in memory, an integer array of ``array``'s shape."""
+    xp = _xp_of(array)
+    addresses = xp.full(array.shape, _data_address(array), dtype=np.int64)
+    for axis, (size, stride) in enumerate(zip(array.shape, array.strides)):
+        addresses += (xp.arange(size, dtype=np.int64) * stride).reshape((-1,) + (1,) * (array.ndim - axis - 1))
+    return addresses
+
+
+def _element_indices(array, view):
+    """Each of ``view``'s elements as a flat (C order) index into ``array``, whose memory it must
+    show; None when the view shows memory outside ``array``."""
+    xp = _xp_of(array)
+    mine = _element_addresses(array).reshape(-1)
+    order = xp.argsort(mine, kind="stable")
+    wanted = _element_addresses(view).reshape(-1)
+    found = xp.minimum(xp.searchsorted(mine[order], wanted), max(mine.size - 1, 0))
+    if mine.size == 0 or not bool(xp.all(mine[order][found] == wanted)):
+        return None if wanted.size else xp.zeros(0, dtype=np.int64)
+    return order[found]
+
+
+def _self_overlapping(array):
+    """Does ``array`` show some element of its memory more than once? Only an array NumPy's
+    as_strided made (unfold, as_strided, an expand: read-only, _write refuses it) or a view of one can;
+    those are looked at closely."""
+    base = array.base
+    if base is None or not (_is_strided_wrapper(base) or _is_strided_wrapper(getattr(base, "base", None))):
+        return False
+    if not array.flags.writeable or array.size < 2:
+        return False
+    addresses = _element_addresses(array).reshape(-1)
+    return _xp_of(array).unique(addresses).size < addresses.size
+
+
+def _appearance_numbers(positions):
+    """For each entry of ``positions`` (in order), how many earlier entries hold the same value."""
+    xp = _xp_of(positions)
+    order = xp.argsort(positions, kind="stable")
+    ordered = positions[order]
+    new_run = xp.concatenate([xp.ones(min(ordered.size, 1), dtype=bool), ordered[1:] != ordered[:-1]])
+    run_start = xp.maximum.accumulate(xp.where(new_run, xp.arange(ordered.size), 0))
+    appearance = xp.empty_like(positions)
+    appearance[order] = xp.arange(ordered.size) - run_start
+    return appearance
 
 
 def _replace_values(dest, values):

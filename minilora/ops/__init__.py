@@ -47,6 +47,7 @@ from .conv import (adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d, 
                    max_pool2d)
 from .nn import cosine_similarity, huber_loss, kl_div, normalize, smooth_l1_loss
 from .shape import squeeze_, stride, t_, tensor_split, transpose_, unfold, unsqueeze_
+from .shape import as_strided, as_strided_, as_strided_scatter, storage_offset
 from .index import index_fill
 from .shape import (atleast_1d, atleast_2d, atleast_3d, column_stack, diag_embed, dsplit, dstack,
                     fliplr, flipud, hsplit, narrow_copy, ravel, rot90, split_with_sizes, vsplit)
@@ -362,6 +363,8 @@ _MISSING_METHODS = {
     "masked_scatter": masked_scatter, "masked_scatter_": masked_scatter_, "take": take, "put": put,
     "put_": put_, "scatter_reduce": scatter_reduce, "scatter_reduce_": scatter_reduce_,
     "index_put": index_put, "index_put_": index_put_, "nansum": nansum, "nanmean": nanmean,
+    "as_strided": as_strided, "as_strided_": as_strided_, "as_strided_scatter": as_strided_scatter,
+    "storage_offset": storage_offset,
 }
 for _name, _fn in _MISSING_METHODS.items():
     setattr(Tensor, _name, _fn)

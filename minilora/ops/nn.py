@@ -155,6 +155,10 @@ class CrossEntropy(Function):
     ``ctx.valid`` holds each row's weight: 1 (or the target class's ``weight``), 0 for targets equal
     to ``ignore_index``. Fused: forward keeps only the softmax probabilities; backward is
     ``(p - onehot) * valid / divisor`` with divisor the sum of the weights for 'mean'.
+
+    Saved-tensor hooks see no pack here: torch's log_softmax + nll_loss pack 4 (log_softmax's result
+    twice, the target, total_weight), minilora's probabilities and targets are arrays of its own, kept
+    on the node (``save_on_cpu`` does not move them; pinned in tests/test_views_r8.py).
     """
 
     @staticmethod
@@ -285,6 +289,11 @@ class RMSNorm(Function):
 
     With ``r = 1/rms``: ``dx = r * (gw - x * r^2 * mean(gw * x))`` where ``gw = g * w``;
     ``dw = sum over rows of g * x * r``. Rows are independent: blocks of them run in parallel.
+
+    Saved-tensor hooks (``saved_tensors_hooks``, ``save_on_cpu``) see 2 packs, the weight and the
+    input, where torch 2.13's composite rms_norm packs 6 (input, rsqrt [..., 1] twice, normalised input,
+    weight, ...): this one node keeps its normalised input and ``r`` as arrays of its own, not packed
+    (pinned in tests/test_views_r8.py).
     """
 
     @staticmethod
@@ -343,6 +352,10 @@ class LayerNorm(Function):
     ``dx = r * (gw - mean(gw) - n * mean(gw * n))``, ``dw = sum over rows of g * n``, ``db = sum of g``.
     Work is on [rows, width] views, blocks of rows in parallel; the means over a row are
     ``fastmath.row_mean`` (no temporary ``a * b``).
+
+    Saved-tensor hooks see 3 packs (input, weight, bias) where torch's NativeLayerNorm packs 5
+    (weight, input, bias, mean and rstd [..., 1]): the normalised input and ``r`` this node keeps are
+    its own arrays, not packed (pinned in tests/test_views_r8.py and tests/test_autograd_r7.py).
     """
 
     @staticmethod
@@ -480,6 +493,10 @@ class Attention(Function):
 
     Each batch element is independent, so both directions run on blocks of the batch in parallel
     (``minilora.parallel``), each block writing its slice of preallocated outputs.
+
+    Saved-tensor hooks see 4 packs (q, k, v and the output) where torch's CPU flash attention packs 5
+    (q, k, v, the logsumexp [B, H, Tq], the output): this node keeps the probabilities P instead of the
+    logsumexp, an array of its own, not packed (pinned in tests/test_views_r8.py).
     """
 
     @staticmethod

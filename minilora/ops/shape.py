@@ -8,6 +8,7 @@ from .. import amp as _amp, dtypes
 from ..device import xp_of
 from ..dtypes import float32, is_floating, result_type, torch_name
 from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, name_node, no_grad
+from ..tensor import _data_address, _is_strided_wrapper  # (where an array's memory lies; as_strided's views)
 
 NO_DIM = object()  # the default dim of max/min/prod/median/squeeze: torch tells x.max() from x.max(dim=None)
 
@@ -26,7 +27,7 @@ __all__ = ["reshape", "transpose", "permute", "getitem", "index_put", "cat", "st
            "diag", "movedim", "swapaxes", "tile", "unflatten", "select", "broadcast_to", "hstack",
            "vstack", "meshgrid", "trace", "diff", "tensor_split", "unfold", "stride", "ravel", "fliplr", "flipud", "rot90", "hsplit",
            "vsplit", "dsplit", "atleast_1d", "atleast_2d", "atleast_3d", "column_stack", "dstack",
-           "narrow_copy", "split_with_sizes", "diag_embed"]
+           "narrow_copy", "split_with_sizes", "diag_embed", "as_strided", "as_strided_scatter"]
 
 
 class Reshape(Function):
@@ -1002,8 +1003,8 @@ def stride(input, dim=None):
     array = input._array
     if array.flags.c_contiguous:
         strides = _contiguous_strides(array.shape)
-    elif input._base is not None and all(n > 1 for n in array.shape):
-        strides = tuple(s // array.itemsize for s in array.strides)
+    elif _is_strided_wrapper(array.base) or (input._base is not None and all(n > 1 for n in array.shape)):
+        strides = tuple(s // array.itemsize for s in array.strides)  # (as_strided's: the strides it was given)
     else:
         raise NotImplementedError(f"stride(): minilora keeps no strides of its own, and NumPy's "
                                   f"layout of this tensor (shape {tuple(array.shape)}) may not be "
@@ -1022,6 +1023,195 @@ def _contiguous_strides(shape):
         strides.append(step)
         step *= max(n, 1)
     return tuple(reversed(strides))
+
+
+# ---- as_strided: any view of a tensor's storage, by sizes, strides and storage offset -------------
+def storage_offset(input):
+    """``x.storage_offset()``: how many elements into its storage the tensor's first element lies
+    (0 for a tensor that owns its memory; ``x[1:]``'s is 1)."""
+    return _geometry(input._array)[2]
+
+
+def _owner(array):
+    """The array that owns ``array``'s memory: its storage (NumPy's as_strided hides the array it
+    viewed behind a wrapper's ``base``)."""
+    while True:
+        base = getattr(array, "base", None)
+        if _is_strided_wrapper(base):
+            base = base.base  # (as_strided's wrapper: the array it viewed)
+        if base is None or not hasattr(base, "strides"):
+            return array
+        array = base
+
+
+def _flat_storage(array):
+    """All of ``array``'s storage as a 1-D array of its dtype, from the storage's first element."""
+    owner = _owner(array)
+    if not _dense(owner):
+        raise NotImplementedError("as_strided: this tensor's storage is not one block minilora can "
+                                  "address; call .contiguous() first")
+    if owner.flags.c_contiguous:
+        memory = owner.reshape(-1)
+    else:  # (a transposed copy: its memory in order)
+        memory = _strided(owner, (owner.size,), (1,), 0, owner.flags.writeable)
+    count = owner.nbytes // array.itemsize
+    return memory.view(np.uint8)[:count * array.itemsize].view(array.dtype)
+
+
+def _dense(array):
+    """Does ``array`` fill one block of memory, in some order of its dimensions, from its first element?"""
+    expected = array.itemsize
+    for stride, size in sorted((s, n) for s, n in zip(array.strides, array.shape) if n > 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _strided(flat, size, stride, offset, writeable=True):
+    """The view of the 1-D ``flat`` with ``size``/``stride`` (in elements) from element ``offset``."""
+    xp = xp_of(flat)
+    strides = tuple(s * flat.itemsize for s in stride)
+    if xp is np:
+        return np.lib.stride_tricks.as_strided(flat[offset:], size, strides, writeable=writeable)
+    return xp.lib.stride_tricks.as_strided(flat[offset:], size, strides)
+
+
+def _geometry(array):
+    """``(sizes, strides, storage offset)`` of an array, in elements, as torch's."""
+    return (array.shape, tuple(s // array.itemsize for s in array.strides),
+            (_data_address(array) - _data_address(_owner(array))) // array.itemsize)
+
+
+def _check_geometry(size, stride, offset, storage_size, itemsize):
+    """torch's errors for as_strided's arguments; the view must lie inside the storage."""
+    if len(size) != len(stride):
+        raise RuntimeError("mismatch in length of strides and shape")
+    if any(s < 0 for s in stride):
+        raise RuntimeError(f"as_strided: Negative strides are not supported at the moment, got strides: "
+                           f"{list(stride)}")
+    if any(n < 0 for n in size):
+        raise RuntimeError(f"Storage size calculation overflowed with sizes={list(size)} and "
+                           f"strides={list(stride)}")
+    if offset < 0:
+        raise RuntimeError(f"Tensor: invalid storage offset {offset}")
+    needed = 0 if 0 in size else offset + 1 + sum((n - 1) * s for n, s in zip(size, stride))
+    if needed > storage_size:
+        raise RuntimeError(f"setStorage: sizes {list(size)}, strides {list(stride)}, storage offset {offset}, "
+                           f"and itemsize {itemsize} requiring a storage size of {needed * itemsize} are out "
+                           f"of bounds for storage of size {storage_size * itemsize}")
+
+
+def _positions(storage_size, geometry, xp):
+    """Which storage element each element of a view with ``geometry`` shows."""
+    size, stride, offset = geometry
+    return _strided(xp.arange(storage_size), size, stride, offset, writeable=False)
+
+
+class AsStrided(Function):
+    """A view of the input's storage with any sizes, strides (in elements) and storage offset. The
+    gradient is torch's AsStridedBackward: the output's gradient summed into storage order (windows
+    that overlap add up), read back through the input's own geometry (where the input shows one
+    element several times, as an expand()ed tensor, that element's share is divided among them)."""
+
+    @staticmethod
+    def forward(ctx, a, size, stride, offset):
+        flat = _flat_storage(a)
+        ctx.storage_size, ctx.input_geometry = flat.size, _geometry(a)
+        ctx.geometry = (size, stride, offset)
+        writeable = bool(getattr(a, "flags", None) is None or a.flags.writeable)
+        return _strided(flat, size, stride, offset, writeable)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, n = xp_of(g), ctx.storage_size
+        taken = _positions(n, ctx.geometry, xp).reshape(-1)
+        storage = xp.bincount(taken, weights=g.reshape(-1).astype(np.float64), minlength=n)
+        shown = _positions(n, ctx.input_geometry, xp)
+        if _self_overlapping(shown):
+            storage /= xp.maximum(xp.bincount(shown.reshape(-1), minlength=n), 1)
+        return storage[shown].astype(g.dtype)
+
+
+def _self_overlapping(positions):
+    """Does a view show some storage element more than once?"""
+    flat = positions.reshape(-1)
+    return flat.size > 1 and xp_of(flat).unique(flat).size < flat.size
+
+
+def as_strided(input, size, stride, storage_offset=None):
+    """``torch.as_strided(x, size, stride, storage_offset=None)``: a view of ``x``'s storage (not of
+    ``x`` itself) whose element ``i`` lies at ``storage_offset + sum(i[k] * stride[k])``; the offset
+    defaults to ``x.storage_offset()``. Writes through it reach ``x`` (sharing its version counter).
+    minilora's storage is NumPy's: the same as torch's for tensors made by torch's views (slicing,
+    transpose, expand, unfold...), but an op whose result minilora builds as a view of some
+    intermediate shows that intermediate as its storage where torch's result has its own."""
+    size, stride = _int_tuple(size), _int_tuple(stride)
+    array = input._array
+    offset = _geometry(array)[2] if storage_offset is None else int(storage_offset)
+    _check_geometry(size, stride, offset, _flat_storage(array).size, array.itemsize)
+    return AsStrided.apply(input, size=size, stride=stride, offset=offset)  # (a view: tensor._share_storage)
+
+
+def as_strided_(self, size, stride, storage_offset=None):
+    """``x.as_strided_(size, stride, storage_offset=None)``: ``x`` itself becomes that view of its storage."""
+    return name_node(_reshaped_in_place(self, as_strided, size, stride, storage_offset), "AsStridedBackward1")
+
+
+def _int_tuple(values):
+    if isinstance(values, int):
+        return (values,)
+    return tuple(int(v) for v in values)
+
+
+class AsStridedScatter(Function):
+    """``input`` copied, with the view ``as_strided(size, stride, offset)`` of the copy's storage
+    replaced by ``src``. The copy keeps the input's layout (a transposed input gives a transposed
+    copy, as torch's clone), from storage offset 0."""
+
+    @staticmethod
+    def forward(ctx, a, src, size, stride, offset):
+        out = a.copy(order="K")
+        slot = _strided(_flat_storage(out), size, stride, offset)
+        if slot.shape != src.shape:
+            raise RuntimeError(f"expected src to have a size equal to the slice of self. src size = "
+                               f"{list(src.shape)}, slice size = {list(slot.shape)}")
+        slot[...] = src  # (where the slice overlaps itself, the last element written wins, as torch's)
+        xp = xp_of(out)  # each slice element's index among out's elements (in out's own order)
+        index = xp.empty_like(out, dtype=np.int64, order="K")
+        index[...] = xp.arange(out.size).reshape(out.shape)
+        ctx.taken = _strided(_flat_storage(index), size, stride, offset).reshape(-1)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        g = g.reshape(-1)
+        grad_input = None
+        if ctx.needs_input_grad[0]:
+            grad_input = g.copy()
+            grad_input[ctx.taken] = 0
+            grad_input = grad_input.reshape(ctx.inputs[0].shape)
+        grad_src = g[ctx.taken].reshape(ctx.inputs[1].shape) if ctx.needs_input_grad[1] else None
+        return grad_input, grad_src
+
+
+def as_strided_scatter(input, src, size, stride, storage_offset=None):
+    """``torch.as_strided_scatter(input, src, size, stride, storage_offset=None)``: a copy of ``input``
+    whose ``as_strided(size, stride, storage_offset)`` view holds ``src`` (cast to input's dtype).
+
+    The gradient differs from torch 2.13's on purpose: torch's AsStridedScatterBackward gives
+    ``input`` the gradient *inside* the slice and zero outside (its as_strided_scatter_backward
+    copies ``grad``'s slice into zeros), where the values say the opposite: elements outside the
+    slice are input's, elements inside are src's. minilora returns the true gradient (zero inside
+    the slice, ``grad`` outside), which is also what torch gives for the same computation written
+    as ``out = input.clone(); out.as_strided(...).copy_(src)``."""
+    size, stride = _int_tuple(size), _int_tuple(stride)
+    offset = 0 if storage_offset is None else int(storage_offset)
+    array = input._array
+    _check_geometry(size, stride, offset, array.size, array.itemsize)
+    if src.dtype != input.dtype:
+        src = src.to(input.dtype)
+    return AsStridedScatter.apply(input, src, size=size, stride=stride, offset=offset)
 
 
 # ---- in-place shape methods: x.t_(), x.transpose_(0, 1), x.squeeze_(), x.unsqueeze_(0) -------------
