@@ -403,8 +403,8 @@ def test_generate_command_runs_a_bfloat16_model(tmp_path, capsys, monkeypatch):
     for dtype, expected_dtype in (("auto", ml.bfloat16), ("float32", ml.float32)):
         model = LlamaForCausalLM.from_pretrained(tmp_path, dtype=dtype).eval()
         ids = tok.encode("Q: hi")
-        out = original(model, ids, max_new_tokens=6, do_sample=False, eos_token_id=tok.eos_token_id)
-        expected = "Q: hi" + tok.decode(out.numpy()[len(ids):].tolist(), skip_special_tokens=True)
+        out = original(model, [ids], max_new_tokens=6, do_sample=False, eos_token_id=tok.eos_token_id)
+        expected = "Q: hi" + tok.decode(out.numpy()[0, len(ids):].tolist(), skip_special_tokens=True)
         assert cli.main(["generate", "Q: hi", "--model", str(tmp_path), "--max-new-tokens", "6",
                          "--dtype", dtype]) == 0
         assert capsys.readouterr().out == expected + "\n"

@@ -293,8 +293,10 @@ def test_logits_to_keep_return_dict_cache_and_num_items_in_batch_as_transformers
     labels = np.where(np.arange(IDS.shape[1]) < 2, -100, IDS)
     expected = hf_out(reference, input_ids=IDS, labels=labels, num_items_in_batch=torch.tensor(3)).loss.item()
     assert model(IDS, labels=labels, num_items_in_batch=3).loss.item() == pytest.approx(expected, rel=1e-5)
-    loss, logits = model(IDS, labels=labels, return_dict=False)
+    ours = model(IDS, labels=labels, return_dict=False)  # (loss, logits, cache): the cache in training mode too
     theirs = hf_out(reference, input_ids=IDS, labels=labels, return_dict=False)
+    assert len(ours) == len(theirs) == 3 and ours[2] is not None and theirs[2] is not None
+    loss, logits = ours[:2]
     assert loss.item() == pytest.approx(theirs[0].item(), rel=1e-5) and logits.shape == tuple(theirs[1].shape)
     first = model(IDS[:, :4], use_cache=True)
     assert first.cache is first.past_key_values is not None
@@ -441,7 +443,8 @@ def test_output_hidden_states_as_transformers():
     assert len(out.hidden_states) == len(expected.hidden_states) == TINY.num_hidden_layers + 1
     for ours, theirs in zip(out.hidden_states, expected.hidden_states):
         np.testing.assert_allclose(ours.numpy(force=True), theirs.numpy(force=True), rtol=1e-5, atol=1e-5)
-    assert out.keys() == ["logits", "hidden_states"] and model(IDS).hidden_states is None
+    assert out.keys() == list(expected.keys()) == ["logits", "cache", "hidden_states"]
+    assert model(IDS).hidden_states is None
     peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
     assert len(peft_model(IDS, output_hidden_states=True).hidden_states) == TINY.num_hidden_layers + 1
 
@@ -519,7 +522,9 @@ def test_eval_forward_returns_the_cache_for_a_hand_written_decoding_loop():
     full = model(IDS[:, :5]).logits.numpy(force=True)[:, -1]
     np.testing.assert_allclose(step.logits.numpy(force=True)[:, -1], full, rtol=1e-5, atol=1e-5)
     assert model(IDS, use_cache=False).past_key_values is None
-    assert model.train()(IDS).past_key_values is None  # training: no cache kept alive
+    assert model.train()(IDS).past_key_values is not None  # training too, as transformers (round 8)
+    model.gradient_checkpointing_enable()  # ... but not while recomputing layers (transformers turns it off)
+    assert model(IDS).past_key_values is None
 
 
 def test_peft_causal_lm_forward_takes_pefts_positional_order():

@@ -25,7 +25,7 @@ from minilora.lora import LoraConfig, get_peft_model  # noqa: E402
 from minilora.models import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from test_llama import hf_model  # noqa: E402
-from test_peft_conformance_r3 import IDS, TINY  # noqa: E402  (the tiny random Llama and its token ids)
+from test_peft_conformance_r3 import IDS, TINY, as_numpy  # noqa: E402  (the tiny random Llama and its token ids)
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +89,15 @@ def test_config_output_hidden_states_is_read_as_transformers(saved):
     # (transformers 5.25 itself fails on config.return_dict=False: its LlamaModel hands a tuple to
     # LlamaForCausalLM; minilora gives the tuple)
     assert isinstance(LlamaForCausalLM.from_pretrained(saved, return_dict=False).eval()(ml.tensor(IDS)), tuple)
-    with pytest.raises(NotImplementedError, match="output_attentions"):
-        LlamaForCausalLM.from_pretrained(saved, output_attentions=True)
+    weights = []  # loading with output_attentions=True picks "eager" attention, which has weights to return
+    for load in (hf_load, LlamaForCausalLM.from_pretrained):
+        model = load(saved, output_attentions=True).eval()
+        assert model.config._attn_implementation == "eager"
+        with torch.no_grad():
+            weights.append([as_numpy(w) for w in model(torch.tensor(IDS) if load is hf_load else ml.tensor(IDS)).attentions])
+    assert len(weights[0]) == len(weights[1]) == TINY.num_hidden_layers
+    for theirs, ours in zip(*weights):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
 def test_attention_dropout_in_training_mode_as_transformers():

@@ -556,7 +556,8 @@ def test_outputs_index_as_transformers_model_outputs():
     model = tiny_llama()
     with_loss, without = model(IDS, labels=IDS), model(IDS, None)  # second positional: attention_mask
     assert with_loss[0] is with_loss.loss and with_loss[1] is with_loss["logits"] is with_loss.logits
-    assert without[0] is without.logits and without.keys() == ["logits"]
+    assert without[0] is without.logits and without.keys() == ["logits", "cache"]  # (config.use_cache, as transformers)
+    assert without[1] is without.past_key_values is without["past_key_values"]
     with pytest.raises(KeyError, match="loss"):
         without["loss"]
 

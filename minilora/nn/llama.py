@@ -21,6 +21,7 @@ import dataclasses
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,15 +29,15 @@ import numpy as np
 from .. import dtypes, linalg, ops, parallel
 from ..checkpoint import (SAFE_WEIGHTS_NAME, CheckpointError, atomic_folder, atomic_write, checkpoint_files,
                           load_checkpoint, load_json, read_checkpoint_shapes, read_header, save_file, save_json)
-from ..random import fork_rng
 from ..factories import randn
-from ..tensor import Tensor, _host, _to_dtype
+from ..random import fork_rng
+from ..tensor import Tensor, _host, _to_dtype, is_grad_enabled
 from . import generation, init
 from .checkpointing import checkpoint
 from .layers import Embedding, Linear, RMSNorm, SiLU
 from .module import Module, ModuleList, StateDictError
 
-__all__ = ["LlamaConfig", "KVCache", "CausalLMOutput", "CausalLMOutputWithPast", "LlamaRotaryEmbedding", "rope_inverse_frequencies",
+__all__ = ["LlamaConfig", "KVCache", "CausalLMOutput", "CausalLMOutputWithPast", "BaseModelOutputWithPast", "LlamaRotaryEmbedding", "rope_inverse_frequencies",
            "LlamaAttention", "LlamaRMSNorm",
            "LlamaMLP", "LlamaDecoderLayer", "LlamaModel", "LlamaForCausalLM", "causal_lm_loss", "parameter_shapes"]
 
@@ -64,7 +65,8 @@ class LlamaConfig:
     rms_norm_eps: float = 1e-6
     rope_theta: float = 10000.0
     # RoPE scaling for long contexts, as in config.json's ``rope_scaling``: None (plain RoPE), or
-    # {"rope_type": "linear", "factor": f} or Llama 3.1's {"rope_type": "llama3", "factor", ...}.
+    # {"rope_type": "linear", "factor": f}, {"rope_type": "dynamic", "factor": f} (NTK) or Llama 3.1's
+    # {"rope_type": "llama3", "factor", ...}.
     rope_scaling: dict = None
     tie_word_embeddings: bool = False
     attention_bias: bool = False
@@ -201,6 +203,12 @@ class LlamaConfig:
                 self.extra[key] = value
         _check_field_types(self)
 
+    @property
+    def rope_parameters(self):
+        """transformers 5's name for the RoPE settings: ``rope_scaling`` (rope_type "default" when
+        there is none) with ``rope_theta`` in it."""
+        return {**(self.rope_scaling or {"rope_type": "default"}), "rope_theta": self.rope_theta}
+
     @classmethod
     def _field_names(cls):
         return {f.name for f in dataclasses.fields(cls)} - {"extra"}
@@ -329,7 +337,7 @@ def _check_field_types(config):
         raise _field_error("extra", config.extra, "a dict")
 
 
-_ROPE_SCALING_KEYS = {"linear": ("factor",),
+_ROPE_SCALING_KEYS = {"linear": ("factor",), "dynamic": ("factor",),
                       "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
 
 
@@ -368,18 +376,24 @@ def _checked_rope_scaling(scaling):
 # ==================================================================================================
 # Rotary position embedding (RoPE) tables
 # ==================================================================================================
-def rope_inverse_frequencies(config):
+def rope_inverse_frequencies(config, seq_len=None):
     """The rotation speed of each pair of head features: ``theta^(-2i/d)`` for i < d/2, then scaled
     as the checkpoint says (transformers' rope_type), in float64.
 
     'linear' divides every frequency by ``factor``: positions count ``factor`` times slower, so a
     model trained on n positions reads n * factor. 'llama3' (Llama 3.1) divides only the slow
     frequencies (wavelengths above ``original_max_position_embeddings / low_freq_factor``), keeps the
-    fast ones (below ``... / high_freq_factor``), and blends smoothly in between.
+    fast ones (below ``... / high_freq_factor``), and blends smoothly in between. 'dynamic' (NTK)
+    raises theta for a sequence of ``seq_len`` > max_position_embeddings positions (transformers'
+    ``_compute_dynamic_ntk_parameters``; shorter ones: plain RoPE).
     """
     dim = config.head_dim
-    inv_freq = 1.0 / (config.rope_theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
     scaling = config.rope_scaling or {"rope_type": "default"}
+    theta = config.rope_theta
+    if scaling["rope_type"] == "dynamic":
+        longest, factor = max(seq_len or 0, config.max_position_embeddings), scaling["factor"]
+        theta = theta * ((factor * longest / config.max_position_embeddings) - (factor - 1)) ** (dim / (dim - 2))
+    inv_freq = 1.0 / (theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
     if scaling["rope_type"] == "linear":
         return inv_freq / scaling["factor"]
     if scaling["rope_type"] == "llama3":
@@ -408,13 +422,26 @@ class LlamaRotaryEmbedding(Module):
 
     def __init__(self, config):
         super().__init__()
-        self.inv_freq = rope_inverse_frequencies(config)
+        self.config = config
+        self.inv_freq = self.original_inv_freq = rope_inverse_frequencies(config)
+        self.max_seq_len_cached = self.original_max_seq_len = config.max_position_embeddings
 
     def forward(self, position_ids, dtype, xp=np):
         """``position_ids`` [B, T] (NumPy ints) -> cos, sin of shape [B, 1, T, head_dim]."""
+        if (self.config.rope_scaling or {}).get("rope_type") == "dynamic":
+            self._dynamic_frequency_update(int(position_ids.max()) + 1)
         freqs = position_ids[..., None].astype(np.float64) * self.inv_freq  # [B, T, d/2]
         angles = np.concatenate((freqs, freqs), axis=-1)[:, None]           # [B, 1, T, d]
         return xp.asarray(np.cos(angles), dtype=dtype), xp.asarray(np.sin(angles), dtype=dtype)
+
+    def _dynamic_frequency_update(self, seq_len):
+        """transformers' dynamic RoPE state: the frequencies of the longest sequence seen so far
+        (recomputed as a call reaches past it), back to plain RoPE once a call is shorter than
+        max_position_embeddings again. (Keys already cached keep the rotation they were given.)"""
+        if seq_len > self.max_seq_len_cached:
+            self.inv_freq, self.max_seq_len_cached = rope_inverse_frequencies(self.config, seq_len), seq_len
+        elif seq_len < self.original_max_seq_len < self.max_seq_len_cached:
+            self.inv_freq, self.max_seq_len_cached = self.original_inv_freq, self.original_max_seq_len
 
 
 # ==================================================================================================
@@ -471,7 +498,9 @@ class LlamaAttention(Module):
         self.v_proj = Linear(hidden, kv_heads * self.head_dim, bias=bias, dtype=dtype, device=device)
         self.o_proj = Linear(heads * self.head_dim, hidden, bias=bias, dtype=dtype, device=device)
 
-    def forward(self, x, cos, sin, mask=None, cache=None):
+    def forward(self, x, cos, sin, mask=None, cache=None, output_attentions=False):
+        """The attention output [B, T, hidden]; with ``output_attentions`` also the attention weights
+        [B, heads, Tq, Tk] (transformers' eager attention: softmax(q k^T / sqrt(D) + bias))."""
         b, t, _ = x.shape
         # [B, T, heads * D] -> [B, heads, T, D]: one row of D numbers per head and position.
         q = self.q_proj(x).reshape(b, t, -1, self.head_dim).transpose(1, 2)
@@ -485,12 +514,31 @@ class LlamaAttention(Module):
         # the model already holds that (with padding); without one, Tq == Tk is torch's is_causal,
         # one new token sees every key, and a chunk after a cache needs the bottom-right bias.
         tq, tk = q.shape[2], k.shape[2]
-        if mask is None and 1 < tq < tk:
+        if mask is None and (1 < tq < tk or (output_attentions and tq > 1)):
             mask = causal_bias(tq, tk, q.dtype, q.device.xp)
+        dropout = self.attention_dropout if self.training else 0.0
+        if output_attentions:
+            out, weights = _eager_attention(q, k, v, mask, dropout)
+            return self.o_proj(out.transpose(1, 2).reshape(b, t, -1)), weights
         out = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and tq == tk,
-                                               dropout_p=self.attention_dropout if self.training else 0.0,
-                                               enable_gqa=True)
+                                               dropout_p=dropout, enable_gqa=True)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+
+
+def _eager_attention(q, k, v, bias, dropout):
+    """transformers' ``eager_attention_forward``: the weights themselves, for ``output_attentions``
+    (each key/value head repeated for its group of query heads; a 16-bit softmax in float32)."""
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    scores = (q @ k.transpose(2, 3)) * (q.shape[-1] ** -0.5)
+    if bias is not None:
+        if bias.dtype == np.bool_:  # a user's boolean 4-D mask: True keeps the key
+            bias = q.device.xp.where(bias, 0.0, -np.inf).astype(scores._array.dtype)
+        scores = scores + bias
+    weights = ops.softmax(scores, -1, dtype=dtypes.compute_dtype(scores.dtype)).to(q.dtype)
+    if dropout:
+        weights = ops.dropout(weights, dropout, training=True)
+    return weights @ v, weights
 
 
 class SiLUActivation(SiLU):
@@ -545,9 +593,15 @@ class LlamaDecoderLayer(Module):
         self.input_layernorm = LlamaRMSNorm(config.hidden_size, eps=eps, dtype=dtype, device=device)
         self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, eps=eps, dtype=dtype, device=device)
 
-    def forward(self, x, cos, sin, mask=None, cache=None):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward(self, x, cos, sin, mask=None, cache=None, output_attentions=False):
+        """The layer's output; with ``output_attentions``, (output, the attention weights)."""
+        attended = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, output_attentions)
+        weights = None
+        if output_attentions:
+            attended, weights = attended
+        x = x + attended
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return (x, weights) if output_attentions else x
 
 
 # ==================================================================================================
@@ -570,22 +624,29 @@ class LlamaModel(Module):
         # transformers' config._attn_implementation, set on the config as transformers sets it ("sdpa" unless
         # asked otherwise); each forward reads it (see _attention_bias: only fully masked rows differ)
         config._attn_implementation = _attention_kind(getattr(config, "_attn_implementation", None))
-        if config.extra.get("output_attentions"):  # transformers would return every layer's attention weights
-            raise NotImplementedError("config.output_attentions=True: minilora's attention does not return "
-                                      "its weights (set it to False)")
         _init_weights(self.modules(), config.initializer_range)  # transformers' post_init, at the end of __init__
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                use_cache=False, inputs_embeds=None, output_hidden_states=None):
-        """Hidden states [B, T, hidden_size] and the cache (``None`` unless one is in use).
+                inputs_embeds=None, use_cache=None, *, cache=None, output_hidden_states=None,
+                output_attentions=None, return_dict=None, cache_position=None):
+        """transformers' ``LlamaModel`` call (its argument order): a ``BaseModelOutputWithPast`` with
+        ``last_hidden_state`` [B, T, hidden_size] (after the final norm) and ``past_key_values`` (the
+        cache; ``use_cache`` None: config.use_cache, on, as transformers, except while recomputing
+        under gradient checkpointing).
 
         ``inputs_embeds`` [B, T, hidden_size] replaces ``input_ids`` (exactly one of the two, as in
         transformers): vectors fed in place of the embedding lookup, e.g. learned soft prompts.
-        ``output_hidden_states=True`` adds a third item, transformers' ``hidden_states``: the
-        embeddings, then each layer's output, the last one after the final norm (layers + 1 tensors);
-        None: config.output_hidden_states, as transformers."""
-        if output_hidden_states is None:
-            output_hidden_states = bool(self.config.extra.get("output_hidden_states", False))
+        ``output_hidden_states=True`` fills ``hidden_states``: the embeddings, then each layer's
+        output, the last one after the final norm (layers + 1 tensors). ``output_attentions=True``
+        fills ``attentions``, each layer's weights [B, heads, Tq, Tk] with "eager" attention; "sdpa"
+        (the default) computes none, and the tuple is empty, as transformers'. These two left at None
+        follow the config. ``cache_position`` is accepted and unused, as transformers 5's Llama."""
+        config = self.config.extra
+        output_hidden_states = bool(config.get("output_hidden_states", False)) if output_hidden_states is None \
+            else output_hidden_states
+        output_attentions = bool(config.get("output_attentions", False)) if output_attentions is None \
+            else output_attentions
+        past_key_values = _one_cache(past_key_values, cache)
         weight = self.embed_tokens.weight
         xp, dtype = weight.device.xp, weight.dtype
         if (input_ids is None) == (inputs_embeds is None):
@@ -598,24 +659,44 @@ class LlamaModel(Module):
         if 0 in shape:
             raise ValueError(f"input_ids has shape {shape}: an empty batch or a zero-length sequence "
                              "has nothing to compute (give at least one token per row)")
+        recompute = self.gradient_checkpointing and self.training and is_grad_enabled() and past_key_values is None
+        if use_cache is None:
+            use_cache = bool(config.get("use_cache", True)) and not recompute
+        elif use_cache and recompute:  # transformers' GradientCheckpointingLayer turns the cache off
+            warnings.warn("Caching is incompatible with gradient checkpointing: setting `use_cache=False`")
+            use_cache = False
         cache = past_key_values if past_key_values is not None else KVCache() if use_cache else None
         past = cache.get_seq_length() if cache is not None else 0
         if position_ids is None:  # positions continue after the cached ones
             position_ids = np.arange(past, past + shape[1])[None, :]
         cos, sin = self.rotary_emb(_as_ids(position_ids, "position_ids"), dtype, xp)
-        mask = _attention_bias(attention_mask, shape, past, dtype, xp,
-                               getattr(self.config, "_attn_implementation", None))
+        attention = _attention_kind(getattr(self.config, "_attn_implementation", None))
+        mask = _attention_bias(attention_mask, shape, past, dtype, xp, attention)
         x = self.embed_tokens(xp.asarray(ids)) if inputs_embeds is None else inputs_embeds
-        recompute = self.gradient_checkpointing and self.training and cache is None
-        states = []  # only kept when asked for: each holds a whole [B, T, hidden] activation
+        weights_wanted = output_attentions and attention == "eager"  # (sdpa computes no weights)
+        states, attentions = [], []  # only kept when asked for: each holds a whole [B, T, hidden] activation
         for layer in self.layers:
             if output_hidden_states:
                 states.append(x)
-            x = checkpoint(layer, x, cos, sin, mask, None) if recompute else layer(x, cos, sin, mask, cache)
+            if weights_wanted:
+                x, weights = layer(x, cos, sin, mask, cache, True)
+                attentions.append(weights)
+            else:
+                x = checkpoint(layer, x, cos, sin, mask, None) if recompute else layer(x, cos, sin, mask, cache)
         hidden = self.norm(x)
-        if not output_hidden_states:
-            return hidden, cache
-        return hidden, cache, tuple(states) + (hidden,)
+        out = BaseModelOutputWithPast(last_hidden_state=hidden, cache=cache,
+                                      hidden_states=tuple(states) + (hidden,) if output_hidden_states else None,
+                                      attentions=tuple(attentions) if output_attentions else None)
+        return out if (return_dict if return_dict is not None else config.get("return_dict", True)) else out.to_tuple()
+
+
+def _one_cache(past_key_values, cache):
+    """transformers 5 calls the cache ``cache=``; ``past_key_values=`` is its old name: one of them."""
+    if cache is not None:
+        if past_key_values is not None:
+            raise ValueError("pass the cache once: cache= (transformers 5's name) or past_key_values=")
+        return cache
+    return past_key_values
 
 
 def _embeds_shape(inputs_embeds, hidden_size):
@@ -959,19 +1040,10 @@ def _first_float_dtype(folder):
     return "float32"
 
 
-@dataclass
-class CausalLMOutputWithPast:
-    """What ``LlamaForCausalLM.__call__`` returns (transformers 5's ``CausalLMOutputWithPast``).
-
-    As transformers' model outputs: ``out.logits``, ``out["logits"]``, and ``out[0]`` -- an index
-    counts only the fields that are set, so ``out[0]`` is the loss when labels were given, else the
-    logits. transformers 5 calls the KV cache ``cache``; ``past_key_values``, its old name, still
-    reads it (attribute, key, ``in``)."""
-    loss: Tensor = None
-    logits: Tensor = None
-    cache: KVCache = None
-    hidden_states: tuple = None  # with output_hidden_states=True
-
+class _ModelOutput:
+    """transformers' ModelOutput: ``out.field``, ``out["field"]``, and ``out[0]`` -- an index counts
+    only the fields that are set. transformers 5 calls the KV cache ``cache``; ``past_key_values``,
+    its old name, still reads it (attribute, key, ``in``)."""
     _OLD_NAMES = {"past_key_values": "cache"}
 
     def to_tuple(self):
@@ -990,20 +1062,62 @@ class CausalLMOutputWithPast:
             return getattr(self, self._OLD_NAMES.get(key, key))
         return self.to_tuple()[key]
 
+    def __iter__(self):  # (a ModelOutput unpacks as its tuple)
+        return iter(self.to_tuple())
+
+    def __len__(self):
+        return len(self.keys())
+
     @property
     def past_key_values(self):
         """transformers 4's name for ``cache``."""
         return self.cache
 
 
+@dataclass
+class BaseModelOutputWithPast(_ModelOutput):
+    """What ``LlamaModel.__call__`` returns (transformers' ``BaseModelOutputWithPast``)."""
+    last_hidden_state: Tensor = None
+    cache: KVCache = None
+    hidden_states: tuple = None  # with output_hidden_states=True
+    attentions: tuple = None  # with output_attentions=True
+
+
+@dataclass
+class CausalLMOutputWithPast(_ModelOutput):
+    """What ``LlamaForCausalLM.__call__`` returns (transformers 5's ``CausalLMOutputWithPast``)."""
+    loss: Tensor = None
+    logits: Tensor = None
+    cache: KVCache = None
+    hidden_states: tuple = None  # with output_hidden_states=True
+    attentions: tuple = None  # with output_attentions=True
+
+
 CausalLMOutput = CausalLMOutputWithPast  # minilora's earlier name
 
 
 def _last_positions(hidden, logits_to_keep):
-    """``hidden`` [B, T, H] cut to its last ``logits_to_keep`` positions (0: all), as transformers."""
-    if isinstance(logits_to_keep, bool) or not isinstance(logits_to_keep, (int, np.integer)) or logits_to_keep < 0:
-        raise TypeError(f"logits_to_keep must be an integer >= 0 (0: every position), got {logits_to_keep!r}")
-    return hidden if logits_to_keep == 0 else hidden[:, -int(logits_to_keep):, :]
+    """``hidden`` [B, T, H] cut as transformers' ``slice_logits_to_keep``: an int keeps the last
+    ``logits_to_keep`` positions (0: all); a 1-D tensor of positions keeps those in every row; a 2-D
+    integer one [B, P] each row's own; a 2-D boolean one [B, T] the True positions, flattened to
+    [count, H]."""
+    if isinstance(logits_to_keep, bool) or logits_to_keep is None:
+        raise TypeError(f"logits_to_keep must be an integer >= 0 (0: every position) or a tensor of positions, "
+                        f"got {logits_to_keep!r}")
+    if isinstance(logits_to_keep, (int, np.integer)):
+        if logits_to_keep < 0:
+            raise TypeError(f"logits_to_keep must be an integer >= 0 (0: every position), got {logits_to_keep!r}")
+        return hidden if logits_to_keep == 0 else hidden[:, -int(logits_to_keep):, :]
+    positions = _host_numpy(logits_to_keep)
+    if positions.ndim == 2 and positions.dtype == np.bool_:
+        return hidden[hidden.device.xp.asarray(positions)]
+    if positions.dtype.kind not in "iu" or positions.ndim not in (0, 1, 2):
+        raise TypeError(f"logits_to_keep must be an integer or a tensor of integer positions (or a 2-D boolean "
+                        f"mask), got {positions.dtype} of shape {positions.shape}")
+    xp = hidden.device.xp
+    if positions.ndim == 2:  # each row its own positions (torch.take_along_dim)
+        return hidden[xp.arange(hidden.shape[0])[:, None], xp.asarray(positions)]
+    return hidden[:, xp.asarray(positions), :]
 
 
 _TORCH_DTYPE_NAMES = {"int8": "Char", "int16": "Short", "int32": "Int", "uint16": "UInt16", "uint32": "UInt32",
@@ -1072,35 +1186,33 @@ class LlamaForCausalLM(Module):
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, labels=None, use_cache=None, logits_to_keep=0, *, cache=None,
-                num_items_in_batch=None, return_dict=None, output_hidden_states=None):
+                num_items_in_batch=None, return_dict=None, output_hidden_states=None, output_attentions=None,
+                cache_position=None):
         """transformers' argument order: ``model(ids, mask)`` passes the attention mask.
 
         As transformers 5: ``cache=`` is the new name of ``past_key_values=``; ``logits_to_keep=k``
-        computes the logits of the last k positions only (0: all; generation needs just the last);
-        ``output_hidden_states=True`` fills ``out.hidden_states`` (see ``LlamaModel.forward``);
-        ``use_cache`` (None) is on in eval mode, as transformers' config.use_cache, so ``out.past_key_values``
-        continues a hand-written decoding loop (in training mode it is off: nothing would use it);
-        ``num_items_in_batch`` (the Trainer's, under gradient accumulation) makes the loss the sum
-        over the labelled tokens divided by it, not their mean; ``return_dict=False`` gives a tuple.
-        ``return_dict`` and ``output_hidden_states`` left at None follow the config, as transformers."""
+        computes the logits of the last k positions only (0: all; generation needs just the last; a
+        tensor picks positions, see ``_last_positions``); ``output_hidden_states`` /
+        ``output_attentions`` fill ``out.hidden_states`` / ``out.attentions`` (see ``LlamaModel.forward``);
+        ``use_cache`` (None: config.use_cache, on in training too, off while gradient checkpointing
+        recomputes) returns the cache in ``out.past_key_values``, which continues a hand-written decoding
+        loop; ``num_items_in_batch`` (the Trainer's, under gradient accumulation) makes the loss the sum
+        over the labelled tokens divided by it, not their mean; ``return_dict=False`` gives a tuple
+        (loss, logits, cache, hidden_states, attentions: those that are set). ``return_dict`` and the
+        outputs left at None follow the config, as transformers."""
         if return_dict is None:
             return_dict = bool(self.config.extra.get("return_dict", True))
-        if cache is not None:
-            if past_key_values is not None:
-                raise ValueError("pass the cache once: cache= (transformers 5's name) or past_key_values=")
-            past_key_values = cache
-        if use_cache is None:
-            use_cache = not self.training and self.config.extra.get("use_cache", True)
-        hidden, cache, *states = self.model(input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                            past_key_values=past_key_values, use_cache=use_cache,
-                                            inputs_embeds=inputs_embeds, output_hidden_states=output_hidden_states)
-        logits = self.lm_head(_last_positions(hidden, logits_to_keep))
+        body = self.model(input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          past_key_values=_one_cache(past_key_values, cache), use_cache=use_cache,
+                          inputs_embeds=inputs_embeds, output_hidden_states=output_hidden_states,
+                          output_attentions=output_attentions, return_dict=True)
+        logits = self.lm_head(_last_positions(body.last_hidden_state, logits_to_keep))
         loss = None
         if labels is not None:
             loss = causal_lm_loss(logits, labels, reduction="mean" if num_items_in_batch is None else "sum")
             loss = loss if num_items_in_batch is None else loss / num_items_in_batch
-        out = CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache,
-                             hidden_states=states[0] if states else None)
+        out = CausalLMOutputWithPast(loss=loss, logits=logits, cache=body.cache, hidden_states=body.hidden_states,
+                                     attentions=body.attentions)
         return out if return_dict else out.to_tuple()
 
     def generate(self, input_ids=None, **kwargs):
@@ -1256,6 +1368,8 @@ class LlamaForCausalLM(Module):
             exc.args = (f"{os.fspath(path)}: {exc.args[0]}",)
             raise
         model.name_or_path = os.fspath(path)  # as transformers: an adapter records it as its base model
+        if attn_implementation is None and model.config.extra.get("output_attentions"):
+            attn_implementation = "eager"  # transformers' choice: sdpa computes no weights to output
         if attn_implementation is not None:  # read by each forward, as transformers' config._attn_implementation
             model.config._attn_implementation = attn_implementation
         model.generation_config = _generation_config(path)
