@@ -21,6 +21,8 @@ transformers' tokenizer and torch as the oracles; the server in process, with th
 |  a temperature below 0.01                   |                                         |  (vLLM's SamplingParams)              |
 | stop: ""; allowed_token_ids                 | ignored; refused as unknown             | 400; only those ids sampled           |
 | n > 1 at temperature 0                      | n equal greedy choices                  | 400 (_verify_greedy_sampling)         |
+| a stream's chunks                           | one per piece of text; the echo alone;  | one per token; the echo with the      |
+|                                             |  the finish_reason in an empty chunk    |  first; the last text with the finish |
 """
 import asyncio
 import os
@@ -414,3 +416,16 @@ def test_bad_values_are_vllms_400_error_object(app, options, param):
     assert err.value.status_code == 400
     assert err.value.body["param"] == param and err.value.body["code"] == 400
     assert err.value.body["type"] == "BadRequestError" and err.value.body["message"]
+
+
+def test_a_stream_is_one_chunk_per_token_the_echo_in_the_first_and_the_finish_in_the_last(app):
+    """vLLM's completion_stream_generator: a chunk for each engine step (its text "" while a character is
+    incomplete), the prompt echoed with the first token's text, the last token's text with finish_reason."""
+    whole = complete(app, max_tokens=6, temperature=0, echo=True, logprobs=1).choices[0]
+    chunks = complete(app, max_tokens=6, temperature=0, echo=True, logprobs=1, stream=True)
+    choices = [c.choices[0] for c in chunks]
+    assert len(choices) == 6 and [c.finish_reason for c in choices] == [None] * 5 + ["length"]
+    assert choices[0].text.startswith("Dan") and "".join(c.text for c in choices) == whole.text
+    assert [len(c.logprobs.tokens) for c in choices] == [len("Dan") + 2] + [1] * 5  # (<bos>, D, a, n) + a token
+    assert [t for c in choices for t in c.logprobs.tokens] == whole.logprobs.tokens
+    assert [at for c in choices for at in c.logprobs.text_offset] == whole.logprobs.text_offset

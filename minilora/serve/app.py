@@ -368,8 +368,16 @@ class _Server:
     @staticmethod
     def _emitter(loop, events, index, job):
         """``Request.emit`` for choice ``index``: called on the engine thread, right after the token that
-        made the text, so how many tokens the text covers is read there (for its logprobs)."""
+        made the text, so how many tokens the text covers is read there (for its logprobs). The last
+        token's text comes with the "done" event, as ``(finish_reason, text)``: vLLM's last chunk holds both."""
+        last_text = []
+
         def emit(kind, value):
+            if kind == "text" and job.finished:
+                last_text.append(value)
+                return
+            if kind == "done":
+                value = (value, "".join(last_text))
             try:
                 loop.call_soon_threadsafe(events.put_nowait, (index, kind, value, len(job.token_logprobs)))
             except RuntimeError:  # the event loop is gone: nobody is listening any more
@@ -391,7 +399,8 @@ class _Server:
                 elif kind == "error":
                     return _error(*value)
                 else:
-                    reasons[index] = value
+                    reasons[index], tail = value
+                    texts[index] += tail
             choices = [self._choice(i, chat, texts[i], reasons[i], self._choice_logprobs(chat, job, *echoes[i]), True,
                                     job.stop_reason) for i, job in enumerate(jobs)]
             return JSONResponse({**meta, "object": "chat.completion" if chat else "text_completion",
@@ -406,13 +415,10 @@ class _Server:
         def chunk(choices):  # with include_usage, OpenAI's chunks carry "usage": null until the last one
             return _sse({**meta, "object": obj, "choices": choices, **({"usage": None} if include_usage else {})})
         try:
-            for index, (echo, entries) in enumerate(echoes):  # chat: the role first; a completion: its echo
-                if chat:
-                    yield chunk([{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                                  "finish_reason": None, "stop_reason": None}])
-                elif echo:
-                    yield chunk([self._choice(index, chat, echo, None,
-                                              self._logprobs(chat, entries is not None, entries or []))])
+            for index in range(len(jobs) if chat else 0):  # chat: the role first
+                yield chunk([{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                              "finish_reason": None, "stop_reason": None}])
+            unechoed = [not chat] * len(jobs)  # a completion's echo comes with its first token, as vLLM's
             reported, pending, failed = [0] * len(jobs), len(jobs), False
             offsets = [None] * len(jobs)  # each choice's _OffsetReader, chunk by chunk (made at its first token)
             while pending:
@@ -422,22 +428,31 @@ class _Server:
                     failed = True
                     break
                 job = jobs[index]
+                reason, text = value if kind == "done" else (None, value)
+                stop_reason = job.stop_reason if kind == "done" else None
                 count = count if kind == "text" else len(job.token_logprobs)  # the last chunk reports the rest
                 offsets[index] = offsets[index] or self._offset_reader(job)
                 logprobs = self._logprobs(chat, job.logprobs is not None, job.token_logprobs[reported[index]:count],
                                           start=len(echoes[index][0]), offsets=offsets[index], final=kind != "text")
                 reported[index] = count
-                if kind == "text":
-                    yield chunk([self._choice(index, chat, value, None, logprobs)])
-                else:
-                    yield chunk([self._choice(index, chat, "", value, logprobs, stop_reason=job.stop_reason)])
-                    pending -= 1
+                if unechoed[index]:
+                    text, logprobs = self._with_echo(text, logprobs, *echoes[index])
+                    unechoed[index] = False
+                yield chunk([self._choice(index, chat, text, reason, logprobs, stop_reason=stop_reason)])
+                pending -= kind == "done"
             if include_usage and not failed:  # OpenAI's last chunk: no choices, the request's usage
                 yield _sse({**meta, "object": obj, "choices": [], "usage": self._usage(jobs, n_prompt)})
             yield "data: [DONE]\n\n"
         finally:  # also when the client disconnects (Starlette cancels this generator)
             for job in jobs:
                 job.cancel()
+
+    def _with_echo(self, text, logprobs, echo_text, echo_entries):
+        """A completion's first chunk: its echoed prompt's text and logprobs before its first token's."""
+        echoed = self._logprobs(False, echo_entries is not None, echo_entries or [])
+        if echoed is not None and logprobs is not None:
+            logprobs = {key: echoed[key] + logprobs[key] for key in logprobs}
+        return echo_text + text, logprobs
 
     def _echo_only(self, meta, stream, include_usage, echoes, n_prompt):
         """``max_tokens: 0`` with echo: the prompts (and their logprobs) as the choices, nothing generated."""

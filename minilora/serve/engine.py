@@ -11,7 +11,8 @@ One loop iteration of ``Engine._run``::
 
 Bounds: at most ``max_batch_size`` rows decode together and at most ``max_queue`` requests wait;
 ``submit`` raises ``EngineError(429)`` when both are full. A request talks back through ``Request.emit``:
-``("text", delta)`` events, then ``("done", finish_reason)`` or ``("error", (status, message))``.
+one ``("text", delta)`` event per token (``""`` while its text is held back; ``finished`` is already set
+on the last one), then ``("done", finish_reason)`` or ``("error", (status, message))``.
 """
 import collections
 import concurrent.futures
@@ -418,10 +419,9 @@ class Engine:
         if stop is not None:
             reason, request.stop_reason = "stop", stop
         text = request.detokenizer.next_delta(finished=reason is not None)
-        if text:
-            request.emit("text", text)
+        request.finished = reason is not None
+        request.emit("text", text)  # every token, "" while its text is held back: vLLM streams each step
         if reason is not None:
-            request.finished = True
             request.emit("done", reason)
             if leave:
                 self._leave(row)
