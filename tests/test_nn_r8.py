@@ -448,3 +448,79 @@ def test_multi_head_attention_module_is_the_functional():
     with pytest.raises(AssertionError, match="embedding dimension"):
         F.multi_head_attention_forward(ml.tensor(x), ml.tensor(x), ml.tensor(x), 6, 2, ours.in_proj_weight, None,
                                        None, None, False, 0.0, ours.out_proj.weight, None)
+
+
+# ---- 3-D pooling and padding -------------------------------------------------------------------------
+POOL3D = [
+    ("max_pool3d", dict(kernel_size=(2, 3, 2), stride=(1, 2, 2), padding=(1, 1, 0), dilation=(2, 1, 1))),
+    ("max_pool3d", dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, return_indices=True)),
+    ("avg_pool3d", dict(kernel_size=(2, 3, 2), stride=(1, 2, 2), padding=(1, 1, 0))),
+    ("avg_pool3d", dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)),
+    ("avg_pool3d", dict(kernel_size=2, divisor_override=3)),
+    ("adaptive_avg_pool3d", dict(output_size=(2, 4, 3))),
+    ("adaptive_avg_pool3d", dict(output_size=(None, 3, 1))),
+    ("adaptive_max_pool3d", dict(output_size=(2, 4, 3), return_indices=True)),
+]
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("name, kwargs", POOL3D)
+def test_3d_pooling_values_indices_and_grads_as_torch(name, kwargs, ties):
+    """``ties``: small integers, so windows hold equal maxima: torch's first in (depth, row, column) order."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 3, (2, 3, 5, 6, 7)).astype(np.float64) if ties else rng.standard_normal((2, 3, 5, 6, 7))
+    for shape in ((2, 3, 5, 6, 7), (3, 5, 6, 7)):  # batched and unbatched
+        values = x.reshape(shape) if len(shape) == 5 else x[0]
+        ours_in, theirs_in = both(values, requires_grad=True)
+        ours, theirs = getattr(F, name)(ours_in, **kwargs), getattr(TF, name)(theirs_in, **kwargs)
+        if kwargs.get("return_indices"):
+            assert ours[1].dtype == ml.int64
+            np.testing.assert_array_equal(ours[1].numpy(), theirs[1].numpy())
+            ours, theirs = ours[0], theirs[0]
+        close(ours, theirs, 1e-12)
+        g = randn(*theirs.shape, seed=6)
+        ours.backward(ml.tensor(g))
+        theirs.backward(torch.tensor(g))
+        close(ours_in.grad, theirs_in.grad, 1e-12)
+
+
+@pytest.mark.parametrize("name, args", [("MaxPool3d", (3, 2, 1)), ("AvgPool3d", ((2, 3, 1),)),
+                                        ("AdaptiveAvgPool3d", ((1, 2, 3),)), ("AdaptiveMaxPool3d", (2,)),
+                                        ("ConstantPad3d", (1, 2.5)), ("ZeroPad3d", ((1, 2, 0, 1, 1, 0),)),
+                                        ("ReflectionPad3d", (1,)), ("ReplicationPad3d", ((2, 0, 1, 1, 0, 2),)),
+                                        ("CircularPad3d", (1,))])
+def test_3d_pooling_and_padding_modules_as_torch(name, args):
+    ours, theirs = getattr(nn, name)(*args), getattr(torch.nn, name)(*args)
+    assert repr(ours) == repr(theirs)
+    x = randn(2, 3, 4, 5, 6).astype(np.float32)
+    close(ours(ml.tensor(x)), theirs(torch.tensor(x)), 1e-6)
+
+
+# ---- gradcheck (float64 finite differences) of the new differentiable ops -----------------------------
+@pytest.mark.parametrize("name", ["conv3d", "conv_transpose3d", "grid_sample bilinear", "grid_sample bicubic",
+                                  "grid_sample 3-D reflection", "affine_grid", "avg_pool3d", "max_pool3d",
+                                  "adaptive_avg_pool3d", "gumbel_softmax"])
+def test_gradcheck(name):
+    rng = np.random.default_rng(8)
+    leaf = lambda *shape: ml.tensor(rng.standard_normal(shape), requires_grad=True)  # noqa: E731
+    grid = lambda *shape: ml.tensor(rng.uniform(-1.2, 1.2, shape), requires_grad=True)  # noqa: E731
+    cases = {
+        "conv3d": (lambda x, w: F.conv3d(x, w, stride=(1, 2, 1), padding=1, groups=2),
+                   (leaf(1, 2, 3, 4, 3), leaf(2, 1, 2, 2, 2))),
+        "conv_transpose3d": (lambda x, w: F.conv_transpose3d(x, w, stride=2, output_padding=1, dilation=(1, 1, 2)),
+                             (leaf(1, 2, 2, 3, 2), leaf(2, 2, 2, 1, 2))),
+        "grid_sample bilinear": (lambda x, g: F.grid_sample(x, g, padding_mode="border", align_corners=False),
+                                 (leaf(1, 2, 4, 5), grid(1, 3, 2, 2))),
+        "grid_sample bicubic": (lambda x, g: F.grid_sample(x, g, mode="bicubic", align_corners=True),
+                                (leaf(1, 2, 4, 5), grid(1, 3, 2, 2))),
+        "grid_sample 3-D reflection": (lambda x, g: F.grid_sample(x, g, padding_mode="reflection",
+                                                                  align_corners=False),
+                                       (leaf(1, 1, 3, 4, 3), grid(1, 2, 2, 1, 3))),
+        "affine_grid": (lambda t: F.affine_grid(t, (2, 1, 3, 4), align_corners=False), (leaf(2, 2, 3),)),
+        "avg_pool3d": (lambda x: F.avg_pool3d(x, 2, 1, 1, True, False), (leaf(1, 2, 3, 4, 3),)),
+        "max_pool3d": (lambda x: F.max_pool3d(x, 2, 1), (leaf(1, 2, 3, 4, 3),)),
+        "adaptive_avg_pool3d": (lambda x: F.adaptive_avg_pool3d(x, (2, 3, 2)), (leaf(1, 2, 3, 4, 3),)),
+        "gumbel_softmax": (lambda x: (ml.manual_seed(0), F.gumbel_softmax(x, tau=0.7))[1], (leaf(3, 4),)),
+    }
+    fn, inputs = cases[name]
+    assert ml.autograd.gradcheck(fn, inputs)

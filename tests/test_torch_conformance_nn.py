@@ -126,6 +126,12 @@ BUILTIN_SIGNATURES.update({  # torch builtins without an inspectable signature (
                          ("stride", 1), ("padding", 0), ("output_padding", 0), ("groups", 1), ("dilation", 1)],
     **{name: [("input", inspect.Parameter.empty), ("groups", inspect.Parameter.empty)]
        for name in ("channel_shuffle", "native_channel_shuffle")},
+    "max_pool3d": [("input", inspect.Parameter.empty), ("kernel_size", inspect.Parameter.empty), ("stride", None),
+                   ("padding", 0), ("dilation", 1), ("ceil_mode", False), ("return_indices", False)],
+    "avg_pool3d": [("input", inspect.Parameter.empty), ("kernel_size", inspect.Parameter.empty), ("stride", None),
+                   ("padding", 0), ("ceil_mode", False), ("count_include_pad", True), ("divisor_override", None)],
+    "adaptive_max_pool3d": [("input", inspect.Parameter.empty), ("output_size", inspect.Parameter.empty),
+                            ("return_indices", False)],
 })
 MINILORA_ONLY = {"rotary_embedding", "swiglu"}  # no torch.nn.functional counterpart
 

@@ -470,6 +470,19 @@ EXPLICIT.update({  # round 8's names (their values: tests/test_nn_r8.py)
                                        L.zeros(0, dtype=L.int64), reduction=reduction), (4, 0, 3))
         for reduction in ("none", "sum")] + [L.nn.CTCLoss()(L.zeros(4, 0, 3), L.zeros(0, 2, dtype=L.int64),
                                                            L.zeros(0, dtype=L.int64), L.zeros(0, dtype=L.int64))],
+    "F.max_pool3d / F.avg_pool3d / F.adaptive_avg_pool3d / F.adaptive_max_pool3d of (0, 2, 4, 4, 4)": lambda L: [
+        grads(L, lambda L, x: _F(L).max_pool3d(x, 2, return_indices=True), (0, 2, 4, 4, 4)),
+        grads(L, lambda L, x: _F(L).avg_pool3d(x, 2, padding=1), (0, 2, 4, 4, 4)),
+        grads(L, lambda L, x: _F(L).adaptive_avg_pool3d(x, (2, 1, 3)), (0, 2, 4, 4, 4)),
+        grads(L, lambda L, x: _F(L).adaptive_max_pool3d(x, 2, True), (0, 2, 4, 4, 4))],
+    "F.max_pool3d of an empty depth (torch: refused)": lambda L: _F(L).max_pool3d(L.zeros(1, 2, 0, 4, 4), 2),
+    "nn.MaxPool3d(2), nn.AvgPool3d(2), nn.AdaptiveAvgPool3d(1), nn.AdaptiveMaxPool3d(1) on an empty batch": lambda L: [
+        m(L.zeros(0, 2, 4, 4, 4)) for m in (L.nn.MaxPool3d(2), L.nn.AvgPool3d(2), L.nn.AdaptiveAvgPool3d(1),
+                                             L.nn.AdaptiveMaxPool3d(1))],
+    "nn.ConstantPad3d, nn.ZeroPad3d, nn.ReflectionPad3d, nn.ReplicationPad3d, nn.CircularPad3d on an empty batch": (
+        lambda L: [m(L.zeros(0, 2, 3, 3, 3)) for m in (
+            L.nn.ConstantPad3d(1, 2.0), L.nn.ZeroPad3d(1), L.nn.ReflectionPad3d(1), L.nn.ReplicationPad3d(1),
+            L.nn.CircularPad3d(1))]),
     "F.multi_head_attention_forward on an empty batch": lambda L: grads(
         L, lambda L, x, w, b, wo: _F(L).multi_head_attention_forward(
             x, x, x, 4, 2, w, b, None, None, False, 0.0, wo, None), (3, 0, 4), (12, 4), (12,), (4, 4)),

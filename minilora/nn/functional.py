@@ -24,6 +24,7 @@ from ..ops.nn import float32_inside as _float32_inside
 from ..ops.conv import adaptive_max_pool1d, adaptive_max_pool2d, fold, unfold  # noqa: F401
 from ..ops.conv import max_unpool1d, max_unpool2d  # noqa: F401
 from ..ops.conv import conv3d, conv_transpose3d  # noqa: F401
+from ..ops.conv import adaptive_avg_pool3d, adaptive_max_pool3d, avg_pool3d, max_pool3d  # noqa: F401
 from ..ops.ctc import ctc_loss  # noqa: F401
 from ..ops.sampling import affine_grid, grid_sample  # noqa: F401
 from ..ops.conv import (adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d,  # noqa: F401
@@ -54,7 +55,8 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
            "lp_pool1d", "lp_pool2d", "local_response_norm", "embedding_bag", "alpha_dropout", "feature_alpha_dropout",
            "rrelu", "relu_", "elu_", "leaky_relu_", "hardtanh_", "threshold_", "rrelu_", "celu_", "selu_",
            "gumbel_softmax", "channel_shuffle", "native_channel_shuffle", "conv3d", "conv_transpose3d",
-           "grid_sample", "affine_grid", "ctc_loss", "multi_head_attention_forward"]
+           "grid_sample", "affine_grid", "ctc_loss", "multi_head_attention_forward", "max_pool3d", "avg_pool3d",
+           "adaptive_avg_pool3d", "adaptive_max_pool3d"]
 
 
 def linear(input, weight, bias=None):

@@ -34,7 +34,9 @@ __all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity",
            "InstanceNorm1d", "InstanceNorm2d", "RNNCell", "LSTMCell", "GRUCell", "BatchNorm3d", "InstanceNorm3d",
            "Unfold", "Fold", "MultiLabelMarginLoss", "TripletMarginWithDistanceLoss", "MaxUnpool1d",
            "MaxUnpool2d", "Bilinear", "LPPool1d", "LPPool2d", "LocalResponseNorm", "EmbeddingBag", "AlphaDropout",
-           "FeatureAlphaDropout", "RReLU", "Conv3d", "ConvTranspose3d", "ChannelShuffle", "CTCLoss"]
+           "FeatureAlphaDropout", "RReLU", "Conv3d", "ConvTranspose3d", "ChannelShuffle", "CTCLoss", "ConstantPad3d",
+           "ZeroPad3d", "ReflectionPad3d", "ReplicationPad3d", "CircularPad3d", "MaxPool3d", "AvgPool3d",
+           "AdaptiveAvgPool3d", "AdaptiveMaxPool3d"]
 
 
 def _float_dtype(dtype):
@@ -1259,6 +1261,11 @@ class MaxPool1d(MaxPool2d):
         return F.max_pool1d
 
 
+class MaxPool3d(MaxPool2d):
+    def _pool(self):
+        return F.max_pool3d
+
+
 class AvgPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                  divisor_override=None):
@@ -1273,6 +1280,12 @@ class AvgPool2d(Module):
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AvgPool3d(AvgPool2d):
+    def forward(self, input):
+        return F.avg_pool3d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad, self.divisor_override)
 
 
 class AvgPool1d(Module):
@@ -1305,6 +1318,11 @@ class _AdaptiveAvgPoolNd(Module):
 class AdaptiveAvgPool2d(_AdaptiveAvgPoolNd):
     def forward(self, input):
         return F.adaptive_avg_pool2d(input, self.output_size)
+
+
+class AdaptiveAvgPool3d(_AdaptiveAvgPoolNd):
+    def forward(self, input):
+        return F.adaptive_avg_pool3d(input, self.output_size)
 
 
 class Upsample(Module):
@@ -1359,6 +1377,11 @@ class AdaptiveMaxPool2d(Module):
 class AdaptiveMaxPool1d(AdaptiveMaxPool2d):
     def forward(self, input):
         return F.adaptive_max_pool1d(input, self.output_size, self.return_indices)
+
+
+class AdaptiveMaxPool3d(AdaptiveMaxPool2d):
+    def forward(self, input):
+        return F.adaptive_max_pool3d(input, self.output_size, self.return_indices)
 
 
 class Unfold(Module):
@@ -1554,6 +1577,10 @@ class ConstantPad2d(ConstantPad1d):
     sides = 4
 
 
+class ConstantPad3d(ConstantPad1d):
+    sides = 6
+
+
 class ZeroPad1d(ConstantPad1d):
     def __init__(self, padding):
         super().__init__(padding, 0.0)
@@ -1566,12 +1593,20 @@ class ZeroPad2d(ZeroPad1d):
     sides = 4
 
 
+class ZeroPad3d(ZeroPad1d):
+    sides = 6
+
+
 class ReflectionPad1d(_PadNd):
     mode = "reflect"
 
 
 class ReflectionPad2d(ReflectionPad1d):
     sides = 4
+
+
+class ReflectionPad3d(ReflectionPad1d):
+    sides = 6
 
 
 class ReplicationPad1d(_PadNd):
@@ -1582,12 +1617,20 @@ class ReplicationPad2d(ReplicationPad1d):
     sides = 4
 
 
+class ReplicationPad3d(ReplicationPad1d):
+    sides = 6
+
+
 class CircularPad1d(_PadNd):
     mode = "circular"
 
 
 class CircularPad2d(CircularPad1d):
     sides = 4
+
+
+class CircularPad3d(CircularPad1d):
+    sides = 6
 
 
 # ---- recurrent layers ----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ as in torch: its CPU backward kernels add each output's gradient into the input'
 rounding after every addition, output position by output position (``_add_windows_back`` with
 ``round_to``), so minilora does the same to give torch's numbers bit for bit.
 """
+import functools
 import math
 
 import numpy as np
@@ -30,7 +31,7 @@ from .nn import _is_16bit_float, float32_inside
 __all__ = ["conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
            "adaptive_avg_pool2d", "interpolate", "conv_transpose1d", "conv_transpose2d",
            "adaptive_max_pool1d", "adaptive_max_pool2d", "unfold", "fold", "max_unpool1d", "max_unpool2d",
-           "conv3d", "conv_transpose3d"]
+           "conv3d", "conv_transpose3d", "max_pool3d", "avg_pool3d", "adaptive_avg_pool3d", "adaptive_max_pool3d"]
 
 
 def _pair(value, name):
@@ -513,7 +514,7 @@ def _avg_divisors(size, out_size, kernel, stride, padding, count_include_pad, di
         start = np.arange(n_out) * s - p
         end = np.minimum(start + k, n + p)
         spans.append(end - start if count_include_pad else np.minimum(end, n) - np.maximum(start, 0))
-    return np.outer(*spans).astype(float)
+    return functools.reduce(np.multiply.outer, spans).astype(float)
 
 
 @saving_as_torch("input")  # what torch's node keeps
@@ -1253,3 +1254,148 @@ def _interleave(part, gaps, length):
     n, o, depth = part.shape[:3]
     rows = cat([part.unsqueeze(3), gaps], 3)
     return rows.reshape(n, o, depth * rows.shape[3], *part.shape[3:])[:, :, :length]
+
+
+# ---- 3-D pooling: the 2-D pooling of every depth slice a depth offset reads, combined over the offsets ------
+def _triple_geometry(kernel_size, stride, padding, dilation, fn):
+    """``_pool_geometry``'s checks for (depth, height, width)."""
+    kernel = _ntuple(kernel_size, 3, "kernel_size")
+    stride = kernel if stride is None or stride == [] else _ntuple(stride, 3, "stride")
+    padding, dilation = _ntuple(padding, 3, "padding"), _ntuple(dilation, 3, "dilation")
+    _pool_geometry(kernel[1:], stride[1:], padding[1:], dilation[1:], fn)  # (its errors, for height and width)
+    _pool_geometry(kernel[0], stride[0], padding[0], dilation[0], fn)  # (and for depth)
+    return kernel, stride, padding, dilation
+
+
+def _check_pool3d_input(fn, input):
+    if input.ndim not in (4, 5) or 0 in tuple(input.shape[-4:]):
+        raise RuntimeError(f"{fn}: non-empty 4D or 5D (batch mode) tensor expected for input, got "
+                           f"{list(input.shape)}")
+
+
+def _depth_slices(padded, depth_out, kernel, stride, dilation):
+    """For each kernel depth offset: the depth slices it reads, as images [N * D_out, C, H, W]."""
+    n, c, _, h, w = padded.shape
+    for k in range(kernel):
+        start = k * dilation
+        slices = padded[:, :, start:start + stride * (depth_out - 1) + 1:stride]
+        yield slices.transpose(1, 2).reshape(n * depth_out, c, h, w)
+
+
+def _as_volume(images, n, depth_out):
+    """[N * D_out, C, H, W] -> [N, C, D_out, H, W]."""
+    return images.reshape(n, depth_out, *images.shape[1:]).transpose(1, 2)
+
+
+def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """PyTorch's ``F.max_pool3d`` over [N, C, D, H, W] (or [C, D, H, W]): the largest of the
+    ``max_pool2d`` results of the depth slices under each window (the first of equal ones in
+    (depth, row, column) order, as torch)."""
+    from .nn import pad as pad_op
+    from .shape import stack
+    _check_pool3d_input("max_pool3d", input)
+    if input.ndim == 4:
+        out = max_pool3d(input.unsqueeze(0), kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+        return tuple(t.squeeze(0) for t in out) if return_indices else out.squeeze(0)
+    kernel, stride, padding, dilation = _triple_geometry(kernel_size, stride, padding, dilation, "max_pool3d")
+    extra = _ceil_extra(input.shape[2:3], kernel, stride, padding, dilation, ceil_mode)[0]
+    depth = input.shape[2]
+    depth_out = (depth + 2 * padding[0] + extra - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    if depth_out <= 0:
+        raise RuntimeError(f"max_pool3d: the output depth ({depth_out}) is too small (input {list(input.shape)})")
+    padded = pad_op(input, (0, 0, 0, 0, padding[0], padding[0] + extra), value=-math.inf)
+    pooled = [max_pool2d(images, kernel[1:], stride[1:], padding[1:], dilation[1:], ceil_mode, return_indices)
+              for images in _depth_slices(padded, depth_out, kernel[0], stride[0], dilation[0])]
+    n = input.shape[0]
+    values, offset = stack([p[0] if return_indices else p for p in pooled]).max(0)
+    if not return_indices:
+        return _as_volume(values, n, depth_out)
+    # the depth each maximum came from, then its flat index in the input's [D, H, W] volume
+    first = (np.arange(depth_out) * stride[0] - padding[0]).reshape(1, depth_out, 1, 1, 1)
+    planes = stack([p[1] for p in pooled]).gather(0, offset.unsqueeze(0)).squeeze(0)
+    chosen = offset.reshape(n, depth_out, *offset.shape[1:]) * dilation[0] + Tensor(first, dtype=np.int64,
+                                                                                     device=input.device)
+    plane = input.shape[3] * input.shape[4]
+    indices = chosen * plane + planes.reshape(n, depth_out, *planes.shape[1:])
+    return _as_volume(values, n, depth_out), indices.transpose(1, 2)
+
+
+def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """PyTorch's ``F.avg_pool3d``: each window's sum (the window sums of ``avg_pool2d`` over its depth
+    slices) divided as torch divides it (the window's size, its elements inside the input, or
+    ``divisor_override``)."""
+    _check_pool3d_input("avg_pool3d", input)
+    _dtypes_taken("avg_pool3d", input, integers=("int64",))
+    if input.ndim == 4:
+        return avg_pool3d(input.unsqueeze(0), kernel_size, stride, padding, ceil_mode, count_include_pad,
+                          divisor_override).squeeze(0)
+    if divisor_override is not None and divisor_override == 0:
+        raise RuntimeError("divisor must be not zero")
+    return _avg_pool3d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+
+@float32_inside
+def _avg_pool3d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    from .nn import pad as pad_op
+    kernel, stride, padding, _ = _triple_geometry(kernel_size, stride, padding, 1, "avg_pool3d")
+    extra = _ceil_extra(input.shape[2:], kernel, stride, padding, (1, 1, 1), ceil_mode)
+    out_size = tuple((n + 2 * p + e - k) // s + 1
+                     for n, p, e, k, s in zip(input.shape[2:], padding, extra, kernel, stride))
+    if min(out_size) <= 0:
+        raise RuntimeError(f"avg_pool3d: the output size {list(out_size)} is too small (input {list(input.shape)})")
+    padded = pad_op(input, (0, 0, 0, 0, padding[0], padding[0] + extra[0]))
+    sums = None
+    for images in _depth_slices(padded, out_size[0], kernel[0], stride[0], 1):
+        part = avg_pool2d(images, kernel[1:], stride[1:], padding[1:], ceil_mode, True, 1)  # window sums
+        sums = part if sums is None else sums + part
+    divisors = _avg_divisors(input.shape[2:], out_size, kernel, stride, padding, count_include_pad,
+                             divisor_override)
+    volume = _as_volume(sums, input.shape[0], out_size[0])
+    return volume / Tensor(divisors.astype(input.dtype), dtype=input.dtype, device=input.device)
+
+
+def _adaptive_depths(input, output_size, fn):
+    """The output sizes (None: the input's) and each output depth's slice of input depths."""
+    sizes = (output_size,) * 3 if isinstance(output_size, int) or output_size is None else tuple(output_size)
+    if len(sizes) != 3:
+        raise RuntimeError(f"{fn}: output_size must be 3")
+    if input.ndim not in (4, 5) or 0 in tuple(input.shape[-4:] if "max" in fn else input.shape[-3:]):
+        raise RuntimeError(f"{fn}(): Expected 4D or 5D tensor with non-zero sizes, but got {list(input.shape)}")
+    if any(n is not None and n < 0 for n in sizes):
+        raise RuntimeError(f"{fn}: elements of output_size must be greater than or equal to 0 but received "
+                           f"{list(sizes)}")
+    sizes = tuple(n if s is None else s for n, s in zip(input.shape[-3:], sizes))
+    depth = input.shape[-3]
+    return sizes, [slice(i * depth // sizes[0], -(-(i + 1) * depth // sizes[0])) for i in range(sizes[0])]
+
+
+def adaptive_avg_pool3d(input, output_size):
+    """PyTorch's ``F.adaptive_avg_pool3d``: ``adaptive_avg_pool2d`` of every depth slice, averaged over
+    each output depth's slices (``floor(i D / d_out)`` to ``ceil((i + 1) D / d_out)``)."""
+    from .shape import stack
+    sizes, depths = _adaptive_depths(input, output_size, "adaptive_avg_pool3d")
+    _dtypes_taken("adaptive_avg_pool3d", input)
+    planes = adaptive_avg_pool2d(input.flatten(-4, -3) if input.ndim == 5 else input, sizes[1:])
+    planes = planes.reshape(*input.shape[:-2], *sizes[1:])  # [N, C, D, h_out, w_out]
+    return stack([planes[..., d, :, :].mean(-3) for d in depths], -3)
+
+
+def adaptive_max_pool3d(input, output_size, return_indices=False):
+    """PyTorch's ``F.adaptive_max_pool3d``: the largest of each cell's depth slices' ``adaptive_max_pool2d``
+    results (the first of equal ones in (depth, row, column) order)."""
+    from .shape import stack
+    sizes, depths = _adaptive_depths(input, output_size, "adaptive_max_pool3d")
+    _dtypes_taken("adaptive_max_pool3d", input)
+    flat = input.flatten(-4, -3) if input.ndim == 5 else input
+    values, planes = adaptive_max_pool2d(flat, sizes[1:], return_indices=True)
+    values = values.reshape(*input.shape[:-2], *sizes[1:])
+    planes = planes.reshape(*input.shape[:-2], *sizes[1:])
+    out, where_ = zip(*(values[..., d, :, :].max(-3) for d in depths))
+    out = stack(list(out), -3)
+    if not return_indices:
+        return out
+    plane = input.shape[-2] * input.shape[-1]
+    indices = [(offset + d.start) * plane + planes[..., d, :, :].gather(-3, offset.unsqueeze(-3)).squeeze(-3)
+               for d, offset in zip(depths, where_)]
+    return out, stack(indices, -3)
