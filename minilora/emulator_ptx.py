@@ -290,11 +290,15 @@ def _cp_async(mods: list[str], args: list[str], regs: set[str], head: str) -> st
         raise PtxError(f"the inline PTX instruction '{head}' is not modelled by minilora's CUDA emulator (it runs "
                        "cp.async.ca/cg.shared.global with commit_group and wait_group; bulk copies, TMA and mbarriers "
                        "are not modelled)")
-    if len(args) > 3 and not re.fullmatch(r"-?\w+", args[3].strip()) or len(args) > 4:
-        raise PtxError(f"the inline PTX instruction '{head}': only the src-size operand is modelled after cp-size "
-                       "(an ignore-src predicate or a cache policy is not)")
+    if len(args) > 3 and not re.fullmatch(r"!?-?\w+", args[3].strip()) or len(args) > 4:
+        raise PtxError(f"the inline PTX instruction '{head}': only a src-size or an ignore-src predicate is modelled "
+                       "after cp-size (a cache policy is not)")
     size = f"(size_t){_value(args[2], regs)}"
     src_size = f"(size_t){_value(args[3], regs)}" if len(args) > 3 else size
+    last = args[3].strip() if len(args) > 3 else ""
+    if _PRED + last.lstrip("!") in regs:  # ignore-src: when the predicate holds, nothing is read, all zero-filled
+        ignore = f"!{_value(last[1:], regs)}" if last.startswith("!") else _value(last, regs)
+        src_size = f"(({ignore}) ? (size_t)0 : {size})"
     src = _address(args[1], regs)
     return (f"__emu::async_copy({_shared_address(args[0], regs, size)}, {src}, {size}, {src_size}, {size}, "
             "__FILE__, __LINE__);")
@@ -340,6 +344,9 @@ def _instruction(text: str, registers: set[str]) -> str:
     return guard + "{ " + code + " }"
 
 
+_PRED = "\x00pred:"  # marks a predicate register's name in the set of declared registers
+
+
 def _declare(rest: str, registers: set[str]) -> str:
     words = rest.replace(",", " ").split()
     if not words or not words[0].startswith("."):
@@ -349,6 +356,8 @@ def _declare(rest: str, registers: set[str]) -> str:
         m = re.fullmatch(r"([%\w$]+)<(\d+)>", w)  # .reg .b32 r<4>: r0 .. r3
         names += [f"{m.group(1)}{i}" for i in range(int(m.group(2)))] if m else [w]
     registers.update(names)
+    if words[0] == ".pred":  # remembered by type too: cp.async's last operand is a src-size or an ignore-src predicate
+        registers.update(_PRED + n for n in names)
     return " ".join(f"uint64_t {_reg(n)} = 0;" for n in names)
 
 

@@ -92,6 +92,17 @@ def test_inline_ptx_cp_async_macros_over_shared_window_addresses(cols):
     np.testing.assert_allclose(y, X.astype(np.float64) @ w, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("racecheck", [False, True])
+def test_cutlass_style_zfill_predicated_and_ignore_src_copies(racecheck):
+    rows, cols = 10, 30  # rows of 32 floats, 30 valid: the last 4-float chunk is half zero-filled
+    x = rng.standard_normal((rows, 32)).astype(np.float32)
+    out = np.full((12, 32), np.nan, np.float32)  # whole tiles: rows 10 and 11 come from ignore-src copies
+    async_kernel("cutlass_style_tile_copy")(cdiv(rows, 4), 32, (x, out, np.int32(rows), np.int32(cols)),
+                                            racecheck=racecheck)
+    np.testing.assert_array_equal(out[:rows], np.where(np.arange(32) < cols, 2 * x, 0))
+    np.testing.assert_array_equal(out[rows:], 0)
+
+
 def test_cooperative_groups_memcpy_async_then_wait():
     x, s = rng.standard_normal((3, 70)).astype(np.float32), rng.standard_normal(70).astype(np.float32)
     out = np.zeros_like(x)
