@@ -81,7 +81,7 @@ THROUGH = "through"
 
 _CPU_TABLE = {  # torch's TORCH_LIBRARY_IMPL(aten, AutocastCPU, m): the ops of it that minilora has
     **dict.fromkeys(["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "bmm", "mm", "baddbmm", "addmm",
-                     "linear", "matmul", "prelu", "scaled_dot_product_attention",
+                     "conv3d", "conv_transpose3d", "linear", "matmul", "prelu", "scaled_dot_product_attention",
                      # torch's einsum is a composite of bmm (autocast): contractions come out in the
                      # lower dtype
                      "einsum",
@@ -106,6 +106,7 @@ _CPU_TABLE = {  # torch's TORCH_LIBRARY_IMPL(aten, AutocastCPU, m): the ops of i
 # unless the call names its own dtype= (then the op runs as called).
 _CUDA_TABLE = {
     **dict.fromkeys(["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "prelu", "addmm", "addmv", "addr",
+                     "conv3d", "conv_transpose3d",
                      "matmul", "einsum", "einsum_no_contraction", "mm", "mv", "vecdot", "multi_dot", "linear",
                      "addbmm", "baddbmm", "bmm",
                      "scaled_dot_product_attention", "lora_linear",

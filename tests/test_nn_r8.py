@@ -524,3 +524,15 @@ def test_gradcheck(name):
     }
     fn, inputs = cases[name]
     assert ml.autograd.gradcheck(fn, inputs)
+
+
+def test_3d_convolutions_autocast_to_bfloat16_as_torch():
+    """conv3d / conv_transpose3d are on torch's autocast lists (lower precision), as conv2d."""
+    x, w = randn(1, 2, 3, 4, 3).astype(np.float32), randn(2, 2, 2, 2, 2, seed=1).astype(np.float32)
+    for name in ("conv3d", "conv_transpose3d"):
+        with ml.autocast("cpu"):
+            ours = getattr(F, name)(ml.tensor(x), ml.tensor(w))
+        with torch.autocast("cpu"):
+            theirs = getattr(TF, name)(torch.tensor(x), torch.tensor(w))
+        assert str(ours.dtype) == "bfloat16" and theirs.dtype == torch.bfloat16
+        close(ours.float(), theirs.float(), 2e-2)
