@@ -951,6 +951,7 @@ def _refresh_view(view):
     view._ctx, view.requires_grad = fresh._ctx, fresh.requires_grad
     if view._ctx is not None:
         view._ctx.watch_output(view)
+        view._ctx.node_name = "AsStridedBackward0"  # (torch regenerates a view's node as an as_strided)
         if retained:
             view._ctx.retained = weakref.ref(view)
     view._view = (fn, inputs, options, i, view._counter[0])
@@ -1196,6 +1197,9 @@ class Tensor:
 
     @property
     def grad_fn(self):
+        view = self._view
+        if view is not None and view[4] != self._counter[0] and (self.requires_grad or self._base.requires_grad):
+            _refresh_view(self)  # its base changed in place: torch regenerates the node when it is asked for
         return self._ctx
 
     @property
@@ -1681,6 +1685,7 @@ class Tensor:
         base._ctx, base.requires_grad = new._ctx, new.requires_grad
         if base._ctx is not None:
             base._ctx.watch_output(base)
+            base._ctx.node_name = "torch::autograd::CopySlices"  # (torch's node for a write through a view)
         _refresh_view(self)
         if result._ctx is not None:  # the op's result now lives in self's region of the base
             result._ctx.watch_output(self)

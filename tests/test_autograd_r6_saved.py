@@ -233,6 +233,8 @@ OPS = {
     "F.pixel_shuffle": (lambda L, F, x: F.pixel_shuffle(x, 2), [(1, 4, 2, 2)]),
     "F.interpolate(nearest)": (lambda L, F, x: F.interpolate(x, scale_factor=2), [(1, 2, 3, 3)]),
     "F.sdpa": (lambda L, F, q, k, v: F.scaled_dot_product_attention(q, k, v), [(1, 3, 4), (1, 3, 4), (1, 3, 4)]),
+    "as_strided": (lambda L, F, x: x.as_strided((2, 2), (1, 3), 1), [(3, 4)]),
+    "as_strided_scatter": (lambda L, F, x, y: L.as_strided_scatter(x, y, (2, 2), (1, 3), 1), [(3, 4), (2, 2)]),
     "F.normalize": (lambda L, F, x: F.normalize(x), [(3, 4)]),
     "F.cosine_similarity": (lambda L, F, x, y: F.cosine_similarity(x, y), [(3, 4), (3, 4)]),
     "F.glu": (lambda L, F, x: F.glu(x), [(3, 4)]),

@@ -306,3 +306,37 @@ def test_saved_tensor_packs_of_the_fused_ops_are_pinned(name):
     theirs, ours = _packs(torch, call), _packs(minilora, call)
     assert theirs == (torch_packs, len(torch_packs))
     assert ours == (minilora_packs, len(minilora_packs))
+
+
+# ---- in-place through views in the graph: values, gradients, torch's node names --------------------
+GRAPH_CASES = {
+    "copy_ from a tensor through overlapping windows": lambda lib, b: b.unfold(0, 3, 1).copy_(
+        lib.arange(12.).reshape(4, 3).requires_grad_() * 2),
+    "fill_ through overlapping windows": lambda lib, b: b.unfold(0, 3, 1).fill_(2),
+    "mul_ through as_strided": lambda lib, b: b.as_strided((2, 2), (1, 2)).mul_(3),
+    "mul_ through as_strided of a transpose": lambda lib, b: b.reshape(2, 3).t().as_strided((2, 2), (1, 3)).mul_(3),
+    "add_ through as_strided of a slice": lambda lib, b: b[1:].as_strided((2,), (3,)).add_(b[:2].detach()),
+}
+
+
+@pytest.mark.parametrize("name", GRAPH_CASES)
+def test_in_place_through_views_in_the_graph(name):
+    def make(lib):
+        a = lib.arange(6., requires_grad=True)
+        b = a * 1
+        GRAPH_CASES[name](lib, b)
+        (b * lib.arange(6.)).sum().backward()
+        return b, a.grad, b.grad_fn.name()
+    assert_same(*both(make))
+
+
+def test_a_view_used_after_its_base_changed_in_place_is_torchs_as_strided_node():
+    def make(lib):
+        a = lib.arange(6., requires_grad=True)
+        b = a * 1
+        y = b.as_strided((3,), (2,))
+        v = b[1:3]
+        b.mul_(2)
+        (y * lib.tensor([1., 2., 3.])).sum().backward()
+        return y, a.grad, y.grad_fn.name(), v.grad_fn.name(), y._version
+    assert_same(*both(make))
