@@ -35,6 +35,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 
 import numpy as np
 
@@ -324,7 +325,7 @@ def _restore_allocator(state, owner):
     if "allocator" in state:
         owner.load_allocator_state_dict(state["allocator"])
         return
-    import warnings  # a checkpoint from before allocator states were saved: resumable, but not the same run
+    # a checkpoint from before allocator states were saved: resumable, but not the same run
     warnings.warn("resume: the checkpoint has no AdaLoRA rank-allocator state (it predates them); the "
                   "importance averages restart from zero, so the ranks kept can differ from an uninterrupted run",
                   stacklevel=4)
@@ -552,6 +553,24 @@ class _EpochLoader:
         ml_random.set_rng_state(now)
 
 
+def _batch_options(loader, grad_accum):
+    """What decides which examples each step trains on (a checkpoint keeps it: a resume with other values
+    trains on other batches from there on)."""
+    own = loader.loader if isinstance(loader, _EpochLoader) else loader
+    options = {"batch_size": own.batch_size, "grad_accum": grad_accum}
+    if isinstance(loader, DataLoader):
+        options.update(seed=loader.seed, shuffle=bool(loader.shuffle))
+    return options
+
+
+def _say_other_batches(path, saved, now):
+    changed = [f"{name}={now[name]!r} (the run had {saved[name]!r})" for name in now
+               if isinstance(saved, dict) and name in saved and saved[name] != now[name]]
+    if changed:
+        warnings.warn(f"resume from {path}: {', '.join(changed)}: the steps from here on train on other batches than "
+                      f"the run would have (pass the run's own values to continue it exactly)", stacklevel=3)
+
+
 def _as_ids_and_labels(batch):
     """``(input_ids, labels)`` int64 arrays from a torch-style batch: a tensor of token rows (its own labels),
     a list of one or two tensors (``TensorDataset(ids)`` / ``TensorDataset(ids, labels)``), or a dict with
@@ -661,6 +680,7 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
             start, losses = _restore(state, named, optimizer, scheduler, allocator_owner, buffers)
             if isinstance(loader, _EpochLoader):
                 loader.load_state_dict(state.get("data"))
+            _say_other_batches(path, state.get("batches"), _batch_options(loader, grad_accum))
         except (ValueError, TypeError) as exc:  # name the file: the message alone does not say which run it was
             raise ResumeError(f"resume from {path}: {exc}") from None
         except KeyError as exc:  # a file save_training_state did not write (or an edited one)
@@ -705,6 +725,7 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
                                 {"losses": losses, "lrs": lrs, "grad_norms": grad_norms}, allocator_owner, buffers)
         if isinstance(loader, _EpochLoader):
             state["data"] = loader.state_dict()
+        state["batches"] = _batch_options(loader, grad_accum)
         bad = _non_finite_arrays(state)
         if bad:  # never let a broken state become "the last good checkpoint"
             stop(step, f"after the update, {len(bad)} weight/optimizer arrays hold NaN or inf "
@@ -1301,12 +1322,14 @@ def _train_command(args, rank=0, world=1):
                                 train_data.shuffle, num_replicas=world, rank=rank)  # this rank's slice
 
     try:
-        result = train(trained, train_data, eval_data, steps=steps, lr=lr, weight_decay=args.weight_decay,
-                       warmup_steps=args.warmup_steps, grad_accum=args.grad_accum,
-                       clip_norm=args.clip_norm, eval_every=args.eval_every, eval_fn=eval_fn,
-                       save_every=args.eval_every, out_dir=out, seed=args.seed, resume=args.resume,
-                       progress="lines" if args.no_progress else True,
-                       after_optimizer_step=after_optimizer_step)
+        with warnings.catch_warnings():  # (_check_same_run said already which options differ, in the flags' names)
+            warnings.filterwarnings("ignore", "resume from .* other batches", UserWarning)
+            result = train(trained, train_data, eval_data, steps=steps, lr=lr, weight_decay=args.weight_decay,
+                           warmup_steps=args.warmup_steps, grad_accum=args.grad_accum,
+                           clip_norm=args.clip_norm, eval_every=args.eval_every, eval_fn=eval_fn,
+                           save_every=args.eval_every, out_dir=out, seed=args.seed, resume=args.resume,
+                           progress="lines" if args.no_progress else True,
+                           after_optimizer_step=after_optimizer_step)
     except ResumeError as exc:  # checked before the first step: the run folder is the user's to fix
         raise UsageError(f"--resume: {exc}") from None
     except TrainingInterrupted as exc:

@@ -387,6 +387,20 @@ def test_resuming_a_list_run_with_a_dataloader_is_refused_by_name(tmp_path):
         train(lora_model(), shuffled_loader(False), out_dir=tmp_path, resume=True, **KW)
 
 
+def test_a_resume_with_other_batches_says_so(tmp_path):
+    train(lora_model(), ROWS, out_dir=tmp_path, save_every=2, batch_size=4, **{**KW, "steps": 2})
+    with pytest.warns(UserWarning, match=r"batch_size=2 \(the run had 4\), seed=3 \(the run had 0\).*other batches"):
+        train(lora_model(), ROWS, out_dir=tmp_path, resume=True, batch_size=2, seed=3, **KW)
+
+
+def test_a_resume_with_the_run_s_own_batches_says_nothing(tmp_path):
+    import warnings
+    train(lora_model(), shuffled_loader(True), out_dir=tmp_path, save_every=2, grad_accum=2, **{**KW, "steps": 2})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(lora_model(), shuffled_loader(True), out_dir=tmp_path, resume=True, grad_accum=2, **KW)
+
+
 KILLED_CHILD = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
