@@ -1761,7 +1761,9 @@ class RawKernel:
                     f"('{self.params[i].name}') differs between the {_SCHEDULES[0][0]} and {_SCHEDULES[k][0]} "
                     f"orders in {count} of {first.size} elements, first at index {index}: "
                     f"{first[index].item()!r} vs {other[index].item()!r}. Some thread reads memory that another thread "
-                    "writes without a __syncthreads() in between (or the result depends on block order).")
+                    "writes without a __syncthreads() in between (or the result depends on block order, or a thread "
+                    "reads an asynchronous copy's destination before waiting for it: the forward order lands each "
+                    "copy at its wait, the others as it is issued; racecheck=True names the line).")
 
 
 def _copy_globals(source: _Module, target: _Module) -> None:

@@ -65,12 +65,12 @@ def cdiv(a: int, b: int) -> int:
 # Asynchronous copies
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ASYNC[:3])
-@pytest.mark.parametrize("racecheck", [False, True])
-def test_cuda_samples_async_copy_matrix_multiplies(name, racecheck):
+@pytest.mark.parametrize("check", [{}, {"racecheck": True}, {"check_races": True}])
+def test_cuda_samples_async_copy_matrix_multiplies(name, check):
     hA, wA, wB = 32, 80, 48  # the samples' kernels take multiples of the tile
     A, B = rng.standard_normal((hA, wA)).astype(np.float32), rng.standard_normal((wA, wB)).astype(np.float32)
     C = np.full((hA, wB), np.nan, np.float32)
-    async_kernel(name)((wB // 16, hA // 16), (16, 16), (C, A, B, np.int32(wA), np.int32(wB)), racecheck=racecheck)
+    async_kernel(name)((wB // 16, hA // 16), (16, 16), (C, A, B, np.int32(wA), np.int32(wB)), **check)
     np.testing.assert_allclose(C, A.astype(np.float64) @ B, rtol=1e-5, atol=1e-5)
 
 
@@ -119,6 +119,9 @@ def test_a_read_before_the_wait_sees_old_bytes_and_racecheck_names_it(name, issu
     x, out = rng.standard_normal(64).astype(np.float32), np.zeros(64, np.float32)
     async_kernel(name)(1, 64, (x, out))
     assert np.isnan(out).all()  # the copy lands at the wait: the read got the poisoned fresh shared memory
+    with pytest.raises(RaceError, match=r"differs between the forward and reverse orders.*an asynchronous copy's "
+                                        r"destination before waiting for it"):
+        async_kernel(name)(1, 64, (x, out), check_races=True)  # the other orders land copies as they are issued
     with pytest.raises(RaceError, match=rf"read of byte 0 of __shared__ 'buf' by thread \(0,0,0\) of block \(0,0,0\) "
                                         rf"of kernel '{name}' at async_matmul\.cu:{line}, while an "
                                         r"asynchronous copy into it is in flight: thread \(0,0,0\) issued it at "

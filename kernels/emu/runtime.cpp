@@ -2110,6 +2110,12 @@ void async_copy(void* dst, const void* src, size_t bytes, size_t src_bytes, size
                                    "src-size must not exceed its cp-size)", tid_str(*f).c_str(), block_str().c_str(),
                                    where(file, line).c_str(), src_bytes, bytes));
     racecheck_async_issue(dst, bytes, file, line, uintptr_t(__builtin_return_address(0)) - 1);
+    if (f->worker->thread_order != ORDER_FORWARD) {
+        // check_races' other schedules land each copy as it is issued (the earliest a GPU may), the forward one at
+        // its wait (the latest): a kernel that reads a destination before its wait computes two different results.
+        land(AsyncCopy{static_cast<char*>(dst), static_cast<const char*>(src), bytes, src_bytes, file, line}, 0);
+        return;
+    }
     async_queue(f).open.push_back(AsyncCopy{static_cast<char*>(dst), static_cast<const char*>(src), bytes, src_bytes,
                                             file, line});
 }
