@@ -171,10 +171,10 @@ def _refuse_pickle(path):
             f"{path} is a NumPy .npz archive, not a safetensors file: a training checkpoint "
             f"(minilora.train.save_training_state writes these) is read by minilora.train.load_training_state, "
             f"other .npz files by numpy.load")
-    if magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80":
-        kind = "a zip of pickles" if magic.startswith(b"PK") else "a pickle"
+    kind = checkpoint.other_format(magic)
+    if kind is not None:
         raise checkpoint.CheckpointError(
-            f"{path} looks like a torch.save file ({kind}). minilora.load reads only safetensors "
+            f"{path} looks like a torch.save file: it is {kind}. minilora.load reads only safetensors "
             f"files and never unpickles: unpickling can run any code the file contains. Convert it "
             f"where torch is installed: safetensors.torch.save_file(torch.load(path), "
             f"'weights.safetensors')")
