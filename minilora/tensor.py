@@ -906,6 +906,27 @@ def _writable_alias(array):
     return shape._strided(storage, *shape._geometry(array))
 
 
+def _put_through_expanded(array, index, value):
+    """``x[index] = value`` into an expand()ed tensor, as torch: written where the indexed region shows
+    each element once (``x[0]`` of rows that repeat one row), and by advanced indexing (which torch
+    warns is deprecated); False (torch's error) where the region itself repeats an element."""
+    from .ops import shape
+    alias = _writable_alias(array)
+    if alias is None:
+        return False
+    parts = index if isinstance(index, tuple) else (index,)
+    if all(isinstance(i, (int, np.integer, slice, type(None), type(Ellipsis))) for i in parts):
+        region = alias[index]
+        if hasattr(region, "strides") and shape._overlaps(region):  # (one element: a scalar)
+            return False
+    else:
+        warnings.warn("Use of index_put_ on expanded tensors is deprecated. Please clone() the tensor before "
+                      "performing this operation. This also applies to advanced indexing e.g. tensor[indices] = "
+                      "tensor", UserWarning, stacklevel=3)
+    shape.put_indexed(alias, index, value)
+    return True
+
+
 def _storage(array):
     """The array that owns ``array``'s memory (NumPy and CuPy point a view's ``base`` at it)."""
     base = getattr(array, "base", None)
@@ -1538,7 +1559,8 @@ class Tensor:
         elif self._array.itemsize == 2 and not hasattr(value, "dtype"):  # numbers into a 16-bit float:
             value = dtypes.cast(np.asarray(value), self.dtype)  # rounded as torch (through float32)
         try:
-            ops.shape.put_indexed(self._array, ops.shape._raw_index(index, self._device), value)
+            raw = ops.shape._raw_index(index, self._device)
+            ops.shape.put_indexed(self._array, raw, value)
         except TypeError as exc:  # ml_dtypes' words for more values than places (a bfloat16 target)
             if "expected number" not in str(exc):
                 raise
@@ -1549,9 +1571,10 @@ class Tensor:
                 raise ShapeError(f"__setitem__: {exc}") from None  # is a ValueError too)
             if "read-only" not in str(exc):
                 raise
-            raise RuntimeError("unsupported operation: more than one element of the written-to "
-                               "tensor refers to a single memory location (an expand()ed tensor); "
-                               "clone() it before writing") from None
+            if not _put_through_expanded(self._array, raw, value):
+                raise RuntimeError("unsupported operation: more than one element of the written-to "
+                                   "tensor refers to a single memory location (an expand()ed tensor); "
+                                   "clone() it before writing") from None
         self._bump_version()
 
     def __iadd__(self, other): return self.add_(other)

@@ -340,3 +340,30 @@ def test_a_view_used_after_its_base_changed_in_place_is_torchs_as_strided_node()
         (y * lib.tensor([1., 2., 3.])).sum().backward()
         return y, a.grad, y.grad_fn.name(), v.grad_fn.name(), y._version
     assert_same(*both(make))
+
+
+@pytest.mark.parametrize("index, value", [(0, 1.0), ((0, 1), 1.0), (0, "row"), (0, "0-d")])
+def test_setitem_into_an_expanded_tensor_where_the_region_repeats_nothing(index, value):
+    def make(lib):
+        a = lib.zeros(3)
+        v = {"row": lib.tensor([1., 2., 3.]), "0-d": lib.tensor(5.)}.get(value, value)
+        a.expand(2, 3)[index] = v
+        return a, a._version
+    assert_same(*both(make))
+
+
+@pytest.mark.parametrize("index", [[0], ([0, 1],)])
+def test_advanced_setitem_into_an_expanded_tensor_writes_with_torchs_warning(index):
+    def make(lib):
+        a = lib.zeros(3)
+        with pytest.warns(UserWarning, match="Use of index_put_ on expanded tensors is deprecated"):
+            a.expand(2, 3)[index] = 1.0
+        return a, a._version
+    assert_same(*both(make))
+
+
+@pytest.mark.parametrize("index", [slice(None), Ellipsis, (slice(None), 1)])
+def test_setitem_into_an_expanded_region_that_repeats_an_element_is_refused(index):
+    for lib in (torch, minilora):
+        with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):
+            lib.zeros(3).expand(2, 3)[index] = 1.0
