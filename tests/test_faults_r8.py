@@ -21,7 +21,7 @@ from minilora import checkpoint
 from minilora.checkpoint import CheckpointError, atomic_write, load_file, save_file
 from minilora.lora import LoraConfig, NoMatchingPeftModuleError, get_peft_model
 from minilora.models import LlamaConfig, LlamaForCausalLM
-from minilora.train import ResumeError, load_training_state, train
+from minilora.train import ResumeError, load_training_state, save_training_state, train
 from minilora.utils.data import DataLoader, TensorDataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -161,6 +161,8 @@ def _writers():
         "tokenizer": [lambda p, t=t: t.save_pretrained(p) for t in tokenizers],
         "ml.save": [lambda p, v=v: ml.save({"a": ml.full((3,), float(v)), "step": v}, os.path.join(p, "w.safetensors"))
                     for v in (1, 2)],
+        "training state": [lambda p, v=v: save_training_state(os.path.join(p, "checkpoint.npz"),
+                                                              {"step": v, "w": np.full(3, float(v))}) for v in (1, 2)],
     }
 
 
@@ -176,7 +178,7 @@ def _tokenizer(padding_side):
 
 @posix_only
 @pytest.mark.parametrize("writer, error", [("model", OSError), ("sharded", OSError), ("adapter", OSError),
-                                           ("tokenizer", OSError), ("ml.save", OSError),
+                                           ("tokenizer", OSError), ("ml.save", OSError), ("training state", OSError),
                                            ("adapter", KeyboardInterrupt), ("ml.save", KeyboardInterrupt)])
 def test_a_save_that_fails_at_any_system_call_leaves_the_old_version_whole(tmp_path, monkeypatch, writer, error):
     first, second = _writers()[writer]
