@@ -152,8 +152,9 @@ def lora_on(model, r):
 # Each writer: (save the first version, save the second). The second save fails at each of its system
 # calls in turn; every time the folder must hold the first version, whole, and nothing else.
 def _writers():
-    models, adapters, tokenizers = (tiny_model(0), tiny_model(1)), (lora_on(tiny_model(0), 2), lora_on(tiny_model(1), 2)), \
-        (_tokenizer("right"), _tokenizer("left"))
+    models = tiny_model(0), tiny_model(1)
+    adapters = lora_on(tiny_model(0), 2), lora_on(tiny_model(1), 2)
+    tokenizers = _tokenizer("right"), _tokenizer("left")
     return {
         "model": [lambda p, m=m: m.save_pretrained(p) for m in models],
         "sharded": [lambda p, m=m, n=n: m.save_pretrained(p, max_shard_size=n) for m, n in zip(models, (9000, 6000))],
