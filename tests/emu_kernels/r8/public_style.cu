@@ -411,7 +411,8 @@ __global__ void block_prefix_sum(const int* __restrict__ in, int* __restrict__ o
         typename BlockScanT::TempStorage scan;
     } temp;
     int items[ITEMS_PER_THREAD];
-    cub::LoadDirectStriped<BLOCK_THREADS>(threadIdx.x, in, items, n, 0);
+    cub::CacheModifiedInputIterator<cub::LOAD_LDG, int> in_itr(in);
+    cub::LoadDirectStriped<BLOCK_THREADS>(threadIdx.x, in_itr, items, n, 0);
     BlockExchangeT(temp.exchange).StripedToBlocked(items);
     __syncthreads();
     BlockScanT(temp.scan).InclusiveSum(items, items);

@@ -1,8 +1,8 @@
 // Stand-in for CUB (<cub/cub.cuh>) under minilora's CPU emulator: the block- and warp-wide collectives kernels
 // use most -- cub::BlockReduce, cub::BlockScan, cub::WarpReduce, cub::WarpScan, cub::BlockLoad / BlockStore /
-// BlockExchange (and the LoadDirect* / StoreDirect* functions), cub::BlockRadixSort -- with CUB's interfaces
-// (a TempStorage in __shared__, results where CUB defines them: a reduction's in thread / lane 0) and its
-// operators (cub::Sum, Max, Min, ArgMax, ArgMin, KeyValuePair).  They are written with the emulator's own
+// BlockExchange (and the LoadDirect* / StoreDirect* functions, CacheModifiedInputIterator), cub::BlockRadixSort --
+// with CUB's interfaces (a TempStorage in __shared__, results where CUB defines them: a reduction's in thread /
+// lane 0) and its operators (cub::Sum, Max, Min, ArgMax, ArgMin, KeyValuePair).  They are written with the emulator's own
 // shuffles and __syncthreads, so its barrier, shuffle and race checks apply as to the user's code.  Anything
 // else of CUB (BlockHistogram, BlockMergeSort, the Device* algorithms, ...) fails to compile with a message
 // that names it.
@@ -272,6 +272,37 @@ class BlockScan {
 // l, l+32, ....  The loads and stores read and write global memory directly in the arrangement asked for (what
 // every algorithm amounts to); BlockExchange goes through its TempStorage with a __syncthreads(), as CUB's.
 struct NullType {};
+
+// Cache modifiers only steer a GPU's caches: here every load and store is a plain one.
+enum CacheLoadModifier { LOAD_DEFAULT, LOAD_CA, LOAD_CG, LOAD_CS, LOAD_CV, LOAD_LDG, LOAD_VOLATILE };
+enum CacheStoreModifier { STORE_DEFAULT, STORE_WB, STORE_CG, STORE_CS, STORE_WT, STORE_VOLATILE };
+template <CacheLoadModifier MODIFIER, class T> T ThreadLoad(const T* ptr) { return *ptr; }
+template <CacheLoadModifier MODIFIER, class T> T ThreadLoad(T* ptr) { return *ptr; }
+template <CacheStoreModifier MODIFIER, class T> void ThreadStore(T* ptr, T value) { *ptr = value; }
+
+// A random-access iterator over `ValueType` loaded with a cache modifier (a plain pointer here).
+template <CacheLoadModifier MODIFIER, class ValueType, class OffsetT = ptrdiff_t>
+class CacheModifiedInputIterator {
+    const ValueType* ptr_;
+  public:
+    typedef ValueType value_type;
+    typedef OffsetT difference_type;
+    explicit CacheModifiedInputIterator(const ValueType* ptr) : ptr_(ptr) {}
+    ValueType operator*() const { return *ptr_; }
+    template <class Distance> ValueType operator[](Distance n) const { return ptr_[n]; }
+    template <class Distance> CacheModifiedInputIterator operator+(Distance n) const {
+        return CacheModifiedInputIterator(ptr_ + n);
+    }
+    template <class Distance> CacheModifiedInputIterator operator-(Distance n) const {
+        return CacheModifiedInputIterator(ptr_ - n);
+    }
+    template <class Distance> CacheModifiedInputIterator& operator+=(Distance n) { ptr_ += n; return *this; }
+    CacheModifiedInputIterator& operator++() { ++ptr_; return *this; }
+    CacheModifiedInputIterator operator++(int) { CacheModifiedInputIterator before = *this; ++ptr_; return before; }
+    difference_type operator-(const CacheModifiedInputIterator& other) const { return ptr_ - other.ptr_; }
+    bool operator==(const CacheModifiedInputIterator& other) const { return ptr_ == other.ptr_; }
+    bool operator!=(const CacheModifiedInputIterator& other) const { return ptr_ != other.ptr_; }
+};
 
 template <class T, int ITEMS, class It>
 void LoadDirectBlocked(int linear_tid, It block_itr, T (&items)[ITEMS]) {
