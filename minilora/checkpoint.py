@@ -342,7 +342,8 @@ def read_header(path):
                                   "shorter than the 8-byte header length)")
         (header_len,) = struct.unpack("<Q", prefix)
         if header_len > size - 8:
-            _refuse_other_format(path, prefix)
+            f.seek(0)
+            _refuse_other_format(path, f.read(64))
             raise CheckpointError(f"{path}: truncated or not a safetensors file (the header claims "
                                   f"{header_len} bytes but the file has only {size})")
         raw = f.read(header_len)
@@ -364,22 +365,30 @@ def read_header(path):
 
 
 def other_format(start):
-    """What a file starting with the bytes ``start`` is when it is not safetensors: "a torch.save file (a zip of
-    pickles)", "a pickle", "a zip archive", or None (nothing recognisable)."""
+    """What a file starting with the bytes ``start`` (its first 64 bytes say the most) is when it is not
+    safetensors: a zip (torch.save's pickles), a pickle, a Git LFS pointer, a web page, a GGUF file; or None."""
     if start.startswith(b"PK\x03\x04"):
         return "a zip archive (torch.save writes its pickles in one; numpy.savez its arrays)"
     if start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "a pickle (what torch.save wrote before torch 1.6, or pickle.dump)"
+    if start.startswith(b"version https://git-lfs"):
+        return "a Git LFS pointer, not the weights: the repository was cloned without them (run `git lfs pull`)"
+    if start.lstrip()[:14].lower() in (b"<!doctype html", b"<html>") or start.lstrip()[:6].lower() == b"<html ":
+        return "a web page (a download that saved the page instead of the file? use the file's 'resolve' link)"
+    if start.startswith(b"GGUF"):
+        return "a GGUF file (llama.cpp's format)"
     return None
 
 
 def _refuse_other_format(path, start):
     kind = other_format(start)
-    if kind is not None:
+    if kind is not None and "pickle" in kind:
         raise CheckpointError(f"{path} is not a safetensors file: it is {kind}. minilora reads safetensors files "
                               f"only and never unpickles (unpickling can run any code the file contains). Convert "
                               f"it where torch is installed: safetensors.torch.save_file(torch.load(path), "
                               f"'model.safetensors')")
+    if kind is not None:
+        raise CheckpointError(f"{path} is not a safetensors file: it is {kind}")
 
 
 class _DuplicateKey(ValueError):

@@ -172,7 +172,7 @@ def _refuse_pickle(path):
             f"(minilora.train.save_training_state writes these) is read by minilora.train.load_training_state, "
             f"other .npz files by numpy.load")
     kind = checkpoint.other_format(magic)
-    if kind is not None:
+    if kind is not None and "pickle" in kind:  # (other kinds: read_header names them)
         raise checkpoint.CheckpointError(
             f"{path} looks like a torch.save file: it is {kind}. minilora.load reads only safetensors "
             f"files and never unpickles: unpickling can run any code the file contains. Convert it "

@@ -198,16 +198,16 @@ def _check_is_training_state(path):
     if not os.path.isfile(path):
         return  # (np.load raises FileNotFoundError)
     with open(path, "rb") as f:
-        head = f.read(9)
-    if len(head) == 9 and head[8:9] == b"{" and not head.startswith(b"PK"):
+        head = f.read(64)
+    if len(head) >= 9 and head[8:9] == b"{" and not head.startswith(b"PK"):
         raise ValueError(f"checkpoint {path!r} is a safetensors file (weights only), not a training checkpoint: "
                          f"read it with minilora.load")
     if head.startswith(b"PK") and _zip_names(path) and "__meta__.npy" not in _zip_names(path):
         raise ValueError(f"checkpoint {path!r} is a zip archive without minilora's '__meta__' entry: not a "
                          f"training checkpoint written by minilora.train.save_training_state (a torch.save file?)")
     if not head.startswith(b"PK") and other_format(head) is not None:  # (never unpickled: np.load refuses it too)
-        raise ValueError(f"checkpoint {path!r} is {other_format(head)}, not a training checkpoint written by "
-                         f"minilora.train.save_training_state; minilora never unpickles")
+        raise ValueError(f"checkpoint {path!r} is {other_format(head)}; it is not a training checkpoint written by "
+                         f"minilora.train.save_training_state")
 
 
 def _zip_names(path):

@@ -268,6 +268,21 @@ def test_a_truncated_safetensors_file_is_still_called_truncated(tmp_path):
         load_file(tmp_path / "w.safetensors")
 
 
+@pytest.mark.parametrize("content, words", [
+    (b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a21\nsize 1342\n", "a Git LFS pointer.*git lfs pull"),
+    (b"<!DOCTYPE html>\n<html lang='en'><head><title>model.safetensors", "a web page"),
+    (b"GGUF\x03\x00\x00\x00" + bytes(56), "a GGUF file")], ids=["lfs", "html", "gguf"])
+def test_what_a_download_gone_wrong_left_is_named_by_every_reader(tmp_path, content, words):
+    # a clone without git-lfs leaves pointers, a browser download of a "blob" link a web page
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(content)
+    for read in (load_file, ml.load):
+        with pytest.raises(CheckpointError, match=f"is not a safetensors file: it is {words}"):
+            read(path)
+    with pytest.raises(ValueError, match=f"is {words}.*not a training checkpoint"):
+        load_training_state(path)
+
+
 def test_a_torch_save_file_given_to_resume_is_named(torch_file, tmp_path):
     path, _ = torch_file
     with pytest.raises(ValueError, match="not a training checkpoint"):
