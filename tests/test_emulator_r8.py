@@ -396,3 +396,16 @@ extern "C" __global__ void j(unsigned* out) {
     with pytest.raises(emu.CompileError, match=r"k\.cu:10: the inline PTX instruction 'fence\.proxy\.async\.shared::cta' "
                                                r"is not modelled"):
         RawModule(code=src, options=("-DUSE_FENCE",)).compile()
+
+
+def test_tma_transaction_barriers_are_refused_by_name():
+    src = '''#include <cuda/barrier>
+extern "C" __global__ void k(const float* x, float* out) {
+    __shared__ float buf[32];
+    __shared__ cuda::barrier<cuda::thread_scope_block> bar;
+    auto token = cuda::device::barrier_arrive_tx(bar, 1, sizeof(buf));
+    out[0] = buf[0];
+}'''
+    with pytest.raises(emu.CompileError, match=r"cuda::device::barrier_arrive_tx .* is not modelled by minilora's CUDA "
+                                               r"emulator"):
+        RawModule(code=src).compile()
