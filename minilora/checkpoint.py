@@ -316,7 +316,8 @@ def load_json(path):
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except json.JSONDecodeError as exc:
-        raise InvalidJSONError(f"{path}: not valid JSON ({exc})") from None
+        kind = other_format(exc.doc[:64].encode("utf-8", "replace"))  # (a Git LFS pointer, a web page)
+        raise InvalidJSONError(f"{path}: not valid JSON ({f'it is {kind}' if kind else exc})") from None
     except UnicodeDecodeError as exc:  # JSON files are UTF-8 (RFC 8259); say which file is not
         raise InvalidJSONError(f"{path}: not valid JSON (not UTF-8 text: byte {exc.start} is "
                                f"{exc.object[exc.start:exc.start + 1]!r})") from None
@@ -372,7 +373,8 @@ def other_format(start):
     if start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "a pickle (what torch.save wrote before torch 1.6, or pickle.dump)"
     if start.startswith(b"version https://git-lfs"):
-        return "a Git LFS pointer, not the weights: the repository was cloned without them (run `git lfs pull`)"
+        return "a Git LFS pointer, not the file itself: the repository was cloned without its large files (run " \
+            "`git lfs pull`)"
     if start.lstrip()[:14].lower() in (b"<!doctype html", b"<html>") or start.lstrip()[:6].lower() == b"<html ":
         return "a web page (a download that saved the page instead of the file? use the file's 'resolve' link)"
     if start.startswith(b"GGUF"):

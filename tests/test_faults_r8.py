@@ -283,6 +283,13 @@ def test_what_a_download_gone_wrong_left_is_named_by_every_reader(tmp_path, cont
         load_training_state(path)
 
 
+def test_a_config_json_left_as_a_git_lfs_pointer_is_named(tmp_path):
+    tiny_model().save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:4d7a21\nsize 642\n")
+    with pytest.raises(OSError, match=r"config\.json: not valid JSON \(it is a Git LFS pointer.*git lfs pull"):
+        LlamaForCausalLM.from_pretrained(tmp_path)
+
+
 def test_a_torch_save_file_given_to_resume_is_named(torch_file, tmp_path):
     path, _ = torch_file
     with pytest.raises(ValueError, match="not a training checkpoint"):
