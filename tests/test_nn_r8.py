@@ -536,3 +536,57 @@ def test_3d_convolutions_autocast_to_bfloat16_as_torch():
             theirs = getattr(TF, name)(torch.tensor(x), torch.tensor(w))
         assert str(ours.dtype) == "bfloat16" and theirs.dtype == torch.bfloat16
         close(ours.float(), theirs.float(), 2e-2)
+
+
+# ---- more siblings: max_unpool3d, lp_pool3d, pdist, the *_with_indices forms, interpolate 'area' in 3-D --------
+def test_max_unpool3d_inverts_max_pool3d_as_torch():
+    x = randn(2, 3, 4, 4, 6)
+    pooled, indices = TF.max_pool3d(torch.tensor(x), 2, return_indices=True)
+    for output_size in (None, (5, 5, 7), [2, 3, 5, 5, 7]):
+        ours_in, theirs_in = both(pooled.numpy(), requires_grad=True)
+        ours = nn.MaxUnpool3d(2)(ours_in, ml.tensor(indices.numpy()), output_size)
+        theirs = torch.nn.MaxUnpool3d(2)(theirs_in, indices, output_size)
+        close(ours, theirs, 0)
+        g = randn(*theirs.shape, seed=2)
+        ours.backward(ml.tensor(g))
+        theirs.backward(torch.tensor(g))
+        close(ours_in.grad, theirs_in.grad, 0)
+    assert repr(nn.MaxUnpool3d(2)) == repr(torch.nn.MaxUnpool3d(2))
+    same_error(lambda: F.max_unpool3d(ml.tensor(pooled.numpy()), ml.tensor(indices.numpy()), 2, output_size=(9, 9)),
+               lambda: TF.max_unpool3d(pooled, indices, 2, output_size=(9, 9)))
+
+
+@pytest.mark.parametrize("norm_type, kwargs", [(2, dict(kernel_size=2)), (3.0, dict(kernel_size=(2, 1, 2), stride=1,
+                                                                                      ceil_mode=True)),
+                                               (float("inf"), dict(kernel_size=2))])
+def test_lp_pool3d_as_torch(norm_type, kwargs):
+    x = np.abs(randn(2, 3, 4, 5, 6)) + 0.1
+    check_values_and_grads(lambda t: F.lp_pool3d(t, norm_type, **kwargs),
+                           lambda t: TF.lp_pool3d(t, norm_type, **kwargs), x)
+    assert repr(nn.LPPool3d(norm_type, 2)) == repr(torch.nn.LPPool3d(norm_type, 2))
+
+
+@pytest.mark.parametrize("p", [2, 1, 0, 3.5, float("inf")])
+def test_pdist_as_torch(p):
+    x = randn(5, 3)
+    x[3] = x[1]  # a zero distance (its gradient: 0, as torch's)
+    check_values_and_grads(lambda t: F.pdist(t, p), lambda t: TF.pdist(t, p), x)
+
+
+def test_with_indices_forms_always_return_indices():
+    x = randn(2, 3, 6, 6, 6)
+    for name, args in [("max_pool1d_with_indices", (x[:, :, 0, 0], 2)), ("max_pool2d_with_indices", (x[:, :, 0], 2)),
+                       ("max_pool3d_with_indices", (x, 2)), ("adaptive_max_pool1d_with_indices", (x[:, :, 0, 0], 4)),
+                       ("adaptive_max_pool2d_with_indices", (x[:, :, 0], 4)),
+                       ("adaptive_max_pool3d_with_indices", (x, 4))]:
+        (ours, ours_at), (theirs, theirs_at) = (getattr(F, name)(ml.tensor(args[0]), *args[1:]),
+                                                getattr(TF, name)(torch.tensor(args[0]), *args[1:]))
+        close(ours, theirs, 0)
+        np.testing.assert_array_equal(ours_at.numpy(), theirs_at.numpy())
+
+
+def test_interpolate_area_on_volumes_as_torch():
+    x = randn(2, 3, 5, 6, 7)
+    for kwargs in (dict(size=(3, 4, 2)), dict(scale_factor=0.5)):
+        check_values_and_grads(lambda t: F.interpolate(t, mode="area", **kwargs),
+                               lambda t: TF.interpolate(t, mode="area", **kwargs), x)

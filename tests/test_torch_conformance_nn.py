@@ -132,6 +132,7 @@ BUILTIN_SIGNATURES.update({  # torch builtins without an inspectable signature (
                    ("padding", 0), ("ceil_mode", False), ("count_include_pad", True), ("divisor_override", None)],
     "adaptive_max_pool3d": [("input", inspect.Parameter.empty), ("output_size", inspect.Parameter.empty),
                             ("return_indices", False)],
+    "pdist": [("input", inspect.Parameter.empty), ("p", 2)],
 })
 MINILORA_ONLY = {"rotary_embedding", "swiglu"}  # no torch.nn.functional counterpart
 

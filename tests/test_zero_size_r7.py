@@ -483,6 +483,21 @@ EXPLICIT.update({  # round 8's names (their values: tests/test_nn_r8.py)
         lambda L: [m(L.zeros(0, 2, 3, 3, 3)) for m in (
             L.nn.ConstantPad3d(1, 2.0), L.nn.ZeroPad3d(1), L.nn.ReflectionPad3d(1), L.nn.ReplicationPad3d(1),
             L.nn.CircularPad3d(1))]),
+    # (torch's pdist backward of a (0, 3) input segfaults: that one forward only)
+    "F.pdist of (0, 3), (1, 3) and (3, 0)": lambda L: [_F(L).pdist(L.zeros(0, 3)),
+                                                       grads(L, lambda L, x: _F(L).pdist(x), (1, 3)),
+                                                       grads(L, lambda L, x: _F(L).pdist(x, 1.5), (3, 0))],
+    "F.lp_pool3d, nn.LPPool3d(2, 2) of (0, 2, 4, 4, 4)": lambda L: [
+        grads(L, lambda L, x: _F(L).lp_pool3d(x, 2, 2), (0, 2, 4, 4, 4)), L.nn.LPPool3d(2, 2)(L.zeros(0, 2, 4, 4, 4))],
+    "F.max_unpool3d, nn.MaxUnpool3d(2) of an empty batch": lambda L: [grads(
+        L, lambda L, x: _F(L).max_unpool3d(x, L.zeros(0, 2, 2, 2, 2, dtype=L.int64), 2), (0, 2, 2, 2, 2)),
+        L.nn.MaxUnpool3d(2)(L.zeros(0, 2, 2, 2, 2), L.zeros(0, 2, 2, 2, 2, dtype=L.int64))],
+    "F.max_pool1d/2d/3d_with_indices, F.adaptive_max_pool1d/2d/3d_with_indices of an empty batch": lambda L: [
+        _F(L).max_pool1d_with_indices(L.zeros(0, 2, 4), 2), _F(L).max_pool2d_with_indices(L.zeros(0, 2, 4, 4), 2),
+        _F(L).max_pool3d_with_indices(L.zeros(0, 2, 4, 4, 4), 2),
+        _F(L).adaptive_max_pool1d_with_indices(L.zeros(0, 2, 4), 2),
+        _F(L).adaptive_max_pool2d_with_indices(L.zeros(0, 2, 4, 4), 2),
+        _F(L).adaptive_max_pool3d_with_indices(L.zeros(0, 2, 4, 4, 4), 2)],
     "F.multi_head_attention_forward on an empty batch": lambda L: grads(
         L, lambda L, x, w, b, wo: _F(L).multi_head_attention_forward(
             x, x, x, 4, 2, w, b, None, None, False, 0.0, wo, None), (3, 0, 4), (12, 4), (12,), (4, 4)),

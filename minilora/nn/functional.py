@@ -24,7 +24,7 @@ from ..ops.nn import float32_inside as _float32_inside
 from ..ops.conv import adaptive_max_pool1d, adaptive_max_pool2d, fold, unfold  # noqa: F401
 from ..ops.conv import max_unpool1d, max_unpool2d  # noqa: F401
 from ..ops.conv import conv3d, conv_transpose3d  # noqa: F401
-from ..ops.conv import adaptive_avg_pool3d, adaptive_max_pool3d, avg_pool3d, max_pool3d  # noqa: F401
+from ..ops.conv import adaptive_avg_pool3d, adaptive_max_pool3d, avg_pool3d, max_pool3d, max_unpool3d  # noqa: F401
 from ..ops.ctc import ctc_loss  # noqa: F401
 from ..ops.sampling import affine_grid, grid_sample  # noqa: F401
 from ..ops.conv import (adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d,  # noqa: F401
@@ -56,7 +56,9 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
            "rrelu", "relu_", "elu_", "leaky_relu_", "hardtanh_", "threshold_", "rrelu_", "celu_", "selu_",
            "gumbel_softmax", "channel_shuffle", "native_channel_shuffle", "conv3d", "conv_transpose3d",
            "grid_sample", "affine_grid", "ctc_loss", "multi_head_attention_forward", "max_pool3d", "avg_pool3d",
-           "adaptive_avg_pool3d", "adaptive_max_pool3d"]
+           "adaptive_avg_pool3d", "adaptive_max_pool3d", "max_unpool3d", "lp_pool3d", "pdist",
+           "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices",
+           "adaptive_max_pool1d_with_indices", "adaptive_max_pool2d_with_indices", "adaptive_max_pool3d_with_indices"]
 
 
 def linear(input, weight, bias=None):
@@ -773,6 +775,12 @@ def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
     return _lp_pool(input, norm_type, kernel_size, stride, ceil_mode, avg_pool2d, max_pool2d, kw * kh)
 
 
+def lp_pool3d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """``(sum over a window of x^p)^(1/p)`` over [N, C, D, H, W] (p = ``norm_type``; inf: the max of |x|)."""
+    kd, kh, kw = (kernel_size,) * 3 if isinstance(kernel_size, int) else kernel_size
+    return _lp_pool(input, norm_type, kernel_size, stride, ceil_mode, avg_pool3d, max_pool3d, kd * kh * kw)
+
+
 def _lp_pool(input, norm_type, kernel_size, stride, ceil_mode, average, maximum, window):
     if norm_type == float("inf"):
         return maximum(input.abs(), kernel_size, stride, 0, 1, ceil_mode)
@@ -780,6 +788,44 @@ def _lp_pool(input, norm_type, kernel_size, stride, ceil_mode, average, maximum,
         return -maximum(-input.abs(), kernel_size, stride, 0, 1, ceil_mode)
     out = average(input.pow(norm_type), kernel_size, stride, 0, ceil_mode)
     return (out.sign() * relu(out.abs())).mul(window).pow(1.0 / norm_type)
+
+
+def _always_with_indices(pool):
+    """torch's ``F.max_pool2d_with_indices`` (and kin): the pooling, returning the indices too whatever
+    ``return_indices`` says."""
+    def with_indices(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+        return pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices=True)
+    with_indices.__name__ = with_indices.__qualname__ = pool.__name__ + "_with_indices"
+    return with_indices
+
+
+def _adaptive_always_with_indices(pool):
+    def with_indices(input, output_size, return_indices=False):
+        return pool(input, output_size, return_indices=True)
+    with_indices.__name__ = with_indices.__qualname__ = pool.__name__ + "_with_indices"
+    return with_indices
+
+
+max_pool1d_with_indices = _always_with_indices(max_pool1d)
+max_pool2d_with_indices = _always_with_indices(max_pool2d)
+max_pool3d_with_indices = _always_with_indices(max_pool3d)
+adaptive_max_pool1d_with_indices = _adaptive_always_with_indices(adaptive_max_pool1d)
+adaptive_max_pool2d_with_indices = _adaptive_always_with_indices(adaptive_max_pool2d)
+adaptive_max_pool3d_with_indices = _adaptive_always_with_indices(adaptive_max_pool3d)
+
+
+def pdist(input, p=2):
+    """The p-norm distances between the rows of ``input`` [N, M], every pair i < j once, in row-major
+    order: [N (N - 1) / 2], as ``torch.pdist``."""
+    if input.ndim != 2:
+        raise RuntimeError(f"pdist only supports 2D tensors, got: {input.ndim}D")
+    if not _is_floating(input.dtype):
+        raise RuntimeError("pdist only supports floating-point dtypes")
+    if p < 0:
+        raise RuntimeError("pdist only supports non-negative p values")
+    first, second = np.triu_indices(input.shape[0], 1)
+    rows = lambda index: input[ops.tensor(index, dtype=np.int64, device=input.device)]  # noqa: E731
+    return (rows(first) - rows(second)).norm(p, -1)
 
 
 def local_response_norm(input, size, alpha=0.0001, beta=0.75, k=1.0):

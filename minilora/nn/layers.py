@@ -36,7 +36,7 @@ __all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity",
            "MaxUnpool2d", "Bilinear", "LPPool1d", "LPPool2d", "LocalResponseNorm", "EmbeddingBag", "AlphaDropout",
            "FeatureAlphaDropout", "RReLU", "Conv3d", "ConvTranspose3d", "ChannelShuffle", "CTCLoss", "ConstantPad3d",
            "ZeroPad3d", "ReflectionPad3d", "ReplicationPad3d", "CircularPad3d", "MaxPool3d", "AvgPool3d",
-           "AdaptiveAvgPool3d", "AdaptiveMaxPool3d"]
+           "AdaptiveAvgPool3d", "AdaptiveMaxPool3d", "MaxUnpool3d", "LPPool3d"]
 
 
 def _float_dtype(dtype):
@@ -1426,7 +1426,7 @@ class MaxUnpool2d(Module):
         self.padding = as_tuple(padding)
 
     def forward(self, input, indices, output_size=None):
-        unpool = F.max_unpool2d if self._rank == 2 else F.max_unpool1d
+        unpool = (F.max_unpool1d, F.max_unpool2d, F.max_unpool3d)[self._rank - 1]
         return unpool(input, indices, self.kernel_size, self.stride, self.padding, output_size)
 
     def extra_repr(self):
@@ -1435,6 +1435,10 @@ class MaxUnpool2d(Module):
 
 class MaxUnpool1d(MaxUnpool2d):
     _rank = 1
+
+
+class MaxUnpool3d(MaxUnpool2d):
+    _rank = 3
 
 
 class Bilinear(Module):
@@ -1481,6 +1485,11 @@ class LPPool1d(Module):
 class LPPool2d(LPPool1d):
     def _pool(self):
         return F.lp_pool2d
+
+
+class LPPool3d(LPPool1d):
+    def _pool(self):
+        return F.lp_pool3d
 
 
 class LocalResponseNorm(Module):

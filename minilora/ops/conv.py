@@ -31,7 +31,8 @@ from .nn import _is_16bit_float, float32_inside
 __all__ = ["conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
            "adaptive_avg_pool2d", "interpolate", "conv_transpose1d", "conv_transpose2d",
            "adaptive_max_pool1d", "adaptive_max_pool2d", "unfold", "fold", "max_unpool1d", "max_unpool2d",
-           "conv3d", "conv_transpose3d", "max_pool3d", "avg_pool3d", "adaptive_avg_pool3d", "adaptive_max_pool3d"]
+           "conv3d", "conv_transpose3d", "max_pool3d", "avg_pool3d", "adaptive_avg_pool3d", "adaptive_max_pool3d",
+           "max_unpool3d"]
 
 
 def _pair(value, name):
@@ -879,21 +880,47 @@ def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_siz
 def _unpool_size(input, kernel, stride, padding, output_size):
     """torch's ``_unpool_output_size``: the default size, or ``output_size`` (its last dimensions)
     when it lies strictly within one stride of it."""
-    default = [(n - 1) * s + k - 2 * p for n, s, k, p in zip(input.shape[-2:], stride, kernel, padding)]
+    rank = len(kernel)
+    default = [(n - 1) * s + k - 2 * p for n, s, k, p in zip(input.shape[-rank:], stride, kernel, padding)]
     if output_size is None:
         for i, n in enumerate(default):  # (an empty input's (0 - 1) * stride: torch's Python check)
             if n < 0:
                 raise ValueError(f"max_unpooling: output_size must contain non-negative spatial dimensions, but "
                                  f"got output_size[{i}]={n}")
         return tuple(default)
-    sizes = list(output_size)[2:] if len(output_size) == 4 else list(output_size)
-    if len(sizes) != 2:
-        raise ValueError(f"output_size should be a sequence containing 2 or 4 elements, but it has a length of "
-                         f"'{len(sizes)}'")
+    sizes = list(output_size)[2:] if len(output_size) == rank + 2 else list(output_size)
+    if len(sizes) != rank:
+        raise ValueError(f"output_size should be a sequence containing {rank} or {rank + 2} elements, but it has a "
+                         f"length of '{len(sizes)}'")
     for d, (n, m, s) in enumerate(zip(sizes, default, stride)):
         if not m - s < n < m + s:
             raise ValueError(f'invalid output_size "{sizes}" (dim {d} must be between {m - s} and {m + s})')
     return tuple(int(n) for n in sizes)
+
+
+def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """PyTorch's ``F.max_unpool3d``: the inverse of ``max_pool3d(..., return_indices=True)`` (indices
+    are flat in each [D, H, W] volume: ``max_unpool2d``'s writing, on volumes seen as planes)."""
+    kernel = _ntuple(kernel_size, 3, "kernel_size")
+    stride = kernel if stride is None else _ntuple(stride, 3, "stride")
+    size = _unpool_size(input, kernel, stride, _ntuple(padding, 3, "padding"), output_size)
+    if input.ndim not in (4, 5) or 0 in input.shape[1:]:
+        raise RuntimeError(f"max_unpooling3d_forward_out_cpu(): Expected 4D or 5D tensor with non-zero sizes for "
+                           f"non-batch dimensions, but got {list(input.shape)}")
+    if indices.dtype != np.int64:
+        raise RuntimeError(f"elements in indices should be type int64 but got: {indices.dtype}")
+    if tuple(indices.shape) != tuple(input.shape):
+        raise RuntimeError(f"Expected shape of indices to be same as that of the input tensor ({list(input.shape)}) "
+                           f"but got indices tensor with shape: {list(indices.shape)}")
+    positions = indices.numpy(force=True)
+    volume = size[0] * size[1] * size[2]
+    if positions.size and (positions.min() < 0 or positions.max() >= volume):
+        bad = positions.max() if positions.max() >= volume else positions.min()
+        raise RuntimeError(f"Found an invalid max index: {bad} (output volumes are of size "
+                           f"{size[0]}x{size[1]}x{size[2]}")
+    as_planes = lambda t: t.reshape(*t.shape[:-3], t.shape[-3] * t.shape[-2], t.shape[-1])  # noqa: E731
+    out = MaxUnpool2d.apply(as_planes(input), as_planes(indices), size=(size[0] * size[1], size[2]))
+    return out.reshape(*input.shape[:-3], *size)
 
 
 def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
@@ -1084,8 +1111,7 @@ def _area_resize(input, sizes):
         return adaptive_avg_pool2d(input.unsqueeze(-2), (1, sizes[0])).squeeze(-2)
     if input.ndim == 4:
         return adaptive_avg_pool2d(input, tuple(sizes))
-    raise NotImplementedError("interpolate: mode='area' on a 5-D input (adaptive_avg_pool3d) is not "
-                              "implemented in minilora")
+    return adaptive_avg_pool3d(input, tuple(sizes))
 
 
 # ---- transposed convolution ------------------------------------------------------------------------
