@@ -698,7 +698,7 @@ class _Packed:
     it stood for (``source``: an input, or _RESULT), and where the node kept its array (``slot``:
     (name, index in a tuple or None); None for a tensor torch saves and minilora's op does not read)."""
 
-    __slots__ = ("value", "unpack", "source", "slot", "shape", "device")
+    __slots__ = ("value", "unpack", "source", "slot", "shape", "device", "transposed")
 
     def unpacked(self):
         t = self.unpack(self.value)
@@ -719,12 +719,15 @@ class _hooks_paused:
         _mode.saved_hooks = self.hooks
 
 
-def _pack(ctx, tensor, source, slot, shape):
+def _pack(ctx, tensor, source, slot, shape, transposed=False):
     pack, unpack = _mode.saved_hooks[-1]
     entry = _Packed()
+    if transposed:  # (torch's linear saves ``weight.t()``: the hooks see that; unpacking turns it back)
+        tensor = Tensor._make(tensor._array.T, ctx.device, False, None)
     with _hooks_paused():
         entry.value = pack(tensor)
     entry.unpack, entry.source, entry.slot, entry.shape, entry.device = unpack, source, slot, shape, ctx.device
+    entry.transposed = transposed
     if ctx.packed is None:
         ctx.packed = []
     ctx.packed.append(entry)
@@ -755,7 +758,8 @@ def _as_saved_tensor(ctx, array, source, result):
 
 def _pack_saved(ctx, inputs, result):
     """Hand each saved input or output of a new node to the pack hook (see _Packed); for an op that
-    says what torch's node saves (``Function.torch_saves``), exactly those, in its order."""
+    says what torch's node saves (``Function.torch_saves``), exactly those, in its order (an entry
+    ``("t", i)``: input ``i`` transposed, as torch's linear saves ``weight.t()``)."""
     slots = list(_saved_slots(ctx, inputs, result._array))
     wanted = ctx.fn.torch_saves(ctx) if ctx.fn.torch_saves is not None else None
     if wanted is None:
@@ -764,6 +768,9 @@ def _pack_saved(ctx, inputs, result):
                 _pack_into(ctx, slot, _as_saved_tensor(ctx, array, source, result), source, array)
         return
     for want in wanted:
+        transposed = isinstance(want, tuple)
+        if transposed:
+            want = want[1]
         found = next((entry for entry in slots if (entry[0][0] == want if isinstance(want, str)
                                                     else entry[2] is inputs[want])), None)
         if found is not None:
@@ -771,9 +778,9 @@ def _pack_saved(ctx, inputs, result):
             slot, array, source = found
             if source is None:  # an intermediate that torch saves too
                 source = Tensor._make(array, ctx.device, False, None)
-            _pack_into(ctx, slot, _as_saved_tensor(ctx, array, source, result), source, array)
+            _pack_into(ctx, slot, _as_saved_tensor(ctx, array, source, result), source, array, transposed)
         elif not isinstance(want, str):
-            _pack(ctx, inputs[want], inputs[want], None, inputs[want]._array.shape)
+            _pack(ctx, inputs[want], inputs[want], None, inputs[want]._array.shape, transposed)
 
 
 def _saved_slots(ctx, inputs, out):
@@ -788,9 +795,9 @@ def _saved_slots(ctx, inputs, out):
             yield (name, None), value, _saved_source(value, inputs, out)
 
 
-def _pack_into(ctx, slot, tensor, source, array):
+def _pack_into(ctx, slot, tensor, source, array, transposed=False):
     """Pack ``tensor`` and keep the packed value in the node's slot instead of ``array``."""
-    entry = _pack(ctx, tensor, source, slot, array.shape)
+    entry = _pack(ctx, tensor, source, slot, array.shape, transposed)
     _set_slot(ctx.__dict__, slot, entry)
 
 
@@ -822,7 +829,7 @@ def _unpack_saved(ctx):
         t = entry.unpacked()
         if entry.slot is None:
             continue
-        array = t._array
+        array = t._array.T if entry.transposed else t._array
         if array.shape != entry.shape:
             if array.size != math.prod(entry.shape):  # (torch fails in the backward formula's arithmetic)
                 raise RuntimeError(f"unpack_hook returned a tensor of shape {list(array.shape)} for a tensor "

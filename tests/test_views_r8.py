@@ -367,3 +367,55 @@ def test_setitem_into_an_expanded_region_that_repeats_an_element_is_refused(inde
     for lib in (torch, minilora):
         with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):
             lib.zeros(3).expand(2, 3)[index] = 1.0
+
+
+# ---- Linear and LoRA's fused linear pack what torch's linear packs: weight.t() [in, out], in its order ----
+LINEAR_CALLS = {
+    "2-D, bias": lambda L, x, w, b: L.nn.functional.linear(x, w, b),
+    "2-D, no bias": lambda L, x, w, b: L.nn.functional.linear(x, w),
+    "3-D, bias": lambda L, x, w, b: L.nn.functional.linear(x.reshape(2, 3, 8), w, b),
+    "3-D, no bias": lambda L, x, w, b: L.nn.functional.linear(x.reshape(2, 3, 8), w),
+    "frozen weight": lambda L, x, w, b: L.nn.functional.linear(x, w.detach(), b),
+    "frozen input": lambda L, x, w, b: L.nn.functional.linear(x.detach(), w, b),
+    "1-D input": lambda L, x, w, b: L.nn.functional.linear(x[0], w, b),
+}
+
+
+@pytest.mark.parametrize("name", LINEAR_CALLS)
+def test_linear_packs_torchs_tensors_in_torchs_order(name):
+    def make(lib):
+        x, w, b = _leaf(lib, (6, 8)), _leaf(lib, (4, 8), 1), _leaf(lib, (4,), 2)
+        seen = []
+
+        def unpack(t):  # a changed value: backward must use what unpack returns, as torch's does
+            return t * 2
+
+        with lib.autograd.graph.saved_tensors_hooks(lambda t: seen.append(tuple(t.shape)) or t, unpack):
+            out = LINEAR_CALLS[name](lib, x, w, b)
+        out.sum().backward()
+        return seen, x.grad if x.grad is not None else 0, w.grad if w.grad is not None else 0
+    assert_same(*both(make))
+
+
+def _lora_layer_in_torch(x, bias):
+    """PEFT's LoRA Linear (lora_dropout 0) written out in torch: base(x) + B(A(x)) * scaling."""
+    torch.manual_seed(0)
+    base, A, B = torch.nn.Linear(8, 8, bias=bias), torch.nn.Linear(8, 2, bias=False), torch.nn.Linear(2, 8, bias=False)
+    base.requires_grad_(False)
+    return base(x) + B(A(x)) * 4.0
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("input_grad", [False, True])
+def test_lora_linear_packs_what_peft_layers_pack(bias, input_grad):
+    x = np.random.default_rng(3).standard_normal((3, 8)).astype(np.float32)
+    minilora.manual_seed(0)
+    model = minilora.lora.get_peft_model(minilora.nn.Sequential(minilora.nn.Linear(8, 8, bias=bias)),
+                                         minilora.lora.LoraConfig(r=2, lora_alpha=8, target_modules=["0"]))
+    shapes = []
+    for lib, forward in ((torch, lambda t: _lora_layer_in_torch(t, bias)), (minilora, model)):
+        seen = []
+        with lib.autograd.graph.saved_tensors_hooks(lambda t: seen.append(tuple(t.shape)) or t, lambda t: t):
+            forward(lib.tensor(x, requires_grad=input_grad)).sum().backward()
+        shapes.append(seen)
+    assert shapes[0] == shapes[1]

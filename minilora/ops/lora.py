@@ -47,6 +47,7 @@ from ..blas import addmm_
 from ..device import xp_of
 from ..random import fresh_seed
 from ..tensor import Function
+from .matmul import linear_saves
 from .nn import dropout_noise, dropout_scale
 
 __all__ = ["lora_linear", "lora_dropout_mask", "LoraLinear"]
@@ -278,9 +279,10 @@ def _peft_saves(ctx):
     if ctx.p:
         return None
     nx, nw, na, nb, _ = ctx.needs_input_grad
-    return ([0] * nw + [1] * nx  # base: x for W0, W0 for x
-            + [0] * na + [2] * nx  # lora_A: x for A, A for x
-            + ["U"] * nb + [3] * (nx or na))  # lora_B: U for B, B for U
+    with_bias = len(ctx.inputs) > 4 and ctx.inputs[4] is not None
+    return (linear_saves(nx, nw, 0, 1, with_bias)  # base: x for W0, W0.t() for x
+            + linear_saves(nx, na, 0, 2, False)  # lora_A: x for A, A.t() for x
+            + linear_saves(nx or na, nb, "U", 3, False))  # lora_B: U for B, B.t() for U
 
 
 class LoraLinear(Function):

@@ -153,8 +153,23 @@ class MatMul(Function):
         return gemm * sum(ctx.needs_input_grad)
 
 
+def _linear_saves(ctx):
+    """What torch's linear saves, in its order (so saved-tensor hooks see torch's tensors): the input's
+    rows and ``weight.t()``, each for the other's gradient; addmm (with a bias) saves the input first,
+    mm (without one) the weight first."""
+    with_bias = len(ctx.inputs) > 2 and ctx.inputs[2] is not None
+    return linear_saves(*ctx.needs_input_grad[:2], 0, 1, with_bias)
+
+
+def linear_saves(need_x, need_w, x, w, with_bias):
+    """torch_saves entries of one linear ``x @ w.t()`` inside an op (inputs ``x`` and ``w`` by position
+    or ctx name): ``x`` for ``w``'s gradient, ``w.t()`` for ``x``'s, in torch's order."""
+    saves = [x] * need_w, [("t", w)] * need_x
+    return saves[0] + saves[1] if with_bias else saves[1] + saves[0]
+
+
 class Linear(Function):
-    torch_saves = staticmethod(_each_for_the_other)  # (it keeps the weight anyway, for its shape)
+    torch_saves = staticmethod(_linear_saves)  # (it keeps the weight anyway, for its shape)
 
     @staticmethod
     def forward(ctx, x, w, b=None):
