@@ -200,7 +200,8 @@ from .linalg import (cholesky_inverse, cholesky_solve, geqrf, householder_produc
                      triangular_solve, old_lu as lu, old_lu_solve as lu_solve)
 # complex tensors (minilora/complex_numbers.py: dtypes, views, polar, torch's complex gradients)
 from .complex_numbers import (adjoint, angle, cdouble, cfloat, complex, complex64, complex128, conj,  # noqa: E402,F401,A004
-                              conj_physical, imag, is_complex, polar, real, view_as_complex, view_as_real)
+                              conj_physical, conj_physical_, imag, is_complex, polar, real, resolve_conj, resolve_neg,
+                              view_as_complex, view_as_real)
 from . import fft  # noqa: E402  (torch.fft)
 # torch's second names and small functions (torch.arccos, torch.greater, torch.cov ...: minilora/ops/extra.py)
 from .ops.extra import (absolute, addbmm, addmv, addr, arccos, arccosh, arcsin, arcsinh, arctan,  # noqa: E402,F401

@@ -1,20 +1,34 @@
-"""Complex tensors, as far as ``torch.linalg.eig`` / ``eigvals`` need them: a matrix with real entries can
-have complex eigenvalues, so those return complex64 / complex128 tensors (NumPy's complex arrays), and
-these ops turn them back into real ones, with torch's derivatives:
+"""Complex tensors: complex64 / complex128 (NumPy's complex arrays), as torch has them. Meta's Llama
+rotary embedding is the classic use -- each pair of features is one complex number, turned by a unit
+complex number per position:
 
-    L = ml.linalg.eigvals(A)           # complex128 for a float64 A
-    L.abs().max()                      # spectral radius (abs of a complex tensor is real)
-    L.real, L.imag, L.angle(), ml.view_as_real(L), L.conj()
+    freqs_cis = ml.polar(ml.ones_like(freqs), freqs)             # e^{i m theta}, complex64
+    xq_ = ml.view_as_complex(xq.float().reshape(*xq.shape[:-1], -1, 2))
+    xq_out = ml.view_as_real(xq_ * freqs_cis).flatten(3)          # back to real pairs
 
-torch's convention for the gradient of a real loss with respect to a complex ``z = x + iy`` is
-``dL/dx + i dL/dy`` (its conjugate Wirtinger derivative, doubled); a real input's gradient is the real
-part of what reaches it (the engine's ``_fit``).
+Dtypes and promotion follow torch: a float tensor with a complex one or a Python complex number is complex
+of the wider width (float64 * 1j is complex128; float32 * a complex128 0-d tensor stays complex64), a Python
+complex alone is the default float dtype's complex type. ``.real``, ``.imag``, ``view_as_real`` and
+``view_as_complex`` are views, as in torch: writing into one changes the other (NumPy reads complex memory
+as (real, imag) pairs, which is exactly torch's layout; ``view_as_complex`` needs what a view needs: a last
+axis of 2 with stride 1, even strides and offset). ``conj()`` computes the conjugate (torch's lazy
+conjugate bit is not modelled). ``linalg.eig`` / ``eigvals`` of real matrices return complex tensors too.
 
-minilora's other ops compute complex values in the forward pass (NumPy does), but their derivatives are
-written for real numbers (``a * b``'s would need ``conj(b)``): a complex gradient reaching one of them
-raises at ``backward()`` instead of returning a wrong gradient. The ops below, and the ones
-``_linear_ops()`` names (their derivative is linear with real coefficients, so the same for complex
-numbers), take complex gradients: each sets ``Function.complex_grad``.
+Gradients, as torch: for a real loss ``L`` and a complex ``z = x + iy``, ``z.grad`` is ``dL/dx + i dL/dy``
+(the conjugate Wirtinger derivative, doubled); a real input gets the real part of what reaches it (the
+engine's ``_fit``). Each op says, by ``Function.complex_grad``, how its backward takes a complex gradient:
+
+* ``True``: its derivative is linear with real coefficients (sums, reshapes, indexing, casts) or written
+  for complex numbers here (``real``, ``angle``, ``polar``, the FFTs) -- the gradient goes through as is;
+* ``"holomorphic"``: an analytic op (mul, div, exp, log, matmul, sin ...) whose real backward computes
+  ``f'(z) * g``; for complex numbers torch wants ``conj(f'(z)) * g``, which is that same formula run on
+  ``conj(g)`` and conjugated (tensor.py's ``_complex_node_backward`` does it);
+* ``False`` (the default): a complex gradient reaching the op raises NotImplementedError naming it, rather
+  than returning a wrong gradient.
+
+Ops that have no meaning for complex numbers (``<``, max, sort, clamp/relu, floor, %, sign -- use ``sgn``)
+refuse a complex input, naming the op, where NumPy would order complex numbers lexicographically or round
+each part. This file also has ``torch.fft`` (``minilora.fft``), whose transforms are complex-valued.
 """
 import numpy as np
 
@@ -277,6 +291,22 @@ def conj_physical(input, *, out=None):
     return result if out is None else ops._write_out(lambda: result, "conj_physical", (), {}, out)
 
 
+def conj_physical_(input):
+    """``torch.conj_physical_`` / ``x.conj_physical_()``: conjugated in place (a real tensor stays as it is)."""
+    return input._inplace(conj_physical)
+
+
+def resolve_conj(input):
+    """``torch.resolve_conj``: ``input`` with its conjugation materialised -- minilora's conj() always
+    computes it, so the tensor itself (as torch returns one whose conjugate bit is not set)."""
+    return input
+
+
+def resolve_neg(input):
+    """``torch.resolve_neg``: the tensor itself, for the same reason (minilora has no lazy negation)."""
+    return input
+
+
 def adjoint(input):
     """``torch.adjoint`` / ``x.mH``: the conjugate transpose of the last two axes."""
     return conj(input.mT)
@@ -296,11 +326,15 @@ def _tensor_to(dtype):
 def _linear_ops():
     """Ops whose derivative is linear with real coefficients (sums, copies, reshapes, selections, casts):
     the same formula serves complex gradients."""
+    from . import autograd
     from .ops import elementwise, index, nn, reduce, shape
-    return [shape.Reshape, shape.Permute, shape.GetItem, shape.Cat, shape.Expand, shape.Flip, shape.Roll,
+    return [autograd._UserOutput, autograd._UserCall,  # (a custom Function's backward gets the gradient as is)
+            shape.Reshape, shape.Permute, shape.GetItem, shape.Cat, shape.Expand, shape.Flip, shape.Roll,
             shape.Diagonal, shape.DiagEmbed, shape.IndexPut, shape.Unfold, reduce.Sum,
             reduce.Mean, elementwise.Add, elementwise.Sub, elementwise.Neg, elementwise.Clone, elementwise.AsType,
-            elementwise.Where, index.Gather, index.CumSum, index.IndexSelect, nn.Pad]
+            elementwise.Where, index.Gather, index.CumSum, index.IndexSelect, index.IndexAdd, index.Scatter,
+            index.Repeat, index.IndexCopy, index.IndexFill, index.MaskedScatter, elementwise.AddScaled,
+            elementwise.ToDevice, nn.Pad, nn.Dropout]
 
 
 def _holomorphic_ops():
@@ -309,10 +343,11 @@ def _holomorphic_ops():
     import importlib
     from .ops import elementwise
     products = importlib.import_module("minilora.ops.matmul")  # (ops.matmul names the function)
-    from .ops import index, reduce
+    from .ops import conv, index, reduce
     return [elementwise.Mul, elementwise.Div, elementwise.Exp, elementwise.Log, elementwise.Sqrt,
             elementwise.Rsqrt, elementwise.Tanh, elementwise.Sigmoid, elementwise.Sin, elementwise.Cos,
-            elementwise.Pow, elementwise.Pointwise, products.MatMul, products.Linear, products.Einsum,
+            elementwise.Pow, elementwise.Pointwise, elementwise.Log1p, elementwise.Expm1, elementwise.LogBase,
+            elementwise.FusedMulAdd, products.MatMul, products.Linear, products.Einsum, conv.Conv2d, conv.ConvTranspose2d,
             reduce.Prod, index.CumProd]
 
 
@@ -476,22 +511,28 @@ def _refusing_complex(fn, name_of, error):
     raw = fn.__dict__["forward"]  # a staticmethod, or a classmethod (Remainder's, which Fmod inherits)
     forward = raw.__func__
 
-    def refuse(arrays, options):
-        for a in arrays:
-            if getattr(a, "dtype", None) is not None and a.dtype.kind == "c":
-                raise error(f"{name_of(options)} is not supported for complex tensors, as in torch (complex "
-                            f"numbers have no order): take .real, .imag or .abs() first")
+    def refusal(options):
+        return error(f"{name_of(options)} is not supported for complex tensors, as in torch: take .real, .imag "
+                     f"or .abs() first")
 
+    # (the check inline, no call: it runs on every relu / max / maximum of real tensors too)
     if isinstance(raw, classmethod):
         def checked_forward(cls, ctx, *arrays, **options):
-            refuse(arrays, options)
+            for a in arrays:
+                if getattr(a, "dtype", _REAL).kind == "c":
+                    raise refusal(options)
             return forward(cls, ctx, *arrays, **options)
         fn.forward = classmethod(checked_forward)
     else:
         def checked_forward(ctx, *arrays, **options):
-            refuse(arrays, options)
+            for a in arrays:
+                if getattr(a, "dtype", _REAL).kind == "c":
+                    raise refusal(options)
             return forward(ctx, *arrays, **options)
         fn.forward = staticmethod(checked_forward)
+
+
+_REAL = np.dtype("float32")  # (what a Python number counts as here: not complex)
 
 
 def _refused_ops():
@@ -504,6 +545,9 @@ def _refused_ops():
             (e.LeakyRelu, lambda o: "leaky_relu", NotImplementedError),
             (e.Gelu, lambda o: "gelu", NotImplementedError),
             (e.Erf, lambda o: "erf", NotImplementedError),
+            (e.XLogY, lambda o: "xlogy", NotImplementedError),
+            (e.Logit, lambda o: "logit", NotImplementedError),
+            (e.Atan2, lambda o: "atan2", NotImplementedError),
             (e.Maximum, lambda o: smallest[bool(o.get("smallest"))] + "imum", RuntimeError),
             (e._Rounding, lambda o: o["how"], NotImplementedError),
             (e.Remainder, lambda o: "remainder / fmod", NotImplementedError),
@@ -523,6 +567,8 @@ Tensor.real = property(real)
 Tensor.imag = property(imag)
 Tensor.conj = conj
 Tensor.conj_physical = conj_physical
+Tensor.resolve_conj = resolve_conj
+Tensor.resolve_neg = resolve_neg
 Tensor.angle = angle
 Tensor.is_complex = is_complex
 Tensor.H = property(_conjugated_H)
@@ -530,4 +576,4 @@ Tensor.mH = property(adjoint)
 Tensor.adjoint = adjoint
 Tensor.cfloat = _tensor_to(complex64)
 Tensor.cdouble = _tensor_to(complex128)
-Tensor.conj_physical_ = lambda self: self._inplace(conj_physical)
+Tensor.conj_physical_ = conj_physical_

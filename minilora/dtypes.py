@@ -28,6 +28,7 @@ is float32 (NumPy: float64). Torch's rules surprise people too; we follow them, 
 """
 import builtins
 import math
+import warnings
 
 import numpy as np
 
@@ -160,6 +161,9 @@ def cast(array, dtype):
     NumPy and ml_dtypes round it directly: ``1 + 2**-8 + 2**-30`` is 1.0 in torch's bfloat16 and
     1.0078125 in a direct cast. The two differ only near a tie, but they differ: go through float32."""
     source = array.dtype
+    if source.kind == "c" and dtype.kind not in "cb":  # the real part, with torch's warning (not NumPy's)
+        warnings.warn("Casting complex values to real discards the imaginary part", UserWarning, stacklevel=2)
+        array, source = array.real, array.real.dtype
     if source is bfloat16 and dtype.kind in "iu":  # ml_dtypes sends -1.75 to uint8 as 0 and 300.5 to int8
         array = array.astype(float32)  # as 0; torch wraps (255, 44), as NumPy's float32 cast does (exact)
     if dtype.itemsize == 2 and source.itemsize >= 4 and source is not float32 and is_floating(dtype) \
@@ -207,6 +211,8 @@ class finfo:
 
     def __init__(self, type=None):  # noqa: A002  (torch's argument name)
         dtype = get_default_dtype() if type is None else to_dtype(type)
+        if dtype.kind == "c":  # a complex dtype: its parts' float dtype (as torch: complex64 is float32's)
+            dtype = np.dtype(np.float32 if dtype == np.complex64 else np.float64)
         if not is_floating(dtype):
             raise TypeError(f"torch.finfo() requires a floating point input type. Use torch.iinfo "
                             f"to handle '{dtype}'")

@@ -2398,6 +2398,26 @@ def _refuse_complex_gradient(ctx):
         f"of complex results first, or use torch")
 
 
+def _unshared(ctx, in_grads):
+    """``in_grads`` where one array goes to several inputs (``a + b``'s backward returns its ``g`` for
+    both): a leaf among them gets a copy. A leaf's first gradient becomes its ``.grad`` as it is and
+    later ones are added into it in place, which would also change the array still on its way to
+    the other inputs (``a + (a + b)`` gave b twice its gradient)."""
+    seen = {}
+    for i, (ig, parent, need) in enumerate(zip(in_grads, ctx.parents, ctx.needs_input_grad)):
+        if ig is not None and need:
+            seen.setdefault(id(ig), []).append((i, parent is None))
+    shared = [entries for entries in seen.values() if len(entries) > 1 and any(leaf for _, leaf in entries)]
+    if not shared:
+        return in_grads
+    in_grads = list(in_grads)
+    for entries in shared:
+        for i, leaf in entries:
+            if leaf:
+                in_grads[i] = in_grads[i].copy()
+    return tuple(in_grads)
+
+
 def _complex_node_backward(ctx, g, prof, retain_graph):
     """A node's backward on a complex gradient ``g`` (torch's convention: minilora/complex_numbers.py).
     ``complex_grad = True``: the op's backward takes ``g`` as it is (a derivative linear with real
@@ -2720,6 +2740,8 @@ def _run_backward(root, gradient, retain_graph, store=None):
             in_grads = _node_backward(ctx, g, prof, retain_graph)
         if node_hooks:
             in_grads = _run_node_hooks(ctx, node_hooks, in_grads, g)
+        if len(in_grads) > 1 and (in_grads[0] is in_grads[1] is not None or len(in_grads) > 2):  # (a + b's g)
+            in_grads = _unshared(ctx, in_grads)
         if _detect_anomaly:
             _check_anomaly(ctx, in_grads)
         # Each input's gradient goes on: a leaf's into the store (or, if the leaf has hooks, summed in

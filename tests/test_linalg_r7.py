@@ -155,13 +155,25 @@ def test_complex_halves_are_refused_by_name():
         ml.complex(ml.ones(2, dtype=ml.float16), ml.ones(2, dtype=ml.float16))
 
 def test_complex_gradient_through_an_op_without_a_complex_rule_is_refused():
-    """An op with no complex derivative (sgn's) raises when a complex gradient reaches it (NotImplementedError
-    naming the op) instead of returning a wrong gradient; sums, reshapes, indexing and products take complex
-    gradients (tests/test_complex_r8.py checks the others)."""
+    """An op with no complex derivative (here one written for real numbers only) raises when a complex
+    gradient reaches it (NotImplementedError naming the op) instead of returning a wrong gradient; sums,
+    reshapes, indexing and products take complex gradients (tests/test_complex_r8.py checks the others)."""
+    from minilora.tensor import Function
+
+    class RealSquare(Function):
+        @staticmethod
+        def forward(ctx, a):
+            ctx.a = a
+            return a * a
+
+        @staticmethod
+        def backward(ctx, g):
+            return 2 * g * ctx.a
+
     A = ml.tensor(RNG.standard_normal((3, 3)), requires_grad=True)
     L = LA.eigvals(A)
-    with pytest.raises(NotImplementedError, match="no complex derivative for Sign"):
-        L.sgn().real.sum().backward()
+    with pytest.raises(NotImplementedError, match="no complex derivative for RealSquare"):
+        RealSquare.apply(L).real.sum().backward()
     At = torch.tensor(A.detach().numpy(), requires_grad=True)
     (L[1:].reshape(2, 1).sum() + L[0] * L[1] - L.mean()).real.backward()
     Lt = torch.linalg.eigvals(At)

@@ -1204,13 +1204,24 @@ def _clamp_bounds(min, max):  # noqa: A002
 
 
 class Sign(Function):
+    complex_grad = True  # (sgn of complex numbers: z / |z|, differentiable away from 0)
+
     @staticmethod
     def forward(ctx, a):
-        return _torch_sign(a)
+        out = _torch_sign(a)
+        ctx.magnitude = None  # (real numbers: nothing kept, as torch)
+        if a.dtype.kind == "c":
+            ctx.out, ctx.magnitude = out, xp_of(a).abs(a)
+        return out
 
     @staticmethod
     def backward(ctx, g):  # piecewise constant: zero gradient, as torch
-        return g * 0
+        if ctx.magnitude is None:
+            return g * 0
+        # sgn(z) only turns with z's angle: torch's gradient (g - Re(g conj(s)) s) / |z|, 0 at z = 0
+        xp, s, magnitude = xp_of(g), ctx.out, ctx.magnitude
+        turn = g - (g * xp.conj(s)).real * s
+        return xp.where(magnitude == 0, 0, turn / xp.where(magnitude == 0, 1, magnitude)).astype(g.dtype)
 
 
 def sin(input): return Sin.apply(_floating(input))

@@ -46,6 +46,11 @@ def _no_integers(name, input):
         raise NotImplementedError(f"\"{name}\" not implemented for '{dtypes.torch_name(input.dtype)}'")
 
 
+def _no_complex(name, input):
+    if input.dtype.kind == "c":
+        raise RuntimeError(f"{name} is not supported for complex tensors.")
+
+
 def frac(input):
     """``torch.frac``: ``x - trunc(x)`` (floating inputs only, as torch's kernel)."""
     _no_integers("frac_cpu", input)
@@ -54,10 +59,12 @@ def frac(input):
 
 def deg2rad(input):
     """``torch.deg2rad``: ``x * pi / 180`` (integers and bools give the default float dtype)."""
+    _no_complex("deg2rad", input)
     return name_node(E.mul(E._floating(input), math.pi / 180), "Deg2RadBackward0", input)
 
 
 def rad2deg(input):
+    _no_complex("rad2deg", input)
     return name_node(E.mul(E._floating(input), 180 / math.pi), "Rad2DegBackward0", input)
 
 
@@ -79,8 +86,11 @@ def logaddexp2(input, other):
 
 
 def float_power(input, exponent):
-    """``torch.float_power``: ``pow`` computed in float64 (the result is float64 for every input)."""
-    cast = lambda x: x.to(dtypes.float64) if isinstance(x, Tensor) else float(x)  # noqa: E731
+    """``torch.float_power``: ``pow`` computed in float64 (the result is float64 for every real input;
+    complex128 where either side is complex)."""
+    complex_ = any(isinstance(x, complex) or isinstance(x, Tensor) and x.dtype.kind == "c" for x in (input, exponent))
+    wide = dtypes.to_dtype("complex128" if complex_ else "float64")
+    cast = lambda x: x.to(wide) if isinstance(x, Tensor) else (complex if complex_ else float)(x)  # noqa: E731
     return E.pow(cast(input), cast(exponent))
 
 

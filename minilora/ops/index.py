@@ -1014,6 +1014,8 @@ def _running_extreme(name, input, dim, smallest):
     """``cummax``/``cummin``: the running extreme along ``dim`` and, as torch, the index of its
     *latest* occurrence (a tie moves the index on; a NaN is kept from where it first appears)."""
     dim_ = _dim(dim, input.ndim, name)
+    if input.dtype.kind == "c":  # (complex numbers have no order; NumPy's is lexicographic)
+        raise NotImplementedError(f'"{name}_cpu" not implemented for \'{torch_name(input.dtype)}\'')
     if input.ndim == 0:
         return return_type(name)(input.clone(), input.new_zeros((), dtype=np.int64))
     xp = xp_of(input._array)
