@@ -30,7 +30,7 @@ rng = np.random.default_rng(88)
 
 ASYNC = ("MatrixMulAsyncCopyMultiStageLargeChunk<16, 2>", "MatrixMulAsyncCopyLargeChunkAWBarrier<16>",
          "MatrixMulAsyncCopyBlockPipeline<16>", "gemv_cp_async<64, 128>", "row_scale_cg_memcpy<64>",
-         "MatrixMulAsyncCopyMultiStageLargeChunk<16, 3>")
+         "MatrixMulAsyncCopyMultiStageLargeChunk<16, 3>", "MatrixMulAsyncCopyMultiStageLargeChunk<16, 4>")
 PUBLIC = ("sgemmWarptiling<64, 64, 8, 32, 32, 2, 4, 4, 128>", "rms_norm_f32<32>", "rms_norm_f32<1024>",
           "soft_max_f32<true, 0, 0>", "soft_max_f32<false, 0, 0>", "soft_max_f32<true, 64, 64>",
           "block_sort_pairs<64, 4>", "block_sort_desc_bits<64, 3>", "block_prefix_sum<96, 3>")
@@ -139,6 +139,24 @@ def test_prefetching_into_the_buffer_a_slower_thread_still_reads_is_named():
                                         r"asynchronous copy into it is in flight: thread \(0,0,0\) issued it at "
                                         rf"async_matmul\.cu:{line_of('cuda::memcpy_async(&As[j]')}"):
         racy(1, (16, 16), (C, A, B, np.int32(96), np.int32(16)), racecheck=True)
+
+
+def test_prefetching_as_many_stages_as_buffers_is_named():
+    """cuda-samples' own loop bound (`aStage <= a + aStep * maxPipelineStages`) issues 5 stages into 4 buffers: the 5th
+    copy targets the buffer of the 1st while that copy is still in flight (its square test matrices of constant
+    values hide the result)."""
+    A, B = rng.standard_normal((16, 96)).astype(np.float32), rng.standard_normal((96, 16)).astype(np.float32)
+    C = np.zeros((16, 16), np.float32)
+    sample = async_kernel(ASYNC[6])
+    sample(1, (16, 16), (C, A, B, np.int32(96), np.int32(16)))  # copies land at their waits: right numbers
+    np.testing.assert_allclose(C, A.astype(np.float64) @ B, rtol=1e-5, atol=1e-5)
+    with pytest.raises(RaceError, match=r"differs between the forward and reverse orders"):
+        sample(1, (16, 16), (C, A, B, np.int32(96), np.int32(16)), check_races=True)
+    issue = line_of("cuda::memcpy_async(&As[j]")
+    with pytest.raises(RaceError, match=rf"write of byte 0 of __shared__ 'As' by thread \(0,0,0\) .* at async_matmul\.cu:"
+                                        rf"{issue}, while an asynchronous copy into it is in flight: thread \(0,0,0\) "
+                                        rf"issued it at async_matmul\.cu:{issue}"):
+        sample(1, (16, 16), (C, A, B, np.int32(96), np.int32(16)), racecheck=True)
 
 
 def test_a_neighbours_copy_read_without_a_barrier_is_a_hazard():
