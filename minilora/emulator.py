@@ -41,9 +41,14 @@ How it works (details in kernels/README.md):
    than the kernel opted in to), ``KeyboardInterrupt`` (Ctrl-C during a launch), ``TypeError`` and
    ``ValueError`` for wrong arguments or launch shapes.  The process keeps running.  What the fast mode
    cannot see: an out-of-bounds access that lands in other valid memory (use ``sanitize=True``).
+   Asynchronous copies (cp.async, <cuda_pipeline.h>, cuda::memcpy_async with cuda::pipeline / cuda::barrier,
+   cooperative_groups::memcpy_async) land when a wait covers them -- the latest a GPU may -- so a read before the
+   wait sees the old bytes; ``racecheck=True`` names it, and ``check_races=True``, whose other schedules land
+   each copy as it is issued, sees the results differ.
    Refused by name: dynamic parallelism, host code (launches and the runtime API), the inline PTX instructions
    minilora/emulator_ptx.py does not translate (the common idioms it does: %laneid, ld.global.nc, cvt, lop3,
-   prmt, ...), textures and surfaces, CUDA libraries (cuRAND, CUB, Thrust, WMMA, ...).
+   prmt, cp.async, ...), textures and surfaces, CUDA libraries (cuRAND, CUB beyond its block/warp collectives,
+   Thrust, WMMA, ...).
 """
 from __future__ import annotations
 
