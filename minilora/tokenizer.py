@@ -1343,7 +1343,10 @@ def from_file(path, bos_token=None, eos_token=None, pad_token=None, **settings):
     try:
         tokenizer = Tokenizer.from_file(path)
     except Exception as exc:  # tokenizers raises a bare Exception on a malformed file
-        raise ValueError(f"{path}: not a valid tokenizer.json ({exc})") from None
+        from .checkpoint import other_format  # (a Git LFS pointer, a web page: say so)
+        with open(path, "rb") as f:
+            kind = other_format(f.read(64))
+        raise ValueError(f"{path}: not a valid tokenizer.json ({f'it is {kind}' if kind else exc})") from None
     config = _tokenizer_config(os.path.join(os.path.dirname(path), TOKENIZER_CONFIG_FILE))
     chosen = {"bos": bos_token, "eos": eos_token, "pad": pad_token, **{kind: None for kind in SPECIAL_KINDS[3:]}}
     for kind, token in chosen.items():

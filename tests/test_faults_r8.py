@@ -290,6 +290,14 @@ def test_a_config_json_left_as_a_git_lfs_pointer_is_named(tmp_path):
         LlamaForCausalLM.from_pretrained(tmp_path)
 
 
+def test_a_tokenizer_json_left_as_a_git_lfs_pointer_is_named(tmp_path):
+    from minilora.tokenizer import from_pretrained
+    _tokenizer("right").save_pretrained(tmp_path)
+    (tmp_path / "tokenizer.json").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 9\n")
+    with pytest.raises(ValueError, match=r"tokenizer\.json: not a valid tokenizer\.json \(it is a Git LFS pointer"):
+        from_pretrained(tmp_path)
+
+
 def test_a_torch_save_file_given_to_resume_is_named(torch_file, tmp_path):
     path, _ = torch_file
     with pytest.raises(ValueError, match="not a training checkpoint"):
