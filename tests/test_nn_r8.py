@@ -590,3 +590,23 @@ def test_interpolate_area_on_volumes_as_torch():
     for kwargs in (dict(size=(3, 4, 2)), dict(scale_factor=0.5)):
         check_values_and_grads(lambda t: F.interpolate(t, mode="area", **kwargs),
                                lambda t: TF.interpolate(t, mode="area", **kwargs), x)
+
+
+@pytest.mark.parametrize("name, shape, kwargs", [
+    ("LazyBatchNorm1d", (4, 3), {}), ("LazyBatchNorm2d", (2, 3, 4, 4), dict(momentum=None)),
+    ("LazyBatchNorm3d", (2, 3, 2, 2, 2), dict(affine=False)), ("LazyInstanceNorm1d", (2, 3, 5), {}),
+    ("LazyInstanceNorm2d", (2, 3, 4, 4), dict(track_running_stats=False)),
+    ("LazyInstanceNorm3d", (2, 3, 2, 2, 2), dict(bias=False))])
+def test_lazy_norms_as_torch(name, shape, kwargs):
+    """num_features from the first input; running statistics are UninitializedBuffers until then (the lazy
+    instance norms: affine and tracking by default, as torch's)."""
+    theirs, ours = getattr(torch.nn, name)(**kwargs), getattr(nn, name)(**kwargs)
+    assert repr(ours) == repr(theirs)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    if kwargs.get("track_running_stats", True):
+        assert isinstance(ours.running_mean, nn.UninitializedBuffer)
+    x = randn(*shape).astype(np.float32)
+    close(ours(ml.tensor(x)), theirs(torch.tensor(x)), 1e-5)
+    assert type(ours).__name__ == type(theirs).__name__ and repr(ours) == repr(theirs)
+    for key, value in theirs.state_dict().items():
+        close(ours.state_dict()[key], value, 1e-6)

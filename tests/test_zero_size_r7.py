@@ -498,6 +498,10 @@ EXPLICIT.update({  # round 8's names (their values: tests/test_nn_r8.py)
         _F(L).adaptive_max_pool1d_with_indices(L.zeros(0, 2, 4), 2),
         _F(L).adaptive_max_pool2d_with_indices(L.zeros(0, 2, 4, 4), 2),
         _F(L).adaptive_max_pool3d_with_indices(L.zeros(0, 2, 4, 4, 4), 2)],
+    "nn.LazyBatchNorm1d/2d/3d() and nn.LazyInstanceNorm1d/2d/3d() on an empty batch": lambda L: [
+        L.nn.LazyBatchNorm1d()(L.zeros(0, 3)), L.nn.LazyBatchNorm2d().eval()(L.zeros(0, 3, 2, 2)),
+        L.nn.LazyBatchNorm3d()(L.zeros(0, 3, 2, 2, 2)), L.nn.LazyInstanceNorm1d()(L.zeros(0, 3, 4)),
+        L.nn.LazyInstanceNorm2d()(L.zeros(0, 3, 2, 2)), L.nn.LazyInstanceNorm3d()(L.zeros(0, 3, 2, 2, 2))],
     "F.multi_head_attention_forward on an empty batch": lambda L: grads(
         L, lambda L, x, w, b, wo: _F(L).multi_head_attention_forward(
             x, x, x, 4, 2, w, b, None, None, False, 0.0, wo, None), (3, 0, 4), (12, 4), (12,), (4, 4)),
@@ -531,6 +535,7 @@ SKIP = {
     **{f"nn.{n}": _CONTAINERS for n in ("Module", "ModuleDict", "ModuleList", "Parameter", "ParameterDict",
                                          "ParameterList", "Sequential")},
     "nn.UninitializedParameter": "a lazy module's placeholder, no computation of its own",
+    "nn.UninitializedBuffer": "a lazy module's placeholder, no computation of its own",
     "nn.PixelUnshuffle": "torch returns an empty input as it is (its shape not unshuffled): swept, not compared",
     "nn.EmbeddingBag": "torch segfaults on mode='max' with empty offsets: EXPLICIT's F.embedding_bag cases instead",
     "nn.MultiMarginLoss": "torch's 'mean' / 'sum' of an empty batch is uninitialised memory: EXPLICIT's 'none'",

@@ -10,29 +10,29 @@ first (then the first call draws nothing), as torch does.
 """
 import numpy as np
 
-from ..tensor import no_grad
-from .layers import (Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, Linear,
+from .. import ops
+from ..tensor import Tensor, no_grad
+from .layers import (BatchNorm1d, BatchNorm2d, BatchNorm3d, Conv1d, Conv2d, Conv3d, ConvTranspose1d,
+                     ConvTranspose2d, ConvTranspose3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, Linear,
                      _float_dtype)
 from .module import Parameter
 
-__all__ = ["UninitializedParameter", "LazyLinear", "LazyConv1d", "LazyConv2d", "LazyConv3d",
-           "LazyConvTranspose1d", "LazyConvTranspose2d", "LazyConvTranspose3d"]
+__all__ = ["UninitializedParameter", "UninitializedBuffer", "LazyLinear", "LazyConv1d", "LazyConv2d", "LazyConv3d",
+           "LazyConvTranspose1d", "LazyConvTranspose2d", "LazyConvTranspose3d", "LazyBatchNorm1d",
+           "LazyBatchNorm2d", "LazyBatchNorm3d", "LazyInstanceNorm1d", "LazyInstanceNorm2d", "LazyInstanceNorm3d"]
 
 _NO_SHAPE = ("Can't access the shape of an uninitialized parameter or buffer. This error usually happens in "
              "`load_state_dict` when trying to load an uninitialized parameter into an initialized one. Call "
              "`forward` to initialize the parameters before accessing their attributes.")
 
 
-class UninitializedParameter(Parameter):
-    """A Parameter without a shape yet (torch's): its dtype, device and ``requires_grad`` are set;
-    ``materialize(shape)`` gives it a shape (zeros until an initialiser draws) and makes it a
-    plain Parameter."""
+class _Uninitialized:
+    """A tensor without a shape yet (torch's ``UninitializedTensorMixin``): its dtype, device and
+    ``requires_grad`` are set; ``materialize(shape)`` gives it a shape (zeros until an initialiser
+    draws) and makes it a plain one of ``cls_to_become``."""
 
     __slots__ = ()
-    cls_to_become = Parameter
-
-    def __init__(self, requires_grad=True, device=None, dtype=None):
-        super().__init__(np.empty(0, dtype=_float_dtype(dtype)), requires_grad, device=device)
+    cls_to_become = None
 
     @property
     def shape(self):
@@ -45,13 +45,34 @@ class UninitializedParameter(Parameter):
         raise RuntimeError(_NO_SHAPE)
 
     def materialize(self, shape, device=None, dtype=None):
-        """Give it ``shape`` (zeros), in place: the same object, now a ``Parameter``."""
+        """Give it ``shape`` (zeros), in place: the same object, now of ``cls_to_become``."""
         xp = self.device.xp
         self._array = xp.zeros(tuple(shape), dtype=self._array.dtype if dtype is None else _float_dtype(dtype))
         self.__class__ = self.cls_to_become
 
     def __repr__(self):
-        return "<UninitializedParameter>"
+        return f"<{type(self).__name__}>"
+
+
+class UninitializedParameter(_Uninitialized, Parameter):
+    """A Parameter without a shape yet (torch's)."""
+
+    __slots__ = ()
+    cls_to_become = Parameter
+
+    def __init__(self, requires_grad=True, device=None, dtype=None):
+        Parameter.__init__(self, np.empty(0, dtype=_float_dtype(dtype)), requires_grad, device=device)
+
+
+class UninitializedBuffer(_Uninitialized, Tensor):
+    """A buffer without a shape yet (torch's: a lazy norm's running statistics)."""
+
+    __slots__ = ()
+    cls_to_become = Tensor
+
+    def __init__(self, requires_grad=False, device=None, dtype=None):
+        Tensor.__init__(self, np.empty(0, dtype=_float_dtype(dtype)), dtype=_float_dtype(dtype), device=device,
+                        requires_grad=requires_grad)
 
 
 def _infer_parameters(module, args):
@@ -67,9 +88,9 @@ def _infer_parameters(module, args):
 
 def _materialize_loaded(module, state_dict, prefix, *_):
     """A load_state_dict pre-hook: an uninitialized parameter takes the shape of the value loaded into it."""
-    for name, param in module._parameters.items():
-        if isinstance(param, UninitializedParameter) and prefix + name in state_dict:
-            param.materialize(np.shape(state_dict[prefix + name]))
+    for name, tensor in [*module._parameters.items(), *module._buffers.items()]:
+        if isinstance(tensor, _Uninitialized) and prefix + name in state_dict:
+            tensor.materialize(np.shape(state_dict[prefix + name]))
 
 
 class _LazyMixin:
@@ -83,11 +104,14 @@ class _LazyMixin:
             setattr(self, name, value)
         self.weight = UninitializedParameter(device=device, dtype=dtype)
         self.bias = UninitializedParameter(device=device, dtype=dtype) if bias else None
+        self._lazy_hooks()
+
+    def _lazy_hooks(self):
         self._lazy_hook = self.register_forward_pre_hook(_infer_parameters)
         self.register_load_state_dict_pre_hook(_materialize_loaded)
 
     def has_uninitialized_params(self):
-        return any(isinstance(p, UninitializedParameter) for p in self._parameters.values())
+        return any(isinstance(t, _Uninitialized) for t in [*self._parameters.values(), *self._buffers.values()])
 
     def _materialize_all(self, weight_shape, bias_shape):
         with no_grad():
@@ -176,3 +200,59 @@ class LazyConvTranspose2d(_LazyConvTransposeMixin, ConvTranspose2d):
 
 class LazyConvTranspose3d(_LazyConvTransposeMixin, ConvTranspose3d):
     cls_to_become = ConvTranspose3d
+
+
+class _LazyNormMixin(_LazyMixin):
+    """The lazy batch and instance norms (torch's ``_LazyNormBase``): ``num_features`` is the first
+    input's dimension 1; ``affine`` and ``track_running_stats`` default to True (for the instance norms
+    too, as torch's lazy ones)."""
+
+    def __init__(self, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None,
+                 *, bias=True):
+        super().__init__(0, eps, momentum, False, False, device, dtype, bias=bias)
+        self.affine, self.track_running_stats = affine, track_running_stats
+        if affine:
+            self.weight = UninitializedParameter(device=device, dtype=dtype)
+            self.bias = UninitializedParameter(device=device, dtype=dtype) if bias else None
+        if track_running_stats:
+            self.running_mean = UninitializedBuffer(device=device, dtype=dtype)
+            self.running_var = UninitializedBuffer(device=device, dtype=dtype)
+            self.num_batches_tracked = ops.tensor(0, dtype=np.int64, device=device)
+        self._lazy_hooks()
+
+    def reset_parameters(self):
+        if not self.has_uninitialized_params() and self.num_features != 0:
+            super().reset_parameters()
+
+    def initialize_parameters(self, input, *args, **kwargs):
+        if self.has_uninitialized_params():
+            self.num_features = input.shape[1]
+            with no_grad():
+                for tensor in (self.weight, self.bias, self.running_mean, self.running_var):
+                    if isinstance(tensor, _Uninitialized):
+                        tensor.materialize((self.num_features,))
+                self.reset_parameters()
+
+
+class LazyBatchNorm1d(_LazyNormMixin, BatchNorm1d):
+    cls_to_become = BatchNorm1d
+
+
+class LazyBatchNorm2d(_LazyNormMixin, BatchNorm2d):
+    cls_to_become = BatchNorm2d
+
+
+class LazyBatchNorm3d(_LazyNormMixin, BatchNorm3d):
+    cls_to_become = BatchNorm3d
+
+
+class LazyInstanceNorm1d(_LazyNormMixin, InstanceNorm1d):
+    cls_to_become = InstanceNorm1d
+
+
+class LazyInstanceNorm2d(_LazyNormMixin, InstanceNorm2d):
+    cls_to_become = InstanceNorm2d
+
+
+class LazyInstanceNorm3d(_LazyNormMixin, InstanceNorm3d):
+    cls_to_become = InstanceNorm3d
