@@ -419,3 +419,19 @@ def test_lora_linear_packs_what_peft_layers_pack(bias, input_grad):
             forward(lib.tensor(x, requires_grad=input_grad)).sum().backward()
         shapes.append(seen)
     assert shapes[0] == shapes[1]
+
+
+def test_embedding_saves_its_ids_tensor_as_torch():
+    def make(lib):
+        w = _leaf(lib, (10, 4))
+        seen = []
+        with lib.autograd.graph.saved_tensors_hooks(lambda t: seen.append((tuple(t.shape), str(t.dtype))) or t,
+                                                     lambda t: t):
+            lib.nn.functional.embedding(lib.tensor([[1, 2, 3]]), w).sum().backward()
+        ids = lib.tensor([[1, 2, 3]])
+        out = lib.nn.functional.embedding(ids, w)
+        ids.add_(1)  # torch's node saved the ids: backward now refuses
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            out.sum().backward()
+        return [(shape, dtype.split(".")[-1]) for shape, dtype in seen], w.grad
+    assert_same(*both(make))

@@ -615,7 +615,11 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     padding_idx = _row_index("embedding", padding_idx, weight.shape[0])
     if max_norm is not None:
         _renormalise_rows_(weight, ids, max_norm, norm_type)
-    return Embedding.apply(ids, weight, padding_idx=padding_idx, scale_grad_by_freq=scale_grad_by_freq)
+    # the ids tensor itself where it can be (as torch's node saves it: saved-tensor hooks pack it, and
+    # changing it in place before backward is torch's version error); ids on another device stay an array
+    same = isinstance(input, Tensor) and input._array is ids and input._device is weight._device
+    return Embedding.apply(input if same else ids, weight, padding_idx=padding_idx,
+                           scale_grad_by_freq=scale_grad_by_freq)
 
 
 def _ids_out_of_range(ids, rows):
