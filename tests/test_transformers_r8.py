@@ -259,6 +259,9 @@ def test_hidden_states_and_attentions(hf, attn):
     for mine, reference_weights in zip(ours.attentions, theirs.attentions):
         same(mine, reference_weights)
     assert ours.keys() == list(theirs.keys()) == ["logits", "cache", "hidden_states", "attentions"]
+    assert list(ours) == list(theirs) and len(ours) == len(theirs) == 4  # (iterating gives the names, as a dict)
+    assert [name for name, _ in ours.items()] == [name for name, _ in theirs.items()]
+    assert ours.values()[0] is ours.logits and ours["past_key_values"] is ours.cache
     same(ours.logits, theirs.logits)
 
 
@@ -291,6 +294,7 @@ def test_hand_written_decoding_loop_with_cache_position(hf):
     for step in range(3):
         same(ours.logits, theirs.logits)
         assert ours.past_key_values.get_seq_length() == theirs.past_key_values.get_seq_length() == 3 + step
+        assert ours.past_key_values.get_seq_length(1) == theirs.past_key_values.get_seq_length(layer_idx=1)
         token = np.array([[int(theirs.logits[0, -1].argmax())]])
         assert int(ours.logits.numpy()[0, -1].argmax()) == token[0, 0]
         theirs = reference(torch.as_tensor(token), past_key_values=theirs.past_key_values,

@@ -457,8 +457,9 @@ class KVCache:
     def __init__(self):
         self.keys, self.values = [], []
 
-    def get_seq_length(self):
-        return self.keys[0].shape[2] if self.keys else 0
+    def get_seq_length(self, layer_idx=0):
+        """How many positions are cached (transformers' DynamicCache.get_seq_length)."""
+        return self.keys[layer_idx].shape[2] if len(self.keys) > layer_idx else 0
 
     def update(self, layer_idx, k, v):
         if layer_idx == len(self.keys):  # first call for this layer
@@ -1062,11 +1063,17 @@ class _ModelOutput:
             return getattr(self, self._OLD_NAMES.get(key, key))
         return self.to_tuple()[key]
 
-    def __iter__(self):  # (a ModelOutput unpacks as its tuple)
-        return iter(self.to_tuple())
+    def __iter__(self):  # a ModelOutput is an OrderedDict: iterating gives the names of the fields set
+        return iter(self.keys())
 
     def __len__(self):
         return len(self.keys())
+
+    def values(self):
+        return list(self.to_tuple())
+
+    def items(self):
+        return list(zip(self.keys(), self.to_tuple()))
 
     @property
     def past_key_values(self):
