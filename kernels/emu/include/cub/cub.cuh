@@ -408,7 +408,6 @@ class BlockExchange {
     struct TempStorage { InputT buffer[THREADS * ITEMS_PER_THREAD]; };
   private:
     TempStorage* temp_;
-    TempStorage private_;  // BlockExchange() without storage: this thread's own (as CUB's PrivateStorage, per block there)
     static int tid() { return __emu_detail::linear_tid(); }
     static int blocked(int t, int i) { return t * ITEMS + i; }
     static int striped(int t, int i) { return t + i * THREADS; }
