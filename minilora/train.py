@@ -646,6 +646,9 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
                   warmup_steps=(warmup_steps, 0))
     _check_clip_norm_and_lr(clip_norm, lr)
     _check_out_dir(out_dir)
+    if save_every and not out_dir:  # (the Hugging Face Trainer cannot be asked this: it always has an output_dir)
+        warnings.warn(f"train: save_every={save_every} but no out_dir: no checkpoint is written (pass out_dir= to "
+                      "save the run, and resume it)", stacklevel=2)
     ddp, model = _unwrap(model)  # with DistributedDataParallel: `ddp` runs the steps, `model` is what it wraps
     writer = ddp is None or _rank() == 0  # with several ranks, rank 0 alone writes files and shows progress
     named = _trainable(model)

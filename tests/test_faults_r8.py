@@ -434,6 +434,11 @@ def test_a_resume_with_the_run_s_own_batches_says_nothing(tmp_path):
         train(lora_model(), shuffled_loader(True), out_dir=tmp_path, resume=True, grad_accum=2, **KW)
 
 
+def test_save_every_without_an_out_dir_says_nothing_is_saved():
+    with pytest.warns(UserWarning, match="save_every=2 but no out_dir: no checkpoint is written"):
+        train(lora_model(), ROWS, save_every=2, **{**KW, "steps": 1})
+
+
 KILLED_CHILD = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
