@@ -289,6 +289,10 @@ FUSED = {  # name: (call, torch's packs, minilora's packs) -- see each op's docs
         [((1, 2, 4, 8), "float32")] * 4),
     "softmax": (lambda L, F: F.softmax(_leaf(L, (2, 8)), -1), [((2, 8), "float32")], [((2, 8), "float32")]),
     "silu": (lambda L, F: F.silu(_leaf(L, (2, 8))), [((2, 8), "float32")], [((2, 8), "float32")]),
+    "silu(gate) * up (Llama's MLP; minilora's ops.swiglu)": (
+        lambda L, F: (F.silu(_leaf(L, (2, 8))) * _leaf(L, (2, 8), 1) if L is torch
+                      else L.ops.swiglu(_leaf(L, (2, 8)), _leaf(L, (2, 8), 1))),
+        [((2, 8), "float32")] * 3, [((2, 8), "float32")] * 2),
 }
 
 

@@ -245,6 +245,10 @@ class SwiGLU(Function):
     and would keep one more [rows, intermediate] array alive until backward).
 
     With ``s = sigmoid(gate)``: ``d up = g * gate * s`` and ``d gate = g * up * s * (1 + gate * (1 - s))``.
+
+    Saved-tensor hooks see 2 packs (gate, up) where torch's ``F.silu(gate) * up`` packs 3 (gate, up and
+    silu's output): this node keeps ``sigmoid(gate)`` instead, an array of its own, not packed (pinned
+    in tests/test_views_r8.py).
     """
 
     @staticmethod
