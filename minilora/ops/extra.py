@@ -364,7 +364,7 @@ def cov(input, *, correction=1, fweights=None, aweights=None):
     weighted = centered if w is None else E.mul(centered, w)
     if isinstance(norm, (int, float)) and norm <= 0:
         norm = 0.0
-    result = E.div(mm(weighted, centered.t()), norm)
+    result = E.div(mm(weighted, centered.t().conj()), norm)  # (complex variables: x x^H, as torch)
     return result.reshape(()) if input.ndim < 2 else result
 
 
@@ -376,6 +376,8 @@ def corrcoef(input):
     d = S.diagonal(c, 0, 0, 1)
     std = E.sqrt(d)
     c = E.div(E.div(c, std.reshape(-1, 1)), std.reshape(1, -1))
+    if c.dtype.kind == "c":  # torch clips the real and imaginary parts each (complex numbers have no order)
+        return E.add(E.clamp(c.real, -1, 1), E.mul(E.clamp(c.imag, -1, 1), 1j))
     return E.clamp(c, -1, 1)
 
 
@@ -392,6 +394,8 @@ def msort(input):
 def unique_consecutive(input, return_inverse=False, return_counts=False, dim=None):
     """``torch.unique_consecutive``: each run of equal consecutive elements (or slices along ``dim``)
     kept once, with the inverse indices and run lengths on request."""
+    if input.dtype.kind == "c":
+        raise NotImplementedError(f'"unique" not implemented for \'{dtypes.torch_name(input.dtype)}\'')
     xp = input.device.xp
     a = input._array
     if dim is None:

@@ -819,6 +819,8 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     """``torch.unique``: the distinct elements (``dim``: distinct slices along ``dim``), sorted, as
     torch's CPU kernel returns them also for ``sorted=False``; with ``return_inverse`` the position
     of each input element in that list, with ``return_counts`` how often each occurs (int64)."""
+    if input.dtype.kind == "c":  # (torch sorts to find them; complex numbers have no order)
+        raise NotImplementedError(f'"unique" not implemented for \'{torch_name(input.dtype)}\'')
     array = input.detach().cpu().numpy()  # (on the host: a sort; the result's size depends on the values)
     if dim is None:
         values, inverse, counts = np.unique(array.reshape(-1), return_inverse=True, return_counts=True,
@@ -956,6 +958,8 @@ def mode(input, dim=-1, keepdim=False):
     As torch's kernel: among equally frequent values the smallest wins, and the index is that
     value's *last* occurrence; the gradient goes to that index. Counted on the host, row by row."""
     dim_ = _dim(dim, input.ndim, "mode")
+    if input.dtype.kind == "c":  # (complex numbers have no order to break ties by)
+        raise NotImplementedError(f'"mode_cpu" not implemented for \'{torch_name(input.dtype)}\'')
     if input.ndim == 0:
         return return_type("mode")(input.clone(), input.new_zeros((), dtype=np.int64))
     if input.shape[dim_] == 0:

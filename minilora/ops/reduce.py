@@ -404,6 +404,8 @@ def sum(input, dim=None, keepdim=False, *, dtype=None):  # noqa: A001  (torch.su
 @_numpy_aliases
 def nansum(input, dim=None, keepdim=False, *, dtype=None):
     """``torch.nansum``: ``sum`` with every NaN counted as zero (and given no gradient)."""
+    if input.dtype.kind == "c":  # (torch's CPU kernel has none for complex numbers)
+        raise RuntimeError("nansum on CPU does not support complex inputs")
     from .elementwise import isnan, where
     return sum(where(isnan(input), 0, input) if is_floating(input.dtype) else input, dim, keepdim,
                dtype=dtype)
