@@ -427,3 +427,26 @@ extern "C" __global__ void k(const float* x, float* out) {
     with pytest.raises(emu.CompileError, match=r"cuda::device::barrier_arrive_tx .* is not modelled by minilora's CUDA "
                                                r"emulator"):
         RawModule(code=src).compile()
+
+
+def test_cub_collectives_constructed_without_temp_storage_use_their_own_shared_storage():
+    src = '''#include <cub/cub.cuh>
+extern "C" __global__ void k(const int* x, int* total, int* sorted, int* scanned) {
+    int items[2] = {x[2 * threadIdx.x], x[2 * threadIdx.x + 1]};
+    const int sum = cub::BlockReduce<int, 64>().Sum(items[0] + items[1]);
+    if (threadIdx.x == 0) total[blockIdx.x] = sum;
+    cub::BlockRadixSort<int, 64, 2>().Sort(items);
+    sorted[2 * threadIdx.x] = items[0];
+    sorted[2 * threadIdx.x + 1] = items[1];
+    int prefix;
+    cub::BlockScan<int, 64>().ExclusiveSum(items[0], prefix);
+    cub::BlockExchange<int, 64, 2>().BlockedToStriped(items);
+    scanned[threadIdx.x] = prefix + items[1];
+}'''
+    x = rng.integers(-100, 100, 128).astype(np.int32)
+    total, sorted_, scanned = np.zeros(1, np.int32), np.zeros(128, np.int32), np.zeros(64, np.int32)
+    RawModule(code=src).get_function("k")(1, 64, (x, total, sorted_, scanned), racecheck=True)
+    s = np.sort(x)
+    assert total[0] == x.sum()
+    np.testing.assert_array_equal(sorted_, s)
+    np.testing.assert_array_equal(scanned, np.concatenate([[0], np.cumsum(s[0::2])[:-1]]) + s[64:])

@@ -95,6 +95,13 @@ T warp_inclusive_scan(T v, Op op, int width, int lane, unsigned mask = 0xfffffff
     return v;
 }
 template <class T> struct dependent_false : std::false_type {};
+// What a collective constructed without a TempStorage uses (CUB: its own __shared__ "private" storage): one block-wide
+// allocation per collective type, from the runtime as a __shared__ declaration's (so the race checks see it).
+template <class Storage, class Owner>
+Storage& private_storage(const char* name) {
+    static int slot = -1;
+    return *static_cast<Storage*>(__emu::shared_get(&slot, sizeof(Storage), alignof(Storage), name, __FILE__, __LINE__));
+}
 // The lanes of warp `warp` in a block of `threads` threads (the last warp may be partial).
 constexpr unsigned warp_mask(int threads, int warp) {
     return threads - 32 * warp >= 32 ? 0xffffffffu : (1u << (threads - 32 * warp)) - 1u;
@@ -180,6 +187,7 @@ class BlockReduce {
         return partial;
     }
   public:
+    BlockReduce() : temp_(__emu_detail::private_storage<TempStorage, BlockReduce>("cub::BlockReduce's TempStorage")) {}
     explicit BlockReduce(TempStorage& temp_storage) : temp_(temp_storage) {}
     T Sum(T input) { return reduce_valid(input, cub::Sum(), THREADS); }
     T Sum(T input, int num_valid) { return reduce_valid(input, cub::Sum(), num_valid); }
@@ -222,6 +230,7 @@ class BlockScan {
         exclusive = lane == 0 ? warps_before : (warp > 0 ? op(warps_before, before_in_warp) : before_in_warp);
     }
   public:
+    BlockScan() : temp_(__emu_detail::private_storage<TempStorage, BlockScan>("cub::BlockScan's TempStorage")) {}
     explicit BlockScan(TempStorage& temp_storage) : temp_(temp_storage) {}
     template <class Op> void InclusiveScan(T input, T& output, Op op, T& block_aggregate) {
         T exclusive; bool has;
@@ -422,6 +431,8 @@ class BlockExchange {
         for (int i = 0; i < ITEMS; ++i) output[i] = temp_->buffer[to(tid(), i)];
     }
   public:
+    BlockExchange()
+        : temp_(&__emu_detail::private_storage<TempStorage, BlockExchange>("cub::BlockExchange's TempStorage")) {}
     explicit BlockExchange(TempStorage& temp_storage) : temp_(&temp_storage) {}
     template <class OutputT> void StripedToBlocked(const InputT (&in)[ITEMS], OutputT (&out)[ITEMS]) { exchange(in, out, striped, blocked); }
     template <class OutputT> void BlockedToStriped(const InputT (&in)[ITEMS], OutputT (&out)[ITEMS]) { exchange(in, out, blocked, striped); }
@@ -525,6 +536,8 @@ class BlockRadixSort {
     }
     static constexpr int KEY_BITS = 8 * (int)sizeof(KeyT);
   public:
+    BlockRadixSort()
+        : temp_(__emu_detail::private_storage<TempStorage, BlockRadixSort>("cub::BlockRadixSort's TempStorage")) {}
     explicit BlockRadixSort(TempStorage& temp_storage) : temp_(temp_storage) {}
     void Sort(KeyT (&keys)[ITEMS], int begin_bit = 0, int end_bit = KEY_BITS) {
         sort(keys, nullptr, begin_bit, end_bit, false, false);
