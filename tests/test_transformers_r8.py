@@ -122,6 +122,28 @@ def test_resize_falls_back_to_the_float32_mean_as_transformers():
     assert (ours[12:] == ours[12]).all() and our_next == their_next
 
 
+@pytest.mark.parametrize("tie", [False, True])
+def test_resize_keeps_the_embedding_module_its_hooks_and_requires_grad(tie):
+    """transformers keeps the embedding module and its Parameter (new rows in it): a hook on it (PEFT's
+    enable_input_require_grads) and a frozen table stay; the head keeps its requires_grad. minilora built
+    a new module: the hook was lost and a frozen embedding came back trainable."""
+    results = []
+    for lib in (torch, ml):
+        model = (transformers.LlamaForCausalLM(transformers.LlamaConfig(**LLAMA, tie_word_embeddings=tie))
+                 if lib is torch else LlamaForCausalLM(LlamaConfig(**LLAMA, tie_word_embeddings=tie)))
+        embedding = model.get_input_embeddings()
+        weight = embedding.weight
+        weight.requires_grad_(False)
+        model.enable_input_require_grads()
+        returned = _quiet(lambda: model.resize_token_embeddings(48))
+        logits = model(torch.tensor([[1, 45]]) if lib is torch else ml.tensor([[1, 45]])).logits
+        results.append((returned is embedding is model.get_input_embeddings(), returned.weight is weight,
+                        weight.requires_grad, model.lm_head.weight.requires_grad, logits.requires_grad,
+                        returned.num_embeddings, model.lm_head.out_features, tuple(model.lm_head.weight.shape)))
+    assert results[1] == results[0]
+    assert results[1][:3] == (True, True, False) and results[1][4] is True
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_torch_column_sum_is_torchs_float32_sum(threads):
     """The order of torch's CPU sum over rows (its cascade of partial sums, groups of 32 columns, the

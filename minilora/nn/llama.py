@@ -165,6 +165,9 @@ class LlamaConfig:
         file = os.path.join(path, "config.json") if os.path.isdir(path) else path
         if not os.path.isfile(file):
             raise FileNotFoundError(f"no config.json at {path}")
+        if file.endswith((".safetensors", ".bin", ".pt", ".pth", ".gguf")):  # (an OSError, as transformers' refusal)
+            raise OSError(f"{path} is a weights file, not a config.json: from_pretrained takes the model's folder "
+                          f"({os.path.dirname(os.path.abspath(path))})")
         with _naming_the_file(file):
             return cls.from_dict(load_json(file), return_unused_kwargs=return_unused_kwargs, **kwargs)
 
@@ -1289,21 +1292,24 @@ class LlamaForCausalLM(Module):
             return old
         tied = self.lm_head.weight is old.weight
         std = self.config.initializer_range
-        embed = Embedding(n, old.embedding_dim, padding_idx=old.padding_idx if (old.padding_idx or 0) < n else None,
+        fresh = Embedding(n, old.embedding_dim, padding_idx=old.padding_idx if (old.padding_idx or 0) < n else None,
                           dtype=old.weight.dtype, device=old.weight.device)
-        _resize_into(embed, old.weight._array, std, mean_resizing)
-        self.set_input_embeddings(embed)
+        _resize_into(fresh, old.weight._array, std, mean_resizing)
+        # As transformers: the embedding module and its Parameter stay (their hooks -- enable_input_require_grads'
+        # -- and requires_grad with them), holding the new table.
+        old.weight.data = fresh.weight.data
+        old.num_embeddings = n
+        if old.padding_idx is not None and old.padding_idx >= n:
+            old.padding_idx = None
         if tied:  # transformers draws no new head: the embedding's table is the head's
-            with fork_rng():
-                self.lm_head = Linear(self.config.hidden_size, n, bias=False, dtype=old.weight.dtype,
-                                      device=old.weight.device)
-            self.lm_head.weight = embed.weight
+            self.lm_head.out_features = n
         else:
             head = Linear(self.config.hidden_size, n, bias=False, dtype=old.weight.dtype, device=old.weight.device)
             _resize_into(head, self.lm_head.weight._array, std, mean_resizing)
+            head.weight.requires_grad_(self.lm_head.weight.requires_grad)
             self.lm_head = head
         self.config.vocab_size = n
-        return embed
+        return old
 
     def set_attn_implementation(self, attn_implementation):
         """transformers' switch between "eager" and "sdpa" attention (see ``_attention_bias``)."""
