@@ -186,8 +186,8 @@ def test_llama_init_is_transformers(hf, options):
 def test_resize_token_embeddings_without_mean_resizing_is_transformers(hf, tie):
     """mean_resizing=False: the new tables drawn as transformers draws them (a new Embedding's init,
     then N(0, initializer_range) over it, then the old rows copied; a tied head draws nothing), grown
-    or shrunk. (mean_resizing=True: transformers samples the new rows around the old rows' mean,
-    minilora takes the mean itself -- not compared.)"""
+    or shrunk. (mean_resizing=True, transformers' sample around the old rows' mean: compared in
+    tests/test_transformers_r8.py.)"""
     for n in (50, 30):
         def resized(lib):
             model = _llama(lib, hf, tie_word_embeddings=tie, pad_token_id=3)
