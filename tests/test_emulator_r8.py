@@ -186,7 +186,7 @@ def test_async_copy_misuse_is_a_named_fault():
 
 
 def test_shared_window_addresses_outside_every_array_fault_by_name():
-    src = '''#include <cuda_pipeline.h>
+    src = '''#include <cuda_pipeline_primitives.h>
 extern "C" __global__ void k(const float* x, float* out) {
     __shared__ __align__(16) float buf[8];
     unsigned a = (unsigned)__cvta_generic_to_shared(buf);
