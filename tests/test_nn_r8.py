@@ -610,3 +610,58 @@ def test_lazy_norms_as_torch(name, shape, kwargs):
     assert type(ours).__name__ == type(theirs).__name__ and repr(ours) == repr(theirs)
     for key, value in theirs.state_dict().items():
         close(ours.state_dict()[key], value, 1e-6)
+
+
+# ---- F.linear_cross_entropy / nn.LinearCrossEntropyLoss, F.conv_tbc ------------------------------------
+@pytest.mark.parametrize("case", ["plain", "bias+smoothing+sum", "ignore_index none-reduction", "K-dimensional",
+                                  "class weights", "probabilities", "unbatched"])
+def test_linear_cross_entropy_as_torch(case):
+    rng = np.random.default_rng(3)
+    x, w, b = randn(5, 4), randn(6, 4, seed=1), randn(6, seed=2)
+    target, kwargs, arrays = rng.integers(0, 6, 5), {}, [x, w]
+    if case == "bias+smoothing+sum":
+        kwargs, arrays = dict(reduction="sum", label_smoothing=0.1), [x, w, b]
+    elif case == "ignore_index none-reduction":
+        kwargs = dict(ignore_index=int(target[1]), reduction="none")
+    elif case == "K-dimensional":
+        w, target = randn(6, 3, 4, seed=1), rng.integers(0, 6, (5, 3))
+        arrays = [x, w]
+    elif case == "class weights":
+        kwargs = dict(weight=np.abs(randn(6, seed=4)))
+    elif case == "probabilities":
+        target = np.abs(randn(5, 6, seed=5))
+    elif case == "unbatched":
+        x, target = x[0], target[0]
+        arrays = [x, w]
+
+    def call(lib, fn, *tensors):
+        options = {k: (lib.tensor(v) if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()}
+        bias = tensors[2] if len(tensors) == 3 else None
+        return fn.linear_cross_entropy(tensors[0], tensors[1], lib.tensor(target), linear_bias=bias, **options)
+
+    check_values_and_grads(lambda *t: call(ml, F, *t), lambda *t: call(torch, TF, *t), *arrays)
+
+
+def test_linear_cross_entropy_module_and_refusals():
+    torch.manual_seed(0)
+    ml.manual_seed(0)
+    kwargs = dict(out_features=(3,), bias=True, label_smoothing=0.1)
+    theirs, ours = torch.nn.LinearCrossEntropyLoss(4, 6, **kwargs), nn.LinearCrossEntropyLoss(4, 6, **kwargs)
+    assert repr(ours) == repr(theirs)
+    for key, value in theirs.state_dict().items():
+        close(ours.state_dict()[key], value, 0)
+    x, target = randn(5, 4).astype(np.float32), np.random.default_rng(1).integers(0, 6, (5, 3))
+    close(ours(ml.tensor(x), ml.tensor(target)), theirs(torch.tensor(x), torch.tensor(target)), 1e-6)
+    with pytest.raises(NotImplementedError, match="options"):
+        F.linear_cross_entropy(ml.zeros(2, 4), ml.zeros(6, 4), ml.zeros(2, dtype=ml.int64), options=object())
+    for x, w, target, bias in (((2, 3), (6, 4), (2,), None), ((4,), (6, 3, 4), (3,), None),
+                               ((2, 4), (6, 4), (2,), (5,))):
+        def call(L):
+            return L.nn.functional.linear_cross_entropy(L.zeros(x), L.zeros(w), L.zeros(target, dtype=L.int64),
+                                                        linear_bias=None if bias is None else L.zeros(bias))
+        same_error(lambda: call(ml), lambda: call(torch))
+
+
+def test_conv_tbc_as_torch():
+    check_values_and_grads(lambda x, w, b: F.conv_tbc(x, w, b, 1), lambda x, w, b: TF.conv_tbc(x, w, b, 1),
+                           randn(7, 2, 4), randn(3, 4, 5, seed=1), randn(5, seed=2))

@@ -133,6 +133,8 @@ BUILTIN_SIGNATURES.update({  # torch builtins without an inspectable signature (
     "adaptive_max_pool3d": [("input", inspect.Parameter.empty), ("output_size", inspect.Parameter.empty),
                             ("return_indices", False)],
     "pdist": [("input", inspect.Parameter.empty), ("p", 2)],
+    "conv_tbc": [("input", inspect.Parameter.empty), ("weight", inspect.Parameter.empty),
+                 ("bias", inspect.Parameter.empty), ("pad", 0)],
 })
 MINILORA_ONLY = {"rotary_embedding", "swiglu"}  # no torch.nn.functional counterpart
 

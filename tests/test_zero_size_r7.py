@@ -502,6 +502,12 @@ EXPLICIT.update({  # round 8's names (their values: tests/test_nn_r8.py)
         L.nn.LazyBatchNorm1d()(L.zeros(0, 3)), L.nn.LazyBatchNorm2d().eval()(L.zeros(0, 3, 2, 2)),
         L.nn.LazyBatchNorm3d()(L.zeros(0, 3, 2, 2, 2)), L.nn.LazyInstanceNorm1d()(L.zeros(0, 3, 4)),
         L.nn.LazyInstanceNorm2d()(L.zeros(0, 3, 2, 2)), L.nn.LazyInstanceNorm3d()(L.zeros(0, 3, 2, 2, 2))],
+    "F.conv_tbc of an empty batch": lambda L: grads(
+        L, lambda L, x, w, b: _F(L).conv_tbc(x, w, b, 1), (4, 0, 3), (2, 3, 5), (5,)),
+    "F.linear_cross_entropy, nn.LinearCrossEntropyLoss(4, 6) of an empty batch (mean: nan)": lambda L: [grads(
+        L, lambda L, x, w: _F(L).linear_cross_entropy(x, w, L.zeros(0, dtype=L.int64), reduction=reduction),
+        (0, 4), (6, 4)) for reduction in ("mean", "none")] + [
+        L.nn.LinearCrossEntropyLoss(4, 6)(L.zeros(0, 4), L.zeros(0, dtype=L.int64))],
     "F.multi_head_attention_forward on an empty batch": lambda L: grads(
         L, lambda L, x, w, b, wo: _F(L).multi_head_attention_forward(
             x, x, x, 4, 2, w, b, None, None, False, 0.0, wo, None), (3, 0, 4), (12, 4), (12,), (4, 4)),

@@ -58,7 +58,8 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
            "grid_sample", "affine_grid", "ctc_loss", "multi_head_attention_forward", "max_pool3d", "avg_pool3d",
            "adaptive_avg_pool3d", "adaptive_max_pool3d", "max_unpool3d", "lp_pool3d", "pdist",
            "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices",
-           "adaptive_max_pool1d_with_indices", "adaptive_max_pool2d_with_indices", "adaptive_max_pool3d_with_indices"]
+           "adaptive_max_pool1d_with_indices", "adaptive_max_pool2d_with_indices", "adaptive_max_pool3d_with_indices",
+           "linear_cross_entropy", "conv_tbc"]
 
 
 def linear(input, weight, bias=None):
@@ -812,6 +813,56 @@ max_pool3d_with_indices = _always_with_indices(max_pool3d)
 adaptive_max_pool1d_with_indices = _adaptive_always_with_indices(adaptive_max_pool1d)
 adaptive_max_pool2d_with_indices = _adaptive_always_with_indices(adaptive_max_pool2d)
 adaptive_max_pool3d_with_indices = _adaptive_always_with_indices(adaptive_max_pool3d)
+
+
+def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None, reduction="mean",
+                         ignore_index=None, label_smoothing=0.0, options=None):
+    """torch's ``F.linear_cross_entropy``: ``cross_entropy(linear(input, linear_weight, linear_bias), target)``
+    with ``linear_weight`` [C, *out_features, in_features] (out_features: a K-dimensional loss). minilora
+    computes the reference form (torch's ``options`` chooses a chunked, lower-memory kernel: refused here)."""
+    if options is not None:
+        raise NotImplementedError("linear_cross_entropy: options= (torch's chunked kernel) is not implemented in "
+                                  "minilora; leave it None for the reference computation")
+    if not 1 <= input.ndim <= 2:
+        raise RuntimeError(f"expected input with dimensionality 1 or 2, got {input.ndim}")
+    if linear_weight.ndim < 2:
+        raise RuntimeError(f"expected linear_weight with dimensionality at least 2, got {linear_weight.ndim}")
+    batch, in_features = tuple(input.shape[:-1]), input.shape[-1]
+    if in_features != linear_weight.shape[-1]:
+        raise RuntimeError(f"expected equal input and linear_weight last dimensions (in_features), got "
+                           f"{in_features} and {linear_weight.shape[-1]}, respectively")
+    classes, out_features = linear_weight.shape[0], tuple(linear_weight.shape[1:-1])
+    if linear_bias is not None and tuple(linear_bias.shape) != (classes, *out_features):
+        raise RuntimeError(f"expected linear_bias shape {(classes, *out_features)}, got {tuple(linear_bias.shape)}")
+    if out_features and not batch:
+        raise RuntimeError(f"K-dimensional loss defined by linear_weight shape {tuple(linear_weight.shape)} "
+                           f"requires batched input, (N, {in_features}), got unbatched input with shape "
+                           f"{tuple(input.shape)}")
+    logits_shape = (*batch, classes, *out_features)
+    if tuple(target.shape) == logits_shape and ignore_index is not None:
+        raise RuntimeError("ignore_index cannot be specified when target contains probabilities")
+    flat_weight = linear_weight.reshape(-1, in_features)
+    flat_bias = None if linear_bias is None else linear_bias.reshape(-1)
+    logits = linear(input, flat_weight, flat_bias).reshape(logits_shape)
+    return cross_entropy(logits, target, weight, ignore_index=-100 if ignore_index is None else ignore_index,
+                         reduction=reduction, label_smoothing=label_smoothing)
+
+
+def conv_tbc(input, weight, bias, pad=0):
+    """torch's ``F.conv_tbc``: a 1-D convolution over [time, batch, channels] with ``weight``
+    [kernel, in, out] and ``bias`` [out] (fairseq's layout): ``conv1d`` in the other layout."""
+    if input.ndim != 3:
+        raise RuntimeError("Input must have 3 dims: time, batch, in_channel")
+    if weight.ndim != 3:
+        raise RuntimeError("Weight tensor must have 3 dims: kernel_width, in_channels, out_channels.")
+    if bias.ndim != 1:
+        raise RuntimeError("Bias must be 1-D")
+    if input.shape[2] != weight.shape[1]:
+        raise RuntimeError("Input dim 2 (input channels) is not == dim 1 in the weight tensor")
+    if weight.shape[2] != bias.shape[0]:
+        raise RuntimeError("Bias size must equal dim 2 in the weight tensor (output channels).")
+    out = conv1d(input.permute(1, 2, 0), weight.permute(2, 1, 0), bias, padding=pad)
+    return out.permute(2, 0, 1)
 
 
 def pdist(input, p=2):
