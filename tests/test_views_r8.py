@@ -293,7 +293,18 @@ FUSED = {  # name: (call, torch's packs, minilora's packs) -- see each op's docs
         lambda L, F: (F.silu(_leaf(L, (2, 8))) * _leaf(L, (2, 8), 1) if L is torch
                       else L.ops.swiglu(_leaf(L, (2, 8)), _leaf(L, (2, 8), 1))),
         [((2, 8), "float32")] * 3, [((2, 8), "float32")] * 2),
+    "rotary embedding (transformers' apply_rotary_pos_emb; minilora's ops.rotary_embedding)": (
+        lambda L, F: _rotary(L, _leaf(L, (1, 2, 3, 4)), *(L.tensor(np.cos(np.arange(12.) / 5).reshape(1, 1, 3, 4)
+                                                                        .astype(np.float32)) for _ in "cs")),
+        [((1, 1, 3, 4), "float32")] * 2, [((1, 1, 3, 4), "float32")] * 2),
 }
+
+
+def _rotary(lib, x, cos, sin):
+    if lib is minilora:
+        return minilora.ops.rotary_embedding(x, cos, sin)
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
 def _leaf(lib, shape, seed=0):

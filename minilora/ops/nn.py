@@ -446,20 +446,22 @@ def _rotate_half_transposed(g):
 
 class Rotary(Function):
     """RoPE: ``x * cos + rotate_half(x) * sin``; a rotation, so backward rotates back.
-    Blocks of the batch run in parallel."""
+    Blocks of the batch run in parallel. The node keeps ``cos`` and ``sin`` as given: saved-tensor
+    hooks pack those two, as torch's two products (``x * cos``, ``rotate_half(x) * sin``) do."""
 
     @staticmethod
     def forward(ctx, x, cos, sin):
         xp = xp_of(x)
-        ctx.cos, ctx.sin = _with_batch_axis(cos, x.shape), _with_batch_axis(sin, x.shape)
+        ctx.cos, ctx.sin = cos, sin
         out = xp.empty_like(x)  # in x's memory order (see Attention): no copy when it is transposed back
-        parallel.rows(_rotate_rows, x, ctx.cos, ctx.sin, out)
+        parallel.rows(_rotate_rows, x, _with_batch_axis(cos, x.shape), _with_batch_axis(sin, x.shape), out)
         return out
 
     @staticmethod
     def backward(ctx, g):
         gx = xp_of(g).empty_like(g)
-        parallel.rows(_rotate_back_rows, g, ctx.cos, ctx.sin, gx)
+        parallel.rows(_rotate_back_rows, g, _with_batch_axis(ctx.cos, g.shape), _with_batch_axis(ctx.sin, g.shape),
+                      gx)
         return gx, None, None
 
 
@@ -1314,7 +1316,8 @@ def rotary_embedding(x, cos, sin):
     The tables are constants, so NumPy tables given with a GPU ``x`` are copied to the GPU (CuPy
     refuses to mix the two in one ufunc)."""
     xp = xp_of(x._array)
-    return Rotary.apply(x, xp.asarray(_array(cos)), xp.asarray(_array(sin)))
+    tables = [t if isinstance(t, Tensor) and t._device is x._device else xp.asarray(_array(t)) for t in (cos, sin)]
+    return Rotary.apply(x, *tables)  # (tensors where they can be: the node saves them, as torch's)
 
 
 @_amp.autocasts
