@@ -159,8 +159,12 @@ class Polar(Function):
     @staticmethod
     def forward(ctx, r, theta):
         xp = xp_of(r)
-        ctx.unit = xp.cos(theta) + 1j * xp.sin(theta)  # complex64 for float32 inputs (NumPy keeps the width)
-        ctx.out = r * ctx.unit
+        # torch's CPU kernel takes cosf/sinf of each float32 angle; cos and sin in float64 rounded to float32
+        # agree with those far more often than NumPy's float32 ones (its vectorised cos differs in the last bit)
+        wide = theta.astype(np.float64) if theta.dtype == np.float32 else theta
+        cos, sin = xp.cos(wide).astype(theta.dtype), xp.sin(wide).astype(theta.dtype)
+        ctx.unit = cos + 1j * sin  # (complex64 for float32 inputs: NumPy keeps the width)
+        ctx.out = (r * cos) + 1j * (r * sin)  # (each part a real product, as torch's abs * cos(angle))
         return ctx.out
 
     @staticmethod
