@@ -283,6 +283,13 @@ def test_what_a_download_gone_wrong_left_is_named_by_every_reader(tmp_path, cont
         load_training_state(path)
 
 
+def test_from_pretrained_given_the_weights_file_asks_for_the_folder(tmp_path):
+    tiny_model().save_pretrained(tmp_path)
+    with pytest.raises(OSError, match=r"model\.safetensors is a weights file, not a config\.json: from_pretrained "
+                                      r"takes the model's folder"):
+        LlamaForCausalLM.from_pretrained(tmp_path / "model.safetensors")
+
+
 def test_a_config_json_left_as_a_git_lfs_pointer_is_named(tmp_path):
     tiny_model().save_pretrained(tmp_path)
     (tmp_path / "config.json").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:4d7a21\nsize 642\n")

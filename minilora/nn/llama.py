@@ -1531,7 +1531,7 @@ def _check_checkpoint_fits(path, config):
     unexpected = [k for k in found if k not in expected]
     mismatched = [(k, found[k], expected[k]) for k in expected if k in found and found[k] != expected[k]]
     if missing or unexpected or mismatched:
-        error = StateDictError(missing, unexpected, mismatched)
+        error = StateDictError(missing, unexpected, mismatched, "LlamaForCausalLM")
         error.args = (f"{os.fspath(path)}: {error.args[0]} (compared from the file headers with its "
                       "config.json, before loading any weights)",)
         raise error
