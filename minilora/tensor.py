@@ -908,7 +908,7 @@ def _writable_alias(array):
     where the storage itself is read-only."""
     from .ops import shape
     storage = shape._flat_storage(array)
-    if not storage.flags.writeable:
+    if not shape.writeable(storage):
         return None
     return shape._strided(storage, *shape._geometry(array))
 
@@ -2111,8 +2111,7 @@ def _appearance_numbers(positions):
     xp = _xp_of(positions)
     order = xp.argsort(positions, kind="stable")
     ordered = positions[order]
-    new_run = xp.concatenate([xp.ones(min(ordered.size, 1), dtype=bool), ordered[1:] != ordered[:-1]])
-    run_start = xp.maximum.accumulate(xp.where(new_run, xp.arange(ordered.size), 0))
+    run_start = xp.searchsorted(ordered, ordered)  # (where each value's run of equal ones begins)
     appearance = xp.empty_like(positions)
     appearance[order] = xp.arange(ordered.size) - run_start
     return appearance

@@ -1053,9 +1053,14 @@ def _flat_storage(array):
     if owner.flags.c_contiguous:
         memory = owner.reshape(-1)
     else:  # (a transposed copy: its memory in order)
-        memory = _strided(owner, (owner.size,), (1,), 0, owner.flags.writeable)
+        memory = _strided(owner, (owner.size,), (1,), 0, writeable(owner))
     count = owner.nbytes // array.itemsize
     return memory.view(np.uint8)[:count * array.itemsize].view(array.dtype)
+
+
+def writeable(array):
+    """May ``array`` be written? (CuPy's arrays always may: their flags have no ``writeable``.)"""
+    return getattr(array.flags, "writeable", True)
 
 
 def _dense(array):
@@ -1119,8 +1124,7 @@ class AsStrided(Function):
         flat = _flat_storage(a)
         ctx.storage_size, ctx.input_geometry = flat.size, _geometry(a)
         ctx.geometry = (size, stride, offset)
-        writeable = bool(getattr(a, "flags", None) is None or a.flags.writeable)
-        return _strided(flat, size, stride, offset, writeable)
+        return _strided(flat, size, stride, offset, writeable(a))
 
     @staticmethod
     def backward(ctx, g):
