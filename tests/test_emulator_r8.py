@@ -450,3 +450,36 @@ extern "C" __global__ void k(const int* x, int* total, int* sorted, int* scanned
     assert total[0] == x.sum()
     np.testing.assert_array_equal(sorted_, s)
     np.testing.assert_array_equal(scanned, np.concatenate([[0], np.cumsum(s[0::2])[:-1]]) + s[64:])
+
+
+def test_warp_tiles_stage_their_own_chunks_with_cg_memcpy_async_and_wait_prior():
+    src = '''#include <cooperative_groups.h>
+#include <cooperative_groups/memcpy_async.h>
+namespace cg = cooperative_groups;
+extern "C" __global__ void k(const float* x, float* out, int n) {
+    __shared__ float stage[2][4][32];
+    auto block = cg::this_thread_block();
+    auto warp = cg::tiled_partition<32>(block);
+    const int w = block.thread_rank() / 32, chunks = n / 128;
+    float acc = 0.f;
+    cg::memcpy_async(warp, stage[0][w], x + w * 32, sizeof(float) * 32);
+    for (int c = 0; c < chunks; ++c) {
+        if (c + 1 < chunks) {
+            cg::memcpy_async(warp, stage[(c + 1) & 1][w], x + (c + 1) * 128 + w * 32, sizeof(float) * 32);
+            cg::wait_prior<1>(warp);
+        } else {
+            cg::wait(warp);
+        }
+        acc += stage[c & 1][w][(warp.thread_rank() + 1) % 32];  // a neighbour lane's element
+        warp.sync();
+    }
+    out[block.thread_rank()] = acc;
+}'''
+    n = 128 * 5
+    x = rng.standard_normal(n).astype(np.float32)
+    out = np.zeros(128, np.float32)
+    kern = RawModule(code=src).get_function("k")
+    lanes = (np.arange(128) // 32) * 32 + (np.arange(128) + 1) % 32
+    for check in ({}, {"racecheck": True}, {"check_races": True}):
+        kern(1, 128, (x, out, np.int32(n)), **check)
+        np.testing.assert_allclose(out, x.astype(np.float64).reshape(5, 128)[:, lanes].sum(0), rtol=1e-5, atol=1e-6)
