@@ -665,3 +665,25 @@ def test_linear_cross_entropy_module_and_refusals():
 def test_conv_tbc_as_torch():
     check_values_and_grads(lambda x, w, b: F.conv_tbc(x, w, b, 1), lambda x, w, b: TF.conv_tbc(x, w, b, 1),
                            randn(7, 2, 4), randn(3, 4, 5, seed=1), randn(5, seed=2))
+
+
+# ---- nn.Buffer ---------------------------------------------------------------------------------------
+def test_buffer_assignment_registers_as_torch():
+    results = []
+    for lib in (ml, torch):
+        class Net(lib.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.table = lib.nn.Buffer(lib.ones(2))
+                self.cache = lib.nn.Buffer(lib.zeros(3), persistent=False)
+
+        net = Net()
+        net.table = lib.nn.Buffer(lib.full((2,), 5.0))  # re-assigned: still a buffer, in its place
+        results.append((list(net.state_dict()), [n for n, _ in net.named_buffers()],
+                        isinstance(net.cache, lib.nn.Buffer), net.table.tolist()))
+    assert results[0] == results[1]
+    shared = ml.ones(2)
+    ml.nn.Buffer(shared).add_(1)  # the values are shared (torch: data.detach())
+    assert shared.tolist() == [2.0, 2.0]
+    with pytest.raises(TypeError, match="Tensor"):
+        ml.nn.Buffer([1.0, 2.0])

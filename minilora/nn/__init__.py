@@ -38,7 +38,7 @@ from .layers import (TransformerEncoder, TransformerEncoderLayer, TransformerDec
                      TransformerDecoderLayer, Transformer)
 from .layers import (GELU, CrossEntropyLoss, Dropout, Embedding, Identity, L1Loss, LayerNorm, Linear,
                      MSELoss, NLLLoss, ReLU, RMSNorm, Sigmoid, SiLU, Tanh)
-from .module import (IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, ParameterDict,
+from .module import (Buffer, IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, ParameterDict,
                      ParameterList, RemovableHandle, Sequential, StateDictError)
 
 __all__ = ["Module", "Parameter", "ParameterList", "ParameterDict", "ModuleList", "ModuleDict", "Sequential",
@@ -68,4 +68,4 @@ __all__ = ["Module", "Parameter", "ParameterList", "ParameterDict", "ModuleList"
            "ReflectionPad3d", "ReplicationPad3d", "CircularPad3d", "MaxPool3d", "AvgPool3d", "AdaptiveAvgPool3d",
            "AdaptiveMaxPool3d", "MaxUnpool3d", "LPPool3d", "LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d",
            "LazyInstanceNorm1d", "LazyInstanceNorm2d", "LazyInstanceNorm3d", "UninitializedBuffer",
-           "LinearCrossEntropyLoss"]
+           "LinearCrossEntropyLoss", "Buffer"]

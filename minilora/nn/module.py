@@ -27,7 +27,7 @@ from ..tensor import Function as _Node
 from ..tensor import Tensor, _to_dtype, is_grad_enabled, no_grad
 
 __all__ = ["Parameter", "Module", "ModuleList", "ModuleDict", "Sequential", "ParameterList", "ParameterDict",
-           "StateDictError", "IncompatibleKeys", "RemovableHandle"]
+           "StateDictError", "IncompatibleKeys", "RemovableHandle", "Buffer"]
 
 _EXTRA_STATE_KEY_SUFFIX = "_extra_state"  # torch's key for get_extra_state()'s value
 
@@ -58,6 +58,25 @@ class Parameter(Tensor):
         if id(self) not in memo:
             memo[id(self)] = type(self)(self.detach().clone(), self.requires_grad)
         return memo[id(self)]
+
+
+class Buffer(Tensor):
+    """torch's ``nn.Buffer``: a tensor that becomes a buffer of the module it is assigned to
+    (``self.cache = nn.Buffer(t, persistent=False)`` is ``register_buffer('cache', t, persistent=False)``).
+    It shares ``data``'s values (as torch's detach()) and keeps its ``requires_grad``."""
+
+    __slots__ = ("persistent",)
+
+    def __init__(self, data=None, *, persistent=True):
+        if data is None:
+            data = np.empty(0, dtype=np.float32)
+        elif not isinstance(data, Tensor):  # (torch's calls data.detach())
+            raise TypeError(f"nn.Buffer expects a Tensor, got {type(data).__name__}")
+        if isinstance(data, Tensor):
+            super().__init__(data._array, dtype=data.dtype, device=data.device, requires_grad=data.requires_grad)
+        else:
+            super().__init__(data, dtype=data.dtype)
+        self.persistent = persistent
 
 
 class StateDictError(RuntimeError):
@@ -196,6 +215,12 @@ class Module:
                 raise TypeError(f"cannot assign '{_typename(value)}' as child module '{name}' "
                                 "(nn.Module or None expected)")
             self._modules[name] = value
+        elif isinstance(value, Buffer):
+            buffers = self.__dict__.get("_buffers")
+            if buffers is None:
+                raise AttributeError("cannot assign buffer before Module.__init__() call")
+            self._forget(name, keep=buffers)
+            self.register_buffer(name, value, persistent=value.persistent)
         elif name in self.__dict__.get("_buffers", ()):
             if value is not None and not isinstance(value, Tensor):
                 raise TypeError(f"cannot assign '{_typename(value)}' as buffer '{name}' "
