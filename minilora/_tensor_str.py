@@ -9,14 +9,60 @@ scientific notation when the nonzero magnitudes span more than 1000x, pass 1e8 o
 Columns are right-aligned to the widest element, rows wrap at 80 characters, and a tensor of more than
 1000 elements shows only its first and last 3 along each dimension. The dtype is named unless it is
 the default float dtype, int64 or bool. 16-bit floats are formatted from their float32 values, as torch.
+Those numbers (4 decimals, 1000 elements, 3 edge items, 80 characters) are the default print options:
+``set_printoptions`` changes them, as ``torch.set_printoptions``.
 """
+import contextlib
+import dataclasses
 import math
 
 import numpy as np
 
 from . import dtypes
 
-PRECISION, THRESHOLD, EDGEITEMS, LINEWIDTH = 4, 1000, 3, 80
+
+@dataclasses.dataclass
+class _PrintOptions:
+    precision: int = 4
+    threshold: float = 1000
+    edgeitems: int = 3
+    linewidth: int = 80
+    sci_mode: object = None  # None: chosen from the values; True/False: forced
+
+
+PRINT_OPTS = _PrintOptions()
+_PROFILES = {"default": dict(precision=4, threshold=1000, edgeitems=3, linewidth=80),
+             "short": dict(precision=2, threshold=1000, edgeitems=2, linewidth=80),
+             "full": dict(precision=4, threshold=math.inf, edgeitems=3, linewidth=80)}
+
+
+def set_printoptions(precision=None, threshold=None, edgeitems=None, linewidth=None, profile=None, sci_mode=None):
+    """``torch.set_printoptions``: a ``profile`` ("default", "short", "full") first, then each option
+    given; ``sci_mode`` is always set (None: chosen from the values again), as torch."""
+    if profile is not None:
+        for name, value in _PROFILES.get(profile, {}).items():  # (torch ignores an unknown profile)
+            setattr(PRINT_OPTS, name, value)
+    for name, value in dict(precision=precision, threshold=threshold, edgeitems=edgeitems,
+                            linewidth=linewidth).items():
+        if value is not None:
+            setattr(PRINT_OPTS, name, value)
+    PRINT_OPTS.sci_mode = sci_mode
+
+
+def get_printoptions():
+    """The current options as a dict that ``set_printoptions(**options)`` takes back."""
+    return dataclasses.asdict(PRINT_OPTS)
+
+
+@contextlib.contextmanager
+def printoptions(**options):
+    """``torch._tensor_str.printoptions``: the options changed inside a ``with`` block only."""
+    old = get_printoptions()
+    set_printoptions(**options)
+    try:
+        yield
+    finally:
+        set_printoptions(**old)
 
 
 class _Formatter:
@@ -31,31 +77,36 @@ class _Formatter:
                 self.max_width = max(self.max_width, len(str(value)))
             return
         finite = flat[np.isfinite(flat) & (flat != 0)]
-        if finite.size == 0:
-            return
+        if finite.size:
+            self._measure(finite)
+
+    def _measure(self, finite):
+        """Integer or not, scientific or not (set_printoptions' sci_mode, else from the range), and the
+        widest element, from the nonzero finite values."""
+        precision = PRINT_OPTS.precision
         magnitudes = np.abs(finite).astype(np.float64)
         smallest, largest = magnitudes.min(), magnitudes.max()
         self.int_mode = bool(np.all(finite == np.ceil(finite)))
-        wide_range = largest / smallest > 1000.0 or largest > 1.0e8
-        self.sci_mode = wide_range if self.int_mode else wide_range or smallest < 1.0e-4
+        self.sci_mode = (largest / smallest > 1000.0 or largest > 1.0e8 or smallest < 1.0e-4
+                         if PRINT_OPTS.sci_mode is None else bool(PRINT_OPTS.sci_mode))
         for value in finite.tolist():
             if self.sci_mode:
-                width = len(f"{value:.{PRECISION}e}")
+                width = len(f"{value:.{precision}e}")
             elif self.int_mode:
                 width = len(f"{value:.0f}") + 1  # the trailing "."
             else:
-                width = len(f"{value:.{PRECISION}f}")
+                width = len(f"{value:.{precision}f}")
             self.max_width = max(self.max_width, width)
 
     def format(self, value):
         if not self.floating:
             text = str(value)
         elif self.sci_mode:
-            text = f"{value:{self.max_width}.{PRECISION}e}"
+            text = f"{value:{self.max_width}.{PRINT_OPTS.precision}e}"
         elif self.int_mode:
             text = f"{value:.0f}" + ("" if math.isinf(value) or math.isnan(value) else ".")
         else:
-            text = f"{value:.{PRECISION}f}"
+            text = f"{value:.{PRINT_OPTS.precision}f}"
         return " " * (self.max_width - len(text)) + text
 
 
@@ -73,19 +124,27 @@ class _ComplexFormatter:
 
 
 def _summarized(values):
-    """The first and last EDGEITEMS along every dimension longer than twice that."""
+    """The first and last ``edgeitems`` along every dimension longer than twice that (the values
+    the formatter measures). With 0 edge items torch measures nothing of a matrix and, by its
+    ``x[-0:]``, all of a vector."""
+    edge = PRINT_OPTS.edgeitems
+    if not edge:
+        return values if values.ndim == 1 else values[(slice(0, 0),) * values.ndim]
     for axis, n in enumerate(values.shape):
-        if n > 2 * EDGEITEMS:
-            keep = np.r_[0:EDGEITEMS, n - EDGEITEMS:n]
+        if n > 2 * edge:
+            keep = np.r_[0:edge, n - edge:n]
             values = np.take(values, keep, axis=axis)
     return values
 
 
 def _vector(values, indent, summarize, formatter):
-    per_line = max(1, (LINEWIDTH - indent) // (formatter.max_width + 2))  # ", " between elements
-    if summarize and len(values) > 2 * EDGEITEMS:
-        data = ([formatter.format(v) for v in values[:EDGEITEMS].tolist()] + [" ..."]
-                + [formatter.format(v) for v in values[-EDGEITEMS:].tolist()])
+    per_line = max(1, (PRINT_OPTS.linewidth - indent) // (formatter.max_width + 2))  # ", " between elements
+    edge = PRINT_OPTS.edgeitems
+    if summarize and not edge:
+        data = ["..."]
+    elif summarize and len(values) > 2 * edge:
+        data = ([formatter.format(v) for v in values[:edge].tolist()] + [" ..."]
+                + [formatter.format(v) for v in values[len(values) - edge:].tolist()])
     else:
         data = [formatter.format(v) for v in values.tolist()]
     lines = [", ".join(data[i:i + per_line]) for i in range(0, len(data), per_line)]
@@ -97,9 +156,9 @@ def _nested(values, indent, summarize, formatter):
         return formatter.format(values.item())
     if values.ndim == 1:
         return _vector(values, indent, summarize, formatter)
-    rows = range(len(values))
-    if summarize and len(values) > 2 * EDGEITEMS:
-        rows = [*range(EDGEITEMS), None, *range(len(values) - EDGEITEMS, len(values))]
+    rows, edge = range(len(values)), PRINT_OPTS.edgeitems
+    if summarize and len(values) > 2 * edge:
+        rows = [*range(edge), None, *range(len(values) - edge, len(values))]
     parts = ["..." if i is None else _nested(values[i], indent + 1, summarize, formatter) for i in rows]
     return "[" + ("," + "\n" * (values.ndim - 1) + " " * (indent + 1)).join(parts) + "]"
 
@@ -107,7 +166,7 @@ def _nested(values, indent, summarize, formatter):
 def _add_suffixes(text, suffixes, indent):
     last_line = len(text) - text.rfind("\n") + 1
     for suffix in suffixes:
-        if last_line + len(suffix) + 2 > LINEWIDTH:
+        if last_line + len(suffix) + 2 > PRINT_OPTS.linewidth:
             text += ",\n" + " " * indent + suffix
             last_line = indent + len(suffix)
         else:
@@ -134,10 +193,12 @@ def tensor_repr(tensor):
             suffixes.append(shown_dtype)
         body = "[]"
     else:
+        if not PRINT_OPTS.edgeitems:
+            suffixes.append(f"size={tuple(values.shape)}")
         default_complex = np.dtype(np.complex128 if dtypes.get_default_dtype().itemsize == 8 else np.complex64)
         if dtype not in (dtypes.get_default_dtype(), dtypes.int64, dtypes.bool, default_complex):
             suffixes.append(shown_dtype)
-        summarize = values.size > THRESHOLD
+        summarize = values.size > PRINT_OPTS.threshold
         shown = _summarized(values) if summarize else values
         formatter = _ComplexFormatter(shown) if dtype.kind == "c" else _Formatter(shown)
         body = _nested(values, indent, summarize, formatter)
