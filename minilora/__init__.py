@@ -24,6 +24,7 @@ from .dtypes import (bfloat16, bool, double, float, float16, float32, float64, g
                      set_default_dtype, short, uint8)
 from .dtypes import can_cast, finfo, iinfo  # noqa: E402,F401  (torch.can_cast, torch.finfo, torch.iinfo)
 from .tensor import Size  # noqa: E402,F401
+from ._tensor_str import set_printoptions  # noqa: E402,F401  (torch.set_printoptions)
 from .tensor import (Tensor, enable_grad, inference_mode, is_grad_enabled,
                      is_inference_mode_enabled, no_grad, set_grad_enabled, tensor)
 
