@@ -919,18 +919,33 @@ def _scalars(*values):
 def _normal_(self, mean=0.0, std=1.0, *, generator=None):
     mean, std = _scalars(mean, std)
     _check_std(std)
-    _refuse_integer(self, "normal_kernel_cpu")
+    if self.dtype.kind != "c":
+        _refuse_integer(self, "normal_kernel_cpu")
     contiguous = self._array.flags.c_contiguous  # (torch's block algorithm is for contiguous tensors)
-    return _fill_drawn(self, lambda shape: _gen(generator).normal(shape, self.dtype, mean, std, contiguous))
+    if self.dtype.kind == "c":  # torch: each part with std / sqrt(2), so that |z| has the std asked
+        std = std / math.sqrt(2)
+    return _fill_drawn(self, _in_pairs_if_complex(
+        self.dtype, lambda shape, dtype: _gen(generator).normal(shape, dtype, mean, std, contiguous)))
 
 
 def _uniform_(self, a=0.0, b=1.0, *, generator=None):
     a, b = _scalars(a, b)
-    _refuse_integer(self, "check_uniform_bounds")
+    if self.dtype.kind != "c":
+        _refuse_integer(self, "check_uniform_bounds")
     if a > b:
         raise RuntimeError(f"uniform_ expects to return a [from, to) range, but found from={_number(a)} "
                            f"> to={_number(b)}")
-    return _fill_drawn(self, lambda shape: _gen(generator).uniform(shape, self.dtype, a, b))
+    return _fill_drawn(self, _in_pairs_if_complex(
+        self.dtype, lambda shape, dtype: _gen(generator).uniform(shape, dtype, a, b)))
+
+
+def _in_pairs_if_complex(dtype, draw):
+    """``draw(shape, dtype)`` as a function of the shape; for a complex dtype, the (real, imag) pairs drawn
+    as one real tensor of shape (..., 2), as torch fills ``view_as_real`` of a complex tensor."""
+    if dtype.kind != "c":
+        return lambda shape: draw(shape, dtype)
+    real = np.dtype(np.float32 if dtype == np.complex64 else np.float64)
+    return lambda shape: draw(tuple(shape) + (2,), real).view(dtype)[..., 0]
 
 
 def _exponential_(self, lambd=1.0, *, generator=None):

@@ -453,3 +453,24 @@ def test_a_leaf_used_twice_through_additions_gets_torchs_gradients(dtype):
         return grads
     for g, w in zip(run(ml), run(torch)):
         np.testing.assert_allclose(g, w, rtol=1e-12)
+
+
+def test_complex_parameters_initialise_and_train_a_step_as_torch():
+    """torch fills a complex tensor's (real, imag) pairs (normal_: std / sqrt(2) each): nn.Linear/Embedding
+    of complex64, uniform_/normal_ and nn.init on complex tensors draw torch's numbers (minilora filled the
+    real parts only)."""
+    def run(T):
+        T.manual_seed(0)
+        lin = T.nn.Linear(3, 2, dtype=T.complex64)
+        emb = T.nn.Embedding(4, 3, dtype=T.complex64)
+        z = T.empty(5, 4, dtype=T.complex128).normal_(1.0, 2.0)
+        w = T.empty(20, dtype=T.complex64).uniform_(-1, 1)
+        n = T.nn.init.normal_(T.empty(3, 17, dtype=T.complex64), 0.5, 3)
+        x = T.randn(4, 3, dtype=T.complex64)
+        with T.no_grad():  # (torch has no complex gradient for embedding: it refuses the call in the graph)
+            rows = emb(T.tensor([0, 3]))
+        lin(rows + x[:2]).abs().sum().backward()
+        return [lin.weight, lin.bias, emb.weight, z, w, n, lin.weight.grad, lin.bias.grad]
+    for g, w in zip(run(ml), run(torch)):
+        assert _same_dtype(g, w)
+        np.testing.assert_allclose(_np(g), _np(w), rtol=1e-6, atol=1e-6)

@@ -113,7 +113,7 @@ def _uniform_values(tensor, a, b, generator):
         raise RuntimeError(f"uniform_ expects to return a [from, to) range, but found from={a} > to={b}")
     if isinstance(generator, np.random.Generator):
         return generator.uniform(a, b, tensor.shape)
-    return _torch_draw(tensor, generator, lambda gen, shape: gen.uniform(shape, tensor.dtype, a, b))
+    return _torch_draw(tensor, generator, lambda gen, shape: _parts(tensor, lambda s, dtype: gen.uniform(s, dtype, a, b))(shape))
 
 
 def _normal_values(tensor, mean, std, generator):
@@ -124,7 +124,16 @@ def _normal_values(tensor, mean, std, generator):
     if isinstance(generator, np.random.Generator):
         return generator.normal(mean, std, tensor.shape)
     contiguous = tensor._array.flags.c_contiguous  # (torch's 16-at-a-time kernel needs a contiguous tensor)
-    return _torch_draw(tensor, generator, lambda gen, shape: gen.normal(shape, tensor.dtype, mean, std, contiguous))
+    if tensor.dtype.kind == "c":  # torch: each part with std / sqrt(2), as tensor.normal_()
+        std = std / math.sqrt(2)
+    return _torch_draw(tensor, generator,
+                       lambda gen, shape: _parts(tensor, lambda s, dtype: gen.normal(s, dtype, mean, std, contiguous))(shape))
+
+
+def _parts(tensor, draw):
+    """``draw(shape, dtype)`` for ``tensor``: a complex one's (real, imag) pairs drawn as one real tensor."""
+    from ..factories import _in_pairs_if_complex
+    return _in_pairs_if_complex(tensor.dtype, draw)
 
 
 def _torch_draw(tensor, generator, draw):
