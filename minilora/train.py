@@ -274,6 +274,9 @@ def _restore(state, named_params, optimizer, scheduler, allocator_owner=None, bu
         if saved[name].shape != p.shape:
             raise ValueError(f"checkpoint: {name} has shape {saved[name].shape}, "
                              f"model has {p.shape}")
+        if saved[name].dtype != p._array.dtype:  # (copied in, it would be rounded: not the run that was saved)
+            raise ValueError(f"checkpoint: {name} was saved as {saved[name].dtype}, the model's is {p._array.dtype}; "
+                             f"resume with the dtype the run was trained in")
     saved_buffers, own_buffers = state.get("buffers", {}), dict(buffers)  # (older checkpoints have none)
     for name, array in saved_buffers.items():
         if name not in own_buffers or tuple(array.shape) != tuple(own_buffers[name].shape):

@@ -441,6 +441,13 @@ def test_a_resume_with_the_run_s_own_batches_says_nothing(tmp_path):
         train(lora_model(), shuffled_loader(True), out_dir=tmp_path, resume=True, grad_accum=2, **KW)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float64"])
+def test_resuming_in_another_dtype_is_refused_by_name(tmp_path, dtype):
+    train(lora_model(), ROWS, out_dir=tmp_path, save_every=2, **{**KW, "steps": 2})
+    with pytest.raises(ResumeError, match=f"lora_A.default.weight was saved as float32, the model's is {dtype}"):
+        train(lora_model().to(getattr(ml, dtype)), ROWS, out_dir=tmp_path, resume=True, **KW)
+
+
 def test_save_every_without_an_out_dir_says_nothing_is_saved():
     with pytest.warns(UserWarning, match="save_every=2 but no out_dir: no checkpoint is written"):
         train(lora_model(), ROWS, save_every=2, **{**KW, "steps": 1})
