@@ -73,8 +73,8 @@ def test_generate_reads_the_model_folders_tokenizer_json_as_serve_does(tmp_path,
     LlamaForCausalLM(config).save_pretrained(folder)
     ours = ml_tokenizers.from_pretrained(folder)
     ids = ours.encode("hi")
-    out = generate(LlamaForCausalLM.from_pretrained(folder), ids, max_new_tokens=5)
-    expected = "hi" + ours.decode(out.numpy()[len(ids):].tolist(), skip_special_tokens=True)
+    out = generate(LlamaForCausalLM.from_pretrained(folder), [ids], max_new_tokens=5)
+    expected = "hi" + ours.decode(out.numpy()[0, len(ids):].tolist(), skip_special_tokens=True)
     assert main(["generate", "hi", "--model", folder, "--max-new-tokens", "5"]) == 0
     assert capsys.readouterr().out == expected + "\n"
 
