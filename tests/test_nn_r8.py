@@ -687,3 +687,14 @@ def test_buffer_assignment_registers_as_torch():
     assert shared.tolist() == [2.0, 2.0]
     with pytest.raises(TypeError, match="Tensor"):
         ml.nn.Buffer([1.0, 2.0])
+
+
+def test_data_parallel_wraps_as_torch():
+    """One device: the wrapped module sees the whole batch; the wrapper's names are torch's."""
+    outputs = []
+    for lib in (ml, torch):
+        lib.manual_seed(0)
+        model = lib.nn.DataParallel(lib.nn.Linear(3, 2))
+        outputs.append((repr(model), list(model.state_dict()), model(lib.ones(4, 3)).tolist()))
+    assert outputs[0][:2] == outputs[1][:2]
+    np.testing.assert_allclose(outputs[0][2], outputs[1][2], rtol=1e-6)

@@ -508,6 +508,8 @@ EXPLICIT.update({  # round 8's names (their values: tests/test_nn_r8.py)
         L, lambda L, x, w: _F(L).linear_cross_entropy(x, w, L.zeros(0, dtype=L.int64), reduction=reduction),
         (0, 4), (6, 4)) for reduction in ("mean", "none")] + [
         L.nn.LinearCrossEntropyLoss(4, 6)(L.zeros(0, 4), L.zeros(0, dtype=L.int64))],
+    "nn.DataParallel(nn.Linear(3, 2)) on an empty batch": lambda L: L.nn.DataParallel(L.nn.Linear(3, 2))(
+        L.zeros(0, 3)),
     "F.multi_head_attention_forward on an empty batch": lambda L: grads(
         L, lambda L, x, w, b, wo: _F(L).multi_head_attention_forward(
             x, x, x, 4, 2, w, b, None, None, False, 0.0, wo, None), (3, 0, 4), (12, 4), (12,), (4, 4)),

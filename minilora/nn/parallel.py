@@ -42,9 +42,26 @@ from .. import distributed as dist
 from ..tensor import Tensor, is_grad_enabled, no_grad
 from .module import Module
 
-__all__ = ["DistributedDataParallel"]
+__all__ = ["DistributedDataParallel", "DataParallel"]
 
 DEFAULT_BUCKET_CAP_MB = 25  # torch's
+
+
+class DataParallel(Module):
+    """torch's ``nn.DataParallel`` in one process: torch splits each batch over its visible GPUs and calls a
+    replica per GPU; minilora computes on one device, so the wrapped module is called with the whole
+    batch (torch's own behaviour with no GPU or one). The wrapper is torch's: ``.module``, and a
+    ``state_dict`` under ``module.``. For several processes, ``DistributedDataParallel``."""
+
+    def __init__(self, module, device_ids=None, output_device=None, dim=0):
+        super().__init__()
+        self.module, self.dim = module, dim
+        self.device_ids = [] if device_ids is None else list(device_ids)
+        self.output_device = output_device if output_device is not None else (
+            self.device_ids[0] if self.device_ids else None)
+
+    def forward(self, *inputs, **kwargs):
+        return self.module(*inputs, **kwargs)
 
 
 class DistributedDataParallel(Module):
