@@ -2739,7 +2739,8 @@ def _run_backward(root, gradient, retain_graph, store=None):
             in_grads = _node_backward(ctx, g, prof, retain_graph)
         if node_hooks:
             in_grads = _run_node_hooks(ctx, node_hooks, in_grads, g)
-        if len(in_grads) > 1 and (in_grads[0] is in_grads[1] is not None or len(in_grads) > 2):  # (a + b's g)
+        if len(in_grads) > 1 and (in_grads[0] is in_grads[1] is not None or len(in_grads) > 2) \
+                and None in ctx.parents:  # (a + b's g, and a leaf among the inputs)
             in_grads = _unshared(ctx, in_grads)
         if _detect_anomaly:
             _check_anomaly(ctx, in_grads)
