@@ -1,7 +1,8 @@
 """Complex tensors side by side with torch (round 8): Meta's Llama rotary embedding (torch.polar,
 view_as_complex, a complex product, view_as_real) forward and backward, promotion, printing, views that
 write through, torch's gradient convention for complex numbers (float64 / complex128), the ops torch
-refuses for complex inputs, and complex random draws."""
+refuses for complex inputs, complex random draws and initialisation, torch.fft (FNet, Hyena) with its
+gradients, and an engine bug found on the way (a leaf used twice through additions)."""
 import warnings
 
 import numpy as np
