@@ -712,18 +712,20 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
         return TrainResult(losses, lrs, grad_norms, evals, step, step - start,
                            time.perf_counter() - t0, train_seconds, out_dir)
 
-    def stop(step, what, error=NonFiniteLossError):
+    def stop(step, what, error=NonFiniteLossError, diverged=True):
+        """``diverged=False``: the run could not learn from the start (no learning rate is to blame)."""
         bar.close()
         path, good_step = last_good
-        where = (f"the last good checkpoint is {path} (step {good_step}); resume from it with a "
-                 f"lower learning rate or clip_norm" if path else "no checkpoint had been saved yet")
-        advice = "Try a lower learning rate, a smaller clip_norm, or float64."
+        resume_with = "; resume from it with a lower learning rate or clip_norm" if diverged else ""
+        where = f"the last good checkpoint is {path} (step {good_step}){resume_with}" if path else \
+            "no checkpoint had been saved yet"
+        advice = "Try a lower learning rate, a smaller clip_norm, or float64." if diverged else ""
         frozen = _nonfinite_frozen_weight(model)
         if frozen is not None:  # training never changes a frozen weight: the NaN came with the model
             advice = (f"The frozen weight {frozen!r} already holds NaN or inf values: it came that way "
                       "from the model's files, so no learning rate helps; check or re-download them.")
         raise error(f"training stopped at step {step}: {what}. Nothing was saved for this step; "
-                    f"{where}. {advice}", step, path, result(step - 1), good_step)
+                    f"{where}.{' ' + advice if advice else ''}", step, path, result(step - 1), good_step)
 
     def checkpoint(step):
         nonlocal last_good
@@ -767,9 +769,8 @@ def train(model, train_data, eval_data=None, *, steps, batch_size=16, lr=1e-3, w
             if not math.isfinite(grad_norm):
                 stop(step, f"the gradient norm is {grad_norm}")
             if grad_norm == 0.0 and loss_sum > 0:
-                stop(step, f"the gradient norm is exactly 0 while the loss is {loss_sum / grad_accum:.4f}: "
-                     "the model saturated and no parameter can learn any more (the run diverged)",
-                     TrainingDivergedError)
+                reason, diverged = _zero_gradient_reason(model, step == start + 1 and not resume, loss_sum / grad_accum)
+                stop(step, reason, TrainingDivergedError, diverged)
             step_lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
@@ -876,6 +877,24 @@ def _agree(loss_sum, tokens, asked):
     distributed.all_reduce(numbers)
     total_loss, total_tokens, asked_count = numbers.numpy(force=True).tolist()
     return total_loss / distributed.get_world_size(), int(total_tokens), asked_count > 0
+
+
+def _zero_gradient_reason(model, first_step, loss):
+    """Why no parameter got a gradient, and whether the run diverged: an adapter whose update is scaled by 0
+    (lora_alpha=0), a model whose trainable parameters do not reach the loss (from the first step on), or a run
+    that saturated (diverged)."""
+    scaled_out = sorted({f"{name} (adapter {adapter!r})" for name, module in model.named_modules()
+                         for adapter, value in (getattr(module, "scaling", None) or {}).items()
+                         if isinstance(getattr(module, "scaling", None), dict) and value == 0})
+    said = f"the gradient norm is exactly 0 while the loss is {loss:.4f}"
+    if scaled_out:
+        more = f" and {len(scaled_out) - 1} more" if scaled_out[1:] else ""
+        return (f"{said}: the LoRA update of {scaled_out[0]}{more} is scaled by 0 (lora_alpha=0), so no adapter "
+                "weight can learn; give lora_alpha a value > 0 (PEFT's default is 8)"), False
+    if first_step:
+        return (f"{said} at the first step: no trainable parameter reaches the loss (are the parameters that "
+                "requires_grad the ones the forward uses?)"), False
+    return f"{said}: the model saturated and no parameter can learn any more (the run diverged)", True
 
 
 def _nonfinite_frozen_weight(model):

@@ -21,7 +21,8 @@ from minilora import checkpoint
 from minilora.checkpoint import CheckpointError, atomic_write, load_file, save_file
 from minilora.lora import LoraConfig, NoMatchingPeftModuleError, get_peft_model
 from minilora.models import LlamaConfig, LlamaForCausalLM
-from minilora.train import ResumeError, load_training_state, save_training_state, train
+from minilora.train import (ResumeError, TrainingDivergedError, load_training_state,
+                            save_training_state, train)
 from minilora.utils.data import DataLoader, TensorDataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -446,6 +447,26 @@ def test_resuming_in_another_dtype_is_refused_by_name(tmp_path, dtype):
     train(lora_model(), ROWS, out_dir=tmp_path, save_every=2, **{**KW, "steps": 2})
     with pytest.raises(ResumeError, match=f"lora_A.default.weight was saved as float32, the model's is {dtype}"):
         train(lora_model().to(getattr(ml, dtype)), ROWS, out_dir=tmp_path, resume=True, **KW)
+
+
+def test_an_adapter_scaled_by_zero_is_named_not_blamed_on_the_learning_rate():
+    # lora_alpha=0 (PEFT accepts it): the update is scaled by 0, every adapter gradient is 0 from the start
+    model = get_peft_model(tiny_model(), LoraConfig(r=2, lora_alpha=0, target_modules=["q_proj"]))
+    with pytest.raises(TrainingDivergedError, match=r"q_proj \(adapter 'default'\) is scaled by 0 \(lora_alpha=0\)") \
+            as info:
+        train(model, ROWS, **KW)
+    assert "learning rate" not in str(info.value) and info.value.step == 1
+
+
+def test_trainable_parameters_that_do_not_reach_the_loss_are_named_at_the_first_step():
+    model = tiny_model()
+    for name, p in model.named_parameters():
+        p.requires_grad_(name == "lm_head.weight")
+    model.lm_head.register_forward_hook(lambda module, args, out: out * 0)  # the logits no longer depend on it
+    with pytest.raises(TrainingDivergedError, match="at the first step: no trainable parameter reaches the loss") \
+            as info:
+        train(model, ROWS, **KW)
+    assert "learning rate" not in str(info.value)
 
 
 def test_save_every_without_an_out_dir_says_nothing_is_saved():
