@@ -698,3 +698,48 @@ def test_data_parallel_wraps_as_torch():
         outputs.append((repr(model), list(model.state_dict()), model(lib.ones(4, 3)).tolist()))
     assert outputs[0][:2] == outputs[1][:2]
     np.testing.assert_allclose(outputs[0][2], outputs[1][2], rtol=1e-6)
+
+
+# ---- fractional max pooling --------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rank, shape, kwargs", [
+    (2, (2, 3, 11, 9), dict(kernel_size=3, output_size=(5, 4))),
+    (2, (3, 11, 9), dict(kernel_size=(2, 3), output_ratio=(0.5, 0.7))),
+    (2, (2, 3, 6, 6), dict(kernel_size=2, output_size=1)),
+    (3, (2, 2, 7, 8, 9), dict(kernel_size=2, output_size=(4, 5, 3))),
+    (3, (2, 7, 8, 9), dict(kernel_size=3, output_ratio=(0.5, 0.5, 0.6))),
+])
+def test_fractional_max_pool_draws_values_indices_and_grads_as_torch(rank, shape, kwargs, dtype):
+    """A seeded call draws torch's window offsets (rand(N, C, rank)) and so gives its numbers."""
+    x = randn(*shape).astype(dtype)
+    name = f"fractional_max_pool{rank}d"
+    torch.manual_seed(0)
+    ml.manual_seed(0)
+    ours_in, theirs_in = ml.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    (ours, ours_at), (theirs, theirs_at) = (getattr(F, name)(ours_in, return_indices=True, **kwargs),
+                                            getattr(TF, name)(theirs_in, return_indices=True, **kwargs))
+    close(ours, theirs, 0)
+    np.testing.assert_array_equal(ours_at.numpy(), theirs_at.numpy())
+    g = randn(*theirs.shape, seed=1).astype(dtype)
+    ours.backward(ml.tensor(g))
+    theirs.backward(torch.tensor(g))
+    close(ours_in.grad, theirs_in.grad, 0)
+    assert torch.rand(1).item() == ml.rand(1).item()
+
+
+def test_fractional_max_pool_modules_as_torch():
+    for cls, shape in (("FractionalMaxPool2d", (2, 3, 8, 8)), ("FractionalMaxPool3d", (1, 2, 6, 6, 6))):
+        for kwargs in (dict(output_ratio=0.5), dict(output_size=3, return_indices=True)):
+            torch.manual_seed(1)
+            ml.manual_seed(1)
+            ours, theirs = getattr(nn, cls)(2, **kwargs), getattr(torch.nn, cls)(2, **kwargs)
+            assert repr(ours) == repr(theirs)
+            x = randn(*shape).astype(np.float32)
+            a, b = ours(ml.tensor(x)), theirs(torch.tensor(x))
+            close(a[0] if isinstance(a, tuple) else a, b[0] if isinstance(b, tuple) else b, 0)
+    for kwargs in (dict(), dict(output_size=2, output_ratio=0.5), dict(output_ratio=1.5)):
+        with pytest.raises(ValueError) as theirs:
+            torch.nn.FractionalMaxPool2d(2, **kwargs)
+        with pytest.raises(ValueError) as ours:
+            nn.FractionalMaxPool2d(2, **kwargs)
+        assert str(ours.value) == str(theirs.value)

@@ -135,6 +135,9 @@ BUILTIN_SIGNATURES.update({  # torch builtins without an inspectable signature (
     "pdist": [("input", inspect.Parameter.empty), ("p", 2)],
     "conv_tbc": [("input", inspect.Parameter.empty), ("weight", inspect.Parameter.empty),
                  ("bias", inspect.Parameter.empty), ("pad", 0)],
+    **{name: [("input", inspect.Parameter.empty), ("kernel_size", inspect.Parameter.empty), ("output_size", None),
+              ("output_ratio", None), ("return_indices", False), ("_random_samples", None)]
+       for name in ("fractional_max_pool2d", "fractional_max_pool3d")},
 })
 MINILORA_ONLY = {"rotary_embedding", "swiglu"}  # no torch.nn.functional counterpart
 

@@ -510,6 +510,13 @@ EXPLICIT.update({  # round 8's names (their values: tests/test_nn_r8.py)
         L.nn.LinearCrossEntropyLoss(4, 6)(L.zeros(0, 4), L.zeros(0, dtype=L.int64))],
     "nn.DataParallel(nn.Linear(3, 2)) on an empty batch": lambda L: L.nn.DataParallel(L.nn.Linear(3, 2))(
         L.zeros(0, 3)),
+    "F.fractional_max_pool2d/3d (+ _with_indices), nn.FractionalMaxPool2d/3d of an empty batch": lambda L: [
+        grads(L, lambda L, x: _F(L).fractional_max_pool2d(x, 2, output_size=2), (0, 2, 5, 5)),
+        grads(L, lambda L, x: _F(L).fractional_max_pool3d(x, 2, output_size=2), (0, 2, 5, 5, 5)),
+        _F(L).fractional_max_pool2d_with_indices(L.zeros(0, 2, 5, 5), 2, output_size=2),
+        _F(L).fractional_max_pool3d_with_indices(L.zeros(0, 2, 5, 5, 5), 2, output_size=2),
+        L.nn.FractionalMaxPool2d(2, output_ratio=0.5)(L.zeros(0, 2, 6, 6)),
+        L.nn.FractionalMaxPool3d(2, output_size=2)(L.zeros(0, 2, 5, 5, 5))],
     "F.multi_head_attention_forward on an empty batch": lambda L: grads(
         L, lambda L, x, w, b, wo: _F(L).multi_head_attention_forward(
             x, x, x, 4, 2, w, b, None, None, False, 0.0, wo, None), (3, 0, 4), (12, 4), (12,), (4, 4)),

@@ -25,6 +25,7 @@ from ..ops.conv import adaptive_max_pool1d, adaptive_max_pool2d, fold, unfold  #
 from ..ops.conv import max_unpool1d, max_unpool2d  # noqa: F401
 from ..ops.conv import conv3d, conv_transpose3d  # noqa: F401
 from ..ops.conv import adaptive_avg_pool3d, adaptive_max_pool3d, avg_pool3d, max_pool3d, max_unpool3d  # noqa: F401
+from ..ops.conv import fractional_max_pool2d, fractional_max_pool3d  # noqa: F401
 from ..ops.ctc import ctc_loss  # noqa: F401
 from ..ops.sampling import affine_grid, grid_sample  # noqa: F401
 from ..ops.conv import (adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d,  # noqa: F401
@@ -59,7 +60,8 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_
            "adaptive_avg_pool3d", "adaptive_max_pool3d", "max_unpool3d", "lp_pool3d", "pdist",
            "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices",
            "adaptive_max_pool1d_with_indices", "adaptive_max_pool2d_with_indices", "adaptive_max_pool3d_with_indices",
-           "linear_cross_entropy", "conv_tbc"]
+           "linear_cross_entropy", "conv_tbc", "fractional_max_pool2d", "fractional_max_pool3d",
+           "fractional_max_pool2d_with_indices", "fractional_max_pool3d_with_indices"]
 
 
 def linear(input, weight, bias=None):
@@ -813,6 +815,16 @@ max_pool3d_with_indices = _always_with_indices(max_pool3d)
 adaptive_max_pool1d_with_indices = _adaptive_always_with_indices(adaptive_max_pool1d)
 adaptive_max_pool2d_with_indices = _adaptive_always_with_indices(adaptive_max_pool2d)
 adaptive_max_pool3d_with_indices = _adaptive_always_with_indices(adaptive_max_pool3d)
+
+
+def fractional_max_pool2d_with_indices(input, kernel_size, output_size=None, output_ratio=None, return_indices=False,
+                                       _random_samples=None):
+    return fractional_max_pool2d(input, kernel_size, output_size, output_ratio, True, _random_samples)
+
+
+def fractional_max_pool3d_with_indices(input, kernel_size, output_size=None, output_ratio=None, return_indices=False,
+                                       _random_samples=None):
+    return fractional_max_pool3d(input, kernel_size, output_size, output_ratio, True, _random_samples)
 
 
 def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None, reduction="mean",

@@ -32,7 +32,7 @@ __all__ = ["conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_po
            "adaptive_avg_pool2d", "interpolate", "conv_transpose1d", "conv_transpose2d",
            "adaptive_max_pool1d", "adaptive_max_pool2d", "unfold", "fold", "max_unpool1d", "max_unpool2d",
            "conv3d", "conv_transpose3d", "max_pool3d", "avg_pool3d", "adaptive_avg_pool3d", "adaptive_max_pool3d",
-           "max_unpool3d"]
+           "max_unpool3d", "fractional_max_pool2d", "fractional_max_pool3d"]
 
 
 def _pair(value, name):
@@ -1425,3 +1425,86 @@ def adaptive_max_pool3d(input, output_size, return_indices=False):
     indices = [(offset + d.start) * plane + planes[..., d, :, :].gather(-3, offset.unsqueeze(-3)).squeeze(-3)
                for d, offset in zip(depths, where_)]
     return out, stack(indices, -3)
+
+
+# ---- fractional max pooling (Graham 2014): windows at pseudo-random, increasing offsets --------------------
+def fractional_max_pool2d(input, kernel_size, output_size=None, output_ratio=None, return_indices=False,
+                          _random_samples=None):
+    """PyTorch's ``F.fractional_max_pool2d`` over [N, C, H, W] (or [C, H, W]): ``output_size`` windows of
+    ``kernel_size`` per dimension, their starts spread by one uniform draw per sample, channel and
+    dimension -- drawn as torch draws them (``rand(N, C, 2)``; the first of each pair places the
+    columns), so a seeded call gives torch's numbers."""
+    return _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_indices, _random_samples, 2)
+
+
+def fractional_max_pool3d(input, kernel_size, output_size=None, output_ratio=None, return_indices=False,
+                          _random_samples=None):
+    """PyTorch's ``F.fractional_max_pool3d`` over [N, C, T, H, W] (or [C, T, H, W]); draws ``rand(N, C, 3)``
+    (in (T, H, W) order)."""
+    return _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_indices, _random_samples, 3)
+
+
+def _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_indices, samples, rank):
+    from ..factories import rand
+    fn = f"fractional_max_pool{rank}d"
+    if output_size is None and output_ratio is None:
+        raise ValueError(f"{fn} requires specifying either an output_size or an output_ratio")
+    if input.ndim not in (rank + 1, rank + 2) or 0 in tuple(input.shape[-rank - 1:]):
+        raise RuntimeError(f"{fn}(): Expected {rank + 1}D or {rank + 2}D tensor with non-zero sizes for non-batch "
+                           f"dimensions, but got {list(input.shape)}")
+    spatial = tuple(input.shape[-rank:])
+    if output_size is None:
+        ratio = (float(output_ratio),) * rank if np.isscalar(output_ratio) else tuple(map(float, output_ratio))
+        output_size = [int(n * r) for n, r in zip(spatial, ratio)]
+    kernel, sizes = _ntuple(kernel_size, rank, "kernel_size"), _ntuple(output_size, rank, "output_size")
+    for n, k, out in zip(spatial, kernel, sizes):
+        if out + k - 1 > n:
+            raise RuntimeError(f"{fn}(): pool size {k} too large relative to input size {n} and output size {out}")
+    batched = input.ndim == rank + 2
+    x = input if batched else input.unsqueeze(0)
+    if samples is None:
+        samples = rand(x.shape[0], x.shape[1], rank, dtype=input.dtype, device=input.device)
+    draws = samples.numpy(force=True)
+    if rank == 2:
+        draws = draws[..., ::-1]  # (torch's 2-D kernel places the columns with the first draw)
+    starts = [_fractional_starts(draws[..., d], n, out, k) for d, (n, out, k) in enumerate(zip(spatial, sizes, kernel))]
+    flat = _fractional_windows(starts, kernel, spatial)  # [N, C, *out, window]: flat input positions
+    n, c = x.shape[:2]
+    positions = int(np.prod(flat.shape[2:]))  # (out cells x window; explicit: N may be 0)
+    index = Tensor(xp_of(x._array).asarray(flat.reshape(n, c, positions)), dtype=np.int64, device=input.device)
+    windows = x.reshape(n, c, int(np.prod(spatial))).gather(2, index).reshape(flat.shape)
+    values, choice = windows.max(-1)  # (the first of equal ones, as torch's strict >)
+    if not batched:
+        values = values.squeeze(0)
+    if not return_indices:
+        return values
+    chosen = np.take_along_axis(flat, choice.numpy(force=True)[..., None], -1)[..., 0]
+    indices = Tensor(xp_of(x._array).asarray(chosen), dtype=np.int64, device=input.device)
+    return values, (indices if batched else indices.squeeze(0))
+
+
+def _fractional_starts(sample, size, out, kernel):
+    """torch's generate_intervals: the window starts [N, C, out] along one dimension, from the draws
+    [N, C] -- ``int((i + u) alpha) - int(u alpha)``, alpha = (size - kernel) / (out - 1), the last
+    window flush with the end (computed in the draws' precision, as torch)."""
+    starts = np.empty(sample.shape + (out,), dtype=np.int64)
+    if out > 1:
+        alpha = sample.dtype.type(size - kernel) / sample.dtype.type(out - 1)
+        i = np.arange(out - 1, dtype=sample.dtype)
+        starts[..., :-1] = ((i + sample[..., None]) * alpha).astype(np.int64) - \
+            (sample[..., None] * alpha).astype(np.int64)
+    starts[..., -1] = size - kernel
+    return starts
+
+
+def _fractional_windows(starts, kernel, spatial):
+    """Every window's flat input positions (row-major, torch's scan order): [N, C, *out, prod(kernel)]."""
+    rank = len(starts)
+    flat = 0
+    for d, (start, k, n) in enumerate(zip(starts, kernel, spatial)):
+        # start [N, C, out_d] -> placed on its own output axis, its offsets on its own window axis
+        shape = start.shape[:2] + tuple(start.shape[2] if e == d else 1 for e in range(rank))
+        position = start.reshape(shape + (1,) * rank) + np.arange(k).reshape((1,) * (2 + rank) + tuple(
+            k if e == d else 1 for e in range(rank)))
+        flat = flat * n + position
+    return flat.reshape(flat.shape[:2 + rank] + (int(np.prod(kernel)),))
