@@ -743,3 +743,34 @@ def test_fractional_max_pool_modules_as_torch():
         with pytest.raises(ValueError) as ours:
             nn.FractionalMaxPool2d(2, **kwargs)
         assert str(ours.value) == str(theirs.value)
+
+
+# ---- AdaptiveLogSoftmaxWithLoss ------------------------------------------------------------------------
+def test_adaptive_log_softmax_as_torch():
+    torch.manual_seed(0)
+    ml.manual_seed(0)
+    theirs = torch.nn.AdaptiveLogSoftmaxWithLoss(16, 20, [4, 10], div_value=2.0, head_bias=True).double()
+    ours = nn.AdaptiveLogSoftmaxWithLoss(16, 20, [4, 10], div_value=2.0, head_bias=True).double()
+    assert repr(ours) == repr(theirs) and list(ours.state_dict()) == list(theirs.state_dict())
+    for key, value in theirs.state_dict().items():
+        close(ours.state_dict()[key], value, 0)
+    with torch.no_grad():  # the cluster entries of the head made likely: predict() mixes both paths
+        theirs.head.bias[4:] += 3.0
+    ours.head.bias.data = ml.tensor(theirs.head.bias.detach().numpy())
+    x, target = randn(6, 16), np.array([0, 5, 12, 3, 19, 9])
+    ours_in, theirs_in = both(x, requires_grad=True)
+    a, b = ours(ours_in, ml.tensor(target)), theirs(theirs_in, torch.tensor(target))
+    close(a.output, b.output, 1e-12)
+    close(a.loss, b.loss, 1e-12)
+    a.loss.backward()
+    b.loss.backward()
+    close(ours_in.grad, theirs_in.grad, 1e-12)
+    close(ours.tail[1][0].weight.grad, theirs.tail[1][0].weight.grad, 1e-12)
+    close(ours.log_prob(ours_in), theirs.log_prob(theirs_in), 1e-12)
+    assert ours.predict(ours_in).tolist() == theirs.predict(theirs_in).tolist()
+    single = ours(ours_in[0], ml.tensor(target[0]))
+    close(single.output, theirs(theirs_in[0], torch.tensor(target[0])).output, 1e-12)
+    same_error(lambda: ours(ours_in, ml.tensor([0, 5, 12, 3, 20, 9])),
+               lambda: theirs(theirs_in, torch.tensor([0, 5, 12, 3, 20, 9])))
+    with pytest.raises(ValueError, match="cutoffs"):
+        nn.AdaptiveLogSoftmaxWithLoss(16, 20, [10, 4])

@@ -6,6 +6,7 @@ minilora does not implement (``max_norm=``) raises instead of being ignored.
 """
 import math
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 
@@ -15,7 +16,7 @@ from ..ops.nn import EmbeddingArgumentError, _refuse, _row_index, legacy_reducti
 from ..tensor import no_grad
 from . import functional as F
 from . import init
-from .module import Module, Parameter
+from .module import Module, ModuleList, Parameter, Sequential
 
 __all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity", "GELU", "SiLU", "ReLU", "Tanh",
            "Sigmoid", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "Softplus", "LeakyReLU", "CosineSimilarity",
@@ -37,7 +38,7 @@ __all__ = ["Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity",
            "FeatureAlphaDropout", "RReLU", "Conv3d", "ConvTranspose3d", "ChannelShuffle", "CTCLoss", "ConstantPad3d",
            "ZeroPad3d", "ReflectionPad3d", "ReplicationPad3d", "CircularPad3d", "MaxPool3d", "AvgPool3d",
            "AdaptiveAvgPool3d", "AdaptiveMaxPool3d", "MaxUnpool3d", "LPPool3d", "LinearCrossEntropyLoss",
-           "FractionalMaxPool2d", "FractionalMaxPool3d"]
+           "FractionalMaxPool2d", "FractionalMaxPool3d", "AdaptiveLogSoftmaxWithLoss"]
 
 
 def _float_dtype(dtype):
@@ -464,6 +465,110 @@ class LinearCrossEntropyLoss(_WeightedLoss):
                 f"out_features={self.out_features}, bias={self.linear.bias is not None}, "
                 f"reduction={self.reduction}, ignore_index={self.ignore_index}, "
                 f"label_smoothing={self.label_smoothing}, options={self.options}")
+
+
+class _ASMoutput(NamedTuple):
+    """What ``AdaptiveLogSoftmaxWithLoss`` returns (torch's namedtuple): each target's log-probability
+    and the mean negative of them."""
+    output: object
+    loss: object
+
+
+class AdaptiveLogSoftmaxWithLoss(Module):
+    """torch's ``nn.AdaptiveLogSoftmaxWithLoss`` (Grave et al. 2016, "Efficient softmax approximation for
+    GPUs"): the frequent classes (below ``cutoffs[0]``) and one entry per rarer cluster share the
+    ``head`` softmax; each cluster has its own smaller projection (``tail``, its width divided by
+    ``div_value`` per cluster). Modules, parameters and their init draws in torch's order."""
+
+    def __init__(self, in_features, n_classes, cutoffs, div_value=4.0, head_bias=False, device=None, dtype=None):
+        super().__init__()
+        cutoffs = list(cutoffs)
+        if len(cutoffs) == 0:
+            raise ValueError("cutoffs should be a sequence of length larger than 0")
+        if (cutoffs != sorted(cutoffs) or min(cutoffs) <= 0 or max(cutoffs) > n_classes - 1
+                or len(set(cutoffs)) != len(cutoffs) or any(int(c) != c for c in cutoffs)):
+            raise ValueError("cutoffs should be a sequence of unique, positive integers sorted in an increasing "
+                             "order, where each value is between 1 and n_classes-1")
+        self.in_features, self.n_classes = in_features, n_classes
+        self.cutoffs, self.div_value, self.head_bias = cutoffs + [n_classes], div_value, head_bias
+        self.shortlist_size, self.n_clusters = self.cutoffs[0], len(self.cutoffs) - 1
+        self.head_size = self.shortlist_size + self.n_clusters
+        self.head = Linear(in_features, self.head_size, bias=head_bias, device=device, dtype=dtype)
+        self.tail = ModuleList()
+        for i in range(self.n_clusters):
+            hidden = int(in_features // (div_value ** (i + 1)))
+            width = self.cutoffs[i + 1] - self.cutoffs[i]
+            self.tail.append(Sequential(Linear(in_features, hidden, bias=False, device=device, dtype=dtype),
+                                        Linear(hidden, width, bias=False, device=device, dtype=dtype)))
+
+    def reset_parameters(self):
+        self.head.reset_parameters()
+        for to_hidden, to_output in self.tail:
+            to_hidden.reset_parameters()
+            to_output.reset_parameters()
+
+    def forward(self, input_, target_):
+        if target_.ndim == 1:
+            if input_.shape[0] != target_.shape[0]:
+                raise RuntimeError("Input and target should have the same size in the batch dimension.")
+            if input_.ndim != 2:
+                raise RuntimeError(f"1D target tensor expects 2D input tensors, but found inputs with size "
+                                   f"{input_.shape}")
+        elif target_.ndim == 0:
+            if input_.ndim != 1:
+                raise RuntimeError(f"0D target tensor expects 1D input tensors, but found inputs with size "
+                                   f"{input_.shape}")
+        else:
+            raise RuntimeError("0D or 1D target tensor expected, multi-target not supported")
+        batched = target_.ndim > 0
+        input, target = (input_, target_) if batched else (input_.unsqueeze(0), target_.unsqueeze(0))
+        rows_used, batch = 0, target.shape[0]
+        output = input.new_zeros(batch)
+        gather_at = target.new_zeros(batch)  # each row's column of the head: its class or its cluster's entry
+        bounds = [0] + self.cutoffs
+        for i in range(len(bounds) - 1):
+            mask = (target >= bounds[i]) & (target < bounds[i + 1])
+            rows = mask.nonzero().reshape(-1)
+            if rows.numel() == 0:
+                continue
+            if i == 0:
+                gather_at = gather_at.index_copy(0, rows, target[mask])
+            else:
+                cluster_logprob = F.log_softmax(self.tail[i - 1](input.index_select(0, rows)), dim=1)
+                gather_at = gather_at.index_fill(0, rows, self.shortlist_size + i - 1)
+                local = cluster_logprob.gather(1, (target[mask] - bounds[i]).unsqueeze(1))
+                output = output.index_copy(0, rows, local.squeeze(1))
+            rows_used += rows.numel()
+        if rows_used != batch:
+            raise RuntimeError(f"Target values should be in [0, {self.n_classes - 1}], but values in range "
+                               f"[{target.min().item()}, {target.max().item()}] were found. ")
+        head_logprob = F.log_softmax(self.head(input), dim=1)
+        output = output + head_logprob.gather(1, gather_at.unsqueeze(1)).squeeze(1)
+        loss = (-output).mean()
+        return _ASMoutput(output if batched else output.squeeze(0), loss)
+
+    def _get_full_log_prob(self, input, head_output):
+        """The log-probabilities of all ``n_classes``, from the head's output."""
+        head_logprob = F.log_softmax(head_output, dim=1)
+        parts = [head_logprob[:, :self.shortlist_size]]
+        for i in range(self.n_clusters):
+            cluster_logprob = F.log_softmax(self.tail[i](input), dim=1)
+            parts.append(cluster_logprob + head_logprob[:, self.shortlist_size + i].unsqueeze(1))
+        return ops.cat(parts, 1)
+
+    def log_prob(self, input):
+        return self._get_full_log_prob(input, self.head(input))
+
+    def predict(self, input):
+        head_output = self.head(input)
+        output = ops.argmax(head_output, dim=1)
+        outside = output >= self.shortlist_size
+        if not outside.any():
+            return output
+        if outside.all():
+            return ops.argmax(self._get_full_log_prob(input, head_output), dim=1)
+        output[outside] = ops.argmax(self._get_full_log_prob(input[outside], head_output[outside]), dim=1)
+        return output
 
 
 class CrossEntropyLoss(_WeightedLoss):
