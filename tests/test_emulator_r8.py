@@ -416,7 +416,7 @@ extern "C" __global__ void j(unsigned* out) {
         RawModule(code=src, options=("-DUSE_FENCE",)).compile()
 
 
-def test_tma_transaction_barriers_are_refused_by_name():
+def test_tma_transaction_barriers_and_pipeline_arrive_on_are_refused_by_name():
     src = '''#include <cuda/barrier>
 extern "C" __global__ void k(const float* x, float* out) {
     __shared__ float buf[32];
@@ -426,6 +426,10 @@ extern "C" __global__ void k(const float* x, float* out) {
 }'''
     with pytest.raises(emu.CompileError, match=r"cuda::device::barrier_arrive_tx .* is not modelled by minilora's CUDA "
                                                r"emulator"):
+        RawModule(code=src).compile()
+    src = '#include <cuda_pipeline.h>\nextern "C" __global__ void k(float* out) { __pipeline_arrive_on(out); }'
+    with pytest.raises(emu.CompileError, match=r"__pipeline_arrive_on \(pipeline copies completing an arrive-wait "
+                                               r"barrier's phase\) is not modelled"):
         RawModule(code=src).compile()
 
 

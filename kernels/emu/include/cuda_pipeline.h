@@ -19,3 +19,10 @@ __forceinline__ void __pipeline_memcpy_async(void* __restrict__ dst_shared, cons
 }
 __forceinline__ void __pipeline_commit() { __emu::async_commit(); }
 __forceinline__ void __pipeline_wait_prior(size_t prior) { __emu::async_wait(prior > 1000000 ? 1000000 : (int)prior); }
+// A pipeline's copies tied to an arrive-wait barrier's phase (sm_80's awbarrier) are not modelled: named where used.
+template <class... Args>
+void __pipeline_arrive_on(Args&&...) {
+    static_assert(sizeof...(Args) < 0, "__pipeline_arrive_on (pipeline copies completing an arrive-wait barrier's phase) "
+                  "is not modelled by minilora's CUDA emulator: use __pipeline_wait_prior, or cuda::memcpy_async with a "
+                  "cuda::barrier");
+}
