@@ -1986,6 +1986,24 @@ class Tensor:
     def __float__(self):
         return float(self._python_scalar())
 
+    def __complex__(self):
+        return complex(self._python_scalar())
+
+    def __contains__(self, element):
+        """``x in t``: does any element of ``t`` equal ``x`` (a number or a tensor, broadcast)."""
+        import numbers
+        if not isinstance(element, (Tensor, numbers.Number)):
+            raise RuntimeError(f"Tensor.__contains__ only supports Tensor or scalar, but you passed in a "
+                               f"{type(element)}.")
+        return bool((element == self).any().item())
+
+    def __reversed__(self):
+        """``reversed(t)``: ``t`` flipped along its first dimension (a 0-d tensor is itself), as torch."""
+        return self if self.ndim == 0 else self.flip(0)
+
+    def __delitem__(self, index):
+        raise TypeError("Tensor does not support deleting items")
+
     def __int__(self):
         return int(self._python_scalar())
 
@@ -2756,6 +2774,8 @@ def _run_backward(root, gradient, retain_graph, store=None):
                         entry = hooked.setdefault(id(x), [x, None])
                         entry[1] = ig if entry[1] is None else entry[1] + ig
                     else:
+                        if ig is g and x._grad is None:  # g passed through unchanged (a + b, b - b): the array may
+                            ig = ig.copy()  # also be on its way to other inputs, and later adds go into .grad in place
                         store.add(x, ig)
                 else:  # e.g. the residual stream of a transformer: large, so the sum is split across threads
                     prev = grads.get(id(parent))

@@ -516,7 +516,8 @@ def _in_place(op):
 METHODS = {
     "arccos": arccos, "arcsin": arcsin, "arctan": arctan, "arccosh": arccosh, "arcsinh": arcsinh,
     "arctanh": arctanh, "greater": greater, "greater_equal": greater_equal, "less": less,
-    "less_equal": less_equal, "not_equal": not_equal, "positive": positive, "fix": fix, "frac": frac,
+    "less_equal": less_equal, "not_equal": not_equal, "positive": positive, "__pos__": positive, "fix": fix,
+    "frac": frac,
     "deg2rad": deg2rad, "rad2deg": rad2deg, "logaddexp2": logaddexp2, "float_power": float_power,
     "heaviside": heaviside, "gcd": gcd, "lcm": lcm, "ldexp": ldexp, "sinc": sinc, "isneginf": isneginf,
     "isposinf": isposinf, "isreal": isreal, "diagflat": diagflat, "cov": cov, "corrcoef": corrcoef,
