@@ -774,3 +774,12 @@ def test_adaptive_log_softmax_as_torch():
                lambda: theirs(theirs_in, torch.tensor([0, 5, 12, 3, 20, 9])))
     with pytest.raises(ValueError, match="cutoffs"):
         nn.AdaptiveLogSoftmaxWithLoss(16, 20, [10, 4])
+
+
+def test_nll_loss_2d_is_the_deprecated_nll_loss():
+    x, target = randn(2, 3, 4, 4), np.random.default_rng(0).integers(0, 3, (2, 4, 4))
+    with pytest.warns(FutureWarning, match="NLLLoss2d"):
+        ours = nn.NLLLoss2d(ignore_index=1)
+    with pytest.warns(FutureWarning):
+        theirs = torch.nn.NLLLoss2d(ignore_index=1)
+    close(ours(ml.tensor(x), ml.tensor(target)), theirs(torch.tensor(x), torch.tensor(target)), 1e-12)

@@ -519,6 +519,8 @@ EXPLICIT.update({  # round 8's names (their values: tests/test_nn_r8.py)
         L.nn.FractionalMaxPool3d(2, output_size=2)(L.zeros(0, 2, 5, 5, 5))],
     "nn.AdaptiveLogSoftmaxWithLoss(8, 10, [4]) on an empty batch": lambda L: list(
         L.nn.AdaptiveLogSoftmaxWithLoss(8, 10, [4])(L.zeros(0, 8), L.zeros(0, dtype=L.int64))),
+    "nn.NLLLoss2d() of an empty batch of images (mean: nan)": lambda L: L.nn.NLLLoss2d()(
+        L.zeros(0, 3, 2, 2), L.zeros(0, 2, 2, dtype=L.int64)),
     "F.multi_head_attention_forward on an empty batch": lambda L: grads(
         L, lambda L, x, w, b, wo: _F(L).multi_head_attention_forward(
             x, x, x, 4, 2, w, b, None, None, False, 0.0, wo, None), (3, 0, 4), (12, 4), (12,), (4, 4)),

@@ -20,7 +20,7 @@ from .layers import ChannelShuffle, Conv3d, ConvTranspose3d, CTCLoss  # noqa: F4
 from .layers import CircularPad3d, ConstantPad3d, ReflectionPad3d, ReplicationPad3d, ZeroPad3d  # noqa: F401
 from .layers import AdaptiveAvgPool3d, AdaptiveMaxPool3d, AvgPool3d, LPPool3d, MaxPool3d, MaxUnpool3d  # noqa: F401
 from .layers import FractionalMaxPool2d, FractionalMaxPool3d, LinearCrossEntropyLoss  # noqa: F401
-from .layers import AdaptiveLogSoftmaxWithLoss  # noqa: F401
+from .layers import AdaptiveLogSoftmaxWithLoss, NLLLoss2d  # noqa: F401
 from .parallel import DataParallel  # noqa: F401
 from .lazy import (LazyConv1d, LazyConv2d, LazyConv3d, LazyConvTranspose1d, LazyConvTranspose2d,  # noqa: F401
                    LazyConvTranspose3d, LazyLinear, UninitializedParameter)
@@ -71,4 +71,4 @@ __all__ = ["Module", "Parameter", "ParameterList", "ParameterDict", "ModuleList"
            "AdaptiveMaxPool3d", "MaxUnpool3d", "LPPool3d", "LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d",
            "LazyInstanceNorm1d", "LazyInstanceNorm2d", "LazyInstanceNorm3d", "UninitializedBuffer",
            "LinearCrossEntropyLoss", "Buffer", "DataParallel", "FractionalMaxPool2d", "FractionalMaxPool3d",
-           "AdaptiveLogSoftmaxWithLoss"]
+           "AdaptiveLogSoftmaxWithLoss", "NLLLoss2d"]
