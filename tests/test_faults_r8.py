@@ -422,6 +422,14 @@ def test_a_dataloader_with_labels_and_an_eval_loader_train_as_the_pairs_they_hol
     assert all(np.isfinite(e["eval_loss"]) for e in result.evals)
 
 
+def test_a_dataloader_batch_with_no_target_is_named_not_blamed_on_the_learning_rate():
+    labels = np.where(np.arange(8) < 6, -100, ROWS[:4]).astype(np.int64)  # rows 0-3: targets only at the end
+    labels[:2, :] = -100
+    loader = DataLoader(TensorDataset(ml.tensor(ROWS[:4]), ml.tensor(labels)), batch_size=2)
+    with pytest.raises(ValueError, match="batch 0 of train_data .* has no token to learn from"):
+        train(tiny_model(), loader, **KW)
+
+
 def test_resuming_a_list_run_with_a_dataloader_is_refused_by_name(tmp_path):
     train(lora_model(), ROWS, out_dir=tmp_path, save_every=2, **{**KW, "steps": 2})
     with pytest.raises(ResumeError, match="train_data was not a DataLoader"):
