@@ -112,6 +112,8 @@ from .ops import (atleast_1d, atleast_2d, atleast_3d, column_stack, diag_embed, 
                   fliplr, flipud, hsplit, index_copy, masked_scatter, narrow_copy, put, ravel, rot90,
                   scatter_reduce, take, vsplit)
 from .ops import nanmean, nansum  # noqa: E402,F401
+from .ops.elementwise import (channels_last, channels_last_3d, contiguous_format,  # noqa: E402,F401
+                              memory_format, preserve_format)
 from .ops import as_strided, as_strided_, as_strided_scatter  # noqa: E402,F401
 from .ops import movedim as moveaxis, swapaxes as swapdims  # noqa: E402,F401  (torch's other names)
 # torch's functions that are the methods of the same name (torch.t(x) is x.t()) or their other names
@@ -227,3 +229,11 @@ arccos_, arcsin_, arctan_, arccosh_, arcsinh_, arctanh_ = (Tensor.arccos_, Tenso
 fix_, frac_, deg2rad_, rad2deg_, sinc_, gcd_, lcm_, ldexp_ = (Tensor.fix_, Tensor.frac_, Tensor.deg2rad_,
                                                               Tensor.rad2deg_, Tensor.sinc_, Tensor.gcd_,
                                                               Tensor.lcm_, Tensor.ldexp_)
+# torch.backends and torch's process-wide switches (stored, read back: minilora/backends.py), torch.compile /
+# torch.compiler / torch.jit / torch._dynamo (no compiling: minilora/compiler.py)
+from . import backends, compiler  # noqa: E402
+from .backends import (are_deterministic_algorithms_enabled, get_deterministic_debug_mode,  # noqa: E402,F401
+                       get_float32_matmul_precision, is_deterministic_algorithms_warn_only_enabled,
+                       set_deterministic_debug_mode, set_float32_matmul_precision, use_deterministic_algorithms)
+from .compiler import compile, jit, dynamo as _dynamo  # noqa: E402,F401,A004
+from .parallel import num_threads as get_num_threads  # noqa: E402,F401  (torch.get_num_threads)

@@ -29,6 +29,7 @@ LAZY_UPWARD = {
     ("minilora.tensor", "minilora.ops"),  # as above
     ("minilora.lora.diagnostics", "minilora.memory"),  # recommend_lora_config checks a memory budget
     ("minilora.nn.utils", "minilora.optim"),  # nn.utils.clip_grad_norm_ is optim's, under torch's name
+    ("minilora.compiler", "minilora.nn"),  # torch.compile(model) wraps an nn.Module in nn's OptimizedModule
 }
 
 

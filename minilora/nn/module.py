@@ -519,7 +519,10 @@ class Module:
                                   "memory; its arrays are NumPy/CuPy arrays owned by one process")
 
     def compile(self, *args, **kwargs):
-        raise NotImplementedError("Module.compile(): minilora has no torch.compile; it runs eagerly")
+        """torch's in-place ``model.compile(mode=...)``: the arguments checked as ``torch.compile``'s;
+        minilora compiles nothing (minilora/compiler.py), so the module runs as before."""
+        from ..compiler import compile as check_arguments
+        check_arguments(self.forward, *args, **kwargs)
 
     # --- state dict -----------------------------------------------------------------------------
     def state_dict(self, *args, destination=None, prefix="", keep_vars=False):

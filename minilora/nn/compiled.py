@@ -1,0 +1,59 @@
+"""``torch._dynamo.eval_frame.OptimizedModule``: what ``torch.compile(model)`` returns for a module.
+
+minilora compiles nothing (it runs every op eagerly, as NumPy/CuPy calls); the wrapper is kept for
+what scripts rely on: the model sits at ``._orig_mod``, so ``state_dict()`` keys start with
+``_orig_mod.`` (nanoGPT strips that prefix when it loads a checkpoint), parameters and buffers are
+the original module's own (an optimizer built on either trains both), ``train()``/``eval()`` reach the
+original, and any other attribute read or written is the original module's.
+"""
+from .module import Module
+
+
+class OptimizedModule(Module):
+    """The original module, called through unchanged (see the module docstring: no compiling)."""
+    _opt_mod_attributes = {"_orig_mod", "dynamo_ctx", "forward", "_super_module_initialized"}
+
+    def __init__(self, mod, dynamo_ctx=None):
+        object.__setattr__(self, "_orig_mod", mod)  # (read by ``training`` while Module.__init__ runs)
+        object.__setattr__(self, "_super_module_initialized", False)
+        super().__init__()
+        object.__setattr__(self, "_super_module_initialized", True)
+        del self.__dict__["_orig_mod"]
+        self._orig_mod = mod  # registered as the child module: ``_orig_mod.`` in every key
+        self.dynamo_ctx = dynamo_ctx
+
+    def forward(self, *args, **kwargs):
+        return self._orig_mod(*args, **kwargs)  # (through __call__: the original's hooks run)
+
+    @property
+    def training(self):
+        return self._orig_mod.training
+
+    @training.setter
+    def training(self, value):
+        if self._super_module_initialized:  # (Module.__init__'s default is not the original's mode)
+            self._orig_mod.training = value
+
+    def __len__(self):
+        if not hasattr(type(self._orig_mod), "__len__"):
+            raise TypeError(f"{type(self._orig_mod).__name__} does not support len()")
+        return len(self._orig_mod)
+
+    def __getattr__(self, name):
+        if name == "_orig_mod":
+            return self.__dict__["_modules"]["_orig_mod"]
+        return getattr(self._orig_mod, name)
+
+    def __setattr__(self, name, value):
+        if hasattr(type(self), name) or name in self._opt_mod_attributes:
+            return super().__setattr__(name, value)
+        return setattr(self._orig_mod, name, value)
+
+    def __delattr__(self, name):
+        if hasattr(type(self), name) or name in self._opt_mod_attributes:
+            return super().__delattr__(name)
+        return delattr(self._orig_mod, name)
+
+    def __dir__(self):
+        own = dir(self._orig_mod)
+        return own + [name for name in super().__dir__() if name not in own]

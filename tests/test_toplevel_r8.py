@@ -1,0 +1,240 @@
+"""torch's top-level names that LLM training scripts call (nanoGPT's train.py, Hugging Face's examples),
+against torch 2.13: torch.backends flags, set_float32_matmul_precision, torch.compile's OptimizedModule,
+the deterministic switches, torch.dtype/typename/jit, the special functions, and small siblings."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+import minilora as ml
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(autouse=True)
+def restore_switches():
+    """Each test leaves torch's and minilora's process-wide switches as it found them."""
+    saved = (torch.get_float32_matmul_precision(), ml.get_float32_matmul_precision(),
+             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cudnn.allow_tf32,
+             ml.backends.cudnn.benchmark, ml.backends.cudnn.deterministic, ml.backends.cudnn.allow_tf32,
+             torch.get_deterministic_debug_mode(), ml.get_deterministic_debug_mode())
+    yield
+    torch.set_float32_matmul_precision(saved[0])
+    ml.set_float32_matmul_precision(saved[1])
+    (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cudnn.allow_tf32) = saved[2:5]
+    ml.backends.cudnn.benchmark, ml.backends.cudnn.deterministic, ml.backends.cudnn.allow_tf32 = saved[5:8]
+    torch.set_deterministic_debug_mode(saved[8])
+    ml.set_deterministic_debug_mode(saved[9])
+
+
+def both(fn):
+    """fn(lib) for torch and minilora: the result, or the type of the error raised."""
+    out = []
+    for lib in (torch, ml):
+        try:
+            out.append(fn(lib))
+        except Exception as error:  # noqa: BLE001  (the error's type is what is compared)
+            out.append(type(error))
+    return out
+
+
+# --- torch.backends ----------------------------------------------------------------------------------
+
+def read_flags(lib):
+    b = lib.backends
+    return (b.cuda.matmul.allow_tf32, b.cuda.matmul.allow_fp16_reduced_precision_reduction,
+            b.cuda.matmul.allow_bf16_reduced_precision_reduction, b.cudnn.allow_tf32, b.cudnn.benchmark,
+            b.cudnn.deterministic, b.cudnn.enabled, b.mps.is_available(), b.mps.is_built(),
+            b.cuda.flash_sdp_enabled(), b.cuda.mem_efficient_sdp_enabled(), b.cuda.math_sdp_enabled(),
+            b.cuda.cudnn_sdp_enabled(), b.mkldnn.enabled, b.mkldnn.is_available(), b.cuda.is_built(),
+            lib.get_float32_matmul_precision())
+
+
+def test_backends_defaults_as_torch_cpu():
+    assert read_flags(ml) == read_flags(torch)
+    assert ml.backends.cudnn.is_available() is torch.backends.cudnn.is_available() is False
+
+
+@pytest.mark.parametrize("script", [
+    "b.cuda.matmul.allow_tf32 = True; b.cudnn.allow_tf32 = True",  # nanoGPT's train.py
+    "b.cudnn.benchmark = True; b.cudnn.deterministic = False",
+    "b.cudnn.deterministic = True; b.cudnn.benchmark = False",  # HF's enable_full_determinism
+    "b.cuda.matmul.allow_tf32 = True; b.cuda.matmul.allow_tf32 = False",
+    "b.cudnn.enabled = False",
+    "b.cuda.enable_flash_sdp(False); b.cuda.enable_math_sdp(True)",
+    "b.cuda.enable_mem_efficient_sdp(False)",
+    "lib.set_float32_matmul_precision('high')",
+    "lib.set_float32_matmul_precision('medium')",
+    "lib.set_float32_matmul_precision('high'); lib.set_float32_matmul_precision('highest')",
+])
+def test_flags_set_then_read_back_as_torch(script):
+    def run(lib):
+        exec(script, {"lib": lib, "b": lib.backends})
+        flags = read_flags(lib)
+        lib.backends.cuda.enable_flash_sdp(True)
+        lib.backends.cuda.enable_mem_efficient_sdp(True)
+        lib.backends.cudnn.enabled = True
+        return flags
+    assert run(ml) == run(torch)
+
+
+@pytest.mark.parametrize("setting", ["b.cudnn.benchmark = 1", "b.cudnn.deterministic = 'yes'",
+                                     "b.cudnn.allow_tf32 = 1", "b.cudnn.enabled = None",
+                                     "b.cuda.matmul.allow_tf32 = 1", "b.cuda.enable_flash_sdp(1)",
+                                     "b.cuda.matmul.allow_fp16_reduced_precision_reduction = 'x'",
+                                     "b.cuda.matmul.no_such_flag = True", "b.cuda.matmul.no_such_flag",
+                                     "lib.set_float32_matmul_precision(3)"])
+def test_a_flag_takes_a_bool_only(setting):
+    got, want = both(lambda lib: exec(setting, {"lib": lib, "b": lib.backends}))
+    assert got == want and isinstance(want, type)
+    assert read_flags(ml) == read_flags(torch)
+
+
+def test_an_unknown_precision_warns_and_changes_nothing():
+    for lib in (torch, ml):
+        with pytest.warns(UserWarning, match="low is not one of 'highest', 'high', or 'medium'"):
+            lib.set_float32_matmul_precision("low")
+        assert lib.get_float32_matmul_precision() == "highest"
+
+
+def test_flag_context_managers_restore():
+    for lib in (torch, ml):
+        with lib.backends.cudnn.flags(enabled=False, benchmark=True):
+            assert (lib.backends.cudnn.enabled, lib.backends.cudnn.benchmark) == (False, True)
+        assert (lib.backends.cudnn.enabled, lib.backends.cudnn.benchmark) == (True, False)
+        with pytest.warns(FutureWarning, match="sdp_kernel"):
+            with lib.backends.cuda.sdp_kernel(enable_flash=False, enable_math=True):
+                assert not lib.backends.cuda.flash_sdp_enabled() and lib.backends.cuda.math_sdp_enabled()
+        assert lib.backends.cuda.flash_sdp_enabled()
+
+
+def test_backends_import_as_modules():
+    import minilora.backends.cudnn as cudnn
+    assert cudnn is ml.backends.cudnn
+
+
+# --- deterministic algorithms, threads -----------------------------------------------------------------
+
+@pytest.mark.parametrize("call", ["lib.use_deterministic_algorithms(True)",
+                                  "lib.use_deterministic_algorithms(True, warn_only=True)",
+                                  "lib.use_deterministic_algorithms(mode=False)",
+                                  "lib.use_deterministic_algorithms(1)",
+                                  "lib.use_deterministic_algorithms(True, warn_only=1)",
+                                  "lib.set_deterministic_debug_mode('warn')", "lib.set_deterministic_debug_mode(2)",
+                                  "lib.set_deterministic_debug_mode('default')",
+                                  "lib.set_deterministic_debug_mode('x')", "lib.set_deterministic_debug_mode(5)"])
+def test_deterministic_switches(call):
+    def run(lib):
+        try:
+            exec(call, {"lib": lib})
+        except Exception as error:  # noqa: BLE001
+            return type(error)
+        return (lib.are_deterministic_algorithms_enabled(), lib.is_deterministic_algorithms_warn_only_enabled(),
+                lib.get_deterministic_debug_mode())
+    assert run(ml) == run(torch)
+
+
+def test_get_num_threads_reads_set_num_threads():
+    before = ml.get_num_threads()
+    try:
+        ml.set_num_threads(1)
+        assert ml.get_num_threads() == 1 and isinstance(ml.get_num_threads(), int)
+    finally:
+        ml.set_num_threads(before)
+    assert ml.get_num_threads() == before
+
+
+# --- torch.compile -------------------------------------------------------------------------------------
+
+def linear_pair():
+    torch_model = torch.nn.Linear(3, 2)
+    model = ml.nn.Linear(3, 2)
+    model.load_state_dict({k: ml.tensor(v.detach().numpy()) for k, v in torch_model.state_dict().items()})
+    return torch_model, model
+
+
+def test_compile_wraps_a_module_as_optimized_module():
+    torch_model, model = linear_pair()
+    compiled_t, compiled = torch.compile(torch_model, backend="eager"), ml.compile(model)  # (eager: fast)
+    assert type(compiled).__name__ == type(compiled_t).__name__ == "OptimizedModule"
+    assert compiled._orig_mod is model and compiled.weight is model.weight
+    assert list(compiled.state_dict()) == list(compiled_t.state_dict()) == ["_orig_mod.weight", "_orig_mod.bias"]
+    assert [n for n, _ in compiled.named_parameters()] == [n for n, _ in compiled_t.named_parameters()]
+    assert repr(compiled) == repr(compiled_t)
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    np.testing.assert_allclose(compiled(ml.tensor(x)).detach().numpy(),
+                               compiled_t(torch.tensor(x)).detach().numpy(), rtol=1e-6)
+    assert compiled.in_features == 3  # attribute reads reach the original
+    compiled.eval()
+    assert model.training is False and compiled.training is False
+    compiled.note = "x"  # ... and writes
+    assert model.note == "x"
+
+
+def test_compiled_checkpoint_loads_after_stripping_the_prefix_as_nanogpt_does():
+    _, model = linear_pair()
+    state = ml.compile(model).state_dict()
+    fresh = ml.nn.Linear(3, 2)
+    with pytest.raises(RuntimeError, match="Missing key"):
+        fresh.load_state_dict(state)
+    fresh.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in state.items()})
+    assert ml.equal(fresh.weight, model.weight)
+
+
+def test_compiled_module_trains_the_original_parameters():
+    _, model = linear_pair()
+    compiled = ml.compile(model, mode="max-autotune", fullgraph=True, dynamic=False)
+    optimizer = ml.optim.SGD(compiled.parameters(), lr=0.1)
+    before = model.weight.detach().clone()
+    compiled(ml.ones(2, 3)).sum().backward()
+    optimizer.step()
+    assert not ml.equal(model.weight, before)
+
+
+def test_compile_a_function_and_as_decorator():
+    def square(x):
+        """doc"""
+        return x * x
+    for lib in (torch, ml):
+        compiled = lib.compile(square)
+        assert compiled.__name__ == "square" and compiled.__wrapped__ is square and compiled.__doc__ == "doc"
+    compiled = ml.compile(square)
+    assert float(compiled(ml.tensor(3.0))) == 9.0
+
+    @ml.compile(mode="reduce-overhead")
+    def double(x):
+        return 2 * x
+
+    @ml.compile
+    def triple(x):
+        return 3 * x
+    assert float(double(ml.tensor(2.0))) == 4.0 and float(triple(ml.tensor(2.0))) == 6.0
+
+
+@pytest.mark.parametrize("call", ["lib.compile(f, mode='fastest')", "lib.compile(f, mode='default', options={})",
+                                  "lib.compile(3)", "lib.compile(f, backend='no_such_backend')"])
+def test_compile_refuses_as_torch(call):
+    want, got = both(lambda lib: exec(call, {"lib": lib, "f": lambda x: x}))
+    assert isinstance(want, type) and issubclass(want, Exception)
+    assert got is want or (want.__name__ == "InvalidBackend" and got is RuntimeError)
+
+
+def test_module_compile_in_place_leaves_the_module_working():
+    _, model = linear_pair()
+    assert model.compile() is None
+    assert model(ml.ones(1, 3)).shape == (1, 2)
+    with pytest.raises(RuntimeError, match="Unrecognized mode"):
+        model.compile(mode="nope")
+
+
+def test_jit_and_compiler_names():
+    def f(x):
+        return x + 1
+    assert ml.jit.script(f) is f and ml.jit.trace(f, (ml.ones(1),)) is f
+    assert ml.jit.is_scripting() is torch.jit.is_scripting() is False
+    assert ml.jit.is_tracing() is torch.jit.is_tracing() is False
+    assert ml.jit.ignore(f) is f and ml.jit.unused(f) is f and torch.jit.unused(f) is f
+    assert ml.compiler.is_compiling() is torch.compiler.is_compiling() is False
+    assert ml._dynamo.is_compiling() is False and ml.compiler.reset() is None
+    assert ml.compiler.disable(f) is f
