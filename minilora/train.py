@@ -525,9 +525,9 @@ class _EpochLoader:
         self.taken += 1
         ids, labels = _as_ids_and_labels(batch)
         if not np.any(labels[:, 1:] != IGNORE_INDEX):  # (a list of examples is checked before any step instead)
-            raise ValueError(f"train: batch {index} of train_data (a DataLoader) has no token to learn from: its labels "
-                             f"after the first are all {IGNORE_INDEX}, and a mean over no tokens is NaN. Drop such "
-                             f"examples or raise the maximum length")
+            raise ValueError(f"train: batch {index} of train_data (a DataLoader) has no token to learn from: its "
+                             f"labels after the first are all {IGNORE_INDEX}, and a mean over no tokens is NaN. "
+                             f"Drop such examples or raise the maximum length")
         return ids, labels
 
     def __iter__(self):  # (as eval_data: one pass)
