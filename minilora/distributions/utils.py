@@ -1,0 +1,75 @@
+"""torch.distributions.utils: parameter broadcasting, probs <-> logits, lazy properties, and the
+standard-normal draw every reparameterized sampler starts from."""
+import numbers
+
+from .. import broadcast_tensors, dtypes, empty, enable_grad, ops, tensor
+from ..tensor import Tensor
+
+euler_constant = 0.57721566490153286060  # Euler-Mascheroni constant
+
+__all__ = ["broadcast_all", "logits_to_probs", "clamp_probs", "probs_to_logits", "lazy_property",
+           "euler_constant"]
+
+_Number = (bool, int, float)
+
+
+def broadcast_all(*values):
+    """The values as tensors of one broadcast shape; Python numbers take the first tensor's dtype
+    and device (or the default dtype), as torch's."""
+    if not all(isinstance(v, (Tensor, *_Number)) for v in values):
+        raise ValueError("Input arguments must all be instances of Number, torch.Tensor or objects "
+                         "implementing __torch_function__.")
+    if not all(isinstance(v, Tensor) for v in values):
+        like = next((v for v in values if isinstance(v, Tensor)), None)
+        options = (dict(dtype=dtypes.get_default_dtype()) if like is None
+                   else dict(dtype=like.dtype, device=like.device))
+        values = [v if isinstance(v, Tensor) else tensor(v, **options) for v in values]
+    return broadcast_tensors(*values)
+
+
+def _standard_normal(shape, dtype, device):
+    # torch fills an empty tensor with normal_(): the generator's stream in memory order.
+    return empty(tuple(shape), dtype=dtype, device=device).normal_()
+
+
+def _sum_rightmost(value, dim):
+    """Sums the ``dim`` rightmost dims (an event's log-density terms)."""
+    if dim == 0:
+        return value
+    return value.reshape(tuple(value.shape[:-dim]) + (-1,)).sum(-1)
+
+
+def logits_to_probs(logits, is_binary=False):
+    if is_binary:
+        return ops.sigmoid(logits)
+    return ops.softmax(logits, dim=-1)
+
+
+def clamp_probs(probs):
+    eps = dtypes.finfo(probs.dtype).eps
+    return probs.clamp(min=eps, max=1 - eps)
+
+
+def probs_to_logits(probs, is_binary=False):
+    ps_clamped = clamp_probs(probs)
+    if is_binary:
+        return ops.log(ps_clamped) - ops.log1p(-ps_clamped)
+    return ops.log(ps_clamped)
+
+
+class lazy_property:
+    """Computed on first read (with gradients on, as torch's), then stored on the instance, so
+    ``Categorical(logits=...)`` builds ``probs`` only when asked -- and validation skips it."""
+
+    def __init__(self, wrapped):
+        self.wrapped = wrapped
+        self.__name__ = wrapped.__name__
+        self.__doc__ = wrapped.__doc__
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        with enable_grad():
+            value = self.wrapped(instance)
+        setattr(instance, self.wrapped.__name__, value)
+        return value
