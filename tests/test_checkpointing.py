@@ -31,7 +31,7 @@ def run(use_checkpoint, x_requires_grad=True, backward_twice=False):
     x = ml.tensor(np.random.default_rng(1).standard_normal((3, 5)), requires_grad=x_requires_grad)
     ml.manual_seed(7)  # the dropout mask is drawn from here
     for _ in range(2 if backward_twice else 1):
-        y = nn.checkpoint(block, x, 2.0) if use_checkpoint else block(x, 2.0)
+        y = nn.checkpoint(block, x, 2.0, use_reentrant=False) if use_checkpoint else block(x, 2.0)
         (y * y).sum().backward()
     after = ml.get_rng_state().tolist()  # (torch's 5056 bytes)
     return y.numpy(), x.grad, {n: p.grad for n, p in block.named_parameters()}, after
@@ -57,13 +57,13 @@ def test_checkpoint_trains_parameters_when_the_input_needs_no_gradient():
 
 def test_checkpoint_of_a_function_and_what_it_refuses():
     a = ml.tensor(np.arange(1.0, 4.0), requires_grad=True)
-    y = nn.checkpoint(lambda t, u: t * t * u, a, a)  # the same tensor twice: its gradients add up
+    y = nn.checkpoint(lambda t, u: t * t * u, a, a, use_reentrant=False)  # the same tensor twice: its gradients add up
     y.sum().backward()
     np.testing.assert_allclose(a.grad, 3 * np.arange(1.0, 4.0) ** 2)
     with ml.no_grad():  # nothing to differentiate: a plain call, no graph node
-        assert nn.checkpoint(lambda t: t * 2, a)._ctx is None
+        assert nn.checkpoint(lambda t: t * 2, a, use_reentrant=False)._ctx is None
     with pytest.raises(TypeError, match="must return one Tensor"):
-        nn.checkpoint(lambda t: (t, t), a)
+        nn.checkpoint(lambda t: (t, t), a, use_reentrant=False)
 
 
 def llama_step(checkpointing, lora=False):

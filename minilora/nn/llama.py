@@ -686,7 +686,8 @@ class LlamaModel(Module):
                 x, weights = layer(x, cos, sin, mask, cache, True)
                 attentions.append(weights)
             else:
-                x = checkpoint(layer, x, cos, sin, mask, None) if recompute else layer(x, cos, sin, mask, cache)
+                x = checkpoint(layer, x, cos, sin, mask, None, use_reentrant=False) if recompute else \
+                    layer(x, cos, sin, mask, cache)
         hidden = self.norm(x)
         out = BaseModelOutputWithPast(last_hidden_state=hidden, cache=cache,
                                       hidden_states=tuple(states) + (hidden,) if output_hidden_states else None,

@@ -1,5 +1,5 @@
 """The names of ``torch.utils`` that minilora has: ``minilora.utils.data`` (datasets, samplers,
-``DataLoader``)."""
-from . import data
+``DataLoader``) and ``minilora.utils.checkpoint`` (gradient checkpointing)."""
+from . import checkpoint, data
 
-__all__ = ["data"]
+__all__ = ["checkpoint", "data"]
