@@ -157,10 +157,13 @@ class LinalgOutput(Function):
         return result if isinstance(result, tuple) else (result,)
 
 
-def _outputs(name, inputs, outputs, derivative, differentiable=None):
+def _outputs(name, inputs, outputs, derivative, differentiable=None, column_major=()):
     """Tensors for ``outputs`` (arrays), each with a node named ``name`` (torch's, e.g. LinalgSvdBackward0)
-    that differentiates through ``derivative``; ``differentiable[i]`` False: a plain tensor."""
-    outputs = tuple(_contiguous(o, inputs[0]._array) for o in outputs)
+    that differentiates through ``derivative``; ``differentiable[i]`` False: a plain tensor. The outputs
+    numbered in ``column_major`` are laid out as torch lays them (LAPACK's batches of column-major
+    matrices), the others contiguously."""
+    outputs = tuple(_column_major(o, inputs[0]._array) if i in column_major else _contiguous(o, inputs[0]._array)
+                    for i, o in enumerate(outputs))
     results = []
     for i, out in enumerate(outputs):
         if differentiable is not None and not differentiable[i]:
@@ -175,6 +178,28 @@ def _contiguous(array, like):
     """A fresh C-ordered array (LAPACK hands back Fortran-ordered views; NumPy 0-d results are scalars)."""
     array = xp_of(like).asarray(array)
     return array if array.flags.c_contiguous and array.base is None else array.copy()
+
+
+def _column_major(array, like, rows=None):
+    """A fresh copy of ``array`` laid out as torch's LAPACK results are: a C-ordered batch of column-major
+    matrices (a 1-D result stays contiguous). torch draws dropout masks and random fills in memory order,
+    and its ``stride()``/``view()`` read this layout. ``rows``: the matrices are the top rows of taller
+    column-major ones (lstsq's solution, a view of its max(m, n)-row buffer)."""
+    array = xp_of(like).asarray(array)
+    if array.ndim < 2:
+        return _contiguous(array, like)
+    m = array.shape[-2]
+    buffer = xp_of(like).empty(array.shape[:-2] + (array.shape[-1], max(m, rows or m)), array.dtype)
+    laid_out = buffer.swapaxes(-1, -2)[..., :m, :]
+    laid_out[...] = array
+    return laid_out
+
+
+def _relaid(result, rows=None):
+    """``result`` (a tensor this module composed from other ops and handed to no one yet) in torch's
+    column-major layout, as ``_column_major``: the same values and graph, other memory order."""
+    result._array = _column_major(result._array, result._array, rows)
+    return result
 
 
 # ---- SVD -----------------------------------------------------------------------------------------
@@ -245,7 +270,7 @@ def svd(A, full_matrices=True, *, driver=None, out=None):
         gU = None if grads[0] is None else grads[0][..., :k]
         gVh = None if grads[2] is None else grads[2][..., :k, :]
         return _svd_backward(arrays[0], Ur, outputs[1], Vhr, gU, grads[1], gVh)
-    return _with_out(SVD(*_outputs("LinalgSvdBackward0", (A,), (U, S, Vh), derivative)), out)
+    return _with_out(SVD(*_outputs("LinalgSvdBackward0", (A,), (U, S, Vh), derivative, column_major=(0, 2))), out)
 
 
 def svdvals(A, *, driver=None, out=None):
@@ -317,7 +342,7 @@ def qr(A, mode="reduced", *, out=None):
             raise RuntimeError("The QR decomposition is not differentiable when mode='complete' and "
                                "nrows > ncols.")
         return _qr_backward(arrays[0], outputs[0], outputs[1], grads[0], grads[1])
-    return _with_out(QR(*_outputs("LinalgQrBackward0", (A,), (Q, R), derivative, (mode != "r", True))), out)
+    return _with_out(QR(*_outputs("LinalgQrBackward0", (A,), (Q, R), derivative, (mode != "r", True), (0, 1))), out)
 
 
 # ---- symmetric eigendecomposition -----------------------------------------------------------------
@@ -353,7 +378,7 @@ def eigh(A, UPLO="L", *, out=None):
 
     def derivative(arrays, outputs, grads):
         return _eigh_backward(outputs[0], outputs[1], grads[0], grads[1])
-    return _with_out(Eigh(*_outputs("LinalgEighBackward0", (A,), (values, vectors), derivative)), out)
+    return _with_out(Eigh(*_outputs("LinalgEighBackward0", (A,), (values, vectors), derivative, column_major=(1,))), out)
 
 
 def eigvalsh(A, UPLO="L", *, out=None):
@@ -421,7 +446,7 @@ def eig(A, *, out=None):
 
     def derivative(arrays, outputs, grads):
         return _eig_backward(outputs[0], outputs[1], grads[0], grads[1])
-    return _with_out(Eig(*_outputs("LinalgEigBackward0", (A,), (values, vectors), derivative)), out)
+    return _with_out(Eig(*_outputs("LinalgEigBackward0", (A,), (values, vectors), derivative, column_major=(1,))), out)
 
 
 def eigvals(A, *, out=None):
@@ -458,7 +483,7 @@ def _inv_derivative(arrays, outputs, grads):
 def inv(A, *, out=None):
     """``torch.linalg.inv``; a singular matrix raises LinAlgError (a RuntimeError), as torch."""
     _check("linalg.inv", A, square=True)
-    return _with_out(_outputs("LinalgInvExBackward0", (A,), (_inv_array(A._array),), _inv_derivative)[0], out)
+    return _with_out(_outputs("LinalgInvExBackward0", (A,), (_inv_array(A._array),), _inv_derivative, column_major=(0,))[0], out)
 
 
 def inv_ex(A, *, check_errors=False, out=None):
@@ -474,7 +499,7 @@ def inv_ex(A, *, check_errors=False, out=None):
             raise _singular("linalg.inv_ex") from None
         eye = xp.broadcast_to(xp.eye(A.shape[-1], dtype=A._array.dtype), A.shape)
         inverse, info = _lu_solve_arrays(A._array, eye)  # (inf/nan where singular, as torch's getri)
-    inverse_t, = _outputs("LinalgInvExBackward0", (A,), (inverse,), _inv_derivative)
+    inverse_t, = _outputs("LinalgInvExBackward0", (A,), (inverse,), _inv_derivative, column_major=(0,))
     return _with_out(InvEx(inverse_t, _plain(info, A)), out)
 
 
@@ -602,7 +627,7 @@ def _solve(name, A, B, *, left, check_errors):
             gB = gB[..., 0]
         from .ops.elementwise import unbroadcast
         return unbroadcast(gA, a_.shape), unbroadcast(gB, b_.shape)
-    result, = _outputs("LinalgSolveExBackward0", (A, B), (x,), derivative)
+    result, = _outputs("LinalgSolveExBackward0", (A, B), (x,), derivative, column_major=(0,))
     return result, _plain(info, A)
 
 
@@ -626,7 +651,7 @@ def solve_triangular(A, B, *, upper, left=True, unitriangular=False, out=None):
         gA = -(gB @ _mT(X)) if left else -(_mT(X) @ gB)
         gA = xp.triu(gA, 1 if unitriangular else 0) if upper else xp.tril(gA, -1 if unitriangular else 0)
         return unbroadcast(gA, A.shape), unbroadcast(gB, B.shape)
-    return _with_out(_outputs("LinalgSolveTriangularBackward0", (A, B), (x,), derivative)[0], out)
+    return _with_out(_outputs("LinalgSolveTriangularBackward0", (A, B), (x,), derivative, column_major=(0,))[0], out)
 
 
 # ---- Cholesky ------------------------------------------------------------------------------------
@@ -707,7 +732,7 @@ def _cholesky(A, upper):
     L, info = _cholesky_arrays(A._array)
     if upper:
         L = _mT(L)
-    result, = _outputs("LinalgCholeskyExBackward0", (A,), (L,), _cholesky_derivative(upper))
+    result, = _outputs("LinalgCholeskyExBackward0", (A,), (L,), _cholesky_derivative(upper), column_major=(0,))
     return result, _plain(info, A)
 
 
@@ -858,7 +883,7 @@ def _lu_factor_node(A, LU, pivots):
         k = min(LU.shape[-2:])
         P, L, U = _unpack_arrays(outputs[0], pivots)
         return _lu_backward(P, L, U, grads[0][..., :, :k], grads[0][..., :k, :])
-    return _outputs("LinalgLuFactorExBackward0", (A,), (LU,), derivative)[0]
+    return _outputs("LinalgLuFactorExBackward0", (A,), (LU,), derivative, column_major=(0,))[0]
 
 
 def lu_factor_ex(A, *, pivot=True, check_errors=False, out=None):
@@ -931,7 +956,7 @@ def lu_solve(LU, pivots, B, *, left=True, adjoint=False, out=None):
     P, L, U = lu_unpack(LU, pivots)
     if adjoint:  # A^T = U^T L^T P^T:  X = P L^-T U^-T B
         Y = solve_triangular(U.mT, B, upper=False)
-        X = ops.matmul(P, solve_triangular(L.mT, Y, upper=True, unitriangular=True))
+        X = _relaid(ops.matmul(P, solve_triangular(L.mT, Y, upper=True, unitriangular=True)))
     else:  # X = U^-1 L^-1 P^T B
         Y = solve_triangular(L, ops.matmul(P.mT, B), upper=False, unitriangular=True)
         X = solve_triangular(U, Y, upper=True)
@@ -1078,7 +1103,8 @@ def _ldl(name, A):
     xp = xp_of(A._array)
     LD, pivots, info = (xp.asarray(x.reshape(shape)) for x, shape in
                         ((LD, a.shape), (pivots, a.shape[:-1]), (info, a.shape[:-2])))
-    LD_t, = _outputs("LinalgLdlFactorExBackward0", (A,), (LD,), _not_differentiable("linalg_ldl_factor_ex"))
+    LD_t, = _outputs("LinalgLdlFactorExBackward0", (A,), (LD,), _not_differentiable("linalg_ldl_factor_ex"),
+                     column_major=(0,))
     return LD_t, _plain(pivots, A), _plain(info, A)
 
 
@@ -1098,7 +1124,8 @@ def ldl_solve(LD, pivots, B, *, hermitian=False, out=None):
     b = np.broadcast_to(_host(B._array), batch + B.shape[-2:]).reshape((count,) + B.shape[-2:])
     x = np.stack([_ldl_solve_one(ld[i], piv[i], b[i]) for i in range(len(b))]) if len(b) else b.copy()
     x = xp_of(B._array).asarray(x.reshape(batch + B.shape[-2:]))
-    result, = _outputs("LinalgLdlSolveBackward0", (LD, B), (x,), _not_differentiable("linalg_ldl_solve"))
+    result, = _outputs("LinalgLdlSolveBackward0", (LD, B), (x,), _not_differentiable("linalg_ldl_solve"),
+                       column_major=(0,))
     return _with_out(result, out)
 
 
@@ -1132,7 +1159,7 @@ def cholesky_solve(B, L, upper=False, *, out=None):
         common = common + _mT(common)
         gL = -(l @ common) if upper else -(common @ l)
         return unbroadcast(gB, b.shape), unbroadcast(gL, l.shape)
-    return _with_out(_outputs("CholeskySolveBackward0", (B, L), (x,), derivative)[0], out)
+    return _with_out(_outputs("CholeskySolveBackward0", (B, L), (x,), derivative, column_major=(0,))[0], out)
 
 
 def cholesky_inverse(L, upper=False, *, out=None):
@@ -1153,7 +1180,7 @@ def cholesky_inverse(L, upper=False, *, out=None):
         l, inv_ = arrays[0], outputs[0]
         common = inv_ @ ((grads[0] + _mT(grads[0])) @ inv_)
         return -(l @ common) if upper else -(common @ l)
-    return _with_out(_outputs("CholeskyInverseBackward0", (L,), (inverse,), derivative)[0], out)
+    return _with_out(_outputs("CholeskyInverseBackward0", (L,), (inverse,), derivative, column_major=(0,))[0], out)
 
 
 def triangular_solve(b, A, upper=True, transpose=False, unitriangular=False):
@@ -1171,7 +1198,7 @@ def triangular_solve(b, A, upper=True, transpose=False, unitriangular=False):
     X = solve_triangular(A.mT if transpose else A, b, upper=upper != transpose, unitriangular=unitriangular)
     batch = tuple(np.broadcast_shapes(A.shape[:-2], b.shape[:-2]))
     return TriangularSolve(name_node(X, "TriangularSolveBackward0", b, A),
-                           name_node(ops.clone(A.expand(batch + A.shape[-2:])), "TriangularSolveBackward0", A))
+                           name_node(_relaid(ops.clone(A.expand(batch + A.shape[-2:]))), "TriangularSolveBackward0", A))
 
 
 # ---- condition number, tensor inverse / solve ---------------------------------------------------------------
@@ -1248,7 +1275,7 @@ def geqrf(input, *, out=None):
 
     def derivative(arrays, outputs, grads):
         raise NotImplementedError("the derivative for 'geqrf' is not implemented.")
-    return _with_out(Geqrf(*_outputs("GeqrfBackward0", (input,), (h, tau), derivative)), out)
+    return _with_out(Geqrf(*_outputs("GeqrfBackward0", (input,), (h, tau), derivative, column_major=(0,))), out)
 
 
 def _reflectors(A, k):
@@ -1293,7 +1320,7 @@ def householder_product(A, tau, *, out=None):
     Q = Tensor(xp_of(eye).broadcast_to(eye, A.shape).copy(), dtype=A.dtype, device=A.device)
     for i in reversed(range(k)):  # H_1 (H_2 (... (H_k I)))
         Q = _reflect(Q, V[..., :, i:i + 1], tau[..., i, None, None], left=True)
-    return _with_out(name_node(Q, "LinalgHouseholderProductBackward0", A, tau), out)
+    return _with_out(name_node(_relaid(Q), "LinalgHouseholderProductBackward0", A, tau), out)
 
 
 def ormqr(input, tau, other, left=True, transpose=False, *, out=None):
@@ -1313,7 +1340,8 @@ def ormqr(input, tau, other, left=True, transpose=False, *, out=None):
     C = other
     for i in order:
         C = _reflect(C, V[..., :, i:i + 1], tau[..., i, None, None], left)
-    return _with_out(name_node(C, "OrmqrBackward0", input, tau, other), out)
+    C = ops.clone(other) if C is other else C  # (k == 0: torch's result is a copy, not other)
+    return _with_out(name_node(_relaid(C), "OrmqrBackward0", input, tau, other), out)
 
 
 # ---- pseudo-inverse, rank, least squares ----------------------------------------------------------
@@ -1431,6 +1459,7 @@ def lstsq(A, B, rcond=None, *, driver=None):
     xp = xp_of(a)
     m, n = A.shape[-2:]
     X = ops.matmul(pinv(A, rtol=rcond) if rcond is not None else pinv(A), B.unsqueeze(-1) if vector else B)
+    X = _relaid(X, rows=max(m, n))  # (torch's solution: the top n rows of LAPACK's max(m, n)-row buffer)
     if vector:
         X = X.squeeze(-1)
     S = _svd_arrays(a, False)[1]

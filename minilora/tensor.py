@@ -1365,17 +1365,25 @@ class Tensor:
         self._ctx, self.requires_grad = None, False
         return self
 
-    def clone(self):
+    def clone(self, *, memory_format=None):
         from . import ops
-        return ops.clone(self)
+        return ops.clone(self, memory_format=memory_format)
 
-    def contiguous(self):
+    def contiguous(self, memory_format=None):
         """``self`` when already contiguous, else a contiguous copy (as torch: an in-place op on
-        ``x.t().contiguous()`` must not reach ``x``)."""
+        ``x.t().contiguous()`` must not reach ``x``); ``memory_format=torch.channels_last``: a copy
+        with the channels innermost, unless already so."""
+        from . import ops
+        from .ops import elementwise
+        if memory_format is elementwise.preserve_format:
+            raise RuntimeError("preserve memory format is unsupported by the contiguous operator")
+        if memory_format not in (None, elementwise.contiguous_format):
+            if elementwise.laid_out_copy(self._array, memory_format).strides == self._array.strides:
+                return self  # (already laid out so; the copy also checks the rank)
+            return ops.clone(self, memory_format=memory_format)
         if self.is_contiguous():
             return self
-        from . import ops
-        return ops.clone(self)
+        return ops.clone(self, memory_format=elementwise.contiguous_format)
 
     def is_contiguous(self):
         return bool(self._array.flags.c_contiguous)

@@ -537,10 +537,72 @@ class Where(Function):
                 unbroadcast(xp_of(g).where(ctx.cond, zero, g), ctx.shapes[1]) if nb else None)
 
 
+class memory_format:
+    """``torch.memory_format``: how a new tensor is laid out in memory (``torch.preserve_format``,
+    ``contiguous_format``, ``channels_last``, ``channels_last_3d``)."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"torch.{self.name}"
+
+
+preserve_format, contiguous_format = memory_format("preserve_format"), memory_format("contiguous_format")
+channels_last, channels_last_3d = memory_format("channels_last"), memory_format("channels_last_3d")
+_CHANNELS_LAST = {channels_last: (4, (0, 2, 3, 1)), channels_last_3d: (5, (0, 2, 3, 4, 1))}
+
+
+def laid_out_copy(a, format=preserve_format):
+    """A copy of ``a`` laid out as torch lays out ``clone(memory_format=format)``: preserve_format keeps
+    ``a``'s order of strides (NumPy's order='K', torch's TensorIterator), channels_last puts the
+    channels innermost. torch draws dropout masks and random fills in this memory order."""
+    if format is None or format is preserve_format:
+        return a.copy() if a.flags.c_contiguous else _copy_in_order(a, preserved_order(a.shape, a.strides))
+    if format is contiguous_format:
+        return a.copy()
+    if format not in _CHANNELS_LAST:
+        raise TypeError(f"memory_format must be a torch.memory_format, not {type(format).__name__}")
+    rank, order = _CHANNELS_LAST[format]
+    if a.ndim != rank:
+        raise RuntimeError(f"required rank {rank} tensor to use {format.name} format")
+    return _copy_in_order(a, order)
+
+
+def preserved_order(shape, strides):
+    """The dimensions from outermost to innermost of torch's preserve_format copy of a tensor with these
+    strides (its infer_dense_strides: an insertion sort by stride, broadcast dimensions (stride 0) left
+    where they stand, equal strides ordered by size)."""
+    def should_swap(d0, d1):
+        s0, s1 = strides[d0], strides[d1]
+        if s0 == 0 or s1 == 0:
+            return 0
+        return -1 if s0 < s1 else 1 if s0 > s1 or shape[d0] > shape[d1] else 0
+    perm = list(reversed(range(len(shape))))  # (innermost first)
+    for i in range(1, len(perm)):
+        d1 = i
+        for d0 in range(i - 1, -1, -1):
+            comparison = should_swap(perm[d0], perm[d1])
+            if comparison > 0:
+                perm[d0], perm[d1] = perm[d1], perm[d0]
+                d1 = d0
+            elif comparison < 0:
+                break
+    return tuple(reversed(perm))
+
+
+def _copy_in_order(a, order):
+    """A copy of ``a`` whose dimensions lie in memory in ``order`` (outermost first)."""
+    buffer = xp_of(a).empty(tuple(a.shape[i] for i in order), a.dtype)
+    copy = buffer.transpose(tuple(order.index(i) for i in range(a.ndim)))
+    copy[...] = a
+    return copy
+
+
 class Clone(Function):
     @staticmethod
-    def forward(ctx, a):
-        return a.copy()
+    def forward(ctx, a, memory_format=None):
+        return laid_out_copy(a, memory_format)
 
     @staticmethod
     def backward(ctx, g):
@@ -828,7 +890,9 @@ def silu(input): return Silu.apply(_floating(input))
 def gelu(input, approximate="none"):
     input = _floating(input)
     return saves_as_torch(Gelu.apply(input, approximate=approximate), input)  # (Gelu keeps a derivative)
-def clone(input): return Clone.apply(input)
+def clone(input, *, memory_format=None):
+    """``torch.clone``: a copy laid out as torch's (its strides' order kept by default; see laid_out_copy)."""
+    return Clone.apply(input, memory_format=memory_format)
 def astype(input, dtype): return AsType.apply(input, dtype=to_dtype(dtype))
 
 

@@ -1,0 +1,228 @@
+"""Round 8, layouts (2): results laid out in memory as torch lays them out, where torch's are not
+contiguous. torch's linear algebra hands back LAPACK's batches of column-major matrices; its
+elementwise ops, ``clone()`` and ``empty_like`` keep a non-contiguous input's layout. torch draws
+dropout masks and in-place random fills in memory order, so a result laid out otherwise gets other
+masks for the same seed; ``is_contiguous()`` and ``view()`` read the layout too. Style and helpers
+as tests/test_layout_r8.py."""
+import numpy as np
+import pytest
+
+import minilora
+
+torch = pytest.importorskip("torch")
+
+
+def _elements(array):
+    return tuple(s // array.itemsize for s in array.strides)
+
+
+def _same_layout(ours, theirs):
+    """Same contiguity, and where torch's result is not contiguous, the same strides (dimensions of
+    size 1 aside: their stride means nothing)."""
+    if ours._array.flags.c_contiguous != theirs.is_contiguous():
+        return False
+    if theirs.is_contiguous():
+        return True
+    keep = [i for i, n in enumerate(theirs.shape) if n > 1]
+    return [_elements(ours._array)[i] for i in keep] == [theirs.stride()[i] for i in keep]
+
+
+def _tensors(result):
+    return [result] if not isinstance(result, tuple) else [t for t in result if t is not None]
+
+
+def _arrays(seed, *shapes):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape) for shape in shapes]
+
+
+def _spd(n, *batch):
+    a = np.random.default_rng(7).standard_normal(batch + (n, n))
+    return a @ a.swapaxes(-1, -2) + n * np.eye(n)
+
+
+def _square(n, *batch):
+    return np.random.default_rng(8).standard_normal(batch + (n, n)) + 4 * np.eye(n)
+
+
+def _real(t):
+    return t.real if t.is_complex() else t
+
+
+LINALG = {
+    "inv": lambda L, b: L.linalg.inv(L.tensor(_square(4, *b))),
+    "inv_ex": lambda L, b: L.linalg.inv_ex(L.tensor(_square(4, *b))),
+    "inverse": lambda L, b: L.inverse(L.tensor(_square(3, *b))),
+    "matrix_power(-1)": lambda L, b: L.linalg.matrix_power(L.tensor(_square(3, *b)), -1),
+    "matrix_power(-2)": lambda L, b: L.linalg.matrix_power(L.tensor(_square(3, *b)), -2),
+    "cholesky": lambda L, b: L.linalg.cholesky(L.tensor(_spd(4, *b))),
+    "cholesky upper": lambda L, b: L.linalg.cholesky(L.tensor(_spd(4, *b)), upper=True),
+    "cholesky_ex": lambda L, b: L.linalg.cholesky_ex(L.tensor(_spd(4, *b))),
+    "eigh": lambda L, b: L.linalg.eigh(L.tensor(_spd(4, *b))),
+    "eigh U": lambda L, b: L.linalg.eigh(L.tensor(_spd(4, *b)), UPLO="U"),
+    "eigvalsh": lambda L, b: L.linalg.eigvalsh(L.tensor(_spd(4, *b))),
+    "eig": lambda L, b: L.linalg.eig(L.tensor(_spd(3, *b))),
+    "lu_factor": lambda L, b: L.linalg.lu_factor(L.tensor(_square(4, *b))),
+    "lu_factor_ex": lambda L, b: L.linalg.lu_factor_ex(L.tensor(_square(4, *b))),
+    "lu": lambda L, b: L.linalg.lu(L.tensor(_square(4, *b))),
+    "lu_unpack": lambda L, b: L.lu_unpack(*L.linalg.lu_factor(L.tensor(_square(4, *b)))),
+    "ldl_factor": lambda L, b: L.linalg.ldl_factor(L.tensor(_spd(4, *b))),
+    "geqrf": lambda L, b: L.geqrf(L.tensor(_arrays(1, b + (5, 3))[0])),
+    "geqrf wide": lambda L, b: L.geqrf(L.tensor(_arrays(1, b + (3, 5))[0])),
+    "householder_product": lambda L, b: L.linalg.householder_product(*L.geqrf(L.tensor(_arrays(1, b + (5, 3))[0]))),
+    "ormqr": lambda L, b: L.ormqr(*L.geqrf(L.tensor(_arrays(1, b + (5, 3))[0])), L.tensor(_arrays(2, b + (5, 2))[0])),
+    "svd": lambda L, b: L.linalg.svd(L.tensor(_arrays(1, b + (5, 3))[0])),
+    "svd reduced": lambda L, b: L.linalg.svd(L.tensor(_arrays(1, b + (5, 3))[0]), full_matrices=False),
+    "svd wide": lambda L, b: L.linalg.svd(L.tensor(_arrays(1, b + (3, 5))[0]), False),
+    "torch.svd": lambda L, b: L.svd(L.tensor(_arrays(1, b + (5, 3))[0])),
+    "torch.svd some=False": lambda L, b: L.svd(L.tensor(_arrays(1, b + (3, 5))[0]), some=False),
+    "svdvals": lambda L, b: L.linalg.svdvals(L.tensor(_arrays(1, b + (5, 3))[0])),
+    "qr": lambda L, b: L.linalg.qr(L.tensor(_arrays(1, b + (5, 3))[0])),
+    "qr complete": lambda L, b: L.linalg.qr(L.tensor(_arrays(1, b + (5, 3))[0]), mode="complete"),
+    "qr r": lambda L, b: L.linalg.qr(L.tensor(_arrays(1, b + (3, 5))[0]), "r"),
+    "solve": lambda L, b: L.linalg.solve(L.tensor(_square(4, *b)), L.tensor(_arrays(2, b + (4, 2))[0])),
+    "solve left=False": lambda L, b: L.linalg.solve(L.tensor(_square(4, *b)), L.tensor(_arrays(2, b + (2, 4))[0]),
+                                                    left=False),
+    "solve vector": lambda L, b: L.linalg.solve(L.tensor(_square(4, *b)), L.tensor(_arrays(2, b + (4,))[0])),
+    "solve broadcast vector": lambda L, b: L.linalg.solve(L.tensor(_square(4, 2, *b)), L.tensor(_arrays(2, (4,))[0])),
+    "solve broadcast A": lambda L, b: L.linalg.solve(L.tensor(_square(4)), L.tensor(_arrays(2, (2,) + b + (4, 3))[0])),
+    "solve_ex": lambda L, b: L.linalg.solve_ex(L.tensor(_square(4, *b)), L.tensor(_arrays(2, b + (4, 2))[0])),
+    "solve_triangular": lambda L, b: L.linalg.solve_triangular(L.tensor(_square(4, *b)).triu(),
+                                                               L.tensor(_arrays(2, b + (4, 2))[0]), upper=True),
+    "solve_triangular left=False": lambda L, b: L.linalg.solve_triangular(
+        L.tensor(_square(4, *b)).tril(), L.tensor(_arrays(2, b + (2, 4))[0]), upper=False, left=False),
+    "triangular_solve": lambda L, b: L.triangular_solve(L.tensor(_arrays(2, b + (4, 2))[0]),
+                                                        L.tensor(_square(4, *b)).triu()),
+    "cholesky_solve": lambda L, b: L.cholesky_solve(L.tensor(_arrays(2, b + (4, 2))[0]),
+                                                    L.linalg.cholesky(L.tensor(_spd(4, *b)))),
+    "cholesky_solve upper": lambda L, b: L.cholesky_solve(L.tensor(_arrays(2, b + (4, 3))[0]),
+                                                          L.linalg.cholesky(L.tensor(_spd(4, *b)), upper=True), True),
+    "cholesky_inverse": lambda L, b: L.cholesky_inverse(L.linalg.cholesky(L.tensor(_spd(4, *b)))),
+    "lu_solve": lambda L, b: L.linalg.lu_solve(*L.linalg.lu_factor(L.tensor(_square(4, *b))),
+                                               L.tensor(_arrays(2, b + (4, 2))[0])),
+    "lu_solve adjoint": lambda L, b: L.linalg.lu_solve(*L.linalg.lu_factor(L.tensor(_square(4, *b))),
+                                                       L.tensor(_arrays(2, b + (4, 2))[0]), adjoint=True),
+    "lu_solve left=False": lambda L, b: L.linalg.lu_solve(*L.linalg.lu_factor(L.tensor(_square(4, *b))),
+                                                          L.tensor(_arrays(2, b + (2, 4))[0]), left=False),
+    "ldl_solve": lambda L, b: L.linalg.ldl_solve(*L.linalg.ldl_factor(L.tensor(_spd(4, *b))),
+                                                 L.tensor(_arrays(2, b + (4, 2))[0])),
+    "lstsq": lambda L, b: L.linalg.lstsq(L.tensor(_arrays(1, b + (5, 3))[0]), L.tensor(_arrays(2, b + (5, 2))[0])),
+    "lstsq one column": lambda L, b: L.linalg.lstsq(L.tensor(_arrays(1, b + (5, 3))[0]),
+                                                    L.tensor(_arrays(2, b + (5, 1))[0])),
+    "lstsq wide": lambda L, b: L.linalg.lstsq(L.tensor(_arrays(1, b + (3, 5))[0]), L.tensor(_arrays(2, b + (3, 2))[0])),
+    "tensorinv": lambda L, b: L.linalg.tensorinv(L.tensor(_arrays(1, (4, 6, 8, 3))[0]), ind=2),
+    "tensorinv ind=1": lambda L, b: L.linalg.tensorinv(L.tensor(_arrays(1, (6, 2, 3))[0]), ind=1),
+    "pinv": lambda L, b: L.linalg.pinv(L.tensor(_arrays(1, b + (5, 3))[0])),
+    "matrix_exp": lambda L, b: L.linalg.matrix_exp(L.tensor(_arrays(1, b + (3, 3))[0])),
+}
+BATCHES = {"": (), "batched": (2,), "batched twice": (2, 3)}
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("name", LINALG)
+def test_linalg_result_is_laid_out_as_torch(name, batch):
+    make = LINALG[name]
+    theirs, ours = _tensors(make(torch, BATCHES[batch])), _tensors(make(minilora, BATCHES[batch]))
+    assert len(ours) == len(theirs)
+    for i, (mine, their) in enumerate(zip(ours, theirs)):
+        assert tuple(mine.shape) == tuple(their.shape), (i, mine.shape, their.shape)
+        assert _same_layout(mine, their), (i, _elements(mine._array), their.stride())
+
+
+def test_linalg_values_and_gradients_are_unchanged_by_the_layout():
+    """The layout is memory order only: values and gradients are torch's."""
+    a, b = _square(4, 2), _arrays(3, (2, 4, 3))[0]
+    results = []
+    for lib in (torch, minilora):
+        A, B = lib.tensor(a, requires_grad=True), lib.tensor(b, requires_grad=True)
+        X = lib.linalg.solve(A, B)
+        Q, R = lib.linalg.qr(B)
+        loss = (X * lib.linalg.inv(A)[..., :3]).sum() + (Q.sin() * R.sum()).sum() + lib.linalg.eigh(A @ A.mT)[0].sum()
+        loss.backward()
+        results.append((X.detach().numpy(), A.grad.numpy(), B.grad.numpy()))
+    for ours, theirs in zip(results[1], results[0]):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["inv", "cholesky", "solve", "lstsq"])
+def test_dropout_after_a_linalg_result_draws_torch_s_mask(name):
+    make = {"inv": lambda L: L.linalg.inv(L.tensor(_square(4, 2))),
+            "cholesky": lambda L: L.linalg.cholesky(L.tensor(_spd(5, 3))),
+            "solve": lambda L: L.linalg.solve(L.tensor(_square(4, 2)), L.tensor(_arrays(2, (2, 4, 6))[0])),
+            "lstsq": lambda L: L.linalg.lstsq(L.tensor(_arrays(1, (2, 6, 3))[0]),
+                                              L.tensor(_arrays(2, (2, 6, 4))[0])).solution}[name]
+    results = []
+    for lib in (torch, minilora):
+        lib.manual_seed(5)
+        results.append(lib.nn.functional.dropout(make(lib), 0.5).numpy())
+    np.testing.assert_array_equal(results[1] == 0, results[0] == 0)
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-12)
+
+
+def test_view_of_a_column_major_result_is_refused_as_torch_s():
+    """inv's result cannot be flattened by view() (torch's error), its transpose can."""
+    for lib in (torch, minilora):
+        inverse = lib.linalg.inv(lib.tensor(_square(3, 2)))
+        assert not inverse.is_contiguous()
+        with pytest.raises(RuntimeError, match="view size is not compatible"):
+            inverse.view(2, 9)
+        assert tuple(inverse.mT.view(2, 9).shape) == (2, 9)
+
+
+def _inputs(lib):
+    """Non-contiguous inputs: a transpose, a permutation, a strided slice, broadcasts."""
+    base = lib.tensor(np.arange(60.0).reshape(3, 4, 5) / 7 - 4, dtype=lib.float32)
+    return {"x.t()": base[0].t(), "permute(2, 0, 1)": base.permute(2, 0, 1), "transpose(0, 1)": base.transpose(0, 1),
+            "x[:, ::2]": base[:, ::2], "x[:, ::2].t()": base[0, :, ::2].t(), "expand rows": base[0, :1].expand(3, 5),
+            "x.t() broadcast": base[0].t()[:, None].expand(5, 2, 4)}
+
+
+PRESERVING = {
+    "clone()": lambda L, x: x.clone(),
+    "clone(preserve_format)": lambda L, x: x.clone(memory_format=L.preserve_format),
+    "clone(contiguous_format)": lambda L, x: x.clone(memory_format=L.contiguous_format),
+    "torch.clone": lambda L, x: L.clone(x),
+    "contiguous()": lambda L, x: x.contiguous(),
+    "contiguous(contiguous_format)": lambda L, x: x.contiguous(memory_format=L.contiguous_format),
+    "to(copy=True)": lambda L, x: x.to(L.float32, copy=True),
+}
+
+
+SOURCES = ["x.t()", "permute(2, 0, 1)", "transpose(0, 1)", "x[:, ::2]", "x[:, ::2].t()", "expand rows",
+           "x.t() broadcast"]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("name", PRESERVING)
+def test_copy_keeps_torch_s_layout(name, source):
+    theirs = PRESERVING[name](torch, _inputs(torch)[source])
+    ours = PRESERVING[name](minilora, _inputs(minilora)[source])
+    assert _same_layout(ours, theirs), (_elements(ours._array), theirs.stride())
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+@pytest.mark.parametrize("fmt", ["channels_last", "channels_last_3d"])
+def test_channels_last_copies_put_channels_innermost(fmt):
+    shape = (2, 3, 4, 5) if fmt == "channels_last" else (2, 3, 4, 5, 2)
+    data = np.arange(float(np.prod(shape))).reshape(shape)
+    for method in ("clone", "contiguous"):
+        theirs = getattr(torch.tensor(data), method)(memory_format=getattr(torch, fmt))
+        ours = getattr(minilora.tensor(data), method)(memory_format=getattr(minilora, fmt))
+        assert _elements(ours._array) == theirs.stride()
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+        assert ours.contiguous(memory_format=getattr(minilora, fmt)) is ours  # (already so: itself, as torch)
+    for lib in (torch, minilora):
+        with pytest.raises(RuntimeError, match=f"required rank {len(shape)} tensor"):
+            lib.zeros(3, 4).clone(memory_format=getattr(lib, fmt))
+        with pytest.raises(RuntimeError, match="preserve memory format is unsupported by the contiguous"):
+            lib.zeros(3, 4).t().contiguous(memory_format=lib.preserve_format)
+    assert repr(minilora.preserve_format) == repr(torch.preserve_format) == "torch.preserve_format"
+
+
+def test_dropout_after_clone_of_a_transpose_draws_torch_s_mask():
+    results = []
+    for lib in (torch, minilora):
+        x = _inputs(lib)["permute(2, 0, 1)"].clone()
+        lib.manual_seed(11)
+        results.append(lib.nn.functional.dropout(x, 0.5).numpy())
+    np.testing.assert_array_equal(results[1] == 0, results[0] == 0)
