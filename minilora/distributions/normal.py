@@ -4,7 +4,7 @@ import math
 from .. import Size, erf, log, no_grad, normal
 from . import constraints
 from .distribution import ExponentialFamily
-from .utils import _Number, _standard_normal, broadcast_all
+from .utils import _Number, _standard_normal, broadcast_all, erfinv
 
 __all__ = ["Normal"]
 
@@ -67,6 +67,9 @@ class Normal(ExponentialFamily):
         if self._validate_args:
             self._validate_sample(value)
         return 0.5 * (1 + erf((value - self.loc) * self.scale.reciprocal() / math.sqrt(2)))
+
+    def icdf(self, value):
+        return self.loc + self.scale * erfinv(2 * value - 1) * math.sqrt(2)
 
     def entropy(self):
         return 0.5 + 0.5 * math.log(2 * math.pi) + log(self.scale)
