@@ -114,8 +114,6 @@ from .ops import (atleast_1d, atleast_2d, atleast_3d, column_stack, diag_embed, 
 from .ops import nanmean, nansum  # noqa: E402,F401
 from .ops.elementwise import (channels_last, channels_last_3d, contiguous_format,  # noqa: E402,F401
                               memory_format, preserve_format)
-from .ops.elementwise import (channels_last, channels_last_3d, contiguous_format,  # noqa: E402,F401
-                              memory_format, preserve_format)
 from .ops import as_strided, as_strided_, as_strided_scatter  # noqa: E402,F401
 from .ops import movedim as moveaxis, swapaxes as swapdims  # noqa: E402,F401  (torch's other names)
 # torch's functions that are the methods of the same name (torch.t(x) is x.t()) or their other names
