@@ -17,7 +17,7 @@ import numpy as np
 
 from ..device import xp_of
 from ..dtypes import is_floating, torch_name
-from ..tensor import Function, Tensor
+from ..tensor import Function, Tensor, saves_as_torch
 
 __all__ = ["ctc_loss"]
 
@@ -34,12 +34,15 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
         raise RuntimeError("log_probs tensor must not be empty")
     batched = log_probs.ndim == 3
     input_lengths, target_lengths = _lengths(input_lengths), _lengths(target_lengths)
+    given = log_probs
     if not batched:
         log_probs = log_probs.unsqueeze(1)
         targets = targets.unsqueeze(0) if targets.ndim == 1 else targets
     labels = _labelled(log_probs, targets, input_lengths, target_lengths, blank)
     losses = CTCLoss.apply(log_probs, labels=labels, input_lengths=input_lengths, target_lengths=target_lengths,
                            blank=blank, zero_infinity=zero_infinity)
+    saves_as_torch(losses, given, targets, losses)  # (torch's _ctc_loss node keeps them: an in-place change
+    # of any of them before backward is its error)
     if zero_infinity:  # (the gradient of those is zero already)
         losses = losses.masked_fill(losses == float("inf"), 0.0)
     if reduction == "sum":
