@@ -888,7 +888,8 @@ def pdist(input, p=2):
         raise RuntimeError("pdist only supports non-negative p values")
     first, second = np.triu_indices(input.shape[0], 1)
     rows = lambda index: input[ops.tensor(index, dtype=np.int64, device=input.device)]  # noqa: E731
-    return (rows(first) - rows(second)).norm(p, -1)
+    out = (rows(first) - rows(second)).norm(p, -1)
+    return _saves_as_torch(out, input, out)  # (torch's pdist node keeps both)
 
 
 def local_response_norm(input, size, alpha=0.0001, beta=0.75, k=1.0):

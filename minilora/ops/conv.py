@@ -258,6 +258,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 
 @_amp.autocasts
+@saving_as_torch("input", "weight")  # what torch's convolution node keeps (not the bias)
 def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """PyTorch's ``F.conv3d``: ``input`` [N, C, D, H, W] (or [C, D, H, W]) with ``weight``
     [O, C / groups, kd, kh, kw]: the sum, over the kernel's ``kd`` depth offsets, of ``conv2d`` of the
@@ -1214,6 +1215,7 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
 
 
 @_amp.autocasts
+@saving_as_torch("input", "weight")
 def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """PyTorch's ``F.conv_transpose3d`` over [N, C_in, D, H, W] (or [C_in, D, H, W]) with ``weight``
     [C_in, C_out / groups, kd, kh, kw]: each kernel depth offset ``k`` is a ``conv_transpose2d`` of
@@ -1313,6 +1315,7 @@ def _as_volume(images, n, depth_out):
     return images.reshape(n, depth_out, *images.shape[1:]).transpose(1, 2)
 
 
+@saving_as_torch("input")  # what torch's node keeps
 def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """PyTorch's ``F.max_pool3d`` over [N, C, D, H, W] (or [C, D, H, W]): the largest of the
     ``max_pool2d`` results of the depth slices under each window (the first of equal ones in
@@ -1346,6 +1349,7 @@ def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return _as_volume(values, n, depth_out), indices.transpose(1, 2)
 
 
+@saving_as_torch("input")  # what torch's node keeps
 def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
     """PyTorch's ``F.avg_pool3d``: each window's sum (the window sums of ``avg_pool2d`` over its depth
@@ -1396,6 +1400,7 @@ def _adaptive_depths(input, output_size, fn):
     return sizes, [slice(i * depth // sizes[0], -(-(i + 1) * depth // sizes[0])) for i in range(sizes[0])]
 
 
+@saving_as_torch("input")  # what torch's node keeps
 def adaptive_avg_pool3d(input, output_size):
     """PyTorch's ``F.adaptive_avg_pool3d``: ``adaptive_avg_pool2d`` of every depth slice, averaged over
     each output depth's slices (``floor(i D / d_out)`` to ``ceil((i + 1) D / d_out)``)."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..dtypes import is_floating
 from ..factories import linspace
-from ..tensor import Tensor
+from ..tensor import Tensor, saving_as_torch
 from .elementwise import where
 
 __all__ = ["grid_sample", "affine_grid"]
@@ -84,6 +84,7 @@ def _linspace_from_neg_one(steps, align_corners, theta):
 
 
 # ---- grid_sample -------------------------------------------------------------------------------------
+@saving_as_torch("input", "grid")  # what torch's grid_sampler node keeps
 def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=None):
     """``input`` [N, C, H, W] (or [N, C, D, H, W]) read at ``grid`` [N, H_out, W_out, 2] (or
     [N, D_out, H_out, W_out, 3]): [N, C, H_out, W_out] (or [N, C, D_out, H_out, W_out])."""
