@@ -724,6 +724,7 @@ SKIP = {
                            "torch.set_rng_state", "torch.set_default_device", "torch.set_default_dtype",
                            "torch.get_default_device", "torch.get_default_dtype", "torch.set_num_threads",
                            "torch.is_grad_enabled", "torch.is_anomaly_enabled", "torch.is_inference_mode_enabled"]},
+    "torch.set_printoptions": "print options (round 8): tests/test_printoptions_r8.py prints under each as torch",
     "torch.save": "files: tests/test_serialization*.py round-trip with torch.save / torch.load",
     "torch.load": "files: tests/test_serialization*.py round-trip with torch.save / torch.load",
     "torch.from_numpy": "shares memory with a NumPy array: tests/test_tensor*.py",

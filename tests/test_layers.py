@@ -15,7 +15,7 @@ LAYERS = [
     ("minilora.tensor", 1), ("minilora._tensor_str", 1), ("minilora.factories", 1), ("minilora.serialization", 1),
     ("minilora.testing", 1),
     ("minilora.ops", 2), ("minilora", 2),  # the package itself: the engine's public names
-    ("minilora.nn", 3), ("minilora.models", 3),
+    ("minilora.nn", 3), ("minilora.models", 3), ("minilora.utils.checkpoint", 3),
     ("minilora.lora", 4),
     ("minilora.optim", 5),
     ("minilora.data", 6), ("minilora.tokenizer", 6), ("minilora.train", 6), ("minilora.generate", 6),
@@ -30,6 +30,7 @@ LAZY_UPWARD = {
     ("minilora.lora.diagnostics", "minilora.memory"),  # recommend_lora_config checks a memory budget
     ("minilora.nn.utils", "minilora.optim"),  # nn.utils.clip_grad_norm_ is optim's, under torch's name
     ("minilora.compiler", "minilora.nn"),  # torch.compile(model) wraps an nn.Module in nn's OptimizedModule
+    ("minilora.utils", "minilora.utils.checkpoint"),  # torch.utils.checkpoint is nn's gradient checkpointing
 }
 
 
