@@ -397,3 +397,41 @@ def test_lognormal_cdf_icdf_and_refusals():
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-12)
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-12)
     assert results[0][2] == results[1][2] == "LogNormal()"
+
+
+def test_vae_step_matches_torch():
+    """A VAE's loss as the tutorials write it: an encoder's (mu, log_var), z = Normal(mu, std).rsample(),
+    a Bernoulli decoder likelihood and kl_divergence to N(0, 1), then backward."""
+    rng = np.random.RandomState(6)
+    w_enc, w_dec = rng.randn(8, 4).astype(np.float32) * 0.3, rng.randn(2, 8).astype(np.float32) * 0.3
+    images = (rng.rand(5, 8) > 0.5).astype(np.float32)
+    results = []
+    for T, D in ((ml, MD), (torch, TD)):
+        T.manual_seed(21)
+        enc = T.tensor(w_enc, requires_grad=True)
+        dec = T.tensor(w_dec, requires_grad=True)
+        x = T.tensor(images)
+        mu, log_var = (x @ enc).chunk(2, dim=-1)
+        posterior = D.Normal(mu, T.exp(0.5 * log_var))
+        z = posterior.rsample()
+        likelihood = D.Independent(D.Bernoulli(logits=z @ dec), 1)
+        kl = D.kl_divergence(posterior, D.Normal(T.zeros_like(mu), T.ones_like(mu))).sum(-1)
+        loss = (kl - likelihood.log_prob(x)).mean()
+        loss.backward()
+        results.append((z.detach().numpy(), loss.item(), enc.grad.numpy(), dec.grad.numpy()))
+    (z1, l1, e1, d1), (z2, l2, e2, d2) = results
+    np.testing.assert_allclose(z1, z2, rtol=1e-5, atol=1e-6)
+    assert abs(l1 - l2) < 1e-5
+    np.testing.assert_allclose(e1, e2, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(d1, d2, rtol=1e-4, atol=1e-6)
+
+
+def test_set_default_validate_args():
+    for D, T in ((MD, ml), (TD, torch)):
+        D.Distribution.set_default_validate_args(False)
+        try:
+            assert D.Normal(T.tensor(0.0), T.tensor(-1.0)).scale.item() == -1.0
+        finally:
+            D.Distribution.set_default_validate_args(True)
+        with pytest.raises(ValueError, match="constraint GreaterThan"):
+            D.Normal(T.tensor(0.0), T.tensor(-1.0))
