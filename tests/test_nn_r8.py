@@ -783,3 +783,32 @@ def test_nll_loss_2d_is_the_deprecated_nll_loss():
     with pytest.warns(FutureWarning):
         theirs = torch.nn.NLLLoss2d(ignore_index=1)
     close(ours(ml.tensor(x), ml.tensor(target)), theirs(torch.tensor(x), torch.tensor(target)), 1e-12)
+
+
+@pytest.mark.parametrize("name, call", [
+    ("conv3d", lambda L, x4, x5: L.nn.functional.conv3d(x5, L.ones(2, 2, 2, 2, 2))),
+    ("grid_sample", lambda L, x4, x5: L.nn.functional.grid_sample(x4, L.zeros(1, 3, 3, 2), align_corners=False)),
+    ("grid_sample 3-D", lambda L, x4, x5: L.nn.functional.grid_sample(x5, L.zeros(1, 2, 3, 3, 3),
+                                                                      align_corners=False)),
+    ("affine_grid", lambda L, x4, x5: L.nn.functional.affine_grid(x4[:, 0, :2, :3], (1, 1, 3, 3),
+                                                                  align_corners=False)),
+    ("ctc_loss", lambda L, x4, x5: L.nn.functional.ctc_loss(x4.reshape(4, 2, 4)[:, :1].log_softmax(2),
+                                                             L.tensor([[1]]), L.tensor([4]), L.tensor([1]),
+                                                             reduction="none")),
+    ("max_pool3d", lambda L, x4, x5: L.nn.functional.max_pool3d(x5, 2)),
+    ("avg_pool3d", lambda L, x4, x5: L.nn.functional.avg_pool3d(x5, 2)),
+    ("adaptive_avg_pool3d", lambda L, x4, x5: L.nn.functional.adaptive_avg_pool3d(x5, 2)),
+    ("adaptive_avg_pool3d 1", lambda L, x4, x5: L.nn.functional.adaptive_avg_pool3d(x5, 1)),
+    ("adaptive_max_pool3d", lambda L, x4, x5: L.nn.functional.adaptive_max_pool3d(x5, 2)),
+    ("fractional_max_pool2d", lambda L, x4, x5: L.nn.functional.fractional_max_pool2d(x4, 2, output_size=2)),
+    ("pdist", lambda L, x4, x5: L.nn.functional.pdist(x4[0, 0])),
+    ("channel_shuffle", lambda L, x4, x5: L.nn.functional.channel_shuffle(x4, 2)),
+])
+def test_grad_fn_names_as_torch(name, call):
+    """The node a user prints (``out.grad_fn``) is torch's, though minilora builds these from several ops."""
+    names = []
+    for lib in (ml, torch):
+        x4, x5 = lib.ones(1, 2, 4, 4, requires_grad=True), lib.ones(1, 2, 4, 4, 4, requires_grad=True)
+        node = call(lib, x4, x5).grad_fn
+        names.append(node.name())
+    assert names[0] == names[1]

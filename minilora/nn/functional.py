@@ -37,7 +37,7 @@ from ..dtypes import is_floating as _is_floating
 from .. import random as _random
 from ..tensor import _to_dtype
 from ..tensor import no_grad as _no_grad
-from ..tensor import saves_as_torch as _saves_as_torch
+from ..tensor import name_node as _name_node, saves_as_torch as _saves_as_torch
 
 __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "scaled_dot_product_attention", "dropout",
            "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
@@ -634,7 +634,8 @@ def channel_shuffle(input, groups):
     n, c, *rest = input.shape
     if c % groups:
         raise RuntimeError(f"Number of channels must be divisible by groups. Got {c} channels and {groups} groups.")
-    return input.reshape(n, groups, c // groups, *rest).transpose(1, 2).reshape(input.shape)
+    out = input.reshape(n, groups, c // groups, *rest).transpose(1, 2).reshape(input.shape)
+    return _name_node(out, "ChannelShuffleBackward0", input, graph=(input,))
 
 
 native_channel_shuffle = channel_shuffle  # (torch's name for the same kernel)
@@ -889,7 +890,8 @@ def pdist(input, p=2):
     first, second = np.triu_indices(input.shape[0], 1)
     rows = lambda index: input[ops.tensor(index, dtype=np.int64, device=input.device)]  # noqa: E731
     out = (rows(first) - rows(second)).norm(p, -1)
-    return _saves_as_torch(out, input, out)  # (torch's pdist node keeps both)
+    return _name_node(_saves_as_torch(out, input, out), "PdistBackward0", graph=(input,))  # (torch's node keeps
+    # both)
 
 
 def local_response_norm(input, size, alpha=0.0001, beta=0.75, k=1.0):

@@ -312,6 +312,21 @@ def _conv3d(input, weight, bias, stride, padding, dilation, groups):
     return out if bias is None else out + bias.reshape(1, -1, 1, 1, 1)
 
 
+def _torch_node(name, inputs=1):
+    """Decorator of an op minilora builds from several where torch runs one kernel: the result's node
+    takes torch's ``name`` (a string, or ``name(result)``), with the first ``inputs`` arguments as its
+    inputs (as torch's graph shows them)."""
+    def decorate(fn):
+        @functools.wraps(fn)
+        def op(*args, **kwargs):
+            result = fn(*args, **kwargs)
+            out = result[0] if isinstance(result, tuple) else result  # ((values, indices): the values)
+            name_node(out, name if isinstance(name, str) else name(out), graph=args[:inputs])
+            return result
+        return op
+    return decorate
+
+
 def _conv_named(out, input, weight, bias, batched_ndim):
     """torch's node for a convolution: ConvolutionBackward0 of (input, weight, bias) -- minilora adds the
     bias in an op of its own --, or (one unbatched input) the squeeze of the batch dimension it added."""
@@ -899,6 +914,7 @@ def _unpool_size(input, kernel, stride, padding, output_size):
     return tuple(int(n) for n in sizes)
 
 
+@_torch_node("MaxUnpool3DBackward0")
 def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
     """PyTorch's ``F.max_unpool3d``: the inverse of ``max_pool3d(..., return_indices=True)`` (indices
     are flat in each [D, H, W] volume: ``max_unpool2d``'s writing, on volumes seen as planes)."""
@@ -1315,6 +1331,7 @@ def _as_volume(images, n, depth_out):
     return images.reshape(n, depth_out, *images.shape[1:]).transpose(1, 2)
 
 
+@_torch_node("MaxPool3DWithIndicesBackward0")
 @saving_as_torch("input")  # what torch's node keeps
 def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """PyTorch's ``F.max_pool3d`` over [N, C, D, H, W] (or [C, D, H, W]): the largest of the
@@ -1349,6 +1366,7 @@ def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return _as_volume(values, n, depth_out), indices.transpose(1, 2)
 
 
+@_torch_node("AvgPool3DBackward0")
 @saving_as_torch("input")  # what torch's node keeps
 def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
@@ -1400,6 +1418,7 @@ def _adaptive_depths(input, output_size, fn):
     return sizes, [slice(i * depth // sizes[0], -(-(i + 1) * depth // sizes[0])) for i in range(sizes[0])]
 
 
+@_torch_node(lambda out: "MeanBackward1" if tuple(out.shape[-3:]) == (1, 1, 1) else "AdaptiveAvgPool3DBackward0")
 @saving_as_torch("input")  # what torch's node keeps
 def adaptive_avg_pool3d(input, output_size):
     """PyTorch's ``F.adaptive_avg_pool3d``: ``adaptive_avg_pool2d`` of every depth slice, averaged over
@@ -1412,6 +1431,7 @@ def adaptive_avg_pool3d(input, output_size):
     return stack([planes[..., d, :, :].mean(-3) for d in depths], -3)
 
 
+@_torch_node("AdaptiveMaxPool3DBackward0")
 def adaptive_max_pool3d(input, output_size, return_indices=False):
     """PyTorch's ``F.adaptive_max_pool3d``: the largest of each cell's depth slices' ``adaptive_max_pool2d``
     results (the first of equal ones in (depth, row, column) order)."""
@@ -1433,6 +1453,7 @@ def adaptive_max_pool3d(input, output_size, return_indices=False):
 
 
 # ---- fractional max pooling (Graham 2014): windows at pseudo-random, increasing offsets --------------------
+@_torch_node("FractionalMaxPool2DBackward0")
 def fractional_max_pool2d(input, kernel_size, output_size=None, output_ratio=None, return_indices=False,
                           _random_samples=None):
     """PyTorch's ``F.fractional_max_pool2d`` over [N, C, H, W] (or [C, H, W]): ``output_size`` windows of
@@ -1442,6 +1463,7 @@ def fractional_max_pool2d(input, kernel_size, output_size=None, output_ratio=Non
     return _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_indices, _random_samples, 2)
 
 
+@_torch_node("FractionalMaxPool3DBackward0")
 def fractional_max_pool3d(input, kernel_size, output_size=None, output_ratio=None, return_indices=False,
                           _random_samples=None):
     """PyTorch's ``F.fractional_max_pool3d`` over [N, C, T, H, W] (or [C, T, H, W]); draws ``rand(N, C, 3)``

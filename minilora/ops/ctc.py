@@ -17,7 +17,7 @@ import numpy as np
 
 from ..device import xp_of
 from ..dtypes import is_floating, torch_name
-from ..tensor import Function, Tensor, saves_as_torch
+from ..tensor import Function, Tensor, name_node, saves_as_torch
 
 __all__ = ["ctc_loss"]
 
@@ -43,6 +43,7 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
                            blank=blank, zero_infinity=zero_infinity)
     saves_as_torch(losses, given, targets, losses)  # (torch's _ctc_loss node keeps them: an in-place change
     # of any of them before backward is its error)
+    name_node(losses, "CtcLossBackward0")
     if zero_infinity:  # (the gradient of those is zero already)
         losses = losses.masked_fill(losses == float("inf"), 0.0)
     if reduction == "sum":

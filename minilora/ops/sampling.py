@@ -19,7 +19,7 @@ import numpy as np
 
 from ..dtypes import is_floating
 from ..factories import linspace
-from ..tensor import Tensor, saving_as_torch
+from ..tensor import Tensor, name_node, saving_as_torch
 from .elementwise import where
 
 __all__ = ["grid_sample", "affine_grid"]
@@ -61,7 +61,7 @@ def affine_grid(theta, size, align_corners=None):
     base = _base_grid(spatial, align_corners, theta)  # [P, rank + 1]: (x, y[, z], 1) per output position
     n, points = size[0], base.shape[0]
     grid = base.unsqueeze(0).expand(n, points, rank + 1) @ theta.transpose(1, 2)
-    return grid.reshape(n, *spatial, rank)
+    return name_node(grid.reshape(n, *spatial, rank), "AffineGridGeneratorBackward0", graph=(theta,))
 
 
 def _base_grid(spatial, align_corners, theta):
@@ -84,7 +84,6 @@ def _linspace_from_neg_one(steps, align_corners, theta):
 
 
 # ---- grid_sample -------------------------------------------------------------------------------------
-@saving_as_torch("input", "grid")  # what torch's grid_sampler node keeps
 def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=None):
     """``input`` [N, C, H, W] (or [N, C, D, H, W]) read at ``grid`` [N, H_out, W_out, 2] (or
     [N, D_out, H_out, W_out, 3]): [N, C, H_out, W_out] (or [N, C, D_out, H_out, W_out])."""
@@ -96,6 +95,12 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
                          f"'reflection', but got: '{padding_mode}'")
     align_corners = _align_corners(align_corners)
     _check_grid_sample(input, grid, mode)
+    out = _grid_sample(input, grid, mode, padding_mode, align_corners)
+    return name_node(out, f"GridSampler{input.ndim - 2}DBackward0", graph=(input, grid))
+
+
+@saving_as_torch("input", "grid")  # what torch's grid_sampler node keeps
+def _grid_sample(input, grid, mode, padding_mode, align_corners):
     sizes = tuple(input.shape[2:])
     rank = len(sizes)
     # pixel coordinates, one tensor [N, *out] per spatial dimension (grid's last component is x: the last one)
