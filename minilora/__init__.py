@@ -112,8 +112,8 @@ from .ops import (atleast_1d, atleast_2d, atleast_3d, column_stack, diag_embed, 
                   fliplr, flipud, hsplit, index_copy, masked_scatter, narrow_copy, put, ravel, rot90,
                   scatter_reduce, take, vsplit)
 from .ops import nanmean, nansum  # noqa: E402,F401
-from .ops.elementwise import (channels_last, channels_last_3d, contiguous_format,  # noqa: E402,F401
-                              memory_format, preserve_format)
+from .factories import (channels_last, channels_last_3d, contiguous_format,  # noqa: E402,F401
+                        memory_format, preserve_format)
 from .ops import as_strided, as_strided_, as_strided_scatter  # noqa: E402,F401
 from .ops import movedim as moveaxis, swapaxes as swapdims  # noqa: E402,F401  (torch's other names)
 # torch's functions that are the methods of the same name (torch.t(x) is x.t()) or their other names

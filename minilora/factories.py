@@ -23,6 +23,7 @@ import numpy as np
 
 from . import dtypes
 from . import random as _random
+from .device import xp_of
 from .tensor import Function, Tensor
 
 __all__ = ["zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like",
@@ -192,26 +193,31 @@ def _like(input, dtype, device):
             input.device if device is None else device)
 
 
-def zeros_like(input, *, dtype=None, device=None, requires_grad=False):
+def zeros_like(input, *, dtype=None, device=None, requires_grad=False, memory_format=None):
+    """Laid out as ``input`` (torch's preserve_format) unless ``memory_format`` says otherwise; so are
+    the other ``*_like`` tensors."""
     dtype, device = _like(input, dtype, device)
-    return _make(np.zeros(input.shape, dtype), dtype, device, requires_grad)
+    return _laid_out_like(input, memory_format, lambda shape: _make(np.zeros(shape, dtype), dtype, device,
+                                                                    requires_grad))
 
 
-def ones_like(input, *, dtype=None, device=None, requires_grad=False):
+def ones_like(input, *, dtype=None, device=None, requires_grad=False, memory_format=None):
     dtype, device = _like(input, dtype, device)
-    return _make(np.ones(input.shape, dtype), dtype, device, requires_grad)
+    return _laid_out_like(input, memory_format, lambda shape: _make(np.ones(shape, dtype), dtype, device,
+                                                                    requires_grad))
 
 
-def empty_like(input, *, dtype=None, device=None, requires_grad=False):
+def empty_like(input, *, dtype=None, device=None, requires_grad=False, memory_format=None):
     """Zero-filled, like ``empty``."""
-    return zeros_like(input, dtype=dtype, device=device, requires_grad=requires_grad)
+    return zeros_like(input, dtype=dtype, device=device, requires_grad=requires_grad, memory_format=memory_format)
 
 
-def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False):
+def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False, memory_format=None):
     dtype, device = _like(input, dtype, device)
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
-    return _make(_filled(input.shape, fill_value, dtype), dtype, device, requires_grad)
+    return _laid_out_like(input, memory_format, lambda shape: _make(_filled(shape, fill_value, dtype), dtype,
+                                                                    device, requires_grad))
 
 
 def eye(n, m=None, *, dtype=None, device=None, requires_grad=False):
@@ -264,6 +270,85 @@ def _random_float(draw, dtype, kernel, pairs=None):
     return draw(dtype), dtype
 
 
+# ---- memory formats: how torch lays out a tensor made from another (clone, empty_like ...) -------------------
+class memory_format:
+    """``torch.memory_format``: how a new tensor is laid out in memory (``torch.preserve_format``,
+    ``contiguous_format``, ``channels_last``, ``channels_last_3d``)."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"torch.{self.name}"
+
+
+preserve_format, contiguous_format = memory_format("preserve_format"), memory_format("contiguous_format")
+channels_last, channels_last_3d = memory_format("channels_last"), memory_format("channels_last_3d")
+_CHANNELS_LAST = {channels_last: (4, (0, 2, 3, 1)), channels_last_3d: (5, (0, 2, 3, 4, 1))}
+
+
+def preserved_order(shape, strides):
+    """The dimensions from outermost to innermost of torch's preserve_format copy of a tensor with these
+    strides (its infer_dense_strides: an insertion sort by stride, broadcast dimensions (stride 0) left
+    where they stand, equal strides ordered by size)."""
+    def should_swap(d0, d1):
+        s0, s1 = strides[d0], strides[d1]
+        if s0 == 0 or s1 == 0:
+            return 0
+        return -1 if s0 < s1 else 1 if s0 > s1 or shape[d0] > shape[d1] else 0
+    perm = list(reversed(range(len(shape))))  # (innermost first)
+    for i in range(1, len(perm)):
+        d1 = i
+        for d0 in range(i - 1, -1, -1):
+            comparison = should_swap(perm[d0], perm[d1])
+            if comparison > 0:
+                perm[d0], perm[d1] = perm[d1], perm[d0]
+                d1 = d0
+            elif comparison < 0:
+                break
+    return tuple(reversed(perm))
+
+
+def layout_order(array, format=None):
+    """The dimensions, outermost first, of a tensor torch makes from ``array`` in memory format ``format``
+    (clone, empty_like, zeros_like ...): preserve_format (the default) keeps ``array``'s order of strides,
+    channels_last puts the channels innermost. torch draws dropout masks and random fills in memory order."""
+    preserve = format is None or format is preserve_format
+    if format is contiguous_format or (preserve and (array.ndim < 2 or array.flags.c_contiguous)):
+        return tuple(range(array.ndim))
+    if preserve:
+        return preserved_order(array.shape, array.strides)
+    if format not in _CHANNELS_LAST:
+        raise TypeError(f"memory_format must be a torch.memory_format, not {type(format).__name__}")
+    rank, order = _CHANNELS_LAST[format]
+    if array.ndim != rank:
+        raise RuntimeError(f"required rank {rank} tensor to use {format.name} format")
+    return order
+
+
+def laid_out_copy(a, format=None):
+    """A copy of ``a`` laid out as torch lays out ``clone(memory_format=format)`` (see layout_order)."""
+    order = layout_order(a, format)
+    if order == tuple(range(a.ndim)):
+        return a.copy()
+    buffer = xp_of(a).empty(tuple(a.shape[i] for i in order), a.dtype)
+    copy = buffer.transpose(tuple(np.argsort(order)))
+    copy[...] = a
+    return copy
+
+
+def _laid_out_like(input, memory_format, make):
+    """``make(shape)`` (a new tensor) for ``input``'s shape, laid out as torch's ``empty_like(input,
+    memory_format=...)``: made for the dimensions in memory order (so random draws land where torch's
+    do), then seen in index order."""
+    order = layout_order(input._array, memory_format)
+    if order == tuple(range(input.ndim)):
+        return make(tuple(input.shape))
+    result = make(tuple(input.shape[i] for i in order))
+    result._array = result._array.transpose(tuple(np.argsort(order)))  # (a fresh leaf: no graph to keep)
+    return result
+
+
 def _memory_order(array):
     """The axes of ``array`` from the largest stride to the smallest: torch's iterator fills a tensor
     in memory order, so a transposed tensor gets its draws column by column."""
@@ -291,20 +376,33 @@ def rand(*size, generator=None, dtype=None, device=None, requires_grad=False, **
 
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False, **keywords):
     """Standard normal: torch's numbers for the same seed."""
-    shape = _sizes(size, keywords, "randn")
-    array, dtype = _random_float(lambda d: _gen(generator).normal(shape, d), dtype, "normal_kernel_cpu",
-                                 lambda d: _gen(generator).normal(shape + (2,), d, 0.0, 1 / math.sqrt(2)))
+    return _randn(_sizes(size, keywords, "randn"), generator, dtype, device, requires_grad)
+
+
+def _randn(shape, generator, dtype, device, requires_grad, contiguous=True):
+    """``randn(shape)``; ``contiguous=False``: as torch's normal_ fills a tensor laid out otherwise (one
+    value at a time: its vectorised normal_fill runs on contiguous tensors only)."""
+    gen = _gen(generator)
+    array, dtype = _random_float(lambda d: gen.normal(shape, d, contiguous=contiguous), dtype, "normal_kernel_cpu",
+                                 lambda d: gen.normal(shape + (2,), d, 0.0, 1 / math.sqrt(2), contiguous=contiguous))
     return _make(array, dtype, device, requires_grad)
 
 
-def rand_like(input, *, generator=None, dtype=None, device=None, requires_grad=False):
+def rand_like(input, *, generator=None, dtype=None, device=None, requires_grad=False, memory_format=None):
+    """Drawn in the memory order of ``empty_like(input)``, as torch: ``rand_like(x.t())`` is ``rand`` of
+    ``x``'s shape, transposed."""
     dtype, device = _like(input, dtype, device)
-    return rand(input.shape, generator=generator, dtype=dtype, device=device, requires_grad=requires_grad)
+    return _laid_out_like(input, memory_format, lambda shape: rand(shape, generator=generator, dtype=dtype,
+                                                                   device=device, requires_grad=requires_grad))
 
 
-def randn_like(input, *, generator=None, dtype=None, device=None, requires_grad=False):
+def randn_like(input, *, generator=None, dtype=None, device=None, requires_grad=False, memory_format=None):
     dtype, device = _like(input, dtype, device)
-    return randn(input.shape, generator=generator, dtype=dtype, device=device, requires_grad=requires_grad)
+    order = layout_order(input._array, memory_format)
+    laid_out = [axis for axis in order if input.shape[axis] != 1]
+    contiguous = laid_out == sorted(laid_out)  # (torch's is_contiguous: dimensions of size 1 aside)
+    return _laid_out_like(input, memory_format, lambda shape: _randn(shape, generator, dtype, device, requires_grad,
+                                                                     contiguous))
 
 
 def randint(low, high=None, size=None, *, generator=None, dtype=None, device=None,
@@ -824,14 +922,14 @@ def poisson(input, generator=None):
 
 
 def randint_like(input, low=0, high=None, *, generator=None, dtype=None, device=None,
-                 requires_grad=False):
+                 requires_grad=False, memory_format=None):
     """``randint_like(input, high)`` or ``randint_like(input, low, high)``: integers in
     ``[low, high)`` shaped like ``input``, in its dtype unless told (a float tensor gets whole floats)."""
     if high is None:
         low, high = 0, low
     dtype, device = _like(input, dtype, device)
-    return randint(low, high, input.shape, generator=generator, dtype=dtype, device=device,
-                   requires_grad=requires_grad)
+    return _laid_out_like(input, memory_format, lambda shape: randint(
+        low, high, shape, generator=generator, dtype=dtype, device=device, requires_grad=requires_grad))
 
 
 # ---- histc -------------------------------------------------------------------------------------

@@ -1373,17 +1373,16 @@ class Tensor:
         """``self`` when already contiguous, else a contiguous copy (as torch: an in-place op on
         ``x.t().contiguous()`` must not reach ``x``); ``memory_format=torch.channels_last``: a copy
         with the channels innermost, unless already so."""
-        from . import ops
-        from .ops import elementwise
-        if memory_format is elementwise.preserve_format:
+        from . import factories, ops
+        if memory_format is factories.preserve_format:
             raise RuntimeError("preserve memory format is unsupported by the contiguous operator")
-        if memory_format not in (None, elementwise.contiguous_format):
-            if elementwise.laid_out_copy(self._array, memory_format).strides == self._array.strides:
+        if memory_format not in (None, factories.contiguous_format):
+            if factories.laid_out_copy(self._array, memory_format).strides == self._array.strides:
                 return self  # (already laid out so; the copy also checks the rank)
             return ops.clone(self, memory_format=memory_format)
         if self.is_contiguous():
             return self
-        return ops.clone(self, memory_format=elementwise.contiguous_format)
+        return ops.clone(self, memory_format=factories.contiguous_format)
 
     def is_contiguous(self):
         return bool(self._array.flags.c_contiguous)

@@ -226,3 +226,55 @@ def test_dropout_after_clone_of_a_transpose_draws_torch_s_mask():
         lib.manual_seed(11)
         results.append(lib.nn.functional.dropout(x, 0.5).numpy())
     np.testing.assert_array_equal(results[1] == 0, results[0] == 0)
+
+
+LIKE = {
+    "zeros_like": lambda L, x: L.zeros_like(x),
+    "ones_like": lambda L, x: L.ones_like(x, dtype=L.float64),
+    "empty_like": lambda L, x: L.empty_like(x).zero_(),
+    "full_like": lambda L, x: L.full_like(x, 2.5),
+    "zeros_like(contiguous_format)": lambda L, x: L.zeros_like(x, memory_format=L.contiguous_format),
+    "rand_like": lambda L, x: L.rand_like(x),
+    "randn_like": lambda L, x: L.randn_like(x),
+    "randint_like": lambda L, x: L.randint_like(x, 10),
+    "new_zeros": lambda L, x: x.new_zeros(x.shape),
+    "new_empty": lambda L, x: x.new_empty(x.shape).zero_(),
+}
+ELEMENTWISE = {
+    "gelu": lambda L, x: L.nn.functional.gelu(x),
+    "gelu tanh": lambda L, x: L.nn.functional.gelu(x, approximate="tanh"),
+    "silu": lambda L, x: L.nn.functional.silu(x),
+    "where": lambda L, x: L.where(x > 0, x, 0.0),
+    "lerp": lambda L, x: L.lerp(x, x * 2, 0.3),
+    "addcmul": lambda L, x: L.addcmul(x, x, x, value=0.5),
+    "clamp": lambda L, x: x.clamp(-0.5, 0.5),
+    "pow": lambda L, x: x ** 2,
+}
+
+
+# (Elementwise ops of a broadcast input are left out: NumPy's ufuncs put the broadcast dimension
+# outermost, torch's iterator leaves it in place.)
+@pytest.mark.parametrize("name,source", [(name, source) for name in LIKE for source in SOURCES] +
+                         [(name, source) for name in ELEMENTWISE for source in SOURCES if "broadcast" not in source])
+def test_like_and_elementwise_results_keep_torch_s_layout(name, source):
+    """*_like tensors (torch's empty_like: preserve_format) and elementwise results (TensorIterator)
+    take the input's layout; random ones are drawn in that memory order (randn one value at a time
+    where not contiguous, as torch's normal_), so their values are torch's."""
+    make = LIKE.get(name) or ELEMENTWISE[name]
+    torch.manual_seed(2)
+    theirs = make(torch, _inputs(torch)[source])
+    minilora.manual_seed(2)
+    ours = make(minilora, _inputs(minilora)[source])
+    assert _same_layout(ours, theirs), (_elements(ours._array), theirs.stride())
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_silu_and_gelu_gradients_through_a_transpose_are_torch_s():
+    data = np.random.default_rng(4).standard_normal((4, 6))
+    weight = np.random.default_rng(5).standard_normal((6, 4))
+    grads = []
+    for lib in (torch, minilora):
+        x = lib.tensor(data, requires_grad=True)
+        ((lib.nn.functional.silu(x.t()) + lib.nn.functional.gelu(x.t())) * lib.tensor(weight)).sum().backward()
+        grads.append(x.grad.numpy())
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-12, atol=1e-12)

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 
 from .. import amp as _amp, fastmath, parallel
+from ..factories import laid_out_copy, layout_order
 from ..device import xp_of
 from ..dtypes import (bfloat16, cast, checked_number, float32, get_default_dtype, int64, is_floating,
                       python_number, result_type, to_dtype, torch_name, upcast, wrap_around, wrap_int)
@@ -427,6 +428,16 @@ class Relu(Function):
         return g * ~(ctx.out <= 0)
 
 
+def _in_memory_order(a):
+    """``a`` with its dimensions in the memory order torch gives a result made from it (its layout
+    kept: factories.layout_order), and the function that puts such a result back in index order."""
+    order = layout_order(a)
+    if order == tuple(range(a.ndim)):
+        return a, lambda result: result
+    back = tuple(np.argsort(order))
+    return a.transpose(order), lambda result: result.transpose(back)
+
+
 @computes_in_float32
 class Silu(Function):
     """SiLU (swish), Llama's MLP activation: ``silu(x) = x * sigmoid(x)``, with the derivative
@@ -435,13 +446,14 @@ class Silu(Function):
     @staticmethod
     def forward(ctx, a):
         xp = xp_of(a)
-        # C order (not empty_like's: a transposed input's layout), so reshape(-1) below is a view the
-        # loop writes into (it wrote into a copy, and the result was uninitialised memory)
-        out, s = xp.empty(a.shape, a.dtype), xp.empty(a.shape, a.dtype)
+        a_, back = _in_memory_order(a)
+        # C order in a_'s dimensions, so reshape(-1) below is a view the loop writes into (it wrote into a
+        # copy, and the result was uninitialised memory); seen back in index order: torch's layout
+        out, s = xp.empty(a_.shape, a.dtype), xp.empty(a_.shape, a.dtype)
         # s = sigmoid(a), out = a * s
-        parallel.rows(fastmath.sigmoid_and_silu, a.reshape(-1), s.reshape(-1), out.reshape(-1), work_per_row=1)
-        ctx.a, ctx.s = a, s
-        return out
+        parallel.rows(fastmath.sigmoid_and_silu, a_.reshape(-1), s.reshape(-1), out.reshape(-1), work_per_row=1)
+        ctx.a, ctx.s = a, back(s)
+        return back(out)
 
     @staticmethod
     def backward(ctx, g):
@@ -503,12 +515,14 @@ class Gelu(Function):
             return 0.5 * a * (1 + ctx.t)
         if approximate != "none":
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-        out = xp.empty(a.shape, a.dtype)
-        ctx.deriv = xp.empty(a.shape, a.dtype) if ctx.needs_input_grad[0] else None
+        a_, back = _in_memory_order(a)  # (C order in a_'s dimensions: see Silu)
+        out = xp.empty(a_.shape, a.dtype)
+        deriv = xp.empty(a_.shape, a.dtype) if ctx.needs_input_grad[0] else None
         # out = a * Phi(a), deriv = Phi(a) + a * phi(a)
-        parallel.rows(fastmath.gelu_and_derivative, a.reshape(-1), out.reshape(-1),
-                      None if ctx.deriv is None else ctx.deriv.reshape(-1), work_per_row=1)
-        return out
+        parallel.rows(fastmath.gelu_and_derivative, a_.reshape(-1), out.reshape(-1),
+                      None if deriv is None else deriv.reshape(-1), work_per_row=1)
+        ctx.deriv = None if deriv is None else back(deriv)
+        return back(out)
 
     @staticmethod
     def backward(ctx, g):
@@ -535,68 +549,6 @@ class Where(Function):
         return (None,
                 unbroadcast(xp_of(g).where(ctx.cond, g, zero), ctx.shapes[0]) if na else None,
                 unbroadcast(xp_of(g).where(ctx.cond, zero, g), ctx.shapes[1]) if nb else None)
-
-
-class memory_format:
-    """``torch.memory_format``: how a new tensor is laid out in memory (``torch.preserve_format``,
-    ``contiguous_format``, ``channels_last``, ``channels_last_3d``)."""
-
-    def __init__(self, name):
-        self.name = name
-
-    def __repr__(self):
-        return f"torch.{self.name}"
-
-
-preserve_format, contiguous_format = memory_format("preserve_format"), memory_format("contiguous_format")
-channels_last, channels_last_3d = memory_format("channels_last"), memory_format("channels_last_3d")
-_CHANNELS_LAST = {channels_last: (4, (0, 2, 3, 1)), channels_last_3d: (5, (0, 2, 3, 4, 1))}
-
-
-def laid_out_copy(a, format=preserve_format):
-    """A copy of ``a`` laid out as torch lays out ``clone(memory_format=format)``: preserve_format keeps
-    ``a``'s order of strides (NumPy's order='K', torch's TensorIterator), channels_last puts the
-    channels innermost. torch draws dropout masks and random fills in this memory order."""
-    if format is None or format is preserve_format:
-        return a.copy() if a.flags.c_contiguous else _copy_in_order(a, preserved_order(a.shape, a.strides))
-    if format is contiguous_format:
-        return a.copy()
-    if format not in _CHANNELS_LAST:
-        raise TypeError(f"memory_format must be a torch.memory_format, not {type(format).__name__}")
-    rank, order = _CHANNELS_LAST[format]
-    if a.ndim != rank:
-        raise RuntimeError(f"required rank {rank} tensor to use {format.name} format")
-    return _copy_in_order(a, order)
-
-
-def preserved_order(shape, strides):
-    """The dimensions from outermost to innermost of torch's preserve_format copy of a tensor with these
-    strides (its infer_dense_strides: an insertion sort by stride, broadcast dimensions (stride 0) left
-    where they stand, equal strides ordered by size)."""
-    def should_swap(d0, d1):
-        s0, s1 = strides[d0], strides[d1]
-        if s0 == 0 or s1 == 0:
-            return 0
-        return -1 if s0 < s1 else 1 if s0 > s1 or shape[d0] > shape[d1] else 0
-    perm = list(reversed(range(len(shape))))  # (innermost first)
-    for i in range(1, len(perm)):
-        d1 = i
-        for d0 in range(i - 1, -1, -1):
-            comparison = should_swap(perm[d0], perm[d1])
-            if comparison > 0:
-                perm[d0], perm[d1] = perm[d1], perm[d0]
-                d1 = d0
-            elif comparison < 0:
-                break
-    return tuple(reversed(perm))
-
-
-def _copy_in_order(a, order):
-    """A copy of ``a`` whose dimensions lie in memory in ``order`` (outermost first)."""
-    buffer = xp_of(a).empty(tuple(a.shape[i] for i in order), a.dtype)
-    copy = buffer.transpose(tuple(order.index(i) for i in range(a.ndim)))
-    copy[...] = a
-    return copy
 
 
 class Clone(Function):
