@@ -200,6 +200,8 @@ def test_normal_icdf_inverts_the_cdf_to_the_tails():
     torch.erfinv(xt).sum().backward()
     np.testing.assert_allclose(_np(x.grad), _np(xt.grad), rtol=1e-13)
     assert MD.Normal(0.0, 1.0).icdf(ml.tensor([0.25])).dtype == ml.float32
+    quantile = MD.Normal(0.0, 1.0).icdf(ml.tensor(0.975))
+    assert quantile.shape == () and abs(quantile.item() - 1.959963984540054) < 1e-6
 
 
 KL_PAIRS = [("Normal", "Normal"), ("Bernoulli-probs", "Bernoulli-logits"), ("Categorical-logits", "Categorical-probs"),

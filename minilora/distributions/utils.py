@@ -86,7 +86,8 @@ def _erfinv_array(y):
     """``erfinv`` in float64: Giles' single-precision approximation, then Newton steps -- on
     ``erf(x) = |y|`` near 0, on ``log erfc(x) = log(1 - |y|)`` towards +-1, where ``erf(x) - y``
     would cancel and plain Newton crawls."""
-    y = np.asarray(y, dtype=np.float64)
+    shape = np.shape(y)
+    y = np.asarray(y, dtype=np.float64).reshape(-1)  # (frompyfunc gives a bare float for a 0-d array)
     a = np.abs(y)
     central = a < 0.5
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -99,7 +100,7 @@ def _erfinv_array(y):
             x = np.where(central, x - (_erf(x).astype(np.float64) - a) / density,
                          x + (np.log(tail) - log_tail) * tail / density)
         x = np.where(a == 1, np.inf, np.where(a > 1, np.nan, x))
-    return np.copysign(x, y)
+    return np.copysign(x, y).reshape(shape)
 
 
 # M. Giles, "Approximating the erfinv function" (GPU Computing Gems, 2011), highest power first
