@@ -1,8 +1,9 @@
 """torch.distributions side by side with torch (round 8): the same seeded program draws the same
 numbers (Normal.sample/rsample, Categorical.sample, Bernoulli, Uniform, Exponential, Laplace,
-MultivariateNormal, OneHotCategorical, Independent), log_prob / entropy / moments / cdf and their
-gradients agree in float64, kl_divergence for every pair torch registers among them, and
-validate_args refuses what torch refuses with torch's ValueError message."""
+MultivariateNormal, OneHotCategorical, Independent, LogNormal and TransformedDistributions), log_prob /
+entropy / moments / cdf / icdf and their gradients agree in float64, kl_divergence for every pair torch
+registers among them, validate_args refuses what torch refuses with torch's ValueError message, and the
+REINFORCE and VAE tutorial steps give torch's actions, losses and gradients."""
 import math
 
 import numpy as np
