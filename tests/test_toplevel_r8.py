@@ -238,3 +238,163 @@ def test_jit_and_compiler_names():
     assert ml.compiler.is_compiling() is torch.compiler.is_compiling() is False
     assert ml._dynamo.is_compiling() is False and ml.compiler.reset() is None
     assert ml.compiler.disable(f) is f
+
+
+# --- torch.dtype, torch.typename -------------------------------------------------------------------------
+
+def test_dtype_is_the_class_of_every_dtype():
+    for name in ("float32", "float64", "float16", "bfloat16", "int64", "int32", "uint8", "bool", "complex64"):
+        assert isinstance(getattr(ml, name), ml.dtype) and isinstance(getattr(torch, name), torch.dtype)
+    assert not isinstance("float32", ml.dtype) and not isinstance(np.float32, ml.dtype)
+    assert isinstance(ml.ones(2).dtype, ml.dtype)
+    want, got = both(lambda lib: lib.dtype())
+    assert got is want is TypeError
+
+
+@pytest.mark.parametrize("make", ["lib.ones(2)", "lib.ones(2, dtype=lib.int64)", "lib.ones(2, dtype=lib.bfloat16)",
+                                  "lib.ones(2, dtype=lib.float16)", "lib.ones(2, dtype=lib.bool)",
+                                  "lib.ones(2, dtype=lib.uint8)", "lib.ones(2, dtype=lib.float64)",
+                                  "lib.nn.Parameter(lib.ones(1))", "3", "None", "[1]", "lib.float32", "'x'"])
+def test_typename(make):
+    want, got = both(lambda lib: lib.typename(eval(make, {"lib": lib})))
+    assert got == want
+
+
+def test_typename_of_a_module_names_its_class():
+    assert ml.typename(ml.nn.Linear(1, 1)) == "minilora.nn.layers.Linear"
+
+
+# --- special functions ---------------------------------------------------------------------------------
+
+RNG = np.random.default_rng(128)
+WIDE = np.concatenate([RNG.uniform(-8, 8, 60), [0.25, 1.0, 2.0, 3.5, 10.0, 25.0]])
+POSITIVE = np.concatenate([RNG.uniform(0.05, 12, 60), [0.5, 1.0, 2.0, 30.0, 100.0]])
+UNIT = np.concatenate([RNG.uniform(-0.999, 0.999, 60), [0.0, 0.5, -0.9999, 0.999999]])
+PROBABILITY = np.concatenate([RNG.uniform(0.001, 0.999, 60), [1e-10, 1e-30, 0.5, 0.999999]])
+# name -> (call as the user writes it, inputs); nothing on a pole or a root
+SPECIAL = {
+    "erfc": ("lib.erfc(x)", WIDE), "erfc_method": ("x.erfc()", WIDE),
+    "erfinv": ("lib.erfinv(x)", UNIT), "erfinv_method": ("x.erfinv()", UNIT),
+    "lgamma": ("lib.lgamma(x)", np.concatenate([POSITIVE, [-0.5, -1.5, -2.7]])),
+    "lgamma_method": ("x.lgamma()", POSITIVE),
+    "digamma": ("lib.digamma(x)", np.concatenate([POSITIVE, [-0.5, -1.3, -7.25]])),
+    "digamma_method": ("x.digamma()", POSITIVE),
+    "polygamma1": ("lib.polygamma(1, x)", np.concatenate([POSITIVE, [-0.5, -2.25]])),
+    "polygamma2": ("lib.polygamma(2, x)", POSITIVE), "polygamma3_method": ("x.polygamma(3)", POSITIVE),
+    "polygamma0": ("lib.polygamma(0, x)", POSITIVE),
+    "mvlgamma": ("lib.mvlgamma(x + 2, p=3)", POSITIVE), "mvlgamma_method": ("(x + 1).mvlgamma(2)", POSITIVE),
+    "i0": ("lib.i0(x)", WIDE), "i0_method": ("x.i0()", WIDE),
+    "special.erf": ("lib.special.erf(x)", WIDE), "special.erfc": ("lib.special.erfc(x)", WIDE),
+    "special.erfinv": ("lib.special.erfinv(x)", UNIT), "special.expit": ("lib.special.expit(x)", WIDE),
+    "special.logit": ("lib.special.logit(x, eps=1e-6)", PROBABILITY),
+    "special.gammaln": ("lib.special.gammaln(x)", POSITIVE), "special.digamma": ("lib.special.digamma(x)", POSITIVE),
+    "special.psi": ("lib.special.psi(x)", POSITIVE), "special.polygamma": ("lib.special.polygamma(2, x)", POSITIVE),
+    "special.multigammaln": ("lib.special.multigammaln(x + 1, 2)", POSITIVE),
+    "special.xlogy": ("lib.special.xlogy(x, x + 1)", POSITIVE),
+    "special.xlog1py": ("lib.special.xlog1py(x, x)", POSITIVE),
+    "special.log_softmax": ("lib.special.log_softmax(x.reshape(6, -1), 1)", WIDE),
+    "special.softmax": ("lib.special.softmax(x.reshape(6, -1), dim=0)", WIDE),
+    "special.i0": ("lib.special.i0(x)", WIDE), "special.i1": ("lib.special.i1(x)", WIDE),
+    "special.sinc": ("lib.special.sinc(x)", WIDE), "special.entr": ("lib.special.entr(x)", POSITIVE),
+    "special.ndtr": ("lib.special.ndtr(x)", WIDE), "special.ndtri": ("lib.special.ndtri(x)", PROBABILITY),
+    "special.log_ndtr": ("lib.special.log_ndtr(x)", np.concatenate([WIDE, [-30.0, -45.0, 12.0]])),
+    "special.logsumexp": ("lib.special.logsumexp(x.reshape(2, -1), 1)", WIDE),
+    "special.logsumexp_keepdim": ("lib.special.logsumexp(x.reshape(2, -1), dim=0, keepdim=True)", WIDE),
+    "special.round": ("lib.special.round(x)", WIDE), "special.expm1": ("lib.special.expm1(x)", WIDE),
+    "special.exp2": ("lib.special.exp2(x)", WIDE), "special.log1p": ("lib.special.log1p(x)", POSITIVE),
+}
+# float32 where torch's own kernel is a few ulps off: digamma's recurrence rounds at each step (both
+# compute it so; near its root 1.46 the difference is absolute), torch's float32 i1 and log_ndtr series
+FLOAT32_TOLERANCE = {"digamma": (2.5e-7, 5e-7), "digamma_method": (2.5e-7, 5e-7), "polygamma0": (2.5e-7, 5e-7),
+                     "special.digamma": (2.5e-7, 5e-7), "special.psi": (2.5e-7, 5e-7),
+                     "special.i1": (2e-6, 0), "special.log_ndtr": (1e-5, 0),  # (torch: float32 erfc in the upper tail)
+                     "special.expit": (1e-5, 5e-8),  # (minilora's float32 sigmoid is fastmath's)
+                     "special.ndtr": (2.5e-7, 1e-7)}  # (1 + erf: torch's tail cancels too)
+DIFFERENTIABLE = [name for name in SPECIAL if name != "special.round"]
+
+
+def run_special(lib, name, dtype, requires_grad=False):
+    call, values = SPECIAL[name]
+    x = lib.tensor(values, dtype=getattr(lib, dtype), requires_grad=requires_grad)
+    return x, eval(call, {"lib": lib, "x": x})
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", list(SPECIAL))
+def test_special_values_as_torch(name, dtype):
+    _, want = run_special(torch, name, dtype)
+    _, got = run_special(ml, name, dtype)
+    assert got.dtype == getattr(ml, dtype) and got.shape == tuple(want.shape)
+    # float32: an ulp or two of torch's own float32 kernels; float64: to rounding
+    rtol, atol = (2.5e-7, 1e-37) if dtype == "float32" else (1e-12, 1e-300)
+    if dtype == "float32" and name in FLOAT32_TOLERANCE:
+        rtol, atol = FLOAT32_TOLERANCE[name]
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("name", DIFFERENTIABLE)
+def test_special_gradients_as_torch(name):
+    outputs = {}
+    for lib in (torch, ml):
+        x, y = run_special(lib, name, "float64", requires_grad=True)
+        weights = lib.tensor(np.linspace(0.5, 1.5, y.numel()).reshape(tuple(y.shape)), dtype=lib.float64)
+        (y * weights).sum().backward()
+        outputs[lib] = x.grad.numpy()
+    np.testing.assert_allclose(outputs[ml], outputs[torch], rtol=1e-10, atol=1e-300)
+
+
+@pytest.mark.parametrize("call, values", [("lib.erfc(x)", [0.3, -1.2]), ("lib.erfinv(x)", [0.3, -0.7]),
+                                          ("lib.lgamma(x)", [0.3, 2.2]), ("lib.digamma(x)", [0.3, 2.2]),
+                                          ("lib.polygamma(2, x)", [0.3, 2.2]), ("lib.i0(x)", [0.3, -2.2]),
+                                          ("lib.special.ndtri(x)", [0.3, 0.01]),
+                                          ("lib.special.log_ndtr(x)", [0.3, -25.0]),
+                                          ("lib.special.i1(x)", [0.3, -2.2, 0.0]),
+                                          ("lib.mvlgamma(x, 2)", [1.3, 2.2])])
+def test_special_gradcheck(call, values):
+    x = ml.tensor(values, dtype=ml.float64, requires_grad=True)
+    assert ml.autograd.gradcheck(lambda t: eval(call, {"lib": ml, "x": t}), (x,))
+
+
+@pytest.mark.parametrize("call", ["lib.erfinv(lib.tensor([1.0, -1.0, 1.5, -2.0, 0.0]))",
+                                  "lib.lgamma(lib.tensor([0.0, -1.0, -2.0, float('inf'), float('-inf')]))",
+                                  "lib.digamma(lib.tensor([0.0, -0.0, -1.0, -3.0, float('inf')]))",
+                                  "lib.polygamma(1, lib.tensor([0.0, 1e-3, 50.0]))",
+                                  "lib.special.ndtri(lib.tensor([0.0, 1.0, -0.5, 1.5]))",
+                                  "lib.special.entr(lib.tensor([0.0, -1.0, 1.0, float('nan')]))",
+                                  "lib.special.log_ndtr(lib.tensor([-1e3, 1e3, float('-inf')]))",
+                                  "lib.erfc(lib.tensor([10.0, -10.0, 30.0]))",
+                                  "lib.i0(lib.tensor([0.0, 80.0, -80.0]))",
+                                  "lib.erfc(lib.tensor([1, 2]))", "lib.lgamma(lib.tensor([True, False]))",
+                                  "lib.special.i1(lib.tensor([3]))",
+                                  "lib.erfc(lib.tensor([0.5, 1.5], dtype=lib.float16))",
+                                  "lib.digamma(lib.tensor([0.5, 1.5], dtype=lib.bfloat16))"])
+def test_special_edges_and_dtypes(call):
+    want, got = both(lambda lib: eval(call, {"lib": lib}))
+    assert got.dtype.name == str(want.dtype).removeprefix("torch.")
+    np.testing.assert_allclose(got.float().numpy(), want.float().numpy(), rtol=3e-7, equal_nan=True)
+
+
+@pytest.mark.parametrize("call", ["lib.polygamma(-1, lib.ones(2))", "lib.polygamma(1.5, lib.ones(2))",
+                                  "lib.mvlgamma(lib.ones(2), 0)",
+                                  "lib.tensor([1, 2]).erfc_()", "lib.tensor([1, 2]).lgamma_()"])
+def test_special_refusals_as_torch(call):
+    want, got = both(lambda lib: eval(call, {"lib": lib}))
+    assert isinstance(want, type) and got is want
+
+
+def test_special_in_place_and_out():
+    for lib in (torch, ml):
+        x = lib.tensor([0.25, 0.75])
+        assert x.erfinv_() is x
+        y = lib.tensor([0.5, 1.5])
+        y.polygamma_(1)
+        z = lib.tensor([2.5, 3.5])
+        z.mvlgamma_(p=2)
+        out = lib.empty(2)
+        assert lib.lgamma(lib.tensor([0.5, 4.0]), out=out) is out
+        special_out = lib.empty(2)
+        lib.special.ndtr(lib.tensor([0.0, 1.0]), out=special_out)
+        if lib is torch:
+            want = [t.numpy() for t in (x, y, z, out, special_out)]
+    for got, expected in zip((x, y, z, out, special_out), want):
+        np.testing.assert_allclose(got.numpy(), expected, rtol=3e-7)

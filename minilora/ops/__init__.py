@@ -56,6 +56,7 @@ from .index import mode
 from .matmul import mv
 from .reduce import nanmean, nansum
 from . import extra  # noqa: F401  (torch's other names, arccos/greater/fix ..., and their Tensor methods)
+from . import special  # noqa: F401  (erfc, lgamma, digamma, polygamma, i0 ... and their Tensor methods)
 
 
 def _reflected(op):

@@ -1,0 +1,482 @@
+"""Special functions with gradients: ``torch.erfc``, ``erfinv``, ``lgamma``, ``digamma``, ``polygamma``,
+``mvlgamma``, ``i0`` and the ``torch.special`` ones built on them (``ndtr``, ``ndtri``, ``log_ndtr``,
+``entr``, ``i1`` ...).
+
+SciPy is not a dependency, so the values come from NumPy and Python's ``math`` module: ``math.erfc``
+and ``math.lgamma`` applied elementwise, ``numpy.i0``, and for the rest the series torch's own CPU
+kernels use (Cephes: digamma's asymptotic series after the recurrence to x >= 10, the Hurwitz zeta
+function for polygamma, Newton steps for the inverses). Each is computed in float64 on the host and
+rounded once to the input's dtype (16-bit inputs through float32, as torch's kernels), so float32
+results agree with torch's to an ulp or two. On a GPU the array makes the round trip to the host:
+these are not the ops a training step spends its time in.
+
+Integer and bool inputs compute in the default float dtype, as torch's do.
+"""
+import math
+from fractions import Fraction
+
+import numpy as np
+
+from ..device import xp_of
+from ..tensor import Function, Tensor, name_node
+from . import elementwise as E
+from .elementwise import _floating, _host_array, computes_in_float32
+
+_SQRT_PI = math.sqrt(math.pi)
+_SQRT_2 = math.sqrt(2.0)
+_SQRT_2PI = math.sqrt(2 * math.pi)
+
+
+def _elementwise(scalar_function):
+    """A float64 array function from a ``math`` one (0-d in, 0-d array out)."""
+    ufunc = np.frompyfunc(scalar_function, 1, 1)
+    return lambda x: np.asarray(ufunc(x), dtype=np.float64)
+
+
+def _lgamma_scalar(x):
+    try:
+        return math.lgamma(x)
+    except ValueError:  # the poles 0, -1, -2 ...: torch gives +inf
+        return math.inf
+
+
+erfc_f64 = _elementwise(math.erfc)
+lgamma_f64 = _elementwise(_lgamma_scalar)
+
+# digamma's asymptotic series: sum over k of B_2k / (2k x^2k), highest power first (Cephes' A)
+_PSI_SERIES = [float(Fraction(b) / (2 * k)) for k, b in reversed(list(enumerate(
+    ["1/6", "-1/30", "1/42", "-1/30", "5/66", "-691/2730", "7/6"], start=1)))]
+_PSI_10 = 2.25175258906672110764  # digamma(10)
+
+
+def digamma_f64(x):
+    """torch's calc_digamma, in the array's own precision (float32 arrays as torch's float kernel, whose
+    recurrence rounds each step: its float32 digamma is a few ulps from the true value, and so is this):
+    +-inf at -+0, nan at the negative integers, the reflection psi(x) = psi(1 - x) - pi / tan(pi x) for
+    x < 0 (the tangent in float64, of x's fractional part), then the recurrence up to x >= 10 and the
+    asymptotic series."""
+    x = np.array(x, dtype=x.dtype if getattr(x, "dtype", None) == np.float32 else np.float64)
+    negative = x < 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = _digamma_nonnegative(np.where(negative, 1 - x, x))
+        fraction = (x - np.trunc(x)).astype(np.float64)
+        reflection = (math.pi / np.tan(math.pi * fraction)).astype(x.dtype)
+        out = np.where(negative, result - reflection, result)
+        out[negative & (fraction == 0)] = np.nan
+        out[np.isneginf(x)] = np.nan
+        zero = x == 0
+        out[zero] = np.copysign(np.inf, -x[zero])
+    return out
+
+
+def _digamma_nonnegative(x):
+    one = x.dtype.type(1)
+    result = np.zeros_like(x)
+    x = x.copy()
+    while True:
+        small = x < 10
+        if not small.any():
+            break
+        result[small] -= one / x[small]
+        x[small] += one
+    z = one / (x * x)
+    series = np.zeros_like(x)
+    for coefficient in _PSI_SERIES:
+        series = series * z + x.dtype.type(coefficient)
+    series = np.where(x < 1e17, series * z, x.dtype.type(0))
+    return np.where(x == 10, result + x.dtype.type(_PSI_10), result + np.log(x) - x.dtype.type(0.5) / x - series)
+
+
+# Hurwitz zeta's Euler-Maclaurin terms: (2i+2)! / B_(2i+2) (Cephes' A)
+_ZETA_A = [float(math.factorial(2 * i + 2) / Fraction(b)) for i, b in enumerate(
+    ["1/6", "-1/30", "1/42", "-1/30", "5/66", "-691/2730", "7/6", "-3617/510", "43867/798", "-174611/330",
+     "854513/138", "-236364091/2730"])]
+_MACHEP = 1.11022302462515654042e-16
+
+
+def zeta_f64(s, q):
+    """Hurwitz's zeta(s, q) = sum over k >= 0 of (k + q)^-s, as Cephes (torch's zeta): inf at s = 1 and
+    at the poles q = 0, -1 ..., nan for s < 1; a direct sum until the terms' argument passes 9, then
+    Euler-Maclaurin."""
+    s, q = np.broadcast_arrays(np.asarray(s, np.float64), np.asarray(q, np.float64))
+    with np.errstate(all="ignore"):
+        total = np.power(q, -s)
+        a = q.copy()
+        term = np.zeros_like(total)
+        i = 0
+        while i < 9 or (a <= 9).any():
+            i += 1
+            step = (i <= 9) | (a <= 9)
+            a = np.where(step, a + 1, a)
+            term = np.where(step, np.power(a, -s), term)
+            total = np.where(step, total + term, total)
+        w = a
+        total = total + term * w / (s - 1) - 0.5 * term
+        factor, k, b = np.ones_like(total), 0.0, term
+        for coefficient in _ZETA_A:
+            factor = factor * (s + k)
+            b = b / w
+            total = total + factor * b / coefficient
+            k += 1
+            factor = factor * (s + k)
+            b = b / w
+            k += 1
+        total = np.where(s == 1, np.inf, np.where(s < 1, np.nan, total))
+        pole = (q <= 0) & (q == np.floor(q))
+        total = np.where(pole, np.inf, np.where((q <= 0) & (s != np.floor(s)), np.nan, total))
+    return total
+
+
+def trigamma_f64(x):
+    """polygamma(1, x) as torch's calc_trigamma: the reflection below 1/2, six steps of the recurrence,
+    then the asymptotic series (at the negative integers sin(pi x) is not quite 0: large, finite)."""
+    x = np.array(x, dtype=x.dtype if getattr(x, "dtype", None) == np.float32 else np.float64)
+    with np.errstate(all="ignore"):
+        reflect = x < 0.5
+        result = np.where(reflect, -(math.pi ** 2) / np.sin(math.pi * x) ** 2, 0.0)
+        x = np.where(reflect, 1 - x, x)
+        for _ in range(6):
+            result = result + 1 / (x * x)
+            x = x + 1
+        ixx = 1 / (x * x)
+        result = result + (1 + 1 / (2 * x) + ixx * (1 / 6 - ixx * (1 / 30 - ixx * (1 / 42)))) / x
+        return np.where(reflect, -result, result)
+
+
+def polygamma_f64(n, x):
+    """The n-th derivative of digamma: (-1)^(n+1) n! zeta(n + 1, x) (torch's formula); n = 0 is digamma,
+    n = 1 trigamma (torch's own series for it)."""
+    if n == 0:
+        return digamma_f64(x)
+    if n == 1:
+        return trigamma_f64(x)
+    sign = 1.0 if n % 2 else -1.0
+    return sign * math.exp(math.lgamma(n + 1.0)) * zeta_f64(n + 1.0, x)
+
+
+def erfinv_f64(y):
+    """The inverse of erf on (-1, 1), +-inf at +-1, nan outside: an initial guess refined by Newton's
+    steps on ``erf(x) - y`` (for |y| near 1 on ``erfc(|x|) - (1 - |y|)``, which keeps its digits)."""
+    y = np.array(y, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        magnitude = np.abs(y)
+        w = -np.log((1 - magnitude) * (1 + magnitude))
+        x = np.sqrt(np.where(w > 0, w, 0)) * np.sqrt(2 / math.pi) * 0.95  # (a rough start, Newton does the rest)
+        x = np.where(magnitude < 0.5, y * _SQRT_PI / 2, x)
+        x = np.abs(x)
+        tail = 1 - magnitude  # exact for |y| >= 0.5 (Sterbenz)
+        for _ in range(60):
+            residual = np.where(magnitude < 0.5, fast_erf_f64(x) - magnitude, tail - erfc_f64(x))
+            slope = 2 / _SQRT_PI * np.exp(-x * x)
+            change = residual / slope
+            x = x - change
+            x = np.where(x < 0, 0.0, x)
+            if not (np.abs(change) > 1e-17 * np.abs(x)).any():
+                break
+        x = np.copysign(x, y)
+        x = np.where(magnitude == 1, np.copysign(np.inf, y), x)
+        x = np.where((magnitude > 1) | np.isnan(y), np.nan, x)
+    return x
+
+
+fast_erf_f64 = _elementwise(math.erf)
+
+
+def ndtri_f64(p):
+    """The normal distribution's quantile: sqrt(2) * erfinv(2p - 1) for p >= 1/2; below, -ndtri(1 - p)
+    computed from the tail directly (Newton on 0.5 erfc(-x / sqrt 2) = p), which keeps its digits."""
+    p = np.array(p, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        upper = p >= 0.5
+        x = _SQRT_2 * erfinv_f64(np.where(upper, 2 * p - 1, 0.0))
+        lower_p = np.where(upper | (p <= 0), 0.5, p)
+        # Lower tail: Newton's steps on log ndtr(t) = log p (its slope is pdf / cdf), from the start
+        # -sqrt(-2 log p) (the tail's leading behaviour) or erfinv's value where 1 - 2p keeps digits
+        start = -np.sqrt(-2 * np.log(lower_p))
+        t = np.where(lower_p > 1e-3, -_SQRT_2 * erfinv_f64(1 - 2 * lower_p), start)
+        target = np.log(lower_p)
+        for _ in range(60):
+            log_cdf = log_ndtr_f64(t)
+            change = (log_cdf - target) / np.exp(-0.5 * t * t - log_cdf - 0.5 * math.log(2 * math.pi))
+            change = np.where(np.isfinite(change), change, 0.0)
+            t = t - change
+            if not (np.abs(change) > 1e-16 * np.abs(t)).any():
+                break
+        x = np.where(upper, x, t)
+        x = np.where(p == 0, -np.inf, np.where(p == 1, np.inf, x))
+        x = np.where((p < 0) | (p > 1) | np.isnan(p), np.nan, x)
+    return x
+
+
+def log_ndtr_f64(x):
+    """log of the normal CDF: log1p(-ndtr(-x)) above 0, log(erfc(-x / sqrt 2) / 2) below, and for
+    x < -20 (where erfc heads for underflow) the asymptotic series of the Mills ratio."""
+    x = np.array(x, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        upper = np.log1p(-0.5 * erfc_f64(x / _SQRT_2))
+        middle = np.log(0.5 * erfc_f64(-x / _SQRT_2))
+        z = 1 / (x * x)
+        series, term = np.ones_like(x), np.ones_like(x)
+        for k in range(1, 12):
+            term = term * -(2 * k - 1) * z
+            series = series + term
+        far = -0.5 * x * x - np.log(-x) - 0.5 * math.log(2 * math.pi) + np.log(series)
+        return np.where(x > 0, upper, np.where(x < -20, far, middle))
+
+
+def i1_f64(x):
+    """The modified Bessel function I1: its power series sum (x/2)^(2k+1) / (k! (k+1)!) up to |x| = 30
+    (positive terms, no cancellation), its asymptotic expansion beyond."""
+    x = np.array(x, dtype=np.float64)
+    ax = np.abs(x)
+    with np.errstate(all="ignore"):
+        half = ax / 2
+        term = half.copy()
+        series = term.copy()
+        for k in range(1, 120):
+            term = term * half * half / (k * (k + 1))
+            series = series + term
+        mu, expansion, term = 4.0, np.ones_like(ax), np.ones_like(ax)
+        for k in range(1, 30):
+            term = term * -(mu - (2 * k - 1) ** 2) / (k * 8 * ax)
+            expansion = expansion + term
+        asymptotic = np.exp(ax) / np.sqrt(2 * math.pi * ax) * expansion
+        return np.copysign(np.where(ax <= 30, series, asymptotic), x)
+
+
+# ---- the ops --------------------------------------------------------------------------------------
+def _on_host(f64, a, *, own_precision=False):
+    """``f64`` of ``a`` on the host in float64 (or, ``own_precision``, in a's float32 as torch's float
+    kernel computes), rounded to a's dtype, back on a's device."""
+    host = _host_array(a)
+    out = f64(host if own_precision else host.astype(np.float64)).astype(a.dtype, copy=False)
+    return xp_of(a).asarray(out)
+
+
+@computes_in_float32
+class Erfc(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.a = a
+        return _on_host(erfc_f64, a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * (-2 / _SQRT_PI) * xp_of(g).exp(-ctx.a * ctx.a)
+
+
+@computes_in_float32
+class Erfinv(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.out = _on_host(erfinv_f64, a)
+        return ctx.out
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * (_SQRT_PI / 2) * xp_of(g).exp(ctx.out * ctx.out)
+
+
+@computes_in_float32
+class Lgamma(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.a = a
+        return _on_host(lgamma_f64, a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * _on_host(digamma_f64, ctx.a, own_precision=True)
+
+
+@computes_in_float32
+class Polygamma(Function):
+    """``polygamma(n, x)`` (n = 0 is digamma); its derivative is polygamma(n + 1, x)."""
+
+    @staticmethod
+    def forward(ctx, a, n):
+        ctx.a, ctx.n = a, n
+        return _on_host(lambda x: polygamma_f64(n, x), a, own_precision=n < 2)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * _on_host(lambda x: polygamma_f64(ctx.n + 1, x), ctx.a, own_precision=ctx.n < 1), None
+
+
+@computes_in_float32
+class I0(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.a = a
+        return _on_host(np.i0, a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * _on_host(i1_f64, ctx.a)
+
+
+@computes_in_float32
+class I1(Function):
+    """I1's derivative is I0(x) - I1(x) / x (1/2 at 0)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.a = a
+        return _on_host(i1_f64, a)
+
+    @staticmethod
+    def backward(ctx, g):
+        def derivative(x):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(x == 0, 0.5, np.i0(x) - i1_f64(x) / x)
+        return g * _on_host(derivative, ctx.a)
+
+
+@computes_in_float32
+class Ndtri(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.out = _on_host(ndtri_f64, a)
+        return ctx.out
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * _SQRT_2PI * xp_of(g).exp(ctx.out * ctx.out / 2)
+
+
+@computes_in_float32
+class LogNdtr(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.a = a
+        ctx.out = _on_host(log_ndtr_f64, a)
+        return ctx.out
+
+    @staticmethod
+    def backward(ctx, g):
+        a = ctx.a
+        return g * xp_of(g).exp(-a * a / 2 - ctx.out) / _SQRT_2PI
+
+
+def erfc(input):
+    """``torch.erfc``: ``1 - erf(x)`` without the cancellation (erfc(10) is 2.1e-45, not 0)."""
+    return name_node(Erfc.apply(_floating(input)), "ErfcBackward0", input)
+
+
+def erfinv(input):
+    """``torch.erfinv``: the inverse of erf on [-1, 1] (+-inf at +-1, nan outside)."""
+    return name_node(Erfinv.apply(_floating(input)), "ErfinvBackward0", input)
+
+
+def lgamma(input):
+    """``torch.lgamma``: log |Gamma(x)| (+inf at the poles 0, -1, -2 ...)."""
+    return name_node(Lgamma.apply(_floating(input)), "LgammaBackward0", input)
+
+
+def digamma(input):
+    """``torch.digamma``: d/dx lgamma(x) (-inf at +0, nan at the negative integers)."""
+    return name_node(Polygamma.apply(_floating(input), 0), "DigammaBackward0", input)
+
+
+def polygamma(n, input):
+    """``torch.polygamma(n, x)``: the n-th derivative of digamma; n a non-negative int."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"polygamma(): argument 'n' (position 1) must be int, not {type(n).__name__}")
+    if n < 0:
+        raise RuntimeError("polygamma(n, x) does not support negative n.")
+    return name_node(Polygamma.apply(_floating(input), int(n)), "PolygammaBackward0", input)
+
+
+def mvlgamma(input, p):
+    """``torch.mvlgamma(x, p)``: the multivariate log-gamma, sum over i < p of lgamma(x - i/2) plus
+    p (p - 1) / 4 log(pi). (Elements up to (p - 1) / 2 are outside its domain; torch 2.13 computes the
+    sum there too, with no check, and so does this.)"""
+    if isinstance(p, bool) or not isinstance(p, (int, np.integer)):
+        raise TypeError(f"mvlgamma(): argument 'p' (position 2) must be int, not {type(p).__name__}")
+    if p < 1:
+        raise RuntimeError("p has to be greater than or equal to 1")
+    x = _floating(input)
+    total = lgamma(x)
+    for i in range(1, p):
+        total = E.add(total, lgamma(E.sub(x, i / 2)))
+    return name_node(E.add(total, p * (p - 1) / 4 * math.log(math.pi)), "MvlgammaBackward0", input)
+
+
+def i0(input):
+    """``torch.i0``: the modified Bessel function of the first kind, order 0 (gradient i1)."""
+    return name_node(I0.apply(_floating(input)), "I0Backward0", input)
+
+
+def i1(input):
+    """``torch.special.i1``: order 1."""
+    return name_node(I1.apply(_floating(input)), "SpecialI1Backward0", input)
+
+
+def ndtr(input):
+    """``torch.special.ndtr``: the standard normal CDF by torch's formula (1 + erf(x / sqrt 2)) / 2, whose
+    lower tail cancels (float32 ndtr(-6.9) is 0; ``log_ndtr`` keeps the tail's digits)."""
+    return E.mul(E.add(E.erf(E.mul(_floating(input), 1 / _SQRT_2)), 1), 0.5)
+
+
+def ndtri(input):
+    """``torch.special.ndtri``: the standard normal quantile (the inverse of ndtr)."""
+    return name_node(Ndtri.apply(_floating(input)), "SpecialNdtriBackward0", input)
+
+
+def log_ndtr(input):
+    """``torch.special.log_ndtr``: log of the normal CDF, accurate far into the lower tail."""
+    return name_node(LogNdtr.apply(_floating(input)), "SpecialLogNdtrBackward0", input)
+
+
+def entr(input):
+    """``torch.special.entr``: -x ln x for x > 0, 0 at 0, -inf below (the terms of an entropy)."""
+    x = _floating(input)
+    positive = x > 0
+    safe = E.where(positive, x, E.add(E.mul(x, 0), 1))  # (no log of 0 or of a negative in the graph)
+    values = E.neg(E.mul(safe, E.log(safe)))
+    values = E.where(positive, values, E.where(x == 0, E.mul(x, 0), E.add(E.mul(x, 0), -math.inf)))
+    values = E.where(E.isnan(x), x, values)
+    return name_node(values, "SpecialEntrBackward0", input)
+
+
+def xlog1py(input, other):
+    """``torch.special.xlog1py``: input * log1p(other), 0 where input is 0."""
+    if not isinstance(input, Tensor):
+        input = E.mul(E.log1p(_floating(other)), 0) + input
+    if not isinstance(other, Tensor):
+        other = E.mul(_floating(input), 0) + other
+    product = E.mul(input, E.log1p(other))
+    return name_node(E.where(input == 0, E.mul(product, 0), product), "SpecialXlog1PyBackward0", input, other)
+
+
+# ---- Tensor methods, as torch's: x.erfc(), x.lgamma_(), x.polygamma(2), x.mvlgamma(p=3) ----------------
+def _in_place(op):
+    def method(self, *args, **kwargs):
+        return self._inplace(op, *args, **kwargs)
+    method.__name__ = f"{op.__name__}_"
+    return method
+
+
+def _polygamma_method(self, n):
+    return polygamma(n, self)
+
+
+def _polygamma_(self, n):
+    return self._inplace(lambda x: polygamma(n, x))
+
+
+def _mvlgamma_method(self, p):
+    return mvlgamma(self, p)
+
+
+def _mvlgamma_(self, p):
+    return self._inplace(mvlgamma, p)
+
+
+METHODS = {"erfc": erfc, "erfinv": erfinv, "lgamma": lgamma, "digamma": digamma, "i0": i0,
+           "erfc_": _in_place(erfc), "erfinv_": _in_place(erfinv), "lgamma_": _in_place(lgamma),
+           "digamma_": _in_place(digamma), "i0_": _in_place(i0),
+           "polygamma": _polygamma_method, "polygamma_": _polygamma_,
+           "mvlgamma": _mvlgamma_method, "mvlgamma_": _mvlgamma_}
+for _name, _fn in METHODS.items():
+    setattr(Tensor, _name, _fn)

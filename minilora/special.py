@@ -1,0 +1,40 @@
+"""``torch.special``: scipy.special's names for minilora's functions (``expit`` is sigmoid, ``gammaln``
+lgamma, ``multigammaln`` mvlgamma ...), each taking torch's ``out=``. The new mathematics lives in
+``minilora/ops/special.py``; the rest are minilora's existing ops under these names."""
+from . import ops
+from .ops import special as _special
+
+__all__ = ["erf", "erfc", "erfinv", "expit", "logit", "gammaln", "digamma", "psi", "polygamma", "multigammaln",
+           "xlogy", "xlog1py", "log_softmax", "softmax", "i0", "i1", "sinc", "entr", "ndtr", "ndtri", "log_ndtr",
+           "logsumexp", "round", "expm1", "exp2", "log1p"]
+
+
+def _softmax(input, dim, *, dtype=None):
+    return ops.softmax(input, dim, dtype=dtype)
+
+
+def _log_softmax(input, dim, *, dtype=None):
+    return ops.log_softmax(input, dim, dtype=dtype)
+
+
+def _round(input, *, decimals=0):
+    return ops.round(input, decimals=decimals)
+
+
+def _polygamma(n, input):
+    return _special.polygamma(n, input)
+
+
+def _multigammaln(input, p):
+    return _special.mvlgamma(input, p)
+
+
+_FUNCTIONS = {
+    "erf": ops.erf, "erfc": _special.erfc, "erfinv": _special.erfinv, "expit": ops.sigmoid, "logit": ops.logit,
+    "gammaln": _special.lgamma, "digamma": _special.digamma, "psi": _special.digamma, "polygamma": _polygamma,
+    "multigammaln": _multigammaln, "xlogy": ops.xlogy, "xlog1py": _special.xlog1py, "i0": _special.i0,
+    "i1": _special.i1, "sinc": ops.extra.sinc, "entr": _special.entr, "ndtr": _special.ndtr,
+    "ndtri": _special.ndtri, "log_ndtr": _special.log_ndtr, "logsumexp": ops.logsumexp, "round": _round,
+    "expm1": ops.expm1, "exp2": ops.exp2, "log1p": ops.log1p}
+globals().update({name: ops._with_out(fn, name) for name, fn in _FUNCTIONS.items()})
+softmax, log_softmax = _softmax, _log_softmax  # (torch.special's softmax takes no out=)
