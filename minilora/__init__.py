@@ -146,7 +146,7 @@ from .tensor import scalar_tensor  # noqa: E402,F401
 from .factories import as_tensor, asarray  # noqa: E402,F401
 from .factories import is_floating_point  # noqa: E402,F401
 from .factories import (empty, empty_like, eye, full, full_like, is_tensor, linspace, logspace,  # noqa: E402,F401
-                        normal, bernoulli, poisson, randint_like, histc,
+                        normal, bernoulli, poisson, randint_like, histc, histogram,
                         multinomial, numel, randperm, ones, ones_like, rand, rand_like, randint, randn,
                         randn_like, tril_indices, triu_indices, zeros, zeros_like)
 from .serialization import load, save  # noqa: E402,F401

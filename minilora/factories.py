@@ -16,6 +16,7 @@ fills set on ``Tensor`` (``normal_``, ``uniform_``, ``exponential_``, ``random_`
 numbers are torch's CPU numbers for the same seed: each calls the ``minilora.random.Generator``
 method that is torch's kernel (see random.py).
 """
+import collections
 import math
 import operator
 
@@ -29,7 +30,7 @@ from .tensor import Function, Tensor
 __all__ = ["zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like",
            "eye", "rand", "randn", "rand_like", "randn_like", "randint", "linspace", "logspace", "is_tensor",
            "numel", "tril_indices", "triu_indices", "as_tensor", "asarray", "is_floating_point",
-           "normal", "bernoulli", "poisson", "randint_like", "histc"]
+           "normal", "bernoulli", "poisson", "randint_like", "histc", "histogram"]
 
 
 def _size(size, fn):
@@ -335,6 +336,18 @@ def laid_out_copy(a, format=None):
     copy = buffer.transpose(tuple(np.argsort(order)))
     copy[...] = a
     return copy
+
+
+def in_layout_of(result, a):
+    """``result`` (a new array of ``a``'s shape) laid out as torch lays out a result it makes from ``a``
+    with ``empty_like(a)`` (flip, sort ...): ``a``'s order of strides (layout_order)."""
+    order = layout_order(a)
+    if order == tuple(range(a.ndim)):
+        return result if result.flags.c_contiguous else xp_of(result).ascontiguousarray(result)
+    buffer = xp_of(result).empty(tuple(a.shape[i] for i in order), result.dtype)
+    laid_out = buffer.transpose(tuple(np.argsort(order)))
+    laid_out[...] = result
+    return laid_out
 
 
 def _laid_out_like(input, memory_format, make):
@@ -990,6 +1003,116 @@ def _histc_bins(values, edges, bins):
     return np.where(inside, position, bins).astype(np.int64)
 
 
+# ---- histogram ---------------------------------------------------------------------------------
+_Histogram = collections.namedtuple("histogram", ["hist", "bin_edges"])  # torch.return_types.histogram
+_Histogram.__module__ = "minilora.return_types"
+
+
+def histogram(input, bins=100, *, range=None, weight=None, density=False, out=None):  # noqa: A002
+    """``torch.histogram``: ``(hist, bin_edges)``. ``bins`` an int (equal-width bins over ``range``,
+    the data's min..max by default, a single value widened by 0.5 each way) or a tensor of edges.
+    Each bin holds ``[edge_i, edge_i+1)``, the last one its right edge too; values outside (and NaN)
+    are left out. ``weight`` adds its element instead of 1, in the values' order (torch on several
+    threads sums each thread's share apart: its float32 sums can differ in the last bits). ``density``
+    divides by the total and by each bin's width, as torch (``hist / hist.sum()``, then
+    ``/ bin_edges.diff()``). float32/float64 only, as torch's kernel. Both results require a gradient
+    when ``input`` does, through a node whose backward is torch's error (aten::histogram has none)."""
+    if out is not None:
+        raise TypeError("histogram(): minilora has no out= (use the returned tensors)")
+    if input.dtype not in (dtypes.float32, dtypes.float64):
+        raise NotImplementedError(f"\"histogramdd\" not implemented for '{dtypes.torch_name(input.dtype)}'")
+    values = input.detach().cpu().numpy().reshape(-1)
+    edges = _histogram_edges(input, values, bins, range)
+    counts_weight = _histogram_weight(input, weight)
+    positions = _histogram_bins(values, edges, local_search=not isinstance(bins, Tensor))
+    inside = positions >= 0
+    hist = np.zeros(len(edges) - 1, dtype=input.dtype)  # (added to in the values' order, in the dtype: torch's)
+    np.add.at(hist, positions[inside], input.dtype.type(1) if counts_weight is None else counts_weight[inside])
+    if density:  # (a float32 total of weights can differ from torch's in the last bit: its summation order)
+        hist = (hist / hist.sum(dtype=input.dtype)) / np.diff(edges)
+    hist_t = _make(hist, input.dtype, input.device, False)
+    edges_t = _make(edges, input.dtype, input.device, False)
+    if input.requires_grad and _grad_enabled():
+        hist_t, edges_t = (_without_derivative(t, input, "histogram") for t in (hist_t, edges_t))
+    return _Histogram(hist_t, edges_t)
+
+
+def _histogram_edges(input, values, bins, range):  # noqa: A002
+    """The bin edges: ``bins`` itself (a tensor of input's dtype), or ``bins + 1`` values of
+    ``linspace`` over the range (torch's checks, torch's messages)."""
+    if isinstance(bins, Tensor):
+        if bins.dtype != input.dtype:
+            raise RuntimeError("torch.histogramdd: input tensor and bins tensors should have the same dtype, "
+                               f"but got input with dtype {_c_float(input.dtype)} and bins for dimension 0 "
+                               f"with dtype {_c_float(bins.dtype)}")
+        if bins.numel() < 2:
+            raise RuntimeError(f"torch.histogram(): bins must be > 0, but got {bins.numel() - 1} for dimension 0")
+        return bins.detach().cpu().numpy().reshape(-1)
+    _check_int(bins, "histogram", "bins", 2)
+    if bins <= 0:
+        raise RuntimeError(f"torch.histogram(): bins must be > 0, but got {bins} for dimension 0")
+    if range is not None:
+        left, right = float(range[0]), float(range[1])
+    elif values.size:
+        left, right = float(np.min(values)), float(np.max(values))  # (NaN propagates: refused below)
+    else:
+        left, right = 0.0, 1.0
+    if not (math.isfinite(left) and math.isfinite(right)):
+        raise RuntimeError(f"torch.histogramdd: dimension 0's range [{_c_number(left)}, {_c_number(right)}] "
+                           "is not finite")
+    if left > right:
+        raise RuntimeError(f"torch.histogramdd: min should not exceed max, but got min {_number(left)} max "
+                           f"{_number(right)} for dimension 0")
+    if left == right:
+        left, right = left - 0.5, right + 0.5
+    return linspace(left, right, bins + 1, dtype=input.dtype).numpy()
+
+
+def _c_float(dtype):
+    return _C_FLOAT_NAMES.get(dtype.name, dtype.name)
+
+
+def _c_number(x):
+    return "nan" if math.isnan(x) else _number(x)
+
+
+def _histogram_weight(input, weight):
+    if weight is None:
+        return None
+    if tuple(weight.shape) != tuple(input.shape):
+        raise RuntimeError("torch.histogramdd: if weight tensor is provided it should have the same shape as the "
+                           "input tensor excluding its innermost dimension, but got input with shape "
+                           f"[{input.numel()}, 1] and weight with shape {list(weight.shape)}")
+    if weight.dtype != input.dtype:
+        raise RuntimeError("torch.histogramdd: if weight tensor is provided, input tensor and weight tensor should "
+                           f"have the same dtype, but got input({_c_float(input.dtype)}), and "
+                           f"weight({_c_float(weight.dtype)})")
+    return weight.detach().cpu().numpy().reshape(-1)
+
+
+def _histogram_bins(values, edges, local_search):
+    """Each value's bin, -1 for one outside the edges (or NaN). Equal-width bins (``local_search``):
+    torch's guess ``int((x - left) * bins / (right - left))`` in the dtype, then corrected against the
+    neighbouring edges; bins given as edges: a binary search. A value on the last edge is in the last bin."""
+    n_edges = len(edges)
+    left, right = edges[0], edges[-1]
+    with np.errstate(invalid="ignore"):
+        inside = (values >= left) & (values <= right)
+    x = np.where(inside, values, left)
+    if local_search:
+        guess = ((x - left) * values.dtype.type(n_edges - 1) / (right - left)).astype(np.int64)
+        low, high = np.maximum(guess - 1, 0), np.minimum(guess + 2, n_edges)
+        # upper_bound within edges[low:high]: low + how many of those edges are <= x
+        window = np.arange(3)
+        candidates = np.minimum(low[:, None] + window, n_edges - 1)
+        below = (edges[candidates] <= x[:, None]) & (low[:, None] + window < high[:, None])
+        position = low + below.sum(axis=1) - 1
+    else:
+        position = np.searchsorted(edges, x, side="right") - 1
+    position = np.where(position == n_edges - 1, position - 1, position)
+    return np.where(inside, position, -1)
+
+
 # ---- in-place random fills: Tensor.normal_, uniform_, exponential_, random_, bernoulli_, ... -----
 def _fill_drawn(self, draw):
     """Write ``draw(shape)`` (drawn on the host in ``self``'s memory order, as torch's iterator fills
@@ -1169,10 +1292,14 @@ def _histc_method(self, bins=100, min=0, max=0):
     return histc(self, bins, min, max)
 
 
+def _histogram_method(self, bins=100, *, range=None, weight=None, density=False):  # noqa: A002
+    return histogram(self, bins, range=range, weight=weight, density=density)
+
+
 for _name, _method in (("normal_", _normal_), ("uniform_", _uniform_), ("exponential_", _exponential_),
                        ("cauchy_", _cauchy_), ("log_normal_", _log_normal_), ("geometric_", _geometric_),
                        ("bernoulli_", _bernoulli_), ("bernoulli", _bernoulli_method), ("random_", _random_),
-                       ("histc", _histc_method)):
+                       ("histc", _histc_method), ("histogram", _histogram_method)):
     _method.__name__ = _name  # (so a wrong argument's TypeError names torch's method)
     setattr(Tensor, _name, _method)
 
