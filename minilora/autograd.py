@@ -16,6 +16,7 @@ import numpy as np
 
 from . import parallel, testing
 from . import tensor as _tensor
+from .ops import higher_order
 from .tensor import Tensor, _run_backward, enable_grad, inference_mode, no_grad, set_grad_enabled  # noqa: F401
 
 
@@ -38,6 +39,13 @@ class _CaptureStore:
 
     def add_node(self, ctx, g):
         self._put(self.nodes[id(ctx)], g)
+
+
+class _GraphCaptureStore(_CaptureStore):
+    """The same for a recorded pass: the gradients are tensors, summed with ops (so, in the graph)."""
+
+    def _put(self, i, g):
+        self.grads[i] = g if self.grads[i] is None else self.grads[i] + g
 
 
 def _zeros_like(t):
@@ -67,9 +75,6 @@ def _seed(output, grad_output):
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
          allow_unused=None, is_grads_batched=False, materialize_grads=False):
     """torch.autograd.grad: the sum of d(outputs)/d(inputs), as a tuple, without touching ``.grad``."""
-    if create_graph:
-        raise NotImplementedError("grad(create_graph=True) is not supported: minilora's backward "
-                                  "runs on raw arrays and records no graph of its own")
     if is_grads_batched:
         raise NotImplementedError("grad(is_grads_batched=True) is not supported")
     if materialize_grads and allow_unused is False:
@@ -87,24 +92,39 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     for i, t in enumerate(inputs):
         if not t.requires_grad:
             raise RuntimeError("One of the differentiated Tensors does not require grad")
+    if create_graph:  # a recorded pass (minilora/ops/higher_order.py); the graph kept unless told otherwise
+        store = _GraphCaptureStore(inputs)
+        for k, out in enumerate(outputs):
+            _refuse_no_grad_fn(out, k)
+        seeds = [higher_order.seed(out, go) for out, go in zip(outputs, grad_outputs)]
+        higher_order.run_backward_graph(outputs, seeds, retain_graph is None or bool(retain_graph), store)
+        return _grad_results(inputs, store.grads, allow_unused, materialize_grads)
     store = _CaptureStore(inputs)
     last = len(outputs) - 1
     with parallel.computing():
         for k, (out, go) in enumerate(zip(outputs, grad_outputs)):
-            if not out.requires_grad:
-                raise RuntimeError(f"element {k} of tensors does not require grad and does not "
-                                   f"have a grad_fn")
+            _refuse_no_grad_fn(out, k)
             # the graph may be shared by the outputs: free it only after the last one
             _run_backward(out, _seed(out, go), bool(retain_graph) or k < last, store)
+    return _grad_results(inputs, store.grads, allow_unused, materialize_grads)
+
+
+def _refuse_no_grad_fn(out, k):
+    if not out.requires_grad:
+        raise RuntimeError(f"element {k} of tensors does not require grad and does not have a grad_fn")
+
+
+def _grad_results(inputs, grads, allow_unused, materialize_grads):
+    """grad()'s answer: one tensor per input (arrays from the plain pass, tensors from a recorded one)."""
     result = []
-    for t, g in zip(inputs, store.grads):
+    for t, g in zip(inputs, grads):
         if g is None:
             if not allow_unused:
                 raise RuntimeError("One of the differentiated Tensors appears to not have been used "
                                    "in the graph. Set allow_unused=True if this is the desired behavior.")
             result.append(_zeros_like(t) if materialize_grads else None)
         else:
-            result.append(Tensor._make(g, t._device, False, None))
+            result.append(g if isinstance(g, Tensor) else Tensor._make(g, t._device, False, None))
     return tuple(result)
 
 
@@ -364,24 +384,51 @@ sys.modules[function.__name__] = function
 
 
 # torch.autograd.functional: Jacobians and vector products of a function, by reverse mode on the one engine
-def _leaves(inputs):
-    """``inputs`` (a Tensor or a tuple of them) as fresh leaves that require grad, and whether it was a tuple."""
+# (second derivatives -- hessian, hvp, vhp, jvp's double-vjp, create_graph=True -- by its recorded pass,
+# minilora/ops/higher_order.py)
+def _leaves(inputs, create_graph=False):
+    """``inputs`` (a Tensor or a tuple of them) as tensors to differentiate with respect to, and whether it
+    was a tuple: fresh leaves, or (create_graph=True, an input that requires grad) a view of the caller's
+    tensor, so the results stay differentiable with respect to it (torch's _grad_preprocess)."""
     is_tuple = isinstance(inputs, (tuple, list))
-    return tuple(x.detach().requires_grad_() for x in (inputs if is_tuple else (inputs,))), is_tuple
+    inputs = inputs if is_tuple else (inputs,)
+    return tuple(x.view_as(x) if create_graph and x.requires_grad else x.detach().requires_grad_()
+                 for x in inputs), is_tuple
 
 
-def _outputs_of(func, leaves, create_graph):
-    if create_graph:
-        raise NotImplementedError("create_graph=True is not supported: minilora's backward records no graph")
+def _outputs_of(func, leaves):
     with _tensor.enable_grad():
         out = func(*leaves)
     return _as_tuple(out), isinstance(out, tuple)
 
 
-def _input_grads(output, leaves, grad_output, strict, k):
+def _kept(outputs, create_graph):
+    """The function's outputs as torch returns them: detached unless create_graph=True."""
+    return outputs if create_graph else tuple(o.detach() for o in outputs)
+
+
+def _grads_of(outputs, leaves, grad_outputs, create_graph):
+    """torch's _autograd_grad: grad() over the outputs that require grad only; None for each leaf
+    none of them depends on."""
+    pairs = [(o, g) for o, g in zip(outputs, grad_outputs) if o is not None and o.requires_grad]
+    if not pairs:
+        return (None,) * len(leaves)
+    return grad([o for o, _ in pairs], leaves, [g for _, g in pairs], retain_graph=True,
+                create_graph=create_graph, allow_unused=True)
+
+
+def _filled(grads, leaves, strict, what):
+    """Zeros for the leaves with no gradient (in strict mode: torch's error)."""
+    for i, g in enumerate(grads):
+        if g is None and strict:
+            raise RuntimeError(f"The {what} of the user-provided function is independent of input {i}. "
+                               "This is not allowed in strict mode.")
+    return [(_zeros_like(x) if g is None else g) for g, x in zip(grads, leaves)]
+
+
+def _input_grads(output, leaves, grad_output, strict, k, create_graph=False):
     """d(output . grad_output)/d(each leaf): zeros for a leaf it does not depend on (an error in strict mode)."""
-    found = grad(output, leaves, grad_output, retain_graph=True, allow_unused=True) if output.requires_grad \
-        else (None,) * len(leaves)
+    found = _grads_of((output,), leaves, (grad_output,), create_graph)
     for i, g in enumerate(found):
         if g is None and strict:
             raise RuntimeError(f"Output {k} of the user-provided function is independent of input {i}. "
@@ -400,13 +447,15 @@ def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False, st
     ``output.shape + input.shape`` (one backward pass per output element)."""
     if strategy != "reverse-mode":
         raise NotImplementedError(f"jacobian(strategy={strategy!r}): minilora has reverse mode only")
-    leaves, inputs_tuple = _leaves(inputs)
-    outputs, outputs_tuple = _outputs_of(func, leaves, create_graph)
-    return _shaped(_jacobians(outputs, leaves, strict), outputs_tuple, inputs_tuple)
+    leaves, inputs_tuple = _leaves(inputs, create_graph)
+    outputs, outputs_tuple = _outputs_of(func, leaves)
+    return _shaped(_jacobians(outputs, leaves, strict, create_graph), outputs_tuple, inputs_tuple)
 
 
-def _jacobians(outputs, leaves, strict):
-    """[output][input] -> the Jacobian block, of shape output.shape + input.shape."""
+def _jacobians(outputs, leaves, strict, create_graph=False):
+    """[output][input] -> the Jacobian block, of shape output.shape + input.shape (stacked with ops:
+    with create_graph=True, in the graph)."""
+    from .ops.shape import stack
     table = []
     for k, out in enumerate(outputs):
         xp = out._device.xp
@@ -415,18 +464,18 @@ def _jacobians(outputs, leaves, strict):
             onehot = xp.zeros(out._array.size, dtype=out._array.dtype)
             onehot[index] = 1
             seed = Tensor._make(onehot.reshape(out._array.shape), out._device, False, None)
-            for i, g in enumerate(_input_grads(out, leaves, seed, strict, k)):
-                rows[i].append(g._array)
-        table.append([Tensor._make(xp.stack(r).reshape(out._array.shape + x._array.shape) if r else
-                                   xp.zeros(out._array.shape + x._array.shape, dtype=x._array.dtype),
+            for i, g in enumerate(_input_grads(out, leaves, seed, strict, k, create_graph)):
+                rows[i].append(g)
+        table.append([stack(r).reshape(tuple(out.shape) + tuple(x.shape)) if r else
+                      Tensor._make(xp.zeros(out._array.shape + x._array.shape, dtype=x._array.dtype),
                                    x._device, False, None) for r, x in zip(rows, leaves)])
     return table
 
 
 def vjp(func, inputs, v=None, create_graph=False, strict=False):
     """torch.autograd.functional.vjp: ``(func(inputs), v^T J)``, the second shaped as the inputs."""
-    leaves, inputs_tuple = _leaves(inputs)
-    outputs, outputs_tuple = _outputs_of(func, leaves, create_graph)
+    leaves, inputs_tuple = _leaves(inputs, create_graph)
+    outputs, outputs_tuple = _outputs_of(func, leaves)
     if v is None:
         if len(outputs) != 1 or outputs[0]._array.size != 1:
             raise RuntimeError("The vector v can only be None if the user-provided function returns a single "
@@ -434,33 +483,108 @@ def vjp(func, inputs, v=None, create_graph=False, strict=False):
         v = (None,)
     total = None
     for k, (out, seed) in enumerate(zip(outputs, _as_tuple(v))):
-        grads = _input_grads(out, leaves, seed, strict, k)
+        grads = _input_grads(out, leaves, seed, strict, k, create_graph)
         total = grads if total is None else [a + b for a, b in zip(total, grads)]
-    detached = tuple(o.detach() for o in outputs)
-    return (detached if outputs_tuple else detached[0]), (tuple(total) if inputs_tuple else total[0])
+    kept = _kept(outputs, create_graph)
+    return (kept if outputs_tuple else kept[0]), (tuple(total) if inputs_tuple else total[0])
 
 
 def jvp(func, inputs, v=None, create_graph=False, strict=False):
-    """torch.autograd.functional.jvp: ``(func(inputs), J v)``, the second shaped as the outputs (from
-    the Jacobian: minilora has no forward mode)."""
-    leaves, inputs_tuple = _leaves(inputs)
+    """torch.autograd.functional.jvp: ``(func(inputs), J v)``, the second shaped as the outputs. As
+    torch's, by the double-vjp trick (minilora has no forward mode): ``u -> J^T u`` is linear in ``u``,
+    so its vjp with ``v`` is ``J v``. Without create_graph, a function whose backward cannot be
+    differentiated gets ``J v`` from its Jacobian instead."""
+    leaves, inputs_tuple = _leaves(inputs, create_graph)
     if v is None:
         if len(leaves) != 1 or leaves[0]._array.size != 1:
             raise RuntimeError("The vector v can only be None if the input to the user-provided function is a "
                                "single Tensor with a single element.")
         v = (Tensor._make(leaves[0]._device.xp.ones_like(leaves[0]._array), leaves[0]._device, False, None),)
-    outputs, outputs_tuple = _outputs_of(func, leaves, create_graph)  # (func runs once)
-    table = _jacobians(outputs, leaves, strict)
+    v = _as_tuple(v)
+    outputs, outputs_tuple = _outputs_of(func, leaves)  # (func runs once)
+    try:
+        products = _jvp_by_double_vjp(outputs, leaves, v, create_graph, strict)
+    except higher_order.NotDifferentiableBackward:
+        if create_graph:
+            raise
+        products = _jvp_by_jacobian(outputs, leaves, v, strict)
+    kept = _kept(outputs, create_graph)
+    return (kept if outputs_tuple else kept[0]), (tuple(products) if outputs_tuple else products[0])
+
+
+def _jvp_by_double_vjp(outputs, leaves, v, create_graph, strict):
+    dummies = tuple(_zeros_like(o).requires_grad_() for o in outputs)
+    grads = _grads_of(outputs, leaves, dummies, create_graph=True)
+    grads = _filled(grads, leaves, strict, "output")  # (strict: some output independent of some input)
+    products = _grads_of(grads, dummies, v, create_graph)
+    return _filled(products, outputs, False, "jvp")
+
+
+def _jvp_by_jacobian(outputs, leaves, v, strict):
     products = []
-    for out, row in zip(outputs, table):
+    for out, row in zip(outputs, _jacobians(outputs, leaves, strict)):
         acc = None
-        for J, vec in zip(row, _as_tuple(v)):
+        for J, vec in zip(row, v):
             flat = J._array.reshape(out._array.size, -1) @ vec._array.reshape(-1).astype(J._array.dtype, copy=False)
             acc = flat if acc is None else acc + flat
         products.append(Tensor._make(acc.reshape(out._array.shape), out._device, False, None))
-    detached = tuple(o.detach() for o in outputs)
-    return ((detached if outputs_tuple else detached[0]),
-            (tuple(products) if outputs_tuple else products[0]))
+    return products
+
+
+def _single_output(func, leaves, name):
+    """func's output, which must be one Tensor of one element (torch's words where it is not)."""
+    outputs, outputs_tuple = _outputs_of(func, leaves)
+    if outputs_tuple or len(outputs) != 1:
+        raise RuntimeError(f"The function given to {name} should return a single Tensor")
+    if outputs[0]._array.size != 1:
+        raise RuntimeError(f"The Tensor returned by the function given to {name} should contain a single element")
+    return outputs[0]
+
+
+def hessian(func, inputs, create_graph=False, strict=False, vectorize=False, outer_jacobian_strategy="reverse-mode"):
+    """torch.autograd.functional.hessian: the Jacobian of the gradient (``H[i][j]`` of shape
+    ``inputs[i].shape + inputs[j].shape`` for a tuple of inputs), as torch computes it."""
+    if outer_jacobian_strategy != "reverse-mode":
+        raise NotImplementedError(f"hessian(outer_jacobian_strategy={outer_jacobian_strategy!r}): minilora "
+                                  "has reverse mode only")
+    leaves, inputs_tuple = _leaves(inputs, create_graph)
+
+    def gradient(*xs):
+        inner, _ = _leaves(xs, True)
+        out = _single_output(func, inner, "hessian").reshape(())
+        return tuple(_input_grads(out, inner, None, strict, 0, create_graph=True))
+
+    outputs, _ = _outputs_of(gradient, leaves)
+    return _shaped(_jacobians(outputs, leaves, strict, create_graph), inputs_tuple, inputs_tuple)
+
+
+def vhp(func, inputs, v=None, create_graph=False, strict=False):
+    """torch.autograd.functional.vhp: ``(func(inputs), v^T H)``, shaped as the inputs."""
+    return _hessian_product(func, inputs, v, create_graph, strict, "vhp")
+
+
+def hvp(func, inputs, v=None, create_graph=False, strict=False):
+    """torch.autograd.functional.hvp: ``(func(inputs), H v)``. The Hessian of a twice differentiable
+    function is symmetric, so ``H v = (v^T H)^T``: one double backward (torch runs a third pass to
+    transpose; the values agree to rounding)."""
+    return _hessian_product(func, inputs, v, create_graph, strict, "hvp")
+
+
+def _hessian_product(func, inputs, v, create_graph, strict, name):
+    leaves, inputs_tuple = _leaves(inputs, create_graph)
+    if v is None:
+        if len(leaves) != 1 or leaves[0]._array.size != 1:
+            raise RuntimeError("The vector v can only be None if the input to the user-provided function is a "
+                               "single Tensor with a single element.")
+        v = (Tensor._make(leaves[0]._device.xp.ones_like(leaves[0]._array), leaves[0]._device, False, None),)
+    v = _as_tuple(v)
+    if len(v) != len(leaves) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(v, leaves)):
+        raise RuntimeError(f"{name}: v must have one tensor per input, each of the input's shape")
+    out = _single_output(func, leaves, name)
+    first = _filled(_grads_of((out,), leaves, (None,), create_graph=True), leaves, strict, "output")
+    second = _filled(_grads_of(first, leaves, v, create_graph), leaves, strict, "jacobian")
+    kept = _kept((out,), create_graph)[0]
+    return kept, (tuple(second) if inputs_tuple else second[0])
 
 
 class set_detect_anomaly(_tensor._GradMode):
@@ -561,17 +685,33 @@ graph.disable_saved_tensors_hooks = disable_saved_tensors_hooks
 sys.modules[graph.__name__] = graph
 
 
-def _needs_double_backward(name):
-    def refuse(*args, **kwargs):
-        raise NotImplementedError(f"{name} needs a backward of the backward (create_graph=True), which "
-                                  "minilora does not record")
-    refuse.__name__ = name.rsplit(".", 1)[-1]
-    return refuse
+def gradgradcheck(func, inputs, grad_outputs=None, *, eps=1e-6, atol=1e-5, rtol=1e-3,
+                  gen_non_contig_grad_outputs=False, raise_exception=True, **_options):
+    """torch.autograd.gradgradcheck: gradcheck of ``(inputs, grad_outputs) -> d(func . grad_outputs)/d(inputs)``
+    (recorded with create_graph=True), so the second derivatives are checked against central differences.
+    ``grad_outputs`` default: random float64 tensors of the outputs' shapes (a fixed seed)."""
+    inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+    if grad_outputs is None:
+        with no_grad():
+            outputs = _as_tuple(func(*inputs))
+        rng = np.random.default_rng(0)
+        grad_outputs = tuple(Tensor._make(o._device.xp.asarray(rng.standard_normal(o.shape).astype(o._array.dtype)),
+                                          o._device, True, None) for o in outputs)
+    grad_outputs = _as_tuple(grad_outputs)
+    count = len(inputs)
+
+    def first_derivatives(*args):
+        xs, seeds = args[:count], args[count:]
+        wrt = [x for x in xs if isinstance(x, Tensor) and x.requires_grad]
+        with enable_grad():
+            grads = grad(_as_tuple(func(*xs)), wrt, seeds, create_graph=True, allow_unused=True)
+        return tuple(g for g in grads if g is not None)
+
+    return gradcheck(first_derivatives, inputs + grad_outputs, eps=eps, atol=atol, rtol=rtol,
+                     raise_exception=raise_exception)
 
 
 functional = types.ModuleType(__name__ + ".functional", "torch.autograd.functional's names on minilora")
 functional.jacobian, functional.vjp, functional.jvp = jacobian, vjp, jvp
-for _name in ("hessian", "hvp", "vhp"):
-    setattr(functional, _name, _needs_double_backward(f"autograd.functional.{_name}"))
-gradgradcheck = _needs_double_backward("autograd.gradgradcheck")
+functional.hessian, functional.hvp, functional.vhp = hessian, hvp, vhp
 sys.modules[functional.__name__] = functional

@@ -1759,9 +1759,9 @@ class Tensor:
         A scalar needs no ``gradient``; any other tensor needs one of its own shape (the vector in
         the vector-Jacobian product). The graph is freed afterwards unless ``retain_graph=True``.
         """
-        if create_graph:
-            raise NotImplementedError("backward(create_graph=True) is not supported: minilora's "
-                                      "backward runs on raw arrays and records no graph of its own")
+        if create_graph:  # a recorded pass of its own (minilora/ops/higher_order.py): this one stays lean
+            from .ops import higher_order
+            return higher_order.backward(self, gradient, retain_graph, inputs)
         if not self.requires_grad:
             raise RuntimeError("element 0 of tensors does not require grad and does not have a "
                                "grad_fn")

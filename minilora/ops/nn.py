@@ -370,6 +370,7 @@ class LayerNorm(Function):
         normed, r, out = xp.empty_like(x2), xp.empty(len(x2), x.dtype), xp.empty_like(x2)
         parallel.rows(lambda *blocks: _layer_norm_rows(*blocks, weight, bias, eps), x2, normed, r, out)
         ctx.normed, ctx.r, ctx.weight = normed, r, weight
+        ctx.eps = eps  # (create_graph=True recomputes r from the input: minilora/ops/higher_order.py)
         return out.reshape(x.shape)
 
     @staticmethod

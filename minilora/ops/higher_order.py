@@ -1,0 +1,410 @@
+"""Higher-order gradients: the backward pass of ``create_graph=True``, recorded as a graph of its own.
+
+The ordinary engine (tensor.py's ``_run_backward``) runs each node's ``backward`` on raw arrays and
+records nothing: fast, and all a training step needs. ``grad(..., create_graph=True)`` (gradient
+penalties, Hessian-vector products, MAML, d2u/dx2) needs the gradients as tensors *with* a graph, so
+it runs this second engine instead: the same walk over the nodes, but each node's gradient comes from
+its op's ``backward_graph(ctx, g)``, written with minilora's own ops on the node's input tensors
+(``ctx.inputs``), so every step of it is recorded. The normal path gains no work at all.
+
+``backward_graph`` reads only shapes and options from what forward saved, never a saved array that
+depends on an input (``exp``'s output, ``relu``'s result): as a constant it would cut the second
+derivative. Masks (``relu``'s, ``abs``'s sign) are constants in torch too. An op without one refuses
+with its name (NotDifferentiableBackward): never a silently wrong second derivative.
+"""
+import warnings
+
+import numpy as np
+
+from .. import tensor as _t
+from ..tensor import Function, Tensor, _check_versions, enable_grad
+from . import elementwise as _e, reduce as _r, shape as _s
+from .matmul import Linear, MatMul
+from .nn import CrossEntropy, LayerNorm
+
+
+class NotDifferentiableBackward(NotImplementedError):
+    """An op on the way has no ``backward_graph``: its gradient cannot be differentiated again."""
+
+
+def _constant(array, like):
+    """``array`` as a tensor outside the graph, on ``like``'s device (a mask, a sign, a one-hot)."""
+    return Tensor._make(array, like._device, False, None)
+
+
+def _sum_to(g, shape):
+    """``g`` summed down to ``shape`` (the inverse of broadcasting ``shape`` up to ``g.shape``)."""
+    shape = tuple(shape)
+    if tuple(g.shape) == shape:
+        return g
+    lead = g.ndim - len(shape)
+    if lead:
+        g = g.sum(tuple(range(lead)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    return g.sum(axes, keepdim=True) if axes else g
+
+
+def _shape(x):
+    return tuple(x.shape) if isinstance(x, Tensor) else ()
+
+
+# ---- each op's backward with ops: (ctx, g) -> one gradient (or None) per positional input ----------
+def _add(ctx, g):
+    na, nb = ctx.needs_input_grad
+    return (_sum_to(g, ctx.shapes[0]) if na else None, _sum_to(g, ctx.shapes[1]) if nb else None)
+
+
+def _sub(ctx, g):
+    na, nb = ctx.needs_input_grad
+    return (_sum_to(g, ctx.shapes[0]) if na else None, _sum_to(-g, ctx.shapes[1]) if nb else None)
+
+
+def _mul(ctx, g):
+    (a, b), (na, nb) = ctx.inputs, ctx.needs_input_grad
+    return (_sum_to(g * b, _shape(a)) if na else None, _sum_to(g * a, _shape(b)) if nb else None)
+
+
+def _div(ctx, g):
+    (a, b), (na, nb) = ctx.inputs, ctx.needs_input_grad
+    return (_sum_to(g / b, _shape(a)) if na else None,
+            _sum_to(-g * a / (b * b), _shape(b)) if nb else None)
+
+
+def _pow(ctx, g):
+    """torch's pow_backward: no gradient through a zero exponent, none to the exponent where the base
+    is 0 and the exponent >= 0 (the masks are constants, as torch's)."""
+    (a, b), (na, nb) = ctx.inputs, ctx.needs_input_grad
+    ga = gb = None
+    if na:
+        ga = g * b * a ** (b - 1)
+        if isinstance(b, Tensor):
+            ga = ga * _constant((b._array != 0).astype(ga._array.dtype), ga)
+        elif b == 0:
+            ga = ga * 0.0
+        ga = _sum_to(ga, _shape(a))
+    if nb:
+        if isinstance(a, Tensor):
+            keep = ~((a._array == 0) & (np.asarray(b._array) >= 0))
+            gb = g * (a ** b) * a.log() * _constant(keep.astype(g._array.dtype), g)
+        else:  # a number to a tensor power
+            gb = g * (a ** b) * float(np.log(a)) if a != 0 else g * _constant((b._array < 0) * np.nan, g)
+        gb = _sum_to(gb, _shape(b))
+    return ga, gb
+
+
+def _masked(g, mask):
+    """``g`` where ``mask`` (an array) holds, 0 elsewhere."""
+    return g * _constant(mask.astype(g._array.dtype), g)
+
+
+def _gelu(ctx, g):
+    (a,) = ctx.inputs[:1]
+    if ctx.approximate == "tanh":
+        k = float(np.sqrt(2 / np.pi))
+        t = (k * (a + 0.044715 * a * a * a)).tanh()
+        inner = k * (1 + 3 * 0.044715 * a * a)
+        return g * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * inner), None
+    cdf = 0.5 * (1 + (a * float(1 / np.sqrt(2))).erf())
+    pdf = (-0.5 * a * a).exp() * float(1 / np.sqrt(2 * np.pi))
+    return g * (cdf + a * pdf), None
+
+
+def _silu(ctx, g):
+    a = ctx.inputs[0]
+    s = a.sigmoid()
+    return g * s * (1 + a * (1 - s))
+
+
+def _softplus(ctx, g):
+    a = ctx.inputs[0]
+    past = ctx.a * ctx.beta > ctx.threshold  # the linear part: gradient 1 (a constant mask, as torch's)
+    s = (a * ctx.beta).sigmoid()
+    return _masked(g, past) + _masked(g * s, ~past), None, None
+
+
+def _leaky_relu(ctx, g):
+    return g * _constant(np.where(ctx.positive, 1.0, ctx.slope).astype(g._array.dtype), g), None
+
+
+def _sum(ctx, g):
+    if not ctx.keepdims:
+        for ax in ctx.axes:
+            g = g.unsqueeze(ax)
+    return g.expand(*ctx.shape)
+
+
+def _mean(ctx, g):
+    return _sum(ctx, g) * (1.0 / ctx.count if ctx.count else float("nan"))
+
+
+def _softmax(ctx, g):
+    p = ctx.inputs[0].softmax(ctx.axis)
+    return p * (g - (g * p).sum(ctx.axis, keepdim=True))
+
+
+def _log_softmax(ctx, g):
+    p = ctx.inputs[0].softmax(ctx.axis)
+    return g - p * g.sum(ctx.axis, keepdim=True)
+
+
+def _permute(ctx, g):
+    return g.permute(*np.argsort(ctx.axes).tolist())
+
+
+def _cat(ctx, g):
+    bounds = np.concatenate([[0], np.cumsum(ctx.sizes)]).tolist()
+    axis = ctx.axis % g.ndim
+    return tuple(g[(slice(None),) * axis + (slice(start, stop),)] for start, stop in zip(bounds, bounds[1:]))
+
+
+class ScatterIndexed(Function):
+    """GetItem's backward as an op: ``g`` put at ``index`` of zeros of ``shape`` (repeated indices
+    add up). Its own gradient is ``g[index]`` again, so every order of derivative is recorded."""
+
+    @staticmethod
+    def forward(ctx, g, getitem_ctx):
+        ctx.index = getitem_ctx.index
+        return _s.GetItem.backward(getitem_ctx, g)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _s.take_indexed(g, ctx.index), None
+
+    @staticmethod
+    def backward_graph(ctx, g):
+        return _s.GetItem.apply(g, ctx.index), None
+
+
+def _getitem(ctx, g):
+    return ScatterIndexed.apply(g, ctx), None
+
+
+def _matmul(ctx, g):
+    (a, b), (na, nb) = ctx.inputs, ctx.needs_input_grad
+    a2 = a.unsqueeze(0) if a.ndim == 1 else a  # a 1-D operand is a matrix with a dropped size-1 axis
+    b2 = b.unsqueeze(-1) if b.ndim == 1 else b
+    if b.ndim == 1:
+        g = g.unsqueeze(-1)
+    if a.ndim == 1:
+        g = g.unsqueeze(-2)
+    ga = _sum_to(g.matmul(b2.transpose(-1, -2)), a2.shape).reshape(a.shape) if na else None
+    gb = _sum_to(a2.transpose(-1, -2).matmul(g), b2.shape).reshape(b.shape) if nb else None
+    return ga, gb
+
+
+def _linear(ctx, g):
+    x, w = ctx.inputs[:2]
+    nx, nw, nb = ctx.needs_input_grad
+    g2 = g.reshape(-1, g.shape[-1])
+    gx = g.matmul(w) if nx else None
+    gw = g2.transpose(0, 1).matmul(x.reshape(-1, x.shape[-1])) if nw else None
+    gb = g2.sum(0) if nb else None
+    return gx, gw, gb
+
+
+def _cross_entropy(ctx, g):
+    """``(softmax(logits) - onehot) * weight_of_row * g / divisor``: the probabilities recomputed with ops."""
+    logits = ctx.inputs[0]
+    if ctx.reduction == "mean" and ctx.divisor == 0 or logits._array.size == 0:  # no counted weight: a
+        return _constant(ctx.fn.backward(ctx, g._array)[0], g), None  # gradient that is no function of logits
+    onehot = np.zeros(logits.shape, dtype=logits._array.dtype)
+    onehot[np.arange(len(ctx.targets)), ctx.targets] = 1
+    valid = _constant(np.asarray(ctx.valid, dtype=logits._array.dtype)[:, None], g)
+    rows = g.unsqueeze(1) if ctx.reduction == "none" else g
+    divisor = ctx.divisor if ctx.reduction == "mean" else 1
+    return (logits.softmax(1) - _constant(onehot, g)) * valid * rows / float(divisor), None
+
+
+def _layer_norm(ctx, g):
+    """With ``n`` the normalised rows, ``r = 1/sqrt(var + eps)`` and ``gw = g * w``:
+    ``dx = r * (gw - mean(gw) - n * mean(gw * n))``, ``dw = sum(g * n)``, ``db = sum(g)`` (all with ops)."""
+    x, w = ctx.inputs[:2]
+    nx, nw, nb = ctx.needs_input_grad
+    width = ctx.normed.shape[1]
+    x2, g2 = x.reshape(-1, width), g.reshape(-1, width)
+    centred = x2 - x2.mean(-1, keepdim=True)
+    r = ((centred * centred).mean(-1, keepdim=True) + ctx.eps).rsqrt()
+    n = centred * r
+    gw = g2 * w.reshape(width) if w is not None else g2
+    gx = (r * (gw - gw.mean(-1, keepdim=True) - n * (gw * n).mean(-1, keepdim=True))).reshape(x.shape) if nx else None
+    gweight = (g2 * n).sum(0).reshape(ctx.weight_shape) if nw else None
+    gbias = g2.sum(0).reshape(ctx.weight_shape) if nb else None
+    return gx, gweight, gbias
+
+
+_BACKWARD_GRAPHS = {
+    _e.Add: _add, _e.Sub: _sub, _e.Mul: _mul, _e.Div: _div, _e.Pow: _pow,
+    _e.Neg: lambda ctx, g: -g,
+    _e.Exp: lambda ctx, g: g * ctx.inputs[0].exp(),
+    _e.Log: lambda ctx, g: g / ctx.inputs[0],
+    _e.Sqrt: lambda ctx, g: g / (2 * ctx.inputs[0].sqrt()),
+    _e.Rsqrt: lambda ctx, g: g * -0.5 * ctx.inputs[0].rsqrt() ** 3,
+    _e.Tanh: lambda ctx, g: g * (1 - ctx.inputs[0].tanh() ** 2),
+    _e.Sigmoid: lambda ctx, g: g * ctx.inputs[0].sigmoid() * (1 - ctx.inputs[0].sigmoid()),
+    _e.Relu: lambda ctx, g: _masked(g, ~(ctx.out <= 0)),
+    _e.LeakyRelu: _leaky_relu, _e.Gelu: _gelu, _e.Silu: _silu, _e.Softplus: _softplus,
+    _e.Sin: lambda ctx, g: g * ctx.inputs[0].cos(),
+    _e.Cos: lambda ctx, g: -g * ctx.inputs[0].sin(),
+    _e.Abs: lambda ctx, g: g * _constant(_e._torch_sign(ctx.a), g),
+    _e.Erf: lambda ctx, g: g * float(2 / np.sqrt(np.pi)) * (-ctx.inputs[0] * ctx.inputs[0]).exp(),
+    _e.Clone: lambda ctx, g: g,
+    _e.AsType: lambda ctx, g: (g.to(ctx.dtype), None),
+    _r.Sum: _sum, _r.Mean: _mean, _r.Softmax: _softmax, _r.LogSoftmax: _log_softmax,
+    _s.Reshape: lambda ctx, g: (g.reshape(ctx.shape), None),
+    _s.Permute: _permute, _s.GetItem: _getitem, _s.Cat: _cat,
+    _s.Expand: lambda ctx, g: (_sum_to(g, ctx.shape), None),
+    MatMul: _matmul, Linear: _linear,
+    CrossEntropy: _cross_entropy, LayerNorm: _layer_norm,
+}
+for _op, _fn in _BACKWARD_GRAPHS.items():
+    _op.backward_graph = staticmethod(_fn)
+
+
+# ---- the engine --------------------------------------------------------------------------------
+def _refuse(ctx):
+    raise NotDifferentiableBackward(
+        f"create_graph=True: {ctx.fn.__name__}'s backward is not differentiable in minilora (torch's "
+        f"{ctx.name()}): take the gradient without create_graph, or build the function from ops that have one")
+
+
+def _nodes_of(roots):
+    """Every node the roots' nodes were computed from, latest first (tensor.py's _topological_order,
+    for several roots at once)."""
+    found, stack = {}, []
+    for r in roots:
+        if r._ctx is not None and id(r._ctx) not in found:
+            found[id(r._ctx)] = r._ctx
+            stack.append(r._ctx)
+    while stack:
+        for parent in stack.pop().parents:
+            if parent is not None and id(parent) not in found:
+                found[id(parent)] = parent
+                stack.append(parent)
+    return sorted(found.values(), key=lambda c: c.seq, reverse=True)
+
+
+def _fit(g, x):
+    if tuple(g.shape) != tuple(x.shape):
+        raise RuntimeError(f"internal error: gradient of shape {tuple(g.shape)} for a tensor of shape "
+                           f"{tuple(x.shape)} (create_graph=True)")
+    return g if g.dtype == x.dtype else g.to(x.dtype)
+
+
+def _run_hooks(hooks, g):
+    for hook in list(hooks.values()):
+        out = hook(g)
+        if out is not None:
+            g = out
+    return g
+
+
+def run_backward_graph(roots, seeds, retain_graph, store):
+    """The backward pass from ``roots`` (tensors) with gradients ``seeds`` (tensors, maybe in a graph
+    themselves: the double-vjp trick differentiates with respect to them), recorded. ``store.add(t, g)``
+    takes each leaf's (and retain_grad() tensor's) gradient; ``store.nodes`` (optional) names non-leaf
+    tensors' nodes whose gradient ``store.add_node(ctx, g)`` takes."""
+    wanted = getattr(store, "nodes", None)
+    grads = {}
+    with enable_grad():
+        for root, seed in zip(roots, seeds):
+            if root._ctx is None:
+                store.add(root, seed)
+            else:
+                prev = grads.get(id(root._ctx))
+                grads[id(root._ctx)] = seed if prev is None else prev + seed
+        hooked = {}
+        for ctx in _nodes_of(roots):
+            g = grads.pop(id(ctx), None)
+            if g is None:
+                continue
+            ctx._refuse_freed()
+            if ctx.seq <= _t._last_change:  # something changed in place after this node was made
+                _check_versions(ctx)
+            if wanted and id(ctx) in wanted:
+                store.add_node(ctx, g)
+            if ctx.retained is not None:
+                if ctx.hooks:
+                    g = _run_hooks(ctx.hooks, g)
+                if ctx.retained() is not None:
+                    store.add(ctx.retained(), g)
+                if ctx.node_prehooks or ctx.node_hooks:
+                    raise NotImplementedError("create_graph=True with grad_fn.register_hook/register_prehook "
+                                              "is not supported in minilora")
+            backward_graph = getattr(ctx.fn, "backward_graph", None)
+            if backward_graph is None or g.dtype.kind == "c":
+                _refuse(ctx)
+            in_grads = backward_graph(ctx, g)
+            in_grads = in_grads if type(in_grads) is tuple else (in_grads,)
+            for x, parent, need, ig in zip(ctx.inputs, ctx.parents, ctx.needs_input_grad, in_grads):
+                if not need or ig is None:
+                    continue
+                ig = _fit(ig, x)
+                if parent is None:
+                    hooks = _t._hooked_leaf(x) if _t._leaf_hooks else None
+                    if hooks is not None:
+                        entry = hooked.setdefault(id(x), [x, None, hooks])
+                        entry[1] = ig if entry[1] is None else entry[1] + ig
+                    else:
+                        store.add(x, ig)
+                else:
+                    prev = grads.get(id(parent))
+                    grads[id(parent)] = ig if prev is None else prev + ig
+            if not retain_graph:
+                ctx.free()
+        for leaf, g, hooks in hooked.values():
+            if not hasattr(store, "takes") or store.takes(leaf):
+                store.add(leaf, _run_hooks(hooks, g))
+
+
+class GradStore:
+    """``backward(create_graph=True)``: each leaf's ``.grad`` becomes (or has added to it, out of place,
+    as torch's AccumulateGrad under create_graph) a gradient with its own graph. ``inputs``: only these."""
+
+    def __init__(self, inputs=None):
+        if inputs is not None:
+            inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+            for t in inputs:
+                if t._ctx is not None:
+                    t.retain_grad()
+        self.leaves = None if inputs is None else {id(t) for t in inputs if t._ctx is None}
+
+    def takes(self, t):
+        return self.leaves is None or t._ctx is not None or id(t) in self.leaves
+
+    def add(self, t, g):
+        if self.takes(t):
+            t._grad = g if t._grad is None else t._grad + g
+
+
+__all__ = ["run_backward_graph", "GradStore", "NotDifferentiableBackward", "ScatterIndexed"]
+
+
+def seed(output, grad_output):
+    """The gradient a recorded pass starts from: ones for a one-element output, else the caller's
+    tensor itself (it may be in a graph: the double-vjp trick differentiates with respect to it)."""
+    if grad_output is None:
+        if output._array.size != 1:
+            raise RuntimeError("grad can be implicitly created only for scalar outputs")
+        return _constant(output._device.xp.ones_like(output._array), output)
+    if not isinstance(grad_output, Tensor):
+        grad_output = _constant(output._device.xp.asarray(grad_output), output)
+    if tuple(grad_output.shape) != tuple(output.shape):
+        raise RuntimeError(f"Mismatch in shape: grad_output[0] has a shape of {tuple(grad_output.shape)} "
+                           f"and output[0] has a shape of {tuple(output.shape)}.")
+    return grad_output if grad_output.dtype == output.dtype else grad_output.to(output.dtype)
+
+
+def backward(tensor, gradient, retain_graph, inputs):
+    """``tensor.backward(gradient, create_graph=True)``: the leaves' ``.grad`` with graphs of their own
+    (``retain_graph`` defaults to True then, as torch's)."""
+    if not tensor.requires_grad:
+        raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
+    if isinstance(gradient, (int, float, complex, list, tuple, np.generic)):
+        raise TypeError(f"gradients can be either Tensors or None, but got {type(gradient).__name__}")
+    retain = True if retain_graph is None else bool(retain_graph)
+    warnings.warn("Using backward() with create_graph=True will create a reference cycle between the parameter "
+                  "and its gradient which can cause a memory leak. We recommend using autograd.grad when creating "
+                  "the graph to avoid this. If you have to use this function, make sure to reset the .grad fields "
+                  "of your parameters to None after use to break the cycle and avoid the leak.", UserWarning,
+                  stacklevel=3)  # (torch's words: each .grad now holds a graph that holds the parameter)
+    run_backward_graph((tensor,), (seed(tensor, gradient),), retain, GradStore(inputs))

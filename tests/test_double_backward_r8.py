@@ -1,0 +1,312 @@
+"""Higher-order gradients: autograd.grad / backward with create_graph=True, torch.autograd.functional's
+hessian / hvp / vhp / jvp / jacobian / vjp, gradgradcheck -- each against torch in float64.
+
+minilora refused create_graph=True before (NotImplementedError); now a recorded backward pass
+(minilora/ops/higher_order.py) gives gradients that are themselves differentiable."""
+import numpy as np
+import pytest
+
+import minilora as ml
+
+torch = pytest.importorskip("torch")
+
+RNG = np.random.default_rng(0)
+
+
+def both(array, grad=True):
+    """The same float64 values as a minilora and a torch tensor (leaves that require grad)."""
+    array = np.asarray(array, dtype=np.float64)
+    return (ml.tensor(array, dtype=ml.float64, requires_grad=grad),
+            torch.tensor(array, dtype=torch.float64, requires_grad=grad))
+
+
+def close(mine, theirs, rtol=1e-10, atol=1e-12):
+    if mine is None or theirs is None:
+        assert mine is None and theirs is None, (mine, theirs)
+        return
+    assert tuple(mine.shape) == tuple(theirs.shape)
+    assert str(mine.dtype).split(".")[-1] == str(theirs.dtype).split(".")[-1]
+    np.testing.assert_allclose(mine.detach().numpy(), theirs.detach().numpy(), rtol=rtol, atol=atol)
+
+
+def lib_f(lib):
+    return ml.nn.functional if lib is ml else torch.nn.functional
+
+
+# Each case: (lib, x [3, 4], y [4, 4]) -> a tensor. Its loss is sum(out ** 3) (linear ops too then have a
+# second derivative through their backward); the test compares the gradient and a Hessian-vector product.
+CASES = {
+    "add_broadcast": lambda lib, x, y: x + y[0],
+    "sub_number": lambda lib, x, y: 2.0 - x,
+    "mul_broadcast": lambda lib, x, y: x * y[1:2],
+    "div": lambda lib, x, y: x / (y[:3] * y[:3] + 1),
+    "div_number": lambda lib, x, y: 3.0 / (x * x + 1),
+    "neg": lambda lib, x, y: -x * y[0],
+    "pow_int": lambda lib, x, y: x ** 2,
+    "pow_float": lambda lib, x, y: (x * x + 1) ** 1.5,
+    "pow_tensor": lambda lib, x, y: (x * x + 1) ** y[:3].tanh(),
+    "pow_number_base": lambda lib, x, y: 2.0 ** x,
+    "exp_log": lambda lib, x, y: x.exp() + (y * y + 1).log()[0],
+    "sqrt_rsqrt": lambda lib, x, y: (x * x + 1).sqrt() + (x * x + 2).rsqrt(),
+    "tanh_sigmoid": lambda lib, x, y: x.tanh() * y[:3].sigmoid(),
+    "relu": lambda lib, x, y: lib.relu(x) * y[:3],
+    "leaky_relu": lambda lib, x, y: lib_f(lib).leaky_relu(x * y[:3], 0.1),
+    "gelu": lambda lib, x, y: lib_f(lib).gelu(x * y[:3]),
+    "gelu_tanh": lambda lib, x, y: lib_f(lib).gelu(x, approximate="tanh"),
+    "silu": lambda lib, x, y: lib_f(lib).silu(x * y[:3]),
+    "softplus": lambda lib, x, y: lib_f(lib).softplus(x * 3, beta=2, threshold=4),
+    "sin_cos_abs": lambda lib, x, y: x.sin() * y[:3].cos() + x.abs(),
+    "erf": lambda lib, x, y: lib.erf(x),
+    "sum_mean_dims": lambda lib, x, y: x.sum(0) * x.mean(1, keepdim=True) + x.sum((0, 1)) + x.mean(),
+    "matmul": lambda lib, x, y: x @ y,
+    "matmul_vector": lambda lib, x, y: x @ y[0] + y[1] @ x.t(),
+    "mm_bmm": lambda lib, x, y: lib.mm(x, y) + lib.bmm(x[None], y[None])[0],
+    "matmul_batched_broadcast": lambda lib, x, y: x.reshape(3, 1, 1, 4) @ y.reshape(2, 4, 2),
+    "linear_bias": lambda lib, x, y: lib_f(lib).linear(x, y[:2], y[3, :2]),
+    "linear_3d": lambda lib, x, y: lib_f(lib).linear(x.reshape(3, 2, 2), y[:3, :2]),
+    "views": lambda lib, x, y: x.view(2, 6).transpose(0, 1).reshape(3, 4).permute(1, 0).flatten()
+    * y.unsqueeze(0).squeeze(0).flatten()[:12],
+    "expand": lambda lib, x, y: x[:1].expand(4, 4) * y,
+    "getitem_slices": lambda lib, x, y: x[1:, ::2] * x[:2, 1::2],
+    "getitem_repeated_index": lambda lib, x, y: x[[0, 2, 0]] * y[:3],
+    "cat_stack": lambda lib, x, y: lib.cat([x, y], 0).sum(1) + lib.stack([x, x * 2], 1).mean(2).sum(1)[0],
+    "softmax": lambda lib, x, y: lib_f(lib).softmax(x * y[:3], dim=1),
+    "log_softmax": lambda lib, x, y: lib_f(lib).log_softmax(x * y[:3], dim=0),
+    "mse_loss": lambda lib, x, y: lib_f(lib).mse_loss(x * x, y[:3]),
+    "cross_entropy": lambda lib, x, y: lib_f(lib).cross_entropy(x * y[:3], lib.tensor([0, 3, 1])),
+    "cross_entropy_none": lambda lib, x, y: lib_f(lib).cross_entropy(x.tanh(), lib.tensor([2, 1, 1]),
+                                                                   reduction="none"),
+    "layer_norm": lambda lib, x, y: lib_f(lib).layer_norm(x * 2, (4,), y[0], y[1], eps=1e-3),
+    "clone_double": lambda lib, x, y: x.clone().float().double() * y[:3],
+}
+
+
+def _results(lib, x, y, f, v):
+    out = f(lib, x, y)
+    loss = (out ** 3).sum()
+    grads = lib.autograd.grad(loss, (x, y), create_graph=True, allow_unused=True)
+    used = [(g, w) for g, w in zip(grads, v) if g is not None]
+    dot = sum((g * w).sum() for g, w in used)
+    second = lib.autograd.grad(dot, (x, y), allow_unused=True)
+    return out, grads, second
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_second_derivatives_of_each_op_match_torch(name):
+    f = CASES[name]
+    xm, xt = both(RNG.standard_normal((3, 4)))
+    ym, yt = both(RNG.standard_normal((4, 4)))
+    v = [RNG.standard_normal((3, 4)), RNG.standard_normal((4, 4))]
+    mine = _results(ml, xm, ym, f, [ml.tensor(a) for a in v])
+    theirs = _results(torch, xt, yt, f, [torch.tensor(a) for a in v])
+    close(mine[0], theirs[0])
+    for a, b in zip(mine[1], theirs[1]):  # the gradients, with a graph where torch's has one
+        close(a, b)
+        assert (a is not None and a.requires_grad) == (b is not None and b.requires_grad)
+    for a, b in zip(mine[2], theirs[2]):
+        close(a, b)
+
+
+def test_gradient_penalty_of_a_mlp_discriminator():
+    """WGAN-GP: the norm of d D(x_hat) / d x_hat in the loss; the penalty and its parameter gradients."""
+    torch.manual_seed(0)
+    tnet = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.LeakyReLU(0.2), torch.nn.Linear(8, 8),
+                               torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
+    mnet = ml.nn.Sequential(ml.nn.Linear(5, 8), ml.nn.LeakyReLU(0.2), ml.nn.Linear(8, 8), ml.nn.Tanh(),
+                            ml.nn.Linear(8, 1)).double()
+    mnet.load_state_dict({k: ml.tensor(v.numpy()) for k, v in tnet.state_dict().items()})
+    real, fake, alpha = RNG.standard_normal((6, 5)), RNG.standard_normal((6, 5)), RNG.random((6, 1))
+
+    def penalty(lib, net):
+        x_hat = (lib.tensor(alpha) * lib.tensor(real) + (1 - lib.tensor(alpha)) * lib.tensor(fake)).requires_grad_(True)
+        d = net(x_hat)
+        g, = lib.autograd.grad(outputs=d, inputs=x_hat, grad_outputs=lib.ones_like(d), create_graph=True,
+                               retain_graph=True)
+        gp = ((g.norm(2, dim=1) - 1) ** 2).mean() * 10 + d.mean()
+        gp.backward()
+        return gp, [p.grad for p in net.parameters()]
+
+    gm, grads_m = penalty(ml, mnet)
+    gt, grads_t = penalty(torch, tnet)
+    close(gm, gt)
+    for a, b in zip(grads_m, grads_t):
+        close(a, b)
+
+
+def _mlp_params(lib):
+    rng = np.random.default_rng(1)
+    shapes = [(6, 4), (6,), (3, 6), (3,)]
+    return [lib.tensor(rng.standard_normal(s) * 0.5, dtype=lib.float64, requires_grad=True) for s in shapes]
+
+
+def _mlp(lib, params, x):
+    w1, b1, w2, b2 = params
+    return lib_f(lib).linear(lib_f(lib).gelu(lib_f(lib).linear(x, w1, b1)), w2, b2)
+
+
+def test_hessian_vector_product_of_a_mlp_loss():
+    x, target = RNG.standard_normal((5, 4)), np.array([0, 2, 1, 1, 0])
+    v = [RNG.standard_normal(p.shape) for p in _mlp_params(ml)]
+
+    def hvp(lib):
+        params = _mlp_params(lib)
+        loss = lib_f(lib).cross_entropy(_mlp(lib, params, lib.tensor(x)), lib.tensor(target))
+        grads = lib.autograd.grad(loss, params, create_graph=True)
+        dot = sum((g * lib.tensor(w)).sum() for g, w in zip(grads, v))
+        return grads, lib.autograd.grad(dot, params)
+
+    (gm, hm), (gt, ht) = hvp(ml), hvp(torch)
+    for a, b in zip(gm + hm, gt + ht):
+        close(a, b)
+
+
+def test_second_derivative_of_a_tanh_net_in_a_physics_informed_loss():
+    """u(x) a tanh net; u'' + u = 0 as the residual; its loss's parameter gradients (three levels deep)."""
+    params_m, params_t = _mlp_params(ml), _mlp_params(torch)
+    grid = np.linspace(-1, 1, 7)[:, None].repeat(4, axis=1)
+
+    def residual(lib, params):
+        x = lib.tensor(grid, requires_grad=True)
+        w1, b1, w2, b2 = params
+        u = lib_f(lib).linear(lib.tanh(lib_f(lib).linear(x, w1, b1)), w2, b2).sum(1)
+        du, = lib.autograd.grad(u.sum(), x, create_graph=True)
+        d2u, = lib.autograd.grad(du[:, 0].sum(), x, create_graph=True)
+        loss = ((d2u[:, 0] + u) ** 2).mean()
+        loss.backward()
+        return du, d2u, loss, [p.grad for p in params]
+
+    mine, theirs = residual(ml, params_m), residual(torch, params_t)
+    for a, b in zip(mine[:3] + tuple(mine[3]), theirs[:3] + tuple(theirs[3])):
+        close(a, b)
+
+
+def test_maml_inner_step_then_outer_gradient():
+    xs, ys, xq, yq = (RNG.standard_normal(s) for s in [(8, 3), (8, 2), (5, 3), (5, 2)])
+
+    def meta(lib):
+        w = lib.tensor(np.linspace(-1, 1, 6).reshape(2, 3), requires_grad=True)
+        b = lib.tensor([0.1, -0.2], dtype=lib.float64, requires_grad=True)
+        inner = lib_f(lib).mse_loss(lib.sigmoid(lib_f(lib).linear(lib.tensor(xs), w, b)), lib.tensor(ys))
+        gw, gb = lib.autograd.grad(inner, (w, b), create_graph=True)
+        w2, b2 = w - 0.5 * gw, b - 0.5 * gb
+        outer = lib_f(lib).mse_loss(lib.sigmoid(lib_f(lib).linear(lib.tensor(xq), w2, b2)), lib.tensor(yq))
+        outer.backward()
+        return outer, w.grad, b.grad
+
+    for a, b in zip(meta(ml), meta(torch)):
+        close(a, b)
+
+
+def test_backward_with_create_graph_leaves_differentiable_grads():
+    xm, xt = both([0.5, -1.0, 2.0])
+    for x, lib in ((xm, ml), (xt, torch)):
+        with pytest.warns(UserWarning, match="Using backward\\(\\) with create_graph=True will create a reference cycle"):
+            (x.sin() * x).sum().backward(create_graph=True)
+            (x ** 3).sum().backward(create_graph=True)  # a second one adds (out of place, in the graph)
+    close(xm.grad, xt.grad)
+    assert xm.grad.grad_fn is not None
+    gm, = ml.autograd.grad(xm.grad.sum(), xm)
+    gt, = torch.autograd.grad(xt.grad.sum(), xt)
+    close(gm, gt)
+
+
+def _f_two(lib):
+    return lambda a, b: (a.exp() * b.sin()).sum() + (a @ b) ** 2
+
+
+FUNCTIONS = {  # (function of lib, inputs as arrays)
+    "one_input": (lambda lib: (lambda a: (a.tanh() * a[[1, 0, 2]]).sum() + a.prod() * 0 + (a ** 3).sum()),
+                  (np.array([0.3, -0.7, 1.1]),)),
+    "two_inputs": (_f_two, (np.array([0.2, 0.5]), np.array([-0.4, 0.9]))),
+}
+
+
+@pytest.mark.parametrize("name", ["two_inputs"])
+def test_functional_hessian_hvp_vhp_jacobian_vjp_jvp(name):
+    make, arrays = FUNCTIONS[name]
+    v = tuple(RNG.standard_normal(a.shape) for a in arrays)
+    results = {}
+    for lib in (ml, torch):
+        F, f = lib.autograd.functional, make(lib)
+        inputs = tuple(lib.tensor(a) for a in arrays)
+        vs = tuple(lib.tensor(a) for a in v)
+        vector_f = lambda a, b: lib.stack([a.exp() * b, a * b.sin()])  # noqa: E731  (an [2, 2] output)
+        results[lib] = [F.hessian(f, inputs), F.hvp(f, inputs, vs), F.vhp(f, inputs, vs),
+                        F.jacobian(vector_f, inputs), F.vjp(vector_f, inputs, lib.ones(2, 2, dtype=lib.float64)),
+                        F.jvp(vector_f, inputs, vs), F.hessian(lambda a: (a.sin() ** 2).sum(), inputs[0]),
+                        F.jacobian(lambda a: a.sigmoid() * 2, inputs[1], create_graph=True)]
+
+    def flat(x):
+        return [y for z in x for y in flat(z)] if isinstance(x, (tuple, list)) else [x]
+
+    mine, theirs = flat(results[ml]), flat(results[torch])
+    assert len(mine) == len(theirs)
+    for a, b in zip(mine, theirs):
+        close(a, b)
+
+
+def test_functional_create_graph_results_differentiate_further():
+    """hessian(create_graph=True) of a function of the caller's own tensor: d(trace H)/d(x), as torch."""
+    xm, xt = both([0.4, -0.3, 0.8])
+    out = {}
+    for lib, x in ((ml, xm), (torch, xt)):
+        H = lib.autograd.functional.hessian(lambda a: (a.exp() * a.sin()).sum() * a.sum(), x, create_graph=True)
+        g, = lib.autograd.grad(H.diagonal().sum() if lib is torch else (H * lib.eye(3)).sum(), x)
+        _, hv = lib.autograd.functional.hvp(lambda a: (a ** 4).sum(), x, x * 2, create_graph=True)
+        g2, = lib.autograd.grad(hv.sum(), x)
+        _, jv = lib.autograd.functional.jvp(lambda a: a.tanh() * a, x, x.cos(), create_graph=True)
+        g3, = lib.autograd.grad(jv.sum(), x)
+        out[lib] = (H, g, hv, g2, jv, g3)
+    for a, b in zip(out[ml], out[torch]):
+        close(a, b)
+
+
+def test_functional_errors_as_torch():
+    for lib in (ml, torch):
+        F = lib.autograd.functional
+        with pytest.raises(RuntimeError, match="should contain a single element"):
+            F.hessian(lambda a: a * 2, lib.ones(2, dtype=lib.float64))
+        with pytest.raises(RuntimeError, match="should return a single Tensor"):
+            F.vhp(lambda a: (a.sum(), a.sum()), lib.ones(2, dtype=lib.float64), lib.ones(2, dtype=lib.float64))
+        with pytest.raises(RuntimeError, match="The vector v can only be None"):
+            F.hvp(lambda a: (a * a).sum(), lib.ones(2, dtype=lib.float64))
+
+
+def test_an_op_without_a_recorded_backward_is_refused_by_name():
+    x = ml.tensor([1.0, 2.0, 3.0], dtype=ml.float64, requires_grad=True)
+    with pytest.raises(NotImplementedError, match=r"create_graph=True: CumSum's backward is not differentiable "
+                                                  r"in minilora \(torch's CumsumBackward0\)"):
+        ml.autograd.grad((x.cumsum(0) * x).sum(), x, create_graph=True)
+    with pytest.raises(NotImplementedError, match="CumSum's backward is not differentiable"), \
+            pytest.warns(UserWarning, match="reference cycle"):  # (torch's warning for backward(create_graph=True))
+        (x.cumsum(0) ** 2).sum().backward(create_graph=True)
+    # without create_graph the same graph differentiates as before (the plain engine)
+    g, = ml.autograd.grad((x.cumsum(0) * x).sum(), x)
+    np.testing.assert_allclose(g.numpy(), [7.0, 8.0, 9.0])
+
+
+def test_gradgradcheck_passes_and_catches_a_wrong_second_derivative(monkeypatch):
+    x = ml.tensor(RNG.standard_normal((2, 3)), dtype=ml.float64, requires_grad=True)
+    w = ml.tensor(RNG.standard_normal((3, 3)), dtype=ml.float64, requires_grad=True)
+
+    def f(a, b):
+        return (a @ b).tanh() * a.sin()
+
+    assert ml.autograd.gradcheck(f, (x, w))
+    assert ml.autograd.gradgradcheck(f, (x, w))
+    # a backward that reads sin's input as a constant (what a saved array would be): right first
+    # derivatives, wrong second ones -- gradgradcheck must see it
+    Sin = x.sin().grad_fn.fn
+    monkeypatch.setattr(Sin, "backward_graph", staticmethod(
+        lambda ctx, g: g * ml.tensor(np.cos(ctx.inputs[0].detach().numpy()))))
+    assert ml.autograd.gradcheck(f, (x, w))
+    assert ml.autograd.gradgradcheck(f, (x, w), raise_exception=False) is False
+    with pytest.raises(ml.autograd.GradcheckError):
+        ml.autograd.gradgradcheck(f, (x, w))
+
+
+def test_torch_gradgradcheck_agrees_on_the_same_function():
+    xt = torch.tensor(RNG.standard_normal((2, 3)), requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda a: (a * a).sigmoid(), (xt,))
+    xm = ml.tensor(xt.detach().numpy(), requires_grad=True)
+    assert ml.autograd.gradgradcheck(lambda a: (a * a).sigmoid(), (xm,))
