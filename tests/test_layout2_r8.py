@@ -278,3 +278,54 @@ def test_silu_and_gelu_gradients_through_a_transpose_are_torch_s():
         ((lib.nn.functional.silu(x.t()) + lib.nn.functional.gelu(x.t())) * lib.tensor(weight)).sum().backward()
         grads.append(x.grad.numpy())
     np.testing.assert_allclose(grads[1], grads[0], rtol=1e-12, atol=1e-12)
+
+
+OPS = {
+    # torch keeps the input's layout (empty_like(input) or its TensorIterator)
+    "flip(0)": lambda L, x: x.flip(0),
+    "flip(-1)": lambda L, x: x.flip(-1),
+    "sort values": lambda L, x: x.sort(0)[0],
+    "sort indices": lambda L, x: x.sort(-1, descending=True)[1],
+    "argsort": lambda L, x: x.argsort(1),
+    "msort": lambda L, x: L.msort(x),
+    "threshold": lambda L, x: L.nn.functional.threshold(x, 0.1, 2.0),
+    "hardshrink": lambda L, x: L.nn.functional.hardshrink(x),
+    # torch's result is contiguous whatever the input's layout
+    "roll(1, 0)": lambda L, x: x.roll(1, 0),
+    "cumsum(0)": lambda L, x: x.cumsum(0),
+    "cumprod(-1)": lambda L, x: x.cumprod(-1),
+    "logcumsumexp(0)": lambda L, x: x.logcumsumexp(0),
+    "cummax values": lambda L, x: x.cummax(0)[0],
+    "cummin indices": lambda L, x: x.cummin(1)[1],
+    "softmax(-1)": lambda L, x: x.softmax(-1),
+    "softmax(0)": lambda L, x: L.softmax(x, 0),
+    "log_softmax(-1)": lambda L, x: x.log_softmax(-1),
+    "softmin": lambda L, x: L.nn.functional.softmin(x, 0),
+    "masked_fill": lambda L, x: x.masked_fill(x > 0, 1.0),
+    "masked_fill tensor": lambda L, x: x.masked_fill(x > 0, L.tensor(1.0)),
+    "tril": lambda L, x: x.tril(),
+    "triu(1)": lambda L, x: L.triu(x, 1),
+    "kthvalue": lambda L, x: x.kthvalue(1, 0)[0],
+    "topk": lambda L, x: x.topk(2, 0)[0],
+}
+
+
+@pytest.mark.parametrize("source", [s for s in SOURCES if "broadcast" not in s and "rows" not in s])
+@pytest.mark.parametrize("name", OPS)
+def test_op_result_is_laid_out_as_torch_s(name, source):
+    theirs = OPS[name](torch, _inputs(torch)[source])
+    ours = OPS[name](minilora, _inputs(minilora)[source])
+    assert _same_layout(ours, theirs), (_elements(ours._array), theirs.stride())
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_gradients_through_relaid_ops_are_torch_s():
+    data = np.random.default_rng(6).standard_normal((3, 4, 5))
+    grads = []
+    for lib in (torch, minilora):
+        x = lib.tensor(data, requires_grad=True)
+        p = x.permute(2, 0, 1)
+        loss = (p.flip(0) * p.sort(1)[0]).sum() + (p.cumsum(0) * p.softmax(-1)).sum() + p.tril().masked_fill(p > 1, 0.5).sum()
+        loss.backward()
+        grads.append(x.grad.numpy())
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-10, atol=1e-12)

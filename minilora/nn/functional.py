@@ -477,13 +477,14 @@ def _threshold(input, threshold, value):
         threshold, value = (_checked_number(n, input.dtype) for n in (threshold, value))
     # (a nan is kept, as torch's x <= threshold ? value : x)
     compared = input.float() if input.dtype.itemsize == 2 and _is_floating(input.dtype) else input
-    return _saves_as_torch(input.masked_fill(compared <= threshold, value), input)  # torch keeps the input
+    filled = ops.elementwise.fill_where(input, compared <= threshold, value, contiguous=False)  # (input's layout)
+    return _saves_as_torch(filled, input)  # torch keeps the input
 
 
 def hardshrink(input, lambd=0.5):
     """0 where ``-lambd <= x <= lambd``, else ``x``."""
     _float_kernel_only("hardshrink_cpu", input)
-    return input.masked_fill((input >= -lambd) & (input <= lambd), 0)
+    return ops.elementwise.fill_where(input, (input >= -lambd) & (input <= lambd), 0, contiguous=False)
 
 
 def softshrink(input, lambd=0.5):

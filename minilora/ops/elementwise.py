@@ -535,12 +535,15 @@ class Gelu(Function):
 
 # ---- selection -----------------------------------------------------------------------------------
 class Where(Function):
-    """``where(cond, a, b)``: ``a`` where cond is true, else ``b``; cond carries no gradient."""
+    """``where(cond, a, b)``: ``a`` where cond is true, else ``b``; cond carries no gradient.
+    ``contiguous``: a C-ordered result (masked_fill, tril: torch fills a contiguous clone), else the
+    inputs' layout (torch's where)."""
 
     @staticmethod
-    def forward(ctx, cond, a, b):
+    def forward(ctx, cond, a, b, contiguous=False):
         ctx.cond, ctx.shapes = cond, (_shape(a), _shape(b))
-        return xp_of(cond).where(cond, a, b)
+        out = xp_of(cond).where(cond, a, b)
+        return xp_of(out).asarray(out, order="C") if contiguous else out
 
     @staticmethod
     def backward(ctx, g):
@@ -992,7 +995,13 @@ def _stored_numbers(dtype, *values):
 
 def masked_fill(a, mask, value):
     """``a`` with ``value`` wherever ``mask`` is true (mask broadcasts to ``a``); ``value`` a number
-    or a 0-d tensor, as torch."""
+    or a 0-d tensor, as torch. Contiguous, as torch's (it fills a contiguous clone of ``a``)."""
+    return fill_where(a, mask, value, contiguous=True)
+
+
+def fill_where(a, mask, value, *, contiguous):
+    """masked_fill; ``contiguous=False``: laid out as ``a`` (torch's threshold and hardshrink, which
+    run on its TensorIterator)."""
     cond = _raw(mask)
     # torch's node: MaskedFillBackward0 of the input for a number, 1 of (input, value) for a tensor
     node, graph = ("MaskedFillBackward1", (a, value)) if isinstance(value, Tensor) else ("MaskedFillBackward0", None)
@@ -1004,10 +1013,10 @@ def masked_fill(a, mask, value):
             raise RuntimeError(f"masked_fill_ only supports a 0-dimensional value tensor, but got "
                                f"tensor with {value.ndim} dimension(s).")
         if value.requires_grad:  # the gradient flows to the value too (summed over the mask)
-            return name_node(Where.apply(cond, astype(value, a.dtype), a), node, a, graph=graph)
+            return name_node(Where.apply(cond, astype(value, a.dtype), a, contiguous=contiguous), node, a, graph=graph)
         value = value.item()
-    return name_node(Where.apply(cond, a.dtype.type(checked_number(python_number(value), a.dtype)), a), node, a,
-                     graph=graph)
+    value = a.dtype.type(checked_number(python_number(value), a.dtype))
+    return name_node(Where.apply(cond, value, a, contiguous=contiguous), node, a, graph=graph)
 
 
 def to_device(a, device):

@@ -16,6 +16,7 @@ from .. import amp as _amp
 from ..device import xp_of
 from ..dtypes import checked_number, compute_dtype, is_floating, python_number, to_dtype, torch_name, upcast
 from ..tensor import Function, Tensor, is_grad_enabled, name_node, no_grad, saves_as_torch
+from ..factories import in_layout_of
 from .elementwise import backward_in_float32
 from .shape import NO_DIM, add_at, dim_given, put_into_copy, zeroed_at
 
@@ -136,13 +137,14 @@ class ArgSort(Function):
     """The order that sorts ``a`` along ``axis`` (stable: equal elements keep their order)."""
 
     @staticmethod
-    def forward(ctx, a, axis, descending):
-        xp, a = xp_of(a), _sortable(a)
+    def forward(ctx, a, axis, descending, laid_out=False):
+        xp, a_ = xp_of(a), _sortable(a)
         if descending:  # stable descending order: sort the reversed axis, then map the indices back
-            flipped = xp.flip(a, axis=axis)
-            order = xp.flip(xp.argsort(flipped, axis=axis, kind="stable"), axis=axis)
-            return a.shape[axis] - 1 - order
-        return xp.argsort(a, axis=axis, kind="stable")
+            flipped = xp.flip(a_, axis=axis)
+            order = a.shape[axis] - 1 - xp.flip(xp.argsort(flipped, axis=axis, kind="stable"), axis=axis)
+        else:
+            order = xp.argsort(a_, axis=axis, kind="stable")
+        return in_layout_of(order, a) if laid_out else order  # (torch's sort keeps a's layout)
 
 
 def _sortable(a):
@@ -154,11 +156,18 @@ def _sortable(a):
 
 
 def argsort(input, dim=-1, descending=False, stable=False):
-    """``torch.argsort``: the int64 indices that sort ``input`` along ``dim``."""
+    """``torch.argsort``: the int64 indices that sort ``input`` along ``dim``, laid out as ``input`` (as
+    torch's, whose sort writes into empty_like(input))."""
+    return _sort_order(input, dim, descending, laid_out=True)
+
+
+def _sort_order(input, dim=-1, descending=False, laid_out=False):
+    """argsort's indices, C-ordered unless ``laid_out``: for the ops built on them (topk, median ...),
+    whose results torch lays out contiguously."""
     if input.ndim == 0:
         return _no_grad_apply(ArgSort, input.reshape(1), axis=0, descending=descending).reshape(())
     dim = _dim(dim, input.ndim, "argsort")
-    return _no_grad_apply(ArgSort, input, axis=dim, descending=descending)
+    return _no_grad_apply(ArgSort, input, axis=dim, descending=descending, laid_out=laid_out)
 
 
 def sort(input, dim=-1, descending=False, *, stable=False):
@@ -180,7 +189,7 @@ def topk(input, k, dim=-1, largest=True, sorted=True):  # noqa: A002  (torch's n
     if not 0 <= k <= size:
         raise RuntimeError(f"topk(): selected index k out of range (k={k}, dimension {dim} has "
                            f"size {size})")
-    order = argsort(input, dim_, descending=largest)
+    order = _sort_order(input, dim_, descending=largest)
     if input.ndim == 0:
         return return_type("topk")(input.clone(), order)
     indices = order[(slice(None),) * dim_ + (slice(0, k),)].contiguous()  # (its own memory, as torch's)
@@ -216,7 +225,7 @@ def cumulative(running, a, axis):
     and differ from torch in the last bits of almost every long cumsum."""
     wide = {"float32": np.float64, "float16": np.float32, "bfloat16": np.float32}.get(a.dtype.name)
     out = running(a if wide is None else a.astype(wide), axis=axis)
-    return out.astype(a.dtype, copy=False)
+    return out.astype(a.dtype, order="C", copy=False)  # (contiguous, as torch's, whatever a's layout)
 
 
 @quiet_float_errors
@@ -299,13 +308,14 @@ def repeat(input, *repeats):
 
 # ---- triangles -----------------------------------------------------------------------------------
 def _triangle(input, diagonal, lower):
-    from .elementwise import where
+    from .elementwise import Where
     if input.ndim < 2:
         raise RuntimeError(f"{'tril' if lower else 'triu'}: input tensor must have at least 2 "
                            f"dimensions")
     rows, cols = input.shape[-2:]
     keep = (np.tril if lower else np.triu)(np.ones((rows, cols), dtype=bool), diagonal)
-    return where(Tensor(keep, dtype=keep.dtype, device=input.device), input, input.new_zeros(()))
+    keep = Tensor(keep, dtype=keep.dtype, device=input.device)._array
+    return Where.apply(keep, input, input._array.dtype.type(0), contiguous=True)  # (contiguous, as torch's)
 
 
 def tril(input, diagonal=0):
@@ -940,7 +950,7 @@ def median(input, dim=NO_DIM, keepdim=False):
         raise IndexError(f"median(): Expected reduction dim {dim} to have non-zero size.")
     _refuse_bool("median", input.dtype)
     xp = xp_of(input._array)
-    order = argsort(input, dim_)._array
+    order = _sort_order(input, dim_)._array
     middle = xp.take(order, xp.asarray([(input.shape[dim_] - 1) // 2]), axis=dim_)
     if is_floating(input.dtype):  # a row holding NaN has median NaN, at its first NaN (torch)
         nan = xp.isnan(input._array)
@@ -993,7 +1003,7 @@ def kthvalue(input, k, dim=-1, keepdim=False):
         raise RuntimeError(f"kthvalue(): selected number k out of range for dimension {dim}")
     if input.ndim == 0:
         return return_type("kthvalue")(input.clone(), input.new_zeros((), dtype=np.int64))
-    order = argsort(input, dim_)
+    order = _sort_order(input, dim_)
     indices = order[(slice(None),) * dim_ + (slice(k - 1, k),)]
     values = _gather(input, dim_, indices)
     if not keepdim:
@@ -1030,7 +1040,8 @@ def _running_extreme(name, input, dim, smallest):
     if is_floating(a.dtype):
         takes_over |= xp.isnan(a)
     latest = _accumulate(xp, xp.maximum, xp.where(takes_over, steps, 0))
-    indices = Tensor(xp.moveaxis(latest, -1, dim_).astype(np.int64), dtype=np.int64, device=input.device)
+    indices = Tensor(xp.asarray(xp.moveaxis(latest, -1, dim_), dtype=np.int64, order="C"),  # (as torch's)
+                     dtype=np.int64, device=input.device)
     return return_type(name)(saves_as_torch(_gather(input, dim_, indices), input, indices), indices)  # torch: input
 
 

@@ -312,6 +312,7 @@ class Softmax(Function):
     @staticmethod
     def forward(ctx, a, axis=-1):
         xp = xp_of(a)
+        a = xp.asarray(a, order="C")  # (torch's softmax runs on input.contiguous(): its result is contiguous)
         e = xp.exp(a - _max_for_shift(a, axis))  # shift by the max: no overflow
         e /= e.sum(axis=axis, keepdims=True)
         ctx.out, ctx.axis = e, axis
@@ -335,6 +336,7 @@ class LogSoftmax(Function):
     @staticmethod
     def forward(ctx, a, axis=-1, round_to=None):
         xp = xp_of(a)
+        a = xp.asarray(a, order="C")  # (a contiguous result, as Softmax's)
         shifted = a - _max_for_shift(a, axis)
         total = xp.exp(shifted).sum(axis=axis, keepdims=True)
         with np.errstate(divide="ignore"):  # (an empty row sums to 0: its log is -inf, as torch's)
@@ -796,6 +798,7 @@ class LogCumSumExp(Function):
     @staticmethod
     def forward(ctx, a, axis):
         ctx.a, ctx.axis = a, axis
+        a = xp_of(a).asarray(a, order="C")  # (a contiguous result, as torch's)
         ctx.out = xp_of(a).logaddexp.accumulate(a, axis=axis) if a.size else a.copy()
         return ctx.out
 
@@ -828,7 +831,7 @@ def nanmedian(input, dim=NO_DIM, keepdim=False):
     """``torch.nanmedian``: ``median`` of the elements that are not NaN (NaN where all are).
     Without ``dim`` the lower median of all elements (ties share the gradient, as ``median``);
     with ``dim`` the named tuple ``(values, indices)``, each value's gradient to its index."""
-    from .index import argsort, median
+    from .index import _sort_order, median
     dim = dim_given("nanmedian", dim)
     if not is_floating(input.dtype):  # (no NaN to leave out: torch's median, under its own name)
         out = median(input) if dim is None else median(input, dim, keepdim)
@@ -842,7 +845,7 @@ def nanmedian(input, dim=NO_DIM, keepdim=False):
         return return_type("nanmedian")(*median(input, dim, keepdim))
     axis = _axes(dim, input.ndim)[0]
     xp = xp_of(input._array)
-    order = argsort(input, axis, stable=True)._array  # NaN sorts last
+    order = _sort_order(input, axis)._array  # NaN sorts last (stable)
     counts = (~xp.isnan(input._array)).sum(axis=axis, keepdims=True)
     middle = xp.take_along_axis(order, xp.maximum(counts - 1, 0) // 2, axis=axis)
     indices = Tensor(middle.astype(np.int64), dtype=np.int64, device=input.device)

@@ -9,6 +9,7 @@ from ..device import xp_of
 from ..dtypes import float32, is_floating, result_type, torch_name
 from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, name_node, no_grad
 from ..tensor import _data_address, _is_strided_wrapper  # (where an array's memory lies; as_strided's views)
+from ..factories import in_layout_of
 
 NO_DIM = object()  # the default dim of max/min/prod/median/squeeze: torch tells x.max() from x.max(dim=None)
 
@@ -596,7 +597,7 @@ class Flip(Function):
     @staticmethod
     def forward(ctx, a, dims):
         ctx.dims = dims
-        return xp_of(a).flip(a, axis=dims).copy()
+        return in_layout_of(xp_of(a).flip(a, axis=dims), a)  # (torch's: empty_like(a), a's layout)
 
     @staticmethod
     def backward(ctx, g):
@@ -631,7 +632,7 @@ class Roll(Function):
     @staticmethod
     def forward(ctx, a, shifts, axes):
         ctx.shifts, ctx.axes = shifts, axes
-        return xp_of(a).roll(a, shifts, axis=axes)
+        return xp_of(a).asarray(xp_of(a).roll(a, shifts, axis=axes), order="C")  # (contiguous, as torch's)
 
     @staticmethod
     def backward(ctx, g):
