@@ -343,18 +343,6 @@ def in_layout_of(result, a):
     with ``empty_like(a)`` (flip, sort ...): ``a``'s order of strides (layout_order)."""
     order = layout_order(a)
     if order == tuple(range(a.ndim)):
-        return result if result.flags.c_contiguous else xp_of(result).ascontiguousarray(result)
-    buffer = xp_of(result).empty(tuple(a.shape[i] for i in order), result.dtype)
-    laid_out = buffer.transpose(tuple(np.argsort(order)))
-    laid_out[...] = result
-    return laid_out
-
-
-def in_layout_of(result, a):
-    """``result`` (a new array of ``a``'s shape) laid out as torch lays out a result it makes from ``a``
-    with ``empty_like(a)`` (flip, sort ...): ``a``'s order of strides (layout_order)."""
-    order = layout_order(a)
-    if order == tuple(range(a.ndim)):
         return xp_of(result).asarray(result, order="C")
     buffer = xp_of(result).empty(tuple(a.shape[i] for i in order), result.dtype)
     laid_out = buffer.transpose(tuple(np.argsort(order)))
