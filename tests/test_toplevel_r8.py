@@ -398,3 +398,121 @@ def test_special_in_place_and_out():
             want = [t.numpy() for t in (x, y, z, out, special_out)]
     for got, expected in zip((x, y, z, out, special_out), want):
         np.testing.assert_allclose(got.numpy(), expected, rtol=3e-7)
+
+
+# --- small siblings: row_stack, the *_scatter ops, renorm, frexp, nextafter, gradient, empty_strided, range ----
+
+def run_with_grads(lib, call, arrays):
+    """``call`` on float64 leaves made from ``arrays``; (values, grads of sum(out * weights))."""
+    leaves = [lib.tensor(a, dtype=lib.float64, requires_grad=True) for a in arrays]
+    out = eval(call, {"lib": lib, "a": leaves[0], "b": leaves[-1]})
+    outs = out if isinstance(out, tuple) else (out,)
+    total = sum((o * lib.tensor(np.linspace(0.5, 2.0, o.numel()).reshape(tuple(o.shape)), dtype=lib.float64)).sum()
+                for o in outs if o.requires_grad)
+    total.backward()
+    return [o.detach().numpy() for o in outs], [leaf.grad.numpy() if leaf.grad is not None else None for leaf in leaves]
+
+
+@pytest.mark.parametrize("call, shapes", [
+    ("lib.row_stack((a, b))", [(2, 3), (1, 3)]),
+    ("lib.diagonal_scatter(a, b)", [(3, 3), (3,)]), ("lib.diagonal_scatter(a, b, 1)", [(3, 4), (3,)]),
+    ("lib.diagonal_scatter(a, b, offset=-1, dim1=1, dim2=2)", [(2, 3, 3), (2, 2)]),
+    ("a.diagonal_scatter(b, 0, 0, 1)", [(2, 3), (2,)]),
+    ("lib.select_scatter(a, b, 0, 1)", [(3, 4), (4,)]), ("lib.select_scatter(a, b, dim=-1, index=-1)", [(3, 4), (3,)]),
+    ("a.select_scatter(b, 1, 0)", [(2, 3, 4), (2, 4)]),
+    ("lib.slice_scatter(a, b)", [(3, 4), (3, 4)]), ("lib.slice_scatter(a, b, start=1, end=3)", [(4, 2), (2, 2)]),
+    ("lib.slice_scatter(a, b, dim=1, start=0, end=4, step=2)", [(3, 4), (3, 2)]),
+    ("a.slice_scatter(b, 1, -2)", [(3, 4), (3, 2)]),
+    ("lib.renorm(a, 2, 0, 1.0)", [(3, 4), (3, 4)]), ("lib.renorm(a, p=1, dim=1, maxnorm=2.5)", [(3, 4), (3, 4)]),
+    ("a.renorm(3.0, -1, 100.0)", [(2, 3), (2, 3)]), ("lib.renorm(a, 2, 1, 0.5)", [(2, 3, 2), (2, 3, 2)]),
+    ("lib.frexp(a * 100)", [(3, 4), (3, 4)]), ("a.frexp()", [(5,), (5,)]),
+    ("lib.gradient(a)", [(5,), (5,)]), ("lib.gradient(a, spacing=2.0)", [(4, 5), (4, 5)]),
+    ("lib.gradient(a, dim=1, edge_order=2)", [(3, 5), (3, 5)]),
+    ("lib.gradient(a, spacing=[0.5, 2.0])", [(3, 4), (3, 4)]),
+    ("lib.gradient(a, spacing=(lib.tensor([0.0, 1.0, 3.0, 4.5]),), dim=0)", [(4, 2), (4, 2)]),
+    ("lib.gradient(a, spacing=(lib.tensor([0.0, 1.0, 3.0, 4.5, 7.0]),), dim=-1, edge_order=2)", [(2, 5), (2, 5)]),
+])
+def test_siblings_values_and_gradients_as_torch(call, shapes):
+    rng = np.random.default_rng(len(call))
+    arrays = [rng.standard_normal(shape) for shape in shapes]
+    (want, want_grads), (got, got_grads) = (run_with_grads(lib, call, arrays) for lib in (torch, ml))
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-12)
+    for g, w in zip(got_grads, want_grads):
+        assert (g is None) == (w is None)
+        if w is not None:
+            np.testing.assert_allclose(g, w, rtol=1e-10)
+
+
+@pytest.mark.parametrize("call", [
+    "lib.frexp(lib.tensor([8.0, 0.3, 0.0, -5.0, float('inf'), float('nan'), 1e-40]))",
+    "lib.frexp(lib.tensor([3.0, -0.1], dtype=lib.float16))", "lib.frexp(lib.tensor([3.0, -0.1], dtype=lib.bfloat16))",
+    "lib.nextafter(lib.tensor([1.0, 2.0, 0.0]), lib.tensor([2.0, 1.0, -1.0]))",
+    "lib.nextafter(lib.tensor([1.0], dtype=lib.float64), lib.tensor([2.0], dtype=lib.float64))",
+    "lib.tensor([1.0, -3.0]).nextafter(lib.tensor([0.0, 0.0]))",
+    "lib.range(1, 4)", "lib.range(0, 1, 0.25)", "lib.range(1, 4, dtype=lib.int64)", "lib.range(4, 1, -1)",
+    "lib.range(0, 0.95, 0.1)", "lib.range(-1.5, 2.5, 0.5, dtype=lib.float64)",
+    "lib.empty_strided((2, 3), (1, 2)).stride()", "lib.empty_strided((2, 3), (3, 1), dtype=lib.float64).dtype",
+    "lib.empty_strided((0, 3), (3, 1)).shape", "lib.empty_strided([4], [2]).stride()",
+])
+def test_siblings_exact_results(call):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        want, got = both(lambda lib: eval(call, {"lib": lib}))
+    if isinstance(want, torch.dtype):
+        assert got.name == str(want).removeprefix("torch.")
+    elif isinstance(want, tuple) and not hasattr(want, "mantissa"):
+        assert tuple(got) == tuple(want)
+    elif hasattr(want, "mantissa") or hasattr(want, "dtype"):
+        assert type(got).__name__ == type(want).__name__
+        for g, w in (zip(got, want) if isinstance(want, tuple) else [(got, want)]):
+            assert g.dtype.name == str(w.dtype).removeprefix("torch.") and tuple(g.shape) == tuple(w.shape)
+            np.testing.assert_array_equal(g.float().numpy(), w.float().numpy())
+    else:
+        assert str(got).replace("minilora.", "torch.") == str(want)
+
+
+@pytest.mark.parametrize("call", [
+    "lib.diagonal_scatter(lib.zeros(3, 3), lib.ones(2))", "lib.select_scatter(lib.zeros(3, 3), lib.ones(2), 0, 0)",
+    "lib.slice_scatter(lib.zeros(3, 3), lib.ones(3, 3), 0, 1)",
+    "lib.select_scatter(lib.zeros(3, 3), lib.ones(3), 0, 5)",
+    "lib.renorm(lib.ones(2, 2), -1, 0, 5)", "lib.renorm(lib.ones(2, 2), 2, 0, -5)", "lib.renorm(lib.ones(2), 2, 0, 5)",
+    "lib.frexp(lib.tensor([1, 2]))", "lib.nextafter(lib.tensor([1, 2]), lib.tensor([2, 1]))",
+    "lib.gradient(lib.tensor([1.0]))", "lib.gradient(lib.ones(3, 3), edge_order=3)",
+    "lib.gradient(lib.ones(3, 3), spacing=[1.0, 2.0, 3.0])",
+    "lib.empty_strided((2, 3), (1,))", "lib.empty_strided((2, 3), (-1, 2))", "lib.empty_strided((2, -3), (1, 2))",
+    "lib.range(1, 4, 0)", "lib.range(4, 1)", "lib.range(5)",
+])
+def test_siblings_refuse_as_torch(call):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        want, got = both(lambda lib: eval(call, {"lib": lib}))
+    assert isinstance(want, type) and issubclass(got, want)
+
+
+def test_range_warns_as_torch():
+    for lib in (torch, ml):
+        with pytest.warns(UserWarning, match="torch.range is deprecated"):
+            lib.range(0, 3)
+
+
+def test_nextafter_gradient_as_torch():
+    """torch's derivative: 1 for input (one ulp away), 0 for other."""
+    grads = []
+    for lib in (torch, ml):
+        x = lib.tensor([1.0, -2.0], requires_grad=True)
+        other = lib.tensor([2.0], requires_grad=True)
+        y = lib.nextafter(x, other)
+        assert y.requires_grad and y.grad_fn.name() == "NextafterBackward0"
+        (y * lib.tensor([3.0, 4.0])).sum().backward()
+        grads.append((x.grad.tolist(), other.grad.tolist()))
+    assert grads[0] == grads[1]
+
+
+def test_scatter_and_renorm_node_names():
+    for call in ["lib.diagonal_scatter(a, lib.ones(2))", "lib.select_scatter(a, lib.ones(2), 0, 0)",
+                 "lib.slice_scatter(a, lib.ones(1, 2), 0, 1)", "lib.renorm(a, 2, 0, 1.0)", "lib.frexp(a).mantissa"]:
+        names = [eval(call, {"lib": lib, "a": lib.ones(2, 2, requires_grad=True)}).grad_fn.name()
+                 for lib in (torch, ml)]
+        assert names[0] == names[1], call

@@ -57,6 +57,7 @@ from .matmul import mv
 from .reduce import nanmean, nansum
 from . import extra  # noqa: F401  (torch's other names, arccos/greater/fix ..., and their Tensor methods)
 from . import special  # noqa: F401  (erfc, lgamma, digamma, polygamma, i0 ... and their Tensor methods)
+from . import siblings  # noqa: F401  (the *_scatter ops, renorm, frexp, nextafter ... and their Tensor methods)
 
 
 def _reflected(op):

@@ -1,0 +1,223 @@
+"""Small torch functions next to minilora's existing ops: ``row_stack`` (vstack's other name), the
+``*_scatter`` ops (a copy of the input with one view of it replaced), ``renorm``, ``frexp``,
+``nextafter``, ``gradient``, ``empty_strided`` and the deprecated ``range``.
+
+The scatter ops, renorm and gradient are compositions of differentiable ops (a clone written through
+a view, a norm and a product, slices and differences), so their gradients are the chain rule's, as
+torch's formulas give; the result's node carries torch's name.
+"""
+import collections
+import math
+import warnings
+
+import numpy as np
+
+from .. import dtypes
+from ..device import xp_of
+from ..factories import empty
+from ..tensor import Function, Tensor, name_node
+from . import elementwise as E, reduce as R, shape as S
+
+row_stack = S.vstack
+
+
+# ---- a copy with one view replaced ----------------------------------------------------------------
+def _scatter_into_view(input, src, view_of, node):
+    """``input`` cloned, with ``view_of(clone)`` overwritten by ``src`` (torch's check: the same shape)."""
+    out = E.clone(input)
+    view = view_of(out)
+    if tuple(src.shape) != tuple(view.shape):
+        raise RuntimeError(f"expected src to have a size equal to the slice of self. src size = {list(src.shape)}, "
+                           f"slice size = {list(view.shape)}")
+    view.copy_(src)
+    return name_node(out, node, input, src)
+
+
+def diagonal_scatter(input, src, offset=0, dim1=0, dim2=1):
+    """``torch.diagonal_scatter``: ``input`` with its diagonal (as ``input.diagonal(offset, dim1, dim2)``)
+    replaced by ``src``."""
+    return _scatter_into_view(input, src, lambda out: S.diagonal(out, offset, dim1, dim2), "DiagonalScatterBackward0")
+
+
+def select_scatter(input, src, dim, index):
+    """``torch.select_scatter``: ``input`` with ``input.select(dim, index)`` replaced by ``src``."""
+    return _scatter_into_view(input, src, lambda out: S.select(out, dim, index), "SelectScatterBackward0")
+
+
+def slice_scatter(input, src, dim=0, start=None, end=None, step=1):
+    """``torch.slice_scatter``: ``input`` with ``input[..., start:end:step, ...]`` (along ``dim``)
+    replaced by ``src``."""
+    dim = dim + input.ndim if dim < 0 else dim
+    index = (slice(None),) * dim + (slice(start, end, step),)
+    return _scatter_into_view(input, src, lambda out: out[index], "SliceScatterBackward0")
+
+
+# ---- renorm -------------------------------------------------------------------------------------------
+def renorm(input, p, dim, maxnorm):
+    """``torch.renorm``: each slice along ``dim`` whose ``p``-norm exceeds ``maxnorm`` scaled down to
+    norm ``maxnorm`` (torch's factor ``maxnorm / (norm + 1e-7)``); the others unchanged."""
+    if p <= 0:
+        raise RuntimeError("renorm: non-positive-norm not supported")
+    if maxnorm < 0:
+        raise RuntimeError(f"renorm: expected maxnorm to be >= 0 but got {maxnorm}")
+    if input.ndim <= 1:
+        raise RuntimeError(f"renorm: input needs at least 2 dimensions, got {input.ndim} dimensions")
+    if not dtypes.is_floating(input.dtype):
+        raise RuntimeError(f"renorm: input must be floating point, got {dtypes.torch_name(input.dtype)}")
+    dim = dim + input.ndim if dim < 0 else dim
+    others = tuple(d for d in range(input.ndim) if d != dim)
+    norms = R.norm(input, p, dim=others, keepdim=True)
+    factor = E.where(norms > maxnorm, E.div(maxnorm, E.add(norms, 1e-7)), E.add(E.mul(norms, 0), 1))
+    return name_node(E.mul(input, factor), "RenormBackward0", input)
+
+
+# ---- frexp, nextafter ---------------------------------------------------------------------------------
+frexp_result = collections.namedtuple("frexp", ["mantissa", "exponent"])  # (torch.return_types.frexp)
+
+
+def frexp(input):
+    """``torch.frexp``: ``(mantissa, exponent)`` with ``input = mantissa * 2 ** exponent``, the mantissa
+    in [0.5, 1) in magnitude and the exponent int32; the mantissa's gradient is ``grad / 2 ** exponent``."""
+    if not dtypes.is_floating(input.dtype):
+        raise RuntimeError("torch.frexp() only supports floating-point dtypes")
+    host = input._array.get() if hasattr(input._array, "get") else input._array
+    _, exponent = np.frexp(dtypes.upcast(host))
+    exponent = Tensor(exponent.astype(np.int32), dtype=np.int32, device=input.device)
+    scale = E.exp2(exponent.to(input.dtype))  # (a power of two: the division is exact)
+    mantissa = name_node(E.div(input, scale), "FrexpBackward0", input)
+    return frexp_result(mantissa, exponent)
+
+
+class Nextafter(Function):
+    """The next representable value after ``a`` towards ``b``: torch's derivative is 1 for ``a`` (the
+    step is one ulp) and 0 for ``b``."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = a.shape, b.shape
+        return xp_of(a).nextafter(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        return E.unbroadcast(g, ctx.shapes[0]), E.unbroadcast(g * 0, ctx.shapes[1])
+
+
+def nextafter(input, other):
+    """``torch.nextafter``: elementwise, floating tensors of one dtype (bfloat16 and float16 through
+    their own spacing: NumPy's nextafter on the 16-bit type itself)."""
+    a, b = E._promoted(input, other)
+    a, b = (t if isinstance(t, Tensor) else Tensor(t, dtype=(a if isinstance(a, Tensor) else b).dtype) for t in (a, b))
+    if not dtypes.is_floating(a.dtype):
+        raise NotImplementedError(f"\"nextafter_cpu\" not implemented for '{dtypes.torch_name(a.dtype)}'")
+    return name_node(Nextafter.apply(a, b), "NextafterBackward0", input, other)
+
+
+# ---- gradient -----------------------------------------------------------------------------------------
+def gradient(input, *, spacing=1, dim=None, edge_order=1):
+    """``torch.gradient``: the derivative of ``input`` along each dimension in ``dim`` (all by
+    default) by central differences inside and one-sided ones of ``edge_order`` (1 or 2) at the edges,
+    as NumPy's ``gradient``; ``spacing`` a number, one number per dimension, or one tensor of
+    coordinates per dimension. Returns a tuple, one tensor per dimension."""
+    dims = list(range(input.ndim)) if dim is None else [dim] if isinstance(dim, int) else list(dim)
+    dims = [d + input.ndim if d < 0 else d for d in dims]
+    if edge_order not in (1, 2):
+        raise RuntimeError(f"torch.gradient only supports edge_order=1 and edge_order=2.")
+    spacings = list(spacing) if isinstance(spacing, (list, tuple)) else [spacing] * len(dims)
+    if len(spacings) != len(dims):
+        raise RuntimeError(f"torch.gradient expected spacing to be unspecified, a scalar or it's spacing and dim "
+                           f"arguments to have the same length, but got a spacing argument of length "
+                           f"{len(spacings)} and a dim argument of length {len(dims)}.")
+    for d in dims:
+        if input.shape[d] < edge_order + 1:
+            raise RuntimeError("torch.gradient expected each dimension size to be at least edge_order+1")
+    x = E._floating(input)
+    return tuple(_gradient_along(x, d, s, edge_order) for d, s in zip(dims, spacings))
+
+
+def _gradient_along(x, d, spacing, edge_order):
+    n = x.shape[d]
+    # torch computes the weights in the coordinates' dtype (float32 coordinates: float32 weights)
+    coords = (spacing._array.get() if hasattr(spacing._array, "get") else spacing._array) \
+        if isinstance(spacing, Tensor) else np.arange(n, dtype=np.float64) * float(spacing)
+    weight_dtype = coords.dtype if isinstance(spacing, Tensor) else x.dtype  # (a number: x's own dtype)
+    h = np.diff(coords)
+    h1, h2 = h[:-1], h[1:]
+    # weights of f[i-1], f[i], f[i+1] inside (second-order accurate on uneven grids, as NumPy's)
+    inner = _weighted([-h2 / (h1 * (h1 + h2)), (h2 - h1) / (h1 * h2), h1 / (h2 * (h1 + h2))],
+                      [S.narrow(x, d, k, n - 2) for k in range(3)], x, d, weight_dtype)
+    if edge_order == 1:  # (a difference over the step, divided as torch's: 1/h would round)
+        first, last = (E.div(E.sub(S.narrow(x, d, i + 1, 1), S.narrow(x, d, i, 1)),
+                             Tensor(dtypes.cast(np.array(step), weight_dtype), dtype=weight_dtype, device=x.device))
+                       for i, step in ((0, h[0]), (n - 2, h[-1])))
+    else:
+        a, b = h[0], h[1]
+        first = _weighted([np.array([w]) for w in (-(2 * a + b) / (a * (a + b)), (a + b) / (a * b),
+                                                   -a / (b * (a + b)))],
+                          [S.narrow(x, d, k, 1) for k in range(3)], x, d, weight_dtype)
+        a, b = h[-2], h[-1]
+        last = _weighted([np.array([w]) for w in (b / (a * (a + b)), -(a + b) / (a * b), (a + 2 * b) / (b * (a + b)))],
+                         [S.narrow(x, d, n - 3 + k, 1) for k in range(3)], x, d, weight_dtype)
+    return S.cat([first, inner, last], d)
+
+
+def _weighted(weights, parts, x, d, weight_dtype):
+    """sum of weight_k * part_k, each weight a vector along dimension ``d`` (in x's dtype)."""
+    shape = [1] * x.ndim
+    total = None
+    for weight, part in zip(weights, parts):
+        shape[d] = len(weight)
+        w = Tensor(dtypes.cast(weight.reshape(shape), weight_dtype), dtype=weight_dtype, device=x.device)
+        term = E.mul(part, w)
+        total = term if total is None else E.add(total, term)
+    return total
+
+
+# ---- factories ----------------------------------------------------------------------------------------
+def empty_strided(size, stride, *, dtype=None, layout=None, device=None, requires_grad=False, pin_memory=False):
+    """``torch.empty_strided``: an uninitialised tensor of ``size`` laid out with ``stride`` (in
+    elements), over a storage just large enough: a view of a new 1-D tensor, as torch's."""
+    size, stride = tuple(size), tuple(stride)
+    if len(size) != len(stride):
+        raise RuntimeError(f"dimensionality of sizes ({len(size)}) must match dimensionality of strides "
+                           f"({len(stride)})")
+    for n in size:
+        if n < 0:
+            raise RuntimeError(f"Trying to create tensor with negative dimension {n}: {list(size)}")
+    if any(s < 0 for s in stride):
+        raise RuntimeError(f"Storage size calculation overflowed with sizes={list(size)} and strides={list(stride)}")
+    storage = 0 if 0 in size else 1 + sum((n - 1) * s for n, s in zip(size, stride))
+    base = empty(storage, dtype=dtype, device=device)
+    out = S.as_strided(base, size, stride).detach()
+    return out.requires_grad_() if requires_grad else out
+
+
+def range_(start, end, step=1, *, dtype=None, device=None, requires_grad=False):
+    """``torch.range`` (deprecated, with torch's warning): ``start`` to ``end`` *inclusive* by ``step``,
+    in the default float dtype unless ``dtype`` says otherwise (``arange`` stops before ``end``)."""
+    warnings.warn("torch.range is deprecated and will be removed in a future release because its behavior is "
+                  "inconsistent with Python's range builtin. Instead, use torch.arange, which produces values in "
+                  "[start, end).", UserWarning, stacklevel=2)
+    if step == 0:
+        raise RuntimeError("step must be nonzero")
+    if (end - start) * step < 0:
+        raise RuntimeError("upper bound and lower bound inconsistent with step sign")
+    dtype = dtypes.get_default_dtype() if dtype is None else dtypes.to_dtype(dtype)
+    count = int(math.floor((end - start) / step)) + 1
+    values = start + np.arange(count, dtype=np.float64) * step
+    return Tensor(dtypes.cast(values, dtype), dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def _attach_methods():
+    """torch's Tensor methods among these: x.diagonal_scatter(src), x.renorm(2, 0, 1.0), x.frexp() ..."""
+    def renorm_(self, p, dim, maxnorm):
+        return self._inplace(renorm, p, dim, maxnorm)
+
+    def nextafter_(self, other):
+        return self._inplace(nextafter, other)
+    for name, fn in {"diagonal_scatter": diagonal_scatter, "select_scatter": select_scatter,
+                     "slice_scatter": slice_scatter, "renorm": renorm, "renorm_": renorm_, "frexp": frexp,
+                     "nextafter": nextafter, "nextafter_": nextafter_}.items():
+        setattr(Tensor, name, fn)
+
+
+_attach_methods()
