@@ -9,10 +9,12 @@ The architecture itself is in ``minilora/nn/llama.py``.
 import os
 
 from .nn.llama import (BaseModelOutputWithPast, CausalLMOutput, CausalLMOutputWithPast, KVCache, LlamaConfig,
-                       LlamaForCausalLM, LlamaModel)
+                       LlamaForCausalLM, LlamaForSequenceClassification, LlamaForTokenClassification, LlamaModel,
+                       SequenceClassifierOutputWithPast, TokenClassifierOutput)
 
 __all__ = ["LlamaConfig", "LlamaForCausalLM", "LlamaModel", "KVCache", "CausalLMOutput", "CausalLMOutputWithPast",
-           "BaseModelOutputWithPast", "load_base", "BASE_DIR", "BASE_NAME"]
+           "BaseModelOutputWithPast", "LlamaForSequenceClassification", "LlamaForTokenClassification",
+           "SequenceClassifierOutputWithPast", "TokenClassifierOutput", "load_base", "BASE_DIR", "BASE_NAME"]
 
 BASE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "base")
 # The shipped base's stable name, the same on every machine: adapters trained on it record it as

@@ -22,7 +22,8 @@ from .layers import (BASE_ADAPTER, DoraMagnitude, Embedding, Linear, LoraLayer, 
 from .conv import Conv1d, Conv2d
 from .loraplus import create_loraplus_optimizer
 from .model import (AutoPeftModelForCausalLM, LoraModel, NoMatchingPeftModuleError, PeftError, PeftMixedModel,
-                    PeftModel, PeftModelForCausalLM, PeftModelForFeatureExtraction, TrainableTokensModel,
+                    PeftModel, PeftModelForCausalLM, PeftModelForFeatureExtraction,
+                    PeftModelForSequenceClassification, PeftModelForTokenClassification, TrainableTokensModel,
                     VeraModel, cast_mixed_precision_params, get_peft_model, inject_adapter_in_model,
                     prepare_model_for_kbit_training, target_module_matches)
 from .save import (AdapterMismatchError, get_base_model_state_dict, get_peft_model_state_dict, load_peft_weights,
@@ -32,6 +33,7 @@ from .adalora import AdaLoraConfig, AdaLoraModel, RankAllocator, SVDLinear  # re
 
 __all__ = ["LoraConfig", "PeftConfig", "VeraConfig", "TaskType", "PeftType", "config_from_dict", "get_peft_config",
            "get_peft_model", "PeftModel", "PeftModelForCausalLM", "PeftModelForFeatureExtraction", "PeftMixedModel",
+           "PeftModelForSequenceClassification", "PeftModelForTokenClassification",
            "AutoPeftModelForCausalLM", "LoraModel",
            "VeraModel", "inject_adapter_in_model", "Linear", "Embedding", "Conv1d", "Conv2d", "LoraLayer",
            "VeraLinear", "DoraMagnitude", "ModulesToSaveWrapper",

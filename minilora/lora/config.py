@@ -155,7 +155,8 @@ class _AdapterConfig:
         if self.modules_to_save is not None:
             if isinstance(self.modules_to_save, str) or not all(isinstance(m, str) for m in self.modules_to_save):
                 raise TypeError(f"modules_to_save must be a list of module names, got {self.modules_to_save!r}")
-            self.modules_to_save = list(self.modules_to_save)
+            if not isinstance(self.modules_to_save, list):  # a list stays the caller's object, as in PEFT
+                self.modules_to_save = list(self.modules_to_save)  # (which SEQ_CLS then extends in place)
         self._check_layers()
 
     def _refuse_unimplemented(self):

@@ -143,7 +143,7 @@ _EMBEDDING_LAYER_NAMES = _io.EMBEDDING_LAYER_NAMES  # PEFT's EMBEDDING_LAYER_NAM
 def _warn_tied_layer_adapted(model, config):
     """With ``tie_word_embeddings`` the input embedding and the output head are one matrix: an adapter
     (or a modules_to_save copy) on either one does not follow the tie, and merging it changes both
-    layers. PEFT warns (in these words); so does minilora, which has no ``ensure_weight_tying`` either."""
+    layers. PEFT warns (in these words); so does minilora, which refuses ``ensure_weight_tying=True``."""
     if not getattr(getattr(model, "config", None), "tie_word_embeddings", False):
         return
     targets = config.target_modules
@@ -153,10 +153,12 @@ def _warn_tied_layer_adapted(model, config):
         adapted = any(name.split(".")[-1] in _EMBEDDING_LAYER_NAMES for name in targets or ())
     saved = any(name.split(".")[-1] in _EMBEDDING_LAYER_NAMES
                 for name in getattr(config, "modules_to_save", None) or ())
-    if adapted or saved:
-        warnings.warn("Model has `tie_word_embeddings=True` and a tied layer is part of the adapter, but no "
-                      "implementation exists to tie the adapters. This can lead to complications, for example "
-                      "when merging the adapter or converting your model to formats other than safetensors. "
+    if adapted or saved:  # PEFT's two wordings: a config with an ensure_weight_tying field (LoRA's) names it
+        why = "`ensure_weight_tying` is not set to True" if hasattr(config, "ensure_weight_tying") else \
+            "no implementation exists to tie the adapters"
+        warnings.warn(f"Model has `tie_word_embeddings=True` and a tied layer is part of the adapter, but {why}. "
+                      "This can lead to complications, for example when merging the adapter or converting your "
+                      "model to formats other than safetensors. "
                       "Check the discussion here: https://github.com/huggingface/peft/issues/2777")
 
 
@@ -362,6 +364,9 @@ class LoraModel(_Wrapper):
             config.target_modules = list(DEFAULT_TARGET_MODULES[model_type])
         elif isinstance(targets, str) and targets.lower() == "all-linear":
             head = _output_head(self.model)
+            if head is None and config.task_type == TaskType.SEQ_CLS:  # PEFT's SEQ_CLS_HEAD_NAMES (issue 2027)
+                head = next((getattr(self.model, name) for name in ("score", "classifier")
+                             if getattr(self.model, name, None) is not None), None)
             config.target_modules = sorted(
                 key for key, module in self._candidate_modules()
                 if _is_linear(module, self.layer_cls) and module is not head)
@@ -444,7 +449,7 @@ class LoraModel(_Wrapper):
                     module.update(adapter_name)
                 else:
                     self._replace(key, ModulesToSaveWrapper(module, adapter_name))
-            if not found:
+            if not found and name not in CLASSIFIER_MODULE_NAMES:  # (those PEFT adds for SEQ_CLS may be absent)
                 raise ValueError(f"modules_to_save entry {name!r} matches no module of the model")
 
     def _add_trainable_tokens(self, adapter_name, config):
@@ -1288,16 +1293,61 @@ class PeftModelForFeatureExtraction(PeftModel):
         return self.base_model.add_to_loss(out)
 
 
+# PEFT's names for a task head: with SEQ_CLS / TOKEN_CLS they join every adapter's modules_to_save, so the
+# freshly initialised head trains (and is saved) with the adapter. A name the model lacks is skipped, as PEFT.
+CLASSIFIER_MODULE_NAMES = ("classifier", "score")
+
+
+def _add_classifier_to_save(peft_config):
+    """PEFT's: the config's modules_to_save extended in place with the classifier names (the user's config
+    object, as PEFT changes it), before injection so LoRA never targets the head itself."""
+    if hasattr(peft_config, "modules_to_save"):
+        if peft_config.modules_to_save is None:
+            peft_config.modules_to_save = list(CLASSIFIER_MODULE_NAMES)
+        else:
+            peft_config.modules_to_save.extend(CLASSIFIER_MODULE_NAMES)
+
+
+class _PeftModelForClassification(PeftModelForCausalLM):
+    """PEFT's PeftModelForSequenceClassification / PeftModelForTokenClassification: the task head
+    ("score" on a Llama, "classifier" elsewhere) trains in full beside the adapter (a ModulesToSaveWrapper);
+    the forward is PEFT's (``labels`` to the base model, whose loss it is). ``cls_layer_name`` is set as
+    PEFT sets it: the first child of the tuner whose name holds a modules_to_save name -- the tuner's only
+    child is "model", so on a Llama it stays unset (AttributeError), as in PEFT 0.21."""
+
+    def __init__(self, model, peft_config, adapter_name="default", **kwargs):
+        _add_classifier_to_save(peft_config)
+        super().__init__(model, peft_config, adapter_name, **kwargs)
+        names = self.modules_to_save or ()
+        for name, _ in self.base_model.named_children():
+            if any(wanted in name for wanted in names):
+                self.cls_layer_name = name
+                break
+
+    def add_adapter(self, adapter_name, peft_config, low_cpu_mem_usage=False, autocast_adapter_dtype=True):
+        _add_classifier_to_save(peft_config)  # every adapter gets its own copy of the head, as PEFT
+        super().add_adapter(adapter_name, peft_config, low_cpu_mem_usage, autocast_adapter_dtype)
+
+
+class PeftModelForSequenceClassification(_PeftModelForClassification):
+    """What ``get_peft_model`` returns for ``task_type="SEQ_CLS"`` (e.g. on LlamaForSequenceClassification)."""
+
+
+class PeftModelForTokenClassification(_PeftModelForClassification):
+    """What ``get_peft_model`` returns for ``task_type="TOKEN_CLS"`` (e.g. on LlamaForTokenClassification)."""
+
+
 def _class_for_task(task_type):
     """PEFT's MODEL_TYPE_TO_PEFT_MODEL_MAPPING, for the task types minilora has models for."""
-    if task_type is None:
-        return PeftModel
-    if task_type == TaskType.CAUSAL_LM:
-        return PeftModelForCausalLM
-    if task_type == TaskType.FEATURE_EXTRACTION:
-        return PeftModelForFeatureExtraction
-    raise NotImplementedError(f"task_type={task_type!r} is not implemented in minilora (it has causal language "
-                              "models only): use task_type='CAUSAL_LM' or None")
+    classes = {None: PeftModel, TaskType.CAUSAL_LM: PeftModelForCausalLM,
+               TaskType.FEATURE_EXTRACTION: PeftModelForFeatureExtraction,
+               TaskType.SEQ_CLS: PeftModelForSequenceClassification,
+               TaskType.TOKEN_CLS: PeftModelForTokenClassification}
+    if task_type in classes:
+        return classes[task_type]
+    raise NotImplementedError(f"task_type={task_type!r} is not implemented in minilora (its models are causal "
+                              "language models and Llama with a classification head): use 'CAUSAL_LM', "
+                              "'SEQ_CLS', 'TOKEN_CLS', 'FEATURE_EXTRACTION' or None")
 
 
 def cast_adapter_dtype(tuner, adapter_name, autocast_adapter_dtype=True):

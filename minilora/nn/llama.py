@@ -30,11 +30,12 @@ from .. import dtypes, linalg, ops, parallel
 from ..checkpoint import (SAFE_WEIGHTS_NAME, CheckpointError, atomic_folder, atomic_write, checkpoint_files,
                           load_checkpoint, load_json, read_checkpoint_shapes, read_header, save_file, save_json)
 from ..factories import randn
+from ..ops.nn import binary_cross_entropy_with_logits, mse_loss
 from ..random import fork_rng
 from ..tensor import Tensor, _host, _to_dtype, is_grad_enabled
 from . import generation, init
 from .checkpointing import checkpoint
-from .layers import Embedding, Linear, RMSNorm, SiLU
+from .layers import Dropout, Embedding, Linear, RMSNorm, SiLU
 from .module import Module, ModuleList, StateDictError
 
 __all__ = ["LlamaConfig", "KVCache", "CausalLMOutput", "CausalLMOutputWithPast", "BaseModelOutputWithPast", "LlamaRotaryEmbedding", "rope_inverse_frequencies",
@@ -1537,3 +1538,153 @@ def _check_checkpoint_fits(path, config):
                       "config.json, before loading any weights)",)
         raise error
 
+
+
+# --- classification heads (transformers' LlamaForSequenceClassification / LlamaForTokenClassification) ---
+@dataclass
+class SequenceClassifierOutputWithPast(_ModelOutput):
+    """What ``LlamaForSequenceClassification.__call__`` returns (transformers' class of that name)."""
+    loss: Tensor = None
+    logits: Tensor = None  # [B, num_labels]: each row's last non-padding position
+    cache: KVCache = None
+    hidden_states: tuple = None
+    attentions: tuple = None
+
+
+@dataclass
+class TokenClassifierOutput(_ModelOutput):
+    """What ``LlamaForTokenClassification.__call__`` returns (transformers' class of that name)."""
+    loss: Tensor = None
+    logits: Tensor = None  # [B, T, num_labels]
+    hidden_states: tuple = None
+    attentions: tuple = None
+
+
+def _num_labels(config):
+    """transformers' ``config.num_labels``: given, else the size of ``id2label``, else 2."""
+    if getattr(config, "num_labels", None) is not None:
+        return int(config.num_labels)
+    return len(config.id2label) if getattr(config, "id2label", None) else 2
+
+
+class _LlamaWithHead(Module):
+    """The body and the few transformers methods PEFT calls on a model with a task head ``score``."""
+    main_input_name = "input_ids"
+    base_model_prefix = "model"
+    config_class = LlamaConfig
+
+    def __init__(self, config, head_bias, dtype=None, device=None):
+        super().__init__()
+        dtype = _to_dtype(dtype)
+        self.config = config
+        self.num_labels = _num_labels(config)
+        self.model = LlamaModel(config, dtype=dtype, device=device)
+        self.score = Linear(config.hidden_size, self.num_labels, bias=head_bias, dtype=dtype, device=device)
+        _init_weights([self.score], config.initializer_range)  # after the body's, as transformers' post_init
+
+    dtype = LlamaForCausalLM.dtype
+    device = LlamaForCausalLM.device
+    get_input_embeddings = LlamaForCausalLM.get_input_embeddings
+    set_input_embeddings = LlamaForCausalLM.set_input_embeddings
+    enable_input_require_grads = LlamaForCausalLM.enable_input_require_grads
+    gradient_checkpointing_enable = LlamaForCausalLM.gradient_checkpointing_enable
+    gradient_checkpointing_disable = LlamaForCausalLM.gradient_checkpointing_disable
+    num_parameters = LlamaForCausalLM.num_parameters
+
+    def get_output_embeddings(self):
+        return None  # a task head is no vocabulary projection (transformers: None, nothing to tie)
+
+    def _body(self, input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
+              output_hidden_states, output_attentions):
+        return self.model(input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
+                          output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+                          return_dict=True)
+
+    def _labels_for(self, labels, logits):
+        return labels if isinstance(labels, Tensor) else Tensor(logits.device.xp.asarray(_host_numpy(labels)))
+
+
+def _cross_entropy(logits, labels, num_items_in_batch):
+    """transformers' fixed_cross_entropy: the mean over labelled items (-100 skipped), or their sum over
+    ``num_items_in_batch`` (the Trainer's, under gradient accumulation)."""
+    loss = ops.cross_entropy(logits, labels, ignore_index=-100,
+                             reduction="mean" if num_items_in_batch is None else "sum")
+    return loss if num_items_in_batch is None else loss / num_items_in_batch
+
+
+class LlamaForSequenceClassification(_LlamaWithHead):
+    """transformers' ``LlamaForSequenceClassification``: a bias-free ``score`` Linear reads the hidden
+    state of each row's last token that is not ``config.pad_token_id`` (left or right padding alike);
+    ``config.num_labels`` classes (default 2). The loss follows ``config.problem_type`` -- chosen at the
+    first call as transformers chooses it: "regression" (MSE) for one label, "single_label_classification"
+    (cross-entropy) for integer labels, else "multi_label_classification" (BCE with logits)."""
+
+    def __init__(self, config, dtype=None, device=None):
+        super().__init__(config, head_bias=False, dtype=dtype, device=device)
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                inputs_embeds=None, labels=None, use_cache=None, *, output_hidden_states=None,
+                output_attentions=None, return_dict=None, num_items_in_batch=None, cache_position=None):
+        body = self._body(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
+                          output_hidden_states, output_attentions)
+        logits = self.score(body.last_hidden_state)
+        batch = logits.shape[0]
+        pad = self.config.pad_token_id
+        if pad is None and batch != 1:
+            raise ValueError("Cannot handle batch sizes > 1 if no padding token is defined.")
+        if pad is None or input_ids is None:  # (transformers warns for inputs_embeds with a pad token)
+            last = np.full(batch, logits.shape[1] - 1)
+        else:  # the rightmost non-padding position (argmax: 0 for a row of padding only)
+            ids = _host_numpy(input_ids)
+            last = (np.arange(ids.shape[-1]) * (ids != pad)).argmax(-1)
+        xp = logits.device.xp
+        pooled = logits[xp.arange(batch), xp.asarray(last)]
+        loss = None if labels is None else self._loss(pooled, self._labels_for(labels, pooled), num_items_in_batch)
+        out = SequenceClassifierOutputWithPast(loss=loss, logits=pooled, cache=body.cache,
+                                               hidden_states=body.hidden_states, attentions=body.attentions)
+        return out if (return_dict if return_dict is not None else self.config.extra.get("return_dict", True)) \
+            else out.to_tuple()
+
+    def _loss(self, pooled, labels, num_items_in_batch):
+        n = self.num_labels
+        if getattr(self.config, "problem_type", None) is None:
+            integer = str(labels.dtype) in ("int64", "int32")  # transformers: torch.long or torch.int
+            self.config.problem_type = "regression" if n == 1 else \
+                "single_label_classification" if integer else "multi_label_classification"
+        kind = self.config.problem_type
+        if kind == "regression":
+            return mse_loss(pooled.squeeze(), labels.squeeze()) if n == 1 else mse_loss(pooled, labels)
+        if kind == "single_label_classification":
+            return _cross_entropy(pooled.reshape(-1, n), labels.reshape(-1), num_items_in_batch)
+        if kind == "multi_label_classification":
+            return binary_cross_entropy_with_logits(pooled, labels)
+        raise RuntimeError(f"Invalid problem type: {kind}")
+
+
+class LlamaForTokenClassification(_LlamaWithHead):
+    """transformers' ``LlamaForTokenClassification``: dropout (``config.classifier_dropout``, else
+    ``hidden_dropout``, else 0.1) then a ``score`` Linear with a bias on every position; cross-entropy
+    over the labelled positions (-100 skipped), in float32."""
+
+    def __init__(self, config, dtype=None, device=None):
+        super().__init__(config, head_bias=True, dtype=dtype, device=device)
+        rate = next((getattr(config, name) for name in ("classifier_dropout", "hidden_dropout")
+                     if getattr(config, name, None) is not None), 0.1)
+        self.dropout = Dropout(rate)
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                inputs_embeds=None, labels=None, use_cache=None, *, output_hidden_states=None,
+                output_attentions=None, return_dict=None, num_items_in_batch=None, cache_position=None):
+        body = self._body(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
+                          output_hidden_states, output_attentions)
+        logits = self.score(self.dropout(body.last_hidden_state))
+        loss = None
+        if labels is not None:
+            labels = self._labels_for(labels, logits)
+            flat = logits.reshape(-1, self.num_labels).to(dtypes.compute_dtype(logits.dtype))
+            loss = _cross_entropy(flat, labels.reshape(-1), num_items_in_batch)
+        out = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=body.hidden_states,
+                                    attentions=body.attentions)
+        return out if (return_dict if return_dict is not None else self.config.extra.get("return_dict", True)) \
+            else out.to_tuple()
