@@ -1991,6 +1991,8 @@ class Tensor:
         return bool(self._array)
 
     def __float__(self):
+        if self.requires_grad:
+            _warn_scalar_of_grad_tensor()
         return float(self._python_scalar())
 
     def __complex__(self):
@@ -2024,6 +2026,19 @@ class Tensor:
         if self.dtype.kind not in "iub":
             raise TypeError(f"only integer tensors of a single element can be converted to an index")
         return int(self.item())
+
+
+_warned_scalar_of_grad_tensor = False
+
+
+def _warn_scalar_of_grad_tensor():
+    """torch's warning (once per process, its TORCH_WARN_ONCE) when ``float(t)`` or ``'%.4f' % loss`` reads
+    a tensor that requires grad: the number leaves the graph. ``item()``, ``int()`` and f-strings do not warn."""
+    global _warned_scalar_of_grad_tensor
+    if not _warned_scalar_of_grad_tensor:
+        _warned_scalar_of_grad_tensor = True
+        warnings.warn("Converting a tensor with requires_grad=True to a scalar may lead to unexpected behavior.\n"
+                      "Consider using tensor.detach() first.", UserWarning, stacklevel=3)
 
 
 def _copy_from(dest, src):

@@ -78,20 +78,6 @@ CASES = {
                                                                    reduction="none"),
     "layer_norm": lambda lib, x, y: lib_f(lib).layer_norm(x * 2, (4,), y[0], y[1], eps=1e-3),
     "clone_double": lambda lib, x, y: x.clone().float().double() * y[:3],
-    # siblings: where, maximum, clamp, elu, log1p, expm1, logsigmoid, logsumexp, var/std, amax, norm,
-    # rms_norm, embedding
-    "where": lambda lib, x, y: lib.where(x > 0, x * y[:3], x.exp()) + lib.where(y[:3] > 0, 1.0, x),
-    "maximum_clamp": lambda lib, x, y: lib.maximum(x, y[:3]) * x.clamp(-0.5, 0.5) + x.clamp(min=y[0]),
-    "elu_selu": lambda lib, x, y: lib_f(lib).elu(x * y[:3], 0.7) + lib_f(lib).selu(x),
-    "log1p_expm1_logsigmoid": lambda lib, x, y: (x * x).log1p() * x.expm1() + lib_f(lib).logsigmoid(x * 3),
-    "logsumexp": lambda lib, x, y: lib.logsumexp(x * y[:3], dim=1) + lib.logsumexp(x, (0, 1), keepdim=True),
-    "var_std": lambda lib, x, y: x.var(1) * x.std(0, keepdim=True).sum() + x.var(correction=0),
-    "amax_max": lambda lib, x, y: x.amax(1) * (x * y[:3]).max() + x.amin(0).sum(),
-    "norm": lambda lib, x, y: x.norm(dim=1) * x.norm(3, dim=0).sum() + (x * y[:3]).norm(1.5),
-    "rms_norm": lambda lib, x, y: lib_f(lib).rms_norm(x * y[:3], (4,), y[2], eps=1e-2),
-    "embedding": lambda lib, x, y: lib_f(lib).embedding(lib.tensor([[1, 3, 1], [0, 1, 2]]), y * x[0], padding_idx=3),
-    "embedding_by_freq": lambda lib, x, y: lib_f(lib).embedding(lib.tensor([1, 3, 1, 1]), y.tanh(),
-                                                                scale_grad_by_freq=True),
 }
 
 

@@ -238,28 +238,6 @@ def test_jit_and_compiler_names():
     assert ml.compiler.is_compiling() is torch.compiler.is_compiling() is False
     assert ml._dynamo.is_compiling() is False and ml.compiler.reset() is None
     assert ml.compiler.disable(f) is f
-    import minilora._dynamo as dynamo  # (transformers' is_torchdynamo_compiling imports it so)
-    import minilora.jit as jit
-    assert dynamo.is_compiling() is False and jit is ml.jit
-
-
-def test_nanogpt_train_script_lines():
-    """nanoGPT's train.py, the lines that touch torch's switches and torch.compile, then its resume."""
-    ml.backends.cuda.matmul.allow_tf32 = True
-    ml.backends.cudnn.allow_tf32 = True
-    _, model = linear_pair()
-    unoptimized_model = model
-    model = ml.compile(model)
-    checkpoint = {"model": model.state_dict()}
-    state_dict = checkpoint["model"]
-    unwanted_prefix = "_orig_mod."
-    for k, v in list(state_dict.items()):
-        if k.startswith(unwanted_prefix):
-            state_dict[k[len(unwanted_prefix):]] = state_dict.pop(k)
-    fresh = ml.nn.Linear(3, 2)
-    fresh.load_state_dict(state_dict)
-    assert ml.equal(fresh(ml.ones(1, 3)), unoptimized_model(ml.ones(1, 3)))
-    assert ml.get_float32_matmul_precision() == "high"
 
 
 # --- torch.dtype, torch.typename -------------------------------------------------------------------------

@@ -98,3 +98,24 @@ def test_histogram_refusals_as_torch(call, error):
         call(minilora)
     assert str(ours.value).split(":")[0] == str(theirs.value).split(":")[0]
     assert str(ours.value) == str(theirs.value)
+
+
+# ---- '%.4f' % loss: torch's warning, once per process ------------------------------------------------
+def test_float_of_a_tensor_requiring_grad_warns_once_as_torch(monkeypatch):
+    """Raschka's and Karpathy's loops print ``'%.4f' % loss`` (float(loss)): torch warns, once."""
+    import warnings
+    import sys
+    monkeypatch.setattr(sys.modules["minilora.tensor"], "_warned_scalar_of_grad_tensor", False)
+    loss = (minilora.ones(3, requires_grad=True) * 2).sum()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert f"{loss:.1f}" == "6.0" and loss.item() == 6.0 and int(loss) == 6  # none of these warn
+        assert not caught
+        assert "%.2f" % loss == "6.00"
+        assert len(caught) == 1 and caught[0].category is UserWarning
+        assert str(caught[0].message).startswith(
+            "Converting a tensor with requires_grad=True to a scalar may lead to unexpected behavior.\n"
+            "Consider using tensor.detach() first.")
+        assert caught[0].filename == __file__  # the user's line
+        float(loss), float(loss.detach()), float(minilora.ones(()))
+        assert len(caught) == 1  # once per process, as torch's TORCH_WARN_ONCE
