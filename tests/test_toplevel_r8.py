@@ -238,6 +238,28 @@ def test_jit_and_compiler_names():
     assert ml.compiler.is_compiling() is torch.compiler.is_compiling() is False
     assert ml._dynamo.is_compiling() is False and ml.compiler.reset() is None
     assert ml.compiler.disable(f) is f
+    import minilora._dynamo as dynamo  # (transformers' is_torchdynamo_compiling imports it so)
+    import minilora.jit as jit
+    assert dynamo.is_compiling() is False and jit is ml.jit
+
+
+def test_nanogpt_train_script_lines():
+    """nanoGPT's train.py, the lines that touch torch's switches and torch.compile, then its resume."""
+    ml.backends.cuda.matmul.allow_tf32 = True
+    ml.backends.cudnn.allow_tf32 = True
+    _, model = linear_pair()
+    unoptimized_model = model
+    model = ml.compile(model)
+    checkpoint = {"model": model.state_dict()}
+    state_dict = checkpoint["model"]
+    unwanted_prefix = "_orig_mod."
+    for k, v in list(state_dict.items()):
+        if k.startswith(unwanted_prefix):
+            state_dict[k[len(unwanted_prefix):]] = state_dict.pop(k)
+    fresh = ml.nn.Linear(3, 2)
+    fresh.load_state_dict(state_dict)
+    assert ml.equal(fresh(ml.ones(1, 3)), unoptimized_model(ml.ones(1, 3)))
+    assert ml.get_float32_matmul_precision() == "high"
 
 
 # --- torch.dtype, torch.typename -------------------------------------------------------------------------
@@ -516,3 +538,29 @@ def test_scatter_and_renorm_node_names():
         names = [eval(call, {"lib": lib, "a": lib.ones(2, 2, requires_grad=True)}).grad_fn.name()
                  for lib in (torch, ml)]
         assert names[0] == names[1], call
+
+
+# --- on the cuda device (tests/fake_cupy.py's stand-in: the host round trip and the device's arrays) ------
+
+ON_DEVICE = ["lib.erfc(x)", "lib.erfinv(x / 10)", "lib.lgamma(x.abs() + 0.5)", "lib.digamma(x.abs() + 0.5)",
+             "lib.polygamma(2, x.abs() + 0.5)", "lib.mvlgamma(x.abs() + 2, 3)", "lib.i0(x)", "lib.special.i1(x)",
+             "lib.special.ndtri(x.sigmoid())", "lib.special.log_ndtr(x)", "lib.special.entr(x.abs())",
+             "lib.special.ndtr(x)", "lib.special.xlog1py(x, x.abs())", "lib.renorm(x.reshape(2, 3), 2, 0, 1.0)",
+             "lib.frexp(x).mantissa", "lib.nextafter(x, x * 0)", "lib.gradient(x.reshape(2, 3), dim=1)[0]",
+             "lib.gradient(x.reshape(2, 3), spacing=(lib.tensor([0.0, 1.0, 3.0], dtype=lib.float64, "
+             "device=x.device),), dim=1)[0]"]
+
+
+@pytest.mark.parametrize("call", ON_DEVICE)
+def test_on_the_cuda_stand_in_as_on_the_cpu(call, monkeypatch):
+    import fake_cupy
+    fake_cupy.install(monkeypatch)
+    outs = []
+    for device in ("cpu", "cuda"):
+        x = ml.tensor([0.3, -1.2, 2.5, 0.7, -0.4, 1.9], dtype=ml.float64, device=device, requires_grad=True)
+        y = eval(call, {"lib": ml, "x": x})
+        y.sum().backward()
+        assert y.device.type == device
+        outs.append((y.detach().cpu().numpy(), x.grad.cpu().numpy()))
+    for got, want in zip(outs[1], outs[0]):
+        np.testing.assert_allclose(got, want, rtol=1e-14)
