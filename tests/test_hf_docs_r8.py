@@ -223,6 +223,22 @@ def test_seq_cls_extends_the_callers_modules_to_save_list_as_peft():
     assert names[1] == names[0] == ["score", "classifier", "score"]
 
 
+def test_seq_cls_second_adapter_gets_its_own_head_as_peft():
+    theirs, ours = wrap(*both("LlamaForSequenceClassification", pad_token_id=0, num_labels=3),
+                        task_type="SEQ_CLS", r=2)
+    configs = peft.LoraConfig(task_type="SEQ_CLS", r=2), ml_peft.LoraConfig(task_type="SEQ_CLS", r=2)
+    torch.manual_seed(2)
+    theirs.add_adapter("b", configs[0])
+    ml.manual_seed(2)
+    ours.add_adapter("b", configs[1])
+    assert configs[1].modules_to_save == configs[0].modules_to_save == ["classifier", "score"]
+    theirs.set_adapter("b")
+    ours.set_adapter("b")
+    assert trainable(ours) == trainable(theirs)
+    assert "base_model.model.score.modules_to_save.b.weight" in dict(trainable(ours))
+    assert_same_state(theirs, ours)
+
+
 def test_sequence_classification_adapter_reloads_and_merges(tmp_path):
     _, ours = wrap(*both("LlamaForSequenceClassification", pad_token_id=0, num_labels=3),
                    task_type="SEQ_CLS", r=4, lora_alpha=8, init_lora_weights=False)
@@ -239,6 +255,16 @@ def test_sequence_classification_adapter_reloads_and_merges(tmp_path):
         merged = loaded.merge_and_unload()
         assert type(merged) is models.LlamaForSequenceClassification
         np.testing.assert_allclose(merged(ml.tensor(IDS)).logits.numpy(), expected, rtol=0, atol=1e-5)
+
+
+def test_classification_heads_refuse_from_pretrained_and_save_pretrained_by_name(tmp_path):
+    ours = both("LlamaForSequenceClassification", pad_token_id=0)[1]
+    with pytest.raises(NotImplementedError, match="LlamaForSequenceClassification.from_pretrained .*load the body"):
+        models.LlamaForSequenceClassification.from_pretrained(str(tmp_path), num_labels=3)
+    with pytest.raises(NotImplementedError, match="save_pretrained .*modules_to_save"):
+        ours.save_pretrained(str(tmp_path))
+    with pytest.raises(NotImplementedError, match="LlamaForTokenClassification.from_pretrained"):
+        models.LlamaForTokenClassification.from_pretrained(str(tmp_path))
 
 
 def test_feature_extraction_on_llama_model():

@@ -1594,6 +1594,20 @@ class _LlamaWithHead(Module):
     def get_output_embeddings(self):
         return None  # a task head is no vocabulary projection (transformers: None, nothing to tie)
 
+    @classmethod
+    def from_pretrained(cls, path, *args, **kwargs):
+        raise NotImplementedError(
+            f"{cls.__name__}.from_pretrained is not implemented in minilora (transformers would load the body "
+            "and draw a new head). Build the model from the config and load the body yourself: "
+            f"model = {cls.__name__}(LlamaConfig.from_pretrained(path, num_labels=...)); "
+            "model.model.load_state_dict(LlamaForCausalLM.from_pretrained(path).model.state_dict())")
+
+    def save_pretrained(self, *args, **kwargs):
+        raise NotImplementedError(
+            f"{type(self).__name__}.save_pretrained is not implemented in minilora: with LoRA, the PeftModel's "
+            "save_pretrained keeps the adapter and the trained head (modules_to_save); else save "
+            "model.state_dict() with minilora.save")
+
     def _body(self, input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
               output_hidden_states, output_attentions):
         return self.model(input_ids, attention_mask=attention_mask, position_ids=position_ids,
