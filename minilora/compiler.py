@@ -8,6 +8,7 @@ in ``OptimizedModule`` (``minilora/nn/compiled.py``: the ``_orig_mod.`` prefix s
 return their argument itself (torch returns a ScriptFunction/ScriptModule that computes the same).
 """
 import functools
+import sys
 import types
 
 __all__ = ["compile", "is_compiling", "is_dynamo_compiling", "reset", "disable", "jit", "dynamo"]
@@ -90,3 +91,5 @@ dynamo.disable = disable
 dynamo.list_backends = _list_backends
 dynamo.config = types.SimpleNamespace(suppress_errors=False, cache_size_limit=8, recompile_limit=8,
                                       capture_scalar_outputs=False, optimize_ddp=True)
+for _module in (jit, dynamo):
+    sys.modules[_module.__name__] = _module  # (``import minilora.jit``, ``import minilora._dynamo`` as torch's)
