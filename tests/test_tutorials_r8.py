@@ -119,3 +119,157 @@ def test_float_of_a_tensor_requiring_grad_warns_once_as_torch(monkeypatch):
         assert caught[0].filename == __file__  # the user's line
         float(loss), float(loss.detach()), float(minilora.ones(()))
         assert len(caught) == 1  # once per process, as torch's TORCH_WARN_ONCE
+
+
+# ---- makemore: bigram counts and sampling with its own Generator -------------------------------------
+_WORDS = ["emma", "olivia", "ava", "isabella", "sophia", "charlotte", "mia", "amelia", "harper", "evelyn"]
+
+
+def _bigram(torch):
+    chars = sorted(set("".join(_WORDS)))
+    stoi = {s: i + 1 for i, s in enumerate(chars)}
+    stoi["."] = 0
+    N = torch.zeros((len(stoi), len(stoi)), dtype=torch.int32)
+    for w in _WORDS:
+        chs = ["."] + list(w) + ["."]
+        for ch1, ch2 in zip(chs, chs[1:]):
+            N[stoi[ch1], stoi[ch2]] += 1
+    P = (N + 1).float()
+    P /= P.sum(1, keepdims=True)
+    g = torch.Generator().manual_seed(2147483647)
+    names = []
+    for _ in range(5):
+        out, ix = [], 0
+        while True:
+            ix = torch.multinomial(P[ix], num_samples=1, replacement=True, generator=g).item()
+            out.append(ix)
+            if ix == 0:
+                break
+        names.append(out)
+    W = torch.randn((len(stoi), len(stoi)), generator=g, requires_grad=True)
+    xs = torch.tensor([stoi[c] for w in _WORDS for c in "." + w])
+    ys = torch.tensor([stoi[c] for w in _WORDS for c in w + "."])
+    losses = []
+    for _ in range(5):
+        counts = (torch.nn.functional.one_hot(xs, num_classes=len(stoi)).float() @ W).exp()
+        probs = counts / counts.sum(1, keepdims=True)
+        loss = -probs[torch.arange(xs.nelement()), ys].log().mean() + 0.01 * (W ** 2).mean()
+        W.grad = None
+        loss.backward()
+        W.data += -50 * W.grad
+        losses.append(loss.item())
+    return N.numpy(), names, losses
+
+
+def test_makemore_bigram_as_torch():
+    (n_ours, names_ours, losses_ours), (n_theirs, names_theirs, losses_theirs) = _bigram(minilora), _bigram(torch)
+    np.testing.assert_array_equal(n_ours, n_theirs)
+    assert names_ours == names_theirs
+    np.testing.assert_allclose(losses_ours, losses_theirs, rtol=1e-5)
+
+
+# ---- makemore part 5: WaveNet from its own classes, part 3's histogram of the activations --------------
+def _wavenet(torch):
+    F = torch.nn.functional
+
+    class Linear:
+        def __init__(self, fan_in, fan_out, bias=True):
+            self.weight = torch.randn((fan_in, fan_out)) / fan_in ** 0.5
+            self.bias = torch.zeros(fan_out) if bias else None
+
+        def __call__(self, x):
+            self.out = x @ self.weight
+            if self.bias is not None:
+                self.out += self.bias
+            return self.out
+
+        def parameters(self):
+            return [self.weight] + ([] if self.bias is None else [self.bias])
+
+    class BatchNorm1d:
+        def __init__(self, dim, eps=1e-5, momentum=0.1):
+            self.eps, self.momentum, self.training = eps, momentum, True
+            self.gamma, self.beta = torch.ones(dim), torch.zeros(dim)
+            self.running_mean, self.running_var = torch.zeros(dim), torch.ones(dim)
+
+        def __call__(self, x):
+            if self.training:
+                dim = 0 if x.ndim == 2 else (0, 1)
+                xmean, xvar = x.mean(dim, keepdim=True), x.var(dim, keepdim=True)
+            else:
+                xmean, xvar = self.running_mean, self.running_var
+            self.out = self.gamma * (x - xmean) / torch.sqrt(xvar + self.eps) + self.beta
+            if self.training:
+                with torch.no_grad():
+                    self.running_mean = (1 - self.momentum) * self.running_mean + self.momentum * xmean
+                    self.running_var = (1 - self.momentum) * self.running_var + self.momentum * xvar
+            return self.out
+
+        def parameters(self):
+            return [self.gamma, self.beta]
+
+    class Tanh:
+        def __call__(self, x):
+            self.out = torch.tanh(x)
+            return self.out
+
+        def parameters(self):
+            return []
+
+    class Embedding:
+        def __init__(self, num_embeddings, embedding_dim):
+            self.weight = torch.randn((num_embeddings, embedding_dim))
+
+        def __call__(self, IX):
+            self.out = self.weight[IX]
+            return self.out
+
+        def parameters(self):
+            return [self.weight]
+
+    class FlattenConsecutive:
+        def __init__(self, n):
+            self.n = n
+
+        def __call__(self, x):
+            B, T, C = x.shape
+            x = x.view(B, T // self.n, C * self.n)
+            self.out = x.squeeze(1) if x.shape[1] == 1 else x
+            return self.out
+
+        def parameters(self):
+            return []
+
+    torch.manual_seed(42)
+    X, Y = torch.randint(0, 27, (200, 8)), torch.randint(0, 27, (200,))
+    layers = [Embedding(27, 10), FlattenConsecutive(2), Linear(20, 24, bias=False), BatchNorm1d(24), Tanh(),
+              FlattenConsecutive(2), Linear(48, 24, bias=False), BatchNorm1d(24), Tanh(),
+              FlattenConsecutive(2), Linear(48, 24, bias=False), BatchNorm1d(24), Tanh(), Linear(24, 27)]
+    with torch.no_grad():
+        layers[-1].weight *= 0.1
+    parameters = [p for layer in layers for p in layer.parameters()]
+    for p in parameters:
+        p.requires_grad = True
+    losses = []
+    for i in range(15):
+        ix = torch.randint(0, X.shape[0], (16,))
+        x = X[ix]
+        for layer in layers:
+            x = layer(x)
+        loss = F.cross_entropy(x, Y[ix])
+        for p in parameters:
+            p.grad = None
+        loss.backward()
+        for p in parameters:
+            p.data += -0.1 * p.grad
+        losses.append(loss.log10().item())
+    hy, hx = torch.histogram(layers[4].out, density=True)
+    return losses, hy.detach().numpy(), hx.detach().numpy(), layers[3].running_var.numpy()
+
+
+def test_makemore_wavenet_as_torch():
+    ours, theirs = _wavenet(minilora), _wavenet(torch)
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-4)
+    np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-3, atol=1e-4)
+    for mine, its in zip(ours[2:], theirs[2:]):
+        np.testing.assert_allclose(mine, its, rtol=1e-4, atol=1e-6)
