@@ -19,6 +19,7 @@ method that is torch's kernel (see random.py).
 import collections
 import math
 import operator
+import weakref
 
 import numpy as np
 
@@ -327,6 +328,26 @@ def layout_order(array, format=None):
     return order
 
 
+_KNOWN_LAYOUTS = weakref.WeakValueDictionary()  # id(array) -> array: see known_layout
+
+
+def known_layout(array):
+    """Mark ``array`` (a result just made) as laid out as torch lays out the same result, so that
+    ``stride()`` may report its strides (NumPy's layout of other non-contiguous results may not be
+    torch's: stride() refuses those). Returns ``array``."""
+    if not array.flags.c_contiguous:
+        try:
+            _KNOWN_LAYOUTS[id(array)] = array
+        except TypeError:  # (an array type without weak references: stride() stays cautious)
+            pass
+    return array
+
+
+def layout_is_known(array):
+    """Was ``array`` marked by known_layout?"""
+    return _KNOWN_LAYOUTS.get(id(array)) is array
+
+
 def laid_out_copy(a, format=None):
     """A copy of ``a`` laid out as torch lays out ``clone(memory_format=format)`` (see layout_order)."""
     order = layout_order(a, format)
@@ -335,7 +356,7 @@ def laid_out_copy(a, format=None):
     buffer = xp_of(a).empty(tuple(a.shape[i] for i in order), a.dtype)
     copy = buffer.transpose(tuple(np.argsort(order)))
     copy[...] = a
-    return copy
+    return known_layout(copy)
 
 
 def in_layout_of(result, a):
@@ -347,7 +368,7 @@ def in_layout_of(result, a):
     buffer = xp_of(result).empty(tuple(a.shape[i] for i in order), result.dtype)
     laid_out = buffer.transpose(tuple(np.argsort(order)))
     laid_out[...] = result
-    return laid_out
+    return known_layout(laid_out)
 
 
 def _laid_out_like(input, memory_format, make):
@@ -358,7 +379,7 @@ def _laid_out_like(input, memory_format, make):
     if order == tuple(range(input.ndim)):
         return make(tuple(input.shape))
     result = make(tuple(input.shape[i] for i in order))
-    result._array = result._array.transpose(tuple(np.argsort(order)))  # (a fresh leaf: no graph to keep)
+    result._array = known_layout(result._array.transpose(tuple(np.argsort(order))))  # (a fresh leaf: no graph)
     return result
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import amp as _amp, dtypes, ops
 from .device import xp_of
+from .factories import known_layout
 from .tensor import Function, Tensor, name_node
 
 __all__ = ["LinAlgError", "svd", "svdvals", "qr", "eig", "eigvals", "eigh", "eigvalsh", "norm", "vector_norm",
@@ -192,7 +193,7 @@ def _column_major(array, like, rows=None):
     buffer = xp_of(like).empty(array.shape[:-2] + (array.shape[-1], max(m, rows or m)), array.dtype)
     laid_out = buffer.swapaxes(-1, -2)[..., :m, :]
     laid_out[...] = array
-    return laid_out
+    return known_layout(laid_out)
 
 
 def _relaid(result, rows=None):

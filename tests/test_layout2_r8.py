@@ -329,3 +329,29 @@ def test_gradients_through_relaid_ops_are_torch_s():
         loss.backward()
         grads.append(x.grad.numpy())
     np.testing.assert_allclose(grads[1], grads[0], rtol=1e-10, atol=1e-12)
+
+
+STRIDES = {
+    "linalg.inv": lambda L, x: L.linalg.inv(x),
+    "linalg.qr Q": lambda L, x: L.linalg.qr(x)[0],
+    "linalg.solve": lambda L, x: L.linalg.solve(x, x),
+    "linalg.cholesky": lambda L, x: L.linalg.cholesky(x @ x.mT),
+    "clone of a permute": lambda L, x: x.permute(2, 0, 1).clone(),
+    "zeros_like of a transpose": lambda L, x: L.zeros_like(x.mT),
+    "randn_like of a permute": lambda L, x: L.randn_like(x.permute(1, 2, 0)),
+    "flip of a transpose": lambda L, x: x.mT.flip(0),
+    "argsort of a transpose": lambda L, x: x.mT.argsort(1),
+    "silu of a transpose": lambda L, x: L.nn.functional.silu(x.mT),
+    "contiguous(channels_last)": lambda L, x: x[None].expand(2, 2, 3, 3).contiguous(memory_format=L.channels_last),
+}
+
+
+@pytest.mark.parametrize("name", STRIDES)
+def test_stride_reports_torch_s_strides_where_minilora_lays_out_as_torch(name):
+    """stride() answers for the results minilora now lays out as torch (it refused: minilora could not
+    tell their layout from one NumPy chose)."""
+    data = _square(3, 2)
+    theirs = STRIDES[name](torch, torch.tensor(data))
+    ours = STRIDES[name](minilora, minilora.tensor(data))
+    assert ours.stride() == theirs.stride()
+    assert ours.is_contiguous() == theirs.is_contiguous()

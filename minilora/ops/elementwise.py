@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 
 from .. import amp as _amp, fastmath, parallel
-from ..factories import laid_out_copy, layout_order
+from ..factories import known_layout, laid_out_copy, layout_order
 from ..device import xp_of
 from ..dtypes import (bfloat16, cast, checked_number, float32, get_default_dtype, int64, is_floating,
                       python_number, result_type, to_dtype, torch_name, upcast, wrap_around, wrap_int)
@@ -435,7 +435,7 @@ def _in_memory_order(a):
     if order == tuple(range(a.ndim)):
         return a, lambda result: result
     back = tuple(np.argsort(order))
-    return a.transpose(order), lambda result: result.transpose(back)
+    return a.transpose(order), lambda result: known_layout(result.transpose(back))
 
 
 @computes_in_float32

@@ -9,7 +9,7 @@ from ..device import xp_of
 from ..dtypes import float32, is_floating, result_type, torch_name
 from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, name_node, no_grad
 from ..tensor import _data_address, _is_strided_wrapper  # (where an array's memory lies; as_strided's views)
-from ..factories import in_layout_of
+from ..factories import in_layout_of, layout_is_known
 
 NO_DIM = object()  # the default dim of max/min/prod/median/squeeze: torch tells x.max() from x.max(dim=None)
 
@@ -996,15 +996,18 @@ def stride(input, dim=None):
 
     minilora keeps no strides of its own: NumPy lays out each array. Its layout is torch's for a
     contiguous tensor (torch's contiguous strides are reported, also for dimensions of size 0 or 1)
-    and for a view made by transpose/permute, slicing, expand, narrow, select, diagonal or unfold.
-    Elsewhere NumPy may lay out what torch would not (``x.t()[:, None]``; ``softmax`` or ``cat`` of
-    transposed inputs), so ``stride()`` refuses rather than report strides torch would not. Note
-    that torch keeps a transposed layout through ``clone()`` and elementwise ops, where minilora's
-    results are contiguous (``x.t().clone().stride()``: torch (1, 3), minilora (2, 1))."""
+    and for a view made by transpose/permute, slicing, expand, narrow, select, diagonal or unfold;
+    also for the results minilora lays out as torch does and marks so (factories.known_layout):
+    ``clone()`` and the ``*_like`` factories of a transposed tensor (torch's preserve_format), linalg's
+    batches of column-major matrices (``linalg.inv``, ``solve``, ``qr``...), flip, sort, silu, gelu.
+    Elsewhere NumPy may lay out what torch would not (``x.t()[:, None]``; ``cat`` of transposed
+    inputs; an elementwise op of a transposed tensor, whose layout NumPy and torch usually but not
+    always agree on), so ``stride()`` refuses rather than report strides torch would not."""
     array = input._array
     if array.flags.c_contiguous:
         strides = _contiguous_strides(array.shape)
-    elif _is_strided_wrapper(array.base) or (input._base is not None and all(n > 1 for n in array.shape)):
+    elif _is_strided_wrapper(array.base) or ((input._base is not None or layout_is_known(array))
+                                             and all(n > 1 for n in array.shape)):
         strides = tuple(s // array.itemsize for s in array.strides)  # (as_strided's: the strides it was given)
     else:
         raise NotImplementedError(f"stride(): minilora keeps no strides of its own, and NumPy's "
