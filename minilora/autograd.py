@@ -195,8 +195,8 @@ class _Joint:
         (None after ``ctx.set_materialize_grads(False)``, and always for a non-Tensor output)."""
         grads = []
         for out, g in zip(self.outputs, self.received):
-            if g is not None:
-                grads.append(Tensor._make(g, out._device, False, None))
+            if g is not None:  # (a tensor already in a create_graph=True pass)
+                grads.append(g if isinstance(g, Tensor) else Tensor._make(g, out._device, False, None))
             elif self.user_ctx.materialize_grads and isinstance(out, Tensor):
                 grads.append(_zeros_like(out))
             else:
@@ -228,33 +228,87 @@ class _UserCall(_tensor.Function):
         grads = joint.grads_for_backward()
         with no_grad():
             result = cls.backward(user_ctx, *grads)
-        result = result if isinstance(result, tuple) else (result,)
-        expected = len(user_ctx.needs_input_grad)
-        if len(result) > expected:  # torch allows extra Nones only
-            if any(r is not None for r in result[expected:]):
-                raise RuntimeError(f"function {cls.__name__}Backward returned an incorrect number of "
-                                   f"gradients (expected {expected}, got {len(result)})")
-            result = result[:expected]
-        if len(result) < expected:
-            raise RuntimeError(f"function {cls.__name__}Backward returned an incorrect number of "
-                               f"gradients (expected {expected}, got {len(result)})")
-        for position, (r, x) in enumerate(zip(result, ctx.inputs), 1):
-            if r is not None and not isinstance(x, Tensor):  # torch refuses rather than drops it
-                raise RuntimeError(f"function {cls.__name__}Backward returned a gradient different than "
-                                   f"None at position {position}, but the corresponding forward input "
-                                   f"was not a Variable")
+        result = _checked_result(cls, ctx, user_ctx, result)
         return tuple(None if r is None or not isinstance(x, Tensor) else _gradient_for(r, x, cls, i)
                      for i, (r, x) in enumerate(zip(result, ctx.inputs)))
 
+    @staticmethod
+    def backward_graph(ctx, token_grad):
+        """create_graph=True: the user's backward runs with grad mode on, on gradients that are tensors
+        in the graph, so what it computes with ops on its saved inputs is recorded (torch's double
+        backward through a custom Function). A backward marked once_differentiable runs without, and
+        its results refuse to be differentiated again (torch's error, when that happens)."""
+        joint = ctx.joint
+        cls, user_ctx = joint.cls, joint.user_ctx
+        if getattr(cls.backward, "once_differentiable", False):
+            grads = joint.grads_for_backward()
+            with no_grad():
+                result = cls.backward(user_ctx, *grads)
+            result = _checked_result(cls, ctx, user_ctx, result)
+            # (torch's: the error node hangs on the incoming gradients that are in a graph; none, no node)
+            sources = [g for g in grads if isinstance(g, Tensor) and g.requires_grad]
+            if sources:
+                result = tuple(r if not isinstance(r, Tensor) else _DelayedError.apply(r, *sources)
+                               for r in result)
+        else:
+            saved_outputs = [t for t in user_ctx._saved if any(t is o for o in joint.outputs)]
+            if saved_outputs:  # minilora keeps the forward's own output (no graph): it would be a constant
+                raise higher_order.NotDifferentiableBackward(
+                    f"create_graph=True: {cls.__name__}'s backward reads an output it saved with "
+                    "save_for_backward, which minilora keeps outside the graph; save the inputs and "
+                    "recompute it in backward")
+            with enable_grad():
+                result = cls.backward(user_ctx, *joint.grads_for_backward())
+            result = _checked_result(cls, ctx, user_ctx, result)
+        return tuple(None if r is None or not isinstance(x, Tensor) else
+                     higher_order.sum_to(_gradient_for(r, x, cls, i, shape_only=True), x.shape)
+                     for i, (r, x) in enumerate(zip(result, ctx.inputs)))
 
-def _gradient_for(r, x, cls, index):
+
+class _DelayedError(_tensor.Function):
+    """torch's DelayedError node: the result of a once_differentiable backward in a create_graph=True
+    pass; differentiating it again is torch's error."""
+
+    @staticmethod
+    def forward(ctx, r, *sources):
+        return r
+
+    @staticmethod
+    def backward(ctx, g):
+        raise RuntimeError("trying to differentiate twice a function that was marked with @once_differentiable")
+
+    backward_graph = backward
+
+
+def _checked_result(cls, ctx, user_ctx, result):
+    """The user's backward's result as a tuple of one entry per input, checked as torch checks it."""
+    result = result if isinstance(result, tuple) else (result,)
+    expected = len(user_ctx.needs_input_grad)
+    if len(result) > expected:  # torch allows extra Nones only
+        if any(r is not None for r in result[expected:]):
+            raise RuntimeError(f"function {cls.__name__}Backward returned an incorrect number of "
+                               f"gradients (expected {expected}, got {len(result)})")
+        result = result[:expected]
+    if len(result) < expected:
+        raise RuntimeError(f"function {cls.__name__}Backward returned an incorrect number of "
+                           f"gradients (expected {expected}, got {len(result)})")
+    for position, (r, x) in enumerate(zip(result, ctx.inputs), 1):
+        if r is not None and not isinstance(x, Tensor):  # torch refuses rather than drops it
+            raise RuntimeError(f"function {cls.__name__}Backward returned a gradient different than "
+                               f"None at position {position}, but the corresponding forward input "
+                               f"was not a Variable")
+    return result
+
+
+def _gradient_for(r, x, cls, index, shape_only=False):
     """The array of a user backward's gradient ``r`` for input ``x``, checked as torch checks it: a
-    Tensor of x's shape, or of a shape x broadcasts to (then summed down to x's shape)."""
+    Tensor of x's shape, or of a shape x broadcasts to (then summed down to x's shape). ``shape_only``:
+    check it and hand back ``r`` itself (a recorded pass sums it down with ops)."""
     if not isinstance(r, Tensor):
         raise RuntimeError(f"expected Variable or None (got {type(r).__name__})")
     g, shape = r._array, x._array.shape
-    if g.shape == shape:
-        return g
+    if g.shape == shape or shape_only and np.broadcast_shapes(shape, g.shape) == g.shape:
+        return r if shape_only else g
     try:
         expandable = np.broadcast_shapes(shape, g.shape) == g.shape
     except ValueError:
@@ -280,6 +334,11 @@ class _UserOutput(_tensor.Function):
     def backward(ctx, g):
         ctx.joint.received[ctx.index] = g
         return _token(ctx.device)
+
+    @staticmethod
+    def backward_graph(ctx, g):
+        ctx.joint.received[ctx.index] = g  # (a tensor: handed to the user's backward as it is)
+        return Tensor._make(_token(ctx.device), ctx.device, False, None)
 
 
 class Function:
@@ -371,8 +430,10 @@ def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=T
 
 
 def once_differentiable(backward):
-    """torch.autograd.function.once_differentiable: a backward that is not itself differentiable.
-    minilora runs every backward without recording (no double backward), so it is backward as is."""
+    """torch.autograd.function.once_differentiable: a backward that is not itself differentiable. The
+    plain pass runs every backward without recording anyway; a create_graph=True pass runs this one
+    without too, and differentiating its results again is torch's error (see _UserCall.backward_graph)."""
+    backward.once_differentiable = True
     return backward
 
 

@@ -78,6 +78,20 @@ CASES = {
                                                                    reduction="none"),
     "layer_norm": lambda lib, x, y: lib_f(lib).layer_norm(x * 2, (4,), y[0], y[1], eps=1e-3),
     "clone_double": lambda lib, x, y: x.clone().float().double() * y[:3],
+    # siblings: where, maximum, clamp, elu, log1p, expm1, logsigmoid, logsumexp, var/std, amax, norm,
+    # rms_norm, embedding
+    "where": lambda lib, x, y: lib.where(x > 0, x * y[:3], x.exp()) + lib.where(y[:3] > 0, 1.0, x),
+    "maximum_clamp": lambda lib, x, y: lib.maximum(x, y[:3]) * x.clamp(-0.5, 0.5) + x.clamp(min=y[0]),
+    "elu_selu": lambda lib, x, y: lib_f(lib).elu(x * y[:3], 0.7) + lib_f(lib).selu(x),
+    "log1p_expm1_logsigmoid": lambda lib, x, y: (x * x).log1p() * x.expm1() + lib_f(lib).logsigmoid(x * 3),
+    "logsumexp": lambda lib, x, y: lib.logsumexp(x * y[:3], dim=1) + lib.logsumexp(x, (0, 1), keepdim=True),
+    "var_std": lambda lib, x, y: x.var(1) * x.std(0, keepdim=True).sum() + x.var(correction=0),
+    "amax_max": lambda lib, x, y: x.amax(1) * (x * y[:3]).max() + x.amin(0).sum(),
+    "norm": lambda lib, x, y: x.norm(dim=1) * x.norm(3, dim=0).sum() + (x * y[:3]).norm(1.5),
+    "rms_norm": lambda lib, x, y: lib_f(lib).rms_norm(x * y[:3], (4,), y[2], eps=1e-2),
+    "embedding": lambda lib, x, y: lib_f(lib).embedding(lib.tensor([[1, 3, 1], [0, 1, 2]]), y * x[0], padding_idx=3),
+    "embedding_by_freq": lambda lib, x, y: lib_f(lib).embedding(lib.tensor([1, 3, 1, 1]), y.tanh(),
+                                                                scale_grad_by_freq=True),
 }
 
 
@@ -310,3 +324,64 @@ def test_torch_gradgradcheck_agrees_on_the_same_function():
     assert torch.autograd.gradgradcheck(lambda a: (a * a).sigmoid(), (xt,))
     xm = ml.tensor(xt.detach().numpy(), requires_grad=True)
     assert ml.autograd.gradgradcheck(lambda a: (a * a).sigmoid(), (xm,))
+
+
+def _cube(lib, once=False, save_output=False):
+    class Cube(lib.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, k):
+            out = x ** 3 * k
+            ctx.save_for_backward(x, out if save_output else None)
+            ctx.k = k
+            return out
+
+        @staticmethod
+        def backward(ctx, g):
+            x, _ = ctx.saved_tensors
+            return g * 3 * x * x * ctx.k, None
+
+    if once:
+        Cube.backward = staticmethod(lib.autograd.function.once_differentiable(Cube.backward.__func__
+                                                                                if hasattr(Cube.backward, "__func__")
+                                                                                else Cube.backward))
+    return Cube
+
+
+def test_double_backward_through_a_custom_function():
+    """torch differentiates a custom Function's backward when it is written with differentiable ops."""
+    xm, xt = both([0.5, -1.5, 2.0])
+    results = []
+    for lib, x in ((ml, xm), (torch, xt)):
+        Cube = _cube(lib)
+        y = (Cube.apply(x.sin(), 2.0) * x).sum()
+        g, = lib.autograd.grad(y, x, create_graph=True)
+        h, = lib.autograd.grad((g * g).sum(), x)
+        results.append((y, g, h, lib.autograd.functional.hessian(lambda a: Cube.apply(a, 0.5).sum(), x)))
+    for a, b in zip(*results):
+        close(a, b)
+
+
+def test_once_differentiable_backward_refuses_a_second_differentiation_as_torch():
+    for lib in (ml, torch):
+        x = lib.tensor([0.5, 2.0], dtype=lib.float64, requires_grad=True)
+        Cube = _cube(lib, once=True)
+        g, = lib.autograd.grad(Cube.apply(x, 1.0).sum(), x, create_graph=True)
+        np.testing.assert_allclose(g.detach().numpy(), [0.75, 12.0])
+        assert not g.requires_grad  # (torch's: its incoming gradient, ones, was in no graph)
+        g, = lib.autograd.grad((Cube.apply(x, 1.0) ** 2).sum(), x, create_graph=True)
+        np.testing.assert_allclose(g.detach().numpy(), [0.75 * 2 * 0.125, 12.0 * 2 * 8])
+        assert g.requires_grad
+        with pytest.raises(RuntimeError, match="trying to differentiate twice a function that was marked with "
+                                               "@once_differentiable"):
+            g.sum().backward()
+
+
+def test_custom_function_reading_a_saved_output_is_refused_not_wrong():
+    """minilora keeps a custom forward's saved output outside the graph (torch unpacks it with its node):
+    the second derivative would treat it as a constant, so create_graph=True refuses, naming the fix."""
+    x = ml.tensor([0.5, 2.0], dtype=ml.float64, requires_grad=True)
+    Cube = _cube(ml, save_output=True)
+    with pytest.raises(NotImplementedError, match="Cube's backward reads an output it saved"):
+        ml.autograd.grad(Cube.apply(x, 1.0).sum(), x, create_graph=True)
+    g, = ml.autograd.grad(Cube.apply(x, 1.0).sum(), x)  # (first order as before)
+    np.testing.assert_allclose(g.numpy(), [0.75, 12.0])

@@ -20,7 +20,7 @@ from .. import tensor as _t
 from ..tensor import Function, Tensor, _check_versions, enable_grad
 from . import elementwise as _e, reduce as _r, shape as _s
 from .matmul import Linear, MatMul
-from .nn import CrossEntropy, LayerNorm
+from .nn import CrossEntropy, Embedding, LayerNorm, RMSNorm, SwiGLU
 
 
 class NotDifferentiableBackward(NotImplementedError):
@@ -32,7 +32,7 @@ def _constant(array, like):
     return Tensor._make(array, like._device, False, None)
 
 
-def _sum_to(g, shape):
+def sum_to(g, shape):
     """``g`` summed down to ``shape`` (the inverse of broadcasting ``shape`` up to ``g.shape``)."""
     shape = tuple(shape)
     if tuple(g.shape) == shape:
@@ -51,23 +51,23 @@ def _shape(x):
 # ---- each op's backward with ops: (ctx, g) -> one gradient (or None) per positional input ----------
 def _add(ctx, g):
     na, nb = ctx.needs_input_grad
-    return (_sum_to(g, ctx.shapes[0]) if na else None, _sum_to(g, ctx.shapes[1]) if nb else None)
+    return (sum_to(g, ctx.shapes[0]) if na else None, sum_to(g, ctx.shapes[1]) if nb else None)
 
 
 def _sub(ctx, g):
     na, nb = ctx.needs_input_grad
-    return (_sum_to(g, ctx.shapes[0]) if na else None, _sum_to(-g, ctx.shapes[1]) if nb else None)
+    return (sum_to(g, ctx.shapes[0]) if na else None, sum_to(-g, ctx.shapes[1]) if nb else None)
 
 
 def _mul(ctx, g):
     (a, b), (na, nb) = ctx.inputs, ctx.needs_input_grad
-    return (_sum_to(g * b, _shape(a)) if na else None, _sum_to(g * a, _shape(b)) if nb else None)
+    return (sum_to(g * b, _shape(a)) if na else None, sum_to(g * a, _shape(b)) if nb else None)
 
 
 def _div(ctx, g):
     (a, b), (na, nb) = ctx.inputs, ctx.needs_input_grad
-    return (_sum_to(g / b, _shape(a)) if na else None,
-            _sum_to(-g * a / (b * b), _shape(b)) if nb else None)
+    return (sum_to(g / b, _shape(a)) if na else None,
+            sum_to(-g * a / (b * b), _shape(b)) if nb else None)
 
 
 def _pow(ctx, g):
@@ -81,14 +81,14 @@ def _pow(ctx, g):
             ga = ga * _constant((b._array != 0).astype(ga._array.dtype), ga)
         elif b == 0:
             ga = ga * 0.0
-        ga = _sum_to(ga, _shape(a))
+        ga = sum_to(ga, _shape(a))
     if nb:
         if isinstance(a, Tensor):
             keep = ~((a._array == 0) & (np.asarray(b._array) >= 0))
             gb = g * (a ** b) * a.log() * _constant(keep.astype(g._array.dtype), g)
         else:  # a number to a tensor power
             gb = g * (a ** b) * float(np.log(a)) if a != 0 else g * _constant((b._array < 0) * np.nan, g)
-        gb = _sum_to(gb, _shape(b))
+        gb = sum_to(gb, _shape(b))
     return ga, gb
 
 
@@ -187,8 +187,8 @@ def _matmul(ctx, g):
         g = g.unsqueeze(-1)
     if a.ndim == 1:
         g = g.unsqueeze(-2)
-    ga = _sum_to(g.matmul(b2.transpose(-1, -2)), a2.shape).reshape(a.shape) if na else None
-    gb = _sum_to(a2.transpose(-1, -2).matmul(g), b2.shape).reshape(b.shape) if nb else None
+    ga = sum_to(g.matmul(b2.transpose(-1, -2)), a2.shape).reshape(a.shape) if na else None
+    gb = sum_to(a2.transpose(-1, -2).matmul(g), b2.shape).reshape(b.shape) if nb else None
     return ga, gb
 
 
@@ -232,6 +232,126 @@ def _layer_norm(ctx, g):
     return gx, gweight, gbias
 
 
+def _where(ctx, g):
+    _, na, nb = ctx.needs_input_grad
+    return (None, sum_to(_masked(g, ctx.cond), ctx.shapes[0]) if na else None,
+            sum_to(_masked(g, ~ctx.cond), ctx.shapes[1]) if nb else None)
+
+
+def _maximum(ctx, g):
+    """The shares of the first-order backward (half each at a tie, all of g to both at a NaN): constants."""
+    (na, nb), xp = ctx.needs_input_grad, g._device.xp
+    share_a = xp.where(ctx.tie, 0.5, ctx.a_wins)
+    share_b = 1 - share_a
+    if ctx.nan is not None:
+        share_a, share_b = xp.where(ctx.nan, 1, share_a), xp.where(ctx.nan, 1, share_b)
+    return (sum_to(_masked(g, share_a), ctx.shapes[0]) if na else None,
+            sum_to(_masked(g, share_b), ctx.shapes[1]) if nb else None)
+
+
+def _clamp(ctx, g):
+    na, nl, nh = ctx.needs_input_grad
+    inside = g._device.xp.broadcast_to(ctx.inside, tuple(g.shape))
+    return (sum_to(_masked(g, inside), ctx.shapes[0]) if na else None,
+            sum_to(_masked(g, ctx.low_wins), ctx.shapes[1]) if nl else None,
+            sum_to(_masked(g, ctx.high_wins), ctx.shapes[2]) if nh else None)
+
+
+def _elu(ctx, g):
+    a = ctx.inputs[0]
+    alpha, scale, input_scale = ctx.constants
+    positive = ctx.a > 0
+    negative = g * (alpha * scale * input_scale) * (a.clamp(max=0) * input_scale).exp()
+    return _masked(g * scale, positive) + _masked(negative, ~positive), None, None, None
+
+
+def _expanded(ctx, g):
+    """``g`` with a reduction's axes back as size-1 axes (what broadcasts over the input)."""
+    if not ctx.keepdims:
+        for ax in ctx.axes:
+            g = g.unsqueeze(ax)
+    return g
+
+
+def _logsumexp(ctx, g):
+    a = ctx.inputs[0]
+    return _expanded(ctx, g) * (a - _r.LogSumExp.apply(a, axis=ctx.axes, keepdims=True)).exp()
+
+
+def _var(ctx, g):
+    a = ctx.inputs[0]
+    g = _expanded(ctx, g)
+    centred = a - a.mean(ctx.axes, keepdim=True)
+    scale = 2.0 / ctx.denom if ctx.denom else float("nan")
+    if ctx.std is not None:  # std: d var / (2 std), 0 where std is 0 (a constant mask, as torch's)
+        std = ((centred * centred).sum(ctx.axes, keepdim=True) / float(ctx.denom)).sqrt()
+        zero = g._device.xp.broadcast_to(ctx.std == 0, tuple(std.shape))
+        g = _masked(g / (2 * (std + _constant(zero.astype(std._array.dtype), std))), ~zero)
+    return g * centred * scale
+
+
+def _amax(ctx, g):
+    ties = ctx.is_max.sum(axis=ctx.axes, keepdims=True)
+    return _expanded(ctx, g) * _constant((ctx.is_max / ties).astype(g._array.dtype), g)
+
+
+def _pnorm(ctx, g):
+    """sign(a) |a|^(p-1) g / norm^(p-1), the norm recomputed; 0 where the norm is 0 (and, for p < 1, at
+    a zero element), with constant masks as the first-order backward's."""
+    a, p = ctx.inputs[0], ctx.p
+    g = _expanded(ctx, g)
+    dead = ctx.out == 0
+    norm = (a.abs() ** p).sum(ctx.axes, keepdim=True) ** (1.0 / p)
+    norm = norm + _constant(dead.astype(a._array.dtype), norm)  # (1 where the norm is 0: masked below)
+    power = a.abs() ** (p - 1) if p != 2 else a.abs()
+    if p < 1:
+        power = _masked(power + _constant((ctx.a == 0).astype(a._array.dtype), power), ctx.a != 0)
+    grad = _constant(_e._torch_sign(ctx.a), g) * power * _masked(g, ~dead) / norm ** (p - 1)
+    return grad, None
+
+
+def _swiglu(ctx, g):
+    gate, up = ctx.inputs
+    s = gate.sigmoid()
+    return g * up * s * (1 + gate * (1 - s)), (g * gate * s if ctx.needs_input_grad[1] else None)
+
+
+def _rms_norm(ctx, g):
+    x, w = ctx.inputs[:2]
+    width = ctx.normed.shape[1]
+    x2, g2 = x.reshape(-1, width), g.reshape(-1, width)
+    r = ((x2 * x2).mean(-1, keepdim=True) + ctx.eps).rsqrt()
+    gw = g2 * w.reshape(width) if w is not None else g2
+    gx = (r * (gw - x2 * r * r * (gw * x2).mean(-1, keepdim=True))).reshape(x.shape)
+    gweight = (g2 * x2 * r).sum(0).reshape(ctx.weight_shape) if w is not None and ctx.needs_input_grad[1] else None
+    return gx, gweight
+
+
+class EmbeddingGrad(Function):
+    """Embedding's backward as an op: each position's gradient row added into its id's row. Its own
+    gradient reads the rows back (``gg[ids]``, 0 at padding positions). As torch's
+    embedding_dense_double_backward, not divided by the ids' frequency under scale_grad_by_freq
+    (torch: "the first backward takes care of scaling"), so the values are torch's."""
+
+    @staticmethod
+    def forward(ctx, g, embedding_ctx):
+        ids = embedding_ctx.ids.reshape(-1)
+        keep = _e.xp_of(g).ones(ids.size, dtype=g.dtype)
+        if embedding_ctx.padding_idx is not None:
+            keep = keep * (ids != embedding_ctx.padding_idx)
+        ctx.ids, ctx.keep, ctx.g_shape = ids, keep[:, None], g.shape
+        return Embedding.backward(embedding_ctx, g)[1]
+
+    @staticmethod
+    def backward(ctx, gg):
+        return (gg[ctx.ids] * ctx.keep).reshape(ctx.g_shape), None
+
+    @staticmethod
+    def backward_graph(ctx, gg):
+        rows = _s.GetItem.apply(gg, ctx.ids) * _constant(ctx.keep, gg)
+        return rows.reshape(ctx.g_shape), None
+
+
 _BACKWARD_GRAPHS = {
     _e.Add: _add, _e.Sub: _sub, _e.Mul: _mul, _e.Div: _div, _e.Pow: _pow,
     _e.Neg: lambda ctx, g: -g,
@@ -252,9 +372,17 @@ _BACKWARD_GRAPHS = {
     _r.Sum: _sum, _r.Mean: _mean, _r.Softmax: _softmax, _r.LogSoftmax: _log_softmax,
     _s.Reshape: lambda ctx, g: (g.reshape(ctx.shape), None),
     _s.Permute: _permute, _s.GetItem: _getitem, _s.Cat: _cat,
-    _s.Expand: lambda ctx, g: (_sum_to(g, ctx.shape), None),
+    _s.Expand: lambda ctx, g: (sum_to(g, ctx.shape), None),
     MatMul: _matmul, Linear: _linear,
     CrossEntropy: _cross_entropy, LayerNorm: _layer_norm,
+    # (siblings the first list left out: what the same models and losses also reach)
+    _e.Where: _where, _e.Maximum: _maximum, _e.Clamp: _clamp, _e.Elu: _elu,
+    _e.Log1p: lambda ctx, g: g / (1 + ctx.inputs[0]),
+    _e.Expm1: lambda ctx, g: g * ctx.inputs[0].exp(),
+    _e.LogSigmoid: lambda ctx, g: g * (-ctx.inputs[0]).sigmoid(),
+    _r.LogSumExp: _logsumexp, _r.Var: _var, _r.AMax: _amax, _r.PNorm: _pnorm,
+    SwiGLU: _swiglu, RMSNorm: _rms_norm,
+    Embedding: lambda ctx, g: (None, EmbeddingGrad.apply(g, ctx)),
 }
 for _op, _fn in _BACKWARD_GRAPHS.items():
     _op.backward_graph = staticmethod(_fn)
@@ -376,7 +504,7 @@ class GradStore:
             t._grad = g if t._grad is None else t._grad + g
 
 
-__all__ = ["run_backward_graph", "GradStore", "NotDifferentiableBackward", "ScatterIndexed"]
+__all__ = ["run_backward_graph", "GradStore", "NotDifferentiableBackward", "ScatterIndexed", "sum_to"]
 
 
 def seed(output, grad_output):

@@ -309,6 +309,7 @@ class RMSNorm(Function):
         parallel.rows(lambda *blocks: _rms_norm_rows(*blocks, weight, x.dtype.type(eps)),
                       x2, normed, r, out)
         ctx.normed, ctx.r, ctx.weight = normed, r, weight
+        ctx.eps = eps  # (create_graph=True recomputes r from the input: minilora/ops/higher_order.py)
         return out.reshape(x.shape)
 
     @staticmethod
