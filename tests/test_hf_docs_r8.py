@@ -112,6 +112,7 @@ def test_quicktour_causal_lm_side_by_side(tmp_path, capsys):
     assert type(ours.base_model.model) is type(ours.get_base_model()) is models.LlamaForCausalLM
     train_both(theirs, ours, IDS)
     ours_config, theirs_config = saved(tmp_path, theirs, ours)[::-1]
+    assert sorted(ours_config.pop("target_modules")) == sorted(theirs_config.pop("target_modules"))  # (a set)
     assert {k for k in theirs_config if theirs_config[k] != ours_config.get(k)} == {"peft_version"}
     merged_t, merged_m = theirs.merge_and_unload(), ours.merge_and_unload()
     assert type(merged_m) is models.LlamaForCausalLM
@@ -120,6 +121,27 @@ def test_quicktour_causal_lm_side_by_side(tmp_path, capsys):
     out_t = merged_t.generate(torch.tensor(prompt), max_new_tokens=4, do_sample=False, eos_token_id=None)
     out_m = merged_m.generate(ml.tensor(prompt), max_new_tokens=4, do_sample=False, eos_token_id=None)
     assert out_m.tolist() == out_t.tolist()
+
+
+def test_minilora_train_on_the_quicktour_model_is_a_torch_loop():
+    """minilora's Trainer-like ``train`` (it does not claim transformers' Trainer): AdamW, gradient clipping
+    at 1.0, cosine schedule with warmup -- the same losses as that loop in torch + PEFT."""
+    from minilora.train import train
+    batch = IDS + (IDS == 0) * 3  # no padding: every row has a target at every position
+    theirs, ours = wrap(*both("LlamaForCausalLM"), **{**QUICKTOUR, "lora_dropout": 0.0})
+    result = train(ours, batch, steps=4, batch_size=3, lr=1e-2, warmup_steps=1, progress=False, plot=False)
+    params = [p for p in theirs.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.0)
+    schedule = transformers.get_cosine_schedule_with_warmup(optimizer, 1, 4)
+    losses = []
+    theirs.train()
+    for _ in range(4):
+        loss = theirs(input_ids=torch.tensor(batch), labels=torch.tensor(batch)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step(), schedule.step(), optimizer.zero_grad()
+        losses.append(loss.item())
+    np.testing.assert_allclose(result.losses, losses, rtol=1e-6)
 
 
 def test_auto_peft_model_loads_the_base_the_adapter_names(tmp_path):
