@@ -17,6 +17,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from .. import fastmath
 from ..device import xp_of
 from ..tensor import Function, Tensor, name_node
 from . import elementwise as E
@@ -154,55 +155,51 @@ def polygamma_f64(n, x):
     return sign * math.exp(math.lgamma(n + 1.0)) * zeta_f64(n + 1.0, x)
 
 
+# M. Giles, "Approximating the erfinv function" (GPU Computing Gems, 2011), highest power first
+_GILES_CENTRAL = [2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087,
+                  -0.00125372503, -0.00417768164, 0.246640727, 1.50140941]
+_GILES_TAIL = [-0.000200214257, 0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773,
+               -0.0076224613, 0.00943887047, 1.00167406, 2.83297682]
+
+
 def erfinv_f64(y):
-    """The inverse of erf on (-1, 1), +-inf at +-1, nan outside: an initial guess refined by Newton's
-    steps on ``erf(x) - y`` (for |y| near 1 on ``erfc(|x|) - (1 - |y|)``, which keeps its digits)."""
+    """The inverse of erf: +-inf at +-1, nan outside [-1, 1] (``_inverse_erf``)."""
     y = np.array(y, dtype=np.float64)
+    a = np.abs(y)
     with np.errstate(all="ignore"):
-        magnitude = np.abs(y)
-        w = -np.log((1 - magnitude) * (1 + magnitude))
-        x = np.sqrt(np.where(w > 0, w, 0)) * np.sqrt(2 / math.pi) * 0.95  # (a rough start, Newton does the rest)
-        x = np.where(magnitude < 0.5, y * _SQRT_PI / 2, x)
-        x = np.abs(x)
-        tail = 1 - magnitude  # exact for |y| >= 0.5 (Sterbenz)
-        for _ in range(60):
-            residual = np.where(magnitude < 0.5, fast_erf_f64(x) - magnitude, tail - erfc_f64(x))
-            slope = 2 / _SQRT_PI * np.exp(-x * x)
-            change = residual / slope
-            x = x - change
-            x = np.where(x < 0, 0.0, x)
-            if not (np.abs(change) > 1e-17 * np.abs(x)).any():
-                break
-        x = np.copysign(x, y)
-        x = np.where(magnitude == 1, np.copysign(np.inf, y), x)
-        x = np.where((magnitude > 1) | np.isnan(y), np.nan, x)
+        x = _inverse_erf(a, 1 - a, np.log1p(-a))  # (1 - a: exact for a >= 1/2, where the tail is used)
+        x = np.where(a == 1, np.inf, np.where((a > 1) | np.isnan(a), np.nan, x))
+    return np.copysign(x, y)
+
+
+def _inverse_erf(a, tail, log_tail):
+    """x >= 0 with erf(x) = a, given also ``tail`` = 1 - a and its log (the caller's, accurate where a
+    is near 1). Giles' single-precision approximation (or, far out, the leading terms of erfc's
+    asymptotic series) and six Newton steps, quadratic: on ``erf(x) = a`` near 0, on
+    ``log erfc(x) = log(tail)`` towards 1, where ``erf(x) - a`` would cancel."""
+    central = a < 0.5
+    w = -np.log(tail * (1 + a))
+    giles = np.where(w < 5, np.polyval(_GILES_CENTRAL, w - 2.5), np.polyval(_GILES_TAIL, np.sqrt(w) - 3)) * a
+    rough = np.sqrt(-log_tail)  # erfc(x) ~ exp(-x^2) / (x sqrt(pi)) for large x
+    far = np.sqrt(-log_tail - np.log(rough * _SQRT_PI))
+    x = np.where(w < 30, giles, far)
+    for _ in range(6):
+        density = 2 / _SQRT_PI * np.exp(-x * x)
+        erfc = erfc_f64(x)
+        x = np.where(central, x - (fastmath.erf(x) - a) / density, x + (np.log(erfc) - log_tail) * erfc / density)
     return x
 
 
-fast_erf_f64 = _elementwise(math.erf)
-
-
 def ndtri_f64(p):
-    """The normal distribution's quantile: sqrt(2) * erfinv(2p - 1) for p >= 1/2; below, -ndtri(1 - p)
-    computed from the tail directly (Newton on 0.5 erfc(-x / sqrt 2) = p), which keeps its digits."""
+    """The normal distribution's quantile, sqrt(2) erfinv(2p - 1); below p = 1/2 as -sqrt(2) times
+    the inverse of erfc at 2p, from 2p itself (``2p - 1`` would round the lower tail away)."""
     p = np.array(p, dtype=np.float64)
     with np.errstate(all="ignore"):
         upper = p >= 0.5
-        x = _SQRT_2 * erfinv_f64(np.where(upper, 2 * p - 1, 0.0))
-        lower_p = np.where(upper | (p <= 0), 0.5, p)
-        # Lower tail: Newton's steps on log ndtr(t) = log p (its slope is pdf / cdf), from the start
-        # -sqrt(-2 log p) (the tail's leading behaviour) or erfinv's value where 1 - 2p keeps digits
-        start = -np.sqrt(-2 * np.log(lower_p))
-        t = np.where(lower_p > 1e-3, -_SQRT_2 * erfinv_f64(1 - 2 * lower_p), start)
-        target = np.log(lower_p)
-        for _ in range(60):
-            log_cdf = log_ndtr_f64(t)
-            change = (log_cdf - target) / np.exp(-0.5 * t * t - log_cdf - 0.5 * math.log(2 * math.pi))
-            change = np.where(np.isfinite(change), change, 0.0)
-            t = t - change
-            if not (np.abs(change) > 1e-16 * np.abs(t)).any():
-                break
-        x = np.where(upper, x, t)
+        q = np.where(upper, 1 - p, p)  # (exact for p >= 1/2)
+        z = 2 * q  # erfc's argument: ndtri(p) = -sqrt(2) erfcinv(2p)
+        x = _SQRT_2 * _inverse_erf(1 - z, z, np.log(z))
+        x = np.where(upper, x, -x)
         x = np.where(p == 0, -np.inf, np.where(p == 1, np.inf, x))
         x = np.where((p < 0) | (p > 1) | np.isnan(p), np.nan, x)
     return x
