@@ -7,13 +7,18 @@
 The architecture itself is in ``minilora/nn/llama.py``.
 """
 import os
+import random
 
+import numpy as np
+
+from . import random as _ml_random
+from .backends import use_deterministic_algorithms
 from .nn.llama import (BaseModelOutputWithPast, CausalLMOutput, CausalLMOutputWithPast, KVCache, LlamaConfig,
                        LlamaForCausalLM, LlamaForSequenceClassification, LlamaForTokenClassification, LlamaModel,
                        SequenceClassifierOutputWithPast, TokenClassifierOutput)
 
 __all__ = ["LlamaConfig", "LlamaForCausalLM", "LlamaModel", "KVCache", "CausalLMOutput", "CausalLMOutputWithPast",
-           "BaseModelOutputWithPast", "LlamaForSequenceClassification", "LlamaForTokenClassification",
+           "BaseModelOutputWithPast", "set_seed", "LlamaForSequenceClassification", "LlamaForTokenClassification",
            "SequenceClassifierOutputWithPast", "TokenClassifierOutput", "load_base", "BASE_DIR", "BASE_NAME"]
 
 BASE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "base")
@@ -30,3 +35,15 @@ def load_base(dtype="float32", device=None):
     model = LlamaForCausalLM.from_pretrained(BASE_DIR, dtype=dtype, device=device)
     model.name_or_path = BASE_NAME
     return model
+
+
+def set_seed(seed, deterministic=False):
+    """transformers' ``set_seed``: seeds Python's ``random``, NumPy's global generator and minilora's own
+    (torch's stream, every device), so a script that calls ``transformers.set_seed(n)`` draws the same
+    numbers here (minilora has one generator for every device: transformers' cuda.manual_seed_all is in it).
+    ``deterministic=True``: ``minilora.use_deterministic_algorithms(True)``, as transformers."""
+    random.seed(seed)
+    np.random.seed(seed)
+    _ml_random.manual_seed(seed)
+    if deterministic:
+        use_deterministic_algorithms(True)

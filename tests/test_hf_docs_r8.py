@@ -13,6 +13,7 @@ the adapters, the dropout masks and therefore the losses are the same, nothing c
   words for a LoraConfig), the schedules users pair with PEFT.
 Skipped when torch / transformers / peft are not installed."""
 import json
+import random
 import warnings
 
 import numpy as np
@@ -354,3 +355,16 @@ def test_schedules_users_pair_with_peft(name):
             opt.step()
             schedule.step()
     np.testing.assert_allclose(rates[1], rates[0], rtol=1e-12)
+
+
+def test_set_seed_seeds_what_transformers_set_seed_seeds():
+    transformers.set_seed(42)
+    expected = random.random(), np.random.rand(), torch.rand(3).tolist(), torch.randn(2).tolist()
+    models.set_seed(42)
+    assert (random.random(), np.random.rand(), ml.rand(3).tolist(), ml.randn(2).tolist()) == expected
+    before = ml.are_deterministic_algorithms_enabled()
+    try:
+        models.set_seed(0, deterministic=True)
+        assert ml.are_deterministic_algorithms_enabled()
+    finally:
+        ml.use_deterministic_algorithms(before)
