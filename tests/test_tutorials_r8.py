@@ -273,3 +273,55 @@ def test_makemore_wavenet_as_torch():
     np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-3, atol=1e-4)
     for mine, its in zip(ours[2:], theirs[2:]):
         np.testing.assert_allclose(mine, its, rtol=1e-4, atol=1e-6)
+
+
+# ---- what torch tells a tutorial's user: size-mismatch and deprecation warnings -----------------------
+def _warnings_of(call):
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = call()
+    return result, [(w.category, str(w.message).replace("torch.Size", "minilora.Size")) for w in caught], caught
+
+
+@pytest.mark.parametrize("loss", ["mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss"])
+@pytest.mark.parametrize("as_module", [False, True])
+def test_loss_of_a_column_against_a_row_warns_as_torch(loss, as_module):
+    """"Learning PyTorch with examples" flattens its [N, 1] output (Flatten(0, 1)) because MSELoss of [N, 1]
+    against [N] broadcasts to an N x N loss: torch warns; minilora was silent for mse_loss and l1_loss."""
+    modules = {"mse_loss": "MSELoss", "l1_loss": "L1Loss", "smooth_l1_loss": "SmoothL1Loss", "huber_loss": "HuberLoss"}
+    def call(lib):
+        prediction = lib.tensor([[0.5], [1.5], [3.0]], requires_grad=True)
+        fn = getattr(lib.nn, modules[loss])() if as_module else getattr(lib.nn.functional, loss)
+        out = fn(prediction, lib.tensor([1.0, 2.0, 3.0]))
+        out.backward()
+        return out, prediction.grad
+    (ours, ours_grad), ours_warned, caught = _warnings_of(lambda: call(minilora))
+    (theirs, theirs_grad), theirs_warned, _ = _warnings_of(lambda: call(torch))
+    assert ours_warned == theirs_warned and len(ours_warned) == 1
+    assert caught[0].filename == __file__  # the user's line, not minilora's
+    _same(ours, theirs, rtol=1e-6)
+    _same(ours_grad, theirs_grad, rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["binary_cross_entropy", "binary_cross_entropy_with_logits"])
+def test_binary_losses_refuse_a_mismatched_target_naming_sizes_as_torch(loss):
+    messages = []
+    for lib in (torch, minilora):
+        with pytest.raises(ValueError) as error:
+            getattr(lib.nn.functional, loss)(lib.full((4, 1), 0.5), lib.ones(4))
+        messages.append(str(error.value).replace("minilora.Size", "torch.Size"))
+    assert messages[0] == messages[1]
+
+
+@pytest.mark.parametrize("make", [
+    lambda lib: lib.nn.MSELoss(size_average=False)(lib.ones(2), lib.zeros(2)),
+    lambda lib: lib.nn.CrossEntropyLoss(reduce=False)(lib.ones(2, 3), lib.tensor([0, 2])),
+    lambda lib: lib.nn.functional.nll_loss(lib.ones(2, 3), lib.tensor([0, 2]), size_average=True, reduce=True),
+    lambda lib: lib.nn.functional.mse_loss(lib.ones(2), lib.zeros(2), reduce=False),
+])
+def test_size_average_and_reduce_warn_naming_the_reduction_as_torch(make):
+    ours, ours_warned, _ = _warnings_of(lambda: make(minilora))
+    theirs, theirs_warned, _ = _warnings_of(lambda: make(torch))
+    assert ours_warned == theirs_warned and len(ours_warned) == 1
+    _same(ours, theirs)

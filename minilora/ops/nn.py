@@ -702,12 +702,27 @@ def _row_index(fn, index, rows):
 
 
 def legacy_reduction(size_average, reduce, reduction):
-    """PyTorch's deprecated ``size_average``/``reduce`` pair, turned into ``reduction`` as torch does."""
+    """PyTorch's deprecated ``size_average``/``reduce`` pair, turned into ``reduction`` as torch does,
+    with its warning naming the ``reduction`` to write instead (old tutorials pass size_average=False)."""
     if size_average is None and reduce is None:
         return reduction
     size_average = True if size_average is None else size_average
     reduce = True if reduce is None else reduce
-    return ("mean" if size_average else "sum") if reduce else "none"
+    reduction = ("mean" if size_average else "sum") if reduce else "none"
+    warn_at_caller(f"size_average and reduce args will be deprecated, please use reduction='{reduction}' instead.")
+    return reduction
+
+
+def warn_at_caller(message, category=UserWarning):
+    """``warnings.warn`` pointing at the first frame outside minilora: the user's line however many
+    wrappers (decorators, modules) the call went through."""
+    import os
+    import sys
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 def _check_reduction(fn, reduction):
@@ -969,6 +984,8 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
 def _pointwise_loss(fn, per_element, input, target, reduction, weight):
     _check_reduction(fn, reduction)
     _floating_result(fn, input, target)
+    if isinstance(target, Tensor):
+        input, target = _broadcast_target(fn, input, target)
     loss = per_element(input - target)
     if weight is None:
         return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.mean()
@@ -1100,8 +1117,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     results are torch's bit for bit (each op rounds once, as each of torch's does)."""
     _binary_dtypes("binary_cross_entropy_with_logits", input, target)
     if tuple(target.shape) != tuple(input.shape):
-        raise ValueError(f"Target size ({tuple(target.shape)}) must be the same as input size "
-                         f"({tuple(input.shape)})")
+        raise ValueError(f"Target size ({target.size()}) must be the same as input size ({input.size()})")
     reduction = legacy_reduction(size_average, reduce, reduction)
     _check_reduction("binary_cross_entropy_with_logits", reduction)
     for name, tensor in (("weight", weight), ("pos_weight", pos_weight)):
@@ -1148,8 +1164,8 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     if isinstance(target, Tensor) and target.dtype != input.dtype:  # torch's kernel: one dtype, no promotion
         raise RuntimeError(f"Found dtype {torch_name(target.dtype)} but expected {torch_name(input.dtype)}")
     if tuple(target.shape) != tuple(input.shape):
-        raise ValueError(f"Using a target size ({tuple(target.shape)}) that is different to the "
-                         f"input size ({tuple(input.shape)}) is deprecated. Please ensure they "
+        raise ValueError(f"Using a target size ({target.size()}) that is different to the "
+                         f"input size ({input.size()}) is deprecated. Please ensure they "
                          f"have the same size.")
     for name, t in (("input", input), ("target", target)):  # (a nan is outside too: torch's check)
         values = t.detach().double().numpy(force=True)
@@ -1676,12 +1692,12 @@ def one_hot(input, num_classes=-1):
 
 # ---- more of torch.nn.functional: smooth L1 / Huber, KL divergence, normalize, cosine similarity ----
 def _broadcast_target(fn, input, target):
-    """Both broadcast to one shape, with torch's warning when the sizes differ (usually a bug)."""
+    """Both broadcast to one shape, with torch's warning when the sizes differ (usually a bug: a model's
+    [N, 1] output against [N] targets is an N x N loss)."""
     if tuple(target.shape) != tuple(input.shape):
-        warnings.warn(f"Using a target size ({tuple(target.shape)}) that is different to the input "
-                      f"size ({tuple(input.shape)}). This will likely lead to incorrect results due "
-                      f"to broadcasting. Please ensure they have the same size.", UserWarning,
-                      stacklevel=3)
+        warn_at_caller(f"Using a target size ({target.size()}) that is different to the input size "
+                       f"({input.size()}). This will likely lead to incorrect results due to broadcasting. "
+                       f"Please ensure they have the same size.")
         shape = _broadcast_or_raise(fn, tuple(input.shape), tuple(target.shape))
         input, target = input.expand(shape), target.expand(shape)
     return input, target
