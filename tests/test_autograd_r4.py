@@ -321,8 +321,8 @@ def test_autograd_functional_errors_as_torch():
             F.jacobian(lambda a, b: a * 2, (lib.ones(2), lib.ones(3)), strict=True)
         with pytest.raises(RuntimeError, match="The vector v can only be None"):
             F.vjp(lambda a: a * a, lib.ones(2))
-    with pytest.raises(NotImplementedError, match="CumSum's backward is not differentiable"):
-        ml.autograd.functional.hessian(lambda a: a.cumsum(0).sum(), ml.ones(2))
+    with pytest.raises(NotImplementedError, match="Prod's backward is not differentiable"):
+        ml.autograd.functional.hessian(lambda a: a.prod(), ml.ones(2))
 
 
 def gradient_returning(lib, make_gradient):

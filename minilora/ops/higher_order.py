@@ -20,7 +20,9 @@ from .. import tensor as _t
 from ..tensor import Function, Tensor, _check_versions, enable_grad
 from . import elementwise as _e, reduce as _r, shape as _s
 from .matmul import Linear, MatMul
-from .nn import CrossEntropy, Embedding, LayerNorm, RMSNorm, SwiGLU
+from .conv import Conv2d, Fold, Unfold
+from .index import CumSum, Gather, IndexSelect
+from .nn import CrossEntropy, Embedding, LayerNorm, Pad, RMSNorm, SwiGLU
 
 
 class NotDifferentiableBackward(NotImplementedError):
@@ -177,6 +179,66 @@ class ScatterIndexed(Function):
 
 def _getitem(ctx, g):
     return ScatterIndexed.apply(g, ctx), None
+
+
+class _Placement:
+    """Where a linear op's input elements went (``shape`` of the input, ``index`` into it): what
+    ScatterIndexed reads, for ops that keep them under other names."""
+
+    def __init__(self, shape, index):
+        self.shape, self.index = shape, index
+
+
+def _gather(ctx, g):  # (ctx.index: a full advanced index into the input)
+    return ScatterIndexed.apply(g, _Placement(ctx.shape, ctx.index)), None, None
+
+
+def _index_select(ctx, g):
+    return ScatterIndexed.apply(g, _Placement(ctx.shape, ctx.where)), None, None
+
+
+def _pad(ctx, g):
+    """The gradient is the input's region cropped out of g (zeros where padding cropped the input)."""
+    return ScatterIndexed.apply(g[ctx.dst], _Placement(ctx.shape, ctx.src)), None, None
+
+
+def _cumsum(ctx, g):  # each input feeds every later output: a reversed cumulative sum
+    return g.flip(ctx.axis).cumsum(ctx.axis).flip(ctx.axis), None
+
+
+def _unfold(ctx, g):
+    size, kernel, stride, padding, dilation, _ = ctx.geometry
+    return Fold.apply(g, size=size, kernel=kernel, stride=stride, padding=padding, dilation=dilation)
+
+
+def _fold(ctx, g):
+    kernel, stride, padding, dilation = ctx.geometry
+    return Unfold.apply(g, kernel=kernel, stride=stride, padding=padding, dilation=dilation)
+
+
+def _conv2d(ctx, g):
+    """A convolution is a matrix product with the input's blocks (unfold): ``out = W @ cols``, so
+    ``dW = sum_n g @ cols^T`` and ``dx = fold(W^T @ g)``, with ops, group by group."""
+    x, w = ctx.inputs[:2]
+    _, stride, dilation, padding = ctx.geometry
+    groups, (nx, nw) = ctx.weight.shape[0], ctx.needs_input_grad[:2]
+    (n, c), o, kernel = x.shape[:2], w.shape[0], tuple(w.shape[2:])
+    cg, og = c // groups, o // groups
+    g2 = g.reshape(n, o, -1)
+    gxs, gws = [], []
+    for k in range(groups):
+        xk, wk, gk = x[:, k * cg:(k + 1) * cg], w[k * og:(k + 1) * og], g2[:, k * og:(k + 1) * og]
+        if nw:
+            cols = Unfold.apply(xk, kernel=kernel, stride=stride, padding=padding, dilation=dilation)
+            gws.append(gk.matmul(cols.transpose(1, 2)).sum(0).reshape(wk.shape))
+        if nx:
+            gxs.append(Fold.apply(wk.reshape(og, -1).transpose(0, 1).matmul(gk), size=tuple(x.shape[2:]),
+                                  kernel=kernel, stride=stride, padding=padding, dilation=dilation))
+    return (_joined(gxs, 1) if nx else None), (_joined(gws, 0) if nw else None)
+
+
+def _joined(parts, axis):
+    return parts[0] if len(parts) == 1 else _s.Cat.apply(*parts, axis=axis)
 
 
 def _matmul(ctx, g):
@@ -383,6 +445,9 @@ _BACKWARD_GRAPHS = {
     _r.LogSumExp: _logsumexp, _r.Var: _var, _r.AMax: _amax, _r.PNorm: _pnorm,
     SwiGLU: _swiglu, RMSNorm: _rms_norm,
     Embedding: lambda ctx, g: (None, EmbeddingGrad.apply(g, ctx)),
+    Gather: _gather, IndexSelect: _index_select, Pad: _pad, CumSum: _cumsum,
+    _s.Flip: lambda ctx, g: (g.flip(ctx.dims), None),
+    Unfold: _unfold, Fold: _fold, Conv2d: _conv2d,
 }
 for _op, _fn in _BACKWARD_GRAPHS.items():
     _op.backward_graph = staticmethod(_fn)
