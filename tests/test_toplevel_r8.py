@@ -398,10 +398,28 @@ def test_special_edges_and_dtypes(call):
 
 @pytest.mark.parametrize("call", ["lib.polygamma(-1, lib.ones(2))", "lib.polygamma(1.5, lib.ones(2))",
                                   "lib.mvlgamma(lib.ones(2), 0)",
-                                  "lib.tensor([1, 2]).erfc_()", "lib.tensor([1, 2]).lgamma_()"])
+                                  "lib.tensor([1, 2]).erfc_()", "lib.tensor([1, 2]).lgamma_()",
+                                  "lib.special.ndtri(lib.ones(2, dtype=lib.float16))",
+                                  "lib.special.log_ndtr(lib.ones(2, dtype=lib.bfloat16))",
+                                  "lib.nextafter(lib.ones(2), 2.0)"])
 def test_special_refusals_as_torch(call):
     want, got = both(lambda lib: eval(call, {"lib": lib}))
     assert isinstance(want, type) and got is want
+
+
+def test_xlog1py_at_its_edges_as_torch():
+    """0 where input is 0 (also at other = -1); torch's gradients there (0 for input, nan/inf for other)."""
+    results = []
+    for lib in (torch, ml):
+        x = lib.tensor([0.0, 0.0, 2.0, 1.5], requires_grad=True)
+        y = lib.tensor([-1.0, 3.0, -1.0, 1e-9], requires_grad=True)
+        out = lib.special.xlog1py(x, y)
+        out.sum().backward()
+        integers = lib.special.xlog1py(lib.tensor([1]), 2).dtype
+        number_first = lib.special.xlog1py(2, lib.tensor([1.0])).tolist()
+        results.append(str([t.tolist() for t in (out, x.grad, y.grad)] +
+                           [number_first, str(integers).removeprefix("torch.")]))
+    assert results[1] == results[0]
 
 
 def test_special_in_place_and_out():
@@ -469,7 +487,8 @@ def test_siblings_values_and_gradients_as_torch(call, shapes):
 
 @pytest.mark.parametrize("call", [
     "lib.frexp(lib.tensor([8.0, 0.3, 0.0, -5.0, float('inf'), float('nan'), 1e-40]))",
-    "lib.frexp(lib.tensor([3.0, -0.1], dtype=lib.float16))", "lib.frexp(lib.tensor([3.0, -0.1], dtype=lib.bfloat16))",
+    "lib.frexp(lib.tensor([3.0, -0.1], dtype=lib.float16))", "lib.frexp(lib.tensor(3.0))",
+    "lib.frexp(lib.tensor([3.0, -0.1], dtype=lib.bfloat16))",
     "lib.nextafter(lib.tensor([1.0, 2.0, 0.0]), lib.tensor([2.0, 1.0, -1.0]))",
     "lib.nextafter(lib.tensor([1.0], dtype=lib.float64), lib.tensor([2.0], dtype=lib.float64))",
     "lib.tensor([1.0, -3.0]).nextafter(lib.tensor([0.0, 0.0]))",

@@ -81,7 +81,8 @@ def frexp(input):
     if not dtypes.is_floating(input.dtype):
         raise RuntimeError("torch.frexp() only supports floating-point dtypes")
     host = input._array.get() if hasattr(input._array, "get") else input._array
-    _, exponent = np.frexp(dtypes.upcast(host))
+    _, exponent = np.frexp(np.asarray(dtypes.upcast(host)))
+    exponent = np.asarray(exponent)  # (NumPy gives a scalar for a 0-d array)
     exponent = Tensor(exponent.astype(np.int32), dtype=np.int32, device=input.device)
     scale = E.exp2(exponent.to(input.dtype))  # (a power of two: the division is exact)
     mantissa = name_node(E.div(input, scale), "FrexpBackward0", input)
@@ -105,8 +106,11 @@ class Nextafter(Function):
 def nextafter(input, other):
     """``torch.nextafter``: elementwise, floating tensors of one dtype (bfloat16 and float16 through
     their own spacing: NumPy's nextafter on the 16-bit type itself)."""
+    for position, (arg, value) in enumerate((("input", input), ("other", other)), start=1):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"nextafter(): argument '{arg}' (position {position}) must be Tensor, not "
+                            f"{type(value).__name__}")
     a, b = E._promoted(input, other)
-    a, b = (t if isinstance(t, Tensor) else Tensor(t, dtype=(a if isinstance(a, Tensor) else b).dtype) for t in (a, b))
     if not dtypes.is_floating(a.dtype):
         raise NotImplementedError(f"\"nextafter_cpu\" not implemented for '{dtypes.torch_name(a.dtype)}'")
     return name_node(Nextafter.apply(a, b), "NextafterBackward0", input, other)

@@ -18,6 +18,7 @@ from fractions import Fraction
 import numpy as np
 
 from .. import fastmath
+from .. import dtypes
 from ..device import xp_of
 from ..tensor import Function, Tensor, name_node
 from . import elementwise as E
@@ -415,13 +416,21 @@ def ndtr(input):
     return E.mul(E.add(E.erf(E.mul(_floating(input), 1 / _SQRT_2)), 1), 0.5)
 
 
+def _no_16bit(name, input):
+    """torch's CPU kernels of ndtri and log_ndtr take float32 and float64 only."""
+    if input.dtype.itemsize == 2 and input.dtype.kind in "fV":
+        raise NotImplementedError(f"\"{name}_cpu\" not implemented for '{dtypes.torch_name(input.dtype)}'")
+
+
 def ndtri(input):
     """``torch.special.ndtri``: the standard normal quantile (the inverse of ndtr)."""
+    _no_16bit("ndtri", input)
     return name_node(Ndtri.apply(_floating(input)), "SpecialNdtriBackward0", input)
 
 
 def log_ndtr(input):
     """``torch.special.log_ndtr``: log of the normal CDF, accurate far into the lower tail."""
+    _no_16bit("log_ndtr", input)
     return name_node(LogNdtr.apply(_floating(input)), "SpecialLogNdtrBackward0", input)
 
 
@@ -436,14 +445,36 @@ def entr(input):
     return name_node(values, "SpecialEntrBackward0", input)
 
 
+class XLog1pY(Function):
+    """``x * log1p(y)``, 0 where ``x == 0`` (even for ``y == -1``); torch's gradients ``log1p(y)`` for
+    ``x`` (0 where ``x == 0`` and ``y <= -1``) and ``x / (1 + y)`` for ``y`` -- elementwise.XLogY's
+    rules with log1p."""
+
+    @staticmethod
+    def forward(ctx, x, y):
+        xp = xp_of(x)
+        ctx.x, ctx.y, ctx.shapes = x, y, (x.shape, y.shape)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = xp.where(x == 0, 0, x * xp.log1p(y))
+        return xp.where(xp.isnan(y), xp.nan, out).astype(out.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, x, y = xp_of(g), ctx.x, ctx.y
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gx = xp.where((x == 0) & (y <= -1), 0, g * xp.log1p(y))
+            gy = g * x / (1 + y)
+        return E.unbroadcast(gx, ctx.shapes[0]), E.unbroadcast(gy, ctx.shapes[1])
+
+
 def xlog1py(input, other):
-    """``torch.special.xlog1py``: input * log1p(other), 0 where input is 0."""
-    if not isinstance(input, Tensor):
-        input = E.mul(E.log1p(_floating(other)), 0) + input
-    if not isinstance(other, Tensor):
-        other = E.mul(_floating(input), 0) + other
-    product = E.mul(input, E.log1p(other))
-    return name_node(E.where(input == 0, E.mul(product, 0), product), "SpecialXlog1PyBackward0", input, other)
+    """``torch.special.xlog1py``: ``input * log1p(other)``, 0 where ``input`` is 0; either may be a
+    number (integers compute in the default float dtype)."""
+    x, y = E._promoted(E._floating(input) if isinstance(input, Tensor) else input,
+                       E._floating(other) if isinstance(other, Tensor) else other, true_divide=True)
+    like = x if isinstance(x, Tensor) else y
+    x, y = (t if isinstance(t, Tensor) else E.add(E.mul(like.detach(), 0), t) for t in (x, y))
+    return name_node(XLog1pY.apply(x, y), "SpecialXlog1PyBackward0", input, other)
 
 
 # ---- Tensor methods, as torch's: x.erfc(), x.lgamma_(), x.polygamma(2), x.mvlgamma(p=3) ----------------
