@@ -355,3 +355,40 @@ def test_stride_reports_torch_s_strides_where_minilora_lays_out_as_torch(name):
     ours = STRIDES[name](minilora, minilora.tensor(data))
     assert ours.stride() == theirs.stride()
     assert ours.is_contiguous() == theirs.is_contiguous()
+
+
+CONTIGUOUS = {
+    # torch writes these into contiguous results whatever the input's layout
+    "cat(dim=1)": lambda L, x: L.cat([x, x], 1),
+    "stack(dim=2)": lambda L, x: L.stack([x, x], 2),
+    "sum(-1)": lambda L, x: x.sum(-1),
+    "mean(-1, keepdim=True)": lambda L, x: x.mean(-1, keepdim=True),
+    "var(-1)": lambda L, x: x.var(-1),
+    "amax(-1)": lambda L, x: x.amax(-1),
+    "prod(-1)": lambda L, x: x.prod(-1),
+    "norm(dim=-1)": lambda L, x: x.norm(dim=-1),
+    "logsumexp(-1)": lambda L, x: x.logsumexp(-1),
+    "any(-1)": lambda L, x: (x > 0).any(-1),
+    "layer_norm": lambda L, x: L.nn.functional.layer_norm(x, (x.shape[-1],)),
+    "rms_norm": lambda L, x: L.nn.functional.rms_norm(x, (x.shape[-1],)),
+    "logsigmoid": lambda L, x: L.nn.functional.logsigmoid(x),
+    "batch_norm": lambda L, x: L.nn.functional.batch_norm(x, None, None, training=True),
+}
+
+
+@pytest.mark.parametrize("source", ["permute(2, 0, 1)", "transpose(0, 1)"])
+@pytest.mark.parametrize("name", CONTIGUOUS)
+def test_result_is_contiguous_as_torch_s(name, source):
+    theirs = CONTIGUOUS[name](torch, _inputs(torch)[source])
+    ours = CONTIGUOUS[name](minilora, _inputs(minilora)[source])
+    assert _same_layout(ours, theirs), (_elements(ours._array), theirs.stride())
+    np.testing.assert_allclose(ours.detach().numpy(), theirs.detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_channels_last_inputs_keep_channels_last_through_cat_and_batch_norm():
+    data = np.arange(120.0).reshape(2, 3, 4, 5) / 50
+    for make in (lambda L, y: L.cat([y, y], 1), lambda L, y: L.nn.functional.batch_norm(y, None, None, training=True)):
+        theirs = make(torch, torch.tensor(data).contiguous(memory_format=torch.channels_last))
+        ours = make(minilora, minilora.tensor(data).contiguous(memory_format=minilora.channels_last))
+        assert _elements(ours._array) == theirs.stride()
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-10)

@@ -1969,7 +1969,7 @@ class LogSigmoid(Function):
     def forward(ctx, a):
         xp = xp_of(a)
         ctx.a, ctx.z = a, xp.exp(-xp.abs(a))
-        return xp.minimum(a, 0) - xp.log1p(ctx.z)
+        return xp.asarray(xp.minimum(a, 0) - xp.log1p(ctx.z), order="C")  # (contiguous, as torch's)
 
     @staticmethod
     def backward(ctx, g):

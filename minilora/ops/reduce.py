@@ -35,6 +35,18 @@ from .elementwise import AsType, _torch_sign, backward_in_float32, computes_in_f
 from .index import _gather, cast_to_dtype_argument, cumulative, quiet_float_errors, return_type
 from .shape import NO_DIM, dim_given
 
+
+def contiguous_result(cls):
+    """A reduction whose result is contiguous, as torch allocates it (NumPy keeps the input's order of
+    the dimensions left: ``x.permute(1, 0, 2).sum(-1)`` came out transposed)."""
+    forward = cls.forward
+
+    def laid_out(ctx, *args, **kwargs):
+        out = forward(ctx, *args, **kwargs)
+        return out if out.flags.c_contiguous else xp_of(out).asarray(out, order="C")
+    cls.forward = staticmethod(laid_out)
+    return cls
+
 __all__ = ["sum", "mean", "prod", "max", "min", "amax", "amin", "argmax", "argmin", "var", "std",
            "norm", "all", "any", "softmax", "log_softmax", "logsumexp", "var_mean", "std_mean", "aminmax",
            "nansum", "nanmean"]
@@ -93,6 +105,7 @@ def _count(shape, axes):
 
 
 @quiet_float_errors
+@contiguous_result
 class Sum(Function):
     @staticmethod
     def forward(ctx, a, axis=None, keepdims=False):
@@ -117,6 +130,7 @@ def _mean(a, axes, keepdims, dtype=None):
 
 @quiet_float_errors
 @backward_in_float32  # (g / count, with count not rounded to 16 bits first)
+@contiguous_result
 class Mean(Function):
     @staticmethod
     def forward(ctx, a, axis=None, keepdims=False):
@@ -132,6 +146,7 @@ class Mean(Function):
 
 
 @quiet_float_errors
+@contiguous_result
 class Prod(Function):
     """Product along one axis, and its gradient as torch computes it: with no zero in the input,
     ``g * (result / input)``; otherwise the product of all the *other* elements, as (product of
@@ -171,6 +186,7 @@ class Prod(Function):
         return g * (before * after)
 
 
+@contiguous_result
 class AMax(Function):
     """Max over axes. Ties share the gradient equally (``torch.amax``, and ``torch.max`` without a
     dim). ``smallest=True`` is the min. A NaN max: ``amax``'s gradient is NaN everywhere, as
@@ -226,6 +242,7 @@ class ArgMax(Function):
 
 @quiet_float_errors
 @computes_in_float32
+@contiguous_result
 class Var(Function):
     """Variance with Bessel's ``correction`` (PyTorch's default 1: the unbiased estimate); with
     ``root=True`` its square root, the standard deviation, taken before any rounding (torch's std is
@@ -259,6 +276,7 @@ class Var(Function):
 
 @quiet_float_errors
 @computes_in_float32
+@contiguous_result
 class PNorm(Function):
     """``(sum |a|^p)^(1/p)`` over axes for a finite ``p`` other than 0 and 1.
 
@@ -286,6 +304,7 @@ class PNorm(Function):
         return _torch_sign(a) * power * scale
 
 
+@contiguous_result
 class Logical(Function):
     """``all`` / ``any``: a bool result, no gradient (run under ``no_grad``)."""
 
@@ -353,6 +372,7 @@ class LogSoftmax(Function):
 
 
 @quiet_float_errors
+@contiguous_result
 class LogSumExp(Function):
     """``m + log(sum(exp(a - m)))`` with ``m`` the max. For 16-bit floats torch runs these as separate
     ops, each rounding, with the sum accumulated in float32, and its backward ``g * exp(a - lse)`` as

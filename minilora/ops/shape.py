@@ -9,7 +9,7 @@ from ..device import xp_of
 from ..dtypes import float32, is_floating, result_type, torch_name
 from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, name_node, no_grad
 from ..tensor import _data_address, _is_strided_wrapper  # (where an array's memory lies; as_strided's views)
-from ..factories import in_layout_of, layout_is_known
+from ..factories import channels_last, in_layout_of, laid_out_copy, layout_is_known, layout_order
 
 NO_DIM = object()  # the default dim of max/min/prod/median/squeeze: torch tells x.max() from x.max(dim=None)
 
@@ -244,10 +244,15 @@ class Cat(Function):
         ctx.axis = axis
         ctx.sizes = [a.shape[axis] for a in arrays]
         try:
-            return xp_of(arrays[0]).concatenate(arrays, axis=axis)
+            out = xp_of(arrays[0]).concatenate(arrays, axis=axis)
         except ValueError:
             shapes = ", ".join(str(a.shape) for a in arrays)
             raise ShapeError(f"cat: shapes {shapes} must match except along axis {axis}") from None
+        # torch's cat is contiguous (NumPy's kept transposed inputs' layout), channels-last for such inputs
+        if out.ndim == 4 and all(a.ndim == 4 and not a.flags.c_contiguous and layout_order(a) == (0, 2, 3, 1)
+                                 for a in arrays):
+            return laid_out_copy(out, channels_last)
+        return xp_of(out).asarray(out, order="C")
 
     @staticmethod
     def backward(ctx, g):
