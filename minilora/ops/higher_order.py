@@ -22,7 +22,8 @@ from . import elementwise as _e, reduce as _r, shape as _s
 from .matmul import Linear, MatMul
 from .conv import Conv2d, Fold, Unfold
 from .index import CumSum, Gather, IndexSelect
-from .nn import CrossEntropy, Embedding, LayerNorm, Pad, RMSNorm, SwiGLU
+from .nn import (BinaryCrossEntropy, BinaryCrossEntropyWithLogits, CrossEntropy, Dropout, Embedding, LayerNorm,
+                 NllLoss, Pad, RMSNorm, SwiGLU)
 
 
 class NotDifferentiableBackward(NotImplementedError):
@@ -414,6 +415,59 @@ class EmbeddingGrad(Function):
         return rows.reshape(ctx.g_shape), None
 
 
+def _nll_loss(ctx, g):
+    """``-g * weight / divisor`` put at each row's target (linear in the log-probabilities)."""
+    if ctx.reduction == "mean" and ctx.divisor == 0 or not ctx.safe.size:  # no function of logp
+        return _constant(ctx.fn.backward(ctx, g._array)[0], g), None
+    scale = g * _constant(ctx.row_weight, g)
+    if ctx.reduction == "mean":
+        scale = scale / float(ctx.divisor)
+    rows = g._device.xp.arange(len(ctx.safe))
+    return ScatterIndexed.apply(-scale, _Placement(ctx.shape, (rows, ctx.safe))), None
+
+
+def _as_tensor(value, like):
+    return value if isinstance(value, Tensor) or value is None else _constant(value, like)
+
+
+def _bce_with_logits(ctx, g):
+    x, y = ctx.inputs[:2]
+    nx, ny, nw, npw = (tuple(ctx.needs_input_grad) + (False, False))[:4]
+    if nw or npw:  # (a weight or pos_weight that requires grad: minilora's recorded pass leaves it out)
+        _refuse(ctx)
+    y, p, weight = _as_tensor(y, g), _as_tensor(ctx.pos_weight, g), _as_tensor(ctx.weight, g)
+
+    def scaled(d):
+        d = d * g
+        if weight is not None:
+            d = d * weight
+        if ctx.reduction == "mean":
+            d = d / float(d.numel())
+        return d.expand(*x.shape) if tuple(d.shape) != tuple(x.shape) else d
+
+    gx = gy = None
+    if nx:
+        s = x.sigmoid()
+        gx = scaled(s - y if p is None else (p * y + 1 - y) * s - p * y)
+    if ny:
+        gy = scaled(-x if p is None else _e.LogSigmoid.apply(-x) - _e.LogSigmoid.apply(x) * p)
+    return gx, gy
+
+
+def _bce(ctx, g):
+    x, y = ctx.inputs[:2]
+    nx, ny = ctx.needs_input_grad[:2]
+    y = _as_tensor(y, g)
+    gx = gy = None
+    if nx:  # g (x - y) / max(x (1 - x), 1e-12): the clamp's choice a constant, as the first-order one's
+        clamped = ctx.x * (1 - ctx.x) < 1e-12
+        denominator = _masked(x * (1 - x), ~clamped) + _constant(clamped * 1e-12, g)
+        gx = g * (x - y) / denominator
+    if ny:
+        gy = -(x.log() - (-x).log1p()) * g
+    return gx, gy
+
+
 _BACKWARD_GRAPHS = {
     _e.Add: _add, _e.Sub: _sub, _e.Mul: _mul, _e.Div: _div, _e.Pow: _pow,
     _e.Neg: lambda ctx, g: -g,
@@ -448,6 +502,8 @@ _BACKWARD_GRAPHS = {
     Gather: _gather, IndexSelect: _index_select, Pad: _pad, CumSum: _cumsum,
     _s.Flip: lambda ctx, g: (g.flip(ctx.dims), None),
     Unfold: _unfold, Fold: _fold, Conv2d: _conv2d,
+    Dropout: lambda ctx, g: g * _constant(ctx.mask, g), NllLoss: _nll_loss,
+    BinaryCrossEntropyWithLogits: _bce_with_logits, BinaryCrossEntropy: _bce,
 }
 for _op, _fn in _BACKWARD_GRAPHS.items():
     _op.backward_graph = staticmethod(_fn)
