@@ -172,6 +172,18 @@ def test_compile_wraps_a_module_as_optimized_module():
     assert model.note == "x"
 
 
+def test_compiled_module_copies_and_pickles():
+    import copy
+    import pickle
+    _, model = linear_pair()
+    compiled = ml.compile(model)
+    for clone in (copy.deepcopy(compiled), pickle.loads(pickle.dumps(compiled))):
+        assert type(clone).__name__ == "OptimizedModule" and clone._orig_mod is not model
+        assert list(clone.state_dict()) == ["_orig_mod.weight", "_orig_mod.bias"]
+        assert ml.equal(clone(ml.ones(1, 3)), compiled(ml.ones(1, 3)))
+    assert not hasattr(compiled, "no_such_attribute")
+
+
 def test_compiled_checkpoint_loads_after_stripping_the_prefix_as_nanogpt_does():
     _, model = linear_pair()
     state = ml.compile(model).state_dict()

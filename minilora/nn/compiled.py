@@ -40,9 +40,15 @@ class OptimizedModule(Module):
         return len(self._orig_mod)
 
     def __getattr__(self, name):
+        modules = self.__dict__.get("_modules")
+        if modules is None:  # (not initialised yet: copy and pickle probe before __init__ ran)
+            raise AttributeError(f"'OptimizedModule' object has no attribute '{name}'")
         if name == "_orig_mod":
-            return self.__dict__["_modules"]["_orig_mod"]
+            return modules["_orig_mod"]
         return getattr(self._orig_mod, name)
+
+    def __reduce__(self):
+        return type(self), (self._orig_mod, self.dynamo_ctx)  # (as torch's: copies wrap a copy of the original)
 
     def __setattr__(self, name, value):
         if hasattr(type(self), name) or name in self._opt_mod_attributes:
