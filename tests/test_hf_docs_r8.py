@@ -280,14 +280,32 @@ def test_sequence_classification_adapter_reloads_and_merges(tmp_path):
         np.testing.assert_allclose(merged(ml.tensor(IDS)).logits.numpy(), expected, rtol=0, atol=1e-5)
 
 
-def test_classification_heads_refuse_from_pretrained_and_save_pretrained_by_name(tmp_path):
-    ours = both("LlamaForSequenceClassification", pad_token_id=0)[1]
-    with pytest.raises(NotImplementedError, match="LlamaForSequenceClassification.from_pretrained .*load the body"):
-        models.LlamaForSequenceClassification.from_pretrained(str(tmp_path), num_labels=3)
+@pytest.mark.parametrize("class_name", ["LlamaForSequenceClassification", "LlamaForTokenClassification"])
+def test_classification_head_from_a_causal_lm_folder_as_transformers(tmp_path, class_name):
+    """The PEFT docs' start: AutoModelForSequenceClassification.from_pretrained(causal_lm, num_labels=3) --
+    the body read, lm_head left out, the new head the stream's next draw (the stream goes on alike)."""
+    theirs, ours = both("LlamaForCausalLM", pad_token_id=0)
+    theirs.save_pretrained(str(tmp_path / "t"))
+    ours.save_pretrained(str(tmp_path / "m"))
+    torch.manual_seed(7)
+    theirs = getattr(transformers, class_name).from_pretrained(str(tmp_path / "t"), num_labels=3)
+    ml.manual_seed(7)
+    ours, info = getattr(models, class_name).from_pretrained(str(tmp_path / "m"), num_labels=3,
+                                                             output_loading_info=True)
+    assert ml.rand(2).tolist() == torch.rand(2).tolist()
+    assert ours.config.num_labels == 3 and ours.name_or_path == str(tmp_path / "m")
+    assert info["unexpected_keys"] == {"lm_head.weight"}
+    assert info["missing_keys"] == {f"score.{name}" for name, _ in theirs.score.named_parameters()}
+    assert_same_state(theirs, ours)
+
+
+def test_classification_heads_refuse_a_trained_head_checkpoint_and_save_pretrained(tmp_path):
+    theirs, ours = both("LlamaForSequenceClassification", pad_token_id=0)
+    theirs.save_pretrained(str(tmp_path))
+    with pytest.raises(NotImplementedError, match="holds a trained task head"):
+        models.LlamaForSequenceClassification.from_pretrained(str(tmp_path))
     with pytest.raises(NotImplementedError, match="save_pretrained .*modules_to_save"):
         ours.save_pretrained(str(tmp_path))
-    with pytest.raises(NotImplementedError, match="LlamaForTokenClassification.from_pretrained"):
-        models.LlamaForTokenClassification.from_pretrained(str(tmp_path))
 
 
 def test_feature_extraction_on_llama_model():

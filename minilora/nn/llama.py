@@ -155,7 +155,9 @@ class LlamaConfig:
     # transformers' config attributes that are not fields here: kept in ``extra`` and read by the model
     # (pretraining_tp changes nothing in transformers 5; output_attentions=True is refused by the model)
     _ATTRIBUTES_IN_EXTRA = ("use_cache", "attention_dropout", "pretraining_tp",
-                            "output_attentions", "output_hidden_states", "return_dict")
+                            "output_attentions", "output_hidden_states", "return_dict",
+                            # transformers' task-head attributes: from_pretrained(path, num_labels=3) sets them
+                            "num_labels", "id2label", "label2id", "problem_type", "classifier_dropout")
 
     @classmethod
     def from_pretrained(cls, path, *, return_unused_kwargs=False, **kwargs):
@@ -1595,12 +1597,28 @@ class _LlamaWithHead(Module):
         return None  # a task head is no vocabulary projection (transformers: None, nothing to tie)
 
     @classmethod
-    def from_pretrained(cls, path, *args, **kwargs):
-        raise NotImplementedError(
-            f"{cls.__name__}.from_pretrained is not implemented in minilora (transformers would load the body "
-            "and draw a new head). Build the model from the config and load the body yourself: "
-            f"model = {cls.__name__}(LlamaConfig.from_pretrained(path, num_labels=...)); "
-            "model.model.load_state_dict(LlamaForCausalLM.from_pretrained(path).model.state_dict())")
+    def from_pretrained(cls, path, *args, output_loading_info=False, **kwargs):
+        """transformers' start of a classification fine-tune from a causal-LM folder (``num_labels=3`` and
+        the other keywords as ``LlamaForCausalLM.from_pretrained``): the body is read, the checkpoint's
+        ``lm_head`` left out (transformers reports it UNEXPECTED) and the head drawn new, N(0,
+        initializer_range) from the global stream -- the one draw transformers makes for missing weights."""
+        try:
+            causal, info = LlamaForCausalLM.from_pretrained(path, *args, output_loading_info=True, **kwargs)
+        except StateDictError as exc:
+            if "score." not in str(exc):
+                raise
+            raise NotImplementedError(f"{path}: this checkpoint holds a trained task head ('score'); minilora's "
+                                      f"{cls.__name__}.from_pretrained reads causal-LM checkpoints only (a new "
+                                      "head on their body)") from None
+        with fork_rng():  # the body is read, not drawn: only the head's init below takes numbers
+            model = cls(causal.config, dtype=causal.dtype, device=causal.device)
+        model.model = causal.model
+        _init_weights([model.score], causal.config.initializer_range)
+        model.name_or_path = causal.name_or_path
+        if not output_loading_info:
+            return model
+        head = {f"score.{name}" for name, _ in model.score.named_parameters()}
+        return model, {**info, "missing_keys": head, "unexpected_keys": info["unexpected_keys"] | {"lm_head.weight"}}
 
     def save_pretrained(self, *args, **kwargs):
         raise NotImplementedError(
