@@ -41,6 +41,8 @@ import inspect
 import itertools
 import math
 import operator
+import os
+import sys
 import threading
 import time
 import warnings
@@ -2028,6 +2030,22 @@ class Tensor:
         return int(self.item())
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _inside_minilora(frame):
+    return os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR)
+
+
+def warn_at_caller(message, category=UserWarning):
+    """``warnings.warn`` pointing at the first frame outside minilora: the user's line however many
+    wrappers (decorators, modules) the call went through."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and _inside_minilora(frame):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
 _warned_scalar_of_grad_tensor = False
 
 
@@ -2201,6 +2219,10 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     dev = _get_device(device)
     dtype = _to_dtype(dtype)
     if isinstance(data, Tensor):
+        if not _inside_minilora(sys._getframe(1)):  # (the user's call; minilora's own copies stay quiet)
+            warnings.warn("To copy construct from a tensor, it is recommended to use sourceTensor.detach().clone() "
+                          "or sourceTensor.detach().clone().requires_grad_(True), rather than "
+                          "torch.tensor(sourceTensor).", UserWarning, stacklevel=2)
         data = data._array
     elif isinstance(data, np.generic) and dtype is not None:
         _check_numpy_scalar(data, dtype)

@@ -325,3 +325,56 @@ def test_size_average_and_reduce_warn_naming_the_reduction_as_torch(make):
     theirs, theirs_warned, _ = _warnings_of(lambda: make(torch))
     assert ours_warned == theirs_warned and len(ours_warned) == 1
     _same(ours, theirs)
+
+
+def test_tensor_of_a_tensor_warns_as_torch():
+    for make in (lambda lib, t: lib.tensor(t), lambda lib, t: lib.tensor(t, dtype=lib.float64)):
+        ours, ours_warned, caught = _warnings_of(lambda: make(minilora, minilora.ones(2, requires_grad=True)))
+        theirs, theirs_warned, _ = _warnings_of(lambda: make(torch, torch.ones(2, requires_grad=True)))
+        assert ours_warned == [(UserWarning, m.replace("torch.tensor(", "minilora.tensor(")) for _, m in
+                               theirs_warned] or ours_warned == theirs_warned
+        assert len(ours_warned) == 1 and caught[0].filename == __file__
+        assert not ours.requires_grad and not theirs.requires_grad
+    for lib in (minilora, torch):  # lists of tensors, arrays, as_tensor: no warning
+        quiet = [lambda: lib.tensor([lib.ones(()), lib.ones(())]), lambda: lib.tensor(np.ones(2)),
+                 lambda: lib.as_tensor(lib.ones(2))]
+        for call in quiet:
+            assert _warnings_of(call)[1] == []
+
+
+@pytest.mark.parametrize("name, args", [
+    ("normal", (0.0, 0.02)), ("uniform", (-0.1, 0.1)), ("constant", (0.3,)), ("xavier_uniform", ()),
+    ("xavier_normal", ()), ("kaiming_uniform", ()), ("kaiming_normal", ()), ("orthogonal", ()), ("eye", ()),
+    ("sparse", (0.5,)),
+])
+def test_old_init_names_work_and_warn_as_torch(name, args):
+    def call(lib):
+        lib.manual_seed(3)
+        return getattr(lib.nn.init, name)(lib.empty(4, 3), *args)
+    ours, ours_warned, caught = _warnings_of(lambda: call(minilora))
+    theirs, theirs_warned, _ = _warnings_of(lambda: call(torch))
+    assert ours_warned == theirs_warned and ours_warned[0][0] is FutureWarning
+    assert caught[0].filename == __file__
+    _same(ours, theirs, rtol=1e-6)
+
+
+def test_clip_grad_norm_old_name_as_torch():
+    def call(lib):
+        w = lib.nn.Parameter(lib.tensor([3.0, 4.0]))
+        (w * lib.tensor([1.0, 2.0])).sum().backward()
+        return lib.nn.utils.clip_grad_norm([w], 1.0), w.grad
+    (ours, ours_grad), ours_warned, _ = _warnings_of(lambda: call(minilora))
+    (theirs, theirs_grad), theirs_warned, _ = _warnings_of(lambda: call(torch))
+    assert ours_warned == theirs_warned and ours_warned[0][0] is FutureWarning
+    _same(ours, theirs, rtol=1e-6)
+    _same(ours_grad, theirs_grad, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_dropout_on_a_one_layer_rnn_warns_as_torch(kind):
+    """(The word-language-model and seq2seq tutorials pass dropout to their RNNs.)"""
+    _, ours, caught = _warnings_of(lambda: getattr(minilora.nn, kind)(4, 8, dropout=0.2))
+    _, theirs, _ = _warnings_of(lambda: getattr(torch.nn, kind)(4, 8, dropout=0.2))
+    assert ours == theirs and len(ours) == 1 and caught[0].filename == __file__
+    for lib in (minilora, torch):
+        assert _warnings_of(lambda: getattr(lib.nn, kind)(4, 8, 2, dropout=0.2))[1] == []

@@ -344,3 +344,22 @@ def sparse_(tensor, sparsity, std=0.01, generator=None):
     for col in range(cols):  # torch draws the rows from the global generator, whatever generator= is
         values[_random.default_generator.randperm(rows)[:zeros_per_column], col] = 0
     return _fill(tensor, values)
+
+
+# ---- the names without the underscore: torch keeps them, deprecated, for old tutorials and papers' code --
+def _deprecated(initializer):
+    """``initializer`` under its old name, with torch's FutureWarning pointing at the caller's line."""
+    old = initializer.__name__[:-1]
+
+    @functools.wraps(initializer)
+    def deprecated(*args, **kwargs):
+        warnings.warn(f"`nn.init.{old}` is now deprecated in favor of `nn.init.{initializer.__name__}`.",
+                      FutureWarning, stacklevel=2)
+        return initializer(*args, **kwargs)
+    deprecated.__name__ = deprecated.__qualname__ = old
+    return deprecated
+
+
+(uniform, normal, constant, eye, dirac, xavier_uniform, xavier_normal, kaiming_uniform, kaiming_normal, orthogonal,
+ sparse) = map(_deprecated, (uniform_, normal_, constant_, eye_, dirac_, xavier_uniform_, xavier_normal_,
+                             kaiming_uniform_, kaiming_normal_, orthogonal_, sparse_))

@@ -13,7 +13,7 @@ import numpy as np
 from .. import amp as _amp, ops
 from ..dtypes import get_default_dtype, is_floating, to_dtype
 from ..ops.nn import EmbeddingArgumentError, _refuse, _row_index, legacy_reduction
-from ..tensor import no_grad
+from ..tensor import no_grad, warn_at_caller
 from . import functional as F
 from . import init
 from .module import Module, ModuleList, Parameter, Sequential
@@ -1842,6 +1842,9 @@ class _RNNBase(Module):
         if not 0 <= dropout <= 1 or isinstance(dropout, bool):
             raise ValueError("dropout should be a number in range [0, 1] representing the probability of "
                              "an element being zeroed")
+        if dropout > 0 and num_layers == 1:  # (torch's hint: the one layer's output is never dropped)
+            warn_at_caller("dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
+                           f"expects num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}")
         if hidden_size <= 0 or num_layers <= 0:
             raise ValueError("hidden_size and num_layers must be greater than zero")
         if proj_size < 0:

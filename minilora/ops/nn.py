@@ -15,7 +15,8 @@ from ..factories import channels_last, contiguous_format, layout_order
 from ..dtypes import (checked_number, compute_dtype, float32, is_floating, python_number, result_type, torch_name,
                       upcast)
 from .. import random as _random
-from ..tensor import Function, ShapeError, Tensor, name_node, no_grad, saved_for, saves_as_torch, saving_as_torch
+from ..tensor import (Function, ShapeError, Tensor, name_node, no_grad, saved_for, saves_as_torch, saving_as_torch,
+                      warn_at_caller)
 
 __all__ = ["embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "pad", "one_hot", "dropout", "rms_norm",
@@ -714,18 +715,6 @@ def legacy_reduction(size_average, reduce, reduction):
     reduction = ("mean" if size_average else "sum") if reduce else "none"
     warn_at_caller(f"size_average and reduce args will be deprecated, please use reduction='{reduction}' instead.")
     return reduction
-
-
-def warn_at_caller(message, category=UserWarning):
-    """``warnings.warn`` pointing at the first frame outside minilora: the user's line however many
-    wrappers (decorators, modules) the call went through."""
-    import os
-    import sys
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-    frame, level = sys._getframe(1), 2
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, category, stacklevel=level)
 
 
 def _check_reduction(fn, reduction):
