@@ -328,6 +328,22 @@ def layout_order(array, format=None):
     return order
 
 
+def is_laid_out_in(array, format):
+    """Does ``array`` lie in memory as ``format`` (channels_last, channels_last_3d) lays it out, dimensions of
+    size 1 aside (torch's is_contiguous(memory_format=...))? Another rank answers False."""
+    if format not in _CHANNELS_LAST:
+        raise TypeError(f"memory_format must be a torch.memory_format, not {type(format).__name__}")
+    rank, order = _CHANNELS_LAST[format]
+    if array.ndim != rank:
+        return False
+    step, strides = 1, array.strides
+    for axis in reversed(order):  # (innermost first)
+        if array.shape[axis] != 1 and strides[axis] != step * array.itemsize:
+            return False
+        step *= array.shape[axis]
+    return True
+
+
 _KNOWN_LAYOUTS = weakref.WeakValueDictionary()  # id(array) -> array: see known_layout
 
 

@@ -1379,15 +1379,20 @@ class Tensor:
         if memory_format is factories.preserve_format:
             raise RuntimeError("preserve memory format is unsupported by the contiguous operator")
         if memory_format not in (None, factories.contiguous_format):
-            if factories.laid_out_copy(self._array, memory_format).strides == self._array.strides:
-                return self  # (already laid out so; the copy also checks the rank)
-            return ops.clone(self, memory_format=memory_format)
+            if factories.is_laid_out_in(self._array, memory_format):
+                return self
+            return ops.clone(self, memory_format=memory_format)  # (which refuses another rank)
         if self.is_contiguous():
             return self
         return ops.clone(self, memory_format=factories.contiguous_format)
 
-    def is_contiguous(self):
-        return bool(self._array.flags.c_contiguous)
+    def is_contiguous(self, *, memory_format=None):
+        """Laid out in ``memory_format`` (C order by default, and for preserve_format as torch;
+        ``torch.channels_last``: channels innermost), dimensions of size 1 aside."""
+        from . import factories
+        if memory_format in (None, factories.contiguous_format, factories.preserve_format):
+            return bool(self._array.flags.c_contiguous)
+        return factories.is_laid_out_in(self._array, memory_format)
 
     def requires_grad_(self, requires_grad=True):
         if requires_grad:

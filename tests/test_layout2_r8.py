@@ -392,3 +392,13 @@ def test_channels_last_inputs_keep_channels_last_through_cat_and_batch_norm():
         ours = make(minilora, minilora.tensor(data).contiguous(memory_format=minilora.channels_last))
         assert _elements(ours._array) == theirs.stride()
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-10)
+
+
+def test_is_contiguous_takes_torch_s_memory_formats():
+    data = np.arange(120.0).reshape(2, 3, 4, 5)
+    for make in (lambda L: L.tensor(data), lambda L: L.tensor(data).contiguous(memory_format=L.channels_last),
+                 lambda L: L.tensor(data)[:, :1].contiguous(), lambda L: L.tensor(data)[:, :, :1, :1].clone(),
+                 lambda L: L.tensor(data[0]), lambda L: L.tensor(data).permute(0, 3, 1, 2)):
+        for fmt in ("contiguous_format", "channels_last", "channels_last_3d", "preserve_format"):
+            assert make(minilora).is_contiguous(memory_format=getattr(minilora, fmt)) == \
+                make(torch).is_contiguous(memory_format=getattr(torch, fmt)), fmt
