@@ -299,6 +299,41 @@ def test_classification_head_from_a_causal_lm_folder_as_transformers(tmp_path, c
     assert_same_state(theirs, ours)
 
 
+@pytest.mark.parametrize("task, class_name", [("SEQ_CLS", "LlamaForSequenceClassification"),
+                                              ("TOKEN_CLS", "LlamaForTokenClassification")])
+def test_auto_peft_model_for_classification_side_by_side(tmp_path, task, class_name):
+    """Base folder -> head model -> adapter (head trained) -> AutoPeftModelFor...: the saved head comes back."""
+    theirs, ours = both("LlamaForCausalLM", pad_token_id=0)
+    theirs.save_pretrained(str(tmp_path / "base_t"))
+    ours.save_pretrained(str(tmp_path / "base_m"))
+    torch.manual_seed(3)
+    theirs = getattr(transformers, class_name).from_pretrained(str(tmp_path / "base_t"), num_labels=3)
+    ml.manual_seed(3)
+    ours = getattr(models, class_name).from_pretrained(str(tmp_path / "base_m"), num_labels=3)
+    theirs, ours = wrap(theirs, ours, task_type=task, r=4, lora_alpha=8, init_lora_weights=False)
+    with torch.no_grad():
+        theirs.base_model.model.score.modules_to_save["default"].weight.add_(0.5)  # a trained head
+    with ml.no_grad():
+        ours.base_model.model.score.modules_to_save["default"].weight.add_(0.5)
+    theirs.save_pretrained(str(tmp_path / "adapter_t"))
+    ours.save_pretrained(str(tmp_path / "adapter_m"))
+    auto = "AutoPeftModelFor" + class_name[len("LlamaFor"):]
+    torch.manual_seed(4)
+    loaded_t = getattr(peft, auto).from_pretrained(str(tmp_path / "adapter_t"), num_labels=3)
+    ml.manual_seed(4)
+    loaded_m = getattr(ml_peft, auto).from_pretrained(str(tmp_path / "adapter_m"), num_labels=3)
+    assert type(loaded_m).__name__ == type(loaded_t).__name__
+    with torch.no_grad():
+        expected = loaded_t(torch.tensor(IDS)).logits.numpy()
+    with ml.no_grad():
+        np.testing.assert_allclose(loaded_m(ml.tensor(IDS)).logits.numpy(), expected, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="Expected target PEFT class") as expected_error:
+        peft.AutoPeftModelForCausalLM.from_pretrained(str(tmp_path / "adapter_t"))
+    with pytest.raises(ValueError) as error:
+        ml_peft.AutoPeftModelForCausalLM.from_pretrained(str(tmp_path / "adapter_m"))
+    assert str(error.value) == str(expected_error.value)
+
+
 def test_classification_heads_refuse_a_trained_head_checkpoint_and_save_pretrained(tmp_path):
     theirs, ours = both("LlamaForSequenceClassification", pad_token_id=0)
     theirs.save_pretrained(str(tmp_path))

@@ -21,7 +21,8 @@ from .layers import (BASE_ADAPTER, DoraMagnitude, Embedding, Linear, LoraLayer, 
                      TrainableTokensLayer, TrainableTokensWrapper, VeraLinear)
 from .conv import Conv1d, Conv2d
 from .loraplus import create_loraplus_optimizer
-from .model import (AutoPeftModelForCausalLM, LoraModel, NoMatchingPeftModuleError, PeftError, PeftMixedModel,
+from .model import (AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification,
+                    AutoPeftModelForTokenClassification, LoraModel, NoMatchingPeftModuleError, PeftError, PeftMixedModel,
                     PeftModel, PeftModelForCausalLM, PeftModelForFeatureExtraction,
                     PeftModelForSequenceClassification, PeftModelForTokenClassification, TrainableTokensModel,
                     VeraModel, cast_mixed_precision_params, get_peft_model, inject_adapter_in_model,
@@ -34,7 +35,8 @@ from .adalora import AdaLoraConfig, AdaLoraModel, RankAllocator, SVDLinear  # re
 __all__ = ["LoraConfig", "PeftConfig", "VeraConfig", "TaskType", "PeftType", "config_from_dict", "get_peft_config",
            "get_peft_model", "PeftModel", "PeftModelForCausalLM", "PeftModelForFeatureExtraction", "PeftMixedModel",
            "PeftModelForSequenceClassification", "PeftModelForTokenClassification",
-           "AutoPeftModelForCausalLM", "LoraModel",
+           "AutoPeftModelForCausalLM", "AutoPeftModelForSequenceClassification",
+           "AutoPeftModelForTokenClassification", "LoraModel",
            "VeraModel", "inject_adapter_in_model", "Linear", "Embedding", "Conv1d", "Conv2d", "LoraLayer",
            "VeraLinear", "DoraMagnitude", "ModulesToSaveWrapper",
            "BASE_ADAPTER", "target_module_matches", "get_peft_model_state_dict",

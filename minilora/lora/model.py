@@ -1406,26 +1406,34 @@ def _refuse_load_options(ephemeral_gpu_offload, what):
     _refuse("ephemeral_gpu_offload", ephemeral_gpu_offload, False, what)
 
 
-def _load_base_model(name_or_path, **kwargs):
-    """The base model an adapter names: minilora's shipped base, or a local Hugging Face-format folder."""
-    from ..models import BASE_NAME, LlamaForCausalLM, load_base  # the model zoo, only when a base is loaded
-    if name_or_path == BASE_NAME:
-        return load_base(**kwargs)
+def _load_base_model(name_or_path, model_class_name, **kwargs):
+    """The base model an adapter names: minilora's shipped base, or a local Hugging Face-format folder,
+    loaded as ``minilora.models.<model_class_name>`` (a classification head is drawn new on the body)."""
+    from .. import models  # the model zoo, only when a base is loaded
+    model_class = getattr(models, model_class_name)
+    if name_or_path == models.BASE_NAME:
+        if model_class is models.LlamaForCausalLM:
+            return models.load_base(**kwargs)
+        model = model_class.from_pretrained(models.BASE_DIR, **kwargs)
+        model.name_or_path = models.BASE_NAME
+        return model
     if name_or_path and os.path.isdir(name_or_path):
-        return LlamaForCausalLM.from_pretrained(name_or_path, **kwargs)
+        return model_class.from_pretrained(name_or_path, **kwargs)
     raise FileNotFoundError(
         f"the adapter's base_model_name_or_path is {name_or_path!r}, which is neither minilora's shipped base "
-        f"({BASE_NAME!r}) nor a local folder; minilora does not download from the Hugging Face Hub. "
-        "Load the base yourself (LlamaForCausalLM.from_pretrained(folder)), then "
+        f"({models.BASE_NAME!r}) nor a local folder; minilora does not download from the Hugging Face Hub. "
+        f"Load the base yourself ({model_class_name}.from_pretrained(folder)), then "
         "PeftModel.from_pretrained(model, adapter_dir).")
 
 
-class AutoPeftModelForCausalLM:
-    """``AutoPeftModelForCausalLM.from_pretrained(adapter_dir)``: loads the base model the adapter
-    names (its ``base_model_name_or_path``), then the adapter on top -- one call, as in PEFT."""
+class _AutoPeftModel:
+    """PEFT's AutoPeftModelFor*: ``from_pretrained(adapter_dir)`` loads the base model the adapter names (its
+    ``base_model_name_or_path``) as the task's model class, then the adapter on top -- one call."""
+    _peft_class = None  # what PeftModel.from_pretrained returns for the task
+    _model_class_name = None  # the minilora.models class the base is loaded as
 
     def __init__(self, *args, **kwargs):
-        raise TypeError("use AutoPeftModelForCausalLM.from_pretrained(adapter_dir) (as in PEFT)")
+        raise TypeError(f"use {type(self).__name__}.from_pretrained(adapter_dir) (as in PEFT)")
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, adapter_name="default", is_trainable=False,
@@ -1434,15 +1442,32 @@ class AutoPeftModelForCausalLM:
 
         (``import_allowlist`` is accepted for PEFT's signature: minilora never imports a module that
         an adapter file names, so there is nothing to allow.)"""
-        _refuse("revision", revision, None, "AutoPeftModelForCausalLM.from_pretrained")
+        _refuse("revision", revision, None, f"{cls.__name__}.from_pretrained")
         peft_config = config if config is not None else \
             config_from_dict(_io.read_adapter_config(pretrained_model_name_or_path))
-        if peft_config.task_type not in (None, TaskType.CAUSAL_LM):
-            raise ValueError(f"this adapter's task_type is {peft_config.task_type!r}, not 'CAUSAL_LM': "
-                             "AutoPeftModelForCausalLM loads causal language-model adapters")
-        base = _load_base_model(peft_config.base_model_name_or_path, **kwargs)
-        return PeftModelForCausalLM.from_pretrained(base, pretrained_model_name_or_path, adapter_name=adapter_name,
-                                                    is_trainable=is_trainable, config=peft_config)
+        if peft_config.task_type is not None and _class_for_task(peft_config.task_type) is not cls._peft_class:
+            expected = _class_for_task(peft_config.task_type).__name__  # PEFT's words
+            raise ValueError(f"Expected target PEFT class: {expected}, but you have asked for: "
+                             f"{cls._peft_class.__name__} make sure that you are loading the correct model for "
+                             "your task type.")
+        base = _load_base_model(peft_config.base_model_name_or_path, cls._model_class_name, **kwargs)
+        return cls._peft_class.from_pretrained(base, pretrained_model_name_or_path, adapter_name=adapter_name,
+                                               is_trainable=is_trainable, config=peft_config)
+
+
+class AutoPeftModelForCausalLM(_AutoPeftModel):
+    """``AutoPeftModelForCausalLM.from_pretrained(adapter_dir)`` (a task_type None adapter loads too)."""
+    _peft_class, _model_class_name = PeftModelForCausalLM, "LlamaForCausalLM"
+
+
+class AutoPeftModelForSequenceClassification(_AutoPeftModel):
+    """A SEQ_CLS adapter on LlamaForSequenceClassification: the trained head comes from the adapter's file."""
+    _peft_class, _model_class_name = PeftModelForSequenceClassification, "LlamaForSequenceClassification"
+
+
+class AutoPeftModelForTokenClassification(_AutoPeftModel):
+    """A TOKEN_CLS adapter on LlamaForTokenClassification: the trained head comes from the adapter's file."""
+    _peft_class, _model_class_name = PeftModelForTokenClassification, "LlamaForTokenClassification"
 
 
 def get_peft_model(model, peft_config, adapter_name="default", mixed=False, autocast_adapter_dtype=True,
