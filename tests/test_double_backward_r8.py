@@ -30,7 +30,25 @@ def close(mine, theirs, rtol=1e-10, atol=1e-12):
 
 
 def lib_f(lib):
-    return ml.nn.functional if lib is ml else torch.nn.functional
+    return ml.nn.functional if lib is ml else _TorchFunctional
+
+
+class _TorchFunctional:
+    """torch.nn.functional, with scaled_dot_product_attention on torch's math backend: its CPU flash
+    kernel has no double backward (torch raises "derivative for ..._flash_attention_for_cpu_backward is
+    not implemented"); minilora's recorded attention backward has one, equal to the math backend's."""
+
+    def __getattr__(self, name):
+        return getattr(torch.nn.functional, name)
+
+    @staticmethod
+    def scaled_dot_product_attention(*args, **kwargs):
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        with sdpa_kernel(SDPBackend.MATH):
+            return torch.nn.functional.scaled_dot_product_attention(*args, **kwargs)
+
+
+_TorchFunctional = _TorchFunctional()
 
 
 # Each case: (lib, x [3, 4], y [4, 4]) -> a tensor. Its loss is sum(out ** 3) (linear ops too then have a
@@ -115,6 +133,21 @@ CASES = {
                                                   weight=lib.tensor([2.0], dtype=lib.float64)),
     "bce": lambda lib, x, y: lib_f(lib).binary_cross_entropy(x.sigmoid(), y[:3].sigmoid(), reduction="none"),
     "dropout": lambda lib, x, y: (lib.manual_seed(0), lib_f(lib).dropout(x * y[:3], 0.4))[1],
+    # attention (the Llama's): plain, causal, a float mask, grouped-query heads; rotary embedding
+    "sdpa": lambda lib, x, y: lib_f(lib).scaled_dot_product_attention(
+        x.reshape(1, 1, 3, 4), y.reshape(1, 1, 4, 4), y.reshape(1, 1, 4, 4).tanh()),
+    "sdpa_causal_mask": lambda lib, x, y: lib_f(lib).scaled_dot_product_attention(
+        x.reshape(1, 1, 3, 4), y.reshape(1, 1, 4, 4), y.sin().reshape(1, 1, 4, 4), is_causal=True)
+    + lib_f(lib).scaled_dot_product_attention(x.reshape(1, 1, 3, 4), y.reshape(1, 1, 4, 4), y.reshape(1, 1, 4, 4),
+                                              attn_mask=lib.tensor([[0.0, -1.0, 0.5, -float("inf")]] * 3,
+                                                                   dtype=lib.float64), scale=0.3),
+    "sdpa_gqa": lambda lib, x, y: lib_f(lib).scaled_dot_product_attention(
+        x.reshape(1, 2, 3, 2), y.reshape(1, 1, 8, 2), y.cos().reshape(1, 1, 8, 2), enable_gqa=True),
+    "rotary": lambda lib, x, y: (ml.ops.rotary_embedding(x.reshape(1, 1, 3, 4), y[:3].detach().cos(), y[:3].detach().sin())
+                                 if lib is ml else  # (torch has no rotary op: the Llama's composition)
+                                 x.reshape(1, 1, 3, 4) * y[:3].detach().cos() + torch.cat(
+                                     [-x.reshape(1, 1, 3, 4)[..., 2:], x.reshape(1, 1, 3, 4)[..., :2]], -1)
+                                 * y[:3].detach().sin()) * y[0],
     "embedding_by_freq": lambda lib, x, y: lib_f(lib).embedding(lib.tensor([1, 3, 1, 1]), y.tanh(),
                                                                 scale_grad_by_freq=True),
 }
@@ -414,3 +447,32 @@ def test_custom_function_reading_a_saved_output_is_refused_not_wrong():
         ml.autograd.grad(Cube.apply(x, 1.0).sum(), x, create_graph=True)
     g, = ml.autograd.grad(Cube.apply(x, 1.0).sum(), x)  # (first order as before)
     np.testing.assert_allclose(g.numpy(), [0.75, 12.0])
+
+
+def test_gradient_norm_penalty_of_a_tiny_llama_matches_transformers():
+    """Double backward through the whole Llama (embedding, RMSNorm, rotary, grouped-query attention, SwiGLU,
+    cross-entropy): the squared norm of the loss's parameter gradients, and its own gradients, against
+    transformers' (eager attention: torch's CPU flash kernel has no double backward). transformers computes
+    the rotary tables in float32, so the two agree to ~1e-7 relative, not to float64's last bits."""
+    transformers = pytest.importorskip("transformers")
+    from minilora.nn.llama import LlamaConfig, LlamaForCausalLM
+    sizes = dict(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=16)
+    torch.manual_seed(0)
+    theirs = transformers.LlamaForCausalLM(transformers.LlamaConfig(**sizes, attn_implementation="eager")).double()
+    mine = LlamaForCausalLM(LlamaConfig(**sizes)).double()
+    mine.load_state_dict({k: ml.tensor(v.numpy()) for k, v in theirs.state_dict().items()})
+
+    def penalty(lib, model):
+        ids = lib.tensor([[1, 5, 7, 3, 2]])
+        loss = model(ids, labels=ids).loss
+        params = [p for _, p in model.named_parameters()]
+        grads = lib.autograd.grad(loss, params, create_graph=True)
+        total = sum((g * g).sum() for g in grads)
+        total.backward()
+        return [loss, total] + [p.grad for p in params]
+
+    ours, hf = penalty(ml, mine), penalty(torch, theirs)
+    np.testing.assert_allclose(ours[0].item(), hf[0].item(), rtol=1e-6)  # (transformers' loss: in float32)
+    for a, b in zip(ours[1:], hf[1:]):
+        close(a, b, rtol=1e-5, atol=1e-5)

@@ -22,8 +22,8 @@ from . import elementwise as _e, reduce as _r, shape as _s
 from .matmul import Linear, MatMul
 from .conv import Conv2d, Fold, Unfold
 from .index import CumSum, Gather, IndexSelect
-from .nn import (BinaryCrossEntropy, BinaryCrossEntropyWithLogits, CrossEntropy, Dropout, Embedding, LayerNorm,
-                 NllLoss, Pad, RMSNorm, SwiGLU)
+from .nn import (Attention, BinaryCrossEntropy, BinaryCrossEntropyWithLogits, CrossEntropy, Dropout, Embedding,
+                 LayerNorm, NllLoss, Pad, RMSNorm, Rotary, SwiGLU)
 
 
 class NotDifferentiableBackward(NotImplementedError):
@@ -468,6 +468,57 @@ def _bce(ctx, g):
     return gx, gy
 
 
+def _rotary(ctx, g):
+    """A rotation: back by ``g cos + rotate_half^T(g sin)``, ``rotate_half^T(u) = cat(u2, -u1)``."""
+    if any(ctx.needs_input_grad[1:]):  # (tables that require grad: left out of the recorded pass)
+        _refuse(ctx)
+    cos, sin = (_as_tensor(t, g) for t in ctx.inputs[1:3])
+    u = g * sin
+    half = u.shape[-1] // 2
+    return g * cos + _s.Cat.apply(u[..., half:], -u[..., :half], axis=-1), None, None
+
+
+def _repeat_heads(t, heads):
+    """[B, Hkv, T, D] -> [B, heads, T, D], each KV head repeated for its group of query heads (GQA)."""
+    b, hkv, n, d = t.shape
+    if hkv == heads:
+        return t
+    return t.unsqueeze(2).expand(b, hkv, heads // hkv, n, d).reshape(b, heads, n, d)
+
+
+def _sum_heads(t, hkv):
+    b, hq, n, d = t.shape
+    return t if hq == hkv else t.reshape(b, hkv, hq // hkv, n, d).sum(2)
+
+
+def _attention(ctx, g):
+    """The attention recomputed with ops (S = q k^T scale + bias, P = softmax(S), O = P v), then
+    dv = P^T g, dP = g v^T, dS = P (dP - rowsum(dP P)), dq = dS k scale, dk = dS^T q scale. A query
+    row with every key masked out has P = 0 (as forward's), a constant."""
+    q, k, v = ctx.inputs[:3]
+    if len(ctx.needs_input_grad) > 3 and ctx.needs_input_grad[3]:  # (a bias tensor that requires grad)
+        _refuse(ctx)
+    nq, nk, nv = ctx.needs_input_grad[:3]
+    if ctx.probs is None:
+        return tuple(_constant(g._device.xp.zeros_like(t._array), g) for t in (q, k, v)) + (None,)
+    hq, hkv, scale = q.shape[1], k.shape[1], float(ctx.scale)
+    kr, vr = _repeat_heads(k, hq), _repeat_heads(v, hq)
+    scores = q.matmul(kr.transpose(-1, -2)) * scale
+    bias = ctx.inputs[3] if len(ctx.inputs) > 3 else None
+    live = (ctx.probs != 0).any(axis=-1, keepdims=True)  # rows with at least one key taking part
+    if bias is not None:
+        bias = bias._array if isinstance(bias, Tensor) else bias
+        bias = g._device.xp.where(live, bias, 0)  # (a dead row: finite scores, its P masked below)
+        scores = scores + _constant(bias.astype(scores._array.dtype), g)
+    p = _masked(scores.softmax(-1), live)
+    dp = g.matmul(vr.transpose(-1, -2))
+    ds = p * (dp - (dp * p).sum(-1, keepdim=True))
+    dq = ds.matmul(kr) * scale if nq else None
+    dk = _sum_heads(ds.transpose(-1, -2).matmul(q) * scale, hkv) if nk else None
+    dv = _sum_heads(p.transpose(-1, -2).matmul(g), hkv) if nv else None
+    return dq, dk, dv, None
+
+
 _BACKWARD_GRAPHS = {
     _e.Add: _add, _e.Sub: _sub, _e.Mul: _mul, _e.Div: _div, _e.Pow: _pow,
     _e.Neg: lambda ctx, g: -g,
@@ -504,6 +555,7 @@ _BACKWARD_GRAPHS = {
     Unfold: _unfold, Fold: _fold, Conv2d: _conv2d,
     Dropout: lambda ctx, g: g * _constant(ctx.mask, g), NllLoss: _nll_loss,
     BinaryCrossEntropyWithLogits: _bce_with_logits, BinaryCrossEntropy: _bce,
+    Attention: _attention, Rotary: _rotary,
 }
 for _op, _fn in _BACKWARD_GRAPHS.items():
     _op.backward_graph = staticmethod(_fn)
