@@ -124,6 +124,15 @@ def test_quicktour_causal_lm_side_by_side(tmp_path, capsys):
     assert out_m.tolist() == out_t.tolist()
 
 
+def test_quicktour_config_fields_as_peft():
+    theirs, ours = peft.LoraConfig(**QUICKTOUR), ml_peft.LoraConfig(**QUICKTOUR)
+    assert repr(ours.runtime_config) == repr(theirs.runtime_config) == "LoraRuntimeConfig(ephemeral_gpu_offload=False)"
+    assert ours.runtime_config.ephemeral_gpu_offload is False  # (minilora's default was None: AttributeError)
+    with pytest.raises(NotImplementedError, match="ephemeral_gpu_offload"):
+        ml_peft.LoraConfig(runtime_config=ml_peft.LoraRuntimeConfig(ephemeral_gpu_offload=True))
+    assert ours.task_type == theirs.task_type and ours.inference_mode is theirs.inference_mode is False
+
+
 def test_minilora_train_on_the_quicktour_model_is_a_torch_loop():
     """minilora's Trainer-like ``train`` (it does not claim transformers' Trainer): AdamW, gradient clipping
     at 1.0, cosine schedule with warmup -- the same losses as that loop in torch + PEFT."""

@@ -15,14 +15,15 @@ Linear and on Embedding layers: the forward and the merge math), ``conv.py`` (Lo
 into a loaded adapter, ``from minilora.lora.hotswap import hotswap_adapter``).
 The op every LoRA forward runs is ``minilora.ops.lora_linear``.
 """
-from .config import (LoraConfig, PeftConfig, PeftType, TaskType, TrainableTokensConfig, VeraConfig, config_from_dict,
-                     get_peft_config)
+from .config import (LoraConfig, LoraRuntimeConfig, PeftConfig, PeftType, TaskType, TrainableTokensConfig,
+                     VeraConfig, config_from_dict, get_peft_config)
 from .layers import (BASE_ADAPTER, DoraMagnitude, Embedding, Linear, LoraLayer, ModulesToSaveWrapper, ParamWrapper,
                      TrainableTokensLayer, TrainableTokensWrapper, VeraLinear)
 from .conv import Conv1d, Conv2d
 from .loraplus import create_loraplus_optimizer
 from .model import (AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification,
-                    AutoPeftModelForTokenClassification, LoraModel, NoMatchingPeftModuleError, PeftError, PeftMixedModel,
+                    AutoPeftModelForTokenClassification, LoraModel, NoMatchingPeftModuleError, PeftError,
+                    PeftMixedModel,
                     PeftModel, PeftModelForCausalLM, PeftModelForFeatureExtraction,
                     PeftModelForSequenceClassification, PeftModelForTokenClassification, TrainableTokensModel,
                     VeraModel, cast_mixed_precision_params, get_peft_model, inject_adapter_in_model,
@@ -32,7 +33,8 @@ from .save import (AdapterMismatchError, get_base_model_state_dict, get_peft_mod
 from .status import TunerLayerStatus, TunerModelStatus, get_layer_status, get_model_status
 from .adalora import AdaLoraConfig, AdaLoraModel, RankAllocator, SVDLinear  # registers "ADALORA"
 
-__all__ = ["LoraConfig", "PeftConfig", "VeraConfig", "TaskType", "PeftType", "config_from_dict", "get_peft_config",
+__all__ = ["LoraConfig", "LoraRuntimeConfig", "PeftConfig", "VeraConfig", "TaskType", "PeftType", "config_from_dict",
+           "get_peft_config",
            "get_peft_model", "PeftModel", "PeftModelForCausalLM", "PeftModelForFeatureExtraction", "PeftMixedModel",
            "PeftModelForSequenceClassification", "PeftModelForTokenClassification",
            "AutoPeftModelForCausalLM", "AutoPeftModelForSequenceClassification",

@@ -16,8 +16,8 @@ import re
 import warnings
 from dataclasses import dataclass, field, fields
 
-__all__ = ["LoraConfig", "VeraConfig", "TrainableTokensConfig", "config_from_dict", "get_peft_config", "TaskType",
-           "PeftType", "TASK_TYPES", "CONFIG_NAME"]
+__all__ = ["LoraConfig", "LoraRuntimeConfig", "VeraConfig", "TrainableTokensConfig", "config_from_dict",
+           "get_peft_config", "TaskType", "PeftType", "TASK_TYPES", "CONFIG_NAME"]
 
 CONFIG_NAME = "adapter_config.json"
 
@@ -277,6 +277,13 @@ def _read_json(path):
 
 
 @dataclass
+class LoraRuntimeConfig:
+    """PEFT's runtime options of a LoRA adapter (never saved): ``ephemeral_gpu_offload`` only, which
+    minilora does not implement (True is refused by LoraConfig)."""
+    ephemeral_gpu_offload: bool = False
+
+
+@dataclass
 class LoraConfig(_AdapterConfig):
     """LoRA: ``h = W0 x + (lora_alpha / r) * B A x`` on every module that ``target_modules`` selects.
 
@@ -333,7 +340,7 @@ class LoraConfig(_AdapterConfig):
     qalora_group_size: int = 16
     monteclora_config: object = None
     layer_replication: list = None
-    runtime_config: object = None
+    runtime_config: object = field(default_factory=LoraRuntimeConfig)  # (PEFT's default, an object)
     lora_bias: bool = False
     target_parameters: list = None
     use_bdlora: object = None
