@@ -238,6 +238,8 @@ from .backends import (are_deterministic_algorithms_enabled, get_deterministic_d
 from .compiler import compile, jit, dynamo as _dynamo  # noqa: E402,F401,A004
 from .parallel import num_threads as get_num_threads  # noqa: E402,F401  (torch.get_num_threads)
 from .type_objects import dtype, typename  # noqa: E402,F401  (torch.dtype: isinstance(float32, dtype))
+from .type_objects import (BFloat16Tensor, BoolTensor, ByteTensor, CharTensor, DoubleTensor,  # noqa: E402,F401
+                           FloatTensor, HalfTensor, IntTensor, LongTensor, ShortTensor)  # (torch's legacy types)
 # special functions (minilora/ops/special.py) at top level with torch's out=, and torch.special
 from . import special  # noqa: E402
 erfc, erfinv, lgamma, digamma, polygamma, mvlgamma, i0 = (ops._with_out(getattr(ops.special, _fn), _fn) for _fn in

@@ -1109,6 +1109,8 @@ class Tensor:
         dev = _get_device(device)
         dtype = _to_dtype(dtype)
         source = None
+        if len(data) == 1 and isinstance(data[0], Size):  # Tensor(x.shape): a size, as in torch
+            data = tuple(data[0])
         if len(data) == 1 and not isinstance(data[0], (int, np.integer)):
             data = data[0]
             if isinstance(data, Tensor):

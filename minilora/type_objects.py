@@ -6,9 +6,12 @@ True, as a type annotation or a script's check expects. Like torch's, it cannot 
 """
 import numpy as np
 
+from . import dtypes
+from .ops import _TENSOR_TYPE_NAMES
 from .tensor import Tensor
 
-__all__ = ["dtype", "typename"]
+__all__ = ["dtype", "typename", "FloatTensor", "DoubleTensor", "HalfTensor", "BFloat16Tensor", "ByteTensor",
+           "CharTensor", "ShortTensor", "IntTensor", "LongTensor", "BoolTensor"]
 
 
 class _DtypeMeta(type):
@@ -21,6 +24,36 @@ class _DtypeMeta(type):
 
 class dtype(metaclass=_DtypeMeta):  # noqa: N801  (torch's name)
     """``torch.dtype``: ``isinstance(minilora.float32, minilora.dtype)`` (module docstring)."""
+
+
+class _TensorType(type):
+    """torch's legacy tensor types (``torch.LongTensor`` ...: class ``torch.tensortype``). Calling one is
+    the legacy constructor in that dtype: ``LongTensor([1, 2])`` from data, ``FloatTensor(2, 3)`` of a
+    size (zeros here; torch leaves it uninitialised), ``FloatTensor(t)`` the same storage when ``t``
+    has the dtype. ``isinstance(t, torch.FloatTensor)`` holds for a float32 CPU tensor."""
+
+    def __instancecheck__(cls, obj):
+        return isinstance(obj, Tensor) and obj.dtype == cls.dtype and obj.device.type == "cpu"
+
+    def __call__(cls, *data, device=None):
+        if len(data) == 1 and isinstance(data[0], Tensor) and data[0].dtype != cls.dtype:
+            raise TypeError(f"expected {cls.__name__}'s dtype {cls.dtype} (got {data[0].dtype}): "
+                            f"convert with t.to(torch.{cls.dtype})")
+        return Tensor(*data, dtype=cls.dtype, device=device)
+
+    def __repr__(cls):
+        return f"<class 'torch.{cls.__name__}'>"
+
+
+def _tensor_type(dtype_name, name):
+    if not hasattr(dtypes, dtype_name) or not isinstance(getattr(dtypes, dtype_name), np.dtype):
+        return None  # (bfloat16 without ml_dtypes)
+    return _TensorType(name, (), {"dtype": getattr(dtypes, dtype_name), "__module__": "minilora"})
+
+
+_TYPES = {name: _tensor_type(dtype_name, name) for dtype_name, name in _TENSOR_TYPE_NAMES.items()}
+(FloatTensor, DoubleTensor, HalfTensor, BFloat16Tensor, ByteTensor, CharTensor, ShortTensor, IntTensor, LongTensor,
+ BoolTensor) = (_TYPES[name] for name in __all__[2:])
 
 
 def typename(obj):

@@ -378,3 +378,35 @@ def test_dropout_on_a_one_layer_rnn_warns_as_torch(kind):
     assert ours == theirs and len(ours) == 1 and caught[0].filename == __file__
     for lib in (minilora, torch):
         assert _warnings_of(lambda: getattr(lib.nn, kind)(4, 8, 2, dropout=0.2))[1] == []
+
+
+# ---- the legacy typed constructors (PyTorch's "NLP from scratch" tutorials: torch.LongTensor(indexes)) ------
+_TYPES = ["FloatTensor", "DoubleTensor", "HalfTensor", "ByteTensor", "CharTensor", "ShortTensor", "IntTensor",
+          "LongTensor", "BoolTensor"]
+
+
+@pytest.mark.parametrize("name", _TYPES)
+@pytest.mark.parametrize("args", [([1, 0, 3],), ([[1.5, 2.7]],), (2, 3), (3,), (), ("size",)])
+def test_legacy_tensor_types_construct_as_torch(name, args):
+    def make(lib):
+        a = tuple(lib.Size([2, 1]) if v == "size" else v for v in args)
+        return getattr(lib, name)(*a)
+    ours, theirs = make(minilora), make(torch)
+    assert tuple(ours.shape) == tuple(theirs.shape)
+    assert str(ours.dtype) == str(theirs.dtype).replace("torch.", "")
+    if args and isinstance(args[0], list):  # (sizes: torch leaves the memory uninitialised)
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+def test_legacy_tensor_types_check_and_share_as_torch():
+    for lib in (minilora, torch):
+        x = lib.ones(3)
+        assert isinstance(x, lib.FloatTensor) and not isinstance(x, lib.LongTensor)
+        assert isinstance(x.long(), lib.LongTensor) and not isinstance(3, lib.LongTensor)
+        shared = lib.FloatTensor(x)  # the same storage
+        shared[0] = 5
+        assert x[0].item() == 5
+        with pytest.raises(TypeError):
+            lib.LongTensor(x)
+        assert tuple(lib.Tensor(lib.Size([4, 2])).shape) == (4, 2)  # a Size is a size
+        assert x.type() == "torch.FloatTensor" and lib.FloatTensor.dtype == lib.float32
