@@ -148,6 +148,17 @@ CASES = {
                                  x.reshape(1, 1, 3, 4) * y[:3].detach().cos() + torch.cat(
                                      [-x.reshape(1, 1, 3, 4)[..., 2:], x.reshape(1, 1, 3, 4)[..., :2]], -1)
                                  * y[:3].detach().sin()) * y[0],
+    # more pointwise ops and einsum
+    "hardswish_mish": lambda lib, x, y: lib_f(lib).hardswish(x * 4) + lib_f(lib).mish(x * y[:3]),
+    # (hardsigmoid: torch raises "derivative for aten::hardsigmoid_backward is not implemented"; minilora's
+    # second derivative is its true one, 0)
+    "atan2_hypot": lambda lib, x, y: lib.atan2(x, y[:3]) * lib.hypot(x, y[1:]),
+    "lerp": lambda lib, x, y: lib.lerp(x, y[:3], y[3]) + lib.lerp(x * x, y[1:], 0.3),
+    "logit": lambda lib, x, y: lib.logit(x.sigmoid() * 0.9) + lib.logit(x.sigmoid(), eps=0.3),
+    "xlogy": lambda lib, x, y: lib.xlogy(x, y[:3] * y[:3] + 0.5) + lib.xlogy(x * x, 2.0),
+    "round_floor": lambda lib, x, y: x * (x * 3).round() + (x * y[:3]).floor() * y[:3],
+    "einsum": lambda lib, x, y: lib.einsum("ij,jk->ik", x, y) + lib.einsum("ij,kj->ik", x, y.exp())
+    + lib.einsum("ij->j", x * y[:3])[None],
     "embedding_by_freq": lambda lib, x, y: lib_f(lib).embedding(lib.tensor([1, 3, 1, 1]), y.tanh(),
                                                                 scale_grad_by_freq=True),
 }

@@ -19,7 +19,7 @@ import numpy as np
 from .. import tensor as _t
 from ..tensor import Function, Tensor, _check_versions, enable_grad
 from . import elementwise as _e, reduce as _r, shape as _s
-from .matmul import Linear, MatMul
+from .matmul import Einsum, Linear, MatMul
 from .conv import Conv2d, Fold, Unfold
 from .index import CumSum, Gather, IndexSelect
 from .nn import (Attention, BinaryCrossEntropy, BinaryCrossEntropyWithLogits, CrossEntropy, Dropout, Embedding,
@@ -519,6 +519,81 @@ def _attention(ctx, g):
     return dq, dk, dv, None
 
 
+def _hardswish(ctx, g):
+    a = ctx.inputs[0]
+    middle, high = (ctx.a > -3) & (ctx.a < 3), ctx.a >= 3
+    return _masked(g * (a / 3 + 0.5), middle) + _masked(g, high)
+
+
+def _mish(ctx, g):
+    a = ctx.inputs[0]
+    t = _e.Softplus.apply(a, beta=1, threshold=20).tanh()
+    return g * (t + a * a.sigmoid() * (1 - t * t))
+
+
+def _atan2(ctx, g):
+    (a, b), (na, nb) = ctx.inputs, ctx.needs_input_grad
+    origin = (np.asarray(ctx.a) * ctx.a + np.asarray(ctx.b) * ctx.b) == 0  # torch: no gradient at (0, 0)
+    denominator = a * a + b * b + _constant(origin.astype(g._array.dtype), g)
+    return (sum_to(_masked(g * b / denominator, ~origin), _shape(a)) if na else None,
+            sum_to(_masked(-g * a / denominator, ~origin), _shape(b)) if nb else None)
+
+
+def _hypot(ctx, g):
+    (a, b), (na, nb) = ctx.inputs, ctx.needs_input_grad
+    out = (a * a + b * b).sqrt()
+    return (sum_to(g * a / out, _shape(a)) if na else None, sum_to(g * b / out, _shape(b)) if nb else None)
+
+
+def _lerp(ctx, g):
+    (start, end, weight), (ns, ne, nw) = ctx.inputs, ctx.needs_input_grad
+    return (sum_to(g * (1 - weight), _shape(start)) if ns else None,
+            sum_to(g * weight, _shape(end)) if ne else None,
+            sum_to(g * (end - start), _shape(weight)) if nw else None)
+
+
+def _logit(ctx, g):
+    a, eps, dtype = ctx.inputs[0], ctx.eps, g._array.dtype
+    low, high, outside = (0, 1, np.nan) if eps is None else (eps, 1 - eps, 0.0)
+    out_of_range = (ctx.a < low) | (ctx.a > high)  # (torch's first-order value there: nan, or 0 with eps)
+    if not out_of_range.any():
+        return g / (a * (1 - a)), None
+    safe = a * (1 - a) + _constant(out_of_range.astype(dtype), g)
+    return _masked(g / safe, ~out_of_range) + _constant(np.where(out_of_range, outside, 0.0).astype(dtype), g), None
+
+
+def _xlogy(ctx, g):
+    (x, y), (nx, ny) = ctx.inputs, ctx.needs_input_grad
+    undefined = (np.asarray(ctx.x) == 0) & (np.asarray(ctx.y) <= 0)
+    log_y = y.log() if isinstance(y, Tensor) else float(np.log(y))
+    gx = sum_to(_masked(g * log_y, ~undefined) if undefined.any() else g * log_y, _shape(x)) if nx else None
+    gy = sum_to(g * x / y, _shape(y)) if ny else None
+    return gx, gy
+
+
+def _einsum(ctx, g):
+    """Each operand's gradient is the einsum of g with the others (torch's einsum backward), broadcast
+    over the letters only that operand has (``ij->j``'s i); an operand with a repeated letter (a trace,
+    a diagonal) refuses."""
+    grads = []
+    for i, sub in enumerate(ctx.subs):
+        if not ctx.needs_input_grad[i]:
+            grads.append(None)
+            continue
+        if len(set(sub)) != len(sub):
+            _refuse(ctx)
+        others = [j for j in range(len(ctx.subs)) if j != i]
+        present = set(ctx.output).union(*(ctx.subs[j] for j in others))
+        target = "".join(c for c in sub if c in present)
+        grad = Einsum.apply(g, *(ctx.inputs[j] for j in others), subs=[ctx.output] + [ctx.subs[j] for j in others],
+                            output=target)
+        for position, c in enumerate(sub):
+            if c not in present:
+                grad = grad.unsqueeze(position)
+        grads.append(grad.expand(*ctx.inputs[i].shape) if target != sub else grad)
+    return tuple(grads)
+
+
 _BACKWARD_GRAPHS = {
     _e.Add: _add, _e.Sub: _sub, _e.Mul: _mul, _e.Div: _div, _e.Pow: _pow,
     _e.Neg: lambda ctx, g: -g,
@@ -556,6 +631,10 @@ _BACKWARD_GRAPHS = {
     Dropout: lambda ctx, g: g * _constant(ctx.mask, g), NllLoss: _nll_loss,
     BinaryCrossEntropyWithLogits: _bce_with_logits, BinaryCrossEntropy: _bce,
     Attention: _attention, Rotary: _rotary,
+    _e.Hardswish: _hardswish, _e.Hardsigmoid: lambda ctx, g: _masked(g, ctx.inside) * (1 / 6), _e.Mish: _mish,
+    _e.Atan2: _atan2, _e.Hypot: _hypot, _e.Lerp: _lerp, _e.Logit: _logit, _e.XLogY: _xlogy,
+    _e._Rounding: lambda ctx, g: (_constant(g._device.xp.zeros(ctx.shape, g._array.dtype), g), None, None),
+    Einsum: _einsum,
 }
 for _op, _fn in _BACKWARD_GRAPHS.items():
     _op.backward_graph = staticmethod(_fn)
