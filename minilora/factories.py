@@ -293,11 +293,23 @@ def preserved_order(shape, strides):
     """The dimensions from outermost to innermost of torch's preserve_format copy of a tensor with these
     strides (its infer_dense_strides: an insertion sort by stride, broadcast dimensions (stride 0) left
     where they stand, equal strides ordered by size)."""
+    return iterator_order(shape, [strides])
+
+
+def iterator_order(shape, operands):
+    """The dimensions, outermost first, of the result torch's TensorIterator makes from operands with
+    these strides (each given for ``shape``; 0 where broadcast): preserved_order's insertion sort, the
+    first operand deciding each comparison, a later one only where the first's strides tie or are 0."""
     def should_swap(d0, d1):
-        s0, s1 = strides[d0], strides[d1]
-        if s0 == 0 or s1 == 0:
-            return 0
-        return -1 if s0 < s1 else 1 if s0 > s1 or shape[d0] > shape[d1] else 0
+        for strides in operands:
+            s0, s1 = strides[d0], strides[d1]
+            if s0 == 0 or s1 == 0:
+                continue
+            if s0 != s1:
+                return -1 if s0 < s1 else 1
+            if shape[d0] > shape[d1]:
+                return 1
+        return 0
     perm = list(reversed(range(len(shape))))  # (innermost first)
     for i in range(1, len(perm)):
         d1 = i
@@ -342,6 +354,29 @@ def is_laid_out_in(array, format):
             return False
         step *= array.shape[axis]
     return True
+
+
+def in_iterator_layout(out, inputs):
+    """``out`` (an elementwise result NumPy laid out) laid out as torch's TensorIterator lays out the
+    result of ``inputs`` (arrays broadcast to ``out``'s shape; numbers left out): the first input's order
+    of strides, the next one's where it is silent (NumPy's order='K' gives up for inputs that disagree,
+    and puts broadcast dimensions outermost)."""
+    shape = out.shape
+    operands = []
+    for a in inputs:
+        if getattr(a, "ndim", 0):
+            lead = len(shape) - a.ndim
+            operands.append((0,) * lead + tuple(0 if n == 1 and shape[lead + i] != 1 else s
+                                                for i, (n, s) in enumerate(zip(a.shape, a.strides))))
+    order = iterator_order(shape, operands)
+    if order == tuple(range(len(shape))):
+        return out if out.flags.c_contiguous else xp_of(out).asarray(out, order="C")
+    if out.flags.c_contiguous or preserved_order(shape, out.strides) != order:
+        buffer = xp_of(out).empty(tuple(shape[i] for i in order), out.dtype)
+        laid_out = buffer.transpose(tuple(np.argsort(order)))
+        laid_out[...] = out
+        out = laid_out
+    return known_layout(out)
 
 
 _KNOWN_LAYOUTS = weakref.WeakValueDictionary()  # id(array) -> array: see known_layout

@@ -402,3 +402,28 @@ def test_is_contiguous_takes_torch_s_memory_formats():
         for fmt in ("contiguous_format", "channels_last", "channels_last_3d", "preserve_format"):
             assert make(minilora).is_contiguous(memory_format=getattr(minilora, fmt)) == \
                 make(torch).is_contiguous(memory_format=getattr(torch, fmt)), fmt
+
+
+BINARY = {
+    # torch's TensorIterator: the first input's layout, a later one's where the first is silent
+    "x.t() * y": lambda L, x: x.t() * x.t().contiguous(),
+    "y * x.t()": lambda L, x: x.t().contiguous() * x.t(),
+    "x.t() + row": lambda L, x: x.t() + x[0, :3],
+    "x.t() - y": lambda L, x: L.sub(x.t(), x.t().contiguous()),
+    "x.t() / y": lambda L, x: x.t() / (x.t().contiguous() + 1),
+    "maximum": lambda L, x: L.maximum(x.t(), x.t().contiguous()),
+    "where(c, x.t(), y)": lambda L, x: L.where(x.t().contiguous() > 5, x.t(), x.t().contiguous()),
+    "lerp": lambda L, x: L.lerp(x.t(), x.t().contiguous(), 0.5),
+    "broadcast column + row": lambda L, x: x.t()[:, None] + L.ones(2, 1),
+    "pow": lambda L, x: x.t() ** x.t().contiguous(),
+    "atan2": lambda L, x: L.atan2(x.t(), x.t().contiguous() + 1),
+}
+
+
+@pytest.mark.parametrize("name", BINARY)
+def test_binary_op_of_mixed_layouts_is_laid_out_as_torch_s(name):
+    theirs = BINARY[name](torch, torch.tensor(np.arange(12.0).reshape(3, 4)))
+    ours = BINARY[name](minilora, minilora.tensor(np.arange(12.0).reshape(3, 4)))
+    assert _same_layout(ours, theirs), (_elements(ours._array), theirs.stride())
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-12)
+    assert ours.stride() == theirs.stride()

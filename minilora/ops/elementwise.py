@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 
 from .. import amp as _amp, fastmath, parallel
-from ..factories import known_layout, laid_out_copy, layout_order
+from ..factories import in_iterator_layout, known_layout, laid_out_copy, layout_order
 from ..device import xp_of
 from ..dtypes import (bfloat16, cast, checked_number, float32, get_default_dtype, int64, is_floating,
                       python_number, result_type, to_dtype, torch_name, upcast, wrap_around, wrap_int)
@@ -126,6 +126,22 @@ def _broadcast_error(name, a, b):
 
 
 # ---- arithmetic ----------------------------------------------------------------------------------
+def iterator_layout(cls):
+    """An elementwise op whose result is laid out as torch's TensorIterator lays it out when an input is
+    not contiguous (see factories.in_iterator_layout: ``x.t() * y`` takes x's layout; NumPy's took y's)."""
+    forward = cls.forward
+
+    def laid_out(ctx, *args, **kwargs):
+        out = forward(ctx, *args, **kwargs)
+        arrays = [a for a in args if getattr(a, "ndim", 0)]
+        if getattr(out, "ndim", 0) < 2 or kwargs.get("contiguous") or all(a.flags.c_contiguous for a in arrays):
+            return out
+        return in_iterator_layout(out, arrays)
+    cls.forward = staticmethod(laid_out)
+    return cls
+
+
+@iterator_layout
 class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
@@ -146,6 +162,7 @@ class Add(Function):
         return out.size
 
 
+@iterator_layout
 class Sub(Function):
     @staticmethod
     def forward(ctx, a, b):
@@ -166,6 +183,7 @@ class Sub(Function):
     flops = Add.flops
 
 
+@iterator_layout
 class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
@@ -198,6 +216,7 @@ class Mul(Function):
     flops = Add.flops
 
 
+@iterator_layout
 @backward_in_float32
 class Div(Function):
     @staticmethod
@@ -242,6 +261,7 @@ class Neg(Function):
         return -g
 
 
+@iterator_layout
 @backward_in_float32  # (forward: a ** 0.5 rounds the exponent to bfloat16 first, in torch and NumPy alike)
 class Pow(Function):
     """``a ** b`` where either side may be a tensor (or a Python number)."""
@@ -534,6 +554,7 @@ class Gelu(Function):
 
 
 # ---- selection -----------------------------------------------------------------------------------
+@iterator_layout
 class Where(Function):
     """``where(cond, a, b)``: ``a`` where cond is true, else ``b``; cond carries no gradient.
     ``contiguous``: a C-ordered result (masked_fill, tril: torch fills a contiguous clone), else the
@@ -1057,6 +1078,7 @@ class Cos(Function):
         return -g * xp_of(g).sin(ctx.a)
 
 
+@iterator_layout
 class Maximum(Function):
     """Elementwise max (``smallest=True``: min). Where the two are equal each gets half the
     gradient, as in torch (the max is not differentiable there; half/half is its convention)."""
@@ -1098,6 +1120,7 @@ def _maximum(input, other, smallest):
 
 
 @computes_in_float32
+@iterator_layout
 class Hypot(Function):
     """``sqrt(a^2 + b^2)`` without overflow (NumPy's hypot); the gradients ``g a / out``, ``g b / out``."""
 
@@ -1484,6 +1507,7 @@ def equal(input, other):
 
 # ---- lerp, xlogy, log1p/expm1, softplus, leaky_relu, clamp_min/max, square, reciprocal -----------
 @computes_in_float32
+@iterator_layout
 class Lerp(Function):
     """``start + weight * (end - start)``, computed as torch does: from ``end`` backwards when
     ``weight >= 0.5`` (``end - (end - start) * (1 - weight)``), so weight 1 gives ``end`` exactly."""
@@ -2063,6 +2087,7 @@ tan, asin, acos, sinh, cosh = map(_amp.autocasts, (tan, asin, acos, sinh, cosh))
 
 
 @backward_in_float32
+@iterator_layout
 class Atan2(Function):
     """The angle of the point (``b``, ``a``): ``atan(a / b)`` in the right quadrant; gradients
     ``b / (a^2 + b^2)`` and ``-a / (a^2 + b^2)``."""
