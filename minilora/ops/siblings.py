@@ -15,7 +15,7 @@ import numpy as np
 from .. import dtypes
 from ..device import xp_of
 from ..factories import empty
-from ..tensor import Function, Tensor, name_node
+from ..tensor import Function, Tensor, name_node, saved_for, saves_as_torch
 from . import elementwise as E, reduce as R, shape as S
 
 row_stack = S.vstack
@@ -113,7 +113,9 @@ def nextafter(input, other):
     a, b = E._promoted(input, other)
     if not dtypes.is_floating(a.dtype):
         raise NotImplementedError(f"\"nextafter_cpu\" not implemented for '{dtypes.torch_name(a.dtype)}'")
-    return name_node(Nextafter.apply(a, b), "NextafterBackward0", input, other)
+    result = name_node(Nextafter.apply(a, b), "NextafterBackward0", input, other)
+    # torch's node keeps both operands, for input's gradient only (other's is zeros)
+    return saves_as_torch(result, saved_for(input, input), saved_for(other, input))
 
 
 # ---- gradient -----------------------------------------------------------------------------------------

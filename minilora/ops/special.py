@@ -20,7 +20,7 @@ import numpy as np
 from .. import fastmath
 from .. import dtypes
 from ..device import xp_of
-from ..tensor import Function, Tensor, name_node
+from ..tensor import Function, Tensor, name_node, saves_as_torch
 from . import elementwise as E
 from .elementwise import _floating, _host_array, computes_in_float32
 
@@ -363,7 +363,8 @@ def erfc(input):
 
 def erfinv(input):
     """``torch.erfinv``: the inverse of erf on [-1, 1] (+-inf at +-1, nan outside)."""
-    return name_node(Erfinv.apply(_floating(input)), "ErfinvBackward0", input)
+    result = name_node(Erfinv.apply(_floating(input)), "ErfinvBackward0", input)
+    return saves_as_torch(result, input)  # (torch's formula re-derives erfinv from self: it keeps self)
 
 
 def lgamma(input):
@@ -407,7 +408,8 @@ def i0(input):
 
 def i1(input):
     """``torch.special.i1``: order 1."""
-    return name_node(I1.apply(_floating(input)), "SpecialI1Backward0", input)
+    result = name_node(I1.apply(_floating(input)), "SpecialI1Backward0", input)
+    return saves_as_torch(result, input, result)  # (torch's i1_backward reads both)
 
 
 def ndtr(input):
@@ -442,7 +444,7 @@ def entr(input):
     values = E.neg(E.mul(safe, E.log(safe)))
     values = E.where(positive, values, E.where(x == 0, E.mul(x, 0), E.add(E.mul(x, 0), -math.inf)))
     values = E.where(E.isnan(x), x, values)
-    return name_node(values, "SpecialEntrBackward0", input)
+    return saves_as_torch(name_node(values, "SpecialEntrBackward0", input), input)  # (torch's node keeps self)
 
 
 class XLog1pY(Function):
