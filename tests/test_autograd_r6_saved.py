@@ -360,7 +360,7 @@ NOT_IN_TABLE = {  # ops without a torch call of their own to compare, or covered
     "ArgMax", "ArgSort", "NonZero", "Logical", "_Test", "Sign", "_Rounding", "NoDerivative",  # no gradient
     "AsType", "ToDevice", "Dropout", "CrossEntropy", "Embedding", "BinaryCrossEntropy", "MaxUnpool2d",
     "MulByScalarTensor", "DivByScalarTensor", "RoundedDiv", "AddScaled", "Attention", "Rotary",
-    "ScatterIndexed", "EmbeddingGrad",  # create_graph=True's backward-of-backward ops (tests/test_double_backward_r8.py)
+    "ScatterIndexed", "EmbeddingGrad", "LinearPair",  # create_graph=True's backward-of-backward ops (tests/test_double_backward_r8.py)
 }
 
 

@@ -159,6 +159,12 @@ CASES = {
     "round_floor": lambda lib, x, y: x * (x * 3).round() + (x * y[:3]).floor() * y[:3],
     "einsum": lambda lib, x, y: lib.einsum("ij,jk->ik", x, y) + lib.einsum("ij,kj->ik", x, y.exp())
     + lib.einsum("ij->j", x * y[:3])[None],
+    # pooling (a LeNet's, a ResNet head's)
+    "max_pool": lambda lib, x, y: lib_f(lib).max_pool2d((x * y[:3]).reshape(1, 1, 3, 4), 2, stride=1)
+    + lib_f(lib).max_pool2d(x.reshape(1, 2, 2, 3), (1, 2), padding=(0, 1))[..., :2].sum(),
+    "avg_pool": lambda lib, x, y: lib_f(lib).avg_pool2d((x * y[:3]).reshape(1, 1, 3, 4), 2, stride=1, padding=1,
+                                                        count_include_pad=False, ceil_mode=True),
+    "adaptive_avg_pool": lambda lib, x, y: lib_f(lib).adaptive_avg_pool2d((x * y[:3]).reshape(1, 1, 3, 4), (2, 3)),
     "embedding_by_freq": lambda lib, x, y: lib_f(lib).embedding(lib.tensor([1, 3, 1, 1]), y.tanh(),
                                                                 scale_grad_by_freq=True),
 }

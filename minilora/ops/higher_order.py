@@ -20,7 +20,7 @@ from .. import tensor as _t
 from ..tensor import Function, Tensor, _check_versions, enable_grad
 from . import elementwise as _e, reduce as _r, shape as _s
 from .matmul import Einsum, Linear, MatMul
-from .conv import Conv2d, Fold, Unfold
+from .conv import AdaptiveAvgPool2d, AvgPool2d, Conv2d, Fold, MaxPool2d, Unfold, _windows
 from .index import CumSum, Gather, IndexSelect
 from .nn import (Attention, BinaryCrossEntropy, BinaryCrossEntropyWithLogits, CrossEntropy, Dropout, Embedding,
                  LayerNorm, NllLoss, Pad, RMSNorm, Rotary, SwiGLU)
@@ -594,6 +594,68 @@ def _einsum(ctx, g):
     return tuple(grads)
 
 
+class LinearPair(Function):
+    """The backward of a linear (or piecewise linear) op as an op of its own: ``vjp(node_ctx, g)`` on
+    arrays. Its own backward is the op's Jacobian applied to the incoming gradient, ``jvp(node_ctx, gg)``,
+    and the backward of that is ``vjp`` again: pooling differentiates to every order."""
+
+    @staticmethod
+    def forward(ctx, g, node_ctx, jvp, vjp):
+        ctx.node_ctx, ctx.jvp, ctx.vjp = node_ctx, jvp, vjp
+        return vjp(node_ctx, g)
+
+    @staticmethod
+    def backward(ctx, gg):
+        return ctx.jvp(ctx.node_ctx, gg), None, None, None
+
+    @staticmethod
+    def backward_graph(ctx, gg):
+        return LinearPair.apply(gg, ctx.node_ctx, ctx.vjp, ctx.jvp), None, None, None
+
+
+def _first(op):
+    """``op.backward`` on arrays, its first gradient only (the input's)."""
+    def vjp(ctx, g):
+        grads = op.backward(ctx, g)
+        return grads[0] if isinstance(grads, tuple) else grads
+    return vjp
+
+
+def _max_pool_jvp(ctx, x):
+    """Each window's chosen element of ``x`` (the maxima's places, fixed at forward)."""
+    xp = _e.xp_of(x)
+    padded_shape, kernel, stride, dilation, padding, window_shape = ctx.geometry
+    (ph, pw) = padding
+    padded = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
+    windows = _windows(xp, padded, kernel, stride, dilation)
+    flat = windows.reshape(*windows.shape[:4], windows.shape[4] * windows.shape[5])
+    return xp.take_along_axis(flat, ctx.choice[..., None], -1)[..., 0]
+
+
+def _avg_pool_jvp(ctx, x):
+    shape, padded_shape, stride, padding, window_shape = ctx.geometry
+    extra = tuple(p - n - 2 * q for p, n, q in zip(padded_shape[2:], shape[2:], padding))
+    return AvgPool2d.forward(_Scratch(), x, tuple(window_shape[-2:]), stride, padding, extra, ctx.divisors)
+
+
+def _adaptive_avg_pool_jvp(ctx, x):
+    return AdaptiveAvgPool2d.forward(_Scratch(), x, ctx.rows, ctx.cols)
+
+
+class _Scratch:
+    """A throwaway ctx for running an op's forward on arrays (what it saves is not needed)."""
+
+
+def _pooling(jvp, op):
+    vjp = _first(op)
+
+    def backward_graph(ctx, g):
+        if ctx.round_to is not None:  # (16-bit rounding in between: not a linear map to record)
+            _refuse(ctx)
+        return LinearPair.apply(g, ctx, jvp, vjp)
+    return backward_graph
+
+
 _BACKWARD_GRAPHS = {
     _e.Add: _add, _e.Sub: _sub, _e.Mul: _mul, _e.Div: _div, _e.Pow: _pow,
     _e.Neg: lambda ctx, g: -g,
@@ -635,6 +697,8 @@ _BACKWARD_GRAPHS = {
     _e.Atan2: _atan2, _e.Hypot: _hypot, _e.Lerp: _lerp, _e.Logit: _logit, _e.XLogY: _xlogy,
     _e._Rounding: lambda ctx, g: (_constant(g._device.xp.zeros(ctx.shape, g._array.dtype), g), None, None),
     Einsum: _einsum,
+    MaxPool2d: _pooling(_max_pool_jvp, MaxPool2d), AvgPool2d: _pooling(_avg_pool_jvp, AvgPool2d),
+    AdaptiveAvgPool2d: _pooling(_adaptive_avg_pool_jvp, AdaptiveAvgPool2d),
 }
 for _op, _fn in _BACKWARD_GRAPHS.items():
     _op.backward_graph = staticmethod(_fn)
