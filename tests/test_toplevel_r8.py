@@ -1,7 +1,6 @@
 """torch's top-level names that LLM training scripts call (nanoGPT's train.py, Hugging Face's examples),
 against torch 2.13: torch.backends flags, set_float32_matmul_precision, torch.compile's OptimizedModule,
 the deterministic switches, torch.dtype/typename/jit, the special functions, and small siblings."""
-import math
 import warnings
 
 import numpy as np
