@@ -20,6 +20,29 @@ from .ops import higher_order
 from .tensor import Tensor, _run_backward, enable_grad, inference_mode, no_grad, set_grad_enabled  # noqa: F401
 
 
+class _VariableType(type):
+    """``torch.autograd.Variable``: merged into Tensor since torch 0.4, kept for old code. Every tensor
+    is one (``isinstance``); calling it gives ``data`` detached, sharing its values, requiring grad
+    when asked. ``volatile`` does nothing but warn, as torch's."""
+
+    def __instancecheck__(cls, obj):
+        return isinstance(obj, Tensor)
+
+    def __call__(cls, data=None, requires_grad=False, volatile=False):
+        if volatile:
+            _tensor.warn_at_caller("volatile was removed and now has no effect. Use `with torch.no_grad():` "
+                                   "instead.")
+        if data is None:
+            return Tensor()
+        if not isinstance(data, Tensor):
+            raise TypeError(f"Variable data has to be a tensor, but got {type(data).__name__}")
+        return data.detach().requires_grad_(bool(requires_grad))
+
+
+class Variable(metaclass=_VariableType):
+    """``torch.autograd.Variable(t, requires_grad=True)``, old code's spelling (see ``_VariableType``)."""
+
+
 class _CaptureStore:
     """Collects the gradients of the wanted tensors; every other gradient is dropped (torch's grad
     leaves ``.grad`` alone). Leaves arrive through ``add``, non-leaves through ``add_node``."""

@@ -1584,6 +1584,8 @@ class Tensor:
         try:
             raw = ops.shape._raw_index(index, self._device)
             ops.shape.put_indexed(self._array, raw, value)
+        except IndexError as exc:  # (NumPy's words for x[0] = 1 on a 0-d x: torch's)
+            raise ops.shape.torch_index_error(exc, self, index) from None
         except TypeError as exc:  # ml_dtypes' words for more values than places (a bfloat16 target)
             if "expected number" not in str(exc):
                 raise

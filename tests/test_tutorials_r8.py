@@ -410,3 +410,64 @@ def test_legacy_tensor_types_check_and_share_as_torch():
             lib.LongTensor(x)
         assert tuple(lib.Tensor(lib.Size([4, 2])).shape) == (4, 2)  # a Size is a size
         assert x.type() == "torch.FloatTensor" and lib.FloatTensor.dtype == lib.float32
+
+
+# ---- torch 0.3-era tutorials: Variable, and loss.data[0] (now torch's pointer to item()) ---------------
+def _old_two_layer_net(torch):
+    Variable = torch.autograd.Variable  # (from torch.autograd import Variable, for either library)
+    torch.manual_seed(0)
+    x = Variable(torch.randn(16, 8))
+    y = Variable(torch.randn(16, 2), requires_grad=False)
+    w1 = Variable(torch.randn(8, 12), requires_grad=True)
+    w2 = Variable(torch.randn(12, 2), requires_grad=True)
+    losses = []
+    for t in range(5):
+        y_pred = x.mm(w1).clamp(min=0).mm(w2)
+        loss = (y_pred - y).pow(2).sum()
+        losses.append(loss.item())
+        loss.backward()
+        w1.data -= 1e-3 * w1.grad.data
+        w2.data -= 1e-3 * w2.grad.data
+        w1.grad.data.zero_()
+        w2.grad.data.zero_()
+    assert isinstance(loss, Variable) and w1.is_leaf and not x.requires_grad
+    with pytest.raises(IndexError) as error:
+        loss.data[0]
+    return losses, str(error.value)
+
+
+def test_variable_era_tutorial_as_torch():
+    (ours, ours_error), (theirs, theirs_error) = _old_two_layer_net(minilora), _old_two_layer_net(torch)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+    assert ours_error == theirs_error  # "invalid index of a 0-dim tensor. Use `tensor.item()` ..."
+
+
+def test_variable_as_torch():
+    for lib in (minilora, torch):
+        x = lib.ones(2)
+        v = lib.autograd.Variable(x, requires_grad=True)
+        assert v is not x and v.requires_grad and not x.requires_grad and v.is_leaf
+        v.data[0] = 3  # the same values
+        assert x[0].item() == 3
+        assert tuple(lib.autograd.Variable().shape) == (0,)
+        with pytest.raises(TypeError, match="Variable data has to be a tensor, but got list"):
+            lib.autograd.Variable([1.0])
+    _, ours, _ = _warnings_of(lambda: minilora.autograd.Variable(minilora.ones(1), volatile=True))
+    _, theirs, _ = _warnings_of(lambda: torch.autograd.Variable(torch.ones(1), volatile=True))
+    assert ours == theirs and len(ours) == 1
+
+
+@pytest.mark.parametrize("shape, index", [((), 0), ((), (0, 0)), ((), "tensor0"), ((2,), (0, 0)), ((2, 3), (0, 1, 0))])
+def test_too_many_indices_in_torch_words(shape, index):
+    messages = []
+    for lib in (torch, minilora):
+        x = lib.ones(shape)
+        i = lib.tensor(0) if index == "tensor0" else index
+        with pytest.raises(IndexError) as error:
+            x[i]
+        messages.append(str(error.value))
+        if shape == () and index == 0:
+            with pytest.raises(IndexError) as error:
+                x[i] = 2.0
+            messages.append(str(error.value))
+    assert messages[:len(messages) // 2] == messages[len(messages) // 2:]

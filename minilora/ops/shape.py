@@ -375,7 +375,22 @@ def transpose(input, dim0=-2, dim1=-1):
 
 
 def getitem(input, index):
-    return name_node(GetItem.apply(input, index=_raw_index(index, input.device)), _indexing_node(index), input)
+    try:
+        out = GetItem.apply(input, index=_raw_index(index, input.device))
+    except IndexError as error:
+        raise torch_index_error(error, input, index) from None
+    return name_node(out, _indexing_node(index), input)
+
+
+def torch_index_error(error, input, index):
+    """NumPy's 'too many indices for array' in torch's words: ``loss[0]`` (old code's loss.data[0]) on a
+    0-d tensor points at ``item()``."""
+    if not str(error).startswith("too many indices for array"):
+        return error
+    if input.ndim == 0 and isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+        return IndexError("invalid index of a 0-dim tensor. Use `tensor.item()` in Python or `tensor.item<T>()` "
+                          "in C++ to convert a 0-dim tensor to a number")
+    return IndexError(f"too many indices for tensor of dimension {input.ndim}")
 
 
 def _indexing_node(index):
