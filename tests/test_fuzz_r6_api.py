@@ -800,6 +800,8 @@ SKIP.update({n: "torch's process-wide switches and torch.compile (round 8): test
 SKIP.update({n: "an int argument beside the tensor (round 8): tests/test_toplevel_r8.py compares values and "
              "gradients with torch" for n in shared_names() - set(SKIP) if n.split(".", 1)[1] in {
                  "polygamma", "polygamma_", "mvlgamma", "mvlgamma_"}})
+SKIP.update({n: "torch.histogram (round 8): tests/test_tutorials_r8.py compares it with torch"
+             for n in {"torch.histogram", "Tensor.histogram"} & shared_names() - set(SKIP)})
 SKIP.update({n: "small siblings (round 8): tests/test_toplevel_r8.py compares values, gradients and errors with torch"
              for n in shared_names() - set(SKIP) if n.split(".", 1)[1] in {
                  "row_stack", "diagonal_scatter", "select_scatter", "slice_scatter", "renorm", "renorm_", "frexp",
